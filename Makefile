@@ -1,0 +1,58 @@
+# Thin aliases. `make run` and `make test` bootstrap everything they need on a fresh machine:
+# when `deno` is not on PATH, the pinned version is installed from npm into .tools/.
+
+DENO_VERSION := 2.9.6
+LOCAL_DENO := .tools/node_modules/.bin/deno
+DENO ?= $(shell command -v deno 2>/dev/null || echo $(LOCAL_DENO))
+CONFIG ?= config.yaml
+TEST_FLAGS ?=
+
+.PHONY: run test check fmt lint typecheck bench bundle compile clean deno
+
+run: deno
+	$(DENO) run -A mod.ts serve --config $(CONFIG)
+
+test: deno
+	$(DENO) test -A --trace-leaks $(TEST_FLAGS)
+
+check: deno
+	$(DENO) fmt --check
+	$(DENO) lint
+	$(DENO) check mod.ts src/ tests/ bench/
+	$(MAKE) test
+
+fmt: deno
+	$(DENO) fmt
+
+bench: deno
+	$(DENO) run -A bench/run.ts
+
+# One JavaScript file that runs with plain `deno run -A dist/prox.js` from any directory.
+bundle: deno
+	mkdir -p dist
+	$(DENO) bundle --platform=deno -o dist/prox.js mod.ts
+
+# Per-platform executables. `deno compile` downloads a `denort` runtime per target unless
+# DENORT_BIN points at one (only valid for the host target). prom-client's dependency bintrees
+# ships a 2 MB test file that overflows the compiler: it is excluded.
+TARGETS := x86_64-unknown-linux-gnu aarch64-unknown-linux-gnu x86_64-apple-darwin aarch64-apple-darwin x86_64-pc-windows-msvc
+COMPILE_FLAGS := -A --unstable-net --include static --exclude node_modules/.deno/bintrees@1.0.2/node_modules/bintrees/test
+compile: deno
+	mkdir -p dist
+	@if [ -n "$$DENORT_BIN" ]; then \
+	  echo "DENORT_BIN set: building for the host only"; \
+	  $(DENO) compile $(COMPILE_FLAGS) -o dist/prox mod.ts; \
+	else \
+	  for t in $(TARGETS); do \
+	    $(DENO) compile $(COMPILE_FLAGS) --target $$t -o dist/prox-$$t mod.ts || exit 1; \
+	  done; \
+	fi
+
+deno:
+	@if [ "$(DENO)" = "$(LOCAL_DENO)" ] && [ ! -x $(LOCAL_DENO) ]; then \
+	  echo "deno not on PATH: installing deno@$(DENO_VERSION) from npm into .tools/"; \
+	  npm install --prefix .tools --no-save --no-audit --no-fund deno@$(DENO_VERSION) >/dev/null; \
+	fi
+
+clean:
+	rm -rf dist

@@ -1,0 +1,97 @@
+// The one error type of the data path and the one table that maps it to an HTTP status.
+// Adapters translate platform errors into ProxyError at the boundary; nothing else decides a status.
+
+/** What went wrong, independent of where. */
+export type ErrorKind =
+  | "bad_request" // malformed or unnormalizable request: 400
+  | "not_found" // no route: 404
+  | "method_not_allowed" // 405
+  | "body_too_large" // request body over the limit: 413
+  | "header_too_large" // 431
+  | "rate_limited" // 429 (or the configured status)
+  | "connect" // could not connect to the upstream: 502
+  | "upstream_reset" // the upstream closed or reset mid-exchange: 502
+  | "protocol" // the upstream spoke invalid HTTP: 502
+  | "timeout" // connect/header/idle/total timeout: 504
+  | "no_healthy_upstream" // every target down or ejected: 503
+  | "overloaded" // queue full, load shed: 503
+  | "shutting_down" // 503
+  | "client_gone" // the client went away: 499, logged only
+  | "internal"; // a bug: 500
+
+/** An error on the data path: a kind, the upstream or component it came from, and retryability. */
+export class ProxyError extends Error {
+  readonly kind: ErrorKind;
+  /** Upstream URL or component name; logged, never shown to clients. */
+  readonly source: string;
+  /** True when the request may be sent again (e.g. nothing reached the upstream). */
+  readonly retryable: boolean;
+  /** True when not a single byte of the request reached the upstream. */
+  readonly sentNothing: boolean;
+
+  constructor(
+    kind: ErrorKind,
+    message: string,
+    opts: { source?: string; retryable?: boolean; sentNothing?: boolean; cause?: unknown } = {},
+  ) {
+    super(message, { cause: opts.cause });
+    this.name = "ProxyError";
+    this.kind = kind;
+    this.source = opts.source ?? "";
+    this.sentNothing = opts.sentNothing ?? false;
+    this.retryable = opts.retryable ?? this.sentNothing;
+  }
+}
+
+const STATUS: Record<ErrorKind, number> = {
+  bad_request: 400,
+  not_found: 404,
+  method_not_allowed: 405,
+  body_too_large: 413,
+  header_too_large: 431,
+  rate_limited: 429,
+  connect: 502,
+  upstream_reset: 502,
+  protocol: 502,
+  timeout: 504,
+  no_healthy_upstream: 503,
+  overloaded: 503,
+  shutting_down: 503,
+  client_gone: 499,
+  internal: 500,
+};
+
+const REASON: Record<ErrorKind, string> = {
+  bad_request: "Bad request",
+  not_found: "Not found",
+  method_not_allowed: "Method not allowed",
+  body_too_large: "Request body too large",
+  header_too_large: "Request header fields too large",
+  rate_limited: "Too many requests",
+  connect: "Bad gateway: cannot connect to upstream",
+  upstream_reset: "Bad gateway: upstream closed the connection",
+  protocol: "Bad gateway: invalid response from upstream",
+  timeout: "Gateway timeout",
+  no_healthy_upstream: "Service unavailable: no healthy upstream",
+  overloaded: "Service unavailable: overloaded",
+  shutting_down: "Service unavailable: shutting down",
+  client_gone: "Client closed request",
+  internal: "Internal server error",
+};
+
+/** HTTP status for an error kind. */
+export function statusFor(kind: ErrorKind): number {
+  return STATUS[kind];
+}
+
+/** The short, client-safe reason for an error kind (never an internal host or stack). */
+export function reasonFor(kind: ErrorKind): string {
+  return REASON[kind];
+}
+
+/** Wraps anything thrown into a ProxyError; unknown errors become `internal`. */
+export function toProxyError(err: unknown, source = ""): ProxyError {
+  if (err instanceof ProxyError) return err;
+  const message = err instanceof Error ? err.message : String(err);
+  return new ProxyError("internal", message, { source, cause: err });
+}

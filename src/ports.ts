@@ -1,0 +1,166 @@
+// The interfaces the core needs from the outside world. `proxy/` and `domain/` depend only on
+// these; `adapters/` implement them with Deno APIs. Keep each port small and consumer-owned.
+
+/** The protocol a request arrived on. */
+export type Protocol = "http/1.1" | "h2" | "h2c" | "h3";
+
+/** What the listener knows about the peer and the connection, passed beside the Web `Request`. */
+export interface ClientInfo {
+  /** TCP/UDP peer address (before `trusted_proxies` resolution). */
+  remoteAddr: { hostname: string; port: number };
+  /** The local listener port the request arrived on (for Alt-Svc, X-Forwarded-Port). */
+  localPort: number;
+  protocol: Protocol;
+  tls: boolean;
+}
+
+/** One handler for every protocol: HTTP/1.1, HTTP/2 and HTTP/3 all call it. */
+export type Handler = (req: Request, info: ClientInfo) => Promise<Response>;
+
+/** Per-request upstream timeouts in milliseconds; 0 disables one. */
+export interface UpstreamTimeouts {
+  connect: number;
+  /** Time from sending the request until the response head arrives. */
+  responseHeader: number;
+  /** Longest pause between two body chunks, either direction. */
+  idle: number;
+}
+
+/** TLS options for an upstream connection. */
+export interface UpstreamTls {
+  /** Extra PEM CA certificates to trust. */
+  caCerts?: string[];
+  insecureSkipVerify?: boolean;
+  /** SNI / verification name, when it must differ from the URL host. */
+  serverName?: string;
+}
+
+/**
+ * A request on its way to an upstream. `headers` is final: the client sends them as they are
+ * (including `host`), never adds, decodes or follows anything.
+ */
+export interface UpstreamRequest {
+  /** Absolute URL: scheme, authority, path and query as they must go on the wire. */
+  url: URL;
+  method: string;
+  headers: Headers;
+  body: ReadableStream<Uint8Array> | null;
+  timeouts: UpstreamTimeouts;
+  tls?: UpstreamTls;
+  /** Aborted when the client goes away; the client must then release the connection. */
+  signal?: AbortSignal;
+}
+
+/**
+ * Sends one request upstream and resolves with the response head; the body streams.
+ * Rejects with a `ProxyError` (kinds: connect, timeout, upstream_reset, protocol).
+ * `sentNothing` on the error tells the retry logic whether the request can be replayed safely.
+ */
+export interface UpstreamClient {
+  send(req: UpstreamRequest): Promise<Response>;
+  /** Closes pooled connections. */
+  close(): Promise<void>;
+}
+
+/** File metadata for static serving. */
+export interface FileStat {
+  isFile: boolean;
+  isDirectory: boolean;
+  size: number;
+  /** Milliseconds since the epoch, or null when unknown. */
+  mtime: number | null;
+}
+
+/**
+ * Read-only access to a directory tree for the static route. Paths are relative to the root,
+ * already normalized; the adapter still refuses anything that resolves outside the root
+ * (symlinks included) by returning null.
+ */
+export interface FileStore {
+  stat(root: string, relPath: string): Promise<FileStat | null>;
+  /** Opens [start, end] (inclusive) of a file as a stream. */
+  open(
+    root: string,
+    relPath: string,
+    range?: { start: number; end: number },
+  ): Promise<ReadableStream<Uint8Array> | null>;
+}
+
+/** Milliseconds since the epoch, and a monotonic clock for durations. */
+export interface Clock {
+  now(): number;
+  monotonic(): number;
+}
+
+/** Log levels in increasing severity. */
+export type LogLevel = "debug" | "info" | "warn" | "error";
+
+/** Structured logger; fields are flat JSON values. */
+export interface Logger {
+  log(level: LogLevel, msg: string, fields?: Record<string, unknown>): void;
+  debug(msg: string, fields?: Record<string, unknown>): void;
+  info(msg: string, fields?: Record<string, unknown>): void;
+  warn(msg: string, fields?: Record<string, unknown>): void;
+  error(msg: string, fields?: Record<string, unknown>): void;
+}
+
+/** One access-log record, written once per request. */
+export interface AccessRecord {
+  time: number;
+  requestId: string;
+  clientIp: string;
+  method: string;
+  host: string;
+  path: string;
+  status: number;
+  bytesIn: number;
+  bytesOut: number;
+  durationMs: number;
+  route: string | null;
+  upstream: string | null;
+  upstreamStatus: number | null;
+  upstreamMs: number | null;
+  protocol: Protocol;
+  tls: boolean;
+  retries: number;
+  userAgent: string | null;
+  referer: string | null;
+}
+
+/**
+ * What the pipeline reports. Labels are bounded: route prefixes and upstream ids, never raw paths.
+ * The no-op implementation is the default so the core runs without a metrics backend.
+ */
+export interface Metrics {
+  request(route: string, method: string, status: number, seconds: number): void;
+  backendRequest(backend: string, route: string, status: number, seconds: number): void;
+  backendHealth(backend: string, healthy: boolean): void;
+  rateLimit(route: string, action: "allowed" | "limited" | "shadow_limited" | "error"): void;
+  retry(route: string, reason: string): void;
+  ejection(backend: string): void;
+  connectionOpened(protocol: Protocol | "websocket"): void;
+  connectionClosed(protocol: Protocol | "websocket"): void;
+  websocketMessageTooBig(route: string): void;
+}
+
+/** A Metrics that records nothing. */
+export const noopMetrics: Metrics = {
+  request() {},
+  backendRequest() {},
+  backendHealth() {},
+  rateLimit() {},
+  retry() {},
+  ejection() {},
+  connectionOpened() {},
+  connectionClosed() {},
+  websocketMessageTooBig() {},
+};
+
+/** A Logger that drops everything (unit tests). */
+export const silentLogger: Logger = {
+  log() {},
+  debug() {},
+  info() {},
+  warn() {},
+  error() {},
+};

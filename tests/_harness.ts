@@ -1,0 +1,142 @@
+// Shared helpers for integration tests: real servers on 127.0.0.1 port 0, condition waits,
+// and interop tests that skip (or fail under PROX_REQUIRE_INTEROP=1) when a tool is missing.
+
+/** A running test server; dispose to shut it down. */
+export interface TestServer extends AsyncDisposable {
+  port: number;
+  url: string;
+  server: Deno.HttpServer<Deno.NetAddr>;
+}
+
+/** Starts a Deno.serve upstream on 127.0.0.1:0 with the given handler. */
+export function startUpstream(
+  handler: (
+    req: Request,
+    info: Deno.ServeHandlerInfo<Deno.NetAddr>,
+  ) => Response | Promise<Response>,
+  opts: { cert?: string; key?: string; hostname?: string } = {},
+): Promise<TestServer> {
+  const hostname = opts.hostname ?? "127.0.0.1";
+  return new Promise((resolve) => {
+    const server = Deno.serve({
+      hostname,
+      port: 0,
+      ...(opts.cert ? { cert: opts.cert, key: opts.key } : {}),
+      onListen() {},
+    }, handler);
+    const port = server.addr.port;
+    const scheme = opts.cert ? "https" : "http";
+    const host = hostname.includes(":") ? `[${hostname}]` : hostname;
+    resolve({
+      port,
+      url: `${scheme}://${host}:${port}`,
+      server,
+      async [Symbol.asyncDispose]() {
+        await server.shutdown();
+      },
+    });
+  });
+}
+
+/** Polls `cond` until it returns a truthy value or `timeoutMs` passes. */
+export async function waitFor<T>(
+  cond: () => T | Promise<T>,
+  opts: { timeoutMs?: number; intervalMs?: number; what?: string } = {},
+): Promise<NonNullable<T>> {
+  const deadline = Date.now() + (opts.timeoutMs ?? 10_000);
+  let last: unknown;
+  while (Date.now() < deadline) {
+    try {
+      const v = await cond();
+      if (v) return v as NonNullable<T>;
+    } catch (err) {
+      last = err;
+    }
+    await new Promise((r) => setTimeout(r, opts.intervalMs ?? 20));
+  }
+  throw new Error(`Timed out waiting for ${opts.what ?? "condition"}${last ? `: ${last}` : ""}`);
+}
+
+/** Absolute path of an executable on PATH, or null. */
+export function findTool(name: string): string | null {
+  const path = Deno.env.get("PATH") ?? "";
+  for (const dir of path.split(":")) {
+    if (!dir) continue;
+    const full = `${dir}/${name}`;
+    try {
+      const st = Deno.statSync(full);
+      if (st.isFile && (st.mode ?? 0o111) & 0o111) return full;
+    } catch {
+      // not here
+    }
+  }
+  return null;
+}
+
+/** True when CI demands every interop tool (a missing tool is then a failure, not a skip). */
+export const requireInterop = Deno.env.get("PROX_REQUIRE_INTEROP") === "1";
+
+/**
+ * Registers a test that needs external tools. Missing tools: skipped with a message, or a
+ * failing test under PROX_REQUIRE_INTEROP=1.
+ */
+export function interopTest(
+  name: string,
+  tools: string[],
+  fn: (t: Deno.TestContext) => Promise<void> | void,
+  opts: { sanitizeOps?: boolean; sanitizeResources?: boolean } = {},
+): void {
+  const missing = tools.filter((t) => !findTool(t));
+  if (missing.length === 0) {
+    Deno.test({ name, fn, ...opts });
+  } else if (requireInterop) {
+    Deno.test(name, () => {
+      throw new Error(`Cannot run: missing tool(s) ${missing.join(", ")} (PROX_REQUIRE_INTEROP=1)`);
+    });
+  } else {
+    // deno-lint-ignore no-console
+    console.warn(`skip "${name}": missing tool(s) ${missing.join(", ")}`);
+    Deno.test({ name, ignore: true, fn });
+  }
+}
+
+/** Reads a whole stream into a string. */
+export async function text(stream: ReadableStream<Uint8Array> | null): Promise<string> {
+  if (!stream) return "";
+  return await new Response(stream).text();
+}
+
+/** Runs a command and returns its exit code and output. */
+export async function run(
+  cmd: string,
+  args: string[],
+  opts: { cwd?: string; env?: Record<string, string>; stdin?: string; timeoutMs?: number } = {},
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  const child = new Deno.Command(cmd, {
+    args,
+    cwd: opts.cwd,
+    env: opts.env,
+    stdin: opts.stdin === undefined ? "null" : "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  if (opts.stdin !== undefined) {
+    const w = child.stdin.getWriter();
+    await w.write(new TextEncoder().encode(opts.stdin));
+    await w.close();
+  }
+  const timer = opts.timeoutMs
+    ? setTimeout(() => {
+      try {
+        child.kill("SIGKILL");
+      } catch { /* gone */ }
+    }, opts.timeoutMs)
+    : undefined;
+  const out = await child.output();
+  clearTimeout(timer);
+  const dec = new TextDecoder();
+  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+}
+
+/** Repository root (for spawning mod.ts and reading fixtures). */
+export const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
