@@ -1,5 +1,289 @@
-// Prox command-line entry point (placeholder until the CLI lands).
+// Prox command-line entry point: `prox serve`, `prox validate`, `prox schema`, help and version.
+// deno-lint-ignore-file no-console
+
+import { parseArgs } from "node:util";
+import { formatIssue } from "./src/config/load.ts";
+import type { ConfigIssue } from "./src/config/parse.ts";
+import type { Config } from "./src/config/schema.ts";
+import { ConfigError, loadSource, startServer } from "./src/server.ts";
+import type { ConfigSource, ProxServer } from "./src/server.ts";
+
+export { startServer } from "./src/server.ts";
+export type { ProxServer } from "./src/server.ts";
+export { parseConfig } from "./src/config/parse.ts";
+export { createHandler } from "./src/proxy/pipeline.ts";
+
+/** The version printed by `prox --version`. */
+export const VERSION = "0.1.0";
+
+const HELP = `prox ${VERSION}: a reverse proxy for HTTP/1.1, HTTP/2, HTTP/3 and WebSocket
+
+Usage:
+  prox [serve] [-c FILE]                 serve with FILE (default: config.yaml)
+  prox validate [-c FILE] [--format text|json]
+                                         check a config and explain every problem
+  prox schema                            print the config's JSON Schema (for editors)
+  prox help [COMMAND]                    show help
+  prox --version
+
+Options:
+  -c, --config FILE    config file (default: config.yaml; with no such file, serve runs an
+                       embedded welcome config on 127.0.0.1:3000)
+      --format FMT     validate output: text (default) or json
+      --log-level LVL  debug | info | warn | error (or env PROX_LOG_LEVEL)
+  -h, --help           show help
+  -V, --version        show the version
+
+Exit codes: 0 valid / clean shutdown, 1 invalid config or startup failure, 2 usage error.`;
+
+const COMMAND_HELP: Record<string, string> = {
+  serve: `Usage: prox serve [-c FILE]
+
+Serves traffic as configured in FILE (default config.yaml). SIGHUP reloads the config; SIGTERM
+or SIGINT drains in-flight requests and exits (a second signal forces exit).`,
+  validate: `Usage: prox validate [-c FILE] [--format text|json]
+
+Checks FILE (default config.yaml) and prints every problem with file:line:col, the key path,
+what is wrong and how to fix it. Exit 0 when valid, 1 when not.`,
+  schema: `Usage: prox schema
+
+Prints a JSON Schema of the config. Point the YAML language server at it for completion:
+  # yaml-language-server: $schema=./prox.schema.json`,
+};
+
+const COMMANDS = ["serve", "validate", "schema", "help"];
+
+/** Runs the CLI with the given arguments; returns the exit code (serve returns on shutdown). */
+export async function main(args: string[]): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args,
+      allowPositionals: true,
+      strict: true,
+      options: {
+        config: { type: "string", short: "c" },
+        format: { type: "string" },
+        "log-level": { type: "string" },
+        help: { type: "boolean", short: "h" },
+        version: { type: "boolean", short: "V" },
+      },
+    });
+  } catch (err) {
+    console.error(`prox: ${err instanceof Error ? err.message : String(err)}`);
+    console.error("Run `prox --help` for usage.");
+    return 2;
+  }
+  const { values, positionals } = parsed;
+  if (values.version) {
+    console.log(`prox ${VERSION}`);
+    return 0;
+  }
+  const command = positionals[0] ?? "serve";
+  if (!COMMANDS.includes(command)) {
+    console.error(`prox: unknown command "${command}"`);
+    console.error("Run `prox --help` for usage.");
+    return 2;
+  }
+  if (positionals.length > (command === "help" ? 2 : 1)) {
+    console.error(`prox: unexpected argument "${positionals.at(-1)}"`);
+    return 2;
+  }
+  if (command === "help" || values.help) {
+    const topic = command === "help" ? positionals[1] : command;
+    console.log(
+      topic && !values.help
+        ? COMMAND_HELP[topic] ?? HELP
+        : (command !== "help" && values.help ? COMMAND_HELP[command] ?? HELP : HELP),
+    );
+    return 0;
+  }
+  const format = values.format ?? "text";
+  if (format !== "text" && format !== "json") {
+    console.error(`prox: --format must be text or json, not "${format}"`);
+    return 2;
+  }
+  if (values["log-level"]) {
+    const lvl = values["log-level"];
+    if (!["debug", "info", "warn", "error"].includes(lvl)) {
+      console.error(`prox: --log-level must be debug, info, warn or error, not "${lvl}"`);
+      return 2;
+    }
+    Deno.env.set("PROX_LOG_LEVEL", lvl);
+  }
+  switch (command) {
+    case "validate":
+      return await validateCommand(values.config ?? "config.yaml", format);
+    case "schema": {
+      const { jsonSchema } = await import("./src/config/json_schema.ts");
+      console.log(JSON.stringify(jsonSchema(), null, 2));
+      return 0;
+    }
+    default:
+      return await serveCommand(values.config);
+  }
+}
+
+function exists(path: string): boolean {
+  try {
+    Deno.statSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function summary(c: Config): string[] {
+  const byType = new Map<string, number>();
+  for (const r of Object.values(c.routes)) byType.set(r.type, (byType.get(r.type) ?? 0) + 1);
+  const types = [...byType].map(([t, n]) => `${n} ${t}`).join(", ");
+  const tls = c.tls?.acme
+    ? `ACME (${c.tls.acme.domains.join(", ")})`
+    : c.tls
+    ? "certificate files"
+    : "off";
+  return [
+    `  listen:        ${c.listen_addr}${
+      c.http_redirect ? ` (+ ${c.http_redirect.listen_addr} → https)` : ""
+    }`,
+    `  routes:        ${Object.keys(c.routes).length} (${types})`,
+    `  tls:           ${tls}`,
+    `  health checks: ${c.health_check.enabled ? `every ${c.health_check.interval_secs}s` : "off"}`,
+    `  http/3:        ${c.protocols.http3_enabled ? "on" : "off"}`,
+    `  admin:         ${c.admin ? c.admin.listen_addr : "off"}`,
+  ];
+}
+
+async function validateCommand(file: string, format: "text" | "json"): Promise<number> {
+  if (!exists(file)) {
+    const msg = `Cannot read config "${file}": file not found`;
+    if (format === "json") {
+      console.log(
+        JSON.stringify(
+          {
+            file,
+            valid: false,
+            issues: [{ severity: "error", file, line: 0, col: 0, path: "", message: msg }],
+          },
+          null,
+          2,
+        ),
+      );
+    } else console.error(`error: ${msg}\n  fix: pass the right path with --config FILE`);
+    return 1;
+  }
+  const result = await loadSource({ path: file });
+  const errors = result.issues.filter((i) => i.severity === "error");
+  const warnings = result.issues.filter((i) => i.severity === "warning");
+  if (format === "json") {
+    console.log(
+      JSON.stringify({ file, valid: errors.length === 0, issues: result.issues }, null, 2),
+    );
+    return errors.length === 0 ? 0 : 1;
+  }
+  printIssues(result.issues);
+  if (errors.length > 0) {
+    console.error(
+      `\n${file} is invalid: ${plural(errors.length, "error")}, ${
+        plural(warnings.length, "warning")
+      }`,
+    );
+    return 1;
+  }
+  console.log(
+    `${file} is valid${warnings.length ? ` (${plural(warnings.length, "warning")})` : ""}`,
+  );
+  for (const line of summary(result.config!)) console.log(line);
+  return 0;
+}
+
+function printIssues(issues: ConfigIssue[]): void {
+  for (const i of issues) console.error(formatIssue(i));
+}
+
+function plural(n: number, word: string): string {
+  return `${n} ${word}${n === 1 ? "" : "s"}`;
+}
+
+const WELCOME_CONFIG = (root: string) =>
+  `listen_addr: "127.0.0.1:3000"
+health_check:
+  enabled: false
+routes:
+  "/":
+    type: static
+    root: ${JSON.stringify(root)}
+`;
+
+const WELCOME_HTML = `<!doctype html><html><head><meta charset="utf-8"><title>Prox</title></head>
+<body><h1>Prox is running</h1><p>No config.yaml was found, so Prox serves this page from its
+embedded default config. Write a config.yaml and run <code>prox validate</code>, then
+<code>prox serve</code>.</p></body></html>
+`;
+
+async function embeddedSource(): Promise<ConfigSource> {
+  let root = new URL("./static", import.meta.url).pathname;
+  if (!exists(`${root}/index.html`)) {
+    root = await Deno.makeTempDir({ prefix: "prox-welcome-" });
+    await Deno.writeTextFile(`${root}/index.html`, WELCOME_HTML);
+  }
+  return { text: WELCOME_CONFIG(root), name: "(embedded default config)" };
+}
+
+async function serveCommand(configArg: string | undefined): Promise<number> {
+  let source: ConfigSource;
+  if (configArg === undefined && !exists("config.yaml")) {
+    source = await embeddedSource();
+    console.error("No config.yaml found: serving the embedded default config on 127.0.0.1:3000");
+  } else {
+    const path = configArg ?? "config.yaml";
+    if (!exists(path)) {
+      console.error(`error: Cannot read config "${path}": file not found`);
+      return 1;
+    }
+    source = { path };
+  }
+  let server: ProxServer;
+  try {
+    server = await startServer(source);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      printIssues(err.issues);
+      console.error(
+        `\nCannot start: the config has ${
+          plural(err.issues.filter((i) => i.severity === "error").length, "error")
+        }`,
+      );
+    } else {
+      console.error(`Cannot start: ${err instanceof Error ? err.message : String(err)}`);
+    }
+    return 1;
+  }
+  return await runUntilSignal(server);
+}
+
+async function runUntilSignal(server: ProxServer): Promise<number> {
+  const { promise, resolve } = Promise.withResolvers<number>();
+  let stopping = false;
+  const stop = () => {
+    if (stopping) {
+      console.error("Second signal: exiting now");
+      Deno.exit(1);
+    }
+    stopping = true;
+    server.shutdown().then(() => resolve(0), () => resolve(1));
+  };
+  const reload = () => void server.reload();
+  Deno.addSignalListener("SIGTERM", stop);
+  Deno.addSignalListener("SIGINT", stop);
+  Deno.addSignalListener("SIGHUP", reload);
+  const code = await promise;
+  Deno.removeSignalListener("SIGTERM", stop);
+  Deno.removeSignalListener("SIGINT", stop);
+  Deno.removeSignalListener("SIGHUP", reload);
+  return code;
+}
+
 if (import.meta.main) {
-  // deno-lint-ignore no-console
-  console.log("prox 0.1.0");
+  Deno.exit(await main(Deno.args));
 }

@@ -1,0 +1,70 @@
+// Deno.serve listeners: HTTP/1.1 and HTTP/2 (h2 by ALPN with TLS, h2c with prior knowledge
+// without), turned into the one Handler.
+
+import type { ListenAddr } from "../config/listen.ts";
+import type { ClientInfo, Handler, Logger } from "../ports.ts";
+
+/** A running listener. */
+export interface Listener {
+  readonly hostname: string;
+  readonly port: number;
+  readonly tls: boolean;
+  /** Stops accepting and lets in-flight requests finish. */
+  shutdown(): Promise<void>;
+  /** Closes at once. */
+  close(): Promise<void>;
+}
+
+/** Starts a Deno.serve listener that calls `handler` for every request. */
+export function listen(
+  addr: ListenAddr,
+  opts: {
+    handler: Handler;
+    logger: Logger;
+    cert?: string;
+    key?: string;
+    reusePort?: boolean;
+  },
+): Listener {
+  const tls = Boolean(opts.cert && opts.key);
+  const abort = new AbortController();
+  let localPort = addr.port;
+  const server = Deno.serve({
+    hostname: addr.hostname,
+    port: addr.port,
+    reusePort: opts.reusePort,
+    signal: abort.signal,
+    ...(tls ? { cert: opts.cert!, key: opts.key! } : {}),
+    onListen() {},
+    onError(err) {
+      opts.logger.error("Unhandled error in request handler", { error: String(err) });
+      return new Response("Internal server error\n", { status: 500 });
+    },
+  }, (req, info) => {
+    const remote = info.remoteAddr as Deno.NetAddr;
+    const ci: ClientInfo = {
+      remoteAddr: { hostname: remote.hostname, port: remote.port },
+      localPort,
+      protocol: "http/1.1",
+      tls,
+    };
+    return opts.handler(req, ci);
+  });
+  localPort = server.addr.port;
+  let closed = false;
+  return {
+    hostname: server.addr.hostname,
+    port: server.addr.port,
+    tls,
+    async shutdown() {
+      if (closed) return;
+      closed = true;
+      await server.shutdown();
+    },
+    async close() {
+      closed = true;
+      abort.abort();
+      await server.finished.catch(() => {});
+    },
+  };
+}

@@ -1,0 +1,37 @@
+// `IP:PORT` listen addresses, IPv4 and bracketed IPv6 (`[::]:443`).
+
+/** A parsed listen address. */
+export interface ListenAddr {
+  hostname: string;
+  port: number;
+}
+
+/** Parses `127.0.0.1:3000`, `0.0.0.0:80`, `[::]:443`, `[::1]:8080`; returns an error string. */
+export function parseListenAddr(text: string): ListenAddr | string {
+  const fail =
+    `Invalid listen address "${text}": use IP:PORT, e.g. 127.0.0.1:3000, 0.0.0.0:8080 or [::]:443`;
+  let host: string;
+  let portText: string;
+  if (text.startsWith("[")) {
+    const end = text.indexOf("]");
+    if (end < 0 || text[end + 1] !== ":") return fail;
+    host = text.slice(1, end);
+    portText = text.slice(end + 2);
+    if (!/^[0-9a-f:.]+$/i.test(host) || !host.includes(":")) return fail;
+  } else {
+    const colon = text.lastIndexOf(":");
+    if (colon < 0) return fail;
+    host = text.slice(0, colon);
+    portText = text.slice(colon + 1);
+    const parts = host.split(".");
+    if (parts.length !== 4 || parts.some((p) => !/^\d{1,3}$/.test(p) || Number(p) > 255)) {
+      return host.includes(":")
+        ? `Invalid listen address "${text}": put IPv6 addresses in brackets, e.g. [::]:443`
+        : fail;
+    }
+  }
+  if (!/^\d{1,5}$/.test(portText) || Number(portText) > 65535) {
+    return `Invalid port in listen address "${text}": use a number from 0 to 65535`;
+  }
+  return { hostname: host, port: Number(portText) };
+}

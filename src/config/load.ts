@@ -1,0 +1,31 @@
+// Text → parsed → validated, in one call: what `prox validate`, `serve` and reload all use.
+
+import { parseConfig } from "./parse.ts";
+import type { ConfigIssue } from "./parse.ts";
+import { validateConfig } from "./validate.ts";
+import type { ValidateEnv } from "./validate.ts";
+import type { Config } from "./schema.ts";
+
+/** A config ready to serve (when there are no errors) and every issue found. */
+export interface LoadResult {
+  config?: Config;
+  issues: ConfigIssue[];
+}
+
+/** Parses and validates config text; `config` is set only when no issue is an error. */
+export function loadConfigText(text: string, opts: { file: string; env: ValidateEnv }): LoadResult {
+  const parsed = parseConfig(text, opts.file);
+  if (!parsed.config) return { issues: parsed.issues };
+  const issues = [...parsed.issues, ...validateConfig(parsed.config, parsed, opts)];
+  const ok = !issues.some((i) => i.severity === "error");
+  return { config: ok ? parsed.config : undefined, issues };
+}
+
+/** One issue as text: `file:line:col: error: path: message` plus hint and excerpt lines. */
+export function formatIssue(i: ConfigIssue): string {
+  const where = `${i.file}:${i.line}:${i.col}`;
+  let s = `${where}: ${i.severity}: ${i.path ? `${i.path}: ` : ""}${i.message}`;
+  if (i.excerpt) s += `\n${i.excerpt}`;
+  if (i.hint) s += `\n  fix: ${i.hint}`;
+  return s;
+}

@@ -1,0 +1,180 @@
+// Cross-field rules that the schema cannot express: addresses, TLS modes, files named, route
+// conflicts. Pure: file checks go through the `exists` callback.
+
+import { parseListenAddr } from "./listen.ts";
+import { parseRouteKey } from "../domain/router.ts";
+import type { Config } from "./schema.ts";
+import type { ConfigIssue, ParseResult } from "./parse.ts";
+import { dotted, sortIssues } from "./parse.ts";
+
+/** What validation may ask of the outside world. */
+export interface ValidateEnv {
+  /** True when the path exists (relative paths are relative to the working directory). */
+  exists(path: string): boolean;
+}
+
+/** Runs every cross-field rule; returns issues (errors and warnings) in file order. */
+export function validateConfig(
+  config: Config,
+  parsed: Pick<ParseResult, "locate">,
+  opts: { file: string; env: ValidateEnv },
+): ConfigIssue[] {
+  const issues: ConfigIssue[] = [];
+  const add = (
+    severity: ConfigIssue["severity"],
+    path: (string | number)[],
+    message: string,
+    hint?: string,
+  ) =>
+    issues.push({
+      severity,
+      file: opts.file,
+      ...parsed.locate(path),
+      path: dotted(path),
+      message,
+      hint,
+    });
+  const err = (p: (string | number)[], m: string, h?: string) => add("error", p, m, h);
+  const warn = (p: (string | number)[], m: string, h?: string) => add("warning", p, m, h);
+
+  const addr = parseListenAddr(config.listen_addr);
+  if (typeof addr === "string") err(["listen_addr"], addr);
+  if (config.admin) {
+    const a = parseListenAddr(config.admin.listen_addr);
+    if (typeof a === "string") err(["admin", "listen_addr"], a);
+  }
+  if (config.http_redirect) {
+    const a = parseListenAddr(config.http_redirect.listen_addr);
+    if (typeof a === "string") err(["http_redirect", "listen_addr"], a);
+  }
+
+  // Routes
+  const keys = Object.keys(config.routes);
+  if (keys.length === 0) {
+    err(
+      ["routes"],
+      "At least one route is required",
+      'Add a route, e.g. "/": { type: static, root: ./static }',
+    );
+  }
+  const seen = new Map<string, string>();
+  for (const key of keys) {
+    const route = config.routes[key];
+    if (!key.startsWith("/") && !/^[a-z0-9*][a-z0-9.*-]*(:\d+)?(\/.*)?$/i.test(key)) {
+      err(
+        ["routes", key],
+        `Route path "${key}" must start with "/" (or with a host, e.g. "example.com/api")`,
+      );
+      continue;
+    }
+    const { host, prefix } = parseRouteKey(key);
+    const hosts = [host ?? "", ...(route.hosts ?? [])].sort().join(",");
+    const norm = `${hosts}|${prefix}`;
+    const other = seen.get(norm);
+    if (other !== undefined) {
+      err(
+        ["routes", key],
+        `Routes "${other}" and "${key}" match the same requests`,
+        "Remove one of them or give them different hosts",
+      );
+    } else {
+      seen.set(norm, key);
+    }
+    if ("path_rewrite" in route && route.path_rewrite !== undefined) {
+      if (route.path_rewrite === "") {
+        err(
+          ["routes", key, "path_rewrite"],
+          "Path rewrite cannot be empty",
+          'Use "/" to strip the route prefix',
+        );
+      } else if (!route.path_rewrite.startsWith("/")) {
+        err(["routes", key, "path_rewrite"], 'Path rewrite must start with "/"');
+      }
+    }
+    const rl = route.rate_limit;
+    if (rl?.by === "header" && !rl.header_name) {
+      err(["routes", key, "rate_limit"], "header_name is required when rate limiting by header");
+    }
+    if (rl?.by === "cookie" && !rl.cookie_name) {
+      err(["routes", key, "rate_limit"], "cookie_name is required when rate limiting by cookie");
+    }
+    if (rl?.by === "query" && !rl.query_param) {
+      err(["routes", key, "rate_limit"], "query_param is required when rate limiting by query");
+    }
+    if (rl && ["header", "cookie", "query"].includes(rl.by) && rl.on_missing_key === "allow") {
+      warn(
+        ["routes", key, "rate_limit", "by"],
+        `Requests without the ${rl.by} are not limited (on_missing_key: allow)`,
+        "Set on_missing_key: deny so a client cannot skip the limit by omitting it",
+      );
+    }
+    if (route.type === "static" && !opts.env.exists(route.root)) {
+      err(
+        ["routes", key, "root"],
+        `Directory not found: ${route.root}`,
+        "Create it or fix the path (relative to the working directory)",
+      );
+    }
+    if (route.type === "load_balance") {
+      const urls = route.targets.map((t) => typeof t === "string" ? t : t.url);
+      urls.forEach((u, i) => {
+        if (urls.indexOf(u) !== i) {
+          err(
+            ["routes", key, "targets", i],
+            `Duplicate target "${u}"`,
+            "List each target once; use weight to send it more traffic",
+          );
+        }
+      });
+    }
+  }
+
+  // TLS
+  const tls = config.tls;
+  if (tls) {
+    const manual = tls.cert_path !== undefined || tls.key_path !== undefined;
+    if (manual && tls.acme) {
+      err(
+        ["tls"],
+        "Cannot specify both manual certificates (cert_path/key_path) and ACME configuration",
+        "Remove either cert_path/key_path or acme",
+      );
+    } else if (manual) {
+      if (!tls.cert_path) err(["tls"], "key_path is set but cert_path is missing");
+      else if (!opts.env.exists(tls.cert_path)) {
+        err(["tls", "cert_path"], `Certificate file not found: ${tls.cert_path}`);
+      }
+      if (!tls.key_path) err(["tls"], "cert_path is set but key_path is missing");
+      else if (!opts.env.exists(tls.key_path)) {
+        err(["tls", "key_path"], `Private key file not found: ${tls.key_path}`);
+      }
+    } else if (!tls.acme) {
+      err(
+        ["tls"],
+        "TLS configuration must specify either manual certificates (cert_path + key_path) or ACME configuration",
+      );
+    }
+  }
+  if (config.protocols.http3_enabled && !tls) {
+    err(
+      ["protocols", "http3_enabled"],
+      "HTTP/3 requires TLS",
+      "Add a tls section with cert_path and key_path (or acme)",
+    );
+  }
+  // Accepted for compatibility with the Rust Prox, but without effect on Deno.serve.
+  const inactive = ["http2_max_frame_size", "http2_max_concurrent_streams"] as const;
+  for (const k of inactive) {
+    if (config.protocols[k] !== undefined) {
+      warn(["protocols", k], `${k} has no effect: Deno's HTTP/2 settings are fixed`);
+    }
+  }
+  if (!config.protocols.http2_enabled) {
+    warn(
+      ["protocols", "http2_enabled"],
+      "http2_enabled: false has no effect: HTTP/2 cannot be turned off on Deno.serve",
+    );
+  }
+  sortIssues(issues);
+  return issues;
+}

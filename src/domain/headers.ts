@@ -1,0 +1,111 @@
+// Hop-by-hop removal, forwarding headers and client-IP resolution behind trusted proxies.
+// Operates on Web `Headers`, which are plain data (no I/O).
+
+import { cidrContains, parseIp } from "./ip.ts";
+import type { Cidr } from "./ip.ts";
+
+/** Connection-specific headers never forwarded (RFC 9110 §7.6.1), plus the proxy auth pair. */
+export const HOP_BY_HOP = [
+  "connection",
+  "keep-alive",
+  "proxy-connection",
+  "te",
+  "trailer",
+  "transfer-encoding",
+  "upgrade",
+  "proxy-authenticate",
+  "proxy-authorization",
+];
+
+/** Removes hop-by-hop headers, including every header named in `Connection`. */
+export function stripHopByHop(h: Headers, keepUpgrade = false): void {
+  const named = h.get("connection");
+  if (named) {
+    for (const n of named.split(",")) {
+      const name = n.trim().toLowerCase();
+      if (name && !(keepUpgrade && name === "upgrade")) h.delete(name);
+    }
+  }
+  for (const name of HOP_BY_HOP) {
+    if (keepUpgrade && (name === "upgrade" || name === "connection")) continue;
+    h.delete(name);
+  }
+}
+
+/** True when the peer address is in one of the trusted proxy ranges. */
+export function isTrusted(peer: string, trusted: readonly Cidr[]): boolean {
+  if (trusted.length === 0) return false;
+  const addr = parseIp(peer);
+  return addr !== null && trusted.some((c) => cidrContains(c, addr));
+}
+
+/**
+ * The real client IP: the peer, unless the peer is a trusted proxy, in which case the rightmost
+ * `X-Forwarded-For` entry that is not itself trusted.
+ */
+export function resolveClientIp(
+  peer: string,
+  xff: string | null,
+  trusted: readonly Cidr[],
+): string {
+  if (!xff || !isTrusted(peer, trusted)) return peer;
+  const hops = xff.split(",").map((s) => s.trim()).filter(Boolean);
+  for (let i = hops.length - 1; i >= 0; i--) {
+    const hop = stripPort(hops[i]);
+    if (!parseIp(hop)) return peer; // garbage: do not trust anything further left
+    if (!isTrusted(hop, trusted)) return hop;
+  }
+  return hops.length ? stripPort(hops[0]) : peer;
+}
+
+function stripPort(s: string): string {
+  if (s.startsWith("[")) return s.slice(1, s.indexOf("]"));
+  const colons = s.split(":").length - 1;
+  return colons === 1 ? s.slice(0, s.indexOf(":")) : s;
+}
+
+/** What the forwarding headers describe. */
+export interface ForwardInfo {
+  peer: string;
+  trustedPeer: boolean;
+  scheme: "http" | "https";
+  host: string;
+  /** Incoming HTTP version for Via: "1.1", "2", "3". */
+  version: string;
+  rfc7239: boolean;
+}
+
+/**
+ * Sets X-Forwarded-For/-Proto/-Host and Via (and optionally RFC 7239 Forwarded). Client-sent
+ * values are kept and extended only when the peer is a trusted proxy; otherwise replaced.
+ */
+export function setForwardingHeaders(h: Headers, f: ForwardInfo): void {
+  const prior = f.trustedPeer ? h.get("x-forwarded-for") : null;
+  h.set("x-forwarded-for", prior ? `${prior}, ${f.peer}` : f.peer);
+  if (!f.trustedPeer || !h.has("x-forwarded-proto")) h.set("x-forwarded-proto", f.scheme);
+  if (!f.trustedPeer || !h.has("x-forwarded-host")) {
+    if (f.host) h.set("x-forwarded-host", f.host);
+    else h.delete("x-forwarded-host");
+  }
+  if (!f.trustedPeer) h.delete("x-real-ip");
+  const via = `${f.version} prox`;
+  const priorVia = h.get("via");
+  h.set("via", priorVia ? `${priorVia}, ${via}` : via);
+  if (f.rfc7239) {
+    const node = f.peer.includes(":") ? `"[${f.peer}]"` : f.peer;
+    const hostPart = f.host ? `;host="${f.host.replace(/["\\]/g, "")}"` : "";
+    const entry = `for=${node};proto=${f.scheme}${hostPart}`;
+    const priorFwd = f.trustedPeer ? h.get("forwarded") : null;
+    h.set("forwarded", priorFwd ? `${priorFwd}, ${entry}` : entry);
+  } else if (!f.trustedPeer) {
+    h.delete("forwarded");
+  }
+}
+
+/** The seed's "browser-like" defaults, now opt-in per route; set only when absent. */
+export const BROWSER_HEADERS: Readonly<Record<string, string>> = {
+  "user-agent":
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/123.0.0.0 Safari/537.36",
+  "accept": "text/html,application/xhtml+xml,application/xml;q=0.9,image/webp,*/*;q=0.8",
+  "accept-language": "en-US,en;q=0.5",
+};

@@ -1,0 +1,66 @@
+import assert from "node:assert/strict";
+import { resolveClientIp, setForwardingHeaders, stripHopByHop } from "./headers.ts";
+import { ipGroupKey, parseCidr } from "./ip.ts";
+
+Deno.test("stripHopByHop removes RFC 9110 hop-by-hop headers and those named in Connection", () => {
+  const h = new Headers({
+    connection: "keep-alive, x-secret",
+    "keep-alive": "timeout=5",
+    "x-secret": "1",
+    "transfer-encoding": "chunked",
+    te: "trailers",
+    upgrade: "h2c",
+    "x-keep": "yes",
+  });
+  stripHopByHop(h);
+  assert.deepEqual([...h.keys()], ["x-keep"]);
+});
+
+Deno.test("resolveClientIp trusts X-Forwarded-For only from trusted proxies", () => {
+  const trusted = [parseCidr("10.0.0.0/8")!];
+  assert.equal(resolveClientIp("1.2.3.4", "9.9.9.9", trusted), "1.2.3.4");
+  assert.equal(resolveClientIp("10.0.0.1", "9.9.9.9, 10.0.0.7", trusted), "9.9.9.9");
+  assert.equal(resolveClientIp("10.0.0.1", "garbage", trusted), "10.0.0.1");
+});
+
+Deno.test("setForwardingHeaders replaces client-sent values from untrusted peers", () => {
+  const h = new Headers({
+    "x-forwarded-for": "6.6.6.6",
+    "x-forwarded-host": "evil",
+    forwarded: "for=x",
+  });
+  setForwardingHeaders(h, {
+    peer: "1.2.3.4",
+    trustedPeer: false,
+    scheme: "https",
+    host: "site",
+    version: "1.1",
+    rfc7239: false,
+  });
+  assert.equal(h.get("x-forwarded-for"), "1.2.3.4");
+  assert.equal(h.get("x-forwarded-host"), "site");
+  assert.equal(h.get("x-forwarded-proto"), "https");
+  assert.equal(h.get("via"), "1.1 prox");
+  assert.equal(h.get("forwarded"), null);
+});
+
+Deno.test("setForwardingHeaders appends for trusted peers and writes RFC 7239 Forwarded", () => {
+  const h = new Headers({ "x-forwarded-for": "9.9.9.9" });
+  setForwardingHeaders(h, {
+    peer: "::1",
+    trustedPeer: true,
+    scheme: "http",
+    host: "site",
+    version: "2",
+    rfc7239: true,
+  });
+  assert.equal(h.get("x-forwarded-for"), "9.9.9.9, ::1");
+  assert.equal(h.get("forwarded"), 'for="[::1]";proto=http;host="site"');
+});
+
+Deno.test("ipGroupKey groups IPv6 by prefix and keeps IPv4", () => {
+  assert.equal(ipGroupKey("2001:db8:1:2:3:4:5:6"), "2001:db8:1:2::/64");
+  assert.equal(ipGroupKey("2001:db8:1:2:ffff::1"), "2001:db8:1:2::/64");
+  assert.equal(ipGroupKey("192.0.2.1"), "192.0.2.1");
+  assert.equal(ipGroupKey("::ffff:192.0.2.1"), "192.0.2.1");
+});

@@ -1,0 +1,102 @@
+// Routes compiled once per config; a match is a lookup per path segment boundary, longest prefix
+// first, so matching is O(path length) whatever the number of routes.
+
+/** A route as the router sees it: where it came from and what it matches. */
+export interface RouteEntry<T> {
+  /** The key as written in the config (`/api`, `example.com/api`). */
+  key: string;
+  /** Normalized prefix: starts with `/`, no trailing slash except for `/` itself. */
+  prefix: string;
+  /** Lower-case host patterns (`example.com`, `*.example.com`); empty = any host. */
+  hosts: string[];
+  value: T;
+}
+
+/** A compiled router. */
+export interface Router<T> {
+  match(host: string, path: string): RouteEntry<T> | undefined;
+  readonly entries: readonly RouteEntry<T>[];
+}
+
+/** Splits a route key into host and prefix: `example.com/api` → [example.com, /api]. */
+export function parseRouteKey(key: string): { host?: string; prefix: string } {
+  if (key.startsWith("/")) return { prefix: normalizePrefix(key) };
+  const slash = key.indexOf("/");
+  const host = (slash < 0 ? key : key.slice(0, slash)).toLowerCase();
+  return { host, prefix: normalizePrefix(slash < 0 ? "/" : key.slice(slash)) };
+}
+
+/** `/api/` → `/api`, `//a//b` → `/a/b`, `` → `/`. */
+export function normalizePrefix(p: string): string {
+  const parts = p.split("/").filter((s) => s !== "");
+  return "/" + parts.join("/");
+}
+
+/** Strips a port and a trailing dot and lower-cases a Host header value. */
+export function hostOnly(hostHeader: string): string {
+  let h = hostHeader.trim().toLowerCase();
+  if (h.startsWith("[")) {
+    const end = h.indexOf("]");
+    return end > 0 ? h.slice(0, end + 1) : h;
+  }
+  const colon = h.lastIndexOf(":");
+  if (colon >= 0) h = h.slice(0, colon);
+  return h.endsWith(".") ? h.slice(0, -1) : h;
+}
+
+/** 2 = exact host, 1 = wildcard, 0 = any host, -1 = no match. */
+function hostScore(patterns: string[], host: string): number {
+  if (patterns.length === 0) return 0;
+  let best = -1;
+  for (const p of patterns) {
+    if (p === host) return 2;
+    if (p.startsWith("*.") && host.endsWith(p.slice(1)) && host.length > p.length - 1) best = 1;
+  }
+  return best;
+}
+
+/**
+ * Compiles route entries. Longest prefix on a segment boundary wins (`/api` matches `/api`,
+ * `/api/` and `/api/x`, never `/apix`); among equal prefixes an exact host beats a wildcard,
+ * which beats a route without hosts.
+ */
+export function compileRouter<T>(entries: RouteEntry<T>[]): Router<T> {
+  const byPrefix = new Map<string, RouteEntry<T>[]>();
+  for (const e of entries) {
+    const list = byPrefix.get(e.prefix) ?? [];
+    list.push(e);
+    byPrefix.set(e.prefix, list);
+  }
+  const pick = (list: RouteEntry<T>[] | undefined, host: string) => {
+    if (!list) return undefined;
+    let best: RouteEntry<T> | undefined;
+    let bestScore = -1;
+    for (const e of list) {
+      const s = hostScore(e.hosts, host);
+      if (s > bestScore) {
+        best = e;
+        bestScore = s;
+      }
+    }
+    return bestScore >= 0 ? best : undefined;
+  };
+  return {
+    entries,
+    match(hostHeader: string, path: string) {
+      const host = hostOnly(hostHeader);
+      let end = path.length;
+      // Try the whole path, then each shorter prefix ending before a `/`.
+      while (end > 0) {
+        const candidate = path.slice(0, end);
+        const trimmed = candidate.length > 1 && candidate.endsWith("/")
+          ? candidate.slice(0, -1)
+          : candidate;
+        const hit = pick(byPrefix.get(trimmed), host);
+        if (hit) return hit;
+        end = path.lastIndexOf("/", end - 1);
+        if (end === 0) break;
+      }
+      return pick(byPrefix.get("/"), host);
+    },
+  };
+}

@@ -1,0 +1,42 @@
+import assert from "node:assert/strict";
+import { compileRouter, hostOnly, parseRouteKey } from "./router.ts";
+import type { RouteEntry } from "./router.ts";
+
+function router(keys: [string, string[]?][]) {
+  const entries: RouteEntry<string>[] = keys.map(([key, hosts]) => {
+    const { host, prefix } = parseRouteKey(key);
+    return { key, prefix, hosts: [...(host ? [host] : []), ...(hosts ?? [])], value: key };
+  });
+  return compileRouter(entries);
+}
+
+Deno.test("router matches the longest prefix on a segment boundary", () => {
+  const r = router([["/"], ["/api"], ["/api/v1/"]]);
+  assert.equal(r.match("h", "/api")?.value, "/api");
+  assert.equal(r.match("h", "/api/")?.value, "/api");
+  assert.equal(r.match("h", "/api/x")?.value, "/api");
+  assert.equal(r.match("h", "/apix")?.value, "/");
+  assert.equal(r.match("h", "/api/v1")?.value, "/api/v1/");
+  assert.equal(r.match("h", "/api/v1/users")?.value, "/api/v1/");
+  assert.equal(r.match("h", "/")?.value, "/");
+});
+
+Deno.test("router returns undefined without a catch-all", () => {
+  const r = router([["/api"]]);
+  assert.equal(r.match("h", "/other"), undefined);
+  assert.equal(r.match("h", "/"), undefined);
+});
+
+Deno.test("router prefers exact hosts, then wildcards, then any host", () => {
+  const r = router([["/"], ["a.example.com/"], ["/", ["*.example.com"]], ["b.example.com/api"]]);
+  assert.equal(r.match("a.example.com", "/x")?.key, "a.example.com/");
+  assert.equal(r.match("c.example.com:8443", "/x")?.key, "/");
+  assert.equal(r.match("other.org", "/x")?.key, "/");
+  assert.equal(r.match("b.example.com", "/api/x")?.key, "b.example.com/api");
+  assert.equal(r.match("B.Example.COM.", "/api")?.key, "b.example.com/api");
+});
+
+Deno.test("hostOnly strips ports and keeps IPv6 brackets", () => {
+  assert.equal(hostOnly("Example.com:80"), "example.com");
+  assert.equal(hostOnly("[::1]:8080"), "[::1]");
+});

@@ -1,0 +1,108 @@
+// The `proxy` and `load_balance` actions: build the upstream request (URL, headers, streamed
+// body with a size cap), hand it to forward(), and clean the response head.
+
+import { BROWSER_HEADERS, setForwardingHeaders, stripHopByHop } from "../../domain/headers.ts";
+import { upstreamUrl } from "../../domain/rewrite.ts";
+import { ProxyError } from "../../domain/errors.ts";
+import type { LoadBalanceRouteConfig, ProxyRouteConfig } from "../../config/schema.ts";
+import type { UpstreamRequest } from "../../ports.ts";
+import type { PipelineDeps, RequestContext } from "../context.ts";
+import { forward } from "../forward.ts";
+
+type UpstreamRoute = ProxyRouteConfig | LoadBalanceRouteConfig;
+
+/** Wraps a body so it errors with 413 once more than `limit` bytes have passed. */
+export function limitBody(
+  body: ReadableStream<Uint8Array>,
+  limit: number,
+): ReadableStream<Uint8Array> {
+  let seen = 0;
+  return body.pipeThrough(
+    new TransformStream<Uint8Array, Uint8Array>({
+      transform(chunk, ctl) {
+        seen += chunk.byteLength;
+        if (seen > limit) {
+          ctl.error(new ProxyError("body_too_large", `Request body exceeds ${limit} bytes`));
+          return;
+        }
+        ctl.enqueue(chunk);
+      },
+    }),
+  );
+}
+
+/** Builds the request headers sent upstream for a target. */
+export function upstreamHeaders(ctx: RequestContext, route: UpstreamRoute, target: URL): Headers {
+  const h = new Headers(ctx.req.headers);
+  stripHopByHop(h);
+  h.set("host", route.preserve_host && ctx.host ? ctx.host : target.host);
+  setForwardingHeaders(h, {
+    peer: ctx.info.remoteAddr.hostname,
+    trustedPeer: ctx.trustedPeer,
+    scheme: ctx.scheme,
+    host: ctx.host,
+    version: ctx.info.protocol === "h3" ? "3" : ctx.info.protocol === "h2" ? "2" : "1.1",
+    rfc7239: route.forwarded,
+  });
+  h.set("x-request-id", ctx.requestId);
+  if (route.browser_headers) {
+    for (const [k, v] of Object.entries(BROWSER_HEADERS)) if (!h.has(k)) h.set(k, v);
+  }
+  return h;
+}
+
+/** Proxies the request to the route's upstream(s); the response body streams through. */
+export async function proxyAction(
+  ctx: RequestContext,
+  deps: PipelineDeps,
+  route: UpstreamRoute,
+): Promise<Response> {
+  const limit = route.max_request_body ?? ctx.snapshot.config.limits.max_request_body;
+  const declared = ctx.req.headers.get("content-length");
+  if (limit !== undefined && declared !== null && Number(declared) > limit) {
+    throw new ProxyError("body_too_large", `Content-Length ${declared} exceeds ${limit}`);
+  }
+  let body: ReadableStream<Uint8Array> | null = ctx.req.body;
+  if (body && limit !== undefined) body = limitBody(body, limit);
+
+  const compiled = ctx.route!;
+  const build = (target: string): UpstreamRequest => {
+    const url = new URL(
+      upstreamUrl(target, {
+        path: ctx.path,
+        prefix: compiled.prefix,
+        rewrite: route.path_rewrite,
+        query: ctx.query,
+      }),
+    );
+    return {
+      url,
+      method: ctx.req.method,
+      headers: upstreamHeaders(ctx, route, url),
+      body,
+      timeouts: compiled.timeouts,
+      tls: route.tls
+        ? {
+          insecureSkipVerify: route.tls.insecure_skip_verify,
+          serverName: route.tls.server_name,
+          caCerts: compiled.caCerts,
+        }
+        : undefined,
+      signal: ctx.req.signal,
+    };
+  };
+  const res = await forward(ctx, deps, { build });
+  return cleanResponse(res);
+}
+
+/** Drops hop-by-hop headers from an upstream response; the body is passed on untouched. */
+export function cleanResponse(res: Response): Response {
+  const h = new Headers(res.headers);
+  stripHopByHop(h);
+  const nullBody = res.status === 101 || res.status === 204 || res.status === 304;
+  return new Response(nullBody ? null : res.body, {
+    status: res.status,
+    statusText: res.statusText,
+    headers: h,
+  });
+}

@@ -1,0 +1,42 @@
+// The `redirect` action: the remaining path and the query carried over to the target, with the
+// joining slash handled (the seed sent `/foo` to `/staticfoo` and dropped queries).
+
+import { joinPath, stripPrefix } from "../../domain/rewrite.ts";
+import type { RedirectRouteConfig } from "../../config/schema.ts";
+import type { RequestContext } from "../context.ts";
+
+/** The Location for a redirect route. */
+export function redirectLocation(
+  route: RedirectRouteConfig,
+  opts: { path: string; prefix: string; query: string },
+): string {
+  if (route.exact) return route.target;
+  const rest = stripPrefix(opts.path, opts.prefix);
+  const query = route.keep_query ? opts.query : "";
+  const q = route.target.indexOf("?");
+  const target = q >= 0 ? route.target.slice(0, q) : route.target;
+  const targetQuery = q >= 0 ? route.target.slice(q) : "";
+  const abs = /^[a-z][a-z0-9+.-]*:\/\//i.exec(target);
+  let location: string;
+  if (abs) {
+    const u = new URL(target);
+    const base = u.pathname === "/" && !target.endsWith("/") ? "" : u.pathname;
+    location = `${u.protocol}//${u.host}${rest ? joinPath(base, rest) : base || "/"}`;
+  } else {
+    location = rest ? joinPath(target, rest) : target;
+  }
+  const mergedQuery = targetQuery && query
+    ? `${targetQuery}&${query.slice(1)}`
+    : targetQuery || query;
+  return location + mergedQuery;
+}
+
+/** Answers with the configured redirect status and an empty body. */
+export function redirectAction(ctx: RequestContext, route: RedirectRouteConfig): Response {
+  const location = redirectLocation(route, {
+    path: ctx.path,
+    prefix: ctx.route!.prefix,
+    query: ctx.query,
+  });
+  return new Response(null, { status: route.status_code, headers: { location } });
+}

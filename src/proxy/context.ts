@@ -1,0 +1,58 @@
+// The per-request context every phase reads and fills in, and the dependencies the pipeline is
+// built with. Only Web APIs and ports: no Deno.
+
+import type { CompiledRoute, Snapshot } from "./snapshot.ts";
+import type {
+  AccessRecord,
+  ClientInfo,
+  Clock,
+  FileStore,
+  Logger,
+  Metrics,
+  UpstreamClient,
+} from "../ports.ts";
+
+/** What the pipeline knows about one request as it moves through the phases. */
+export interface RequestContext {
+  req: Request;
+  info: ClientInfo;
+  snapshot: Snapshot;
+  url: URL;
+  /** Normalized request path (what routes match on). */
+  path: string;
+  /** Raw query string including `?`, or "" (forwarded byte for byte). */
+  query: string;
+  host: string;
+  scheme: "http" | "https";
+  /** Client IP after `trusted_proxies` resolution. */
+  clientIp: string;
+  trustedPeer: boolean;
+  requestId: string;
+  route: CompiledRoute | null;
+  /** Monotonic start time (ms). */
+  start: number;
+  /** Wall-clock start (ms since epoch), for placeholders and logs. */
+  startWall: number;
+  upstream: string | null;
+  upstreamStatus: number | null;
+  upstreamMs: number | null;
+  retries: number;
+  /** Response headers that filters want added (e.g. RateLimit), applied before responding. */
+  extraResponseHeaders: [string, string][];
+}
+
+/** Dependencies of the pipeline: ports plus the current snapshot. */
+export interface PipelineDeps {
+  snapshot(): Snapshot;
+  upstream: UpstreamClient;
+  files: FileStore;
+  clock: Clock;
+  logger: Logger;
+  metrics: Metrics;
+  /** Receives one record per request (access log). */
+  access?: (rec: AccessRecord) => void;
+  /** True once shutdown has begun. */
+  draining?: () => boolean;
+  /** Random source in [0, 1) (request ids, random balancing). */
+  random?: () => number;
+}

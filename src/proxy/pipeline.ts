@@ -1,0 +1,177 @@
+// The request pipeline, one handler for every protocol. Phases, top to bottom:
+//   1. pin the current snapshot            (snapshot.ts)
+//   2. identify: request id, client IP behind trusted proxies, scheme, host (domain/headers.ts)
+//   3. normalize the path (400 when impossible) (domain/rewrite.ts)
+//   4. match a route (404 when none)       (domain/router.ts)
+//   5. request filters: may answer early (rate limit, rules)   (filters/)
+//   6. action: proxy | load_balance | static | redirect | websocket   (actions/)
+//   7. response filters (header/body rules, Alt-Svc, HSTS)
+//   8. log + metrics, exactly once
+// Errors become responses in one place (respond.ts + domain/errors.ts statusFor).
+
+import { ProxyError, toProxyError } from "../domain/errors.ts";
+import { isTrusted, resolveClientIp } from "../domain/headers.ts";
+import { normalizePath, rawQuery } from "../domain/rewrite.ts";
+import type { ClientInfo, Handler } from "../ports.ts";
+import type { PipelineDeps, RequestContext } from "./context.ts";
+import { errorResponse } from "./respond.ts";
+import { proxyAction } from "./actions/proxy.ts";
+import { redirectAction } from "./actions/redirect.ts";
+
+const REQUEST_ID = /^[A-Za-z0-9._:@-]{1,128}$/;
+
+/** Makes request ids: a per-process random prefix and a counter (cheap, unique, sortable). */
+export function requestIdSource(random: () => number): () => string {
+  const prefix = Math.floor(random() * 0xffffffff).toString(16).padStart(8, "0");
+  let n = 0;
+  return () => `${prefix}-${(n++).toString(36).padStart(6, "0")}`;
+}
+
+/** Builds the Handler that every listener calls. */
+export function createHandler(deps: PipelineDeps): Handler {
+  const nextId = requestIdSource(deps.random ?? Math.random);
+  return async (req: Request, info: ClientInfo): Promise<Response> => {
+    const ctx = identify(req, info, deps, nextId);
+    let res: Response;
+    try {
+      res = await handle(ctx, deps);
+    } catch (err) {
+      res = failure(ctx, deps, err);
+    }
+    res = finish(ctx, res);
+    record(ctx, deps, res);
+    return res;
+  };
+}
+
+function identify(
+  req: Request,
+  info: ClientInfo,
+  deps: PipelineDeps,
+  nextId: () => string,
+): RequestContext {
+  const snapshot = deps.snapshot();
+  const url = new URL(req.url);
+  const peer = info.remoteAddr.hostname;
+  const trustedPeer = isTrusted(peer, snapshot.trusted);
+  const incomingId = req.headers.get("x-request-id");
+  const requestId = trustedPeer && incomingId && REQUEST_ID.test(incomingId)
+    ? incomingId
+    : nextId();
+  const fwdProto = trustedPeer ? req.headers.get("x-forwarded-proto") : null;
+  return {
+    req,
+    info,
+    snapshot,
+    url,
+    path: url.pathname,
+    query: rawQuery(req.url),
+    host: req.headers.get("host") ?? url.host,
+    scheme: fwdProto === "https" || fwdProto === "http" ? fwdProto : info.tls ? "https" : "http",
+    clientIp: resolveClientIp(peer, req.headers.get("x-forwarded-for"), snapshot.trusted),
+    trustedPeer,
+    requestId,
+    route: null,
+    start: deps.clock.monotonic(),
+    startWall: deps.clock.now(),
+    upstream: null,
+    upstreamStatus: null,
+    upstreamMs: null,
+    retries: 0,
+    extraResponseHeaders: [],
+  };
+}
+
+async function handle(ctx: RequestContext, deps: PipelineDeps): Promise<Response> {
+  if (deps.draining?.()) throw new ProxyError("shutting_down", "Shutting down");
+  const norm = normalizePath(ctx.url.pathname);
+  if (!norm.ok) return errorResponse("bad_request", ctx.requestId, { message: norm.reason });
+  ctx.path = norm.path;
+
+  const match = ctx.snapshot.router.match(ctx.host, ctx.path);
+  if (!match) return errorResponse("not_found", ctx.requestId);
+  const route = match.value;
+  ctx.route = route;
+
+  const cfg = route.config;
+  switch (cfg.type) {
+    case "proxy":
+    case "load_balance":
+      return await proxyAction(ctx, deps, cfg);
+    case "redirect":
+      return redirectAction(ctx, cfg);
+    case "static":
+    case "websocket":
+      return errorResponse("internal", ctx.requestId, {
+        status: 501,
+        message: `Route type ${cfg.type} is not available in this build`,
+      });
+  }
+}
+
+function failure(ctx: RequestContext, deps: PipelineDeps, err: unknown): Response {
+  const e = toProxyError(err, ctx.upstream ?? "");
+  const fields = {
+    requestId: ctx.requestId,
+    kind: e.kind,
+    route: ctx.route?.id ?? null,
+    upstream: ctx.upstream,
+    error: e.message,
+  };
+  if (e.kind === "internal") deps.logger.error("Request failed", { ...fields, stack: e.stack });
+  else if (e.kind !== "client_gone") deps.logger.warn("Request failed", fields);
+  return errorResponse(e.kind, ctx.requestId);
+}
+
+/** Response-side additions that apply to every answer: filter headers, Alt-Svc, HSTS. */
+function finish(ctx: RequestContext, res: Response): Response {
+  const add = ctx.extraResponseHeaders;
+  if (ctx.info.tls && ctx.info.protocol !== "h3" && ctx.snapshot.altSvc) {
+    add.push(["alt-svc", ctx.snapshot.altSvc]);
+  }
+  const hsts = ctx.info.tls ? ctx.snapshot.config.tls?.hsts : undefined;
+  if (hsts) {
+    let v = `max-age=${Math.floor(hsts.max_age / 1000)}`;
+    if (hsts.include_subdomains) v += "; includeSubDomains";
+    if (hsts.preload) v += "; preload";
+    add.push(["strict-transport-security", v]);
+  }
+  if (add.length === 0) return res;
+  try {
+    for (const [k, v] of add) res.headers.set(k, v);
+    return res;
+  } catch {
+    // Immutable headers (e.g. a Response from fetch): copy once.
+    const h = new Headers(res.headers);
+    for (const [k, v] of add) h.set(k, v);
+    return new Response(res.body, { status: res.status, statusText: res.statusText, headers: h });
+  }
+}
+
+function record(ctx: RequestContext, deps: PipelineDeps, res: Response): void {
+  const seconds = (deps.clock.monotonic() - ctx.start) / 1000;
+  const routeLabel = ctx.route?.id ?? "(none)";
+  deps.metrics.request(routeLabel, ctx.req.method, res.status, seconds);
+  if (!deps.access) return;
+  deps.access({
+    time: ctx.startWall,
+    requestId: ctx.requestId,
+    clientIp: ctx.clientIp,
+    method: ctx.req.method,
+    host: ctx.host,
+    path: ctx.path,
+    status: res.status,
+    bytesIn: Number(ctx.req.headers.get("content-length") ?? 0),
+    bytesOut: Number(res.headers.get("content-length") ?? 0),
+    durationMs: seconds * 1000,
+    route: ctx.route?.id ?? null,
+    upstream: ctx.upstream,
+    upstreamStatus: ctx.upstreamStatus,
+    upstreamMs: ctx.upstreamMs,
+    protocol: ctx.info.protocol,
+    tls: ctx.info.tls,
+    retries: ctx.retries,
+    userAgent: ctx.req.headers.get("user-agent"),
+    referer: ctx.req.headers.get("referer"),
+  });
+}

@@ -1,0 +1,21 @@
+// Error responses: the status from the one table in domain/errors.ts, a short reason and the
+// request id. Never an internal host or a stack trace.
+
+import { reasonFor, statusFor } from "../domain/errors.ts";
+import type { ErrorKind } from "../domain/errors.ts";
+
+/** A small text error response carrying the request id. */
+export function errorResponse(
+  kind: ErrorKind,
+  requestId: string,
+  opts: { status?: number; message?: string; headers?: HeadersInit } = {},
+): Response {
+  const status = opts.status ?? statusFor(kind);
+  const body = `${opts.message ?? reasonFor(kind)}\nrequest id: ${requestId}\n`;
+  const headers = new Headers(opts.headers);
+  headers.set("content-type", "text/plain; charset=utf-8");
+  headers.set("x-request-id", requestId);
+  headers.set("cache-control", "no-store");
+  // 499 is not a valid Response status in the Fetch standard; the client is gone anyway.
+  return new Response(body, { status: status === 499 ? 400 : status, headers });
+}

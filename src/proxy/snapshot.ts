@@ -1,0 +1,97 @@
+// Config → frozen Snapshot: routes compiled once, everything a request needs precomputed. A
+// reload builds a whole new Snapshot and swaps it in one assignment; in-flight requests keep the
+// one they pinned.
+
+import { compileRouter, parseRouteKey } from "../domain/router.ts";
+import type { Router } from "../domain/router.ts";
+import { parseCidr } from "../domain/ip.ts";
+import type { Cidr } from "../domain/ip.ts";
+import type { Config, RouteConfig, TimeoutsConfig } from "../config/schema.ts";
+import type { UpstreamTimeouts } from "../ports.ts";
+
+/** A route ready to serve: its config plus what was derived from it at load time. */
+export interface CompiledRoute {
+  /** Stable id: the route key as written. Used for metrics labels and runtime state. */
+  id: string;
+  prefix: string;
+  config: RouteConfig;
+  timeouts: UpstreamTimeouts;
+  /** Upstream target URLs (proxy: one; load_balance: all; others: none). */
+  targets: string[];
+  /** PEM CA certificates from the route's `tls.ca_cert`, read by the server before building. */
+  caCerts?: string[];
+}
+
+/** Everything the pipeline reads for one request. Never mutated after build. */
+export interface Snapshot {
+  version: number;
+  config: Config;
+  router: Router<CompiledRoute>;
+  trusted: readonly Cidr[];
+  /** `Alt-Svc` value to add to TCP responses while HTTP/3 is up, else null. */
+  altSvc: string | null;
+}
+
+/** Default upstream timeouts (ms) when neither the route nor the top level sets one. */
+export const DEFAULT_TIMEOUTS: UpstreamTimeouts = {
+  connect: 5_000,
+  responseHeader: 60_000,
+  idle: 60_000,
+};
+
+function mergeTimeouts(global: TimeoutsConfig, route?: TimeoutsConfig): UpstreamTimeouts {
+  return {
+    connect: route?.connect ?? global.connect ?? DEFAULT_TIMEOUTS.connect,
+    responseHeader: route?.response_header ?? global.response_header ??
+      DEFAULT_TIMEOUTS.responseHeader,
+    idle: route?.idle ?? global.idle ?? DEFAULT_TIMEOUTS.idle,
+  };
+}
+
+function targetsOf(route: RouteConfig): string[] {
+  switch (route.type) {
+    case "proxy":
+      return [route.target];
+    case "load_balance":
+      return route.targets.map((t) => typeof t === "string" ? t : t.url);
+    case "websocket":
+      return [route.target];
+    case "static":
+    case "redirect":
+      return [];
+  }
+}
+
+/** Builds a snapshot; throws only on programming errors (validation has already run). */
+export function buildSnapshot(
+  config: Config,
+  opts: { version: number; files?: ReadonlyMap<string, string>; altSvc?: string | null },
+): Snapshot {
+  const entries = Object.entries(config.routes).map(([key, route]) => {
+    const { host, prefix } = parseRouteKey(key);
+    const hosts = [...(host ? [host] : []), ...(route.hosts ?? []).map((h) => h.toLowerCase())];
+    const timeouts = "timeouts" in route
+      ? mergeTimeouts(config.timeouts, route.timeouts)
+      : mergeTimeouts(config.timeouts);
+    const compiled: CompiledRoute = {
+      id: key,
+      prefix,
+      config: route,
+      timeouts,
+      targets: targetsOf(route),
+    };
+    const ca = "tls" in route && route.tls?.ca_cert
+      ? opts.files?.get(route.tls.ca_cert)
+      : undefined;
+    if (ca) compiled.caCerts = [ca];
+    return { key, prefix, hosts, value: compiled };
+  });
+  const trusted = config.trusted_proxies.map(parseCidr).filter((c): c is Cidr => c !== null);
+  return Object.freeze({
+    version: opts.version,
+    config,
+    router: compileRouter(entries),
+    trusted,
+    altSvc: opts.altSvc ?? null,
+  });
+}

@@ -1,0 +1,225 @@
+// Composition root: reads the config, builds the snapshot and the adapters, starts listeners,
+// owns the current snapshot, and implements reload() and shutdown().
+
+import { loadConfigText } from "./config/load.ts";
+import type { ConfigIssue } from "./config/parse.ts";
+import type { Config } from "./config/schema.ts";
+import { parseListenAddr } from "./config/listen.ts";
+import { buildSnapshot } from "./proxy/snapshot.ts";
+import type { Snapshot } from "./proxy/snapshot.ts";
+import { createHandler } from "./proxy/pipeline.ts";
+import { listen } from "./adapters/http_serve.ts";
+import type { Listener } from "./adapters/http_serve.ts";
+import { createFetchClient } from "./adapters/fetch_client.ts";
+import { createLogger } from "./adapters/log_basic.ts";
+import type { Clock, FileStore, Handler, Logger, Metrics, UpstreamClient } from "./ports.ts";
+import { noopMetrics } from "./ports.ts";
+
+/** Where the config comes from: a file, or embedded text when no file exists. */
+export type ConfigSource = { path: string } | { text: string; name: string };
+
+/** The outcome of a reload attempt. */
+export interface ReloadResult {
+  ok: boolean;
+  version: number;
+  issues: ConfigIssue[];
+  at: number;
+}
+
+/** A running Prox. */
+export interface ProxServer {
+  /** Main listener's actual port (useful with port 0). */
+  readonly port: number;
+  readonly listeners: readonly Listener[];
+  snapshot(): Snapshot;
+  /** Re-reads the config; on any error the current config keeps serving. */
+  reload(): Promise<ReloadResult>;
+  lastReload(): ReloadResult | null;
+  /** Graceful: stop accepting, let in-flight requests finish up to shutdown_timeout. */
+  shutdown(): Promise<void>;
+  readonly handler: Handler;
+}
+
+/** Thrown when the initial config cannot be loaded; carries the located issues. */
+export class ConfigError extends Error {
+  constructor(readonly issues: ConfigIssue[]) {
+    super("Configuration is invalid");
+    this.name = "ConfigError";
+  }
+}
+
+const realClock: Clock = { now: () => Date.now(), monotonic: () => performance.now() };
+
+const denoEnv = {
+  exists(path: string): boolean {
+    try {
+      Deno.statSync(path);
+      return true;
+    } catch {
+      return false;
+    }
+  },
+};
+
+/** Reads and validates the config source. */
+export async function loadSource(
+  source: ConfigSource,
+): Promise<{ config?: Config; issues: ConfigIssue[] }> {
+  if ("text" in source) return loadConfigText(source.text, { file: source.name, env: denoEnv });
+  const text = await Deno.readTextFile(source.path);
+  return loadConfigText(text, { file: source.path, env: denoEnv });
+}
+
+/** Reads files a config refers to that the pure snapshot builder needs (CA certificates). */
+async function readReferencedFiles(config: Config): Promise<Map<string, string>> {
+  const files = new Map<string, string>();
+  for (const route of Object.values(config.routes)) {
+    if ("tls" in route && route.tls?.ca_cert && !files.has(route.tls.ca_cert)) {
+      files.set(route.tls.ca_cert, await Deno.readTextFile(route.tls.ca_cert));
+    }
+  }
+  return files;
+}
+
+/** Starts Prox from a config source. Throws ConfigError when the config is invalid. */
+export async function startServer(
+  source: ConfigSource,
+  opts: {
+    logger?: Logger;
+    metrics?: Metrics;
+    upstream?: UpstreamClient;
+    files?: FileStore;
+  } = {},
+): Promise<ProxServer> {
+  const first = await loadSource(source);
+  if (!first.config) throw new ConfigError(first.issues);
+  let config = first.config;
+  const logger = opts.logger ?? createLogger({ level: config.log.level });
+  for (const w of first.issues) logger.warn("Config warning", { issue: w.message, path: w.path });
+  const metrics = opts.metrics ?? noopMetrics;
+  const upstream = opts.upstream ?? createFetchClient();
+  const files: FileStore = opts.files ?? {
+    stat: () => Promise.resolve(null),
+    open: () => Promise.resolve(null),
+  };
+
+  let version = 1;
+  let current = buildSnapshot(config, { version, files: await readReferencedFiles(config) });
+  let draining = false;
+  let last: ReloadResult | null = null;
+
+  const handler = createHandler({
+    snapshot: () => current,
+    upstream,
+    files,
+    clock: realClock,
+    logger,
+    metrics,
+    draining: () => draining,
+  });
+
+  const main = parseListenAddr(config.listen_addr);
+  if (typeof main === "string") throw new Error(main);
+  const tls = config.tls?.cert_path && config.tls.key_path
+    ? {
+      cert: await Deno.readTextFile(config.tls.cert_path),
+      key: await Deno.readTextFile(config.tls.key_path),
+    }
+    : undefined;
+  const listeners: Listener[] = [listen(main, { handler, logger, ...tls })];
+  if (config.http_redirect) {
+    const addr = parseListenAddr(config.http_redirect.listen_addr);
+    if (typeof addr === "string") throw new Error(addr);
+    const status = config.http_redirect.status_code;
+    const httpsPort = listeners[0].port;
+    listeners.push(listen(addr, {
+      logger,
+      handler: (req) => Promise.resolve(httpsRedirect(req, { status, httpsPort })),
+    }));
+  }
+  logger.info("Prox listening", {
+    addr: `${listeners[0].hostname}:${listeners[0].port}`,
+    tls: Boolean(tls),
+    routes: Object.keys(config.routes).length,
+  });
+
+  return {
+    port: listeners[0].port,
+    listeners,
+    handler,
+    snapshot: () => current,
+    lastReload: () => last,
+    async reload(): Promise<ReloadResult> {
+      const at = Date.now();
+      try {
+        const next = await loadSource(source);
+        if (!next.config) {
+          last = { ok: false, version, issues: next.issues, at };
+          logger.error("Reload rejected; the current config keeps serving", {
+            issues: next.issues.filter((i) => i.severity === "error").map((i) =>
+              `${i.file}:${i.line}:${i.col}: ${i.path}: ${i.message}`
+            ),
+          });
+          return last;
+        }
+        const snap = buildSnapshot(next.config, {
+          version: version + 1,
+          files: await readReferencedFiles(next.config),
+          altSvc: current.altSvc,
+        });
+        version++;
+        config = next.config;
+        current = snap;
+        last = { ok: true, version, issues: next.issues, at };
+        logger.info("Config reloaded", { version });
+        return last;
+      } catch (err) {
+        last = {
+          ok: false,
+          version,
+          issues: [{
+            severity: "error",
+            file: "path" in source ? source.path : source.name,
+            line: 1,
+            col: 1,
+            path: "",
+            message: `Cannot reload: ${err instanceof Error ? err.message : String(err)}`,
+          }],
+          at,
+        };
+        logger.error("Reload failed; the current config keeps serving", {
+          error: last.issues[0].message,
+        });
+        return last;
+      }
+    },
+    async shutdown(): Promise<void> {
+      draining = true;
+      const grace = config.shutdown_timeout;
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const timeout = new Promise<"timeout">((r) => timer = setTimeout(() => r("timeout"), grace));
+      const done = Promise.all(listeners.map((l) => l.shutdown())).then(() => "done" as const);
+      const outcome = await Promise.race([done, timeout]);
+      clearTimeout(timer);
+      if (outcome === "timeout") {
+        logger.warn("Shutdown timeout reached; closing remaining connections", { graceMs: grace });
+        await Promise.all(listeners.map((l) => l.close()));
+      }
+      await upstream.close();
+    },
+  };
+}
+
+/** The plain-HTTP listener's answer: 308 to https, except ACME HTTP-01 challenges. */
+export function httpsRedirect(req: Request, opts: { status: number; httpsPort: number }): Response {
+  const url = new URL(req.url);
+  if (url.pathname.startsWith("/.well-known/acme-challenge/")) {
+    return new Response("Not found\n", { status: 404 });
+  }
+  const host = (req.headers.get("host") ?? url.hostname).replace(/:\d+$/, "");
+  const port = opts.httpsPort === 443 ? "" : `:${opts.httpsPort}`;
+  return new Response(null, {
+    status: opts.status,
+    headers: { location: `https://${host}${port}${url.pathname}${url.search}` },
+  });
+}

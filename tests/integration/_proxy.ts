@@ -1,0 +1,36 @@
+// Starts a real Prox from YAML text on 127.0.0.1:0 for integration tests.
+
+import { startServer } from "../../src/server.ts";
+import type { ProxServer } from "../../src/server.ts";
+import { silentLogger } from "../../src/ports.ts";
+import type { Logger } from "../../src/ports.ts";
+
+/** A running Prox; dispose to shut it down. */
+export interface TestProxy extends AsyncDisposable {
+  server: ProxServer;
+  port: number;
+  url: string;
+}
+
+/**
+ * Starts Prox with `yaml` (its listen_addr is forced to 127.0.0.1:0 unless `keepListen`).
+ * `listen_addr` may be omitted from the YAML.
+ */
+export async function startProxy(
+  yaml: string,
+  opts: { logger?: Logger; keepListen?: boolean; tls?: boolean } = {},
+): Promise<TestProxy> {
+  const text = opts.keepListen ? yaml : `listen_addr: "127.0.0.1:0"\n${yaml}`;
+  const server = await startServer({ text, name: "test.yaml" }, {
+    logger: opts.logger ?? silentLogger,
+  });
+  const scheme = opts.tls ? "https" : "http";
+  return {
+    server,
+    port: server.port,
+    url: `${scheme}://127.0.0.1:${server.port}`,
+    async [Symbol.asyncDispose]() {
+      await server.shutdown();
+    },
+  };
+}
