@@ -172,7 +172,7 @@ export function validateConfig(
   if (!config.protocols.http2_enabled) {
     warn(
       ["protocols", "http2_enabled"],
-      "http2_enabled: false has no effect: HTTP/2 cannot be turned off on Deno.serve",
+      "http2_enabled: false has no effect: HTTP/2 cannot be turned off on Deno's HTTP server",
     );
   }
   sortIssues(issues);
