@@ -51,6 +51,7 @@ export class ConfigError extends Error {
 const realClock: Clock = { now: () => Date.now(), monotonic: () => performance.now() };
 
 const denoEnv = {
+  env: (name: string) => Deno.env.get(name),
   exists(path: string): boolean {
     try {
       Deno.statSync(path);
@@ -104,7 +105,11 @@ export async function startServer(
   };
 
   let version = 1;
-  let current = buildSnapshot(config, { version, files: await readReferencedFiles(config) });
+  let current = buildSnapshot(config, {
+    version,
+    files: await readReferencedFiles(config),
+    env: denoEnv.env,
+  });
   let draining = false;
   let last: ReloadResult | null = null;
 
@@ -166,6 +171,7 @@ export async function startServer(
           version: version + 1,
           files: await readReferencedFiles(next.config),
           altSvc: current.altSvc,
+          env: denoEnv.env,
         });
         version++;
         config = next.config;

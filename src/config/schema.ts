@@ -231,7 +231,6 @@ const StaticRoute = z.object({
   cache_control: z.string().optional(),
   precompressed: z.boolean().default(false),
   show_dotfiles: z.boolean().default(false),
-  request_headers: HeaderRules.optional(),
   response_headers: HeaderRules.optional(),
   response_body: BodyRules.optional(),
 }).strict();

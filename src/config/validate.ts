@@ -3,6 +3,8 @@
 
 import { parseListenAddr } from "./listen.ts";
 import { parseRouteKey } from "../domain/router.ts";
+import { compileRouteRules } from "../domain/rules.ts";
+import type { RouteRulesSpec, RuleProblem } from "../domain/rules.ts";
 import type { Config } from "./schema.ts";
 import type { ConfigIssue, ParseResult } from "./parse.ts";
 import { dotted, sortIssues } from "./parse.ts";
@@ -11,6 +13,8 @@ import { dotted, sortIssues } from "./parse.ts";
 export interface ValidateEnv {
   /** True when the path exists (relative paths are relative to the working directory). */
   exists(path: string): boolean;
+  /** Environment lookup for `{env.NAME}` placeholders (none when absent). */
+  env?: (name: string) => string | undefined;
 }
 
 /** Runs every cross-field rule; returns issues (errors and warnings) in file order. */
@@ -91,6 +95,12 @@ export function validateConfig(
         err(["routes", key, "path_rewrite"], 'Path rewrite must start with "/"');
       }
     }
+    const problems: RuleProblem[] = [];
+    compileRouteRules(route as RouteRulesSpec, {
+      env: opts.env.env ?? (() => undefined),
+      problems,
+    });
+    for (const p of problems) err(["routes", key, ...p.path], p.message, p.hint);
     const rl = route.rate_limit;
     if (rl?.by === "header" && !rl.header_name) {
       err(["routes", key, "rate_limit"], "header_name is required when rate limiting by header");

@@ -17,6 +17,7 @@ import type { PipelineDeps, RequestContext } from "./context.ts";
 import { errorResponse } from "./respond.ts";
 import { proxyAction } from "./actions/proxy.ts";
 import { redirectAction } from "./actions/redirect.ts";
+import { applyResponseRules } from "./filters/rules.ts";
 
 const REQUEST_ID = /^[A-Za-z0-9._:@-]{1,128}$/;
 
@@ -97,7 +98,12 @@ async function handle(ctx: RequestContext, deps: PipelineDeps): Promise<Response
   switch (cfg.type) {
     case "proxy":
     case "load_balance":
-      return await proxyAction(ctx, deps, cfg);
+      return await applyResponseRules(
+        ctx,
+        await proxyAction(ctx, deps, cfg),
+        route.rules,
+        deps.logger,
+      );
     case "redirect":
       return redirectAction(ctx, cfg);
     case "static":

@@ -8,6 +8,9 @@ import { parseCidr } from "../domain/ip.ts";
 import type { Cidr } from "../domain/ip.ts";
 import type { Config, RouteConfig, TimeoutsConfig } from "../config/schema.ts";
 import type { UpstreamTimeouts } from "../ports.ts";
+import { compileRouteRules } from "../domain/rules.ts";
+import type { RouteRulesSpec } from "../domain/rules.ts";
+import type { RouteRules } from "./filters/rules.ts";
 
 /** A route ready to serve: its config plus what was derived from it at load time. */
 export interface CompiledRoute {
@@ -20,6 +23,8 @@ export interface CompiledRoute {
   targets: string[];
   /** PEM CA certificates from the route's `tls.ca_cert`, read by the server before building. */
   caCerts?: string[];
+  /** Compiled header and body rules. */
+  rules: RouteRules;
 }
 
 /** Everything the pipeline reads for one request. Never mutated after build. */
@@ -65,7 +70,13 @@ function targetsOf(route: RouteConfig): string[] {
 /** Builds a snapshot; throws only on programming errors (validation has already run). */
 export function buildSnapshot(
   config: Config,
-  opts: { version: number; files?: ReadonlyMap<string, string>; altSvc?: string | null },
+  opts: {
+    version: number;
+    files?: ReadonlyMap<string, string>;
+    altSvc?: string | null;
+    /** Environment lookup for `{env.NAME}` placeholders. */
+    env?: (name: string) => string | undefined;
+  },
 ): Snapshot {
   const entries = Object.entries(config.routes).map(([key, route]) => {
     const { host, prefix } = parseRouteKey(key);
@@ -79,6 +90,10 @@ export function buildSnapshot(
       config: route,
       timeouts,
       targets: targetsOf(route),
+      rules: compileRouteRules(route as RouteRulesSpec, {
+        env: opts.env ?? (() => undefined),
+        problems: [],
+      }),
     };
     const ca = "tls" in route && route.tls?.ca_cert
       ? opts.files?.get(route.tls.ca_cert)

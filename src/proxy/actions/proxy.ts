@@ -8,6 +8,13 @@ import type { LoadBalanceRouteConfig, ProxyRouteConfig } from "../../config/sche
 import type { UpstreamRequest } from "../../ports.ts";
 import type { PipelineDeps, RequestContext } from "../context.ts";
 import { forward } from "../forward.ts";
+import {
+  applyHeaderRules,
+  placeholderValues,
+  requestInput,
+  ruleBody,
+  STALE_BODY_HEADERS,
+} from "../filters/rules.ts";
 
 type UpstreamRoute = ProxyRouteConfig | LoadBalanceRouteConfig;
 
@@ -66,6 +73,27 @@ export async function proxyAction(
   if (body && limit !== undefined) body = limitBody(body, limit);
 
   const compiled = ctx.route!;
+  const { requestHeaders, requestBody } = compiled.rules;
+  const values = requestHeaders || requestBody ? placeholderValues(ctx) : undefined;
+  // Header rule conditions see the request as it arrived; body rule conditions see it after the
+  // header rules (as in the seed).
+  const headerRule = requestHeaders?.when(requestInput(ctx, ctx.req.headers))
+    ? requestHeaders
+    : undefined;
+  const ruleOpts = { values: values!, logger: deps.logger, requestId: ctx.requestId };
+  let replaced: { bytes: Uint8Array<ArrayBuffer>; contentType: string } | undefined;
+  if (requestBody) {
+    const h = new Headers(ctx.req.headers);
+    if (headerRule) applyHeaderRules(headerRule, h, ruleOpts);
+    if (requestBody.when(requestInput(ctx, h))) {
+      const bytes = ruleBody(requestBody, values!);
+      if (bytes) {
+        await body?.cancel();
+        replaced = { bytes, contentType: requestBody.contentType };
+      }
+    }
+  }
+
   const build = (target: string): UpstreamRequest => {
     const url = new URL(
       upstreamUrl(target, {
@@ -75,11 +103,18 @@ export async function proxyAction(
         query: ctx.query,
       }),
     );
+    const headers = upstreamHeaders(ctx, route, url);
+    if (headerRule) applyHeaderRules(headerRule, headers, ruleOpts);
+    if (replaced) {
+      for (const h of STALE_BODY_HEADERS) headers.delete(h);
+      headers.set("content-type", replaced.contentType);
+      headers.set("content-length", String(replaced.bytes.byteLength));
+    }
     return {
       url,
       method: ctx.req.method,
-      headers: upstreamHeaders(ctx, route, url),
-      body,
+      headers,
+      body: replaced ? new Blob([replaced.bytes]).stream() : body,
       timeouts: compiled.timeouts,
       tls: route.tls
         ? {

@@ -1,0 +1,123 @@
+// Rule conditions, compiled once at load (regexes included) into a predicate. All given keys are
+// ANDed; response conditions see the upstream response, not the request (the seed got that wrong).
+
+/** What a condition can look at. Response fields are absent on the request side. */
+export interface ConditionInput {
+  method: string;
+  path: string;
+  /** Raw query string without `?`. */
+  query: string;
+  headers: Headers;
+  status?: number;
+  responseHeaders?: Headers;
+}
+
+/** The config shape of a condition (mirrors config/schema.ts without importing it). */
+export interface ConditionSpec {
+  path_matches?: string;
+  method_is?: string | string[];
+  has_header?: { name: string; value_matches?: string };
+  query_has?: string | { name: string; value_matches?: string };
+  status_is?: number | string | (number | string)[];
+  response_has_header?: { name: string; value_matches?: string };
+}
+
+/** A compiled condition. */
+export type Predicate = (input: ConditionInput) => boolean;
+
+/** Parses a status selector: 404, "404", "5xx", "500-599". Returns [lo, hi] or an error string. */
+export function parseStatusSelector(sel: number | string): [number, number] | string {
+  if (typeof sel === "number") return [sel, sel];
+  const s = sel.trim().toLowerCase();
+  let m = /^([1-5])xx$/.exec(s);
+  if (m) return [Number(m[1]) * 100, Number(m[1]) * 100 + 99];
+  m = /^(\d{3})$/.exec(s);
+  if (m) return [Number(m[1]), Number(m[1])];
+  m = /^(\d{3})\s*-\s*(\d{3})$/.exec(s);
+  if (m && Number(m[1]) <= Number(m[2])) return [Number(m[1]), Number(m[2])];
+  return `Invalid status "${sel}": use a code (404), a class ("5xx") or a range ("500-599")`;
+}
+
+/** Matches a status against one or more selectors (already validated). */
+export function statusMatcher(sel: number | string | (number | string)[]): (s: number) => boolean {
+  const ranges = (Array.isArray(sel) ? sel : [sel]).map(parseStatusSelector).filter(
+    (r): r is [number, number] => typeof r !== "string",
+  );
+  return (s) => ranges.some(([lo, hi]) => s >= lo && s <= hi);
+}
+
+/** Compiles a regex from config, or returns the error message. */
+export function compileRegex(source: string): RegExp | string {
+  try {
+    return new RegExp(source);
+  } catch (err) {
+    return `Invalid regular expression /${source}/: ${err instanceof Error ? err.message : err}`;
+  }
+}
+
+function headerTest(spec: { name: string; value_matches?: string }) {
+  const re = spec.value_matches !== undefined ? compileRegex(spec.value_matches) : undefined;
+  const name = spec.name.toLowerCase();
+  return (h: Headers | undefined) => {
+    const v = h?.get(name);
+    if (v === null || v === undefined) return false;
+    return re === undefined || (re instanceof RegExp && re.test(v));
+  };
+}
+
+function queryValue(query: string, name: string): string | null {
+  for (const pair of query.split("&")) {
+    const eq = pair.indexOf("=");
+    const k = eq < 0 ? pair : pair.slice(0, eq);
+    let key = k;
+    try {
+      key = decodeURIComponent(k.replace(/\+/g, " "));
+    } catch { /* keep raw */ }
+    if (key === name) {
+      const raw = eq < 0 ? "" : pair.slice(eq + 1);
+      try {
+        return decodeURIComponent(raw.replace(/\+/g, " "));
+      } catch {
+        return raw;
+      }
+    }
+  }
+  return null;
+}
+
+/** Compiles a condition; a missing condition always holds. */
+export function compileCondition(spec: ConditionSpec | undefined): Predicate {
+  if (!spec) return () => true;
+  const checks: Predicate[] = [];
+  if (spec.path_matches !== undefined) {
+    const re = compileRegex(spec.path_matches);
+    checks.push((i) => re instanceof RegExp && re.test(i.path));
+  }
+  if (spec.method_is !== undefined) {
+    const methods = (Array.isArray(spec.method_is) ? spec.method_is : [spec.method_is]).map((m) =>
+      m.toUpperCase()
+    );
+    checks.push((i) => methods.includes(i.method.toUpperCase()));
+  }
+  if (spec.has_header) {
+    const t = headerTest(spec.has_header);
+    checks.push((i) => t(i.headers));
+  }
+  if (spec.query_has !== undefined) {
+    const q = typeof spec.query_has === "string" ? { name: spec.query_has } : spec.query_has;
+    const re = q.value_matches !== undefined ? compileRegex(q.value_matches) : undefined;
+    checks.push((i) => {
+      const v = queryValue(i.query, q.name);
+      return v !== null && (re === undefined || (re instanceof RegExp && re.test(v)));
+    });
+  }
+  if (spec.status_is !== undefined) {
+    const m = statusMatcher(spec.status_is);
+    checks.push((i) => i.status !== undefined && m(i.status));
+  }
+  if (spec.response_has_header) {
+    const t = headerTest(spec.response_has_header);
+    checks.push((i) => t(i.responseHeaders));
+  }
+  return (i) => checks.every((c) => c(i));
+}

@@ -1,0 +1,81 @@
+// `{name}` placeholders in header values and bodies, anywhere in the string. Templates are
+// compiled once at load; `{env.NAME}` is resolved then too. Unknown names are config errors.
+
+/** Placeholders available on both sides, and the response-only ones. */
+export const REQUEST_PLACEHOLDERS = [
+  "client_ip",
+  "timestamp",
+  "timestamp_iso",
+  "uri_path",
+  "query",
+  "host",
+  "method",
+  "scheme",
+  "request_id",
+  "route",
+] as const;
+export const RESPONSE_PLACEHOLDERS = [...REQUEST_PLACEHOLDERS, "upstream", "status"] as const;
+
+/** Values a template can refer to at request time. */
+export type PlaceholderValues = Partial<Record<(typeof RESPONSE_PLACEHOLDERS)[number], string>>;
+
+/** A compiled template: literal parts and placeholder names, alternating. */
+export interface Template {
+  /** True when the template contains no runtime placeholder. */
+  readonly constant: boolean;
+  readonly parts: readonly (string | { name: string })[];
+}
+
+/** The result of compiling: a template, or the unknown placeholder names. */
+export type CompileResult = { ok: true; template: Template } | { ok: false; unknown: string[] };
+
+const TOKEN = /\{([A-Za-z_][A-Za-z0-9_.]*)\}/g;
+
+/**
+ * Compiles `text`. `allowed` lists the runtime names; `env` resolves `{env.NAME}` now (a missing
+ * variable is an error too, reported as `env.NAME`).
+ */
+export function compileTemplate(
+  text: string,
+  opts: { allowed: readonly string[]; env: (name: string) => string | undefined },
+): CompileResult {
+  const parts: (string | { name: string })[] = [];
+  const unknown: string[] = [];
+  let last = 0;
+  let literal = "";
+  for (const m of text.matchAll(TOKEN)) {
+    literal += text.slice(last, m.index);
+    last = m.index! + m[0].length;
+    const name = m[1];
+    if (name.startsWith("env.")) {
+      const v = opts.env(name.slice(4));
+      if (v === undefined) unknown.push(name);
+      else literal += v;
+    } else if (opts.allowed.includes(name)) {
+      if (literal) parts.push(literal);
+      literal = "";
+      parts.push({ name });
+    } else {
+      unknown.push(name);
+    }
+  }
+  literal += text.slice(last);
+  if (literal) parts.push(literal);
+  if (unknown.length) return { ok: false, unknown };
+  return { ok: true, template: { constant: parts.every((p) => typeof p === "string"), parts } };
+}
+
+/** Expands a compiled template with the request's values. */
+export function expand(t: Template, values: PlaceholderValues): string {
+  if (t.parts.length === 1 && typeof t.parts[0] === "string") return t.parts[0];
+  let out = "";
+  for (const p of t.parts) {
+    out += typeof p === "string" ? p : values[p.name as keyof PlaceholderValues] ?? "";
+  }
+  return out;
+}
+
+/** Lists every `{name}` in a string (for validation messages). */
+export function placeholderNames(text: string): string[] {
+  return [...text.matchAll(TOKEN)].map((m) => m[1]);
+}

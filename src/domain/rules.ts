@@ -1,0 +1,273 @@
+// Header and body rules compiled once per config: templates, conditions and header names checked,
+// every problem returned with its key path so `prox validate` can locate it.
+
+import { compileCondition, compileRegex, parseStatusSelector } from "./conditions.ts";
+import type { ConditionSpec, Predicate } from "./conditions.ts";
+import { compileTemplate, REQUEST_PLACEHOLDERS, RESPONSE_PLACEHOLDERS } from "./placeholders.ts";
+import type { Template } from "./placeholders.ts";
+
+/** RFC 9110 §5.1 field-name token. */
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+
+/** Header rules as configured (mirrors config/schema.ts). */
+export interface HeaderRulesSpec {
+  add?: Record<string, string>;
+  set?: Record<string, string>;
+  append?: Record<string, string>;
+  remove?: string[];
+  condition?: ConditionSpec;
+}
+
+/** Body rules as configured. */
+export interface BodyRulesSpec {
+  set_text?: string;
+  set_json?: unknown;
+  content_type?: string;
+  condition?: ConditionSpec;
+}
+
+/** Compiled header rules: remove first, then set (add/set), then append. */
+export interface HeaderRules {
+  when: Predicate;
+  remove: string[];
+  set: [string, Template][];
+  append: [string, Template][];
+}
+
+/** A JSON value whose strings (keys and values) are templates. */
+export type JsonTemplate =
+  | { t: "str"; v: Template }
+  | { t: "lit"; v: unknown }
+  | { t: "arr"; v: JsonTemplate[] }
+  | { t: "obj"; v: [Template, JsonTemplate][] };
+
+/** Compiled body rule. */
+export interface BodyRule {
+  when: Predicate;
+  /** `keep`: only the content type changes. */
+  body: { kind: "text"; v: Template } | { kind: "json"; v: JsonTemplate } | { kind: "keep" };
+  contentType: string;
+}
+
+/** A problem found while compiling, located by key path relative to the rule. */
+export interface RuleProblem {
+  path: (string | number)[];
+  message: string;
+  hint?: string;
+}
+
+interface Ctx {
+  side: "request" | "response";
+  env: (name: string) => string | undefined;
+  problems: RuleProblem[];
+}
+
+function template(text: string, path: (string | number)[], c: Ctx): Template {
+  const allowed = c.side === "request" ? REQUEST_PLACEHOLDERS : RESPONSE_PLACEHOLDERS;
+  const r = compileTemplate(text, { allowed, env: c.env });
+  if (r.ok) return r.template;
+  for (const name of r.unknown) {
+    c.problems.push(
+      name.startsWith("env.")
+        ? {
+          path,
+          message: `Environment variable ${name.slice(4)} is not set (placeholder {${name}})`,
+          hint: `Set ${name.slice(4)} in Prox's environment, or remove the placeholder`,
+        }
+        : {
+          path,
+          message: `Unknown placeholder {${name}}`,
+          hint: `Use one of: ${allowed.map((a) => `{${a}}`).join(", ")}, {env.NAME}`,
+        },
+    );
+  }
+  return { constant: true, parts: [text] };
+}
+
+function condition(spec: ConditionSpec | undefined, c: Ctx): Predicate {
+  if (!spec) return () => true;
+  const base = ["condition"];
+  const regexes: [string | undefined, (string | number)[]][] = [
+    [spec.path_matches, [...base, "path_matches"]],
+    [spec.has_header?.value_matches, [...base, "has_header", "value_matches"]],
+    [spec.response_has_header?.value_matches, [...base, "response_has_header", "value_matches"]],
+    [
+      typeof spec.query_has === "object" ? spec.query_has.value_matches : undefined,
+      [...base, "query_has", "value_matches"],
+    ],
+  ];
+  for (const [src, path] of regexes) {
+    if (src === undefined) continue;
+    const re = compileRegex(src);
+    if (typeof re === "string") c.problems.push({ path, message: re });
+  }
+  for (const h of [spec.has_header, spec.response_has_header]) {
+    if (h && !TOKEN.test(h.name)) {
+      c.problems.push({ path: base, message: `Invalid header name "${h.name}"` });
+    }
+  }
+  if (spec.status_is !== undefined) {
+    const sels = Array.isArray(spec.status_is) ? spec.status_is : [spec.status_is];
+    for (const s of sels) {
+      const r = parseStatusSelector(s);
+      if (typeof r === "string") c.problems.push({ path: [...base, "status_is"], message: r });
+    }
+  }
+  if (c.side === "request") {
+    for (const k of ["status_is", "response_has_header"] as const) {
+      if (spec[k] !== undefined) {
+        c.problems.push({
+          path: [...base, k],
+          message: `${k} can only be used on response rules`,
+          hint: "Move this rule to response_headers or response_body",
+        });
+      }
+    }
+  }
+  return compileCondition(spec);
+}
+
+function headerValue(name: string, value: string, path: (string | number)[], c: Ctx): Template {
+  if (!TOKEN.test(name)) {
+    c.problems.push({ path, message: `Invalid header name "${name}"` });
+  }
+  if (/[\r\n\0]/.test(value)) {
+    c.problems.push({ path, message: `Header value for "${name}" contains CR, LF or NUL` });
+  }
+  return template(value, path, c);
+}
+
+/** Compiles header rules for one side; problems are appended to `problems`. */
+export function compileHeaderRules(
+  spec: HeaderRulesSpec,
+  opts: {
+    side: "request" | "response";
+    env: (n: string) => string | undefined;
+    problems: RuleProblem[];
+  },
+): HeaderRules {
+  const c: Ctx = opts;
+  const set: [string, Template][] = [];
+  for (const key of ["add", "set"] as const) {
+    for (const [name, value] of Object.entries(spec[key] ?? {})) {
+      set.push([name.toLowerCase(), headerValue(name, value, [key, name], c)]);
+    }
+  }
+  const append = Object.entries(spec.append ?? {}).map(([name, value]): [string, Template] => [
+    name.toLowerCase(),
+    headerValue(name, value, ["append", name], c),
+  ]);
+  const remove = (spec.remove ?? []).map((name, i) => {
+    if (!TOKEN.test(name)) {
+      c.problems.push({ path: ["remove", i], message: `Invalid header name "${name}"` });
+    }
+    return name.toLowerCase();
+  });
+  return { when: condition(spec.condition, c), remove, set, append };
+}
+
+function jsonTemplate(v: unknown, path: (string | number)[], c: Ctx): JsonTemplate {
+  if (typeof v === "string") return { t: "str", v: template(v, path, c) };
+  if (Array.isArray(v)) return { t: "arr", v: v.map((x, i) => jsonTemplate(x, [...path, i], c)) };
+  if (v && typeof v === "object") {
+    return {
+      t: "obj",
+      v: Object.entries(v).map((
+        [k, x],
+      ) => [template(k, [...path, k], c), jsonTemplate(x, [...path, k], c)]),
+    };
+  }
+  return { t: "lit", v };
+}
+
+/** Compiles a body rule; returns undefined (with a problem) when it sets no body. */
+export function compileBodyRule(
+  spec: BodyRulesSpec,
+  opts: {
+    side: "request" | "response";
+    env: (n: string) => string | undefined;
+    problems: RuleProblem[];
+  },
+): BodyRule | undefined {
+  const c: Ctx = opts;
+  if (spec.set_text !== undefined && spec.set_json !== undefined) {
+    c.problems.push({
+      path: ["set_json"],
+      message: "set_text and set_json cannot both be set",
+      hint: "Keep one of them",
+    });
+  }
+  const when = condition(spec.condition, c);
+  if (spec.set_text !== undefined) {
+    return {
+      when,
+      body: { kind: "text", v: template(spec.set_text, ["set_text"], c) },
+      contentType: spec.content_type ?? "text/plain; charset=utf-8",
+    };
+  }
+  if (spec.set_json !== undefined) {
+    return {
+      when,
+      body: { kind: "json", v: jsonTemplate(spec.set_json, ["set_json"], c) },
+      contentType: spec.content_type ?? "application/json",
+    };
+  }
+  if (spec.content_type !== undefined) {
+    return { when, body: { kind: "keep" }, contentType: spec.content_type };
+  }
+  c.problems.push({
+    path: [],
+    message: "Body rule sets nothing",
+    hint: "Add set_text, set_json or content_type",
+  });
+  return undefined;
+}
+
+/** The four rule slots of a route as configured. */
+export interface RouteRulesSpec {
+  request_headers?: HeaderRulesSpec;
+  response_headers?: HeaderRulesSpec;
+  request_body?: BodyRulesSpec;
+  response_body?: BodyRulesSpec;
+}
+
+/** Compiled rules of a route; problems carry paths relative to the route. */
+export function compileRouteRules(
+  route: RouteRulesSpec,
+  opts: { env: (n: string) => string | undefined; problems: RuleProblem[] },
+): {
+  requestHeaders?: HeaderRules;
+  responseHeaders?: HeaderRules;
+  requestBody?: BodyRule;
+  responseBody?: BodyRule;
+} {
+  const sub = (slot: string, side: "request" | "response") => {
+    const problems: RuleProblem[] = [];
+    return {
+      side,
+      env: opts.env,
+      problems,
+      flush: () => {
+        for (const p of problems) opts.problems.push({ ...p, path: [slot, ...p.path] });
+      },
+    };
+  };
+  const out: ReturnType<typeof compileRouteRules> = {};
+  const slots = [
+    ["request_headers", "request"],
+    ["response_headers", "response"],
+    ["request_body", "request"],
+    ["response_body", "response"],
+  ] as const;
+  for (const [slot, side] of slots) {
+    const spec = route[slot];
+    if (!spec) continue;
+    const c = sub(slot, side);
+    if (slot === "request_headers") out.requestHeaders = compileHeaderRules(spec, c);
+    if (slot === "response_headers") out.responseHeaders = compileHeaderRules(spec, c);
+    if (slot === "request_body") out.requestBody = compileBodyRule(spec, c);
+    if (slot === "response_body") out.responseBody = compileBodyRule(spec, c);
+    c.flush();
+  }
+  return out;
+}

@@ -1,0 +1,154 @@
+// Applying compiled header and body rules to the upstream request and to the response. Bodies
+// are replaced, never buffered: the rules available do not read the original body, so it is
+// cancelled (response) or never read (request).
+
+import { expand } from "../../domain/placeholders.ts";
+import type { PlaceholderValues } from "../../domain/placeholders.ts";
+import type { BodyRule, HeaderRules, JsonTemplate } from "../../domain/rules.ts";
+import type { ConditionInput } from "../../domain/conditions.ts";
+import type { Logger } from "../../ports.ts";
+import type { RequestContext } from "../context.ts";
+
+/** The compiled rules of one route (any may be absent). */
+export interface RouteRules {
+  requestHeaders?: HeaderRules;
+  responseHeaders?: HeaderRules;
+  requestBody?: BodyRule;
+  responseBody?: BodyRule;
+}
+
+/** Placeholder values for a request (and its response, once known). */
+export function placeholderValues(ctx: RequestContext, status?: number): PlaceholderValues {
+  const iso = new Date(ctx.startWall).toISOString();
+  return {
+    client_ip: ctx.clientIp,
+    timestamp: iso,
+    timestamp_iso: iso,
+    uri_path: ctx.path,
+    query: ctx.query.slice(1),
+    host: ctx.host,
+    method: ctx.req.method,
+    scheme: ctx.scheme,
+    request_id: ctx.requestId,
+    route: ctx.route?.id ?? "",
+    upstream: ctx.upstream ?? "",
+    status: status === undefined ? "" : String(status),
+  };
+}
+
+/** The condition input for the request side. */
+export function requestInput(ctx: RequestContext, headers: Headers): ConditionInput {
+  return { method: ctx.req.method, path: ctx.path, query: ctx.query.slice(1), headers };
+}
+
+/** Applies header rules in place: remove, then set, then append. Unsafe values are skipped. */
+export function applyHeaderRules(
+  rules: HeaderRules,
+  headers: Headers,
+  opts: { values: PlaceholderValues; logger: Logger; requestId: string },
+): void {
+  for (const name of rules.remove) headers.delete(name);
+  const put = (name: string, value: string, append: boolean) => {
+    if (/[\r\n\0]/.test(value)) {
+      opts.logger.warn("Header rule skipped: value contains CR, LF or NUL after expansion", {
+        header: name,
+        requestId: opts.requestId,
+      });
+      return;
+    }
+    try {
+      if (append) headers.append(name, value);
+      else headers.set(name, value);
+    } catch {
+      opts.logger.warn("Header rule skipped: invalid header value", { header: name });
+    }
+  };
+  for (const [name, t] of rules.set) put(name, expand(t, opts.values), false);
+  for (const [name, t] of rules.append) put(name, expand(t, opts.values), true);
+}
+
+function buildJson(t: JsonTemplate, values: PlaceholderValues): unknown {
+  switch (t.t) {
+    case "str":
+      return expand(t.v, values);
+    case "lit":
+      return t.v;
+    case "arr":
+      return t.v.map((x) => buildJson(x, values));
+    case "obj":
+      return Object.fromEntries(t.v.map(([k, x]) => [expand(k, values), buildJson(x, values)]));
+  }
+}
+
+/** The replacement body bytes for a rule, or null when the rule keeps the body. */
+export function ruleBody(
+  rule: BodyRule,
+  values: PlaceholderValues,
+): Uint8Array<ArrayBuffer> | null {
+  switch (rule.body.kind) {
+    case "text":
+      return new TextEncoder().encode(expand(rule.body.v, values));
+    case "json":
+      return new TextEncoder().encode(JSON.stringify(buildJson(rule.body.v, values)));
+    case "keep":
+      return null;
+  }
+}
+
+/** Headers that no longer describe a replaced body. */
+export const STALE_BODY_HEADERS = [
+  "content-length",
+  "content-encoding",
+  "etag",
+  "content-md5",
+  "digest",
+  "content-range",
+  "accept-ranges",
+  "last-modified",
+  "transfer-encoding",
+];
+
+/**
+ * Applies response header and body rules; conditions see the response status and headers.
+ * Returns the (possibly new) response.
+ */
+export async function applyResponseRules(
+  ctx: RequestContext,
+  res: Response,
+  rules: RouteRules,
+  logger: Logger,
+): Promise<Response> {
+  if (!rules.responseHeaders && !rules.responseBody) return res;
+  // On the response side `has_header` looks at the response (what the seed's README intended);
+  // path, method and query still describe the request.
+  const input: ConditionInput = {
+    ...requestInput(ctx, res.headers),
+    status: res.status,
+    responseHeaders: res.headers,
+  };
+  const values = placeholderValues(ctx, res.status);
+  const bodyRule = rules.responseBody?.when(input) ? rules.responseBody : undefined;
+  const headerRule = rules.responseHeaders?.when(input) ? rules.responseHeaders : undefined;
+  if (!bodyRule && !headerRule) return res;
+  const headers = new Headers(res.headers);
+  let body: BodyInit | null = res.body;
+  if (bodyRule) {
+    const bytes = ruleBody(bodyRule, values);
+    if (bytes) {
+      await res.body?.cancel();
+      for (const h of STALE_BODY_HEADERS) headers.delete(h);
+      headers.set("content-length", String(bytes.byteLength));
+      body = ctx.req.method === "HEAD" ? null : bytes;
+    }
+    headers.set("content-type", bodyRule.contentType);
+  }
+  if (headerRule) {
+    applyHeaderRules(headerRule, headers, { values, logger, requestId: ctx.requestId });
+  }
+  const nullBody = res.status === 204 || res.status === 304;
+  return new Response(nullBody ? null : body, {
+    status: res.status,
+    statusText: res.statusText,
+    headers,
+  });
+}

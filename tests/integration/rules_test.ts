@@ -1,0 +1,134 @@
+// The seed README's header and body manipulation examples, through the real proxy to a real
+// upstream, behaving as their comments say.
+import assert from "node:assert/strict";
+import { startUpstream } from "../_harness.ts";
+import { startProxy } from "./_proxy.ts";
+
+async function echoUpstream() {
+  return await startUpstream(async (req) => {
+    const u = new URL(req.url);
+    if (u.pathname.endsWith("/missing")) {
+      return new Response("raw upstream 404", {
+        status: 404,
+        headers: { "x-error-type": "NotFound", "x-powered-by": "php", etag: '"abc"' },
+      });
+    }
+    return Response.json({
+      path: u.pathname,
+      method: req.method,
+      headers: Object.fromEntries(req.headers),
+      body: await req.text(),
+    }, { headers: { "x-powered-by": "php" } });
+  });
+}
+
+const seedRoute = (target: string) => `
+health_check: { enabled: false }
+routes:
+  "/proxy":
+    type: "proxy"
+    target: "${target}"
+    path_rewrite: "/anything"
+    request_headers:
+      add:
+        "X-My-Custom-Header": "MyValue"
+        "X-Forwarded-By": "Prox"
+        "X-Real-IP": "{client_ip}"
+        "X-Trace": "ip={client_ip} route={route} id={request_id}"
+      remove: ["User-Agent", "Referer"]
+    response_headers:
+      add:
+        "Server": "Prox"
+      remove: ["X-Powered-By"]
+    request_body:
+      condition:
+        path_matches: "/special"
+      set_text: "This is a modified request body."
+    response_body:
+      condition:
+        has_header:
+          name: "X-Error-Type"
+          value_matches: "NotFound"
+      set_json:
+        error: "Resource not found"
+        message: "The requested resource was not found on the server."
+        path: "{uri_path}"
+        status: 404
+`;
+
+Deno.test("request header rules add, overwrite, remove and expand placeholders anywhere", async () => {
+  await using up = await echoUpstream();
+  await using prox = await startProxy(seedRoute(up.url));
+  const res = await fetch(`${prox.url}/proxy/headers`, {
+    headers: { "x-my-custom-header": "OriginalValue", "user-agent": "curl/8", referer: "x" },
+  });
+  const body = await res.json();
+  assert.equal(body.path, "/anything/headers");
+  assert.equal(body.headers["x-my-custom-header"], "MyValue");
+  assert.equal(body.headers["x-forwarded-by"], "Prox");
+  assert.equal(body.headers["x-real-ip"], "127.0.0.1");
+  assert.match(body.headers["x-trace"], /^ip=127\.0\.0\.1 route=\/proxy id=[0-9a-f]{8}-/);
+  assert.equal(body.headers["user-agent"], undefined);
+  assert.equal(body.headers["referer"], undefined);
+  assert.equal(res.headers.get("server"), "Prox");
+  assert.equal(res.headers.get("x-powered-by"), null);
+});
+
+Deno.test("request body rule applies only where path_matches holds", async () => {
+  await using up = await echoUpstream();
+  await using prox = await startProxy(seedRoute(up.url));
+  const special = await (await fetch(`${prox.url}/proxy/special/post`, {
+    method: "POST",
+    body: '{"original": "data"}',
+    headers: { "content-type": "application/json" },
+  })).json();
+  assert.equal(special.body, "This is a modified request body.");
+  assert.equal(special.headers["content-type"], "text/plain; charset=utf-8");
+  assert.equal(special.headers["content-length"], "32");
+  const plain = await (await fetch(`${prox.url}/proxy/post`, {
+    method: "POST",
+    body: '{"original": "data"}',
+  })).json();
+  assert.equal(plain.body, '{"original": "data"}');
+});
+
+Deno.test("response body rule is keyed on the upstream's X-Error-Type response header", async () => {
+  await using up = await echoUpstream();
+  await using prox = await startProxy(seedRoute(up.url));
+  const res = await fetch(`${prox.url}/proxy/missing`);
+  assert.equal(res.status, 404);
+  assert.equal(res.headers.get("content-type"), "application/json");
+  assert.equal(res.headers.get("etag"), null);
+  const body = await res.json();
+  assert.deepEqual(body, {
+    error: "Resource not found",
+    message: "The requested resource was not found on the server.",
+    path: "/proxy/missing",
+    status: 404,
+  });
+  // A request header of the same name does not trigger the response rule.
+  const ok = await fetch(`${prox.url}/proxy/get`, { headers: { "x-error-type": "NotFound" } });
+  assert.equal(ok.status, 200);
+  assert.equal((await ok.json()).path, "/anything/get");
+});
+
+Deno.test("response conditions see the status", async () => {
+  await using up = await echoUpstream();
+  await using prox = await startProxy(`
+health_check: { enabled: false }
+routes:
+  "/":
+    type: proxy
+    target: "${up.url}"
+    response_headers:
+      condition: { status_is: "4xx", method_is: [GET, HEAD] }
+      set: { "X-Client-Error": "{status} on {method} {uri_path}?{query}" }
+      append: { "Vary": "X-Test" }
+`);
+  const bad = await fetch(`${prox.url}/missing?a=1`);
+  await bad.body?.cancel();
+  assert.equal(bad.headers.get("x-client-error"), "404 on GET /missing?a=1");
+  const good = await fetch(`${prox.url}/fine`);
+  await good.body?.cancel();
+  assert.equal(good.headers.get("x-client-error"), null);
+});
