@@ -1,0 +1,222 @@
+// Load-balancing policies: one small selector per policy, all behind the same two-line interface.
+// Pure: the live view of each target (availability, in-flight count, latency) and the random
+// source come in as arguments, so every decision is reproducible in tests.
+
+/** One target of a pool as configured: a stable id (its URL), a weight and a backup flag. */
+export interface PoolTarget {
+  id: string;
+  weight: number;
+  /** Used only when no primary target is available. */
+  backup: boolean;
+}
+
+/** What a selector may know about a target right now. */
+export interface TargetLoad {
+  /** Healthy and not ejected. */
+  available: boolean;
+  /** Requests currently in flight to this target (through this proxy). */
+  inFlight: number;
+  /** Latency EWMA in milliseconds; 0 when unknown. */
+  latencyMs: number;
+}
+
+/** The per-request input of a selection. */
+export interface PickInput {
+  /** Live view of target `i` of the pool. */
+  load(i: number): TargetLoad;
+  /** Indices to skip (targets already tried by this request). */
+  exclude?: ReadonlySet<number>;
+  /** Affinity key for consistent_hash (client IP, header or cookie value). */
+  key?: string;
+  /** Uniform random source in [0, 1). */
+  random: () => number;
+}
+
+/** Picks the index of a target in the pool, or undefined when none may be used. */
+export interface Selector {
+  pick(input: PickInput): number | undefined;
+}
+
+type Choose = (eligible: number[], input: PickInput) => number;
+
+/** Builds the policy's chooser for a pool; `eligible` is never empty when it is called. */
+type PolicyFactory = (pool: readonly PoolTarget[]) => Choose;
+
+/** Bounded-load factor for consistent_hash: no target takes more than 1.25× its fair share. */
+export const HASH_LOAD_FACTOR = 1.25;
+
+/** The policies by their config name (`strategy`). */
+export const POLICIES = {
+  round_robin: roundRobin,
+  random: randomPolicy,
+  weighted_round_robin: smoothWeighted,
+  least_connections: leastConnections,
+  power_of_two: powerOfTwo,
+  consistent_hash: consistentHash,
+  first: firstAvailable,
+} satisfies Record<string, PolicyFactory>;
+
+/** A policy name as written in `strategy`. */
+export type Policy = keyof typeof POLICIES;
+
+/**
+ * Creates a selector. Eligible = available, not excluded, primary; when no primary is eligible,
+ * the available backups are used instead.
+ */
+export function createSelector(policy: Policy, pool: readonly PoolTarget[]): Selector {
+  const choose = POLICIES[policy](pool);
+  return {
+    pick(input) {
+      const primary: number[] = [];
+      const backup: number[] = [];
+      for (let i = 0; i < pool.length; i++) {
+        if (input.exclude?.has(i) || !input.load(i).available) continue;
+        (pool[i].backup ? backup : primary).push(i);
+      }
+      const eligible = primary.length > 0 ? primary : backup;
+      return eligible.length === 0 ? undefined : choose(eligible, input);
+    },
+  };
+}
+
+function roundRobin(): Choose {
+  let next = 0;
+  return (eligible) => eligible[next++ % eligible.length];
+}
+
+function randomPolicy(): Choose {
+  return (eligible, input) => eligible[Math.floor(input.random() * eligible.length)];
+}
+
+/** nginx's smooth weighted round robin: exact shares over every cycle, interleaved. */
+function smoothWeighted(pool: readonly PoolTarget[]): Choose {
+  const current = pool.map(() => 0);
+  return (eligible) => {
+    let total = 0;
+    let best = eligible[0];
+    for (const i of eligible) {
+      current[i] += pool[i].weight;
+      total += pool[i].weight;
+      if (current[i] > current[best]) best = i;
+    }
+    current[best] -= total;
+    return best;
+  };
+}
+
+/** Fewest in-flight requests per unit of weight; ties rotate so idle pools still spread. */
+function leastConnections(pool: readonly PoolTarget[]): Choose {
+  let rotor = 0;
+  return (eligible, input) => {
+    let best: number[] = [];
+    let bestScore = Infinity;
+    for (const i of eligible) {
+      const score = input.load(i).inFlight / pool[i].weight;
+      if (score < bestScore) {
+        bestScore = score;
+        best = [i];
+      } else if (score === bestScore) best.push(i);
+    }
+    return best[rotor++ % best.length];
+  };
+}
+
+/**
+ * Power of two choices: two distinct random candidates, keep the one with the lower
+ * (in-flight + 1) × latency EWMA / weight.
+ */
+function powerOfTwo(pool: readonly PoolTarget[]): Choose {
+  const cost = (i: number, input: PickInput) => {
+    const l = input.load(i);
+    return (l.inFlight + 1) * Math.max(l.latencyMs, 1) / pool[i].weight;
+  };
+  return (eligible, input) => {
+    const n = eligible.length;
+    if (n === 1) return eligible[0];
+    const a = Math.floor(input.random() * n);
+    let b = Math.floor(input.random() * (n - 1));
+    if (b >= a) b++;
+    const ia = eligible[a], ib = eligible[b];
+    return cost(ib, input) < cost(ia, input) ? ib : ia;
+  };
+}
+
+/** Config order: the first eligible target takes everything (failover). */
+function firstAvailable(): Choose {
+  return (eligible) => eligible[0];
+}
+
+/** 32-bit FNV-1a followed by murmur3's finalizer (better avalanche for ring placement). */
+export function hash32(s: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < s.length; i++) {
+    h ^= s.charCodeAt(i);
+    h = Math.imul(h, 0x01000193);
+  }
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  h ^= h >>> 16;
+  return h >>> 0;
+}
+
+const VNODES_PER_WEIGHT = 100;
+const MAX_RING = 40_000;
+
+/**
+ * Consistent hashing on a ring of virtual nodes (ids hashed, so adding or removing a target
+ * remaps only its own arcs), with bounded load (Mirrokni et al. 2016): a target already above
+ * HASH_LOAD_FACTOR × its fair share of in-flight requests is skipped clockwise.
+ * Without a key the pick is random.
+ */
+function consistentHash(pool: readonly PoolTarget[]): Choose {
+  const totalWeight = pool.reduce((s, t) => s + t.weight, 0);
+  const scale = Math.min(1, MAX_RING / (VNODES_PER_WEIGHT * totalWeight));
+  const points: { h: number; i: number }[] = [];
+  pool.forEach((t, i) => {
+    const n = Math.max(1, Math.round(VNODES_PER_WEIGHT * t.weight * scale));
+    for (let v = 0; v < n; v++) points.push({ h: hash32(`${t.id}#${v}`), i });
+  });
+  points.sort((a, b) => a.h - b.h || a.i - b.i);
+  const ring = Uint32Array.from(points, (p) => p.h);
+  const owner = Uint32Array.from(points, (p) => p.i);
+  const isEligible = new Uint8Array(pool.length);
+
+  return (eligible, input) => {
+    if (input.key === undefined) {
+      return eligible[Math.floor(input.random() * eligible.length)];
+    }
+    let load = 0, weight = 0;
+    for (const i of eligible) {
+      isEligible[i] = 1;
+      load += input.load(i).inFlight;
+      weight += pool[i].weight;
+    }
+    const start = lowerBound(ring, hash32(input.key));
+    let fallback = -1;
+    let chosen = -1;
+    for (let k = 0; k < ring.length; k++) {
+      const i = owner[(start + k) % ring.length];
+      if (!isEligible[i]) continue;
+      if (fallback < 0) fallback = i;
+      const cap = Math.ceil(HASH_LOAD_FACTOR * (load + 1) * pool[i].weight / weight);
+      if (input.load(i).inFlight < cap) {
+        chosen = i;
+        break;
+      }
+    }
+    for (const i of eligible) isEligible[i] = 0;
+    return chosen >= 0 ? chosen : fallback;
+  };
+}
+
+function lowerBound(arr: Uint32Array, x: number): number {
+  let lo = 0, hi = arr.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (arr[mid] < x) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo === arr.length ? 0 : lo;
+}

@@ -1,0 +1,178 @@
+// One contract suite that every policy in POLICIES must pass, plus each policy's own spread.
+import assert from "node:assert/strict";
+import { createSelector, hash32, POLICIES } from "./balancer.ts";
+import type { PickInput, Policy, PoolTarget, TargetLoad } from "./balancer.ts";
+
+/** Deterministic PRNG (mulberry32) for reproducible runs. */
+export function seeded(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+const ALL = Object.keys(POLICIES) as Policy[];
+const pool = (n: number, weights?: number[]): PoolTarget[] =>
+  Array.from({ length: n }, (_, i) => ({
+    id: `http://10.0.0.${i + 1}:80`,
+    weight: weights?.[i] ?? 1,
+    backup: false,
+  }));
+const idle = (avail: boolean[] = []): (i: number) => TargetLoad => (i) => ({
+  available: avail[i] ?? true,
+  inFlight: 0,
+  latencyMs: 0,
+});
+
+function counts(policy: Policy, p: PoolTarget[], n: number, input: Partial<PickInput> = {}) {
+  const sel = createSelector(policy, p);
+  const random = input.random ?? seeded(7);
+  const c = p.map(() => 0);
+  for (let k = 0; k < n; k++) {
+    const i = sel.pick({ load: idle(), random, key: `client-${k}`, ...input });
+    assert.ok(i !== undefined);
+    c[i]++;
+  }
+  return c;
+}
+
+for (const policy of ALL) {
+  Deno.test(`${policy}: never picks an unavailable or excluded target`, () => {
+    const p = pool(5);
+    const sel = createSelector(policy, p);
+    const rnd = seeded(42);
+    for (let k = 0; k < 2_000; k++) {
+      const avail = p.map(() => rnd() < 0.6);
+      const exclude = new Set(rnd() < 0.3 ? [Math.floor(rnd() * 5)] : []);
+      const load = (i: number) => ({ available: avail[i], inFlight: k % (i + 2), latencyMs: i });
+      const i = sel.pick({ load, exclude, random: rnd, key: `k${k}` });
+      const any = avail.some((a, j) => a && !exclude.has(j));
+      if (!any) assert.equal(i, undefined);
+      else {
+        assert.ok(i !== undefined && avail[i] && !exclude.has(i), `picked ${i}`);
+      }
+    }
+  });
+
+  Deno.test(`${policy}: deterministic with an injected random source`, () => {
+    const run = () => {
+      const sel = createSelector(policy, pool(4, [1, 2, 3, 4]));
+      const rnd = seeded(99);
+      return Array.from({ length: 200 }, (_, k) =>
+        sel.pick({
+          load: (i) => ({ available: true, inFlight: (k * (i + 1)) % 3, latencyMs: i * 2 }),
+          random: rnd,
+          key: k % 3 === 0 ? undefined : `user-${k}`,
+        }));
+    };
+    assert.deepEqual(run(), run());
+  });
+
+  Deno.test(`${policy}: uses backups only when no primary is available`, () => {
+    const p = pool(3);
+    p[2].backup = true;
+    const sel = createSelector(policy, p);
+    const rnd = seeded(1);
+    for (let k = 0; k < 100; k++) {
+      assert.notEqual(sel.pick({ load: idle(), random: rnd, key: `k${k}` }), 2);
+    }
+    for (let k = 0; k < 20; k++) {
+      assert.equal(sel.pick({ load: idle([false, false, true]), random: rnd, key: `k${k}` }), 2);
+    }
+  });
+
+  Deno.test(`${policy}: spreads as its contract says`, () => SPREAD[policy]());
+}
+
+/** Each policy's distribution contract; a new policy fails to compile until it has one. */
+const SPREAD: Record<Policy, () => void> = {
+  round_robin() {
+    const sel = createSelector("round_robin", pool(3));
+    const seq = Array.from({ length: 9 }, () => sel.pick({ load: idle(), random: seeded(1) }));
+    assert.deepEqual(seq, [0, 1, 2, 0, 1, 2, 0, 1, 2]);
+    assert.deepEqual(counts("round_robin", pool(3), 3_000), [1_000, 1_000, 1_000]);
+  },
+  random() {
+    for (const c of counts("random", pool(4), 40_000)) {
+      assert.ok(Math.abs(c - 10_000) < 400, `${c}`);
+    }
+  },
+  weighted_round_robin() {
+    const w = [5, 3, 2];
+    const c = counts("weighted_round_robin", pool(3, w), 10_007);
+    c.forEach((n, i) => assert.ok(Math.abs(n / 10_007 - w[i] / 10) < 0.01, `${c}`));
+    // Smooth: the heavy target never takes more than two picks in a row for 5:3:2.
+    const sel = createSelector("weighted_round_robin", pool(3, w));
+    const seq = Array.from({ length: 10 }, () => sel.pick({ load: idle(), random: seeded(1) }));
+    assert.deepEqual(seq, [0, 1, 2, 0, 0, 1, 0, 2, 1, 0]);
+  },
+  least_connections() {
+    const sel = createSelector("least_connections", pool(3, [1, 1, 2]));
+    const inFlight = [4, 2, 3]; // per weight: 4, 2, 1.5
+    const load = (i: number) => ({ available: true, inFlight: inFlight[i], latencyMs: 0 });
+    assert.equal(sel.pick({ load, random: seeded(1) }), 2);
+    // Ties rotate, so an idle pool still spreads evenly.
+    assert.deepEqual(counts("least_connections", pool(3), 300), [100, 100, 100]);
+  },
+  power_of_two() {
+    const sel = createSelector("power_of_two", pool(3));
+    const inFlight = [1, 9, 2];
+    const load = (i: number) => ({ available: true, inFlight: inFlight[i], latencyMs: 10 });
+    const c = [0, 0, 0];
+    const rnd = seeded(3);
+    for (let k = 0; k < 3_000; k++) c[sel.pick({ load, random: rnd })!]++;
+    assert.equal(c[1], 0, "the most loaded target never wins a pair");
+    assert.ok(c[0] > c[2] && c[2] > 0, `${c}`);
+    // Latency counts too: equal in-flight, 10× slower loses.
+    const slow = (i: number) => ({ available: true, inFlight: 0, latencyMs: i === 0 ? 100 : 10 });
+    for (let k = 0; k < 100; k++) assert.notEqual(sel.pick({ load: slow, random: rnd }), 0);
+    const even = counts("power_of_two", pool(3), 30_000);
+    for (const n of even) assert.ok(Math.abs(n - 10_000) < 500, `${even}`);
+  },
+  consistent_hash() {
+    const p = pool(5);
+    const sel = createSelector("consistent_hash", p);
+    const rnd = seeded(5);
+    const keys = Array.from({ length: 5_000 }, (_, k) => `10.1.${k >> 8}.${k & 255}`);
+    const before = keys.map((key) => sel.pick({ load: idle(), random: rnd, key })!);
+    // Same key, same target.
+    keys.forEach((key, k) => assert.equal(sel.pick({ load: idle(), random: rnd, key }), before[k]));
+    // Balanced within 25% of fair share with 100 virtual nodes per target.
+    const c = p.map((_, i) => before.filter((x) => x === i).length);
+    for (const n of c) assert.ok(Math.abs(n - 1_000) < 250, `${c}`);
+    // Target 2 down: only its keys move.
+    const after = keys.map((key) =>
+      sel.pick({ load: idle([true, true, false, true, true]), random: rnd, key })!
+    );
+    keys.forEach((_, k) => {
+      if (before[k] !== 2) assert.equal(after[k], before[k]);
+      else assert.notEqual(after[k], 2);
+    });
+    // Adding a sixth target moves about 1/6 of the keys, all of them onto the new one.
+    const grown = createSelector("consistent_hash", pool(6));
+    const moved = keys.filter((key, k) => {
+      const j = grown.pick({ load: idle(), random: rnd, key })!;
+      if (j !== before[k]) assert.equal(j, 5);
+      return j !== before[k];
+    }).length;
+    assert.ok(moved > 500 && moved < 1_200, `moved ${moved}`);
+    // Bounded load: a hot target above 1.25× its share is skipped.
+    const hot = before[0];
+    const busy = (i: number) => ({ available: true, inFlight: i === hot ? 10 : 1, latencyMs: 0 });
+    assert.notEqual(sel.pick({ load: busy, random: rnd, key: keys[0] }), hot);
+  },
+  first() {
+    assert.deepEqual(counts("first", pool(3), 50), [50, 0, 0]);
+    const sel = createSelector("first", pool(3));
+    assert.equal(sel.pick({ load: idle([false, true, true]), random: seeded(1) }), 1);
+  },
+};
+
+Deno.test("hash32 spreads short keys over the 32-bit range", () => {
+  const seen = new Set(Array.from({ length: 10_000 }, (_, i) => hash32(`k${i}`) >>> 28));
+  assert.equal(seen.size, 16);
+});
