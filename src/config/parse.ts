@@ -70,7 +70,7 @@ export function parseConfig(text: string, file = "config.yaml"): ParseResult {
     });
     return { issues, locate };
   }
-  const result = Config.safeParse(raw);
+  const result = Config.safeParse(raw, { reportInput: true });
   if (result.success) return { config: result.data, issues, locate };
 
   for (const issue of result.error.issues) {
@@ -141,13 +141,16 @@ function describe(issue: z.core.$ZodIssue): string {
     case "invalid_type":
       return `Expected ${issue.expected}, got ${kindOf(issue.input)}`;
     case "too_small":
+      if (!/^Too small/.test(issue.message)) return issue.message;
       return issue.origin === "array"
         ? `Needs at least ${issue.minimum} item(s)`
         : issue.origin === "string"
         ? "Cannot be empty"
-        : `Must be at least ${issue.minimum}`;
+        : issue.inclusive === false
+        ? `Must be greater than ${issue.minimum}, got ${JSON.stringify(issue.input)}`
+        : `Must be at least ${issue.minimum}, got ${JSON.stringify(issue.input)}`;
     case "too_big":
-      return `Must be at most ${issue.maximum}`;
+      return `Must be at most ${issue.maximum}, got ${JSON.stringify(issue.input)}`;
     default:
       return issue.message;
   }

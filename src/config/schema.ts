@@ -30,7 +30,10 @@ const WS_URL = /^(wss?|https?):\/\/[^/?#\s]+/i;
 
 /** An absolute http(s) URL with a host. */
 export const HttpUrl = z.string().refine((s) => HTTP_URL.test(s) && URL.canParse(s), {
-  message: "Must be an absolute URL starting with http:// or https://, e.g. http://127.0.0.1:8080",
+  error: (iss) =>
+    `Invalid URL ${
+      JSON.stringify(iss.input)
+    }: use an absolute URL starting with http:// or https://, e.g. http://127.0.0.1:8080`,
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -249,7 +252,10 @@ const RedirectRoute = z.object({
 const WebSocketRoute = z.object({
   type: z.literal("websocket"),
   target: z.string().refine((s) => WS_URL.test(s) && URL.canParse(s), {
-    message: "WebSocket URL must use ws://, wss://, http:// or https:// with a host",
+    error: (iss) =>
+      `Invalid WebSocket URL ${
+        JSON.stringify(iss.input)
+      }: use ws://, wss://, http:// or https:// with a host`,
   }),
   path_rewrite: z.string().optional(),
   rate_limit: RateLimit.optional(),

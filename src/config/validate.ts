@@ -2,6 +2,7 @@
 // conflicts. Pure: file checks go through the `exists` callback.
 
 import { parseListenAddr } from "./listen.ts";
+import { parseCidr } from "../domain/ip.ts";
 import { parseRouteKey } from "../domain/router.ts";
 import { compileRouteRules } from "../domain/rules.ts";
 import type { RouteRulesSpec, RuleProblem } from "../domain/rules.ts";
@@ -102,6 +103,14 @@ export function validateConfig(
     });
     for (const p of problems) err(["routes", key, ...p.path], p.message, p.hint);
     const rl = route.rate_limit;
+    if (rl?.header_name !== undefined && !/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/.test(rl.header_name)) {
+      err(["routes", key, "rate_limit", "header_name"], `Invalid header name "${rl.header_name}"`);
+    }
+    if (
+      route.type === "redirect" && /^https?:\/\//i.test(route.target) && !URL.canParse(route.target)
+    ) {
+      err(["routes", key, "target"], `Invalid redirect URL "${route.target}"`);
+    }
     if (rl?.by === "header" && !rl.header_name) {
       err(["routes", key, "rate_limit"], "header_name is required when rate limiting by header");
     }
@@ -139,6 +148,46 @@ export function validateConfig(
     }
   }
 
+  // Health checks and trusted proxies
+  const hc = config.health_check;
+  if (hc.timeout_secs >= hc.interval_secs && hc.enabled) {
+    warn(
+      ["health_check", "timeout_secs"],
+      `timeout_secs (${hc.timeout_secs}) is not shorter than interval_secs (${hc.interval_secs})`,
+      "Use a timeout shorter than the interval so probes do not overlap",
+    );
+  }
+  const allTargets = new Set(
+    Object.values(config.routes).flatMap((r) =>
+      r.type === "proxy"
+        ? [r.target]
+        : r.type === "load_balance"
+        ? r.targets.map((t) => typeof t === "string" ? t : t.url)
+        : []
+    ),
+  );
+  for (const [target, path] of Object.entries(config.backend_health_paths)) {
+    if (!allTargets.has(target)) {
+      warn(
+        ["backend_health_paths", target],
+        `No route has the target "${target}"`,
+        "Keys must equal a proxy or load_balance target exactly",
+      );
+    }
+    if (!path.startsWith("/")) {
+      err(["backend_health_paths", target], `Health path "${path}" must start with "/"`);
+    }
+  }
+  config.trusted_proxies.forEach((c, i) => {
+    if (!parseCidr(c)) {
+      err(
+        ["trusted_proxies", i],
+        `Invalid CIDR "${c}"`,
+        "Use an address or a block, e.g. 10.0.0.0/8 or ::1",
+      );
+    }
+  });
+
   // TLS
   const tls = config.tls;
   if (tls) {
@@ -163,6 +212,14 @@ export function validateConfig(
         ["tls"],
         "TLS configuration must specify either manual certificates (cert_path + key_path) or ACME configuration",
       );
+    } else if (!tls.acme.enabled) {
+      err(
+        ["tls", "acme", "enabled"],
+        "ACME is disabled and no certificate files are given, so TLS has no certificate",
+        "Set enabled: true, or use cert_path and key_path instead, or remove the tls section",
+      );
+    } else {
+      validateAcme(tls.acme, { err, warn, config });
     }
   }
   if (config.protocols.http3_enabled && !tls) {
@@ -187,4 +244,72 @@ export function validateConfig(
   }
   sortIssues(issues);
   return issues;
+}
+
+type Report = (p: (string | number)[], m: string, h?: string) => void;
+
+const EMAIL = /^[^@\s]+@[^@\s]+\.[^@\s]+$/;
+const DOMAIN =
+  /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/i;
+
+function validateAcme(
+  acme: NonNullable<NonNullable<Config["tls"]>["acme"]>,
+  opts: { err: Report; warn: Report; config: Config },
+): void {
+  const { err, warn } = opts;
+  const base = ["tls", "acme"];
+  if (acme.domains.length === 0) {
+    err([...base, "domains"], "At least one domain must be specified for ACME");
+  }
+  acme.domains.forEach((d, i) => {
+    if (d.startsWith("*.")) {
+      err(
+        [...base, "domains", i],
+        `Wildcard domain "${d}" needs DNS-01, which Prox does not support`,
+      );
+    } else if (!DOMAIN.test(d)) {
+      err(
+        [...base, "domains", i],
+        `Invalid domain name "${d}"`,
+        "Use a plain host name such as example.com",
+      );
+    }
+  });
+  if (!EMAIL.test(acme.email)) {
+    err(
+      [...base, "email"],
+      `Invalid email address "${acme.email}"`,
+      "Use an address such as admin@example.com",
+    );
+  }
+  if (acme.renewal_days_before_expiry < 1 || acme.renewal_days_before_expiry > 89) {
+    err(
+      [...base, "renewal_days_before_expiry"],
+      `renewal_days_before_expiry must be between 1 and 89, got ${acme.renewal_days_before_expiry}`,
+    );
+  }
+  if (acme.ca_url !== undefined && !/^https:\/\//.test(acme.ca_url)) {
+    err([...base, "ca_url"], `ACME directory URL "${acme.ca_url}" must start with https://`);
+  }
+  if (acme.challenge === "tls-alpn-01") {
+    err(
+      [...base, "challenge"],
+      "TLS-ALPN-01 cannot be done on Deno: its TLS stack (rustls) rejects the challenge certificate's critical acmeIdentifier extension",
+      "Use challenge: http-01 (the default) with an HTTP listener on port 80",
+    );
+  }
+  const httpAddrs = [acme.http_listen_addr, opts.config.http_redirect?.listen_addr].filter(
+    (a): a is string => a !== undefined,
+  );
+  const on80 = httpAddrs.some((a) => {
+    const p = parseListenAddr(a);
+    return typeof p !== "string" && p.port === 80;
+  });
+  if (!on80 && acme.ca_url === undefined) {
+    warn(
+      [...base],
+      "No HTTP listener on port 80: Let's Encrypt validates HTTP-01 challenges on port 80",
+      'Set tls.acme.http_listen_addr: "0.0.0.0:80" (or http_redirect.listen_addr)',
+    );
+  }
 }

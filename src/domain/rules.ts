@@ -5,6 +5,7 @@ import { compileCondition, compileRegex, parseStatusSelector } from "./condition
 import type { ConditionSpec, Predicate } from "./conditions.ts";
 import { compileTemplate, REQUEST_PLACEHOLDERS, RESPONSE_PLACEHOLDERS } from "./placeholders.ts";
 import type { Template } from "./placeholders.ts";
+import { suggest } from "./suggest.ts";
 
 /** RFC 9110 §5.1 field-name token. */
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
@@ -77,7 +78,9 @@ function template(text: string, path: (string | number)[], c: Ctx): Template {
         : {
           path,
           message: `Unknown placeholder {${name}}`,
-          hint: `Use one of: ${allowed.map((a) => `{${a}}`).join(", ")}, {env.NAME}`,
+          hint: suggest(name, allowed)
+            ? `Did you mean {${suggest(name, allowed)}}?`
+            : `Use one of: ${allowed.map((a) => `{${a}}`).join(", ")}, {env.NAME}`,
         },
     );
   }
