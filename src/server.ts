@@ -12,6 +12,7 @@ import { listen } from "./adapters/http_serve.ts";
 import type { Listener } from "./adapters/http_serve.ts";
 import { createFetchClient } from "./adapters/fetch_client.ts";
 import { createLogger } from "./adapters/log_basic.ts";
+import { createDenoFileStore } from "./adapters/files_deno.ts";
 import type { Clock, FileStore, Handler, Logger, Metrics, UpstreamClient } from "./ports.ts";
 import { noopMetrics } from "./ports.ts";
 
@@ -99,10 +100,7 @@ export async function startServer(
   for (const w of first.issues) logger.warn("Config warning", { issue: w.message, path: w.path });
   const metrics = opts.metrics ?? noopMetrics;
   const upstream = opts.upstream ?? createFetchClient();
-  const files: FileStore = opts.files ?? {
-    stat: () => Promise.resolve(null),
-    open: () => Promise.resolve(null),
-  };
+  const files: FileStore = opts.files ?? createDenoFileStore();
 
   let version = 1;
   let current = buildSnapshot(config, {

@@ -18,6 +18,7 @@ import { errorResponse } from "./respond.ts";
 import { proxyAction } from "./actions/proxy.ts";
 import { redirectAction } from "./actions/redirect.ts";
 import { applyResponseRules } from "./filters/rules.ts";
+import { staticAction } from "./actions/static.ts";
 
 const REQUEST_ID = /^[A-Za-z0-9._:@-]{1,128}$/;
 
@@ -107,6 +108,7 @@ async function handle(ctx: RequestContext, deps: PipelineDeps): Promise<Response
     case "redirect":
       return redirectAction(ctx, cfg);
     case "static":
+      return await staticAction(ctx, deps, cfg);
     case "websocket":
       return errorResponse("internal", ctx.requestId, {
         status: 501,

@@ -1,0 +1,147 @@
+// FileStore on the local file system (Deno.realPath/stat/open). Containment is decided on the
+// real path: whatever the request path says, a file is served only when its fully resolved path
+// (symlinks followed) lies inside the fully resolved root. Nothing is opened to answer `stat`, so
+// HEAD, 304 and 416 never hold a file descriptor; `open` closes the file when its stream ends,
+// errors or is cancelled.
+
+import type { FileStat, FileStore } from "../ports.ts";
+
+/** Bytes read per chunk when streaming a file. */
+const CHUNK = 64 * 1024;
+
+/** Errors that mean "nothing servable here" rather than a fault of Prox (→ null, i.e. 404). */
+function isAbsent(err: unknown): boolean {
+  if (err instanceof Deno.errors.NotFound) return true;
+  if (err instanceof Deno.errors.NotADirectory) return true;
+  if (err instanceof Deno.errors.PermissionDenied) return true;
+  if (err instanceof Deno.errors.FilesystemLoop) return true;
+  const code = (err as { code?: string } | null)?.code;
+  return code === "ENAMETOOLONG" || code === "ELOOP" || code === "ENOTDIR" || code === "EACCES";
+}
+
+/** `root` + `relPath` resolved with symlinks, or null when missing or outside the root. */
+async function resolveInside(root: string, relPath: string): Promise<string | null> {
+  if (relPath.includes("\0")) return null;
+  const parts = relPath.split("/").filter((p) => p !== "");
+  if (parts.some((p) => p === "." || p === "..")) return null;
+  try {
+    const realRoot = await Deno.realPath(root);
+    if (parts.length === 0) return realRoot;
+    const real = await Deno.realPath(`${realRoot}/${parts.join("/")}`);
+    const base = realRoot.endsWith("/") ? realRoot : realRoot + "/";
+    return real === realRoot || real.startsWith(base) ? real : null;
+  } catch (err) {
+    if (isAbsent(err)) return null;
+    throw new Error(`Cannot resolve static path "${relPath}": ${(err as Error).message}`, {
+      cause: err,
+    });
+  }
+}
+
+function toFileStat(st: Deno.FileInfo): FileStat {
+  return {
+    isFile: st.isFile,
+    isDirectory: st.isDirectory,
+    size: st.size,
+    mtime: st.mtime ? st.mtime.getTime() : null,
+  };
+}
+
+/** A stream of bytes [start, end] of an open file; the file is closed on end, error or cancel. */
+function rangeStream(file: Deno.FsFile, start: number, end: number): ReadableStream<Uint8Array> {
+  let remaining = end - start + 1;
+  let closed = false;
+  const close = () => {
+    if (closed) return;
+    closed = true;
+    try {
+      file.close();
+    } catch {
+      // already closed
+    }
+  };
+  return new ReadableStream<Uint8Array>({
+    async start() {
+      try {
+        if (start > 0) await file.seek(start, Deno.SeekMode.Start);
+      } catch (err) {
+        close();
+        throw err;
+      }
+    },
+    async pull(controller) {
+      if (remaining <= 0) {
+        close();
+        controller.close();
+        return;
+      }
+      const buf = new Uint8Array(Math.min(CHUNK, remaining));
+      let n: number | null;
+      try {
+        n = await file.read(buf);
+      } catch (err) {
+        close();
+        controller.error(err);
+        return;
+      }
+      if (n === null) {
+        // The file shrank since it was stat'ed: fail the body rather than send a short one.
+        close();
+        controller.error(new Error("Cannot read static file: it shrank while being sent"));
+        return;
+      }
+      remaining -= n;
+      controller.enqueue(n === buf.length ? buf : buf.subarray(0, n));
+      if (remaining <= 0) {
+        close();
+        controller.close();
+      }
+    },
+    cancel() {
+      close();
+    },
+  }, { highWaterMark: 0 });
+}
+
+/** The Deno file-system FileStore used by `prox serve`. */
+export function createDenoFileStore(): FileStore {
+  return {
+    async stat(root, relPath) {
+      const real = await resolveInside(root, relPath);
+      if (real === null) return null;
+      try {
+        return toFileStat(await Deno.stat(real));
+      } catch (err) {
+        if (isAbsent(err)) return null;
+        throw err;
+      }
+    },
+
+    async open(root, relPath, range) {
+      const real = await resolveInside(root, relPath);
+      if (real === null) return null;
+      let file: Deno.FsFile;
+      try {
+        // Never open anything but a regular file: opening a FIFO would block.
+        if (!(await Deno.stat(real)).isFile) return null;
+        file = await Deno.open(real, { read: true });
+      } catch (err) {
+        if (isAbsent(err)) return null;
+        throw err;
+      }
+      try {
+        const st = await file.stat();
+        if (!st.isFile) {
+          file.close();
+          return null;
+        }
+        const start = range?.start ?? 0;
+        const end = range ? Math.min(range.end, st.size - 1) : st.size - 1;
+        return rangeStream(file, start, end);
+      } catch (err) {
+        file.close();
+        throw err;
+      }
+    },
+  };
+}

@@ -1,0 +1,99 @@
+import assert from "node:assert/strict";
+import { createDenoFileStore } from "./files_deno.ts";
+
+/** A temp tree: root/{a.txt, sub/b.txt, link-in -> a.txt, link-out -> ../secret.txt, dirlink -> ../outside}. */
+async function tree(): Promise<{ base: string; root: string } & AsyncDisposable> {
+  const base = await Deno.makeTempDir({ prefix: "prox-files-" });
+  const root = `${base}/root`;
+  await Deno.mkdir(`${root}/sub`, { recursive: true });
+  await Deno.mkdir(`${base}/outside`);
+  await Deno.writeTextFile(`${root}/a.txt`, "0123456789");
+  await Deno.writeTextFile(`${root}/sub/b.txt`, "bee");
+  await Deno.writeTextFile(`${base}/secret.txt`, "top secret");
+  await Deno.writeTextFile(`${base}/outside/key.txt`, "key");
+  await Deno.symlink(`${root}/a.txt`, `${root}/link-in`);
+  await Deno.symlink("../secret.txt", `${root}/link-out`);
+  await Deno.symlink("../outside", `${root}/dirlink`);
+  return {
+    base,
+    root,
+    async [Symbol.asyncDispose]() {
+      await Deno.remove(base, { recursive: true });
+    },
+  };
+}
+
+async function read(s: ReadableStream<Uint8Array> | null): Promise<string | null> {
+  return s ? await new Response(s).text() : null;
+}
+
+function openFds(): number {
+  return [...Deno.readDirSync("/proc/self/fd")].length;
+}
+
+Deno.test("createDenoFileStore stat reports files and directories inside the root", async () => {
+  await using t = await tree();
+  const fs = createDenoFileStore();
+  const a = await fs.stat(t.root, "a.txt");
+  assert.equal(a?.isFile, true);
+  assert.equal(a?.size, 10);
+  assert.equal(typeof a?.mtime, "number");
+  assert.equal((await fs.stat(t.root, "/sub"))?.isDirectory, true);
+  assert.equal((await fs.stat(t.root, ""))?.isDirectory, true);
+  assert.equal(await fs.stat(t.root, "missing.txt"), null);
+  assert.equal(await fs.stat(t.root, "a.txt/x"), null);
+  assert.equal(await fs.stat(`${t.base}/no-such-root`, "a.txt"), null);
+});
+
+Deno.test("createDenoFileStore refuses symlinks and dot segments that leave the root", async () => {
+  await using t = await tree();
+  const fs = createDenoFileStore();
+  assert.equal((await fs.stat(t.root, "link-in"))?.size, 10);
+  assert.equal(await fs.stat(t.root, "link-out"), null);
+  assert.equal(await fs.stat(t.root, "dirlink/key.txt"), null);
+  assert.equal(await fs.stat(t.root, "../secret.txt"), null);
+  assert.equal(await fs.stat(t.root, "sub/../../secret.txt"), null);
+  assert.equal(await fs.stat(t.root, "a.txt\0"), null);
+  assert.equal(await fs.open(t.root, "link-out"), null);
+  assert.equal(await fs.open(t.root, "dirlink/key.txt"), null);
+  assert.equal(await read(await fs.open(t.root, "link-in")), "0123456789");
+});
+
+Deno.test("createDenoFileStore open streams whole files and inclusive ranges", async () => {
+  await using t = await tree();
+  const fs = createDenoFileStore();
+  assert.equal(await read(await fs.open(t.root, "a.txt")), "0123456789");
+  assert.equal(await read(await fs.open(t.root, "a.txt", { start: 2, end: 4 })), "234");
+  assert.equal(await read(await fs.open(t.root, "a.txt", { start: 9, end: 9 })), "9");
+  assert.equal(await read(await fs.open(t.root, "a.txt", { start: 5, end: 100 })), "56789");
+  assert.equal(await fs.open(t.root, "sub"), null);
+  assert.equal(await fs.open(t.root, "missing"), null);
+});
+
+Deno.test("createDenoFileStore streams a multi-chunk file byte for byte", async () => {
+  await using t = await tree();
+  const data = new Uint8Array(300_000).map((_, i) => (i * 7) & 0xff);
+  await Deno.writeFile(`${t.root}/big.bin`, data);
+  const fs = createDenoFileStore();
+  const got = new Uint8Array(await new Response(await fs.open(t.root, "big.bin")).arrayBuffer());
+  assert.deepEqual(got, data);
+  const part = await new Response(await fs.open(t.root, "big.bin", { start: 65_530, end: 200_000 }))
+    .arrayBuffer();
+  assert.deepEqual(new Uint8Array(part), data.subarray(65_530, 200_001));
+});
+
+Deno.test("createDenoFileStore leaks no descriptor on stat, full reads or cancelled streams", async () => {
+  await using t = await tree();
+  await Deno.writeFile(`${t.root}/big.bin`, new Uint8Array(500_000));
+  const fs = createDenoFileStore();
+  const before = openFds();
+  for (let i = 0; i < 50; i++) await fs.stat(t.root, "big.bin");
+  for (let i = 0; i < 10; i++) await read(await fs.open(t.root, "a.txt", { start: 1, end: 3 }));
+  for (let i = 0; i < 10; i++) {
+    const s = (await fs.open(t.root, "big.bin"))!;
+    const reader = s.getReader();
+    await reader.read();
+    await reader.cancel();
+  }
+  assert.equal(openFds(), before);
+});

@@ -1,0 +1,149 @@
+// HTTP validators, preconditions, byte ranges and content-coding negotiation for the static
+// route. Pure functions over header values; time comes in as numbers (ms since the epoch).
+
+/** A file's validators: a weak entity tag and its modification time (ms), if known. */
+export interface Validators {
+  etag: string;
+  mtime: number | null;
+}
+
+/**
+ * Weak entity tag from size and modification time: cheap (no hashing) and changes whenever
+ * either does. Weak because a same-size rewrite within one mtime tick would keep it (RFC 9110
+ * §8.8.1).
+ */
+export function weakEtag(size: number, mtime: number | null): string {
+  const m = mtime === null ? "0" : Math.floor(mtime).toString(16);
+  return `W/"${size.toString(16)}-${m}"`;
+}
+
+/** `Last-Modified` value (IMF-fixdate) for a time in ms. RFC 9110 §5.6.7. */
+export function httpDate(ms: number): string {
+  return new Date(ms).toUTCString();
+}
+
+function parseHttpDate(value: string): number | null {
+  const t = Date.parse(value);
+  return Number.isNaN(t) ? null : t;
+}
+
+function etagList(value: string): string[] {
+  return value.split(",").map((s) => s.trim()).filter((s) => s !== "");
+}
+
+function opaque(tag: string): string {
+  return tag.startsWith("W/") ? tag.slice(2) : tag;
+}
+
+/** Weak comparison: the opaque tags are equal, whatever their weakness. RFC 9110 §8.8.3.2. */
+function weakMatch(a: string, b: string): boolean {
+  return opaque(a) === opaque(b);
+}
+
+/** Strong comparison: both strong and equal. Our weak ETags never match strongly. */
+function strongMatch(a: string, b: string): boolean {
+  return !a.startsWith("W/") && !b.startsWith("W/") && a === b;
+}
+
+/** The outcome of evaluating a request's preconditions. */
+export type Precondition = "proceed" | "not_modified" | "failed";
+
+/**
+ * Evaluates If-Match, If-Unmodified-Since, If-None-Match and If-Modified-Since in the order of
+ * RFC 9110 §13.2.2 for a GET or HEAD of an existing representation.
+ */
+export function evaluatePreconditions(headers: Headers, v: Validators): Precondition {
+  const mtimeSec = v.mtime === null ? null : Math.floor(v.mtime / 1000);
+  const ifMatch = headers.get("if-match");
+  if (ifMatch !== null) {
+    const tags = etagList(ifMatch);
+    if (!tags.includes("*") && !tags.some((t) => strongMatch(t, v.etag))) return "failed";
+  } else {
+    const ius = headers.get("if-unmodified-since");
+    const since = ius === null ? null : parseHttpDate(ius);
+    if (since !== null && mtimeSec !== null && mtimeSec > Math.floor(since / 1000)) return "failed";
+  }
+  const inm = headers.get("if-none-match");
+  if (inm !== null) {
+    const tags = etagList(inm);
+    if (tags.includes("*") || tags.some((t) => weakMatch(t, v.etag))) return "not_modified";
+    return "proceed";
+  }
+  const ims = headers.get("if-modified-since");
+  const since = ims === null ? null : parseHttpDate(ims);
+  if (since !== null && mtimeSec !== null && mtimeSec <= Math.floor(since / 1000)) {
+    return "not_modified";
+  }
+  return "proceed";
+}
+
+/**
+ * True when a Range request may be honoured under its If-Range (RFC 9110 §13.1.5): absent, an
+ * entity tag that matches strongly (never, for our weak tags), or exactly the Last-Modified date.
+ */
+export function ifRangeAllows(value: string | null, v: Validators): boolean {
+  if (value === null) return true;
+  const s = value.trim();
+  if (s.startsWith('"') || s.startsWith("W/")) return strongMatch(s, v.etag);
+  const t = parseHttpDate(s);
+  return t !== null && v.mtime !== null && Math.floor(t / 1000) === Math.floor(v.mtime / 1000);
+}
+
+/** What a Range header asks of a representation of `size` bytes. */
+export type RangeRequest =
+  | { kind: "full" }
+  | { kind: "range"; start: number; end: number }
+  | { kind: "unsatisfiable" };
+
+/**
+ * Parses a `Range` header against a size (RFC 9110 §14.2). One range gives 206 or 416; a header
+ * that is malformed, uses another unit, or lists several ranges is ignored (the whole file is
+ * served with 200, as §14.2 allows) rather than answered with multipart/byteranges.
+ */
+export function parseRange(value: string | null, size: number): RangeRequest {
+  if (value === null) return { kind: "full" };
+  const m = /^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$/i.exec(value);
+  if (!m) return { kind: "full" };
+  const [, a, b] = m;
+  if (a === "" && b === "") return { kind: "full" };
+  if (a === "") {
+    const suffix = Number(b);
+    if (suffix === 0 || size === 0) return { kind: "unsatisfiable" };
+    return { kind: "range", start: Math.max(0, size - suffix), end: size - 1 };
+  }
+  const start = Number(a);
+  if (!Number.isSafeInteger(start)) return { kind: "full" };
+  if (b !== "" && Number(b) < start) return { kind: "full" };
+  if (start >= size) return { kind: "unsatisfiable" };
+  const end = b === "" ? size - 1 : Number(b);
+  return { kind: "range", start, end: Math.min(end, size - 1) };
+}
+
+/**
+ * The content codings from `offered` that `Accept-Encoding` allows, best first (by q-value, then
+ * by the order of `offered`). RFC 9110 §12.5.3.
+ */
+export function acceptedEncodings(value: string | null, offered: readonly string[]): string[] {
+  if (value === null) return [];
+  const q = new Map<string, number>();
+  for (const part of value.split(",")) {
+    const [name, ...params] = part.trim().toLowerCase().split(";");
+    if (!name) continue;
+    let weight = 1;
+    for (const p of params) {
+      const kv = /^\s*q\s*=\s*([0-9.]+)\s*$/.exec(p);
+      if (kv) weight = Number(kv[1]);
+    }
+    if (!Number.isNaN(weight)) q.set(name.trim(), weight);
+  }
+  const star = q.get("*");
+  return offered
+    .map((enc, i) => ({
+      enc,
+      i,
+      w: q.get(enc) ?? (enc === "gzip" ? q.get("x-gzip") : undefined) ?? star ?? 0,
+    }))
+    .filter((e) => e.w > 0)
+    .sort((x, y) => y.w - x.w || x.i - y.i)
+    .map((e) => e.enc);
+}

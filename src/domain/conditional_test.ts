@@ -1,0 +1,87 @@
+import assert from "node:assert/strict";
+import {
+  acceptedEncodings,
+  evaluatePreconditions,
+  httpDate,
+  ifRangeAllows,
+  parseRange,
+  weakEtag,
+} from "./conditional.ts";
+
+const MTIME = Date.UTC(2026, 10, 25, 12, 0, 0, 345);
+const V = { etag: weakEtag(1000, MTIME), mtime: MTIME };
+const h = (init: Record<string, string>) => new Headers(init);
+
+Deno.test("weakEtag changes with size and mtime", () => {
+  assert.match(V.etag, /^W\/"3e8-[0-9a-f]+"$/);
+  assert.notEqual(weakEtag(1001, MTIME), V.etag);
+  assert.notEqual(weakEtag(1000, MTIME + 1), V.etag);
+  assert.equal(httpDate(MTIME), "Wed, 25 Nov 2026 12:00:00 GMT");
+});
+
+Deno.test("evaluatePreconditions answers If-None-Match with weak comparison", () => {
+  assert.equal(evaluatePreconditions(h({ "if-none-match": V.etag }), V), "not_modified");
+  const strongForm = V.etag.slice(2);
+  assert.equal(
+    evaluatePreconditions(h({ "if-none-match": `"x", ${strongForm}` }), V),
+    "not_modified",
+  );
+  assert.equal(evaluatePreconditions(h({ "if-none-match": "*" }), V), "not_modified");
+  assert.equal(evaluatePreconditions(h({ "if-none-match": 'W/"other"' }), V), "proceed");
+});
+
+Deno.test("evaluatePreconditions uses If-Modified-Since only without If-None-Match", () => {
+  const same = httpDate(MTIME);
+  const before = httpDate(MTIME - 5000);
+  assert.equal(evaluatePreconditions(h({ "if-modified-since": same }), V), "not_modified");
+  assert.equal(evaluatePreconditions(h({ "if-modified-since": before }), V), "proceed");
+  assert.equal(evaluatePreconditions(h({ "if-modified-since": "garbage" }), V), "proceed");
+  assert.equal(
+    evaluatePreconditions(h({ "if-none-match": 'W/"other"', "if-modified-since": same }), V),
+    "proceed",
+  );
+});
+
+Deno.test("evaluatePreconditions fails If-Match and If-Unmodified-Since", () => {
+  assert.equal(evaluatePreconditions(h({ "if-match": V.etag }), V), "failed");
+  assert.equal(evaluatePreconditions(h({ "if-match": "*" }), V), "proceed");
+  const before = httpDate(MTIME - 5000);
+  assert.equal(evaluatePreconditions(h({ "if-unmodified-since": before }), V), "failed");
+  assert.equal(evaluatePreconditions(h({ "if-unmodified-since": httpDate(MTIME) }), V), "proceed");
+});
+
+Deno.test("ifRangeAllows accepts the exact date and never a weak tag", () => {
+  assert.equal(ifRangeAllows(null, V), true);
+  assert.equal(ifRangeAllows(httpDate(MTIME), V), true);
+  assert.equal(ifRangeAllows(httpDate(MTIME - 1000), V), false);
+  assert.equal(ifRangeAllows(V.etag, V), false);
+  assert.equal(ifRangeAllows('"abc"', V), false);
+});
+
+Deno.test("parseRange handles single, open, suffix, unsatisfiable and ignored ranges", () => {
+  assert.deepEqual(parseRange(null, 100), { kind: "full" });
+  assert.deepEqual(parseRange("bytes=0-9", 100), { kind: "range", start: 0, end: 9 });
+  assert.deepEqual(parseRange("bytes=90-", 100), { kind: "range", start: 90, end: 99 });
+  assert.deepEqual(parseRange("bytes=-10", 100), { kind: "range", start: 90, end: 99 });
+  assert.deepEqual(parseRange("bytes=-500", 100), { kind: "range", start: 0, end: 99 });
+  assert.deepEqual(parseRange("bytes=50-5000", 100), { kind: "range", start: 50, end: 99 });
+  assert.deepEqual(parseRange("bytes=100-", 100), { kind: "unsatisfiable" });
+  assert.deepEqual(parseRange("bytes=-0", 100), { kind: "unsatisfiable" });
+  assert.deepEqual(parseRange("bytes=0-", 0), { kind: "unsatisfiable" });
+  assert.deepEqual(parseRange("bytes=0-1,5-6", 100), { kind: "full" });
+  assert.deepEqual(parseRange("items=0-1", 100), { kind: "full" });
+  assert.deepEqual(parseRange("bytes=9-1", 100), { kind: "full" });
+  assert.deepEqual(parseRange("bytes=-", 100), { kind: "full" });
+});
+
+Deno.test("acceptedEncodings orders by q-value and honours q=0 and *", () => {
+  const offered = ["br", "gzip"];
+  assert.deepEqual(acceptedEncodings(null, offered), []);
+  assert.deepEqual(acceptedEncodings("gzip, deflate, br", offered), ["br", "gzip"]);
+  assert.deepEqual(acceptedEncodings("gzip;q=1, br;q=0.5", offered), ["gzip", "br"]);
+  assert.deepEqual(acceptedEncodings("br;q=0, gzip", offered), ["gzip"]);
+  assert.deepEqual(acceptedEncodings("*", offered), ["br", "gzip"]);
+  assert.deepEqual(acceptedEncodings("*;q=0, identity", offered), []);
+  assert.deepEqual(acceptedEncodings("identity", offered), []);
+  assert.deepEqual(acceptedEncodings("x-gzip", offered), ["gzip"]);
+});

@@ -1,0 +1,219 @@
+// The `static` action: files under a root through the FileStore port. GET and HEAD (OPTIONS
+// answers Allow), ETag/Last-Modified with 304 and 412, one byte range (206/416; several ranges
+// get the whole file), index file for directories, a 308 to the slash form (route prefix and
+// query kept) for directories named without one, optional precompressed `.br`/`.gz` siblings,
+// SPA fallback, custom 404 page, Cache-Control. Dotfiles are hidden unless `show_dotfiles`
+// (`/.well-known/` stays visible, RFC 8615). HEAD, 304 and 416 never open the file.
+
+import { getMimeType } from "hono/utils/mime";
+import {
+  acceptedEncodings,
+  evaluatePreconditions,
+  httpDate,
+  ifRangeAllows,
+  parseRange,
+  weakEtag,
+} from "../../domain/conditional.ts";
+import { joinPath, stripPrefix } from "../../domain/rewrite.ts";
+import type { StaticRouteConfig } from "../../config/schema.ts";
+import type { FileStat, FileStore } from "../../ports.ts";
+import type { PipelineDeps, RequestContext } from "../context.ts";
+import { errorResponse } from "../respond.ts";
+
+/** Methods a static route answers; everything else gets 405 with this list. */
+export const STATIC_ALLOW = "GET, HEAD, OPTIONS";
+
+/** Precompressed siblings we look for, in server preference order, and their file suffixes. */
+const CODINGS: Record<string, string> = { br: ".br", gzip: ".gz" };
+
+/** Options of `serveStatic`: the route's settings plus where the request falls under it. */
+export interface StaticOptions {
+  root: string;
+  /** The normalized, still percent-encoded request path after the route prefix ("" or "/…"). */
+  relPath: string;
+  /** The route prefix (for the directory redirect's Location). */
+  prefix: string;
+  /** Raw query including `?`, or "" (kept on redirects). */
+  query: string;
+  files: FileStore;
+  requestId: string;
+  index?: string;
+  spaFallback?: string;
+  notFoundPage?: string;
+  cacheControl?: string;
+  precompressed?: boolean;
+  showDotfiles?: boolean;
+}
+
+/** Decoded path segments, or null when a segment cannot be served safely (→ 400). */
+function decodeSegments(relPath: string): string[] | null {
+  const out: string[] = [];
+  for (const raw of relPath.split("/")) {
+    if (raw === "") continue;
+    let seg: string;
+    try {
+      seg = decodeURIComponent(raw);
+    } catch {
+      return null;
+    }
+    if (seg === "." || seg === ".." || /[\0/\\]/.test(seg)) return null;
+    out.push(seg);
+  }
+  return out;
+}
+
+function isHidden(segments: string[]): boolean {
+  return segments.some((s, i) => s.startsWith(".") && !(i === 0 && s === ".well-known"));
+}
+
+function configPath(p: string): string {
+  return p.replace(/^\/+/, "");
+}
+
+/** Serves one request for a static route. */
+export async function serveStatic(req: Request, opts: StaticOptions): Promise<Response> {
+  if (req.method === "OPTIONS") {
+    return new Response(null, { status: 204, headers: { allow: STATIC_ALLOW } });
+  }
+  if (req.method !== "GET" && req.method !== "HEAD") {
+    return errorResponse("method_not_allowed", opts.requestId, {
+      headers: { allow: STATIC_ALLOW },
+    });
+  }
+  const segments = decodeSegments(opts.relPath);
+  if (segments === null) {
+    return errorResponse("bad_request", opts.requestId, { message: "Invalid static file path" });
+  }
+  const slash = opts.relPath.endsWith("/");
+  if (!(!opts.showDotfiles && isHidden(segments))) {
+    let rel = segments.join("/");
+    let st = await opts.files.stat(opts.root, rel);
+    let viaIndex = false;
+    if (st?.isDirectory) {
+      if (!slash) {
+        // RFC 9110 §15.4.9: permanent and method-preserving; relative links need the slash.
+        const location = joinPath(opts.prefix, opts.relPath) + "/" + opts.query;
+        return new Response(null, { status: 308, headers: { location } });
+      }
+      const index = configPath(opts.index ?? "index.html");
+      rel = rel === "" ? index : `${rel}/${index}`;
+      st = await opts.files.stat(opts.root, rel);
+      viaIndex = true;
+    }
+    // A file named with a trailing slash (`/a.txt/`) is not that file.
+    if (st?.isFile && (viaIndex || !slash)) {
+      return await serveFile(req, rel, st, { ...opts, status: 200 });
+    }
+  }
+  return await notFound(req, opts);
+}
+
+async function notFound(req: Request, opts: StaticOptions): Promise<Response> {
+  if (opts.spaFallback) {
+    const rel = configPath(opts.spaFallback);
+    const st = await opts.files.stat(opts.root, rel);
+    if (st?.isFile) return await serveFile(req, rel, st, { ...opts, status: 200 });
+  }
+  if (opts.notFoundPage) {
+    const rel = configPath(opts.notFoundPage);
+    const st = await opts.files.stat(opts.root, rel);
+    if (st?.isFile) return await serveFile(req, rel, st, { ...opts, status: 404 });
+  }
+  return errorResponse("not_found", opts.requestId);
+}
+
+/** The precompressed sibling to send instead of `rel`, if enabled, accepted and present. */
+async function pickVariant(
+  req: Request,
+  rel: string,
+  opts: StaticOptions,
+): Promise<{ rel: string; st: FileStat; coding: string } | null> {
+  if (!opts.precompressed || req.headers.has("range")) return null;
+  const codings = acceptedEncodings(req.headers.get("accept-encoding"), Object.keys(CODINGS));
+  for (const coding of codings) {
+    const st = await opts.files.stat(opts.root, rel + CODINGS[coding]);
+    if (st?.isFile) return { rel: rel + CODINGS[coding], st, coding };
+  }
+  return null;
+}
+
+async function serveFile(
+  req: Request,
+  rel: string,
+  st: FileStat,
+  opts: StaticOptions & { status: 200 | 404 },
+): Promise<Response> {
+  const variant = await pickVariant(req, rel, opts);
+  const file = variant ?? { rel, st, coding: null };
+  const etag = weakEtag(file.st.size, file.st.mtime);
+  const v = { etag, mtime: file.st.mtime };
+  const headers = new Headers({ etag, "x-content-type-options": "nosniff" });
+  if (file.st.mtime !== null) headers.set("last-modified", httpDate(file.st.mtime));
+  if (opts.cacheControl && opts.status === 200) headers.set("cache-control", opts.cacheControl);
+  if (opts.precompressed) headers.set("vary", "Accept-Encoding");
+  if (opts.status === 404) headers.set("cache-control", "no-store");
+
+  if (opts.status === 200) {
+    const pre = evaluatePreconditions(req.headers, v);
+    if (pre === "not_modified") return new Response(null, { status: 304, headers });
+    if (pre === "failed") {
+      return errorResponse("bad_request", opts.requestId, {
+        status: 412,
+        message: "Precondition failed",
+      });
+    }
+  }
+  headers.set("content-type", getMimeType(rel) ?? "application/octet-stream");
+  if (file.coding) headers.set("content-encoding", file.coding);
+
+  const size = file.st.size;
+  let range = { start: 0, end: size - 1 };
+  let status: number = opts.status;
+  if (opts.status === 200) {
+    headers.set("accept-ranges", "bytes");
+    const asked = req.method === "GET" && ifRangeAllows(req.headers.get("if-range"), v)
+      ? parseRange(req.headers.get("range"), size)
+      : { kind: "full" as const };
+    if (asked.kind === "unsatisfiable") {
+      return new Response(null, {
+        status: 416,
+        headers: { "content-range": `bytes */${size}`, "cache-control": "no-store" },
+      });
+    }
+    if (asked.kind === "range") {
+      range = { start: asked.start, end: asked.end };
+      status = 206;
+      headers.set("content-range", `bytes ${range.start}-${range.end}/${size}`);
+    }
+  }
+  headers.set("content-length", String(range.end - range.start + 1));
+  if (req.method === "HEAD") return new Response(null, { status, headers });
+  const body = size === 0
+    ? null
+    : await opts.files.open(opts.root, file.rel, status === 206 ? range : undefined);
+  if (body === null && size !== 0) return errorResponse("not_found", opts.requestId);
+  return new Response(body, { status, headers });
+}
+
+/** The pipeline's entry: a static route's settings applied to the current request. */
+export async function staticAction(
+  ctx: RequestContext,
+  deps: PipelineDeps,
+  route: StaticRouteConfig,
+): Promise<Response> {
+  const prefix = ctx.route?.prefix ?? "/";
+  return await serveStatic(ctx.req, {
+    root: route.root,
+    relPath: stripPrefix(ctx.path, prefix),
+    prefix,
+    query: ctx.query,
+    files: deps.files,
+    requestId: ctx.requestId,
+    index: route.index,
+    spaFallback: route.spa_fallback,
+    notFoundPage: route.not_found_page,
+    cacheControl: route.cache_control,
+    precompressed: route.precompressed,
+    showDotfiles: route.show_dotfiles,
+  });
+}

@@ -1,0 +1,244 @@
+import assert from "node:assert/strict";
+import { serveStatic } from "./static.ts";
+import type { StaticOptions } from "./static.ts";
+import type { FileStore } from "../../ports.ts";
+import { httpDate } from "../../domain/conditional.ts";
+
+const MTIME = Date.UTC(2026, 0, 2, 3, 4, 5);
+const enc = new TextEncoder();
+
+/** An in-memory FileStore over `path → content` (directories implied), counting opens. */
+function memStore(files: Record<string, string>): FileStore & { opens: number } {
+  const store = {
+    opens: 0,
+    stat(_root: string, rel: string) {
+      const p = rel.replace(/^\/+|\/+$/g, "");
+      if (p in files) {
+        return Promise.resolve({
+          isFile: true,
+          isDirectory: false,
+          size: enc.encode(files[p]).length,
+          mtime: MTIME,
+        });
+      }
+      const dir = p === "" || Object.keys(files).some((f) => f.startsWith(p + "/"));
+      return Promise.resolve(
+        dir ? { isFile: false, isDirectory: true, size: 0, mtime: MTIME } : null,
+      );
+    },
+    open(_root: string, rel: string, range?: { start: number; end: number }) {
+      const p = rel.replace(/^\/+/, "");
+      if (!(p in files)) return Promise.resolve(null);
+      store.opens++;
+      const bytes = enc.encode(files[p]);
+      const part = range ? bytes.subarray(range.start, range.end + 1) : bytes;
+      return Promise.resolve(new Response(part).body);
+    },
+  };
+  return store;
+}
+
+const FILES = {
+  "index.html": "<h1>home</h1>",
+  "a.txt": "0123456789",
+  "app.js": "console.log(1)",
+  "app.js.br": "BR",
+  "app.js.gz": "GZIP",
+  "docs/index.html": "<h1>docs</h1>",
+  "docs/empty/x": "",
+  ".env": "SECRET=1",
+  "sub/.git/config": "x",
+  ".well-known/security.txt": "Contact: x",
+  "404.html": "custom not found",
+  "empty.txt": "",
+};
+
+async function get(
+  path: string,
+  opts: Partial<StaticOptions> & { method?: string; headers?: HeadersInit } = {},
+) {
+  const files = opts.files ?? memStore(FILES);
+  const prefix = opts.prefix ?? "/static";
+  const req = new Request(`http://x${prefix === "/" ? "" : prefix}${path}`, {
+    method: opts.method ?? "GET",
+    headers: opts.headers,
+  });
+  const res = await serveStatic(req, {
+    root: "/srv",
+    relPath: path,
+    prefix,
+    query: "",
+    requestId: "rid",
+    ...opts,
+    files,
+  });
+  const body = await res.text();
+  return { res, body, status: res.status, h: res.headers };
+}
+
+Deno.test("serveStatic serves a file with type, length, validators and nosniff", async () => {
+  const { status, body, h } = await get("/a.txt");
+  assert.equal(status, 200);
+  assert.equal(body, "0123456789");
+  assert.equal(h.get("content-type"), "text/plain; charset=utf-8");
+  assert.equal(h.get("content-length"), "10");
+  assert.match(h.get("etag")!, /^W\/"a-/);
+  assert.equal(h.get("last-modified"), httpDate(MTIME));
+  assert.equal(h.get("accept-ranges"), "bytes");
+  assert.equal(h.get("x-content-type-options"), "nosniff");
+  assert.equal(h.get("cache-control"), null);
+});
+
+Deno.test("serveStatic HEAD sends the real length and never opens the file", async () => {
+  const files = memStore(FILES);
+  const { status, body, h } = await get("/a.txt", { method: "HEAD", files });
+  assert.equal(status, 200);
+  assert.equal(body, "");
+  assert.equal(h.get("content-length"), "10");
+  assert.equal(files.opens, 0);
+});
+
+Deno.test("serveStatic answers other methods with 405 and Allow, OPTIONS with 204", async () => {
+  const post = await get("/a.txt", { method: "POST" });
+  assert.equal(post.status, 405);
+  assert.equal(post.h.get("allow"), "GET, HEAD, OPTIONS");
+  const opt = await get("/a.txt", { method: "OPTIONS" });
+  assert.equal(opt.status, 204);
+  assert.equal(opt.h.get("allow"), "GET, HEAD, OPTIONS");
+});
+
+Deno.test("serveStatic answers 304 to If-None-Match and If-Modified-Since without opening", async () => {
+  const files = memStore(FILES);
+  const first = await get("/a.txt", { files, cacheControl: "max-age=60" });
+  const etag = first.h.get("etag")!;
+  const inm = await get("/a.txt", { files, headers: { "if-none-match": etag } });
+  assert.equal(inm.status, 304);
+  assert.equal(inm.h.get("etag"), etag);
+  assert.equal(inm.h.get("cache-control"), null);
+  const withCc = await get("/a.txt", {
+    files,
+    cacheControl: "max-age=60",
+    headers: { "if-modified-since": httpDate(MTIME) },
+  });
+  assert.equal(withCc.status, 304);
+  assert.equal(withCc.h.get("cache-control"), "max-age=60");
+  assert.equal(files.opens, 1);
+  const stale = await get("/a.txt", { headers: { "if-none-match": 'W/"old"' } });
+  assert.equal(stale.status, 200);
+  const ifMatch = await get("/a.txt", { headers: { "if-match": '"nope"' } });
+  assert.equal(ifMatch.status, 412);
+});
+
+Deno.test("serveStatic serves one range with 206 and refuses unsatisfiable ones with 416", async () => {
+  const r = await get("/a.txt", { headers: { range: "bytes=2-4" } });
+  assert.equal(r.status, 206);
+  assert.equal(r.body, "234");
+  assert.equal(r.h.get("content-range"), "bytes 2-4/10");
+  assert.equal(r.h.get("content-length"), "3");
+  const suffix = await get("/a.txt", { headers: { range: "bytes=-3" } });
+  assert.equal(suffix.body, "789");
+  const bad = await get("/a.txt", { headers: { range: "bytes=10-" } });
+  assert.equal(bad.status, 416);
+  assert.equal(bad.h.get("content-range"), "bytes */10");
+  const multi = await get("/a.txt", { headers: { range: "bytes=0-1,3-4" } });
+  assert.equal(multi.status, 200);
+  assert.equal(multi.body, "0123456789");
+});
+
+Deno.test("serveStatic If-Range: the Last-Modified date keeps the range, a stale one does not", async () => {
+  const ok = await get("/a.txt", { headers: { range: "bytes=0-0", "if-range": httpDate(MTIME) } });
+  assert.equal(ok.status, 206);
+  assert.equal(ok.body, "0");
+  const stale = await get("/a.txt", {
+    headers: { range: "bytes=0-0", "if-range": httpDate(MTIME - 60_000) },
+  });
+  assert.equal(stale.status, 200);
+  assert.equal(stale.body, "0123456789");
+});
+
+Deno.test("serveStatic serves index files and redirects directories to the slash form", async () => {
+  const root = await get("/");
+  assert.equal(root.body, "<h1>home</h1>");
+  assert.equal(root.h.get("content-type"), "text/html; charset=utf-8");
+  const docs = await get("/docs/");
+  assert.equal(docs.body, "<h1>docs</h1>");
+  const redirect = await get("/docs", { query: "?a=1&b" });
+  assert.equal(redirect.status, 308);
+  assert.equal(redirect.h.get("location"), "/static/docs/?a=1&b");
+  const bare = await get("", { query: "?q" });
+  assert.equal(bare.h.get("location"), "/static/?q");
+  const atRoot = await get("/docs", { prefix: "/" });
+  assert.equal(atRoot.h.get("location"), "/docs/");
+  assert.equal((await get("/docs/empty/")).status, 404);
+  assert.equal((await get("/a.txt/")).status, 404);
+});
+
+Deno.test("serveStatic hides dotfiles unless show_dotfiles, but not /.well-known", async () => {
+  assert.equal((await get("/.env")).status, 404);
+  assert.equal((await get("/sub/.git/config")).status, 404);
+  assert.equal((await get("/.env", { showDotfiles: true })).body, "SECRET=1");
+  assert.equal((await get("/.well-known/security.txt")).body, "Contact: x");
+});
+
+Deno.test("serveStatic rejects encoded separators, dots and NUL bytes", async () => {
+  for (const p of ["/a%2Fb", "/a%5Cb", "/%2e%2e", "/x%00", "/a\\b", "/%E0%A4%A"]) {
+    assert.equal((await get(p)).status, 400, p);
+  }
+  assert.equal((await get("/a%2Etxt")).body, "0123456789");
+});
+
+Deno.test("serveStatic picks precompressed siblings by Accept-Encoding and varies on it", async () => {
+  const br = await get("/app.js", {
+    precompressed: true,
+    headers: { "accept-encoding": "gzip, br" },
+  });
+  assert.equal(br.body, "BR");
+  assert.equal(br.h.get("content-encoding"), "br");
+  assert.equal(br.h.get("content-type"), "text/javascript; charset=utf-8");
+  assert.equal(br.h.get("vary"), "Accept-Encoding");
+  const gz = await get("/app.js", { precompressed: true, headers: { "accept-encoding": "gzip" } });
+  assert.equal(gz.body, "GZIP");
+  assert.notEqual(gz.h.get("etag"), br.h.get("etag"));
+  const plain = await get("/app.js", { precompressed: true });
+  assert.equal(plain.body, "console.log(1)");
+  assert.equal(plain.h.get("content-encoding"), null);
+  assert.equal(plain.h.get("vary"), "Accept-Encoding");
+  const off = await get("/app.js", { headers: { "accept-encoding": "br" } });
+  assert.equal(off.body, "console.log(1)");
+  const noSibling = await get("/a.txt", {
+    precompressed: true,
+    headers: { "accept-encoding": "br" },
+  });
+  assert.equal(noSibling.body, "0123456789");
+  const ranged = await get("/app.js", {
+    precompressed: true,
+    headers: { "accept-encoding": "br", range: "bytes=0-6" },
+  });
+  assert.equal(ranged.body, "console");
+});
+
+Deno.test("serveStatic falls back to the SPA entry, then the custom 404 page", async () => {
+  const spa = await get("/app/route/42", { spaFallback: "index.html" });
+  assert.equal(spa.status, 200);
+  assert.equal(spa.body, "<h1>home</h1>");
+  const custom = await get("/missing", { notFoundPage: "/404.html", cacheControl: "max-age=9" });
+  assert.equal(custom.status, 404);
+  assert.equal(custom.body, "custom not found");
+  assert.equal(custom.h.get("cache-control"), "no-store");
+  const plain = await get("/missing");
+  assert.equal(plain.status, 404);
+  assert.match(plain.body, /request id: rid/);
+  const hidden = await get("/.env", { notFoundPage: "404.html" });
+  assert.equal(hidden.body, "custom not found");
+  const customHead = await get("/missing", { notFoundPage: "404.html", method: "HEAD" });
+  assert.equal(customHead.status, 404);
+  assert.equal(customHead.body, "");
+});
+
+Deno.test("serveStatic serves empty files and applies cache_control", async () => {
+  const e = await get("/empty.txt", { cacheControl: "public, max-age=3600" });
+  assert.equal(e.status, 200);
+  assert.equal(e.body, "");
+  assert.equal(e.h.get("content-length"), "0");
+  assert.equal(e.h.get("cache-control"), "public, max-age=3600");
+});

@@ -1,0 +1,168 @@
+// The static route through the real proxy: real files in a temp dir, fetch and curl as clients.
+
+import assert from "node:assert/strict";
+import { interopTest, run, waitFor } from "../_harness.ts";
+import { startProxy } from "./_proxy.ts";
+
+/** A temp site: files, a directory, a dotfile, a symlink out of the root, precompressed JS. */
+async function site(): Promise<{ base: string; root: string } & AsyncDisposable> {
+  const base = await Deno.makeTempDir({ prefix: "prox-static-" });
+  const root = `${base}/www`;
+  await Deno.mkdir(`${root}/docs`, { recursive: true });
+  await Deno.writeTextFile(`${root}/index.html`, "<h1>home</h1>");
+  await Deno.writeTextFile(`${root}/docs/index.html`, "<h1>docs</h1>");
+  await Deno.writeTextFile(`${root}/a.txt`, "0123456789");
+  await Deno.writeTextFile(`${root}/.env`, "SECRET=1");
+  await Deno.writeTextFile(`${root}/404.html`, "custom 404");
+  await Deno.writeTextFile(`${root}/app.js`, "console.log('plain')");
+  await Deno.writeFile(
+    `${root}/app.js.gz`,
+    new Uint8Array(
+      await new Response(
+        new Blob(["console.log('gz')"]).stream().pipeThrough(new CompressionStream("gzip")),
+      ).arrayBuffer(),
+    ),
+  );
+  await Deno.writeTextFile(`${base}/secret.txt`, "top secret");
+  await Deno.symlink(`${base}/secret.txt`, `${root}/escape.txt`);
+  return {
+    base,
+    root,
+    async [Symbol.asyncDispose]() {
+      await Deno.remove(base, { recursive: true });
+    },
+  };
+}
+
+function config(root: string): string {
+  return `routes:
+  "/static":
+    type: static
+    root: ${JSON.stringify(root)}
+    cache_control: "public, max-age=60"
+    precompressed: true
+    not_found_page: "404.html"
+  "/app":
+    type: static
+    root: ${JSON.stringify(root)}
+    spa_fallback: "index.html"
+`;
+}
+
+function openFds(): number {
+  return [...Deno.readDirSync("/proc/self/fd")].length;
+}
+
+/** Open descriptors of this process whose target ends with `name`. */
+function fdsOn(name: string): number {
+  return [...Deno.readDirSync("/proc/self/fd")].filter((e) => {
+    try {
+      return Deno.readLinkSync(`/proc/self/fd/${e.name}`).endsWith(name);
+    } catch {
+      return false;
+    }
+  }).length;
+}
+
+Deno.test("static route serves files, 304, ranges and slash redirects through the proxy", async () => {
+  await using s = await site();
+  await using p = await startProxy(config(s.root));
+  const a = await fetch(`${p.url}/static/a.txt`);
+  assert.equal(await a.text(), "0123456789");
+  assert.equal(a.headers.get("cache-control"), "public, max-age=60");
+  const etag = a.headers.get("etag")!;
+  const nm = await fetch(`${p.url}/static/a.txt`, { headers: { "if-none-match": etag } });
+  await nm.body?.cancel();
+  assert.equal(nm.status, 304);
+  const r = await fetch(`${p.url}/static/a.txt`, { headers: { range: "bytes=3-5" } });
+  assert.equal(r.status, 206);
+  assert.equal(await r.text(), "345");
+  const dir = await fetch(`${p.url}/static/docs?x=1`, { redirect: "manual" });
+  await dir.body?.cancel();
+  assert.equal(dir.status, 308);
+  assert.equal(dir.headers.get("location"), "/static/docs/?x=1");
+  assert.equal(await (await fetch(`${p.url}/static/docs/`)).text(), "<h1>docs</h1>");
+  assert.equal(await (await fetch(`${p.url}/static/`)).text(), "<h1>home</h1>");
+  const spa = await fetch(`${p.url}/app/some/client/route`);
+  assert.equal(await spa.text(), "<h1>home</h1>");
+});
+
+Deno.test("static route refuses dotfiles, symlink escapes and traversal through the proxy", async () => {
+  await using s = await site();
+  await using p = await startProxy(config(s.root));
+  for (const path of ["/static/.env", "/static/escape.txt"]) {
+    const res = await fetch(`${p.url}${path}`);
+    assert.equal(res.status, 404, path);
+    assert.equal(await res.text(), "custom 404");
+  }
+  for (const path of ["/static/%2e%2e/secret.txt", "/static/..%2fsecret.txt", "/static/a%00"]) {
+    const res = await fetch(`${p.url}${path}`);
+    const body = await res.text();
+    assert.ok(res.status === 400 || res.status === 404, `${path}: ${res.status}`);
+    assert.ok(!body.includes("top secret"), path);
+  }
+});
+
+Deno.test("static route HEAD and cancelled downloads leave no file descriptor open", async () => {
+  await using s = await site();
+  await Deno.writeFile(`${s.root}/big.bin`, new Uint8Array(4 * 1024 * 1024));
+  await using p = await startProxy(config(s.root));
+  // Warm up the client connection pool so its sockets are counted in the baseline.
+  await (await fetch(`${p.url}/static/a.txt`)).text();
+  const before = openFds();
+  for (let i = 0; i < 30; i++) {
+    const res = await fetch(`${p.url}/static/big.bin`, { method: "HEAD" });
+    assert.equal(res.headers.get("content-length"), String(4 * 1024 * 1024));
+    await res.body?.cancel();
+  }
+  for (let i = 0; i < 5; i++) {
+    const res = await fetch(`${p.url}/static/big.bin`);
+    const reader = res.body!.getReader();
+    await reader.read();
+    await reader.cancel();
+  }
+  // The server side closes its file once it notices the cancelled body.
+  await waitFor(() => fdsOn("big.bin") === 0, { what: "big.bin to be closed" });
+  await waitFor(() => openFds() <= before, { what: "file descriptors to be released" });
+});
+
+interopTest("static route speaks HTTP/1.1 to curl: HEAD length, range, gzip sibling", [
+  "curl",
+], async () => {
+  await using s = await site();
+  await using p = await startProxy(config(s.root));
+  const head = await run("curl", ["-sS", "-I", `${p.url}/static/a.txt`]);
+  assert.match(head.stdout, /^HTTP\/1\.1 200/);
+  assert.match(head.stdout, /content-length: 10\r?\n/i);
+  assert.match(head.stdout, /etag: W\/"a-/i);
+  const range = await run("curl", ["-sS", "-r", "0-3", "-D", "-", `${p.url}/static/a.txt`]);
+  assert.match(range.stdout, /^HTTP\/1\.1 206/);
+  assert.match(range.stdout, /content-range: bytes 0-3\/10/i);
+  assert.ok(range.stdout.endsWith("\r\n\r\n0123"));
+  const gz = await run("curl", ["-sS", "--compressed", "-D", "-", `${p.url}/static/app.js`]);
+  assert.match(gz.stdout, /content-encoding: gzip/i);
+  assert.match(gz.stdout, /vary: Accept-Encoding/i);
+  assert.ok(gz.stdout.endsWith("console.log('gz')"));
+  const bad = await run("curl", [
+    "-sS",
+    "-o",
+    "/dev/null",
+    "-w",
+    "%{http_code}",
+    "--path-as-is",
+    `${p.url}/static/../../etc/passwd`,
+  ]);
+  assert.ok(bad.stdout === "404" || bad.stdout === "400", bad.stdout);
+  const post = await run("curl", [
+    "-sS",
+    "-X",
+    "POST",
+    "-D",
+    "-",
+    "-o",
+    "/dev/null",
+    `${p.url}/static/a.txt`,
+  ]);
+  assert.match(post.stdout, /^HTTP\/1\.1 405/);
+  assert.match(post.stdout, /allow: GET, HEAD, OPTIONS/i);
+});
