@@ -108,7 +108,12 @@ async function handle(ctx: RequestContext, deps: PipelineDeps): Promise<Response
     case "redirect":
       return redirectAction(ctx, cfg);
     case "static":
-      return await staticAction(ctx, deps, cfg);
+      return await applyResponseRules(
+        ctx,
+        await staticAction(ctx, deps, cfg),
+        route.rules,
+        deps.logger,
+      );
     case "websocket":
       return errorResponse("internal", ctx.requestId, {
         status: 501,
