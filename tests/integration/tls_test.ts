@@ -1,0 +1,111 @@
+// HTTPS with h2 by ALPN, h2c with prior knowledge, the plain-HTTP redirect listener, HSTS and
+// IPv6 listeners, checked with curl as an independent client.
+import assert from "node:assert/strict";
+import { interopTest, ROOT, run, startUpstream } from "../_harness.ts";
+import { startProxy } from "./_proxy.ts";
+
+const TLS = `${ROOT}/tests/fixtures/tls`;
+
+function tlsConfig(upstream: string, extra = ""): string {
+  return `listen_addr: "127.0.0.1:0"
+tls:
+  cert_path: "${TLS}/cert.pem"
+  key_path: "${TLS}/key.pem"
+  hsts: { max_age: 1d, include_subdomains: true }
+health_check: { enabled: false }
+${extra}
+routes:
+  "/":
+    type: proxy
+    target: "${upstream}"
+`;
+}
+
+interopTest("curl --http2 over TLS negotiates h2 through Prox", ["curl"], async () => {
+  await using up = await startUpstream((req) => new Response(`hello ${new URL(req.url).search}`));
+  await using prox = await startProxy(tlsConfig(up.url), { keepListen: true, tls: true });
+  const out = await run("curl", [
+    "-sS",
+    "--http2",
+    "--cacert",
+    `${TLS}/ca.pem`,
+    "-w",
+    "\n%{http_version} %{http_code}",
+    "-D",
+    "-",
+    `https://localhost:${prox.port}/x?a=1`,
+  ]);
+  assert.equal(out.code, 0, out.stderr);
+  assert.match(out.stdout, /hello \?a=1\n2 200$/);
+  assert.match(out.stdout, /strict-transport-security: max-age=86400; includeSubDomains/i);
+});
+
+interopTest("curl over HTTP/1.1 with TLS still works", ["curl"], async () => {
+  await using up = await startUpstream(() => new Response("h1"));
+  await using prox = await startProxy(tlsConfig(up.url), { keepListen: true, tls: true });
+  const out = await run("curl", [
+    "-sS",
+    "--http1.1",
+    "--cacert",
+    `${TLS}/ca.pem`,
+    "-w",
+    " %{http_version}",
+    `https://localhost:${prox.port}/`,
+  ]);
+  assert.equal(out.stdout, "h1 1.1", out.stderr);
+});
+
+interopTest("h2c with prior knowledge is served without TLS", ["curl"], async () => {
+  await using up = await startUpstream(() => new Response("plain"));
+  await using prox = await startProxy(`
+health_check: { enabled: false }
+routes: { "/": { type: proxy, target: "${up.url}" } }
+`);
+  const out = await run("curl", [
+    "-sS",
+    "--http2-prior-knowledge",
+    "-w",
+    " %{http_version}",
+    `${prox.url}/`,
+  ]);
+  assert.equal(out.stdout, "plain 2", out.stderr);
+});
+
+Deno.test("the plain-HTTP listener redirects to HTTPS with 308, except ACME challenges", async () => {
+  await using up = await startUpstream(() => new Response("secure"));
+  const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const httpPort = (probe.addr as Deno.NetAddr).port;
+  probe.close();
+  await using prox = await startProxy(
+    tlsConfig(up.url, `http_redirect: { listen_addr: "127.0.0.1:${httpPort}" }`),
+    { keepListen: true, tls: true },
+  );
+  const res = await fetch(`http://127.0.0.1:${httpPort}/a/b?c=1`, { redirect: "manual" });
+  await res.body?.cancel();
+  assert.equal(res.status, 308);
+  assert.equal(res.headers.get("location"), `https://127.0.0.1:${prox.port}/a/b?c=1`);
+  const acme = await fetch(`http://127.0.0.1:${httpPort}/.well-known/acme-challenge/x`);
+  await acme.body?.cancel();
+  assert.notEqual(acme.status, 308);
+});
+
+Deno.test("an IPv6 listen address serves over [::1]", async () => {
+  await using up = await startUpstream(() => new Response("v6"));
+  let server;
+  try {
+    server = await startProxy(
+      `listen_addr: "[::1]:0"
+health_check: { enabled: false }
+routes: { "/": { type: proxy, target: "${up.url}" } }
+`,
+      { keepListen: true },
+    );
+  } catch (err) {
+    // A machine without IPv6 loopback cannot run this test.
+    if (String(err).includes("Address not available")) return;
+    throw err;
+  }
+  await using prox = server;
+  const res = await fetch(`http://[::1]:${prox.port}/`);
+  assert.equal(await res.text(), "v6");
+});
