@@ -1,0 +1,217 @@
+// Rate-limit decisions, one pure function per algorithm: (limit, state, now) → decision.
+// No clocks, no storage: the caller passes the time and keeps the returned state. Every
+// decision also says when its state becomes equivalent to "never seen" (`expiresAt`), so a store
+// can drop idle keys without changing any future answer.
+
+/** The algorithms a route can choose; `token_bucket` is the default. */
+export const ALGORITHMS = ["token_bucket", "fixed_window", "sliding_window", "gcra"] as const;
+/** One of ALGORITHMS. */
+export type Algorithm = typeof ALGORITHMS[number];
+
+/** A resolved limit: `requests` per `periodMs` sustained; `burst` is the bucket size. */
+export interface RateLimitPolicy {
+  algorithm: Algorithm;
+  requests: number;
+  /** Whole milliseconds, at least 1. */
+  periodMs: number;
+  /** Bucket capacity for token_bucket and gcra (default `requests`); windows ignore it. */
+  burst: number;
+}
+
+/**
+ * Per-key state. Field meaning depends on the algorithm:
+ * token_bucket `t` last refill, `n` tokens × periodMs; fixed_window `t` window start, `n` count;
+ * sliding_window `t` window start, `n` current count, `p` previous count; gcra `t` the
+ * theoretical arrival time (TAT).
+ */
+export interface RateLimitState {
+  t: number;
+  n: number;
+  p: number;
+}
+
+/** The answer for one request. */
+export interface RateLimitDecision {
+  allowed: boolean;
+  /** Requests still allowed right now (after this one, when allowed). */
+  remaining: number;
+  /** Milliseconds until the full quota is available again. */
+  resetMs: number;
+  /** When denied: milliseconds until a request would be allowed; 0 when allowed. */
+  retryAfterMs: number;
+}
+
+/** A decision plus the state to store and when that state may be forgotten. */
+export interface RateLimitStep extends RateLimitDecision {
+  state: RateLimitState;
+  /** Absolute ms after which `state` behaves exactly like an absent key. */
+  expiresAt: number;
+}
+
+/** Slack for floating-point GCRA arithmetic (a nanosecond). */
+const EPS = 1e-6;
+
+/** Decides one request under `policy`; `state` is undefined for a key never seen (or expired). */
+export function decide(
+  policy: RateLimitPolicy,
+  state: RateLimitState | undefined,
+  now: number,
+): RateLimitStep {
+  switch (policy.algorithm) {
+    case "token_bucket":
+      return tokenBucket(policy, state, now);
+    case "fixed_window":
+      return fixedWindow(policy, state, now);
+    case "sliding_window":
+      return slidingWindow(policy, state, now);
+    case "gcra":
+      return gcra(policy, state, now);
+  }
+}
+
+/**
+ * Token bucket in exact integers: a token is `periodMs` units, the bucket refills `requests`
+ * units per millisecond (so `requests` tokens per period) up to `burst` tokens.
+ */
+export function tokenBucket(
+  policy: RateLimitPolicy,
+  state: RateLimitState | undefined,
+  now: number,
+): RateLimitStep {
+  const { requests: rate, periodMs: cost } = policy;
+  const cap = policy.burst * cost;
+  let tokens = cap;
+  let last = now;
+  if (state) {
+    last = Math.max(state.t, now);
+    const elapsed = Math.max(0, now - state.t);
+    const missing = cap - state.n;
+    tokens = elapsed * rate >= missing ? cap : state.n + elapsed * rate;
+  }
+  const allowed = tokens >= cost;
+  if (allowed) tokens -= cost;
+  const resetMs = Math.ceil((cap - tokens) / rate);
+  return {
+    allowed,
+    remaining: Math.floor(tokens / cost),
+    resetMs,
+    retryAfterMs: allowed ? 0 : Math.ceil((cost - tokens) / rate),
+    state: { t: last, n: tokens, p: 0 },
+    expiresAt: last + resetMs,
+  };
+}
+
+/** Fixed windows aligned to multiples of `periodMs` since the epoch: `requests` per window. */
+export function fixedWindow(
+  policy: RateLimitPolicy,
+  state: RateLimitState | undefined,
+  now: number,
+): RateLimitStep {
+  const { requests, periodMs } = policy;
+  const start = now - mod(now, periodMs);
+  let count = state && state.t === start ? state.n : 0;
+  // A clock that stepped back into an older window keeps the newer window's count.
+  if (state && state.t > start) count = state.n;
+  const windowStart = state && state.t > start ? state.t : start;
+  const allowed = count < requests;
+  if (allowed) count++;
+  const resetMs = windowStart + periodMs - now;
+  return {
+    allowed,
+    remaining: requests - count,
+    resetMs,
+    retryAfterMs: allowed ? 0 : resetMs,
+    state: { t: windowStart, n: count, p: 0 },
+    expiresAt: windowStart + periodMs,
+  };
+}
+
+/**
+ * Sliding window: the previous window's count weighted by how much of it still overlaps the
+ * last `periodMs`, plus the current window's count. Compared in integers (scaled by periodMs).
+ */
+export function slidingWindow(
+  policy: RateLimitPolicy,
+  state: RateLimitState | undefined,
+  now: number,
+): RateLimitStep {
+  const { requests: limit, periodMs: P } = policy;
+  let start = now - mod(now, P);
+  let curr = 0;
+  let prev = 0;
+  if (state) {
+    if (state.t === start) [curr, prev] = [state.n, state.p];
+    else if (state.t === start - P) prev = state.n;
+    else if (state.t > start) [start, curr, prev] = [state.t, state.n, state.p];
+  }
+  const e = Math.max(0, now - start);
+  const weightedPrev = prev * Math.max(0, P - e);
+  const allowed = weightedPrev + (curr + 1) * P <= limit * P;
+  if (allowed) curr++;
+  const used = weightedPrev + curr * P;
+  const remaining = Math.max(0, Math.floor((limit * P - used) / P));
+  let retryAfterMs = 0;
+  if (!allowed) {
+    if (curr < limit) {
+      // Wait inside this window until the previous window's weight has faded enough.
+      const need = P - Math.floor(((limit - curr - 1) * P) / prev);
+      retryAfterMs = Math.max(1, need - e);
+    } else {
+      // Wait for the next window, where this window's count becomes the weighted one.
+      const need = Math.max(0, P - Math.floor(((limit - 1) * P) / curr));
+      retryAfterMs = P - e + need;
+    }
+  }
+  const resetMs = curr > 0 ? 2 * P - e : prev > 0 ? P - e : 0;
+  return {
+    allowed,
+    remaining,
+    resetMs,
+    retryAfterMs,
+    state: { t: start, n: curr, p: prev },
+    expiresAt: now + resetMs,
+  };
+}
+
+/**
+ * GCRA (generic cell rate algorithm): one timestamp per key. Emission interval T =
+ * periodMs / requests; a request is allowed when it arrives no earlier than TAT − burst·T.
+ * Behaves like the token bucket with the same burst, in one number.
+ */
+export function gcra(
+  policy: RateLimitPolicy,
+  state: RateLimitState | undefined,
+  now: number,
+): RateLimitStep {
+  const T = policy.periodMs / policy.requests;
+  const window = policy.burst * T;
+  const tat = Math.max(state?.t ?? now, now);
+  const next = tat + T;
+  const allowed = next - now <= window + EPS;
+  const stored = allowed ? next : tat;
+  const resetMs = Math.max(0, Math.ceil(stored - now - EPS));
+  return {
+    allowed,
+    remaining: Math.max(0, Math.floor((window - (stored - now)) / T + EPS)),
+    resetMs,
+    retryAfterMs: allowed ? 0 : Math.max(1, Math.ceil(next - window - now - EPS)),
+    state: { t: stored, n: 0, p: 0 },
+    expiresAt: now + resetMs,
+  };
+}
+
+function mod(a: number, m: number): number {
+  return ((a % m) + m) % m;
+}
+
+/** Builds a policy from config numbers; rounds the period to whole milliseconds (at least 1). */
+export function policyOf(
+  algorithm: Algorithm,
+  opts: { requests: number; periodMs: number; burst?: number },
+): RateLimitPolicy {
+  const periodMs = Math.max(1, Math.round(opts.periodMs));
+  const burst = algorithm === "token_bucket" || algorithm === "gcra"
+    ? opts.burst ?? opts.requests
+    : opts.requests;
+  return { algorithm, requests: opts.requests, periodMs, burst };
+}
