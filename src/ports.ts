@@ -1,6 +1,8 @@
 // The interfaces the core needs from the outside world. `proxy/` and `domain/` depend only on
 // these; `adapters/` implement them with Deno APIs. Keep each port small and consumer-owned.
 
+import type { RateLimitDecision, RateLimitPolicy } from "./domain/rate_limit.ts";
+
 /** The protocol a request arrived on. */
 export type Protocol = "http/1.1" | "h2" | "h2c" | "h3";
 
@@ -155,6 +157,25 @@ export const noopMetrics: Metrics = {
   connectionClosed() {},
   websocketMessageTooBig() {},
 };
+
+/** What a rate-limit store is asked for one request. */
+export interface RateLimitQuery {
+  /** Stable limiter id (route + hash of its limit); state is shared by equal ids. */
+  limiter: string;
+  policy: RateLimitPolicy;
+  /** Milliseconds since the epoch (stores with their own clock, e.g. Redis, may ignore it). */
+  now: number;
+  /** Most client keys this limiter may hold (memory bound). */
+  maxKeys: number;
+}
+
+/**
+ * Per-client rate-limit state behind one call: decide and record atomically. In-memory and
+ * Redis adapters implement it; it rejects when the backing store cannot answer.
+ */
+export interface RateLimitStore {
+  consume(key: string, query: RateLimitQuery): Promise<RateLimitDecision>;
+}
 
 /** A Logger that drops everything (unit tests). */
 export const silentLogger: Logger = {
