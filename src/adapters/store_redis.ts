@@ -1,0 +1,212 @@
+// The Redis RateLimitStore: counters shared by every Prox instance that points at the same Redis.
+// One atomic Lua script per algorithm, one round trip per decision (EVALSHA, EVAL on NOSCRIPT),
+// Redis's own clock (TIME) so instances with skewed clocks agree, and PEXPIRE so idle keys vanish
+// exactly when their state would be "fresh" again. Scripts mirror src/domain/rate_limit.ts.
+
+import { Redis } from "ioredis";
+import type { RateLimitDecision } from "../domain/rate_limit.ts";
+import type { RateLimitQuery, RateLimitStore } from "../ports.ts";
+
+/** Options for createRedisStore. */
+export interface RedisStoreOptions {
+  /** `redis://[user:pass@]host:port[/db]` or `rediss://…` for TLS. */
+  url: string;
+  /** Prepended to every key (e.g. `prox:rl:`). */
+  prefix: string;
+  /** Per-command timeout in ms; a slower answer counts as an error. */
+  timeoutMs: number;
+  /** Connections used round-robin (each one pipelines automatically). */
+  poolSize?: number;
+  /** Whose clock decides: Redis's TIME (default; instances agree) or the caller's `now` (tests). */
+  clock?: "redis" | "caller";
+}
+
+/** A RateLimitStore backed by Redis; close() disconnects. */
+export interface RedisRateLimitStore extends RateLimitStore {
+  close(): Promise<void>;
+}
+
+// Shared prelude: Redis time in whole ms, and integer/decimal formatting that keeps precision
+// (Lua's default number → string conversion keeps only 14 digits).
+const PRELUDE = `
+local now
+if ARGV[4] then now = tonumber(ARGV[4]) else
+  local tm = redis.call('TIME')
+  now = tonumber(tm[1]) * 1000 + math.floor(tonumber(tm[2]) / 1000)
+end
+local function int(x) return string.format('%.0f', x) end
+local function save(key, ttl, ...)
+  if ttl > 0 then
+    redis.call('HSET', key, ...)
+    redis.call('PEXPIRE', key, int(ttl))
+  else
+    redis.call('DEL', key)
+  end
+end
+`;
+
+const TOKEN_BUCKET = PRELUDE + `
+local rate, cost, burst = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local cap = burst * cost
+local s = redis.call('HMGET', KEYS[1], 't', 'n')
+local tokens, last = cap, now
+if s[1] then
+  local st, sn = tonumber(s[1]), tonumber(s[2])
+  last = math.max(st, now)
+  local elapsed = math.max(0, now - st)
+  if elapsed * rate >= cap - sn then tokens = cap else tokens = sn + elapsed * rate end
+end
+local allowed, retry = 0, 0
+if tokens >= cost then allowed = 1; tokens = tokens - cost
+else retry = math.ceil((cost - tokens) / rate) end
+local reset = math.ceil((cap - tokens) / rate)
+save(KEYS[1], reset + last - now, 't', int(last), 'n', int(tokens))
+return {allowed, math.floor(tokens / cost), reset, retry}
+`;
+
+const FIXED_WINDOW = PRELUDE + `
+local limit, P = tonumber(ARGV[1]), tonumber(ARGV[2])
+local ws = now - (now % P)
+local count = 0
+local s = redis.call('HMGET', KEYS[1], 't', 'n')
+if s[1] then
+  local st = tonumber(s[1])
+  if st == ws then count = tonumber(s[2])
+  elseif st > ws then ws = st; count = tonumber(s[2]) end
+end
+local allowed, retry = 0, 0
+if count < limit then allowed = 1; count = count + 1 end
+local reset = ws + P - now
+if allowed == 0 then retry = reset end
+save(KEYS[1], reset, 't', int(ws), 'n', int(count))
+return {allowed, limit - count, reset, retry}
+`;
+
+const SLIDING_WINDOW = PRELUDE + `
+local limit, P = tonumber(ARGV[1]), tonumber(ARGV[2])
+local start = now - (now % P)
+local curr, prev = 0, 0
+local s = redis.call('HMGET', KEYS[1], 't', 'n', 'p')
+if s[1] then
+  local st, sn, sp = tonumber(s[1]), tonumber(s[2]), tonumber(s[3])
+  if st == start then curr = sn; prev = sp
+  elseif st == start - P then prev = sn
+  elseif st > start then start = st; curr = sn; prev = sp end
+end
+local e = math.max(0, now - start)
+local wp = prev * math.max(0, P - e)
+local allowed, retry = 0, 0
+if wp + (curr + 1) * P <= limit * P then allowed = 1; curr = curr + 1
+elseif curr < limit then
+  retry = math.max(1, P - math.floor(((limit - curr - 1) * P) / prev) - e)
+else
+  retry = P - e + math.max(0, P - math.floor(((limit - 1) * P) / curr))
+end
+local remaining = math.max(0, math.floor((limit * P - wp - curr * P) / P))
+local reset = 0
+if curr > 0 then reset = 2 * P - e elseif prev > 0 then reset = P - e end
+save(KEYS[1], reset, 't', int(start), 'n', int(curr), 'p', int(prev))
+return {allowed, remaining, reset, retry}
+`;
+
+const GCRA = PRELUDE + `
+local requests, P, burst = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local eps = 0.000001
+local T = P / requests
+local window = burst * T
+local tat = now
+local s = redis.call('HGET', KEYS[1], 't')
+if s then tat = math.max(tonumber(s), now) end
+local nxt = tat + T
+local allowed, retry, stored = 0, 0, tat
+if nxt - now <= window + eps then allowed = 1; stored = nxt
+else retry = math.max(1, math.ceil(nxt - window - now - eps)) end
+local reset = math.max(0, math.ceil(stored - now - eps))
+save(KEYS[1], reset, 't', string.format('%.6f', stored))
+return {allowed, math.max(0, math.floor((window - (stored - now)) / T + eps)), reset, retry}
+`;
+
+const SCRIPTS = {
+  token_bucket: TOKEN_BUCKET,
+  fixed_window: FIXED_WINDOW,
+  sliding_window: SLIDING_WINDOW,
+  gcra: GCRA,
+} as const;
+
+type ScriptFn = (key: string, ...args: string[]) => Promise<[number, number, number, number]>;
+
+/** Redacts the password from a Redis URL for messages. */
+export function redactUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = "***";
+    return u.toString();
+  } catch {
+    return "(invalid url)";
+  }
+}
+
+/** Connects lazily to Redis; commands fail fast (no offline queue) while it is unreachable. */
+export function createRedisStore(opts: RedisStoreOptions): RedisRateLimitStore {
+  const shown = redactUrl(opts.url);
+  const clients = Array.from({ length: Math.max(1, opts.poolSize ?? 1) }, () => {
+    const c = new Redis(opts.url, {
+      lazyConnect: true,
+      enableOfflineQueue: false,
+      enableAutoPipelining: true,
+      maxRetriesPerRequest: 0,
+      commandTimeout: opts.timeoutMs,
+      connectTimeout: Math.max(opts.timeoutMs, 1_000),
+      retryStrategy: (times: number) => Math.min(100 * 2 ** Math.min(times, 5), 2_000),
+    });
+    // Errors surface through rejected commands; without a listener ioredis prints to the console.
+    c.on("error", () => {});
+    for (const [name, lua] of Object.entries(SCRIPTS)) {
+      c.defineCommand(`prox_${name}`, { numberOfKeys: 1, lua });
+    }
+    // The first connection attempt may be waited for (up to the timeout); later outages fail fast.
+    const first = c.connect().then(() => {}, () => {});
+    return { c, first };
+  });
+  let next = 0;
+
+  return {
+    async consume(key: string, q: RateLimitQuery): Promise<RateLimitDecision> {
+      const { c: client, first } = clients[next++ % clients.length];
+      if (client.status !== "ready") await settleWithin(first, opts.timeoutMs);
+      const p = q.policy;
+      const fn = (client as unknown as Record<string, ScriptFn>)[`prox_${p.algorithm}`];
+      const args = [String(p.requests), String(p.periodMs), String(p.burst)];
+      if (opts.clock === "caller") args.push(String(Math.floor(q.now)));
+      let out: [number, number, number, number];
+      try {
+        if (client.status !== "ready") throw new Error(`not connected (${client.status})`);
+        out = await fn.call(client, `${opts.prefix}${q.limiter}:${key}`, ...args);
+      } catch (err) {
+        const why = err instanceof Error ? err.message : String(err);
+        throw new Error(`Cannot reach Redis at "${shown}": ${why}`, { cause: err });
+      }
+      return {
+        allowed: out[0] === 1,
+        remaining: Number(out[1]),
+        resetMs: Number(out[2]),
+        retryAfterMs: Number(out[3]),
+      };
+    },
+    async close(): Promise<void> {
+      await Promise.all(clients.map(async ({ c }) => {
+        try {
+          if (c.status === "ready") await c.quit();
+        } catch { /* already gone */ }
+        c.disconnect();
+      }));
+    },
+  };
+}
+
+/** Waits for `p` but at most `ms`; never rejects. */
+async function settleWithin(p: Promise<void>, ms: number): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  await Promise.race([p, new Promise<void>((r) => timer = setTimeout(r, ms))]);
+  clearTimeout(timer);
+}

@@ -1,0 +1,107 @@
+import assert from "node:assert/strict";
+import { interopTest } from "../../tests/_harness.ts";
+import { startRedis } from "../../tests/_redis.ts";
+import { createRedisStore, redactUrl } from "./store_redis.ts";
+import { ALGORITHMS, decide, policyOf } from "../domain/rate_limit.ts";
+import type { RateLimitState } from "../domain/rate_limit.ts";
+
+interopTest(
+  "createRedisStore: Lua scripts decide exactly like the domain functions",
+  ["redis-server"],
+  async () => {
+    await using redis = await startRedis();
+    const store = createRedisStore({
+      url: redis.url,
+      prefix: "t:",
+      timeoutMs: 2_000,
+      clock: "caller",
+    });
+    try {
+      let seed = 7;
+      const rand = () => (seed = (seed * 1_103_515_245 + 12_345) % 2 ** 31) / 2 ** 31;
+      const base = 1_795_000_000_000;
+      for (const algorithm of ALGORITHMS) {
+        for (
+          const opts of [{ requests: 5, periodMs: 1_000 }, { requests: 3, periodMs: 700, burst: 4 }]
+        ) {
+          const policy = policyOf(algorithm, opts);
+          let state: RateLimitState | undefined;
+          let t = base;
+          for (let i = 0; i < 150; i++) {
+            t += Math.floor(rand() * 250);
+            const want = decide(policy, state, t);
+            state = want.expiresAt > t ? want.state : undefined;
+            const got = await store.consume("k", {
+              limiter: `${algorithm}-${opts.requests}`,
+              policy,
+              now: t,
+              maxKeys: 10,
+            });
+            assert.deepEqual(got, {
+              allowed: want.allowed,
+              remaining: want.remaining,
+              resetMs: want.resetMs,
+              retryAfterMs: want.retryAfterMs,
+            }, `${algorithm} ${JSON.stringify(opts)} request ${i} at +${t - base}`);
+          }
+        }
+      }
+    } finally {
+      await store.close();
+    }
+  },
+);
+
+interopTest("createRedisStore expires idle keys with PEXPIRE", ["redis-server"], async () => {
+  await using redis = await startRedis();
+  const store = createRedisStore({ url: redis.url, prefix: "x:", timeoutMs: 2_000 });
+  try {
+    const policy = policyOf("fixed_window", { requests: 1, periodMs: 60_000 });
+    const q = { limiter: "L", policy, now: 0, maxKeys: 10 };
+    assert.equal((await store.consume("a", q)).allowed, true);
+    const d = await store.consume("a", q);
+    assert.equal(d.allowed, false);
+    assert.ok(d.retryAfterMs > 0 && d.retryAfterMs <= 60_000);
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port: redis.port });
+    try {
+      await conn.write(new TextEncoder().encode("PTTL x:L:a\r\n"));
+      const buf = new Uint8Array(32);
+      const n = await conn.read(buf);
+      const ttl = Number(new TextDecoder().decode(buf.subarray(1, n ?? 0)).trim());
+      assert.ok(ttl > 0 && ttl <= 60_000, `ttl ${ttl}`);
+    } finally {
+      conn.close();
+    }
+  } finally {
+    await store.close();
+  }
+});
+
+interopTest(
+  "createRedisStore rejects quickly when Redis is unreachable",
+  ["redis-server"],
+  async () => {
+    let url: string;
+    {
+      await using redis = await startRedis();
+      url = redis.url;
+    }
+    const store = createRedisStore({ url, prefix: "x:", timeoutMs: 200 });
+    try {
+      const policy = policyOf("gcra", { requests: 1, periodMs: 1_000 });
+      const t0 = performance.now();
+      await assert.rejects(
+        store.consume("a", { limiter: "L", policy, now: 0, maxKeys: 1 }),
+        /Cannot reach Redis at "redis:\/\/127\.0\.0\.1:\d+"/,
+      );
+      assert.ok(performance.now() - t0 < 1_000);
+    } finally {
+      await store.close();
+    }
+  },
+);
+
+Deno.test("redactUrl hides the password", () => {
+  assert.equal(redactUrl("redis://u:secret@h:6379/0"), "redis://u:***@h:6379/0");
+  assert.equal(redactUrl("::"), "(invalid url)");
+});

@@ -1,0 +1,56 @@
+// Starts a throwaway redis-server (Debian package `redis-server`) on a free 127.0.0.1 port,
+// without persistence, for tests that need a real shared store.
+
+import { waitFor } from "./_harness.ts";
+
+/** A running redis-server; dispose to stop it. */
+export interface TestRedis extends AsyncDisposable {
+  port: number;
+  url: string;
+}
+
+function freePort(): number {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  l.close();
+  return port;
+}
+
+async function ping(port: number): Promise<boolean> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  try {
+    await conn.write(new TextEncoder().encode("PING\r\n"));
+    const buf = new Uint8Array(16);
+    const n = await conn.read(buf);
+    return new TextDecoder().decode(buf.subarray(0, n ?? 0)).startsWith("+PONG");
+  } finally {
+    conn.close();
+  }
+}
+
+/** Starts redis-server and waits until it answers PING. */
+export async function startRedis(): Promise<TestRedis> {
+  const port = freePort();
+  const child = new Deno.Command("redis-server", {
+    args: ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  try {
+    await waitFor(() => ping(port), { what: `redis-server on port ${port}` });
+  } catch (err) {
+    child.kill("SIGKILL");
+    await child.status;
+    throw err;
+  }
+  return {
+    port,
+    url: `redis://127.0.0.1:${port}`,
+    async [Symbol.asyncDispose]() {
+      try {
+        child.kill("SIGTERM");
+      } catch { /* already gone */ }
+      await child.status;
+    },
+  };
+}
