@@ -13,6 +13,8 @@ import type { Listener } from "./adapters/http_serve.ts";
 import { createFetchClient } from "./adapters/fetch_client.ts";
 import { createLogger } from "./adapters/log_basic.ts";
 import { createDenoFileStore } from "./adapters/files_deno.ts";
+import { createRateLimitStores, limiterIds } from "./adapters/rate_limit_stores.ts";
+import type { RateLimitStores } from "./adapters/rate_limit_stores.ts";
 import type { Clock, FileStore, Handler, Logger, Metrics, UpstreamClient } from "./ports.ts";
 import { noopMetrics } from "./ports.ts";
 
@@ -91,6 +93,8 @@ export async function startServer(
     metrics?: Metrics;
     upstream?: UpstreamClient;
     files?: FileStore;
+    /** Rate-limit counters to reuse (e.g. across restarts in tests); created when absent. */
+    rateLimits?: RateLimitStores;
   } = {},
 ): Promise<ProxServer> {
   const first = await loadSource(source);
@@ -108,6 +112,12 @@ export async function startServer(
     files: await readReferencedFiles(config),
     env: denoEnv.env,
   });
+  // Owned across reloads: limits whose id (route + shape) did not change keep their counters.
+  const rateLimits = opts.rateLimits ?? createRateLimitStores();
+  await rateLimits.configure(
+    config.rate_limit_store,
+    limiterIds(current.router.entries.map((e) => e.value)),
+  );
   let draining = false;
   let last: ReloadResult | null = null;
 
@@ -118,6 +128,7 @@ export async function startServer(
     clock: realClock,
     logger,
     metrics,
+    rateLimits,
     draining: () => draining,
   });
 
@@ -174,6 +185,10 @@ export async function startServer(
         version++;
         config = next.config;
         current = snap;
+        await rateLimits.configure(
+          config.rate_limit_store,
+          limiterIds(snap.router.entries.map((e) => e.value)),
+        );
         last = { ok: true, version, issues: next.issues, at };
         logger.info("Config reloaded", { version });
         return last;
@@ -210,6 +225,7 @@ export async function startServer(
         await Promise.all(listeners.map((l) => l.close()));
       }
       await upstream.close();
+      if (!opts.rateLimits) await rateLimits.close();
     },
   };
 }

@@ -97,7 +97,7 @@ export const RateLimit = z.object({
     "token_bucket",
   ),
   on_missing_key: z.enum(["allow", "deny"]).default("allow"),
-  /** Send Retry-After and the IETF RateLimit / RateLimit-Policy headers. */
+  /** Send the IETF RateLimit / RateLimit-Policy headers (Retry-After is always sent on 429). */
   headers: z.boolean().default(true),
   /** Count and log but never block. */
   shadow: z.boolean().default(false),
@@ -346,6 +346,8 @@ export const RateLimitStore = z.object({
   prefix: z.string().default("prox:rl:"),
   on_error: z.enum(["allow", "deny"]).default("allow"),
   timeout: Duration.prefault("100ms"),
+  /** Redis connections used round-robin (each pipelines automatically). */
+  pool_size: z.int().min(1).max(32).default(2),
 }).strict();
 
 export const UpstreamPool = z.object({

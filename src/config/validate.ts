@@ -53,6 +53,15 @@ export function validateConfig(
     if (typeof a === "string") err(["http_redirect", "listen_addr"], a);
   }
 
+  const store = config.rate_limit_store;
+  if (store.type === "redis" && !/^rediss?:\/\/[^/]/.test(store.url ?? "")) {
+    err(
+      ["rate_limit_store", store.url ? "url" : "type"],
+      store.url ? `Invalid Redis URL "${store.url}"` : "url is required when type is redis",
+      'Use e.g. url: "redis://127.0.0.1:6379" (rediss:// for TLS)',
+    );
+  }
+
   // Routes
   const keys = Object.keys(config.routes);
   if (keys.length === 0) {
@@ -119,6 +128,16 @@ export function validateConfig(
     }
     if (rl?.by === "query" && !rl.query_param) {
       err(["routes", key, "rate_limit"], "query_param is required when rate limiting by query");
+    }
+    if (
+      rl?.burst !== undefined &&
+      (rl.algorithm === "fixed_window" || rl.algorithm === "sliding_window")
+    ) {
+      warn(
+        ["routes", key, "rate_limit", "burst"],
+        `burst is ignored by ${rl.algorithm}`,
+        "Use algorithm: token_bucket or gcra for a burst different from requests",
+      );
     }
     if (rl && ["header", "cookie", "query"].includes(rl.by) && rl.on_missing_key === "allow") {
       warn(

@@ -192,10 +192,8 @@ Deno.test("gcra and tokenBucket agree on every decision for the same burst", () 
 Deno.test("decide: expired state behaves exactly like an absent key", () => {
   for (const algorithm of ["token_bucket", "fixed_window", "sliding_window", "gcra"] as const) {
     const policy = policyOf(algorithm, { requests: 3, periodMs: 1_000 });
-    let state: RateLimitState | undefined;
-    let step = decide(policy, state, 10);
-    state = step.state;
-    step = decide(policy, state, 20);
+    const first = decide(policy, undefined, 10);
+    const step = decide(policy, first.state, 20);
     const later = step.expiresAt;
     const withState = decide(policy, step.state, later);
     const fresh = decide(policy, undefined, later);

@@ -9,6 +9,7 @@ import type {
   FileStore,
   Logger,
   Metrics,
+  RateLimitStore,
   UpstreamClient,
 } from "../ports.ts";
 
@@ -49,6 +50,8 @@ export interface PipelineDeps {
   clock: Clock;
   logger: Logger;
   metrics: Metrics;
+  /** Rate-limit counters; routes with `rate_limit` are not limited without one. */
+  rateLimits?: RateLimitStore;
   /** Receives one record per request (access log). */
   access?: (rec: AccessRecord) => void;
   /** True once shutdown has begun. */

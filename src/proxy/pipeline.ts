@@ -19,6 +19,7 @@ import { proxyAction } from "./actions/proxy.ts";
 import { redirectAction } from "./actions/redirect.ts";
 import { applyResponseRules } from "./filters/rules.ts";
 import { staticAction } from "./actions/static.ts";
+import { applyRateLimit } from "./filters/rate_limit.ts";
 
 const REQUEST_ID = /^[A-Za-z0-9._:@-]{1,128}$/;
 
@@ -94,6 +95,9 @@ async function handle(ctx: RequestContext, deps: PipelineDeps): Promise<Response
   if (!match) return errorResponse("not_found", ctx.requestId);
   const route = match.value;
   ctx.route = route;
+
+  const limited = await applyRateLimit(ctx, deps);
+  if (limited) return limited;
 
   const cfg = route.config;
   switch (cfg.type) {

@@ -1,0 +1,71 @@
+// The rate-limit store the server owns across reloads: the in-memory store (always kept, so
+// unchanged limits keep their counters) or Redis when `rate_limit_store.type: redis`. A reload
+// calls configure(), which swaps the Redis connection only when its settings changed.
+
+import type { Config } from "../config/schema.ts";
+import type { RateLimitQuery, RateLimitStore } from "../ports.ts";
+import type { RateLimitDecision } from "../domain/rate_limit.ts";
+import { createMemoryStore } from "./store_memory.ts";
+import type { MemoryRateLimitStore } from "./store_memory.ts";
+import { createRedisStore } from "./store_redis.ts";
+import type { RedisRateLimitStore } from "./store_redis.ts";
+
+type StoreConfig = Config["rate_limit_store"];
+
+/** The server's store: delegates to memory or Redis as configured. */
+export interface RateLimitStores extends RateLimitStore {
+  /** Applies `rate_limit_store` and forgets memory limiters whose ids are not in `ids`. */
+  configure(cfg: StoreConfig, ids: ReadonlySet<string>): Promise<void>;
+  close(): Promise<void>;
+  readonly memory: MemoryRateLimitStore;
+}
+
+/** The limiter ids a config's snapshot uses (for configure's `ids`). */
+export function limiterIds(routes: Iterable<{ rateLimit?: { id: string } }>): Set<string> {
+  const ids = new Set<string>();
+  for (const r of routes) if (r.rateLimit) ids.add(r.rateLimit.id);
+  return ids;
+}
+
+/** Creates the store holder; call configure() before serving. */
+export function createRateLimitStores(): RateLimitStores {
+  const memory = createMemoryStore();
+  let redis: { store: RedisRateLimitStore; sig: string } | null = null;
+  let active: RateLimitStore = memory;
+
+  return {
+    memory,
+    consume(key: string, q: RateLimitQuery): Promise<RateLimitDecision> {
+      return active.consume(key, q);
+    },
+    async configure(cfg, ids) {
+      memory.retain(ids);
+      if (cfg.type === "memory" || !cfg.url) {
+        active = memory;
+        const old = redis;
+        redis = null;
+        await old?.store.close();
+        return;
+      }
+      const sig = JSON.stringify([cfg.url, cfg.prefix, cfg.timeout, cfg.pool_size]);
+      if (redis?.sig === sig) return;
+      const old = redis;
+      redis = {
+        sig,
+        store: createRedisStore({
+          url: cfg.url,
+          prefix: cfg.prefix,
+          timeoutMs: cfg.timeout,
+          poolSize: cfg.pool_size,
+        }),
+      };
+      active = redis.store;
+      await old?.store.close();
+    },
+    async close() {
+      await redis?.store.close();
+      redis = null;
+      active = memory;
+    },
+  };
+}

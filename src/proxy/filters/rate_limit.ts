@@ -1,0 +1,232 @@
+// The rate-limit request filter: compiled once per route at snapshot build, run after route match.
+// It extracts the client key, asks the RateLimitStore, and either lets the request through (adding
+// the IETF RateLimit headers to the eventual response) or answers with the configured status.
+// Headers: draft-ietf-httpapi-ratelimit-headers-11, §3 (RateLimit-Policy) and §4 (RateLimit).
+
+import type { RateLimitConfig } from "../../config/schema.ts";
+import { ipGroupKey } from "../../domain/ip.ts";
+import { policyOf } from "../../domain/rate_limit.ts";
+import type { RateLimitDecision, RateLimitPolicy } from "../../domain/rate_limit.ts";
+import type { PipelineDeps, RequestContext } from "../context.ts";
+import { errorResponse } from "../respond.ts";
+
+/** A route's limit, ready to run. */
+export interface CompiledRateLimit {
+  /** Stable limiter id: route id + hash of everything that shapes the counters. */
+  id: string;
+  route: string;
+  policy: RateLimitPolicy;
+  config: RateLimitConfig;
+  /** Precomputed `RateLimit-Policy` field value. */
+  policyField: string;
+}
+
+/** The policy name used in both fields (one policy per route). */
+const POLICY_NAME = "default";
+/** Keys longer than this are stored as a SHA-256 digest (bounded memory per key). */
+const MAX_KEY_CHARS = 64;
+/** Store failures and shadow denials are logged at most once per interval per limiter. */
+const LOG_INTERVAL_MS = 10_000;
+
+/** Compiles a route's `rate_limit` block. */
+export function compileRateLimit(routeId: string, config: RateLimitConfig): CompiledRateLimit {
+  const policy = policyOf(config.algorithm, {
+    requests: config.requests,
+    periodMs: config.period,
+    burst: config.burst,
+  });
+  // Only what changes the counters goes into the id: message, status or headers do not reset.
+  const shape = JSON.stringify([
+    policy.algorithm,
+    policy.requests,
+    policy.periodMs,
+    policy.burst,
+    config.by,
+    config.header_name?.toLowerCase() ?? "",
+    config.cookie_name ?? "",
+    config.query_param ?? "",
+    config.ipv6_prefix,
+  ]);
+  return {
+    id: `${routeId}#${fnv1a(shape)}`,
+    route: routeId,
+    policy,
+    config,
+    policyField: policyField(policy),
+  };
+}
+
+/**
+ * `RateLimit-Policy` value (§3.1): quota `q` per window `w` in whole seconds. A sub-second or
+ * fractional period is rescaled to the equivalent whole-second window; a burst different from
+ * the rate is announced as the vendor parameter `prox-burst`.
+ */
+export function policyField(policy: RateLimitPolicy): string {
+  const w = Math.max(1, Math.round(policy.periodMs / 1000));
+  const q = Math.floor((policy.requests * w * 1000) / policy.periodMs);
+  const burst = policy.burst !== policy.requests ? `;prox-burst=${policy.burst}` : "";
+  return `"${POLICY_NAME}";q=${q};w=${w}${burst}`;
+}
+
+/** `RateLimit` value (§4.1): remaining quota `r` and effective window `t` in seconds. */
+export function limitField(remaining: number, seconds: number): string {
+  return `"${POLICY_NAME}";r=${remaining};t=${seconds}`;
+}
+
+/** The client key for a request, or null when the configured source is absent. */
+export function clientKey(limit: CompiledRateLimit, ctx: RequestContext): string | null {
+  const c = limit.config;
+  switch (c.by) {
+    case "ip":
+      return `ip:${ipGroupKey(ctx.clientIp, c.ipv6_prefix)}`;
+    case "route":
+      return "route";
+    case "header": {
+      const v = ctx.req.headers.get(c.header_name ?? "");
+      return v === null || v === "" ? null : `h:${v}`;
+    }
+    case "cookie": {
+      const v = cookieValue(ctx.req.headers.get("cookie"), c.cookie_name ?? "");
+      return v === null || v === "" ? null : `c:${v}`;
+    }
+    case "query": {
+      const v = ctx.url.searchParams.get(c.query_param ?? "");
+      return v === null || v === "" ? null : `q:${v}`;
+    }
+  }
+}
+
+/** The first value of cookie `name` in a Cookie header (RFC 6265 §5.4), or null. */
+export function cookieValue(header: string | null, name: string): string | null {
+  if (!header) return null;
+  for (const part of header.split(";")) {
+    const eq = part.indexOf("=");
+    if (eq < 0) continue;
+    if (part.slice(0, eq).trim() !== name) continue;
+    const v = part.slice(eq + 1).trim();
+    return v.length >= 2 && v.startsWith('"') && v.endsWith('"') ? v.slice(1, -1) : v;
+  }
+  return null;
+}
+
+/**
+ * Runs the route's limit. Returns a response when the request must stop here, or null to go on
+ * (the RateLimit headers are then queued in `ctx.extraResponseHeaders`).
+ */
+export async function applyRateLimit(
+  ctx: RequestContext,
+  deps: PipelineDeps,
+): Promise<Response | null> {
+  const limit = ctx.route?.rateLimit;
+  const store = deps.rateLimits;
+  if (!limit || !store) return null;
+  const c = limit.config;
+  const raw = clientKey(limit, ctx);
+  if (raw === null) {
+    if (c.on_missing_key === "allow") return null;
+    deps.metrics.rateLimit(limit.route, "limited");
+    return deny(ctx, limit, null);
+  }
+  const key = raw.length > MAX_KEY_CHARS ? `#${await sha256(raw)}` : raw;
+  let decision: RateLimitDecision;
+  try {
+    decision = await store.consume(key, {
+      limiter: limit.id,
+      policy: limit.policy,
+      now: deps.clock.now(),
+      maxKeys: c.max_keys,
+    });
+  } catch (err) {
+    deps.metrics.rateLimit(limit.route, "error");
+    const onError = ctx.snapshot.config.rate_limit_store.on_error;
+    logThrottled(
+      deps,
+      `store:${limit.id}`,
+      "Rate limit store failed; requests are " +
+        (onError === "allow" ? "allowed (on_error: allow)" : "denied (on_error: deny)"),
+      {
+        route: limit.route,
+        error: err instanceof Error ? err.message : String(err),
+      },
+    );
+    return onError === "allow" ? null : deny(ctx, limit, null);
+  }
+  if (decision.allowed) {
+    deps.metrics.rateLimit(limit.route, "allowed");
+    if (c.headers && !c.shadow) {
+      ctx.extraResponseHeaders.push(
+        ["ratelimit-policy", limit.policyField],
+        ["ratelimit", limitField(decision.remaining, Math.ceil(decision.resetMs / 1000))],
+      );
+    }
+    return null;
+  }
+  if (c.shadow) {
+    deps.metrics.rateLimit(limit.route, "shadow_limited");
+    logThrottled(deps, `shadow:${limit.id}`, "Rate limit exceeded (shadow mode: not blocked)", {
+      route: limit.route,
+      by: c.by,
+      requestId: ctx.requestId,
+    });
+    return null;
+  }
+  deps.metrics.rateLimit(limit.route, "limited");
+  return deny(ctx, limit, decision);
+}
+
+/** The limit response: configured status and message, Retry-After (RFC 9110 §10.2.3). */
+function deny(
+  ctx: RequestContext,
+  limit: CompiledRateLimit,
+  decision: RateLimitDecision | null,
+): Response {
+  const headers = new Headers();
+  if (decision) {
+    const seconds = Math.max(1, Math.ceil(decision.retryAfterMs / 1000));
+    headers.set("retry-after", String(seconds));
+    if (limit.config.headers) {
+      headers.set("ratelimit-policy", limit.policyField);
+      // §6: Retry-After should not point before the end of the effective window.
+      headers.set("ratelimit", limitField(0, seconds));
+    }
+  }
+  return errorResponse("rate_limited", ctx.requestId, {
+    status: limit.config.status_code,
+    message: limit.config.message,
+    headers,
+  });
+}
+
+const lastLog = new Map<string, { at: number; suppressed: number }>();
+
+function logThrottled(
+  deps: PipelineDeps,
+  what: string,
+  msg: string,
+  fields: Record<string, unknown>,
+): void {
+  const now = deps.clock.monotonic();
+  const prev = lastLog.get(what);
+  if (prev && now - prev.at < LOG_INTERVAL_MS) {
+    prev.suppressed++;
+    return;
+  }
+  if (lastLog.size >= 1_000) lastLog.clear();
+  lastLog.set(what, { at: now, suppressed: 0 });
+  deps.logger.warn(msg, { ...fields, suppressed: prev?.suppressed ?? 0 });
+}
+
+/** 32-bit FNV-1a as 8 hex digits (limiter ids; not security relevant). */
+function fnv1a(s: string): string {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < s.length; i++) {
+    h ^= s.charCodeAt(i);
+    h = Math.imul(h, 0x01000193);
+  }
+  return (h >>> 0).toString(16).padStart(8, "0");
+}
+
+async function sha256(s: string): Promise<string> {
+  const d = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(s));
+  return Array.from(new Uint8Array(d), (b) => b.toString(16).padStart(2, "0")).join("");
+}
