@@ -136,13 +136,20 @@ export interface AccessRecord {
 export interface Metrics {
   request(route: string, method: string, status: number, seconds: number): void;
   backendRequest(backend: string, route: string, status: number, seconds: number): void;
-  backendHealth(backend: string, healthy: boolean): void;
+  /** A target's health changed (or was first known); `reason` explains it for the status page. */
+  backendHealth(backend: string, healthy: boolean, reason?: string): void;
   rateLimit(route: string, action: "allowed" | "limited" | "shadow_limited" | "error"): void;
   retry(route: string, reason: string): void;
   ejection(backend: string): void;
   connectionOpened(protocol: Protocol | "websocket"): void;
   connectionClosed(protocol: Protocol | "websocket"): void;
   websocketMessageTooBig(route: string): void;
+  /** The upstream targets of the current config: health series exist from start-up (1 = up). */
+  backendsConfigured(backends: readonly string[]): void;
+  /** One config load or reload attempt and its outcome. */
+  configReload(result: { ok: boolean; version: number; at: number }): void;
+  /** A served certificate's notAfter (ms since the epoch), keyed by a bounded name. */
+  certificateExpiry(name: string, notAfterMs: number): void;
 }
 
 /** A Metrics that records nothing. */
@@ -156,6 +163,9 @@ export const noopMetrics: Metrics = {
   connectionOpened() {},
   connectionClosed() {},
   websocketMessageTooBig() {},
+  backendsConfigured() {},
+  configReload() {},
+  certificateExpiry() {},
 };
 
 /** What a rate-limit store is asked for one request. */

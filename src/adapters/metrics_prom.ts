@@ -1,0 +1,307 @@
+// The Metrics port on prom-client, on a Registry of its own. prom-client's `nodejs_*` defaults
+// describe Deno's Node-compat layer rather than this process, so only true process metrics are
+// registered here (resident memory, CPU seconds, open and max fds, start time).
+//
+// Labels are bounded: route ids and upstream URLs come from the config, methods outside the
+// standard set become "OTHER", statuses are numbers. Label children are cached (bounded) so an
+// observation costs a Map lookup rather than prom-client's label hashing.
+
+import { Counter, Gauge, Histogram, Registry } from "prom-client";
+import process from "node:process";
+import type { Metrics, Protocol } from "../ports.ts";
+
+/** The Metrics port plus what the admin listener needs to expose it. */
+export interface PromMetrics extends Metrics {
+  readonly registry: Registry;
+  /** `Content-Type` of the text exposition format 0.0.4. */
+  readonly contentType: string;
+  /** The whole exposition, collected now. */
+  text(): Promise<string>;
+}
+
+/** Latency buckets in seconds: 1 ms to 60 s, dense around typical proxy latencies. */
+export const LATENCY_BUCKETS = [
+  0.001,
+  0.0025,
+  0.005,
+  0.01,
+  0.025,
+  0.05,
+  0.1,
+  0.25,
+  0.5,
+  1,
+  2.5,
+  5,
+  10,
+  30,
+  60,
+];
+
+const METHODS = new Set(["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT"]);
+const PROTOCOLS: (Protocol | "websocket")[] = ["http/1.1", "h2", "h2c", "h3", "websocket"];
+/** Most cached label children per metric; past it, observations skip the cache. */
+const MAX_CHILDREN = 10_000;
+
+/** Maps an HTTP method to a bounded label value. */
+export function methodLabel(method: string): string {
+  return METHODS.has(method) ? method : "OTHER";
+}
+
+/** A bounded cache of prom-client label children keyed by the joined label values. */
+function childCache<T>(make: (values: string[]) => T): (...values: string[]) => T {
+  const cache = new Map<string, T>();
+  return (...values: string[]) => {
+    const key = values.join("\u0000");
+    let child = cache.get(key);
+    if (child === undefined) {
+      child = make(values);
+      if (cache.size < MAX_CHILDREN) cache.set(key, child);
+    }
+    return child;
+  };
+}
+
+/** Creates the Prometheus-backed Metrics; `version` goes into `prox_build_info`. */
+export function createPromMetrics(
+  opts: { version?: string; processMetrics?: boolean } = {},
+): PromMetrics {
+  const registry = new Registry();
+  const registers = [registry];
+
+  const requests = new Counter({
+    name: "prox_requests_total",
+    help: "Requests answered by Prox, by route id (the route key, never the raw path)",
+    labelNames: ["route", "method", "status"] as const,
+    registers,
+  });
+  const requestDuration = new Histogram({
+    name: "prox_request_duration_seconds",
+    help: "Time from receiving a request to sending the response head, by route id",
+    labelNames: ["route", "method"] as const,
+    buckets: LATENCY_BUCKETS,
+    registers,
+  });
+  const backendRequests = new Counter({
+    name: "prox_backend_requests_total",
+    help: "Requests sent to upstream targets; status 599 means no response (transport error)",
+    labelNames: ["backend", "route", "status"] as const,
+    registers,
+  });
+  const backendDuration = new Histogram({
+    name: "prox_backend_request_duration_seconds",
+    help: "Time from sending a request upstream until its response head (or failure)",
+    labelNames: ["backend", "route"] as const,
+    buckets: LATENCY_BUCKETS,
+    registers,
+  });
+  const backendHealth = new Gauge({
+    name: "prox_backend_health_status",
+    help: "1 when the upstream target is considered healthy, 0 when down or ejected",
+    labelNames: ["backend"] as const,
+    registers,
+  });
+  const activeConnections = new Gauge({
+    name: "prox_active_connections",
+    help: "Open client connections (WebSocket: open proxied sessions), by protocol",
+    labelNames: ["protocol"] as const,
+    registers,
+  });
+  const rateLimitHits = new Counter({
+    name: "prox_rate_limit_hits_total",
+    help: "Rate limiter decisions by route and action (allowed, limited, shadow_limited, error)",
+    labelNames: ["route", "action"] as const,
+    registers,
+  });
+  const retries = new Counter({
+    name: "prox_retries_total",
+    help: "Upstream retries by route and reason",
+    labelNames: ["route", "reason"] as const,
+    registers,
+  });
+  const ejections = new Counter({
+    name: "prox_backend_ejections_total",
+    help: "Passive health ejections of an upstream target",
+    labelNames: ["backend"] as const,
+    registers,
+  });
+  const wsTotal = new Counter({
+    name: "prox_websocket_connections_total",
+    help: "WebSocket sessions proxied since start",
+    registers,
+  });
+  const wsTooBig = new Counter({
+    name: "prox_websocket_messages_too_big_total",
+    help: "WebSocket sessions closed with 1009 because a frame or message exceeded the limit",
+    labelNames: ["route"] as const,
+    registers,
+  });
+  const reloads = new Counter({
+    name: "prox_config_reload_total",
+    help: "Config reload attempts by result (success, failure)",
+    labelNames: ["result"] as const,
+    registers,
+  });
+  const lastReloadOk = new Gauge({
+    name: "prox_config_last_reload_successful",
+    help: "1 when the last config load or reload succeeded, else 0",
+    registers,
+  });
+  const lastReloadTime = new Gauge({
+    name: "prox_config_last_reload_success_timestamp_seconds",
+    help: "Unix time of the last successful config load or reload",
+    registers,
+  });
+  const configVersion = new Gauge({
+    name: "prox_config_version",
+    help: "Version number of the config being served (1 at start, +1 per successful reload)",
+    registers,
+  });
+  const certExpiry = new Gauge({
+    name: "prox_tls_certificate_expiry_timestamp_seconds",
+    help: "Unix time at which a served TLS certificate expires (notAfter)",
+    labelNames: ["name"] as const,
+    registers,
+  });
+  new Gauge({
+    name: "prox_build_info",
+    help: "Always 1; labels carry the Prox and Deno versions",
+    labelNames: ["version", "deno"] as const,
+    registers,
+  }).set({ version: opts.version ?? "dev", deno: Deno.version.deno }, 1);
+
+  for (const p of PROTOCOLS) activeConnections.set({ protocol: p }, 0);
+  reloads.inc({ result: "success" }, 0);
+  reloads.inc({ result: "failure" }, 0);
+  if (opts.processMetrics !== false) registerProcessMetrics(registry);
+
+  const reqChild = childCache((v) => requests.labels(v[0], v[1], v[2]));
+  const durChild = childCache((v) => requestDuration.labels(v[0], v[1]));
+  const beChild = childCache((v) => backendRequests.labels(v[0], v[1], v[2]));
+  const beDurChild = childCache((v) => backendDuration.labels(v[0], v[1]));
+  const knownBackends = new Set<string>();
+
+  return {
+    registry,
+    contentType: registry.contentType,
+    text: () => registry.metrics(),
+    request(route, method, status, seconds) {
+      const m = methodLabel(method);
+      reqChild(route, m, String(status)).inc();
+      durChild(route, m).observe(seconds);
+    },
+    backendRequest(backend, route, status, seconds) {
+      beChild(backend, route, String(status)).inc();
+      beDurChild(backend, route).observe(seconds);
+    },
+    backendHealth(backend, healthy) {
+      knownBackends.add(backend);
+      backendHealth.set({ backend }, healthy ? 1 : 0);
+    },
+    backendsConfigured(backends) {
+      const wanted = new Set(backends);
+      for (const b of knownBackends) {
+        if (!wanted.has(b)) {
+          knownBackends.delete(b);
+          backendHealth.remove({ backend: b });
+        }
+      }
+      for (const b of wanted) {
+        if (knownBackends.has(b)) continue;
+        knownBackends.add(b);
+        backendHealth.set({ backend: b }, 1);
+      }
+    },
+    rateLimit(route, action) {
+      rateLimitHits.inc({ route, action });
+    },
+    retry(route, reason) {
+      retries.inc({ route, reason });
+    },
+    ejection(backend) {
+      ejections.inc({ backend });
+    },
+    connectionOpened(protocol) {
+      activeConnections.inc({ protocol });
+      if (protocol === "websocket") wsTotal.inc();
+    },
+    connectionClosed(protocol) {
+      activeConnections.dec({ protocol });
+    },
+    websocketMessageTooBig(route) {
+      wsTooBig.inc({ route });
+    },
+    configReload({ ok, version, at }) {
+      reloads.inc({ result: ok ? "success" : "failure" });
+      lastReloadOk.set(ok ? 1 : 0);
+      if (ok) {
+        lastReloadTime.set(at / 1000);
+        configVersion.set(version);
+      }
+    },
+    certificateExpiry(name, notAfterMs) {
+      certExpiry.set({ name }, notAfterMs / 1000);
+    },
+  };
+}
+
+/** Registers the process_* metrics that are true for this process (Linux adds fd counts). */
+function registerProcessMetrics(registry: Registry): void {
+  const registers = [registry];
+  new Counter({
+    name: "process_cpu_seconds_total",
+    help: "Total user and system CPU time spent in seconds",
+    registers,
+    collect() {
+      const u = process.cpuUsage();
+      this.reset();
+      this.inc((u.user + u.system) / 1e6);
+    },
+  });
+  new Gauge({
+    name: "process_resident_memory_bytes",
+    help: "Resident memory size in bytes",
+    registers,
+    collect() {
+      this.set(Deno.memoryUsage().rss);
+    },
+  });
+  new Gauge({
+    name: "process_start_time_seconds",
+    help: "Start time of the process since the Unix epoch in seconds",
+    registers,
+  }).set(Math.round(performance.timeOrigin) / 1000);
+  if (Deno.build.os !== "linux") return;
+  new Gauge({
+    name: "process_open_fds",
+    help: "Number of open file descriptors",
+    registers,
+    collect() {
+      let n = 0;
+      try {
+        for (const _ of Deno.readDirSync("/proc/self/fd")) n++;
+      } catch {
+        return;
+      }
+      this.set(n);
+    },
+  });
+  const maxFds = readMaxFds();
+  if (maxFds !== null) {
+    new Gauge({
+      name: "process_max_fds",
+      help: "Maximum number of open file descriptors",
+      registers,
+    }).set(maxFds);
+  }
+}
+
+function readMaxFds(): number | null {
+  try {
+    const limits = Deno.readTextFileSync("/proc/self/limits");
+    const m = /^Max open files\s+(\d+)/m.exec(limits);
+    return m ? Number(m[1]) : null;
+  } catch {
+    return null;
+  }
+}

@@ -1,0 +1,116 @@
+import assert from "node:assert/strict";
+import { createPromMetrics, methodLabel } from "./metrics_prom.ts";
+
+/** The sample lines of an exposition (no comments), as "name{labels} value". */
+function samples(text: string): string[] {
+  return text.split("\n").filter((l) => l && !l.startsWith("#"));
+}
+
+function value(text: string, series: string): number | undefined {
+  const line = samples(text).find((l) => l.startsWith(series + " "));
+  return line === undefined ? undefined : Number(line.slice(series.length + 1));
+}
+
+Deno.test("createPromMetrics exports request histograms with _bucket series, not summaries", async () => {
+  const m = createPromMetrics({ version: "1.2.3" });
+  m.request("/api", "GET", 200, 0.003);
+  m.request("/api", "GET", 200, 0.2);
+  m.request("/api", "GET", 502, 0.01);
+  const t = await m.text();
+  assert.match(t, /^# TYPE prox_request_duration_seconds histogram$/m);
+  assert.doesNotMatch(t, /summary/);
+  assert.equal(value(t, 'prox_requests_total{route="/api",method="GET",status="200"}'), 2);
+  assert.equal(value(t, 'prox_requests_total{route="/api",method="GET",status="502"}'), 1);
+  assert.equal(
+    value(t, 'prox_request_duration_seconds_bucket{le="0.005",route="/api",method="GET"}'),
+    1,
+  );
+  assert.equal(
+    value(t, 'prox_request_duration_seconds_bucket{le="+Inf",route="/api",method="GET"}'),
+    3,
+  );
+  assert.equal(value(t, 'prox_request_duration_seconds_count{route="/api",method="GET"}'), 3);
+  assert.equal(value(t, 'prox_build_info{version="1.2.3",deno="' + Deno.version.deno + '"}'), 1);
+});
+
+Deno.test("createPromMetrics bounds the method label", async () => {
+  assert.equal(methodLabel("GET"), "GET");
+  assert.equal(methodLabel("FOOBAR"), "OTHER");
+  const m = createPromMetrics({ processMetrics: false });
+  for (let i = 0; i < 50; i++) m.request("/", `X${i}`, 405, 0.001);
+  const t = await m.text();
+  assert.equal(value(t, 'prox_requests_total{route="/",method="OTHER",status="405"}'), 50);
+  assert.equal(samples(t).filter((l) => l.startsWith("prox_requests_total")).length, 1);
+});
+
+Deno.test("createPromMetrics has backend health from start-up and drops removed backends", async () => {
+  const m = createPromMetrics({ processMetrics: false });
+  m.backendsConfigured(["http://a:1", "http://b:2"]);
+  let t = await m.text();
+  assert.equal(value(t, 'prox_backend_health_status{backend="http://a:1"}'), 1);
+  assert.equal(value(t, 'prox_backend_health_status{backend="http://b:2"}'), 1);
+  m.backendHealth("http://b:2", false);
+  // A reload keeps b's known state and drops a.
+  m.backendsConfigured(["http://b:2", "http://c:3"]);
+  t = await m.text();
+  assert.equal(value(t, 'prox_backend_health_status{backend="http://a:1"}'), undefined);
+  assert.equal(value(t, 'prox_backend_health_status{backend="http://b:2"}'), 0);
+  assert.equal(value(t, 'prox_backend_health_status{backend="http://c:3"}'), 1);
+});
+
+Deno.test("createPromMetrics records backends, limits, retries, ejections, websockets, reloads, certs", async () => {
+  const m = createPromMetrics({ processMetrics: false });
+  m.backendRequest("http://a:1", "/api", 200, 0.02);
+  m.backendRequest("http://a:1", "/api", 599, 5);
+  m.rateLimit("/api", "limited");
+  m.retry("/api", "connect");
+  m.ejection("http://a:1");
+  m.connectionOpened("websocket");
+  m.connectionOpened("h2");
+  m.connectionOpened("h2");
+  m.connectionClosed("h2");
+  m.websocketMessageTooBig("/ws");
+  m.configReload({ ok: true, version: 2, at: 1_700_000_000_000 });
+  m.configReload({ ok: false, version: 2, at: 1_700_000_100_000 });
+  m.certificateExpiry("main", 1_800_000_000_000);
+  const t = await m.text();
+  assert.equal(
+    value(t, 'prox_backend_requests_total{backend="http://a:1",route="/api",status="599"}'),
+    1,
+  );
+  assert.equal(
+    value(t, 'prox_backend_request_duration_seconds_count{backend="http://a:1",route="/api"}'),
+    2,
+  );
+  assert.equal(value(t, 'prox_rate_limit_hits_total{route="/api",action="limited"}'), 1);
+  assert.equal(value(t, 'prox_retries_total{route="/api",reason="connect"}'), 1);
+  assert.equal(value(t, 'prox_backend_ejections_total{backend="http://a:1"}'), 1);
+  assert.equal(value(t, 'prox_active_connections{protocol="websocket"}'), 1);
+  assert.equal(value(t, 'prox_active_connections{protocol="h2"}'), 1);
+  assert.equal(value(t, 'prox_active_connections{protocol="h3"}'), 0);
+  assert.equal(value(t, "prox_websocket_connections_total"), 1);
+  assert.equal(value(t, 'prox_websocket_messages_too_big_total{route="/ws"}'), 1);
+  assert.equal(value(t, 'prox_config_reload_total{result="success"}'), 1);
+  assert.equal(value(t, 'prox_config_reload_total{result="failure"}'), 1);
+  assert.equal(value(t, "prox_config_last_reload_successful"), 0);
+  assert.equal(value(t, "prox_config_last_reload_success_timestamp_seconds"), 1_700_000_000);
+  assert.equal(value(t, "prox_config_version"), 2);
+  assert.equal(
+    value(t, 'prox_tls_certificate_expiry_timestamp_seconds{name="main"}'),
+    1_800_000_000,
+  );
+});
+
+Deno.test("createPromMetrics exports true process metrics and no nodejs_* defaults", async () => {
+  const m = createPromMetrics();
+  const t = await m.text();
+  assert.doesNotMatch(t, /nodejs_/);
+  assert.ok(value(t, "process_resident_memory_bytes")! > 1_000_000);
+  assert.ok(value(t, "process_cpu_seconds_total")! > 0);
+  const start = value(t, "process_start_time_seconds")!;
+  assert.ok(Math.abs(start - performance.timeOrigin / 1000) < 1, String(start));
+  if (Deno.build.os === "linux") {
+    assert.ok(value(t, "process_open_fds")! >= 3);
+    assert.ok(value(t, "process_max_fds")! >= 64);
+  }
+});
