@@ -1,0 +1,148 @@
+// Logs as JSON lines: the Logger port (warn and error to stderr, the rest to stdout) and the
+// access log (one line per request: JSON, or Common/Combined Log Format as Apache and nginx
+// write them). Lines are written synchronously so none is lost when the process dies.
+
+import type { AccessRecord, Logger, LogLevel, Protocol } from "../ports.ts";
+
+/** Where a line goes; the default writes to Deno.stdout / Deno.stderr. */
+export type LineSink = (line: string, stream: "stdout" | "stderr") => void;
+
+/** Access log formats: `json` lines, or the NCSA Common/Combined Log Formats. */
+export type AccessLogFormat = "json" | "common" | "combined";
+
+const ORDER: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error: 40 };
+
+const encoder = new TextEncoder();
+
+/** Writes each line with one synchronous write to stdout or stderr. */
+export const stdioSink: LineSink = (line, stream) => {
+  const bytes = encoder.encode(line);
+  const out = stream === "stderr" ? Deno.stderr : Deno.stdout;
+  let off = 0;
+  while (off < bytes.length) off += out.writeSync(bytes.subarray(off));
+};
+
+/** True when `s` names a log level. */
+export function isLogLevel(s: unknown): s is LogLevel {
+  return typeof s === "string" && s in ORDER;
+}
+
+/**
+ * The effective level: the `PROX_LOG_LEVEL` environment variable (set by `--log-level` too)
+ * wins over the config's `log.level`; the default is info (start-up, reloads, warnings, errors).
+ */
+export function resolveLogLevel(opts: { env?: string; config?: LogLevel }): LogLevel {
+  if (isLogLevel(opts.env)) return opts.env;
+  return opts.config ?? "info";
+}
+
+/** JSON.stringify that keeps Error messages and never throws (cycles, BigInt). */
+function toJson(obj: Record<string, unknown>): string {
+  try {
+    return JSON.stringify(obj, (_k, v) => {
+      if (v instanceof Error) return { name: v.name, message: v.message };
+      if (typeof v === "bigint") return v.toString();
+      return v;
+    });
+  } catch (err) {
+    return JSON.stringify({
+      time: obj.time,
+      level: obj.level,
+      msg: obj.msg,
+      logError: String(err),
+    });
+  }
+}
+
+/** Creates the JSON-lines Logger; lines below `level` are dropped before any formatting. */
+export function createJsonLogger(
+  opts: { level?: LogLevel; sink?: LineSink; now?: () => number } = {},
+): Logger {
+  let envLevel: string | undefined;
+  try {
+    envLevel = Deno.env.get("PROX_LOG_LEVEL");
+  } catch {
+    envLevel = undefined; // no --allow-env: the config decides
+  }
+  const min = ORDER[resolveLogLevel({ env: envLevel, config: opts.level })];
+  const sink = opts.sink ?? stdioSink;
+  const now = opts.now ?? Date.now;
+  const log = (level: LogLevel, msg: string, fields?: Record<string, unknown>) => {
+    if (ORDER[level] < min) return;
+    const line = toJson({ time: new Date(now()).toISOString(), level, msg, ...fields });
+    sink(line + "\n", ORDER[level] >= ORDER.warn ? "stderr" : "stdout");
+  };
+  return {
+    log,
+    debug: (m, f) => log("debug", m, f),
+    info: (m, f) => log("info", m, f),
+    warn: (m, f) => log("warn", m, f),
+    error: (m, f) => log("error", m, f),
+  };
+}
+
+const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+
+/** `[10/Oct/2000:13:55:36 +0000]` in UTC, as in the NCSA formats. */
+export function clfTime(ms: number): string {
+  const d = new Date(ms);
+  const p = (n: number) => String(n).padStart(2, "0");
+  return `[${p(d.getUTCDate())}/${MONTHS[d.getUTCMonth()]}/${d.getUTCFullYear()}:` +
+    `${p(d.getUTCHours())}:${p(d.getUTCMinutes())}:${p(d.getUTCSeconds())} +0000]`;
+}
+
+const PROTO_LINE: Record<Protocol, string> = {
+  "http/1.1": "HTTP/1.1",
+  h2: "HTTP/2.0",
+  h2c: "HTTP/2.0",
+  h3: "HTTP/3.0",
+};
+
+/** Escapes a value for a quoted NCSA field: quotes, backslashes and control bytes. */
+function clfQuote(s: string | null): string {
+  if (s === null || s === "") return "-";
+  return s.replace(
+    // deno-lint-ignore no-control-regex
+    /["\\\x00-\x1f\x7f]/g,
+    (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`,
+  );
+}
+
+/** One access record in Common (or, with `combined`, Combined) Log Format, without newline. */
+export function formatClf(rec: AccessRecord, combined: boolean): string {
+  const bytes = rec.bytesOut > 0 ? String(rec.bytesOut) : "-";
+  let line = `${rec.clientIp} - - ${clfTime(rec.time)} ` +
+    `"${clfQuote(rec.method)} ${clfQuote(rec.path)} ${
+      PROTO_LINE[rec.protocol]
+    }" ${rec.status} ${bytes}`;
+  if (combined) line += ` "${clfQuote(rec.referer)}" "${clfQuote(rec.userAgent)}"`;
+  return line;
+}
+
+/** One access record as a JSON line (without newline): the AccessRecord fields, time in ISO. */
+export function formatAccessJson(rec: AccessRecord): string {
+  return toJson({
+    ...rec,
+    time: new Date(rec.time).toISOString(),
+    level: "info",
+    msg: "access",
+    durationMs: Math.round(rec.durationMs * 1000) / 1000,
+    upstreamMs: rec.upstreamMs === null ? null : Math.round(rec.upstreamMs * 1000) / 1000,
+  });
+}
+
+/** Creates the access-log writer the pipeline calls once per request (to stdout). */
+export function createAccessLog(
+  format: AccessLogFormat,
+  opts: { sink?: LineSink } = {},
+): (rec: AccessRecord) => void {
+  const sink = opts.sink ?? stdioSink;
+  switch (format) {
+    case "json":
+      return (rec) => sink(formatAccessJson(rec) + "\n", "stdout");
+    case "common":
+      return (rec) => sink(formatClf(rec, false) + "\n", "stdout");
+    case "combined":
+      return (rec) => sink(formatClf(rec, true) + "\n", "stdout");
+  }
+}

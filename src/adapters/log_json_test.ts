@@ -1,0 +1,93 @@
+import assert from "node:assert/strict";
+import {
+  clfTime,
+  createAccessLog,
+  createJsonLogger,
+  formatClf,
+  resolveLogLevel,
+} from "./log_json.ts";
+import type { LineSink } from "./log_json.ts";
+import type { AccessRecord } from "../ports.ts";
+
+function capture(): { lines: [string, string][]; sink: LineSink } {
+  const lines: [string, string][] = [];
+  return { lines, sink: (line, stream) => lines.push([stream, line]) };
+}
+
+const REC: AccessRecord = {
+  time: Date.UTC(2026, 10, 25, 21, 5, 9),
+  requestId: "abc-1",
+  clientIp: "192.0.2.7",
+  method: "GET",
+  host: "example.com",
+  path: '/a "b"',
+  status: 200,
+  bytesIn: 0,
+  bytesOut: 1234,
+  durationMs: 1.23456,
+  route: "/",
+  upstream: "http://10.0.0.1:8080",
+  upstreamStatus: 200,
+  upstreamMs: 1.1,
+  protocol: "h2",
+  tls: true,
+  retries: 0,
+  userAgent: "curl/8",
+  referer: null,
+};
+
+Deno.test("createJsonLogger writes JSON lines, warn and error to stderr, drops below level", () => {
+  const { lines, sink } = capture();
+  const log = createJsonLogger({ level: "info", sink, now: () => 0 });
+  log.debug("hidden");
+  log.info("Prox listening", { addr: "127.0.0.1:3000" });
+  log.error("Boom", { error: new Error("bad thing"), n: 10n });
+  assert.equal(lines.length, 2);
+  assert.equal(lines[0][0], "stdout");
+  assert.deepEqual(JSON.parse(lines[0][1]), {
+    time: "1970-01-01T00:00:00.000Z",
+    level: "info",
+    msg: "Prox listening",
+    addr: "127.0.0.1:3000",
+  });
+  assert.equal(lines[1][0], "stderr");
+  const err = JSON.parse(lines[1][1]);
+  assert.deepEqual(err.error, { name: "Error", message: "bad thing" });
+  assert.equal(err.n, "10");
+  assert.ok(lines.every(([, l]) => l.endsWith("\n") && !l.slice(0, -1).includes("\n")));
+});
+
+Deno.test("resolveLogLevel: env (and --log-level) beats config, default info", () => {
+  assert.equal(resolveLogLevel({}), "info");
+  assert.equal(resolveLogLevel({ config: "warn" }), "warn");
+  assert.equal(resolveLogLevel({ env: "debug", config: "warn" }), "debug");
+  assert.equal(resolveLogLevel({ env: "loud", config: "error" }), "error");
+});
+
+Deno.test("createAccessLog json writes one line with every AccessRecord field", () => {
+  const { lines, sink } = capture();
+  createAccessLog("json", { sink })(REC);
+  assert.equal(lines.length, 1);
+  const o = JSON.parse(lines[0][1]);
+  for (const k of Object.keys(REC)) assert.ok(k in o, `missing ${k}`);
+  assert.equal(o.time, "2026-11-25T21:05:09.000Z");
+  assert.equal(o.requestId, "abc-1");
+  assert.equal(o.durationMs, 1.235);
+  assert.equal(o.referer, null);
+  assert.equal(o.msg, "access");
+});
+
+Deno.test("formatClf writes Common and Combined Log Format with escaped quotes", () => {
+  assert.equal(clfTime(REC.time), "[25/Nov/2026:21:05:09 +0000]");
+  assert.equal(
+    formatClf(REC, false),
+    '192.0.2.7 - - [25/Nov/2026:21:05:09 +0000] "GET /a \\x22b\\x22 HTTP/2.0" 200 1234',
+  );
+  assert.equal(
+    formatClf({ ...REC, bytesOut: 0 }, true),
+    '192.0.2.7 - - [25/Nov/2026:21:05:09 +0000] "GET /a \\x22b\\x22 HTTP/2.0" 200 - "-" "curl/8"',
+  );
+  const { lines, sink } = capture();
+  createAccessLog("combined", { sink })(REC);
+  assert.match(lines[0][1], /"curl\/8"\n$/);
+});
