@@ -1,0 +1,196 @@
+// The admin listener: a Hono app on its own Deno.serve, off the public port (127.0.0.1:9090 by
+// default). Metrics, health and readiness probes, the effective config with secrets redacted,
+// reload, a status JSON and a self-contained status page. Everything except the two probes needs
+// the bearer token when one is configured (HTTP Basic with the token as password also works, so
+// a browser can open the status page).
+
+import { Hono } from "hono";
+import type { Logger } from "../ports.ts";
+import type { ListenAddr } from "../config/listen.ts";
+import { statusPage } from "./admin_page.ts";
+import type { StatusJson } from "./admin_status.ts";
+
+/** The outcome of `POST /config/reload` as the server reports it. */
+export interface AdminReloadResult {
+  ok: boolean;
+  version: number;
+  at: number;
+  issues: readonly unknown[];
+}
+
+/** What the admin app needs from the server; the admin's own contract. */
+export interface AdminCallbacks {
+  status(): StatusJson;
+  reload(): Promise<AdminReloadResult>;
+  /** Listeners up, config loaded, not draining. */
+  ready(): boolean;
+  /** The resolved config; the admin app redacts secrets before sending it. */
+  effectiveConfig(): unknown;
+  metricsText(): Promise<string>;
+  metricsContentType?: string;
+}
+
+/** A running admin listener. */
+export interface AdminListener {
+  readonly hostname: string;
+  readonly port: number;
+  shutdown(): Promise<void>;
+}
+
+const SECRET_KEY = /token|password|passwd|secret|authorization|cookie|credential|api[-_]?key/i;
+const REDACTED = "[redacted]";
+
+/**
+ * Copies a config with secret values replaced: keys that name secrets (token, password,
+ * authorization…) and passwords inside URLs (`redis://:pw@host`).
+ */
+export function redactSecrets(value: unknown, key = ""): unknown {
+  if (key && SECRET_KEY.test(key) && value !== null && typeof value !== "object") {
+    return REDACTED;
+  }
+  if (Array.isArray(value)) return value.map((v) => redactSecrets(v));
+  if (value !== null && typeof value === "object") {
+    const out: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(value)) out[k] = redactSecrets(v, k);
+    return out;
+  }
+  if (typeof value === "string" && /^[a-z][a-z0-9+.-]*:\/\/[^/@]*:[^/@]*@/i.test(value)) {
+    return value.replace(/^([a-z][a-z0-9+.-]*:\/\/[^/@:]*):[^/@]*@/i, `$1:${REDACTED}@`);
+  }
+  return value;
+}
+
+const encoder = new TextEncoder();
+
+/** Compares two secrets in time independent of where they differ. */
+export function safeEqual(a: string, b: string): boolean {
+  const x = encoder.encode(a);
+  const y = encoder.encode(b);
+  let diff = x.length ^ y.length;
+  for (let i = 0; i < Math.max(x.length, y.length); i++) diff |= (x[i] ?? 0) ^ (y[i] ?? 0);
+  return diff === 0;
+}
+
+/** True when the Authorization header carries `token` (Bearer, or Basic with it as password). */
+export function authorized(header: string | undefined, token: string): boolean {
+  if (!header) return false;
+  const [scheme, cred = ""] = header.trim().split(/\s+/, 2);
+  if (/^bearer$/i.test(scheme)) return safeEqual(cred, token);
+  if (/^basic$/i.test(scheme)) {
+    let decoded: string;
+    try {
+      decoded = atob(cred);
+    } catch {
+      return false;
+    }
+    return safeEqual(decoded.slice(decoded.indexOf(":") + 1), token);
+  }
+  return false;
+}
+
+function originHost(origin: string): string | null {
+  try {
+    return new URL(origin).host;
+  } catch {
+    return null;
+  }
+}
+
+/** Builds the admin Hono app; `token` (when set) guards all but /healthz and /readyz. */
+export function createAdminApp(
+  cb: AdminCallbacks,
+  opts: { token?: string | (() => string | undefined); logger?: Logger } = {},
+): Hono {
+  const tokenOf = typeof opts.token === "function" ? opts.token : () => opts.token as string;
+  const app = new Hono();
+  const open = new Set(["/healthz", "/readyz"]);
+
+  app.use("*", async (c, next) => {
+    const token = tokenOf();
+    c.header("cache-control", "no-store");
+    c.header("x-content-type-options", "nosniff");
+    if (
+      token && !open.has(c.req.path) && !authorized(c.req.header("authorization"), token)
+    ) {
+      c.header("www-authenticate", 'Bearer realm="prox-admin", Basic realm="prox-admin"');
+      return c.json({ error: "Unauthorized: send Authorization: Bearer <admin.token>" }, 401);
+    }
+    // A browser holding Basic credentials must not be driven into a reload by another site.
+    const origin = c.req.header("origin");
+    if (c.req.method === "POST" && origin && originHost(origin) !== c.req.header("host")) {
+      return c.json({ error: "Forbidden: cross-origin request" }, 403);
+    }
+    return await next();
+  });
+
+  app.get("/healthz", (c) => c.text("ok\n"));
+  app.get("/readyz", (c) => cb.ready() ? c.text("ready\n") : c.text("not ready\n", 503));
+  app.get("/metrics", async (c) => {
+    const body = await cb.metricsText();
+    return c.body(body, 200, {
+      "content-type": cb.metricsContentType ?? "text/plain; version=0.0.4; charset=utf-8",
+    });
+  });
+  app.get("/config", (c) => c.json(redactSecrets(cb.effectiveConfig()) as object));
+  app.post("/config/reload", async (c) => {
+    const r = await cb.reload();
+    opts.logger?.info("Reload requested through the admin API", { ok: r.ok, version: r.version });
+    return c.json(r, r.ok ? 200 : 422);
+  });
+  app.get("/status", (c) => c.json(cb.status()));
+  app.get("/", (c) => {
+    const nonce = crypto.randomUUID().replaceAll("-", "");
+    c.header(
+      "content-security-policy",
+      `default-src 'none'; script-src 'nonce-${nonce}'; style-src 'nonce-${nonce}'; ` +
+        "connect-src 'self'; frame-ancestors 'none'",
+    );
+    return c.html(statusPage(cb.status(), { nonce }));
+  });
+  app.notFound((c) =>
+    c.json({
+      error: `Not found: ${c.req.method} ${c.req.path}`,
+      endpoints: [
+        "GET /",
+        "GET /status",
+        "GET /metrics",
+        "GET /healthz",
+        "GET /readyz",
+        "GET /config",
+        "POST /config/reload",
+      ],
+    }, 404)
+  );
+  app.onError((err, c) => {
+    opts.logger?.error("Admin request failed", { path: c.req.path, error: String(err) });
+    return c.json({ error: "Internal error" }, 500);
+  });
+  return app;
+}
+
+/** Starts the admin app on its own listener. */
+export function startAdmin(
+  addr: ListenAddr,
+  opts: { callbacks: AdminCallbacks; token?: string | (() => string | undefined); logger: Logger },
+): AdminListener {
+  const app = createAdminApp(opts.callbacks, { token: opts.token, logger: opts.logger });
+  const server = Deno.serve({
+    hostname: addr.hostname,
+    port: addr.port,
+    onListen() {},
+    onError(err) {
+      opts.logger.error("Admin request failed", { error: String(err) });
+      return new Response("Internal error\n", { status: 500 });
+    },
+  }, (req) => app.fetch(req));
+  opts.logger.info("Admin listening", {
+    addr: `${server.addr.hostname}:${server.addr.port}`,
+    auth: (typeof opts.token === "function" ? opts.token() : opts.token) ? "bearer token" : "none",
+  });
+  let done: Promise<void> | null = null;
+  return {
+    hostname: server.addr.hostname,
+    port: server.addr.port,
+    shutdown: () => done ??= server.shutdown(),
+  };
+}

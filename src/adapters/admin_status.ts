@@ -1,0 +1,181 @@
+// What `GET /status` and the status page show, and where it comes from: the snapshot (routes,
+// targets), a recorder that sits on the Metrics port and remembers each backend's last health
+// change with its reason and each certificate's expiry, and the server's reload history.
+
+import { X509Certificate } from "node:crypto";
+import type { Metrics } from "../ports.ts";
+import type { Snapshot } from "../proxy/snapshot.ts";
+import { parseRouteKey } from "../domain/router.ts";
+
+/** One upstream target and its health as last reported. */
+export interface UpstreamStatus {
+  url: string;
+  routes: string[];
+  /** null until a health report arrives (health checks off: assumed up). */
+  healthy: boolean | null;
+  /** When the current state began (ms since the epoch), if known. */
+  since: number | null;
+  /** Why the last state change happened, e.g. "3 failed probes: connection refused". */
+  reason: string | null;
+}
+
+/** One route as configured. */
+export interface RouteStatus {
+  id: string;
+  type: string;
+  prefix: string;
+  hosts: string[];
+  targets: string[];
+  rateLimit: string | null;
+}
+
+/** The JSON of `GET /status`. */
+export interface StatusJson {
+  prox: { version: string; deno: string; pid: number; startedAt: number; uptimeSeconds: number };
+  ready: boolean;
+  draining: boolean;
+  config: {
+    version: number;
+    lastReload: { ok: boolean; at: number; version: number; errors: string[] } | null;
+  };
+  listeners: { name: string; addr: string; tls: boolean }[];
+  routes: RouteStatus[];
+  upstreams: UpstreamStatus[];
+  /** Keys held by each route's rate limiter (the memory it uses), when known. */
+  limiterKeys: Record<string, number>;
+  certificates: { name: string; notAfter: number; daysLeft: number }[];
+}
+
+/** Records health changes and certificate expiry while passing every call to `inner`. */
+export interface StatusRecorder {
+  readonly metrics: Metrics;
+  health(url: string): { healthy: boolean; since: number; reason: string | null } | undefined;
+  certificates(): Map<string, number>;
+}
+
+/** Wraps a Metrics so the status page sees what the metrics see; bounded by configured targets. */
+export function createStatusRecorder(inner: Metrics, opts: { now: () => number }): StatusRecorder {
+  const health = new Map<string, { healthy: boolean; since: number; reason: string | null }>();
+  const certs = new Map<string, number>();
+  const configured = new Set<string>();
+  const metrics: Metrics = {
+    ...inner,
+    backendHealth(backend, healthy, reason) {
+      inner.backendHealth(backend, healthy);
+      const prev = health.get(backend);
+      if (prev && prev.healthy === healthy) return;
+      if (!configured.has(backend) && health.size >= 10_000) return;
+      health.set(backend, { healthy, since: opts.now(), reason: reason ?? null });
+    },
+    backendsConfigured(backends) {
+      inner.backendsConfigured(backends);
+      configured.clear();
+      for (const b of backends) configured.add(b);
+      for (const b of health.keys()) if (!configured.has(b)) health.delete(b);
+    },
+    certificateExpiry(name, notAfterMs) {
+      inner.certificateExpiry(name, notAfterMs);
+      if (certs.has(name) || certs.size < 1000) certs.set(name, notAfterMs);
+    },
+  };
+  return { metrics, health: (url) => health.get(url), certificates: () => certs };
+}
+
+/** The notAfter of the first certificate in a PEM chain (ms), or null when it cannot be read. */
+export function certificateNotAfter(pem: string): number | null {
+  try {
+    const t = Date.parse(new X509Certificate(pem).validTo);
+    return Number.isFinite(t) ? t : null;
+  } catch {
+    return null;
+  }
+}
+
+function describeLimit(route: Snapshot["config"]["routes"][string]): string | null {
+  if (!("rate_limit" in route) || !route.rate_limit) return null;
+  const r = route.rate_limit;
+  return `${r.requests} per ${r.period / 1000}s by ${r.by} (${r.algorithm})`;
+}
+
+/** Assembles the status JSON from the snapshot and the runtime views. */
+export function buildStatus(
+  snapshot: Snapshot,
+  opts: {
+    recorder: StatusRecorder;
+    now: number;
+    startedAt: number;
+    version: string;
+    ready: boolean;
+    draining: boolean;
+    lastReload: { ok: boolean; at: number; version: number; issues: readonly unknown[] } | null;
+    listeners: { name: string; addr: string; tls: boolean }[];
+    limiterKeys?: Record<string, number>;
+  },
+): StatusJson {
+  const routes: RouteStatus[] = [];
+  const byTarget = new Map<string, string[]>();
+  for (const [id, cfg] of Object.entries(snapshot.config.routes)) {
+    const targets = cfg.type === "proxy" || cfg.type === "websocket"
+      ? [cfg.target]
+      : cfg.type === "load_balance"
+      ? cfg.targets.map((t) => typeof t === "string" ? t : t.url)
+      : [];
+    const key = parseRouteKey(id);
+    routes.push({
+      id,
+      type: cfg.type,
+      prefix: key.prefix,
+      hosts: [...(key.host ? [key.host] : []), ...(cfg.hosts ?? [])],
+      targets,
+      rateLimit: describeLimit(cfg),
+    });
+    for (const t of targets) byTarget.set(t, [...(byTarget.get(t) ?? []), id]);
+  }
+  const upstreams = [...byTarget].map(([url, rs]): UpstreamStatus => {
+    const h = opts.recorder.health(url);
+    return {
+      url,
+      routes: rs,
+      healthy: h?.healthy ?? null,
+      since: h?.since ?? null,
+      reason: h?.reason ?? null,
+    };
+  });
+  const certificates = [...opts.recorder.certificates()].map(([name, notAfter]) => ({
+    name,
+    notAfter,
+    daysLeft: Math.floor((notAfter - opts.now) / 86_400_000),
+  }));
+  const r = opts.lastReload;
+  return {
+    prox: {
+      version: opts.version,
+      deno: Deno.version.deno,
+      pid: Deno.pid,
+      startedAt: opts.startedAt,
+      uptimeSeconds: Math.floor((opts.now - opts.startedAt) / 1000),
+    },
+    ready: opts.ready,
+    draining: opts.draining,
+    config: {
+      version: snapshot.version,
+      lastReload: r
+        ? { ok: r.ok, at: r.at, version: r.version, errors: r.issues.map(issueText) }
+        : null,
+    },
+    listeners: opts.listeners,
+    routes,
+    upstreams,
+    limiterKeys: opts.limiterKeys ?? {},
+    certificates,
+  };
+}
+
+function issueText(i: unknown): string {
+  if (i && typeof i === "object" && "message" in i) {
+    const o = i as { file?: string; line?: number; col?: number; path?: string; message: string };
+    const where = o.file ? `${o.file}:${o.line ?? 0}:${o.col ?? 0}: ` : "";
+    return `${where}${o.path ? `${o.path}: ` : ""}${o.message}`;
+  }
+  return String(i);
+}

@@ -1,0 +1,160 @@
+import assert from "node:assert/strict";
+import { authorized, redactSecrets, startAdmin } from "./admin.ts";
+import type { AdminCallbacks, AdminListener } from "./admin.ts";
+import { embedJson } from "./admin_page.ts";
+import type { StatusJson } from "./admin_status.ts";
+import { silentLogger } from "../ports.ts";
+
+const STATUS: StatusJson = {
+  prox: { version: "t", deno: "2", pid: 1, startedAt: 0, uptimeSeconds: 5 },
+  ready: true,
+  draining: false,
+  config: { version: 3, lastReload: null },
+  listeners: [{ name: "main", addr: "127.0.0.1:1", tls: false }],
+  routes: [{
+    id: "/api",
+    type: "proxy",
+    prefix: "/api",
+    hosts: [],
+    targets: ["http://b:1"],
+    rateLimit: null,
+  }],
+  upstreams: [{ url: "http://b:1", routes: ["/api"], healthy: true, since: 1, reason: null }],
+  limiterKeys: {},
+  certificates: [],
+};
+
+function fake(over: Partial<AdminCallbacks> = {}): AdminCallbacks & { reloads: number } {
+  const cb = {
+    reloads: 0,
+    status: () => STATUS,
+    reload() {
+      cb.reloads++;
+      return Promise.resolve({ ok: true, version: 4, at: 0, issues: [] });
+    },
+    ready: () => true,
+    effectiveConfig: () => ({
+      admin: { token: "s3cret" },
+      rate_limit_store: { url: "redis://user:pw@redis:6379/0" },
+      routes: { "/": { request_headers: { add: { Authorization: "Bearer x", "X-Ok": "1" } } } },
+    }),
+    metricsText: () => Promise.resolve("# TYPE up gauge\nup 1\n"),
+    ...over,
+  };
+  return cb;
+}
+
+async function withAdmin(
+  cb: AdminCallbacks,
+  token: string | undefined,
+  fn: (base: string) => Promise<void>,
+): Promise<void> {
+  const admin: AdminListener = startAdmin({ hostname: "127.0.0.1", port: 0 }, {
+    callbacks: cb,
+    token,
+    logger: silentLogger,
+  });
+  try {
+    await fn(`http://127.0.0.1:${admin.port}`);
+  } finally {
+    await admin.shutdown();
+  }
+}
+
+Deno.test("startAdmin serves metrics, probes, status and the page without a token", async () => {
+  await withAdmin(fake(), undefined, async (base) => {
+    const m = await fetch(`${base}/metrics`);
+    assert.equal(m.status, 200);
+    assert.match(m.headers.get("content-type")!, /^text\/plain; version=0\.0\.4/);
+    assert.equal(await m.text(), "# TYPE up gauge\nup 1\n");
+    assert.equal(await (await fetch(`${base}/healthz`)).text(), "ok\n");
+    assert.equal((await fetch(`${base}/readyz`)).status, 200);
+    const s = await (await fetch(`${base}/status`)).json();
+    assert.equal(s.routes[0].id, "/api");
+    const page = await fetch(`${base}/`);
+    assert.match(page.headers.get("content-security-policy")!, /script-src 'nonce-/);
+    const html = await page.text();
+    assert.match(html, /<title>Prox status<\/title>/);
+    assert.doesNotMatch(html, /<(script|link|img)[^>]+(src|href)=/);
+    const miss = await fetch(`${base}/nope`);
+    assert.equal(miss.status, 404);
+    assert.ok((await miss.json()).endpoints.includes("GET /metrics"));
+  });
+});
+
+Deno.test("startAdmin requires the token except on probes; Basic with the token works", async () => {
+  await withAdmin(fake({ ready: () => false }), "tok-123", async (base) => {
+    const denied = await fetch(`${base}/metrics`);
+    assert.equal(denied.status, 401);
+    assert.match(denied.headers.get("www-authenticate")!, /Basic realm/);
+    await denied.body?.cancel();
+    const wrong = await fetch(`${base}/status`, { headers: { authorization: "Bearer tok-124" } });
+    assert.equal(wrong.status, 401);
+    await wrong.body?.cancel();
+    const ok = await fetch(`${base}/status`, { headers: { authorization: "Bearer tok-123" } });
+    assert.equal(ok.status, 200);
+    await ok.body?.cancel();
+    const basic = await fetch(`${base}/`, {
+      headers: { authorization: `Basic ${btoa("admin:tok-123")}` },
+    });
+    assert.equal(basic.status, 200);
+    await basic.body?.cancel();
+    assert.equal(await (await fetch(`${base}/healthz`)).text(), "ok\n");
+    const ready = await fetch(`${base}/readyz`);
+    assert.equal(ready.status, 503);
+    await ready.body?.cancel();
+  });
+});
+
+Deno.test("startAdmin POST /config/reload reports the result and refuses cross-origin posts", async () => {
+  const cb = fake();
+  await withAdmin(cb, undefined, async (base) => {
+    const r = await fetch(`${base}/config/reload`, { method: "POST" });
+    assert.equal(r.status, 200);
+    assert.deepEqual(await r.json(), { ok: true, version: 4, at: 0, issues: [] });
+    const x = await fetch(`${base}/config/reload`, {
+      method: "POST",
+      headers: { origin: "https://evil.example" },
+    });
+    assert.equal(x.status, 403);
+    await x.body?.cancel();
+    assert.equal(cb.reloads, 1);
+  });
+  const failing = fake({
+    reload: () => Promise.resolve({ ok: false, version: 3, at: 0, issues: [{ message: "bad" }] }),
+  });
+  await withAdmin(failing, undefined, async (base) => {
+    const r = await fetch(`${base}/config/reload`, { method: "POST" });
+    assert.equal(r.status, 422);
+    assert.equal((await r.json()).issues[0].message, "bad");
+  });
+});
+
+Deno.test("startAdmin GET /config redacts tokens, auth headers and URL passwords", async () => {
+  await withAdmin(fake(), undefined, async (base) => {
+    const c = await (await fetch(`${base}/config`)).json();
+    assert.equal(c.admin.token, "[redacted]");
+    assert.equal(c.rate_limit_store.url, "redis://user:[redacted]@redis:6379/0");
+    assert.equal(c.routes["/"].request_headers.add.Authorization, "[redacted]");
+    assert.equal(c.routes["/"].request_headers.add["X-Ok"], "1");
+  });
+});
+
+Deno.test("redactSecrets and authorized edge cases", () => {
+  assert.deepEqual(redactSecrets({ a: ["http://x:y@h/", "plain"], password: 5 }), {
+    a: ["http://x:[redacted]@h/", "plain"],
+    password: "[redacted]",
+  });
+  assert.equal(authorized(undefined, "t"), false);
+  assert.equal(authorized("Bearer t", "t"), true);
+  assert.equal(authorized("bearer  t", "t"), true);
+  assert.equal(authorized("Bearer tt", "t"), false);
+  assert.equal(authorized("Basic !!!", "t"), false);
+  assert.equal(authorized(`Basic ${btoa("u:p:t")}`, "p:t"), true);
+});
+
+Deno.test("embedJson cannot close the script element", () => {
+  const s = embedJson({ x: "</script><script>alert(1)</script>" });
+  assert.ok(!s.includes("<"));
+  assert.deepEqual(JSON.parse(s), { x: "</script><script>alert(1)</script>" });
+});
