@@ -245,7 +245,7 @@ async function serveCommand(configArg: string | undefined): Promise<number> {
   }
   let server: ProxServer;
   try {
-    server = await startServer(source);
+    server = await startServer(source, { version: VERSION });
   } catch (err) {
     if (err instanceof ConfigError) {
       printIssues(err.issues);

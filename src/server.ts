@@ -11,12 +11,23 @@ import { createHandler } from "./proxy/pipeline.ts";
 import { listen } from "./adapters/http_serve.ts";
 import type { Listener } from "./adapters/http_serve.ts";
 import { createFetchClient } from "./adapters/fetch_client.ts";
-import { createLogger } from "./adapters/log_basic.ts";
+import { createAccessLog, createJsonLogger } from "./adapters/log_json.ts";
+import { createPromMetrics } from "./adapters/metrics_prom.ts";
+import { startAdmin } from "./adapters/admin.ts";
+import type { AdminListener } from "./adapters/admin.ts";
+import { buildStatus, certificateNotAfter, createStatusRecorder } from "./adapters/admin_status.ts";
 import { createDenoFileStore } from "./adapters/files_deno.ts";
 import { createRateLimitStores, limiterIds } from "./adapters/rate_limit_stores.ts";
 import type { RateLimitStores } from "./adapters/rate_limit_stores.ts";
-import type { Clock, FileStore, Handler, Logger, Metrics, UpstreamClient } from "./ports.ts";
-import { noopMetrics } from "./ports.ts";
+import type {
+  AccessRecord,
+  Clock,
+  FileStore,
+  Handler,
+  Logger,
+  Metrics,
+  UpstreamClient,
+} from "./ports.ts";
 
 /** Where the config comes from: a file, or embedded text when no file exists. */
 export type ConfigSource = { path: string } | { text: string; name: string };
@@ -41,6 +52,8 @@ export interface ProxServer {
   /** Graceful: stop accepting, let in-flight requests finish up to shutdown_timeout. */
   shutdown(): Promise<void>;
   readonly handler: Handler;
+  /** The admin listener, when `admin` is configured. */
+  readonly admin: AdminListener | null;
 }
 
 /** Thrown when the initial config cannot be loaded; carries the located issues. */
@@ -95,14 +108,27 @@ export async function startServer(
     files?: FileStore;
     /** Rate-limit counters to reuse (e.g. across restarts in tests); created when absent. */
     rateLimits?: RateLimitStores;
+    /** Shown in /status and prox_build_info. */
+    version?: string;
   } = {},
 ): Promise<ProxServer> {
   const first = await loadSource(source);
   if (!first.config) throw new ConfigError(first.issues);
   let config = first.config;
-  const logger = opts.logger ?? createLogger({ level: config.log.level });
+  const logger = opts.logger ?? createJsonLogger({ level: config.log.level });
   for (const w of first.issues) logger.warn("Config warning", { issue: w.message, path: w.path });
-  const metrics = opts.metrics ?? noopMetrics;
+  const startedAt = Date.now();
+  const prom = opts.metrics ? null : createPromMetrics({ version: opts.version });
+  const recorder = createStatusRecorder(opts.metrics ?? prom!, { now: Date.now });
+  const metrics = recorder.metrics;
+  // An injected logger (tests, embedding) also receives the access records, as "access" lines.
+  const accessLogFor = (c: Config) =>
+    c.log.access_log === false
+      ? undefined
+      : opts.logger
+      ? (rec: AccessRecord) => logger.info("access", { ...rec })
+      : createAccessLog(c.log.access_log === true ? "json" : c.log.access_log);
+  let accessLog = accessLogFor(config);
   const upstream = opts.upstream ?? createFetchClient();
   const files: FileStore = opts.files ?? createDenoFileStore();
 
@@ -130,7 +156,24 @@ export async function startServer(
     metrics,
     rateLimits,
     draining: () => draining,
+    access: (rec: AccessRecord) => accessLog?.(rec),
   });
+  const targetsOf = (
+    snap: Snapshot,
+  ) => [...new Set(snap.router.entries.flatMap((e) => e.value.targets))];
+  metrics.backendsConfigured(targetsOf(current));
+  metrics.configReload({ ok: true, version, at: startedAt });
+  const metricsText = () => prom ? prom.text() : Promise.resolve("");
+  // `/metrics` on the traffic port only when configured (the seed always exposed it there).
+  const serveHandler: Handler = (req, info) => {
+    const m = config.metrics;
+    if (m.on_main_listener && req.method === "GET" && new URL(req.url).pathname === m.path) {
+      return metricsText().then((t) =>
+        new Response(t, { headers: { "content-type": prom?.contentType ?? "text/plain" } })
+      );
+    }
+    return handler(req, info);
+  };
 
   const main = parseListenAddr(config.listen_addr);
   if (typeof main === "string") throw new Error(main);
@@ -140,7 +183,9 @@ export async function startServer(
       key: await Deno.readTextFile(config.tls.key_path),
     }
     : undefined;
-  const listeners: Listener[] = [listen(main, { handler, logger, ...tls })];
+  const listeners: Listener[] = [listen(main, { handler: serveHandler, logger, ...tls })];
+  const notAfter = tls ? certificateNotAfter(tls.cert) : null;
+  if (notAfter !== null) metrics.certificateExpiry(config.tls?.cert_path ?? "main", notAfter);
   if (config.http_redirect) {
     const addr = parseListenAddr(config.http_redirect.listen_addr);
     if (typeof addr === "string") throw new Error(addr);
@@ -156,11 +201,52 @@ export async function startServer(
     tls: Boolean(tls),
     routes: Object.keys(config.routes).length,
   });
+  let admin: AdminListener | null = null;
+  if (config.admin) {
+    const addr = parseListenAddr(config.admin.listen_addr);
+    if (typeof addr === "string") throw new Error(addr);
+    admin = startAdmin(addr, {
+      logger,
+      token: () => config.admin?.token,
+      callbacks: {
+        ready: () => !draining,
+        reload: () => server.reload(),
+        effectiveConfig: () => config,
+        metricsText,
+        metricsContentType: prom?.contentType,
+        status: () =>
+          buildStatus(current, {
+            recorder,
+            now: Date.now(),
+            startedAt,
+            version: opts.version ?? "dev",
+            ready: !draining,
+            draining,
+            lastReload: last,
+            listeners: [
+              ...listeners.map((l, i) => ({
+                name: i === 0 ? "main" : "http_redirect",
+                addr: `${l.hostname}:${l.port}`,
+                tls: l.tls,
+              })),
+              { name: "admin", addr: `${admin!.hostname}:${admin!.port}`, tls: false },
+            ],
+            limiterKeys: Object.fromEntries(
+              current.router.entries.filter((e) => e.value.rateLimit).map((e) => [
+                e.value.id,
+                rateLimits.memory.keyCount(e.value.rateLimit!.id),
+              ]),
+            ),
+          }),
+      },
+    });
+  }
 
-  return {
+  const server: ProxServer = {
     port: listeners[0].port,
     listeners,
     handler,
+    admin,
     snapshot: () => current,
     lastReload: () => last,
     async reload(): Promise<ReloadResult> {
@@ -169,6 +255,7 @@ export async function startServer(
         const next = await loadSource(source);
         if (!next.config) {
           last = { ok: false, version, issues: next.issues, at };
+          metrics.configReload(last);
           logger.error("Reload rejected; the current config keeps serving", {
             issues: next.issues.filter((i) => i.severity === "error").map((i) =>
               `${i.file}:${i.line}:${i.col}: ${i.path}: ${i.message}`
@@ -190,6 +277,9 @@ export async function startServer(
           limiterIds(snap.router.entries.map((e) => e.value)),
         );
         last = { ok: true, version, issues: next.issues, at };
+        accessLog = accessLogFor(config);
+        metrics.backendsConfigured(targetsOf(snap));
+        metrics.configReload(last);
         logger.info("Config reloaded", { version });
         return last;
       } catch (err) {
@@ -206,6 +296,7 @@ export async function startServer(
           }],
           at,
         };
+        metrics.configReload(last);
         logger.error("Reload failed; the current config keeps serving", {
           error: last.issues[0].message,
         });
@@ -226,8 +317,10 @@ export async function startServer(
       }
       await upstream.close();
       if (!opts.rateLimits) await rateLimits.close();
+      await admin?.shutdown();
     },
   };
+  return server;
 }
 
 /** The plain-HTTP listener's answer: 308 to https, except ACME HTTP-01 challenges. */

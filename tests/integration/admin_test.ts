@@ -1,0 +1,202 @@
+// The admin listener through a real Prox: metrics after real traffic, status, redacted config,
+// reload through the API (accepted and rejected), readiness while draining, access log lines.
+import assert from "node:assert/strict";
+import { startUpstream, waitFor } from "../_harness.ts";
+import { startServer } from "../../src/server.ts";
+import type { ProxServer } from "../../src/server.ts";
+import { silentLogger } from "../../src/ports.ts";
+import type { Logger } from "../../src/ports.ts";
+
+const TOKEN = "admin-secret-token";
+const auth = { authorization: `Bearer ${TOKEN}` };
+
+function configYaml(upstream: string, extra = ""): string {
+  return `listen_addr: "127.0.0.1:0"
+admin:
+  listen_addr: "127.0.0.1:0"
+  token: "${TOKEN}"
+health_check: { enabled: false }
+routes:
+  "/api":
+    type: proxy
+    target: "${upstream}"
+    rate_limit: { by: ip, requests: 100, period: 1m }
+${extra}`;
+}
+
+async function withProx(
+  yaml: string,
+  fn: (p: ProxServer, file: string) => Promise<void>,
+  logger: Logger = silentLogger,
+): Promise<void> {
+  const file = await Deno.makeTempFile({ suffix: ".yaml" });
+  await Deno.writeTextFile(file, yaml);
+  const server = await startServer({ path: file }, { logger, version: "test" });
+  try {
+    await fn(server, file);
+  } finally {
+    await server.shutdown();
+    await Deno.remove(file);
+  }
+}
+
+async function get(url: string, headers: HeadersInit = auth): Promise<Response> {
+  return await fetch(url, { headers });
+}
+
+Deno.test("admin /metrics counts real traffic by route id, never the raw path", async () => {
+  await using up = await startUpstream(() => new Response("hi"));
+  await withProx(configYaml(up.url), async (p) => {
+    const admin = `http://127.0.0.1:${p.admin!.port}`;
+    for (const path of ["/api/a", "/api/b?x=1", "/api/c/d"]) {
+      await (await fetch(`http://127.0.0.1:${p.port}${path}`)).text();
+    }
+    // Not exposed on the traffic port unless configured.
+    const onMain = await fetch(`http://127.0.0.1:${p.port}/metrics`);
+    assert.equal(onMain.status, 404);
+    await onMain.body?.cancel();
+    const denied = await get(`${admin}/metrics`, {});
+    assert.equal(denied.status, 401);
+    await denied.body?.cancel();
+    const text = await (await get(`${admin}/metrics`)).text();
+    assert.match(text, /^prox_requests_total\{route="\/api",method="GET",status="200"\} 3$/m);
+    assert.match(
+      text,
+      /^prox_request_duration_seconds_bucket\{le="\+Inf",route="\/api",method="GET"\} 3$/m,
+    );
+    assert.match(
+      text,
+      new RegExp(
+        `^prox_backend_requests_total\\{backend="${up.url}",route="/api",status="200"\\} 3$`,
+        "m",
+      ),
+    );
+    // Present from start-up even though health checks are off and nothing changed state.
+    assert.match(text, new RegExp(`^prox_backend_health_status\\{backend="${up.url}"\\} 1$`, "m"));
+    assert.match(text, /^prox_rate_limit_hits_total\{route="\/api",action="allowed"\} 3$/m);
+    assert.match(text, /^prox_config_version 1$/m);
+    assert.doesNotMatch(text, /\/api\/a|\/api\/c/);
+  });
+});
+
+Deno.test("admin /metrics can also be served on the main listener when configured", async () => {
+  await using up = await startUpstream(() => new Response("hi"));
+  const yaml = configYaml(up.url) + `metrics: { on_main_listener: true, path: "/_prox/metrics" }\n`;
+  await withProx(yaml, async (p) => {
+    const res = await fetch(`http://127.0.0.1:${p.port}/_prox/metrics`);
+    assert.equal(res.status, 200);
+    assert.match(await res.text(), /# TYPE prox_requests_total counter/);
+  });
+});
+
+Deno.test("admin /status, /config and the reload API reflect the running config", async () => {
+  await using up = await startUpstream(() => new Response("hi"));
+  await withProx(configYaml(up.url), async (p, file) => {
+    const admin = `http://127.0.0.1:${p.admin!.port}`;
+    await (await fetch(`http://127.0.0.1:${p.port}/api/x`)).text();
+    const s = await (await get(`${admin}/status`)).json();
+    assert.equal(s.config.version, 1);
+    assert.deepEqual(s.routes.map((r: { id: string }) => r.id), ["/api"]);
+    assert.equal(s.upstreams[0].url, up.url);
+    assert.deepEqual(s.upstreams[0].routes, ["/api"]);
+    assert.equal(s.limiterKeys["/api"], 1);
+    assert.equal(s.ready, true);
+
+    const cfg = await (await get(`${admin}/config`)).json();
+    assert.equal(cfg.admin.token, "[redacted]");
+    assert.equal(cfg.routes["/api"].target, up.url);
+
+    // A broken file is rejected; the old config keeps serving.
+    await Deno.writeTextFile(file, configYaml(up.url).replace("type: proxy", "type: proxyy"));
+    const bad = await fetch(`${admin}/config/reload`, { method: "POST", headers: auth });
+    assert.equal(bad.status, 422);
+    const badBody = await bad.json();
+    assert.equal(badBody.ok, false);
+    assert.ok(badBody.issues.length > 0);
+    assert.equal((await fetch(`http://127.0.0.1:${p.port}/api/x`)).status, 200);
+
+    await Deno.writeTextFile(
+      file,
+      configYaml(up.url, `  "/v2":\n    type: proxy\n    target: "${up.url}"\n`),
+    );
+    const good = await fetch(`${admin}/config/reload`, { method: "POST", headers: auth });
+    assert.equal(good.status, 200);
+    assert.equal((await good.json()).version, 2);
+    const s2 = await (await get(`${admin}/status`)).json();
+    assert.equal(s2.config.version, 2);
+    assert.equal(s2.config.lastReload.ok, true);
+    assert.equal(s2.routes.length, 2);
+    const m = await (await get(`${admin}/metrics`)).text();
+    assert.match(m, /^prox_config_reload_total\{result="success"\} 2$/m);
+    assert.match(m, /^prox_config_reload_total\{result="failure"\} 1$/m);
+    assert.match(m, /^prox_config_version 2$/m);
+  });
+});
+
+Deno.test("admin /readyz turns 503 while draining; /healthz stays up without a token", async () => {
+  const release = Promise.withResolvers<void>();
+  const arrived = Promise.withResolvers<void>();
+  await using up = await startUpstream(async () => {
+    arrived.resolve();
+    await release.promise;
+    return new Response("slow");
+  });
+  const file = await Deno.makeTempFile({ suffix: ".yaml" });
+  await Deno.writeTextFile(file, configYaml(up.url));
+  const p = await startServer({ path: file }, { logger: silentLogger });
+  const admin = `http://127.0.0.1:${p.admin!.port}`;
+  try {
+    const ready = await fetch(`${admin}/readyz`);
+    assert.equal(ready.status, 200);
+    await ready.body?.cancel();
+    const inflight = fetch(`http://127.0.0.1:${p.port}/api/slow`);
+    await arrived.promise;
+    const stopping = p.shutdown();
+    await waitFor(async () => {
+      const r = await fetch(`${admin}/readyz`);
+      await r.body?.cancel();
+      return r.status === 503;
+    }, { what: "readyz 503 while draining" });
+    assert.equal(await (await fetch(`${admin}/healthz`)).text(), "ok\n");
+    release.resolve();
+    assert.equal(await (await inflight).text(), "slow");
+    await stopping;
+  } finally {
+    release.resolve();
+    await p.shutdown();
+    await Deno.remove(file);
+  }
+});
+
+Deno.test("access log: one record per request with request id, route, upstream and timing", async () => {
+  await using up = await startUpstream(() => new Response("hello"));
+  const lines: Record<string, unknown>[] = [];
+  const logger: Logger = {
+    ...silentLogger,
+    info: (msg, f) => msg === "access" && lines.push(f!),
+  };
+  await withProx(configYaml(up.url), async (p) => {
+    const res = await fetch(`http://127.0.0.1:${p.port}/api/x?q=1`, {
+      headers: { "user-agent": "t/1" },
+    });
+    await res.text();
+    const miss = await fetch(`http://127.0.0.1:${p.port}/nope`);
+    const missBody = await miss.text();
+    assert.equal(lines.length, 2);
+    const [a, b] = lines;
+    assert.match(String(a.requestId), /^[\w.:@-]{8,}$/);
+    assert.equal(a.method, "GET");
+    assert.equal(a.path, "/api/x");
+    assert.equal(a.status, 200);
+    assert.equal(a.route, "/api");
+    assert.equal(a.upstream, up.url);
+    assert.equal(a.upstreamStatus, 200);
+    assert.equal(a.userAgent, "t/1");
+    assert.equal(a.protocol, "http/1.1");
+    assert.ok(typeof a.durationMs === "number" && a.durationMs >= 0);
+    assert.equal(b.status, 404);
+    assert.equal(b.route, null);
+    assert.notEqual(a.requestId, b.requestId);
+    assert.ok(missBody.includes(String(b.requestId)), missBody);
+  }, logger);
+});
