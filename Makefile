@@ -34,9 +34,10 @@ bundle: deno
 
 # Per-platform executables. `deno compile` downloads a `denort` runtime per target unless
 # DENORT_BIN points at one (only valid for the host target). prom-client's dependency bintrees
-# ships a 2 MB test file that overflows the compiler: it is excluded.
+# ships a 2 MB test file that overflows the compiler: it is excluded (the path exists only with a
+# local node_modules/, hence --node-modules-dir=auto).
 TARGETS := x86_64-unknown-linux-gnu aarch64-unknown-linux-gnu x86_64-apple-darwin aarch64-apple-darwin x86_64-pc-windows-msvc
-COMPILE_FLAGS := -A --unstable-net --include static --exclude node_modules/.deno/bintrees@1.0.2/node_modules/bintrees/test
+COMPILE_FLAGS := -A --unstable-net --include static --node-modules-dir=auto --exclude node_modules/.deno/bintrees@1.0.2/node_modules/bintrees/test
 compile: deno
 	mkdir -p dist
 	@if [ -n "$$DENORT_BIN" ]; then \

@@ -1,0 +1,55 @@
+// `make bundle` writes one file that runs with plain `deno run -A dist/prox.js` from a directory
+// holding nothing of the repository: no deno.json, no node_modules, no lock file.
+
+import assert from "node:assert/strict";
+import { ROOT } from "../_harness.ts";
+import { VERSION } from "../../mod.ts";
+import { bundleTo, fetchWhenUp, freePort, spawnProx } from "./_bundle.ts";
+
+Deno.test("bundle: the Makefile builds it with the command this test uses", async () => {
+  const makefile = await Deno.readTextFile(`${ROOT}/Makefile`);
+  assert.match(makefile, /bundle --platform=deno -o dist\/prox\.js mod\.ts/);
+});
+
+Deno.test("bundle: dist/prox.js runs from an empty directory (--version, validate, serve)", async () => {
+  const tmp = await Deno.makeTempDir({ prefix: "prox-bundle-" });
+  try {
+    const bundle = `${tmp}/dist/prox.js`;
+    await bundleTo(bundle);
+
+    const empty = `${tmp}/empty`;
+    await Deno.mkdir(empty);
+    const v = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", bundle, "--version"],
+      cwd: empty,
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert.equal(v.code, 0, new TextDecoder().decode(v.stderr));
+    assert.equal(new TextDecoder().decode(v.stdout).trim(), `prox ${VERSION}`);
+    assert.deepEqual([...Deno.readDirSync(empty)], [], "running the bundle wrote files");
+
+    const site = `${tmp}/site`;
+    await Deno.mkdir(`${site}/www`, { recursive: true });
+    await Deno.writeTextFile(`${site}/www/index.html`, "<p>served by the bundle</p>");
+    const port = freePort();
+    await Deno.writeTextFile(
+      `${site}/config.yaml`,
+      `listen_addr: "127.0.0.1:${port}"\nroutes:\n  "/":\n    type: static\n    root: ./www\n`,
+    );
+    const val = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", bundle, "validate"],
+      cwd: site,
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert.equal(val.code, 0, new TextDecoder().decode(val.stderr));
+
+    await using prox = spawnProx(Deno.execPath(), ["run", "-A", bundle, "serve"], { cwd: site });
+    assert.equal(await fetchWhenUp(`http://127.0.0.1:${port}/`), "<p>served by the bundle</p>");
+    const out = await prox.stop();
+    assert.equal(out.code, 0, out.stderr);
+  } finally {
+    await Deno.remove(tmp, { recursive: true });
+  }
+});
