@@ -197,7 +197,8 @@ function deny(
   });
 }
 
-const lastLog = new Map<string, { at: number; suppressed: number }>();
+/** Log throttles per pipeline (one server), then per limiter and kind. */
+const throttles = new WeakMap<PipelineDeps, Map<string, { at: number; suppressed: number }>>();
 
 function logThrottled(
   deps: PipelineDeps,
@@ -205,6 +206,8 @@ function logThrottled(
   msg: string,
   fields: Record<string, unknown>,
 ): void {
+  let lastLog = throttles.get(deps);
+  if (!lastLog) throttles.set(deps, lastLog = new Map());
   const now = deps.clock.monotonic();
   const prev = lastLog.get(what);
   if (prev && now - prev.at < LOG_INTERVAL_MS) {

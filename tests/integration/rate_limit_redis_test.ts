@@ -1,0 +1,103 @@
+import assert from "node:assert/strict";
+import { interopTest, startUpstream } from "../_harness.ts";
+import { startRedis } from "../_redis.ts";
+import { startProxy } from "./_proxy.ts";
+import { startServer } from "../../src/server.ts";
+import { noopMetrics, silentLogger } from "../../src/ports.ts";
+import type { Logger, Metrics } from "../../src/ports.ts";
+
+const ROUTES = ["token_bucket", "fixed_window", "sliding_window", "gcra"];
+
+function config(upstream: string, redisUrl: string): string {
+  const routes = ROUTES.map((a) => `
+  "/${a}":
+    type: proxy
+    target: "${upstream}"
+    rate_limit: { by: ip, requests: 5, period: 1d, algorithm: ${a} }`).join("");
+  return `
+rate_limit_store: { type: redis, url: "${redisUrl}", timeout: 2s }
+routes:${routes}
+`;
+}
+
+interopTest(
+  "rate limit with a Redis store is global: two Prox instances allow exactly `requests` in total",
+  ["redis-server"],
+  async () => {
+    await using redis = await startRedis();
+    await using up = await startUpstream(() => new Response("ok"));
+    await using a = await startProxy(config(up.url, redis.url));
+    await using b = await startProxy(config(up.url, redis.url));
+    for (const route of ROUTES) {
+      // 24 concurrent requests, alternating between the instances: the Lua script is atomic.
+      const results = await Promise.all(
+        Array.from({ length: 24 }, async (_, i) => {
+          const res = await fetch(`${(i % 2 ? a : b).url}/${route}`);
+          await res.body?.cancel();
+          return res.status;
+        }),
+      );
+      assert.equal(results.filter((s) => s === 200).length, 5, `${route}: ${results}`);
+      assert.equal(results.filter((s) => s === 429).length, 19, route);
+      // Both instances keep refusing afterwards, and agree on the headers.
+      for (const p of [a, b]) {
+        const res = await fetch(`${p.url}/${route}`);
+        await res.body?.cancel();
+        assert.equal(res.status, 429);
+        assert.ok(Number(res.headers.get("retry-after")) >= 1);
+        assert.match(res.headers.get("ratelimit") ?? "", /^"default";r=0;t=\d+$/);
+      }
+    }
+  },
+);
+
+interopTest(
+  "rate limit with an unreachable Redis fails open or closed as configured and counts errors",
+  ["redis-server"],
+  async () => {
+    let url: string;
+    {
+      await using redis = await startRedis();
+      url = redis.url;
+    } // stopped: nothing listens there any more
+    await using up = await startUpstream(() => new Response("ok"));
+    const errors: string[] = [];
+    const metrics: Metrics = {
+      ...noopMetrics,
+      rateLimit: (route, action) => void errors.push(`${route}:${action}`),
+    };
+    const warnings: string[] = [];
+    const logger: Logger = { ...silentLogger, warn: (m) => void warnings.push(m) };
+    for (const onError of ["allow", "deny"] as const) {
+      errors.length = 0;
+      warnings.length = 0;
+      const server = await startServer({
+        name: "redis-down.yaml",
+        text: `listen_addr: "127.0.0.1:0"
+rate_limit_store: { type: redis, url: "${url}", timeout: 100ms, on_error: ${onError} }
+routes:
+  "/":
+    type: proxy
+    target: "${up.url}"
+    rate_limit: { by: ip, requests: 100, period: 1m, status_code: 503, message: "limiter down" }
+`,
+      }, { logger, metrics });
+      try {
+        for (let i = 0; i < 3; i++) {
+          const res = await fetch(`http://127.0.0.1:${server.port}/`);
+          const body = await res.text();
+          if (onError === "allow") assert.equal(res.status, 200);
+          else {
+            assert.equal(res.status, 503);
+            assert.match(body, /^limiter down/);
+          }
+        }
+        assert.deepEqual(errors, ["/:error", "/:error", "/:error"]);
+        const logged = warnings.filter((w) => w.startsWith("Rate limit store failed"));
+        assert.equal(logged.length, 1, warnings.join("; "));
+      } finally {
+        await server.shutdown();
+      }
+    }
+  },
+);
