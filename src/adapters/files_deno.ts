@@ -137,6 +137,13 @@ export function createDenoFileStore(): FileStore {
         }
         const start = range?.start ?? 0;
         const end = range ? Math.min(range.end, st.size - 1) : st.size - 1;
+        if (end === st.size - 1) {
+          // To the end of the file: Deno.serve streams a resource-backed body from Rust without
+          // JS chunks (measured: half the CPU and flat RSS for 1 GiB). It closes the file at EOF
+          // or when the client goes away.
+          if (start > 0) await file.seek(start, Deno.SeekMode.Start);
+          return file.readable;
+        }
         return rangeStream(file, start, end);
       } catch (err) {
         file.close();
