@@ -106,6 +106,9 @@ if (isRoot || requireInterop) {
       });
       const expected = await Deno.readTextFile(`${ROOT}/static/index.html`);
       assert.equal(body, expected);
+      const missing = await fetch(`http://127.0.0.1:${port}/no/such/page`);
+      assert.equal(missing.status, 404);
+      assert.equal(await missing.text(), await Deno.readTextFile(`${ROOT}/static/404.html`));
       const out = await prox.stop();
       assert.equal(out.code, 0, out.stderr);
       assert.match(out.stdout + out.stderr, /Prox listening/);
