@@ -2,6 +2,7 @@
 // built with. Only Web APIs and ports: no Deno.
 
 import type { CompiledRoute, Snapshot } from "./snapshot.ts";
+import type { UpstreamRegistry } from "./state.ts";
 import type {
   AccessRecord,
   ClientInfo,
@@ -58,4 +59,6 @@ export interface PipelineDeps {
   draining?: () => boolean;
   /** Random source in [0, 1) (request ids, random balancing). */
   random?: () => number;
+  /** Upstream runtime state (health, in-flight, latency) that survives reloads (state.ts). */
+  upstreams?: UpstreamRegistry;
 }

@@ -1,42 +1,297 @@
-// Select an upstream target, send, and (later) retry or fail over. This first version rotates
-// over the route's targets and retries a connect failure on the next target once.
+// Select an upstream → send → on failure, loop back to selection (Pingora's shape):
+//   1. pick a target with the route's policy among available ones (health + ejection), never one
+//      this request already tried while another is left;
+//   2. send through the UpstreamClient port, with an optional per-try timeout;
+//   3. on failure decide: a connect failure with nothing sent is retried for any method; a reset
+//      or timeout before the response head only for idempotent methods (RFC 9110 §9.2.2), or
+//      POST with Idempotency-Key when opted in; always within `attempts` and the retry budget,
+//      and only when the request body could be kept for replay (≤ REPLAY_CAP bytes).
+// Every outcome feeds passive health and the latency EWMA in the registry (state.ts).
 
-import { ProxyError } from "../domain/errors.ts";
+import { ProxyError, toProxyError } from "../domain/errors.ts";
+import type { PickInput } from "../domain/balancer.ts";
 import type { UpstreamRequest } from "../ports.ts";
 import type { PipelineDeps, RequestContext } from "./context.ts";
+import { createUpstreamRegistry } from "./state.ts";
+import type { UpstreamRegistry } from "./state.ts";
+import { poolOf } from "./pool.ts";
+import type { RetryPolicy, RoutePool } from "./pool.ts";
 
-const cursors = new WeakMap<object, number>();
+/** Largest request body kept in memory so the request can be replayed on another target. */
+export const REPLAY_CAP = 64 * 1024;
 
-/** Sends the request to one of the route's targets and returns the upstream response. */
+/** Safe to repeat (RFC 9110 §9.2.2). */
+const IDEMPOTENT = new Set(["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"]);
+
+/** Error kinds that count against a target's passive health. */
+const TARGET_FAULTS = new Set(["connect", "timeout", "upstream_reset", "protocol"]);
+
+const fallbackRegistries = new WeakMap<PipelineDeps, UpstreamRegistry>();
+
+/** The registry of `deps`, or one private to these deps when the server did not supply one. */
+export function registryOf(deps: PipelineDeps): UpstreamRegistry {
+  if (deps.upstreams) return deps.upstreams;
+  let r = fallbackRegistries.get(deps);
+  if (!r) {
+    r = createUpstreamRegistry(deps);
+    fallbackRegistries.set(deps, r);
+  }
+  return r;
+}
+
+/** Sends the request to one of the route's targets (retrying per policy) and returns the response. */
 export async function forward(
   ctx: RequestContext,
   deps: PipelineDeps,
   opts: { build: (target: string) => UpstreamRequest },
 ): Promise<Response> {
   const route = ctx.route!;
-  const targets = route.targets;
-  if (targets.length === 0) throw new ProxyError("no_healthy_upstream", "Route has no targets");
-  const n = cursors.get(route) ?? 0;
-  cursors.set(route, n + 1);
-  let lastErr: unknown;
-  for (let attempt = 0; attempt < Math.min(2, targets.length); attempt++) {
-    const target = targets[(n + attempt) % targets.length];
-    const req = opts.build(target);
-    ctx.upstream = target;
-    const t0 = deps.clock.monotonic();
+  const pool = poolOf(route, ctx.snapshot.config);
+  const reg = registryOf(deps);
+  reg.countRequest(route.id);
+  const tried = new Set<number>();
+  const key = hashKey(ctx, pool);
+  const random = deps.random ?? Math.random;
+  let body: BodySource | undefined;
+
+  for (let attempt = 0;; attempt++) {
+    const i = choose(pool, reg, { tried, key, random });
+    if (i === undefined) {
+      throw new ProxyError("no_healthy_upstream", `No available target for route "${route.id}"`, {
+        source: route.id,
+      });
+    }
+    tried.add(i);
+    const id = pool.ids[i];
+    const req = opts.build(id);
+    body ??= await bodySource(req.body, ctx.req.headers, pool.retries.attempts > 0);
+    req.body = body.next();
+    ctx.upstream = id;
+    deps.logger.debug("Upstream selected", {
+      requestId: ctx.requestId,
+      route: route.id,
+      upstream: id,
+      policy: pool.policy,
+      attempt,
+    });
     try {
-      const res = await deps.upstream.send(req);
-      ctx.upstreamStatus = res.status;
-      ctx.upstreamMs = deps.clock.monotonic() - t0;
-      deps.metrics.backendRequest(target, route.id, res.status, ctx.upstreamMs / 1000);
-      return res;
+      return await sendOnce(ctx, deps, { pool, reg, id, req });
     } catch (err) {
-      ctx.upstreamMs = deps.clock.monotonic() - t0;
-      deps.metrics.backendRequest(target, route.id, 599, ctx.upstreamMs / 1000);
-      lastErr = err;
-      if (!(err instanceof ProxyError) || !err.sentNothing || err.kind !== "connect") throw err;
+      const e = toProxyError(err, id);
+      const reason = retryReason(e, ctx.req, pool.retries);
+      const more = attempt < pool.retries.attempts && body.replayable;
+      if (!reason || !more || !reg.tryRetry(route.id, pool.retries.budgetPercent)) {
+        if (reason && more) {
+          deps.logger.warn("Retry budget exhausted", { requestId: ctx.requestId, route: route.id });
+        }
+        throw e;
+      }
       ctx.retries++;
+      deps.metrics.retry(route.id, reason);
+      deps.logger.info("Retrying upstream request", {
+        requestId: ctx.requestId,
+        route: route.id,
+        upstream: id,
+        reason,
+        error: e.message,
+        attempt: attempt + 1,
+      });
     }
   }
-  throw lastErr;
+}
+
+/** One attempt: in-flight accounting, per-try timeout, latency and passive-health outcome. */
+async function sendOnce(
+  ctx: RequestContext,
+  deps: PipelineDeps,
+  a: { pool: RoutePool; reg: UpstreamRegistry; id: string; req: UpstreamRequest },
+): Promise<Response> {
+  const { pool, reg, id, req } = a;
+  const state = reg.get(id);
+  const perTry = pool.retries.perTryMs;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  let timedOut = false;
+  let unlink = () => {};
+  if (perTry) {
+    const ac = new AbortController();
+    const client = ctx.req.signal;
+    const onAbort = () => ac.abort(client.reason);
+    client.addEventListener("abort", onAbort, { once: true });
+    unlink = () => client.removeEventListener("abort", onAbort);
+    timer = setTimeout(() => {
+      timedOut = true;
+      ac.abort(new ProxyError("timeout", "Per-try timeout"));
+    }, perTry);
+    req.signal = ac.signal;
+  }
+  state.inFlight++;
+  const t0 = deps.clock.monotonic();
+  let res: Response;
+  try {
+    res = await deps.upstream.send(req);
+  } catch (err) {
+    state.inFlight--;
+    unlink();
+    const ms = deps.clock.monotonic() - t0;
+    ctx.upstreamMs = ms;
+    deps.metrics.backendRequest(id, ctx.route!.id, 599, ms / 1000);
+    const e = timedOut
+      ? new ProxyError(
+        "timeout",
+        `Upstream "${req.url.origin}" sent no response within ${perTry} ms`,
+        {
+          source: id,
+          cause: err,
+        },
+      )
+      : toProxyError(err, id);
+    if (TARGET_FAULTS.has(e.kind) && pool.passive.enabled) {
+      reg.outcome(id, false, { pool: pool.ids, policy: pool.passive, reason: e.kind });
+    }
+    throw e;
+  } finally {
+    clearTimeout(timer);
+  }
+  const ms = deps.clock.monotonic() - t0;
+  ctx.upstreamStatus = res.status;
+  ctx.upstreamMs = ms;
+  reg.observe(id, ms);
+  deps.metrics.backendRequest(id, ctx.route!.id, res.status, ms / 1000);
+  if (pool.passive.enabled) {
+    const bad = pool.failStatus?.(res.status) ?? false;
+    reg.outcome(id, !bad, { pool: pool.ids, policy: pool.passive, reason: `status ${res.status}` });
+  }
+  if (!pool.trackBody || !res.body) {
+    state.inFlight--;
+    unlink();
+    return res;
+  }
+  return onBodyEnd(res, () => {
+    state.inFlight--;
+    unlink();
+  });
+}
+
+/** Picks an untried available target; else a tried one; else (try_when_down) any target. */
+function choose(
+  pool: RoutePool,
+  reg: UpstreamRegistry,
+  r: { tried: Set<number>; key?: string; random: () => number },
+): number | undefined {
+  const load = (i: number) => {
+    const s = reg.get(pool.ids[i]);
+    return { available: reg.available(pool.ids[i]), inFlight: s.inFlight, latencyMs: s.latencyMs };
+  };
+  const input: PickInput = { load, exclude: r.tried, key: r.key, random: r.random };
+  let i = pool.selector.pick(input);
+  if (i === undefined && r.tried.size > 0) i = pool.selector.pick({ ...input, exclude: undefined });
+  if (i === undefined && pool.tryWhenDown) {
+    i = pool.selector.pick({
+      ...input,
+      load: (j) => ({ ...load(j), available: true }),
+      exclude: r.tried.size < pool.ids.length ? r.tried : undefined,
+    });
+  }
+  return i;
+}
+
+/** Why this failure may be retried, or null. */
+function retryReason(e: ProxyError, req: Request, policy: RetryPolicy): string | null {
+  if (e.kind === "connect" && e.sentNothing) return "connect";
+  if (e.kind !== "connect" && e.kind !== "upstream_reset" && e.kind !== "timeout") return null;
+  const replayable = IDEMPOTENT.has(req.method) ||
+    (policy.idempotencyKey && req.method === "POST" && req.headers.has("idempotency-key"));
+  if (!replayable) return null;
+  return e.kind === "timeout" ? "timeout" : "reset";
+}
+
+/** The consistent_hash key for this request: client IP, a header or a cookie. */
+function hashKey(ctx: RequestContext, pool: RoutePool): string | undefined {
+  const on = pool.hashOn;
+  if (!on) return undefined;
+  switch (on.type) {
+    case "ip":
+      return ctx.clientIp;
+    case "header":
+      return ctx.req.headers.get(on.name ?? "") ?? undefined;
+    case "cookie":
+      return cookie(ctx.req.headers.get("cookie"), on.name ?? "");
+  }
+}
+
+function cookie(header: string | null, name: string): string | undefined {
+  if (!header) return undefined;
+  for (const part of header.split(";")) {
+    const eq = part.indexOf("=");
+    if (eq > 0 && part.slice(0, eq).trim() === name) return part.slice(eq + 1).trim();
+  }
+  return undefined;
+}
+
+interface BodySource {
+  replayable: boolean;
+  next(): ReadableStream<Uint8Array> | null;
+}
+
+/** Keeps a small body (declared Content-Length ≤ REPLAY_CAP) for replay; larger ones stream once. */
+async function bodySource(
+  body: ReadableStream<Uint8Array> | null,
+  headers: Headers,
+  wanted: boolean,
+): Promise<BodySource> {
+  if (!body) return { replayable: true, next: () => null };
+  const declared = Number(headers.get("content-length") ?? NaN);
+  if (!wanted || !(declared <= REPLAY_CAP)) {
+    let used = false;
+    return {
+      replayable: false,
+      next: () => used ? null : (used = true, body),
+    };
+  }
+  const bytes = new Uint8Array(await new Response(body).arrayBuffer());
+  return {
+    replayable: true,
+    next: () =>
+      new ReadableStream<Uint8Array>({
+        start(c) {
+          c.enqueue(bytes.slice());
+          c.close();
+        },
+      }),
+  };
+}
+
+/** Wraps a response so `done` runs once its body has ended, failed or been cancelled. */
+function onBodyEnd(res: Response, done: () => void): Response {
+  let called = false;
+  const fin = () => {
+    if (!called) {
+      called = true;
+      done();
+    }
+  };
+  const reader = res.body!.getReader();
+  const body = new ReadableStream<Uint8Array>({
+    async pull(c) {
+      try {
+        const r = await reader.read();
+        if (r.done) {
+          fin();
+          c.close();
+        } else c.enqueue(r.value);
+      } catch (err) {
+        fin();
+        c.error(err);
+      }
+    },
+    cancel(reason) {
+      fin();
+      return reader.cancel(reason);
+    },
+  });
+  return new Response(body, {
+    status: res.status,
+    statusText: res.statusText,
+    headers: res.headers,
+  });
 }

@@ -1,0 +1,194 @@
+// Active health checks: one probe per configured target at start-up, then every interval. Probes
+// of a round run concurrently, each with its own timeout, so one slow backend delays nobody.
+// Results go to the upstream registry, which applies the thresholds and logs transitions.
+
+import type { Config } from "../config/schema.ts";
+import { statusMatcher } from "../domain/health.ts";
+import type { ActiveThresholds } from "../domain/health.ts";
+import type { UpstreamRegistry } from "../proxy/state.ts";
+import type { Logger } from "../ports.ts";
+
+/** One target to probe and how. */
+export interface ProbeJob {
+  /** Registry id: the target URL as configured. */
+  id: string;
+  url: URL;
+  method: "GET" | "HEAD";
+  expect: (status: number) => boolean;
+  bodyMatch?: RegExp;
+  timeoutMs: number;
+  thresholds: ActiveThresholds;
+}
+
+/** Most response-body bytes read for `body_match`. */
+const BODY_MATCH_CAP = 64 * 1024;
+
+/**
+ * The probe jobs of a config: every proxy and load_balance target whose route has health checks
+ * enabled, once per target (the first route naming it decides). Path precedence:
+ * `backend_health_paths[target]`, then the route's `health_check.path`, then the global path.
+ */
+export function healthJobs(config: Config): ProbeJob[] {
+  const g = config.health_check;
+  const jobs = new Map<string, ProbeJob>();
+  for (const route of Object.values(config.routes)) {
+    if (route.type !== "proxy" && route.type !== "load_balance") continue;
+    const r = route.health_check;
+    if (!(r?.enabled ?? g.enabled)) continue;
+    const ids = route.type === "proxy"
+      ? [route.target]
+      : route.targets.map((t) => typeof t === "string" ? t : t.url);
+    const body = r?.body_match ?? g.body_match;
+    for (const id of ids) {
+      if (jobs.has(id)) continue;
+      const path = config.backend_health_paths[id] ?? r?.path ?? g.path;
+      jobs.set(id, {
+        id,
+        url: new URL(id.replace(/\/+$/, "") + (path.startsWith("/") ? path : `/${path}`)),
+        method: r?.method ?? g.method,
+        expect: statusMatcher(r?.expected_status ?? g.expected_status),
+        bodyMatch: body === undefined ? undefined : toRegExp(body),
+        timeoutMs: g.timeout_secs * 1000,
+        thresholds: { healthy: g.healthy_threshold, unhealthy: g.unhealthy_threshold },
+      });
+    }
+  }
+  return [...jobs.values()];
+}
+
+function toRegExp(s: string): RegExp {
+  try {
+    return new RegExp(s);
+  } catch {
+    return new RegExp(s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"));
+  }
+}
+
+/** A running prober. */
+export interface HealthChecker {
+  /** Settles when the start-up round has finished. */
+  readonly firstRound: Promise<void>;
+  /** Applies a reloaded config: new targets are probed at once, removed ones stop. */
+  update(config: Config): void;
+  /** Stops probing and waits for probes in flight. */
+  close(): Promise<void>;
+}
+
+/** Starts probing the targets of `config` now and every `health_check.interval_secs`. */
+export function startHealthChecks(
+  config: Config,
+  deps: { registry: UpstreamRegistry; logger: Logger },
+): HealthChecker {
+  const client = Deno.createHttpClient({});
+  const inflight = new Set<AbortController>();
+  let jobs = healthJobs(config);
+  let intervalMs = config.health_check.interval_secs * 1000;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  let closed = false;
+  let running: Promise<void> = Promise.resolve();
+
+  const probe = async (job: ProbeJob): Promise<void> => {
+    const ac = new AbortController();
+    inflight.add(ac);
+    let timedOut = false;
+    const t = setTimeout(() => {
+      timedOut = true;
+      ac.abort();
+    }, job.timeoutMs);
+    let ok = false;
+    let reason: string;
+    try {
+      const res = await fetch(job.url, {
+        method: job.method,
+        redirect: "manual",
+        signal: ac.signal,
+        headers: { "user-agent": "prox-health-check" },
+        client,
+      });
+      ok = job.expect(res.status);
+      reason = `status ${res.status}`;
+      if (ok && job.bodyMatch) {
+        ok = job.bodyMatch.test(await readCapped(res.body, BODY_MATCH_CAP));
+        if (!ok) reason = `body does not match ${job.bodyMatch}`;
+      } else await res.body?.cancel();
+    } catch (err) {
+      reason = timedOut
+        ? `no answer within ${job.timeoutMs} ms`
+        : `Cannot connect to upstream "${job.url.origin}": ${
+          err instanceof Error ? err.message : String(err)
+        }`;
+    } finally {
+      clearTimeout(t);
+      inflight.delete(ac);
+    }
+    if (closed) return;
+    deps.registry.probe(job.id, ok, { thresholds: job.thresholds, reason });
+    deps.logger.debug("Health probe", { upstream: job.id, url: job.url.href, ok, reason });
+  };
+
+  const round = (list: ProbeJob[]) => Promise.all(list.map(probe)).then(() => {});
+  const tick = () => {
+    timer = undefined;
+    running = round(jobs).finally(schedule);
+  };
+  const schedule = () => {
+    if (!closed && timer === undefined) timer = setTimeout(tick, intervalMs);
+  };
+
+  const firstRound = round(jobs);
+  running = firstRound.finally(schedule);
+  if (jobs.length > 0) {
+    deps.logger.info("Health checks started", { targets: jobs.length, intervalMs });
+  }
+
+  return {
+    firstRound,
+    update(next) {
+      const known = new Set(jobs.map((j) => j.id));
+      jobs = healthJobs(next);
+      const interval = next.health_check.interval_secs * 1000;
+      if (interval !== intervalMs && timer !== undefined) {
+        clearTimeout(timer);
+        timer = undefined;
+        intervalMs = interval;
+        schedule();
+      }
+      intervalMs = interval;
+      const fresh = jobs.filter((j) => !known.has(j.id));
+      if (fresh.length > 0) running = Promise.all([running, round(fresh)]).then(() => {});
+      if (timer === undefined) schedule();
+    },
+    async close() {
+      closed = true;
+      clearTimeout(timer);
+      timer = undefined;
+      for (const ac of inflight) ac.abort();
+      await running.catch(() => {});
+      client.close();
+    },
+  };
+}
+
+async function readCapped(body: ReadableStream<Uint8Array> | null, cap: number): Promise<string> {
+  if (!body) return "";
+  const reader = body.getReader();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  try {
+    while (size < cap) {
+      const r = await reader.read();
+      if (r.done) break;
+      chunks.push(r.value);
+      size += r.value.byteLength;
+    }
+  } finally {
+    await reader.cancel().catch(() => {});
+  }
+  const all = new Uint8Array(size);
+  let off = 0;
+  for (const c of chunks) {
+    all.set(c, off);
+    off += c.byteLength;
+  }
+  return new TextDecoder().decode(all.subarray(0, cap));
+}

@@ -1,0 +1,106 @@
+// A route's upstream pool, resolved once per snapshot: targets with weights and backup flags, the
+// policy's selector, and the retry and passive-health settings after defaults. Cached per
+// CompiledRoute, so a reload (a new snapshot) builds fresh selectors while the registry keeps the
+// targets' runtime state.
+
+import { createSelector } from "../domain/balancer.ts";
+import type { Policy, PoolTarget, Selector } from "../domain/balancer.ts";
+import { statusMatcher } from "../domain/health.ts";
+import type { PassivePolicy } from "../domain/health.ts";
+import type { Config } from "../config/schema.ts";
+import type { CompiledRoute } from "./snapshot.ts";
+
+/** Retry settings after defaults. */
+export interface RetryPolicy {
+  /** Retries after the first attempt. */
+  attempts: number;
+  perTryMs?: number;
+  budgetPercent: number;
+  idempotencyKey: boolean;
+}
+
+/** Everything forward() needs about a route's targets. */
+export interface RoutePool {
+  /** Target ids (URLs) in config order; index = selector index. */
+  ids: string[];
+  targets: PoolTarget[];
+  policy: Policy;
+  selector: Selector;
+  hashOn?: { type: "ip" | "header" | "cookie"; name?: string };
+  retries: RetryPolicy;
+  passive: PassivePolicy;
+  /** Upstream statuses that count as failures for passive health, or null. */
+  failStatus: ((status: number) => boolean) | null;
+  tryWhenDown: boolean;
+  /** Load-aware policy: a request stays in flight until its response body ends. */
+  trackBody: boolean;
+}
+
+/** Retry defaults when a route has no `retries` block (same as the schema's). */
+export const DEFAULT_RETRIES: RetryPolicy = {
+  attempts: 2,
+  budgetPercent: 20,
+  idempotencyKey: false,
+};
+
+const LOAD_AWARE: ReadonlySet<Policy> = new Set([
+  "least_connections",
+  "power_of_two",
+  "consistent_hash",
+]);
+
+const cache = new WeakMap<CompiledRoute, RoutePool>();
+
+/** The pool of a proxy or load_balance route (built on first use, then cached). */
+export function poolOf(route: CompiledRoute, config: Config): RoutePool {
+  let pool = cache.get(route);
+  if (!pool) {
+    pool = buildPool(route, config);
+    cache.set(route, pool);
+  }
+  return pool;
+}
+
+/** Resolves a route's pool from its config and the top-level defaults. */
+export function buildPool(route: CompiledRoute, config: Config): RoutePool {
+  const cfg = route.config;
+  if (cfg.type !== "proxy" && cfg.type !== "load_balance") {
+    throw new Error(`Cannot build an upstream pool for a ${cfg.type} route`);
+  }
+  const targets: PoolTarget[] = cfg.type === "proxy"
+    ? [{ id: cfg.target, weight: 1, backup: false }]
+    : cfg.targets.map((t) =>
+      typeof t === "string"
+        ? { id: t, weight: 1, backup: false }
+        : { id: t.url, weight: t.weight, backup: t.backup }
+    );
+  const policy: Policy = cfg.type === "proxy" ? "first" : cfg.strategy;
+  const r = cfg.retries;
+  const p = cfg.passive_health ?? config.passive_health;
+  return {
+    ids: targets.map((t) => t.id),
+    targets,
+    policy,
+    selector: createSelector(policy, targets),
+    hashOn: cfg.type === "load_balance" ? cfg.hash_on : undefined,
+    retries: r
+      ? {
+        attempts: r.attempts,
+        perTryMs: r.per_try_timeout,
+        budgetPercent: r.budget_percent,
+        idempotencyKey: r.idempotency_key,
+      }
+      : DEFAULT_RETRIES,
+    passive: {
+      enabled: p.enabled,
+      failures: p.failures,
+      windowMs: p.window,
+      baseEjectionMs: p.base_ejection,
+      maxEjectionMs: p.max_ejection,
+      panicPercent: p.panic_threshold_percent,
+    },
+    failStatus: p.statuses.length > 0 ? statusMatcher(p.statuses) : null,
+    tryWhenDown: cfg.try_when_down,
+    trackBody: LOAD_AWARE.has(policy),
+  };
+}

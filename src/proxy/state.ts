@@ -1,0 +1,244 @@
+// The runtime registry of upstream targets, keyed by stable id (the target URL as configured).
+// It outlives snapshots: a reload keeps health, ejections, in-flight counts and latency for every
+// target that is still configured, and drops the rest. Transitions are logged and exported here,
+// so the active prober and the forwarder report them the same way.
+
+import {
+  ACTIVE_INITIAL,
+  applyProbe,
+  eject,
+  isAvailable,
+  mayEject,
+  PASSIVE_INITIAL,
+  recordOutcome,
+  unEject,
+} from "../domain/health.ts";
+import type {
+  ActiveHealth,
+  ActiveThresholds,
+  PassiveHealth,
+  PassivePolicy,
+} from "../domain/health.ts";
+import type { Clock, Logger, Metrics } from "../ports.ts";
+
+/** Live state of one target. */
+export interface UpstreamState {
+  readonly id: string;
+  active: ActiveHealth;
+  passive: PassiveHealth;
+  inFlight: number;
+  /** Response-head latency EWMA in ms; 0 until the first response. */
+  latencyMs: number;
+  /** Passively ejected and not yet announced back. */
+  ejected: boolean;
+}
+
+/** Weight of the newest sample in the latency EWMA. */
+const EWMA_ALPHA = 0.3;
+/** Hard cap on tracked targets; normally bounded by the config through retain(). */
+const MAX_TARGETS = 10_000;
+/** Retry budget window: ten one-second buckets. */
+const BUDGET_BUCKETS = 10;
+const BUDGET_BUCKET_MS = 1_000;
+/** Retries always allowed per window, so a quiet route can still fail over. */
+const BUDGET_MIN_RETRIES = 3;
+
+/** What the registry reports for the admin API and tests. */
+export interface UpstreamView {
+  id: string;
+  status: "unknown" | "up" | "down";
+  ejectedForMs: number;
+  ejections: number;
+  inFlight: number;
+  latencyMs: number;
+}
+
+/** The registry; one per process, shared by every snapshot. */
+export interface UpstreamRegistry {
+  /** The state of a target, created on first use. */
+  get(id: string): UpstreamState;
+  available(id: string): boolean;
+  /** Records an active probe result; logs and exports transitions. */
+  probe(id: string, ok: boolean, opts: { thresholds: ActiveThresholds; reason: string }): void;
+  /**
+   * Records a request outcome for passive health. `pool` is the route's target ids (for the
+   * panic rule); a failure streak may eject the target.
+   */
+  outcome(
+    id: string,
+    ok: boolean,
+    opts: { pool: readonly string[]; policy: PassivePolicy; reason: string },
+  ): void;
+  /** Latency sample in ms (response head). */
+  observe(id: string, ms: number): void;
+  /** Counts a first attempt for a route's retry budget. */
+  countRequest(route: string): void;
+  /** True (and counted) when a retry fits in the route's budget. */
+  tryRetry(route: string, percent: number): boolean;
+  /** Forgets targets and routes no longer configured. */
+  retain(ids: Iterable<string>, routes: Iterable<string>): void;
+  list(): UpstreamView[];
+}
+
+interface Budget {
+  epoch: number;
+  requests: number[];
+  retries: number[];
+}
+
+/** Creates the registry. */
+export function createUpstreamRegistry(
+  deps: { clock: Clock; logger: Logger; metrics: Metrics },
+): UpstreamRegistry {
+  const states = new Map<string, UpstreamState>();
+  const budgets = new Map<string, Budget>();
+  const now = () => deps.clock.monotonic();
+
+  const get = (id: string): UpstreamState => {
+    let s = states.get(id);
+    if (!s) {
+      if (states.size >= MAX_TARGETS) {
+        for (const [k, v] of states) {
+          if (v.inFlight === 0) {
+            states.delete(k);
+            break;
+          }
+        }
+      }
+      s = {
+        id,
+        active: ACTIVE_INITIAL,
+        passive: PASSIVE_INITIAL,
+        inFlight: 0,
+        latencyMs: 0,
+        ejected: false,
+      };
+      states.set(id, s);
+    }
+    return s;
+  };
+
+  const bucketsOf = (route: string): Budget => {
+    const epoch = Math.floor(now() / BUDGET_BUCKET_MS);
+    let b = budgets.get(route);
+    if (!b) {
+      b = {
+        epoch,
+        requests: Array(BUDGET_BUCKETS).fill(0),
+        retries: Array(BUDGET_BUCKETS).fill(0),
+      };
+      budgets.set(route, b);
+    }
+    // Zero the buckets that fell out of the window since the last use.
+    for (let e = Math.max(b.epoch + 1, epoch - BUDGET_BUCKETS + 1); e <= epoch; e++) {
+      b.requests[e % BUDGET_BUCKETS] = 0;
+      b.retries[e % BUDGET_BUCKETS] = 0;
+    }
+    b.epoch = Math.max(b.epoch, epoch);
+    return b;
+  };
+  const sum = (a: number[]) => a.reduce((x, y) => x + y, 0);
+
+  return {
+    get,
+    available(id) {
+      const s = states.get(id);
+      if (!s) return true;
+      const t = now();
+      if (s.ejected && t >= s.passive.ejectedUntil) {
+        s.ejected = false;
+        deps.logger.info("Upstream back in rotation: ejection ended", { upstream: id });
+        if (s.active.status !== "down") deps.metrics.backendHealth(id, true);
+      }
+      return isAvailable(s.active, s.passive, t);
+    },
+    probe(id, ok, opts) {
+      const s = get(id);
+      const prev = s.active.status;
+      const out = applyProbe(s.active, ok, opts.thresholds);
+      s.active = out.state;
+      if (!out.transition) return;
+      deps.metrics.backendHealth(id, out.transition === "up");
+      if (out.transition === "down") {
+        deps.logger.warn("Upstream marked down by health check", {
+          upstream: id,
+          reason: opts.reason,
+          failures: s.active.failures,
+        });
+      } else {
+        s.passive = unEject(s.passive);
+        s.ejected = false;
+        if (prev === "down") {
+          deps.logger.info("Upstream recovered: health check passed", {
+            upstream: id,
+            successes: s.active.successes,
+          });
+        }
+      }
+    },
+    outcome(id, ok, opts) {
+      const s = get(id);
+      const t = now();
+      const out = recordOutcome(s.passive, ok, { now: t, policy: opts.policy });
+      s.passive = out.state;
+      if (!out.eject) return;
+      const available = opts.pool.filter((p) => {
+        const o = states.get(p);
+        return !o || isAvailable(o.active, o.passive, t);
+      }).length;
+      if (!mayEject(available, opts.pool.length, opts.policy.panicPercent)) {
+        deps.logger.warn("Upstream failing but not ejected: panic threshold", {
+          upstream: id,
+          reason: opts.reason,
+          available,
+          total: opts.pool.length,
+        });
+        return;
+      }
+      const ej = eject(s.passive, { now: t, policy: opts.policy });
+      s.passive = ej.state;
+      s.ejected = true;
+      deps.metrics.ejection(id);
+      deps.metrics.backendHealth(id, false);
+      deps.logger.warn("Upstream ejected", {
+        upstream: id,
+        reason: opts.reason,
+        failures: opts.policy.failures,
+        ejectionMs: ej.durationMs,
+        ejections: ej.state.ejections,
+      });
+    },
+    observe(id, ms) {
+      const s = get(id);
+      s.latencyMs = s.latencyMs === 0 ? ms : s.latencyMs + EWMA_ALPHA * (ms - s.latencyMs);
+    },
+    countRequest(route) {
+      const b = bucketsOf(route);
+      b.requests[b.epoch % BUDGET_BUCKETS]++;
+    },
+    tryRetry(route, percent) {
+      const b = bucketsOf(route);
+      const allowed = Math.max(BUDGET_MIN_RETRIES, (sum(b.requests) * percent) / 100);
+      if (sum(b.retries) + 1 > allowed) return false;
+      b.retries[b.epoch % BUDGET_BUCKETS]++;
+      return true;
+    },
+    retain(ids, routes) {
+      const keep = new Set(ids);
+      for (const k of states.keys()) if (!keep.has(k)) states.delete(k);
+      const keepRoutes = new Set(routes);
+      for (const k of budgets.keys()) if (!keepRoutes.has(k)) budgets.delete(k);
+    },
+    list() {
+      const t = now();
+      return [...states.values()].map((s) => ({
+        id: s.id,
+        status: s.active.status,
+        ejectedForMs: Math.max(0, s.passive.ejectedUntil - t),
+        ejections: s.passive.ejections,
+        inFlight: s.inFlight,
+        latencyMs: s.latencyMs,
+      }));
+    },
+  };
+}
