@@ -28,6 +28,10 @@ import type {
   Metrics,
   UpstreamClient,
 } from "./ports.ts";
+import { createUpstreamRegistry } from "./proxy/state.ts";
+import type { UpstreamRegistry } from "./proxy/state.ts";
+import { configuredTargets } from "./proxy/pool.ts";
+import { startHealthChecks } from "./adapters/health_check.ts";
 
 /** Where the config comes from: a file, or embedded text when no file exists. */
 export type ConfigSource = { path: string } | { text: string; name: string };
@@ -54,6 +58,8 @@ export interface ProxServer {
   readonly handler: Handler;
   /** The admin listener, when `admin` is configured. */
   readonly admin: AdminListener | null;
+  /** Upstream health, ejections, in-flight counts and latency (kept across reloads). */
+  readonly upstreams: UpstreamRegistry;
 }
 
 /** Thrown when the initial config cannot be loaded; carries the located issues. */
@@ -146,6 +152,7 @@ export async function startServer(
   );
   let draining = false;
   let last: ReloadResult | null = null;
+  const upstreams = createUpstreamRegistry({ clock: realClock, logger, metrics });
 
   const handler = createHandler({
     snapshot: () => current,
@@ -157,6 +164,7 @@ export async function startServer(
     rateLimits,
     draining: () => draining,
     access: (rec: AccessRecord) => accessLog?.(rec),
+    upstreams,
   });
   const targetsOf = (
     snap: Snapshot,
@@ -196,6 +204,7 @@ export async function startServer(
       handler: (req) => Promise.resolve(httpsRedirect(req, { status, httpsPort })),
     }));
   }
+  const health = startHealthChecks(config, { registry: upstreams, logger });
   logger.info("Prox listening", {
     addr: `${listeners[0].hostname}:${listeners[0].port}`,
     tls: Boolean(tls),
@@ -247,6 +256,7 @@ export async function startServer(
     listeners,
     handler,
     admin,
+    upstreams,
     snapshot: () => current,
     lastReload: () => last,
     async reload(): Promise<ReloadResult> {
@@ -272,6 +282,8 @@ export async function startServer(
         version++;
         config = next.config;
         current = snap;
+        upstreams.retain(configuredTargets(config), Object.keys(config.routes));
+        health.update(config);
         await rateLimits.configure(
           config.rate_limit_store,
           limiterIds(snap.router.entries.map((e) => e.value)),
@@ -305,6 +317,7 @@ export async function startServer(
     },
     async shutdown(): Promise<void> {
       draining = true;
+      await health.close();
       const grace = config.shutdown_timeout;
       let timer: ReturnType<typeof setTimeout> | undefined;
       const timeout = new Promise<"timeout">((r) => timer = setTimeout(() => r("timeout"), grace));

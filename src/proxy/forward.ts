@@ -233,7 +233,10 @@ interface BodySource {
   next(): ReadableStream<Uint8Array> | null;
 }
 
-/** Keeps a small body (declared Content-Length ≤ REPLAY_CAP) for replay; larger ones stream once. */
+/**
+ * Keeps a small body (≤ REPLAY_CAP, declared or read so far) in memory for replay; a larger one
+ * streams once (the bytes already read, then the rest) and the request is not retried.
+ */
 async function bodySource(
   body: ReadableStream<Uint8Array> | null,
   headers: Headers,
@@ -241,24 +244,56 @@ async function bodySource(
 ): Promise<BodySource> {
   if (!body) return { replayable: true, next: () => null };
   const declared = Number(headers.get("content-length") ?? NaN);
-  if (!wanted || !(declared <= REPLAY_CAP)) {
-    let used = false;
-    return {
-      replayable: false,
-      next: () => used ? null : (used = true, body),
-    };
+  if (!wanted || declared > REPLAY_CAP) return once(body);
+  const reader = body.getReader();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  while (size <= REPLAY_CAP) {
+    const r = await reader.read();
+    if (r.done) {
+      const bytes = concat(chunks, size);
+      return { replayable: true, next: () => streamOf([bytes.slice()]) };
+    }
+    chunks.push(r.value);
+    size += r.value.byteLength;
   }
-  const bytes = new Uint8Array(await new Response(body).arrayBuffer());
-  return {
-    replayable: true,
-    next: () =>
-      new ReadableStream<Uint8Array>({
-        start(c) {
-          c.enqueue(bytes.slice());
-          c.close();
-        },
-      }),
-  };
+  // Over the cap: replay what was read, then pass the rest through.
+  let i = 0;
+  return once(
+    new ReadableStream<Uint8Array>({
+      async pull(c) {
+        if (i < chunks.length) return c.enqueue(chunks[i++]);
+        const r = await reader.read();
+        if (r.done) c.close();
+        else c.enqueue(r.value);
+      },
+      cancel: (reason) => reader.cancel(reason),
+    }),
+  );
+}
+
+function once(body: ReadableStream<Uint8Array>): BodySource {
+  let used = false;
+  return { replayable: false, next: () => used ? null : (used = true, body) };
+}
+
+function streamOf(chunks: Uint8Array[]): ReadableStream<Uint8Array> {
+  return new ReadableStream<Uint8Array>({
+    start(c) {
+      for (const x of chunks) c.enqueue(x);
+      c.close();
+    },
+  });
+}
+
+function concat(chunks: Uint8Array[], size: number): Uint8Array {
+  const all = new Uint8Array(size);
+  let off = 0;
+  for (const c of chunks) {
+    all.set(c, off);
+    off += c.byteLength;
+  }
+  return all;
 }
 
 /** Wraps a response so `done` runs once its body has ended, failed or been cancelled. */

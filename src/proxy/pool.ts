@@ -104,3 +104,15 @@ export function buildPool(route: CompiledRoute, config: Config): RoutePool {
     trackBody: LOAD_AWARE.has(policy),
   };
 }
+
+/** Every upstream target id a config names (proxy and load_balance routes): the registry's keep-set. */
+export function configuredTargets(config: Config): string[] {
+  const ids = new Set<string>();
+  for (const r of Object.values(config.routes)) {
+    if (r.type === "proxy") ids.add(r.target);
+    if (r.type === "load_balance") {
+      for (const t of r.targets) ids.add(typeof t === "string" ? t : t.url);
+    }
+  }
+  return [...ids];
+}

@@ -1,0 +1,190 @@
+// forward(): selection, retry rules, body replay, budget, per-try timeout and passive ejection,
+// driven through the real handler with a scripted UpstreamClient and an injected clock.
+import assert from "node:assert/strict";
+import { loadConfigText } from "../config/load.ts";
+import { ProxyError } from "../domain/errors.ts";
+import { noopMetrics, silentLogger } from "../ports.ts";
+import type { ClientInfo, Metrics, UpstreamRequest } from "../ports.ts";
+import { createHandler } from "./pipeline.ts";
+import { buildSnapshot } from "./snapshot.ts";
+import { createUpstreamRegistry } from "./state.ts";
+import { REPLAY_CAP } from "./forward.ts";
+
+const A = "http://10.0.0.1:8080";
+const B = "http://10.0.0.2:8080";
+const C = "http://10.0.0.3:8080";
+const info: ClientInfo = {
+  remoteAddr: { hostname: "192.0.2.7", port: 5555 },
+  localPort: 80,
+  protocol: "http/1.1",
+  tls: false,
+};
+
+type Script = (req: UpstreamRequest, n: number) => Response | ProxyError | Promise<Response>;
+
+const connectErr = (req: UpstreamRequest) =>
+  new ProxyError("connect", `Cannot connect to upstream "${req.url.origin}": refused`, {
+    sentNothing: true,
+  });
+const resetErr = (req: UpstreamRequest) =>
+  new ProxyError("upstream_reset", `Upstream "${req.url.origin}" reset the connection`);
+
+function setup(routeYaml: string, script: Script, top = "") {
+  const text =
+    `listen_addr: "127.0.0.1:0"\nhealth_check: { enabled: false }\n${top}\nroutes:\n  "/":\n${
+      routeYaml.replace(/^/gm, "    ")
+    }\n`;
+  const { config, issues } = loadConfigText(text, { file: "t.yaml", env: { exists: () => true } });
+  assert.ok(config, JSON.stringify(issues));
+  const snap = buildSnapshot(config, { version: 1 });
+  let t = 1_000;
+  const clock = { now: () => t, monotonic: () => t };
+  const calls: { origin: string; method: string; body: string }[] = [];
+  const retries: string[] = [];
+  const metrics: Metrics = { ...noopMetrics, retry: (_r, reason) => void retries.push(reason) };
+  const upstreams = createUpstreamRegistry({ clock, logger: silentLogger, metrics });
+  const handler = createHandler({
+    snapshot: () => snap,
+    upstream: {
+      async send(req) {
+        const body = req.body ? await new Response(req.body).text() : "";
+        calls.push({ origin: req.url.origin, method: req.method, body });
+        const out = await script(req, calls.length);
+        if (out instanceof ProxyError) throw out;
+        return out;
+      },
+      close: () => Promise.resolve(),
+    },
+    files: { stat: () => Promise.resolve(null), open: () => Promise.resolve(null) },
+    clock,
+    logger: silentLogger,
+    metrics,
+    upstreams,
+    random: () => 0.5,
+  });
+  const call = async (init: RequestInit = {}, path = "/x") => {
+    const res = await handler(new Request(`http://proxy.test${path}`, init), info);
+    return { status: res.status, text: await res.text() };
+  };
+  return { call, calls, retries, upstreams, advance: (ms: number) => t += ms };
+}
+
+const lb = (extra = "") => `type: load_balance\ntargets: ["${A}", "${B}", "${C}"]\n${extra}`;
+const ok = (req: UpstreamRequest) => new Response(req.url.origin);
+
+Deno.test("forward: a connect failure is retried on another target for any method, body replayed", async () => {
+  const s = setup(lb(), (req, n) => n === 1 ? connectErr(req) : ok(req));
+  const r = await s.call({ method: "POST", body: "payload" });
+  assert.equal(r.status, 200);
+  assert.equal(s.calls.length, 2);
+  assert.equal(s.calls[0].origin, A);
+  assert.notEqual(s.calls[1].origin, A);
+  assert.deepEqual(s.calls.map((c) => c.body), ["payload", "payload"]);
+  assert.deepEqual(s.retries, ["connect"]);
+});
+
+Deno.test("forward: after a reset only idempotent methods are retried", async () => {
+  const s = setup(lb(), (req, n) => n % 2 === 1 ? resetErr(req) : ok(req));
+  assert.equal((await s.call({ method: "PUT", body: "x" })).status, 200);
+  assert.equal(s.calls.length, 2);
+  const post = await s.call({ method: "POST", body: "x" });
+  assert.equal(post.status, 502);
+  assert.equal(s.calls.length, 3, "POST was sent once");
+  assert.deepEqual(s.retries, ["reset"]);
+});
+
+Deno.test("forward: POST with Idempotency-Key is retried after a reset when opted in", async () => {
+  const s = setup(
+    lb("retries: { idempotency_key: true }"),
+    (req, n) => n === 1 ? resetErr(req) : ok(req),
+  );
+  const r = await s.call({ method: "POST", body: "x", headers: { "idempotency-key": "k1" } });
+  assert.equal(r.status, 200);
+  assert.equal(s.calls.length, 2);
+});
+
+Deno.test("forward: attempts bound the retries", async () => {
+  const s = setup(lb("retries: { attempts: 1 }"), connectErr);
+  assert.equal((await s.call()).status, 502);
+  assert.equal(s.calls.length, 2);
+  const none = setup(lb("retries: { attempts: 0 }"), connectErr);
+  assert.equal((await none.call()).status, 502);
+  assert.equal(none.calls.length, 1);
+});
+
+Deno.test("forward: the retry budget caps retries at a share of the load", async () => {
+  // 0% budget still allows the floor of 3 retries per 10 s window, then none.
+  const s = setup(
+    lb("strategy: first\nretries: { budget_percent: 0 }"),
+    (req) => req.url.origin === A ? connectErr(req) : ok(req),
+    "passive_health: { enabled: false }",
+  );
+  const statuses = [];
+  for (let i = 0; i < 5; i++) statuses.push((await s.call()).status);
+  assert.deepEqual(statuses, [200, 200, 200, 502, 502]);
+  assert.equal(s.retries.length, 3);
+  s.advance(11_000);
+  assert.equal((await s.call()).status, 200, "window passed: budget refilled");
+});
+
+Deno.test("forward: a body above the replay cap is streamed once and not retried", async () => {
+  const s = setup(lb(), (req, n) => n === 1 ? connectErr(req) : ok(req));
+  const big = "x".repeat(REPLAY_CAP - 10) + "0123456789abcdef".repeat(1_000);
+  // No Content-Length: the cap is found while reading, and every byte still goes through.
+  const chunked = new Blob([big]).stream();
+  assert.equal((await s.call({ method: "PUT", body: chunked })).status, 502);
+  assert.equal(s.calls.length, 1);
+  assert.equal(s.calls[0].body, big);
+  const declared = await s.call({
+    method: "PUT",
+    body: big,
+    headers: { "content-length": String(big.length) },
+  });
+  assert.equal(declared.status, 200);
+  assert.equal(s.calls.length, 2, "declared over the cap: streamed, single attempt");
+});
+
+Deno.test("forward: per_try_timeout gives up on a silent target and tries the next", async () => {
+  const s = setup(lb("retries: { per_try_timeout: 30ms }"), (req, n) => {
+    if (n > 1) return ok(req);
+    return new Promise<Response>((_, reject) => {
+      req.signal!.addEventListener("abort", () => reject(new ProxyError("client_gone", "aborted")));
+    });
+  });
+  const r = await s.call();
+  assert.equal(r.status, 200);
+  assert.notEqual(r.text, A);
+  assert.equal(s.calls[0].origin, A);
+  assert.deepEqual(s.retries, ["timeout"]);
+});
+
+Deno.test("forward: configured statuses eject a target for the cool-down (injected clock)", async () => {
+  const s = setup(
+    lb(),
+    (req) => new Response(req.url.origin, { status: req.url.origin === A ? 503 : 200 }),
+    "passive_health: { failures: 2, statuses: [503], base_ejection: 10s, panic_threshold_percent: 0 }",
+  );
+  const seen = [];
+  for (let i = 0; i < 9; i++) seen.push((await s.call()).text);
+  // Round robin: A, B, C, A (second 503: ejected), then only B and C.
+  assert.deepEqual(seen, [A, B, C, A, B, C, B, C, B]);
+  assert.ok(!s.upstreams.available(A));
+  s.advance(10_000);
+  assert.ok(s.upstreams.available(A));
+});
+
+Deno.test("forward: no available target answers 503 without sending", async () => {
+  const s = setup(`type: proxy\ntarget: "${A}"`, ok);
+  s.upstreams.probe(A, false, { thresholds: { healthy: 1, unhealthy: 1 }, reason: "test" });
+  const r = await s.call();
+  assert.equal(r.status, 503);
+  assert.equal(s.calls.length, 0);
+});
+
+Deno.test("forward: consistent_hash by cookie keeps a session on one target", async () => {
+  const s = setup(lb("strategy: consistent_hash\nhash_on: { type: cookie, name: sid }"), ok);
+  const first = (await s.call({ headers: { cookie: "a=1; sid=abc" } })).text;
+  for (let i = 0; i < 10; i++) {
+    assert.equal((await s.call({ headers: { cookie: `sid=abc; n=${i}` } })).text, first);
+  }
+});
