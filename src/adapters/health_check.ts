@@ -159,6 +159,7 @@ export function startHealthChecks(
       if (timer === undefined) schedule();
     },
     async close() {
+      if (closed) return;
       closed = true;
       clearTimeout(timer);
       timer = undefined;
