@@ -1,0 +1,298 @@
+// One HTTP/3 connection on a Deno QuicConn (RFC 9114 §6): our control stream with SETTINGS and
+// the two QPACK streams (held for the connection's life: Deno FINs a send stream when it is
+// garbage-collected), the peer's critical streams read and checked, request streams dispatched,
+// GOAWAY both ways and connection errors with their RFC codes.
+
+import type { ClientInfo, Handler, Logger } from "../../ports.ts";
+import {
+  encodeGoaway,
+  encodeSettings,
+  FrameType,
+  H3ConnectionError,
+  H3Error,
+  HTTP2_ONLY_FRAMES,
+  parseSettings,
+  parseSingleVarint,
+  Setting,
+  StreamType,
+} from "./frames.ts";
+import { type RequestContext, serveRequest } from "./request.ts";
+import { StreamReader } from "./stream_reader.ts";
+
+/** Limits applied per connection. */
+export interface ConnectionLimits {
+  /** SETTINGS_MAX_FIELD_SECTION_SIZE we advertise and enforce (RFC 9114 §4.2.2). */
+  maxFieldSectionSize: number;
+  /** Largest control-stream frame we buffer (SETTINGS, GOAWAY, …). */
+  maxControlFrame: number;
+}
+
+/** What a connection needs from its listener. */
+export interface ConnectionOptions {
+  handler: Handler;
+  logger: Logger;
+  localPort: number;
+  limits: ConnectionLimits;
+}
+
+/** A served HTTP/3 connection. */
+export class H3Connection {
+  readonly #conn: Deno.QuicConn;
+  readonly #opts: ConnectionOptions;
+  readonly #abort = new AbortController();
+  readonly #requests = new Set<Promise<void>>();
+  /** Strong references to our critical send streams (see the file comment). */
+  readonly #critical: WritableStreamDefaultWriter<Uint8Array>[] = [];
+  #control: WritableStreamDefaultWriter<Uint8Array> | null = null;
+  #peerStreams = new Set<number>();
+  #nextStreamId = 0;
+  #goawayId: number | null = null;
+  #closed = false;
+  /** Settled when the connection is closed, for any reason. */
+  readonly closed: Promise<void>;
+
+  constructor(conn: Deno.QuicConn, opts: ConnectionOptions) {
+    this.#conn = conn;
+    this.#opts = opts;
+    this.closed = conn.closed.then(() => {}, () => {}).finally(() => {
+      this.#closed = true;
+      this.#abort.abort(new Error("HTTP/3 connection closed"));
+    });
+  }
+
+  /** Requests being served right now. */
+  get inFlight(): number {
+    return this.#requests.size;
+  }
+
+  /** Opens our streams and serves the peer's until the connection ends. */
+  async serve(): Promise<void> {
+    try {
+      await this.#openOwnStreams();
+    } catch (err) {
+      this.#opts.logger.debug("HTTP/3 connection setup failed", { error: String(err) });
+      this.close(H3Error.INTERNAL_ERROR, "setup failed");
+      return;
+    }
+    const uni = this.#acceptUni();
+    await this.#acceptBidi();
+    await uni;
+  }
+
+  async #openOwnStreams(): Promise<void> {
+    const settings = encodeSettings([
+      [Setting.QPACK_MAX_TABLE_CAPACITY, 0],
+      [Setting.QPACK_BLOCKED_STREAMS, 0],
+      [Setting.MAX_FIELD_SECTION_SIZE, this.#opts.limits.maxFieldSectionSize],
+      [0x1f * 7 + 0x21, 0], // a GREASE setting keeps peers honest (RFC 9114 §7.2.4.1)
+    ]);
+    for (
+      const [type, first] of [[StreamType.CONTROL, settings], [StreamType.QPACK_ENCODER, null], [
+        StreamType.QPACK_DECODER,
+        null,
+      ]] as const
+    ) {
+      const s = await this.#conn.createUnidirectionalStream();
+      const w = s.getWriter();
+      this.#critical.push(w);
+      const buf = new Uint8Array(1 + (first?.length ?? 0));
+      buf[0] = type;
+      if (first) buf.set(first, 1);
+      await w.write(buf);
+      if (type === StreamType.CONTROL) this.#control = w;
+    }
+  }
+
+  async #acceptBidi(): Promise<void> {
+    const reader = this.#conn.incomingBidirectionalStreams.getReader();
+    try {
+      for (;;) {
+        const { value: stream, done } = await reader.read();
+        if (done) return;
+        const id = Number(stream.writable.id);
+        if (this.#goawayId !== null && id >= this.#goawayId) {
+          // After GOAWAY: refuse (the client retries elsewhere; no H3_REQUEST_REJECTED on Deno).
+          stream.readable.cancel().catch(() => {});
+          stream.writable.close().catch(() => {});
+          continue;
+        }
+        this.#nextStreamId = Math.max(this.#nextStreamId, id + 4);
+        const p: Promise<void> = serveRequest(stream, this.#requestContext()).finally(() => {
+          this.#requests.delete(p);
+        });
+        this.#requests.add(p);
+      }
+    } catch {
+      // Deno throws here on idle timeout or a lost connection instead of ending the stream.
+    } finally {
+      reader.releaseLock();
+    }
+  }
+
+  #requestContext(): RequestContext {
+    const remote = this.#conn.remoteAddr;
+    const info: ClientInfo = {
+      remoteAddr: { hostname: remote.hostname, port: remote.port },
+      localPort: this.#opts.localPort,
+      protocol: "h3",
+      tls: true,
+    };
+    return {
+      handler: this.#opts.handler,
+      logger: this.#opts.logger,
+      info,
+      maxFieldSectionSize: this.#opts.limits.maxFieldSectionSize,
+      signal: this.#abort.signal,
+      closeConnection: (code, reason) => this.close(code, reason),
+    };
+  }
+
+  async #acceptUni(): Promise<void> {
+    const reader = this.#conn.incomingUnidirectionalStreams.getReader();
+    try {
+      for (;;) {
+        const { value: stream, done } = await reader.read();
+        if (done) return;
+        this.#serveUni(stream).catch((err) => this.#fail(err));
+      }
+    } catch {
+      // connection gone
+    } finally {
+      reader.releaseLock();
+    }
+  }
+
+  #fail(err: unknown): void {
+    if (err instanceof H3ConnectionError) {
+      this.#opts.logger.debug("HTTP/3 connection error", { code: err.code, error: err.message });
+      this.close(err.code, err.message);
+    } else if (!this.#closed) {
+      this.close(H3Error.CLOSED_CRITICAL_STREAM, String(err));
+    }
+  }
+
+  /** Dispatches a peer unidirectional stream by type (RFC 9114 §6.2, RFC 9204 §4.2). */
+  async #serveUni(stream: Deno.QuicReceiveStream): Promise<void> {
+    const r = new StreamReader(stream);
+    const type = await r.varint("stream type");
+    if (type === null) return;
+    const critical = type === StreamType.CONTROL || type === StreamType.QPACK_ENCODER ||
+      type === StreamType.QPACK_DECODER;
+    if (!critical) {
+      if (type === StreamType.PUSH) {
+        throw new H3ConnectionError(H3Error.STREAM_CREATION_ERROR, "Client opened a push stream");
+      }
+      await r.cancel(); // unknown and reserved stream types are ignored (§6.2.3)
+      return;
+    }
+    if (this.#peerStreams.has(type)) {
+      throw new H3ConnectionError(
+        H3Error.STREAM_CREATION_ERROR,
+        `Second peer stream of type ${type}`,
+      );
+    }
+    this.#peerStreams.add(type);
+    if (type === StreamType.CONTROL) await this.#readControl(r);
+    else if (type === StreamType.QPACK_ENCODER) await this.#readEncoder(r);
+    else await this.#drain(r);
+    if (!this.#closed) {
+      throw new H3ConnectionError(
+        H3Error.CLOSED_CRITICAL_STREAM,
+        `Peer closed critical stream ${type}`,
+      );
+    }
+  }
+
+  /** The peer's control stream: SETTINGS first, then GOAWAY / MAX_PUSH_ID / extensions. */
+  async #readControl(r: StreamReader): Promise<void> {
+    let first = true;
+    for (;;) {
+      const type = await r.varint("frame type");
+      if (type === null) return;
+      const len = await r.varint("frame length");
+      if (len === null) throw new H3ConnectionError(H3Error.FRAME_ERROR, "Truncated control frame");
+      if (first && type !== FrameType.SETTINGS) {
+        throw new H3ConnectionError(
+          H3Error.MISSING_SETTINGS,
+          "Control stream must start with SETTINGS",
+        );
+      }
+      const known = type === FrameType.SETTINGS || type === FrameType.GOAWAY ||
+        type === FrameType.MAX_PUSH_ID || type === FrameType.CANCEL_PUSH;
+      if (!known) {
+        if (
+          type === FrameType.DATA || type === FrameType.HEADERS ||
+          type === FrameType.PUSH_PROMISE ||
+          HTTP2_ONLY_FRAMES.has(type)
+        ) {
+          throw new H3ConnectionError(
+            H3Error.FRAME_UNEXPECTED,
+            `Frame 0x${type.toString(16)} on control stream`,
+          );
+        }
+        await r.skip(len); // PRIORITY_UPDATE, GREASE, extensions: ignored
+        continue;
+      }
+      if (len > this.#opts.limits.maxControlFrame) {
+        throw new H3ConnectionError(H3Error.EXCESSIVE_LOAD, `Control frame of ${len} bytes`);
+      }
+      const payload = await r.exact(len, "control frame");
+      if (type === FrameType.SETTINGS) {
+        if (!first) throw new H3ConnectionError(H3Error.FRAME_UNEXPECTED, "Second SETTINGS frame");
+        parseSettings(payload);
+      } else if (type === FrameType.GOAWAY) {
+        // The client will open no more requests; ours finish normally (RFC 9114 §5.2).
+        parseSingleVarint(payload, "GOAWAY");
+      } else {
+        parseSingleVarint(payload, type === FrameType.MAX_PUSH_ID ? "MAX_PUSH_ID" : "CANCEL_PUSH");
+      }
+      first = false;
+    }
+  }
+
+  /**
+   * The peer's QPACK encoder stream. With a zero-capacity table the only valid instruction is
+   * Set Dynamic Table Capacity 0 (0x20); anything else is QPACK_ENCODER_STREAM_ERROR (§4.3).
+   */
+  async #readEncoder(r: StreamReader): Promise<void> {
+    for (;;) {
+      if (await r.atEnd()) return;
+      const chunk = await r.upTo(4096);
+      if (chunk.some((b) => b !== 0x20)) {
+        throw new H3ConnectionError(
+          H3Error.QPACK_ENCODER_STREAM_ERROR,
+          "Dynamic table use was not allowed",
+        );
+      }
+    }
+  }
+
+  async #drain(r: StreamReader): Promise<void> {
+    while (!(await r.atEnd())) await r.upTo(65536);
+  }
+
+  /**
+   * Sends GOAWAY with the first stream id we will not serve (RFC 9114 §5.2); later request
+   * streams are refused. Idempotent.
+   */
+  async goaway(): Promise<void> {
+    if (this.#goawayId !== null || this.#closed || !this.#control) return;
+    this.#goawayId = this.#nextStreamId;
+    await this.#control.write(encodeGoaway(this.#goawayId)).catch(() => {});
+  }
+
+  /** Resolves when no request is in flight. */
+  async drained(): Promise<void> {
+    while (this.#requests.size > 0) await Promise.allSettled([...this.#requests]);
+  }
+
+  /** Closes the connection with an HTTP/3 error code (H3_NO_ERROR for a clean close). */
+  close(code: number = H3Error.NO_ERROR, reason = ""): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    try {
+      this.#conn.close({ closeCode: code, reason: reason.slice(0, 100) });
+    } catch { /* already closed */ }
+    this.#abort.abort(new Error("HTTP/3 connection closed"));
+  }
+}

@@ -1,0 +1,165 @@
+// HTTP/3 listener on Deno.QuicEndpoint: accepts QUIC connections with ALPN "h3" and serves
+// each request through the shared Handler. Certificates rotate live, shutdown sends GOAWAY and
+// drains. Public entry point of src/adapters/h3/.
+
+import type { Handler, Logger } from "../../ports.ts";
+import { H3Connection } from "./connection.ts";
+import { H3Error } from "./frames.ts";
+
+/**
+ * The seed's `protocols.http3_config` keys. Deno 2.9.6 offers only some QUIC knobs:
+ * `max_streams_bidi` → maxConcurrentBidirectionalStreams, `max_idle_timeout` (ms) →
+ * maxIdleTimeout, `congestion_control` cubic → Cubic, bbr → BBR, reno → Cubic (no Reno in
+ * Deno). Accepted and ignored: `max_data`, `max_stream_data` (quinn's flow-control windows are
+ * fixed), `max_packet_size` (quinn does path MTU discovery), and `enable_0rtt: false` (Deno
+ * always accepts 0-RTT and cannot tell which requests were early; see README).
+ */
+export interface H3Options {
+  max_data?: number;
+  max_stream_data?: number;
+  max_streams_bidi?: number;
+  max_idle_timeout?: number;
+  congestion_control?: "cubic" | "reno" | "bbr";
+  enable_0rtt?: boolean;
+  max_packet_size?: number;
+  /** Largest request header section, advertised as SETTINGS_MAX_FIELD_SECTION_SIZE. */
+  max_field_section_size?: number;
+}
+
+/** A running HTTP/3 listener. */
+export interface H3Listener {
+  readonly port: number;
+  /** Serves new connections with another certificate; existing ones keep theirs. */
+  setCertificate(cert: string, key: string): void;
+  /** GOAWAY on every connection, waits up to `graceMs` for requests, then closes. */
+  shutdown(graceMs: number): Promise<void>;
+}
+
+/** `Alt-Svc` value advertising HTTP/3 on `port` (RFC 7838 §3, RFC 9114 §3.1.1). */
+export function altSvcValue(port: number, maxAge: number): string {
+  return `h3=":${port}"; ma=${maxAge}`;
+}
+
+/** Maps http3_config keys to Deno's QUIC transport options; returns what it had to ignore. */
+export function quicTransportOptions(
+  o: H3Options,
+): { transport: Deno.QuicTransportOptions; ignored: string[] } {
+  const transport: Deno.QuicTransportOptions = {
+    maxIdleTimeout: o.max_idle_timeout ?? 30_000,
+    maxConcurrentBidirectionalStreams: o.max_streams_bidi ?? 100,
+    maxConcurrentUnidirectionalStreams: 16,
+    congestionControl: o.congestion_control === "bbr" ? "low-latency" : "throughput",
+  };
+  const ignored: string[] = [];
+  if (o.max_data !== undefined) ignored.push("max_data");
+  if (o.max_stream_data !== undefined) ignored.push("max_stream_data");
+  if (o.max_packet_size !== undefined) ignored.push("max_packet_size");
+  if (o.congestion_control === "reno") ignored.push("congestion_control=reno (using cubic)");
+  if (o.enable_0rtt === false) ignored.push("enable_0rtt=false (Deno always accepts 0-RTT)");
+  return { transport, ignored };
+}
+
+/** Longest wait after the drain for responses to be acknowledged before closing. */
+const LINGER_MS = 1000;
+
+/** Waits for `p` at most `ms` milliseconds. */
+async function within(p: Promise<unknown>, ms: number): Promise<void> {
+  if (ms <= 0) return;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  await Promise.race([p, new Promise<void>((r) => timer = setTimeout(r, ms))]);
+  clearTimeout(timer);
+}
+
+/** Starts an HTTP/3 listener on UDP `hostname:port` (port 0 picks one). */
+export function startH3Listener(opts: H3ListenerOptions): Promise<H3Listener> {
+  return Promise.resolve().then(() => listen(opts));
+}
+
+/** Options of startH3Listener. */
+export interface H3ListenerOptions {
+  hostname: string;
+  port: number;
+  cert: string;
+  key: string;
+  handler: Handler;
+  logger: Logger;
+  options?: H3Options;
+}
+
+function listen(opts: H3ListenerOptions): H3Listener {
+  const { logger } = opts;
+  const { transport, ignored } = quicTransportOptions(opts.options ?? {});
+  if (ignored.length > 0) {
+    logger.info("HTTP/3 settings not supported by Deno QUIC are ignored", {
+      keys: ignored.join(", "),
+    });
+  }
+  const endpoint = new Deno.QuicEndpoint({ hostname: opts.hostname, port: opts.port });
+  const listenWith = (cert: string, key: string) =>
+    endpoint.listen({ cert, key, alpnProtocols: ["h3"], ...transport });
+  // Every listener stays referenced: a collected one disables the endpoint (Deno 2.9.6).
+  const listeners: Deno.QuicListener[] = [listenWith(opts.cert, opts.key)];
+  const port = endpoint.addr.port;
+  const connections = new Set<H3Connection>();
+  const limits = {
+    maxFieldSectionSize: opts.options?.max_field_section_size ?? 64 * 1024,
+    maxControlFrame: 16 * 1024,
+  };
+  let stopping = false;
+
+  const acceptLoop = (async () => {
+    for (;;) {
+      let incoming: Deno.QuicIncoming;
+      try {
+        incoming = await listeners[0].incoming();
+      } catch {
+        return; // endpoint closed
+      }
+      if (stopping) {
+        incoming.refuse();
+        continue;
+      }
+      // Never touch incoming.remoteAddr & co: the getters consume the connection (Deno 2.9.6).
+      (incoming.accept<false>() as Promise<Deno.QuicConn>).then((conn) => {
+        const c = new H3Connection(conn, {
+          handler: opts.handler,
+          logger,
+          localPort: port,
+          limits,
+        });
+        connections.add(c);
+        c.closed.finally(() => connections.delete(c));
+        c.serve().catch((err) => logger.debug("HTTP/3 connection ended", { error: String(err) }));
+        if (stopping) c.goaway();
+      }, (err) => logger.debug("HTTP/3 handshake failed", { error: String(err) }));
+    }
+  })();
+
+  logger.info("HTTP/3 listening", { address: `${opts.hostname}:${port}`, transport: "udp" });
+  return {
+    port,
+    setCertificate(cert, key) {
+      listeners.push(listenWith(cert, key));
+      logger.info("HTTP/3 certificate replaced");
+    },
+    async shutdown(graceMs) {
+      if (stopping) return;
+      stopping = true;
+      const all = [...connections];
+      await Promise.all(all.map((c) => c.goaway()));
+      const deadline = Date.now() + Math.max(0, graceMs);
+      await within(Promise.all(all.map((c) => c.drained())), graceMs);
+      // A QUIC close drops data not yet acknowledged: give the last responses a moment to be
+      // acked, or let the clients close first (they do once idle after GOAWAY).
+      await within(
+        Promise.all(all.map((c) => c.closed)),
+        Math.min(LINGER_MS, deadline - Date.now()),
+      );
+      for (const c of connections) c.close(H3Error.NO_ERROR, "shutdown");
+      for (const l of listeners) l.stop();
+      endpoint.close({ closeCode: H3Error.NO_ERROR, reason: "shutdown" });
+      await acceptLoop;
+      await Promise.allSettled(all.map((c) => c.closed));
+    },
+  };
+}

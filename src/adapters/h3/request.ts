@@ -1,0 +1,293 @@
+// One HTTP/3 request stream (RFC 9114 §4.1): HEADERS, DATA*, optional trailers, FIN in; the
+// shared Handler's Response out as HEADERS then DATA frames. The request body is pulled from
+// DATA frames only as the handler reads it, so QUIC flow control pushes back on the client.
+
+import type { ClientInfo, Handler, Logger } from "../../ports.ts";
+import {
+  encodeFrame,
+  frameHeader,
+  FrameType,
+  H3ConnectionError,
+  H3Error,
+  HTTP2_ONLY_FRAMES,
+} from "./frames.ts";
+import {
+  MessageError,
+  parseRequestHead,
+  parseTrailers,
+  responseFields,
+  responseHasNoBody,
+} from "./message.ts";
+import { decodeFieldSection, encodeFieldSection, type Field, QpackError } from "./qpack.ts";
+import { StreamReader } from "./stream_reader.ts";
+
+/** What a request stream needs from its connection. */
+export interface RequestContext {
+  handler: Handler;
+  logger: Logger;
+  info: ClientInfo;
+  maxFieldSectionSize: number;
+  /** Aborted when the connection goes away. */
+  signal: AbortSignal;
+  /** Closes the whole connection with an HTTP/3 error code (RFC 9114 §8). */
+  closeConnection(code: number, reason: string): void;
+}
+
+/** Frames that may never appear on a request stream (RFC 9114 §7.2). */
+function unexpectedOnRequest(type: number): boolean {
+  return type === FrameType.SETTINGS || type === FrameType.GOAWAY ||
+    type === FrameType.MAX_PUSH_ID ||
+    type === FrameType.CANCEL_PUSH || type === FrameType.PUSH_PROMISE ||
+    type === FrameType.PRIORITY_UPDATE || type === FrameType.PRIORITY_UPDATE + 1 ||
+    HTTP2_ONLY_FRAMES.has(type);
+}
+
+/** Reads a HEADERS payload and decodes it; QPACK errors are connection errors. */
+async function readFields(r: StreamReader, len: number, max: number): Promise<Field[] | null> {
+  if (len > max) {
+    await r.skip(len, "HEADERS frame");
+    return null;
+  }
+  const payload = await r.exact(len, "HEADERS frame");
+  try {
+    return decodeFieldSection(payload);
+  } catch (err) {
+    if (err instanceof QpackError) {
+      throw new H3ConnectionError(H3Error.QPACK_DECOMPRESSION_FAILED, err.message);
+    }
+    throw err;
+  }
+}
+
+/**
+ * The request body as a stream of DATA payloads; checks content-length against what arrived
+ * and validates trailers (which a Web Request cannot carry, so they are dropped).
+ */
+function bodyStream(
+  r: StreamReader,
+  ctx: RequestContext,
+  contentLength: number | null,
+  onError: (err: unknown) => void,
+): ReadableStream<Uint8Array> {
+  let remaining = 0; // bytes left in the current DATA frame
+  let received = 0;
+  let trailersSeen = false;
+  return new ReadableStream<Uint8Array>({
+    async pull(c) {
+      try {
+        while (remaining === 0) {
+          const type = await r.varint("frame type");
+          if (type === null) {
+            if (contentLength !== null && received !== contentLength) {
+              throw new MessageError(
+                400,
+                `Request body is ${received} bytes, content-length says ${contentLength}`,
+              );
+            }
+            c.close();
+            return;
+          }
+          const len = await r.varint("frame length");
+          if (len === null) {
+            throw new H3ConnectionError(H3Error.FRAME_ERROR, "Truncated frame header");
+          }
+          if (trailersSeen && type <= FrameType.HEADERS) {
+            throw new H3ConnectionError(H3Error.FRAME_UNEXPECTED, "Frame after trailers");
+          }
+          if (type === FrameType.DATA) remaining = len;
+          else if (type === FrameType.HEADERS) {
+            const fields = await readFields(r, len, ctx.maxFieldSectionSize);
+            if (fields === null) throw new MessageError(431, "Trailers too large");
+            parseTrailers(fields);
+            trailersSeen = true;
+          } else if (unexpectedOnRequest(type)) {
+            throw new H3ConnectionError(
+              H3Error.FRAME_UNEXPECTED,
+              `Frame 0x${type.toString(16)} on a request stream`,
+            );
+          } else await r.skip(len);
+        }
+        const chunk = await r.upTo(remaining, "DATA frame");
+        remaining -= chunk.length;
+        received += chunk.length;
+        if (contentLength !== null && received > contentLength) {
+          throw new MessageError(400, `Request body exceeds content-length ${contentLength}`);
+        }
+        c.enqueue(chunk.slice());
+      } catch (err) {
+        onError(err);
+        c.error(err);
+      }
+    },
+    async cancel() {
+      await r.cancel();
+    },
+  }, { highWaterMark: 0 });
+}
+
+/** Serves one bidirectional request stream end to end; never throws. */
+export async function serveRequest(
+  stream: Deno.QuicBidirectionalStream,
+  ctx: RequestContext,
+): Promise<void> {
+  const r = new StreamReader(stream.readable);
+  const writer = stream.writable.getWriter();
+  const abort = new AbortController();
+  const signal = AbortSignal.any([abort.signal, ctx.signal]);
+  const fail = (err: unknown) => {
+    if (err instanceof H3ConnectionError) ctx.closeConnection(err.code, err.message);
+    abort.abort(err);
+  };
+  let method = "GET";
+  try {
+    let fields: Field[] | null | undefined;
+    while (fields === undefined) {
+      const type = await r.varint("frame type");
+      if (type === null) { // FIN before any HEADERS: H3_REQUEST_INCOMPLETE (no reset codes on Deno)
+        await writer.close().catch(() => {});
+        return;
+      }
+      const len = await r.varint("frame length");
+      if (len === null) throw new H3ConnectionError(H3Error.FRAME_ERROR, "Truncated frame header");
+      if (type === FrameType.HEADERS) fields = await readFields(r, len, ctx.maxFieldSectionSize);
+      else if (type === FrameType.DATA || unexpectedOnRequest(type)) {
+        throw new H3ConnectionError(
+          H3Error.FRAME_UNEXPECTED,
+          `Frame 0x${type.toString(16)} before HEADERS`,
+        );
+      } else await r.skip(len); // unknown and reserved frame types are ignored (§9)
+    }
+    if (fields === null) throw new MessageError(431, "Request header fields too large");
+    const head = parseRequestHead(fields, { maxFieldSectionSize: ctx.maxFieldSectionSize });
+    method = head.method;
+    const headers = new Headers(head.headers);
+    if (!headers.has("host")) headers.set("host", head.authority);
+    const hasBody = method !== "GET" && method !== "HEAD";
+    const body = hasBody ? bodyStream(r, ctx, head.contentLength, fail) : null;
+    if (!hasBody) drainRest(r, fail);
+    const path = head.path === "*" ? "/" : head.path;
+    const req = new Request(`${head.scheme}://${head.authority}${path}`, {
+      method,
+      headers,
+      body,
+      signal,
+      // @ts-ignore: duplex is required for streaming bodies but missing from the lib types
+      duplex: "half",
+    });
+    let res: Response;
+    try {
+      res = await ctx.handler(req, ctx.info);
+    } catch (err) {
+      ctx.logger.error("HTTP/3 handler failed", { error: String(err) });
+      res = new Response("Internal Server Error\n", { status: 500 });
+    }
+    await writeResponse(writer, res, { method, ctx, onClientGone: () => abort.abort() });
+  } catch (err) {
+    if (err instanceof MessageError) {
+      const res = new Response(`${err.message}\n`, {
+        status: err.status,
+        headers: { "content-type": "text/plain" },
+      });
+      await writeResponse(writer, res, { method, ctx, onClientGone: () => {} }).catch(() => {});
+      await r.cancel();
+      return;
+    }
+    fail(err);
+    if (!(err instanceof H3ConnectionError)) {
+      ctx.logger.debug("HTTP/3 request stream failed", { error: String(err) });
+    }
+    await writer.abort().catch(() => {});
+  }
+}
+
+/** Reads and discards whatever follows the head of a bodyless request, watching for errors. */
+function drainRest(r: StreamReader, fail: (err: unknown) => void): void {
+  (async () => {
+    for (;;) {
+      const type = await r.varint("frame type");
+      if (type === null) return;
+      const len = await r.varint("frame length");
+      if (len === null) throw new H3ConnectionError(H3Error.FRAME_ERROR, "Truncated frame header");
+      if (unexpectedOnRequest(type)) {
+        throw new H3ConnectionError(
+          H3Error.FRAME_UNEXPECTED,
+          `Frame 0x${type.toString(16)} on a request stream`,
+        );
+      }
+      await r.skip(len);
+    }
+  })().catch(fail);
+}
+
+/** Small chunks are framed in one write; large ones get a separate header write (no copy). */
+const COALESCE_BELOW = 16 * 1024;
+
+/**
+ * Writes HEADERS then the body as DATA frames, then FIN. Writes wait for QUIC flow control.
+ * A body that fails midway cannot be signalled with RESET_STREAM on Deno: with a
+ * content-length the short stream tells the client; without one the connection is closed so a
+ * truncated body is never mistaken for a complete one.
+ */
+async function writeResponse(
+  writer: WritableStreamDefaultWriter<Uint8Array>,
+  res: Response,
+  opts: { method: string; ctx: RequestContext; onClientGone: () => void },
+): Promise<void> {
+  const fields = responseFields(res.status, res.headers);
+  const noBody = responseHasNoBody(opts.method, res.status);
+  const head = encodeFrame(FrameType.HEADERS, encodeFieldSection(fields));
+  if (noBody || !res.body) {
+    await res.body?.cancel().catch(() => {});
+    try {
+      await writer.write(head);
+      await writer.close();
+    } catch {
+      opts.onClientGone();
+    }
+    return;
+  }
+  const reader = res.body.getReader();
+  let pending: Uint8Array | null = head;
+  try {
+    for (;;) {
+      let chunk: Uint8Array | undefined;
+      let done: boolean;
+      try {
+        ({ value: chunk, done } = await reader.read());
+      } catch (err) {
+        if (pending) await writer.write(pending).catch(() => {});
+        if (res.headers.has("content-length")) await writer.abort().catch(() => {});
+        else opts.ctx.closeConnection(H3Error.INTERNAL_ERROR, "Response body failed");
+        opts.ctx.logger.warn("HTTP/3 response body failed midway", { error: String(err) });
+        return;
+      }
+      if (done) break;
+      if (!chunk || chunk.length === 0) continue;
+      const fh = frameHeader(FrameType.DATA, chunk.length);
+      if (chunk.length < COALESCE_BELOW) {
+        const pre = pending ? pending.length : 0;
+        const buf = new Uint8Array(pre + fh.length + chunk.length);
+        if (pending) buf.set(pending);
+        buf.set(fh, pre);
+        buf.set(chunk, pre + fh.length);
+        pending = null;
+        await writer.write(buf);
+      } else {
+        if (pending) {
+          const buf = new Uint8Array(pending.length + fh.length);
+          buf.set(pending);
+          buf.set(fh, pending.length);
+          pending = null;
+          await writer.write(buf);
+        } else await writer.write(fh);
+        await writer.write(chunk);
+      }
+    }
+    if (pending) await writer.write(pending);
+    await writer.close();
+  } catch {
+    // The client stopped reading (STOP_SENDING) or the connection is gone: release upstream.
+    opts.onClientGone();
+    await reader.cancel().catch(() => {});
+  }
+}

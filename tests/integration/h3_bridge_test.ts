@@ -1,0 +1,254 @@
+// HTTP/3 listener + request bridge against a plain handler, driven by the in-repo client on
+// Deno.connectQuic: real QUIC on 127.0.0.1, no proxy in between.
+import assert from "node:assert/strict";
+import { interopTest, ROOT, run, waitFor } from "../_harness.ts";
+import { altSvcValue, type H3Listener, startH3Listener } from "../../src/adapters/h3/mod.ts";
+import { connectH3 } from "../../src/adapters/h3/client.ts";
+import { encodeFrame, FrameType, H3Error } from "../../src/adapters/h3/frames.ts";
+import type { ClientInfo, Handler } from "../../src/ports.ts";
+import { silentLogger } from "../../src/ports.ts";
+
+const TLS = `${ROOT}/tests/fixtures/tls`;
+const cert = Deno.readTextFileSync(`${TLS}/cert.pem`);
+const key = Deno.readTextFileSync(`${TLS}/key.pem`);
+const ca = Deno.readTextFileSync(`${TLS}/ca.pem`);
+
+async function withListener(
+  handler: Handler,
+  fn: (l: H3Listener) => Promise<void>,
+): Promise<void> {
+  const l = await startH3Listener({
+    hostname: "127.0.0.1",
+    port: 0,
+    cert,
+    key,
+    handler,
+    logger: silentLogger,
+    options: { max_idle_timeout: 5000, max_field_section_size: 8192 },
+  });
+  try {
+    await fn(l);
+  } finally {
+    await l.shutdown(0);
+  }
+}
+
+const client = (port: number) => connectH3({ hostname: "127.0.0.1", port, caCerts: [ca] });
+
+Deno.test("startH3Listener serves a GET through the handler with h3 ClientInfo", async () => {
+  let seen: ClientInfo | undefined;
+  let seenReq: { url: string; host: string | null; cookie: string | null } | undefined;
+  await withListener((req, info) => {
+    seen = info;
+    seenReq = { url: req.url, host: req.headers.get("host"), cookie: req.headers.get("cookie") };
+    const h = new Headers({ "content-type": "text/plain", "x-proto": "h3" });
+    h.append("set-cookie", "a=1");
+    h.append("set-cookie", "b=2");
+    return Promise.resolve(new Response("hello over h3", { headers: h }));
+  }, async (l) => {
+    await using c = await client(l.port);
+    const res = await c.request("/path?q=1", {
+      fields: [
+        [":method", "GET"],
+        [":scheme", "https"],
+        [":authority", `localhost:${l.port}`],
+        [":path", "/path?q=1"],
+        ["cookie", "x=1"],
+        ["cookie", "y=2"],
+      ],
+    });
+    assert.equal(res.status, 200);
+    assert.equal(new TextDecoder().decode(res.body), "hello over h3");
+    assert.equal(res.headers.get("x-proto"), "h3");
+    assert.deepEqual(res.headers.getSetCookie(), ["a=1", "b=2"]);
+    assert.equal(seen?.protocol, "h3");
+    assert.equal(seen?.tls, true);
+    assert.equal(seen?.localPort, l.port);
+    assert.equal(seen?.remoteAddr.hostname, "127.0.0.1");
+    assert.equal(seenReq?.url, `https://localhost:${l.port}/path?q=1`);
+    assert.equal(seenReq?.host, `localhost:${l.port}`);
+    assert.equal(seenReq?.cookie, "x=1; y=2");
+  });
+});
+
+Deno.test("startH3Listener streams a 1 MiB request body and a 8 MiB response intact", async () => {
+  const big = new Uint8Array(8 * 1024 * 1024).map((_, i) => (i * 7) & 0xff);
+  await withListener(async (req) => {
+    if (req.method === "POST") {
+      const body = new Uint8Array(await req.arrayBuffer());
+      const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", body));
+      return new Response(`${body.length} ${Array.from(digest).join(",")}`);
+    }
+    return new Response(
+      ReadableStream.from((function* () {
+        for (let off = 0; off < big.length; off += 100_000) yield big.subarray(off, off + 100_000);
+      })()),
+      { headers: { "content-length": String(big.length) } },
+    );
+  }, async (l) => {
+    await using c = await client(l.port);
+    const post = crypto.getRandomValues(new Uint8Array(65536));
+    const body = new Uint8Array(1024 * 1024);
+    for (let i = 0; i < 16; i++) body.set(post, i * 65536);
+    const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", body));
+    const res = await c.request("/echo", {
+      method: "POST",
+      body,
+      headers: { "content-length": String(body.length) },
+    });
+    assert.equal(
+      new TextDecoder().decode(res.body),
+      `${body.length} ${Array.from(digest).join(",")}`,
+    );
+    const dl = await c.request("/big");
+    assert.equal(dl.status, 200);
+    assert.equal(dl.body.length, big.length);
+    assert.deepEqual(dl.body, big);
+  });
+});
+
+Deno.test("startH3Listener answers malformed requests with 400, 431 and 501", async () => {
+  let calls = 0;
+  await withListener(() => {
+    calls++;
+    return Promise.resolve(new Response("ok"));
+  }, async (l) => {
+    await using c = await client(l.port);
+    const base = (path = "/"): [string, string][] => [
+      [":method", "GET"],
+      [":scheme", "https"],
+      [":authority", "localhost"],
+      [":path", path],
+    ];
+    assert.equal((await c.request("/", { fields: [...base(), ["Upper", "x"]] })).status, 400);
+    assert.equal(
+      (await c.request("/", { fields: [...base(), ["connection", "close"]] })).status,
+      400,
+    );
+    assert.equal((await c.request("/", { fields: base().slice(0, 3) })).status, 400);
+    assert.equal(
+      (await c.request("/", { fields: [...base(), ["x", "v".repeat(9000)]] })).status,
+      431,
+    );
+    assert.equal(
+      (await c.request("/", { fields: [[":method", "CONNECT"], [":authority", "a:1"]] })).status,
+      501,
+    );
+    assert.equal(calls, 0);
+    // a GREASE frame before HEADERS is ignored
+    const grease = encodeFrame(0x21 + 0x1f * 3, new Uint8Array(5));
+    const { encodeFieldSection } = await import("../../src/adapters/h3/qpack.ts");
+    const headers = encodeFrame(FrameType.HEADERS, encodeFieldSection(base("/g")));
+    const raw = new Uint8Array([...grease, ...headers]);
+    assert.equal((await c.request("/", { raw })).status, 200);
+    assert.equal(calls, 1);
+  });
+});
+
+Deno.test("startH3Listener checks content-length against the DATA received", async () => {
+  let error = "";
+  await withListener(async (req) => {
+    try {
+      await req.arrayBuffer();
+      return new Response("read");
+    } catch (err) {
+      error = String(err);
+      return new Response("bad body", { status: 400 });
+    }
+  }, async (l) => {
+    await using c = await client(l.port);
+    const res = await c.request("/", {
+      method: "POST",
+      body: new Uint8Array(10),
+      headers: { "content-length": "20" },
+    });
+    assert.equal(res.status, 400);
+    assert.match(error, /content-length/);
+  });
+});
+
+Deno.test("startH3Listener closes the connection on DATA before HEADERS (H3_FRAME_UNEXPECTED)", async () => {
+  await withListener(() => Promise.resolve(new Response("ok")), async (l) => {
+    await using c = await client(l.port);
+    await assert.rejects(() =>
+      c.request("/", { raw: encodeFrame(FrameType.DATA, new Uint8Array(3)) })
+    );
+    const info = await c.conn.closed.then((i) => String(i.closeCode), (e) => String(e));
+    assert.match(info, new RegExp(`${H3Error.FRAME_UNEXPECTED}|0x105`), info);
+  });
+});
+
+Deno.test("H3Listener.shutdown sends GOAWAY and lets the in-flight request finish", async () => {
+  let release!: () => void;
+  const gate = new Promise<void>((r) => release = r);
+  let started = false;
+  const l = await startH3Listener({
+    hostname: "127.0.0.1",
+    port: 0,
+    cert,
+    key,
+    logger: silentLogger,
+    handler: async () => {
+      started = true;
+      await gate;
+      return new Response("finished");
+    },
+  });
+  await using c = await client(l.port);
+  const inflight = c.request("/slow");
+  await waitFor(() => started, { what: "request to reach the handler" });
+  const down = l.shutdown(5000);
+  await waitFor(() => c.goawayId !== null, { what: "GOAWAY" });
+  assert.equal(c.goawayId, 4);
+  release();
+  const res = await inflight;
+  assert.equal(new TextDecoder().decode(res.body), "finished");
+  c.close(); // clients close once idle after GOAWAY; the listener then stops lingering
+  await down;
+});
+
+Deno.test("altSvcValue advertises the real port", () => {
+  assert.equal(altSvcValue(8443, 3600), 'h3=":8443"; ma=3600');
+});
+
+interopTest("H3Listener.setCertificate serves new connections with the new certificate", [
+  "openssl",
+], async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const out = await run("openssl", [
+      "req",
+      "-x509",
+      "-newkey",
+      "ec",
+      "-pkeyopt",
+      "ec_paramgen_curve:prime256v1",
+      "-nodes",
+      "-keyout",
+      `${dir}/k.pem`,
+      "-out",
+      `${dir}/c.pem`,
+      "-days",
+      "2",
+      "-subj",
+      "/CN=localhost",
+      "-addext",
+      "subjectAltName=DNS:localhost",
+      "-addext",
+      "basicConstraints=critical,CA:FALSE",
+    ]);
+    assert.equal(out.code, 0, out.stderr);
+    const cert2 = await Deno.readTextFile(`${dir}/c.pem`);
+    const key2 = await Deno.readTextFile(`${dir}/k.pem`);
+    await withListener(() => Promise.resolve(new Response("ok")), async (l) => {
+      await assert.rejects(() =>
+        connectH3({ hostname: "127.0.0.1", port: l.port, caCerts: [cert2] })
+      );
+      l.setCertificate(cert2, key2);
+      await using c = await connectH3({ hostname: "127.0.0.1", port: l.port, caCerts: [cert2] });
+      assert.equal((await c.request("/")).status, 200);
+    });
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
