@@ -137,7 +137,9 @@ export function createDenoFileStore(): FileStore {
         }
         const start = range?.start ?? 0;
         const end = range ? Math.min(range.end, st.size - 1) : st.size - 1;
-        if (end === st.size - 1) {
+        // Only when the caller's range still ends at EOF: if the file grew since the caller's
+        // stat (and Content-Length), the bounded stream below sends exactly what was announced.
+        if (end === st.size - 1 && (!range || range.end === end)) {
           // To the end of the file: Deno.serve streams a resource-backed body from Rust without
           // JS chunks (measured: half the CPU and flat RSS for 1 GiB). It closes the file at EOF
           // or when the client goes away.

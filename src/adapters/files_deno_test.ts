@@ -97,3 +97,13 @@ Deno.test("createDenoFileStore leaks no descriptor on stat, full reads or cancel
   }
   assert.equal(openFds(), before);
 });
+
+Deno.test("createDenoFileStore sends only the announced bytes of a file that grew since stat", async () => {
+  await using t = await tree();
+  const fs = createDenoFileStore();
+  const st = (await fs.stat(t.root, "a.txt"))!;
+  await Deno.writeTextFile(`${t.root}/a.txt`, "abcdefghijKLMNOP");
+  const body = await read(await fs.open(t.root, "a.txt", { start: 0, end: st.size - 1 }));
+  assert.equal(body, "abcdefghij");
+  assert.equal(await read(await fs.open(t.root, "a.txt", { start: 10, end: 15 })), "KLMNOP");
+});

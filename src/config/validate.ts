@@ -153,6 +153,21 @@ export function validateConfig(
         "Create it or fix the path (relative to the working directory)",
       );
     }
+    if (route.type === "static" && opts.env.exists(route.root)) {
+      for (const k of ["spa_fallback", "not_found_page", "index"] as const) {
+        const f = route[k]?.replace(/^\/+/, "");
+        if (f === undefined || (k === "index" && f === "index.html")) continue;
+        if (f === "" || f.split("/").some((seg) => seg === ".." || seg === ".")) {
+          err(["routes", key, k], `${k} must name a file inside root`, 'E.g. "index.html"');
+        } else if (k !== "index" && !opts.env.exists(`${route.root}/${f}`)) {
+          warn(
+            ["routes", key, k],
+            `File not found: ${route.root}/${f}`,
+            "The path is relative to root; until it exists the plain 404 is served",
+          );
+        }
+      }
+    }
     if (route.type === "load_balance") {
       const urls = route.targets.map((t) => typeof t === "string" ? t : t.url);
       urls.forEach((u, i) => {

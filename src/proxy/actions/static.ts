@@ -188,9 +188,7 @@ async function serveFile(
   }
   headers.set("content-length", String(range.end - range.start + 1));
   if (req.method === "HEAD") return new Response(null, { status, headers });
-  const body = size === 0
-    ? null
-    : await opts.files.open(opts.root, file.rel, status === 206 ? range : undefined);
+  const body = size === 0 ? null : await opts.files.open(opts.root, file.rel, range);
   if (body === null && size !== 0) return errorResponse("not_found", opts.requestId);
   return new Response(body, { status, headers });
 }
