@@ -3,8 +3,8 @@
 // calls retain() after each reload to drop limiters that no longer exist.
 
 import { decide } from "../domain/rate_limit.ts";
-import type { RateLimitDecision, RateLimitState } from "../domain/rate_limit.ts";
-import { LruMap } from "../domain/lru.ts";
+import type { RateLimitDecision } from "../domain/rate_limit.ts";
+import { StateLru } from "../domain/lru.ts";
 import type { RateLimitQuery, RateLimitStore } from "../ports.ts";
 
 /** The memory store plus the hooks the composition root and tests use. */
@@ -21,12 +21,12 @@ export interface MemoryRateLimitStore extends RateLimitStore {
 
 /** Creates an empty in-memory store. */
 export function createMemoryStore(): MemoryRateLimitStore {
-  const limiters = new Map<string, { maxKeys: number; keys: LruMap<RateLimitState> }>();
+  const limiters = new Map<string, { maxKeys: number; keys: StateLru }>();
 
-  const mapFor = (q: RateLimitQuery): LruMap<RateLimitState> => {
+  const mapFor = (q: RateLimitQuery): StateLru => {
     let entry = limiters.get(q.limiter);
     if (!entry || entry.maxKeys !== q.maxKeys) {
-      entry = { maxKeys: q.maxKeys, keys: new LruMap({ maxEntries: q.maxKeys }) };
+      entry = { maxKeys: q.maxKeys, keys: new StateLru({ maxEntries: q.maxKeys }) };
       limiters.set(q.limiter, entry);
     }
     return entry.keys;

@@ -1,75 +1,87 @@
-// A bounded map with least-recently-used eviction and per-entry expiry, for per-client state that
-// grows with traffic. Pure: time is passed in. A Map finds entries; an intrusive doubly-linked
-// list keeps recency (head = least recently used), so get, set, evict and each sweep step are
-// O(1). (Using Map insertion order alone degrades: V8 leaves deleted slots at the front that
-// every "oldest entry" lookup must skip.)
+// A bounded LRU table of per-client rate-limit states with per-entry expiry. Pure: time is
+// passed in. Built for floods of distinct keys: states, expiry times and the recency list live in
+// typed arrays indexed by slot, so a key costs its string, one Map entry and 48 bytes, and no
+// per-key object is left for the garbage collector. Head of the list = least recently used.
+// (Plain Map insertion order is not used for recency: V8 keeps deleted slots at the front that
+// every "oldest entry" lookup has to skip, which made eviction O(n).)
 
-interface Node<V> {
-  key: string;
-  value: V;
-  expiresAt: number;
-  prev: Node<V> | null;
-  next: Node<V> | null;
-}
+import type { RateLimitState } from "./rate_limit.ts";
 
-/** Options for LruMap. */
+/** Options for StateLru. */
 export interface LruOptions {
   /** Most entries kept; the least recently used is dropped beyond it. */
   maxEntries: number;
-  /** Expired entries checked (and dropped) at the front per write; bounds the work per call. */
+  /** Expired entries checked (and dropped) at the LRU end per write; bounds the work per call. */
   sweepBudget?: number;
 }
 
-/** Map<string, V> with a hard size bound, LRU eviction and lazy expiry. */
-export class LruMap<V> {
-  readonly #map = new Map<string, Node<V>>();
+const NONE = -1;
+const INITIAL_SLOTS = 64;
+
+/** Map<string, RateLimitState> with a hard size bound, LRU eviction and lazy expiry. */
+export class StateLru {
+  readonly #index = new Map<string, number>();
   readonly #max: number;
   readonly #budget: number;
-  #head: Node<V> | null = null;
-  #tail: Node<V> | null = null;
+  #keys: (string | undefined)[] = [];
+  #t = new Float64Array(0);
+  #n = new Float64Array(0);
+  #p = new Float64Array(0);
+  #exp = new Float64Array(0);
+  #prev = new Int32Array(0);
+  #next = new Int32Array(0);
+  #used = 0;
+  #free: number[] = [];
+  #head = NONE;
+  #tail = NONE;
   #evicted = 0;
 
   constructor(opts: LruOptions) {
-    if (!(opts.maxEntries >= 1)) throw new RangeError("LruMap maxEntries must be at least 1");
+    if (!(opts.maxEntries >= 1)) throw new RangeError("StateLru maxEntries must be at least 1");
     this.#max = Math.floor(opts.maxEntries);
     this.#budget = opts.sweepBudget ?? 8;
   }
 
-  /** The live value for `key`, or undefined when absent or expired (expired ones are dropped). */
-  get(key: string, now: number): V | undefined {
-    const node = this.#map.get(key);
-    if (!node) return undefined;
-    if (node.expiresAt <= now) {
-      this.#remove(node);
+  /** The live state for `key`, or undefined when absent or expired (expired ones are dropped). */
+  get(key: string, now: number): RateLimitState | undefined {
+    const s = this.#index.get(key);
+    if (s === undefined) return undefined;
+    if (this.#exp[s] <= now) {
+      this.#remove(s);
       return undefined;
     }
-    return node.value;
+    return { t: this.#t[s], n: this.#n[s], p: this.#p[s] };
   }
 
-  /** Stores `value` until `expiresAt` as the most recently used entry; evicts to stay bounded. */
-  set(key: string, value: V, opts: { now: number; expiresAt: number }): void {
-    let node = this.#map.get(key);
-    if (node) {
-      node.value = value;
-      node.expiresAt = opts.expiresAt;
-      this.#unlink(node);
-    } else {
-      node = { key, value, expiresAt: opts.expiresAt, prev: null, next: null };
-      this.#map.set(key, node);
+  /** Stores `state` until `expiresAt` as the most recently used entry; evicts to stay bounded. */
+  set(key: string, state: RateLimitState, opts: { now: number; expiresAt: number }): void {
+    let s = this.#index.get(key);
+    const existing = s !== undefined;
+    if (s !== undefined) this.#unlink(s);
+    else {
+      // Make room first: expired entries, then the least recently used live ones.
+      this.sweep(opts.now, this.#budget);
+      while (this.#index.size >= this.#max && this.#head !== NONE) {
+        this.#remove(this.#head);
+        this.#evicted++;
+      }
+      s = this.#alloc();
+      this.#keys[s] = key;
+      this.#index.set(key, s);
     }
-    this.#append(node);
-    this.sweep(opts.now, this.#budget);
-    while (this.#map.size > this.#max && this.#head) {
-      this.#remove(this.#head);
-      this.#evicted++;
-    }
+    this.#t[s] = state.t;
+    this.#n[s] = state.n;
+    this.#p[s] = state.p;
+    this.#exp[s] = opts.expiresAt;
+    this.#append(s);
+    if (existing) this.sweep(opts.now, this.#budget);
   }
 
   /** Removes `key`. */
   delete(key: string): boolean {
-    const node = this.#map.get(key);
-    if (!node) return false;
-    this.#remove(node);
+    const s = this.#index.get(key);
+    if (s === undefined) return false;
+    this.#remove(s);
     return true;
   }
 
@@ -79,7 +91,7 @@ export class LruMap<V> {
    */
   sweep(now: number, budget = Infinity): number {
     let dropped = 0;
-    while (this.#head && dropped < budget && this.#head.expiresAt <= now) {
+    while (this.#head !== NONE && dropped < budget && this.#exp[this.#head] <= now) {
       this.#remove(this.#head);
       dropped++;
     }
@@ -88,37 +100,62 @@ export class LruMap<V> {
 
   /** Entries currently held (expired ones not yet swept included). */
   get size(): number {
-    return this.#map.size;
+    return this.#index.size;
   }
 
-  /** Live entries dropped because the map was full (not counting expiry). */
+  /** Live entries dropped because the table was full (not counting expiry). */
   get evicted(): number {
     return this.#evicted;
   }
 
-  /** Removes everything. */
-  clear(): void {
-    this.#map.clear();
-    this.#head = this.#tail = null;
+  #alloc(): number {
+    const reused = this.#free.pop();
+    if (reused !== undefined) return reused;
+    if (this.#used === this.#t.length) this.#grow();
+    return this.#used++;
   }
 
-  #remove(node: Node<V>): void {
-    this.#unlink(node);
-    this.#map.delete(node.key);
+  #grow(): void {
+    const size = Math.min(this.#max, Math.max(INITIAL_SLOTS, this.#t.length * 2));
+    const f64 = (old: Float64Array) => {
+      const a = new Float64Array(size);
+      a.set(old);
+      return a;
+    };
+    const i32 = (old: Int32Array) => {
+      const a = new Int32Array(size);
+      a.set(old);
+      return a;
+    };
+    this.#t = f64(this.#t);
+    this.#n = f64(this.#n);
+    this.#p = f64(this.#p);
+    this.#exp = f64(this.#exp);
+    this.#prev = i32(this.#prev);
+    this.#next = i32(this.#next);
   }
 
-  #unlink(node: Node<V>): void {
-    if (node.prev) node.prev.next = node.next;
-    else this.#head = node.next;
-    if (node.next) node.next.prev = node.prev;
-    else this.#tail = node.prev;
-    node.prev = node.next = null;
+  #remove(s: number): void {
+    this.#unlink(s);
+    this.#index.delete(this.#keys[s] as string);
+    this.#keys[s] = undefined;
+    this.#free.push(s);
   }
 
-  #append(node: Node<V>): void {
-    node.prev = this.#tail;
-    if (this.#tail) this.#tail.next = node;
-    else this.#head = node;
-    this.#tail = node;
+  #unlink(s: number): void {
+    const prev = this.#prev[s];
+    const next = this.#next[s];
+    if (prev !== NONE) this.#next[prev] = next;
+    else this.#head = next;
+    if (next !== NONE) this.#prev[next] = prev;
+    else this.#tail = prev;
+  }
+
+  #append(s: number): void {
+    this.#prev[s] = this.#tail;
+    this.#next[s] = NONE;
+    if (this.#tail !== NONE) this.#next[this.#tail] = s;
+    else this.#head = s;
+    this.#tail = s;
   }
 }
