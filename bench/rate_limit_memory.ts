@@ -56,6 +56,7 @@ const report = {
   keysHeld: store.keyCount(query.limiter),
   maxKeysSeen: maxSeen,
   rssBeforeMiB: mib(before.rss),
+  heapUsedBeforeMiB: mib(before.heapUsed),
   rssAfterMiB: mib(after.rss),
   heapUsedAfterMiB: mib(after.heapUsed),
   nsPerDecision: Math.round((elapsed * 1e6) / total),

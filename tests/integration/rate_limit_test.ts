@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { startUpstream } from "../_harness.ts";
 import { startProxy } from "./_proxy.ts";
 import { startServer } from "../../src/server.ts";
+import { createRateLimitStores } from "../../src/adapters/rate_limit_stores.ts";
 import { silentLogger } from "../../src/ports.ts";
 import type { Logger } from "../../src/ports.ts";
 
@@ -220,5 +221,37 @@ routes:
   } finally {
     await server.shutdown();
     await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("rate limit memory stays bounded: a flood of distinct client IPs keeps max_keys", async () => {
+  await using up = await upstream();
+  const stores = createRateLimitStores();
+  const server = await startServer({
+    name: "flood.yaml",
+    text: `listen_addr: "127.0.0.1:0"
+trusted_proxies: ["127.0.0.1/32"]
+routes:
+  "/":
+    type: proxy
+    target: "${up.url}"
+    rate_limit: { by: ip, requests: 1, period: 1h, max_keys: 50 }
+`,
+  }, { logger: silentLogger, rateLimits: stores });
+  try {
+    const url = `http://127.0.0.1:${server.port}/`;
+    const id = server.snapshot().router.entries[0].value.rateLimit!.id;
+    for (let i = 0; i < 300; i++) {
+      const r = await hit(url, { "x-forwarded-for": `2001:db8:${i.toString(16)}::1` });
+      assert.equal(r.status, 200); // every spoofed client is new
+      assert.ok(stores.memory.keyCount(id) <= 50);
+    }
+    assert.equal(stores.memory.keyCount(id), 50);
+    // The most recent clients are still limited; the oldest were evicted (LRU).
+    assert.equal((await hit(url, { "x-forwarded-for": "2001:db8:12b::1" })).status, 429);
+    assert.equal((await hit(url, { "x-forwarded-for": "2001:db8:0::1" })).status, 200);
+  } finally {
+    await server.shutdown();
+    await stores.close();
   }
 });
