@@ -112,7 +112,9 @@ export function createAdminApp(
     if (
       token && !open.has(c.req.path) && !authorized(c.req.header("authorization"), token)
     ) {
-      c.header("www-authenticate", 'Bearer realm="prox-admin", Basic realm="prox-admin"');
+      // Basic first: browsers then prompt (or use URL credentials) for the status page.
+      c.header("www-authenticate", 'Basic realm="prox-admin", charset="UTF-8"');
+      c.header("www-authenticate", 'Bearer realm="prox-admin"', { append: true });
       return c.json({ error: "Unauthorized: send Authorization: Bearer <admin.token>" }, 401);
     }
     // A browser holding Basic credentials must not be driven into a reload by another site.

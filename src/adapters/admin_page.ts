@@ -58,9 +58,12 @@ function render(s) {
   document.getElementById("updated").textContent = "Updated " + new Date().toLocaleTimeString();
 }
 render(JSON.parse(document.getElementById("data").textContent));
+let refreshes = 0;
 setInterval(async () => {
-  try { const r = await fetch("status", { cache: "no-store", credentials: "same-origin" });
-    if (r.ok) render(await r.json()); else document.getElementById("updated").textContent = "Refresh failed: HTTP " + r.status;
+  // Built from origin + path: a page opened as http://user:token@host/ must not reuse the userinfo.
+  const url = location.origin + location.pathname.replace(/[^/]*$/, "") + "status";
+  try { const r = await fetch(url, { cache: "no-store", credentials: "same-origin" });
+    if (r.ok) { render(await r.json()); document.body.dataset.refreshes = ++refreshes; } else document.getElementById("updated").textContent = "Refresh failed: HTTP " + r.status;
   } catch (e) { document.getElementById("updated").textContent = "Refresh failed: " + e; }
 }, 5000);
 `;

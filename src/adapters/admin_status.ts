@@ -11,7 +11,7 @@ import { parseRouteKey } from "../domain/router.ts";
 export interface UpstreamStatus {
   url: string;
   routes: string[];
-  /** null until a health report arrives (health checks off: assumed up). */
+  /** null when nothing is known; configured targets start up (as the balancer treats them). */
   healthy: boolean | null;
   /** When the current state began (ms since the epoch), if known. */
   since: number | null;
@@ -53,6 +53,8 @@ export interface StatusRecorder {
   certificates(): Map<string, number>;
 }
 
+const ASSUMED = "configured; up until a health check says otherwise";
+
 /** Wraps a Metrics so the status page sees what the metrics see; bounded by configured targets. */
 export function createStatusRecorder(inner: Metrics, opts: { now: () => number }): StatusRecorder {
   const health = new Map<string, { healthy: boolean; since: number; reason: string | null }>();
@@ -61,17 +63,22 @@ export function createStatusRecorder(inner: Metrics, opts: { now: () => number }
   const metrics: Metrics = {
     ...inner,
     backendHealth(backend, healthy, reason) {
-      inner.backendHealth(backend, healthy);
+      inner.backendHealth(backend, healthy, reason);
       const prev = health.get(backend);
-      if (prev && prev.healthy === healthy) return;
-      if (!configured.has(backend) && health.size >= 10_000) return;
-      health.set(backend, { healthy, since: opts.now(), reason: reason ?? null });
+      const same = prev?.healthy === healthy;
+      if (same && prev?.reason !== ASSUMED) return;
+      if (!prev && !configured.has(backend) && health.size >= 10_000) return;
+      const since = same ? prev!.since : opts.now();
+      health.set(backend, { healthy, since, reason: reason ?? null });
     },
     backendsConfigured(backends) {
       inner.backendsConfigured(backends);
       configured.clear();
       for (const b of backends) configured.add(b);
       for (const b of health.keys()) if (!configured.has(b)) health.delete(b);
+      for (const b of backends) {
+        if (!health.has(b)) health.set(b, { healthy: true, since: opts.now(), reason: ASSUMED });
+      }
     },
     certificateExpiry(name, notAfterMs) {
       inner.certificateExpiry(name, notAfterMs);

@@ -1,0 +1,93 @@
+import assert from "node:assert/strict";
+import { buildStatus, certificateNotAfter, createStatusRecorder } from "./admin_status.ts";
+import { noopMetrics } from "../ports.ts";
+import { parseConfig } from "../config/parse.ts";
+import { buildSnapshot } from "../proxy/snapshot.ts";
+
+const YAML = `listen_addr: "127.0.0.1:0"
+routes:
+  "/api":
+    type: load_balance
+    targets: ["http://a:1", { url: "http://b:2", weight: 2 }]
+    rate_limit: { by: ip, requests: 10, period: 1m }
+  "example.com/":
+    type: proxy
+    target: "http://a:1"
+  "/old":
+    type: redirect
+    target: "/new"
+`;
+
+Deno.test("createStatusRecorder keeps the last health change with its reason and time", () => {
+  let now = 1000;
+  const calls: unknown[] = [];
+  const rec = createStatusRecorder({
+    ...noopMetrics,
+    backendHealth: (...a) => calls.push(a),
+  }, { now: () => now });
+  rec.metrics.backendsConfigured(["http://a:1", "http://b:2"]);
+  assert.equal(rec.health("http://a:1")?.healthy, true);
+  now = 2000;
+  rec.metrics.backendHealth("http://a:1", true, "probe ok");
+  assert.deepEqual(rec.health("http://a:1"), { healthy: true, since: 1000, reason: "probe ok" });
+  now = 3000;
+  rec.metrics.backendHealth("http://a:1", false, "3 failed probes: connection refused");
+  now = 4000;
+  rec.metrics.backendHealth("http://a:1", false, "still down");
+  assert.deepEqual(rec.health("http://a:1"), {
+    healthy: false,
+    since: 3000,
+    reason: "3 failed probes: connection refused",
+  });
+  assert.equal(calls.length, 3);
+  rec.metrics.backendsConfigured(["http://b:2"]);
+  assert.equal(rec.health("http://a:1"), undefined);
+});
+
+Deno.test("buildStatus lists routes with hosts and targets, upstreams with their routes", () => {
+  const parsed = parseConfig(YAML, "t.yaml");
+  assert.ok(parsed.config, JSON.stringify(parsed.issues));
+  const snap = buildSnapshot(parsed.config, { version: 7 });
+  const recorder = createStatusRecorder(noopMetrics, { now: () => 0 });
+  recorder.metrics.backendsConfigured(["http://a:1", "http://b:2"]);
+  recorder.metrics.backendHealth("http://b:2", false, "ejected: 5 failures in 10s");
+  recorder.metrics.certificateExpiry("main", 10 * 86_400_000);
+  const s = buildStatus(snap, {
+    recorder,
+    now: 86_400_000,
+    startedAt: 0,
+    version: "x",
+    ready: true,
+    draining: false,
+    lastReload: {
+      ok: false,
+      at: 5,
+      version: 7,
+      issues: [{ file: "t.yaml", line: 3, col: 5, path: "routes", message: "bad" }],
+    },
+    listeners: [],
+    limiterKeys: { "/api": 4 },
+  });
+  assert.equal(s.config.version, 7);
+  assert.deepEqual(s.config.lastReload?.errors, ["t.yaml:3:5: routes: bad"]);
+  const host = s.routes.find((r) => r.id === "example.com/")!;
+  assert.deepEqual(host.hosts, ["example.com"]);
+  assert.equal(host.prefix, "/");
+  const api = s.routes.find((r) => r.id === "/api")!;
+  assert.deepEqual(api.targets, ["http://a:1", "http://b:2"]);
+  assert.match(api.rateLimit!, /10 per 60s by ip/);
+  const a = s.upstreams.find((u) => u.url === "http://a:1")!;
+  assert.deepEqual(a.routes, ["/api", "example.com/"]);
+  const b = s.upstreams.find((u) => u.url === "http://b:2")!;
+  assert.equal(b.healthy, false);
+  assert.equal(b.reason, "ejected: 5 failures in 10s");
+  assert.deepEqual(s.certificates, [{ name: "main", notAfter: 864_000_000, daysLeft: 9 }]);
+  assert.equal(s.prox.uptimeSeconds, 86_400);
+});
+
+Deno.test("certificateNotAfter reads a PEM certificate and rejects garbage", () => {
+  const pem = Deno.readTextFileSync(new URL("../../tests/fixtures/tls/cert.pem", import.meta.url));
+  const t = certificateNotAfter(pem);
+  assert.ok(t !== null && t > Date.UTC(2020, 0, 1), String(t));
+  assert.equal(certificateNotAfter("not a certificate"), null);
+});
