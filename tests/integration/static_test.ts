@@ -1,8 +1,13 @@
 // The static route through the real proxy: real files in a temp dir, fetch and curl as clients.
 
 import assert from "node:assert/strict";
-import { interopTest, run, waitFor } from "../_harness.ts";
+import { interopTest, ROOT, run, waitFor } from "../_harness.ts";
 import { startProxy } from "./_proxy.ts";
+import { startH3Listener } from "../../src/adapters/h3/mod.ts";
+import { connectH3 } from "../../src/adapters/h3/client.ts";
+import { createDenoFileStore } from "../../src/adapters/files_deno.ts";
+import { serveStatic } from "../../src/proxy/actions/static.ts";
+import { silentLogger } from "../../src/ports.ts";
 
 /** A temp site: files, a directory, a dotfile, a symlink out of the root, precompressed JS. */
 async function site(): Promise<{ base: string; root: string } & AsyncDisposable> {
@@ -165,4 +170,76 @@ interopTest("static route speaks HTTP/1.1 to curl: HEAD length, range, gzip sibl
   ]);
   assert.match(post.stdout, /^HTTP\/1\.1 405/);
   assert.match(post.stdout, /allow: GET, HEAD, OPTIONS/i);
+});
+
+interopTest("static route over h2 with TLS: HEAD length, range and a 3 MiB body intact", [
+  "curl",
+], async () => {
+  await using s = await site();
+  const data = new Uint8Array(3 * 1024 * 1024 + 17).map((_, i) => (i * 31 + 7) & 0xff);
+  await Deno.writeFile(`${s.root}/big.bin`, data);
+  const tls = `${ROOT}/tests/fixtures/tls`;
+  await using p = await startProxy(
+    `listen_addr: "127.0.0.1:0"
+tls:
+  cert_path: "${tls}/cert.pem"
+  key_path: "${tls}/key.pem"
+${config(s.root)}`,
+    { keepListen: true, tls: true },
+  );
+  const base = `https://localhost:${p.port}/static`;
+  const curl = ["-sS", "--http2", "--cacert", `${tls}/ca.pem`];
+  const head = await run("curl", [...curl, "-I", `${base}/big.bin`]);
+  assert.match(head.stdout, /^HTTP\/2 200/, head.stderr);
+  assert.match(head.stdout, new RegExp(`content-length: ${data.length}\r?\n`));
+  const range = await run("curl", [...curl, "-r", "-5", "-w", " %{http_code}", `${base}/a.txt`]);
+  assert.equal(range.stdout, "56789 206", range.stderr);
+  const out = `${s.base}/download.bin`;
+  const get = await run("curl", [...curl, "-o", out, "-w", "%{http_version}", `${base}/big.bin`]);
+  assert.equal(get.stdout, "2", get.stderr);
+  assert.deepEqual(await Deno.readFile(out), data);
+});
+
+Deno.test("static files over HTTP/3: HEAD length without body, range, 3 MiB body intact", async () => {
+  await using s = await site();
+  const data = new Uint8Array(3 * 1024 * 1024 + 5).map((_, i) => (i * 13 + 1) & 0xff);
+  await Deno.writeFile(`${s.root}/big.bin`, data);
+  const tls = `${ROOT}/tests/fixtures/tls`;
+  const files = createDenoFileStore();
+  const l = await startH3Listener({
+    hostname: "127.0.0.1",
+    port: 0,
+    cert: await Deno.readTextFile(`${tls}/cert.pem`),
+    key: await Deno.readTextFile(`${tls}/key.pem`),
+    handler: (req) =>
+      serveStatic(req, {
+        root: s.root,
+        relPath: new URL(req.url).pathname,
+        prefix: "/",
+        query: "",
+        files,
+        requestId: "h3",
+      }),
+    logger: silentLogger,
+    options: { max_idle_timeout: 5000, max_field_section_size: 8192 },
+  });
+  try {
+    await using c = await connectH3({
+      hostname: "127.0.0.1",
+      port: l.port,
+      caCerts: [await Deno.readTextFile(`${tls}/ca.pem`)],
+    });
+    const head = await c.request("/big.bin", { method: "HEAD" });
+    assert.equal(head.status, 200);
+    assert.equal(head.headers.get("content-length"), String(data.length));
+    assert.equal(head.body.length, 0);
+    const range = await c.request("/a.txt", { headers: { range: "bytes=1-3" } });
+    assert.equal(range.status, 206);
+    assert.equal(new TextDecoder().decode(range.body), "123");
+    const big = await c.request("/big.bin");
+    assert.equal(big.status, 200);
+    assert.deepEqual(big.body, data);
+  } finally {
+    await l.shutdown(0);
+  }
 });
