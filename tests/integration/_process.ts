@@ -1,0 +1,90 @@
+// Runs Prox as a real child process (`deno run mod.ts serve`) for tests that measure it or
+// signal it.
+import { ROOT, waitFor } from "../_harness.ts";
+
+/** A Prox child process; dispose to stop it (SIGTERM, then SIGKILL). */
+export interface ProxProcess extends AsyncDisposable {
+  child: Deno.ChildProcess;
+  pid: number;
+  port: number;
+  /** Everything the process wrote so far (stdout + stderr). */
+  output(): string;
+  /** Peak and current resident memory in bytes (VmHWM, VmRSS from /proc). */
+  memory(): { peak: number; rss: number };
+}
+
+/** Picks a free TCP port on 127.0.0.1 (bind :0, read, close). */
+export function freePort(): number {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  l.close();
+  return port;
+}
+
+/** Writes `yaml` (with `{PORT}` replaced) to a temp file and starts `prox serve` on it. */
+export async function spawnProx(
+  yaml: string,
+  opts: { port?: number; env?: Record<string, string>; args?: string[] } = {},
+): Promise<ProxProcess> {
+  const port = opts.port ?? freePort();
+  const dir = await Deno.makeTempDir({ prefix: "prox-test-" });
+  const file = `${dir}/config.yaml`;
+  await Deno.writeTextFile(file, yaml.replaceAll("{PORT}", String(port)));
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      `--config=${ROOT}/deno.json`,
+      `${ROOT}/mod.ts`,
+      "serve",
+      "-c",
+      file,
+      ...(opts.args ?? []),
+    ],
+    cwd: dir,
+    env: { PROX_LOG_LEVEL: "info", ...opts.env },
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  let out = "";
+  const dec = new TextDecoder();
+  const pump = async (s: ReadableStream<Uint8Array>) => {
+    for await (const chunk of s) out += dec.decode(chunk, { stream: true });
+  };
+  const pumps = Promise.all([pump(child.stdout), pump(child.stderr)]);
+  const status = (field: string) => {
+    const text = Deno.readTextFileSync(`/proc/${child.pid}/status`);
+    const m = new RegExp(`^${field}:\\s+(\\d+) kB`, "m").exec(text);
+    return m ? Number(m[1]) * 1024 : 0;
+  };
+  await waitFor(async () => {
+    try {
+      const c = await Deno.connect({ hostname: "127.0.0.1", port });
+      c.close();
+      return true;
+    } catch {
+      return false;
+    }
+  }, { timeoutMs: 20_000, what: `prox to listen on ${port}\n${out}` });
+  return {
+    child,
+    pid: child.pid,
+    port,
+    output: () => out,
+    memory: () => ({ peak: status("VmHWM"), rss: status("VmRSS") }),
+    async [Symbol.asyncDispose]() {
+      try {
+        child.kill("SIGTERM");
+      } catch { /* already gone */ }
+      const timer = setTimeout(() => {
+        try {
+          child.kill("SIGKILL");
+        } catch { /* gone */ }
+      }, 10_000);
+      await child.status;
+      clearTimeout(timer);
+      await pumps;
+      await Deno.remove(dir, { recursive: true });
+    },
+  };
+}
