@@ -28,9 +28,9 @@ async function ping(port: number): Promise<boolean> {
   }
 }
 
-/** Starts redis-server and waits until it answers PING. */
-export async function startRedis(): Promise<TestRedis> {
-  const port = freePort();
+/** Starts redis-server (on `port`, else a free one) and waits until it answers PING. */
+export async function startRedis(opts: { port?: number } = {}): Promise<TestRedis> {
+  const port = opts.port ?? freePort();
   const child = new Deno.Command("redis-server", {
     args: ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
     stdout: "null",

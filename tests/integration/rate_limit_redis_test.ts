@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { interopTest, startUpstream } from "../_harness.ts";
+import { interopTest, startUpstream, waitFor } from "../_harness.ts";
 import { startRedis } from "../_redis.ts";
 import { startProxy } from "./_proxy.ts";
 import { startServer } from "../../src/server.ts";
@@ -98,6 +98,43 @@ routes:
       } finally {
         await server.shutdown();
       }
+    }
+  },
+);
+
+interopTest(
+  "rate limit with Redis recovers after an outage: fail open while down, shared limit after",
+  ["redis-server"],
+  async () => {
+    await using up = await startUpstream(() => new Response("ok"));
+    let redis = await startRedis();
+    const port = redis.port;
+    const yaml = `
+rate_limit_store: { type: redis, url: "${redis.url}", timeout: 200ms, on_error: allow }
+routes:
+  "/":
+    type: proxy
+    target: "${up.url}"
+    rate_limit: { by: route, requests: 2, period: 1d, algorithm: fixed_window }
+`;
+    await using prox = await startProxy(yaml);
+    const status = async () => {
+      const res = await fetch(`${prox.url}/`);
+      await res.body?.cancel();
+      return res.status;
+    };
+    try {
+      assert.deepEqual([await status(), await status(), await status()], [200, 200, 429]);
+      await redis[Symbol.asyncDispose]();
+      // Down: allowed (on_error: allow), even though the limit was reached.
+      assert.deepEqual([await status(), await status()], [200, 200]);
+      redis = await startRedis({ port }); // empty again: no persistence
+      await waitFor(async () => (await status()) === 429 || null, {
+        what: "limiting to resume after Redis restarts",
+        intervalMs: 100,
+      });
+    } finally {
+      await redis[Symbol.asyncDispose]();
     }
   },
 );
