@@ -180,7 +180,7 @@ function choose(
 ): number | undefined {
   const load = (i: number) => {
     const s = reg.get(pool.ids[i]);
-    return { available: reg.available(pool.ids[i]), inFlight: s.inFlight, latencyMs: s.latencyMs };
+    return { available: reg.available(s.id), inFlight: s.inFlight, latencyMs: reg.latency(s.id) };
   };
   const input: PickInput = { load, exclude: r.tried, key: r.key, random: r.random };
   let i = pool.selector.pick(input);

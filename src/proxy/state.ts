@@ -27,14 +27,20 @@ export interface UpstreamState {
   active: ActiveHealth;
   passive: PassiveHealth;
   inFlight: number;
-  /** Response-head latency EWMA in ms; 0 until the first response. */
+  /** Response-head latency EWMA in ms as of `latencyAt`; 0 until the first response. */
   latencyMs: number;
+  /** Monotonic time of the last latency sample. */
+  latencyAt: number;
   /** Passively ejected and not yet announced back. */
   ejected: boolean;
 }
 
-/** Weight of the newest sample in the latency EWMA. */
-const EWMA_ALPHA = 0.3;
+/**
+ * Latency EWMA time constant (ms). Peak-EWMA as in Finagle/Linkerd: a slower sample is taken at
+ * once, faster ones blend in by elapsed time, and without samples the estimate decays toward 0,
+ * so a target that had one slow answer is tried again instead of starving.
+ */
+const EWMA_TAU_MS = 10_000;
 /** Hard cap on tracked targets; normally bounded by the config through retain(). */
 const MAX_TARGETS = 10_000;
 /** Retry budget window: ten one-second buckets. */
@@ -71,6 +77,8 @@ export interface UpstreamRegistry {
   ): void;
   /** Latency sample in ms (response head). */
   observe(id: string, ms: number): void;
+  /** The latency estimate now (decayed since the last sample). */
+  latency(id: string): number;
   /** Counts a first attempt for a route's retry budget. */
   countRequest(route: string): void;
   /** True (and counted) when a retry fits in the route's budget. */
@@ -111,6 +119,7 @@ export function createUpstreamRegistry(
         passive: PASSIVE_INITIAL,
         inFlight: 0,
         latencyMs: 0,
+        latencyAt: 0,
         ejected: false,
       };
       states.set(id, s);
@@ -137,6 +146,8 @@ export function createUpstreamRegistry(
     b.epoch = Math.max(b.epoch, epoch);
     return b;
   };
+  const decayed = (s: UpstreamState, t: number) =>
+    s.latencyMs * Math.exp(-Math.max(0, t - s.latencyAt) / EWMA_TAU_MS);
   const sum = (a: number[]) => a.reduce((x, y) => x + y, 0);
 
   return {
@@ -210,7 +221,15 @@ export function createUpstreamRegistry(
     },
     observe(id, ms) {
       const s = get(id);
-      s.latencyMs = s.latencyMs === 0 ? ms : s.latencyMs + EWMA_ALPHA * (ms - s.latencyMs);
+      const t = now();
+      const prev = decayed(s, t);
+      const w = Math.exp(-Math.max(0, t - s.latencyAt) / EWMA_TAU_MS);
+      s.latencyMs = ms > prev ? ms : prev * w + ms * (1 - w);
+      s.latencyAt = t;
+    },
+    latency(id) {
+      const s = states.get(id);
+      return s ? decayed(s, now()) : 0;
     },
     countRequest(route) {
       const b = bucketsOf(route);
@@ -237,7 +256,7 @@ export function createUpstreamRegistry(
         ejectedForMs: Math.max(0, s.passive.ejectedUntil - t),
         ejections: s.passive.ejections,
         inFlight: s.inFlight,
-        latencyMs: s.latencyMs,
+        latencyMs: decayed(s, t),
       }));
     },
   };

@@ -1,0 +1,54 @@
+import assert from "node:assert/strict";
+import { noopMetrics, silentLogger } from "../ports.ts";
+import type { Metrics } from "../ports.ts";
+import { createUpstreamRegistry } from "./state.ts";
+
+function registry() {
+  let t = 0;
+  const health: [string, boolean][] = [];
+  const metrics: Metrics = { ...noopMetrics, backendHealth: (b, h) => void health.push([b, h]) };
+  const reg = createUpstreamRegistry({
+    clock: { now: () => t, monotonic: () => t },
+    logger: silentLogger,
+    metrics,
+  });
+  return { reg, health, advance: (ms: number) => t += ms };
+}
+
+Deno.test("registry: latency is a peak EWMA that decays without samples", () => {
+  const { reg, advance } = registry();
+  reg.observe("a", 10);
+  assert.equal(reg.latency("a"), 10);
+  reg.observe("a", 50);
+  assert.equal(reg.latency("a"), 50, "a slower sample counts at once");
+  advance(10_000);
+  assert.ok(Math.abs(reg.latency("a") - 50 / Math.E) < 0.01, `${reg.latency("a")}`);
+  reg.observe("a", 1);
+  assert.ok(reg.latency("a") < 50 / Math.E && reg.latency("a") > 1);
+  advance(60_000);
+  assert.ok(reg.latency("a") < 0.1, "a stale estimate fades, so the target is tried again");
+});
+
+Deno.test("registry: probe transitions are exported; retain forgets removed targets", () => {
+  const { reg, health } = registry();
+  const th = { thresholds: { healthy: 1, unhealthy: 1 }, reason: "test" };
+  reg.probe("a", true, th);
+  reg.probe("a", true, th);
+  reg.probe("a", false, th);
+  reg.probe("b", false, th);
+  assert.deepEqual(health, [["a", true], ["a", false], ["b", false]]);
+  assert.ok(!reg.available("a") && !reg.available("b"));
+  reg.retain(["a"], []);
+  assert.deepEqual(reg.list().map((u) => u.id), ["a"]);
+  assert.ok(!reg.available("a"), "kept state survives");
+  assert.ok(reg.available("b"), "forgotten target starts unknown");
+});
+
+Deno.test("registry: retry budget allows a floor, then a share of requests, per window", () => {
+  const { reg, advance } = registry();
+  const granted = () => Array.from({ length: 30 }, () => reg.tryRetry("r", 10)).filter(Boolean);
+  assert.equal(granted().length, 3, "floor of 3 with no traffic");
+  advance(10_000);
+  for (let i = 0; i < 100; i++) reg.countRequest("r");
+  assert.equal(granted().length, 10, "10% of 100 requests");
+});
