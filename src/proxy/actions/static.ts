@@ -1,7 +1,7 @@
 // The `static` action: files under a root through the FileStore port. GET and HEAD (OPTIONS
 // answers Allow), ETag/Last-Modified with 304 and 412, one byte range (206/416; several ranges
 // get the whole file), index file for directories, a 308 to the slash form (route prefix and
-// query kept) for directories named without one, optional precompressed `.br`/`.gz` siblings,
+// query kept) for directories named without one, optional precompressed `.br`/`.zst`/`.gz` siblings,
 // SPA fallback, custom 404 page, Cache-Control. Dotfiles are hidden unless `show_dotfiles`
 // (`/.well-known/` stays visible, RFC 8615). HEAD, 304 and 416 never open the file.
 
@@ -24,7 +24,7 @@ import { errorResponse } from "../respond.ts";
 export const STATIC_ALLOW = "GET, HEAD, OPTIONS";
 
 /** Precompressed siblings we look for, in server preference order, and their file suffixes. */
-const CODINGS: Record<string, string> = { br: ".br", gzip: ".gz" };
+const CODINGS: Record<string, string> = { br: ".br", zstd: ".zst", gzip: ".gz" };
 
 /** Options of `serveStatic`: the route's settings plus where the request falls under it. */
 export interface StaticOptions {

@@ -44,6 +44,7 @@ const FILES = {
   "app.js": "console.log(1)",
   "app.js.br": "BR",
   "app.js.gz": "GZIP",
+  "app.js.zst": "ZSTD",
   "docs/index.html": "<h1>docs</h1>",
   "docs/empty/x": "",
   ".env": "SECRET=1",
@@ -196,6 +197,12 @@ Deno.test("serveStatic picks precompressed siblings by Accept-Encoding and varie
   assert.equal(br.h.get("content-encoding"), "br");
   assert.equal(br.h.get("content-type"), "text/javascript; charset=utf-8");
   assert.equal(br.h.get("vary"), "Accept-Encoding");
+  const zstd = await get("/app.js", {
+    precompressed: true,
+    headers: { "accept-encoding": "gzip, zstd" },
+  });
+  assert.equal(zstd.body, "ZSTD");
+  assert.equal(zstd.h.get("content-encoding"), "zstd");
   const gz = await get("/app.js", { precompressed: true, headers: { "accept-encoding": "gzip" } });
   assert.equal(gz.body, "GZIP");
   assert.notEqual(gz.h.get("etag"), br.h.get("etag"));
