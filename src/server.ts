@@ -32,6 +32,8 @@ import { createUpstreamRegistry } from "./proxy/state.ts";
 import type { UpstreamRegistry } from "./proxy/state.ts";
 import { configuredTargets } from "./proxy/pool.ts";
 import { startHealthChecks } from "./adapters/health_check.ts";
+import { ALT_SVC_MAX_AGE, altSvcValue, startH3Beside } from "./adapters/h3/mod.ts";
+import type { H3Listener } from "./adapters/h3/mod.ts";
 
 /** Where the config comes from: a file, or embedded text when no file exists. */
 export type ConfigSource = { path: string } | { text: string; name: string };
@@ -60,6 +62,8 @@ export interface ProxServer {
   readonly admin: AdminListener | null;
   /** Upstream health, ejections, in-flight counts and latency (kept across reloads). */
   readonly upstreams: UpstreamRegistry;
+  /** The HTTP/3 listener (UDP, same port as the TLS listener), when it is up. */
+  readonly h3: H3Listener | null;
 }
 
 /** Thrown when the initial config cannot be loaded; carries the located issues. */
@@ -204,6 +208,20 @@ export async function startServer(
       handler: (req) => Promise.resolve(httpsRedirect(req, { status, httpsPort })),
     }));
   }
+  // HTTP/3 beside the TLS listener; Alt-Svc is advertised only while it is actually up.
+  let h3: H3Listener | null = null;
+  if (config.protocols.http3_enabled && tls) {
+    const { http3_config } = config.protocols;
+    h3 = await startH3Beside(listeners[0], {
+      ...tls,
+      handler: serveHandler,
+      logger,
+      options: http3_config,
+    });
+    if (h3) current = Object.freeze({ ...current, altSvc: altSvcValue(h3.port, ALT_SVC_MAX_AGE) });
+  } else if (config.protocols.http3_enabled) {
+    logger.warn("protocols.http3_enabled needs tls.cert_path and tls.key_path; HTTP/3 is off");
+  }
   const health = startHealthChecks(config, { registry: upstreams, logger });
   logger.info("Prox listening", {
     addr: `${listeners[0].hostname}:${listeners[0].port}`,
@@ -257,6 +275,7 @@ export async function startServer(
     handler,
     admin,
     upstreams,
+    h3,
     snapshot: () => current,
     lastReload: () => last,
     async reload(): Promise<ReloadResult> {
@@ -317,8 +336,10 @@ export async function startServer(
     },
     async shutdown(): Promise<void> {
       draining = true;
+      if (current.altSvc) current = Object.freeze({ ...current, altSvc: null });
       await health.close();
       const grace = config.shutdown_timeout;
+      const h3Down = h3?.shutdown(grace); // GOAWAY + drain, bounded by the same grace
       let timer: ReturnType<typeof setTimeout> | undefined;
       const timeout = new Promise<"timeout">((r) => timer = setTimeout(() => r("timeout"), grace));
       const done = Promise.all(listeners.map((l) => l.shutdown())).then(() => "done" as const);
@@ -328,6 +349,7 @@ export async function startServer(
         logger.warn("Shutdown timeout reached; closing remaining connections", { graceMs: grace });
         await Promise.all(listeners.map((l) => l.close()));
       }
+      await h3Down;
       await upstream.close();
       if (!opts.rateLimits) await rateLimits.close();
       await admin?.shutdown();

@@ -163,3 +163,22 @@ function listen(opts: H3ListenerOptions): H3Listener {
     },
   };
 }
+
+/** How long browsers may remember the HTTP/3 alternative (`ma`), in seconds. */
+export const ALT_SVC_MAX_AGE = 86400;
+
+/**
+ * Starts HTTP/3 beside a TLS listener: same host, same port number (UDP), same certificate.
+ * Returns null (logged) when the UDP port cannot be bound, so TCP keeps serving without h3.
+ */
+export async function startH3Beside(
+  tcp: { hostname: string; port: number },
+  opts: Omit<H3ListenerOptions, "hostname" | "port">,
+): Promise<H3Listener | null> {
+  try {
+    return await startH3Listener({ ...opts, hostname: tcp.hostname, port: tcp.port });
+  } catch (err) {
+    opts.logger.error(`Cannot start HTTP/3 on UDP port ${tcp.port}: ${err}`, {});
+    return null;
+  }
+}

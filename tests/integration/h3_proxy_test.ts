@@ -1,0 +1,254 @@
+// HTTP/3 through the full proxy to a real upstream: the in-repo client, ngtcp2's gtlsclient and
+// headless Chromium (forced QUIC and real Alt-Svc discovery from the TCP listener).
+import assert from "node:assert/strict";
+import { interopTest, ROOT, run, startUpstream } from "../_harness.ts";
+import { startProxy } from "./_proxy.ts";
+import { connectH3 } from "../../src/adapters/h3/client.ts";
+
+const TLS = `${ROOT}/tests/fixtures/tls`;
+const ca = Deno.readTextFileSync(`${TLS}/ca.pem`);
+const spki = Deno.readTextFileSync(`${TLS}/spki.txt`).trim();
+const MiB = 1024 * 1024;
+
+/** 1 MiB of fixed pseudo-random bytes, repeated for big bodies. */
+const block = (() => {
+  const b = new Uint8Array(MiB);
+  let x = 2463534242;
+  for (let i = 0; i < b.length; i++) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    b[i] = x & 0xff;
+  }
+  return b;
+})();
+
+const PAGE = `<!doctype html><html><head><link rel="stylesheet" href="/style.css"></head>
+<body><pre id="out">loading</pre><script src="/app.js"></script></body></html>`;
+const APP = `
+async function main() {
+  const rows = [];
+  for (let i = 0; i < 6; i++) {
+    const r = await fetch("/api?i=" + i, { cache: "no-store" });
+    await r.text();
+    await new Promise((ok) => setTimeout(ok, 200));
+  }
+  for (const e of performance.getEntries()) {
+    if (e.nextHopProtocol !== undefined) rows.push(new URL(e.name).pathname + new URL(e.name).search + "=" + e.nextHopProtocol);
+  }
+  document.getElementById("out").textContent = "RESULT " + rows.join(" ");
+}
+main();
+`;
+
+async function sha256(b: Uint8Array<ArrayBuffer>): Promise<string> {
+  return Array.from(
+    new Uint8Array(await crypto.subtle.digest("SHA-256", b)),
+    (x) => x.toString(16).padStart(2, "0"),
+  ).join("");
+}
+
+function upstreamHandler(req: Request): Response | Promise<Response> {
+  const url = new URL(req.url);
+  switch (url.pathname) {
+    case "/":
+      return new Response(PAGE, { headers: { "content-type": "text/html; charset=utf-8" } });
+    case "/style.css":
+      return new Response("body { color: #333 }", { headers: { "content-type": "text/css" } });
+    case "/app.js":
+      return new Response(APP, { headers: { "content-type": "application/javascript" } });
+    case "/echo":
+      return req.arrayBuffer().then(async (b) => {
+        const body = new Uint8Array(b);
+        return new Response(`${body.length} ${await sha256(body)}`);
+      });
+    case "/big": {
+      const n = Number(url.searchParams.get("mb") ?? "50");
+      let i = 0;
+      return new Response(
+        new ReadableStream({
+          pull(c) {
+            if (i++ < n) c.enqueue(block.slice());
+            else c.close();
+          },
+        }),
+        {
+          headers: {
+            "content-length": String(n * MiB),
+            "content-type": "application/octet-stream",
+          },
+        },
+      );
+    }
+    default:
+      return new Response(`api ${url.search} via ${req.headers.get("x-forwarded-proto")}`);
+  }
+}
+
+function config(upstream: string): string {
+  return `listen_addr: "127.0.0.1:0"
+tls:
+  cert_path: "${TLS}/cert.pem"
+  key_path: "${TLS}/key.pem"
+protocols:
+  http3_enabled: true
+  http3_config: { max_idle_timeout: 10000, max_streams_bidi: 100 }
+health_check: { enabled: false }
+routes:
+  "/":
+    type: proxy
+    target: "${upstream}"
+`;
+}
+
+Deno.test("Prox serves HTTP/3 on the TLS port and advertises it with Alt-Svc on TCP only", async () => {
+  await using up = await startUpstream(upstreamHandler);
+  await using prox = await startProxy(config(up.url), { keepListen: true, tls: true });
+  assert.ok(prox.server.h3, "h3 listener is up");
+  assert.equal(prox.server.h3.port, prox.port);
+  const client = Deno.createHttpClient({ caCerts: [ca] });
+  try {
+    const res = await fetch(`https://localhost:${prox.port}/api?x=1`, { client });
+    assert.equal(await res.text(), "api ?x=1 via https");
+    assert.equal(res.headers.get("alt-svc"), `h3=":${prox.port}"; ma=86400`);
+  } finally {
+    client.close();
+  }
+  await using h3 = await connectH3({ hostname: "127.0.0.1", port: prox.port, caCerts: [ca] });
+  const res = await h3.request("/api?y=2");
+  assert.equal(res.status, 200);
+  assert.equal(new TextDecoder().decode(res.body), "api ?y=2 via https");
+  assert.equal(res.headers.get("alt-svc"), null);
+  const body = block.subarray(0, MiB);
+  const post = await h3.request("/echo", {
+    method: "POST",
+    body,
+    headers: { "content-length": String(MiB) },
+  });
+  assert.equal(new TextDecoder().decode(post.body), `${MiB} ${await sha256(body)}`);
+});
+
+interopTest(
+  "gtlsclient GET, 1 MB POST and 50 MiB download through Prox over h3",
+  ["gtlsclient"],
+  async () => {
+    await using up = await startUpstream(upstreamHandler);
+    await using prox = await startProxy(config(up.url), { keepListen: true, tls: true });
+    const dir = await Deno.makeTempDir();
+    try {
+      const base = `https://localhost:${prox.port}`;
+      const gtls = (...args: string[]) =>
+        run("gtlsclient", [
+          "--no-quic-dump",
+          "--exit-on-all-streams-close",
+          "--timeout=10s",
+          ...args,
+        ], {
+          timeoutMs: 60_000,
+        });
+      const get = await gtls(`--download=${dir}`, "127.0.0.1", String(prox.port), `${base}/api`);
+      assert.match(get.stdout + get.stderr, /Negotiated ALPN is h3/);
+      assert.match(get.stdout + get.stderr, /\[:status: 200\]/);
+      assert.equal(await Deno.readTextFile(`${dir}/api`), "api  via https");
+
+      await Deno.writeFile(`${dir}/post.bin`, block.subarray(0, 1_000_000));
+      const post = await gtls(
+        ...["-m", "POST", "-d", `${dir}/post.bin`, `--download=${dir}`],
+        ...["127.0.0.1", String(prox.port), `${base}/echo`],
+      );
+      assert.match(post.stdout + post.stderr, /\[:status: 200\]/);
+      const want = `1000000 ${await sha256(block.slice(0, 1_000_000))}`;
+      assert.equal(await Deno.readTextFile(`${dir}/echo`), want);
+
+      const t0 = performance.now();
+      await gtls(
+        "--no-http-dump",
+        `--download=${dir}`,
+        "127.0.0.1",
+        String(prox.port),
+        `${base}/big`,
+      );
+      const secs = (performance.now() - t0) / 1000;
+      const got = await Deno.readFile(`${dir}/big`);
+      assert.equal(got.length, 50 * MiB);
+      for (let i = 0; i < 50; i++) {
+        assert.ok(
+          got.subarray(i * MiB, (i + 1) * MiB).every((b, j) => b === block[j]),
+          `MiB ${i} intact`,
+        );
+      }
+      // deno-lint-ignore no-console
+      console.log(
+        `gtlsclient 50 MiB through Prox over h3: ${secs.toFixed(2)} s (${
+          (50 / secs).toFixed(1)
+        } MiB/s)`,
+      );
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);
+
+async function chromium(url: string, extra: string[]): Promise<string> {
+  const profile = await Deno.makeTempDir();
+  try {
+    const out = await run("chromium", [
+      "--headless",
+      "--no-sandbox",
+      "--disable-gpu",
+      "--enable-quic",
+      `--ignore-certificate-errors-spki-list=${spki}`,
+      "--host-resolver-rules=MAP localhost 127.0.0.1, MAP * ~NOTFOUND",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+      "--disable-domain-reliability",
+      "--disable-breakpad",
+      "--no-pings",
+      "--disable-extensions",
+      `--user-data-dir=${profile}`,
+      "--virtual-time-budget=10000",
+      ...extra,
+      "--dump-dom",
+      url,
+    ], { timeoutMs: 60_000 });
+    return out.stdout;
+  } finally {
+    await Deno.remove(profile, { recursive: true });
+  }
+}
+
+interopTest(
+  "Chromium loads a page and its subresources through Prox over forced h3",
+  ["chromium"],
+  async () => {
+    await using up = await startUpstream(upstreamHandler);
+    await using prox = await startProxy(config(up.url), { keepListen: true, tls: true });
+    const dom = await chromium(`https://localhost:${prox.port}/`, [
+      `--origin-to-force-quic-on=localhost:${prox.port}`,
+    ]);
+    const result = dom.match(/RESULT ([^<]*)/)?.[1] ?? "";
+    assert.match(result, /\/=h3/, dom);
+    assert.match(result, /\/style\.css=h3/, dom);
+    assert.match(result, /\/app\.js=h3/, dom);
+    assert.match(result, /\/api\?i=5=h3/, dom);
+    assert.doesNotMatch(result, /=(h2|http\/1\.1)/, dom);
+  },
+);
+
+interopTest(
+  "Chromium discovers HTTP/3 through Alt-Svc from the TCP listener",
+  ["chromium"],
+  async () => {
+    await using up = await startUpstream(upstreamHandler);
+    await using prox = await startProxy(config(up.url), { keepListen: true, tls: true });
+    // A dummy forced origin lets Chromium accept our private certificate for alternative services.
+    const dom = await chromium(`https://localhost:${prox.port}/`, [
+      "--origin-to-force-quic-on=localhost:1",
+    ]);
+    const result = dom.match(/RESULT ([^<]*)/)?.[1] ?? "";
+    assert.match(result, /\/=h2/, dom); // the first request goes over TCP
+    assert.match(result, /\/api\?i=5=h3/, dom); // later ones switched to HTTP/3
+  },
+);
