@@ -187,6 +187,55 @@ export interface RateLimitStore {
   consume(key: string, query: RateLimitQuery): Promise<RateLimitDecision>;
 }
 
+/** Limits and keep-alive for one proxied WebSocket (sizes in bytes, times in ms; 0 = off). */
+export interface WebSocketLimits {
+  /** Largest message relayed either way; bigger closes both sides with 1009. */
+  maxMessageSize: number;
+  /** Largest frame Prox writes; Deno relays whole messages, so this caps messages too. */
+  maxFrameSize: number;
+  /** Close both sides (1001) after this long without a message in either direction. */
+  idleTimeout: number;
+  /** Ping the client after this long without traffic; no pong within as long again closes. */
+  pingInterval: number;
+}
+
+/** One WebSocket to proxy: where to, with what, under which limits. */
+export interface WebSocketProxyRequest {
+  /** ws:// or wss:// URL of the upstream endpoint. */
+  url: URL;
+  /** Handshake headers for the upstream (cookies, auth, forwarding); hop-by-hop already gone. */
+  headers: Headers;
+  /** Subprotocols the client offered, in its order (`Sec-WebSocket-Protocol`). */
+  protocols: string[];
+  /** Route id: metrics label and the key reloads use to keep or close connections. */
+  route: string;
+  connectTimeout: number;
+  tls?: UpstreamTls;
+  limits: WebSocketLimits;
+}
+
+/**
+ * Proxies WebSocket upgrades (RFC 6455): connects upstream first, then upgrades the client with
+ * the subprotocol the upstream chose and relays messages both ways. Live connections are kept
+ * in a registry so shutdown and reloads can close them.
+ */
+export interface WebSocketProxy {
+  /**
+   * Resolves with the 101 response to return to the client, or with an HTTP error response
+   * when the upstream refused the upgrade. Rejects with a ProxyError (`connect`, `timeout`,
+   * `sentNothing`) when the upstream cannot be reached, so the caller may try another target.
+   */
+  proxy(req: Request, target: WebSocketProxyRequest): Promise<Response>;
+  /** Upgrades the client and closes it at once (e.g. 1014 when every upstream is unreachable). */
+  reject(req: Request, code: number, reason: string): Response;
+  /** Keeps live connections whose route `keep` accepts, closes the others; returns how many. */
+  retain(keep: (route: string) => boolean, code: number, reason: string): number;
+  /** Closes every live connection (shutdown: 1001). */
+  closeAll(code: number, reason: string): void;
+  /** Number of live proxied connections. */
+  size(): number;
+}
+
 /** A Logger that drops everything (unit tests). */
 export const silentLogger: Logger = {
   log() {},

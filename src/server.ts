@@ -8,6 +8,7 @@ import { parseListenAddr } from "./config/listen.ts";
 import { buildSnapshot } from "./proxy/snapshot.ts";
 import type { Snapshot } from "./proxy/snapshot.ts";
 import { createHandler } from "./proxy/pipeline.ts";
+import { createWebSocketProxy } from "./adapters/websocket_deno.ts";
 import { listen } from "./adapters/http_serve.ts";
 import type { Listener } from "./adapters/http_serve.ts";
 import { createFetchClient } from "./adapters/fetch_client.ts";
@@ -158,6 +159,7 @@ export async function startServer(
   let last: ReloadResult | null = null;
   const upstreams = createUpstreamRegistry({ clock: realClock, logger, metrics });
 
+  const websockets = createWebSocketProxy({ logger, metrics });
   const handler = createHandler({
     snapshot: () => current,
     upstream,
@@ -169,6 +171,7 @@ export async function startServer(
     draining: () => draining,
     access: (rec: AccessRecord) => accessLog?.(rec),
     upstreams,
+    websocket: websockets,
   });
   const targetsOf = (
     snap: Snapshot,
@@ -299,8 +302,15 @@ export async function startServer(
           env: denoEnv.env,
         });
         version++;
+        const prev = config;
         config = next.config;
         current = snap;
+        // WebSockets on routes the reload left unchanged stay connected; the others get 1001.
+        websockets.retain(
+          (id) => JSON.stringify(prev.routes[id]) === JSON.stringify(config.routes[id]),
+          1001,
+          "Route changed by a config reload",
+        );
         upstreams.retain(configuredTargets(config), Object.keys(config.routes));
         health.update(config);
         await rateLimits.configure(
@@ -336,6 +346,7 @@ export async function startServer(
     },
     async shutdown(): Promise<void> {
       draining = true;
+      websockets.closeAll(1001, "Server shutting down");
       if (current.altSvc) current = Object.freeze({ ...current, altSvc: null });
       await health.close();
       const grace = config.shutdown_timeout;

@@ -12,6 +12,7 @@ import type {
   Metrics,
   RateLimitStore,
   UpstreamClient,
+  WebSocketProxy,
 } from "../ports.ts";
 
 /** What the pipeline knows about one request as it moves through the phases. */
@@ -57,6 +58,8 @@ export interface PipelineDeps {
   access?: (rec: AccessRecord) => void;
   /** True once shutdown has begun. */
   draining?: () => boolean;
+  /** Proxies WebSocket upgrades; without it upgrades are answered 501. */
+  websocket?: WebSocketProxy;
   /** Random source in [0, 1) (request ids, random balancing). */
   random?: () => number;
   /** Upstream runtime state (health, in-flight, latency) that survives reloads (state.ts). */

@@ -19,6 +19,7 @@ import { proxyAction } from "./actions/proxy.ts";
 import { redirectAction } from "./actions/redirect.ts";
 import { applyResponseRules } from "./filters/rules.ts";
 import { staticAction } from "./actions/static.ts";
+import { isWebSocketUpgrade, websocketAction } from "./actions/websocket.ts";
 import { applyRateLimit } from "./filters/rate_limit.ts";
 
 const REQUEST_ID = /^[A-Za-z0-9._:@-]{1,128}$/;
@@ -103,6 +104,7 @@ async function handle(ctx: RequestContext, deps: PipelineDeps): Promise<Response
   switch (cfg.type) {
     case "proxy":
     case "load_balance":
+      if (isWebSocketUpgrade(ctx.req)) return await websocketAction(ctx, deps, cfg);
       return await applyResponseRules(
         ctx,
         await proxyAction(ctx, deps, cfg),
@@ -119,10 +121,7 @@ async function handle(ctx: RequestContext, deps: PipelineDeps): Promise<Response
         deps.logger,
       );
     case "websocket":
-      return errorResponse("internal", ctx.requestId, {
-        status: 501,
-        message: `Route type ${cfg.type} is not available in this build`,
-      });
+      return await websocketAction(ctx, deps, cfg);
   }
 }
 

@@ -1,0 +1,228 @@
+// WebSocket proxying on Deno (RFC 6455). The upstream is connected first (offering the client's
+// subprotocols), then the client is upgraded with `Deno.upgradeWebSocket` and the one the
+// upstream chose, and messages are relayed in order both ways. Live connections sit in a
+// registry so shutdown (1001) and reloads (changed routes only) can close them.
+//
+// Backpressure: upstream → client pauses reading the upstream while the client has more than
+// `highWater` bytes queued (TCP flow control then slows the upstream). Client → upstream cannot
+// pause: the socket from `Deno.upgradeWebSocket` delivers messages as events. That direction,
+// and both directions of the custom-CA upstream (which cannot pause either), are capped at
+// `maxBuffered` bytes queued; beyond it the connection is closed with 1013 (Try Again Later).
+
+import { ProxyError } from "../domain/errors.ts";
+import type { Logger, Metrics, WebSocketProxy, WebSocketProxyRequest } from "../ports.ts";
+import { clip, connectUpstream, exceeds, upstreamClose } from "./websocket_upstream.ts";
+import type { UpstreamSocket, WsData } from "./websocket_upstream.ts";
+
+/** Tuning for the relay; the defaults suit most deployments. */
+export interface WebSocketProxyOptions {
+  logger: Logger;
+  metrics: Metrics;
+  /** Stop reading the upstream while the client has more than this many bytes queued. */
+  highWater?: number;
+  /** Resume reading once the client's queue is down to this. */
+  lowWater?: number;
+  /** A direction that cannot pause is closed (1013) past this many bytes queued. */
+  maxBuffered?: number;
+  /** Monotonic milliseconds (idle timeout). */
+  now?: () => number;
+}
+
+interface Live {
+  route: string;
+  close(code: number, reason: string): void;
+}
+
+const OPEN = 1;
+const CONNECTING = 0;
+
+/** Creates the WebSocket proxy with its registry of live connections. */
+export function createWebSocketProxy(opts: WebSocketProxyOptions): WebSocketProxy {
+  const live = new Set<Live>();
+  const env = {
+    logger: opts.logger,
+    metrics: opts.metrics,
+    highWater: opts.highWater ?? 1 << 20,
+    lowWater: opts.lowWater ?? 256 << 10,
+    maxBuffered: opts.maxBuffered ?? 16 << 20,
+    now: opts.now ?? (() => performance.now()),
+  };
+  return {
+    async proxy(req, target) {
+      const up = await connectUpstream(target);
+      if ("refused" in up) return refusal(up.refused);
+      let upgrade: Deno.WebSocketUpgrade;
+      try {
+        upgrade = Deno.upgradeWebSocket(req, {
+          idleTimeout: target.limits.pingInterval > 0 ? (2 * target.limits.pingInterval) / 1000 : 0,
+        });
+        // Set here rather than with the `protocol` option: Deno only finds the protocol in a
+        // request list separated by ", " exactly, and `ws` (among others) sends "a,b".
+        if (up.protocol) upgrade.response.headers.set("sec-websocket-protocol", up.protocol);
+      } catch (err) {
+        up.close(1000, "Client handshake failed");
+        throw new ProxyError("bad_request", `Cannot upgrade to WebSocket: ${errText(err)}`, {
+          cause: err,
+        });
+      }
+      relay(upgrade.socket, up, target, env, live);
+      return upgrade.response;
+    },
+    reject(req, code, reason) {
+      const { socket, response } = Deno.upgradeWebSocket(req, { idleTimeout: 0 });
+      socket.onopen = () => socket.close(code, clip(reason));
+      return response;
+    },
+    retain(keep, code, reason) {
+      let n = 0;
+      for (const c of [...live]) {
+        if (keep(c.route)) continue;
+        c.close(code, reason);
+        n++;
+      }
+      return n;
+    },
+    closeAll(code, reason) {
+      for (const c of [...live]) c.close(code, reason);
+    },
+    size: () => live.size,
+  };
+}
+
+/** The client's answer when the upstream refused the upgrade with an HTTP status. */
+function refusal(status: number): Response {
+  const s = status >= 200 && status <= 599 && status !== 101 ? status : 502;
+  return new Response(`Upstream refused the WebSocket upgrade (status ${status})\n`, {
+    status: s,
+    headers: { "content-type": "text/plain; charset=utf-8", "cache-control": "no-store" },
+  });
+}
+
+function errText(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+type Env = Required<Omit<WebSocketProxyOptions, "logger" | "metrics">> & {
+  logger: Logger;
+  metrics: Metrics;
+};
+
+/** Wires one client socket to one upstream socket until either side closes. */
+function relay(
+  client: WebSocket,
+  up: UpstreamSocket,
+  t: WebSocketProxyRequest,
+  env: Env,
+  live: Set<Live>,
+): void {
+  const lim = t.limits;
+  // Deno hands over whole messages and writes each as one frame, so a message longer than
+  // max_frame_size would need a longer frame: both limits apply to messages.
+  const maxMsg = Math.min(lim.maxMessageSize, lim.maxFrameSize > 0 ? lim.maxFrameSize : Infinity);
+  const cap = Math.max(env.maxBuffered, 2 * maxMsg);
+  let last = env.now();
+  let opened = false;
+  let done = false;
+  let upstreamDone = false;
+  let pendingClose: { code: number; reason: string } | null = null;
+  let idleTimer: ReturnType<typeof setTimeout> | undefined;
+
+  const closeClient = (code: number, reason: string) => {
+    if (client.readyState === CONNECTING) pendingClose ??= { code, reason };
+    else if (client.readyState === OPEN) client.close(code, clip(reason));
+  };
+  const closeUpstream = (code: number, reason: string) => {
+    if (upstreamDone) return;
+    upstreamDone = true;
+    const u = upstreamClose(code, reason);
+    up.close(u.code, u.reason);
+  };
+  /** Prox ends the connection: both sides get the code. */
+  const shut = (code: number, reason: string) => {
+    closeClient(code, reason);
+    closeUpstream(code, reason);
+  };
+  const entry: Live = { route: t.route, close: shut };
+  live.add(entry);
+
+  const tooBig = (from: string, data: WsData) => {
+    env.metrics.websocketMessageTooBig(t.route);
+    env.logger.info("WebSocket message too big", {
+      route: t.route,
+      from,
+      limit: maxMsg,
+      size: typeof data === "string" ? data.length : data.byteLength,
+    });
+    shut(1009, "Message too big");
+  };
+
+  const armIdle = () => {
+    if (lim.idleTimeout <= 0 || done) return;
+    idleTimer = setTimeout(() => {
+      if (done) return;
+      if (env.now() - last >= lim.idleTimeout) shut(1001, "Idle timeout");
+      else armIdle();
+    }, Math.max(1, last + lim.idleTimeout - env.now()));
+  };
+
+  const drained = async () => {
+    while (!done && client.readyState === OPEN && client.bufferedAmount > env.lowWater) {
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  };
+
+  client.binaryType = "arraybuffer";
+  client.onopen = () => {
+    opened = true;
+    env.metrics.connectionOpened("websocket");
+    if (pendingClose) {
+      client.close(pendingClose.code, clip(pendingClose.reason));
+      return;
+    }
+    up.start({
+      async message(data) {
+        if (done || client.readyState !== OPEN) return;
+        last = env.now();
+        if (exceeds(data, maxMsg)) return tooBig("upstream", data);
+        client.send(data);
+        if (client.bufferedAmount <= env.highWater) return;
+        if (up.pausable) await drained();
+        else if (client.bufferedAmount > cap) shut(1013, "Client is not reading fast enough");
+      },
+      closed(code, reason) {
+        upstreamDone = true;
+        if (code === 1006 || code === 1015 || code < 1000) {
+          closeClient(1011, "Upstream connection lost");
+        } else if (code === 1005) {
+          if (client.readyState === OPEN) client.close();
+        } else {
+          closeClient(code, reason);
+        }
+      },
+    });
+    armIdle();
+  };
+  client.onmessage = (e: MessageEvent) => {
+    if (done) return;
+    last = env.now();
+    const data: WsData = typeof e.data === "string" ? e.data : new Uint8Array(e.data);
+    if (exceeds(data, maxMsg)) return tooBig("client", data);
+    up.send(data);
+    if (up.buffered() > cap) shut(1013, "Upstream is not reading fast enough");
+  };
+  client.onerror = () => {};
+  client.onclose = (e: CloseEvent) => {
+    done = true;
+    clearTimeout(idleTimer);
+    live.delete(entry);
+    if (opened) env.metrics.connectionClosed("websocket");
+    if (!upstreamDone) {
+      upstreamDone = true;
+      if (e.code === 1005) up.close(1000, "");
+      else {
+        const u = upstreamClose(e.code, e.reason);
+        up.close(u.code, u.reason);
+      }
+    }
+  };
+}

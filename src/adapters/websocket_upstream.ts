@@ -1,0 +1,246 @@
+// The upstream side of a proxied WebSocket, on Deno's own client. Two shapes behind one small
+// interface:
+// - `WebSocketStream` (default): reading is pulled, so not reading pauses the upstream through
+//   TCP flow control. This is how a slow client slows the upstream down instead of making Prox
+//   buffer.
+// - `WebSocket` with a `Deno.HttpClient`: the only Deno client that takes per-connection CA
+//   certificates (route `tls.ca_cert`). It cannot pause, so its relay caps buffering instead.
+// Deno's client API only sends close codes 1000 and 3000–4999 (WHATWG rule); see `upstreamClose`.
+
+import { ProxyError } from "../domain/errors.ts";
+import type { WebSocketProxyRequest } from "../ports.ts";
+
+/** One message as relayed: text stays a string, binary is bytes. */
+export type WsData = string | Uint8Array;
+
+/** Events from the upstream socket. `message` may return a promise to pause reading. */
+export interface UpstreamHandlers {
+  message(data: WsData): void | Promise<void>;
+  closed(code: number, reason: string): void;
+}
+
+/** The upstream end of one proxied WebSocket. */
+export interface UpstreamSocket {
+  /** Subprotocol the upstream selected, or "". */
+  readonly protocol: string;
+  /** True when awaiting `message` pauses reading from the upstream. */
+  readonly pausable: boolean;
+  /** Starts delivering events (messages that arrived earlier are delivered first). */
+  start(h: UpstreamHandlers): void;
+  send(data: WsData): void;
+  /** Bytes given to send() and not yet written to the socket. */
+  buffered(): number;
+  close(code: number, reason: string): void;
+}
+
+/** The upstream refused the handshake with this HTTP status (not 101). */
+export interface Refusal {
+  refused: number;
+}
+
+/** Byte length of a message (UTF-8 for text). */
+export function byteLength(data: WsData): number {
+  return typeof data === "string" ? new TextEncoder().encode(data).byteLength : data.byteLength;
+}
+
+/** True when a message is longer than `limit` bytes; text is only encoded when it is close. */
+export function exceeds(data: WsData, limit: number): boolean {
+  if (typeof data !== "string") return data.byteLength > limit;
+  // UTF-8 takes 1 to 3 bytes per UTF-16 code unit.
+  if (data.length > limit) return true;
+  if (data.length * 3 <= limit) return false;
+  return byteLength(data) > limit;
+}
+
+/**
+ * The close code and reason to send upstream. Deno's client may only send 1000 or 3000–4999,
+ * so other codes go as 1000 with the original code in the reason, e.g. "Going away (1001)".
+ * Reasons are cut to the 123 bytes a close frame allows (RFC 6455 §5.5.1).
+ */
+export function upstreamClose(code: number, reason: string): { code: number; reason: string } {
+  if (code === 1000 || (code >= 3000 && code <= 4999)) return { code, reason: clip(reason) };
+  const name = reason || CLOSE_NAMES[code] || "Closed";
+  return { code: 1000, reason: clip(`${name} (${code})`) };
+}
+
+const CLOSE_NAMES: Record<number, string> = {
+  1001: "Going away",
+  1002: "Protocol error",
+  1003: "Unsupported data",
+  1005: "No status",
+  1006: "Client connection lost",
+  1007: "Invalid payload",
+  1008: "Policy violation",
+  1009: "Message too big",
+  1010: "Extension required",
+  1011: "Internal error",
+  1013: "Try again later",
+};
+
+/** Cuts a reason to at most 123 UTF-8 bytes without splitting a character. */
+export function clip(reason: string): string {
+  const enc = new TextEncoder();
+  if (enc.encode(reason).byteLength <= 123) return reason;
+  let out = "";
+  for (const ch of reason) {
+    if (enc.encode(out + ch).byteLength > 123) break;
+    out += ch;
+  }
+  return out;
+}
+
+/** Translates a failed handshake into a refusal (known status) or a ProxyError. */
+function handshakeError(err: unknown, url: URL, timedOut: boolean): Refusal | ProxyError {
+  const msg = err instanceof Error ? err.message : String(err);
+  const status = /Invalid status code:? (\d{3})/i.exec(msg);
+  if (status) return { refused: Number(status[1]) };
+  const where = `"${url.protocol}//${url.host}"`;
+  if (timedOut) {
+    return new ProxyError("timeout", `Cannot connect to upstream ${where}: timed out`, {
+      source: url.href,
+      sentNothing: true,
+      cause: err,
+    });
+  }
+  const reason = msg.replace(/^.*failed to connect to WebSocket: /, "");
+  return new ProxyError("connect", `Cannot connect to upstream ${where}: ${reason}`, {
+    source: url.href,
+    sentNothing: true,
+    cause: err,
+  });
+}
+
+/**
+ * Opens the upstream WebSocket. Resolves with the socket, or a Refusal when the upstream answered
+ * the handshake with another status; rejects with a ProxyError when it cannot be reached.
+ */
+export function connectUpstream(target: WebSocketProxyRequest): Promise<UpstreamSocket | Refusal> {
+  return target.tls?.caCerts?.length ? openWithClient(target) : openStream(target);
+}
+
+/** Deno's runtime uses the standard's `closeCode`; its bundled types still say `code`. */
+type CloseInfo = { closeCode?: number; code?: number; reason?: string };
+
+async function openStream(t: WebSocketProxyRequest): Promise<UpstreamSocket | Refusal> {
+  const abort = new AbortController();
+  const timer = t.connectTimeout > 0
+    ? setTimeout(() => abort.abort(), t.connectTimeout)
+    : undefined;
+  const wss = new WebSocketStream(t.url.href, {
+    protocols: t.protocols,
+    headers: t.headers,
+    signal: abort.signal,
+  });
+  const closed = wss.closed.then(
+    (i: CloseInfo) => ({ code: i.closeCode ?? i.code ?? 1005, reason: i.reason ?? "" }),
+    (e) => ({ code: (e as { closeCode?: number }).closeCode || 1006, reason: "" }),
+  );
+  let conn: WebSocketConnection;
+  try {
+    conn = await wss.opened;
+  } catch (err) {
+    const e = handshakeError(err, t.url, abort.signal.aborted);
+    if (e instanceof ProxyError) throw e;
+    return e;
+  } finally {
+    clearTimeout(timer);
+  }
+  const writer = conn.writable.getWriter();
+  let pending = 0;
+  return {
+    protocol: conn.protocol,
+    pausable: true,
+    start(h) {
+      const reader = conn.readable.getReader();
+      (async () => {
+        try {
+          for (;;) {
+            const { value, done } = await reader.read();
+            if (done) break;
+            await h.message(value);
+          }
+        } catch {
+          // the stream errored: `closed` says how
+        }
+        const c = await closed;
+        h.closed(c.code, c.reason);
+      })();
+    },
+    send(data) {
+      const n = byteLength(data);
+      pending += n;
+      writer.write(data).then(() => pending -= n, () => pending -= n);
+    },
+    buffered: () => pending,
+    close(code, reason) {
+      try {
+        wss.close({ closeCode: code, reason } as WebSocketCloseInfo);
+      } catch {
+        // already closing
+      }
+    },
+  };
+}
+
+async function openWithClient(t: WebSocketProxyRequest): Promise<UpstreamSocket | Refusal> {
+  const client = Deno.createHttpClient({ caCerts: t.tls!.caCerts });
+  const ws = new WebSocket(t.url.href, { protocols: t.protocols, headers: t.headers, client });
+  ws.binaryType = "arraybuffer";
+  let handlers: UpstreamHandlers | null = null;
+  const early: WsData[] = [];
+  const earlyCap = Math.max(1 << 20, 2 * t.limits.maxMessageSize);
+  let earlyBytes = 0;
+  let ended: { code: number; reason: string } | null = null;
+  const opened = new Promise<unknown>((resolve) => {
+    let error: unknown = null;
+    ws.onopen = () => resolve(null);
+    ws.onerror = (e) => error = new Error((e as ErrorEvent).message);
+    ws.onclose = (e) => {
+      client.close();
+      ended = { code: e.code === 0 ? 1006 : e.code, reason: e.reason };
+      resolve(error ?? new Error("closed during handshake"));
+      handlers?.closed(ended.code, ended.reason);
+    };
+  });
+  let timedOut = false;
+  const timer = t.connectTimeout > 0
+    ? setTimeout(() => {
+      timedOut = true;
+      ws.close();
+    }, t.connectTimeout)
+    : undefined;
+  ws.onmessage = (e) => {
+    const data = typeof e.data === "string" ? e.data : new Uint8Array(e.data as ArrayBuffer);
+    if (handlers) return void handlers.message(data);
+    early.push(data); // only until start(), which follows the client's upgrade at once
+    earlyBytes += byteLength(data);
+    if (earlyBytes > earlyCap) ws.close(1000, "Too much data before the client opened");
+  };
+  const err = await opened;
+  clearTimeout(timer);
+  if (err) {
+    const e = handshakeError(err, t.url, timedOut);
+    if (e instanceof ProxyError) throw e;
+    return e;
+  }
+  return {
+    protocol: ws.protocol,
+    pausable: false,
+    start(h) {
+      handlers = h;
+      for (const d of early.splice(0)) h.message(d);
+      if (ended) h.closed(ended.code, ended.reason);
+    },
+    send(data) {
+      ws.send(data);
+    },
+    buffered: () => ws.bufferedAmount,
+    close(code, reason) {
+      try {
+        ws.close(code, reason);
+      } catch {
+        // already closing
+      }
+    },
+  };
+}

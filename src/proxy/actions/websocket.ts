@@ -1,0 +1,189 @@
+// The `websocket` route action, and WebSocket upgrades arriving on `proxy` and `load_balance`
+// routes. Builds the upstream URL (path_rewrite as for proxy routes, ws/wss scheme) and the
+// handshake headers, then lets forward() pick the target so balancing, retries and health
+// apply; the WebSocketProxy port does the handshake and relaying (adapters/websocket_deno.ts).
+
+import { setForwardingHeaders, stripHopByHop } from "../../domain/headers.ts";
+import { upstreamUrl } from "../../domain/rewrite.ts";
+import { ProxyError } from "../../domain/errors.ts";
+import type {
+  LoadBalanceRouteConfig,
+  ProxyRouteConfig,
+  WebSocketRouteConfig,
+} from "../../config/schema.ts";
+import type { Logger, UpstreamClient, UpstreamRequest, WebSocketLimits } from "../../ports.ts";
+import type { PipelineDeps, RequestContext } from "../context.ts";
+import { errorResponse } from "../respond.ts";
+import { forward } from "../forward.ts";
+import { applyHeaderRules, placeholderValues, requestInput } from "../filters/rules.ts";
+
+type WsCapableRoute = WebSocketRouteConfig | ProxyRouteConfig | LoadBalanceRouteConfig;
+
+/** Defaults for routes that do not set them (and for upgrades on proxy routes). */
+export const WEBSOCKET_DEFAULTS: WebSocketLimits = {
+  maxMessageSize: 16 << 20,
+  maxFrameSize: 0,
+  idleTimeout: 0,
+  pingInterval: 30_000,
+};
+
+/** Handshake headers the upstream handshake makes itself (RFC 6455 §4.1); never copied. */
+const HANDSHAKE_HEADERS = [
+  "host",
+  "sec-websocket-key",
+  "sec-websocket-version",
+  "sec-websocket-extensions",
+  "sec-websocket-protocol",
+  "content-length",
+];
+
+/** True for an HTTP/1.1 WebSocket opening handshake (RFC 6455 §4.2.1). */
+export function isWebSocketUpgrade(req: Request): boolean {
+  if (req.method !== "GET") return false;
+  const upgrade = req.headers.get("upgrade");
+  return upgrade !== null && /(^|,)\s*websocket\s*(,|$)/i.test(upgrade);
+}
+
+/** The `Sec-WebSocket-Protocol` values a client offered, in order. */
+export function offeredProtocols(req: Request): string[] {
+  const v = req.headers.get("sec-websocket-protocol");
+  return v ? v.split(",").map((s) => s.trim()).filter(Boolean) : [];
+}
+
+/** The ws:// or wss:// URL for an http(s) or ws(s) target URL. */
+export function toWebSocketUrl(url: string): URL {
+  const u = new URL(url);
+  if (u.protocol === "http:") u.protocol = "ws:";
+  else if (u.protocol === "https:") u.protocol = "wss:";
+  return u;
+}
+
+/** The route's limits with defaults filled in. */
+export function websocketLimits(route: WsCapableRoute): WebSocketLimits {
+  if (route.type !== "websocket") return WEBSOCKET_DEFAULTS;
+  return {
+    maxMessageSize: route.max_message_size ?? WEBSOCKET_DEFAULTS.maxMessageSize,
+    maxFrameSize: route.max_frame_size ?? WEBSOCKET_DEFAULTS.maxFrameSize,
+    idleTimeout: route.idle_timeout ?? WEBSOCKET_DEFAULTS.idleTimeout,
+    pingInterval: route.ping_interval ?? WEBSOCKET_DEFAULTS.pingInterval,
+  };
+}
+
+/** Headers for the upstream handshake: the client's (cookies, auth…) plus forwarding headers. */
+export function handshakeHeaders(
+  ctx: RequestContext,
+  route: WsCapableRoute,
+  opts: { logger: Logger },
+): Headers {
+  const h = new Headers(ctx.req.headers);
+  stripHopByHop(h);
+  for (const name of HANDSHAKE_HEADERS) h.delete(name);
+  setForwardingHeaders(h, {
+    peer: ctx.info.remoteAddr.hostname,
+    trustedPeer: ctx.trustedPeer,
+    scheme: ctx.scheme,
+    host: ctx.host,
+    version: "1.1",
+    rfc7239: route.type !== "websocket" && route.forwarded,
+  });
+  h.set("x-request-id", ctx.requestId);
+  const rules = ctx.route?.rules.requestHeaders;
+  if (rules?.when(requestInput(ctx, ctx.req.headers))) {
+    applyHeaderRules(rules, h, {
+      values: placeholderValues(ctx),
+      logger: opts.logger,
+      requestId: ctx.requestId,
+    });
+  }
+  return h;
+}
+
+/**
+ * Proxies a WebSocket upgrade. On a `websocket` route a request that is not an upgrade gets 400.
+ * When no upstream can be reached the client is upgraded and closed with 1014 (Bad Gateway),
+ * which a browser can see, unlike an HTTP 502.
+ */
+export async function websocketAction(
+  ctx: RequestContext,
+  deps: PipelineDeps,
+  route: WsCapableRoute,
+): Promise<Response> {
+  if (!isWebSocketUpgrade(ctx.req)) {
+    return errorResponse("bad_request", ctx.requestId, {
+      message: "This route only supports WebSocket connections",
+    });
+  }
+  const ws = deps.websocket;
+  if (!ws) throw new ProxyError("internal", "WebSocket proxying is not configured");
+  if (!ctx.req.headers.get("sec-websocket-key")) {
+    return errorResponse("bad_request", ctx.requestId, {
+      message: "Missing Sec-WebSocket-Key",
+    });
+  }
+  const original = ctx.req;
+  const compiled = ctx.route!;
+  const protocols = offeredProtocols(original);
+  const limits = websocketLimits(route);
+  const headers = handshakeHeaders(ctx, route, deps);
+  // Deno forgets a request's headers once it is upgraded; the access log reads them later.
+  ctx.req = new Request(original.url, { method: original.method, headers: original.headers });
+
+  const build = (target: string): UpstreamRequest => {
+    const url = toWebSocketUrl(upstreamUrl(target, {
+      path: ctx.path,
+      prefix: compiled.prefix,
+      rewrite: route.path_rewrite,
+      query: ctx.query,
+    }));
+    return {
+      url,
+      method: "GET",
+      headers: new Headers(headers),
+      body: null,
+      timeouts: compiled.timeouts,
+      tls: route.tls
+        ? {
+          insecureSkipVerify: route.tls.insecure_skip_verify,
+          serverName: route.tls.server_name,
+          caCerts: compiled.caCerts,
+        }
+        : undefined,
+    };
+  };
+  const client: UpstreamClient = {
+    send: (u) =>
+      ws.proxy(original, {
+        url: u.url,
+        headers: u.headers,
+        protocols,
+        route: compiled.id,
+        connectTimeout: u.timeouts.connect,
+        tls: u.tls,
+        limits,
+      }),
+    close: () => Promise.resolve(),
+  };
+  try {
+    // proxy and load_balance routes: balancing, retries and passive health as for HTTP.
+    if (route.type !== "websocket") {
+      return await forward(ctx, { ...deps, upstream: client }, { build });
+    }
+    ctx.upstream = route.target;
+    const t0 = deps.clock.monotonic();
+    const res = await client.send(build(route.target));
+    ctx.upstreamStatus = res.status;
+    ctx.upstreamMs = deps.clock.monotonic() - t0;
+    return res;
+  } catch (err) {
+    if (!(err instanceof ProxyError) || (err.kind !== "connect" && err.kind !== "timeout")) {
+      throw err;
+    }
+    deps.logger.warn("WebSocket upstream unreachable", {
+      requestId: ctx.requestId,
+      route: compiled.id,
+      upstream: ctx.upstream,
+      error: err.message,
+    });
+    return ws.reject(original, 1014, err.kind === "timeout" ? "Upstream timed out" : "Bad gateway");
+  }
+}
