@@ -1,0 +1,192 @@
+// WebSocket proxying end to end: `ws` (npm) as an independent client and upstream server, the
+// real Prox in between.
+
+import assert from "node:assert/strict";
+import { Buffer } from "node:buffer";
+import { waitFor } from "../_harness.ts";
+import { closed, connect, connectAndWaitClose, messages, startWsProxy, wsUpstream } from "./_ws.ts";
+
+Deno.test("websocket route relays text and binary in order, with headers and path_rewrite", async () => {
+  await using up = await wsUpstream();
+  await using prox = await startWsProxy(`
+routes:
+  "/chat":
+    type: websocket
+    target: "http://127.0.0.1:${up.port}/base"
+    path_rewrite: /socket
+`);
+  const ws = await connect(`${prox.ws}/chat/room?x=1&y=%20`, [], {
+    headers: { cookie: "sid=abc", authorization: "Bearer t0k", "x-forwarded-for": "6.6.6.6" },
+  });
+  const got = messages(ws, 100);
+  for (let i = 0; i < 100; i++) {
+    if (i % 2) ws.send(`text ${i}`);
+    else ws.send(new Uint8Array([i, 0, 255]));
+  }
+  const all = await got;
+  for (let i = 0; i < 100; i++) {
+    if (i % 2) {
+      assert.equal(all[i].binary, false);
+      assert.equal(all[i].data.toString(), `text ${i}`);
+    } else {
+      assert.equal(all[i].binary, true);
+      assert.deepEqual([...all[i].data], [i, 0, 255]);
+    }
+  }
+  const req = up.requests[0];
+  assert.equal(req.url, "/base/socket/room?x=1&y=%20");
+  assert.equal(req.headers.cookie, "sid=abc");
+  assert.equal(req.headers.authorization, "Bearer t0k");
+  assert.equal(req.headers["x-forwarded-for"], "127.0.0.1");
+  assert.equal(req.headers["x-forwarded-proto"], "http");
+  assert.ok(req.headers["x-request-id"]);
+  ws.close(1000, "done");
+  assert.deepEqual(await closed(ws), { code: 1000, reason: "done" });
+});
+
+Deno.test("websocket route negotiates the subprotocol with the upstream", async () => {
+  await using up = await wsUpstream(undefined, {
+    handleProtocols: (offered: Set<string>) => offered.has("v2.chat") ? "v2.chat" : false,
+  });
+  await using prox = await startWsProxy(`
+routes:
+  "/":
+    type: websocket
+    target: "${up.url}"
+`);
+  const ws = await connect(`${prox.ws}/`, ["v1.chat", "v2.chat"]);
+  assert.equal(ws.protocol, "v2.chat");
+  assert.equal(up.requests[0].headers["sec-websocket-protocol"], "v1.chat, v2.chat");
+  ws.close();
+  await closed(ws);
+  // No protocol offered: none selected.
+  const plain = await connect(`${prox.ws}/`);
+  assert.equal(plain.protocol, "");
+  plain.close();
+  await closed(plain);
+});
+
+Deno.test("websocket close codes and reasons propagate both ways", async () => {
+  const upstreamSaw: { code: number; reason: string }[] = [];
+  await using up = await wsUpstream((ws) => {
+    ws.on("close", (code, reason) => upstreamSaw.push({ code, reason: reason.toString() }));
+    ws.on("message", (m) => {
+      const [code, ...reason] = m.toString().split(" ");
+      ws.close(Number(code), reason.join(" "));
+    });
+  });
+  await using prox = await startWsProxy(`
+routes:
+  "/":
+    type: websocket
+    target: "${up.url}"
+`);
+  // Upstream-initiated, including codes Deno's client API could not send itself.
+  for (const code of [1000, 1001, 1008, 1011, 4002]) {
+    const ws = await connect(`${prox.ws}/`);
+    ws.send(`${code} bye ${code}`);
+    assert.deepEqual(await closed(ws), { code, reason: `bye ${code}` });
+  }
+  // Client-initiated: 1000 and 3000-4999 go through as they are.
+  for (const code of [1000, 4001]) {
+    const ws = await connect(`${prox.ws}/`);
+    ws.close(code, `client ${code}`);
+    await closed(ws);
+    await waitFor(() => upstreamSaw.find((s) => s.reason === `client ${code}`));
+    assert.equal(upstreamSaw.find((s) => s.reason === `client ${code}`)!.code, code);
+  }
+  // Other client codes reach the upstream as 1000 with the code in the reason.
+  const ws = await connect(`${prox.ws}/`);
+  ws.close(1001, "leaving");
+  await closed(ws);
+  const seen = await waitFor(() => upstreamSaw.find((s) => s.reason.startsWith("leaving")));
+  assert.deepEqual(seen, { code: 1000, reason: "leaving (1001)" });
+});
+
+Deno.test("websocket messages over max_message_size close both sides with 1009", async () => {
+  const upstreamSaw: number[] = [];
+  await using up = await wsUpstream((ws) => {
+    ws.on("close", (code) => upstreamSaw.push(code));
+    ws.on("message", (m) => {
+      if (m.toString() === "big please") ws.send(Buffer.alloc(2000));
+      else ws.send(m);
+    });
+  });
+  await using prox = await startWsProxy(`
+routes:
+  "/":
+    type: websocket
+    target: "${up.url}"
+    max_message_size: 1024
+`);
+  // Exactly at the limit passes, one byte over does not (client → upstream).
+  const ws = await connect(`${prox.ws}/`);
+  const echoed = messages(ws, 1);
+  ws.send("é".repeat(512)); // 1024 UTF-8 bytes
+  assert.equal((await echoed)[0].data.toString(), "é".repeat(512));
+  ws.send("x".repeat(1025));
+  assert.equal((await closed(ws)).code, 1009);
+  // Upstream → client.
+  const ws2 = await connect(`${prox.ws}/`);
+  ws2.send("big please");
+  assert.equal((await closed(ws2)).code, 1009);
+  assert.deepEqual(prox.tooBig, ["/", "/"]);
+  await waitFor(() => upstreamSaw.length === 2);
+  assert.deepEqual(upstreamSaw, [1000, 1000]);
+});
+
+Deno.test("websocket upstream death closes the client with 1011", async () => {
+  await using up = await wsUpstream((ws) => ws.on("message", () => ws.terminate()));
+  await using prox = await startWsProxy(`
+routes:
+  "/":
+    type: websocket
+    target: "${up.url}"
+`);
+  const ws = await connect(`${prox.ws}/`);
+  ws.send("die");
+  assert.equal((await closed(ws)).code, 1011);
+});
+
+Deno.test("websocket to an unreachable upstream closes the client with 1014", async () => {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  l.close();
+  await using prox = await startWsProxy(`
+routes:
+  "/":
+    type: websocket
+    target: "ws://127.0.0.1:${port}"
+`);
+  const c = await connectAndWaitClose(`${prox.ws}/`);
+  assert.equal(c.code, 1014);
+  assert.equal(c.reason, "Bad gateway");
+});
+
+Deno.test("websocket upgrade refused by the upstream returns its status to the client", async () => {
+  await using up = await wsUpstream(undefined, {
+    verifyClient: (_info: unknown, cb: (ok: boolean, code?: number) => void) => cb(false, 403),
+  });
+  await using prox = await startWsProxy(`
+routes:
+  "/":
+    type: websocket
+    target: "${up.url}"
+`);
+  const err = await connect(`${prox.ws}/`).then(() => null, (e) => e);
+  assert.equal(err?.status, 403);
+  assert.match(err.body, /refused the WebSocket upgrade/);
+});
+
+Deno.test("websocket route answers a plain HTTP request with 400", async () => {
+  await using up = await wsUpstream();
+  await using prox = await startWsProxy(`
+routes:
+  "/":
+    type: websocket
+    target: "${up.url}"
+`);
+  const res = await fetch(`${prox.http}/`);
+  assert.equal(res.status, 400);
+  assert.match(await res.text(), /only supports WebSocket/);
+});
