@@ -3,6 +3,10 @@
 // (symlinks followed) lies inside the fully resolved root. Nothing is opened to answer `stat`, so
 // HEAD, 304 and 416 never hold a file descriptor; `open` closes the file when its stream ends,
 // errors or is cancelled.
+// Metadata calls (realpath, stat, open) are synchronous: on local disks they take microseconds,
+// while each async op costs a thread-pool round trip (measured here: 18-37 µs async vs 6-10 µs
+// sync per call, eight calls per GET). File contents are read asynchronously. A root on a slow
+// network file system would stall the event loop during those calls.
 
 import type { FileStat, FileStore } from "../ports.ts";
 
@@ -20,14 +24,14 @@ function isAbsent(err: unknown): boolean {
 }
 
 /** `root` + `relPath` resolved with symlinks, or null when missing or outside the root. */
-async function resolveInside(root: string, relPath: string): Promise<string | null> {
+function resolveInside(root: string, relPath: string): string | null {
   if (relPath.includes("\0")) return null;
   const parts = relPath.split("/").filter((p) => p !== "");
   if (parts.some((p) => p === "." || p === "..")) return null;
   try {
-    const realRoot = await Deno.realPath(root);
+    const realRoot = Deno.realPathSync(root);
     if (parts.length === 0) return realRoot;
-    const real = await Deno.realPath(`${realRoot}/${parts.join("/")}`);
+    const real = Deno.realPathSync(`${realRoot}/${parts.join("/")}`);
     const base = realRoot.endsWith("/") ? realRoot : realRoot + "/";
     return real === realRoot || real.startsWith(base) ? real : null;
   } catch (err) {
@@ -106,31 +110,29 @@ function rangeStream(file: Deno.FsFile, start: number, end: number): ReadableStr
 /** The Deno file-system FileStore used by `prox serve`. */
 export function createDenoFileStore(): FileStore {
   return {
-    async stat(root, relPath) {
-      const real = await resolveInside(root, relPath);
-      if (real === null) return null;
+    stat(root, relPath) {
       try {
-        return toFileStat(await Deno.stat(real));
+        const real = resolveInside(root, relPath);
+        return Promise.resolve(real === null ? null : toFileStat(Deno.statSync(real)));
       } catch (err) {
-        if (isAbsent(err)) return null;
-        throw err;
+        return isAbsent(err) ? Promise.resolve(null) : Promise.reject(err);
       }
     },
 
     async open(root, relPath, range) {
-      const real = await resolveInside(root, relPath);
+      const real = resolveInside(root, relPath);
       if (real === null) return null;
       let file: Deno.FsFile;
       try {
         // Never open anything but a regular file: opening a FIFO would block.
-        if (!(await Deno.stat(real)).isFile) return null;
-        file = await Deno.open(real, { read: true });
+        if (!Deno.statSync(real).isFile) return null;
+        file = Deno.openSync(real, { read: true });
       } catch (err) {
         if (isAbsent(err)) return null;
         throw err;
       }
       try {
-        const st = await file.stat();
+        const st = file.statSync();
         if (!st.isFile) {
           file.close();
           return null;
