@@ -2,6 +2,7 @@
 // conflicts. Pure: file checks go through the `exists` callback.
 
 import { parseListenAddr } from "./listen.ts";
+import { statusMatcher } from "../domain/health.ts";
 import { parseCidr } from "../domain/ip.ts";
 import { parseRouteKey } from "../domain/router.ts";
 import { compileRouteRules } from "../domain/rules.ts";
@@ -212,6 +213,56 @@ export function validateConfig(
       err(["backend_health_paths", target], `Health path "${path}" must start with "/"`);
     }
   }
+  // Load balancing, health and retries (status selectors and patterns are compiled at start-up).
+  const statusRule = (path: (string | number)[], sel: Parameters<typeof statusMatcher>[0]) => {
+    try {
+      statusMatcher(sel);
+    } catch (e) {
+      err(path, (e as Error).message);
+    }
+  };
+  const regexRule = (path: (string | number)[], re: string | undefined) => {
+    if (re === undefined) return;
+    try {
+      new RegExp(re);
+    } catch (e) {
+      const why = (e as Error).message.replace(/^Invalid regular expression: /, "");
+      err(path, `Invalid regular expression ${why}`);
+    }
+  };
+  statusRule(["health_check", "expected_status"], hc.expected_status);
+  regexRule(["health_check", "body_match"], hc.body_match);
+  statusRule(["passive_health", "statuses"], config.passive_health.statuses);
+  for (const [key, r] of Object.entries(config.routes)) {
+    if (r.type !== "proxy" && r.type !== "load_balance") continue;
+    if (r.health_check?.expected_status !== undefined) {
+      statusRule(
+        ["routes", key, "health_check", "expected_status"],
+        r.health_check.expected_status,
+      );
+    }
+    regexRule(["routes", key, "health_check", "body_match"], r.health_check?.body_match);
+    if (r.passive_health) {
+      statusRule(["routes", key, "passive_health", "statuses"], r.passive_health.statuses);
+    }
+    if (r.type !== "load_balance") continue;
+    if (r.hash_on && r.strategy !== "consistent_hash") {
+      warn(["routes", key, "hash_on"], `hash_on has no effect with strategy ${r.strategy}`);
+    }
+    if (r.hash_on && r.hash_on.type !== "ip" && !r.hash_on.name) {
+      err(
+        ["routes", key, "hash_on"],
+        `hash_on type ${r.hash_on.type} needs a name`,
+        `e.g. hash_on: { type: ${r.hash_on.type}, name: ${
+          r.hash_on.type === "cookie" ? "session" : "x-user-id"
+        } }`,
+      );
+    }
+    if (r.targets.every((t) => typeof t !== "string" && t.backup)) {
+      err(["routes", key, "targets"], "Every target is a backup", "Leave at least one primary");
+    }
+  }
+
   config.trusted_proxies.forEach((c, i) => {
     if (!parseCidr(c)) {
       err(

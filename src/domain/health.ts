@@ -156,6 +156,10 @@ export function statusMatcher(
     else if ((m = p.match(/^(\d{3})-(\d{3})$/))) ranges.push([+m[1], +m[2]]);
     else if (/^\d{3}$/.test(p)) ranges.push([+p, +p]);
     else throw new Error(`Cannot read status selector "${raw}": use 200, "2xx" or "200-299"`);
+    const [lo, hi] = ranges[ranges.length - 1];
+    if (lo < 100 || hi > 599 || lo > hi) {
+      throw new Error(`Status selector "${raw}" is outside 100-599`);
+    }
   }
   return (s) => ranges.some(([lo, hi]) => s >= lo && s <= hi);
 }

@@ -127,4 +127,6 @@ Deno.test("statusMatcher: codes, classes, ranges and lists", () => {
   assert.ok(l(200) && l(301) && l(302) && l(404) && !l(303) && !l(204));
   assert.ok(statusMatcher("200,204")(204));
   assert.throws(() => statusMatcher("2x"), /Cannot read status selector "2x"/);
+  assert.throws(() => statusMatcher("600-700"), /outside 100-599/);
+  assert.throws(() => statusMatcher("500-400"), /outside 100-599/);
 });

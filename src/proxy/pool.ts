@@ -82,7 +82,10 @@ export function buildPool(route: CompiledRoute, config: Config): RoutePool {
     targets,
     policy,
     selector: createSelector(policy, targets),
-    hashOn: cfg.type === "load_balance" ? cfg.hash_on : undefined,
+    // consistent_hash without hash_on keys on the client IP.
+    hashOn: cfg.type === "load_balance"
+      ? cfg.hash_on ?? (policy === "consistent_hash" ? { type: "ip" } : undefined)
+      : undefined,
     retries: r
       ? {
         attempts: r.attempts,
