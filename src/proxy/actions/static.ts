@@ -92,7 +92,9 @@ export async function serveStatic(req: Request, opts: StaticOptions): Promise<Re
     if (st?.isDirectory) {
       if (!slash) {
         // RFC 9110 §15.4.9: permanent and method-preserving; relative links need the slash.
-        const location = joinPath(opts.prefix, opts.relPath) + "/" + opts.query;
+        // One leading slash only: "//host" would be a protocol-relative redirect elsewhere.
+        const path = joinPath(opts.prefix, opts.relPath).replace(/^\/{2,}/, "/");
+        const location = path + "/" + opts.query;
         return new Response(null, { status: 308, headers: { location } });
       }
       const index = configPath(opts.index ?? "index.html");
@@ -105,11 +107,24 @@ export async function serveStatic(req: Request, opts: StaticOptions): Promise<Re
       return await serveFile(req, rel, st, { ...opts, status: 200 });
     }
   }
-  return await notFound(req, opts);
+  return await notFound(req, opts, segments);
 }
 
-async function notFound(req: Request, opts: StaticOptions): Promise<Response> {
-  if (opts.spaFallback) {
+/**
+ * SPA fallback applies to page navigations: the client accepts HTML, or the last segment has no
+ * extension. `/assets/missing.js` fetched by a script tag stays a 404 instead of becoming HTML.
+ */
+function wantsPage(req: Request, segments: string[]): boolean {
+  const last = segments[segments.length - 1] ?? "";
+  return !last.includes(".") || (req.headers.get("accept") ?? "").includes("text/html");
+}
+
+async function notFound(
+  req: Request,
+  opts: StaticOptions,
+  segments: string[],
+): Promise<Response> {
+  if (opts.spaFallback && wantsPage(req, segments)) {
     const rel = configPath(opts.spaFallback);
     const st = await opts.files.stat(opts.root, rel);
     if (st?.isFile) return await serveFile(req, rel, st, { ...opts, status: 200 });

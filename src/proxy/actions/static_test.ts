@@ -170,6 +170,9 @@ Deno.test("serveStatic serves index files and redirects directories to the slash
   assert.equal(bare.h.get("location"), "/static/?q");
   const atRoot = await get("/docs", { prefix: "/" });
   assert.equal(atRoot.h.get("location"), "/docs/");
+  const files = memStore({ "evil.com/x": "" });
+  const openRedirect = await get("//evil.com", { prefix: "/", files });
+  assert.equal(openRedirect.h.get("location"), "/evil.com/");
   assert.equal((await get("/docs/empty/")).status, 404);
   assert.equal((await get("/a.txt/")).status, 404);
 });
@@ -228,6 +231,13 @@ Deno.test("serveStatic falls back to the SPA entry, then the custom 404 page", a
   const spa = await get("/app/route/42", { spaFallback: "index.html" });
   assert.equal(spa.status, 200);
   assert.equal(spa.body, "<h1>home</h1>");
+  const dotted = await get("/user/jane.doe", {
+    spaFallback: "index.html",
+    headers: { accept: "text/html,application/xhtml+xml" },
+  });
+  assert.equal(dotted.body, "<h1>home</h1>");
+  const asset = await get("/assets/missing.js", { spaFallback: "index.html" });
+  assert.equal(asset.status, 404);
   const custom = await get("/missing", { notFoundPage: "/404.html", cacheControl: "max-age=9" });
   assert.equal(custom.status, 404);
   assert.equal(custom.body, "custom not found");
