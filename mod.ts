@@ -19,7 +19,8 @@ export const VERSION = "0.1.0";
 const HELP = `prox ${VERSION}: a reverse proxy for HTTP/1.1, HTTP/2, HTTP/3 and WebSocket
 
 Usage:
-  prox [serve] [-c FILE]                 serve with FILE (default: config.yaml)
+  prox [serve] [-c FILE] [--pid-file F [--takeover]] [--no-watch]
+                                         serve with FILE (default: config.yaml)
   prox validate [-c FILE] [--format text|json]
                                          check a config and explain every problem
   prox schema                            print the config's JSON Schema (for editors)
@@ -31,16 +32,32 @@ Options:
                        embedded welcome config on 127.0.0.1:3000)
       --format FMT     validate output: text (default) or json
       --log-level LVL  debug | info | warn | error (or env PROX_LOG_LEVEL)
+      --pid-file F     serve: write the process id to F (removed on exit)
+      --takeover       serve: once listening, tell the Prox named in --pid-file to drain and
+                       exit (zero-downtime upgrade; both share the port with SO_REUSEPORT)
+      --no-watch       serve: do not reload when the config or TLS files change
   -h, --help           show help
   -V, --version        show the version
 
 Exit codes: 0 valid / clean shutdown, 1 invalid config or startup failure, 2 usage error.`;
 
 const COMMAND_HELP: Record<string, string> = {
-  serve: `Usage: prox serve [-c FILE]
+  serve: `Usage: prox serve [-c FILE] [--pid-file FILE [--takeover]] [--no-watch]
 
-Serves traffic as configured in FILE (default config.yaml). SIGHUP reloads the config; SIGTERM
-or SIGINT drains in-flight requests and exits (a second signal forces exit).`,
+Serves traffic as configured in FILE (default config.yaml).
+
+Reload:   saving FILE (or the TLS certificate/key it names) reloads it; so does SIGHUP. A
+          config with errors is rejected with its located issues and the running one stays.
+Shutdown: SIGTERM or SIGINT stops accepting, lets in-flight requests finish for up to
+          shutdown_timeout (default 30s), then exits 0. A second signal forces exit (code 1).
+Upgrade:  start the new binary with --takeover --pid-file F: it binds the same port
+          (SO_REUSEPORT), and once it is listening it sends SIGUSR2 to the process in F,
+          which drains and exits. SIGUSR2 sent by hand does the same.
+
+Options:
+  --pid-file FILE   write the process id to FILE; removed on exit if still ours
+  --takeover        replace the Prox whose id is in --pid-file once this one is listening
+  --no-watch        do not watch the config and TLS files`,
   validate: `Usage: prox validate [-c FILE] [--format text|json]
 
 Checks FILE (default config.yaml) and prints every problem with file:line:col, the key path,
@@ -65,6 +82,9 @@ export async function main(args: string[]): Promise<number> {
         config: { type: "string", short: "c" },
         format: { type: "string" },
         "log-level": { type: "string" },
+        "pid-file": { type: "string" },
+        takeover: { type: "boolean" },
+        "no-watch": { type: "boolean" },
         help: { type: "boolean", short: "h" },
         version: { type: "boolean", short: "V" },
       },
@@ -120,7 +140,17 @@ export async function main(args: string[]): Promise<number> {
       return 0;
     }
     default:
-      return await serveCommand(values.config);
+      if (values.takeover && !values["pid-file"]) {
+        console.error(
+          "prox: --takeover needs --pid-file FILE (where the old process wrote its id)",
+        );
+        return 2;
+      }
+      return await serveCommand(values.config, {
+        pidFile: values["pid-file"],
+        takeover: values.takeover ?? false,
+        watch: !values["no-watch"],
+      });
   }
 }
 
@@ -230,7 +260,13 @@ async function embeddedSource(): Promise<ConfigSource> {
   return { text: WELCOME_CONFIG(root), name: "(embedded default config)" };
 }
 
-async function serveCommand(configArg: string | undefined): Promise<number> {
+interface ServeOptions {
+  pidFile?: string;
+  takeover: boolean;
+  watch: boolean;
+}
+
+async function serveCommand(configArg: string | undefined, opts: ServeOptions): Promise<number> {
   let source: ConfigSource;
   if (configArg === undefined && !exists("config.yaml")) {
     source = await embeddedSource();
@@ -245,7 +281,7 @@ async function serveCommand(configArg: string | undefined): Promise<number> {
   }
   let server: ProxServer;
   try {
-    server = await startServer(source, { version: VERSION });
+    server = await startServer(source, { version: VERSION, watch: opts.watch });
   } catch (err) {
     if (err instanceof ConfigError) {
       printIssues(err.issues);
@@ -259,28 +295,90 @@ async function serveCommand(configArg: string | undefined): Promise<number> {
     }
     return 1;
   }
-  return await runUntilSignal(server);
+  let previous: number | null = null;
+  if (opts.pidFile) {
+    previous = readPid(opts.pidFile);
+    if (previous !== null && previous !== Deno.pid && !opts.takeover) {
+      server.logger.warn("The pid file names a running process; both now serve this port", {
+        pidFile: opts.pidFile,
+        pid: previous,
+        hint: "use --takeover to replace it",
+      });
+    }
+    await writePid(opts.pidFile);
+  }
+  if (opts.takeover && previous !== null && previous !== Deno.pid) {
+    try {
+      Deno.kill(previous, "SIGUSR2");
+      server.logger.info("Took over: the previous process drains and exits", { pid: previous });
+    } catch (err) {
+      server.logger.warn("Cannot signal the previous process", {
+        pid: previous,
+        error: err instanceof Error ? err.message : String(err),
+      });
+    }
+  } else if (opts.takeover) {
+    server.logger.info("Nothing to take over: no running process in the pid file", {
+      pidFile: opts.pidFile,
+    });
+  }
+  const code = await runUntilSignal(server);
+  if (opts.pidFile && readPid(opts.pidFile) === Deno.pid) {
+    try {
+      Deno.removeSync(opts.pidFile);
+    } catch { /* already gone */ }
+  }
+  return code;
 }
 
+/** The live process id recorded in `file`, or null (missing, garbage, or no such process). */
+function readPid(file: string): number | null {
+  let pid: number;
+  try {
+    pid = Number(Deno.readTextFileSync(file).trim());
+  } catch {
+    return null;
+  }
+  if (!Number.isInteger(pid) || pid <= 0) return null;
+  if (Deno.build.os === "linux") return exists(`/proc/${pid}`) ? pid : null;
+  return pid;
+}
+
+/** Writes our pid atomically (temp file + rename), so a reader never sees half a number. */
+async function writePid(file: string): Promise<void> {
+  const tmp = `${file}.${Deno.pid}.tmp`;
+  await Deno.writeTextFile(tmp, `${Deno.pid}\n`);
+  await Deno.rename(tmp, file);
+}
+
+/**
+ * Serves until a signal: SIGHUP reloads; SIGTERM/SIGINT drain and exit 0; SIGUSR2 (sent by a
+ * `--takeover` successor) drains the same way. A second stop signal exits at once with 1.
+ */
 async function runUntilSignal(server: ProxServer): Promise<number> {
   const { promise, resolve } = Promise.withResolvers<number>();
   let stopping = false;
-  const stop = () => {
+  const stopOn = (signal: Deno.Signal) => () => {
     if (stopping) {
-      console.error("Second signal: exiting now");
+      server.logger.warn("Second signal: exiting now", { signal });
       Deno.exit(1);
     }
     stopping = true;
-    server.shutdown().then(() => resolve(0), () => resolve(1));
+    const reason = signal === "SIGUSR2" ? "takeover" : signal;
+    server.shutdown({ reason }).then(() => resolve(0), (err) => {
+      server.logger.error("Shutdown failed", { error: String(err) });
+      resolve(1);
+    });
   };
-  const reload = () => void server.reload();
-  Deno.addSignalListener("SIGTERM", stop);
-  Deno.addSignalListener("SIGINT", stop);
-  Deno.addSignalListener("SIGHUP", reload);
+  const handlers: [Deno.Signal, () => void][] = [
+    ["SIGTERM", stopOn("SIGTERM")],
+    ["SIGINT", stopOn("SIGINT")],
+    ["SIGUSR2", stopOn("SIGUSR2")],
+    ["SIGHUP", () => void server.reload({ trigger: "SIGHUP" })],
+  ];
+  for (const [sig, fn] of handlers) Deno.addSignalListener(sig, fn);
   const code = await promise;
-  Deno.removeSignalListener("SIGTERM", stop);
-  Deno.removeSignalListener("SIGINT", stop);
-  Deno.removeSignalListener("SIGHUP", reload);
+  for (const [sig, fn] of handlers) Deno.removeSignalListener(sig, fn);
   return code;
 }
 

@@ -9,8 +9,12 @@ import { buildSnapshot } from "./proxy/snapshot.ts";
 import type { Snapshot } from "./proxy/snapshot.ts";
 import { createHandler } from "./proxy/pipeline.ts";
 import { createWebSocketProxy } from "./adapters/websocket_deno.ts";
-import { listen } from "./adapters/http_serve.ts";
 import type { Listener } from "./adapters/http_serve.ts";
+import { createListenerSet } from "./adapters/listener_set.ts";
+import type { ListenerPlan } from "./adapters/listener_set.ts";
+import { watchFiles } from "./adapters/config_watch.ts";
+import type { FileWatch } from "./adapters/config_watch.ts";
+import { formatIssue } from "./config/load.ts";
 import { createFetchClient } from "./adapters/fetch_client.ts";
 import { createAccessLog, createJsonLogger } from "./adapters/log_json.ts";
 import { createPromMetrics } from "./adapters/metrics_prom.ts";
@@ -45,20 +49,49 @@ export interface ReloadResult {
   version: number;
   issues: ConfigIssue[];
   at: number;
+  /** What asked for it: "file", "SIGHUP", "admin", "api". */
+  trigger?: string;
 }
+
+/** Reload counters (`prox_config_reload_total{result}`, last-success timestamp). */
+export interface ReloadStats {
+  success: number;
+  failure: number;
+  /** Wall-clock ms of the last successful load (the initial one counts). */
+  lastSuccessAt: number;
+  lastFailureAt: number | null;
+}
+
+/** Called at the start of a graceful shutdown; resolve when long-lived streams are closed. */
+export type ShutdownHook = (info: { deadline: number; reason: string }) => Promise<void> | void;
 
 /** A running Prox. */
 export interface ProxServer {
-  /** Main listener's actual port (useful with port 0). */
+  /** Main listener's actual port (useful with port 0); follows listen_addr changes. */
   readonly port: number;
+  /** The listeners serving now (replaced ones still draining are not included). */
   readonly listeners: readonly Listener[];
   snapshot(): Snapshot;
-  /** Re-reads the config; on any error the current config keeps serving. */
-  reload(): Promise<ReloadResult>;
+  /**
+   * Re-reads the config as one transaction (read, parse, validate, build, bind changed
+   * listeners, swap); on any error the current config keeps serving. Calls are serialized.
+   */
+  reload(opts?: { trigger?: string }): Promise<ReloadResult>;
   lastReload(): ReloadResult | null;
-  /** Graceful: stop accepting, let in-flight requests finish up to shutdown_timeout. */
-  shutdown(): Promise<void>;
+  reloadStats(): ReloadStats;
+  /** True while serving and not draining: what `/readyz` reports. */
+  ready(): boolean;
+  /** True from the first shutdown signal on. */
+  draining(): boolean;
+  /** Registers a hook run when draining starts (e.g. close WebSockets with 1001). */
+  onShutdown(hook: ShutdownHook): void;
+  /**
+   * Graceful and idempotent: readiness false, stop accepting (HTTP/2 GOAWAY), let in-flight
+   * requests finish up to shutdown_timeout, then close what remains.
+   */
+  shutdown(opts?: { reason?: string }): Promise<void>;
   readonly handler: Handler;
+  readonly logger: Logger;
   /** The admin listener, when `admin` is configured. */
   readonly admin: AdminListener | null;
   /** Upstream health, ejections, in-flight counts and latency (kept across reloads). */
@@ -121,6 +154,12 @@ export async function startServer(
     rateLimits?: RateLimitStores;
     /** Shown in /status and prox_build_info. */
     version?: string;
+    /** Watch the config file and TLS files and reload on change (default: true for files). */
+    watch?: boolean;
+    /** Debounce for the file watch in ms (default 100). */
+    watchDebounceMs?: number;
+    /** Called after every reload attempt. */
+    onReload?: (result: ReloadResult) => void;
   } = {},
 ): Promise<ProxServer> {
   const first = await loadSource(source);
@@ -158,6 +197,13 @@ export async function startServer(
   let draining = false;
   let last: ReloadResult | null = null;
   const upstreams = createUpstreamRegistry({ clock: realClock, logger, metrics });
+  const stats: ReloadStats = {
+    success: 0,
+    failure: 0,
+    lastSuccessAt: startedAt,
+    lastFailureAt: null,
+  };
+  const shutdownHooks: ShutdownHook[] = [];
 
   const websockets = createWebSocketProxy({ logger, metrics });
   const handler = createHandler({
@@ -168,7 +214,8 @@ export async function startServer(
     logger,
     metrics,
     rateLimits,
-    draining: () => draining,
+    // No 503 while draining: Deno.serve's graceful shutdown stops accepting and closes idle
+    // keep-alive connections, so a request that still arrives is served normally.
     access: (rec: AccessRecord) => accessLog?.(rec),
     upstreams,
     websocket: websockets,
@@ -190,45 +237,71 @@ export async function startServer(
     return handler(req, info);
   };
 
-  const main = parseListenAddr(config.listen_addr);
-  if (typeof main === "string") throw new Error(main);
-  const tls = config.tls?.cert_path && config.tls.key_path
-    ? {
-      cert: await Deno.readTextFile(config.tls.cert_path),
-      key: await Deno.readTextFile(config.tls.key_path),
+  let redirectStatus = config.http_redirect?.status_code ?? 308;
+  const set = createListenerSet({ logger, drainMs: () => config.shutdown_timeout });
+  const redirectHandler: Handler = (req) =>
+    Promise.resolve(
+      httpsRedirect(req, { status: redirectStatus, httpsPort: set.get("main")?.port ?? 443 }),
+    );
+  /** The listeners a config asks for, with their TLS material read from disk. */
+  async function plansFor(c: Config): Promise<ListenerPlan[]> {
+    const main = parseListenAddr(c.listen_addr);
+    if (typeof main === "string") throw new Error(main);
+    const tls = await readTlsFiles(c);
+    const plans: ListenerPlan[] = [{ id: "main", addr: main, handler: serveHandler, ...tls }];
+    if (c.http_redirect) {
+      const addr = parseListenAddr(c.http_redirect.listen_addr);
+      if (typeof addr === "string") throw new Error(addr);
+      plans.push({ id: "http_redirect", addr, handler: redirectHandler });
     }
-    : undefined;
-  const listeners: Listener[] = [listen(main, { handler: serveHandler, logger, ...tls })];
-  const notAfter = tls ? certificateNotAfter(tls.cert) : null;
-  if (notAfter !== null) metrics.certificateExpiry(config.tls?.cert_path ?? "main", notAfter);
-  if (config.http_redirect) {
-    const addr = parseListenAddr(config.http_redirect.listen_addr);
-    if (typeof addr === "string") throw new Error(addr);
-    const status = config.http_redirect.status_code;
-    const httpsPort = listeners[0].port;
-    listeners.push(listen(addr, {
-      logger,
-      handler: (req) => Promise.resolve(httpsRedirect(req, { status, httpsPort })),
-    }));
+    return plans;
   }
+  const recordCertificate = (plans: ListenerPlan[], c: Config) => {
+    const notAfter = plans[0].cert ? certificateNotAfter(plans[0].cert) : null;
+    if (notAfter !== null) metrics.certificateExpiry(c.tls?.cert_path ?? "main", notAfter);
+  };
+  const health = startHealthChecks(config, { registry: upstreams, logger });
   // HTTP/3 beside the TLS listener; Alt-Svc is advertised only while it is actually up.
   let h3: H3Listener | null = null;
-  if (config.protocols.http3_enabled && tls) {
-    const { http3_config } = config.protocols;
-    h3 = await startH3Beside(listeners[0], {
-      ...tls,
-      handler: serveHandler,
-      logger,
-      options: http3_config,
-    });
-    if (h3) current = Object.freeze({ ...current, altSvc: altSvcValue(h3.port, ALT_SVC_MAX_AGE) });
-  } else if (config.protocols.http3_enabled) {
-    logger.warn("protocols.http3_enabled needs tls.cert_path and tls.key_path; HTTP/3 is off");
+  let h3At = "";
+  let h3Tls = "";
+  /** Starts, moves, re-certifies or stops HTTP/3 to match `c` (after the TCP listeners). */
+  async function syncH3(c: Config, tls: { cert?: string; key?: string }): Promise<void> {
+    const main = set.get("main")!;
+    const want = c.protocols.http3_enabled && tls.cert !== undefined && tls.key !== undefined;
+    if (c.protocols.http3_enabled && !want) {
+      logger.warn("protocols.http3_enabled needs tls.cert_path and tls.key_path; HTTP/3 is off");
+    }
+    const at = `${main.hostname}|${main.port}`;
+    if (h3 && (!want || at !== h3At)) {
+      const old = h3;
+      h3 = null;
+      void old.shutdown(c.shutdown_timeout);
+    }
+    if (want && !h3) {
+      h3 = await startH3Beside(main, {
+        cert: tls.cert!,
+        key: tls.key!,
+        handler: serveHandler,
+        logger,
+        options: c.protocols.http3_config,
+      });
+      h3At = at;
+      h3Tls = tls.cert! + tls.key!;
+    } else if (want && h3 && h3Tls !== tls.cert! + tls.key!) {
+      h3.setCertificate(tls.cert!, tls.key!);
+      h3Tls = tls.cert! + tls.key!;
+    }
+    const altSvc = h3 ? altSvcValue(h3.port, ALT_SVC_MAX_AGE) : null;
+    if (current.altSvc !== altSvc) current = Object.freeze({ ...current, altSvc });
   }
-  const health = startHealthChecks(config, { registry: upstreams, logger });
+  const firstPlans = await plansFor(config);
+  (await set.stage(firstPlans)).commit();
+  recordCertificate(firstPlans, config);
+  await syncH3(config, firstPlans[0]);
   logger.info("Prox listening", {
-    addr: `${listeners[0].hostname}:${listeners[0].port}`,
-    tls: Boolean(tls),
+    addr: `${set.listeners[0].hostname}:${set.listeners[0].port}`,
+    tls: set.listeners[0].tls,
     routes: Object.keys(config.routes).length,
   });
   let admin: AdminListener | null = null;
@@ -240,7 +313,7 @@ export async function startServer(
       token: () => config.admin?.token,
       callbacks: {
         ready: () => !draining,
-        reload: () => server.reload(),
+        reload: () => server.reload({ trigger: "admin" }),
         effectiveConfig: () => config,
         metricsText,
         metricsContentType: prom?.contentType,
@@ -254,8 +327,8 @@ export async function startServer(
             draining,
             lastReload: last,
             listeners: [
-              ...listeners.map((l, i) => ({
-                name: i === 0 ? "main" : "http_redirect",
+              ...set.named().map(([name, l]) => ({
+                name,
                 addr: `${l.hostname}:${l.port}`,
                 tls: l.tls,
               })),
@@ -272,101 +345,177 @@ export async function startServer(
     });
   }
 
+  let watch: FileWatch | undefined;
+  const watchedFiles = (c: Config) =>
+    "path" in source ? [source.path, ...tlsPaths(c)] : tlsPaths(c);
+  if (opts.watch ?? "path" in source) {
+    watch = watchFiles(watchedFiles(config), {
+      logger,
+      debounceMs: opts.watchDebounceMs,
+      onChange: async (changed) => {
+        logger.info("Config files changed", { files: changed });
+        await reload("file");
+      },
+    });
+  }
+
+  const settle = (result: ReloadResult): ReloadResult => {
+    last = result;
+    if (result.ok) {
+      stats.success++;
+      stats.lastSuccessAt = result.at;
+    } else {
+      stats.failure++;
+      stats.lastFailureAt = result.at;
+    }
+    metrics.configReload(result);
+    opts.onReload?.(result);
+    return result;
+  };
+
+  async function doReload(trigger: string): Promise<ReloadResult> {
+    const at = Date.now();
+    const file = "path" in source ? source.path : source.name;
+    const failed = (message: string): ReloadResult => {
+      logger.error("Reload failed; the current config keeps serving", { trigger, error: message });
+      const issues: ConfigIssue[] = [{
+        severity: "error",
+        file,
+        line: 1,
+        col: 1,
+        path: "",
+        message,
+      }];
+      return settle({ ok: false, version, issues, at, trigger });
+    };
+    if (draining) return failed("Cannot reload: shutting down");
+    try {
+      const next = await loadSource(source);
+      if (!next.config) {
+        logger.error("Reload rejected; the current config keeps serving", {
+          trigger,
+          issues: next.issues.filter((i) => i.severity === "error").map((i) => formatIssue(i)),
+        });
+        return settle({ ok: false, version, issues: next.issues, at, trigger });
+      }
+      const snap = buildSnapshot(next.config, {
+        version: version + 1,
+        files: await readReferencedFiles(next.config),
+        altSvc: current.altSvc,
+        env: denoEnv.env,
+      });
+      // Bind what changed before anything is swapped: a bind failure leaves all as it was.
+      const plans = await plansFor(next.config);
+      const staged = await set.stage(plans);
+      version++;
+      const prev = config;
+      config = next.config;
+      current = snap;
+      // WebSockets on routes the reload left unchanged stay connected; the others get 1001.
+      websockets.retain(
+        (id) => JSON.stringify(prev.routes[id]) === JSON.stringify(config.routes[id]),
+        1001,
+        "Route changed by a config reload",
+      );
+      upstreams.retain(configuredTargets(config), Object.keys(config.routes));
+      health.update(config);
+      redirectStatus = config.http_redirect?.status_code ?? 308;
+      staged.commit();
+      recordCertificate(plans, config);
+      await syncH3(config, plans[0]);
+      await rateLimits.configure(
+        config.rate_limit_store,
+        limiterIds(snap.router.entries.map((e) => e.value)),
+      );
+      accessLog = accessLogFor(config);
+      metrics.backendsConfigured(targetsOf(snap));
+      watch?.setFiles(watchedFiles(config));
+      for (const w of next.issues) logger.warn("Config warning", { issue: formatIssue(w) });
+      logger.info("Config reloaded", { version, trigger, listenersChanged: staged.bound });
+      return settle({ ok: true, version, issues: next.issues, at, trigger });
+    } catch (err) {
+      return failed(`Cannot reload: ${err instanceof Error ? err.message : String(err)}`);
+    }
+  }
+
+  // Reloads run one at a time; requests arriving during one coalesce into a single next run.
+  let running: Promise<ReloadResult> | null = null;
+  let queued: Promise<ReloadResult> | null = null;
+  function reload(trigger: string): Promise<ReloadResult> {
+    if (queued) return queued;
+    if (!running) {
+      running = doReload(trigger).finally(() => running = null);
+      return running;
+    }
+    queued = running.then(() => {
+      queued = null;
+      running = doReload(trigger).finally(() => running = null);
+      return running;
+    });
+    return queued;
+  }
+
+  let stopping: Promise<void> | null = null;
+  async function stop(reason: string): Promise<void> {
+    draining = true;
+    websockets.closeAll(1001, "Server shutting down");
+    if (current.altSvc) current = Object.freeze({ ...current, altSvc: null });
+    watch?.close();
+    await health.close();
+    const grace = config.shutdown_timeout;
+    const deadline = Date.now() + grace;
+    logger.info("Draining", { reason, graceMs: grace });
+    await running?.catch(() => {});
+    // Long-lived streams (WebSockets) are told to go away while requests drain.
+    const hooks = Promise.allSettled(shutdownHooks.map((h) => h({ deadline, reason })));
+    // HTTP/3 sends GOAWAY and drains under the same grace.
+    await Promise.all([set.shutdown(grace), h3?.shutdown(grace), hooks]);
+    await upstream.close();
+    if (!opts.rateLimits) await rateLimits.close();
+    await admin?.shutdown();
+    logger.info("Stopped", { reason });
+  }
+
   const server: ProxServer = {
-    port: listeners[0].port,
-    listeners,
+    get port() {
+      return set.get("main")?.port ?? 0;
+    },
+    get listeners() {
+      return set.listeners;
+    },
     handler,
     admin,
     upstreams,
-    h3,
+    get h3() {
+      return h3;
+    },
+    logger,
     snapshot: () => current,
     lastReload: () => last,
-    async reload(): Promise<ReloadResult> {
-      const at = Date.now();
-      try {
-        const next = await loadSource(source);
-        if (!next.config) {
-          last = { ok: false, version, issues: next.issues, at };
-          metrics.configReload(last);
-          logger.error("Reload rejected; the current config keeps serving", {
-            issues: next.issues.filter((i) => i.severity === "error").map((i) =>
-              `${i.file}:${i.line}:${i.col}: ${i.path}: ${i.message}`
-            ),
-          });
-          return last;
-        }
-        const snap = buildSnapshot(next.config, {
-          version: version + 1,
-          files: await readReferencedFiles(next.config),
-          altSvc: current.altSvc,
-          env: denoEnv.env,
-        });
-        version++;
-        const prev = config;
-        config = next.config;
-        current = snap;
-        // WebSockets on routes the reload left unchanged stay connected; the others get 1001.
-        websockets.retain(
-          (id) => JSON.stringify(prev.routes[id]) === JSON.stringify(config.routes[id]),
-          1001,
-          "Route changed by a config reload",
-        );
-        upstreams.retain(configuredTargets(config), Object.keys(config.routes));
-        health.update(config);
-        await rateLimits.configure(
-          config.rate_limit_store,
-          limiterIds(snap.router.entries.map((e) => e.value)),
-        );
-        last = { ok: true, version, issues: next.issues, at };
-        accessLog = accessLogFor(config);
-        metrics.backendsConfigured(targetsOf(snap));
-        metrics.configReload(last);
-        logger.info("Config reloaded", { version });
-        return last;
-      } catch (err) {
-        last = {
-          ok: false,
-          version,
-          issues: [{
-            severity: "error",
-            file: "path" in source ? source.path : source.name,
-            line: 1,
-            col: 1,
-            path: "",
-            message: `Cannot reload: ${err instanceof Error ? err.message : String(err)}`,
-          }],
-          at,
-        };
-        metrics.configReload(last);
-        logger.error("Reload failed; the current config keeps serving", {
-          error: last.issues[0].message,
-        });
-        return last;
-      }
-    },
-    async shutdown(): Promise<void> {
-      draining = true;
-      websockets.closeAll(1001, "Server shutting down");
-      if (current.altSvc) current = Object.freeze({ ...current, altSvc: null });
-      await health.close();
-      const grace = config.shutdown_timeout;
-      const h3Down = h3?.shutdown(grace); // GOAWAY + drain, bounded by the same grace
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      const timeout = new Promise<"timeout">((r) => timer = setTimeout(() => r("timeout"), grace));
-      const done = Promise.all(listeners.map((l) => l.shutdown())).then(() => "done" as const);
-      const outcome = await Promise.race([done, timeout]);
-      clearTimeout(timer);
-      if (outcome === "timeout") {
-        logger.warn("Shutdown timeout reached; closing remaining connections", { graceMs: grace });
-        await Promise.all(listeners.map((l) => l.close()));
-      }
-      await h3Down;
-      await upstream.close();
-      if (!opts.rateLimits) await rateLimits.close();
-      await admin?.shutdown();
+    reloadStats: () => ({ ...stats }),
+    ready: () => !draining,
+    draining: () => draining,
+    onShutdown: (hook) => void shutdownHooks.push(hook),
+    reload: (o) => reload(o?.trigger ?? "api"),
+    shutdown(o) {
+      stopping ??= stop(o?.reason ?? "shutdown");
+      return stopping;
     },
   };
   return server;
+}
+
+/** TLS certificate and key files the config names (watched for live rotation). */
+function tlsPaths(c: Config): string[] {
+  return c.tls?.cert_path && c.tls.key_path ? [c.tls.cert_path, c.tls.key_path] : [];
+}
+
+async function readTlsFiles(c: Config): Promise<{ cert?: string; key?: string }> {
+  if (!c.tls?.cert_path || !c.tls.key_path) return {};
+  return {
+    cert: await Deno.readTextFile(c.tls.cert_path),
+    key: await Deno.readTextFile(c.tls.key_path),
+  };
 }
 
 /** The plain-HTTP listener's answer: 308 to https, except ACME HTTP-01 challenges. */

@@ -1,0 +1,181 @@
+// Watches the config file and the files it names (TLS certificate and key) for changes.
+//
+// Directories are watched, not files: editors that save by writing a temporary file and
+// renaming it over the original (vim, most IDEs), and Kubernetes ConfigMap volumes that swap a
+// `..data` symlink, replace the inode, which a watch on the file itself would lose. Events are
+// debounced; after the quiet period the files are read and compared with what was last seen, so
+// a change that arrives during the debounce or while `onChange` runs is never dropped: it
+// either is in the content read, or it schedules another round.
+
+import type { Logger } from "../ports.ts";
+
+/** A running watch; `setFiles` follows a reload that changed which files matter. */
+export interface FileWatch {
+  setFiles(paths: string[]): void;
+  close(): void;
+}
+
+/** Options for `watchFiles`. */
+export interface WatchOptions {
+  /** Called with the paths whose content changed; the next round waits until it settles. */
+  onChange: (changed: string[]) => Promise<void> | void;
+  logger: Logger;
+  /** Quiet period after the last event before the files are read (default 100 ms). */
+  debounceMs?: number;
+  /** Longest delay under a continuous stream of events (default 1 s). */
+  maxDelayMs?: number;
+}
+
+function dirOf(path: string): string {
+  const i = path.lastIndexOf("/");
+  return i < 0 ? "." : i === 0 ? "/" : path.slice(0, i);
+}
+
+function baseOf(path: string): string {
+  return path.slice(path.lastIndexOf("/") + 1);
+}
+
+function absolute(path: string): string {
+  return path.startsWith("/") ? path : `${Deno.cwd()}/${path}`;
+}
+
+async function contentPrint(path: string): Promise<string> {
+  try {
+    const bytes = await Deno.readFile(path);
+    const digest = await crypto.subtle.digest("SHA-256", bytes);
+    return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
+  } catch (err) {
+    return err instanceof Deno.errors.NotFound ? "(missing)" : `(unreadable: ${err})`;
+  }
+}
+
+/** Directories to watch for one file: its own, and its symlink target's when that differs. */
+function dirsFor(path: string): string[] {
+  const dirs = [dirOf(absolute(path))];
+  try {
+    const real = Deno.realPathSync(path);
+    if (dirOf(real) !== dirs[0]) dirs.push(dirOf(real));
+  } catch {
+    // missing for now; the directory watch sees it appear
+  }
+  return dirs;
+}
+
+/** Starts watching `paths`; `onChange` runs after their content changes. */
+export function watchFiles(paths: string[], opts: WatchOptions): FileWatch {
+  const debounceMs = opts.debounceMs ?? 100;
+  const maxDelayMs = opts.maxDelayMs ?? 1000;
+  let files = [...new Set(paths)];
+  const seen = new Map<string, string>();
+  const watchers = new Map<string, Deno.FsWatcher>();
+  let names = new Set<string>();
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  let firstEventAt = 0;
+  let running = false;
+  let again = false;
+  let closed = false;
+
+  const relevant = (event: Deno.FsEvent): boolean =>
+    event.paths.some((p) => {
+      const name = baseOf(p);
+      // `..data` and `..2026_…` are the Kubernetes atomic-writer's swap entries.
+      return names.has(name) || name.startsWith("..");
+    });
+
+  async function round(): Promise<void> {
+    if (running) {
+      again = true;
+      return;
+    }
+    running = true;
+    try {
+      do {
+        again = false;
+        const changed: string[] = [];
+        for (const f of files) {
+          const print = await contentPrint(f);
+          if (seen.get(f) !== print) changed.push(f);
+          seen.set(f, print);
+        }
+        if (changed.length > 0 && !closed) {
+          try {
+            await opts.onChange(changed);
+          } catch (err) {
+            opts.logger.error("Config watch handler failed", { error: String(err) });
+          }
+        }
+      } while (again && !closed);
+    } finally {
+      running = false;
+    }
+  }
+
+  function schedule(): void {
+    if (closed) return;
+    const now = performance.now();
+    if (timer === undefined) firstEventAt = now;
+    clearTimeout(timer);
+    const wait = Math.max(0, Math.min(debounceMs, firstEventAt + maxDelayMs - now));
+    timer = setTimeout(() => {
+      timer = undefined;
+      void round();
+    }, wait);
+  }
+
+  async function pump(dir: string, watcher: Deno.FsWatcher): Promise<void> {
+    try {
+      for await (const event of watcher) {
+        if (relevant(event)) schedule();
+      }
+    } catch (err) {
+      if (!closed) opts.logger.warn("Config watch stopped", { dir, error: String(err) });
+    }
+  }
+
+  function sync(): void {
+    names = new Set(files.map(baseOf));
+    const wanted = new Set(files.flatMap(dirsFor));
+    for (const [dir, w] of watchers) {
+      if (!wanted.has(dir)) {
+        w.close();
+        watchers.delete(dir);
+      }
+    }
+    for (const dir of wanted) {
+      if (watchers.has(dir)) continue;
+      try {
+        const w = Deno.watchFs(dir, { recursive: false });
+        watchers.set(dir, w);
+        void pump(dir, w);
+      } catch (err) {
+        opts.logger.warn("Cannot watch directory for config changes", {
+          dir,
+          error: String(err),
+        });
+      }
+    }
+  }
+
+  // Record what the files hold now, so the first event compares against the loaded state.
+  const ready = Promise.all(files.map(async (f) => seen.set(f, await contentPrint(f))));
+  sync();
+  void ready;
+
+  return {
+    setFiles(next) {
+      const unique = [...new Set(next)];
+      for (const f of unique) {
+        if (!seen.has(f)) void contentPrint(f).then((p) => seen.has(f) || seen.set(f, p));
+      }
+      for (const f of seen.keys()) if (!unique.includes(f)) seen.delete(f);
+      files = unique;
+      if (!closed) sync();
+    },
+    close() {
+      closed = true;
+      clearTimeout(timer);
+      for (const w of watchers.values()) w.close();
+      watchers.clear();
+    },
+  };
+}

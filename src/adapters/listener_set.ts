@@ -1,0 +1,165 @@
+// The set of running TCP listeners, changed as a transaction on reload: listeners whose address
+// and TLS material are unchanged keep running; changed ones are bound first (same port: with
+// SO_REUSEPORT), and only after the whole reload succeeded are the old ones drained.
+
+import type { ListenAddr } from "../config/listen.ts";
+import type { Handler, Logger } from "../ports.ts";
+import { listen } from "./http_serve.ts";
+import type { Listener } from "./http_serve.ts";
+
+/** What one listener should be: a stable id ("main", "redirect", …), address, TLS, handler. */
+export interface ListenerPlan {
+  id: string;
+  addr: ListenAddr;
+  cert?: string;
+  key?: string;
+  handler: Handler;
+}
+
+/** Listeners bound for a pending change; `commit` makes them current, `abort` closes them. */
+export interface StagedListeners {
+  /** Number of listeners this change binds (0 when nothing changed). */
+  readonly bound: number;
+  /** Swaps in the new listeners and drains the replaced ones in the background. */
+  commit(): void;
+  abort(): Promise<void>;
+}
+
+/** The running listeners, keyed by plan id. */
+export interface ListenerSet {
+  readonly listeners: readonly Listener[];
+  get(id: string): Listener | undefined;
+  /** The current listeners with their plan ids, in plan order. */
+  named(): [string, Listener][];
+  /** Binds every plan that differs from what runs; throws (binding nothing) when one fails. */
+  stage(plans: ListenerPlan[]): Promise<StagedListeners>;
+  /** Drains every listener (current and replaced) for up to `graceMs`, then closes the rest. */
+  shutdown(graceMs: number): Promise<void>;
+}
+
+/**
+ * SO_REUSEPORT lets a replacement listener (or a new Prox process during an upgrade) bind the
+ * port while the old one still drains. Needs Linux and Deno's unstable net API (deno.json
+ * enables it; a bare `deno run dist/prox.js` does not, and then same-port rebinds fail).
+ */
+export const REUSE_PORT = Deno.build.os === "linux" && "QuicEndpoint" in Deno;
+
+interface Entry {
+  plan: ListenerPlan;
+  listener: Listener;
+  /** Identity of what was bound: configured address + TLS material. */
+  print: string;
+}
+
+function fingerprint(plan: ListenerPlan): string {
+  return `${plan.addr.hostname}|${plan.addr.port}|${plan.cert ?? ""}|${plan.key ?? ""}`;
+}
+
+/** Creates an empty listener set; call `stage(plans)` then `commit()` to start listeners. */
+export function createListenerSet(opts: { logger: Logger; drainMs: () => number }): ListenerSet {
+  const { logger } = opts;
+  let current = new Map<string, Entry>();
+  // Replaced listeners still finishing their requests (bounded by the number of reloads that
+  // changed listeners within one drain period).
+  const draining = new Set<Promise<void>>();
+  let closed = false;
+
+  const drain = (l: Listener, graceMs: number): Promise<void> => {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<"timeout">((r) => timer = setTimeout(() => r("timeout"), graceMs));
+    return Promise.race([l.shutdown().then(() => "done" as const), timeout]).then(
+      async (outcome) => {
+        clearTimeout(timer);
+        if (outcome === "timeout") {
+          logger.warn("Drain timeout reached; closing remaining connections", {
+            addr: `${l.hostname}:${l.port}`,
+            graceMs,
+          });
+          await l.close();
+        }
+      },
+    );
+  };
+
+  return {
+    get listeners() {
+      return [...current.values()].map((e) => e.listener);
+    },
+    get: (id) => current.get(id)?.listener,
+    named: () => [...current].map(([id, e]) => [id, e.listener]),
+    async stage(plans) {
+      if (closed) throw new Error("Cannot bind listeners: shutting down");
+      const next = new Map<string, Entry>();
+      const fresh: Entry[] = [];
+      try {
+        for (const plan of plans) {
+          const print = fingerprint(plan);
+          const old = current.get(plan.id);
+          if (old && old.print === print) {
+            next.set(plan.id, { ...old, plan });
+            continue;
+          }
+          // Same configured address: rebind the port actually in use (matters for port 0).
+          const sameAddr = old && old.plan.addr.hostname === plan.addr.hostname &&
+            old.plan.addr.port === plan.addr.port;
+          const addr = sameAddr ? { ...plan.addr, port: old.listener.port } : plan.addr;
+          let listener: Listener;
+          try {
+            listener = listen(addr, {
+              handler: plan.handler,
+              logger,
+              cert: plan.cert,
+              key: plan.key,
+              reusePort: REUSE_PORT,
+            });
+          } catch (err) {
+            const hint = sameAddr && !REUSE_PORT
+              ? " (rebinding a port in use needs SO_REUSEPORT: Linux and --unstable-net)"
+              : "";
+            throw new Error(
+              `Cannot listen on ${addr.hostname}:${addr.port}: ${(err as Error).message}${hint}`,
+            );
+          }
+          const entry = { plan, listener, print };
+          fresh.push(entry);
+          next.set(plan.id, entry);
+        }
+      } catch (err) {
+        await Promise.all(fresh.map((e) => e.listener.close()));
+        throw err;
+      }
+      return {
+        bound: fresh.length,
+        commit() {
+          const replaced = [...current.values()].filter((e) =>
+            next.get(e.plan.id)?.listener !== e.listener
+          );
+          current = next;
+          for (const e of fresh) {
+            logger.info("Listener started", {
+              id: e.plan.id,
+              addr: `${e.listener.hostname}:${e.listener.port}`,
+              tls: e.listener.tls,
+            });
+          }
+          for (const e of replaced) {
+            logger.info("Draining replaced listener", {
+              id: e.plan.id,
+              addr: `${e.listener.hostname}:${e.listener.port}`,
+            });
+            const p = drain(e.listener, opts.drainMs()).finally(() => draining.delete(p));
+            draining.add(p);
+          }
+        },
+        async abort() {
+          await Promise.all(fresh.map((e) => e.listener.close()));
+        },
+      };
+    },
+    async shutdown(graceMs) {
+      closed = true;
+      const all = [...current.values()].map((e) => drain(e.listener, graceMs));
+      await Promise.all([...all, ...draining]);
+    },
+  };
+}

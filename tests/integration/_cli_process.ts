@@ -1,0 +1,107 @@
+// Spawns the real CLI (`deno run -A mod.ts …`) as a child process for lifecycle and CLI tests:
+// collects its output, waits for log lines, sends signals, and kills it on dispose.
+
+import { ROOT, waitFor } from "../_harness.ts";
+
+/** A running `prox` process; dispose to kill it (if still alive) and collect its exit. */
+export interface ProxProcess extends AsyncDisposable {
+  readonly pid: number;
+  /** Everything it printed so far (stdout and stderr interleaved by arrival). */
+  output(): string;
+  /** Waits until the output contains `needle` (or `needle` returns true for it). */
+  waitForOutput(
+    needle: string | ((out: string) => boolean),
+    opts?: { timeoutMs?: number },
+  ): Promise<void>;
+  signal(sig: Deno.Signal): void;
+  /** Resolves with the exit status (after both output streams ended). */
+  readonly status: Promise<Deno.CommandStatus>;
+}
+
+/** Picks a free TCP port on 127.0.0.1 (bind :0, read the port, close). */
+export function freePort(): number {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  l.close();
+  return port;
+}
+
+/** Runs `deno run -A mod.ts ARGS` with the repository's deno.json, from `cwd`. */
+export function spawnProx(args: string[], opts: { cwd?: string } = {}): ProxProcess {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "--config", `${ROOT}/deno.json`, `${ROOT}/mod.ts`, ...args],
+    cwd: opts.cwd ?? ROOT,
+    env: { NO_COLOR: "1" },
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  let out = "";
+  const dec = new TextDecoder();
+  const pump = async (stream: ReadableStream<Uint8Array>) => {
+    for await (const chunk of stream) out += dec.decode(chunk, { stream: true });
+  };
+  const pumps = Promise.all([pump(child.stdout), pump(child.stderr)]);
+  const status = pumps.then(() => child.status);
+  let exited = false;
+  void status.then(() => exited = true);
+  return {
+    pid: child.pid,
+    output: () => out,
+    async waitForOutput(needle, o = {}) {
+      const test = typeof needle === "string" ? (s: string) => s.includes(needle) : needle;
+      try {
+        await waitFor(() => test(out) || exited && test(out), {
+          timeoutMs: o.timeoutMs ?? 15_000,
+          what: `output ${typeof needle === "string" ? JSON.stringify(needle) : "condition"}`,
+        });
+      } catch (err) {
+        throw new Error(`${(err as Error).message}\n--- process output ---\n${out}`);
+      }
+    },
+    signal(sig) {
+      child.kill(sig);
+    },
+    status,
+    async [Symbol.asyncDispose]() {
+      if (!exited) {
+        try {
+          child.kill("SIGKILL");
+        } catch { /* already gone */ }
+      }
+      await status;
+    },
+  };
+}
+
+/** Keeps `concurrency` request loops running against `url` until stopped; counts outcomes. */
+export function loadLoop(url: string, concurrency = 4) {
+  let stopped = false;
+  const failures: string[] = [];
+  let ok = 0;
+  const client = Deno.createHttpClient({});
+  const loop = async () => {
+    while (!stopped) {
+      try {
+        const res = await fetch(url, { client });
+        const body = await res.text();
+        if (res.status === 200) ok++;
+        else failures.push(`${res.status} ${body.slice(0, 200)}`);
+      } catch (err) {
+        failures.push(`${err}: ${(err as Error).cause ?? ""}`);
+      }
+    }
+  };
+  const loops = Array.from({ length: concurrency }, loop);
+  return {
+    get ok() {
+      return ok;
+    },
+    failures,
+    async stop() {
+      stopped = true;
+      await Promise.all(loops);
+      client.close();
+    },
+  };
+}

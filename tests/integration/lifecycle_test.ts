@@ -1,0 +1,179 @@
+// Lifecycle through real processes and real signals: hot reload under load, SIGTERM drain,
+// and a zero-downtime takeover by a second process on the same port.
+
+import assert from "node:assert/strict";
+import { startUpstream, waitFor } from "../_harness.ts";
+import { freePort, loadLoop, spawnProx } from "./_cli_process.ts";
+
+/** A config with a /ping route, one route per `extra` path, and a marker response header. */
+function configText(port: number, upstream: string, o: { extra?: string[]; who?: string } = {}) {
+  const lines = [
+    `listen_addr: "127.0.0.1:${port}"`,
+    `shutdown_timeout: 10s`,
+    `health_check:`,
+    `  enabled: false`,
+    `routes:`,
+    `  "/ping":`,
+    `    type: proxy`,
+    `    target: "${upstream}"`,
+    `    response_headers:`,
+    `      set: { "X-Who": "${o.who ?? "a"}" }`,
+  ];
+  for (const p of o.extra ?? []) {
+    lines.push(`  "${p}":`, `    type: proxy`, `    target: "${upstream}"`);
+  }
+  return lines.join("\n") + "\n";
+}
+
+async function status(url: string): Promise<number> {
+  const res = await fetch(url);
+  await res.body?.cancel();
+  return res.status;
+}
+
+async function refused(port: number): Promise<boolean> {
+  try {
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    conn.close();
+    return false;
+  } catch (err) {
+    return err instanceof Deno.errors.ConnectionRefused;
+  }
+}
+
+Deno.test("reload under load: 20 rewrites, valid ones visible, invalid ones rejected with location, no failed request", async () => {
+  await using up = await startUpstream(() => new Response("pong"));
+  const dir = await Deno.makeTempDir({ prefix: "prox-reload-" });
+  const file = `${dir}/config.yaml`;
+  const port = freePort();
+  await Deno.writeTextFile(file, configText(port, up.url));
+  await using prox = spawnProx(["serve", "-c", file]);
+  await prox.waitForOutput("Prox listening");
+  const base = `http://127.0.0.1:${port}`;
+  const load = loadLoop(`${base}/ping`);
+  const valid: string[] = [];
+  try {
+    for (let i = 1; i <= 20; i++) {
+      const write = async (text: string) => {
+        // Half the writes replace the file by rename (how most editors save), half in place.
+        if (i % 4 < 2) {
+          await Deno.writeTextFile(`${file}.tmp`, text);
+          await Deno.rename(`${file}.tmp`, file);
+        } else await Deno.writeTextFile(file, text);
+      };
+      if (i % 2 === 1) {
+        valid.push(`/v${i}`);
+        await write(configText(port, up.url, { extra: valid }));
+        await waitFor(async () => (await status(`${base}/v${i}`)) === 200, {
+          what: `route /v${i} after reload ${i}`,
+        });
+      } else {
+        const text = configText(port, up.url, { extra: valid }) + `bogus_${i}: true\n`;
+        const line = text.split("\n").length - 1;
+        await write(text);
+        // The located issue: file:line:col, the unknown key, in the rejection log line.
+        await prox.waitForOutput((out) =>
+          out.split("\n").some((l) =>
+            l.includes("Reload rejected") && l.includes(`${file}:${line}:1`) &&
+            l.includes(`bogus_${i}`)
+          )
+        );
+        // Still serving the previous valid config.
+        assert.equal(await status(`${base}${valid.at(-1)}`), 200);
+      }
+    }
+  } finally {
+    await load.stop();
+  }
+  assert.deepEqual(load.failures, []);
+  assert.ok(load.ok > 50, `only ${load.ok} requests went through`);
+  assert.equal(await status(`${base}/v20`), 404);
+  prox.signal("SIGTERM");
+  assert.equal((await prox.status).code, 0);
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("SIGTERM during 50 slow requests: all complete, new connections refused, exit 0", async () => {
+  let arrived = 0;
+  const gate = Promise.withResolvers<void>();
+  await using up = await startUpstream(async () => {
+    arrived++;
+    await gate.promise;
+    return new Response("slow".repeat(1000));
+  });
+  const dir = await Deno.makeTempDir({ prefix: "prox-drain-" });
+  const port = freePort();
+  await Deno.writeTextFile(`${dir}/config.yaml`, configText(port, up.url));
+  await using prox = spawnProx(["serve", "-c", `${dir}/config.yaml`]);
+  await prox.waitForOutput("Prox listening");
+  const client = Deno.createHttpClient({});
+  const requests = Array.from({ length: 50 }, async () => {
+    try {
+      const res = await fetch(`http://127.0.0.1:${port}/ping`, { client });
+      return { status: res.status, body: await res.text() };
+    } catch (err) {
+      return { status: 0, body: String(err) };
+    }
+  });
+  try {
+    await waitFor(() => arrived === 50, { what: "50 requests at the upstream" });
+    prox.signal("SIGTERM");
+    await prox.waitForOutput("Draining");
+    await waitFor(() => refused(port), { what: "new connections refused" });
+    gate.resolve();
+    const results = await Promise.all(requests);
+    assert.equal(results.length, 50);
+    for (const r of results) {
+      assert.equal(r.status, 200);
+      assert.equal(r.body.length, 4000);
+    }
+    assert.equal((await prox.status).code, 0);
+  } finally {
+    gate.resolve();
+    await Promise.allSettled(requests);
+    client.close();
+  }
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("takeover: a second process on the same port replaces the first under load with no failed request", async () => {
+  await using up = await startUpstream(() => new Response("pong"));
+  const dir = await Deno.makeTempDir({ prefix: "prox-takeover-" });
+  const port = freePort();
+  const pidFile = `${dir}/prox.pid`;
+  await Deno.writeTextFile(`${dir}/a.yaml`, configText(port, up.url, { who: "a" }));
+  await Deno.writeTextFile(`${dir}/b.yaml`, configText(port, up.url, { who: "b" }));
+  await using a = spawnProx(["serve", "-c", `${dir}/a.yaml`, "--pid-file", pidFile]);
+  await a.waitForOutput("Prox listening");
+  await waitFor(async () => Number(await Deno.readTextFile(pidFile)) === a.pid, {
+    what: "a's pid file",
+  });
+  const load = loadLoop(`http://127.0.0.1:${port}/ping`);
+  await using b = spawnProx([
+    "serve",
+    "-c",
+    `${dir}/b.yaml`,
+    "--pid-file",
+    pidFile,
+    "--takeover",
+  ]);
+  try {
+    await b.waitForOutput("Took over");
+    assert.equal((await a.status).code, 0);
+    assert.match(a.output(), /"reason":"takeover"/);
+    // Everything is now served by b.
+    const res = await fetch(`http://127.0.0.1:${port}/ping`);
+    await res.body?.cancel();
+    assert.equal(res.headers.get("x-who"), "b");
+    const before = load.ok;
+    await waitFor(() => load.ok > before + 50, { what: "load continuing on b" });
+  } finally {
+    await load.stop();
+  }
+  assert.deepEqual(load.failures, []);
+  assert.equal(Number(await Deno.readTextFile(pidFile)), b.pid);
+  b.signal("SIGTERM");
+  assert.equal((await b.status).code, 0);
+  await assert.rejects(Deno.stat(pidFile), Deno.errors.NotFound);
+  await Deno.remove(dir, { recursive: true });
+});
