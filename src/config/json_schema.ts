@@ -1,7 +1,75 @@
-// The config's JSON Schema, generated from the zod schema (input side: what users write).
+// The config's JSON Schema, generated from the zod schema (input side: what users write), with
+// hover descriptions for editors using the YAML language server.
 
 import { z } from "zod";
 import { Config } from "./schema.ts";
+
+/** Hover text per key name, applied wherever a property of that name appears. */
+const DESCRIPTIONS: Record<string, string> = {
+  listen_addr: "Listener address as IP:PORT, e.g. 127.0.0.1:3000, 0.0.0.0:443 or [::]:443",
+  routes:
+    "Route key → route. Keys are path prefixes matched on segment boundaries (longest wins), optionally preceded by a host: example.com/api",
+  type: "Route type: proxy, load_balance, static, redirect or websocket",
+  target: "Upstream URL (proxy, websocket) or redirect destination",
+  targets: "Upstream URLs, or objects {url, weight, backup}",
+  strategy:
+    "Balancing policy: round_robin, random, weighted_round_robin, least_connections, power_of_two, consistent_hash, first",
+  path_rewrite:
+    "Replaces the route prefix in the upstream path: /api + path_rewrite /v2 sends /api/x as /v2/x (query kept)",
+  rate_limit: "Per-route rate limit: by ip|header|route|cookie|query, requests per period",
+  requests: "Requests allowed per period",
+  period: "Rate limit period: 30s, 1m, 1h",
+  algorithm: "token_bucket (default), fixed_window, sliding_window or gcra",
+  on_missing_key:
+    "What to do when the header/cookie/query key is absent: allow (not limited) or deny",
+  request_headers: "Header rules for the upstream request: add/set, append, remove, condition",
+  response_headers: "Header rules for the response: add/set, append, remove, condition",
+  request_body: "Replace the upstream request body: set_text or set_json, with a condition",
+  response_body: "Replace the response body: set_text or set_json, with a condition",
+  condition: "All given conditions must hold (AND)",
+  path_matches: "Regular expression tested against the normalized request path",
+  method_is: "HTTP method or list of methods",
+  has_header: "Header present (and value matching value_matches); on response rules: the response",
+  status_is: 'Response status: 404, "5xx", "500-504" or a list (response rules only)',
+  tls: "HTTPS: cert_path + key_path, or acme",
+  cert_path: "PEM certificate chain file",
+  key_path: "PEM private key file",
+  acme: "Automatic certificates from an ACME CA (Let's Encrypt) with HTTP-01",
+  health_check: "Active health checks of upstream targets",
+  interval_secs: "Seconds between health probes",
+  timeout_secs: "Health probe timeout in seconds",
+  unhealthy_threshold: "Consecutive failed probes that mark a target down",
+  healthy_threshold: "Consecutive successful probes that mark a target up",
+  backend_health_paths: "Target URL → health check path for that target",
+  protocols: "Protocol switches (HTTP/3 via http3_enabled)",
+  http3_enabled: "Serve HTTP/3 on UDP at the same port (needs tls)",
+  trusted_proxies: "CIDRs whose X-Forwarded-For / -Proto / -Host are believed",
+  timeouts: "Upstream timeouts: connect, response_header, idle, total (e.g. 5s)",
+  shutdown_timeout: "How long a graceful shutdown waits for in-flight requests",
+  admin: "Admin listener (metrics, status, reload), off the public port",
+  preserve_host: "Send the client's Host header upstream instead of the target's",
+  hosts: "Host names this route answers for (exact or *.example.com)",
+  root: "Directory served by a static route",
+  status_code: "Status code of a redirect or a rate-limited response",
+};
+
+function describe(node: unknown): void {
+  if (Array.isArray(node)) {
+    node.forEach(describe);
+    return;
+  }
+  if (!node || typeof node !== "object") return;
+  const obj = node as Record<string, unknown>;
+  const props = obj.properties as Record<string, Record<string, unknown>> | undefined;
+  if (props) {
+    for (const [name, schema] of Object.entries(props)) {
+      if (DESCRIPTIONS[name] && schema && typeof schema === "object" && !schema.description) {
+        schema.description = DESCRIPTIONS[name];
+      }
+    }
+  }
+  for (const v of Object.values(obj)) describe(v);
+}
 
 /** JSON Schema (draft 2020-12) for config.yaml, for editors with the YAML language server. */
 export function jsonSchema(): Record<string, unknown> {
@@ -9,5 +77,6 @@ export function jsonSchema(): Record<string, unknown> {
     string,
     unknown
   >;
-  return { ...schema, title: "Prox configuration", $id: "https://prox.dev/schema/config.json" };
+  describe(schema);
+  return { ...schema, title: "Prox configuration" };
 }

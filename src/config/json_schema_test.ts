@@ -1,0 +1,20 @@
+import assert from "node:assert/strict";
+import { jsonSchema } from "./json_schema.ts";
+
+Deno.test("jsonSchema describes the required keys, route types and hover text", () => {
+  const s = jsonSchema() as {
+    required: string[];
+    properties: Record<
+      string,
+      { description?: string; additionalProperties?: { oneOf: unknown[] } }
+    >;
+    additionalProperties: boolean;
+  };
+  assert.deepEqual(s.required.toSorted(), ["listen_addr", "routes"]);
+  assert.equal(s.additionalProperties, false);
+  assert.match(s.properties.listen_addr.description!, /IP:PORT/);
+  const routeTypes = s.properties.routes.additionalProperties!.oneOf.map((o) =>
+    (o as { properties: { type: { const: string } } }).properties.type.const
+  );
+  assert.deepEqual(routeTypes, ["proxy", "load_balance", "static", "redirect", "websocket"]);
+});
