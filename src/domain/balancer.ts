@@ -84,8 +84,20 @@ function roundRobin(): Choose {
   return (eligible) => eligible[next++ % eligible.length];
 }
 
-function randomPolicy(): Choose {
-  return (eligible, input) => eligible[Math.floor(input.random() * eligible.length)];
+/** Uniform when weights are equal, else proportional to weight. */
+function randomPolicy(pool: readonly PoolTarget[]): Choose {
+  const uniform = pool.every((t) => t.weight === pool[0].weight);
+  return (eligible, input) => {
+    if (uniform) return eligible[Math.floor(input.random() * eligible.length)];
+    let total = 0;
+    for (const i of eligible) total += pool[i].weight;
+    let r = input.random() * total;
+    for (const i of eligible) {
+      r -= pool[i].weight;
+      if (r < 0) return i;
+    }
+    return eligible[eligible.length - 1];
+  };
 }
 
 /** nginx's smooth weighted round robin: exact shares over every cycle, interleaved. */

@@ -100,6 +100,9 @@ const SPREAD: Record<Policy, () => void> = {
     for (const c of counts("random", pool(4), 40_000)) {
       assert.ok(Math.abs(c - 10_000) < 400, `${c}`);
     }
+    // Weighted: shares follow weights within 1 point.
+    const w = counts("random", pool(3, [6, 3, 1]), 40_000);
+    w.forEach((n, i) => assert.ok(Math.abs(n / 40_000 - [0.6, 0.3, 0.1][i]) < 0.01, `${w}`));
   },
   weighted_round_robin() {
     const w = [5, 3, 2];

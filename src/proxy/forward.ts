@@ -146,7 +146,7 @@ async function sendOnce(
       )
       : toProxyError(err, id);
     if (TARGET_FAULTS.has(e.kind) && pool.passive.enabled) {
-      reg.outcome(id, false, { pool: pool.ids, policy: pool.passive, reason: e.kind });
+      reg.outcome(id, false, { pool: pool.ids, policy: pool.passive, reason: e.message });
     }
     throw e;
   } finally {

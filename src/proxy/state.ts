@@ -159,7 +159,7 @@ export function createUpstreamRegistry(
       if (s.ejected && t >= s.passive.ejectedUntil) {
         s.ejected = false;
         deps.logger.info("Upstream back in rotation: ejection ended", { upstream: id });
-        if (s.active.status !== "down") deps.metrics.backendHealth(id, true);
+        if (s.active.status !== "down") deps.metrics.backendHealth(id, true, "ejection ended");
       }
       return isAvailable(s.active, s.passive, t);
     },
@@ -169,7 +169,10 @@ export function createUpstreamRegistry(
       const out = applyProbe(s.active, ok, opts.thresholds);
       s.active = out.state;
       if (!out.transition) return;
-      deps.metrics.backendHealth(id, out.transition === "up");
+      const why = out.transition === "up"
+        ? `${s.active.successes} successful probe(s)`
+        : `${s.active.failures} failed probe(s): ${opts.reason}`;
+      deps.metrics.backendHealth(id, out.transition === "up", why);
       if (out.transition === "down") {
         deps.logger.warn("Upstream marked down by health check", {
           upstream: id,
@@ -210,7 +213,13 @@ export function createUpstreamRegistry(
       s.passive = ej.state;
       s.ejected = true;
       deps.metrics.ejection(id);
-      deps.metrics.backendHealth(id, false);
+      deps.metrics.backendHealth(
+        id,
+        false,
+        `ejected for ${
+          ej.durationMs / 1000
+        }s after ${opts.policy.failures} failures: ${opts.reason}`,
+      );
       deps.logger.warn("Upstream ejected", {
         upstream: id,
         reason: opts.reason,
