@@ -36,6 +36,7 @@ Deno.test({
     await using prox = await spawnProx(`listen_addr: "127.0.0.1:{PORT}"
 health_check: { enabled: false }
 log: { access_log: false }
+timeouts: { response_header: 10m }
 routes: { "/": { type: proxy, target: "${up.url}" } }
 `);
     const down = await fetch(`http://127.0.0.1:${prox.port}/big`);
@@ -47,6 +48,7 @@ routes: { "/": { type: proxy, target: "${up.url}" } }
     });
     assert.equal(await upRes.text(), String(GiB));
     const mem = prox.memory();
+    // deno-lint-ignore no-console
     console.log(`prox peak RSS after 2 GiB: ${(mem.peak / 1048576).toFixed(1)} MiB`);
     assert.ok(mem.peak < 150 * 1024 * 1024, `peak RSS ${mem.peak} bytes`);
   },
