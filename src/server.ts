@@ -284,6 +284,7 @@ export async function startServer(
         key: tls.key!,
         handler: serveHandler,
         logger,
+        metrics,
         options: c.protocols.http3_config,
       });
       h3At = at;

@@ -6,7 +6,7 @@ import { altSvcValue, type H3Listener, startH3Listener } from "../../src/adapter
 import { connectH3 } from "../../src/adapters/h3/client.ts";
 import { encodeFrame, FrameType, H3Error } from "../../src/adapters/h3/frames.ts";
 import type { ClientInfo, Handler } from "../../src/ports.ts";
-import { silentLogger } from "../../src/ports.ts";
+import { noopMetrics, silentLogger } from "../../src/ports.ts";
 
 const TLS = `${ROOT}/tests/fixtures/tls`;
 const cert = Deno.readTextFileSync(`${TLS}/cert.pem`);
@@ -250,5 +250,36 @@ interopTest("H3Listener.setCertificate serves new connections with the new certi
     });
   } finally {
     await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("startH3Listener refuses connections past max_connections and counts h3 connections", async () => {
+  const counts = { opened: 0, closed: 0 };
+  const metrics = {
+    ...noopMetrics,
+    connectionOpened: (p: string) => p === "h3" && counts.opened++,
+    connectionClosed: (p: string) => p === "h3" && counts.closed++,
+  };
+  const l = await startH3Listener({
+    hostname: "127.0.0.1",
+    port: 0,
+    cert,
+    key,
+    logger: silentLogger,
+    metrics,
+    handler: () => Promise.resolve(new Response("ok")),
+    options: { max_connections: 1 },
+  });
+  try {
+    await using first = await client(l.port);
+    assert.equal((await first.request("/")).status, 200);
+    assert.equal(counts.opened, 1);
+    await assert.rejects(() => client(l.port));
+    first.close();
+    await waitFor(() => counts.closed === 1, { what: "connection closed" });
+    await using again = await client(l.port);
+    assert.equal((await again.request("/")).status, 200);
+  } finally {
+    await l.shutdown(0);
   }
 });

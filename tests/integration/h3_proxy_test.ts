@@ -1,7 +1,7 @@
 // HTTP/3 through the full proxy to a real upstream: the in-repo client, ngtcp2's gtlsclient and
 // headless Chromium (forced QUIC and real Alt-Svc discovery from the TCP listener).
 import assert from "node:assert/strict";
-import { interopTest, ROOT, run, startUpstream } from "../_harness.ts";
+import { interopTest, ROOT, run, startUpstream, waitFor } from "../_harness.ts";
 import { startProxy } from "./_proxy.ts";
 import { connectH3 } from "../../src/adapters/h3/client.ts";
 
@@ -252,3 +252,27 @@ interopTest(
     assert.match(result, /\/api\?i=5=h3/, dom); // later ones switched to HTTP/3
   },
 );
+
+Deno.test("Prox shutdown stops advertising h3, sends GOAWAY and finishes the in-flight h3 request", async () => {
+  let release!: () => void;
+  const gate = new Promise<void>((r) => release = r);
+  let started = false;
+  await using up = await startUpstream(async () => {
+    started = true;
+    await gate;
+    return new Response("slow done");
+  });
+  const prox = await startProxy(config(up.url), { keepListen: true, tls: true });
+  await using h3 = await connectH3({ hostname: "127.0.0.1", port: prox.port, caCerts: [ca] });
+  const inflight = h3.request("/slow");
+  await waitFor(() => started, { what: "request upstream" });
+  const down = prox.server.shutdown();
+  await waitFor(() => h3.goawayId !== null, { what: "GOAWAY" });
+  assert.equal(prox.server.snapshot().altSvc, null);
+  release();
+  const res = await inflight;
+  assert.equal(res.status, 200);
+  assert.equal(new TextDecoder().decode(res.body), "slow done");
+  h3.close();
+  await down;
+});

@@ -2,7 +2,7 @@
 // each request through the shared Handler. Certificates rotate live, shutdown sends GOAWAY and
 // drains. Public entry point of src/adapters/h3/.
 
-import type { Handler, Logger } from "../../ports.ts";
+import type { Handler, Logger, Metrics } from "../../ports.ts";
 import { H3Connection } from "./connection.ts";
 import { H3Error } from "./frames.ts";
 
@@ -11,8 +11,11 @@ import { H3Error } from "./frames.ts";
  * `max_streams_bidi` → maxConcurrentBidirectionalStreams, `max_idle_timeout` (ms) →
  * maxIdleTimeout, `congestion_control` cubic → Cubic, bbr → BBR, reno → Cubic (no Reno in
  * Deno). Accepted and ignored: `max_data`, `max_stream_data` (quinn's flow-control windows are
- * fixed), `max_packet_size` (quinn does path MTU discovery), and `enable_0rtt: false` (Deno
- * always accepts 0-RTT and cannot tell which requests were early; see README).
+ * fixed), `max_packet_size` (quinn does path MTU discovery). `enable_0rtt`: Deno's QUIC stack
+ * always accepts 0-RTT, but `accept()` resolves only once the handshake has completed, so no
+ * request reaches the handler before the client proved it holds the keys (RFC 8470 §3, "delay
+ * processing until the handshake completes"): a replayed flight never completes and is never
+ * served, whatever the setting.
  */
 export interface H3Options {
   max_data?: number;
@@ -24,6 +27,8 @@ export interface H3Options {
   max_packet_size?: number;
   /** Largest request header section, advertised as SETTINGS_MAX_FIELD_SECTION_SIZE. */
   max_field_section_size?: number;
+  /** Most concurrent connections; further handshakes are refused (default 10,000). */
+  max_connections?: number;
 }
 
 /** A running HTTP/3 listener. */
@@ -55,7 +60,6 @@ export function quicTransportOptions(
   if (o.max_stream_data !== undefined) ignored.push("max_stream_data");
   if (o.max_packet_size !== undefined) ignored.push("max_packet_size");
   if (o.congestion_control === "reno") ignored.push("congestion_control=reno (using cubic)");
-  if (o.enable_0rtt === false) ignored.push("enable_0rtt=false (Deno always accepts 0-RTT)");
   return { transport, ignored };
 }
 
@@ -83,6 +87,8 @@ export interface H3ListenerOptions {
   key: string;
   handler: Handler;
   logger: Logger;
+  /** Counts connections as protocol "h3" (optional). */
+  metrics?: Metrics;
   options?: H3Options;
 }
 
@@ -106,6 +112,7 @@ function listen(opts: H3ListenerOptions): H3Listener {
     maxControlFrame: 16 * 1024,
   };
   let stopping = false;
+  const maxConnections = opts.options?.max_connections ?? 10_000;
 
   const acceptLoop = (async () => {
     for (;;) {
@@ -115,8 +122,9 @@ function listen(opts: H3ListenerOptions): H3Listener {
       } catch {
         return; // endpoint closed
       }
-      if (stopping) {
+      if (stopping || connections.size >= maxConnections) {
         incoming.refuse();
+        if (!stopping) logger.warn("HTTP/3 connection refused: limit reached", { maxConnections });
         continue;
       }
       // Never touch incoming.remoteAddr & co: the getters consume the connection (Deno 2.9.6).
@@ -128,7 +136,11 @@ function listen(opts: H3ListenerOptions): H3Listener {
           limits,
         });
         connections.add(c);
-        c.closed.finally(() => connections.delete(c));
+        opts.metrics?.connectionOpened("h3");
+        c.closed.finally(() => {
+          connections.delete(c);
+          opts.metrics?.connectionClosed("h3");
+        });
         c.serve().catch((err) => logger.debug("HTTP/3 connection ended", { error: String(err) }));
         if (stopping) c.goaway();
       }, (err) => logger.debug("HTTP/3 handshake failed", { error: String(err) }));

@@ -182,6 +182,8 @@ export async function serveRequest(
       res = new Response("Internal Server Error\n", { status: 500 });
     }
     await writeResponse(writer, res, { method, ctx, onClientGone: () => abort.abort() });
+    // Whatever request body the handler left unread is not wanted: STOP_SENDING (§4.1.1).
+    await r.cancel();
   } catch (err) {
     if (err instanceof MessageError) {
       const res = new Response(`${err.message}\n`, {
