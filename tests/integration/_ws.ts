@@ -39,8 +39,8 @@ export function wsUpstream(
       ws.on("close", () => sockets.delete(ws));
       onConnection(ws, req);
     });
-    server.on("listening", () => {
-      const port = (server.address() as { port: number }).port;
+    const ready = () => {
+      const port = opts.server ? 0 : (server.address() as { port: number }).port;
       resolve({
         port,
         url: `ws://127.0.0.1:${port}`,
@@ -52,7 +52,9 @@ export function wsUpstream(
           await new Promise((r) => server.close(r));
         },
       });
-    });
+    };
+    if (opts.server) ready();
+    else server.on("listening", ready);
   });
 }
 
@@ -163,6 +165,28 @@ export async function startWsProxy(
     async [Symbol.asyncDispose]() {
       await server.shutdown();
       if (file) await Deno.remove(file);
+    },
+  };
+}
+
+/** A `ws` server over HTTPS (node:https) with the given certificate, on 127.0.0.1:0. */
+export async function wssUpstream(
+  tls: { cert: string; key: string },
+  onConnection: (ws: WsClient, req: IncomingMessage) => void = echo,
+  opts: ServerOptions = {},
+): Promise<WsUpstream> {
+  const https = await import("node:https");
+  const server = https.createServer({ cert: tls.cert, key: tls.key });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  const port = (server.address() as { port: number }).port;
+  const up = await wsUpstream(onConnection, { ...opts, server, port: undefined, host: undefined });
+  return {
+    ...up,
+    port,
+    url: `wss://localhost:${port}`,
+    async [Symbol.asyncDispose]() {
+      await up[Symbol.asyncDispose]();
+      await new Promise((r) => server.close(r));
     },
   };
 }

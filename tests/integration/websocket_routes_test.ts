@@ -1,0 +1,154 @@
+// WebSocket upgrades on proxy and load_balance routes, shutdown, reloads, idle timeout and
+// backpressure, through the real Prox.
+
+import assert from "node:assert/strict";
+import { Buffer } from "node:buffer";
+import { startUpstream, waitFor } from "../_harness.ts";
+import { closed, connect, messages, startWsProxy, wsUpstream } from "./_ws.ts";
+
+/** A Deno upstream that answers HTTP and echoes WebSockets, tagging replies with `name`. */
+function dualUpstream(name: string) {
+  return startUpstream((req) => {
+    if (req.headers.get("upgrade") !== "websocket") return new Response(`http ${name}`);
+    const { socket, response } = Deno.upgradeWebSocket(req);
+    socket.onmessage = (e) => socket.send(`${name}: ${e.data}`);
+    return response;
+  });
+}
+
+Deno.test("proxy route carries both HTTP and WebSocket traffic", async () => {
+  await using up = await dualUpstream("one");
+  await using prox = await startWsProxy(`
+routes:
+  "/app":
+    type: proxy
+    target: "${up.url}"
+`);
+  const res = await fetch(`${prox.http}/app/page`);
+  assert.equal(await res.text(), "http one");
+  const ws = await connect(`${prox.ws}/app/socket`);
+  const got = messages(ws, 1);
+  ws.send("hi");
+  assert.equal((await got)[0].data.toString(), "one: hi");
+  ws.close();
+  await closed(ws);
+});
+
+Deno.test("load_balance route spreads WebSockets and skips a dead target", async () => {
+  await using a = await dualUpstream("a");
+  await using b = await dualUpstream("b");
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const dead = (l.addr as Deno.NetAddr).port;
+  l.close();
+  await using prox = await startWsProxy(`
+routes:
+  "/":
+    type: load_balance
+    strategy: round_robin
+    targets: ["${a.url}", "${b.url}", "http://127.0.0.1:${dead}"]
+`);
+  const seen: string[] = [];
+  for (let i = 0; i < 6; i++) {
+    const ws = await connect(`${prox.ws}/`);
+    const got = messages(ws, 1);
+    ws.send("x");
+    seen.push((await got)[0].data.toString());
+    ws.close();
+    await closed(ws);
+  }
+  // The dead target's turns are retried on the next one: every connection succeeds.
+  assert.ok(seen.filter((s) => s === "a: x").length >= 2, seen.join());
+  assert.ok(seen.filter((s) => s === "b: x").length >= 2, seen.join());
+  assert.equal(seen.length, 6);
+});
+
+Deno.test("shutdown closes live WebSockets with 1001", async () => {
+  await using up = await wsUpstream();
+  const prox = await startWsProxy(`
+routes:
+  "/":
+    type: websocket
+    target: "${up.url}"
+`);
+  const ws = await connect(`${prox.ws}/`);
+  const c = closed(ws);
+  await waitFor(() => prox.server.snapshot() && up.sockets.size === 1);
+  await prox.server.shutdown();
+  assert.deepEqual(await c, { code: 1001, reason: "Server shutting down" });
+});
+
+Deno.test("reload keeps WebSockets on unchanged routes and closes changed ones with 1001", async () => {
+  await using up = await wsUpstream();
+  const routes = (limit: number) => `
+routes:
+  "/keep":
+    type: websocket
+    target: "${up.url}"
+  "/change":
+    type: websocket
+    target: "${up.url}"
+    max_message_size: ${limit}
+`;
+  await using prox = await startWsProxy(routes(1000), { file: true });
+  const keep = await connect(`${prox.ws}/keep`);
+  const change = await connect(`${prox.ws}/change`);
+  const changeClosed = closed(change);
+  await prox.reload(routes(2000));
+  assert.deepEqual(await changeClosed, { code: 1001, reason: "Route changed by a config reload" });
+  const got = messages(keep, 1);
+  keep.send("still here");
+  assert.equal((await got)[0].data.toString(), "still here");
+  keep.close();
+  await closed(keep);
+});
+
+Deno.test("websocket idle_timeout closes a silent connection with 1001", async () => {
+  await using up = await wsUpstream();
+  await using prox = await startWsProxy(`
+routes:
+  "/":
+    type: websocket
+    target: "${up.url}"
+    idle_timeout: 300ms
+`);
+  const ws = await connect(`${prox.ws}/`);
+  const t0 = performance.now();
+  // Traffic keeps it open…
+  for (let i = 0; i < 4; i++) {
+    const got = messages(ws, 1);
+    ws.send("tick");
+    await got;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  assert.equal(ws.readyState, ws.OPEN);
+  // …silence closes it.
+  assert.deepEqual(await closed(ws), { code: 1001, reason: "Idle timeout" });
+  assert.ok(performance.now() - t0 >= 600);
+});
+
+Deno.test("a slow client pauses the upstream instead of filling Prox's memory", async () => {
+  const MiB = 1 << 20;
+  let upstreamSocket: import("./_ws.ts").WsClient | undefined;
+  await using up = await wsUpstream((ws) => upstreamSocket = ws);
+  await using prox = await startWsProxy(`
+routes:
+  "/":
+    type: websocket
+    target: "${up.url}"
+`);
+  const ws = await connect(`${prox.ws}/`);
+  ws.pause(); // stop reading: TCP backpressure towards Prox
+  await waitFor(() => upstreamSocket);
+  const chunk = Buffer.alloc(MiB, 7);
+  for (let i = 0; i < 64; i++) upstreamSocket!.send(chunk, { binary: true });
+  // Prox reads until the client's queue passes its high-water mark, then stops; the rest stays
+  // queued in the upstream. Loopback socket buffers hold a few MiB on top.
+  await new Promise((r) => setTimeout(r, 500));
+  const passed = 64 * MiB - upstreamSocket!.bufferedAmount;
+  assert.ok(passed < 16 * MiB, `${(passed / MiB).toFixed(1)} MiB left the upstream`);
+  const all = messages(ws, 64);
+  ws.resume();
+  assert.equal((await all).length, 64);
+  ws.close();
+  await closed(ws);
+});

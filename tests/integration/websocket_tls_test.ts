@@ -1,0 +1,148 @@
+// WebSockets over TLS on both sides (wss client → Prox HTTPS listener → wss upstream trusted
+// through the route's `tls.ca_cert`), and a headless Chromium page talking through Prox.
+
+import assert from "node:assert/strict";
+import { interopTest, ROOT, run, startUpstream, waitFor } from "../_harness.ts";
+import {
+  closed,
+  connect,
+  connectAndWaitClose,
+  messages,
+  startWsProxy,
+  wssUpstream,
+  wsUpstream,
+} from "./_ws.ts";
+
+const TLS = `${ROOT}/tests/fixtures/tls`;
+const cert = { cert: `${TLS}/cert.pem`, key: `${TLS}/key.pem` };
+
+Deno.test("wss on both sides: custom upstream CA, echo, subprotocol, close codes", async () => {
+  const upstreamSaw: number[] = [];
+  await using up = await wssUpstream(
+    { cert: Deno.readTextFileSync(cert.cert), key: Deno.readTextFileSync(cert.key) },
+    (ws) => {
+      ws.on("close", (code) => upstreamSaw.push(code));
+      ws.on("message", (data, binary) => {
+        if (data.toString() === "close please") ws.close(4005, "as asked");
+        else ws.send(data, { binary });
+      });
+    },
+    { handleProtocols: (p: Set<string>) => p.has("b") ? "b" : false },
+  );
+  await using prox = await startWsProxy(
+    `
+routes:
+  "/secure":
+    type: websocket
+    target: "${up.url}/ws"
+    tls: { ca_cert: "${TLS}/ca.pem" }
+`,
+    { tls: cert },
+  );
+  const ca = Deno.readTextFileSync(`${TLS}/ca.pem`);
+  const url = prox.ws.replace("127.0.0.1", "localhost");
+  const ws = await connect(`${url}/secure`, ["a", "b"], { ca });
+  assert.equal(ws.protocol, "b");
+  const got = messages(ws, 2);
+  ws.send("over tls");
+  ws.send(new Uint8Array([1, 2, 3]));
+  const [t, b] = await got;
+  assert.equal(t.data.toString(), "over tls");
+  assert.deepEqual([...b.data], [1, 2, 3]);
+  assert.equal(b.binary, true);
+  ws.send("close please");
+  assert.deepEqual(await closed(ws), { code: 4005, reason: "as asked" });
+
+  // Client-initiated close through the custom-CA upstream socket.
+  const ws2 = await connect(`${url}/secure`, [], { ca });
+  ws2.close(4001, "bye");
+  await closed(ws2);
+  await waitFor(() => upstreamSaw.includes(4001), { what: "upstream close 4001" });
+  assert.equal(up.requests[0].url, "/ws");
+
+  // Without the CA, the upstream's certificate is refused: the client gets 1014.
+  await using strict = await startWsProxy(`
+routes:
+  "/":
+    type: websocket
+    target: "${up.url}"
+`);
+  assert.equal((await connectAndWaitClose(`${strict.ws}/`)).code, 1014);
+});
+
+const PAGE = `<!doctype html><title>ws</title><body><p id="out">pending</p><script>
+const out = document.getElementById("out");
+const ws = new WebSocket("ws://" + location.host + "/live/feed", ["chat.v1"]);
+ws.binaryType = "arraybuffer";
+ws.onopen = () => { ws.send("hello from chromium"); ws.send(new Uint8Array([9, 8, 7])); };
+const got = [];
+ws.onmessage = (e) => {
+  got.push(typeof e.data === "string" ? e.data : "bytes:" + new Uint8Array(e.data).join(","));
+  if (got.length === 2) ws.close(4000, "page done");
+};
+ws.onclose = (e) => { out.textContent = "done " + ws.protocol + " " + got.join("|") + " " + e.code; };
+ws.onerror = () => { out.textContent = "error"; };
+</script><script src="/wait.js"></script></body>`;
+
+interopTest(
+  "headless Chromium opens a WebSocket through Prox from a page",
+  ["chromium"],
+  async () => {
+    const upstreamSaw: string[] = [];
+    await using up = await wsUpstream((ws) => {
+      ws.on("message", (data, binary) => {
+        upstreamSaw.push(binary ? "binary" : data.toString());
+        ws.send(data, { binary });
+      });
+      ws.on("close", (code, reason) => upstreamSaw.push(`close ${code} ${reason}`));
+    }, { handleProtocols: (p: Set<string>) => p.has("chat.v1") ? "chat.v1" : false });
+    // /wait.js blocks the page's load (and so --dump-dom) until the WebSocket has closed.
+    await using page = await startUpstream(async (req) => {
+      if (new URL(req.url).pathname !== "/wait.js") {
+        return new Response(PAGE, { headers: { "content-type": "text/html; charset=utf-8" } });
+      }
+      const done = () => upstreamSaw.some((s) => s.startsWith("close"));
+      await waitFor(done, { timeoutMs: 20_000 }).catch(() => {});
+      await new Promise((r) => setTimeout(r, 200)); // the page's onclose runs
+      return new Response("", { headers: { "content-type": "text/javascript" } });
+    });
+    await using prox = await startWsProxy(`
+routes:
+  "/":
+    type: proxy
+    target: "${page.url}"
+  "/live":
+    type: websocket
+    target: "${up.url}"
+`);
+    const profile = await Deno.makeTempDir({ prefix: "prox-chromium-" });
+    try {
+      const out = await run("chromium", [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-domain-reliability",
+        "--disable-breakpad",
+        "--no-pings",
+        "--disable-extensions",
+        `--user-data-dir=${profile}`,
+        "--virtual-time-budget=5000",
+        "--dump-dom",
+        `${prox.http}/`,
+      ], { timeoutMs: 60_000 });
+      assert.equal(out.code, 0, out.stderr.slice(-2000));
+      assert.match(
+        out.stdout,
+        /<p id="out">done chat\.v1 hello from chromium\|bytes:9,8,7 4000<\/p>/,
+      );
+    } finally {
+      await Deno.remove(profile, { recursive: true });
+    }
+    await waitFor(() => upstreamSaw.includes("close 4000 page done"));
+    assert.deepEqual(upstreamSaw, ["hello from chromium", "binary", "close 4000 page done"]);
+  },
+);
