@@ -56,8 +56,11 @@ export function quicTransportOptions(
     congestionControl: o.congestion_control === "bbr" ? "low-latency" : "throughput",
   };
   const ignored: string[] = [];
-  if (o.max_data !== undefined) ignored.push("max_data");
-  if (o.max_stream_data !== undefined) ignored.push("max_stream_data");
+  // The seed's defaults (10 MB, 1 MB) are not worth a log line; other values are.
+  if (o.max_data !== undefined && o.max_data !== 10_000_000) ignored.push("max_data");
+  if (o.max_stream_data !== undefined && o.max_stream_data !== 1_000_000) {
+    ignored.push("max_stream_data");
+  }
   if (o.max_packet_size !== undefined) ignored.push("max_packet_size");
   if (o.congestion_control === "reno") ignored.push("congestion_control=reno (using cubic)");
   return { transport, ignored };
