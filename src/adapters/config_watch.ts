@@ -11,6 +11,8 @@ import type { Logger } from "../ports.ts";
 
 /** A running watch; `setFiles` follows a reload that changed which files matter. */
 export interface FileWatch {
+  /** Resolves once the starting content of every file has been recorded. */
+  readonly ready: Promise<void>;
   setFiles(paths: string[]): void;
   close(): void;
 }
@@ -157,11 +159,14 @@ export function watchFiles(paths: string[], opts: WatchOptions): FileWatch {
   }
 
   // Record what the files hold now, so the first event compares against the loaded state.
-  const ready = Promise.all(files.map(async (f) => seen.set(f, await contentPrint(f))));
+  const ready = Promise.all(files.map(async (f) => {
+    const print = await contentPrint(f);
+    if (!seen.has(f)) seen.set(f, print);
+  })).then(() => {});
   sync();
-  void ready;
 
   return {
+    ready,
     setFiles(next) {
       const unique = [...new Set(next)];
       for (const f of unique) {

@@ -52,6 +52,7 @@ export function listen(
   });
   localPort = server.addr.port;
   let closed = false;
+  let draining = false;
   return {
     hostname: server.addr.hostname,
     port: server.addr.port,
@@ -59,10 +60,14 @@ export function listen(
     async shutdown() {
       if (closed) return;
       closed = true;
+      draining = true;
       await server.shutdown();
     },
     async close() {
       closed = true;
+      // Deno 2.9.6 cannot hard-close a server whose graceful shutdown began: aborting the
+      // signal then throws an uncatchable BadResource. What remains is cut at process exit.
+      if (draining) return;
       abort.abort();
       await server.finished.catch(() => {});
     },

@@ -33,7 +33,7 @@ export interface ListenerSet {
   named(): [string, Listener][];
   /** Binds every plan that differs from what runs; throws (binding nothing) when one fails. */
   stage(plans: ListenerPlan[]): Promise<StagedListeners>;
-  /** Drains every listener (current and replaced) for up to `graceMs`, then closes the rest. */
+  /** Drains every listener (current and replaced) for up to `graceMs`, then stops waiting. */
   shutdown(graceMs: number): Promise<void>;
 }
 
@@ -68,14 +68,14 @@ export function createListenerSet(opts: { logger: Logger; drainMs: () => number 
     let timer: ReturnType<typeof setTimeout> | undefined;
     const timeout = new Promise<"timeout">((r) => timer = setTimeout(() => r("timeout"), graceMs));
     return Promise.race([l.shutdown().then(() => "done" as const), timeout]).then(
-      async (outcome) => {
+      (outcome) => {
         clearTimeout(timer);
         if (outcome === "timeout") {
-          logger.warn("Drain timeout reached; closing remaining connections", {
+          // Deno cannot cut connections once a graceful shutdown began; process exit does.
+          logger.warn("Drain timeout reached; remaining connections are cut at exit", {
             addr: `${l.hostname}:${l.port}`,
             graceMs,
           });
-          await l.close();
         }
       },
     );

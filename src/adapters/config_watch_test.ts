@@ -1,0 +1,89 @@
+import assert from "node:assert/strict";
+import { watchFiles } from "./config_watch.ts";
+import { silentLogger } from "../ports.ts";
+import { waitFor } from "../../tests/_harness.ts";
+
+// Real files in a temp directory, real Deno.watchFs; conditions are awaited, never slept on.
+
+async function setup(names: string[]) {
+  const dir = await Deno.makeTempDir({ prefix: "prox-watch-" });
+  const paths = names.map((n) => `${dir}/${n}`);
+  for (const p of paths) await Deno.writeTextFile(p, "v0");
+  return { dir, paths };
+}
+
+Deno.test("watchFiles sees a save by rename (new inode) and reports the changed path", async () => {
+  const { dir, paths: [file] } = await setup(["config.yaml"]);
+  const calls: string[][] = [];
+  const w = watchFiles([file], {
+    logger: silentLogger,
+    debounceMs: 20,
+    onChange: (c) => void calls.push(c),
+  });
+  try {
+    await Deno.writeTextFile(`${dir}/.config.yaml.swp`, "v1");
+    await Deno.rename(`${dir}/.config.yaml.swp`, file);
+    await waitFor(() => calls.length === 1, { what: "one change" });
+    assert.deepEqual(calls, [[file]]);
+  } finally {
+    w.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("watchFiles debounces a burst into one call and never drops a change made during a call", async () => {
+  const { dir, paths: [file] } = await setup(["config.yaml"]);
+  const seen: string[] = [];
+  const release = Promise.withResolvers<void>();
+  let entered = Promise.withResolvers<void>();
+  const w = watchFiles([file], {
+    logger: silentLogger,
+    debounceMs: 200,
+    onChange: async () => {
+      seen.push(await Deno.readTextFile(file));
+      entered.resolve();
+      if (seen.length === 1) await release.promise;
+    },
+  });
+  try {
+    for (let i = 1; i <= 5; i++) await Deno.writeTextFile(file, `burst ${i}`);
+    await entered.promise;
+    entered = Promise.withResolvers<void>();
+    // The first call is still running: this change must produce a second call.
+    await Deno.writeTextFile(file, "during");
+    release.resolve();
+    await entered.promise;
+    assert.deepEqual(seen, ["burst 5", "during"]);
+  } finally {
+    release.resolve();
+    w.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("watchFiles ignores rewrites with identical content and follows setFiles", async () => {
+  const { dir, paths: [a, b] } = await setup(["config.yaml", "cert.pem"]);
+  const calls: string[][] = [];
+  const w = watchFiles([a], {
+    logger: silentLogger,
+    debounceMs: 20,
+    onChange: (c) => void calls.push(c),
+  });
+  try {
+    await w.ready;
+    w.setFiles([a, b]);
+    let n = 0;
+    await waitFor(async () => {
+      // Same content for a (not a change), new content for b (a change): only b is reported.
+      // (by rename: an in-place rewrite is briefly empty, which is a real change when read)
+      await Deno.writeTextFile(`${a}.tmp`, "v0");
+      await Deno.rename(`${a}.tmp`, a);
+      await Deno.writeTextFile(b, `v${++n}`);
+      return calls.length > 0;
+    }, { what: "a change to b" });
+    assert.deepEqual(calls[0], [b]);
+  } finally {
+    w.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});

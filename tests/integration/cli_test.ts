@@ -1,0 +1,202 @@
+// The `prox` entry point as users run it: exit codes, help, validate output, config selection,
+// the embedded default, SIGHUP reload and the forced second signal. Real processes only.
+
+import assert from "node:assert/strict";
+import { ROOT, run, startUpstream, waitFor } from "../_harness.ts";
+import { VERSION } from "../../mod.ts";
+import { freePort, spawnProx } from "./_cli_process.ts";
+
+const prox = (args: string[], cwd = ROOT) =>
+  run(Deno.execPath(), ["run", "-A", "--config", `${ROOT}/deno.json`, `${ROOT}/mod.ts`, ...args], {
+    cwd,
+    env: { NO_COLOR: "1" },
+    timeoutMs: 30_000,
+  });
+
+async function tempDir(files: Record<string, string> = {}): Promise<string> {
+  const dir = await Deno.makeTempDir({ prefix: "prox-cli-" });
+  for (const [name, text] of Object.entries(files)) {
+    await Deno.writeTextFile(`${dir}/${name}`, text);
+  }
+  return dir;
+}
+
+const VALID = (port: number) =>
+  `listen_addr: "127.0.0.1:${port}"
+health_check:
+  enabled: false
+routes:
+  "/":
+    type: redirect
+    target: "https://example.com"
+`;
+
+Deno.test("prox --version prints the version and exits 0", async () => {
+  const r = await prox(["--version"]);
+  assert.equal(r.code, 0);
+  assert.equal(r.stdout.trim(), `prox ${VERSION}`);
+});
+
+Deno.test("prox --help and per-command help exit 0 and describe the command", async () => {
+  const top = await prox(["--help"]);
+  assert.equal(top.code, 0);
+  assert.match(top.stdout, /Usage:/);
+  assert.match(top.stdout, /--takeover/);
+  for (const args of [["serve", "--help"], ["help", "serve"]]) {
+    const r = await prox(args);
+    assert.equal(r.code, 0);
+    assert.match(r.stdout, /^Usage: prox serve/);
+    assert.match(r.stdout, /SIGHUP/);
+    assert.match(r.stdout, /SIGUSR2/);
+  }
+  const v = await prox(["validate", "-h"]);
+  assert.equal(v.code, 0);
+  assert.match(v.stdout, /^Usage: prox validate/);
+});
+
+Deno.test("prox usage errors exit 2: unknown option, unknown command, --takeover alone", async () => {
+  const unknown = await prox(["serve", "--bogus"]);
+  assert.equal(unknown.code, 2);
+  assert.match(unknown.stderr, /bogus/);
+  const cmd = await prox(["frobnicate"]);
+  assert.equal(cmd.code, 2);
+  assert.match(cmd.stderr, /unknown command "frobnicate"/);
+  const takeover = await prox(["serve", "--takeover"]);
+  assert.equal(takeover.code, 2);
+  assert.match(takeover.stderr, /--takeover needs --pid-file/);
+  const format = await prox(["validate", "--format", "xml"]);
+  assert.equal(format.code, 2);
+});
+
+Deno.test("prox validate: 0 when valid, 1 with file:line:col when not, 1 when missing", async () => {
+  const dir = await tempDir({
+    "ok.yaml": VALID(8080),
+    "bad.yaml": VALID(8080) + "helth_check: {}\n",
+  });
+  try {
+    const ok = await prox(["validate", "-c", `${dir}/ok.yaml`]);
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.match(ok.stdout, /ok\.yaml is valid/);
+    const bad = await prox(["validate", "-c", `${dir}/bad.yaml`]);
+    assert.equal(bad.code, 1);
+    assert.match(bad.stderr, new RegExp(`${dir}/bad\\.yaml:8:1: error: .*helth_check`));
+    assert.match(bad.stderr, /health_check/, "did-you-mean suggestion");
+    const missing = await prox(["validate", "-c", `${dir}/nope.yaml`]);
+    assert.equal(missing.code, 1);
+    assert.match(missing.stderr, /Cannot read config ".*nope\.yaml": file not found/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("prox -c x.yaml serve uses x.yaml (not ./config.yaml); SIGTERM exits 0", async () => {
+  const port = freePort();
+  const dir = await tempDir({ "x.yaml": VALID(port), "config.yaml": "not: [valid" });
+  try {
+    await using p = spawnProx(["-c", "x.yaml", "serve"], { cwd: dir });
+    await p.waitForOutput("Prox listening");
+    const res = await fetch(`http://127.0.0.1:${port}/a`, { redirect: "manual" });
+    await res.body?.cancel();
+    assert.equal(res.headers.get("location"), "https://example.com/a");
+    p.signal("SIGTERM");
+    assert.equal((await p.status).code, 0);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("prox serve without config.yaml runs the embedded default and says so", async () => {
+  const dir = await tempDir();
+  try {
+    await using p = spawnProx([], { cwd: dir });
+    await p.waitForOutput("embedded default config");
+    // Port 3000 is fixed by the embedded config; another program may hold it on this machine.
+    await p.waitForOutput((o) => o.includes("Prox listening") || o.includes("Cannot start"));
+    if (p.output().includes("Prox listening")) {
+      p.signal("SIGTERM");
+      assert.equal((await p.status).code, 0);
+    } else {
+      assert.match(p.output(), /Address already in use|AddrInUse/i);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("SIGHUP reloads the config (file watch off); a second SIGTERM forces exit 1", async () => {
+  const gate = Promise.withResolvers<void>();
+  let arrived = 0;
+  await using up = await startUpstream(async () => {
+    arrived++;
+    await gate.promise;
+    return new Response("late");
+  });
+  const port = freePort();
+  const base = `shutdown_timeout: 60s\n` + VALID(port);
+  const dir = await tempDir({ "config.yaml": base });
+  const client = Deno.createHttpClient({});
+  try {
+    await using p = spawnProx(["serve", "--no-watch"], { cwd: dir });
+    await p.waitForOutput("Prox listening");
+    await Deno.writeTextFile(
+      `${dir}/config.yaml`,
+      base + `  "/slow":\n    type: proxy\n    target: "${up.url}"\n`,
+    );
+    p.signal("SIGHUP");
+    await p.waitForOutput(`"trigger":"SIGHUP"`);
+    // A request held by the upstream keeps the drain going...
+    const pending = fetch(`http://127.0.0.1:${port}/slow`, { client }).then(
+      (r) => r.text(),
+      (e) => `failed: ${e}`,
+    );
+    await waitFor(() => arrived === 1, { what: "request at the upstream" });
+    p.signal("SIGTERM");
+    await p.waitForOutput("Draining");
+    // ...until the second signal ends it at once.
+    p.signal("SIGTERM");
+    assert.equal((await p.status).code, 1);
+    assert.match(p.output(), /Second signal/);
+    gate.resolve();
+    assert.match(await pending, /^failed/);
+  } finally {
+    gate.resolve();
+    client.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("shutdown_timeout bounds the drain: a hung request is cut and the process exits 0", async () => {
+  const gate = Promise.withResolvers<void>();
+  let arrived = 0;
+  await using up = await startUpstream(async () => {
+    arrived++;
+    await gate.promise;
+    return new Response("too late");
+  });
+  const port = freePort();
+  const dir = await tempDir({
+    "config.yaml": `shutdown_timeout: 300ms\n` + VALID(port) +
+      `  "/hang":\n    type: proxy\n    target: "${up.url}"\n`,
+  });
+  const client = Deno.createHttpClient({});
+  try {
+    await using p = spawnProx(["serve"], { cwd: dir });
+    await p.waitForOutput("Prox listening");
+    const hung = fetch(`http://127.0.0.1:${port}/hang`, { client }).then(
+      async (r) => `${r.status} ${await r.text()}`,
+      (e) => `failed: ${e}`,
+    );
+    await waitFor(() => arrived === 1, { what: "request at the upstream" });
+    const t0 = performance.now();
+    p.signal("SIGTERM");
+    assert.equal((await p.status).code, 0);
+    const ms = performance.now() - t0;
+    assert.ok(ms >= 250 && ms < 5000, `exit after ${ms} ms`);
+    assert.match(p.output(), /Drain timeout reached/);
+    assert.match(await hung, /^failed/);
+  } finally {
+    gate.resolve();
+    client.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});

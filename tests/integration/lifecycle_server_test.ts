@@ -1,0 +1,243 @@
+// Lifecycle of a Prox started in-process from a config file: listener changes on reload,
+// live certificate rotation from watched files, failed binds, the shutdown deadline, hooks,
+// readiness and reload coalescing. Real sockets and files; conditions awaited, never slept on.
+
+import assert from "node:assert/strict";
+import { interopTest, ROOT, run, startUpstream, waitFor } from "../_harness.ts";
+import { startServer } from "../../src/server.ts";
+import type { ReloadResult } from "../../src/server.ts";
+import type { Logger } from "../../src/ports.ts";
+import { freePort } from "./_cli_process.ts";
+
+/** A logger that keeps lines in memory for assertions. */
+function captureLogger(): Logger & { lines: string[] } {
+  const lines: string[] = [];
+  const log = (level: string, msg: string, fields?: Record<string, unknown>) =>
+    void lines.push(JSON.stringify({ level, msg, ...fields }));
+  return {
+    lines,
+    log,
+    debug: (m, f) => log("debug", m, f),
+    info: (m, f) => log("info", m, f),
+    warn: (m, f) => log("warn", m, f),
+    error: (m, f) => log("error", m, f),
+  };
+}
+
+const config = (listen: string, extra = "") =>
+  `listen_addr: "${listen}"
+shutdown_timeout: 5s
+health_check:
+  enabled: false
+${extra}routes:
+  "/":
+    type: redirect
+    target: "https://example.com"
+`;
+
+async function refused(port: number): Promise<boolean> {
+  try {
+    (await Deno.connect({ hostname: "127.0.0.1", port })).close();
+    return false;
+  } catch (err) {
+    return err instanceof Deno.errors.ConnectionRefused;
+  }
+}
+
+async function answers(url: string, client?: Deno.HttpClient): Promise<number> {
+  const res = await fetch(url, { redirect: "manual", client });
+  await res.body?.cancel();
+  return res.status;
+}
+
+Deno.test("reload moves the listener to a new listen_addr: bind first, drain the old one", async () => {
+  const gate = Promise.withResolvers<void>();
+  let arrived = 0;
+  await using up = await startUpstream(async () => {
+    arrived++;
+    await gate.promise;
+    return new Response("done");
+  });
+  const dir = await Deno.makeTempDir({ prefix: "prox-listen-" });
+  const file = `${dir}/config.yaml`;
+  const slowRoute = `  "/slow":\n    type: proxy\n    target: "${up.url}"\n`;
+  await Deno.writeTextFile(file, config("127.0.0.1:0") + slowRoute);
+  const server = await startServer({ path: file }, { logger: captureLogger(), watch: false });
+  const client = Deno.createHttpClient({});
+  try {
+    const oldPort = server.port;
+    const inflight = fetch(`http://127.0.0.1:${oldPort}/slow`, { client }).then((r) => r.text());
+    await waitFor(() => arrived === 1, { what: "slow request at the upstream" });
+    const newPort = freePort();
+    await Deno.writeTextFile(file, config(`127.0.0.1:${newPort}`) + slowRoute);
+    const result = await server.reload();
+    assert.equal(result.ok, true, JSON.stringify(result.issues));
+    assert.equal(server.port, newPort);
+    assert.equal(await answers(`http://127.0.0.1:${newPort}/`), 307);
+    // The old listener stopped accepting but finishes what it had.
+    await waitFor(() => refused(oldPort), { what: "old port closed" });
+    gate.resolve();
+    assert.equal(await inflight, "done");
+  } finally {
+    gate.resolve();
+    client.close();
+    await server.shutdown();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("reload that cannot bind is rejected and the current listener keeps serving", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "prox-bind-" });
+  const file = `${dir}/config.yaml`;
+  await Deno.writeTextFile(file, config("127.0.0.1:0"));
+  const results: ReloadResult[] = [];
+  const server = await startServer({ path: file }, {
+    logger: captureLogger(),
+    watch: false,
+    onReload: (r) => void results.push(r),
+  });
+  // Held without SO_REUSEPORT, so nobody else can bind it.
+  const blocker = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  try {
+    const port = server.port;
+    const taken = (blocker.addr as Deno.NetAddr).port;
+    await Deno.writeTextFile(file, config(`127.0.0.1:${taken}`));
+    const result = await server.reload({ trigger: "test" });
+    assert.equal(result.ok, false);
+    assert.match(result.issues[0].message, /Cannot listen on 127\.0\.0\.1:\d+/);
+    assert.equal(server.port, port);
+    assert.equal(server.snapshot().version, 1);
+    assert.equal(await answers(`http://127.0.0.1:${port}/`), 307);
+    assert.deepEqual(results.map((r) => [r.ok, r.trigger]), [[false, "test"]]);
+    assert.equal(server.reloadStats().failure, 1);
+    assert.equal(server.reloadStats().success, 0);
+  } finally {
+    blocker.close();
+    await server.shutdown();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("concurrent reload() calls coalesce: one runs, the rest share the next run", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "prox-coalesce-" });
+  const file = `${dir}/config.yaml`;
+  await Deno.writeTextFile(file, config("127.0.0.1:0"));
+  const server = await startServer({ path: file }, { logger: captureLogger(), watch: false });
+  try {
+    const all = await Promise.all(Array.from({ length: 10 }, () => server.reload()));
+    assert.ok(all.every((r) => r.ok));
+    assert.equal(server.reloadStats().success, 2);
+    assert.equal(server.snapshot().version, 3);
+  } finally {
+    await server.shutdown();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("shutdown: readiness false at once, hooks run, waiting ends at shutdown_timeout", async () => {
+  const gate = Promise.withResolvers<void>();
+  let arrived = 0;
+  await using up = await startUpstream(async () => {
+    arrived++;
+    await gate.promise;
+    return new Response("too late");
+  });
+  const dir = await Deno.makeTempDir({ prefix: "prox-deadline-" });
+  const file = `${dir}/config.yaml`;
+  await Deno.writeTextFile(
+    file,
+    config("127.0.0.1:0").replace("shutdown_timeout: 5s", "shutdown_timeout: 300ms") +
+      `  "/hang":\n    type: proxy\n    target: "${up.url}"\n`,
+  );
+  const server = await startServer({ path: file }, { logger: captureLogger(), watch: false });
+  const hookCalls: string[] = [];
+  server.onShutdown(({ reason }) => void hookCalls.push(reason));
+  const client = Deno.createHttpClient({});
+  try {
+    assert.equal(server.ready(), true);
+    const hung = fetch(`http://127.0.0.1:${server.port}/hang`, { client }).then(
+      async (r) => `${r.status} ${await r.text()}`,
+      (e) => `failed: ${e}`,
+    );
+    await waitFor(() => arrived === 1, { what: "request at the upstream" });
+    const t0 = performance.now();
+    const done = server.shutdown({ reason: "test" });
+    assert.equal(server.ready(), false);
+    assert.equal(server.draining(), true);
+    await done;
+    const ms = performance.now() - t0;
+    assert.ok(ms >= 250 && ms < 3000, `shutdown took ${ms} ms`);
+    assert.deepEqual(hookCalls, ["test"]);
+    assert.equal((await server.reload()).ok, false);
+    // In-process the connection outlives the deadline (a process exits and cuts it: see
+    // cli_test.ts); released now, it still completes.
+    gate.resolve();
+    assert.match(await hung, /^200/);
+  } finally {
+    gate.resolve();
+    client.close();
+    await server.shutdown();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+/** Makes a second CA and a localhost leaf signed by it (like tests/fixtures/tls/make.sh). */
+async function secondCertificate(dir: string): Promise<void> {
+  const sh = `set -e; cd "${dir}"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+  -keyout ca2.key -out ca2.pem -subj "/CN=Prox Test CA 2" \
+  -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign"
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+  -keyout key2.pem -out leaf2.csr -subj "/CN=localhost"
+printf 'basicConstraints=critical,CA:FALSE\\nsubjectAltName=DNS:localhost,IP:127.0.0.1\\n' > leaf2.ext
+openssl x509 -req -in leaf2.csr -CA ca2.pem -CAkey ca2.key -CAcreateserial -days 2 \
+  -extfile leaf2.ext -out cert2.pem`;
+  const r = await run("bash", ["-c", sh]);
+  if (r.code !== 0) throw new Error(`Cannot make a test certificate: ${r.stderr}`);
+}
+
+interopTest(
+  "TLS certificate files are watched and swapped live on the same port",
+  ["openssl"],
+  async () => {
+    const dir = await Deno.makeTempDir({ prefix: "prox-certs-" });
+    const fixtures = `${ROOT}/tests/fixtures/tls`;
+    await Deno.copyFile(`${fixtures}/cert.pem`, `${dir}/cert.pem`);
+    await Deno.copyFile(`${fixtures}/key.pem`, `${dir}/key.pem`);
+    await secondCertificate(dir);
+    const file = `${dir}/config.yaml`;
+    await Deno.writeTextFile(
+      file,
+      config("127.0.0.1:0", `tls:\n  cert_path: ${dir}/cert.pem\n  key_path: ${dir}/key.pem\n`),
+    );
+    const logger = captureLogger();
+    const server = await startServer({ path: file }, { logger, watchDebounceMs: 20 });
+    const trusting = async (ca: string) => {
+      const client = Deno.createHttpClient({ caCerts: [await Deno.readTextFile(ca)] });
+      try {
+        return await answers(`https://localhost:${server.port}/`, client);
+      } catch {
+        return 0;
+      } finally {
+        client.close();
+      }
+    };
+    try {
+      const port = server.port;
+      assert.equal(await trusting(`${fixtures}/ca.pem`), 307);
+      assert.equal(await trusting(`${dir}/ca2.pem`), 0);
+      // Rotate the way cert tools do: new files renamed over the old ones, key and cert.
+      await Deno.rename(`${dir}/key2.pem`, `${dir}/key.pem`);
+      await Deno.rename(`${dir}/cert2.pem`, `${dir}/cert.pem`);
+      await waitFor(async () => (await trusting(`${dir}/ca2.pem`)) === 307, {
+        what: `the new certificate served\n${logger.lines.join("\n")}`,
+      });
+      assert.equal(await trusting(`${fixtures}/ca.pem`), 0);
+      assert.equal(server.port, port);
+      assert.ok(logger.lines.some((l) => l.includes("Config reloaded")));
+    } finally {
+      await server.shutdown();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);
