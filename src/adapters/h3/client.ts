@@ -168,7 +168,7 @@ async function readResponse(r: StreamReader): Promise<H3Response> {
       if (!head) throw new Error("DATA before HEADERS");
       chunks.push((await r.exact(len, "DATA")).slice());
     } else if (type === FrameType.HEADERS) {
-      const fields = decodeFieldSection(await r.exact(len, "HEADERS"));
+      const fields = decodeFieldSection(await r.exact(len, "HEADERS"))!;
       const status = Number(fields.find(([k]) => k === ":status")?.[1]);
       if (!head && status >= 100 && status < 200) continue;
       if (!head) head = fields;

@@ -145,6 +145,17 @@ Deno.test("encodeFieldSection round-trips static, name-ref, literal and Huffman 
   assert.equal(enc[2], 0xc0 | 25);
 });
 
+Deno.test("decodeFieldSection stops once the decoded size passes maxSize", () => {
+  // 1,000 two-byte references to the 85-byte CSP entry: 2 KB encoded, 117 KB decoded
+  const enc = Uint8Array.from([
+    0,
+    0,
+    ...Array.from({ length: 1000 }, () => [0xff, 85 - 63]).flat(),
+  ]);
+  assert.equal(decodeFieldSection(enc, { maxSize: 16384 }), null);
+  assert.equal(decodeFieldSection(enc)!.length, 1000);
+});
+
 Deno.test("decodeFieldSection rejects dynamic references and truncation", () => {
   assert.throws(() => decodeFieldSection(hex("0100")), QpackError); // Required Insert Count 1
   assert.throws(() => decodeFieldSection(hex("000080")), QpackError); // dynamic indexed

@@ -25,6 +25,8 @@ export interface ConnectionLimits {
   maxFieldSectionSize: number;
   /** Largest control-stream frame we buffer (SETTINGS, GOAWAY, …). */
   maxControlFrame: number;
+  /** Time allowed for a request stream's HEADERS to arrive. */
+  headerTimeoutMs: number;
 }
 
 /** What a connection needs from its listener. */
@@ -143,6 +145,7 @@ export class H3Connection {
       info,
       maxFieldSectionSize: this.#opts.limits.maxFieldSectionSize,
       signal: this.#abort.signal,
+      headerTimeoutMs: this.#opts.limits.headerTimeoutMs,
       closeConnection: (code, reason) => this.close(code, reason),
     };
   }

@@ -29,6 +29,8 @@ export interface H3Options {
   max_field_section_size?: number;
   /** Most concurrent connections; further handshakes are refused (default 10,000). */
   max_connections?: number;
+  /** Milliseconds a request stream may take to send its HEADERS (default 30,000). */
+  request_header_timeout?: number;
 }
 
 /** A running HTTP/3 listener. */
@@ -113,6 +115,7 @@ function listen(opts: H3ListenerOptions): H3Listener {
   const limits = {
     maxFieldSectionSize: opts.options?.max_field_section_size ?? 64 * 1024,
     maxControlFrame: 16 * 1024,
+    headerTimeoutMs: opts.options?.request_header_timeout ?? 30_000,
   };
   let stopping = false;
   const maxConnections = opts.options?.max_connections ?? 10_000;

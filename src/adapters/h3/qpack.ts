@@ -87,9 +87,15 @@ function staticEntry(index: number): readonly [string, string] {
 
 /**
  * Decodes an encoded field section (RFC 9204 §4.5). Any dynamic-table reference is an error
- * because we announced a zero-capacity table (§2.2.3, §4.5.1.1).
+ * because we announced a zero-capacity table (§2.2.3, §4.5.1.1). Returns null as soon as the
+ * decoded size passes `maxSize` (static references expand up to ~70x, so check while decoding).
  */
-export function decodeFieldSection(buf: Uint8Array): Field[] {
+export function decodeFieldSection(
+  buf: Uint8Array,
+  opts: { maxSize?: number } = {},
+): Field[] | null {
+  const max = opts.maxSize ?? Infinity;
+  let size = 0; // RFC 9114 §4.2.2: name + value + 32 per field, checked as we go
   const ric = decodePrefixInt(buf, 0, 8);
   if (ric.value !== 0) throw new QpackError("dynamic table reference (Required Insert Count > 0)");
   let off = decodePrefixInt(buf, ric.next, 7).next; // S bit + Delta Base: meaningless here
@@ -103,19 +109,23 @@ export function decodeFieldSection(buf: Uint8Array): Field[] {
       const [n, v] = staticEntry(idx.value);
       fields.push([n, v]);
       off = idx.next;
+      if ((size += n.length + v.length + 32) > max) return null;
     } else if (b & 0x40) {
       // Literal with name reference: 01 N T index(4), value
       if (!(b & 0x10)) throw new QpackError("dynamic table reference");
       const idx = decodePrefixInt(buf, off, 4);
       const val = decodeString(buf, idx.next, 7);
-      fields.push([staticEntry(idx.value)[0], val.value]);
+      const n = staticEntry(idx.value)[0];
+      fields.push([n, val.value]);
       off = val.next;
+      if ((size += n.length + val.value.length + 32) > max) return null;
     } else if (b & 0x20) {
       // Literal with literal name: 001 N H len(3), name, value
       const name = decodeString(buf, off, 3);
       const val = decodeString(buf, name.next, 7);
       fields.push([name.value, val.value]);
       off = val.next;
+      if ((size += name.value.length + val.value.length + 32) > max) return null;
     } else {
       // 0001xxxx indexed post-base, 0000xxxx literal with post-base name: dynamic only
       throw new QpackError("post-base (dynamic table) reference");

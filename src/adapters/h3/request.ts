@@ -15,6 +15,7 @@ import {
   MessageError,
   parseRequestHead,
   parseTrailers,
+  type RequestHead,
   responseFields,
   responseHasNoBody,
 } from "./message.ts";
@@ -29,6 +30,8 @@ export interface RequestContext {
   maxFieldSectionSize: number;
   /** Aborted when the connection goes away. */
   signal: AbortSignal;
+  /** Time allowed between the stream opening and its complete HEADERS frame. */
+  headerTimeoutMs: number;
   /** Closes the whole connection with an HTTP/3 error code (RFC 9114 §8). */
   closeConnection(code: number, reason: string): void;
 }
@@ -50,7 +53,7 @@ async function readFields(r: StreamReader, len: number, max: number): Promise<Fi
   }
   const payload = await r.exact(len, "HEADERS frame");
   try {
-    return decodeFieldSection(payload);
+    return decodeFieldSection(payload, { maxSize: max });
   } catch (err) {
     if (err instanceof QpackError) {
       throw new H3ConnectionError(H3Error.QPACK_DECOMPRESSION_FAILED, err.message);
@@ -139,11 +142,14 @@ export async function serveRequest(
     abort.abort(err);
   };
   let method = "GET";
+  // A stream that never sends its HEADERS would be held forever (slowloris): give up on it.
+  const headerTimer = setTimeout(() => r.cancel(), ctx.headerTimeoutMs);
   try {
     let fields: Field[] | null | undefined;
     while (fields === undefined) {
       const type = await r.varint("frame type");
       if (type === null) { // FIN before any HEADERS: H3_REQUEST_INCOMPLETE (no reset codes on Deno)
+        clearTimeout(headerTimer);
         await writer.close().catch(() => {});
         return;
       }
@@ -157,23 +163,14 @@ export async function serveRequest(
         );
       } else await r.skip(len); // unknown and reserved frame types are ignored (§9)
     }
+    clearTimeout(headerTimer);
     if (fields === null) throw new MessageError(431, "Request header fields too large");
     const head = parseRequestHead(fields, { maxFieldSectionSize: ctx.maxFieldSectionSize });
     method = head.method;
-    const headers = new Headers(head.headers);
-    if (!headers.has("host")) headers.set("host", head.authority);
     const hasBody = method !== "GET" && method !== "HEAD";
     const body = hasBody ? bodyStream(r, ctx, head.contentLength, fail) : null;
+    const req = toRequest(head, body, signal);
     if (!hasBody) drainRest(r, fail);
-    const path = head.path === "*" ? "/" : head.path;
-    const req = new Request(`${head.scheme}://${head.authority}${path}`, {
-      method,
-      headers,
-      body,
-      signal,
-      // @ts-ignore: duplex is required for streaming bodies but missing from the lib types
-      duplex: "half",
-    });
     let res: Response;
     try {
       res = await ctx.handler(req, ctx.info);
@@ -185,6 +182,7 @@ export async function serveRequest(
     // Whatever request body the handler left unread is not wanted: STOP_SENDING (§4.1.1).
     await r.cancel();
   } catch (err) {
+    clearTimeout(headerTimer);
     if (err instanceof MessageError) {
       const res = new Response(`${err.message}\n`, {
         status: err.status,
@@ -199,6 +197,32 @@ export async function serveRequest(
       ctx.logger.debug("HTTP/3 request stream failed", { error: String(err) });
     }
     await writer.abort().catch(() => {});
+  }
+}
+
+/** Builds the Web Request; what Fetch refuses (odd URL or header bytes) is a 400. */
+function toRequest(
+  head: RequestHead,
+  body: ReadableStream<Uint8Array> | null,
+  signal: AbortSignal,
+): Request {
+  try {
+    const headers = new Headers(head.headers);
+    if (!headers.has("host")) headers.set("host", head.authority);
+    const path = head.path === "*" ? "/" : head.path;
+    return new Request(`${head.scheme}://${head.authority}${path}`, {
+      method: head.method,
+      headers,
+      body,
+      signal,
+      // @ts-ignore: duplex is required for streaming bodies but missing from the lib types
+      duplex: "half",
+    });
+  } catch (err) {
+    throw new MessageError(
+      400,
+      `Cannot build the request: ${err instanceof Error ? err.message : err}`,
+    );
   }
 }
 
