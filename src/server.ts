@@ -260,7 +260,7 @@ export async function startServer(
     const notAfter = plans[0].cert ? certificateNotAfter(plans[0].cert) : null;
     if (notAfter !== null) metrics.certificateExpiry(c.tls?.cert_path ?? "main", notAfter);
   };
-  const health = startHealthChecks(config, { registry: upstreams, logger });
+  const health = startHealthChecks(current, { registry: upstreams, logger });
   // HTTP/3 beside the TLS listener; Alt-Svc is advertised only while it is actually up.
   let h3: H3Listener | null = null;
   let h3At = "";
@@ -419,7 +419,7 @@ export async function startServer(
         "Route changed by a config reload",
       );
       upstreams.retain(configuredTargets(config), Object.keys(config.routes));
-      health.update(config);
+      health.update(current);
       redirectStatus = config.http_redirect?.status_code ?? 308;
       staged.commit();
       recordCertificate(plans, config);

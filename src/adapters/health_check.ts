@@ -2,7 +2,7 @@
 // of a round run concurrently, each with its own timeout, so one slow backend delays nobody.
 // Results go to the upstream registry, which applies the thresholds and logs transitions.
 
-import type { Config } from "../config/schema.ts";
+import type { Snapshot } from "../proxy/snapshot.ts";
 import { statusMatcher } from "../domain/health.ts";
 import type { ActiveThresholds } from "../domain/health.ts";
 import type { UpstreamRegistry } from "../proxy/state.ts";
@@ -18,20 +18,24 @@ export interface ProbeJob {
   bodyMatch?: RegExp;
   timeoutMs: number;
   thresholds: ActiveThresholds;
+  /** Extra CA certificates (PEM) from the route's `tls.ca_cert`. */
+  caCerts?: string[];
 }
 
 /** Most response-body bytes read for `body_match`. */
 const BODY_MATCH_CAP = 64 * 1024;
 
 /**
- * The probe jobs of a config: every proxy and load_balance target whose route has health checks
+ * The probe jobs of a snapshot: every proxy and load_balance target whose route has health checks
  * enabled, once per target (the first route naming it decides). Path precedence:
  * `backend_health_paths[target]`, then the route's `health_check.path`, then the global path.
  */
-export function healthJobs(config: Config): ProbeJob[] {
+export function healthJobs(snapshot: Snapshot): ProbeJob[] {
+  const config = snapshot.config;
   const g = config.health_check;
   const jobs = new Map<string, ProbeJob>();
-  for (const route of Object.values(config.routes)) {
+  const compiled = new Map(snapshot.router.entries.map((e) => [e.value.id, e.value]));
+  for (const [key, route] of Object.entries(config.routes)) {
     if (route.type !== "proxy" && route.type !== "load_balance") continue;
     const r = route.health_check;
     if (!(r?.enabled ?? g.enabled)) continue;
@@ -50,6 +54,7 @@ export function healthJobs(config: Config): ProbeJob[] {
         bodyMatch: body === undefined ? undefined : toRegExp(body),
         timeoutMs: g.timeout_secs * 1000,
         thresholds: { healthy: g.healthy_threshold, unhealthy: g.unhealthy_threshold },
+        caCerts: compiled.get(key)?.caCerts,
       });
     }
   }
@@ -68,21 +73,31 @@ function toRegExp(s: string): RegExp {
 export interface HealthChecker {
   /** Settles when the start-up round has finished. */
   readonly firstRound: Promise<void>;
-  /** Applies a reloaded config: new targets are probed at once, removed ones stop. */
-  update(config: Config): void;
+  /** Applies a reloaded snapshot: new targets are probed at once, removed ones stop. */
+  update(snapshot: Snapshot): void;
   /** Stops probing and waits for probes in flight. */
   close(): Promise<void>;
 }
 
-/** Starts probing the targets of `config` now and every `health_check.interval_secs`. */
+/** Starts probing the targets of `snapshot` now and every `health_check.interval_secs`. */
 export function startHealthChecks(
-  config: Config,
+  snapshot: Snapshot,
   deps: { registry: UpstreamRegistry; logger: Logger },
 ): HealthChecker {
-  const client = Deno.createHttpClient({});
+  // One HTTP client per distinct CA set; unused ones are closed on update.
+  const clients = new Map<string, Deno.HttpClient>();
+  const clientFor = (job: ProbeJob) => {
+    const key = (job.caCerts ?? []).join("\n");
+    let c = clients.get(key);
+    if (!c) {
+      c = Deno.createHttpClient({ caCerts: job.caCerts });
+      clients.set(key, c);
+    }
+    return c;
+  };
   const inflight = new Set<AbortController>();
-  let jobs = healthJobs(config);
-  let intervalMs = config.health_check.interval_secs * 1000;
+  let jobs = healthJobs(snapshot);
+  let intervalMs = snapshot.config.health_check.interval_secs * 1000;
   let timer: ReturnType<typeof setTimeout> | undefined;
   let closed = false;
   let running: Promise<void> = Promise.resolve();
@@ -103,7 +118,7 @@ export function startHealthChecks(
         redirect: "manual",
         signal: ac.signal,
         headers: { "user-agent": "prox-health-check" },
-        client,
+        client: clientFor(job),
       });
       ok = job.expect(res.status);
       reason = `status ${res.status}`;
@@ -146,7 +161,14 @@ export function startHealthChecks(
     update(next) {
       const known = new Set(jobs.map((j) => j.id));
       jobs = healthJobs(next);
-      const interval = next.health_check.interval_secs * 1000;
+      const used = new Set(jobs.map((j) => (j.caCerts ?? []).join("\n")));
+      for (const [k, c] of clients) {
+        if (!used.has(k) && inflight.size === 0) {
+          c.close();
+          clients.delete(k);
+        }
+      }
+      const interval = next.config.health_check.interval_secs * 1000;
       if (interval !== intervalMs && timer !== undefined) {
         clearTimeout(timer);
         timer = undefined;
@@ -165,7 +187,8 @@ export function startHealthChecks(
       timer = undefined;
       for (const ac of inflight) ac.abort();
       await running.catch(() => {});
-      client.close();
+      for (const c of clients.values()) c.close();
+      clients.clear();
     },
   };
 }

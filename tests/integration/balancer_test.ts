@@ -1,7 +1,7 @@
 // Load balancing, health checks and failover through the real proxy, with real upstream servers
 // that are killed (hard close) and restarted mid-load.
 import assert from "node:assert/strict";
-import { startUpstream, waitFor } from "../_harness.ts";
+import { ROOT, startUpstream, waitFor } from "../_harness.ts";
 import { startProxy } from "./_proxy.ts";
 import type { Logger, LogLevel } from "../../src/ports.ts";
 
@@ -345,4 +345,32 @@ routes:
       assert.equal(spare.hits, 0);
     },
   );
+});
+
+Deno.test("health_check: HTTPS targets are probed with the route's ca_cert", async () => {
+  const tls = `${ROOT}/tests/fixtures/tls`;
+  await using up = await startUpstream((req) => new Response(new URL(req.url).pathname), {
+    cert: Deno.readTextFileSync(`${tls}/cert.pem`),
+    key: Deno.readTextFileSync(`${tls}/key.pem`),
+  });
+  const other = up.url.replace("127.0.0.1", "localhost");
+  await using prox = await startProxy(`
+health_check: { interval_secs: 60 }
+routes:
+  "/trusted":
+    type: proxy
+    target: "${up.url}"
+    tls: { ca_cert: "${tls}/ca.pem" }
+  "/untrusted":
+    type: proxy
+    target: "${other}"
+`);
+  const reg = prox.server.upstreams;
+  const status = (id: string) => reg.list().find((u) => u.id === id)?.status;
+  const probed = (id: string) => status(id) === "up" || status(id) === "down";
+  await waitFor(() => probed(up.url) && probed(other), { what: "first probes" });
+  assert.equal(status(up.url), "up");
+  assert.equal(status(other), "down", "unknown CA: the probe fails");
+  const res = await fetch(`${prox.url}/trusted/x`);
+  assert.equal(await res.text(), "/x");
 });
