@@ -317,7 +317,7 @@ routes:
     for (const n of Object.values(out)) assert.ok(n >= 25, JSON.stringify(out));
   });
   await t.step("least_connections and power_of_two send less to a slow target", async () => {
-    c.delayMs = 40;
+    c.delayMs = 100;
     for (const p of ["/lc", "/p2c"]) {
       const out: Record<string, number> = {};
       let left = 120;
