@@ -110,20 +110,24 @@ return {allowed, remaining, reset, retry}
 `;
 
 const GCRA = PRELUDE + `
-local requests, P, burst = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local eps = 0.000001
-local T = P / requests
-local window = burst * T
-local tat = now
-local s = redis.call('HGET', KEYS[1], 't')
-if s then tat = math.max(tonumber(s), now) end
-local nxt = tat + T
-local allowed, retry, stored = 0, 0, tat
-if nxt - now <= window + eps then allowed = 1; stored = nxt
-else retry = math.max(1, math.ceil(nxt - window - now - eps)) end
-local reset = math.max(0, math.ceil(stored - now - eps))
-save(KEYS[1], reset, 't', string.format('%.6f', stored))
-return {allowed, math.max(0, math.floor((window - (stored - now)) / T + eps)), reset, retry}
+local R, P, burst = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local q, r = math.floor(P / R), P % R
+local a, b = now, 0
+local s = redis.call('HMGET', KEYS[1], 't', 'n')
+if s[1] then
+  local st, sn = tonumber(s[1]), tonumber(s[2])
+  if st > now or (st == now and sn > 0) then a = st; b = sn end
+end
+local na, nb = a + q, b + r
+if nb >= R then na = na + 1; nb = nb - R end
+local limit = burst * P
+local allowed, retry, sa, sb = 0, 0, a, b
+if (na - now) * R + nb <= limit then allowed = 1; sa = na; sb = nb
+else retry = math.max(1, math.ceil(((na - now) * R + nb - limit) / R)) end
+local ahead = (sa - now) * R + sb
+local reset = math.ceil(ahead / R)
+save(KEYS[1], reset, 't', int(sa), 'n', int(sb))
+return {allowed, math.max(0, math.floor((limit - ahead) / P)), reset, retry}
 `;
 
 const SCRIPTS = {

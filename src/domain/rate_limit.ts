@@ -21,8 +21,8 @@ export interface RateLimitPolicy {
 /**
  * Per-key state. Field meaning depends on the algorithm:
  * token_bucket `t` last refill, `n` tokens × periodMs; fixed_window `t` window start, `n` count;
- * sliding_window `t` window start, `n` current count, `p` previous count; gcra `t` the
- * theoretical arrival time (TAT).
+ * sliding_window `t` window start, `n` current count, `p` previous count; gcra `t` + `n`/requests
+ * the theoretical arrival time (TAT) in ms.
  */
 export interface RateLimitState {
   t: number;
@@ -47,9 +47,6 @@ export interface RateLimitStep extends RateLimitDecision {
   /** Absolute ms after which `state` behaves exactly like an absent key. */
   expiresAt: number;
 }
-
-/** Slack for floating-point GCRA arithmetic (a nanosecond). */
-const EPS = 1e-6;
 
 /** Decides one request under `policy`; `state` is undefined for a key never seen (or expired). */
 export function decide(
@@ -174,28 +171,35 @@ export function slidingWindow(
 }
 
 /**
- * GCRA (generic cell rate algorithm): one timestamp per key. Emission interval T =
- * periodMs / requests; a request is allowed when it arrives no earlier than TAT − burst·T.
- * Behaves like the token bucket with the same burst, in one number.
+ * GCRA (generic cell rate algorithm): one timestamp per key, the theoretical arrival time (TAT).
+ * Emission interval T = periodMs / requests; a request is allowed when TAT + T − now ≤ burst·T.
+ * The TAT is kept exactly as `t` whole ms plus `n`/requests ms, so fractional intervals (3 per
+ * second) never drift. Behaves like the token bucket with the same burst.
  */
 export function gcra(
   policy: RateLimitPolicy,
   state: RateLimitState | undefined,
   now: number,
 ): RateLimitStep {
-  const T = policy.periodMs / policy.requests;
-  const window = policy.burst * T;
-  const tat = Math.max(state?.t ?? now, now);
-  const next = tat + T;
-  const allowed = next - now <= window + EPS;
-  const stored = allowed ? next : tat;
-  const resetMs = Math.max(0, Math.ceil(stored - now - EPS));
+  const { requests: R, periodMs: P } = policy;
+  const q = Math.floor(P / R);
+  const r = P % R;
+  // tat = max(stored TAT, now), as (a ms + b/R ms)
+  let [a, b] = [now, 0];
+  if (state && (state.t > now || (state.t === now && state.n > 0))) [a, b] = [state.t, state.n];
+  let [na, nb] = [a + q, b + r];
+  if (nb >= R) [na, nb] = [na + 1, nb - R];
+  const limit = policy.burst * P; // burst·T, scaled by R
+  const allowed = (na - now) * R + nb <= limit;
+  const [sa, sb] = allowed ? [na, nb] : [a, b];
+  const ahead = (sa - now) * R + sb; // (TAT − now) scaled by R
+  const resetMs = Math.ceil(ahead / R);
   return {
     allowed,
-    remaining: Math.max(0, Math.floor((window - (stored - now)) / T + EPS)),
+    remaining: Math.max(0, Math.floor((limit - ahead) / P)),
     resetMs,
-    retryAfterMs: allowed ? 0 : Math.max(1, Math.ceil(next - window - now - EPS)),
-    state: { t: stored, n: 0, p: 0 },
+    retryAfterMs: allowed ? 0 : Math.max(1, Math.ceil(((na - now) * R + nb - limit) / R)),
+    state: { t: sa, n: sb, p: 0 },
     expiresAt: now + resetMs,
   };
 }

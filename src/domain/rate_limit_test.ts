@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { type Algorithm, decide, policyOf, type RateLimitState } from "./rate_limit.ts";
+import { type Algorithm, decide, policyOf } from "./rate_limit.ts";
+import type { RateLimitDecision, RateLimitState } from "./rate_limit.ts";
 
 /** Runs requests at the given times; returns "A"/"D" per request plus the last decision. */
 function run(
@@ -177,15 +178,21 @@ Deno.test("gcra and tokenBucket agree on every decision for the same burst", () 
   let seed = 42;
   const rand = () => (seed = (seed * 1_103_515_245 + 12_345) % 2 ** 31) / 2 ** 31;
   const times: number[] = [];
-  let t = 0;
-  for (let i = 0; i < 2_000; i++) times.push(t += Math.floor(rand() * 400));
+  // Real epoch times: a float TAT near 1.8e12 ms would drift; the exact one must not.
+  let t = 1_800_000_000_000;
+  for (let i = 0; i < 5_000; i++) times.push(t += Math.floor(rand() * 60));
   for (
-    const opts of [{ requests: 7, periodMs: 1_000 }, { requests: 3, periodMs: 1_000, burst: 5 }]
+    const opts of [
+      { requests: 7, periodMs: 1_000 },
+      { requests: 6, periodMs: 1_000 },
+      { requests: 3, periodMs: 1_000, burst: 5 },
+    ]
   ) {
     const a = run("gcra", opts, times);
     const b = run("token_bucket", opts, times);
     assert.equal(a.seq, b.seq);
-    assert.deepEqual(a.steps.map((s) => s.remaining), b.steps.map((s) => s.remaining));
+    const view = (s: RateLimitDecision) => [s.remaining, s.resetMs, s.retryAfterMs].join("/");
+    assert.deepEqual(a.steps.map(view), b.steps.map(view));
   }
 });
 
@@ -213,4 +220,19 @@ Deno.test("policyOf rounds periods and ignores burst for windows", () => {
     burst: 5,
   });
   assert.equal(policyOf("gcra", { requests: 5, periodMs: 1000, burst: 9 }).burst, 9);
+});
+
+Deno.test("gcra stays exact with fractional intervals at real epoch times", () => {
+  const b = 1_800_000_000_000;
+  const { seq } = run("gcra", { requests: 3, periodMs: 1_000 }, [
+    b,
+    b,
+    b,
+    b + 333,
+    b + 334,
+    b + 666,
+    b + 667,
+    b + 1_000,
+  ]);
+  assert.equal(seq, "AAA" + "DADAA");
 });
