@@ -1,0 +1,47 @@
+import assert from "node:assert/strict";
+import { interopTest } from "../../tests/_harness.ts";
+import { startRedis } from "../../tests/_redis.ts";
+import { createRateLimitStores, limiterIds } from "./rate_limit_stores.ts";
+import { RateLimitStore } from "../config/schema.ts";
+import { policyOf } from "../domain/rate_limit.ts";
+
+const query = (limiter: string) => ({
+  limiter,
+  policy: policyOf("fixed_window", { requests: 1, periodMs: 86_400_000 }),
+  now: Date.now(),
+  maxKeys: 10,
+});
+
+interopTest(
+  "createRateLimitStores switches between memory and Redis on configure, keeping memory state",
+  ["redis-server"],
+  async () => {
+    await using redis = await startRedis();
+    const stores = createRateLimitStores();
+    try {
+      const memory = RateLimitStore.parse({});
+      const shared = RateLimitStore.parse({ type: "redis", url: redis.url, timeout: "2s" });
+      const ids = new Set(["/a#1"]);
+      await stores.configure(memory, ids);
+      assert.equal((await stores.consume("k", query("/a#1"))).allowed, true);
+      assert.equal((await stores.consume("k", query("/a#1"))).allowed, false);
+
+      await stores.configure(shared, ids); // counters now come from Redis (empty)
+      assert.equal((await stores.consume("k", query("/a#1"))).allowed, true);
+      await stores.configure({ ...shared }, ids); // same settings: same connection, same state
+      assert.equal((await stores.consume("k", query("/a#1"))).allowed, false);
+
+      await stores.configure(memory, ids); // back to memory: its counters were kept
+      assert.equal((await stores.consume("k", query("/a#1"))).allowed, false);
+      await stores.configure(memory, new Set()); // the limiter left the config
+      assert.equal(stores.memory.limiterCount, 0);
+    } finally {
+      await stores.close();
+    }
+  },
+);
+
+Deno.test("limiterIds collects the ids of routes that have a rate limit", () => {
+  const ids = limiterIds([{ rateLimit: { id: "/a#1" } }, {}, { rateLimit: { id: "/b#2" } }]);
+  assert.deepEqual([...ids], ["/a#1", "/b#2"]);
+});
