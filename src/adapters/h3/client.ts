@@ -102,6 +102,7 @@ export async function connectH3(opts: {
   const close = () => {
     if (closed) return;
     closed = true;
+    critical.length = 0; // referenced here so the streams live as long as the client
     try {
       conn.close({ closeCode: 0x100, reason: "" });
     } catch { /* already closed */ }

@@ -135,8 +135,13 @@ export async function serveRequest(
 ): Promise<void> {
   const r = new StreamReader(stream.readable);
   const writer = stream.writable.getWriter();
+  // One signal per request, aborted by the client going away or the connection closing
+  // (a listener rather than AbortSignal.any, which costs a weak ref and GC work per request).
   const abort = new AbortController();
-  const signal = AbortSignal.any([abort.signal, ctx.signal]);
+  const signal = abort.signal;
+  const onConnectionGone = () => abort.abort(ctx.signal.reason);
+  if (ctx.signal.aborted) onConnectionGone();
+  else ctx.signal.addEventListener("abort", onConnectionGone, { once: true });
   const fail = (err: unknown) => {
     if (err instanceof H3ConnectionError) ctx.closeConnection(err.code, err.message);
     abort.abort(err);
@@ -197,6 +202,8 @@ export async function serveRequest(
       ctx.logger.debug("HTTP/3 request stream failed", { error: String(err) });
     }
     await writer.abort().catch(() => {});
+  } finally {
+    ctx.signal.removeEventListener("abort", onConnectionGone);
   }
 }
 
