@@ -265,6 +265,10 @@ export async function startServer(
   let h3: H3Listener | null = null;
   let h3At = "";
   let h3Tls = "";
+  // UDP has no SO_REUSEPORT: during a takeover the old process holds the port until it exits,
+  // so a failed HTTP/3 bind is retried with backoff (one timer) until it succeeds.
+  let h3Retry: ReturnType<typeof setTimeout> | undefined;
+  let h3RetryMs = 250;
   /** Starts, moves, re-certifies or stops HTTP/3 to match `c` (after the TCP listeners). */
   async function syncH3(c: Config, tls: { cert?: string; key?: string }): Promise<void> {
     const main = set.get("main")!;
@@ -289,6 +293,14 @@ export async function startServer(
       });
       h3At = at;
       h3Tls = tls.cert! + tls.key!;
+      clearTimeout(h3Retry);
+      if (h3) h3RetryMs = 250;
+      else {
+        h3Retry = setTimeout(() => {
+          if (!draining && config === c) void syncH3(c, tls);
+        }, h3RetryMs);
+        h3RetryMs = Math.min(h3RetryMs * 2, 5000);
+      }
     } else if (want && h3 && h3Tls !== tls.cert! + tls.key!) {
       h3.setCertificate(tls.cert!, tls.key!);
       h3Tls = tls.cert! + tls.key!;
@@ -459,6 +471,7 @@ export async function startServer(
   let stopping: Promise<void> | null = null;
   async function stop(reason: string): Promise<void> {
     draining = true;
+    clearTimeout(h3Retry);
     websockets.closeAll(1001, "Server shutting down");
     if (current.altSvc) current = Object.freeze({ ...current, altSvc: null });
     watch?.close();

@@ -2,7 +2,8 @@
 // and a zero-downtime takeover by a second process on the same port.
 
 import assert from "node:assert/strict";
-import { startUpstream, waitFor } from "../_harness.ts";
+import { ROOT, startUpstream, waitFor } from "../_harness.ts";
+import { connectH3 } from "../../src/adapters/h3/client.ts";
 import { freePort, loadLoop, spawnProx } from "./_cli_process.ts";
 
 /** A config with a /ping route, one route per `extra` path, and a marker response header. */
@@ -175,5 +176,37 @@ Deno.test("takeover: a second process on the same port replaces the first under 
   b.signal("SIGTERM");
   assert.equal((await b.status).code, 0);
   await assert.rejects(Deno.stat(pidFile), Deno.errors.NotFound);
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("takeover with HTTP/3: the new process binds UDP once the old one has left", async () => {
+  await using up = await startUpstream(() => new Response("pong"));
+  const dir = await Deno.makeTempDir({ prefix: "prox-takeover-h3-" });
+  const port = freePort();
+  const pidFile = `${dir}/prox.pid`;
+  const tls = `${ROOT}/tests/fixtures/tls`;
+  const h3 = (who: string) =>
+    configText(port, up.url, { who }).replace(
+      "routes:",
+      `tls:\n  cert_path: ${tls}/cert.pem\n  key_path: ${tls}/key.pem\n` +
+        `protocols:\n  http3_enabled: true\nroutes:`,
+    );
+  await Deno.writeTextFile(`${dir}/a.yaml`, h3("a"));
+  await Deno.writeTextFile(`${dir}/b.yaml`, h3("b"));
+  await using a = spawnProx(["serve", "-c", `${dir}/a.yaml`, "--pid-file", pidFile]);
+  await a.waitForOutput("HTTP/3 listening");
+  await using b = spawnProx(["serve", "-c", `${dir}/b.yaml`, "--pid-file", pidFile, "--takeover"]);
+  await b.waitForOutput("Took over");
+  assert.equal((await a.status).code, 0);
+  await b.waitForOutput("HTTP/3 listening");
+  // Its first attempt met the old process on the UDP port; the retry got it.
+  assert.match(b.output(), /Cannot start HTTP\/3 on UDP port/);
+  const ca = await Deno.readTextFile(`${tls}/ca.pem`);
+  await using conn = await connectH3({ hostname: "127.0.0.1", port, caCerts: [ca] });
+  const res = await conn.request("/ping");
+  assert.equal(res.status, 200);
+  assert.equal(res.headers.get("x-who"), "b");
+  b.signal("SIGTERM");
+  assert.equal((await b.status).code, 0);
   await Deno.remove(dir, { recursive: true });
 });
