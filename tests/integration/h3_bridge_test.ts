@@ -283,3 +283,23 @@ Deno.test("startH3Listener refuses connections past max_connections and counts h
     await l.shutdown(0);
   }
 });
+
+Deno.test("startH3Listener serves 1,000 requests over 20 concurrent streams of one connection", async () => {
+  let served = 0;
+  await withListener(() => {
+    served++;
+    return Promise.resolve(new Response("x".repeat(100)));
+  }, async (l) => {
+    await using c = await client(l.port);
+    let sent = 0;
+    await Promise.all(Array.from({ length: 20 }, async () => {
+      while (sent < 1000) {
+        sent++;
+        const res = await c.request(`/n/${sent}`);
+        assert.equal(res.status, 200);
+        assert.equal(res.body.length, 100);
+      }
+    }));
+    assert.equal(served, 1000);
+  });
+});
