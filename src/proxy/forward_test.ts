@@ -8,7 +8,7 @@ import type { ClientInfo, Metrics, UpstreamRequest } from "../ports.ts";
 import { createHandler } from "./pipeline.ts";
 import { buildSnapshot } from "./snapshot.ts";
 import { createUpstreamRegistry } from "./state.ts";
-import { REPLAY_CAP } from "./forward.ts";
+import { REPLAY_CAP } from "./body_replay.ts";
 
 const A = "http://10.0.0.1:8080";
 const B = "http://10.0.0.2:8080";

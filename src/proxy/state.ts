@@ -49,6 +49,11 @@ const BUDGET_BUCKET_MS = 1_000;
 /** Retries always allowed per window, so a quiet route can still fail over. */
 const BUDGET_MIN_RETRIES = 3;
 
+/** Health checks are on by default (as in the seed); a target without the endpoint needs this. */
+const NO_HEALTH_ENDPOINT =
+  "The target has no health endpoint at this path: set health_check.path, " +
+  "backend_health_paths or health_check.method, or turn health checks off (health_check.enabled: false)";
+
 /** What the registry reports for the admin API and tests. */
 export interface UpstreamView {
   id: string;
@@ -178,6 +183,7 @@ export function createUpstreamRegistry(
           upstream: id,
           reason: opts.reason,
           failures: s.active.failures,
+          ...(/^status (404|405|501)\b/.test(opts.reason) ? { hint: NO_HEALTH_ENDPOINT } : {}),
         });
       } else {
         s.passive = unEject(s.passive);
