@@ -130,6 +130,15 @@ export function validateConfig(
     if (rl?.by === "query" && !rl.query_param) {
       err(["routes", key, "rate_limit"], "query_param is required when rate limiting by query");
     }
+    rl?.exempt_ips.forEach((c, i) => {
+      if (!parseCidr(c)) {
+        err(
+          ["routes", key, "rate_limit", "exempt_ips", i],
+          `Invalid CIDR "${c}"`,
+          "Use an address or a block, e.g. 10.0.0.0/8 or ::1",
+        );
+      }
+    });
     if (
       rl?.burst !== undefined &&
       (rl.algorithm === "fixed_window" || rl.algorithm === "sliding_window")

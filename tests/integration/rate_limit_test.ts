@@ -255,3 +255,23 @@ routes:
     await stores.close();
   }
 });
+
+Deno.test("rate limit exempt_ips are never limited and get no RateLimit headers", async () => {
+  await using up = await upstream();
+  await using prox = await startProxy(`
+trusted_proxies: ["127.0.0.1/32"]
+routes:
+  "/":
+    type: proxy
+    target: "${up.url}"
+    rate_limit: { by: ip, requests: 1, period: 1h, exempt_ips: ["192.0.2.0/24", "2001:db8::/32"] }
+`);
+  for (const ip of ["192.0.2.5", "2001:db8:1::1"]) {
+    for (let i = 0; i < 3; i++) {
+      const r = await hit(`${prox.url}/`, { "x-forwarded-for": ip });
+      assert.equal(r.status, 200);
+      assert.equal(r.limit, null);
+    }
+  }
+  assert.equal(await statuses(2, `${prox.url}/`, { "x-forwarded-for": "198.51.100.1" }), "200,429");
+});

@@ -4,7 +4,8 @@
 // Headers: draft-ietf-httpapi-ratelimit-headers-11, §3 (RateLimit-Policy) and §4 (RateLimit).
 
 import type { RateLimitConfig } from "../../config/schema.ts";
-import { ipGroupKey } from "../../domain/ip.ts";
+import { cidrContains, ipGroupKey, parseCidr, parseIp } from "../../domain/ip.ts";
+import type { Cidr } from "../../domain/ip.ts";
 import { policyOf } from "../../domain/rate_limit.ts";
 import type { RateLimitDecision, RateLimitPolicy } from "../../domain/rate_limit.ts";
 import type { PipelineDeps, RequestContext } from "../context.ts";
@@ -19,6 +20,8 @@ export interface CompiledRateLimit {
   config: RateLimitConfig;
   /** Precomputed `RateLimit-Policy` field value. */
   policyField: string;
+  /** Client addresses that are never limited. */
+  exempt: readonly Cidr[];
 }
 
 /** The policy name used in both fields (one policy per route). */
@@ -53,6 +56,7 @@ export function compileRateLimit(routeId: string, config: RateLimitConfig): Comp
     policy,
     config,
     policyField: policyField(policy),
+    exempt: config.exempt_ips.map(parseCidr).filter((c): c is Cidr => c !== null),
   };
 }
 
@@ -120,6 +124,7 @@ export async function applyRateLimit(
   const limit = ctx.route?.rateLimit;
   const store = deps.rateLimits;
   if (!limit || !store) return null;
+  if (limit.exempt.length > 0 && isExempt(limit.exempt, ctx.clientIp)) return null;
   const c = limit.config;
   const raw = clientKey(limit, ctx);
   if (raw === null) {
@@ -172,6 +177,11 @@ export async function applyRateLimit(
   }
   deps.metrics.rateLimit(limit.route, "limited");
   return deny(ctx, limit, decision);
+}
+
+function isExempt(exempt: readonly Cidr[], ip: string): boolean {
+  const addr = parseIp(ip);
+  return addr !== null && exempt.some((c) => cidrContains(c, addr));
 }
 
 /** The limit response: configured status and message, Retry-After (RFC 9110 §10.2.3). */

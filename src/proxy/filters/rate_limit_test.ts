@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { compileRateLimit, cookieValue, limitField, policyField } from "./rate_limit.ts";
 import { policyOf } from "../../domain/rate_limit.ts";
 import { RateLimit } from "../../config/schema.ts";
+import { loadConfigText } from "../../config/load.ts";
 
 const cfg = (over: Record<string, unknown>) =>
   RateLimit.parse({ by: "ip", requests: 10, period: "1m", ...over });
@@ -35,4 +36,26 @@ Deno.test("cookieValue finds a cookie among others and unquotes it", () => {
   assert.equal(cookieValue('session="q v"', "session"), "q v");
   assert.equal(cookieValue("sessionx=1", "session"), null);
   assert.equal(cookieValue(null, "session"), null);
+});
+
+Deno.test("rate_limit config: exempt_ips must be CIDRs and burst on a window warns", () => {
+  const text = `listen_addr: "127.0.0.1:0"
+routes:
+  "/":
+    type: redirect
+    target: "/x"
+    rate_limit:
+      by: ip
+      requests: 1
+      period: 1s
+      algorithm: fixed_window
+      burst: 3
+      exempt_ips: ["10.0.0.0/8", "nope"]
+`;
+  const out = loadConfigText(text, { file: "t.yaml", env: { exists: () => true } });
+  const msgs = out.issues.map((i) => `${i.severity}: ${i.path}: ${i.message}`);
+  assert.deepEqual(msgs, [
+    "warning: routes./.rate_limit.burst: burst is ignored by fixed_window",
+    'error: routes./.rate_limit.exempt_ips.1: Invalid CIDR "nope"',
+  ]);
 });
