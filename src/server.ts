@@ -39,6 +39,8 @@ import { configuredTargets } from "./proxy/pool.ts";
 import { startHealthChecks } from "./adapters/health_check.ts";
 import { ALT_SVC_MAX_AGE, altSvcValue, startH3Beside } from "./adapters/h3/mod.ts";
 import type { H3Listener } from "./adapters/h3/mod.ts";
+import { CHALLENGE_PREFIX, startAcme } from "./adapters/acme.ts";
+import type { AcmeConfig, AcmeController, AcmeTuning } from "./adapters/acme.ts";
 
 /** Where the config comes from: a file, or embedded text when no file exists. */
 export type ConfigSource = { path: string } | { text: string; name: string };
@@ -79,7 +81,7 @@ export interface ProxServer {
   reload(opts?: { trigger?: string }): Promise<ReloadResult>;
   lastReload(): ReloadResult | null;
   reloadStats(): ReloadStats;
-  /** True while serving and not draining: what `/readyz` reports. */
+  /** True while serving HTTPS/HTTP (not before an ACME certificate) and not draining: `/readyz`. */
   ready(): boolean;
   /** True from the first shutdown signal on. */
   draining(): boolean;
@@ -98,6 +100,8 @@ export interface ProxServer {
   readonly upstreams: UpstreamRegistry;
   /** The HTTP/3 listener (UDP, same port as the TLS listener), when it is up. */
   readonly h3: H3Listener | null;
+  /** The ACME certificate keeper, when `tls.acme` is enabled. */
+  readonly acme: AcmeController | null;
 }
 
 /** Thrown when the initial config cannot be loaded; carries the located issues. */
@@ -160,6 +164,8 @@ export async function startServer(
     watchDebounceMs?: number;
     /** Called after every reload attempt. */
     onReload?: (result: ReloadResult) => void;
+    /** ACME timing (tests: a shifted clock, short check intervals). */
+    acme?: AcmeTuning;
   } = {},
 ): Promise<ProxServer> {
   const first = await loadSource(source);
@@ -239,27 +245,60 @@ export async function startServer(
 
   let redirectStatus = config.http_redirect?.status_code ?? 308;
   const set = createListenerSet({ logger, drainMs: () => config.shutdown_timeout });
+  // ACME: a stored certificate is there at once; without one HTTPS starts when it is issued.
+  let acme: AcmeController | null = null;
+  let started = false;
+  const acmeOf = (c: Config): AcmeConfig | null => c.tls?.acme?.enabled ? c.tls.acme : null;
+  const startAcmeFor = (a: AcmeConfig) =>
+    startAcme(a, { ...opts.acme, logger, onCertificate: () => applyCertificate() });
+  if (acmeOf(config)) acme = await startAcmeFor(acmeOf(config)!);
   const redirectHandler: Handler = (req) =>
-    Promise.resolve(
-      httpsRedirect(req, { status: redirectStatus, httpsPort: set.get("main")?.port ?? 443 }),
-    );
+    acme && new URL(req.url).pathname.startsWith(CHALLENGE_PREFIX)
+      ? acme.answerChallenge(req)
+      : Promise.resolve(
+        httpsRedirect(req, { status: redirectStatus, httpsPort: set.get("main")?.port ?? 443 }),
+      );
   /** The listeners a config asks for, with their TLS material read from disk. */
   async function plansFor(c: Config): Promise<ListenerPlan[]> {
     const main = parseListenAddr(c.listen_addr);
     if (typeof main === "string") throw new Error(main);
-    const tls = await readTlsFiles(c);
-    const plans: ListenerPlan[] = [{ id: "main", addr: main, handler: serveHandler, ...tls }];
+    const a = acmeOf(c);
+    const tls = a ? acme?.current() ?? null : await readTlsFiles(c);
+    // With ACME and no certificate yet, only the plain-HTTP listeners run (for HTTP-01).
+    const plans: ListenerPlan[] = tls
+      ? [{ id: "main", addr: main, handler: serveHandler, ...tls }]
+      : [];
     if (c.http_redirect) {
       const addr = parseListenAddr(c.http_redirect.listen_addr);
       if (typeof addr === "string") throw new Error(addr);
       plans.push({ id: "http_redirect", addr, handler: redirectHandler });
     }
+    if (a?.http_listen_addr && a.http_listen_addr !== c.http_redirect?.listen_addr) {
+      const addr = parseListenAddr(a.http_listen_addr);
+      if (typeof addr === "string") throw new Error(addr);
+      plans.push({ id: "acme_http", addr, handler: redirectHandler });
+    }
     return plans;
   }
+  const mainPlan = (plans: ListenerPlan[]): { cert?: string; key?: string } =>
+    plans.find((p) => p.id === "main") ?? {};
   const recordCertificate = (plans: ListenerPlan[], c: Config) => {
-    const notAfter = plans[0].cert ? certificateNotAfter(plans[0].cert) : null;
-    if (notAfter !== null) metrics.certificateExpiry(c.tls?.cert_path ?? "main", notAfter);
+    const cert = mainPlan(plans).cert;
+    const notAfter = cert ? certificateNotAfter(cert) : null;
+    const name = c.tls?.cert_path ?? (acmeOf(c) ? `acme:${acmeOf(c)!.domains[0]}` : "main");
+    if (notAfter !== null) metrics.certificateExpiry(name, notAfter);
   };
+  /** Serves a new ACME certificate: a new listener on the same port, the old one drains. */
+  async function applyCertificate(): Promise<void> {
+    if (!started || draining) return;
+    await running?.catch(() => {});
+    const plans = await plansFor(config);
+    const staged = await set.stage(plans);
+    staged.commit();
+    recordCertificate(plans, config);
+    await syncH3(config, mainPlan(plans));
+    if (staged.bound) logger.info("TLS certificate applied", { listenersChanged: staged.bound });
+  }
   const health = startHealthChecks(current, { registry: upstreams, logger });
   // HTTP/3 beside the TLS listener; Alt-Svc is advertised only while it is actually up.
   let h3: H3Listener | null = null;
@@ -271,7 +310,8 @@ export async function startServer(
   let h3RetryMs = 250;
   /** Starts, moves, re-certifies or stops HTTP/3 to match `c` (after the TCP listeners). */
   async function syncH3(c: Config, tls: { cert?: string; key?: string }): Promise<void> {
-    const main = set.get("main")!;
+    const main = set.get("main");
+    if (!main) return;
     const want = c.protocols.http3_enabled && tls.cert !== undefined && tls.key !== undefined;
     if (c.protocols.http3_enabled && !want) {
       logger.warn("protocols.http3_enabled needs tls.cert_path and tls.key_path; HTTP/3 is off");
@@ -311,7 +351,8 @@ export async function startServer(
   const firstPlans = await plansFor(config);
   (await set.stage(firstPlans)).commit();
   recordCertificate(firstPlans, config);
-  await syncH3(config, firstPlans[0]);
+  await syncH3(config, mainPlan(firstPlans));
+  started = true;
   logger.info("Prox listening", {
     addr: `${set.listeners[0].hostname}:${set.listeners[0].port}`,
     tls: set.listeners[0].tls,
@@ -325,7 +366,7 @@ export async function startServer(
       logger,
       token: () => config.admin?.token,
       callbacks: {
-        ready: () => !draining,
+        ready: () => !draining && set.get("main") !== undefined,
         reload: () => server.reload({ trigger: "admin" }),
         effectiveConfig: () => config,
         metricsText,
@@ -418,6 +459,9 @@ export async function startServer(
         env: denoEnv.env,
       });
       // Bind what changed before anything is swapped: a bind failure leaves all as it was.
+      const nextAcme = acmeOf(next.config);
+      if (acme && nextAcme) await acme.configure(nextAcme);
+      else if (nextAcme) acme = await startAcmeFor(nextAcme);
       const plans = await plansFor(next.config);
       const staged = await set.stage(plans);
       version++;
@@ -435,7 +479,11 @@ export async function startServer(
       redirectStatus = config.http_redirect?.status_code ?? 308;
       staged.commit();
       recordCertificate(plans, config);
-      await syncH3(config, plans[0]);
+      await syncH3(config, mainPlan(plans));
+      if (acme && !nextAcme) {
+        void acme.close();
+        acme = null;
+      }
       await rateLimits.configure(
         config.rate_limit_store,
         limiterIds(snap.router.entries.map((e) => e.value)),
@@ -476,6 +524,7 @@ export async function startServer(
     if (current.altSvc) current = Object.freeze({ ...current, altSvc: null });
     watch?.close();
     await health.close();
+    await acme?.close();
     const grace = config.shutdown_timeout;
     const deadline = Date.now() + grace;
     logger.info("Draining", { reason, graceMs: grace });
@@ -503,11 +552,14 @@ export async function startServer(
     get h3() {
       return h3;
     },
+    get acme() {
+      return acme;
+    },
     logger,
     snapshot: () => current,
     lastReload: () => last,
     reloadStats: () => ({ ...stats }),
-    ready: () => !draining,
+    ready: () => !draining && set.get("main") !== undefined,
     draining: () => draining,
     onShutdown: (hook) => void shutdownHooks.push(hook),
     reload: (o) => reload(o?.trigger ?? "api"),

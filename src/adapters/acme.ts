@@ -1,0 +1,281 @@
+// Automatic TLS with ACME: keeps one SAN certificate for `tls.acme.domains` valid. It loads the
+// stored certificate (no CA contact while it is valid), orders when it is missing or due
+// (renewal_days_before_expiry, with jitter; exponential back-off on failure), answers HTTP-01
+// challenges, and hands every new certificate to `onCertificate` (which swaps listeners live).
+// Instances sharing `storage_path` take turns through a lock file and load each other's result.
+
+import { X509Certificate } from "node:crypto";
+import type { Logger } from "../ports.ts";
+import { renewalAt, renewalReason, retryDelay, sanNames } from "../domain/acme_schedule.ts";
+import type { CertificateFacts } from "../domain/acme_schedule.ts";
+import { openAcmeStore } from "./acme_store.ts";
+import type { AcmeStore, CertificatePair } from "./acme_store.ts";
+import { errorText, orderCertificate } from "./acme_order.ts";
+import type { AcmeConfig } from "./acme_order.ts";
+
+export type { AcmeConfig } from "./acme_order.ts";
+export type { CertificatePair } from "./acme_store.ts";
+
+/** RFC 8555 §8.3: where the CA fetches HTTP-01 key authorizations. */
+export const CHALLENGE_PREFIX = "/.well-known/acme-challenge/";
+
+/** What the admin status and tests can see. */
+export interface AcmeStatus {
+  state: "ok" | "ordering" | "waiting_for_lock" | "failing";
+  domains: string[];
+  notAfter: number | null;
+  renewAt: number | null;
+  failures: number;
+  lastError: string | null;
+  /** Orders this instance placed since it started. */
+  orders: number;
+}
+
+/** A running ACME certificate keeper. */
+export interface AcmeController {
+  /** The certificate to serve now, or null before the first one is obtained. */
+  current(): CertificatePair | null;
+  /** Resolves once a certificate is available. */
+  ready(): Promise<void>;
+  /** Answers `GET /.well-known/acme-challenge/<token>` (memory first, then the shared store). */
+  answerChallenge(req: Request): Promise<Response>;
+  /** Applies a reloaded `tls.acme` (new domains order a new certificate). */
+  configure(config: AcmeConfig): Promise<void>;
+  /** Orders a new certificate now, even if the current one is not due. */
+  renewNow(): Promise<void>;
+  status(): AcmeStatus;
+  /** Stops timers and waits for a running order to end. */
+  close(): Promise<void>;
+}
+
+/** Tuning for tests and embedding; production uses the defaults. */
+export interface AcmeTuning {
+  /** Wall clock for expiry decisions (ms since the epoch). */
+  now?: () => number;
+  random?: () => number;
+  /** Longest sleep between checks (picks up certificates other instances stored). Default 10 min. */
+  checkIntervalMs?: number;
+  /** First retry delay after a failed order (doubles per failure, up to a day). Default 1 min. */
+  retryBaseMs?: number;
+  /** How often an instance waiting for another's order looks again. Default 2 s. */
+  lockPollMs?: number;
+  /** A lock older than this is from a crashed instance. Default 10 min. */
+  lockStaleMs?: number;
+}
+
+/** Bound on pending challenge tokens held in memory (one per domain and order). */
+const MAX_TOKENS = 1000;
+
+/** Reads a certificate's facts from its PEM (the leaf: first certificate of the chain). */
+export function certificateFacts(pem: string): CertificateFacts | null {
+  try {
+    const x = new X509Certificate(pem);
+    const notAfter = Date.parse(x.validTo);
+    return Number.isFinite(notAfter) ? { notAfter, names: sanNames(x.subjectAltName) } : null;
+  } catch {
+    return null;
+  }
+}
+
+/** Opens the store, loads a stored certificate and starts the renewal loop (does not block on it). */
+export async function startAcme(
+  initial: AcmeConfig,
+  opts: AcmeTuning & {
+    logger: Logger;
+    onCertificate: (pair: CertificatePair, facts: CertificateFacts) => Promise<void> | void;
+  },
+): Promise<AcmeController> {
+  const { logger } = opts;
+  const now = opts.now ?? Date.now;
+  const random = opts.random ?? Math.random;
+  const checkMs = opts.checkIntervalMs ?? 600_000;
+  let config = initial;
+  let store: AcmeStore = await openAcmeStore(config.storage_path, { name: config.domains[0] });
+  const tokens = new Map<string, string>();
+  let current: CertificatePair | null = null;
+  let facts: CertificateFacts | null = null;
+  let jitter = random();
+  let loadedStamp: string | null = null;
+  let failures = 0;
+  let orders = 0;
+  let lastError: string | null = null;
+  let state: AcmeStatus["state"] = "ok";
+  let forced = false;
+  let closed = false;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  let running: Promise<void> | null = null;
+  let rerun = false;
+  let signalReady: () => void = () => {};
+  const readyPromise = new Promise<void>((r) => signalReady = r);
+
+  const renewAtFor = (f: CertificateFacts) =>
+    renewalAt(f, { renewBeforeDays: config.renewal_days_before_expiry, jitter });
+
+  /** Loads the stored certificate when it changed on disk (restart, or another instance). */
+  async function loadStored(): Promise<void> {
+    const stamp = await store.certificateStamp();
+    if (stamp === null || stamp === loadedStamp) return;
+    const pair = await store.readCertificate();
+    const f = pair && certificateFacts(pair.cert);
+    if (!pair || !f) return; // half-written or foreign: look again next time
+    loadedStamp = stamp;
+    if (current && pair.cert === current.cert) return;
+    if (now() >= f.notAfter && current) return; // keep serving what we have
+    await install(pair, f, "storage");
+  }
+
+  async function install(pair: CertificatePair, f: CertificateFacts, from: string) {
+    current = pair;
+    facts = f;
+    jitter = random();
+    logger.info("ACME certificate loaded", {
+      from,
+      domains: f.names,
+      notAfter: new Date(f.notAfter).toISOString(),
+      renewAt: new Date(renewAtFor(f)).toISOString(),
+    });
+    await opts.onCertificate(pair, f);
+    signalReady();
+  }
+
+  function schedule(ms: number) {
+    if (closed) return;
+    clearTimeout(timer);
+    // setTimeout's limit is 2^31-1 ms; the periodic check keeps long waits short anyway.
+    timer = setTimeout(() => void check(), Math.max(1, Math.min(ms, checkMs, 2 ** 31 - 1)));
+  }
+
+  /** One pass: load, decide, maybe order, schedule the next pass. Never runs twice at once. */
+  function check(): Promise<void> {
+    if (closed) return Promise.resolve();
+    if (running) {
+      rerun = true;
+      return running;
+    }
+    running = pass().catch((err) => {
+      logger.error("ACME check failed", { error: errorText(err) });
+      schedule(checkMs);
+    }).finally(() => {
+      running = null;
+      if (rerun && !closed) {
+        rerun = false;
+        void check();
+      }
+    });
+    return running;
+  }
+
+  async function pass(): Promise<void> {
+    await loadStored();
+    const reason = () =>
+      forced ? "forced" : renewalReason(facts, {
+        domains: config.domains,
+        now: now(),
+        renewAt: facts ? renewAtFor(facts) : 0,
+      });
+    if (!reason()) {
+      state = "ok";
+      return schedule(renewAtFor(facts!) - now());
+    }
+    const lock = await store.tryLock({ staleMs: opts.lockStaleMs ?? 600_000, now: Date.now() });
+    if (!lock) {
+      // Another instance is ordering: its result appears in the store.
+      state = "waiting_for_lock";
+      return schedule(opts.lockPollMs ?? 2_000);
+    }
+    try {
+      await loadStored(); // it may have finished just before we took the lock
+      const why = reason();
+      if (!why) return schedule(0);
+      state = "ordering";
+      logger.info("ACME ordering certificate", { domains: config.domains, reason: why });
+      const started = performance.now();
+      orders++;
+      const pair = await orderCertificate(config, { store, sink, logger });
+      const f = certificateFacts(pair.cert);
+      if (!f) throw new Error("Cannot read the certificate the CA issued");
+      await store.writeCertificate(pair);
+      loadedStamp = await store.certificateStamp();
+      forced = false;
+      failures = 0;
+      lastError = null;
+      state = "ok";
+      logger.info("ACME certificate issued", { ms: Math.round(performance.now() - started) });
+      await install(pair, f, "order");
+      schedule(renewAtFor(f) - now());
+    } catch (err) {
+      failures++;
+      lastError = errorText(err);
+      state = "failing";
+      const delay = retryDelay(failures, { random: random(), baseMs: opts.retryBaseMs });
+      logger.error("Cannot obtain ACME certificate", {
+        domains: config.domains,
+        error: lastError,
+        failures,
+        retryInMs: delay,
+      });
+      schedule(delay);
+    } finally {
+      await lock.release();
+    }
+  }
+
+  const sink = {
+    async put(token: string, keyAuthorization: string) {
+      if (tokens.size >= MAX_TOKENS) tokens.delete(tokens.keys().next().value!);
+      tokens.set(token, keyAuthorization);
+      await store.writeChallenge(token, keyAuthorization);
+    },
+    async remove(token: string) {
+      tokens.delete(token);
+      await store.removeChallenge(token);
+    },
+  };
+
+  // A stored certificate is served from the first moment, without contacting the CA.
+  await loadStored().catch((err) =>
+    logger.warn("Cannot load the stored ACME certificate", { error: errorText(err) })
+  );
+  void check();
+
+  return {
+    current: () => current,
+    ready: () => readyPromise,
+    async answerChallenge(req) {
+      const token = new URL(req.url).pathname.slice(CHALLENGE_PREFIX.length);
+      const keyAuth = tokens.get(token) ?? await store.readChallenge(token).catch(() => null);
+      if (keyAuth === undefined || keyAuth === null) {
+        return new Response("Not found\n", { status: 404 });
+      }
+      return new Response(keyAuth, { headers: { "content-type": "application/octet-stream" } });
+    },
+    async configure(next) {
+      const moved = next.storage_path !== config.storage_path ||
+        next.domains[0] !== config.domains[0];
+      config = next;
+      if (moved) {
+        store = await openAcmeStore(config.storage_path, { name: config.domains[0] });
+        loadedStamp = null;
+      }
+      await check();
+    },
+    renewNow() {
+      forced = true;
+      return check();
+    },
+    status: () => ({
+      state,
+      domains: [...config.domains],
+      notAfter: facts?.notAfter ?? null,
+      renewAt: facts ? renewAtFor(facts) : null,
+      failures,
+      lastError,
+      orders,
+    }),
+    async close() {
+      closed = true;
+      clearTimeout(timer);
+      await running;
+    },
+  };
+}

@@ -1,0 +1,182 @@
+// ACME state on disk under `tls.acme.storage_path`, shareable by several Prox instances:
+//   account.key, account.json     the ACME account (created once, reused for every order)
+//   <first-domain>.crt / .key     the SAN certificate chain and its key (the Rust Prox's names)
+//   challenges/<token>            HTTP-01 key authorizations while an order is pending
+//   order.lock                    held by the one instance that is ordering
+// Private keys are written with mode 0600; every file is replaced atomically (write + rename).
+
+import { createPrivateKey, X509Certificate } from "node:crypto";
+
+/** The ACME account as stored beside its key. */
+export interface StoredAccount {
+  directoryUrl: string;
+  accountUrl: string;
+  email: string;
+}
+
+/** A certificate chain (PEM, leaf first) and its private key (PEM). */
+export interface CertificatePair {
+  cert: string;
+  key: string;
+}
+
+/** A held order lock; `release` removes it if it is still ours. */
+export interface OrderLock {
+  release(): Promise<void>;
+}
+
+/** The storage directory. */
+export interface AcmeStore {
+  readonly dir: string;
+  readAccountKey(): Promise<string | null>;
+  /** Writes the account key unless one exists; returns the key that is stored afterwards. */
+  createAccountKey(pem: string): Promise<string>;
+  readAccount(): Promise<StoredAccount | null>;
+  writeAccount(account: StoredAccount): Promise<void>;
+  /** The stored pair, or null when absent, unreadable or when the key does not match. */
+  readCertificate(): Promise<CertificatePair | null>;
+  writeCertificate(pair: CertificatePair): Promise<void>;
+  /** Changes whenever the stored certificate is replaced (mtime + size), null when absent. */
+  certificateStamp(): Promise<string | null>;
+  writeChallenge(token: string, keyAuthorization: string): Promise<void>;
+  readChallenge(token: string): Promise<string | null>;
+  removeChallenge(token: string): Promise<void>;
+  /** Takes the order lock, or returns null when another live instance holds it. */
+  tryLock(opts: { staleMs: number; now: number }): Promise<OrderLock | null>;
+}
+
+/** RFC 8555 §8.3: tokens are base64url; anything else is never a file name. */
+export const TOKEN = /^[A-Za-z0-9_-]{1,128}$/;
+
+/** Opens (creating with mode 0700) the storage directory for a certificate named by its first domain. */
+export async function openAcmeStore(
+  dir: string,
+  opts: { name: string },
+): Promise<AcmeStore> {
+  await Deno.mkdir(`${dir}/challenges`, { recursive: true, mode: 0o700 });
+  const certPath = `${dir}/${opts.name}.crt`;
+  const keyPath = `${dir}/${opts.name}.key`;
+  const lockPath = `${dir}/order.lock`;
+  const challengePath = (token: string) => {
+    if (!TOKEN.test(token)) throw new Error(`Invalid ACME challenge token "${token}"`);
+    return `${dir}/challenges/${token}`;
+  };
+
+  return {
+    dir,
+    readAccountKey: () => readOrNull(`${dir}/account.key`),
+    async createAccountKey(pem) {
+      try {
+        const f = await Deno.open(`${dir}/account.key`, {
+          write: true,
+          createNew: true,
+          mode: 0o600,
+        });
+        try {
+          await f.write(new TextEncoder().encode(pem));
+        } finally {
+          f.close();
+        }
+        return pem;
+      } catch (err) {
+        if (!(err instanceof Deno.errors.AlreadyExists)) throw err;
+        return (await readOrNull(`${dir}/account.key`)) ?? pem;
+      }
+    },
+    async readAccount() {
+      const text = await readOrNull(`${dir}/account.json`);
+      if (!text) return null;
+      try {
+        const a = JSON.parse(text);
+        return typeof a.accountUrl === "string" && typeof a.directoryUrl === "string" ? a : null;
+      } catch {
+        return null;
+      }
+    },
+    writeAccount: (account) =>
+      writeAtomic(`${dir}/account.json`, JSON.stringify(account, null, 2) + "\n", 0o644),
+    async readCertificate() {
+      const [cert, key] = await Promise.all([readOrNull(certPath), readOrNull(keyPath)]);
+      if (!cert || !key) return null;
+      return pairMatches(cert, key) ? { cert, key } : null;
+    },
+    async writeCertificate(pair) {
+      // Key first: a reader that sees the new key with the old chain rejects the mismatch
+      // and tries again later.
+      await writeAtomic(keyPath, pair.key, 0o600);
+      await writeAtomic(certPath, pair.cert, 0o644);
+    },
+    async certificateStamp() {
+      try {
+        const st = await Deno.stat(certPath);
+        return `${st.mtime?.getTime() ?? 0}|${st.size}`;
+      } catch {
+        return null;
+      }
+    },
+    writeChallenge: (token, keyAuth) => writeAtomic(challengePath(token), keyAuth, 0o644),
+    readChallenge: (token) =>
+      TOKEN.test(token) ? readOrNull(challengePath(token)) : Promise.resolve(null),
+    async removeChallenge(token) {
+      await Deno.remove(challengePath(token)).catch(() => {});
+    },
+    async tryLock({ staleMs, now }) {
+      const id = crypto.randomUUID();
+      for (let i = 0; i < 2; i++) {
+        try {
+          const f = await Deno.open(lockPath, { write: true, createNew: true, mode: 0o644 });
+          try {
+            await f.write(new TextEncoder().encode(JSON.stringify({ id, pid: Deno.pid, at: now })));
+          } finally {
+            f.close();
+          }
+          return {
+            async release() {
+              const text = await readOrNull(lockPath);
+              if (text?.includes(id)) await Deno.remove(lockPath).catch(() => {});
+            },
+          };
+        } catch (err) {
+          if (!(err instanceof Deno.errors.AlreadyExists)) throw err;
+          // A lock left by a crashed instance expires.
+          const st = await Deno.stat(lockPath).catch(() => null);
+          const at = st?.mtime?.getTime() ?? 0;
+          if (st && now - at < staleMs) return null;
+          await Deno.remove(lockPath).catch(() => {});
+        }
+      }
+      return null;
+    },
+  };
+}
+
+/** True when `key` is the private key of the chain's first certificate. */
+export function pairMatches(cert: string, key: string): boolean {
+  try {
+    return new X509Certificate(cert).checkPrivateKey(createPrivateKey(key));
+  } catch {
+    return false;
+  }
+}
+
+async function readOrNull(path: string): Promise<string | null> {
+  try {
+    return await Deno.readTextFile(path);
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return null;
+    throw err;
+  }
+}
+
+/** Writes to a temporary file in the same directory, then renames it over `path`. */
+async function writeAtomic(path: string, data: string, mode: number): Promise<void> {
+  const tmp = `${path}.${crypto.randomUUID().slice(0, 8)}.tmp`;
+  try {
+    await Deno.writeTextFile(tmp, data, { mode });
+    await Deno.chmod(tmp, mode);
+    await Deno.rename(tmp, path);
+  } catch (err) {
+    await Deno.remove(tmp).catch(() => {});
+    throw err;
+  }
+}

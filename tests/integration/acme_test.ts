@@ -1,0 +1,155 @@
+// Automatic TLS end to end against Debian's pebble: HTTP-01 answered by Prox's own HTTP
+// listener, restart from storage without an order, live renewal under a request loop, and two
+// instances sharing one storage directory.
+import assert from "node:assert/strict";
+import tls from "node:tls";
+import { interopTest, startUpstream, waitFor } from "../_harness.ts";
+import { startServer } from "../../src/server.ts";
+import type { ProxServer } from "../../src/server.ts";
+import type { AcmeTuning } from "../../src/adapters/acme.ts";
+import type { Logger } from "../../src/ports.ts";
+import { freePort, PEBBLE_TLS_CA, startPebble } from "./_pebble.ts";
+
+const TOOLS = ["pebble", "pebble-challtestsrv"];
+const DOMAINS = ["prox.test", "www.prox.test"];
+
+function acmeYaml(o: { ca: string; storage: string; httpPort: number; upstream: string }): string {
+  return `listen_addr: "127.0.0.1:0"
+health_check: { enabled: false }
+tls:
+  acme:
+    enabled: true
+    domains: ${JSON.stringify(DOMAINS)}
+    email: "ops@prox.test"
+    ca_url: "${o.ca}"
+    ca_cert: "${PEBBLE_TLS_CA}"
+    storage_path: "${o.storage}"
+    http_listen_addr: "127.0.0.1:${o.httpPort}"
+routes:
+  "/":
+    type: proxy
+    target: "${o.upstream}"
+`;
+}
+
+/** Collects log lines (message + fields) so tests can assert on them. */
+function memoryLogger(): Logger & { lines: string[] } {
+  const lines: string[] = [];
+  const log = (level: string, msg: string, fields?: Record<string, unknown>) => {
+    if (lines.length < 10_000) lines.push(`${level} ${msg} ${JSON.stringify(fields ?? {})}`);
+  };
+  return {
+    lines,
+    log,
+    debug: () => {},
+    info: (m, f) => log("info", m, f),
+    warn: (m, f) => log("warn", m, f),
+    error: (m, f) => log("error", m, f),
+  };
+}
+
+async function start(yaml: string, acme?: AcmeTuning, logger?: Logger): Promise<ProxServer> {
+  return await startServer({ text: yaml, name: "acme.yaml" }, {
+    logger: logger ?? memoryLogger(),
+    acme,
+    watch: false,
+  });
+}
+
+/** One HTTPS request over a fresh connection verified against `ca`: the served certificate and the answer. */
+async function tlsGet(
+  port: number,
+  ca: string,
+  path = "/",
+): Promise<{ serial: string; names: string; status: number; body: string }> {
+  const socket = tls.connect({ host: "127.0.0.1", port, servername: DOMAINS[0], ca });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      socket.once("secureConnect", () => resolve());
+      socket.once("error", reject);
+    });
+    const peer = socket.getPeerCertificate();
+    const chunks: Uint8Array[] = [];
+    socket.on("data", (c: Uint8Array) => chunks.push(c));
+    const ended = new Promise<void>((resolve, reject) => {
+      socket.once("end", () => resolve());
+      socket.once("error", reject);
+    });
+    socket.write(`GET ${path} HTTP/1.1\r\nHost: ${DOMAINS[0]}\r\nConnection: close\r\n\r\n`);
+    await ended;
+    const raw = new TextDecoder().decode(
+      chunks.reduce((a, c) => new Uint8Array([...a, ...c]), new Uint8Array()),
+    );
+    const status = Number(raw.match(/^HTTP\/1\.1 (\d{3})/)?.[1] ?? 0);
+    return { serial: peer.serialNumber, names: peer.subjectaltname ?? "", status, body: raw };
+  } finally {
+    socket.destroy();
+  }
+}
+
+async function withTempDir(fn: (dir: string) => Promise<void>): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix: "prox-acme-" });
+  try {
+    await fn(dir);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+interopTest(
+  "ACME issues one SAN certificate via HTTP-01 from pebble; a restart reuses certificate and account",
+  TOOLS,
+  () =>
+    withTempDir(async (dir) => {
+      const httpPort = freePort();
+      await using pebble = await startPebble({ httpPort, dir });
+      await using up = await startUpstream(() => new Response("hello over acme"));
+      const storage = `${dir}/acme`;
+      const yaml = acmeYaml({ ca: pebble.directoryUrl, storage, httpPort, upstream: up.url });
+
+      const logger = memoryLogger();
+      const first = await start(yaml, undefined, logger);
+      let serial: string;
+      try {
+        // Plain HTTP serves at once (redirects), before any certificate exists.
+        const res = await fetch(`http://127.0.0.1:${httpPort}/x`, { redirect: "manual" });
+        await res.body?.cancel();
+        assert.equal(res.status, 308);
+        await waitFor(() => first.acme!.current(), { timeoutMs: 30_000, what: "issuance" });
+        await waitFor(() => first.ready(), { what: "HTTPS listener" });
+        const got = await tlsGet(first.port, pebble.root);
+        assert.equal(got.status, 200);
+        assert.match(got.body, /hello over acme$/);
+        assert.equal(got.names, "DNS:prox.test, DNS:www.prox.test");
+        serial = got.serial;
+        assert.equal(pebble.orders(), 1);
+        assert.equal(first.acme!.status().orders, 1);
+        assert.ok(logger.lines.some((l) => l.startsWith("info ACME certificate issued")));
+      } finally {
+        await first.shutdown();
+      }
+      // Stable names; private keys are 0600; no challenge left behind.
+      for (const f of ["prox.test.key", "account.key"]) {
+        assert.equal((await Deno.stat(`${storage}/${f}`)).mode! & 0o777, 0o600, f);
+      }
+      assert.ok((await Deno.stat(`${storage}/prox.test.crt`)).isFile);
+      assert.deepEqual([...Deno.readDirSync(`${storage}/challenges`)], []);
+      const account = await Deno.readTextFile(`${storage}/account.json`);
+
+      // Restart: HTTPS is there immediately, with the same certificate and no CA contact.
+      const second = await start(yaml);
+      try {
+        assert.ok(second.ready());
+        assert.notEqual(second.port, 0);
+        const again = await tlsGet(second.port, pebble.root);
+        assert.equal(again.serial, serial);
+        assert.equal(again.status, 200);
+        assert.equal(second.acme!.status().orders, 0);
+        assert.equal(second.acme!.status().state, "ok");
+        assert.equal(pebble.orders(), 1);
+        assert.equal(await Deno.readTextFile(`${storage}/account.json`), account);
+      } finally {
+        await second.shutdown();
+      }
+    }),
+);
