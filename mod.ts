@@ -6,6 +6,7 @@ import { formatIssue } from "./src/config/load.ts";
 import type { ConfigIssue } from "./src/config/parse.ts";
 import type { Config } from "./src/config/schema.ts";
 import { ConfigError, loadSource, startServer } from "./src/server.ts";
+import { readPid, removePidIfOurs, runsWithPidFile, writePid } from "./src/adapters/pid_file.ts";
 import type { ConfigSource, ProxServer } from "./src/server.ts";
 
 export { startServer } from "./src/server.ts";
@@ -295,60 +296,51 @@ async function serveCommand(configArg: string | undefined, opts: ServeOptions): 
     }
     return 1;
   }
-  let previous: number | null = null;
-  if (opts.pidFile) {
-    previous = readPid(opts.pidFile);
-    if (previous !== null && previous !== Deno.pid && !opts.takeover) {
-      server.logger.warn("The pid file names a running process; both now serve this port", {
-        pidFile: opts.pidFile,
-        pid: previous,
-        hint: "use --takeover to replace it",
-      });
-    }
-    await writePid(opts.pidFile);
-  }
-  if (opts.takeover && previous !== null && previous !== Deno.pid) {
-    try {
-      Deno.kill(previous, "SIGUSR2");
-      server.logger.info("Took over: the previous process drains and exits", { pid: previous });
-    } catch (err) {
-      server.logger.warn("Cannot signal the previous process", {
-        pid: previous,
-        error: err instanceof Error ? err.message : String(err),
-      });
-    }
-  } else if (opts.takeover) {
-    server.logger.info("Nothing to take over: no running process in the pid file", {
-      pidFile: opts.pidFile,
+  const pidFile = opts.pidFile;
+  if (!pidFile) return await runUntilSignal(server);
+  const previous = readPid(pidFile);
+  if (previous !== null && previous !== Deno.pid && !opts.takeover) {
+    server.logger.warn("The pid file names a running process; both now serve this port", {
+      pidFile,
+      pid: previous,
+      hint: "use --takeover to replace it",
     });
   }
-  const code = await runUntilSignal(server);
-  if (opts.pidFile && readPid(opts.pidFile) === Deno.pid) {
-    try {
-      Deno.removeSync(opts.pidFile);
-    } catch { /* already gone */ }
+  try {
+    await writePid(pidFile);
+  } catch (err) {
+    server.logger.error(`Cannot write pid file "${pidFile}": ${(err as Error).message}`);
+    await server.shutdown({ reason: "startup failure" });
+    return 1;
   }
+  if (opts.takeover) takeOver(server, previous, pidFile);
+  const code = await runUntilSignal(server);
+  removePidIfOurs(pidFile);
   return code;
 }
 
-/** The live process id recorded in `file`, or null (missing, garbage, or no such process). */
-function readPid(file: string): number | null {
-  let pid: number;
-  try {
-    pid = Number(Deno.readTextFileSync(file).trim());
-  } catch {
-    return null;
+/** Tells the previous Prox (pid from the pid file) to drain and exit: we are listening now. */
+function takeOver(server: ProxServer, previous: number | null, pidFile: string): void {
+  if (previous === null || previous === Deno.pid) {
+    server.logger.info("Nothing to take over: no running process in the pid file", { pidFile });
+    return;
   }
-  if (!Number.isInteger(pid) || pid <= 0) return null;
-  if (Deno.build.os === "linux") return exists(`/proc/${pid}`) ? pid : null;
-  return pid;
-}
-
-/** Writes our pid atomically (temp file + rename), so a reader never sees half a number. */
-async function writePid(file: string): Promise<void> {
-  const tmp = `${file}.${Deno.pid}.tmp`;
-  await Deno.writeTextFile(tmp, `${Deno.pid}\n`);
-  await Deno.rename(tmp, file);
+  if (!runsWithPidFile(previous, pidFile)) {
+    server.logger.warn("Not taking over: the pid file names a process that is not this Prox", {
+      pid: previous,
+      pidFile,
+    });
+    return;
+  }
+  try {
+    Deno.kill(previous, "SIGUSR2");
+    server.logger.info("Took over: the previous process drains and exits", { pid: previous });
+  } catch (err) {
+    server.logger.warn("Cannot signal the previous process", {
+      pid: previous,
+      error: err instanceof Error ? err.message : String(err),
+    });
+  }
 }
 
 /**

@@ -1,0 +1,77 @@
+// The pid file behind `prox serve --pid-file F [--takeover]`: written atomically once Prox
+// listens, removed on exit only if it still names us, and read by a successor that signals the
+// previous process. Before signalling, the successor checks (on Linux) that the pid really is a
+// Prox serving with the same pid file: a stale file whose pid was reused by an unrelated
+// process must not get SIGUSR2, whose default action terminates it.
+
+/** The live process id recorded in `file`, or null (missing, garbage, or no such process). */
+export function readPid(file: string): number | null {
+  let pid: number;
+  try {
+    pid = Number(Deno.readTextFileSync(file).trim());
+  } catch {
+    return null;
+  }
+  if (!Number.isInteger(pid) || pid <= 0) return null;
+  if (Deno.build.os !== "linux") return pid;
+  try {
+    Deno.statSync(`/proc/${pid}`);
+    return pid;
+  } catch {
+    return null;
+  }
+}
+
+/** Writes our pid atomically (temp file + rename), so a reader never sees half a number. */
+export async function writePid(file: string): Promise<void> {
+  const tmp = `${file}.${Deno.pid}.tmp`;
+  await Deno.writeTextFile(tmp, `${Deno.pid}\n`);
+  await Deno.rename(tmp, file);
+}
+
+/** Removes `file` if it still holds our pid (a successor may have written its own). */
+export function removePidIfOurs(file: string): void {
+  if (readPid(file) !== Deno.pid) return;
+  try {
+    Deno.removeSync(file);
+  } catch { /* already gone */ }
+}
+
+function resolve(path: string, cwd: string): string {
+  return path.startsWith("/") ? path : `${cwd}/${path}`;
+}
+
+function real(path: string): string {
+  try {
+    return Deno.realPathSync(path);
+  } catch {
+    return path;
+  }
+}
+
+/**
+ * True when process `pid` was started with `--pid-file` naming `file` (Linux: read from
+ * /proc/PID/cmdline, relative paths resolved against /proc/PID/cwd). Elsewhere: true.
+ */
+export function runsWithPidFile(pid: number, file: string): boolean {
+  if (Deno.build.os !== "linux") return true;
+  let args: string[];
+  let cwd: string;
+  try {
+    args = Deno.readTextFileSync(`/proc/${pid}/cmdline`).split("\0");
+    cwd = Deno.readLinkSync(`/proc/${pid}/cwd`);
+  } catch {
+    return false;
+  }
+  const mine = real(resolve(file, Deno.cwd()));
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i];
+    const value = a === "--pid-file"
+      ? args[i + 1]
+      : a.startsWith("--pid-file=")
+      ? a.slice(11)
+      : null;
+    if (value && real(resolve(value, cwd)) === mine) return true;
+  }
+  return false;
+}
