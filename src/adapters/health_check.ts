@@ -22,6 +22,9 @@ export interface ProbeJob {
   caCerts?: string[];
 }
 
+/** Most probes in flight at once (each has its own timeout). */
+export const PROBE_CONCURRENCY = 64;
+
 /** Most response-body bytes read for `body_match`. */
 const BODY_MATCH_CAP = 64 * 1024;
 
@@ -141,7 +144,14 @@ export function startHealthChecks(
     deps.logger.debug("Health probe", { upstream: job.id, url: job.url.href, ok, reason });
   };
 
-  const round = (list: ProbeJob[]) => Promise.all(list.map(probe)).then(() => {});
+  // At most PROBE_CONCURRENCY probes at once; a round with more targets streams through them.
+  const round = async (list: ProbeJob[]) => {
+    let next = 0;
+    const worker = async () => {
+      while (next < list.length && !closed) await probe(list[next++]);
+    };
+    await Promise.all(Array.from({ length: Math.min(PROBE_CONCURRENCY, list.length) }, worker));
+  };
   const tick = () => {
     timer = undefined;
     running = round(jobs).finally(schedule);

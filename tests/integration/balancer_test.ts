@@ -3,7 +3,9 @@
 import assert from "node:assert/strict";
 import { ROOT, startUpstream, waitFor } from "../_harness.ts";
 import { startProxy } from "./_proxy.ts";
+import { silentLogger } from "../../src/ports.ts";
 import type { Logger, LogLevel } from "../../src/ports.ts";
+import { startServer } from "../../src/server.ts";
 
 /** A Logger that keeps every message (to count retries, ejections, recoveries). */
 function recordingLogger(): Logger & { lines: { level: LogLevel; msg: string }[] } {
@@ -373,4 +375,44 @@ routes:
   assert.equal(status(other), "down", "unknown CA: the probe fails");
   const res = await fetch(`${prox.url}/trusted/x`);
   assert.equal(await res.text(), "/x");
+});
+
+Deno.test("reload: an added target is probed at once and joins; a removed one is forgotten", async () => {
+  await using a = new Backend("a").start();
+  await using b = new Backend("b").start();
+  const dir = await Deno.makeTempDir({ prefix: "prox-balancer-" });
+  const file = `${dir}/prox.yaml`;
+  const config = (targets: string[]) => `
+listen_addr: "127.0.0.1:0"
+health_check: { interval_secs: 60 }
+routes:
+  "/":
+    type: load_balance
+    targets: ${JSON.stringify(targets)}
+`;
+  await Deno.writeTextFile(file, config([a.url]));
+  const server = await startServer({ path: file }, { logger: silentLogger });
+  try {
+    const reg = server.upstreams;
+    await waitFor(() => reg.list().some((u) => u.id === a.url && u.status === "up"));
+    await Deno.writeTextFile(file, config([a.url, b.url]));
+    assert.ok((await server.reload()).ok);
+    // Probed long before the next 60 s round.
+    await waitFor(() => reg.list().some((u) => u.id === b.url && u.status === "up"), {
+      timeoutMs: 3_000,
+      what: "b probed after reload",
+    });
+    assert.equal(b.probes, 1);
+    const names = new Set<string>();
+    for (let i = 0; i < 4; i++) {
+      names.add(await (await fetch(`http://127.0.0.1:${server.port}/`)).text());
+    }
+    assert.deepEqual([...names].sort(), ["a", "b"]);
+    await Deno.writeTextFile(file, config([b.url]));
+    assert.ok((await server.reload()).ok);
+    assert.deepEqual(reg.list().map((u) => u.id), [b.url]);
+  } finally {
+    await server.shutdown();
+    await Deno.remove(dir, { recursive: true });
+  }
 });
