@@ -34,6 +34,8 @@ interface Live {
 }
 
 const OPEN = 1;
+/** How long an upgraded client has to open before its upstream is let go. */
+const HANDSHAKE_MS = 10_000;
 const CONNECTING = 0;
 
 /** Creates the WebSocket proxy with its registry of live connections. */
@@ -139,11 +141,19 @@ function relay(
   };
   /** Prox ends the connection: both sides get the code. */
   const shut = (code: number, reason: string) => {
+    env.logger.debug("WebSocket closed by Prox", { route: t.route, code, reason });
     closeClient(code, reason);
     closeUpstream(code, reason);
   };
   const entry: Live = { route: t.route, close: shut };
   live.add(entry);
+  // A client that vanishes before the 101 is written never opens nor closes: let go of it.
+  const handshake = setTimeout(() => {
+    if (opened || done) return;
+    done = true;
+    live.delete(entry);
+    closeUpstream(1001, "Client handshake did not complete");
+  }, HANDSHAKE_MS);
 
   const tooBig = (from: string, data: WsData) => {
     env.metrics.websocketMessageTooBig(t.route);
@@ -174,6 +184,7 @@ function relay(
   client.binaryType = "arraybuffer";
   client.onopen = () => {
     opened = true;
+    clearTimeout(handshake);
     env.metrics.connectionOpened("websocket");
     if (pendingClose) {
       client.close(pendingClose.code, clip(pendingClose.reason));
@@ -213,6 +224,7 @@ function relay(
   client.onerror = () => {};
   client.onclose = (e: CloseEvent) => {
     done = true;
+    clearTimeout(handshake);
     clearTimeout(idleTimer);
     live.delete(entry);
     if (opened) env.metrics.connectionClosed("websocket");

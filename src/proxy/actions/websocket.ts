@@ -114,7 +114,12 @@ export async function websocketAction(
     });
   }
   const ws = deps.websocket;
-  if (!ws) throw new ProxyError("internal", "WebSocket proxying is not configured");
+  if (!ws || !ctx.snapshot.config.protocols.websocket_enabled) {
+    return errorResponse("internal", ctx.requestId, {
+      status: 501,
+      message: "WebSocket proxying is disabled",
+    });
+  }
   if (!ctx.req.headers.get("sec-websocket-key")) {
     return errorResponse("bad_request", ctx.requestId, {
       message: "Missing Sec-WebSocket-Key",
