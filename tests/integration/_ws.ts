@@ -9,7 +9,7 @@ import type { ClientOptions, RawData, ServerOptions } from "ws";
 import { startServer } from "../../src/server.ts";
 import type { ProxServer } from "../../src/server.ts";
 import { noopMetrics, silentLogger } from "../../src/ports.ts";
-import type { Metrics } from "../../src/ports.ts";
+import type { Logger, Metrics } from "../../src/ports.ts";
 import { createLogger } from "../../src/adapters/log_basic.ts";
 
 export { WsClient };
@@ -132,7 +132,7 @@ export interface WsProxy extends AsyncDisposable {
 /** Starts Prox on 127.0.0.1:0; `tls` makes the listener HTTPS with the test certificate. */
 export async function startWsProxy(
   yaml: string,
-  opts: { file?: boolean; tls?: { cert: string; key: string } } = {},
+  opts: { file?: boolean; tls?: { cert: string; key: string }; logger?: Logger } = {},
 ): Promise<WsProxy> {
   const tlsYaml = opts.tls
     ? `tls: { cert_path: "${opts.tls.cert}", key_path: "${opts.tls.key}" }\n`
@@ -143,7 +143,8 @@ export async function startWsProxy(
   const tooBig: string[] = [];
   const metrics: Metrics = { ...noopMetrics, websocketMessageTooBig: (r) => tooBig.push(r) };
   const server = await startServer(file ? { path: file } : { text, name: "test.yaml" }, {
-    logger: Deno.env.get("PROX_TEST_LOG") ? createLogger({ level: "debug" }) : silentLogger,
+    logger: opts.logger ??
+      (Deno.env.get("PROX_TEST_LOG") ? createLogger({ level: "debug" }) : silentLogger),
     metrics,
   });
   const scheme = opts.tls ? "s" : "";
@@ -188,5 +189,20 @@ export async function wssUpstream(
       await up[Symbol.asyncDispose]();
       await new Promise((r) => server.close(r));
     },
+  };
+}
+
+/** A Logger that keeps every record (to assert on what Prox decided). */
+export function recordingLogger(): Logger & { records: Record<string, unknown>[] } {
+  const records: Record<string, unknown>[] = [];
+  const log = (level: string, msg: string, fields: Record<string, unknown> = {}) =>
+    void records.push({ level, msg, ...fields });
+  return {
+    records,
+    log,
+    debug: (m, f) => log("debug", m, f),
+    info: (m, f) => log("info", m, f),
+    warn: (m, f) => log("warn", m, f),
+    error: (m, f) => log("error", m, f),
   };
 }

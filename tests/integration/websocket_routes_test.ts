@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import { startUpstream, waitFor } from "../_harness.ts";
-import { closed, connect, messages, startWsProxy, wsUpstream } from "./_ws.ts";
+import { closed, connect, messages, recordingLogger, startWsProxy, wsUpstream } from "./_ws.ts";
 
 /** A Deno upstream that answers HTTP and echoes WebSockets, tagging replies with `name`. */
 function dualUpstream(name: string) {
@@ -151,4 +151,60 @@ routes:
   assert.equal((await all).length, 64);
   ws.close();
   await closed(ws);
+});
+
+Deno.test("a client flooding an upstream that does not read is closed with 1013", async () => {
+  await using up = await wsUpstream((ws) => ws.pause());
+  const logger = recordingLogger();
+  await using prox = await startWsProxy(
+    `
+routes:
+  "/":
+    type: websocket
+    target: "${up.url}"
+`,
+    { logger },
+  );
+  const ws = await connect(`${prox.ws}/`);
+  const c = closed(ws);
+  const chunk = Buffer.alloc(1 << 20, 1);
+  for (let i = 0; i < 64 && ws.readyState === ws.OPEN; i++) ws.send(chunk);
+  // The close frame can be lost to a TCP reset while the client still has megabytes in flight,
+  // so the client may see 1006; what Prox decided is in its log.
+  const { code } = await c;
+  assert.ok(code === 1013 || code === 1006, String(code));
+  const closedBy = logger.records.find((r) => r.msg === "WebSocket closed by Prox");
+  assert.equal(closedBy?.code, 1013);
+  assert.equal(closedBy?.reason, "Upstream is not reading fast enough");
+});
+
+Deno.test("websocket ping_interval pings a silent client", async () => {
+  await using up = await wsUpstream();
+  await using prox = await startWsProxy(`
+routes:
+  "/":
+    type: websocket
+    target: "${up.url}"
+    ping_interval: 200ms
+`);
+  const ws = await connect(`${prox.ws}/`);
+  const pinged = new Promise((r) => ws.once("ping", r));
+  await pinged; // `ws` answers with a pong, so the connection stays up
+  assert.equal(ws.readyState, ws.OPEN);
+  ws.close();
+  await closed(ws);
+});
+
+Deno.test("protocols.websocket_enabled: false answers upgrades with 501", async () => {
+  await using up = await wsUpstream();
+  await using prox = await startWsProxy(`
+protocols: { websocket_enabled: false }
+routes:
+  "/":
+    type: websocket
+    target: "${up.url}"
+`);
+  const err = await connect(`${prox.ws}/`).then(() => null, (e) => e);
+  assert.equal(err?.status, 501);
+  assert.equal(up.requests.length, 0);
 });

@@ -190,3 +190,25 @@ routes:
   assert.equal(res.status, 400);
   assert.match(await res.text(), /only supports WebSocket/);
 });
+
+Deno.test("websocket max_frame_size bounds each relayed message (one frame each) with 1009", async () => {
+  await using up = await wsUpstream();
+  await using prox = await startWsProxy(`
+routes:
+  "/":
+    type: websocket
+    target: "${up.url}"
+    max_frame_size: 100
+    max_message_size: 1000
+`);
+  const ws = await connect(`${prox.ws}/`);
+  const echoed = messages(ws, 1);
+  ws.send(new Uint8Array(100));
+  assert.equal((await echoed)[0].data.byteLength, 100);
+  // A 300-byte message sent as three 100-byte frames is still one 300-byte frame once relayed.
+  ws.send(new Uint8Array(100), { fin: false });
+  ws.send(new Uint8Array(100), { fin: false });
+  ws.send(new Uint8Array(100), { fin: true });
+  assert.equal((await closed(ws)).code, 1009);
+  assert.deepEqual(prox.tooBig, ["/"]);
+});

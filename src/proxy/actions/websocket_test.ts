@@ -1,0 +1,52 @@
+import assert from "node:assert/strict";
+import {
+  isWebSocketUpgrade,
+  offeredProtocols,
+  toWebSocketUrl,
+  WEBSOCKET_DEFAULTS,
+  websocketLimits,
+} from "./websocket.ts";
+import type { WebSocketRouteConfig } from "../../config/schema.ts";
+
+const upgrade = (headers: Record<string, string>, method = "GET") =>
+  new Request("http://x/", { method, headers });
+
+Deno.test("isWebSocketUpgrade accepts GET with Upgrade: websocket in any case or list", () => {
+  assert.equal(isWebSocketUpgrade(upgrade({ upgrade: "websocket" })), true);
+  assert.equal(isWebSocketUpgrade(upgrade({ upgrade: "WebSocket" })), true);
+  assert.equal(isWebSocketUpgrade(upgrade({ upgrade: "h2c, websocket" })), true);
+  assert.equal(isWebSocketUpgrade(upgrade({ upgrade: "websockets" })), false);
+  assert.equal(isWebSocketUpgrade(upgrade({})), false);
+  assert.equal(isWebSocketUpgrade(upgrade({ upgrade: "websocket" }, "POST")), false);
+});
+
+Deno.test("offeredProtocols splits Sec-WebSocket-Protocol with or without spaces", () => {
+  assert.deepEqual(offeredProtocols(upgrade({ "sec-websocket-protocol": "a,b" })), ["a", "b"]);
+  assert.deepEqual(offeredProtocols(upgrade({ "sec-websocket-protocol": "a, b ,c" })), [
+    "a",
+    "b",
+    "c",
+  ]);
+  assert.deepEqual(offeredProtocols(upgrade({})), []);
+});
+
+Deno.test("toWebSocketUrl maps http to ws and https to wss, keeping path and query", () => {
+  assert.equal(toWebSocketUrl("http://h:1/p?q=1").href, "ws://h:1/p?q=1");
+  assert.equal(toWebSocketUrl("https://h/p").href, "wss://h/p");
+  assert.equal(toWebSocketUrl("wss://h/p").href, "wss://h/p");
+});
+
+Deno.test("websocketLimits fills defaults and reads the route's keys", () => {
+  const base = { type: "websocket", target: "ws://h" } as WebSocketRouteConfig;
+  assert.deepEqual(websocketLimits(base), WEBSOCKET_DEFAULTS);
+  assert.deepEqual(
+    websocketLimits({
+      ...base,
+      max_message_size: 10,
+      max_frame_size: 5,
+      idle_timeout: 1000,
+      ping_interval: 0,
+    }),
+    { maxMessageSize: 10, maxFrameSize: 5, idleTimeout: 1000, pingInterval: 0 },
+  );
+});
