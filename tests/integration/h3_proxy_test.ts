@@ -276,3 +276,35 @@ Deno.test("Prox shutdown stops advertising h3, sends GOAWAY and finishes the in-
   h3.close();
   await down;
 });
+
+interopTest(
+  "gtlsclient resumes with a 0-RTT request and Prox serves it",
+  ["gtlsclient"],
+  async () => {
+    await using up = await startUpstream(upstreamHandler);
+    await using prox = await startProxy(config(up.url), { keepListen: true, tls: true });
+    const dir = await Deno.makeTempDir();
+    try {
+      const gtls = (path: string) =>
+        run("gtlsclient", [
+          ...[
+            "--no-quic-dump",
+            "--exit-on-all-streams-close",
+            "--timeout=10s",
+            `--download=${dir}`,
+          ],
+          ...[`--session-file=${dir}/session`, `--tp-file=${dir}/tp`],
+          ...["127.0.0.1", String(prox.port), `https://localhost:${prox.port}${path}`],
+        ], { timeoutMs: 30_000 });
+      const first = await gtls("/first");
+      assert.match(first.stdout + first.stderr, /\[:status: 200\]/);
+      const second = await gtls("/second");
+      // the request went out in 0-RTT packets and was answered (after the handshake completed)
+      assert.match(second.stdout + second.stderr, /0RTT STREAM\(0x0b\) id=0x0 fin=1/);
+      assert.match(second.stdout + second.stderr, /\[:status: 200\]/);
+      assert.equal(await Deno.readTextFile(`${dir}/second`), "api  via https");
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);
