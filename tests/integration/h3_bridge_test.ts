@@ -303,3 +303,67 @@ Deno.test("startH3Listener serves 1,000 requests over 20 concurrent streams of o
     assert.equal(served, 1000);
   });
 });
+
+Deno.test("startH3Listener sends no body for HEAD, 204 and 304 but keeps content-length", async () => {
+  await withListener((req) => {
+    const path = new URL(req.url).pathname;
+    if (path === "/204") return Promise.resolve(new Response(null, { status: 204 }));
+    if (path === "/304") {
+      return Promise.resolve(new Response(null, { status: 304, headers: { etag: '"a"' } }));
+    }
+    return Promise.resolve(new Response("twelve bytes", { headers: { "content-length": "12" } }));
+  }, async (l) => {
+    await using c = await client(l.port);
+    const head = await c.request("/", { method: "HEAD" });
+    assert.equal(head.status, 200);
+    assert.equal(head.headers.get("content-length"), "12");
+    assert.equal(head.body.length, 0);
+    assert.equal((await c.request("/204")).body.length, 0);
+    const nm = await c.request("/304");
+    assert.equal(nm.status, 304);
+    assert.equal(nm.headers.get("etag"), '"a"');
+  });
+});
+
+Deno.test("startH3Listener answers early without reading a large upload and stops the sender", async () => {
+  await withListener(async (req) => {
+    await req.body?.cancel();
+    return new Response("too large", { status: 413 });
+  }, async (l) => {
+    await using c = await client(l.port);
+    const body = new Uint8Array(8 * 1024 * 1024);
+    const res = await c.request("/upload", { method: "POST", body });
+    assert.equal(res.status, 413);
+    // the connection is still usable
+    assert.equal(
+      (await c.request("/upload", { method: "POST", body: new Uint8Array(10) })).status,
+      413,
+    );
+  });
+});
+
+Deno.test("startH3Listener never lets a failed response body look complete", async () => {
+  const failing = (withLength: boolean) =>
+    new Response(
+      new ReadableStream({
+        start(ctl) {
+          ctl.enqueue(new Uint8Array(1000));
+        },
+        pull(ctl) {
+          ctl.error(new Error("upstream reset"));
+        },
+      }),
+      withLength ? { headers: { "content-length": "5000" } } : {},
+    );
+  await withListener(
+    (req) => Promise.resolve(failing(new URL(req.url).pathname === "/cl")),
+    async (l) => {
+      await using c1 = await client(l.port);
+      const short = await c1.request("/cl");
+      assert.equal(short.headers.get("content-length"), "5000");
+      assert.ok(short.body.length < 5000, `body ${short.body.length} bytes`);
+      await using c2 = await client(l.port);
+      await assert.rejects(() => c2.request("/nocl")); // the connection is closed instead
+    },
+  );
+});
