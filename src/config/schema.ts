@@ -132,6 +132,8 @@ export const Retries = z.object({
   budget_percent: z.number().min(0).max(100).default(20),
   /** Retry POST requests that carry an Idempotency-Key header. */
   idempotency_key: z.boolean().default(false),
+  /** Upstream statuses retried on another target (idempotent requests only), e.g. [502, 503]. */
+  on_status: z.array(StatusSelector).default([]),
 }).strict();
 
 export const HealthCheck = z.object({

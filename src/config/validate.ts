@@ -254,6 +254,7 @@ export function validateConfig(
     if (r.passive_health) {
       statusRule(["routes", key, "passive_health", "statuses"], r.passive_health.statuses);
     }
+    if (r.retries) statusRule(["routes", key, "retries", "on_status"], r.retries.on_status);
     if (r.type !== "load_balance") continue;
     if (r.hash_on && r.strategy !== "consistent_hash") {
       warn(["routes", key, "hash_on"], `hash_on has no effect with strategy ${r.strategy}`);

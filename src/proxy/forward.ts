@@ -5,7 +5,9 @@
 //   3. on failure decide: a connect failure with nothing sent is retried for any method; a reset
 //      or timeout before the response head only for idempotent methods (RFC 9110 §9.2.2), or
 //      POST with Idempotency-Key when opted in; always within `attempts` and the retry budget,
-//      and only when the request body could be kept for replay (body_replay.ts).
+//      and only when the request body could be kept for replay (body_replay.ts);
+//   4. a response whose status is in `retries.on_status` goes the same way for idempotent
+//      requests while an untried target is left (else it is returned as it is).
 // Every outcome feeds passive health and the latency EWMA in the registry (state.ts).
 
 import { ProxyError, toProxyError } from "../domain/errors.ts";
@@ -74,7 +76,21 @@ export async function forward(
       attempt,
     });
     try {
-      return await sendOnce(ctx, deps, { pool, reg, id, req });
+      const res = await sendOnce(ctx, deps, { pool, reg, id, req });
+      const again = pool.retries.onStatus?.(res.status) && tried.size < pool.ids.length &&
+        replayable(ctx.req, pool.retries) && attempt < pool.retries.attempts &&
+        body.replayable && reg.tryRetry(route.id, pool.retries.budgetPercent);
+      if (!again) return res;
+      await res.body?.cancel();
+      ctx.retries++;
+      deps.metrics.retry(route.id, "status");
+      deps.logger.info("Retrying upstream request", {
+        requestId: ctx.requestId,
+        route: route.id,
+        upstream: id,
+        reason: `status ${res.status}`,
+        attempt: attempt + 1,
+      });
     } catch (err) {
       const e = toProxyError(err, id);
       const reason = retryReason(e, ctx.req, pool.retries);
@@ -198,10 +214,14 @@ function choose(
 function retryReason(e: ProxyError, req: Request, policy: RetryPolicy): string | null {
   if (e.kind === "connect" && e.sentNothing) return "connect";
   if (e.kind !== "connect" && e.kind !== "upstream_reset" && e.kind !== "timeout") return null;
-  const replayable = IDEMPOTENT.has(req.method) ||
-    (policy.idempotencyKey && req.method === "POST" && req.headers.has("idempotency-key"));
-  if (!replayable) return null;
+  if (!replayable(req, policy)) return null;
   return e.kind === "timeout" ? "timeout" : "reset";
+}
+
+/** Safe to send again: idempotent, or POST with Idempotency-Key when the route opts in. */
+function replayable(req: Request, policy: RetryPolicy): boolean {
+  return IDEMPOTENT.has(req.method) ||
+    (policy.idempotencyKey && req.method === "POST" && req.headers.has("idempotency-key"));
 }
 
 /** The consistent_hash key for this request: client IP, a header or a cookie. */

@@ -103,6 +103,31 @@ Deno.test("forward: POST with Idempotency-Key is retried after a reset when opte
   assert.equal(s.calls.length, 2);
 });
 
+Deno.test("forward: retries.on_status moves idempotent requests to another target", async () => {
+  const s = setup(
+    lb("retries: { on_status: [503] }"),
+    (req) => new Response(req.url.origin, { status: req.url.origin === A ? 503 : 200 }),
+  );
+  const get = await s.call();
+  assert.equal(get.status, 200);
+  assert.deepEqual(s.calls.map((c) => c.origin).slice(0, 1), [A]);
+  assert.deepEqual(s.retries, ["status"]);
+  // POST is not idempotent: A's 503 is the answer.
+  s.calls.length = 0;
+  for (let i = 0; i < 3; i++) {
+    const post = await s.call({ method: "POST", body: "x" });
+    if (s.calls.at(-1)!.origin === A) assert.equal(post.status, 503);
+  }
+  assert.equal(s.retries.length, 1);
+  // Every target answers 503: the last answer is returned, not an error.
+  const all = setup(
+    lb("retries: { on_status: [503], attempts: 5 }"),
+    (req) => new Response("busy", { status: 503 }),
+  );
+  assert.equal((await all.call()).status, 503);
+  assert.equal(all.calls.length, 3, "each target once");
+});
+
 Deno.test("forward: attempts bound the retries", async () => {
   const s = setup(lb("retries: { attempts: 1 }"), connectErr);
   assert.equal((await s.call()).status, 502);

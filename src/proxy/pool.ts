@@ -17,6 +17,8 @@ export interface RetryPolicy {
   perTryMs?: number;
   budgetPercent: number;
   idempotencyKey: boolean;
+  /** Upstream statuses that send an idempotent request to another target, or null. */
+  onStatus: ((status: number) => boolean) | null;
 }
 
 /** Everything forward() needs about a route's targets. */
@@ -41,6 +43,7 @@ export const DEFAULT_RETRIES: RetryPolicy = {
   attempts: 2,
   budgetPercent: 20,
   idempotencyKey: false,
+  onStatus: null,
 };
 
 const LOAD_AWARE: ReadonlySet<Policy> = new Set([
@@ -92,6 +95,7 @@ export function buildPool(route: CompiledRoute, config: Config): RoutePool {
         perTryMs: r.per_try_timeout,
         budgetPercent: r.budget_percent,
         idempotencyKey: r.idempotency_key,
+        onStatus: r.on_status.length > 0 ? statusMatcher(r.on_status) : null,
       }
       : DEFAULT_RETRIES,
     passive: {
