@@ -122,7 +122,7 @@ Deno.test("forward: retries.on_status moves idempotent requests to another targe
   // Every target answers 503: the last answer is returned, not an error.
   const all = setup(
     lb("retries: { on_status: [503], attempts: 5 }"),
-    (req) => new Response("busy", { status: 503 }),
+    () => new Response("busy", { status: 503 }),
   );
   assert.equal((await all.call()).status, 503);
   assert.equal(all.calls.length, 3, "each target once");
