@@ -10,7 +10,7 @@ import type { Snapshot } from "./proxy/snapshot.ts";
 import { createHandler } from "./proxy/pipeline.ts";
 import { createWebSocketProxy } from "./adapters/websocket_deno.ts";
 import type { Listener } from "./adapters/http_serve.ts";
-import { createListenerSet } from "./adapters/listener_set.ts";
+import { createListenerSet, readTlsFiles, tlsPaths } from "./adapters/listener_set.ts";
 import type { ListenerPlan } from "./adapters/listener_set.ts";
 import { watchFiles } from "./adapters/config_watch.ts";
 import type { FileWatch } from "./adapters/config_watch.ts";
@@ -37,7 +37,7 @@ import { createUpstreamRegistry } from "./proxy/state.ts";
 import type { UpstreamRegistry } from "./proxy/state.ts";
 import { configuredTargets } from "./proxy/pool.ts";
 import { startHealthChecks } from "./adapters/health_check.ts";
-import { ALT_SVC_MAX_AGE, altSvcValue, startH3Beside } from "./adapters/h3/mod.ts";
+import { followH3 } from "./adapters/h3_follow.ts";
 import type { H3Listener } from "./adapters/h3/mod.ts";
 import { CHALLENGE_PREFIX, startAcme } from "./adapters/acme.ts";
 import type { AcmeConfig, AcmeController, AcmeTuning } from "./adapters/acme.ts";
@@ -301,53 +301,18 @@ export async function startServer(
   }
   const health = startHealthChecks(current, { registry: upstreams, logger });
   // HTTP/3 beside the TLS listener; Alt-Svc is advertised only while it is actually up.
-  let h3: H3Listener | null = null;
-  let h3At = "";
-  let h3Tls = "";
-  // UDP has no SO_REUSEPORT: during a takeover the old process holds the port until it exits,
-  // so a failed HTTP/3 bind is retried with backoff (one timer) until it succeeds.
-  let h3Retry: ReturnType<typeof setTimeout> | undefined;
-  let h3RetryMs = 250;
-  /** Starts, moves, re-certifies or stops HTTP/3 to match `c` (after the TCP listeners). */
-  async function syncH3(c: Config, tls: { cert?: string; key?: string }): Promise<void> {
-    const main = set.get("main");
-    if (!main) return;
-    const want = c.protocols.http3_enabled && tls.cert !== undefined && tls.key !== undefined;
-    if (c.protocols.http3_enabled && !want) {
-      logger.warn("protocols.http3_enabled needs tls.cert_path and tls.key_path; HTTP/3 is off");
-    }
-    const at = `${main.hostname}|${main.port}`;
-    if (h3 && (!want || at !== h3At)) {
-      const old = h3;
-      h3 = null;
-      void old.shutdown(c.shutdown_timeout);
-    }
-    if (want && !h3) {
-      h3 = await startH3Beside(main, {
-        cert: tls.cert!,
-        key: tls.key!,
-        handler: serveHandler,
-        logger,
-        metrics,
-        options: c.protocols.http3_config,
-      });
-      h3At = at;
-      h3Tls = tls.cert! + tls.key!;
-      clearTimeout(h3Retry);
-      if (h3) h3RetryMs = 250;
-      else {
-        h3Retry = setTimeout(() => {
-          if (!draining && config === c) void syncH3(c, tls);
-        }, h3RetryMs);
-        h3RetryMs = Math.min(h3RetryMs * 2, 5000);
-      }
-    } else if (want && h3 && h3Tls !== tls.cert! + tls.key!) {
-      h3.setCertificate(tls.cert!, tls.key!);
-      h3Tls = tls.cert! + tls.key!;
-    }
-    const altSvc = h3 ? altSvcValue(h3.port, ALT_SVC_MAX_AGE) : null;
-    if (current.altSvc !== altSvc) current = Object.freeze({ ...current, altSvc });
-  }
+  const h3 = followH3({
+    handler: serveHandler,
+    logger,
+    metrics,
+    current: (c) => !draining && config === c,
+    onChange: () => {
+      const altSvc = h3.altSvc();
+      if (current.altSvc !== altSvc) current = Object.freeze({ ...current, altSvc });
+    },
+  });
+  const syncH3 = (c: Config, tls: { cert?: string; key?: string }) =>
+    h3.sync(set.get("main"), c, tls);
   const firstPlans = await plansFor(config);
   (await set.stage(firstPlans)).commit();
   recordCertificate(firstPlans, config);
@@ -464,10 +429,12 @@ export async function startServer(
       else if (nextAcme) acme = await startAcmeFor(nextAcme);
       const plans = await plansFor(next.config);
       const staged = await set.stage(plans);
+      // The swap: from here on nothing may fail the reload (the new config is serving).
       version++;
       const prev = config;
       config = next.config;
       current = snap;
+      staged.commit();
       // WebSockets on routes the reload left unchanged stay connected; the others get 1001.
       websockets.retain(
         (id) => JSON.stringify(prev.routes[id]) === JSON.stringify(config.routes[id]),
@@ -477,18 +444,22 @@ export async function startServer(
       upstreams.retain(configuredTargets(config), Object.keys(config.routes));
       health.update(current);
       redirectStatus = config.http_redirect?.status_code ?? 308;
-      staged.commit();
       recordCertificate(plans, config);
-      await syncH3(config, mainPlan(plans));
       if (acme && !nextAcme) {
         void acme.close();
         acme = null;
       }
+      accessLog = accessLogFor(config);
+      // Side systems that may fail (UDP bind, Redis) log their own errors; the reload stands.
+      await syncH3(config, mainPlan(plans)).catch((err) =>
+        logger.error("HTTP/3 did not follow the reload", { error: String(err) })
+      );
       await rateLimits.configure(
         config.rate_limit_store,
         limiterIds(snap.router.entries.map((e) => e.value)),
+      ).catch((err) =>
+        logger.error("Rate limit store did not follow the reload", { error: String(err) })
       );
-      accessLog = accessLogFor(config);
       metrics.backendsConfigured(targetsOf(snap));
       watch?.setFiles(watchedFiles(config));
       for (const w of next.issues) logger.warn("Config warning", { issue: formatIssue(w) });
@@ -519,7 +490,6 @@ export async function startServer(
   let stopping: Promise<void> | null = null;
   async function stop(reason: string): Promise<void> {
     draining = true;
-    clearTimeout(h3Retry);
     websockets.closeAll(1001, "Server shutting down");
     if (current.altSvc) current = Object.freeze({ ...current, altSvc: null });
     watch?.close();
@@ -532,7 +502,7 @@ export async function startServer(
     // Long-lived streams (WebSockets) are told to go away while requests drain.
     const hooks = Promise.allSettled(shutdownHooks.map((h) => h({ deadline, reason })));
     // HTTP/3 sends GOAWAY and drains under the same grace.
-    await Promise.all([set.shutdown(grace), h3?.shutdown(grace), hooks]);
+    await Promise.all([set.shutdown(grace), h3.shutdown(grace), hooks]);
     await upstream.close();
     if (!opts.rateLimits) await rateLimits.close();
     await admin?.shutdown();
@@ -550,7 +520,7 @@ export async function startServer(
     admin,
     upstreams,
     get h3() {
-      return h3;
+      return h3.listener;
     },
     get acme() {
       return acme;
@@ -569,19 +539,6 @@ export async function startServer(
     },
   };
   return server;
-}
-
-/** TLS certificate and key files the config names (watched for live rotation). */
-function tlsPaths(c: Config): string[] {
-  return c.tls?.cert_path && c.tls.key_path ? [c.tls.cert_path, c.tls.key_path] : [];
-}
-
-async function readTlsFiles(c: Config): Promise<{ cert?: string; key?: string }> {
-  if (!c.tls?.cert_path || !c.tls.key_path) return {};
-  return {
-    cert: await Deno.readTextFile(c.tls.cert_path),
-    key: await Deno.readTextFile(c.tls.key_path),
-  };
 }
 
 /** The plain-HTTP listener's answer: 308 to https, except ACME HTTP-01 challenges. */

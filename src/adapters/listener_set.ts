@@ -3,6 +3,7 @@
 // SO_REUSEPORT), and only after the whole reload succeeded are the old ones drained.
 
 import type { ListenAddr } from "../config/listen.ts";
+import type { Config } from "../config/schema.ts";
 import type { Handler, Logger } from "../ports.ts";
 import { listen } from "./http_serve.ts";
 import type { Listener } from "./http_serve.ts";
@@ -161,5 +162,19 @@ export function createListenerSet(opts: { logger: Logger; drainMs: () => number 
       const all = [...current.values()].map((e) => drain(e.listener, graceMs));
       await Promise.all([...all, ...draining]);
     },
+  };
+}
+
+/** TLS certificate and key files the config names (watched for live rotation). */
+export function tlsPaths(c: Config): string[] {
+  return c.tls?.cert_path && c.tls.key_path ? [c.tls.cert_path, c.tls.key_path] : [];
+}
+
+/** Reads the certificate and key the config names (none: plain TCP). */
+export async function readTlsFiles(c: Config): Promise<{ cert?: string; key?: string }> {
+  if (!c.tls?.cert_path || !c.tls.key_path) return {};
+  return {
+    cert: await Deno.readTextFile(c.tls.cert_path),
+    key: await Deno.readTextFile(c.tls.key_path),
   };
 }

@@ -1,0 +1,99 @@
+// Keeps the HTTP/3 listener in step with the TCP TLS listener across reloads and upgrades:
+// started beside it, moved with its port, re-certified in place, stopped when turned off.
+// UDP has no SO_REUSEPORT in Deno's QUIC API, so during a takeover the old process holds the
+// port until it exits: a failed bind is retried with backoff (one timer) until it succeeds.
+
+import type { Config } from "../config/schema.ts";
+import type { Handler, Logger, Metrics } from "../ports.ts";
+import { ALT_SVC_MAX_AGE, altSvcValue, startH3Beside } from "./h3/mod.ts";
+import type { H3Listener } from "./h3/mod.ts";
+
+/** The HTTP/3 side of the server. */
+export interface H3Follower {
+  readonly listener: H3Listener | null;
+  /** The Alt-Svc value to advertise: only while HTTP/3 is actually up. */
+  altSvc(): string | null;
+  /** Matches HTTP/3 to `config` beside `main` (the TCP TLS listener, if any) with `tls`. */
+  sync(
+    main: { hostname: string; port: number } | undefined,
+    config: Config,
+    tls: { cert?: string; key?: string },
+  ): Promise<void>;
+  /** GOAWAY and drain for up to `graceMs`; no more retries. */
+  shutdown(graceMs: number): Promise<void>;
+}
+
+/** Creates the follower; `onChange` runs whenever HTTP/3 comes up or goes down. */
+export function followH3(opts: {
+  handler: Handler;
+  logger: Logger;
+  metrics?: Metrics;
+  onChange: () => void;
+  /** False once the config `c` is superseded or the server drains (stops retries). */
+  current: (c: Config) => boolean;
+}): H3Follower {
+  const { logger } = opts;
+  let h3: H3Listener | null = null;
+  let at = "";
+  let material = "";
+  let retry: ReturnType<typeof setTimeout> | undefined;
+  let retryMs = 250;
+  let stopped = false;
+
+  async function sync(
+    main: { hostname: string; port: number } | undefined,
+    c: Config,
+    tls: { cert?: string; key?: string },
+  ): Promise<void> {
+    // No TCP TLS listener yet (ACME before its first certificate): nothing to stand beside.
+    if (stopped || !main) return;
+    const was = h3;
+    const want = c.protocols.http3_enabled && tls.cert !== undefined && tls.key !== undefined;
+    if (c.protocols.http3_enabled && !want) {
+      logger.warn("protocols.http3_enabled needs tls.cert_path and tls.key_path; HTTP/3 is off");
+    }
+    const where = `${main.hostname}|${main.port}`;
+    if (h3 && (!want || where !== at)) {
+      const old = h3;
+      h3 = null;
+      void old.shutdown(c.shutdown_timeout);
+    }
+    if (want && !h3) {
+      h3 = await startH3Beside(main, {
+        cert: tls.cert!,
+        key: tls.key!,
+        handler: opts.handler,
+        logger,
+        metrics: opts.metrics,
+        options: c.protocols.http3_config,
+      });
+      at = where;
+      material = tls.cert! + tls.key!;
+      clearTimeout(retry);
+      if (h3) retryMs = 250;
+      else {
+        retry = setTimeout(() => {
+          if (opts.current(c)) void sync(main, c, tls);
+        }, retryMs);
+        retryMs = Math.min(retryMs * 2, 5000);
+      }
+    } else if (want && h3 && material !== tls.cert! + tls.key!) {
+      h3.setCertificate(tls.cert!, tls.key!);
+      material = tls.cert! + tls.key!;
+    }
+    if (h3 !== was) opts.onChange();
+  }
+
+  return {
+    get listener() {
+      return h3;
+    },
+    altSvc: () => h3 ? altSvcValue(h3.port, ALT_SVC_MAX_AGE) : null,
+    sync,
+    async shutdown(graceMs) {
+      stopped = true;
+      clearTimeout(retry);
+      await h3?.shutdown(graceMs);
+    },
+  };
+}
