@@ -212,6 +212,8 @@ export interface WebSocketProxyRequest {
   connectTimeout: number;
   tls?: UpstreamTls;
   limits: WebSocketLimits;
+  /** For the log line written when the connection ends. */
+  requestId?: string;
 }
 
 /**

@@ -48,6 +48,8 @@ export function createWebSocketProxy(opts: WebSocketProxyOptions): WebSocketProx
     lowWater: opts.lowWater ?? 256 << 10,
     maxBuffered: opts.maxBuffered ?? 16 << 20,
     now: opts.now ?? (() => performance.now()),
+    /** Set by closeAll: connections still being set up are closed as soon as they open. */
+    closing: null as { code: number; reason: string } | null,
   };
   return {
     async proxy(req, target) {
@@ -85,6 +87,7 @@ export function createWebSocketProxy(opts: WebSocketProxyOptions): WebSocketProx
       return n;
     },
     closeAll(code, reason) {
+      env.closing = { code, reason };
       for (const c of [...live]) c.close(code, reason);
     },
     size: () => live.size,
@@ -107,6 +110,7 @@ function errText(err: unknown): string {
 type Env = Required<Omit<WebSocketProxyOptions, "logger" | "metrics">> & {
   logger: Logger;
   metrics: Metrics;
+  closing: { code: number; reason: string } | null;
 };
 
 /** Wires one client socket to one upstream socket until either side closes. */
@@ -128,6 +132,9 @@ function relay(
   let upstreamDone = false;
   let pendingClose: { code: number; reason: string } | null = null;
   let idleTimer: ReturnType<typeof setTimeout> | undefined;
+  const started = env.now();
+  const count = { fromClient: 0, fromUpstream: 0 };
+  let closedBy: "client" | "upstream" | "prox" | null = null;
 
   const closeClient = (code: number, reason: string) => {
     if (client.readyState === CONNECTING) pendingClose ??= { code, reason };
@@ -142,6 +149,7 @@ function relay(
   /** Prox ends the connection: both sides get the code. */
   const shut = (code: number, reason: string) => {
     env.logger.debug("WebSocket closed by Prox", { route: t.route, code, reason });
+    closedBy ??= "prox";
     closeClient(code, reason);
     closeUpstream(code, reason);
   };
@@ -186,6 +194,7 @@ function relay(
     opened = true;
     clearTimeout(handshake);
     env.metrics.connectionOpened("websocket");
+    if (env.closing) return shut(env.closing.code, env.closing.reason);
     if (pendingClose) {
       client.close(pendingClose.code, clip(pendingClose.reason));
       return;
@@ -194,6 +203,7 @@ function relay(
       async message(data) {
         if (done || client.readyState !== OPEN) return;
         last = env.now();
+        count.fromUpstream++;
         if (exceeds(data, maxMsg)) return tooBig("upstream", data);
         client.send(data);
         if (client.bufferedAmount <= env.highWater) return;
@@ -202,6 +212,7 @@ function relay(
       },
       closed(code, reason) {
         upstreamDone = true;
+        closedBy ??= "upstream";
         if (code === 1006 || code === 1015 || code < 1000) {
           closeClient(1011, "Upstream connection lost");
         } else if (code === 1005) {
@@ -216,6 +227,7 @@ function relay(
   client.onmessage = (e: MessageEvent) => {
     if (done) return;
     last = env.now();
+    count.fromClient++;
     const data: WsData = typeof e.data === "string" ? e.data : new Uint8Array(e.data);
     if (exceeds(data, maxMsg)) return tooBig("client", data);
     up.send(data);
@@ -228,6 +240,16 @@ function relay(
     clearTimeout(idleTimer);
     live.delete(entry);
     if (opened) env.metrics.connectionClosed("websocket");
+    env.logger.info("WebSocket closed", {
+      requestId: t.requestId ?? null,
+      route: t.route,
+      code: e.code,
+      reason: e.reason,
+      closedBy: closedBy ?? "client",
+      durationMs: Math.round(env.now() - started),
+      messagesFromClient: count.fromClient,
+      messagesFromUpstream: count.fromUpstream,
+    });
     if (!upstreamDone) {
       upstreamDone = true;
       if (e.code === 1005) up.close(1000, "");

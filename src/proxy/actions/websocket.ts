@@ -165,6 +165,7 @@ export async function websocketAction(
         connectTimeout: u.timeouts.connect,
         tls: u.tls,
         limits,
+        requestId: ctx.requestId,
       }),
     close: () => Promise.resolve(),
   };
