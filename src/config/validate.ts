@@ -178,6 +178,24 @@ export function validateConfig(
         }
       }
     }
+    if (route.type === "websocket") {
+      for (const k of ["insecure_skip_verify", "server_name"] as const) {
+        if (!route.tls?.[k]) continue;
+        warn(
+          ["routes", key, "tls", k],
+          `tls.${k} has no effect on websocket routes: Deno's WebSocket client cannot set it`,
+          k === "server_name"
+            ? "The target's host is the verification name"
+            : "Trust the upstream's CA with tls.ca_cert instead",
+        );
+      }
+      if (route.max_message_size !== undefined && route.max_message_size > 64 * 1024 * 1024) {
+        warn(
+          ["routes", key, "max_message_size"],
+          "Messages over 64 MiB are dropped by Deno's WebSocket implementation whatever the limit",
+        );
+      }
+    }
     if (route.type === "load_balance") {
       const urls = route.targets.map((t) => typeof t === "string" ? t : t.url);
       urls.forEach((u, i) => {

@@ -7,6 +7,7 @@ import {
   websocketLimits,
 } from "./websocket.ts";
 import type { WebSocketRouteConfig } from "../../config/schema.ts";
+import { loadConfigText } from "../../config/load.ts";
 
 const upgrade = (headers: Record<string, string>, method = "GET") =>
   new Request("http://x/", { method, headers });
@@ -49,4 +50,22 @@ Deno.test("websocketLimits fills defaults and reads the route's keys", () => {
     }),
     { maxMessageSize: 10, maxFrameSize: 5, idleTimeout: 1000, pingInterval: 0 },
   );
+});
+
+Deno.test("config warns about websocket TLS keys Deno's client cannot apply", () => {
+  const text = `listen_addr: "127.0.0.1:0"
+routes:
+  "/ws":
+    type: websocket
+    target: "wss://example.com"
+    tls: { insecure_skip_verify: true, server_name: other.example }
+    max_message_size: 100000000
+`;
+  const { config, issues } = loadConfigText(text, { file: "t.yaml", env: { exists: () => true } });
+  assert.ok(config);
+  const warnings = issues.filter((i) => i.severity === "warning").map((i) => i.message);
+  assert.equal(warnings.length, 3, warnings.join("\n"));
+  assert.match(warnings[0], /tls\.insecure_skip_verify has no effect on websocket routes/);
+  assert.match(warnings[1], /tls\.server_name has no effect/);
+  assert.match(warnings[2], /over 64 MiB/);
 });
