@@ -208,3 +208,32 @@ routes:
   assert.equal(err?.status, 501);
   assert.equal(up.requests.length, 0);
 });
+
+Deno.test("a finished WebSocket is logged once with who closed it and message counts", async () => {
+  await using up = await wsUpstream();
+  const logger = recordingLogger();
+  await using prox = await startWsProxy(
+    `
+routes:
+  "/":
+    type: websocket
+    target: "${up.url}"
+`,
+    { logger },
+  );
+  const ws = await connect(`${prox.ws}/`);
+  const got = messages(ws, 2);
+  ws.send("a");
+  ws.send("b");
+  await got;
+  ws.close(4000, "bye");
+  await closed(ws);
+  const rec = await waitFor(() => logger.records.find((r) => r.msg === "WebSocket closed"));
+  assert.equal(rec.code, 4000);
+  assert.equal(rec.reason, "bye");
+  assert.equal(rec.closedBy, "client");
+  assert.equal(rec.messagesFromClient, 2);
+  assert.equal(rec.messagesFromUpstream, 2);
+  assert.equal(rec.route, "/");
+  assert.ok(typeof rec.requestId === "string" && rec.requestId.length > 0);
+});
