@@ -4,6 +4,8 @@ import assert from "node:assert/strict";
 import { interopTest, ROOT, run, startUpstream, waitFor } from "../_harness.ts";
 import { startProxy } from "./_proxy.ts";
 import { connectH3 } from "../../src/adapters/h3/client.ts";
+import { startServer } from "../../src/server.ts";
+import { silentLogger } from "../../src/ports.ts";
 
 const TLS = `${ROOT}/tests/fixtures/tls`;
 const ca = Deno.readTextFileSync(`${TLS}/ca.pem`);
@@ -308,3 +310,61 @@ interopTest(
     }
   },
 );
+
+interopTest("Prox reload with a new certificate swaps it on HTTP/3 too", ["openssl"], async () => {
+  await using up = await startUpstream(upstreamHandler);
+  const dir = await Deno.makeTempDir();
+  try {
+    const made = await run("openssl", [
+      ...["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"],
+      ...[
+        "-keyout",
+        `${dir}/key2.pem`,
+        "-out",
+        `${dir}/cert2.pem`,
+        "-days",
+        "2",
+        "-subj",
+        "/CN=localhost",
+      ],
+      ...[
+        "-addext",
+        "subjectAltName=DNS:localhost",
+        "-addext",
+        "basicConstraints=critical,CA:FALSE",
+      ],
+    ]);
+    assert.equal(made.code, 0, made.stderr);
+    await Deno.copyFile(`${TLS}/cert.pem`, `${dir}/cert.pem`);
+    await Deno.copyFile(`${TLS}/key.pem`, `${dir}/key.pem`);
+    const yaml = config(up.url).replaceAll(`${TLS}/cert.pem`, `${dir}/cert.pem`)
+      .replaceAll(`${TLS}/key.pem`, `${dir}/key.pem`);
+    await Deno.writeTextFile(`${dir}/prox.yaml`, yaml);
+    const server = await startServer({ path: `${dir}/prox.yaml` }, { logger: silentLogger });
+    try {
+      const cert2 = await Deno.readTextFile(`${dir}/cert2.pem`);
+      await using before = await connectH3({
+        hostname: "127.0.0.1",
+        port: server.port,
+        caCerts: [ca],
+      });
+      assert.equal((await before.request("/api")).status, 200);
+      await Deno.copyFile(`${dir}/cert2.pem`, `${dir}/cert.pem`);
+      await Deno.copyFile(`${dir}/key2.pem`, `${dir}/key.pem`);
+      assert.equal((await server.reload()).ok, true);
+      await using after = await connectH3({
+        hostname: "127.0.0.1",
+        port: server.port,
+        caCerts: [cert2],
+      });
+      assert.equal((await after.request("/api")).status, 200);
+      assert.equal(server.h3?.port, server.port);
+      // the connection made before the swap keeps working
+      assert.equal((await before.request("/api")).status, 200);
+    } finally {
+      await server.shutdown();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
