@@ -212,8 +212,9 @@ function choose(
 
 /** Why this failure may be retried, or null. */
 function retryReason(e: ProxyError, req: Request, policy: RetryPolicy): string | null {
-  if (e.kind === "connect" && e.sentNothing) return "connect";
   if (e.kind !== "connect" && e.kind !== "upstream_reset" && e.kind !== "timeout") return null;
+  // Nothing reached the upstream (refused, connect timeout): safe for every method.
+  if (e.sentNothing && e.retryable) return e.kind === "connect" ? "connect" : "unsent";
   if (!replayable(req, policy)) return null;
   return e.kind === "timeout" ? "timeout" : "reset";
 }

@@ -93,6 +93,31 @@ Deno.test("forward: after a reset only idempotent methods are retried", async ()
   assert.deepEqual(s.retries, ["reset"]);
 });
 
+Deno.test("forward: a connect timeout with nothing sent is retried for POST too", async () => {
+  const s = setup(
+    lb(),
+    (req, n) =>
+      n === 1
+        ? new ProxyError("timeout", `Cannot connect to "${req.url.origin}" within 1 ms`, {
+          sentNothing: true,
+        })
+        : ok(req),
+  );
+  assert.equal((await s.call({ method: "POST", body: "x" })).status, 200);
+  assert.deepEqual(s.retries, ["unsent"]);
+  // retryable: false (e.g. the local connection pool is full) is respected.
+  const full = setup(
+    lb(),
+    (req) =>
+      new ProxyError("connect", `Upstream "${req.url.origin}" pool full`, {
+        sentNothing: true,
+        retryable: false,
+      }),
+  );
+  assert.equal((await full.call({ method: "POST", body: "x" })).status, 502);
+  assert.equal(full.calls.length, 1);
+});
+
 Deno.test("forward: POST with Idempotency-Key is retried after a reset when opted in", async () => {
   const s = setup(
     lb("retries: { idempotency_key: true }"),
