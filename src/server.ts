@@ -266,7 +266,7 @@ export async function startServer(
     const tls = a ? acme?.current() ?? null : await readTlsFiles(c);
     // With ACME and no certificate yet, only the plain-HTTP listeners run (for HTTP-01).
     const plans: ListenerPlan[] = tls
-      ? [{ id: "main", addr: main, handler: serveHandler, ...tls }]
+      ? [{ id: "main", addr: main, handler: serveHandler, metrics, ...tls }]
       : [];
     if (c.http_redirect) {
       const addr = parseListenAddr(c.http_redirect.listen_addr);
@@ -353,6 +353,7 @@ export async function startServer(
               })),
               { name: "admin", addr: `${admin!.hostname}:${admin!.port}`, tls: false },
             ],
+            upstreamViews: upstreams.list(),
             limiterKeys: Object.fromEntries(
               current.router.entries.filter((e) => e.value.rateLimit).map((e) => [
                 e.value.id,

@@ -48,9 +48,11 @@ function render(s) {
     for (const e of lr.errors) rel.append($("div", e, "bad")); } else rel.append($("span", "No reload since start", "meta"));
   table("routes", ["Route", "Type", "Hosts", "Targets", "Rate limit"], s.routes.map((r) =>
     [$("code", r.id), r.type, r.hosts.join(", "), r.targets.join(", "), r.rateLimit ?? ""]));
-  table("upstreams", ["Upstream", "Health", "Since", "Reason", "Routes"], s.upstreams.map((u) =>
+  table("upstreams", ["Upstream", "Health", "Since", "Reason", "In flight", "Latency", "Routes"], s.upstreams.map((u) =>
     [$("code", u.url), $("span", u.healthy === null ? "unknown" : u.healthy ? "up" : "down",
-      u.healthy === null ? "unk" : u.healthy ? "up" : "down"), ago(u.since), u.reason ?? "", u.routes.join(", ")]));
+      u.healthy === null ? "unk" : u.healthy ? "up" : "down"), ago(u.since),
+      (u.reason ?? "") + (u.ejectedForMs > 0 ? " (ejected " + Math.ceil(u.ejectedForMs / 1000) + "s more)" : ""),
+      u.inFlight ?? "", u.latencyMs === null ? "" : u.latencyMs + " ms", u.routes.join(", ")]));
   table("limiters", ["Route", "Keys"], Object.entries(s.limiterKeys).map(([k, v]) => [k, v]));
   table("certs", ["Certificate", "Expires", "Days left"], s.certificates.map((c) =>
     [c.name, new Date(c.notAfter).toISOString(), $("span", c.daysLeft, c.daysLeft < 14 ? "down" : "up")]));

@@ -17,6 +17,20 @@ export interface UpstreamStatus {
   since: number | null;
   /** Why the last state change happened, e.g. "3 failed probes: connection refused". */
   reason: string | null;
+  /** Requests in flight to this target right now (from the balancer's registry). */
+  inFlight: number | null;
+  /** Smoothed response-head latency in ms (EWMA), 0 before the first response. */
+  latencyMs: number | null;
+  /** Milliseconds left in a passive ejection, 0 when not ejected. */
+  ejectedForMs: number;
+}
+
+/** What the balancer's registry knows about a target (a subset of its `list()` rows). */
+export interface UpstreamView {
+  id: string;
+  inFlight: number;
+  latencyMs: number;
+  ejectedForMs: number;
 }
 
 /** One route as configured. */
@@ -117,8 +131,10 @@ export function buildStatus(
     lastReload: { ok: boolean; at: number; version: number; issues: readonly unknown[] } | null;
     listeners: { name: string; addr: string; tls: boolean }[];
     limiterKeys?: Record<string, number>;
+    upstreamViews?: readonly UpstreamView[];
   },
 ): StatusJson {
+  const views = new Map((opts.upstreamViews ?? []).map((v) => [v.id, v]));
   const routes: RouteStatus[] = [];
   const byTarget = new Map<string, string[]>();
   for (const [id, cfg] of Object.entries(snapshot.config.routes)) {
@@ -140,12 +156,16 @@ export function buildStatus(
   }
   const upstreams = [...byTarget].map(([url, rs]): UpstreamStatus => {
     const h = opts.recorder.health(url);
+    const v = views.get(url);
     return {
       url,
       routes: rs,
       healthy: h?.healthy ?? null,
       since: h?.since ?? null,
       reason: h?.reason ?? null,
+      inFlight: v?.inFlight ?? null,
+      latencyMs: v ? Math.round(v.latencyMs * 10) / 10 : null,
+      ejectedForMs: v?.ejectedForMs ?? 0,
     };
   });
   const certificates = [...opts.recorder.certificates()].map(([name, notAfter]) => ({

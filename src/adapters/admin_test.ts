@@ -19,7 +19,16 @@ const STATUS: StatusJson = {
     targets: ["http://b:1"],
     rateLimit: null,
   }],
-  upstreams: [{ url: "http://b:1", routes: ["/api"], healthy: true, since: 1, reason: null }],
+  upstreams: [{
+    url: "http://b:1",
+    routes: ["/api"],
+    healthy: true,
+    since: 1,
+    reason: null,
+    inFlight: 0,
+    latencyMs: 1.5,
+    ejectedForMs: 0,
+  }],
   limiterKeys: {},
   certificates: [],
 };

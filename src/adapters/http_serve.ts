@@ -2,7 +2,7 @@
 // without), turned into the one Handler.
 
 import type { ListenAddr } from "../config/listen.ts";
-import type { ClientInfo, Handler, Logger } from "../ports.ts";
+import type { ClientInfo, Handler, Logger, Metrics } from "../ports.ts";
 
 /** A running listener. */
 export interface Listener {
@@ -24,6 +24,8 @@ export function listen(
     cert?: string;
     key?: string;
     reusePort?: boolean;
+    /** Counts requests in progress as `prox_active_connections` (no connection events here). */
+    metrics?: Metrics;
   },
 ): Listener {
   const tls = Boolean(opts.cert && opts.key);
@@ -48,6 +50,12 @@ export function listen(
       protocol: "http/1.1",
       tls,
     };
+    const m = opts.metrics;
+    if (m) {
+      m.connectionOpened(ci.protocol);
+      const done = () => m.connectionClosed(ci.protocol);
+      info.completed.then(done, done);
+    }
     return opts.handler(req, ci);
   });
   localPort = server.addr.port;

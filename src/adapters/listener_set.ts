@@ -4,7 +4,7 @@
 
 import type { ListenAddr } from "../config/listen.ts";
 import type { Config } from "../config/schema.ts";
-import type { Handler, Logger } from "../ports.ts";
+import type { Handler, Logger, Metrics } from "../ports.ts";
 import { listen } from "./http_serve.ts";
 import type { Listener } from "./http_serve.ts";
 
@@ -15,6 +15,8 @@ export interface ListenerPlan {
   cert?: string;
   key?: string;
   handler: Handler;
+  /** Counts requests in progress on this listener (prox_active_connections). */
+  metrics?: Metrics;
 }
 
 /** Listeners bound for a pending change; `commit` makes them current, `abort` closes them. */
@@ -112,6 +114,7 @@ export function createListenerSet(opts: { logger: Logger; drainMs: () => number 
               cert: plan.cert,
               key: plan.key,
               reusePort: REUSE_PORT,
+              metrics: plan.metrics,
             });
           } catch (err) {
             const hint = sameAddr && !REUSE_PORT

@@ -103,7 +103,8 @@ export function createPromMetrics(
   });
   const activeConnections = new Gauge({
     name: "prox_active_connections",
-    help: "Open client connections (WebSocket: open proxied sessions), by protocol",
+    help: "Client requests in progress on HTTP/1.1 and HTTP/2 listeners (Deno.serve has no " +
+      "connection events), open QUIC connections for h3, open sessions for websocket",
     labelNames: ["protocol"] as const,
     registers,
   });

@@ -200,3 +200,56 @@ Deno.test("access log: one record per request with request id, route, upstream a
     assert.ok(missBody.includes(String(b.requestId)), missBody);
   }, logger);
 });
+
+Deno.test("admin /status and metrics show a target marked down by health checks, with the reason", async () => {
+  await using up = await startUpstream(() => new Response("ok"));
+  const dead = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const deadUrl = `http://127.0.0.1:${(dead.addr as Deno.NetAddr).port}`;
+  dead.close();
+  const yaml = `listen_addr: "127.0.0.1:0"
+admin: { listen_addr: "127.0.0.1:0" }
+health_check: { enabled: true, interval_secs: 1, timeout_secs: 1, path: "/", unhealthy_threshold: 1 }
+routes:
+  "/lb":
+    type: load_balance
+    targets: ["${up.url}", "${deadUrl}"]
+`;
+  await withProx(yaml, async (p) => {
+    const admin = `http://127.0.0.1:${p.admin!.port}`;
+    const down = await waitFor(async () => {
+      const s = await (await fetch(`${admin}/status`)).json();
+      return s.upstreams.find((u: { url: string; healthy: boolean }) =>
+        u.url === deadUrl && u.healthy === false
+      );
+    }, { what: "the dead target to be reported down" });
+    assert.match(down.reason, /^health checks failed: /);
+    assert.equal(typeof down.since, "number");
+    const m = await (await fetch(`${admin}/metrics`)).text();
+    assert.match(m, new RegExp(`^prox_backend_health_status\\{backend="${deadUrl}"\\} 0$`, "m"));
+    assert.match(m, new RegExp(`^prox_backend_health_status\\{backend="${up.url}"\\} 1$`, "m"));
+  });
+});
+
+Deno.test("prox_active_connections counts a request in progress and drops back to 0", async () => {
+  const release = Promise.withResolvers<void>();
+  const arrived = Promise.withResolvers<void>();
+  await using up = await startUpstream(async () => {
+    arrived.resolve();
+    await release.promise;
+    return new Response("slow");
+  });
+  await withProx(configYaml(up.url), async (p) => {
+    const admin = `http://127.0.0.1:${p.admin!.port}`;
+    const active = async () => {
+      const m = await (await get(`${admin}/metrics`)).text();
+      return /^prox_active_connections\{protocol="http\/1\.1"\} (\d+)$/m.exec(m)?.[1];
+    };
+    assert.equal(await active(), "0");
+    const inflight = fetch(`http://127.0.0.1:${p.port}/api/slow`);
+    await arrived.promise;
+    assert.equal(await active(), "1");
+    release.resolve();
+    assert.equal(await (await inflight).text(), "slow");
+    await waitFor(async () => (await active()) === "0", { what: "active back to 0" });
+  });
+});
