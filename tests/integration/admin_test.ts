@@ -222,7 +222,7 @@ routes:
         u.url === deadUrl && u.healthy === false
       );
     }, { what: "the dead target to be reported down" });
-    assert.match(down.reason, /^health checks failed: /);
+    assert.match(down.reason, /failed probe\(s\): Cannot connect to upstream/);
     assert.equal(typeof down.since, "number");
     const m = await (await fetch(`${admin}/metrics`)).text();
     assert.match(m, new RegExp(`^prox_backend_health_status\\{backend="${deadUrl}"\\} 0$`, "m"));
