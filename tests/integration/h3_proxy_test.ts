@@ -368,3 +368,27 @@ interopTest("Prox reload with a new certificate swaps it on HTTP/3 too", ["opens
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("Prox keeps serving TCP without Alt-Svc when the UDP port is taken", async () => {
+  await using up = await startUpstream(upstreamHandler);
+  const udp = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
+  try {
+    const port = (udp.addr as Deno.NetAddr).port;
+    const yaml = config(up.url).replace(
+      `listen_addr: "127.0.0.1:0"`,
+      `listen_addr: "127.0.0.1:${port}"`,
+    );
+    await using prox = await startProxy(yaml, { keepListen: true, tls: true });
+    assert.equal(prox.server.h3, null);
+    const client = Deno.createHttpClient({ caCerts: [ca] });
+    try {
+      const res = await fetch(`https://localhost:${port}/api`, { client });
+      assert.equal(await res.text(), "api  via https");
+      assert.equal(res.headers.get("alt-svc"), null);
+    } finally {
+      client.close();
+    }
+  } finally {
+    udp.close();
+  }
+});
