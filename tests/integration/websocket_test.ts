@@ -212,3 +212,29 @@ routes:
   assert.equal((await closed(ws)).code, 1009);
   assert.deepEqual(prox.tooBig, ["/"]);
 });
+
+Deno.test("a malformed WebSocket handshake gets 400, an unknown version 426", async () => {
+  await using up = await wsUpstream();
+  await using prox = await startWsProxy(`
+routes:
+  "/":
+    type: websocket
+    target: "${up.url}"
+`);
+  const headers = {
+    connection: "Upgrade",
+    upgrade: "websocket",
+    "sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ==",
+    "sec-websocket-version": "8",
+  };
+  const old = await fetch(`${prox.http}/`, { headers });
+  assert.equal(old.status, 426);
+  assert.equal(old.headers.get("sec-websocket-version"), "13");
+  await old.body?.cancel();
+  const noKey = await fetch(`${prox.http}/`, {
+    headers: { ...headers, "sec-websocket-version": "13", "sec-websocket-key": "" },
+  });
+  assert.equal(noKey.status, 400);
+  await noKey.body?.cancel();
+  assert.equal(up.requests.length, 0);
+});

@@ -44,6 +44,19 @@ export function isWebSocketUpgrade(req: Request): boolean {
   return upgrade !== null && /(^|,)\s*websocket\s*(,|$)/i.test(upgrade);
 }
 
+/** Why a WebSocket opening handshake is malformed (RFC 6455 §4.2.1), or null. */
+export function checkHandshake(h: Headers): string | null {
+  if (!/(^|,)\s*upgrade\s*(,|$)/i.test(h.get("connection") ?? "")) {
+    return "Connection header must contain Upgrade";
+  }
+  const key = h.get("sec-websocket-key");
+  if (!key || !/^[A-Za-z0-9+/]{22}==$/.test(key.trim())) {
+    return "Missing or invalid Sec-WebSocket-Key";
+  }
+  if (h.get("sec-websocket-version")?.trim() !== "13") return "Unsupported Sec-WebSocket-Version";
+  return null;
+}
+
 /** The `Sec-WebSocket-Protocol` values a client offered, in order. */
 export function offeredProtocols(req: Request): string[] {
   const v = req.headers.get("sec-websocket-protocol");
@@ -120,9 +133,13 @@ export async function websocketAction(
       message: "WebSocket proxying is disabled",
     });
   }
-  if (!ctx.req.headers.get("sec-websocket-key")) {
+  const handshakeError = checkHandshake(ctx.req.headers);
+  if (handshakeError) {
+    const version = handshakeError.startsWith("Unsupported");
     return errorResponse("bad_request", ctx.requestId, {
-      message: "Missing Sec-WebSocket-Key",
+      message: handshakeError,
+      // RFC 6455 §4.4: 426 with the versions this server speaks.
+      ...(version ? { status: 426, headers: { "sec-websocket-version": "13" } } : {}),
     });
   }
   const original = ctx.req;

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import {
+  checkHandshake,
   isWebSocketUpgrade,
   offeredProtocols,
   toWebSocketUrl,
@@ -68,4 +69,19 @@ routes:
   assert.match(warnings[0], /tls\.insecure_skip_verify has no effect on websocket routes/);
   assert.match(warnings[1], /tls\.server_name has no effect/);
   assert.match(warnings[2], /over 64 MiB/);
+});
+
+Deno.test("checkHandshake requires Connection: upgrade, a 16-byte key and version 13", () => {
+  const ok = {
+    connection: "keep-alive, Upgrade",
+    "sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ==",
+    "sec-websocket-version": "13",
+  };
+  assert.equal(checkHandshake(new Headers(ok)), null);
+  assert.match(checkHandshake(new Headers({ ...ok, connection: "close" }))!, /Connection/);
+  assert.match(checkHandshake(new Headers({ ...ok, "sec-websocket-key": "short" }))!, /Key/);
+  assert.match(
+    checkHandshake(new Headers({ ...ok, "sec-websocket-version": "8" }))!,
+    /Unsupported Sec-WebSocket-Version/,
+  );
 });
