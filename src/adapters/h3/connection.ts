@@ -50,6 +50,8 @@ export class H3Connection {
   #nextStreamId = 0;
   #goawayId: number | null = null;
   #closed = false;
+  /** Shared by the connection's requests (one remoteAddr lookup per connection). */
+  #ctx: RequestContext | null = null;
   /** Settled when the connection is closed, for any reason. */
   readonly closed: Promise<void>;
 
@@ -119,7 +121,8 @@ export class H3Connection {
           continue;
         }
         this.#nextStreamId = Math.max(this.#nextStreamId, id + 4);
-        const p: Promise<void> = serveRequest(stream, this.#requestContext()).finally(() => {
+        this.#ctx ??= this.#requestContext();
+        const p: Promise<void> = serveRequest(stream, this.#ctx).finally(() => {
           this.#requests.delete(p);
         });
         this.#requests.add(p);
