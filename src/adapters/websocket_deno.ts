@@ -183,9 +183,13 @@ function relay(
     }, Math.max(1, last + lim.idleTimeout - env.now()));
   };
 
+  // Deno has no drain event: poll, backing off from 2 ms to 100 ms so that many paused
+  // connections cost little CPU.
   const drained = async () => {
+    let wait = 2;
     while (!done && client.readyState === OPEN && client.bufferedAmount > env.lowWater) {
-      await new Promise((r) => setTimeout(r, 5));
+      await new Promise((r) => setTimeout(r, wait));
+      wait = Math.min(wait * 2, 100);
     }
   };
 
