@@ -13,6 +13,24 @@ const { values } = parseArgs({
     json: { type: "boolean", default: false },
   },
 });
+for (const tool of ["gtlsclient", "caddy"]) {
+  const found = await new Deno.Command(tool, {
+    args: ["--version"],
+    stdout: "null",
+    stderr: "null",
+  })
+    .output().then(() => true, () => false);
+  if (!found) {
+    Deno.stderr.writeSync(
+      new TextEncoder().encode(
+        `Cannot run h3_download: ${tool} is not installed (apt-get install -y ${
+          tool === "caddy" ? "caddy" : "ngtcp2-client"
+        })\n`,
+      ),
+    );
+    Deno.exit(2);
+  }
+}
 const MB = Number(values.mb);
 const RUNS = Number(values.runs);
 const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
