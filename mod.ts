@@ -7,6 +7,8 @@ import type { ConfigIssue } from "./src/config/parse.ts";
 import type { Config } from "./src/config/schema.ts";
 import { ConfigError, loadSource, startServer } from "./src/server.ts";
 import { readPid, removePidIfOurs, runsWithPidFile, writePid } from "./src/adapters/pid_file.ts";
+import { trapSignals } from "./src/adapters/signals.ts";
+import { createJsonLogger } from "./src/adapters/log_json.ts";
 import type { ConfigSource, ProxServer } from "./src/server.ts";
 
 export { startServer } from "./src/server.ts";
@@ -280,10 +282,13 @@ async function serveCommand(configArg: string | undefined, opts: ServeOptions): 
     }
     source = { path };
   }
+  // Trapped before startup: an early SIGTERM/SIGHUP/SIGUSR2 must not kill a half-started Prox.
+  const signals = trapSignals({ logger: createJsonLogger() });
   let server: ProxServer;
   try {
     server = await startServer(source, { version: VERSION, watch: opts.watch });
   } catch (err) {
+    signals.release();
     if (err instanceof ConfigError) {
       printIssues(err.issues);
       console.error(
@@ -297,7 +302,7 @@ async function serveCommand(configArg: string | undefined, opts: ServeOptions): 
     return 1;
   }
   const pidFile = opts.pidFile;
-  if (!pidFile) return await runUntilSignal(server);
+  if (!pidFile) return await signals.serve(server);
   const previous = readPid(pidFile);
   if (previous !== null && previous !== Deno.pid && !opts.takeover) {
     server.logger.warn("The pid file names a running process; both now serve this port", {
@@ -311,10 +316,11 @@ async function serveCommand(configArg: string | undefined, opts: ServeOptions): 
   } catch (err) {
     server.logger.error(`Cannot write pid file "${pidFile}": ${(err as Error).message}`);
     await server.shutdown({ reason: "startup failure" });
+    signals.release();
     return 1;
   }
   if (opts.takeover) takeOver(server, previous, pidFile);
-  const code = await runUntilSignal(server);
+  const code = await signals.serve(server);
   removePidIfOurs(pidFile);
   return code;
 }
@@ -341,37 +347,6 @@ function takeOver(server: ProxServer, previous: number | null, pidFile: string):
       error: err instanceof Error ? err.message : String(err),
     });
   }
-}
-
-/**
- * Serves until a signal: SIGHUP reloads; SIGTERM/SIGINT drain and exit 0; SIGUSR2 (sent by a
- * `--takeover` successor) drains the same way. A second stop signal exits at once with 1.
- */
-async function runUntilSignal(server: ProxServer): Promise<number> {
-  const { promise, resolve } = Promise.withResolvers<number>();
-  let stopping = false;
-  const stopOn = (signal: Deno.Signal) => () => {
-    if (stopping) {
-      server.logger.warn("Second signal: exiting now", { signal });
-      Deno.exit(1);
-    }
-    stopping = true;
-    const reason = signal === "SIGUSR2" ? "takeover" : signal;
-    server.shutdown({ reason }).then(() => resolve(0), (err) => {
-      server.logger.error("Shutdown failed", { error: String(err) });
-      resolve(1);
-    });
-  };
-  const handlers: [Deno.Signal, () => void][] = [
-    ["SIGTERM", stopOn("SIGTERM")],
-    ["SIGINT", stopOn("SIGINT")],
-    ["SIGUSR2", stopOn("SIGUSR2")],
-    ["SIGHUP", () => void server.reload({ trigger: "SIGHUP" })],
-  ];
-  for (const [sig, fn] of handlers) Deno.addSignalListener(sig, fn);
-  const code = await promise;
-  for (const [sig, fn] of handlers) Deno.removeSignalListener(sig, fn);
-  return code;
 }
 
 if (import.meta.main) {

@@ -200,3 +200,33 @@ Deno.test("shutdown_timeout bounds the drain: a hung request is cut and the proc
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("signals during startup are not lost: SIGHUP and SIGTERM before listening → clean exit 0", async () => {
+  const port = freePort();
+  const dir = await tempDir();
+  // Startup reads the route's CA file; a FIFO holds it there until the test writes the file.
+  const fifo = `${dir}/ca.pem`;
+  const mk = await run("mkfifo", [fifo]);
+  assert.equal(mk.code, 0, mk.stderr);
+  await Deno.writeTextFile(
+    `${dir}/config.yaml`,
+    VALID(port) +
+      `  "/up":\n    type: proxy\n    target: "https://127.0.0.1:1"\n    tls:\n      ca_cert: ${fifo}\n`,
+  );
+  try {
+    await using p = spawnProx(["serve"], { cwd: dir });
+    // Opening the FIFO for writing returns once Prox opened it for reading: it is mid-startup.
+    const writer = await Deno.open(fifo, { write: true });
+    p.signal("SIGHUP");
+    p.signal("SIGTERM");
+    await p.waitForOutput("Stop signal during startup");
+    await writer.write(await Deno.readFile(`${ROOT}/tests/fixtures/tls/ca.pem`));
+    writer.close();
+    const status = await p.status;
+    assert.equal(status.signal, null, p.output());
+    assert.equal(status.code, 0, p.output());
+    assert.match(p.output(), /"reason":"SIGTERM"/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
