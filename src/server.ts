@@ -19,7 +19,7 @@ import { createFetchClient } from "./adapters/fetch_client.ts";
 import { createAccessLog, createJsonLogger } from "./adapters/log_json.ts";
 import { createPromMetrics } from "./adapters/metrics_prom.ts";
 import { startAdmin } from "./adapters/admin.ts";
-import type { AdminListener } from "./adapters/admin.ts";
+import type { AdminCallbacks, AdminListener } from "./adapters/admin.ts";
 import { buildStatus, certificateNotAfter, createStatusRecorder } from "./adapters/admin_status.ts";
 import { createDenoFileStore } from "./adapters/files_deno.ts";
 import { createRateLimitStores, limiterIds } from "./adapters/rate_limit_stores.ts";
@@ -323,47 +323,62 @@ export async function startServer(
     tls: set.listeners[0].tls,
     routes: Object.keys(config.routes).length,
   });
+  // The admin listener follows reloads: a new address binds first, then the old one drains.
   let admin: AdminListener | null = null;
-  if (config.admin) {
-    const addr = parseListenAddr(config.admin.listen_addr);
-    if (typeof addr === "string") throw new Error(addr);
-    admin = startAdmin(addr, {
-      logger,
-      token: () => config.admin?.token,
-      callbacks: {
-        ready: () => !draining && set.get("main") !== undefined,
-        reload: () => server.reload({ trigger: "admin" }),
-        effectiveConfig: () => config,
-        metricsText,
-        metricsContentType: prom?.contentType,
-        status: () =>
-          buildStatus(current, {
-            recorder,
-            now: Date.now(),
-            startedAt,
-            version: opts.version ?? "dev",
-            ready: !draining,
-            draining,
-            lastReload: last,
-            listeners: [
-              ...set.named().map(([name, l]) => ({
-                name,
-                addr: `${l.hostname}:${l.port}`,
-                tls: l.tls,
-              })),
-              { name: "admin", addr: `${admin!.hostname}:${admin!.port}`, tls: false },
-            ],
-            upstreamViews: upstreams.list(),
-            limiterKeys: Object.fromEntries(
-              current.router.entries.filter((e) => e.value.rateLimit).map((e) => [
-                e.value.id,
-                rateLimits.memory.keyCount(e.value.rateLimit!.id),
-              ]),
-            ),
-          }),
-      },
-    });
-  }
+  let adminAddr: string | null = null;
+  const adminClosing = new Set<Promise<void>>();
+  const syncAdmin = (c: Config): void => {
+    const want = c.admin?.listen_addr ?? null;
+    if (want === adminAddr) return;
+    const old = admin;
+    if (want) {
+      const addr = parseListenAddr(want);
+      if (typeof addr === "string") throw new Error(addr);
+      admin = startAdmin(addr, { logger, token: () => config.admin?.token, callbacks: adminApi });
+    } else admin = null;
+    adminAddr = want;
+    // Not awaited here: the reload may have come in through the old listener.
+    if (old) {
+      const closing = old.shutdown();
+      adminClosing.add(closing);
+      void closing.finally(() => adminClosing.delete(closing));
+    }
+  };
+  const adminApi: AdminCallbacks = {
+    ready: () => !draining && set.get("main") !== undefined,
+    reload: () => server.reload({ trigger: "admin" }),
+    effectiveConfig: () => config,
+    metricsText,
+    metricsContentType: prom?.contentType,
+    status: () =>
+      buildStatus(current, {
+        recorder,
+        now: Date.now(),
+        startedAt,
+        version: opts.version ?? "dev",
+        ready: !draining && set.get("main") !== undefined,
+        draining,
+        lastReload: last,
+        listeners: [
+          ...set.named().map(([name, l]) => ({
+            name,
+            addr: `${l.hostname}:${l.port}`,
+            tls: l.tls,
+          })),
+          ...(admin
+            ? [{ name: "admin", addr: `${admin.hostname}:${admin.port}`, tls: false }]
+            : []),
+        ],
+        upstreamViews: upstreams.list(),
+        limiterKeys: Object.fromEntries(
+          current.router.entries.filter((e) => e.value.rateLimit).map((e) => [
+            e.value.id,
+            rateLimits.memory.keyCount(e.value.rateLimit!.id),
+          ]),
+        ),
+      }),
+  };
+  syncAdmin(config);
 
   let watch: FileWatch | undefined;
   const watchedFiles = (c: Config) =>
@@ -451,6 +466,11 @@ export async function startServer(
         acme = null;
       }
       accessLog = accessLogFor(config);
+      try {
+        syncAdmin(config);
+      } catch (err) {
+        logger.error("Admin listener did not follow the reload", { error: String(err) });
+      }
       // Side systems that may fail (UDP bind, Redis) log their own errors; the reload stands.
       await syncH3(config, mainPlan(plans)).catch((err) =>
         logger.error("HTTP/3 did not follow the reload", { error: String(err) })
@@ -506,7 +526,7 @@ export async function startServer(
     await Promise.all([set.shutdown(grace), h3.shutdown(grace), hooks]);
     await upstream.close();
     if (!opts.rateLimits) await rateLimits.close();
-    await admin?.shutdown();
+    await Promise.all([admin?.shutdown(), ...adminClosing]);
     logger.info("Stopped", { reason });
   }
 
@@ -518,7 +538,9 @@ export async function startServer(
       return set.listeners;
     },
     handler,
-    admin,
+    get admin() {
+      return admin;
+    },
     upstreams,
     get h3() {
       return h3.listener;

@@ -253,3 +253,37 @@ Deno.test("prox_active_connections counts a request in progress and drops back t
     await waitFor(async () => (await active()) === "0", { what: "active back to 0" });
   });
 });
+
+Deno.test("a reload moves the admin listener to its new address", async () => {
+  await using up = await startUpstream(() => new Response("ok"));
+  const free = () => {
+    const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const port = (l.addr as Deno.NetAddr).port;
+    l.close();
+    return port;
+  };
+  const [a, b] = [free(), free()];
+  const yaml = (port: number) =>
+    configYaml(up.url).replace(
+      'listen_addr: "127.0.0.1:0"\n  token',
+      `listen_addr: "127.0.0.1:${port}"\n  token`,
+    );
+  await withProx(yaml(a), async (p, file) => {
+    assert.equal(p.admin!.port, a);
+    await Deno.writeTextFile(file, yaml(b));
+    const r = await fetch(`http://127.0.0.1:${a}/config/reload`, { method: "POST", headers: auth });
+    assert.equal(r.status, 200);
+    await r.body?.cancel();
+    assert.equal(p.admin!.port, b);
+    assert.equal(await (await get(`http://127.0.0.1:${b}/healthz`)).text(), "ok\n");
+    await waitFor(async () => {
+      try {
+        const res = await fetch(`http://127.0.0.1:${a}/healthz`);
+        await res.body?.cancel();
+        return false;
+      } catch {
+        return true;
+      }
+    }, { what: "the old admin address to close" });
+  });
+});
