@@ -7,8 +7,13 @@ import { connectH3 } from "../../src/adapters/h3/client.ts";
 import { freePort, loadLoop, spawnProx } from "./_cli_process.ts";
 
 /** A config with a /ping route, one route per `extra` path, and a marker response header. */
-function configText(port: number, upstream: string, o: { extra?: string[]; who?: string } = {}) {
+function configText(
+  port: number,
+  upstream: string,
+  o: { extra?: string[]; who?: string; admin?: number } = {},
+) {
   const lines = [
+    ...(o.admin ? [`admin:`, `  listen_addr: "127.0.0.1:${o.admin}"`] : []),
     `listen_addr: "127.0.0.1:${port}"`,
     `shutdown_timeout: 10s`,
     `health_check:`,
@@ -47,7 +52,8 @@ Deno.test("reload under load: 20 rewrites, valid ones visible, invalid ones reje
   const dir = await Deno.makeTempDir({ prefix: "prox-reload-" });
   const file = `${dir}/config.yaml`;
   const port = freePort();
-  await Deno.writeTextFile(file, configText(port, up.url));
+  const admin = freePort();
+  await Deno.writeTextFile(file, configText(port, up.url, { admin }));
   await using prox = spawnProx(["serve", "-c", file]);
   await prox.waitForOutput("Prox listening");
   const base = `http://127.0.0.1:${port}`;
@@ -64,12 +70,12 @@ Deno.test("reload under load: 20 rewrites, valid ones visible, invalid ones reje
       };
       if (i % 2 === 1) {
         valid.push(`/v${i}`);
-        await write(configText(port, up.url, { extra: valid }));
+        await write(configText(port, up.url, { extra: valid, admin }));
         await waitFor(async () => (await status(`${base}/v${i}`)) === 200, {
           what: `route /v${i} after reload ${i}`,
         });
       } else {
-        const text = configText(port, up.url, { extra: valid }) + `bogus_${i}: true\n`;
+        const text = configText(port, up.url, { extra: valid, admin }) + `bogus_${i}: true\n`;
         const line = text.split("\n").length - 1;
         await write(text);
         // The located issue: file:line:col, the unknown key, in the rejection log line.
@@ -89,6 +95,15 @@ Deno.test("reload under load: 20 rewrites, valid ones visible, invalid ones reje
   assert.deepEqual(load.failures, []);
   assert.ok(load.ok > 50, `only ${load.ok} requests went through`);
   assert.equal(await status(`${base}/v20`), 404);
+  // The outcomes are counted for Prometheus (the initial load counts as a success; an in-place
+  // write read half-way may add a rejected attempt, so these are lower bounds).
+  const metrics = await (await fetch(`http://127.0.0.1:${admin}/metrics`)).text();
+  const count = (result: string) =>
+    Number(
+      new RegExp(`prox_config_reload_total\\{result="${result}"\\} (\\d+)`).exec(metrics)?.[1],
+    );
+  assert.ok(count("success") >= 11, metrics);
+  assert.ok(count("failure") >= 10, metrics);
   prox.signal("SIGTERM");
   assert.equal((await prox.status).code, 0);
   await Deno.remove(dir, { recursive: true });
@@ -104,9 +119,15 @@ Deno.test("SIGTERM during 50 slow requests: all complete, new connections refuse
   });
   const dir = await Deno.makeTempDir({ prefix: "prox-drain-" });
   const port = freePort();
-  await Deno.writeTextFile(`${dir}/config.yaml`, configText(port, up.url));
+  const adminPort = freePort();
+  await Deno.writeTextFile(
+    `${dir}/config.yaml`,
+    `admin:\n  listen_addr: "127.0.0.1:${adminPort}"\n` + configText(port, up.url),
+  );
   await using prox = spawnProx(["serve", "-c", `${dir}/config.yaml`]);
   await prox.waitForOutput("Prox listening");
+  const readyz = `http://127.0.0.1:${adminPort}/readyz`;
+  await waitFor(async () => (await status(readyz)) === 200, { what: "/readyz 200" });
   const client = Deno.createHttpClient({});
   const requests = Array.from({ length: 50 }, async () => {
     try {
@@ -120,6 +141,8 @@ Deno.test("SIGTERM during 50 slow requests: all complete, new connections refuse
     await waitFor(() => arrived === 50, { what: "50 requests at the upstream" });
     prox.signal("SIGTERM");
     await prox.waitForOutput("Draining");
+    // Readiness is false from the first signal, while the admin listener still answers.
+    assert.equal(await status(readyz), 503);
     await waitFor(() => refused(port), { what: "new connections refused" });
     gate.resolve();
     const results = await Promise.all(requests);
