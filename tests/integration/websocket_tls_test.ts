@@ -1,5 +1,6 @@
 // WebSockets over TLS on both sides (wss client → Prox HTTPS listener → wss upstream trusted
-// through the route's `tls.ca_cert`), and a headless Chromium page talking through Prox.
+// through the route's `tls.ca_cert`), the unpausable custom-CA client's cap, unreachable pools,
+// and a headless Chromium page talking through Prox.
 
 import assert from "node:assert/strict";
 import { interopTest, ROOT, run, startUpstream, waitFor } from "../_harness.ts";
@@ -8,10 +9,13 @@ import {
   connect,
   connectAndWaitClose,
   messages,
+  recordingLogger,
   startWsProxy,
+  WsClient,
   wssUpstream,
   wsUpstream,
 } from "./_ws.ts";
+import { Buffer } from "node:buffer";
 
 const TLS = `${ROOT}/tests/fixtures/tls`;
 const cert = { cert: `${TLS}/cert.pem`, key: `${TLS}/key.pem` };
@@ -146,3 +150,49 @@ routes:
     assert.deepEqual(upstreamSaw, ["hello from chromium", "binary", "close 4000 page done"]);
   },
 );
+
+Deno.test("custom-CA upstream cannot be paused: a client that stops reading gets 1013", async () => {
+  let upstream: WsClient | undefined;
+  await using up = await wssUpstream(
+    { cert: Deno.readTextFileSync(cert.cert), key: Deno.readTextFileSync(cert.key) },
+    (ws) => upstream = ws,
+  );
+  const logger = recordingLogger();
+  await using prox = await startWsProxy(
+    `
+routes:
+  "/":
+    type: websocket
+    target: "${up.url}"
+    tls: { ca_cert: "${TLS}/ca.pem" }
+`,
+    { logger },
+  );
+  const ws = await connect(`${prox.ws}/`);
+  const c = closed(ws);
+  ws.pause();
+  await waitFor(() => upstream);
+  const chunk = Buffer.alloc(1 << 20, 3);
+  for (let i = 0; i < 64; i++) upstream!.send(chunk);
+  const rec = await waitFor(() => logger.records.find((r) => r.msg === "WebSocket closed by Prox"));
+  assert.equal(rec.code, 1013);
+  assert.equal(rec.reason, "Client is not reading fast enough");
+  ws.terminate();
+  await c;
+});
+
+Deno.test("load_balance with every target unreachable closes the client with 1014", async () => {
+  const dead = () => {
+    const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const port = (l.addr as Deno.NetAddr).port;
+    l.close();
+    return `http://127.0.0.1:${port}`;
+  };
+  await using prox = await startWsProxy(`
+routes:
+  "/":
+    type: load_balance
+    targets: ["${dead()}", "${dead()}"]
+`);
+  assert.deepEqual(await connectAndWaitClose(`${prox.ws}/`), { code: 1014, reason: "Bad gateway" });
+});
