@@ -2,7 +2,7 @@
 // and a zero-downtime takeover by a second process on the same port.
 
 import assert from "node:assert/strict";
-import { ROOT, startUpstream, waitFor } from "../_harness.ts";
+import { interopTest, ROOT, startUpstream, waitFor } from "../_harness.ts";
 import { connectH3 } from "../../src/adapters/h3/client.ts";
 import { freePort, loadLoop, spawnProx } from "./_cli_process.ts";
 
@@ -233,3 +233,42 @@ Deno.test("takeover with HTTP/3: the new process binds UDP once the old one has 
   assert.equal((await b.status).code, 0);
   await Deno.remove(dir, { recursive: true });
 });
+
+interopTest(
+  "SIGTERM sends HTTP/2 GOAWAY and the in-flight h2 stream still completes",
+  ["nghttp"],
+  async () => {
+    const gate = Promise.withResolvers<void>();
+    let arrived = 0;
+    await using up = await startUpstream(async () => {
+      arrived++;
+      await gate.promise;
+      return new Response("finished after GOAWAY\n");
+    });
+    const dir = await Deno.makeTempDir({ prefix: "prox-goaway-" });
+    const port = freePort();
+    await Deno.writeTextFile(`${dir}/config.yaml`, configText(port, up.url));
+    await using prox = spawnProx(["serve", "-c", `${dir}/config.yaml`]);
+    await prox.waitForOutput("Prox listening");
+    // nghttp speaks h2c with prior knowledge to an http:// URL and prints every frame with -v.
+    const client = new Deno.Command("nghttp", {
+      args: ["-v", `http://127.0.0.1:${port}/ping`],
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    try {
+      await waitFor(() => arrived === 1, { what: "h2 request at the upstream" });
+      prox.signal("SIGTERM");
+      await prox.waitForOutput("Draining");
+      gate.resolve();
+      const out = new TextDecoder().decode((await client.output()).stdout);
+      assert.match(out, /recv GOAWAY frame/);
+      assert.match(out, /recv \(stream_id=\d+\) :status: 200/);
+      assert.match(out, /finished after GOAWAY/);
+      assert.equal((await prox.status).code, 0);
+    } finally {
+      gate.resolve();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);
