@@ -3,6 +3,8 @@
 import assert from "node:assert/strict";
 import { exported, families, startObserved } from "./_observed.ts";
 import { alertQueries, dashboardQueries, metricNames } from "./_promql.ts";
+import { parse } from "yaml";
+import { loadConfigText } from "../../src/config/load.ts";
 
 Deno.test("metricNames finds selected metrics, not functions, labels or variables", () => {
   assert.deepEqual(
@@ -61,3 +63,43 @@ Deno.test("every dashboard panel has a query and a unique id", () => {
     }
   }
 });
+
+Deno.test("the docker-compose kit mounts files that exist and a Prox config that validates", async () => {
+  const dir = new URL("../../monitoring/", import.meta.url).pathname;
+  const compose = parse(await Deno.readTextFile(`${dir}docker-compose.yml`));
+  assert.deepEqual(Object.keys(compose.services).sort(), ["grafana", "prometheus", "prox"]);
+  for (
+    const [name, svc] of Object.entries(compose.services) as [string, { volumes?: string[] }][]
+  ) {
+    for (const v of svc.volumes ?? []) {
+      const src = v.split(":")[0];
+      if (!src.startsWith(".")) continue; // a named volume
+      assert.ok(existsSync(`${dir}${src}`), `${name} mounts missing ${src}`);
+    }
+  }
+  const ds = parse(
+    await Deno.readTextFile(`${dir}grafana/provisioning/datasources/prometheus.yml`),
+  );
+  assert.equal(ds.datasources[0].uid, "prometheus");
+  assert.equal(ds.datasources[0].url, "http://prometheus:9090");
+  // Prometheus scrapes the admin address of the compose Prox config, with its token.
+  const prom = parse(await Deno.readTextFile(`${dir}prometheus.yml`));
+  const prox = parse(await Deno.readTextFile(`${dir}prox.yaml`));
+  assert.equal(prom.scrape_configs[0].static_configs[0].targets[0], "prox:9090");
+  assert.equal(prox.admin.listen_addr, "0.0.0.0:9090");
+  assert.equal((await Deno.readTextFile(`${dir}prox_admin_token`)).trim(), prox.admin.token);
+  const loaded = loadConfigText(await Deno.readTextFile(`${dir}prox.yaml`), {
+    file: "prox.yaml",
+    env: { exists: (p: string) => existsSync(`${dir}../${p}`), env: () => undefined },
+  });
+  assert.ok(loaded.config, loaded.issues.map((i) => i.message).join("\n"));
+});
+
+function existsSync(path: string): boolean {
+  try {
+    Deno.statSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
