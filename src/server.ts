@@ -298,7 +298,14 @@ export async function startServer(
     recordCertificate(plans, config);
     await syncH3(config, mainPlan(plans));
     if (staged.bound) logger.info("TLS certificate applied", { listenersChanged: staged.bound });
+    if (staged.bound && !migrateHinted && tcpMigrateReq() === "0") {
+      migrateHinted = true;
+      logger.warn(
+        "Connections queued on a replaced listener are reset by Linux; set sysctl net.ipv4.tcp_migrate_req=1 to hand them to the new one",
+      );
+    }
   }
+  let migrateHinted = false;
   const health = startHealthChecks(current, { registry: upstreams, logger });
   // HTTP/3 beside the TLS listener; Alt-Svc is advertised only while it is actually up.
   const h3 = followH3({
@@ -562,6 +569,15 @@ export async function startServer(
     },
   };
   return server;
+}
+
+/** Linux's net.ipv4.tcp_migrate_req ("0"/"1"), or null where it does not exist. */
+function tcpMigrateReq(): string | null {
+  try {
+    return Deno.readTextFileSync("/proc/sys/net/ipv4/tcp_migrate_req").trim();
+  } catch {
+    return null;
+  }
 }
 
 /** The plain-HTTP listener's answer: 308 to https, except ACME HTTP-01 challenges. */
