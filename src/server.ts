@@ -372,6 +372,13 @@ export async function startServer(
             addr: `${l.hostname}:${l.port}`,
             tls: l.tls,
           })),
+          ...(h3.listener
+            ? [{
+              name: "http3 (udp)",
+              addr: `${set.get("main")?.hostname}:${h3.listener.port}`,
+              tls: true,
+            }]
+            : []),
           ...(admin
             ? [{ name: "admin", addr: `${admin.hostname}:${admin.port}`, tls: false }]
             : []),

@@ -392,3 +392,15 @@ Deno.test("Prox keeps serving TCP without Alt-Svc when the UDP port is taken", a
     udp.close();
   }
 });
+
+Deno.test("admin /status lists the HTTP/3 listener while it is up", async () => {
+  await using up = await startUpstream(upstreamHandler);
+  const yaml = `${config(up.url)}admin: { listen_addr: "127.0.0.1:0", token: "t0ken" }\n`;
+  await using prox = await startProxy(yaml, { keepListen: true, tls: true });
+  const res = await fetch(`http://127.0.0.1:${prox.server.admin!.port}/status`, {
+    headers: { authorization: "Bearer t0ken" },
+  });
+  const status = await res.json();
+  const names = status.listeners.map((l: { name: string; addr: string }) => `${l.name} ${l.addr}`);
+  assert.ok(names.includes(`http3 (udp) 127.0.0.1:${prox.port}`), names.join(", "));
+});
