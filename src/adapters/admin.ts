@@ -170,6 +170,12 @@ export function createAdminApp(
   return app;
 }
 
+/** True for 127.0.0.0/8 and ::1 (with or without IPv4 mapping). */
+export function isLoopback(hostname: string): boolean {
+  const h = hostname.replace(/^\[|\]$/g, "").toLowerCase();
+  return h === "::1" || h === "localhost" || /^(::ffff:)?127\./.test(h);
+}
+
 /** Starts the admin app on its own listener. */
 export function startAdmin(
   addr: ListenAddr,
@@ -185,9 +191,16 @@ export function startAdmin(
       return new Response("Internal error\n", { status: 500 });
     },
   }, (req) => app.fetch(req));
+  const hasToken = Boolean(typeof opts.token === "function" ? opts.token() : opts.token);
+  if (!hasToken && !isLoopback(server.addr.hostname)) {
+    opts.logger.warn("Admin listener is reachable from the network without a token", {
+      addr: `${server.addr.hostname}:${server.addr.port}`,
+      fix: "set admin.token, or bind admin.listen_addr to 127.0.0.1",
+    });
+  }
   opts.logger.info("Admin listening", {
     addr: `${server.addr.hostname}:${server.addr.port}`,
-    auth: (typeof opts.token === "function" ? opts.token() : opts.token) ? "bearer token" : "none",
+    auth: hasToken ? "bearer token" : "none",
   });
   let done: Promise<void> | null = null;
   return {

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { authorized, redactSecrets, startAdmin } from "./admin.ts";
+import { authorized, isLoopback, redactSecrets, startAdmin } from "./admin.ts";
 import type { AdminCallbacks, AdminListener } from "./admin.ts";
 import { embedJson } from "./admin_page.ts";
 import type { StatusJson } from "./admin_status.ts";
@@ -166,4 +166,20 @@ Deno.test("embedJson cannot close the script element", () => {
   const s = embedJson({ x: "</script><script>alert(1)</script>" });
   assert.ok(!s.includes("<"));
   assert.deepEqual(JSON.parse(s), { x: "</script><script>alert(1)</script>" });
+});
+
+Deno.test("startAdmin warns when reachable from the network without a token", async () => {
+  const warnings: string[] = [];
+  const logger = { ...silentLogger, warn: (m: string) => void warnings.push(m) };
+  const a = startAdmin({ hostname: "0.0.0.0", port: 0 }, { callbacks: fake(), logger });
+  await a.shutdown();
+  assert.deepEqual(warnings, ["Admin listener is reachable from the network without a token"]);
+  const b = startAdmin({ hostname: "0.0.0.0", port: 0 }, { callbacks: fake(), logger, token: "t" });
+  await b.shutdown();
+  const c = startAdmin({ hostname: "127.0.0.1", port: 0 }, { callbacks: fake(), logger });
+  await c.shutdown();
+  assert.equal(warnings.length, 1);
+  assert.equal(isLoopback("::1"), true);
+  assert.equal(isLoopback("127.0.0.2"), true);
+  assert.equal(isLoopback("10.0.0.1"), false);
 });
