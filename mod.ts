@@ -55,7 +55,8 @@ Shutdown: SIGTERM or SIGINT stops accepting, lets in-flight requests finish for 
           shutdown_timeout (default 30s), then exits 0. A second signal forces exit (code 1).
 Upgrade:  start the new binary with --takeover --pid-file F: it binds the same port
           (SO_REUSEPORT), and once it is listening it sends SIGUSR2 to the process in F,
-          which drains and exits. SIGUSR2 sent by hand does the same.
+          which drains and exits. SIGUSR2 sent by hand does the same (SIGUSR1,
+          the Rust Prox's "restart", drains and exits too).
 
 Options:
   --pid-file FILE   write the process id to FILE; removed on exit if still ours

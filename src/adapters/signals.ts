@@ -4,6 +4,7 @@
 //
 //   SIGTERM, SIGINT  drain (readiness false, stop accepting, finish in-flight) and exit 0
 //   SIGUSR2          the same, logged as a takeover (sent by `prox serve --takeover`)
+//   SIGUSR1          the same (the Rust Prox's "restart", which only stopped it)
 //   SIGHUP           reload the config
 //   a second stop signal exits at once with code 1
 
@@ -23,7 +24,7 @@ export interface SignalTrap {
   release(): void;
 }
 
-const STOP: Deno.Signal[] = ["SIGTERM", "SIGINT", "SIGUSR2"];
+const STOP: Deno.Signal[] = ["SIGTERM", "SIGINT", "SIGUSR2", "SIGUSR1"];
 
 /** Installs the listeners now; call before starting the server. */
 export function trapSignals(opts: { logger: Logger }): SignalTrap {

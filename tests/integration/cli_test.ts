@@ -89,7 +89,7 @@ Deno.test("prox validate: 0 when valid, 1 with file:line:col when not, 1 when mi
   }
 });
 
-Deno.test("prox -c x.yaml serve uses x.yaml (not ./config.yaml); SIGTERM exits 0", async () => {
+Deno.test("prox -c x.yaml serve uses x.yaml (not ./config.yaml); SIGUSR1 drains and exits 0", async () => {
   const port = freePort();
   const dir = await tempDir({ "x.yaml": VALID(port), "config.yaml": "not: [valid" });
   try {
@@ -98,8 +98,10 @@ Deno.test("prox -c x.yaml serve uses x.yaml (not ./config.yaml); SIGTERM exits 0
     const res = await fetch(`http://127.0.0.1:${port}/a`, { redirect: "manual" });
     await res.body?.cancel();
     assert.equal(res.headers.get("location"), "https://example.com/a");
-    p.signal("SIGTERM");
+    // The Rust Prox's "restart" signal: a graceful stop here, never the default kill.
+    p.signal("SIGUSR1");
     assert.equal((await p.status).code, 0);
+    assert.match(p.output(), /"reason":"SIGUSR1"/);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
