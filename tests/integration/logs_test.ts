@@ -1,0 +1,97 @@
+// Logs of a real `prox serve` process: JSON lines at info by default (start-up, reloads, access),
+// the level from config, env and flag, and the NCSA combined access-log format.
+import assert from "node:assert/strict";
+import { startUpstream, waitFor } from "../_harness.ts";
+import { spawnProx } from "./_process.ts";
+
+function jsonLines(out: string): Record<string, unknown>[] {
+  return out.split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l));
+}
+
+Deno.test("prox serve logs start-up, access and reload as JSON lines at the default level", async () => {
+  await using up = await startUpstream(() => new Response("ok"));
+  await using p = await spawnProx(
+    `listen_addr: "127.0.0.1:{PORT}"
+health_check: { enabled: false }
+routes: { "/api": { type: proxy, target: "${up.url}" } }
+`,
+    { env: { PROX_LOG_LEVEL: "" } },
+  );
+  const res = await fetch(`http://127.0.0.1:${p.port}/api/x?y=1`, {
+    headers: { "user-agent": "logs-test" },
+  });
+  await res.body?.cancel();
+  const access = await waitFor(
+    () => jsonLines(p.output()).find((l) => l.msg === "access" && l.userAgent === "logs-test"),
+    { what: "an access line" },
+  );
+  assert.equal(access.level, "info");
+  assert.equal(access.path, "/api/x");
+  assert.equal(access.route, "/api");
+  assert.equal(access.status, 200);
+  assert.equal(access.upstream, up.url);
+  assert.equal(typeof access.requestId, "string");
+  assert.match(String(access.time), /^\d{4}-\d\d-\d\dT/);
+  assert.ok(jsonLines(p.output()).some((l) => l.msg === "Prox listening" && l.level === "info"));
+  p.child.kill("SIGHUP");
+  await waitFor(() => jsonLines(p.output()).some((l) => l.msg === "Config reloaded"), {
+    what: "the reload line",
+  });
+  // Nothing but JSON lines on stdout and stderr.
+  for (const line of p.output().split("\n").filter((l) => l.trim())) {
+    assert.doesNotThrow(() => JSON.parse(line), line);
+  }
+});
+
+Deno.test("log.level warn hides start-up; access_log combined writes NCSA lines", async () => {
+  await using up = await startUpstream(() => new Response("hello"));
+  await using p = await spawnProx(
+    `listen_addr: "127.0.0.1:{PORT}"
+health_check: { enabled: false }
+log: { level: warn, access_log: combined }
+routes: { "/": { type: proxy, target: "${up.url}" } }
+`,
+    { env: { PROX_LOG_LEVEL: "" } },
+  );
+  const res = await fetch(`http://127.0.0.1:${p.port}/a%20b?q=1`, {
+    headers: { "user-agent": "ua/1", referer: "http://ref.example/" },
+  });
+  await res.body?.cancel();
+  const line = await waitFor(
+    () => p.output().split("\n").find((l) => l.includes('"ua/1"')),
+    { what: "a combined access line" },
+  );
+  assert.match(
+    line,
+    /^127\.0\.0\.1 - - \[\d\d\/\w{3}\/\d{4}:\d\d:\d\d:\d\d \+0000\] "GET \/a%20b HTTP\/1\.1" 200 5 "http:\/\/ref\.example\/" "ua\/1"$/,
+  );
+  assert.ok(!p.output().includes("Prox listening"), p.output());
+});
+
+Deno.test("--log-level beats PROX_LOG_LEVEL and the config", async () => {
+  await using p = await spawnProx(
+    `listen_addr: "127.0.0.1:{PORT}"
+health_check: { enabled: false }
+log: { level: debug, access_log: false }
+routes: { "/": { type: redirect, target: "/x" } }
+`,
+    { env: { PROX_LOG_LEVEL: "debug" }, args: ["--log-level", "error"] },
+  );
+  const res = await fetch(`http://127.0.0.1:${p.port}/`, { redirect: "manual" });
+  await res.body?.cancel();
+  assert.equal(res.status, 307);
+  // A rejected reload logs an error: once it is there, every earlier line would be too.
+  const dir = Deno.readLinkSync(`/proc/${p.pid}/cwd`);
+  await Deno.writeTextFile(`${dir}/config.yaml`, "listen_addr: 5\n");
+  p.child.kill("SIGHUP");
+  await waitFor(
+    () =>
+      jsonLines(p.output()).some((l) =>
+        l.msg === "Reload rejected; the current config keeps serving"
+      ),
+    {
+      what: "the reload error",
+    },
+  );
+  assert.equal(jsonLines(p.output()).filter((l) => l.level !== "error").length, 0, p.output());
+});
