@@ -395,8 +395,12 @@ export async function startServer(
   syncAdmin(config);
 
   let watch: FileWatch | undefined;
-  const watchedFiles = (c: Config) =>
-    "path" in source ? [source.path, ...tlsPaths(c)] : tlsPaths(c);
+  // The config file, the TLS certificate and key, and upstream CA files routes name.
+  const watchedFiles = (c: Config) => [
+    ...("path" in source ? [source.path] : []),
+    ...tlsPaths(c),
+    ...Object.values(c.routes).flatMap((r) => "tls" in r && r.tls?.ca_cert ? [r.tls.ca_cert] : []),
+  ];
   if (opts.watch ?? "path" in source) {
     watch = watchFiles(watchedFiles(config), {
       logger,

@@ -241,3 +241,41 @@ interopTest(
     }
   },
 );
+
+interopTest(
+  "an upstream CA file named by a route is watched: replacing it reloads",
+  ["openssl"],
+  async () => {
+    const fixtures = `${ROOT}/tests/fixtures/tls`;
+    await using up = await startUpstream(() => new Response("secure upstream"), {
+      cert: await Deno.readTextFile(`${fixtures}/cert.pem`),
+      key: await Deno.readTextFile(`${fixtures}/key.pem`),
+    });
+    const dir = await Deno.makeTempDir({ prefix: "prox-ca-" });
+    await Deno.copyFile(`${fixtures}/ca.pem`, `${dir}/upstream-ca.pem`);
+    await secondCertificate(dir);
+    const file = `${dir}/config.yaml`;
+    await Deno.writeTextFile(
+      file,
+      config("127.0.0.1:0") +
+        `  "/up":\n    type: proxy\n    target: "${up.url}"\n    tls:\n      ca_cert: ${dir}/upstream-ca.pem\n`,
+    );
+    const server = await startServer({ path: file }, {
+      logger: captureLogger(),
+      watchDebounceMs: 20,
+    });
+    try {
+      assert.equal(await answers(`http://127.0.0.1:${server.port}/up`), 200);
+      // Trust only the other CA now: the upstream's certificate no longer verifies.
+      await Deno.copyFile(`${dir}/ca2.pem`, `${dir}/upstream-ca.pem.new`);
+      await Deno.rename(`${dir}/upstream-ca.pem.new`, `${dir}/upstream-ca.pem`);
+      await waitFor(async () => (await answers(`http://127.0.0.1:${server.port}/up`)) === 502, {
+        what: "the new CA applied",
+      });
+      assert.equal(server.snapshot().version, 2);
+    } finally {
+      await server.shutdown();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);
