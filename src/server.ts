@@ -15,7 +15,7 @@ import type { ListenerPlan } from "./adapters/listener_set.ts";
 import { watchFiles } from "./adapters/config_watch.ts";
 import type { FileWatch } from "./adapters/config_watch.ts";
 import { formatIssue } from "./config/load.ts";
-import { createFetchClient } from "./adapters/fetch_client.ts";
+import { createUpstreamClient } from "./adapters/upstream_client.ts";
 import { createAccessLog, createJsonLogger } from "./adapters/log_json.ts";
 import { createPromMetrics } from "./adapters/metrics_prom.ts";
 import { startAdmin } from "./adapters/admin.ts";
@@ -185,7 +185,15 @@ export async function startServer(
       ? (rec: AccessRecord) => logger.info("access", { ...rec })
       : createAccessLog(c.log.access_log === true ? "json" : c.log.access_log);
   let accessLog = accessLogFor(config);
-  const upstream = opts.upstream ?? createFetchClient();
+  // Pool limits are read once at start-up (a reload keeps the running pools).
+  const pool = config.upstream_pool;
+  const upstream = opts.upstream ?? createUpstreamClient({
+    maxConnectionsPerUpstream: pool.max_connections_per_upstream,
+    maxIdlePerUpstream: pool.max_idle_per_upstream,
+    idleTimeout: pool.idle_timeout,
+    queueLimit: pool.queue_limit,
+    queueTimeout: pool.queue_timeout,
+  });
   const files: FileStore = opts.files ?? createDenoFileStore();
 
   let version = 1;

@@ -1,0 +1,212 @@
+// The UpstreamClient Prox uses: a hand-written HTTP/1.1 client on Deno.connect/Deno.startTls with
+// bounded keep-alive pools (upstream_pool.ts), and HTTP/2 through fetch for https origins that
+// choose h2 by ALPN, but only for requests whose bytes fetch cannot alter (see upstream_h2.ts).
+// Connection setup, the stale-connection retry and the per-origin protocol choice live here.
+
+import { ProxyError } from "../domain/errors.ts";
+import type { UpstreamClient, UpstreamRequest, UpstreamTls } from "../ports.ts";
+import { H1Connection } from "./upstream_h1_conn.ts";
+import type { Transport } from "./upstream_h1_conn.ts";
+import { exchange, STALE } from "./upstream_h1.ts";
+import { createConnectionPool, DEFAULT_POOL_OPTIONS } from "./upstream_pool.ts";
+import type { OriginStats, UpstreamPoolOptions } from "./upstream_pool.ts";
+import { createH2Client, fetchSafe } from "./upstream_h2.ts";
+import { connectInsecureTls } from "./upstream_tls_node.ts";
+
+/** Options of the upstream client (pool limits from config `upstream_pool`). */
+export interface UpstreamClientOptions extends Partial<UpstreamPoolOptions> {
+  /** Largest upstream response head (status line + headers), default 64 KiB. */
+  maxHeaderBytes?: number;
+  /** Content-Length bodies up to this size are read whole before responding; default 64 KiB. */
+  bufferLimit?: number;
+  /** Offer h2 by ALPN to https upstreams (default true). */
+  http2?: boolean;
+}
+
+/** The client plus pool counters for status pages and tests. */
+export interface PooledUpstreamClient extends UpstreamClient {
+  stats(): OriginStats[];
+}
+
+const caIds = new WeakMap<string[], number>();
+let nextCaId = 1;
+
+/** Pool key: origin plus whatever TLS setting changes who we trust. */
+function keyOf(url: URL, tls: UpstreamTls | undefined): string {
+  if (url.protocol === "http:") return url.host;
+  let key = "https://" + url.host;
+  if (tls) {
+    let ca = 0;
+    if (tls.caCerts) {
+      ca = caIds.get(tls.caCerts) ?? 0;
+      if (!ca) caIds.set(tls.caCerts, ca = nextCaId++);
+    }
+    key += `|${tls.insecureSkipVerify ? 1 : 0}|${tls.serverName ?? ""}|${ca}`;
+  }
+  return key;
+}
+
+/** Opens a TCP (and TLS) connection within `timeoutMs`; failures are `connect`/`timeout`. */
+export async function connectUpstream(
+  url: URL,
+  o: { tls?: UpstreamTls; timeoutMs: number; alpn?: string[] },
+): Promise<{ transport: Transport; alpn: string | null }> {
+  const hostname = url.hostname.startsWith("[") ? url.hostname.slice(1, -1) : url.hostname;
+  const https = url.protocol === "https:";
+  const port = url.port ? Number(url.port) : https ? 443 : 80;
+  const origin = url.origin;
+  const ac = new AbortController();
+  let timedOut = false;
+  const timer = o.timeoutMs > 0
+    ? setTimeout(() => {
+      timedOut = true;
+      ac.abort();
+    }, o.timeoutMs)
+    : undefined;
+  let tcp: Deno.TcpConn | undefined;
+  try {
+    if (https && o.tls?.insecureSkipVerify) {
+      const t = await connectInsecureTls({
+        hostname,
+        port,
+        serverName: o.tls.serverName,
+        alpn: o.alpn ?? ["http/1.1"],
+        signal: ac.signal,
+      });
+      return t;
+    }
+    tcp = await Deno.connect({ hostname, port, signal: ac.signal });
+    tcp.setNoDelay(true);
+    if (!https) return { transport: tcp, alpn: null };
+    const tlsConn = await Deno.startTls(tcp, {
+      hostname: o.tls?.serverName ?? hostname,
+      caCerts: o.tls?.caCerts,
+      alpnProtocols: o.alpn ?? ["http/1.1"],
+    });
+    const hs = await raceAbort(tlsConn.handshake(), ac.signal, () => tlsConn.close());
+    return { transport: tlsConn, alpn: hs.alpnProtocol };
+  } catch (err) {
+    try {
+      tcp?.close();
+    } catch { /* closed by startTls */ }
+    if (timedOut) {
+      throw new ProxyError(
+        "timeout",
+        `Cannot connect to upstream "${origin}": timed out after ${o.timeoutMs} ms`,
+        {
+          source: origin,
+          sentNothing: true,
+          cause: err,
+        },
+      );
+    }
+    const msg = err instanceof Error ? err.message : String(err);
+    throw new ProxyError("connect", `Cannot connect to upstream "${origin}": ${reason(msg)}`, {
+      source: origin,
+      sentNothing: true,
+      cause: err,
+    });
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+function raceAbort<T>(p: Promise<T>, signal: AbortSignal, onAbort: () => void): Promise<T> {
+  if (signal.aborted) onAbort();
+  signal.addEventListener("abort", onAbort, { once: true });
+  return p.finally(() => signal.removeEventListener("abort", onAbort));
+}
+
+function reason(msg: string): string {
+  if (/refused/i.test(msg)) return "connection refused";
+  if (/reset/i.test(msg)) return "connection reset";
+  if (/certificate|invalid peer|UnknownIssuer|NotValidForName/i.test(msg)) {
+    return `TLS certificate rejected (${msg})`;
+  }
+  if (/lookup|resolve|dns|name or service/i.test(msg)) return `cannot resolve host (${msg})`;
+  return msg;
+}
+
+/**
+ * Creates the upstream client: HTTP/1.1 with pooling for http and https upstreams; h2 through
+ * fetch for https upstreams that select it by ALPN (unless `http2: false`).
+ */
+export function createUpstreamClient(opts: UpstreamClientOptions = {}): PooledUpstreamClient {
+  const poolOpts: UpstreamPoolOptions = { ...DEFAULT_POOL_OPTIONS };
+  for (const k of Object.keys(DEFAULT_POOL_OPTIONS) as (keyof UpstreamPoolOptions)[]) {
+    if (opts[k] !== undefined) poolOpts[k] = opts[k]!;
+  }
+  const pool = createConnectionPool(poolOpts);
+  const limits = {
+    maxHeaderBytes: opts.maxHeaderBytes ?? 64 * 1024,
+    bufferLimit: opts.bufferLimit ?? 64 * 1024,
+  };
+  const h2 = createH2Client();
+  /** https origins: "h2" once ALPN chose it; "h1" otherwise; a probe promise while unknown. */
+  const protocols = new Map<string, "h1" | "h2" | Promise<"h1" | "h2">>();
+  const offerH2 = opts.http2 ?? true;
+
+  const connectH1 = (req: UpstreamRequest) => async () => {
+    const { transport } = await connectUpstream(req.url, {
+      tls: req.tls,
+      timeoutMs: req.timeouts.connect,
+    });
+    return new H1Connection(transport, req.url.origin);
+  };
+
+  const protocolOf = (key: string, req: UpstreamRequest): "h1" | "h2" | Promise<"h1" | "h2"> => {
+    const known = protocols.get(key);
+    if (known !== undefined) return known;
+    const probe = connectUpstream(req.url, {
+      tls: req.tls,
+      timeoutMs: req.timeouts.connect,
+      alpn: ["h2", "http/1.1"],
+    }).then(({ transport, alpn }) => {
+      transport.close();
+      const p = alpn === "h2" ? "h2" : "h1";
+      if (protocols.size > 1024) protocols.clear();
+      protocols.set(key, p);
+      return p;
+    }, (err) => {
+      protocols.delete(key);
+      throw err;
+    });
+    protocols.set(key, probe);
+    return probe;
+  };
+
+  const sendH1 = async (key: string, req: UpstreamRequest): Promise<Response> => {
+    const connect = connectH1(req);
+    for (let attempt = 0;; attempt++) {
+      const conn = await pool.acquire(key, connect, { fresh: attempt > 0, signal: req.signal });
+      try {
+        return await exchange(conn, req, {
+          ...limits,
+          release: (reusable) => pool.release(key, conn, reusable),
+        });
+      } catch (err) {
+        // A reused connection the upstream had closed: once more on a new connection (only when
+        // nothing was read and there is no body to replay, or the method is idempotent).
+        const stale = (err as { [STALE]?: boolean })[STALE] === true;
+        if (!stale || attempt > 0 || req.body !== null) throw err;
+      }
+    }
+  };
+
+  return {
+    async send(req: UpstreamRequest): Promise<Response> {
+      const key = keyOf(req.url, req.tls);
+      if (offerH2 && req.url.protocol === "https:" && !req.tls?.insecureSkipVerify) {
+        let p = protocolOf(key, req);
+        if (typeof p !== "string") p = await p;
+        if (p === "h2" && fetchSafe(req.headers)) return h2.send(req);
+      }
+      return sendH1(key, req);
+    },
+    stats: () => pool.stats(),
+    async close(): Promise<void> {
+      pool.close();
+      await h2.close();
+    },
+  };
+}

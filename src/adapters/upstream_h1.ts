@@ -1,0 +1,358 @@
+// One request/response exchange on an HTTP/1.1 connection (RFC 9112): write the head as given,
+// stream the request body (Content-Length as declared, else chunked), skip 1xx, parse the head,
+// and hand back a Response whose body streams (small Content-Length bodies are read at once).
+// The connection is released exactly once, reusable only when both bodies ended cleanly.
+
+import { ProxyError } from "../domain/errors.ts";
+import type { UpstreamRequest } from "../ports.ts";
+import { H1Connection } from "./upstream_h1_conn.ts";
+import { encodeRequestHead, parseChunkSize, parseResponseHead } from "./upstream_h1_wire.ts";
+import type { ResponseHead } from "./upstream_h1_wire.ts";
+
+/** Limits for one exchange. */
+export interface ExchangeLimits {
+  /** Largest response head accepted (status line + headers). */
+  maxHeaderBytes: number;
+  /** Content-Length bodies up to this size are read whole before the Response is returned. */
+  bufferLimit: number;
+}
+
+/** Thrown (as a ProxyError cause marker) when a reused connection was found closed. */
+export const STALE = Symbol("stale");
+
+const CRLF = new Uint8Array([13, 10]);
+const LAST_CHUNK = new Uint8Array([48, 13, 10, 13, 10]);
+const encoder = new TextEncoder();
+const READ_SIZE = 64 * 1024;
+
+/**
+ * Sends `req` on `conn` and resolves with the response. `release(reusable)` runs once, when the
+ * connection is no longer used by this exchange.
+ */
+export async function exchange(
+  conn: H1Connection,
+  req: UpstreamRequest,
+  opts: ExchangeLimits & { release: (reusable: boolean) => void },
+): Promise<Response> {
+  const source = conn.source;
+  const t = req.timeouts;
+  let parts = 2; // request side + response side
+  let reusable = true;
+  const part = (ok: boolean) => {
+    if (!ok) reusable = false;
+    if (--parts === 0) {
+      conn.disarm();
+      signal?.removeEventListener("abort", onAbort);
+      opts.release(reusable && !conn.dead && conn.start === conn.end);
+    }
+  };
+  const signal = req.signal;
+  const onAbort = () =>
+    conn.fail(new ProxyError("client_gone", "Client went away", { source, sentNothing: true }));
+  if (signal) {
+    if (signal.aborted) {
+      opts.release(true);
+      throw new ProxyError("client_gone", "Client went away", { source, sentNothing: true });
+    }
+    signal.addEventListener("abort", onAbort, { once: true });
+  }
+
+  const body = req.body;
+  const declared = req.headers.get("content-length");
+  const chunked = body !== null && declared === null;
+  const u = req.url;
+  const head = encodeRequestHead(req.method, u.pathname + u.search, {
+    headers: req.headers,
+    chunked,
+  });
+  let headSeen = false;
+  let requestDone = body === null;
+  try {
+    await conn.write(head);
+  } catch (err) {
+    part(false);
+    part(false);
+    throw staleOr(conn, err, { nothingRead: true });
+  }
+  if (body) {
+    conn.armIdle(t.idle);
+    pumpBody(conn, body, { chunked, declared: declared === null ? -1 : Number(declared) }).then(
+      () => {
+        requestDone = true;
+        if (!headSeen) conn.armHeader(t.responseHeader);
+        part(true);
+      },
+      (err) => {
+        // A client body failure ends the exchange; an upstream write failure may still come
+        // with a response (e.g. an early 413), so the head read decides.
+        if (err instanceof ProxyError && err.kind !== "upstream_reset") conn.fail(err);
+        part(false);
+      },
+    );
+  } else {
+    conn.armHeader(t.responseHeader);
+    part(true);
+  }
+
+  let res: ResponseHead;
+  try {
+    res = await readHead(conn, { method: req.method, max: opts.maxHeaderBytes });
+  } catch (err) {
+    conn.fail(null);
+    part(false);
+    throw staleOr(conn, err, { nothingRead: conn.end === 0 && body === null });
+  }
+  headSeen = true;
+  conn.armIdle(t.idle);
+  if (!requestDone && res.close) reusable = false;
+  if (res.close) reusable = false;
+
+  if (res.framing === "none") {
+    part(true);
+    return respond(res, null);
+  }
+  if (res.framing === "length" && res.contentLength <= opts.bufferLimit) {
+    let bytes: Uint8Array<ArrayBuffer>;
+    try {
+      bytes = await readWhole(conn, res.contentLength);
+    } catch (err) {
+      conn.fail(null);
+      part(false);
+      throw err instanceof ProxyError ? err : ioErrorMid(source, err);
+    }
+    part(true);
+    return respond(res, bytes);
+  }
+  return respond(res, bodyStream(conn, res, part));
+}
+
+/** Builds the Response; a reason phrase the Fetch API rejects is dropped. */
+function respond(head: ResponseHead, body: BodyInit | null): Response {
+  if (head.status > 599) {
+    throw new ProxyError("protocol", `Upstream sent status ${head.status}`);
+  }
+  try {
+    return new Response(body, {
+      status: head.status,
+      statusText: head.statusText,
+      headers: head.headers,
+    });
+  } catch {
+    try {
+      return new Response(body, { status: head.status, headers: head.headers });
+    } catch (err) {
+      throw new ProxyError("protocol", `Invalid upstream response head: ${String(err)}`);
+    }
+  }
+}
+
+/** A stale reused connection (closed before any response byte) is marked for one retry. */
+function staleOr(conn: H1Connection, err: unknown, o: { nothingRead: boolean }): ProxyError {
+  const e = err instanceof ProxyError ? err : ioErrorMid(conn.source, err);
+  if (o.nothingRead && conn.uses > 1 && !conn.failure && e.kind === "upstream_reset") {
+    (e as ProxyError & { [STALE]?: boolean })[STALE] = true;
+  }
+  return e;
+}
+
+function ioErrorMid(source: string, err: unknown): ProxyError {
+  const msg = err instanceof Error ? err.message : String(err);
+  return new ProxyError("upstream_reset", `Upstream "${source}" closed the connection: ${msg}`, {
+    source,
+    cause: err,
+  });
+}
+
+/** Reads response heads until a final (non-1xx) one (RFC 9110 §15.2). */
+async function readHead(
+  conn: H1Connection,
+  o: { method: string; max: number },
+): Promise<ResponseHead> {
+  for (;;) {
+    const head = parseResponseHead(conn.buf, conn.start, conn.end, {
+      maxBytes: o.max,
+      method: o.method,
+    });
+    if (head === null) {
+      if (!(await conn.fill(o.max + 1024))) {
+        throw new ProxyError(
+          "upstream_reset",
+          conn.end === 0
+            ? `Upstream "${conn.source}" closed the connection before responding`
+            : `Upstream "${conn.source}" closed the connection in the response head`,
+          { source: conn.source },
+        );
+      }
+      continue;
+    }
+    conn.start += head.size;
+    if (head.status >= 200) return head;
+    if (head.status === 101) {
+      throw new ProxyError("protocol", `Upstream "${conn.source}" switched protocols unasked`, {
+        source: conn.source,
+      });
+    }
+  }
+}
+
+/** Reads exactly `len` body bytes into one array. */
+async function readWhole(conn: H1Connection, len: number): Promise<Uint8Array<ArrayBuffer>> {
+  const out = new Uint8Array(len);
+  let got = Math.min(conn.end - conn.start, len);
+  out.set(conn.buf.subarray(conn.start, conn.start + got));
+  conn.start += got;
+  while (got < len) {
+    const n = await conn.readInto(out.subarray(got));
+    if (n === null) throw bodyEnded(conn.source);
+    got += n;
+  }
+  return out;
+}
+
+function bodyEnded(source: string): ProxyError {
+  return new ProxyError("upstream_reset", `Upstream "${source}" ended the body early`, { source });
+}
+
+/** Writes the request body: as is under Content-Length, else as chunks (RFC 9112 §7.1). */
+async function pumpBody(
+  conn: H1Connection,
+  body: ReadableStream<Uint8Array>,
+  o: { chunked: boolean; declared: number },
+): Promise<void> {
+  const reader = body.getReader();
+  let sent = 0;
+  try {
+    for (;;) {
+      let r: ReadableStreamReadResult<Uint8Array>;
+      try {
+        r = await reader.read();
+      } catch (err) {
+        throw err instanceof ProxyError
+          ? err
+          : new ProxyError("client_gone", `Client request body failed: ${String(err)}`, {
+            cause: err,
+          });
+      }
+      if (r.done) break;
+      const chunk = r.value;
+      if (chunk.byteLength === 0) continue;
+      sent += chunk.byteLength;
+      if (o.chunked) {
+        // One write per chunk: size line, data and CRLF together (no small-packet ping-pong).
+        const size = encoder.encode(chunk.byteLength.toString(16) + "\r\n");
+        const framed = new Uint8Array(size.byteLength + chunk.byteLength + 2);
+        framed.set(size);
+        framed.set(chunk, size.byteLength);
+        framed.set(CRLF, size.byteLength + chunk.byteLength);
+        await conn.write(framed);
+      } else {
+        if (sent > o.declared) {
+          throw new ProxyError("bad_request", "Request body longer than its Content-Length");
+        }
+        await conn.write(chunk);
+      }
+    }
+    if (o.chunked) await conn.write(LAST_CHUNK);
+    else if (sent !== o.declared) {
+      throw new ProxyError("bad_request", "Request body shorter than its Content-Length");
+    }
+  } catch (err) {
+    reader.cancel(err).catch(() => {});
+    throw err;
+  } finally {
+    reader.releaseLock();
+  }
+}
+
+/** The streaming response body for "length", "chunked" and "close" framing. */
+function bodyStream(
+  conn: H1Connection,
+  head: ResponseHead,
+  part: (ok: boolean) => void,
+): ReadableStream<Uint8Array> {
+  let remaining = head.framing === "length" ? head.contentLength : 0;
+  // chunked state: 0 size line, 1 data, 2 CRLF after data, 3 trailers
+  let state = 0;
+  let finished = false;
+  const finish = (ok: boolean) => {
+    if (finished) return;
+    finished = true;
+    part(ok);
+  };
+  const take = (max: number): Uint8Array => {
+    const n = Math.min(max, conn.end - conn.start);
+    const out = conn.buf.slice(conn.start, conn.start + n);
+    conn.start += n;
+    return out;
+  };
+  const direct = async (max: number): Promise<Uint8Array | null> => {
+    const chunk = new Uint8Array(Math.min(max, READ_SIZE));
+    const n = await conn.readInto(chunk);
+    if (n === null) return null;
+    return n < 4096 ? chunk.slice(0, n) : chunk.subarray(0, n);
+  };
+  const needLine = async (): Promise<number> => {
+    for (;;) {
+      const lf = conn.buf.indexOf(10, conn.start);
+      if (lf >= 0 && lf < conn.end) return lf;
+      if (conn.end - conn.start > 4096) {
+        throw new ProxyError("protocol", "Chunk header line from upstream too long");
+      }
+      if (!(await conn.fill(conn.buf.length + 8192))) throw bodyEnded(conn.source);
+    }
+  };
+  const next = async (): Promise<Uint8Array | null> => {
+    if (head.framing === "length") {
+      if (remaining === 0) return null;
+      const out = conn.end > conn.start ? take(remaining) : await direct(remaining);
+      if (out === null) throw bodyEnded(conn.source);
+      remaining -= out.byteLength;
+      return out;
+    }
+    if (head.framing === "close") {
+      return conn.end > conn.start ? take(Infinity) : await direct(READ_SIZE);
+    }
+    for (;;) {
+      if (state === 1) {
+        const out = conn.end > conn.start ? take(remaining) : await direct(remaining);
+        if (out === null) throw bodyEnded(conn.source);
+        remaining -= out.byteLength;
+        if (remaining === 0) state = 2;
+        return out;
+      }
+      const lf = await needLine();
+      if (state === 0) {
+        remaining = parseChunkSize(conn.buf, conn.start, lf);
+        conn.start = lf + 1;
+        state = remaining === 0 ? 3 : 1;
+      } else if (state === 2) {
+        if (lf - conn.start > 1) throw new ProxyError("protocol", "Missing CRLF after chunk");
+        conn.start = lf + 1;
+        state = 0;
+      } else {
+        const empty = lf === conn.start || (lf === conn.start + 1 && conn.buf[conn.start] === 13);
+        conn.start = lf + 1;
+        if (empty) return null; // trailers (if any) are dropped
+      }
+    }
+  };
+  return new ReadableStream<Uint8Array>({
+    async pull(ctl) {
+      try {
+        const chunk = await next();
+        if (chunk === null) {
+          ctl.close();
+          finish(head.framing !== "close");
+        } else ctl.enqueue(chunk);
+      } catch (err) {
+        conn.fail(null);
+        finish(false);
+        ctl.error(err instanceof ProxyError ? err : ioErrorMid(conn.source, err));
+      }
+    },
+    cancel() {
+      conn.fail(null);
+      finish(false);
+    },
+  }, { highWaterMark: 0 });
+}

@@ -1,0 +1,208 @@
+// One HTTP/1.1 upstream connection: a read buffer over a byte transport, a watchdog for the
+// response-header and idle timeouts, and an "idle read" kept pending while the connection sits in
+// the pool, so a close by the upstream is noticed before the connection is handed out again.
+
+import { ProxyError } from "../domain/errors.ts";
+
+/** The byte stream under a connection (Deno.Conn and the node:tls adapter both fit). */
+export interface Transport {
+  read(p: Uint8Array): Promise<number | null>;
+  write(p: Uint8Array): Promise<number>;
+  close(): void;
+}
+
+const INITIAL_BUFFER = 16 * 1024;
+
+/** Maps a socket error to a ProxyError (the upstream reset or closed the connection). */
+export function ioError(err: unknown, source: string): ProxyError {
+  if (err instanceof ProxyError) return err;
+  const msg = err instanceof Error ? err.message : String(err);
+  return new ProxyError("upstream_reset", `Upstream "${source}" closed the connection: ${msg}`, {
+    source,
+    cause: err,
+  });
+}
+
+/** An HTTP/1.1 connection to one upstream origin. */
+export class H1Connection {
+  readonly transport: Transport;
+  readonly source: string;
+  /** Read buffer; unread bytes are buf[start, end). */
+  buf: Uint8Array = new Uint8Array(INITIAL_BUFFER);
+  start = 0;
+  end = 0;
+  /** Requests sent on this connection so far. */
+  uses = 0;
+  /** Monotonic ms when the connection was last parked in the pool. */
+  idleSince = 0;
+  /** Closed, failed, or seen closing while idle: never hand it out again. */
+  dead = false;
+  #failure: ProxyError | null = null;
+  #pending: Promise<number | null> | null = null;
+  #idle = false;
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #idleMs = 0;
+  #last = 0;
+
+  constructor(transport: Transport, source: string) {
+    this.transport = transport;
+    this.source = source;
+  }
+
+  /** The error that ended this connection (timeout, client gone, body failure), if any. */
+  get failure(): ProxyError | null {
+    return this.#failure;
+  }
+
+  /** Closes the connection, remembering `err` as the reason the current exchange fails. */
+  fail(err: ProxyError | null): void {
+    if (err && !this.#failure) this.#failure = err;
+    if (this.dead) return;
+    this.dead = true;
+    this.disarm();
+    try {
+      this.transport.close();
+    } catch {
+      // already closed
+    }
+  }
+
+  /**
+   * Parks the connection in the pool: a read stays pending so an upstream close (or stray bytes)
+   * marks it dead and calls `onDead`. The next exchange consumes that read as its first.
+   */
+  park(now: number, onDead: (c: H1Connection) => void): void {
+    this.#idle = true;
+    this.idleSince = now;
+    this.start = this.end = 0;
+    const p = this.transport.read(this.buf);
+    this.#pending = p;
+    p.then((n) => {
+      if (this.#idle) {
+        this.fail(null);
+        onDead(this);
+      } else if (n === null) this.dead = true;
+    }, () => {
+      if (this.#idle) onDead(this);
+      this.fail(null);
+    });
+  }
+
+  /** Takes the connection out of the pool for an exchange. */
+  unpark(): void {
+    this.#idle = false;
+    this.uses++;
+  }
+
+  /** Arms the response-header timeout (ms; 0 disables). */
+  armHeader(ms: number): void {
+    this.disarm();
+    if (ms > 0) {
+      this.#timer = setTimeout(() => {
+        this.fail(
+          new ProxyError(
+            "timeout",
+            `Upstream "${this.source}" sent no response header within ${ms} ms`,
+            { source: this.source },
+          ),
+        );
+      }, ms);
+    }
+  }
+
+  /** Arms the idle timeout: the longest pause between two reads or writes (ms; 0 disables). */
+  armIdle(ms: number): void {
+    this.disarm();
+    if (ms <= 0) return;
+    this.#idleMs = ms;
+    this.#last = performance.now();
+    this.#timer = setTimeout(this.#check, ms);
+  }
+
+  #check = (): void => {
+    const quiet = performance.now() - this.#last;
+    if (quiet + 1 >= this.#idleMs) {
+      this.fail(
+        new ProxyError(
+          "timeout",
+          `Upstream "${this.source}" was idle for ${this.#idleMs} ms`,
+          { source: this.source },
+        ),
+      );
+    } else this.#timer = setTimeout(this.#check, this.#idleMs - quiet);
+  };
+
+  /** Stops the watchdog. */
+  disarm(): void {
+    if (this.#timer !== undefined) {
+      clearTimeout(this.#timer);
+      this.#timer = undefined;
+    }
+  }
+
+  #touch(): void {
+    if (this.#timer !== undefined) this.#last = performance.now();
+  }
+
+  /** Reads more bytes into the buffer; false at end of stream. */
+  async fill(maxBuffer: number): Promise<boolean> {
+    if (this.start === this.end) this.start = this.end = 0;
+    else if (this.end === this.buf.length) {
+      if (this.start > 0) {
+        this.buf.copyWithin(0, this.start, this.end);
+        this.end -= this.start;
+        this.start = 0;
+      } else {
+        if (this.buf.length >= maxBuffer) {
+          throw new ProxyError("protocol", `Upstream "${this.source}" sent an oversized head`, {
+            source: this.source,
+          });
+        }
+        const bigger = new Uint8Array(Math.min(this.buf.length * 2, maxBuffer));
+        bigger.set(this.buf.subarray(0, this.end));
+        this.buf = bigger;
+      }
+    }
+    let p = this.#pending;
+    this.#pending = null;
+    p ??= this.transport.read(this.buf.subarray(this.end));
+    let n: number | null;
+    try {
+      n = await p;
+    } catch (err) {
+      throw this.#failure ?? ioError(err, this.source);
+    }
+    if (this.#failure) throw this.#failure;
+    if (n === null) return false;
+    this.end += n;
+    this.#touch();
+    return true;
+  }
+
+  /** Reads straight into `into` (bypassing the buffer, which must be empty); null at EOF. */
+  async readInto(into: Uint8Array): Promise<number | null> {
+    let n: number | null;
+    try {
+      n = await this.transport.read(into);
+    } catch (err) {
+      throw this.#failure ?? ioError(err, this.source);
+    }
+    if (this.#failure) throw this.#failure;
+    this.#touch();
+    return n;
+  }
+
+  /** Writes all of `bytes`. */
+  async write(bytes: Uint8Array): Promise<void> {
+    let off = 0;
+    try {
+      while (off < bytes.byteLength) {
+        off += await this.transport.write(off === 0 ? bytes : bytes.subarray(off));
+        this.#touch();
+      }
+    } catch (err) {
+      throw this.#failure ?? ioError(err, this.source);
+    }
+    if (this.#failure) throw this.#failure;
+  }
+}

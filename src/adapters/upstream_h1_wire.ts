@@ -1,0 +1,241 @@
+// HTTP/1.1 bytes on the wire for the upstream client: the request head encoder and the response
+// head parser (RFC 9112 §2–§6). No I/O here; upstream_h1.ts drives the socket.
+
+import { ProxyError } from "../domain/errors.ts";
+
+/** How a response body is delimited (RFC 9112 §6.3). */
+export type Framing = "none" | "length" | "chunked" | "close";
+
+/** A parsed response head. `headers` keep their received order; framing headers are resolved. */
+export interface ResponseHead {
+  status: number;
+  statusText: string;
+  headers: [string, string][];
+  /** Minor version: 1 for HTTP/1.1, 0 for HTTP/1.0. */
+  minor: number;
+  /** Declared Content-Length, or -1. */
+  contentLength: number;
+  framing: Framing;
+  /** The connection must not be reused after this response. */
+  close: boolean;
+  /** Bytes the head took in the buffer, including the final empty line. */
+  size: number;
+}
+
+const encoder = new TextEncoder();
+const win1252 = new TextDecoder("windows-1252");
+// deno-lint-ignore no-control-regex
+const NON_ASCII = /[^\x00-\x7f]/;
+const WIDE = /[\u0100-\uffff]/;
+
+/** Encodes a string as Latin-1 bytes (header values are ByteStrings, not UTF-8). */
+function latin1Bytes(s: string): Uint8Array {
+  const out = new Uint8Array(s.length);
+  for (let i = 0; i < s.length; i++) out[i] = s.charCodeAt(i);
+  return out;
+}
+
+/** Decodes Latin-1 bytes to a string (each byte one code unit). */
+export function latin1(buf: Uint8Array, start: number, end: number): string {
+  // windows-1252 is native and equal to Latin-1 except for 0x80–0x9F; redo those rare cases.
+  const s = win1252.decode(buf.subarray(start, end));
+  if (!WIDE.test(s)) return s;
+  let out = "";
+  for (let i = start; i < end; i += 4096) {
+    out += String.fromCharCode(...buf.subarray(i, Math.min(end, i + 4096)));
+  }
+  return out;
+}
+
+/**
+ * Encodes a request head. `headers` are sent as given (host included); `framing` adds the one
+ * header this hop owns: `transfer-encoding: chunked` when a body of unknown length follows.
+ */
+export function encodeRequestHead(
+  method: string,
+  target: string,
+  opts: { headers: Headers; chunked: boolean },
+): Uint8Array {
+  let s = method + " " + target + " HTTP/1.1\r\n";
+  for (const [k, v] of opts.headers) s += k + ": " + v + "\r\n";
+  s += opts.chunked ? "transfer-encoding: chunked\r\n\r\n" : "\r\n";
+  return NON_ASCII.test(s) ? latin1Bytes(s) : encoder.encode(s);
+}
+
+/** Position just after the empty line ending a head in buf[start, end), or -1 if incomplete. */
+export function findHeadEnd(buf: Uint8Array, start: number, end: number): number {
+  let i = start;
+  while (i < end) {
+    const lf = buf.indexOf(10, i);
+    if (lf < 0 || lf >= end) return -1;
+    // An empty line: LF right after the previous LF (or CRLF).
+    if (
+      lf > start &&
+      (buf[lf - 1] === 10 || (buf[lf - 1] === 13 && lf - 1 > start && buf[lf - 2] === 10))
+    ) {
+      return lf + 1;
+    }
+    i = lf + 1;
+  }
+  return -1;
+}
+
+const protocolError = (msg: string) => new ProxyError("protocol", msg, { sentNothing: false });
+
+/**
+ * Parses a response head from buf[start, end). Returns null while incomplete; throws a
+ * `protocol` ProxyError for malformed input or a head over `maxBytes`.
+ */
+export function parseResponseHead(
+  buf: Uint8Array,
+  start: number,
+  end: number,
+  opts: { maxBytes: number; method: string },
+): ResponseHead | null {
+  const headEnd = findHeadEnd(buf, start, end);
+  if (headEnd < 0) {
+    if (end - start > opts.maxBytes) {
+      throw protocolError(`Upstream response header exceeds ${opts.maxBytes} bytes`);
+    }
+    return null;
+  }
+  if (headEnd - start > opts.maxBytes) {
+    throw protocolError(`Upstream response header exceeds ${opts.maxBytes} bytes`);
+  }
+  const text = latin1(buf, start, headEnd);
+  let eol = text.indexOf("\n");
+  const statusLine = text.charCodeAt(eol - 1) === 13 ? text.slice(0, eol - 1) : text.slice(0, eol);
+  // HTTP-version SP status-code SP [reason-phrase] (RFC 9112 §4)
+  if (
+    statusLine.length < 12 || !statusLine.startsWith("HTTP/1.") || statusLine.charCodeAt(8) !== 32
+  ) {
+    throw protocolError(`Invalid upstream status line "${statusLine.slice(0, 40)}"`);
+  }
+  const minor = statusLine.charCodeAt(7) - 48;
+  const status = Number(statusLine.slice(9, 12));
+  if (
+    (minor !== 0 && minor !== 1) || !(status >= 100 && status <= 999) || !Number.isInteger(status)
+  ) {
+    throw protocolError(`Invalid upstream status line "${statusLine.slice(0, 40)}"`);
+  }
+  const statusText = statusLine.length > 13 ? statusLine.slice(13) : "";
+
+  const headers: [string, string][] = [];
+  let contentLength = -1;
+  let te: string | null = null;
+  let conn: string | null = null;
+  let pos = eol + 1;
+  while (pos < text.length) {
+    eol = text.indexOf("\n", pos);
+    const lineEnd = text.charCodeAt(eol - 1) === 13 ? eol - 1 : eol;
+    if (lineEnd === pos) break; // the empty line
+    const c0 = text.charCodeAt(pos);
+    if (c0 === 32 || c0 === 9) {
+      // obs-fold: replace with SP (RFC 9112 §5.2)
+      if (headers.length === 0) throw protocolError("Invalid upstream header folding");
+      const last = headers[headers.length - 1];
+      last[1] += " " + text.slice(pos, lineEnd).trim();
+      pos = eol + 1;
+      continue;
+    }
+    const colon = text.indexOf(":", pos);
+    if (colon <= pos || colon > lineEnd) throw protocolError("Invalid upstream header line");
+    const name = text.slice(pos, colon);
+    const nc = name.charCodeAt(name.length - 1);
+    if (nc === 32 || nc === 9) throw protocolError("Whitespace before colon in upstream header");
+    const value = text.slice(colon + 1, lineEnd).trim();
+    pos = eol + 1;
+    const lower = name.length === 14 || name.length === 17 || name.length === 10
+      ? name.toLowerCase()
+      : "";
+    if (lower === "content-length") {
+      const n = parseContentLength(value);
+      if (n < 0 || (contentLength >= 0 && n !== contentLength)) {
+        throw protocolError(`Invalid upstream Content-Length "${value.slice(0, 40)}"`);
+      }
+      contentLength = n;
+    } else if (lower === "transfer-encoding") {
+      te = te === null ? value : te + ", " + value;
+      continue; // this hop's framing: decoded here, never forwarded
+    } else if (lower === "connection") {
+      conn = conn === null ? value : conn + ", " + value;
+    }
+    headers.push([name, value]);
+  }
+
+  let framing: Framing;
+  let close = minor === 0 ? !hasToken(conn, "keep-alive") : hasToken(conn, "close");
+  if (
+    opts.method === "HEAD" || status === 204 || status === 304 || (status >= 100 && status < 200)
+  ) {
+    framing = "none";
+  } else if (te !== null) {
+    // Transfer-Encoding overrides Content-Length; chunked must be the final coding (§6.3).
+    if (!lastTokenIs(te, "chunked")) {
+      framing = "close";
+      close = true;
+    } else framing = "chunked";
+    if (contentLength >= 0) close = true;
+  } else if (contentLength >= 0) {
+    framing = "length";
+  } else {
+    framing = "close";
+    close = true;
+  }
+  return {
+    status,
+    statusText,
+    headers,
+    minor,
+    contentLength,
+    framing,
+    close,
+    size: headEnd - start,
+  };
+}
+
+/** Parses a Content-Length value (a list of equal values is allowed); -1 when invalid. */
+function parseContentLength(v: string): number {
+  let result = -1;
+  for (const part of v.split(",")) {
+    const p = part.trim();
+    if (!/^\d{1,15}$/.test(p)) return -1;
+    const n = Number(p);
+    if (result >= 0 && n !== result) return -1;
+    result = n;
+  }
+  return result;
+}
+
+function hasToken(list: string | null, token: string): boolean {
+  if (list === null) return false;
+  for (const t of list.split(",")) if (t.trim().toLowerCase() === token) return true;
+  return false;
+}
+
+function lastTokenIs(list: string, token: string): boolean {
+  const parts = list.split(",");
+  return parts[parts.length - 1].trim().toLowerCase() === token;
+}
+
+/**
+ * Parses a chunk-size line (RFC 9112 §7.1) from buf[start, lf) where lf is its LF; extensions are
+ * ignored. Returns the size, or throws for anything that is not hex.
+ */
+export function parseChunkSize(buf: Uint8Array, start: number, lf: number): number {
+  let n = 0;
+  let digits = 0;
+  for (let i = start; i < lf; i++) {
+    const c = buf[i];
+    let d: number;
+    if (c >= 48 && c <= 57) d = c - 48;
+    else if (c >= 97 && c <= 102) d = c - 87;
+    else if (c >= 65 && c <= 70) d = c - 55;
+    else if (c === 59 || c === 13 || c === 32 || c === 9) break; // ext, CR, BWS
+    else throw protocolError("Invalid chunk size from upstream");
+    if (++digits > 12) throw protocolError("Chunk size from upstream too large");
+    n = n * 16 + d;
+  }
+  if (digits === 0) throw protocolError("Invalid chunk size from upstream");
+  return n;
+}

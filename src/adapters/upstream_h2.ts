@@ -1,0 +1,96 @@
+// HTTP/2 to upstreams through fetch (Deno has no other h2 client). fetch keeps the original Host
+// only with `allowHost`, follows redirects unless told not to, and decodes gzip/br/deflate
+// whenever the request's Accept-Encoding lets it: such requests go over HTTP/1.1 instead
+// (`fetchSafe`), so bytes always pass through untouched.
+
+import { ProxyError } from "../domain/errors.ts";
+import type { UpstreamClient, UpstreamRequest } from "../ports.ts";
+
+/**
+ * True when fetch will not decode the response of a request with these headers: the client
+ * accepts only `identity`. A request without Accept-Encoding accepts anything (RFC 9110
+ * §12.5.3), so asking for identity is a safe narrowing; it is set here.
+ */
+export function fetchSafe(headers: Headers): boolean {
+  const ae = headers.get("accept-encoding");
+  if (ae === null) {
+    headers.set("accept-encoding", "identity");
+    return true;
+  }
+  for (const part of ae.split(",")) {
+    const coding = part.split(";")[0].trim().toLowerCase();
+    if (coding !== "identity" && coding !== "") return false;
+  }
+  return true;
+}
+
+/** A fetch-based client forced to HTTP/2 (used for origins that chose h2 by ALPN). */
+export function createH2Client(): UpstreamClient {
+  const clients = new Map<string, Deno.HttpClient>();
+  const clientFor = (req: UpstreamRequest): Deno.HttpClient => {
+    const ca = req.tls?.caCerts;
+    const key = ca ? ca.join("\n") : "";
+    let c = clients.get(key);
+    if (!c) {
+      if (clients.size >= 64) {
+        for (const old of clients.values()) old.close();
+        clients.clear();
+      }
+      c = Deno.createHttpClient({ allowHost: true, caCerts: ca, http1: false, http2: true });
+      clients.set(key, c);
+    }
+    return c;
+  };
+  return {
+    async send(req: UpstreamRequest): Promise<Response> {
+      const origin = req.url.origin;
+      const ctl = new AbortController();
+      const onAbort = () =>
+        ctl.abort(new ProxyError("client_gone", "Client went away", { source: origin }));
+      if (req.signal?.aborted) onAbort();
+      req.signal?.addEventListener("abort", onAbort, { once: true });
+      const t = req.timeouts;
+      const limit = t.connect > 0 && t.responseHeader > 0 ? t.connect + t.responseHeader : 0;
+      const timer = limit > 0
+        ? setTimeout(() =>
+          ctl.abort(
+            new ProxyError(
+              "timeout",
+              `Upstream "${origin}" sent no response header within ${limit} ms`,
+              {
+                source: origin,
+              },
+            ),
+          ), limit)
+        : undefined;
+      try {
+        const res = await fetch(req.url, {
+          method: req.method,
+          headers: req.headers,
+          body: req.body,
+          redirect: "manual",
+          client: clientFor(req),
+          signal: ctl.signal,
+        });
+        return res;
+      } catch (err) {
+        if (ctl.signal.aborted && ctl.signal.reason instanceof ProxyError) throw ctl.signal.reason;
+        const msg = err instanceof Error ? err.message : String(err);
+        const refused = /refused|connect|dns|resolve|unreachable|certificate/i.test(msg);
+        throw new ProxyError(
+          refused ? "connect" : "upstream_reset",
+          `Cannot reach upstream "${origin}": ${msg}`,
+          { source: origin, sentNothing: refused, cause: err },
+        );
+      } finally {
+        clearTimeout(timer);
+        req.signal?.removeEventListener("abort", onAbort);
+      }
+    },
+    close(): Promise<void> {
+      for (const c of clients.values()) c.close();
+      clients.clear();
+      return Promise.resolve();
+    },
+  };
+}

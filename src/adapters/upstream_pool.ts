@@ -1,0 +1,287 @@
+// Bounded keep-alive pools, one per upstream origin: at most `maxConnectionsPerUpstream` open,
+// `maxIdlePerUpstream` parked (newest reused first, oldest closed after `idleTimeout`), and a
+// first-come-first-served wait queue of `queueLimit` requests beyond which requests are shed
+// with ProxyError("overloaded") instead of piling up (issue 12's overload target).
+
+import { ProxyError } from "../domain/errors.ts";
+import type { H1Connection } from "./upstream_h1_conn.ts";
+
+/** Pool limits (config `upstream_pool`); durations in milliseconds. */
+export interface UpstreamPoolOptions {
+  maxConnectionsPerUpstream: number;
+  maxIdlePerUpstream: number;
+  idleTimeout: number;
+  /** Requests allowed to wait for a connection; more are shed (503). 0 sheds at once. */
+  queueLimit: number;
+  /** Longest wait for a connection before the request is shed. */
+  queueTimeout: number;
+}
+
+/** Defaults, equal to the config schema's `upstream_pool` defaults. */
+export const DEFAULT_POOL_OPTIONS: UpstreamPoolOptions = {
+  maxConnectionsPerUpstream: 256,
+  maxIdlePerUpstream: 64,
+  idleTimeout: 60_000,
+  queueLimit: 1024,
+  queueTimeout: 5_000,
+};
+
+/** Counters of one origin's pool (for tests, status and metrics). */
+export interface OriginStats {
+  origin: string;
+  open: number;
+  idle: number;
+  queued: number;
+}
+
+interface Waiter {
+  /** `conn` is a handed-over connection; null grants a slot to open a new one. */
+  grant(conn: H1Connection | null): void;
+  fail(err: ProxyError): void;
+  done: boolean;
+}
+
+interface Origin {
+  key: string;
+  /** Open or connecting connections, counted against the limit. */
+  open: number;
+  /** Parked connections; the end is the most recently used. */
+  idle: H1Connection[];
+  waiters: Waiter[];
+  /** Live (not done) waiters. */
+  queued: number;
+}
+
+/** The pools of one client. */
+export interface ConnectionPool {
+  /** A connection to `key`: a parked one, a new one from `connect`, or one after waiting. */
+  acquire(
+    key: string,
+    connect: () => Promise<H1Connection>,
+    o?: { fresh?: boolean; signal?: AbortSignal },
+  ): Promise<H1Connection>;
+  /** Gives a connection back; it is parked or handed on only when `reusable`. */
+  release(key: string, conn: H1Connection, reusable: boolean): void;
+  stats(): OriginStats[];
+  /** Closes every connection and fails every waiter. */
+  close(): void;
+}
+
+/** Creates the per-origin pools with the given limits. */
+export function createConnectionPool(opts: UpstreamPoolOptions): ConnectionPool {
+  const origins = new Map<string, Origin>();
+  const all = new Set<H1Connection>();
+  let sweeper: ReturnType<typeof setInterval> | undefined;
+  let closed = false;
+
+  const originOf = (key: string): Origin => {
+    let o = origins.get(key);
+    if (!o) {
+      o = { key, open: 0, idle: [], waiters: [], queued: 0 };
+      origins.set(key, o);
+    }
+    return o;
+  };
+
+  const nextWaiter = (o: Origin): Waiter | undefined => {
+    while (o.waiters.length > 0) {
+      const w = o.waiters.shift()!;
+      if (!w.done) {
+        w.done = true;
+        o.queued--;
+        return w;
+      }
+    }
+    return undefined;
+  };
+
+  /** A slot freed up: let the first waiter open a connection. */
+  const slotFreed = (o: Origin) => {
+    const w = nextWaiter(o);
+    if (w) {
+      o.open++;
+      w.grant(null);
+    }
+  };
+
+  const onDead = (key: string) => (conn: H1Connection) => {
+    const o = origins.get(key);
+    all.delete(conn);
+    if (!o) return;
+    const i = o.idle.indexOf(conn);
+    if (i < 0) return;
+    o.idle.splice(i, 1);
+    o.open--;
+    slotFreed(o);
+  };
+
+  const sweep = () => {
+    const now = performance.now();
+    let idleLeft = 0;
+    for (const o of origins.values()) {
+      while (o.idle.length > 0 && now - o.idle[0].idleSince >= opts.idleTimeout) {
+        const c = o.idle.shift()!;
+        c.fail(null);
+        all.delete(c);
+        o.open--;
+      }
+      idleLeft += o.idle.length;
+      if (o.open === 0 && o.queued === 0) origins.delete(o.key);
+    }
+    if (idleLeft === 0 && sweeper !== undefined) {
+      clearInterval(sweeper);
+      sweeper = undefined;
+    }
+  };
+
+  const opened = async (o: Origin, connect: () => Promise<H1Connection>) => {
+    let c: H1Connection;
+    try {
+      c = await connect();
+    } catch (err) {
+      o.open--;
+      slotFreed(o);
+      throw err;
+    }
+    if (closed) {
+      c.fail(null);
+      throw new ProxyError("shutting_down", "Upstream client is closed", { sentNothing: true });
+    }
+    all.add(c);
+    c.unpark();
+    return c;
+  };
+
+  return {
+    acquire(key, connect, a = {}) {
+      if (closed) {
+        return Promise.reject(
+          new ProxyError("shutting_down", "Upstream client is closed", { sentNothing: true }),
+        );
+      }
+      const o = originOf(key);
+      if (!a.fresh) {
+        while (o.idle.length > 0) {
+          const c = o.idle.pop()!;
+          if (!c.dead) {
+            c.unpark();
+            return Promise.resolve(c);
+          }
+          all.delete(c);
+          o.open--;
+        }
+      }
+      if (o.open < opts.maxConnectionsPerUpstream) {
+        o.open++;
+        return opened(o, connect);
+      }
+      if (o.queued >= opts.queueLimit) {
+        return Promise.reject(
+          new ProxyError(
+            "overloaded",
+            `Upstream "${key}" has ${o.open} connections busy and ${o.queued} requests waiting`,
+            { source: key, sentNothing: true, retryable: false },
+          ),
+        );
+      }
+      return new Promise<H1Connection>((resolve, reject) => {
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        const signal = a.signal;
+        const cleanup = () => {
+          clearTimeout(timer);
+          signal?.removeEventListener("abort", onAbort);
+        };
+        const w: Waiter = {
+          done: false,
+          grant(conn) {
+            cleanup();
+            if (conn) resolve(conn);
+            else opened(o, connect).then(resolve, reject);
+          },
+          fail(err) {
+            cleanup();
+            reject(err);
+          },
+        };
+        const giveUp = (err: ProxyError) => {
+          if (w.done) return;
+          w.done = true;
+          o.queued--;
+          w.fail(err);
+        };
+        const onAbort = () =>
+          giveUp(new ProxyError("client_gone", "Client went away", { sentNothing: true }));
+        signal?.addEventListener("abort", onAbort, { once: true });
+        if (opts.queueTimeout > 0) {
+          const shed = () =>
+            giveUp(
+              new ProxyError(
+                "overloaded",
+                `No connection to upstream "${key}" within ${opts.queueTimeout} ms`,
+                { source: key, sentNothing: true, retryable: false },
+              ),
+            );
+          timer = setTimeout(shed, opts.queueTimeout);
+        }
+        // Given-up waiters stay in the array until reached; compact so it stays bounded.
+        if (o.waiters.length > 2 * opts.queueLimit + 16) {
+          o.waiters = o.waiters.filter((x) => !x.done);
+        }
+        o.waiters.push(w);
+        o.queued++;
+      });
+    },
+
+    release(key, conn, reusable) {
+      const o = origins.get(key) ?? originOf(key);
+      if (reusable && !conn.dead && !closed) {
+        const w = nextWaiter(o);
+        if (w) {
+          conn.unpark();
+          w.grant(conn);
+          return;
+        }
+        if (o.idle.length < opts.maxIdlePerUpstream && opts.idleTimeout > 0) {
+          conn.park(performance.now(), onDead(key));
+          o.idle.push(conn);
+          if (sweeper === undefined) {
+            sweeper = setInterval(sweep, Math.max(50, Math.min(opts.idleTimeout / 2, 5_000)));
+            Deno.unrefTimer(sweeper);
+          }
+          return;
+        }
+      }
+      conn.fail(null);
+      all.delete(conn);
+      o.open--;
+      slotFreed(o);
+    },
+
+    stats() {
+      return [...origins.values()].map((o) => ({
+        origin: o.key,
+        open: o.open,
+        idle: o.idle.length,
+        queued: o.queued,
+      }));
+    },
+
+    close() {
+      closed = true;
+      clearInterval(sweeper);
+      sweeper = undefined;
+      for (const c of all) c.fail(null);
+      all.clear();
+      for (const o of origins.values()) {
+        o.idle.length = 0;
+        let w: Waiter | undefined;
+        while ((w = nextWaiter(o))) {
+          w.fail(
+            new ProxyError("shutting_down", "Upstream client is closed", { sentNothing: true }),
+          );
+        }
+      }
+      origins.clear();
+    },
+  };
+}
