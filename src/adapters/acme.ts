@@ -61,6 +61,8 @@ export interface AcmeTuning {
   lockPollMs?: number;
   /** A lock older than this is from a crashed instance. Default 10 min. */
   lockStaleMs?: number;
+  /** Retries acme-client makes per request on network errors and 5xx. Default 3. */
+  clientRetries?: number;
 }
 
 /** Bound on pending challenge tokens held in memory (one per domain and order). */
@@ -191,7 +193,12 @@ export async function startAcme(
       logger.info("ACME ordering certificate", { domains: config.domains, reason: why });
       const started = performance.now();
       orders++;
-      const pair = await orderCertificate(config, { store, sink, logger });
+      const pair = await orderCertificate(config, {
+        store,
+        sink,
+        logger,
+        retries: opts.clientRetries,
+      });
       const f = certificateFacts(pair.cert);
       if (!f) throw new Error("Cannot read the certificate the CA issued");
       await store.writeCertificate(pair);
@@ -275,7 +282,11 @@ export async function startAcme(
     async close() {
       closed = true;
       clearTimeout(timer);
-      await running;
+      // An order in flight may finish (and store its result) in the background; shutdown
+      // does not wait for a slow CA longer than this.
+      let t: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([running, new Promise((r) => t = setTimeout(r, 2_000))]);
+      clearTimeout(t);
     },
   };
 }

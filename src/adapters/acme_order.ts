@@ -31,11 +31,17 @@ export interface ChallengeSink {
  */
 export async function orderCertificate(
   config: AcmeConfig,
-  opts: { store: AcmeStore; sink: ChallengeSink; logger: Logger },
+  opts: { store: AcmeStore; sink: ChallengeSink; logger: Logger; retries?: number },
 ): Promise<CertificatePair> {
   const { store, sink, logger } = opts;
   const acme = await import("acme-client");
   acme.setLogger((msg: string) => logger.debug("acme-client", { msg }));
+  // acme-client retries network errors and 5xx itself (5 s, 10 s, …); Prox backs off on top.
+  const settings = (acme.axios.defaults as { acmeSettings?: { retryMaxAttempts: number } })
+    .acmeSettings;
+  if (settings) settings.retryMaxAttempts = opts.retries ?? 3;
+  // axios waits forever by default: a CA that accepts and never answers must not wedge renewal.
+  acme.axios.defaults.timeout = 30_000;
   await trustCa(acme, config.ca_cert);
   const url = directoryUrl(config);
   const accountKey = (await store.readAccountKey()) ??

@@ -114,7 +114,8 @@ export async function openAcmeStore(
         return null;
       }
     },
-    writeChallenge: (token, keyAuth) => writeAtomic(challengePath(token), keyAuth, 0o644),
+    writeChallenge: async (token, keyAuth) =>
+      await writeAtomic(challengePath(token), keyAuth, 0o644),
     readChallenge: (token) =>
       TOKEN.test(token) ? readOrNull(challengePath(token)) : Promise.resolve(null),
     async removeChallenge(token) {

@@ -9,13 +9,17 @@ import type { ProxServer } from "../../src/server.ts";
 import type { AcmeTuning } from "../../src/adapters/acme.ts";
 import type { Logger } from "../../src/ports.ts";
 import { freePort, PEBBLE_TLS_CA, startPebble } from "./_pebble.ts";
+import { connectH3 } from "../../src/adapters/h3/client.ts";
 
 const TOOLS = ["pebble", "pebble-challtestsrv"];
 const DOMAINS = ["prox.test", "www.prox.test"];
 
-function acmeYaml(o: { ca: string; storage: string; httpPort: number; upstream: string }): string {
+function acmeYaml(
+  o: { ca: string; storage: string; httpPort: number; upstream: string; extra?: string },
+): string {
   return `listen_addr: "127.0.0.1:0"
 health_check: { enabled: false }
+${o.extra ?? ""}
 tls:
   acme:
     enabled: true
@@ -105,7 +109,13 @@ interopTest(
       await using pebble = await startPebble({ httpPort, dir });
       await using up = await startUpstream(() => new Response("hello over acme"));
       const storage = `${dir}/acme`;
-      const yaml = acmeYaml({ ca: pebble.directoryUrl, storage, httpPort, upstream: up.url });
+      const yaml = acmeYaml({
+        ca: pebble.directoryUrl,
+        storage,
+        httpPort,
+        upstream: up.url,
+        extra: "protocols: { http3_enabled: true }",
+      });
 
       const logger = memoryLogger();
       const first = await start(yaml, undefined, logger);
@@ -122,6 +132,16 @@ interopTest(
         assert.match(got.body, /hello over acme$/);
         assert.equal(got.names, "DNS:prox.test, DNS:www.prox.test");
         serial = got.serial;
+        // HTTP/3 starts with the issued certificate too.
+        await using h3 = await connectH3({
+          hostname: "127.0.0.1",
+          port: first.port,
+          caCerts: [pebble.root],
+          serverName: DOMAINS[1],
+        });
+        const over3 = await h3.request("/");
+        assert.equal(over3.status, 200);
+        assert.equal(new TextDecoder().decode(over3.body), "hello over acme");
         assert.equal(pebble.orders(), 1);
         assert.equal(first.acme!.status().orders, 1);
         assert.ok(logger.lines.some((l) => l.startsWith("info ACME certificate issued")));
@@ -271,3 +291,71 @@ if (Deno.env.get("PROX_ACME_NETNS") === "1") {
     fn() {},
   });
 }
+
+interopTest(
+  "ACME: two instances sharing storage_path place one order (lock file) and both serve its certificate",
+  TOOLS,
+  () =>
+    withTempDir(async (dir) => {
+      const httpPort = freePort();
+      await using pebble = await startPebble({ httpPort, dir });
+      await using up = await startUpstream(() => new Response("shared"));
+      const storage = `${dir}/acme`;
+      // Both bind the challenge port (SO_REUSEPORT): the CA's validation requests reach either
+      // one, so the instance that did not order answers from the shared store.
+      const yaml = acmeYaml({ ca: pebble.directoryUrl, storage, httpPort, upstream: up.url });
+      const tuning: AcmeTuning = { lockPollMs: 50, checkIntervalMs: 1_000 };
+      const [a, b] = await Promise.all([start(yaml, tuning), start(yaml, tuning)]);
+      try {
+        await waitFor(() => a.ready() && b.ready(), { timeoutMs: 30_000, what: "both HTTPS" });
+        const [ra, rb] = [await tlsGet(a.port, pebble.root), await tlsGet(b.port, pebble.root)];
+        assert.equal(ra.status, 200);
+        assert.equal(rb.status, 200);
+        assert.equal(ra.serial, rb.serial);
+        assert.equal(a.acme!.status().orders + b.acme!.status().orders, 1);
+        assert.equal(pebble.orders(), 1);
+        await assert.rejects(Deno.stat(`${storage}/order.lock`), Deno.errors.NotFound);
+      } finally {
+        await Promise.all([a.shutdown(), b.shutdown()]);
+      }
+    }),
+);
+
+Deno.test("ACME: an unreachable CA is retried with exponential back-off while plain HTTP keeps serving", async () => {
+  await withTempDir(async (dir) => {
+    await using up = await startUpstream(() => new Response("never"));
+    const httpPort = freePort();
+    const yaml = acmeYaml({
+      ca: `https://127.0.0.1:${freePort()}/dir`,
+      storage: `${dir}/acme`,
+      httpPort,
+      upstream: up.url,
+    });
+    const logger = memoryLogger();
+    const server = await start(yaml, {
+      retryBaseMs: 40,
+      random: () => 0,
+      clientRetries: 0,
+    }, logger);
+    try {
+      await waitFor(() => server.acme!.status().failures >= 3, { what: "three failed orders" });
+      const status = server.acme!.status();
+      assert.equal(status.state, "failing");
+      assert.match(status.lastError!, /ACME server/);
+      assert.equal(server.ready(), false);
+      assert.equal(server.port, 0);
+      // random 0 → exactly half of base × 2^(n-1): 20, 40, 80 ms.
+      const delays = logger.lines.filter((l) => l.startsWith("error Cannot obtain ACME"))
+        .map((l) => JSON.parse(l.slice(l.indexOf("{"))).retryInMs);
+      assert.deepEqual(delays.slice(0, 3), [20, 40, 80]);
+      const res = await fetch(`http://127.0.0.1:${httpPort}/`, { redirect: "manual" });
+      await res.body?.cancel();
+      assert.equal(res.status, 308);
+      const missing = await fetch(`http://127.0.0.1:${httpPort}/.well-known/acme-challenge/nope`);
+      assert.equal(missing.status, 404);
+      await missing.body?.cancel();
+    } finally {
+      await server.shutdown();
+    }
+  });
+});

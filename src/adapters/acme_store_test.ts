@@ -1,0 +1,86 @@
+import assert from "node:assert/strict";
+import { openAcmeStore, pairMatches } from "./acme_store.ts";
+
+const TLS = new URL("../../tests/fixtures/tls/", import.meta.url).pathname;
+const cert = Deno.readTextFileSync(`${TLS}cert.pem`);
+const key = Deno.readTextFileSync(`${TLS}key.pem`);
+const caKey = Deno.readTextFileSync(`${TLS}ca.key`);
+
+async function withStore(fn: (dir: string) => Promise<void>) {
+  const dir = await Deno.makeTempDir({ prefix: "prox-acme-store-" });
+  try {
+    await fn(dir);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+Deno.test("openAcmeStore writes the pair under stable names, the key 0600, and reads it back", () =>
+  withStore(async (dir) => {
+    const store = await openAcmeStore(dir, { name: "example.com" });
+    assert.equal(await store.readCertificate(), null);
+    assert.equal(await store.certificateStamp(), null);
+    await store.writeCertificate({ cert, key });
+    assert.deepEqual(await store.readCertificate(), { cert, key });
+    assert.equal((await Deno.stat(`${dir}/example.com.key`)).mode! & 0o777, 0o600);
+    assert.notEqual(await store.certificateStamp(), null);
+    assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name).sort(), [
+      "challenges",
+      "example.com.crt",
+      "example.com.key",
+    ]);
+  }));
+
+Deno.test("openAcmeStore rejects a key that does not belong to the certificate", () =>
+  withStore(async (dir) => {
+    assert.equal(pairMatches(cert, key), true);
+    assert.equal(pairMatches(cert, caKey), false);
+    const store = await openAcmeStore(dir, { name: "example.com" });
+    await store.writeCertificate({ cert, key: caKey });
+    assert.equal(await store.readCertificate(), null);
+  }));
+
+Deno.test("openAcmeStore creates the account key once", () =>
+  withStore(async (dir) => {
+    const store = await openAcmeStore(dir, { name: "x" });
+    assert.equal(await store.createAccountKey("first"), "first");
+    assert.equal(await store.createAccountKey("second"), "first");
+    assert.equal((await Deno.stat(`${dir}/account.key`)).mode! & 0o777, 0o600);
+    await store.writeAccount({
+      directoryUrl: "https://ca/dir",
+      accountUrl: "https://ca/a/1",
+      email: "e@x.io",
+    });
+    assert.equal((await store.readAccount())?.accountUrl, "https://ca/a/1");
+  }));
+
+Deno.test("openAcmeStore lock: one holder at a time, stale locks expire, release frees it", () =>
+  withStore(async (dir) => {
+    const a = await openAcmeStore(dir, { name: "x" });
+    const b = await openAcmeStore(dir, { name: "x" });
+    const now = Date.now();
+    const held = await a.tryLock({ staleMs: 60_000, now });
+    assert.ok(held);
+    assert.equal(await b.tryLock({ staleMs: 60_000, now }), null);
+    // Seen from far in the future, the lock is stale and taken over; the old holder's release
+    // then leaves the new holder's lock alone.
+    const taken = await b.tryLock({ staleMs: 60_000, now: now + 120_000 });
+    assert.ok(taken);
+    await held.release();
+    assert.equal(await a.tryLock({ staleMs: 60_000, now }), null);
+    await taken.release();
+    const again = await a.tryLock({ staleMs: 60_000, now });
+    assert.ok(again);
+    await again.release();
+  }));
+
+Deno.test("openAcmeStore challenges: tokens are files, path tricks are refused", () =>
+  withStore(async (dir) => {
+    const store = await openAcmeStore(dir, { name: "x" });
+    await store.writeChallenge("tok_EN-1", "tok_EN-1.thumb");
+    assert.equal(await store.readChallenge("tok_EN-1"), "tok_EN-1.thumb");
+    assert.equal(await store.readChallenge("../x.key"), null);
+    await assert.rejects(store.writeChallenge("../evil", "x"), /Invalid ACME challenge token/);
+    await store.removeChallenge("tok_EN-1");
+    assert.equal(await store.readChallenge("tok_EN-1"), null);
+  }));
