@@ -69,8 +69,9 @@ scrape_configs:
       const v = Number(r.data?.result?.[0]?.value?.[1]);
       return Number.isFinite(v) ? v : null;
     }, { timeoutMs: 30_000, intervalMs: 300, what: "a histogram_quantile answer" });
-    // /api mixes fast answers with a 15 ms upstream: p95 sits in the 10–100 ms buckets.
-    assert.ok(value > 0.005 && value <= 0.1, `p95 = ${value}`);
+    // A third of /api requests wait 15 ms upstream, so p95 is at least in the 10–25 ms bucket;
+    // the upper bound leaves room for a loaded machine.
+    assert.ok(value >= 0.01 && value <= 2.5, `p95 = ${value}`);
 
     const up = await query('prox_backend_health_status{job="prox"}');
     assert.equal(up.data.result.length, 2);
