@@ -185,8 +185,8 @@ export function createUpstreamClient(opts: UpstreamClientOptions = {}): PooledUp
           release: (reusable) => pool.release(key, conn, reusable),
         });
       } catch (err) {
-        // A reused connection the upstream had closed: once more on a new connection (only when
-        // nothing was read and there is no body to replay, or the method is idempotent).
+        // A reused connection the upstream had closed before reading anything: once more on a
+        // new connection, when there is no request body that would need replaying.
         const stale = (err as { [STALE]?: boolean })[STALE] === true;
         if (!stale || attempt > 0 || req.body !== null) throw err;
       }
@@ -196,7 +196,11 @@ export function createUpstreamClient(opts: UpstreamClientOptions = {}): PooledUp
   return {
     async send(req: UpstreamRequest): Promise<Response> {
       const key = keyOf(req.url, req.tls);
-      if (offerH2 && req.url.protocol === "https:" && !req.tls?.insecureSkipVerify) {
+      // fetch can neither skip verification nor choose the SNI name: those stay on HTTP/1.1.
+      if (
+        offerH2 && req.url.protocol === "https:" && !req.tls?.insecureSkipVerify &&
+        !req.tls?.serverName
+      ) {
         let p = protocolOf(key, req);
         if (typeof p !== "string") p = await p;
         if (p === "h2" && fetchSafe(req.headers)) return h2.send(req);

@@ -1,0 +1,81 @@
+// The upstream client over TLS: custom CA, server name, insecure_skip_verify, and the h2/h1
+// choice for origins that speak h2 (fetch only when it cannot alter the bytes).
+import assert from "node:assert/strict";
+import { startUpstream } from "../../tests/_harness.ts";
+import { ProxyError } from "../domain/errors.ts";
+import type { UpstreamRequest, UpstreamTls } from "../ports.ts";
+import { createUpstreamClient } from "./upstream_client.ts";
+
+const dir = new URL("../../tests/fixtures/tls/", import.meta.url);
+const cert = Deno.readTextFileSync(new URL("cert.pem", dir));
+const key = Deno.readTextFileSync(new URL("key.pem", dir));
+const ca = Deno.readTextFileSync(new URL("ca.pem", dir));
+
+function request(url: string, tls?: UpstreamTls, headers: HeadersInit = {}): UpstreamRequest {
+  const u = new URL(url);
+  const h = new Headers(headers);
+  h.set("host", "backend.test");
+  return {
+    url: u,
+    method: "GET",
+    headers: h,
+    body: null,
+    timeouts: { connect: 2_000, responseHeader: 5_000, idle: 5_000 },
+    tls,
+  };
+}
+
+async function gzip(s: string): Promise<Uint8Array<ArrayBuffer>> {
+  const z = new Blob([s]).stream().pipeThrough(new CompressionStream("gzip"));
+  return new Uint8Array(await new Response(z).arrayBuffer());
+}
+
+Deno.test("upstream client over TLS: custom CA, h2 when safe, HTTP/1.1 when fetch would decode", async () => {
+  const gz = await gzip("compressed body");
+  await using up = await startUpstream((req) =>
+    new Response(gz, {
+      headers: { "content-encoding": "gzip", "x-host": req.headers.get("host") ?? "" },
+    }), { cert, key });
+  const client = createUpstreamClient();
+  try {
+    const tls = { caCerts: [ca] };
+    // No Accept-Encoding: safe for fetch (identity is asked for), goes over h2, no h1 pool.
+    const h2 = await client.send(request(up.url, tls));
+    assert.equal(h2.headers.get("x-host"), "backend.test");
+    assert.deepEqual(new Uint8Array(await h2.arrayBuffer()), gz);
+    assert.deepEqual(client.stats(), []);
+    // gzip accepted: fetch would decode, so HTTP/1.1 carries it and the bytes are untouched.
+    const h1 = await client.send(request(up.url, tls, { "accept-encoding": "gzip" }));
+    assert.equal(h1.headers.get("content-encoding"), "gzip");
+    assert.deepEqual(new Uint8Array(await h1.arrayBuffer()), gz);
+    assert.deepEqual(client.stats().map((s) => s.open), [1]);
+  } finally {
+    await client.close();
+  }
+});
+
+Deno.test("upstream client over TLS: unknown CA is a connect error; skip-verify and server name work", async () => {
+  await using up = await startUpstream(() => new Response("secure"), { cert, key });
+  const client = createUpstreamClient({ http2: false });
+  try {
+    await assert.rejects(client.send(request(up.url)), (err: unknown) => {
+      assert.ok(err instanceof ProxyError);
+      assert.equal(err.kind, "connect");
+      assert.equal(err.sentNothing, true);
+      assert.match(err.message, /Cannot connect to upstream "https:\/\/127\.0\.0\.1:\d+": TLS/);
+      return true;
+    });
+    const insecure = await client.send(request(up.url, { insecureSkipVerify: true }));
+    assert.equal(await insecure.text(), "secure");
+    const again = await client.send(request(up.url, { insecureSkipVerify: true }));
+    assert.equal(await again.text(), "secure");
+    const named = await client.send(request(up.url, { caCerts: [ca], serverName: "example.com" }));
+    assert.equal(await named.text(), "secure");
+    await assert.rejects(
+      client.send(request(up.url, { caCerts: [ca], serverName: "other.test" })),
+      (err: unknown) => err instanceof ProxyError && err.kind === "connect",
+    );
+  } finally {
+    await client.close();
+  }
+});
