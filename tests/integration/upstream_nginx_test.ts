@@ -100,7 +100,9 @@ routes:
       ).text();
       assert.equal(plain, "x".repeat(300_000));
 
-      const chunked = await get("/chunked?abcdefghijklmnopqrstuvwxyz", { "accept-encoding": "gzip" });
+      const chunked = await get("/chunked?abcdefghijklmnopqrstuvwxyz", {
+        "accept-encoding": "gzip",
+      });
       assert.equal(chunked.headers.get("content-encoding"), "gzip");
       const unzipped = await new Response(
         chunked.body!.pipeThrough(new DecompressionStream("gzip")),
