@@ -144,6 +144,8 @@ export interface Metrics {
   connectionOpened(protocol: Protocol | "websocket"): void;
   connectionClosed(protocol: Protocol | "websocket"): void;
   websocketMessageTooBig(route: string): void;
+  /** The route ids of the current config: series of removed routes are dropped. */
+  routesConfigured(routes: readonly string[]): Promise<void>;
   /** The upstream targets of the current config: health series exist from start-up (1 = up). */
   backendsConfigured(backends: readonly string[]): void;
   /** One config load or reload attempt and its outcome. */
@@ -163,6 +165,7 @@ export const noopMetrics: Metrics = {
   connectionOpened() {},
   connectionClosed() {},
   websocketMessageTooBig() {},
+  routesConfigured: () => Promise.resolve(),
   backendsConfigured() {},
   configReload() {},
   certificateExpiry() {},

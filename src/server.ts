@@ -508,6 +508,9 @@ export async function startServer(
         logger.error("Rate limit store did not follow the reload", { error: String(err) })
       );
       metrics.backendsConfigured(targetsOf(snap));
+      await metrics.routesConfigured(Object.keys(config.routes)).catch((err) =>
+        logger.warn("Cannot drop metrics of removed routes", { error: String(err) })
+      );
       watch?.setFiles(watchedFiles(config));
       for (const w of next.issues) logger.warn("Config warning", { issue: formatIssue(w) });
       logger.info("Config reloaded", { version, trigger, listenersChanged: staged.bound });

@@ -38,6 +38,8 @@ export const LATENCY_BUCKETS = [
   60,
 ];
 
+/** The route label of requests that matched no route (kept by routesConfigured). */
+export const NO_ROUTE = "(none)";
 const METHODS = new Set(["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT"]);
 const PROTOCOLS: (Protocol | "websocket")[] = ["http/1.1", "h2", "h2c", "h3", "websocket"];
 /** Most cached label children per metric; past it, observations skip the cache. */
@@ -49,9 +51,11 @@ export function methodLabel(method: string): string {
 }
 
 /** A bounded cache of prom-client label children keyed by the joined label values. */
-function childCache<T>(make: (values: string[]) => T): (...values: string[]) => T {
+function childCache<T>(
+  make: (values: string[]) => T,
+): ((...values: string[]) => T) & { clear(): void } {
   const cache = new Map<string, T>();
-  return (...values: string[]) => {
+  const get = (...values: string[]) => {
     const key = values.join("\u0000");
     let child = cache.get(key);
     if (child === undefined) {
@@ -60,6 +64,27 @@ function childCache<T>(make: (values: string[]) => T): (...values: string[]) => 
     }
     return child;
   };
+  return Object.assign(get, { clear: () => cache.clear() });
+}
+
+/** The parts of a prom-client metric that route pruning needs. */
+interface Prunable {
+  get(): Promise<{ values: { labels: Record<string, string | number | undefined> }[] }>;
+  remove(labels: Record<string, string | number>): void;
+}
+
+/** Removes every series of `metric` whose `route` label is not in `keep`. */
+async function pruneRoutes(metric: Prunable, keep: ReadonlySet<string>): Promise<void> {
+  const done = new Set<string>();
+  for (const { labels } of (await metric.get()).values) {
+    if (labels.route === undefined || keep.has(String(labels.route))) continue;
+    const series: Record<string, string | number> = {};
+    for (const [k, v] of Object.entries(labels)) if (k !== "le" && v !== undefined) series[k] = v;
+    const key = JSON.stringify(series);
+    if (done.has(key)) continue;
+    done.add(key);
+    metric.remove(series);
+  }
 }
 
 /** Creates the Prometheus-backed Metrics; `version` goes into `prox_build_info`. */
@@ -198,6 +223,20 @@ export function createPromMetrics(
     backendHealth(backend, healthy) {
       knownBackends.add(backend);
       backendHealth.set({ backend }, healthy ? 1 : 0);
+    },
+    routesConfigured(routes) {
+      const keep = new Set([...routes, NO_ROUTE]);
+      for (const c of [reqChild, durChild, beChild, beDurChild]) c.clear();
+      const metrics = [
+        requests,
+        requestDuration,
+        backendRequests,
+        backendDuration,
+        rateLimitHits,
+        retries,
+        wsTooBig,
+      ] as unknown as Prunable[];
+      return Promise.all(metrics.map((m) => pruneRoutes(m, keep))).then(() => {});
     },
     backendsConfigured(backends) {
       const wanted = new Set(backends);

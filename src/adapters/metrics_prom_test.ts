@@ -114,3 +114,31 @@ Deno.test("createPromMetrics exports true process metrics and no nodejs_* defaul
     assert.ok(value(t, "process_max_fds")! >= 64);
   }
 });
+
+Deno.test("createPromMetrics routesConfigured drops every series of removed routes", async () => {
+  const m = createPromMetrics({ processMetrics: false });
+  for (const r of ["/a", "/b"]) {
+    m.request(r, "GET", 200, 0.01);
+    m.backendRequest("http://x:1", r, 200, 0.01);
+    m.rateLimit(r, "limited");
+    m.retry(r, "connect");
+  }
+  m.request("(none)", "GET", 404, 0.001);
+  await m.routesConfigured(["/b"]);
+  m.request("/b", "GET", 200, 0.01);
+  const t = await m.text();
+  assert.doesNotMatch(t, /route="\/a"/);
+  assert.equal(value(t, 'prox_requests_total{route="/b",method="GET",status="200"}'), 2);
+  assert.equal(value(t, 'prox_requests_total{route="(none)",method="GET",status="404"}'), 1);
+  assert.equal(
+    value(t, 'prox_request_duration_seconds_bucket{le="+Inf",route="/b",method="GET"}'),
+    2,
+  );
+  assert.equal(value(t, 'prox_rate_limit_hits_total{route="/b",action="limited"}'), 1);
+  // A route that comes back starts from zero (a counter reset Prometheus handles).
+  m.request("/a", "GET", 200, 0.01);
+  assert.equal(
+    value(await m.text(), 'prox_requests_total{route="/a",method="GET",status="200"}'),
+    1,
+  );
+});
