@@ -135,6 +135,11 @@ export function createListenerSet(opts: { logger: Logger; drainMs: () => number 
       return {
         bound: fresh.length,
         commit() {
+          // Shutdown began while this change was being bound: it must not outlive the drain.
+          if (closed) {
+            for (const e of fresh) void e.listener.close();
+            return;
+          }
           const replaced = [...current.values()].filter((e) =>
             next.get(e.plan.id)?.listener !== e.listener
           );

@@ -1,0 +1,95 @@
+import assert from "node:assert/strict";
+import { createListenerSet, REUSE_PORT } from "./listener_set.ts";
+import type { ListenerPlan } from "./listener_set.ts";
+import { silentLogger } from "../ports.ts";
+import { ROOT, waitFor } from "../../tests/_harness.ts";
+
+// Real Deno.serve listeners on 127.0.0.1; plans change between stages as a reload would.
+
+const handler = (name: string) => () => Promise.resolve(new Response(name));
+const plan = (id: string, port: number, extra: Partial<ListenerPlan> = {}): ListenerPlan => ({
+  id,
+  addr: { hostname: "127.0.0.1", port },
+  handler: handler(id),
+  ...extra,
+});
+
+async function get(url: string, client?: Deno.HttpClient): Promise<string> {
+  const res = await fetch(url, { client });
+  return await res.text();
+}
+
+Deno.test("ListenerSet keeps an unchanged listener and binds nothing for it", async () => {
+  const set = createListenerSet({ logger: silentLogger, drainMs: () => 1000 });
+  try {
+    (await set.stage([plan("main", 0)])).commit();
+    const first = set.get("main")!;
+    const again = await set.stage([plan("main", 0)]);
+    assert.equal(again.bound, 0);
+    again.commit();
+    assert.equal(set.get("main"), first);
+    assert.equal(await get(`http://127.0.0.1:${first.port}/`), "main");
+  } finally {
+    await set.shutdown(1000);
+  }
+});
+
+Deno.test({
+  name: "ListenerSet rebinds the same port for new TLS material, then drains the old listener",
+  ignore: !REUSE_PORT,
+  async fn() {
+    const set = createListenerSet({ logger: silentLogger, drainMs: () => 1000 });
+    const tls = `${ROOT}/tests/fixtures/tls`;
+    const client = Deno.createHttpClient({ caCerts: [await Deno.readTextFile(`${tls}/ca.pem`)] });
+    try {
+      (await set.stage([plan("main", 0)])).commit();
+      const port = set.get("main")!.port;
+      const staged = await set.stage([plan("main", 0, {
+        cert: await Deno.readTextFile(`${tls}/cert.pem`),
+        key: await Deno.readTextFile(`${tls}/key.pem`),
+      })]);
+      assert.equal(staged.bound, 1);
+      staged.commit();
+      assert.equal(set.get("main")!.port, port);
+      assert.equal(set.get("main")!.tls, true);
+      // Once the plain listener has drained, every new connection gets TLS.
+      await waitFor(async () => {
+        try {
+          await get(`http://127.0.0.1:${port}/`);
+          return false;
+        } catch {
+          return true;
+        }
+      }, { what: "plain listener gone" });
+      assert.equal(await get(`https://localhost:${port}/`, client), "main");
+    } finally {
+      client.close();
+      await set.shutdown(1000);
+    }
+  },
+});
+
+Deno.test("ListenerSet stage binds nothing when one plan fails; commit after shutdown closes", async () => {
+  const set = createListenerSet({ logger: silentLogger, drainMs: () => 1000 });
+  const blocker = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  try {
+    (await set.stage([plan("main", 0)])).commit();
+    const main = set.get("main")!;
+    const taken = (blocker.addr as Deno.NetAddr).port;
+    await assert.rejects(
+      set.stage([plan("main", 0), plan("extra", 0), plan("bad", taken)]),
+      /Cannot listen on 127\.0\.0\.1:\d+/,
+    );
+    assert.equal(set.get("main"), main);
+    assert.equal(set.get("extra"), undefined);
+    assert.equal(set.listeners.length, 1);
+
+    const late = await set.stage([plan("main", 0), plan("extra", 0)]);
+    await set.shutdown(1000);
+    late.commit();
+    assert.equal(set.get("extra"), undefined);
+  } finally {
+    blocker.close();
+    await set.shutdown(1000);
+  }
+});
