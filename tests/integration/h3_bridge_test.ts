@@ -367,3 +367,21 @@ Deno.test("startH3Listener never lets a failed response body look complete", asy
     },
   );
 });
+
+Deno.test("startH3Listener sends the more urgent response first (RFC 9218 priority)", async () => {
+  const sizes: Record<string, number> = { "/low": 4 * 1024 * 1024, "/high": 16 * 1024 * 1024 };
+  await withListener(
+    (req) => Promise.resolve(new Response(new Uint8Array(sizes[new URL(req.url).pathname]))),
+    async (l) => {
+      await using c = await client(l.port);
+      const order: string[] = [];
+      // Round-robin would finish the small background download first; urgency must win.
+      const low = c.request("/low", { headers: { priority: "u=7" } }).then(() => order.push("low"));
+      const high = c.request("/high", { headers: { priority: "u=0" } }).then(() =>
+        order.push("high")
+      );
+      await Promise.all([low, high]);
+      assert.deepEqual(order, ["high", "low"]);
+    },
+  );
+});

@@ -97,6 +97,14 @@ Deno.test("h3 connection error: DATA on the control stream is H3_FRAME_UNEXPECTE
   });
 });
 
+Deno.test("h3 connection error: an empty PRIORITY_UPDATE is H3_FRAME_ERROR", async () => {
+  await withServer(async (l) => {
+    const empty = encodeFrame(FrameType.PRIORITY_UPDATE, new Uint8Array(0));
+    const code = await closeCodeAfter(l.port, [{ bytes: control(SETTINGS, empty) }]);
+    assert.equal(code, H3Error.FRAME_ERROR);
+  });
+});
+
 Deno.test("h3 connection error: HTTP/2 settings are H3_SETTINGS_ERROR", async () => {
   await withServer(async (l) => {
     const code = await closeCodeAfter(l.port, [{
@@ -134,7 +142,12 @@ Deno.test("h3 ignores GREASE streams and drops a request stream that never sends
     });
     try {
       const held: WritableStreamDefaultWriter<Uint8Array>[] = [];
-      for (const bytes of [control(SETTINGS), [0x21 + 0x1f * 2, 1, 2, 3]]) {
+      // PRIORITY_UPDATE for the request stream (id 4) before it opens, as Chromium does
+      const update = encodeFrame(
+        FrameType.PRIORITY_UPDATE,
+        Uint8Array.of(4, ...new TextEncoder().encode("u=0, i")),
+      );
+      for (const bytes of [control(SETTINGS, update), [0x21 + 0x1f * 2, 1, 2, 3]]) {
         const w = (await conn.createUnidirectionalStream()).getWriter();
         held.push(w);
         await w.write(Uint8Array.from(bytes));
@@ -151,10 +164,13 @@ Deno.test("h3 ignores GREASE streams and drops a request stream that never sends
       // The connection still serves requests.
       const s = await conn.createBidirectionalStream();
       const w = s.writable.getWriter();
-      const fields = encodeFieldSection([[":method", "GET"], [":scheme", "https"], [
-        ":authority",
-        "localhost",
-      ], [":path", "/"]]);
+      const fields = encodeFieldSection([
+        [":method", "GET"],
+        [":scheme", "https"],
+        [":authority", "localhost"],
+        [":path", "/"],
+        ["priority", "u=1"],
+      ]);
       await w.write(encodeFrame(FrameType.HEADERS, fields));
       await w.close();
       let got = 0;

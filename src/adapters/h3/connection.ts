@@ -18,6 +18,9 @@ import {
 } from "./frames.ts";
 import { type RequestContext, serveRequest } from "./request.ts";
 import { StreamReader } from "./stream_reader.ts";
+import { parseUrgency } from "./message.ts";
+import { bytesToString } from "./qpack.ts";
+import { decodeVarint } from "./varint.ts";
 
 /** Limits applied per connection. */
 export interface ConnectionLimits {
@@ -50,6 +53,10 @@ export class H3Connection {
   #nextStreamId = 0;
   #goawayId: number | null = null;
   #closed = false;
+  /** Request streams being served, for PRIORITY_UPDATE (bounded by max_streams_bidi). */
+  readonly #active = new Map<number, Deno.QuicSendStream>();
+  /** Urgencies from PRIORITY_UPDATE for streams not yet open, oldest first (bounded). */
+  readonly #pendingUrgency = new Map<number, number>();
   /** Shared by the connection's requests (one remoteAddr lookup per connection). */
   #ctx: RequestContext | null = null;
   /** Settled when the connection is closed, for any reason. */
@@ -122,9 +129,17 @@ export class H3Connection {
         }
         this.#nextStreamId = Math.max(this.#nextStreamId, id + 4);
         this.#ctx ??= this.#requestContext();
-        const p: Promise<void> = serveRequest(stream, this.#ctx).finally(() => {
-          this.#requests.delete(p);
-        });
+        this.#active.set(id, stream.writable);
+        const urgency = this.#pendingUrgency.get(id);
+        if (urgency !== undefined) {
+          this.#pendingUrgency.delete(id);
+          stream.writable.sendOrder = 7 - urgency; // PRIORITY_UPDATE wins over the header
+        }
+        const p: Promise<void> = serveRequest(stream, this.#ctx, urgency !== undefined)
+          .finally(() => {
+            this.#requests.delete(p);
+            this.#active.delete(id);
+          });
         this.#requests.add(p);
       }
     } catch {
@@ -236,7 +251,9 @@ export class H3Connection {
             `Frame 0x${type.toString(16)} on control stream`,
           );
         }
-        await r.skip(len); // PRIORITY_UPDATE, GREASE, extensions: ignored
+        if (type === FrameType.PRIORITY_UPDATE && len <= 1024) {
+          this.#priorityUpdate(await r.exact(len, "PRIORITY_UPDATE"));
+        } else await r.skip(len); // GREASE and other extensions: ignored
         continue;
       }
       if (len > this.#opts.limits.maxControlFrame) {
@@ -253,6 +270,26 @@ export class H3Connection {
         parseSingleVarint(payload, type === FrameType.MAX_PUSH_ID ? "MAX_PUSH_ID" : "CANCEL_PUSH");
       }
       first = false;
+    }
+  }
+
+  /**
+   * PRIORITY_UPDATE for a request stream (RFC 9218 §7.1): maps urgency onto the QUIC send order
+   * of that stream (more urgent first), now or when the stream opens.
+   */
+  #priorityUpdate(payload: Uint8Array): void {
+    const id = decodeVarint(payload, 0);
+    if (!id) throw new H3ConnectionError(H3Error.FRAME_ERROR, "Malformed PRIORITY_UPDATE frame");
+    const urgency = parseUrgency(bytesToString(payload.subarray(id.next)));
+    if (urgency === null) return;
+    const open = this.#active.get(id.value);
+    if (open) {
+      open.sendOrder = 7 - urgency;
+      return;
+    }
+    this.#pendingUrgency.set(id.value, urgency);
+    if (this.#pendingUrgency.size > 128) {
+      this.#pendingUrgency.delete(this.#pendingUrgency.keys().next().value!);
     }
   }
 

@@ -157,3 +157,15 @@ export function responseFields(status: number, headers: Headers): Field[] {
 export function responseHasNoBody(method: string, status: number): boolean {
   return method === "HEAD" || status === 204 || status === 304 || (status >= 100 && status < 200);
 }
+
+/**
+ * The urgency (0 most urgent … 7) from a `priority` field value or PRIORITY_UPDATE payload
+ * (RFC 9218 §4, a Structured Fields dictionary); null when absent or invalid (ignored, §4).
+ */
+export function parseUrgency(value: string): number | null {
+  for (const member of value.split(",")) {
+    const [key, v] = member.trim().split("=", 2);
+    if (key === "u" && v !== undefined && /^[0-7]$/.test(v.trim())) return Number(v.trim());
+  }
+  return null;
+}

@@ -1,6 +1,12 @@
 import assert from "node:assert/strict";
 import type { Field } from "./qpack.ts";
-import { MessageError, parseRequestHead, parseTrailers, responseFields } from "./message.ts";
+import {
+  MessageError,
+  parseRequestHead,
+  parseTrailers,
+  parseUrgency,
+  responseFields,
+} from "./message.ts";
 
 const opts = { maxFieldSectionSize: 16384 };
 const base: Field[] = [
@@ -95,4 +101,14 @@ Deno.test("responseFields drops connection-specific headers and keeps each set-c
     ["set-cookie", "a=1"],
     ["set-cookie", "b=2"],
   ]);
+});
+
+Deno.test("parseUrgency reads u from RFC 9218 priority values", () => {
+  assert.equal(parseUrgency("u=0"), 0);
+  assert.equal(parseUrgency("u=5, i"), 5);
+  assert.equal(parseUrgency("i, u=1"), 1);
+  assert.equal(parseUrgency("i"), null);
+  assert.equal(parseUrgency("u=9"), null);
+  assert.equal(parseUrgency("u=-1"), null);
+  assert.equal(parseUrgency(""), null);
 });

@@ -15,6 +15,7 @@ import {
   MessageError,
   parseRequestHead,
   parseTrailers,
+  parseUrgency,
   type RequestHead,
   responseFields,
   responseHasNoBody,
@@ -132,6 +133,7 @@ function bodyStream(
 export async function serveRequest(
   stream: Deno.QuicBidirectionalStream,
   ctx: RequestContext,
+  prioritized = false,
 ): Promise<void> {
   const r = new StreamReader(stream.readable);
   const writer = stream.writable.getWriter();
@@ -172,6 +174,9 @@ export async function serveRequest(
     if (fields === null) throw new MessageError(431, "Request header fields too large");
     const head = parseRequestHead(fields, { maxFieldSectionSize: ctx.maxFieldSectionSize });
     method = head.method;
+    const priority = prioritized ? undefined : head.headers.find(([k]) => k === "priority");
+    const urgency = priority ? parseUrgency(priority[1]) : null;
+    if (urgency !== null) stream.writable.sendOrder = 7 - urgency; // RFC 9218 §4.1
     const hasBody = method !== "GET" && method !== "HEAD";
     const body = hasBody ? bodyStream(r, ctx, head.contentLength, fail) : null;
     const req = toRequest(head, body, signal);

@@ -62,13 +62,20 @@ export class StreamReader {
     return r.value;
   }
 
-  /** Reads exactly `n` bytes (copied only when they span chunks). */
+  /** Reads exactly `n` bytes (copied once, and only when they span chunks). */
   async exact(n: number, what = "frame"): Promise<Uint8Array> {
-    while (this.buffered < n) {
-      if (!(await this.#fill())) throw new TruncatedError(what);
+    if (this.buffered === 0 && n > 0 && !(await this.#fill())) throw new TruncatedError(what);
+    if (this.buffered >= n) {
+      const out = this.#buf.subarray(this.#pos, this.#pos + n);
+      this.#pos += n;
+      return out;
     }
-    const out = this.#buf.subarray(this.#pos, this.#pos + n);
-    this.#pos += n;
+    const out = new Uint8Array(n);
+    for (let off = 0; off < n;) {
+      const piece = await this.upTo(n - off, what);
+      out.set(piece, off);
+      off += piece.length;
+    }
     return out;
   }
 
