@@ -87,3 +87,30 @@ Deno.test("watchFiles ignores rewrites with identical content and follows setFil
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("watchFiles follows a Kubernetes ConfigMap update (..data symlink swapped by rename)", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "prox-watch-k8s-" });
+  // The kubelet's atomic writer: config.yaml -> ..data/config.yaml, ..data -> ..<timestamp>.
+  await Deno.mkdir(`${dir}/..v1`);
+  await Deno.writeTextFile(`${dir}/..v1/config.yaml`, "v1");
+  await Deno.symlink("..v1", `${dir}/..data`);
+  await Deno.symlink("..data/config.yaml", `${dir}/config.yaml`);
+  const file = `${dir}/config.yaml`;
+  const seen: string[] = [];
+  const w = watchFiles([file], {
+    logger: silentLogger,
+    debounceMs: 20,
+    onChange: async () => void seen.push(await Deno.readTextFile(file)),
+  });
+  try {
+    await w.ready;
+    await Deno.mkdir(`${dir}/..v2`);
+    await Deno.writeTextFile(`${dir}/..v2/config.yaml`, "v2");
+    await Deno.symlink("..v2", `${dir}/..data_tmp`);
+    await Deno.rename(`${dir}/..data_tmp`, `${dir}/..data`);
+    await waitFor(() => seen.includes("v2"), { what: "the swapped ConfigMap content" });
+  } finally {
+    w.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -279,3 +279,40 @@ interopTest(
     }
   },
 );
+
+Deno.test("a request in flight during a reload finishes on the config it started with", async () => {
+  const gate = Promise.withResolvers<void>();
+  let arrived = 0;
+  await using up = await startUpstream(async () => {
+    arrived++;
+    await gate.promise;
+    return new Response("slow");
+  });
+  const dir = await Deno.makeTempDir({ prefix: "prox-pinned-" });
+  const file = `${dir}/config.yaml`;
+  const route = (v: string) =>
+    `  "/slow":\n    type: proxy\n    target: "${up.url}"\n` +
+    `    response_headers:\n      set: { "X-Config": "${v}" }\n`;
+  await Deno.writeTextFile(file, config("127.0.0.1:0") + route("old"));
+  const server = await startServer({ path: file }, { logger: captureLogger(), watch: false });
+  const client = Deno.createHttpClient({});
+  try {
+    const url = `http://127.0.0.1:${server.port}/slow`;
+    const inflight = fetch(url, { client });
+    await waitFor(() => arrived === 1, { what: "request at the upstream" });
+    await Deno.writeTextFile(file, config("127.0.0.1:0") + route("new"));
+    assert.equal((await server.reload()).ok, true);
+    gate.resolve();
+    const res = await inflight;
+    await res.body?.cancel();
+    assert.equal(res.headers.get("x-config"), "old");
+    const after = await fetch(url, { client });
+    await after.body?.cancel();
+    assert.equal(after.headers.get("x-config"), "new");
+  } finally {
+    gate.resolve();
+    client.close();
+    await server.shutdown();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
