@@ -257,8 +257,18 @@ export async function startServer(
   let acme: AcmeController | null = null;
   let started = false;
   const acmeOf = (c: Config): AcmeConfig | null => c.tls?.acme?.enabled ? c.tls.acme : null;
+  // New certificates are applied one after another, outside the ACME loop and after any reload.
+  let applying: Promise<void> = Promise.resolve();
   const startAcmeFor = (a: AcmeConfig) =>
-    startAcme(a, { ...opts.acme, logger, onCertificate: () => applyCertificate() });
+    startAcme(a, {
+      ...opts.acme,
+      logger,
+      onCertificate: () => {
+        applying = applying.then(applyCertificate).catch((err) =>
+          logger.error("Cannot serve the new ACME certificate", { error: String(err) })
+        );
+      },
+    });
   if (acmeOf(config)) acme = await startAcmeFor(acmeOf(config)!);
   const redirectHandler: Handler = (req) =>
     acme && new URL(req.url).pathname.startsWith(CHALLENGE_PREFIX)
@@ -545,6 +555,7 @@ export async function startServer(
     watch?.close();
     await health.close();
     await acme?.close();
+    await applying;
     const grace = config.shutdown_timeout;
     const deadline = Date.now() + grace;
     logger.info("Draining", { reason, graceMs: grace });

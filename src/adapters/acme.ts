@@ -39,7 +39,7 @@ export interface AcmeController {
   ready(): Promise<void>;
   /** Answers `GET /.well-known/acme-challenge/<token>` (memory first, then the shared store). */
   answerChallenge(req: Request): Promise<Response>;
-  /** Applies a reloaded `tls.acme` (new domains order a new certificate). */
+  /** Applies a reloaded `tls.acme`; new domains order a new certificate in the background. */
   configure(config: AcmeConfig): Promise<void>;
   /** Orders a new certificate now, even if the current one is not due. */
   renewNow(): Promise<void>;
@@ -264,7 +264,7 @@ export async function startAcme(
         store = await openAcmeStore(config.storage_path, { name: config.domains[0] });
         loadedStamp = null;
       }
-      await check();
+      void check();
     },
     renewNow() {
       forced = true;
