@@ -183,3 +183,19 @@ Deno.test("startAdmin warns when reachable from the network without a token", as
   assert.equal(isLoopback("127.0.0.2"), true);
   assert.equal(isLoopback("10.0.0.1"), false);
 });
+
+Deno.test("startAdmin gzips a large exposition when the scraper accepts it", async () => {
+  const big = Array.from({ length: 500 }, (_, i) => `x_total{route="/r${i}"} ${i}`).join("\n");
+  await withAdmin(
+    fake({ metricsText: () => Promise.resolve(big + "\n") }),
+    undefined,
+    async (base) => {
+      const res = await fetch(`${base}/metrics`, { headers: { "accept-encoding": "gzip" } });
+      assert.equal(res.headers.get("content-encoding"), "gzip");
+      assert.equal(await res.text(), big + "\n");
+      const plain = await fetch(`${base}/metrics`, { headers: { "accept-encoding": "identity" } });
+      assert.equal(plain.headers.get("content-encoding"), null);
+      assert.equal(await plain.text(), big + "\n");
+    },
+  );
+});
