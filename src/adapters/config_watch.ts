@@ -26,6 +26,8 @@ export interface WatchOptions {
   debounceMs?: number;
   /** Longest delay under a continuous stream of events (default 1 s). */
   maxDelayMs?: number;
+  /** Gap between the two reads that must agree before a change counts (default 50 ms). */
+  settleMs?: number;
 }
 
 function dirOf(path: string): string {
@@ -67,6 +69,7 @@ function dirsFor(path: string): string[] {
 export function watchFiles(paths: string[], opts: WatchOptions): FileWatch {
   const debounceMs = opts.debounceMs ?? 100;
   const maxDelayMs = opts.maxDelayMs ?? 1000;
+  const settleMs = opts.settleMs ?? Math.min(50, debounceMs);
   let files = [...new Set(paths)];
   const seen = new Map<string, string>();
   const watchers = new Map<string, Deno.FsWatcher>();
@@ -93,12 +96,21 @@ export function watchFiles(paths: string[], opts: WatchOptions): FileWatch {
     try {
       do {
         again = false;
-        const changed: string[] = [];
-        for (const f of files) {
-          const print = await contentPrint(f);
-          if (seen.get(f) !== print) changed.push(f);
-          seen.set(f, print);
+        const prints = new Map<string, string>();
+        for (const f of files) prints.set(f, await contentPrint(f));
+        const changed = files.filter((f) => seen.get(f) !== prints.get(f));
+        // A writer still at work (an in-place save, a slow copy) changes the content between
+        // two reads a moment apart: wait for it to settle rather than load half a file.
+        if (changed.length > 0 && settleMs > 0) {
+          await new Promise((r) => setTimeout(r, settleMs));
+          let moving = false;
+          for (const f of changed) moving ||= await contentPrint(f) !== prints.get(f);
+          if (moving) {
+            again = true;
+            continue;
+          }
         }
+        for (const [f, print] of prints) seen.set(f, print);
         if (changed.length > 0 && !closed) {
           try {
             await opts.onChange(changed);

@@ -114,3 +114,28 @@ Deno.test("watchFiles follows a Kubernetes ConfigMap update (..data symlink swap
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("watchFiles waits for a slow writer: half a file is never reported", async () => {
+  const { dir, paths: [file] } = await setup(["config.yaml"]);
+  const seen: string[] = [];
+  const w = watchFiles([file], {
+    logger: silentLogger,
+    debounceMs: 20,
+    settleMs: 300,
+    onChange: async () => void seen.push(await Deno.readTextFile(file)),
+  });
+  try {
+    await w.ready;
+    // An in-place save in two writes with a pause longer than the debounce.
+    const f = await Deno.open(file, { write: true, truncate: true });
+    await f.write(new TextEncoder().encode("first half, "));
+    await new Promise((r) => setTimeout(r, 100));
+    await f.write(new TextEncoder().encode("second half"));
+    f.close();
+    await waitFor(() => seen.length > 0, { what: "the change" });
+    assert.deepEqual(seen, ["first half, second half"]);
+  } finally {
+    w.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
