@@ -8,8 +8,16 @@ import type { Config } from "./src/config/schema.ts";
 import { ConfigError, loadSource, startServer } from "./src/server.ts";
 import { readPid, removePidIfOurs, runsWithPidFile, writePid } from "./src/adapters/pid_file.ts";
 import { trapSignals } from "./src/adapters/signals.ts";
+import type { SignalTrap, Stoppable } from "./src/adapters/signals.ts";
+import { REUSE_PORT } from "./src/adapters/listener_set.ts";
 import { createJsonLogger } from "./src/adapters/log_json.ts";
-import type { ConfigSource, ProxServer } from "./src/server.ts";
+import type { ConfigSource } from "./src/server.ts";
+import type { Logger } from "./src/ports.ts";
+import { startSupervisor } from "./src/adapters/workers.ts";
+import type { Supervisor } from "./src/adapters/workers.ts";
+import { connectSupervisor, whenSupervisorGone, workerRole } from "./src/adapters/worker_link.ts";
+import type { WorkerRole } from "./src/adapters/worker_link.ts";
+import { workersIssues } from "./src/config/workers_rules.ts";
 
 export { startServer } from "./src/server.ts";
 export type { ProxServer } from "./src/server.ts";
@@ -22,7 +30,7 @@ export const VERSION = "0.1.0";
 const HELP = `prox ${VERSION}: a reverse proxy for HTTP/1.1, HTTP/2, HTTP/3 and WebSocket
 
 Usage:
-  prox [serve] [-c FILE] [--pid-file F [--takeover]] [--no-watch]
+  prox [serve] [-c FILE] [--workers N] [--pid-file F [--takeover]] [--no-watch]
                                          serve with FILE (default: config.yaml)
   prox validate [-c FILE] [--format text|json]
                                          check a config and explain every problem
@@ -39,13 +47,14 @@ Options:
       --takeover       serve: once listening, tell the Prox named in --pid-file to drain and
                        exit (zero-downtime upgrade; both share the port with SO_REUSEPORT)
       --no-watch       serve: do not reload when the config or TLS files change
+      --workers N      serve: N worker processes sharing the port (overrides workers:)
   -h, --help           show help
   -V, --version        show the version
 
 Exit codes: 0 valid / clean shutdown, 1 invalid config or startup failure, 2 usage error.`;
 
 const COMMAND_HELP: Record<string, string> = {
-  serve: `Usage: prox serve [-c FILE] [--pid-file FILE [--takeover]] [--no-watch]
+  serve: `Usage: prox serve [-c FILE] [--workers N] [--pid-file FILE [--takeover]] [--no-watch]
 
 Serves traffic as configured in FILE (default config.yaml).
 
@@ -57,11 +66,15 @@ Upgrade:  start the new binary with --takeover --pid-file F: it binds the same p
           (SO_REUSEPORT), and once it is listening it sends SIGUSR2 to the process in F,
           which drains and exits. SIGUSR2 sent by hand does the same (SIGUSR1,
           the Rust Prox's "restart", drains and exits too).
+Workers:  with workers: N > 1 (or --workers N) this process supervises N worker processes
+          sharing the port; signals go to it and it forwards them. Worker 0 alone runs the
+          admin listener and HTTP/3. A worker that dies is restarted.
 
 Options:
   --pid-file FILE   write the process id to FILE; removed on exit if still ours
   --takeover        replace the Prox whose id is in --pid-file once this one is listening
-  --no-watch        do not watch the config and TLS files`,
+  --no-watch        do not watch the config and TLS files
+  --workers N       worker processes (1-64; overrides the config's workers)`,
   validate: `Usage: prox validate [-c FILE] [--format text|json]
 
 Checks FILE (default config.yaml) and prints every problem with file:line:col, the key path,
@@ -89,6 +102,7 @@ export async function main(args: string[]): Promise<number> {
         "pid-file": { type: "string" },
         takeover: { type: "boolean" },
         "no-watch": { type: "boolean" },
+        workers: { type: "string" },
         help: { type: "boolean", short: "h" },
         version: { type: "boolean", short: "V" },
       },
@@ -150,7 +164,12 @@ export async function main(args: string[]): Promise<number> {
         );
         return 2;
       }
+      if (values.workers !== undefined && !/^([1-9]|[1-5][0-9]|6[0-4])$/.test(values.workers)) {
+        console.error(`prox: --workers must be a number from 1 to 64, not "${values.workers}"`);
+        return 2;
+      }
       return await serveCommand(values.config, {
+        workers: values.workers === undefined ? undefined : Number(values.workers),
         pidFile: values["pid-file"],
         takeover: values.takeover ?? false,
         watch: !values["no-watch"],
@@ -265,6 +284,8 @@ async function embeddedSource(): Promise<ConfigSource> {
 }
 
 interface ServeOptions {
+  /** `--workers N`: overrides the config's `workers`. */
+  workers?: number;
   pidFile?: string;
   takeover: boolean;
   watch: boolean;
@@ -285,9 +306,23 @@ async function serveCommand(configArg: string | undefined, opts: ServeOptions): 
   }
   // Trapped before startup: an early SIGTERM/SIGHUP/SIGUSR2 must not kill a half-started Prox.
   const signals = trapSignals({ logger: createJsonLogger() });
-  let server: ProxServer;
+  const role = workerRole();
+  if (role) return await workerServe(source, role, { watch: opts.watch, signals });
+  let server: ProxServerLike;
   try {
-    server = await startServer(source, { version: VERSION, watch: opts.watch });
+    const workers = await workerCount(source, opts.workers);
+    if (workers > 1) {
+      const sup = startSupervisor(workers, { logger: createJsonLogger() });
+      server = sup;
+      try {
+        await sup.ready;
+      } catch {
+        await sup.shutdown({ reason: "startup failure" });
+        signals.release();
+        return 1;
+      }
+      sup.logger.info("Prox listening with workers", { workers, pids: sup.pids() });
+    } else server = await startServer(source, { version: VERSION, watch: opts.watch });
   } catch (err) {
     signals.release();
     if (err instanceof ConfigError) {
@@ -302,8 +337,9 @@ async function serveCommand(configArg: string | undefined, opts: ServeOptions): 
     }
     return 1;
   }
+  const exitCode = (code: number) => code || ("exitCode" in server ? server.exitCode : 0);
   const pidFile = opts.pidFile;
-  if (!pidFile) return await signals.serve(server);
+  if (!pidFile) return exitCode(await signals.serve(server));
   const previous = readPid(pidFile);
   if (previous !== null && previous !== Deno.pid && !opts.takeover) {
     server.logger.warn("The pid file names a running process; both now serve this port", {
@@ -321,13 +357,78 @@ async function serveCommand(configArg: string | undefined, opts: ServeOptions): 
     return 1;
   }
   if (opts.takeover) takeOver(server, previous, pidFile);
-  const code = await signals.serve(server);
+  const code = exitCode(await signals.serve(server));
   removePidIfOurs(pidFile);
   return code;
 }
 
+/** What `serve` runs: one Prox, or a supervisor of worker processes. */
+type ProxServerLike = Supervisor | Stoppable;
+
+/** The worker count: `--workers` or the config's `workers`; throws ConfigError for an invalid config. */
+async function workerCount(source: ConfigSource, flag: number | undefined): Promise<number> {
+  if (flag === 1) return 1;
+  const loaded = await loadSource(source);
+  if (!loaded.config) throw new ConfigError(loaded.issues);
+  const config = { ...loaded.config, workers: flag ?? loaded.config.workers };
+  if (config.workers <= 1) return 1;
+  const problems = workersIssues(config).filter((i) => i.severity === "error");
+  if (problems.length > 0) {
+    throw new ConfigError(problems.map((p) => ({
+      ...p,
+      file: "path" in source ? source.path : source.name,
+      line: 0,
+      col: 0,
+      path: p.path.join("."),
+    })));
+  }
+  if (!REUSE_PORT) {
+    throw new Error(
+      "workers > 1 needs SO_REUSEPORT: Linux and Deno's unstable net API (--unstable-net)",
+    );
+  }
+  return config.workers;
+}
+
+/** Serves as worker `role.index` of a supervisor: no pid file, reports readiness. */
+async function workerServe(
+  source: ConfigSource,
+  role: WorkerRole,
+  opts: { watch: boolean; signals: SignalTrap },
+): Promise<number> {
+  let link: Awaited<ReturnType<typeof connectSupervisor>> | null = null;
+  let server;
+  try {
+    server = await startServer(source, {
+      version: VERSION,
+      watch: opts.watch,
+      worker: { index: role.index, exclusive: role.exclusive, debugHeader: role.debugHeader },
+      // A reload through worker 0's admin API reaches the other workers through the supervisor.
+      onReload: (r) => {
+        if (r.trigger === "admin") {
+          void link?.send({ type: "reload", worker: role.index, pid: Deno.pid, trigger: "admin" });
+        }
+      },
+    });
+    link = await connectSupervisor(role);
+    await link.send({ type: "ready", worker: role.index, pid: Deno.pid });
+  } catch (err) {
+    opts.signals.release();
+    if (err instanceof ConfigError) printIssues(err.issues);
+    console.error(
+      `Cannot start worker ${role.index}: ${err instanceof Error ? err.message : String(err)}`,
+    );
+    return 1;
+  }
+  const s = server;
+  whenSupervisorGone(() => void s.shutdown({ reason: "supervisor gone" }));
+  const code = await opts.signals.serve(server);
+  link.close();
+  return code;
+}
+
 /** Tells the previous Prox (pid from the pid file) to drain and exit: we are listening now. */
-function takeOver(server: ProxServer, previous: number | null, pidFile: string): void {
+function takeOver(server: { logger: Logger }, previous: number | null, pidFile: string): void {
   if (previous === null || previous === Deno.pid) {
     server.logger.info("Nothing to take over: no running process in the pid file", { pidFile });
     return;

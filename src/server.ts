@@ -39,6 +39,7 @@ import { configuredTargets } from "./proxy/pool.ts";
 import { startHealthChecks } from "./adapters/health_check.ts";
 import { followH3 } from "./adapters/h3_follow.ts";
 import type { H3Listener } from "./adapters/h3/mod.ts";
+import { ALT_SVC_MAX_AGE, altSvcValue } from "./adapters/h3/mod.ts";
 import { CHALLENGE_PREFIX, startAcme } from "./adapters/acme.ts";
 import type { AcmeConfig, AcmeController, AcmeTuning } from "./adapters/acme.ts";
 
@@ -166,6 +167,11 @@ export async function startServer(
     onReload?: (result: ReloadResult) => void;
     /** ACME timing (tests: a shifted clock, short check intervals). */
     acme?: AcmeTuning;
+    /**
+     * One of `workers: N` processes (src/adapters/workers.ts): only the `exclusive` one runs
+     * the admin listener and HTTP/3; `debugHeader` adds `x-prox-worker: INDEX` to responses.
+     */
+    worker?: { index: number; exclusive: boolean; debugHeader?: boolean };
   } = {},
 ): Promise<ProxServer> {
   const first = await loadSource(source);
@@ -241,7 +247,7 @@ export async function startServer(
   metrics.configReload({ ok: true, version, at: startedAt });
   const metricsText = () => prom ? prom.text() : Promise.resolve("");
   // `/metrics` on the traffic port only when configured (the seed always exposed it there).
-  const serveHandler: Handler = (req, info) => {
+  const baseHandler: Handler = (req, info) => {
     const m = config.metrics;
     if (m.on_main_listener && req.method === "GET" && new URL(req.url).pathname === m.path) {
       return metricsText().then((t) =>
@@ -250,6 +256,11 @@ export async function startServer(
     }
     return handler(req, info);
   };
+  const serveHandler = opts.worker?.debugHeader
+    ? withWorkerHeader(baseHandler, opts.worker.index)
+    : baseHandler;
+  // Only one process can own the UDP port and the admin port: with workers, worker 0 does.
+  const exclusive = opts.worker?.exclusive ?? true;
 
   let redirectStatus = config.http_redirect?.status_code ?? 308;
   const set = createListenerSet({ logger, drainMs: () => config.shutdown_timeout });
@@ -336,8 +347,15 @@ export async function startServer(
       if (current.altSvc !== altSvc) current = Object.freeze({ ...current, altSvc });
     },
   });
-  const syncH3 = (c: Config, tls: { cert?: string; key?: string }) =>
-    h3.sync(set.get("main"), c, tls);
+  const syncH3 = async (c: Config, tls: { cert?: string; key?: string }) => {
+    if (exclusive) return await h3.sync(set.get("main"), c, tls);
+    // Other workers advertise the HTTP/3 that worker 0 serves on the same port.
+    const port = set.get("main")?.port;
+    const altSvc = c.protocols.http3_enabled && tls.cert && port && !draining
+      ? altSvcValue(port, ALT_SVC_MAX_AGE)
+      : null;
+    if (current.altSvc !== altSvc) current = Object.freeze({ ...current, altSvc });
+  };
   const firstPlans = await plansFor(config);
   (await set.stage(firstPlans)).commit();
   recordCertificate(firstPlans, config);
@@ -347,13 +365,14 @@ export async function startServer(
     addr: `${set.listeners[0].hostname}:${set.listeners[0].port}`,
     tls: set.listeners[0].tls,
     routes: Object.keys(config.routes).length,
+    worker: opts.worker?.index,
   });
   // The admin listener follows reloads: a new address binds first, then the old one drains.
   let admin: AdminListener | null = null;
   let adminAddr: string | null = null;
   const adminClosing = new Set<Promise<void>>();
   const syncAdmin = (c: Config): void => {
-    const want = c.admin?.listen_addr ?? null;
+    const want = exclusive ? c.admin?.listen_addr ?? null : null;
     if (want === adminAddr) return;
     const old = admin;
     if (want) {
@@ -602,6 +621,22 @@ export async function startServer(
     },
   };
   return server;
+}
+
+/** Adds `x-prox-worker: INDEX` to every response (debug aid for `workers: N`). */
+function withWorkerHeader(handler: Handler, index: number): Handler {
+  return async (req, info) => {
+    const res = await handler(req, info);
+    if (res.status === 101) return res;
+    try {
+      res.headers.set("x-prox-worker", String(index));
+      return res;
+    } catch {
+      const headers = new Headers(res.headers);
+      headers.set("x-prox-worker", String(index));
+      return new Response(res.body, { status: res.status, statusText: res.statusText, headers });
+    }
+  };
 }
 
 /** Linux's net.ipv4.tcp_migrate_req ("0"/"1"), or null where it does not exist. */

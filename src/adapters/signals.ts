@@ -15,6 +15,8 @@ export interface Stoppable {
   shutdown(opts?: { reason?: string }): Promise<void>;
   reload(opts?: { trigger?: string }): Promise<unknown>;
   readonly logger: Logger;
+  /** Called on a second stop signal, just before exiting (a supervisor stops its workers). */
+  force?(): void;
 }
 
 /** Trapped signals; `serve` resolves with the exit code, `release` removes the listeners. */
@@ -36,6 +38,7 @@ export function trapSignals(opts: { logger: Logger }): SignalTrap {
   const stop = (signal: Deno.Signal) => {
     if (stopBy) {
       (server?.logger ?? opts.logger).warn("Second signal: exiting now", { signal });
+      server?.force?.();
       Deno.exit(1);
     }
     stopBy = signal;

@@ -8,6 +8,7 @@ import { parseRouteKey } from "../domain/router.ts";
 import { compileRouteRules } from "../domain/rules.ts";
 import type { RouteRulesSpec, RuleProblem } from "../domain/rules.ts";
 import type { Config } from "./schema.ts";
+import { workersIssues } from "./workers_rules.ts";
 import type { ConfigIssue, ParseResult } from "./parse.ts";
 import { dotted, sortIssues } from "./parse.ts";
 
@@ -355,6 +356,7 @@ export function validateConfig(
       "http2_enabled: false has no effect: HTTP/2 cannot be turned off on Deno's HTTP server",
     );
   }
+  for (const w of workersIssues(config)) add(w.severity, w.path, w.message, w.hint);
   sortIssues(issues);
   return issues;
 }

@@ -1,0 +1,113 @@
+// The worker's side of `workers: N`: who it is (environment set by the supervisor), how it
+// tells the supervisor it listens or that the admin API reloaded, and how it notices that the
+// supervisor is gone. Messages are JSON lines over the supervisor's Unix socket.
+
+/** Environment variable holding this worker's index (set by the supervisor only). */
+export const WORKER_ENV = "PROX_WORKER";
+/** Environment variable holding the supervisor's control socket path. */
+export const SOCKET_ENV = "PROX_SUPERVISOR_SOCKET";
+/** When "1", every response carries `x-prox-worker: INDEX` (tests, debugging the spread). */
+export const DEBUG_HEADER_ENV = "PROX_DEBUG_WORKER_HEADER";
+
+/** A line a worker sends the supervisor. */
+export type ControlMessage =
+  | { type: "ready"; worker: number; pid: number }
+  | { type: "reload"; worker: number; pid: number; trigger: string };
+
+/** This process's worker role, or null when it was not started by a supervisor. */
+export interface WorkerRole {
+  index: number;
+  socket: string;
+  /** Worker 0 runs what only one process can: admin listener, HTTP/3. */
+  exclusive: boolean;
+  debugHeader: boolean;
+}
+
+/** Reads the worker role from the environment. */
+export function workerRole(): WorkerRole | null {
+  const index = Number(Deno.env.get(WORKER_ENV) ?? "NaN");
+  const socket = Deno.env.get(SOCKET_ENV);
+  if (!Number.isInteger(index) || index < 0 || !socket) return null;
+  return {
+    index,
+    socket,
+    exclusive: index === 0,
+    debugHeader: Deno.env.get(DEBUG_HEADER_ENV) === "1",
+  };
+}
+
+/** The worker's open line to the supervisor. */
+export interface SupervisorLink {
+  send(msg: ControlMessage): Promise<void>;
+  close(): void;
+}
+
+/** Connects to the supervisor's socket. */
+export async function connectSupervisor(role: WorkerRole): Promise<SupervisorLink> {
+  const conn = await Deno.connect({ transport: "unix", path: role.socket });
+  const enc = new TextEncoder();
+  let closed = false;
+  return {
+    async send(msg) {
+      if (closed) return;
+      const bytes = enc.encode(JSON.stringify(msg) + "\n");
+      let off = 0;
+      while (off < bytes.length) off += await conn.write(bytes.subarray(off));
+    },
+    close() {
+      if (closed) return;
+      closed = true;
+      conn.close();
+    },
+  };
+}
+
+/** Calls `gone` once stdin (a pipe from the supervisor) ends: the supervisor exited. */
+export function whenSupervisorGone(gone: () => void): void {
+  void (async () => {
+    try {
+      for await (const _ of Deno.stdin.readable) { /* the supervisor never writes */ }
+    } catch { /* closed */ }
+    gone();
+  })();
+}
+
+const MAX_LINE = 4096;
+
+/** Supervisor side: parses JSON lines from one worker connection until it closes. */
+export async function readControlLines(
+  conn: Deno.Conn,
+  onMessage: (msg: ControlMessage) => void,
+): Promise<void> {
+  const dec = new TextDecoder();
+  let buf = "";
+  try {
+    for await (const chunk of conn.readable) {
+      buf += dec.decode(chunk, { stream: true });
+      let nl: number;
+      while ((nl = buf.indexOf("\n")) >= 0) {
+        const line = buf.slice(0, nl);
+        buf = buf.slice(nl + 1);
+        const msg = parseMessage(line);
+        if (msg) onMessage(msg);
+      }
+      // A line never gets this long from a real worker: drop the connection.
+      if (buf.length > MAX_LINE) break;
+    }
+  } catch { /* worker gone */ }
+  try {
+    conn.close();
+  } catch { /* already closed */ }
+}
+
+function parseMessage(line: string): ControlMessage | null {
+  try {
+    const m = JSON.parse(line);
+    if (!m || typeof m.worker !== "number" || typeof m.pid !== "number") return null;
+    if (m.type === "ready") return { type: "ready", worker: m.worker, pid: m.pid };
+    if (m.type === "reload") {
+      return { type: "reload", worker: m.worker, pid: m.pid, trigger: String(m.trigger) };
+    }
+  } catch { /* not JSON */ }
+  return null;
+}

@@ -1,0 +1,218 @@
+// Multi-core serving (`workers: N`, `--workers N`): the first process is a supervisor that does
+// not serve. It starts N worker processes running this same program with the same arguments;
+// each binds the same TCP ports with SO_REUSEPORT, so Linux spreads new connections over them.
+// Worker 0 alone runs the admin listener and HTTP/3 (UDP has no SO_REUSEPORT in Deno).
+//
+// The supervisor forwards SIGHUP (reload) and SIGTERM/SIGINT/SIGUSR1/SIGUSR2 (drain) to every
+// worker, restarts a worker that dies unexpectedly (exponential back-off), and exits 0 once all
+// workers drained. Workers run in their own session (a terminal's Ctrl-C reaches only the
+// supervisor, which forwards it once), report readiness over a Unix socket, and drain when the
+// supervisor disappears (their stdin, a pipe from the supervisor, reaches EOF).
+
+import type { Logger } from "../ports.ts";
+import { readControlLines } from "./worker_link.ts";
+import type { ControlMessage } from "./worker_link.ts";
+import { SOCKET_ENV, WORKER_ENV } from "./worker_link.ts";
+
+/** A command line that starts another copy of this program. */
+export interface SelfCommand {
+  cmd: string;
+  args: string[];
+}
+
+/**
+ * The command line this process was started with (`deno run … mod.ts serve …`, `deno run
+ * dist/prox.js …`, or a compiled `prox …`): Linux's /proc/self/cmdline keeps Deno's own flags
+ * (permissions, --config, --unstable-net); elsewhere rebuilt from Deno.mainModule and Deno.args.
+ */
+export function selfCommand(): SelfCommand {
+  try {
+    const argv = Deno.readTextFileSync("/proc/self/cmdline").split("\0");
+    if (argv.at(-1) === "") argv.pop();
+    if (argv.length > 0) return { cmd: Deno.execPath(), args: argv.slice(1) };
+  } catch { /* not Linux: rebuild below */ }
+  const compiled = !/(^|[\\/])deno(\.exe)?$/.test(Deno.execPath());
+  return {
+    cmd: Deno.execPath(),
+    args: compiled
+      ? [...Deno.args]
+      : ["run", "-A", "--unstable-net", Deno.mainModule, ...Deno.args],
+  };
+}
+
+/** A running supervisor; `shutdown` and `reload` match what the signal trap expects. */
+export interface Supervisor {
+  readonly logger: Logger;
+  /** Resolves once every worker reported listening; rejects when one exits before that. */
+  readonly ready: Promise<void>;
+  /** Process ids of the running workers, by worker index (0 while one is restarting). */
+  pids(): number[];
+  /** Sends SIGHUP to every worker: each reloads the config itself. */
+  reload(opts?: { trigger?: string }): Promise<void>;
+  /** Tells every worker to drain (SIGUSR2 for a takeover, else SIGTERM); resolves when all exited. */
+  shutdown(opts?: { reason?: string }): Promise<void>;
+  /** Second stop signal: workers exit at once. */
+  force(): void;
+  /** After shutdown: 0 when every worker drained and exited cleanly, else 1. */
+  readonly exitCode: number;
+}
+
+interface Slot {
+  index: number;
+  child: Deno.ChildProcess | null;
+  startedAt: number;
+  ready: boolean;
+  /** Crashes in a row (reset once a worker ran for `stableMs`). */
+  failures: number;
+  timer?: ReturnType<typeof setTimeout>;
+  exited: Promise<void>;
+}
+
+/** Starts `count` workers and supervises them until `shutdown`. */
+export function startSupervisor(count: number, opts: {
+  logger: Logger;
+  command?: SelfCommand;
+  /** First restart delay (default 100 ms); doubles per crash in a row up to `maxBackoffMs`. */
+  backoffMs?: number;
+  maxBackoffMs?: number;
+  /** A worker that ran this long before dying counts as a first crash again (default 30 s). */
+  stableMs?: number;
+}): Supervisor {
+  const { logger } = opts;
+  const command = opts.command ?? selfCommand();
+  const backoffMs = opts.backoffMs ?? 100;
+  const maxBackoffMs = opts.maxBackoffMs ?? 30_000;
+  const stableMs = opts.stableMs ?? 30_000;
+  const dir = Deno.makeTempDirSync({ prefix: "prox-workers-" });
+  const socketPath = `${dir}/control.sock`;
+  const control = Deno.listen({ transport: "unix", path: socketPath });
+  const ready = Promise.withResolvers<void>();
+  let started = false;
+  let stopping: Promise<void> | null = null;
+  let failed = false;
+  const slots: Slot[] = [];
+
+  const live = () => slots.filter((s) => s.child !== null);
+  const send = (slot: Slot, sig: Deno.Signal) => {
+    try {
+      slot.child?.kill(sig);
+    } catch { /* exited meanwhile */ }
+  };
+
+  const spawn = (slot: Slot) => {
+    slot.timer = undefined;
+    const child = new Deno.Command(command.cmd, {
+      args: command.args,
+      env: { [WORKER_ENV]: String(slot.index), [SOCKET_ENV]: socketPath },
+      stdin: "piped",
+      stdout: "inherit",
+      stderr: "inherit",
+      detached: true,
+    }).spawn();
+    slot.child = child;
+    slot.startedAt = Date.now();
+    slot.ready = false;
+    slot.exited = child.status.then((status) => onExit(slot, child, status));
+  };
+
+  const onExit = (slot: Slot, child: Deno.ChildProcess, status: Deno.CommandStatus) => {
+    if (slot.child !== child) return;
+    slot.child = null;
+    void child.stdin.close().catch(() => {});
+    const how = status.signal ? `signal ${status.signal}` : `code ${status.code}`;
+    if (stopping) {
+      if (status.code !== 0) failed = true;
+      return;
+    }
+    if (!started) {
+      logger.error(`Cannot start worker ${slot.index}: it exited with ${how}`, {
+        worker: slot.index,
+        pid: child.pid,
+      });
+      failed = true;
+      ready.reject(new Error(`worker ${slot.index} exited with ${how} before listening`));
+      void shutdown("startup failure");
+      return;
+    }
+    const ranMs = Date.now() - slot.startedAt;
+    slot.failures = ranMs >= stableMs ? 1 : slot.failures + 1;
+    const delay = Math.min(backoffMs * 2 ** (slot.failures - 1), maxBackoffMs);
+    logger.error("Worker exited unexpectedly; restarting it", {
+      worker: slot.index,
+      pid: child.pid,
+      exit: how,
+      ranMs,
+      restartInMs: delay,
+    });
+    slot.timer = setTimeout(() => spawn(slot), delay);
+  };
+
+  const onMessage = (msg: ControlMessage) => {
+    const slot = slots[msg.worker];
+    if (!slot || slot.child?.pid !== msg.pid) return;
+    if (msg.type === "ready") {
+      slot.ready = true;
+      if (started) logger.info("Worker restarted", { worker: msg.worker, pid: msg.pid });
+      else if (slots.every((s) => s.ready)) {
+        started = true;
+        ready.resolve();
+      }
+    } else if (msg.type === "reload") {
+      // A reload through worker 0's admin API: the other workers follow.
+      for (const s of slots) if (s !== slot) send(s, "SIGHUP");
+    }
+  };
+  const accepting = (async () => {
+    for await (const conn of control) void readControlLines(conn, onMessage);
+  })().catch(() => {});
+
+  async function shutdown(reason: string): Promise<void> {
+    stopping ??= (async () => {
+      const sig: Deno.Signal = reason === "takeover" ? "SIGUSR2" : "SIGTERM";
+      logger.info("Draining workers", { reason, workers: live().length });
+      for (const s of slots) {
+        clearTimeout(s.timer);
+        send(s, sig);
+      }
+      await Promise.all(slots.map((s) => s.exited));
+      control.close();
+      await accepting;
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+      logger.info("Stopped", { reason, workers: slots.length });
+    })();
+    return await stopping;
+  }
+
+  for (let index = 0; index < count; index++) {
+    const slot: Slot = {
+      index,
+      child: null,
+      startedAt: 0,
+      ready: false,
+      failures: 0,
+      exited: Promise.resolve(),
+    };
+    slots.push(slot);
+    spawn(slot);
+  }
+  // A rejected `ready` is reported by whoever awaits it; keep it from being "unhandled".
+  ready.promise.catch(() => {});
+
+  return {
+    logger,
+    ready: ready.promise,
+    pids: () => slots.map((s) => s.child?.pid ?? 0),
+    reload(o) {
+      logger.info("Reloading workers", { trigger: o?.trigger ?? "api" });
+      for (const s of slots) send(s, "SIGHUP");
+      return Promise.resolve();
+    },
+    shutdown: (o) => shutdown(o?.reason ?? "shutdown"),
+    force() {
+      for (const s of slots) send(s, "SIGTERM");
+    },
+    get exitCode() {
+      return failed ? 1 : 0;
+    },
+  };
+}

@@ -1,0 +1,70 @@
+// What `workers: N` (N > 1) asks of the rest of the config. Each worker is a separate process
+// with its own memory, sharing the TCP ports through SO_REUSEPORT; whatever a worker keeps in
+// memory (rate-limit buckets, metrics) is per worker. Pure: used by validate.ts and by the
+// supervisor for a `--workers N` override.
+
+import { parseListenAddr } from "./listen.ts";
+import type { Config } from "./schema.ts";
+
+/** One finding about a multi-worker config (located by the caller). */
+export interface WorkersIssue {
+  severity: "error" | "warning";
+  path: (string | number)[];
+  message: string;
+  hint?: string;
+}
+
+/** Checks `config` for `config.workers` processes; empty when workers is 1. */
+export function workersIssues(config: Config): WorkersIssue[] {
+  const n = config.workers;
+  if (n <= 1) return [];
+  const issues: WorkersIssue[] = [];
+  const fixedPort = (path: string[], text: string) => {
+    const addr = parseListenAddr(text);
+    if (typeof addr !== "string" && addr.port === 0) {
+      issues.push({
+        severity: "error",
+        path,
+        message: `workers: ${n} needs a fixed port in "${text}": with port 0 each worker would ` +
+          "listen on a different port",
+        hint: "Give the port explicitly, e.g. 0.0.0.0:8080",
+      });
+    }
+  };
+  fixedPort(["listen_addr"], config.listen_addr);
+  if (config.http_redirect) {
+    fixedPort(["http_redirect", "listen_addr"], config.http_redirect.listen_addr);
+  }
+  if (config.tls?.acme?.enabled) {
+    issues.push({
+      severity: "error",
+      path: ["tls", "acme"],
+      message: `tls.acme cannot run with workers: ${n}: each worker would order and renew ` +
+        "its own certificate",
+      hint: "Use workers: 1 with ACME, or obtain the certificate outside Prox (cert_path/key_path)",
+    });
+  }
+  if (config.rate_limit_store.type === "memory") {
+    for (const [key, route] of Object.entries(config.routes)) {
+      if (!("rate_limit" in route) || !route.rate_limit) continue;
+      issues.push({
+        severity: "warning",
+        path: ["routes", key, "rate_limit"],
+        message: `With workers: ${n} and the in-memory rate_limit_store, each worker enforces ` +
+          `its own buckets: a client may get up to ${n}x the limit`,
+        hint:
+          'For exact limits across workers use rate_limit_store: { type: redis, url: "redis://…" }',
+      });
+    }
+  }
+  if (config.metrics.on_main_listener) {
+    issues.push({
+      severity: "warning",
+      path: ["metrics", "on_main_listener"],
+      message: `With workers: ${n} the main listener's ${config.metrics.path} shows the ` +
+        "counters of whichever worker accepted the connection",
+      hint: "Scrape the admin listener (always worker 0) so every scrape sees the same counters",
+    });
+  }
+  return issues;
+}

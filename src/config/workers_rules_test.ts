@@ -1,0 +1,52 @@
+import assert from "node:assert/strict";
+import { loadConfigText } from "./load.ts";
+import { workersIssues } from "./workers_rules.ts";
+
+const env = { exists: () => true };
+const load = (yaml: string) => loadConfigText(yaml, { file: "c.yaml", env });
+const base = (extra: string) =>
+  `listen_addr: "127.0.0.1:8080"\nhealth_check:\n  enabled: false\n${extra}routes:\n` +
+  `  "/api":\n    type: proxy\n    target: "http://127.0.0.1:9000"\n` +
+  `    rate_limit:\n      by: ip\n      requests: 10\n      period: 1s\n`;
+
+Deno.test("workersIssues: nothing to say with workers: 1", () => {
+  const r = load(base(""));
+  assert.ok(r.config);
+  assert.deepEqual(workersIssues(r.config), []);
+});
+
+Deno.test("workersIssues: in-memory rate limits warn that each worker has its own buckets", () => {
+  const r = load(base("workers: 4\n"));
+  assert.ok(r.config, JSON.stringify(r.issues));
+  const w = r.issues.find((i) => i.path === "routes./api.rate_limit");
+  assert.equal(w?.severity, "warning");
+  assert.match(w!.message, /each worker enforces its own buckets: a client may get up to 4x/);
+  assert.match(w!.hint ?? "", /type: redis/);
+  assert.ok(w!.line > 0, "located in the file");
+});
+
+Deno.test("workersIssues: a Redis store makes limits exact (no warning)", () => {
+  const r = load(
+    base('workers: 4\nrate_limit_store:\n  type: redis\n  url: "redis://127.0.0.1:6379"\n'),
+  );
+  assert.ok(r.config);
+  assert.deepEqual(workersIssues(r.config), []);
+});
+
+Deno.test("workersIssues: port 0 is an error with workers > 1", () => {
+  const r = load(base("workers: 2\n").replace(":8080", ":0"));
+  assert.equal(r.config, undefined);
+  const e = r.issues.find((i) => i.severity === "error");
+  assert.equal(e?.path, "listen_addr");
+  assert.match(e!.message, /workers: 2 needs a fixed port/);
+});
+
+Deno.test("workersIssues: metrics on the main listener warn (per-worker counters)", () => {
+  const r = load(base("workers: 2\nmetrics:\n  on_main_listener: true\n"));
+  assert.ok(r.config);
+  assert.ok(
+    r.issues.some((i) =>
+      i.path === "metrics.on_main_listener" && /whichever worker/.test(i.message)
+    ),
+  );
+});

@@ -1,0 +1,156 @@
+// `workers: N` end to end: real `prox serve` processes (a supervisor and its workers) on a
+// shared port, real HTTP clients, real signals.
+
+import assert from "node:assert/strict";
+import { waitFor } from "../_harness.ts";
+import { freePort, spawnProx } from "./_cli_process.ts";
+import type { ProxProcess } from "./_cli_process.ts";
+import { DEBUG_HEADER_ENV } from "../../src/adapters/worker_link.ts";
+
+async function fixture(opts: { workers?: number; admin?: number; port?: number } = {}) {
+  const dir = await Deno.makeTempDir({ prefix: "prox-workers-test-" });
+  for (const name of ["a", "b"]) {
+    await Deno.mkdir(`${dir}/${name}`);
+    await Deno.writeTextFile(`${dir}/${name}/index.html`, `site ${name}\n`);
+  }
+  const port = opts.port ?? freePort();
+  const write = (site: string) =>
+    Deno.writeTextFile(
+      `${dir}/config.yaml`,
+      [
+        `listen_addr: "127.0.0.1:${port}"`,
+        `workers: ${opts.workers ?? 2}`,
+        "shutdown_timeout: 5s",
+        "health_check:\n  enabled: false",
+        ...(opts.admin ? [`admin:\n  listen_addr: "127.0.0.1:${opts.admin}"`] : []),
+        `routes:\n  "/":\n    type: static\n    root: ${JSON.stringify(`${dir}/${site}`)}`,
+        "",
+      ].join("\n"),
+    );
+  await write("a");
+  return { dir, port, url: `http://127.0.0.1:${port}/`, write };
+}
+
+/** Starts `prox serve` with the worker debug header on (inherited by the workers). */
+function serve(args: string[]): ProxProcess {
+  Deno.env.set(DEBUG_HEADER_ENV, "1");
+  try {
+    return spawnProx(["serve", ...args]);
+  } finally {
+    Deno.env.delete(DEBUG_HEADER_ENV);
+  }
+}
+
+/** One request on a fresh connection: which worker answered, and the body. */
+async function hit(url: string): Promise<{ worker: string; body: string; status: number }> {
+  const client = Deno.createHttpClient({});
+  try {
+    const res = await fetch(url, { client });
+    const body = await res.text();
+    return { worker: res.headers.get("x-prox-worker") ?? "none", body, status: res.status };
+  } finally {
+    client.close();
+  }
+}
+
+/** Requests on fresh connections until every worker in `want` answered with `body`. */
+async function seenWorkers(url: string, want: string[], body: string): Promise<Set<string>> {
+  const seen = new Set<string>();
+  await waitFor(async () => {
+    const r = await hit(url);
+    assert.equal(r.status, 200);
+    if (r.body === body) seen.add(r.worker);
+    return want.every((w) => seen.has(w));
+  }, { what: `answers "${body.trim()}" from workers ${want}`, intervalMs: 1 });
+  return seen;
+}
+
+function workerPids(p: ProxProcess): number[] {
+  const line = p.output().split("\n").find((l) => l.includes("Prox listening with workers"));
+  return line ? JSON.parse(line).pids : [];
+}
+
+Deno.test("workers: 2 serves from both workers; SIGHUP reloads every worker; SIGTERM drains all and exits 0", async () => {
+  const f = await fixture();
+  await using p = serve(["-c", `${f.dir}/config.yaml`, "--no-watch"]);
+  await p.waitForOutput("Prox listening with workers");
+  const pids = workerPids(p);
+  assert.equal(pids.length, 2);
+  assert.notEqual(pids[0], pids[1]);
+  assert.notEqual(pids[0], p.pid);
+  await seenWorkers(f.url, ["0", "1"], "site a\n");
+
+  await f.write("b");
+  p.signal("SIGHUP");
+  await p.waitForOutput((o) => o.split("Config reloaded").length - 1 === 2);
+  // Every worker now serves the new config, and none the old one.
+  const after = await Promise.all(Array.from({ length: 30 }, () => hit(f.url)));
+  assert.deepEqual(new Set(after.map((r) => r.body)), new Set(["site b\n"]));
+  await seenWorkers(f.url, ["0", "1"], "site b\n");
+
+  p.signal("SIGTERM");
+  const status = await p.status;
+  assert.equal(status.code, 0, p.output());
+  assert.equal(p.output().split('"msg":"Stopped"').length - 1, 3, "two workers + supervisor");
+  for (const pid of pids) assert.throws(() => Deno.kill(pid, "SIGCONT"), "worker still alive");
+});
+
+Deno.test("workers: a killed worker is restarted and serves again; --workers overrides the config", async () => {
+  const f = await fixture({ workers: 1 });
+  await using p = serve(["-c", `${f.dir}/config.yaml`, "--workers", "2"]);
+  await p.waitForOutput("Prox listening with workers");
+  const [, victim] = workerPids(p);
+  Deno.kill(victim, "SIGKILL");
+  await p.waitForOutput("Worker exited unexpectedly; restarting it");
+  await p.waitForOutput("Worker restarted");
+  const line = p.output().split("\n").find((l) => l.includes("Worker restarted"))!;
+  const { worker, pid } = JSON.parse(line);
+  assert.equal(worker, 1);
+  assert.notEqual(pid, victim);
+  await seenWorkers(f.url, ["0", "1"], "site a\n");
+  p.signal("SIGTERM");
+  assert.equal((await p.status).code, 0, p.output());
+});
+
+Deno.test("workers: only worker 0 runs the admin listener; an admin reload reaches every worker", async () => {
+  const f = await fixture({ admin: freePort() });
+  await using p = serve(["-c", `${f.dir}/config.yaml`, "--no-watch"]);
+  await p.waitForOutput("Prox listening with workers");
+  assert.equal(p.output().split("Admin listening").length - 1, 1);
+  const admin = p.output().match(/"Admin listening","addr":"([^"]+)"/)![1];
+  const status = await (await fetch(`http://${admin}/status`)).json();
+  assert.equal(status.prox.pid, workerPids(p)[0]);
+
+  await f.write("b");
+  const res = await fetch(`http://${admin}/config/reload`, { method: "POST" });
+  assert.equal(res.status, 200, await res.text());
+  await p.waitForOutput((o) => o.split("Config reloaded").length - 1 === 2);
+  await seenWorkers(f.url, ["0", "1"], "site b\n");
+  p.signal("SIGTERM");
+  assert.equal((await p.status).code, 0, p.output());
+});
+
+Deno.test("workers: port 0 is refused with a clear message (exit 1)", async () => {
+  const f = await fixture({ port: 0 });
+  await using p = serve(["-c", `${f.dir}/config.yaml`]);
+  const status = await p.status;
+  assert.equal(status.code, 1);
+  assert.match(p.output(), /workers: 2 needs a fixed port in "127\.0\.0\.1:0"/);
+});
+
+Deno.test("workers: a takeover replaces a supervisor and all its workers", async () => {
+  const f = await fixture();
+  const pidFile = `${f.dir}/prox.pid`;
+  await using old = serve(["-c", `${f.dir}/config.yaml`, "--pid-file", pidFile]);
+  await old.waitForOutput("Prox listening with workers");
+  const oldPids = workerPids(old);
+  await using next = serve(["-c", `${f.dir}/config.yaml`, "--pid-file", pidFile, "--takeover"]);
+  await next.waitForOutput("Took over");
+  assert.equal((await old.status).code, 0, old.output());
+  assert.match(old.output(), /"reason":"takeover"/);
+  for (const pid of oldPids) assert.throws(() => Deno.kill(pid, "SIGCONT"));
+  assert.equal(Number((await Deno.readTextFile(pidFile)).trim()), next.pid);
+  await seenWorkers(f.url, ["0", "1"], "site a\n");
+  next.signal("SIGTERM");
+  assert.equal((await next.status).code, 0, next.output());
+});
