@@ -1,0 +1,286 @@
+// deno-lint-ignore-file no-console
+// `make bench`: Prox side by side with nginx and haproxy (and a fetch()-based Deno proxy) in front
+// of one nginx backend. Proxies run on core 0, load generator and backend on core 1; runs
+// alternate proxies (A B A B …) and report medians, CPU µs per request, RSS and ratios to nginx.
+// Env: BENCH_SECONDS (5), BENCH_RUNS (3), BENCH_ONLY (comma list of scenario names).
+// Output: bench/results/<stamp>.json and .md, and the table on stdout.
+
+import { measure } from "./load.ts";
+import type { RunResult } from "./load.ts";
+import {
+  startBackend,
+  startFetchProxy,
+  startHaproxy,
+  startNginxProxy,
+  startProx,
+} from "./procs.ts";
+import type { Proc } from "./procs.ts";
+
+const SECONDS = Number(Deno.env.get("BENCH_SECONDS") ?? 5);
+const RUNS = Number(Deno.env.get("BENCH_RUNS") ?? 3);
+const ONLY = Deno.env.get("BENCH_ONLY")?.split(",");
+const PROXY_CORE = "0";
+const LOAD_CORE = "1";
+
+interface Scenario {
+  name: string;
+  tool: "wrk" | "h2load";
+  path: string;
+  connections: number;
+  proxies: string[];
+  runs: number;
+  seconds: number;
+  tls?: boolean;
+}
+
+const SCENARIOS: Scenario[] = [
+  {
+    name: "h1-100b",
+    tool: "wrk",
+    path: "/100b",
+    connections: 50,
+    proxies: ["prox", "nginx", "haproxy", "deno-fetch"],
+    runs: RUNS,
+    seconds: SECONDS,
+  },
+  {
+    name: "h1-64k",
+    tool: "wrk",
+    path: "/64k",
+    connections: 50,
+    proxies: ["prox", "nginx", "haproxy"],
+    runs: RUNS,
+    seconds: SECONDS,
+  },
+  {
+    name: "h2-tls-100b",
+    tool: "h2load",
+    path: "/100b",
+    connections: 10,
+    proxies: ["prox", "nginx", "haproxy"],
+    runs: RUNS,
+    seconds: SECONDS,
+    tls: true,
+  },
+  {
+    name: "overload-1000c",
+    tool: "wrk",
+    path: "/100b",
+    connections: 1000,
+    proxies: ["prox", "nginx"],
+    runs: 1,
+    seconds: Math.max(SECONDS, 10),
+  },
+];
+
+interface Row {
+  scenario: string;
+  proxy: string;
+  runs: RunResult[];
+  median: RunResult;
+  rssAfterMiB?: number;
+}
+
+function median(xs: number[]): number {
+  const s = xs.filter((x) => !Number.isNaN(x)).sort((a, b) => a - b);
+  if (s.length === 0) return NaN;
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
+function medianRun(runs: RunResult[]): RunResult {
+  const keys = Object.keys(runs[0]) as (keyof RunResult)[];
+  return Object.fromEntries(
+    keys.map((k) => [k, median(runs.map((r) => r[k]))]),
+  ) as unknown as RunResult;
+}
+
+async function machine(): Promise<Record<string, string>> {
+  const cpu = (await Deno.readTextFile("/proc/cpuinfo")).match(/model name\s*:\s*(.*)/)?.[1];
+  const cmd = async (c: string, args: string[]) => {
+    try {
+      const o = await new Deno.Command(c, { args, stdout: "piped", stderr: "piped" }).output();
+      return (new TextDecoder().decode(o.stdout) + new TextDecoder().decode(o.stderr)).trim()
+        .split("\n")[0];
+    } catch {
+      return "missing";
+    }
+  };
+  return {
+    cpu: cpu ?? "unknown",
+    cores: String(navigator.hardwareConcurrency),
+    kernel: await cmd("uname", ["-r"]),
+    deno: Deno.version.deno,
+    nginx: await cmd("nginx", ["-v"]),
+    haproxy: await cmd("haproxy", ["-v"]),
+    wrk: await cmd("wrk", ["-v"]),
+    loadavg: (await Deno.readTextFile("/proc/loadavg")).trim(),
+  };
+}
+
+const f0 = (x: number) => Number.isNaN(x) ? "–" : Math.round(x).toLocaleString("en-US");
+const f2 = (x: number) => Number.isNaN(x) ? "–" : x.toFixed(2);
+
+function table(rows: Row[]): string {
+  const out = [
+    "| Scenario | Proxy | req/s | p50 ms | p99 ms | max ms | errors | CPU µs/req | RSS MiB | req/s ÷ nginx | CPU ÷ nginx |",
+    "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+  ];
+  for (const r of rows) {
+    const ngx = rows.find((x) => x.scenario === r.scenario && x.proxy === "nginx")?.median;
+    const m = r.median;
+    const rss = (m.rssPeak / 1048576).toFixed(0) +
+      (r.rssAfterMiB !== undefined ? ` (after: ${r.rssAfterMiB.toFixed(0)})` : "");
+    out.push(
+      `| ${r.scenario} | ${r.proxy} | ${f0(m.rps)} | ${f2(m.p50)} | ${f2(m.p99)} | ${
+        f0(m.maxMs)
+      } | ${f0(m.errors)} | ${f0(m.cpuUsPerReq)} | ${rss} | ${ngx ? f2(m.rps / ngx.rps) : "–"} | ${
+        ngx ? f2(m.cpuUsPerReq / ngx.cpuUsPerReq) : "–"
+      } |`,
+    );
+  }
+  return out.join("\n");
+}
+
+/** The issue-12 targets, checked against the medians. */
+function targets(rows: Row[]): string[] {
+  const get = (s: string, p: string) => rows.find((r) => r.scenario === s && r.proxy === p)?.median;
+  const lines: string[] = [];
+  const check = (what: string, ok: boolean | undefined, detail: string) => {
+    if (ok !== undefined) lines.push(`- ${ok ? "PASS" : "MISS"} ${what}: ${detail}`);
+  };
+  const ratio = (s: string, min: number, what: string) => {
+    const p = get(s, "prox"), n = get(s, "nginx");
+    if (p && n) check(what, p.rps / n.rps >= min, `${f2(p.rps / n.rps)}× nginx (target ${min}×)`);
+  };
+  ratio("h1-100b", 0.7, "HTTP/1.1 100 B req/s");
+  ratio("h1-64k", 0.7, "HTTP/1.1 64 KiB req/s");
+  ratio("h2-tls-100b", 0.6, "HTTP/2 TLS req/s");
+  const p = get("h1-100b", "prox"), n = get("h1-100b", "nginx"), f = get("h1-100b", "deno-fetch");
+  if (p && n) {
+    check("HTTP/1.1 100 B p99", p.p99 <= 2 * n.p99, `${f2(p.p99)} ms vs nginx ${f2(n.p99)} ms`);
+  }
+  if (p && f) {
+    check("vs fetch() proxy", p.rps / f.rps >= 2.5, `${f2(p.rps / f.rps)}× (target 2.5×)`);
+  }
+  const o = rows.find((r) => r.scenario === "overload-1000c" && r.proxy === "prox");
+  if (o) {
+    check(
+      "1,000 connections: none over 2 s",
+      o.median.timeouts === 0 && o.median.maxMs < 2000,
+      `max ${f0(o.median.maxMs)} ms, ${o.median.timeouts} timeouts`,
+    );
+    check("1,000 connections: p99 < 500 ms", o.median.p99 < 500, `${f2(o.median.p99)} ms`);
+    check(
+      "RSS under load < 100 MiB",
+      o.median.rssPeak < 100 * 1048576,
+      `${f0(o.median.rssPeak / 1048576)} MiB`,
+    );
+    if (o.rssAfterMiB !== undefined) {
+      check("RSS after the burst < 130 MiB", o.rssAfterMiB < 130, `${f0(o.rssAfterMiB)} MiB`);
+    }
+  }
+  return lines;
+}
+
+async function main() {
+  const dir = await Deno.makeTempDir({ prefix: "prox-bench-" });
+  const started: Proc[] = [];
+  const rows: Row[] = [];
+  try {
+    const backend = await startBackend(dir, LOAD_CORE);
+    started.push(backend);
+    const o = { core: PROXY_CORE, backend: backend.port };
+    const procs: Record<string, Proc> = {};
+    const scenarios = SCENARIOS.filter((s) => !ONLY || ONLY.includes(s.name));
+    const wanted = new Set(scenarios.flatMap((s) => s.proxies));
+    for (const name of wanted) {
+      const p = name === "prox"
+        ? await startProx(dir, o)
+        : name === "nginx"
+        ? await startNginxProxy(dir, o)
+        : name === "haproxy"
+        ? await startHaproxy(dir, o)
+        : await startFetchProxy(o);
+      started.push(p);
+      procs[name] = p;
+    }
+    console.log(
+      `Proxies pinned to core ${PROXY_CORE}; backend (nginx) and load generator on core ${LOAD_CORE}; ${SECONDS}s runs, ${RUNS} alternating runs, medians.`,
+    );
+    for (const s of scenarios) {
+      const target = (p: Proc) => ({
+        url: s.tls
+          ? `https://127.0.0.1:${p.tlsPort}${s.path}`
+          : `http://127.0.0.1:${p.port}${s.path}`,
+        pid: s.tls ? p.tlsPid ?? p.pid : p.pid,
+      });
+      // Warm-up (JIT, pools) for every proxy, then A B A B …
+      for (const name of s.proxies) {
+        const t = target(procs[name]);
+        await measure(s.tool, t.url, {
+          ...t,
+          core: LOAD_CORE,
+          seconds: 1,
+          connections: Math.min(s.connections, 50),
+        });
+      }
+      const runs = new Map<string, RunResult[]>(s.proxies.map((p) => [p, []]));
+      for (let i = 0; i < s.runs; i++) {
+        for (const name of s.proxies) {
+          const t = target(procs[name]);
+          const r = await measure(s.tool, t.url, {
+            ...t,
+            core: LOAD_CORE,
+            seconds: s.seconds,
+            connections: s.connections,
+          });
+          runs.get(name)!.push(r);
+          console.log(
+            `${s.name} ${name} run ${i + 1}: ${f0(r.rps)} req/s, p99 ${f2(r.p99)} ms, ${
+              f0(r.cpuUsPerReq)
+            } µs/req`,
+          );
+        }
+      }
+      for (const [name, rs] of runs) {
+        const row: Row = { scenario: s.name, proxy: name, runs: rs, median: medianRun(rs) };
+        if (s.name.startsWith("overload")) {
+          await new Promise((r) => setTimeout(r, 2000));
+          const { rssBytes } = await import("./procs.ts");
+          row.rssAfterMiB = rssBytes(target(procs[name]).pid) / 1048576;
+        }
+        rows.push(row);
+      }
+    }
+  } finally {
+    for (const p of started.reverse()) await p[Symbol.asyncDispose]();
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+  const info = await machine();
+  const date = new Date().toISOString();
+  const md = [
+    `## Prox benchmark, ${date}`,
+    "",
+    `Machine: ${info.cpu}, ${info.cores} cores, Linux ${info.kernel}, Deno ${info.deno}, ${info.nginx}, ${info.haproxy}; load average at the end: ${info.loadavg}.`,
+    `Layout: each proxy pinned to core ${PROXY_CORE} (taskset); nginx backend and wrk/h2load on core ${LOAD_CORE}. wrk: 1 thread, 50 connections (overload: 1,000, 2 s timeout); h2load: 10 connections × 10 streams over TLS. ${SECONDS}s per run, ${RUNS} runs alternating proxies, medians. CPU = user+system time of the proxy's processes ÷ requests.`,
+    "",
+    table(rows),
+    "",
+    "Targets (issue 12):",
+    ...targets(rows),
+    "",
+  ].join("\n");
+  const outDir = new URL("./results/", import.meta.url);
+  await Deno.mkdir(outDir, { recursive: true });
+  const stamp = date.replace(/[:.]/g, "-");
+  await Deno.writeTextFile(
+    new URL(`${stamp}.json`, outDir),
+    JSON.stringify({ date, machine: info, rows }, null, 2),
+  );
+  await Deno.writeTextFile(new URL(`${stamp}.md`, outDir), md);
+  await Deno.writeTextFile(new URL("latest.md", outDir), md);
+  console.log("\n" + md);
+}
+
+if (import.meta.main) await main();
