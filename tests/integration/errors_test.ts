@@ -1,0 +1,84 @@
+// Failures map to statuses in one place: 504 on timeouts, 413 over the body limit, 502 on an
+// upstream that resets; error bodies carry the request id and nothing internal.
+import assert from "node:assert/strict";
+import { startUpstream } from "../_harness.ts";
+import { startProxy } from "./_proxy.ts";
+
+Deno.test("an upstream that never answers gets 504 after response_header", async () => {
+  const release = Promise.withResolvers<void>();
+  await using up = await startUpstream(async () => {
+    await release.promise;
+    return new Response("late");
+  });
+  await using prox = await startProxy(`
+health_check: { enabled: false }
+routes:
+  "/":
+    type: proxy
+    target: "${up.url}"
+    timeouts: { response_header: 200ms }
+    retries: { attempts: 0 }
+`);
+  const t0 = performance.now();
+  const res = await fetch(`${prox.url}/slow`);
+  const text = await res.text();
+  release.resolve();
+  assert.equal(res.status, 504);
+  assert.match(text, /request id: /);
+  assert.ok(!text.includes(String(up.port)));
+  assert.ok(performance.now() - t0 < 5_000);
+});
+
+Deno.test("a request body over max_request_body gets 413, declared or streamed", async () => {
+  let reached = 0;
+  await using up = await startUpstream(async (req) => {
+    reached++;
+    await req.body?.cancel();
+    return new Response("ok");
+  });
+  await using prox = await startProxy(`
+health_check: { enabled: false }
+limits: { max_request_body: 1KiB }
+routes: { "/": { type: proxy, target: "${up.url}" } }
+`);
+  const declared = await fetch(`${prox.url}/up`, { method: "POST", body: "x".repeat(2048) });
+  assert.equal(declared.status, 413);
+  await declared.body?.cancel();
+  assert.equal(reached, 0);
+  const small = await fetch(`${prox.url}/up`, { method: "POST", body: "x".repeat(100) });
+  assert.equal(await small.text(), "ok");
+  const chunks = new ReadableStream<Uint8Array>({
+    start(ctl) {
+      for (let i = 0; i < 8; i++) ctl.enqueue(new Uint8Array(512));
+      ctl.close();
+    },
+  });
+  const streamed = await fetch(`${prox.url}/up`, { method: "POST", body: chunks });
+  assert.equal(streamed.status, 413);
+  await streamed.body?.cancel();
+});
+
+Deno.test("an upstream that closes the connection without answering gets 502", async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  const accepting = (async () => {
+    for await (const conn of listener) {
+      const buf = new Uint8Array(4096);
+      await conn.read(buf).catch(() => null);
+      conn.close();
+    }
+  })();
+  await using prox = await startProxy(`
+health_check: { enabled: false }
+routes:
+  "/":
+    type: proxy
+    target: "http://127.0.0.1:${port}"
+    retries: { attempts: 0 }
+`);
+  const res = await fetch(`${prox.url}/x`);
+  assert.equal(res.status, 502);
+  assert.match(await res.text(), /request id: /);
+  listener.close();
+  await accepting.catch(() => {});
+});
