@@ -270,8 +270,13 @@ export async function startServer(
   const acmeOf = (c: Config): AcmeConfig | null => c.tls?.acme?.enabled ? c.tls.acme : null;
   // New certificates are applied one after another, outside the ACME loop and after any reload.
   let applying: Promise<void> = Promise.resolve();
-  const startAcmeFor = (a: AcmeConfig) =>
-    startAcme(a, {
+  const startAcmeFor = (a: AcmeConfig, c: Config) => {
+    if (!a.http_listen_addr && !c.http_redirect) {
+      logger.warn(
+        "ACME HTTP-01 needs a plain-HTTP listener: set tls.acme.http_listen_addr or http_redirect",
+      );
+    }
+    return startAcme(a, {
       ...opts.acme,
       logger,
       onCertificate: () => {
@@ -280,7 +285,8 @@ export async function startServer(
         );
       },
     });
-  if (acmeOf(config)) acme = await startAcmeFor(acmeOf(config)!);
+  };
+  if (acmeOf(config)) acme = await startAcmeFor(acmeOf(config)!, config);
   const redirectHandler: Handler = (req) =>
     acme && new URL(req.url).pathname.startsWith(CHALLENGE_PREFIX)
       ? acme.answerChallenge(req)
@@ -497,7 +503,7 @@ export async function startServer(
       // Bind what changed before anything is swapped: a bind failure leaves all as it was.
       const nextAcme = acmeOf(next.config);
       if (acme && nextAcme) await acme.configure(nextAcme);
-      else if (nextAcme) acme = await startAcmeFor(nextAcme);
+      else if (nextAcme) acme = await startAcmeFor(nextAcme, next.config);
       const plans = await plansFor(next.config);
       const staged = await set.stage(plans);
       // The swap: from here on nothing may fail the reload (the new config is serving).
