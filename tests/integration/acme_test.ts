@@ -3,6 +3,7 @@
 // instances sharing one storage directory.
 import assert from "node:assert/strict";
 import tls from "node:tls";
+import { X509Certificate } from "node:crypto";
 import { interopTest, requireInterop, run, startUpstream, waitFor } from "../_harness.ts";
 import { startServer } from "../../src/server.ts";
 import type { ProxServer } from "../../src/server.ts";
@@ -97,6 +98,11 @@ async function tlsGet(
   } finally {
     socket.destroy();
   }
+}
+
+/** The serial number (hex, upper case) of the first certificate in a PEM chain. */
+function currentSerial(pem: string): string {
+  return new X509Certificate(pem).serialNumber.toUpperCase();
 }
 
 async function withTempDir(fn: (dir: string) => Promise<void>): Promise<void> {
@@ -202,6 +208,7 @@ function renewalScenario(): Promise<void> {
       storage: `${dir}/acme`,
       httpPort,
       upstream: up.url,
+      extra: "protocols: { http3_enabled: true }",
     });
     let offset = 0;
     const server = await start(yaml, {
@@ -216,6 +223,14 @@ function renewalScenario(): Promise<void> {
       assert.equal(first.status, 200);
       const renewAt = server.acme!.status().renewAt!;
       assert.equal(renewAt, server.acme!.status().notAfter! - 30 * 86_400_000);
+      // HTTP/3 keeps its UDP endpoint and switches certificate in place: record the switch.
+      const h3 = server.h3!;
+      const h3Certs: string[] = [];
+      const setCertificate = h3.setCertificate.bind(h3);
+      h3.setCertificate = (cert, key) => {
+        h3Certs.push(cert);
+        setCertificate(cert, key);
+      };
 
       // Clients hammer the proxy on fresh connections while the certificate changes.
       const seen = new Set<string>();
@@ -270,9 +285,20 @@ function renewalScenario(): Promise<void> {
       assert.equal(slowResult.serial, first.serial);
       assert.ok(server.acme!.status().orders >= 2);
       assert.ok(pebble.orders() >= 2);
-      // The renewed pair is what storage holds now.
+      // HTTP/3 got the renewed chain and serves new connections with it.
+      assert.ok(h3Certs.length >= 1);
+      assert.equal(server.h3, h3);
+      await using h3c = await connectH3({
+        hostname: "127.0.0.1",
+        port,
+        caCerts: [pebble.root],
+        serverName: DOMAINS[0],
+      });
+      assert.equal((await h3c.request("/")).status, 200);
+      // What HTTP/3 was given is what storage holds and what TCP serves.
       const stored = await Deno.readTextFile(`${dir}/acme/prox.test.crt`);
-      assert.notEqual(stored, "");
+      assert.equal(h3Certs.at(-1), stored);
+      assert.equal((await tlsGet(port, pebble.root)).serial, currentSerial(stored));
     } finally {
       release();
       await server.shutdown();
