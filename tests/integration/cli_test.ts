@@ -195,7 +195,9 @@ Deno.test("shutdown_timeout bounds the drain: a hung request is cut and the proc
     const ms = performance.now() - t0;
     assert.ok(ms >= 250 && ms < 5000, `exit after ${ms} ms`);
     assert.match(p.output(), /Drain timeout reached/);
-    assert.match(await hung, /^failed/);
+    // Cut: a 503 from the closing upstream client if it makes it out before the exit, else
+    // the connection simply ends. Never the upstream's late answer.
+    assert.match(await hung, /^(failed|503 )/);
   } finally {
     gate.resolve();
     client.close();
