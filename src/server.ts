@@ -16,7 +16,7 @@ import { watchFiles } from "./adapters/config_watch.ts";
 import type { FileWatch } from "./adapters/config_watch.ts";
 import { formatIssue } from "./config/load.ts";
 import { createUpstreamClient } from "./adapters/upstream_client.ts";
-import { createAccessLog, createJsonLogger } from "./adapters/log_json.ts";
+import { createAccessLog, createBufferedSink, createJsonLogger } from "./adapters/log_json.ts";
 import { createPromMetrics } from "./adapters/metrics_prom.ts";
 import { startAdmin } from "./adapters/admin.ts";
 import type { AdminCallbacks, AdminListener } from "./adapters/admin.ts";
@@ -184,12 +184,15 @@ export async function startServer(
   const recorder = createStatusRecorder(opts.metrics ?? prom!, { now: Date.now });
   const metrics = recorder.metrics;
   // An injected logger (tests, embedding) also receives the access records, as "access" lines.
+  const accessSink = createBufferedSink();
   const accessLogFor = (c: Config) =>
     c.log.access_log === false
       ? undefined
       : opts.logger
       ? (rec: AccessRecord) => logger.info("access", { ...rec })
-      : createAccessLog(c.log.access_log === true ? "json" : c.log.access_log);
+      : createAccessLog(c.log.access_log === true ? "json" : c.log.access_log, {
+        sink: accessSink.sink,
+      });
   let accessLog = accessLogFor(config);
   // Pool limits are read once at start-up (a reload keeps the running pools).
   const pool = config.upstream_pool;
@@ -592,6 +595,7 @@ export async function startServer(
     await upstream.close();
     if (!opts.rateLimits) await rateLimits.close();
     await Promise.all([admin?.shutdown(), ...adminClosing]);
+    accessSink.flush();
     logger.info("Stopped", { reason });
   }
 

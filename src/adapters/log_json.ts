@@ -22,6 +22,49 @@ export const stdioSink: LineSink = (line, stream) => {
   while (off < bytes.length) off += out.writeSync(bytes.subarray(off));
 };
 
+/** A sink that batches lines; `flush()` writes what is pending (call it before exiting). */
+export interface BufferedSink {
+  readonly sink: LineSink;
+  flush(): void;
+}
+
+/**
+ * Batches lines into one write per `flushMs` (default 1 ms) or per `maxBytes` (64 KiB): under
+ * load one syscall carries many access-log lines. A crash loses at most `flushMs` of lines.
+ */
+export function createBufferedSink(
+  opts: { flushMs?: number; maxBytes?: number; sink?: LineSink } = {},
+): BufferedSink {
+  const out = opts.sink ?? stdioSink;
+  const flushMs = opts.flushMs ?? 1;
+  const maxBytes = opts.maxBytes ?? 64 * 1024;
+  const pending: Record<"stdout" | "stderr", string[]> = { stdout: [], stderr: [] };
+  let size = 0;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const flush = () => {
+    clearTimeout(timer);
+    timer = undefined;
+    size = 0;
+    for (const stream of ["stdout", "stderr"] as const) {
+      if (pending[stream].length === 0) continue;
+      const text = pending[stream].join("");
+      pending[stream] = [];
+      out(text, stream);
+    }
+  };
+  const sink: LineSink = (line, stream) => {
+    pending[stream].push(line);
+    size += line.length;
+    if (size >= maxBytes) return flush();
+    if (timer === undefined) {
+      timer = setTimeout(flush, flushMs);
+      // Pending log lines never keep the process alive.
+      Deno.unrefTimer(timer);
+    }
+  };
+  return { sink, flush };
+}
+
 /** True when `s` names a log level. */
 export function isLogLevel(s: unknown): s is LogLevel {
   return typeof s === "string" && s in ORDER;

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import {
   clfTime,
   createAccessLog,
+  createBufferedSink,
   createJsonLogger,
   formatClf,
   resolveLogLevel,
@@ -90,4 +91,24 @@ Deno.test("formatClf writes Common and Combined Log Format with escaped quotes",
   const { lines, sink } = capture();
   createAccessLog("combined", { sink })(REC);
   assert.match(lines[0][1], /"curl\/8"\n$/);
+});
+
+Deno.test("createBufferedSink batches lines into one write per flush and on size", async () => {
+  const writes: [string, string][] = [];
+  const b = createBufferedSink({
+    flushMs: 5,
+    maxBytes: 30,
+    sink: (l, s) => void writes.push([s, l]),
+  });
+  b.sink("a\n", "stdout");
+  b.sink("b\n", "stdout");
+  b.sink("e\n", "stderr");
+  assert.equal(writes.length, 0);
+  await new Promise((r) => setTimeout(r, 20));
+  assert.deepEqual(writes, [["stdout", "a\nb\n"], ["stderr", "e\n"]]);
+  b.sink("x".repeat(40) + "\n", "stdout");
+  assert.equal(writes.length, 3);
+  b.sink("tail\n", "stdout");
+  b.flush();
+  assert.deepEqual(writes.at(-1), ["stdout", "tail\n"]);
 });
