@@ -6,7 +6,8 @@ export const REPLAY_CAP = 64 * 1024;
 
 /** A request body that can be handed out again when it was small enough to keep. */
 export interface BodySource {
-  replayable: boolean;
+  /** True while another attempt can still get the whole body. */
+  readonly replayable: boolean;
   next(): ReadableStream<Uint8Array> | null;
 }
 
@@ -49,9 +50,14 @@ export async function bodySource(
   );
 }
 
+/** A body that streams once; it can be handed out again only if nobody started reading it. */
 function once(body: ReadableStream<Uint8Array>): BodySource {
-  let used = false;
-  return { replayable: false, next: () => used ? null : (used = true, body) };
+  return {
+    get replayable() {
+      return !body.locked;
+    },
+    next: () => body.locked ? null : body,
+  };
 }
 
 function streamOf(chunks: Uint8Array[]): ReadableStream<Uint8Array> {

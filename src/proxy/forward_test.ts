@@ -29,7 +29,7 @@ const connectErr = (req: UpstreamRequest) =>
 const resetErr = (req: UpstreamRequest) =>
   new ProxyError("upstream_reset", `Upstream "${req.url.origin}" reset the connection`);
 
-function setup(routeYaml: string, script: Script, top = "") {
+function setup(routeYaml: string, script: Script, top = "", opts = { readBodyFirst: true }) {
   const text =
     `listen_addr: "127.0.0.1:0"\nhealth_check: { enabled: false }\n${top}\nroutes:\n  "/":\n${
       routeYaml.replace(/^/gm, "    ")
@@ -47,10 +47,13 @@ function setup(routeYaml: string, script: Script, top = "") {
     snapshot: () => snap,
     upstream: {
       async send(req) {
-        const body = req.body ? await new Response(req.body).text() : "";
-        calls.push({ origin: req.url.origin, method: req.method, body });
+        // readBodyFirst: false models a client that fails (e.g. to connect) before sending.
+        const call = { origin: req.url.origin, method: req.method, body: "" };
+        calls.push(call);
+        if (opts.readBodyFirst && req.body) call.body = await new Response(req.body).text();
         const out = await script(req, calls.length);
         if (out instanceof ProxyError) throw out;
+        if (!opts.readBodyFirst && req.body) call.body = await new Response(req.body).text();
         return out;
       },
       close: () => Promise.resolve(),
@@ -192,6 +195,18 @@ Deno.test("forward: a body above the replay cap is streamed once and not retried
   });
   assert.equal(declared.status, 200);
   assert.equal(s.calls.length, 2, "declared over the cap: streamed, single attempt");
+  // A client that fails before touching the body leaves it intact: the request fails over.
+  const untouched = setup(lb(), (req, n) => n === 1 ? connectErr(req) : ok(req), "", {
+    readBodyFirst: false,
+  });
+  const r = await untouched.call({
+    method: "PUT",
+    body: big,
+    headers: { "content-length": String(big.length) },
+  });
+  assert.equal(r.status, 200);
+  assert.equal(untouched.calls.length, 2);
+  assert.equal(untouched.calls[1].body, big, "the second target got every byte");
 });
 
 Deno.test("forward: per_try_timeout gives up on a silent target and tries the next", async () => {
