@@ -210,7 +210,7 @@ Deno.test("passive_health: connect failures eject a dead target for the cool-dow
   await using prox = await startProxy(
     `
 health_check: { enabled: false }
-passive_health: { failures: 2, window: 10s, base_ejection: 300ms, panic_threshold_percent: 50 }
+passive_health: { failures: 2, window: 10s, base_ejection: 2s, panic_threshold_percent: 50 }
 routes:
   "/":
     type: load_balance
