@@ -132,6 +132,14 @@ export async function proxyAction(
 
 /** Drops hop-by-hop headers from an upstream response; the body is passed on untouched. */
 export function cleanResponse(res: Response): Response {
+  // In place when the headers are mutable (the HTTP/1.1 client's): a new Response would turn a
+  // bytes body into a stream and cost Deno.serve its fast path.
+  try {
+    stripHopByHop(res.headers);
+    return res;
+  } catch {
+    // immutable (a fetch Response): copy below
+  }
   const h = new Headers(res.headers);
   stripHopByHop(h);
   const nullBody = res.status === 101 || res.status === 204 || res.status === 304;

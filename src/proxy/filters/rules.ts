@@ -108,6 +108,16 @@ export const STALE_BODY_HEADERS = [
   "transfer-encoding",
 ];
 
+/** True when a Response's headers may be edited (not a fetch() Response's immutable ones). */
+export function mutableHeaders(res: Response): boolean {
+  try {
+    res.headers.delete("x-prox-mutable-probe");
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /**
  * Applies response header and body rules; conditions see the response status and headers.
  * Returns the (possibly new) response.
@@ -130,6 +140,11 @@ export async function applyResponseRules(
   const bodyRule = rules.responseBody?.when(input) ? rules.responseBody : undefined;
   const headerRule = rules.responseHeaders?.when(input) ? rules.responseHeaders : undefined;
   if (!bodyRule && !headerRule) return res;
+  if (!bodyRule && mutableHeaders(res)) {
+    // Header rules only: edit in place, keeping the body (and Deno.serve's fast path) as is.
+    applyHeaderRules(headerRule!, res.headers, { values, logger, requestId: ctx.requestId });
+    return res;
+  }
   const headers = new Headers(res.headers);
   let body: BodyInit | null = res.body;
   if (bodyRule) {

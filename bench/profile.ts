@@ -1,0 +1,108 @@
+// deno-lint-ignore-file no-console
+// Profiles one proxy under wrk load: `deno run -A bench/profile.ts [prox|client] [seconds]`.
+// Starts the nginx backend, runs the target with --cpu-prof pinned to core 0, loads it with wrk
+// from core 1, then prints the top functions by self time from the V8 CPU profile.
+import { freePort, proxConfig, startBackend } from "./procs.ts";
+import { ROOT } from "../tests/_harness.ts";
+
+const which = Deno.args[0] ?? "prox";
+const seconds = Number(Deno.args[1] ?? 5);
+const dir = await Deno.makeTempDir({ prefix: "prox-prof-" });
+await using backend = await startBackend(dir, "1");
+const port = freePort();
+const conf = `${dir}/prox.yaml`;
+await Deno.writeTextFile(
+  conf,
+  Deno.env.get("PROFILE_MIN")
+    ? `listen_addr: "127.0.0.1:${port}"\nhealth_check: { enabled: false }\nlog: { level: warn, access_log: false }\nroutes: { "/": { type: proxy, target: "http://127.0.0.1:${backend.port}" } }\n`
+    : proxConfig({ port, backend: backend.port }),
+);
+const args = which === "prox"
+  ? [`--config=${ROOT}/deno.json`, `${ROOT}/mod.ts`, "serve", "-c", conf]
+  : [`${ROOT}/bench/client_proxy.ts`, String(port), String(backend.port)];
+const child = new Deno.Command("taskset", {
+  args: [
+    "-c",
+    "0",
+    Deno.execPath(),
+    "run",
+    "-A",
+    `--cpu-prof`,
+    `--cpu-prof-dir=${dir}/prof`,
+    ...args,
+  ],
+  env: { ...Deno.env.toObject(), PROX_LOG_LEVEL: "warn" },
+  stdout: "null",
+  stderr: "inherit",
+}).spawn();
+for (let i = 0; i < 200; i++) {
+  try {
+    (await Deno.connect({ hostname: "127.0.0.1", port })).close();
+    break;
+  } catch {
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+const path = Deno.args[2] ?? "/100b";
+const out = await new Deno.Command("taskset", {
+  args: [
+    "-c",
+    "1",
+    "wrk",
+    "-t1",
+    "-c50",
+    `-d${seconds}s`,
+    "--latency",
+    `http://127.0.0.1:${port}${path}`,
+  ],
+  stdout: "piped",
+}).output();
+console.log(
+  new TextDecoder().decode(out.stdout).split("\n").filter((l) => /Req|99%|50%/.test(l)).join("\n"),
+);
+child.kill("SIGINT");
+await child.status;
+for await (const f of Deno.readDir(`${dir}/prof`)) {
+  const prof = JSON.parse(await Deno.readTextFile(`${dir}/prof/${f.name}`));
+  const self = new Map<string, number>();
+  const byId = new Map<
+    number,
+    { callFrame: { functionName: string; url: string; lineNumber: number } }
+  >();
+  for (const n of prof.nodes) byId.set(n.id, n);
+  const dt = prof.timeDeltas as number[];
+  let total = 0;
+  (prof.samples as number[]).forEach((id, i) => {
+    const n = byId.get(id)!;
+    const cf = n.callFrame;
+    const key = `${cf.functionName || "(anon)"} ${cf.url.split("/").slice(-2).join("/")}:${
+      cf.lineNumber + 1
+    }`;
+    self.set(key, (self.get(key) ?? 0) + dt[i]);
+    total += dt[i];
+  });
+  const parent = new Map<number, number>();
+  for (const n of prof.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
+  const incl = new Map<string, number>();
+  (prof.samples as number[]).forEach((id, i) => {
+    const seen = new Set<string>();
+    for (let cur: number | undefined = id; cur !== undefined; cur = parent.get(cur)) {
+      const cf = byId.get(cur)!.callFrame;
+      if (!cf.url.includes("/src/") && !cf.url.includes("ext:")) continue;
+      seen.add(
+        `${cf.functionName || "(anon)"} ${cf.url.split("/").slice(-2).join("/")}:${
+          cf.lineNumber + 1
+        }`,
+      );
+    }
+    for (const k of seen) incl.set(k, (incl.get(k) ?? 0) + dt[i]);
+  });
+  console.log("--- inclusive ---");
+  for (const [k, v] of [...incl].sort((a, b) => b[1] - a[1]).slice(0, 45)) {
+    console.log(`${(100 * v / total).toFixed(1).padStart(5)}%  ${k}`);
+  }
+  console.log("--- self ---");
+  const top = [...self].sort((a, b) => b[1] - a[1]).slice(0, 40);
+  for (const [k, v] of top) console.log(`${(100 * v / total).toFixed(1).padStart(5)}%  ${k}`);
+}
+await Deno.remove(dir, { recursive: true });
