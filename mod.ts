@@ -6,13 +6,12 @@ import { formatIssue } from "./src/config/load.ts";
 import type { ConfigIssue } from "./src/config/parse.ts";
 import type { Config } from "./src/config/schema.ts";
 import { ConfigError, loadSource, startServer } from "./src/server.ts";
-import { readPid, removePidIfOurs, runsWithPidFile, writePid } from "./src/adapters/pid_file.ts";
+import { readPid, removePidIfOurs, takeOver, writePid } from "./src/adapters/pid_file.ts";
 import { trapSignals } from "./src/adapters/signals.ts";
 import type { SignalTrap, Stoppable } from "./src/adapters/signals.ts";
 import { REUSE_PORT } from "./src/adapters/listener_set.ts";
 import { createJsonLogger } from "./src/adapters/log_json.ts";
 import type { ConfigSource } from "./src/server.ts";
-import type { Logger } from "./src/ports.ts";
 import { startSupervisor } from "./src/adapters/workers.ts";
 import type { Supervisor } from "./src/adapters/workers.ts";
 import { connectSupervisor, whenSupervisorGone, workerRole } from "./src/adapters/worker_link.ts";
@@ -356,7 +355,7 @@ async function serveCommand(configArg: string | undefined, opts: ServeOptions): 
     signals.release();
     return 1;
   }
-  if (opts.takeover) takeOver(server, previous, pidFile);
+  if (opts.takeover) takeOver(previous, pidFile, server.logger);
   const code = exitCode(await signals.serve(server));
   removePidIfOurs(pidFile);
   return code;
@@ -425,30 +424,6 @@ async function workerServe(
   const code = await opts.signals.serve(server);
   link.close();
   return code;
-}
-
-/** Tells the previous Prox (pid from the pid file) to drain and exit: we are listening now. */
-function takeOver(server: { logger: Logger }, previous: number | null, pidFile: string): void {
-  if (previous === null || previous === Deno.pid) {
-    server.logger.info("Nothing to take over: no running process in the pid file", { pidFile });
-    return;
-  }
-  if (!runsWithPidFile(previous, pidFile)) {
-    server.logger.warn("Not taking over: the pid file names a process that is not this Prox", {
-      pid: previous,
-      pidFile,
-    });
-    return;
-  }
-  try {
-    Deno.kill(previous, "SIGUSR2");
-    server.logger.info("Took over: the previous process drains and exits", { pid: previous });
-  } catch (err) {
-    server.logger.warn("Cannot signal the previous process", {
-      pid: previous,
-      error: err instanceof Error ? err.message : String(err),
-    });
-  }
 }
 
 if (import.meta.main) {

@@ -4,6 +4,8 @@
 // Prox serving with the same pid file: a stale file whose pid was reused by an unrelated
 // process must not get SIGUSR2, whose default action terminates it.
 
+import type { Logger } from "../ports.ts";
+
 /** The live process id recorded in `file`, or null (missing, garbage, or no such process). */
 export function readPid(file: string): number | null {
   let pid: number;
@@ -74,4 +76,28 @@ export function runsWithPidFile(pid: number, file: string): boolean {
     if (value && real(resolve(value, cwd)) === mine) return true;
   }
   return false;
+}
+
+/** Tells the previous Prox (pid from the pid file) to drain and exit: we are listening now. */
+export function takeOver(previous: number | null, pidFile: string, logger: Logger): void {
+  if (previous === null || previous === Deno.pid) {
+    logger.info("Nothing to take over: no running process in the pid file", { pidFile });
+    return;
+  }
+  if (!runsWithPidFile(previous, pidFile)) {
+    logger.warn("Not taking over: the pid file names a process that is not this Prox", {
+      pid: previous,
+      pidFile,
+    });
+    return;
+  }
+  try {
+    Deno.kill(previous, "SIGUSR2");
+    logger.info("Took over: the previous process drains and exits", { pid: previous });
+  } catch (err) {
+    logger.warn("Cannot signal the previous process", {
+      pid: previous,
+      error: err instanceof Error ? err.message : String(err),
+    });
+  }
 }
