@@ -376,6 +376,13 @@ export async function startServer(
     routes: Object.keys(config.routes).length,
     worker: opts.worker?.index,
   });
+  const limiterKeys = () =>
+    Object.fromEntries(
+      current.router.entries.filter((e) => e.value.rateLimit).map((e) => [
+        e.value.id,
+        rateLimits.memory.keyCount(e.value.rateLimit!.id),
+      ]),
+    );
   // The admin listener follows reloads: a new address binds first, then the old one drains.
   let admin: AdminListener | null = null;
   let adminAddr: string | null = null;
@@ -430,15 +437,11 @@ export async function startServer(
             : []),
         ],
         upstreamViews: upstreams.list(),
-        limiterKeys: Object.fromEntries(
-          current.router.entries.filter((e) => e.value.rateLimit).map((e) => [
-            e.value.id,
-            rateLimits.memory.keyCount(e.value.rateLimit!.id),
-          ]),
-        ),
+        limiterKeys: limiterKeys(),
       }),
   };
   syncAdmin(config);
+  prom?.observe({ upstreams: () => upstreams.list(), limiterKeys });
 
   let watch: FileWatch | undefined;
   // The config file, the TLS certificate and key, and upstream CA files routes name.

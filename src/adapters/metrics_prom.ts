@@ -17,6 +17,15 @@ export interface PromMetrics extends Metrics {
   readonly contentType: string;
   /** The whole exposition, collected now. */
   text(): Promise<string>;
+  /** Gauges read at scrape time from runtime state (in-flight per target, limiter keys). */
+  observe(views: RuntimeViews): void;
+}
+
+/** Runtime state the server lets the exposition read at scrape time. */
+export interface RuntimeViews {
+  upstreams(): readonly { id: string; inFlight: number }[];
+  /** Client keys held per route id by the in-memory rate limiter. */
+  limiterKeys(): Record<string, number>;
 }
 
 /** Latency buckets in seconds: 1 ms to 60 s, dense around typical proxy latencies. */
@@ -206,11 +215,37 @@ export function createPromMetrics(
   const beChild = childCache((v) => backendRequests.labels(v[0], v[1], v[2]));
   const beDurChild = childCache((v) => backendDuration.labels(v[0], v[1]));
   const knownBackends = new Set<string>();
+  let runtime: RuntimeViews | null = null;
+  new Gauge({
+    name: "prox_backend_in_flight_requests",
+    help: "Requests in flight to each upstream target (what least_connections balances on)",
+    labelNames: ["backend"] as const,
+    registers,
+    collect() {
+      this.reset();
+      for (const u of runtime?.upstreams() ?? []) this.set({ backend: u.id }, u.inFlight);
+    },
+  });
+  new Gauge({
+    name: "prox_rate_limit_keys",
+    help: "Client keys held by each route's in-memory rate limiter (its memory use)",
+    labelNames: ["route"] as const,
+    registers,
+    collect() {
+      this.reset();
+      for (const [route, n] of Object.entries(runtime?.limiterKeys() ?? {})) {
+        this.set({ route }, n);
+      }
+    },
+  });
 
   return {
     registry,
     contentType: registry.contentType,
     text: () => registry.metrics(),
+    observe(views) {
+      runtime = views;
+    },
     request(route, method, status, seconds) {
       const m = methodLabel(method);
       reqChild(route, m, String(status)).inc();

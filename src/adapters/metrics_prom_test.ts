@@ -142,3 +142,18 @@ Deno.test("createPromMetrics routesConfigured drops every series of removed rout
     1,
   );
 });
+
+Deno.test("createPromMetrics observe() reads in-flight and limiter keys at scrape time", async () => {
+  const m = createPromMetrics({ processMetrics: false });
+  let inFlight = 3;
+  m.observe({
+    upstreams: () => [{ id: "http://a:1", inFlight }],
+    limiterKeys: () => ({ "/api": 42 }),
+  });
+  let t = await m.text();
+  assert.equal(value(t, 'prox_backend_in_flight_requests{backend="http://a:1"}'), 3);
+  assert.equal(value(t, 'prox_rate_limit_keys{route="/api"}'), 42);
+  inFlight = 0;
+  t = await m.text();
+  assert.equal(value(t, 'prox_backend_in_flight_requests{backend="http://a:1"}'), 0);
+});
