@@ -179,12 +179,15 @@ export async function startAcme(
       state = "ok";
       return schedule(renewAtFor(facts!) - now());
     }
-    const lock = await store.tryLock({ staleMs: opts.lockStaleMs ?? 600_000, now: Date.now() });
+    const staleMs = opts.lockStaleMs ?? 600_000;
+    const lock = await store.tryLock({ staleMs, now: Date.now() });
     if (!lock) {
       // Another instance is ordering: its result appears in the store.
       state = "waiting_for_lock";
       return schedule(opts.lockPollMs ?? 2_000);
     }
+    // Keep the lock fresh while ordering, so a slow CA does not let a second instance in.
+    const heartbeat = setInterval(() => void lock.refresh().catch(() => {}), staleMs / 3);
     try {
       await loadStored(); // it may have finished just before we took the lock
       const why = reason();
@@ -193,6 +196,7 @@ export async function startAcme(
       logger.info("ACME ordering certificate", { domains: config.domains, reason: why });
       const started = performance.now();
       orders++;
+      await store.pruneChallenges({ maxAgeMs: 3_600_000, now: Date.now() });
       const pair = await orderCertificate(config, {
         store,
         sink,
@@ -223,6 +227,7 @@ export async function startAcme(
       });
       schedule(delay);
     } finally {
+      clearInterval(heartbeat);
       await lock.release();
     }
   }

@@ -22,6 +22,8 @@ export interface CertificatePair {
 
 /** A held order lock; `release` removes it if it is still ours. */
 export interface OrderLock {
+  /** Marks the lock as alive (a long order is not mistaken for a crashed one). */
+  refresh(): Promise<void>;
   release(): Promise<void>;
 }
 
@@ -41,6 +43,8 @@ export interface AcmeStore {
   writeChallenge(token: string, keyAuthorization: string): Promise<void>;
   readChallenge(token: string): Promise<string | null>;
   removeChallenge(token: string): Promise<void>;
+  /** Removes challenge files older than `maxAgeMs` (left by an instance that crashed). */
+  pruneChallenges(opts: { maxAgeMs: number; now: number }): Promise<void>;
   /** Takes the order lock, or returns null when another live instance holds it. */
   tryLock(opts: { staleMs: number; now: number }): Promise<OrderLock | null>;
 }
@@ -121,6 +125,15 @@ export async function openAcmeStore(
     async removeChallenge(token) {
       await Deno.remove(challengePath(token)).catch(() => {});
     },
+    async pruneChallenges({ maxAgeMs, now }) {
+      for await (const e of Deno.readDir(`${dir}/challenges`)) {
+        const path = `${dir}/challenges/${e.name}`;
+        const st = await Deno.stat(path).catch(() => null);
+        if (st?.mtime && now - st.mtime.getTime() > maxAgeMs) {
+          await Deno.remove(path).catch(() => {});
+        }
+      }
+    },
     async tryLock({ staleMs, now }) {
       const id = crypto.randomUUID();
       for (let i = 0; i < 2; i++) {
@@ -132,6 +145,10 @@ export async function openAcmeStore(
             f.close();
           }
           return {
+            async refresh() {
+              const text = await readOrNull(lockPath);
+              if (text?.includes(id)) await Deno.utime(lockPath, new Date(), new Date());
+            },
             async release() {
               const text = await readOrNull(lockPath);
               if (text?.includes(id)) await Deno.remove(lockPath).catch(() => {});

@@ -84,3 +84,21 @@ Deno.test("openAcmeStore challenges: tokens are files, path tricks are refused",
     await store.removeChallenge("tok_EN-1");
     assert.equal(await store.readChallenge("tok_EN-1"), null);
   }));
+
+Deno.test("openAcmeStore lock refresh keeps a long-held lock from looking stale; old challenges are pruned", () =>
+  withStore(async (dir) => {
+    const store = await openAcmeStore(dir, { name: "x" });
+    const lock = (await store.tryLock({ staleMs: 60_000, now: Date.now() }))!;
+    const old = new Date(Date.now() - 120_000);
+    await Deno.utime(`${dir}/order.lock`, old, old);
+    await lock.refresh();
+    assert.equal(await store.tryLock({ staleMs: 60_000, now: Date.now() }), null);
+    await lock.release();
+
+    await store.writeChallenge("stale", "a");
+    await store.writeChallenge("fresh", "b");
+    await Deno.utime(`${dir}/challenges/stale`, old, old);
+    await store.pruneChallenges({ maxAgeMs: 60_000, now: Date.now() });
+    assert.equal(await store.readChallenge("stale"), null);
+    assert.equal(await store.readChallenge("fresh"), "b");
+  }));
