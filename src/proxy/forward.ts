@@ -54,10 +54,13 @@ export async function forward(
   const key = hashKey(ctx, pool);
   const random = deps.random ?? Math.random;
   let body: BodySource | undefined;
+  let lastErr: ProxyError | undefined;
 
   for (let attempt = 0;; attempt++) {
     const i = choose(pool, reg, { tried, key, random });
     if (i === undefined) {
+      // A retry with nowhere left to go reports what went wrong, not "no healthy upstream".
+      if (lastErr) throw lastErr;
       throw new ProxyError("no_healthy_upstream", `No available target for route "${route.id}"`, {
         source: route.id,
       });
@@ -101,6 +104,7 @@ export async function forward(
         }
         throw e;
       }
+      lastErr = e;
       ctx.retries++;
       deps.metrics.retry(route.id, reason);
       deps.logger.info("Retrying upstream request", {

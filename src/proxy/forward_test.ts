@@ -238,6 +238,19 @@ Deno.test("forward: configured statuses eject a target for the cool-down (inject
   assert.ok(s.upstreams.available(A));
 });
 
+Deno.test("forward: a retry with no target left reports the real failure (502, not 503)", async () => {
+  const s = setup(
+    `type: proxy\ntarget: "${A}"`,
+    connectErr,
+    "passive_health: { failures: 1, panic_threshold_percent: 0 }",
+  );
+  const r = await s.call();
+  assert.equal(r.status, 502);
+  assert.equal(s.calls.length, 1, "ejected after the first failure: nothing left to retry");
+  assert.equal((await s.call()).status, 503, "the next request fails fast");
+  assert.equal(s.calls.length, 1);
+});
+
 Deno.test("forward: no available target answers 503 without sending", async () => {
   const s = setup(`type: proxy\ntarget: "${A}"`, ok);
   s.upstreams.probe(A, false, { thresholds: { healthy: 1, unhealthy: 1 }, reason: "test" });
