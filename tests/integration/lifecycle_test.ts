@@ -272,3 +272,27 @@ interopTest(
     }
   },
 );
+
+Deno.test("takeover with an invalid config: the new process exits 1, the old one keeps serving", async () => {
+  await using up = await startUpstream(() => new Response("pong"));
+  const dir = await Deno.makeTempDir({ prefix: "prox-takeover-bad-" });
+  const port = freePort();
+  const pidFile = `${dir}/prox.pid`;
+  await Deno.writeTextFile(`${dir}/a.yaml`, configText(port, up.url, { who: "a" }));
+  await Deno.writeTextFile(`${dir}/b.yaml`, configText(port, up.url) + "helth_check: {}\n");
+  await using a = spawnProx(["serve", "-c", `${dir}/a.yaml`, "--pid-file", pidFile]);
+  await a.waitForOutput("Prox listening");
+  await waitFor(async () => Number(await Deno.readTextFile(pidFile)) === a.pid, {
+    what: "a's pid file",
+  });
+  await using b = spawnProx(["serve", "-c", `${dir}/b.yaml`, "--pid-file", pidFile, "--takeover"]);
+  assert.equal((await b.status).code, 1);
+  assert.match(b.output(), /b\.yaml:\d+:1: error: .*helth_check/);
+  assert.equal(Number(await Deno.readTextFile(pidFile)), a.pid);
+  const res = await fetch(`http://127.0.0.1:${port}/ping`);
+  await res.body?.cancel();
+  assert.equal(res.headers.get("x-who"), "a");
+  a.signal("SIGTERM");
+  assert.equal((await a.status).code, 0);
+  await Deno.remove(dir, { recursive: true });
+});
