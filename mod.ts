@@ -16,6 +16,7 @@ import { startSupervisor } from "./src/adapters/workers.ts";
 import type { Supervisor } from "./src/adapters/workers.ts";
 import { connectSupervisor, whenSupervisorGone, workerRole } from "./src/adapters/worker_link.ts";
 import type { WorkerRole } from "./src/adapters/worker_link.ts";
+import { createWorkerMetrics } from "./src/adapters/worker_metrics.ts";
 import { workersIssues } from "./src/config/workers_rules.ts";
 
 export { startServer } from "./src/server.ts";
@@ -397,11 +398,17 @@ async function workerServe(
 ): Promise<number> {
   let link: Awaited<ReturnType<typeof connectSupervisor>> | null = null;
   let server;
+  const metrics = createWorkerMetrics({ ...role, logger: createJsonLogger() });
   try {
     server = await startServer(source, {
       version: VERSION,
       watch: opts.watch,
-      worker: { index: role.index, exclusive: role.exclusive, debugHeader: role.debugHeader },
+      worker: {
+        index: role.index,
+        exclusive: role.exclusive,
+        debugHeader: role.debugHeader,
+        metrics,
+      },
       // A reload through worker 0's admin API reaches the other workers through the supervisor.
       onReload: (r) => {
         if (r.trigger === "admin") {
@@ -422,6 +429,7 @@ async function workerServe(
   const s = server;
   whenSupervisorGone(() => void s.shutdown({ reason: "supervisor gone" }));
   const code = await opts.signals.serve(server);
+  metrics.close();
   link.close();
   return code;
 }

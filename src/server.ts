@@ -40,6 +40,7 @@ import { startHealthChecks } from "./adapters/health_check.ts";
 import { followH3 } from "./adapters/h3_follow.ts";
 import type { H3Listener } from "./adapters/h3/mod.ts";
 import { ALT_SVC_MAX_AGE, altSvcValue } from "./adapters/h3/mod.ts";
+import type { WorkerMetrics } from "./adapters/worker_metrics.ts";
 import { CHALLENGE_PREFIX, startAcme } from "./adapters/acme.ts";
 import type { AcmeConfig, AcmeController, AcmeTuning } from "./adapters/acme.ts";
 
@@ -171,7 +172,13 @@ export async function startServer(
      * One of `workers: N` processes (src/adapters/workers.ts): only the `exclusive` one runs
      * the admin listener and HTTP/3; `debugHeader` adds `x-prox-worker: INDEX` to responses.
      */
-    worker?: { index: number; exclusive: boolean; debugHeader?: boolean };
+    worker?: {
+      index: number;
+      exclusive: boolean;
+      debugHeader?: boolean;
+      /** Shares this worker's metrics; worker 0's `/metrics` shows every worker's. */
+      metrics?: WorkerMetrics;
+    };
   } = {},
 ): Promise<ProxServer> {
   const first = await loadSource(source);
@@ -248,7 +255,10 @@ export async function startServer(
   ) => [...new Set(snap.router.entries.flatMap((e) => e.value.targets))];
   metrics.backendsConfigured(targetsOf(current));
   metrics.configReload({ ok: true, version, at: startedAt });
-  const metricsText = () => prom ? prom.text() : Promise.resolve("");
+  if (prom) opts.worker?.metrics?.attach(prom.registry);
+  const sharedMetrics = opts.worker?.metrics;
+  const metricsText = () =>
+    prom ? (sharedMetrics ? sharedMetrics.text() : prom.text()) : Promise.resolve("");
   // `/metrics` on the traffic port only when configured (the seed always exposed it there).
   const baseHandler: Handler = (req, info) => {
     const m = config.metrics;

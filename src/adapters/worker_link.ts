@@ -6,6 +6,8 @@
 export const WORKER_ENV = "PROX_WORKER";
 /** Environment variable holding the supervisor's control socket path. */
 export const SOCKET_ENV = "PROX_SUPERVISOR_SOCKET";
+/** Environment variable holding the number of workers. */
+export const COUNT_ENV = "PROX_WORKERS";
 /** When "1", every response carries `x-prox-worker: INDEX` (tests, debugging the spread). */
 export const DEBUG_HEADER_ENV = "PROX_DEBUG_WORKER_HEADER";
 
@@ -17,7 +19,11 @@ export type ControlMessage =
 /** This process's worker role, or null when it was not started by a supervisor. */
 export interface WorkerRole {
   index: number;
+  /** How many workers the supervisor runs. */
+  count: number;
   socket: string;
+  /** The supervisor's directory (sockets). */
+  dir: string;
   /** Worker 0 runs what only one process can: admin listener, HTTP/3. */
   exclusive: boolean;
   debugHeader: boolean;
@@ -27,10 +33,13 @@ export interface WorkerRole {
 export function workerRole(): WorkerRole | null {
   const index = Number(Deno.env.get(WORKER_ENV) ?? "NaN");
   const socket = Deno.env.get(SOCKET_ENV);
+  const count = Number(Deno.env.get(COUNT_ENV) ?? "1");
   if (!Number.isInteger(index) || index < 0 || !socket) return null;
   return {
     index,
+    count: Number.isInteger(count) && count > index ? count : index + 1,
     socket,
+    dir: socket.slice(0, socket.lastIndexOf("/")),
     exclusive: index === 0,
     debugHeader: Deno.env.get(DEBUG_HEADER_ENV) === "1",
   };

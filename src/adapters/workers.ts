@@ -12,7 +12,7 @@
 import type { Logger } from "../ports.ts";
 import { readControlLines } from "./worker_link.ts";
 import type { ControlMessage } from "./worker_link.ts";
-import { SOCKET_ENV, WORKER_ENV } from "./worker_link.ts";
+import { COUNT_ENV, SOCKET_ENV, WORKER_ENV } from "./worker_link.ts";
 
 /** A command line that starts another copy of this program. */
 export interface SelfCommand {
@@ -103,7 +103,11 @@ export function startSupervisor(count: number, opts: {
     slot.timer = undefined;
     const child = new Deno.Command(command.cmd, {
       args: command.args,
-      env: { [WORKER_ENV]: String(slot.index), [SOCKET_ENV]: socketPath },
+      env: {
+        [WORKER_ENV]: String(slot.index),
+        [COUNT_ENV]: String(count),
+        [SOCKET_ENV]: socketPath,
+      },
       stdin: "piped",
       stdout: "inherit",
       stderr: "inherit",

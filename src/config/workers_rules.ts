@@ -57,14 +57,5 @@ export function workersIssues(config: Config): WorkersIssue[] {
       });
     }
   }
-  if (config.metrics.on_main_listener) {
-    issues.push({
-      severity: "warning",
-      path: ["metrics", "on_main_listener"],
-      message: `With workers: ${n} the main listener's ${config.metrics.path} shows the ` +
-        "counters of whichever worker accepted the connection",
-      hint: "Scrape the admin listener (always worker 0) so every scrape sees the same counters",
-    });
-  }
   return issues;
 }

@@ -112,7 +112,7 @@ Deno.test("workers: a killed worker is restarted and serves again; --workers ove
   assert.equal((await p.status).code, 0, p.output());
 });
 
-Deno.test("workers: only worker 0 runs the admin listener; an admin reload reaches every worker", async () => {
+Deno.test("workers: only worker 0 runs the admin listener; its /metrics has every worker's series; an admin reload reaches every worker", async () => {
   const f = await fixture({ admin: freePort() });
   await using p = serve(["-c", `${f.dir}/config.yaml`, "--no-watch"]);
   await p.waitForOutput("Prox listening with workers");
@@ -120,6 +120,13 @@ Deno.test("workers: only worker 0 runs the admin listener; an admin reload reach
   const admin = p.output().match(/"Admin listening","addr":"([^"]+)"/)![1];
   const status = await (await fetch(`http://${admin}/status`)).json();
   assert.equal(status.prox.pid, workerPids(p)[0]);
+  await seenWorkers(f.url, ["0", "1"], "site a\n");
+  const metrics = await (await fetch(`http://${admin}/metrics`)).text();
+  for (const w of ["0", "1"]) {
+    const series = new RegExp(`^prox_requests_total\\{[^}]*worker="${w}"[^}]*\\} [1-9]`, "m");
+    assert.match(metrics, series, `worker ${w}'s requests in:\n${metrics.slice(0, 2000)}`);
+  }
+  assert.equal(metrics.split("# TYPE prox_requests_total counter").length - 1, 1);
 
   await f.write("b");
   const res = await fetch(`http://${admin}/config/reload`, { method: "POST" });
