@@ -388,9 +388,9 @@ export async function startServer(
   });
   const limiterKeys = () =>
     Object.fromEntries(
-      current.router.entries.filter((e) => e.value.rateLimit).map((e) => [
+      current.router.entries.filter((e) => e.value.rateLimits.length > 0).map((e) => [
         e.value.id,
-        rateLimits.memory.keyCount(e.value.rateLimit!.id),
+        e.value.rateLimits.reduce((n, l) => n + rateLimits.memory.keyCount(l.id), 0),
       ]),
     );
   // The admin listener follows reloads: a new address binds first, then the old one drains.

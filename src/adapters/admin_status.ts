@@ -113,9 +113,10 @@ export function certificateNotAfter(pem: string): number | null {
 }
 
 function describeLimit(route: Snapshot["config"]["routes"][string]): string | null {
-  if (!("rate_limit" in route) || !route.rate_limit) return null;
-  const r = route.rate_limit;
-  return `${r.requests} per ${r.period / 1000}s by ${r.by} (${r.algorithm})`;
+  const all = [...(route.rate_limit ? [route.rate_limit] : []), ...(route.rate_limits ?? [])];
+  if (all.length === 0) return null;
+  return all.map((r) => `${r.requests} per ${r.period / 1000}s by ${r.by} (${r.algorithm})`)
+    .join("; ");
 }
 
 /** Assembles the status JSON from the snapshot and the runtime views. */

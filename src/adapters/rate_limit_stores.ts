@@ -21,9 +21,9 @@ export interface RateLimitStores extends RateLimitStore {
 }
 
 /** The limiter ids a config's snapshot uses (for configure's `ids`). */
-export function limiterIds(routes: Iterable<{ rateLimit?: { id: string } }>): Set<string> {
+export function limiterIds(routes: Iterable<{ rateLimits: { id: string }[] }>): Set<string> {
   const ids = new Set<string>();
-  for (const r of routes) if (r.rateLimit) ids.add(r.rateLimit.id);
+  for (const r of routes) for (const l of r.rateLimits) ids.add(l.id);
   return ids;
 }
 

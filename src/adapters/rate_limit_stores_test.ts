@@ -42,6 +42,10 @@ interopTest(
 );
 
 Deno.test("limiterIds collects the ids of routes that have a rate limit", () => {
-  const ids = limiterIds([{ rateLimit: { id: "/a#1" } }, {}, { rateLimit: { id: "/b#2" } }]);
-  assert.deepEqual([...ids], ["/a#1", "/b#2"]);
+  const ids = limiterIds([
+    { rateLimits: [{ id: "/a#1" }] },
+    { rateLimits: [] },
+    { rateLimits: [{ id: "/b#2" }, { id: "/b#3" }] },
+  ]);
+  assert.deepEqual([...ids], ["/a#1", "/b#2", "/b#3"]);
 });

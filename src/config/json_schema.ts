@@ -17,6 +17,7 @@ const DESCRIPTIONS: Record<string, string> = {
   path_rewrite:
     "Replaces the route prefix in the upstream path: /api + path_rewrite /v2 sends /api/x as /v2/x (query kept)",
   rate_limit: "Per-route rate limit: by ip|header|route|cookie|query, requests per period",
+  rate_limits: "More rate limits for the route, all enforced in order",
   requests: "Requests allowed per period",
   period: "Rate limit period: 30s, 1m, 1h",
   algorithm: "token_bucket (default), fixed_window, sliding_window or gcra",

@@ -84,6 +84,9 @@ export const BodyRules = z.object({
 // on_missing_key)
 
 export const RateLimit = z.object({
+  /** Policy name in the RateLimit headers ("default" when alone). */
+  name: z.string().regex(/^[A-Za-z0-9_.-]{1,32}$/, "Use 1-32 letters, digits, _ . or -")
+    .optional(),
   by: z.enum(["ip", "header", "route", "cookie", "query"]),
   header_name: z.string().optional(),
   cookie_name: z.string().optional(),
@@ -171,6 +174,8 @@ export const PassiveHealth = z.object({
 const upstreamCommon = {
   path_rewrite: z.string().optional(),
   rate_limit: RateLimit.optional(),
+  /** More limits, all enforced in order (e.g. 10 per second and 1000 per day). */
+  rate_limits: z.array(RateLimit).min(1).max(8).optional(),
   request_headers: HeaderRules.optional(),
   response_headers: HeaderRules.optional(),
   request_body: BodyRules.optional(),
@@ -231,6 +236,8 @@ const StaticRoute = z.object({
   type: z.literal("static"),
   root: z.string().min(1),
   rate_limit: RateLimit.optional(),
+  /** More limits, all enforced in order (e.g. 10 per second and 1000 per day). */
+  rate_limits: z.array(RateLimit).min(1).max(8).optional(),
   hosts: z.array(z.string().min(1)).optional(),
   index: z.string().default("index.html"),
   spa_fallback: z.string().optional(),
@@ -247,6 +254,8 @@ const RedirectRoute = z.object({
   target: z.string().min(1),
   status_code: z.literal([301, 302, 303, 307, 308]).default(307),
   rate_limit: RateLimit.optional(),
+  /** More limits, all enforced in order (e.g. 10 per second and 1000 per day). */
+  rate_limits: z.array(RateLimit).min(1).max(8).optional(),
   hosts: z.array(z.string().min(1)).optional(),
   /** Redirect to `target` exactly, without appending the remaining path and query. */
   exact: z.boolean().default(false),
@@ -263,6 +272,8 @@ const WebSocketRoute = z.object({
   }),
   path_rewrite: z.string().optional(),
   rate_limit: RateLimit.optional(),
+  /** More limits, all enforced in order (e.g. 10 per second and 1000 per day). */
+  rate_limits: z.array(RateLimit).min(1).max(8).optional(),
   hosts: z.array(z.string().min(1)).optional(),
   max_frame_size: z.int().positive().optional(),
   max_message_size: z.int().positive().optional(),

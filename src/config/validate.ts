@@ -7,7 +7,7 @@ import { parseCidr } from "../domain/ip.ts";
 import { parseRouteKey } from "../domain/router.ts";
 import { compileRouteRules } from "../domain/rules.ts";
 import type { RouteRulesSpec, RuleProblem } from "../domain/rules.ts";
-import type { Config } from "./schema.ts";
+import type { Config, RateLimitConfig } from "./schema.ts";
 import { workersIssues } from "./workers_rules.ts";
 import type { ConfigIssue, ParseResult } from "./parse.ts";
 import { dotted, sortIssues } from "./parse.ts";
@@ -113,50 +113,12 @@ export function validateConfig(
       problems,
     });
     for (const p of problems) err(["routes", key, ...p.path], p.message, p.hint);
-    const rl = route.rate_limit;
-    if (rl?.header_name !== undefined && !/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/.test(rl.header_name)) {
-      err(["routes", key, "rate_limit", "header_name"], `Invalid header name "${rl.header_name}"`);
-    }
     if (
       route.type === "redirect" && /^https?:\/\//i.test(route.target) && !URL.canParse(route.target)
     ) {
       err(["routes", key, "target"], `Invalid redirect URL "${route.target}"`);
     }
-    if (rl?.by === "header" && !rl.header_name) {
-      err(["routes", key, "rate_limit"], "header_name is required when rate limiting by header");
-    }
-    if (rl?.by === "cookie" && !rl.cookie_name) {
-      err(["routes", key, "rate_limit"], "cookie_name is required when rate limiting by cookie");
-    }
-    if (rl?.by === "query" && !rl.query_param) {
-      err(["routes", key, "rate_limit"], "query_param is required when rate limiting by query");
-    }
-    rl?.exempt_ips.forEach((c, i) => {
-      if (!parseCidr(c)) {
-        err(
-          ["routes", key, "rate_limit", "exempt_ips", i],
-          `Invalid CIDR "${c}"`,
-          "Use an address or a block, e.g. 10.0.0.0/8 or ::1",
-        );
-      }
-    });
-    if (
-      rl?.burst !== undefined &&
-      (rl.algorithm === "fixed_window" || rl.algorithm === "sliding_window")
-    ) {
-      warn(
-        ["routes", key, "rate_limit", "burst"],
-        `burst is ignored by ${rl.algorithm}`,
-        "Use algorithm: token_bucket or gcra for a burst different from requests",
-      );
-    }
-    if (rl && ["header", "cookie", "query"].includes(rl.by) && rl.on_missing_key === "allow") {
-      warn(
-        ["routes", key, "rate_limit", "by"],
-        `Requests without the ${rl.by} are not limited (on_missing_key: allow)`,
-        "Set on_missing_key: deny so a client cannot skip the limit by omitting it",
-      );
-    }
+    validateRateLimits(route, ["routes", key], { err, warn });
     if (route.type === "static" && !opts.env.exists(route.root)) {
       err(
         ["routes", key, "root"],
@@ -426,5 +388,62 @@ function validateAcme(
       "No HTTP listener on port 80: Let's Encrypt validates HTTP-01 challenges on port 80",
       'Set tls.acme.http_listen_addr: "0.0.0.0:80" (or http_redirect.listen_addr)',
     );
+  }
+}
+
+/** Cross-field rules of a route's `rate_limit` and `rate_limits`. */
+function validateRateLimits(
+  route: { rate_limit?: RateLimitConfig; rate_limits?: RateLimitConfig[] },
+  at: (string | number)[],
+  opts: { err: Report; warn: Report },
+): void {
+  const { err, warn } = opts;
+  const limits: [(string | number)[], RateLimitConfig][] = [];
+  if (route.rate_limit) limits.push([[...at, "rate_limit"], route.rate_limit]);
+  route.rate_limits?.forEach((l, i) => limits.push([[...at, "rate_limits", i], l]));
+  const names = new Set<string>();
+  for (const [path, rl] of limits) {
+    if (rl.name !== undefined) {
+      if (names.has(rl.name)) err([...path, "name"], `Duplicate rate limit name "${rl.name}"`);
+      names.add(rl.name);
+    }
+    if (rl.header_name !== undefined && !/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/.test(rl.header_name)) {
+      err([...path, "header_name"], `Invalid header name "${rl.header_name}"`);
+    }
+    if (rl.by === "header" && !rl.header_name) {
+      err(path, "header_name is required when rate limiting by header");
+    }
+    if (rl.by === "cookie" && !rl.cookie_name) {
+      err(path, "cookie_name is required when rate limiting by cookie");
+    }
+    if (rl.by === "query" && !rl.query_param) {
+      err(path, "query_param is required when rate limiting by query");
+    }
+    rl.exempt_ips.forEach((c, i) => {
+      if (!parseCidr(c)) {
+        err(
+          [...path, "exempt_ips", i],
+          `Invalid CIDR "${c}"`,
+          "Use an address or a block, e.g. 10.0.0.0/8 or ::1",
+        );
+      }
+    });
+    if (
+      rl.burst !== undefined &&
+      (rl.algorithm === "fixed_window" || rl.algorithm === "sliding_window")
+    ) {
+      warn(
+        [...path, "burst"],
+        `burst is ignored by ${rl.algorithm}`,
+        "Use algorithm: token_bucket or gcra for a burst different from requests",
+      );
+    }
+    if (["header", "cookie", "query"].includes(rl.by) && rl.on_missing_key === "allow") {
+      warn(
+        [...path, "by"],
+        `Requests without the ${rl.by} are not limited (on_missing_key: allow)`,
+        "Set on_missing_key: deny so a client cannot skip the limit by omitting it",
+      );
+    }
   }
 }

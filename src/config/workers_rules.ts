@@ -46,10 +46,10 @@ export function workersIssues(config: Config): WorkersIssue[] {
   }
   if (config.rate_limit_store.type === "memory") {
     for (const [key, route] of Object.entries(config.routes)) {
-      if (!("rate_limit" in route) || !route.rate_limit) continue;
+      if (!route.rate_limit && !route.rate_limits) continue;
       issues.push({
         severity: "warning",
-        path: ["routes", key, "rate_limit"],
+        path: ["routes", key, route.rate_limit ? "rate_limit" : "rate_limits"],
         message: `With workers: ${n} and the in-memory rate_limit_store, each worker enforces ` +
           `its own buckets: a client may get up to ${n}x the limit`,
         hint:

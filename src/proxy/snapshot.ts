@@ -11,7 +11,7 @@ import type { UpstreamTimeouts } from "../ports.ts";
 import { compileRouteRules } from "../domain/rules.ts";
 import type { RouteRulesSpec } from "../domain/rules.ts";
 import type { RouteRules } from "./filters/rules.ts";
-import { compileRateLimit } from "./filters/rate_limit.ts";
+import { compileRateLimits } from "./filters/rate_limit.ts";
 import type { CompiledRateLimit } from "./filters/rate_limit.ts";
 
 /** A route ready to serve: its config plus what was derived from it at load time. */
@@ -27,8 +27,8 @@ export interface CompiledRoute {
   caCerts?: string[];
   /** Compiled header and body rules. */
   rules: RouteRules;
-  /** The route's rate limit, when it has one (filters/rate_limit.ts). */
-  rateLimit?: CompiledRateLimit;
+  /** The route's rate limits, in order; empty when it has none (filters/rate_limit.ts). */
+  rateLimits: CompiledRateLimit[];
 }
 
 /** Everything the pipeline reads for one request. Never mutated after build. */
@@ -94,6 +94,7 @@ export function buildSnapshot(
       config: route,
       timeouts,
       targets: targetsOf(route),
+      rateLimits: compileRateLimits(key, route),
       rules: compileRouteRules(route as RouteRulesSpec, {
         env: opts.env ?? (() => undefined),
         problems: [],
@@ -103,7 +104,6 @@ export function buildSnapshot(
       ? opts.files?.get(route.tls.ca_cert)
       : undefined;
     if (ca) compiled.caCerts = [ca];
-    if (route.rate_limit) compiled.rateLimit = compileRateLimit(key, route.rate_limit);
     return { key, prefix, hosts, value: compiled };
   });
   const trusted = config.trusted_proxies.map(parseCidr).filter((c): c is Cidr => c !== null);

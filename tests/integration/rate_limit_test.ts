@@ -240,7 +240,7 @@ routes:
   }, { logger: silentLogger, rateLimits: stores });
   try {
     const url = `http://127.0.0.1:${server.port}/`;
-    const id = server.snapshot().router.entries[0].value.rateLimit!.id;
+    const id = server.snapshot().router.entries[0].value.rateLimits[0].id;
     for (let i = 0; i < 300; i++) {
       const r = await hit(url, { "x-forwarded-for": `2001:db8:${i.toString(16)}::1` });
       assert.equal(r.status, 200); // every spoofed client is new
@@ -274,4 +274,30 @@ routes:
     }
   }
   assert.equal(await statuses(2, `${prox.url}/`, { "x-forwarded-for": "198.51.100.1" }), "200,429");
+});
+
+Deno.test("rate limits: several limits per route, each announced, the violated one named", async () => {
+  await using up = await upstream();
+  await using prox = await startProxy(`
+routes:
+  "/api":
+    type: proxy
+    target: "${up.url}"
+    rate_limit: { by: ip, requests: 3, period: 1m }
+    rate_limits:
+      - { name: daily, by: header, header_name: X-Key, requests: 2, period: 1d, on_missing_key: deny }
+`);
+  const url = `${prox.url}/api`;
+  const first = await hit(url, { "x-key": "a" });
+  assert.equal(first.status, 200);
+  assert.equal(first.policy, '"limit1";q=3;w=60, "daily";q=2;w=86400');
+  assert.equal(first.limit, '"limit1";r=2;t=20, "daily";r=1;t=43200');
+  assert.equal((await hit(url, { "x-key": "a" })).status, 200);
+  const byDaily = await hit(url, { "x-key": "a" }); // per-minute allows, daily refuses
+  assert.equal(byDaily.status, 429);
+  assert.equal(byDaily.retryAfter, "43200");
+  assert.equal(byDaily.limit, '"daily";r=0;t=43200');
+  const byMinute = await hit(url, { "x-key": "b" }); // the IP used its 3 per minute
+  assert.equal(byMinute.status, 429);
+  assert.equal(byMinute.limit, '"limit1";r=0;t=20');
 });

@@ -9,6 +9,7 @@ import type { Cidr } from "../../domain/ip.ts";
 import { policyOf } from "../../domain/rate_limit.ts";
 import type { RateLimitDecision, RateLimitPolicy } from "../../domain/rate_limit.ts";
 import type { PipelineDeps, RequestContext } from "../context.ts";
+import type { RateLimitStore } from "../../ports.ts";
 import { errorResponse } from "../respond.ts";
 
 /** A route's limit, ready to run. */
@@ -16,6 +17,8 @@ export interface CompiledRateLimit {
   /** Stable limiter id: route id + hash of everything that shapes the counters. */
   id: string;
   route: string;
+  /** Policy name in the RateLimit fields. */
+  name: string;
   policy: RateLimitPolicy;
   config: RateLimitConfig;
   /** Precomputed `RateLimit-Policy` field value. */
@@ -24,15 +27,34 @@ export interface CompiledRateLimit {
   exempt: readonly Cidr[];
 }
 
-/** The policy name used in both fields (one policy per route). */
-const POLICY_NAME = "default";
 /** Keys longer than this are stored as a SHA-256 digest (bounded memory per key). */
 const MAX_KEY_CHARS = 64;
 /** Store failures and shadow denials are logged at most once per interval per limiter. */
 const LOG_INTERVAL_MS = 10_000;
 
-/** Compiles a route's `rate_limit` block. */
-export function compileRateLimit(routeId: string, config: RateLimitConfig): CompiledRateLimit {
+/**
+ * Compiles a route's `rate_limit` and `rate_limits` blocks, in that order. Unnamed policies are
+ * called "default" when alone, else "limit1", "limit2"…
+ */
+export function compileRateLimits(
+  routeId: string,
+  route: { rate_limit?: RateLimitConfig; rate_limits?: RateLimitConfig[] },
+): CompiledRateLimit[] {
+  const all = [...(route.rate_limit ? [route.rate_limit] : []), ...(route.rate_limits ?? [])];
+  return all.map((config, i) =>
+    compileRateLimit(routeId, config, {
+      name: config.name ?? (all.length === 1 ? "default" : `limit${i + 1}`),
+    })
+  );
+}
+
+/** Compiles one limit. */
+export function compileRateLimit(
+  routeId: string,
+  config: RateLimitConfig,
+  opts: { name?: string } = {},
+): CompiledRateLimit {
+  const name = opts.name ?? config.name ?? "default";
   const policy = policyOf(config.algorithm, {
     requests: config.requests,
     periodMs: config.period,
@@ -49,13 +71,15 @@ export function compileRateLimit(routeId: string, config: RateLimitConfig): Comp
     config.cookie_name ?? "",
     config.query_param ?? "",
     config.ipv6_prefix,
+    name,
   ]);
   return {
     id: `${routeId}#${fnv1a(shape)}`,
     route: routeId,
+    name,
     policy,
     config,
-    policyField: policyField(policy),
+    policyField: policyField(policy, { name }),
     exempt: config.exempt_ips.map(parseCidr).filter((c): c is Cidr => c !== null),
   };
 }
@@ -65,16 +89,20 @@ export function compileRateLimit(routeId: string, config: RateLimitConfig): Comp
  * fractional period is rescaled to the equivalent whole-second window; a burst different from
  * the rate is announced as the vendor parameter `prox-burst`.
  */
-export function policyField(policy: RateLimitPolicy): string {
+export function policyField(policy: RateLimitPolicy, opts: { name?: string } = {}): string {
   const w = Math.max(1, Math.round(policy.periodMs / 1000));
   const q = Math.floor((policy.requests * w * 1000) / policy.periodMs);
   const burst = policy.burst !== policy.requests ? `;prox-burst=${policy.burst}` : "";
-  return `"${POLICY_NAME}";q=${q};w=${w}${burst}`;
+  return `"${opts.name ?? "default"}";q=${q};w=${w}${burst}`;
 }
 
 /** `RateLimit` value (§4.1): remaining quota `r` and effective window `t` in seconds. */
-export function limitField(remaining: number, seconds: number): string {
-  return `"${POLICY_NAME}";r=${remaining};t=${seconds}`;
+export function limitField(
+  remaining: number,
+  seconds: number,
+  opts: { name?: string } = {},
+): string {
+  return `"${opts.name ?? "default"}";r=${remaining};t=${seconds}`;
 }
 
 /** The client key for a request, or null when the configured source is absent. */
@@ -114,16 +142,45 @@ export function cookieValue(header: string | null, name: string): string | null 
 }
 
 /**
- * Runs the route's limit. Returns a response when the request must stop here, or null to go on
- * (the RateLimit headers are then queued in `ctx.extraResponseHeaders`).
+ * Runs the route's limits in order. Returns a response when the request must stop here, or null
+ * to go on (the RateLimit headers are then queued in `ctx.extraResponseHeaders`). A request
+ * denied by one limit has already counted against the limits before it, never after it.
  */
 export async function applyRateLimit(
   ctx: RequestContext,
   deps: PipelineDeps,
 ): Promise<Response | null> {
-  const limit = ctx.route?.rateLimit;
+  const limits = ctx.route?.rateLimits;
   const store = deps.rateLimits;
-  if (!limit || !store) return null;
+  if (!limits || limits.length === 0 || !store) return null;
+  const policies: string[] = [];
+  const items: string[] = [];
+  for (const limit of limits) {
+    const outcome = await checkOne(ctx, deps, { limit, store });
+    if (outcome instanceof Response) return outcome;
+    if (outcome && limit.config.headers && !limit.config.shadow) {
+      policies.push(limit.policyField);
+      items.push(
+        limitField(outcome.remaining, Math.ceil(outcome.resetMs / 1000), { name: limit.name }),
+      );
+    }
+  }
+  if (policies.length > 0) {
+    ctx.extraResponseHeaders.push(
+      ["ratelimit-policy", policies.join(", ")],
+      ["ratelimit", items.join(", ")],
+    );
+  }
+  return null;
+}
+
+/** One limit: a denial response, the decision when allowed, or null when not counted. */
+async function checkOne(
+  ctx: RequestContext,
+  deps: PipelineDeps,
+  opts: { limit: CompiledRateLimit; store: RateLimitStore },
+): Promise<Response | RateLimitDecision | null> {
+  const { limit, store } = opts;
   if (limit.exempt.length > 0 && isExempt(limit.exempt, ctx.clientIp)) return null;
   const c = limit.config;
   const raw = clientKey(limit, ctx);
@@ -158,18 +215,13 @@ export async function applyRateLimit(
   }
   if (decision.allowed) {
     deps.metrics.rateLimit(limit.route, "allowed");
-    if (c.headers && !c.shadow) {
-      ctx.extraResponseHeaders.push(
-        ["ratelimit-policy", limit.policyField],
-        ["ratelimit", limitField(decision.remaining, Math.ceil(decision.resetMs / 1000))],
-      );
-    }
-    return null;
+    return decision;
   }
   if (c.shadow) {
     deps.metrics.rateLimit(limit.route, "shadow_limited");
     logThrottled(deps, `shadow:${limit.id}`, "Rate limit exceeded (shadow mode: not blocked)", {
       route: limit.route,
+      limit: limit.name,
       by: c.by,
       requestId: ctx.requestId,
     });
@@ -197,7 +249,7 @@ function deny(
     if (limit.config.headers) {
       headers.set("ratelimit-policy", limit.policyField);
       // §6: Retry-After should not point before the end of the effective window.
-      headers.set("ratelimit", limitField(0, seconds));
+      headers.set("ratelimit", limitField(0, seconds, { name: limit.name }));
     }
   }
   return errorResponse("rate_limited", ctx.requestId, {

@@ -1,5 +1,11 @@
 import assert from "node:assert/strict";
-import { compileRateLimit, cookieValue, limitField, policyField } from "./rate_limit.ts";
+import {
+  compileRateLimit,
+  compileRateLimits,
+  cookieValue,
+  limitField,
+  policyField,
+} from "./rate_limit.ts";
 import { policyOf } from "../../domain/rate_limit.ts";
 import { RateLimit } from "../../config/schema.ts";
 import { loadConfigText } from "../../config/load.ts";
@@ -58,4 +64,38 @@ routes:
     "warning: routes./.rate_limit.burst: burst is ignored by fixed_window",
     'error: routes./.rate_limit.exempt_ips.1: Invalid CIDR "nope"',
   ]);
+});
+
+Deno.test("rate_limits config: names must be unique and well-formed", () => {
+  const text = `listen_addr: "127.0.0.1:0"
+routes:
+  "/":
+    type: redirect
+    target: "/x"
+    rate_limit: { name: a, by: ip, requests: 1, period: 1s }
+    rate_limits:
+      - { name: a, by: ip, requests: 10, period: 1m }
+      - { name: "b c", by: ip, requests: 10, period: 1h }
+`;
+  const out = loadConfigText(text, { file: "t.yaml", env: { exists: () => true } });
+  const msgs = out.issues.map((i) => `${i.severity}: ${i.path}: ${i.message}`);
+  assert.equal(out.config, undefined);
+  assert.ok(msgs.some((m) => m.includes("rate_limits.1.name: Use 1-32 letters")), msgs.join("\n"));
+  const dup = loadConfigText(text.replace('"b c"', "b"), {
+    file: "t.yaml",
+    env: { exists: () => true },
+  });
+  assert.deepEqual(dup.issues.map((i) => `${i.severity}: ${i.path}: ${i.message}`), [
+    'error: routes./.rate_limits.0.name: Duplicate rate limit name "a"',
+  ]);
+});
+
+Deno.test("compileRateLimits names policies and gives equal limits distinct ids", () => {
+  const one = compileRateLimits("/r", { rate_limit: cfg({}) });
+  assert.deepEqual(one.map((l) => l.name), ["default"]);
+  const two = compileRateLimits("/r", { rate_limit: cfg({}), rate_limits: [cfg({})] });
+  assert.deepEqual(two.map((l) => l.name), ["limit1", "limit2"]);
+  assert.notEqual(two[0].id, two[1].id);
+  const named = compileRateLimits("/r", { rate_limits: [cfg({ name: "burst" })] });
+  assert.equal(named[0].policyField, '"burst";q=10;w=60');
 });
