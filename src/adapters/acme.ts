@@ -99,6 +99,8 @@ export async function startAcme(
   let jitter = random();
   let loadedStamp: string | null = null;
   let failures = 0;
+  /** performance.now() before which a failed order is not retried. */
+  let retryAt = 0;
   let orders = 0;
   let lastError: string | null = null;
   let state: AcmeStatus["state"] = "ok";
@@ -179,6 +181,9 @@ export async function startAcme(
       state = "ok";
       return schedule(renewAtFor(facts!) - now());
     }
+    // Back-off outlives the periodic check (which still picks up certificates from storage).
+    const wait = retryAt - performance.now();
+    if (!forced && wait > 0) return schedule(wait);
     const staleMs = opts.lockStaleMs ?? 600_000;
     const lock = await store.tryLock({ staleMs, now: Date.now() });
     if (!lock) {
@@ -209,6 +214,7 @@ export async function startAcme(
       loadedStamp = await store.certificateStamp();
       forced = false;
       failures = 0;
+      retryAt = 0;
       lastError = null;
       state = "ok";
       logger.info("ACME certificate issued", { ms: Math.round(performance.now() - started) });
@@ -225,6 +231,7 @@ export async function startAcme(
         failures,
         retryInMs: delay,
       });
+      retryAt = performance.now() + delay;
       schedule(delay);
     } finally {
       clearInterval(heartbeat);
@@ -265,6 +272,7 @@ export async function startAcme(
       const moved = next.storage_path !== config.storage_path ||
         next.domains[0] !== config.domains[0];
       config = next;
+      retryAt = 0; // a changed config may fix what failed
       if (moved) {
         store = await openAcmeStore(config.storage_path, { name: config.domains[0] });
         loadedStamp = null;

@@ -46,13 +46,17 @@ routes:
 }
 
 /** Collects log lines (message + fields) so tests can assert on them. */
-function memoryLogger(): Logger & { lines: string[] } {
+function memoryLogger(): Logger & { lines: string[]; times: number[] } {
   const lines: string[] = [];
+  const times: number[] = [];
   const log = (level: string, msg: string, fields?: Record<string, unknown>) => {
-    if (lines.length < 10_000) lines.push(`${level} ${msg} ${JSON.stringify(fields ?? {})}`);
+    if (lines.length >= 10_000) return;
+    lines.push(`${level} ${msg} ${JSON.stringify(fields ?? {})}`);
+    times.push(performance.now());
   };
   return {
     lines,
+    times,
     log,
     debug: () => {},
     info: (m, f) => log("info", m, f),
@@ -379,6 +383,8 @@ Deno.test("ACME: an unreachable CA is retried with exponential back-off while pl
       retryBaseMs: 40,
       random: () => 0,
       clientRetries: 0,
+      // Shorter than the back-off: the periodic check must not retry early.
+      checkIntervalMs: 5,
     }, logger);
     try {
       await waitFor(() => server.acme!.status().failures >= 3, { what: "three failed orders" });
@@ -391,6 +397,12 @@ Deno.test("ACME: an unreachable CA is retried with exponential back-off while pl
       const delays = logger.lines.filter((l) => l.startsWith("error Cannot obtain ACME"))
         .map((l) => JSON.parse(l.slice(l.indexOf("{"))).retryInMs);
       assert.deepEqual(delays.slice(0, 3), [20, 40, 80]);
+      const at = logger.lines.flatMap((l, i) =>
+        l.startsWith("error Cannot obtain ACME") ? [logger.times[i]] : []
+      );
+      for (let i = 1; i < 3; i++) {
+        assert.ok(at[i] - at[i - 1] >= delays[i - 1] - 1, `retry ${i} came early: ${at}`);
+      }
       const res = await fetch(`http://127.0.0.1:${httpPort}/`, { redirect: "manual" });
       await res.body?.cancel();
       assert.equal(res.status, 308);
