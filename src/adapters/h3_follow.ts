@@ -36,6 +36,7 @@ export function followH3(opts: {
   let h3: H3Listener | null = null;
   let at = "";
   let material = "";
+  let options = "";
   let retry: ReturnType<typeof setTimeout> | undefined;
   let retryMs = 250;
   let stopped = false;
@@ -69,6 +70,7 @@ export function followH3(opts: {
       });
       at = where;
       material = tls.cert! + tls.key!;
+      options = JSON.stringify(c.protocols.http3_config);
       clearTimeout(retry);
       if (h3) retryMs = 250;
       else {
@@ -80,6 +82,12 @@ export function followH3(opts: {
     } else if (want && h3 && material !== tls.cert! + tls.key!) {
       h3.setCertificate(tls.cert!, tls.key!);
       material = tls.cert! + tls.key!;
+    }
+    // Transport options are fixed per QUIC endpoint, and a UDP port cannot be rebound in the
+    // same process (Deno frees it only on garbage collection): they apply at the next start.
+    if (want && h3 && options !== JSON.stringify(c.protocols.http3_config)) {
+      options = JSON.stringify(c.protocols.http3_config);
+      logger.warn("protocols.http3_config changed; it applies when Prox restarts (--takeover)");
     }
     if (h3 !== was) opts.onChange();
   }

@@ -315,3 +315,42 @@ Deno.test("a request in flight during a reload finishes on the config it started
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("HTTP/3 follows a reload: same listener, new http3_config deferred to restart with a warning", async () => {
+  const tls = `${ROOT}/tests/fixtures/tls`;
+  const dir = await Deno.makeTempDir({ prefix: "prox-h3-reload-" });
+  const file = `${dir}/config.yaml`;
+  const text = (idle: number) =>
+    config(
+      "127.0.0.1:0",
+      `tls:\n  cert_path: ${tls}/cert.pem\n  key_path: ${tls}/key.pem\n` +
+        `protocols:\n  http3_enabled: true\n  http3_config: { max_idle_timeout: ${idle} }\n`,
+    );
+  await Deno.writeTextFile(file, text(10000));
+  const logger = captureLogger();
+  const server = await startServer({ path: file }, { logger, watch: false });
+  try {
+    const h3 = server.h3;
+    assert.ok(h3, "HTTP/3 is up");
+    assert.equal(server.snapshot().altSvc, `h3=":${server.port}"; ma=86400`);
+    await Deno.writeTextFile(file, text(20000));
+    assert.equal((await server.reload()).ok, true);
+    assert.equal(server.h3, h3);
+    assert.equal(server.snapshot().altSvc, `h3=":${server.port}"; ma=86400`);
+    assert.ok(
+      logger.lines.some((l) => l.includes("http3_config changed")),
+      logger.lines.join("\n"),
+    );
+    // Turned off by a reload: the listener goes and Alt-Svc is withdrawn.
+    await Deno.writeTextFile(
+      file,
+      text(20000).replace("http3_enabled: true", "http3_enabled: false"),
+    );
+    assert.equal((await server.reload()).ok, true);
+    assert.equal(server.h3, null);
+    assert.equal(server.snapshot().altSvc, null);
+  } finally {
+    await server.shutdown();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
