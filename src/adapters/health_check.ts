@@ -187,6 +187,8 @@ export function startHealthChecks(
       }
       intervalMs = interval;
       const fresh = jobs.filter((j) => !known.has(j.id));
+      const probed = new Set(jobs.map((j) => j.id));
+      for (const id of known) if (!probed.has(id)) deps.registry.unprobed(id);
       if (fresh.length > 0) running = Promise.all([running, round(fresh)]).then(() => {});
       if (timer === undefined) schedule();
     },

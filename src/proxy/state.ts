@@ -71,6 +71,8 @@ export interface UpstreamRegistry {
   available(id: string): boolean;
   /** Records an active probe result; logs and exports transitions. */
   probe(id: string, ok: boolean, opts: { thresholds: ActiveThresholds; reason: string }): void;
+  /** Forgets active results of a target that is no longer probed (it counts as available). */
+  unprobed(id: string): void;
   /**
    * Records a request outcome for passive health. `pool` is the route's target ids (for the
    * panic rule); a failure streak may eject the target.
@@ -194,6 +196,16 @@ export function createUpstreamRegistry(
             successes: s.active.successes,
           });
         }
+      }
+    },
+    unprobed(id) {
+      const s = states.get(id);
+      if (!s || s.active.status === "unknown") return;
+      const wasDown = s.active.status === "down";
+      s.active = ACTIVE_INITIAL;
+      if (wasDown) {
+        deps.logger.info("Upstream no longer health-checked: back in rotation", { upstream: id });
+        deps.metrics.backendHealth(id, true, "health checks turned off");
       }
     },
     outcome(id, ok, opts) {

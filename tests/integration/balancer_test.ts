@@ -416,3 +416,32 @@ routes:
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("reload: turning health checks off puts a target that was down back in rotation", async () => {
+  await using up = new Backend("z").start();
+  up.healthStatus = 500;
+  const dir = await Deno.makeTempDir({ prefix: "prox-balancer-" });
+  const file = `${dir}/prox.yaml`;
+  const config = (enabled: boolean) => `
+listen_addr: "127.0.0.1:0"
+health_check: { enabled: ${enabled}, interval_secs: 60 }
+routes:
+  "/": { type: proxy, target: "${up.url}" }
+`;
+  await Deno.writeTextFile(file, config(true));
+  const server = await startServer({ path: file }, { logger: silentLogger });
+  try {
+    await waitFor(() => !server.upstreams.available(up.url), { what: "target down" });
+    const before = await fetch(`http://127.0.0.1:${server.port}/`);
+    assert.equal(before.status, 503);
+    await before.body?.cancel();
+    await Deno.writeTextFile(file, config(false));
+    assert.ok((await server.reload()).ok);
+    assert.ok(server.upstreams.available(up.url));
+    const after = await fetch(`http://127.0.0.1:${server.port}/`);
+    assert.equal(await after.text(), "z");
+  } finally {
+    await server.shutdown();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
