@@ -16,6 +16,8 @@ export function errorResponse(
   headers.set("content-type", "text/plain; charset=utf-8");
   headers.set("x-request-id", requestId);
   headers.set("cache-control", "no-store");
+  // Load shed (upstream pool queue full): tell clients when to come back (RFC 9110 §10.2.3).
+  if (kind === "overloaded" && !headers.has("retry-after")) headers.set("retry-after", "1");
   // 499 is not a valid Response status in the Fetch standard; the client is gone anyway.
   return new Response(body, { status: status === 499 ? 400 : status, headers });
 }
