@@ -301,3 +301,29 @@ routes:
   assert.equal(byMinute.status, 429);
   assert.equal(byMinute.limit, '"limit1";r=0;t=20');
 });
+
+Deno.test("rate limit applies to redirect and static routes too", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeTextFile(`${dir}/index.html`, "hi");
+    await using prox = await startProxy(`
+routes:
+  "/old":
+    type: redirect
+    target: "/new"
+    rate_limit: { by: ip, requests: 1, period: 1h }
+  "/site":
+    type: static
+    root: "${dir}"
+    rate_limit: { by: route, requests: 1, period: 1h, algorithm: sliding_window }
+`);
+    const redirect = await fetch(`${prox.url}/old`, { redirect: "manual" });
+    await redirect.body?.cancel();
+    assert.equal(redirect.status, 307);
+    assert.equal(redirect.headers.get("ratelimit"), '"default";r=0;t=3600');
+    assert.equal(await statuses(1, `${prox.url}/old`), "429");
+    assert.equal(await statuses(2, `${prox.url}/site/`), "200,429");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
