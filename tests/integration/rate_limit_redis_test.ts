@@ -138,3 +138,41 @@ routes:
     }
   },
 );
+
+interopTest(
+  "rate limit with Redis holds the sustained rate across two instances (5 per second for 1.5 s)",
+  ["redis-server"],
+  async () => {
+    await using redis = await startRedis();
+    await using up = await startUpstream(() => new Response("ok"));
+    const yaml = `
+rate_limit_store: { type: redis, url: "${redis.url}", timeout: 2s }
+routes:
+  "/":
+    type: proxy
+    target: "${up.url}"
+    rate_limit: { by: ip, requests: 5, period: 1s }
+`;
+    await using a = await startProxy(yaml);
+    await using b = await startProxy(yaml);
+    let allowed = 0;
+    let firstSend = 0, firstRecv = 0, lastSend = 0, lastRecv = 0;
+    for (let i = 0; lastRecv - firstSend < 1_500; i++) {
+      const sent = Date.now();
+      const res = await fetch(`${(i % 2 ? a : b).url}/`);
+      await res.body?.cancel();
+      const recv = Date.now();
+      if (i === 0) [firstSend, firstRecv] = [sent, recv];
+      [lastSend, lastRecv] = [sent, recv];
+      if (res.status === 200) allowed++;
+      else assert.equal(res.status, 429);
+    }
+    // A burst of 5, then one every 200 ms, whichever instance is asked.
+    const most = 5 + Math.floor((5 * (lastRecv - firstSend)) / 1000);
+    const least = 5 + Math.floor((5 * (lastSend - firstRecv)) / 1000) - 1;
+    assert.ok(
+      allowed <= most && allowed >= least,
+      `${allowed} allowed, expected ${least}..${most}`,
+    );
+  },
+);
