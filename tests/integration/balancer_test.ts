@@ -115,14 +115,17 @@ routes:
       statuses.set(res.status, (statuses.get(res.status) ?? 0) + 1);
     }
   };
+  const loopStart = performance.now();
   await Promise.all(Array.from({ length: 8 }, worker));
+  const loopMs = performance.now() - loopStart;
   await Promise.all(killing);
   assert.deepEqual([...statuses], [[200, TOTAL]], "every client request succeeded");
 
   assert.ok(ejectMs >= 0 && ejectMs < 1_000, `ejected after ${ejectMs} ms`);
   // deno-lint-ignore no-console
   console.log(
-    `b out of rotation ${ejectMs.toFixed(0)} ms after the kill; ` +
+    `${TOTAL} requests in ${loopMs.toFixed(0)} ms; b out of rotation ${ejectMs.toFixed(0)} ms ` +
+      `after the kill; ` +
       `${count("Retrying upstream request")} retries, ${count("Upstream ejected")} ejection(s)`,
   );
   await waitFor(() => reg.list().find((u) => u.id === b.url)?.status === "down", {
