@@ -156,8 +156,12 @@ export function startHealthChecks(
     timer = undefined;
     running = round(jobs).finally(schedule);
   };
+  // Up to 10% early, never late: many Prox instances do not probe a backend in lock-step, and a
+  // dead target is still seen within one interval.
   const schedule = () => {
-    if (!closed && timer === undefined) timer = setTimeout(tick, intervalMs);
+    if (!closed && timer === undefined) {
+      timer = setTimeout(tick, intervalMs * (0.9 + 0.1 * Math.random()));
+    }
   };
 
   const firstRound = round(jobs);

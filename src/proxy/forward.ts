@@ -57,14 +57,15 @@ export async function forward(
   let lastErr: ProxyError | undefined;
 
   for (let attempt = 0;; attempt++) {
-    const i = choose(pool, reg, { tried, key, random });
-    if (i === undefined) {
+    const pick = choose(pool, reg, { tried, key, random });
+    if (pick === undefined) {
       // A retry with nowhere left to go reports what went wrong, not "no healthy upstream".
       if (lastErr) throw lastErr;
       throw new ProxyError("no_healthy_upstream", `No available target for route "${route.id}"`, {
         source: route.id,
       });
     }
+    const i = pick.i;
     tried.add(i);
     const id = pool.ids[i];
     const req = opts.build(id);
@@ -76,6 +77,7 @@ export async function forward(
       route: route.id,
       upstream: id,
       policy: pool.policy,
+      reason: pick.why,
       attempt,
     });
     try {
@@ -191,27 +193,30 @@ async function sendOnce(
   });
 }
 
-/** Picks an untried available target; else a tried one; else (try_when_down) any target. */
+/** Picks an untried available target; else a tried one; else (try_when_down) any; with why. */
 function choose(
   pool: RoutePool,
   reg: UpstreamRegistry,
   r: { tried: Set<number>; key?: string; random: () => number },
-): number | undefined {
+): { i: number; why: string } | undefined {
   const load = (i: number) => {
     const s = reg.get(pool.ids[i]);
     return { available: reg.available(s.id), inFlight: s.inFlight, latencyMs: reg.latency(s.id) };
   };
   const input: PickInput = { load, exclude: r.tried, key: r.key, random: r.random };
   let i = pool.selector.pick(input);
-  if (i === undefined && r.tried.size > 0) i = pool.selector.pick({ ...input, exclude: undefined });
-  if (i === undefined && pool.tryWhenDown) {
-    i = pool.selector.pick({
-      ...input,
-      load: (j) => ({ ...load(j), available: true }),
-      exclude: r.tried.size < pool.ids.length ? r.tried : undefined,
-    });
+  if (i !== undefined) return { i, why: r.tried.size > 0 ? "untried target" : "policy" };
+  if (r.tried.size > 0) {
+    i = pool.selector.pick({ ...input, exclude: undefined });
+    if (i !== undefined) return { i, why: "only tried targets available" };
   }
-  return i;
+  if (!pool.tryWhenDown) return undefined;
+  i = pool.selector.pick({
+    ...input,
+    load: (j) => ({ ...load(j), available: true }),
+    exclude: r.tried.size < pool.ids.length ? r.tried : undefined,
+  });
+  return i === undefined ? undefined : { i, why: "try_when_down: no target available" };
 }
 
 /** Why this failure may be retried, or null. */
