@@ -60,6 +60,15 @@ const out = await new Deno.Command("taskset", {
 console.log(
   new TextDecoder().decode(out.stdout).split("\n").filter((l) => /Req|99%|50%/.test(l)).join("\n"),
 );
+const ss = await new Deno.Command("ss", { args: ["-tan"], stdout: "piped" }).output();
+const lines = new TextDecoder().decode(ss.stdout).split("\n").filter((l) =>
+  l.includes(`:${backend.port}`)
+);
+console.log(
+  `backend sockets: ${lines.length}, TIME-WAIT: ${
+    lines.filter((l) => l.startsWith("TIME-WAIT")).length
+  }`,
+);
 child.kill("SIGINT");
 await child.status;
 for await (const f of Deno.readDir(`${dir}/prof`)) {
