@@ -29,6 +29,9 @@ class Backend implements AsyncDisposable {
   healthStatus = 200;
   /** Delay before answering a non-health request. */
   delayMs = 0;
+  /** While set, non-health requests hang until `release()`. */
+  hang = false;
+  #hung: (() => void)[] = [];
   #ac: AbortController | null = null;
   #server: Deno.HttpServer<Deno.NetAddr> | null = null;
 
@@ -53,11 +56,18 @@ class Backend implements AsyncDisposable {
         });
       }
       this.hits++;
+      if (this.hang) await new Promise<void>((r) => this.#hung.push(r));
       if (this.delayMs) await new Promise((r) => setTimeout(r, this.delayMs));
       return new Response(this.name);
     });
     this.port = this.#server.addr.port;
     return this;
+  }
+
+  /** Lets every hung request finish. */
+  release(): void {
+    this.hang = false;
+    for (const r of this.#hung.splice(0)) r();
   }
 
   /** Hard close: listener and open connections go away at once. */
@@ -446,5 +456,36 @@ routes:
   } finally {
     await server.shutdown();
     await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("retries.per_try_timeout: a hung upstream costs two timeouts, then it is ejected", async () => {
+  await using a = new Backend("a").start();
+  await using b = new Backend("b").start();
+  await using c = new Backend("c").start();
+  b.hang = true;
+  await using prox = await startProxy(`
+health_check: { enabled: false }
+routes:
+  "/":
+    type: load_balance
+    targets: ["${a.url}", "${b.url}", "${c.url}"]
+    retries: { per_try_timeout: 200ms }
+    passive_health: { failures: 2 }
+`);
+  try {
+    const t0 = performance.now();
+    for (let i = 0; i < 12; i++) {
+      const res = await fetch(`${prox.url}/h`);
+      assert.equal(res.status, 200);
+      assert.notEqual(await res.text(), "b");
+    }
+    const ms = performance.now() - t0;
+    // Two timeouts on b eject it (within the retry budget's floor of 3); then b is skipped.
+    assert.equal(b.hits, 2);
+    assert.ok(!prox.server.upstreams.available(b.url));
+    assert.ok(ms < 2 * 200 + 2_000, `${ms} ms`);
+  } finally {
+    b.release();
   }
 });
