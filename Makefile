@@ -9,8 +9,12 @@ TEST_FLAGS ?=
 
 .PHONY: run test check fmt lint typecheck bench bundle compile clean deno
 
+# A small V8 young generation: proxied body chunks are freed by frequent cheap scavenges instead
+# of piling up until a major GC (1 GiB through Prox peaks at ~110 MiB RSS instead of ~170-200).
+V8_FLAGS := --v8-flags=--max-semi-space-size=2
+
 run: deno
-	$(DENO) run -A mod.ts serve --config $(CONFIG)
+	$(DENO) run -A $(V8_FLAGS) mod.ts serve --config $(CONFIG)
 
 test: deno
 	$(DENO) test -A --trace-leaks $(TEST_FLAGS)
@@ -37,7 +41,7 @@ bundle: deno
 # ships a 2 MB test file that overflows the compiler: it is excluded (the path exists only with a
 # local node_modules/, hence --node-modules-dir=auto).
 TARGETS := x86_64-unknown-linux-gnu aarch64-unknown-linux-gnu x86_64-apple-darwin aarch64-apple-darwin x86_64-pc-windows-msvc
-COMPILE_FLAGS := -A --unstable-net --include static --node-modules-dir=auto --exclude node_modules/.deno/bintrees@1.0.2/node_modules/bintrees/test
+COMPILE_FLAGS := -A $(V8_FLAGS) --unstable-net --unstable-no-legacy-abort --include static --node-modules-dir=auto --exclude node_modules/.deno/bintrees@1.0.2/node_modules/bintrees/test
 compile: deno
 	mkdir -p dist
 	@if [ -n "$$DENORT_BIN" ]; then \

@@ -7,7 +7,7 @@ import type { RateLimitQuery, RateLimitStore } from "../ports.ts";
 import type { RateLimitDecision } from "../domain/rate_limit.ts";
 import { createMemoryStore } from "./store_memory.ts";
 import type { MemoryRateLimitStore } from "./store_memory.ts";
-import { createRedisStore } from "./store_redis.ts";
+// ioredis adds ~30 MB of resident memory: store_redis.ts is imported only when Redis is used.
 import type { RedisRateLimitStore } from "./store_redis.ts";
 
 type StoreConfig = Config["rate_limit_store"];
@@ -49,6 +49,8 @@ export function createRateLimitStores(): RateLimitStores {
       }
       const sig = JSON.stringify([cfg.url, cfg.prefix, cfg.timeout, cfg.pool_size]);
       if (redis?.sig === sig) return;
+      const { createRedisStore } = await import("./store_redis.ts");
+      if (redis?.sig === sig) return; // a concurrent configure() got there first
       const old = redis;
       redis = {
         sig,

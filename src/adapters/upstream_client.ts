@@ -11,7 +11,6 @@ import { exchange, STALE } from "./upstream_h1.ts";
 import { createConnectionPool, DEFAULT_POOL_OPTIONS } from "./upstream_pool.ts";
 import type { OriginStats, UpstreamPoolOptions } from "./upstream_pool.ts";
 import { createH2Client, fetchSafe } from "./upstream_h2.ts";
-import { connectInsecureTls } from "./upstream_tls_node.ts";
 
 /** Options of the upstream client (pool limits from config `upstream_pool`). */
 export interface UpstreamClientOptions extends Partial<UpstreamPoolOptions> {
@@ -66,6 +65,8 @@ export async function connectUpstream(
   let tcp: Deno.TcpConn | undefined;
   try {
     if (https && o.tls?.insecureSkipVerify) {
+      // node:tls costs ~10 MB of resident memory; only insecure_skip_verify needs it.
+      const { connectInsecureTls } = await import("./upstream_tls_node.ts");
       const t = await connectInsecureTls({
         hostname,
         port,

@@ -34,6 +34,8 @@ export async function spawnProx(
     args: [
       "run",
       "-A",
+      // As `make run` and the compiled binary (see the Makefile's V8_FLAGS).
+      "--v8-flags=--max-semi-space-size=2",
       `--config=${ROOT}/deno.json`,
       `${ROOT}/mod.ts`,
       "serve",
