@@ -35,15 +35,8 @@ export function workersIssues(config: Config): WorkersIssue[] {
   if (config.http_redirect) {
     fixedPort(["http_redirect", "listen_addr"], config.http_redirect.listen_addr);
   }
-  if (config.tls?.acme?.enabled) {
-    issues.push({
-      severity: "error",
-      path: ["tls", "acme"],
-      message: `tls.acme cannot run with workers: ${n}: each worker would order and renew ` +
-        "its own certificate",
-      hint: "Use workers: 1 with ACME, or obtain the certificate outside Prox (cert_path/key_path)",
-    });
-  }
+  // tls.acme is fine: the workers share storage_path, one orders under its lock file, the others
+  // load the result, and any worker answers HTTP-01 from the shared challenge files.
   if (config.rate_limit_store.type === "memory") {
     for (const [key, route] of Object.entries(config.routes)) {
       if (!route.rate_limit && !route.rate_limits) continue;

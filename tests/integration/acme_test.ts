@@ -12,6 +12,9 @@ import { noopMetrics } from "../../src/ports.ts";
 import type { Logger } from "../../src/ports.ts";
 import { freePort, PEBBLE_TLS_CA, startPebble } from "./_pebble.ts";
 import { connectH3 } from "../../src/adapters/h3/client.ts";
+import { DEBUG_HEADER_ENV } from "../../src/adapters/worker_link.ts";
+import { spawnProx } from "./_cli_process.ts";
+import type { ProxProcess } from "./_cli_process.ts";
 
 const TOOLS = ["pebble", "pebble-challtestsrv"];
 const DOMAINS = ["prox.test", "www.prox.test"];
@@ -80,6 +83,7 @@ async function tlsGet(
   path = "/",
 ): Promise<{ serial: string; names: string; status: number; body: string }> {
   const socket = tls.connect({ host: "127.0.0.1", port, servername: DOMAINS[0], ca });
+  socket.setTimeout(10_000, () => socket.destroy(new Error("TLS request timed out")));
   try {
     await new Promise<void>((resolve, reject) => {
       socket.once("secureConnect", () => resolve());
@@ -462,5 +466,47 @@ interopTest(
       } finally {
         await server.shutdown();
       }
+    }),
+);
+
+interopTest(
+  "ACME with workers: 2 (real prox serve processes): one order, every worker serves its certificate",
+  TOOLS,
+  () =>
+    withTempDir(async (dir) => {
+      const httpPort = freePort();
+      await using pebble = await startPebble({ httpPort, dir });
+      await using up = await startUpstream(() => new Response("from a worker"));
+      const port = freePort();
+      const yaml = acmeYaml({
+        ca: pebble.directoryUrl,
+        storage: `${dir}/acme`,
+        httpPort,
+        upstream: up.url,
+        extra: "workers: 2\nshutdown_timeout: 5s",
+      }).replace(`listen_addr: "127.0.0.1:0"`, `listen_addr: "127.0.0.1:${port}"`);
+      await Deno.writeTextFile(`${dir}/prox.yaml`, yaml);
+      Deno.env.set(DEBUG_HEADER_ENV, "1");
+      let prox: ProxProcess;
+      try {
+        prox = spawnProx(["serve", "-c", `${dir}/prox.yaml`, "--no-watch"]);
+      } finally {
+        Deno.env.delete(DEBUG_HEADER_ENV);
+      }
+      await using _prox = prox;
+      const serials = new Map<string, string>();
+      await waitFor(async () => {
+        const r = await tlsGet(port, pebble.root).catch(() => null);
+        const worker = r?.body.match(/x-prox-worker: (\d+)/i)?.[1];
+        if (r?.status === 200 && worker) serials.set(worker, r.serial);
+        return serials.size === 2;
+      }, { timeoutMs: 30_000, what: "both workers on HTTPS" }).catch((err) => {
+        throw new Error(`${err.message}\n${prox.output()}`);
+      });
+      assert.equal(new Set(serials.values()).size, 1, JSON.stringify([...serials]));
+      assert.equal(pebble.orders(), 1);
+      // The workers share the supervisor's output pipe: stop them all before disposing.
+      prox.signal("SIGTERM");
+      assert.equal((await prox.status).code, 0);
     }),
 );
