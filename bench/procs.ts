@@ -309,6 +309,25 @@ export async function startProx(dir: string, o: { core: string; backend: number 
   };
 }
 
+/** Deno.serve + Prox's upstream client and nothing else: the client's share of Prox's cost. */
+export async function startClientProxy(o: { core: string; backend: number }): Promise<Proc> {
+  const port = freePort();
+  const child = await spawn("deno client proxy", {
+    core: o.core,
+    cmd: [
+      Deno.execPath(),
+      "run",
+      "-A",
+      `--config=${ROOT}/deno.json`,
+      `${ROOT}/bench/client_proxy.ts`,
+      String(port),
+      String(o.backend),
+    ],
+    ports: [port],
+  });
+  return { name: "deno-h1client", pid: child.pid, port, [Symbol.asyncDispose]: stopper(child) };
+}
+
 /** The naive baseline: Deno.serve + fetch() forwarding (what issue 12 measured at 130–170 µs). */
 export async function startFetchProxy(o: { core: string; backend: number }): Promise<Proc> {
   const port = freePort();

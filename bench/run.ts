@@ -1,7 +1,8 @@
 // deno-lint-ignore-file no-console
-// `make bench`: Prox side by side with nginx and haproxy (and a fetch()-based Deno proxy) in front
-// of one nginx backend. Proxies run on core 0, load generator and backend on core 1; runs
-// alternate proxies (A B A B …) and report medians, CPU µs per request, RSS and ratios to nginx.
+// `make bench`: Prox side by side with nginx and haproxy (plus a fetch()-based Deno proxy, and
+// Deno.serve + Prox's upstream client alone to split the cost) in front of one nginx backend.
+// Proxies run on core 0, load generator and backend on core 1; runs alternate proxies
+// (A B A B …) and report medians, CPU µs per request, RSS and ratios to nginx.
 // Env: BENCH_SECONDS (5), BENCH_RUNS (3), BENCH_ONLY (comma list of scenario names).
 // Output: bench/results/<stamp>.json and .md, and the table on stdout.
 
@@ -9,6 +10,7 @@ import { measure } from "./load.ts";
 import type { RunResult } from "./load.ts";
 import {
   startBackend,
+  startClientProxy,
   startFetchProxy,
   startHaproxy,
   startNginxProxy,
@@ -39,7 +41,7 @@ const SCENARIOS: Scenario[] = [
     tool: "wrk",
     path: "/100b",
     connections: 50,
-    proxies: ["prox", "nginx", "haproxy", "deno-fetch"],
+    proxies: ["prox", "nginx", "haproxy", "deno-fetch", "deno-h1client"],
     runs: RUNS,
     seconds: SECONDS,
   },
@@ -201,7 +203,9 @@ async function main() {
         ? await startNginxProxy(dir, o)
         : name === "haproxy"
         ? await startHaproxy(dir, o)
-        : await startFetchProxy(o);
+        : name === "deno-fetch"
+        ? await startFetchProxy(o)
+        : await startClientProxy(o);
       started.push(p);
       procs[name] = p;
     }

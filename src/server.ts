@@ -262,7 +262,10 @@ export async function startServer(
   // `/metrics` on the traffic port only when configured (the seed always exposed it there).
   const baseHandler: Handler = (req, info) => {
     const m = config.metrics;
-    if (m.on_main_listener && req.method === "GET" && new URL(req.url).pathname === m.path) {
+    if (
+      m.on_main_listener && req.method === "GET" && req.url.includes(m.path) &&
+      new URL(req.url).pathname === m.path
+    ) {
       return metricsText().then((t) =>
         new Response(t, { headers: { "content-type": prom?.contentType ?? "text/plain" } })
       );
