@@ -17,6 +17,6 @@ Deno.serve({ hostname: "127.0.0.1", port, onListen() {} }, (req, info) => {
     headers: req.headers,
     body: req.body,
     timeouts,
-    signal: Deno.env.get("WITH_SIGNAL") ? req.signal : undefined,
+    signal: withSignal ? req.signal : undefined,
   });
 });
