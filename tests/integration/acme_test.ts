@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import tls from "node:tls";
 import { X509Certificate } from "node:crypto";
-import { interopTest, requireInterop, run, startUpstream, waitFor } from "../_harness.ts";
+import { interopTest, requireInterop, ROOT, run, startUpstream, waitFor } from "../_harness.ts";
 import { startServer } from "../../src/server.ts";
 import type { ProxServer } from "../../src/server.ts";
 import type { AcmeTuning } from "../../src/adapters/acme.ts";
@@ -324,12 +324,13 @@ if (Deno.env.get("PROX_ACME_NETNS") === "1") {
     const script = [
       "ip link set lo up",
       "echo 1 > /proc/sys/net/ipv4/tcp_migrate_req",
-      `exec "${Deno.execPath()}" test -A --no-check --trace-leaks --filter "/^ACME renewal/" "${
+      `exec "${Deno.execPath()}" test -A --no-check --trace-leaks --config "${ROOT}/deno.json" --filter "/^ACME renewal/" "${
         new URL(import.meta.url).pathname
       }"`,
     ].join(" && ");
     const out = await run("unshare", ["-n", "sh", "-c", script], {
       env: { PROX_ACME_NETNS: "1", NO_COLOR: "1" },
+      cwd: "/",
       timeoutMs: 120_000,
     });
     assert.equal(out.code, 0, out.stdout + out.stderr);
