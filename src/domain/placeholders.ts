@@ -16,8 +16,11 @@ export const REQUEST_PLACEHOLDERS = [
 ] as const;
 export const RESPONSE_PLACEHOLDERS = [...REQUEST_PLACEHOLDERS, "upstream", "status"] as const;
 
-/** Values a template can refer to at request time. */
-export type PlaceholderValues = Partial<Record<(typeof RESPONSE_PLACEHOLDERS)[number], string>>;
+/**
+ * Looks up a placeholder's value at request time ("" when unknown). A function, so values that
+ * cost something (timestamps) are computed only when a template uses them.
+ */
+export type PlaceholderValues = (name: string) => string;
 
 /** A compiled template: literal parts and placeholder names, alternating. */
 export interface Template {
@@ -70,7 +73,7 @@ export function expand(t: Template, values: PlaceholderValues): string {
   if (t.parts.length === 1 && typeof t.parts[0] === "string") return t.parts[0];
   let out = "";
   for (const p of t.parts) {
-    out += typeof p === "string" ? p : values[p.name as keyof PlaceholderValues] ?? "";
+    out += typeof p === "string" ? p : values(p.name);
   }
   return out;
 }

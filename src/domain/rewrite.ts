@@ -5,6 +5,7 @@
 export type NormalizedPath = { ok: true; path: string } | { ok: false; reason: string };
 
 const PCT = /%([0-9A-Fa-f]{2})/g;
+const SLOW_PATH = /%|\/\/|\/\.\.?(?:\/|$)|\\/;
 
 /**
  * Normalizes a raw request path: duplicate slashes merged, dot segments (also percent-encoded)
@@ -17,6 +18,9 @@ export function normalizePath(raw: string): NormalizedPath {
     if (raw === "*") return { ok: true, path: "*" };
     return { ok: false, reason: "Path must start with /" };
   }
+  // Fast path: nothing encoded, no empty or dot segments (WHATWG URL parsing already resolved
+  // plain dot segments, but a raw path may come from elsewhere).
+  if (!SLOW_PATH.test(raw)) return { ok: true, path: raw };
   if (/%(?![0-9A-Fa-f]{2})/.test(raw)) return { ok: false, reason: "Invalid percent-encoding" };
   const out: string[] = [];
   const segments = raw.split("/");
@@ -75,12 +79,29 @@ export function upstreamUrl(
   target: string,
   opts: { path: string; prefix: string; rewrite?: string; query: string },
 ): string {
-  const t = new URL(target);
-  const base = t.pathname === "/" ? "" : t.pathname.replace(/\/+$/, "");
+  const t = parseTarget(target);
+  const base = t.base;
   const rest = stripPrefix(opts.path, opts.prefix);
   const rewrite = opts.rewrite && opts.rewrite !== "/" ? opts.rewrite.replace(/\/+$/, "") : "";
   let path = joinPath(joinPath(base, rewrite), rest);
   if (path === "") path = "/";
   if (!path.startsWith("/")) path = "/" + path;
-  return `${t.protocol}//${t.host}${path}${opts.query}`;
+  return `${t.origin}${path}${opts.query}`;
+}
+
+const targets = new Map<string, { origin: string; base: string }>();
+
+/** Origin and path of a target URL, parsed once (targets come from the config: few and fixed). */
+function parseTarget(target: string): { origin: string; base: string } {
+  let t = targets.get(target);
+  if (!t) {
+    const u = new URL(target);
+    t = {
+      origin: `${u.protocol}//${u.host}`,
+      base: u.pathname === "/" ? "" : u.pathname.replace(/\/+$/, ""),
+    };
+    if (targets.size >= 4096) targets.clear(); // bounded: reloads may bring new targets
+    targets.set(target, t);
+  }
+  return t;
 }

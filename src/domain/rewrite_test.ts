@@ -8,6 +8,18 @@ Deno.test("normalizePath resolves dot segments and merges slashes", () => {
   assert.deepEqual(normalizePath("/a/b/"), { ok: true, path: "/a/b/" });
 });
 
+Deno.test("normalizePath's fast path returns clean paths unchanged", () => {
+  for (const p of ["/", "/a", "/a/b/", "/api/v1/users.json", "/a.b/c..d/.e"]) {
+    assert.deepEqual(normalizePath(p), { ok: true, path: p });
+  }
+  assert.deepEqual(normalizePath("/a/..."), { ok: true, path: "/a/..." });
+  assert.deepEqual(normalizePath("/a/.."), { ok: true, path: "/" });
+  assert.deepEqual(normalizePath("/a\\..\\b"), {
+    ok: false,
+    reason: "Encoded path separator around a dot segment",
+  });
+});
+
 Deno.test("normalizePath refuses what cannot be normalized", () => {
   assert.equal(normalizePath("/a/%zz").ok, false);
   assert.equal(normalizePath("/a/%00").ok, false);

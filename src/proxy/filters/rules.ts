@@ -17,22 +17,36 @@ export interface RouteRules {
   responseBody?: BodyRule;
 }
 
-/** Placeholder values for a request (and its response, once known). */
+/** Placeholder values for a request (and its response, once known), computed on demand. */
 export function placeholderValues(ctx: RequestContext, status?: number): PlaceholderValues {
-  const iso = new Date(ctx.startWall).toISOString();
-  return {
-    client_ip: ctx.clientIp,
-    timestamp: iso,
-    timestamp_iso: iso,
-    uri_path: ctx.path,
-    query: ctx.query.slice(1),
-    host: ctx.host,
-    method: ctx.req.method,
-    scheme: ctx.scheme,
-    request_id: ctx.requestId,
-    route: ctx.route?.id ?? "",
-    upstream: ctx.upstream ?? "",
-    status: status === undefined ? "" : String(status),
+  return (name: string): string => {
+    switch (name) {
+      case "client_ip":
+        return ctx.clientIp;
+      case "timestamp":
+      case "timestamp_iso":
+        return new Date(ctx.startWall).toISOString();
+      case "uri_path":
+        return ctx.path;
+      case "query":
+        return ctx.query.slice(1);
+      case "host":
+        return ctx.host;
+      case "method":
+        return ctx.req.method;
+      case "scheme":
+        return ctx.scheme;
+      case "request_id":
+        return ctx.requestId;
+      case "route":
+        return ctx.route?.id ?? "";
+      case "upstream":
+        return ctx.upstream ?? "";
+      case "status":
+        return status === undefined ? "" : String(status);
+      default:
+        return "";
+    }
   };
 }
 

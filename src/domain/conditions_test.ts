@@ -1,0 +1,49 @@
+import assert from "node:assert/strict";
+import { compileCondition, parseStatusSelector } from "./conditions.ts";
+import type { ConditionInput } from "./conditions.ts";
+
+const input = (over: Partial<ConditionInput> = {}): ConditionInput => ({
+  method: "POST",
+  path: "/api/special/1",
+  query: "debug=1&x=a%20b",
+  headers: new Headers({ "content-type": "application/json" }),
+  ...over,
+});
+
+Deno.test("compileCondition ANDs every given key", () => {
+  const c = compileCondition({
+    path_matches: "/special",
+    method_is: ["get", "POST"],
+    has_header: { name: "Content-Type", value_matches: "json$" },
+    query_has: { name: "x", value_matches: "^a b$" },
+  });
+  assert.equal(c(input()), true);
+  assert.equal(c(input({ method: "PUT" })), false);
+  assert.equal(c(input({ path: "/api/plain" })), false);
+  assert.equal(c(input({ headers: new Headers({ "content-type": "text/html" }) })), false);
+  assert.equal(c(input({ query: "x=b" })), false);
+});
+
+Deno.test("compileCondition without keys always holds", () => {
+  assert.equal(compileCondition(undefined)(input()), true);
+  assert.equal(compileCondition({})(input()), true);
+});
+
+Deno.test("status_is and response_has_header look at the response", () => {
+  const c = compileCondition({ status_is: ["5xx", 404], response_has_header: { name: "x-err" } });
+  const res = (status: number, h: Record<string, string>) =>
+    input({ status, responseHeaders: new Headers(h) });
+  assert.equal(c(res(503, { "x-err": "1" })), true);
+  assert.equal(c(res(404, { "x-err": "1" })), true);
+  assert.equal(c(res(403, { "x-err": "1" })), false);
+  assert.equal(c(res(500, {})), false);
+  assert.equal(c(input()), false); // no response yet
+});
+
+Deno.test("parseStatusSelector accepts codes, classes and ranges", () => {
+  assert.deepEqual(parseStatusSelector(404), [404, 404]);
+  assert.deepEqual(parseStatusSelector("5xx"), [500, 599]);
+  assert.deepEqual(parseStatusSelector("500-504"), [500, 504]);
+  assert.equal(typeof parseStatusSelector("6xx"), "string");
+  assert.equal(typeof parseStatusSelector("504-500"), "string");
+});
