@@ -380,7 +380,8 @@ export const HttpRedirect = z.object({
 
 export const Limits = z.object({
   max_request_body: Size.optional(),
-  max_header_bytes: Size.default(64 * 1024),
+  /** Request header fields larger than this (names + values) get 431; unset: the listener's own limits. */
+  max_header_bytes: Size.optional(),
 }).strict();
 
 export const Config = z.object({

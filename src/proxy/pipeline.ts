@@ -86,8 +86,19 @@ function identify(
   };
 }
 
+/** Size of the header section as sent: names, values and ": " plus CRLF per field. */
+function headerBytes(h: Headers): number {
+  let n = 0;
+  for (const [k, v] of h) n += k.length + v.length + 4;
+  return n;
+}
+
 async function handle(ctx: RequestContext, deps: PipelineDeps): Promise<Response> {
   if (deps.draining?.()) throw new ProxyError("shutting_down", "Shutting down");
+  const maxHeader = ctx.snapshot.config.limits.max_header_bytes;
+  if (maxHeader !== undefined && headerBytes(ctx.req.headers) > maxHeader) {
+    throw new ProxyError("header_too_large", `Request header fields exceed ${maxHeader} bytes`);
+  }
   const norm = normalizePath(ctx.url.pathname);
   if (!norm.ok) return errorResponse("bad_request", ctx.requestId, { message: norm.reason });
   ctx.path = norm.path;

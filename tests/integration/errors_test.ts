@@ -82,3 +82,17 @@ routes:
   listener.close();
   await accepting.catch(() => {});
 });
+
+Deno.test("request headers over limits.max_header_bytes get 431", async () => {
+  await using up = await startUpstream(() => new Response("ok"));
+  await using prox = await startProxy(`
+health_check: { enabled: false }
+limits: { max_header_bytes: 2KiB }
+routes: { "/": { type: proxy, target: "${up.url}" } }
+`);
+  const big = await fetch(`${prox.url}/`, { headers: { cookie: "a=" + "x".repeat(4096) } });
+  assert.equal(big.status, 431);
+  assert.match(await big.text(), /request id: /);
+  const fine = await fetch(`${prox.url}/`, { headers: { cookie: "a=b" } });
+  assert.equal(await fine.text(), "ok");
+});

@@ -109,3 +109,16 @@ routes: { "/": { type: proxy, target: "${up.url}" } }
   const res = await fetch(`http://[::1]:${prox.port}/`);
   assert.equal(await res.text(), "v6");
 });
+
+interopTest("h2load drives h2c requests through Prox without errors", ["h2load"], async () => {
+  await using up = await startUpstream(() => new Response("x".repeat(100)));
+  await using prox = await startProxy(`
+health_check: { enabled: false }
+log: { access_log: false }
+routes: { "/": { type: proxy, target: "${up.url}" } }
+`);
+  const out = await run("h2load", ["-n", "400", "-c", "4", "-m", "8", `${prox.url}/`]);
+  assert.equal(out.code, 0, out.stderr);
+  assert.match(out.stdout, /requests: 400 total, 400 started, 400 done, 400 succeeded, 0 failed/);
+  assert.match(out.stdout, /Application protocol: h2c/);
+});
