@@ -40,6 +40,8 @@ export interface RequestContext {
   upstreamStatus: number | null;
   upstreamMs: number | null;
   retries: number;
+  /** Status for logs and metrics when it differs from the response's (499: client gone). */
+  loggedStatus?: number;
   /** Response headers that filters want added (e.g. RateLimit), applied before responding. */
   extraResponseHeaders: [string, string][];
 }

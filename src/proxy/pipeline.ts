@@ -147,6 +147,7 @@ function failure(ctx: RequestContext, deps: PipelineDeps, err: unknown): Respons
   };
   if (e.kind === "internal") deps.logger.error("Request failed", { ...fields, stack: e.stack });
   else if (e.kind !== "client_gone") deps.logger.warn("Request failed", fields);
+  if (e.kind === "client_gone") ctx.loggedStatus = 499; // nginx's convention; nobody sees the body
   return errorResponse(e.kind, ctx.requestId);
 }
 
@@ -178,7 +179,8 @@ function finish(ctx: RequestContext, res: Response): Response {
 function record(ctx: RequestContext, deps: PipelineDeps, res: Response): void {
   const seconds = (deps.clock.monotonic() - ctx.start) / 1000;
   const routeLabel = ctx.route?.id ?? "(none)";
-  deps.metrics.request(routeLabel, ctx.req.method, res.status, seconds);
+  const status = ctx.loggedStatus ?? res.status;
+  deps.metrics.request(routeLabel, ctx.req.method, status, seconds);
   if (!deps.access) return;
   deps.access({
     time: ctx.startWall,
@@ -187,7 +189,7 @@ function record(ctx: RequestContext, deps: PipelineDeps, res: Response): void {
     method: ctx.req.method,
     host: ctx.host,
     path: ctx.path,
-    status: res.status,
+    status,
     bytesIn: Number(ctx.req.headers.get("content-length") ?? 0),
     bytesOut: Number(res.headers.get("content-length") ?? 0),
     durationMs: seconds * 1000,
