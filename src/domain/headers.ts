@@ -32,6 +32,22 @@ export function stripHopByHop(h: Headers, keepUpgrade = false): void {
   }
 }
 
+const HOP_SET = new Set(HOP_BY_HOP);
+
+/**
+ * A copy of `src` without hop-by-hop headers (also those named in `Connection`): one pass,
+ * cheaper than copying everything and deleting nine names.
+ */
+export function withoutHopByHop(src: Headers): Headers {
+  const named = src.get("connection");
+  const skip = named
+    ? new Set([...HOP_BY_HOP, ...named.split(",").map((n) => n.trim().toLowerCase())])
+    : HOP_SET;
+  const out = new Headers();
+  for (const [k, v] of src) if (!skip.has(k)) out.append(k, v);
+  return out;
+}
+
 /** True when the peer address is in one of the trusted proxy ranges. */
 export function isTrusted(peer: string, trusted: readonly Cidr[]): boolean {
   if (trusted.length === 0) return false;

@@ -1,5 +1,10 @@
 import assert from "node:assert/strict";
-import { resolveClientIp, setForwardingHeaders, stripHopByHop } from "./headers.ts";
+import {
+  resolveClientIp,
+  setForwardingHeaders,
+  stripHopByHop,
+  withoutHopByHop,
+} from "./headers.ts";
 import { ipGroupKey, parseCidr } from "./ip.ts";
 
 Deno.test("stripHopByHop removes RFC 9110 hop-by-hop headers and those named in Connection", () => {
@@ -14,6 +19,20 @@ Deno.test("stripHopByHop removes RFC 9110 hop-by-hop headers and those named in 
   });
   stripHopByHop(h);
   assert.deepEqual([...h.keys()], ["x-keep"]);
+});
+
+Deno.test("withoutHopByHop copies everything but hop-by-hop headers", () => {
+  const src = new Headers({
+    connection: "close, x-secret",
+    "x-secret": "1",
+    te: "trailers",
+    "set-cookie": "a=1",
+    accept: "*/*",
+  });
+  src.append("set-cookie", "b=2");
+  const out = withoutHopByHop(src);
+  assert.deepEqual([...out], [["accept", "*/*"], ["set-cookie", "a=1"], ["set-cookie", "b=2"]]);
+  assert.equal(src.get("x-secret"), "1");
 });
 
 Deno.test("resolveClientIp trusts X-Forwarded-For only from trusted proxies", () => {

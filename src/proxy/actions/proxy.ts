@@ -1,7 +1,12 @@
 // The `proxy` and `load_balance` actions: build the upstream request (URL, headers, streamed
 // body with a size cap), hand it to forward(), and clean the response head.
 
-import { BROWSER_HEADERS, setForwardingHeaders, stripHopByHop } from "../../domain/headers.ts";
+import {
+  BROWSER_HEADERS,
+  setForwardingHeaders,
+  stripHopByHop,
+  withoutHopByHop,
+} from "../../domain/headers.ts";
 import { upstreamUrl } from "../../domain/rewrite.ts";
 import { ProxyError } from "../../domain/errors.ts";
 import type { LoadBalanceRouteConfig, ProxyRouteConfig } from "../../config/schema.ts";
@@ -40,8 +45,7 @@ export function limitBody(
 
 /** Builds the request headers sent upstream for a target. */
 export function upstreamHeaders(ctx: RequestContext, route: UpstreamRoute, target: URL): Headers {
-  const h = new Headers(ctx.req.headers);
-  stripHopByHop(h);
+  const h = withoutHopByHop(ctx.req.headers);
   h.set("host", route.preserve_host && ctx.host ? ctx.host : target.host);
   setForwardingHeaders(h, {
     peer: ctx.info.remoteAddr.hostname,
