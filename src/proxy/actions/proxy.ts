@@ -43,6 +43,31 @@ export function limitBody(
   );
 }
 
+/** Most of a replaced request body read and dropped before the stream is cancelled. */
+const DISCARD_LIMIT = 1024 * 1024;
+
+/**
+ * Reads and drops a body the upstream will not get, in the background. Cancelling at once would
+ * reset an HTTP/2 stream the client is still uploading on (curl reports a framing error); up to
+ * `limit` bytes are drained, then the rest is cancelled.
+ */
+export function discard(body: ReadableStream<Uint8Array>, limit: number): void {
+  const reader = body.getReader();
+  let seen = 0;
+  const pump = async (): Promise<void> => {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) return;
+      seen += value.byteLength;
+      if (seen > limit) {
+        await reader.cancel();
+        return;
+      }
+    }
+  };
+  pump().catch(() => {}).finally(() => reader.releaseLock());
+}
+
 /** Builds the request headers sent upstream for a target. */
 export function upstreamHeaders(ctx: RequestContext, route: UpstreamRoute, target: URL): Headers {
   const h = withoutHopByHop(ctx.req.headers);
@@ -92,7 +117,7 @@ export async function proxyAction(
     if (requestBody.when(requestInput(ctx, h))) {
       const bytes = ruleBody(requestBody, values!);
       if (bytes) {
-        await body?.cancel();
+        if (body) discard(body, DISCARD_LIMIT);
         replaced = { bytes, contentType: requestBody.contentType };
       }
     }
