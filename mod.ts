@@ -427,7 +427,11 @@ async function workerServe(
     return 1;
   }
   const s = server;
-  whenSupervisorGone(() => void s.shutdown({ reason: "supervisor gone" }));
+  // Through the signal trap, so the drain and the exit code are the same as for a SIGTERM.
+  whenSupervisorGone(() => {
+    s.logger.warn("The supervisor is gone: draining", { worker: role.index });
+    Deno.kill(Deno.pid, "SIGTERM");
+  });
   const code = await opts.signals.serve(server);
   metrics.close();
   link.close();

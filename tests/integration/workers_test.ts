@@ -65,6 +65,16 @@ async function seenWorkers(url: string, want: string[], body: string): Promise<S
   return seen;
 }
 
+/** True while `pid` runs (a zombie awaiting its reaper counts as gone). */
+function alive(pid: number): boolean {
+  try {
+    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    return stat.slice(stat.lastIndexOf(")") + 2)[0] !== "Z";
+  } catch {
+    return false;
+  }
+}
+
 function workerPids(p: ProxProcess): number[] {
   const line = p.output().split("\n").find((l) => l.includes("Prox listening with workers"));
   return line ? JSON.parse(line).pids : [];
@@ -160,4 +170,15 @@ Deno.test("workers: a takeover replaces a supervisor and all its workers", async
   await seenWorkers(f.url, ["0", "1"], "site a\n");
   next.signal("SIGTERM");
   assert.equal((await next.status).code, 0, next.output());
+});
+
+Deno.test("workers: when the supervisor is killed, its workers drain and exit by themselves", async () => {
+  const f = await fixture();
+  await using p = serve(["-c", `${f.dir}/config.yaml`]);
+  await p.waitForOutput("Prox listening with workers");
+  const pids = workerPids(p);
+  assert.ok(pids.every(alive));
+  p.signal("SIGKILL");
+  await p.status;
+  await waitFor(() => !pids.some(alive), { what: "orphaned workers to exit" });
 });
