@@ -284,6 +284,8 @@ export async function startProx(dir: string, o: { core: string; backend: number 
           Deno.execPath(),
           "run",
           "-A",
+          // As shipped (`make run`, `make compile`): see V8_FLAGS in the Makefile.
+          "--v8-flags=--max-semi-space-size=2",
           `--config=${ROOT}/deno.json`,
           `${ROOT}/mod.ts`,
           "serve",

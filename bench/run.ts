@@ -185,6 +185,42 @@ function targets(rows: Row[]): string[] {
   return lines;
 }
 
+/** HTTP/3: 50 MiB downloads with gtlsclient from Prox and from Caddy (bench/h3_download.ts). */
+async function h3Download(): Promise<string[]> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      new URL("./h3_download.ts", import.meta.url).pathname,
+      "--runs",
+      "3",
+      "--json",
+    ],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const text = new TextDecoder().decode(out.stdout).trim();
+  if (out.code !== 0 || !text.startsWith("{")) {
+    const why = new TextDecoder().decode(out.stderr).trim().split("\n").at(-1);
+    return ["HTTP/3 download: not measured (" + (why || "bench/h3_download.ts failed") + ")", ""];
+  }
+  const r = JSON.parse(text) as {
+    mb: number;
+    runs: number;
+    results: { server: string; route: string; seconds: number; mibPerSec: number }[];
+  };
+  return [
+    `HTTP/3 download of ${r.mb} MiB with gtlsclient (median of ${r.runs}):`,
+    "",
+    "| Server | Route | seconds | MiB/s |",
+    "| --- | --- | ---: | ---: |",
+    ...r.results.map((x) =>
+      `| ${x.server} | ${x.route} | ${x.seconds.toFixed(2)} | ${x.mibPerSec.toFixed(1)} |`
+    ),
+    "",
+  ];
+}
+
 async function main() {
   const dir = await Deno.makeTempDir({ prefix: "prox-bench-" });
   const started: Proc[] = [];
@@ -261,6 +297,7 @@ async function main() {
     for (const p of started.reverse()) await p[Symbol.asyncDispose]();
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
+  const h3 = !ONLY || ONLY.includes("h3") ? await h3Download() : [];
   const info = await machine();
   const date = new Date().toISOString();
   const md = [
@@ -274,6 +311,7 @@ async function main() {
     "Targets (issue 12):",
     ...targets(rows),
     "",
+    ...h3,
   ].join("\n");
   const outDir = new URL("./results/", import.meta.url);
   await Deno.mkdir(outDir, { recursive: true });
