@@ -140,3 +140,37 @@ export async function run(
 
 /** Repository root (for spawning mod.ts and reading fixtures). */
 export const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
+
+/**
+ * Loads `url` in headless Debian Chromium with a fresh profile and returns the DOM after scripts
+ * ran (`--dump-dom`). The flags keep Chromium off the network (this machine has none) and quiet;
+ * `extra` adds test-specific ones (QUIC, certificate pins, host rules).
+ */
+export async function chromiumDumpDom(
+  url: string,
+  opts: { extra?: string[]; budgetMs?: number; timeoutMs?: number } = {},
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  const profile = await Deno.makeTempDir({ prefix: "prox-chromium-" });
+  try {
+    return await run("chromium", [
+      "--headless",
+      "--no-sandbox",
+      "--disable-gpu",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+      "--disable-domain-reliability",
+      "--disable-breakpad",
+      "--no-pings",
+      "--disable-extensions",
+      `--user-data-dir=${profile}`,
+      `--virtual-time-budget=${opts.budgetMs ?? 5000}`,
+      ...(opts.extra ?? []),
+      "--dump-dom",
+      url,
+    ], { timeoutMs: opts.timeoutMs ?? 60_000 });
+  } finally {
+    await Deno.remove(profile, { recursive: true });
+  }
+}

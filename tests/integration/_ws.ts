@@ -10,7 +10,7 @@ import { startServer } from "../../src/server.ts";
 import type { ProxServer } from "../../src/server.ts";
 import { noopMetrics, silentLogger } from "../../src/ports.ts";
 import type { Logger, Metrics } from "../../src/ports.ts";
-import { createLogger } from "../../src/adapters/log_basic.ts";
+import { createJsonLogger } from "../../src/adapters/log_json.ts";
 
 export { WsClient };
 
@@ -144,7 +144,7 @@ export async function startWsProxy(
   const metrics: Metrics = { ...noopMetrics, websocketMessageTooBig: (r) => tooBig.push(r) };
   const server = await startServer(file ? { path: file } : { text, name: "test.yaml" }, {
     logger: opts.logger ??
-      (Deno.env.get("PROX_TEST_LOG") ? createLogger({ level: "debug" }) : silentLogger),
+      (Deno.env.get("PROX_TEST_LOG") ? createJsonLogger({ level: "debug" }) : silentLogger),
     metrics,
   });
   const scheme = opts.tls ? "s" : "";

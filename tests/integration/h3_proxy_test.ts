@@ -1,7 +1,7 @@
 // HTTP/3 through the full proxy to a real upstream: the in-repo client, ngtcp2's gtlsclient and
 // headless Chromium (forced QUIC and real Alt-Svc discovery from the TCP listener).
 import assert from "node:assert/strict";
-import { interopTest, ROOT, run, startUpstream, waitFor } from "../_harness.ts";
+import { chromiumDumpDom, interopTest, ROOT, run, startUpstream, waitFor } from "../_harness.ts";
 import { startProxy } from "./_proxy.ts";
 import { connectH3 } from "../../src/adapters/h3/client.ts";
 import { startServer } from "../../src/server.ts";
@@ -192,33 +192,16 @@ interopTest(
 );
 
 async function chromium(url: string, extra: string[]): Promise<string> {
-  const profile = await Deno.makeTempDir();
-  try {
-    const out = await run("chromium", [
-      "--headless",
-      "--no-sandbox",
-      "--disable-gpu",
+  const out = await chromiumDumpDom(url, {
+    budgetMs: 10_000,
+    extra: [
       "--enable-quic",
       `--ignore-certificate-errors-spki-list=${spki}`,
       "--host-resolver-rules=MAP localhost 127.0.0.1, MAP * ~NOTFOUND",
-      "--no-first-run",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-      "--disable-domain-reliability",
-      "--disable-breakpad",
-      "--no-pings",
-      "--disable-extensions",
-      `--user-data-dir=${profile}`,
-      "--virtual-time-budget=10000",
       ...extra,
-      "--dump-dom",
-      url,
-    ], { timeoutMs: 60_000 });
-    return out.stdout;
-  } finally {
-    await Deno.remove(profile, { recursive: true });
-  }
+    ],
+  });
+  return out.stdout;
 }
 
 interopTest(

@@ -2,35 +2,14 @@
 // shows the routes and upstreams of the running Prox, and the page keeps refreshing from /status
 // with the Basic credentials the browser was given.
 import assert from "node:assert/strict";
-import { interopTest, run } from "../_harness.ts";
+import { chromiumDumpDom, interopTest } from "../_harness.ts";
 import { startObserved } from "./_observed.ts";
 
 async function dumpDom(url: string): Promise<string> {
-  const profile = await Deno.makeTempDir({ prefix: "prox-chromium-" });
-  try {
-    const out = await run("chromium", [
-      "--headless",
-      "--no-sandbox",
-      "--disable-gpu",
-      "--no-first-run",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-      "--disable-domain-reliability",
-      "--disable-breakpad",
-      "--no-pings",
-      "--disable-extensions",
-      `--user-data-dir=${profile}`,
-      // Lets the page's 5 s refresh timer fire before the DOM is dumped.
-      "--virtual-time-budget=6000",
-      "--dump-dom",
-      url,
-    ], { timeoutMs: 60_000 });
-    assert.equal(out.code, 0, out.stderr.slice(-2000));
-    return out.stdout;
-  } finally {
-    await Deno.remove(profile, { recursive: true });
-  }
+  // A 6 s virtual time budget lets the page's 5 s refresh timer fire before the DOM is dumped.
+  const out = await chromiumDumpDom(url, { budgetMs: 6000 });
+  assert.equal(out.code, 0, out.stderr.slice(-2000));
+  return out.stdout;
 }
 
 interopTest(

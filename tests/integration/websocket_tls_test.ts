@@ -3,7 +3,7 @@
 // and a headless Chromium page talking through Prox.
 
 import assert from "node:assert/strict";
-import { interopTest, ROOT, run, startUpstream, waitFor } from "../_harness.ts";
+import { chromiumDumpDom, interopTest, ROOT, startUpstream, waitFor } from "../_harness.ts";
 import {
   closed,
   connect,
@@ -119,33 +119,12 @@ routes:
     type: websocket
     target: "${up.url}"
 `);
-    const profile = await Deno.makeTempDir({ prefix: "prox-chromium-" });
-    try {
-      const out = await run("chromium", [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-domain-reliability",
-        "--disable-breakpad",
-        "--no-pings",
-        "--disable-extensions",
-        `--user-data-dir=${profile}`,
-        "--virtual-time-budget=5000",
-        "--dump-dom",
-        `${prox.http}/`,
-      ], { timeoutMs: 60_000 });
-      assert.equal(out.code, 0, out.stderr.slice(-2000));
-      assert.match(
-        out.stdout,
-        /<p id="out">done chat\.v1 hello from chromium\|bytes:9,8,7 4000<\/p>/,
-      );
-    } finally {
-      await Deno.remove(profile, { recursive: true });
-    }
+    const out = await chromiumDumpDom(`${prox.http}/`);
+    assert.equal(out.code, 0, out.stderr.slice(-2000));
+    assert.match(
+      out.stdout,
+      /<p id="out">done chat\.v1 hello from chromium\|bytes:9,8,7 4000<\/p>/,
+    );
     await waitFor(() => upstreamSaw.includes("close 4000 page done"));
     assert.deepEqual(upstreamSaw, ["hello from chromium", "binary", "close 4000 page done"]);
   },
