@@ -284,8 +284,10 @@ export async function startProx(dir: string, o: { core: string; backend: number 
           Deno.execPath(),
           "run",
           "-A",
-          // As shipped (`make run`, `make compile`): see V8_FLAGS in the Makefile.
-          "--v8-flags=--max-semi-space-size=2",
+          // As shipped (`make run`, `make compile`: V8_FLAGS in the Makefile); BENCH_V8_FLAGS=""
+          // measures Prox without it.
+          ...(Deno.env.get("BENCH_V8_FLAGS") ?? "--v8-flags=--max-semi-space-size=2").split(" ")
+            .filter(Boolean),
           `--config=${ROOT}/deno.json`,
           `${ROOT}/mod.ts`,
           "serve",

@@ -3,7 +3,8 @@
 // Deno.serve + Prox's upstream client alone to split the cost) in front of one nginx backend.
 // Proxies run on core 0, load generator and backend on core 1; runs alternate proxies
 // (A B A B …) and report medians, CPU µs per request, RSS and ratios to nginx.
-// Env: BENCH_SECONDS (5), BENCH_RUNS (3), BENCH_ONLY (comma list of scenario names).
+// Env: BENCH_SECONDS (5), BENCH_RUNS (3), BENCH_ONLY (comma list of scenario names, and h3),
+// BENCH_V8_FLAGS (Prox's V8 flags; default as shipped).
 // Output: bench/results/<stamp>.json and .md, and the table on stdout.
 
 import { measure } from "./load.ts";
