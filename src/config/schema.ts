@@ -75,8 +75,6 @@ export const BodyRules = z.object({
   set_json: z.unknown().optional(),
   content_type: z.string().optional(),
   condition: Condition.optional(),
-  /** Largest original body that will be buffered when a rule needs it. */
-  max_buffer: Size.optional(),
 }).strict();
 
 // ---------------------------------------------------------------------------------------------
@@ -119,6 +117,7 @@ export const Timeouts = z.object({
   connect: Duration.optional(),
   response_header: Duration.optional(),
   idle: Duration.optional(),
+  /** Accepted, not applied yet (validate warns): connect + response_header + idle bound each phase. */
   total: Duration.optional(),
 }).strict();
 
