@@ -117,7 +117,7 @@ export const Timeouts = z.object({
   connect: Duration.optional(),
   response_header: Duration.optional(),
   idle: Duration.optional(),
-  /** Accepted, not applied yet (validate warns): connect + response_header + idle bound each phase. */
+  /** The whole upstream exchange, retries and response body included (504 before the head). */
   total: Duration.optional(),
 }).strict();
 

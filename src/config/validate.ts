@@ -305,21 +305,6 @@ export function validateConfig(
       "Add a tls section with cert_path and key_path (or acme)",
     );
   }
-  // Accepted but not applied yet: say so wherever it is set.
-  const totals: (string | number)[][] = [];
-  if (config.timeouts.total !== undefined) totals.push(["timeouts", "total"]);
-  for (const [key, route] of Object.entries(config.routes)) {
-    if ("timeouts" in route && route.timeouts?.total !== undefined) {
-      totals.push(["routes", key, "timeouts", "total"]);
-    }
-  }
-  for (const p of totals) {
-    warn(
-      p,
-      "timeouts.total has no effect yet",
-      "Bound each phase with connect, response_header and idle instead",
-    );
-  }
   // Accepted for compatibility with the Rust Prox, but without effect on Deno.serve.
   const inactive = ["http2_max_frame_size", "http2_max_concurrent_streams"] as const;
   for (const k of inactive) {

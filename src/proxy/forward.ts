@@ -135,7 +135,7 @@ async function sendOnce(
   let unlink = () => {};
   if (perTry) {
     const ac = new AbortController();
-    const client = ctx.req.signal;
+    const client = req.signal ?? ctx.req.signal; // may carry timeouts.total
     const onAbort = () => ac.abort(client.reason);
     client.addEventListener("abort", onAbort, { once: true });
     unlink = () => client.removeEventListener("abort", onAbort);

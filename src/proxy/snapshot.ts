@@ -21,6 +21,8 @@ export interface CompiledRoute {
   prefix: string;
   config: RouteConfig;
   timeouts: UpstreamTimeouts;
+  /** `timeouts.total` (route, else top level): the whole exchange, response body included. */
+  totalMs?: number;
   /** Upstream target URLs (proxy: one; load_balance: all; others: none). */
   targets: string[];
   /** PEM CA certificates from the route's `tls.ca_cert`, read by the server before building. */
@@ -93,6 +95,7 @@ export function buildSnapshot(
       prefix,
       config: route,
       timeouts,
+      totalMs: ("timeouts" in route ? route.timeouts?.total : undefined) ?? config.timeouts.total,
       targets: targetsOf(route),
       rateLimits: compileRateLimits(key, route),
       rules: compileRouteRules(route as RouteRulesSpec, {

@@ -96,3 +96,38 @@ routes: { "/": { type: proxy, target: "${up.url}" } }
   const fine = await fetch(`${prox.url}/`, { headers: { cookie: "a=b" } });
   assert.equal(await fine.text(), "ok");
 });
+
+Deno.test("timeouts.total bounds the whole exchange: 504 before the head, a cut body after", async () => {
+  const release = Promise.withResolvers<void>();
+  await using up = await startUpstream(async (req) => {
+    if (new URL(req.url).pathname === "/head") {
+      await release.promise;
+      return new Response("late");
+    }
+    // Headers at once, then a body that never ends.
+    const body = new ReadableStream<Uint8Array>({
+      start(ctl) {
+        ctl.enqueue(new TextEncoder().encode("partial"));
+      },
+    });
+    return new Response(body);
+  });
+  await using prox = await startProxy(`
+health_check: { enabled: false }
+routes:
+  "/":
+    type: proxy
+    target: "${up.url}"
+    timeouts: { total: 300ms }
+    retries: { attempts: 0 }
+`);
+  const t0 = performance.now();
+  const head = await fetch(`${prox.url}/head`);
+  assert.equal(head.status, 504);
+  assert.match(await head.text(), /request id: /);
+  assert.ok(performance.now() - t0 < 5_000);
+  const cut = await fetch(`${prox.url}/stream`);
+  assert.equal(cut.status, 200);
+  await assert.rejects(cut.text());
+  release.resolve();
+});

@@ -152,11 +152,81 @@ export async function proxyAction(
           caCerts: compiled.caCerts,
         }
         : undefined,
-      signal: ctx.req.signal,
+      signal: deadline?.signal ?? ctx.req.signal,
     };
   };
-  const res = await forward(ctx, deps, { build });
-  return cleanResponse(res);
+  const deadline = compiled.totalMs ? startDeadline(ctx.req.signal, compiled.totalMs) : undefined;
+  let res: Response;
+  try {
+    res = await forward(ctx, deps, { build });
+  } catch (err) {
+    deadline?.clear();
+    if (deadline?.expired()) throw deadline.error(ctx.upstream ?? "");
+    throw err;
+  }
+  if (!deadline) return cleanResponse(res);
+  return cleanResponse(withDeadline(res, deadline));
+}
+
+/** A deadline for the whole upstream exchange (`timeouts.total`), linked to the client's signal. */
+interface Deadline {
+  signal: AbortSignal;
+  expired(): boolean;
+  error(source: string): ProxyError;
+  onExpire(f: () => void): void;
+  clear(): void;
+}
+
+function startDeadline(client: AbortSignal, ms: number): Deadline {
+  const ac = new AbortController();
+  const listeners: (() => void)[] = [];
+  let expired = false;
+  const error = (source: string) =>
+    new ProxyError("timeout", `No complete upstream response within ${ms} ms (timeouts.total)`, {
+      source,
+    });
+  const onClient = () => ac.abort(client.reason);
+  client.addEventListener("abort", onClient, { once: true });
+  const timer = setTimeout(() => {
+    expired = true;
+    ac.abort(error(""));
+    for (const f of listeners) f();
+  }, ms);
+  return {
+    signal: ac.signal,
+    expired: () => expired,
+    error,
+    onExpire: (f) => listeners.push(f),
+    clear() {
+      clearTimeout(timer);
+      client.removeEventListener("abort", onClient);
+    },
+  };
+}
+
+/** Errors the response body (and cancels the upstream's) when the deadline passes mid-body. */
+function withDeadline(res: Response, deadline: Deadline): Response {
+  if (!res.body) {
+    deadline.clear();
+    return res;
+  }
+  let ctl: TransformStreamDefaultController<Uint8Array> | undefined;
+  const body = res.body.pipeThrough(
+    new TransformStream<Uint8Array, Uint8Array>({
+      start(c) {
+        ctl = c;
+      },
+      flush() {
+        deadline.clear();
+      },
+    }),
+  );
+  deadline.onExpire(() => ctl?.error(deadline.error("")));
+  return new Response(body, {
+    status: res.status,
+    statusText: res.statusText,
+    headers: res.headers,
+  });
 }
 
 /** Drops hop-by-hop headers from an upstream response; the body is passed on untouched. */
