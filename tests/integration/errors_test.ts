@@ -104,10 +104,15 @@ Deno.test("timeouts.total bounds the whole exchange: 504 before the head, a cut 
       await release.promise;
       return new Response("late");
     }
-    // Headers at once, then a body that never ends.
+    // Headers at once, then a body that ends only when released (too late if total works).
     const body = new ReadableStream<Uint8Array>({
       start(ctl) {
         ctl.enqueue(new TextEncoder().encode("partial"));
+        release.promise.then(() => {
+          try {
+            ctl.close();
+          } catch { /* cancelled by Prox's deadline: the expected case */ }
+        });
       },
     });
     return new Response(body);
@@ -128,6 +133,9 @@ routes:
   assert.ok(performance.now() - t0 < 5_000);
   const cut = await fetch(`${prox.url}/stream`);
   assert.equal(cut.status, 200);
+  // Without the deadline the body would complete once released: bound the test, not the wait.
+  const guard = setTimeout(release.resolve, 5_000);
   await assert.rejects(cut.text());
+  clearTimeout(guard);
   release.resolve();
 });
