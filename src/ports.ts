@@ -2,6 +2,7 @@
 // these; `adapters/` implement them with Deno APIs. Keep each port small and consumer-owned.
 
 import type { RateLimitDecision, RateLimitPolicy } from "./domain/rate_limit.ts";
+import type { HeaderMap } from "./domain/header_list.ts";
 
 /** The protocol a request arrived on. */
 export type Protocol = "http/1.1" | "h2" | "h2c" | "h3";
@@ -45,7 +46,7 @@ export interface UpstreamRequest {
   /** Absolute URL: scheme, authority, path and query as they must go on the wire. */
   url: URL;
   method: string;
-  headers: Headers;
+  headers: HeaderMap;
   body: ReadableStream<Uint8Array> | null;
   timeouts: UpstreamTimeouts;
   tls?: UpstreamTls;
@@ -54,7 +55,8 @@ export interface UpstreamRequest {
 }
 
 /**
- * Sends one request upstream and resolves with the response head; the body streams.
+ * Sends one request upstream and resolves with the response head; the body streams. The
+ * response carries no hop-by-hop fields (RFC 9110 §7.6.1): they end at the client.
  * Rejects with a `ProxyError` (kinds: connect, timeout, upstream_reset, protocol).
  * `sentNothing` on the error tells the retry logic whether the request can be replayed safely.
  */

@@ -379,3 +379,38 @@ Deno.test("upstream pool sheds a request that waited queue_timeout", async () =>
     await client.close();
   }
 });
+
+Deno.test("upstream client drops this hop's fields from responses and still honours Connection", async () => {
+  let conns = 0;
+  await using srv = rawServer(async (c) => {
+    conns++;
+    for (let i = 0; await readRequest(c); i++) {
+      await write(
+        c,
+        "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: " +
+          (i === 0 ? "X-Secret" : "close, x-secret") +
+          "\r\nKeep-Alive: timeout=5\r\nX-Secret: 1\r\nTE: trailers\r\nTrailer: x-sum\r\n" +
+          "Upgrade: h2c\r\nProxy-Authenticate: Basic\r\nX-Keep: yes\r\nSet-Cookie: a=1\r\n" +
+          "Set-Cookie: b=2\r\n\r\nok",
+      );
+    }
+  });
+  const client = createUpstreamClient();
+  try {
+    for (let i = 0; i < 3; i++) {
+      const res = await client.send(request(srv.url));
+      assert.deepEqual(
+        [...res.headers],
+        [["content-length", "2"], ["set-cookie", "a=1"], ["set-cookie", "b=2"], [
+          "x-keep",
+          "yes",
+        ]],
+      );
+      assert.equal(await res.text(), "ok");
+    }
+    // The first connection served two requests (the second said close); the third needed a new one.
+    assert.equal(conns, 2);
+  } finally {
+    await client.close();
+  }
+});

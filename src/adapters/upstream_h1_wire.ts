@@ -2,11 +2,31 @@
 // head parser (RFC 9112 §2–§6). No I/O here; upstream_h1.ts drives the socket.
 
 import { ProxyError } from "../domain/errors.ts";
+import type { HeaderMap } from "../domain/header_list.ts";
 
 /** How a response body is delimited (RFC 9112 §6.3). */
 export type Framing = "none" | "length" | "chunked" | "close";
 
-/** A parsed response head. `headers` keep their received order; framing headers are resolved. */
+// Hop-by-hop fields (RFC 9110 §7.6.1) end at this client; the length of every name the parser
+// must recognise (these and content-length) lets it lowercase only candidates.
+const HOP = new Set([
+  "keep-alive",
+  "proxy-connection",
+  "te",
+  "trailer",
+  "upgrade",
+  "proxy-authenticate",
+  "proxy-authorization",
+]);
+const HOP_LENGTHS: boolean[] = [];
+for (const n of [...HOP, "connection", "transfer-encoding", "content-length"]) {
+  HOP_LENGTHS[n.length] = true;
+}
+
+/**
+ * A parsed response head. `headers` keep their received order without this hop's fields
+ * (Connection, Transfer-Encoding, Keep-Alive, … and those Connection names); framing is resolved.
+ */
 export interface ResponseHead {
   status: number;
   statusText: string;
@@ -54,10 +74,12 @@ export function latin1(buf: Uint8Array, start: number, end: number): string {
 export function encodeRequestHead(
   method: string,
   target: string,
-  opts: { headers: Headers; chunked: boolean },
+  opts: { headers: HeaderMap; chunked: boolean },
 ): Uint8Array {
   let s = method + " " + target + " HTTP/1.1\r\n";
-  for (const [k, v] of opts.headers) s += k + ": " + v + "\r\n";
+  opts.headers.forEach((v, k) => {
+    s += k + ": " + v + "\r\n";
+  });
   s += opts.chunked ? "transfer-encoding: chunked\r\n\r\n" : "\r\n";
   return NON_ASCII.test(s) ? latin1Bytes(s) : encoder.encode(s);
 }
@@ -145,9 +167,7 @@ export function parseResponseHead(
     if (nc === 32 || nc === 9) throw protocolError("Whitespace before colon in upstream header");
     const value = text.slice(colon + 1, lineEnd).trim();
     pos = eol + 1;
-    const lower = name.length === 14 || name.length === 17 || name.length === 10
-      ? name.toLowerCase()
-      : "";
+    const lower = HOP_LENGTHS[name.length] ? name.toLowerCase() : "";
     if (lower === "content-length") {
       const n = parseContentLength(value);
       if (n < 0 || (contentLength >= 0 && n !== contentLength)) {
@@ -159,8 +179,19 @@ export function parseResponseHead(
       continue; // this hop's framing: decoded here, never forwarded
     } else if (lower === "connection") {
       conn = conn === null ? value : conn + ", " + value;
+      continue;
+    } else if (HOP.has(lower)) {
+      continue;
     }
     headers.push([name, value]);
+  }
+  // Fields named in Connection belong to this hop too (RFC 9110 §7.6.1).
+  const named = conn === null ? null : tokens(conn);
+  if (named && named.some((n) => n !== "close" && n !== "keep-alive")) {
+    const drop = new Set(named);
+    for (let i = headers.length - 1; i >= 0; i--) {
+      if (drop.has(headers[i][0].toLowerCase())) headers.splice(i, 1);
+    }
   }
 
   let framing: Framing;
@@ -211,6 +242,10 @@ function hasToken(list: string | null, token: string): boolean {
   if (list === null) return false;
   for (const t of list.split(",")) if (t.trim().toLowerCase() === token) return true;
   return false;
+}
+
+function tokens(list: string): string[] {
+  return list.split(",").map((t) => t.trim().toLowerCase()).filter(Boolean);
 }
 
 function lastTokenIs(list: string, token: string): boolean {

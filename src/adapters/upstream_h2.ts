@@ -4,6 +4,8 @@
 // (`fetchSafe`), so bytes always pass through untouched.
 
 import { ProxyError } from "../domain/errors.ts";
+import type { HeaderMap } from "../domain/header_list.ts";
+import { HOP_BY_HOP, stripHopByHop } from "../domain/headers.ts";
 import type { UpstreamClient, UpstreamRequest } from "../ports.ts";
 
 /**
@@ -11,7 +13,7 @@ import type { UpstreamClient, UpstreamRequest } from "../ports.ts";
  * accepts only `identity`. A request without Accept-Encoding accepts anything (RFC 9110
  * §12.5.3), so asking for identity is a safe narrowing; it is set here.
  */
-export function fetchSafe(headers: Headers): boolean {
+export function fetchSafe(headers: HeaderMap): boolean {
   const ae = headers.get("accept-encoding");
   if (ae === null) {
     headers.set("accept-encoding", "identity");
@@ -22,6 +24,18 @@ export function fetchSafe(headers: Headers): boolean {
     if (coding !== "identity" && coding !== "") return false;
   }
   return true;
+}
+
+/** The response without hop-by-hop fields (HTTP/2 forbids most; a copy only when one came). */
+function withoutHopFields(res: Response): Response {
+  let found = false;
+  res.headers.forEach((_, k) => {
+    if (HOP_BY_HOP.includes(k)) found = true;
+  });
+  if (!found) return res;
+  const h = new Headers(res.headers);
+  stripHopByHop(h);
+  return new Response(res.body, { status: res.status, statusText: res.statusText, headers: h });
 }
 
 /** A fetch-based client forced to HTTP/2 (used for origins that chose h2 by ALPN). */
@@ -72,7 +86,7 @@ export function createH2Client(): UpstreamClient {
           client: clientFor(req),
           signal: ctl.signal,
         });
-        return res;
+        return withoutHopFields(res);
       } catch (err) {
         if (ctl.signal.aborted && ctl.signal.reason instanceof ProxyError) throw ctl.signal.reason;
         const msg = err instanceof Error ? err.message : String(err);

@@ -1,8 +1,10 @@
 // Hop-by-hop removal, forwarding headers and client-IP resolution behind trusted proxies.
-// Operates on Web `Headers`, which are plain data (no I/O).
+// Operates on Web `Headers` or Prox's own `HeaderList` (plain data, no I/O).
 
 import { cidrContains, parseIp } from "./ip.ts";
 import type { Cidr } from "./ip.ts";
+import { HeaderList } from "./header_list.ts";
+import type { HeaderMap } from "./header_list.ts";
 
 /** Connection-specific headers never forwarded (RFC 9110 §7.6.1), plus the proxy auth pair. */
 export const HOP_BY_HOP = [
@@ -18,7 +20,7 @@ export const HOP_BY_HOP = [
 ];
 
 /** Removes hop-by-hop headers, including every header named in `Connection`. */
-export function stripHopByHop(h: Headers, keepUpgrade = false): void {
+export function stripHopByHop(h: HeaderMap, keepUpgrade = false): void {
   const named = h.get("connection");
   if (named) {
     for (const n of named.split(",")) {
@@ -38,14 +40,12 @@ const HOP_SET = new Set(HOP_BY_HOP);
  * A copy of `src` without hop-by-hop headers (also those named in `Connection`): one pass,
  * cheaper than copying everything and deleting nine names.
  */
-export function withoutHopByHop(src: Headers): Headers {
+export function withoutHopByHop(src: HeaderMap): HeaderList {
   const named = src.get("connection");
   const skip = named
     ? new Set([...HOP_BY_HOP, ...named.split(",").map((n) => n.trim().toLowerCase())])
     : HOP_SET;
-  const out = new Headers();
-  for (const [k, v] of src) if (!skip.has(k)) out.append(k, v);
-  return out;
+  return HeaderList.from(src, skip);
 }
 
 /** True when the peer address is in one of the trusted proxy ranges. */
@@ -95,7 +95,7 @@ export interface ForwardInfo {
  * Sets X-Forwarded-For/-Proto/-Host and Via (and optionally RFC 7239 Forwarded). Client-sent
  * values are kept and extended only when the peer is a trusted proxy; otherwise replaced.
  */
-export function setForwardingHeaders(h: Headers, f: ForwardInfo): void {
+export function setForwardingHeaders(h: HeaderMap, f: ForwardInfo): void {
   const prior = f.trustedPeer ? h.get("x-forwarded-for") : null;
   h.set("x-forwarded-for", prior ? `${prior}, ${f.peer}` : f.peer);
   if (!f.trustedPeer || !h.has("x-forwarded-proto")) h.set("x-forwarded-proto", f.scheme);

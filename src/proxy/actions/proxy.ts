@@ -1,13 +1,9 @@
 // The `proxy` and `load_balance` actions: build the upstream request (URL, headers, streamed
 // body with a size cap), hand it to forward(), and clean the response head.
 
-import {
-  BROWSER_HEADERS,
-  setForwardingHeaders,
-  stripHopByHop,
-  withoutHopByHop,
-} from "../../domain/headers.ts";
+import { BROWSER_HEADERS, setForwardingHeaders, withoutHopByHop } from "../../domain/headers.ts";
 import { upstreamUrl } from "../../domain/rewrite.ts";
+import type { HeaderList } from "../../domain/header_list.ts";
 import { ProxyError } from "../../domain/errors.ts";
 import type { LoadBalanceRouteConfig, ProxyRouteConfig } from "../../config/schema.ts";
 import type { UpstreamRequest } from "../../ports.ts";
@@ -69,7 +65,11 @@ export function discard(body: ReadableStream<Uint8Array>, limit: number): void {
 }
 
 /** Builds the request headers sent upstream for a target. */
-export function upstreamHeaders(ctx: RequestContext, route: UpstreamRoute, target: URL): Headers {
+export function upstreamHeaders(
+  ctx: RequestContext,
+  route: UpstreamRoute,
+  target: URL,
+): HeaderList {
   const h = withoutHopByHop(ctx.req.headers);
   h.set("host", route.preserve_host && ctx.host ? ctx.host : target.host);
   setForwardingHeaders(h, {
@@ -164,8 +164,8 @@ export async function proxyAction(
     if (deadline?.expired()) throw deadline.error(ctx.upstream ?? "");
     throw err;
   }
-  if (!deadline) return cleanResponse(res);
-  return cleanResponse(withDeadline(res, deadline));
+  // The client has dropped hop-by-hop fields already (see UpstreamClient).
+  return deadline ? withDeadline(res, deadline) : res;
 }
 
 /** A deadline for the whole upstream exchange (`timeouts.total`), linked to the client's signal. */
@@ -226,25 +226,5 @@ function withDeadline(res: Response, deadline: Deadline): Response {
     status: res.status,
     statusText: res.statusText,
     headers: res.headers,
-  });
-}
-
-/** Drops hop-by-hop headers from an upstream response; the body is passed on untouched. */
-export function cleanResponse(res: Response): Response {
-  // In place when the headers are mutable (the HTTP/1.1 client's): a new Response would turn a
-  // bytes body into a stream and cost Deno.serve its fast path.
-  try {
-    stripHopByHop(res.headers);
-    return res;
-  } catch {
-    // immutable (a fetch Response): copy below
-  }
-  const h = new Headers(res.headers);
-  stripHopByHop(h);
-  const nullBody = res.status === 101 || res.status === 204 || res.status === 304;
-  return new Response(nullBody ? null : res.body, {
-    status: res.status,
-    statusText: res.statusText,
-    headers: h,
   });
 }

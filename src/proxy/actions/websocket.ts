@@ -176,7 +176,7 @@ export async function websocketAction(
     send: (u) =>
       ws.proxy(original, {
         url: u.url,
-        headers: u.headers,
+        headers: u.headers instanceof Headers ? u.headers : new Headers([...u.headers]),
         protocols,
         route: compiled.id,
         connectTimeout: u.timeouts.connect,

@@ -7,6 +7,7 @@ import type { PlaceholderValues } from "../../domain/placeholders.ts";
 import type { BodyRule, HeaderRules, JsonTemplate } from "../../domain/rules.ts";
 import type { ConditionInput } from "../../domain/conditions.ts";
 import type { Logger } from "../../ports.ts";
+import type { HeaderMap } from "../../domain/header_list.ts";
 import type { RequestContext } from "../context.ts";
 
 /** The compiled rules of one route (any may be absent). */
@@ -58,7 +59,7 @@ export function requestInput(ctx: RequestContext, headers: Headers): ConditionIn
 /** Applies header rules in place: remove, then set, then append. Unsafe values are skipped. */
 export function applyHeaderRules(
   rules: HeaderRules,
-  headers: Headers,
+  headers: HeaderMap,
   opts: { values: PlaceholderValues; logger: Logger; requestId: string },
 ): void {
   for (const name of rules.remove) headers.delete(name);

@@ -1,0 +1,125 @@
+// A lean header set for the headers Prox builds itself (the upstream request). The Fetch API's
+// `Headers` re-validates every value byte by byte and sorts on each iteration, which cost more
+// per proxied request than the whole route lookup; this list keeps names lowercase, values as
+// given, fields in insertion order (duplicates kept as separate fields), and checks only what
+// could break the wire format.
+
+/** The part of the `Headers` API the proxy uses; both `Headers` and `HeaderList` have it. */
+export interface HeaderMap extends Iterable<[string, string]> {
+  get(name: string): string | null;
+  has(name: string): boolean;
+  set(name: string, value: string): void;
+  append(name: string, value: string): void;
+  delete(name: string): void;
+  forEach(f: (value: string, name: string) => void): void;
+}
+
+// RFC 9110 §5.1 token characters for field names.
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+// A field value may hold HTAB, SP, visible ASCII and obs-text (0x80–0xFF); no CR, LF or NUL.
+const BAD_VALUE = /[^\t\x20-\x7e\x80-\xff]/;
+
+function checkName(name: string): string {
+  if (!TOKEN.test(name)) throw new TypeError(`Invalid header name "${name}"`);
+  return name.toLowerCase();
+}
+
+/** Trims leading and trailing SP/HTAB, as `Headers` does, and rejects unsendable characters. */
+function checkValue(value: string): string {
+  const n = value.length;
+  if (n > 0) {
+    const a = value.charCodeAt(0), z = value.charCodeAt(n - 1);
+    if (a === 32 || a === 9 || z === 32 || z === 9) value = value.replace(/^[ \t]+|[ \t]+$/g, "");
+  }
+  if (BAD_VALUE.test(value)) throw new TypeError("Invalid header value");
+  return value;
+}
+
+/** An ordered list of header fields with case-insensitive names. */
+export class HeaderList implements HeaderMap {
+  #names: string[] = [];
+  #values: string[] = [];
+
+  /** Copies `src`, skipping fields whose (lowercase) name is in `skip`. */
+  static from(src: Iterable<[string, string]>, skip?: ReadonlySet<string>): HeaderList {
+    const out = new HeaderList();
+    const names = out.#names, values = out.#values;
+    for (const [k, v] of src) {
+      // Names and values from Headers or another HeaderList are valid and lowercase already.
+      if (skip?.has(k)) continue;
+      names.push(k);
+      values.push(v);
+    }
+    return out;
+  }
+
+  get size(): number {
+    return this.#names.length;
+  }
+
+  get(name: string): string | null {
+    const n = name.toLowerCase();
+    let out: string | null = null;
+    const names = this.#names;
+    for (let i = 0; i < names.length; i++) {
+      if (names[i] === n) out = out === null ? this.#values[i] : out + ", " + this.#values[i];
+    }
+    return out;
+  }
+
+  has(name: string): boolean {
+    return this.#names.includes(name.toLowerCase());
+  }
+
+  set(name: string, value: string): void {
+    const n = checkName(name), v = checkValue(value);
+    const names = this.#names;
+    const i = names.indexOf(n);
+    if (i < 0) {
+      names.push(n);
+      this.#values.push(v);
+      return;
+    }
+    this.#values[i] = v;
+    this.#remove(n, i + 1);
+  }
+
+  append(name: string, value: string): void {
+    this.#names.push(checkName(name));
+    this.#values.push(checkValue(value));
+  }
+
+  delete(name: string): void {
+    this.#remove(name.toLowerCase(), 0);
+  }
+
+  #remove(n: string, from: number): void {
+    const names = this.#names, values = this.#values;
+    let w = from;
+    for (let r = from; r < names.length; r++) {
+      if (names[r] === n) continue;
+      names[w] = names[r];
+      values[w++] = values[r];
+    }
+    names.length = w;
+    values.length = w;
+  }
+
+  *[Symbol.iterator](): IterableIterator<[string, string]> {
+    const names = this.#names, values = this.#values;
+    for (let i = 0; i < names.length; i++) yield [names[i], values[i]];
+  }
+
+  /** Calls `f` for every field in order (cheaper than iterating). */
+  forEach(f: (value: string, name: string) => void): void {
+    const names = this.#names, values = this.#values;
+    for (let i = 0; i < names.length; i++) f(values[i], names[i]);
+  }
+
+  /** A Fetch `Headers` copy, for APIs that need one (fetch, WebSocket). */
+  toHeaders(): Headers {
+    const h = new Headers();
+    this.forEach((v, k) => h.append(k, v));
+    return h;
+  }
+}

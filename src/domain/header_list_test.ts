@@ -1,0 +1,58 @@
+import assert from "node:assert/strict";
+import { HeaderList } from "./header_list.ts";
+
+Deno.test("HeaderList keeps fields in order, names lowercase, duplicates as separate fields", () => {
+  const h = new HeaderList();
+  h.append("X-One", "1");
+  h.append("accept", "*/*");
+  h.append("x-one", "2");
+  assert.deepEqual([...h], [["x-one", "1"], ["accept", "*/*"], ["x-one", "2"]]);
+  assert.equal(h.get("X-ONE"), "1, 2");
+  assert.equal(h.get("missing"), null);
+  assert.equal(h.has("Accept"), true);
+  assert.equal(h.size, 3);
+});
+
+Deno.test("HeaderList.set replaces the first field in place and drops later duplicates", () => {
+  const h = HeaderList.from([["a", "1"], ["b", "2"], ["a", "3"], ["c", "4"]]);
+  h.set("A", "x");
+  assert.deepEqual([...h], [["a", "x"], ["b", "2"], ["c", "4"]]);
+  h.set("d", "5");
+  assert.deepEqual([...h].at(-1), ["d", "5"]);
+  h.delete("B");
+  assert.deepEqual([...h].map(([k]) => k), ["a", "c", "d"]);
+});
+
+Deno.test("HeaderList.from skips the names given", () => {
+  const src = new Headers({ connection: "close", te: "trailers", accept: "*/*" });
+  const h = HeaderList.from(src, new Set(["connection", "te"]));
+  assert.deepEqual([...h], [["accept", "*/*"]]);
+});
+
+Deno.test("HeaderList rejects what Headers rejects and trims values as Headers does", () => {
+  const h = new HeaderList();
+  assert.throws(() => h.set("bad name", "v"), TypeError);
+  assert.throws(() => h.set("", "v"), TypeError);
+  assert.throws(() => h.append("x", "a\r\nb"), TypeError);
+  assert.throws(() => h.append("x", "nul\0"), TypeError);
+  assert.throws(() => h.append("x", "snow \u2603"), TypeError);
+  h.set("x", " \tpadded value\t ");
+  assert.equal(h.get("x"), "padded value");
+  h.set("latin1", "caf\u00e9");
+  assert.equal(h.get("latin1"), "caf\u00e9");
+  // The same inputs through Headers, so the two stay in agreement.
+  const w = new Headers();
+  assert.throws(() => w.set("bad name", "v"), TypeError);
+  assert.throws(() => w.append("x", "a\r\nb"), TypeError);
+  w.set("x", " \tpadded value\t ");
+  assert.equal(w.get("x"), h.get("x"));
+});
+
+Deno.test("HeaderList converts to Headers and is accepted where HeadersInit is", () => {
+  const h = HeaderList.from([["a", "1"], ["set-cookie", "x=1"], ["set-cookie", "y=2"]]);
+  const w = h.toHeaders();
+  assert.equal(w.get("a"), "1");
+  assert.deepEqual(w.getSetCookie(), ["x=1", "y=2"]);
+  const r = new Request("http://example.test/", { headers: h });
+  assert.deepEqual(r.headers.getSetCookie(), ["x=1", "y=2"]);
+});
