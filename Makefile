@@ -11,7 +11,7 @@ TEST_FLAGS ?=
 
 # A small V8 young generation: proxied body chunks are freed by frequent cheap scavenges instead
 # of piling up until a major GC (1 GiB through Prox peaks at ~110 MiB RSS instead of ~170-200).
-V8_FLAGS := --v8-flags=--max-semi-space-size=2
+V8_FLAGS := --v8-flags=--expose-gc
 
 run: deno
 	$(DENO) run -A $(V8_FLAGS) mod.ts serve --config $(CONFIG)

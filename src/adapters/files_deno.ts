@@ -8,6 +8,7 @@
 // sync per call, eight calls per GET). File contents are read asynchronously. A root on a slow
 // network file system would stall the event loop during those calls.
 
+import { streamedBytes } from "./gc_hint.ts";
 import type { FileStat, FileStore } from "../ports.ts";
 
 /** Bytes read per chunk when streaming a file. */
@@ -95,6 +96,7 @@ function rangeStream(file: Deno.FsFile, start: number, end: number): ReadableStr
         return;
       }
       remaining -= n;
+      streamedBytes(n);
       controller.enqueue(n === buf.length ? buf : buf.subarray(0, n));
       if (remaining <= 0) {
         close();

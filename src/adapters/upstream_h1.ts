@@ -6,6 +6,7 @@
 import { ProxyError } from "../domain/errors.ts";
 import type { UpstreamRequest } from "../ports.ts";
 import { H1Connection } from "./upstream_h1_conn.ts";
+import { streamedBytes } from "./gc_hint.ts";
 import { encodeRequestHead, parseChunkSize, parseResponseHead } from "./upstream_h1_wire.ts";
 import type { ResponseHead } from "./upstream_h1_wire.ts";
 
@@ -198,6 +199,7 @@ async function readHead(
 /** Reads exactly `len` body bytes into one array. */
 async function readWhole(conn: H1Connection, len: number): Promise<Uint8Array<ArrayBuffer>> {
   const out = new Uint8Array(len);
+  streamedBytes(len);
   let got = Math.min(conn.end - conn.start, len);
   out.set(conn.buf.subarray(conn.start, conn.start + got));
   conn.start += got;
@@ -237,6 +239,7 @@ async function pumpBody(
       const chunk = r.value;
       if (chunk.byteLength === 0) continue;
       sent += chunk.byteLength;
+      streamedBytes(chunk.byteLength);
       if (o.chunked) {
         // One write per chunk: size line, data and CRLF together (no small-packet ping-pong).
         const size = encoder.encode(chunk.byteLength.toString(16) + "\r\n");
@@ -289,6 +292,7 @@ function bodyStream(
     const chunk = new Uint8Array(Math.min(max, READ_SIZE));
     const n = await conn.readInto(chunk);
     if (n === null) return null;
+    streamedBytes(n);
     return n < 4096 ? chunk.slice(0, n) : chunk.subarray(0, n);
   };
   const needLine = async (): Promise<number> => {
