@@ -256,13 +256,13 @@ async function main() {
           : `http://127.0.0.1:${p.port}${s.path}`,
         pid: s.tls ? p.tlsPid ?? p.pid : p.pid,
       });
-      // Warm-up (JIT, pools) for every proxy, then A B A B …
+      // Warm-up (JIT, pools; Prox needs a few seconds to settle) for every proxy, then A B A B …
       for (const name of s.proxies) {
         const t = target(procs[name]);
         await measure(s.tool, t.url, {
           ...t,
           core: LOAD_CORE,
-          seconds: 1,
+          seconds: 3,
           connections: Math.min(s.connections, 50),
         });
       }

@@ -210,6 +210,7 @@ export function createPromMetrics(
   reloads.inc({ result: "failure" }, 0);
   if (opts.processMetrics !== false) registerProcessMetrics(registry);
 
+  const connChild = childCache((v) => activeConnections.labels(v[0]));
   const reqChild = childCache((v) => requests.labels(v[0], v[1], v[2]));
   const durChild = childCache((v) => requestDuration.labels(v[0], v[1]));
   const beChild = childCache((v) => backendRequests.labels(v[0], v[1], v[2]));
@@ -297,11 +298,11 @@ export function createPromMetrics(
       ejections.inc({ backend });
     },
     connectionOpened(protocol) {
-      activeConnections.inc({ protocol });
+      connChild(protocol).inc();
       if (protocol === "websocket") wsTotal.inc();
     },
     connectionClosed(protocol) {
-      activeConnections.dec({ protocol });
+      connChild(protocol).dec();
     },
     websocketMessageTooBig(route) {
       wsTooBig.inc({ route });
