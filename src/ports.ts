@@ -82,12 +82,12 @@ export interface FileStat {
  */
 export interface FileStore {
   stat(root: string, relPath: string): Promise<FileStat | null>;
-  /** Opens [start, end] (inclusive) of a file as a stream. */
+  /** Bytes [start, end] (inclusive) of a file: a stream, or the bytes themselves when small. */
   open(
     root: string,
     relPath: string,
     range?: { start: number; end: number },
-  ): Promise<ReadableStream<Uint8Array> | null>;
+  ): Promise<ReadableStream<Uint8Array> | Uint8Array<ArrayBuffer> | null>;
 }
 
 /** Milliseconds since the epoch, and a monotonic clock for durations. */

@@ -23,7 +23,9 @@ async function tree(): Promise<{ base: string; root: string } & AsyncDisposable>
   };
 }
 
-async function read(s: ReadableStream<Uint8Array> | null): Promise<string | null> {
+async function read(
+  s: ReadableStream<Uint8Array> | Uint8Array<ArrayBuffer> | null,
+): Promise<string | null> {
   return s ? await new Response(s).text() : null;
 }
 
@@ -90,12 +92,27 @@ Deno.test("createDenoFileStore leaks no descriptor on stat, full reads or cancel
   for (let i = 0; i < 50; i++) await fs.stat(t.root, "big.bin");
   for (let i = 0; i < 10; i++) await read(await fs.open(t.root, "a.txt", { start: 1, end: 3 }));
   for (let i = 0; i < 10; i++) {
-    const s = (await fs.open(t.root, "big.bin"))!;
+    const s = (await fs.open(t.root, "big.bin")) as ReadableStream<Uint8Array>;
     const reader = s.getReader();
     await reader.read();
     await reader.cancel();
   }
   assert.equal(openFds(), before);
+});
+
+Deno.test("createDenoFileStore reads files up to 64 KiB whole and streams larger ones", async () => {
+  await using t = await tree();
+  const data = new Uint8Array(65_537).map((_, i) => (i * 13) & 0xff);
+  await Deno.writeFile(`${t.root}/edge.bin`, data);
+  const fs = createDenoFileStore();
+  const before = openFds();
+  const small = await fs.open(t.root, "edge.bin", { start: 1, end: 65_536 });
+  assert.ok(small instanceof Uint8Array, "64 KiB range read whole");
+  assert.deepEqual(small, data.subarray(1));
+  assert.equal(openFds(), before, "file closed after a whole read");
+  const whole = await fs.open(t.root, "edge.bin");
+  assert.ok(whole instanceof ReadableStream, "64 KiB + 1 streamed");
+  assert.deepEqual(new Uint8Array(await new Response(whole).arrayBuffer()), data);
 });
 
 Deno.test("createDenoFileStore sends only the announced bytes of a file that grew since stat", async () => {
