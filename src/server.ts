@@ -11,6 +11,7 @@ import { createHandler } from "./proxy/pipeline.ts";
 import { createWebSocketProxy } from "./adapters/websocket_deno.ts";
 import type { Listener } from "./adapters/http_serve.ts";
 import { createListenerSet, readTlsFiles, tlsPaths } from "./adapters/listener_set.ts";
+import { requestSeen, startMemoryReducer } from "./adapters/gc_hint.ts";
 import type { ListenerPlan } from "./adapters/listener_set.ts";
 import { watchFiles } from "./adapters/config_watch.ts";
 import type { FileWatch } from "./adapters/config_watch.ts";
@@ -261,6 +262,7 @@ export async function startServer(
     prom ? (sharedMetrics ? sharedMetrics.text() : prom.text()) : Promise.resolve("");
   // `/metrics` on the traffic port only when configured (the seed always exposed it there).
   const baseHandler: Handler = (req, info) => {
+    requestSeen();
     const m = config.metrics;
     if (
       m.on_main_listener && req.method === "GET" && req.url.includes(m.path) &&
@@ -278,6 +280,7 @@ export async function startServer(
   // Only one process can own the UDP port and the admin port: with workers, worker 0 does.
   const exclusive = opts.worker?.exclusive ?? true;
 
+  let stopReducer = () => {};
   let redirectStatus = config.http_redirect?.status_code ?? 308;
   const set = createListenerSet({ logger, drainMs: () => config.shutdown_timeout });
   // ACME: a stored certificate is there at once; without one HTTPS starts when it is issued.
@@ -383,6 +386,9 @@ export async function startServer(
   recordCertificate(firstPlans, config);
   await syncH3(config, mainPlan(firstPlans));
   started = true;
+  stopReducer = startMemoryReducer({
+    onReduce: (ms) => logger.debug("Memory-reducing GC after a burst", { ms: Math.round(ms) }),
+  });
   logger.info("Prox listening", {
     addr: `${set.listeners[0].hostname}:${set.listeners[0].port}`,
     tls: set.listeners[0].tls,
@@ -611,6 +617,7 @@ export async function startServer(
     await upstream.close();
     if (!opts.rateLimits) await rateLimits.close();
     await Promise.all([admin?.shutdown(), ...adminClosing]);
+    stopReducer();
     accessSink.flush();
     logger.info("Stopped", { reason });
   }

@@ -1,0 +1,46 @@
+// Memory after a burst: a real Prox process (run with --expose-gc, as shipped) returns the
+// garbage of a many-connection burst to the OS once traffic stops, instead of idling at its peak.
+import assert from "node:assert/strict";
+import { interopTest, run, startUpstream, waitFor } from "../_harness.ts";
+import { spawnProx } from "./_process.ts";
+
+const MiB = 1024 * 1024;
+
+interopTest(
+  "after a burst of 500 connections, an idle Prox runs one memory-reducing GC and RSS falls",
+  ["h2load"],
+  async () => {
+    const body = new Uint8Array(100);
+    await using up = await startUpstream(() => new Response(body));
+    await using prox = await spawnProx(
+      `listen_addr: "127.0.0.1:{PORT}"
+health_check: { enabled: false }
+log: { access_log: false }
+routes: { "/": { type: proxy, target: "${up.url}" } }
+`,
+      { env: { PROX_LOG_LEVEL: "debug" } },
+    );
+    const out = await run("h2load", [
+      "--h1",
+      "-n",
+      "30000",
+      "-c",
+      "500",
+      `http://127.0.0.1:${prox.port}/`,
+    ], { timeoutMs: 120_000 });
+    assert.match(out.stdout, /30000 succeeded/, out.stdout + out.stderr);
+    await waitFor(() => prox.output().includes("Memory-reducing GC after a burst"), {
+      what: "the memory-reducing GC once traffic stopped",
+    });
+    const { peak, rss } = prox.memory();
+    // deno-lint-ignore no-console
+    console.log(
+      `prox RSS: peak ${(peak / MiB).toFixed(1)} MiB, after the burst ${
+        (rss / MiB).toFixed(1)
+      } MiB`,
+    );
+    // deno-lint-ignore no-console
+    console.log(prox.output().split("\n").find((l) => l.includes("Memory-reducing")));
+    assert.ok(rss < 0.85 * peak, `RSS ${rss} after the burst, peak ${peak}`);
+  },
+);
