@@ -20,7 +20,7 @@ export interface UpstreamPoolOptions {
 /** Defaults, equal to the config schema's `upstream_pool` defaults. */
 export const DEFAULT_POOL_OPTIONS: UpstreamPoolOptions = {
   maxConnectionsPerUpstream: 256,
-  maxIdlePerUpstream: 64,
+  maxIdlePerUpstream: 256,
   idleTimeout: 60_000,
   queueLimit: 1024,
   queueTimeout: 5_000,

@@ -366,7 +366,7 @@ export const RateLimitStore = z.object({
 
 export const UpstreamPool = z.object({
   max_connections_per_upstream: z.int().positive().default(256),
-  max_idle_per_upstream: z.int().min(0).default(64),
+  max_idle_per_upstream: z.int().min(0).default(256),
   idle_timeout: Duration.prefault("60s"),
   queue_limit: z.int().min(0).default(1024),
   queue_timeout: Duration.prefault("5s"),
