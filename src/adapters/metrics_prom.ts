@@ -59,21 +59,34 @@ export function methodLabel(method: string): string {
   return METHODS.has(method) ? method : "OTHER";
 }
 
-/** A bounded cache of prom-client label children keyed by the joined label values. */
+/**
+ * A bounded cache of prom-client label children for up to three label values, in nested maps
+ * (no key string is built per observation).
+ */
 function childCache<T>(
-  make: (values: string[]) => T,
-): ((...values: string[]) => T) & { clear(): void } {
-  const cache = new Map<string, T>();
-  const get = (...values: string[]) => {
-    const key = values.join("\u0000");
-    let child = cache.get(key);
-    if (child === undefined) {
-      child = make(values);
-      if (cache.size < MAX_CHILDREN) cache.set(key, child);
-    }
+  make: (a: string, b: string, c: string) => T,
+): ((a: string, b?: string, c?: string) => T) & { clear(): void } {
+  let root = new Map<string, Map<string, Map<string, T>>>();
+  let size = 0;
+  const get = (a: string, b = "", c = "") => {
+    const hit = root.get(a)?.get(b)?.get(c);
+    if (hit !== undefined) return hit;
+    const child = make(a, b, c);
+    if (size >= MAX_CHILDREN) return child;
+    let m1 = root.get(a);
+    if (!m1) root.set(a, m1 = new Map());
+    let m2 = m1.get(b);
+    if (!m2) m1.set(b, m2 = new Map());
+    m2.set(c, child);
+    size++;
     return child;
   };
-  return Object.assign(get, { clear: () => cache.clear() });
+  return Object.assign(get, {
+    clear: () => {
+      root = new Map();
+      size = 0;
+    },
+  });
 }
 
 /** The parts of a prom-client metric that route pruning needs. */
@@ -210,11 +223,11 @@ export function createPromMetrics(
   reloads.inc({ result: "failure" }, 0);
   if (opts.processMetrics !== false) registerProcessMetrics(registry);
 
-  const connChild = childCache((v) => activeConnections.labels(v[0]));
-  const reqChild = childCache((v) => requests.labels(v[0], v[1], v[2]));
-  const durChild = childCache((v) => requestDuration.labels(v[0], v[1]));
-  const beChild = childCache((v) => backendRequests.labels(v[0], v[1], v[2]));
-  const beDurChild = childCache((v) => backendDuration.labels(v[0], v[1]));
+  const connChild = childCache((a) => activeConnections.labels(a));
+  const reqChild = childCache((a, b, c) => requests.labels(a, b, c));
+  const durChild = childCache((a, b) => requestDuration.labels(a, b));
+  const beChild = childCache((a, b, c) => backendRequests.labels(a, b, c));
+  const beDurChild = childCache((a, b) => backendDuration.labels(a, b));
   const knownBackends = new Set<string>();
   let runtime: RuntimeViews | null = null;
   new Gauge({
