@@ -349,3 +349,30 @@ export async function startFetchProxy(o: { core: string; backend: number }): Pro
   });
   return { name: "deno-fetch", pid: child.pid, port, [Symbol.asyncDispose]: stopper(child) };
 }
+
+/** Deno.serve answering by itself (no upstream): the ceiling for a proxy built on it. */
+export async function startServeAlone(o: { core: string }): Promise<Proc> {
+  const port = freePort();
+  const tlsPort = freePort();
+  const child = await spawn("Deno.serve alone", {
+    core: o.core,
+    cmd: [
+      Deno.execPath(),
+      "run",
+      "-A",
+      `${ROOT}/bench/serve_alone.ts`,
+      String(port),
+      String(tlsPort),
+      TLS.cert,
+      TLS.key,
+    ],
+    ports: [port, tlsPort],
+  });
+  return {
+    name: "deno-serve",
+    pid: child.pid,
+    port,
+    tlsPort,
+    [Symbol.asyncDispose]: stopper(child),
+  };
+}

@@ -1,6 +1,7 @@
 // deno-lint-ignore-file no-console
-// `make bench`: Prox side by side with nginx and haproxy (plus a fetch()-based Deno proxy, and
-// Deno.serve + Prox's upstream client alone to split the cost) in front of one nginx backend.
+// `make bench`: Prox side by side with nginx and haproxy (plus a fetch()-based Deno proxy,
+// Deno.serve + Prox's upstream client alone to split the cost, and Deno.serve answering by itself,
+// the ceiling of anything built on it) in front of one nginx backend.
 // Proxies run on core 0, load generator and backend on core 1; runs alternate proxies
 // (A B A B …) and report medians, CPU µs per request, RSS and ratios to nginx.
 // Env: BENCH_SECONDS (5), BENCH_RUNS (3), BENCH_ONLY (comma list of scenario names, and h3),
@@ -16,6 +17,7 @@ import {
   startHaproxy,
   startNginxProxy,
   startProx,
+  startServeAlone,
 } from "./procs.ts";
 import type { Proc } from "./procs.ts";
 
@@ -42,7 +44,7 @@ const SCENARIOS: Scenario[] = [
     tool: "wrk",
     path: "/100b",
     connections: 50,
-    proxies: ["prox", "nginx", "haproxy", "deno-fetch", "deno-h1client"],
+    proxies: ["prox", "nginx", "haproxy", "deno-fetch", "deno-h1client", "deno-serve"],
     runs: RUNS,
     seconds: SECONDS,
   },
@@ -60,7 +62,7 @@ const SCENARIOS: Scenario[] = [
     tool: "h2load",
     path: "/100b",
     connections: 10,
-    proxies: ["prox", "nginx", "haproxy"],
+    proxies: ["prox", "nginx", "haproxy", "deno-serve"],
     runs: RUNS,
     seconds: SECONDS,
     tls: true,
@@ -166,6 +168,15 @@ function targets(rows: Row[]): string[] {
   if (p && f) {
     check("vs fetch() proxy", p.rps / f.rps >= 2.5, `${f2(p.rps / f.rps)}× (target 2.5×)`);
   }
+  for (const s of ["h1-100b", "h2-tls-100b"]) {
+    const n = get(s, "nginx"), alone = get(s, "deno-serve"), client = get(s, "deno-h1client");
+    if (!n || !alone) continue;
+    lines.push(
+      `- note ${s}: Deno.serve answering by itself reaches ${f2(alone.rps / n.rps)}× nginx` +
+        (client ? `, Deno.serve + Prox's upstream client alone ${f2(client.rps / n.rps)}×` : "") +
+        ": no proxy built on them can go faster",
+    );
+  }
   const o = rows.find((r) => r.scenario === "overload-1000c" && r.proxy === "prox");
   if (o) {
     check(
@@ -242,6 +253,8 @@ async function main() {
         ? await startHaproxy(dir, o)
         : name === "deno-fetch"
         ? await startFetchProxy(o)
+        : name === "deno-serve"
+        ? await startServeAlone(o)
         : await startClientProxy(o);
       started.push(p);
       procs[name] = p;
