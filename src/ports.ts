@@ -15,7 +15,25 @@ export interface ClientInfo {
   localPort: number;
   protocol: Protocol;
   tls: boolean;
+  /**
+   * Resolves once the response, body included, has been delivered to the client; rejects when
+   * it could not be (the client went away). Absent where the listener cannot tell.
+   */
+  completed?: Promise<void>;
 }
+
+/**
+ * An upstream client may put a live counter on a streamed Response under this key (for the
+ * access log; a Content-Length covers the other bodies).
+ */
+export const BODY_BYTES: unique symbol = Symbol("prox.bodyBytes");
+/** Body bytes passed on so far, and whether the body was read to its end (not cancelled). */
+export interface BodyCounter {
+  bytes: number;
+  ended: boolean;
+}
+/** A Response that may carry a `BODY_BYTES` counter. */
+export type CountedResponse = Response & { [BODY_BYTES]?: BodyCounter };
 
 /** One handler for every protocol: HTTP/1.1, HTTP/2 and HTTP/3 all call it. */
 export type Handler = (req: Request, info: ClientInfo) => Promise<Response>;
@@ -117,9 +135,14 @@ export interface AccessRecord {
   host: string;
   path: string;
   status: number;
+  /** Request body bytes (its Content-Length; 0 for a chunked upload). */
   bytesIn: number;
+  /** Response body bytes delivered (counted for streamed bodies). */
   bytesOut: number;
+  /** From the request's arrival until the response was delivered (or failed). */
   durationMs: number;
+  /** Set when the client went away before the whole response was delivered. */
+  incomplete?: true;
   route: string | null;
   upstream: string | null;
   upstreamStatus: number | null;

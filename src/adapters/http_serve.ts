@@ -49,6 +49,7 @@ export function listen(
       localPort,
       protocol: "http/1.1",
       tls,
+      completed: info.completed,
     };
     const m = opts.metrics;
     if (m) {

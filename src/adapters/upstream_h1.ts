@@ -4,7 +4,8 @@
 // The connection is released exactly once, reusable only when both bodies ended cleanly.
 
 import { ProxyError } from "../domain/errors.ts";
-import type { UpstreamRequest } from "../ports.ts";
+import { BODY_BYTES } from "../ports.ts";
+import type { BodyCounter, CountedResponse, UpstreamRequest } from "../ports.ts";
 import { H1Connection } from "./upstream_h1_conn.ts";
 import { streamedBytes } from "./gc_hint.ts";
 import { encodeRequestHead, parseChunkSize, parseResponseHead } from "./upstream_h1_wire.ts";
@@ -124,7 +125,10 @@ export async function exchange(
     part(true);
     return respond(res, bytes);
   }
-  return respond(res, bodyStream(conn, res, part));
+  const counter: BodyCounter = { bytes: 0, ended: false };
+  const out: CountedResponse = respond(res, bodyStream(conn, res, part, counter));
+  out[BODY_BYTES] = counter;
+  return out;
 }
 
 /** Builds the Response; a reason phrase the Fetch API rejects is dropped. */
@@ -272,6 +276,7 @@ function bodyStream(
   conn: H1Connection,
   head: ResponseHead,
   part: (ok: boolean) => void,
+  counter: BodyCounter,
 ): ReadableStream<Uint8Array> {
   let remaining = head.framing === "length" ? head.contentLength : 0;
   // chunked state: 0 size line, 1 data, 2 CRLF after data, 3 trailers
@@ -345,9 +350,13 @@ function bodyStream(
       try {
         const chunk = await next();
         if (chunk === null) {
+          counter.ended = true;
           ctl.close();
           finish(head.framing !== "close");
-        } else ctl.enqueue(chunk);
+        } else {
+          counter.bytes += chunk.byteLength;
+          ctl.enqueue(chunk);
+        }
       } catch (err) {
         conn.fail(null);
         finish(false);

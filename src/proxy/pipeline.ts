@@ -12,7 +12,8 @@
 import { ProxyError, toProxyError } from "../domain/errors.ts";
 import { isTrusted, resolveClientIp } from "../domain/headers.ts";
 import { normalizePath, rawQuery } from "../domain/rewrite.ts";
-import type { ClientInfo, Handler } from "../ports.ts";
+import { BODY_BYTES } from "../ports.ts";
+import type { ClientInfo, CountedResponse, Handler } from "../ports.ts";
 import type { PipelineDeps, RequestContext } from "./context.ts";
 import { errorResponse } from "./respond.ts";
 import { proxyAction } from "./actions/proxy.ts";
@@ -181,8 +182,11 @@ function record(ctx: RequestContext, deps: PipelineDeps, res: Response): void {
   const routeLabel = ctx.route?.id ?? "(none)";
   const status = ctx.loggedStatus ?? res.status;
   deps.metrics.request(routeLabel, ctx.req.method, status, seconds);
-  if (!deps.access) return;
-  deps.access({
+  const access = deps.access;
+  if (!access) return;
+  const declared = res.headers.get("content-length");
+  const counted = (res as CountedResponse)[BODY_BYTES];
+  const base = {
     time: ctx.startWall,
     requestId: ctx.requestId,
     clientIp: ctx.clientIp,
@@ -191,8 +195,6 @@ function record(ctx: RequestContext, deps: PipelineDeps, res: Response): void {
     path: ctx.path,
     status,
     bytesIn: Number(ctx.req.headers.get("content-length") ?? 0),
-    bytesOut: Number(res.headers.get("content-length") ?? 0),
-    durationMs: seconds * 1000,
     route: ctx.route?.id ?? null,
     upstream: ctx.upstream,
     upstreamStatus: ctx.upstreamStatus,
@@ -202,5 +204,20 @@ function record(ctx: RequestContext, deps: PipelineDeps, res: Response): void {
     retries: ctx.retries,
     userAgent: ctx.req.headers.get("user-agent"),
     referer: ctx.req.headers.get("referer"),
-  });
+  };
+  const write = (sent: boolean) => {
+    // Deno.serve may report a body the client abandoned as sent; the counter knows better.
+    const delivered = sent && (counted?.ended ?? true);
+    access({
+      ...base,
+      bytesOut: delivered && declared !== null ? Number(declared) : counted?.bytes ?? 0,
+      durationMs: deps.clock.monotonic() - ctx.start,
+      ...(delivered ? {} : { incomplete: true as const }),
+    });
+  };
+  // Written once the response is delivered (size and duration then known); a 101 hands the
+  // connection over, so it is written at once.
+  const done = ctx.info.completed;
+  if (!done || res.status === 101) write(true);
+  else done.then(() => write(true), () => write(false));
 }

@@ -182,7 +182,8 @@ Deno.test("access log: one record per request with request id, route, upstream a
     await res.text();
     const miss = await fetch(`http://127.0.0.1:${p.port}/nope`);
     const missBody = await miss.text();
-    assert.equal(lines.length, 2);
+    // Records are written once each response has been delivered.
+    await waitFor(() => lines.length === 2, { what: "two access records" });
     const [a, b] = lines;
     assert.match(String(a.requestId), /^[\w.:@-]{8,}$/);
     assert.equal(a.method, "GET");
@@ -198,6 +199,53 @@ Deno.test("access log: one record per request with request id, route, upstream a
     assert.equal(b.route, null);
     assert.notEqual(a.requestId, b.requestId);
     assert.ok(missBody.includes(String(b.requestId)), missBody);
+  }, logger);
+});
+
+Deno.test("access log: a streamed body is counted and timed to its end; a client that leaves is marked", async () => {
+  const tick = 150;
+  await using up = await startUpstream((req) => {
+    const n = new URL(req.url).pathname === "/api/long" ? 50 : 3;
+    let i = 0;
+    // Chunked (no Content-Length): 3 chunks of 1,000 bytes, one every `tick` ms.
+    return new Response(
+      new ReadableStream<Uint8Array>({
+        async pull(ctl) {
+          if (i++ === n) return ctl.close();
+          await new Promise((r) => setTimeout(r, tick));
+          ctl.enqueue(new Uint8Array(1000));
+        },
+      }),
+    );
+  });
+  const lines: Record<string, unknown>[] = [];
+  const logger: Logger = { ...silentLogger, info: (msg, f) => msg === "access" && lines.push(f!) };
+  await withProx(configYaml(up.url), async (p) => {
+    const res = await fetch(`http://127.0.0.1:${p.port}/api/stream`);
+    assert.equal(res.headers.get("content-length"), null);
+    assert.equal((await res.arrayBuffer()).byteLength, 3000);
+    const done = await waitFor(() => lines.find((l) => l.path === "/api/stream"), {
+      what: "the access record of the streamed response",
+    });
+    assert.equal(done.bytesOut, 3000);
+    assert.ok(Number(done.durationMs) >= 3 * tick - 20, `durationMs ${done.durationMs}`);
+    assert.ok(Number(done.upstreamMs) < Number(done.durationMs), "head came before the body");
+    assert.equal(done.incomplete, undefined);
+
+    // The client reads two chunks of fifty and leaves.
+    const ac = new AbortController();
+    const long = await fetch(`http://127.0.0.1:${p.port}/api/long`, { signal: ac.signal });
+    const reader = long.body!.getReader();
+    let got = 0;
+    while (got < 2000) got += (await reader.read()).value!.byteLength;
+    ac.abort();
+    await reader.cancel().catch(() => {});
+    const cut = await waitFor(() => lines.find((l) => l.path === "/api/long"), {
+      timeoutMs: 20 * tick,
+      what: "the access record of the abandoned response",
+    });
+    assert.equal(cut.incomplete, true);
+    assert.ok(Number(cut.bytesOut) >= 2000 && Number(cut.bytesOut) < 50_000, `${cut.bytesOut}`);
   }, logger);
 });
 
