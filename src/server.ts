@@ -248,6 +248,7 @@ export async function startServer(
     // No 503 while draining: Deno.serve's graceful shutdown stops accepting and closes idle
     // keep-alive connections, so a request that still arrives is served normally.
     access: (rec: AccessRecord) => accessLog?.(rec),
+    accessEnabled: () => accessLog !== undefined,
     upstreams,
     websocket: websockets,
   });

@@ -58,6 +58,8 @@ export interface PipelineDeps {
   rateLimits?: RateLimitStore;
   /** Receives one record per request (access log). */
   access?: (rec: AccessRecord) => void;
+  /** False while access logging is off (no record is built then); default true. */
+  accessEnabled?: () => boolean;
   /** True once shutdown has begun. */
   draining?: () => boolean;
   /** Proxies WebSocket upgrades; without it upgrades are answered 501. */

@@ -183,7 +183,7 @@ function record(ctx: RequestContext, deps: PipelineDeps, res: Response): void {
   const status = ctx.loggedStatus ?? res.status;
   deps.metrics.request(routeLabel, ctx.req.method, status, seconds);
   const access = deps.access;
-  if (!access) return;
+  if (!access || deps.accessEnabled?.() === false) return;
   const declared = res.headers.get("content-length");
   const counted = (res as CountedResponse)[BODY_BYTES];
   const base = {
@@ -205,13 +205,16 @@ function record(ctx: RequestContext, deps: PipelineDeps, res: Response): void {
     userAgent: ctx.req.headers.get("user-agent"),
     referer: ctx.req.headers.get("referer"),
   };
+  // The closure keeps only what it needs (not ctx, which holds the whole request).
+  const { clock } = deps;
+  const start = ctx.start;
   const write = (sent: boolean) => {
     // Deno.serve may report a body the client abandoned as sent; the counter knows better.
     const delivered = sent && (counted?.ended ?? true);
     access({
       ...base,
       bytesOut: delivered && declared !== null ? Number(declared) : counted?.bytes ?? 0,
-      durationMs: deps.clock.monotonic() - ctx.start,
+      durationMs: clock.monotonic() - start,
       ...(delivered ? {} : { incomplete: true as const }),
     });
   };
