@@ -28,9 +28,6 @@ const gc = (globalThis as { gc?: GcFn }).gc;
 let streamed = 0;
 let requests = 0;
 
-/** True when hints reach V8 (the process has `--expose-gc`). */
-export const gcHintsActive = gc !== undefined;
-
 /** Counts `bytes` of body data that passed through; may request a minor GC. */
 export function streamedBytes(bytes: number): void {
   if (gc === undefined) return;

@@ -184,7 +184,9 @@ function record(ctx: RequestContext, deps: PipelineDeps, res: Response): void {
   deps.metrics.request(routeLabel, ctx.req.method, status, seconds);
   const access = deps.access;
   if (!access || deps.accessEnabled?.() === false) return;
-  const declared = res.headers.get("content-length");
+  // HEAD, 204 and 304 carry no body, whatever Content-Length says.
+  const noBody = ctx.req.method === "HEAD" || res.status === 204 || res.status === 304;
+  const declared = noBody ? "0" : res.headers.get("content-length");
   const counted = (res as CountedResponse)[BODY_BYTES];
   const base = {
     time: ctx.startWall,

@@ -182,9 +182,15 @@ Deno.test("access log: one record per request with request id, route, upstream a
     await res.text();
     const miss = await fetch(`http://127.0.0.1:${p.port}/nope`);
     const missBody = await miss.text();
+    const head = await fetch(`http://127.0.0.1:${p.port}/api/h`, { method: "HEAD" });
+    await head.body?.cancel();
+    assert.equal(head.headers.get("content-length"), "5");
     // Records are written once each response has been delivered.
-    await waitFor(() => lines.length === 2, { what: "two access records" });
-    const [a, b] = lines;
+    await waitFor(() => lines.length === 3, { what: "three access records" });
+    assert.equal(lines.find((l) => l.method === "HEAD")?.bytesOut, 0);
+    assert.equal(lines.find((l) => l.path === "/api/x")?.bytesOut, 5);
+    const a = lines.find((l) => l.path === "/api/x")!;
+    const b = lines.find((l) => l.path === "/nope")!;
     assert.match(String(a.requestId), /^[\w.:@-]{8,}$/);
     assert.equal(a.method, "GET");
     assert.equal(a.path, "/api/x");

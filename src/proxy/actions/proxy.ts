@@ -1,5 +1,6 @@
 // The `proxy` and `load_balance` actions: build the upstream request (URL, headers, streamed
-// body with a size cap), hand it to forward(), and clean the response head.
+// body with a size cap) and hand it to forward(). The response head comes back without
+// hop-by-hop fields: the upstream client drops them (see UpstreamClient in ports.ts).
 
 import { BROWSER_HEADERS, setForwardingHeaders, withoutHopByHop } from "../../domain/headers.ts";
 import { upstreamUrl } from "../../domain/rewrite.ts";
