@@ -18,72 +18,13 @@ import { connectSupervisor, whenSupervisorGone, workerRole } from "./src/adapter
 import type { WorkerRole } from "./src/adapters/worker_link.ts";
 import { createWorkerMetrics } from "./src/adapters/worker_metrics.ts";
 import { workersIssues } from "./src/config/workers_rules.ts";
+import { COMMAND_HELP, HELP, VERSION, WELCOME_CONFIG, WELCOME_HTML } from "./src/cli_text.ts";
 
+export { VERSION } from "./src/cli_text.ts";
 export { startServer } from "./src/server.ts";
 export type { ProxServer } from "./src/server.ts";
 export { parseConfig } from "./src/config/parse.ts";
 export { createHandler } from "./src/proxy/pipeline.ts";
-
-/** The version printed by `prox --version`. */
-export const VERSION = "0.1.0";
-
-const HELP = `prox ${VERSION}: a reverse proxy for HTTP/1.1, HTTP/2, HTTP/3 and WebSocket
-
-Usage:
-  prox [serve] [-c FILE] [--workers N] [--pid-file F [--takeover]] [--no-watch]
-                                         serve with FILE (default: config.yaml)
-  prox validate [-c FILE] [--format text|json]
-                                         check a config and explain every problem
-  prox schema                            print the config's JSON Schema (for editors)
-  prox help [COMMAND]                    show help
-  prox --version
-
-Options:
-  -c, --config FILE    config file (default: config.yaml; with no such file, serve runs an
-                       embedded welcome config on 127.0.0.1:3000)
-      --format FMT     validate output: text (default) or json
-      --log-level LVL  debug | info | warn | error (or env PROX_LOG_LEVEL)
-      --pid-file F     serve: write the process id to F (removed on exit)
-      --takeover       serve: once listening, tell the Prox named in --pid-file to drain and
-                       exit (zero-downtime upgrade; both share the port with SO_REUSEPORT)
-      --no-watch       serve: do not reload when the config or TLS files change
-      --workers N      serve: N worker processes sharing the port (overrides workers:)
-  -h, --help           show help
-  -V, --version        show the version
-
-Exit codes: 0 valid / clean shutdown, 1 invalid config or startup failure, 2 usage error.`;
-
-const COMMAND_HELP: Record<string, string> = {
-  serve: `Usage: prox serve [-c FILE] [--workers N] [--pid-file FILE [--takeover]] [--no-watch]
-
-Serves traffic as configured in FILE (default config.yaml).
-
-Reload:   saving FILE (or the TLS certificate/key it names) reloads it; so does SIGHUP. A
-          config with errors is rejected with its located issues and the running one stays.
-Shutdown: SIGTERM or SIGINT stops accepting, lets in-flight requests finish for up to
-          shutdown_timeout (default 30s), then exits 0. A second signal forces exit (code 1).
-Upgrade:  start the new binary with --takeover --pid-file F: it binds the same port
-          (SO_REUSEPORT), and once it is listening it sends SIGUSR2 to the process in F,
-          which drains and exits. SIGUSR2 sent by hand does the same (SIGUSR1,
-          the Rust Prox's "restart", drains and exits too).
-Workers:  with workers: N > 1 (or --workers N) this process supervises N worker processes
-          sharing the port; signals go to it and it forwards them. Worker 0 alone runs the
-          admin listener and HTTP/3. A worker that dies is restarted.
-
-Options:
-  --pid-file FILE   write the process id to FILE; removed on exit if still ours
-  --takeover        replace the Prox whose id is in --pid-file once this one is listening
-  --no-watch        do not watch the config and TLS files
-  --workers N       worker processes (1-64; overrides the config's workers)`,
-  validate: `Usage: prox validate [-c FILE] [--format text|json]
-
-Checks FILE (default config.yaml) and prints every problem with file:line:col, the key path,
-what is wrong and how to fix it. Exit 0 when valid, 1 when not.`,
-  schema: `Usage: prox schema
-
-Prints a JSON Schema of the config. Point the YAML language server at it for completion:
-  # yaml-language-server: $schema=./prox.schema.json`,
-};
 
 const COMMANDS = ["serve", "validate", "schema", "help"];
 
@@ -257,22 +198,6 @@ function printIssues(issues: ConfigIssue[]): void {
 function plural(n: number, word: string): string {
   return `${n} ${word}${n === 1 ? "" : "s"}`;
 }
-
-const WELCOME_CONFIG = (root: string) =>
-  `listen_addr: "127.0.0.1:3000"
-health_check:
-  enabled: false
-routes:
-  "/":
-    type: static
-    root: ${JSON.stringify(root)}
-`;
-
-const WELCOME_HTML = `<!doctype html><html><head><meta charset="utf-8"><title>Prox</title></head>
-<body><h1>Prox is running</h1><p>No config.yaml was found, so Prox serves this page from its
-embedded default config. Write a config.yaml and run <code>prox validate</code>, then
-<code>prox serve</code>.</p></body></html>
-`;
 
 async function embeddedSource(): Promise<ConfigSource> {
   let root = new URL("./static", import.meta.url).pathname;
