@@ -368,6 +368,36 @@ Deno.test("startH3Listener never lets a failed response body look complete", asy
   );
 });
 
+Deno.test("startH3Listener settles ClientInfo.completed: delivered resolves, a failed body rejects", async () => {
+  const settled: Record<string, Promise<string>> = {};
+  await withListener((req, info) => {
+    const path = new URL(req.url).pathname;
+    assert.ok(info.completed, "completed is set per request");
+    settled[path] = info.completed.then(() => "delivered", () => "failed");
+    if (path === "/ok") return Promise.resolve(new Response("x".repeat(5000)));
+    return Promise.resolve(
+      new Response(
+        new ReadableStream({
+          start(ctl) {
+            ctl.enqueue(new Uint8Array(1000));
+          },
+          pull(ctl) {
+            ctl.error(new Error("upstream reset"));
+          },
+        }),
+        { headers: { "content-length": "5000" } },
+      ),
+    );
+  }, async (l) => {
+    await using c = await client(l.port);
+    assert.equal((await c.request("/ok")).body.length, 5000);
+    assert.equal(await settled["/ok"], "delivered");
+    await using c2 = await client(l.port);
+    await c2.request("/bad").catch(() => {});
+    assert.equal(await settled["/bad"], "failed");
+  });
+});
+
 Deno.test("startH3Listener sends the more urgent response first (RFC 9218 priority)", async () => {
   const sizes: Record<string, number> = { "/low": 4 * 1024 * 1024, "/high": 16 * 1024 * 1024 };
   await withListener(

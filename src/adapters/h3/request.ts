@@ -181,14 +181,26 @@ export async function serveRequest(
     const body = hasBody ? bodyStream(r, ctx, head.contentLength, fail) : null;
     const req = toRequest(head, body, signal);
     if (!hasBody) drainRest(r, fail);
+    // Settles once the response is written in full (or not): the access log waits for it.
+    const completed = Promise.withResolvers<void>();
+    completed.promise.catch(() => {});
     let res: Response;
     try {
-      res = await ctx.handler(req, ctx.info);
+      res = await ctx.handler(req, { ...ctx.info, completed: completed.promise });
     } catch (err) {
       ctx.logger.error("HTTP/3 handler failed", { error: String(err) });
       res = new Response("Internal Server Error\n", { status: 500 });
     }
-    await writeResponse(writer, res, { method, ctx, onClientGone: () => abort.abort() });
+    const sent = await writeResponse(writer, res, {
+      method,
+      ctx,
+      onClientGone: () => abort.abort(),
+    }).catch((err) => {
+      completed.reject(err);
+      throw err;
+    });
+    if (sent) completed.resolve();
+    else completed.reject(new Error("HTTP/3 response not delivered"));
     // Whatever request body the handler left unread is not wanted: STOP_SENDING (§4.1.1).
     await r.cancel();
   } catch (err) {
@@ -273,7 +285,7 @@ async function writeResponse(
   writer: WritableStreamDefaultWriter<Uint8Array>,
   res: Response,
   opts: { method: string; ctx: RequestContext; onClientGone: () => void },
-): Promise<void> {
+): Promise<boolean> {
   const fields = responseFields(res.status, res.headers);
   const noBody = responseHasNoBody(opts.method, res.status);
   const head = encodeFrame(FrameType.HEADERS, encodeFieldSection(fields));
@@ -282,10 +294,11 @@ async function writeResponse(
     try {
       await writer.write(head);
       await writer.close();
+      return true;
     } catch {
       opts.onClientGone();
+      return false;
     }
-    return;
   }
   const reader = res.body.getReader();
   let pending: Uint8Array | null = head;
@@ -300,7 +313,7 @@ async function writeResponse(
         if (res.headers.has("content-length")) await writer.abort().catch(() => {});
         else opts.ctx.closeConnection(H3Error.INTERNAL_ERROR, "Response body failed");
         opts.ctx.logger.warn("HTTP/3 response body failed midway", { error: String(err) });
-        return;
+        return false;
       }
       if (done) break;
       if (!chunk || chunk.length === 0) continue;
@@ -326,9 +339,11 @@ async function writeResponse(
     }
     if (pending) await writer.write(pending);
     await writer.close();
+    return true;
   } catch {
     // The client stopped reading (STOP_SENDING) or the connection is gone: release upstream.
     opts.onClientGone();
     await reader.cancel().catch(() => {});
+    return false;
   }
 }
