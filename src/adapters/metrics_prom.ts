@@ -6,8 +6,9 @@
 // standard set become "OTHER", statuses are numbers. Label children are cached (bounded) so an
 // observation costs a Map lookup rather than prom-client's label hashing.
 
-import { Counter, Gauge, Histogram, Registry } from "prom-client";
+import { Counter, Gauge, Registry } from "prom-client";
 import type { Metrics, Protocol } from "../ports.ts";
+import { HotCounter, HotHistogram } from "./metrics_hot.ts";
 import { registerProcessMetrics } from "./metrics_process.ts";
 
 /** The Metrics port plus what the admin listener needs to expose it. */
@@ -115,33 +116,42 @@ export function createPromMetrics(
 ): PromMetrics {
   const registry = new Registry();
   const registers = [registry];
+  const hot = <T extends HotCounter | HotHistogram>(m: T): T => {
+    registry.registerMetric(m as unknown as Parameters<Registry["registerMetric"]>[0]);
+    return m;
+  };
 
-  const requests = new Counter({
-    name: "prox_requests_total",
-    help: "Requests answered by Prox, by route id (the route key, never the raw path)",
-    labelNames: ["route", "method", "status"] as const,
-    registers,
-  });
-  const requestDuration = new Histogram({
-    name: "prox_request_duration_seconds",
-    help: "Time from receiving a request to sending the response head, by route id",
-    labelNames: ["route", "method"] as const,
-    buckets: LATENCY_BUCKETS,
-    registers,
-  });
-  const backendRequests = new Counter({
-    name: "prox_backend_requests_total",
-    help: "Requests sent to upstream targets; status 599 means no response (transport error)",
-    labelNames: ["backend", "route", "status"] as const,
-    registers,
-  });
-  const backendDuration = new Histogram({
-    name: "prox_backend_request_duration_seconds",
-    help: "Time from sending a request upstream until its response head (or failure)",
-    labelNames: ["backend", "route"] as const,
-    buckets: LATENCY_BUCKETS,
-    registers,
-  });
+  // The four metrics every request touches are HotCounter/HotHistogram (metrics_hot.ts).
+  const requests = hot(
+    new HotCounter({
+      name: "prox_requests_total",
+      help: "Requests answered by Prox, by route id (the route key, never the raw path)",
+      labelNames: ["route", "method", "status"],
+    }),
+  );
+  const requestDuration = hot(
+    new HotHistogram({
+      name: "prox_request_duration_seconds",
+      help: "Time from receiving a request to sending the response head, by route id",
+      labelNames: ["route", "method"],
+      buckets: LATENCY_BUCKETS,
+    }),
+  );
+  const backendRequests = hot(
+    new HotCounter({
+      name: "prox_backend_requests_total",
+      help: "Requests sent to upstream targets; status 599 means no response (transport error)",
+      labelNames: ["backend", "route", "status"],
+    }),
+  );
+  const backendDuration = hot(
+    new HotHistogram({
+      name: "prox_backend_request_duration_seconds",
+      help: "Time from sending a request upstream until its response head (or failure)",
+      labelNames: ["backend", "route"],
+      buckets: LATENCY_BUCKETS,
+    }),
+  );
   const backendHealth = new Gauge({
     name: "prox_backend_health_status",
     help: "1 when the upstream target is considered healthy, 0 when down or ejected",
@@ -224,10 +234,6 @@ export function createPromMetrics(
   if (opts.processMetrics !== false) registerProcessMetrics(registry);
 
   const connChild = childCache((a) => activeConnections.labels(a));
-  const reqChild = childCache((a, b, c) => requests.labels(a, b, c));
-  const durChild = childCache((a, b) => requestDuration.labels(a, b));
-  const beChild = childCache((a, b, c) => backendRequests.labels(a, b, c));
-  const beDurChild = childCache((a, b) => backendDuration.labels(a, b));
   const knownBackends = new Set<string>();
   let runtime: RuntimeViews | null = null;
   new Gauge({
@@ -262,12 +268,12 @@ export function createPromMetrics(
     },
     request(route, method, status, seconds) {
       const m = methodLabel(method);
-      reqChild(route, m, String(status)).inc();
-      durChild(route, m).observe(seconds);
+      requests.cell(route, m, String(status)).value++;
+      requestDuration.observe(requestDuration.cell(route, m), seconds);
     },
     backendRequest(backend, route, status, seconds) {
-      beChild(backend, route, String(status)).inc();
-      beDurChild(backend, route).observe(seconds);
+      backendRequests.cell(backend, route, String(status)).value++;
+      backendDuration.observe(backendDuration.cell(backend, route), seconds);
     },
     backendHealth(backend, healthy) {
       knownBackends.add(backend);
@@ -275,7 +281,6 @@ export function createPromMetrics(
     },
     routesConfigured(routes) {
       const keep = new Set([...routes, NO_ROUTE]);
-      for (const c of [reqChild, durChild, beChild, beDurChild]) c.clear();
       const metrics = [
         requests,
         requestDuration,
