@@ -49,7 +49,7 @@ export async function forward(
   const route = ctx.route!;
   const pool = poolOf(route, ctx.snapshot.config);
   const reg = registryOf(deps);
-  reg.countRequest(route.id);
+  reg.countRequest(route.id, ctx.start);
   const tried = new Set<number>();
   const key = hashKey(ctx, pool);
   const random = deps.random ?? Math.random;
@@ -57,7 +57,8 @@ export async function forward(
   let lastErr: ProxyError | undefined;
 
   for (let attempt = 0;; attempt++) {
-    const pick = choose(pool, reg, { tried, key, random });
+    const now = attempt === 0 ? ctx.start : deps.clock.monotonic();
+    const pick = choose(pool, reg, { tried, key, random, now });
     if (pick === undefined) {
       // A retry with nowhere left to go reports what went wrong, not "no healthy upstream".
       if (lastErr) throw lastErr;
@@ -153,7 +154,8 @@ async function sendOnce(
   } catch (err) {
     state.inFlight--;
     unlink();
-    const ms = deps.clock.monotonic() - t0;
+    const end = deps.clock.monotonic();
+    const ms = end - t0;
     ctx.upstreamMs = ms;
     deps.metrics.backendRequest(id, ctx.route!.id, 599, ms / 1000);
     const e = timedOut
@@ -167,20 +169,22 @@ async function sendOnce(
       )
       : toProxyError(err, id);
     if (TARGET_FAULTS.has(e.kind) && pool.passive.enabled) {
-      reg.outcome(id, false, { pool: pool.ids, policy: pool.passive, reason: e.message });
+      reg.outcome(id, false, { pool: pool.ids, policy: pool.passive, reason: e.message, at: end });
     }
     throw e;
   } finally {
     clearTimeout(timer);
   }
-  const ms = deps.clock.monotonic() - t0;
+  const end = deps.clock.monotonic();
+  const ms = end - t0;
   ctx.upstreamStatus = res.status;
   ctx.upstreamMs = ms;
-  reg.observe(id, ms);
+  reg.observe(id, ms, end);
   deps.metrics.backendRequest(id, ctx.route!.id, res.status, ms / 1000);
   if (pool.passive.enabled) {
     const bad = pool.failStatus?.(res.status) ?? false;
-    reg.outcome(id, !bad, { pool: pool.ids, policy: pool.passive, reason: `status ${res.status}` });
+    const reason = `status ${res.status}`;
+    reg.outcome(id, !bad, { pool: pool.ids, policy: pool.passive, reason, at: end });
   }
   if (!pool.trackBody || !res.body) {
     state.inFlight--;
@@ -197,11 +201,16 @@ async function sendOnce(
 function choose(
   pool: RoutePool,
   reg: UpstreamRegistry,
-  r: { tried: Set<number>; key?: string; random: () => number },
+  r: { tried: Set<number>; key?: string; random: () => number; now: number },
 ): { i: number; why: string } | undefined {
+  const at = r.now;
   const load = (i: number) => {
     const s = reg.get(pool.ids[i]);
-    return { available: reg.available(s.id), inFlight: s.inFlight, latencyMs: reg.latency(s.id) };
+    return {
+      available: reg.available(s.id, at),
+      inFlight: s.inFlight,
+      latencyMs: reg.latency(s.id, at),
+    };
   };
   const input: PickInput = { load, exclude: r.tried, key: r.key, random: r.random };
   let i = pool.selector.pick(input);

@@ -68,7 +68,8 @@ export interface UpstreamView {
 export interface UpstreamRegistry {
   /** The state of a target, created on first use. */
   get(id: string): UpstreamState;
-  available(id: string): boolean;
+  /** `at`: the monotonic time now, when the caller has it (saves a clock read per call). */
+  available(id: string, at?: number): boolean;
   /** Records an active probe result; logs and exports transitions. */
   probe(id: string, ok: boolean, opts: { thresholds: ActiveThresholds; reason: string }): void;
   /** Forgets active results of a target that is no longer probed (it counts as available). */
@@ -80,14 +81,14 @@ export interface UpstreamRegistry {
   outcome(
     id: string,
     ok: boolean,
-    opts: { pool: readonly string[]; policy: PassivePolicy; reason: string },
+    opts: { pool: readonly string[]; policy: PassivePolicy; reason: string; at?: number },
   ): void;
   /** Latency sample in ms (response head). */
-  observe(id: string, ms: number): void;
+  observe(id: string, ms: number, at?: number): void;
   /** The latency estimate now (decayed since the last sample). */
-  latency(id: string): number;
+  latency(id: string, at?: number): number;
   /** Counts a first attempt for a route's retry budget. */
-  countRequest(route: string): void;
+  countRequest(route: string, at?: number): void;
   /** True (and counted) when a retry fits in the route's budget. */
   tryRetry(route: string, percent: number): boolean;
   /** Forgets targets and routes no longer configured. */
@@ -134,8 +135,8 @@ export function createUpstreamRegistry(
     return s;
   };
 
-  const bucketsOf = (route: string): Budget => {
-    const epoch = Math.floor(now() / BUDGET_BUCKET_MS);
+  const bucketsOf = (route: string, at = now()): Budget => {
+    const epoch = Math.floor(at / BUDGET_BUCKET_MS);
     let b = budgets.get(route);
     if (!b) {
       b = {
@@ -159,10 +160,10 @@ export function createUpstreamRegistry(
 
   return {
     get,
-    available(id) {
+    available(id, at) {
       const s = states.get(id);
       if (!s) return true;
-      const t = now();
+      const t = at ?? now();
       if (s.ejected && t >= s.passive.ejectedUntil) {
         s.ejected = false;
         deps.logger.info("Upstream back in rotation: ejection ended", { upstream: id });
@@ -210,7 +211,7 @@ export function createUpstreamRegistry(
     },
     outcome(id, ok, opts) {
       const s = get(id);
-      const t = now();
+      const t = opts.at ?? now();
       const out = recordOutcome(s.passive, ok, { now: t, policy: opts.policy });
       s.passive = out.state;
       if (!out.eject) return;
@@ -246,20 +247,20 @@ export function createUpstreamRegistry(
         ejections: ej.state.ejections,
       });
     },
-    observe(id, ms) {
+    observe(id, ms, at) {
       const s = get(id);
-      const t = now();
+      const t = at ?? now();
       const prev = decayed(s, t);
       const w = Math.exp(-Math.max(0, t - s.latencyAt) / EWMA_TAU_MS);
       s.latencyMs = ms > prev ? ms : prev * w + ms * (1 - w);
       s.latencyAt = t;
     },
-    latency(id) {
+    latency(id, at) {
       const s = states.get(id);
-      return s ? decayed(s, now()) : 0;
+      return s ? decayed(s, at ?? now()) : 0;
     },
-    countRequest(route) {
-      const b = bucketsOf(route);
+    countRequest(route, at) {
+      const b = bucketsOf(route, at);
       b.requests[b.epoch % BUDGET_BUCKETS]++;
     },
     tryRetry(route, percent) {
