@@ -1,16 +1,20 @@
 // Composition root: reads the config, builds the snapshot and the adapters, starts listeners,
-// owns the current snapshot, and implements reload() and shutdown().
+// owns the current snapshot, and implements reload() and shutdown(). The types it returns are in
+// server_api.ts.
 
-import { loadConfigText } from "./config/load.ts";
 import type { ConfigIssue } from "./config/parse.ts";
 import type { Config } from "./config/schema.ts";
-import { parseListenAddr } from "./config/listen.ts";
 import { buildSnapshot } from "./proxy/snapshot.ts";
 import type { Snapshot } from "./proxy/snapshot.ts";
 import { createHandler } from "./proxy/pipeline.ts";
 import { createWebSocketProxy } from "./adapters/websocket_deno.ts";
-import type { Listener } from "./adapters/http_serve.ts";
-import { createListenerSet, readTlsFiles, tlsPaths } from "./adapters/listener_set.ts";
+import {
+  createListenerSet,
+  listenerPlans,
+  readTlsFiles,
+  tcpMigrateReq,
+  tlsPaths,
+} from "./adapters/listener_set.ts";
 import { requestSeen, startMemoryReducer } from "./adapters/gc_hint.ts";
 import type { ListenerPlan } from "./adapters/listener_set.ts";
 import { watchFiles } from "./adapters/config_watch.ts";
@@ -19,168 +23,48 @@ import { formatIssue } from "./config/load.ts";
 import { createUpstreamClient } from "./adapters/upstream_client.ts";
 import { createAccessLog, createBufferedSink, createJsonLogger } from "./adapters/log_json.ts";
 import { createPromMetrics } from "./adapters/metrics_prom.ts";
-import { startAdmin } from "./adapters/admin.ts";
-import type { AdminCallbacks, AdminListener } from "./adapters/admin.ts";
-import { buildStatus, certificateNotAfter, createStatusRecorder } from "./adapters/admin_status.ts";
+import type { AdminCallbacks } from "./adapters/admin.ts";
+import { followAdmin } from "./adapters/admin_follow.ts";
+import {
+  buildStatus,
+  certificateNotAfter,
+  createStatusRecorder,
+  listenerViews,
+} from "./adapters/admin_status.ts";
 import { createDenoFileStore } from "./adapters/files_deno.ts";
 import { createRateLimitStores, limiterIds } from "./adapters/rate_limit_stores.ts";
-import type { RateLimitStores } from "./adapters/rate_limit_stores.ts";
-import type {
-  AccessRecord,
-  Clock,
-  FileStore,
-  Handler,
-  Logger,
-  Metrics,
-  UpstreamClient,
-} from "./ports.ts";
+import type { AccessRecord, Clock, FileStore, Handler } from "./ports.ts";
 import { createUpstreamRegistry } from "./proxy/state.ts";
-import type { UpstreamRegistry } from "./proxy/state.ts";
 import { configuredTargets } from "./proxy/pool.ts";
 import { startHealthChecks } from "./adapters/health_check.ts";
 import { followH3 } from "./adapters/h3_follow.ts";
-import type { H3Listener } from "./adapters/h3/mod.ts";
 import { ALT_SVC_MAX_AGE, altSvcValue } from "./adapters/h3/mod.ts";
-import type { WorkerMetrics } from "./adapters/worker_metrics.ts";
-import { CHALLENGE_PREFIX, startAcme } from "./adapters/acme.ts";
-import type { AcmeConfig, AcmeController, AcmeTuning } from "./adapters/acme.ts";
+import { startAcme } from "./adapters/acme.ts";
+import type { AcmeConfig, AcmeController } from "./adapters/acme.ts";
+import { denoEnv, loadSource, readReferencedFiles } from "./adapters/config_source.ts";
+import type { ConfigSource } from "./adapters/config_source.ts";
+import { redirectHandler } from "./adapters/https_redirect.ts";
+import { withWorkerHeader } from "./adapters/worker_link.ts";
+import { ConfigError } from "./server_api.ts";
+import type {
+  ProxServer,
+  ReloadResult,
+  ReloadStats,
+  ShutdownHook,
+  StartOptions,
+} from "./server_api.ts";
 
-/** Where the config comes from: a file, or embedded text when no file exists. */
-export type ConfigSource = { path: string } | { text: string; name: string };
-
-/** The outcome of a reload attempt. */
-export interface ReloadResult {
-  ok: boolean;
-  version: number;
-  issues: ConfigIssue[];
-  at: number;
-  /** What asked for it: "file", "SIGHUP", "admin", "api". */
-  trigger?: string;
-}
-
-/** Reload counters (`prox_config_reload_total{result}`, last-success timestamp). */
-export interface ReloadStats {
-  success: number;
-  failure: number;
-  /** Wall-clock ms of the last successful load (the initial one counts). */
-  lastSuccessAt: number;
-  lastFailureAt: number | null;
-}
-
-/** Called at the start of a graceful shutdown; resolve when long-lived streams are closed. */
-export type ShutdownHook = (info: { deadline: number; reason: string }) => Promise<void> | void;
-
-/** A running Prox. */
-export interface ProxServer {
-  /** Main listener's actual port (useful with port 0); follows listen_addr changes. */
-  readonly port: number;
-  /** The listeners serving now (replaced ones still draining are not included). */
-  readonly listeners: readonly Listener[];
-  snapshot(): Snapshot;
-  /**
-   * Re-reads the config as one transaction (read, parse, validate, build, bind changed
-   * listeners, swap); on any error the current config keeps serving. Calls are serialized.
-   */
-  reload(opts?: { trigger?: string }): Promise<ReloadResult>;
-  lastReload(): ReloadResult | null;
-  reloadStats(): ReloadStats;
-  /** True while serving HTTPS/HTTP (not before an ACME certificate) and not draining: `/readyz`. */
-  ready(): boolean;
-  /** True from the first shutdown signal on. */
-  draining(): boolean;
-  /** Registers a hook run when draining starts (e.g. close WebSockets with 1001). */
-  onShutdown(hook: ShutdownHook): void;
-  /**
-   * Graceful and idempotent: readiness false, stop accepting (HTTP/2 GOAWAY), let in-flight
-   * requests finish up to shutdown_timeout, then close what remains.
-   */
-  shutdown(opts?: { reason?: string }): Promise<void>;
-  readonly handler: Handler;
-  readonly logger: Logger;
-  /** The admin listener, when `admin` is configured. */
-  readonly admin: AdminListener | null;
-  /** Upstream health, ejections, in-flight counts and latency (kept across reloads). */
-  readonly upstreams: UpstreamRegistry;
-  /** The HTTP/3 listener (UDP, same port as the TLS listener), when it is up. */
-  readonly h3: H3Listener | null;
-  /** The ACME certificate keeper, when `tls.acme` is enabled. */
-  readonly acme: AcmeController | null;
-}
-
-/** Thrown when the initial config cannot be loaded; carries the located issues. */
-export class ConfigError extends Error {
-  constructor(readonly issues: ConfigIssue[]) {
-    super("Configuration is invalid");
-    this.name = "ConfigError";
-  }
-}
+export { loadSource };
+export type { ConfigSource };
+export { ConfigError };
+export type { ProxServer, ReloadResult, ReloadStats, ShutdownHook, StartOptions };
 
 const realClock: Clock = { now: () => Date.now(), monotonic: () => performance.now() };
-
-const denoEnv = {
-  env: (name: string) => Deno.env.get(name),
-  exists(path: string): boolean {
-    try {
-      Deno.statSync(path);
-      return true;
-    } catch {
-      return false;
-    }
-  },
-};
-
-/** Reads and validates the config source. */
-export async function loadSource(
-  source: ConfigSource,
-): Promise<{ config?: Config; issues: ConfigIssue[] }> {
-  if ("text" in source) return loadConfigText(source.text, { file: source.name, env: denoEnv });
-  const text = await Deno.readTextFile(source.path);
-  return loadConfigText(text, { file: source.path, env: denoEnv });
-}
-
-/** Reads files a config refers to that the pure snapshot builder needs (CA certificates). */
-async function readReferencedFiles(config: Config): Promise<Map<string, string>> {
-  const files = new Map<string, string>();
-  for (const route of Object.values(config.routes)) {
-    if ("tls" in route && route.tls?.ca_cert && !files.has(route.tls.ca_cert)) {
-      files.set(route.tls.ca_cert, await Deno.readTextFile(route.tls.ca_cert));
-    }
-  }
-  return files;
-}
 
 /** Starts Prox from a config source. Throws ConfigError when the config is invalid. */
 export async function startServer(
   source: ConfigSource,
-  opts: {
-    logger?: Logger;
-    metrics?: Metrics;
-    upstream?: UpstreamClient;
-    files?: FileStore;
-    /** Rate-limit counters to reuse (e.g. across restarts in tests); created when absent. */
-    rateLimits?: RateLimitStores;
-    /** Shown in /status and prox_build_info. */
-    version?: string;
-    /** Watch the config file and TLS files and reload on change (default: true for files). */
-    watch?: boolean;
-    /** Debounce for the file watch in ms (default 100). */
-    watchDebounceMs?: number;
-    /** Called after every reload attempt. */
-    onReload?: (result: ReloadResult) => void;
-    /** ACME timing (tests: a shifted clock, short check intervals). */
-    acme?: AcmeTuning;
-    /**
-     * One of `workers: N` processes (src/adapters/workers.ts): only the `exclusive` one runs
-     * the admin listener and HTTP/3; `debugHeader` adds `x-prox-worker: INDEX` to responses.
-     */
-    worker?: {
-      index: number;
-      exclusive: boolean;
-      debugHeader?: boolean;
-      /** Shares this worker's metrics; worker 0's `/metrics` shows every worker's. */
-      metrics?: WorkerMetrics;
-    };
-  } = {},
+  opts: StartOptions = {},
 ): Promise<ProxServer> {
   const first = await loadSource(source);
   if (!first.config) throw new ConfigError(first.issues);
@@ -307,34 +191,19 @@ export async function startServer(
     });
   };
   if (acmeOf(config)) acme = await startAcmeFor(acmeOf(config)!, config);
-  const redirectHandler: Handler = (req) =>
-    acme && new URL(req.url).pathname.startsWith(CHALLENGE_PREFIX)
-      ? acme.answerChallenge(req)
-      : Promise.resolve(
-        httpsRedirect(req, { status: redirectStatus, httpsPort: set.get("main")?.port ?? 443 }),
-      );
+  const redirect = redirectHandler({
+    acme: () => acme,
+    status: () => redirectStatus,
+    httpsPort: () => set.get("main")?.port ?? 443,
+  });
   /** The listeners a config asks for, with their TLS material read from disk. */
-  async function plansFor(c: Config): Promise<ListenerPlan[]> {
-    const main = parseListenAddr(c.listen_addr);
-    if (typeof main === "string") throw new Error(main);
-    const a = acmeOf(c);
-    const tls = a ? acme?.current() ?? null : await readTlsFiles(c);
-    // With ACME and no certificate yet, only the plain-HTTP listeners run (for HTTP-01).
-    const plans: ListenerPlan[] = tls
-      ? [{ id: "main", addr: main, handler: serveHandler, metrics, ...tls }]
-      : [];
-    if (c.http_redirect) {
-      const addr = parseListenAddr(c.http_redirect.listen_addr);
-      if (typeof addr === "string") throw new Error(addr);
-      plans.push({ id: "http_redirect", addr, handler: redirectHandler });
-    }
-    if (a?.http_listen_addr && a.http_listen_addr !== c.http_redirect?.listen_addr) {
-      const addr = parseListenAddr(a.http_listen_addr);
-      if (typeof addr === "string") throw new Error(addr);
-      plans.push({ id: "acme_http", addr, handler: redirectHandler });
-    }
-    return plans;
-  }
+  const plansFor = async (c: Config): Promise<ListenerPlan[]> =>
+    listenerPlans(c, {
+      tls: acmeOf(c) ? acme?.current() ?? null : await readTlsFiles(c),
+      serve: serveHandler,
+      redirect,
+      metrics,
+    });
   const mainPlan = (plans: ListenerPlan[]): { cert?: string; key?: string } =>
     plans.find((p) => p.id === "main") ?? {};
   const recordCertificate = (plans: ListenerPlan[], c: Config) => {
@@ -403,27 +272,12 @@ export async function startServer(
         e.value.rateLimits.reduce((n, l) => n + rateLimits.memory.keyCount(l.id), 0),
       ]),
     );
-  // The admin listener follows reloads: a new address binds first, then the old one drains.
-  let admin: AdminListener | null = null;
-  let adminAddr: string | null = null;
-  const adminClosing = new Set<Promise<void>>();
-  const syncAdmin = (c: Config): void => {
-    const want = exclusive ? c.admin?.listen_addr ?? null : null;
-    if (want === adminAddr) return;
-    const old = admin;
-    if (want) {
-      const addr = parseListenAddr(want);
-      if (typeof addr === "string") throw new Error(addr);
-      admin = startAdmin(addr, { logger, token: () => config.admin?.token, callbacks: adminApi });
-    } else admin = null;
-    adminAddr = want;
-    // Not awaited here: the reload may have come in through the old listener.
-    if (old) {
-      const closing = old.shutdown();
-      adminClosing.add(closing);
-      void closing.finally(() => adminClosing.delete(closing));
-    }
-  };
+  // The admin listener follows reloads (only the exclusive worker runs one).
+  const admin = followAdmin({
+    logger,
+    token: () => config.admin?.token,
+    callbacks: () => adminApi,
+  });
   const adminApi: AdminCallbacks = {
     ready: () => !draining && set.get("main") !== undefined,
     reload: () => server.reload({ trigger: "admin" }),
@@ -439,28 +293,12 @@ export async function startServer(
         ready: !draining && set.get("main") !== undefined,
         draining,
         lastReload: last,
-        listeners: [
-          ...set.named().map(([name, l]) => ({
-            name,
-            addr: `${l.hostname}:${l.port}`,
-            tls: l.tls,
-          })),
-          ...(h3.listener
-            ? [{
-              name: "http3 (udp)",
-              addr: `${set.get("main")?.hostname}:${h3.listener.port}`,
-              tls: true,
-            }]
-            : []),
-          ...(admin
-            ? [{ name: "admin", addr: `${admin.hostname}:${admin.port}`, tls: false }]
-            : []),
-        ],
+        listeners: listenerViews(set.named(), { h3: h3.listener, admin: admin.listener }),
         upstreamViews: upstreams.list(),
         limiterKeys: limiterKeys(),
       }),
   };
-  syncAdmin(config);
+  admin.sync(exclusive ? config.admin?.listen_addr ?? null : null);
   prom?.observe({ upstreams: () => upstreams.list(), limiterKeys });
 
   let watch: FileWatch | undefined;
@@ -554,7 +392,7 @@ export async function startServer(
       }
       accessLog = accessLogFor(config);
       try {
-        syncAdmin(config);
+        admin.sync(exclusive ? config.admin?.listen_addr ?? null : null);
       } catch (err) {
         logger.error("Admin listener did not follow the reload", { error: String(err) });
       }
@@ -617,7 +455,7 @@ export async function startServer(
     await Promise.all([set.shutdown(grace), h3.shutdown(grace), hooks]);
     await upstream.close();
     if (!opts.rateLimits) await rateLimits.close();
-    await Promise.all([admin?.shutdown(), ...adminClosing]);
+    await admin.shutdown();
     stopReducer();
     accessSink.flush();
     logger.info("Stopped", { reason });
@@ -632,7 +470,7 @@ export async function startServer(
     },
     handler,
     get admin() {
-      return admin;
+      return admin.listener;
     },
     upstreams,
     get h3() {
@@ -655,43 +493,4 @@ export async function startServer(
     },
   };
   return server;
-}
-
-/** Adds `x-prox-worker: INDEX` to every response (debug aid for `workers: N`). */
-function withWorkerHeader(handler: Handler, index: number): Handler {
-  return async (req, info) => {
-    const res = await handler(req, info);
-    if (res.status === 101) return res;
-    try {
-      res.headers.set("x-prox-worker", String(index));
-      return res;
-    } catch {
-      const headers = new Headers(res.headers);
-      headers.set("x-prox-worker", String(index));
-      return new Response(res.body, { status: res.status, statusText: res.statusText, headers });
-    }
-  };
-}
-
-/** Linux's net.ipv4.tcp_migrate_req ("0"/"1"), or null where it does not exist. */
-function tcpMigrateReq(): string | null {
-  try {
-    return Deno.readTextFileSync("/proc/sys/net/ipv4/tcp_migrate_req").trim();
-  } catch {
-    return null;
-  }
-}
-
-/** The plain-HTTP listener's answer: 308 to https, except ACME HTTP-01 challenges. */
-export function httpsRedirect(req: Request, opts: { status: number; httpsPort: number }): Response {
-  const url = new URL(req.url);
-  if (url.pathname.startsWith("/.well-known/acme-challenge/")) {
-    return new Response("Not found\n", { status: 404 });
-  }
-  const host = (req.headers.get("host") ?? url.hostname).replace(/:\d+$/, "");
-  const port = opts.httpsPort === 443 ? "" : `:${opts.httpsPort}`;
-  return new Response(null, {
-    status: opts.status,
-    headers: { location: `https://${host}${port}${url.pathname}${url.search}` },
-  });
 }

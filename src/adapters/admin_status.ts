@@ -119,6 +119,20 @@ function describeLimit(route: Snapshot["config"]["routes"][string]): string | nu
     .join("; ");
 }
 
+/** The listener lines of /status: TCP listeners by name, HTTP/3 beside `main`, the admin one. */
+export function listenerViews(
+  named: readonly (readonly [string, { hostname: string; port: number; tls: boolean }])[],
+  o: { h3: { port: number } | null; admin: { hostname: string; port: number } | null },
+): { name: string; addr: string; tls: boolean }[] {
+  const views = named.map(([name, l]) => ({ name, addr: `${l.hostname}:${l.port}`, tls: l.tls }));
+  const main = named.find(([name]) => name === "main")?.[1];
+  if (o.h3) views.push({ name: "http3 (udp)", addr: `${main?.hostname}:${o.h3.port}`, tls: true });
+  if (o.admin) {
+    views.push({ name: "admin", addr: `${o.admin.hostname}:${o.admin.port}`, tls: false });
+  }
+  return views;
+}
+
 /** Assembles the status JSON from the snapshot and the runtime views. */
 export function buildStatus(
   snapshot: Snapshot,

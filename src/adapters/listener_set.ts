@@ -2,6 +2,7 @@
 // and TLS material are unchanged keep running; changed ones are bound first (same port: with
 // SO_REUSEPORT), and only after the whole reload succeeded are the old ones drained.
 
+import { parseListenAddr } from "../config/listen.ts";
 import type { ListenAddr } from "../config/listen.ts";
 import type { Config } from "../config/schema.ts";
 import type { Handler, Logger, Metrics } from "../ports.ts";
@@ -17,6 +18,43 @@ export interface ListenerPlan {
   handler: Handler;
   /** Counts requests in progress on this listener (prox_active_connections). */
   metrics?: Metrics;
+}
+
+/**
+ * The listeners a config asks for: the main one when there is TLS material or no TLS at all
+ * (`tls` null: ACME before its first certificate, then only the plain-HTTP listeners run, for
+ * HTTP-01), the `http_redirect` one, and ACME's own plain-HTTP address when it differs.
+ */
+export function listenerPlans(
+  c: Config,
+  o: {
+    tls: { cert?: string; key?: string } | null;
+    serve: Handler;
+    redirect: Handler;
+    metrics: Metrics;
+  },
+): ListenerPlan[] {
+  const plans: ListenerPlan[] = o.tls
+    ? [{ id: "main", addr: addrOf(c.listen_addr), handler: o.serve, metrics: o.metrics, ...o.tls }]
+    : [];
+  if (c.http_redirect) {
+    plans.push({
+      id: "http_redirect",
+      addr: addrOf(c.http_redirect.listen_addr),
+      handler: o.redirect,
+    });
+  }
+  const acmeHttp = c.tls?.acme?.enabled ? c.tls.acme.http_listen_addr : undefined;
+  if (acmeHttp && acmeHttp !== c.http_redirect?.listen_addr) {
+    plans.push({ id: "acme_http", addr: addrOf(acmeHttp), handler: o.redirect });
+  }
+  return plans;
+}
+
+function addrOf(text: string): ListenAddr {
+  const addr = parseListenAddr(text);
+  if (typeof addr === "string") throw new Error(addr);
+  return addr;
 }
 
 /** Listeners bound for a pending change; `commit` makes them current, `abort` closes them. */
@@ -185,4 +223,13 @@ export async function readTlsFiles(c: Config): Promise<{ cert?: string; key?: st
     cert: await Deno.readTextFile(c.tls.cert_path),
     key: await Deno.readTextFile(c.tls.key_path),
   };
+}
+
+/** Linux's net.ipv4.tcp_migrate_req ("0"/"1"), or null where it does not exist. */
+export function tcpMigrateReq(): string | null {
+  try {
+    return Deno.readTextFileSync("/proc/sys/net/ipv4/tcp_migrate_req").trim();
+  } catch {
+    return null;
+  }
 }

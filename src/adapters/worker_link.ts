@@ -2,6 +2,8 @@
 // tells the supervisor it listens or that the admin API reloaded, and how it notices that the
 // supervisor is gone. Messages are JSON lines over the supervisor's Unix socket.
 
+import type { Handler } from "../ports.ts";
+
 /** Environment variable holding this worker's index (set by the supervisor only). */
 export const WORKER_ENV = "PROX_WORKER";
 /** Environment variable holding the supervisor's control socket path. */
@@ -119,4 +121,20 @@ function parseMessage(line: string): ControlMessage | null {
     }
   } catch { /* not JSON */ }
   return null;
+}
+
+/** Adds `x-prox-worker: INDEX` to every response (debug aid for `workers: N`). */
+export function withWorkerHeader(handler: Handler, index: number): Handler {
+  return async (req, info) => {
+    const res = await handler(req, info);
+    if (res.status === 101) return res;
+    try {
+      res.headers.set("x-prox-worker", String(index));
+      return res;
+    } catch {
+      const headers = new Headers(res.headers);
+      headers.set("x-prox-worker", String(index));
+      return new Response(res.body, { status: res.status, statusText: res.statusText, headers });
+    }
+  };
 }

@@ -1,0 +1,50 @@
+// Keeps the admin listener in step with the config across reloads: a new address binds first,
+// then the old listener drains (not awaited: the reload may have come in through it).
+
+import { parseListenAddr } from "../config/listen.ts";
+import type { Logger } from "../ports.ts";
+import { startAdmin } from "./admin.ts";
+import type { AdminCallbacks, AdminListener } from "./admin.ts";
+
+/** The admin side of the server. */
+export interface AdminFollower {
+  readonly listener: AdminListener | null;
+  /** Listens on `addr` (`host:port`), moves there, or stops when null. Throws on a bad address. */
+  sync(addr: string | null): void;
+  /** Drains the current listener and any replaced one still closing. */
+  shutdown(): Promise<void>;
+}
+
+/** Creates the follower; `token` and `callbacks` are read per request (they follow reloads). */
+export function followAdmin(o: {
+  logger: Logger;
+  token: () => string | undefined;
+  callbacks: () => AdminCallbacks;
+}): AdminFollower {
+  let admin: AdminListener | null = null;
+  let at: string | null = null;
+  const closing = new Set<Promise<void>>();
+  return {
+    get listener() {
+      return admin;
+    },
+    sync(want) {
+      if (want === at) return;
+      const old = admin;
+      if (want) {
+        const addr = parseListenAddr(want);
+        if (typeof addr === "string") throw new Error(addr);
+        admin = startAdmin(addr, { logger: o.logger, token: o.token, callbacks: o.callbacks() });
+      } else admin = null;
+      at = want;
+      if (old) {
+        const done = old.shutdown();
+        closing.add(done);
+        void done.finally(() => closing.delete(done));
+      }
+    },
+    async shutdown() {
+      await Promise.all([admin?.shutdown(), ...closing]);
+    },
+  };
+}

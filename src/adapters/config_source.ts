@@ -1,0 +1,42 @@
+// Reads the config: from its file (or the embedded text when there is none), with the process
+// environment for `${VAR}` expansion, plus the files the pure snapshot builder needs.
+
+import { loadConfigText } from "../config/load.ts";
+import type { ConfigIssue } from "../config/parse.ts";
+import type { Config } from "../config/schema.ts";
+
+/** Where the config comes from: a file, or embedded text when no file exists. */
+export type ConfigSource = { path: string } | { text: string; name: string };
+
+/** What config loading may ask of the process: environment variables, whether a file exists. */
+export const denoEnv = {
+  env: (name: string) => Deno.env.get(name),
+  exists(path: string): boolean {
+    try {
+      Deno.statSync(path);
+      return true;
+    } catch {
+      return false;
+    }
+  },
+};
+
+/** Reads and validates the config source. */
+export async function loadSource(
+  source: ConfigSource,
+): Promise<{ config?: Config; issues: ConfigIssue[] }> {
+  if ("text" in source) return loadConfigText(source.text, { file: source.name, env: denoEnv });
+  const text = await Deno.readTextFile(source.path);
+  return loadConfigText(text, { file: source.path, env: denoEnv });
+}
+
+/** Reads files a config refers to that the pure snapshot builder needs (CA certificates). */
+export async function readReferencedFiles(config: Config): Promise<Map<string, string>> {
+  const files = new Map<string, string>();
+  for (const route of Object.values(config.routes)) {
+    if ("tls" in route && route.tls?.ca_cert && !files.has(route.tls.ca_cert)) {
+      files.set(route.tls.ca_cert, await Deno.readTextFile(route.tls.ca_cert));
+    }
+  }
+  return files;
+}

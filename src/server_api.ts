@@ -1,0 +1,111 @@
+// The public face of a running Prox (what `startServer` returns and reports), kept apart from
+// the composition root that builds it (server.ts).
+
+import type { ConfigIssue } from "./config/parse.ts";
+import type { Snapshot } from "./proxy/snapshot.ts";
+import type { UpstreamRegistry } from "./proxy/state.ts";
+import type { FileStore, Handler, Logger, Metrics, UpstreamClient } from "./ports.ts";
+import type { Listener } from "./adapters/http_serve.ts";
+import type { AdminListener } from "./adapters/admin.ts";
+import type { H3Listener } from "./adapters/h3/mod.ts";
+import type { AcmeController, AcmeTuning } from "./adapters/acme.ts";
+import type { RateLimitStores } from "./adapters/rate_limit_stores.ts";
+import type { WorkerMetrics } from "./adapters/worker_metrics.ts";
+
+/** The outcome of a reload attempt. */
+export interface ReloadResult {
+  ok: boolean;
+  version: number;
+  issues: ConfigIssue[];
+  at: number;
+  /** What asked for it: "file", "SIGHUP", "admin", "api". */
+  trigger?: string;
+}
+
+/** Reload counters (`prox_config_reload_total{result}`, last-success timestamp). */
+export interface ReloadStats {
+  success: number;
+  failure: number;
+  /** Wall-clock ms of the last successful load (the initial one counts). */
+  lastSuccessAt: number;
+  lastFailureAt: number | null;
+}
+
+/** Called at the start of a graceful shutdown; resolve when long-lived streams are closed. */
+export type ShutdownHook = (info: { deadline: number; reason: string }) => Promise<void> | void;
+
+/** A running Prox. */
+export interface ProxServer {
+  /** Main listener's actual port (useful with port 0); follows listen_addr changes. */
+  readonly port: number;
+  /** The listeners serving now (replaced ones still draining are not included). */
+  readonly listeners: readonly Listener[];
+  snapshot(): Snapshot;
+  /**
+   * Re-reads the config as one transaction (read, parse, validate, build, bind changed
+   * listeners, swap); on any error the current config keeps serving. Calls are serialized.
+   */
+  reload(opts?: { trigger?: string }): Promise<ReloadResult>;
+  lastReload(): ReloadResult | null;
+  reloadStats(): ReloadStats;
+  /** True while serving HTTPS/HTTP (not before an ACME certificate) and not draining: `/readyz`. */
+  ready(): boolean;
+  /** True from the first shutdown signal on. */
+  draining(): boolean;
+  /** Registers a hook run when draining starts (e.g. close WebSockets with 1001). */
+  onShutdown(hook: ShutdownHook): void;
+  /**
+   * Graceful and idempotent: readiness false, stop accepting (HTTP/2 GOAWAY), let in-flight
+   * requests finish up to shutdown_timeout, then close what remains.
+   */
+  shutdown(opts?: { reason?: string }): Promise<void>;
+  readonly handler: Handler;
+  readonly logger: Logger;
+  /** The admin listener, when `admin` is configured. */
+  readonly admin: AdminListener | null;
+  /** Upstream health, ejections, in-flight counts and latency (kept across reloads). */
+  readonly upstreams: UpstreamRegistry;
+  /** The HTTP/3 listener (UDP, same port as the TLS listener), when it is up. */
+  readonly h3: H3Listener | null;
+  /** The ACME certificate keeper, when `tls.acme` is enabled. */
+  readonly acme: AcmeController | null;
+}
+
+/** Thrown when the initial config cannot be loaded; carries the located issues. */
+export class ConfigError extends Error {
+  constructor(readonly issues: ConfigIssue[]) {
+    super("Configuration is invalid");
+    this.name = "ConfigError";
+  }
+}
+
+/** What `startServer` can be given besides the config (tests and embedders inject ports). */
+export interface StartOptions {
+  logger?: Logger;
+  metrics?: Metrics;
+  upstream?: UpstreamClient;
+  files?: FileStore;
+  /** Rate-limit counters to reuse (e.g. across restarts in tests); created when absent. */
+  rateLimits?: RateLimitStores;
+  /** Shown in /status and prox_build_info. */
+  version?: string;
+  /** Watch the config file and TLS files and reload on change (default: true for files). */
+  watch?: boolean;
+  /** Debounce for the file watch in ms (default 100). */
+  watchDebounceMs?: number;
+  /** Called after every reload attempt. */
+  onReload?: (result: ReloadResult) => void;
+  /** ACME timing (tests: a shifted clock, short check intervals). */
+  acme?: AcmeTuning;
+  /**
+   * One of `workers: N` processes (src/adapters/workers.ts): only the `exclusive` one runs
+   * the admin listener and HTTP/3; `debugHeader` adds `x-prox-worker: INDEX` to responses.
+   */
+  worker?: {
+    index: number;
+    exclusive: boolean;
+    debugHeader?: boolean;
+    /** Shares this worker's metrics; worker 0's `/metrics` shows every worker's. */
+    metrics?: WorkerMetrics;
+  };
+}
