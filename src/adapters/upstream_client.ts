@@ -16,7 +16,12 @@ import { createH2Client, fetchSafe } from "./upstream_h2.ts";
 export interface UpstreamClientOptions extends Partial<UpstreamPoolOptions> {
   /** Largest upstream response head (status line + headers), default 64 KiB. */
   maxHeaderBytes?: number;
-  /** Content-Length bodies up to this size are read whole before responding; default 64 KiB. */
+  /**
+   * Content-Length bodies up to this size are read whole before responding; default 32 KiB.
+   * Past about that size streaming costs less CPU: a whole body is zero-filled, read, then copied
+   * again by the Response constructor (Fetch copies a bytes body). Per-thread CPU per request,
+   * one core: 16 KiB whole 78 µs vs streamed 108; 48 KiB 105 vs 97; 64 KiB 132–155 vs 113–114.
+   */
   bufferLimit?: number;
   /** Offer h2 by ALPN to https upstreams (default true). */
   http2?: boolean;
@@ -140,7 +145,7 @@ export function createUpstreamClient(opts: UpstreamClientOptions = {}): PooledUp
   const pool = createConnectionPool(poolOpts);
   const limits = {
     maxHeaderBytes: opts.maxHeaderBytes ?? 64 * 1024,
-    bufferLimit: opts.bufferLimit ?? 64 * 1024,
+    bufferLimit: opts.bufferLimit ?? 32 * 1024,
   };
   const h2 = createH2Client();
   /** https origins: "h2" once ALPN chose it; "h1" otherwise; a probe promise while unknown. */
