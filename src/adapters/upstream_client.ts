@@ -184,7 +184,8 @@ export function createUpstreamClient(opts: UpstreamClientOptions = {}): PooledUp
   const sendH1 = async (key: string, req: UpstreamRequest): Promise<Response> => {
     const connect = connectH1(req);
     for (let attempt = 0;; attempt++) {
-      const conn = await pool.acquire(key, connect, { fresh: attempt > 0, signal: req.signal });
+      const got = pool.acquire(key, connect, { fresh: attempt > 0, signal: req.signal });
+      const conn = got instanceof Promise ? await got : got;
       try {
         return await exchange(conn, req, {
           ...limits,

@@ -54,12 +54,15 @@ interface Origin {
 
 /** The pools of one client. */
 export interface ConnectionPool {
-  /** A connection to `key`: a parked one, a new one from `connect`, or one after waiting. */
+  /**
+   * A connection to `key`: a parked one (returned as is, no promise: the common case costs no
+   * extra microtask), a new one from `connect`, or one after waiting.
+   */
   acquire(
     key: string,
     connect: () => Promise<H1Connection>,
     o?: { fresh?: boolean; signal?: AbortSignal },
-  ): Promise<H1Connection>;
+  ): H1Connection | Promise<H1Connection>;
   /** Gives a connection back; it is parked or handed on only when `reusable`. */
   release(key: string, conn: H1Connection, reusable: boolean): void;
   stats(): OriginStats[];
@@ -165,7 +168,7 @@ export function createConnectionPool(opts: UpstreamPoolOptions): ConnectionPool 
           const c = o.idle.pop()!;
           if (!c.dead) {
             c.unpark();
-            return Promise.resolve(c);
+            return c;
           }
           all.delete(c);
           o.open--;

@@ -11,6 +11,9 @@ export interface BodySource {
   next(): ReadableStream<Uint8Array> | null;
 }
 
+/** The source of a request without a body (replayable as nothing). */
+export const NO_BODY: BodySource = Object.freeze({ replayable: true, next: () => null });
+
 /**
  * Keeps a small body (≤ REPLAY_CAP, declared or read so far) in memory for replay; a larger one
  * streams once (the bytes already read, then the rest) and the request is not retried.
@@ -20,7 +23,7 @@ export async function bodySource(
   headers: Headers,
   wanted: boolean,
 ): Promise<BodySource> {
-  if (!body) return { replayable: true, next: () => null };
+  if (!body) return NO_BODY;
   const declared = Number(headers.get("content-length") ?? NaN);
   if (!wanted || declared > REPLAY_CAP) return once(body);
   const reader = body.getReader();

@@ -17,7 +17,7 @@ import type { PipelineDeps, RequestContext } from "./context.ts";
 import { createUpstreamRegistry } from "./state.ts";
 import type { UpstreamRegistry } from "./state.ts";
 import { poolOf } from "./pool.ts";
-import { bodySource, onBodyEnd } from "./body_replay.ts";
+import { bodySource, NO_BODY, onBodyEnd } from "./body_replay.ts";
 import type { BodySource } from "./body_replay.ts";
 import type { RetryPolicy, RoutePool } from "./pool.ts";
 
@@ -70,7 +70,9 @@ export async function forward(
     tried.add(i);
     const id = pool.ids[i];
     const req = opts.build(id);
-    body ??= await bodySource(req.body, ctx.req.headers, pool.retries.attempts > 0);
+    body ??= req.body === null
+      ? NO_BODY
+      : await bodySource(req.body, ctx.req.headers, pool.retries.attempts > 0);
     req.body = body.next();
     ctx.upstream = id;
     deps.logger.debug("Upstream selected", {

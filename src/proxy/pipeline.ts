@@ -109,29 +109,21 @@ async function handle(ctx: RequestContext, deps: PipelineDeps): Promise<Response
   const route = match.value;
   ctx.route = route;
 
-  const limited = await applyRateLimit(ctx, deps);
-  if (limited) return limited;
+  if (route.rateLimits.length > 0) {
+    const limited = await applyRateLimit(ctx, deps);
+    if (limited) return limited;
+  }
 
   const cfg = route.config;
   switch (cfg.type) {
     case "proxy":
     case "load_balance":
       if (isWebSocketUpgrade(ctx.req)) return await websocketAction(ctx, deps, cfg);
-      return await applyResponseRules(
-        ctx,
-        await proxyAction(ctx, deps, cfg),
-        route.rules,
-        deps.logger,
-      );
+      return applyResponseRules(ctx, await proxyAction(ctx, deps, cfg), route.rules, deps.logger);
     case "redirect":
       return redirectAction(ctx, cfg);
     case "static":
-      return await applyResponseRules(
-        ctx,
-        await staticAction(ctx, deps, cfg),
-        route.rules,
-        deps.logger,
-      );
+      return applyResponseRules(ctx, await staticAction(ctx, deps, cfg), route.rules, deps.logger);
     case "websocket":
       return await websocketAction(ctx, deps, cfg);
   }

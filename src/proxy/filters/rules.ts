@@ -135,14 +135,14 @@ export function mutableHeaders(res: Response): boolean {
 
 /**
  * Applies response header and body rules; conditions see the response status and headers.
- * Returns the (possibly new) response.
+ * Returns the (possibly new) response. Synchronous: it runs on every proxied response.
  */
-export async function applyResponseRules(
+export function applyResponseRules(
   ctx: RequestContext,
   res: Response,
   rules: RouteRules,
   logger: Logger,
-): Promise<Response> {
+): Response {
   if (!rules.responseHeaders && !rules.responseBody) return res;
   // On the response side `has_header` looks at the response (what the seed's README intended);
   // path, method and query still describe the request.
@@ -165,7 +165,8 @@ export async function applyResponseRules(
   if (bodyRule) {
     const bytes = ruleBody(bodyRule, values);
     if (bytes) {
-      await res.body?.cancel();
+      // The replaced body is let go (its upstream connection is released once cancelled).
+      res.body?.cancel().catch(() => {});
       for (const h of STALE_BODY_HEADERS) headers.delete(h);
       headers.set("content-length", String(bytes.byteLength));
       body = ctx.req.method === "HEAD" ? null : bytes;
