@@ -286,7 +286,8 @@ export async function startProx(dir: string, o: { core: string; backend: number 
           "-A",
           // As shipped (`make run`, `make compile`: V8_FLAGS in the Makefile); BENCH_V8_FLAGS=""
           // measures Prox without it.
-          ...(Deno.env.get("BENCH_V8_FLAGS") ?? "--v8-flags=--expose-gc").split(" ")
+          ...(Deno.env.get("BENCH_V8_FLAGS") ??
+            "--v8-flags=--expose-gc,--no-allocation-site-pretenuring").split(" ")
             .filter(Boolean),
           `--config=${ROOT}/deno.json`,
           `${ROOT}/mod.ts`,
