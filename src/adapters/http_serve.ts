@@ -2,7 +2,7 @@
 // without), turned into the one Handler.
 
 import type { ListenAddr } from "../config/listen.ts";
-import type { ClientInfo, Handler, Logger, Metrics } from "../ports.ts";
+import type { ClientInfo, Handler, Logger, Metrics, Protocol } from "../ports.ts";
 
 /** A running listener. */
 export interface Listener {
@@ -13,6 +13,18 @@ export interface Listener {
   shutdown(): Promise<void>;
   /** Closes at once. */
   close(): Promise<void>;
+}
+
+/**
+ * The protocol of a request on a Deno.serve listener, which does not say which version it
+ * speaks. HTTP/1.1 requires a Host field (RFC 9112 §3.2) and HTTP/2 carries the authority in its
+ * `:authority` pseudo-field instead (RFC 9113 §8.3.1), which Deno does not turn into a Host
+ * header: so a request without Host is HTTP/2 (h2 with TLS, h2c without). An HTTP/1.0 request
+ * without Host would be counted as HTTP/2 too.
+ */
+export function protocolOf(req: Request, tls: boolean): Protocol {
+  if (req.headers.has("host")) return "http/1.1";
+  return tls ? "h2" : "h2c";
 }
 
 /** Starts a Deno.serve listener that calls `handler` for every request. */
@@ -47,7 +59,7 @@ export function listen(
     const ci: ClientInfo = {
       remoteAddr: { hostname: remote.hostname, port: remote.port },
       localPort,
-      protocol: "http/1.1",
+      protocol: protocolOf(req, tls),
       tls,
       completed: info.completed,
     };

@@ -1,8 +1,14 @@
 // HTTPS with h2 by ALPN, h2c with prior knowledge, the plain-HTTP redirect listener, HSTS and
 // IPv6 listeners, checked with curl as an independent client.
 import assert from "node:assert/strict";
-import { interopTest, ROOT, run, startUpstream } from "../_harness.ts";
+import { interopTest, ROOT, run, startUpstream, waitFor } from "../_harness.ts";
 import { startProxy } from "./_proxy.ts";
+import { recordingLogger } from "./_ws.ts";
+
+/** The protocol of the access record of the request to `path` (written once it is delivered). */
+function loggedProtocol(logger: ReturnType<typeof recordingLogger>, path: string): unknown {
+  return logger.records.find((r) => r.msg === "access" && r.path === path)?.protocol;
+}
 
 const TLS = `${ROOT}/tests/fixtures/tls`;
 
@@ -21,9 +27,16 @@ routes:
 `;
 }
 
-interopTest("curl --http2 over TLS negotiates h2 through Prox", ["curl"], async () => {
-  await using up = await startUpstream((req) => new Response(`hello ${new URL(req.url).search}`));
-  await using prox = await startProxy(tlsConfig(up.url), { keepListen: true, tls: true });
+interopTest("curl --http2 over TLS negotiates h2 through Prox, logged and forwarded as h2", [
+  "curl",
+], async () => {
+  const via: (string | null)[] = [];
+  await using up = await startUpstream((req) => {
+    via.push(req.headers.get("via"));
+    return new Response(`hello ${new URL(req.url).search}`);
+  });
+  const logger = recordingLogger();
+  await using prox = await startProxy(tlsConfig(up.url), { keepListen: true, tls: true, logger });
   const out = await run("curl", [
     "-sS",
     "--http2",
@@ -38,11 +51,18 @@ interopTest("curl --http2 over TLS negotiates h2 through Prox", ["curl"], async 
   assert.equal(out.code, 0, out.stderr);
   assert.match(out.stdout, /hello \?a=1\n2 200$/);
   assert.match(out.stdout, /strict-transport-security: max-age=86400; includeSubDomains/i);
+  assert.deepEqual(via, ["2 prox"]);
+  assert.equal(await waitFor(() => loggedProtocol(logger, "/x"), { what: "access record" }), "h2");
 });
 
-interopTest("curl over HTTP/1.1 with TLS still works", ["curl"], async () => {
-  await using up = await startUpstream(() => new Response("h1"));
-  await using prox = await startProxy(tlsConfig(up.url), { keepListen: true, tls: true });
+interopTest("curl over HTTP/1.1 with TLS still works, logged as http/1.1", ["curl"], async () => {
+  const via: (string | null)[] = [];
+  await using up = await startUpstream((req) => {
+    via.push(req.headers.get("via"));
+    return new Response("h1");
+  });
+  const logger = recordingLogger();
+  await using prox = await startProxy(tlsConfig(up.url), { keepListen: true, tls: true, logger });
   const out = await run("curl", [
     "-sS",
     "--http1.1",
@@ -53,14 +73,27 @@ interopTest("curl over HTTP/1.1 with TLS still works", ["curl"], async () => {
     `https://localhost:${prox.port}/`,
   ]);
   assert.equal(out.stdout, "h1 1.1", out.stderr);
+  assert.deepEqual(via, ["1.1 prox"]);
+  assert.equal(
+    await waitFor(() => loggedProtocol(logger, "/"), { what: "access record" }),
+    "http/1.1",
+  );
 });
 
-interopTest("h2c with prior knowledge is served without TLS", ["curl"], async () => {
-  await using up = await startUpstream(() => new Response("plain"));
-  await using prox = await startProxy(`
+interopTest("h2c with prior knowledge is served without TLS, logged as h2c", ["curl"], async () => {
+  const via: (string | null)[] = [];
+  await using up = await startUpstream((req) => {
+    via.push(req.headers.get("via"));
+    return new Response("plain");
+  });
+  const logger = recordingLogger();
+  await using prox = await startProxy(
+    `
 health_check: { enabled: false }
 routes: { "/": { type: proxy, target: "${up.url}" } }
-`);
+`,
+    { logger },
+  );
   const out = await run("curl", [
     "-sS",
     "--http2-prior-knowledge",
@@ -69,6 +102,8 @@ routes: { "/": { type: proxy, target: "${up.url}" } }
     `${prox.url}/`,
   ]);
   assert.equal(out.stdout, "plain 2", out.stderr);
+  assert.deepEqual(via, ["2 prox"]);
+  assert.equal(await waitFor(() => loggedProtocol(logger, "/"), { what: "access record" }), "h2c");
 });
 
 Deno.test("the plain-HTTP listener redirects to HTTPS with 308, except ACME challenges", async () => {

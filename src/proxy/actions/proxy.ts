@@ -7,7 +7,7 @@ import { upstreamUrl } from "../../domain/rewrite.ts";
 import type { HeaderList } from "../../domain/header_list.ts";
 import { ProxyError } from "../../domain/errors.ts";
 import type { LoadBalanceRouteConfig, ProxyRouteConfig } from "../../config/schema.ts";
-import type { UpstreamRequest } from "../../ports.ts";
+import type { Protocol, UpstreamRequest } from "../../ports.ts";
 import type { PipelineDeps, RequestContext } from "../context.ts";
 import { forward } from "../forward.ts";
 import {
@@ -17,6 +17,9 @@ import {
   ruleBody,
   STALE_BODY_HEADERS,
 } from "../filters/rules.ts";
+
+/** The protocol version a Via entry names (RFC 9110 §7.6.3). */
+const VIA_VERSION: Record<Protocol, string> = { "http/1.1": "1.1", h2: "2", h2c: "2", h3: "3" };
 
 type UpstreamRoute = ProxyRouteConfig | LoadBalanceRouteConfig;
 
@@ -78,7 +81,7 @@ export function upstreamHeaders(
     trustedPeer: ctx.trustedPeer,
     scheme: ctx.scheme,
     host: ctx.host,
-    version: ctx.info.protocol === "h3" ? "3" : ctx.info.protocol === "h2" ? "2" : "1.1",
+    version: VIA_VERSION[ctx.info.protocol],
     rfc7239: route.forwarded,
   });
   h.set("x-request-id", ctx.requestId);
