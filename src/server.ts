@@ -13,16 +13,15 @@ import {
   listenerPlans,
   readTlsFiles,
   tcpMigrateReq,
-  tlsPaths,
 } from "./adapters/listener_set.ts";
 import { requestSeen, startMemoryReducer } from "./adapters/gc_hint.ts";
 import type { ListenerPlan } from "./adapters/listener_set.ts";
-import { watchFiles } from "./adapters/config_watch.ts";
+import { configFiles, watchFiles } from "./adapters/config_watch.ts";
 import type { FileWatch } from "./adapters/config_watch.ts";
 import { formatIssue } from "./config/load.ts";
 import { createUpstreamClient } from "./adapters/upstream_client.ts";
-import { createAccessLog, createBufferedSink, createJsonLogger } from "./adapters/log_json.ts";
-import { createPromMetrics } from "./adapters/metrics_prom.ts";
+import { accessLogOf, createBufferedSink, createJsonLogger } from "./adapters/log_json.ts";
+import { createPromMetrics, withMetricsEndpoint } from "./adapters/metrics_prom.ts";
 import type { AdminCallbacks } from "./adapters/admin.ts";
 import { followAdmin } from "./adapters/admin_follow.ts";
 import {
@@ -32,8 +31,8 @@ import {
   listenerViews,
 } from "./adapters/admin_status.ts";
 import { createDenoFileStore } from "./adapters/files_deno.ts";
-import { createRateLimitStores, limiterIds } from "./adapters/rate_limit_stores.ts";
-import type { AccessRecord, Clock, FileStore, Handler } from "./ports.ts";
+import { createRateLimitStores, keysPerRoute, limiterIds } from "./adapters/rate_limit_stores.ts";
+import type { AccessRecord, Clock, FileStore } from "./ports.ts";
 import { createUpstreamRegistry } from "./proxy/state.ts";
 import { configuredTargets } from "./proxy/pool.ts";
 import { startHealthChecks } from "./adapters/health_check.ts";
@@ -78,13 +77,7 @@ export async function startServer(
   // An injected logger (tests, embedding) also receives the access records, as "access" lines.
   const accessSink = createBufferedSink();
   const accessLogFor = (c: Config) =>
-    c.log.access_log === false
-      ? undefined
-      : opts.logger
-      ? (rec: AccessRecord) => logger.info("access", { ...rec })
-      : createAccessLog(c.log.access_log === true ? "json" : c.log.access_log, {
-        sink: accessSink.sink,
-      });
+    accessLogOf(c.log.access_log, { logger: opts.logger, sink: accessSink.sink });
   let accessLog = accessLogFor(config);
   // Pool limits are read once at start-up (a reload keeps the running pools).
   const pool = config.upstream_pool;
@@ -146,19 +139,12 @@ export async function startServer(
   const metricsText = () =>
     prom ? (sharedMetrics ? sharedMetrics.text() : prom.text()) : Promise.resolve("");
   // `/metrics` on the traffic port only when configured (the seed always exposed it there).
-  const baseHandler: Handler = (req, info) => {
-    requestSeen();
-    const m = config.metrics;
-    if (
-      m.on_main_listener && req.method === "GET" && req.url.includes(m.path) &&
-      new URL(req.url).pathname === m.path
-    ) {
-      return metricsText().then((t) =>
-        new Response(t, { headers: { "content-type": prom?.contentType ?? "text/plain" } })
-      );
-    }
-    return handler(req, info);
-  };
+  const baseHandler = withMetricsEndpoint(handler, {
+    config: () => config.metrics,
+    text: metricsText,
+    contentType: prom?.contentType,
+    onRequest: requestSeen,
+  });
   const serveHandler = opts.worker?.debugHeader
     ? withWorkerHeader(baseHandler, opts.worker.index)
     : baseHandler;
@@ -265,13 +251,7 @@ export async function startServer(
     routes: Object.keys(config.routes).length,
     worker: opts.worker?.index,
   });
-  const limiterKeys = () =>
-    Object.fromEntries(
-      current.router.entries.filter((e) => e.value.rateLimits.length > 0).map((e) => [
-        e.value.id,
-        e.value.rateLimits.reduce((n, l) => n + rateLimits.memory.keyCount(l.id), 0),
-      ]),
-    );
+  const limiterKeys = () => keysPerRoute(rateLimits, current.router.entries.map((e) => e.value));
   // The admin listener follows reloads (only the exclusive worker runs one).
   const admin = followAdmin({
     logger,
@@ -302,12 +282,7 @@ export async function startServer(
   prom?.observe({ upstreams: () => upstreams.list(), limiterKeys });
 
   let watch: FileWatch | undefined;
-  // The config file, the TLS certificate and key, and upstream CA files routes name.
-  const watchedFiles = (c: Config) => [
-    ...("path" in source ? [source.path] : []),
-    ...tlsPaths(c),
-    ...Object.values(c.routes).flatMap((r) => "tls" in r && r.tls?.ca_cert ? [r.tls.ca_cert] : []),
-  ];
+  const watchedFiles = (c: Config) => configFiles("path" in source ? source.path : null, c);
   if (opts.watch ?? "path" in source) {
     watch = watchFiles(watchedFiles(config), {
       logger,

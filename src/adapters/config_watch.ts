@@ -7,7 +7,9 @@
 // a change that arrives during the debounce or while `onChange` runs is never dropped: it
 // either is in the content read, or it schedules another round.
 
+import type { Config } from "../config/schema.ts";
 import type { Logger } from "../ports.ts";
+import { tlsPaths } from "./listener_set.ts";
 
 /** A running watch; `setFiles` follows a reload that changed which files matter. */
 export interface FileWatch {
@@ -63,6 +65,15 @@ function dirsFor(path: string): string[] {
     // missing for now; the directory watch sees it appear
   }
   return dirs;
+}
+
+/** What a config depends on: its own file, the TLS certificate and key, and upstream CA files. */
+export function configFiles(configPath: string | null, c: Config): string[] {
+  return [
+    ...(configPath ? [configPath] : []),
+    ...tlsPaths(c),
+    ...Object.values(c.routes).flatMap((r) => "tls" in r && r.tls?.ca_cert ? [r.tls.ca_cert] : []),
+  ];
 }
 
 /** Starts watching `paths`; `onChange` runs after their content changes. */

@@ -175,6 +175,20 @@ export function formatAccessJson(rec: AccessRecord): string {
   });
 }
 
+/**
+ * The access-log writer for `log.access_log`: none when false; with an injected `logger` (tests,
+ * embedding) the records go to it as "access" lines; else formatted lines to `sink`.
+ */
+export function accessLogOf(
+  setting: boolean | AccessLogFormat,
+  o: { logger?: Logger; sink: LineSink },
+): ((rec: AccessRecord) => void) | undefined {
+  if (setting === false) return undefined;
+  const logger = o.logger;
+  if (logger) return (rec) => logger.info("access", { ...rec });
+  return createAccessLog(setting === true ? "json" : setting, { sink: o.sink });
+}
+
 /** Creates the access-log writer the pipeline calls once per request (to stdout). */
 export function createAccessLog(
   format: AccessLogFormat,

@@ -7,7 +7,7 @@
 // observation costs a Map lookup rather than prom-client's label hashing.
 
 import { Counter, Gauge, Registry } from "prom-client";
-import type { Metrics, Protocol } from "../ports.ts";
+import type { Handler, Metrics, Protocol } from "../ports.ts";
 import { HotCounter, HotHistogram } from "./metrics_hot.ts";
 import { registerProcessMetrics } from "./metrics_process.ts";
 
@@ -336,5 +336,31 @@ export function createPromMetrics(
     certificateExpiry(name, notAfterMs) {
       certExpiry.set({ name }, notAfterMs / 1000);
     },
+  };
+}
+
+/**
+ * Serves `GET <metrics.path>` on a traffic listener when `metrics.on_main_listener` is set (read
+ * per request: it follows reloads); everything else goes to `handler`. `onRequest` sees every
+ * request (the memory reducer's count).
+ */
+export function withMetricsEndpoint(handler: Handler, o: {
+  config: () => { on_main_listener: boolean; path: string };
+  text: () => Promise<string>;
+  contentType?: string;
+  onRequest?: () => void;
+}): Handler {
+  return (req, info) => {
+    o.onRequest?.();
+    const m = o.config();
+    if (
+      m.on_main_listener && req.method === "GET" && req.url.includes(m.path) &&
+      new URL(req.url).pathname === m.path
+    ) {
+      return o.text().then((t) =>
+        new Response(t, { headers: { "content-type": o.contentType ?? "text/plain" } })
+      );
+    }
+    return handler(req, info);
   };
 }

@@ -27,6 +27,19 @@ export function limiterIds(routes: Iterable<{ rateLimits: { id: string }[] }>): 
   return ids;
 }
 
+/** Client keys the in-memory limiter holds per route id, for routes with limits (its memory use). */
+export function keysPerRoute(
+  stores: RateLimitStores,
+  routes: Iterable<{ id: string; rateLimits: { id: string }[] }>,
+): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const r of routes) {
+    if (r.rateLimits.length === 0) continue;
+    out[r.id] = r.rateLimits.reduce((n, l) => n + stores.memory.keyCount(l.id), 0);
+  }
+  return out;
+}
+
 /** Creates the store holder; call configure() before serving. */
 export function createRateLimitStores(): RateLimitStores {
   const memory = createMemoryStore();
