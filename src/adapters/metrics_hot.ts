@@ -103,50 +103,56 @@ const OVERFLOW = "(overflow)";
 /** Most label sets per metric. */
 const MAX_CELLS = 10_000;
 
+/** What both metric kinds share: identity, their cells, pruning and reset. */
+abstract class HotMetric<T extends { labels: Labels }> implements RegistryMetric {
+  readonly name: string;
+  readonly help: string;
+  protected readonly cells: Cells<T>;
+
+  constructor(
+    o: { name: string; help: string; labelNames: readonly string[]; maxCells?: number },
+    make: (labels: Labels) => T,
+  ) {
+    this.name = o.name;
+    this.help = o.help;
+    this.cells = new Cells(o.labelNames, make, o.maxCells ?? MAX_CELLS);
+  }
+
+  /** The cell of one label set (values in `labelNames` order). */
+  cell(a: string, b?: string, c?: string): T {
+    return this.cells.get(a, b, c);
+  }
+
+  abstract get(): Promise<MetricData>;
+
+  protected data(type: MetricData["type"], values: MetricValue[]): Promise<MetricData> {
+    return Promise.resolve({ name: this.name, help: this.help, type, values, aggregator: "sum" });
+  }
+
+  remove(labels: Record<string, string | number>): void {
+    this.cells.remove(labels);
+  }
+
+  reset(): void {
+    this.cells.clear();
+  }
+}
+
 interface CounterCell {
   labels: Labels;
   value: number;
 }
 
 /** A labelled counter: `cell(...values).value += n`. */
-export class HotCounter implements RegistryMetric {
-  readonly name: string;
-  readonly help: string;
-  readonly #cells: Cells<CounterCell>;
-
+export class HotCounter extends HotMetric<CounterCell> {
   constructor(o: { name: string; help: string; labelNames: readonly string[]; maxCells?: number }) {
-    this.name = o.name;
-    this.help = o.help;
-    this.#cells = new Cells(
-      o.labelNames,
-      (labels) => ({ labels, value: 0 }),
-      o.maxCells ?? MAX_CELLS,
-    );
-  }
-
-  /** The cell of one label set (values in `labelNames` order). */
-  cell(a: string, b?: string, c?: string): CounterCell {
-    return this.#cells.get(a, b, c);
+    super(o, (labels) => ({ labels, value: 0 }));
   }
 
   get(): Promise<MetricData> {
     const values: MetricValue[] = [];
-    for (const c of this.#cells) values.push({ labels: { ...c.labels }, value: c.value });
-    return Promise.resolve({
-      name: this.name,
-      help: this.help,
-      type: "counter",
-      values,
-      aggregator: "sum",
-    });
-  }
-
-  remove(labels: Record<string, string | number>): void {
-    this.#cells.remove(labels);
-  }
-
-  reset(): void {
-    this.#cells.clear();
+    for (const c of this.cells) values.push({ labels: { ...c.labels }, value: c.value });
+    return this.data("counter", values);
   }
 }
 
@@ -159,11 +165,8 @@ interface HistogramCell {
 }
 
 /** A labelled histogram: `observe(cell, value)`. */
-export class HotHistogram implements RegistryMetric {
-  readonly name: string;
-  readonly help: string;
+export class HotHistogram extends HotMetric<HistogramCell> {
   readonly #bounds: readonly number[];
-  readonly #cells: Cells<HistogramCell>;
 
   constructor(o: {
     name: string;
@@ -172,20 +175,12 @@ export class HotHistogram implements RegistryMetric {
     buckets: readonly number[];
     maxCells?: number;
   }) {
-    this.name = o.name;
-    this.help = o.help;
-    this.#bounds = [...o.buckets].sort((a, b) => a - b);
-    const n = this.#bounds.length + 1;
-    this.#cells = new Cells(
-      o.labelNames,
-      (labels) => ({ labels, counts: new Float64Array(n), sum: 0, count: 0 }),
-      o.maxCells ?? MAX_CELLS,
+    const bounds = [...o.buckets].sort((a, b) => a - b);
+    super(
+      o,
+      (labels) => ({ labels, counts: new Float64Array(bounds.length + 1), sum: 0, count: 0 }),
     );
-  }
-
-  /** The cell of one label set (values in `labelNames` order). */
-  cell(a: string, b?: string, c?: string): HistogramCell {
-    return this.#cells.get(a, b, c);
+    this.#bounds = bounds;
   }
 
   /** Records one observation in `cell`. */
@@ -201,7 +196,7 @@ export class HotHistogram implements RegistryMetric {
   get(): Promise<MetricData> {
     const values: MetricValue[] = [];
     const bucket = `${this.name}_bucket`;
-    for (const c of this.#cells) {
+    for (const c of this.cells) {
       let acc = 0;
       this.#bounds.forEach((le, i) => {
         acc += c.counts[i];
@@ -211,20 +206,6 @@ export class HotHistogram implements RegistryMetric {
       values.push({ labels: { ...c.labels }, value: c.sum, metricName: `${this.name}_sum` });
       values.push({ labels: { ...c.labels }, value: c.count, metricName: `${this.name}_count` });
     }
-    return Promise.resolve({
-      name: this.name,
-      help: this.help,
-      type: "histogram",
-      values,
-      aggregator: "sum",
-    });
-  }
-
-  remove(labels: Record<string, string | number>): void {
-    this.#cells.remove(labels);
-  }
-
-  reset(): void {
-    this.#cells.clear();
+    return this.data("histogram", values);
   }
 }
