@@ -15,7 +15,7 @@ export interface AdminFollower {
   shutdown(): Promise<void>;
 }
 
-/** Creates the follower; `token` and `callbacks` are read per request (they follow reloads). */
+/** Creates the follower; `token` is read per request, `callbacks` when a listener starts. */
 export function followAdmin(o: {
   logger: Logger;
   token: () => string | undefined;

@@ -22,7 +22,7 @@ export function redirectHandler(o: {
 /** The plain-HTTP listener's answer: 308 to https, except ACME HTTP-01 challenges. */
 export function httpsRedirect(req: Request, opts: { status: number; httpsPort: number }): Response {
   const url = new URL(req.url);
-  if (url.pathname.startsWith("/.well-known/acme-challenge/")) {
+  if (url.pathname.startsWith(CHALLENGE_PREFIX)) {
     return new Response("Not found\n", { status: 404 });
   }
   const host = (req.headers.get("host") ?? url.hostname).replace(/:\d+$/, "");
