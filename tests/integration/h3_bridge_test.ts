@@ -342,19 +342,21 @@ Deno.test("startH3Listener answers early without reading a large upload and stop
   });
 });
 
+/** A response whose body fails after 1,000 bytes (an upstream reset mid-body). */
+const failing = (withLength: boolean) =>
+  new Response(
+    new ReadableStream({
+      start(ctl) {
+        ctl.enqueue(new Uint8Array(1000));
+      },
+      pull(ctl) {
+        ctl.error(new Error("upstream reset"));
+      },
+    }),
+    withLength ? { headers: { "content-length": "5000" } } : {},
+  );
+
 Deno.test("startH3Listener never lets a failed response body look complete", async () => {
-  const failing = (withLength: boolean) =>
-    new Response(
-      new ReadableStream({
-        start(ctl) {
-          ctl.enqueue(new Uint8Array(1000));
-        },
-        pull(ctl) {
-          ctl.error(new Error("upstream reset"));
-        },
-      }),
-      withLength ? { headers: { "content-length": "5000" } } : {},
-    );
   await withListener(
     (req) => Promise.resolve(failing(new URL(req.url).pathname === "/cl")),
     async (l) => {
@@ -375,19 +377,7 @@ Deno.test("startH3Listener settles ClientInfo.completed: delivered resolves, a f
     assert.ok(info.completed, "completed is set per request");
     settled[path] = info.completed.then(() => "delivered", () => "failed");
     if (path === "/ok") return Promise.resolve(new Response("x".repeat(5000)));
-    return Promise.resolve(
-      new Response(
-        new ReadableStream({
-          start(ctl) {
-            ctl.enqueue(new Uint8Array(1000));
-          },
-          pull(ctl) {
-            ctl.error(new Error("upstream reset"));
-          },
-        }),
-        { headers: { "content-length": "5000" } },
-      ),
-    );
+    return Promise.resolve(failing(true));
   }, async (l) => {
     await using c = await client(l.port);
     assert.equal((await c.request("/ok")).body.length, 5000);
