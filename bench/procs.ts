@@ -317,6 +317,7 @@ export async function startProx(dir: string, o: { core: string; backend: number 
 /** Deno.serve + Prox's upstream client and nothing else: the client's share of Prox's cost. */
 export async function startClientProxy(o: { core: string; backend: number }): Promise<Proc> {
   const port = freePort();
+  const tlsPort = freePort();
   const child = await spawn("deno client proxy", {
     core: o.core,
     cmd: [
@@ -327,10 +328,19 @@ export async function startClientProxy(o: { core: string; backend: number }): Pr
       `${ROOT}/bench/client_proxy.ts`,
       String(port),
       String(o.backend),
+      String(tlsPort),
+      TLS.cert,
+      TLS.key,
     ],
-    ports: [port],
+    ports: [port, tlsPort],
   });
-  return { name: "deno-h1client", pid: child.pid, port, [Symbol.asyncDispose]: stopper(child) };
+  return {
+    name: "deno-h1client",
+    pid: child.pid,
+    port,
+    tlsPort,
+    [Symbol.asyncDispose]: stopper(child),
+  };
 }
 
 /** The naive baseline: Deno.serve + fetch() forwarding (what issue 12 measured at 130–170 µs). */

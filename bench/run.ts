@@ -62,7 +62,7 @@ const SCENARIOS: Scenario[] = [
     tool: "h2load",
     path: "/100b",
     connections: 10,
-    proxies: ["prox", "nginx", "haproxy", "deno-serve"],
+    proxies: ["prox", "nginx", "haproxy", "deno-h1client", "deno-serve"],
     runs: RUNS,
     seconds: SECONDS,
     tls: true,
