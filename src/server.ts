@@ -243,6 +243,7 @@ export async function startServer(
   await syncH3(config, mainPlan(firstPlans));
   started = true;
   stopReducer = startMemoryReducer({
+    idleMs: () => config.memory.reduce_after_idle,
     onReduce: (ms) => logger.debug("Memory-reducing GC after a burst", { ms: Math.round(ms) }),
   });
   logger.info("Prox listening", {

@@ -10,16 +10,19 @@
 // 2. After a burst. Under many concurrent requests, objects outlive scavenges, are promoted and
 //    die in the old generation, and nothing collects them once traffic stops: RSS stayed at its
 //    peak (about 290 MiB after 1,000 connections) for as long as the process idled. Once requests
-//    stop for a second after at least BURST of them, one memory-reducing full GC runs (V8's
-//    "last resort" collection, which also returns free pages to the OS): about 115 MiB after.
+//    stop for `memory.reduce_after_idle` (default 1 s) after at least BURST of them, one
+//    memory-reducing full GC runs (V8's "last resort" collection, which also returns free pages
+//    to the OS): about 115 MiB after. It costs a 60-75 ms pause, and since any full GC makes V8
+//    discard optimized code that refers to the dead objects, about 2 s of slower requests while
+//    the code is optimized again (README, "Benchmark").
 
 const STEP = 16 * 1024 * 1024;
-/** Requests since the last reduction before an idle second triggers one. */
+/** Requests since the last reduction before idling triggers one. */
 const BURST = 2_000;
 /** How often the idle check runs (ms). */
 const TICK = 1_000;
 
-type GcFn = (o?: {
+export type GcFn = (o?: {
   type?: "minor" | "major";
   execution?: "sync" | "async";
   flavor?: "regular" | "last-resort";
@@ -42,28 +45,53 @@ export function requestSeen(): void {
   requests++;
 }
 
+/** Options of the memory reducer; `gc` and `every` are seams for tests. */
+export interface ReducerOptions {
+  /** Requests since the last reduction before idling may trigger one (default BURST). */
+  burst?: number;
+  /**
+   * Idle time (ms) after a burst before the reduction, read at every tick so that a reload applies;
+   * rounded up to whole ticks. 0 turns the reducer off. Default: one tick.
+   */
+  idleMs?: () => number;
+  tickMs?: number;
+  onReduce?: (ms: number) => void;
+  gc?: GcFn;
+  /** Calls `fn` every `ms` (an unref'd interval by default); returns a stop function. */
+  every?: (fn: () => void, ms: number) => () => void;
+}
+
+const unrefInterval = (fn: () => void, ms: number) => {
+  const timer = setInterval(fn, ms);
+  Deno.unrefTimer(timer);
+  return () => clearInterval(timer);
+};
+
 /**
- * Starts the idle check: after a second without requests that followed at least `burst`
- * requests, one memory-reducing GC. Returns a stop function (a no-op without --expose-gc).
+ * Starts the idle check: once requests stop for `idleMs` after at least `burst` of them, one
+ * memory-reducing GC. Returns a stop function (a no-op without --expose-gc).
  */
-export function startMemoryReducer(
-  o: { burst?: number; tickMs?: number; onReduce?: (ms: number) => void } = {},
-): () => void {
-  if (gc === undefined) return () => {};
+export function startMemoryReducer(o: ReducerOptions = {}): () => void {
+  const collect = o.gc ?? gc;
+  if (collect === undefined) return () => {};
   const burst = o.burst ?? BURST;
+  const tickMs = o.tickMs ?? TICK;
+  const idleMs = o.idleMs ?? (() => tickMs);
   let seenAtTick = requests;
   let sinceReduce = 0;
-  const timer = setInterval(() => {
+  let idleTicks = 0;
+  return (o.every ?? unrefInterval)(() => {
     const now = requests;
     const delta = now - seenAtTick;
     seenAtTick = now;
     sinceReduce += delta;
-    if (delta > 0 || sinceReduce < burst) return;
+    idleTicks = delta > 0 ? 0 : idleTicks + 1;
+    const idle = idleMs();
+    if (idle <= 0 || sinceReduce < burst || idleTicks * tickMs < idle) return;
     sinceReduce = 0;
+    idleTicks = 0;
     const t0 = performance.now();
-    gc({ type: "major", execution: "sync", flavor: "last-resort" });
+    collect({ type: "major", execution: "sync", flavor: "last-resort" });
     o.onReduce?.(performance.now() - t0);
-  }, o.tickMs ?? TICK);
-  Deno.unrefTimer(timer);
-  return () => clearInterval(timer);
+  }, tickMs);
 }

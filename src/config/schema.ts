@@ -372,6 +372,11 @@ export const UpstreamPool = z.object({
   queue_timeout: Duration.prefault("5s"),
 }).strict();
 
+export const MemoryConfig = z.object({
+  /** Idle time after a burst before one memory-reducing GC; "0s" turns it off. */
+  reduce_after_idle: Duration.prefault("1s"),
+}).strict();
+
 export const HttpRedirect = z.object({
   listen_addr: z.string(),
   status_code: z.literal([301, 302, 307, 308]).default(308),
@@ -399,6 +404,7 @@ export const Config = z.object({
   shutdown_timeout: Duration.prefault("30s"),
   rate_limit_store: RateLimitStore.default(RateLimitStore.parse({})),
   upstream_pool: UpstreamPool.default(UpstreamPool.parse({})),
+  memory: MemoryConfig.default(MemoryConfig.parse({})),
   passive_health: PassiveHealth.default(PassiveHealth.parse({})),
   http_redirect: HttpRedirect.optional(),
   workers: z.int().min(1).max(64).default(1),

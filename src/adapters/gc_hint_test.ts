@@ -1,0 +1,87 @@
+import assert from "node:assert/strict";
+import { type GcFn, requestSeen, startMemoryReducer } from "./gc_hint.ts";
+
+/** A reducer driven by hand: `tick()` runs one idle check; `calls` records each collection. */
+function reducer(o: { burst: number; idleMs: () => number }) {
+  const calls: Parameters<GcFn>[0][] = [];
+  let check = () => {};
+  let stopped = false;
+  const stop = startMemoryReducer({
+    ...o,
+    tickMs: 1000,
+    gc: (opts) => calls.push(opts),
+    every: (fn, ms) => {
+      assert.equal(ms, 1000);
+      check = fn;
+      return () => stopped = true;
+    },
+  });
+  return {
+    calls,
+    tick: () => check(),
+    requests: (n: number) => {
+      for (let i = 0; i < n; i++) requestSeen();
+    },
+    stop: () => (stop(), stopped),
+  };
+}
+
+Deno.test("memory reducer: one memory-reducing GC after the first idle tick that follows a burst", () => {
+  const r = reducer({ burst: 10, idleMs: () => 1000 });
+  r.requests(10);
+  r.tick(); // requests in this tick: not idle
+  assert.equal(r.calls.length, 0);
+  r.tick();
+  assert.deepEqual(r.calls, [{ type: "major", execution: "sync", flavor: "last-resort" }]);
+  r.tick();
+  r.tick();
+  assert.equal(r.calls.length, 1, "once per burst");
+  assert.equal(r.stop(), true);
+});
+
+Deno.test("memory reducer: no GC without a burst", () => {
+  const r = reducer({ burst: 10, idleMs: () => 1000 });
+  r.requests(9);
+  for (let i = 0; i < 5; i++) r.tick();
+  assert.equal(r.calls.length, 0);
+  r.requests(1); // the burst counts across ticks
+  r.tick();
+  r.tick();
+  assert.equal(r.calls.length, 1);
+});
+
+Deno.test("memory reducer: waits for reduce_after_idle, and traffic restarts the wait", () => {
+  let idle = 3000;
+  const r = reducer({ burst: 10, idleMs: () => idle });
+  r.requests(10);
+  r.tick();
+  r.tick();
+  r.tick();
+  assert.equal(r.calls.length, 0, "2 s idle of 3");
+  r.requests(1);
+  r.tick();
+  r.tick();
+  r.tick();
+  assert.equal(r.calls.length, 0, "the wait starts again after a request");
+  r.tick();
+  assert.equal(r.calls.length, 1, "3 s idle");
+  // Read at every tick (a reload applies): 1.5 s rounds up to two ticks.
+  idle = 1500;
+  r.requests(10);
+  r.tick();
+  r.tick();
+  assert.equal(r.calls.length, 1);
+  r.tick();
+  assert.equal(r.calls.length, 2);
+});
+
+Deno.test("memory reducer: reduce_after_idle 0s turns it off", () => {
+  let idle = 0;
+  const r = reducer({ burst: 10, idleMs: () => idle });
+  r.requests(10);
+  for (let i = 0; i < 5; i++) r.tick();
+  assert.equal(r.calls.length, 0);
+  idle = 1000; // turned back on by a reload: the burst is still owed
+  r.tick();
+  assert.equal(r.calls.length, 1);
+});
