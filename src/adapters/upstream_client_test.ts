@@ -414,3 +414,37 @@ Deno.test("upstream client drops this hop's fields from responses and still hono
     await client.close();
   }
 });
+
+Deno.test("upstream client drops a reason phrase Fetch rejects; a field Fetch rejects is a protocol error that frees the connection", async () => {
+  let conns = 0;
+  await using srv = rawServer(async (c) => {
+    conns++;
+    for (let i = 0; await readRequest(c); i++) {
+      const bad = i === 1 ? "X-Bad: a\x00b\r\n" : "";
+      // Content-Length over the client's 32 KiB read-whole limit: the body would stream.
+      const big = i === 2 ? 40_000 : 2;
+      await write(
+        c,
+        `HTTP/1.1 200 ${i === 0 ? "O\x01K" : "OK"}\r\nContent-Length: ${big}\r\n` +
+          `${i === 2 ? "X-Bad: a\x00b\r\n" : bad}X-Keep: yes\r\n\r\n` + "k".repeat(big),
+      );
+    }
+  });
+  const client = createUpstreamClient({ maxConnectionsPerUpstream: 1, queueTimeout: 2_000 });
+  try {
+    const res = await client.send(request(srv.url));
+    assert.equal(res.status, 200);
+    assert.equal(res.statusText, "");
+    assert.equal(res.headers.get("x-keep"), "yes");
+    assert.equal(await res.text(), "kk");
+    const whole = await rejects(client.send(request(srv.url)), "protocol");
+    assert.match(whole.message, /Invalid upstream response head/);
+    const streamed = await rejects(client.send(request(srv.url)), "protocol");
+    assert.match(streamed.message, /Invalid upstream response head/);
+    // One connection allowed: a request after the failures gets one (not a queue timeout).
+    assert.equal((await client.send(request(srv.url))).status, 200);
+    assert.ok(conns >= 2, "the streamed failure closed its connection");
+  } finally {
+    await client.close();
+  }
+});

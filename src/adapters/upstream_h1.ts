@@ -7,6 +7,7 @@ import { ProxyError } from "../domain/errors.ts";
 import { BODY_BYTES } from "../ports.ts";
 import type { BodyCounter, CountedResponse, UpstreamRequest } from "../ports.ts";
 import { H1Connection } from "./upstream_h1_conn.ts";
+import { responseWith } from "../proxy/respond.ts";
 import { streamedBytes } from "./gc_hint.ts";
 import { encodeRequestHead, parseChunkSize, parseResponseHead } from "./upstream_h1_wire.ts";
 import type { ResponseHead } from "./upstream_h1_wire.ts";
@@ -126,28 +127,31 @@ export async function exchange(
     return respond(res, bytes);
   }
   const counter: BodyCounter = { bytes: 0, ended: false };
-  const out: CountedResponse = respond(res, bodyStream(conn, res, part, counter));
+  const stream = bodyStream(conn, res, part, counter);
+  let out: CountedResponse;
+  try {
+    out = respond(res, stream);
+  } catch (err) {
+    await stream.cancel(); // closes the connection and ends the exchange
+    throw err;
+  }
   out[BODY_BYTES] = counter;
   return out;
 }
+
+/** What the Fetch API accepts as a reason phrase (HTAB, SP, VCHAR, obs-text). */
+const REASON_PHRASE = /^[\t\x20-\x7e\x80-\xff]*$/;
 
 /** Builds the Response; a reason phrase the Fetch API rejects is dropped. */
 function respond(head: ResponseHead, body: BodyInit | null): Response {
   if (head.status > 599) {
     throw new ProxyError("protocol", `Upstream sent status ${head.status}`);
   }
+  const statusText = REASON_PHRASE.test(head.statusText) ? head.statusText : undefined;
   try {
-    return new Response(body, {
-      status: head.status,
-      statusText: head.statusText,
-      headers: head.headers,
-    });
-  } catch {
-    try {
-      return new Response(body, { status: head.status, headers: head.headers });
-    } catch (err) {
-      throw new ProxyError("protocol", `Invalid upstream response head: ${String(err)}`);
-    }
+    return responseWith(body, { status: head.status, statusText }, head.headers);
+  } catch (err) {
+    throw new ProxyError("protocol", `Invalid upstream response head: ${String(err)}`);
   }
 }
 

@@ -1,5 +1,5 @@
-// Error responses: the status from the one table in domain/errors.ts, a short reason and the
-// request id. Never an internal host or a stack trace.
+// Building responses. Error responses: the status from the one table in domain/errors.ts, a short
+// reason and the request id; never an internal host or a stack trace.
 
 import { reasonFor, statusFor } from "../domain/errors.ts";
 import type { ErrorKind } from "../domain/errors.ts";
@@ -20,4 +20,21 @@ export function errorResponse(
   if (kind === "overloaded" && !headers.has("retry-after")) headers.set("retry-after", "1");
   // 499 is not a valid Response status in the Fetch standard; the client is gone anyway.
   return new Response(body, { status: status === 499 ? 400 : status, headers });
+}
+
+/**
+ * A Response whose header fields are appended to its own headers. Passing a list or a Headers as
+ * `init.headers` costs a few µs more per response: Web IDL first converts it to a sequence of
+ * sequences (iterating a Headers also sorts it). Throws a TypeError for a field Fetch rejects, as
+ * `init.headers` would.
+ */
+export function responseWith(
+  body: BodyInit | null,
+  init: { status: number; statusText?: string },
+  fields: readonly (readonly [string, string])[],
+): Response {
+  const res = new Response(body, init);
+  const h = res.headers;
+  for (let i = 0; i < fields.length; i++) h.append(fields[i][0], fields[i][1]);
+  return res;
 }

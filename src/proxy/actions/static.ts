@@ -18,7 +18,7 @@ import { joinPath, stripPrefix } from "../../domain/rewrite.ts";
 import type { StaticRouteConfig } from "../../config/schema.ts";
 import type { FileStat, FileStore } from "../../ports.ts";
 import type { PipelineDeps, RequestContext } from "../context.ts";
-import { errorResponse } from "../respond.ts";
+import { errorResponse, responseWith } from "../respond.ts";
 
 /** Methods a static route answers; everything else gets 405 with this list. */
 export const STATIC_ALLOW = "GET, HEAD, OPTIONS";
@@ -162,15 +162,15 @@ async function serveFile(
   const file = variant ?? { rel, st, coding: null };
   const etag = weakEtag(file.st.size, file.st.mtime);
   const v = { etag, mtime: file.st.mtime };
-  const headers = new Headers({ etag, "x-content-type-options": "nosniff" });
-  if (file.st.mtime !== null) headers.set("last-modified", httpDate(file.st.mtime));
-  if (opts.cacheControl && opts.status === 200) headers.set("cache-control", opts.cacheControl);
-  if (opts.precompressed) headers.set("vary", "Accept-Encoding");
-  if (opts.status === 404) headers.set("cache-control", "no-store");
+  const fields: [string, string][] = [["etag", etag], ["x-content-type-options", "nosniff"]];
+  if (file.st.mtime !== null) fields.push(["last-modified", httpDate(file.st.mtime)]);
+  if (opts.cacheControl && opts.status === 200) fields.push(["cache-control", opts.cacheControl]);
+  if (opts.precompressed) fields.push(["vary", "Accept-Encoding"]);
+  if (opts.status === 404) fields.push(["cache-control", "no-store"]);
 
   if (opts.status === 200) {
     const pre = evaluatePreconditions(req.headers, v);
-    if (pre === "not_modified") return new Response(null, { status: 304, headers });
+    if (pre === "not_modified") return responseWith(null, { status: 304 }, fields);
     if (pre === "failed") {
       return errorResponse("bad_request", opts.requestId, {
         status: 412,
@@ -178,14 +178,14 @@ async function serveFile(
       });
     }
   }
-  headers.set("content-type", getMimeType(rel) ?? "application/octet-stream");
-  if (file.coding) headers.set("content-encoding", file.coding);
+  fields.push(["content-type", getMimeType(rel) ?? "application/octet-stream"]);
+  if (file.coding) fields.push(["content-encoding", file.coding]);
 
   const size = file.st.size;
   let range = { start: 0, end: size - 1 };
   let status: number = opts.status;
   if (opts.status === 200) {
-    headers.set("accept-ranges", "bytes");
+    fields.push(["accept-ranges", "bytes"]);
     const asked = req.method === "GET" && ifRangeAllows(req.headers.get("if-range"), v)
       ? parseRange(req.headers.get("range"), size)
       : { kind: "full" as const };
@@ -198,14 +198,14 @@ async function serveFile(
     if (asked.kind === "range") {
       range = { start: asked.start, end: asked.end };
       status = 206;
-      headers.set("content-range", `bytes ${range.start}-${range.end}/${size}`);
+      fields.push(["content-range", `bytes ${range.start}-${range.end}/${size}`]);
     }
   }
-  headers.set("content-length", String(range.end - range.start + 1));
-  if (req.method === "HEAD") return new Response(null, { status, headers });
+  fields.push(["content-length", String(range.end - range.start + 1)]);
+  if (req.method === "HEAD") return responseWith(null, { status }, fields);
   const body = size === 0 ? null : await opts.files.open(opts.root, file.rel, range);
   if (body === null && size !== 0) return errorResponse("not_found", opts.requestId);
-  return new Response(body, { status, headers });
+  return responseWith(body, { status }, fields);
 }
 
 /** The pipeline's entry: a static route's settings applied to the current request. */
