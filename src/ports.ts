@@ -91,6 +91,11 @@ export interface FileStat {
   size: number;
   /** Milliseconds since the epoch, or null when unknown. */
   mtime: number | null;
+  /**
+   * Where the store found the file (opaque): given back to `open`, it spares resolving the path
+   * again. The store checked it against the root when it made it.
+   */
+  handle?: string;
 }
 
 /**
@@ -105,6 +110,7 @@ export interface FileStore {
     root: string,
     relPath: string,
     range?: { start: number; end: number },
+    handle?: string,
   ): Promise<ReadableStream<Uint8Array> | Uint8Array<ArrayBuffer> | null>;
 }
 

@@ -46,12 +46,13 @@ function resolveInside(root: string, relPath: string): string | null {
   }
 }
 
-function toFileStat(st: Deno.FileInfo): FileStat {
+function toFileStat(st: Deno.FileInfo, real: string): FileStat {
   return {
     isFile: st.isFile,
     isDirectory: st.isDirectory,
     size: st.size,
     mtime: st.mtime ? st.mtime.getTime() : null,
+    handle: real,
   };
 }
 
@@ -138,14 +139,16 @@ export function createDenoFileStore(): FileStore {
     stat(root, relPath) {
       try {
         const real = resolveInside(root, relPath);
-        return Promise.resolve(real === null ? null : toFileStat(Deno.statSync(real)));
+        return Promise.resolve(real === null ? null : toFileStat(Deno.statSync(real), real));
       } catch (err) {
         return isAbsent(err) ? Promise.resolve(null) : Promise.reject(err);
       }
     },
 
-    async open(root, relPath, range) {
-      const real = resolveInside(root, relPath);
+    async open(root, relPath, range, handle) {
+      // The handle is the real path `stat` resolved and checked against this root for the same
+      // request: resolving twice cost two realpath calls (about 8 µs) per file served.
+      const real = handle ?? resolveInside(root, relPath);
       if (real === null) return null;
       let file: Deno.FsFile;
       try {

@@ -203,7 +203,9 @@ async function serveFile(
   }
   fields.push(["content-length", String(range.end - range.start + 1)]);
   if (req.method === "HEAD") return responseWith(null, { status }, fields);
-  const body = size === 0 ? null : await opts.files.open(opts.root, file.rel, range);
+  const body = size === 0
+    ? null
+    : await opts.files.open(opts.root, file.rel, range, file.st.handle);
   if (body === null && size !== 0) return errorResponse("not_found", opts.requestId);
   return responseWith(body, { status }, fields);
 }
