@@ -17,9 +17,19 @@ export function weakEtag(size: number, mtime: number | null): string {
   return `W/"${size.toString(16)}-${m}"`;
 }
 
-/** `Last-Modified` value (IMF-fixdate) for a time in ms. RFC 9110 §5.6.7. */
+let lastMs = NaN;
+let lastDate = "";
+
+/**
+ * `Last-Modified` value (IMF-fixdate) for a time in ms. RFC 9110 §5.6.7. The last answer is kept:
+ * a static route serving one file over and over formats the same time.
+ */
 export function httpDate(ms: number): string {
-  return new Date(ms).toUTCString();
+  if (ms !== lastMs) {
+    lastDate = new Date(ms).toUTCString();
+    lastMs = ms;
+  }
+  return lastDate;
 }
 
 function parseHttpDate(value: string): number | null {

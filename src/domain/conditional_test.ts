@@ -17,6 +17,10 @@ Deno.test("weakEtag changes with size and mtime", () => {
   assert.notEqual(weakEtag(1001, MTIME), V.etag);
   assert.notEqual(weakEtag(1000, MTIME + 1), V.etag);
   assert.equal(httpDate(MTIME), "Wed, 25 Nov 2026 12:00:00 GMT");
+  // The remembered last answer follows its input.
+  assert.equal(httpDate(MTIME + 86_400_000), "Thu, 26 Nov 2026 12:00:00 GMT");
+  assert.equal(httpDate(MTIME + 86_400_000), "Thu, 26 Nov 2026 12:00:00 GMT");
+  assert.equal(httpDate(MTIME), "Wed, 25 Nov 2026 12:00:00 GMT");
 });
 
 Deno.test("evaluatePreconditions answers If-None-Match with weak comparison", () => {

@@ -50,11 +50,13 @@ function decodeSegments(relPath: string): string[] | null {
   const out: string[] = [];
   for (const raw of relPath.split("/")) {
     if (raw === "") continue;
-    let seg: string;
-    try {
-      seg = decodeURIComponent(raw);
-    } catch {
-      return null;
+    let seg = raw;
+    if (raw.includes("%")) {
+      try {
+        seg = decodeURIComponent(raw);
+      } catch {
+        return null;
+      }
     }
     if (seg === "." || seg === ".." || /[\0/\\]/.test(seg)) return null;
     out.push(seg);
