@@ -92,8 +92,8 @@ export interface FileStat {
   /** Milliseconds since the epoch, or null when unknown. */
   mtime: number | null;
   /**
-   * Where the store found the file (opaque): given back to `open`, it spares resolving the path
-   * again. The store checked it against the root when it made it.
+   * Where the store found a regular file (opaque): given back to `open`, it spares resolving and
+   * checking the path again. The store checked it against the root when it made it.
    */
   handle?: string;
 }

@@ -52,7 +52,8 @@ function toFileStat(st: Deno.FileInfo, real: string): FileStat {
     isDirectory: st.isDirectory,
     size: st.size,
     mtime: st.mtime ? st.mtime.getTime() : null,
-    handle: real,
+    // Only for regular files: `open` then knows what it will find there.
+    handle: st.isFile ? real : undefined,
   };
 }
 
@@ -146,14 +147,15 @@ export function createDenoFileStore(): FileStore {
     },
 
     async open(root, relPath, range, handle) {
-      // The handle is the real path `stat` resolved and checked against this root for the same
-      // request: resolving twice cost two realpath calls (about 8 µs) per file served.
+      // The handle is the real path of a regular file that `stat` resolved and checked against
+      // this root for the same request: resolving and checking again cost two realpath calls and a
+      // stat (about 10 µs) per file served.
       const real = handle ?? resolveInside(root, relPath);
       if (real === null) return null;
       let file: Deno.FsFile;
       try {
         // Never open anything but a regular file: opening a FIFO would block.
-        if (!Deno.statSync(real).isFile) return null;
+        if (handle === undefined && !Deno.statSync(real).isFile) return null;
         file = Deno.openSync(real, { read: true });
       } catch (err) {
         if (isAbsent(err)) return null;

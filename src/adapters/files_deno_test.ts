@@ -61,6 +61,20 @@ Deno.test("createDenoFileStore refuses symlinks and dot segments that leave the 
   assert.equal(await read(await fs.open(t.root, "link-in")), "0123456789");
 });
 
+Deno.test("createDenoFileStore stat hands open the resolved path of regular files only", async () => {
+  await using t = await tree();
+  const fs = createDenoFileStore();
+  const viaLink = await fs.stat(t.root, "link-in");
+  assert.equal(viaLink?.handle, Deno.realPathSync(`${t.root}/a.txt`));
+  assert.equal((await fs.stat(t.root, "sub"))?.handle, undefined);
+  // open trusts the handle: the path it is given alongside is not resolved again.
+  assert.equal(
+    await read(await fs.open(t.root, "ignored", undefined, viaLink!.handle)),
+    "0123456789",
+  );
+  assert.equal(await read(await fs.open(t.root, "link-in")), "0123456789");
+});
+
 Deno.test("createDenoFileStore open streams whole files and inclusive ranges", async () => {
   await using t = await tree();
   const fs = createDenoFileStore();
