@@ -15,7 +15,7 @@ TEST_FLAGS ?=
 # No allocation-site pretenuring: under HTTP/2 load V8 would start allocating per-request objects
 # straight into the old generation, where, dead but uncollected, they keep young objects alive
 # through scavenges (~1.8 MB promoted per scavenge instead of ~0, scavenge time 2-3x).
-V8_FLAGS := --v8-flags=--expose-gc,--no-allocation-site-pretenuring
+V8_FLAGS := --v8-flags=--expose-gc,--no-allocation-site-pretenuring,--no-maglev
 
 run: deno
 	$(DENO) run -A $(V8_FLAGS) mod.ts serve --config $(CONFIG)

@@ -35,7 +35,7 @@ export async function spawnProx(
       "run",
       "-A",
       // As `make run` and the compiled binary (see the Makefile's V8_FLAGS).
-      "--v8-flags=--expose-gc,--no-allocation-site-pretenuring",
+      "--v8-flags=--expose-gc,--no-allocation-site-pretenuring,--no-maglev",
       `--config=${ROOT}/deno.json`,
       `${ROOT}/mod.ts`,
       "serve",
