@@ -10,6 +10,16 @@ function loggedProtocol(logger: ReturnType<typeof recordingLogger>, path: string
   return logger.records.find((r) => r.msg === "access" && r.path === path)?.protocol;
 }
 
+/** An upstream answering `body(req)` that records the Via header of every request it gets. */
+async function viaUpstream(body: (req: Request) => string) {
+  const via: (string | null)[] = [];
+  const up = await startUpstream((req) => {
+    via.push(req.headers.get("via"));
+    return new Response(body(req));
+  });
+  return Object.assign(up, { via });
+}
+
 const TLS = `${ROOT}/tests/fixtures/tls`;
 
 function tlsConfig(upstream: string, extra = ""): string {
@@ -30,11 +40,7 @@ routes:
 interopTest("curl --http2 over TLS negotiates h2 through Prox, logged and forwarded as h2", [
   "curl",
 ], async () => {
-  const via: (string | null)[] = [];
-  await using up = await startUpstream((req) => {
-    via.push(req.headers.get("via"));
-    return new Response(`hello ${new URL(req.url).search}`);
-  });
+  await using up = await viaUpstream((req) => `hello ${new URL(req.url).search}`);
   const logger = recordingLogger();
   await using prox = await startProxy(tlsConfig(up.url), { keepListen: true, tls: true, logger });
   const out = await run("curl", [
@@ -51,16 +57,12 @@ interopTest("curl --http2 over TLS negotiates h2 through Prox, logged and forwar
   assert.equal(out.code, 0, out.stderr);
   assert.match(out.stdout, /hello \?a=1\n2 200$/);
   assert.match(out.stdout, /strict-transport-security: max-age=86400; includeSubDomains/i);
-  assert.deepEqual(via, ["2 prox"]);
+  assert.deepEqual(up.via, ["2 prox"]);
   assert.equal(await waitFor(() => loggedProtocol(logger, "/x"), { what: "access record" }), "h2");
 });
 
 interopTest("curl over HTTP/1.1 with TLS still works, logged as http/1.1", ["curl"], async () => {
-  const via: (string | null)[] = [];
-  await using up = await startUpstream((req) => {
-    via.push(req.headers.get("via"));
-    return new Response("h1");
-  });
+  await using up = await viaUpstream(() => "h1");
   const logger = recordingLogger();
   await using prox = await startProxy(tlsConfig(up.url), { keepListen: true, tls: true, logger });
   const out = await run("curl", [
@@ -73,7 +75,7 @@ interopTest("curl over HTTP/1.1 with TLS still works, logged as http/1.1", ["cur
     `https://localhost:${prox.port}/`,
   ]);
   assert.equal(out.stdout, "h1 1.1", out.stderr);
-  assert.deepEqual(via, ["1.1 prox"]);
+  assert.deepEqual(up.via, ["1.1 prox"]);
   assert.equal(
     await waitFor(() => loggedProtocol(logger, "/"), { what: "access record" }),
     "http/1.1",
@@ -81,11 +83,7 @@ interopTest("curl over HTTP/1.1 with TLS still works, logged as http/1.1", ["cur
 });
 
 interopTest("h2c with prior knowledge is served without TLS, logged as h2c", ["curl"], async () => {
-  const via: (string | null)[] = [];
-  await using up = await startUpstream((req) => {
-    via.push(req.headers.get("via"));
-    return new Response("plain");
-  });
+  await using up = await viaUpstream(() => "plain");
   const logger = recordingLogger();
   await using prox = await startProxy(
     `
@@ -102,7 +100,7 @@ routes: { "/": { type: proxy, target: "${up.url}" } }
     `${prox.url}/`,
   ]);
   assert.equal(out.stdout, "plain 2", out.stderr);
-  assert.deepEqual(via, ["2 prox"]);
+  assert.deepEqual(up.via, ["2 prox"]);
   assert.equal(await waitFor(() => loggedProtocol(logger, "/"), { what: "access record" }), "h2c");
 });
 
