@@ -12,9 +12,10 @@
 //    peak (about 290 MiB after 1,000 connections) for as long as the process idled. Once requests
 //    stop for `memory.reduce_after_idle` (default 1 s) after at least BURST of them, one
 //    memory-reducing full GC runs (V8's "last resort" collection, which also returns free pages
-//    to the OS): about 115 MiB after. It costs a 60-75 ms pause, and since any full GC makes V8
-//    discard optimized code that refers to the dead objects, about 2 s of slower requests while
-//    the code is optimized again (README, "Benchmark").
+//    to the OS): about 115 MiB after. It costs a 60-75 ms pause. Any full GC also makes V8
+//    discard optimized code whose hidden classes died with the requests; src/proxy/recent.ts
+//    keeps the last request's objects alive so that little code is discarded (README,
+//    "Benchmark").
 
 const STEP = 16 * 1024 * 1024;
 /** Requests since the last reduction before idling triggers one. */

@@ -17,6 +17,7 @@ import type { PipelineDeps, RequestContext } from "./context.ts";
 import { createUpstreamRegistry } from "./state.ts";
 import type { UpstreamRegistry } from "./state.ts";
 import { poolOf } from "./pool.ts";
+import { recent } from "./recent.ts";
 import { bodySource, NO_BODY, onBodyEnd } from "./body_replay.ts";
 import type { BodySource } from "./body_replay.ts";
 import type { RetryPolicy, RoutePool } from "./pool.ts";
@@ -149,6 +150,7 @@ async function sendOnce(
     req.signal = ac.signal;
   }
   state.inFlight++;
+  recent.upstreamRequest = req;
   const t0 = deps.clock.monotonic();
   let res: Response;
   try {

@@ -16,6 +16,7 @@ import { BODY_BYTES } from "../ports.ts";
 import type { ClientInfo, CountedResponse, Handler } from "../ports.ts";
 import type { PipelineDeps, RequestContext } from "./context.ts";
 import { errorResponse } from "./respond.ts";
+import { recent } from "./recent.ts";
 import { proxyAction } from "./actions/proxy.ts";
 import { redirectAction } from "./actions/redirect.ts";
 import { applyResponseRules } from "./filters/rules.ts";
@@ -45,6 +46,8 @@ export function createHandler(deps: PipelineDeps): Handler {
     }
     res = finish(ctx, res);
     record(ctx, deps, res);
+    recent.context = ctx;
+    recent.response = res;
     return res;
   };
 }

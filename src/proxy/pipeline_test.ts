@@ -66,3 +66,71 @@ Deno.test("createHandler answers 400 for paths that cannot be normalized and 404
   await none.body?.cancel();
   assert.deepEqual(records.map((r) => [r.status, r.route]), [[400, null], [404, null]]);
 });
+
+Deno.test("the last request's objects outlive a full GC (recent.ts), earlier ones do not", async () => {
+  // Needs --expose-gc, so it runs in a child process; the first request's objects must be
+  // collected there, which shows that the GC ran and that only the newest ones are kept.
+  const at = (p: string) => JSON.stringify(new URL(p, import.meta.url).href);
+  const script = `
+    import { loadConfigText } from ${at("../config/load.ts")};
+    import { buildSnapshot } from ${at("./snapshot.ts")};
+    import { createHandler } from ${at("./pipeline.ts")};
+    import { noopMetrics, silentLogger } from ${at("../ports.ts")};
+    const { config } = loadConfigText(
+      'listen_addr: "127.0.0.1:0"\\nhealth_check: { enabled: false }\\n' +
+        'routes: { "/": { type: proxy, target: "http://10.1.1.1" } }',
+      { file: "t.yaml", env: { exists: () => true } },
+    );
+    const snapshot = buildSnapshot(config, { version: 1 });
+    const sent = [];
+    const handler = createHandler({
+      snapshot: () => snapshot,
+      upstream: {
+        send: (r) => { sent.push(new WeakRef(r)); return Promise.resolve(new Response("ok")); },
+        close: () => Promise.resolve(),
+      },
+      files: { stat: () => Promise.resolve(null), open: () => Promise.resolve(null) },
+      clock: { now: () => 0, monotonic: () => 0 },
+      logger: silentLogger,
+      metrics: noopMetrics,
+    });
+    const info = { remoteAddr: { hostname: "192.0.2.7", port: 4000 }, localPort: 80,
+      protocol: "http/1.1", tls: false };
+    const reqs = [];
+    const responses = [];
+    for (const path of ["/first", "/last"]) {
+      const req = new Request("http://h" + path);
+      reqs.push(new WeakRef(req));
+      const res = await handler(req, info);
+      responses.push(new WeakRef(res));
+      await res.text();
+    }
+    await new Promise((r) => setTimeout(r, 0)); // WeakRef targets are held until the job ends
+    gc({ type: "major", execution: "sync", flavor: "last-resort" });
+    const alive = (refs) => refs.map((r) => r.deref() !== undefined);
+    console.log(JSON.stringify({ reqs: alive(reqs), responses: alive(responses), sent: alive(sent) }));
+  `;
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      `--config=${new URL("../../deno.json", import.meta.url).pathname}`,
+      "--v8-flags=--expose-gc",
+      "-",
+    ],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const w = child.stdin.getWriter();
+  await w.write(new TextEncoder().encode(script));
+  await w.close();
+  const out = await child.output();
+  const text = new TextDecoder().decode(out.stdout);
+  assert.ok(out.success, new TextDecoder().decode(out.stderr));
+  assert.deepEqual(JSON.parse(text), {
+    reqs: [false, true],
+    responses: [false, true],
+    sent: [false, true],
+  });
+});
