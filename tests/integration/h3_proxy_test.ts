@@ -352,9 +352,23 @@ interopTest("Prox reload with a new certificate swaps it on HTTP/3 too", ["opens
   }
 });
 
+/** A UDP socket on 127.0.0.1 whose port number is free on TCP too (a client's local port may not be). */
+function udpWithFreeTcpTwin(): Deno.DatagramConn {
+  for (let attempt = 0;; attempt++) {
+    const udp = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
+    try {
+      Deno.listen({ hostname: "127.0.0.1", port: (udp.addr as Deno.NetAddr).port }).close();
+      return udp;
+    } catch (err) {
+      udp.close();
+      if (attempt >= 20 || !(err instanceof Deno.errors.AddrInUse)) throw err;
+    }
+  }
+}
+
 Deno.test("Prox keeps serving TCP without Alt-Svc when the UDP port is taken", async () => {
   await using up = await startUpstream(upstreamHandler);
-  const udp = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
+  const udp = udpWithFreeTcpTwin();
   try {
     const port = (udp.addr as Deno.NetAddr).port;
     const yaml = config(up.url).replace(
