@@ -183,8 +183,9 @@ export function createUpstreamClient(opts: UpstreamClientOptions = {}): PooledUp
 
   const sendH1 = async (key: string, req: UpstreamRequest): Promise<Response> => {
     const connect = connectH1(req);
+    const signal = req.signal ? () => req.signal : req.clientSignal;
     for (let attempt = 0;; attempt++) {
-      const got = pool.acquire(key, connect, { fresh: attempt > 0, signal: req.signal });
+      const got = pool.acquire(key, connect, { fresh: attempt > 0, signal });
       const conn = got instanceof Promise ? await got : got;
       try {
         return await exchange(conn, req, {
@@ -210,7 +211,11 @@ export function createUpstreamClient(opts: UpstreamClientOptions = {}): PooledUp
       ) {
         let p = protocolOf(key, req);
         if (typeof p !== "string") p = await p;
-        if (p === "h2" && fetchSafe(req.headers)) return h2.send(req);
+        if (p === "h2" && fetchSafe(req.headers)) {
+          // fetch takes its signal up front.
+          if (!req.signal && req.clientSignal) req = { ...req, signal: req.clientSignal() };
+          return h2.send(req);
+        }
       }
       return sendH1(key, req);
     },

@@ -331,6 +331,67 @@ Deno.test("upstream client: an aborted request releases its connection", async (
   }
 });
 
+Deno.test("upstream client: a client signal is looked up only for a slow exchange, which it then aborts", async () => {
+  let stall!: () => void;
+  const stalled = new Promise<void>((r) => stall = r);
+  let arrived = false;
+  await using srv = rawServer(async (c, n) => {
+    await readRequest(c);
+    if (n === 0) {
+      await c.write(new TextEncoder().encode("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"));
+      return;
+    }
+    arrived = true;
+    await stalled;
+  });
+  const client = createUpstreamClient({ maxIdlePerUpstream: 0 });
+  try {
+    const ac = new AbortController();
+    let lookups = 0;
+    const clientSignal = () => {
+      lookups++;
+      return ac.signal;
+    };
+    // A quick exchange ends before a tick of the timer: the signal is never read.
+    const res = await client.send(request(srv.url, { clientSignal }));
+    assert.equal(await res.text(), "ok");
+    assert.equal(lookups, 0);
+    // A stalled one links it after a tick, and a client that leaves then frees the connection.
+    const p = client.send(request(srv.url, { clientSignal }));
+    await waitFor(() => arrived && lookups === 1, { what: "a late look-up of the signal" });
+    ac.abort();
+    await rejects(p, "client_gone");
+    assert.deepEqual(client.stats().map((s) => s.open), [0]);
+  } finally {
+    stall();
+    await client.close();
+  }
+});
+
+Deno.test("upstream pool: a queued request whose client already left is not queued", async () => {
+  let release!: () => void;
+  const gate = new Promise<void>((r) => release = r);
+  await using srv = rawServer(async (c) => {
+    await readRequest(c);
+    await gate;
+  });
+  const client = createUpstreamClient({ maxConnectionsPerUpstream: 1 });
+  try {
+    const first = client.send(request(srv.url));
+    await waitFor(() => client.stats()[0]?.open === 1, { what: "the first request's connection" });
+    await rejects(
+      client.send(request(srv.url, { clientSignal: () => AbortSignal.abort() })),
+      "client_gone",
+    );
+    assert.equal(client.stats()[0].queued, 0);
+    release(); // the upstream closes without answering
+    await rejects(first, "upstream_reset");
+  } finally {
+    release();
+    await client.close();
+  }
+});
+
 Deno.test("upstream pool queues first come first served and sheds past queue_limit", async () => {
   const gates: (() => void)[] = [];
   const order: string[] = [];

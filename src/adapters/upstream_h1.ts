@@ -45,11 +45,12 @@ export async function exchange(
     if (!ok) reusable = false;
     if (--parts === 0) {
       conn.disarm();
+      conn.late(null);
       signal?.removeEventListener("abort", onAbort);
       opts.release(reusable && !conn.dead && conn.start === conn.end);
     }
   };
-  const signal = req.signal;
+  let signal = req.signal;
   const onAbort = () =>
     conn.fail(new ProxyError("client_gone", "Client went away", { source, sentNothing: true }));
   if (signal) {
@@ -58,6 +59,13 @@ export async function exchange(
       throw new ProxyError("client_gone", "Client went away", { source, sentNothing: true });
     }
     signal.addEventListener("abort", onAbort, { once: true });
+  } else if (req.clientSignal) {
+    const lookUp = req.clientSignal;
+    conn.late(() => {
+      signal = lookUp();
+      if (signal.aborted) onAbort();
+      else signal.addEventListener("abort", onAbort, { once: true });
+    });
   }
 
   const body = req.body;

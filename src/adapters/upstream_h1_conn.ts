@@ -14,12 +14,16 @@ export interface Transport {
 const INITIAL_BUFFER = 16 * 1024;
 
 // One shared ticker checks every armed connection instead of a timer per request (timers were a
-// visible share of the per-request CPU). It runs only while some connection is armed.
+// visible share of the per-request CPU). It runs only while some connection is armed or waits
+// for a late step (see `late`).
 const TICK_MS = 25;
 const watched = new Set<H1Connection>();
 let ticker: ReturnType<typeof setInterval> | undefined;
+/** Ticks so far: a late step runs once a whole tick has passed since it was set. */
+let ticks = 0;
 
 function tick(): void {
+  ticks++;
   const now = performance.now();
   for (const c of watched) c.check(now);
   if (watched.size === 0) {
@@ -62,6 +66,8 @@ export class H1Connection {
   #idle = false;
   /** Watchdog: 0 off, 1 response header (deadline from #last), 2 idle (since #last). */
   #mode = 0;
+  #late: (() => void) | null = null;
+  #lateTick = 0;
   #limit = 0;
   #last = 0;
 
@@ -135,12 +141,31 @@ export class H1Connection {
   disarm(): void {
     if (this.#mode !== 0) {
       this.#mode = 0;
-      watched.delete(this);
+      if (this.#late === null) watched.delete(this);
     }
+  }
+
+  /**
+   * Runs `step` once the current exchange has lasted a whole tick (25–50 ms), unless `late(null)`
+   * comes first: how the exchange links the client's signal only when it is slow enough for a
+   * disconnect to matter (UpstreamRequest.clientSignal).
+   */
+  late(step: (() => void) | null): void {
+    this.#late = step;
+    if (step !== null) {
+      this.#lateTick = ticks;
+      watch(this);
+    } else if (this.#mode === 0) watched.delete(this);
   }
 
   /** Called by the shared ticker: fails the connection once its current timeout has passed. */
   check(now: number): void {
+    const step = this.#late;
+    if (step !== null && ticks - this.#lateTick >= 2) {
+      this.#late = null;
+      if (this.#mode === 0) watched.delete(this);
+      step();
+    }
     if (this.#mode === 0 || now - this.#last < this.#limit) return;
     const msg = this.#mode === 1
       ? `Upstream "${this.source}" sent no response header within ${this.#limit} ms`

@@ -61,7 +61,11 @@ export interface ConnectionPool {
   acquire(
     key: string,
     connect: () => Promise<H1Connection>,
-    o?: { fresh?: boolean; signal?: AbortSignal },
+    o?: {
+      fresh?: boolean;
+      /** The client's signal, looked up only when the request has to wait. */
+      signal?: () => AbortSignal | undefined;
+    },
   ): H1Connection | Promise<H1Connection>;
   /** Gives a connection back; it is parked or handed on only when `reusable`. */
   release(key: string, conn: H1Connection, reusable: boolean): void;
@@ -189,7 +193,11 @@ export function createConnectionPool(opts: UpstreamPoolOptions): ConnectionPool 
       }
       return new Promise<H1Connection>((resolve, reject) => {
         let timer: ReturnType<typeof setTimeout> | undefined;
-        const signal = a.signal;
+        const signal = a.signal?.();
+        if (signal?.aborted) {
+          reject(new ProxyError("client_gone", "Client went away", { sentNothing: true }));
+          return;
+        }
         const cleanup = () => {
           clearTimeout(timer);
           signal?.removeEventListener("abort", onAbort);

@@ -139,7 +139,8 @@ async function sendOnce(
   let unlink = () => {};
   if (perTry) {
     const ac = new AbortController();
-    const client = req.signal ?? ctx.req.signal; // may carry timeouts.total
+    // May carry timeouts.total; a per-try timeout links the client's signal at once.
+    const client = req.signal ?? req.clientSignal?.() ?? ctx.req.signal;
     const onAbort = () => ac.abort(client.reason);
     client.addEventListener("abort", onAbort, { once: true });
     unlink = () => client.removeEventListener("abort", onAbort);

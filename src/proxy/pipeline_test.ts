@@ -13,7 +13,10 @@ const info: ClientInfo = {
   tls: false,
 };
 
-function handlerFor(yaml: string, send: (r: { signal?: AbortSignal }) => Promise<Response>) {
+function handlerFor(
+  yaml: string,
+  send: (r: { clientSignal?: () => AbortSignal }) => Promise<Response>,
+) {
   const { config, issues } = loadConfigText(`listen_addr: "127.0.0.1:0"\n${yaml}`, {
     file: "t.yaml",
     env: { exists: () => true },
@@ -40,8 +43,9 @@ Deno.test("createHandler logs 499 when the client goes away before the upstream 
     (r) =>
       new Promise((_, reject) => {
         const gone = () => reject(new ProxyError("client_gone", "gone"));
-        if (r.signal!.aborted) gone();
-        else r.signal!.addEventListener("abort", gone);
+        const signal = r.clientSignal!();
+        if (signal.aborted) gone();
+        else signal.addEventListener("abort", gone);
       }),
   );
   const ctl = new AbortController();

@@ -156,7 +156,8 @@ export async function proxyAction(
           caCerts: compiled.caCerts,
         }
         : undefined,
-      signal: deadline?.signal ?? ctx.req.signal,
+      signal: deadline?.signal,
+      clientSignal: deadline ? undefined : () => ctx.req.signal,
     };
   };
   const deadline = compiled.totalMs ? startDeadline(ctx.req.signal, compiled.totalMs) : undefined;
