@@ -1,7 +1,7 @@
 // Failures map to statuses in one place: 504 on timeouts, 413 over the body limit, 502 on an
 // upstream that resets; error bodies carry the request id and nothing internal.
 import assert from "node:assert/strict";
-import { startUpstream } from "../_harness.ts";
+import { startUpstream, waitFor } from "../_harness.ts";
 import { startProxy } from "./_proxy.ts";
 
 Deno.test("an upstream that never answers gets 504 after response_header", async () => {
@@ -138,4 +138,45 @@ routes:
   await assert.rejects(cut.text());
   clearTimeout(guard);
   release.resolve();
+});
+
+Deno.test("a client that leaves while the upstream is silent frees the upstream connection", async () => {
+  // The exchange looks up the client's Request.signal only after a tick of its timer; this checks
+  // that Deno.serve's signal then ends the exchange, long before response_header would.
+  const upstream = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  let arrived = false;
+  let closedByProx = false;
+  const served = (async () => {
+    const c = await upstream.accept();
+    const buf = new Uint8Array(4096);
+    await c.read(buf);
+    arrived = true;
+    try {
+      closedByProx = (await c.read(buf)) === null; // Prox sends nothing more: EOF or reset
+    } catch {
+      closedByProx = true;
+    }
+    c.close();
+  })();
+  try {
+    await using prox = await startProxy(`
+health_check: { enabled: false }
+routes:
+  "/":
+    type: proxy
+    target: "http://127.0.0.1:${(upstream.addr as Deno.NetAddr).port}"
+    timeouts: { response_header: 60s }
+    retries: { attempts: 0 }
+`);
+    const client = await Deno.connect({ hostname: "127.0.0.1", port: prox.port });
+    await client.write(new TextEncoder().encode("GET /slow HTTP/1.1\r\nHost: a.test\r\n\r\n"));
+    await waitFor(() => arrived, { what: "the request at the upstream" });
+    const t0 = performance.now();
+    client.close();
+    await waitFor(() => closedByProx, { what: "Prox closing the upstream connection" });
+    assert.ok(performance.now() - t0 < 5_000);
+  } finally {
+    upstream.close();
+    await served;
+  }
 });
