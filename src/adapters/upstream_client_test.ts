@@ -60,6 +60,9 @@ async function readRequest(c: Deno.Conn, bodyBytes = 0): Promise<string | null> 
 }
 
 const write = (c: Deno.Conn, s: string) => c.write(enc.encode(s));
+async function writeAll(c: Deno.Conn, bytes: Uint8Array): Promise<void> {
+  for (let off = 0; off < bytes.length;) off += await c.write(bytes.subarray(off));
+}
 
 async function rejects(p: Promise<unknown>, kind: string): Promise<ProxyError> {
   try {
@@ -223,6 +226,52 @@ Deno.test("upstream client streams server-sent events one by one", async () => {
     release();
     assert.equal(dec.decode((await reader.read()).value), "data: two\n\n");
     assert.equal((await reader.read()).done, true);
+  } finally {
+    await client.close();
+  }
+});
+
+Deno.test("upstream client delivers a Content-Length body up to 64 KiB as one chunk; a larger one streams", async () => {
+  const sizes = [48 * 1024, 100 * 1024];
+  const gates = sizes.map(() => Promise.withResolvers<void>());
+  await using srv = rawServer(async (c) => {
+    for (let i = 0; await readRequest(c); i++) {
+      const bytes = enc.encode(`HTTP/1.1 200 OK\r\ncontent-length: ${sizes[i]}\r\n\r\n`);
+      const body = new Uint8Array(sizes[i]).fill(97);
+      // The head and 40,000 body bytes now, the rest once the test has asked for a chunk.
+      const head = new Uint8Array(bytes.length + 40_000);
+      head.set(bytes);
+      head.set(body.subarray(0, 40_000), bytes.length);
+      await writeAll(c, head);
+      await gates[i].promise;
+      await writeAll(c, body.subarray(40_000));
+    }
+  });
+  const client = createUpstreamClient();
+  try {
+    for (const [i, size] of sizes.entries()) {
+      const res = await client.send(request(srv.url));
+      const reader = res.body!.getReader();
+      const first = reader.read();
+      if (size <= 64 * 1024) {
+        // Nothing may come before the whole body is there.
+        gates[i].resolve();
+        assert.equal((await first).value!.byteLength, size);
+      } else {
+        // Past the limit the first bytes come before the upstream sends the rest.
+        const n = (await first).value!.byteLength;
+        assert.ok(n > 0 && n <= 40_000, `first chunk ${n}`);
+        gates[i].resolve();
+        let total = n;
+        for (let r = await reader.read(); !r.done; r = await reader.read()) {
+          total += r.value.byteLength;
+        }
+        assert.equal(total, size);
+        continue;
+      }
+      assert.equal((await reader.read()).done, true);
+    }
+    assert.deepEqual(client.stats().map((s) => s.open), [1]);
   } finally {
     await client.close();
   }

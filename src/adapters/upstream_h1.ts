@@ -1,6 +1,7 @@
 // One request/response exchange on an HTTP/1.1 connection (RFC 9112): write the head as given,
 // stream the request body (Content-Length as declared, else chunked), skip 1xx, parse the head,
-// and hand back a Response whose body streams (small Content-Length bodies are read at once).
+// and hand back a Response whose body streams (small Content-Length bodies are read at once,
+// those up to 64 KiB into one chunk).
 // The connection is released exactly once, reusable only when both bodies ended cleanly.
 
 import { ProxyError } from "../domain/errors.ts";
@@ -18,6 +19,11 @@ export interface ExchangeLimits {
   maxHeaderBytes: number;
   /** Content-Length bodies up to this size are read whole before the Response is returned. */
   bufferLimit: number;
+  /**
+   * Larger Content-Length bodies stream; a body (or the rest of one) up to this size is read
+   * whole into one chunk first, which Deno.serve then writes at once.
+   */
+  oneChunkLimit: number;
 }
 
 /** Thrown (as a ProxyError cause marker) when a reused connection was found closed. */
@@ -135,7 +141,7 @@ export async function exchange(
     return respond(res, bytes);
   }
   const counter: BodyCounter = { bytes: 0, ended: false };
-  const stream = bodyStream(conn, res, part, counter);
+  const stream = bodyStream(conn, res, { part, counter, oneChunkLimit: opts.oneChunkLimit });
   let out: CountedResponse;
   try {
     out = respond(res, stream);
@@ -287,9 +293,9 @@ async function pumpBody(
 function bodyStream(
   conn: H1Connection,
   head: ResponseHead,
-  part: (ok: boolean) => void,
-  counter: BodyCounter,
+  o: { part: (ok: boolean) => void; counter: BodyCounter; oneChunkLimit: number },
 ): ReadableStream<Uint8Array> {
+  const { part, counter, oneChunkLimit } = o;
   let remaining = head.framing === "length" ? head.contentLength : 0;
   // chunked state: 0 size line, 1 data, 2 CRLF after data, 3 trailers
   let state = 0;
@@ -325,6 +331,11 @@ function bodyStream(
   const next = async (): Promise<Uint8Array | null> => {
     if (head.framing === "length") {
       if (remaining === 0) return null;
+      if (remaining <= oneChunkLimit) {
+        const out = await readWhole(conn, remaining);
+        remaining = 0;
+        return out;
+      }
       const out = conn.end > conn.start ? take(remaining) : await direct(remaining);
       if (out === null) throw bodyEnded(conn.source);
       remaining -= out.byteLength;
