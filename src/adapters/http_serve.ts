@@ -3,6 +3,7 @@
 
 import type { ListenAddr } from "../config/listen.ts";
 import type { ClientInfo, Handler, Logger, Metrics, Protocol } from "../ports.ts";
+import { recent } from "../proxy/recent.ts";
 
 /** A running listener. */
 export interface Listener {
@@ -55,6 +56,7 @@ export function listen(
       return new Response("Internal server error\n", { status: 500 });
     },
   }, (req, info) => {
+    recent.serverInfo = info;
     const remote = info.remoteAddr as Deno.NetAddr;
     const ci: ClientInfo = {
       remoteAddr: { hostname: remote.hostname, port: remote.port },

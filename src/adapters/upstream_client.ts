@@ -197,10 +197,7 @@ export function createUpstreamClient(opts: UpstreamClientOptions = {}): PooledUp
       const got = pool.acquire(key, connect, { fresh: attempt > 0, signal });
       const conn = got instanceof Promise ? await got : got;
       try {
-        return await exchange(conn, req, {
-          ...limits,
-          release: (reusable) => pool.release(key, conn, reusable),
-        });
+        return await exchange(conn, req, limits, (reusable) => pool.release(key, conn, reusable));
       } catch (err) {
         // A reused connection the upstream had closed before reading anything: once more on a
         // new connection, when there is no request body that would need replaying.

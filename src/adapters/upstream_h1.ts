@@ -36,12 +36,15 @@ const READ_SIZE = 64 * 1024;
 
 /**
  * Sends `req` on `conn` and resolves with the response. `release(reusable)` runs once, when the
- * connection is no longer used by this exchange.
+ * connection is no longer used by this exchange. (Separate arguments rather than one options
+ * object: an object built per request, e.g. by spreading `limits`, gets a hidden class that dies
+ * with it, and the optimized code that saw it is discarded at the next full GC after a pause.)
  */
 export async function exchange(
   conn: H1Connection,
   req: UpstreamRequest,
-  opts: ExchangeLimits & { release: (reusable: boolean) => void },
+  limits: ExchangeLimits,
+  release: (reusable: boolean) => void,
 ): Promise<Response> {
   const source = conn.source;
   const t = req.timeouts;
@@ -53,7 +56,7 @@ export async function exchange(
       conn.disarm();
       conn.late(null);
       signal?.removeEventListener("abort", onAbort);
-      opts.release(reusable && !conn.dead && conn.start === conn.end);
+      release(reusable && !conn.dead && conn.start === conn.end);
     }
   };
   let signal = req.signal;
@@ -61,7 +64,7 @@ export async function exchange(
     conn.fail(new ProxyError("client_gone", "Client went away", { source, sentNothing: true }));
   if (signal) {
     if (signal.aborted) {
-      opts.release(true);
+      release(true);
       throw new ProxyError("client_gone", "Client went away", { source, sentNothing: true });
     }
     signal.addEventListener("abort", onAbort, { once: true });
@@ -113,7 +116,7 @@ export async function exchange(
 
   let res: ResponseHead;
   try {
-    res = await readHead(conn, { method: req.method, max: opts.maxHeaderBytes });
+    res = await readHead(conn, { method: req.method, max: limits.maxHeaderBytes });
   } catch (err) {
     conn.fail(null);
     part(false);
@@ -128,7 +131,7 @@ export async function exchange(
     part(true);
     return respond(res, null);
   }
-  if (res.framing === "length" && res.contentLength <= opts.bufferLimit) {
+  if (res.framing === "length" && res.contentLength <= limits.bufferLimit) {
     let bytes: Uint8Array<ArrayBuffer>;
     try {
       bytes = await readWhole(conn, res.contentLength);
@@ -141,7 +144,7 @@ export async function exchange(
     return respond(res, bytes);
   }
   const counter: BodyCounter = { bytes: 0, ended: false };
-  const stream = bodyStream(conn, res, { part, counter, oneChunkLimit: opts.oneChunkLimit });
+  const stream = bodyStream(conn, res, { part, counter, oneChunkLimit: limits.oneChunkLimit });
   let out: CountedResponse;
   try {
     out = respond(res, stream);
