@@ -11,11 +11,14 @@ TEST_FLAGS ?=
 
 # Lets Prox hint V8 (src/adapters/gc_hint.ts): one minor GC per 16 MiB of streamed body data,
 # so dead chunks do not pile up (1 GiB through Prox peaks at ~115 MiB RSS, ~170 without), and
-# one memory-reducing GC once traffic stops after a burst. Without the flag the hints are no-ops.
+# one memory-reducing GC once traffic stops after a burst that left RSS above memory.reduce_above.
+# Without the flag the hints are no-ops. V8's own memory reducer is off (Prox's decides), and a
+# scavenge does not lower the old-generation limit after an idle spell (which started two full
+# GCs within the first half second of every burst).
 # No allocation-site pretenuring: under HTTP/2 load V8 would start allocating per-request objects
 # straight into the old generation, where, dead but uncollected, they keep young objects alive
 # through scavenges (~1.8 MB promoted per scavenge instead of ~0, scavenge time 2-3x).
-V8_FLAGS := --v8-flags=--expose-gc,--no-allocation-site-pretenuring,--no-maglev
+V8_FLAGS := --v8-flags=--expose-gc,--no-allocation-site-pretenuring,--no-maglev,--no-memory-reducer,--no-scavenger-updates-allocation-limit
 
 run: deno
 	$(DENO) run -A $(V8_FLAGS) mod.ts serve --config $(CONFIG)

@@ -287,7 +287,8 @@ export async function startProx(dir: string, o: { core: string; backend: number 
           // As shipped (`make run`, `make compile`: V8_FLAGS in the Makefile); BENCH_V8_FLAGS=""
           // measures Prox without it.
           ...(Deno.env.get("BENCH_V8_FLAGS") ??
-            "--v8-flags=--expose-gc,--no-allocation-site-pretenuring,--no-maglev").split(" ")
+            "--v8-flags=--expose-gc,--no-allocation-site-pretenuring,--no-maglev,--no-memory-reducer,--no-scavenger-updates-allocation-limit")
+            .split(" ")
             .filter(Boolean),
           `--config=${ROOT}/deno.json`,
           `${ROOT}/mod.ts`,

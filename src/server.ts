@@ -244,7 +244,12 @@ export async function startServer(
   started = true;
   stopReducer = startMemoryReducer({
     idleMs: () => config.memory.reduce_after_idle,
+    aboveBytes: () => config.memory.reduce_above,
     onReduce: (ms) => logger.debug("Memory-reducing GC after a burst", { ms: Math.round(ms) }),
+    onSkip: (rss) =>
+      logger.debug("Memory kept after a burst: RSS below memory.reduce_above", {
+        rssMiB: Math.round(rss / 1048576),
+      }),
   });
   logger.info("Prox listening", {
     addr: `${set.listeners[0].hostname}:${set.listeners[0].port}`,

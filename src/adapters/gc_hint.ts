@@ -10,9 +10,11 @@
 // 2. After a burst. Under many concurrent requests, objects outlive scavenges, are promoted and
 //    die in the old generation, and nothing collects them once traffic stops: RSS stayed at its
 //    peak (about 290 MiB after 1,000 connections) for as long as the process idled. Once requests
-//    stop for `memory.reduce_after_idle` (default 1 s) after at least BURST of them, one
-//    memory-reducing full GC runs (V8's "last resort" collection, which also returns free pages
-//    to the OS): about 115 MiB after. It costs a 60-75 ms pause. Any full GC also makes V8
+//    stop for `memory.reduce_after_idle` (default 1 s) after at least BURST of them, and RSS is
+//    above `memory.reduce_above` (default 160 MiB), one memory-reducing full GC runs (V8's "last
+//    resort" collection, which also returns free pages to the OS): about 100-115 MiB after. It
+//    costs a 60-75 ms pause, and the next burst's first second runs on a shrunk heap, so below
+//    the threshold (steady traffic at 50 connections: 140-150 MiB) the memory is kept. Any full GC also makes V8
 //    discard optimized code whose hidden classes died with the requests; src/proxy/recent.ts
 //    keeps the last request's objects alive so that little code is discarded (README,
 //    "Benchmark").
@@ -55,6 +57,14 @@ export interface ReducerOptions {
    * rounded up to whole ticks. 0 turns the reducer off. Default: one tick.
    */
   idleMs?: () => number;
+  /**
+   * Resident memory (bytes) the process must exceed for the reduction to run, read when it is
+   * due (default 0: always). Below it the burst is forgotten and the memory kept.
+   */
+  aboveBytes?: () => number;
+  /** The process's resident memory in bytes (default Deno.memoryUsage().rss). */
+  rss?: () => number;
+  onSkip?: (rssBytes: number) => void;
   tickMs?: number;
   onReduce?: (ms: number) => void;
   gc?: GcFn;
@@ -70,7 +80,8 @@ const unrefInterval = (fn: () => void, ms: number) => {
 
 /**
  * Starts the idle check: once requests stop for `idleMs` after at least `burst` of them, one
- * memory-reducing GC. Returns a stop function (a no-op without --expose-gc).
+ * memory-reducing GC if RSS is above `aboveBytes`. Returns a stop function (a no-op without
+ * --expose-gc).
  */
 export function startMemoryReducer(o: ReducerOptions = {}): () => void {
   const collect = o.gc ?? gc;
@@ -78,6 +89,8 @@ export function startMemoryReducer(o: ReducerOptions = {}): () => void {
   const burst = o.burst ?? BURST;
   const tickMs = o.tickMs ?? TICK;
   const idleMs = o.idleMs ?? (() => tickMs);
+  const aboveBytes = o.aboveBytes ?? (() => 0);
+  const rss = o.rss ?? (() => Deno.memoryUsage().rss);
   let seenAtTick = requests;
   let sinceReduce = 0;
   let idleTicks = 0;
@@ -91,6 +104,11 @@ export function startMemoryReducer(o: ReducerOptions = {}): () => void {
     if (idle <= 0 || sinceReduce < burst || idleTicks * tickMs < idle) return;
     sinceReduce = 0;
     idleTicks = 0;
+    const above = aboveBytes();
+    if (above > 0) {
+      const now = rss();
+      if (now <= above) return o.onSkip?.(now);
+    }
     const t0 = performance.now();
     collect({ type: "major", execution: "sync", flavor: "last-resort" });
     o.onReduce?.(performance.now() - t0);

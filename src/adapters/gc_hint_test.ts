@@ -1,8 +1,12 @@
 import assert from "node:assert/strict";
-import { type GcFn, requestSeen, startMemoryReducer } from "./gc_hint.ts";
+import { type GcFn, type ReducerOptions, requestSeen, startMemoryReducer } from "./gc_hint.ts";
 
 /** A reducer driven by hand: `tick()` runs one idle check; `calls` records each collection. */
-function reducer(o: { burst: number; idleMs: () => number }) {
+function reducer(
+  o:
+    & { burst: number; idleMs: () => number }
+    & Pick<ReducerOptions, "aboveBytes" | "rss" | "onSkip">,
+) {
   const calls: Parameters<GcFn>[0][] = [];
   let check = () => {};
   let stopped = false;
@@ -84,4 +88,30 @@ Deno.test("memory reducer: reduce_after_idle 0s turns it off", () => {
   idle = 1000; // turned back on by a reload: the burst is still owed
   r.tick();
   assert.equal(r.calls.length, 1);
+});
+
+Deno.test("memory reducer: runs only when RSS is above reduce_above; below it the burst is forgotten", () => {
+  let rss = 100 * 1048576;
+  const skipped: number[] = [];
+  const r = reducer({
+    burst: 10,
+    idleMs: () => 1000,
+    aboveBytes: () => 150 * 1048576,
+    rss: () => rss,
+    onSkip: (bytes) => skipped.push(bytes),
+  });
+  r.requests(10);
+  r.tick();
+  r.tick();
+  assert.equal(r.calls.length, 0, "below the threshold: memory kept");
+  assert.deepEqual(skipped, [100 * 1048576]);
+  rss = 200 * 1048576;
+  r.tick();
+  r.tick();
+  assert.equal(r.calls.length, 0, "a skipped burst is not owed later");
+  r.requests(10);
+  r.tick();
+  r.tick();
+  assert.deepEqual(r.calls, [{ type: "major", execution: "sync", flavor: "last-resort" }]);
+  assert.equal(skipped.length, 1);
 });

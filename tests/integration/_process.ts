@@ -35,7 +35,7 @@ export async function spawnProx(
       "run",
       "-A",
       // As `make run` and the compiled binary (see the Makefile's V8_FLAGS).
-      "--v8-flags=--expose-gc,--no-allocation-site-pretenuring,--no-maglev",
+      "--v8-flags=--expose-gc,--no-allocation-site-pretenuring,--no-maglev,--no-memory-reducer,--no-scavenger-updates-allocation-limit",
       `--config=${ROOT}/deno.json`,
       `${ROOT}/mod.ts`,
       "serve",

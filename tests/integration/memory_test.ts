@@ -7,7 +7,7 @@ import { spawnProx } from "./_process.ts";
 const MiB = 1024 * 1024;
 
 interopTest(
-  "after a burst of 500 connections and memory.reduce_after_idle of quiet, Prox runs one memory-reducing GC and RSS falls",
+  "after a burst of 500 connections and memory.reduce_after_idle of quiet, Prox runs one memory-reducing GC and RSS falls (RSS above memory.reduce_above)",
   ["h2load"],
   async () => {
     const body = new Uint8Array(100);
@@ -16,7 +16,7 @@ interopTest(
       `listen_addr: "127.0.0.1:{PORT}"
 health_check: { enabled: false }
 log: { access_log: false }
-memory: { reduce_after_idle: 5s }
+memory: { reduce_after_idle: 5s, reduce_above: 64MiB }
 routes: { "/": { type: proxy, target: "${up.url}" } }
 `,
       { env: { PROX_LOG_LEVEL: "debug" } },
@@ -52,5 +52,37 @@ routes: { "/": { type: proxy, target: "${up.url}" } }
     // deno-lint-ignore no-console
     console.log(reduced());
     assert.ok(rss < 0.85 * peak, `RSS ${rss} after the burst, peak ${peak}`);
+  },
+);
+
+interopTest(
+  "after a burst that leaves RSS below memory.reduce_above, Prox keeps the memory (no GC)",
+  ["h2load"],
+  async () => {
+    const body = new Uint8Array(100);
+    await using up = await startUpstream(() => new Response(body));
+    await using prox = await spawnProx(
+      `listen_addr: "127.0.0.1:{PORT}"
+health_check: { enabled: false }
+log: { access_log: false }
+memory: { reduce_after_idle: 1s, reduce_above: 4GiB }
+routes: { "/": { type: proxy, target: "${up.url}" } }
+`,
+      { env: { PROX_LOG_LEVEL: "debug" } },
+    );
+    const out = await run("h2load", [
+      "--h1",
+      "-n",
+      "3000",
+      "-c",
+      "10",
+      `http://127.0.0.1:${prox.port}/`,
+    ], { timeoutMs: 60_000 });
+    assert.match(out.stdout, /3000 succeeded/, out.stdout + out.stderr);
+    await waitFor(() => prox.output().includes("Memory kept after a burst"), {
+      timeoutMs: 10_000,
+      what: "the reducer's decision to keep the memory",
+    });
+    assert.ok(!prox.output().includes("Memory-reducing GC after a burst"), prox.output());
   },
 );
