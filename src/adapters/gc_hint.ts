@@ -11,10 +11,10 @@
 //    die in the old generation, and nothing collects them once traffic stops: RSS stayed at its
 //    peak (about 290 MiB after 1,000 connections) for as long as the process idled. Once requests
 //    stop for `memory.reduce_after_idle` (default 1 s) after at least BURST of them, and RSS is
-//    above `memory.reduce_above` (default 160 MiB), one memory-reducing full GC runs (V8's "last
+//    above `memory.reduce_above` (default 192 MiB), one memory-reducing full GC runs (V8's "last
 //    resort" collection, which also returns free pages to the OS): about 100-115 MiB after. It
 //    costs a 60-75 ms pause, and the next burst's first second runs on a shrunk heap, so below
-//    the threshold (steady traffic at 50 connections: 140-150 MiB) the memory is kept. Any full GC also makes V8
+//    the threshold (steady traffic at 50 connections: 140-165 MiB) the memory is kept. Any full GC also makes V8
 //    discard optimized code whose hidden classes died with the requests; src/proxy/recent.ts
 //    keeps the last request's objects alive so that little code is discarded (README,
 //    "Benchmark").

@@ -376,7 +376,7 @@ export const MemoryConfig = z.object({
   /** Idle time after a burst before one memory-reducing GC; "0s" turns it off. */
   reduce_after_idle: Duration.prefault("1s"),
   /** ...but only when RSS is above this; below it the memory is kept for the next burst. */
-  reduce_above: Size.prefault("160MiB"),
+  reduce_above: Size.prefault("192MiB"),
 }).strict();
 
 export const HttpRedirect = z.object({
