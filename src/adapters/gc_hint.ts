@@ -14,10 +14,10 @@
 //    above `memory.reduce_above` (default 192 MiB), one memory-reducing full GC runs (V8's "last
 //    resort" collection, which also returns free pages to the OS): about 100-115 MiB after. It
 //    costs a 60-75 ms pause, and the next burst's first second runs on a shrunk heap, so below
-//    the threshold (steady traffic at 50 connections: 140-165 MiB) the memory is kept. Any full GC also makes V8
-//    discard optimized code whose hidden classes died with the requests; src/proxy/recent.ts
-//    keeps the last request's objects alive so that little code is discarded (README,
-//    "Benchmark").
+//    the threshold (steady traffic at 50 connections: 140-165 MiB) the memory is kept. Any full
+//    GC also makes V8 discard optimized code whose hidden classes died with the requests;
+//    src/proxy/recent.ts keeps the last request's objects alive so that none is discarded
+//    (README, "Benchmark").
 
 const STEP = 16 * 1024 * 1024;
 /** Requests since the last reduction before idling triggers one. */
