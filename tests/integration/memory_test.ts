@@ -6,30 +6,50 @@ import { spawnProx } from "./_process.ts";
 
 const MiB = 1024 * 1024;
 
+/** A Prox with `memory` settings in front of a 100-byte upstream, after `n` requests over `c`. */
+async function afterBurst(memory: string, n: number, c: number) {
+  const body = new Uint8Array(100);
+  const up = await startUpstream(() => new Response(body));
+  const prox = await spawnProx(
+    `listen_addr: "127.0.0.1:{PORT}"
+health_check: { enabled: false }
+log: { access_log: false }
+memory: ${memory}
+routes: { "/": { type: proxy, target: "${up.url}" } }
+`,
+    { env: { PROX_LOG_LEVEL: "debug" } },
+  );
+  const dispose = async () => {
+    await prox[Symbol.asyncDispose]();
+    await up[Symbol.asyncDispose]();
+  };
+  try {
+    const out = await run("h2load", [
+      "--h1",
+      "-n",
+      String(n),
+      "-c",
+      String(c),
+      `http://127.0.0.1:${prox.port}/`,
+    ], { timeoutMs: 120_000 });
+    assert.match(out.stdout, new RegExp(`${n} succeeded`), out.stdout + out.stderr);
+  } catch (err) {
+    await dispose();
+    throw err;
+  }
+  return { prox, [Symbol.asyncDispose]: dispose };
+}
+
 interopTest(
   "after a burst of 500 connections and memory.reduce_after_idle of quiet, Prox runs one memory-reducing GC and RSS falls (RSS above memory.reduce_above)",
   ["h2load"],
   async () => {
-    const body = new Uint8Array(100);
-    await using up = await startUpstream(() => new Response(body));
-    await using prox = await spawnProx(
-      `listen_addr: "127.0.0.1:{PORT}"
-health_check: { enabled: false }
-log: { access_log: false }
-memory: { reduce_after_idle: 5s, reduce_above: 64MiB }
-routes: { "/": { type: proxy, target: "${up.url}" } }
-`,
-      { env: { PROX_LOG_LEVEL: "debug" } },
+    await using burst = await afterBurst(
+      "{ reduce_after_idle: 5s, reduce_above: 64MiB }",
+      30000,
+      500,
     );
-    const out = await run("h2load", [
-      "--h1",
-      "-n",
-      "30000",
-      "-c",
-      "500",
-      `http://127.0.0.1:${prox.port}/`,
-    ], { timeoutMs: 120_000 });
-    assert.match(out.stdout, /30000 succeeded/, out.stdout + out.stderr);
+    const prox = burst.prox;
     const burstEnd = Date.now();
     const reduced = () =>
       prox.output().split("\n").find((l) => l.includes("Memory-reducing GC after a burst"));
@@ -59,26 +79,8 @@ interopTest(
   "after a burst that leaves RSS below memory.reduce_above, Prox keeps the memory (no GC)",
   ["h2load"],
   async () => {
-    const body = new Uint8Array(100);
-    await using up = await startUpstream(() => new Response(body));
-    await using prox = await spawnProx(
-      `listen_addr: "127.0.0.1:{PORT}"
-health_check: { enabled: false }
-log: { access_log: false }
-memory: { reduce_after_idle: 1s, reduce_above: 4GiB }
-routes: { "/": { type: proxy, target: "${up.url}" } }
-`,
-      { env: { PROX_LOG_LEVEL: "debug" } },
-    );
-    const out = await run("h2load", [
-      "--h1",
-      "-n",
-      "3000",
-      "-c",
-      "10",
-      `http://127.0.0.1:${prox.port}/`,
-    ], { timeoutMs: 60_000 });
-    assert.match(out.stdout, /3000 succeeded/, out.stdout + out.stderr);
+    await using burst = await afterBurst("{ reduce_after_idle: 1s, reduce_above: 4GiB }", 3000, 10);
+    const prox = burst.prox;
     await waitFor(() => prox.output().includes("Memory kept after a burst"), {
       timeoutMs: 10_000,
       what: "the reducer's decision to keep the memory",
