@@ -10,15 +10,19 @@ const MiB = 1024 * 1024;
 async function afterBurst(memory: string, n: number, c: number) {
   const body = new Uint8Array(100);
   const up = await startUpstream(() => new Response(body));
-  const prox = await spawnProx(
-    `listen_addr: "127.0.0.1:{PORT}"
+  const config = `listen_addr: "127.0.0.1:{PORT}"
 health_check: { enabled: false }
 log: { access_log: false }
 memory: ${memory}
 routes: { "/": { type: proxy, target: "${up.url}" } }
-`,
-    { env: { PROX_LOG_LEVEL: "debug" } },
-  );
+`;
+  let prox: Awaited<ReturnType<typeof spawnProx>>;
+  try {
+    prox = await spawnProx(config, { env: { PROX_LOG_LEVEL: "debug" } });
+  } catch (err) {
+    await up[Symbol.asyncDispose]();
+    throw err;
+  }
   const dispose = async () => {
     await prox[Symbol.asyncDispose]();
     await up[Symbol.asyncDispose]();
