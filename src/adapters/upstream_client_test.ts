@@ -357,42 +357,50 @@ Deno.test("upstream client maps refused, reset, timeouts and oversized heads to 
   }
 });
 
-Deno.test("upstream client: an aborted request releases its connection", async () => {
-  let stall!: () => void;
-  const stalled = new Promise<void>((r) => stall = r);
-  let arrived = false;
-  await using srv = rawServer(async (c) => {
+/**
+ * A raw server that reads each request and never answers, except that with `answerFirst` its first
+ * connection gets a quick 200. `arrived` is set once a request reached a stalled connection.
+ * Disposing it first releases the stalled handlers.
+ */
+function stallingServer(o: { answerFirst?: boolean } = {}) {
+  const gate = Promise.withResolvers<void>();
+  const state = { arrived: false };
+  const srv = rawServer(async (c, n) => {
     await readRequest(c);
-    arrived = true;
-    await stalled;
+    if (o.answerFirst && n === 0) {
+      await write(c, "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+      return;
+    }
+    state.arrived = true;
+    await gate.promise;
   });
+  return {
+    url: srv.url,
+    arrived: () => state.arrived,
+    async [Symbol.asyncDispose]() {
+      gate.resolve();
+      await srv[Symbol.asyncDispose]();
+    },
+  };
+}
+
+Deno.test("upstream client: an aborted request releases its connection", async () => {
+  await using srv = stallingServer();
   const client = createUpstreamClient();
   try {
     const ac = new AbortController();
     const p = client.send(request(srv.url, { signal: ac.signal }));
-    await waitFor(() => arrived, { what: "request at upstream" });
+    await waitFor(srv.arrived, { what: "request at upstream" });
     ac.abort();
     await rejects(p, "client_gone");
     assert.deepEqual(client.stats().map((s) => s.open), [0]);
   } finally {
-    stall();
     await client.close();
   }
 });
 
 Deno.test("upstream client: a client signal is looked up only for a slow exchange, which it then aborts", async () => {
-  let stall!: () => void;
-  const stalled = new Promise<void>((r) => stall = r);
-  let arrived = false;
-  await using srv = rawServer(async (c, n) => {
-    await readRequest(c);
-    if (n === 0) {
-      await c.write(new TextEncoder().encode("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"));
-      return;
-    }
-    arrived = true;
-    await stalled;
-  });
+  await using srv = stallingServer({ answerFirst: true });
   const client = createUpstreamClient({ maxIdlePerUpstream: 0 });
   try {
     const ac = new AbortController();
@@ -407,12 +415,11 @@ Deno.test("upstream client: a client signal is looked up only for a slow exchang
     assert.equal(lookups, 0);
     // A stalled one links it after a tick, and a client that leaves then frees the connection.
     const p = client.send(request(srv.url, { clientSignal }));
-    await waitFor(() => arrived && lookups === 1, { what: "a late look-up of the signal" });
+    await waitFor(() => srv.arrived() && lookups === 1, { what: "a late look-up of the signal" });
     ac.abort();
     await rejects(p, "client_gone");
     assert.deepEqual(client.stats().map((s) => s.open), [0]);
   } finally {
-    stall();
     await client.close();
   }
 });
