@@ -1,0 +1,306 @@
+// The parts of config.yaml's shape below the top level: the value types (durations, sizes,
+// URLs) and the routes with everything they hold (conditions, header and body rules, rate limits,
+// upstream options). schema.ts assembles the top level and re-exports all of this.
+
+import { z } from "zod";
+import { parseDuration, parseSize } from "./duration.ts";
+
+/** A duration string ("500ms", "30s", "1h30m", "1d") resolved to milliseconds. */
+export const Duration = z.string().transform((s, ctx) => {
+  const v = parseDuration(s);
+  if (typeof v === "string") {
+    ctx.addIssue({ code: "custom", message: v });
+    return z.NEVER;
+  }
+  return v;
+});
+
+/** A byte size (number or "10MiB") resolved to bytes. */
+export const Size = z.union([z.number(), z.string()]).transform((s, ctx) => {
+  const v = parseSize(s);
+  if (typeof v === "string") {
+    ctx.addIssue({ code: "custom", message: v });
+    return z.NEVER;
+  }
+  return v;
+});
+
+const HTTP_URL = /^https?:\/\/[^/?#\s]+/i;
+const WS_URL = /^(wss?|https?):\/\/[^/?#\s]+/i;
+
+/** An absolute http(s) URL with a host. */
+export const HttpUrl = z.string().refine((s) => HTTP_URL.test(s) && URL.canParse(s), {
+  error: (iss) =>
+    `Invalid URL ${
+      JSON.stringify(iss.input)
+    }: use an absolute URL starting with http:// or https://, e.g. http://127.0.0.1:8080`,
+});
+
+// ---------------------------------------------------------------------------------------------
+// Conditions and header/body rules (seed: path_matches, method_is, has_header)
+
+const HeaderMatch = z.object({
+  name: z.string().min(1),
+  value_matches: z.string().optional(),
+}).strict();
+
+/** Status selector: 404, "5xx", "500-599". */
+export const StatusSelector = z.union([z.int().min(100).max(599), z.string()]);
+
+/** Conditions, ANDed. Response-only keys are rejected on request rules by validate.ts. */
+export const Condition = z.object({
+  path_matches: z.string().optional(),
+  method_is: z.union([z.string(), z.array(z.string()).min(1)]).optional(),
+  has_header: HeaderMatch.optional(),
+  query_has: z.union([
+    z.string(),
+    z.object({ name: z.string().min(1), value_matches: z.string().optional() }).strict(),
+  ]).optional(),
+  status_is: z.union([StatusSelector, z.array(StatusSelector).min(1)]).optional(),
+  response_has_header: HeaderMatch.optional(),
+}).strict();
+
+/** Header rules: `add` overwrites (seed), `set` is its alias, `append` adds a value, `remove` drops. */
+export const HeaderRules = z.object({
+  add: z.record(z.string(), z.string()).optional(),
+  set: z.record(z.string(), z.string()).optional(),
+  append: z.record(z.string(), z.string()).optional(),
+  remove: z.array(z.string()).optional(),
+  condition: Condition.optional(),
+}).strict();
+
+/** Body rules: replace the body with text or JSON, optionally only when `condition` holds. */
+export const BodyRules = z.object({
+  set_text: z.string().optional(),
+  set_json: z.unknown().optional(),
+  content_type: z.string().optional(),
+  condition: Condition.optional(),
+}).strict();
+
+// ---------------------------------------------------------------------------------------------
+// Rate limiting (seed: by, header_name, requests, period, status_code, message, algorithm,
+// on_missing_key)
+
+export const RateLimit = z.object({
+  /** Policy name in the RateLimit headers ("default" when alone). */
+  name: z.string().regex(/^[A-Za-z0-9_.-]{1,32}$/, "Use 1-32 letters, digits, _ . or -")
+    .optional(),
+  by: z.enum(["ip", "header", "route", "cookie", "query"]),
+  header_name: z.string().optional(),
+  cookie_name: z.string().optional(),
+  query_param: z.string().optional(),
+  requests: z.int().positive(),
+  period: Duration,
+  burst: z.int().positive().optional(),
+  status_code: z.int().min(400).max(599).default(429),
+  message: z.string().default("Too Many Requests"),
+  algorithm: z.enum(["token_bucket", "fixed_window", "sliding_window", "gcra"]).default(
+    "token_bucket",
+  ),
+  on_missing_key: z.enum(["allow", "deny"]).default("allow"),
+  /** Send the IETF RateLimit / RateLimit-Policy headers (Retry-After is always sent on 429). */
+  headers: z.boolean().default(true),
+  /** Count and log but never block. */
+  shadow: z.boolean().default(false),
+  /** IPv6 clients are grouped by this prefix length. */
+  ipv6_prefix: z.int().min(1).max(128).default(64),
+  /** Most keys kept per route (LRU); the memory bound. */
+  max_keys: z.int().positive().default(100_000),
+  /** Client IPs or CIDR blocks never limited (e.g. internal monitoring). */
+  exempt_ips: z.array(z.string()).default([]),
+}).strict();
+
+// ---------------------------------------------------------------------------------------------
+// Upstream options shared by proxy, load_balance and websocket routes
+
+export const Timeouts = z.object({
+  connect: Duration.optional(),
+  response_header: Duration.optional(),
+  idle: Duration.optional(),
+  /** The whole upstream exchange, retries and response body included (504 before the head). */
+  total: Duration.optional(),
+}).strict();
+
+export const UpstreamTlsConfig = z.object({
+  ca_cert: z.string().optional(),
+  insecure_skip_verify: z.boolean().default(false),
+  server_name: z.string().optional(),
+}).strict();
+
+export const Retries = z.object({
+  attempts: z.int().min(0).max(10).default(2),
+  per_try_timeout: Duration.optional(),
+  /** Retries may add at most this percentage of load. */
+  budget_percent: z.number().min(0).max(100).default(20),
+  /** Retry POST requests that carry an Idempotency-Key header. */
+  idempotency_key: z.boolean().default(false),
+  /** Upstream statuses retried on another target (idempotent requests only), e.g. [502, 503]. */
+  on_status: z.array(StatusSelector).default([]),
+}).strict();
+
+export const HealthCheck = z.object({
+  enabled: z.boolean().default(true),
+  interval_secs: z.int().positive().default(10),
+  timeout_secs: z.int().positive().default(2),
+  path: z.string().default("/health"),
+  unhealthy_threshold: z.int().positive().default(3),
+  healthy_threshold: z.int().positive().default(2),
+  method: z.enum(["GET", "HEAD"]).default("GET"),
+  expected_status: z.union([StatusSelector, z.array(StatusSelector).min(1)]).default("2xx"),
+  body_match: z.string().optional(),
+}).strict();
+
+export const RouteHealthCheck = z.object({
+  enabled: z.boolean().optional(),
+  path: z.string().optional(),
+  method: z.enum(["GET", "HEAD"]).optional(),
+  expected_status: z.union([StatusSelector, z.array(StatusSelector).min(1)]).optional(),
+  body_match: z.string().optional(),
+}).strict();
+
+export const PassiveHealth = z.object({
+  enabled: z.boolean().default(true),
+  /** Consecutive failures (connect errors or `statuses`) within `window` that eject a target. */
+  failures: z.int().positive().default(5),
+  window: Duration.prefault("10s"),
+  statuses: z.array(StatusSelector).default([]),
+  base_ejection: Duration.prefault("30s"),
+  max_ejection: Duration.prefault("5m"),
+  /** Never eject when fewer than this percentage of targets would remain available. */
+  panic_threshold_percent: z.number().min(0).max(100).default(50),
+}).strict();
+
+const upstreamCommon = {
+  path_rewrite: z.string().optional(),
+  rate_limit: RateLimit.optional(),
+  /** More limits, all enforced in order (e.g. 10 per second and 1000 per day). */
+  rate_limits: z.array(RateLimit).min(1).max(8).optional(),
+  request_headers: HeaderRules.optional(),
+  response_headers: HeaderRules.optional(),
+  request_body: BodyRules.optional(),
+  response_body: BodyRules.optional(),
+  hosts: z.array(z.string().min(1)).optional(),
+  preserve_host: z.boolean().default(false),
+  /** The seed's browser-like default headers (User-Agent, Accept…), now opt-in. */
+  browser_headers: z.boolean().default(false),
+  /** Add an RFC 7239 Forwarded header. */
+  forwarded: z.boolean().default(false),
+  timeouts: Timeouts.optional(),
+  max_request_body: Size.optional(),
+  tls: UpstreamTlsConfig.optional(),
+  retries: Retries.optional(),
+  health_check: RouteHealthCheck.optional(),
+  passive_health: PassiveHealth.optional(),
+  /** Forward to a target that active health checks report down instead of answering 503. */
+  try_when_down: z.boolean().default(false),
+};
+
+export const Target = z.union([
+  HttpUrl,
+  z.object({
+    url: HttpUrl,
+    weight: z.int().min(1).max(1000).default(1),
+    backup: z.boolean().default(false),
+  }).strict(),
+]);
+
+export const STRATEGIES = [
+  "round_robin",
+  "random",
+  "weighted_round_robin",
+  "least_connections",
+  "power_of_two",
+  "consistent_hash",
+  "first",
+] as const;
+
+const ProxyRoute = z.object({
+  type: z.literal("proxy"),
+  target: HttpUrl,
+  ...upstreamCommon,
+}).strict();
+
+const LoadBalanceRoute = z.object({
+  type: z.literal("load_balance"),
+  targets: z.array(Target).min(1, "Load balance routes must have at least one target"),
+  strategy: z.enum(STRATEGIES).default("round_robin"),
+  hash_on: z.object({
+    type: z.enum(["ip", "header", "cookie"]),
+    name: z.string().optional(),
+  }).strict().optional(),
+  ...upstreamCommon,
+}).strict();
+
+const StaticRoute = z.object({
+  type: z.literal("static"),
+  root: z.string().min(1),
+  rate_limit: RateLimit.optional(),
+  /** More limits, all enforced in order (e.g. 10 per second and 1000 per day). */
+  rate_limits: z.array(RateLimit).min(1).max(8).optional(),
+  hosts: z.array(z.string().min(1)).optional(),
+  index: z.string().default("index.html"),
+  spa_fallback: z.string().optional(),
+  not_found_page: z.string().optional(),
+  cache_control: z.string().optional(),
+  precompressed: z.boolean().default(false),
+  show_dotfiles: z.boolean().default(false),
+  response_headers: HeaderRules.optional(),
+  response_body: BodyRules.optional(),
+}).strict();
+
+const RedirectRoute = z.object({
+  type: z.literal("redirect"),
+  target: z.string().min(1),
+  status_code: z.literal([301, 302, 303, 307, 308]).default(307),
+  rate_limit: RateLimit.optional(),
+  /** More limits, all enforced in order (e.g. 10 per second and 1000 per day). */
+  rate_limits: z.array(RateLimit).min(1).max(8).optional(),
+  hosts: z.array(z.string().min(1)).optional(),
+  /** Redirect to `target` exactly, without appending the remaining path and query. */
+  exact: z.boolean().default(false),
+  keep_query: z.boolean().default(true),
+}).strict();
+
+const WebSocketRoute = z.object({
+  type: z.literal("websocket"),
+  target: z.string().refine((s) => WS_URL.test(s) && URL.canParse(s), {
+    error: (iss) =>
+      `Invalid WebSocket URL ${
+        JSON.stringify(iss.input)
+      }: use ws://, wss://, http:// or https:// with a host`,
+  }),
+  path_rewrite: z.string().optional(),
+  rate_limit: RateLimit.optional(),
+  /** More limits, all enforced in order (e.g. 10 per second and 1000 per day). */
+  rate_limits: z.array(RateLimit).min(1).max(8).optional(),
+  hosts: z.array(z.string().min(1)).optional(),
+  max_frame_size: z.int().positive().optional(),
+  max_message_size: z.int().positive().optional(),
+  idle_timeout: Duration.optional(),
+  ping_interval: Duration.optional(),
+  tls: UpstreamTlsConfig.optional(),
+}).strict();
+
+/** One route, tagged by `type`. */
+export const Route = z.discriminatedUnion("type", [
+  ProxyRoute,
+  LoadBalanceRoute,
+  StaticRoute,
+  RedirectRoute,
+  WebSocketRoute,
+]);
+
+/** One resolved route. */
+export type RouteConfig = z.output<typeof Route>;
+export type ProxyRouteConfig = z.output<typeof ProxyRoute>;
+export type LoadBalanceRouteConfig = z.output<typeof LoadBalanceRoute>;
+export type StaticRouteConfig = z.output<typeof StaticRoute>;
+export type RedirectRouteConfig = z.output<typeof RedirectRoute>;
+export type WebSocketRouteConfig = z.output<typeof WebSocketRoute>;
+export type RateLimitConfig = z.output<typeof RateLimit>;
+export type HeaderRulesConfig = z.output<typeof HeaderRules>;
+export type BodyRulesConfig = z.output<typeof BodyRules>;
+export type ConditionConfig = z.output<typeof Condition>;
+export type HealthCheckConfig = z.output<typeof HealthCheck>;
+export type TimeoutsConfig = z.output<typeof Timeouts>;
+export type TargetConfig = z.output<typeof Target>;

@@ -1,0 +1,242 @@
+// Cross-field rules of the routes: keys and conflicts, path rewrites, header and body rules,
+// static files, websocket and load-balancing options, status selectors, patterns and rate limits.
+
+import { statusMatcher } from "../domain/health.ts";
+import { parseCidr } from "../domain/ip.ts";
+import { parseRouteKey } from "../domain/router.ts";
+import { compileRouteRules } from "../domain/rules.ts";
+import type { RouteRulesSpec, RuleProblem } from "../domain/rules.ts";
+import type { Config, RateLimitConfig } from "./schema.ts";
+import type { ValidateEnv } from "./validate.ts";
+
+/** Reports an issue at a config path, with an optional hint. */
+export type Report = (p: (string | number)[], m: string, h?: string) => void;
+
+/** Checks every route of `config.routes`. */
+export function validateRoutes(
+  config: Config,
+  opts: { err: Report; warn: Report; env: ValidateEnv },
+): void {
+  const { err, warn } = opts;
+  const keys = Object.keys(config.routes);
+  if (keys.length === 0) {
+    err(
+      ["routes"],
+      "At least one route is required",
+      'Add a route, e.g. "/": { type: static, root: ./static }',
+    );
+  }
+  const seen = new Map<string, string>();
+  for (const key of keys) {
+    const route = config.routes[key];
+    if (!key.startsWith("/") && !/^[a-z0-9*][a-z0-9.*-]*(:\d+)?(\/.*)?$/i.test(key)) {
+      err(
+        ["routes", key],
+        `Route path "${key}" must start with "/" (or with a host, e.g. "example.com/api")`,
+      );
+      continue;
+    }
+    const { host, prefix } = parseRouteKey(key);
+    const hosts = [host ?? "", ...(route.hosts ?? [])].sort().join(",");
+    const norm = `${hosts}|${prefix}`;
+    const other = seen.get(norm);
+    if (other !== undefined) {
+      err(
+        ["routes", key],
+        `Routes "${other}" and "${key}" match the same requests`,
+        "Remove one of them or give them different hosts",
+      );
+    } else {
+      seen.set(norm, key);
+    }
+    if ("path_rewrite" in route && route.path_rewrite !== undefined) {
+      if (route.path_rewrite === "") {
+        err(
+          ["routes", key, "path_rewrite"],
+          "Path rewrite cannot be empty",
+          'Use "/" to strip the route prefix',
+        );
+      } else if (!route.path_rewrite.startsWith("/")) {
+        err(["routes", key, "path_rewrite"], 'Path rewrite must start with "/"');
+      }
+    }
+    const problems: RuleProblem[] = [];
+    compileRouteRules(route as RouteRulesSpec, {
+      env: opts.env.env ?? (() => undefined),
+      problems,
+    });
+    for (const p of problems) err(["routes", key, ...p.path], p.message, p.hint);
+    if (
+      route.type === "redirect" && /^https?:\/\//i.test(route.target) && !URL.canParse(route.target)
+    ) {
+      err(["routes", key, "target"], `Invalid redirect URL "${route.target}"`);
+    }
+    validateRateLimits(route, ["routes", key], { err, warn });
+    if (route.type === "static" && !opts.env.exists(route.root)) {
+      err(
+        ["routes", key, "root"],
+        `Directory not found: ${route.root}`,
+        "Create it or fix the path (relative to the working directory)",
+      );
+    }
+    if (route.type === "static" && opts.env.exists(route.root)) {
+      for (const k of ["spa_fallback", "not_found_page", "index"] as const) {
+        const f = route[k]?.replace(/^\/+/, "");
+        if (f === undefined || (k === "index" && f === "index.html")) continue;
+        if (f === "" || f.split("/").some((seg) => seg === ".." || seg === ".")) {
+          err(["routes", key, k], `${k} must name a file inside root`, 'E.g. "index.html"');
+        } else if (k !== "index" && !opts.env.exists(`${route.root}/${f}`)) {
+          warn(
+            ["routes", key, k],
+            `File not found: ${route.root}/${f}`,
+            "The path is relative to root; until it exists the plain 404 is served",
+          );
+        }
+      }
+    }
+    if (route.type === "websocket") {
+      for (const k of ["insecure_skip_verify", "server_name"] as const) {
+        if (!route.tls?.[k]) continue;
+        warn(
+          ["routes", key, "tls", k],
+          `tls.${k} has no effect on websocket routes: Deno's WebSocket client cannot set it`,
+          k === "server_name"
+            ? "The target's host is the verification name"
+            : "Trust the upstream's CA with tls.ca_cert instead",
+        );
+      }
+      if (route.max_message_size !== undefined && route.max_message_size > 64 * 1024 * 1024) {
+        warn(
+          ["routes", key, "max_message_size"],
+          "Messages over 64 MiB are dropped by Deno's WebSocket implementation whatever the limit",
+        );
+      }
+    }
+    if (route.type === "load_balance") {
+      const urls = route.targets.map((t) => typeof t === "string" ? t : t.url);
+      urls.forEach((u, i) => {
+        if (urls.indexOf(u) !== i) {
+          err(
+            ["routes", key, "targets", i],
+            `Duplicate target "${u}"`,
+            "List each target once; use weight to send it more traffic",
+          );
+        }
+      });
+    }
+  }
+
+  // Status selectors and patterns are compiled at start-up: report what would not compile.
+  for (const [key, r] of Object.entries(config.routes)) {
+    if (r.type !== "proxy" && r.type !== "load_balance") continue;
+    if (r.health_check?.expected_status !== undefined) {
+      checkStatus(
+        err,
+        ["routes", key, "health_check", "expected_status"],
+        r.health_check.expected_status,
+      );
+    }
+    checkRegex(err, ["routes", key, "health_check", "body_match"], r.health_check?.body_match);
+    if (r.passive_health) {
+      checkStatus(err, ["routes", key, "passive_health", "statuses"], r.passive_health.statuses);
+    }
+    if (r.retries) checkStatus(err, ["routes", key, "retries", "on_status"], r.retries.on_status);
+    if (r.type !== "load_balance") continue;
+    if (r.hash_on && r.strategy !== "consistent_hash") {
+      warn(["routes", key, "hash_on"], `hash_on has no effect with strategy ${r.strategy}`);
+    }
+    if (r.hash_on && r.hash_on.type !== "ip" && !r.hash_on.name) {
+      err(
+        ["routes", key, "hash_on"],
+        `hash_on type ${r.hash_on.type} needs a name`,
+        `e.g. hash_on: { type: ${r.hash_on.type}, name: ${
+          r.hash_on.type === "cookie" ? "session" : "x-user-id"
+        } }`,
+      );
+    }
+    if (r.targets.every((t) => typeof t !== "string" && t.backup)) {
+      err(["routes", key, "targets"], "Every target is a backup", "Leave at least one primary");
+    }
+  }
+}
+
+/** Reports a status selector (`expected_status`, `statuses`, `on_status`) that does not compile. */
+export function checkStatus(
+  err: Report,
+  path: (string | number)[],
+  sel: Parameters<typeof statusMatcher>[0],
+): void {
+  try {
+    statusMatcher(sel);
+  } catch (e) {
+    err(path, (e as Error).message);
+  }
+}
+
+/** Reports a regular expression (`body_match`) that does not compile. */
+export function checkRegex(err: Report, path: (string | number)[], re: string | undefined): void {
+  if (re === undefined) return;
+  try {
+    new RegExp(re);
+  } catch (e) {
+    const why = (e as Error).message.replace(/^Invalid regular expression: /, "");
+    err(path, `Invalid regular expression ${why}`);
+  }
+}
+
+/** Cross-field rules of a route's `rate_limit` and `rate_limits`. */
+function validateRateLimits(
+  route: { rate_limit?: RateLimitConfig; rate_limits?: RateLimitConfig[] },
+  at: (string | number)[],
+  opts: { err: Report; warn: Report },
+): void {
+  const { err, warn } = opts;
+  const limits: [(string | number)[], RateLimitConfig][] = [];
+  if (route.rate_limit) limits.push([[...at, "rate_limit"], route.rate_limit]);
+  route.rate_limits?.forEach((l, i) => limits.push([[...at, "rate_limits", i], l]));
+  const names = new Set<string>();
+  for (const [path, rl] of limits) {
+    if (rl.name !== undefined) {
+      if (names.has(rl.name)) err([...path, "name"], `Duplicate rate limit name "${rl.name}"`);
+      names.add(rl.name);
+    }
+    if (rl.header_name !== undefined && !/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/.test(rl.header_name)) {
+      err([...path, "header_name"], `Invalid header name "${rl.header_name}"`);
+    }
+    if (rl.by === "header" && !rl.header_name) {
+      err(path, "header_name is required when rate limiting by header");
+    }
+    if (rl.by === "cookie" && !rl.cookie_name) {
+      err(path, "cookie_name is required when rate limiting by cookie");
+    }
+    if (rl.by === "query" && !rl.query_param) {
+      err(path, "query_param is required when rate limiting by query");
+    }
+    rl.exempt_ips.forEach((c, i) => {
+      if (!parseCidr(c)) {
+        err(
+          [...path, "exempt_ips", i],
+          `Invalid CIDR "${c}"`,
+          "Use an address or a block, e.g. 10.0.0.0/8 or ::1",
+        );
+      }
+    });
+    if (
+      rl.burst !== undefined &&
+      (rl.algorithm === "fixed_window" || rl.algorithm === "sliding_window")
+    ) {
+      warn(
+        [...path, "burst"],
+        `burst is ignored by ${rl.algorithm}`,
+        "Use algorithm: token_bucket or gcra for a burst different from requests",
+      );
+    }
+    if (["header", "cookie", "query"].includes(rl.by) && rl.on_missing_key === "allow") {
+      warn(
+        [...path, "by"],
+        `Requests without the ${rl.by} are not limited (on_missing_key: allow)`,
+        "Set on_missing_key: deny so a client cannot skip the limit by omitting it",
+      );
+    }
+  }
+}
