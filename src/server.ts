@@ -8,14 +8,8 @@ import { buildSnapshot } from "./proxy/snapshot.ts";
 import type { Snapshot } from "./proxy/snapshot.ts";
 import { createHandler } from "./proxy/pipeline.ts";
 import { createWebSocketProxy } from "./adapters/websocket_deno.ts";
-import {
-  createListenerSet,
-  listenerPlans,
-  readTlsFiles,
-  tcpMigrateReq,
-} from "./adapters/listener_set.ts";
+import { createListenerSet, tcpMigrateReq } from "./adapters/listener_set.ts";
 import { requestSeen, startMemoryReducer } from "./adapters/gc_hint.ts";
-import type { ListenerPlan } from "./adapters/listener_set.ts";
 import { configFiles, watchFiles } from "./adapters/config_watch.ts";
 import type { FileWatch } from "./adapters/config_watch.ts";
 import { formatIssue } from "./config/load.ts";
@@ -24,12 +18,7 @@ import { accessLogOf, createBufferedSink, createJsonLogger } from "./adapters/lo
 import { createPromMetrics, withMetricsEndpoint } from "./adapters/metrics_prom.ts";
 import type { AdminCallbacks } from "./adapters/admin.ts";
 import { followAdmin } from "./adapters/admin_follow.ts";
-import {
-  buildStatus,
-  certificateNotAfter,
-  createStatusRecorder,
-  listenerViews,
-} from "./adapters/admin_status.ts";
+import { buildStatus, createStatusRecorder, listenerViews } from "./adapters/admin_status.ts";
 import { createDenoFileStore } from "./adapters/files_deno.ts";
 import { createRateLimitStores, keysPerRoute, limiterIds } from "./adapters/rate_limit_stores.ts";
 import type { AccessRecord, Clock, FileStore } from "./ports.ts";
@@ -38,12 +27,11 @@ import { configuredTargets } from "./proxy/pool.ts";
 import { startHealthChecks } from "./adapters/health_check.ts";
 import { followH3 } from "./adapters/h3_follow.ts";
 import { ALT_SVC_MAX_AGE, altSvcValue } from "./adapters/h3/mod.ts";
-import { startAcme } from "./adapters/acme.ts";
-import type { AcmeConfig, AcmeController } from "./adapters/acme.ts";
 import { denoEnv, loadSource, readReferencedFiles } from "./adapters/config_source.ts";
 import type { ConfigSource } from "./adapters/config_source.ts";
-import { redirectHandler } from "./adapters/https_redirect.ts";
 import { withWorkerHeader } from "./adapters/worker_link.ts";
+import { createCertificates, mainTls } from "./server_tls.ts";
+import { createReloads } from "./server_reload.ts";
 import { ConfigError } from "./server_api.ts";
 import type {
   ProxServer,
@@ -103,15 +91,15 @@ export async function startServer(
     limiterIds(current.router.entries.map((e) => e.value)),
   );
   let draining = false;
-  let last: ReloadResult | null = null;
   const upstreams = createUpstreamRegistry({ clock: realClock, logger, metrics });
-  const stats: ReloadStats = {
-    success: 0,
-    failure: 0,
-    lastSuccessAt: startedAt,
-    lastFailureAt: null,
-  };
   const shutdownHooks: ShutdownHook[] = [];
+  // Reloads run one at a time (doReload below); requests during one share a single next run.
+  const reloads = createReloads({
+    run: doReload,
+    startedAt,
+    metrics,
+    onReload: opts.onReload,
+  });
 
   const websockets = createWebSocketProxy({ logger, metrics });
   const handler = createHandler({
@@ -152,61 +140,32 @@ export async function startServer(
   const exclusive = opts.worker?.exclusive ?? true;
 
   let stopReducer = () => {};
-  let redirectStatus = config.http_redirect?.status_code ?? 308;
   const set = createListenerSet({ logger, drainMs: () => config.shutdown_timeout });
-  // ACME: a stored certificate is there at once; without one HTTPS starts when it is issued.
-  let acme: AcmeController | null = null;
   let started = false;
-  const acmeOf = (c: Config): AcmeConfig | null => c.tls?.acme?.enabled ? c.tls.acme : null;
   // New certificates are applied one after another, outside the ACME loop and after any reload.
   let applying: Promise<void> = Promise.resolve();
-  const startAcmeFor = (a: AcmeConfig, c: Config) => {
-    if (!a.http_listen_addr && !c.http_redirect) {
-      logger.warn(
-        "ACME HTTP-01 needs a plain-HTTP listener: set tls.acme.http_listen_addr or http_redirect",
-      );
-    }
-    return startAcme(a, {
-      ...opts.acme,
-      logger,
-      onCertificate: () => {
-        applying = applying.then(applyCertificate).catch((err) =>
-          logger.error("Cannot serve the new ACME certificate", { error: String(err) })
-        );
-      },
-    });
-  };
-  if (acmeOf(config)) acme = await startAcmeFor(acmeOf(config)!, config);
-  const redirect = redirectHandler({
-    acme: () => acme,
-    status: () => redirectStatus,
+  const certs = createCertificates(config, {
+    logger,
+    metrics,
+    acme: opts.acme,
+    serve: serveHandler,
     httpsPort: () => set.get("main")?.port ?? 443,
+    onCertificate: () => {
+      applying = applying.then(applyCertificate).catch((err) =>
+        logger.error("Cannot serve the new ACME certificate", { error: String(err) })
+      );
+    },
   });
-  /** The listeners a config asks for, with their TLS material read from disk. */
-  const plansFor = async (c: Config): Promise<ListenerPlan[]> =>
-    listenerPlans(c, {
-      tls: acmeOf(c) ? acme?.current() ?? null : await readTlsFiles(c),
-      serve: serveHandler,
-      redirect,
-      metrics,
-    });
-  const mainPlan = (plans: ListenerPlan[]): { cert?: string; key?: string } =>
-    plans.find((p) => p.id === "main") ?? {};
-  const recordCertificate = (plans: ListenerPlan[], c: Config) => {
-    const cert = mainPlan(plans).cert;
-    const notAfter = cert ? certificateNotAfter(cert) : null;
-    const name = c.tls?.cert_path ?? (acmeOf(c) ? `acme:${acmeOf(c)!.domains[0]}` : "main");
-    if (notAfter !== null) metrics.certificateExpiry(name, notAfter);
-  };
+  await certs.follow(config);
   /** Serves a new ACME certificate: a new listener on the same port, the old one drains. */
   async function applyCertificate(): Promise<void> {
     if (!started || draining) return;
-    await running?.catch(() => {});
-    const plans = await plansFor(config);
+    await reloads.idle();
+    const plans = await certs.plansFor(config);
     const staged = await set.stage(plans);
     staged.commit();
-    recordCertificate(plans, config);
-    await syncH3(config, mainPlan(plans));
+    certs.applied(config, plans);
+    await syncH3(config, mainTls(plans));
     if (staged.bound) logger.info("TLS certificate applied", { listenersChanged: staged.bound });
     if (staged.bound && !migrateHinted && tcpMigrateReq() === "0") {
       migrateHinted = true;
@@ -237,10 +196,10 @@ export async function startServer(
       : null;
     if (current.altSvc !== altSvc) current = Object.freeze({ ...current, altSvc });
   };
-  const firstPlans = await plansFor(config);
+  const firstPlans = await certs.plansFor(config);
   (await set.stage(firstPlans)).commit();
-  recordCertificate(firstPlans, config);
-  await syncH3(config, mainPlan(firstPlans));
+  certs.applied(config, firstPlans);
+  await syncH3(config, mainTls(firstPlans));
   started = true;
   stopReducer = startMemoryReducer({
     idleMs: () => config.memory.reduce_after_idle,
@@ -278,7 +237,7 @@ export async function startServer(
         version: opts.version ?? "dev",
         ready: !draining && set.get("main") !== undefined,
         draining,
-        lastReload: last,
+        lastReload: reloads.last(),
         listeners: listenerViews(set.named(), { h3: h3.listener, admin: admin.listener }),
         upstreamViews: upstreams.list(),
         limiterKeys: limiterKeys(),
@@ -295,24 +254,10 @@ export async function startServer(
       debounceMs: opts.watchDebounceMs,
       onChange: async (changed) => {
         logger.info("Config files changed", { files: changed });
-        await reload("file");
+        await reloads.request("file");
       },
     });
   }
-
-  const settle = (result: ReloadResult): ReloadResult => {
-    last = result;
-    if (result.ok) {
-      stats.success++;
-      stats.lastSuccessAt = result.at;
-    } else {
-      stats.failure++;
-      stats.lastFailureAt = result.at;
-    }
-    metrics.configReload(result);
-    opts.onReload?.(result);
-    return result;
-  };
 
   async function doReload(trigger: string): Promise<ReloadResult> {
     const at = Date.now();
@@ -327,7 +272,7 @@ export async function startServer(
         path: "",
         message,
       }];
-      return settle({ ok: false, version, issues, at, trigger });
+      return reloads.settle({ ok: false, version, issues, at, trigger });
     };
     if (draining) return failed("Cannot reload: shutting down");
     try {
@@ -337,7 +282,7 @@ export async function startServer(
           trigger,
           issues: next.issues.filter((i) => i.severity === "error").map((i) => formatIssue(i)),
         });
-        return settle({ ok: false, version, issues: next.issues, at, trigger });
+        return reloads.settle({ ok: false, version, issues: next.issues, at, trigger });
       }
       const snap = buildSnapshot(next.config, {
         version: version + 1,
@@ -346,10 +291,8 @@ export async function startServer(
         env: denoEnv.env,
       });
       // Bind what changed before anything is swapped: a bind failure leaves all as it was.
-      const nextAcme = acmeOf(next.config);
-      if (acme && nextAcme) await acme.configure(nextAcme);
-      else if (nextAcme) acme = await startAcmeFor(nextAcme, next.config);
-      const plans = await plansFor(next.config);
+      await certs.follow(next.config);
+      const plans = await certs.plansFor(next.config);
       const staged = await set.stage(plans);
       // The swap: from here on nothing may fail the reload (the new config is serving).
       version++;
@@ -365,12 +308,7 @@ export async function startServer(
       );
       upstreams.retain(configuredTargets(config), Object.keys(config.routes));
       health.update(current);
-      redirectStatus = config.http_redirect?.status_code ?? 308;
-      recordCertificate(plans, config);
-      if (acme && !nextAcme) {
-        void acme.close();
-        acme = null;
-      }
+      certs.applied(config, plans);
       accessLog = accessLogFor(config);
       try {
         admin.sync(exclusive ? config.admin?.listen_addr ?? null : null);
@@ -378,7 +316,7 @@ export async function startServer(
         logger.error("Admin listener did not follow the reload", { error: String(err) });
       }
       // Side systems that may fail (UDP bind, Redis) log their own errors; the reload stands.
-      await syncH3(config, mainPlan(plans)).catch((err) =>
+      await syncH3(config, mainTls(plans)).catch((err) =>
         logger.error("HTTP/3 did not follow the reload", { error: String(err) })
       );
       await rateLimits.configure(
@@ -394,27 +332,10 @@ export async function startServer(
       watch?.setFiles(watchedFiles(config));
       for (const w of next.issues) logger.warn("Config warning", { issue: formatIssue(w) });
       logger.info("Config reloaded", { version, trigger, listenersChanged: staged.bound });
-      return settle({ ok: true, version, issues: next.issues, at, trigger });
+      return reloads.settle({ ok: true, version, issues: next.issues, at, trigger });
     } catch (err) {
       return failed(`Cannot reload: ${err instanceof Error ? err.message : String(err)}`);
     }
-  }
-
-  // Reloads run one at a time; requests arriving during one coalesce into a single next run.
-  let running: Promise<ReloadResult> | null = null;
-  let queued: Promise<ReloadResult> | null = null;
-  function reload(trigger: string): Promise<ReloadResult> {
-    if (queued) return queued;
-    if (!running) {
-      running = doReload(trigger).finally(() => running = null);
-      return running;
-    }
-    queued = running.then(() => {
-      queued = null;
-      running = doReload(trigger).finally(() => running = null);
-      return running;
-    });
-    return queued;
   }
 
   let stopping: Promise<void> | null = null;
@@ -424,12 +345,12 @@ export async function startServer(
     if (current.altSvc) current = Object.freeze({ ...current, altSvc: null });
     watch?.close();
     await health.close();
-    await acme?.close();
+    await certs.close();
     await applying;
     const grace = config.shutdown_timeout;
     const deadline = Date.now() + grace;
     logger.info("Draining", { reason, graceMs: grace });
-    await running?.catch(() => {});
+    await reloads.idle();
     // Long-lived streams (WebSockets) are told to go away while requests drain.
     const hooks = Promise.allSettled(shutdownHooks.map((h) => h({ deadline, reason })));
     // HTTP/3 sends GOAWAY and drains under the same grace.
@@ -458,16 +379,16 @@ export async function startServer(
       return h3.listener;
     },
     get acme() {
-      return acme;
+      return certs.acme;
     },
     logger,
     snapshot: () => current,
-    lastReload: () => last,
-    reloadStats: () => ({ ...stats }),
+    lastReload: reloads.last,
+    reloadStats: reloads.stats,
     ready: () => !draining && set.get("main") !== undefined,
     draining: () => draining,
     onShutdown: (hook) => void shutdownHooks.push(hook),
-    reload: (o) => reload(o?.trigger ?? "api"),
+    reload: (o) => reloads.request(o?.trigger ?? "api"),
     shutdown(o) {
       stopping ??= stop(o?.reason ?? "shutdown");
       return stopping;

@@ -47,7 +47,7 @@ const HeaderMatch = z.object({
 /** Status selector: 404, "5xx", "500-599". */
 export const StatusSelector = z.union([z.int().min(100).max(599), z.string()]);
 
-/** Conditions, ANDed. Response-only keys are rejected on request rules by validate.ts. */
+/** Conditions, ANDed. Response-only keys are rejected on request rules (domain/rules.ts). */
 export const Condition = z.object({
   path_matches: z.string().optional(),
   method_is: z.union([z.string(), z.array(z.string()).min(1)]).optional(),

@@ -1,0 +1,70 @@
+// Reload bookkeeping for the composition root (server.ts): reloads run one at a time, requests
+// made during one share a single next run, and every outcome is counted once (stats, metric,
+// callback). What a reload does is server.ts's `doReload`.
+
+import type { Metrics } from "./ports.ts";
+import type { ReloadResult, ReloadStats } from "./server_api.ts";
+
+/** Serialized reloads and their record. */
+export interface Reloads {
+  /** Asks for a reload: starts one, or joins the one queued behind the running one. */
+  request(trigger: string): Promise<ReloadResult>;
+  /** Settles once the running reload (if any) has ended, whatever its outcome. */
+  idle(): Promise<void>;
+  /** Records an outcome (called by the reload itself, once). */
+  settle(result: ReloadResult): ReloadResult;
+  last(): ReloadResult | null;
+  stats(): ReloadStats;
+}
+
+/** Reloads that run `run`; `startedAt` counts as the first successful load. */
+export function createReloads(o: {
+  run: (trigger: string) => Promise<ReloadResult>;
+  startedAt: number;
+  metrics: Pick<Metrics, "configReload">;
+  onReload?: (result: ReloadResult) => void;
+}): Reloads {
+  let last: ReloadResult | null = null;
+  const stats: ReloadStats = {
+    success: 0,
+    failure: 0,
+    lastSuccessAt: o.startedAt,
+    lastFailureAt: null,
+  };
+  let running: Promise<ReloadResult> | null = null;
+  let queued: Promise<ReloadResult> | null = null;
+  const start = (trigger: string) => {
+    running = o.run(trigger).finally(() => running = null);
+    return running;
+  };
+  return {
+    request(trigger) {
+      if (queued) return queued;
+      if (!running) return start(trigger);
+      const next = () => {
+        queued = null;
+        return start(trigger);
+      };
+      queued = running.then(next, next);
+      return queued;
+    },
+    async idle() {
+      await running?.catch(() => {});
+    },
+    settle(result) {
+      last = result;
+      if (result.ok) {
+        stats.success++;
+        stats.lastSuccessAt = result.at;
+      } else {
+        stats.failure++;
+        stats.lastFailureAt = result.at;
+      }
+      o.metrics.configReload(result);
+      o.onReload?.(result);
+      return result;
+    },
+    last: () => last,
+    stats: () => ({ ...stats }),
+  };
+}

@@ -1,0 +1,105 @@
+import assert from "node:assert/strict";
+import { createReloads } from "./server_reload.ts";
+import type { ReloadResult } from "./server_api.ts";
+
+/** Reloads whose runs finish when the test says so; `runs` lists the triggers that ran. */
+function manual() {
+  const runs: string[] = [];
+  const finish: ((ok: boolean) => void)[] = [];
+  const recorded: ReloadResult[] = [];
+  const reloads = createReloads({
+    startedAt: 1000,
+    metrics: { configReload: (r) => void recorded.push(r as ReloadResult) },
+    run: (trigger) => {
+      runs.push(trigger);
+      return new Promise((resolve) => {
+        finish.push((ok) =>
+          resolve(
+            reloads.settle({
+              ok,
+              version: runs.length,
+              issues: [],
+              at: 2000 + runs.length,
+              trigger,
+            }),
+          )
+        );
+      });
+    },
+  });
+  return { reloads, runs, finish, recorded };
+}
+
+Deno.test("reloads: one at a time, and the requests made meanwhile share one next run", async () => {
+  const { reloads, runs, finish } = manual();
+  const first = reloads.request("file");
+  const second = reloads.request("SIGHUP");
+  const third = reloads.request("admin");
+  assert.equal(second, third, "requests during a run join the queued one");
+  assert.deepEqual(runs, ["file"], "the queued run waits for the running one");
+  finish[0](true);
+  assert.equal((await first).trigger, "file");
+  await Promise.resolve();
+  assert.deepEqual(runs, ["file", "SIGHUP"]);
+  finish[1](false);
+  const r = await second;
+  assert.equal(r.trigger, "SIGHUP");
+  assert.equal(r.ok, false);
+  // Idle again: the next request runs at once.
+  const fourth = reloads.request("api");
+  assert.deepEqual(runs, ["file", "SIGHUP", "api"]);
+  finish[2](true);
+  await fourth;
+});
+
+Deno.test("reloads: a run that throws does not stall the queue behind it", async () => {
+  let n = 0;
+  const reloads = createReloads({
+    startedAt: 0,
+    metrics: { configReload: () => {} },
+    run: (trigger) => {
+      n++;
+      if (n === 1) return Promise.reject(new Error("boom"));
+      return Promise.resolve(reloads.settle({ ok: true, version: n, issues: [], at: n, trigger }));
+    },
+  });
+  const first = reloads.request("a");
+  const queued = reloads.request("b");
+  await assert.rejects(first, /boom/);
+  assert.equal((await queued).trigger, "b");
+});
+
+Deno.test("reloads: outcomes are counted once, with the metric and the last result", async () => {
+  const { reloads, finish, recorded } = manual();
+  assert.deepEqual(reloads.stats(), {
+    success: 0,
+    failure: 0,
+    lastSuccessAt: 1000,
+    lastFailureAt: null,
+  });
+  assert.equal(reloads.last(), null);
+  const a = reloads.request("file");
+  finish[0](false);
+  await a;
+  const b = reloads.request("file");
+  finish[1](true);
+  await b;
+  assert.deepEqual(reloads.stats(), {
+    success: 1,
+    failure: 1,
+    lastSuccessAt: 2002,
+    lastFailureAt: 2001,
+  });
+  assert.equal(reloads.last()?.version, 2);
+  assert.deepEqual(recorded.map((r) => r.ok), [false, true]);
+  // idle() settles once nothing runs, whatever the outcome.
+  const c = reloads.request("file");
+  let idle = false;
+  const waiting = reloads.idle().then(() => idle = true);
+  await Promise.resolve();
+  assert.equal(idle, false);
+  finish[2](false);
+  await c;
+  await waiting;
+  assert.equal(idle, true);
+});

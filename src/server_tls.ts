@@ -1,0 +1,99 @@
+// The listeners' TLS material, for the composition root (server.ts): certificate files, or an ACME
+// controller started, reconfigured and stopped as the config changes; the plain-HTTP listener's
+// handler (redirect to HTTPS, and the HTTP-01 challenges); the expiry metric of the certificate
+// in use.
+
+import type { Config } from "./config/schema.ts";
+import type { Handler, Logger, Metrics } from "./ports.ts";
+import { listenerPlans, readTlsFiles } from "./adapters/listener_set.ts";
+import type { ListenerPlan } from "./adapters/listener_set.ts";
+import { certificateNotAfter } from "./adapters/admin_status.ts";
+import { startAcme } from "./adapters/acme.ts";
+import type { AcmeConfig, AcmeController, AcmeTuning } from "./adapters/acme.ts";
+import { redirectHandler } from "./adapters/https_redirect.ts";
+
+/** What the certificates need from the server. */
+export interface CertificateDeps {
+  logger: Logger;
+  metrics: Metrics;
+  acme?: AcmeTuning;
+  /** The handler of the main listener. */
+  serve: Handler;
+  /** The port HTTPS is served on now (where plain HTTP redirects to). */
+  httpsPort: () => number;
+  /** ACME has issued a new certificate: the server puts it on its listeners. */
+  onCertificate: () => void;
+}
+
+/** The TLS side of the listeners, following the config. */
+export interface Certificates {
+  /** The ACME controller while `tls.acme` is enabled. */
+  readonly acme: AcmeController | null;
+  /** Starts or reconfigures ACME for a config about to be applied, before its listeners bind. */
+  follow(c: Config): Promise<void>;
+  /** The listeners a config asks for, with their TLS material read from disk (or from ACME). */
+  plansFor(c: Config): Promise<ListenerPlan[]>;
+  /** A config now serves with these plans: its expiry metric, redirect status; ACME it dropped stops. */
+  applied(c: Config, plans: ListenerPlan[]): void;
+  close(): Promise<void>;
+}
+
+const acmeOf = (c: Config): AcmeConfig | null => c.tls?.acme?.enabled ? c.tls.acme : null;
+
+/** The main listener's certificate and key in a set of plans (none without TLS). */
+export function mainTls(plans: ListenerPlan[]): { cert?: string; key?: string } {
+  return plans.find((p) => p.id === "main") ?? {};
+}
+
+/** The certificates of a server that starts with `initial` (ACME starts on `follow`). */
+export function createCertificates(initial: Config, deps: CertificateDeps): Certificates {
+  const { logger } = deps;
+  // ACME: a stored certificate is there at once; without one HTTPS starts when it is issued.
+  let acme: AcmeController | null = null;
+  let redirectStatus = initial.http_redirect?.status_code ?? 308;
+  const start = (a: AcmeConfig, c: Config) => {
+    if (!a.http_listen_addr && !c.http_redirect) {
+      logger.warn(
+        "ACME HTTP-01 needs a plain-HTTP listener: set tls.acme.http_listen_addr or http_redirect",
+      );
+    }
+    return startAcme(a, { ...deps.acme, logger, onCertificate: deps.onCertificate });
+  };
+  const redirect = redirectHandler({
+    acme: () => acme,
+    status: () => redirectStatus,
+    httpsPort: deps.httpsPort,
+  });
+  return {
+    get acme() {
+      return acme;
+    },
+    async follow(c) {
+      const next = acmeOf(c);
+      if (acme && next) await acme.configure(next);
+      else if (next) acme = await start(next, c);
+    },
+    async plansFor(c) {
+      return listenerPlans(c, {
+        tls: acmeOf(c) ? acme?.current() ?? null : await readTlsFiles(c),
+        serve: deps.serve,
+        redirect,
+        metrics: deps.metrics,
+      });
+    },
+    applied(c, plans) {
+      redirectStatus = c.http_redirect?.status_code ?? 308;
+      const cert = mainTls(plans).cert;
+      const notAfter = cert ? certificateNotAfter(cert) : null;
+      const name = c.tls?.cert_path ?? (acmeOf(c) ? `acme:${acmeOf(c)!.domains[0]}` : "main");
+      if (notAfter !== null) deps.metrics.certificateExpiry(name, notAfter);
+      if (acme && !acmeOf(c)) {
+        void acme.close();
+        acme = null;
+      }
+    },
+    async close() {
+      await acme?.close();
+    },
+  };
+}
