@@ -9,7 +9,7 @@ import type { Snapshot } from "./proxy/snapshot.ts";
 import { createHandler } from "./proxy/pipeline.ts";
 import { createWebSocketProxy } from "./adapters/websocket_deno.ts";
 import { createListenerSet, tcpMigrateReq } from "./adapters/listener_set.ts";
-import { requestSeen, startMemoryReducer } from "./adapters/gc_hint.ts";
+import { startMemoryReducer, trafficSeen } from "./adapters/gc_hint.ts";
 import { configFiles, watchFiles } from "./adapters/config_watch.ts";
 import type { FileWatch } from "./adapters/config_watch.ts";
 import { formatIssue } from "./config/load.ts";
@@ -131,7 +131,7 @@ export async function startServer(
     config: () => config.metrics,
     text: metricsText,
     contentType: prom?.contentType,
-    onRequest: requestSeen,
+    onRequest: trafficSeen,
   });
   const serveHandler = opts.worker?.debugHeader
     ? withWorkerHeader(baseHandler, opts.worker.index)

@@ -10,17 +10,17 @@
 // 2. After a burst. Under many concurrent requests, objects outlive scavenges, are promoted and
 //    die in the old generation, and nothing collects them once traffic stops: RSS stayed at its
 //    peak (about 290 MiB after 1,000 connections) for as long as the process idled. Once requests
-//    stop for `memory.reduce_after_idle` (default 1 s) after at least BURST of them, and RSS is
-//    above `memory.reduce_above` (default 192 MiB), one memory-reducing full GC runs (V8's "last
-//    resort" collection, which also returns free pages to the OS): about 100-115 MiB after. It
-//    costs a 60-75 ms pause, and the next burst's first second runs on a shrunk heap, so below
-//    the threshold (steady traffic at 50 connections: 140-165 MiB) the memory is kept. Any full
-//    GC also makes V8 discard optimized code whose hidden classes died with the requests;
-//    src/proxy/recent.ts keeps the last request's objects alive so that none is discarded
-//    (README, "Benchmark").
+//    (and WebSocket messages) stop for `memory.reduce_after_idle` (default 1 s) after at least
+//    BURST of them, and RSS is above `memory.reduce_above` (default 192 MiB), one memory-reducing
+//    full GC runs (V8's "last resort" collection, which also returns free pages to the OS): about
+//    100-115 MiB after. It costs a 60-75 ms pause, and the next burst's first second runs on a
+//    shrunk heap, so below the threshold (steady traffic at 50 connections: 140-165 MiB) the
+//    memory is kept. Any full GC also makes V8 discard optimized code whose hidden classes died
+//    with the requests; src/proxy/recent.ts keeps the last request's objects alive so that none
+//    is discarded (README, "Benchmark").
 
 const STEP = 16 * 1024 * 1024;
-/** Requests since the last reduction before idling triggers one. */
+/** Requests (and WebSocket messages) since the last reduction before idling triggers one. */
 const BURST = 2_000;
 /** How often the idle check runs (ms). */
 const TICK = 1_000;
@@ -43,8 +43,11 @@ export function streamedBytes(bytes: number): void {
   gc({ type: "minor", execution: "async" });
 }
 
-/** Counts one request (for the idle check). */
-export function requestSeen(): void {
+/**
+ * Counts one request or relayed WebSocket message (for the idle check): both allocate, and a
+ * process that only relays WebSockets must still return the memory of a burst of messages.
+ */
+export function trafficSeen(): void {
   requests++;
 }
 

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { type GcFn, type ReducerOptions, requestSeen, startMemoryReducer } from "./gc_hint.ts";
+import { type GcFn, type ReducerOptions, startMemoryReducer, trafficSeen } from "./gc_hint.ts";
 
 /** A reducer driven by hand: `tick()` runs one idle check; `calls` records each collection. */
 function reducer(
@@ -24,7 +24,7 @@ function reducer(
     calls,
     tick: () => check(),
     requests: (n: number) => {
-      for (let i = 0; i < n; i++) requestSeen();
+      for (let i = 0; i < n; i++) trafficSeen();
     },
     stop: () => (stop(), stopped),
   };

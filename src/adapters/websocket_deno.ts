@@ -12,6 +12,7 @@
 import { ProxyError } from "../domain/errors.ts";
 import type { Logger, Metrics, WebSocketProxy, WebSocketProxyRequest } from "../ports.ts";
 import { clip, connectUpstream, exceeds, upstreamClose } from "./websocket_upstream.ts";
+import { trafficSeen } from "./gc_hint.ts";
 import type { UpstreamSocket, WsData } from "./websocket_upstream.ts";
 
 /** Tuning for the relay; the defaults suit most deployments. */
@@ -208,6 +209,7 @@ function relay(
         if (done || client.readyState !== OPEN) return;
         last = env.now();
         count.fromUpstream++;
+        trafficSeen();
         if (exceeds(data, maxMsg)) return tooBig("upstream", data);
         client.send(data);
         if (client.bufferedAmount <= env.highWater) return;
@@ -232,6 +234,7 @@ function relay(
     if (done) return;
     last = env.now();
     count.fromClient++;
+    trafficSeen();
     const data: WsData = typeof e.data === "string" ? e.data : new Uint8Array(e.data);
     if (exceeds(data, maxMsg)) return tooBig("client", data);
     up.send(data);

@@ -1,8 +1,10 @@
 // Memory after a burst: a real Prox process (run with --expose-gc, as shipped) returns the
-// garbage of a many-connection burst to the OS once traffic stops, instead of idling at its peak.
+// garbage of a many-connection burst (or of many WebSocket messages) to the OS once traffic
+// stops, instead of idling at its peak.
 import assert from "node:assert/strict";
 import { interopTest, run, startUpstream, waitFor } from "../_harness.ts";
 import { spawnProx } from "./_process.ts";
+import { closed, connect, messages, wsUpstream } from "./_ws.ts";
 
 const MiB = 1024 * 1024;
 
@@ -92,3 +94,33 @@ interopTest(
     assert.ok(!prox.output().includes("Memory-reducing GC after a burst"), prox.output());
   },
 );
+
+Deno.test("a burst of WebSocket messages on one session also leads to the memory-reducing GC", async () => {
+  await using up = await wsUpstream();
+  // With V8's own memory reducer off (--no-memory-reducer), nothing else would ever return the
+  // memory of a process that only relays WebSockets: its one upgrade request is not a burst.
+  await using prox = await spawnProx(
+    `listen_addr: "127.0.0.1:{PORT}"
+health_check: { enabled: false }
+log: { access_log: false }
+memory: { reduce_after_idle: 1s, reduce_above: 1MiB }
+routes: { "/ws": { type: websocket, target: "${up.url}" } }
+`,
+    { env: { PROX_LOG_LEVEL: "debug" } },
+  );
+  const ws = await connect(`ws://127.0.0.1:${prox.port}/ws`);
+  try {
+    // 1,500 echoed messages: 3,000 relayed, over the reducer's burst of 2,000.
+    const echoed = messages(ws, 1500);
+    for (let i = 0; i < 1500; i++) ws.send(`message ${i}`);
+    assert.equal((await echoed).length, 1500);
+    await waitFor(() => prox.output().includes("Memory-reducing GC after a burst"), {
+      timeoutMs: 10_000,
+      what: "the memory-reducing GC once the messages stopped",
+    });
+  } finally {
+    const done = closed(ws);
+    ws.close();
+    await done;
+  }
+});
