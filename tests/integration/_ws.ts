@@ -129,6 +129,16 @@ export interface WsProxy extends AsyncDisposable {
   reload(yaml: string): Promise<void>;
 }
 
+/** Routes YAML with one websocket route on "/" to `target`; `keys` are more of its keys. */
+export function wsRoute(target: string, ...keys: string[]): string {
+  return `
+routes:
+  "/":
+    type: websocket
+    target: "${target}"
+${keys.map((k) => `    ${k}\n`).join("")}`;
+}
+
 /** Starts Prox on 127.0.0.1:0; `tls` makes the listener HTTPS with the test certificate. */
 export async function startWsProxy(
   yaml: string,

@@ -4,7 +4,15 @@
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import { startUpstream, waitFor } from "../_harness.ts";
-import { closed, connect, messages, recordingLogger, startWsProxy, wsUpstream } from "./_ws.ts";
+import {
+  closed,
+  connect,
+  messages,
+  recordingLogger,
+  startWsProxy,
+  wsRoute,
+  wsUpstream,
+} from "./_ws.ts";
 
 /** A Deno upstream that answers HTTP and echoes WebSockets, tagging replies with `name`. */
 function dualUpstream(name: string) {
@@ -64,12 +72,7 @@ routes:
 
 Deno.test("shutdown closes live WebSockets with 1001", async () => {
   await using up = await wsUpstream();
-  const prox = await startWsProxy(`
-routes:
-  "/":
-    type: websocket
-    target: "${up.url}"
-`);
+  const prox = await startWsProxy(wsRoute(up.url));
   const ws = await connect(`${prox.ws}/`);
   const c = closed(ws);
   await waitFor(() => prox.server.snapshot() && up.sockets.size === 1);
@@ -104,13 +107,7 @@ routes:
 
 Deno.test("websocket idle_timeout closes a silent connection with 1001", async () => {
   await using up = await wsUpstream();
-  await using prox = await startWsProxy(`
-routes:
-  "/":
-    type: websocket
-    target: "${up.url}"
-    idle_timeout: 300ms
-`);
+  await using prox = await startWsProxy(wsRoute(up.url, "idle_timeout: 300ms"));
   const ws = await connect(`${prox.ws}/`);
   const t0 = performance.now();
   // Traffic keeps it open…
@@ -130,12 +127,7 @@ Deno.test("a slow client pauses the upstream instead of filling Prox's memory", 
   const MiB = 1 << 20;
   let upstreamSocket: import("./_ws.ts").WsClient | undefined;
   await using up = await wsUpstream((ws) => upstreamSocket = ws);
-  await using prox = await startWsProxy(`
-routes:
-  "/":
-    type: websocket
-    target: "${up.url}"
-`);
+  await using prox = await startWsProxy(wsRoute(up.url));
   const ws = await connect(`${prox.ws}/`);
   ws.pause(); // stop reading: TCP backpressure towards Prox
   await waitFor(() => upstreamSocket);
@@ -157,12 +149,7 @@ Deno.test("a client flooding an upstream that does not read is closed with 1013"
   await using up = await wsUpstream((ws) => ws.pause());
   const logger = recordingLogger();
   await using prox = await startWsProxy(
-    `
-routes:
-  "/":
-    type: websocket
-    target: "${up.url}"
-`,
+    wsRoute(up.url),
     { logger },
   );
   const ws = await connect(`${prox.ws}/`);
@@ -180,13 +167,7 @@ routes:
 
 Deno.test("websocket ping_interval pings a silent client", async () => {
   await using up = await wsUpstream();
-  await using prox = await startWsProxy(`
-routes:
-  "/":
-    type: websocket
-    target: "${up.url}"
-    ping_interval: 200ms
-`);
+  await using prox = await startWsProxy(wsRoute(up.url, "ping_interval: 200ms"));
   const ws = await connect(`${prox.ws}/`);
   const pinged = new Promise((r) => ws.once("ping", r));
   await pinged; // `ws` answers with a pong, so the connection stays up
@@ -213,12 +194,7 @@ Deno.test("a finished WebSocket is logged once with who closed it and message co
   await using up = await wsUpstream();
   const logger = recordingLogger();
   await using prox = await startWsProxy(
-    `
-routes:
-  "/":
-    type: websocket
-    target: "${up.url}"
-`,
+    wsRoute(up.url),
     { logger },
   );
   const ws = await connect(`${prox.ws}/`);

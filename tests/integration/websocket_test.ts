@@ -4,7 +4,15 @@
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import { waitFor } from "../_harness.ts";
-import { closed, connect, connectAndWaitClose, messages, startWsProxy, wsUpstream } from "./_ws.ts";
+import {
+  closed,
+  connect,
+  connectAndWaitClose,
+  messages,
+  startWsProxy,
+  wsRoute,
+  wsUpstream,
+} from "./_ws.ts";
 
 Deno.test("websocket route relays text and binary in order, with headers and path_rewrite", async () => {
   await using up = await wsUpstream();
@@ -48,12 +56,7 @@ Deno.test("websocket route negotiates the subprotocol with the upstream", async 
   await using up = await wsUpstream(undefined, {
     handleProtocols: (offered: Set<string>) => offered.has("v2.chat") ? "v2.chat" : false,
   });
-  await using prox = await startWsProxy(`
-routes:
-  "/":
-    type: websocket
-    target: "${up.url}"
-`);
+  await using prox = await startWsProxy(wsRoute(up.url));
   const ws = await connect(`${prox.ws}/`, ["v1.chat", "v2.chat"]);
   assert.equal(ws.protocol, "v2.chat");
   assert.equal(up.requests[0].headers["sec-websocket-protocol"], "v1.chat, v2.chat");
@@ -75,12 +78,7 @@ Deno.test("websocket close codes and reasons propagate both ways", async () => {
       ws.close(Number(code), reason.join(" "));
     });
   });
-  await using prox = await startWsProxy(`
-routes:
-  "/":
-    type: websocket
-    target: "${up.url}"
-`);
+  await using prox = await startWsProxy(wsRoute(up.url));
   // Upstream-initiated, including codes Deno's client API could not send itself.
   for (const code of [1000, 1001, 1008, 1011, 4002]) {
     const ws = await connect(`${prox.ws}/`);
@@ -112,13 +110,7 @@ Deno.test("websocket messages over max_message_size close both sides with 1009",
       else ws.send(m);
     });
   });
-  await using prox = await startWsProxy(`
-routes:
-  "/":
-    type: websocket
-    target: "${up.url}"
-    max_message_size: 1024
-`);
+  await using prox = await startWsProxy(wsRoute(up.url, "max_message_size: 1024"));
   // Exactly at the limit passes, one byte over does not (client → upstream).
   const ws = await connect(`${prox.ws}/`);
   const echoed = messages(ws, 1);
@@ -137,12 +129,7 @@ routes:
 
 Deno.test("websocket upstream death closes the client with 1011", async () => {
   await using up = await wsUpstream((ws) => ws.on("message", () => ws.terminate()));
-  await using prox = await startWsProxy(`
-routes:
-  "/":
-    type: websocket
-    target: "${up.url}"
-`);
+  await using prox = await startWsProxy(wsRoute(up.url));
   const ws = await connect(`${prox.ws}/`);
   ws.send("die");
   assert.equal((await closed(ws)).code, 1011);
@@ -152,12 +139,7 @@ Deno.test("websocket to an unreachable upstream closes the client with 1014", as
   const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = (l.addr as Deno.NetAddr).port;
   l.close();
-  await using prox = await startWsProxy(`
-routes:
-  "/":
-    type: websocket
-    target: "ws://127.0.0.1:${port}"
-`);
+  await using prox = await startWsProxy(wsRoute(`ws://127.0.0.1:${port}`));
   const c = await connectAndWaitClose(`${prox.ws}/`);
   assert.equal(c.code, 1014);
   assert.equal(c.reason, "Bad gateway");
@@ -167,12 +149,7 @@ Deno.test("websocket upgrade refused by the upstream returns its status to the c
   await using up = await wsUpstream(undefined, {
     verifyClient: (_info: unknown, cb: (ok: boolean, code?: number) => void) => cb(false, 403),
   });
-  await using prox = await startWsProxy(`
-routes:
-  "/":
-    type: websocket
-    target: "${up.url}"
-`);
+  await using prox = await startWsProxy(wsRoute(up.url));
   const err = await connect(`${prox.ws}/`).then(() => null, (e) => e);
   assert.equal(err?.status, 403);
   assert.match(err.body, /refused the WebSocket upgrade/);
@@ -180,12 +157,7 @@ routes:
 
 Deno.test("websocket route answers a plain HTTP request with 400", async () => {
   await using up = await wsUpstream();
-  await using prox = await startWsProxy(`
-routes:
-  "/":
-    type: websocket
-    target: "${up.url}"
-`);
+  await using prox = await startWsProxy(wsRoute(up.url));
   const res = await fetch(`${prox.http}/`);
   assert.equal(res.status, 400);
   assert.match(await res.text(), /only supports WebSocket/);
@@ -193,14 +165,9 @@ routes:
 
 Deno.test("websocket max_frame_size bounds each relayed message (one frame each) with 1009", async () => {
   await using up = await wsUpstream();
-  await using prox = await startWsProxy(`
-routes:
-  "/":
-    type: websocket
-    target: "${up.url}"
-    max_frame_size: 100
-    max_message_size: 1000
-`);
+  await using prox = await startWsProxy(
+    wsRoute(up.url, "max_frame_size: 100", "max_message_size: 1000"),
+  );
   const ws = await connect(`${prox.ws}/`);
   const echoed = messages(ws, 1);
   ws.send(new Uint8Array(100));
@@ -215,12 +182,7 @@ routes:
 
 Deno.test("a malformed WebSocket handshake gets 400, an unknown version 426", async () => {
   await using up = await wsUpstream();
-  await using prox = await startWsProxy(`
-routes:
-  "/":
-    type: websocket
-    target: "${up.url}"
-`);
+  await using prox = await startWsProxy(wsRoute(up.url));
   const headers = {
     connection: "Upgrade",
     upgrade: "websocket",

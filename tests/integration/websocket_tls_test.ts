@@ -12,6 +12,7 @@ import {
   recordingLogger,
   startWsProxy,
   WsClient,
+  wsRoute,
   wssUpstream,
   wsUpstream,
 } from "./_ws.ts";
@@ -65,12 +66,7 @@ routes:
   assert.equal(up.requests[0].url, "/ws");
 
   // Without the CA, the upstream's certificate is refused: the client gets 1014.
-  await using strict = await startWsProxy(`
-routes:
-  "/":
-    type: websocket
-    target: "${up.url}"
-`);
+  await using strict = await startWsProxy(wsRoute(up.url));
   assert.equal((await connectAndWaitClose(`${strict.ws}/`)).code, 1014);
 });
 
@@ -138,13 +134,7 @@ Deno.test("custom-CA upstream cannot be paused: a client that stops reading gets
   );
   const logger = recordingLogger();
   await using prox = await startWsProxy(
-    `
-routes:
-  "/":
-    type: websocket
-    target: "${up.url}"
-    tls: { ca_cert: "${TLS}/ca.pem" }
-`,
+    wsRoute(up.url, `tls: { ca_cert: "${TLS}/ca.pem" }`),
     { logger },
   );
   const ws = await connect(`${prox.ws}/`);
