@@ -1,5 +1,5 @@
 // Processes for the side-by-side benchmark: the nginx backend, nginx and haproxy as reference
-// proxies, Prox itself and a fetch()-based Deno proxy, each pinned to a core with taskset; and
+// proxies, Prox itself, fetch()- and Hono-based Deno proxies, each pinned to a core with taskset; and
 // their CPU time and resident memory read from /proc (all descendant processes included).
 
 import { ROOT } from "../tests/_harness.ts";
@@ -344,22 +344,25 @@ export async function startClientProxy(o: { core: string; backend: number }): Pr
   };
 }
 
-/** The naive baseline: Deno.serve + fetch() forwarding (what issue 12 measured at 130–170 µs). */
-export async function startFetchProxy(o: { core: string; backend: number }): Promise<Proc> {
+/**
+ * The naive baselines of issue 12: Deno.serve + fetch() forwarding (`deno-fetch`, measured there
+ * at 130–170 µs per request) and Hono's proxy helper on Deno.serve (`deno-hono`, 220–255 µs).
+ */
+export async function startFetchProxy(
+  o: { core: string; backend: number },
+  name: "deno-fetch" | "deno-hono" = "deno-fetch",
+): Promise<Proc> {
   const port = freePort();
-  const child = await spawn("deno fetch proxy", {
+  const script = name === "deno-fetch" ? [`${ROOT}/bench/fetch_proxy.ts`] : [
+    `--config=${ROOT}/deno.json`,
+    `${ROOT}/bench/hono_proxy.ts`,
+  ];
+  const child = await spawn(name, {
     core: o.core,
-    cmd: [
-      Deno.execPath(),
-      "run",
-      "-A",
-      `${ROOT}/bench/fetch_proxy.ts`,
-      String(port),
-      String(o.backend),
-    ],
+    cmd: [Deno.execPath(), "run", "-A", ...script, String(port), String(o.backend)],
     ports: [port],
   });
-  return { name: "deno-fetch", pid: child.pid, port, [Symbol.asyncDispose]: stopper(child) };
+  return { name, pid: child.pid, port, [Symbol.asyncDispose]: stopper(child) };
 }
 
 /** Deno.serve answering by itself (no upstream): the ceiling for a proxy built on it. */

@@ -1,5 +1,5 @@
 // deno-lint-ignore-file no-console
-// `make bench`: Prox side by side with nginx and haproxy (plus a fetch()-based Deno proxy,
+// `make bench`: Prox side by side with nginx and haproxy (plus fetch()- and Hono-based Deno proxies,
 // Deno.serve + Prox's upstream client alone to split the cost, and Deno.serve answering by itself,
 // the ceiling of anything built on it) in front of one nginx backend.
 // Proxies run on core 0, load generator and backend on core 1; runs alternate proxies
@@ -44,7 +44,15 @@ const SCENARIOS: Scenario[] = [
     tool: "wrk",
     path: "/100b",
     connections: 50,
-    proxies: ["prox", "nginx", "haproxy", "deno-fetch", "deno-h1client", "deno-serve"],
+    proxies: [
+      "prox",
+      "nginx",
+      "haproxy",
+      "deno-fetch",
+      "deno-hono",
+      "deno-h1client",
+      "deno-serve",
+    ],
     runs: RUNS,
     seconds: SECONDS,
   },
@@ -161,12 +169,15 @@ function targets(rows: Row[]): string[] {
   ratio("h1-100b", 0.7, "HTTP/1.1 100 B req/s");
   ratio("h1-64k", 0.7, "HTTP/1.1 64 KiB req/s");
   ratio("h2-tls-100b", 0.6, "HTTP/2 TLS req/s");
-  const p = get("h1-100b", "prox"), n = get("h1-100b", "nginx"), f = get("h1-100b", "deno-fetch");
+  const p = get("h1-100b", "prox"), n = get("h1-100b", "nginx");
   if (p && n) {
     check("HTTP/1.1 100 B p99", p.p99 <= 2 * n.p99, `${f2(p.p99)} ms vs nginx ${f2(n.p99)} ms`);
   }
-  if (p && f) {
-    check("vs fetch() proxy", p.rps / f.rps >= 2.5, `${f2(p.rps / f.rps)}× (target 2.5×)`);
+  for (
+    const [name, what] of [["deno-fetch", "fetch() proxy"], ["deno-hono", "Hono's proxy helper"]]
+  ) {
+    const b = get("h1-100b", name);
+    if (p && b) check(`vs ${what}`, p.rps / b.rps >= 2.5, `${f2(p.rps / b.rps)}× (target 2.5×)`);
   }
   for (const s of ["h1-100b", "h2-tls-100b"]) {
     const n = get(s, "nginx"), alone = get(s, "deno-serve"), client = get(s, "deno-h1client");
@@ -251,8 +262,8 @@ async function main() {
         ? await startNginxProxy(dir, o)
         : name === "haproxy"
         ? await startHaproxy(dir, o)
-        : name === "deno-fetch"
-        ? await startFetchProxy(o)
+        : name === "deno-fetch" || name === "deno-hono"
+        ? await startFetchProxy(o, name)
         : name === "deno-serve"
         ? await startServeAlone(o)
         : await startClientProxy(o);
