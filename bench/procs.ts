@@ -344,19 +344,24 @@ export async function startClientProxy(o: { core: string; backend: number }): Pr
   };
 }
 
+/** The single-script Deno proxies: what each baseline runs. */
+const BASELINES = {
+  "deno-fetch": [`${ROOT}/bench/fetch_proxy.ts`],
+  "deno-hono": [`--config=${ROOT}/deno.json`, `${ROOT}/bench/hono_proxy.ts`],
+  "deno-bare": [`${ROOT}/bench/bare_proxy.ts`],
+};
+
 /**
- * The naive baselines of issue 12: Deno.serve + fetch() forwarding (`deno-fetch`, measured there
- * at 130–170 µs per request) and Hono's proxy helper on Deno.serve (`deno-hono`, 220–255 µs).
+ * Plain-HTTP Deno proxies to compare with: the naive baselines of issue 12, Deno.serve + fetch()
+ * forwarding (`deno-fetch`, measured there at 130–170 µs per request) and Hono's proxy helper on
+ * Deno.serve (`deno-hono`, 220–255 µs); and the least a proxy on Deno.serve can do (`deno-bare`).
  */
 export async function startFetchProxy(
   o: { core: string; backend: number },
-  name: "deno-fetch" | "deno-hono" = "deno-fetch",
+  name: keyof typeof BASELINES = "deno-fetch",
 ): Promise<Proc> {
   const port = freePort();
-  const script = name === "deno-fetch" ? [`${ROOT}/bench/fetch_proxy.ts`] : [
-    `--config=${ROOT}/deno.json`,
-    `${ROOT}/bench/hono_proxy.ts`,
-  ];
+  const script = BASELINES[name];
   const child = await spawn(name, {
     core: o.core,
     cmd: [Deno.execPath(), "run", "-A", ...script, String(port), String(o.backend)],

@@ -1,7 +1,8 @@
 // deno-lint-ignore-file no-console
 // `make bench`: Prox side by side with nginx and haproxy (plus fetch()- and Hono-based Deno proxies,
-// Deno.serve + Prox's upstream client alone to split the cost, and Deno.serve answering by itself,
-// the ceiling of anything built on it) in front of one nginx backend.
+// Deno.serve with a bare client and with Prox's upstream client alone to split the cost, and
+// Deno.serve answering by itself, the ceiling of anything built on it) in front of one nginx
+// backend.
 // Proxies run on core 0, load generator and backend on core 1; runs alternate proxies
 // (A B A B …) and report medians, CPU µs per request, RSS and ratios to nginx.
 // Env: BENCH_SECONDS (5), BENCH_RUNS (3), BENCH_ONLY (comma list of scenario names, and h3),
@@ -50,6 +51,7 @@ const SCENARIOS: Scenario[] = [
       "haproxy",
       "deno-fetch",
       "deno-hono",
+      "deno-bare",
       "deno-h1client",
       "deno-serve",
     ],
@@ -181,10 +183,12 @@ function targets(rows: Row[]): string[] {
   }
   for (const s of ["h1-100b", "h2-tls-100b"]) {
     const n = get(s, "nginx"), alone = get(s, "deno-serve"), client = get(s, "deno-h1client");
+    const bare = get(s, "deno-bare");
     if (!n || !alone) continue;
     lines.push(
       `- note ${s}: Deno.serve answering by itself reaches ${f2(alone.rps / n.rps)}× nginx` +
-        (client ? `, Deno.serve + Prox's upstream client alone ${f2(client.rps / n.rps)}×` : "") +
+        (bare ? `, with a bare client (no checks) ${f2(bare.rps / n.rps)}×` : "") +
+        (client ? `, with Prox's upstream client alone ${f2(client.rps / n.rps)}×` : "") +
         ": no proxy built on them can go faster",
     );
   }
@@ -262,7 +266,7 @@ async function main() {
         ? await startNginxProxy(dir, o)
         : name === "haproxy"
         ? await startHaproxy(dir, o)
-        : name === "deno-fetch" || name === "deno-hono"
+        : name === "deno-fetch" || name === "deno-hono" || name === "deno-bare"
         ? await startFetchProxy(o, name)
         : name === "deno-serve"
         ? await startServeAlone(o)
