@@ -61,3 +61,5 @@ Deno.serve({ hostname: "127.0.0.1", port, onListen() {} }, async (req) => {
   for (const [name, value] of fields) res.headers.append(name, value);
   return res;
 });
+// bench/profile.ts stops this process with SIGINT: exit normally so that --cpu-prof writes its file.
+Deno.addSignalListener("SIGINT", () => Deno.exit(0));

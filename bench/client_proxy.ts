@@ -33,3 +33,5 @@ if (tlsPort) {
   const [cert, key] = [Deno.readTextFileSync(Deno.args[3]), Deno.readTextFileSync(Deno.args[4])];
   Deno.serve({ hostname: "127.0.0.1", port: tlsPort, cert, key, onListen() {} }, forward);
 }
+// bench/profile.ts stops this process with SIGINT: exit normally so that --cpu-prof writes its file.
+Deno.addSignalListener("SIGINT", () => Deno.exit(0));

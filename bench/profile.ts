@@ -1,5 +1,5 @@
 // deno-lint-ignore-file no-console
-// Profiles one proxy under wrk load: `deno run -A bench/profile.ts [prox|client] [seconds]`.
+// Profiles one proxy under wrk load: `deno run -A bench/profile.ts [prox|client|bare] [seconds]`.
 // Starts the nginx backend, runs the target with --cpu-prof pinned to core 0, loads it with wrk
 // from core 1, then prints the top functions by self time from the V8 CPU profile.
 import { freePort, proxConfig, startBackend } from "./procs.ts";
@@ -19,6 +19,8 @@ await Deno.writeTextFile(
 );
 const args = which === "prox"
   ? [`--config=${ROOT}/deno.json`, `${ROOT}/mod.ts`, "serve", "-c", conf]
+  : which === "bare"
+  ? [`${ROOT}/bench/bare_proxy.ts`, String(port), String(backend.port)]
   : [`${ROOT}/bench/client_proxy.ts`, String(port), String(backend.port)];
 const child = new Deno.Command("taskset", {
   args: [
