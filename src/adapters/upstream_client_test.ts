@@ -1,79 +1,20 @@
 // The HTTP/1.1 upstream client against real servers: Deno.serve upstreams for ordinary traffic,
-// raw TCP servers for what Deno.serve never sends (1xx, trailers, resets, stale keep-alive).
+// raw TCP servers for what Deno.serve never sends (1xx, trailers, resets). A reused connection
+// found closed, idle closes, aborts and the pool's queue are in upstream_client_pool_test.ts.
 import assert from "node:assert/strict";
-import { startUpstream, waitFor } from "../../tests/_harness.ts";
-import { ProxyError } from "../domain/errors.ts";
-import type { UpstreamRequest, UpstreamTimeouts } from "../ports.ts";
+import { startUpstream } from "../../tests/_harness.ts";
 import { createUpstreamClient } from "./upstream_client.ts";
+import {
+  rawServer,
+  readRequest,
+  rejects,
+  request,
+  write,
+  writeAll,
+} from "../../tests/_upstream_peers.ts";
 
-const T: UpstreamTimeouts = { connect: 2_000, responseHeader: 5_000, idle: 5_000 };
 const enc = new TextEncoder();
 const dec = new TextDecoder();
-
-function request(
-  url: string,
-  o: Partial<Omit<UpstreamRequest, "url" | "headers">> & { headers?: HeadersInit } = {},
-): UpstreamRequest {
-  const u = new URL(url);
-  const headers = new Headers(o.headers);
-  if (!headers.has("host")) headers.set("host", u.host);
-  return { method: "GET", body: null, timeouts: T, ...o, url: u, headers };
-}
-
-/** A raw TCP server: `onConn` gets each accepted connection. Dispose to stop. */
-function rawServer(onConn: (c: Deno.Conn, n: number) => Promise<void>) {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const tasks: Promise<void>[] = [];
-  const loop = (async () => {
-    let n = 0;
-    for await (const c of l) {
-      tasks.push(
-        onConn(c, n++).catch(() => {}).finally(() => {
-          try {
-            c.close();
-          } catch { /* closed */ }
-        }),
-      );
-    }
-  })();
-  return {
-    url: `http://127.0.0.1:${(l.addr as Deno.NetAddr).port}`,
-    async [Symbol.asyncDispose]() {
-      l.close();
-      await loop.catch(() => {});
-      await Promise.all(tasks);
-    },
-  };
-}
-
-/** Reads from `c` until a full request head (and `bodyBytes` more) arrived. */
-async function readRequest(c: Deno.Conn, bodyBytes = 0): Promise<string | null> {
-  const buf = new Uint8Array(65536);
-  let text = "";
-  for (;;) {
-    const end = text.indexOf("\r\n\r\n");
-    if (end >= 0 && text.length >= end + 4 + bodyBytes) return text;
-    const n = await c.read(buf);
-    if (n === null) return null;
-    text += dec.decode(buf.subarray(0, n));
-  }
-}
-
-const write = (c: Deno.Conn, s: string) => c.write(enc.encode(s));
-async function writeAll(c: Deno.Conn, bytes: Uint8Array): Promise<void> {
-  for (let off = 0; off < bytes.length;) off += await c.write(bytes.subarray(off));
-}
-
-async function rejects(p: Promise<unknown>, kind: string): Promise<ProxyError> {
-  try {
-    await p;
-  } catch (err) {
-    assert.ok(err instanceof ProxyError, `not a ProxyError: ${err}`);
-    assert.equal(err.kind, kind, err.message);
-    return err;
-  }
-  throw new Error(`expected a ${kind} error`);
-}
 
 Deno.test("upstream client sends headers as given, keeps the query and reuses the connection", async () => {
   const ports: number[] = [];
@@ -277,45 +218,6 @@ Deno.test("upstream client delivers a Content-Length body up to 64 KiB as one ch
   }
 });
 
-Deno.test("upstream client retries once when a reused connection was closed", async () => {
-  let conns = 0;
-  await using srv = rawServer(async (c) => {
-    conns++;
-    // Answer the first request; take the second and close without a word (the keep-alive race).
-    if (!(await readRequest(c))) return;
-    await write(c, "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
-    await readRequest(c);
-  });
-  const client = createUpstreamClient();
-  try {
-    assert.equal(await (await client.send(request(srv.url))).text(), "ok");
-    assert.equal(await (await client.send(request(srv.url))).text(), "ok");
-    assert.equal(conns, 2);
-  } finally {
-    await client.close();
-  }
-});
-
-Deno.test("upstream client notices an idle connection closed by the upstream", async () => {
-  let conns = 0;
-  const closed: Promise<void>[] = [];
-  await using srv = rawServer(async (c) => {
-    conns++;
-    await readRequest(c);
-    await write(c, "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
-  });
-  const client = createUpstreamClient();
-  try {
-    assert.equal(await (await client.send(request(srv.url))).text(), "ok");
-    await waitFor(() => client.stats().every((s) => s.idle === 0), { what: "idle close seen" });
-    assert.equal(await (await client.send(request(srv.url))).text(), "ok");
-    assert.equal(conns, 2);
-    await Promise.all(closed);
-  } finally {
-    await client.close();
-  }
-});
-
 Deno.test("upstream client maps refused, reset, timeouts and oversized heads to ProxyError", async () => {
   const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const deadPort = (l.addr as Deno.NetAddr).port;
@@ -353,146 +255,6 @@ Deno.test("upstream client maps refused, reset, timeouts and oversized heads to 
     assert.deepEqual(client.stats().map((s) => s.open), [0, 0]);
   } finally {
     stall();
-    await client.close();
-  }
-});
-
-/**
- * A raw server that reads each request and never answers, except that with `answerFirst` its first
- * connection gets a quick 200. `arrived` is set once a request reached a stalled connection.
- * Disposing it first releases the stalled handlers.
- */
-function stallingServer(o: { answerFirst?: boolean } = {}) {
-  const gate = Promise.withResolvers<void>();
-  const state = { arrived: false };
-  const srv = rawServer(async (c, n) => {
-    await readRequest(c);
-    if (o.answerFirst && n === 0) {
-      await write(c, "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
-      return;
-    }
-    state.arrived = true;
-    await gate.promise;
-  });
-  return {
-    url: srv.url,
-    arrived: () => state.arrived,
-    async [Symbol.asyncDispose]() {
-      gate.resolve();
-      await srv[Symbol.asyncDispose]();
-    },
-  };
-}
-
-Deno.test("upstream client: an aborted request releases its connection", async () => {
-  await using srv = stallingServer();
-  const client = createUpstreamClient();
-  try {
-    const ac = new AbortController();
-    const p = client.send(request(srv.url, { signal: ac.signal }));
-    await waitFor(srv.arrived, { what: "request at upstream" });
-    ac.abort();
-    await rejects(p, "client_gone");
-    assert.deepEqual(client.stats().map((s) => s.open), [0]);
-  } finally {
-    await client.close();
-  }
-});
-
-Deno.test("upstream client: a client signal is looked up only for a slow exchange, which it then aborts", async () => {
-  await using srv = stallingServer({ answerFirst: true });
-  const client = createUpstreamClient({ maxIdlePerUpstream: 0 });
-  try {
-    const ac = new AbortController();
-    let lookups = 0;
-    const clientSignal = () => {
-      lookups++;
-      return ac.signal;
-    };
-    // A quick exchange ends before a tick of the timer: the signal is never read.
-    const res = await client.send(request(srv.url, { clientSignal }));
-    assert.equal(await res.text(), "ok");
-    assert.equal(lookups, 0);
-    // A stalled one links it after a tick, and a client that leaves then frees the connection.
-    const p = client.send(request(srv.url, { clientSignal }));
-    await waitFor(() => srv.arrived() && lookups === 1, { what: "a late look-up of the signal" });
-    ac.abort();
-    await rejects(p, "client_gone");
-    assert.deepEqual(client.stats().map((s) => s.open), [0]);
-  } finally {
-    await client.close();
-  }
-});
-
-Deno.test("upstream pool: a queued request whose client already left is not queued", async () => {
-  let release!: () => void;
-  const gate = new Promise<void>((r) => release = r);
-  await using srv = rawServer(async (c) => {
-    await readRequest(c);
-    await gate;
-  });
-  const client = createUpstreamClient({ maxConnectionsPerUpstream: 1 });
-  try {
-    const first = client.send(request(srv.url));
-    await waitFor(() => client.stats()[0]?.open === 1, { what: "the first request's connection" });
-    await rejects(
-      client.send(request(srv.url, { clientSignal: () => AbortSignal.abort() })),
-      "client_gone",
-    );
-    assert.equal(client.stats()[0].queued, 0);
-    release(); // the upstream closes without answering
-    await rejects(first, "upstream_reset");
-  } finally {
-    release();
-    await client.close();
-  }
-});
-
-Deno.test("upstream pool queues first come first served and sheds past queue_limit", async () => {
-  const gates: (() => void)[] = [];
-  const order: string[] = [];
-  await using up = await startUpstream(async (req) => {
-    const id = new URL(req.url).pathname;
-    order.push(id);
-    await new Promise<void>((r) => gates.push(r));
-    return new Response(id);
-  });
-  const client = createUpstreamClient({ maxConnectionsPerUpstream: 1, queueLimit: 2 });
-  try {
-    const a = client.send(request(`${up.url}/a`));
-    await waitFor(() => gates.length === 1);
-    const b = client.send(request(`${up.url}/b`));
-    const c = client.send(request(`${up.url}/c`));
-    const shed = await rejects(client.send(request(`${up.url}/d`)), "overloaded");
-    assert.equal(shed.sentNothing, true);
-    assert.deepEqual(client.stats().map((s) => [s.open, s.queued]), [[1, 2]]);
-    for (const p of [a, b, c]) {
-      await waitFor(() => gates.length > 0);
-      gates.shift()!();
-      await (await p).text();
-    }
-    assert.deepEqual(order, ["/a", "/b", "/c"]);
-  } finally {
-    await client.close();
-  }
-});
-
-Deno.test("upstream pool sheds a request that waited queue_timeout", async () => {
-  let release!: () => void;
-  const gate = new Promise<void>((r) => release = r);
-  await using up = await startUpstream(async () => {
-    await gate;
-    return new Response("x");
-  });
-  const client = createUpstreamClient({ maxConnectionsPerUpstream: 1, queueTimeout: 50 });
-  try {
-    const first = client.send(request(up.url));
-    await waitFor(() => client.stats()[0]?.open === 1);
-    const err = await rejects(client.send(request(up.url)), "overloaded");
-    assert.match(err.message, /within 50 ms/);
-    release();
-    await (await first).text();
-  } finally {
     await client.close();
   }
 });

@@ -1,0 +1,186 @@
+// The upstream client's connections against real servers: a reused connection found closed, an
+// idle one closed by the upstream, aborts, and the pool's first-come-first-served queue and
+// shedding.
+import assert from "node:assert/strict";
+import { startUpstream, waitFor } from "../../tests/_harness.ts";
+import { createUpstreamClient } from "./upstream_client.ts";
+import { rawServer, readRequest, rejects, request, write } from "../../tests/_upstream_peers.ts";
+
+Deno.test("upstream client retries once when a reused connection was closed", async () => {
+  let conns = 0;
+  await using srv = rawServer(async (c) => {
+    conns++;
+    // Answer the first request; take the second and close without a word (the keep-alive race).
+    if (!(await readRequest(c))) return;
+    await write(c, "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+    await readRequest(c);
+  });
+  const client = createUpstreamClient();
+  try {
+    assert.equal(await (await client.send(request(srv.url))).text(), "ok");
+    assert.equal(await (await client.send(request(srv.url))).text(), "ok");
+    assert.equal(conns, 2);
+  } finally {
+    await client.close();
+  }
+});
+
+Deno.test("upstream client notices an idle connection closed by the upstream", async () => {
+  let conns = 0;
+  const closed: Promise<void>[] = [];
+  await using srv = rawServer(async (c) => {
+    conns++;
+    await readRequest(c);
+    await write(c, "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+  });
+  const client = createUpstreamClient();
+  try {
+    assert.equal(await (await client.send(request(srv.url))).text(), "ok");
+    await waitFor(() => client.stats().every((s) => s.idle === 0), { what: "idle close seen" });
+    assert.equal(await (await client.send(request(srv.url))).text(), "ok");
+    assert.equal(conns, 2);
+    await Promise.all(closed);
+  } finally {
+    await client.close();
+  }
+});
+
+/**
+ * A raw server that reads each request and never answers, except that with `answerFirst` its first
+ * connection gets a quick 200. `arrived` is set once a request reached a stalled connection.
+ * Disposing it first releases the stalled handlers.
+ */
+function stallingServer(o: { answerFirst?: boolean } = {}) {
+  const gate = Promise.withResolvers<void>();
+  const state = { arrived: false };
+  const srv = rawServer(async (c, n) => {
+    await readRequest(c);
+    if (o.answerFirst && n === 0) {
+      await write(c, "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+      return;
+    }
+    state.arrived = true;
+    await gate.promise;
+  });
+  return {
+    url: srv.url,
+    arrived: () => state.arrived,
+    async [Symbol.asyncDispose]() {
+      gate.resolve();
+      await srv[Symbol.asyncDispose]();
+    },
+  };
+}
+
+Deno.test("upstream client: an aborted request releases its connection", async () => {
+  await using srv = stallingServer();
+  const client = createUpstreamClient();
+  try {
+    const ac = new AbortController();
+    const p = client.send(request(srv.url, { signal: ac.signal }));
+    await waitFor(srv.arrived, { what: "request at upstream" });
+    ac.abort();
+    await rejects(p, "client_gone");
+    assert.deepEqual(client.stats().map((s) => s.open), [0]);
+  } finally {
+    await client.close();
+  }
+});
+
+Deno.test("upstream client: a client signal is looked up only for a slow exchange, which it then aborts", async () => {
+  await using srv = stallingServer({ answerFirst: true });
+  const client = createUpstreamClient({ maxIdlePerUpstream: 0 });
+  try {
+    const ac = new AbortController();
+    let lookups = 0;
+    const clientSignal = () => {
+      lookups++;
+      return ac.signal;
+    };
+    // A quick exchange ends before a tick of the timer: the signal is never read.
+    const res = await client.send(request(srv.url, { clientSignal }));
+    assert.equal(await res.text(), "ok");
+    assert.equal(lookups, 0);
+    // A stalled one links it after a tick, and a client that leaves then frees the connection.
+    const p = client.send(request(srv.url, { clientSignal }));
+    await waitFor(() => srv.arrived() && lookups === 1, { what: "a late look-up of the signal" });
+    ac.abort();
+    await rejects(p, "client_gone");
+    assert.deepEqual(client.stats().map((s) => s.open), [0]);
+  } finally {
+    await client.close();
+  }
+});
+
+Deno.test("upstream pool: a queued request whose client already left is not queued", async () => {
+  let release!: () => void;
+  const gate = new Promise<void>((r) => release = r);
+  await using srv = rawServer(async (c) => {
+    await readRequest(c);
+    await gate;
+  });
+  const client = createUpstreamClient({ maxConnectionsPerUpstream: 1 });
+  try {
+    const first = client.send(request(srv.url));
+    await waitFor(() => client.stats()[0]?.open === 1, { what: "the first request's connection" });
+    await rejects(
+      client.send(request(srv.url, { clientSignal: () => AbortSignal.abort() })),
+      "client_gone",
+    );
+    assert.equal(client.stats()[0].queued, 0);
+    release(); // the upstream closes without answering
+    await rejects(first, "upstream_reset");
+  } finally {
+    release();
+    await client.close();
+  }
+});
+
+Deno.test("upstream pool queues first come first served and sheds past queue_limit", async () => {
+  const gates: (() => void)[] = [];
+  const order: string[] = [];
+  await using up = await startUpstream(async (req) => {
+    const id = new URL(req.url).pathname;
+    order.push(id);
+    await new Promise<void>((r) => gates.push(r));
+    return new Response(id);
+  });
+  const client = createUpstreamClient({ maxConnectionsPerUpstream: 1, queueLimit: 2 });
+  try {
+    const a = client.send(request(`${up.url}/a`));
+    await waitFor(() => gates.length === 1);
+    const b = client.send(request(`${up.url}/b`));
+    const c = client.send(request(`${up.url}/c`));
+    const shed = await rejects(client.send(request(`${up.url}/d`)), "overloaded");
+    assert.equal(shed.sentNothing, true);
+    assert.deepEqual(client.stats().map((s) => [s.open, s.queued]), [[1, 2]]);
+    for (const p of [a, b, c]) {
+      await waitFor(() => gates.length > 0);
+      gates.shift()!();
+      await (await p).text();
+    }
+    assert.deepEqual(order, ["/a", "/b", "/c"]);
+  } finally {
+    await client.close();
+  }
+});
+
+Deno.test("upstream pool sheds a request that waited queue_timeout", async () => {
+  let release!: () => void;
+  const gate = new Promise<void>((r) => release = r);
+  await using up = await startUpstream(async () => {
+    await gate;
+    return new Response("x");
+  });
+  const client = createUpstreamClient({ maxConnectionsPerUpstream: 1, queueTimeout: 50 });
+  try {
+    const first = client.send(request(up.url));
+    await waitFor(() => client.stats()[0]?.open === 1);
+    const err = await rejects(client.send(request(up.url)), "overloaded");
+    assert.match(err.message, /within 50 ms/);
+    release();
+    await (await first).text();
+  } finally {
+    await client.close();
+  }
+});
