@@ -1,0 +1,204 @@
+// Active and passive health checks through the real proxy, and how they follow config reloads,
+// with real upstream servers that are killed (hard close) and restarted.
+import assert from "node:assert/strict";
+import { ROOT, startUpstream, waitFor } from "../_harness.ts";
+import { startProxy } from "./_proxy.ts";
+import { silentLogger } from "../../src/ports.ts";
+import { startServer } from "../../src/server.ts";
+import { Backend, recordingLogger } from "./_backend.ts";
+
+Deno.test("health_check: method, per-target path, expected status and body match", async () => {
+  const seen: string[] = [];
+  await using up = new Backend("x").start();
+  await using other = await startUpstream((req) => {
+    seen.push(`${req.method} ${new URL(req.url).pathname}`);
+    return new Response("state: degraded", { status: 299 });
+  });
+  await using prox = await startProxy(`
+health_check: { interval_secs: 60, method: HEAD, expected_status: [200, "299"] }
+backend_health_paths:
+  "${other.url}": /custom
+routes:
+  "/a":
+    type: proxy
+    target: "${other.url}"
+  "/b":
+    type: proxy
+    target: "${up.url}"
+    health_check: { method: GET, body_match: "^ok$" }
+  "/c":
+    type: proxy
+    target: "${other.url}/"
+    health_check: { method: GET, body_match: "^ok$" }
+`);
+  const reg = prox.server.upstreams;
+  const status = (id: string) => reg.list().find((u) => u.id === id)?.status;
+  await waitFor(() => reg.list().length === 3 && reg.list().every((u) => u.status !== "unknown"));
+  assert.deepEqual(seen.sort(), ["GET /health", "HEAD /custom"]);
+  assert.equal(status(other.url), "up");
+  assert.equal(status(up.url), "up");
+  assert.equal(status(`${other.url}/`), "down", "body does not match");
+});
+
+Deno.test("passive_health: connect failures eject a dead target for the cool-down, panic keeps the last", async () => {
+  await using a = new Backend("a").start();
+  await using b = new Backend("b").start();
+  const logger = recordingLogger();
+  const count = (msg: string) => logger.lines.filter((l) => l.msg === msg).length;
+  await using prox = await startProxy(
+    `
+health_check: { enabled: false }
+passive_health: { failures: 2, window: 10s, base_ejection: 2s, panic_threshold_percent: 50 }
+routes:
+  "/":
+    type: load_balance
+    targets: ["${a.url}", "${b.url}"]
+`,
+    { logger },
+  );
+  const reg = prox.server.upstreams;
+  await b.kill();
+  for (let i = 0; i < 20; i++) {
+    const res = await fetch(`${prox.url}/p`);
+    assert.equal(res.status, 200);
+    assert.equal(await res.text(), "a");
+  }
+  assert.equal(count("Upstream ejected"), 1);
+  assert.ok(!reg.available(b.url));
+  // a fails too: ejecting it would leave 0 of 2 (< 50%), so it stays in and requests get 502.
+  await a.kill();
+  for (let i = 0; i < 4; i++) {
+    const res = await fetch(`${prox.url}/p`);
+    await res.body?.cancel();
+    assert.ok(res.status === 502 || res.status === 503, `status ${res.status}`);
+  }
+  assert.ok(count("Upstream failing but not ejected: panic threshold") >= 1);
+  assert.ok(reg.available(a.url));
+  // Cool-down over: b is tried again and serves.
+  b.start();
+  await waitFor(() => reg.available(b.url), { what: "ejection to end" });
+  const res = await fetch(`${prox.url}/p`);
+  assert.equal(await res.text(), "b");
+  assert.equal(count("Upstream back in rotation: ejection ended"), 1);
+});
+
+Deno.test("health survives a config reload for targets that did not change", async () => {
+  await using up = new Backend("r").start();
+  up.healthStatus = 500;
+  await using prox = await startProxy(`
+health_check: { interval_secs: 60 }
+routes:
+  "/":
+    type: proxy
+    target: "${up.url}"
+`);
+  const reg = prox.server.upstreams;
+  await waitFor(() => !reg.available(up.url), { what: "target down" });
+  const probes = up.probes;
+  const r = await prox.server.reload();
+  assert.ok(r.ok);
+  assert.equal(prox.server.snapshot().version, 2);
+  assert.ok(!reg.available(up.url), "still down after reload");
+  const res = await fetch(`${prox.url}/`);
+  assert.equal(res.status, 503);
+  await res.body?.cancel();
+  assert.equal(up.probes, probes, "no re-probe needed");
+});
+
+/** Sends `n` sequential requests and counts answers per backend name. */
+Deno.test("health_check: HTTPS targets are probed with the route's ca_cert", async () => {
+  const tls = `${ROOT}/tests/fixtures/tls`;
+  await using up = await startUpstream((req) => new Response(new URL(req.url).pathname), {
+    cert: Deno.readTextFileSync(`${tls}/cert.pem`),
+    key: Deno.readTextFileSync(`${tls}/key.pem`),
+  });
+  const other = up.url.replace("127.0.0.1", "localhost");
+  await using prox = await startProxy(`
+health_check: { interval_secs: 60 }
+routes:
+  "/trusted":
+    type: proxy
+    target: "${up.url}"
+    tls: { ca_cert: "${tls}/ca.pem" }
+  "/untrusted":
+    type: proxy
+    target: "${other}"
+`);
+  const reg = prox.server.upstreams;
+  const status = (id: string) => reg.list().find((u) => u.id === id)?.status;
+  const probed = (id: string) => status(id) === "up" || status(id) === "down";
+  await waitFor(() => probed(up.url) && probed(other), { what: "first probes" });
+  assert.equal(status(up.url), "up");
+  assert.equal(status(other), "down", "unknown CA: the probe fails");
+  const res = await fetch(`${prox.url}/trusted/x`);
+  assert.equal(await res.text(), "/x");
+});
+
+Deno.test("reload: an added target is probed at once and joins; a removed one is forgotten", async () => {
+  await using a = new Backend("a").start();
+  await using b = new Backend("b").start();
+  const dir = await Deno.makeTempDir({ prefix: "prox-balancer-" });
+  const file = `${dir}/prox.yaml`;
+  const config = (targets: string[]) => `
+listen_addr: "127.0.0.1:0"
+health_check: { interval_secs: 60 }
+routes:
+  "/":
+    type: load_balance
+    targets: ${JSON.stringify(targets)}
+`;
+  await Deno.writeTextFile(file, config([a.url]));
+  const server = await startServer({ path: file }, { logger: silentLogger });
+  try {
+    const reg = server.upstreams;
+    await waitFor(() => reg.list().some((u) => u.id === a.url && u.status === "up"));
+    await Deno.writeTextFile(file, config([a.url, b.url]));
+    assert.ok((await server.reload()).ok);
+    // Probed long before the next 60 s round.
+    await waitFor(() => reg.list().some((u) => u.id === b.url && u.status === "up"), {
+      timeoutMs: 3_000,
+      what: "b probed after reload",
+    });
+    assert.equal(b.probes, 1);
+    const names = new Set<string>();
+    for (let i = 0; i < 4; i++) {
+      names.add(await (await fetch(`http://127.0.0.1:${server.port}/`)).text());
+    }
+    assert.deepEqual([...names].sort(), ["a", "b"]);
+    await Deno.writeTextFile(file, config([b.url]));
+    assert.ok((await server.reload()).ok);
+    assert.deepEqual(reg.list().map((u) => u.id), [b.url]);
+  } finally {
+    await server.shutdown();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("reload: turning health checks off puts a target that was down back in rotation", async () => {
+  await using up = new Backend("z").start();
+  up.healthStatus = 500;
+  const dir = await Deno.makeTempDir({ prefix: "prox-balancer-" });
+  const file = `${dir}/prox.yaml`;
+  const config = (enabled: boolean) => `
+listen_addr: "127.0.0.1:0"
+health_check: { enabled: ${enabled}, interval_secs: 60 }
+routes:
+  "/": { type: proxy, target: "${up.url}" }
+`;
+  await Deno.writeTextFile(file, config(true));
+  const server = await startServer({ path: file }, { logger: silentLogger });
+  try {
+    await waitFor(() => !server.upstreams.available(up.url), { what: "target down" });
+    const before = await fetch(`http://127.0.0.1:${server.port}/`);
+    assert.equal(before.status, 503);
+    await before.body?.cancel();
+    await Deno.writeTextFile(file, config(false));
+    assert.ok((await server.reload()).ok);
+    assert.ok(server.upstreams.available(up.url));
+    const after = await fetch(`http://127.0.0.1:${server.port}/`);
+    assert.equal(await after.text(), "z");
+  } finally {
+    await server.shutdown();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
