@@ -1,0 +1,120 @@
+// Helpers for the ACME tests against Debian's pebble: the config, an in-process Prox, HTTPS
+// requests verified against pebble's root, and temporary storage.
+import tls from "node:tls";
+import { X509Certificate } from "node:crypto";
+import { startServer } from "../../src/server.ts";
+import type { ProxServer } from "../../src/server.ts";
+import type { AcmeTuning } from "../../src/adapters/acme.ts";
+import type { Logger } from "../../src/ports.ts";
+import { PEBBLE_TLS_CA } from "./_pebble.ts";
+
+/** The tools every ACME test needs. */
+export const TOOLS = ["pebble", "pebble-challtestsrv"];
+/** The names the certificates are ordered for. */
+export const DOMAINS = ["prox.test", "www.prox.test"];
+
+/** A config with ACME against `ca` (pebble) in front of `upstream`. */
+export function acmeYaml(
+  o: {
+    ca: string;
+    storage: string;
+    httpPort: number;
+    upstream: string;
+    extra?: string;
+    domains?: string[];
+  },
+): string {
+  return `listen_addr: "127.0.0.1:0"
+health_check: { enabled: false }
+${o.extra ?? ""}
+tls:
+  acme:
+    enabled: true
+    domains: ${JSON.stringify(o.domains ?? DOMAINS)}
+    email: "ops@prox.test"
+    ca_url: "${o.ca}"
+    ca_cert: "${PEBBLE_TLS_CA}"
+    storage_path: "${o.storage}"
+    http_listen_addr: "127.0.0.1:${o.httpPort}"
+routes:
+  "/":
+    type: proxy
+    target: "${o.upstream}"
+`;
+}
+
+/** Collects log lines (message + fields) so tests can assert on them. */
+export function memoryLogger(): Logger & { lines: string[]; times: number[] } {
+  const lines: string[] = [];
+  const times: number[] = [];
+  const log = (level: string, msg: string, fields?: Record<string, unknown>) => {
+    if (lines.length >= 10_000) return;
+    lines.push(`${level} ${msg} ${JSON.stringify(fields ?? {})}`);
+    times.push(performance.now());
+  };
+  return {
+    lines,
+    times,
+    log,
+    debug: () => {},
+    info: (m, f) => log("info", m, f),
+    warn: (m, f) => log("warn", m, f),
+    error: (m, f) => log("error", m, f),
+  };
+}
+
+/** Starts Prox in-process from YAML, with ACME tuning for fast tests. */
+export async function start(yaml: string, acme?: AcmeTuning, logger?: Logger): Promise<ProxServer> {
+  return await startServer({ text: yaml, name: "acme.yaml" }, {
+    logger: logger ?? memoryLogger(),
+    acme,
+    watch: false,
+  });
+}
+
+/** One HTTPS request over a fresh connection verified against `ca`: the served certificate and the answer. */
+export async function tlsGet(
+  port: number,
+  ca: string,
+  path = "/",
+): Promise<{ serial: string; names: string; status: number; body: string }> {
+  const socket = tls.connect({ host: "127.0.0.1", port, servername: DOMAINS[0], ca });
+  socket.setTimeout(10_000, () => socket.destroy(new Error("TLS request timed out")));
+  try {
+    await new Promise<void>((resolve, reject) => {
+      socket.once("secureConnect", () => resolve());
+      socket.once("error", reject);
+    });
+    const peer = socket.getPeerCertificate();
+    const chunks: Uint8Array[] = [];
+    socket.on("data", (c: Uint8Array) => chunks.push(c));
+    const ended = new Promise<void>((resolve, reject) => {
+      socket.once("end", () => resolve());
+      socket.once("error", reject);
+    });
+    socket.write(`GET ${path} HTTP/1.1\r\nHost: ${DOMAINS[0]}\r\nConnection: close\r\n\r\n`);
+    await ended;
+    const raw = new TextDecoder().decode(
+      chunks.reduce((a, c) => new Uint8Array([...a, ...c]), new Uint8Array()),
+    );
+    const status = Number(raw.match(/^HTTP\/1\.1 (\d{3})/)?.[1] ?? 0);
+    return { serial: peer.serialNumber, names: peer.subjectaltname ?? "", status, body: raw };
+  } finally {
+    socket.destroy();
+  }
+}
+
+/** The serial number (hex, upper case) of the first certificate in a PEM chain. */
+export function currentSerial(pem: string): string {
+  return new X509Certificate(pem).serialNumber.toUpperCase();
+}
+
+/** Runs `fn` with a fresh temporary directory, removed afterwards. */
+export async function withTempDir(fn: (dir: string) => Promise<void>): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix: "prox-acme-" });
+  try {
+    await fn(dir);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
