@@ -23,6 +23,7 @@ function headEnd(b: Uint8Array, n: number): number {
 
 async function readAtLeast(u: Upstream, have: number, want: (n: number) => boolean) {
   while (!want(have)) {
+    if (have === u.buf.length) throw new Error("response larger than the bare client's buffer");
     const n = await u.conn.read(u.buf.subarray(have));
     if (n === null) throw new Error("backend closed the connection");
     have += n;
