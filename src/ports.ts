@@ -113,7 +113,11 @@ export interface FileStat {
  */
 export interface FileStore {
   stat(root: string, relPath: string): Promise<FileStat | null>;
-  /** Bytes [start, end] (inclusive) of a file: a stream, or the bytes themselves when small. */
+  /**
+   * Bytes [start, end] (inclusive) of a file: a stream, or the bytes themselves when small. With a
+   * `handle`, the range must lie within the size that `stat` reported (a file that shrank since
+   * then is an error, not a shorter body).
+   */
   open(
     root: string,
     relPath: string,

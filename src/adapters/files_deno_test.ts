@@ -138,3 +138,45 @@ Deno.test("createDenoFileStore sends only the announced bytes of a file that gre
   assert.equal(body, "abcdefghij");
   assert.equal(await read(await fs.open(t.root, "a.txt", { start: 10, end: 15 })), "KLMNOP");
 });
+
+Deno.test("createDenoFileStore fails a small file that shrank since stat instead of sending less", async () => {
+  await using t = await tree();
+  const fs = createDenoFileStore();
+  const st = (await fs.stat(t.root, "a.txt"))!;
+  const before = openFds();
+  await Deno.writeTextFile(`${t.root}/a.txt`, "01234");
+  await assert.rejects(
+    fs.open(t.root, "a.txt", { start: 0, end: st.size - 1 }, st.handle),
+    /shrank/,
+  );
+  assert.equal(openFds(), before, "file closed after the failed read");
+  // The same range read after a fresh stat is what the file holds now.
+  const now = (await fs.stat(t.root, "a.txt"))!;
+  assert.equal(
+    await read(await fs.open(t.root, "a.txt", { start: 0, end: now.size - 1 }, now.handle)),
+    "01234",
+  );
+});
+
+Deno.test("createDenoFileStore follows a root symlink pointed elsewhere at the next request", async () => {
+  await using t = await tree();
+  await Deno.mkdir(`${t.base}/release-2`);
+  await Deno.writeTextFile(`${t.base}/release-2/a.txt`, "two");
+  await Deno.writeTextFile(`${t.base}/release-2/new.txt`, "new");
+  await Deno.symlink(t.root, `${t.base}/current`);
+  const fs = createDenoFileStore();
+  const current = `${t.base}/current`;
+  assert.equal((await fs.stat(current, "a.txt"))?.size, 10);
+  assert.equal(await fs.stat(current, "new.txt"), null);
+  // Swap the link the way deployments do (a new link renamed over the old one).
+  await Deno.symlink(`${t.base}/release-2`, `${t.base}/next`);
+  await Deno.rename(`${t.base}/next`, current);
+  const a = await fs.stat(current, "a.txt");
+  assert.equal(a?.size, 3);
+  assert.equal(a?.handle, Deno.realPathSync(`${t.base}/release-2/a.txt`));
+  assert.equal(await read(await fs.open(current, "new.txt")), "new");
+  // What lies outside the new target stays refused, remembered root or not.
+  assert.equal(await fs.stat(current, "../root/a.txt"), null);
+  await Deno.symlink(`${t.root}/a.txt`, `${t.base}/release-2/old-link`);
+  assert.equal(await fs.stat(current, "old-link"), null);
+});
