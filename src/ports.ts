@@ -65,7 +65,11 @@ export interface UpstreamRequest {
   url: URL;
   method: string;
   headers: HeaderMap;
-  body: ReadableStream<Uint8Array> | null;
+  /**
+   * A stream is sent as it comes (with the `content-length` in `headers`, else chunked); bytes go
+   * out with the head in one write when small, with a `content-length` added if `headers` has none.
+   */
+  body: ReadableStream<Uint8Array> | Uint8Array<ArrayBuffer> | null;
   timeouts: UpstreamTimeouts;
   tls?: UpstreamTls;
   /** Aborted when the client goes away; the client must then release the connection. */

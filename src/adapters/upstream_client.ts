@@ -209,6 +209,11 @@ export function createUpstreamClient(opts: UpstreamClientOptions = {}): PooledUp
 
   return {
     async send(req: UpstreamRequest): Promise<Response> {
+      const declared = req.body instanceof Uint8Array ? req.headers.get("content-length") : null;
+      if (declared !== null && Number(declared) !== (req.body as Uint8Array).byteLength) {
+        const msg = "Request body length differs from its Content-Length";
+        throw new ProxyError("bad_request", msg, { sentNothing: true });
+      }
       const key = keyOf(req.url, req.tls);
       // fetch can neither skip verification nor choose the SNI name: those stay on HTTP/1.1.
       if (

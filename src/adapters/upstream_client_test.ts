@@ -66,6 +66,44 @@ Deno.test("upstream client streams request bodies with Content-Length and chunke
   }
 });
 
+Deno.test("upstream client sends a body given as bytes in the head's write, with its length", async () => {
+  const firstReads: string[] = [];
+  await using up = rawServer(async (c) => {
+    const buf = new Uint8Array(65536);
+    const n = await c.read(buf);
+    if (n === null) return;
+    firstReads.push(dec.decode(buf.subarray(0, n)));
+    await writeAll(c, enc.encode("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"));
+  });
+  const client = createUpstreamClient();
+  try {
+    // Without a Content-Length of its own, the client adds one: no chunked framing for bytes.
+    const res = await client.send(request(up.url, {
+      method: "POST",
+      body: enc.encode("hello"),
+    }));
+    assert.equal(await res.text(), "ok");
+    const [first] = firstReads;
+    assert.match(first, /^POST \/ HTTP\/1\.1\r\n/);
+    assert.match(first, /\r\ncontent-length: 5\r\n/);
+    assert.doesNotMatch(first, /transfer-encoding/i);
+    assert.ok(first.endsWith("\r\n\r\nhello"), `one read holds head and body: ${first}`);
+    // A declared length that the bytes do not match is refused before anything is sent.
+    const e = await rejects(
+      client.send(request(up.url, {
+        method: "POST",
+        headers: { "content-length": "4" },
+        body: enc.encode("hello"),
+      })),
+      "bad_request",
+    );
+    assert.ok(e.sentNothing);
+    assert.equal(firstReads.length, 1);
+  } finally {
+    await client.close();
+  }
+});
+
 Deno.test("upstream client passes gzip bytes and redirects through untouched", async () => {
   const gz = new Uint8Array(
     await new Response(

@@ -73,19 +73,24 @@ export function latin1(buf: Uint8Array, start: number, end: number): string {
 }
 
 /**
- * Encodes a request head. `headers` are sent as given (host included); `framing` adds the one
- * header this hop owns: `transfer-encoding: chunked` when a body of unknown length follows.
+ * Encodes a request head. `headers` are sent as given (host included); the framing adds the one
+ * header this hop owns: `transfer-encoding: chunked` when a body of unknown length follows, or
+ * `content-length` (when ≥ 0) for a body whose length is known only here.
  */
 export function encodeRequestHead(
   method: string,
   target: string,
-  opts: { headers: HeaderMap; chunked: boolean },
+  opts: { headers: HeaderMap; chunked: boolean; contentLength?: number },
 ): Uint8Array {
   let s = method + " " + target + " HTTP/1.1\r\n";
   opts.headers.forEach((v, k) => {
     s += k + ": " + v + "\r\n";
   });
-  s += opts.chunked ? "transfer-encoding: chunked\r\n\r\n" : "\r\n";
+  if (opts.chunked) s += "transfer-encoding: chunked\r\n";
+  else if (opts.contentLength !== undefined && opts.contentLength >= 0) {
+    s += "content-length: " + opts.contentLength + "\r\n";
+  }
+  s += "\r\n";
   return NON_ASCII.test(s) ? latin1Bytes(s) : encoder.encode(s);
 }
 

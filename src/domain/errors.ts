@@ -8,6 +8,7 @@ export type ErrorKind =
   | "method_not_allowed" // 405
   | "body_too_large" // request body over the limit: 413
   | "header_too_large" // 431
+  | "request_timeout" // the client paused its request body too long: 408
   | "rate_limited" // 429 (or the configured status)
   | "connect" // could not connect to the upstream: 502
   | "upstream_reset" // the upstream closed or reset mid-exchange: 502
@@ -49,6 +50,7 @@ const STATUS: Record<ErrorKind, number> = {
   method_not_allowed: 405,
   body_too_large: 413,
   header_too_large: 431,
+  request_timeout: 408,
   rate_limited: 429,
   connect: 502,
   upstream_reset: 502,
@@ -67,6 +69,7 @@ const REASON: Record<ErrorKind, string> = {
   method_not_allowed: "Method not allowed",
   body_too_large: "Request body too large",
   header_too_large: "Request header fields too large",
+  request_timeout: "Request timeout",
   rate_limited: "Too many requests",
   connect: "Bad gateway: cannot connect to upstream",
   upstream_reset: "Bad gateway: upstream closed the connection",

@@ -1,6 +1,8 @@
 // Request bodies that can be sent again (retries) and response bodies whose end is observed
 // (in-flight accounting for load-aware policies). Web streams only.
 
+import { ProxyError } from "../domain/errors.ts";
+
 /** Largest request body kept in memory so the request can be replayed on another target. */
 export const REPLAY_CAP = 64 * 1024;
 
@@ -8,7 +10,7 @@ export const REPLAY_CAP = 64 * 1024;
 export interface BodySource {
   /** True while another attempt can still get the whole body. */
   readonly replayable: boolean;
-  next(): ReadableStream<Uint8Array> | null;
+  next(): ReadableStream<Uint8Array> | Uint8Array<ArrayBuffer> | null;
 }
 
 /** The source of a request without a body (replayable as nothing). */
@@ -16,14 +18,16 @@ export const NO_BODY: BodySource = Object.freeze({ replayable: true, next: () =>
 
 /**
  * Keeps a small body (≤ REPLAY_CAP, declared or read so far) in memory for replay; a larger one
- * streams once (the bytes already read, then the rest) and the request is not retried.
+ * streams once (the bytes already read, then the rest) and the request is not retried. A body
+ * already read whole (bytes) is replayed as it is.
  */
 export async function bodySource(
-  body: ReadableStream<Uint8Array> | null,
+  body: ReadableStream<Uint8Array> | Uint8Array<ArrayBuffer> | null,
   headers: Headers,
   wanted: boolean,
 ): Promise<BodySource> {
   if (!body) return NO_BODY;
+  if (body instanceof Uint8Array) return { replayable: true, next: () => body };
   const declared = Number(headers.get("content-length") ?? NaN);
   if (!wanted || declared > REPLAY_CAP) return once(body);
   const reader = body.getReader();
@@ -33,7 +37,7 @@ export async function bodySource(
     const r = await reader.read();
     if (r.done) {
       const bytes = concat(chunks, size);
-      return { replayable: true, next: () => streamOf([bytes.slice()]) };
+      return { replayable: true, next: () => bytes };
     }
     chunks.push(r.value);
     size += r.value.byteLength;
@@ -53,6 +57,108 @@ export async function bodySource(
   );
 }
 
+// Stalled bodies are found by one shared ticker rather than a timer per request: a timer and its
+// clearing cost about 2 µs per request. Progress is stamped with the time of the last tick (up to
+// TICK_MS old) instead of reading the clock, so a body expires once a tick finds it idle for
+// `idleMs` + TICK_MS by those stamps: never before a pause of `idleMs`, at most two ticks after.
+const TICK_MS = 25;
+interface BodyWait {
+  /** Tick time of the last progress. */
+  since: number;
+  idleMs: number;
+  expire(): void;
+}
+const waits = new Set<BodyWait>();
+let ticker: ReturnType<typeof setInterval> | undefined;
+let tickTime = 0;
+
+function tick(): void {
+  tickTime = performance.now();
+  for (const w of waits) {
+    if (tickTime - w.since >= w.idleMs + TICK_MS) {
+      waits.delete(w);
+      w.expire();
+    }
+  }
+  if (waits.size === 0) {
+    clearInterval(ticker);
+    ticker = undefined;
+  }
+}
+
+function watch(w: BodyWait): void {
+  if (ticker === undefined) {
+    tickTime = w.since = performance.now();
+    ticker = setInterval(tick, TICK_MS);
+  }
+  waits.add(w);
+}
+
+/**
+ * Reads a body of exactly `length` bytes into one buffer, so that it goes upstream in the same
+ * write as the request head and can be replayed. A pause of more than `idleMs` between chunks (0:
+ * no limit) rejects with `request_timeout` (408); a body that ends short, or goes on past
+ * `length`, with `bad_request`.
+ */
+export async function readWhole(
+  body: ReadableStream<Uint8Array>,
+  length: number,
+  idleMs: number,
+): Promise<Uint8Array<ArrayBuffer>> {
+  const reader = body.getReader();
+  let expired = false;
+  const wait: BodyWait = {
+    since: tickTime,
+    idleMs,
+    expire() {
+      expired = true;
+      reader.cancel().catch(() => {});
+    },
+  };
+  if (idleMs > 0) watch(wait);
+  let out: Uint8Array<ArrayBuffer> | undefined;
+  let got = 0;
+  try {
+    for (;;) {
+      let r: ReadableStreamReadResult<Uint8Array>;
+      try {
+        r = await reader.read();
+      } catch (err) {
+        throw new ProxyError("client_gone", `Client request body failed: ${String(err)}`, {
+          cause: err,
+        });
+      }
+      if (expired) {
+        throw new ProxyError(
+          "request_timeout",
+          `The request body paused for more than ${idleMs} ms (timeouts.idle)`,
+        );
+      }
+      if (r.done) break;
+      const chunk = r.value;
+      if (got + chunk.byteLength > length) {
+        reader.cancel().catch(() => {});
+        throw new ProxyError("bad_request", "Request body longer than its Content-Length");
+      }
+      // Usually the whole body is one chunk: kept as it is, no copy.
+      // (Request bodies are ArrayBuffer-backed.)
+      if (got === 0 && chunk.byteLength === length) out = chunk as Uint8Array<ArrayBuffer>;
+      else {
+        out ??= new Uint8Array(length);
+        out.set(chunk, got);
+      }
+      got += chunk.byteLength;
+      wait.since = tickTime;
+    }
+  } finally {
+    waits.delete(wait);
+  }
+  if (got !== length) {
+    throw new ProxyError("bad_request", "Request body shorter than its Content-Length");
+  }
+  return out ?? new Uint8Array(0);
+}
+
 /** A body that streams once; it can be handed out again only if nobody started reading it. */
 function once(body: ReadableStream<Uint8Array>): BodySource {
   return {
@@ -63,16 +169,7 @@ function once(body: ReadableStream<Uint8Array>): BodySource {
   };
 }
 
-function streamOf(chunks: Uint8Array[]): ReadableStream<Uint8Array> {
-  return new ReadableStream<Uint8Array>({
-    start(c) {
-      for (const x of chunks) c.enqueue(x);
-      c.close();
-    },
-  });
-}
-
-function concat(chunks: Uint8Array[], size: number): Uint8Array {
+function concat(chunks: Uint8Array[], size: number): Uint8Array<ArrayBuffer> {
   const all = new Uint8Array(size);
   let off = 0;
   for (const c of chunks) {

@@ -180,3 +180,40 @@ routes:
     await served;
   }
 });
+
+Deno.test("a client that stalls in the middle of its request body gets 408; the upstream never sees it", async () => {
+  let reached = 0;
+  await using up = await startUpstream(async (req) => {
+    reached++;
+    return new Response(await req.text());
+  });
+  await using prox = await startProxy(`
+health_check: { enabled: false }
+routes:
+  "/":
+    type: proxy
+    target: "${up.url}"
+    timeouts: { idle: 200ms }
+`);
+  const client = await Deno.connect({ hostname: "127.0.0.1", port: prox.port });
+  try {
+    const t0 = performance.now();
+    await client.write(
+      new TextEncoder().encode(
+        "POST /upload HTTP/1.1\r\nHost: a.test\r\nContent-Length: 100\r\n\r\n0123456789",
+      ),
+    );
+    const buf = new Uint8Array(4096);
+    const n = await client.read(buf);
+    const head = new TextDecoder().decode(buf.subarray(0, n ?? 0));
+    assert.match(head, /^HTTP\/1\.1 408 /);
+    assert.ok(performance.now() - t0 >= 190, "not before the idle timeout");
+    assert.equal(reached, 0);
+  } finally {
+    client.close();
+  }
+  // The same body sent whole goes through.
+  const ok = await fetch(`${prox.url}/upload`, { method: "POST", body: "x".repeat(100) });
+  assert.equal(await ok.text(), "x".repeat(100));
+  assert.equal(reached, 1);
+});

@@ -10,6 +10,7 @@ import type { LoadBalanceRouteConfig, ProxyRouteConfig } from "../../config/sche
 import type { Protocol, UpstreamRequest } from "../../ports.ts";
 import type { PipelineDeps, RequestContext } from "../context.ts";
 import { forward } from "../forward.ts";
+import { readWhole, REPLAY_CAP } from "../body_replay.ts";
 import {
   applyHeaderRules,
   placeholderValues,
@@ -99,11 +100,14 @@ export async function proxyAction(
 ): Promise<Response> {
   const limit = route.max_request_body ?? ctx.snapshot.config.limits.max_request_body;
   const declared = ctx.req.headers.get("content-length");
-  if (limit !== undefined && declared !== null && Number(declared) > limit) {
+  const length = declared === null ? -1 : Number(declared);
+  if (declared !== null && !(Number.isSafeInteger(length) && length >= 0)) {
+    throw new ProxyError("bad_request", `Invalid Content-Length "${declared.slice(0, 40)}"`);
+  }
+  if (limit !== undefined && length > limit) {
     throw new ProxyError("body_too_large", `Content-Length ${declared} exceeds ${limit}`);
   }
-  let body: ReadableStream<Uint8Array> | null = ctx.req.body;
-  if (body && limit !== undefined) body = limitBody(body, limit);
+  let body: ReadableStream<Uint8Array> | Uint8Array<ArrayBuffer> | null = ctx.req.body;
 
   const compiled = ctx.route!;
   const { requestHeaders, requestBody } = compiled.rules;
@@ -127,6 +131,15 @@ export async function proxyAction(
     }
   }
 
+  if (body instanceof ReadableStream && !replaced) {
+    // A small body with a declared length is read before an upstream is chosen: it then goes out
+    // in one write with the head and can be retried, and a client that stalls while sending it
+    // gets 408 without holding an upstream connection. Its length is checked as it is read.
+    if (length >= 0 && length <= REPLAY_CAP) {
+      body = await readWhole(body, length, compiled.timeouts.idle);
+    } else if (limit !== undefined) body = limitBody(body, limit);
+  }
+
   const build = (target: string): UpstreamRequest => {
     const url = new URL(
       upstreamUrl(target, {
@@ -147,7 +160,7 @@ export async function proxyAction(
       url,
       method: ctx.req.method,
       headers,
-      body: replaced ? new Blob([replaced.bytes]).stream() : body,
+      body: replaced ? replaced.bytes : body,
       timeouts: compiled.timeouts,
       tls: route.tls
         ? {
