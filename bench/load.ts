@@ -76,7 +76,15 @@ export function parseH2load(out: string): Omit<RunResult, "cpuUsPerReq" | "rssPe
 export async function measure(
   tool: "wrk" | "h2load",
   url: string,
-  o: { pid: number; core: string; seconds: number; connections: number; timeoutS?: number },
+  o: {
+    pid: number;
+    core: string;
+    seconds: number;
+    connections: number;
+    timeoutS?: number;
+    /** A wrk Lua script (e.g. one that makes the requests POSTs). */
+    script?: string;
+  },
 ): Promise<RunResult> {
   const args = tool === "wrk"
     ? [
@@ -87,6 +95,7 @@ export async function measure(
       `--timeout`,
       `${o.timeoutS ?? 2}s`,
       "--latency",
+      ...(o.script ? ["-s", o.script] : []),
       url,
     ]
     : ["h2load", "-c", String(o.connections), "-m", "10", "-D", String(o.seconds), url];

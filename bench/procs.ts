@@ -127,7 +127,10 @@ const TEMP_PATHS = (dir: string) =>
   `client_body_temp_path ${dir}/b; proxy_temp_path ${dir}/p; fastcgi_temp_path ${dir}/f;
   uwsgi_temp_path ${dir}/u; scgi_temp_path ${dir}/s;`;
 
-/** The fixed backend: nginx serving /100b and /64k from memory-cached files. */
+/**
+ * The fixed backend: nginx serving /100b and /64k from memory-cached files, and answering POST
+ * /post with a 100-byte body after reading the request body.
+ */
 export async function startBackend(dir: string, core: string): Promise<Proc> {
   const port = freePort();
   const root = `${dir}/www`;
@@ -142,7 +145,10 @@ export async function startBackend(dir: string, core: string): Promise<Proc> {
   access_log off; ${TEMP_PATHS(dir)}
   keepalive_requests 1000000; keepalive_timeout 120s;
   open_file_cache max=100; sendfile on; tcp_nopush on;
-  server { listen 127.0.0.1:${port} backlog=4096; root ${root}; default_type text/plain; }
+  server {
+    listen 127.0.0.1:${port} backlog=4096; root ${root}; default_type text/plain;
+    location = /post { return 200 "${"p".repeat(100)}"; }
+  }
 }
 `,
   );

@@ -37,6 +37,8 @@ interface Scenario {
   runs: number;
   seconds: number;
   tls?: boolean;
+  /** POST a body of this many bytes instead of GET (a wrk script). */
+  postBytes?: number;
 }
 
 const SCENARIOS: Scenario[] = [
@@ -66,6 +68,17 @@ const SCENARIOS: Scenario[] = [
     proxies: ["prox", "nginx", "haproxy"],
     runs: RUNS,
     seconds: SECONDS,
+  },
+  {
+    // Not an issue-12 target: request bodies, 1 KiB each (an API's POST), 100 B answers.
+    name: "h1-post-1k",
+    tool: "wrk",
+    path: "/post",
+    connections: 50,
+    proxies: ["prox", "nginx", "haproxy"],
+    runs: RUNS,
+    seconds: SECONDS,
+    postBytes: 1024,
   },
   {
     name: "h2-tls-100b",
@@ -278,6 +291,15 @@ async function main() {
       `Proxies pinned to core ${PROXY_CORE}; backend (nginx) and load generator on core ${LOAD_CORE}; ${SECONDS}s runs, ${RUNS} alternating runs, medians.`,
     );
     for (const s of scenarios) {
+      let script: string | undefined;
+      if (s.postBytes) {
+        script = `${dir}/post-${s.postBytes}.lua`;
+        await Deno.writeTextFile(
+          script,
+          `wrk.method = "POST"\nwrk.body = string.rep("x", ${s.postBytes})\n` +
+            `wrk.headers["Content-Type"] = "application/octet-stream"\n`,
+        );
+      }
       const target = (p: Proc) => ({
         url: s.tls
           ? `https://127.0.0.1:${p.tlsPort}${s.path}`
@@ -292,6 +314,7 @@ async function main() {
           core: LOAD_CORE,
           seconds: 3,
           connections: Math.min(s.connections, 50),
+          script,
         });
       }
       const runs = new Map<string, RunResult[]>(s.proxies.map((p) => [p, []]));
@@ -303,6 +326,7 @@ async function main() {
             core: LOAD_CORE,
             seconds: s.seconds,
             connections: s.connections,
+            script,
           });
           runs.get(name)!.push(r);
           console.log(

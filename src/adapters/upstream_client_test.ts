@@ -104,6 +104,26 @@ Deno.test("upstream client sends a body given as bytes in the head's write, with
   }
 });
 
+Deno.test("upstream client sends bytes bodies of any size intact on a reused connection", async () => {
+  await using up = await startUpstream(async (req) => {
+    const got = new Uint8Array(await req.arrayBuffer());
+    return new Response(got, { headers: { "x-cl": req.headers.get("content-length") ?? "" } });
+  });
+  const client = createUpstreamClient();
+  try {
+    // In the connection's write buffer with the head, in one new buffer with it, and after it.
+    for (const size of [10, 8 * 1024, 20 * 1024, 100 * 1024, 3]) {
+      const body = new Uint8Array(size).map((_, i) => (i * 31 + size) & 0xff);
+      const res = await client.send(request(up.url, { method: "POST", body }));
+      assert.equal(res.headers.get("x-cl"), String(size));
+      assert.deepEqual(new Uint8Array(await res.arrayBuffer()), body, `${size} bytes`);
+    }
+    assert.deepEqual(client.stats().map((s) => s.open), [1], "one connection for all");
+  } finally {
+    await client.close();
+  }
+});
+
 Deno.test("upstream client passes gzip bytes and redirects through untouched", async () => {
   const gz = new Uint8Array(
     await new Response(

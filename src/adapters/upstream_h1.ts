@@ -1,7 +1,7 @@
 // One request/response exchange on an HTTP/1.1 connection (RFC 9112): write the head as given,
-// stream the request body (Content-Length as declared, else chunked), skip 1xx, parse the head,
-// and hand back a Response whose body streams (small Content-Length bodies are read at once,
-// those up to 64 KiB into one chunk).
+// with a body given as bytes, or stream the request body (Content-Length as declared, else
+// chunked; see upstream_h1_request.ts), skip 1xx, parse the head, and hand back a Response whose
+// body streams (small Content-Length bodies are read at once, those up to 64 KiB into one chunk).
 // The connection is released exactly once, reusable only when both bodies ended cleanly.
 
 import { ProxyError } from "../domain/errors.ts";
@@ -10,7 +10,8 @@ import type { BodyCounter, CountedResponse, UpstreamRequest } from "../ports.ts"
 import { H1Connection } from "./upstream_h1_conn.ts";
 import { responseWith } from "../proxy/respond.ts";
 import { streamedBytes } from "./gc_hint.ts";
-import { encodeRequestHead, parseChunkSize, parseResponseHead } from "./upstream_h1_wire.ts";
+import { parseChunkSize, parseResponseHead, requestHead } from "./upstream_h1_wire.ts";
+import { pumpBody, requestBytes } from "./upstream_h1_request.ts";
 import type { ResponseHead } from "./upstream_h1_wire.ts";
 
 /** Limits for one exchange. */
@@ -29,12 +30,7 @@ export interface ExchangeLimits {
 /** Thrown (as a ProxyError cause marker) when a reused connection was found closed. */
 export const STALE = Symbol("stale");
 
-const CRLF = new Uint8Array([13, 10]);
-const LAST_CHUNK = new Uint8Array([48, 13, 10, 13, 10]);
-const encoder = new TextEncoder();
 const READ_SIZE = 64 * 1024;
-/** Request bodies up to this size are written together with the head. */
-const ONE_WRITE = 64 * 1024;
 
 /**
  * Sends `req` on `conn` and resolves with the response. `release(reusable)` runs once, when the
@@ -85,24 +81,17 @@ export async function exchange(
   const upload = body instanceof Uint8Array ? null : body;
   const chunked = body !== null && !bytes && declared === null;
   const u = req.url;
-  let head = encodeRequestHead(req.method, u.pathname + u.search, {
+  const text = requestHead(req.method, u.pathname + u.search, {
     headers: req.headers,
     chunked,
     contentLength: bytes && declared === null ? bytes.byteLength : -1,
   });
-  // A small body goes in the head's write: one syscall, and one packet for the upstream to wake
-  // up to, instead of two.
-  if (bytes && bytes.byteLength <= ONE_WRITE) {
-    const all = new Uint8Array(head.byteLength + bytes.byteLength);
-    all.set(head);
-    all.set(bytes, head.byteLength);
-    head = all;
-  }
+  const { head, rest } = requestBytes(conn, text, bytes);
   let headSeen = false;
   let requestDone = body === null || bytes !== null;
   try {
     await conn.write(head);
-    if (bytes && bytes.byteLength > ONE_WRITE) await conn.write(bytes);
+    if (rest) await conn.write(rest);
   } catch (err) {
     part(false);
     part(false);
@@ -256,58 +245,6 @@ async function readWhole(conn: H1Connection, len: number): Promise<Uint8Array<Ar
 
 function bodyEnded(source: string): ProxyError {
   return new ProxyError("upstream_reset", `Upstream "${source}" ended the body early`, { source });
-}
-
-/** Writes the request body: as is under Content-Length, else as chunks (RFC 9112 §7.1). */
-async function pumpBody(
-  conn: H1Connection,
-  body: ReadableStream<Uint8Array>,
-  o: { chunked: boolean; declared: number },
-): Promise<void> {
-  const reader = body.getReader();
-  let sent = 0;
-  try {
-    for (;;) {
-      let r: ReadableStreamReadResult<Uint8Array>;
-      try {
-        r = await reader.read();
-      } catch (err) {
-        throw err instanceof ProxyError
-          ? err
-          : new ProxyError("client_gone", `Client request body failed: ${String(err)}`, {
-            cause: err,
-          });
-      }
-      if (r.done) break;
-      const chunk = r.value;
-      if (chunk.byteLength === 0) continue;
-      sent += chunk.byteLength;
-      streamedBytes(chunk.byteLength);
-      if (o.chunked) {
-        // One write per chunk: size line, data and CRLF together (no small-packet ping-pong).
-        const size = encoder.encode(chunk.byteLength.toString(16) + "\r\n");
-        const framed = new Uint8Array(size.byteLength + chunk.byteLength + 2);
-        framed.set(size);
-        framed.set(chunk, size.byteLength);
-        framed.set(CRLF, size.byteLength + chunk.byteLength);
-        await conn.write(framed);
-      } else {
-        if (sent > o.declared) {
-          throw new ProxyError("bad_request", "Request body longer than its Content-Length");
-        }
-        await conn.write(chunk);
-      }
-    }
-    if (o.chunked) await conn.write(LAST_CHUNK);
-    else if (sent !== o.declared) {
-      throw new ProxyError("bad_request", "Request body shorter than its Content-Length");
-    }
-  } catch (err) {
-    reader.cancel(err).catch(() => {});
-    throw err;
-  } finally {
-    reader.releaseLock();
-  }
 }
 
 /** The streaming response body for "length", "chunked" and "close" framing. */

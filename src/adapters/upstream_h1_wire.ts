@@ -73,15 +73,15 @@ export function latin1(buf: Uint8Array, start: number, end: number): string {
 }
 
 /**
- * Encodes a request head. `headers` are sent as given (host included); the framing adds the one
+ * A request head as text. `headers` are sent as given (host included); the framing adds the one
  * header this hop owns: `transfer-encoding: chunked` when a body of unknown length follows, or
  * `content-length` (when ≥ 0) for a body whose length is known only here.
  */
-export function encodeRequestHead(
+export function requestHead(
   method: string,
   target: string,
   opts: { headers: HeaderMap; chunked: boolean; contentLength?: number },
-): Uint8Array {
+): string {
   let s = method + " " + target + " HTTP/1.1\r\n";
   opts.headers.forEach((v, k) => {
     s += k + ": " + v + "\r\n";
@@ -90,8 +90,30 @@ export function encodeRequestHead(
   else if (opts.contentLength !== undefined && opts.contentLength >= 0) {
     s += "content-length: " + opts.contentLength + "\r\n";
   }
-  s += "\r\n";
-  return NON_ASCII.test(s) ? latin1Bytes(s) : encoder.encode(s);
+  return s + "\r\n";
+}
+
+/** The bytes of a head from `requestHead` (Latin-1: header values are ByteStrings, not UTF-8). */
+export function headBytes(head: string): Uint8Array {
+  return NON_ASCII.test(head) ? latin1Bytes(head) : encoder.encode(head);
+}
+
+/**
+ * Writes an ASCII head into the start of `buf` and returns its length, without allocating; -1
+ * when it is not ASCII or does not fit in `room` bytes (then `headBytes` it is).
+ */
+export function headInto(head: string, buf: Uint8Array, room: number): number {
+  if (head.length > room || NON_ASCII.test(head)) return -1;
+  return encoder.encodeInto(head, buf).written;
+}
+
+/** Encodes a request head (`requestHead` then `headBytes`). */
+export function encodeRequestHead(
+  method: string,
+  target: string,
+  opts: { headers: HeaderMap; chunked: boolean; contentLength?: number },
+): Uint8Array {
+  return headBytes(requestHead(method, target, opts));
 }
 
 /** Position just after the empty line ending a head in buf[start, end), or -1 if incomplete. */

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { latin1, parseResponseHead } from "./upstream_h1_wire.ts";
+import { headBytes, headInto, latin1, parseResponseHead, requestHead } from "./upstream_h1_wire.ts";
 
 const bytes = (...parts: (string | number[])[]) =>
   new Uint8Array(
@@ -27,4 +27,32 @@ Deno.test("parseResponseHead keeps Latin-1 field values and rejects a head behin
   assert.equal(res.size, head.length);
   const bom = bytes([0xef, 0xbb, 0xbf], "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
   assert.throws(() => parseResponseHead(bom, 0, bom.length, opts), /Invalid upstream status line/);
+});
+
+Deno.test("requestHead frames the body; headInto writes an ASCII head in place or declines", () => {
+  const headers = new Headers({ host: "a.test", "x-v": "caf\u00e9" });
+  const chunked = requestHead("PUT", "/x?y", {
+    headers: new Headers({ host: "a" }),
+    chunked: true,
+  });
+  assert.equal(chunked, "PUT /x?y HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked\r\n\r\n");
+  const sized = requestHead("POST", "/", {
+    headers: new Headers({ host: "a" }),
+    chunked: false,
+    contentLength: 5,
+  });
+  assert.equal(sized, "POST / HTTP/1.1\r\nhost: a\r\ncontent-length: 5\r\n\r\n");
+
+  const buf = new Uint8Array(64).fill(0xff);
+  const n = headInto(sized, buf, buf.length);
+  assert.equal(n, sized.length);
+  assert.deepEqual(buf.subarray(0, n), headBytes(sized));
+  assert.equal(buf[n], 0xff, "nothing written past the head");
+  assert.equal(headInto(sized, buf, sized.length - 1), -1, "no room: declined");
+  // A Latin-1 value is not UTF-8: declined here, one byte per character from headBytes.
+  const latin = requestHead("GET", "/", { headers, chunked: false });
+  assert.equal(headInto(latin, new Uint8Array(256), 256), -1);
+  const bytes = headBytes(latin);
+  assert.equal(bytes.length, latin.length);
+  assert.ok(bytes.includes(0xe9));
 });
