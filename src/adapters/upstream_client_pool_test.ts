@@ -176,8 +176,11 @@ Deno.test("upstream pool sheds a request that waited queue_timeout", async () =>
   try {
     const first = client.send(request(up.url));
     await waitFor(() => client.stats()[0]?.open === 1);
+    const t0 = performance.now();
     const err = await rejects(client.send(request(up.url)), "overloaded");
     assert.match(err.message, /within 50 ms/);
+    assert.ok(performance.now() - t0 >= 49, "not before queue_timeout");
+    assert.equal(client.stats()[0].queued, 0);
     release();
     await (await first).text();
   } finally {

@@ -39,6 +39,8 @@ interface Waiter {
   grant(conn: H1Connection | null): void;
   fail(err: ProxyError): void;
   done: boolean;
+  /** Monotonic ms when it started waiting. */
+  since: number;
 }
 
 interface Origin {
@@ -80,6 +82,12 @@ export function createConnectionPool(opts: UpstreamPoolOptions): ConnectionPool 
   const all = new Set<H1Connection>();
   let sweeper: ReturnType<typeof setInterval> | undefined;
   let closed = false;
+  // One ticker sheds waiters past queueTimeout instead of a timer per waiter (a timer and its
+  // clearing cost each waiting request about 2 µs, and each waiter kept one alive). Waiters are in
+  // arrival order, so only the head of each queue is looked at.
+  let shedder: ReturnType<typeof setInterval> | undefined;
+  let waiting = 0;
+  const SHED_TICK_MS = Math.max(5, Math.min(250, opts.queueTimeout / 10));
 
   const originOf = (key: string): Origin => {
     let o = origins.get(key);
@@ -96,10 +104,37 @@ export function createConnectionPool(opts: UpstreamPoolOptions): ConnectionPool 
       if (!w.done) {
         w.done = true;
         o.queued--;
+        waiting--;
         return w;
       }
     }
     return undefined;
+  };
+
+  const shed = () => {
+    const now = performance.now();
+    for (const o of origins.values()) {
+      while (o.waiters.length > 0) {
+        const w = o.waiters[0];
+        if (!w.done && now - w.since < opts.queueTimeout) break;
+        o.waiters.shift();
+        if (w.done) continue;
+        w.done = true;
+        o.queued--;
+        waiting--;
+        w.fail(
+          new ProxyError(
+            "overloaded",
+            `No connection to upstream "${o.key}" within ${opts.queueTimeout} ms`,
+            { source: o.key, sentNothing: true, retryable: false },
+          ),
+        );
+      }
+    }
+    if (waiting === 0) {
+      clearInterval(shedder);
+      shedder = undefined;
+    }
   };
 
   /** A slot freed up: let the first waiter open a connection. */
@@ -192,54 +227,43 @@ export function createConnectionPool(opts: UpstreamPoolOptions): ConnectionPool 
         );
       }
       return new Promise<H1Connection>((resolve, reject) => {
-        let timer: ReturnType<typeof setTimeout> | undefined;
         const signal = a.signal?.();
         if (signal?.aborted) {
           reject(new ProxyError("client_gone", "Client went away", { sentNothing: true }));
           return;
         }
-        const cleanup = () => {
-          clearTimeout(timer);
-          signal?.removeEventListener("abort", onAbort);
+        const onAbort = () => {
+          if (w.done) return;
+          w.done = true;
+          o.queued--;
+          waiting--;
+          reject(new ProxyError("client_gone", "Client went away", { sentNothing: true }));
         };
         const w: Waiter = {
           done: false,
+          since: performance.now(),
           grant(conn) {
-            cleanup();
+            signal?.removeEventListener("abort", onAbort);
             if (conn) resolve(conn);
             else opened(o, connect).then(resolve, reject);
           },
           fail(err) {
-            cleanup();
+            signal?.removeEventListener("abort", onAbort);
             reject(err);
           },
         };
-        const giveUp = (err: ProxyError) => {
-          if (w.done) return;
-          w.done = true;
-          o.queued--;
-          w.fail(err);
-        };
-        const onAbort = () =>
-          giveUp(new ProxyError("client_gone", "Client went away", { sentNothing: true }));
         signal?.addEventListener("abort", onAbort, { once: true });
-        if (opts.queueTimeout > 0) {
-          const shed = () =>
-            giveUp(
-              new ProxyError(
-                "overloaded",
-                `No connection to upstream "${key}" within ${opts.queueTimeout} ms`,
-                { source: key, sentNothing: true, retryable: false },
-              ),
-            );
-          timer = setTimeout(shed, opts.queueTimeout);
-        }
         // Given-up waiters stay in the array until reached; compact so it stays bounded.
         if (o.waiters.length > 2 * opts.queueLimit + 16) {
           o.waiters = o.waiters.filter((x) => !x.done);
         }
         o.waiters.push(w);
         o.queued++;
+        waiting++;
+        if (opts.queueTimeout > 0 && shedder === undefined) {
+          shedder = setInterval(shed, SHED_TICK_MS);
+          Deno.unrefTimer(shedder);
+        }
       });
     },
 
@@ -281,6 +305,8 @@ export function createConnectionPool(opts: UpstreamPoolOptions): ConnectionPool 
       closed = true;
       clearInterval(sweeper);
       sweeper = undefined;
+      clearInterval(shedder);
+      shedder = undefined;
       for (const c of all) c.fail(null);
       all.clear();
       for (const o of origins.values()) {
