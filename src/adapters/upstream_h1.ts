@@ -89,6 +89,8 @@ export async function exchange(
   const { head, rest } = requestBytes(conn, text, bytes);
   let headSeen = false;
   let requestDone = body === null || bytes !== null;
+  // A body may take more than one write if the upstream reads slowly: bounded by the idle timeout.
+  if (bytes) conn.armIdle(t.idle);
   try {
     await conn.write(head);
     if (rest) await conn.write(rest);
