@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { startUpstream } from "../_harness.ts";
+import { interopTest, ROOT, run, startUpstream } from "../_harness.ts";
 import { startProxy } from "./_proxy.ts";
 
 Deno.test("proxy keeps the query string byte for byte and rewrites the path", async () => {
@@ -81,3 +81,79 @@ routes:
   assert.equal(b.headers.get("location"), "/static/foo");
   await b.body?.cancel();
 });
+
+const TLS = `${ROOT}/tests/fixtures/tls`;
+
+async function sha256(b: Uint8Array<ArrayBuffer>): Promise<string> {
+  const d = new Uint8Array(await crypto.subtle.digest("SHA-256", b));
+  return [...d].map((x) => x.toString(16).padStart(2, "0")).join("");
+}
+
+interopTest(
+  "request bodies of every size arrive intact over HTTP/1.1 and HTTP/2, and a small one is replayed",
+  ["curl"],
+  async () => {
+    // Sizes around the limits of the data path: empty, the connection's 8 KiB write buffer, the
+    // 64 KiB read-whole limit, and a body that streams.
+    const sizes = [0, 1, 1000, 8 * 1024 - 100, 8 * 1024, 64 * 1024, 64 * 1024 + 1, 300_000];
+    await using up = await startUpstream(async (req) => {
+      const b = new Uint8Array(await req.arrayBuffer());
+      const te = req.headers.get("transfer-encoding") ?? "-";
+      return new Response(`${b.length} ${await sha256(b)} ${te}`);
+    });
+    const dead = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const deadPort = (dead.addr as Deno.NetAddr).port;
+    dead.close();
+    await using prox = await startProxy(
+      `listen_addr: "127.0.0.1:0"
+tls: { cert_path: "${TLS}/cert.pem", key_path: "${TLS}/key.pem" }
+health_check: { enabled: false }
+routes:
+  "/lb":
+    type: load_balance
+    strategy: first
+    targets: ["http://127.0.0.1:${deadPort}", "${up.url}"]
+  "/": { type: proxy, target: "${up.url}" }
+`,
+      { keepListen: true, tls: true },
+    );
+    const dir = await Deno.makeTempDir({ prefix: "prox-bodies-" });
+    try {
+      for (const size of sizes) {
+        const body = new Uint8Array(size).map((_, i) => (i * 7 + size) & 0xff);
+        await Deno.writeFile(`${dir}/body`, body);
+        // Declared lengths go upstream as they came; nothing is re-chunked.
+        const want = `${size} ${await sha256(body)} -`;
+        for (const version of ["--http1.1", "--http2"]) {
+          const out = await run("curl", [
+            "-sS",
+            version,
+            "--cacert",
+            `${TLS}/ca.pem`,
+            "--data-binary",
+            `@${dir}/body`,
+            "-H",
+            "content-type: application/octet-stream",
+            `https://localhost:${prox.port}/upload`,
+          ]);
+          assert.equal(out.code, 0, out.stderr);
+          assert.equal(out.stdout, want, `${size} bytes over ${version}`);
+        }
+      }
+      // The first target refuses connections: the POST goes to the second with its body intact.
+      const body = new Uint8Array(1000).map((_, i) => i & 0xff);
+      await Deno.writeFile(`${dir}/body`, body);
+      const out = await run("curl", [
+        "-sS",
+        "--cacert",
+        `${TLS}/ca.pem`,
+        "--data-binary",
+        `@${dir}/body`,
+        `https://localhost:${prox.port}/lb/upload`,
+      ]);
+      assert.equal(out.stdout, `1000 ${await sha256(body)} -`, out.stderr);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);
