@@ -5,6 +5,7 @@ import { ProxyError } from "../domain/errors.ts";
 import type { H1Connection } from "./upstream_h1_conn.ts";
 import { streamedBytes } from "./gc_hint.ts";
 import { headBytes, headInto } from "./upstream_h1_wire.ts";
+import { readClientChunk } from "../proxy/body_replay.ts";
 
 const CRLF = new Uint8Array([13, 10]);
 const LAST_CHUNK = new Uint8Array([48, 13, 10, 13, 10]);
@@ -49,16 +50,7 @@ export async function pumpBody(
   let sent = 0;
   try {
     for (;;) {
-      let r: ReadableStreamReadResult<Uint8Array>;
-      try {
-        r = await reader.read();
-      } catch (err) {
-        throw err instanceof ProxyError
-          ? err
-          : new ProxyError("client_gone", `Client request body failed: ${String(err)}`, {
-            cause: err,
-          });
-      }
+      const r = await readClientChunk(reader);
       if (r.done) break;
       const chunk = r.value;
       if (chunk.byteLength === 0) continue;

@@ -57,6 +57,20 @@ export async function bodySource(
   );
 }
 
+/** The next chunk of a client's request body; a body that fails means the client went away. */
+export async function readClientChunk(
+  reader: ReadableStreamDefaultReader<Uint8Array>,
+): Promise<ReadableStreamReadResult<Uint8Array>> {
+  try {
+    return await reader.read();
+  } catch (err) {
+    // A ProxyError came from Prox itself (e.g. the body limit): as it is.
+    throw err instanceof ProxyError
+      ? err
+      : new ProxyError("client_gone", `Client request body failed: ${String(err)}`, { cause: err });
+  }
+}
+
 // Stalled bodies are found by one shared ticker rather than a timer per request: a timer and its
 // clearing cost about 2 µs per request. Progress is stamped with the time of the last tick (up to
 // TICK_MS old) instead of reading the clock, so a body expires once a tick finds it idle for
@@ -120,14 +134,7 @@ export async function readWhole(
   let got = 0;
   try {
     for (;;) {
-      let r: ReadableStreamReadResult<Uint8Array>;
-      try {
-        r = await reader.read();
-      } catch (err) {
-        throw new ProxyError("client_gone", `Client request body failed: ${String(err)}`, {
-          cause: err,
-        });
-      }
+      const r = await readClientChunk(reader);
       if (expired) {
         throw new ProxyError(
           "request_timeout",
