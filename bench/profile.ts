@@ -1,7 +1,11 @@
 // deno-lint-ignore-file no-console
-// Profiles one proxy under wrk load: `deno run -A bench/profile.ts [prox|client|bare] [seconds]`.
+// Profiles one proxy under wrk load:
+//   deno run -A bench/profile.ts [prox|static|client|bare] [seconds] [path]
 // Starts the nginx backend, runs the target with --cpu-prof pinned to core 0, loads it with wrk
 // from core 1, then prints the top functions by self time from the V8 CPU profile.
+// `static` is Prox serving the backend's files itself (one static route). Env: PROFILE_MIN=1 (Prox
+// with one proxy route instead of the bench's config), PROFILE_POST=BYTES (POST bodies of that
+// size to /post instead of GETs; the backend answers them).
 import { freePort, proxConfig, startBackend } from "./procs.ts";
 import { ROOT } from "../tests/_harness.ts";
 
@@ -11,13 +15,25 @@ const dir = await Deno.makeTempDir({ prefix: "prox-prof-" });
 await using backend = await startBackend(dir, "1");
 const port = freePort();
 const conf = `${dir}/prox.yaml`;
+const oneRoute = (route: string) =>
+  `listen_addr: "127.0.0.1:${port}"\nhealth_check: { enabled: false }\nlog: { level: warn, access_log: false }\nroutes: { "/": ${route} }\n`;
 await Deno.writeTextFile(
   conf,
-  Deno.env.get("PROFILE_MIN")
-    ? `listen_addr: "127.0.0.1:${port}"\nhealth_check: { enabled: false }\nlog: { level: warn, access_log: false }\nroutes: { "/": { type: proxy, target: "http://127.0.0.1:${backend.port}" } }\n`
+  which === "static"
+    ? oneRoute(`{ type: static, root: "${dir}/www" }`)
+    : Deno.env.get("PROFILE_MIN")
+    ? oneRoute(`{ type: proxy, target: "http://127.0.0.1:${backend.port}" }`)
     : proxConfig({ port, backend: backend.port }),
 );
-const args = which === "prox"
+const post = Number(Deno.env.get("PROFILE_POST") ?? 0);
+const script = `${dir}/post.lua`;
+if (post > 0) {
+  await Deno.writeTextFile(
+    script,
+    `wrk.method = "POST"\nwrk.body = string.rep("x", ${post})\n`,
+  );
+}
+const args = which === "prox" || which === "static"
   ? [`--config=${ROOT}/deno.json`, `${ROOT}/mod.ts`, "serve", "-c", conf]
   : which === "bare"
   ? [`${ROOT}/bench/bare_proxy.ts`, String(port), String(backend.port)]
@@ -45,7 +61,7 @@ for (let i = 0; i < 200; i++) {
     await new Promise((r) => setTimeout(r, 50));
   }
 }
-const path = Deno.args[2] ?? "/100b";
+const path = Deno.args[2] ?? (post > 0 ? "/post" : "/100b");
 const out = await new Deno.Command("taskset", {
   args: [
     "-c",
@@ -55,6 +71,7 @@ const out = await new Deno.Command("taskset", {
     "-c50",
     `-d${seconds}s`,
     "--latency",
+    ...(post > 0 ? ["-s", script] : []),
     `http://127.0.0.1:${port}${path}`,
   ],
   stdout: "piped",
