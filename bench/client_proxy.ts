@@ -16,11 +16,13 @@ const withHost = (h: Headers, host: string) => {
   out.set("host", host);
   return out;
 };
+const origin = new URL(`http://127.0.0.1:${backend}`);
 const forward = (req: Request, info: Deno.ServeHandlerInfo<Deno.NetAddr>) => {
   if (withCompleted) info.completed.then(() => {}, () => {});
   const u = new URL(req.url);
   return client.send({
-    url: new URL(`http://127.0.0.1:${backend}${u.pathname}${u.search}`),
+    origin,
+    target: u.pathname + u.search,
     method: req.method,
     headers: req.headers.has("host") ? req.headers : withHost(req.headers, u.host),
     body: req.body,

@@ -61,8 +61,10 @@ export interface UpstreamTls {
  * (including `host`), never adds, decodes or follows anything.
  */
 export interface UpstreamRequest {
-  /** Absolute URL: scheme, authority, path and query as they must go on the wire. */
-  url: URL;
+  /** Scheme, host and port of the upstream (its path is not used). Shared: never change it. */
+  origin: URL;
+  /** The request target on the wire: path and query, exactly as they must be sent. */
+  target: string;
   method: string;
   headers: HeaderMap;
   /**

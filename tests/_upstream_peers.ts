@@ -13,12 +13,21 @@ const dec = new TextDecoder();
 /** An UpstreamRequest for `url` (GET, no body, Host from the URL unless given). */
 export function request(
   url: string,
-  o: Partial<Omit<UpstreamRequest, "url" | "headers">> & { headers?: HeadersInit } = {},
+  o: Partial<Omit<UpstreamRequest, "origin" | "target" | "headers">> & { headers?: HeadersInit } =
+    {},
 ): UpstreamRequest {
   const u = new URL(url);
   const headers = new Headers(o.headers);
   if (!headers.has("host")) headers.set("host", u.host);
-  return { method: "GET", body: null, timeouts: T, ...o, url: u, headers };
+  return {
+    method: "GET",
+    body: null,
+    timeouts: T,
+    ...o,
+    origin: u,
+    target: u.pathname + u.search,
+    headers,
+  };
 }
 
 /** A raw TCP server: `onConn` gets each accepted connection. Dispose to stop. */

@@ -162,17 +162,17 @@ export function createUpstreamClient(opts: UpstreamClientOptions = {}): PooledUp
   const offerH2 = opts.http2 ?? true;
 
   const connectH1 = (req: UpstreamRequest) => async () => {
-    const { transport } = await connectUpstream(req.url, {
+    const { transport } = await connectUpstream(req.origin, {
       tls: req.tls,
       timeoutMs: req.timeouts.connect,
     });
-    return new H1Connection(transport, req.url.origin);
+    return new H1Connection(transport, req.origin.origin);
   };
 
   const protocolOf = (key: string, req: UpstreamRequest): "h1" | "h2" | Promise<"h1" | "h2"> => {
     const known = protocols.get(key);
     if (known !== undefined) return known;
-    const probe = connectUpstream(req.url, {
+    const probe = connectUpstream(req.origin, {
       tls: req.tls,
       timeoutMs: req.timeouts.connect,
       alpn: ["h2", "http/1.1"],
@@ -228,10 +228,10 @@ export function createUpstreamClient(opts: UpstreamClientOptions = {}): PooledUp
         const msg = "Request body length differs from its Content-Length";
         return Promise.reject(new ProxyError("bad_request", msg, { sentNothing: true }));
       }
-      const key = keyOf(req.url, req.tls);
+      const key = keyOf(req.origin, req.tls);
       // fetch can neither skip verification nor choose the SNI name: those stay on HTTP/1.1.
       if (
-        offerH2 && req.url.protocol === "https:" && !req.tls?.insecureSkipVerify &&
+        offerH2 && req.origin.protocol === "https:" && !req.tls?.insecureSkipVerify &&
         !req.tls?.serverName
       ) {
         return sendEither(key, req);

@@ -80,8 +80,7 @@ export async function exchange(
   const bytes = body instanceof Uint8Array ? body : null;
   const upload = body instanceof Uint8Array ? null : body;
   const chunked = body !== null && !bytes && declared === null;
-  const u = req.url;
-  const text = requestHead(req.method, u.pathname + u.search, {
+  const text = requestHead(req.method, req.target, {
     headers: req.headers,
     chunked,
     contentLength: bytes && declared === null ? bytes.byteLength : -1,

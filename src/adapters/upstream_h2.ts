@@ -57,7 +57,7 @@ export function createH2Client(): UpstreamClient {
   };
   return {
     async send(req: UpstreamRequest): Promise<Response> {
-      const origin = req.url.origin;
+      const origin = req.origin.origin;
       const ctl = new AbortController();
       const onAbort = () =>
         ctl.abort(new ProxyError("client_gone", "Client went away", { source: origin }));
@@ -78,7 +78,8 @@ export function createH2Client(): UpstreamClient {
           ), limit)
         : undefined;
       try {
-        const res = await fetch(req.url, {
+        // fetch parses the URL again: a query it re-encodes (e.g. `'`) cannot go byte for byte.
+        const res = await fetch(origin + req.target, {
           method: req.method,
           headers: req.headers,
           body: req.body,

@@ -16,7 +16,8 @@ function request(url: string, tls?: UpstreamTls, headers: HeadersInit = {}): Ups
   const h = new Headers(headers);
   h.set("host", "backend.test");
   return {
-    url: u,
+    origin: u,
+    target: u.pathname + u.search,
     method: "GET",
     headers: h,
     body: null,

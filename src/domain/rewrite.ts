@@ -45,6 +45,28 @@ export function normalizePath(raw: string): NormalizedPath {
   return { ok: true, path };
 }
 
+/** Characters URL parsing leaves as they are in a path. */
+const PLAIN_PATH = /^\/[A-Za-z0-9\-._~!$&'()*+,;=:@\/]*$/;
+
+/**
+ * The path of an absolute request URL when URL parsing would return it unchanged (only plain
+ * characters, nothing that could be a dot segment), else null. Spares most requests a URL object.
+ */
+export function plainPath(url: string): string | null {
+  const scheme = url.indexOf("://");
+  if (scheme < 0) return null;
+  const start = url.indexOf("/", scheme + 3);
+  if (start <= scheme + 3) return null; // no path, or no host ("http:///x" has host "x")
+  // Where the authority ends for URL parsing: a "?", "#" or "\\" before the slash ends it sooner.
+  for (let i = scheme + 3; i < start; i++) {
+    const c = url.charCodeAt(i);
+    if (c === 63 || c === 35 || c === 92) return null;
+  }
+  const q = url.indexOf("?", start);
+  const path = q < 0 ? url.slice(start) : url.slice(start, q);
+  return PLAIN_PATH.test(path) && !path.includes("/.") ? path : null;
+}
+
 /** The raw query string of a request URL including its `?`, or "" (never re-encoded). */
 export function rawQuery(url: string): string {
   const hash = url.indexOf("#");
@@ -70,34 +92,53 @@ export function stripPrefix(path: string, prefix: string): string {
   return path.slice(prefix.length);
 }
 
-/**
- * Upstream URL for a proxied request, with the seed's `path_rewrite` semantics fixed: the route
- * prefix is stripped, `rewrite` (if any) is put in front, the target's own path in front of
- * that, and the query string is appended unchanged.
- */
-export function upstreamUrl(
-  target: string,
-  opts: { path: string; prefix: string; rewrite?: string; query: string },
-): string {
-  const t = parseTarget(target);
-  const base = t.base;
-  const rest = stripPrefix(opts.path, opts.prefix);
-  const rewrite = opts.rewrite && opts.rewrite !== "/" ? opts.rewrite.replace(/\/+$/, "") : "";
-  let path = joinPath(joinPath(base, rewrite), rest);
-  if (path === "") path = "/";
-  if (!path.startsWith("/")) path = "/" + path;
-  return `${t.origin}${path}${opts.query}`;
+/** Where a request goes upstream: the target's origin and the request target on the wire. */
+export interface UpstreamTarget {
+  /** Scheme, host and port of the target (its path is not used). Shared: never change it. */
+  origin: URL;
+  /** Path and query as they go on the request line. */
+  path: string;
 }
 
-const targets = new Map<string, { origin: string; base: string }>();
+/** Characters that URL parsing would encode or reinterpret in a path, and dot segments. */
+const PATH_NEEDS_URL = /[^\x21-\x7e]|["#<>?`{}\\]|\/\.(?:\.)?(?:\/|$)/;
+/** A query is passed on as the client sent it unless it has bytes no request line may hold. */
+const QUERY_NEEDS_URL = /[^\x21-\x7e]/;
+
+/**
+ * The upstream request for a proxied request, with the seed's `path_rewrite` semantics fixed: the
+ * route prefix is stripped, `rewrite` (if any) is put in front, the target's own path in front of
+ * that, and the query string is appended byte for byte (URL parsing would re-encode `'`, `"`,
+ * `<` and `>` in it, which breaks signed URLs). A path from a client was normalized by the
+ * pipeline; only a configured rewrite can bring characters that still need encoding or a dot
+ * segment, and a query bytes no request line may hold: then path and query go through URL parsing.
+ */
+export function upstreamTarget(
+  target: string,
+  opts: { path: string; prefix: string; rewrite?: string; query: string },
+): UpstreamTarget {
+  const t = parseTarget(target);
+  const rest = stripPrefix(opts.path, opts.prefix);
+  const rewrite = opts.rewrite && opts.rewrite !== "/" ? opts.rewrite.replace(/\/+$/, "") : "";
+  let path = joinPath(joinPath(t.base, rewrite), rest);
+  if (path === "") path = "/";
+  if (!path.startsWith("/")) path = "/" + path;
+  if (PATH_NEEDS_URL.test(path) || QUERY_NEEDS_URL.test(opts.query)) {
+    const u = new URL("http://h" + path + opts.query);
+    return { origin: t.url, path: u.pathname + u.search };
+  }
+  return { origin: t.url, path: path + opts.query };
+}
+
+const targets = new Map<string, { url: URL; base: string }>();
 
 /** Origin and path of a target URL, parsed once (targets come from the config: few and fixed). */
-function parseTarget(target: string): { origin: string; base: string } {
+function parseTarget(target: string): { url: URL; base: string } {
   let t = targets.get(target);
   if (!t) {
     const u = new URL(target);
     t = {
-      origin: `${u.protocol}//${u.host}`,
+      url: new URL(`${u.protocol}//${u.host}`),
       base: u.pathname === "/" ? "" : u.pathname.replace(/\/+$/, ""),
     };
     if (targets.size >= 4096) targets.clear(); // bounded: reloads may bring new targets

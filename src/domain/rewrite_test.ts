@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { normalizePath, rawQuery, upstreamUrl } from "./rewrite.ts";
+import { normalizePath, plainPath, rawQuery, upstreamTarget } from "./rewrite.ts";
 
 Deno.test("normalizePath resolves dot segments and merges slashes", () => {
   assert.deepEqual(normalizePath("/a//b/./c/../d"), { ok: true, path: "/a/b/d" });
@@ -33,9 +33,11 @@ Deno.test("rawQuery keeps the query byte for byte", () => {
   assert.equal(rawQuery("http://h/p?x#frag"), "?x");
 });
 
-Deno.test("upstreamUrl follows the seed's path_rewrite semantics without its bugs", () => {
-  const u = (path: string, prefix: string, rewrite?: string, query = "", target = "https://h") =>
-    upstreamUrl(target, { path, prefix, rewrite, query });
+Deno.test("upstreamTarget follows the seed's path_rewrite semantics without its bugs", () => {
+  const u = (path: string, prefix: string, rewrite?: string, query = "", target = "https://h") => {
+    const t = upstreamTarget(target, { path, prefix, rewrite, query });
+    return t.origin.origin + t.path;
+  };
   assert.equal(u("/proxy/get", "/proxy", "/anything"), "https://h/anything/get");
   assert.equal(u("/proxy", "/proxy", "/anything"), "https://h/anything");
   assert.equal(u("/proxy/get", "/proxy", "/anything", "?a=1"), "https://h/anything/get?a=1");
@@ -50,4 +52,66 @@ Deno.test("upstreamUrl follows the seed's path_rewrite semantics without its bug
     "http://localhost:8080/users",
   );
   assert.equal(u("/x/", "/x", "/y/"), "https://h/y/");
+});
+
+Deno.test("upstreamTarget passes the query on byte for byte", () => {
+  const t = (query: string, rewrite?: string) =>
+    upstreamTarget("http://b:8080/base", { path: "/api/x", prefix: "/api", rewrite, query }).path;
+  // URL parsing would send %27, %22, %3C and %3E: a signed URL's signature then no longer matches.
+  assert.equal(t("?q='a'&s=\"<b>\"&t=%27"), "/base/x?q='a'&s=\"<b>\"&t=%27");
+  assert.equal(t("?"), "/base/x?");
+  // Bytes no request line may hold are encoded, as URL parsing does.
+  assert.equal(t("?q=\u00e9 x"), "/base/x?q=%C3%A9%20x");
+  // A configured rewrite with characters to encode or dot segments goes through URL parsing.
+  assert.equal(t("?a='1'", "/v 2"), "/base/v%202/x?a=%271%27");
+  assert.equal(t("", "/v1/../v2"), "/base/v2/x");
+  const shared = upstreamTarget("http://b:8080/base", { path: "/", prefix: "/", query: "" });
+  assert.equal(shared.origin.href, "http://b:8080/");
+  assert.equal(
+    upstreamTarget("http://b:8080/other", { path: "/", prefix: "/", query: "" }).origin,
+    upstreamTarget("http://b:8080/other", { path: "/y", prefix: "/", query: "" }).origin,
+    "one origin URL per target",
+  );
+});
+
+Deno.test("plainPath returns what URL parsing would, or null", () => {
+  const urls = [
+    "http://h/",
+    "http://h:8080/api/v1/users?x=1",
+    "http://h/static/app.js",
+    "http://h/a//b",
+    "http://h/~u/a-b_c.d!$&'()*+,;=:@x",
+    "https://[::1]:8443/x?y#z",
+    "http://h/a/.hidden",
+    "http://h/a/./b",
+    "http://h/a/../b",
+    "http://h/a/..",
+    "http://h/a%2e%2e/b",
+    "http://h/a b",
+    "http://h/a\\b",
+    "http://h/a|b^c`d{e}",
+    "http://h/\u00e9",
+    "http://h?x=/y",
+    "http://h#/y",
+    "http://h\\x/y",
+    "http://h/x#f/g",
+    "http:///x/y",
+  ];
+  for (const url of urls) {
+    const fast = plainPath(url);
+    if (fast !== null) assert.equal(fast, new URL(url).pathname, url);
+  }
+  assert.equal(plainPath("http://h:8080/api/v1/users?x=1"), "/api/v1/users");
+  assert.equal(plainPath("http://h/static/app.js"), "/static/app.js");
+  for (
+    const slow of [
+      "http:///x/y",
+      "http://h/a/./b",
+      "http://h/a%2e%2e/b",
+      "http://h?x=/y",
+      "http://h\\x/y",
+    ]
+  ) {
+    assert.equal(plainPath(slow), null, slow);
+  }
 });

@@ -20,8 +20,10 @@ export interface RequestContext {
   req: Request;
   info: ClientInfo;
   snapshot: Snapshot;
-  url: URL;
-  /** Normalized request path (what routes match on). */
+  /**
+   * The request path: as the URL parser gives it until the pipeline has normalized it, then the
+   * normalized path (what routes match on).
+   */
   path: string;
   /** Raw query string including `?`, or "" (forwarded byte for byte). */
   query: string;
@@ -44,6 +46,8 @@ export interface RequestContext {
   loggedStatus?: number;
   /** Response headers that filters want added (e.g. RateLimit), applied before responding. */
   extraResponseHeaders: [string, string][];
+  /** Why the request cannot be served (a malformed Host or URL: 400 before routing), or null. */
+  invalid: string | null;
 }
 
 /** Dependencies of the pipeline: ports plus the current snapshot. */

@@ -166,7 +166,7 @@ async function sendOnce(
     const e = timedOut
       ? new ProxyError(
         "timeout",
-        `Upstream "${req.url.origin}" sent no response within ${perTry} ms`,
+        `Upstream "${req.origin.origin}" sent no response within ${perTry} ms`,
         {
           source: id,
           cause: err,

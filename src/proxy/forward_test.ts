@@ -23,11 +23,11 @@ const info: ClientInfo = {
 type Script = (req: UpstreamRequest, n: number) => Response | ProxyError | Promise<Response>;
 
 const connectErr = (req: UpstreamRequest) =>
-  new ProxyError("connect", `Cannot connect to upstream "${req.url.origin}": refused`, {
+  new ProxyError("connect", `Cannot connect to upstream "${req.origin.origin}": refused`, {
     sentNothing: true,
   });
 const resetErr = (req: UpstreamRequest) =>
-  new ProxyError("upstream_reset", `Upstream "${req.url.origin}" reset the connection`);
+  new ProxyError("upstream_reset", `Upstream "${req.origin.origin}" reset the connection`);
 
 function setup(routeYaml: string, script: Script, top = "", opts = { readBodyFirst: true }) {
   const text =
@@ -48,7 +48,7 @@ function setup(routeYaml: string, script: Script, top = "", opts = { readBodyFir
     upstream: {
       async send(req) {
         // readBodyFirst: false models a client that fails (e.g. to connect) before sending.
-        const call = { origin: req.url.origin, method: req.method, body: "" };
+        const call = { origin: req.origin.origin, method: req.method, body: "" };
         calls.push(call);
         if (opts.readBodyFirst && req.body) call.body = await new Response(req.body).text();
         const out = await script(req, calls.length);
@@ -73,7 +73,7 @@ function setup(routeYaml: string, script: Script, top = "", opts = { readBodyFir
 }
 
 const lb = (extra = "") => `type: load_balance\ntargets: ["${A}", "${B}", "${C}"]\n${extra}`;
-const ok = (req: UpstreamRequest) => new Response(req.url.origin);
+const ok = (req: UpstreamRequest) => new Response(req.origin.origin);
 
 Deno.test("forward: a connect failure is retried on another target for any method, body replayed", async () => {
   const s = setup(lb(), (req, n) => n === 1 ? connectErr(req) : ok(req));
@@ -101,7 +101,7 @@ Deno.test("forward: a connect timeout with nothing sent is retried for POST too"
     lb(),
     (req, n) =>
       n === 1
-        ? new ProxyError("timeout", `Cannot connect to "${req.url.origin}" within 1 ms`, {
+        ? new ProxyError("timeout", `Cannot connect to "${req.origin.origin}" within 1 ms`, {
           sentNothing: true,
         })
         : ok(req),
@@ -112,7 +112,7 @@ Deno.test("forward: a connect timeout with nothing sent is retried for POST too"
   const full = setup(
     lb(),
     (req) =>
-      new ProxyError("connect", `Upstream "${req.url.origin}" pool full`, {
+      new ProxyError("connect", `Upstream "${req.origin.origin}" pool full`, {
         sentNothing: true,
         retryable: false,
       }),
@@ -134,7 +134,7 @@ Deno.test("forward: POST with Idempotency-Key is retried after a reset when opte
 Deno.test("forward: retries.on_status moves idempotent requests to another target", async () => {
   const s = setup(
     lb("retries: { on_status: [503] }"),
-    (req) => new Response(req.url.origin, { status: req.url.origin === A ? 503 : 200 }),
+    (req) => new Response(req.origin.origin, { status: req.origin.origin === A ? 503 : 200 }),
   );
   const get = await s.call();
   assert.equal(get.status, 200);
@@ -169,7 +169,7 @@ Deno.test("forward: the retry budget caps retries at a share of the load", async
   // 0% budget still allows the floor of 3 retries per 10 s window, then none.
   const s = setup(
     lb("strategy: first\nretries: { budget_percent: 0 }"),
-    (req) => req.url.origin === A ? connectErr(req) : ok(req),
+    (req) => req.origin.origin === A ? connectErr(req) : ok(req),
     "passive_health: { enabled: false }",
   );
   const statuses = [];
@@ -226,7 +226,7 @@ Deno.test("forward: per_try_timeout gives up on a silent target and tries the ne
 Deno.test("forward: configured statuses eject a target for the cool-down (injected clock)", async () => {
   const s = setup(
     lb(),
-    (req) => new Response(req.url.origin, { status: req.url.origin === A ? 503 : 200 }),
+    (req) => new Response(req.origin.origin, { status: req.origin.origin === A ? 503 : 200 }),
     "passive_health: { failures: 2, statuses: [503], base_ejection: 10s, panic_threshold_percent: 0 }",
   );
   const seen = [];

@@ -11,7 +11,7 @@
 
 import { ProxyError, toProxyError } from "../domain/errors.ts";
 import { isTrusted, resolveClientIp } from "../domain/headers.ts";
-import { normalizePath, rawQuery } from "../domain/rewrite.ts";
+import { normalizePath, plainPath, rawQuery } from "../domain/rewrite.ts";
 import { BODY_BYTES } from "../ports.ts";
 import type { ClientInfo, CountedResponse, Handler } from "../ports.ts";
 import type { PipelineDeps, RequestContext } from "./context.ts";
@@ -25,6 +25,12 @@ import { isWebSocketUpgrade, websocketAction } from "./actions/websocket.ts";
 import { applyRateLimit } from "./filters/rate_limit.ts";
 
 const REQUEST_ID = /^[A-Za-z0-9._:@-]{1,128}$/;
+/**
+ * A Host field value: a host and an optional port (RFC 9110 §7.2, RFC 3986 §3.2.2). The server
+ * puts it in the request URL, so anything else could move the path ("Host: a/b") or break URL
+ * parsing; RFC 9112 §3.2 asks for 400.
+ */
+const HOST_FIELD = /^(?:\[[0-9A-Za-z:.%]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]+)(?::[0-9]*)?$/;
 
 /** Makes request ids: a per-process random prefix and a counter (cheap, unique, sortable). */
 export function requestIdSource(random: () => number): () => string {
@@ -59,7 +65,21 @@ function identify(
   nextId: () => string,
 ): RequestContext {
   const snapshot = deps.snapshot();
-  const url = new URL(req.url);
+  // Most request URLs need no parsing: a URL object is made only for an unusual path or when
+  // there is no Host field to take the host from (HTTP/2 and HTTP/3 carry it in the URL).
+  let host = req.headers.get("host");
+  let path = plainPath(req.url);
+  let invalid: string | null = null;
+  if (host !== null && !HOST_FIELD.test(host)) invalid = "Invalid Host header";
+  else if (path === null || host === null) {
+    try {
+      const url = new URL(req.url);
+      path ??= url.pathname;
+      host ??= url.host;
+    } catch {
+      invalid = "Invalid request URL";
+    }
+  }
   const peer = info.remoteAddr.hostname;
   const trustedPeer = isTrusted(peer, snapshot.trusted);
   const incomingId = req.headers.get("x-request-id");
@@ -71,10 +91,9 @@ function identify(
     req,
     info,
     snapshot,
-    url,
-    path: url.pathname,
-    query: rawQuery(req.url),
-    host: req.headers.get("host") ?? url.host,
+    path: invalid === null ? path! : "/",
+    query: invalid === null ? rawQuery(req.url) : "",
+    host: invalid === null ? host! : "",
     scheme: fwdProto === "https" || fwdProto === "http" ? fwdProto : info.tls ? "https" : "http",
     clientIp: resolveClientIp(peer, req.headers.get("x-forwarded-for"), snapshot.trusted),
     trustedPeer,
@@ -87,6 +106,7 @@ function identify(
     upstreamMs: null,
     retries: 0,
     extraResponseHeaders: [],
+    invalid,
   };
 }
 
@@ -99,11 +119,14 @@ function headerBytes(h: Headers): number {
 
 async function handle(ctx: RequestContext, deps: PipelineDeps): Promise<Response> {
   if (deps.draining?.()) throw new ProxyError("shutting_down", "Shutting down");
+  if (ctx.invalid !== null) {
+    return errorResponse("bad_request", ctx.requestId, { message: ctx.invalid });
+  }
   const maxHeader = ctx.snapshot.config.limits.max_header_bytes;
   if (maxHeader !== undefined && headerBytes(ctx.req.headers) > maxHeader) {
     throw new ProxyError("header_too_large", `Request header fields exceed ${maxHeader} bytes`);
   }
-  const norm = normalizePath(ctx.url.pathname);
+  const norm = normalizePath(ctx.path);
   if (!norm.ok) return errorResponse("bad_request", ctx.requestId, { message: norm.reason });
   ctx.path = norm.path;
 

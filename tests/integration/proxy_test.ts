@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
 import { interopTest, ROOT, run, startUpstream } from "../_harness.ts";
 import { startProxy } from "./_proxy.ts";
+import { rawServer, readRequest } from "../_upstream_peers.ts";
+import { memoryLogger } from "./_acme.ts";
 
 Deno.test("proxy keeps the query string byte for byte and rewrites the path", async () => {
   await using up = await startUpstream((req) => {
@@ -21,6 +23,58 @@ routes:
   assert.equal(body.path, "/anything/get");
   assert.equal(body.search, "?a=1&b=%20x&c");
   assert.equal(body.host, `127.0.0.1:${up.port}`);
+});
+
+/** Sends `text` on a new connection and returns everything read until the server closes it. */
+async function rawExchange(port: number, text: string): Promise<string> {
+  const c = await Deno.connect({ hostname: "127.0.0.1", port });
+  try {
+    await c.write(new TextEncoder().encode(text));
+    let out = "";
+    const buf = new Uint8Array(16 * 1024);
+    for (let n = await c.read(buf); n !== null; n = await c.read(buf)) {
+      out += new TextDecoder().decode(buf.subarray(0, n));
+    }
+    return out;
+  } finally {
+    c.close();
+  }
+}
+
+Deno.test("the query goes upstream byte for byte; a malformed Host gets 400", async () => {
+  const lines: string[] = [];
+  await using up = rawServer(async (c) => {
+    const head = await readRequest(c);
+    if (head === null) return;
+    lines.push(head.slice(0, head.indexOf("\r\n")));
+    await c.write(new TextEncoder().encode("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"));
+  });
+  const logger = memoryLogger();
+  await using prox = await startProxy(
+    `
+health_check: { enabled: false }
+routes:
+  "/": { type: proxy, target: "${up.url}/base" }
+`,
+    { logger },
+  );
+  const get = (target: string, host: string) =>
+    rawExchange(prox.port, `GET ${target} HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`);
+  // A signed URL: re-encoding ' " < > (as URL parsing does) would change what was signed.
+  const signed = `/x?sig='a%2Fb'&s="<q>"&t=%27&u=|^`;
+  assert.match(await get(signed, "a.test"), /^HTTP\/1\.1 200 /);
+  assert.deepEqual(lines, [`GET /base${signed} HTTP/1.1`]);
+  // Deno.serve builds the request URL from Host: "a/b" would have moved the path to /b/x, and
+  // "a b" made URL parsing throw (500).
+  for (const host of ["a/b", "a b", "a?b", "a#b", "a\\b", "u@a", "[", ""]) {
+    assert.match(await get("/x", host), /^HTTP\/1\.1 400 /, `Host: ${host}`);
+  }
+  for (const host of ["A.Test:8080", "[::1]:80", "127.0.0.1", "xn--bcher-kva.example"]) {
+    assert.match(await get("/y", host), /^HTTP\/1\.1 200 /, `Host: ${host}`);
+  }
+  assert.equal(lines.length, 5, "only well-formed requests reach the upstream");
+  assert.equal(lines[1], "GET /base/y HTTP/1.1");
+  assert.deepEqual(logger.lines.filter((l) => l.startsWith("error")), []);
 });
 
 Deno.test("routes match on segment boundaries, longest prefix first", async () => {

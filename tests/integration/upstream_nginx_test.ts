@@ -77,7 +77,8 @@ routes:
     const client = createUpstreamClient();
     const get = (path: string, headers: Record<string, string> = {}, method = "GET") =>
       client.send({
-        url: new URL(path, prox.url),
+        origin: new URL(prox.url),
+        target: path,
         method,
         headers: new Headers({ host: "site.test", ...headers }),
         body: null,

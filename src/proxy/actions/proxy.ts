@@ -3,7 +3,7 @@
 // hop-by-hop fields: the upstream client drops them (see UpstreamClient in ports.ts).
 
 import { BROWSER_HEADERS, setForwardingHeaders, withoutHopByHop } from "../../domain/headers.ts";
-import { upstreamUrl } from "../../domain/rewrite.ts";
+import { upstreamTarget } from "../../domain/rewrite.ts";
 import type { HeaderList } from "../../domain/header_list.ts";
 import { ProxyError } from "../../domain/errors.ts";
 import type { LoadBalanceRouteConfig, ProxyRouteConfig } from "../../config/schema.ts";
@@ -141,15 +141,13 @@ export async function proxyAction(
   }
 
   const build = (target: string): UpstreamRequest => {
-    const url = new URL(
-      upstreamUrl(target, {
-        path: ctx.path,
-        prefix: compiled.prefix,
-        rewrite: route.path_rewrite,
-        query: ctx.query,
-      }),
-    );
-    const headers = upstreamHeaders(ctx, route, url);
+    const to = upstreamTarget(target, {
+      path: ctx.path,
+      prefix: compiled.prefix,
+      rewrite: route.path_rewrite,
+      query: ctx.query,
+    });
+    const headers = upstreamHeaders(ctx, route, to.origin);
     if (headerRule) applyHeaderRules(headerRule, headers, ruleOpts);
     if (replaced) {
       for (const h of STALE_BODY_HEADERS) headers.delete(h);
@@ -157,7 +155,8 @@ export async function proxyAction(
       headers.set("content-length", String(replaced.bytes.byteLength));
     }
     return {
-      url,
+      origin: to.origin,
+      target: to.path,
       method: ctx.req.method,
       headers,
       body: replaced ? replaced.bytes : body,

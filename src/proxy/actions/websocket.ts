@@ -4,7 +4,7 @@
 // apply; the WebSocketProxy port does the handshake and relaying (adapters/websocket_deno.ts).
 
 import { setForwardingHeaders, stripHopByHop } from "../../domain/headers.ts";
-import { upstreamUrl } from "../../domain/rewrite.ts";
+import { upstreamTarget } from "../../domain/rewrite.ts";
 import { ProxyError } from "../../domain/errors.ts";
 import type {
   LoadBalanceRouteConfig,
@@ -151,14 +151,15 @@ export async function websocketAction(
   ctx.req = new Request(original.url, { method: original.method, headers: original.headers });
 
   const build = (target: string): UpstreamRequest => {
-    const url = toWebSocketUrl(upstreamUrl(target, {
+    const to = upstreamTarget(target, {
       path: ctx.path,
       prefix: compiled.prefix,
       rewrite: route.path_rewrite,
       query: ctx.query,
-    }));
+    });
     return {
-      url,
+      origin: to.origin,
+      target: to.path,
       method: "GET",
       headers: new Headers(headers),
       body: null,
@@ -175,7 +176,7 @@ export async function websocketAction(
   const client: UpstreamClient = {
     send: (u) =>
       ws.proxy(original, {
-        url: u.url,
+        url: toWebSocketUrl(u.origin.origin + u.target),
         headers: u.headers instanceof Headers ? u.headers : new Headers([...u.headers]),
         protocols,
         route: compiled.id,

@@ -122,7 +122,7 @@ export function clientKey(limit: CompiledRateLimit, ctx: RequestContext): string
       return v === null || v === "" ? null : `c:${v}`;
     }
     case "query": {
-      const v = ctx.url.searchParams.get(c.query_param ?? "");
+      const v = new URLSearchParams(ctx.query).get(c.query_param ?? "");
       return v === null || v === "" ? null : `q:${v}`;
     }
   }
