@@ -238,7 +238,17 @@ export function parseResponseHead(
       framing = "close";
       close = true;
     } else framing = "chunked";
-    if (contentLength >= 0) close = true;
+    if (contentLength >= 0) {
+      // Both: a sign of response splitting. A proxy that forwards it must drop Content-Length
+      // (§6.3), or the client would cut the decoded body at the stated length.
+      close = true;
+      contentLength = -1;
+      for (let i = headers.length - 1; i >= 0; i--) {
+        if (headers[i][0].length === 14 && headers[i][0].toLowerCase() === "content-length") {
+          headers.splice(i, 1);
+        }
+      }
+    }
   } else if (contentLength >= 0) {
     framing = "length";
   } else {

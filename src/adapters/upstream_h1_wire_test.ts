@@ -56,3 +56,18 @@ Deno.test("requestHead frames the body; headInto writes an ASCII head in place o
   assert.equal(bytes.length, latin.length);
   assert.ok(bytes.includes(0xe9));
 });
+
+Deno.test("parseResponseHead drops Content-Length when Transfer-Encoding frames the body", () => {
+  const opts = { maxBytes: 8192, method: "GET" };
+  const both = bytes(
+    "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nX-A: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+  );
+  const res = parseResponseHead(both, 0, both.length, opts)!;
+  assert.equal(res.framing, "chunked");
+  assert.equal(res.contentLength, -1);
+  assert.deepEqual(res.headers, [["X-A", "1"]]);
+  assert.equal(res.close, true, "the connection is not reused after such a response");
+  // Only Content-Length: the field stays.
+  const one = bytes("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n");
+  assert.deepEqual(parseResponseHead(one, 0, one.length, opts)!.headers, [["Content-Length", "3"]]);
+});
