@@ -137,6 +137,16 @@ export async function exchange(
 
   if (res.framing === "none") {
     part(true);
+    // A null body makes Deno.serve send "content-length: 0", which for HEAD would claim an empty
+    // GET body (RFC 9110 §9.3.2): without an upstream length, an empty stream sends no length.
+    const headNoLength = req.method === "HEAD" && res.contentLength < 0 &&
+      !NULL_BODY_STATUS.has(res.status);
+    return respond(res, headNoLength ? new ReadableStream({ start: (c) => c.close() }) : null);
+  }
+  if (res.status === 205) {
+    // A 205 has no content (RFC 9110 §15.3.6) and the Fetch API refuses one: an empty body is
+    // consumed, anything else means the connection is not reused.
+    part(res.framing === "length" && res.contentLength === 0);
     return respond(res, null);
   }
   if (res.framing === "length" && res.contentLength <= limits.bufferLimit) {
@@ -163,6 +173,9 @@ export async function exchange(
   out[BODY_BYTES] = counter;
   return out;
 }
+
+/** Statuses the Fetch API allows no body for (a Response with one throws). */
+const NULL_BODY_STATUS = new Set([101, 103, 204, 205, 304]);
 
 /** What the Fetch API accepts as a reason phrase (HTAB, SP, VCHAR, obs-text). */
 const REASON_PHRASE = /^[\t\x20-\x7e\x80-\xff]*$/;
@@ -317,7 +330,10 @@ function bodyStream(
         conn.start = lf + 1;
         state = remaining === 0 ? 3 : 1;
       } else if (state === 2) {
-        if (lf - conn.start > 1) throw new ProxyError("protocol", "Missing CRLF after chunk");
+        const n = lf - conn.start; // CRLF (or a bare LF) must follow the data (RFC 9112 §7.1)
+        if (n > 1 || (n === 1 && conn.buf[conn.start] !== 13)) {
+          throw new ProxyError("protocol", "Missing CRLF after chunk");
+        }
         conn.start = lf + 1;
         state = 0;
       } else {

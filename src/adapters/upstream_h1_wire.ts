@@ -166,13 +166,14 @@ export function parseResponseHead(
     throw protocolError(`Invalid upstream status line "${statusLine.slice(0, 40)}"`);
   }
   const minor = statusLine.charCodeAt(7) - 48;
-  const status = Number(statusLine.slice(9, 12));
-  if (
-    (minor !== 0 && minor !== 1) || !(status >= 100 && status <= 999) || !Number.isInteger(status)
-  ) {
+  const status = threeDigits(statusLine);
+  if ((minor !== 0 && minor !== 1) || status < 100) {
     throw protocolError(`Invalid upstream status line "${statusLine.slice(0, 40)}"`);
   }
   const statusText = statusLine.length > 13 ? statusLine.slice(13) : "";
+  // Framing fields are read after the loop, so a folded line could not be put back where it
+  // belongs before they were interpreted: such a head is refused, as nginx does (RFC 9112 §5.2
+  // allows either).
 
   const headers: [string, string][] = [];
   let contentLength = -1;
@@ -184,20 +185,13 @@ export function parseResponseHead(
     const lineEnd = text.charCodeAt(eol - 1) === 13 ? eol - 1 : eol;
     if (lineEnd === pos) break; // the empty line
     const c0 = text.charCodeAt(pos);
-    if (c0 === 32 || c0 === 9) {
-      // obs-fold: replace with SP (RFC 9112 §5.2)
-      if (headers.length === 0) throw protocolError("Invalid upstream header folding");
-      const last = headers[headers.length - 1];
-      last[1] += " " + text.slice(pos, lineEnd).trim();
-      pos = eol + 1;
-      continue;
-    }
+    if (c0 === 32 || c0 === 9) throw protocolError("Folded upstream header line (obs-fold)");
     const colon = text.indexOf(":", pos);
     if (colon <= pos || colon > lineEnd) throw protocolError("Invalid upstream header line");
     const name = text.slice(pos, colon);
     const nc = name.charCodeAt(name.length - 1);
     if (nc === 32 || nc === 9) throw protocolError("Whitespace before colon in upstream header");
-    const value = text.slice(colon + 1, lineEnd).trim();
+    const value = trimOws(text, colon + 1, lineEnd);
     pos = eol + 1;
     const lower = HOP_LENGTHS[name.length] ? name.toLowerCase() : "";
     if (lower === "content-length") {
@@ -233,11 +227,14 @@ export function parseResponseHead(
   ) {
     framing = "none";
   } else if (te !== null) {
-    // Transfer-Encoding overrides Content-Length; chunked must be the final coding (§6.3).
-    if (!lastTokenIs(te, "chunked")) {
-      framing = "close";
-      close = true;
-    } else framing = "chunked";
+    // Transfer-Encoding overrides Content-Length (§6.3). Only chunked is decoded here: any other
+    // coding would reach the client still applied with nothing saying so (§6.1).
+    if (!isChunkedOnly(te)) {
+      throw protocolError(`Unsupported upstream Transfer-Encoding "${te.slice(0, 40)}"`);
+    }
+    framing = "chunked";
+    // An HTTP/1.0 message with Transfer-Encoding has faulty framing: close after it (§6.1).
+    if (minor === 0) close = true;
     if (contentLength >= 0) {
       // Both: a sign of response splitting. A proxy that forwards it must drop Content-Length
       // (§6.3), or the client would cut the decoded body at the stated length.
@@ -290,9 +287,29 @@ function tokens(list: string): string[] {
   return list.split(",").map((t) => t.trim().toLowerCase()).filter(Boolean);
 }
 
-function lastTokenIs(list: string, token: string): boolean {
-  const parts = list.split(",");
-  return parts[parts.length - 1].trim().toLowerCase() === token;
+/** True when the Transfer-Encoding list is exactly one "chunked" (it must not repeat). */
+function isChunkedOnly(list: string): boolean {
+  const parts = tokens(list);
+  return parts.length === 1 && parts[0] === "chunked";
+}
+
+/** The status code of a status line: exactly three digits, then SP or the end; else -1. */
+function threeDigits(line: string): number {
+  let n = 0;
+  for (let i = 9; i < 12; i++) {
+    const d = line.charCodeAt(i) - 48;
+    if (!(d >= 0 && d <= 9)) return -1;
+    n = n * 10 + d;
+  }
+  return line.length === 12 || line.charCodeAt(12) === 32 ? n : -1;
+}
+
+/** text[start, end) without leading and trailing SP and HTAB (OWS): String.trim would also
+ * strip 0xA0, the last byte of many UTF-8 characters read as Latin-1. */
+function trimOws(text: string, start: number, end: number): string {
+  while (start < end && (text.charCodeAt(start) === 32 || text.charCodeAt(start) === 9)) start++;
+  while (end > start && (text.charCodeAt(end - 1) === 32 || text.charCodeAt(end - 1) === 9)) end--;
+  return text.slice(start, end);
 }
 
 /**
@@ -302,6 +319,7 @@ function lastTokenIs(list: string, token: string): boolean {
 export function parseChunkSize(buf: Uint8Array, start: number, lf: number): number {
   let n = 0;
   let digits = 0;
+  let significant = 0;
   for (let i = start; i < lf; i++) {
     const c = buf[i];
     let d: number;
@@ -310,7 +328,9 @@ export function parseChunkSize(buf: Uint8Array, start: number, lf: number): numb
     else if (c >= 65 && c <= 70) d = c - 55;
     else if (c === 59 || c === 13 || c === 32 || c === 9) break; // ext, CR, BWS
     else throw protocolError("Invalid chunk size from upstream");
-    if (++digits > 12) throw protocolError("Chunk size from upstream too large");
+    digits++;
+    if (n === 0 && d === 0) continue; // leading zeros: any number of them (1*HEXDIG)
+    if (++significant > 12) throw protocolError("Chunk size from upstream too large");
     n = n * 16 + d;
   }
   if (digits === 0) throw protocolError("Invalid chunk size from upstream");

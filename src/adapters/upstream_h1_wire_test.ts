@@ -1,5 +1,12 @@
 import assert from "node:assert/strict";
-import { headBytes, headInto, latin1, parseResponseHead, requestHead } from "./upstream_h1_wire.ts";
+import {
+  headBytes,
+  headInto,
+  latin1,
+  parseChunkSize,
+  parseResponseHead,
+  requestHead,
+} from "./upstream_h1_wire.ts";
 
 const bytes = (...parts: (string | number[])[]) =>
   new Uint8Array(
@@ -70,4 +77,61 @@ Deno.test("parseResponseHead drops Content-Length when Transfer-Encoding frames 
   // Only Content-Length: the field stays.
   const one = bytes("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n");
   assert.deepEqual(parseResponseHead(one, 0, one.length, opts)!.headers, [["Content-Length", "3"]]);
+});
+
+Deno.test("parseResponseHead refuses what RFC 9112 does not allow a proxy to guess at", () => {
+  const opts = { maxBytes: 8192, method: "GET" };
+  const parse = (text: string) => {
+    const b = bytes(text);
+    return parseResponseHead(b, 0, b.length, opts);
+  };
+  // status-code is three digits followed by SP (§4)
+  for (
+    const line of ["HTTP/1.1 2001 OK", "HTTP/1.1 200OK", "HTTP/1.1 1e2 Continue", "HTTP/1.1 20 x"]
+  ) {
+    assert.throws(() => parse(`${line}\r\nContent-Length: 0\r\n\r\n`), /status line/, line);
+  }
+  assert.equal(parse("HTTP/1.1 200\r\nContent-Length: 0\r\n\r\n")!.status, 200);
+  assert.equal(parse("HTTP/1.1 404 \r\nContent-Length: 0\r\n\r\n")!.statusText, "");
+  // obs-fold could hide a framing field's value: refused, as nginx does (§5.2)
+  assert.throws(
+    () => parse("HTTP/1.1 200 OK\r\nX-A: 1\r\nTransfer-Encoding:\r\n chunked\r\n\r\n"),
+    /obs-fold/,
+  );
+  // Only chunked is decoded; another coding would pass on still applied (§6.1)
+  for (const te of ["gzip, chunked", "chunked, chunked", "gzip", "identity"]) {
+    assert.throws(
+      () => parse(`HTTP/1.1 200 OK\r\nTransfer-Encoding: ${te}\r\n\r\n`),
+      /Transfer-Encoding/,
+      te,
+    );
+  }
+  assert.equal(parse("HTTP/1.1 200 OK\r\nTransfer-Encoding: Chunked \r\n\r\n")!.framing, "chunked");
+  // HTTP/1.0 with Transfer-Encoding: faulty framing, never reused (§6.1)
+  const old = parse(
+    "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n",
+  )!;
+  assert.equal(old.framing, "chunked");
+  assert.equal(old.close, true);
+});
+
+Deno.test("parseResponseHead trims only SP and HTAB around a value", () => {
+  const opts = { maxBytes: 8192, method: "GET" };
+  // "voilà" in UTF-8 ends in 0xA0, which String.prototype.trim would strip.
+  const b = bytes(
+    "HTTP/1.1 200 OK\r\nX-Word: \t voil",
+    [0xc3, 0xa0],
+    " \t\r\nContent-Length: 0\r\n\r\n",
+  );
+  const res = parseResponseHead(b, 0, b.length, opts)!;
+  assert.deepEqual(res.headers[0], ["X-Word", "voil\u00c3\u00a0"]);
+});
+
+Deno.test("parseChunkSize takes any number of leading zeros but not a size past 12 hex digits", () => {
+  const size = (s: string) => parseChunkSize(bytes(s + "\r\n"), 0, s.length + 1);
+  assert.equal(size("0000000000000000005"), 5);
+  assert.equal(size("a;ext=1"), 10);
+  assert.equal(size("0"), 0);
+  assert.throws(() => size("1000000000000"), /too large/);
+  assert.throws(() => size("x"), /Invalid chunk size/);
 });
