@@ -24,23 +24,30 @@ export const NO_BODY: BodySource = Object.freeze({ replayable: true, next: () =>
 export async function bodySource(
   body: ReadableStream<Uint8Array> | Uint8Array<ArrayBuffer> | null,
   headers: Headers,
-  wanted: boolean,
+  o: { wanted: boolean; idleMs: number },
 ): Promise<BodySource> {
   if (!body) return NO_BODY;
   if (body instanceof Uint8Array) return { replayable: true, next: () => body };
   const declared = Number(headers.get("content-length") ?? NaN);
-  if (!wanted || declared > REPLAY_CAP) return once(body);
+  if (!o.wanted || declared > REPLAY_CAP) return once(body);
   const reader = body.getReader();
   const chunks: Uint8Array[] = [];
   let size = 0;
-  while (size <= REPLAY_CAP) {
-    const r = await reader.read();
-    if (r.done) {
-      const bytes = concat(chunks, size);
-      return { replayable: true, next: () => bytes };
+  // Read before any upstream is chosen: a client that stalls gets 408 here (afterwards the
+  // upstream client's idle timeout watches the rest).
+  const watched = new WatchedRead(reader, o.idleMs);
+  try {
+    while (size <= REPLAY_CAP) {
+      const r = await watched.read();
+      if (r.done) {
+        const bytes = concat(chunks, size);
+        return { replayable: true, next: () => bytes };
+      }
+      chunks.push(r.value);
+      size += r.value.byteLength;
     }
-    chunks.push(r.value);
-    size += r.value.byteLength;
+  } finally {
+    watched.done();
   }
   // Over the cap: replay what was read, then pass the rest through.
   let i = 0;
@@ -109,6 +116,37 @@ function watch(w: BodyWait): void {
 }
 
 /**
+ * Reads a client's body chunk by chunk under the shared ticker: a pause of more than `idleMs`
+ * between chunks (0: no limit) rejects with `request_timeout` (408), a failing body with
+ * `client_gone`. `done()` stops the watch.
+ */
+class WatchedRead implements BodyWait {
+  since = tickTime;
+  expired = false;
+  constructor(readonly reader: ReadableStreamDefaultReader<Uint8Array>, readonly idleMs: number) {
+    if (idleMs > 0) watch(this);
+  }
+  expire(): void {
+    this.expired = true;
+    this.reader.cancel().catch(() => {});
+  }
+  async read(): Promise<ReadableStreamReadResult<Uint8Array>> {
+    const r = await readClientChunk(this.reader);
+    if (this.expired) {
+      throw new ProxyError(
+        "request_timeout",
+        `The request body paused for more than ${this.idleMs} ms (timeouts.idle)`,
+      );
+    }
+    this.since = tickTime;
+    return r;
+  }
+  done(): void {
+    waits.delete(this);
+  }
+}
+
+/**
  * Reads a body of exactly `length` bytes into one buffer, so that it goes upstream in the same
  * write as the request head and can be replayed. A pause of more than `idleMs` between chunks (0:
  * no limit) rejects with `request_timeout` (408); a body that ends short, or goes on past
@@ -120,27 +158,12 @@ export async function readWhole(
   idleMs: number,
 ): Promise<Uint8Array<ArrayBuffer>> {
   const reader = body.getReader();
-  let expired = false;
-  const wait: BodyWait = {
-    since: tickTime,
-    idleMs,
-    expire() {
-      expired = true;
-      reader.cancel().catch(() => {});
-    },
-  };
-  if (idleMs > 0) watch(wait);
+  const watched = new WatchedRead(reader, idleMs);
   let out: Uint8Array<ArrayBuffer> | undefined;
   let got = 0;
   try {
     for (;;) {
-      const r = await readClientChunk(reader);
-      if (expired) {
-        throw new ProxyError(
-          "request_timeout",
-          `The request body paused for more than ${idleMs} ms (timeouts.idle)`,
-        );
-      }
+      const r = await watched.read();
       if (r.done) break;
       const chunk = r.value;
       if (got + chunk.byteLength > length) {
@@ -155,10 +178,9 @@ export async function readWhole(
         out.set(chunk, got);
       }
       got += chunk.byteLength;
-      wait.since = tickTime;
     }
   } finally {
-    waits.delete(wait);
+    watched.done();
   }
   if (got !== length) {
     throw new ProxyError("bad_request", "Request body shorter than its Content-Length");

@@ -71,9 +71,10 @@ export async function forward(
     tried.add(i);
     const id = pool.ids[i];
     const req = opts.build(id);
-    body ??= req.body === null
-      ? NO_BODY
-      : await bodySource(req.body, ctx.req.headers, pool.retries.attempts > 0);
+    body ??= req.body === null ? NO_BODY : await bodySource(req.body, ctx.req.headers, {
+      wanted: pool.retries.attempts > 0,
+      idleMs: req.timeouts.idle,
+    });
     req.body = body.next();
     ctx.upstream = id;
     deps.logger.debug("Upstream selected", {
