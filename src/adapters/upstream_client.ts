@@ -223,8 +223,15 @@ export function createUpstreamClient(opts: UpstreamClientOptions = {}): PooledUp
     // Not async: an HTTP/1.1 request goes straight to sendH1's promise, one frame and one
     // promise fewer per request.
     send(req: UpstreamRequest): Promise<Response> {
-      const declared = req.body instanceof Uint8Array ? req.headers.get("content-length") : null;
-      if (declared !== null && Number(declared) !== (req.body as Uint8Array).byteLength) {
+      // The head's framing must match the bytes sent, or the upstream would read the next
+      // request on the connection as part of this one.
+      const declared = req.headers.get("content-length");
+      if (
+        declared !== null &&
+        (req.body instanceof Uint8Array
+          ? Number(declared) !== req.body.byteLength
+          : req.body === null && Number(declared) !== 0)
+      ) {
         const msg = "Request body length differs from its Content-Length";
         return Promise.reject(new ProxyError("bad_request", msg, { sentNothing: true }));
       }

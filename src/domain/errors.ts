@@ -6,6 +6,7 @@ export type ErrorKind =
   | "bad_request" // malformed or unnormalizable request: 400
   | "not_found" // no route: 404
   | "method_not_allowed" // 405
+  | "not_implemented" // a method or request framing Prox cannot forward: 501
   | "body_too_large" // request body over the limit: 413
   | "header_too_large" // 431
   | "request_timeout" // the client paused its request body too long: 408
@@ -48,6 +49,7 @@ const STATUS: Record<ErrorKind, number> = {
   bad_request: 400,
   not_found: 404,
   method_not_allowed: 405,
+  not_implemented: 501,
   body_too_large: 413,
   header_too_large: 431,
   request_timeout: 408,
@@ -67,6 +69,7 @@ const REASON: Record<ErrorKind, string> = {
   bad_request: "Bad request",
   not_found: "Not found",
   method_not_allowed: "Method not allowed",
+  not_implemented: "Not implemented",
   body_too_large: "Request body too large",
   header_too_large: "Request header fields too large",
   request_timeout: "Request timeout",

@@ -84,7 +84,10 @@ function stripPort(s: string): string {
 export interface ForwardInfo {
   peer: string;
   trustedPeer: boolean;
+  /** The client's scheme (from a trusted X-Forwarded-Proto, else this hop's). */
   scheme: "http" | "https";
+  /** The scheme of the connection to Prox: what Forwarded's proto describes (RFC 7239 §5.4). */
+  hopScheme: "http" | "https";
   host: string;
   /** Incoming HTTP version for Via: "1.1", "2", "3". */
   version: string;
@@ -110,7 +113,7 @@ export function setForwardingHeaders(h: HeaderMap, f: ForwardInfo): void {
   if (f.rfc7239) {
     const node = f.peer.includes(":") ? `"[${f.peer}]"` : f.peer;
     const hostPart = f.host ? `;host="${f.host.replace(/["\\]/g, "")}"` : "";
-    const entry = `for=${node};proto=${f.scheme}${hostPart}`;
+    const entry = `for=${node};proto=${f.hopScheme}${hostPart}`;
     const priorFwd = f.trustedPeer ? h.get("forwarded") : null;
     h.set("forwarded", priorFwd ? `${priorFwd}, ${entry}` : entry);
   } else if (!f.trustedPeer) {

@@ -52,6 +52,7 @@ Deno.test("setForwardingHeaders replaces client-sent values from untrusted peers
     peer: "1.2.3.4",
     trustedPeer: false,
     scheme: "https",
+    hopScheme: "https",
     host: "site",
     version: "1.1",
     rfc7239: false,
@@ -68,12 +69,15 @@ Deno.test("setForwardingHeaders appends for trusted peers and writes RFC 7239 Fo
   setForwardingHeaders(h, {
     peer: "::1",
     trustedPeer: true,
-    scheme: "http",
+    scheme: "https",
+    hopScheme: "http",
     host: "site",
     version: "2",
     rfc7239: true,
   });
   assert.equal(h.get("x-forwarded-for"), "9.9.9.9, ::1");
+  // The client's scheme (told by the trusted peer) for X-Forwarded-Proto; this hop's in Forwarded.
+  assert.equal(h.get("x-forwarded-proto"), "https");
   assert.equal(h.get("forwarded"), 'for="[::1]";proto=http;host="site"');
 });
 

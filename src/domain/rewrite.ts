@@ -67,6 +67,23 @@ export function plainPath(url: string): string | null {
   return PLAIN_PATH.test(path) && !path.includes("/.") ? path : null;
 }
 
+/**
+ * The authority of an absolute request URL as it was written (no URL parsing: case and port
+ * kept), or null when it has none. The HTTP server writes the request target's authority there
+ * (absolute form, HTTP/2 `:authority`) and otherwise the Host field.
+ */
+export function authorityOf(url: string): string | null {
+  const scheme = url.indexOf("://");
+  if (scheme < 0) return null;
+  let end = scheme + 3;
+  while (end < url.length) {
+    const c = url.charCodeAt(end);
+    if (c === 47 || c === 63 || c === 35 || c === 92) break; // / ? # \
+    end++;
+  }
+  return end > scheme + 3 ? url.slice(scheme + 3, end) : null;
+}
+
 /** The raw query string of a request URL including its `?`, or "" (never re-encoded). */
 export function rawQuery(url: string): string {
   const hash = url.indexOf("#");

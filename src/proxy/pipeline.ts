@@ -11,7 +11,7 @@
 
 import { ProxyError, toProxyError } from "../domain/errors.ts";
 import { isTrusted, resolveClientIp } from "../domain/headers.ts";
-import { normalizePath, plainPath, rawQuery } from "../domain/rewrite.ts";
+import { authorityOf, normalizePath, plainPath, rawQuery } from "../domain/rewrite.ts";
 import { BODY_BYTES } from "../ports.ts";
 import type { ClientInfo, CountedResponse, Handler } from "../ports.ts";
 import type { PipelineDeps, RequestContext } from "./context.ts";
@@ -65,13 +65,16 @@ function identify(
   nextId: () => string,
 ): RequestContext {
   const snapshot = deps.snapshot();
-  // Most request URLs need no parsing: a URL object is made only for an unusual path or when
-  // there is no Host field to take the host from (HTTP/2 and HTTP/3 carry it in the URL).
-  let host = req.headers.get("host");
+  // The host is the request target's authority when it has one (absolute form, HTTP/2 and 3),
+  // else the Host field's (RFC 9112 §3.2.2, RFC 9113 §8.3.1): the request URL's authority either
+  // way. Most request URLs need no parsing: a URL object is made only for an unusual one.
+  const hostField = req.headers.get("host");
+  let host = authorityOf(req.url);
   let path = plainPath(req.url);
   let invalid: string | null = null;
-  if (host !== null && !HOST_FIELD.test(host)) invalid = "Invalid Host header";
-  else if (path === null || host === null) {
+  if (hostField !== null && !HOST_FIELD.test(hostField)) invalid = "Invalid Host header";
+  else if (host !== null && host !== hostField && !HOST_FIELD.test(host)) host = null;
+  if (invalid === null && (path === null || host === null)) {
     try {
       const url = new URL(req.url);
       path ??= url.pathname;
@@ -122,6 +125,12 @@ async function handle(ctx: RequestContext, deps: PipelineDeps): Promise<Response
   if (ctx.invalid !== null) {
     return errorResponse("bad_request", ctx.requestId, { message: ctx.invalid });
   }
+  const method = ctx.req.method;
+  if (method === "CONNECT") {
+    return errorResponse("not_implemented", ctx.requestId, { message: "CONNECT is not supported" });
+  }
+  // As nginx: TRACE would echo cookies and credentials back through every proxy on the way.
+  if (method === "TRACE") return errorResponse("method_not_allowed", ctx.requestId);
   const maxHeader = ctx.snapshot.config.limits.max_header_bytes;
   if (maxHeader !== undefined && headerBytes(ctx.req.headers) > maxHeader) {
     throw new ProxyError("header_too_large", `Request header fields exceed ${maxHeader} bytes`);

@@ -81,6 +81,7 @@ export function upstreamHeaders(
     peer: ctx.info.remoteAddr.hostname,
     trustedPeer: ctx.trustedPeer,
     scheme: ctx.scheme,
+    hopScheme: ctx.info.tls ? "https" : "http",
     host: ctx.host,
     version: VIA_VERSION[ctx.info.protocol],
     rfc7239: route.forwarded,
@@ -108,6 +109,20 @@ export async function proxyAction(
     throw new ProxyError("body_too_large", `Content-Length ${declared} exceeds ${limit}`);
   }
   let body: ReadableStream<Uint8Array> | Uint8Array<ArrayBuffer> | null = ctx.req.body;
+  const te = ctx.req.headers.get("transfer-encoding");
+  if (te !== null && te.trim().toLowerCase() !== "chunked") {
+    // Only chunked is decoded on the way in; another coding would go upstream unlabelled.
+    throw new ProxyError("not_implemented", `Unsupported Transfer-Encoding "${te.slice(0, 40)}"`);
+  }
+  if (body === null && (length > 0 || te !== null)) {
+    // The Fetch API gives a GET or HEAD request no body, even one the client sent. Its
+    // Content-Length must not go upstream without it: the upstream would take the next request
+    // on the connection as the rest of this one.
+    throw new ProxyError(
+      "not_implemented",
+      `A ${ctx.req.method} request with a body cannot be forwarded`,
+    );
+  }
 
   const compiled = ctx.route!;
   const { requestHeaders, requestBody } = compiled.rules;

@@ -95,6 +95,7 @@ export function handshakeHeaders(
     peer: ctx.info.remoteAddr.hostname,
     trustedPeer: ctx.trustedPeer,
     scheme: ctx.scheme,
+    hopScheme: ctx.info.tls ? "https" : "http",
     host: ctx.host,
     version: "1.1",
     rfc7239: route.type !== "websocket" && route.forwarded,

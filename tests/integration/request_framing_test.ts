@@ -1,0 +1,186 @@
+// Client requests at the edges of HTTP/1.1 framing (RFC 9112 §3, §6), sent on raw sockets: what
+// a raw upstream receives must match what the request head says, whatever the client sent.
+import assert from "node:assert/strict";
+import { waitFor } from "../_harness.ts";
+import { rawServer } from "../_upstream_peers.ts";
+import { memoryLogger } from "./_acme.ts";
+import { startProxy } from "./_proxy.ts";
+
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+
+/** A raw upstream that records each request (head and Content-Length body) and answers 200. */
+function recordingUpstream() {
+  const seen: string[] = [];
+  const server = rawServer(async (c) => {
+    let buf = "";
+    const chunk = new Uint8Array(65536);
+    for (;;) {
+      const end = buf.indexOf("\r\n\r\n");
+      const length = Number(/\r\ncontent-length: *(\d+)/i.exec(buf.slice(0, end))?.[1] ?? 0);
+      if (end >= 0 && buf.length >= end + 4 + length) {
+        const request = buf.slice(0, end + 4 + length);
+        buf = buf.slice(request.length);
+        seen.push(request);
+        const path = request.slice(request.indexOf(" ") + 1, request.indexOf(" HTTP/"));
+        await c.write(
+          enc.encode(`HTTP/1.1 200 OK\r\ncontent-length: ${path.length}\r\n\r\n${path}`),
+        );
+        continue;
+      }
+      const n = await c.read(chunk);
+      if (n === null) return;
+      buf += dec.decode(chunk.subarray(0, n));
+    }
+  });
+  return { server, seen };
+}
+
+/** Writes `text` on a new connection and reads until the server closes it or `until` matches. */
+async function raw(port: number, text: string, until?: RegExp): Promise<string> {
+  const c = await Deno.connect({ hostname: "127.0.0.1", port });
+  try {
+    await c.write(enc.encode(text));
+    let out = "";
+    const buf = new Uint8Array(16384);
+    while (!until?.test(out)) {
+      const n = await c.read(buf).catch(() => null);
+      if (n === null) break;
+      out += dec.decode(buf.subarray(0, n));
+    }
+    return out;
+  } finally {
+    c.close();
+  }
+}
+
+Deno.test("a GET or HEAD body cannot smuggle a request onto a pooled upstream connection", async () => {
+  const up = recordingUpstream();
+  await using _up = up.server;
+  await using prox = await startProxy(`
+health_check: { enabled: false }
+routes:
+  "/": { type: proxy, target: "${up.server.url}" }
+`);
+  // Deno gives a GET no body, so Prox used to send its Content-Length alone: the upstream then
+  // read the start of the next request on the connection as that body.
+  const inner = "GET /admin HTTP/1.1\r\nHost: internal\r\n\r\n";
+  for (const method of ["GET", "HEAD"]) {
+    const res = await raw(
+      prox.port,
+      `${method} /first HTTP/1.1\r\nHost: a.test\r\nContent-Length: 10\r\nConnection: close\r\n\r\n0123456789`,
+    );
+    assert.match(res, /^HTTP\/1\.1 501 /, method);
+  }
+  const post = await raw(
+    prox.port,
+    `POST /innocent HTTP/1.1\r\nHost: a.test\r\nContent-Length: ${inner.length}\r\n` +
+      `Connection: close\r\n\r\n${inner}`,
+  );
+  assert.match(post, /^HTTP\/1\.1 200 /);
+  assert.ok(post.endsWith("/innocent"), post);
+  assert.equal(up.seen.length, 1, "only the POST reached the upstream");
+  assert.match(up.seen[0], /^POST \/innocent /);
+  assert.ok(up.seen[0].endsWith(inner));
+  // A GET without a body, and one with Content-Length: 0, still go through.
+  const zero = await raw(
+    prox.port,
+    "GET /zero HTTP/1.1\r\nHost: a.test\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+  );
+  assert.match(zero, /^HTTP\/1\.1 200 /);
+});
+
+Deno.test("unsupported framing and methods get 501 or 405, never reach the upstream", async () => {
+  const up = recordingUpstream();
+  await using _up = up.server;
+  await using prox = await startProxy(`
+health_check: { enabled: false }
+routes:
+  "/": { type: proxy, target: "${up.server.url}" }
+`);
+  const gz = await raw(
+    prox.port,
+    "POST /gz HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: gzip, chunked\r\nConnection: close\r\n\r\n" +
+      "5\r\nhello\r\n0\r\n\r\n",
+  );
+  assert.match(gz, /^HTTP\/1\.1 501 /);
+  const connect = await raw(
+    prox.port,
+    "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
+    /\r\n\r\n[\s\S]*\n$/,
+  );
+  assert.match(connect, /^HTTP\/1\.1 501 /);
+  const trace = await raw(
+    prox.port,
+    "TRACE / HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n",
+  );
+  assert.match(trace, /^HTTP\/1\.1 405 /);
+  assert.deepEqual(up.seen, []);
+});
+
+Deno.test("the request target's authority picks the route, not a different Host", async () => {
+  const up = recordingUpstream();
+  await using _up = up.server;
+  await using prox = await startProxy(`
+health_check: { enabled: false }
+routes:
+  "a.example/": { type: proxy, target: "${up.server.url}/a" }
+  "/": { type: proxy, target: "${up.server.url}/default" }
+`);
+  const absolute = await raw(
+    prox.port,
+    "GET http://a.example/x HTTP/1.1\r\nHost: b.example\r\nConnection: close\r\n\r\n",
+  );
+  assert.ok(absolute.endsWith("/a/x"), absolute); // RFC 9112 §3.2.2: Host is ignored
+  const origin = await raw(
+    prox.port,
+    "GET /x HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\n\r\n",
+  );
+  assert.ok(origin.endsWith("/a/x"), origin);
+  assert.match(up.seen[0], /\r\nx-forwarded-host: a\.example\r\n/i);
+});
+
+Deno.test("a chunked body that stalls before an upstream is chosen gets 408; one cut off is no error", async () => {
+  const up = recordingUpstream();
+  await using _up = up.server;
+  const logger = memoryLogger();
+  await using prox = await startProxy(
+    `
+health_check: { enabled: false }
+routes:
+  "/": { type: proxy, target: "${up.server.url}", timeouts: { idle: 200ms } }
+`,
+    { logger },
+  );
+  // Kept for retries (no length, so read before an upstream is chosen): the idle timeout applies.
+  const t0 = performance.now();
+  const c = await Deno.connect({ hostname: "127.0.0.1", port: prox.port });
+  try {
+    await c.write(enc.encode(
+      "POST /up HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+    ));
+    const buf = new Uint8Array(4096);
+    const n = await c.read(buf);
+    assert.match(dec.decode(buf.subarray(0, n ?? 0)), /^HTTP\/1\.1 408 /);
+    assert.ok(performance.now() - t0 >= 190, "not before the idle timeout");
+  } finally {
+    c.close();
+  }
+  // A client that leaves in the middle of such a body is no internal error.
+  const gone = await Deno.connect({ hostname: "127.0.0.1", port: prox.port });
+  await gone.write(enc.encode(
+    "POST /gone HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+  ));
+  gone.close();
+  const done = await raw(
+    prox.port,
+    "POST /ok HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n" +
+      "5\r\nhello\r\n0\r\n\r\n",
+  );
+  assert.match(done, /^HTTP\/1\.1 200 /);
+  assert.deepEqual(up.seen.map((r) => r.slice(0, r.indexOf("\r\n"))), ["POST /ok HTTP/1.1"]);
+  const gotGone = () => logger.lines.find((l) => l.includes('"path":"/gone"'));
+  await waitFor(() => gotGone() !== undefined, { what: "the access record of /gone" });
+  assert.match(gotGone()!, /"status":499/);
+  assert.deepEqual(logger.lines.filter((l) => l.startsWith("error")), []);
+});
