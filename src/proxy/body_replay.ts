@@ -188,13 +188,31 @@ export async function readWhole(
   return out ?? new Uint8Array(0);
 }
 
-/** A body that streams once; it can be handed out again only if nobody started reading it. */
+/**
+ * A body that streams once; it can be handed out again only if nobody has read from it yet.
+ * (`locked` cannot tell: a reader that has drained or cancelled the stream releases its lock.)
+ */
 function once(body: ReadableStream<Uint8Array>): BodySource {
+  let touched = false;
+  let reader: ReadableStreamDefaultReader<Uint8Array> | undefined;
+  const tracked = new ReadableStream<Uint8Array>({
+    async pull(c) {
+      touched = true;
+      reader ??= body.getReader();
+      const r = await reader.read();
+      if (r.done) c.close();
+      else c.enqueue(r.value);
+    },
+    cancel(reason) {
+      touched = true;
+      return (reader ?? body).cancel(reason);
+    },
+  }, { highWaterMark: 0 });
   return {
     get replayable() {
-      return !body.locked;
+      return !touched && !tracked.locked;
     },
-    next: () => body.locked ? null : body,
+    next: () => touched || tracked.locked ? null : tracked,
   };
 }
 

@@ -156,6 +156,31 @@ Deno.test("forward: retries.on_status moves idempotent requests to another targe
   assert.equal(all.calls.length, 3, "each target once");
 });
 
+Deno.test("forward: a status retry goes to an untried target or returns the answer it has", async () => {
+  // B and C are down: A's 503 (with its Retry-After) is the answer, sent to A once.
+  const down = setup(
+    lb("retries: { on_status: [503] }"),
+    () => new Response("busy", { status: 503, headers: { "retry-after": "7" } }),
+  );
+  for (const t of [B, C]) {
+    down.upstreams.probe(t, false, { thresholds: { healthy: 1, unhealthy: 1 }, reason: "test" });
+  }
+  const r = await down.call();
+  assert.equal(r.status, 503);
+  assert.equal(r.text, "busy");
+  assert.deepEqual(down.calls.map((c) => c.origin), [A]);
+  // A single target that its own 503 ejects: its answer, not Prox's "no healthy upstream".
+  const alone = setup(
+    `type: proxy\ntarget: "${A}"\nretries: { on_status: [503] }`,
+    () => new Response("busy", { status: 503 }),
+    "passive_health: { failures: 1, statuses: [503], panic_threshold_percent: 0 }",
+  );
+  const a = await alone.call();
+  assert.equal(a.status, 503);
+  assert.equal(a.text, "busy");
+  assert.equal(alone.calls.length, 1);
+});
+
 Deno.test("forward: attempts bound the retries", async () => {
   const s = setup(lb("retries: { attempts: 1 }"), connectErr);
   assert.equal((await s.call()).status, 502);
@@ -221,6 +246,36 @@ Deno.test("forward: per_try_timeout gives up on a silent target and tries the ne
   assert.notEqual(r.text, A);
   assert.equal(s.calls[0].origin, A);
   assert.deepEqual(s.retries, ["timeout"]);
+});
+
+Deno.test("forward: a streamed body that was read and released is not replayed empty", async () => {
+  // The HTTP/1.1 client reads the body with a reader and releases its lock when done: the
+  // stream is unlocked again but drained, so a retry would send nothing (or a short body).
+  const big = "y".repeat(REPLAY_CAP * 2);
+  const seen: number[] = [];
+  const s = setup(
+    lb(),
+    async (req) => {
+      let n = 0;
+      if (req.body instanceof ReadableStream) {
+        const reader = req.body.getReader();
+        for (let r = await reader.read(); !r.done; r = await reader.read()) n += r.value.byteLength;
+        reader.releaseLock();
+      }
+      seen.push(n);
+      return resetErr(req) as unknown as Response;
+    },
+    "",
+    { readBodyFirst: false },
+  );
+  for (
+    const headers of [{}, { "content-length": String(big.length) }] as Record<string, string>[]
+  ) {
+    seen.length = 0;
+    const r = await s.call({ method: "PUT", body: new Blob([big]).stream(), headers });
+    assert.equal(r.status, 502);
+    assert.deepEqual(seen, [big.length], "one attempt, with the whole body");
+  }
 });
 
 Deno.test("forward: configured statuses eject a target for the cool-down (injected clock)", async () => {

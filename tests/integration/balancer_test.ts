@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 import { waitFor } from "../_harness.ts";
 import { startProxy } from "./_proxy.ts";
 import { Backend, recordingLogger } from "./_backend.ts";
+import { rawServer, readRequest } from "../_upstream_peers.ts";
 
 Deno.test("load_balance: killing one of three upstreams mid-run fails no client request, ejects it and brings it back", async () => {
   await using a = new Backend("a").start();
@@ -215,4 +216,37 @@ routes:
   } finally {
     b.release();
   }
+});
+
+Deno.test("a large upload an upstream read part of is not retried with what is left of it", async () => {
+  // The first target reads the head and 20 KB of the body, then closes; the second records.
+  await using first = rawServer(async (c) => {
+    await readRequest(c, 20_000);
+  });
+  const second: string[] = [];
+  await using next = rawServer(async (c) => {
+    const head = await readRequest(c);
+    if (head === null) return;
+    second.push(head.slice(0, head.indexOf("\r\n")));
+    await c.write(new TextEncoder().encode("HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"));
+  });
+  await using prox = await startProxy(`
+health_check: { enabled: false }
+routes:
+  "/":
+    type: load_balance
+    strategy: first
+    targets: ["${first.url}", "${next.url}"]
+`);
+  const big = new Uint8Array(200_000).fill(120);
+  for (const withLength of [false, true]) {
+    // Without a length (a stream) the body goes chunked; over 64 KiB it is never kept for replay.
+    const body = withLength ? big : new Blob([big]).stream();
+    const res = await fetch(`${prox.url}/doc`, { method: "PUT", body });
+    // The first target's failure, not an empty or cut-short PUT to the second (or a 400 blaming
+    // the client for the body the first one consumed).
+    assert.equal(res.status, 502, `withLength: ${withLength}`);
+    await res.body?.cancel();
+  }
+  assert.deepEqual(second, []);
 });
