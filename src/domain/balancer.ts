@@ -79,9 +79,31 @@ export function createSelector(policy: Policy, pool: readonly PoolTarget[]): Sel
   };
 }
 
-function roundRobin(): Choose {
-  let next = 0;
-  return (eligible) => eligible[next++ % eligible.length];
+/**
+ * Each target in turn: the first eligible one at or after a cursor over the whole pool, so a
+ * target that drops out or comes back does not shift the others' turns. A retry (some targets
+ * excluded) takes the next one without moving the cursor: otherwise the retry after a failing
+ * target would use up the turn of the one after it, and every first attempt would go back to the
+ * failing one.
+ */
+function roundRobin(pool: readonly PoolTarget[]): Choose {
+  let cursor = 0;
+  return (eligible, input) => {
+    let pick = eligible[0];
+    for (const i of eligible) {
+      if (i >= cursor) {
+        pick = i;
+        break;
+      }
+    }
+    if (!isRetry(input)) cursor = (pick + 1) % pool.length;
+    return pick;
+  };
+}
+
+/** A pick for a retry: policies keep their rotation state for first attempts. */
+function isRetry(input: PickInput): boolean {
+  return input.exclude !== undefined && input.exclude.size > 0;
 }
 
 /** Uniform when weights are equal, else proportional to weight. */
@@ -100,10 +122,20 @@ function randomPolicy(pool: readonly PoolTarget[]): Choose {
   };
 }
 
-/** nginx's smooth weighted round robin: exact shares over every cycle, interleaved. */
+/**
+ * nginx's smooth weighted round robin: exact shares over every cycle, interleaved. A retry takes
+ * the one that would come next without moving the cycle.
+ */
 function smoothWeighted(pool: readonly PoolTarget[]): Choose {
   const current = pool.map(() => 0);
-  return (eligible) => {
+  return (eligible, input) => {
+    if (isRetry(input)) {
+      let next = eligible[0];
+      for (const i of eligible) {
+        if (current[i] + pool[i].weight > current[next] + pool[next].weight) next = i;
+      }
+      return next;
+    }
     let total = 0;
     let best = eligible[0];
     for (const i of eligible) {
@@ -129,7 +161,7 @@ function leastConnections(pool: readonly PoolTarget[]): Choose {
         best = [i];
       } else if (score === bestScore) best.push(i);
     }
-    return best[rotor++ % best.length];
+    return isRetry(input) ? best[rotor % best.length] : best[rotor++ % best.length];
   };
 }
 

@@ -179,3 +179,34 @@ Deno.test("hash32 spreads short keys over the 32-bit range", () => {
   const seen = new Set(Array.from({ length: 10_000 }, (_, i) => hash32(`k${i}`) >>> 28));
   assert.equal(seen.size, 16);
 });
+
+Deno.test("retries leave the rotation of first attempts alone", () => {
+  // Target 0 always fails and every request is retried: first attempts must still take turns.
+  for (const policy of ["round_robin", "weighted_round_robin", "least_connections"] as const) {
+    for (const size of [2, 3]) {
+      const p = pool(size);
+      const sel = createSelector(policy, p);
+      const first = p.map(() => 0);
+      for (let k = 0; k < 30 * size; k++) {
+        const i = sel.pick({ load: idle(), random: seeded(k) })!;
+        first[i]++;
+        if (i === 0) {
+          const retry = sel.pick({ load: idle(), random: seeded(k), exclude: new Set([0]) });
+          assert.notEqual(retry, 0);
+        }
+      }
+      assert.deepEqual(first, p.map(() => 30), `${policy} over ${size} targets`);
+    }
+  }
+});
+
+Deno.test("round_robin keeps each target's turn when another drops out and comes back", () => {
+  const sel = createSelector("round_robin", pool(3));
+  const avail = [true, true, true];
+  const picks: number[] = [];
+  for (let k = 0; k < 9; k++) {
+    avail[1] = k < 3 || k >= 6; // target 1 is away for a while
+    picks.push(sel.pick({ load: idle(avail), random: Math.random })!);
+  }
+  assert.deepEqual(picks, [0, 1, 2, 0, 2, 0, 1, 2, 0]);
+});
