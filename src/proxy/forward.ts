@@ -56,10 +56,13 @@ export async function forward(
   const random = deps.random ?? Math.random;
   let body: BodySource | undefined;
   let lastErr: ProxyError | undefined;
+  /** The target a status retry already chose before giving up the response it retries. */
+  let chosen: { i: number; why: string } | undefined;
 
   for (let attempt = 0;; attempt++) {
     const now = attempt === 0 ? ctx.start : deps.clock.monotonic();
-    const pick = choose(pool, reg, { tried, key, random, now });
+    const pick = chosen ?? choose(pool, reg, { tried, key, random, now });
+    chosen = undefined;
     if (pick === undefined) {
       // A retry with nowhere left to go reports what went wrong, not "no healthy upstream".
       if (lastErr) throw lastErr;
@@ -87,10 +90,16 @@ export async function forward(
     });
     try {
       const res = await sendOnce(ctx, deps, { pool, reg, id, req });
-      const again = pool.retries.onStatus?.(res.status) && tried.size < pool.ids.length &&
-        replayable(ctx.req, pool.retries) && attempt < pool.retries.attempts &&
-        body.replayable && reg.tryRetry(route.id, pool.retries.budgetPercent);
-      if (!again) return res;
+      const wanted = pool.retries.onStatus?.(res.status) && tried.size < pool.ids.length &&
+        replayable(ctx.req, pool.retries) && attempt < pool.retries.attempts && body.replayable;
+      if (!wanted) return res;
+      // Only to a target not tried yet: with none left (or only this one, perhaps ejected by
+      // this very answer), the client gets this answer rather than a repeat or a 503 of ours.
+      const next = choose(pool, reg, { tried, key, random, now: deps.clock.monotonic() });
+      if (!next || tried.has(next.i) || !reg.tryRetry(route.id, pool.retries.budgetPercent)) {
+        return res;
+      }
+      chosen = next;
       await res.body?.cancel();
       ctx.retries++;
       deps.metrics.retry(route.id, "status");
@@ -256,10 +265,12 @@ function hashKey(ctx: RequestContext, pool: RoutePool): string | undefined {
   switch (on.type) {
     case "ip":
       return ctx.clientIp;
+    // An empty value is no key (spread at random, as nginx does), or every client without one
+    // would share a target.
     case "header":
-      return ctx.req.headers.get(on.name ?? "") ?? undefined;
+      return ctx.req.headers.get(on.name ?? "") || undefined;
     case "cookie":
-      return cookie(ctx.req.headers.get("cookie"), on.name ?? "");
+      return cookie(ctx.req.headers.get("cookie"), on.name ?? "") || undefined;
   }
 }
 

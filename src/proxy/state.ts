@@ -158,21 +158,28 @@ export function createUpstreamRegistry(
     s.latencyMs * Math.exp(-Math.max(0, t - s.latencyAt) / EWMA_TAU_MS);
   const sum = (a: number[]) => a.reduce((x, y) => x + y, 0);
 
+  /** Announces (log, health metric) an ejection that has run out, once. */
+  const settle = (s: UpstreamState, t: number) => {
+    if (s.ejected && t >= s.passive.ejectedUntil) {
+      s.ejected = false;
+      deps.logger.info("Upstream back in rotation: ejection ended", { upstream: s.id });
+      if (s.active.status !== "down") deps.metrics.backendHealth(s.id, true, "ejection ended");
+    }
+  };
+
   return {
     get,
     available(id, at) {
       const s = states.get(id);
       if (!s) return true;
       const t = at ?? now();
-      if (s.ejected && t >= s.passive.ejectedUntil) {
-        s.ejected = false;
-        deps.logger.info("Upstream back in rotation: ejection ended", { upstream: id });
-        if (s.active.status !== "down") deps.metrics.backendHealth(id, true, "ejection ended");
-      }
+      settle(s, t);
       return isAvailable(s.active, s.passive, t);
     },
     probe(id, ok, opts) {
       const s = get(id);
+      // Probes run whether or not requests come: an ejection that ran out is announced here too.
+      settle(s, now());
       const prev = s.active.status;
       const out = applyProbe(s.active, ok, opts.thresholds);
       s.active = out.state;
@@ -278,6 +285,7 @@ export function createUpstreamRegistry(
     },
     list() {
       const t = now();
+      for (const s of states.values()) settle(s, t);
       return [...states.values()].map((s) => ({
         id: s.id,
         status: s.active.status,

@@ -52,3 +52,31 @@ Deno.test("registry: retry budget allows a floor, then a share of requests, per 
   for (let i = 0; i < 100; i++) reg.countRequest("r");
   assert.equal(granted().length, 10, "10% of 100 requests");
 });
+
+Deno.test("registry: an ejection that ran out is announced by the next probe or list", () => {
+  const { reg, health, advance } = registry();
+  const policy = {
+    enabled: true,
+    failures: 1,
+    windowMs: 10_000,
+    baseEjectionMs: 4_000,
+    maxEjectionMs: 60_000,
+    panicPercent: 0,
+  };
+  const th = { thresholds: { healthy: 1, unhealthy: 2 }, reason: "test" };
+  reg.probe("a", true, th); // up
+  reg.outcome("a", false, { pool: ["a", "b"], policy, reason: "reset" });
+  assert.deepEqual(health, [["a", true], ["a", false]]);
+  advance(5_000);
+  // No request has reached "a" since: probes (passing, no transition) still bring it back.
+  reg.probe("a", true, th);
+  assert.deepEqual(health, [["a", true], ["a", false], ["a", true]]);
+  reg.probe("a", true, th);
+  assert.equal(health.length, 3, "announced once");
+  // Without probes, listing (admin status) does it.
+  const other = registry();
+  other.reg.outcome("a", false, { pool: ["a", "b"], policy, reason: "reset" });
+  other.advance(5_000);
+  other.reg.list();
+  assert.deepEqual(other.health, [["a", false], ["a", true]]);
+});
