@@ -120,9 +120,9 @@ export interface FileStat {
 export interface FileStore {
   stat(root: string, relPath: string): Promise<FileStat | null>;
   /**
-   * Bytes [start, end] (inclusive) of a file: a stream, or the bytes themselves when small. With a
-   * `handle`, the range must lie within the size that `stat` reported (a file that shrank since
-   * then is an error, not a shorter body).
+   * Bytes [start, end] (inclusive) of a file: a stream, or the bytes themselves when small. The
+   * range must lie within the file: one that shrank below it since `stat` is an error, not a
+   * shorter body (the caller has announced the range's length). Without a range, the whole file.
    */
   open(
     root: string,

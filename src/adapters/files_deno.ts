@@ -205,7 +205,13 @@ export function createDenoFileStore(): FileStore {
           return null;
         }
         const start = range?.start ?? 0;
-        const end = range ? Math.min(range.end, st.size - 1) : st.size - 1;
+        // The caller announced this range (Content-Length, ETag): a file that shrank below it
+        // since must fail, not go out short under those headers (a bytes body would even get
+        // its Content-Length corrected by Deno.serve, and look complete).
+        if (range && range.end > st.size - 1) {
+          throw new Error("Cannot read static file: it shrank while being sent");
+        }
+        const end = range ? range.end : st.size - 1;
         if (end - start < SMALL) return readSmall(file, start, end - start + 1);
         // Only when the caller's range still ends at EOF: if the file grew since the caller's
         // stat (and Content-Length), the bounded stream below sends exactly what was announced.

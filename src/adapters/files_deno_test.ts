@@ -81,7 +81,7 @@ Deno.test("createDenoFileStore open streams whole files and inclusive ranges", a
   assert.equal(await read(await fs.open(t.root, "a.txt")), "0123456789");
   assert.equal(await read(await fs.open(t.root, "a.txt", { start: 2, end: 4 })), "234");
   assert.equal(await read(await fs.open(t.root, "a.txt", { start: 9, end: 9 })), "9");
-  assert.equal(await read(await fs.open(t.root, "a.txt", { start: 5, end: 100 })), "56789");
+  await assert.rejects(fs.open(t.root, "a.txt", { start: 5, end: 100 }), /shrank/, "past the end");
   assert.equal(await fs.open(t.root, "sub"), null);
   assert.equal(await fs.open(t.root, "missing"), null);
 });
@@ -156,6 +156,24 @@ Deno.test("createDenoFileStore fails a small file that shrank since stat instead
     await read(await fs.open(t.root, "a.txt", { start: 0, end: now.size - 1 }, now.handle)),
     "01234",
   );
+});
+
+Deno.test("createDenoFileStore fails a large file that shrank below the announced range", async () => {
+  await using t = await tree();
+  await Deno.writeFile(`${t.root}/big.bin`, new Uint8Array(200_000));
+  const fs = createDenoFileStore();
+  const st = (await fs.stat(t.root, "big.bin"))!;
+  // Overwritten in place (a deploy's cp) between stat and open: now 1,000 bytes.
+  await Deno.writeFile(`${t.root}/big.bin`, new Uint8Array(1_000));
+  const before = openFds();
+  for (const handle of [st.handle, undefined]) {
+    await assert.rejects(
+      fs.open(t.root, "big.bin", { start: 0, end: st.size - 1 }, handle),
+      /shrank/,
+      "a body shorter than the Content-Length already announced",
+    );
+  }
+  assert.equal(openFds(), before, "file closed after the failed open");
 });
 
 Deno.test("createDenoFileStore follows a root symlink pointed elsewhere at the next request", async () => {
