@@ -32,9 +32,43 @@ export function httpDate(ms: number): string {
   return lastDate;
 }
 
-function parseHttpDate(value: string): number | null {
-  const t = Date.parse(value);
-  return Number.isNaN(t) ? null : t;
+const MONTHS = "JanFebMarAprMayJunJulAugSepOctNovDec";
+const IMF_FIXDATE =
+  /^(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), (\d\d) ([A-Z][a-z]{2}) (\d{4}) (\d\d):(\d\d):(\d\d) GMT$/;
+const RFC850_DATE =
+  /^(?:Monday|Tuesday|Wednesday|Thursday|Friday|Saturday|Sunday), (\d\d)-([A-Z][a-z]{2})-(\d\d) (\d\d):(\d\d):(\d\d) GMT$/;
+const ASCTIME_DATE =
+  /^(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun) ([A-Z][a-z]{2}) ([ \d]\d) (\d\d):(\d\d):(\d\d) (\d{4})$/;
+
+/**
+ * An HTTP-date (RFC 9110 §5.6.7: IMF-fixdate, or the obsolete RFC 850 and asctime forms) in ms
+ * since the epoch; null for anything else, which a recipient must then ignore (§13.1.3).
+ * (`Date.parse` took "2099" or a date without a zone, read in the server's local time.)
+ */
+export function parseHttpDate(value: string): number | null {
+  let d: string, mon: string, y: number, h: string, mi: string, s: string;
+  let m = IMF_FIXDATE.exec(value);
+  if (m) {
+    [, d, mon, , h, mi, s] = m;
+    y = Number(m[3]);
+  } else if ((m = RFC850_DATE.exec(value))) {
+    [, d, mon, , h, mi, s] = m;
+    // Two-digit years: the most recent year with those digits that is not > 50 years ahead.
+    const now = new Date().getUTCFullYear();
+    y = Math.floor(now / 100) * 100 + Number(m[3]);
+    if (y > now + 50) y -= 100;
+  } else if ((m = ASCTIME_DATE.exec(value))) {
+    [, mon, d, h, mi, s] = m;
+    y = Number(m[6]);
+  } else return null;
+  const month = MONTHS.indexOf(mon) / 3;
+  const day = Number(d), hour = Number(h), minute = Number(mi), second = Number(s);
+  if (!Number.isInteger(month) || day < 1 || day > 31 || hour > 23 || minute > 59 || second > 60) {
+    return null;
+  }
+  const t = Date.UTC(y, month, day, hour, minute, second);
+  // A day past the month's end (31 Feb) would roll over: not a date.
+  return new Date(t).getUTCDate() === day ? t : null;
 }
 
 function etagList(value: string): string[] {
@@ -118,7 +152,10 @@ export function parseRange(value: string | null, size: number): RangeRequest {
   if (a === "" && b === "") return { kind: "full" };
   if (a === "") {
     const suffix = Number(b);
-    if (suffix === 0 || size === 0) return { kind: "unsatisfiable" };
+    if (suffix === 0) return { kind: "unsatisfiable" };
+    // A non-zero suffix is satisfiable even on an empty file (RFC 9110 §14.1.1), but no 206 can
+    // describe zero bytes: the whole (empty) file, as nginx.
+    if (size === 0) return { kind: "full" };
     return { kind: "range", start: Math.max(0, size - suffix), end: size - 1 };
   }
   const start = Number(a);

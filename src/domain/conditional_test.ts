@@ -4,6 +4,7 @@ import {
   evaluatePreconditions,
   httpDate,
   ifRangeAllows,
+  parseHttpDate,
   parseRange,
   weakEtag,
 } from "./conditional.ts";
@@ -72,6 +73,7 @@ Deno.test("parseRange handles single, open, suffix, unsatisfiable and ignored ra
   assert.deepEqual(parseRange("bytes=100-", 100), { kind: "unsatisfiable" });
   assert.deepEqual(parseRange("bytes=-0", 100), { kind: "unsatisfiable" });
   assert.deepEqual(parseRange("bytes=0-", 0), { kind: "unsatisfiable" });
+  assert.deepEqual(parseRange("bytes=-5", 0), { kind: "full" }, "suffix on an empty file");
   assert.deepEqual(parseRange("bytes=0-1,5-6", 100), { kind: "full" });
   assert.deepEqual(parseRange("items=0-1", 100), { kind: "full" });
   assert.deepEqual(parseRange("bytes=9-1", 100), { kind: "full" });
@@ -88,4 +90,23 @@ Deno.test("acceptedEncodings orders by q-value and honours q=0 and *", () => {
   assert.deepEqual(acceptedEncodings("*;q=0, identity", offered), []);
   assert.deepEqual(acceptedEncodings("identity", offered), []);
   assert.deepEqual(acceptedEncodings("x-gzip", offered), ["gzip"]);
+});
+
+Deno.test("parseHttpDate takes the three HTTP-date forms and nothing else", () => {
+  const t = Date.UTC(1994, 10, 6, 8, 49, 37);
+  assert.equal(parseHttpDate("Sun, 06 Nov 1994 08:49:37 GMT"), t);
+  assert.equal(parseHttpDate("Sunday, 06-Nov-94 08:49:37 GMT"), t);
+  assert.equal(parseHttpDate("Sun Nov  6 08:49:37 1994"), t);
+  assert.equal(parseHttpDate(httpDate(MTIME)), Math.floor(MTIME / 1000) * 1000);
+  // Date.parse accepts all of these; RFC 9110 §13.1.3 says to ignore them.
+  for (const bad of ["2099", "Dec 31 2099", "1", "Sun, 06 Nov 1994 08:49:37", "garbage", ""]) {
+    assert.equal(parseHttpDate(bad), null, bad);
+  }
+  assert.equal(parseHttpDate("Mon, 31 Feb 2025 00:00:00 GMT"), null, "no 31 February");
+  assert.equal(parseHttpDate("Sun, 06 Foo 1994 08:49:37 GMT"), null);
+  assert.equal(
+    evaluatePreconditions(h({ "if-modified-since": "2099" }), V),
+    "proceed",
+    "not a 304 for a date that is not one",
+  );
 });

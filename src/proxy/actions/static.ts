@@ -129,7 +129,9 @@ async function notFound(
   if (opts.spaFallback && wantsPage(req, segments)) {
     const rel = configPath(opts.spaFallback);
     const st = await opts.files.stat(opts.root, rel);
-    if (st?.isFile) return await serveFile(req, rel, st, { ...opts, status: 200 });
+    // For a name with an extension, Accept decided: a cache must not hand this page to a script.
+    const varyAccept = (segments[segments.length - 1] ?? "").includes(".");
+    if (st?.isFile) return await serveFile(req, rel, st, { ...opts, status: 200, varyAccept });
   }
   if (opts.notFoundPage) {
     const rel = configPath(opts.notFoundPage);
@@ -158,16 +160,22 @@ async function serveFile(
   req: Request,
   rel: string,
   st: FileStat,
-  opts: StaticOptions & { status: 200 | 404 },
+  opts: StaticOptions & { status: 200 | 404; varyAccept?: boolean },
 ): Promise<Response> {
   const variant = await pickVariant(req, rel, opts);
   const file = variant ?? { rel, st, coding: null };
-  const etag = weakEtag(file.st.size, file.st.mtime);
+  // Each content coding is its own representation, with its own tag (RFC 9110 §8.8.3): a .gz
+  // and a .br of the same size and mtime must not validate each other.
+  const plain = weakEtag(file.st.size, file.st.mtime);
+  const etag = file.coding ? `${plain.slice(0, -1)}-${file.coding}"` : plain;
   const v = { etag, mtime: file.st.mtime };
   const fields: [string, string][] = [["etag", etag], ["x-content-type-options", "nosniff"]];
   if (file.st.mtime !== null) fields.push(["last-modified", httpDate(file.st.mtime)]);
   if (opts.cacheControl && opts.status === 200) fields.push(["cache-control", opts.cacheControl]);
-  if (opts.precompressed) fields.push(["vary", "Accept-Encoding"]);
+  const vary = opts.precompressed
+    ? (opts.varyAccept ? "Accept-Encoding, Accept" : "Accept-Encoding")
+    : (opts.varyAccept ? "Accept" : null);
+  if (vary) fields.push(["vary", vary]);
   if (opts.status === 404) fields.push(["cache-control", "no-store"]);
 
   if (opts.status === 200) {

@@ -45,6 +45,9 @@ const FILES = {
   "app.js.br": "BR",
   "app.js.gz": "GZIP",
   "app.js.zst": "ZSTD",
+  "same.js": "same",
+  "same.js.br": "BR",
+  "same.js.gz": "GZ",
   "docs/index.html": "<h1>docs</h1>",
   "docs/empty/x": "",
   ".env": "SECRET=1",
@@ -209,6 +212,18 @@ Deno.test("serveStatic picks precompressed siblings by Accept-Encoding and varie
   const gz = await get("/app.js", { precompressed: true, headers: { "accept-encoding": "gzip" } });
   assert.equal(gz.body, "GZIP");
   assert.notEqual(gz.h.get("etag"), br.h.get("etag"));
+  // Same size and mtime: still one tag per coding, so a br copy cannot validate a gzip one.
+  const sameBr = await get("/same.js", {
+    precompressed: true,
+    headers: { "accept-encoding": "br" },
+  });
+  const sameGz = await get("/same.js", {
+    precompressed: true,
+    headers: { "accept-encoding": "gzip", "if-none-match": sameBr.h.get("etag")! },
+  });
+  assert.equal(sameGz.status, 200);
+  assert.equal(sameGz.body, "GZ");
+  assert.notEqual(sameGz.h.get("etag"), sameBr.h.get("etag"));
   const plain = await get("/app.js", { precompressed: true });
   assert.equal(plain.body, "console.log(1)");
   assert.equal(plain.h.get("content-encoding"), null);
@@ -236,6 +251,9 @@ Deno.test("serveStatic falls back to the SPA entry, then the custom 404 page", a
     headers: { accept: "text/html,application/xhtml+xml" },
   });
   assert.equal(dotted.body, "<h1>home</h1>");
+  // Accept decided between the page and a 404: shared caches must know (RFC 9110 §12.5.5).
+  assert.equal(dotted.h.get("vary"), "Accept");
+  assert.equal(spa.h.get("vary"), null, "no extension: a page whatever Accept says");
   const asset = await get("/assets/missing.js", { spaFallback: "index.html" });
   assert.equal(asset.status, 404);
   const custom = await get("/missing", { notFoundPage: "/404.html", cacheControl: "max-age=9" });
