@@ -84,6 +84,26 @@ export function authorityOf(url: string): string | null {
   return end > scheme + 3 ? url.slice(scheme + 3, end) : null;
 }
 
+const NOT_REQUEST_LINE = /[^\x21-\x7e]/;
+const encoder = new TextEncoder();
+
+/**
+ * The raw query with what no request line or header may hold percent-encoded as UTF-8 (Deno
+ * decodes raw UTF-8 bytes of a query into characters, which a Location or an upstream request
+ * line cannot carry); usually returned as it is.
+ */
+export function wireQuery(query: string): string {
+  if (!NOT_REQUEST_LINE.test(query)) return query;
+  let out = "";
+  for (const ch of query) {
+    if (!NOT_REQUEST_LINE.test(ch)) out += ch;
+    else {for (const b of encoder.encode(ch)) {
+        out += "%" + b.toString(16).toUpperCase().padStart(2, "0");
+      }}
+  }
+  return out;
+}
+
 /** The raw query string of a request URL including its `?`, or "" (never re-encoded). */
 export function rawQuery(url: string): string {
   const hash = url.indexOf("#");

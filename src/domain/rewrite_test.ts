@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { normalizePath, plainPath, rawQuery, upstreamTarget } from "./rewrite.ts";
+import { normalizePath, plainPath, rawQuery, upstreamTarget, wireQuery } from "./rewrite.ts";
 
 Deno.test("normalizePath resolves dot segments and merges slashes", () => {
   assert.deepEqual(normalizePath("/a//b/./c/../d"), { ok: true, path: "/a/b/d" });
@@ -114,4 +114,11 @@ Deno.test("plainPath returns what URL parsing would, or null", () => {
   ) {
     assert.equal(plainPath(slow), null, slow);
   }
+});
+
+Deno.test("wireQuery encodes only what a request line cannot hold", () => {
+  assert.equal(wireQuery("?a='1'&b=%20|^"), "?a='1'&b=%20|^");
+  assert.equal(wireQuery("?\u65e5=1&q=\u20ac"), "?%E6%97%A5=1&q=%E2%82%AC");
+  assert.equal(wireQuery("?a b\tc"), "?a%20b%09c");
+  assert.equal(wireQuery(""), "");
 });

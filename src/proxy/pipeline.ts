@@ -11,7 +11,7 @@
 
 import { ProxyError, toProxyError } from "../domain/errors.ts";
 import { isTrusted, resolveClientIp } from "../domain/headers.ts";
-import { authorityOf, normalizePath, plainPath, rawQuery } from "../domain/rewrite.ts";
+import { authorityOf, normalizePath, plainPath, rawQuery, wireQuery } from "../domain/rewrite.ts";
 import { BODY_BYTES } from "../ports.ts";
 import type { ClientInfo, CountedResponse, Handler } from "../ports.ts";
 import type { PipelineDeps, RequestContext } from "./context.ts";
@@ -95,7 +95,7 @@ function identify(
     info,
     snapshot,
     path: invalid === null ? path! : "/",
-    query: invalid === null ? rawQuery(req.url) : "",
+    query: invalid === null ? wireQuery(rawQuery(req.url)) : "",
     host: invalid === null ? host! : "",
     scheme: fwdProto === "https" || fwdProto === "http" ? fwdProto : info.tls ? "https" : "http",
     clientIp: resolveClientIp(peer, req.headers.get("x-forwarded-for"), snapshot.trusted),

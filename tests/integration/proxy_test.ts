@@ -122,6 +122,12 @@ routes:
     type: redirect
     target: "https://example.com/new"
     status_code: 301
+  "/frag":
+    type: redirect
+    target: "https://example.com/a?x=1#top"
+  "/rel":
+    type: redirect
+    target: "/rel2#top"
   "/":
     type: redirect
     target: "/static"
@@ -134,6 +140,21 @@ routes:
   const b = await fetch(`${prox.url}/foo`, { redirect: "manual" });
   assert.equal(b.headers.get("location"), "/static/foo");
   await b.body?.cancel();
+  // A fragment in the target stays last, after the carried path and query.
+  const f = await fetch(`${prox.url}/frag/p?y=2`, { redirect: "manual" });
+  assert.equal(f.headers.get("location"), "https://example.com/a/p?x=1&y=2#top");
+  await f.body?.cancel();
+  const r = await fetch(`${prox.url}/rel/p`, { redirect: "manual" });
+  assert.equal(r.headers.get("location"), "/rel2/p#top");
+  await r.body?.cancel();
+  // A raw UTF-8 query (curl --path-as-is sends such bytes; fetch would encode them) is
+  // percent-encoded into Location instead of failing with 500.
+  const raw = await rawExchange(
+    prox.port,
+    "GET /old/x?q=\u20ac HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n", // UTF-8 on the wire
+  );
+  assert.match(raw, /^HTTP\/1\.1 301 /);
+  assert.match(raw, /\r\nlocation: https:\/\/example\.com\/new\/x\?q=%E2%82%AC\r\n/i);
 });
 
 const TLS = `${ROOT}/tests/fixtures/tls`;

@@ -13,9 +13,13 @@ export function redirectLocation(
   if (route.exact) return route.target;
   const rest = stripPrefix(opts.path, opts.prefix);
   const query = route.keep_query ? opts.query : "";
-  const q = route.target.indexOf("?");
-  const target = q >= 0 ? route.target.slice(0, q) : route.target;
-  const targetQuery = q >= 0 ? route.target.slice(q) : "";
+  // A fragment in the target stays last: path and query go in front of it (RFC 3986 §3).
+  const hash = route.target.indexOf("#");
+  const fragment = hash >= 0 ? route.target.slice(hash) : "";
+  const bare = hash >= 0 ? route.target.slice(0, hash) : route.target;
+  const q = bare.indexOf("?");
+  const target = q >= 0 ? bare.slice(0, q) : bare;
+  const targetQuery = q >= 0 ? bare.slice(q) : "";
   const abs = /^[a-z][a-z0-9+.-]*:\/\//i.exec(target);
   let location: string;
   if (abs) {
@@ -28,7 +32,7 @@ export function redirectLocation(
   const mergedQuery = targetQuery && query
     ? `${targetQuery}&${query.slice(1)}`
     : targetQuery || query;
-  return location + mergedQuery;
+  return location + mergedQuery + fragment;
 }
 
 /** Answers with the configured redirect status and an empty body. */
