@@ -38,6 +38,8 @@ const OPEN = 1;
 /** How long an upgraded client has to open before its upstream is let go. */
 const HANDSHAKE_MS = 10_000;
 const CONNECTING = 0;
+/** The reason Deno gives when it closes a socket whose peer did not answer its ping in time. */
+const DENO_PING_TIMEOUT = "No response from ping frame.";
 
 /** Creates the WebSocket proxy with its registry of live connections. */
 export function createWebSocketProxy(opts: WebSocketProxyOptions): WebSocketProxy {
@@ -241,8 +243,15 @@ function relay(
     if (up.buffered() > cap) shut(1013, "Upstream is not reading fast enough");
   };
   client.onerror = () => {};
+  let closeSeen = false;
   client.onclose = (e: CloseEvent) => {
+    // Deno reports a close it made itself after an unanswered ping twice (1001, then 1005).
+    if (closeSeen) return;
+    closeSeen = true;
     done = true;
+    // 0: the connection ended without a close frame, which RFC 6455 §7.1.5 calls 1006.
+    const code = e.code === 0 ? 1006 : e.code;
+    if (closedBy === null && e.reason === DENO_PING_TIMEOUT) closedBy = "prox";
     clearTimeout(handshake);
     clearTimeout(idleTimer);
     live.delete(entry);
@@ -250,7 +259,7 @@ function relay(
     env.logger.info("WebSocket closed", {
       requestId: t.requestId ?? null,
       route: t.route,
-      code: e.code,
+      code,
       reason: e.reason,
       closedBy: closedBy ?? "client",
       durationMs: Math.round(env.now() - started),
@@ -259,9 +268,9 @@ function relay(
     });
     if (!upstreamDone) {
       upstreamDone = true;
-      if (e.code === 1005) up.close(1000, "");
+      if (code === 1005) up.close(1000, "");
       else {
-        const u = upstreamClose(e.code, e.reason);
+        const u = upstreamClose(code, e.reason);
         up.close(u.code, u.reason);
       }
     }

@@ -9,6 +9,7 @@ import {
   connect,
   connectAndWaitClose,
   messages,
+  recordingLogger,
   startWsProxy,
   wsRoute,
   wsUpstream,
@@ -99,6 +100,27 @@ Deno.test("websocket close codes and reasons propagate both ways", async () => {
   await closed(ws);
   const seen = await waitFor(() => upstreamSaw.find((s) => s.reason.startsWith("leaving")));
   assert.deepEqual(seen, { code: 1000, reason: "leaving (1001)" });
+  // A client that drops without a close frame is no normal closure (Deno reports code 0).
+  const gone = await connect(`${prox.ws}/`);
+  gone.terminate();
+  const lost = await waitFor(() => upstreamSaw.find((s) => s.reason.includes("(1006)")));
+  assert.deepEqual(lost, { code: 1000, reason: "Client connection lost (1006)" });
+});
+
+Deno.test("a client that never answers pings is closed once, by Prox", async () => {
+  await using up = await wsUpstream();
+  const logger = recordingLogger();
+  await using prox = await startWsProxy(wsRoute(up.url, "ping_interval: 1s"), { logger });
+  const ws = await connect(`${prox.ws}/`, [], { autoPong: false });
+  assert.equal((await closed(ws)).code, 1001);
+  const closes = () => logger.records.filter((r) => r.msg === "WebSocket closed");
+  await waitFor(() => closes().length > 0 && up.sockets.size === 0);
+  // Deno reported its own close twice, right after each other: counted twice, the gauge of open
+  // connections went negative. A later connection's close comes after any such repeat.
+  const later = await connect(`${prox.ws}/`);
+  later.close(1000, "later");
+  await waitFor(() => closes().some((r) => r.reason === "later"));
+  assert.deepEqual(closes().map((r) => [r.code, r.closedBy]), [[1001, "prox"], [1000, "client"]]);
 });
 
 Deno.test("websocket messages over max_message_size close both sides with 1009", async () => {
@@ -198,5 +220,11 @@ Deno.test("a malformed WebSocket handshake gets 400, an unknown version 426", as
   });
   assert.equal(noKey.status, 400);
   await noKey.body?.cancel();
+  // The same subprotocol offered twice (RFC 6455 §4.1): 400, not a 500 from Deno's client.
+  const twice = await fetch(`${prox.http}/`, {
+    headers: { ...headers, "sec-websocket-version": "13", "sec-websocket-protocol": "c, c" },
+  });
+  assert.equal(twice.status, 400);
+  await twice.body?.cancel();
   assert.equal(up.requests.length, 0);
 });

@@ -54,8 +54,16 @@ export function checkHandshake(h: Headers): string | null {
     return "Missing or invalid Sec-WebSocket-Key";
   }
   if (h.get("sec-websocket-version")?.trim() !== "13") return "Unsupported Sec-WebSocket-Version";
+  // Subprotocols are unique tokens (RFC 6455 §4.1); Deno's client refuses anything else.
+  // (Empty list elements are ignored, RFC 9110 §5.6.1.2.)
+  const named = (h.get("sec-websocket-protocol") ?? "").split(",").map((s) => s.trim())
+    .filter(Boolean);
+  if (named.some((p) => !TOKEN.test(p))) return "Invalid Sec-WebSocket-Protocol value";
+  if (new Set(named).size !== named.length) return "Sec-WebSocket-Protocol names a value twice";
   return null;
 }
+
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 
 /** The `Sec-WebSocket-Protocol` values a client offered, in order. */
 export function offeredProtocols(req: Request): string[] {

@@ -78,6 +78,11 @@ Deno.test("checkHandshake requires Connection: upgrade, a 16-byte key and versio
     "sec-websocket-version": "13",
   };
   assert.equal(checkHandshake(new Headers(ok)), null);
+  const proto = (v: string) => checkHandshake(new Headers({ ...ok, "sec-websocket-protocol": v }));
+  assert.equal(proto("chat, superchat"), null);
+  assert.equal(proto("chat, , v2"), null, "empty list elements are ignored");
+  assert.match(proto("chat, chat")!, /twice/, "RFC 6455 §4.1: unique (Deno's client threw: 500)");
+  assert.match(proto("a b")!, /Invalid Sec-WebSocket-Protocol/);
   assert.match(checkHandshake(new Headers({ ...ok, connection: "close" }))!, /Connection/);
   assert.match(checkHandshake(new Headers({ ...ok, "sec-websocket-key": "short" }))!, /Key/);
   assert.match(
