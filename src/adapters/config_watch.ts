@@ -67,6 +67,18 @@ function dirsFor(path: string): string[] {
   return dirs;
 }
 
+/** Names whose events matter for one file: its own, and its symlink target's when that differs. */
+function namesFor(path: string): string[] {
+  const names = [baseOf(path)];
+  try {
+    const real = baseOf(Deno.realPathSync(path));
+    if (real !== names[0]) names.push(real);
+  } catch {
+    // missing for now
+  }
+  return names;
+}
+
 /** What a config depends on: its own file, the TLS certificate and key, and upstream CA files. */
 export function configFiles(configPath: string | null, c: Config): string[] {
   return [
@@ -133,6 +145,8 @@ export function watchFiles(paths: string[], opts: WatchOptions): FileWatch {
     } finally {
       running = false;
     }
+    // A symlink may point elsewhere now: follow its new target's directory and name.
+    if (!closed) sync();
   }
 
   function schedule(): void {
@@ -158,7 +172,8 @@ export function watchFiles(paths: string[], opts: WatchOptions): FileWatch {
   }
 
   function sync(): void {
-    names = new Set(files.map(baseOf));
+    // An edit of a symlink's target shows up under the target's name, in the target's directory.
+    names = new Set(files.flatMap(namesFor));
     const wanted = new Set(files.flatMap(dirsFor));
     for (const [dir, w] of watchers) {
       if (!wanted.has(dir)) {

@@ -115,6 +115,36 @@ Deno.test("watchFiles follows a Kubernetes ConfigMap update (..data symlink swap
   }
 });
 
+Deno.test("watchFiles sees edits of a symlinked file's target, also after a repoint", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "prox-watch-link-" });
+  // -c site/link.yaml where link.yaml -> ../real/actual.yaml (another name, another directory).
+  await Deno.mkdir(`${dir}/site`);
+  await Deno.mkdir(`${dir}/real`);
+  await Deno.writeTextFile(`${dir}/real/actual.yaml`, "v1");
+  await Deno.writeTextFile(`${dir}/real/next.yaml`, "n1");
+  await Deno.symlink("../real/actual.yaml", `${dir}/site/link.yaml`);
+  const file = `${dir}/site/link.yaml`;
+  const seen: string[] = [];
+  const w = watchFiles([file], {
+    logger: silentLogger,
+    debounceMs: 20,
+    onChange: async () => void seen.push(await Deno.readTextFile(file)),
+  });
+  try {
+    await w.ready;
+    await Deno.writeTextFile(`${dir}/real/actual.yaml`, "v2"); // edited in place
+    await waitFor(() => seen.includes("v2"), { what: "the edit of the link's target" });
+    await Deno.symlink("../real/next.yaml", `${dir}/site/tmp.yaml`);
+    await Deno.rename(`${dir}/site/tmp.yaml`, file);
+    await waitFor(() => seen.includes("n1"), { what: "the repointed link" });
+    await Deno.writeTextFile(`${dir}/real/next.yaml`, "n2");
+    await waitFor(() => seen.includes("n2"), { what: "an edit of the new target" });
+  } finally {
+    w.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("watchFiles waits for a slow writer: half a file is never reported", async () => {
   const { dir, paths: [file] } = await setup(["config.yaml"]);
   const seen: string[] = [];
