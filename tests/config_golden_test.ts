@@ -19,6 +19,14 @@ function render(file: string, text: string, base: string): string {
       }
     },
     env: (n: string) => n === "PROX_TEST_ENV" ? "from-env" : undefined,
+    stat: (p: string) => {
+      try {
+        const st = Deno.statSync(p.startsWith("/") ? p : `${base}/${p}`);
+        return { isFile: st.isFile, size: st.size };
+      } catch {
+        return null;
+      }
+    },
   };
   const result = loadConfigText(text, { file, env });
   const lines = result.issues.map(formatIssue);

@@ -19,6 +19,14 @@ export const denoEnv = {
       return false;
     }
   },
+  stat(path: string): { isFile: boolean; size: number } | null {
+    try {
+      const st = Deno.statSync(path);
+      return { isFile: st.isFile, size: st.size };
+    } catch {
+      return null;
+    }
+  },
 };
 
 /** Reads and validates the config source. */

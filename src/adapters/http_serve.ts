@@ -41,7 +41,7 @@ export function listen(
     metrics?: Metrics;
   },
 ): Listener {
-  const tls = Boolean(opts.cert && opts.key);
+  const tls = opts.cert !== undefined || opts.key !== undefined;
   const abort = new AbortController();
   let localPort = addr.port;
   const server = Deno.serve({

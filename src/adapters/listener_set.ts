@@ -8,6 +8,7 @@ import type { Config } from "../config/schema.ts";
 import type { Handler, Logger, Metrics } from "../ports.ts";
 import { listen } from "./http_serve.ts";
 import type { Listener } from "./http_serve.ts";
+import { timerDelay } from "../config/duration.ts";
 
 /** What one listener should be: a stable id ("main", "redirect", …), address, TLS, handler. */
 export interface ListenerPlan {
@@ -107,7 +108,9 @@ export function createListenerSet(opts: { logger: Logger; drainMs: () => number 
 
   const drain = (l: Listener, graceMs: number): Promise<void> => {
     let timer: ReturnType<typeof setTimeout> | undefined;
-    const timeout = new Promise<"timeout">((r) => timer = setTimeout(() => r("timeout"), graceMs));
+    const timeout = new Promise<"timeout">((r) =>
+      timer = setTimeout(() => r("timeout"), timerDelay(graceMs))
+    );
     return Promise.race([l.shutdown().then(() => "done" as const), timeout]).then(
       (outcome) => {
         clearTimeout(timer);
@@ -219,10 +222,13 @@ export function tlsPaths(c: Config): string[] {
 /** Reads the certificate and key the config names (none: plain TCP). */
 export async function readTlsFiles(c: Config): Promise<{ cert?: string; key?: string }> {
   if (!c.tls?.cert_path || !c.tls.key_path) return {};
-  return {
-    cert: await Deno.readTextFile(c.tls.cert_path),
-    key: await Deno.readTextFile(c.tls.key_path),
-  };
+  const cert = await Deno.readTextFile(c.tls.cert_path);
+  const key = await Deno.readTextFile(c.tls.key_path);
+  // An empty file (a rotation that truncates, then writes) must fail the load or reload: the
+  // listener would otherwise start without TLS.
+  if (cert.trim() === "") throw new Error(`Certificate file is empty: ${c.tls.cert_path}`);
+  if (key.trim() === "") throw new Error(`Private key file is empty: ${c.tls.key_path}`);
+  return { cert, key };
 }
 
 /** Linux's net.ipv4.tcp_migrate_req ("0"/"1"), or null where it does not exist. */

@@ -17,7 +17,9 @@ export function parseListenAddr(text: string): ListenAddr | string {
     if (end < 0 || text[end + 1] !== ":") return fail;
     host = text.slice(1, end);
     portText = text.slice(end + 2);
-    if (!/^[0-9a-f:.]+$/i.test(host) || !host.includes(":")) return fail;
+    if (!/^[0-9a-f:.]+$/i.test(host) || !host.includes(":") || !URL.canParse(`http://[${host}]`)) {
+      return fail;
+    }
   } else {
     const colon = text.lastIndexOf(":");
     if (colon < 0) return fail;

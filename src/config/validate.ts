@@ -17,6 +17,8 @@ export interface ValidateEnv {
   exists(path: string): boolean;
   /** Environment lookup for `{env.NAME}` placeholders (none when absent). */
   env?: (name: string) => string | undefined;
+  /** What kind of file a path is, and its size (null when absent); omitted: not checked. */
+  stat?: (path: string) => { isFile: boolean; size: number } | null;
 }
 
 /** Runs every cross-field rule; returns issues (errors and warnings) in file order. */
@@ -52,6 +54,36 @@ export function validateConfig(
   if (config.http_redirect) {
     const a = parseListenAddr(config.http_redirect.listen_addr);
     if (typeof a === "string") err(["http_redirect", "listen_addr"], a);
+    if (!config.tls) {
+      err(
+        ["http_redirect"],
+        "http_redirect sends clients to HTTPS, but listen_addr has no TLS",
+        "Add a tls section (cert_path and key_path, or acme), or remove http_redirect",
+      );
+    }
+  }
+  // Two listeners on one address: SO_REUSEPORT would split connections between them.
+  const listeners: [string[], string][] = [[["listen_addr"], config.listen_addr]];
+  if (config.admin) listeners.push([["admin", "listen_addr"], config.admin.listen_addr]);
+  if (config.http_redirect) {
+    listeners.push([["http_redirect", "listen_addr"], config.http_redirect.listen_addr]);
+  }
+  for (let i = 1; i < listeners.length; i++) {
+    const [path, text] = listeners[i];
+    const a = parseListenAddr(text);
+    if (typeof a === "string" || a.port === 0) continue;
+    for (const [other, otherText] of listeners.slice(0, i)) {
+      const b = parseListenAddr(otherText);
+      if (typeof b === "string" || b.port !== a.port) continue;
+      const wild = (h: string) => h === "0.0.0.0" || h === "::";
+      if (a.hostname === b.hostname || wild(a.hostname) || wild(b.hostname)) {
+        err(
+          path,
+          `${dotted(path)} (${text}) is the same address as ${dotted(other)} (${otherText})`,
+          "Give each listener its own port",
+        );
+      }
+    }
   }
 
   const store = config.rate_limit_store;
@@ -124,10 +156,14 @@ export function validateConfig(
       if (!tls.cert_path) err(["tls"], "key_path is set but cert_path is missing");
       else if (!opts.env.exists(tls.cert_path)) {
         err(["tls", "cert_path"], `Certificate file not found: ${tls.cert_path}`);
+      } else if (opts.env.stat?.(tls.cert_path)?.size === 0) {
+        err(["tls", "cert_path"], `Certificate file is empty: ${tls.cert_path}`);
       }
       if (!tls.key_path) err(["tls"], "cert_path is set but key_path is missing");
       else if (!opts.env.exists(tls.key_path)) {
         err(["tls", "key_path"], `Private key file not found: ${tls.key_path}`);
+      } else if (opts.env.stat?.(tls.key_path)?.size === 0) {
+        err(["tls", "key_path"], `Private key file is empty: ${tls.key_path}`);
       }
     } else if (!tls.acme) {
       err(

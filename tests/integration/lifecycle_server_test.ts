@@ -241,6 +241,35 @@ interopTest(
   },
 );
 
+Deno.test("a reload that finds the key file emptied keeps serving TLS, never plain HTTP", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "prox-empty-key-" });
+  const fixtures = `${ROOT}/tests/fixtures/tls`;
+  await Deno.copyFile(`${fixtures}/cert.pem`, `${dir}/cert.pem`);
+  await Deno.copyFile(`${fixtures}/key.pem`, `${dir}/key.pem`);
+  const file = `${dir}/config.yaml`;
+  await Deno.writeTextFile(
+    file,
+    config("127.0.0.1:0", `tls:\n  cert_path: ${dir}/cert.pem\n  key_path: ${dir}/key.pem\n`),
+  );
+  const server = await startServer({ path: file }, { logger: captureLogger() });
+  const client = Deno.createHttpClient({
+    caCerts: [await Deno.readTextFile(`${fixtures}/ca.pem`)],
+  });
+  try {
+    // A rotation that truncates the file before writing it: the listener used to restart
+    // without TLS, answering plain HTTP on the HTTPS port.
+    await Deno.writeTextFile(`${dir}/key.pem`, "");
+    const r = await server.reload();
+    assert.equal(r.ok, false);
+    assert.equal(await answers(`https://localhost:${server.port}/`, client), 307);
+    assert.equal(await answers(`http://127.0.0.1:${server.port}/`).catch(() => 0), 0);
+  } finally {
+    client.close();
+    await server.shutdown();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 interopTest(
   "an upstream CA file named by a route is watched: replacing it reloads",
   ["openssl"],
