@@ -7,6 +7,7 @@ import { statusMatcher } from "../domain/health.ts";
 import type { ActiveThresholds } from "../domain/health.ts";
 import type { UpstreamRegistry } from "../proxy/state.ts";
 import type { Logger } from "../ports.ts";
+import { timerDelay } from "../config/duration.ts";
 
 /** One target to probe and how. */
 export interface ProbeJob {
@@ -112,7 +113,7 @@ export function startHealthChecks(
     const t = setTimeout(() => {
       timedOut = true;
       ac.abort();
-    }, job.timeoutMs);
+    }, timerDelay(job.timeoutMs));
     let ok = false;
     let reason: string;
     try {
@@ -160,7 +161,7 @@ export function startHealthChecks(
   // dead target is still seen within one interval.
   const schedule = () => {
     if (!closed && timer === undefined) {
-      timer = setTimeout(tick, intervalMs * (0.9 + 0.1 * Math.random()));
+      timer = setTimeout(tick, timerDelay(intervalMs * (0.9 + 0.1 * Math.random())));
     }
   };
 

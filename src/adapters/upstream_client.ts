@@ -11,6 +11,7 @@ import { exchange, STALE } from "./upstream_h1.ts";
 import { createConnectionPool, DEFAULT_POOL_OPTIONS } from "./upstream_pool.ts";
 import type { OriginStats, UpstreamPoolOptions } from "./upstream_pool.ts";
 import { createH2Client, fetchSafe } from "./upstream_h2.ts";
+import { timerDelay } from "../config/duration.ts";
 
 /** Options of the upstream client (pool limits from config `upstream_pool`). */
 export interface UpstreamClientOptions extends Partial<UpstreamPoolOptions> {
@@ -73,7 +74,7 @@ export async function connectUpstream(
     ? setTimeout(() => {
       timedOut = true;
       ac.abort();
-    }, o.timeoutMs)
+    }, timerDelay(o.timeoutMs))
     : undefined;
   let tcp: Deno.TcpConn | undefined;
   try {

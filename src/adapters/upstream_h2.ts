@@ -7,6 +7,7 @@ import { ProxyError } from "../domain/errors.ts";
 import type { HeaderMap } from "../domain/header_list.ts";
 import { HOP_BY_HOP, stripHopByHop } from "../domain/headers.ts";
 import type { UpstreamClient, UpstreamRequest } from "../ports.ts";
+import { timerDelay } from "../config/duration.ts";
 
 /**
  * True when fetch will not decode the response of a request with these headers: the client
@@ -75,7 +76,7 @@ export function createH2Client(): UpstreamClient {
                 source: origin,
               },
             ),
-          ), limit)
+          ), timerDelay(limit))
         : undefined;
       try {
         // fetch parses the URL again: a query it re-encodes (e.g. `'`) cannot go byte for byte.

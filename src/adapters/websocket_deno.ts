@@ -14,6 +14,7 @@ import type { Logger, Metrics, WebSocketProxy, WebSocketProxyRequest } from "../
 import { clip, connectUpstream, exceeds, upstreamClose } from "./websocket_upstream.ts";
 import { trafficSeen } from "./gc_hint.ts";
 import type { UpstreamSocket, WsData } from "./websocket_upstream.ts";
+import { timerDelay } from "../config/duration.ts";
 
 /** Tuning for the relay; the defaults suit most deployments. */
 export interface WebSocketProxyOptions {
@@ -183,7 +184,7 @@ function relay(
       if (done) return;
       if (env.now() - last >= lim.idleTimeout) shut(1001, "Idle timeout");
       else armIdle();
-    }, Math.max(1, last + lim.idleTimeout - env.now()));
+    }, timerDelay(Math.max(1, last + lim.idleTimeout - env.now())));
   };
 
   // Deno has no drain event: poll, backing off from 2 ms to 100 ms so that many paused

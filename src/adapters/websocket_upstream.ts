@@ -9,6 +9,7 @@
 
 import { ProxyError } from "../domain/errors.ts";
 import type { WebSocketProxyRequest } from "../ports.ts";
+import { timerDelay } from "../config/duration.ts";
 
 /** One message as relayed: text stays a string, binary is bytes. */
 export type WsData = string | Uint8Array;
@@ -124,7 +125,7 @@ type CloseInfo = { closeCode?: number; code?: number; reason?: string };
 async function openStream(t: WebSocketProxyRequest): Promise<UpstreamSocket | Refusal> {
   const abort = new AbortController();
   const timer = t.connectTimeout > 0
-    ? setTimeout(() => abort.abort(), t.connectTimeout)
+    ? setTimeout(() => abort.abort(), timerDelay(t.connectTimeout))
     : undefined;
   const wss = new WebSocketStream(t.url.href, {
     protocols: t.protocols,
@@ -207,7 +208,7 @@ async function openWithClient(t: WebSocketProxyRequest): Promise<UpstreamSocket 
     ? setTimeout(() => {
       timedOut = true;
       ws.close();
-    }, t.connectTimeout)
+    }, timerDelay(t.connectTimeout))
     : undefined;
   ws.onmessage = (e) => {
     const data = typeof e.data === "string" ? e.data : new Uint8Array(e.data as ArrayBuffer);

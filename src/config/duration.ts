@@ -82,3 +82,11 @@ export function parseSize(text: string | number): number | string {
   }
   return Math.round(Number(m[1]) * unit);
 }
+
+/** The longest delay setTimeout takes (2^31 - 1 ms, about 24.8 days); a longer one fires at once. */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/** A configured delay for setTimeout: "365d" means as long as a timer can wait, not 1 ms. */
+export function timerDelay(ms: number): number {
+  return Math.min(ms, MAX_TIMER_MS);
+}

@@ -21,6 +21,7 @@ import { recent } from "./recent.ts";
 import { bodySource, NO_BODY, onBodyEnd } from "./body_replay.ts";
 import type { BodySource } from "./body_replay.ts";
 import type { RetryPolicy, RoutePool } from "./pool.ts";
+import { timerDelay } from "../config/duration.ts";
 
 /** Safe to repeat (RFC 9110 §9.2.2). */
 const IDEMPOTENT = new Set(["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"]);
@@ -157,7 +158,7 @@ async function sendOnce(
     timer = setTimeout(() => {
       timedOut = true;
       ac.abort(new ProxyError("timeout", "Per-try timeout"));
-    }, perTry);
+    }, timerDelay(perTry));
     req.signal = ac.signal;
   }
   state.inFlight++;

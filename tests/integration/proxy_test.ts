@@ -97,6 +97,27 @@ routes:
   assert.match(await miss.text(), /request id: /);
 });
 
+Deno.test("timeouts longer than a timer can wait mean long, not at once", async () => {
+  // An upstream that takes 100 ms: long enough for a timer that fires at once to matter.
+  await using up = await startUpstream(async () => {
+    await new Promise((r) => setTimeout(r, 100));
+    return new Response("ok");
+  });
+  // 25 days is past setTimeout's 2^31-1 ms: such a timer used to fire after 1 ms (504).
+  await using prox = await startProxy(`
+health_check: { enabled: false }
+routes:
+  "/":
+    type: proxy
+    target: "${up.url}"
+    timeouts: { total: 25d, connect: 30d }
+    retries: { per_try_timeout: 40d }
+`);
+  const res = await fetch(`${prox.url}/x`);
+  assert.equal(res.status, 200);
+  assert.equal(await res.text(), "ok");
+});
+
 Deno.test("an unreachable upstream gives 502 without leaking its address", async () => {
   const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = (l.addr as Deno.NetAddr).port;

@@ -5,6 +5,7 @@
 import type { Handler, Logger, Metrics } from "../../ports.ts";
 import { H3Connection } from "./connection.ts";
 import { H3Error } from "./frames.ts";
+import { timerDelay } from "../../config/duration.ts";
 
 /**
  * The seed's `protocols.http3_config` keys. Deno 2.9.6 offers only some QUIC knobs:
@@ -75,7 +76,7 @@ const LINGER_MS = 1000;
 async function within(p: Promise<unknown>, ms: number): Promise<void> {
   if (ms <= 0) return;
   let timer: ReturnType<typeof setTimeout> | undefined;
-  await Promise.race([p, new Promise<void>((r) => timer = setTimeout(r, ms))]);
+  await Promise.race([p, new Promise<void>((r) => timer = setTimeout(r, timerDelay(ms)))]);
   clearTimeout(timer);
 }
 

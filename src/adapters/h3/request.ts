@@ -22,6 +22,7 @@ import {
 } from "./message.ts";
 import { decodeFieldSection, encodeFieldSection, type Field, QpackError } from "./qpack.ts";
 import { StreamReader } from "./stream_reader.ts";
+import { timerDelay } from "../../config/duration.ts";
 
 /** What a request stream needs from its connection. */
 export interface RequestContext {
@@ -150,7 +151,7 @@ export async function serveRequest(
   };
   let method = "GET";
   // A stream that never sends its HEADERS would be held forever (slowloris): give up on it.
-  const headerTimer = setTimeout(() => r.cancel(), ctx.headerTimeoutMs);
+  const headerTimer = setTimeout(() => r.cancel(), timerDelay(ctx.headerTimeoutMs));
   try {
     let fields: Field[] | null | undefined;
     while (fields === undefined) {

@@ -18,6 +18,7 @@ import {
   ruleBody,
   STALE_BODY_HEADERS,
 } from "../filters/rules.ts";
+import { timerDelay } from "../../config/duration.ts";
 
 /** The protocol version a Via entry names (RFC 9110 §7.6.3). */
 const VIA_VERSION: Record<Protocol, string> = { "http/1.1": "1.1", h2: "2", h2c: "2", h3: "3" };
@@ -223,7 +224,7 @@ function startDeadline(client: AbortSignal, ms: number): Deadline {
     expired = true;
     ac.abort(error(""));
     for (const f of listeners) f();
-  }, ms);
+  }, timerDelay(ms));
   return {
     signal: ac.signal,
     expired: () => expired,
