@@ -149,8 +149,21 @@ function summary(c: Config): string[] {
 }
 
 async function validateCommand(file: string, format: "text" | "json"): Promise<number> {
-  if (!exists(file)) {
-    const msg = `Cannot read config "${file}": file not found`;
+  let result: Awaited<ReturnType<typeof loadSource>> | undefined;
+  let reason = "file not found";
+  if (exists(file)) {
+    try {
+      result = await loadSource({ path: file });
+    } catch (err) {
+      reason = err instanceof Deno.errors.IsADirectory
+        ? "it is a directory"
+        : err instanceof Error
+        ? err.message
+        : String(err);
+    }
+  }
+  if (result === undefined) {
+    const msg = `Cannot read config "${file}": ${reason}`;
     if (format === "json") {
       console.log(
         JSON.stringify(
@@ -166,7 +179,6 @@ async function validateCommand(file: string, format: "text" | "json"): Promise<n
     } else console.error(`error: ${msg}\n  fix: pass the right path with --config FILE`);
     return 1;
   }
-  const result = await loadSource({ path: file });
   const errors = result.issues.filter((i) => i.severity === "error");
   const warnings = result.issues.filter((i) => i.severity === "warning");
   if (format === "json") {

@@ -58,7 +58,22 @@ export function parseConfig(text: string, file = "config.yaml"): ParseResult {
   }
   if (issues.length > 0) return { issues, locate };
 
-  const raw = doc.toJS({ maxAliasCount: 100 }) ?? {};
+  let raw: unknown;
+  try {
+    // The limit guards against alias bombs; one anchor reused by a few hundred routes is fine.
+    raw = doc.toJS({ maxAliasCount: 10_000 }) ?? {};
+  } catch (err) {
+    issues.push({
+      severity: "error",
+      file,
+      line: 1,
+      col: 1,
+      path: "",
+      message: `YAML aliases expand too far: ${firstLine(String((err as Error).message ?? err))}`,
+      hint: "Use fewer aliases (*name) or smaller anchored values",
+    });
+    return { issues, locate };
+  }
   if (typeof raw !== "object" || Array.isArray(raw)) {
     issues.push({
       severity: "error",
@@ -70,7 +85,7 @@ export function parseConfig(text: string, file = "config.yaml"): ParseResult {
     });
     return { issues, locate };
   }
-  const result = Config.safeParse(raw, { reportInput: true });
+  const result = Config.safeParse(withoutNulls(raw), { reportInput: true });
   if (result.success) return { config: result.data, issues, locate };
 
   for (const issue of result.error.issues) {
@@ -78,6 +93,19 @@ export function parseConfig(text: string, file = "config.yaml"): ParseResult {
   }
   sortIssues(issues);
   return { issues, locate };
+}
+
+/**
+ * The document without mapping entries whose value is null (`tls:` with its children commented
+ * out, `status_code: ~`): an empty key means absent, as in the seed, whose optional fields
+ * deserialized null as None. Lists are kept as they are.
+ */
+function withoutNulls(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(withoutNulls);
+  if (value === null || typeof value !== "object") return value;
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(value)) if (v !== null) out[k] = withoutNulls(v);
+  return out;
 }
 
 /** Sorts issues by position, then path, so output is deterministic and in file order. */

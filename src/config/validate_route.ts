@@ -29,24 +29,45 @@ export function validateRoutes(
   const seen = new Map<string, string>();
   for (const key of keys) {
     const route = config.routes[key];
-    if (!key.startsWith("/") && !/^[a-z0-9*][a-z0-9.*-]*(:\d+)?(\/.*)?$/i.test(key)) {
+    if (!key.startsWith("/") && !/^[a-z0-9*][a-z0-9.*-]*(:\d+)?\/.*$/i.test(key)) {
       err(
         ["routes", key],
-        `Route path "${key}" must start with "/" (or with a host, e.g. "example.com/api")`,
+        `Route path "${key}" must start with "/" (or with a host and a path, e.g. "example.com/api")`,
+        key.includes("/") ? undefined : `Write "/${key}" for a path, "${key}/" for a host`,
       );
       continue;
     }
-    const { host, prefix } = parseRouteKey(key);
-    const hosts = [host ?? "", ...(route.hosts ?? [])].sort().join(",");
-    const norm = `${hosts}|${prefix}`;
-    const other = seen.get(norm);
-    if (other !== undefined) {
+    if (/^[^/]*:\d+\//.test(key)) {
       err(
         ["routes", key],
-        `Routes "${other}" and "${key}" match the same requests`,
-        "Remove one of them or give them different hosts",
+        `Route "${key}" names a port: hosts are matched without their port, so it never matches`,
+        `Write "${key.replace(/:\d+\//, "/")}" (one listener serves one port)`,
       );
-    } else {
+      continue;
+    }
+    (route.hosts ?? []).forEach((h, i) => {
+      if (!HOST_PATTERN.test(h)) {
+        err(
+          ["routes", key, "hosts", i],
+          `Invalid host "${h}": a host name or *.domain, without scheme, port or path`,
+        );
+      }
+    });
+    const { host, prefix } = parseRouteKey(key);
+    // Hosts are matched lower-cased; no hosts means any host. Two routes conflict when they share
+    // a prefix and any host.
+    const hosts = [...(host ? [host] : []), ...(route.hosts ?? []).map((h) => h.toLowerCase())];
+    for (const h of hosts.length > 0 ? new Set(hosts) : [""]) {
+      const norm = `${h}|${prefix}`;
+      const other = seen.get(norm);
+      if (other !== undefined) {
+        err(
+          ["routes", key],
+          `Routes "${other}" and "${key}" match the same requests${h ? ` for host ${h}` : ""}`,
+          "Remove one of them or give them different hosts",
+        );
+        break;
+      }
       seen.set(norm, key);
     }
     if ("path_rewrite" in route && route.path_rewrite !== undefined) {
@@ -65,7 +86,9 @@ export function validateRoutes(
       env: opts.env.env ?? (() => undefined),
       problems,
     });
-    for (const p of problems) err(["routes", key, ...p.path], p.message, p.hint);
+    for (const p of problems) {
+      (p.warning ? warn : err)(["routes", key, ...p.path], p.message, p.hint);
+    }
     if (
       route.type === "redirect" && /^https?:\/\//i.test(route.target) && !URL.canParse(route.target)
     ) {
@@ -77,6 +100,13 @@ export function validateRoutes(
         ["routes", key, "root"],
         `Directory not found: ${route.root}`,
         "Create it or fix the path (relative to the working directory)",
+      );
+    }
+    if (route.type === "static" && opts.env.stat?.(route.root)?.isFile) {
+      err(
+        ["routes", key, "root"],
+        `root is a file, not a directory: ${route.root}`,
+        "Name the directory that holds the files",
       );
     }
     if (route.type === "static" && opts.env.exists(route.root)) {
@@ -203,6 +233,10 @@ function validateRateLimits(
     if (rl.header_name !== undefined && !/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/.test(rl.header_name)) {
       err([...path, "header_name"], `Invalid header name "${rl.header_name}"`);
     }
+    if (rl.period <= 0) {
+      // As the seed: a zero period would make every request a new window (no limit at all).
+      err([...path, "period"], "Period duration must be greater than 0", 'E.g. period: "1m"');
+    }
     if (rl.by === "header" && !rl.header_name) {
       err(path, "header_name is required when rate limiting by header");
     }
@@ -240,3 +274,7 @@ function validateRateLimits(
     }
   }
 }
+
+/** A route's `hosts` entry: a host name (or IP address) or `*.domain`. */
+const HOST_PATTERN =
+  /^(\*\.)?[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*\.?$/i;

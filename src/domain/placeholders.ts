@@ -1,5 +1,6 @@
 // `{name}` placeholders in header values and bodies, anywhere in the string. Templates are
-// compiled once at load; `{env.NAME}` is resolved then too. Unknown names are config errors.
+// compiled once at load; `{env.NAME}` is resolved then too. An unset variable is a config error;
+// an unknown name stays literal text (the seed sent `/users/{id}` as it is), with a warning.
 
 /** Placeholders available on both sides, and the response-only ones. */
 export const REQUEST_PLACEHOLDERS = [
@@ -29,8 +30,13 @@ export interface Template {
   readonly parts: readonly (string | { name: string })[];
 }
 
-/** The result of compiling: a template, or the unknown placeholder names. */
-export type CompileResult = { ok: true; template: Template } | { ok: false; unknown: string[] };
+/**
+ * The result of compiling: a template (with the unknown names it kept as text), or the
+ * `env.NAME` placeholders whose variable is not set.
+ */
+export type CompileResult =
+  | { ok: true; template: Template; literal: string[] }
+  | { ok: false; unknown: string[] };
 
 const TOKEN = /\{([A-Za-z_][A-Za-z0-9_.]*)\}/g;
 
@@ -44,6 +50,7 @@ export function compileTemplate(
 ): CompileResult {
   const parts: (string | { name: string })[] = [];
   const unknown: string[] = [];
+  const kept: string[] = [];
   let last = 0;
   let literal = "";
   for (const m of text.matchAll(TOKEN)) {
@@ -59,13 +66,18 @@ export function compileTemplate(
       literal = "";
       parts.push({ name });
     } else {
-      unknown.push(name);
+      kept.push(name);
+      literal += m[0];
     }
   }
   literal += text.slice(last);
   if (literal) parts.push(literal);
   if (unknown.length) return { ok: false, unknown };
-  return { ok: true, template: { constant: parts.every((p) => typeof p === "string"), parts } };
+  return {
+    ok: true,
+    template: { constant: parts.every((p) => typeof p === "string"), parts },
+    literal: kept,
+  };
 }
 
 /** Expands a compiled template with the request's values. */

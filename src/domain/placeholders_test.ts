@@ -21,12 +21,23 @@ Deno.test("compileTemplate resolves {env.NAME} at load time into a constant", ()
   assert.equal(expand(r.template, () => "unused"), "region eu-1");
 });
 
-Deno.test("compileTemplate reports unknown names and unset variables", () => {
+Deno.test("compileTemplate reports unset variables and keeps unknown names as text", () => {
   const r = compileTemplate("{clinet_ip} {env.NOPE} {upstream}", {
     allowed: REQUEST_PLACEHOLDERS,
     env,
   });
-  assert.deepEqual(r, { ok: false, unknown: ["clinet_ip", "env.NOPE", "upstream"] });
+  assert.deepEqual(r, { ok: false, unknown: ["env.NOPE"] });
+  // The seed sent "/users/{id}" as it is: so does Prox (validate warns).
+  const kept = compileTemplate("/users/{id} for {client_ip}", {
+    allowed: REQUEST_PLACEHOLDERS,
+    env,
+  });
+  assert.ok(kept.ok);
+  assert.deepEqual(kept.literal, ["id"]);
+  assert.equal(
+    expand(kept.template, (n) => n === "client_ip" ? "1.2.3.4" : "?"),
+    "/users/{id} for 1.2.3.4",
+  );
 });
 
 Deno.test("compileTemplate leaves text that is not a placeholder alone", () => {

@@ -55,6 +55,8 @@ export interface RuleProblem {
   path: (string | number)[];
   message: string;
   hint?: string;
+  /** A warning: the config loads. */
+  warning?: boolean;
 }
 
 interface Ctx {
@@ -66,23 +68,25 @@ interface Ctx {
 function template(text: string, path: (string | number)[], c: Ctx): Template {
   const allowed = c.side === "request" ? REQUEST_PLACEHOLDERS : RESPONSE_PLACEHOLDERS;
   const r = compileTemplate(text, { allowed, env: c.env });
-  if (r.ok) return r.template;
+  if (r.ok) {
+    for (const name of r.literal) {
+      c.problems.push({
+        path,
+        warning: true,
+        message: `{${name}} is no placeholder: sent as it is`,
+        hint: suggest(name, allowed)
+          ? `Did you mean {${suggest(name, allowed)}}?`
+          : `Placeholders: ${allowed.map((a) => `{${a}}`).join(", ")}, {env.NAME}`,
+      });
+    }
+    return r.template;
+  }
   for (const name of r.unknown) {
-    c.problems.push(
-      name.startsWith("env.")
-        ? {
-          path,
-          message: `Environment variable ${name.slice(4)} is not set (placeholder {${name}})`,
-          hint: `Set ${name.slice(4)} in Prox's environment, or remove the placeholder`,
-        }
-        : {
-          path,
-          message: `Unknown placeholder {${name}}`,
-          hint: suggest(name, allowed)
-            ? `Did you mean {${suggest(name, allowed)}}?`
-            : `Use one of: ${allowed.map((a) => `{${a}}`).join(", ")}, {env.NAME}`,
-        },
-    );
+    c.problems.push({
+      path,
+      message: `Environment variable ${name.slice(4)} is not set (placeholder {${name}})`,
+      hint: `Set ${name.slice(4)} in Prox's environment, or remove the placeholder`,
+    });
   }
   return { constant: true, parts: [text] };
 }
@@ -136,6 +140,12 @@ function headerValue(name: string, value: string, path: (string | number)[], c: 
   }
   if (/[\r\n\0]/.test(value)) {
     c.problems.push({ path, message: `Header value for "${name}" contains CR, LF or NUL` });
+  } else if (/[\u0100-\uffff]/.test(value)) {
+    // A field value is bytes: such a value would be dropped on every request.
+    c.problems.push({
+      path,
+      message: `Header value for "${name}" has characters a header cannot carry (beyond Latin-1)`,
+    });
   }
   return template(value, path, c);
 }
