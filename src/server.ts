@@ -56,7 +56,8 @@ export async function startServer(
   const first = await loadSource(source);
   if (!first.config) throw new ConfigError(first.issues);
   let config = first.config;
-  const logger = opts.logger ?? createJsonLogger({ level: config.log.level });
+  const ownLogger = opts.logger ? null : createJsonLogger({ level: config.log.level });
+  const logger = opts.logger ?? ownLogger!;
   for (const w of first.issues) logger.warn("Config warning", { issue: w.message, path: w.path });
   const startedAt = Date.now();
   const prom = opts.metrics ? null : createPromMetrics({ version: opts.version });
@@ -330,6 +331,7 @@ export async function startServer(
         logger.warn("Cannot drop metrics of removed routes", { error: String(err) })
       );
       watch?.setFiles(watchedFiles(config));
+      ownLogger?.setLevel(config.log.level);
       for (const w of next.issues) logger.warn("Config warning", { issue: formatIssue(w) });
       logger.info("Config reloaded", { version, trigger, listenersChanged: staged.bound });
       return reloads.settle({ ok: true, version, issues: next.issues, at, trigger });

@@ -97,17 +97,20 @@ function toJson(obj: Record<string, unknown>): string {
   }
 }
 
-/** Creates the JSON-lines Logger; lines below `level` are dropped before any formatting. */
+/**
+ * Creates the JSON-lines Logger; lines below `level` are dropped before any formatting.
+ * `setLevel` follows a reloaded `log.level` (unless `PROX_LOG_LEVEL` or `--log-level` decided).
+ */
 export function createJsonLogger(
   opts: { level?: LogLevel; sink?: LineSink; now?: () => number } = {},
-): Logger {
+): Logger & { setLevel(level: LogLevel | undefined): void } {
   let envLevel: string | undefined;
   try {
     envLevel = Deno.env.get("PROX_LOG_LEVEL");
   } catch {
     envLevel = undefined; // no --allow-env: the config decides
   }
-  const min = ORDER[resolveLogLevel({ env: envLevel, config: opts.level })];
+  let min = ORDER[resolveLogLevel({ env: envLevel, config: opts.level })];
   const sink = opts.sink ?? stdioSink;
   const now = opts.now ?? Date.now;
   const log = (level: LogLevel, msg: string, fields?: Record<string, unknown>) => {
@@ -121,6 +124,9 @@ export function createJsonLogger(
     info: (m, f) => log("info", m, f),
     warn: (m, f) => log("warn", m, f),
     error: (m, f) => log("error", m, f),
+    setLevel(level) {
+      min = ORDER[resolveLogLevel({ env: envLevel, config: level })];
+    },
   };
 }
 

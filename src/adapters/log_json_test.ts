@@ -112,3 +112,28 @@ Deno.test("createBufferedSink batches lines into one write per flush and on size
   b.flush();
   assert.deepEqual(writes.at(-1), ["stdout", "tail\n"]);
 });
+
+Deno.test("createJsonLogger follows a reloaded level unless PROX_LOG_LEVEL decided", () => {
+  const saved = Deno.env.get("PROX_LOG_LEVEL");
+  try {
+    Deno.env.delete("PROX_LOG_LEVEL");
+    const { lines, sink } = capture();
+    const log = createJsonLogger({ level: "info", sink, now: () => 0 });
+    log.setLevel("error");
+    log.info("after reload");
+    log.error("still");
+    log.setLevel(undefined); // the key removed: back to the default, info
+    log.info("default again");
+    assert.deepEqual(lines.map(([, l]) => JSON.parse(l).msg), ["still", "default again"]);
+    // Chosen on the command line (or in the environment): a reload does not change it.
+    Deno.env.set("PROX_LOG_LEVEL", "warn");
+    const pinned = capture();
+    const fixed = createJsonLogger({ level: "info", sink: pinned.sink, now: () => 0 });
+    fixed.setLevel("debug");
+    fixed.info("dropped");
+    assert.equal(pinned.lines.length, 0);
+  } finally {
+    if (saved === undefined) Deno.env.delete("PROX_LOG_LEVEL");
+    else Deno.env.set("PROX_LOG_LEVEL", saved);
+  }
+});
