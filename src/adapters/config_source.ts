@@ -34,8 +34,32 @@ export async function loadSource(
   source: ConfigSource,
 ): Promise<{ config?: Config; issues: ConfigIssue[] }> {
   if ("text" in source) return loadConfigText(source.text, { file: source.name, env: denoEnv });
-  const text = await Deno.readTextFile(source.path);
+  const bytes = await Deno.readFile(source.path);
+  let text: string;
+  try {
+    // Fatal: a Latin-1 byte would otherwise become U+FFFD in a route key or value, silently.
+    // (A byte-order mark is dropped, so columns on the first line stay right.)
+    text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+  } catch {
+    return { issues: [notUtf8(source.path, bytes)] };
+  }
   return loadConfigText(text, { file: source.path, env: denoEnv });
+}
+
+/** Where the first byte that is not UTF-8 sits, as an issue. */
+function notUtf8(file: string, bytes: Uint8Array): ConfigIssue {
+  const lossy = new TextDecoder().decode(bytes);
+  const at = Math.max(0, lossy.indexOf("\uFFFD"));
+  const before = lossy.slice(0, at);
+  return {
+    severity: "error",
+    file,
+    line: before.split("\n").length,
+    col: at - before.lastIndexOf("\n"),
+    path: "",
+    message: "The config is not UTF-8 text",
+    hint: "Save the file as UTF-8 (YAML is UTF-8)",
+  };
 }
 
 /** Reads files a config refers to that the pure snapshot builder needs (CA certificates). */

@@ -1,0 +1,29 @@
+import assert from "node:assert/strict";
+import { loadSource } from "./config_source.ts";
+
+Deno.test("loadSource refuses a config that is not UTF-8, at the first bad byte", async () => {
+  const path = await Deno.makeTempFile({ suffix: ".yaml" });
+  try {
+    const yaml = (key: number[]) =>
+      new Uint8Array([
+        ...new TextEncoder().encode('listen_addr: "127.0.0.1:3000"\nroutes:\n  "/caf'),
+        ...key,
+        ...new TextEncoder().encode('": { type: redirect, target: "/x" }\n'),
+      ]);
+    // Latin-1 é: before, it became U+FFFD in the route key and the config loaded.
+    await Deno.writeFile(path, yaml([0xe9]));
+    const bad = await loadSource({ path });
+    assert.equal(bad.config, undefined);
+    assert.deepEqual(
+      bad.issues.map((i) => [i.line, i.col, i.message]),
+      [[3, 8, "The config is not UTF-8 text"]],
+    );
+    // The same key in UTF-8 loads; so does a file that starts with a byte-order mark.
+    await Deno.writeFile(path, yaml([0xc3, 0xa9]));
+    assert.ok((await loadSource({ path })).config?.routes["/café"]);
+    await Deno.writeFile(path, new Uint8Array([0xef, 0xbb, 0xbf, ...yaml([0xc3, 0xa9])]));
+    assert.ok((await loadSource({ path })).config);
+  } finally {
+    await Deno.remove(path);
+  }
+});
