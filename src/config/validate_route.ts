@@ -37,6 +37,14 @@ export function validateRoutes(
       );
       continue;
     }
+    if (/[?#]/.test(key)) {
+      err(
+        ["routes", key],
+        `Route "${key}" contains "?" or "#": routes match the path only, never the query`,
+        "Use a condition (query_has) in a rule, or a separate route on the path",
+      );
+      continue;
+    }
     if (/^[^/]*:\d+\//.test(key)) {
       err(
         ["routes", key],

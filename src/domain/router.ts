@@ -26,10 +26,16 @@ export function parseRouteKey(key: string): { host?: string; prefix: string } {
   return { host, prefix: normalizePrefix(slash < 0 ? "/" : key.slice(slash)) };
 }
 
-/** `/api/` → `/api`, `//a//b` → `/a/b`, `` → `/`. */
+/**
+ * `/api/` → `/api`, `//a//b` → `/a/b`, `` → `/`; characters a request path arrives with
+ * percent-encoded are encoded the same way (`/café` → `/caf%C3%A9`), or the route could never match.
+ */
 export function normalizePrefix(p: string): string {
   const parts = p.split("/").filter((s) => s !== "");
-  return "/" + parts.join("/");
+  const joined = "/" + parts.join("/");
+  return /[^A-Za-z0-9\-._~!$&'()*+,;=:@/%]/.test(joined)
+    ? new URL("http://h" + joined).pathname
+    : joined;
 }
 
 /** Strips a port and a trailing dot and lower-cases a Host header value. */

@@ -40,3 +40,11 @@ Deno.test("hostOnly strips ports and keeps IPv6 brackets", () => {
   assert.equal(hostOnly("Example.com:80"), "example.com");
   assert.equal(hostOnly("[::1]:8080"), "[::1]");
 });
+
+Deno.test("parseRouteKey encodes a prefix the way request paths arrive", () => {
+  // URL parsing percent-encodes these in a request path: a raw key could never match.
+  assert.equal(parseRouteKey("/café").prefix, "/caf%C3%A9");
+  assert.equal(parseRouteKey("example.com/sp ace/").prefix, "/sp%20ace");
+  assert.equal(parseRouteKey("/pct%20x").prefix, "/pct%20x");
+  assert.equal(parseRouteKey("/api/v1/").prefix, "/api/v1");
+});
