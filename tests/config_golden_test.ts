@@ -69,3 +69,20 @@ Deno.test("golden config: every yaml example in README.md is valid", () => {
     assert.deepEqual(errors, [], `README example ${i + 1}:\n${text}`);
   }
 });
+
+Deno.test("golden config: one anchor reused by hundreds of routes loads", () => {
+  // The YAML library's default alias limit (100) made validate crash on such a file.
+  const routes = Array.from(
+    { length: 300 },
+    (_, i) =>
+      `  "/r${i}": { type: redirect, target: "/x${i}", rate_limit: ${i === 0 ? "&rl " : "*rl"}${
+        i === 0 ? "{ by: ip, requests: 100, period: 1m }" : ""
+      } }`,
+  ).join("\n");
+  const result = loadConfigText(`listen_addr: "127.0.0.1:3000"\nroutes:\n${routes}\n`, {
+    file: "aliases.yaml",
+    env: { exists: () => true },
+  });
+  assert.deepEqual(result.issues.map(formatIssue), []);
+  assert.equal(Object.keys(result.config!.routes).length, 300);
+});

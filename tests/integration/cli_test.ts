@@ -84,6 +84,13 @@ Deno.test("prox validate: 0 when valid, 1 with file:line:col when not, 1 when mi
     const missing = await prox(["validate", "-c", `${dir}/nope.yaml`]);
     assert.equal(missing.code, 1);
     assert.match(missing.stderr, /Cannot read config ".*nope\.yaml": file not found/);
+    // A directory: a located message, not an uncaught error with a stack trace.
+    const directory = await prox(["validate", "-c", dir, "--format", "json"]);
+    assert.equal(directory.code, 1);
+    assert.equal(
+      JSON.parse(directory.stdout).issues[0].message,
+      `Cannot read config "${dir}": it is a directory`,
+    );
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
