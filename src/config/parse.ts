@@ -63,26 +63,14 @@ export function parseConfig(text: string, file = "config.yaml"): ParseResult {
     // The limit guards against alias bombs; one anchor reused by a few hundred routes is fine.
     raw = doc.toJS({ maxAliasCount: 10_000 }) ?? {};
   } catch (err) {
-    issues.push({
-      severity: "error",
-      file,
-      line: 1,
-      col: 1,
-      path: "",
-      message: `YAML aliases expand too far: ${firstLine(String((err as Error).message ?? err))}`,
-      hint: "Use fewer aliases (*name) or smaller anchored values",
-    });
+    const why = firstLine(String((err as Error).message ?? err));
+    const hint = "Use fewer aliases (*name) or smaller anchored values";
+    issues.push(wholeFile(file, `YAML aliases expand too far: ${why}`, hint));
     return { issues, locate };
   }
   if (typeof raw !== "object" || Array.isArray(raw)) {
-    issues.push({
-      severity: "error",
-      file,
-      line: 1,
-      col: 1,
-      path: "",
-      message: "The config must be a mapping of keys such as listen_addr and routes",
-    });
+    const message = "The config must be a mapping of keys such as listen_addr and routes";
+    issues.push(wholeFile(file, message));
     return { issues, locate };
   }
   const result = Config.safeParse(withoutNulls(raw), { reportInput: true });
@@ -93,6 +81,11 @@ export function parseConfig(text: string, file = "config.yaml"): ParseResult {
   }
   sortIssues(issues);
   return { issues, locate };
+}
+
+/** An issue about the whole file (reported at its start). */
+function wholeFile(file: string, message: string, hint?: string): ConfigIssue {
+  return { severity: "error", file, line: 1, col: 1, path: "", message, hint };
 }
 
 /**

@@ -36,6 +36,15 @@ function recordingUpstream() {
   return { server, seen };
 }
 
+/** Prox with one proxy route to `url`. */
+function proxyTo(url: string) {
+  return startProxy(`
+health_check: { enabled: false }
+routes:
+  "/": { type: proxy, target: "${url}" }
+`);
+}
+
 /** Writes `text` on a new connection and reads until the server closes it or `until` matches. */
 async function raw(port: number, text: string, until?: RegExp): Promise<string> {
   const c = await Deno.connect({ hostname: "127.0.0.1", port });
@@ -57,11 +66,7 @@ async function raw(port: number, text: string, until?: RegExp): Promise<string> 
 Deno.test("a GET or HEAD body cannot smuggle a request onto a pooled upstream connection", async () => {
   const up = recordingUpstream();
   await using _up = up.server;
-  await using prox = await startProxy(`
-health_check: { enabled: false }
-routes:
-  "/": { type: proxy, target: "${up.server.url}" }
-`);
+  await using prox = await proxyTo(up.server.url);
   // Deno gives a GET no body, so Prox used to send its Content-Length alone: the upstream then
   // read the start of the next request on the connection as that body.
   const inner = "GET /admin HTTP/1.1\r\nHost: internal\r\n\r\n";
@@ -93,11 +98,7 @@ routes:
 Deno.test("unsupported framing and methods get 501 or 405, never reach the upstream", async () => {
   const up = recordingUpstream();
   await using _up = up.server;
-  await using prox = await startProxy(`
-health_check: { enabled: false }
-routes:
-  "/": { type: proxy, target: "${up.server.url}" }
-`);
+  await using prox = await proxyTo(up.server.url);
   const gz = await raw(
     prox.port,
     "POST /gz HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: gzip, chunked\r\nConnection: close\r\n\r\n" +
