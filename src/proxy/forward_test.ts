@@ -321,3 +321,9 @@ Deno.test("forward: consistent_hash by cookie keeps a session on one target", as
     assert.equal((await s.call({ headers: { cookie: `sid=abc; n=${i}` } })).text, first);
   }
 });
+
+Deno.test("forward: consistent_hash treats an empty key as no key", async () => {
+  const s = setup(lb("strategy: consistent_hash\nhash_on: { type: header, name: x-user }"), ok);
+  const none = (await s.call()).text; // no key: the injected random source picks
+  assert.equal((await s.call({ headers: { "x-user": "" } })).text, none);
+});
