@@ -26,7 +26,13 @@ export function createMemoryStore(): MemoryRateLimitStore {
   const mapFor = (q: RateLimitQuery): StateLru => {
     let entry = limiters.get(q.limiter);
     if (!entry || entry.maxKeys !== q.maxKeys) {
-      entry = { maxKeys: q.maxKeys, keys: new StateLru({ maxEntries: q.maxKeys }) };
+      const keys = new StateLru({ maxEntries: q.maxKeys });
+      // A new bound (max_keys) keeps the counters, the newest when it shrinks: only a change of
+      // the limit's shape (another limiter id) starts them afresh.
+      for (const e of entry?.keys.entries() ?? []) {
+        if (e.expiresAt > q.now) keys.set(e.key, e.state, { now: q.now, expiresAt: e.expiresAt });
+      }
+      entry = { maxKeys: q.maxKeys, keys };
       limiters.set(q.limiter, entry);
     }
     return entry.keys;

@@ -46,3 +46,15 @@ Deno.test("createMemoryStore.retain forgets limiters that left the config", () =
   assert.equal(s.keyCount("/gone#9"), 0);
   assert.equal(s.keyCount("/api#1"), 1);
 });
+
+Deno.test("createMemoryStore keeps the counters when max_keys changes", () => {
+  const s = createMemoryStore();
+  assert.equal(s.consumeSync("ip:1", q(0)).allowed, true);
+  assert.equal(s.consumeSync("ip:1", q(1)).allowed, true);
+  assert.equal(s.consumeSync("ip:1", q(2)).allowed, false);
+  // A reload raises the bound: the client at its limit stays there.
+  assert.equal(s.consumeSync("ip:1", q(3, { maxKeys: 2_000 })).allowed, false);
+  // Shrunk below the number of keys: the most recently used ones are kept.
+  for (let i = 2; i <= 5; i++) s.consumeSync(`ip:${i}`, q(4, { maxKeys: 2_000 }));
+  assert.equal(s.consumeSync("ip:5", q(5, { maxKeys: 1 })).remaining, 0, "ip:5 kept its count");
+});

@@ -98,6 +98,17 @@ export class StateLru {
     return dropped;
   }
 
+  /** Entries held (expired ones not yet swept included), least recently used first. */
+  *entries(): Generator<{ key: string; state: RateLimitState; expiresAt: number }> {
+    for (let s = this.#head; s !== NONE; s = this.#next[s]) {
+      yield {
+        key: this.#keys[s] as string,
+        state: { t: this.#t[s], n: this.#n[s], p: this.#p[s] },
+        expiresAt: this.#exp[s],
+      };
+    }
+  }
+
   /** Entries currently held (expired ones not yet swept included). */
   get size(): number {
     return this.#index.size;

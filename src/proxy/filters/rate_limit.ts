@@ -41,18 +41,29 @@ export function compileRateLimits(
   route: { rate_limit?: RateLimitConfig; rate_limits?: RateLimitConfig[] },
 ): CompiledRateLimit[] {
   const all = [...(route.rate_limit ? [route.rate_limit] : []), ...(route.rate_limits ?? [])];
-  return all.map((config, i) =>
-    compileRateLimit(routeId, config, {
-      name: config.name ?? (all.length === 1 ? "default" : `limit${i + 1}`),
-    })
-  );
+  // A generated name never takes one a limit was given (they would share counters).
+  const taken = new Set(all.flatMap((c) => c.name === undefined ? [] : [c.name]));
+  const ids = new Map<string, number>();
+  return all.map((config, i) => {
+    let name = config.name;
+    if (name === undefined) {
+      name = all.length === 1 ? "default" : `limit${i + 1}`;
+      for (let n = i + 1; taken.has(name); n++) name = `limit${n}`;
+      taken.add(name);
+    }
+    const compiled = compileRateLimit(routeId, config, { name, named: config.name !== undefined });
+    // Two unnamed limits of the same shape on one route still count apart.
+    const seen = ids.get(compiled.id) ?? 0;
+    ids.set(compiled.id, seen + 1);
+    return seen === 0 ? compiled : { ...compiled, id: `${compiled.id}-${seen}` };
+  });
 }
 
 /** Compiles one limit. */
 export function compileRateLimit(
   routeId: string,
   config: RateLimitConfig,
-  opts: { name?: string } = {},
+  opts: { name?: string; named?: boolean } = {},
 ): CompiledRateLimit {
   const name = opts.name ?? config.name ?? "default";
   const policy = policyOf(config.algorithm, {
@@ -60,7 +71,8 @@ export function compileRateLimit(
     periodMs: config.period,
     burst: config.burst,
   });
-  // Only what changes the counters goes into the id: message, status or headers do not reset.
+  // Only what changes the counters goes into the id: message, status or headers do not reset,
+  // nor does a generated name ("default", "limit2"), which moves when another limit is added.
   const shape = JSON.stringify([
     policy.algorithm,
     policy.requests,
@@ -71,7 +83,7 @@ export function compileRateLimit(
     config.cookie_name ?? "",
     config.query_param ?? "",
     config.ipv6_prefix,
-    name,
+    opts.named === false ? "" : name,
   ]);
   return {
     id: `${routeId}#${fnv1a(shape)}`,

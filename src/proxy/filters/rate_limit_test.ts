@@ -37,6 +37,26 @@ Deno.test("compileRateLimit ids change with the limit's shape, not with its resp
   assert.ok(base.id.startsWith("/api#"));
 });
 
+Deno.test("compileRateLimits: adding a limit keeps the others' counters; names never collide", () => {
+  const hour = cfg({ requests: 2, period: "1h" });
+  const day = cfg({ requests: 100, period: "1d" });
+  const alone = compileRateLimits("/api", { rate_limit: hour });
+  const both = compileRateLimits("/api", { rate_limit: hour, rate_limits: [day] });
+  // The unnamed limit is "default" alone and "limit1" beside another: its counters stay.
+  assert.deepEqual([alone[0].name, both[0].name], ["default", "limit1"]);
+  assert.equal(both[0].id, alone[0].id);
+  // An explicit "limit1" keeps its name; the generated one moves aside, with its own counters.
+  const clash = compileRateLimits("/api", {
+    rate_limit: hour,
+    rate_limits: [{ ...hour, name: "limit1" }],
+  });
+  assert.deepEqual(clash.map((l) => l.name), ["limit2", "limit1"]);
+  assert.notEqual(clash[0].id, clash[1].id);
+  // Two unnamed limits of one shape count apart.
+  const twins = compileRateLimits("/api", { rate_limits: [hour, hour] });
+  assert.notEqual(twins[0].id, twins[1].id);
+});
+
 Deno.test("cookieValue finds a cookie among others and unquotes it", () => {
   assert.equal(cookieValue("a=1; session=xyz; b=2", "session"), "xyz");
   assert.equal(cookieValue('session="q v"', "session"), "q v");
