@@ -100,7 +100,12 @@ function originHost(origin: string): string | null {
 /** Builds the admin Hono app; `token` (when set) guards all but /healthz and /readyz. */
 export function createAdminApp(
   cb: AdminCallbacks,
-  opts: { token?: string | (() => string | undefined); logger?: Logger } = {},
+  opts: {
+    token?: string | (() => string | undefined);
+    logger?: Logger;
+    /** The listener is on a loopback address (no token then means "this machine only"). */
+    loopback?: boolean;
+  } = {},
 ): Hono {
   const tokenOf = typeof opts.token === "function" ? opts.token : () => opts.token as string;
   const app = new Hono();
@@ -117,6 +122,12 @@ export function createAdminApp(
       c.header("www-authenticate", 'Basic realm="prox-admin", charset="UTF-8"');
       c.header("www-authenticate", 'Bearer realm="prox-admin"', { append: true });
       return c.json({ error: "Unauthorized: send Authorization: Bearer <admin.token>" }, 401);
+    }
+    // Without a token, a loopback listener trusts whoever can reach it: this machine. A web page
+    // can reach it too through DNS rebinding (its own name resolved to 127.0.0.1), but then Host
+    // carries that name: only an address or localhost is accepted.
+    if (!token && opts.loopback && !open.has(c.req.path) && !localHost(c.req.header("host"))) {
+      return c.json({ error: "Forbidden: use an address or localhost as the host" }, 403);
     }
     // A browser holding Basic credentials must not be driven into a reload by another site.
     const origin = c.req.header("origin");
@@ -173,6 +184,14 @@ export function createAdminApp(
   return app;
 }
 
+/** True when a Host field names localhost or an IP address (never a name DNS could rebind). */
+function localHost(host: string | undefined): boolean {
+  if (!host) return false;
+  const name = host.startsWith("[") ? host.slice(0, host.indexOf("]") + 1) : host.split(":")[0];
+  return name.toLowerCase() === "localhost" || /^\[[0-9a-f:.]+\]$/i.test(name) ||
+    /^\d{1,3}(\.\d{1,3}){3}$/.test(name);
+}
+
 /** True for 127.0.0.0/8 and ::1 (with or without IPv4 mapping). */
 export function isLoopback(hostname: string): boolean {
   const h = hostname.replace(/^\[|\]$/g, "").toLowerCase();
@@ -184,7 +203,11 @@ export function startAdmin(
   addr: ListenAddr,
   opts: { callbacks: AdminCallbacks; token?: string | (() => string | undefined); logger: Logger },
 ): AdminListener {
-  const app = createAdminApp(opts.callbacks, { token: opts.token, logger: opts.logger });
+  const app = createAdminApp(opts.callbacks, {
+    token: opts.token,
+    logger: opts.logger,
+    loopback: isLoopback(addr.hostname),
+  });
   const server = Deno.serve({
     hostname: addr.hostname,
     port: addr.port,

@@ -91,6 +91,29 @@ Deno.test("startAdmin serves metrics, probes, status and the page without a toke
   });
 });
 
+Deno.test("startAdmin without a token refuses a host name DNS could rebind to loopback", async () => {
+  await withAdmin(fake(), undefined, async (base) => {
+    const port = new URL(base).port;
+    const client = Deno.createHttpClient({ allowHost: true });
+    const as = async (host: string, path = "/config/reload", method = "POST") => {
+      const res = await fetch(`${base}${path}`, { method, headers: { host }, client });
+      await res.body?.cancel();
+      return res.status;
+    };
+    try {
+      // A page on evil.example whose name now resolves to 127.0.0.1: same origin for the browser.
+      assert.equal(await as(`evil.example:${port}`), 403);
+      assert.equal(await as(`evil.example:${port}`, "/config", "GET"), 403);
+      assert.equal(await as(`evil.example:${port}`, "/healthz", "GET"), 200, "probes stay open");
+      for (const host of [`localhost:${port}`, `127.0.0.1:${port}`, `[::1]:${port}`]) {
+        assert.equal(await as(host, "/config", "GET"), 200, host);
+      }
+    } finally {
+      client.close();
+    }
+  });
+});
+
 Deno.test("startAdmin requires the token except on probes; Basic with the token works", async () => {
   await withAdmin(fake({ ready: () => false }), "tok-123", async (base) => {
     const denied = await fetch(`${base}/metrics`);

@@ -150,6 +150,23 @@ export function validateRoutes(
         );
       }
     }
+    // Credentials in a target URL are never sent, and the URL is shown by /status and used as a
+    // metrics label: refuse them rather than publish a password.
+    const targetUrls: [(string | number)[], string][] = route.type === "load_balance"
+      ? route.targets.map((t, i) => [["targets", i], typeof t === "string" ? t : t.url])
+      : route.type === "proxy" || route.type === "websocket"
+      ? [[["target"], route.target]]
+      : [];
+    for (const [at, u] of targetUrls) {
+      if (/^[a-z][a-z0-9+.-]*:\/\/[^/?#]*@/i.test(u)) {
+        err(
+          ["routes", key, ...at],
+          "A target URL cannot carry credentials: Prox does not send them, and /status and the " +
+            "metrics would show them",
+          'Send them as a header: request_headers: { set: { Authorization: "Basic …" } }',
+        );
+      }
+    }
     if (route.type === "load_balance") {
       const urls = route.targets.map((t) => typeof t === "string" ? t : t.url);
       urls.forEach((u, i) => {
