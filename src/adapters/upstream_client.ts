@@ -212,7 +212,7 @@ export function createUpstreamClient(opts: UpstreamClientOptions = {}): PooledUp
   const sendEither = async (key: string, req: UpstreamRequest): Promise<Response> => {
     let p = protocolOf(key, req);
     if (typeof p !== "string") p = await p;
-    if (p === "h2" && fetchSafe(req.headers)) {
+    if (p === "h2" && fetchSafe(req.headers, req.origin.host)) {
       // fetch takes its signal up front.
       if (!req.signal && req.clientSignal) req = { ...req, signal: req.clientSignal() };
       return h2.send(req);

@@ -9,12 +9,21 @@ import { HOP_BY_HOP, stripHopByHop } from "../domain/headers.ts";
 import type { UpstreamClient, UpstreamRequest } from "../ports.ts";
 import { timerDelay } from "../config/duration.ts";
 
+/** Fields fetch adds (Deno's defaults) when a request has none of its own. */
+const FETCH_DEFAULTS = ["user-agent", "accept", "accept-language"];
+
 /**
- * True when fetch will not decode the response of a request with these headers: the client
- * accepts only `identity`. A request without Accept-Encoding accepts anything (RFC 9110
- * §12.5.3), so asking for identity is a safe narrowing; it is set here.
+ * True when fetch sends these headers as they are and will not decode the response:
+ * - the client accepts only `identity` (a request without Accept-Encoding accepts anything,
+ *   RFC 9110 §12.5.3, so asking for identity is a safe narrowing; it is set here);
+ * - every field fetch would otherwise add is there (User-Agent `Deno/…`, `Accept: *\/*`,
+ *   `Accept-Language: *`);
+ * - Host is the origin's: HTTP/2 must not send a Host that differs from :authority (RFC 9113
+ *   §8.3.1), which fetch takes from the URL (`preserve_host` then goes over HTTP/1.1).
  */
-export function fetchSafe(headers: HeaderMap): boolean {
+export function fetchSafe(headers: HeaderMap, originHost: string): boolean {
+  if (headers.get("host") !== originHost) return false;
+  for (const name of FETCH_DEFAULTS) if (headers.get(name) === null) return false;
   const ae = headers.get("accept-encoding");
   if (ae === null) {
     headers.set("accept-encoding", "identity");
@@ -37,6 +46,50 @@ function withoutHopFields(res: Response): Response {
   const h = new Headers(res.headers);
   stripHopByHop(h);
   return new Response(res.body, { status: res.status, statusText: res.statusText, headers: h });
+}
+
+/**
+ * The response with its body watched: a pause longer than `idleMs` between chunks aborts the
+ * exchange with a timeout, as the HTTP/1.1 client's idle timeout does (fetch has none).
+ */
+function idleWatched(res: Response, idleMs: number, ctl: AbortController): Response {
+  const reader = res.body!.getReader();
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const arm = () => {
+    clearTimeout(timer);
+    timer = setTimeout(() => {
+      reader.cancel().catch(() => {});
+      ctl.abort(new ProxyError("timeout", `Upstream was idle for ${idleMs} ms`));
+    }, timerDelay(idleMs));
+  };
+  const body = new ReadableStream<Uint8Array>({
+    start: arm,
+    async pull(c) {
+      try {
+        const r = await reader.read();
+        if (ctl.signal.aborted) throw ctl.signal.reason;
+        if (r.done) {
+          clearTimeout(timer);
+          c.close();
+        } else {
+          arm();
+          c.enqueue(r.value);
+        }
+      } catch (err) {
+        clearTimeout(timer);
+        c.error(err);
+      }
+    },
+    cancel(reason) {
+      clearTimeout(timer);
+      return reader.cancel(reason);
+    },
+  }, { highWaterMark: 0 });
+  return new Response(body, {
+    status: res.status,
+    statusText: res.statusText,
+    headers: res.headers,
+  });
 }
 
 /** A fetch-based client forced to HTTP/2 (used for origins that chose h2 by ALPN). */
@@ -88,7 +141,7 @@ export function createH2Client(): UpstreamClient {
           client: clientFor(req),
           signal: ctl.signal,
         });
-        return withoutHopFields(res);
+        return withoutHopFields(t.idle > 0 && res.body ? idleWatched(res, t.idle, ctl) : res);
       } catch (err) {
         if (ctl.signal.aborted && ctl.signal.reason instanceof ProxyError) throw ctl.signal.reason;
         const msg = err instanceof Error ? err.message : String(err);

@@ -5,6 +5,7 @@ import { startUpstream } from "../../tests/_harness.ts";
 import { ProxyError } from "../domain/errors.ts";
 import type { UpstreamRequest, UpstreamTls } from "../ports.ts";
 import { createUpstreamClient } from "./upstream_client.ts";
+import { fetchSafe } from "./upstream_h2.ts";
 
 const dir = new URL("../../tests/fixtures/tls/", import.meta.url);
 const cert = Deno.readTextFileSync(new URL("cert.pem", dir));
@@ -14,7 +15,7 @@ const ca = Deno.readTextFileSync(new URL("ca.pem", dir));
 function request(url: string, tls?: UpstreamTls, headers: HeadersInit = {}): UpstreamRequest {
   const u = new URL(url);
   const h = new Headers(headers);
-  h.set("host", "backend.test");
+  if (!h.has("host")) h.set("host", "backend.test");
   return {
     origin: u,
     target: u.pathname + u.search,
@@ -35,21 +36,40 @@ Deno.test("upstream client over TLS: custom CA, h2 when safe, HTTP/1.1 when fetc
   const gz = await gzip("compressed body");
   await using up = await startUpstream((req) =>
     new Response(gz, {
-      headers: { "content-encoding": "gzip", "x-host": req.headers.get("host") ?? "" },
+      headers: {
+        "content-encoding": "gzip",
+        "x-host": req.headers.get("host") ?? "",
+        "x-lang": req.headers.get("accept-language") ?? "",
+      },
     }), { cert, key });
   const client = createUpstreamClient();
   try {
     const tls = { caCerts: [ca] };
-    // No Accept-Encoding: safe for fetch (identity is asked for), goes over h2, no h1 pool.
-    const h2 = await client.send(request(up.url, tls));
-    assert.equal(h2.headers.get("x-host"), "backend.test");
+    // Every field fetch would add is there, Host is the origin's, no Accept-Encoding (identity
+    // is asked for): fetch sends the request as built, over h2, and no h1 pool opens.
+    const full = {
+      host: new URL(up.url).host,
+      "user-agent": "ua",
+      accept: "*/*",
+      "accept-language": "en",
+    };
+    const h2 = await client.send(request(up.url, tls, full));
+    assert.equal(h2.headers.get("x-host"), full.host);
     assert.deepEqual(new Uint8Array(await h2.arrayBuffer()), gz);
     assert.deepEqual(client.stats(), []);
     // gzip accepted: fetch would decode, so HTTP/1.1 carries it and the bytes are untouched.
-    const h1 = await client.send(request(up.url, tls, { "accept-encoding": "gzip" }));
+    const h1 = await client.send(request(up.url, tls, { ...full, "accept-encoding": "gzip" }));
     assert.equal(h1.headers.get("content-encoding"), "gzip");
     assert.deepEqual(new Uint8Array(await h1.arrayBuffer()), gz);
     assert.deepEqual(client.stats().map((s) => s.open), [1]);
+    // Fetch would add Accept-Language, or send a Host that differs from :authority (preserve_host):
+    // HTTP/1.1 again, with the headers as built.
+    const { "accept-language": _, ...noLanguage } = full;
+    const lang = await client.send(request(up.url, tls, noLanguage));
+    assert.equal(lang.headers.get("x-lang"), "", "fetch would have sent Accept-Language: *");
+    await lang.body?.cancel();
+    assert.equal(fetchSafe(new Headers({ ...full, host: "backend.test" }), full.host), false);
+    assert.equal(fetchSafe(new Headers(full), full.host), true);
   } finally {
     await client.close();
   }
@@ -76,6 +96,39 @@ Deno.test("upstream client over TLS: unknown CA is a connect error; skip-verify 
       client.send(request(up.url, { caCerts: [ca], serverName: "other.test" })),
       (err: unknown) => err instanceof ProxyError && err.kind === "connect",
     );
+  } finally {
+    await client.close();
+  }
+});
+
+Deno.test("upstream client over TLS: an h2 response body that stalls ends at the idle timeout", async () => {
+  await using up = await startUpstream(() =>
+    new Response(
+      new ReadableStream({
+        start(c) {
+          c.enqueue(new TextEncoder().encode("first chunk, then nothing"));
+        },
+      }),
+    ), { cert, key });
+  const client = createUpstreamClient();
+  try {
+    const full = {
+      host: new URL(up.url).host,
+      "user-agent": "ua",
+      accept: "*/*",
+      "accept-language": "en",
+    };
+    const req = { ...request(up.url, { caCerts: [ca] }, full) };
+    req.timeouts = { connect: 2_000, responseHeader: 5_000, idle: 200 };
+    const res = await client.send(req);
+    assert.deepEqual(client.stats(), [], "over h2");
+    const t0 = performance.now();
+    await assert.rejects(res.text(), (err: unknown) => {
+      assert.ok(err instanceof ProxyError, String(err));
+      assert.equal(err.kind, "timeout");
+      return true;
+    });
+    assert.ok(performance.now() - t0 < 4_000, "cut by the idle timeout, not the test's");
   } finally {
     await client.close();
   }
