@@ -134,6 +134,10 @@ Deno.test("startH3Listener answers malformed requests with 400, 431 and 501", as
       (await c.request("/", { fields: [[":method", "CONNECT"], [":authority", "a:1"]] })).status,
       501,
     );
+    // TRACE: 405 as over HTTP/1.1 and HTTP/2 (the Request constructor refused it: 400).
+    const trace = base();
+    trace[0] = [":method", "TRACE"];
+    assert.equal((await c.request("/", { fields: trace })).status, 405);
     assert.equal(calls, 0);
     // a GREASE frame before HEADERS is ignored
     const grease = encodeFrame(0x21 + 0x1f * 3, new Uint8Array(5));

@@ -37,7 +37,9 @@ const CONNECTION_HEADERS = new Set([
 
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9a-z]+$/;
 const METHOD = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
-const BAD_VALUE = /[\0\r\n]/;
+// Any control character but HTAB makes a field value malformed (RFC 9114 §10.3, RFC 9110 §5.5).
+// deno-lint-ignore no-control-regex
+const BAD_VALUE = /[\x00-\x08\x0a-\x1f\x7f]/;
 
 /** The HTTP/3 field section size of a list: names + values + 32 per field (RFC 9114 §4.2.2). */
 export function fieldSectionSize(fields: readonly Field[]): number {

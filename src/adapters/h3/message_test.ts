@@ -63,6 +63,10 @@ Deno.test("parseRequestHead rejects connection headers, bad names and values", (
   assert.equal(status([...base, ["te", "trailers"]]), 0);
   assert.equal(status([...base, ["Accept", "x"]]), 400); // uppercase
   assert.equal(status([...base, ["x", "a\r\nb"]]), 400);
+  // Every control character but HTAB (RFC 9114 §10.3): they went upstream as raw bytes.
+  assert.equal(status([...base, ["x", "a\x01b"]]), 400);
+  assert.equal(status([...base, ["x", "a\x7fb"]]), 400);
+  assert.equal(status([...base, ["x", "a\tb"]]), 0, "HTAB is allowed");
   assert.equal(status([...base, ["content-length", "-1"]]), 400);
   assert.equal(status([...base, ["content-length", "1"], ["content-length", "2"]]), 400);
   assert.equal(status([...base, ["host", "other.example"]]), 400);

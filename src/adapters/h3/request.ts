@@ -231,6 +231,8 @@ function toRequest(
   body: ReadableStream<Uint8Array> | null,
   signal: AbortSignal,
 ): Request {
+  // As over HTTP/1.1 and HTTP/2 (the Request constructor would refuse it: 400).
+  if (head.method === "TRACE") throw new MessageError(405, "Method not allowed");
   try {
     const headers = new Headers(head.headers);
     if (!headers.has("host")) headers.set("host", head.authority);
