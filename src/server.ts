@@ -9,6 +9,7 @@ import type { Snapshot } from "./proxy/snapshot.ts";
 import { createHandler } from "./proxy/pipeline.ts";
 import { createWebSocketProxy } from "./adapters/websocket_deno.ts";
 import { createListenerSet, tcpMigrateReq } from "./adapters/listener_set.ts";
+import { parseListenAddr } from "./config/listen.ts";
 import { startMemoryReducer, trafficSeen } from "./adapters/gc_hint.ts";
 import { configFiles, watchFiles } from "./adapters/config_watch.ts";
 import type { FileWatch } from "./adapters/config_watch.ts";
@@ -150,7 +151,8 @@ export async function startServer(
     metrics,
     acme: opts.acme,
     serve: serveHandler,
-    httpsPort: () => set.get("main")?.port ?? 443,
+    // Before the first certificate there is no HTTPS listener yet: the configured port, not 443.
+    httpsPort: () => set.get("main")?.port ?? configuredPort(config.listen_addr),
     onCertificate: () => {
       applying = applying.then(applyCertificate).catch((err) =>
         logger.error("Cannot serve the new ACME certificate", { error: String(err) })
@@ -397,4 +399,10 @@ export async function startServer(
     },
   };
   return server;
+}
+
+/** The port of a listen address as configured (443 when it cannot be read). */
+function configuredPort(listenAddr: string): number {
+  const a = parseListenAddr(listenAddr);
+  return typeof a === "string" ? 443 : a.port;
 }
