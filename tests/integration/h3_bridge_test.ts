@@ -1,6 +1,7 @@
 // HTTP/3 listener + request bridge against a plain handler, driven by the in-repo client on
 // Deno.connectQuic: real QUIC on 127.0.0.1, no proxy in between.
 import assert from "node:assert/strict";
+import { ProxyError } from "../../src/domain/errors.ts";
 import { interopTest, ROOT, run, waitFor } from "../_harness.ts";
 import { altSvcValue, type H3Listener, startH3Listener } from "../../src/adapters/h3/mod.ts";
 import { connectH3 } from "../../src/adapters/h3/client.ts";
@@ -104,6 +105,30 @@ Deno.test("startH3Listener streams a 1 MiB request body and a 8 MiB response int
     assert.equal(dl.status, 200);
     assert.equal(dl.body.length, big.length);
     assert.deepEqual(dl.body, big);
+  });
+});
+
+Deno.test("startH3Listener: a body that disagrees with content-length is the client's error", async () => {
+  let seen: unknown;
+  await withListener(async (req) => {
+    try {
+      await req.arrayBuffer();
+      return new Response("read");
+    } catch (err) {
+      seen = err;
+      throw err;
+    }
+  }, async (l) => {
+    await using c = await client(l.port);
+    const res = await c.request("/up", {
+      method: "POST",
+      headers: { "content-length": "10" },
+      body: new Uint8Array(5),
+    });
+    assert.notEqual(res.status, 200);
+    // A plain error read as "client gone" (499 in the log, "Client closed request" in the body).
+    assert.ok(seen instanceof ProxyError, String(seen));
+    assert.equal(seen.kind, "bad_request");
   });
 });
 

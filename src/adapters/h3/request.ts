@@ -23,6 +23,7 @@ import {
 import { decodeFieldSection, encodeFieldSection, type Field, QpackError } from "./qpack.ts";
 import { StreamReader } from "./stream_reader.ts";
 import { timerDelay } from "../../config/duration.ts";
+import { ProxyError } from "../../domain/errors.ts";
 
 /** What a request stream needs from its connection. */
 export interface RequestContext {
@@ -121,7 +122,13 @@ function bodyStream(
         c.enqueue(chunk.slice());
       } catch (err) {
         onError(err);
-        c.error(err);
+        // A malformed body (RFC 9114 §4.1.2) is the client's error, not a client that left:
+        // 400, logged as such (a plain error here reads as "client gone", 499).
+        c.error(
+          err instanceof MessageError
+            ? new ProxyError("bad_request", err.message, { cause: err })
+            : err,
+        );
       }
     },
     async cancel() {
