@@ -75,7 +75,10 @@ export function safeEqual(a: string, b: string): boolean {
 /** True when the Authorization header carries `token` (Bearer, or Basic with it as password). */
 export function authorized(header: string | undefined, token: string): boolean {
   if (!header) return false;
-  const [scheme, cred = ""] = header.trim().split(/\s+/, 2);
+  // Exactly a scheme and one credential: "Bearer <token> junk" is no valid field (RFC 9110 §11.4).
+  const parts = header.trim().split(/\s+/);
+  if (parts.length !== 2) return false;
+  const [scheme, cred] = parts;
   if (/^bearer$/i.test(scheme)) return safeEqual(cred, token);
   if (/^basic$/i.test(scheme)) {
     let decoded: string;
@@ -84,7 +87,8 @@ export function authorized(header: string | undefined, token: string): boolean {
     } catch {
       return false;
     }
-    return safeEqual(decoded.slice(decoded.indexOf(":") + 1), token);
+    const colon = decoded.indexOf(":");
+    return colon >= 0 && safeEqual(decoded.slice(colon + 1), token); // user-id ":" password
   }
   return false;
 }
@@ -152,6 +156,11 @@ export function createAdminApp(
     const r = await cb.reload();
     opts.logger?.info("Reload requested through the admin API", { ok: r.ok, version: r.version });
     return c.json(r, r.ok ? 200 : 422);
+  });
+  // Not a GET: it changes state (a link or a prefetch must not reload). 405 says which method.
+  app.get("/config/reload", (c) => {
+    c.header("allow", "POST");
+    return c.json({ error: "Method not allowed: use POST /config/reload" }, 405);
   });
   app.get("/status", (c) => c.json(cb.status()));
   app.get("/", (c) => {

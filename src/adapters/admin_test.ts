@@ -150,6 +150,10 @@ Deno.test("startAdmin POST /config/reload reports the result and refuses cross-o
     });
     assert.equal(x.status, 403);
     await x.body?.cancel();
+    const get = await fetch(`${base}/config/reload`);
+    assert.equal(get.status, 405);
+    assert.equal(get.headers.get("allow"), "POST");
+    await get.body?.cancel();
     assert.equal(cb.reloads, 1);
   });
   const failing = fake({
@@ -183,6 +187,10 @@ Deno.test("redactSecrets and authorized edge cases", () => {
   assert.equal(authorized("Bearer tt", "t"), false);
   assert.equal(authorized("Basic !!!", "t"), false);
   assert.equal(authorized(`Basic ${btoa("u:p:t")}`, "p:t"), true);
+  // Exactly one credential after the scheme; Basic needs its user-id and colon.
+  assert.equal(authorized("Bearer t junk", "t"), false);
+  assert.equal(authorized(`Basic ${btoa("t")}`, "t"), false);
+  assert.equal(authorized(`Basic ${btoa(":t")}`, "t"), true);
 });
 
 Deno.test("embedJson cannot close the script element", () => {
