@@ -5,6 +5,7 @@ import { buildSnapshot } from "./snapshot.ts";
 import { createHandler } from "./pipeline.ts";
 import { noopMetrics, silentLogger } from "../ports.ts";
 import type { AccessRecord, ClientInfo } from "../ports.ts";
+import { createMemoryStore } from "../adapters/store_memory.ts";
 
 const info: ClientInfo = {
   remoteAddr: { hostname: "192.0.2.7", port: 4000 },
@@ -137,4 +138,42 @@ Deno.test("the last request's objects outlive a full GC (recent.ts), earlier one
     responses: [false, true],
     sent: [false, true],
   });
+});
+
+Deno.test("createHandler counts a request 'allowed' once, and only when every limit let it through", async () => {
+  const { config, issues } = loadConfigText(
+    `listen_addr: "127.0.0.1:0"
+health_check: { enabled: false }
+routes:
+  "/":
+    type: proxy
+    target: "http://10.0.0.1:80"
+    rate_limits:
+      - { name: wide, by: ip, requests: 100, period: 1h }
+      - { name: narrow, by: ip, requests: 2, period: 1h }
+`,
+    { file: "t.yaml", env: { exists: () => true } },
+  );
+  assert.ok(config, JSON.stringify(issues));
+  const snapshot = buildSnapshot(config, { version: 1 });
+  const actions: string[] = [];
+  const handler = createHandler({
+    snapshot: () => snapshot,
+    upstream: { send: () => Promise.resolve(new Response("ok")), close: () => Promise.resolve() },
+    files: { stat: () => Promise.resolve(null), open: () => Promise.resolve(null) },
+    clock: { now: () => 1_700_000_000_000, monotonic: () => 0 },
+    logger: silentLogger,
+    metrics: { ...noopMetrics, rateLimit: (_route, action) => void actions.push(action) },
+    rateLimits: createMemoryStore(),
+    random: () => 0.5,
+  });
+  const statuses: number[] = [];
+  for (let i = 0; i < 4; i++) {
+    const res = await handler(new Request("http://proxy.test/x"), info);
+    await res.body?.cancel();
+    statuses.push(res.status);
+  }
+  assert.deepEqual(statuses, [200, 200, 429, 429]);
+  // The wide limit let all four through, but two were refused: 2 allowed, 2 limited.
+  assert.deepEqual(actions, ["allowed", "allowed", "limited", "limited"]);
 });

@@ -167,9 +167,11 @@ export async function applyRateLimit(
   if (!limits || limits.length === 0 || !store) return null;
   const policies: string[] = [];
   const items: string[] = [];
+  let counted = false;
   for (const limit of limits) {
     const outcome = await checkOne(ctx, deps, { limit, store });
     if (outcome instanceof Response) return outcome;
+    counted ||= outcome !== null;
     if (outcome && limit.config.headers && !limit.config.shadow) {
       policies.push(limit.policyField);
       items.push(
@@ -177,6 +179,9 @@ export async function applyRateLimit(
       );
     }
   }
+  // Once per request, when every limit let it through: a request a later limit refused is
+  // "limited" only (counting it "allowed" by the earlier ones understated refusals).
+  if (counted) deps.metrics.rateLimit(limits[0].route, "allowed");
   if (policies.length > 0) {
     ctx.extraResponseHeaders.push(
       ["ratelimit-policy", policies.join(", ")],
@@ -225,10 +230,7 @@ async function checkOne(
     );
     return onError === "allow" ? null : deny(ctx, limit, null);
   }
-  if (decision.allowed) {
-    deps.metrics.rateLimit(limit.route, "allowed");
-    return decision;
-  }
+  if (decision.allowed) return decision;
   if (c.shadow) {
     deps.metrics.rateLimit(limit.route, "shadow_limited");
     logThrottled(deps, `shadow:${limit.id}`, "Rate limit exceeded (shadow mode: not blocked)", {
