@@ -86,3 +86,26 @@ Deno.test("golden config: one anchor reused by hundreds of routes loads", () => 
   assert.deepEqual(result.issues.map(formatIssue), []);
   assert.equal(Object.keys(result.config!.routes).length, 300);
 });
+
+Deno.test("golden config: an empty key is absent, but a null inside set_json is sent", () => {
+  const result = loadConfigText(
+    `listen_addr: "127.0.0.1:3000"
+tls:
+routes:
+  "/":
+    type: redirect
+    target: "/x"
+    status_code: ~
+  "/api":
+    type: proxy
+    target: "http://127.0.0.1:8080"
+    response_body: { set_json: { error: null, items: [null] } }
+`,
+    { file: "nulls.yaml", env: { exists: () => true } },
+  );
+  assert.deepEqual(result.issues.map(formatIssue), []);
+  const c = result.config!;
+  assert.equal(c.tls, undefined);
+  const api = c.routes["/api"] as { response_body?: { set_json?: unknown } };
+  assert.deepEqual(api.response_body?.set_json, { error: null, items: [null] });
+});

@@ -97,7 +97,10 @@ function withoutNulls(value: unknown): unknown {
   if (Array.isArray(value)) return value.map(withoutNulls);
   if (value === null || typeof value !== "object") return value;
   const out: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(value)) if (v !== null) out[k] = withoutNulls(v);
+  for (const [k, v] of Object.entries(value)) {
+    // A JSON body is data, not config: its nulls are values to send.
+    if (v !== null) out[k] = k === "set_json" ? v : withoutNulls(v);
+  }
   return out;
 }
 
