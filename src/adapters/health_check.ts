@@ -6,8 +6,9 @@ import type { Snapshot } from "../proxy/snapshot.ts";
 import { statusMatcher } from "../domain/health.ts";
 import type { ActiveThresholds } from "../domain/health.ts";
 import type { UpstreamRegistry } from "../proxy/state.ts";
-import type { Logger } from "../ports.ts";
+import type { Logger, UpstreamClient, UpstreamTls } from "../ports.ts";
 import { timerDelay } from "../config/duration.ts";
+import { createUpstreamClient } from "./upstream_client.ts";
 
 /** One target to probe and how. */
 export interface ProbeJob {
@@ -19,8 +20,8 @@ export interface ProbeJob {
   bodyMatch?: RegExp;
   timeoutMs: number;
   thresholds: ActiveThresholds;
-  /** Extra CA certificates (PEM) from the route's `tls.ca_cert`. */
-  caCerts?: string[];
+  /** The route's `tls` (ca_cert, insecure_skip_verify, server_name), as requests use it. */
+  tls?: UpstreamTls;
 }
 
 /** Most probes in flight at once (each has its own timeout). */
@@ -58,7 +59,13 @@ export function healthJobs(snapshot: Snapshot): ProbeJob[] {
         bodyMatch: body === undefined ? undefined : toRegExp(body),
         timeoutMs: g.timeout_secs * 1000,
         thresholds: { healthy: g.healthy_threshold, unhealthy: g.unhealthy_threshold },
-        caCerts: compiled.get(key)?.caCerts,
+        tls: route.tls
+          ? {
+            caCerts: compiled.get(key)?.caCerts,
+            insecureSkipVerify: route.tls.insecure_skip_verify,
+            serverName: route.tls.server_name,
+          }
+          : undefined,
       });
     }
   }
@@ -86,29 +93,28 @@ export interface HealthChecker {
 /** Starts probing the targets of `snapshot` now and every `health_check.interval_secs`. */
 export function startHealthChecks(
   snapshot: Snapshot,
-  deps: { registry: UpstreamRegistry; logger: Logger },
+  deps: { registry: UpstreamRegistry; logger: Logger; client?: UpstreamClient },
 ): HealthChecker {
-  // One HTTP client per distinct CA set; unused ones are closed on update.
-  const clients = new Map<string, Deno.HttpClient>();
-  const clientFor = (job: ProbeJob) => {
-    const key = (job.caCerts ?? []).join("\n");
-    let c = clients.get(key);
-    if (!c) {
-      c = Deno.createHttpClient({ caCerts: job.caCerts });
-      clients.set(key, c);
-    }
-    return c;
-  };
-  const inflight = new Set<AbortController>();
-  let jobs = healthJobs(snapshot);
+  // The proxy's own HTTP client, so probes connect exactly as requests do (tls.ca_cert,
+  // insecure_skip_verify, server_name), with a small pool of its own: probes never wait behind
+  // traffic for a connection, and traffic never waits behind probes.
+  const client = deps.client ??
+    createUpstreamClient({ maxConnectionsPerUpstream: 4, maxIdlePerUpstream: 1 });
+  /** Probes in flight and the target each one is for. */
+  const inflight = new Map<AbortController, string>();
+  /** The current job of every probed target; a round looks its targets up here at probe time. */
+  let jobs = new Map(healthJobs(snapshot).map((j) => [j.id, j]));
   let intervalMs = snapshot.config.health_check.interval_secs * 1000;
   let timer: ReturnType<typeof setTimeout> | undefined;
   let closed = false;
   let running: Promise<void> = Promise.resolve();
 
-  const probe = async (job: ProbeJob): Promise<void> => {
+  const probe = async (id: string): Promise<void> => {
+    const job = jobs.get(id);
+    // Removed (or no longer checked) by a reload since the round started.
+    if (!job) return;
     const ac = new AbortController();
-    inflight.add(ac);
+    inflight.set(ac, id);
     let timedOut = false;
     const t = setTimeout(() => {
       timedOut = true;
@@ -117,12 +123,15 @@ export function startHealthChecks(
     let ok = false;
     let reason: string;
     try {
-      const res = await fetch(job.url, {
+      const res = await client.send({
+        origin: new URL(job.url.origin),
+        target: job.url.pathname + job.url.search,
         method: job.method,
-        redirect: "manual",
+        headers: new Headers({ host: job.url.host, "user-agent": "prox-health-check" }),
+        body: null,
+        timeouts: { connect: job.timeoutMs, responseHeader: job.timeoutMs, idle: job.timeoutMs },
+        tls: job.tls,
         signal: ac.signal,
-        headers: { "user-agent": "prox-health-check" },
-        client: clientFor(job),
       });
       ok = job.expect(res.status);
       reason = `status ${res.status}`;
@@ -131,22 +140,25 @@ export function startHealthChecks(
         if (!ok) reason = `body does not match ${job.bodyMatch}`;
       } else await res.body?.cancel();
     } catch (err) {
+      const msg = err instanceof Error ? err.message : String(err);
       reason = timedOut
         ? `no answer within ${job.timeoutMs} ms`
-        : `Cannot connect to upstream "${job.url.origin}": ${
-          err instanceof Error ? err.message : String(err)
-        }`;
+        : msg.startsWith("Cannot ")
+        ? msg
+        : `Cannot connect to upstream "${job.url.origin}": ${msg}`;
     } finally {
       clearTimeout(t);
       inflight.delete(ac);
     }
-    if (closed) return;
-    deps.registry.probe(job.id, ok, { thresholds: job.thresholds, reason });
-    deps.logger.debug("Health probe", { upstream: job.id, url: job.url.href, ok, reason });
+    // Cancelled by close() or by a reload that stopped checking this target: a late result must
+    // not mark down a target nobody probes any more (nothing would ever bring it back).
+    if (closed || (ac.signal.aborted && !timedOut) || jobs.get(id) === undefined) return;
+    deps.registry.probe(id, ok, { thresholds: job.thresholds, reason });
+    deps.logger.debug("Health probe", { upstream: id, url: job.url.href, ok, reason });
   };
 
   // At most PROBE_CONCURRENCY probes at once; a round with more targets streams through them.
-  const round = async (list: ProbeJob[]) => {
+  const round = async (list: string[]) => {
     let next = 0;
     const worker = async () => {
       while (next < list.length && !closed) await probe(list[next++]);
@@ -155,7 +167,7 @@ export function startHealthChecks(
   };
   const tick = () => {
     timer = undefined;
-    running = round(jobs).finally(schedule);
+    running = round([...jobs.keys()]).finally(schedule);
   };
   // Up to 10% early, never late: many Prox instances do not probe a backend in lock-step, and a
   // dead target is still seen within one interval.
@@ -165,24 +177,19 @@ export function startHealthChecks(
     }
   };
 
-  const firstRound = round(jobs);
+  const firstRound = round([...jobs.keys()]);
   running = firstRound.finally(schedule);
-  if (jobs.length > 0) {
-    deps.logger.info("Health checks started", { targets: jobs.length, intervalMs });
+  if (jobs.size > 0) {
+    deps.logger.info("Health checks started", { targets: jobs.size, intervalMs });
   }
 
   return {
     firstRound,
     update(next) {
-      const known = new Set(jobs.map((j) => j.id));
-      jobs = healthJobs(next);
-      const used = new Set(jobs.map((j) => (j.caCerts ?? []).join("\n")));
-      for (const [k, c] of clients) {
-        if (!used.has(k) && inflight.size === 0) {
-          c.close();
-          clients.delete(k);
-        }
-      }
+      const known = jobs;
+      jobs = new Map(healthJobs(next).map((j) => [j.id, j]));
+      // Probes of targets no longer checked stop now (their results would be dropped anyway).
+      for (const [ac, id] of inflight) if (!jobs.has(id)) ac.abort();
       const interval = next.config.health_check.interval_secs * 1000;
       if (interval !== intervalMs && timer !== undefined) {
         clearTimeout(timer);
@@ -191,9 +198,8 @@ export function startHealthChecks(
         schedule();
       }
       intervalMs = interval;
-      const fresh = jobs.filter((j) => !known.has(j.id));
-      const probed = new Set(jobs.map((j) => j.id));
-      for (const id of known) if (!probed.has(id)) deps.registry.unprobed(id);
+      const fresh = [...jobs.keys()].filter((id) => !known.has(id));
+      for (const id of known.keys()) if (!jobs.has(id)) deps.registry.unprobed(id);
       if (fresh.length > 0) running = Promise.all([running, round(fresh)]).then(() => {});
       if (timer === undefined) schedule();
     },
@@ -202,10 +208,9 @@ export function startHealthChecks(
       closed = true;
       clearTimeout(timer);
       timer = undefined;
-      for (const ac of inflight) ac.abort();
+      for (const ac of inflight.keys()) ac.abort();
       await running.catch(() => {});
-      for (const c of clients.values()) c.close();
-      clients.clear();
+      if (!deps.client) await client.close();
     },
   };
 }

@@ -202,3 +202,82 @@ routes:
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("health_check: probes connect as requests do (insecure_skip_verify, server_name)", async () => {
+  const tls = `${ROOT}/tests/fixtures/tls`;
+  const cert = {
+    cert: Deno.readTextFileSync(`${tls}/cert.pem`),
+    key: Deno.readTextFileSync(`${tls}/key.pem`),
+  };
+  await using self = await startUpstream(() => new Response("self"), cert);
+  // The certificate does not name 127.0.0.2: only server_name makes it verify.
+  await using named = await startUpstream(() => new Response("named"), {
+    ...cert,
+    hostname: "127.0.0.2",
+  });
+  await using prox = await startProxy(`
+health_check: { interval_secs: 60 }
+routes:
+  "/self":
+    type: proxy
+    target: "${self.url}"
+    tls: { insecure_skip_verify: true }
+  "/named":
+    type: proxy
+    target: "${named.url}"
+    tls: { ca_cert: "${tls}/ca.pem", server_name: example.com }
+`);
+  const reg = prox.server.upstreams;
+  const status = (id: string) => reg.list().find((u) => u.id === id)?.status;
+  const probed = (id: string) => status(id) === "up" || status(id) === "down";
+  await waitFor(() => probed(self.url) && probed(named.url), { what: "first probes" });
+  assert.equal(status(self.url), "up");
+  assert.equal(status(named.url), "up");
+  for (const [path, body] of [["/self", "self"], ["/named", "named"]]) {
+    const res = await fetch(`${prox.url}${path}`);
+    assert.equal(await res.text(), body);
+  }
+});
+
+Deno.test("reload: a probe in flight for a target no longer checked is cancelled, its result dropped", async () => {
+  let probes = 0;
+  let cancelled = 0;
+  const hangs = (req: Request) => {
+    if (new URL(req.url).pathname !== "/health") return new Response("ok");
+    probes++;
+    return new Promise<Response>((resolve) =>
+      req.signal.addEventListener("abort", () => {
+        cancelled++;
+        resolve(new Response("late"));
+      })
+    );
+  };
+  await using a = await startUpstream(hangs);
+  await using b = await startUpstream(hangs);
+  const dir = await Deno.makeTempDir({ prefix: "prox-health-" });
+  const file = `${dir}/prox.yaml`;
+  const config = (after: boolean) => `
+listen_addr: "127.0.0.1:0"
+health_check: { interval_secs: 60, timeout_secs: 1 }
+routes:
+  "/a": { type: proxy, target: "${a.url}", health_check: { enabled: ${!after} } }
+${after ? "" : `  "/b": { type: proxy, target: "${b.url}" }`}
+`;
+  await Deno.writeTextFile(file, config(false));
+  const server = await startServer({ path: file }, { logger: silentLogger });
+  try {
+    await waitFor(() => probes === 2, { what: "probes in flight" });
+    await Deno.writeTextFile(file, config(true));
+    assert.ok((await server.reload()).ok);
+    // Cancelled at the reload (not failed by their 1 s timeout later).
+    await waitFor(() => cancelled === 2, { timeoutMs: 3000, what: "probes cancelled" });
+    const res = await fetch(`http://127.0.0.1:${server.port}/a`);
+    assert.equal(res.status, 200, "a late failed probe marked down a target nobody probes");
+    await res.body?.cancel();
+    assert.deepEqual(server.upstreams.list().map((u) => u.id), [a.url]);
+    assert.ok(server.upstreams.available(a.url));
+  } finally {
+    await server.shutdown();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
