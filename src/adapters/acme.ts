@@ -29,6 +29,8 @@ export interface AcmeStatus {
   lastError: string | null;
   /** Orders this instance placed since it started. */
   orders: number;
+  /** How long the back-off after a failed order still holds off the next one (null: none). */
+  retryInMs: number | null;
 }
 
 /** A running ACME certificate keeper. */
@@ -271,8 +273,11 @@ export async function startAcme(
     async configure(next) {
       const moved = next.storage_path !== config.storage_path ||
         next.domains[0] !== config.domains[0];
+      // Only a changed tls.acme may fix what failed: a reload of other keys keeps the back-off
+      // (a config edited in a loop must not hammer the CA into its rate limits).
+      const changed = JSON.stringify(next) !== JSON.stringify(config);
       config = next;
-      retryAt = 0; // a changed config may fix what failed
+      if (changed) retryAt = 0;
       if (moved) {
         store = await openAcmeStore(config.storage_path, { name: config.domains[0] });
         loadedStamp = null;
@@ -291,6 +296,7 @@ export async function startAcme(
       failures,
       lastError,
       orders,
+      retryInMs: retryAt > performance.now() ? Math.ceil(retryAt - performance.now()) : null,
     }),
     async close() {
       closed = true;

@@ -164,6 +164,43 @@ Deno.test("ACME: an unreachable CA is retried with exponential back-off while pl
   });
 });
 
+Deno.test("ACME: a reload of other keys keeps the back-off after a failed order; a changed tls.acme retries at once", async () => {
+  await withTempDir(async (dir) => {
+    await using up = await startUpstream(() => new Response("never"));
+    const file = `${dir}/prox.yaml`;
+    const base = {
+      ca: `https://127.0.0.1:${freePort()}/dir`,
+      storage: `${dir}/acme`,
+      httpPort: freePort(),
+      upstream: up.url,
+    };
+    await Deno.writeTextFile(file, acmeYaml(base));
+    const server = await startServer({ path: file }, {
+      logger: memoryLogger(),
+      watch: false,
+      acme: { retryBaseMs: 600_000, random: () => 0, clientRetries: 0 },
+    });
+    try {
+      await waitFor(() => server.acme!.status().failures === 1, { what: "the first failed order" });
+      for (const s of ["5s", "6s", "7s"]) {
+        await Deno.writeTextFile(file, acmeYaml({ ...base, extra: `shutdown_timeout: ${s}` }));
+        assert.ok((await server.reload()).ok);
+        const status = server.acme!.status();
+        assert.ok(status.retryInMs! > 250_000, `back-off dropped: ${JSON.stringify(status)}`);
+        assert.equal(status.failures, 1);
+      }
+      await Deno.writeTextFile(file, acmeYaml({ ...base, domains: ["api.prox.test"] }));
+      assert.ok((await server.reload()).ok);
+      await waitFor(() => server.acme!.status().failures === 2, {
+        what: "an order for the new domains",
+      });
+      assert.equal(server.acme!.status().orders, 2);
+    } finally {
+      await server.shutdown();
+    }
+  });
+});
+
 interopTest(
   "ACME: a reload that adds a domain orders a certificate covering it and swaps it in; expiry reaches Metrics",
   TOOLS,
