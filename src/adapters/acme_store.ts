@@ -158,14 +158,36 @@ export async function openAcmeStore(
           if (!(err instanceof Deno.errors.AlreadyExists)) throw err;
           // A lock left by a crashed instance expires.
           const st = await Deno.stat(lockPath).catch(() => null);
-          const at = st?.mtime?.getTime() ?? 0;
-          if (st && now - at < staleMs) return null;
-          await Deno.remove(lockPath).catch(() => {});
+          if (st && now - (st.mtime?.getTime() ?? 0) < staleMs) return null;
+          if (st && !await takeOver(lockPath, { id, staleMs, now })) return null;
         }
       }
       return null;
     },
   };
+}
+
+/**
+ * Removes a stale lock so that only one of the instances that saw it stale goes on to create
+ * its own: the lock is moved aside first (a rename is atomic, so each file is moved by one
+ * instance only). A fresh lock that was moved by mistake (taken after our look) is put back.
+ */
+async function takeOver(
+  lockPath: string,
+  o: { id: string; staleMs: number; now: number },
+): Promise<boolean> {
+  const aside = `${lockPath}.${o.id}.stale`;
+  try {
+    await Deno.rename(lockPath, aside);
+  } catch {
+    return false; // another instance moved it first
+  }
+  const st = await Deno.stat(aside).catch(() => null);
+  const fresh = st !== null && o.now - (st.mtime?.getTime() ?? 0) < o.staleMs;
+  // link() does not replace: a lock created meanwhile stays.
+  if (fresh) await Deno.link(aside, lockPath).catch(() => {});
+  await Deno.remove(aside).catch(() => {});
+  return !fresh;
 }
 
 /** True when `key` is the private key of the chain's first certificate. */

@@ -102,3 +102,19 @@ Deno.test("openAcmeStore lock refresh keeps a long-held lock from looking stale;
     assert.equal(await store.readChallenge("stale"), null);
     assert.equal(await store.readChallenge("fresh"), "b");
   }));
+
+Deno.test("openAcmeStore lock: of instances that find the same stale lock, one takes it over", () =>
+  withStore(async (dir) => {
+    const stores = await Promise.all([0, 1, 2].map(() => openAcmeStore(dir, { name: "x" })));
+    for (let round = 0; round < 10; round++) {
+      // Left by a crashed instance long ago.
+      await Deno.writeTextFile(`${dir}/order.lock`, "{}");
+      await Deno.utime(`${dir}/order.lock`, new Date(0), new Date(0));
+      const now = Date.now();
+      const locks = await Promise.all(stores.map((s) => s.tryLock({ staleMs: 60_000, now })));
+      const held = locks.filter((l) => l !== null);
+      assert.equal(held.length, 1, `round ${round}: ${held.length} holders`);
+      await held[0]!.release();
+      assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name).sort(), ["challenges"]);
+    }
+  }));
