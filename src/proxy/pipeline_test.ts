@@ -177,3 +177,27 @@ routes:
   // The wide limit let all four through, but two were refused: 2 allowed, 2 limited.
   assert.deepEqual(actions, ["allowed", "allowed", "limited", "limited"]);
 });
+
+Deno.test({
+  name: "timeouts.total: a response body the client cancels ends the deadline's timer",
+  sanitizeOps: true,
+  sanitizeResources: true,
+}, async () => {
+  const { handler } = handlerFor(
+    `health_check: { enabled: false }
+routes: { "/": { type: proxy, target: "http://10.1.1.1", timeouts: { total: 20s } } }`,
+    () =>
+      Promise.resolve(
+        new Response(
+          new ReadableStream<Uint8Array>({
+            start: (c) => c.enqueue(new TextEncoder().encode("partial")), // never ends
+          }),
+        ),
+      ),
+  );
+  const res = await handler(new Request("http://h/x"), info);
+  const reader = res.body!.getReader();
+  assert.equal((await reader.read()).done, false);
+  // The op sanitizer fails the test if the 20 s timer is still pending.
+  await reader.cancel();
+});

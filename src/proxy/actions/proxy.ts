@@ -252,6 +252,11 @@ function withDeadline(res: Response, deadline: Deadline): Response {
       flush() {
         deadline.clear();
       },
+      // A client that leaves (or an upstream body that fails) ends the deadline too: its timer
+      // would otherwise hold the exchange until `timeouts.total` passed.
+      cancel() {
+        deadline.clear();
+      },
     }),
   );
   deadline.onExpire(() => ctl?.error(deadline.error("")));
