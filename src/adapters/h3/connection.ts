@@ -7,6 +7,7 @@ import type { ClientInfo, Handler, Logger } from "../../ports.ts";
 import {
   encodeGoaway,
   encodeSettings,
+  frameHeader,
   FrameType,
   H3ConnectionError,
   H3Error,
@@ -22,6 +23,9 @@ import { parseUrgency } from "./message.ts";
 import { bytesToString } from "./qpack.ts";
 import { decodeVarint } from "./varint.ts";
 
+/** An empty frame of a reserved (GREASE) type, 0x1f * 3 + 0x21: every peer ignores it. */
+const KEEP_ALIVE_FRAME = frameHeader(0x1f * 3 + 0x21, 0);
+
 /** Limits applied per connection. */
 export interface ConnectionLimits {
   /** SETTINGS_MAX_FIELD_SECTION_SIZE we advertise and enforce (RFC 9114 §4.2.2). */
@@ -30,6 +34,11 @@ export interface ConnectionLimits {
   maxControlFrame: number;
   /** Time allowed for a request stream's HEADERS to arrive. */
   headerTimeoutMs: number;
+  /**
+   * While a request is in flight, a reserved frame goes out on the control stream this often (ms;
+   * 0 never), so a slow upstream does not let the QUIC idle timeout close the connection.
+   */
+  keepAliveMs: number;
 }
 
 /** What a connection needs from its listener. */
@@ -59,6 +68,8 @@ export class H3Connection {
   readonly #pendingUrgency = new Map<number, number>();
   /** Shared by the connection's requests (one remoteAddr lookup per connection). */
   #ctx: RequestContext | null = null;
+  /** Runs only while requests are in flight (see ConnectionLimits.keepAliveMs). */
+  #keepAlive: ReturnType<typeof setInterval> | undefined;
   /** Settled when the connection is closed, for any reason. */
   readonly closed: Promise<void>;
 
@@ -67,6 +78,7 @@ export class H3Connection {
     this.#opts = opts;
     this.closed = conn.closed.then(() => {}, () => {}).finally(() => {
       this.#closed = true;
+      clearInterval(this.#keepAlive);
       this.#abort.abort(new Error("HTTP/3 connection closed"));
     });
   }
@@ -139,14 +151,34 @@ export class H3Connection {
           .finally(() => {
             this.#requests.delete(p);
             this.#active.delete(id);
+            if (this.#requests.size === 0) {
+              clearInterval(this.#keepAlive);
+              this.#keepAlive = undefined;
+            }
           });
         this.#requests.add(p);
+        this.#keepAliveWhileBusy();
       }
     } catch {
       // Deno throws here on idle timeout or a lost connection instead of ending the stream.
     } finally {
       reader.releaseLock();
     }
+  }
+
+  /**
+   * QUIC's idle timeout counts packets, not open streams: a response slower than it would lose
+   * the connection when the client sends nothing meanwhile (ngtcp2's client does not). A frame
+   * of a reserved type on the control stream is ignored by the peer (RFC 9114 §7.2.8), but its
+   * packet and the ACK it elicits restart both sides' idle timers (RFC 9000 §10.1).
+   */
+  #keepAliveWhileBusy(): void {
+    const ms = this.#opts.limits.keepAliveMs;
+    if (this.#keepAlive !== undefined || ms <= 0 || !this.#control) return;
+    const control = this.#control;
+    this.#keepAlive = setInterval(() => {
+      if (!this.#closed) control.write(KEEP_ALIVE_FRAME).catch(() => {});
+    }, ms);
   }
 
   #requestContext(): RequestContext {
@@ -333,6 +365,7 @@ export class H3Connection {
   close(code: number = H3Error.NO_ERROR, reason = ""): void {
     if (this.#closed) return;
     this.#closed = true;
+    clearInterval(this.#keepAlive);
     try {
       this.#conn.close({ closeCode: code, reason: reason.slice(0, 100) });
     } catch { /* already closed */ }

@@ -117,6 +117,8 @@ function listen(opts: H3ListenerOptions): H3Listener {
     maxFieldSectionSize: opts.options?.max_field_section_size ?? 64 * 1024,
     maxControlFrame: 16 * 1024,
     headerTimeoutMs: opts.options?.request_header_timeout ?? 30_000,
+    // A third of the idle timeout, and often enough for a client whose own timeout is shorter.
+    keepAliveMs: Math.min(Math.floor(transport.maxIdleTimeout! / 3), 10_000),
   };
   let stopping = false;
   const maxConnections = opts.options?.max_connections ?? 10_000;
