@@ -91,7 +91,7 @@ export interface UpstreamRegistry {
   countRequest(route: string, at?: number): void;
   /** True (and counted) when a retry fits in the route's budget. */
   tryRetry(route: string, percent: number): boolean;
-  /** Forgets targets and routes no longer configured. */
+  /** Forgets targets and routes no longer configured; late results for them are ignored. */
   retain(ids: Iterable<string>, routes: Iterable<string>): void;
   list(): UpstreamView[];
 }
@@ -108,6 +108,10 @@ export function createUpstreamRegistry(
 ): UpstreamRegistry {
   const states = new Map<string, UpstreamState>();
   const budgets = new Map<string, Budget>();
+  /** The configured targets as of the last retain(), or null before the first. */
+  let configured: Set<string> | null = null;
+  /** Removed by a reload: a request or probe that started before it must not bring it back. */
+  const retired = (id: string) => configured !== null && !configured.has(id);
   const now = () => deps.clock.monotonic();
 
   const get = (id: string): UpstreamState => {
@@ -130,7 +134,7 @@ export function createUpstreamRegistry(
         latencyAt: 0,
         ejected: false,
       };
-      states.set(id, s);
+      if (!retired(id)) states.set(id, s);
     }
     return s;
   };
@@ -177,6 +181,7 @@ export function createUpstreamRegistry(
       return isAvailable(s.active, s.passive, t);
     },
     probe(id, ok, opts) {
+      if (retired(id)) return;
       const s = get(id);
       // Probes run whether or not requests come: an ejection that ran out is announced here too.
       settle(s, now());
@@ -217,6 +222,7 @@ export function createUpstreamRegistry(
       }
     },
     outcome(id, ok, opts) {
+      if (retired(id)) return;
       const s = get(id);
       const t = opts.at ?? now();
       const out = recordOutcome(s.passive, ok, { now: t, policy: opts.policy });
@@ -255,6 +261,7 @@ export function createUpstreamRegistry(
       });
     },
     observe(id, ms, at) {
+      if (retired(id)) return;
       const s = get(id);
       const t = at ?? now();
       const prev = decayed(s, t);
@@ -278,7 +285,7 @@ export function createUpstreamRegistry(
       return true;
     },
     retain(ids, routes) {
-      const keep = new Set(ids);
+      const keep = configured = new Set(ids);
       for (const k of states.keys()) if (!keep.has(k)) states.delete(k);
       const keepRoutes = new Set(routes);
       for (const k of budgets.keys()) if (!keepRoutes.has(k)) budgets.delete(k);

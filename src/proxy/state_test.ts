@@ -80,3 +80,26 @@ Deno.test("registry: an ejection that ran out is announced by the next probe or 
   other.reg.list();
   assert.deepEqual(other.health, [["a", false], ["a", true]]);
 });
+
+Deno.test("registry: results arriving after a reload removed the target do not bring it back", () => {
+  const { reg, health } = registry();
+  const policy = {
+    enabled: true,
+    failures: 1,
+    windowMs: 10_000,
+    baseEjectionMs: 4_000,
+    maxEjectionMs: 60_000,
+    panicPercent: 0,
+  };
+  reg.observe("gone", 5);
+  reg.retain(["kept"], []);
+  // A request (or probe) that started before the reload ends now.
+  reg.get("gone").inFlight++;
+  reg.observe("gone", 5);
+  reg.outcome("gone", false, { pool: ["gone", "kept"], policy, reason: "status 502" });
+  reg.probe("gone", false, { thresholds: { healthy: 1, unhealthy: 1 }, reason: "test" });
+  assert.deepEqual(reg.list().map((u) => u.id), []);
+  assert.deepEqual(health, [], "no health series for a target that is not configured");
+  reg.observe("kept", 5);
+  assert.deepEqual(reg.list().map((u) => u.id), ["kept"]);
+});

@@ -281,3 +281,48 @@ ${after ? "" : `  "/b": { type: proxy, target: "${b.url}" }`}
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("reload: a request in flight to a removed target does not bring back its health series", async () => {
+  const hung: (() => void)[] = [];
+  await using gone = await startUpstream(async () => {
+    await new Promise<void>((r) => hung.push(r));
+    return new Response("bad", { status: 502 });
+  });
+  await using kept = await startUpstream(() => new Response("kept"));
+  const dir = await Deno.makeTempDir({ prefix: "prox-health-" });
+  const file = `${dir}/prox.yaml`;
+  const config = (targets: string[]) => `
+listen_addr: "127.0.0.1:0"
+metrics: { on_main_listener: true }
+health_check: { enabled: false }
+passive_health: { failures: 1, statuses: [502], panic_threshold_percent: 0 }
+routes:
+  "/":
+    type: load_balance
+    strategy: first
+    targets: ${JSON.stringify(targets)}
+    retries: { attempts: 0 }
+`;
+  await Deno.writeTextFile(file, config([gone.url, kept.url]));
+  const server = await startServer({ path: file }, { logger: silentLogger });
+  try {
+    const pending = fetch(`http://127.0.0.1:${server.port}/`);
+    await waitFor(() => hung.length === 1, { what: "request in flight" });
+    await Deno.writeTextFile(file, config([kept.url]));
+    assert.ok((await server.reload()).ok);
+    hung[0]();
+    const res = await pending;
+    assert.equal(res.status, 502);
+    await res.body?.cancel();
+    assert.deepEqual(server.upstreams.list().map((u) => u.id), [kept.url]);
+    const metrics = await (await fetch(`http://127.0.0.1:${server.port}/metrics`)).text();
+    const series = metrics.split("\n").filter((l) =>
+      /^prox_backend_(health_status|in_flight_requests|ejections_total)\{/.test(l)
+    );
+    assert.deepEqual(series.filter((l) => l.includes(gone.url)), [], "a removed backend's series");
+    assert.match(metrics, new RegExp(`prox_backend_health_status\\{backend="${kept.url}"\\} 1`));
+  } finally {
+    await server.shutdown();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
