@@ -180,10 +180,26 @@ const NULL_BODY_STATUS = new Set([101, 103, 204, 205, 304]);
 /** What the Fetch API accepts as a reason phrase (HTAB, SP, VCHAR, obs-text). */
 const REASON_PHRASE = /^[\t\x20-\x7e\x80-\xff]*$/;
 
+/**
+ * A field value with a control character other than HTAB (RFC 9110 §5.5). Fetch lets all but CR,
+ * LF and NUL through, yet Deno.serve cannot send one: its HTTP/1.1 writer panics (the process
+ * exits) and HTTP/2 resets the stream.
+ */
+const FIELD_CTL = /[^\t\x20-\x7e\x80-\xff]/;
+
 /** Builds the Response; a reason phrase the Fetch API rejects is dropped. */
 function respond(head: ResponseHead, body: BodyInit | null): Response {
   if (head.status > 599) {
     throw new ProxyError("protocol", `Upstream sent status ${head.status}`);
+  }
+  const fields = head.headers;
+  for (let i = 0; i < fields.length; i++) {
+    if (FIELD_CTL.test(fields[i][1])) {
+      throw new ProxyError(
+        "protocol",
+        `Invalid upstream response head: control character in "${fields[i][0].slice(0, 40)}"`,
+      );
+    }
   }
   const statusText = REASON_PHRASE.test(head.statusText) ? head.statusText : undefined;
   try {

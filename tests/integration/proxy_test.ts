@@ -253,3 +253,59 @@ routes:
     }
   },
 );
+
+Deno.test("a control character in an upstream response head gets 502, not a crashed process", async () => {
+  const heads: Record<string, string> = {
+    ctl: "HTTP/1.1 200 OK\r\nx-bad: a\x01b\r\ncontent-length: 2\r\n\r\nno",
+    del: "HTTP/1.1 200 OK\r\nx-bad: a\x7fb\r\ncontent-length: 2\r\n\r\nno",
+    esc: "HTTP/1.1 200 OK\r\nx-bad: \x1b[31m\r\ncontent-length: 2\r\n\r\nno",
+    ok: "HTTP/1.1 200 OK\r\nx-fine: a\tb \xe9\r\ncontent-length: 2\r\n\r\nok",
+  };
+  await using up = rawServer(async (c) => {
+    const head = await readRequest(c);
+    if (head === null) return;
+    const name = head.slice(head.indexOf("/") + 1, head.indexOf(" HTTP/"));
+    await c.write(Uint8Array.from(heads[name], (ch) => ch.charCodeAt(0)));
+  });
+  await using prox = await startProxy(`
+health_check: { enabled: false }
+routes:
+  "/": { type: proxy, target: "${up.url}", retries: { attempts: 0 } }
+`);
+  // Deno.serve's HTTP/1.1 writer panics on such a value: the whole process used to exit.
+  for (const name of ["ctl", "del", "esc"]) {
+    const res = await rawExchange(
+      prox.port,
+      `GET /${name} HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n`,
+    );
+    assert.match(res, /^HTTP\/1\.1 502 /, name);
+  }
+  const res = await fetch(`${prox.url}/ok`);
+  assert.equal(res.status, 200);
+  assert.equal(res.headers.get("x-fine"), "a\tb \xe9");
+  assert.equal(await res.text(), "ok");
+});
+
+Deno.test("a header rule value with a control character is skipped, not sent", async () => {
+  await using up = await startUpstream(() => new Response("ok"));
+  const logger = memoryLogger();
+  await using prox = await startProxy(
+    `
+health_check: { enabled: false }
+routes:
+  "/":
+    type: proxy
+    target: "${up.url}"
+    response_headers: { set: { x-t: "a\\x01b", x-u: "fine" } }
+`,
+    { logger },
+  );
+  const res = await rawExchange(
+    prox.port,
+    "GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+  );
+  assert.match(res, /^HTTP\/1\.1 200 /);
+  assert.match(res, /\r\nx-u: fine\r\n/);
+  assert.doesNotMatch(res, /x-t:/);
+  assert.ok(logger.lines.some((l) => l.includes("Header rule skipped")));
+});

@@ -64,8 +64,9 @@ export function applyHeaderRules(
 ): void {
   for (const name of rules.remove) headers.delete(name);
   const put = (name: string, value: string, append: boolean) => {
-    if (/[\r\n\0]/.test(value)) {
-      opts.logger.warn("Header rule skipped: value contains CR, LF or NUL after expansion", {
+    // Any control character but HTAB: Deno.serve's HTTP/1.1 writer panics on one (process exit).
+    if (/[^\t\x20-\x7e\x80-\uffff]/.test(value)) {
+      opts.logger.warn("Header rule skipped: value contains a control character after expansion", {
         header: name,
         requestId: opts.requestId,
       });
