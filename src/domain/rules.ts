@@ -10,6 +10,23 @@ import { suggest } from "./suggest.ts";
 /** RFC 9110 §5.1 field-name token. */
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 
+/**
+ * Fields that frame a message or manage its connection (RFC 9112 §6, RFC 9110 §7.6.1): Prox
+ * writes them for each hop. Set by a rule they would contradict the bytes sent (an upstream
+ * reading a Content-Length body as chunked takes the next request as part of this one) or break
+ * HTTP/2, which forbids them.
+ */
+const HOP_FIELDS = new Set([
+  "connection",
+  "content-length",
+  "keep-alive",
+  "proxy-connection",
+  "te",
+  "trailer",
+  "transfer-encoding",
+  "upgrade",
+]);
+
 /** Header rules as configured (mirrors config/schema.ts). */
 export interface HeaderRulesSpec {
   add?: Record<string, string>;
@@ -137,6 +154,13 @@ function condition(spec: ConditionSpec | undefined, c: Ctx): Predicate {
 function headerValue(name: string, value: string, path: (string | number)[], c: Ctx): Template {
   if (!TOKEN.test(name)) {
     c.problems.push({ path, message: `Invalid header name "${name}"` });
+  } else if (HOP_FIELDS.has(name.toLowerCase())) {
+    c.problems.push({
+      path,
+      message: `Header "${name}" cannot be set by a rule: Prox frames each message and manages ` +
+        "its connections itself",
+      hint: "Remove it from the rule",
+    });
   }
   if (/[\r\n\0]/.test(value)) {
     c.problems.push({ path, message: `Header value for "${name}" contains CR, LF or NUL` });
@@ -173,6 +197,13 @@ export function compileHeaderRules(
   const remove = (spec.remove ?? []).map((name, i) => {
     if (!TOKEN.test(name)) {
       c.problems.push({ path: ["remove", i], message: `Invalid header name "${name}"` });
+    } else if (c.side === "request" && name.toLowerCase() === "host") {
+      // RFC 9112 §3.2: every HTTP/1.1 request carries Host.
+      c.problems.push({
+        path: ["remove", i],
+        message: "Host cannot be removed from the upstream request",
+        hint: "Use set to send another Host, or preserve_host: true to keep the client's",
+      });
     }
     return name.toLowerCase();
   });

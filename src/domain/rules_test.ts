@@ -1,0 +1,38 @@
+import assert from "node:assert/strict";
+import { compileRouteRules } from "./rules.ts";
+import type { RouteRulesSpec, RuleProblem } from "./rules.ts";
+
+function problems(spec: RouteRulesSpec): string[] {
+  const out: RuleProblem[] = [];
+  compileRouteRules(spec, { env: () => undefined, problems: out });
+  return out.filter((p) => !p.warning).map((p) => `${p.path.join(".")}: ${p.message}`);
+}
+
+Deno.test("compileRouteRules refuses rules that set framing or connection fields", () => {
+  const got = problems({
+    request_headers: {
+      set: { "Transfer-Encoding": "chunked", "X-Ok": "1" },
+      add: { "Content-Length": "0" },
+      append: { Connection: "close" },
+    },
+    response_headers: { set: { "content-length": "1", Upgrade: "h2c", "Keep-Alive": "5" } },
+  });
+  assert.equal(got.length, 6, got.join("\n"));
+  assert.match(
+    got[0],
+    /^request_headers\.add\.Content-Length: Header "Content-Length" cannot be set/,
+  );
+  assert.ok(got.some((p) => p.startsWith("request_headers.set.Transfer-Encoding: ")));
+  assert.ok(got.some((p) => p.startsWith("request_headers.append.Connection: ")));
+  assert.ok(got.some((p) => p.startsWith("response_headers.set.Upgrade: ")));
+  // Removing them is harmless (Prox drops them anyway).
+  assert.deepEqual(problems({ request_headers: { remove: ["Connection", "Content-Length"] } }), []);
+});
+
+Deno.test("compileRouteRules refuses removing Host from the upstream request only", () => {
+  assert.deepEqual(problems({ request_headers: { remove: ["HOST"] } }), [
+    "request_headers.remove.0: Host cannot be removed from the upstream request",
+  ]);
+  assert.deepEqual(problems({ response_headers: { remove: ["Host"] } }), []);
+  assert.deepEqual(problems({ request_headers: { set: { Host: "backend.internal" } } }), []);
+});
