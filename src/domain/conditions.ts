@@ -8,6 +8,11 @@ export interface ConditionInput {
   /** Raw query string without `?`. */
   query: string;
   headers: Headers;
+  /**
+   * The request's authority, which `has_header: {name: Host}` sees when `headers` has no Host:
+   * HTTP/2 and HTTP/3 requests carry it as `:authority` instead (RFC 9113 §8.3.1).
+   */
+  authority?: string;
   status?: number;
   responseHeaders?: Headers;
 }
@@ -58,8 +63,8 @@ export function compileRegex(source: string): RegExp | string {
 function headerTest(spec: { name: string; value_matches?: string }) {
   const re = spec.value_matches !== undefined ? compileRegex(spec.value_matches) : undefined;
   const name = spec.name.toLowerCase();
-  return (h: Headers | undefined) => {
-    const v = h?.get(name);
+  return (h: Headers | undefined, authority?: string) => {
+    const v = h?.get(name) ?? (name === "host" ? authority : undefined);
     if (v === null || v === undefined) return false;
     return re === undefined || (re instanceof RegExp && re.test(v));
   };
@@ -101,7 +106,7 @@ export function compileCondition(spec: ConditionSpec | undefined): Predicate {
   }
   if (spec.has_header) {
     const t = headerTest(spec.has_header);
-    checks.push((i) => t(i.headers));
+    checks.push((i) => t(i.headers, i.authority));
   }
   if (spec.query_has !== undefined) {
     const q = typeof spec.query_has === "string" ? { name: spec.query_has } : spec.query_has;

@@ -1,7 +1,7 @@
 // The seed README's header and body manipulation examples, through the real proxy to a real
 // upstream, behaving as their comments say.
 import assert from "node:assert/strict";
-import { startUpstream } from "../_harness.ts";
+import { interopTest, run, startUpstream } from "../_harness.ts";
 import { startProxy } from "./_proxy.ts";
 
 async function echoUpstream() {
@@ -131,4 +131,30 @@ routes:
   const good = await fetch(`${prox.url}/fine`);
   await good.body?.cancel();
   assert.equal(good.headers.get("x-client-error"), null);
+});
+
+interopTest("has_header on Host sees the authority of HTTP/2 requests, which carry no Host", [
+  "curl",
+], async () => {
+  await using up = await echoUpstream();
+  await using prox = await startProxy(`
+health_check: { enabled: false }
+routes:
+  "/":
+    type: proxy
+    target: "${up.url}"
+    request_headers:
+      condition: { has_header: { name: Host, value_matches: '^app\\.example:' } }
+      set: { "X-Site": "app" }
+`);
+  for (const version of ["--http1.1", "--http2-prior-knowledge"]) {
+    const out = await run("curl", [
+      "-sS",
+      version,
+      "--connect-to",
+      `app.example:${prox.port}:127.0.0.1:${prox.port}`,
+      `http://app.example:${prox.port}/x`,
+    ]);
+    assert.equal(JSON.parse(out.stdout).headers["x-site"], "app", `${version}: ${out.stderr}`);
+  }
 });

@@ -53,7 +53,13 @@ export function placeholderValues(ctx: RequestContext, status?: number): Placeho
 
 /** The condition input for the request side. */
 export function requestInput(ctx: RequestContext, headers: Headers): ConditionInput {
-  return { method: ctx.req.method, path: ctx.path, query: ctx.query.slice(1), headers };
+  return {
+    method: ctx.req.method,
+    path: ctx.path,
+    query: ctx.query.slice(1),
+    headers,
+    authority: ctx.host,
+  };
 }
 
 /** Applies header rules in place: remove, then set, then append. Unsafe values are skipped. */
