@@ -182,8 +182,13 @@ function failure(ctx: RequestContext, deps: PipelineDeps, err: unknown): Respons
 /** Response-side additions that apply to every answer: filter headers, Alt-Svc, HSTS. */
 function finish(ctx: RequestContext, res: Response): Response {
   const add = ctx.extraResponseHeaders;
-  if (ctx.info.tls && ctx.info.protocol !== "h3" && ctx.snapshot.altSvc) {
-    add.push(["alt-svc", ctx.snapshot.altSvc]);
+  // With HTTP/3 on, Alt-Svc on the TLS listener is Prox's own (ours over TCP while h3 is up,
+  // none over h3): an upstream's names the upstream's alternatives, not this origin's.
+  let dropAltSvc = false;
+  if (ctx.info.tls && ctx.snapshot.config.protocols.http3_enabled) {
+    const ours = ctx.info.protocol !== "h3" ? ctx.snapshot.altSvc : null;
+    if (ours) add.push(["alt-svc", ours]);
+    else dropAltSvc = res.headers.has("alt-svc");
   }
   const hsts = ctx.info.tls ? ctx.snapshot.config.tls?.hsts : undefined;
   if (hsts) {
@@ -192,14 +197,16 @@ function finish(ctx: RequestContext, res: Response): Response {
     if (hsts.preload) v += "; preload";
     add.push(["strict-transport-security", v]);
   }
-  if (add.length === 0) return res;
+  if (add.length === 0 && !dropAltSvc) return res;
   try {
     for (const [k, v] of add) res.headers.set(k, v);
+    if (dropAltSvc) res.headers.delete("alt-svc");
     return res;
   } catch {
     // Immutable headers (e.g. a Response from fetch): copy once.
     const h = new Headers(res.headers);
     for (const [k, v] of add) h.set(k, v);
+    if (dropAltSvc) h.delete("alt-svc");
     return new Response(res.body, { status: res.status, statusText: res.statusText, headers: h });
   }
 }

@@ -279,6 +279,22 @@ function drainRest(r: StreamReader, fail: (err: unknown) => void): void {
   })().catch(fail);
 }
 
+let dateSecond = -1;
+let dateValue = "";
+
+/**
+ * Now as an IMF-fixdate, made once a second: an origin with a clock must send Date, and a proxy
+ * must add it to a response that lacks one (RFC 9110 §6.6.1), as Deno.serve does over TCP.
+ */
+function httpDate(): string {
+  const now = Date.now();
+  if (Math.floor(now / 1000) !== dateSecond) {
+    dateSecond = Math.floor(now / 1000);
+    dateValue = new Date(now).toUTCString();
+  }
+  return dateValue;
+}
+
 /**
  * Chunks up to this size go out with their DATA frame header in one write (one op instead of
  * two; the copy is cheap next to an op); larger ones get a separate header write.
@@ -297,6 +313,7 @@ async function writeResponse(
   opts: { method: string; ctx: RequestContext; onClientGone: () => void },
 ): Promise<boolean> {
   const fields = responseFields(res.status, res.headers);
+  if (!res.headers.has("date")) fields.push(["date", httpDate()]);
   const noBody = responseHasNoBody(opts.method, res.status);
   const head = encodeFrame(FrameType.HEADERS, encodeFieldSection(fields));
   if (noBody || !res.body) {

@@ -1,0 +1,76 @@
+// HTTP/3 responses through the full proxy carry the headers the TCP path gives the same request:
+// a Date, and Prox's own Alt-Svc rather than the upstream's.
+import assert from "node:assert/strict";
+import { ROOT, startUpstream } from "../_harness.ts";
+import { startProxy } from "./_proxy.ts";
+import { connectH3 } from "../../src/adapters/h3/client.ts";
+
+const TLS = `${ROOT}/tests/fixtures/tls`;
+const ca = Deno.readTextFileSync(`${TLS}/ca.pem`);
+
+const config = (upstream: string) =>
+  `listen_addr: "127.0.0.1:0"
+tls:
+  cert_path: "${TLS}/cert.pem"
+  key_path: "${TLS}/key.pem"
+protocols:
+  http3_enabled: true
+health_check: { enabled: false }
+routes:
+  "/go":
+    type: redirect
+    target: "https://example.com/"
+  "/":
+    type: proxy
+    target: "${upstream}"
+`;
+
+/** GET `path` over HTTP/2 (TLS) and over HTTP/3; the header sections of both. */
+async function bothWays(port: number, path: string): Promise<{ tcp: Headers; h3: Headers }> {
+  const client = Deno.createHttpClient({ caCerts: [ca] });
+  try {
+    const res = await fetch(`https://localhost:${port}${path}`, { client, redirect: "manual" });
+    await res.body?.cancel();
+    await using h3 = await connectH3({ hostname: "127.0.0.1", port, caCerts: [ca] });
+    return { tcp: res.headers, h3: (await h3.request(path)).headers };
+  } finally {
+    client.close();
+  }
+}
+
+Deno.test("Prox over HTTP/3 drops an upstream's Alt-Svc; over TCP only its own is sent", async () => {
+  // A raw upstream: its Alt-Svc names its own alternative port, meaningless for Prox's origin.
+  await using up = await startUpstream(() =>
+    new Response("hi", { headers: { "alt-svc": 'h3=":9999"; ma=100' } })
+  );
+  await using prox = await startProxy(config(up.url), { keepListen: true, tls: true });
+  const { tcp, h3 } = await bothWays(prox.port, "/x");
+  assert.equal(tcp.get("alt-svc"), `h3=":${prox.port}"; ma=86400`);
+  assert.equal(h3.get("alt-svc"), null);
+});
+
+Deno.test("Prox over HTTP/3 sends Date on proxied and local responses, as over TCP", async () => {
+  // Deno.serve adds Date to the upstream's responses; a raw one without it stands for others.
+  const ln = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const serving = (async () => {
+    for await (const conn of ln) {
+      await conn.read(new Uint8Array(4096));
+      await conn.write(new TextEncoder().encode("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nhi"));
+      conn.close();
+    }
+  })();
+  try {
+    await using prox = await startProxy(
+      config(`http://127.0.0.1:${(ln.addr as Deno.NetAddr).port}`),
+      { keepListen: true, tls: true },
+    );
+    for (const path of ["/x", "/go"]) {
+      const { tcp, h3 } = await bothWays(prox.port, path);
+      assert.match(tcp.get("date") ?? "", /^\w{3}, \d\d \w{3} \d{4} \d\d:\d\d:\d\d GMT$/, path);
+      assert.match(h3.get("date") ?? "", /^\w{3}, \d\d \w{3} \d{4} \d\d:\d\d:\d\d GMT$/, path);
+    }
+  } finally {
+    ln.close();
+    await serving.catch(() => {});
+  }
+});
