@@ -14,7 +14,7 @@ import { createJsonLogger } from "./src/adapters/log_json.ts";
 import type { ConfigSource } from "./src/server.ts";
 import { startSupervisor } from "./src/adapters/workers.ts";
 import type { Supervisor } from "./src/adapters/workers.ts";
-import { connectSupervisor, whenSupervisorGone, workerRole } from "./src/adapters/worker_link.ts";
+import { connectSupervisor, followSupervisor, workerRole } from "./src/adapters/worker_link.ts";
 import type { WorkerRole } from "./src/adapters/worker_link.ts";
 import { createWorkerMetrics } from "./src/adapters/worker_metrics.ts";
 import { workersIssues } from "./src/config/workers_rules.ts";
@@ -365,9 +365,13 @@ async function workerServe(
   }
   const s = server;
   // Through the signal trap, so the drain and the exit code are the same as for a SIGTERM.
-  whenSupervisorGone(() => {
+  followSupervisor((cmd) => {
+    if (cmd.type === "force") {
+      opts.signals.exitNow("The supervisor got a second signal: exiting now");
+    } else opts.signals.drain(cmd.signal);
+  }, () => {
     s.logger.warn("The supervisor is gone: draining", { worker: role.index });
-    Deno.kill(Deno.pid, "SIGTERM");
+    opts.signals.drain("SIGTERM");
   });
   const code = await opts.signals.serve(server);
   metrics.close();

@@ -7,6 +7,10 @@
 //   SIGUSR1          the same (the Rust Prox's "restart", which only stopped it)
 //   SIGHUP           reload the config
 //   a second stop signal exits at once with code 1
+//
+// A worker of `workers: N` is also told to drain by its supervisor (`drain`, over its stdin
+// pipe, not a signal): under systemd's default KillMode=control-group the worker gets the
+// SIGTERM itself as well, and that one must not count as a second signal.
 
 import type { Logger } from "../ports.ts";
 
@@ -16,13 +20,17 @@ export interface Stoppable {
   reload(opts?: { trigger?: string }): Promise<unknown>;
   readonly logger: Logger;
   /** Called on a second stop signal, just before exiting (a supervisor stops its workers). */
-  force?(): void;
+  force?(): void | Promise<void>;
 }
 
 /** Trapped signals; `serve` resolves with the exit code, `release` removes the listeners. */
 export interface SignalTrap {
   /** Acts on signals for `server` (including ones that came before) until it has stopped. */
   serve(server: Stoppable): Promise<number>;
+  /** Starts the drain as a first stop signal would, unless one began already; never forces. */
+  drain(signal: Deno.Signal): void;
+  /** Exits at once with code 1, as a second stop signal does. */
+  exitNow(why: string): void;
   release(): void;
 }
 
@@ -32,15 +40,25 @@ const STOP: Deno.Signal[] = ["SIGTERM", "SIGINT", "SIGUSR2", "SIGUSR1"];
 export function trapSignals(opts: { logger: Logger }): SignalTrap {
   let server: Stoppable | null = null;
   let stopBy: Deno.Signal | null = null;
+  let signalled = false;
   let reloadPending = false;
   const done = Promise.withResolvers<number>();
 
+  const exitNow = (msg: string, signal?: Deno.Signal) => {
+    (server?.logger ?? opts.logger).warn(msg, { signal });
+    const told = server?.force?.();
+    if (!told) Deno.exit(1);
+    // Exits once the workers were told (a pipe write), or after 1 s whatever happened.
+    setTimeout(() => Deno.exit(1), 1000);
+    void told.finally(() => Deno.exit(1));
+  };
   const stop = (signal: Deno.Signal) => {
-    if (stopBy) {
-      (server?.logger ?? opts.logger).warn("Second signal: exiting now", { signal });
-      server?.force?.();
-      Deno.exit(1);
-    }
+    if (signalled) return exitNow("Second signal: exiting now", signal);
+    signalled = true;
+    drain(signal);
+  };
+  const drain = (signal: Deno.Signal) => {
+    if (stopBy) return;
     stopBy = signal;
     if (server) begin(server, signal);
     else opts.logger.info("Stop signal during startup: stopping once started", { signal });
@@ -74,6 +92,8 @@ export function trapSignals(opts: { logger: Logger }): SignalTrap {
       release();
       return code;
     },
+    drain,
+    exitNow: (why) => exitNow(why),
     release,
   };
 }

@@ -73,11 +73,49 @@ export async function connectSupervisor(role: WorkerRole): Promise<SupervisorLin
   };
 }
 
-/** Calls `gone` once stdin (a pipe from the supervisor) ends: the supervisor exited. */
-export function whenSupervisorGone(gone: () => void): void {
+/**
+ * What the supervisor writes to a worker's stdin (a pipe it holds): one command per line.
+ * Drains go this way, not as signals, so a worker can tell them from a SIGTERM sent to it
+ * directly (systemd signals every process of the unit): only two signals force an exit.
+ */
+export type SupervisorCommand = { type: "drain"; signal: Deno.Signal } | { type: "force" };
+
+/** The line that carries `cmd` to a worker's stdin. */
+export function commandLine(cmd: SupervisorCommand): string {
+  return cmd.type === "drain" ? `drain ${cmd.signal}\n` : "force\n";
+}
+
+const COMMAND_SIGNALS: Deno.Signal[] = ["SIGTERM", "SIGINT", "SIGUSR1", "SIGUSR2"];
+
+function parseCommand(line: string): SupervisorCommand | null {
+  const [word, arg] = line.trim().split(" ");
+  if (word === "force") return { type: "force" };
+  const signal = COMMAND_SIGNALS.find((s) => s === arg);
+  return word === "drain" && signal ? { type: "drain", signal } : null;
+}
+
+/**
+ * Follows the supervisor through stdin: calls `onCommand` per command line, and `gone` once
+ * stdin ends (the supervisor exited).
+ */
+export function followSupervisor(
+  onCommand: (cmd: SupervisorCommand) => void,
+  gone: () => void,
+): void {
   void (async () => {
+    const dec = new TextDecoder();
+    let buf = "";
     try {
-      for await (const _ of Deno.stdin.readable) { /* the supervisor never writes */ }
+      for await (const chunk of Deno.stdin.readable) {
+        buf += dec.decode(chunk, { stream: true });
+        let nl: number;
+        while ((nl = buf.indexOf("\n")) >= 0) {
+          const cmd = parseCommand(buf.slice(0, nl));
+          buf = buf.slice(nl + 1);
+          if (cmd) onCommand(cmd);
+        }
+        if (buf.length > MAX_LINE) buf = "";
+      }
     } catch { /* closed */ }
     gone();
   })();

@@ -3,15 +3,16 @@
 // each binds the same TCP ports with SO_REUSEPORT, so Linux spreads new connections over them.
 // Worker 0 alone runs the admin listener and HTTP/3 (UDP has no SO_REUSEPORT in Deno).
 //
-// The supervisor forwards SIGHUP (reload) and SIGTERM/SIGINT/SIGUSR1/SIGUSR2 (drain) to every
-// worker, restarts a worker that dies unexpectedly (exponential back-off), and exits 0 once all
-// workers drained. Workers run in their own session (a terminal's Ctrl-C reaches only the
+// The supervisor forwards SIGHUP (reload) to every worker, tells them to drain on
+// SIGTERM/SIGINT/SIGUSR1/SIGUSR2 (a line on their stdin, so a worker that systemd signals too
+// does not take the two for a forcing second signal), restarts a worker that dies unexpectedly
+// (exponential back-off), and exits 0 once all workers drained. Workers run in their own session (a terminal's Ctrl-C reaches only the
 // supervisor, which forwards it once), report readiness over a Unix socket, and drain when the
 // supervisor disappears (their stdin, a pipe from the supervisor, reaches EOF).
 
 import type { Logger } from "../ports.ts";
-import { readControlLines } from "./worker_link.ts";
-import type { ControlMessage } from "./worker_link.ts";
+import { commandLine, readControlLines } from "./worker_link.ts";
+import type { ControlMessage, SupervisorCommand } from "./worker_link.ts";
 import { COUNT_ENV, SOCKET_ENV, WORKER_ENV } from "./worker_link.ts";
 
 /** A command line that starts another copy of this program. */
@@ -51,8 +52,8 @@ export interface Supervisor {
   reload(opts?: { trigger?: string }): Promise<void>;
   /** Tells every worker to drain (SIGUSR2 for a takeover, else SIGTERM); resolves when all exited. */
   shutdown(opts?: { reason?: string }): Promise<void>;
-  /** Second stop signal: workers exit at once. */
-  force(): void;
+  /** Second stop signal: workers exit at once (resolves once they were told). */
+  force(): Promise<void>;
   /** After shutdown: 0 when every worker drained and exited cleanly, else 1. */
   readonly exitCode: number;
 }
@@ -60,6 +61,8 @@ export interface Supervisor {
 interface Slot {
   index: number;
   child: Deno.ChildProcess | null;
+  /** The child's stdin: commands (drain, force) as lines; its end tells the worker we left. */
+  stdin: WritableStreamDefaultWriter<Uint8Array> | null;
   startedAt: number;
   ready: boolean;
   /** Crashes in a row (reset once a worker ran for `stableMs`). */
@@ -98,6 +101,11 @@ export function startSupervisor(count: number, opts: {
       slot.child?.kill(sig);
     } catch { /* exited meanwhile */ }
   };
+  const encoder = new TextEncoder();
+  const tell = (slot: Slot, cmd: SupervisorCommand): Promise<void> =>
+    slot.child && slot.stdin
+      ? slot.stdin.write(encoder.encode(commandLine(cmd))).catch(() => {/* exited meanwhile */})
+      : Promise.resolve();
 
   const spawn = (slot: Slot) => {
     slot.timer = undefined;
@@ -114,6 +122,7 @@ export function startSupervisor(count: number, opts: {
       detached: true,
     }).spawn();
     slot.child = child;
+    slot.stdin = child.stdin.getWriter();
     slot.startedAt = Date.now();
     slot.ready = false;
     slot.exited = child.status.then((status) => onExit(slot, child, status));
@@ -122,7 +131,8 @@ export function startSupervisor(count: number, opts: {
   const onExit = (slot: Slot, child: Deno.ChildProcess, status: Deno.CommandStatus) => {
     if (slot.child !== child) return;
     slot.child = null;
-    void child.stdin.close().catch(() => {});
+    void slot.stdin?.close().catch(() => {});
+    slot.stdin = null;
     const how = status.signal ? `signal ${status.signal}` : `code ${status.code}`;
     if (stopping) {
       if (status.code !== 0) failed = true;
@@ -172,11 +182,11 @@ export function startSupervisor(count: number, opts: {
 
   async function shutdown(reason: string): Promise<void> {
     stopping ??= (async () => {
-      const sig: Deno.Signal = reason === "takeover" ? "SIGUSR2" : "SIGTERM";
+      const signal: Deno.Signal = reason === "takeover" ? "SIGUSR2" : "SIGTERM";
       logger.info("Draining workers", { reason, workers: live().length });
       for (const s of slots) {
         clearTimeout(s.timer);
-        send(s, sig);
+        void tell(s, { type: "drain", signal });
       }
       await Promise.all(slots.map((s) => s.exited));
       control.close();
@@ -191,6 +201,7 @@ export function startSupervisor(count: number, opts: {
     const slot: Slot = {
       index,
       child: null,
+      stdin: null,
       startedAt: 0,
       ready: false,
       failures: 0,
@@ -212,8 +223,8 @@ export function startSupervisor(count: number, opts: {
       return Promise.resolve();
     },
     shutdown: (o) => shutdown(o?.reason ?? "shutdown"),
-    force() {
-      for (const s of slots) send(s, "SIGTERM");
+    async force() {
+      await Promise.all(slots.map((s) => tell(s, { type: "force" })));
     },
     get exitCode() {
       return failed ? 1 : 0;

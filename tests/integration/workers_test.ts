@@ -2,7 +2,7 @@
 // shared port, real HTTP clients, real signals.
 
 import assert from "node:assert/strict";
-import { waitFor } from "../_harness.ts";
+import { startUpstream, waitFor } from "../_harness.ts";
 import { freePort, spawnProx } from "./_cli_process.ts";
 import type { ProxProcess } from "./_cli_process.ts";
 import { DEBUG_HEADER_ENV } from "../../src/adapters/worker_link.ts";
@@ -181,4 +181,44 @@ Deno.test("workers: when the supervisor is killed, its workers drain and exit by
   p.signal("SIGKILL");
   await p.status;
   await waitFor(() => !pids.some(alive), { what: "orphaned workers to exit" });
+});
+
+Deno.test("workers: SIGTERM to the supervisor and its workers at once (systemd's KillMode=control-group) drains, not forces", async () => {
+  const release = Promise.withResolvers<void>();
+  let arrived = 0;
+  await using up = await startUpstream(async () => {
+    arrived++;
+    await release.promise;
+    return new Response("slow\n");
+  });
+  const f = await fixture();
+  await Deno.writeTextFile(
+    `${f.dir}/config.yaml`,
+    [
+      `listen_addr: "127.0.0.1:${f.port}"`,
+      "workers: 2",
+      "shutdown_timeout: 10s",
+      "health_check:\n  enabled: false",
+      `routes:\n  "/":\n    type: proxy\n    target: "${up.url}"`,
+      "",
+    ].join("\n"),
+  );
+  await using p = serve(["-c", `${f.dir}/config.yaml`, "--no-watch"]);
+  await p.waitForOutput("Prox listening with workers");
+  const pids = workerPids(p);
+  const failed = (err: unknown) => ({ status: 0, body: String(err), worker: "" });
+  const inFlight = Array.from({ length: 4 }, () => hit(f.url).catch(failed));
+  await waitFor(() => arrived === 4, { what: "4 requests at the upstream" });
+  // What `systemctl stop` does by default: every process of the unit gets SIGTERM (here the
+  // workers' arrive first, so the supervisor's drain reaches workers already draining).
+  for (const pid of pids) Deno.kill(pid, "SIGTERM");
+  await p.waitForOutput((o) => o.split('"msg":"Draining"').length - 1 === 2);
+  p.signal("SIGTERM");
+  await p.waitForOutput("Draining workers");
+  release.resolve();
+  for (const r of await Promise.all(inFlight)) {
+    assert.deepEqual([r.status, r.body], [200, "slow\n"]);
+  }
+  assert.equal((await p.status).code, 0, p.output());
+  assert.doesNotMatch(p.output(), /Second signal/);
 });
