@@ -102,19 +102,25 @@ export function startHealthChecks(
     createUpstreamClient({ maxConnectionsPerUpstream: 4, maxIdlePerUpstream: 1 });
   /** Probes in flight and the target each one is for. */
   const inflight = new Map<AbortController, string>();
+  /** Targets with a probe in flight: a target never has two at once. */
+  const probing = new Set<string>();
   /** The current job of every probed target; a round looks its targets up here at probe time. */
   let jobs = new Map(healthJobs(snapshot).map((j) => [j.id, j]));
   let intervalMs = snapshot.config.health_check.interval_secs * 1000;
   let timer: ReturnType<typeof setTimeout> | undefined;
+  /** A timed round is running: the next is scheduled when it ends, so rounds never overlap. */
+  let ticking = true;
   let closed = false;
   let running: Promise<void> = Promise.resolve();
 
   const probe = async (id: string): Promise<void> => {
     const job = jobs.get(id);
-    // Removed (or no longer checked) by a reload since the round started.
-    if (!job) return;
+    // Removed (or no longer checked) by a reload since the round started; or still being probed
+    // (a reload's round for new targets, a probe slower than the interval).
+    if (!job || probing.has(id)) return;
     const ac = new AbortController();
     inflight.set(ac, id);
+    probing.add(id);
     let timedOut = false;
     const t = setTimeout(() => {
       timedOut = true;
@@ -149,6 +155,7 @@ export function startHealthChecks(
     } finally {
       clearTimeout(t);
       inflight.delete(ac);
+      probing.delete(id);
     }
     // Cancelled by close() or by a reload that stopped checking this target: a late result must
     // not mark down a target nobody probes any more (nothing would ever bring it back).
@@ -167,18 +174,23 @@ export function startHealthChecks(
   };
   const tick = () => {
     timer = undefined;
-    running = round([...jobs.keys()]).finally(schedule);
+    ticking = true;
+    running = round([...jobs.keys()]).finally(ended);
+  };
+  const ended = () => {
+    ticking = false;
+    schedule();
   };
   // Up to 10% early, never late: many Prox instances do not probe a backend in lock-step, and a
   // dead target is still seen within one interval.
   const schedule = () => {
-    if (!closed && timer === undefined) {
+    if (!closed && timer === undefined && !ticking) {
       timer = setTimeout(tick, timerDelay(intervalMs * (0.9 + 0.1 * Math.random())));
     }
   };
 
   const firstRound = round([...jobs.keys()]);
-  running = firstRound.finally(schedule);
+  running = firstRound.finally(ended);
   if (jobs.size > 0) {
     deps.logger.info("Health checks started", { targets: jobs.size, intervalMs });
   }

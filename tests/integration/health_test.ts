@@ -326,3 +326,44 @@ routes:
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("health_check: a probe slower than the interval is not overlapped, even after a reload", async () => {
+  let open = 0;
+  let most = 0;
+  let probes = 0;
+  let aborted = 0;
+  await using up = await startUpstream((req) => {
+    if (new URL(req.url).pathname !== "/health") return new Response("ok");
+    probes++;
+    most = Math.max(most, ++open);
+    return new Promise<Response>((resolve) =>
+      req.signal.addEventListener("abort", () => {
+        open--;
+        aborted++;
+        resolve(new Response("late"));
+      })
+    );
+  });
+  const dir = await Deno.makeTempDir({ prefix: "prox-health-" });
+  const file = `${dir}/prox.yaml`;
+  const config = (key: string) => `
+listen_addr: "127.0.0.1:0"
+health_check: { interval_secs: 1, timeout_secs: 2 }
+routes:
+  "/${key}": { type: proxy, target: "${up.url}" }
+`;
+  await Deno.writeTextFile(file, config("a"));
+  const server = await startServer({ path: file }, { logger: silentLogger });
+  try {
+    await waitFor(() => probes === 1, { what: "first probe" });
+    // A reload while the probe hangs must not start another round beside it.
+    await Deno.writeTextFile(file, config("b"));
+    assert.ok((await server.reload()).ok);
+    await waitFor(() => probes === 2, { what: "second probe" });
+    assert.equal(aborted, 1, "the second probe started after the first timed out");
+    assert.equal(most, 1);
+  } finally {
+    await server.shutdown();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
