@@ -2,6 +2,8 @@
 // challenges are answered, everything else is redirected to the HTTPS listener.
 
 import type { Handler } from "../ports.ts";
+import { HOST_FIELD } from "../domain/headers.ts";
+import { authorityOf, wireQuery } from "../domain/rewrite.ts";
 import { CHALLENGE_PREFIX } from "./acme.ts";
 import type { AcmeController } from "./acme.ts";
 
@@ -19,16 +21,30 @@ export function redirectHandler(o: {
   };
 }
 
-/** The plain-HTTP listener's answer: 308 to https, except ACME HTTP-01 challenges. */
+/**
+ * The plain-HTTP listener's answer: 308 to https, except ACME HTTP-01 challenges. The host is the
+ * request target's authority, else Host (RFC 9112 §3.2.2), without its port; one that is not a
+ * host gets 400, as on the main listener (it would move the path, or add userinfo). Path and
+ * query go over as they came, like nginx's `$request_uri`: never normalized or re-encoded.
+ */
 export function httpsRedirect(req: Request, opts: { status: number; httpsPort: number }): Response {
-  const url = new URL(req.url);
-  if (url.pathname.startsWith(CHALLENGE_PREFIX)) {
+  const url = req.url;
+  const authority = authorityOf(url);
+  const hostField = req.headers.get("host");
+  if (
+    authority === null || !HOST_FIELD.test(authority) ||
+    (hostField !== null && !HOST_FIELD.test(hostField))
+  ) {
+    return new Response("Invalid Host header\n", { status: 400 });
+  }
+  const target = url.slice(url.indexOf("://") + 3 + authority.length);
+  if (new URL(url).pathname.startsWith(CHALLENGE_PREFIX)) {
     return new Response("Not found\n", { status: 404 });
   }
-  const host = (req.headers.get("host") ?? url.hostname).replace(/:\d+$/, "");
+  const host = authority.replace(/:\d*$/, "");
   const port = opts.httpsPort === 443 ? "" : `:${opts.httpsPort}`;
   return new Response(null, {
     status: opts.status,
-    headers: { location: `https://${host}${port}${url.pathname}${url.search}` },
+    headers: { location: `https://${host}${port}${wireQuery(target || "/")}` },
   });
 }

@@ -6,6 +6,13 @@ import type { Cidr } from "./ip.ts";
 import { HeaderList } from "./header_list.ts";
 import type { HeaderMap } from "./header_list.ts";
 
+/**
+ * A Host field value: a host and an optional port (RFC 9110 §7.2, RFC 3986 §3.2.2). The server
+ * puts it in the request URL, so anything else could move the path ("Host: a/b") or break URL
+ * parsing; RFC 9112 §3.2 asks for 400.
+ */
+export const HOST_FIELD = /^(?:\[[0-9A-Za-z:.%]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]+)(?::[0-9]*)?$/;
+
 /** Connection-specific headers never forwarded (RFC 9110 §7.6.1), plus the proxy auth pair. */
 export const HOP_BY_HOP = [
   "connection",

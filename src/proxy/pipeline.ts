@@ -10,7 +10,7 @@
 // Errors become responses in one place (respond.ts + domain/errors.ts statusFor).
 
 import { ProxyError, toProxyError } from "../domain/errors.ts";
-import { isTrusted, resolveClientIp } from "../domain/headers.ts";
+import { HOST_FIELD, isTrusted, resolveClientIp } from "../domain/headers.ts";
 import { authorityOf, normalizePath, plainPath, rawQuery, wireQuery } from "../domain/rewrite.ts";
 import { BODY_BYTES } from "../ports.ts";
 import type { ClientInfo, CountedResponse, Handler } from "../ports.ts";
@@ -25,13 +25,6 @@ import { isWebSocketUpgrade, websocketAction } from "./actions/websocket.ts";
 import { applyRateLimit } from "./filters/rate_limit.ts";
 
 const REQUEST_ID = /^[A-Za-z0-9._:@-]{1,128}$/;
-/**
- * A Host field value: a host and an optional port (RFC 9110 §7.2, RFC 3986 §3.2.2). The server
- * puts it in the request URL, so anything else could move the path ("Host: a/b") or break URL
- * parsing; RFC 9112 §3.2 asks for 400.
- */
-const HOST_FIELD = /^(?:\[[0-9A-Za-z:.%]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]+)(?::[0-9]*)?$/;
-
 /** Makes request ids: a per-process random prefix and a counter (cheap, unique, sortable). */
 export function requestIdSource(random: () => number): () => string {
   const prefix = Math.floor(random() * 0xffffffff).toString(16).padStart(8, "0");

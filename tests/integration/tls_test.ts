@@ -120,7 +120,41 @@ Deno.test("the plain-HTTP listener redirects to HTTPS with 308, except ACME chal
   const acme = await fetch(`http://127.0.0.1:${httpPort}/.well-known/acme-challenge/x`);
   await acme.body?.cancel();
   assert.notEqual(acme.status, 308);
+  // What raw clients send: the Location was built from Host unchecked ("a/b" moved the path,
+  // "u@evil" added userinfo) and from a parsed, re-encoded URL (a signed query changed).
+  const location = async (target: string, host: string) => {
+    const head = await rawHead(httpPort, `GET ${target} HTTP/1.1\r\nHost: ${host}\r\n\r\n`);
+    return /^location: (.*)$/m.exec(head)?.[1] ?? head.slice(0, head.indexOf("\r\n"));
+  };
+  const to = `:${prox.port}`;
+  assert.equal(await location("/p?a=1", "evil.test/x"), "HTTP/1.1 400 Bad Request");
+  assert.equal(await location("/p?a=1", "u@evil.test"), "HTTP/1.1 400 Bad Request");
+  assert.equal(await location("/p", "[::1]:8080"), `https://[::1]${to}/p`);
+  assert.equal(await location("/p", "a.test:"), `https://a.test${to}/p`);
+  const signed = `/s/../t?sig='a%2Fb'&s="<q>"&u=|^`;
+  assert.equal(await location(signed, "a.test"), `https://a.test${to}${signed}`);
+  assert.equal(await location("/caf\u00e9", "a.test"), `https://a.test${to}/caf%C3%A9`);
+  // Absolute form: the target's authority, not Host (RFC 9112 §3.2.2).
+  assert.equal(await location("http://b.test/p", "a.test"), `https://b.test${to}/p`);
 });
+
+/** The response head for one raw request on a fresh connection. */
+async function rawHead(port: number, request: string): Promise<string> {
+  const c = await Deno.connect({ hostname: "127.0.0.1", port });
+  try {
+    await c.write(new TextEncoder().encode(request));
+    let text = "";
+    const buf = new Uint8Array(4096);
+    while (!text.includes("\r\n\r\n")) {
+      const n = await c.read(buf);
+      if (n === null) break;
+      text += new TextDecoder().decode(buf.subarray(0, n));
+    }
+    return text.slice(0, text.indexOf("\r\n\r\n"));
+  } finally {
+    c.close();
+  }
+}
 
 Deno.test("an IPv6 listen address serves over [::1]", async () => {
   await using up = await startUpstream(() => new Response("v6"));
