@@ -158,3 +158,39 @@ routes:
     assert.equal(JSON.parse(out.stdout).headers["x-site"], "app", `${version}: ${out.stderr}`);
   }
 });
+
+Deno.test("a replaced response body is a whole 200 answer; 204 and 304 keep theirs", async () => {
+  await using up = await startUpstream((req) => {
+    const path = new URL(req.url).pathname;
+    if (path === "/partial") {
+      return new Response("0123456789", {
+        status: 206,
+        headers: { "content-range": "bytes 0-9/100", "repr-digest": "sha-256=:x:" },
+      });
+    }
+    if (path === "/cached") return new Response(null, { status: 304, headers: { etag: '"v1"' } });
+    return new Response(null, { status: 204, headers: { "x-up": "1" } });
+  });
+  await using prox = await startProxy(`
+health_check: { enabled: false }
+routes:
+  "/":
+    type: proxy
+    target: "${up.url}"
+    response_body:
+      set_text: "replaced"
+`);
+  const partial = await fetch(`${prox.url}/partial`, { headers: { range: "bytes=0-9" } });
+  assert.equal(partial.status, 200);
+  assert.equal(partial.headers.get("content-range"), null);
+  assert.equal(partial.headers.get("repr-digest"), null);
+  assert.equal(await partial.text(), "replaced");
+  const cached = await fetch(`${prox.url}/cached`, { headers: { "if-none-match": '"v1"' } });
+  assert.equal(cached.status, 304);
+  assert.equal(cached.headers.get("etag"), '"v1"');
+  assert.equal(cached.headers.get("content-type"), null);
+  const empty = await fetch(`${prox.url}/none`);
+  assert.equal(empty.status, 204);
+  assert.equal(empty.headers.get("content-type"), null);
+  assert.equal(await empty.text(), "");
+});

@@ -124,6 +124,8 @@ export const STALE_BODY_HEADERS = [
   "etag",
   "content-md5",
   "digest",
+  "content-digest",
+  "repr-digest",
   "content-range",
   "accept-ranges",
   "last-modified",
@@ -164,7 +166,10 @@ export function applyResponseRules(
     responseHeaders: res.headers,
   };
   const values = placeholderValues(ctx, res.status);
-  const bodyRule = rules.responseBody?.when(input) ? rules.responseBody : undefined;
+  // A 204 or 304 has no content for a body rule to replace (RFC 9110 §15.3.5, §15.4.5): its
+  // validators (ETag, Last-Modified) must stay.
+  const nullBody = res.status === 204 || res.status === 304;
+  const bodyRule = !nullBody && rules.responseBody?.when(input) ? rules.responseBody : undefined;
   const headerRule = rules.responseHeaders?.when(input) ? rules.responseHeaders : undefined;
   if (!bodyRule && !headerRule) return res;
   if (!bodyRule && mutableHeaders(res)) {
@@ -174,6 +179,7 @@ export function applyResponseRules(
   }
   const headers = new Headers(res.headers);
   let body: BodyInit | null = res.body;
+  let status = res.status;
   if (bodyRule) {
     const bytes = ruleBody(bodyRule, values);
     if (bytes) {
@@ -182,16 +188,18 @@ export function applyResponseRules(
       for (const h of STALE_BODY_HEADERS) headers.delete(h);
       headers.set("content-length", String(bytes.byteLength));
       body = ctx.req.method === "HEAD" ? null : bytes;
+      // The new body is the whole representation: a 206 without Content-Range would be invalid
+      // (RFC 9110 §15.3.7).
+      if (status === 206) status = 200;
     }
     headers.set("content-type", bodyRule.contentType);
   }
   if (headerRule) {
     applyHeaderRules(headerRule, headers, { values, logger, requestId: ctx.requestId });
   }
-  const nullBody = res.status === 204 || res.status === 304;
   return new Response(nullBody ? null : body, {
-    status: res.status,
-    statusText: res.statusText,
+    status,
+    statusText: status === res.status ? res.statusText : undefined,
     headers,
   });
 }
