@@ -1,6 +1,7 @@
 // Reads the config: from its file (or the embedded text when there is none), with the process
 // environment for `${VAR}` expansion, plus the files the pure snapshot builder needs.
 
+import { createPrivateKey, X509Certificate } from "node:crypto";
 import { loadConfigText } from "../config/load.ts";
 import type { ConfigIssue } from "../config/parse.ts";
 import type { Config } from "../config/schema.ts";
@@ -27,7 +28,36 @@ export const denoEnv = {
       return null;
     }
   },
+  certificate: readCertificatePair,
+  now: () => Date.now(),
 };
+
+/** The first certificate of a PEM chain and whether `keyPath` holds its private key. */
+function readCertificatePair(
+  certPath: string,
+  keyPath: string,
+): { notAfter: number; keyMatches: boolean } | { error: string; field: "cert_path" | "key_path" } {
+  let cert: X509Certificate;
+  try {
+    const pem = Deno.readTextFileSync(certPath);
+    // X509Certificate also takes DER, which the TLS listener does not.
+    if (!pem.includes("-----BEGIN CERTIFICATE-----")) throw new Error("not PEM");
+    cert = new X509Certificate(pem);
+  } catch {
+    return { field: "cert_path", error: `Cannot read a PEM certificate from ${certPath}` };
+  }
+  let key: ReturnType<typeof createPrivateKey>;
+  try {
+    key = createPrivateKey(Deno.readFileSync(keyPath));
+  } catch {
+    // Encrypted keys too: the listener has no passphrase to open them with.
+    return {
+      field: "key_path",
+      error: `Cannot read an unencrypted PEM private key from ${keyPath}`,
+    };
+  }
+  return { notAfter: Date.parse(cert.validTo), keyMatches: cert.checkPrivateKey(key) };
+}
 
 /** Reads and validates the config source. */
 export async function loadSource(

@@ -19,6 +19,19 @@ export interface ValidateEnv {
   env?: (name: string) => string | undefined;
   /** What kind of file a path is, and its size (null when absent); omitted: not checked. */
   stat?: (path: string) => { isFile: boolean; size: number } | null;
+  /**
+   * The certificate file's first certificate: its notAfter (ms) and whether the key file holds
+   * its private key, or why they cannot be read; omitted: not checked.
+   */
+  certificate?: (
+    certPath: string,
+    keyPath: string,
+  ) => { notAfter: number; keyMatches: boolean } | {
+    error: string;
+    field: "cert_path" | "key_path";
+  };
+  /** The wall clock (ms since the epoch) for the expiry warning; omitted: not checked. */
+  now?: () => number;
 }
 
 /** Runs every cross-field rule; returns issues (errors and warnings) in file order. */
@@ -153,6 +166,7 @@ export function validateConfig(
         "Remove either cert_path/key_path or acme",
       );
     } else if (manual) {
+      const before = issues.length;
       if (!tls.cert_path) err(["tls"], "key_path is set but cert_path is missing");
       else if (!opts.env.exists(tls.cert_path)) {
         err(["tls", "cert_path"], `Certificate file not found: ${tls.cert_path}`);
@@ -164,6 +178,9 @@ export function validateConfig(
         err(["tls", "key_path"], `Private key file not found: ${tls.key_path}`);
       } else if (opts.env.stat?.(tls.key_path)?.size === 0) {
         err(["tls", "key_path"], `Private key file is empty: ${tls.key_path}`);
+      }
+      if (issues.length === before) {
+        validatePair(tls.cert_path!, tls.key_path!, { err, warn, env: opts.env });
       }
     } else if (!tls.acme) {
       err(
@@ -203,6 +220,32 @@ export function validateConfig(
   for (const w of workersIssues(config)) add(w.severity, w.path, w.message, w.hint);
   sortIssues(issues);
   return issues;
+}
+
+/** The files' contents: a key that is not the first certificate's is an error, expiry a warning. */
+function validatePair(
+  certPath: string,
+  keyPath: string,
+  o: { err: Report; warn: Report; env: ValidateEnv },
+): void {
+  const pair = o.env.certificate?.(certPath, keyPath);
+  if (!pair) return;
+  if ("error" in pair) return o.err(["tls", pair.field], pair.error);
+  if (!pair.keyMatches) {
+    return o.err(
+      ["tls", "key_path"],
+      `Private key ${keyPath} does not belong to the first certificate in ${certPath}`,
+      "cert_path must start with the server's own certificate, then its intermediates",
+    );
+  }
+  const now = o.env.now?.();
+  if (now !== undefined && pair.notAfter <= now) {
+    o.warn(
+      ["tls", "cert_path"],
+      `Certificate ${certPath} expired on ${new Date(pair.notAfter).toISOString()}`,
+      "Clients reject it: renew it (or use tls.acme)",
+    );
+  }
 }
 
 const EMAIL = /^[^@\s]+@[^@\s]+\.[^@\s]+$/;

@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 import { interopTest, ROOT, run, startUpstream, waitFor } from "../_harness.ts";
 import { startProxy } from "./_proxy.ts";
 import { recordingLogger } from "./_ws.ts";
+import { loadSource, startServer } from "../../src/server.ts";
 
 /** The protocol of the access record of the request to `path` (written once it is delivered). */
 function loggedProtocol(logger: ReturnType<typeof recordingLogger>, path: string): unknown {
@@ -155,6 +156,59 @@ async function rawHead(port: number, request: string): Promise<string> {
     c.close();
   }
 }
+
+Deno.test("certificate files: a key that is not the first certificate's is a config error (also on reload); an expired one a warning", async () => {
+  const pair = (cert: string, key: string) =>
+    tlsConfig("http://127.0.0.1:9").replace(`${TLS}/cert.pem`, cert).replace(`${TLS}/key.pem`, key);
+  const issues = async (yaml: string) =>
+    (await loadSource({ text: yaml, name: "p.yaml" })).issues.map((i) =>
+      `${i.severity} ${i.path}: ${i.message}`
+    );
+  const dir = await Deno.makeTempDir();
+  try {
+    // The CA's key beside the leaf; the intermediate (here the CA) before the leaf.
+    assert.deepEqual(await issues(pair(`${TLS}/cert.pem`, `${TLS}/ca.key`)), [
+      `error tls.key_path: Private key ${TLS}/ca.key does not belong to the first certificate in ${TLS}/cert.pem`,
+    ]);
+    const chain = `${dir}/chain.pem`;
+    await Deno.writeTextFile(
+      chain,
+      Deno.readTextFileSync(`${TLS}/ca.pem`) + Deno.readTextFileSync(`${TLS}/cert.pem`),
+    );
+    assert.match(
+      (await issues(pair(chain, `${TLS}/key.pem`))).join(),
+      /does not belong to the first certificate/,
+    );
+    await Deno.writeTextFile(`${dir}/junk.pem`, "not a certificate\n");
+    assert.deepEqual(await issues(pair(`${dir}/junk.pem`, `${TLS}/key.pem`)), [
+      `error tls.cert_path: Cannot read a PEM certificate from ${dir}/junk.pem`,
+    ]);
+    assert.deepEqual(await issues(pair(`${TLS}/expired.pem`, `${TLS}/expired.key`)), [
+      `warning tls.cert_path: Certificate ${TLS}/expired.pem expired on 2020-02-01T00:00:00.000Z`,
+    ]);
+    assert.deepEqual(await issues(pair(`${TLS}/cert.pem`, `${TLS}/key.pem`)), []);
+
+    // A reload onto a mismatched pair is refused; the running certificate keeps serving.
+    const file = `${dir}/prox.yaml`;
+    await Deno.writeTextFile(file, pair(`${TLS}/cert.pem`, `${TLS}/key.pem`));
+    const server = await startServer({ path: file }, { logger: recordingLogger(), watch: false });
+    try {
+      await Deno.writeTextFile(file, pair(`${TLS}/cert.pem`, `${TLS}/ca.key`));
+      const result = await server.reload();
+      assert.equal(result.ok, false);
+      assert.match(result.issues![0].message, /does not belong to the first certificate/);
+      const client = Deno.createHttpClient({ caCerts: [Deno.readTextFileSync(`${TLS}/ca.pem`)] });
+      const res = await fetch(`https://localhost:${server.port}/-/nothing`, { client });
+      await res.body?.cancel();
+      client.close();
+      assert.ok(res.status > 0);
+    } finally {
+      await server.shutdown();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
 
 Deno.test("an IPv6 listen address serves over [::1]", async () => {
   await using up = await startUpstream(() => new Response("v6"));
