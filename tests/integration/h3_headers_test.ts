@@ -1,5 +1,5 @@
 // HTTP/3 responses through the full proxy carry the headers the TCP path gives the same request:
-// a Date, and Prox's own Alt-Svc rather than the upstream's.
+// a Date, Prox's own Alt-Svc rather than the upstream's, and the same upstream path for raw bytes.
 import assert from "node:assert/strict";
 import { ROOT, startUpstream } from "../_harness.ts";
 import { startProxy } from "./_proxy.ts";
@@ -73,4 +73,18 @@ Deno.test("Prox over HTTP/3 sends Date on proxied and local responses, as over T
     ln.close();
     await serving.catch(() => {});
   }
+});
+
+Deno.test("Prox over HTTP/3 percent-encodes raw UTF-8 in :path byte by byte, as over HTTP/1.1", async () => {
+  const paths: string[] = [];
+  await using up = await startUpstream((req) => {
+    paths.push(new URL(req.url).pathname + new URL(req.url).search);
+    return new Response("ok");
+  });
+  await using prox = await startProxy(config(up.url), { keepListen: true, tls: true });
+  await using h3 = await connectH3({ hostname: "127.0.0.1", port: prox.port, caCerts: [ca] });
+  // QPACK carries bytes; "/é" in UTF-8 is the bytes 2f c3 a9 (one char per byte here).
+  const res = await h3.request("/\xc3\xa9?q=\xc3\xa9");
+  assert.equal(res.status, 200);
+  assert.deepEqual(paths, ["/%C3%A9?q=%C3%A9"]);
 });

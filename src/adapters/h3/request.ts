@@ -232,6 +232,9 @@ export async function serveRequest(
   }
 }
 
+const NON_ASCII = /[\x80-\xff]/g;
+const percentByte = (c: string) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`;
+
 /** Builds the Web Request; what Fetch refuses (odd URL or header bytes) is a 400. */
 function toRequest(
   head: RequestHead,
@@ -243,7 +246,9 @@ function toRequest(
   try {
     const headers = new Headers(head.headers);
     if (!headers.has("host")) headers.set("host", head.authority);
-    const path = head.path === "*" ? "/" : head.path;
+    // Fields are byte strings: raw UTF-8 in :path is percent-encoded byte by byte, as the
+    // HTTP/1.1 listener does (the URL parser would encode each byte's char as UTF-8 again).
+    const path = head.path === "*" ? "/" : head.path.replace(NON_ASCII, percentByte);
     return new Request(`${head.scheme}://${head.authority}${path}`, {
       method: head.method,
       headers,
