@@ -199,8 +199,11 @@ export interface Metrics {
   backendsConfigured(backends: readonly string[]): void;
   /** One config load or reload attempt and its outcome. */
   configReload(result: { ok: boolean; version: number; at: number }): void;
-  /** A served certificate's notAfter (ms since the epoch), keyed by a bounded name. */
-  certificateExpiry(name: string, notAfterMs: number): void;
+  /**
+   * The certificate served now and its notAfter (ms since the epoch); it replaces the one reported
+   * before (a reload may rename or remove it). null: no certificate, or its expiry is unreadable.
+   */
+  certificateExpiry(name: string, notAfterMs: number | null): void;
 }
 
 /** A Metrics that records nothing. */

@@ -86,7 +86,7 @@ export function createCertificates(initial: Config, deps: CertificateDeps): Cert
       const cert = mainTls(plans).cert;
       const notAfter = cert ? certificateNotAfter(cert) : null;
       const name = c.tls?.cert_path ?? (acmeOf(c) ? `acme:${acmeOf(c)!.domains[0]}` : "main");
-      if (notAfter !== null) deps.metrics.certificateExpiry(name, notAfter);
+      deps.metrics.certificateExpiry(name, notAfter);
       if (acme && !acmeOf(c)) {
         void acme.close();
         acme = null;

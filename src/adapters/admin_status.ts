@@ -96,7 +96,8 @@ export function createStatusRecorder(inner: Metrics, opts: { now: () => number }
     },
     certificateExpiry(name, notAfterMs) {
       inner.certificateExpiry(name, notAfterMs);
-      if (certs.has(name) || certs.size < 1000) certs.set(name, notAfterMs);
+      certs.clear();
+      if (notAfterMs !== null) certs.set(name, notAfterMs);
     },
   };
   return { metrics, health: (url) => health.get(url), certificates: () => certs };

@@ -334,7 +334,9 @@ export function createPromMetrics(
       }
     },
     certificateExpiry(name, notAfterMs) {
-      certExpiry.set({ name }, notAfterMs / 1000);
+      // Only the certificate served now: a stale series would keep expiry alerts firing.
+      certExpiry.reset();
+      if (notAfterMs !== null) certExpiry.set({ name }, notAfterMs / 1000);
     },
   };
 }

@@ -216,7 +216,10 @@ interopTest(
       const server = await startServer({ path: file }, {
         logger: memoryLogger(),
         watch: false,
-        metrics: { ...noopMetrics, certificateExpiry: (n, t) => void expiries.push([n, t]) },
+        metrics: {
+          ...noopMetrics,
+          certificateExpiry: (n, t) => void (t !== null && expiries.push([n, t])),
+        },
         acme: { checkIntervalMs: 1_000 },
       });
       try {

@@ -341,3 +341,41 @@ Deno.test("a reload moves the admin listener to its new address", async () => {
     }, { what: "the old admin address to close" });
   });
 });
+
+Deno.test("certificate expiry (metrics and /status) follows the served certificate across reloads", async () => {
+  const tls = new URL("../fixtures/tls/", import.meta.url).pathname;
+  const dir = await Deno.makeTempDir();
+  await Deno.copyFile(`${tls}cert.pem`, `${dir}/new.pem`);
+  const withTls = (cert: string) =>
+    `tls: { cert_path: "${cert}", key_path: "${tls}key.pem" }\n${configYaml("http://127.0.0.1:9")}`;
+  const served = async (admin: string) => {
+    const m = await (await get(`${admin}/metrics`)).text();
+    const series = m.split("\n").filter((l) => l.startsWith("prox_tls_certificate_expiry"));
+    const status = await (await get(`${admin}/status`)).json();
+    return {
+      series: series.map((l) => /name="([^"]*)"/.exec(l)![1]),
+      status: status.certificates.map((c: { name: string }) => c.name),
+    };
+  };
+  try {
+    await withProx(withTls(`${tls}cert.pem`), async (p, file) => {
+      const admin = `http://127.0.0.1:${p.admin!.port}`;
+      assert.deepEqual(await served(admin), {
+        series: [`${tls}cert.pem`],
+        status: [`${tls}cert.pem`],
+      });
+      // A renamed certificate replaces the old one: its series would keep expiry alerts firing.
+      await Deno.writeTextFile(file, withTls(`${dir}/new.pem`));
+      assert.ok((await p.reload()).ok);
+      assert.deepEqual(await served(admin), {
+        series: [`${dir}/new.pem`],
+        status: [`${dir}/new.pem`],
+      });
+      await Deno.writeTextFile(file, configYaml("http://127.0.0.1:9"));
+      assert.ok((await p.reload()).ok);
+      assert.deepEqual(await served(admin), { series: [], status: [] });
+    });
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
