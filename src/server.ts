@@ -345,6 +345,8 @@ export async function startServer(
   let stopping: Promise<void> | null = null;
   async function stop(reason: string): Promise<void> {
     draining = true;
+    // A takeover successor already serves the admin port (SO_REUSEPORT): leave it to it.
+    if (reason === "takeover") void admin.shutdown();
     websockets.closeAll(1001, "Server shutting down");
     if (current.altSvc) current = Object.freeze({ ...current, altSvc: null });
     watch?.close();

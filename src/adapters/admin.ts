@@ -210,22 +210,36 @@ export function isLoopback(hostname: string): boolean {
 /** Starts the admin app on its own listener. */
 export function startAdmin(
   addr: ListenAddr,
-  opts: { callbacks: AdminCallbacks; token?: string | (() => string | undefined); logger: Logger },
+  opts: {
+    callbacks: AdminCallbacks;
+    token?: string | (() => string | undefined);
+    logger: Logger;
+    /** SO_REUSEPORT, so a `--takeover` successor can bind the port the old process holds. */
+    reusePort?: boolean;
+  },
 ): AdminListener {
   const app = createAdminApp(opts.callbacks, {
     token: opts.token,
     logger: opts.logger,
     loopback: isLoopback(addr.hostname),
   });
-  const server = Deno.serve({
-    hostname: addr.hostname,
-    port: addr.port,
-    onListen() {},
-    onError(err) {
-      opts.logger.error("Admin request failed", { error: String(err) });
-      return new Response("Internal error\n", { status: 500 });
-    },
-  }, (req) => app.fetch(req));
+  let server: Deno.HttpServer<Deno.NetAddr>;
+  try {
+    server = Deno.serve({
+      hostname: addr.hostname,
+      port: addr.port,
+      reusePort: opts.reusePort,
+      onListen() {},
+      onError(err) {
+        opts.logger.error("Admin request failed", { error: String(err) });
+        return new Response("Internal error\n", { status: 500 });
+      },
+    }, (req) => app.fetch(req));
+  } catch (err) {
+    throw new Error(
+      `Cannot listen on ${addr.hostname}:${addr.port} (admin): ${(err as Error).message}`,
+    );
+  }
   const hasToken = Boolean(typeof opts.token === "function" ? opts.token() : opts.token);
   if (!hasToken && !isLoopback(server.addr.hostname)) {
     opts.logger.warn("Admin listener is reachable from the network without a token", {

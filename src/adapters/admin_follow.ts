@@ -4,6 +4,7 @@
 import { parseListenAddr } from "../config/listen.ts";
 import type { Logger } from "../ports.ts";
 import { startAdmin } from "./admin.ts";
+import { REUSE_PORT } from "./listener_set.ts";
 import type { AdminCallbacks, AdminListener } from "./admin.ts";
 
 /** The admin side of the server. */
@@ -34,7 +35,12 @@ export function followAdmin(o: {
       if (want) {
         const addr = parseListenAddr(want);
         if (typeof addr === "string") throw new Error(addr);
-        admin = startAdmin(addr, { logger: o.logger, token: o.token, callbacks: o.callbacks() });
+        admin = startAdmin(addr, {
+          logger: o.logger,
+          token: o.token,
+          callbacks: o.callbacks(),
+          reusePort: REUSE_PORT,
+        });
       } else admin = null;
       at = want;
       if (old) {

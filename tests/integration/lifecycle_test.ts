@@ -277,6 +277,29 @@ interopTest(
   },
 );
 
+Deno.test("takeover with the admin listener: the new process binds the admin port too and answers there", async () => {
+  await using up = await startUpstream(() => new Response("pong"));
+  const dir = await Deno.makeTempDir({ prefix: "prox-takeover-admin-" });
+  const port = freePort();
+  const admin = freePort();
+  const pidFile = `${dir}/prox.pid`;
+  await Deno.writeTextFile(`${dir}/a.yaml`, configText(port, up.url, { who: "a", admin }));
+  await using a = spawnProx(["serve", "-c", `${dir}/a.yaml`, "--pid-file", pidFile]);
+  await a.waitForOutput("Admin listening");
+  await waitFor(async () => Number(await Deno.readTextFile(pidFile)) === a.pid, {
+    what: "a's pid file",
+  });
+  await using b = spawnProx(["serve", "-c", `${dir}/a.yaml`, "--pid-file", pidFile, "--takeover"]);
+  await b.waitForOutput((o) => /Took over|Cannot start/.test(o));
+  assert.match(b.output(), /Took over/);
+  assert.equal((await a.status).code, 0, a.output());
+  const res = await fetch(`http://127.0.0.1:${admin}/status`);
+  assert.equal((await res.json()).prox.pid, b.pid);
+  b.signal("SIGTERM");
+  assert.equal((await b.status).code, 0, b.output());
+  await Deno.remove(dir, { recursive: true });
+});
+
 Deno.test("takeover with an invalid config: the new process exits 1, the old one keeps serving", async () => {
   await using up = await startUpstream(() => new Response("pong"));
   const dir = await Deno.makeTempDir({ prefix: "prox-takeover-bad-" });
