@@ -1,5 +1,6 @@
 // The plain-HTTP listener (`http_redirect`, `tls.acme.http_listen_addr`): ACME HTTP-01
-// challenges are answered, everything else is redirected to the HTTPS listener.
+// challenges are answered while Prox's own ACME is on, everything else is redirected to the
+// HTTPS listener (without it, challenges too: a CA follows the redirect to a webroot route there).
 
 import type { Handler } from "../ports.ts";
 import { HOST_FIELD } from "../domain/headers.ts";
@@ -22,7 +23,7 @@ export function redirectHandler(o: {
 }
 
 /**
- * The plain-HTTP listener's answer: 308 to https, except ACME HTTP-01 challenges. The host is the
+ * The plain-HTTP listener's answer: 308 to https. The host is the
  * request target's authority, else Host (RFC 9112 §3.2.2), without its port; one that is not a
  * host gets 400, as on the main listener (it would move the path, or add userinfo). Path and
  * query go over as they came, like nginx's `$request_uri`: never normalized or re-encoded.
@@ -38,9 +39,6 @@ export function httpsRedirect(req: Request, opts: { status: number; httpsPort: n
     return new Response("Invalid Host header\n", { status: 400 });
   }
   const target = url.slice(url.indexOf("://") + 3 + authority.length);
-  if (new URL(url).pathname.startsWith(CHALLENGE_PREFIX)) {
-    return new Response("Not found\n", { status: 404 });
-  }
   const host = authority.replace(/:\d*$/, "");
   const port = opts.httpsPort === 443 ? "" : `:${opts.httpsPort}`;
   return new Response(null, {

@@ -105,7 +105,7 @@ routes: { "/": { type: proxy, target: "${up.url}" } }
   assert.equal(await waitFor(() => loggedProtocol(logger, "/"), { what: "access record" }), "h2c");
 });
 
-Deno.test("the plain-HTTP listener redirects to HTTPS with 308, except ACME challenges", async () => {
+Deno.test("the plain-HTTP listener redirects to HTTPS with 308, ACME challenges too when tls.acme is off", async () => {
   await using up = await startUpstream(() => new Response("secure"));
   const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const httpPort = (probe.addr as Deno.NetAddr).port;
@@ -118,9 +118,17 @@ Deno.test("the plain-HTTP listener redirects to HTTPS with 308, except ACME chal
   await res.body?.cancel();
   assert.equal(res.status, 308);
   assert.equal(res.headers.get("location"), `https://127.0.0.1:${prox.port}/a/b?c=1`);
-  const acme = await fetch(`http://127.0.0.1:${httpPort}/.well-known/acme-challenge/x`);
+  // Without tls.acme, challenges are redirected too: a CA follows to a webroot route over HTTPS
+  // (certbot --webroot renewing cert_path).
+  const acme = await fetch(`http://127.0.0.1:${httpPort}/.well-known/acme-challenge/x`, {
+    redirect: "manual",
+  });
   await acme.body?.cancel();
-  assert.notEqual(acme.status, 308);
+  assert.equal(acme.status, 308);
+  assert.equal(
+    acme.headers.get("location"),
+    `https://127.0.0.1:${prox.port}/.well-known/acme-challenge/x`,
+  );
   // What raw clients send: the Location was built from Host unchecked ("a/b" moved the path,
   // "u@evil" added userinfo) and from a parsed, re-encoded URL (a signed query changed).
   const location = async (target: string, host: string) => {
