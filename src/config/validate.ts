@@ -7,7 +7,7 @@ import { parseCidr } from "../domain/ip.ts";
 import type { Config } from "./schema.ts";
 import { workersIssues } from "./workers_rules.ts";
 import type { ConfigIssue, ParseResult } from "./parse.ts";
-import { checkRegex, checkStatus, validateRoutes } from "./validate_route.ts";
+import { checkHeadBody, checkRegex, checkStatus, validateRoutes } from "./validate_route.ts";
 import type { Report } from "./validate_route.ts";
 import { dotted, sortIssues } from "./parse.ts";
 
@@ -143,6 +143,7 @@ export function validateConfig(
   // Status selectors and patterns are compiled at start-up: report what would not compile.
   checkStatus(err, ["health_check", "expected_status"], hc.expected_status);
   checkRegex(err, ["health_check", "body_match"], hc.body_match);
+  checkHeadBody(err, ["health_check"], hc);
   checkStatus(err, ["passive_health", "statuses"], config.passive_health.statuses);
 
   config.trusted_proxies.forEach((c, i) => {

@@ -192,6 +192,14 @@ export function validateRoutes(
       );
     }
     checkRegex(err, ["routes", key, "health_check", "body_match"], r.health_check?.body_match);
+    const hc = r.health_check;
+    if (hc?.method !== undefined || hc?.body_match !== undefined) {
+      const g = config.health_check;
+      checkHeadBody(err, ["routes", key, "health_check"], {
+        method: hc.method ?? g.method,
+        body_match: hc.body_match ?? g.body_match,
+      });
+    }
     if (r.passive_health) {
       checkStatus(err, ["routes", key, "passive_health", "statuses"], r.passive_health.statuses);
     }
@@ -226,6 +234,20 @@ export function checkStatus(
   } catch (e) {
     err(path, (e as Error).message);
   }
+}
+
+/** Reports `body_match` on HEAD probes: the response has no body, so the target is always down. */
+export function checkHeadBody(
+  err: Report,
+  path: string[],
+  hc: { method: "GET" | "HEAD"; body_match?: string },
+): void {
+  if (hc.method !== "HEAD" || hc.body_match === undefined) return;
+  err(
+    [...path, "body_match"],
+    "body_match cannot match a HEAD probe: a HEAD response has no body",
+    "Use method: GET with body_match, or drop body_match",
+  );
 }
 
 /** Reports a regular expression (`body_match`) that does not compile. */
