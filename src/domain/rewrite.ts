@@ -5,13 +5,26 @@
 export type NormalizedPath = { ok: true; path: string } | { ok: false; reason: string };
 
 const PCT = /%([0-9A-Fa-f]{2})/g;
+/** Unreserved characters (RFC 3986 §2.3): percent-encoding them changes nothing. */
+const UNRESERVED = /[A-Za-z0-9\-._~]/;
+
+/**
+ * Percent-encoding normalization (RFC 3986 §6.2.2.2): escapes of unreserved characters decoded,
+ * the others upper-cased. Routes and conditions then see `/%61pi` as `/api`, as the upstream will.
+ */
+export function normalizeEscapes(seg: string): string {
+  return seg.replace(PCT, (esc, h: string) => {
+    const c = String.fromCharCode(parseInt(h, 16));
+    return UNRESERVED.test(c) ? c : esc.toUpperCase();
+  });
+}
 const SLOW_PATH = /%|\/\/|\/\.\.?(?:\/|$)|\\/;
 
 /**
  * Normalizes a raw request path: duplicate slashes merged, dot segments (also percent-encoded)
  * resolved without climbing above the root, invalid percent-encoding, NUL bytes and encoded
- * slashes or backslashes inside a `..` segment refused. Percent-encoding is otherwise kept, so the
- * upstream sees the client's bytes. RFC 3986 §5.2.4.
+ * slashes or backslashes inside a `..` segment refused. Escapes of unreserved characters are
+ * decoded and the others upper-cased; other bytes are kept. RFC 3986 §5.2.4, §6.2.2.
  */
 export function normalizePath(raw: string): NormalizedPath {
   if (!raw.startsWith("/")) {
@@ -38,7 +51,7 @@ export function normalizePath(raw: string): NormalizedPath {
     if (/[/\\]/.test(decoded) && decoded.split(/[/\\]/).some((p) => p === ".." || p === ".")) {
       return { ok: false, reason: "Encoded path separator around a dot segment" };
     }
-    out.push(seg);
+    out.push(seg.includes("%") ? normalizeEscapes(seg) : seg);
   }
   let path = "/" + out.join("/");
   if (trailing && out.length > 0) path += "/";

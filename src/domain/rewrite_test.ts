@@ -8,6 +8,14 @@ Deno.test("normalizePath resolves dot segments and merges slashes", () => {
   assert.deepEqual(normalizePath("/a/b/"), { ok: true, path: "/a/b/" });
 });
 
+Deno.test("normalizePath decodes escaped unreserved characters and upper-cases other escapes", () => {
+  assert.deepEqual(normalizePath("/%61dmin/caf%c3%a9/%7Euser/a%2fb/%20"), {
+    ok: true,
+    path: "/admin/caf%C3%A9/~user/a%2Fb/%20",
+  });
+  assert.deepEqual(normalizePath("/a/.%2E/b"), { ok: true, path: "/b" });
+});
+
 Deno.test("normalizePath's fast path returns clean paths unchanged", () => {
   for (const p of ["/", "/a", "/a/b/", "/api/v1/users.json", "/a.b/c..d/.e"]) {
     assert.deepEqual(normalizePath(p), { ok: true, path: p });

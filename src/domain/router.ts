@@ -1,6 +1,8 @@
 // Routes compiled once per config; a match is a lookup per path segment boundary, longest prefix
 // first, so matching is O(path length) whatever the number of routes.
 
+import { normalizeEscapes } from "./rewrite.ts";
+
 /** A route as the router sees it: where it came from and what it matches. */
 export interface RouteEntry<T> {
   /** The key as written in the config (`/api`, `example.com/api`). */
@@ -33,9 +35,11 @@ export function parseRouteKey(key: string): { host?: string; prefix: string } {
 export function normalizePrefix(p: string): string {
   const parts = p.split("/").filter((s) => s !== "");
   const joined = "/" + parts.join("/");
-  return /[^A-Za-z0-9\-._~!$&'()*+,;=:@/%]/.test(joined)
+  const encoded = /[^A-Za-z0-9\-._~!$&'()*+,;=:@/%]/.test(joined)
     ? new URL("http://h" + joined).pathname
     : joined;
+  // As request paths are (`/%61pi` → `/api`, `%c3` → `%C3`).
+  return encoded.includes("%") ? normalizeEscapes(encoded) : encoded;
 }
 
 /** Strips a port and a trailing dot and lower-cases a Host header value. */

@@ -47,4 +47,6 @@ Deno.test("parseRouteKey encodes a prefix the way request paths arrive", () => {
   assert.equal(parseRouteKey("example.com/sp ace/").prefix, "/sp%20ace");
   assert.equal(parseRouteKey("/pct%20x").prefix, "/pct%20x");
   assert.equal(parseRouteKey("/api/v1/").prefix, "/api/v1");
+  // As normalizePath writes request paths: escaped unreserved decoded, other escapes upper-cased.
+  assert.equal(parseRouteKey("/%61pi/caf%c3%a9").prefix, "/api/caf%C3%A9");
 });

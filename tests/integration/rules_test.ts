@@ -194,3 +194,33 @@ routes:
   assert.equal(empty.headers.get("content-type"), null);
   assert.equal(await empty.text(), "");
 });
+
+Deno.test("routes and path conditions see escaped unreserved characters decoded", async () => {
+  await using up = await echoUpstream();
+  await using prox = await startProxy(`
+health_check: { enabled: false }
+routes:
+  "/":
+    type: proxy
+    target: "${up.url}"
+    request_headers:
+      condition: { path_matches: "^/internal/" }
+      set: { "X-Internal": "yes" }
+  "/admin":
+    type: redirect
+    target: "https://login.example"
+  "/café":
+    type: proxy
+    target: "${up.url}"
+    path_rewrite: /cafe
+`);
+  // Without the decoding, /%61dmin missed the /admin route and reached the upstream as /admin.
+  const admin = await fetch(`${prox.url}/%61dmin/x`, { redirect: "manual" });
+  await admin.body?.cancel();
+  assert.equal(admin.status, 307);
+  const internal = await (await fetch(`${prox.url}/%69nternal/x`)).json();
+  assert.equal(internal.path, "/internal/x");
+  assert.equal(internal.headers["x-internal"], "yes");
+  const cafe = await (await fetch(`${prox.url}/caf%c3%a9/menu`)).json();
+  assert.equal(cafe.path, "/cafe/menu");
+});
