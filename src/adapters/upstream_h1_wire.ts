@@ -199,7 +199,12 @@ export function parseResponseHead(
       if (n < 0 || (contentLength >= 0 && n !== contentLength)) {
         throw protocolError(`Invalid upstream Content-Length "${value.slice(0, 40)}"`);
       }
+      // Repeated or a list of equal values ("3, 3"): one plain value goes on (RFC 9110 §8.6);
+      // HTTP/2 clients refuse the combined "3, 3" (stream error).
+      const first = contentLength < 0;
       contentLength = n;
+      if (first) headers.push([name, value.includes(",") ? String(n) : value]);
+      continue;
     } else if (lower === "transfer-encoding") {
       te = te === null ? value : te + ", " + value;
       continue; // this hop's framing: decoded here, never forwarded

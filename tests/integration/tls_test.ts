@@ -3,6 +3,7 @@
 import assert from "node:assert/strict";
 import { interopTest, ROOT, run, startUpstream, waitFor } from "../_harness.ts";
 import { startProxy } from "./_proxy.ts";
+import { rawServer, readRequest, write } from "../_upstream_peers.ts";
 import { recordingLogger } from "./_ws.ts";
 import { loadSource, startServer } from "../../src/server.ts";
 
@@ -251,3 +252,23 @@ routes: { "/": { type: proxy, target: "${up.url}" } }
   assert.match(out.stdout, /requests: 400 total, 400 started, 400 done, 400 succeeded, 0 failed/);
   assert.match(out.stdout, /Application protocol: h2c/);
 });
+
+interopTest(
+  "a repeated upstream Content-Length reaches an h2 client as one value",
+  ["curl"],
+  async () => {
+    await using up = rawServer(async (c) => {
+      if (await readRequest(c) === null) return;
+      await write(c, "HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 2\r\n\r\nok");
+    });
+    await using prox = await startProxy(`
+health_check: { enabled: false }
+routes: { "/": { type: proxy, target: "${up.url}", retries: { attempts: 0 } } }
+`);
+    // Combined into "2, 2", which curl's HTTP/2 layer refuses (PROTOCOL_ERROR).
+    const out = await run("curl", ["-sS", "-i", "--http2-prior-knowledge", `${prox.url}/`]);
+    assert.equal(out.code, 0, out.stderr);
+    assert.match(out.stdout, /^content-length: 2\r$/m);
+    assert.match(out.stdout, /\r\n\r\nok$/);
+  },
+);
