@@ -32,7 +32,7 @@ import { denoEnv, loadSource, readReferencedFiles } from "./adapters/config_sour
 import type { ConfigSource } from "./adapters/config_source.ts";
 import { withWorkerHeader } from "./adapters/worker_link.ts";
 import { createCertificates, mainTls } from "./server_tls.ts";
-import { createReloads } from "./server_reload.ts";
+import { createReloads, restartOnlyChanges } from "./server_reload.ts";
 import { ConfigError } from "./server_api.ts";
 import type {
   ProxServer,
@@ -335,6 +335,9 @@ export async function startServer(
       watch?.setFiles(watchedFiles(config));
       ownLogger?.setLevel(config.log.level);
       for (const w of next.issues) logger.warn("Config warning", { issue: formatIssue(w) });
+      for (const key of exclusive ? restartOnlyChanges(prev, config) : []) {
+        logger.warn(`${key} changed; it applies when Prox restarts (--takeover)`);
+      }
       logger.info("Config reloaded", { version, trigger, listenersChanged: staged.bound });
       return reloads.settle({ ok: true, version, issues: next.issues, at, trigger });
     } catch (err) {

@@ -2,6 +2,7 @@
 // made during one share a single next run, and every outcome is counted once (stats, metric,
 // callback). What a reload does is server.ts's `doReload`.
 
+import type { Config } from "./config/schema.ts";
 import type { Metrics } from "./ports.ts";
 import type { ReloadResult, ReloadStats } from "./server_api.ts";
 
@@ -67,4 +68,12 @@ export function createReloads(o: {
     last: () => last,
     stats: () => ({ ...stats }),
   };
+}
+
+/** Top-level keys that a reload cannot apply: read once at start-up (README "Multi-core", pools). */
+const RESTART_ONLY = ["workers", "upstream_pool"] as const;
+
+/** The restart-only keys whose value differs between `prev` and `next` (to be logged). */
+export function restartOnlyChanges(prev: Config, next: Config): string[] {
+  return RESTART_ONLY.filter((k) => JSON.stringify(prev[k]) !== JSON.stringify(next[k]));
 }

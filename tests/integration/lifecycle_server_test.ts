@@ -383,3 +383,27 @@ Deno.test("HTTP/3 follows a reload: same listener, new http3_config deferred to 
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("a reload that changes workers or upstream_pool says they apply at restart", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "prox-restart-only-" });
+  const file = `${dir}/config.yaml`;
+  const listen = `127.0.0.1:${freePort()}`;
+  await Deno.writeTextFile(file, config(listen));
+  const logger = captureLogger();
+  const server = await startServer({ path: file }, { logger, watch: false });
+  try {
+    await Deno.writeTextFile(
+      file,
+      config(listen, "workers: 2\nupstream_pool:\n  queue_limit: 5\n"),
+    );
+    assert.equal((await server.reload()).ok, true);
+    const warned = (key: string) =>
+      logger.lines.some((l) =>
+        l.includes('"warn"') && l.includes(`${key} changed; it applies when Prox restarts`)
+      );
+    assert.ok(warned("workers") && warned("upstream_pool"), logger.lines.join("\n"));
+  } finally {
+    await server.shutdown();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
