@@ -1,6 +1,7 @@
 // One ACME order (RFC 8555 §7.4) with acme-client, imported lazily so that Prox without ACME
 // never pays its ~250 ms import. The account is created once and reused through its stored URL.
 
+import { createPrivateKey } from "node:crypto";
 import type { Config } from "../config/schema.ts";
 import type { Logger } from "../ports.ts";
 import type { AcmeStore, CertificatePair } from "./acme_store.ts";
@@ -46,6 +47,14 @@ export async function orderCertificate(
   const url = directoryUrl(config);
   const accountKey = (await store.readAccountKey()) ??
     await store.createAccountKey((await acme.crypto.createPrivateEcdsaKey()).toString());
+  try {
+    createPrivateKey(accountKey);
+  } catch {
+    // acme-client would only say "invalid PEM public key", naming no file.
+    throw new Error(
+      `Cannot use the ACME account key ${store.dir}/account.key: it is not a PEM private key (remove it to register a new account)`,
+    );
+  }
   const contact = [`mailto:${config.email}`];
 
   const register = async (): Promise<InstanceType<typeof acme.Client>> => {

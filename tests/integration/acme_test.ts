@@ -164,6 +164,31 @@ Deno.test("ACME: an unreachable CA is retried with exponential back-off while pl
   });
 });
 
+Deno.test("ACME: a corrupt account key fails the order with a message naming the file", async () => {
+  await withTempDir(async (dir) => {
+    await using up = await startUpstream(() => new Response("never"));
+    const storage = `${dir}/acme`;
+    await Deno.mkdir(storage);
+    await Deno.writeTextFile(`${storage}/account.key`, "-----BEGIN PRIVATE KEY-----\ntruncat");
+    const yaml = acmeYaml({
+      ca: `https://127.0.0.1:${freePort()}/dir`,
+      storage,
+      httpPort: freePort(),
+      upstream: up.url,
+    });
+    const server = await start(yaml, { retryBaseMs: 60_000, clientRetries: 0 });
+    try {
+      await waitFor(() => server.acme!.status().failures === 1, { what: "the failed order" });
+      assert.equal(
+        server.acme!.status().lastError,
+        `Cannot use the ACME account key ${storage}/account.key: it is not a PEM private key (remove it to register a new account)`,
+      );
+    } finally {
+      await server.shutdown();
+    }
+  });
+});
+
 Deno.test("ACME: a reload of other keys keeps the back-off after a failed order; a changed tls.acme retries at once", async () => {
   await withTempDir(async (dir) => {
     await using up = await startUpstream(() => new Response("never"));
