@@ -166,8 +166,10 @@ export function createUpstreamRegistry(
   const settle = (s: UpstreamState, t: number) => {
     if (s.ejected && t >= s.passive.ejectedUntil) {
       s.ejected = false;
+      // A target health checks marked down meanwhile stays out until they bring it back.
+      if (s.active.status === "down") return;
       deps.logger.info("Upstream back in rotation: ejection ended", { upstream: s.id });
-      if (s.active.status !== "down") deps.metrics.backendHealth(s.id, true, "ejection ended");
+      deps.metrics.backendHealth(s.id, true, "ejection ended");
     }
   };
 
@@ -216,7 +218,8 @@ export function createUpstreamRegistry(
       if (!s || s.active.status === "unknown") return;
       const wasDown = s.active.status === "down";
       s.active = ACTIVE_INITIAL;
-      if (wasDown) {
+      // Still ejected: the end of the ejection announces it (settle).
+      if (wasDown && !s.ejected) {
         deps.logger.info("Upstream no longer health-checked: back in rotation", { upstream: id });
         deps.metrics.backendHealth(id, true, "health checks turned off");
       }

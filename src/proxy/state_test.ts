@@ -7,12 +7,13 @@ function registry() {
   let t = 0;
   const health: [string, boolean][] = [];
   const metrics: Metrics = { ...noopMetrics, backendHealth: (b, h) => void health.push([b, h]) };
+  const logs: string[] = [];
   const reg = createUpstreamRegistry({
     clock: { now: () => t, monotonic: () => t },
-    logger: silentLogger,
+    logger: { ...silentLogger, info: (m) => void logs.push(m) },
     metrics,
   });
-  return { reg, health, advance: (ms: number) => t += ms };
+  return { reg, health, logs, advance: (ms: number) => t += ms };
 }
 
 Deno.test("registry: latency is a peak EWMA that decays without samples", () => {
@@ -102,4 +103,33 @@ Deno.test("registry: results arriving after a reload removed the target do not b
   assert.deepEqual(health, [], "no health series for a target that is not configured");
   reg.observe("kept", 5);
   assert.deepEqual(reg.list().map((u) => u.id), ["kept"]);
+});
+
+Deno.test("registry: the end of an ejection does not announce a target health checks marked down", () => {
+  const { reg, health, logs, advance } = registry();
+  const policy = {
+    enabled: true,
+    failures: 1,
+    windowMs: 10_000,
+    baseEjectionMs: 4_000,
+    maxEjectionMs: 60_000,
+    panicPercent: 0,
+  };
+  const th = { thresholds: { healthy: 1, unhealthy: 1 }, reason: "test" };
+  reg.probe("a", true, th);
+  reg.outcome("a", false, { pool: ["a"], policy, reason: "reset" });
+  reg.probe("a", false, th);
+  advance(5_000);
+  reg.list();
+  assert.deepEqual(health, [["a", true], ["a", false], ["a", false]], "still down");
+  assert.deepEqual(logs, [], "not back in rotation");
+  assert.ok(!reg.available("a"));
+  // Health checks turned off while ejected: healthy again only once the ejection ends.
+  reg.outcome("b", false, { pool: ["b"], policy, reason: "reset" });
+  reg.probe("b", false, th);
+  reg.unprobed("b");
+  assert.deepEqual(health.slice(3), [["b", false], ["b", false]], "ejected, not healthy");
+  advance(5_000);
+  reg.list();
+  assert.deepEqual(health.slice(5), [["b", true]]);
 });
