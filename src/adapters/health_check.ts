@@ -146,12 +146,12 @@ export function startHealthChecks(
         if (!ok) reason = `body does not match ${job.bodyMatch}`;
       } else await res.body?.cancel();
     } catch (err) {
-      const msg = err instanceof Error ? err.message : String(err);
+      // The client's errors say what failed (connect, reset, a malformed answer…).
       reason = timedOut
         ? `no answer within ${job.timeoutMs} ms`
-        : msg.startsWith("Cannot ")
-        ? msg
-        : `Cannot connect to upstream "${job.url.origin}": ${msg}`;
+        : err instanceof Error
+        ? err.message
+        : String(err);
     } finally {
       clearTimeout(t);
       inflight.delete(ac);

@@ -367,3 +367,36 @@ routes:
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("health_check: the logged reason says what failed, not always a connect failure", async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const serving = (async () => {
+    for await (const conn of listener) {
+      await conn.read(new Uint8Array(4096));
+      await conn.write(new TextEncoder().encode("HELLO\r\n\r\n")).catch(() => {});
+      conn.close();
+    }
+  })();
+  const reasons: unknown[] = [];
+  const logger = {
+    ...silentLogger,
+    warn: (_m: string, f?: Record<string, unknown>) => void reasons.push(f?.reason),
+  };
+  const url = `http://127.0.0.1:${(listener.addr as Deno.NetAddr).port}`;
+  try {
+    await using _prox = await startProxy(
+      `
+health_check: { interval_secs: 60 }
+routes:
+  "/": { type: proxy, target: "${url}" }
+`,
+      { logger },
+    );
+    await waitFor(() => reasons.length > 0, { what: "target marked down" });
+    assert.match(String(reasons[0]), /status line/);
+    assert.doesNotMatch(String(reasons[0]), /Cannot connect/);
+  } finally {
+    listener.close();
+    await serving.catch(() => {});
+  }
+});
