@@ -6,7 +6,13 @@ import { formatIssue } from "./src/config/load.ts";
 import type { ConfigIssue } from "./src/config/parse.ts";
 import type { Config } from "./src/config/schema.ts";
 import { ConfigError, loadSource, startServer } from "./src/server.ts";
-import { readPid, removePidIfOurs, takeOver, writePid } from "./src/adapters/pid_file.ts";
+import {
+  readPid,
+  removePidIfOurs,
+  runsWithPidFile,
+  takeOver,
+  writePid,
+} from "./src/adapters/pid_file.ts";
 import { trapSignals } from "./src/adapters/signals.ts";
 import type { SignalTrap, Stoppable } from "./src/adapters/signals.ts";
 import { REUSE_PORT } from "./src/adapters/listener_set.ts";
@@ -278,7 +284,11 @@ async function serveCommand(configArg: string | undefined, opts: ServeOptions): 
   const pidFile = opts.pidFile;
   if (!pidFile) return exitCode(await signals.serve(server));
   const previous = readPid(pidFile);
-  if (previous !== null && previous !== Deno.pid && !opts.takeover) {
+  // A stale file whose pid now belongs to another program (after a crash or reboot) is no Prox.
+  if (
+    previous !== null && previous !== Deno.pid && !opts.takeover &&
+    runsWithPidFile(previous, pidFile)
+  ) {
     server.logger.warn("The pid file names a running process; both now serve this port", {
       pidFile,
       pid: previous,

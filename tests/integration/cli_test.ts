@@ -114,6 +114,28 @@ Deno.test("prox -c x.yaml serve uses x.yaml (not ./config.yaml); SIGUSR1 drains 
   }
 });
 
+Deno.test("--pid-file: a stale file naming another program is replaced quietly; a running Prox with that file is warned about", async () => {
+  const dir = await tempDir({ "a.yaml": VALID(freePort()), "b.yaml": VALID(freePort()) });
+  const pidFile = `${dir}/prox.pid`;
+  // A pid that is alive but no Prox (this test runner): what a stale file shows after a reboot.
+  await Deno.writeTextFile(pidFile, `${Deno.pid}\n`);
+  try {
+    await using a = spawnProx(["serve", "-c", "a.yaml", "--pid-file", pidFile], { cwd: dir });
+    await waitFor(async () => Number(await Deno.readTextFile(pidFile)) === a.pid, {
+      what: "a's pid in the pid file",
+    });
+    assert.doesNotMatch(a.output(), /both now serve/);
+    await using b = spawnProx(["serve", "-c", "b.yaml", "--pid-file", pidFile], { cwd: dir });
+    await b.waitForOutput("both now serve this port");
+    for (const p of [a, b]) {
+      p.signal("SIGTERM");
+      assert.equal((await p.status).code, 0, p.output());
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("prox serve without config.yaml runs the embedded default and says so", async () => {
   const dir = await tempDir();
   try {
