@@ -2,6 +2,7 @@
 // started beside it, moved with its port, re-certified in place, stopped when turned off.
 // UDP has no SO_REUSEPORT in Deno's QUIC API, so during a takeover the old process holds the
 // port until it exits: a failed bind is retried with backoff (one timer) until it succeeds.
+// For the same reason HTTP/3 turned off by a reload is only paused (port kept) until turned on.
 
 import type { Config } from "../config/schema.ts";
 import type { Handler, Logger, Metrics } from "../ports.ts";
@@ -34,6 +35,8 @@ export function followH3(opts: {
 }): H3Follower {
   const { logger } = opts;
   let h3: H3Listener | null = null;
+  /** HTTP/3 turned off at `at`: paused, still bound (freeing the port would need a GC). */
+  let parked: H3Listener | null = null;
   let at = "";
   let material = "";
   let options = "";
@@ -57,7 +60,19 @@ export function followH3(opts: {
     if (h3 && (!want || where !== at)) {
       const old = h3;
       h3 = null;
-      void old.shutdown(c.shutdown_timeout);
+      if (where === at) {
+        parked = old;
+        void old.pause(c.shutdown_timeout);
+      } else void old.shutdown(c.shutdown_timeout);
+    }
+    if (parked && where !== at) {
+      void parked.shutdown(0);
+      parked = null;
+    }
+    if (want && !h3 && parked) {
+      h3 = parked;
+      parked = null;
+      h3.resume();
     }
     if (want && !h3) {
       h3 = await startH3Beside(main, {
@@ -101,7 +116,7 @@ export function followH3(opts: {
     async shutdown(graceMs) {
       stopped = true;
       clearTimeout(retry);
-      await h3?.shutdown(graceMs);
+      await Promise.all([h3?.shutdown(graceMs), parked?.shutdown(0)]);
     },
   };
 }

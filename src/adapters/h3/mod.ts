@@ -39,6 +39,13 @@ export interface H3Listener {
   readonly port: number;
   /** Serves new connections with another certificate; existing ones keep theirs. */
   setCertificate(cert: string, key: string): void;
+  /**
+   * Stops serving as shutdown does but keeps the UDP port bound, new connections refused, so that
+   * `resume()` needs no rebind (Deno frees a port only when the endpoint is garbage-collected).
+   */
+  pause(graceMs: number): Promise<void>;
+  /** Accepts connections again after `pause`. */
+  resume(): void;
   /** GOAWAY on every connection, waits up to `graceMs` for requests, then closes. */
   shutdown(graceMs: number): Promise<void>;
 }
@@ -71,6 +78,20 @@ export function quicTransportOptions(
 
 /** Longest wait after the drain for responses to be acknowledged before closing. */
 const LINGER_MS = 1000;
+
+/** GOAWAY on `all`, waits up to `graceMs` for their requests, then closes them. */
+async function drain(all: H3Connection[], graceMs: number, reason: string): Promise<void> {
+  await Promise.all(all.map((c) => c.goaway()));
+  const deadline = Date.now() + Math.max(0, graceMs);
+  await within(Promise.all(all.map((c) => c.drained())), graceMs);
+  // A QUIC close drops data not yet acknowledged: give the last responses a moment to be
+  // acked, or let the clients close first (they do once idle after GOAWAY).
+  await within(
+    Promise.all(all.map((c) => c.closed)),
+    Math.min(LINGER_MS, deadline - Date.now()),
+  );
+  for (const c of all) c.close(H3Error.NO_ERROR, reason);
+}
 
 /** Waits for `p` at most `ms` milliseconds. */
 async function within(p: Promise<unknown>, ms: number): Promise<void> {
@@ -121,6 +142,7 @@ function listen(opts: H3ListenerOptions): H3Listener {
     keepAliveMs: Math.min(Math.floor(transport.maxIdleTimeout! / 3), 10_000),
   };
   let stopping = false;
+  let paused = false;
   const maxConnections = opts.options?.max_connections ?? 10_000;
 
   const acceptLoop = (async () => {
@@ -131,9 +153,11 @@ function listen(opts: H3ListenerOptions): H3Listener {
       } catch {
         return; // endpoint closed
       }
-      if (stopping || connections.size >= maxConnections) {
+      if (stopping || paused || connections.size >= maxConnections) {
         incoming.refuse();
-        if (!stopping) logger.warn("HTTP/3 connection refused: limit reached", { maxConnections });
+        if (!stopping && !paused) {
+          logger.warn("HTTP/3 connection refused: limit reached", { maxConnections });
+        }
         continue;
       }
       // Never touch incoming.remoteAddr & co: the getters consume the connection (Deno 2.9.6).
@@ -151,7 +175,7 @@ function listen(opts: H3ListenerOptions): H3Listener {
           opts.metrics?.connectionClosed("h3");
         });
         c.serve().catch((err) => logger.debug("HTTP/3 connection ended", { error: String(err) }));
-        if (stopping) c.goaway();
+        if (stopping || paused) c.goaway();
       }, (err) => logger.debug("HTTP/3 handshake failed", { error: String(err) }));
     }
   })();
@@ -163,19 +187,22 @@ function listen(opts: H3ListenerOptions): H3Listener {
       listeners.push(listenWith(cert, key));
       logger.info("HTTP/3 certificate replaced");
     },
+    async pause(graceMs) {
+      if (stopping || paused) return;
+      paused = true;
+      logger.info("HTTP/3 paused", { address: `${opts.hostname}:${port}` });
+      await drain([...connections], graceMs, "HTTP/3 turned off");
+    },
+    resume() {
+      if (stopping || !paused) return;
+      paused = false;
+      logger.info("HTTP/3 listening", { address: `${opts.hostname}:${port}`, transport: "udp" });
+    },
     async shutdown(graceMs) {
       if (stopping) return;
       stopping = true;
       const all = [...connections];
-      await Promise.all(all.map((c) => c.goaway()));
-      const deadline = Date.now() + Math.max(0, graceMs);
-      await within(Promise.all(all.map((c) => c.drained())), graceMs);
-      // A QUIC close drops data not yet acknowledged: give the last responses a moment to be
-      // acked, or let the clients close first (they do once idle after GOAWAY).
-      await within(
-        Promise.all(all.map((c) => c.closed)),
-        Math.min(LINGER_MS, deadline - Date.now()),
-      );
+      await drain(all, graceMs, "shutdown");
       for (const c of connections) c.close(H3Error.NO_ERROR, "shutdown");
       for (const l of listeners) l.stop();
       endpoint.close({ closeCode: H3Error.NO_ERROR, reason: "shutdown" });
