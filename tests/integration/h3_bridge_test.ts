@@ -282,8 +282,10 @@ interopTest("H3Listener.setCertificate serves new connections with the new certi
   }
 });
 
-Deno.test("startH3Listener refuses connections past max_connections and counts h3 connections", async () => {
+Deno.test("startH3Listener refuses connections past max_connections (logged once per burst) and counts h3 connections", async () => {
   const counts = { opened: 0, closed: 0 };
+  const warnings: string[] = [];
+  const logger = { ...silentLogger, warn: (msg: string) => void warnings.push(msg) };
   const metrics = {
     ...noopMetrics,
     connectionOpened: (p: string) => p === "h3" && counts.opened++,
@@ -294,7 +296,7 @@ Deno.test("startH3Listener refuses connections past max_connections and counts h
     port: 0,
     cert,
     key,
-    logger: silentLogger,
+    logger,
     metrics,
     handler: () => Promise.resolve(new Response("ok")),
     options: { max_connections: 1 },
@@ -303,7 +305,9 @@ Deno.test("startH3Listener refuses connections past max_connections and counts h
     await using first = await client(l.port);
     assert.equal((await first.request("/")).status, 200);
     assert.equal(counts.opened, 1);
-    await assert.rejects(() => client(l.port));
+    for (let i = 0; i < 5; i++) await assert.rejects(() => client(l.port));
+    // One line for the burst, not one per refused handshake (spoofed Initials would flood logs).
+    assert.deepEqual(warnings, ["HTTP/3 connections refused: limit reached"]);
     first.close();
     await waitFor(() => counts.closed === 1, { what: "connection closed" });
     await using again = await client(l.port);

@@ -76,6 +76,9 @@ export function quicTransportOptions(
   return { transport, ignored };
 }
 
+/** Shortest interval between two "connections refused" log lines. */
+const REFUSED_LOG_MS = 10_000;
+
 /** Longest wait after the drain for responses to be acknowledged before closing. */
 const LINGER_MS = 1000;
 
@@ -144,6 +147,10 @@ function listen(opts: H3ListenerOptions): H3Listener {
   let stopping = false;
   let paused = false;
   const maxConnections = opts.options?.max_connections ?? 10_000;
+  // Refusals are logged at most every REFUSED_LOG_MS with a count: a flood of Initial packets
+  // (from spoofable UDP sources) must not become a flood of log lines.
+  let refused = 0;
+  let refusedLoggedAt = -Infinity;
 
   const acceptLoop = (async () => {
     for (;;) {
@@ -156,7 +163,12 @@ function listen(opts: H3ListenerOptions): H3Listener {
       if (stopping || paused || connections.size >= maxConnections) {
         incoming.refuse();
         if (!stopping && !paused) {
-          logger.warn("HTTP/3 connection refused: limit reached", { maxConnections });
+          refused++;
+          if (Date.now() - refusedLoggedAt >= REFUSED_LOG_MS) {
+            logger.warn("HTTP/3 connections refused: limit reached", { maxConnections, refused });
+            refusedLoggedAt = Date.now();
+            refused = 0;
+          }
         }
         continue;
       }
