@@ -24,7 +24,7 @@ import { createDenoFileStore } from "./adapters/files_deno.ts";
 import { createRateLimitStores, keysPerRoute, limiterIds } from "./adapters/rate_limit_stores.ts";
 import type { AccessRecord, Clock, FileStore } from "./ports.ts";
 import { createUpstreamRegistry } from "./proxy/state.ts";
-import { configuredTargets } from "./proxy/pool.ts";
+import { configuredTargets, unwatchedTargets } from "./proxy/pool.ts";
 import { startHealthChecks } from "./adapters/health_check.ts";
 import { followH3 } from "./adapters/h3_follow.ts";
 import { ALT_SVC_MAX_AGE, altSvcValue } from "./adapters/h3/mod.ts";
@@ -310,6 +310,7 @@ export async function startServer(
         "Route changed by a config reload",
       );
       upstreams.retain(configuredTargets(config), Object.keys(config.routes));
+      upstreams.release(unwatchedTargets(config));
       health.update(current);
       certs.applied(config, plans);
       accessLog = accessLogFor(config);

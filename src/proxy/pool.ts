@@ -112,6 +112,24 @@ export function buildPool(route: CompiledRoute, config: Config): RoutePool {
   };
 }
 
+/** Targets no route watches passively: `passive_health` is off on every route naming them. */
+export function unwatchedTargets(config: Config): string[] {
+  const on = new Set<string>();
+  const all = new Set<string>();
+  for (const r of Object.values(config.routes)) {
+    if (r.type !== "proxy" && r.type !== "load_balance") continue;
+    const ids = r.type === "proxy"
+      ? [r.target]
+      : r.targets.map((t) => typeof t === "string" ? t : t.url);
+    const enabled = (r.passive_health ?? config.passive_health).enabled;
+    for (const id of ids) {
+      all.add(id);
+      if (enabled) on.add(id);
+    }
+  }
+  return [...all].filter((id) => !on.has(id));
+}
+
 /** Every upstream target id a config names (proxy and load_balance routes): the registry's keep-set. */
 export function configuredTargets(config: Config): string[] {
   const ids = new Set<string>();

@@ -91,6 +91,8 @@ export interface UpstreamRegistry {
   countRequest(route: string, at?: number): void;
   /** True (and counted) when a retry fits in the route's budget. */
   tryRetry(route: string, percent: number): boolean;
+  /** Ends the ejections of targets no route watches passively any more (a reload turned it off). */
+  release(ids: Iterable<string>): void;
   /** Forgets targets and routes no longer configured; late results for them are ignored. */
   retain(ids: Iterable<string>, routes: Iterable<string>): void;
   list(): UpstreamView[];
@@ -286,6 +288,18 @@ export function createUpstreamRegistry(
       if (sum(b.retries) + 1 > allowed) return false;
       b.retries[b.epoch % BUDGET_BUCKETS]++;
       return true;
+    },
+    release(ids) {
+      const t = now();
+      for (const id of ids) {
+        const s = states.get(id);
+        if (!s || t >= s.passive.ejectedUntil) continue;
+        s.passive = unEject(s.passive);
+        s.ejected = false;
+        if (s.active.status === "down") continue;
+        deps.logger.info("Upstream back in rotation: passive health turned off", { upstream: id });
+        deps.metrics.backendHealth(id, true, "passive health turned off");
+      }
     },
     retain(ids, routes) {
       const keep = configured = new Set(ids);

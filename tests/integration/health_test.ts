@@ -400,3 +400,34 @@ routes:
     await serving.catch(() => {});
   }
 });
+
+Deno.test("reload: turning passive health off ends the ejections it made", async () => {
+  await using a = new Backend("a").start();
+  await using b = new Backend("b").start();
+  const dir = await Deno.makeTempDir({ prefix: "prox-health-" });
+  const file = `${dir}/prox.yaml`;
+  const config = (enabled: boolean) => `
+listen_addr: "127.0.0.1:0"
+health_check: { enabled: false }
+passive_health: { enabled: ${enabled}, failures: 1, base_ejection: 5m, panic_threshold_percent: 0 }
+routes:
+  "/": { type: load_balance, strategy: first, targets: ["${a.url}", "${b.url}"] }
+`;
+  await Deno.writeTextFile(file, config(true));
+  const server = await startServer({ path: file }, { logger: silentLogger });
+  try {
+    await a.kill();
+    const res = await fetch(`http://127.0.0.1:${server.port}/`);
+    assert.equal(await res.text(), "b");
+    assert.ok(!server.upstreams.available(a.url), "ejected");
+    a.start();
+    await Deno.writeTextFile(file, config(false));
+    assert.ok((await server.reload()).ok);
+    assert.ok(server.upstreams.available(a.url), "back at once, not in 5 minutes");
+    const after = await fetch(`http://127.0.0.1:${server.port}/`);
+    assert.equal(await after.text(), "a");
+  } finally {
+    await server.shutdown();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
