@@ -16,7 +16,9 @@ export function redirectHandler(o: {
 }): Handler {
   return (req) => {
     const acme = o.acme();
-    return acme && new URL(req.url).pathname.startsWith(CHALLENGE_PREFIX)
+    // A Host that is not a host ("a b") makes URL parsing throw: httpsRedirect answers it 400.
+    return acme && authorityIn(req) !== null &&
+        new URL(req.url).pathname.startsWith(CHALLENGE_PREFIX)
       ? acme.answerChallenge(req)
       : Promise.resolve(httpsRedirect(req, { status: o.status(), httpsPort: o.httpsPort() }));
   };
@@ -30,14 +32,8 @@ export function redirectHandler(o: {
  */
 export function httpsRedirect(req: Request, opts: { status: number; httpsPort: number }): Response {
   const url = req.url;
-  const authority = authorityOf(url);
-  const hostField = req.headers.get("host");
-  if (
-    authority === null || !HOST_FIELD.test(authority) ||
-    (hostField !== null && !HOST_FIELD.test(hostField))
-  ) {
-    return new Response("Invalid Host header\n", { status: 400 });
-  }
+  const authority = authorityIn(req);
+  if (authority === null) return new Response("Invalid Host header\n", { status: 400 });
   const target = url.slice(url.indexOf("://") + 3 + authority.length);
   const host = authority.replace(/:\d*$/, "");
   const port = opts.httpsPort === 443 ? "" : `:${opts.httpsPort}`;
@@ -45,4 +41,14 @@ export function httpsRedirect(req: Request, opts: { status: number; httpsPort: n
     status: opts.status,
     headers: { location: `https://${host}${port}${wireQuery(target || "/")}` },
   });
+}
+
+/** The request URL's authority when it and the Host field are a host and an optional port. */
+function authorityIn(req: Request): string | null {
+  const authority = authorityOf(req.url);
+  const hostField = req.headers.get("host");
+  return authority === null || !HOST_FIELD.test(authority) ||
+      (hostField !== null && !HOST_FIELD.test(hostField))
+    ? null
+    : authority;
 }
