@@ -7,6 +7,8 @@ import { waitFor } from "./_harness.ts";
 export interface TestRedis extends AsyncDisposable {
   port: number;
   url: string;
+  /** Stops (SIGSTOP) or resumes (SIGCONT) the server: connections stay open, nothing answers. */
+  pause(paused: boolean): void;
 }
 
 function freePort(): number {
@@ -46,8 +48,10 @@ export async function startRedis(opts: { port?: number } = {}): Promise<TestRedi
   return {
     port,
     url: `redis://127.0.0.1:${port}`,
+    pause: (paused) => child.kill(paused ? "SIGSTOP" : "SIGCONT"),
     async [Symbol.asyncDispose]() {
       try {
+        child.kill("SIGCONT"); // a paused server would not act on SIGTERM
         child.kill("SIGTERM");
       } catch { /* already gone */ }
       await child.status;

@@ -19,7 +19,16 @@ export interface RedisStoreOptions {
   poolSize?: number;
   /** Whose clock decides: Redis's TIME (default; instances agree) or the caller's `now` (tests). */
   clock?: "redis" | "caller";
+  /** Commands one connection may have waiting for an answer (default MAX_WAITING); more fail. */
+  maxWaiting?: number;
 }
+
+/**
+ * Commands a connection may have waiting for Redis's answer. A command that timed out stays in
+ * ioredis's queue until Redis answers it, about 4 KB each: a Redis that stalls (a paused process,
+ * a half-open connection) would otherwise collect one per request for as long as it stalls.
+ */
+export const MAX_WAITING = 1024;
 
 /** A RateLimitStore backed by Redis; close() disconnects. */
 export interface RedisRateLimitStore extends RateLimitStore {
@@ -173,6 +182,7 @@ export function createRedisStore(opts: RedisStoreOptions): RedisRateLimitStore {
     return { c, first };
   });
   let next = 0;
+  const maxWaiting = opts.maxWaiting ?? MAX_WAITING;
 
   return {
     async consume(key: string, q: RateLimitQuery): Promise<RateLimitDecision> {
@@ -185,6 +195,9 @@ export function createRedisStore(opts: RedisStoreOptions): RedisRateLimitStore {
       let out: [number, number, number, number];
       try {
         if (client.status !== "ready") throw new Error(`not connected (${client.status})`);
+        // Sent and not answered, plus those batched for this tick's pipeline.
+        const waiting = client.commandQueue.length + client.autoPipelineQueueSize;
+        if (waiting >= maxWaiting) throw new Error(`not answering (${waiting} commands waiting)`);
         out = await fn.call(client, `${opts.prefix}${q.limiter}:${key}`, ...args);
       } catch (err) {
         const why = err instanceof Error ? err.message : String(err);

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { interopTest } from "../../tests/_harness.ts";
+import { interopTest, waitFor } from "../../tests/_harness.ts";
 import { startRedis } from "../../tests/_redis.ts";
 import { createRedisStore, redactUrl } from "./store_redis.ts";
 import { ALGORITHMS, decide, policyOf } from "../domain/rate_limit.ts";
@@ -105,3 +105,41 @@ Deno.test("redactUrl hides the password", () => {
   assert.equal(redactUrl("redis://u:secret@h:6379/0"), "redis://u:***@h:6379/0");
   assert.equal(redactUrl("::"), "(invalid url)");
 });
+
+interopTest(
+  "createRedisStore: a Redis that stops answering holds at most maxWaiting commands per connection",
+  ["redis-server"],
+  async () => {
+    await using redis = await startRedis();
+    const store = createRedisStore({
+      url: redis.url,
+      prefix: "w:",
+      timeoutMs: 200,
+      maxWaiting: 20,
+    });
+    const policy = policyOf("gcra", { requests: 100, periodMs: 1_000 });
+    const q = { limiter: "L", policy, now: 0, maxKeys: 100 };
+    try {
+      assert.equal((await store.consume("a", q)).allowed, true);
+      redis.pause(true);
+      // Each timed-out command stays queued until Redis answers: without a bound, one per request.
+      const results = await Promise.allSettled(
+        Array.from({ length: 30 }, (_, i) => store.consume(`k${i}`, q)),
+      );
+      const reasons = results.map((r) => r.status === "rejected" ? String(r.reason) : "fulfilled");
+      assert.equal(reasons.filter((r) => /timed out/.test(r)).length, 20, reasons.join("\n"));
+      assert.equal(
+        reasons.filter((r) => /not answering \(20 commands waiting\)/.test(r)).length,
+        10,
+      );
+      redis.pause(false);
+      // Once Redis answers again the queue drains and decisions come from Redis again.
+      await waitFor(() => store.consume("b", q).then((d) => d.allowed, () => false), {
+        what: "a decision from the resumed Redis",
+      });
+    } finally {
+      redis.pause(false);
+      await store.close();
+    }
+  },
+);
