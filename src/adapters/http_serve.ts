@@ -10,8 +10,11 @@ export interface Listener {
   readonly hostname: string;
   readonly port: number;
   readonly tls: boolean;
-  /** Stops accepting and lets in-flight requests finish. */
-  shutdown(): Promise<void>;
+  /**
+   * Stops accepting and lets in-flight requests finish. Requests whose body is still coming
+   * in are waited for first, for up to `bodyWaitMs` (see `listen`).
+   */
+  shutdown(opts?: { bodyWaitMs?: number }): Promise<void>;
   /** Closes at once. */
   close(): Promise<void>;
 }
@@ -43,6 +46,10 @@ export function listen(
 ): Listener {
   const tls = opts.cert !== undefined || opts.key !== undefined;
   const abort = new AbortController();
+  // Deno 2.9's graceful shutdown makes request bodies still being received unreadable at once
+  // (denoland/deno#36809; the client would get 400): a drain waits for them before it begins.
+  let uploads = 0;
+  let uploadsDone: (() => void) | null = null;
   let localPort = addr.port;
   const server = Deno.serve({
     hostname: addr.hostname,
@@ -71,7 +78,16 @@ export function listen(
       const done = () => m.connectionClosed(ci.protocol);
       info.completed.then(done, done);
     }
-    return opts.handler(req, ci);
+    // A body (RFC 9112 §6.3: Content-Length or Transfer-Encoding): counted until the handler
+    // has its response, which for a proxied upload comes once the upstream read it.
+    const cl = req.headers.get("content-length");
+    if ((cl === null || cl === "0") && !req.headers.has("transfer-encoding")) {
+      return opts.handler(req, ci);
+    }
+    uploads++;
+    const res = opts.handler(req, ci);
+    res.finally(() => --uploads === 0 && uploadsDone?.()).catch(() => {});
+    return res;
   });
   localPort = server.addr.port;
   let closed = false;
@@ -80,9 +96,17 @@ export function listen(
     hostname: server.addr.hostname,
     port: server.addr.port,
     tls,
-    async shutdown() {
+    async shutdown(o) {
       if (closed) return;
       closed = true;
+      if (uploads > 0 && (o?.bodyWaitMs ?? 0) > 0) {
+        const done = new Promise<void>((r) => uploadsDone = r);
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        const late = new Promise<void>((r) => timer = setTimeout(r, o!.bodyWaitMs));
+        await Promise.race([done, late]);
+        clearTimeout(timer);
+        if (abort.signal.aborted) return; // closed meanwhile
+      }
       draining = true;
       await server.shutdown();
     },

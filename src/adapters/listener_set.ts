@@ -111,7 +111,8 @@ export function createListenerSet(opts: { logger: Logger; drainMs: () => number 
     const timeout = new Promise<"timeout">((r) =>
       timer = setTimeout(() => r("timeout"), timerDelay(graceMs))
     );
-    return Promise.race([l.shutdown().then(() => "done" as const), timeout]).then(
+    const done = l.shutdown({ bodyWaitMs: timerDelay(graceMs) });
+    return Promise.race([done.then(() => "done" as const), timeout]).then(
       (outcome) => {
         clearTimeout(timer);
         if (outcome === "timeout") {

@@ -407,3 +407,40 @@ Deno.test("a reload that changes workers or upstream_pool says they apply at res
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("shutdown while a slow client uploads: the upload completes before the listener closes", async () => {
+  let received = 0;
+  await using up = await startUpstream(async (req) => {
+    for await (const chunk of req.body!) received += chunk.length;
+    return new Response(`got ${received}`);
+  });
+  const dir = await Deno.makeTempDir({ prefix: "prox-upload-drain-" });
+  const file = `${dir}/config.yaml`;
+  await Deno.writeTextFile(
+    file,
+    `listen_addr: "127.0.0.1:0"\nshutdown_timeout: 10s\nhealth_check:\n  enabled: false\n` +
+      `routes:\n  "/":\n    type: proxy\n    target: "${up.url}"\n`,
+  );
+  const server = await startServer({ path: file }, { logger: captureLogger(), watch: false });
+  let stopping: Promise<void> | null = null;
+  try {
+    // A client that sends 96 KiB (past what the proxy holds for a retry), then 8 KiB every
+    // 50 ms (a slow upload); shutdown begins once the upstream has the first bytes.
+    let sent = 0;
+    const body = new ReadableStream<Uint8Array>({
+      async pull(c) {
+        if (sent === 12) {
+          await waitFor(() => received > 0, { what: "the first bytes upstream" });
+          stopping = server.shutdown();
+        } else if (sent > 12) await new Promise((r) => setTimeout(r, 50));
+        if (sent++ === 20) c.close();
+        else c.enqueue(new Uint8Array(8192));
+      },
+    });
+    const res = await fetch(`http://127.0.0.1:${server.port}/`, { method: "POST", body });
+    assert.deepEqual([res.status, await res.text()], [200, `got ${20 * 8192}`]);
+  } finally {
+    await (stopping ?? server.shutdown());
+    await Deno.remove(dir, { recursive: true });
+  }
+});
