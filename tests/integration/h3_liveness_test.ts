@@ -1,9 +1,13 @@
-// HTTP/3 connections outlive a slow response: QUIC's idle timeout counts packets, and a client
-// that only waits sends none, so the server keeps the connection alive while it owes a response.
+// HTTP/3 connection lifetime: a connection outlives a slow response (QUIC's idle timeout counts
+// packets, and a client that only waits sends none, so the server keeps it alive while it owes a
+// response); a client that leaves mid-response is not reported as a server failure.
 import assert from "node:assert/strict";
 import { ROOT, waitFor } from "../_harness.ts";
 import { startH3Listener } from "../../src/adapters/h3/mod.ts";
 import { connectH3 } from "../../src/adapters/h3/client.ts";
+import { encodeFrame, FrameType } from "../../src/adapters/h3/frames.ts";
+import { encodeFieldSection } from "../../src/adapters/h3/qpack.ts";
+import { ProxyError } from "../../src/domain/errors.ts";
 import { silentLogger } from "../../src/ports.ts";
 
 const TLS = `${ROOT}/tests/fixtures/tls`;
@@ -32,6 +36,59 @@ Deno.test("startH3Listener keeps a connection alive past max_idle_timeout while 
     let closed = false;
     c.conn.closed.then(() => closed = true, () => closed = true);
     await waitFor(() => closed, { timeoutMs: IDLE * 8, what: "the idle connection to close" });
+  } finally {
+    await l.shutdown(0);
+  }
+});
+
+Deno.test("startH3Listener logs no warning when the client closes its connection mid-response", async () => {
+  const warnings: string[] = [];
+  let settled = false;
+  const l = await startH3Listener({
+    hostname: "127.0.0.1",
+    port: 0,
+    cert,
+    key,
+    logger: { ...silentLogger, warn: (msg: string) => void warnings.push(msg) },
+    // Like the pipeline: an endless body that fails with client_gone once the request aborts.
+    handler: (req, info) => {
+      info.completed?.then(() => settled = true, () => settled = true);
+      return Promise.resolve(
+        new Response(
+          new ReadableStream<Uint8Array>({
+            async pull(c) {
+              await new Promise((ok) => setTimeout(ok, 5));
+              if (req.signal.aborted) c.error(new ProxyError("client_gone", "Client went away"));
+              else c.enqueue(new Uint8Array(16384));
+            },
+          }),
+        ),
+      );
+    },
+  });
+  try {
+    const conn = await Deno.connectQuic({
+      hostname: "127.0.0.1",
+      port: l.port,
+      serverName: "localhost",
+      caCerts: [ca],
+      alpnProtocols: ["h3"],
+    });
+    const s = await conn.createBidirectionalStream();
+    const w = s.writable.getWriter();
+    await w.write(encodeFrame(
+      FrameType.HEADERS,
+      encodeFieldSection([[":method", "GET"], [":scheme", "https"], [":authority", "localhost"], [
+        ":path",
+        "/",
+      ]]),
+    ));
+    await w.close();
+    const r = s.readable.getReader();
+    for (let got = 0; got < 50_000;) got += (await r.read()).value?.length ?? 0;
+    conn.close();
+    await waitFor(() => settled, { what: "the response to settle" });
+    assert.deepEqual(warnings, []);
   } finally {
     await l.shutdown(0);
   }

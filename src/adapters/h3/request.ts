@@ -203,6 +203,7 @@ export async function serveRequest(
       method,
       ctx,
       onClientGone: () => abort.abort(),
+      clientGone: signal,
     }).catch((err) => {
       completed.reject(err);
       throw err;
@@ -315,7 +316,13 @@ const COALESCE_BELOW = 1024 * 1024;
 async function writeResponse(
   writer: WritableStreamDefaultWriter<Uint8Array>,
   res: Response,
-  opts: { method: string; ctx: RequestContext; onClientGone: () => void },
+  opts: {
+    method: string;
+    ctx: RequestContext;
+    onClientGone: () => void;
+    /** Aborted once the client left (or broke its request): then a failed body is no news. */
+    clientGone?: AbortSignal;
+  },
 ): Promise<boolean> {
   const fields = responseFields(res.status, res.headers);
   if (!res.headers.has("date")) fields.push(["date", httpDate()]);
@@ -344,7 +351,9 @@ async function writeResponse(
         if (pending) await writer.write(pending).catch(() => {});
         if (res.headers.has("content-length")) await writer.abort().catch(() => {});
         else opts.ctx.closeConnection(H3Error.INTERNAL_ERROR, "Response body failed");
-        opts.ctx.logger.warn("HTTP/3 response body failed midway", { error: String(err) });
+        // As over TCP, a client that left is the access log's business, not a warning.
+        const log = opts.clientGone?.aborted ? opts.ctx.logger.debug : opts.ctx.logger.warn;
+        log.call(opts.ctx.logger, "HTTP/3 response body failed midway", { error: String(err) });
         return false;
       }
       if (done) break;
