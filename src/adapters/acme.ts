@@ -75,7 +75,13 @@ export function certificateFacts(pem: string): CertificateFacts | null {
   try {
     const x = new X509Certificate(pem);
     const notAfter = Date.parse(x.validTo);
-    return Number.isFinite(notAfter) ? { notAfter, names: sanNames(x.subjectAltName) } : null;
+    const notBefore = Date.parse(x.validFrom);
+    if (!Number.isFinite(notAfter)) return null;
+    return {
+      notAfter,
+      ...(Number.isFinite(notBefore) ? { notBefore } : {}),
+      names: sanNames(x.subjectAltName),
+    };
   } catch {
     return null;
   }
@@ -204,6 +210,7 @@ export async function startAcme(
       const started = performance.now();
       orders++;
       await store.pruneChallenges({ maxAgeMs: 3_600_000, now: Date.now() });
+      const ordered = config.domains;
       const pair = await orderCertificate(config, {
         store,
         sink,
@@ -221,6 +228,12 @@ export async function startAcme(
       state = "ok";
       logger.info("ACME certificate issued", { ms: Math.round(performance.now() - started) });
       await install(pair, f, "order");
+      // Served all the same, but ordering again at once would loop: back off as after a failure.
+      // (Domains a reload added meanwhile are ordered at once: `configure` reruns the check.)
+      const still = renewalReason(f, { domains: ordered, now: now(), renewAt: renewAtFor(f) });
+      if (still) {
+        throw new Error(`The CA issued a certificate that needs renewal at once (${still})`);
+      }
       schedule(renewAtFor(f) - now());
     } catch (err) {
       failures++;

@@ -8,6 +8,8 @@ const DAY = 24 * HOUR;
 export interface CertificateFacts {
   /** notAfter, ms since the epoch (read from the certificate itself). */
   notAfter: number;
+  /** notBefore, ms since the epoch (unknown: the lifetime does not shorten the lead time). */
+  notBefore?: number;
   /** DNS names in its subjectAltName. */
   names: readonly string[];
 }
@@ -15,13 +17,18 @@ export interface CertificateFacts {
 /**
  * The moment renewal should start: `renewBeforeDays` before notAfter, moved earlier by up to
  * a jitter window (a tenth of the renewal period, at most a day) so that many instances or
- * many certificates issued together do not all renew in the same second.
+ * many certificates issued together do not all renew in the same second. A lead time longer
+ * than half the certificate's lifetime becomes a third of it: short-lived certificates (a
+ * private CA's 24 h, Let's Encrypt's 6-day profile) would otherwise be due the moment they
+ * are issued, and be ordered again and again.
  */
 export function renewalAt(
   facts: CertificateFacts,
   opts: { renewBeforeDays: number; jitter: number },
 ): number {
-  const before = opts.renewBeforeDays * DAY;
+  const lifetime = facts.notBefore === undefined ? Infinity : facts.notAfter - facts.notBefore;
+  const configured = opts.renewBeforeDays * DAY;
+  const before = configured > lifetime / 2 ? Math.floor(lifetime / 3) : configured;
   const window = Math.min(before / 10, DAY);
   return facts.notAfter - before - Math.floor(clamp01(opts.jitter) * window);
 }

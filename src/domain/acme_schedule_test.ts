@@ -12,6 +12,19 @@ Deno.test("renewalAt is renewal_days before notAfter, moved earlier by at most a
   assert.ok(renewalAt(facts, { renewBeforeDays: 1, jitter: 0.999999 }) > 99 * DAY - DAY / 10);
 });
 
+Deno.test("renewalAt: a lead time past half the lifetime becomes a third of it (short-lived certificates)", () => {
+  const HOUR = DAY / 24;
+  const day = { notBefore: 10 * DAY, notAfter: 11 * DAY, names: [] };
+  assert.equal(renewalAt(day, { renewBeforeDays: 30, jitter: 0 }), 11 * DAY - 8 * HOUR);
+  const sixDays = { notBefore: 0, notAfter: 6 * DAY, names: [] };
+  assert.equal(renewalAt(sixDays, { renewBeforeDays: 30, jitter: 0 }), 4 * DAY);
+  // 90-day certificates keep the configured 30 days.
+  const ninety = { notBefore: 10 * DAY, notAfter: 100 * DAY, names: [] };
+  assert.equal(renewalAt(ninety, { renewBeforeDays: 30, jitter: 0 }), 70 * DAY);
+  // Jitter stays within the shortened period.
+  assert.ok(renewalAt(day, { renewBeforeDays: 30, jitter: 0.999999 }) > 11 * DAY - 9 * HOUR);
+});
+
 Deno.test("renewalReason keeps a valid certificate covering every domain", () => {
   const base = { domains: ["a.example", "b.example"], renewAt: 70 * DAY };
   assert.equal(renewalReason(facts, { ...base, now: 10 * DAY }), null);

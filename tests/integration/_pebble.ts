@@ -45,7 +45,13 @@ function spawnLogged(
 }
 
 /** Starts pebble validating HTTP-01 on `httpPort` (where Prox's challenge listener runs). */
-export async function startPebble(opts: { httpPort: number; dir: string }): Promise<Pebble> {
+export async function startPebble(
+  opts: {
+    httpPort: number;
+    dir: string; /** Lifetime of issued certificates (default 5 years). */
+    validitySeconds?: number;
+  },
+): Promise<Pebble> {
   const dnsPort = freePort();
   const [acmePort, mgmtPort, ctsMgmt, tlsPort] = [freePort(), freePort(), freePort(), freePort()];
   const config = {
@@ -58,6 +64,7 @@ export async function startPebble(opts: { httpPort: number; dir: string }): Prom
       tlsPort,
       ocspResponderURL: "",
       externalAccountBindingRequired: false,
+      ...(opts.validitySeconds ? { certificateValidityPeriod: opts.validitySeconds } : {}),
     },
   };
   const configPath = `${opts.dir}/pebble-config.json`;

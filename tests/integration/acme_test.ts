@@ -164,6 +164,67 @@ Deno.test("ACME: an unreachable CA is retried with exponential back-off while pl
   });
 });
 
+interopTest(
+  "ACME: a 24-hour certificate is renewed with a third of its life left, not ordered again at once",
+  TOOLS,
+  () =>
+    withTempDir(async (dir) => {
+      const httpPort = freePort();
+      await using pebble = await startPebble({ httpPort, dir, validitySeconds: 86_400 });
+      await using up = await startUpstream(() => new Response("short-lived"));
+      const yaml = acmeYaml({
+        ca: pebble.directoryUrl,
+        storage: `${dir}/acme`,
+        httpPort,
+        upstream: up.url,
+      });
+      // renewal_days_before_expiry: 30 (the default) exceeds the certificate's whole lifetime.
+      const server = await start(yaml);
+      try {
+        await waitFor(() => server.ready(), { timeoutMs: 30_000, what: "the certificate" });
+        const status = server.acme!.status();
+        assert.equal(status.state, "ok");
+        const left = status.notAfter! - status.renewAt!;
+        assert.ok(left >= 8 * 3_600_000 && left < 9 * 3_600_000, JSON.stringify(status));
+        assert.equal(status.orders, 1);
+      } finally {
+        await server.shutdown();
+      }
+    }),
+);
+
+interopTest(
+  "ACME: a certificate that needs renewal the moment it is issued is served, and the next order backs off",
+  TOOLS,
+  () =>
+    withTempDir(async (dir) => {
+      const httpPort = freePort();
+      // Pebble makes notAfter = notBefore: expired on arrival.
+      await using pebble = await startPebble({ httpPort, dir, validitySeconds: 1 });
+      await using up = await startUpstream(() => new Response("expired"));
+      const yaml = acmeYaml({
+        ca: pebble.directoryUrl,
+        storage: `${dir}/acme`,
+        httpPort,
+        upstream: up.url,
+      });
+      const server = await start(yaml, { retryBaseMs: 600_000 });
+      try {
+        await waitFor(() => server.acme!.status().failures === 1, {
+          timeoutMs: 30_000,
+          what: "the order",
+        });
+        const status = server.acme!.status();
+        assert.match(status.lastError!, /^The CA issued a certificate that needs renewal at once/);
+        assert.ok(status.retryInMs! > 250_000);
+        assert.ok(server.ready());
+        assert.equal(pebble.orders(), 1);
+      } finally {
+        await server.shutdown();
+      }
+    }),
+);
+
 Deno.test("ACME: a corrupt account key fails the order with a message naming the file", async () => {
   await withTempDir(async (dir) => {
     await using up = await startUpstream(() => new Response("never"));
