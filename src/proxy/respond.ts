@@ -4,6 +4,8 @@
 import { reasonFor, statusFor } from "../domain/errors.ts";
 import type { ErrorKind } from "../domain/errors.ts";
 
+const encoder = new TextEncoder();
+
 /** A small text error response carrying the request id. */
 export function errorResponse(
   kind: ErrorKind,
@@ -11,9 +13,11 @@ export function errorResponse(
   opts: { status?: number; message?: string; headers?: HeadersInit } = {},
 ): Response {
   const status = opts.status ?? statusFor(kind);
-  const body = `${opts.message ?? reasonFor(kind)}\nrequest id: ${requestId}\n`;
+  const body = encoder.encode(`${opts.message ?? reasonFor(kind)}\nrequest id: ${requestId}\n`);
   const headers = new Headers(opts.headers);
   headers.set("content-type", "text/plain; charset=utf-8");
+  // Declared, so the access log's bytesOut counts this body (it reads Content-Length).
+  headers.set("content-length", String(body.byteLength));
   headers.set("x-request-id", requestId);
   headers.set("cache-control", "no-store");
   // Load shed (upstream pool queue full): tell clients when to come back (RFC 9110 §10.2.3).

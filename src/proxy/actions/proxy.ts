@@ -7,7 +7,8 @@ import { upstreamTarget } from "../../domain/rewrite.ts";
 import type { HeaderList } from "../../domain/header_list.ts";
 import { ProxyError } from "../../domain/errors.ts";
 import type { LoadBalanceRouteConfig, ProxyRouteConfig } from "../../config/schema.ts";
-import type { Protocol, UpstreamRequest } from "../../ports.ts";
+import { BODY_BYTES } from "../../ports.ts";
+import type { CountedResponse, Protocol, UpstreamRequest } from "../../ports.ts";
 import type { PipelineDeps, RequestContext } from "../context.ts";
 import { forward } from "../forward.ts";
 import { readWhole, REPLAY_CAP } from "../body_replay.ts";
@@ -260,9 +261,13 @@ function withDeadline(res: Response, deadline: Deadline): Response {
     }),
   );
   deadline.onExpire(() => ctl?.error(deadline.error("")));
-  return new Response(body, {
+  const out: CountedResponse = new Response(body, {
     status: res.status,
     statusText: res.statusText,
     headers: res.headers,
   });
+  // The upstream client's byte counter still tells the access log what was delivered.
+  const counter = (res as CountedResponse)[BODY_BYTES];
+  if (counter) out[BODY_BYTES] = counter;
+  return out;
 }

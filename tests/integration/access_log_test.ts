@@ -1,0 +1,91 @@
+// Access-log byte counts through a real Prox: bodies Prox writes itself (errors, 429) and streamed
+// upstream bodies on a route with `timeouts.total`, delivered in full or abandoned by the client.
+import assert from "node:assert/strict";
+import { startUpstream, waitFor } from "../_harness.ts";
+import { startProxy } from "./_proxy.ts";
+import { silentLogger } from "../../src/ports.ts";
+import type { Logger } from "../../src/ports.ts";
+
+function recorder(): { lines: Record<string, unknown>[]; logger: Logger } {
+  const lines: Record<string, unknown>[] = [];
+  return { lines, logger: { ...silentLogger, info: (m, f) => m === "access" && lines.push(f!) } };
+}
+
+Deno.test("access log: bytesOut counts the bodies of Prox's own answers (404, 429, 502)", async () => {
+  const dead = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const deadUrl = `http://127.0.0.1:${(dead.addr as Deno.NetAddr).port}`;
+  dead.close();
+  await using up = await startUpstream(() => new Response("ok"));
+  const { lines, logger } = recorder();
+  await using p = await startProxy(
+    `health_check: { enabled: false }
+log: { access_log: json }
+routes:
+  "/lim": { type: proxy, target: "${up.url}", rate_limit: { by: ip, requests: 1, period: 1m } }
+  "/dead": { type: proxy, target: "${deadUrl}", retries: { attempts: 0 } }
+`,
+    { logger },
+  );
+  const sizes = new Map<string, number>();
+  for (const path of ["/nope", "/lim/a", "/lim/b", "/dead/x"]) {
+    const res = await fetch(`${p.url}${path}`);
+    sizes.set(`${path} ${res.status}`, (await res.arrayBuffer()).byteLength);
+  }
+  await waitFor(() => lines.length === 4, { what: "four access records" });
+  const logged = new Map(lines.map((l) => [`${l.path} ${l.status}`, l.bytesOut]));
+  assert.deepEqual([...sizes.keys()], ["/nope 404", "/lim/a 200", "/lim/b 429", "/dead/x 502"]);
+  for (const [key, size] of sizes) {
+    assert.ok(size > 0, key);
+    assert.equal(logged.get(key), size, key);
+  }
+});
+
+Deno.test("access log: a timeouts.total route counts streamed bytes and marks a client that left", async () => {
+  const tick = 100;
+  await using up = await startUpstream((req) => {
+    const n = new URL(req.url).pathname === "/t/long" ? 50 : 3;
+    let i = 0;
+    // Chunked (no Content-Length): 1,000-byte chunks, one every `tick` ms.
+    return new Response(
+      new ReadableStream<Uint8Array>({
+        async pull(ctl) {
+          if (i++ === n) return ctl.close();
+          await new Promise((r) => setTimeout(r, tick));
+          ctl.enqueue(new Uint8Array(1000));
+        },
+      }),
+    );
+  });
+  const { lines, logger } = recorder();
+  await using p = await startProxy(
+    `health_check: { enabled: false }
+log: { access_log: json }
+routes:
+  "/t": { type: proxy, target: "${up.url}", timeouts: { total: 30s } }
+`,
+    { logger },
+  );
+  const res = await fetch(`${p.url}/t/stream`);
+  assert.equal(res.headers.get("content-length"), null);
+  assert.equal((await res.arrayBuffer()).byteLength, 3000);
+  const done = await waitFor(() => lines.find((l) => l.path === "/t/stream"), {
+    what: "the access record of the streamed response",
+  });
+  assert.equal(done.bytesOut, 3000);
+  assert.equal(done.incomplete, undefined);
+
+  // The client reads two chunks of fifty and leaves.
+  const ac = new AbortController();
+  const long = await fetch(`${p.url}/t/long`, { signal: ac.signal });
+  const reader = long.body!.getReader();
+  let got = 0;
+  while (got < 2000) got += (await reader.read()).value!.byteLength;
+  ac.abort();
+  await reader.cancel().catch(() => {});
+  const cut = await waitFor(() => lines.find((l) => l.path === "/t/long"), {
+    timeoutMs: 20 * tick,
+    what: "the access record of the abandoned response",
+  });
+  assert.equal(cut.incomplete, true);
+  assert.ok(Number(cut.bytesOut) >= 2000 && Number(cut.bytesOut) < 50_000, `${cut.bytesOut}`);
+});
