@@ -178,7 +178,6 @@ export async function startServer(
     }
   }
   let migrateHinted = false;
-  const health = startHealthChecks(current, { registry: upstreams, logger });
   // HTTP/3 beside the TLS listener; Alt-Svc is advertised only while it is actually up.
   const h3 = followH3({
     handler: serveHandler,
@@ -204,6 +203,8 @@ export async function startServer(
   certs.applied(config, firstPlans);
   await syncH3(config, mainTls(firstPlans));
   started = true;
+  // Only once listening: a start-up that fails leaves no prober behind.
+  const health = startHealthChecks(current, { registry: upstreams, logger });
   stopReducer = startMemoryReducer({
     idleMs: () => config.memory.reduce_after_idle,
     aboveBytes: () => config.memory.reduce_above,

@@ -431,3 +431,33 @@ routes:
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("start-up: a server that cannot listen leaves no health checker probing", async () => {
+  let probes = 0;
+  await using up = await startUpstream(() => {
+    probes++;
+    return new Response("ok");
+  });
+  using busy = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  await assert.rejects(
+    startProxy(
+      `
+listen_addr: "127.0.0.1:${busy.addr.port}"
+health_check: { interval_secs: 1 }
+routes:
+  "/": { type: proxy, target: "${up.url}" }
+`,
+      { keepListen: true },
+    ),
+    /Address already in use/,
+  );
+  // A server that does start probes once; a prober left behind by the failed one would have
+  // probed first (it started earlier).
+  await using prox = await startProxy(`
+health_check: { interval_secs: 60 }
+routes:
+  "/": { type: proxy, target: "${up.url}" }
+`);
+  await waitFor(() => prox.server.upstreams.list()[0]?.status === "up", { what: "probed up" });
+  assert.equal(probes, 1);
+});
