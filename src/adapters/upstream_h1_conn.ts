@@ -63,6 +63,8 @@ export class H1Connection {
   idleSince = 0;
   /** Closed, failed, or seen closing while idle: never hand it out again. */
   dead = false;
+  /** The request body is waiting for the client: an idle timeout now is the client's (408). */
+  waitingOnClient = false;
   #failure: ProxyError | null = null;
   #wbuf: Uint8Array | null = null;
   #pending: Promise<number | null> | null = null;
@@ -170,6 +172,12 @@ export class H1Connection {
       step();
     }
     if (this.#mode === 0 || now - this.#last < this.#limit) return;
+    if (this.#mode === 2 && this.waitingOnClient) {
+      // Not the upstream's fault (no 504, no passive-health failure): the client stalled.
+      const msg = `The request body paused for more than ${this.#limit} ms (timeouts.idle)`;
+      this.fail(new ProxyError("request_timeout", msg, { source: this.source }));
+      return;
+    }
     const msg = this.#mode === 1
       ? `Upstream "${this.source}" sent no response header within ${this.#limit} ms`
       : `Upstream "${this.source}" was idle for ${this.#limit} ms`;

@@ -50,7 +50,13 @@ export async function pumpBody(
   let sent = 0;
   try {
     for (;;) {
-      const r = await readClientChunk(reader);
+      let r: ReadableStreamReadResult<Uint8Array>;
+      conn.waitingOnClient = true;
+      try {
+        r = await readClientChunk(reader);
+      } finally {
+        conn.waitingOnClient = false;
+      }
       if (r.done) break;
       const chunk = r.value;
       if (chunk.byteLength === 0) continue;

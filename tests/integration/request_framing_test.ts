@@ -185,3 +185,50 @@ routes:
   assert.match(gotGone()!, /"status":499/);
   assert.deepEqual(logger.lines.filter((l) => l.startsWith("error")), []);
 });
+
+Deno.test("a streamed body that stalls on its way upstream gets 408, and the upstream is not blamed", async () => {
+  // An upstream that answers once the whole chunked body has arrived.
+  await using up = rawServer(async (c) => {
+    const buf = new Uint8Array(4096);
+    for (let got = ""; !got.endsWith("0\r\n\r\n");) {
+      const n = await c.read(buf);
+      if (n === null) return;
+      got += dec.decode(buf.subarray(0, n));
+      if (got.startsWith("GET ")) break;
+    }
+    await c.write(enc.encode("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"));
+  });
+  const logger = memoryLogger();
+  await using prox = await startProxy(
+    `
+health_check: { enabled: false }
+routes:
+  "/":
+    type: proxy
+    target: "${up.url}"
+    timeouts: { idle: 200ms }
+    retries: { attempts: 0 }
+    passive_health: { failures: 1, panic_threshold_percent: 0 }
+`,
+    { logger },
+  );
+  // No retries: the body streams upstream as it comes; then the client stops sending.
+  const c = await Deno.connect({ hostname: "127.0.0.1", port: prox.port });
+  try {
+    await c.write(enc.encode(
+      "POST /up HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+    ));
+    const buf = new Uint8Array(4096);
+    const n = await c.read(buf);
+    // Was 504 "upstream idle", and a passive-health failure that ejected a healthy upstream.
+    assert.match(dec.decode(buf.subarray(0, n ?? 0)), /^HTTP\/1\.1 408 /);
+  } finally {
+    c.close();
+  }
+  const next = await raw(
+    prox.port,
+    "GET /next HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n",
+  );
+  assert.match(next, /^HTTP\/1\.1 200 /);
+  assert.deepEqual(logger.lines.filter((l) => l.includes("ejected")), []);
+});
