@@ -2,6 +2,7 @@
 // without), turned into the one Handler.
 
 import type { ListenAddr } from "../config/listen.ts";
+import { ProxyError } from "../domain/errors.ts";
 import type { ClientInfo, Handler, Logger, Metrics, Protocol } from "../ports.ts";
 import { recent } from "../proxy/recent.ts";
 
@@ -59,7 +60,11 @@ export function listen(
     ...(tls ? { cert: opts.cert!, key: opts.key! } : {}),
     onListen() {},
     onError(err) {
-      opts.logger.error("Unhandled error in request handler", { error: String(err) });
+      // Also called when a response body fails after its head went out (an upstream that stalls
+      // or resets mid-body): an expected ProxyError, not a bug; the access record says incomplete.
+      if (err instanceof ProxyError) {
+        opts.logger.warn("Response body failed", { kind: err.kind, error: err.message });
+      } else opts.logger.error("Unhandled error in request handler", { error: String(err) });
       return new Response("Internal server error\n", { status: 500 });
     },
   }, (req, info) => {

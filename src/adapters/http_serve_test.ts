@@ -3,6 +3,9 @@ import { silentLogger } from "../ports.ts";
 import type { ClientInfo } from "../ports.ts";
 import { recent } from "../proxy/recent.ts";
 import { listen } from "./http_serve.ts";
+import { ProxyError } from "../domain/errors.ts";
+import { waitFor } from "../../tests/_harness.ts";
+import { memoryLogger } from "../../tests/integration/_acme.ts";
 import { redirectHandler } from "./https_redirect.ts";
 import type { AcmeController } from "./acme.ts";
 
@@ -58,6 +61,33 @@ Deno.test("redirect listener with ACME on: a Host that is not a host gets 400, n
     assert.equal(await ask("a b", "/x"), "HTTP/1.1 400 Bad Request");
     assert.equal(await ask("a.test", "/.well-known/acme-challenge/t"), "HTTP/1.1 200 OK");
     assert.equal(await ask("a.test", "/x"), "HTTP/1.1 308 Permanent Redirect");
+  } finally {
+    await l.close();
+  }
+});
+
+Deno.test("listener: a response body that fails mid-way with a ProxyError is a warning, not an unhandled error", async () => {
+  const logger = memoryLogger();
+  const l = listen({ hostname: "127.0.0.1", port: 0 }, {
+    handler: () => {
+      let sent = false;
+      const body = new ReadableStream<Uint8Array>({
+        pull(c) {
+          if (sent) c.error(new ProxyError("timeout", 'Upstream "http://u" was idle for 10 ms'));
+          else c.enqueue(new TextEncoder().encode("part"));
+          sent = true;
+        },
+      });
+      return Promise.resolve(new Response(body));
+    },
+    logger,
+  });
+  try {
+    const res = await fetch(`http://127.0.0.1:${l.port}/`);
+    await assert.rejects(res.text());
+    await waitFor(() => logger.lines.length > 0, { what: "a log line" });
+    assert.deepEqual(logger.lines.filter((x) => x.startsWith("error")), []);
+    assert.match(logger.lines[0], /^warn Response body failed .*"kind":"timeout"/);
   } finally {
     await l.close();
   }
