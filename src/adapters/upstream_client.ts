@@ -11,6 +11,7 @@ import { exchange, STALE } from "./upstream_h1.ts";
 import { createConnectionPool, DEFAULT_POOL_OPTIONS } from "./upstream_pool.ts";
 import type { OriginStats, UpstreamPoolOptions } from "./upstream_pool.ts";
 import { createH2Client, fetchSafe } from "./upstream_h2.ts";
+import { createRequestSlots, releasedWithBody } from "./upstream_slots.ts";
 import { timerDelay } from "../config/duration.ts";
 
 /** Options of the upstream client (pool limits from config `upstream_pool`). */
@@ -158,6 +159,8 @@ export function createUpstreamClient(opts: UpstreamClientOptions = {}): PooledUp
     oneChunkLimit: opts.oneChunkLimit ?? 64 * 1024,
   };
   const h2 = createH2Client();
+  // fetch queues h2 requests without bound: the pool's limits are applied per request instead.
+  const h2Slots = createRequestSlots(poolOpts);
   /** https origins: "h2" once ALPN chose it; "h1" otherwise; a probe promise while unknown. */
   const protocols = new Map<string, "h1" | "h2" | Promise<"h1" | "h2">>();
   const offerH2 = opts.http2 ?? true;
@@ -215,7 +218,14 @@ export function createUpstreamClient(opts: UpstreamClientOptions = {}): PooledUp
     if (p === "h2" && fetchSafe(req.headers, req.origin.host)) {
       // fetch takes its signal up front.
       if (!req.signal && req.clientSignal) req = { ...req, signal: req.clientSignal() };
-      return h2.send(req);
+      const got = h2Slots.acquire(key, req.signal);
+      const release = got instanceof Promise ? await got : got;
+      try {
+        return releasedWithBody(await h2.send(req), release);
+      } catch (err) {
+        release();
+        throw err;
+      }
     }
     return sendH1(key, req);
   };

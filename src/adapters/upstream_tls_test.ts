@@ -1,7 +1,7 @@
 // The upstream client over TLS: custom CA, server name, insecure_skip_verify, and the h2/h1
 // choice for origins that speak h2 (fetch only when it cannot alter the bytes).
 import assert from "node:assert/strict";
-import { startUpstream } from "../../tests/_harness.ts";
+import { startUpstream, waitFor } from "../../tests/_harness.ts";
 import { ProxyError } from "../domain/errors.ts";
 import type { UpstreamRequest, UpstreamTls } from "../ports.ts";
 import { createUpstreamClient } from "./upstream_client.ts";
@@ -129,6 +129,41 @@ Deno.test("upstream client over TLS: an h2 response body that stalls ends at the
       return true;
     });
     assert.ok(performance.now() - t0 < 4_000, "cut by the idle timeout, not the test's");
+  } finally {
+    await client.close();
+  }
+});
+
+Deno.test("upstream client over TLS: h2 requests obey the pool limits (in flight, queue_limit, 503)", async () => {
+  const gates: (() => void)[] = [];
+  await using up = await startUpstream(async () => {
+    await new Promise<void>((r) => gates.push(r));
+    return new Response("slow");
+  }, { cert, key });
+  const client = createUpstreamClient({ maxConnectionsPerUpstream: 2, queueLimit: 1 });
+  try {
+    const full = {
+      host: new URL(up.url).host,
+      "user-agent": "ua",
+      accept: "*/*",
+      "accept-language": "en",
+    };
+    const tls = { caCerts: [ca] }; // one route's TLS settings: one origin key
+    const send = () => client.send(request(up.url, tls, full));
+    const first = [send(), send()];
+    await waitFor(() => gates.length === 2, { what: "two h2 requests at the upstream" });
+    const queued = send();
+    // fetch would have sent this one too and queued it without bound; the pool sheds it.
+    await assert.rejects(send(), (e) => e instanceof ProxyError && e.kind === "overloaded");
+    assert.equal(gates.length, 2);
+    gates.shift()!();
+    assert.equal(await (await first[0]).text(), "slow");
+    // The finished body freed a slot: the queued request goes through.
+    await waitFor(() => gates.length === 2, { what: "the queued request at the upstream" });
+    for (const g of gates.splice(0)) g();
+    assert.equal(await (await first[1]).text(), "slow");
+    assert.equal(await (await queued).text(), "slow");
+    assert.deepEqual(client.stats(), [], "no HTTP/1.1 pool was used");
   } finally {
     await client.close();
   }
