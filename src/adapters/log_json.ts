@@ -14,12 +14,18 @@ const ORDER: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error: 
 
 const encoder = new TextEncoder();
 
-/** Writes each line with one synchronous write to stdout or stderr. */
+/**
+ * Writes each line with one synchronous write to stdout or stderr. A stream that cannot be
+ * written (EPIPE: the log reader went away, as when journald restarts) drops the line: losing
+ * log lines must not stop Prox serving.
+ */
 export const stdioSink: LineSink = (line, stream) => {
   const bytes = encoder.encode(line);
   const out = stream === "stderr" ? Deno.stderr : Deno.stdout;
   let off = 0;
-  while (off < bytes.length) off += out.writeSync(bytes.subarray(off));
+  try {
+    while (off < bytes.length) off += out.writeSync(bytes.subarray(off));
+  } catch { /* dropped (see above) */ }
 };
 
 /** A sink that batches lines; `flush()` writes what is pending (call it before exiting). */

@@ -263,3 +263,36 @@ Deno.test("signals during startup are not lost: SIGHUP and SIGTERM before listen
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("prox serve keeps serving when the reader of its stdout goes away (EPIPE on log writes)", async () => {
+  const port = freePort();
+  const dir = await tempDir({ "c.yaml": VALID(port) });
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "--config", `${ROOT}/deno.json`, `${ROOT}/mod.ts`, "serve", "-c", "c.yaml"],
+    cwd: dir,
+    env: { NO_COLOR: "1" },
+    stdin: "null",
+    stdout: "piped",
+    stderr: "null",
+  }).spawn();
+  try {
+    // The log reader (a pipe to journald, a shipper) dies: every later write gets EPIPE.
+    await child.stdout.cancel();
+    const get = async () => {
+      const res = await fetch(`http://127.0.0.1:${port}/a`, { redirect: "manual" });
+      await res.body?.cancel();
+      return res.status;
+    };
+    await waitFor(async () => await get() === 307, { what: "prox answering", timeoutMs: 15_000 });
+    // Each request writes an access-log line into the closed pipe.
+    for (let i = 0; i < 5; i++) assert.equal(await get(), 307);
+    child.kill("SIGTERM");
+    assert.equal((await child.status).code, 0);
+  } finally {
+    try {
+      child.kill("SIGKILL");
+    } catch { /* exited */ }
+    await child.status;
+    await Deno.remove(dir, { recursive: true });
+  }
+});
