@@ -10,7 +10,7 @@ import { renewalAt, renewalReason, retryDelay, sanNames } from "../domain/acme_s
 import type { CertificateFacts } from "../domain/acme_schedule.ts";
 import { openAcmeStore } from "./acme_store.ts";
 import type { AcmeStore, CertificatePair } from "./acme_store.ts";
-import { errorText, orderCertificate } from "./acme_order.ts";
+import { directoryUrl, errorText, orderCertificate } from "./acme_order.ts";
 import type { AcmeConfig } from "./acme_order.ts";
 
 export type { AcmeConfig } from "./acme_order.ts";
@@ -179,12 +179,17 @@ export async function startAcme(
 
   async function pass(): Promise<void> {
     await loadStored();
+    // A certificate from another directory (staging → production, a new ca_url) is replaced.
     const reason = () =>
-      forced ? "forced" : renewalReason(facts, {
-        domains: config.domains,
-        now: now(),
-        renewAt: facts ? renewAtFor(facts) : 0,
-      });
+      forced
+        ? "forced"
+        : current?.directoryUrl && current.directoryUrl !== directoryUrl(config)
+        ? "directory"
+        : renewalReason(facts, {
+          domains: config.domains,
+          now: now(),
+          renewAt: facts ? renewAtFor(facts) : 0,
+        });
     if (!reason()) {
       state = "ok";
       return schedule(renewAtFor(facts!) - now());
@@ -211,12 +216,10 @@ export async function startAcme(
       orders++;
       await store.pruneChallenges({ maxAgeMs: 3_600_000, now: Date.now() });
       const ordered = config.domains;
-      const pair = await orderCertificate(config, {
-        store,
-        sink,
-        logger,
-        retries: opts.clientRetries,
-      });
+      const pair = {
+        ...await orderCertificate(config, { store, sink, logger, retries: opts.clientRetries }),
+        directoryUrl: directoryUrl(config),
+      };
       const f = certificateFacts(pair.cert);
       if (!f) throw new Error("Cannot read the certificate the CA issued");
       await store.writeCertificate(pair);

@@ -1,6 +1,7 @@
 // ACME state on disk under `tls.acme.storage_path`, shareable by several Prox instances:
 //   account.key, account.json     the ACME account (created once, reused for every order)
 //   <first-domain>.crt / .key     the SAN certificate chain and its key (the Rust Prox's names)
+//   <first-domain>.meta.json      the directory URL it was ordered from
 //   challenges/<token>            HTTP-01 key authorizations while an order is pending
 //   order.lock                    held by the one instance that is ordering
 // Private keys are written with mode 0600; every file is replaced atomically (write + rename).
@@ -18,6 +19,8 @@ export interface StoredAccount {
 export interface CertificatePair {
   cert: string;
   key: string;
+  /** The ACME directory it was ordered from (unknown for files an older Prox wrote). */
+  directoryUrl?: string;
 }
 
 /** A held order lock; `release` removes it if it is still ours. */
@@ -60,6 +63,7 @@ export async function openAcmeStore(
   await Deno.mkdir(`${dir}/challenges`, { recursive: true, mode: 0o700 });
   const certPath = `${dir}/${opts.name}.crt`;
   const keyPath = `${dir}/${opts.name}.key`;
+  const metaPath = `${dir}/${opts.name}.meta.json`;
   const lockPath = `${dir}/order.lock`;
   const challengePath = (token: string) => {
     if (!TOKEN.test(token)) throw new Error(`Invalid ACME challenge token "${token}"`);
@@ -102,10 +106,19 @@ export async function openAcmeStore(
     async readCertificate() {
       const [cert, key] = await Promise.all([readOrNull(certPath), readOrNull(keyPath)]);
       if (!cert || !key) return null;
-      return pairMatches(cert, key) ? { cert, key } : null;
+      if (!pairMatches(cert, key)) return null;
+      const meta = await readOrNull(metaPath).then((t) => t && JSON.parse(t)).catch(() => null);
+      const directoryUrl = typeof meta?.directoryUrl === "string" ? meta.directoryUrl : undefined;
+      return directoryUrl ? { cert, key, directoryUrl } : { cert, key };
     },
     async writeCertificate(pair) {
-      // Key first: a reader that sees the new key with the old chain rejects the mismatch
+      // The directory first: a reader that sees it beside the old chain takes the old chain for
+      // the new CA's until the chain follows (never the reverse, which would order again).
+      if (pair.directoryUrl) {
+        const meta = JSON.stringify({ directoryUrl: pair.directoryUrl }) + "\n";
+        await writeAtomic(metaPath, meta, 0o644);
+      }
+      // Key next: a reader that sees the new key with the old chain rejects the mismatch
       // and tries again later.
       await writeAtomic(keyPath, pair.key, 0o600);
       await writeAtomic(certPath, pair.cert, 0o644);

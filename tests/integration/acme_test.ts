@@ -165,6 +165,49 @@ Deno.test("ACME: an unreachable CA is retried with exponential back-off while pl
 });
 
 interopTest(
+  "ACME: a certificate from another directory (staging to production, a new ca_url) is replaced, also after a restart",
+  TOOLS,
+  () =>
+    withTempDir(async (dir) => {
+      const httpPort = freePort();
+      await Deno.mkdir(`${dir}/a`);
+      await Deno.mkdir(`${dir}/b`);
+      await using staging = await startPebble({ httpPort, dir: `${dir}/a` });
+      await using production = await startPebble({ httpPort, dir: `${dir}/b` });
+      await using up = await startUpstream(() => new Response("switched"));
+      const file = `${dir}/prox.yaml`;
+      const base = { storage: `${dir}/acme`, httpPort, upstream: up.url };
+      await Deno.writeTextFile(file, acmeYaml({ ...base, ca: staging.directoryUrl }));
+      let server = await startServer({ path: file }, { logger: memoryLogger(), watch: false });
+      try {
+        await waitFor(() => server.ready(), { timeoutMs: 30_000, what: "the staging certificate" });
+        await tlsGet(server.port, staging.root);
+        await Deno.writeTextFile(file, acmeYaml({ ...base, ca: production.directoryUrl }));
+        assert.ok((await server.reload()).ok);
+        await waitFor(() => tlsGet(server.port, production.root).then(() => true, () => false), {
+          timeoutMs: 30_000,
+          what: "the production certificate",
+        });
+        assert.equal(production.orders(), 1);
+      } finally {
+        await server.shutdown();
+      }
+      // Restarted on the staging directory again: its stored certificate is from production.
+      await Deno.writeTextFile(file, acmeYaml({ ...base, ca: staging.directoryUrl }));
+      server = await startServer({ path: file }, { logger: memoryLogger(), watch: false });
+      try {
+        await waitFor(() => tlsGet(server.port, staging.root).then(() => true, () => false), {
+          timeoutMs: 30_000,
+          what: "a staging certificate again",
+        });
+        assert.equal(staging.orders(), 2);
+      } finally {
+        await server.shutdown();
+      }
+    }),
+);
+
+interopTest(
   "ACME: a 24-hour certificate is renewed with a third of its life left, not ordered again at once",
   TOOLS,
   () =>
