@@ -172,9 +172,12 @@ export function startHealthChecks(
     };
     await Promise.all(Array.from({ length: Math.min(PROBE_CONCURRENCY, list.length) }, worker));
   };
+  /** When the last timed round started: rounds start an interval apart, however long they take. */
+  let roundStart = performance.now();
   const tick = () => {
     timer = undefined;
     ticking = true;
+    roundStart = performance.now();
     running = round([...jobs.keys()]).finally(ended);
   };
   const ended = () => {
@@ -182,10 +185,12 @@ export function startHealthChecks(
     schedule();
   };
   // Up to 10% early, never late: many Prox instances do not probe a backend in lock-step, and a
-  // dead target is still seen within one interval.
+  // dead target is still seen within one interval. A round that outlasted the interval (a hung
+  // target) is followed at once.
   const schedule = () => {
     if (!closed && timer === undefined && !ticking) {
-      timer = setTimeout(tick, timerDelay(intervalMs * (0.9 + 0.1 * Math.random())));
+      const due = intervalMs * (0.9 + 0.1 * Math.random()) - (performance.now() - roundStart);
+      timer = setTimeout(tick, timerDelay(Math.max(0, due)));
     }
   };
 

@@ -461,3 +461,26 @@ routes:
   await waitFor(() => prox.server.upstreams.list()[0]?.status === "up", { what: "probed up" });
   assert.equal(probes, 1);
 });
+
+Deno.test("health_check: rounds start an interval apart, a hung target does not stretch them", async () => {
+  const fast: number[] = [];
+  await using quick = await startUpstream(() => {
+    fast.push(performance.now());
+    return new Response("ok");
+  });
+  await using hung = await startUpstream((req) =>
+    new Promise<Response>((resolve) =>
+      req.signal.addEventListener("abort", () => resolve(new Response("late")))
+    )
+  );
+  await using _prox = await startProxy(`
+health_check: { interval_secs: 2, timeout_secs: 1 }
+routes:
+  "/a": { type: proxy, target: "${quick.url}" }
+  "/b": { type: proxy, target: "${hung.url}" }
+`);
+  await waitFor(() => fast.length >= 2, { timeoutMs: 5_000, what: "second round" });
+  const gap = fast[1] - fast[0];
+  // 1.8-2 s; it was the 1 s timeout of the hung probe plus the interval.
+  assert.ok(gap > 1_700 && gap < 2_400, `rounds ${Math.round(gap)} ms apart`);
+});
