@@ -1,9 +1,13 @@
 // HTTP/3 responses through the full proxy carry the headers the TCP path gives the same request:
-// a Date, Prox's own Alt-Svc rather than the upstream's, and the same upstream path for raw bytes.
+// a Date, Prox's own Alt-Svc rather than the upstream's, the same upstream path for raw bytes, and
+// a 100 Continue for a client that waits for one.
 import assert from "node:assert/strict";
 import { ROOT, startUpstream } from "../_harness.ts";
 import { startProxy } from "./_proxy.ts";
 import { connectH3 } from "../../src/adapters/h3/client.ts";
+import { encodeFrame, FrameType } from "../../src/adapters/h3/frames.ts";
+import { decodeFieldSection, encodeFieldSection, type Field } from "../../src/adapters/h3/qpack.ts";
+import { StreamReader } from "../../src/adapters/h3/stream_reader.ts";
 
 const TLS = `${ROOT}/tests/fixtures/tls`;
 const ca = Deno.readTextFileSync(`${TLS}/ca.pem`);
@@ -87,4 +91,48 @@ Deno.test("Prox over HTTP/3 percent-encodes raw UTF-8 in :path byte by byte, as 
   const res = await h3.request("/\xc3\xa9?q=\xc3\xa9");
   assert.equal(res.status, 200);
   assert.deepEqual(paths, ["/%C3%A9?q=%C3%A9"]);
+});
+
+Deno.test("Prox over HTTP/3 answers Expect: 100-continue with an interim 100 before reading the body", async () => {
+  await using up = await startUpstream(async (req) => new Response(`got ${await req.text()}`));
+  await using prox = await startProxy(config(up.url), { keepListen: true, tls: true });
+  const conn = await Deno.connectQuic({
+    hostname: "127.0.0.1",
+    port: prox.port,
+    serverName: "localhost",
+    caCerts: [ca],
+    alpnProtocols: ["h3"],
+  });
+  try {
+    const s = await conn.createBidirectionalStream();
+    const w = s.writable.getWriter();
+    await w.write(encodeFrame(
+      FrameType.HEADERS,
+      encodeFieldSection([
+        ...[[":method", "POST"], [":scheme", "https"], [":authority", "localhost"]] as Field[],
+        ...[[":path", "/up"], ["content-length", "5"], ["expect", "100-continue"]] as Field[],
+      ]),
+    ));
+    // The client holds the body back until the 100 (over TCP, Deno.serve sends it).
+    const r = new StreamReader(s.readable);
+    const frame = async () => {
+      const type = await r.varint();
+      const payload = await r.exact((await r.varint())!);
+      return type === FrameType.HEADERS ? decodeFieldSection(payload) : payload;
+    };
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const first = await Promise.race([
+      frame(),
+      new Promise<null>((ok) => timer = setTimeout(() => ok(null), 3000)),
+    ]);
+    clearTimeout(timer);
+    assert.deepEqual(first, [[":status", "100"]]);
+    await w.write(encodeFrame(FrameType.DATA, new TextEncoder().encode("hello")));
+    await w.close();
+    assert.equal((await frame() as Field[])[0][1], "200");
+    assert.equal(new TextDecoder().decode(await frame() as Uint8Array), "got hello");
+    await r.cancel();
+  } finally {
+    conn.close();
+  }
 });

@@ -39,6 +39,9 @@ export interface RequestContext {
   closeConnection(code: number, reason: string): void;
 }
 
+/** An interim `:status 100` response (RFC 9114 §4.1). */
+const CONTINUE = encodeFrame(FrameType.HEADERS, encodeFieldSection([[":status", "100"]]));
+
 /** Frames that may never appear on a request stream (RFC 9114 §7.2). */
 function unexpectedOnRequest(type: number): boolean {
   return type === FrameType.SETTINGS || type === FrameType.GOAWAY ||
@@ -68,18 +71,26 @@ async function readFields(r: StreamReader, len: number, max: number): Promise<Fi
 /**
  * The request body as a stream of DATA payloads; checks content-length against what arrived
  * and validates trailers (which a Web Request cannot carry, so they are dropped).
+ * `onFirstRead` runs when the handler first asks for the body (100 Continue).
  */
 function bodyStream(
   r: StreamReader,
-  ctx: RequestContext,
-  contentLength: number | null,
-  onError: (err: unknown) => void,
+  o: {
+    ctx: RequestContext;
+    contentLength: number | null;
+    onError: (err: unknown) => void;
+    onFirstRead?: () => void;
+  },
 ): ReadableStream<Uint8Array> {
+  const { ctx, contentLength, onError } = o;
+  let onFirstRead = o.onFirstRead;
   let remaining = 0; // bytes left in the current DATA frame
   let received = 0;
   let trailersSeen = false;
   return new ReadableStream<Uint8Array>({
     async pull(c) {
+      onFirstRead?.();
+      onFirstRead = undefined;
       try {
         while (remaining === 0) {
           const type = await r.varint("frame type");
@@ -157,6 +168,8 @@ export async function serveRequest(
     abort.abort(err);
   };
   let method = "GET";
+  /** The final response has started: no more interim ones. */
+  let responding = false;
   // A stream that never sends its HEADERS would be held forever (slowloris): give up on it.
   const headerTimer = setTimeout(() => r.cancel(), timerDelay(ctx.headerTimeoutMs));
   try {
@@ -186,7 +199,17 @@ export async function serveRequest(
     const urgency = priority ? parseUrgency(priority[1]) : null;
     if (urgency !== null) stream.writable.sendOrder = 7 - urgency; // RFC 9218 §4.1
     const hasBody = method !== "GET" && method !== "HEAD";
-    const body = hasBody ? bodyStream(r, ctx, head.contentLength, fail) : null;
+    // A client that sent `Expect: 100-continue` waits for it before sending the body; like
+    // Deno.serve over TCP, it goes out when the handler first reads the body (RFC 9110 §10.1.1).
+    const expects = head.headers.some(([k, v]) =>
+      k === "expect" && v.toLowerCase() === "100-continue"
+    );
+    const onFirstRead = expects
+      ? () => void (responding || writer.write(CONTINUE).catch(() => {}))
+      : undefined;
+    const body = hasBody
+      ? bodyStream(r, { ctx, contentLength: head.contentLength, onError: fail, onFirstRead })
+      : null;
     const req = toRequest(head, body, signal);
     if (!hasBody) drainRest(r, fail);
     // Settles once the response is written in full (or not): the access log waits for it.
@@ -199,6 +222,7 @@ export async function serveRequest(
       ctx.logger.error("HTTP/3 handler failed", { error: String(err) });
       res = new Response("Internal Server Error\n", { status: 500 });
     }
+    responding = true;
     const sent = await writeResponse(writer, res, {
       method,
       ctx,
