@@ -165,12 +165,13 @@ export async function startServer(
     if (!started || draining) return;
     await reloads.idle();
     const plans = await certs.plansFor(config);
+    const replacing = set.get("main") !== undefined; // not on the first certificate
     const staged = await set.stage(plans);
     staged.commit();
     certs.applied(config, plans);
     await syncH3(config, mainTls(plans));
     if (staged.bound) logger.info("TLS certificate applied", { listenersChanged: staged.bound });
-    if (staged.bound && !migrateHinted && tcpMigrateReq() === "0") {
+    if (staged.bound && replacing && !migrateHinted && tcpMigrateReq() === "0") {
       migrateHinted = true;
       logger.warn(
         "Connections queued on a replaced listener are reset by Linux; set sysctl net.ipv4.tcp_migrate_req=1 to hand them to the new one",

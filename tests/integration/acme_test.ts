@@ -59,6 +59,11 @@ interopTest(
         assert.equal(pebble.orders(), 1);
         assert.equal(first.acme!.status().orders, 1);
         assert.ok(logger.lines.some((l) => l.startsWith("info ACME certificate issued")));
+        // The first certificate replaced no listener: no warning about replaced listeners.
+        assert.ok(
+          !logger.lines.some((l) => l.includes("replaced listener")),
+          logger.lines.join("\n"),
+        );
       } finally {
         await first.shutdown();
       }
