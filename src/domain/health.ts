@@ -60,10 +60,10 @@ export interface PassivePolicy {
 
 /** Passive state of one target. */
 export interface PassiveHealth {
-  /** Consecutive failures in the current window. */
+  /** Consecutive failures within the last window (the length of `times`). */
   failures: number;
-  /** When the first of those failures happened. */
-  windowStart: number;
+  /** When those failures happened, oldest first; at most `policy.failures` of them. */
+  times: readonly number[];
   /** Ejected while now < ejectedUntil. */
   ejectedUntil: number;
   /** Ejections so far; each doubles the cool-down up to the maximum. */
@@ -73,14 +73,15 @@ export interface PassiveHealth {
 /** A target with no passive history. */
 export const PASSIVE_INITIAL: PassiveHealth = Object.freeze({
   failures: 0,
-  windowStart: 0,
+  times: Object.freeze([]),
   ejectedUntil: 0,
   ejections: 0,
 });
 
 /**
- * Records one request outcome. Returns `eject: true` when the failure streak reached the
- * threshold inside the window; the caller applies the panic rule, then calls `eject()`.
+ * Records one request outcome. Returns `eject: true` when the last `policy.failures` outcomes
+ * were all failures within one window (sliding); the caller applies the panic rule, then calls
+ * `eject()`.
  */
 export function recordOutcome(
   state: PassiveHealth,
@@ -89,14 +90,15 @@ export function recordOutcome(
 ): { state: PassiveHealth; eject: boolean } {
   const { now, policy } = opts;
   if (ok) {
-    return { state: state.failures === 0 ? state : { ...state, failures: 0 }, eject: false };
+    return {
+      state: state.failures === 0 ? state : { ...state, failures: 0, times: PASSIVE_INITIAL.times },
+      eject: false,
+    };
   }
-  const fresh = state.failures === 0 || now - state.windowStart > policy.windowMs;
-  const next = {
-    ...state,
-    failures: fresh ? 1 : state.failures + 1,
-    windowStart: fresh ? now : state.windowStart,
-  };
+  // The streak's failures still inside the window, the newest `policy.failures - 1` of them.
+  const keep = state.times.filter((t) => now - t <= policy.windowMs);
+  const times = [...keep.slice(Math.max(0, keep.length - policy.failures + 1)), now];
+  const next = { ...state, failures: times.length, times };
   const eject = policy.enabled && now >= state.ejectedUntil && next.failures >= policy.failures;
   return { state: next, eject };
 }
@@ -115,7 +117,12 @@ export function eject(
     policy.maxEjectionMs,
   );
   return {
-    state: { failures: 0, windowStart: now, ejectedUntil: now + durationMs, ejections: prior + 1 },
+    state: {
+      failures: 0,
+      times: PASSIVE_INITIAL.times,
+      ejectedUntil: now + durationMs,
+      ejections: prior + 1,
+    },
     durationMs,
   };
 }
@@ -124,7 +131,7 @@ export function eject(
 export function unEject(state: PassiveHealth): PassiveHealth {
   return state.ejectedUntil === 0 && state.failures === 0
     ? state
-    : { ...state, failures: 0, ejectedUntil: 0 };
+    : { ...state, failures: 0, times: PASSIVE_INITIAL.times, ejectedUntil: 0 };
 }
 
 /**

@@ -77,6 +77,10 @@ Deno.test("recordOutcome: consecutive failures within the window ask for ejectio
   assert.equal(outcomes("---", [0, 1_000, 2_000]).ejected, true);
   assert.equal(outcomes("--+-", [0, 1, 2, 3]).ejected, false, "a success resets the streak");
   assert.equal(outcomes("---", [0, 1_000, 20_000]).ejected, false, "window expired");
+  // The window slides: the last three failures (9 s, 10.5 s, 11 s) fall within 10 s.
+  assert.equal(outcomes("----", [0, 9_000, 10_500, 11_000]).ejected, true, "sliding window");
+  assert.equal(outcomes("----", [0, 6_000, 12_000, 18_000]).ejected, false, "spread out");
+  assert.equal(outcomes("-".repeat(100), [...Array(100).keys()]).state.times.length, 3, "bounded");
   assert.equal(
     recordOutcome(PASSIVE_INITIAL, false, {
       now: 0,
