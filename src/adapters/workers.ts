@@ -65,6 +65,8 @@ interface Slot {
   stdin: WritableStreamDefaultWriter<Uint8Array> | null;
   startedAt: number;
   ready: boolean;
+  /** A reload was asked for while it started: sent once it listens. */
+  reloadPending?: boolean;
   /** Crashes in a row (reset once a worker ran for `stableMs`). */
   failures: number;
   timer?: ReturnType<typeof setTimeout>;
@@ -101,6 +103,12 @@ export function startSupervisor(count: number, opts: {
       slot.child?.kill(sig);
     } catch { /* exited meanwhile */ }
   };
+  // A worker still starting has no SIGHUP handler yet (the default action kills it): it gets the
+  // reload once it reports listening.
+  const reload = (slot: Slot) => {
+    if (slot.ready) send(slot, "SIGHUP");
+    else if (slot.child) slot.reloadPending = true;
+  };
   const encoder = new TextEncoder();
   const tell = (slot: Slot, cmd: SupervisorCommand): Promise<void> =>
     slot.child && slot.stdin
@@ -125,6 +133,7 @@ export function startSupervisor(count: number, opts: {
     slot.stdin = child.stdin.getWriter();
     slot.startedAt = Date.now();
     slot.ready = false;
+    slot.reloadPending = false;
     slot.exited = child.status.then((status) => onExit(slot, child, status));
   };
 
@@ -166,6 +175,10 @@ export function startSupervisor(count: number, opts: {
     if (!slot || slot.child?.pid !== msg.pid) return;
     if (msg.type === "ready") {
       slot.ready = true;
+      if (slot.reloadPending) {
+        slot.reloadPending = false;
+        send(slot, "SIGHUP");
+      }
       if (started) logger.info("Worker restarted", { worker: msg.worker, pid: msg.pid });
       else if (slots.every((s) => s.ready)) {
         started = true;
@@ -173,7 +186,7 @@ export function startSupervisor(count: number, opts: {
       }
     } else if (msg.type === "reload") {
       // A reload through worker 0's admin API: the other workers follow.
-      for (const s of slots) if (s !== slot) send(s, "SIGHUP");
+      for (const s of slots) if (s !== slot) reload(s);
     }
   };
   const accepting = (async () => {
@@ -219,7 +232,7 @@ export function startSupervisor(count: number, opts: {
     pids: () => slots.map((s) => s.child?.pid ?? 0),
     reload(o) {
       logger.info("Reloading workers", { trigger: o?.trigger ?? "api" });
-      for (const s of slots) send(s, "SIGHUP");
+      for (const s of slots) reload(s);
       return Promise.resolve();
     },
     shutdown: (o) => shutdown(o?.reason ?? "shutdown"),

@@ -222,3 +222,38 @@ Deno.test("workers: SIGTERM to the supervisor and its workers at once (systemd's
   assert.equal((await p.status).code, 0, p.output());
   assert.doesNotMatch(p.output(), /Second signal/);
 });
+
+/** Process ids whose parent is `ppid` (Linux /proc). */
+function childrenOf(ppid: number): number[] {
+  const kids: number[] = [];
+  for (const e of Deno.readDirSync("/proc")) {
+    if (!/^\d+$/.test(e.name)) continue;
+    try {
+      const stat = Deno.readTextFileSync(`/proc/${e.name}/stat`);
+      if (Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]) === ppid) {
+        kids.push(Number(e.name));
+      }
+    } catch { /* gone */ }
+  }
+  return kids;
+}
+
+Deno.test("workers: a SIGHUP while a worker restarts does not kill it; it reloads once it listens", async () => {
+  const f = await fixture();
+  await using p = serve(["-c", `${f.dir}/config.yaml`, "--no-watch"]);
+  await p.waitForOutput("Prox listening with workers");
+  const [, victim] = workerPids(p);
+  Deno.kill(victim, "SIGKILL");
+  // The replacement is spawned but still loading: it has no SIGHUP handler yet.
+  const pids = workerPids(p);
+  await waitFor(() => childrenOf(p.pid).some((pid) => !pids.includes(pid) && alive(pid)), {
+    what: "the replacement worker",
+  });
+  p.signal("SIGHUP");
+  await p.waitForOutput("Worker restarted");
+  // The reload reaches it once it listens: both workers reloaded.
+  await p.waitForOutput((o) => o.split("Config reloaded").length - 1 === 2);
+  assert.doesNotMatch(p.output(), /"exit":"signal SIGHUP"/);
+  p.signal("SIGTERM");
+  assert.equal((await p.status).code, 0, p.output());
+});
