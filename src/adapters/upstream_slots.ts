@@ -7,6 +7,8 @@
 import { ProxyError } from "../domain/errors.ts";
 import type { UpstreamPoolOptions } from "./upstream_pool.ts";
 import { timerDelay } from "../config/duration.ts";
+import { BODY_BYTES } from "../ports.ts";
+import type { BodyCounter, CountedResponse } from "../ports.ts";
 
 /** Frees a slot taken by `acquire`; calling it again does nothing. */
 export type Release = () => void;
@@ -104,34 +106,47 @@ export function createRequestSlots(opts: UpstreamPoolOptions): RequestSlots {
   };
 }
 
-/** The response with `release` called once its body ends, fails or is cancelled (or now). */
+/**
+ * The response with `release` called once its body ends, fails or is cancelled (or now). Its
+ * body bytes are counted under BODY_BYTES for the access log, as the HTTP/1.1 client does.
+ */
 export function releasedWithBody(res: Response, release: Release): Response {
   if (!res.body) {
     release();
     return res;
   }
   const reader = res.body.getReader();
+  const counter: BodyCounter = { bytes: 0, ended: false };
+  let cancelled = false;
   const body = new ReadableStream<Uint8Array>({
     async pull(c) {
       try {
         const r = await reader.read();
         if (r.done) {
+          // A cancel also ends a pending read with done: only a real end counts as delivered.
+          if (!cancelled) counter.ended = true;
           release();
           c.close();
-        } else c.enqueue(r.value);
+        } else {
+          counter.bytes += r.value.byteLength;
+          c.enqueue(r.value);
+        }
       } catch (err) {
         release();
         c.error(err);
       }
     },
     cancel(reason) {
+      cancelled = true;
       release();
       return reader.cancel(reason);
     },
   }, { highWaterMark: 0 });
-  return new Response(body, {
+  const out: CountedResponse = new Response(body, {
     status: res.status,
     statusText: res.statusText,
     headers: res.headers,
   });
+  out[BODY_BYTES] = counter;
+  return out;
 }

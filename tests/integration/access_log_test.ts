@@ -1,7 +1,8 @@
 // Access-log byte counts through a real Prox: bodies Prox writes itself (errors, 429) and streamed
-// upstream bodies on a route with `timeouts.total`, delivered in full or abandoned by the client.
+// upstream bodies (on a route with `timeouts.total`, from an HTTP/2 upstream), delivered in full or
+// abandoned by the client.
 import assert from "node:assert/strict";
-import { startUpstream, waitFor } from "../_harness.ts";
+import { ROOT, startUpstream, waitFor } from "../_harness.ts";
 import { startProxy } from "./_proxy.ts";
 import { silentLogger } from "../../src/ports.ts";
 import type { Logger } from "../../src/ports.ts";
@@ -83,6 +84,67 @@ routes:
   ac.abort();
   await reader.cancel().catch(() => {});
   const cut = await waitFor(() => lines.find((l) => l.path === "/t/long"), {
+    timeoutMs: 20 * tick,
+    what: "the access record of the abandoned response",
+  });
+  assert.equal(cut.incomplete, true);
+  assert.ok(Number(cut.bytesOut) >= 2000 && Number(cut.bytesOut) < 50_000, `${cut.bytesOut}`);
+});
+
+Deno.test("access log: a streamed body from an HTTP/2 upstream is counted; a client that left is marked", async () => {
+  const tls = `${ROOT}/tests/fixtures/tls`;
+  const tick = 100;
+  await using up = await startUpstream((req) => {
+    const n = new URL(req.url).pathname === "/long" ? 50 : 3;
+    let i = 0;
+    return new Response(
+      new ReadableStream<Uint8Array>({
+        async pull(ctl) {
+          if (i++ === n) return ctl.close();
+          await new Promise((r) => setTimeout(r, tick));
+          ctl.enqueue(new Uint8Array(1000));
+        },
+      }),
+    );
+  }, {
+    cert: Deno.readTextFileSync(`${tls}/cert.pem`),
+    key: Deno.readTextFileSync(`${tls}/key.pem`),
+  });
+  const { lines, logger } = recorder();
+  await using p = await startProxy(
+    `health_check: { enabled: false }
+log: { access_log: json }
+routes:
+  "/":
+    type: proxy
+    target: "https://localhost:${up.port}"
+    tls: { ca_cert: "${tls}/ca.pem" }
+`,
+    { logger },
+  );
+  // Bytes fetch would not alter (identity, its default fields present): it may go over HTTP/2.
+  const headers = {
+    "accept-encoding": "identity",
+    "accept": "*/*",
+    "accept-language": "*",
+    "user-agent": "t/1",
+  };
+  const res = await fetch(`${p.url}/stream`, { headers });
+  assert.equal((await res.arrayBuffer()).byteLength, 3000);
+  const done = await waitFor(() => lines.find((l) => l.path === "/stream"), {
+    what: "the access record of the streamed response",
+  });
+  assert.equal(done.bytesOut, 3000);
+  assert.equal(done.incomplete, undefined);
+
+  const ac = new AbortController();
+  const long = await fetch(`${p.url}/long`, { headers, signal: ac.signal });
+  const reader = long.body!.getReader();
+  let got = 0;
+  while (got < 2000) got += (await reader.read()).value!.byteLength;
+  ac.abort();
+  await reader.cancel().catch(() => {});
+  const cut = await waitFor(() => lines.find((l) => l.path === "/long"), {
     timeoutMs: 20 * tick,
     what: "the access record of the abandoned response",
   });
