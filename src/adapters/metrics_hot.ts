@@ -133,6 +133,16 @@ abstract class HotMetric<T extends { labels: Labels }> implements RegistryMetric
     this.cells.remove(labels);
   }
 
+  /** Drops every cell whose `label` has a value outside `keep` (the overflow cell stays). */
+  retain(label: string, keep: ReadonlySet<string>): void {
+    const gone = new Set<string>();
+    for (const c of this.cells) {
+      const v = c.labels[label];
+      if (v !== OVERFLOW && !keep.has(v)) gone.add(v);
+    }
+    for (const v of gone) this.cells.remove({ [label]: v });
+  }
+
   reset(): void {
     this.cells.clear();
   }

@@ -298,8 +298,13 @@ export function createPromMetrics(
         if (!wanted.has(b)) {
           knownBackends.delete(b);
           backendHealth.remove({ backend: b });
+          ejections.remove({ backend: b });
         }
       }
+      // Targets a reload removed (new pod addresses on every deploy…) take their series along,
+      // so label sets stay bounded by the live config.
+      backendRequests.retain("backend", wanted);
+      backendDuration.retain("backend", wanted);
       for (const b of wanted) {
         if (knownBackends.has(b)) continue;
         knownBackends.add(b);

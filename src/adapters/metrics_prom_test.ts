@@ -58,6 +58,28 @@ Deno.test("createPromMetrics has backend health from start-up and drops removed 
   assert.equal(value(t, 'prox_backend_health_status{backend="http://c:3"}'), 1);
 });
 
+Deno.test("createPromMetrics backendsConfigured drops every series of removed backends", async () => {
+  const m = createPromMetrics({ processMetrics: false });
+  m.backendsConfigured(["http://a:1", "http://b:2"]);
+  for (const b of ["http://a:1", "http://b:2"]) {
+    m.backendRequest(b, "/api", 200, 0.02);
+    m.ejection(b);
+  }
+  // A reload that moved /api from a to c (the route stays).
+  m.backendsConfigured(["http://b:2", "http://c:3"]);
+  const t = await m.text();
+  assert.deepEqual(samples(t).filter((l) => l.includes("http://a:1")), []);
+  assert.equal(
+    value(t, 'prox_backend_requests_total{backend="http://b:2",route="/api",status="200"}'),
+    1,
+  );
+  assert.equal(
+    value(t, 'prox_backend_request_duration_seconds_count{backend="http://b:2",route="/api"}'),
+    1,
+  );
+  assert.equal(value(t, 'prox_backend_ejections_total{backend="http://b:2"}'), 1);
+});
+
 Deno.test("createPromMetrics records backends, limits, retries, ejections, websockets, reloads, certs", async () => {
   const m = createPromMetrics({ processMetrics: false });
   m.backendRequest("http://a:1", "/api", 200, 0.02);
