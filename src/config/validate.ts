@@ -75,11 +75,21 @@ export function validateConfig(
       );
     }
   }
+  // ACME's plain-HTTP listener; on http_redirect's very address it is that listener.
+  const acmeHttp = config.tls?.acme?.enabled ? config.tls.acme.http_listen_addr : undefined;
+  const acmePath = ["tls", "acme", "http_listen_addr"];
+  if (acmeHttp !== undefined) {
+    const a = parseListenAddr(acmeHttp);
+    if (typeof a === "string") err(acmePath, a);
+  }
   // Two listeners on one address: SO_REUSEPORT would split connections between them.
   const listeners: [string[], string][] = [[["listen_addr"], config.listen_addr]];
   if (config.admin) listeners.push([["admin", "listen_addr"], config.admin.listen_addr]);
   if (config.http_redirect) {
     listeners.push([["http_redirect", "listen_addr"], config.http_redirect.listen_addr]);
+  }
+  if (acmeHttp !== undefined && acmeHttp !== config.http_redirect?.listen_addr) {
+    listeners.push([acmePath, acmeHttp]);
   }
   for (let i = 1; i < listeners.length; i++) {
     const [path, text] = listeners[i];
