@@ -53,7 +53,7 @@ export function healthJobs(snapshot: Snapshot): ProbeJob[] {
       const path = config.backend_health_paths[id] ?? r?.path ?? g.path;
       jobs.set(id, {
         id,
-        url: new URL(id.replace(/\/+$/, "") + (path.startsWith("/") ? path : `/${path}`)),
+        url: probeUrl(id, path),
         method: r?.method ?? g.method,
         expect: statusMatcher(r?.expected_status ?? g.expected_status),
         bodyMatch: body === undefined ? undefined : toRegExp(body),
@@ -70,6 +70,13 @@ export function healthJobs(snapshot: Snapshot): ProbeJob[] {
     }
   }
   return [...jobs.values()];
+}
+
+/** The target's origin and path (as requests use them: no query or fragment) + the health path. */
+function probeUrl(target: string, path: string): URL {
+  const t = new URL(target);
+  const base = t.pathname.replace(/\/+$/, "");
+  return new URL(`${t.protocol}//${t.host}${base}${path.startsWith("/") ? path : `/${path}`}`);
 }
 
 function toRegExp(s: string): RegExp {
