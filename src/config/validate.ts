@@ -205,7 +205,7 @@ export function validateConfig(
         "Set enabled: true, or use cert_path and key_path instead, or remove the tls section",
       );
     } else {
-      validateAcme(tls.acme, { err, warn, config });
+      validateAcme(tls.acme, { err, warn, config, env: opts.env });
     }
   }
   if (config.protocols.http3_enabled && !tls) {
@@ -265,10 +265,13 @@ const DOMAIN =
 
 function validateAcme(
   acme: NonNullable<NonNullable<Config["tls"]>["acme"]>,
-  opts: { err: Report; warn: Report; config: Config },
+  opts: { err: Report; warn: Report; config: Config; env: ValidateEnv },
 ): void {
   const { err, warn } = opts;
   const base = ["tls", "acme"];
+  if (acme.ca_cert !== undefined && !opts.env.exists(acme.ca_cert)) {
+    err([...base, "ca_cert"], `CA certificate file not found: ${acme.ca_cert}`);
+  }
   if (acme.domains.length === 0) {
     err([...base, "domains"], "At least one domain must be specified for ACME");
   }
