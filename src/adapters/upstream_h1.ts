@@ -361,6 +361,7 @@ function bodyStream(
   };
   return new ReadableStream<Uint8Array>({
     async pull(ctl) {
+      conn.waitingOnReader = false;
       try {
         const chunk = await next();
         if (chunk === null) {
@@ -370,6 +371,8 @@ function bodyStream(
         } else {
           counter.bytes += chunk.byteLength;
           ctl.enqueue(chunk);
+          // Until the next pull, the client has yet to take this chunk (highWaterMark 0).
+          conn.waitingOnReader = true;
         }
       } catch (err) {
         conn.fail(null);
@@ -378,6 +381,7 @@ function bodyStream(
       }
     },
     cancel() {
+      conn.waitingOnReader = false;
       conn.fail(null);
       finish(false);
     },

@@ -65,6 +65,8 @@ export class H1Connection {
   dead = false;
   /** The request body is waiting for the client: an idle timeout now is the client's (408). */
   waitingOnClient = false;
+  /** The response body waits for the client to take the last chunk: an idle timeout is its too. */
+  waitingOnReader = false;
   #failure: ProxyError | null = null;
   #wbuf: Uint8Array | null = null;
   #pending: Promise<number | null> | null = null;
@@ -176,6 +178,11 @@ export class H1Connection {
       // Not the upstream's fault (no 504, no passive-health failure): the client stalled.
       const msg = `The request body paused for more than ${this.#limit} ms (timeouts.idle)`;
       this.fail(new ProxyError("request_timeout", msg, { source: this.source }));
+      return;
+    }
+    if (this.#mode === 2 && this.waitingOnReader) {
+      const msg = `The client read none of the response for ${this.#limit} ms (timeouts.idle)`;
+      this.fail(new ProxyError("client_gone", msg, { source: this.source }));
       return;
     }
     const msg = this.#mode === 1

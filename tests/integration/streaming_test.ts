@@ -1,7 +1,8 @@
 // Bodies stream in both directions: 1 GiB each way through a real Prox process with flat
 // memory, and server-sent events arrive one by one.
 import assert from "node:assert/strict";
-import { interopTest, run, startUpstream } from "../_harness.ts";
+import { interopTest, run, startUpstream, waitFor } from "../_harness.ts";
+import { memoryLogger } from "./_acme.ts";
 import { startProxy } from "./_proxy.ts";
 import { spawnProx } from "./_process.ts";
 
@@ -91,4 +92,40 @@ routes: { "/": { type: proxy, target: "${up.url}" } }
   }
   assert.equal(seen, "data: one\n\ndata: two\n\n");
   reader.releaseLock();
+});
+
+Deno.test("a client that stops reading a download is cut after the idle timeout, and blamed", async () => {
+  const chunk = new Uint8Array(64 * 1024);
+  const upstreamCut = Promise.withResolvers<void>();
+  await using up = await startUpstream(() =>
+    new Response(
+      new ReadableStream({
+        pull: (ctl) => ctl.enqueue(chunk),
+        cancel: () => upstreamCut.resolve(),
+      }, { highWaterMark: 0 }),
+    )
+  );
+  const logger = memoryLogger();
+  await using prox = await startProxy(
+    `
+health_check: { enabled: false }
+routes: { "/": { type: proxy, target: "${up.url}", timeouts: { idle: 200ms } } }
+`,
+    { logger },
+  );
+  const c = await Deno.connect({ hostname: "127.0.0.1", port: prox.port });
+  try {
+    await c.write(new TextEncoder().encode("GET /big HTTP/1.1\r\nHost: a.test\r\n\r\n"));
+    // Reads nothing: once the socket buffers are full, Prox stops reading the upstream, and
+    // after the idle timeout closes that connection.
+    await upstreamCut.promise;
+    const buf = new Uint8Array(1 << 20);
+    while (await c.read(buf) !== null) { /* what was buffered, then the cut */ }
+  } finally {
+    c.close();
+  }
+  const failed = () => logger.lines.find((l) => l.includes("Response body failed"));
+  await waitFor(() => failed() !== undefined, { what: "the log line of the cut download" });
+  // Was `timeout` "Upstream … was idle for 200 ms": the upstream had data; the client took none.
+  assert.match(failed()!, /"kind":"client_gone".*read none of the response for 200 ms/);
 });
