@@ -33,6 +33,9 @@ export interface UpstreamState {
   latencyAt: number;
   /** Passively ejected and not yet announced back. */
   ejected: boolean;
+  /** When the panic rule last kept it in (logged), and how many times since without a log. */
+  panicLoggedAt: number;
+  panicQuiet: number;
 }
 
 /**
@@ -135,6 +138,8 @@ export function createUpstreamRegistry(
         latencyMs: 0,
         latencyAt: 0,
         ejected: false,
+        panicLoggedAt: -Infinity,
+        panicQuiet: 0,
       };
       if (!retired(id)) states.set(id, s);
     }
@@ -238,12 +243,20 @@ export function createUpstreamRegistry(
         return !o || isAvailable(o.active, o.passive, t);
       }).length;
       if (!mayEject(available, opts.pool.length, opts.policy.panicPercent)) {
+        // Every failure of a target the rule keeps in would say so again: once per window.
+        if (t - s.panicLoggedAt < opts.policy.windowMs) {
+          s.panicQuiet++;
+          return;
+        }
         deps.logger.warn("Upstream failing but not ejected: panic threshold", {
           upstream: id,
           reason: opts.reason,
           available,
           total: opts.pool.length,
+          ...(s.panicQuiet > 0 ? { alsoFailedSinceLastLog: s.panicQuiet } : {}),
         });
+        s.panicLoggedAt = t;
+        s.panicQuiet = 0;
         return;
       }
       const ej = eject(s.passive, { now: t, policy: opts.policy });

@@ -8,12 +8,13 @@ function registry() {
   const health: [string, boolean][] = [];
   const metrics: Metrics = { ...noopMetrics, backendHealth: (b, h) => void health.push([b, h]) };
   const logs: string[] = [];
+  const warns: string[] = [];
   const reg = createUpstreamRegistry({
     clock: { now: () => t, monotonic: () => t },
-    logger: { ...silentLogger, info: (m) => void logs.push(m) },
+    logger: { ...silentLogger, info: (m) => void logs.push(m), warn: (m) => void warns.push(m) },
     metrics,
   });
-  return { reg, health, logs, advance: (ms: number) => t += ms };
+  return { reg, health, logs, warns, advance: (ms: number) => t += ms };
 }
 
 Deno.test("registry: latency is a peak EWMA that decays without samples", () => {
@@ -132,4 +133,23 @@ Deno.test("registry: the end of an ejection does not announce a target health ch
   advance(5_000);
   reg.list();
   assert.deepEqual(health.slice(5), [["b", true]]);
+});
+
+Deno.test("registry: a target the panic rule keeps in is logged once per window, not per failure", () => {
+  const { reg, warns, advance } = registry();
+  const policy = {
+    enabled: true,
+    failures: 2,
+    windowMs: 10_000,
+    baseEjectionMs: 4_000,
+    maxEjectionMs: 60_000,
+    panicPercent: 50,
+  };
+  const fail = () => reg.outcome("only", false, { pool: ["only"], policy, reason: "refused" });
+  for (let i = 0; i < 50; i++) fail();
+  assert.deepEqual(warns, ["Upstream failing but not ejected: panic threshold"]);
+  advance(10_000);
+  fail();
+  assert.equal(warns.length, 2);
+  assert.ok(reg.available("only"));
 });
