@@ -11,7 +11,7 @@ import { createWebSocketProxy } from "./adapters/websocket_deno.ts";
 import { createListenerSet, tcpMigrateReq } from "./adapters/listener_set.ts";
 import { parseListenAddr } from "./config/listen.ts";
 import { startMemoryReducer, trafficSeen } from "./adapters/gc_hint.ts";
-import { configFiles, watchFiles } from "./adapters/config_watch.ts";
+import { configFiles, filePrint, watchFiles } from "./adapters/config_watch.ts";
 import type { FileWatch } from "./adapters/config_watch.ts";
 import { formatIssue } from "./config/load.ts";
 import { createUpstreamClient } from "./adapters/upstream_client.ts";
@@ -54,6 +54,10 @@ export async function startServer(
   source: ConfigSource,
   opts: StartOptions = {},
 ): Promise<ProxServer> {
+  // Taken before the read: a save made while starting is seen once the watch runs.
+  const watching = opts.watch ?? "path" in source;
+  const configPath = "path" in source ? source.path : null;
+  const before = watching && configPath ? await filePrint(configPath) : null;
   const first = await loadSource(source);
   if (!first.config) throw new ConfigError(first.issues);
   let config = first.config;
@@ -253,8 +257,9 @@ export async function startServer(
 
   let watch: FileWatch | undefined;
   const watchedFiles = (c: Config) => configFiles("path" in source ? source.path : null, c);
-  if (opts.watch ?? "path" in source) {
+  if (watching) {
     watch = watchFiles(watchedFiles(config), {
+      baseline: configPath && before ? new Map([[configPath, before]]) : undefined,
       logger,
       debounceMs: opts.watchDebounceMs,
       onChange: async (changed) => {

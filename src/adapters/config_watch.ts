@@ -30,6 +30,11 @@ export interface WatchOptions {
   maxDelayMs?: number;
   /** Gap between the two reads that must agree before a change counts (default 50 ms). */
   settleMs?: number;
+  /**
+   * Prints (`filePrint`) taken before the files were loaded: compared once at the start, so a
+   * save made while Prox was starting, before the watch existed, is not lost.
+   */
+  baseline?: ReadonlyMap<string, string>;
 }
 
 function dirOf(path: string): string {
@@ -45,7 +50,8 @@ function absolute(path: string): string {
   return path.startsWith("/") ? path : `${Deno.cwd()}/${path}`;
 }
 
-async function contentPrint(path: string): Promise<string> {
+/** A file's content fingerprint (SHA-256), or why it has none (missing, unreadable). */
+export async function filePrint(path: string): Promise<string> {
   try {
     const bytes = await Deno.readFile(path);
     const digest = await crypto.subtle.digest("SHA-256", bytes);
@@ -120,14 +126,14 @@ export function watchFiles(paths: string[], opts: WatchOptions): FileWatch {
       do {
         again = false;
         const prints = new Map<string, string>();
-        for (const f of files) prints.set(f, await contentPrint(f));
+        for (const f of files) prints.set(f, await filePrint(f));
         const changed = files.filter((f) => seen.get(f) !== prints.get(f));
         // A writer still at work (an in-place save, a slow copy) changes the content between
         // two reads a moment apart: wait for it to settle rather than load half a file.
         if (changed.length > 0 && settleMs > 0) {
           await new Promise((r) => setTimeout(r, settleMs));
           let moving = false;
-          for (const f of changed) moving ||= await contentPrint(f) !== prints.get(f);
+          for (const f of changed) moving ||= await filePrint(f) !== prints.get(f);
           if (moving) {
             again = true;
             continue;
@@ -198,9 +204,11 @@ export function watchFiles(paths: string[], opts: WatchOptions): FileWatch {
 
   // Record what the files hold now, so the first event compares against the loaded state.
   const ready = Promise.all(files.map(async (f) => {
-    const print = await contentPrint(f);
+    const print = opts.baseline?.get(f) ?? await filePrint(f);
     if (!seen.has(f)) seen.set(f, print);
-  })).then(() => {});
+  })).then(() => {
+    if (opts.baseline) schedule();
+  });
   sync();
 
   return {
@@ -208,7 +216,7 @@ export function watchFiles(paths: string[], opts: WatchOptions): FileWatch {
     setFiles(next) {
       const unique = [...new Set(next)];
       for (const f of unique) {
-        if (!seen.has(f)) void contentPrint(f).then((p) => seen.has(f) || seen.set(f, p));
+        if (!seen.has(f)) void filePrint(f).then((p) => seen.has(f) || seen.set(f, p));
       }
       for (const f of seen.keys()) if (!unique.includes(f)) seen.delete(f);
       files = unique;

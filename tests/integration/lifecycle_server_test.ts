@@ -8,6 +8,8 @@ import { startServer } from "../../src/server.ts";
 import type { ReloadResult } from "../../src/server.ts";
 import type { Logger } from "../../src/ports.ts";
 import { freePort } from "./_cli_process.ts";
+import { createRateLimitStores } from "../../src/adapters/rate_limit_stores.ts";
+import type { RateLimitStores } from "../../src/adapters/rate_limit_stores.ts";
 
 /** A logger that keeps lines in memory for assertions. */
 function captureLogger(): Logger & { lines: string[] } {
@@ -441,6 +443,42 @@ Deno.test("shutdown while a slow client uploads: the upload completes before the
     assert.deepEqual([res.status, await res.text()], [200, `got ${20 * 8192}`]);
   } finally {
     await (stopping ?? server.shutdown());
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a config saved while Prox starts is loaded once the watch runs (not lost)", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "prox-save-at-start-" });
+  const file = `${dir}/config.yaml`;
+  await Deno.writeTextFile(file, config("127.0.0.1:0"));
+  // Start-up is paused after the config was read (here: inside the rate-limit store set-up)
+  // while a deploy tool saves the next version of the file.
+  const stores = createRateLimitStores();
+  let saved = false;
+  const rateLimits: RateLimitStores = Object.assign(Object.create(stores), {
+    async configure(...args: Parameters<RateLimitStores["configure"]>) {
+      if (!saved) {
+        saved = true;
+        await Deno.writeTextFile(file, config("127.0.0.1:0").replace("example.com", "example.org"));
+      }
+      return await stores.configure(...args);
+    },
+  });
+  const server = await startServer({ path: file }, {
+    logger: captureLogger(),
+    rateLimits,
+    watch: true,
+    watchDebounceMs: 10,
+  });
+  try {
+    await waitFor(async () => {
+      const res = await fetch(`http://127.0.0.1:${server.port}/a`, { redirect: "manual" });
+      await res.body?.cancel();
+      return res.headers.get("location") === "https://example.org/a";
+    }, { what: "the config saved during start-up", timeoutMs: 3000 });
+  } finally {
+    await server.shutdown();
+    await stores.close();
     await Deno.remove(dir, { recursive: true });
   }
 });
