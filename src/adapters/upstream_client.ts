@@ -42,19 +42,32 @@ export interface PooledUpstreamClient extends UpstreamClient {
   stats(): OriginStats[];
 }
 
+// CA lists get small ids for pool keys: by identity (fast), else by content, since every reload
+// builds new lists: keyed by identity alone, each reload started new pools beside the old ones.
 const caIds = new WeakMap<string[], number>();
+const caIdsByPem = new Map<string, number>();
 let nextCaId = 1;
+
+function caIdOf(caCerts: string[]): number {
+  let id = caIds.get(caCerts);
+  if (id === undefined) {
+    const pem = caCerts.join("\n");
+    id = caIdsByPem.get(pem);
+    if (id === undefined) {
+      if (caIdsByPem.size >= 1024) caIdsByPem.clear(); // bounded: CA files that kept changing
+      caIdsByPem.set(pem, id = nextCaId++);
+    }
+    caIds.set(caCerts, id);
+  }
+  return id;
+}
 
 /** Pool key: origin plus whatever TLS setting changes who we trust. */
 function keyOf(url: URL, tls: UpstreamTls | undefined): string {
   if (url.protocol === "http:") return url.host;
   let key = "https://" + url.host;
   if (tls) {
-    let ca = 0;
-    if (tls.caCerts) {
-      ca = caIds.get(tls.caCerts) ?? 0;
-      if (!ca) caIds.set(tls.caCerts, ca = nextCaId++);
-    }
+    const ca = tls.caCerts ? caIdOf(tls.caCerts) : 0;
     key += `|${tls.insecureSkipVerify ? 1 : 0}|${tls.serverName ?? ""}|${ca}`;
   }
   return key;

@@ -168,3 +168,18 @@ Deno.test("upstream client over TLS: h2 requests obey the pool limits (in flight
     await client.close();
   }
 });
+
+Deno.test("upstream client over TLS: equal CA lists share one pool (a reload builds new lists)", async () => {
+  await using up = await startUpstream(() => new Response("ok"), { cert, key });
+  const client = createUpstreamClient({ http2: false });
+  try {
+    for (let i = 0; i < 3; i++) {
+      // A new list with the same certificate each time, as each reload's snapshot has.
+      const res = await client.send(request(up.url, { caCerts: [ca] }));
+      assert.equal(await res.text(), "ok");
+    }
+    assert.deepEqual(client.stats().map((s) => [s.open, s.idle]), [[1, 1]]);
+  } finally {
+    await client.close();
+  }
+});
