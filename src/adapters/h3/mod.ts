@@ -151,6 +151,7 @@ function listen(opts: H3ListenerOptions): H3Listener {
   // (from spoofable UDP sources) must not become a flood of log lines.
   let refused = 0;
   let refusedLoggedAt = -Infinity;
+  let handshaking = 0;
 
   const acceptLoop = (async () => {
     for (;;) {
@@ -160,7 +161,9 @@ function listen(opts: H3ListenerOptions): H3Listener {
       } catch {
         return; // endpoint closed
       }
-      if (stopping || paused || connections.size >= maxConnections) {
+      // Handshakes count too: each holds ~15 KB until it completes or times out, and Initials
+      // that never finish (spoofed sources) would otherwise pile up without bound.
+      if (stopping || paused || connections.size + handshaking >= maxConnections) {
         incoming.refuse();
         if (!stopping && !paused) {
           refused++;
@@ -173,7 +176,10 @@ function listen(opts: H3ListenerOptions): H3Listener {
         continue;
       }
       // Never touch incoming.remoteAddr & co: the getters consume the connection (Deno 2.9.6).
-      (incoming.accept<false>() as Promise<Deno.QuicConn>).then((conn) => {
+      handshaking++;
+      const accepted = (incoming.accept<false>() as Promise<Deno.QuicConn>)
+        .finally(() => handshaking--);
+      accepted.then((conn) => {
         const c = new H3Connection(conn, {
           handler: opts.handler,
           logger,
