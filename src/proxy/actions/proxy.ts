@@ -46,13 +46,11 @@ export function limitBody(
   );
 }
 
-/** Most of a replaced request body read and dropped before the stream is cancelled. */
-const DISCARD_LIMIT = 1024 * 1024;
-
 /**
- * Reads and drops a body the upstream will not get, in the background. Cancelling at once would
- * reset an HTTP/2 stream the client is still uploading on (curl reports a framing error); up to
- * `limit` bytes are drained, then the rest is cancelled.
+ * Reads and drops a body the upstream will not get, in the background. Cancelling it would reset
+ * an HTTP/2 stream the client is still uploading on, and with it the response (curl reports a
+ * stream error): the body is drained up to `limit` bytes (the route's `max_request_body`, beyond
+ * which it would have got 413), then the rest is cancelled. Nothing is kept.
  */
 export function discard(body: ReadableStream<Uint8Array>, limit: number): void {
   const reader = body.getReader();
@@ -142,7 +140,7 @@ export async function proxyAction(
     if (requestBody.when(requestInput(ctx, h))) {
       const bytes = ruleBody(requestBody, values!);
       if (bytes) {
-        if (body) discard(body, DISCARD_LIMIT);
+        if (body) discard(body, limit ?? Infinity);
         replaced = { bytes, contentType: requestBody.contentType };
       }
     }

@@ -1,0 +1,88 @@
+import assert from "node:assert/strict";
+import { loadConfigText } from "../../config/load.ts";
+import { buildSnapshot } from "../snapshot.ts";
+import { createHandler } from "../pipeline.ts";
+import { noopMetrics, silentLogger } from "../../ports.ts";
+import type { ClientInfo, UpstreamRequest } from "../../ports.ts";
+import { waitFor } from "../../../tests/_harness.ts";
+
+const info: ClientInfo = {
+  remoteAddr: { hostname: "192.0.2.7", port: 4000 },
+  localPort: 80,
+  protocol: "h2",
+  tls: true,
+};
+
+function handlerFor(yaml: string, send: (r: UpstreamRequest) => Promise<Response>) {
+  const { config, issues } = loadConfigText(`listen_addr: "127.0.0.1:0"\n${yaml}`, {
+    file: "t.yaml",
+    env: { exists: () => true },
+  });
+  assert.ok(config, JSON.stringify(issues));
+  const snapshot = buildSnapshot(config, { version: 1 });
+  return createHandler({
+    snapshot: () => snapshot,
+    upstream: { send, close: () => Promise.resolve() },
+    files: { stat: () => Promise.resolve(null), open: () => Promise.resolve(null) },
+    clock: { now: () => 1_700_000_000_000, monotonic: () => 0 },
+    logger: silentLogger,
+    metrics: noopMetrics,
+    random: () => 0.5,
+  });
+}
+
+/** An upload of `chunks` × 1 MiB that records how far it was read and whether it was cancelled. */
+function upload(chunks: number) {
+  const state = { read: 0, cancelled: false, done: false };
+  const body = new ReadableStream<Uint8Array>({
+    pull(ctl) {
+      if (state.read === chunks) {
+        state.done = true;
+        ctl.close();
+        return;
+      }
+      state.read++;
+      ctl.enqueue(new Uint8Array(1024 * 1024));
+    },
+    cancel() {
+      state.cancelled = true;
+    },
+  }, { highWaterMark: 0 });
+  return { body, state };
+}
+
+const rule = (extra = "") =>
+  `health_check: { enabled: false }
+routes:
+  "/":
+    type: proxy
+    target: "http://10.1.1.1"
+    ${extra}
+    request_body: { set_text: "replaced" }`;
+
+Deno.test("a replaced request body is drained to its end, not cancelled mid-upload", async () => {
+  // Cancelling resets an HTTP/2 stream the client is still sending on, and the response with it.
+  let sent = "";
+  const handler = handlerFor(rule(), (r) => {
+    sent = new TextDecoder().decode(r.body as Uint8Array);
+    return Promise.resolve(new Response("ok"));
+  });
+  const { body, state } = upload(4);
+  const res = await handler(new Request("http://h/up", { method: "POST", body }), info);
+  assert.equal(await res.text(), "ok");
+  assert.equal(sent, "replaced");
+  await waitFor(() => state.done, { what: "the whole upload read" });
+  assert.equal(state.cancelled, false);
+});
+
+Deno.test("a replaced request body is drained only up to max_request_body", async () => {
+  const handler = handlerFor(
+    rule("max_request_body: 2MiB"),
+    () => Promise.resolve(new Response("ok")),
+  );
+  const { body, state } = upload(8);
+  const res = await handler(new Request("http://h/up", { method: "POST", body }), info);
+  assert.equal(await res.text(), "ok");
+  await waitFor(() => state.cancelled, { what: "the upload cancelled past the limit" });
+  assert.ok(state.read <= 4, `read ${state.read} MiB`);
+});
