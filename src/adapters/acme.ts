@@ -206,10 +206,25 @@ export async function startAcme(
     }
     // Keep the lock fresh while ordering, so a slow CA does not let a second instance in.
     const heartbeat = setInterval(() => void lock.refresh().catch(() => {}), staleMs / 3);
+    // A changed tls.acme is not held off (where an instance listens or mounts the store aside).
+    const orderKey = JSON.stringify({ ...config, http_listen_addr: 0, storage_path: 0 });
     try {
       await loadStored(); // it may have finished just before we took the lock
       const why = reason();
       if (!why) return schedule(0);
+      // Another instance's failed order of the same certificate holds this one off too: N
+      // instances (or workers) must not fail N times in a row into the CA's rate limits.
+      const shared = await store.readBackoff();
+      if (shared?.key === orderKey) {
+        failures = Math.max(failures, shared.failures);
+        const left = shared.retryAt - Date.now();
+        if (!forced && left > 0) {
+          state = "failing";
+          lastError = shared.error;
+          retryAt = performance.now() + left;
+          return schedule(left);
+        }
+      }
       state = "ordering";
       logger.info("ACME ordering certificate", { domains: config.domains, reason: why });
       const started = performance.now();
@@ -223,6 +238,7 @@ export async function startAcme(
       const f = certificateFacts(pair.cert);
       if (!f) throw new Error("Cannot read the certificate the CA issued");
       await store.writeCertificate(pair);
+      await store.writeBackoff(null);
       loadedStamp = await store.certificateStamp();
       forced = false;
       failures = 0;
@@ -251,6 +267,10 @@ export async function startAcme(
       });
       retryAt = performance.now() + delay;
       schedule(delay);
+      const backoff = { key: orderKey, failures, retryAt: Date.now() + delay, error: lastError };
+      await store.writeBackoff(backoff).catch((e) =>
+        logger.warn("Cannot store the ACME back-off", { error: errorText(e) })
+      );
     } finally {
       clearInterval(heartbeat);
       await lock.release();

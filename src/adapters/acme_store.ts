@@ -4,6 +4,7 @@
 //   <first-domain>.meta.json      the directory URL it was ordered from
 //   challenges/<token>            HTTP-01 key authorizations while an order is pending
 //   order.lock                    held by the one instance that is ordering
+//   order.backoff.json            the back-off after a failed order, which every instance keeps
 // Private keys are written with mode 0600; every file is replaced atomically (write + rename).
 
 import { createPrivateKey, X509Certificate } from "node:crypto";
@@ -30,6 +31,16 @@ export interface OrderLock {
   release(): Promise<void>;
 }
 
+/** The back-off after a failed order, shared by the instances that use the store. */
+export interface SharedBackoff {
+  /** What was ordered (the `tls.acme` config): another order is not held off. */
+  key: string;
+  failures: number;
+  /** Wall clock (ms since the epoch) before which the same order is not placed again. */
+  retryAt: number;
+  error: string;
+}
+
 /** The storage directory. */
 export interface AcmeStore {
   readonly dir: string;
@@ -48,6 +59,9 @@ export interface AcmeStore {
   removeChallenge(token: string): Promise<void>;
   /** Removes challenge files older than `maxAgeMs` (left by an instance that crashed). */
   pruneChallenges(opts: { maxAgeMs: number; now: number }): Promise<void>;
+  readBackoff(): Promise<SharedBackoff | null>;
+  /** Records the back-off after a failed order, or clears it (null) after a success. */
+  writeBackoff(backoff: SharedBackoff | null): Promise<void>;
   /** Takes the order lock, or returns null when another live instance holds it. */
   tryLock(opts: { staleMs: number; now: number }): Promise<OrderLock | null>;
 }
@@ -65,6 +79,7 @@ export async function openAcmeStore(
   const keyPath = `${dir}/${opts.name}.key`;
   const metaPath = `${dir}/${opts.name}.meta.json`;
   const lockPath = `${dir}/order.lock`;
+  const backoffPath = `${dir}/order.backoff.json`;
   const challengePath = (token: string) => {
     if (!TOKEN.test(token)) throw new Error(`Invalid ACME challenge token "${token}"`);
     return `${dir}/challenges/${token}`;
@@ -146,6 +161,22 @@ export async function openAcmeStore(
           await Deno.remove(path).catch(() => {});
         }
       }
+    },
+    async readBackoff() {
+      const text = await readOrNull(backoffPath);
+      try {
+        const b = text ? JSON.parse(text) : null;
+        return typeof b?.key === "string" && Number.isFinite(b.failures) &&
+            Number.isFinite(b.retryAt)
+          ? { key: b.key, failures: b.failures, retryAt: b.retryAt, error: String(b.error) }
+          : null;
+      } catch {
+        return null;
+      }
+    },
+    async writeBackoff(backoff) {
+      if (backoff) await writeAtomic(backoffPath, JSON.stringify(backoff) + "\n", 0o644);
+      else await Deno.remove(backoffPath).catch(() => {});
     },
     async tryLock({ staleMs, now }) {
       const id = crypto.randomUUID();

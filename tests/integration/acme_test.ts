@@ -170,6 +170,41 @@ Deno.test("ACME: an unreachable CA is retried with exponential back-off while pl
 });
 
 interopTest(
+  "ACME: instances sharing storage_path keep the back-off of a failed order: one failed order, not one each",
+  TOOLS,
+  () =>
+    withTempDir(async (dir) => {
+      // Pebble validates on a port where nothing listens: every order fails.
+      await using pebble = await startPebble({ httpPort: freePort(), dir });
+      await using up = await startUpstream(() => new Response("never"));
+      const instance = () =>
+        start(
+          acmeYaml({
+            ca: pebble.directoryUrl,
+            storage: `${dir}/acme`,
+            httpPort: freePort(),
+            upstream: up.url,
+          }),
+          { retryBaseMs: 600_000, clientRetries: 0, lockPollMs: 20 },
+        );
+      const servers = [await instance(), await instance(), await instance()];
+      try {
+        await waitFor(() => servers.every((s) => s.acme!.status().state === "failing"), {
+          timeoutMs: 30_000,
+          what: "every instance failing",
+        });
+        assert.equal(pebble.orders(), 1);
+        for (const s of servers) {
+          assert.match(s.acme!.status().lastError!, /connection refused/);
+          assert.ok(s.acme!.status().retryInMs! > 250_000);
+        }
+      } finally {
+        for (const s of servers) await s.shutdown();
+      }
+    }),
+);
+
+interopTest(
   "ACME: a certificate from another directory (staging to production, a new ca_url) is replaced, also after a restart",
   TOOLS,
   () =>
