@@ -182,3 +182,39 @@ Deno.test("h3 ignores GREASE streams and drops a request stream that never sends
     }
   });
 });
+
+Deno.test("h3 tolerates a unidirectional stream closed before its type was read (RFC 9114 §6.2)", async () => {
+  await withServer(async (l) => {
+    const conn = await Deno.connectQuic({
+      hostname: "127.0.0.1",
+      port: l.port,
+      serverName: "localhost",
+      caCerts: [ca],
+      alpnProtocols: ["h3"],
+    });
+    try {
+      const held = (await conn.createUnidirectionalStream()).getWriter();
+      await held.write(Uint8Array.from(control(SETTINGS)));
+      // Half of a two-byte stream type, then FIN: not a critical stream, nothing to close.
+      const cut = (await conn.createUnidirectionalStream()).getWriter();
+      await cut.write(Uint8Array.of(0x40));
+      await cut.close();
+      const s = await conn.createBidirectionalStream();
+      const w = s.writable.getWriter();
+      await w.write(encodeFrame(
+        FrameType.HEADERS,
+        encodeFieldSection([[":method", "GET"], [":scheme", "https"], [":authority", "localhost"], [
+          ":path",
+          "/",
+        ]]),
+      ));
+      await w.close();
+      let got = 0;
+      for await (const c of s.readable) got += c.length;
+      assert.ok(got > 0, "the request was answered");
+      held.releaseLock();
+    } finally {
+      conn.close();
+    }
+  });
+});

@@ -227,8 +227,9 @@ export class H3Connection {
   /** Dispatches a peer unidirectional stream by type (RFC 9114 §6.2, RFC 9204 §4.2). */
   async #serveUni(stream: Deno.QuicReceiveStream): Promise<void> {
     const r = new StreamReader(stream);
-    const type = await r.varint("stream type");
-    if (type === null) return;
+    // A stream closed or reset before its type is read is ignored (RFC 9114 §6.2).
+    const type = await r.varint("stream type").catch(() => null);
+    if (type === null) return await r.cancel();
     const critical = type === StreamType.CONTROL || type === StreamType.QPACK_ENCODER ||
       type === StreamType.QPACK_DECODER;
     if (!critical) {
