@@ -70,6 +70,8 @@ export async function startServer(
   const metrics = recorder.metrics;
   // An injected logger (tests, embedding) also receives the access records, as "access" lines.
   const accessSink = createBufferedSink();
+  /** Access records of responses still being delivered (written as incomplete at exit). */
+  const accessPending = new Set<() => void>();
   const accessLogFor = (c: Config) =>
     accessLogOf(c.log.access_log, { logger: opts.logger, sink: accessSink.sink });
   let accessLog = accessLogFor(config);
@@ -120,6 +122,7 @@ export async function startServer(
     // keep-alive connections, so a request that still arrives is served normally.
     access: (rec: AccessRecord) => accessLog?.(rec),
     accessEnabled: () => accessLog !== undefined,
+    accessPending,
     upstreams,
     websocket: websockets,
   });
@@ -376,6 +379,8 @@ export async function startServer(
     if (!opts.rateLimits) await rateLimits.close();
     await admin.shutdown();
     stopReducer();
+    // Responses the drain timeout cut never settle: their lines are written now, incomplete.
+    for (const cut of [...accessPending]) cut();
     accessSink.flush();
     logger.info("Stopped", { reason });
   }

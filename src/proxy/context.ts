@@ -64,6 +64,12 @@ export interface PipelineDeps {
   access?: (rec: AccessRecord) => void;
   /** False while access logging is off (no record is built then); default true. */
   accessEnabled?: () => boolean;
+  /**
+   * Access records waiting for their response to be delivered; calling one writes it as
+   * incomplete (shutdown: connections the drain timeout cuts never settle). Bounded by the
+   * requests in progress.
+   */
+  accessPending?: Set<() => void>;
   /** True once shutdown has begun. */
   draining?: () => boolean;
   /** Proxies WebSocket upgrades; without it upgrades are answered 501. */

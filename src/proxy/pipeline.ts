@@ -250,6 +250,17 @@ function record(ctx: RequestContext, deps: PipelineDeps, res: Response): void {
   // Written once the response is delivered (size and duration then known); a 101 hands the
   // connection over, so it is written at once.
   const done = ctx.info.completed;
-  if (!done || res.status === 101) write(true);
-  else done.then(() => write(true), () => write(false));
+  if (!done || res.status === 101) return write(true);
+  const pending = deps.accessPending;
+  if (!pending) {
+    done.then(() => write(true), () => write(false));
+    return;
+  }
+  const cut = () => settle(false);
+  const settle = (sent: boolean) => {
+    if (!pending.delete(cut)) return; // written already
+    write(sent);
+  };
+  pending.add(cut);
+  done.then(() => settle(true), () => settle(false));
 }

@@ -151,3 +151,45 @@ routes:
   assert.equal(cut.incomplete, true);
   assert.ok(Number(cut.bytesOut) >= 2000 && Number(cut.bytesOut) < 50_000, `${cut.bytesOut}`);
 });
+
+Deno.test("access log: a response the drain timeout cuts is written as incomplete before Prox stops", async () => {
+  await using up = await startUpstream(() => {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    // An endless download: 1,000 bytes every 50 ms.
+    return new Response(
+      new ReadableStream<Uint8Array>({
+        async pull(ctl) {
+          await new Promise((r) => timer = setTimeout(r, 50));
+          ctl.enqueue(new Uint8Array(1000));
+        },
+        cancel: () => clearTimeout(timer),
+      }),
+    );
+  });
+  const { lines, logger } = recorder();
+  const p = await startProxy(
+    `health_check: { enabled: false }
+shutdown_timeout: 200ms
+log: { access_log: json }
+routes: { "/": { type: proxy, target: "${up.url}" } }
+`,
+    { logger },
+  );
+  const res = await fetch(`${p.url}/endless`);
+  const reader = res.body!.getReader();
+  try {
+    let got = 0;
+    while (got < 2000) got += (await reader.read()).value!.byteLength;
+    await p.server.shutdown();
+    const cut = lines.find((l) => l.path === "/endless");
+    assert.ok(cut, "an access line for the response cut at shutdown");
+    assert.equal(cut.incomplete, true);
+    assert.ok(Number(cut.bytesOut) >= 2000, `${cut.bytesOut}`);
+  } finally {
+    await reader.cancel().catch(() => {});
+    await p[Symbol.asyncDispose]();
+  }
+  // Written once: the connection closing afterwards adds no second line.
+  await new Promise((r) => setTimeout(r, 50));
+  assert.equal(lines.filter((l) => l.path === "/endless").length, 1);
+});
