@@ -184,8 +184,13 @@ async function sendOnce(
         },
       )
       : toProxyError(err, id);
-    if (TARGET_FAULTS.has(e.kind) && pool.passive.enabled) {
-      reg.outcome(id, false, { pool: pool.ids, policy: pool.passive, reason: e.message, at: end });
+    // timeouts.total ran out while this target owed the response head: the client sees a 504,
+    // and the target is charged as for any timeout (the client reports only the abort).
+    const reason = req.signal?.aborted ? req.signal.reason : undefined;
+    const overdue = reason instanceof ProxyError && reason.kind === "timeout";
+    if ((TARGET_FAULTS.has(e.kind) || overdue) && pool.passive.enabled) {
+      const why = overdue ? reason.message : e.message;
+      reg.outcome(id, false, { pool: pool.ids, policy: pool.passive, reason: why, at: end });
     }
     throw e;
   } finally {

@@ -504,3 +504,30 @@ routes:
   assert.equal(res.status, 200);
   await res.body?.cancel();
 });
+
+Deno.test("passive_health: a target that hangs past timeouts.total counts as failing and is ejected", async () => {
+  await using hung = await startUpstream((req) =>
+    new Promise<Response>((resolve) =>
+      req.signal.addEventListener("abort", () => resolve(new Response("late")))
+    )
+  );
+  await using ok = await startUpstream(() => new Response("ok"));
+  await using prox = await startProxy(`
+health_check: { enabled: false }
+passive_health: { failures: 2 }
+routes:
+  "/":
+    type: load_balance
+    strategy: first
+    targets: ["${hung.url}", "${ok.url}"]
+    timeouts: { total: 200ms }
+`);
+  for (let i = 0; i < 2; i++) {
+    const res = await fetch(`${prox.url}/`);
+    assert.equal(res.status, 504);
+    await res.body?.cancel();
+  }
+  assert.ok(!prox.server.upstreams.available(hung.url), "ejected after two timeouts");
+  const res = await fetch(`${prox.url}/`);
+  assert.equal(await res.text(), "ok");
+});
