@@ -50,7 +50,18 @@ export const LATENCY_BUCKETS = [
 
 /** The route label of requests that matched no route (kept by routesConfigured). */
 export const NO_ROUTE = "(none)";
-const METHODS = new Set(["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT"]);
+/** RFC 9110 §9's methods and PATCH (RFC 5789). */
+const METHODS = new Set([
+  "GET",
+  "HEAD",
+  "POST",
+  "PUT",
+  "DELETE",
+  "CONNECT",
+  "OPTIONS",
+  "TRACE",
+  "PATCH",
+]);
 const PROTOCOLS: (Protocol | "websocket")[] = ["http/1.1", "h2", "h2c", "h3", "websocket"];
 /** Most cached label children per metric; past it, observations skip the cache. */
 const MAX_CHILDREN = 10_000;

@@ -36,6 +36,10 @@ Deno.test("createPromMetrics exports request histograms with _bucket series, not
 Deno.test("createPromMetrics bounds the method label", async () => {
   assert.equal(methodLabel("GET"), "GET");
   assert.equal(methodLabel("FOOBAR"), "OTHER");
+  // Every standard method (RFC 9110 §9) keeps its name: TRACE is answered 405 and counted so.
+  for (const m of ["HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"]) {
+    assert.equal(methodLabel(m), m);
+  }
   const m = createPromMetrics({ processMetrics: false });
   for (let i = 0; i < 50; i++) m.request("/", `X${i}`, 405, 0.001);
   const t = await m.text();
