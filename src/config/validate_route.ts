@@ -87,6 +87,19 @@ export function validateRoutes(
         );
       } else if (!route.path_rewrite.startsWith("/")) {
         err(["routes", key, "path_rewrite"], 'Path rewrite must start with "/"');
+      } else if (/[?#]/.test(route.path_rewrite)) {
+        // "/v2?k=1" sent "/v2?k=1/x?q=1"; "/v2#x" sent "/v2", without the path or the query.
+        err(
+          ["routes", key, "path_rewrite"],
+          'Path rewrite cannot contain "?" or "#": the upstream gets the client\'s query string',
+          "Remove the query or fragment",
+        );
+      } else if (/(?:^|\/)\.\.?(?:\/|$)/.test(route.path_rewrite)) {
+        err(
+          ["routes", key, "path_rewrite"],
+          'Path rewrite cannot contain "." or ".." segments',
+          "Write the path they resolve to",
+        );
       }
     }
     const problems: RuleProblem[] = [];
@@ -164,6 +177,16 @@ export function validateRoutes(
           "A target URL cannot carry credentials: Prox does not send them, and /status and the " +
             "metrics would show them",
           'Send them as a header: request_headers: { set: { Authorization: "Basic …" } }',
+        );
+      }
+      // The upstream URL is target path + request path + the client's query: a query here was
+      // dropped without a word.
+      if (/^[a-z][a-z0-9+.-]*:\/\/[^?#]*\?/i.test(u)) {
+        err(
+          ["routes", key, ...at],
+          "A target URL cannot carry a query: Prox would drop it (the upstream gets the client's " +
+            "query string)",
+          "Remove the query from the target",
         );
       }
     }
