@@ -59,6 +59,9 @@ export function createCertificates(initial: Config, deps: CertificateDeps): Cert
     }
     return startAcme(a, { ...deps.acme, logger, onCertificate: deps.onCertificate });
   };
+  // What the main listener serves now: a switch to ACME keeps serving it until ACME's first
+  // certificate arrives, rather than taking HTTPS down while it orders.
+  let served: { cert: string; key?: string } | null = null;
   const redirect = redirectHandler({
     acme: () => acme,
     status: () => redirectStatus,
@@ -75,7 +78,7 @@ export function createCertificates(initial: Config, deps: CertificateDeps): Cert
     },
     async plansFor(c) {
       return listenerPlans(c, {
-        tls: acmeOf(c) ? acme?.current() ?? null : await readTlsFiles(c),
+        tls: acmeOf(c) ? acme?.current() ?? served : await readTlsFiles(c),
         serve: deps.serve,
         redirect,
         metrics: deps.metrics,
@@ -83,7 +86,8 @@ export function createCertificates(initial: Config, deps: CertificateDeps): Cert
     },
     applied(c, plans) {
       redirectStatus = c.http_redirect?.status_code ?? 308;
-      const cert = mainTls(plans).cert;
+      const { cert, key } = mainTls(plans);
+      served = cert ? { cert, key } : null;
       const notAfter = cert ? certificateNotAfter(cert) : null;
       const name = c.tls?.cert_path ?? (acmeOf(c) ? `acme:${acmeOf(c)!.domains[0]}` : "main");
       deps.metrics.certificateExpiry(name, notAfter);

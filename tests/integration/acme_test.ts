@@ -3,7 +3,7 @@
 // an unreachable CA, a reload that adds a domain, and workers. Live renewal under a request loop
 // is in acme_renewal_test.ts.
 import assert from "node:assert/strict";
-import { interopTest, startUpstream, waitFor } from "../_harness.ts";
+import { interopTest, ROOT, startUpstream, waitFor } from "../_harness.ts";
 import { startServer } from "../../src/server.ts";
 import type { AcmeTuning } from "../../src/adapters/acme.ts";
 import { noopMetrics } from "../../src/ports.ts";
@@ -307,6 +307,44 @@ interopTest(
       }
     }),
 );
+
+Deno.test("ACME: a reload from certificate files to ACME keeps serving the old certificate until the first one arrives", async () => {
+  await withTempDir(async (dir) => {
+    await using up = await startUpstream(() => new Response("still https"));
+    const tls = `${ROOT}/tests/fixtures/tls`;
+    const file = `${dir}/prox.yaml`;
+    const acme = acmeYaml({
+      ca: `https://127.0.0.1:${freePort()}/dir`, // unreachable: no certificate for a while
+      storage: `${dir}/acme`,
+      httpPort: freePort(),
+      upstream: up.url,
+    });
+    await Deno.writeTextFile(
+      file,
+      acme.replace(
+        /tls:[\s\S]*?routes:/,
+        `tls: { cert_path: "${tls}/cert.pem", key_path: "${tls}/key.pem" }\nroutes:`,
+      ),
+    );
+    const server = await startServer({ path: file }, {
+      logger: memoryLogger(),
+      watch: false,
+      acme: { retryBaseMs: 600_000, clientRetries: 0 },
+    });
+    const client = Deno.createHttpClient({ caCerts: [Deno.readTextFileSync(`${tls}/ca.pem`)] });
+    try {
+      await Deno.writeTextFile(file, acme);
+      assert.ok((await server.reload()).ok);
+      await waitFor(() => server.acme!.status().failures === 1, { what: "the failed order" });
+      const res = await fetch(`https://localhost:${server.port}/`, { client });
+      assert.equal(await res.text(), "still https");
+      assert.ok(server.ready());
+    } finally {
+      client.close();
+      await server.shutdown();
+    }
+  });
+});
 
 Deno.test("ACME: a corrupt account key fails the order with a message naming the file", async () => {
   await withTempDir(async (dir) => {
