@@ -81,7 +81,7 @@ Deno.test("upstream client: an aborted request releases its connection", async (
     await waitFor(srv.arrived, { what: "request at upstream" });
     ac.abort();
     await rejects(p, "client_gone");
-    assert.deepEqual(client.stats().map((s) => s.open), [0]);
+    assert.deepEqual(client.stats(), []); // released: nothing open, the origin forgotten
   } finally {
     await client.close();
   }
@@ -106,7 +106,7 @@ Deno.test("upstream client: a client signal is looked up only for a slow exchang
     await waitFor(() => srv.arrived() && lookups === 1, { what: "a late look-up of the signal" });
     ac.abort();
     await rejects(p, "client_gone");
-    assert.deepEqual(client.stats().map((s) => s.open), [0]);
+    assert.deepEqual(client.stats(), []); // released: nothing open, the origin forgotten
   } finally {
     await client.close();
   }
@@ -185,5 +185,30 @@ Deno.test("upstream pool sheds a request that waited queue_timeout", async () =>
     await (await first).text();
   } finally {
     await client.close();
+  }
+});
+
+Deno.test("upstream client forgets an origin once it has no connection left (no idle sweep needed)", async () => {
+  // Connection: close answers (never parked) and refused connects: neither leaves an idle
+  // connection behind, so the idle sweep never runs for these origins.
+  const servers = Array.from({ length: 3 }, () =>
+    rawServer(async (c) => {
+      await readRequest(c);
+      await write(c, "HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\nok");
+    }));
+  const refused = servers.map(() => {
+    const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const url = `http://127.0.0.1:${(l.addr as Deno.NetAddr).port}`;
+    l.close();
+    return url;
+  });
+  const client = createUpstreamClient();
+  try {
+    for (const s of servers) assert.equal(await (await client.send(request(s.url))).text(), "ok");
+    for (const url of refused) await assert.rejects(client.send(request(url)));
+    assert.deepEqual(client.stats(), []);
+  } finally {
+    await client.close();
+    for (const s of servers) await s[Symbol.asyncDispose]();
   }
 });

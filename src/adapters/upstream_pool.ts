@@ -137,13 +137,16 @@ export function createConnectionPool(opts: UpstreamPoolOptions): ConnectionPool 
     }
   };
 
-  /** A slot freed up: let the first waiter open a connection. */
+  /**
+   * A slot freed up: let the first waiter open a connection. An origin left with nothing is
+   * dropped (targets come and go with reloads; the idle sweep does not run without idle ones).
+   */
   const slotFreed = (o: Origin) => {
     const w = nextWaiter(o);
     if (w) {
       o.open++;
       w.grant(null);
-    }
+    } else if (o.open === 0 && o.queued === 0 && origins.get(o.key) === o) origins.delete(o.key);
   };
 
   const onDead = (key: string) => (conn: H1Connection) => {
