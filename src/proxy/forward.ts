@@ -173,7 +173,6 @@ async function sendOnce(
     const end = deps.clock.monotonic();
     const ms = end - t0;
     ctx.upstreamMs = ms;
-    deps.metrics.backendRequest(id, ctx.route!.id, 599, ms / 1000);
     const e = timedOut
       ? new ProxyError(
         "timeout",
@@ -184,6 +183,8 @@ async function sendOnce(
         },
       )
       : toProxyError(err, id);
+    // Shed by Prox's own pool (upstream_pool), the request never reached the target.
+    if (e.kind !== "overloaded") deps.metrics.backendRequest(id, ctx.route!.id, 599, ms / 1000);
     // timeouts.total ran out while this target owed the response head: the client sees a 504,
     // and the target is charged as for any timeout (the client reports only the abort).
     const reason = req.signal?.aborted ? req.signal.reason : undefined;
