@@ -30,12 +30,17 @@ export interface WatchOptions {
   maxDelayMs?: number;
   /** Gap between the two reads that must agree before a change counts (default 50 ms). */
   settleMs?: number;
+  /** Longest wait for an in-place writer to close the file (default 5 s; Linux only). */
+  writeWaitMs?: number;
   /**
    * Prints (`filePrint`) taken before the files were loaded: compared once at the start, so a
    * save made while Prox was starting, before the watch existed, is not lost.
    */
   baseline?: ReadonlyMap<string, string>;
 }
+
+/** Linux (inotify) reports a writer closing a file, as an "access" event: saves can be awaited. */
+const CLOSE_EVENTS = Deno.build.os === "linux";
 
 function dirOf(path: string): string {
   const i = path.lastIndexOf("/");
@@ -108,6 +113,26 @@ export function watchFiles(paths: string[], opts: WatchOptions): FileWatch {
   let running = false;
   let again = false;
   let closed = false;
+  const writeWaitMs = opts.writeWaitMs ?? 5000;
+  // Files being written in place (modified, not closed yet), by name: when they were first
+  // modified. A generator that pauses between pieces must not have its half file loaded.
+  const writing = new Map<string, number>();
+  const track = (event: Deno.FsEvent) => {
+    for (const p of event.paths) {
+      const name = baseOf(p);
+      if (!names.has(name)) continue;
+      if (event.kind !== "modify") writing.delete(name);
+      else if (!writing.has(name)) writing.set(name, performance.now());
+    }
+  };
+  const stillWriting = (): boolean => {
+    const now = performance.now();
+    for (const [name, since] of writing) {
+      if (now - since < writeWaitMs) return true;
+      writing.delete(name); // never closed (or a metadata change): the settle check decides
+    }
+    return false;
+  };
 
   const relevant = (event: Deno.FsEvent): boolean =>
     event.paths.some((p) => {
@@ -161,16 +186,23 @@ export function watchFiles(paths: string[], opts: WatchOptions): FileWatch {
     if (timer === undefined) firstEventAt = now;
     clearTimeout(timer);
     const wait = Math.max(0, Math.min(debounceMs, firstEventAt + maxDelayMs - now));
-    timer = setTimeout(() => {
-      timer = undefined;
-      void round();
-    }, wait);
+    timer = setTimeout(fire, wait);
+  }
+
+  function fire(): void {
+    timer = undefined;
+    if (closed) return;
+    // Polled while a writer holds a file open; its close event schedules the round at once.
+    if (stillWriting()) timer = setTimeout(fire, debounceMs);
+    else void round();
   }
 
   async function pump(dir: string, watcher: Deno.FsWatcher): Promise<void> {
     try {
       for await (const event of watcher) {
-        if (relevant(event)) schedule();
+        if (!relevant(event)) continue;
+        if (CLOSE_EVENTS) track(event);
+        schedule();
       }
     } catch (err) {
       if (!closed) opts.logger.warn("Config watch stopped", { dir, error: String(err) });

@@ -169,3 +169,29 @@ Deno.test("watchFiles waits for a slow writer: half a file is never reported", a
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("watchFiles waits until an in-place writer closes the file, however long it pauses", async () => {
+  const { dir, paths: [file] } = await setup(["config.yaml"]);
+  const seen: string[] = [];
+  const w = watchFiles([file], {
+    logger: silentLogger,
+    debounceMs: 20,
+    onChange: async () => void seen.push(await Deno.readTextFile(file)),
+  });
+  try {
+    await w.ready;
+    // A generator writing a config piece by piece (one lookup per route), the file held open:
+    // its pauses are longer than the debounce and the 50 ms settle check together.
+    const f = await Deno.open(file, { write: true, truncate: true });
+    for (const part of ["routes:\n", "  /a: x\n", "  /b: y\n"]) {
+      await f.write(new TextEncoder().encode(part));
+      await new Promise((r) => setTimeout(r, 150));
+    }
+    f.close();
+    await waitFor(() => seen.length > 0, { what: "the change" });
+    assert.deepEqual(seen, ["routes:\n  /a: x\n  /b: y\n"]);
+  } finally {
+    w.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
