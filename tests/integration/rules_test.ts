@@ -224,3 +224,24 @@ routes:
   const cafe = await (await fetch(`${prox.url}/caf%c3%a9/menu`)).json();
   assert.equal(cafe.path, "/cafe/menu");
 });
+
+Deno.test("a request body rule with only content_type relabels the body it keeps", async () => {
+  await using up = await echoUpstream();
+  await using prox = await startProxy(`
+health_check: { enabled: false }
+routes:
+  "/":
+    type: proxy
+    target: "${up.url}"
+    request_body:
+      condition: { method_is: POST }
+      content_type: "application/vnd.api+json"
+`);
+  const got = await (await fetch(`${prox.url}/x`, {
+    method: "POST",
+    body: '{"a":1}',
+    headers: { "content-type": "application/json" },
+  })).json();
+  assert.equal(got.headers["content-type"], "application/vnd.api+json");
+  assert.equal(got.body, '{"a":1}');
+});

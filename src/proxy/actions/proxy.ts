@@ -134,6 +134,8 @@ export async function proxyAction(
     : undefined;
   const ruleOpts = { values: values!, logger: deps.logger, requestId: ctx.requestId };
   let replaced: { bytes: Uint8Array<ArrayBuffer>; contentType: string } | undefined;
+  /** A rule with only `content_type` relabels the body it keeps. */
+  let relabel: string | undefined;
   if (requestBody) {
     const h = new Headers(ctx.req.headers);
     if (headerRule) applyHeaderRules(headerRule, h, ruleOpts);
@@ -142,7 +144,7 @@ export async function proxyAction(
       if (bytes) {
         if (body) discard(body, limit ?? Infinity);
         replaced = { bytes, contentType: requestBody.contentType };
-      }
+      } else relabel = requestBody.contentType;
     }
   }
 
@@ -168,7 +170,7 @@ export async function proxyAction(
       for (const h of STALE_BODY_HEADERS) headers.delete(h);
       headers.set("content-type", replaced.contentType);
       headers.set("content-length", String(replaced.bytes.byteLength));
-    }
+    } else if (relabel !== undefined) headers.set("content-type", relabel);
     return {
       origin: to.origin,
       target: to.path,
