@@ -203,7 +203,11 @@ export function parseResponseHead(
       // HTTP/2 clients refuse the combined "3, 3" (stream error).
       const first = contentLength < 0;
       contentLength = n;
-      if (first) headers.push([name, value.includes(",") ? String(n) : value]);
+      // Never on a 204 (RFC 9110 §8.6) nor a 205, which has no content (§15.3.6): HTTP/2 clients
+      // refuse a length other than 0 on a response without content (stream error).
+      if (first && status !== 204 && status !== 205) {
+        headers.push([name, value.includes(",") ? String(n) : value]);
+      }
       continue;
     } else if (lower === "transfer-encoding") {
       te = te === null ? value : te + ", " + value;

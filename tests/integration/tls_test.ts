@@ -253,22 +253,35 @@ routes: { "/": { type: proxy, target: "${up.url}" } }
   assert.match(out.stdout, /Application protocol: h2c/);
 });
 
-interopTest(
-  "a repeated upstream Content-Length reaches an h2 client as one value",
-  ["curl"],
-  async () => {
-    await using up = rawServer(async (c) => {
-      if (await readRequest(c) === null) return;
-      await write(c, "HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 2\r\n\r\nok");
-    });
-    await using prox = await startProxy(`
+interopTest("an upstream Content-Length reaches an h2 client as one value, and never on a 204", [
+  "curl",
+], async () => {
+  const heads: Record<string, string> = {
+    twice: "HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 2\r\n\r\nok",
+    none: "HTTP/1.1 204 No Content\r\ncontent-length: 5\r\n\r\n",
+    reset: "HTTP/1.1 205 Reset Content\r\ncontent-length: 5\r\n\r\nhello",
+  };
+  await using up = rawServer(async (c) => {
+    const head = await readRequest(c);
+    if (head === null) return;
+    await write(c, heads[head.slice(head.indexOf("/") + 1, head.indexOf(" HTTP/"))]);
+  });
+  await using prox = await startProxy(`
 health_check: { enabled: false }
 routes: { "/": { type: proxy, target: "${up.url}", retries: { attempts: 0 } } }
 `);
-    // Combined into "2, 2", which curl's HTTP/2 layer refuses (PROTOCOL_ERROR).
-    const out = await run("curl", ["-sS", "-i", "--http2-prior-knowledge", `${prox.url}/`]);
-    assert.equal(out.code, 0, out.stderr);
-    assert.match(out.stdout, /^content-length: 2\r$/m);
-    assert.match(out.stdout, /\r\n\r\nok$/);
-  },
-);
+  const get = (name: string) =>
+    run("curl", ["-sS", "-i", "--http2-prior-knowledge", `${prox.url}/${name}`]);
+  // Combined into "2, 2", or a length on a response without content: curl's HTTP/2 layer
+  // refused both (PROTOCOL_ERROR).
+  const twice = await get("twice");
+  assert.equal(twice.code, 0, twice.stderr);
+  assert.match(twice.stdout, /^content-length: 2\r$/m);
+  assert.match(twice.stdout, /\r\n\r\nok$/);
+  for (const name of ["none", "reset"]) {
+    const out = await get(name);
+    assert.equal(out.code, 0, `${name}: ${out.stderr}`);
+    assert.match(out.stdout, /^HTTP\/2 20[45] /);
+    assert.doesNotMatch(out.stdout, /content-length: 5/);
+  }
+});
