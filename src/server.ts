@@ -277,17 +277,15 @@ export async function startServer(
     const file = "path" in source ? source.path : source.name;
     const failed = (message: string): ReloadResult => {
       logger.error("Reload failed; the current config keeps serving", { trigger, error: message });
-      const issues: ConfigIssue[] = [{
-        severity: "error",
-        file,
-        line: 1,
-        col: 1,
-        path: "",
-        message,
-      }];
+      const issues: ConfigIssue[] = [{ ...issueAt(file), message }];
       return reloads.settle({ ok: false, version, issues, at, trigger });
     };
-    if (draining) return failed("Cannot reload: shutting down");
+    if (draining) {
+      // Not a config failure (no metric, no failed-reload status): nothing keeps serving.
+      const message = "Cannot reload: shutting down";
+      logger.info("Reload skipped: shutting down", { trigger });
+      return { ok: false, version, issues: [{ ...issueAt(file), message }], at, trigger };
+    }
     try {
       const next = await loadSource(source);
       if (!next.config) {
@@ -417,6 +415,11 @@ export async function startServer(
     },
   };
   return server;
+}
+
+/** An error issue about the config file as a whole (its first line). */
+function issueAt(file: string): ConfigIssue {
+  return { severity: "error", file, line: 1, col: 1, path: "", message: "" };
 }
 
 /** The port of a listen address as configured (443 when it cannot be read). */

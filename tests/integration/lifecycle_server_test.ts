@@ -482,3 +482,23 @@ Deno.test("a config saved while Prox starts is loaded once the watch runs (not l
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("a reload asked for during shutdown is skipped, not counted as a failed config reload", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "prox-reload-drain-" });
+  const file = `${dir}/config.yaml`;
+  await Deno.writeTextFile(file, config("127.0.0.1:0"));
+  const logger = captureLogger();
+  const server = await startServer({ path: file }, { logger, watch: false });
+  try {
+    const stopping = server.shutdown();
+    const r = await server.reload({ trigger: "SIGHUP" });
+    assert.equal(r.ok, false);
+    assert.match(r.issues[0].message, /shutting down/);
+    assert.equal(server.reloadStats().failure, 0);
+    assert.ok(!logger.lines.some((l) => l.includes("current config keeps serving")));
+    await stopping;
+  } finally {
+    await server.shutdown();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
