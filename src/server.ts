@@ -350,6 +350,8 @@ export async function startServer(
       logger.info("Config reloaded", { version, trigger, listenersChanged: staged.bound });
       return reloads.settle({ ok: true, version, issues: next.issues, at, trigger });
     } catch (err) {
+      // ACME may have followed the rejected config (domains it removed): back to the serving one.
+      await certs.follow(config).catch(() => {});
       return failed(`Cannot reload: ${err instanceof Error ? err.message : String(err)}`);
     }
   }

@@ -29,11 +29,14 @@ export interface CertificateDeps {
 export interface Certificates {
   /** The ACME controller while `tls.acme` is enabled. */
   readonly acme: AcmeController | null;
-  /** Starts or reconfigures ACME for a config about to be applied, before its listeners bind. */
+  /**
+   * Starts, reconfigures or stops ACME for a config about to be applied, before its listeners
+   * bind (and for the serving config again when that one is rejected).
+   */
   follow(c: Config): Promise<void>;
   /** The listeners a config asks for, with their TLS material read from disk (or from ACME). */
   plansFor(c: Config): Promise<ListenerPlan[]>;
-  /** A config now serves with these plans: its expiry metric, redirect status; ACME it dropped stops. */
+  /** A config now serves with these plans: its expiry metric, redirect status. */
   applied(c: Config, plans: ListenerPlan[]): void;
   close(): Promise<void>;
 }
@@ -75,6 +78,11 @@ export function createCertificates(initial: Config, deps: CertificateDeps): Cert
       const next = acmeOf(c);
       if (acme && next) await acme.configure(next);
       else if (next) acme = await start(next, c);
+      else if (acme) {
+        // Stops ordering for a config that does not want ACME (an order in flight ends alone).
+        void acme.close();
+        acme = null;
+      }
     },
     async plansFor(c) {
       return listenerPlans(c, {
@@ -91,10 +99,6 @@ export function createCertificates(initial: Config, deps: CertificateDeps): Cert
       const notAfter = cert ? certificateNotAfter(cert) : null;
       const name = c.tls?.cert_path ?? (acmeOf(c) ? `acme:${acmeOf(c)!.domains[0]}` : "main");
       deps.metrics.certificateExpiry(name, notAfter);
-      if (acme && !acmeOf(c)) {
-        void acme.close();
-        acme = null;
-      }
     },
     async close() {
       await acme?.close();

@@ -346,6 +346,50 @@ Deno.test("ACME: a reload from certificate files to ACME keeps serving the old c
   });
 });
 
+Deno.test("ACME: a reload rejected after ACME followed it (listener cannot bind) puts ACME back to the serving config", async () => {
+  await withTempDir(async (dir) => {
+    await using up = await startUpstream(() => new Response("never"));
+    const busy = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const tls = `${ROOT}/tests/fixtures/tls`;
+    const file = `${dir}/prox.yaml`;
+    const base = {
+      ca: `https://127.0.0.1:${freePort()}/dir`,
+      storage: `${dir}/acme`,
+      httpPort: freePort(),
+      upstream: up.url,
+    };
+    const onBusyPort = { ...base, httpPort: (busy.addr as Deno.NetAddr).port };
+    const files = (yaml: string) =>
+      yaml.replace(
+        /tls:[\s\S]*?routes:/,
+        `tls: { cert_path: "${tls}/cert.pem", key_path: "${tls}/key.pem" }\nroutes:`,
+      );
+    await Deno.writeTextFile(file, acmeYaml(base));
+    const server = await startServer({ path: file }, {
+      logger: memoryLogger(),
+      watch: false,
+      acme: { retryBaseMs: 600_000, clientRetries: 0 },
+    });
+    try {
+      await waitFor(() => server.acme!.status().failures === 1, { what: "the failed order" });
+      // Drops a domain, but the new challenge listener's address is taken: the reload fails.
+      await Deno.writeTextFile(file, acmeYaml({ ...onBusyPort, domains: ["prox.test"] }));
+      assert.equal((await server.reload()).ok, false);
+      assert.deepEqual(server.acme!.status().domains, DOMAINS);
+      // Certificate files now serving; a rejected switch back to ACME leaves ACME off.
+      await Deno.writeTextFile(file, files(acmeYaml(base)));
+      assert.ok((await server.reload()).ok);
+      assert.equal(server.acme, null);
+      await Deno.writeTextFile(file, acmeYaml(onBusyPort));
+      assert.equal((await server.reload()).ok, false);
+      assert.equal(server.acme, null);
+    } finally {
+      busy.close();
+      await server.shutdown();
+    }
+  });
+});
+
 Deno.test("ACME: a corrupt account key fails the order with a message naming the file", async () => {
   await withTempDir(async (dir) => {
     await using up = await startUpstream(() => new Response("never"));
