@@ -186,9 +186,11 @@ async function sendOnce(
     // Shed by Prox's own pool (upstream_pool), the request never reached the target.
     if (e.kind !== "overloaded") deps.metrics.backendRequest(id, ctx.route!.id, 599, ms / 1000);
     // timeouts.total ran out while this target owed the response head: the client sees a 504,
-    // and the target is charged as for any timeout (the client reports only the abort).
+    // and the target is charged as for any timeout (the client reports only the abort). Not
+    // while a request body was still streaming: a slow client may have been the holdup.
     const reason = req.signal?.aborted ? req.signal.reason : undefined;
-    const overdue = reason instanceof ProxyError && reason.kind === "timeout";
+    const overdue = reason instanceof ProxyError && reason.kind === "timeout" &&
+      !(req.body instanceof ReadableStream);
     if ((TARGET_FAULTS.has(e.kind) || overdue) && pool.passive.enabled) {
       const why = overdue ? reason.message : e.message;
       reg.outcome(id, false, { pool: pool.ids, policy: pool.passive, reason: why, at: end });

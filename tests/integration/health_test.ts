@@ -531,3 +531,38 @@ routes:
   const res = await fetch(`${prox.url}/`);
   assert.equal(await res.text(), "ok");
 });
+
+Deno.test("passive_health: timeouts.total cut short by a slow upload does not charge the target", async () => {
+  await using up = await startUpstream(async (req) => {
+    await req.body?.pipeTo(new WritableStream()).catch(() => {});
+    return new Response("read");
+  });
+  await using other = await startUpstream(() => new Response("other"));
+  await using prox = await startProxy(`
+health_check: { enabled: false }
+passive_health: { failures: 1, panic_threshold_percent: 0 }
+routes:
+  "/":
+    type: load_balance
+    strategy: first
+    targets: ["${up.url}", "${other.url}"]
+    timeouts: { total: 300ms }
+`);
+  let stop = () => {};
+  const stalled = new Promise<void>((r) => stop = r);
+  const body = new ReadableStream<Uint8Array>({
+    async start(c) {
+      c.enqueue(new Uint8Array(128 * 1024));
+      await stalled;
+      c.close();
+    },
+  });
+  const res = await fetch(
+    `${prox.url}/upload`,
+    { method: "POST", body, duplex: "half" } as RequestInit,
+  );
+  await res.body?.cancel();
+  stop();
+  assert.ok(res.status === 504 || res.status === 408, `status ${res.status}`);
+  assert.ok(prox.server.upstreams.available(up.url), "the client was slow, not the target");
+});
