@@ -245,6 +245,10 @@ async function serveCommand(configArg: string | undefined, opts: ServeOptions): 
       console.error(`error: Cannot read config "${path}": file not found`);
       return 1;
     }
+    if (Deno.statSync(path).isDirectory) {
+      console.error(`error: Cannot read config "${path}": it is a directory`);
+      return 1;
+    }
     source = { path };
   }
   // Trapped before startup: an early SIGTERM/SIGHUP/SIGUSR2 must not kill a half-started Prox.

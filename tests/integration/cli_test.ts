@@ -91,6 +91,10 @@ Deno.test("prox validate: 0 when valid, 1 with file:line:col when not, 1 when mi
       JSON.parse(directory.stdout).issues[0].message,
       `Cannot read config "${dir}": it is a directory`,
     );
+    // serve says the same, not the raw "Is a directory (os error 21): readfile …".
+    const serveDir = await prox(["serve", "-c", dir]);
+    assert.equal(serveDir.code, 1);
+    assert.match(serveDir.stderr, /Cannot read config ".*": it is a directory/);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
