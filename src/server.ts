@@ -6,7 +6,8 @@ import type { ConfigIssue } from "./config/parse.ts";
 import type { Config } from "./config/schema.ts";
 import { buildSnapshot } from "./proxy/snapshot.ts";
 import type { Snapshot } from "./proxy/snapshot.ts";
-import { createHandler } from "./proxy/pipeline.ts";
+import { createHandler, observedHandler } from "./proxy/pipeline.ts";
+import type { PipelineDeps } from "./proxy/context.ts";
 import { createWebSocketProxy } from "./adapters/websocket_deno.ts";
 import { createListenerSet, tcpMigrateReq } from "./adapters/listener_set.ts";
 import { parseListenAddr } from "./config/listen.ts";
@@ -16,7 +17,11 @@ import type { FileWatch } from "./adapters/config_watch.ts";
 import { formatIssue } from "./config/load.ts";
 import { createUpstreamClient } from "./adapters/upstream_client.ts";
 import { accessLogOf, createBufferedSink, createJsonLogger } from "./adapters/log_json.ts";
-import { createPromMetrics, withMetricsEndpoint } from "./adapters/metrics_prom.ts";
+import {
+  createPromMetrics,
+  PLAIN_HTTP_ROUTE,
+  withMetricsEndpoint,
+} from "./adapters/metrics_prom.ts";
 import type { AdminCallbacks } from "./adapters/admin.ts";
 import { followAdmin } from "./adapters/admin_follow.ts";
 import { buildStatus, createStatusRecorder, listenerViews } from "./adapters/admin_status.ts";
@@ -110,7 +115,7 @@ export async function startServer(
   });
 
   const websockets = createWebSocketProxy({ logger, metrics });
-  const handler = createHandler({
+  const pipelineDeps: PipelineDeps = {
     snapshot: () => current,
     upstream,
     files,
@@ -125,7 +130,8 @@ export async function startServer(
     accessPending,
     upstreams,
     websocket: websockets,
-  });
+  };
+  const handler = createHandler(pipelineDeps);
   const targetsOf = (
     snap: Snapshot,
   ) => [...new Set(snap.router.entries.flatMap((e) => e.value.targets))];
@@ -158,6 +164,7 @@ export async function startServer(
     metrics,
     acme: opts.acme,
     serve: serveHandler,
+    observe: (h) => observedHandler(h, { deps: pipelineDeps, label: PLAIN_HTTP_ROUTE }),
     // Before the first certificate there is no HTTPS listener yet: the configured port, not 443.
     httpsPort: () => set.get("main")?.port ?? configuredPort(config.listen_addr),
     onCertificate: () => {

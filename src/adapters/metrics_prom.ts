@@ -50,6 +50,8 @@ export const LATENCY_BUCKETS = [
 
 /** The route label of requests that matched no route (kept by routesConfigured). */
 export const NO_ROUTE = "(none)";
+/** The route label of requests on the plain-HTTP listener (HTTPS redirects, ACME challenges). */
+export const PLAIN_HTTP_ROUTE = "(plain_http)";
 /** RFC 9110 §9's methods and PATCH (RFC 5789). */
 const METHODS = new Set([
   "GET",
@@ -291,7 +293,7 @@ export function createPromMetrics(
       backendHealth.set({ backend }, healthy ? 1 : 0);
     },
     routesConfigured(routes) {
-      const keep = new Set([...routes, NO_ROUTE]);
+      const keep = new Set([...routes, NO_ROUTE, PLAIN_HTTP_ROUTE]);
       const metrics = [
         requests,
         requestDuration,

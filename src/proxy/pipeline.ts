@@ -51,6 +51,23 @@ export function createHandler(deps: PipelineDeps): Handler {
   };
 }
 
+/**
+ * Wraps a handler that answers outside the routes (the plain-HTTP listener: redirects to HTTPS,
+ * ACME challenges) so that its requests get metrics and access lines too, under route `label`.
+ */
+export function observedHandler(
+  inner: Handler,
+  o: { deps: PipelineDeps; label: string },
+): Handler {
+  const nextId = requestIdSource(o.deps.random ?? Math.random);
+  return async (req, info) => {
+    const ctx = identify(req, info, o.deps, nextId);
+    const res = await inner(req, info);
+    record(ctx, o.deps, res, o.label);
+    return res;
+  };
+}
+
 function identify(
   req: Request,
   info: ClientInfo,
@@ -204,9 +221,9 @@ function finish(ctx: RequestContext, res: Response): Response {
   }
 }
 
-function record(ctx: RequestContext, deps: PipelineDeps, res: Response): void {
+function record(ctx: RequestContext, deps: PipelineDeps, res: Response, label?: string): void {
   const seconds = (deps.clock.monotonic() - ctx.start) / 1000;
-  const routeLabel = ctx.route?.id ?? "(none)";
+  const routeLabel = label ?? ctx.route?.id ?? "(none)";
   const status = ctx.loggedStatus ?? res.status;
   deps.metrics.request(routeLabel, ctx.req.method, status, seconds);
   const access = deps.access;

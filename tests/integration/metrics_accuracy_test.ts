@@ -1,8 +1,10 @@
-// Metric values after a known sequence of requests through a real Prox, read from the admin
-// listener's exposition.
+// Metric values (and access lines) after a known sequence of requests through a real Prox, read
+// from the admin listener's exposition.
 import assert from "node:assert/strict";
-import { startUpstream, waitFor } from "../_harness.ts";
+import { ROOT, startUpstream, waitFor } from "../_harness.ts";
 import { startProxy } from "./_proxy.ts";
+import { silentLogger } from "../../src/ports.ts";
+import type { Logger } from "../../src/ports.ts";
 
 /** The value of one series in an exposition, or undefined when absent. */
 function value(text: string, series: string): number | undefined {
@@ -39,4 +41,44 @@ routes: { "/": { type: proxy, target: "${up.url}", retries: { attempts: 0 } } }
   assert.equal(value(text, `prox_backend_requests_total{${backend},status="200"}`), 1);
   assert.equal(value(text, `prox_backend_requests_total{${backend},status="599"}`), undefined);
   assert.equal(value(text, `prox_backend_request_duration_seconds_count{${backend}}`), 1);
+});
+
+Deno.test("metrics and access log: requests on the plain-HTTP listener are counted and logged", async () => {
+  const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const httpPort = (probe.addr as Deno.NetAddr).port;
+  probe.close();
+  const lines: Record<string, unknown>[] = [];
+  const logger: Logger = { ...silentLogger, info: (m, f) => m === "access" && lines.push(f!) };
+  await using p = await startProxy(
+    `listen_addr: "127.0.0.1:0"
+tls: { cert_path: "${ROOT}/tests/fixtures/tls/cert.pem", key_path: "${ROOT}/tests/fixtures/tls/key.pem" }
+admin: { listen_addr: "127.0.0.1:0" }
+http_redirect: { listen_addr: "127.0.0.1:${httpPort}" }
+health_check: { enabled: false }
+log: { access_log: json }
+routes: { "/": { type: redirect, target: "/x" } }
+`,
+    { keepListen: true, tls: true, logger },
+  );
+  for (let i = 0; i < 2; i++) {
+    const res = await fetch(`http://127.0.0.1:${httpPort}/a?b=1`, { redirect: "manual" });
+    await res.body?.cancel();
+    assert.equal(res.status, 308);
+  }
+  const text = await (await fetch(`http://127.0.0.1:${p.server.admin!.port}/metrics`)).text();
+  assert.equal(
+    value(text, 'prox_requests_total{route="(plain_http)",method="GET",status="308"}'),
+    2,
+  );
+  const line = await waitFor(() => lines.find((l) => l.path === "/a"), { what: "an access line" });
+  assert.equal(line.status, 308);
+  assert.equal(line.tls, false);
+  // A reload keeps the series (it belongs to no configured route).
+  const reload = await p.server.reload();
+  assert.equal(reload.ok, true);
+  const after = await (await fetch(`http://127.0.0.1:${p.server.admin!.port}/metrics`)).text();
+  assert.equal(
+    value(after, 'prox_requests_total{route="(plain_http)",method="GET",status="308"}'),
+    2,
+  );
 });
