@@ -162,16 +162,23 @@ function headerValue(name: string, value: string, path: (string | number)[], c: 
       hint: "Remove it from the rule",
     });
   }
-  if (/[\r\n\0]/.test(value)) {
-    c.problems.push({ path, message: `Header value for "${name}" contains CR, LF or NUL` });
-  } else if (/[\u0100-\uffff]/.test(value)) {
+  const t = template(value, path, c);
+  // Checked once {env.NAME} is resolved: a variable's value goes into the field too.
+  const fixed = t.parts.filter((p) => typeof p === "string").join("");
+  if (/[^\t\x20-\x7e\x80-\uffff]/.test(fixed)) {
+    // Sent, such a value would end the field early (CR, LF) or make the server fail.
+    c.problems.push({
+      path,
+      message: `Header value for "${name}" contains a control character (CR, LF, NUL, …)`,
+    });
+  } else if (/[\u0100-\uffff]/.test(fixed)) {
     // A field value is bytes: such a value would be dropped on every request.
     c.problems.push({
       path,
       message: `Header value for "${name}" has characters a header cannot carry (beyond Latin-1)`,
     });
   }
-  return template(value, path, c);
+  return t;
 }
 
 /** Compiles header rules for one side; problems are appended to `problems`. */

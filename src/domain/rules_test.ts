@@ -36,3 +36,20 @@ Deno.test("compileRouteRules refuses removing Host from the upstream request onl
   assert.deepEqual(problems({ response_headers: { remove: ["Host"] } }), []);
   assert.deepEqual(problems({ request_headers: { set: { Host: "backend.internal" } } }), []);
 });
+
+Deno.test("compileRouteRules refuses control characters in header values, also from {env.NAME}", () => {
+  const env = (n: string) =>
+    ({ BELL: "a\u0007b", NL: "a\nb", OK: "a\tb" } as Record<string, string>)[n];
+  const out: RuleProblem[] = [];
+  compileRouteRules({
+    response_headers: {
+      set: { "X-A": "x\u0001y", "X-B": "{env.BELL}", "X-C": "{env.NL}", "X-D": "{env.OK}" },
+    },
+  }, { env, problems: out });
+  assert.deepEqual(out.map((p) => p.path.join(".")), [
+    "response_headers.set.X-A",
+    "response_headers.set.X-B",
+    "response_headers.set.X-C",
+  ]);
+  assert.match(out[0].message, /contains a control character/);
+});
