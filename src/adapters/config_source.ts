@@ -56,7 +56,34 @@ function readCertificatePair(
       error: `Cannot read an unencrypted PEM private key from ${keyPath}`,
     };
   }
+  const unusable = unusableKey(key);
+  if (unusable) {
+    return {
+      field: "key_path",
+      error: `Private key ${keyPath} is ${unusable}: the TLS listener takes RSA of 2048 bits or ` +
+        "more, ECDSA P-256, P-384 or P-521, or Ed25519",
+    };
+  }
   return { notAfter: Date.parse(cert.validTo), keyMatches: cert.checkPrivateKey(key) };
+}
+
+const TLS_CURVES = new Set(["prime256v1", "secp384r1", "secp521r1"]);
+
+/**
+ * What makes a key one Deno's TLS (rustls) refuses, or null: its listener then fails to start
+ * with "failed to parse private key as RSA, ECDSA, or EdDSA" although the file is a fine key.
+ */
+function unusableKey(key: ReturnType<typeof createPrivateKey>): string | null {
+  const type = key.asymmetricKeyType;
+  const details = key.asymmetricKeyDetails;
+  if (type === "rsa") {
+    const bits = details?.modulusLength ?? 0;
+    return bits >= 2048 ? null : `an RSA key of ${bits} bits`;
+  }
+  if (type === "ec") {
+    return TLS_CURVES.has(details?.namedCurve ?? "") ? null : `on curve ${details?.namedCurve}`;
+  }
+  return type === "ed25519" ? null : `of type ${type}`;
 }
 
 /** Reads and validates the config source. */

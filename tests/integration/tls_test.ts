@@ -219,6 +219,55 @@ Deno.test("certificate files: a key that is not the first certificate's is a con
   }
 });
 
+interopTest(
+  "certificate files: a key Deno's TLS refuses is a config error, not a listener that fails to start",
+  [
+    "openssl",
+  ],
+  async () => {
+    const dir = await Deno.makeTempDir();
+    try {
+      const issues = async (name: string, keyArgs: string[]) => {
+        const [key, cert] = [`${dir}/${name}.key`, `${dir}/${name}.pem`];
+        const made = await run("openssl", [
+          "req",
+          "-x509",
+          ...keyArgs,
+          "-nodes",
+          "-keyout",
+          key,
+          "-out",
+          cert,
+          "-days",
+          "30",
+          "-subj",
+          "/CN=localhost",
+        ]);
+        assert.equal(made.code, 0, made.stderr);
+        const yaml = tlsConfig("http://127.0.0.1:9").replace(`${TLS}/cert.pem`, cert)
+          .replace(`${TLS}/key.pem`, key);
+        return (await loadSource({ text: yaml, name: "p.yaml" })).issues.map((i) => i.message);
+      };
+      // Valid keys that rustls cannot use: `prox validate` said valid, then serve failed with
+      // "failed to parse private key as RSA, ECDSA, or EdDSA".
+      assert.match(
+        (await issues("rsa1024", ["-newkey", "rsa:1024"])).join(),
+        /RSA key of 1024 bits/,
+      );
+      assert.match((await issues("ed448", ["-newkey", "ed448"])).join(), /of type ed448/);
+      const k1 = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:secp256k1"];
+      assert.match((await issues("k1", k1)).join(), /on curve secp256k1/);
+      assert.deepEqual(
+        await issues("p384", ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-384"]),
+        [],
+      );
+      assert.deepEqual(await issues("ed25519", ["-newkey", "ed25519"]), []);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);
+
 Deno.test("an IPv6 listen address serves over [::1]", async () => {
   await using up = await startUpstream(() => new Response("v6"));
   let server;
