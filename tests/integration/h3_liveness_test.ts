@@ -93,3 +93,50 @@ Deno.test("startH3Listener logs no warning when the client closes its connection
     await l.shutdown(0);
   }
 });
+
+Deno.test("H3Listener.shutdown lets a slow client take the whole response before closing", async () => {
+  const SIZE = 512 * 1024;
+  const l = await startH3Listener({
+    hostname: "127.0.0.1",
+    port: 0,
+    cert,
+    key,
+    logger: silentLogger,
+    handler: () =>
+      Promise.resolve(
+        new Response(new Uint8Array(SIZE), { headers: { "content-length": String(SIZE) } }),
+      ),
+  });
+  const conn = await Deno.connectQuic({
+    hostname: "127.0.0.1",
+    port: l.port,
+    serverName: "localhost",
+    caCerts: [ca],
+    alpnProtocols: ["h3"],
+  });
+  let down: Promise<void> | undefined;
+  try {
+    const s = await conn.createBidirectionalStream();
+    const w = s.writable.getWriter();
+    await w.write(encodeFrame(
+      FrameType.HEADERS,
+      encodeFieldSection([[":method", "GET"], [":scheme", "https"], [":authority", "localhost"], [
+        ":path",
+        "/",
+      ]]),
+    ));
+    await w.close();
+    // The server has written the whole response (it fits the flow-control window) when the
+    // shutdown starts; this client takes about a second to read it, longer than the old linger.
+    let got = 0;
+    for await (const chunk of s.readable) {
+      got += chunk.length;
+      down ??= l.shutdown(10_000);
+      await new Promise((ok) => setTimeout(ok, 200));
+    }
+    assert.ok(got > SIZE, `got ${got} bytes`); // the body and its frame headers
+  } finally {
+    conn.close(); // as clients do once idle after GOAWAY: the shutdown ends here, not at 10 s
+    await (down ?? l.shutdown(0));
+  }
+});

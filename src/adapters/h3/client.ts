@@ -75,6 +75,17 @@ export async function connectH3(opts: {
     critical.push(w);
   }
   let goawayId: number | null = null;
+  /** Requests awaiting their response; the connection is closed after GOAWAY once none are. */
+  let active = 0;
+  let closed = false;
+  const close = () => {
+    if (closed) return;
+    closed = true;
+    critical.length = 0; // referenced here so the streams live as long as the client
+    try {
+      conn.close({ closeCode: 0x100, reason: "" });
+    } catch { /* already closed */ }
+  };
   const readUni = (async () => {
     const reader = conn.incomingUnidirectionalStreams.getReader();
     try {
@@ -88,7 +99,10 @@ export async function connectH3(opts: {
             const type = await r.varint();
             if (type === null) return;
             const payload = await r.exact((await r.varint())!);
-            if (type === FrameType.GOAWAY) goawayId = parseSingleVarint(payload, "GOAWAY");
+            if (type === FrameType.GOAWAY) {
+              goawayId = parseSingleVarint(payload, "GOAWAY");
+              if (active === 0) close(); // as browsers do: nothing more to ask this server
+            }
           }
         })().catch(() => {});
       }
@@ -98,15 +112,6 @@ export async function connectH3(opts: {
       reader.releaseLock();
     }
   })();
-  let closed = false;
-  const close = () => {
-    if (closed) return;
-    closed = true;
-    critical.length = 0; // referenced here so the streams live as long as the client
-    try {
-      conn.close({ closeCode: 0x100, reason: "" });
-    } catch { /* already closed */ }
-  };
   return {
     conn,
     get goawayId() {
@@ -138,9 +143,14 @@ export async function connectH3(opts: {
         await w.close();
       })();
       writing.catch(() => {});
-      const res = await readResponse(new StreamReader(stream.readable));
-      await writing.catch(() => {});
-      return res;
+      active++;
+      try {
+        const res = await readResponse(new StreamReader(stream.readable));
+        await writing.catch(() => {});
+        return res;
+      } finally {
+        if (--active === 0 && goawayId !== null) close();
+      }
     },
     close,
     async [Symbol.asyncDispose]() {

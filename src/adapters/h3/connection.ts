@@ -70,6 +70,7 @@ export class H3Connection {
   #ctx: RequestContext | null = null;
   /** Runs only while requests are in flight (see ConnectionLimits.keepAliveMs). */
   #keepAlive: ReturnType<typeof setInterval> | undefined;
+  #lastResponseAt = -Infinity;
   /** Settled when the connection is closed, for any reason. */
   readonly closed: Promise<void>;
 
@@ -86,6 +87,11 @@ export class H3Connection {
   /** Requests being served right now. */
   get inFlight(): number {
     return this.#requests.size;
+  }
+
+  /** When the last response was written (Date.now()); now while one is in flight. */
+  get lastActive(): number {
+    return this.#requests.size > 0 ? Date.now() : this.#lastResponseAt;
   }
 
   /** Opens our streams and serves the peer's until the connection ends. */
@@ -151,6 +157,7 @@ export class H3Connection {
           .finally(() => {
             this.#requests.delete(p);
             this.#active.delete(id);
+            this.#lastResponseAt = Date.now();
             if (this.#requests.size === 0) {
               clearInterval(this.#keepAlive);
               this.#keepAlive = undefined;

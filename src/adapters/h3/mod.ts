@@ -79,21 +79,25 @@ export function quicTransportOptions(
 /** Shortest interval between two "connections refused" log lines. */
 const REFUSED_LOG_MS = 10_000;
 
-/** Longest wait after the drain for responses to be acknowledged before closing. */
+/** Wait after the drain before closing an idle connection (a request may cross the GOAWAY). */
 const LINGER_MS = 1000;
+/** Wait after a connection's last response for the client to take it all and close. */
+const UNACKED_MS = 10_000;
 
 /** GOAWAY on `all`, waits up to `graceMs` for their requests, then closes them. */
 async function drain(all: H3Connection[], graceMs: number, reason: string): Promise<void> {
   await Promise.all(all.map((c) => c.goaway()));
   const deadline = Date.now() + Math.max(0, graceMs);
   await within(Promise.all(all.map((c) => c.drained())), graceMs);
-  // A QUIC close drops data not yet acknowledged: give the last responses a moment to be
-  // acked, or let the clients close first (they do once idle after GOAWAY).
-  await within(
-    Promise.all(all.map((c) => c.closed)),
-    Math.min(LINGER_MS, deadline - Date.now()),
-  );
-  for (const c of all) c.close(H3Error.NO_ERROR, reason);
+  // A QUIC close drops data not yet acknowledged, and Deno cannot tell when it is: a response
+  // written in full may still be on its way to a slow client (up to its flow-control window).
+  // So let the clients close first (they do once idle after GOAWAY), giving a connection that
+  // answered recently UNACKED_MS from its last response, an idle one LINGER_MS.
+  await Promise.all(all.map(async (c) => {
+    const linger = Math.max(LINGER_MS, c.lastActive + UNACKED_MS - Date.now());
+    await within(c.closed, Math.min(linger, deadline - Date.now()));
+    c.close(H3Error.NO_ERROR, reason);
+  }));
 }
 
 /** Waits for `p` at most `ms` milliseconds. */
