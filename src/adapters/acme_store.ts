@@ -8,6 +8,7 @@
 // Private keys are written with mode 0600; every file is replaced atomically (write + rename).
 
 import { createPrivateKey, X509Certificate } from "node:crypto";
+import { wholeChain } from "./pem_chain.ts";
 
 /** The ACME account as stored beside its key. */
 export interface StoredAccount {
@@ -49,7 +50,7 @@ export interface AcmeStore {
   createAccountKey(pem: string): Promise<string>;
   readAccount(): Promise<StoredAccount | null>;
   writeAccount(account: StoredAccount): Promise<void>;
-  /** The stored pair, or null when absent, unreadable or when the key does not match. */
+  /** The stored pair, or null when absent, unreadable, truncated or when the key does not match. */
   readCertificate(): Promise<CertificatePair | null>;
   writeCertificate(pair: CertificatePair): Promise<void>;
   /** Changes whenever the stored certificate is replaced (mtime + size), null when absent. */
@@ -121,7 +122,8 @@ export async function openAcmeStore(
     async readCertificate() {
       const [cert, key] = await Promise.all([readOrNull(certPath), readOrNull(keyPath)]);
       if (!cert || !key) return null;
-      if (!pairMatches(cert, key)) return null;
+      // A truncated chain would stop the listener; null orders a new one.
+      if (!wholeChain(cert) || !pairMatches(cert, key)) return null;
       const meta = await readOrNull(metaPath).then((t) => t && JSON.parse(t)).catch(() => null);
       const directoryUrl = typeof meta?.directoryUrl === "string" ? meta.directoryUrl : undefined;
       return directoryUrl ? { cert, key, directoryUrl } : { cert, key };

@@ -40,6 +40,19 @@ Deno.test("openAcmeStore rejects a key that does not belong to the certificate",
     assert.equal(await store.readCertificate(), null);
   }));
 
+Deno.test("openAcmeStore rejects a truncated or damaged chain (the listener could not load it)", () =>
+  withStore(async (dir) => {
+    const ca = Deno.readTextFileSync(`${TLS}ca.pem`);
+    const store = await openAcmeStore(dir, { name: "example.com" });
+    await store.writeCertificate({ cert: cert + ca, key });
+    assert.deepEqual(await store.readCertificate(), { cert: cert + ca, key });
+    await store.writeCertificate({ cert: cert + ca.slice(0, 200), key });
+    assert.equal(await store.readCertificate(), null);
+    const damaged = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+    await store.writeCertificate({ cert: cert + damaged, key });
+    assert.equal(await store.readCertificate(), null);
+  }));
+
 Deno.test("openAcmeStore creates the account key once", () =>
   withStore(async (dir) => {
     const store = await openAcmeStore(dir, { name: "x" });

@@ -3,6 +3,7 @@
 
 import { createPrivateKey, X509Certificate } from "node:crypto";
 import { loadConfigText } from "../config/load.ts";
+import { pemBlock, wholeChain } from "./pem_chain.ts";
 import type { ConfigIssue } from "../config/parse.ts";
 import type { Config } from "../config/schema.ts";
 
@@ -38,17 +39,24 @@ function readCertificatePair(
   keyPath: string,
 ): { notAfter: number; keyMatches: boolean } | { error: string; field: "cert_path" | "key_path" } {
   let cert: X509Certificate;
+  let pem: string;
   try {
-    const pem = Deno.readTextFileSync(certPath);
-    // X509Certificate also takes DER, which the TLS listener does not.
-    if (!pem.includes("-----BEGIN CERTIFICATE-----")) throw new Error("not PEM");
-    cert = new X509Certificate(pem);
+    pem = Deno.readTextFileSync(certPath);
+    // The first certificate block (the file may also hold the key, which the listener skips).
+    cert = new X509Certificate(pemBlock(pem, "CERTIFICATE")!);
   } catch {
     return { field: "cert_path", error: `Cannot read a PEM certificate from ${certPath}` };
   }
+  if (!wholeChain(pem)) {
+    return {
+      field: "cert_path",
+      error:
+        `The certificate chain in ${certPath} is truncated or damaged (the listener cannot load it)`,
+    };
+  }
   let key: ReturnType<typeof createPrivateKey>;
   try {
-    key = createPrivateKey(Deno.readFileSync(keyPath));
+    key = createPrivateKey(pemBlock(Deno.readTextFileSync(keyPath), "PRIVATE KEY")!);
   } catch {
     // Encrypted keys too: the listener has no passphrase to open them with.
     return {

@@ -196,6 +196,23 @@ Deno.test("certificate files: a key that is not the first certificate's is a con
       `warning tls.cert_path: Certificate ${TLS}/expired.pem expired on 2020-02-01T00:00:00.000Z`,
     ]);
     assert.deepEqual(await issues(pair(`${TLS}/cert.pem`, `${TLS}/key.pem`)), []);
+    // One file holding certificate and key, as the listener accepts it.
+    const both = `${dir}/both.pem`;
+    await Deno.writeTextFile(
+      both,
+      Deno.readTextFileSync(`${TLS}/cert.pem`) + Deno.readTextFileSync(`${TLS}/key.pem`),
+    );
+    assert.deepEqual(await issues(pair(both, both)), []);
+    // A chain cut short: the listener refuses the whole file.
+    const cut = `${dir}/cut.pem`;
+    await Deno.writeTextFile(
+      cut,
+      Deno.readTextFileSync(`${TLS}/cert.pem`) +
+        Deno.readTextFileSync(`${TLS}/ca.pem`).slice(0, 300),
+    );
+    assert.deepEqual(await issues(pair(cut, `${TLS}/key.pem`)), [
+      `error tls.cert_path: The certificate chain in ${cut} is truncated or damaged (the listener cannot load it)`,
+    ]);
 
     // A reload onto a mismatched pair is refused; the running certificate keeps serving.
     const file = `${dir}/prox.yaml`;
