@@ -10,7 +10,7 @@ import { createHandler, observedHandler } from "./proxy/pipeline.ts";
 import type { PipelineDeps } from "./proxy/context.ts";
 import { createWebSocketProxy } from "./adapters/websocket_deno.ts";
 import { createListenerSet, tcpMigrateReq } from "./adapters/listener_set.ts";
-import { parseListenAddr } from "./config/listen.ts";
+import { formatListenAddr, parseListenAddr } from "./config/listen.ts";
 import { startMemoryReducer, trafficSeen } from "./adapters/gc_hint.ts";
 import { configFiles, filePrint, watchFiles } from "./adapters/config_watch.ts";
 import type { FileWatch } from "./adapters/config_watch.ts";
@@ -230,7 +230,7 @@ export async function startServer(
       }),
   });
   logger.info("Prox listening", {
-    addr: `${set.listeners[0].hostname}:${set.listeners[0].port}`,
+    addr: formatListenAddr(set.listeners[0]),
     tls: set.listeners[0].tls,
     routes: Object.keys(config.routes).length,
     worker: opts.worker?.index,

@@ -7,6 +7,7 @@
 import { Hono } from "hono";
 import { compress } from "hono/compress";
 import type { Logger } from "../ports.ts";
+import { formatListenAddr } from "../config/listen.ts";
 import type { ListenAddr } from "../config/listen.ts";
 import { statusPage } from "./admin_page.ts";
 import type { StatusJson } from "./admin_status.ts";
@@ -237,18 +238,18 @@ export function startAdmin(
     }, (req) => app.fetch(req));
   } catch (err) {
     throw new Error(
-      `Cannot listen on ${addr.hostname}:${addr.port} (admin): ${(err as Error).message}`,
+      `Cannot listen on ${formatListenAddr(addr)} (admin): ${(err as Error).message}`,
     );
   }
   const hasToken = Boolean(typeof opts.token === "function" ? opts.token() : opts.token);
   if (!hasToken && !isLoopback(server.addr.hostname)) {
     opts.logger.warn("Admin listener is reachable from the network without a token", {
-      addr: `${server.addr.hostname}:${server.addr.port}`,
+      addr: formatListenAddr(server.addr),
       fix: "set admin.token, or bind admin.listen_addr to 127.0.0.1",
     });
   }
   opts.logger.info("Admin listening", {
-    addr: `${server.addr.hostname}:${server.addr.port}`,
+    addr: formatListenAddr(server.addr),
     auth: hasToken ? "bearer token" : "none",
   });
   let done: Promise<void> | null = null;

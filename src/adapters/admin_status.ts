@@ -6,6 +6,7 @@ import { X509Certificate } from "node:crypto";
 import type { Metrics } from "../ports.ts";
 import type { Snapshot } from "../proxy/snapshot.ts";
 import { parseRouteKey } from "../domain/router.ts";
+import { formatListenAddr } from "../config/listen.ts";
 
 /** One upstream target and its health as last reported. */
 export interface UpstreamStatus {
@@ -125,11 +126,17 @@ export function listenerViews(
   named: readonly (readonly [string, { hostname: string; port: number; tls: boolean }])[],
   o: { h3: { port: number } | null; admin: { hostname: string; port: number } | null },
 ): { name: string; addr: string; tls: boolean }[] {
-  const views = named.map(([name, l]) => ({ name, addr: `${l.hostname}:${l.port}`, tls: l.tls }));
+  const views = named.map(([name, l]) => ({ name, addr: formatListenAddr(l), tls: l.tls }));
   const main = named.find(([name]) => name === "main")?.[1];
-  if (o.h3) views.push({ name: "http3 (udp)", addr: `${main?.hostname}:${o.h3.port}`, tls: true });
+  if (o.h3) {
+    views.push({
+      name: "http3 (udp)",
+      addr: formatListenAddr({ hostname: main?.hostname ?? "", port: o.h3.port }),
+      tls: true,
+    });
+  }
   if (o.admin) {
-    views.push({ name: "admin", addr: `${o.admin.hostname}:${o.admin.port}`, tls: false });
+    views.push({ name: "admin", addr: formatListenAddr(o.admin), tls: false });
   }
   return views;
 }

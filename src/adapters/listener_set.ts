@@ -2,7 +2,7 @@
 // and TLS material are unchanged keep running; changed ones are bound first (same port: with
 // SO_REUSEPORT), and only after the whole reload succeeded are the old ones drained.
 
-import { parseListenAddr } from "../config/listen.ts";
+import { formatListenAddr, parseListenAddr } from "../config/listen.ts";
 import type { ListenAddr } from "../config/listen.ts";
 import type { Config } from "../config/schema.ts";
 import type { Handler, Logger, Metrics } from "../ports.ts";
@@ -118,7 +118,7 @@ export function createListenerSet(opts: { logger: Logger; drainMs: () => number 
         if (outcome === "timeout") {
           // Deno cannot cut connections once a graceful shutdown began; process exit does.
           logger.warn("Drain timeout reached; remaining connections are cut at exit", {
-            addr: `${l.hostname}:${l.port}`,
+            addr: formatListenAddr(l),
             graceMs,
           });
         }
@@ -163,7 +163,7 @@ export function createListenerSet(opts: { logger: Logger; drainMs: () => number 
               ? " (rebinding a port in use needs SO_REUSEPORT: Linux and --unstable-net)"
               : "";
             throw new Error(
-              `Cannot listen on ${addr.hostname}:${addr.port}: ${(err as Error).message}${hint}`,
+              `Cannot listen on ${formatListenAddr(addr)}: ${(err as Error).message}${hint}`,
             );
           }
           const entry = { plan, listener, print };
@@ -189,14 +189,14 @@ export function createListenerSet(opts: { logger: Logger; drainMs: () => number 
           for (const e of fresh) {
             logger.info("Listener started", {
               id: e.plan.id,
-              addr: `${e.listener.hostname}:${e.listener.port}`,
+              addr: formatListenAddr(e.listener),
               tls: e.listener.tls,
             });
           }
           for (const e of replaced) {
             logger.info("Draining replaced listener", {
               id: e.plan.id,
-              addr: `${e.listener.hostname}:${e.listener.port}`,
+              addr: formatListenAddr(e.listener),
             });
             const p = drain(e.listener, opts.drainMs()).finally(() => draining.delete(p));
             draining.add(p);

@@ -93,3 +93,19 @@ Deno.test("ListenerSet stage binds nothing when one plan fails; commit after shu
     await set.shutdown(1000);
   }
 });
+
+Deno.test("ListenerSet logs an IPv6 listener as [host]:port", async () => {
+  const lines: string[] = [];
+  const logger = {
+    ...silentLogger,
+    info: (msg: string, f?: Record<string, unknown>) => void lines.push(`${msg} ${f?.addr}`),
+  };
+  const set = createListenerSet({ logger, drainMs: () => 1000 });
+  try {
+    (await set.stage([{ ...plan("main", 0), addr: { hostname: "::1", port: 0 } }])).commit();
+    const port = set.get("main")!.port;
+    assert.deepEqual(lines, [`Listener started [::1]:${port}`]);
+  } finally {
+    await set.shutdown(1000);
+  }
+});

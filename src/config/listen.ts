@@ -37,3 +37,8 @@ export function parseListenAddr(text: string): ListenAddr | string {
   }
   return { hostname: host, port: Number(portText) };
 }
+
+/** `host:port` as written in a config: IPv6 in brackets (`[::1]:443`), so the port stays clear. */
+export function formatListenAddr(a: ListenAddr): string {
+  return a.hostname.includes(":") ? `[${a.hostname}]:${a.port}` : `${a.hostname}:${a.port}`;
+}
