@@ -35,15 +35,49 @@ export interface BufferedSink {
 }
 
 /**
- * Batches lines into one write per `flushMs` (default 1 ms) or per `maxBytes` (64 KiB): under
- * load one syscall carries many access-log lines. A crash loses at most `flushMs` of lines.
+ * Bytes a write to a pipe keeps whole (POSIX PIPE_BUF on Linux): a longer one can interleave with
+ * another process's writes to the same pipe (the workers of `workers: N` share stdout).
+ */
+export const PIPE_BUF = 4096;
+
+/** UTF-8 length of a string (a surrogate pair counts 4). */
+function utf8Length(s: string): number {
+  let n = s.length;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c > 0x7f) n += c >= 0xd800 && c <= 0xdfff ? 1 : c > 0x7ff ? 2 : 1;
+  }
+  return n;
+}
+
+/**
+ * Batches lines into writes per `flushMs` (default 1 ms) or per `maxBytes` (64 KiB): under load
+ * one syscall carries many access-log lines. Each write is whole lines of at most `atomicBytes`
+ * (PIPE_BUF; only a longer line goes alone), so lines from several processes never interleave
+ * in a pipe. A crash loses at most `flushMs` of lines.
  */
 export function createBufferedSink(
-  opts: { flushMs?: number; maxBytes?: number; sink?: LineSink } = {},
+  opts: { flushMs?: number; maxBytes?: number; atomicBytes?: number; sink?: LineSink } = {},
 ): BufferedSink {
   const out = opts.sink ?? stdioSink;
   const flushMs = opts.flushMs ?? 1;
   const maxBytes = opts.maxBytes ?? 64 * 1024;
+  const atomic = opts.atomicBytes ?? PIPE_BUF;
+  const write = (lines: string[], stream: "stdout" | "stderr") => {
+    let chunk = "";
+    let bytes = 0;
+    for (const line of lines) {
+      const n = utf8Length(line);
+      if (bytes > 0 && bytes + n > atomic) {
+        out(chunk, stream);
+        chunk = "";
+        bytes = 0;
+      }
+      chunk += line;
+      bytes += n;
+    }
+    if (bytes > 0) out(chunk, stream);
+  };
   const pending: Record<"stdout" | "stderr", string[]> = { stdout: [], stderr: [] };
   let size = 0;
   let timer: ReturnType<typeof setTimeout> | undefined;
@@ -53,9 +87,9 @@ export function createBufferedSink(
     size = 0;
     for (const stream of ["stdout", "stderr"] as const) {
       if (pending[stream].length === 0) continue;
-      const text = pending[stream].join("");
+      const lines = pending[stream];
       pending[stream] = [];
-      out(text, stream);
+      write(lines, stream);
     }
   };
   const sink: LineSink = (line, stream) => {

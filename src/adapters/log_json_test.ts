@@ -5,6 +5,7 @@ import {
   createBufferedSink,
   createJsonLogger,
   formatClf,
+  PIPE_BUF,
   resolveLogLevel,
 } from "./log_json.ts";
 import type { LineSink } from "./log_json.ts";
@@ -91,6 +92,25 @@ Deno.test("formatClf writes Common and Combined Log Format with escaped quotes",
   const { lines, sink } = capture();
   createAccessLog("combined", { sink })(REC);
   assert.match(lines[0][1], /"curl\/8"\n$/);
+});
+
+Deno.test("createBufferedSink writes whole lines of at most PIPE_BUF bytes (no interleaving in a shared pipe)", () => {
+  const writes: string[] = [];
+  const b = createBufferedSink({ sink: (l) => void writes.push(l) });
+  const line = (i: number) => `{"n":${i},"ua":"${"é".repeat(300)}"}\n`; // 600 bytes of é
+  for (let i = 0; i < 100; i++) b.sink(line(i), "stdout");
+  const long = "x".repeat(PIPE_BUF + 10) + "\n";
+  b.sink(long, "stdout");
+  b.sink(line(100), "stdout");
+  b.flush();
+  const enc = new TextEncoder();
+  assert.ok(writes.length > 1);
+  assert.equal(writes.join(""), [...Array(100).keys()].map(line).join("") + long + line(100));
+  for (const w of writes) {
+    assert.ok(w.endsWith("\n"), "whole lines");
+    if (w !== long) assert.ok(enc.encode(w).length <= PIPE_BUF, `${enc.encode(w).length} bytes`);
+  }
+  assert.ok(writes.includes(long), "a longer line goes alone");
 });
 
 Deno.test("createBufferedSink batches lines into one write per flush and on size", async () => {
