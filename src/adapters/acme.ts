@@ -9,7 +9,7 @@ import type { Logger } from "../ports.ts";
 import { renewalAt, renewalReason, retryDelay, sanNames } from "../domain/acme_schedule.ts";
 import type { CertificateFacts } from "../domain/acme_schedule.ts";
 import { openAcmeStore } from "./acme_store.ts";
-import type { AcmeStore, CertificatePair } from "./acme_store.ts";
+import type { AcmeStore, CertificatePair, OrderLock } from "./acme_store.ts";
 import { directoryUrl, errorText, orderCertificate } from "./acme_order.ts";
 import type { AcmeConfig } from "./acme_order.ts";
 
@@ -116,6 +116,8 @@ export async function startAcme(
   let closed = false;
   let timer: ReturnType<typeof setTimeout> | undefined;
   let running: Promise<void> | null = null;
+  /** The order lock while this instance orders, and the timer that keeps it fresh. */
+  let held: { lock: OrderLock; heartbeat: ReturnType<typeof setInterval> } | null = null;
   let rerun = false;
   let signalReady: () => void = () => {};
   const readyPromise = new Promise<void>((r) => signalReady = r);
@@ -206,6 +208,7 @@ export async function startAcme(
     }
     // Keep the lock fresh while ordering, so a slow CA does not let a second instance in.
     const heartbeat = setInterval(() => void lock.refresh().catch(() => {}), staleMs / 3);
+    held = { lock, heartbeat };
     // A changed tls.acme is not held off (where an instance listens or mounts the store aside).
     const orderKey = JSON.stringify({ ...config, http_listen_addr: 0, storage_path: 0 });
     try {
@@ -273,6 +276,7 @@ export async function startAcme(
       );
     } finally {
       clearInterval(heartbeat);
+      held = null;
       await lock.release();
     }
   }
@@ -342,6 +346,12 @@ export async function startAcme(
       let t: ReturnType<typeof setTimeout> | undefined;
       await Promise.race([running, new Promise((r) => t = setTimeout(r, 2_000))]);
       clearTimeout(t);
+      // The process may exit before the order ends: a lock left behind would hold a restarted
+      // instance off until it is stale (10 min).
+      if (held) {
+        clearInterval(held.heartbeat);
+        await held.lock.release().catch(() => {});
+      }
     },
   };
 }

@@ -390,6 +390,42 @@ Deno.test("ACME: a reload rejected after ACME followed it (listener cannot bind)
   });
 });
 
+Deno.test("ACME: a shutdown during an order releases the order lock (a restart is not held off for 10 min)", async () => {
+  await withTempDir(async (dir) => {
+    await using up = await startUpstream(() => new Response("never"));
+    // A CA that accepts connections and never answers.
+    const ca = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const conns: Deno.Conn[] = [];
+    const accepting = (async () => {
+      for await (const c of ca) conns.push(c);
+    })();
+    const storage = `${dir}/acme`;
+    const server = await start(
+      acmeYaml({
+        ca: `https://127.0.0.1:${(ca.addr as Deno.NetAddr).port}/dir`,
+        storage,
+        httpPort: freePort(),
+        upstream: up.url,
+      }),
+      { retryBaseMs: 600_000, clientRetries: 0 },
+    );
+    try {
+      await waitFor(() => server.acme!.status().state === "ordering" && conns.length > 0, {
+        what: "an order in flight",
+      });
+      assert.ok(await Deno.stat(`${storage}/order.lock`));
+    } finally {
+      await server.shutdown();
+    }
+    await assert.rejects(Deno.stat(`${storage}/order.lock`), Deno.errors.NotFound);
+    // Let the abandoned order fail, so that nothing outlives the test.
+    ca.close();
+    for (const c of conns) c.close();
+    await accepting;
+    await waitFor(() => server.acme!.status().failures === 1, { what: "the abandoned order" });
+  });
+});
+
 Deno.test("ACME: a corrupt account key fails the order with a message naming the file", async () => {
   await withTempDir(async (dir) => {
     await using up = await startUpstream(() => new Response("never"));
