@@ -1,0 +1,235 @@
+// ACME without a CA that issues: an unreachable or hanging CA (back-off, lock release on
+// shutdown), a corrupt account key, and reloads around ACME (back-off kept, rejected reloads,
+// a switch from certificate files). Pebble-backed scenarios are in acme_test.ts.
+import assert from "node:assert/strict";
+import { ROOT, startUpstream, waitFor } from "../_harness.ts";
+import { startServer } from "../../src/server.ts";
+import { freePort } from "./_pebble.ts";
+import { acmeYaml, DOMAINS, memoryLogger, start, withTempDir } from "./_acme.ts";
+
+Deno.test("ACME: an unreachable CA is retried with exponential back-off while plain HTTP keeps serving", async () => {
+  await withTempDir(async (dir) => {
+    await using up = await startUpstream(() => new Response("never"));
+    const httpPort = freePort();
+    const yaml = acmeYaml({
+      ca: `https://127.0.0.1:${freePort()}/dir`,
+      storage: `${dir}/acme`,
+      httpPort,
+      upstream: up.url,
+    });
+    const logger = memoryLogger();
+    const server = await start(yaml, {
+      retryBaseMs: 40,
+      random: () => 0,
+      clientRetries: 0,
+      // Shorter than the back-off: the periodic check must not retry early.
+      checkIntervalMs: 5,
+    }, logger);
+    try {
+      await waitFor(() => server.acme!.status().failures >= 3, { what: "three failed orders" });
+      const status = server.acme!.status();
+      assert.equal(status.state, "failing");
+      assert.match(status.lastError!, /ACME server/);
+      assert.equal(server.ready(), false);
+      assert.equal(server.port, 0);
+      // random 0 → exactly half of base × 2^(n-1): 20, 40, 80 ms.
+      const delays = logger.lines.filter((l) => l.startsWith("error Cannot obtain ACME"))
+        .map((l) => JSON.parse(l.slice(l.indexOf("{"))).retryInMs);
+      assert.deepEqual(delays.slice(0, 3), [20, 40, 80]);
+      const at = logger.lines.flatMap((l, i) =>
+        l.startsWith("error Cannot obtain ACME") ? [logger.times[i]] : []
+      );
+      for (let i = 1; i < 3; i++) {
+        assert.ok(at[i] - at[i - 1] >= delays[i - 1] - 1, `retry ${i} came early: ${at}`);
+      }
+      const res = await fetch(`http://127.0.0.1:${httpPort}/`, { redirect: "manual" });
+      await res.body?.cancel();
+      assert.equal(res.status, 308);
+      const missing = await fetch(`http://127.0.0.1:${httpPort}/.well-known/acme-challenge/nope`);
+      assert.equal(missing.status, 404);
+      await missing.body?.cancel();
+    } finally {
+      await server.shutdown();
+    }
+  });
+});
+
+Deno.test("ACME: a reload from certificate files to ACME keeps serving the old certificate until the first one arrives", async () => {
+  await withTempDir(async (dir) => {
+    await using up = await startUpstream(() => new Response("still https"));
+    const tls = `${ROOT}/tests/fixtures/tls`;
+    const file = `${dir}/prox.yaml`;
+    const acme = acmeYaml({
+      ca: `https://127.0.0.1:${freePort()}/dir`, // unreachable: no certificate for a while
+      storage: `${dir}/acme`,
+      httpPort: freePort(),
+      upstream: up.url,
+    });
+    await Deno.writeTextFile(
+      file,
+      acme.replace(
+        /tls:[\s\S]*?routes:/,
+        `tls: { cert_path: "${tls}/cert.pem", key_path: "${tls}/key.pem" }\nroutes:`,
+      ),
+    );
+    const server = await startServer({ path: file }, {
+      logger: memoryLogger(),
+      watch: false,
+      acme: { retryBaseMs: 600_000, clientRetries: 0 },
+    });
+    const client = Deno.createHttpClient({ caCerts: [Deno.readTextFileSync(`${tls}/ca.pem`)] });
+    try {
+      await Deno.writeTextFile(file, acme);
+      assert.ok((await server.reload()).ok);
+      await waitFor(() => server.acme!.status().failures === 1, { what: "the failed order" });
+      const res = await fetch(`https://localhost:${server.port}/`, { client });
+      assert.equal(await res.text(), "still https");
+      assert.ok(server.ready());
+    } finally {
+      client.close();
+      await server.shutdown();
+    }
+  });
+});
+
+Deno.test("ACME: a reload rejected after ACME followed it (listener cannot bind) puts ACME back to the serving config", async () => {
+  await withTempDir(async (dir) => {
+    await using up = await startUpstream(() => new Response("never"));
+    const busy = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const tls = `${ROOT}/tests/fixtures/tls`;
+    const file = `${dir}/prox.yaml`;
+    const base = {
+      ca: `https://127.0.0.1:${freePort()}/dir`,
+      storage: `${dir}/acme`,
+      httpPort: freePort(),
+      upstream: up.url,
+    };
+    const onBusyPort = { ...base, httpPort: (busy.addr as Deno.NetAddr).port };
+    const files = (yaml: string) =>
+      yaml.replace(
+        /tls:[\s\S]*?routes:/,
+        `tls: { cert_path: "${tls}/cert.pem", key_path: "${tls}/key.pem" }\nroutes:`,
+      );
+    await Deno.writeTextFile(file, acmeYaml(base));
+    const server = await startServer({ path: file }, {
+      logger: memoryLogger(),
+      watch: false,
+      acme: { retryBaseMs: 600_000, clientRetries: 0 },
+    });
+    try {
+      await waitFor(() => server.acme!.status().failures === 1, { what: "the failed order" });
+      // Drops a domain, but the new challenge listener's address is taken: the reload fails.
+      await Deno.writeTextFile(file, acmeYaml({ ...onBusyPort, domains: ["prox.test"] }));
+      assert.equal((await server.reload()).ok, false);
+      assert.deepEqual(server.acme!.status().domains, DOMAINS);
+      // Certificate files now serving; a rejected switch back to ACME leaves ACME off.
+      await Deno.writeTextFile(file, files(acmeYaml(base)));
+      assert.ok((await server.reload()).ok);
+      assert.equal(server.acme, null);
+      await Deno.writeTextFile(file, acmeYaml(onBusyPort));
+      assert.equal((await server.reload()).ok, false);
+      assert.equal(server.acme, null);
+    } finally {
+      busy.close();
+      await server.shutdown();
+    }
+  });
+});
+
+Deno.test("ACME: a shutdown during an order releases the order lock (a restart is not held off for 10 min)", async () => {
+  await withTempDir(async (dir) => {
+    await using up = await startUpstream(() => new Response("never"));
+    // A CA that accepts connections and never answers.
+    const ca = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const conns: Deno.Conn[] = [];
+    const accepting = (async () => {
+      for await (const c of ca) conns.push(c);
+    })();
+    const storage = `${dir}/acme`;
+    const server = await start(
+      acmeYaml({
+        ca: `https://127.0.0.1:${(ca.addr as Deno.NetAddr).port}/dir`,
+        storage,
+        httpPort: freePort(),
+        upstream: up.url,
+      }),
+      { retryBaseMs: 600_000, clientRetries: 0 },
+    );
+    try {
+      await waitFor(() => server.acme!.status().state === "ordering" && conns.length > 0, {
+        what: "an order in flight",
+      });
+      assert.ok(await Deno.stat(`${storage}/order.lock`));
+    } finally {
+      await server.shutdown();
+    }
+    await assert.rejects(Deno.stat(`${storage}/order.lock`), Deno.errors.NotFound);
+    // Let the abandoned order fail, so that nothing outlives the test.
+    ca.close();
+    for (const c of conns) c.close();
+    await accepting;
+    await waitFor(() => server.acme!.status().failures === 1, { what: "the abandoned order" });
+  });
+});
+
+Deno.test("ACME: a corrupt account key fails the order with a message naming the file", async () => {
+  await withTempDir(async (dir) => {
+    await using up = await startUpstream(() => new Response("never"));
+    const storage = `${dir}/acme`;
+    await Deno.mkdir(storage);
+    await Deno.writeTextFile(`${storage}/account.key`, "-----BEGIN PRIVATE KEY-----\ntruncat");
+    const yaml = acmeYaml({
+      ca: `https://127.0.0.1:${freePort()}/dir`,
+      storage,
+      httpPort: freePort(),
+      upstream: up.url,
+    });
+    const server = await start(yaml, { retryBaseMs: 60_000, clientRetries: 0 });
+    try {
+      await waitFor(() => server.acme!.status().failures === 1, { what: "the failed order" });
+      assert.equal(
+        server.acme!.status().lastError,
+        `Cannot use the ACME account key ${storage}/account.key: it is not a PEM private key (remove it to register a new account)`,
+      );
+    } finally {
+      await server.shutdown();
+    }
+  });
+});
+
+Deno.test("ACME: a reload of other keys keeps the back-off after a failed order; a changed tls.acme retries at once", async () => {
+  await withTempDir(async (dir) => {
+    await using up = await startUpstream(() => new Response("never"));
+    const file = `${dir}/prox.yaml`;
+    const base = {
+      ca: `https://127.0.0.1:${freePort()}/dir`,
+      storage: `${dir}/acme`,
+      httpPort: freePort(),
+      upstream: up.url,
+    };
+    await Deno.writeTextFile(file, acmeYaml(base));
+    const server = await startServer({ path: file }, {
+      logger: memoryLogger(),
+      watch: false,
+      acme: { retryBaseMs: 600_000, random: () => 0, clientRetries: 0 },
+    });
+    try {
+      await waitFor(() => server.acme!.status().failures === 1, { what: "the first failed order" });
+      for (const s of ["5s", "6s", "7s"]) {
+        await Deno.writeTextFile(file, acmeYaml({ ...base, extra: `shutdown_timeout: ${s}` }));
+        assert.ok((await server.reload()).ok);
+        const status = server.acme!.status();
+        assert.ok(status.retryInMs! > 250_000, `back-off dropped: ${JSON.stringify(status)}`);
+        assert.equal(status.failures, 1);
+      }
+      await Deno.writeTextFile(file, acmeYaml({ ...base, domains: ["api.prox.test"] }));
+      assert.ok((await server.reload()).ok);
+      await waitFor(() => server.acme!.status().failures === 2, {
+        what: "an order for the new domains",
+      });
+      assert.equal(server.acme!.status().orders, 2);
+    } finally {
+      await server.shutdown();
+    }
+  });
+});
