@@ -32,6 +32,14 @@ export function protocolOf(req: Request, tls: boolean): Protocol {
   return tls ? "h2" : "h2c";
 }
 
+/**
+ * An IPv4 client of a dual-stack listener (`[::]:443`) as itself: "::ffff:10.0.0.1" → "10.0.0.1",
+ * so X-Forwarded-For, Forwarded, logs, rate-limit keys and `{client_ip}` name it as IPv4 does.
+ */
+export function unmapped(hostname: string): string {
+  return hostname.startsWith("::ffff:") && hostname.includes(".") ? hostname.slice(7) : hostname;
+}
+
 /** Starts a Deno.serve listener that calls `handler` for every request. */
 export function listen(
   addr: ListenAddr,
@@ -71,7 +79,7 @@ export function listen(
     recent.serverInfo = info;
     const remote = info.remoteAddr as Deno.NetAddr;
     const ci: ClientInfo = {
-      remoteAddr: { hostname: remote.hostname, port: remote.port },
+      remoteAddr: { hostname: unmapped(remote.hostname), port: remote.port },
       localPort,
       protocol: protocolOf(req, tls),
       tls,

@@ -306,6 +306,29 @@ routes: { "/": { type: proxy, target: "${up.url}" } }
   assert.equal(await res.text(), "v6");
 });
 
+Deno.test("a dual-stack listener names an IPv4 client as IPv4, not ::ffff:a.b.c.d", async () => {
+  await using up = await startUpstream((req) =>
+    new Response(`${req.headers.get("x-forwarded-for")} | ${req.headers.get("forwarded")}`)
+  );
+  let server;
+  try {
+    server = await startProxy(
+      `listen_addr: "[::]:0"
+health_check: { enabled: false }
+routes: { "/": { type: proxy, target: "${up.url}", forwarded: true } }
+`,
+      { keepListen: true },
+    );
+  } catch (err) {
+    if (String(err).includes("Address not available")) return; // no IPv6 here
+    throw err;
+  }
+  await using prox = server;
+  const res = await fetch(`http://127.0.0.1:${prox.port}/`);
+  // Was "::ffff:127.0.0.1 | for=\"[::ffff:127.0.0.1]\"…": an IPv4 allowlist upstream refused it.
+  assert.match(await res.text(), /^127\.0\.0\.1 \| for=127\.0\.0\.1;/);
+});
+
 interopTest("h2load drives h2c requests through Prox without errors", ["h2load"], async () => {
   await using up = await startUpstream(() => new Response("x".repeat(100)));
   await using prox = await startProxy(`
