@@ -302,6 +302,13 @@ function validateAcme(
       `renewal_days_before_expiry must be between 1 and 89, got ${acme.renewal_days_before_expiry}`,
     );
   }
+  if (acme.staging && acme.ca_url !== undefined) {
+    warn(
+      [...base, "staging"],
+      "staging: true has no effect: ca_url names the ACME directory",
+      "Remove staging, or remove ca_url to use Let's Encrypt's staging directory",
+    );
+  }
   if (acme.ca_url !== undefined && !/^https:\/\//.test(acme.ca_url)) {
     err([...base, "ca_url"], `ACME directory URL "${acme.ca_url}" must start with https://`);
   }
