@@ -208,6 +208,18 @@ export function isLoopback(hostname: string): boolean {
   return h === "::1" || h === "localhost" || /^(::ffff:)?127\./.test(h);
 }
 
+/**
+ * HEAD answered as GET without the body but with its Content-Length: Hono answers HEAD with a
+ * null body, for which Deno.serve sends `content-length: 0` (RFC 9110 §8.6: a HEAD response's
+ * Content-Length must be the GET one's).
+ */
+async function headAsGet(app: Hono, req: Request): Promise<Response> {
+  const res = await app.fetch(new Request(req.url, { method: "GET", headers: req.headers }));
+  const headers = new Headers(res.headers);
+  headers.set("content-length", String((await res.arrayBuffer()).byteLength));
+  return new Response(null, { status: res.status, statusText: res.statusText, headers });
+}
+
 /** Starts the admin app on its own listener. */
 export function startAdmin(
   addr: ListenAddr,
@@ -235,7 +247,7 @@ export function startAdmin(
         opts.logger.error("Admin request failed", { error: String(err) });
         return new Response("Internal error\n", { status: 500 });
       },
-    }, (req) => app.fetch(req));
+    }, (req) => req.method === "HEAD" ? headAsGet(app, req) : app.fetch(req));
   } catch (err) {
     throw new Error(
       `Cannot listen on ${formatListenAddr(addr)} (admin): ${(err as Error).message}`,

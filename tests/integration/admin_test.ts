@@ -168,6 +168,26 @@ Deno.test("admin /readyz turns 503 while draining; /healthz stays up without a t
   }
 });
 
+Deno.test("admin HEAD answers carry the GET Content-Length, not 0 (RFC 9110 §8.6)", async () => {
+  await using up = await startUpstream(() => new Response("hi"));
+  await withProx(configYaml(up.url), async (p) => {
+    const admin = `http://127.0.0.1:${p.admin!.port}`;
+    for (const [path, headers] of [["/healthz", {}], ["/config", auth]] as const) {
+      const got = await fetch(`${admin}${path}`, {
+        headers: { ...headers, "accept-encoding": "identity" },
+      });
+      const size = (await got.arrayBuffer()).byteLength;
+      const head = await fetch(`${admin}${path}`, {
+        method: "HEAD",
+        headers: { ...headers, "accept-encoding": "identity" },
+      });
+      await head.body?.cancel();
+      assert.equal(head.status, 200, path);
+      assert.equal(head.headers.get("content-length"), String(size), path);
+    }
+  });
+});
+
 Deno.test("access log: one record per request with request id, route, upstream and timing", async () => {
   await using up = await startUpstream(() => new Response("hello"));
   const lines: Record<string, unknown>[] = [];
