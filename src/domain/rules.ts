@@ -242,9 +242,11 @@ export function compileBodyRule(
 ): BodyRule | undefined {
   const c: Ctx = opts;
   if (spec.set_text !== undefined && spec.set_json !== undefined) {
+    // The Rust Prox loaded this and used set_text: its configs keep loading.
     c.problems.push({
       path: ["set_json"],
-      message: "set_text and set_json cannot both be set",
+      warning: true,
+      message: "set_text and set_json are both set: set_text is used, set_json ignored",
       hint: "Keep one of them",
     });
   }
@@ -268,7 +270,8 @@ export function compileBodyRule(
   }
   c.problems.push({
     path: [],
-    message: "Body rule sets nothing",
+    warning: true,
+    message: "Body rule sets nothing: it has no effect",
     hint: "Add set_text, set_json or content_type",
   });
   return undefined;

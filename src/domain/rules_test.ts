@@ -53,3 +53,17 @@ Deno.test("compileRouteRules refuses control characters in header values, also f
   ]);
   assert.match(out[0].message, /contains a control character/);
 });
+
+Deno.test("compileRouteRules loads the Rust Prox's body rules: set_text wins over set_json", () => {
+  const out: RuleProblem[] = [];
+  const rules = compileRouteRules({
+    response_body: { set_text: "t", set_json: { a: 1 } },
+    request_body: { condition: { method_is: "POST" } },
+  }, { env: () => undefined, problems: out });
+  assert.deepEqual(out.map((p) => [p.path.join("."), p.warning]), [
+    ["request_body", true],
+    ["response_body.set_json", true],
+  ]);
+  assert.equal(rules.responseBody?.body.kind, "text");
+  assert.equal(rules.requestBody, undefined);
+});
