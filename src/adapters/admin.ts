@@ -56,8 +56,9 @@ export function redactSecrets(value: unknown, key = ""): unknown {
     for (const [k, v] of Object.entries(value)) out[k] = redactSecrets(v, k);
     return out;
   }
-  if (typeof value === "string" && /^[a-z][a-z0-9+.-]*:\/\/[^/@]*:[^/@]*@/i.test(value)) {
-    return value.replace(/^([a-z][a-z0-9+.-]*:\/\/[^/@:]*):[^/@]*@/i, `$1:${REDACTED}@`);
+  // Up to the last "@" of the authority: URL parsers take a password with a raw "@" whole.
+  if (typeof value === "string" && /^[a-z][a-z0-9+.-]*:\/\/[^/@]*:[^/]*@/i.test(value)) {
+    return value.replace(/^([a-z][a-z0-9+.-]*:\/\/[^/@:]*):[^/]*@/i, `$1:${REDACTED}@`);
   }
   return value;
 }

@@ -181,6 +181,9 @@ Deno.test("redactSecrets and authorized edge cases", () => {
     a: ["http://x:[redacted]@h/", "plain"],
     password: "[redacted]",
   });
+  // A raw "@" in the password (new URL() takes it whole): nothing of it shows.
+  assert.equal(redactSecrets("redis://:p@ss@h:6379/0"), "redis://:[redacted]@h:6379/0");
+  assert.equal(redactSecrets("redis://u:p@s@s@h"), "redis://u:[redacted]@h");
   assert.equal(authorized(undefined, "t"), false);
   assert.equal(authorized("Bearer t", "t"), true);
   assert.equal(authorized("bearer  t", "t"), true);
