@@ -55,18 +55,27 @@ function withoutHopFields(res: Response): Response {
 function idleWatched(res: Response, idleMs: number, ctl: AbortController): Response {
   const reader = res.body!.getReader();
   let timer: ReturnType<typeof setTimeout> | undefined;
+  // Between pulls the client has yet to take the last chunk: a timeout then is the client's.
+  let reading = false;
   const arm = () => {
     clearTimeout(timer);
     timer = setTimeout(() => {
       reader.cancel().catch(() => {});
-      ctl.abort(new ProxyError("timeout", `Upstream was idle for ${idleMs} ms`));
+      ctl.abort(
+        reading ? new ProxyError("timeout", `Upstream was idle for ${idleMs} ms`) : new ProxyError(
+          "client_gone",
+          `The client read none of the response for ${idleMs} ms (timeouts.idle)`,
+        ),
+      );
     }, timerDelay(idleMs));
   };
   const body = new ReadableStream<Uint8Array>({
     start: arm,
     async pull(c) {
+      reading = true;
       try {
         const r = await reader.read();
+        reading = false;
         if (ctl.signal.aborted) throw ctl.signal.reason;
         if (r.done) {
           clearTimeout(timer);

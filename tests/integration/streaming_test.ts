@@ -1,7 +1,7 @@
 // Bodies stream in both directions: 1 GiB each way through a real Prox process with flat
 // memory, and server-sent events arrive one by one.
 import assert from "node:assert/strict";
-import { interopTest, run, startUpstream, waitFor } from "../_harness.ts";
+import { interopTest, ROOT, run, startUpstream, waitFor } from "../_harness.ts";
 import { memoryLogger } from "./_acme.ts";
 import { startProxy } from "./_proxy.ts";
 import { spawnProx } from "./_process.ts";
@@ -127,5 +127,50 @@ routes: { "/": { type: proxy, target: "${up.url}", timeouts: { idle: 200ms } } }
   const failed = () => logger.lines.find((l) => l.includes("Response body failed"));
   await waitFor(() => failed() !== undefined, { what: "the log line of the cut download" });
   // Was `timeout` "Upstream … was idle for 200 ms": the upstream had data; the client took none.
+  assert.match(failed()!, /"kind":"client_gone".*read none of the response for 200 ms/);
+});
+
+Deno.test("a client that stops reading a download from an HTTP/2 upstream is blamed too", async () => {
+  const tls = `${ROOT}/tests/fixtures/tls`;
+  const chunk = new Uint8Array(64 * 1024);
+  const upstreamCut = Promise.withResolvers<void>();
+  await using up = await startUpstream(() =>
+    new Response(
+      new ReadableStream({
+        pull: (ctl) => ctl.enqueue(chunk),
+        cancel: () => upstreamCut.resolve(),
+      }, { highWaterMark: 0 }),
+    ), {
+    cert: Deno.readTextFileSync(`${tls}/cert.pem`),
+    key: Deno.readTextFileSync(`${tls}/key.pem`),
+  });
+  const logger = memoryLogger();
+  await using prox = await startProxy(
+    `
+health_check: { enabled: false }
+routes:
+  "/":
+    type: proxy
+    target: "https://localhost:${up.port}"
+    tls: { ca_cert: "${tls}/ca.pem" }
+    timeouts: { idle: 200ms }
+`,
+    { logger },
+  );
+  const c = await Deno.connect({ hostname: "127.0.0.1", port: prox.port });
+  try {
+    // The fields fetch would send itself: the request goes over HTTP/2 (upstream_h2.ts).
+    await c.write(new TextEncoder().encode(
+      "GET /big HTTP/1.1\r\nHost: a.test\r\naccept-encoding: identity\r\naccept: */*\r\n" +
+        "accept-language: *\r\nuser-agent: t/1\r\n\r\n",
+    ));
+    await upstreamCut.promise;
+    const buf = new Uint8Array(1 << 20);
+    while (await c.read(buf) !== null) { /* what was buffered, then the cut */ }
+  } finally {
+    c.close();
+  }
+  const failed = () => logger.lines.find((l) => l.includes("Response body failed"));
+  await waitFor(() => failed() !== undefined, { what: "the log line of the cut download" });
   assert.match(failed()!, /"kind":"client_gone".*read none of the response for 200 ms/);
 });
