@@ -9,12 +9,18 @@ import type { Snapshot } from "./proxy/snapshot.ts";
 import { createHandler, observedHandler } from "./proxy/pipeline.ts";
 import type { PipelineDeps } from "./proxy/context.ts";
 import { createWebSocketProxy } from "./adapters/websocket_deno.ts";
-import { createListenerSet, tcpMigrateReq } from "./adapters/listener_set.ts";
+import {
+  createListenerSet,
+  ListenError,
+  listenKey,
+  tcpMigrateReq,
+} from "./adapters/listener_set.ts";
 import { formatListenAddr, parseListenAddr } from "./config/listen.ts";
 import { startMemoryReducer, trafficSeen } from "./adapters/gc_hint.ts";
 import { configFiles, filePrint, watchFiles } from "./adapters/config_watch.ts";
 import type { FileWatch } from "./adapters/config_watch.ts";
 import { formatIssue } from "./config/load.ts";
+import type { LoadResult } from "./config/load.ts";
 import { createUpstreamClient } from "./adapters/upstream_client.ts";
 import { accessLogOf, createBufferedSink, createJsonLogger } from "./adapters/log_json.ts";
 import {
@@ -282,10 +288,16 @@ export async function startServer(
   async function doReload(trigger: string): Promise<ReloadResult> {
     const at = Date.now();
     const file = "path" in source ? source.path : source.name;
-    const failed = (message: string): ReloadResult => {
-      logger.error("Reload failed; the current config keeps serving", { trigger, error: message });
-      const issues: ConfigIssue[] = [{ ...issueAt(file), message }];
-      return reloads.settle({ ok: false, version, issues, at, trigger });
+    let locate: LoadResult["locate"];
+    const failed = (message: string, key?: string[]): ReloadResult => {
+      const issue: ConfigIssue = key && locate
+        ? { ...issueAt(file), ...locate(key), path: key.join("."), message }
+        : { ...issueAt(file), message };
+      logger.error("Reload failed; the current config keeps serving", {
+        trigger,
+        error: key && locate ? formatIssue(issue) : message,
+      });
+      return reloads.settle({ ok: false, version, issues: [issue], at, trigger });
     };
     if (draining) {
       // Not a config failure (no metric, no failed-reload status): nothing keeps serving.
@@ -295,6 +307,7 @@ export async function startServer(
     }
     try {
       const next = await loadSource(source);
+      locate = next.locate;
       if (!next.config) {
         logger.error("Reload rejected; the current config keeps serving", {
           trigger,
@@ -359,7 +372,8 @@ export async function startServer(
     } catch (err) {
       // ACME may have followed the rejected config (domains it removed): back to the serving one.
       await certs.follow(config).catch(() => {});
-      return failed(`Cannot reload: ${err instanceof Error ? err.message : String(err)}`);
+      const message = `Cannot reload: ${err instanceof Error ? err.message : String(err)}`;
+      return failed(message, err instanceof ListenError ? listenKey(err.planId) : undefined);
     }
   }
 

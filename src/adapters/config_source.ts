@@ -3,6 +3,7 @@
 
 import { createPrivateKey, X509Certificate } from "node:crypto";
 import { loadConfigText } from "../config/load.ts";
+import type { LoadResult } from "../config/load.ts";
 import { pemBlock, wholeChain } from "./pem_chain.ts";
 import type { ConfigIssue } from "../config/parse.ts";
 import type { Config } from "../config/schema.ts";
@@ -97,7 +98,7 @@ function unusableKey(key: ReturnType<typeof createPrivateKey>): string | null {
 /** Reads and validates the config source. */
 export async function loadSource(
   source: ConfigSource,
-): Promise<{ config?: Config; issues: ConfigIssue[] }> {
+): Promise<LoadResult> {
   if ("text" in source) return loadConfigText(source.text, { file: source.name, env: denoEnv });
   const bytes = await Deno.readFile(source.path);
   let text: string;

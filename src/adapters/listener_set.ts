@@ -52,6 +52,20 @@ export function listenerPlans(
   return plans;
 }
 
+/** A listener that could not be bound; `planId` says which (for locating it in the config). */
+export class ListenError extends Error {
+  constructor(message: string, readonly planId: string) {
+    super(message);
+  }
+}
+
+/** The config key of a plan's address (`main` → `listen_addr`). */
+export function listenKey(planId: string): string[] {
+  if (planId === "http_redirect") return ["http_redirect", "listen_addr"];
+  if (planId === "acme_http") return ["tls", "acme", "http_listen_addr"];
+  return ["listen_addr"];
+}
+
 function addrOf(text: string): ListenAddr {
   const addr = parseListenAddr(text);
   if (typeof addr === "string") throw new Error(addr);
@@ -162,8 +176,9 @@ export function createListenerSet(opts: { logger: Logger; drainMs: () => number 
             const hint = sameAddr && !REUSE_PORT
               ? " (rebinding a port in use needs SO_REUSEPORT: Linux and --unstable-net)"
               : "";
-            throw new Error(
+            throw new ListenError(
               `Cannot listen on ${formatListenAddr(addr)}: ${(err as Error).message}${hint}`,
+              plan.id,
             );
           }
           const entry = { plan, listener, print };

@@ -10,15 +10,17 @@ import type { Config } from "./schema.ts";
 export interface LoadResult {
   config?: Config;
   issues: ConfigIssue[];
+  /** Where a key path sits in the text (for problems found later, e.g. a reload's bind error). */
+  locate?: (path: (string | number)[]) => { line: number; col: number };
 }
 
 /** Parses and validates config text; `config` is set only when no issue is an error. */
 export function loadConfigText(text: string, opts: { file: string; env: ValidateEnv }): LoadResult {
   const parsed = parseConfig(text, opts.file);
-  if (!parsed.config) return { issues: parsed.issues };
+  if (!parsed.config) return { issues: parsed.issues, locate: parsed.locate };
   const issues = [...parsed.issues, ...validateConfig(parsed.config, parsed, opts)];
   const ok = !issues.some((i) => i.severity === "error");
-  return { config: ok ? parsed.config : undefined, issues };
+  return { config: ok ? parsed.config : undefined, issues, locate: parsed.locate };
 }
 
 /** One issue as text: `file:line:col: error: path: message` plus hint and excerpt lines. */

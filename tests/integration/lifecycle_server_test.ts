@@ -103,10 +103,13 @@ Deno.test("reload that cannot bind is rejected and the current listener keeps se
   try {
     const port = server.port;
     const taken = (blocker.addr as Deno.NetAddr).port;
-    await Deno.writeTextFile(file, config(`127.0.0.1:${taken}`));
+    await Deno.writeTextFile(file, "# port moved\n" + config(`127.0.0.1:${taken}`));
     const result = await server.reload({ trigger: "test" });
     assert.equal(result.ok, false);
     assert.match(result.issues[0].message, /Cannot listen on 127\.0\.0\.1:\d+/);
+    // Located at the address that could not be bound, not at the file's first line.
+    const { path, line, col } = result.issues[0];
+    assert.deepEqual({ path, line, col }, { path: "listen_addr", line: 2, col: 1 });
     assert.equal(server.port, port);
     assert.equal(server.snapshot().version, 1);
     assert.equal(await answers(`http://127.0.0.1:${port}/`), 307);
