@@ -51,10 +51,40 @@ export function statusMatcher(sel: number | string | (number | string)[]): (s: n
   return (s) => ranges.some(([lo, hi]) => s >= lo && s <= hi);
 }
 
-/** Compiles a regex from config, or returns the error message. */
+/**
+ * The Rust Prox's regexes (Rust `regex` syntax) in JavaScript terms: leading inline flags
+ * (`(?i)json`, which JavaScript refuses) become flags, `(?P<name>` becomes `(?<name>`, and `\A` and
+ * `\z`, which JavaScript reads as the letters A and z, become `^` and `$`.
+ */
+function fromRustSyntax(source: string): { source: string; flags: string } {
+  const lead = /^\(\?([ims]+)\)/.exec(source);
+  const flags = lead ? [...new Set(lead[1])].join("") : "";
+  let out = "";
+  let inClass = false;
+  for (let i = lead ? lead[0].length : 0; i < source.length; i++) {
+    const c = source[i];
+    if (c === "\\" && i + 1 < source.length) {
+      const next = source[++i];
+      out += !inClass && next === "A" ? "^" : !inClass && next === "z" ? "$" : c + next;
+    } else if (c === "[") {
+      inClass = true;
+      out += c;
+    } else if (c === "]") {
+      inClass = false;
+      out += c;
+    } else if (!inClass && source.startsWith("(?P<", i)) {
+      out += "(?<";
+      i += 3;
+    } else out += c;
+  }
+  return { source: out, flags };
+}
+
+/** Compiles a regex from config (JavaScript or the seed's Rust syntax), or returns the error. */
 export function compileRegex(source: string): RegExp | string {
   try {
-    return new RegExp(source);
+    const r = fromRustSyntax(source);
+    return new RegExp(r.source, r.flags);
   } catch (err) {
     return `Invalid regular expression /${source}/: ${err instanceof Error ? err.message : err}`;
   }

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { compileCondition, parseStatusSelector } from "./conditions.ts";
+import { compileCondition, compileRegex, parseStatusSelector } from "./conditions.ts";
 import type { ConditionInput } from "./conditions.ts";
 
 const input = (over: Partial<ConditionInput> = {}): ConditionInput => ({
@@ -46,4 +46,21 @@ Deno.test("parseStatusSelector accepts codes, classes and ranges", () => {
   assert.deepEqual(parseStatusSelector("500-504"), [500, 504]);
   assert.equal(typeof parseStatusSelector("6xx"), "string");
   assert.equal(typeof parseStatusSelector("504-500"), "string");
+});
+
+Deno.test("compileRegex reads the Rust Prox's regex syntax: inline flags, (?P<name>, \\A and \\z", () => {
+  const re = (s: string) => {
+    const r = compileRegex(s);
+    assert.ok(r instanceof RegExp, String(r));
+    return r;
+  };
+  assert.ok(re("(?i)^application/json").test("Application/JSON; charset=utf-8"));
+  assert.ok(re("(?is)a.b").test("A\nB"));
+  assert.ok(re("\\A/api\\z").test("/api"));
+  assert.ok(!re("\\A/api\\z").test("/api/x"));
+  assert.ok(!re("\\A/api\\z").test("A/apiz/x"));
+  assert.equal(re("(?P<id>\\d+)").exec("/u/42")?.groups?.id, "42");
+  assert.ok(re("[\\A]").test("A"), "inside a class \\A stays as it was");
+  assert.ok(re("\\\\A").test("\\A"), "an escaped backslash is not \\A");
+  assert.equal(typeof compileRegex("(?x) a b"), "string");
 });
