@@ -82,7 +82,10 @@ export function applyHeaderRules(
       if (append) headers.append(name, value);
       else headers.set(name, value);
     } catch {
-      opts.logger.warn("Header rule skipped: invalid header value", { header: name });
+      opts.logger.warn("Header rule skipped: invalid header value", {
+        header: name,
+        requestId: opts.requestId,
+      });
     }
   };
   for (const [name, t] of rules.set) put(name, expand(t, opts.values), false);
