@@ -130,6 +130,22 @@ function condition(spec: ConditionSpec | undefined, c: Ctx): Predicate {
       c.problems.push({ path: base, message: `Invalid header name "${h.name}"` });
     }
   }
+  const methods = spec.method_is === undefined
+    ? []
+    : Array.isArray(spec.method_is)
+    ? spec.method_is
+    : [spec.method_is];
+  for (const m of methods) {
+    // "GET, POST" would be compared as one method and never match.
+    if (!TOKEN.test(m)) {
+      c.problems.push({
+        path: [...base, "method_is"],
+        warning: true,
+        message: `"${m}" is no method: the condition never holds`,
+        hint: "Give several methods as a list: [GET, POST]",
+      });
+    }
+  }
   if (spec.status_is !== undefined) {
     const sels = Array.isArray(spec.status_is) ? spec.status_is : [spec.status_is];
     for (const s of sels) {

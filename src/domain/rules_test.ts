@@ -67,3 +67,22 @@ Deno.test("compileRouteRules loads the Rust Prox's body rules: set_text wins ove
   assert.equal(rules.responseBody?.body.kind, "text");
   assert.equal(rules.requestBody, undefined);
 });
+
+Deno.test("compileRouteRules warns about a method_is that is no method (a comma list in one string)", () => {
+  const out: RuleProblem[] = [];
+  compileRouteRules({ request_headers: { condition: { method_is: "GET, POST" } } }, {
+    env: () => undefined,
+    problems: out,
+  });
+  assert.deepEqual(out.map((p) => [p.path.join("."), p.message, p.warning]), [
+    [
+      "request_headers.condition.method_is",
+      '"GET, POST" is no method: the condition never holds',
+      true,
+    ],
+  ]);
+  assert.deepEqual(
+    problems({ request_headers: { condition: { method_is: ["get", "POST"] } } }),
+    [],
+  );
+});
