@@ -16,6 +16,7 @@ import {
   tcpMigrateReq,
 } from "./adapters/listener_set.ts";
 import { formatListenAddr, parseListenAddr } from "./config/listen.ts";
+import { timerDelay } from "./config/duration.ts";
 import { startMemoryReducer, trafficSeen } from "./adapters/gc_hint.ts";
 import { configFiles, filePrint, watchFiles } from "./adapters/config_watch.ts";
 import type { FileWatch } from "./adapters/config_watch.ts";
@@ -387,15 +388,17 @@ export async function startServer(
     watch?.close();
     await health.close();
     await certs.close();
-    await applying;
     const grace = config.shutdown_timeout;
     const deadline = Date.now() + grace;
     logger.info("Draining", { reason, graceMs: grace });
-    await reloads.idle();
+    // A reload or certificate swap under way finishes first, but one that is stuck (a config on
+    // a hung network file system) must not hold the drain past its deadline.
+    await within(grace, Promise.all([applying, reloads.idle()]));
+    const left = Math.max(0, deadline - Date.now());
     // Long-lived streams (WebSockets) are told to go away while requests drain.
     const hooks = Promise.allSettled(shutdownHooks.map((h) => h({ deadline, reason })));
     // HTTP/3 sends GOAWAY and drains under the same grace.
-    await Promise.all([set.shutdown(grace), h3.shutdown(grace), hooks]);
+    await Promise.all([set.shutdown(left), h3.shutdown(left), hooks]);
     await upstream.close();
     if (!opts.rateLimits) await rateLimits.close();
     await admin.shutdown();
@@ -438,6 +441,14 @@ export async function startServer(
     },
   };
   return server;
+}
+
+/** Waits for `p`, but at most `ms`. */
+async function within(ms: number, p: Promise<unknown>): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<void>((r) => timer = setTimeout(r, timerDelay(ms)));
+  await Promise.race([p.then(() => {}, () => {}), late]);
+  clearTimeout(timer);
 }
 
 /** An error issue about the config file as a whole (its first line). */

@@ -505,3 +505,32 @@ Deno.test("a reload asked for during shutdown is skipped, not counted as a faile
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("shutdown is not held past shutdown_timeout by a reload stuck reading the config", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "prox-stuck-reload-" });
+  const file = `${dir}/config.yaml`;
+  await Deno.writeTextFile(file, config("127.0.0.1:0").replace("5s", "500ms"));
+  const server = await startServer({ path: file }, { logger: captureLogger(), watch: false });
+  // A read that never ends, as on a hung network file system: a FIFO with no writer.
+  await Deno.remove(file);
+  const mk = await new Deno.Command("mkfifo", { args: [file] }).output();
+  assert.ok(mk.success);
+  const reloading = server.reload({ trigger: "SIGHUP" });
+  try {
+    const port = server.port;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const stopped = await Promise.race([
+      server.shutdown().then(() => true),
+      new Promise<false>((r) => timer = setTimeout(() => r(false), 3000)),
+    ]);
+    clearTimeout(timer);
+    assert.ok(stopped, "shutdown ended within its 500 ms grace (plus slack)");
+    assert.ok(await refused(port));
+  } finally {
+    // Gives the stuck read its end of file, so the reload ends (and fails).
+    (await Deno.open(file, { write: true })).close();
+    assert.equal((await reloading).ok, false);
+    await server.shutdown();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
