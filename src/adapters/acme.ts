@@ -135,8 +135,14 @@ export async function startAcme(
     loadedStamp = stamp;
     if (current && pair.cert === current.cert) return;
     if (now() >= f.notAfter && current) return; // keep serving what we have
+    // Nor trade it for one that lacks a configured name (an old file under a new first domain,
+    // an instance with fewer domains): the next pass orders one that covers them all.
+    if (current && facts && covers(facts) && !covers(f)) return;
     await install(pair, f, "storage");
   }
+
+  const covers = (f: CertificateFacts) =>
+    renewalReason(f, { domains: config.domains, now: 0, renewAt: Infinity }) !== "domains";
 
   async function install(pair: CertificatePair, f: CertificateFacts, from: string) {
     current = pair;
@@ -321,6 +327,12 @@ export async function startAcme(
       if (moved) {
         store = await openAcmeStore(config.storage_path, { name: config.domains[0] });
         loadedStamp = null;
+        // What is served now is stored under the new name too: a restart must not begin with
+        // an older file there.
+        if (current && facts && covers(facts)) {
+          await store.writeCertificate(current);
+          loadedStamp = await store.certificateStamp();
+        }
       }
       void check();
     },

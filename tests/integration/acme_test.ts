@@ -316,6 +316,51 @@ interopTest(
 );
 
 interopTest(
+  "ACME: a reload that makes another domain first never serves an older stored certificate lacking a configured name",
+  TOOLS,
+  () =>
+    withTempDir(async (dir) => {
+      const httpPort = freePort();
+      await using pebble = await startPebble({ httpPort, dir });
+      await using up = await startUpstream(() => new Response("ok"));
+      const file = `${dir}/prox.yaml`;
+      const base = { ca: pebble.directoryUrl, storage: `${dir}/acme`, httpPort, upstream: up.url };
+      const logger = memoryLogger();
+      // www.prox.test first, alone: www.prox.test.crt covers only it.
+      await Deno.writeTextFile(file, acmeYaml({ ...base, domains: ["www.prox.test"] }));
+      const server = await startServer({ path: file }, { logger, watch: false });
+      const issued = () => logger.lines.filter((l) => l.startsWith("info ACME certificate issued"));
+      try {
+        await waitFor(() => server.ready(), { timeoutMs: 30_000, what: "the first certificate" });
+        await Deno.writeTextFile(file, acmeYaml({ ...base, domains: DOMAINS }));
+        assert.ok((await server.reload()).ok);
+        await waitFor(() => issued().length === 2, {
+          timeoutMs: 30_000,
+          what: "the SAN certificate",
+        });
+        // www.prox.test first again: its old file lacks prox.test. The certificate served
+        // (which covers both) stays, and is stored under the new first name.
+        await Deno.writeTextFile(
+          file,
+          acmeYaml({ ...base, domains: ["www.prox.test", "prox.test"] }),
+        );
+        assert.ok((await server.reload()).ok);
+        const stored = (name: string) => Deno.readTextFileSync(`${dir}/acme/${name}.crt`);
+        await waitFor(() => stored("www.prox.test") === stored("prox.test"), {
+          what: "the served certificate stored under www.prox.test",
+        });
+        const fromStorage = logger.lines.filter((l) => l.includes('"from":"storage"'));
+        assert.deepEqual(fromStorage, [], fromStorage.join("\n"));
+        const got = await tlsGet(server.port, pebble.root);
+        assert.equal(got.names, "DNS:prox.test, DNS:www.prox.test");
+        assert.equal(issued().length, 2);
+      } finally {
+        await server.shutdown();
+      }
+    }),
+);
+
+interopTest(
   "ACME with workers: 2 (real prox serve processes): one order, every worker serves its certificate",
   TOOLS,
   () =>
