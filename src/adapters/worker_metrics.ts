@@ -40,9 +40,11 @@ export function createWorkerMetrics(opts: {
   const timeoutMs = opts.timeoutMs ?? 1000;
   const enc = new TextEncoder();
 
+  // Copies: prom-client's get() hands out its own series objects, and a `worker` label left in
+  // them made every later remove() of that series throw.
   const labelled = (json: MetricsJson, worker: number): MetricsJson => {
     for (const m of json) {
-      for (const v of m.values) (v.labels as Record<string, string>).worker = String(worker);
+      m.values = m.values.map((v) => ({ ...v, labels: { ...v.labels, worker: String(worker) } }));
     }
     return json;
   };
