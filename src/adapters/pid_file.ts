@@ -28,7 +28,12 @@ export function readPid(file: string): number | null {
 export async function writePid(file: string): Promise<void> {
   const tmp = `${file}.${Deno.pid}.tmp`;
   await Deno.writeTextFile(tmp, `${Deno.pid}\n`);
-  await Deno.rename(tmp, file);
+  try {
+    await Deno.rename(tmp, file);
+  } catch (err) {
+    await Deno.remove(tmp).catch(() => {});
+    throw err;
+  }
 }
 
 /** Removes `file` if it still holds our pid (a successor may have written its own). */

@@ -70,3 +70,16 @@ Deno.test({
     }
   },
 });
+
+Deno.test("writePid that cannot rename (the path is a directory) leaves no temporary file", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "prox-pid-" });
+  const file = `${dir}/prox.pid`;
+  try {
+    await Deno.mkdir(`${file}/inside`, { recursive: true });
+    await assert.rejects(writePid(file));
+    const names = [...Deno.readDirSync(dir)].map((e) => e.name);
+    assert.deepEqual(names, ["prox.pid"]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
