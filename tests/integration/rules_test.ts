@@ -159,7 +159,7 @@ routes:
   }
 });
 
-Deno.test("a replaced response body is a whole 200 answer; 204 and 304 keep theirs", async () => {
+Deno.test("a replaced response body is a whole 200 answer; 204, 205 and 304 keep theirs", async () => {
   await using up = await startUpstream((req) => {
     const path = new URL(req.url).pathname;
     if (path === "/partial") {
@@ -169,6 +169,7 @@ Deno.test("a replaced response body is a whole 200 answer; 204 and 304 keep thei
       });
     }
     if (path === "/cached") return new Response(null, { status: 304, headers: { etag: '"v1"' } });
+    if (path === "/reset") return new Response(null, { status: 205 });
     return new Response(null, { status: 204, headers: { "x-up": "1" } });
   });
   await using prox = await startProxy(`
@@ -189,6 +190,10 @@ routes:
   assert.equal(cached.status, 304);
   assert.equal(cached.headers.get("etag"), '"v1"');
   assert.equal(cached.headers.get("content-type"), null);
+  // A 205 with the replaced body could not be built: 500.
+  const reset = await fetch(`${prox.url}/reset`);
+  assert.equal(reset.status, 205);
+  assert.equal(await reset.text(), "");
   const empty = await fetch(`${prox.url}/none`);
   assert.equal(empty.status, 204);
   assert.equal(empty.headers.get("content-type"), null);

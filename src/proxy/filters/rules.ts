@@ -169,9 +169,9 @@ export function applyResponseRules(
     responseHeaders: res.headers,
   };
   const values = placeholderValues(ctx, res.status);
-  // A 204 or 304 has no content for a body rule to replace (RFC 9110 §15.3.5, §15.4.5): its
-  // validators (ETag, Last-Modified) must stay.
-  const nullBody = res.status === 204 || res.status === 304;
+  // A 204, 205 or 304 has no content for a body rule to replace (RFC 9110 §15.3.5, §15.3.6,
+  // §15.4.5; a Response with one cannot even be built): a 304's validators must stay.
+  const nullBody = res.status === 204 || res.status === 205 || res.status === 304;
   const bodyRule = !nullBody && rules.responseBody?.when(input) ? rules.responseBody : undefined;
   const headerRule = rules.responseHeaders?.when(input) ? rules.responseHeaders : undefined;
   if (!bodyRule && !headerRule) return res;
