@@ -180,21 +180,25 @@ function headerValue(name: string, value: string, path: (string | number)[], c: 
   }
   const t = template(value, path, c);
   // Checked once {env.NAME} is resolved: a variable's value goes into the field too.
-  const fixed = t.parts.filter((p) => typeof p === "string").join("");
-  if (/[^\t\x20-\x7e\x80-\uffff]/.test(fixed)) {
+  checkFieldValue(name, t.parts.filter((p) => typeof p === "string").join(""), path, c);
+  return t;
+}
+
+/** Reports a field value that could not be sent (Headers would throw on every request). */
+function checkFieldValue(name: string, value: string, path: (string | number)[], c: Ctx): void {
+  if (/[^\t\x20-\x7e\x80-\uffff]/.test(value)) {
     // Sent, such a value would end the field early (CR, LF) or make the server fail.
     c.problems.push({
       path,
       message: `Header value for "${name}" contains a control character (CR, LF, NUL, …)`,
     });
-  } else if (/[\u0100-\uffff]/.test(fixed)) {
+  } else if (/[\u0100-\uffff]/.test(value)) {
     // A field value is bytes: such a value would be dropped on every request.
     c.problems.push({
       path,
       message: `Header value for "${name}" has characters a header cannot carry (beyond Latin-1)`,
     });
   }
-  return t;
 }
 
 /** Compiles header rules for one side; problems are appended to `problems`. */
@@ -267,6 +271,9 @@ export function compileBodyRule(
     });
   }
   const when = condition(spec.condition, c);
+  if (spec.content_type !== undefined) {
+    checkFieldValue("Content-Type", spec.content_type, ["content_type"], c);
+  }
   if (spec.set_text !== undefined) {
     return {
       when,

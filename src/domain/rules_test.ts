@@ -86,3 +86,16 @@ Deno.test("compileRouteRules warns about a method_is that is no method (a comma 
     [],
   );
 });
+
+Deno.test("compileRouteRules refuses a content_type a header cannot carry", () => {
+  assert.deepEqual(
+    problems({
+      response_body: { set_text: "x", content_type: "text/plain; charset=€" },
+      request_body: { content_type: "text/plain\u0001" },
+    }),
+    [
+      'request_body.content_type: Header value for "Content-Type" contains a control character (CR, LF, NUL, …)',
+      'response_body.content_type: Header value for "Content-Type" has characters a header cannot carry (beyond Latin-1)',
+    ],
+  );
+});
