@@ -35,13 +35,14 @@ export function requestIdSource(random: () => number): () => string {
 /** Builds the Handler that every listener calls. */
 export function createHandler(deps: PipelineDeps): Handler {
   const nextId = requestIdSource(deps.random ?? Math.random);
+  const faults: FaultLog = new Map();
   return async (req: Request, info: ClientInfo): Promise<Response> => {
     const ctx = identify(req, info, deps, nextId);
     let res: Response;
     try {
       res = await handle(ctx, deps);
     } catch (err) {
-      res = failure(ctx, deps, err);
+      res = failure(ctx, deps, err, faults);
     }
     res = finish(ctx, res);
     record(ctx, deps, res);
@@ -174,7 +175,26 @@ async function handle(ctx: RequestContext, deps: PipelineDeps): Promise<Response
   }
 }
 
-function failure(ctx: RequestContext, deps: PipelineDeps, err: unknown): Response {
+/** Errors the client's own request caused: each is in the access log already. */
+const CLIENT_FAULTS: ReadonlySet<string> = new Set([
+  "bad_request",
+  "body_too_large",
+  "header_too_large",
+  "not_implemented",
+  "request_timeout",
+]);
+/** A client fault of one kind is logged at most once per this window, with a count. */
+const CLIENT_FAULT_WINDOW_MS = 10_000;
+
+/** Per error kind: when the next client-fault line may be written, and how many were held back. */
+type FaultLog = Map<string, { until: number; suppressed: number }>;
+
+function failure(
+  ctx: RequestContext,
+  deps: PipelineDeps,
+  err: unknown,
+  faults: FaultLog,
+): Response {
   const e = toProxyError(err, ctx.upstream ?? "");
   const fields = {
     requestId: ctx.requestId,
@@ -184,7 +204,17 @@ function failure(ctx: RequestContext, deps: PipelineDeps, err: unknown): Respons
     error: e.message,
   };
   if (e.kind === "internal") deps.logger.error("Request failed", { ...fields, stack: e.stack });
-  else if (e.kind !== "client_gone") deps.logger.warn("Request failed", fields);
+  else if (CLIENT_FAULTS.has(e.kind)) {
+    // A flood of bad requests must not flood the log.
+    const now = deps.clock.monotonic();
+    const f = faults.get(e.kind);
+    if (f && now < f.until) f.suppressed++;
+    else {
+      const more = f?.suppressed ? { suppressedSinceLast: f.suppressed } : {};
+      deps.logger.warn("Request failed", { ...fields, ...more });
+      faults.set(e.kind, { until: now + CLIENT_FAULT_WINDOW_MS, suppressed: 0 });
+    }
+  } else if (e.kind !== "client_gone") deps.logger.warn("Request failed", fields);
   if (e.kind === "client_gone") ctx.loggedStatus = 499; // nginx's convention; nobody sees the body
   return errorResponse(e.kind, ctx.requestId);
 }

@@ -201,3 +201,43 @@ routes: { "/": { type: proxy, target: "http://10.1.1.1", timeouts: { total: 20s 
   // The op sanitizer fails the test if the 20 s timer is still pending.
   await reader.cancel();
 });
+
+Deno.test("createHandler logs a client fault once per 10 s per kind, then with the count held back", async () => {
+  const { config } = loadConfigText(
+    `listen_addr: "127.0.0.1:0"
+health_check: { enabled: false }
+routes: { "/": { type: proxy, target: "http://10.1.1.1", max_request_body: 10 } }
+`,
+    { file: "t.yaml", env: { exists: () => true } },
+  );
+  const snapshot = buildSnapshot(config!, { version: 1 });
+  let now = 0;
+  const warned: Record<string, unknown>[] = [];
+  const handler = createHandler({
+    snapshot: () => snapshot,
+    upstream: { send: () => Promise.reject(new Error("unused")), close: () => Promise.resolve() },
+    files: { stat: () => Promise.resolve(null), open: () => Promise.resolve(null) },
+    clock: { now: () => 1_700_000_000_000 + now, monotonic: () => now },
+    logger: { ...silentLogger, warn: (_m, f) => void warned.push(f!) },
+    metrics: noopMetrics,
+    random: () => 0.5,
+  });
+  const big = () =>
+    new Request("http://h/x", {
+      method: "POST",
+      body: "x".repeat(100),
+      headers: { "content-length": "100" },
+    });
+  for (let i = 0; i < 5; i++) {
+    const res = await handler(big(), info);
+    await res.body?.cancel();
+    assert.equal(res.status, 413);
+    now += 1000;
+  }
+  assert.equal(warned.length, 1);
+  now += 10_000;
+  await (await handler(big(), info)).body?.cancel();
+  assert.equal(warned.length, 2);
+  assert.equal(warned[1].kind, "body_too_large");
+  assert.equal(warned[1].suppressedSinceLast, 4);
+});
