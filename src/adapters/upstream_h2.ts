@@ -49,16 +49,23 @@ function withoutHopFields(res: Response): Response {
 }
 
 /**
- * The response with its body watched: a pause longer than `idleMs` between chunks aborts the
- * exchange with a timeout, as the HTTP/1.1 client's idle timeout does (fetch has none).
+ * The response with its body watched: a pause longer than `idleMs` between chunks (0: none) aborts
+ * the exchange with a timeout, as the HTTP/1.1 client's idle timeout does (fetch has none), and a
+ * body that fails (the upstream reset the stream or went away) fails with an `upstream_reset`
+ * ProxyError, not fetch's bare TypeError (logged as an unhandled error).
  */
-function idleWatched(res: Response, idleMs: number, ctl: AbortController): Response {
+function idleWatched(
+  res: Response,
+  o: { idleMs: number; ctl: AbortController; origin: string },
+): Response {
+  const { idleMs, ctl, origin } = o;
   const reader = res.body!.getReader();
   let timer: ReturnType<typeof setTimeout> | undefined;
   // Between pulls the client has yet to take the last chunk: a timeout then is the client's.
   let reading = false;
   const arm = () => {
     clearTimeout(timer);
+    if (idleMs <= 0) return;
     timer = setTimeout(() => {
       reader.cancel().catch(() => {});
       ctl.abort(
@@ -86,7 +93,14 @@ function idleWatched(res: Response, idleMs: number, ctl: AbortController): Respo
         }
       } catch (err) {
         clearTimeout(timer);
-        c.error(err);
+        const why = ctl.signal.aborted ? ctl.signal.reason : err;
+        c.error(
+          why instanceof ProxyError ? why : new ProxyError(
+            "upstream_reset",
+            `Upstream "${origin}" ended the response body early: ${(err as Error)?.message ?? err}`,
+            { source: origin, cause: err },
+          ),
+        );
       }
     },
     cancel(reason) {
@@ -150,7 +164,9 @@ export function createH2Client(): UpstreamClient {
           client: clientFor(req),
           signal: ctl.signal,
         });
-        return withoutHopFields(t.idle > 0 && res.body ? idleWatched(res, t.idle, ctl) : res);
+        return withoutHopFields(
+          res.body ? idleWatched(res, { idleMs: t.idle, ctl, origin }) : res,
+        );
       } catch (err) {
         if (ctl.signal.aborted && ctl.signal.reason instanceof ProxyError) throw ctl.signal.reason;
         const msg = err instanceof Error ? err.message : String(err);

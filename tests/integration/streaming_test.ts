@@ -174,3 +174,44 @@ routes:
   await waitFor(() => failed() !== undefined, { what: "the log line of the cut download" });
   assert.match(failed()!, /"kind":"client_gone".*read none of the response for 200 ms/);
 });
+
+Deno.test("an HTTP/2 upstream that resets mid-body is an upstream failure, not an unhandled error", async () => {
+  const tls = `${ROOT}/tests/fixtures/tls`;
+  await using up = await startUpstream(() => {
+    let sent = false;
+    return new Response(
+      new ReadableStream({
+        async pull(ctl) {
+          if (sent) {
+            // Once the head is surely through: the stream is reset mid-body.
+            await new Promise((r) => setTimeout(r, 100));
+            return ctl.error(new Error("upstream failed mid-body"));
+          }
+          sent = true;
+          ctl.enqueue(new TextEncoder().encode("part"));
+        },
+      }, { highWaterMark: 0 }),
+    );
+  }, {
+    cert: Deno.readTextFileSync(`${tls}/cert.pem`),
+    key: Deno.readTextFileSync(`${tls}/key.pem`),
+  });
+  const logger = memoryLogger();
+  await using prox = await startProxy(
+    `
+health_check: { enabled: false }
+routes:
+  "/": { type: proxy, target: "https://localhost:${up.port}", tls: { ca_cert: "${tls}/ca.pem" } }
+`,
+    { logger },
+  );
+  // The fields fetch would send itself: the request goes over HTTP/2 (upstream_h2.ts).
+  const headers = { "accept-encoding": "identity", "accept-language": "*", "user-agent": "t/1" };
+  const res = await fetch(`${prox.url}/reset`, { headers });
+  await assert.rejects(res.text());
+  const failed = () => logger.lines.find((l) => /Response body failed|Unhandled error/.test(l));
+  await waitFor(() => failed() !== undefined, { what: "the log line of the cut body" });
+  // Was `error Unhandled error in request handler {"error":"TypeError: error reading a body…"}`.
+  assert.match(failed()!, /^warn .*"kind":"upstream_reset"/);
+  assert.deepEqual(logger.lines.filter((l) => l.startsWith("error")), []);
+});
