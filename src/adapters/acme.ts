@@ -10,7 +10,7 @@ import { renewalAt, renewalReason, retryDelay, sanNames } from "../domain/acme_s
 import type { CertificateFacts } from "../domain/acme_schedule.ts";
 import { openAcmeStore } from "./acme_store.ts";
 import type { AcmeStore, CertificatePair, OrderLock } from "./acme_store.ts";
-import { directoryUrl, errorText, orderCertificate } from "./acme_order.ts";
+import { directoryUrl, errorText, orderCertificate, retryAfterOf } from "./acme_order.ts";
 import type { AcmeConfig } from "./acme_order.ts";
 
 export type { AcmeConfig } from "./acme_order.ts";
@@ -267,7 +267,11 @@ export async function startAcme(
       failures++;
       lastError = errorText(err);
       state = "failing";
-      const delay = retryDelay(failures, { random: random(), baseMs: opts.retryBaseMs });
+      // At least as long as the CA asked (rate limits: Retry-After).
+      const delay = Math.max(
+        retryDelay(failures, { random: random(), baseMs: opts.retryBaseMs }),
+        retryAfterOf(err),
+      );
       logger.error("Cannot obtain ACME certificate", {
         domains: config.domains,
         error: lastError,

@@ -26,14 +26,40 @@ export interface ChallengeSink {
   remove(token: string): Promise<void>;
 }
 
+type OrderOptions = { store: AcmeStore; sink: ChallengeSink; logger: Logger; retries?: number };
+
+/** The longest Retry-After (ms) of a rate-limit answer during the order in progress. */
+let retryAfterSeen = 0;
+
 /**
  * Orders one SAN certificate for every configured domain, answering HTTP-01 through `sink`.
- * The certificate key is a fresh ECDSA P-256 key per order.
+ * The certificate key is a fresh ECDSA P-256 key per order. A failure after the CA answered
+ * "rate limited" carries its Retry-After (see `retryAfterOf`).
  */
 export async function orderCertificate(
   config: AcmeConfig,
-  opts: { store: AcmeStore; sink: ChallengeSink; logger: Logger; retries?: number },
+  opts: OrderOptions,
 ): Promise<CertificatePair> {
+  retryAfterSeen = 0;
+  try {
+    return await placeOrder(config, opts);
+  } catch (err) {
+    if (retryAfterSeen > 0) {
+      throw Object.assign(err instanceof Error ? err : new Error(String(err)), {
+        retryAfterMs: retryAfterSeen,
+      });
+    }
+    throw err;
+  }
+}
+
+/** How long the CA asked to wait (RFC 8555 §6.6, Retry-After) before this failed order, or 0. */
+export function retryAfterOf(err: unknown): number {
+  const ms = (err as { retryAfterMs?: unknown })?.retryAfterMs;
+  return typeof ms === "number" && ms > 0 ? ms : 0;
+}
+
+async function placeOrder(config: AcmeConfig, opts: OrderOptions): Promise<CertificatePair> {
   const { store, sink, logger } = opts;
   const acme = await import("acme-client");
   acme.setLogger((msg: string) => logger.debug("acme-client", { msg }));
@@ -41,6 +67,7 @@ export async function orderCertificate(
   const settings = (acme.axios.defaults as { acmeSettings?: { retryMaxAttempts: number } })
     .acmeSettings;
   if (settings) settings.retryMaxAttempts = opts.retries ?? 3;
+  stopLongWaits(acme.axios);
   // axios waits forever by default: a CA that accepts and never answers must not wedge renewal.
   acme.axios.defaults.timeout = 30_000;
   await trustCa(acme, config.ca_cert);
@@ -124,6 +151,46 @@ export function errorText(err: unknown): string {
     return "network error talking to the ACME server (is ca_url reachable and ca_cert right?)";
   }
   return detail ? `${msg}: ${detail}` : msg;
+}
+
+type Rejected = ((err: unknown) => unknown) & { prox?: true };
+
+/**
+ * acme-client retries a rate-limited request itself, sleeping for its Retry-After, which for
+ * Let's Encrypt's limits can be days: the order would hang holding the order lock. Such an
+ * answer (429, or any Retry-After over a minute) ends the order instead, and Prox backs off
+ * at least that long. Wraps acme-client's retrying response interceptor (axios's `handlers`
+ * is public).
+ */
+function stopLongWaits(axios: { interceptors: { response: unknown } }): void {
+  const handlers = (axios.interceptors.response as {
+    handlers?: ({ rejected?: Rejected | null } | null)[];
+  }).handlers ?? [];
+  for (const h of handlers) {
+    const inner = h?.rejected;
+    if (!h || !inner || inner.prox) continue;
+    const outer: Rejected = (err) => {
+      const e = err as {
+        config?: { retryAttempt?: number };
+        response?: { status: number; headers?: Record<string, string | undefined> };
+      };
+      const ms = retryAfterHeaderMs(e.response?.headers?.["retry-after"]);
+      if (e.response && (e.response.status === 429 || ms > 60_000)) {
+        retryAfterSeen = Math.max(retryAfterSeen, ms);
+        if (e.config) e.config.retryAttempt = Infinity; // past retryMaxAttempts: no retry
+      }
+      return inner(err);
+    };
+    outer.prox = true;
+    h.rejected = outer;
+  }
+}
+
+/** Retry-After as seconds or an HTTP date (RFC 9110 §10.2.3), in ms from now; 0 when absent. */
+function retryAfterHeaderMs(value: string | undefined): number {
+  if (!value) return 0;
+  const ms = /^\d+$/.test(value.trim()) ? Number(value) * 1000 : Date.parse(value) - Date.now();
+  return Number.isFinite(ms) && ms > 0 ? ms : 0;
 }
 
 /** Trusts `caCertPath` (PEM) besides the system roots for the ACME directory's TLS. */

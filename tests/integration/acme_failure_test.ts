@@ -233,3 +233,59 @@ Deno.test("ACME: a reload of other keys keeps the back-off after a failed order;
     }
   });
 });
+
+Deno.test("ACME: a rate-limited CA (429 with Retry-After) fails the order at once and is not asked again before then", async () => {
+  await withTempDir(async (dir) => {
+    await using up = await startUpstream(() => new Response("never"));
+    const tls = `${ROOT}/tests/fixtures/tls`;
+    let posts = 0;
+    // Enough of a CA to reach newAccount, which is rate limited for two hours.
+    await using ca = Deno.serve({
+      hostname: "127.0.0.1",
+      port: 0,
+      cert: Deno.readTextFileSync(`${tls}/cert.pem`),
+      key: Deno.readTextFileSync(`${tls}/key.pem`),
+      onListen: () => {},
+    }, async (req) => {
+      const base = new URL(req.url).origin;
+      const path = new URL(req.url).pathname;
+      await req.body?.cancel();
+      if (path === "/dir") {
+        return Response.json({
+          newNonce: `${base}/nonce`,
+          newAccount: `${base}/account`,
+          newOrder: `${base}/order`,
+        });
+      }
+      if (path === "/nonce") {
+        return new Response(null, { headers: { "replay-nonce": crypto.randomUUID() } });
+      }
+      posts++;
+      return Response.json({
+        type: "urn:ietf:params:acme:error:rateLimited",
+        detail: "too many new accounts, retry after two hours",
+      }, {
+        status: 429,
+        headers: { "retry-after": "7200", "replay-nonce": crypto.randomUUID() },
+      });
+    });
+    const server = await start(
+      acmeYaml({
+        ca: `https://127.0.0.1:${ca.addr.port}/dir`,
+        storage: `${dir}/acme`,
+        httpPort: freePort(),
+        upstream: up.url,
+      }),
+      { retryBaseMs: 60_000, random: () => 0 },
+    );
+    try {
+      await waitFor(() => server.acme!.status().failures === 1, { what: "the rate-limited order" });
+      const status = server.acme!.status();
+      assert.match(status.lastError!, /too many new accounts/);
+      assert.ok(status.retryInMs! > 7_100_000, JSON.stringify(status));
+      assert.equal(posts, 1);
+    } finally {
+      await server.shutdown();
+    }
+  });
+});
