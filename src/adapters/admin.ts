@@ -8,6 +8,7 @@ import { Hono } from "hono";
 import { compress } from "hono/compress";
 import type { Logger } from "../ports.ts";
 import { formatListenAddr } from "../config/listen.ts";
+import { keepAccepting } from "./http_serve.ts";
 import type { ListenAddr } from "../config/listen.ts";
 import { statusPage } from "./admin_page.ts";
 import type { StatusJson } from "./admin_status.ts";
@@ -237,23 +238,32 @@ export function startAdmin(
     logger: opts.logger,
     loopback: isLoopback(addr.hostname),
   });
-  let server: Deno.HttpServer<Deno.NetAddr>;
+  let serving: ReturnType<typeof keepAccepting>;
   try {
-    server = Deno.serve({
-      hostname: addr.hostname,
-      port: addr.port,
-      reusePort: opts.reusePort,
-      onListen() {},
-      onError(err) {
-        opts.logger.error("Admin request failed", { error: String(err) });
-        return new Response("Internal error\n", { status: 500 });
+    // Accept errors (descriptors running out) do not end the admin listener either.
+    serving = keepAccepting(
+      (port) =>
+        Deno.serve({
+          hostname: addr.hostname,
+          port,
+          reusePort: opts.reusePort,
+          onListen() {},
+          onError(err) {
+            opts.logger.error("Admin request failed", { error: String(err) });
+            return new Response("Internal error\n", { status: 500 });
+          },
+        }, (req) => req.method === "HEAD" ? headAsGet(app, req) : app.fetch(req)),
+      addr.port,
+      {
+        logger: opts.logger,
       },
-    }, (req) => req.method === "HEAD" ? headAsGet(app, req) : app.fetch(req));
+    );
   } catch (err) {
     throw new Error(
       `Cannot listen on ${formatListenAddr(addr)} (admin): ${(err as Error).message}`,
     );
   }
+  const server = serving.current;
   const hasToken = Boolean(typeof opts.token === "function" ? opts.token() : opts.token);
   if (!hasToken && !isLoopback(server.addr.hostname)) {
     opts.logger.warn("Admin listener is reachable from the network without a token", {
@@ -269,6 +279,9 @@ export function startAdmin(
   return {
     hostname: server.addr.hostname,
     port: server.addr.port,
-    shutdown: () => done ??= server.shutdown(),
+    shutdown: () => {
+      serving.stop();
+      return done ??= serving.current.shutdown();
+    },
   };
 }

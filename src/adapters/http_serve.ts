@@ -1,6 +1,7 @@
 // Deno.serve listeners: HTTP/1.1 and HTTP/2 (h2 by ALPN with TLS, h2c with prior knowledge
 // without), turned into the one Handler.
 
+import { formatListenAddr } from "../config/listen.ts";
 import type { ListenAddr } from "../config/listen.ts";
 import { ProxyError } from "../domain/errors.ts";
 import type { ClientInfo, Handler, Logger, Metrics, Protocol } from "../ports.ts";
@@ -60,58 +61,63 @@ export function listen(
   let uploads = 0;
   let uploadsDone: (() => void) | null = null;
   let localPort = addr.port;
-  const server = Deno.serve({
-    hostname: addr.hostname,
-    port: addr.port,
-    reusePort: opts.reusePort,
-    signal: abort.signal,
-    ...(tls ? { cert: opts.cert!, key: opts.key! } : {}),
-    onListen() {},
-    onError(err) {
-      // Also called when a response body fails after its head went out (an upstream that stalls
-      // or resets mid-body): an expected ProxyError, not a bug; the access record says incomplete.
-      if (err instanceof ProxyError) {
-        opts.logger.warn("Response body failed", { kind: err.kind, error: err.message });
-      } else opts.logger.error("Unhandled error in request handler", { error: String(err) });
-      return new Response("Internal server error\n", { status: 500 });
-    },
-  }, (req, info) => {
-    recent.serverInfo = info;
-    const remote = info.remoteAddr as Deno.NetAddr;
-    const ci: ClientInfo = {
-      remoteAddr: { hostname: unmapped(remote.hostname), port: remote.port },
-      localPort,
-      protocol: protocolOf(req, tls),
-      tls,
-      completed: info.completed,
-    };
-    const m = opts.metrics;
-    if (m) {
-      m.connectionOpened(ci.protocol);
-      const done = () => m.connectionClosed(ci.protocol);
-      info.completed.then(done, done);
-    }
-    // A body (RFC 9112 §6.3: Content-Length or Transfer-Encoding): counted until the handler
-    // has its response, which for a proxied upload comes once the upstream read it.
-    const cl = req.headers.get("content-length");
-    if ((cl === null || cl === "0") && !req.headers.has("transfer-encoding")) {
-      return opts.handler(req, ci);
-    }
-    uploads++;
-    const res = opts.handler(req, ci);
-    res.finally(() => --uploads === 0 && uploadsDone?.()).catch(() => {});
-    return res;
+  const start = (port: number) =>
+    Deno.serve({
+      hostname: addr.hostname,
+      port,
+      reusePort: opts.reusePort,
+      signal: abort.signal,
+      ...(tls ? { cert: opts.cert!, key: opts.key! } : {}),
+      onListen() {},
+      onError(err) {
+        // Also called when a response body fails after its head went out (an upstream that stalls
+        // or resets mid-body): an expected ProxyError, not a bug; the access record says incomplete.
+        if (err instanceof ProxyError) {
+          opts.logger.warn("Response body failed", { kind: err.kind, error: err.message });
+        } else opts.logger.error("Unhandled error in request handler", { error: String(err) });
+        return new Response("Internal server error\n", { status: 500 });
+      },
+    }, (req, info) => {
+      recent.serverInfo = info;
+      const remote = info.remoteAddr as Deno.NetAddr;
+      const ci: ClientInfo = {
+        remoteAddr: { hostname: unmapped(remote.hostname), port: remote.port },
+        localPort,
+        protocol: protocolOf(req, tls),
+        tls,
+        completed: info.completed,
+      };
+      const m = opts.metrics;
+      if (m) {
+        m.connectionOpened(ci.protocol);
+        const done = () => m.connectionClosed(ci.protocol);
+        info.completed.then(done, done);
+      }
+      // A body (RFC 9112 §6.3: Content-Length or Transfer-Encoding): counted until the handler
+      // has its response, which for a proxied upload comes once the upstream read it.
+      const cl = req.headers.get("content-length");
+      if ((cl === null || cl === "0") && !req.headers.has("transfer-encoding")) {
+        return opts.handler(req, ci);
+      }
+      uploads++;
+      const res = opts.handler(req, ci);
+      res.finally(() => --uploads === 0 && uploadsDone?.()).catch(() => {});
+      return res;
+    });
+  const serving = keepAccepting(start, addr.port, {
+    logger: opts.logger,
+    onServer: (s) => localPort = s.addr.port,
   });
-  localPort = server.addr.port;
   let closed = false;
   let draining = false;
   return {
-    hostname: server.addr.hostname,
-    port: server.addr.port,
+    hostname: serving.current.addr.hostname,
+    port: serving.current.addr.port,
     tls,
     async shutdown(o) {
       if (closed) return;
       closed = true;
+      serving.stop();
       if (uploads > 0 && (o?.bodyWaitMs ?? 0) > 0) {
         const done = new Promise<void>((r) => uploadsDone = r);
         let timer: ReturnType<typeof setTimeout> | undefined;
@@ -121,15 +127,73 @@ export function listen(
         if (abort.signal.aborted) return; // closed meanwhile
       }
       draining = true;
-      await server.shutdown();
+      await serving.current.shutdown();
     },
     async close() {
       closed = true;
+      serving.stop();
       // Deno 2.9.6 cannot hard-close a server whose graceful shutdown began: aborting the
       // signal then throws an uncatchable BadResource. What remains is cut at process exit.
       if (draining) return;
       abort.abort();
-      await server.finished.catch(() => {});
+      await serving.current.finished.catch(() => {});
+    },
+  };
+}
+
+/**
+ * Deno.serve ends its accept loop at the first accept error (EMFILE: file descriptors ran out,
+ * e.g. under a flood of idle connections) and rejects `finished`, which would crash the process
+ * and otherwise leave the port closed. This logs it and listens again on the same port, with
+ * back-off (100 ms, doubling while it keeps failing, up to 5 s), until `stop()`. Connections
+ * already accepted go on.
+ */
+export function keepAccepting(
+  start: (port: number) => Deno.HttpServer<Deno.NetAddr>,
+  port: number,
+  o: { logger: Logger; onServer?: (s: Deno.HttpServer<Deno.NetAddr>) => void },
+): { readonly current: Deno.HttpServer<Deno.NetAddr>; stop(): void } {
+  let stopped = false;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  let current: Deno.HttpServer<Deno.NetAddr>;
+  let delay = 100;
+  const follow = (s: Deno.HttpServer<Deno.NetAddr>) => {
+    current = s;
+    o.onServer?.(s);
+    const began = performance.now();
+    s.finished.catch((err) => {
+      if (stopped || s !== current) return;
+      // A listener that fails again soon after (descriptors still short) backs off further.
+      delay = performance.now() - began < 5000 ? Math.min(delay * 2, 5000) : 100;
+      const addr = formatListenAddr(s.addr);
+      o.logger.error("Listener stopped accepting; listening again", {
+        addr,
+        error: String(err),
+        retryInMs: delay,
+      });
+      retry(addr);
+    });
+  };
+  const retry = (addr: string) => {
+    timer = setTimeout(() => {
+      if (stopped) return;
+      try {
+        follow(start(current.addr.port));
+        o.logger.info("Listener accepting again", { addr });
+      } catch {
+        delay = Math.min(delay * 2, 5000);
+        retry(addr);
+      }
+    }, delay);
+  };
+  follow(start(port));
+  return {
+    get current() {
+      return current;
+    },
+    stop() {
+      stopped = true;
+      clearTimeout(timer);
     },
   };
 }

@@ -300,3 +300,46 @@ Deno.test("prox serve keeps serving when the reader of its stdout goes away (EPI
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("prox serve survives running out of file descriptors and accepts again once they free up", async () => {
+  const port = freePort();
+  const dir = await tempDir({ "c.yaml": VALID(port) });
+  const deno = [Deno.execPath(), "run", "-A", "--config", `${ROOT}/deno.json`, `${ROOT}/mod.ts`];
+  const child = new Deno.Command("sh", {
+    // A low descriptor limit stands in for a flood of idle connections against the usual 1024.
+    args: ["-c", `ulimit -n 80 && exec "$@" serve -c c.yaml`, "sh", ...deno],
+    cwd: dir,
+    env: { NO_COLOR: "1" },
+    stdin: "null",
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  const conns: Deno.Conn[] = [];
+  const get = async () => {
+    const res = await fetch(`http://127.0.0.1:${port}/a`, { redirect: "manual" });
+    await res.body?.cancel();
+    return res.status;
+  };
+  try {
+    await waitFor(async () => await get() === 307, { what: "prox answering", timeoutMs: 15_000 });
+    // Idle connections until Prox cannot accept any more (its accept fails with EMFILE).
+    while (conns.length < 200) {
+      try {
+        conns.push(await Deno.connect({ hostname: "127.0.0.1", port }));
+      } catch {
+        break;
+      }
+    }
+    for (const c of conns.splice(0)) c.close();
+    await waitFor(async () => await get() === 307, { what: "prox accepting again" });
+    child.kill("SIGTERM");
+    assert.equal((await child.status).code, 0);
+  } finally {
+    for (const c of conns) c.close();
+    try {
+      child.kill("SIGKILL");
+    } catch { /* exited */ }
+    await child.status;
+    await Deno.remove(dir, { recursive: true });
+  }
+});
