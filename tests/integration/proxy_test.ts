@@ -178,6 +178,28 @@ routes:
   assert.match(raw, /\r\nlocation: https:\/\/example\.com\/new\/x\?q=%E2%82%AC\r\n/i);
 });
 
+Deno.test("a redirect target with characters a header cannot carry goes out percent-encoded", async () => {
+  await using prox = await startProxy(`
+routes:
+  "/euro": { type: redirect, target: "/€uro" }
+  "/menu": { type: redirect, target: "/café menu" }
+  "/abs": { type: redirect, target: "https://example.com/a?q=ü" }
+  "/exact": { type: redirect, target: "/ü", exact: true }
+`);
+  const cases: [string, string][] = [
+    ["/euro", "/%E2%82%ACuro"], // was a 500 on every request
+    ["/menu/x", "/caf%C3%A9%20menu/x"], // was the raw bytes of "café menu"
+    ["/abs", "https://example.com/a?q=%C3%BC"],
+    ["/exact/y", "/%C3%BC"],
+  ];
+  for (const [path, location] of cases) {
+    const res = await fetch(`${prox.url}${path}`, { redirect: "manual" });
+    await res.body?.cancel();
+    assert.equal(res.status, 307, path);
+    assert.equal(res.headers.get("location"), location, path);
+  }
+});
+
 const TLS = `${ROOT}/tests/fixtures/tls`;
 
 async function sha256(b: Uint8Array<ArrayBuffer>): Promise<string> {

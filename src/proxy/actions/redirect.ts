@@ -1,7 +1,7 @@
 // The `redirect` action: the remaining path and the query carried over to the target, with the
 // joining slash handled (the seed sent `/foo` to `/staticfoo` and dropped queries).
 
-import { joinPath, stripPrefix } from "../../domain/rewrite.ts";
+import { joinPath, stripPrefix, wireQuery } from "../../domain/rewrite.ts";
 import type { RedirectRouteConfig } from "../../config/schema.ts";
 import type { RequestContext } from "../context.ts";
 
@@ -10,7 +10,7 @@ export function redirectLocation(
   route: RedirectRouteConfig,
   opts: { path: string; prefix: string; query: string },
 ): string {
-  if (route.exact) return route.target;
+  if (route.exact) return wireQuery(route.target);
   const rest = stripPrefix(opts.path, opts.prefix);
   const query = route.keep_query ? opts.query : "";
   // A fragment in the target stays last: path and query go in front of it (RFC 3986 §3).
@@ -32,7 +32,9 @@ export function redirectLocation(
   const mergedQuery = targetQuery && query
     ? `${targetQuery}&${query.slice(1)}`
     : targetQuery || query;
-  return location + mergedQuery + fragment;
+  // What a header cannot carry as it is (a space, "é" or "€" in a relative target or a query; "€"
+  // made every answer a 500) goes percent-encoded as UTF-8, as a browser would send it.
+  return wireQuery(location + mergedQuery + fragment);
 }
 
 /** Answers with the configured redirect status and an empty body. */
