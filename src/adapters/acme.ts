@@ -231,6 +231,11 @@ export async function startAcme(
           state = "failing";
           lastError = shared.error;
           retryAt = performance.now() + left;
+          logger.warn("ACME order held off: the same order failed recently (shared back-off)", {
+            domains: config.domains,
+            error: shared.error,
+            retryInMs: Math.round(left),
+          });
           return schedule(left);
         }
       }

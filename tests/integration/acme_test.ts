@@ -131,6 +131,7 @@ interopTest(
       // Pebble validates on a port where nothing listens: every order fails.
       await using pebble = await startPebble({ httpPort: freePort(), dir });
       await using up = await startUpstream(() => new Response("never"));
+      const logger = memoryLogger();
       const instance = () =>
         start(
           acmeYaml({
@@ -140,6 +141,7 @@ interopTest(
             upstream: up.url,
           }),
           { retryBaseMs: 600_000, clientRetries: 0, lockPollMs: 20 },
+          logger,
         );
       const servers = [await instance(), await instance(), await instance()];
       try {
@@ -148,6 +150,9 @@ interopTest(
           what: "every instance failing",
         });
         assert.equal(pebble.orders(), 1);
+        // The two that did not order say why they wait (once each).
+        const held = logger.lines.filter((l) => l.startsWith("warn ACME order held off"));
+        assert.equal(held.length, 2, logger.lines.join("\n"));
         for (const s of servers) {
           assert.match(s.acme!.status().lastError!, /connection refused/);
           assert.ok(s.acme!.status().retryInMs! > 250_000);
