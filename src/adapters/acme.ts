@@ -339,8 +339,9 @@ export async function startAcme(
         // What is served now is stored under the new name too: a restart must not begin with
         // an older file there.
         if (current && facts && covers(facts)) {
-          await store.writeCertificate(current);
-          loadedStamp = await store.certificateStamp();
+          await store.writeCertificate(current).then(async () => {
+            loadedStamp = await store.certificateStamp();
+          }, (err) => logger.warn("Cannot store the ACME certificate", { error: errorText(err) }));
         }
       }
       void check();
