@@ -4,7 +4,7 @@
 import { statusMatcher } from "../domain/health.ts";
 import { parseCidr } from "../domain/ip.ts";
 import { parseRouteKey } from "../domain/router.ts";
-import { compileRouteRules } from "../domain/rules.ts";
+import { compileRouteRules, fieldValueProblem } from "../domain/rules.ts";
 import type { RouteRulesSpec, RuleProblem } from "../domain/rules.ts";
 import type { Config, RateLimitConfig } from "./schema.ts";
 import type { ValidateEnv } from "./validate.ts";
@@ -116,6 +116,11 @@ export function validateRoutes(
       err(["routes", key, "target"], `Invalid redirect URL "${route.target}"`);
     }
     validateRateLimits(route, ["routes", key], { err, warn });
+    if (route.type === "static" && route.cache_control !== undefined) {
+      // Sent on every file: a control character crashed the process, "€" gave 500.
+      const why = fieldValueProblem(route.cache_control);
+      if (why) err(["routes", key, "cache_control"], `cache_control ${why}`);
+    }
     if (route.type === "static" && !opts.env.exists(route.root)) {
       err(
         ["routes", key, "root"],

@@ -184,21 +184,23 @@ function headerValue(name: string, value: string, path: (string | number)[], c: 
   return t;
 }
 
-/** Reports a field value that could not be sent (Headers would throw on every request). */
-function checkFieldValue(name: string, value: string, path: (string | number)[], c: Ctx): void {
+/**
+ * Why a configured field value cannot be sent, or undefined: a control character would end the
+ * field early (CR, LF) or crash the HTTP/1.1 server's writer, and Headers refuses anything
+ * beyond Latin-1 (every request would fail).
+ */
+export function fieldValueProblem(value: string): string | undefined {
   if (/[^\t\x20-\x7e\x80-\uffff]/.test(value)) {
-    // Sent, such a value would end the field early (CR, LF) or make the server fail.
-    c.problems.push({
-      path,
-      message: `Header value for "${name}" contains a control character (CR, LF, NUL, …)`,
-    });
-  } else if (/[\u0100-\uffff]/.test(value)) {
-    // A field value is bytes: such a value would be dropped on every request.
-    c.problems.push({
-      path,
-      message: `Header value for "${name}" has characters a header cannot carry (beyond Latin-1)`,
-    });
+    return "contains a control character (CR, LF, NUL, …)";
   }
+  if (/[\u0100-\uffff]/.test(value)) return "has characters a header cannot carry (beyond Latin-1)";
+  return undefined;
+}
+
+/** Reports a field value that could not be sent. */
+function checkFieldValue(name: string, value: string, path: (string | number)[], c: Ctx): void {
+  const why = fieldValueProblem(value);
+  if (why) c.problems.push({ path, message: `Header value for "${name}" ${why}` });
 }
 
 /** Compiles header rules for one side; problems are appended to `problems`. */
