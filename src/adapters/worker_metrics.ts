@@ -50,7 +50,17 @@ export function createWorkerMetrics(opts: {
   };
 
   const serve = async (l: Deno.Listener) => {
-    for await (const conn of l) {
+    while (listener === l) {
+      let conn: Deno.Conn;
+      try {
+        conn = await l.accept();
+      } catch (err) {
+        if (err instanceof Deno.errors.BadResource || listener !== l) return;
+        // An accept that failed (EMFILE: descriptors short under load) must not end the loop
+        // for good: the next scrape would find nobody answering.
+        await new Promise((r) => setTimeout(r, 100));
+        continue;
+      }
       void (async () => {
         try {
           const body = enc.encode(JSON.stringify(await registry!.getMetricsAsJSON()));

@@ -28,3 +28,80 @@ Deno.test("createWorkerMetrics labels by worker without changing the registry's 
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+const CONFIG = new URL("../../deno.json", import.meta.url).pathname;
+
+Deno.test("a worker's metrics socket keeps answering after an accept failed for want of descriptors", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "prox-wm-fd-" });
+  // A worker process with few descriptors shares its metrics, then uses up its descriptors
+  // until a line on its stdin tells it to give them back.
+  const script = `${dir}/worker.ts`;
+  await Deno.writeTextFile(
+    script,
+    `import { createWorkerMetrics } from "${new URL("./worker_metrics.ts", import.meta.url)}";
+import { createPromMetrics } from "${new URL("./metrics_prom.ts", import.meta.url)}";
+import { silentLogger } from "${new URL("../ports.ts", import.meta.url)}";
+const m = createPromMetrics({ processMetrics: false });
+const dir = ${JSON.stringify(dir)};
+createWorkerMetrics({ index: 1, count: 2, dir, logger: silentLogger }).attach(m.registry);
+const held = [];
+try { for (;;) held.push(Deno.openSync("/dev/null")); } catch { /* EMFILE */ }
+console.log("full");
+for await (const _ of Deno.stdin.readable) break;
+for (const f of held) f.close();
+console.log("freed");
+await new Promise((r) => setTimeout(r, 30_000));
+`,
+  );
+  const child = new Deno.Command("sh", {
+    args: [
+      "-c",
+      `ulimit -n 64 && exec "$@"`,
+      "sh",
+      Deno.execPath(),
+      "run",
+      "-A",
+      "--config",
+      CONFIG,
+      script,
+    ],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "null",
+  }).spawn();
+  const out = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let printed = "";
+  const until = async (word: string) => {
+    while (!printed.includes(word)) {
+      const { value, done } = await out.read();
+      if (done) throw new Error(`worker exited before "${word}"`);
+      printed += value;
+    }
+  };
+  const writer = child.stdin.getWriter();
+  let conn: Deno.Conn | null = null;
+  try {
+    await until("full");
+    // Worker 0 asks for the metrics now: the worker's accept fails (EMFILE).
+    conn = await Deno.connect({ transport: "unix", path: `${dir}/metrics-1.sock` });
+    await new Promise((r) => setTimeout(r, 200));
+    await writer.write(new TextEncoder().encode("\n"));
+    await until("freed");
+    // Once it has descriptors again, the waiting request is answered.
+    const c = conn;
+    const timer = setTimeout(() => c.close(), 3000);
+    const text = await new Response(c.readable).text().catch(() => "");
+    conn = null;
+    clearTimeout(timer);
+    assert.ok(text.startsWith("["), `metrics JSON, got ${JSON.stringify(text.slice(0, 80))}`);
+  } finally {
+    try {
+      conn?.close();
+    } catch { /* closed */ }
+    child.kill("SIGKILL");
+    await child.status;
+    await writer.close().catch(() => {});
+    await out.cancel();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
