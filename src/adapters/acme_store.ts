@@ -181,6 +181,9 @@ export async function openAcmeStore(
       else await Deno.remove(backoffPath).catch(() => {});
     },
     async tryLock({ staleMs, now }) {
+      // Before each order: the directory may have been removed since start-up (a reset by
+      // hand, a volume remounted), and an order needs it.
+      await Deno.mkdir(`${dir}/challenges`, { recursive: true, mode: 0o700 });
       const id = crypto.randomUUID();
       for (let i = 0; i < 2; i++) {
         try {

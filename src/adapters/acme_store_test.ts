@@ -131,3 +131,18 @@ Deno.test("openAcmeStore lock: of instances that find the same stale lock, one t
       assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name).sort(), ["challenges"]);
     }
   }));
+
+Deno.test("openAcmeStore: an order after the directory was removed recreates it", () =>
+  withStore(async (dir) => {
+    const store = await openAcmeStore(`${dir}/acme`, { name: "example.com" });
+    await Deno.remove(`${dir}/acme`, { recursive: true });
+    const lock = await store.tryLock({ staleMs: 60_000, now: Date.now() });
+    assert.ok(lock);
+    await store.pruneChallenges({ maxAgeMs: 1, now: Date.now() });
+    await store.writeChallenge("tok", "tok.thumb");
+    assert.equal(await store.readChallenge("tok"), "tok.thumb");
+    await store.writeCertificate({ cert, key });
+    assert.deepEqual(await store.readCertificate(), { cert, key });
+    assert.equal((await Deno.stat(`${dir}/acme`)).mode! & 0o777, 0o700);
+    await lock.release();
+  }));
