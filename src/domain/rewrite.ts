@@ -18,7 +18,12 @@ export function normalizeEscapes(seg: string): string {
     return UNRESERVED.test(c) ? c : esc.toUpperCase();
   });
 }
-const SLOW_PATH = /%|\/\/|\/\.\.?(?:\/|$)|\\/;
+const SLOW_PATH = /%|\/\/|\/\.\.?(?:[/;]|$)|\\/;
+/**
+ * A dot segment with a path parameter (`..;x`): not one for RFC 3986, but Tomcat and other Java
+ * servers strip the parameter and climb, so `/api/..;/admin` would leave the rewritten prefix.
+ */
+const DOT_PARAM = /^\.\.?;/;
 
 /**
  * Normalizes a raw request path: duplicate slashes merged, dot segments (also percent-encoded)
@@ -48,7 +53,11 @@ export function normalizePath(raw: string): NormalizedPath {
       out.pop();
       continue;
     }
-    if (/[/\\]/.test(decoded) && decoded.split(/[/\\]/).some((p) => p === ".." || p === ".")) {
+    if (DOT_PARAM.test(decoded)) return { ok: false, reason: "Dot segment with a path parameter" };
+    if (
+      /[/\\]/.test(decoded) &&
+      decoded.split(/[/\\]/).some((p) => p === ".." || p === "." || DOT_PARAM.test(p))
+    ) {
       return { ok: false, reason: "Encoded path separator around a dot segment" };
     }
     out.push(seg.includes("%") ? normalizeEscapes(seg) : seg);

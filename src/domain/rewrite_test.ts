@@ -35,6 +35,13 @@ Deno.test("normalizePath refuses what cannot be normalized", () => {
   assert.equal(normalizePath("/api/..%5cadmin").ok, false);
 });
 
+Deno.test("normalizePath refuses a dot segment with a path parameter (Tomcat climbs on ..;)", () => {
+  for (const p of ["/api/..;/admin", "/api/.;x/y", "/api/%2e%2e;jsessionid=1/a", "/a/x%2F..;"]) {
+    assert.equal(normalizePath(p).ok, false, p);
+  }
+  assert.deepEqual(normalizePath("/api/a;b/..c;d"), { ok: true, path: "/api/a;b/..c;d" });
+});
+
 Deno.test("rawQuery keeps the query byte for byte", () => {
   assert.equal(rawQuery("http://h/p?a=1&b=%20&c"), "?a=1&b=%20&c");
   assert.equal(rawQuery("http://h/p"), "");
