@@ -228,7 +228,9 @@ export function createUpstreamClient(opts: UpstreamClientOptions = {}): PooledUp
   const sendEither = async (key: string, req: UpstreamRequest): Promise<Response> => {
     let p = protocolOf(key, req);
     if (typeof p !== "string") p = await p;
-    if (p === "h2" && fetchSafe(req.headers, req.origin.host)) {
+    // fetch refuses a GET or HEAD with a body (a request_body rule can give one): HTTP/1.1 then.
+    const bodiless = req.body === null || (req.method !== "GET" && req.method !== "HEAD");
+    if (p === "h2" && bodiless && fetchSafe(req.headers, req.origin.host)) {
       // fetch takes its signal up front.
       if (!req.signal && req.clientSignal) req = { ...req, signal: req.clientSignal() };
       const got = h2Slots.acquire(key, req.signal);
