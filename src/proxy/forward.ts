@@ -161,6 +161,13 @@ async function sendOnce(
     }, timerDelay(perTry));
     req.signal = ac.signal;
   }
+  // A streamed request body (over the replay cap): until all of it has gone, a timeout may be the
+  // client's slow upload rather than the target's fault.
+  let uploading = false;
+  if (req.body instanceof ReadableStream) {
+    uploading = true;
+    req.body = watchEnd(req.body, () => uploading = false);
+  }
   state.inFlight++;
   recent.upstreamRequest = req;
   const t0 = deps.clock.monotonic();
@@ -186,12 +193,11 @@ async function sendOnce(
     // Shed by Prox's own pool (upstream_pool), the request never reached the target.
     if (e.kind !== "overloaded") deps.metrics.backendRequest(id, ctx.route!.id, 599, ms / 1000);
     // timeouts.total ran out while this target owed the response head: the client sees a 504,
-    // and the target is charged as for any timeout (the client reports only the abort). Not
-    // while a request body was still streaming: a slow client may have been the holdup.
+    // and the target is charged as for any timeout (the client reports only the abort).
     const reason = req.signal?.aborted ? req.signal.reason : undefined;
-    const overdue = reason instanceof ProxyError && reason.kind === "timeout" &&
-      !(req.body instanceof ReadableStream);
-    if ((TARGET_FAULTS.has(e.kind) || overdue) && pool.passive.enabled) {
+    const overdue = reason instanceof ProxyError && reason.kind === "timeout";
+    const slowClient = uploading && (overdue || e.kind === "timeout");
+    if ((TARGET_FAULTS.has(e.kind) || overdue) && !slowClient && pool.passive.enabled) {
       const why = overdue ? reason.message : e.message;
       reg.outcome(id, false, { pool: pool.ids, policy: pool.passive, reason: why, at: end });
     }
@@ -219,6 +225,27 @@ async function sendOnce(
     state.inFlight--;
     unlink();
   });
+}
+
+/**
+ * `body` as it is, calling `ended` once it has all been read. Lazy (locks `body` only when read),
+ * so a body no target touched can still go to the next one.
+ */
+function watchEnd(
+  body: ReadableStream<Uint8Array>,
+  ended: () => void,
+): ReadableStream<Uint8Array> {
+  let reader: ReadableStreamDefaultReader<Uint8Array> | undefined;
+  return new ReadableStream<Uint8Array>({
+    async pull(c) {
+      reader ??= body.getReader();
+      const r = await reader.read();
+      if (!r.done) return c.enqueue(r.value);
+      ended();
+      c.close();
+    },
+    cancel: (reason) => (reader ?? body).cancel(reason),
+  }, { highWaterMark: 0 });
 }
 
 /** Picks an untried available target; else a tried one; else (try_when_down) any; with why. */

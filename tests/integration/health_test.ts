@@ -567,3 +567,54 @@ routes:
   assert.ok(res.status === 504 || res.status === 408, `status ${res.status}`);
   assert.ok(prox.server.upstreams.available(up.url), "the client was slow, not the target");
 });
+
+Deno.test("passive_health: a per-try timeout during a slow upload spares the target, after it does not", async () => {
+  await using reads = await startUpstream(async (req) => {
+    await req.body?.pipeTo(new WritableStream()).catch(() => {});
+    return new Response("read");
+  });
+  // Reads the whole request, never answers, closes when Prox does.
+  const hangs = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const hangsUrl = `http://127.0.0.1:${hangs.addr.port}`;
+  const served = (async () => {
+    for await (const conn of hangs) {
+      const buf = new Uint8Array(65536);
+      while ((await conn.read(buf).catch(() => null)) !== null) { /* swallow */ }
+      conn.close();
+    }
+  })().catch(() => {});
+  await using other = await startUpstream(() => new Response("other"));
+  const route = (target: string) =>
+    `{ type: load_balance, strategy: first, targets: ["${target}", "${other.url}"], ` +
+    `retries: { per_try_timeout: 300ms } }`;
+  await using prox = await startProxy(`
+health_check: { enabled: false }
+passive_health: { failures: 1, panic_threshold_percent: 0 }
+routes:
+  "/slow": ${route(reads.url)}
+  "/hung": ${route(hangsUrl)}
+`);
+  const upload = async (path: string, stall: boolean) => {
+    let stop = () => {};
+    const stalled = new Promise<void>((r) => stop = r);
+    const body = new ReadableStream<Uint8Array>({
+      async start(c) {
+        c.enqueue(new Uint8Array(128 * 1024));
+        if (stall) await stalled;
+        c.close();
+      },
+    });
+    const init = { method: "POST", body, duplex: "half" } as RequestInit;
+    const res = await fetch(`${prox.url}${path}`, init);
+    await res.body?.cancel();
+    stop();
+    return res.status;
+  };
+  assert.equal(await upload("/slow", true), 504);
+  assert.ok(prox.server.upstreams.available(reads.url), "the client was slow, not the target");
+  assert.equal(await upload("/hung", false), 504);
+  assert.ok(!prox.server.upstreams.available(hangsUrl), "all sent, no answer: ejected");
+  await prox[Symbol.asyncDispose]();
+  hangs.close();
+  await served;
+});
