@@ -148,12 +148,19 @@ export async function startAcme(
     current = pair;
     facts = f;
     jitter = random();
-    logger.info("ACME certificate loaded", {
-      from,
-      domains: f.names,
-      notAfter: new Date(f.notAfter).toISOString(),
-      renewAt: new Date(renewAtFor(f)).toISOString(),
-    });
+    // An expired one (stored before a long outage) is served while a new one is ordered.
+    const expired = now() >= f.notAfter;
+    logger[expired ? "warn" : "info"](
+      expired
+        ? "ACME certificate loaded has expired; serving it until a new one is issued"
+        : "ACME certificate loaded",
+      {
+        from,
+        domains: f.names,
+        notAfter: new Date(f.notAfter).toISOString(),
+        renewAt: new Date(renewAtFor(f)).toISOString(),
+      },
+    );
     await opts.onCertificate(pair, f);
     signalReady();
   }

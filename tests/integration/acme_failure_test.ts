@@ -289,3 +289,36 @@ Deno.test("ACME: a rate-limited CA (429 with Retry-After) fails the order at onc
     }
   });
 });
+
+Deno.test("ACME: an expired stored certificate is served while the order fails, with a warning", async () => {
+  await withTempDir(async (dir) => {
+    await using up = await startUpstream(() => new Response("expired but served"));
+    const tls = `${ROOT}/tests/fixtures/tls`;
+    const storage = `${dir}/acme`;
+    await Deno.mkdir(storage);
+    await Deno.copyFile(`${tls}/expired.pem`, `${storage}/localhost.crt`);
+    await Deno.copyFile(`${tls}/expired.key`, `${storage}/localhost.key`);
+    const logger = memoryLogger();
+    const server = await start(
+      acmeYaml({
+        ca: `https://127.0.0.1:${freePort()}/dir`,
+        storage,
+        httpPort: freePort(),
+        upstream: up.url,
+        domains: ["localhost"],
+      }),
+      { retryBaseMs: 600_000, clientRetries: 0 },
+      logger,
+    );
+    try {
+      await waitFor(() => server.acme!.status().failures === 1, { what: "the failed order" });
+      assert.ok(server.ready());
+      assert.ok(
+        logger.lines.some((l) => l.startsWith("warn ACME certificate loaded has expired")),
+        logger.lines.join("\n"),
+      );
+    } finally {
+      await server.shutdown();
+    }
+  });
+});
