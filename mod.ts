@@ -254,7 +254,9 @@ async function serveCommand(configArg: string | undefined, opts: ServeOptions): 
   // Trapped before startup: an early SIGTERM/SIGHUP/SIGUSR2 must not kill a half-started Prox.
   const signals = trapSignals({ logger: createJsonLogger() });
   const role = workerRole();
-  if (role) return await workerServe(source, role, { watch: opts.watch, signals });
+  if (role) {
+    return await workerServe(source, role, { watch: opts.watch, takeover: opts.takeover, signals });
+  }
   let server: ProxServerLike;
   try {
     const workers = await workerCount(source, opts.workers);
@@ -269,7 +271,13 @@ async function serveCommand(configArg: string | undefined, opts: ServeOptions): 
         return 1;
       }
       sup.logger.info("Prox listening with workers", { workers, pids: sup.pids() });
-    } else server = await startServer(source, { version: VERSION, watch: opts.watch });
+    } else {
+      server = await startServer(source, {
+        version: VERSION,
+        watch: opts.watch,
+        takeover: opts.takeover,
+      });
+    }
   } catch (err) {
     signals.release();
     if (err instanceof ConfigError) {
@@ -345,7 +353,7 @@ async function workerCount(source: ConfigSource, flag: number | undefined): Prom
 async function workerServe(
   source: ConfigSource,
   role: WorkerRole,
-  opts: { watch: boolean; signals: SignalTrap },
+  opts: { watch: boolean; takeover: boolean; signals: SignalTrap },
 ): Promise<number> {
   let link: Awaited<ReturnType<typeof connectSupervisor>> | null = null;
   let server;
@@ -354,6 +362,7 @@ async function workerServe(
     server = await startServer(source, {
       version: VERSION,
       watch: opts.watch,
+      takeover: opts.takeover,
       worker: {
         index: role.index,
         exclusive: role.exclusive,

@@ -245,6 +245,7 @@ export async function startServer(
   const limiterKeys = () => keysPerRoute(rateLimits, current.router.entries.map((e) => e.value));
   // The admin listener follows reloads (only the exclusive worker runs one).
   const admin = followAdmin({
+    takeover: opts.takeover,
     logger,
     token: () => config.admin?.token,
     callbacks: () => adminApi,

@@ -91,6 +91,8 @@ export interface StartOptions {
   version?: string;
   /** Watch the config file and TLS files and reload on change (default: true for files). */
   watch?: boolean;
+  /** Started with `--takeover`: the admin port may be shared with the Prox being replaced. */
+  takeover?: boolean;
   /** Debounce for the file watch in ms (default 100). */
   watchDebounceMs?: number;
   /** Called after every reload attempt. */

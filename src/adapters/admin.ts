@@ -231,6 +231,11 @@ export function startAdmin(
     logger: Logger;
     /** SO_REUSEPORT, so a `--takeover` successor can bind the port the old process holds. */
     reusePort?: boolean;
+    /**
+     * With `reusePort`: the port may already be held (by the Prox this one takes over). Otherwise
+     * a held port fails the bind as without SO_REUSEPORT: two Prox must not share an admin port.
+     */
+    mayShare?: boolean;
   },
 ): AdminListener {
   const app = createAdminApp(opts.callbacks, {
@@ -240,6 +245,9 @@ export function startAdmin(
   });
   let serving: ReturnType<typeof keepAccepting>;
   try {
+    if (opts.reusePort && !opts.mayShare) {
+      Deno.listen({ hostname: addr.hostname, port: addr.port }).close(); // throws when held
+    }
     // Accept errors (descriptors running out) do not end the admin listener either.
     serving = keepAccepting(
       (port) =>

@@ -21,8 +21,11 @@ export function followAdmin(o: {
   logger: Logger;
   token: () => string | undefined;
   callbacks: () => AdminCallbacks;
+  /** The first listener may share its port with the Prox this one takes over (`--takeover`). */
+  takeover?: boolean;
 }): AdminFollower {
   let admin: AdminListener | null = null;
+  let first = true;
   let at: string | null = null;
   const closing = new Set<Promise<void>>();
   return {
@@ -30,6 +33,8 @@ export function followAdmin(o: {
       return admin;
     },
     sync(want) {
+      const share = first && o.takeover === true;
+      first = false;
       if (want === at) return;
       const old = admin;
       if (want) {
@@ -40,6 +45,7 @@ export function followAdmin(o: {
           token: o.token,
           callbacks: o.callbacks(),
           reusePort: REUSE_PORT,
+          mayShare: share,
         });
       } else admin = null;
       at = want;

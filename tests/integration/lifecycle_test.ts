@@ -300,6 +300,25 @@ Deno.test("takeover with the admin listener: the new process binds the admin por
   await Deno.remove(dir, { recursive: true });
 });
 
+Deno.test("a second Prox on the same admin port without --takeover fails to start (not a silent share)", async () => {
+  await using up = await startUpstream(() => new Response("pong"));
+  const dir = await Deno.makeTempDir({ prefix: "prox-admin-clash-" });
+  const admin = freePort();
+  await Deno.writeTextFile(`${dir}/a.yaml`, configText(freePort(), up.url, { admin }));
+  await Deno.writeTextFile(`${dir}/b.yaml`, configText(freePort(), up.url, { admin }));
+  await using a = spawnProx(["serve", "-c", `${dir}/a.yaml`]);
+  await a.waitForOutput("Admin listening");
+  // Another site's Prox with the default admin address, say: its scrapes must not land on a.
+  await using b = spawnProx(["serve", "-c", `${dir}/b.yaml`]);
+  await b.waitForOutput((o) => /Admin listening|Cannot start/.test(o));
+  assert.doesNotMatch(b.output(), /Admin listening/);
+  assert.equal((await b.status).code, 1, b.output());
+  assert.match(b.output(), /Cannot listen on 127\.0\.0\.1:\d+ \(admin\): .*in use/i);
+  a.signal("SIGTERM");
+  assert.equal((await a.status).code, 0);
+  await Deno.remove(dir, { recursive: true });
+});
+
 Deno.test("takeover with an invalid config: the new process exits 1, the old one keeps serving", async () => {
   await using up = await startUpstream(() => new Response("pong"));
   const dir = await Deno.makeTempDir({ prefix: "prox-takeover-bad-" });
