@@ -116,8 +116,14 @@ export async function forward(
       const reason = retryReason(e, ctx.req, pool.retries);
       const more = attempt < pool.retries.attempts && body.replayable;
       if (!reason || !more || !reg.tryRetry(route.id, pool.retries.budgetPercent)) {
-        if (reason && more) {
-          deps.logger.warn("Retry budget exhausted", { requestId: ctx.requestId, route: route.id });
+        const refused = reason && more ? reg.retryRefused(route.id) : null;
+        if (refused !== null) {
+          deps.logger.warn("Retry budget exhausted", {
+            requestId: ctx.requestId,
+            route: route.id,
+            // Logged once per budget window: the retries refused since the last line, this one included.
+            refused,
+          });
         }
         throw e;
       }

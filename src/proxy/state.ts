@@ -94,6 +94,12 @@ export interface UpstreamRegistry {
   countRequest(route: string, at?: number): void;
   /** True (and counted) when a retry fits in the route's budget. */
   tryRetry(route: string, percent: number): boolean;
+  /**
+   * A retry the budget refused, to be logged: the number of refusals since the last line, or
+   * null while the route's last line is younger than the budget window (a dead target would
+   * otherwise add a line to every request).
+   */
+  retryRefused(route: string): number | null;
   /** Ends the ejections of targets no route watches passively any more (a reload turned it off). */
   release(ids: Iterable<string>): void;
   /** Forgets targets and routes no longer configured; late results for them are ignored. */
@@ -105,6 +111,9 @@ interface Budget {
   epoch: number;
   requests: number[];
   retries: number[];
+  /** When a refused retry was last logged, and the refusals since. */
+  refusedLoggedAt: number;
+  refused: number;
 }
 
 /** Creates the registry. */
@@ -154,6 +163,8 @@ export function createUpstreamRegistry(
         epoch,
         requests: Array(BUDGET_BUCKETS).fill(0),
         retries: Array(BUDGET_BUCKETS).fill(0),
+        refusedLoggedAt: -Infinity,
+        refused: 0,
       };
       budgets.set(route, b);
     }
@@ -301,6 +312,16 @@ export function createUpstreamRegistry(
       if (sum(b.retries) + 1 > allowed) return false;
       b.retries[b.epoch % BUDGET_BUCKETS]++;
       return true;
+    },
+    retryRefused(route) {
+      const t = now();
+      const b = bucketsOf(route, t);
+      b.refused++;
+      if (t - b.refusedLoggedAt < BUDGET_BUCKETS * BUDGET_BUCKET_MS) return null;
+      const n = b.refused;
+      b.refusedLoggedAt = t;
+      b.refused = 0;
+      return n;
     },
     release(ids) {
       const t = now();

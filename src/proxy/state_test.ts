@@ -55,6 +55,16 @@ Deno.test("registry: retry budget allows a floor, then a share of requests, per 
   assert.equal(granted().length, 10, "10% of 100 requests");
 });
 
+Deno.test("registry: refused retries are logged once per budget window, with a count", () => {
+  const { reg, advance } = registry();
+  assert.equal(reg.retryRefused("r"), 1, "the first refusal is logged");
+  for (let i = 0; i < 5; i++) assert.equal(reg.retryRefused("r"), null);
+  assert.equal(reg.retryRefused("other"), 1, "per route");
+  advance(10_000);
+  assert.equal(reg.retryRefused("r"), 6, "the next line counts every refusal since the last");
+  assert.equal(reg.retryRefused("r"), null);
+});
+
 Deno.test("registry: an ejection that ran out is announced by the next probe or list", () => {
   const { reg, health, advance } = registry();
   const policy = {
