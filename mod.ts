@@ -368,6 +368,7 @@ async function workerServe(
         exclusive: role.exclusive,
         debugHeader: role.debugHeader,
         metrics,
+        configCopy: `${role.dir}/config.applied.yaml`,
       },
       // A reload through worker 0's admin API reaches the other workers through the supervisor.
       onReload: (r) => {

@@ -43,6 +43,7 @@ import { ALT_SVC_MAX_AGE, altSvcValue } from "./adapters/h3/mod.ts";
 import { denoEnv, loadSource, readReferencedFiles } from "./adapters/config_source.ts";
 import type { ConfigSource } from "./adapters/config_source.ts";
 import { withWorkerHeader } from "./adapters/worker_link.ts";
+import { keepConfigCopy, readConfigCopy } from "./adapters/config_copy.ts";
 import { createCertificates, mainTls } from "./server_tls.ts";
 import { createReloads, restartOnlyChanges } from "./server_reload.ts";
 import { ConfigError } from "./server_api.ts";
@@ -70,7 +71,12 @@ export async function startServer(
   const watching = opts.watch ?? "path" in source;
   const configPath = "path" in source ? source.path : null;
   const before = watching && configPath ? await filePrint(configPath) : null;
-  const first = await loadSource(source);
+  // A restarted worker starts from the config its siblings run, whatever the file holds now.
+  const copyPath = opts.worker?.configCopy;
+  const copied = copyPath ? readConfigCopy(copyPath) : null;
+  const first = await loadSource(
+    copied !== null ? { text: copied, name: configPath ?? "config" } : source,
+  );
   if (!first.config) throw new ConfigError(first.issues);
   let config = first.config;
   const ownLogger = opts.logger ? null : createJsonLogger({ level: config.log.level });
@@ -236,6 +242,7 @@ export async function startServer(
         rssMiB: Math.round(rss / 1048576),
       }),
   });
+  if (copyPath && first.text !== undefined) keepConfigCopy(copyPath, first.text, logger);
   logger.info("Prox listening", {
     addr: formatListenAddr(set.listeners[0]),
     tls: set.listeners[0].tls,
@@ -369,6 +376,7 @@ export async function startServer(
       for (const key of exclusive ? restartOnlyChanges(prev, config) : []) {
         logger.warn(`${key} changed; it applies when Prox restarts (--takeover)`);
       }
+      if (copyPath && next.text !== undefined) keepConfigCopy(copyPath, next.text, logger);
       logger.info("Config reloaded", { version, trigger, listenersChanged: staged.bound });
       return reloads.settle({ ok: true, version, issues: next.issues, at, trigger });
     } catch (err) {

@@ -109,5 +109,10 @@ export interface StartOptions {
     debugHeader?: boolean;
     /** Shares this worker's metrics; worker 0's `/metrics` shows every worker's. */
     metrics?: WorkerMetrics;
+    /**
+     * Where the workers keep the config text they applied (start and reloads); a worker
+     * restarted after a crash starts from it rather than from the file.
+     */
+    configCopy?: string;
   };
 }

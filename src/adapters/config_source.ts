@@ -99,7 +99,12 @@ function unusableKey(key: ReturnType<typeof createPrivateKey>): string | null {
 export async function loadSource(
   source: ConfigSource,
 ): Promise<LoadResult> {
-  if ("text" in source) return loadConfigText(source.text, { file: source.name, env: denoEnv });
+  if ("text" in source) {
+    return {
+      ...loadConfigText(source.text, { file: source.name, env: denoEnv }),
+      text: source.text,
+    };
+  }
   const bytes = await Deno.readFile(source.path);
   let text: string;
   try {
@@ -109,7 +114,7 @@ export async function loadSource(
   } catch {
     return { issues: [notUtf8(source.path, bytes)] };
   }
-  return loadConfigText(text, { file: source.path, env: denoEnv });
+  return { ...loadConfigText(text, { file: source.path, env: denoEnv }), text };
 }
 
 /** Where the first byte that is not UTF-8 sits, as an issue. */

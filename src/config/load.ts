@@ -12,6 +12,8 @@ export interface LoadResult {
   issues: ConfigIssue[];
   /** Where a key path sits in the text (for problems found later, e.g. a reload's bind error). */
   locate?: (path: (string | number)[]) => { line: number; col: number };
+  /** The text it was loaded from (set by loadSource). */
+  text?: string;
 }
 
 /** Parses and validates config text; `config` is set only when no issue is an error. */

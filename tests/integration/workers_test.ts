@@ -122,6 +122,26 @@ Deno.test("workers: a killed worker is restarted and serves again; --workers ove
   assert.equal((await p.status).code, 0, p.output());
 });
 
+Deno.test("workers: a worker restarted while the file is invalid starts from the config the others run", async () => {
+  const f = await fixture();
+  await using p = serve(["-c", `${f.dir}/config.yaml`, "--no-watch"]);
+  await p.waitForOutput("Prox listening with workers");
+  await f.write("b");
+  p.signal("SIGHUP");
+  await p.waitForOutput((o) => o.split("Config reloaded").length - 1 === 2);
+  await Deno.writeTextFile(`${f.dir}/config.yaml`, "routes: [\n");
+  p.signal("SIGHUP");
+  await p.waitForOutput((o) => o.split("Reload rejected").length - 1 === 2);
+  const [, victim] = workerPids(p);
+  Deno.kill(victim, "SIGKILL");
+  // It used to read the invalid file, exit 1 and be restarted in a loop.
+  await p.waitForOutput("Worker restarted");
+  await seenWorkers(f.url, ["0", "1"], "site b\n");
+  assert.ok(!p.output().includes("Cannot start worker"), p.output());
+  p.signal("SIGTERM");
+  assert.equal((await p.status).code, 0, p.output());
+});
+
 Deno.test("workers: only worker 0 runs the admin listener; its /metrics has every worker's series; an admin reload reaches every worker", async () => {
   const f = await fixture({ admin: freePort() });
   await using p = serve(["-c", `${f.dir}/config.yaml`, "--no-watch"]);
