@@ -75,12 +75,9 @@ export async function main(args: string[]): Promise<number> {
     return 2;
   }
   if (command === "help" || values.help) {
-    const topic = command === "help" ? positionals[1] : command;
-    console.log(
-      topic && !values.help
-        ? COMMAND_HELP[topic] ?? HELP
-        : (command !== "help" && values.help ? COMMAND_HELP[command] ?? HELP : HELP),
-    );
+    // `prox --help` alone is the overview; `prox serve --help` and `prox help serve` the command.
+    const topic = command === "help" ? positionals[1] : positionals[0];
+    console.log((topic && COMMAND_HELP[topic]) ?? HELP);
     return 0;
   }
   const format = values.format ?? "text";

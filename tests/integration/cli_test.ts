@@ -38,10 +38,16 @@ Deno.test("prox --version prints the version and exits 0", async () => {
 });
 
 Deno.test("prox --help and per-command help exit 0 and describe the command", async () => {
-  const top = await prox(["--help"]);
-  assert.equal(top.code, 0);
-  assert.match(top.stdout, /Usage:/);
-  assert.match(top.stdout, /--takeover/);
+  // Without a command, --help and -h give the overview of every command (not serve's help).
+  for (const flag of ["--help", "-h"]) {
+    const top = await prox([flag]);
+    assert.equal(top.code, 0);
+    assert.match(top.stdout, /Usage:/);
+    assert.match(top.stdout, /--takeover/);
+    assert.match(top.stdout, /prox validate/);
+    assert.match(top.stdout, /--log-level/);
+    assert.match(top.stdout, /Exit codes/);
+  }
   for (const args of [["serve", "--help"], ["help", "serve"]]) {
     const r = await prox(args);
     assert.equal(r.code, 0);
