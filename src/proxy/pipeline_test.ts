@@ -178,6 +178,52 @@ routes:
   assert.deepEqual(actions, ["allowed", "allowed", "limited", "limited"]);
 });
 
+Deno.test("rate limits: a failed store is asked, counted and logged once per request and route", async () => {
+  const { config, issues } = loadConfigText(
+    `listen_addr: "127.0.0.1:0"
+health_check: { enabled: false }
+routes:
+  "/":
+    type: proxy
+    target: "http://10.0.0.1:80"
+    rate_limits:
+      - { name: second, by: ip, requests: 10, period: 1s }
+      - { name: daily, by: route, requests: 1000, period: 1d }
+`,
+    { file: "t.yaml", env: { exists: () => true } },
+  );
+  assert.ok(config, JSON.stringify(issues));
+  const snapshot = buildSnapshot(config, { version: 1 });
+  const actions: string[] = [];
+  const warned: Record<string, unknown>[] = [];
+  let asked = 0;
+  const handler = createHandler({
+    snapshot: () => snapshot,
+    upstream: { send: () => Promise.resolve(new Response("ok")), close: () => Promise.resolve() },
+    files: { stat: () => Promise.resolve(null), open: () => Promise.resolve(null) },
+    clock: { now: () => 1_700_000_000_000, monotonic: () => 0 },
+    logger: { ...silentLogger, warn: (_m, f) => void warned.push(f!) },
+    metrics: { ...noopMetrics, rateLimit: (_route, action) => void actions.push(action) },
+    rateLimits: {
+      consume: () => {
+        asked++;
+        return Promise.reject(new Error("Cannot reach Redis: timed out after 100 ms"));
+      },
+    },
+    random: () => 0.5,
+  });
+  for (let i = 0; i < 2; i++) {
+    const res = await handler(new Request("http://proxy.test/x"), info);
+    await res.body?.cancel();
+    assert.equal(res.status, 200); // on_error: allow
+  }
+  // One store call per request (a stalled store's timeout is not paid once per limit), one
+  // "error" per request, and one log line per 10 s for the route.
+  assert.equal(asked, 2);
+  assert.deepEqual(actions, ["error", "error"]);
+  assert.equal(warned.length, 1);
+});
+
 Deno.test({
   name: "timeouts.total: a response body the client cancels ends the deadline's timer",
   sanitizeOps: true,

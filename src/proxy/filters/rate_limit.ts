@@ -171,6 +171,9 @@ export async function applyRateLimit(
   for (const limit of limits) {
     const outcome = await checkOne(ctx, deps, { limit, store });
     if (outcome instanceof Response) return outcome;
+    // The store failed and on_error allows: the other limits use the same store, so asking it
+    // again would only add its timeout per limit (and count and log the one failure again).
+    if (outcome === STORE_FAILED) return null;
     counted ||= outcome !== null;
     if (outcome && limit.config.headers && !limit.config.shadow) {
       policies.push(limit.policyField);
@@ -191,12 +194,15 @@ export async function applyRateLimit(
   return null;
 }
 
+/** The store could not decide and `on_error: allow` let the request through. */
+const STORE_FAILED = Symbol("store failed");
+
 /** One limit: a denial response, the decision when allowed, or null when not counted. */
 async function checkOne(
   ctx: RequestContext,
   deps: PipelineDeps,
   opts: { limit: CompiledRateLimit; store: RateLimitStore },
-): Promise<Response | RateLimitDecision | null> {
+): Promise<Response | RateLimitDecision | typeof STORE_FAILED | null> {
   const { limit, store } = opts;
   if (limit.exempt.length > 0 && isExempt(limit.exempt, ctx.clientIp)) return null;
   const c = limit.config;
@@ -220,7 +226,7 @@ async function checkOne(
     const onError = ctx.snapshot.config.rate_limit_store.on_error;
     logThrottled(
       deps,
-      `store:${limit.id}`,
+      `store:${limit.route}`,
       "Rate limit store failed; requests are " +
         (onError === "allow" ? "allowed (on_error: allow)" : "denied (on_error: deny)"),
       {
@@ -228,7 +234,7 @@ async function checkOne(
         error: err instanceof Error ? err.message : String(err),
       },
     );
-    return onError === "allow" ? null : deny(ctx, limit, null);
+    return onError === "allow" ? STORE_FAILED : deny(ctx, limit, null);
   }
   if (decision.allowed) return decision;
   if (c.shadow) {
@@ -273,7 +279,7 @@ function deny(
   });
 }
 
-/** Log throttles per pipeline (one server), then per limiter and kind. */
+/** Log throttles per pipeline (one server), then per kind and limiter (store failures: route). */
 const throttles = new WeakMap<PipelineDeps, Map<string, { at: number; suppressed: number }>>();
 
 function logThrottled(
