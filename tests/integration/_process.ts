@@ -13,6 +13,9 @@ export interface ProxProcess extends AsyncDisposable {
   memory(): { peak: number; rss: number };
 }
 
+/** The V8 flags Prox ships with (`make run`, `make compile`), read from the Makefile. */
+export const V8_FLAGS = /^V8_FLAGS := (.+)$/m.exec(Deno.readTextFileSync(`${ROOT}/Makefile`))![1];
+
 /** Picks a free TCP port on 127.0.0.1 (bind :0, read, close). */
 export function freePort(): number {
   const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
@@ -34,8 +37,8 @@ export async function spawnProx(
     args: [
       "run",
       "-A",
-      // As `make run` and the compiled binary (see the Makefile's V8_FLAGS).
-      "--v8-flags=--expose-gc,--no-allocation-site-pretenuring,--no-maglev,--no-memory-reducer,--no-scavenger-updates-allocation-limit",
+      // As `make run` and the compiled binary: the Makefile's V8_FLAGS.
+      V8_FLAGS,
       `--config=${ROOT}/deno.json`,
       `${ROOT}/mod.ts`,
       "serve",

@@ -1,0 +1,36 @@
+// Hostile clients against a real `prox serve` process: what one request may cost everyone else.
+import assert from "node:assert/strict";
+import { startUpstream } from "../_harness.ts";
+import { spawnProx } from "./_process.ts";
+
+Deno.test("a catastrophically backtracking path_matches regex cannot stall prox serve", async () => {
+  await using up = await startUpstream((req) =>
+    new Response(req.headers.get("x-matched") ?? "no", { headers: { "cache-control": "x" } })
+  );
+  await using p = await spawnProx(`listen_addr: "127.0.0.1:{PORT}"
+health_check: { enabled: false }
+routes:
+  "/re":
+    type: proxy
+    target: "${up.url}"
+    request_headers:
+      condition: { path_matches: "^/re/(a+)+$", has_header: { name: X-Key, value_matches: "^(\\\\w+\\\\s?)*$" } }
+      set: { X-Matched: "yes" }
+`);
+  const base = `http://127.0.0.1:${p.port}`;
+  // Without V8's linear-time fallback each of these runs for minutes on the one event loop.
+  const hostile = [
+    { path: `/re/${"a".repeat(40)}!`, key: "k" },
+    { path: "/re/a", key: `${"a".repeat(40)}!` },
+  ];
+  for (const h of hostile) {
+    const res = await fetch(`${base}${h.path}`, {
+      headers: { "x-key": h.key },
+      signal: AbortSignal.timeout(5_000),
+    });
+    assert.equal(res.status, 200);
+    assert.equal(await res.text(), "no");
+  }
+  const ok = await fetch(`${base}/re/aaa`, { headers: { "x-key": "abc def" } });
+  assert.equal(await ok.text(), "yes");
+});
