@@ -73,6 +73,9 @@ export function quicTransportOptions(
   }
   if (o.max_packet_size !== undefined) ignored.push("max_packet_size");
   if (o.congestion_control === "reno") ignored.push("congestion_control=reno (using cubic)");
+  // Deno's QUIC stack accepts 0-RTT whatever is asked; Prox runs no request before the
+  // handshake completes, which is what refusing early data protects against.
+  if (o.enable_0rtt === false) ignored.push("enable_0rtt=false (0-RTT is always accepted)");
   return { transport, ignored };
 }
 

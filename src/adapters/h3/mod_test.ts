@@ -21,11 +21,13 @@ Deno.test("quicTransportOptions maps http3_config keys and names the ignored one
     max_data: 1,
     max_packet_size: 1200,
     congestion_control: "reno",
+    enable_0rtt: false,
   });
   assert.deepEqual(odd.ignored, [
     "max_data",
     "max_packet_size",
     "congestion_control=reno (using cubic)",
+    "enable_0rtt=false (0-RTT is always accepted)",
   ]);
   assert.equal(
     quicTransportOptions({ congestion_control: "bbr" }).transport.congestionControl,
