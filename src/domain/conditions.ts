@@ -1,6 +1,8 @@
 // Rule conditions, compiled once at load (regexes included) into a predicate. All given keys are
 // ANDed; response conditions see the upstream response, not the request (the seed got that wrong).
 
+import { fromRustSyntax } from "./rust_regex.ts";
+
 /** What a condition can look at. Response fields are absent on the request side. */
 export interface ConditionInput {
   method: string;
@@ -51,39 +53,11 @@ export function statusMatcher(sel: number | string | (number | string)[]): (s: n
   return (s) => ranges.some(([lo, hi]) => s >= lo && s <= hi);
 }
 
-/**
- * The Rust Prox's regexes (Rust `regex` syntax) in JavaScript terms: leading inline flags
- * (`(?i)json`, which JavaScript refuses) become flags, `(?P<name>` becomes `(?<name>`, and `\A` and
- * `\z`, which JavaScript reads as the letters A and z, become `^` and `$`.
- */
-function fromRustSyntax(source: string): { source: string; flags: string } {
-  const lead = /^\(\?([ims]+)\)/.exec(source);
-  const flags = lead ? [...new Set(lead[1])].join("") : "";
-  let out = "";
-  let inClass = false;
-  for (let i = lead ? lead[0].length : 0; i < source.length; i++) {
-    const c = source[i];
-    if (c === "\\" && i + 1 < source.length) {
-      const next = source[++i];
-      out += !inClass && next === "A" ? "^" : !inClass && next === "z" ? "$" : c + next;
-    } else if (c === "[") {
-      inClass = true;
-      out += c;
-    } else if (c === "]") {
-      inClass = false;
-      out += c;
-    } else if (!inClass && source.startsWith("(?P<", i)) {
-      out += "(?<";
-      i += 3;
-    } else out += c;
-  }
-  return { source: out, flags };
-}
-
 /** Compiles a regex from config (JavaScript or the seed's Rust syntax), or returns the error. */
 export function compileRegex(source: string): RegExp | string {
   try {
     const r = fromRustSyntax(source);
+    if (typeof r === "string") return `Invalid regular expression /${source}/: ${r}`;
     return new RegExp(r.source, r.flags);
   } catch (err) {
     return `Invalid regular expression /${source}/: ${err instanceof Error ? err.message : err}`;
