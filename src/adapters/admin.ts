@@ -57,11 +57,25 @@ export function redactSecrets(value: unknown, key = ""): unknown {
     for (const [k, v] of Object.entries(value)) out[k] = redactSecrets(v, k);
     return out;
   }
+  if (typeof value !== "string" || !/^[a-z][a-z0-9+.-]*:\/\//i.test(value)) return value;
+  let url = value;
   // Up to the last "@" of the authority: URL parsers take a password with a raw "@" whole.
-  if (typeof value === "string" && /^[a-z][a-z0-9+.-]*:\/\/[^/@]*:[^/]*@/i.test(value)) {
-    return value.replace(/^([a-z][a-z0-9+.-]*:\/\/[^/@:]*):[^/]*@/i, `$1:${REDACTED}@`);
+  if (/^[a-z][a-z0-9+.-]*:\/\/[^/@]*:[^/]*@/i.test(url)) {
+    url = url.replace(/^([a-z][a-z0-9+.-]*:\/\/[^/@:]*):[^/]*@/i, `$1:${REDACTED}@`);
   }
-  return value;
+  // A secret in the query: ioredis takes `redis://h:6379/0?password=pw` as the password.
+  return url.replace(
+    /([?&])([^=&#]*)=([^&#]*)/g,
+    (all, sep, name) => SECRET_KEY.test(safeDecode(name)) ? `${sep}${name}=${REDACTED}` : all,
+  );
+}
+
+function safeDecode(s: string): string {
+  try {
+    return decodeURIComponent(s);
+  } catch {
+    return s;
+  }
 }
 
 const encoder = new TextEncoder();

@@ -184,6 +184,16 @@ Deno.test("redactSecrets and authorized edge cases", () => {
   // A raw "@" in the password (new URL() takes it whole): nothing of it shows.
   assert.equal(redactSecrets("redis://:p@ss@h:6379/0"), "redis://:[redacted]@h:6379/0");
   assert.equal(redactSecrets("redis://u:p@s@s@h"), "redis://u:[redacted]@h");
+  // ioredis reads options from the query, the password too.
+  assert.deepEqual(
+    redactSecrets({ url: "redis://h:6379/0?db=1&password=pw&x=y" }),
+    { url: "redis://h:6379/0?db=1&password=[redacted]&x=y" },
+  );
+  assert.equal(
+    redactSecrets("redis://:a@h/?Pass%77ord=b#f"),
+    "redis://:[redacted]@h/?Pass%77ord=[redacted]#f",
+  );
+  assert.equal(redactSecrets("http://h/?q=1"), "http://h/?q=1");
   assert.equal(authorized(undefined, "t"), false);
   assert.equal(authorized("Bearer t", "t"), true);
   assert.equal(authorized("bearer  t", "t"), true);

@@ -153,6 +153,10 @@ export function redactUrl(url: string): string {
   try {
     const u = new URL(url);
     if (u.password) u.password = "***";
+    // ioredis also takes the password from the query (`?password=pw`).
+    for (const name of [...u.searchParams.keys()]) {
+      if (/pass|secret|token/i.test(name)) u.searchParams.set(name, "***");
+    }
     return u.toString();
   } catch {
     return "(invalid url)";

@@ -104,6 +104,10 @@ interopTest(
 Deno.test("redactUrl hides the password", () => {
   assert.equal(redactUrl("redis://u:secret@h:6379/0"), "redis://u:***@h:6379/0");
   assert.equal(redactUrl("::"), "(invalid url)");
+  assert.equal(
+    redactUrl("redis://h:6379/0?password=secret&db=1"),
+    "redis://h:6379/0?password=***&db=1",
+  );
 });
 
 interopTest(
