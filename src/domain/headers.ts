@@ -87,6 +87,8 @@ function stripPort(s: string): string {
   return colons === 1 ? s.slice(0, s.indexOf(":")) : s;
 }
 
+const OURS = new Set(["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"]);
+
 /** What the forwarding headers describe. */
 export interface ForwardInfo {
   peer: string;
@@ -103,7 +105,8 @@ export interface ForwardInfo {
 
 /**
  * Sets X-Forwarded-For/-Proto/-Host and Via (and optionally RFC 7239 Forwarded). Client-sent
- * values are kept and extended only when the peer is a trusted proxy; otherwise replaced.
+ * values are kept and extended only when the peer is a trusted proxy; otherwise replaced, and any
+ * other X-Forwarded-* field or X-Real-IP removed.
  */
 export function setForwardingHeaders(h: HeaderMap, f: ForwardInfo): void {
   const prior = f.trustedPeer ? h.get("x-forwarded-for") : null;
@@ -113,7 +116,16 @@ export function setForwardingHeaders(h: HeaderMap, f: ForwardInfo): void {
     if (f.host) h.set("x-forwarded-host", f.host);
     else h.delete("x-forwarded-host");
   }
-  if (!f.trustedPeer) h.delete("x-real-ip");
+  if (!f.trustedPeer) {
+    // None of the other X-Forwarded-* a client may send either (-Port, -Prefix, -Ssl, -Scheme…):
+    // apps behind Prox build URLs and decide "secure" from them, as from X-Real-IP.
+    h.delete("x-real-ip");
+    let forged: string[] | undefined;
+    h.forEach((_, name) => {
+      if (name.startsWith("x-forwarded-") && !OURS.has(name)) (forged ??= []).push(name);
+    });
+    if (forged) { for (const name of forged) h.delete(name); }
+  }
   const via = `${f.version} prox`;
   const priorVia = h.get("via");
   h.set("via", priorVia ? `${priorVia}, ${via}` : via);

@@ -46,6 +46,11 @@ Deno.test("setForwardingHeaders replaces client-sent values from untrusted peers
   const h = new Headers({
     "x-forwarded-for": "6.6.6.6",
     "x-forwarded-host": "evil",
+    "x-forwarded-port": "443",
+    "x-forwarded-prefix": "/evil",
+    "X-Forwarded-Ssl": "on",
+    "x-real-ip": "6.6.6.6",
+    "x-forwarded": "kept",
     forwarded: "for=x",
   });
   setForwardingHeaders(h, {
@@ -62,10 +67,14 @@ Deno.test("setForwardingHeaders replaces client-sent values from untrusted peers
   assert.equal(h.get("x-forwarded-proto"), "https");
   assert.equal(h.get("via"), "1.1 prox");
   assert.equal(h.get("forwarded"), null);
+  for (const name of ["x-forwarded-port", "x-forwarded-prefix", "x-forwarded-ssl", "x-real-ip"]) {
+    assert.equal(h.get(name), null, name);
+  }
+  assert.equal(h.get("x-forwarded"), "kept");
 });
 
 Deno.test("setForwardingHeaders appends for trusted peers and writes RFC 7239 Forwarded", () => {
-  const h = new Headers({ "x-forwarded-for": "9.9.9.9" });
+  const h = new Headers({ "x-forwarded-for": "9.9.9.9", "x-forwarded-port": "8443" });
   setForwardingHeaders(h, {
     peer: "::1",
     trustedPeer: true,
@@ -79,6 +88,7 @@ Deno.test("setForwardingHeaders appends for trusted peers and writes RFC 7239 Fo
   // The client's scheme (told by the trusted peer) for X-Forwarded-Proto; this hop's in Forwarded.
   assert.equal(h.get("x-forwarded-proto"), "https");
   assert.equal(h.get("forwarded"), 'for="[::1]";proto=http;host="site"');
+  assert.equal(h.get("x-forwarded-port"), "8443");
 });
 
 Deno.test("ipGroupKey groups IPv6 by prefix and keeps IPv4", () => {

@@ -2,6 +2,7 @@
 import assert from "node:assert/strict";
 import { startUpstream } from "../_harness.ts";
 import { spawnProx } from "./_process.ts";
+import { startProxy } from "./_proxy.ts";
 
 Deno.test("a catastrophically backtracking path_matches regex cannot stall prox serve", async () => {
   await using up = await startUpstream((req) =>
@@ -33,4 +34,28 @@ routes:
   }
   const ok = await fetch(`${base}/re/aaa`, { headers: { "x-key": "abc def" } });
   assert.equal(await ok.text(), "yes");
+});
+
+Deno.test("X-Forwarded-* fields an untrusted client sends never reach the upstream", async () => {
+  await using up = await startUpstream((req) => Response.json([...req.headers]));
+  await using proxy = await startProxy(`health_check: { enabled: false }
+routes: { "/": { type: proxy, target: "${up.url}" } }
+`);
+  const res = await fetch(`${proxy.url}/x`, {
+    headers: {
+      "x-forwarded-for": "6.6.6.6",
+      "x-forwarded-port": "443",
+      "x-forwarded-prefix": "/evil",
+      "x-forwarded-ssl": "on",
+      "x-forwarded-scheme": "https",
+      "x-real-ip": "6.6.6.6",
+    },
+  });
+  const got = Object.fromEntries(await res.json() as [string, string][]);
+  assert.equal(got["x-forwarded-for"], "127.0.0.1");
+  assert.equal(got["x-forwarded-proto"], "http");
+  for (const name of ["port", "prefix", "ssl", "scheme"]) {
+    assert.equal(got[`x-forwarded-${name}`], undefined, name);
+  }
+  assert.equal(got["x-real-ip"], undefined);
 });
