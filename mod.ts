@@ -145,7 +145,9 @@ function summary(c: Config): string[] {
     }`,
     `  routes:        ${Object.keys(c.routes).length} (${types})`,
     `  tls:           ${tls}`,
-    `  health checks: ${c.health_check.enabled ? `every ${c.health_check.interval_secs}s` : "off"}`,
+    `  health checks: ${
+      c.health_check.enabled ? `every ${Math.max(1, c.health_check.interval_secs)}s` : "off"
+    }`,
     `  http/3:        ${c.protocols.http3_enabled ? "on" : "off"}`,
     `  admin:         ${c.admin ? c.admin.listen_addr : "off"}`,
   ];

@@ -58,7 +58,11 @@ export function healthJobs(snapshot: Snapshot): ProbeJob[] {
         expect: statusMatcher(r?.expected_status ?? g.expected_status),
         bodyMatch: body === undefined ? undefined : toRegExp(body),
         timeoutMs: g.timeout_secs * 1000,
-        thresholds: { healthy: g.healthy_threshold, unhealthy: g.unhealthy_threshold },
+        // 0 counts as 1, as the Rust Prox's `>=` comparison made it
+        thresholds: {
+          healthy: Math.max(1, g.healthy_threshold),
+          unhealthy: Math.max(1, g.unhealthy_threshold),
+        },
         tls: route.tls
           ? {
             caCerts: compiled.get(key)?.caCerts,
@@ -97,6 +101,11 @@ export interface HealthChecker {
   close(): Promise<void>;
 }
 
+/** The probe interval in ms: `interval_secs: 0` (the Rust Prox probed without pause) is 1 s. */
+function intervalOf(snapshot: Snapshot): number {
+  return Math.max(1, snapshot.config.health_check.interval_secs) * 1000;
+}
+
 /** Starts probing the targets of `snapshot` now and every `health_check.interval_secs`. */
 export function startHealthChecks(
   snapshot: Snapshot,
@@ -113,7 +122,7 @@ export function startHealthChecks(
   const probing = new Set<string>();
   /** The current job of every probed target; a round looks its targets up here at probe time. */
   let jobs = new Map(healthJobs(snapshot).map((j) => [j.id, j]));
-  let intervalMs = snapshot.config.health_check.interval_secs * 1000;
+  let intervalMs = intervalOf(snapshot);
   let timer: ReturnType<typeof setTimeout> | undefined;
   /** A timed round is running: the next is scheduled when it ends, so rounds never overlap. */
   let ticking = true;
@@ -214,7 +223,7 @@ export function startHealthChecks(
       jobs = new Map(healthJobs(next).map((j) => [j.id, j]));
       // Probes of targets no longer checked stop now (their results would be dropped anyway).
       for (const [ac, id] of inflight) if (!jobs.has(id)) ac.abort();
-      const interval = next.config.health_check.interval_secs * 1000;
+      const interval = intervalOf(next);
       if (interval !== intervalMs && timer !== undefined) {
         clearTimeout(timer);
         timer = undefined;

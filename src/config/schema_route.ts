@@ -140,11 +140,12 @@ export const Retries = z.object({
 
 export const HealthCheck = z.object({
   enabled: z.boolean().default(true),
-  interval_secs: z.int().positive().default(10),
-  timeout_secs: z.int().positive().default(2),
+  // 0 loads, as in the Rust Prox: validate explains what it means (health_check.ts, validate.ts)
+  interval_secs: z.int().min(0).default(10),
+  timeout_secs: z.int().min(0).default(2),
   path: z.string().default("/health"),
-  unhealthy_threshold: z.int().positive().default(3),
-  healthy_threshold: z.int().positive().default(2),
+  unhealthy_threshold: z.int().min(0).default(3),
+  healthy_threshold: z.int().min(0).default(2),
   method: z.enum(["GET", "HEAD"]).default("GET"),
   expected_status: z.union([StatusSelector, z.array(StatusSelector).min(1)]).default("2xx"),
   body_match: z.string().optional(),

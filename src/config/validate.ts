@@ -122,7 +122,8 @@ export function validateConfig(
 
   // Health checks and trusted proxies
   const hc = config.health_check;
-  if (hc.timeout_secs >= hc.interval_secs && hc.enabled) {
+  healthCheckZeros(hc, { err, warn });
+  if (hc.timeout_secs >= hc.interval_secs && hc.interval_secs > 0 && hc.enabled) {
     warn(
       ["health_check", "timeout_secs"],
       `timeout_secs (${hc.timeout_secs}) is not shorter than interval_secs (${hc.interval_secs})`,
@@ -332,5 +333,43 @@ function validateAcme(
       "No HTTP listener on port 80: Let's Encrypt validates HTTP-01 challenges on port 80",
       'Set tls.acme.http_listen_addr: "0.0.0.0:80" (or http_redirect.listen_addr)',
     );
+  }
+}
+
+/**
+ * The zeros the Rust Prox accepted in `health_check`: thresholds of 0 acted as 1 and an interval
+ * of 0 probed without pause (both load, with a warning); a timeout of 0 timed out every probe and
+ * marked every target down, so it is an error while checks are enabled.
+ */
+function healthCheckZeros(
+  hc: Config["health_check"],
+  o: {
+    err: (p: string[], m: string, h?: string) => void;
+    warn: (p: string[], m: string, h?: string) => void;
+  },
+): void {
+  if (!hc.enabled) return;
+  if (hc.timeout_secs === 0) {
+    o.err(
+      ["health_check", "timeout_secs"],
+      "timeout_secs: 0 times out every probe, so every target would be marked down (the Rust Prox did that too)",
+      "Set timeout_secs: 1 or more, or enabled: false",
+    );
+  }
+  if (hc.interval_secs === 0) {
+    o.warn(
+      ["health_check", "interval_secs"],
+      "interval_secs: 0 (the Rust Prox probed without pause) probes every second",
+      "Set interval_secs: 1 or more",
+    );
+  }
+  for (const k of ["unhealthy_threshold", "healthy_threshold"] as const) {
+    if (hc[k] === 0) {
+      o.warn(
+        ["health_check", k],
+        `${k}: 0 acts as 1 (as in the Rust Prox): one probe result decides`,
+        `Set ${k}: 1`,
+      );
+    }
   }
 }

@@ -618,3 +618,30 @@ routes:
   hangs.close();
   await served;
 });
+
+Deno.test("health_check zeros of a Rust Prox config: thresholds act as 1, interval 0 probes each second", async () => {
+  let healthy = true;
+  const probes: number[] = [];
+  await using up = await startUpstream((req) => {
+    if (new URL(req.url).pathname !== "/health") return new Response("app");
+    probes.push(Date.now());
+    return new Response(healthy ? "ok" : "down", { status: healthy ? 200 : 503 });
+  });
+  await using prox = await startProxy(`
+health_check: { interval_secs: 0, timeout_secs: 1, unhealthy_threshold: 0, healthy_threshold: 0 }
+routes:
+  "/": { type: proxy, target: "${up.url}" }
+`);
+  const status = () => prox.server.upstreams.list().find((u) => u.id === up.url)?.status;
+  await waitFor(() => status() === "up");
+  const before = probes.length;
+  healthy = false;
+  await waitFor(() => status() === "down", { what: "one failed probe marks it down" });
+  assert.equal(probes.length, before + 1, "a threshold of 0 acts as 1");
+  healthy = true;
+  await waitFor(() => status() === "up", { what: "one good probe brings it back" });
+  const gaps = probes.slice(1).map((t, i) => t - probes[i]);
+  assert.ok(gaps.every((g) => g >= 900), `probes about a second apart, not without pause: ${gaps}`);
+  const res = await fetch(`${prox.url}/x`);
+  assert.equal(await res.text(), "app");
+});
