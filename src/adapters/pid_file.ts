@@ -24,10 +24,15 @@ export function readPid(file: string): number | null {
   }
 }
 
-/** Writes our pid atomically (temp file + rename), so a reader never sees half a number. */
+/**
+ * Writes our pid atomically (temp file + rename), so a reader never sees half a number. The temp
+ * file is created new: in a directory others can write (/tmp), a symlink planted at its
+ * predictable name would otherwise have Prox (often root) overwrite the file it points to.
+ */
 export async function writePid(file: string): Promise<void> {
   const tmp = `${file}.${Deno.pid}.tmp`;
-  await Deno.writeTextFile(tmp, `${Deno.pid}\n`);
+  await Deno.remove(tmp).catch(() => {}); // ours, left by a crash with the same pid (or planted)
+  await Deno.writeTextFile(tmp, `${Deno.pid}\n`, { createNew: true, mode: 0o644 });
   try {
     await Deno.rename(tmp, file);
   } catch (err) {

@@ -22,6 +22,21 @@ Deno.test("readPid: our live pid back; null for missing, garbage and dead pids",
   }
 });
 
+Deno.test("writePid does not follow a symlink planted at its temp file's name", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "prox-pid-" });
+  const file = `${dir}/prox.pid`;
+  try {
+    await Deno.writeTextFile(`${dir}/victim`, "precious\n");
+    await Deno.symlink(`${dir}/victim`, `${file}.${Deno.pid}.tmp`);
+    await writePid(file);
+    assert.equal(await Deno.readTextFile(`${dir}/victim`), "precious\n");
+    assert.equal(readPid(file), Deno.pid);
+    assert.equal((await Deno.lstat(file)).isFile, true);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("removePidIfOurs leaves a successor's pid file alone", async () => {
   const dir = await Deno.makeTempDir({ prefix: "prox-pid-" });
   const file = `${dir}/prox.pid`;
