@@ -61,6 +61,8 @@ export { ConfigError };
 export type { ProxServer, ReloadResult, ReloadStats, ShutdownHook, StartOptions };
 
 const realClock: Clock = { now: () => Date.now(), monotonic: () => performance.now() };
+/** After the drain deadline: how long the 503s of requests cut from their upstream may take. */
+const SETTLE_MS = 500;
 
 /** Starts Prox from a config source. Throws ConfigError when the config is invalid. */
 export async function startServer(
@@ -409,6 +411,9 @@ export async function startServer(
     // HTTP/3 sends GOAWAY and drains under the same grace.
     await Promise.all([set.shutdown(left), h3.shutdown(left), hooks]);
     await upstream.close();
+    // Closing the client answered the requests still waiting on an upstream (503): let those
+    // answers reach their clients before the process exits and cuts what remains.
+    await set.settled(SETTLE_MS);
     if (!opts.rateLimits) await rateLimits.close();
     await admin.shutdown();
     stopReducer();

@@ -91,6 +91,8 @@ export interface ListenerSet {
   stage(plans: ListenerPlan[]): Promise<StagedListeners>;
   /** Drains every listener (current and replaced) for up to `graceMs`, then stops waiting. */
   shutdown(graceMs: number): Promise<void>;
+  /** Waits at most `ms` more for listeners whose drain timed out (answers still being written). */
+  settled(ms: number): Promise<void>;
 }
 
 /**
@@ -118,6 +120,8 @@ export function createListenerSet(opts: { logger: Logger; drainMs: () => number 
   // Replaced listeners still finishing their requests (bounded by the number of reloads that
   // changed listeners within one drain period).
   const draining = new Set<Promise<void>>();
+  // Shutdowns still running after their drain timed out (one per listener at most).
+  const overdue = new Set<Promise<void>>();
   let closed = false;
 
   const drain = (l: Listener, graceMs: number): Promise<void> => {
@@ -130,6 +134,9 @@ export function createListenerSet(opts: { logger: Logger; drainMs: () => number 
       (outcome) => {
         clearTimeout(timer);
         if (outcome === "timeout") {
+          const rest = done.then(() => {}, () => {});
+          overdue.add(rest);
+          void rest.then(() => overdue.delete(rest));
           // Deno cannot cut connections once a graceful shutdown began; process exit does.
           logger.warn("Drain timeout reached; remaining connections are cut at exit", {
             addr: formatListenAddr(l),
@@ -226,6 +233,13 @@ export function createListenerSet(opts: { logger: Logger; drainMs: () => number 
       closed = true;
       const all = [...current.values()].map((e) => drain(e.listener, graceMs));
       await Promise.all([...all, ...draining]);
+    },
+    async settled(ms) {
+      if (overdue.size === 0) return;
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const late = new Promise<void>((r) => timer = setTimeout(r, ms));
+      await Promise.race([Promise.all([...overdue]), late]);
+      clearTimeout(timer);
     },
   };
 }

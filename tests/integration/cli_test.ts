@@ -164,6 +164,39 @@ Deno.test("prox serve without config.yaml runs the embedded default and says so"
   }
 });
 
+Deno.test("SIGTERM: a request still waiting on its upstream at shutdown_timeout gets 503 before exit", async () => {
+  const gate = Promise.withResolvers<void>();
+  let arrived = 0;
+  await using up = await startUpstream(async () => {
+    arrived++;
+    await gate.promise;
+    return new Response("late");
+  });
+  const port = freePort();
+  const dir = await tempDir({
+    "config.yaml": `shutdown_timeout: 300ms\n` + VALID(port) +
+      `  "/slow":\n    type: proxy\n    target: "${up.url}"\n`,
+  });
+  const client = Deno.createHttpClient({});
+  try {
+    await using p = spawnProx(["serve", "--no-watch"], { cwd: dir });
+    await p.waitForOutput("Prox listening");
+    const pending = fetch(`http://127.0.0.1:${port}/slow`, { client }).then(
+      async (r) => `${r.status} ${await r.text()}`,
+      (e) => `failed: ${e}`,
+    );
+    await waitFor(() => arrived === 1, { what: "request at the upstream" });
+    p.signal("SIGTERM");
+    assert.equal((await p.status).code, 0);
+    // The process exited only once the 503 was on its way (it used to exit first: no answer).
+    assert.match(await pending, /^503 Service unavailable: shutting down/);
+  } finally {
+    gate.resolve();
+    client.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("SIGHUP reloads the config (file watch off); a second SIGTERM forces exit 1", async () => {
   const gate = Promise.withResolvers<void>();
   let arrived = 0;
