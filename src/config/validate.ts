@@ -63,6 +63,14 @@ export function validateConfig(
   if (config.admin) {
     const a = parseListenAddr(config.admin.listen_addr);
     if (typeof a === "string") err(["admin", "listen_addr"], a);
+    // An empty token would mean "no token": an admin API open to whoever reaches it.
+    if (config.admin.token !== undefined && config.admin.token.trim() === "") {
+      err(
+        ["admin", "token"],
+        "admin.token is empty, which would leave the admin API without authentication",
+        "Set a long random token, or remove the key (then bind admin.listen_addr to 127.0.0.1)",
+      );
+    }
   }
   if (config.http_redirect) {
     const a = parseListenAddr(config.http_redirect.listen_addr);
