@@ -11,19 +11,23 @@ import { suggest } from "./suggest.ts";
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 
 /**
- * Fields that frame a message or manage its connection (RFC 9112 §6, RFC 9110 §7.6.1): Prox
- * writes them for each hop. Set by a rule they would contradict the bytes sent (an upstream
- * reading a Content-Length body as chunked takes the next request as part of this one) or break
- * HTTP/2, which forbids them.
+ * Fields that frame a message (RFC 9112 §6): Prox writes them for each hop. Set by a rule they
+ * would contradict the bytes sent (an upstream reading a Content-Length body as chunked takes the
+ * next request as part of this one) or break HTTP/2, which forbids them.
  */
-const HOP_FIELDS = new Set([
+const FRAMING_FIELDS = new Set(["content-length", "transfer-encoding"]);
+
+/**
+ * Fields that manage one hop's connection (RFC 9110 §7.6.1), which Prox also writes itself. A
+ * rule setting one is ignored with a warning rather than refused: the Rust Prox sent them as given
+ * (`Connection: keep-alive` upstream did nothing harmful), so its configs keep loading.
+ */
+const CONNECTION_FIELDS = new Set([
   "connection",
-  "content-length",
   "keep-alive",
   "proxy-connection",
   "te",
   "trailer",
-  "transfer-encoding",
   "upgrade",
 ]);
 
@@ -167,16 +171,42 @@ function condition(spec: ConditionSpec | undefined, c: Ctx): Predicate {
   return compileCondition(spec);
 }
 
-function headerValue(name: string, value: string, path: (string | number)[], c: Ctx): Template {
+/**
+ * A field name a rule cannot use: a warning, and the entry is skipped, as the Rust Prox skipped
+ * it (silently) while the rest of the rule worked.
+ */
+function invalidName(name: string): Omit<RuleProblem, "path"> {
+  return {
+    warning: true,
+    message: `Invalid header name "${name}": the entry is ignored`,
+    hint: "Header names are letters, digits and !#$%&'*+-.^_`|~ (no spaces or colons)",
+  };
+}
+
+/** A header rule's value, or undefined when the field is one Prox ignores in rules. */
+function headerValue(
+  name: string,
+  value: string,
+  path: (string | number)[],
+  c: Ctx,
+): Template | undefined {
   if (!TOKEN.test(name)) {
-    c.problems.push({ path, message: `Invalid header name "${name}"` });
-  } else if (HOP_FIELDS.has(name.toLowerCase())) {
+    c.problems.push({ path, ...invalidName(name) });
+    return undefined;
+  } else if (FRAMING_FIELDS.has(name.toLowerCase())) {
     c.problems.push({
       path,
-      message: `Header "${name}" cannot be set by a rule: Prox frames each message and manages ` +
-        "its connections itself",
+      message: `Header "${name}" cannot be set by a rule: Prox frames each message itself`,
       hint: "Remove it from the rule",
     });
+  } else if (CONNECTION_FIELDS.has(name.toLowerCase())) {
+    c.problems.push({
+      path,
+      warning: true,
+      message: `Header "${name}" is ignored: Prox manages each connection itself`,
+      hint: "Remove it from the rule",
+    });
+    return undefined;
   }
   const t = template(value, path, c);
   // Checked once {env.NAME} is resolved: a variable's value goes into the field too.
@@ -214,28 +244,28 @@ export function compileHeaderRules(
 ): HeaderRules {
   const c: Ctx = opts;
   const set: [string, Template][] = [];
-  for (const key of ["add", "set"] as const) {
+  const append: [string, Template][] = [];
+  for (const key of ["add", "set", "append"] as const) {
     for (const [name, value] of Object.entries(spec[key] ?? {})) {
-      set.push([name.toLowerCase(), headerValue(name, value, [key, name], c)]);
+      const t = headerValue(name, value, [key, name], c);
+      if (t) (key === "append" ? append : set).push([name.toLowerCase(), t]);
     }
   }
-  const append = Object.entries(spec.append ?? {}).map(([name, value]): [string, Template] => [
-    name.toLowerCase(),
-    headerValue(name, value, ["append", name], c),
-  ]);
-  const remove = (spec.remove ?? []).map((name, i) => {
+  const remove: string[] = [];
+  for (const [i, name] of (spec.remove ?? []).entries()) {
     if (!TOKEN.test(name)) {
-      c.problems.push({ path: ["remove", i], message: `Invalid header name "${name}"` });
+      c.problems.push({ path: ["remove", i], ...invalidName(name) });
     } else if (c.side === "request" && name.toLowerCase() === "host") {
-      // RFC 9112 §3.2: every HTTP/1.1 request carries Host.
+      // RFC 9112 §3.2: every HTTP/1.1 request carries Host. The Rust Prox wrote the target's
+      // Host after the rules, so removing it did nothing there either: a warning, not an error.
       c.problems.push({
         path: ["remove", i],
-        message: "Host cannot be removed from the upstream request",
+        warning: true,
+        message: "Host cannot be removed from the upstream request: the entry is ignored",
         hint: "Use set to send another Host, or preserve_host: true to keep the client's",
       });
-    }
-    return name.toLowerCase();
-  });
+    } else remove.push(name.toLowerCase());
+  }
   return { when: condition(spec.condition, c), remove, set, append };
 }
 

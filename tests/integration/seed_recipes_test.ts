@@ -125,3 +125,28 @@ interopTest("seed README curl recipes behave as their comments say", ["curl"], a
   assert.notEqual(seen[0], seen[1]);
   assert.equal(JSON.parse(await curl(`${base}/balance/bar`)).url, "/anything/bar");
 });
+
+Deno.test("seed header rules that did nothing there load and are skipped: Connection, remove Host, bad names", async () => {
+  await using a = await echo("a");
+  await using prox = await startProxy(`
+health_check: { enabled: false }
+routes:
+  "/api":
+    type: "proxy"
+    target: "${a.url}"
+    request_headers:
+      add: { "Connection": "keep-alive", "X Bad Name": "v", "X-Forwarded-By": "Prox" }
+      remove: ["Host", "Referer"]
+    response_headers:
+      add: { "Connection": "close", "Server": "Prox" }
+`);
+  const res = await fetch(`${prox.url}/api/x`, { headers: { referer: "r" } });
+  assert.equal(res.status, 200);
+  assert.equal(res.headers.get("server"), "Prox");
+  const got = await res.json();
+  assert.equal(got.headers["x-forwarded-by"], "Prox");
+  assert.equal(got.headers.host, new URL(a.url).host, "Host is the target's, as the seed sent");
+  assert.equal(got.headers.referer, undefined);
+  assert.equal(got.headers["x bad name"], undefined);
+  assert.equal(res.headers.get("connection"), null, "the rule's Connection: close is not sent");
+});
