@@ -77,6 +77,11 @@ export async function main(args: string[]): Promise<number> {
   if (command === "help" || values.help) {
     // `prox --help` alone is the overview; `prox serve --help` and `prox help serve` the command.
     const topic = command === "help" ? positionals[1] : positionals[0];
+    if (topic && !COMMANDS.includes(topic)) {
+      console.error(`prox: unknown command "${topic}"`);
+      console.error("Run `prox --help` for usage.");
+      return 2;
+    }
     console.log((topic && COMMAND_HELP[topic]) ?? HELP);
     return 0;
   }

@@ -67,6 +67,9 @@ Deno.test("prox usage errors exit 2: unknown option, unknown command, --takeover
   const cmd = await prox(["frobnicate"]);
   assert.equal(cmd.code, 2);
   assert.match(cmd.stderr, /unknown command "frobnicate"/);
+  const help = await prox(["help", "frobnicate"]);
+  assert.equal(help.code, 2);
+  assert.match(help.stderr, /unknown command "frobnicate"/);
   const takeover = await prox(["serve", "--takeover"]);
   assert.equal(takeover.code, 2);
   assert.match(takeover.stderr, /--takeover needs --pid-file/);
