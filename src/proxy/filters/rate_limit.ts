@@ -134,23 +134,32 @@ export function clientKey(limit: CompiledRateLimit, ctx: RequestContext): string
       return v === null || v === "" ? null : `c:${v}`;
     }
     case "query": {
-      const v = new URLSearchParams(ctx.query).get(c.query_param ?? "");
+      // Sent twice with different values, the key is ambiguous: the app may read the last one
+      // (PHP, Django) while a fresh first one would put every request in a new bucket.
+      const all = new URLSearchParams(ctx.query).getAll(c.query_param ?? "");
+      const v = all.length > 0 && all.every((x) => x === all[0]) ? all[0] : null;
       return v === null || v === "" ? null : `q:${v}`;
     }
   }
 }
 
-/** The first value of cookie `name` in a Cookie header (RFC 6265 §5.4), or null. */
+/**
+ * The value of cookie `name` in a Cookie header (RFC 6265 §5.4), or null; also null when it is
+ * there twice with different values, which apps resolve differently (first or last wins).
+ */
 export function cookieValue(header: string | null, name: string): string | null {
   if (!header) return null;
+  let found: string | null = null;
   for (const part of header.split(";")) {
     const eq = part.indexOf("=");
     if (eq < 0) continue;
     if (part.slice(0, eq).trim() !== name) continue;
-    const v = part.slice(eq + 1).trim();
-    return v.length >= 2 && v.startsWith('"') && v.endsWith('"') ? v.slice(1, -1) : v;
+    let v = part.slice(eq + 1).trim();
+    if (v.length >= 2 && v.startsWith('"') && v.endsWith('"')) v = v.slice(1, -1);
+    if (found !== null && v !== found) return null;
+    found = v;
   }
-  return null;
+  return found;
 }
 
 /**

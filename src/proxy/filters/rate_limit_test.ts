@@ -62,6 +62,9 @@ Deno.test("cookieValue finds a cookie among others and unquotes it", () => {
   assert.equal(cookieValue('session="q v"', "session"), "q v");
   assert.equal(cookieValue("sessionx=1", "session"), null);
   assert.equal(cookieValue(null, "session"), null);
+  // Twice with different values: apps disagree on which one counts, so neither does.
+  assert.equal(cookieValue("session=a; session=b", "session"), null);
+  assert.equal(cookieValue('session=a; x=1; session="a"', "session"), "a");
 });
 
 Deno.test("rate_limit config: exempt_ips must be CIDRs and burst on a window warns", () => {
