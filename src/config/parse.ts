@@ -51,7 +51,8 @@ export function parseConfig(text: string, file = "config.yaml"): ParseResult {
       path: "",
       message: `YAML syntax error: ${firstLine(err.message)}`,
       hint: err.code === "DUPLICATE_KEY"
-        ? "Each key may appear once in a mapping; merge or rename the duplicate"
+        ? "Each key may appear once in a mapping (of two equal route keys the Rust Prox silently " +
+          "used the last); merge or rename the duplicate"
         : "Check the indentation and quoting on this line",
       excerpt: excerpt(text, p.line, p.col),
     });
