@@ -167,6 +167,15 @@ function condition(spec: ConditionSpec | undefined, c: Ctx): Predicate {
         });
       }
     }
+  } else if (spec.has_header !== undefined && spec.response_has_header === undefined) {
+    // The same config meant the request's header to the Rust Prox: say which one is read now.
+    c.problems.push({
+      path: [...base, "has_header"],
+      warning: true,
+      message: "On a response rule has_header reads the upstream's response headers (the Rust " +
+        "Prox read the request's)",
+      hint: "Write response_has_header to say so; this warning then goes away",
+    });
   }
   return compileCondition(spec);
 }

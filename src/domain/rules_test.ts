@@ -121,3 +121,25 @@ Deno.test("compileRouteRules refuses a content_type a header cannot carry", () =
     ],
   );
 });
+
+Deno.test("compileRouteRules warns that has_header on a response rule reads the response", () => {
+  const warnings = (spec: RouteRulesSpec) => {
+    const out: RuleProblem[] = [];
+    compileRouteRules(spec, { env: () => undefined, problems: out });
+    return out.filter((p) => p.warning).map((p) => p.path.join("."));
+  };
+  const when = { has_header: { name: "X-Debug" } };
+  assert.deepEqual(warnings({ response_body: { condition: when, set_text: "x" } }), [
+    "response_body.condition.has_header",
+  ]);
+  assert.deepEqual(warnings({ response_headers: { condition: when, set: { A: "1" } } }), [
+    "response_headers.condition.has_header",
+  ]);
+  assert.deepEqual(warnings({ request_body: { condition: when, set_text: "x" } }), []);
+  assert.deepEqual(
+    warnings({
+      response_body: { condition: { response_has_header: when.has_header }, set_text: "x" },
+    }),
+    [],
+  );
+});
