@@ -17,6 +17,8 @@ import { trapSignals } from "./src/adapters/signals.ts";
 import type { SignalTrap, Stoppable } from "./src/adapters/signals.ts";
 import { REUSE_PORT } from "./src/adapters/listener_set.ts";
 import { createJsonLogger } from "./src/adapters/log_json.ts";
+import { createMemoryFileStore } from "./src/adapters/files_memory.ts";
+import type { FileStore } from "./src/ports.ts";
 import type { ConfigSource } from "./src/server.ts";
 import { startSupervisor } from "./src/adapters/workers.ts";
 import type { Supervisor } from "./src/adapters/workers.ts";
@@ -221,13 +223,17 @@ function plural(n: number, word: string): string {
   return `${n} ${word}${n === 1 ? "" : "s"}`;
 }
 
-async function embeddedSource(): Promise<ConfigSource> {
-  let root = new URL("./static", import.meta.url).pathname;
-  if (!exists(`${root}/index.html`)) {
-    root = await Deno.makeTempDir({ prefix: "prox-welcome-" });
-    await Deno.writeTextFile(`${root}/index.html`, WELCOME_HTML);
-  }
-  return { text: WELCOME_CONFIG(root), name: "(embedded default config)" };
+/** The welcome config, and the store of its page when no static/ ships beside the program. */
+function embeddedSource(): { source: ConfigSource; files?: FileStore } {
+  const name = "(embedded default config)";
+  const root = new URL("./static", import.meta.url).pathname;
+  if (exists(`${root}/index.html`)) return { source: { text: WELCOME_CONFIG(root), name } };
+  // The bundle: the page is served from memory, so nothing is written (a read-only file system,
+  // no /tmp) and the only file served is the page (the root "/" merely has to exist).
+  return {
+    source: { text: WELCOME_CONFIG("/"), name },
+    files: createMemoryFileStore({ "index.html": WELCOME_HTML }, { mtime: Date.now() }),
+  };
 }
 
 interface ServeOptions {
@@ -240,8 +246,9 @@ interface ServeOptions {
 
 async function serveCommand(configArg: string | undefined, opts: ServeOptions): Promise<number> {
   let source: ConfigSource;
+  let files: FileStore | undefined;
   if (configArg === undefined && !exists("config.yaml")) {
-    source = await embeddedSource();
+    ({ source, files } = embeddedSource());
     console.error("No config.yaml found: serving the embedded default config on 127.0.0.1:3000");
   } else {
     const path = configArg ?? "config.yaml";
@@ -259,7 +266,12 @@ async function serveCommand(configArg: string | undefined, opts: ServeOptions): 
   const signals = trapSignals({ logger: createJsonLogger() });
   const role = workerRole();
   if (role) {
-    return await workerServe(source, role, { watch: opts.watch, takeover: opts.takeover, signals });
+    return await workerServe(source, role, {
+      watch: opts.watch,
+      takeover: opts.takeover,
+      signals,
+      files,
+    });
   }
   let server: ProxServerLike;
   try {
@@ -280,6 +292,7 @@ async function serveCommand(configArg: string | undefined, opts: ServeOptions): 
         version: VERSION,
         watch: opts.watch,
         takeover: opts.takeover,
+        files,
       });
     }
   } catch (err) {
@@ -357,7 +370,7 @@ async function workerCount(source: ConfigSource, flag: number | undefined): Prom
 async function workerServe(
   source: ConfigSource,
   role: WorkerRole,
-  opts: { watch: boolean; takeover: boolean; signals: SignalTrap },
+  opts: { watch: boolean; takeover: boolean; signals: SignalTrap; files?: FileStore },
 ): Promise<number> {
   let link: Awaited<ReturnType<typeof connectSupervisor>> | null = null;
   let server;
@@ -367,6 +380,7 @@ async function workerServe(
       version: VERSION,
       watch: opts.watch,
       takeover: opts.takeover,
+      files: opts.files,
       worker: {
         index: role.index,
         exclusive: role.exclusive,

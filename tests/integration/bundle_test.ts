@@ -11,7 +11,7 @@ Deno.test("bundle: the Makefile builds it with the command this test uses", asyn
   assert.match(makefile, /bundle --platform=deno -o dist\/prox\.js mod\.ts/);
 });
 
-Deno.test("bundle: dist/prox.js runs from an empty directory (--version, validate, serve)", async () => {
+Deno.test("bundle: dist/prox.js runs from an empty directory (--version, validate, serve, welcome page)", async () => {
   const tmp = await Deno.makeTempDir({ prefix: "prox-bundle-" });
   try {
     const bundle = `${tmp}/dist/prox.js`;
@@ -49,6 +49,23 @@ Deno.test("bundle: dist/prox.js runs from an empty directory (--version, validat
     assert.equal(await fetchWhenUp(`http://127.0.0.1:${port}/`), "<p>served by the bundle</p>");
     const out = await prox.stop();
     assert.equal(out.code, 0, out.stderr);
+
+    // No config.yaml: the embedded welcome page (no static/ beside the bundle) is served from
+    // memory, so a missing temporary directory (read-only image, no /tmp) is no obstacle.
+    await using welcome = spawnProx(Deno.execPath(), ["run", "-A", bundle, "serve"], {
+      cwd: empty,
+      env: { TMPDIR: `${tmp}/no-such-dir` },
+    });
+    // Port 3000 is fixed by the embedded config; another program may hold it on this machine.
+    const page = await fetchWhenUp("http://127.0.0.1:3000/", 10_000).catch(() => null);
+    const w = await welcome.stop();
+    if (page === null) assert.match(w.stderr, /Cannot start: Cannot listen on 127\.0\.0\.1:3000/);
+    else {
+      assert.match(page, /Prox is running/);
+      assert.equal(w.code, 0, w.stderr);
+    }
+    assert.doesNotMatch(w.stderr, /Uncaught/);
+    assert.deepEqual([...Deno.readDirSync(empty)], [], "serving the welcome page wrote files");
   } finally {
     await Deno.remove(tmp, { recursive: true });
   }
