@@ -159,6 +159,10 @@ export function validateConfig(
       err(["backend_health_paths", target], `Health path "${path}" must start with "/"`);
     }
   }
+  // Request paths start with "/": any other metrics path would never be served.
+  if (!config.metrics.path.startsWith("/")) {
+    err(["metrics", "path"], `Metrics path "${config.metrics.path}" must start with "/"`);
+  }
   // Status selectors and patterns are compiled at start-up: report what would not compile.
   checkStatus(err, ["health_check", "expected_status"], hc.expected_status);
   checkRegex(err, ["health_check", "body_match"], hc.body_match);
