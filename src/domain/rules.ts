@@ -217,10 +217,33 @@ function headerValue(
     });
     return undefined;
   }
-  const t = template(value, path, c);
+  const t = asUtf8Bytes(template(value, path, c));
+  if (t.changed) {
+    c.problems.push({
+      path,
+      warning: true,
+      message: `Header value for "${name}" has characters beyond Latin-1: they are sent as their ` +
+        "UTF-8 bytes, as the Rust Prox sent them",
+      hint: "Use ASCII if the receiver reads header bytes as Latin-1 (most do)",
+    });
+  }
   // Checked once {env.NAME} is resolved: a variable's value goes into the field too.
   checkFieldValue(name, t.parts.filter((p) => typeof p === "string").join(""), path, c);
-  return t;
+  return { constant: t.constant, parts: t.parts };
+}
+
+/**
+ * A template whose text beyond Latin-1 (which a Headers value cannot hold) is replaced by its
+ * UTF-8 bytes, one character per byte: the bytes the Rust Prox sent for the same config.
+ */
+function asUtf8Bytes(t: Template): Template & { changed: boolean } {
+  let changed = false;
+  const parts = t.parts.map((p) => {
+    if (typeof p !== "string" || !/[\u0100-\uffff]/.test(p)) return p;
+    changed = true;
+    return String.fromCharCode(...new TextEncoder().encode(p));
+  });
+  return { constant: t.constant, parts, changed };
 }
 
 /**

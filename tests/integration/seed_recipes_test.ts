@@ -150,3 +150,24 @@ routes:
   assert.equal(got.headers["x bad name"], undefined);
   assert.equal(res.headers.get("connection"), null, "the rule's Connection: close is not sent");
 });
+
+Deno.test("seed header values beyond Latin-1 load and go out as their UTF-8 bytes, as the seed sent them", async () => {
+  await using a = await echo("a");
+  await using prox = await startProxy(`
+health_check: { enabled: false }
+routes:
+  "/api":
+    type: "proxy"
+    target: "${a.url}"
+    request_headers:
+      add: { "X-Greeting": "Grüße ✓", "X-Lat": "café" }
+    response_headers:
+      add: { "Server": "Prox 🚀" }
+`);
+  const bytes = (s: string) => String.fromCharCode(...new TextEncoder().encode(s));
+  const res = await fetch(`${prox.url}/api/x`);
+  assert.equal(res.headers.get("server"), bytes("Prox 🚀"));
+  const got = await res.json();
+  assert.equal(got.headers["x-greeting"], bytes("Grüße ✓"));
+  assert.equal(got.headers["x-lat"], "café", "Latin-1 text keeps its one byte per character");
+});
