@@ -305,7 +305,16 @@ function validateRateLimits(
       if (names.has(rl.name)) err([...path, "name"], `Duplicate rate limit name "${rl.name}"`);
       names.add(rl.name);
     }
-    if (rl.header_name !== undefined && !/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/.test(rl.header_name)) {
+    if (rl.header_name !== undefined && rl.by !== "header") {
+      // The Rust Prox read header_name only for by: header; its configs keep loading.
+      warn(
+        [...path, "header_name"],
+        `header_name is ignored when rate limiting by ${rl.by}`,
+        "Remove it, or set by: header",
+      );
+    } else if (
+      rl.header_name !== undefined && !/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/.test(rl.header_name)
+    ) {
       err([...path, "header_name"], `Invalid header name "${rl.header_name}"`);
     }
     if (rl.period <= 0) {
