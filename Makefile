@@ -20,7 +20,7 @@ TEST_FLAGS ?=
 # through scavenges (~1.8 MB promoted per scavenge instead of ~0, scavenge time 2-3x).
 # A regex from the config (`path_matches`, `value_matches`) that backtracks too much on a hostile
 # request (`(a+)+$` against 40 a's: minutes, with every connection of the process waiting) is
-# finished by V8's linear-time engine instead (not for backreferences or lookaround).
+# finished by V8's linear-time engine instead (src/domain/regex_fold.ts; see the README).
 V8_FLAGS := --v8-flags=--expose-gc,--no-allocation-site-pretenuring,--no-maglev,--no-memory-reducer,--no-scavenger-updates-allocation-limit,--enable-experimental-regexp-engine-on-excessive-backtracks
 
 run: deno

@@ -2,6 +2,7 @@
 // ANDed; response conditions see the upstream response, not the request (the seed got that wrong).
 
 import { fromRustSyntax } from "./rust_regex.ts";
+import { withoutIgnoreCase } from "./regex_fold.ts";
 
 /** What a condition can look at. Response fields are absent on the request side. */
 export interface ConditionInput {
@@ -58,7 +59,12 @@ export function compileRegex(source: string): RegExp | string {
   try {
     const r = fromRustSyntax(source);
     if (typeof r === "string") return `Invalid regular expression /${source}/: ${r}`;
-    return new RegExp(r.source, r.flags);
+    new RegExp(r.source, r.flags); // the error message names the original
+    // Without `i`, V8's linear-time engine can finish it if it backtracks catastrophically.
+    const folded = /i/.test(r.flags) && !/u/.test(r.flags) ? withoutIgnoreCase(r.source) : null;
+    return folded === null
+      ? new RegExp(r.source, r.flags)
+      : new RegExp(folded, r.flags.replace("i", ""));
   } catch (err) {
     return `Invalid regular expression /${source}/: ${err instanceof Error ? err.message : err}`;
   }
