@@ -14,6 +14,7 @@ import type { Logger } from "../ports.ts";
 import { commandLine, readControlLines } from "./worker_link.ts";
 import type { ControlMessage, SupervisorCommand } from "./worker_link.ts";
 import { COUNT_ENV, SOCKET_ENV, WORKER_ENV } from "./worker_link.ts";
+import { metricsSocket } from "./worker_metrics.ts";
 
 /** A command line that starts another copy of this program. */
 export interface SelfCommand {
@@ -73,6 +74,38 @@ interface Slot {
   exited: Promise<void>;
 }
 
+/** Longest Unix socket path Linux accepts (sun_path is 108 bytes with the final NUL). */
+const MAX_SOCKET_PATH = 107;
+
+/**
+ * The supervisor's temporary directory and its control socket. Fails with the fix in the message
+ * when TMPDIR is missing, read-only or too long for the sockets (`path must be shorter than
+ * SUN_LEN` said nothing of where or why).
+ */
+function openControl(count: number) {
+  let dir: string | undefined;
+  try {
+    dir = Deno.makeTempDirSync({ prefix: "prox-workers-" });
+    const longest = metricsSocket(dir, count - 1);
+    if (new TextEncoder().encode(longest).byteLength > MAX_SOCKET_PATH) {
+      throw new Error(`the socket path "${longest}" is longer than ${MAX_SOCKET_PATH} bytes`);
+    }
+    const socketPath = `${dir}/control.sock`;
+    return { dir, socketPath, control: Deno.listen({ transport: "unix", path: socketPath }) };
+  } catch (err) {
+    if (dir !== undefined) {
+      try {
+        Deno.removeSync(dir, { recursive: true });
+      } catch { /* best effort */ }
+    }
+    const where = dir ?? Deno.env.get("TMPDIR") ?? "/tmp";
+    const why = (err as Error).message.replace(/ \(os error \d+\)(: tmpdir)?$/, "");
+    throw new Error(
+      `Cannot create the workers' control sockets in "${where}": ${why}; set TMPDIR to a writable directory with a short path`,
+    );
+  }
+}
+
 /** Starts `count` workers and supervises them until `shutdown`. */
 export function startSupervisor(count: number, opts: {
   logger: Logger;
@@ -88,9 +121,7 @@ export function startSupervisor(count: number, opts: {
   const backoffMs = opts.backoffMs ?? 100;
   const maxBackoffMs = opts.maxBackoffMs ?? 30_000;
   const stableMs = opts.stableMs ?? 30_000;
-  const dir = Deno.makeTempDirSync({ prefix: "prox-workers-" });
-  const socketPath = `${dir}/control.sock`;
-  const control = Deno.listen({ transport: "unix", path: socketPath });
+  const { dir, socketPath, control } = openControl(count);
   const ready = Promise.withResolvers<void>();
   let started = false;
   let stopping: Promise<void> | null = null;

@@ -27,11 +27,14 @@ export function freePort(): number {
 }
 
 /** Runs `deno run -A mod.ts ARGS` with the repository's deno.json, from `cwd`. */
-export function spawnProx(args: string[], opts: { cwd?: string } = {}): ProxProcess {
+export function spawnProx(
+  args: string[],
+  opts: { cwd?: string; env?: Record<string, string> } = {},
+): ProxProcess {
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", "--config", `${ROOT}/deno.json`, `${ROOT}/mod.ts`, ...args],
     cwd: opts.cwd ?? ROOT,
-    env: { NO_COLOR: "1" },
+    env: { NO_COLOR: "1", ...opts.env },
     stdin: "null",
     stdout: "piped",
     stderr: "piped",

@@ -175,6 +175,29 @@ Deno.test("workers: port 0 is refused with a clear message (exit 1)", async () =
   assert.match(p.output(), /workers: 2 needs a fixed port in "127\.0\.0\.1:0"/);
 });
 
+Deno.test("workers: a TMPDIR that is missing or too long for the control sockets is named in the error (exit 1)", async () => {
+  const f = await fixture();
+  try {
+    const long = `${f.dir}/${"t".repeat(100)}`;
+    await Deno.mkdir(long);
+    for (
+      const [tmp, why] of [[`${f.dir}/missing`, /No such file/], [
+        long,
+        /longer than 107 bytes/,
+      ]] as const
+    ) {
+      await using p = spawnProx(["serve", "-c", `${f.dir}/config.yaml`], { env: { TMPDIR: tmp } });
+      assert.equal((await p.status).code, 1, p.output());
+      assert.match(p.output(), /Cannot create the workers' control sockets in "/);
+      assert.match(p.output(), why);
+      assert.match(p.output(), /set TMPDIR to a writable directory with a short path/);
+    }
+    assert.deepEqual([...Deno.readDirSync(long)], [], "the supervisor left its directory behind");
+  } finally {
+    await Deno.remove(f.dir, { recursive: true });
+  }
+});
+
 Deno.test("workers: a takeover replaces a supervisor and all its workers", async () => {
   const f = await fixture();
   const pidFile = `${f.dir}/prox.pid`;
