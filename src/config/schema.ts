@@ -38,21 +38,23 @@ export const Tls = z.object({
 }).strict();
 
 export const Http3Config = z.object({
-  max_data: z.int().positive().default(10_000_000),
-  max_stream_data: z.int().positive().default(1_000_000),
+  // These three and the http2_* sizes have no effect on Deno (README "Accepted but without
+  // effect"); any value the Rust Prox accepted loads, 0 included.
+  max_data: z.int().min(0).default(10_000_000),
+  max_stream_data: z.int().min(0).default(1_000_000),
   max_streams_bidi: z.int().positive().default(100),
   max_idle_timeout: z.int().positive().default(30_000),
   congestion_control: z.enum(["cubic", "reno", "bbr"]).default("cubic"),
   enable_0rtt: z.boolean().default(true),
-  max_packet_size: z.int().positive().optional(),
+  max_packet_size: z.int().min(0).optional(),
 }).strict();
 
 export const Protocols = z.object({
   http2_enabled: z.boolean().default(true),
   websocket_enabled: z.boolean().default(true),
   http3_enabled: z.boolean().default(false),
-  http2_max_frame_size: z.int().positive().optional(),
-  http2_max_concurrent_streams: z.int().positive().optional(),
+  http2_max_frame_size: z.int().min(0).optional(),
+  http2_max_concurrent_streams: z.int().min(0).optional(),
   http3_config: Http3Config.default(Http3Config.parse({})),
 }).strict();
 
