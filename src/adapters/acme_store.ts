@@ -75,7 +75,15 @@ export async function openAcmeStore(
   dir: string,
   opts: { name: string },
 ): Promise<AcmeStore> {
-  await Deno.mkdir(`${dir}/challenges`, { recursive: true, mode: 0o700 });
+  try {
+    await Deno.mkdir(`${dir}/challenges`, { recursive: true, mode: 0o700 });
+  } catch (err) {
+    // E.g. the default ./acme_storage in a working directory the user cannot write (the image's /).
+    const why = (err as Error).message.replace(/ \(os error \d+\).*$/, "").toLowerCase();
+    throw new Error(
+      `Cannot create the ACME storage "${dir}" (tls.acme.storage_path): ${why}; point storage_path at a writable directory`,
+    );
+  }
   const certPath = `${dir}/${opts.name}.crt`;
   const keyPath = `${dir}/${opts.name}.key`;
   const metaPath = `${dir}/${opts.name}.meta.json`;

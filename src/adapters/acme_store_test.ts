@@ -31,6 +31,17 @@ Deno.test("openAcmeStore writes the pair under stable names, the key 0600, and r
     ]);
   }));
 
+Deno.test("openAcmeStore names storage_path and the fix when it cannot create the directory", () =>
+  withStore(async (dir) => {
+    await Deno.writeTextFile(`${dir}/file`, "");
+    await assert.rejects(
+      openAcmeStore(`${dir}/file/acme`, { name: "example.com" }),
+      new RegExp(
+        `^Error: Cannot create the ACME storage "${dir}/file/acme" \\(tls\\.acme\\.storage_path\\): not a directory; point storage_path at a writable directory$`,
+      ),
+    );
+  }));
+
 Deno.test("openAcmeStore rejects a key that does not belong to the certificate", () =>
   withStore(async (dir) => {
     assert.equal(pairMatches(cert, key), true);
