@@ -54,13 +54,23 @@ export function hostOnly(hostHeader: string): string {
   return h.endsWith(".") ? h.slice(0, -1) : h;
 }
 
+/**
+ * What a wildcard may stand for: DNS name characters. A Host may also hold `,;=()'` (RFC 3986
+ * reg-name), and `evil.com,x.example.com` must not pass as a subdomain: X-Forwarded-Host carries
+ * it upstream, where Express and others take the first list element as the host.
+ */
+const DNS_NAME = /^[a-z0-9_.-]+$/;
+
 /** 2 = exact host, 1 = wildcard, 0 = any host, -1 = no match. */
 function hostScore(patterns: string[], host: string): number {
   if (patterns.length === 0) return 0;
   let best = -1;
   for (const p of patterns) {
     if (p === host) return 2;
-    if (p.startsWith("*.") && host.endsWith(p.slice(1)) && host.length > p.length - 1) best = 1;
+    if (
+      p.startsWith("*.") && host.endsWith(p.slice(1)) && host.length > p.length - 1 &&
+      DNS_NAME.test(host)
+    ) best = 1;
   }
   return best;
 }

@@ -36,6 +36,14 @@ Deno.test("router prefers exact hosts, then wildcards, then any host", () => {
   assert.equal(r.match("B.Example.COM.", "/api")?.key, "b.example.com/api");
 });
 
+Deno.test("router wildcards stand for DNS names only, not a list or other reg-name syntax", () => {
+  const r = router([["/", ["*.example.com"]]]);
+  assert.equal(r.match("a-1.b_2.example.com", "/x")?.key, "/");
+  for (const host of ["evil.com,x.example.com", "evil.com;x.example.com", "e%2cx.example.com"]) {
+    assert.equal(r.match(host, "/x"), undefined, host);
+  }
+});
+
 Deno.test("hostOnly strips ports and keeps IPv6 brackets", () => {
   assert.equal(hostOnly("Example.com:80"), "example.com");
   assert.equal(hostOnly("[::1]:8080"), "[::1]");
