@@ -10,10 +10,15 @@ const encoder = new TextEncoder();
 export function errorResponse(
   kind: ErrorKind,
   requestId: string,
-  opts: { status?: number; message?: string; headers?: HeadersInit } = {},
+  opts: { status?: number; message?: string; exact?: boolean; headers?: HeadersInit } = {},
 ): Response {
   const status = opts.status ?? statusFor(kind);
-  const body = encoder.encode(`${opts.message ?? reasonFor(kind)}\nrequest id: ${requestId}\n`);
+  // `exact`: a body the config wrote, sent as written (the id stays in X-Request-Id).
+  const body = encoder.encode(
+    opts.exact && opts.message !== undefined
+      ? opts.message
+      : `${opts.message ?? reasonFor(kind)}\nrequest id: ${requestId}\n`,
+  );
   const headers = new Headers(opts.headers);
   headers.set("content-type", "text/plain; charset=utf-8");
   // Declared, so the access log's bytesOut counts this body (it reads Content-Length).

@@ -171,3 +171,35 @@ routes:
   assert.equal(got.headers["x-greeting"], bytes("Grüße ✓"));
   assert.equal(got.headers["x-lat"], "café", "Latin-1 text keeps its one byte per character");
 });
+
+Deno.test("seed rate limit message is the whole body, as written (a JSON message stays JSON)", async () => {
+  await using a = await echo("a");
+  await using prox = await startProxy(`
+health_check: { enabled: false }
+routes:
+  "/api/v1":
+    type: "proxy"
+    target: "${a.url}"
+    rate_limit:
+      by: "header"
+      header_name: "X-API-Key"
+      requests: 1
+      period: "30s"
+      status_code: 403
+      message: '{"error": "Rate limit exceeded for your API key."}'
+  "/plain":
+    type: "proxy"
+    target: "${a.url}"
+    rate_limit: { by: "route", requests: 1, period: "1m" }
+`);
+  const get = (path: string) => fetch(`${prox.url}${path}`, { headers: { "x-api-key": "k" } });
+  await (await get("/api/v1/users")).body?.cancel();
+  const denied = await get("/api/v1/users");
+  assert.equal(denied.status, 403);
+  assert.ok(denied.headers.get("x-request-id"));
+  assert.deepEqual(await denied.json(), { error: "Rate limit exceeded for your API key." });
+  await (await get("/plain")).body?.cancel();
+  const plain = await get("/plain");
+  assert.equal(plain.status, 429);
+  assert.match(await plain.text(), /^Too Many Requests\nrequest id: /);
+});

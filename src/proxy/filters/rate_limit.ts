@@ -265,6 +265,9 @@ function isExempt(exempt: readonly Cidr[], ip: string): boolean {
   return addr !== null && exempt.some((c) => cidrContains(c, addr));
 }
 
+/** rate_limit.message when the config sets none (config/schema_route.ts). */
+const DEFAULT_MESSAGE = "Too Many Requests";
+
 /** The limit response: configured status and message, Retry-After (RFC 9110 §10.2.3). */
 function deny(
   ctx: RequestContext,
@@ -284,6 +287,9 @@ function deny(
   return errorResponse("rate_limited", ctx.requestId, {
     status: limit.config.status_code,
     message: limit.config.message,
+    // A message the config sets is the whole body, as in the Rust Prox (a JSON message stays
+    // JSON); the default one gets the request id line like Prox's other answers.
+    exact: limit.config.message !== DEFAULT_MESSAGE,
     headers,
   });
 }
