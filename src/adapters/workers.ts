@@ -269,6 +269,10 @@ export function startSupervisor(count: number, opts: {
     shutdown: (o) => shutdown(o?.reason ?? "shutdown"),
     async force() {
       await Promise.all(slots.map((s) => tell(s, { type: "force" })));
+      // The process exits next, before `shutdown` would remove the sockets' directory.
+      try {
+        Deno.removeSync(dir, { recursive: true });
+      } catch { /* gone already */ }
     },
     get exitCode() {
       return failed ? 1 : 0;

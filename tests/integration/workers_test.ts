@@ -28,7 +28,14 @@ async function fixture(opts: { workers?: number; admin?: number; port?: number }
       ].join("\n"),
     );
   await write("a");
-  return { dir, port, url: `http://127.0.0.1:${port}/`, write };
+  return {
+    dir,
+    port,
+    url: `http://127.0.0.1:${port}/`,
+    write,
+    // Declared before the processes, so removed after they stopped.
+    [Symbol.asyncDispose]: () => Deno.remove(dir, { recursive: true }),
+  };
 }
 
 /** Starts `prox serve` with the worker debug header on (inherited by the workers). */
@@ -81,7 +88,7 @@ function workerPids(p: ProxProcess): number[] {
 }
 
 Deno.test("workers: 2 serves from both workers; SIGHUP reloads every worker; SIGTERM drains all and exits 0", async () => {
-  const f = await fixture();
+  await using f = await fixture();
   await using p = serve(["-c", `${f.dir}/config.yaml`, "--no-watch"]);
   await p.waitForOutput("Prox listening with workers");
   const pids = workerPids(p);
@@ -106,7 +113,7 @@ Deno.test("workers: 2 serves from both workers; SIGHUP reloads every worker; SIG
 });
 
 Deno.test("workers: a killed worker is restarted and serves again; --workers overrides the config", async () => {
-  const f = await fixture({ workers: 1 });
+  await using f = await fixture({ workers: 1 });
   await using p = serve(["-c", `${f.dir}/config.yaml`, "--workers", "2"]);
   await p.waitForOutput("Prox listening with workers");
   const [, victim] = workerPids(p);
@@ -123,7 +130,7 @@ Deno.test("workers: a killed worker is restarted and serves again; --workers ove
 });
 
 Deno.test("workers: a worker restarted while the file is invalid starts from the config the others run", async () => {
-  const f = await fixture();
+  await using f = await fixture();
   await using p = serve(["-c", `${f.dir}/config.yaml`, "--no-watch"]);
   await p.waitForOutput("Prox listening with workers");
   await f.write("b");
@@ -143,7 +150,7 @@ Deno.test("workers: a worker restarted while the file is invalid starts from the
 });
 
 Deno.test("workers: only worker 0 runs the admin listener; its /metrics has every worker's series; an admin reload reaches every worker", async () => {
-  const f = await fixture({ admin: freePort() });
+  await using f = await fixture({ admin: freePort() });
   await using p = serve(["-c", `${f.dir}/config.yaml`, "--no-watch"]);
   await p.waitForOutput("Prox listening with workers");
   assert.equal(p.output().split("Admin listening").length - 1, 1);
@@ -168,7 +175,7 @@ Deno.test("workers: only worker 0 runs the admin listener; its /metrics has ever
 });
 
 Deno.test("workers: port 0 is refused with a clear message (exit 1)", async () => {
-  const f = await fixture({ port: 0 });
+  await using f = await fixture({ port: 0 });
   await using p = serve(["-c", `${f.dir}/config.yaml`]);
   const status = await p.status;
   assert.equal(status.code, 1);
@@ -176,30 +183,56 @@ Deno.test("workers: port 0 is refused with a clear message (exit 1)", async () =
 });
 
 Deno.test("workers: a TMPDIR that is missing or too long for the control sockets is named in the error (exit 1)", async () => {
-  const f = await fixture();
+  await using f = await fixture();
+  const long = `${f.dir}/${"t".repeat(100)}`;
+  await Deno.mkdir(long);
+  const cases = [[`${f.dir}/missing`, /No such file/], [long, /longer than 107 bytes/]] as const;
+  for (const [tmp, why] of cases) {
+    await using p = spawnProx(["serve", "-c", `${f.dir}/config.yaml`], { env: { TMPDIR: tmp } });
+    assert.equal((await p.status).code, 1, p.output());
+    assert.match(p.output(), /Cannot create the workers' control sockets in "/);
+    assert.match(p.output(), why);
+    assert.match(p.output(), /set TMPDIR to a writable directory with a short path/);
+  }
+  assert.deepEqual([...Deno.readDirSync(long)], [], "the supervisor left its directory behind");
+});
+
+Deno.test("workers: a forced stop (second signal) leaves no directory in TMPDIR", async () => {
+  const release = Promise.withResolvers<void>();
+  let arrived = 0;
+  await using up = await startUpstream(async () => {
+    arrived++;
+    await release.promise;
+    return new Response("slow\n");
+  });
+  await using f = await fixture();
   try {
-    const long = `${f.dir}/${"t".repeat(100)}`;
-    await Deno.mkdir(long);
-    for (
-      const [tmp, why] of [[`${f.dir}/missing`, /No such file/], [
-        long,
-        /longer than 107 bytes/,
-      ]] as const
-    ) {
-      await using p = spawnProx(["serve", "-c", `${f.dir}/config.yaml`], { env: { TMPDIR: tmp } });
-      assert.equal((await p.status).code, 1, p.output());
-      assert.match(p.output(), /Cannot create the workers' control sockets in "/);
-      assert.match(p.output(), why);
-      assert.match(p.output(), /set TMPDIR to a writable directory with a short path/);
-    }
-    assert.deepEqual([...Deno.readDirSync(long)], [], "the supervisor left its directory behind");
+    const tmp = `${f.dir}/tmp`;
+    await Deno.mkdir(tmp);
+    await Deno.writeTextFile(
+      `${f.dir}/config.yaml`,
+      `listen_addr: "127.0.0.1:${f.port}"\nworkers: 2\nhealth_check:\n  enabled: false\n` +
+        `routes:\n  "/":\n    type: proxy\n    target: "${up.url}"\n`,
+    );
+    await using p = spawnProx(["serve", "-c", `${f.dir}/config.yaml`], { env: { TMPDIR: tmp } });
+    await p.waitForOutput("Prox listening with workers");
+    assert.equal([...Deno.readDirSync(tmp)].length, 1, "the supervisor's directory");
+    const inFlight = hit(f.url).catch(() => null);
+    await waitFor(() => arrived === 1, { what: "the request at the upstream" });
+    p.signal("SIGTERM");
+    await p.waitForOutput("Draining workers");
+    p.signal("SIGTERM");
+    assert.equal((await p.status).code, 1, p.output());
+    release.resolve();
+    await inFlight;
+    assert.deepEqual([...Deno.readDirSync(tmp)], [], "the forced stop left its sockets behind");
   } finally {
-    await Deno.remove(f.dir, { recursive: true });
+    release.resolve();
   }
 });
 
 Deno.test("workers: a takeover replaces a supervisor and all its workers", async () => {
-  const f = await fixture();
+  await using f = await fixture();
   const pidFile = `${f.dir}/prox.pid`;
   await using old = serve(["-c", `${f.dir}/config.yaml`, "--pid-file", pidFile]);
   await old.waitForOutput("Prox listening with workers");
@@ -216,7 +249,7 @@ Deno.test("workers: a takeover replaces a supervisor and all its workers", async
 });
 
 Deno.test("workers: when the supervisor is killed, its workers drain and exit by themselves", async () => {
-  const f = await fixture();
+  await using f = await fixture();
   await using p = serve(["-c", `${f.dir}/config.yaml`]);
   await p.waitForOutput("Prox listening with workers");
   const pids = workerPids(p);
@@ -234,7 +267,7 @@ Deno.test("workers: SIGTERM to the supervisor and its workers at once (systemd's
     await release.promise;
     return new Response("slow\n");
   });
-  const f = await fixture();
+  await using f = await fixture();
   await Deno.writeTextFile(
     `${f.dir}/config.yaml`,
     [
@@ -282,7 +315,7 @@ function childrenOf(ppid: number): number[] {
 }
 
 Deno.test("workers: a SIGHUP while a worker restarts does not kill it; it reloads once it listens", async () => {
-  const f = await fixture();
+  await using f = await fixture();
   await using p = serve(["-c", `${f.dir}/config.yaml`, "--no-watch"]);
   await p.waitForOutput("Prox listening with workers");
   const [, victim] = workerPids(p);
