@@ -71,6 +71,21 @@ function escape(
   if (n === undefined) return ["\\", i + 1];
   if (!o.inClass && n === "A") return ["^", i + 2];
   if (!o.inClass && n === "z") return ["$", i + 2];
+  if (n === "a") return ["\\x07", i + 2];
+  // Word boundaries of regex 1.10: \< \> \b{start} \b{end} \b{start-half} \b{end-half}
+  const boundary = o.inClass ? undefined : /^(?:<|>|b\{(start|end|start-half|end-half)\})/.exec(
+    src.slice(i + 1),
+  );
+  if (boundary) {
+    const kind = boundary[1] ?? (n === "<" ? "start" : "end");
+    const js = {
+      start: "\\b(?=\\w)",
+      end: "\\b(?<=\\w)",
+      "start-half": "(?<!\\w)",
+      "end-half": "(?!\\w)",
+    }[kind]!;
+    return [js, i + 1 + boundary[0].length];
+  }
   if (n === "p" || n === "P") {
     let name: string;
     let end: number;
@@ -127,8 +142,9 @@ function charClass(
   let j = i + 1;
   let head = "[";
   if (src[j] === "^") head += src[j++];
-  // Rust reads a `]` first in a class as a literal; JavaScript as the end of an empty class
-  let body = src[j] === "]" ? (j++, "\\]") : "";
+  // Rust reads a `]` first in a class as a literal; JavaScript as the end of an empty class,
+  // which never matches. `[^]` (JavaScript's "any character") keeps its JavaScript meaning.
+  let body = head === "[" && src[j] === "]" ? (j++, "\\]") : "";
   let negatedPosix: string | undefined;
   while (j < src.length && src[j] !== "]") {
     if (o.x && (/\s/.test(src[j]) || src[j] === "#")) {
@@ -165,8 +181,8 @@ function charClass(
  * Rewrites a regex in Rust `regex` syntax (which JavaScript syntax mostly is) into JavaScript
  * source and flags: inline flags `(?i)`, `(?x)`, `(?i-s:…)` anywhere (`x`, verbose, is applied
  * here; `u` is Rust's default), `(?P<name>`, `\A`, `\z`, `\pL`/`\p{Greek}` (compiled with the `u`
- * flag), `\x{…}`, ASCII classes `[[:digit:]]` and a leading `]` in a class. Returns an error for
- * Rust flags JavaScript has no equivalent of (`U`, `R`).
+ * flag), `\x{…}`, `\<`/`\>`/`\b{start}` word boundaries, `\a`, ASCII classes `[[:digit:]]` and a
+ * leading `]` in a class. Returns an error for Rust flags JavaScript has no equivalent of (`U`, `R`).
  */
 export function fromRustSyntax(src: string): { source: string; flags: string } | string {
   let flags = "";

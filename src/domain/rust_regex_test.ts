@@ -50,6 +50,12 @@ Deno.test("compileRegex reads Rust Unicode classes and code point escapes", () =
   assert.ok(re("^a\\#b\\ c\\&\\~$").test("a#b c&~"), "Rust's escaped punctuation, also with \\p");
   assert.ok(re("\\pL\\#").test("a#"));
   assert.equal(typeof compileRegex("\\p{NoSuchClass}"), "string");
+  assert.ok(re("\\<api\\>").test("/v1/api/x"), "word boundaries of regex 1.10");
+  assert.ok(!re("\\<api\\>").test("/v1/apix"));
+  assert.ok(re("\\b{start}x\\b{end}").test("a x b"));
+  assert.ok(!re("\\b{start-half}x").test("ax"));
+  assert.ok(re("^\\a$").test("\u0007"));
+  assert.ok(re("[\\<]").test("<"), "inside a class \\< is the character");
 });
 
 Deno.test("compileRegex leaves JavaScript syntax alone and refuses Rust flags it cannot express", () => {
@@ -57,6 +63,8 @@ Deno.test("compileRegex leaves JavaScript syntax alone and refuses Rust flags it
   assert.ok(re("(?:a|b)(?=c)").test("bc"));
   assert.ok(re("(?<!x)y").test("ay"));
   assert.ok(re("[\\-a]").test("-"));
+  assert.ok(re("^a[^]*b[c]$").test("a\n]xbc"), "[^] is JavaScript's any character");
+  assert.ok(re("^[[]$").test("["));
   assert.match(String(compileRegex("(?U)a+")), /Rust flag "U".*no JavaScript equivalent/);
   assert.match(String(compileRegex("(?q)a")), /Unknown flag "q"/);
   assert.match(String(compileRegex("[unclosed")), /Invalid regular expression \/\[unclosed\//);
