@@ -353,8 +353,7 @@ async function workerCount(source: ConfigSource, flag: number | undefined): Prom
     throw new ConfigError(problems.map((p) => ({
       ...p,
       file: "path" in source ? source.path : source.name,
-      line: 0,
-      col: 0,
+      ...(loaded.locate?.(p.path) ?? { line: 0, col: 0 }),
       path: p.path.join("."),
     })));
   }

@@ -77,6 +77,17 @@ Deno.test("prox usage errors exit 2: unknown option, unknown command, --takeover
   assert.equal(format.code, 2);
 });
 
+Deno.test("prox serve --workers 2 with port 0: exit 1, the issue located at listen_addr", async () => {
+  const dir = await tempDir({ "config.yaml": VALID(0) });
+  try {
+    const r = await prox(["serve", "--workers", "2", "-c", `${dir}/config.yaml`]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /config\.yaml:1:1: error: listen_addr: workers: 2 needs a fixed port/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("prox validate: 0 when valid, 1 with file:line:col when not, 1 when missing", async () => {
   const dir = await tempDir({
     "ok.yaml": VALID(8080),
