@@ -100,7 +100,8 @@ export function authorized(header: string | undefined, token: string): boolean {
   if (/^basic$/i.test(scheme)) {
     let decoded: string;
     try {
-      decoded = atob(cred);
+      // UTF-8, as the challenge's charset="UTF-8" asks browsers to send (RFC 7617 §2.1).
+      decoded = new TextDecoder().decode(Uint8Array.from(atob(cred), (c) => c.charCodeAt(0)));
     } catch {
       return false;
     }

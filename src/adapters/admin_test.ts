@@ -204,6 +204,10 @@ Deno.test("redactSecrets and authorized edge cases", () => {
   assert.equal(authorized("Bearer t junk", "t"), false);
   assert.equal(authorized(`Basic ${btoa("t")}`, "t"), false);
   assert.equal(authorized(`Basic ${btoa(":t")}`, "t"), true);
+  // A token beyond ASCII, as a browser sends it after the UTF-8 challenge.
+  const utf8 = (s: string) => btoa(String.fromCharCode(...new TextEncoder().encode(s)));
+  assert.equal(authorized(`Basic ${utf8("admin:pässwört€")}`, "pässwört€"), true);
+  assert.equal(authorized(`Basic ${utf8("admin:passwort")}`, "pässwört€"), false);
 });
 
 Deno.test("embedJson cannot close the script element", () => {
