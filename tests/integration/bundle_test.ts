@@ -5,10 +5,16 @@ import assert from "node:assert/strict";
 import { ROOT } from "../_harness.ts";
 import { VERSION } from "../../mod.ts";
 import { bundleTo, fetchWhenUp, freePort, spawnProx } from "./_bundle.ts";
+import { V8_FLAGS } from "./_process.ts";
 
 Deno.test("bundle: the Makefile builds it with the command this test uses", async () => {
   const makefile = await Deno.readTextFile(`${ROOT}/Makefile`);
   assert.match(makefile, /bundle --platform=deno -o dist\/prox\.js mod\.ts/);
+});
+
+Deno.test("deno task serve runs with the shipped V8 flags (GC hints, linear-time regex fallback)", async () => {
+  const config = JSON.parse(await Deno.readTextFile(`${ROOT}/deno.json`));
+  assert.equal(config.tasks.serve, `deno run -A ${V8_FLAGS} mod.ts serve`);
 });
 
 Deno.test("bundle: dist/prox.js runs from an empty directory (--version, validate, serve, welcome page)", async () => {
