@@ -1,6 +1,6 @@
 // Text → parsed → validated, in one call: what `prox validate`, `serve` and reload all use.
 
-import { parseConfig } from "./parse.ts";
+import { parseConfig, sortIssues } from "./parse.ts";
 import type { ConfigIssue } from "./parse.ts";
 import { validateConfig } from "./validate.ts";
 import type { ValidateEnv } from "./validate.ts";
@@ -21,6 +21,7 @@ export function loadConfigText(text: string, opts: { file: string; env: Validate
   const parsed = parseConfig(text, opts.file);
   if (!parsed.config) return { issues: parsed.issues, locate: parsed.locate };
   const issues = [...parsed.issues, ...validateConfig(parsed.config, parsed, opts)];
+  if (parsed.issues.length > 0) sortIssues(issues);
   const ok = !issues.some((i) => i.severity === "error");
   return { config: ok ? parsed.config : undefined, issues, locate: parsed.locate };
 }

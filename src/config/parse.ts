@@ -7,6 +7,7 @@ import type { z } from "zod";
 import { Config } from "./schema.ts";
 import type { Config as ConfigType } from "./schema.ts";
 import { knownKeysAt, suggest } from "./suggest.ts";
+import { dropIgnoredSeedKeys } from "./seed_keys.ts";
 
 /** One located problem in a config file. */
 export interface ConfigIssue {
@@ -74,7 +75,18 @@ export function parseConfig(text: string, file = "config.yaml"): ParseResult {
     issues.push(wholeFile(file, message));
     return { issues, locate };
   }
-  const result = Config.safeParse(withoutNulls(raw), { reportInput: true });
+  const input = withoutNulls(raw) as Record<string, unknown>;
+  for (const d of dropIgnoredSeedKeys(input.routes)) {
+    issues.push({
+      severity: "warning",
+      file,
+      ...locate(["routes", d.route, d.key]),
+      path: dotted(["routes", d.route, d.key]),
+      message: `${d.key} has no effect on a ${d.type} route (the Rust Prox ignored it too)`,
+      hint: "Remove it",
+    });
+  }
+  const result = Config.safeParse(input, { reportInput: true });
   if (result.success) return { config: result.data, issues, locate };
 
   for (const issue of result.error.issues) {
