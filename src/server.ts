@@ -232,25 +232,6 @@ export async function startServer(
   (await set.stage(firstPlans)).commit();
   certs.applied(config, firstPlans);
   await syncH3(config, mainTls(firstPlans));
-  started = true;
-  // Only once listening: a start-up that fails leaves no prober behind.
-  const health = startHealthChecks(current, { registry: upstreams, logger });
-  stopReducer = startMemoryReducer({
-    idleMs: () => config.memory.reduce_after_idle,
-    aboveBytes: () => config.memory.reduce_above,
-    onReduce: (ms) => logger.debug("Memory-reducing GC after a burst", { ms: Math.round(ms) }),
-    onSkip: (rss) =>
-      logger.debug("Memory kept after a burst: RSS below memory.reduce_above", {
-        rssMiB: Math.round(rss / 1048576),
-      }),
-  });
-  if (copyPath && first.text !== undefined) keepConfigCopy(copyPath, first.text, logger);
-  logger.info("Prox listening", {
-    addr: formatListenAddr(set.listeners[0]),
-    tls: set.listeners[0].tls,
-    routes: Object.keys(config.routes).length,
-    worker: opts.worker?.index,
-  });
   const limiterKeys = () => keysPerRoute(rateLimits, current.router.entries.map((e) => e.value));
   // The admin listener follows reloads (only the exclusive worker runs one).
   const admin = followAdmin({
@@ -279,7 +260,32 @@ export async function startServer(
         limiterKeys: limiterKeys(),
       }),
   };
-  admin.sync(exclusive ? config.admin?.listen_addr ?? null : null);
+  try {
+    admin.sync(exclusive ? config.admin?.listen_addr ?? null : null);
+  } catch (err) {
+    // A held admin port fails the start: nothing may stay bound or running behind it.
+    await Promise.all([set.shutdown(1_000), h3.shutdown(1_000), certs.close()]);
+    throw err;
+  }
+  started = true;
+  // Only once listening: a start-up that fails leaves no prober behind.
+  const health = startHealthChecks(current, { registry: upstreams, logger });
+  stopReducer = startMemoryReducer({
+    idleMs: () => config.memory.reduce_after_idle,
+    aboveBytes: () => config.memory.reduce_above,
+    onReduce: (ms) => logger.debug("Memory-reducing GC after a burst", { ms: Math.round(ms) }),
+    onSkip: (rss) =>
+      logger.debug("Memory kept after a burst: RSS below memory.reduce_above", {
+        rssMiB: Math.round(rss / 1048576),
+      }),
+  });
+  if (copyPath && first.text !== undefined) keepConfigCopy(copyPath, first.text, logger);
+  logger.info("Prox listening", {
+    addr: formatListenAddr(set.listeners[0]),
+    tls: set.listeners[0].tls,
+    routes: Object.keys(config.routes).length,
+    worker: opts.worker?.index,
+  });
   prom?.observe({ upstreams: () => upstreams.list(), limiterKeys });
 
   let watch: FileWatch | undefined;

@@ -534,3 +534,48 @@ Deno.test("shutdown is not held past shutdown_timeout by a reload stuck reading 
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("start-up: an admin port already held fails the start and leaves nothing bound or probing", async () => {
+  let probes = 0;
+  await using up = await startUpstream(() => {
+    probes++;
+    return new Response("ok");
+  });
+  using held = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = freePort();
+  const dir = await Deno.makeTempDir({ prefix: "prox-admin-held-" });
+  const logger = captureLogger();
+  const text = (admin: string) =>
+    `listen_addr: "127.0.0.1:${port}"
+health_check: { interval_secs: 60 }
+${admin}routes:
+  "/": { type: proxy, target: "${up.url}" }
+`;
+  try {
+    await Deno.writeTextFile(
+      `${dir}/held.yaml`,
+      text(`admin: { listen_addr: "127.0.0.1:${held.addr.port}" }\n`),
+    );
+    await assert.rejects(
+      startServer({ path: `${dir}/held.yaml` }, { logger, watch: false }),
+      /Address already in use/,
+    );
+    assert.ok(await refused(port), "the main listener was left bound");
+    assert.ok(!logger.lines.some((l) => l.includes("Prox listening")), logger.lines.join("\n"));
+    // A server that does start probes once; a prober left behind by the failed one would have
+    // probed too (it started earlier).
+    await Deno.writeTextFile(`${dir}/ok.yaml`, text(""));
+    const server = await startServer({ path: `${dir}/ok.yaml` }, {
+      logger: captureLogger(),
+      watch: false,
+    });
+    try {
+      await waitFor(() => server.upstreams.list()[0]?.status === "up", { what: "probed up" });
+      assert.equal(probes, 1);
+    } finally {
+      await server.shutdown();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
