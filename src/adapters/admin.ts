@@ -7,6 +7,7 @@
 import { Hono } from "hono";
 import { compress } from "hono/compress";
 import type { Logger } from "../ports.ts";
+import { bindHint } from "./listener_set.ts";
 import { formatListenAddr } from "../config/listen.ts";
 import { keepAccepting } from "./http_serve.ts";
 import type { ListenAddr } from "../config/listen.ts";
@@ -283,7 +284,9 @@ export function startAdmin(
     );
   } catch (err) {
     throw new Error(
-      `Cannot listen on ${formatListenAddr(addr)} (admin): ${(err as Error).message}`,
+      `Cannot listen on ${formatListenAddr(addr)} (admin): ${(err as Error).message}${
+        bindHint(err, addr.port)
+      }`,
     );
   }
   const server = serving.current;

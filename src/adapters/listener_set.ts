@@ -52,6 +52,16 @@ export function listenerPlans(
   return plans;
 }
 
+/**
+ * What to do about a bind error a first-time user meets: a port below 1024 without the right to
+ * bind it (Linux refuses it to other users than root unless the binary has the capability).
+ */
+export function bindHint(err: unknown, port: number): string {
+  return err instanceof Deno.errors.PermissionDenied && port > 0 && port < 1024
+    ? " (ports below 1024 need root or the CAP_NET_BIND_SERVICE capability, e.g. `sudo setcap cap_net_bind_service=+ep prox`; or use a port from 1024 up)"
+    : "";
+}
+
 /** A listener that could not be bound; `planId` says which (for locating it in the config). */
 export class ListenError extends Error {
   constructor(message: string, readonly planId: string) {
@@ -182,7 +192,7 @@ export function createListenerSet(opts: { logger: Logger; drainMs: () => number 
           } catch (err) {
             const hint = sameAddr && !REUSE_PORT
               ? " (rebinding a port in use needs SO_REUSEPORT: Linux and --unstable-net)"
-              : "";
+              : bindHint(err, addr.port);
             throw new ListenError(
               `Cannot listen on ${formatListenAddr(addr)}: ${(err as Error).message}${hint}`,
               plan.id,

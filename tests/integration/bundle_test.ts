@@ -2,7 +2,7 @@
 // holding nothing of the repository: no deno.json, no node_modules, no lock file.
 
 import assert from "node:assert/strict";
-import { ROOT } from "../_harness.ts";
+import { interopTest, requireInterop, ROOT, run } from "../_harness.ts";
 import { VERSION } from "../../mod.ts";
 import { bundleTo, fetchWhenUp, freePort, spawnProx } from "./_bundle.ts";
 import { V8_FLAGS } from "./_process.ts";
@@ -76,3 +76,44 @@ Deno.test("bundle: dist/prox.js runs from an empty directory (--version, validat
     await Deno.remove(tmp, { recursive: true });
   }
 });
+
+const LOW_PORT =
+  "bundle: as a non-root user, a port below 1024 fails with how to allow it (exit 1)";
+if (Deno.uid() === 0 || requireInterop) {
+  interopTest(LOW_PORT, ["setpriv"], async () => {
+    if (Deno.uid() !== 0) {
+      throw new Error("Cannot run: setpriv needs root (PROX_REQUIRE_INTEROP=1)");
+    }
+    const tmp = await Deno.makeTempDir({ prefix: "prox-bundle-" });
+    try {
+      await Deno.chmod(tmp, 0o755);
+      await bundleTo(`${tmp}/prox.js`);
+      await Deno.writeTextFile(
+        `${tmp}/config.yaml`,
+        `listen_addr: "127.0.0.1:80"\nadmin: { listen_addr: "127.0.0.1:81" }\n` +
+          `routes:\n  "/": { type: redirect, target: "https://example.com/" }\n`,
+      );
+      const res = await run("setpriv", [
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        Deno.execPath(),
+        "run",
+        "-A",
+        `${tmp}/prox.js`,
+        "serve",
+        "-c",
+        `${tmp}/config.yaml`,
+      ], { cwd: tmp, env: { DENO_DIR: `${tmp}/deno_dir`, NO_COLOR: "1" }, timeoutMs: 20_000 });
+      assert.equal(res.code, 1, res.stderr);
+      assert.match(
+        res.stderr,
+        /Cannot listen on 127\.0\.0\.1:80: Permission denied.* \(ports below 1024 need root or the CAP_NET_BIND_SERVICE capability, e\.g\. `sudo setcap cap_net_bind_service=\+ep prox`; or use a port from 1024 up\)/,
+      );
+    } finally {
+      await Deno.remove(tmp, { recursive: true });
+    }
+  });
+} else {
+  Deno.test({ name: LOW_PORT, ignore: true, fn() {} });
+}
