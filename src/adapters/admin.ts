@@ -41,7 +41,9 @@ export interface AdminListener {
   shutdown(): Promise<void>;
 }
 
-const SECRET_KEY = /token|password|passwd|secret|authorization|cookie|credential|api[-_]?key/i;
+// Header names included: `X-Auth`, `X-Access-Key`, Azure's `Ocp-Apim-Subscription-Key`…
+const SECRET_KEY =
+  /token|password|passwd|secret|auth|cookie|credential|signature|(?:api|access|private|subscription)[-_]?key/i;
 const REDACTED = "[redacted]";
 
 /**

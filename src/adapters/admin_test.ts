@@ -184,6 +184,24 @@ Deno.test("redactSecrets and authorized edge cases", () => {
   // A raw "@" in the password (new URL() takes it whole): nothing of it shows.
   assert.equal(redactSecrets("redis://:p@ss@h:6379/0"), "redis://:[redacted]@h:6379/0");
   assert.equal(redactSecrets("redis://u:p@s@s@h"), "redis://u:[redacted]@h");
+  const headers = {
+    "X-Auth": "a",
+    "X-Access-Key": "b",
+    "Ocp-Apim-Subscription-Key": "c",
+    "X-Hub-Signature": "d",
+    "X-Ok": "e",
+  };
+  assert.deepEqual(redactSecrets({ set: headers, on_missing_key: "deny", key_path: "k.pem" }), {
+    set: {
+      "X-Auth": "[redacted]",
+      "X-Access-Key": "[redacted]",
+      "Ocp-Apim-Subscription-Key": "[redacted]",
+      "X-Hub-Signature": "[redacted]",
+      "X-Ok": "e",
+    },
+    on_missing_key: "deny",
+    key_path: "k.pem",
+  });
   // ioredis reads options from the query, the password too.
   assert.deepEqual(
     redactSecrets({ url: "redis://h:6379/0?db=1&password=pw&x=y" }),
