@@ -250,6 +250,14 @@ export function fromRustSyntax(src: string): { source: string; flags: string } |
         i++;
         stack.push({ x: top.x, mods: [] });
       }
+    } else if (c === "{" && /^\{\d*(,\d*)?\}/.test(src.slice(i))) {
+      const q = /^\{\d*(,\d*)?\}/.exec(src.slice(i))![0];
+      out += q;
+      i += q.length;
+    } else if (c === "]" || c === "}") {
+      // Rust reads a lone `]` or `}` as itself; JavaScript's `u` mode (used for \p) refuses them
+      out += `\\${c}`;
+      i++;
     } else if (c === "|") {
       out += ")".repeat(top.mods.length) + "|" + top.mods.join("");
       i++;

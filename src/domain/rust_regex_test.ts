@@ -49,6 +49,8 @@ Deno.test("compileRegex reads Rust Unicode classes and code point escapes", () =
   assert.ok(re("^\\x{E9}\\u{1F600}\\U0001F600$").test("é😀😀"));
   assert.ok(re("^a\\#b\\ c\\&\\~$").test("a#b c&~"), "Rust's escaped punctuation, also with \\p");
   assert.ok(re("\\pL\\#").test("a#"));
+  assert.ok(re("^\\pL+]}$").test("ab]}"), "a lone ] or } is itself, also in u mode");
+  assert.ok(re("^a{2}]$").test("aa]"), "quantifier braces are left alone");
   assert.equal(typeof compileRegex("\\p{NoSuchClass}"), "string");
   assert.ok(re("\\<api\\>").test("/v1/api/x"), "word boundaries of regex 1.10");
   assert.ok(!re("\\<api\\>").test("/v1/apix"));
