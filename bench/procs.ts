@@ -3,6 +3,7 @@
 // their CPU time and resident memory read from /proc (all descendant processes included).
 
 import { ROOT } from "../tests/_harness.ts";
+import { V8_FLAGS } from "../tests/integration/_process.ts";
 
 /** A started process under test. */
 export interface Proc extends AsyncDisposable {
@@ -292,8 +293,7 @@ export async function startProx(dir: string, o: { core: string; backend: number 
           "-A",
           // As shipped (`make run`, `make compile`: V8_FLAGS in the Makefile); BENCH_V8_FLAGS=""
           // measures Prox without it.
-          ...(Deno.env.get("BENCH_V8_FLAGS") ??
-            "--v8-flags=--expose-gc,--no-allocation-site-pretenuring,--no-maglev,--no-memory-reducer,--no-scavenger-updates-allocation-limit")
+          ...(Deno.env.get("BENCH_V8_FLAGS") ?? V8_FLAGS)
             .split(" ")
             .filter(Boolean),
           `--config=${ROOT}/deno.json`,
