@@ -112,6 +112,10 @@ function template(text: string, path: (string | number)[], c: Ctx): Template {
   return { constant: true, parts: [text] };
 }
 
+/** Why a condition Prox refuses never worked in the Rust Prox either, and the way out. */
+const NEVER_HELD = "Fix it or remove the condition (the Rust Prox loaded it, but the condition " +
+  "never held, so the rule never applied)";
+
 function condition(spec: ConditionSpec | undefined, c: Ctx): Predicate {
   if (!spec) return () => true;
   const base = ["condition"];
@@ -127,11 +131,15 @@ function condition(spec: ConditionSpec | undefined, c: Ctx): Predicate {
   for (const [src, path] of regexes) {
     if (src === undefined) continue;
     const re = compileRegex(src);
-    if (typeof re === "string") c.problems.push({ path, message: re });
+    if (typeof re === "string") {
+      // A Rust flag Prox cannot express worked in the Rust Prox; anything else never compiled.
+      const hint = re.includes("Rust flag") ? undefined : NEVER_HELD;
+      c.problems.push({ path, message: re, hint });
+    }
   }
   for (const h of [spec.has_header, spec.response_has_header]) {
     if (h && !TOKEN.test(h.name)) {
-      c.problems.push({ path: base, message: `Invalid header name "${h.name}"` });
+      c.problems.push({ path: base, message: `Invalid header name "${h.name}"`, hint: NEVER_HELD });
     }
   }
   const methods = spec.method_is === undefined

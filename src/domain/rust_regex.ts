@@ -28,6 +28,8 @@ interface Frame {
   x: boolean;
   /** Modifier groups opened by `(?flags)` inside this group, closed with it (and around `|`). */
   mods: string[];
+  /** Rust's `U`: greedy and lazy quantifiers swapped. */
+  swap: boolean;
 }
 
 /** One `\p{…}` property as JavaScript names it (Rust also takes script names bare), or undefined. */
@@ -182,12 +184,19 @@ function charClass(
  * source and flags: inline flags `(?i)`, `(?x)`, `(?i-s:…)` anywhere (`x`, verbose, is applied
  * here; `u` is Rust's default), `(?P<name>`, `\A`, `\z`, `\pL`/`\p{Greek}` (compiled with the `u`
  * flag), `\x{…}`, `\<`/`\>`/`\b{start}` word boundaries, `\a`, ASCII classes `[[:digit:]]` and a
- * leading `]` in a class. Returns an error for Rust flags JavaScript has no equivalent of (`U`, `R`).
+ * leading `]` in a class. `U` swaps greedy and lazy quantifiers. Returns an error for Rust's
+ * `R` (CRLF mode), which JavaScript has no equivalent of.
  */
 export function fromRustSyntax(src: string): { source: string; flags: string } | string {
   let flags = "";
   let out = "";
-  const stack: Frame[] = [{ x: false, mods: [] }];
+  const stack: Frame[] = [{ x: false, mods: [], swap: false }];
+  /** A quantifier as written, lazy or greedy as `U` makes it. */
+  const quantifier = (q: string, at: number, swap: boolean): number => {
+    const lazy = src[at] === "?";
+    out += q + (lazy !== swap ? "?" : "");
+    return lazy ? at + 1 : at;
+  };
   const useUnicode = () => {
     if (!flags.includes("u")) flags += "u";
   };
@@ -214,17 +223,18 @@ export function fromRustSyntax(src: string): { source: string; flags: string } |
       if (src.startsWith("(?P<", i)) {
         out += "(?<";
         i += 4;
-        stack.push({ x: top.x, mods: [] });
+        stack.push({ x: top.x, mods: [], swap: top.swap });
       } else if (g && (g[1] !== "" || g[2] !== undefined)) {
         const on = g[1];
         const off = g[2] ?? "";
         const bad = /[^imsxuUR]/.exec(on + off);
         if (bad) return `Unknown flag "${bad[0]}" in "${g[0]}"`;
-        if (/[UR]/.test(on)) {
-          return `Rust flag "${/[UR]/.exec(on)![0]}" of "${g[0]}" has no JavaScript equivalent: ` +
+        if (on.includes("R")) {
+          return `Rust flag "R" of "${g[0]}" has no JavaScript equivalent: ` +
             `rewrite the pattern without it`;
         }
         const x = on.includes("x") ? true : off.includes("x") ? false : top.x;
+        const swap = on.includes("U") ? true : off.includes("U") ? false : top.swap;
         const jsOn = [...new Set(on.replace(/[^ims]/g, ""))].join("");
         const jsOff = [...new Set(off.replace(/[^ims]/g, ""))].filter((f) => !jsOn.includes(f))
           .join("");
@@ -232,11 +242,12 @@ export function fromRustSyntax(src: string): { source: string; flags: string } |
         i += g[0].length;
         if (g[3] === ":") {
           out += mod || "(?:";
-          stack.push({ x, mods: [] });
+          stack.push({ x, mods: [], swap });
         } else if (out === "" && stack.length === 1 && !jsOff) {
           // leading flags: the whole pattern's
           for (const f of jsOn) if (!flags.includes(f)) flags += f;
           top.x = x;
+          top.swap = swap;
         } else {
           // the rest of the enclosing group, across its alternatives
           if (mod) {
@@ -244,16 +255,20 @@ export function fromRustSyntax(src: string): { source: string; flags: string } |
             top.mods.push(mod);
           }
           top.x = x;
+          top.swap = swap;
         }
       } else {
-        out += c;
-        i++;
-        stack.push({ x: top.x, mods: [] });
+        // a group: its opening ((?:, (?=, (?<name>…) is copied whole, so its ? is no quantifier
+        const open = /^\((?:\?(?:[:=!]|<[=!]|<[A-Za-z_]\w*>))?/.exec(src.slice(i))![0];
+        out += open;
+        i += open.length;
+        stack.push({ x: top.x, mods: [], swap: top.swap });
       }
     } else if (c === "{" && /^\{\d*(,\d*)?\}/.test(src.slice(i))) {
       const q = /^\{\d*(,\d*)?\}/.exec(src.slice(i))![0];
-      out += q;
-      i += q.length;
+      i = quantifier(q, i + q.length, top.swap);
+    } else if (c === "*" || c === "+" || c === "?") {
+      i = quantifier(c, i + 1, top.swap);
     } else if (c === "]" || c === "}") {
       // Rust reads a lone `]` or `}` as itself; JavaScript's `u` mode (used for \p) refuses them
       out += `\\${c}`;

@@ -67,7 +67,18 @@ Deno.test("compileRegex leaves JavaScript syntax alone and refuses Rust flags it
   assert.ok(re("[\\-a]").test("-"));
   assert.ok(re("^a[^]*b[c]$").test("a\n]xbc"), "[^] is JavaScript's any character");
   assert.ok(re("^[[]$").test("["));
-  assert.match(String(compileRegex("(?U)a+")), /Rust flag "U".*no JavaScript equivalent/);
+  assert.match(String(compileRegex("(?R)^a$")), /Rust flag "R".*no JavaScript equivalent/);
   assert.match(String(compileRegex("(?q)a")), /Unknown flag "q"/);
   assert.match(String(compileRegex("[unclosed")), /Invalid regular expression \/\[unclosed\//);
+});
+
+Deno.test("compileRegex reads Rust's U flag: greedy and lazy quantifiers swapped", () => {
+  assert.equal(re("(?U)a+").exec("aaa")?.[0], "a");
+  assert.equal(re("(?U)a+?").exec("aaa")?.[0], "aaa");
+  assert.equal(re("(?U)a{1,3}").exec("aaa")?.[0], "a");
+  assert.equal(re("(?U)<.*>").exec("<a><b>")?.[0], "<a>");
+  assert.equal(re("a*(?U:b*)c?").exec("aabbc")?.[0], "aa", "only inside its group");
+  assert.equal(re("(?U)(?:x)?").exec("x")?.[0], "", "lazy, and a group's (?: is no quantifier");
+  assert.ok(re("(?U)(?<id>\\d+)$").test("/u/42"));
+  assert.equal(re("a+?").exec("aaa")?.[0], "a", "without U lazy stays lazy");
 });
