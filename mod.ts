@@ -249,7 +249,10 @@ async function serveCommand(configArg: string | undefined, opts: ServeOptions): 
   let files: FileStore | undefined;
   if (configArg === undefined && !exists("config.yaml")) {
     ({ source, files } = embeddedSource());
-    console.error("No config.yaml found: serving the embedded default config on 127.0.0.1:3000");
+    // Once, by the process the user started (workers run the same command line).
+    if (!workerRole()) {
+      console.error("No config.yaml found: serving the embedded default config on 127.0.0.1:3000");
+    }
   } else {
     const path = configArg ?? "config.yaml";
     if (!exists(path)) {

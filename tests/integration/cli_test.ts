@@ -178,6 +178,24 @@ Deno.test("prox serve without config.yaml runs the embedded default and says so"
   }
 });
 
+Deno.test("prox serve --workers 2 without config.yaml says so once, not once per process", async () => {
+  const dir = await tempDir();
+  try {
+    await using p = spawnProx(["serve", "--workers", "2"], { cwd: dir });
+    // Port 3000 is fixed by the embedded config; another program may hold it on this machine.
+    await p.waitForOutput((o) =>
+      o.includes("Prox listening with workers") || o.includes("Cannot start worker")
+    );
+    if (p.output().includes("Prox listening with workers")) {
+      p.signal("SIGTERM");
+      assert.equal((await p.status).code, 0, p.output());
+    } else await p.status;
+    assert.equal(p.output().split("No config.yaml found").length - 1, 1, p.output());
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("SIGTERM: a request still waiting on its upstream at shutdown_timeout gets 503 before exit", async () => {
   const gate = Promise.withResolvers<void>();
   let arrived = 0;
