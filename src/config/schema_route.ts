@@ -219,6 +219,12 @@ const ProxyRoute = z.object({
   type: z.literal("proxy"),
   target: HttpUrl,
   ...upstreamCommon,
+  /**
+   * On by default for a single target, as in nginx (a lone server is never considered
+   * unavailable) and the Rust Prox (health only gated load_balance routes): a backend without a
+   * health endpoint must not turn a migrated config into 503s.
+   */
+  try_when_down: z.boolean().default(true),
 }).strict();
 
 const LoadBalanceRoute = z.object({

@@ -295,7 +295,7 @@ Deno.test("forward: configured statuses eject a target for the cool-down (inject
 
 Deno.test("forward: a retry with no target left reports the real failure (502, not 503)", async () => {
   const s = setup(
-    `type: proxy\ntarget: "${A}"`,
+    `type: proxy\ntarget: "${A}"\ntry_when_down: false`,
     connectErr,
     "passive_health: { failures: 1, panic_threshold_percent: 0 }",
   );
@@ -307,7 +307,7 @@ Deno.test("forward: a retry with no target left reports the real failure (502, n
 });
 
 Deno.test("forward: no available target answers 503 without sending", async () => {
-  const s = setup(`type: proxy\ntarget: "${A}"`, ok);
+  const s = setup(`type: proxy\ntarget: "${A}"\ntry_when_down: false`, ok);
   s.upstreams.probe(A, false, { thresholds: { healthy: 1, unhealthy: 1 }, reason: "test" });
   const r = await s.call();
   assert.equal(r.status, 503);

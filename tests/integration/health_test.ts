@@ -91,6 +91,7 @@ routes:
   "/":
     type: proxy
     target: "${up.url}"
+    try_when_down: false
 `);
   const reg = prox.server.upstreams;
   await waitFor(() => !reg.available(up.url), { what: "target down" });
@@ -183,7 +184,7 @@ Deno.test("reload: turning health checks off puts a target that was down back in
 listen_addr: "127.0.0.1:0"
 health_check: { enabled: ${enabled}, interval_secs: 60 }
 routes:
-  "/": { type: proxy, target: "${up.url}" }
+  "/": { type: proxy, target: "${up.url}", try_when_down: false }
 `;
   await Deno.writeTextFile(file, config(true));
   const server = await startServer({ path: file }, { logger: silentLogger });
