@@ -148,7 +148,25 @@ export function startSupervisor(count: number, opts: {
 
   const spawn = (slot: Slot) => {
     slot.timer = undefined;
-    const child = new Deno.Command(command.cmd, {
+    if (stopping) return;
+    let child: Deno.ChildProcess;
+    try {
+      child = startChild(slot);
+    } catch (err) {
+      // The program is gone (removed by an upgrade), or no process can be made (EAGAIN,
+      // ENOMEM): an uncaught error here took the supervisor, and with it every worker, down.
+      return spawnFailed(slot, err as Error);
+    }
+    slot.child = child;
+    slot.stdin = child.stdin.getWriter();
+    slot.startedAt = Date.now();
+    slot.ready = false;
+    slot.reloadPending = false;
+    slot.exited = child.status.then((status) => onExit(slot, child, status));
+  };
+
+  const startChild = (slot: Slot) =>
+    new Deno.Command(command.cmd, {
       args: command.args,
       env: {
         [WORKER_ENV]: String(slot.index),
@@ -160,12 +178,23 @@ export function startSupervisor(count: number, opts: {
       stderr: "inherit",
       detached: true,
     }).spawn();
-    slot.child = child;
-    slot.stdin = child.stdin.getWriter();
-    slot.startedAt = Date.now();
-    slot.ready = false;
-    slot.reloadPending = false;
-    slot.exited = child.status.then((status) => onExit(slot, child, status));
+
+  const spawnFailed = (slot: Slot, err: Error) => {
+    if (!started) {
+      logger.error(`Cannot start worker ${slot.index}: ${err.message}`, { worker: slot.index });
+      failed = true;
+      ready.reject(new Error(`worker ${slot.index} could not be started: ${err.message}`));
+      void shutdown("startup failure");
+      return;
+    }
+    slot.failures++;
+    const delay = Math.min(backoffMs * 2 ** (slot.failures - 1), maxBackoffMs);
+    logger.error(`Cannot restart worker ${slot.index}: ${err.message}`, {
+      worker: slot.index,
+      command: command.cmd,
+      restartInMs: delay,
+    });
+    slot.timer = setTimeout(() => spawn(slot), delay);
   };
 
   const onExit = (slot: Slot, child: Deno.ChildProcess, status: Deno.CommandStatus) => {
@@ -252,8 +281,9 @@ export function startSupervisor(count: number, opts: {
       exited: Promise.resolve(),
     };
     slots.push(slot);
-    spawn(slot);
   }
+  // Every slot exists before the first spawn: a failed one stops those already started.
+  for (const slot of slots) spawn(slot);
   // A rejected `ready` is reported by whoever awaits it; keep it from being "unhandled".
   ready.promise.catch(() => {});
 

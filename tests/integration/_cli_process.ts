@@ -29,9 +29,9 @@ export function freePort(): number {
 /** Runs `deno run -A mod.ts ARGS` with the repository's deno.json, from `cwd`. */
 export function spawnProx(
   args: string[],
-  opts: { cwd?: string; env?: Record<string, string> } = {},
+  opts: { cwd?: string; env?: Record<string, string>; deno?: string } = {},
 ): ProxProcess {
-  const child = new Deno.Command(Deno.execPath(), {
+  const child = new Deno.Command(opts.deno ?? Deno.execPath(), {
     args: ["run", "-A", "--config", `${ROOT}/deno.json`, `${ROOT}/mod.ts`, ...args],
     cwd: opts.cwd ?? ROOT,
     env: { NO_COLOR: "1", ...opts.env },

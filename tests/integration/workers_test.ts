@@ -231,6 +231,36 @@ Deno.test("workers: a forced stop (second signal) leaves no directory in TMPDIR"
   }
 });
 
+Deno.test("workers: a worker that cannot be started again (program removed) is retried; the supervisor and the other worker stay", async () => {
+  await using f = await fixture();
+  // The supervisor starts workers with the program it runs: a link to deno that can be removed.
+  const deno = `${f.dir}/deno`;
+  const place = async () => {
+    try {
+      await Deno.link(Deno.realPathSync(Deno.execPath()), deno);
+    } catch {
+      await Deno.copyFile(Deno.execPath(), deno); // another file system
+    }
+  };
+  await place();
+  await using p = spawnProx(["serve", "-c", `${f.dir}/config.yaml`], {
+    deno,
+    env: { [DEBUG_HEADER_ENV]: "1" },
+  });
+  await p.waitForOutput("Prox listening with workers");
+  const [, pid1] = workerPids(p);
+  await Deno.remove(deno);
+  Deno.kill(pid1, "SIGKILL");
+  await p.waitForOutput("Cannot restart worker 1");
+  assert.match(p.output(), /No such file or directory/);
+  assert.equal((await hit(f.url)).status, 200, "worker 0 serves on");
+  await place();
+  await p.waitForOutput("Worker restarted");
+  await seenWorkers(f.url, ["0", "1"], "site a\n");
+  p.signal("SIGTERM");
+  assert.equal((await p.status).code, 0, p.output());
+});
+
 Deno.test("workers: a takeover replaces a supervisor and all its workers", async () => {
   await using f = await fixture();
   const pidFile = `${f.dir}/prox.pid`;
