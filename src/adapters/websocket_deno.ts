@@ -126,9 +126,10 @@ function relay(
   live: Set<Live>,
 ): void {
   const lim = t.limits;
-  // Deno hands over whole messages and writes each as one frame, so a message longer than
-  // max_frame_size would need a longer frame: both limits apply to messages.
-  const maxMsg = Math.min(lim.maxMessageSize, lim.maxFrameSize > 0 ? lim.maxFrameSize : Infinity);
+  // Deno hands over whole messages and writes each as one frame: frame sizes can be neither
+  // seen nor chosen, so only max_message_size bounds what is relayed (max_frame_size has no
+  // effect; a Rust Prox config's 64 KiB frames beside 1 MiB messages must keep 1 MiB messages).
+  const maxMsg = lim.maxMessageSize;
   const cap = Math.max(env.maxBuffered, 2 * maxMsg);
   let last = env.now();
   let opened = false;

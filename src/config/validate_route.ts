@@ -161,6 +161,14 @@ export function validateRoutes(
             : "Trust the upstream's CA with tls.ca_cert instead",
         );
       }
+      if (route.max_frame_size !== undefined) {
+        warn(
+          ["routes", key, "max_frame_size"],
+          "max_frame_size has no effect: Deno reassembles incoming frames and sends each relayed " +
+            "message as one frame",
+          "max_message_size bounds the messages relayed",
+        );
+      }
       if (route.max_message_size !== undefined && route.max_message_size > 64 * 1024 * 1024) {
         warn(
           ["routes", key, "max_message_size"],

@@ -185,19 +185,20 @@ Deno.test("websocket route answers a plain HTTP request with 400", async () => {
   assert.match(await res.text(), /only supports WebSocket/);
 });
 
-Deno.test("websocket max_frame_size bounds each relayed message (one frame each) with 1009", async () => {
+Deno.test("websocket messages over max_frame_size but within max_message_size are relayed (Rust Prox configs: 64 KiB frames, 1 MiB messages)", async () => {
   await using up = await wsUpstream();
   await using prox = await startWsProxy(
     wsRoute(up.url, "max_frame_size: 100", "max_message_size: 1000"),
   );
   const ws = await connect(`${prox.ws}/`);
-  const echoed = messages(ws, 1);
-  ws.send(new Uint8Array(100));
-  assert.equal((await echoed)[0].data.byteLength, 100);
-  // A 300-byte message sent as three 100-byte frames is still one 300-byte frame once relayed.
+  const echoed = messages(ws, 2);
+  ws.send(new Uint8Array(300));
+  // Sent as three 100-byte frames: one 300-byte message.
   ws.send(new Uint8Array(100), { fin: false });
   ws.send(new Uint8Array(100), { fin: false });
   ws.send(new Uint8Array(100), { fin: true });
+  assert.deepEqual((await echoed).map((m) => m.data.byteLength), [300, 300]);
+  ws.send(new Uint8Array(1001));
   assert.equal((await closed(ws)).code, 1009);
   assert.deepEqual(prox.tooBig, ["/"]);
 });
