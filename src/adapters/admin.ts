@@ -8,11 +8,13 @@ import { Hono } from "hono";
 import { compress } from "hono/compress";
 import type { Logger } from "../ports.ts";
 import { bindHint } from "./listener_set.ts";
-import { formatListenAddr } from "../config/listen.ts";
+import { formatListenAddr, isLoopback } from "../config/listen.ts";
 import { keepAccepting } from "./http_serve.ts";
 import type { ListenAddr } from "../config/listen.ts";
 import { statusPage } from "./admin_page.ts";
 import type { StatusJson } from "./admin_status.ts";
+
+export { isLoopback };
 
 /** The outcome of `POST /config/reload` as the server reports it. */
 export interface AdminReloadResult {
@@ -220,12 +222,6 @@ function localHost(host: string | undefined): boolean {
   const name = host.startsWith("[") ? host.slice(0, host.indexOf("]") + 1) : host.split(":")[0];
   return name.toLowerCase() === "localhost" || /^\[[0-9a-f:.]+\]$/i.test(name) ||
     /^\d{1,3}(\.\d{1,3}){3}$/.test(name);
-}
-
-/** True for 127.0.0.0/8 and ::1 (with or without IPv4 mapping). */
-export function isLoopback(hostname: string): boolean {
-  const h = hostname.replace(/^\[|\]$/g, "").toLowerCase();
-  return h === "::1" || h === "localhost" || /^(::ffff:)?127\./.test(h);
 }
 
 /**

@@ -42,3 +42,9 @@ export function parseListenAddr(text: string): ListenAddr | string {
 export function formatListenAddr(a: ListenAddr): string {
   return a.hostname.includes(":") ? `[${a.hostname}]:${a.port}` : `${a.hostname}:${a.port}`;
 }
+
+/** True for 127.0.0.0/8 and ::1 (with or without IPv4 mapping). */
+export function isLoopback(hostname: string): boolean {
+  const h = hostname.replace(/^\[|\]$/g, "").toLowerCase();
+  return h === "::1" || h === "localhost" || /^(::ffff:)?127\./.test(h);
+}

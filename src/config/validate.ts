@@ -2,7 +2,7 @@
 // conflicts (the routes' own rules are in validate_route.ts). Pure: file checks go through the
 // `exists` callback.
 
-import { parseListenAddr } from "./listen.ts";
+import { isLoopback, parseListenAddr } from "./listen.ts";
 import { parseCidr } from "../domain/ip.ts";
 import type { Config } from "./schema.ts";
 import { workersIssues } from "./workers_rules.ts";
@@ -63,6 +63,14 @@ export function validateConfig(
   if (config.admin) {
     const a = parseListenAddr(config.admin.listen_addr);
     if (typeof a === "string") err(["admin", "listen_addr"], a);
+    else if (config.admin.token === undefined && !isLoopback(a.hostname)) {
+      warn(
+        ["admin", "listen_addr"],
+        "The admin listener is reachable from other machines and has no token: whoever reaches " +
+          "it can read the config (secrets redacted) and reload it",
+        "Set admin.token, or bind admin.listen_addr to 127.0.0.1",
+      );
+    }
     // An empty token would mean "no token": an admin API open to whoever reaches it.
     if (config.admin.token !== undefined && config.admin.token.trim() === "") {
       err(
