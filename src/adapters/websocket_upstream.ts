@@ -116,8 +116,15 @@ function handshakeError(err: unknown, url: URL, timedOut: boolean): Refusal | Pr
  * the handshake with another status; rejects with a ProxyError when it cannot be reached.
  */
 export function connectUpstream(target: WebSocketProxyRequest): Promise<UpstreamSocket | Refusal> {
-  return target.tls?.caCerts?.length ? openWithClient(target) : openStream(target);
+  return target.tls?.caCerts?.length || !HAS_STREAM ? openWithClient(target) : openStream(target);
 }
+
+/**
+ * `WebSocketStream` exists only with Deno's unstable net API (deno.json and `make compile` turn
+ * it on); a bare `deno run dist/prox.js` has none, and every WebSocket failed with a 500.
+ */
+const HAS_STREAM = typeof (globalThis as { WebSocketStream?: unknown }).WebSocketStream ===
+  "function";
 
 /** Deno's runtime uses the standard's `closeCode`; its bundled types still say `code`. */
 type CloseInfo = { closeCode?: number; code?: number; reason?: string };
@@ -184,7 +191,7 @@ async function openStream(t: WebSocketProxyRequest): Promise<UpstreamSocket | Re
 }
 
 async function openWithClient(t: WebSocketProxyRequest): Promise<UpstreamSocket | Refusal> {
-  const client = Deno.createHttpClient({ caCerts: t.tls!.caCerts });
+  const client = Deno.createHttpClient({ caCerts: t.tls?.caCerts });
   const ws = new WebSocket(t.url.href, { protocols: t.protocols, headers: t.headers, client });
   ws.binaryType = "arraybuffer";
   let handlers: UpstreamHandlers | null = null;

@@ -2,7 +2,7 @@
 // holding nothing of the repository: no deno.json, no node_modules, no lock file.
 
 import assert from "node:assert/strict";
-import { interopTest, requireInterop, ROOT, run } from "../_harness.ts";
+import { interopTest, requireInterop, ROOT, run, startUpstream } from "../_harness.ts";
 import { VERSION } from "../../mod.ts";
 import { bundleTo, fetchWhenUp, freePort, spawnProx } from "./_bundle.ts";
 import { V8_FLAGS } from "./_process.ts";
@@ -39,9 +39,15 @@ Deno.test("bundle: dist/prox.js runs from an empty directory (--version, validat
     await Deno.mkdir(`${site}/www`, { recursive: true });
     await Deno.writeTextFile(`${site}/www/index.html`, "<p>served by the bundle</p>");
     const port = freePort();
+    await using echo = await startUpstream((req) => {
+      const { socket, response } = Deno.upgradeWebSocket(req);
+      socket.onmessage = (e) => socket.send(`echo ${e.data}`);
+      return response;
+    });
     await Deno.writeTextFile(
       `${site}/config.yaml`,
-      `listen_addr: "127.0.0.1:${port}"\nroutes:\n  "/":\n    type: static\n    root: ./www\n`,
+      `listen_addr: "127.0.0.1:${port}"\nroutes:\n  "/":\n    type: static\n    root: ./www\n` +
+        `  "/ws":\n    type: websocket\n    target: "ws://127.0.0.1:${echo.port}"\n`,
     );
     const val = await new Deno.Command(Deno.execPath(), {
       args: ["run", "-A", bundle, "validate"],
@@ -53,6 +59,16 @@ Deno.test("bundle: dist/prox.js runs from an empty directory (--version, validat
 
     await using prox = spawnProx(Deno.execPath(), ["run", "-A", bundle, "serve"], { cwd: site });
     assert.equal(await fetchWhenUp(`http://127.0.0.1:${port}/`), "<p>served by the bundle</p>");
+    // A bare `deno run` has no WebSocketStream (unstable net API): the relay still works.
+    const ws = new WebSocket(`ws://127.0.0.1:${port}/ws`);
+    const closed = new Promise((resolve) => ws.onclose = resolve);
+    const reply = await new Promise<string>((resolve, reject) => {
+      ws.onopen = () => ws.send("hi");
+      ws.onmessage = (e) => resolve(String(e.data));
+      ws.onerror = () => reject(new Error("WebSocket through the bundle failed"));
+    }).finally(() => ws.close());
+    await closed;
+    assert.equal(reply, "echo hi");
     const out = await prox.stop();
     assert.equal(out.code, 0, out.stderr);
 
