@@ -278,9 +278,14 @@ async function serveCommand(configArg: string | undefined, opts: ServeOptions): 
   }
   let server: ProxServerLike;
   try {
-    const workers = await workerCount(source, opts.workers);
+    const { workers, shutdownMs } = await workerCount(source, opts.workers);
     if (workers > 1) {
-      const sup = startSupervisor(workers, { logger: createJsonLogger() });
+      const sup = startSupervisor(workers, {
+        logger: createJsonLogger(),
+        // Workers drain within shutdown_timeout (as read at start-up) and then exit; one that has
+        // not after 10 s more is stuck.
+        drainDeadlineMs: shutdownMs + 10_000,
+      });
       server = sup;
       try {
         await sup.ready;
@@ -344,13 +349,17 @@ async function serveCommand(configArg: string | undefined, opts: ServeOptions): 
 /** What `serve` runs: one Prox, or a supervisor of worker processes. */
 type ProxServerLike = Supervisor | Stoppable;
 
-/** The worker count: `--workers` or the config's `workers`; throws ConfigError for an invalid config. */
-async function workerCount(source: ConfigSource, flag: number | undefined): Promise<number> {
-  if (flag === 1) return 1;
+/** The worker count (`--workers` or the config's `workers`) and shutdown_timeout; throws ConfigError for an invalid config. */
+async function workerCount(
+  source: ConfigSource,
+  flag: number | undefined,
+): Promise<{ workers: number; shutdownMs: number }> {
+  if (flag === 1) return { workers: 1, shutdownMs: 0 };
   const loaded = await loadSource(source);
   if (!loaded.config) throw new ConfigError(loaded.issues);
   const config = { ...loaded.config, workers: flag ?? loaded.config.workers };
-  if (config.workers <= 1) return 1;
+  const shutdownMs = config.shutdown_timeout;
+  if (config.workers <= 1) return { workers: 1, shutdownMs };
   const problems = workersIssues(config).filter((i) => i.severity === "error");
   if (problems.length > 0) {
     throw new ConfigError(problems.map((p) => ({
@@ -365,7 +374,7 @@ async function workerCount(source: ConfigSource, flag: number | undefined): Prom
       "workers > 1 needs SO_REUSEPORT: Linux and Deno's unstable net API (--unstable-net)",
     );
   }
-  return config.workers;
+  return { workers: config.workers, shutdownMs };
 }
 
 /** Serves as worker `role.index` of a supervisor: no pid file, reports readiness. */

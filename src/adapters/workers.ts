@@ -115,6 +115,12 @@ export function startSupervisor(count: number, opts: {
   maxBackoffMs?: number;
   /** A worker that ran this long before dying counts as a first crash again (default 30 s). */
   stableMs?: number;
+  /**
+   * How long a drain may take before the workers still running are killed (SIGKILL): the
+   * config's shutdown_timeout plus a grace, so a worker whose event loop is stuck cannot hold
+   * the supervisor forever. Default: no limit.
+   */
+  drainDeadlineMs?: number;
 }): Supervisor {
   const { logger } = opts;
   const command = opts.command ?? selfCommand();
@@ -261,7 +267,22 @@ export function startSupervisor(count: number, opts: {
         clearTimeout(s.timer);
         void tell(s, { type: "drain", signal });
       }
+      let deadline: ReturnType<typeof setTimeout> | undefined;
+      if (opts.drainDeadlineMs !== undefined) {
+        deadline = setTimeout(() => {
+          const stuck = live();
+          if (stuck.length === 0) return;
+          logger.error("Workers still running past the drain deadline: killing them", {
+            workers: stuck.map((s) => s.index),
+            pids: stuck.map((s) => s.child?.pid),
+            deadlineMs: opts.drainDeadlineMs,
+          });
+          failed = true;
+          for (const s of stuck) send(s, "SIGKILL");
+        }, opts.drainDeadlineMs);
+      }
       await Promise.all(slots.map((s) => s.exited));
+      clearTimeout(deadline);
       control.close();
       await accepting;
       await Deno.remove(dir, { recursive: true }).catch(() => {});
