@@ -9,6 +9,11 @@ import type { Handler, Logger, Metrics } from "../ports.ts";
 import { ALT_SVC_MAX_AGE, altSvcValue, startH3Beside } from "./h3/mod.ts";
 import type { H3Listener } from "./h3/mod.ts";
 
+/** Deno's QUIC API exists only with its unstable net API (`--unstable-net`). */
+const QUIC = "QuicEndpoint" in Deno;
+/** The missing API is reported once per process. */
+let warnedNoQuic = false;
+
 /** The HTTP/3 side of the server. */
 export interface H3Follower {
   readonly listener: H3Listener | null;
@@ -74,7 +79,15 @@ export function followH3(opts: {
       parked = null;
       h3.resume();
     }
-    if (want && !h3) {
+    if (want && !h3 && !QUIC) {
+      // A bare `deno run dist/prox.js`: retrying could never succeed (an error every 5 s).
+      if (!warnedNoQuic) {
+        logger.warn(
+          "protocols.http3_enabled needs Deno's unstable net API (--unstable-net, which deno.json and make compile turn on); HTTP/3 is off",
+        );
+      }
+      warnedNoQuic = true;
+    } else if (want && !h3) {
       h3 = await startH3Beside(main, {
         cert: tls.cert!,
         key: tls.key!,

@@ -2,7 +2,7 @@
 // holding nothing of the repository: no deno.json, no node_modules, no lock file.
 
 import assert from "node:assert/strict";
-import { interopTest, requireInterop, ROOT, run, startUpstream } from "../_harness.ts";
+import { interopTest, requireInterop, ROOT, run, startUpstream, waitFor } from "../_harness.ts";
 import { VERSION } from "../../mod.ts";
 import { bundleTo, fetchWhenUp, freePort, spawnProx } from "./_bundle.ts";
 import { V8_FLAGS } from "./_process.ts";
@@ -71,6 +71,28 @@ Deno.test("bundle: dist/prox.js runs from an empty directory (--version, validat
     assert.equal(reply, "echo hi");
     const out = await prox.stop();
     assert.equal(out.code, 0, out.stderr);
+
+    // HTTP/3 needs the unstable net API too: said once, not retried with an error every 5 s.
+    const h3Port = freePort();
+    await Deno.writeTextFile(
+      `${site}/h3.yaml`,
+      `listen_addr: "127.0.0.1:${h3Port}"\n` +
+        `tls: { cert_path: "${ROOT}/tests/fixtures/tls/cert.pem", key_path: "${ROOT}/tests/fixtures/tls/key.pem" }\n` +
+        `protocols: { http3_enabled: true }\nroutes:\n  "/":\n    type: static\n    root: ./www\n`,
+    );
+    await using h3 = spawnProx(Deno.execPath(), ["run", "-A", bundle, "serve", "-c", "h3.yaml"], {
+      cwd: site,
+    });
+    await waitFor(async () => {
+      const conn = await Deno.connect({ hostname: "127.0.0.1", port: h3Port }).catch(() => null);
+      conn?.close();
+      return conn !== null;
+    }, { what: "the TLS listener" });
+    const h3Out = await h3.stop();
+    assert.equal(h3Out.code, 0, h3Out.stderr);
+    const lines = (h3Out.stdout + h3Out.stderr).split("\n");
+    assert.equal(lines.filter((l) => l.includes("needs Deno's unstable net API")).length, 1);
+    assert.deepEqual(lines.filter((l) => l.includes("Cannot start HTTP/3")), []);
 
     // No config.yaml: the embedded welcome page (no static/ beside the bundle) is served from
     // memory, so a missing temporary directory (read-only image, no /tmp) is no obstacle.
