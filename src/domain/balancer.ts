@@ -128,29 +128,43 @@ function randomPolicy(pool: readonly PoolTarget[]): Choose {
  */
 function smoothWeighted(pool: readonly PoolTarget[]): Choose {
   const current = pool.map(() => 0);
-  return (eligible, input) => {
-    if (isRetry(input)) {
-      let next = eligible[0];
-      for (const i of eligible) {
-        if (current[i] + pool[i].weight > current[next] + pool[next].weight) next = i;
-      }
-      return next;
-    }
-    let total = 0;
-    let best = eligible[0];
-    for (const i of eligible) {
-      current[i] += pool[i].weight;
-      total += pool[i].weight;
-      if (current[i] > current[best]) best = i;
-    }
-    current[best] -= total;
-    return best;
-  };
+  return (eligible, input) => smoothStep(pool, current, { among: eligible, retry: isRetry(input) });
 }
 
-/** Fewest in-flight requests per unit of weight; ties rotate so idle pools still spread. */
+/**
+ * One step of smooth weighted round robin among `among`, on the shared `current` weights. A retry
+ * takes the one that would come next without moving the cycle.
+ */
+function smoothStep(
+  pool: readonly PoolTarget[],
+  current: number[],
+  o: { among: number[]; retry: boolean },
+): number {
+  const { among } = o;
+  if (o.retry) {
+    let next = among[0];
+    for (const i of among) {
+      if (current[i] + pool[i].weight > current[next] + pool[next].weight) next = i;
+    }
+    return next;
+  }
+  let total = 0;
+  let best = among[0];
+  for (const i of among) {
+    current[i] += pool[i].weight;
+    total += pool[i].weight;
+    if (current[i] > current[best]) best = i;
+  }
+  current[best] -= total;
+  return best;
+}
+
+/**
+ * Fewest in-flight requests per unit of weight; ties take turns by weight (smooth weighted round
+ * robin, as nginx's least_conn), so an idle or lightly loaded pool still honours the weights.
+ */
 function leastConnections(pool: readonly PoolTarget[]): Choose {
-  let rotor = 0;
+  const current = pool.map(() => 0);
   return (eligible, input) => {
     let best: number[] = [];
     let bestScore = Infinity;
@@ -161,7 +175,9 @@ function leastConnections(pool: readonly PoolTarget[]): Choose {
         best = [i];
       } else if (score === bestScore) best.push(i);
     }
-    return isRetry(input) ? best[rotor % best.length] : best[rotor++ % best.length];
+    return best.length === 1
+      ? best[0]
+      : smoothStep(pool, current, { among: best, retry: isRetry(input) });
   };
 }
 

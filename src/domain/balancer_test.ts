@@ -120,6 +120,11 @@ const SPREAD: Record<Policy, () => void> = {
     assert.equal(sel.pick({ load, random: seeded(1) }), 2);
     // Ties rotate, so an idle pool still spreads evenly.
     assert.deepEqual(counts("least_connections", pool(3), 300), [100, 100, 100]);
+    // Ties take turns by weight (nginx's least_conn), so sequential traffic honours the weights.
+    assert.deepEqual(counts("least_connections", pool(3, [1, 1, 2]), 400), [100, 100, 200]);
+    const sel2 = createSelector("least_connections", pool(2, [3, 1]));
+    const seq = Array.from({ length: 8 }, () => sel2.pick({ load: idle(), random: seeded(1) }));
+    assert.deepEqual(seq, [0, 0, 1, 0, 0, 0, 1, 0]);
   },
   power_of_two() {
     const sel = createSelector("power_of_two", pool(3));
