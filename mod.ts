@@ -132,7 +132,9 @@ function exists(path: string): boolean {
   try {
     Deno.statSync(path);
     return true;
-  } catch {
+  } catch (err) {
+    // `deno run` without -A: not "file not found" (nor the welcome page instead of config.yaml).
+    if (err instanceof Deno.errors.NotCapable) throw err;
     return false;
   }
 }
@@ -433,5 +435,14 @@ async function workerServe(
 }
 
 if (import.meta.main) {
-  Deno.exit(await main(Deno.args));
+  let code: number;
+  try {
+    code = await main(Deno.args);
+  } catch (err) {
+    if (!(err instanceof Deno.errors.NotCapable)) throw err;
+    console.error(`prox: ${err.message}`);
+    console.error("Prox needs every permission: deno run -A … (a compiled prox has them)");
+    code = 1;
+  }
+  Deno.exit(code);
 }

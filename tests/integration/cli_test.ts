@@ -160,6 +160,28 @@ Deno.test("--pid-file: a stale file naming another program is replaced quietly; 
   }
 });
 
+Deno.test("prox without read permission (deno run without -A) says so, not 'file not found' or the welcome page", async () => {
+  const dir = await tempDir({ "config.yaml": VALID(freePort()) });
+  try {
+    for (const args of [["validate"], ["serve"], ["serve", "-c", "config.yaml"]]) {
+      const r = await run(Deno.execPath(), [
+        "run",
+        "--allow-env",
+        "--config",
+        `${ROOT}/deno.json`,
+        `${ROOT}/mod.ts`,
+        ...args,
+      ], { cwd: dir, env: { NO_COLOR: "1" }, timeoutMs: 30_000 });
+      assert.equal(r.code, 1, args.join(" "));
+      assert.match(r.stderr, /Requires read access to "config\.yaml"/, args.join(" "));
+      assert.match(r.stderr, /Prox needs every permission: deno run -A/);
+      assert.doesNotMatch(r.stderr, /file not found|embedded default/);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("prox serve without config.yaml runs the embedded default and says so", async () => {
   const dir = await tempDir();
   try {
