@@ -221,62 +221,49 @@ export function hash32(s: string): number {
   return h >>> 0;
 }
 
-const VNODES_PER_WEIGHT = 100;
-const MAX_RING = 40_000;
-
 /**
- * Consistent hashing on a ring of virtual nodes (ids hashed, so adding or removing a target
- * remaps only its own arcs), with bounded load (Mirrokni et al. 2016): a target already above
- * HASH_LOAD_FACTOR × its fair share of in-flight requests is skipped clockwise.
- * Without a key the pick is random.
+ * Consistent hashing by weighted rendezvous (highest random weight, Schindelhauer and Schomaker
+ * 2005): each target scores `weight / -ln(u)` with `u` a hash of (target id, key), the highest
+ * wins. Shares are exactly proportional to weight, and removing a target, adding one or changing
+ * one's weight moves only the keys that target loses or gains, whatever the other weights (a ring
+ * of virtual nodes scaled to bound its size re-places every target's nodes when the total weight
+ * changes). Bounded load (Mirrokni et al. 2016): a target already above HASH_LOAD_FACTOR × its
+ * fair share of in-flight requests is passed over for the next best. Without a key the pick is
+ * random.
  */
 function consistentHash(pool: readonly PoolTarget[]): Choose {
-  const totalWeight = pool.reduce((s, t) => s + t.weight, 0);
-  const scale = Math.min(1, MAX_RING / (VNODES_PER_WEIGHT * totalWeight));
-  const points: { h: number; i: number }[] = [];
-  pool.forEach((t, i) => {
-    const n = Math.max(1, Math.round(VNODES_PER_WEIGHT * t.weight * scale));
-    for (let v = 0; v < n; v++) points.push({ h: hash32(`${t.id}#${v}`), i });
-  });
-  points.sort((a, b) => a.h - b.h || a.i - b.i);
-  const ring = Uint32Array.from(points, (p) => p.h);
-  const owner = Uint32Array.from(points, (p) => p.i);
-  const isEligible = new Uint8Array(pool.length);
-
+  const seeds = pool.map((t) => hash32(t.id));
   return (eligible, input) => {
     if (input.key === undefined) {
       return eligible[Math.floor(input.random() * eligible.length)];
     }
+    const k = hash32(input.key);
     let load = 0, weight = 0;
-    for (const i of eligible) {
-      isEligible[i] = 1;
+    const scores = eligible.map((i) => {
       load += input.load(i).inFlight;
       weight += pool[i].weight;
-    }
-    const start = lowerBound(ring, hash32(input.key));
-    let fallback = -1;
-    let chosen = -1;
-    for (let k = 0; k < ring.length; k++) {
-      const i = owner[(start + k) % ring.length];
-      if (!isEligible[i]) continue;
-      if (fallback < 0) fallback = i;
-      const cap = Math.ceil(HASH_LOAD_FACTOR * (load + 1) * pool[i].weight / weight);
-      if (input.load(i).inFlight < cap) {
-        chosen = i;
-        break;
-      }
-    }
-    for (const i of eligible) isEligible[i] = 0;
-    return chosen >= 0 ? chosen : fallback;
+      return pool[i].weight / -Math.log((mix32(seeds[i], k) + 0.5) / 4294967296);
+    });
+    const under = (i: number) =>
+      input.load(i).inFlight < Math.ceil(HASH_LOAD_FACTOR * (load + 1) * pool[i].weight / weight);
+    let top = 0;
+    for (let j = 1; j < scores.length; j++) if (scores[j] > scores[top]) top = j;
+    if (under(eligible[top])) return eligible[top];
+    // Over its bound: the next best in score order that is not.
+    const order = scores.map((_, j) => j).sort((a, b) => scores[b] - scores[a] || a - b);
+    for (const j of order) if (under(eligible[j])) return eligible[j];
+    return eligible[top];
   };
 }
 
-function lowerBound(arr: Uint32Array, x: number): number {
-  let lo = 0, hi = arr.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >>> 1;
-    if (arr[mid] < x) lo = mid + 1;
-    else hi = mid;
-  }
-  return lo === arr.length ? 0 : lo;
+/** Hashes a pair of 32-bit hashes into one (murmur3's finalizer over each step). */
+function mix32(a: number, b: number): number {
+  let h = Math.imul(a ^ 0x9e3779b9, 0x85ebca6b) ^ b;
+  h = Math.imul(h ^ (h >>> 16), 0x85ebca6b);
+  h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35);
+  h ^= h >>> 16;
+  h = Math.imul(h ^ a, 0xcc9e2d51);
+  h = Math.imul(h ^ (h >>> 15), 0x1b873593);
+  h ^= h >>> 16;
+  return h >>> 0;
 }

@@ -149,7 +149,7 @@ const SPREAD: Record<Policy, () => void> = {
     const before = keys.map((key) => sel.pick({ load: idle(), random: rnd, key })!);
     // Same key, same target.
     keys.forEach((key, k) => assert.equal(sel.pick({ load: idle(), random: rnd, key }), before[k]));
-    // Balanced within 25% of fair share with 100 virtual nodes per target.
+    // Balanced within 25% of fair share.
     const c = p.map((_, i) => before.filter((x) => x === i).length);
     for (const n of c) assert.ok(Math.abs(n - 1_000) < 250, `${c}`);
     // Target 2 down: only its keys move.
@@ -214,4 +214,33 @@ Deno.test("round_robin keeps each target's turn when another drops out and comes
     picks.push(sel.pick({ load: idle(avail), random: Math.random })!);
   }
   assert.deepEqual(picks, [0, 1, 2, 0, 2, 0, 1, 2, 0]);
+});
+
+Deno.test("consistent_hash: a reload that removes a target or changes a weight moves only that target's keys, whatever the weights", () => {
+  const keys = Array.from({ length: 4_000 }, (_, k) => `10.2.${k >> 8}.${k & 255}`);
+  const picks = (p: PoolTarget[]) => {
+    const sel = createSelector("consistent_hash", p);
+    return keys.map((key) => p[sel.pick({ load: idle(), random: seeded(1), key })!].id);
+  };
+  // Weights of 100 each: the total crossed the old ring's size cap, which re-placed every target.
+  const five = pool(5, [100, 100, 100, 100, 100]);
+  const before = picks(five);
+  const gone = five[2].id;
+  const after = picks(five.filter((t) => t.id !== gone));
+  keys.forEach((_, k) => {
+    if (before[k] !== gone) assert.equal(after[k], before[k], `key ${keys[k]} moved`);
+  });
+  // Shares follow the weights.
+  const share = (ids: string[], id: string) => ids.filter((x) => x === id).length / ids.length;
+  const mixed = pool(3, [1, 2, 5]);
+  const m = picks(mixed);
+  [1, 2, 5].forEach((w, i) => {
+    const s = share(m, mixed[i].id);
+    assert.ok(Math.abs(s - w / 8) < 0.03, `${mixed[i].id}: ${s}`);
+  });
+  // Raising one target's weight only pulls keys onto it.
+  const heavier = picks(pool(3, [1, 2, 9]));
+  m.forEach((id, k) => {
+    if (heavier[k] !== id) assert.equal(heavier[k], mixed[2].id);
+  });
 });
