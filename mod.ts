@@ -100,6 +100,12 @@ export async function main(args: string[]): Promise<number> {
     }
     Deno.env.set("PROX_LOG_LEVEL", lvl);
   }
+  const envLevel = Deno.env.get("PROX_LOG_LEVEL");
+  if (envLevel && !["debug", "info", "warn", "error"].includes(envLevel)) {
+    // It was ignored: a typo left debug logging off (or info on) without a word.
+    console.error(`prox: PROX_LOG_LEVEL must be debug, info, warn or error, not "${envLevel}"`);
+    return 2;
+  }
   switch (command) {
     case "validate":
       return await validateCommand(values.config ?? "config.yaml", format);

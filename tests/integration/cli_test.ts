@@ -60,6 +60,19 @@ Deno.test("prox --help and per-command help exit 0 and describe the command", as
   assert.match(v.stdout, /^Usage: prox validate/);
 });
 
+Deno.test("prox: an invalid PROX_LOG_LEVEL is a usage error (exit 2), as --log-level is", async () => {
+  const r = await run(Deno.execPath(), [
+    "run",
+    "-A",
+    "--config",
+    `${ROOT}/deno.json`,
+    `${ROOT}/mod.ts`,
+    "validate",
+  ], { cwd: ROOT, env: { NO_COLOR: "1", PROX_LOG_LEVEL: "verbose" }, timeoutMs: 30_000 });
+  assert.equal(r.code, 2, r.stderr);
+  assert.match(r.stderr, /PROX_LOG_LEVEL must be debug, info, warn or error, not "verbose"/);
+});
+
 Deno.test("prox usage errors exit 2: unknown option, unknown command, --takeover alone", async () => {
   const unknown = await prox(["serve", "--bogus"]);
   assert.equal(unknown.code, 2);
