@@ -269,6 +269,8 @@ export interface WebSocketProxyRequest {
   limits: WebSocketLimits;
   /** For the log line written when the connection ends. */
   requestId?: string;
+  /** Called once when a connection that was upgraded ends (or its client never opened). */
+  onEnd?: () => void;
 }
 
 /**

@@ -165,6 +165,7 @@ function relay(
     if (opened || done) return;
     done = true;
     live.delete(entry);
+    t.onEnd?.();
     closeUpstream(1001, "Client handshake did not complete");
   }, HANDSHAKE_MS);
 
@@ -257,6 +258,7 @@ function relay(
     clearTimeout(handshake);
     clearTimeout(idleTimer);
     live.delete(entry);
+    t.onEnd?.();
     if (opened) env.metrics.connectionClosed("websocket");
     env.logger.info("WebSocket closed", {
       requestId: t.requestId ?? null,

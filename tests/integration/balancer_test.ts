@@ -1,7 +1,7 @@
 // Load balancing and failover through the real proxy, with real upstream servers that are killed
 // (hard close) and restarted mid-load. Health checks are in health_test.ts.
 import assert from "node:assert/strict";
-import { waitFor } from "../_harness.ts";
+import { startUpstream, waitFor } from "../_harness.ts";
 import { startProxy } from "./_proxy.ts";
 import { Backend, recordingLogger } from "./_backend.ts";
 import { rawServer, readRequest } from "../_upstream_peers.ts";
@@ -249,4 +249,52 @@ routes:
     await res.body?.cancel();
   }
   assert.deepEqual(second, []);
+});
+
+Deno.test("least_connections counts an open WebSocket as in flight until it closes", async () => {
+  const echo = (name: string) => (req: Request) => {
+    const { socket, response } = Deno.upgradeWebSocket(req);
+    socket.onmessage = (e) => socket.send(`${name}: ${e.data}`);
+    return response;
+  };
+  await using a = await startUpstream(echo("a"));
+  await using b = await startUpstream(echo("b"));
+  await using prox = await startProxy(`
+health_check: { enabled: false }
+routes:
+  "/":
+    type: load_balance
+    strategy: least_connections
+    targets: ["${a.url}", "${b.url}"]
+`);
+  const inFlight = (url: string) =>
+    prox.server.upstreams.list().find((u) => u.id === url)?.inFlight;
+  const open = async () => {
+    const ws = new WebSocket(`ws://127.0.0.1:${prox.port}/`);
+    const got = new Promise<string>((r) => ws.onmessage = (e) => r(String(e.data)));
+    await new Promise((r) => ws.onopen = r);
+    ws.send("x");
+    return { ws, name: (await got)[0] };
+  };
+  const close = async (ws: WebSocket) => {
+    const done = new Promise((r) => ws.onclose = r);
+    ws.close();
+    await done;
+  };
+  const first = await open();
+  const busy = first.name === "a" ? a.url : b.url;
+  assert.equal(inFlight(busy), 1, "the open WebSocket counts");
+  // The idle target takes the next ones while the first stays open.
+  const second = await open();
+  assert.notEqual(second.name, first.name);
+  await close(second.ws);
+  const third = await open();
+  assert.notEqual(
+    third.name,
+    first.name,
+    "the target with an open WebSocket is not the least loaded",
+  );
+  await close(third.ws);
+  await close(first.ws);
+  await waitFor(() => inFlight(a.url) === 0 && inFlight(b.url) === 0, { what: "counts back to 0" });
 });

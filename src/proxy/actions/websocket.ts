@@ -14,7 +14,7 @@ import type {
 import type { Logger, UpstreamClient, UpstreamRequest, WebSocketLimits } from "../../ports.ts";
 import type { PipelineDeps, RequestContext } from "../context.ts";
 import { errorResponse } from "../respond.ts";
-import { forward } from "../forward.ts";
+import { forward, registryOf } from "../forward.ts";
 import { applyHeaderRules, placeholderValues, requestInput } from "../filters/rules.ts";
 
 type WsCapableRoute = WebSocketRouteConfig | ProxyRouteConfig | LoadBalanceRouteConfig;
@@ -182,9 +182,28 @@ export async function websocketAction(
         : undefined,
     };
   };
+  // An upgraded connection stays in its target's in-flight count until it ends, so that
+  // least_connections and the bounded loads see open WebSockets (forward() counts only the 101).
+  const target = (id: string) => {
+    const state = registryOf(deps).get(id);
+    let held = false, ended = false;
+    return {
+      onEnd() {
+        if (held && !ended) state.inFlight--;
+        ended = true;
+      },
+      opened(res: Response) {
+        if (res.status !== 101 || ended) return res;
+        held = true;
+        state.inFlight++;
+        return res;
+      },
+    };
+  };
   const client: UpstreamClient = {
-    send: (u) =>
-      ws.proxy(original, {
+    send: (u) => {
+      const t = target(ctx.upstream!);
+      return ws.proxy(original, {
         url: toWebSocketUrl(u.origin.origin + u.target),
         headers: u.headers instanceof Headers ? u.headers : new Headers([...u.headers]),
         protocols,
@@ -193,7 +212,9 @@ export async function websocketAction(
         tls: u.tls,
         limits,
         requestId: ctx.requestId,
-      }),
+        onEnd: t.onEnd,
+      }).then(t.opened);
+    },
     close: () => Promise.resolve(),
   };
   try {
