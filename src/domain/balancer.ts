@@ -229,15 +229,13 @@ export function hash32(s: string): number {
  * of virtual nodes scaled to bound its size re-places every target's nodes when the total weight
  * changes). Bounded load (Mirrokni et al. 2016): a target already above HASH_LOAD_FACTOR × its
  * fair share of in-flight requests is passed over for the next best. Without a key the pick is
- * random.
+ * random, by weight.
  */
 function consistentHash(pool: readonly PoolTarget[]): Choose {
   const seeds = pool.map((t) => hash32(t.id));
   return (eligible, input) => {
-    if (input.key === undefined) {
-      return eligible[Math.floor(input.random() * eligible.length)];
-    }
-    const k = hash32(input.key);
+    // Without a key, a random one: in proportion to weight and within the bounds all the same.
+    const k = input.key === undefined ? Math.floor(input.random() * 4294967296) : hash32(input.key);
     let load = 0, weight = 0;
     const scores = eligible.map((i) => {
       load += input.load(i).inFlight;

@@ -244,3 +244,8 @@ Deno.test("consistent_hash: a reload that removes a target or changes a weight m
     if (heavier[k] !== id) assert.equal(heavier[k], mixed[2].id);
   });
 });
+
+Deno.test("consistent_hash: requests without a key follow the weights", () => {
+  const c = counts("consistent_hash", pool(2, [1, 3]), 8_000, { key: undefined });
+  assert.ok(Math.abs(c[1] / 8_000 - 0.75) < 0.03, `${c}`);
+});
