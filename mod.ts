@@ -255,6 +255,7 @@ interface ServeOptions {
 async function serveCommand(configArg: string | undefined, opts: ServeOptions): Promise<number> {
   let source: ConfigSource;
   let files: FileStore | undefined;
+  let piped = false;
   if (configArg === undefined && !exists("config.yaml")) {
     ({ source, files } = embeddedSource());
     // Once, by the process the user started (workers run the same command line).
@@ -267,11 +268,17 @@ async function serveCommand(configArg: string | undefined, opts: ServeOptions): 
       console.error(`error: Cannot read config "${path}": file not found`);
       return 1;
     }
-    if (Deno.statSync(path).isDirectory) {
+    const st = Deno.statSync(path);
+    if (st.isDirectory) {
       console.error(`error: Cannot read config "${path}": it is a directory`);
       return 1;
     }
-    source = { path };
+    // A pipe (`-c /dev/stdin`, `-c <(…)`) gives its text once, and start-up reads the config
+    // more than once (the second read found it empty: "Missing required key"): read it here.
+    if (!st.isFile && !workerRole()) {
+      source = { text: await Deno.readTextFile(path), name: path };
+      piped = true;
+    } else source = { path };
   }
   // Trapped before startup: an early SIGTERM/SIGHUP/SIGUSR2 must not kill a half-started Prox.
   const signals = trapSignals({ logger: createJsonLogger() });
@@ -287,6 +294,11 @@ async function serveCommand(configArg: string | undefined, opts: ServeOptions): 
   let server: ProxServerLike;
   try {
     const { workers, shutdownMs } = await workerCount(source, opts.workers);
+    if (workers > 1 && piped) {
+      throw new Error(
+        `workers > 1 needs a config file the workers can read too, not a pipe like "${configArg}"`,
+      );
+    }
     if (workers > 1) {
       const sup = startSupervisor(workers, {
         logger: createJsonLogger(),

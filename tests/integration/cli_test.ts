@@ -195,6 +195,54 @@ Deno.test("prox without read permission (deno run without -A) says so, not 'file
   }
 });
 
+Deno.test("prox serve -c /dev/stdin reads a piped config once and serves it; with workers it is refused", async () => {
+  const port = freePort();
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      "--config",
+      `${ROOT}/deno.json`,
+      `${ROOT}/mod.ts`,
+      "serve",
+      "-c",
+      "/dev/stdin",
+    ],
+    env: { NO_COLOR: "1" },
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const output = child.output();
+  const w = child.stdin.getWriter();
+  await w.write(new TextEncoder().encode(VALID(port)));
+  await w.close();
+  const res = await waitFor(
+    () => fetch(`http://127.0.0.1:${port}/`, { redirect: "manual" }).catch(() => null),
+    { what: "Prox serving the piped config" },
+  );
+  await res.body?.cancel();
+  assert.equal(res.status, 307);
+  child.kill("SIGTERM");
+  const out = await output;
+  assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+
+  const workers = await run(Deno.execPath(), [
+    "run",
+    "-A",
+    "--config",
+    `${ROOT}/deno.json`,
+    `${ROOT}/mod.ts`,
+    "serve",
+    "--workers",
+    "2",
+    "-c",
+    "/dev/stdin",
+  ], { env: { NO_COLOR: "1" }, stdin: VALID(port), timeoutMs: 30_000 });
+  assert.equal(workers.code, 1);
+  assert.match(workers.stderr, /workers > 1 needs a config file the workers can read too/);
+});
+
 Deno.test("prox serve without config.yaml runs the embedded default and says so", async () => {
   const dir = await tempDir();
   try {
