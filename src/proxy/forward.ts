@@ -49,8 +49,8 @@ export async function forward(
   opts: { build: (target: string) => UpstreamRequest },
 ): Promise<Response> {
   const route = ctx.route!;
-  const pool = poolOf(route, ctx.snapshot.config);
   const reg = registryOf(deps);
+  const pool = poolOf(route, ctx.snapshot.config, { registry: reg });
   reg.countRequest(route.id, ctx.start);
   const tried = new Set<number>();
   const key = hashKey(ctx, pool);

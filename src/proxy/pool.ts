@@ -1,7 +1,7 @@
 // A route's upstream pool, resolved once per snapshot: targets with weights and backup flags, the
 // policy's selector, and the retry and passive-health settings after defaults. Cached per
-// CompiledRoute, so a reload (a new snapshot) builds fresh selectors while the registry keeps the
-// targets' runtime state.
+// CompiledRoute; the registry keeps the targets' runtime state across reloads, and the selector of a
+// pool whose strategy and targets did not change.
 
 import { createSelector } from "../domain/balancer.ts";
 import type { Policy, PoolTarget, Selector } from "../domain/balancer.ts";
@@ -9,6 +9,7 @@ import { statusMatcher } from "../domain/health.ts";
 import type { PassivePolicy } from "../domain/health.ts";
 import type { Config } from "../config/schema.ts";
 import type { CompiledRoute } from "./snapshot.ts";
+import type { UpstreamRegistry } from "./state.ts";
 
 /** Retry settings after defaults. */
 export interface RetryPolicy {
@@ -54,18 +55,29 @@ const LOAD_AWARE: ReadonlySet<Policy> = new Set([
 
 const cache = new WeakMap<CompiledRoute, RoutePool>();
 
-/** The pool of a proxy or load_balance route (built on first use, then cached). */
-export function poolOf(route: CompiledRoute, config: Config): RoutePool {
+/**
+ * The pool of a proxy or load_balance route (built on first use, then cached); its selector comes
+ * from `registry` when given, so an unchanged pool keeps its rotation across reloads.
+ */
+export function poolOf(
+  route: CompiledRoute,
+  config: Config,
+  opts: { registry?: UpstreamRegistry } = {},
+): RoutePool {
   let pool = cache.get(route);
   if (!pool) {
-    pool = buildPool(route, config);
+    pool = buildPool(route, config, opts);
     cache.set(route, pool);
   }
   return pool;
 }
 
 /** Resolves a route's pool from its config and the top-level defaults. */
-export function buildPool(route: CompiledRoute, config: Config): RoutePool {
+export function buildPool(
+  route: CompiledRoute,
+  config: Config,
+  opts: { registry?: UpstreamRegistry } = {},
+): RoutePool {
   const cfg = route.config;
   if (cfg.type !== "proxy" && cfg.type !== "load_balance") {
     throw new Error(`Cannot build an upstream pool for a ${cfg.type} route`);
@@ -84,7 +96,12 @@ export function buildPool(route: CompiledRoute, config: Config): RoutePool {
     ids: targets.map((t) => t.id),
     targets,
     policy,
-    selector: createSelector(policy, targets),
+    selector: opts.registry
+      ? opts.registry.selector(route.id, {
+        signature: `${policy} ${JSON.stringify(targets)}`,
+        make: () => createSelector(policy, targets),
+      })
+      : createSelector(policy, targets),
     // consistent_hash without hash_on keys on the client IP.
     hashOn: cfg.type === "load_balance"
       ? cfg.hash_on ?? (policy === "consistent_hash" ? { type: "ip" } : undefined)

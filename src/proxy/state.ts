@@ -20,6 +20,7 @@ import type {
   PassivePolicy,
 } from "../domain/health.ts";
 import type { Clock, Logger, Metrics } from "../ports.ts";
+import type { Selector } from "../domain/balancer.ts";
 
 /** Live state of one target. */
 export interface UpstreamState {
@@ -102,6 +103,11 @@ export interface UpstreamRegistry {
   retryRefused(route: string): number | null;
   /** Ends the ejections of targets no route watches passively any more (a reload turned it off). */
   release(ids: Iterable<string>): void;
+  /**
+   * The balancing state of a route: kept across reloads while `signature` (strategy and targets)
+   * is unchanged, so a reload does not restart every rotation at the first target.
+   */
+  selector(route: string, o: { signature: string; make: () => Selector }): Selector;
   /** Forgets targets and routes no longer configured; late results for them are ignored. */
   retain(ids: Iterable<string>, routes: Iterable<string>): void;
   list(): UpstreamView[];
@@ -122,6 +128,7 @@ export function createUpstreamRegistry(
 ): UpstreamRegistry {
   const states = new Map<string, UpstreamState>();
   const budgets = new Map<string, Budget>();
+  const selectors = new Map<string, { signature: string; selector: Selector }>();
   /** The configured targets as of the last retain(), or null before the first. */
   let configured: Set<string> | null = null;
   /** Removed by a reload: a request or probe that started before it must not bring it back. */
@@ -335,11 +342,20 @@ export function createUpstreamRegistry(
         deps.metrics.backendHealth(id, true, "passive health turned off");
       }
     },
+    selector(route, o) {
+      const kept = selectors.get(route);
+      if (kept?.signature === o.signature) return kept.selector;
+      const selector = o.make();
+      // One per route; retain() drops those of removed routes.
+      if (selectors.size < MAX_TARGETS || kept) selectors.set(route, { ...o, selector });
+      return selector;
+    },
     retain(ids, routes) {
       const keep = configured = new Set(ids);
       for (const k of states.keys()) if (!keep.has(k)) states.delete(k);
       const keepRoutes = new Set(routes);
       for (const k of budgets.keys()) if (!keepRoutes.has(k)) budgets.delete(k);
+      for (const k of selectors.keys()) if (!keepRoutes.has(k)) selectors.delete(k);
     },
     list() {
       const t = now();

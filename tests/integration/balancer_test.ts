@@ -3,6 +3,8 @@
 import assert from "node:assert/strict";
 import { startUpstream, waitFor } from "../_harness.ts";
 import { startProxy } from "./_proxy.ts";
+import { startServer } from "../../src/server.ts";
+import { silentLogger } from "../../src/ports.ts";
 import { Backend, recordingLogger } from "./_backend.ts";
 import { rawServer, readRequest } from "../_upstream_peers.ts";
 
@@ -297,4 +299,38 @@ routes:
   await close(third.ws);
   await close(first.ws);
   await waitFor(() => inFlight(a.url) === 0 && inFlight(b.url) === 0, { what: "counts back to 0" });
+});
+
+Deno.test("a reload keeps the rotation of a pool whose strategy and targets did not change", async () => {
+  const named = (name: string) => () => new Response(name);
+  await using a = await startUpstream(named("a"));
+  await using b = await startUpstream(named("b"));
+  await using c = await startUpstream(named("c"));
+  const file = await Deno.makeTempFile({ suffix: ".yaml" });
+  const config = (extra: string) =>
+    Deno.writeTextFile(
+      file,
+      `listen_addr: "127.0.0.1:0"
+health_check: { enabled: false }
+routes:
+  "/":
+    type: load_balance
+    targets: ["${a.url}", "${b.url}", "${c.url}"]
+${extra}`,
+    );
+  await config("");
+  const server = await startServer({ path: file }, { logger: silentLogger });
+  try {
+    const seen: string[] = [];
+    for (let k = 0; k < 6; k++) {
+      seen.push(await (await fetch(`http://127.0.0.1:${server.port}/`)).text());
+      // An unrelated change: another route.
+      await config(`  "/other${k}": { type: proxy, target: "${a.url}" }\n`);
+      assert.ok((await server.reload()).ok);
+    }
+    assert.deepEqual(seen, ["a", "b", "c", "a", "b", "c"]);
+  } finally {
+    await server.shutdown();
+    await Deno.remove(file);
+  }
 });
