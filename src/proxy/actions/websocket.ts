@@ -184,8 +184,9 @@ export async function websocketAction(
   };
   // An upgraded connection stays in its target's in-flight count until it ends, so that
   // least_connections and the bounded loads see open WebSockets (forward() counts only the 101).
+  // `websocket` routes have no pool, and their targets no place in the registry.
   const target = (id: string) => {
-    const state = registryOf(deps).get(id);
+    const state = route.type === "websocket" ? { inFlight: 0 } : registryOf(deps).get(id);
     let held = false, ended = false;
     return {
       onEnd() {
