@@ -139,6 +139,12 @@ export type RangeRequest =
   | { kind: "range"; start: number; end: number }
   | { kind: "unsatisfiable" };
 
+/** `x < y` for two strings of decimal digits of any length. */
+function digitsLess(x: string, y: string): boolean {
+  const a = x.replace(/^0+(?=\d)/, ""), b = y.replace(/^0+(?=\d)/, "");
+  return a.length !== b.length ? a.length < b.length : a < b;
+}
+
 /**
  * Parses a `Range` header against a size (RFC 9110 §14.2). One range gives 206 or 416; a header
  * that is malformed, uses another unit, or lists several ranges is ignored (the whole file is
@@ -158,10 +164,11 @@ export function parseRange(value: string | null, size: number): RangeRequest {
     if (size === 0) return { kind: "full" };
     return { kind: "range", start: Math.max(0, size - suffix), end: size - 1 };
   }
+  // Compared as digit strings: a position past 2^53 is still a number, only not an exact one.
+  if (b !== "" && digitsLess(b, a)) return { kind: "full" };
   const start = Number(a);
-  if (!Number.isSafeInteger(start)) return { kind: "full" };
-  if (b !== "" && Number(b) < start) return { kind: "full" };
-  if (start >= size) return { kind: "unsatisfiable" };
+  // A first-pos beyond any file (even one too long for a safe integer) is unsatisfiable (§14.1.1).
+  if (!Number.isSafeInteger(start) || start >= size) return { kind: "unsatisfiable" };
   const end = b === "" ? size - 1 : Number(b);
   return { kind: "range", start, end: Math.min(end, size - 1) };
 }

@@ -72,6 +72,18 @@ Deno.test("parseRange handles single, open, suffix, unsatisfiable and ignored ra
   assert.deepEqual(parseRange("bytes=50-5000", 100), { kind: "range", start: 50, end: 99 });
   assert.deepEqual(parseRange("bytes=100-", 100), { kind: "unsatisfiable" });
   assert.deepEqual(parseRange("bytes=-0", 100), { kind: "unsatisfiable" });
+  // A first-pos past 2^53 is past the end of any file: 416, as nginx, not the whole file.
+  assert.deepEqual(parseRange("bytes=99999999999999999999-", 100), { kind: "unsatisfiable" });
+  assert.deepEqual(parseRange("bytes=9007199254740993-", 100), { kind: "unsatisfiable" });
+  assert.deepEqual(parseRange("bytes=99999999999999999999-99999999999999999999", 100), {
+    kind: "unsatisfiable",
+  });
+  // last-pos below first-pos stays invalid (ignored), compared exactly however long.
+  assert.deepEqual(parseRange("bytes=99999999999999999999-99999999999999999998", 100), {
+    kind: "full",
+  });
+  assert.deepEqual(parseRange("bytes=0010-0009", 100), { kind: "full" });
+  assert.deepEqual(parseRange("bytes=0009-10", 100), { kind: "range", start: 9, end: 10 });
   assert.deepEqual(parseRange("bytes=0-", 0), { kind: "unsatisfiable" });
   assert.deepEqual(parseRange("bytes=-5", 0), { kind: "full" }, "suffix on an empty file");
   assert.deepEqual(parseRange("bytes=0-1,5-6", 100), { kind: "full" });
