@@ -84,6 +84,16 @@ Deno.test("parseRange handles single, open, suffix, unsatisfiable and ignored ra
   });
   assert.deepEqual(parseRange("bytes=0010-0009", 100), { kind: "full" });
   assert.deepEqual(parseRange("bytes=0009-10", 100), { kind: "range", start: 9, end: 10 });
+  assert.deepEqual(parseRange(" BYTES = 2 - 3 ", 100), { kind: "range", start: 2, end: 3 });
+  assert.deepEqual(parseRange("bytes=0-1,2-3", 100), { kind: "full" });
+});
+
+Deno.test("parseRange is linear on a long run of blanks (was 19 s for 6 KB)", () => {
+  const blanks = "bytes=" + "\t".repeat(20_000) + "-" + " ".repeat(20_000) + "x";
+  const t = performance.now();
+  assert.deepEqual(parseRange(blanks, 100), { kind: "full" });
+  assert.deepEqual(parseRange("bytes=" + " ".repeat(20_000) + "x", 100), { kind: "full" });
+  assert.ok(performance.now() - t < 500, "parseRange took too long");
   assert.deepEqual(parseRange("bytes=0-", 0), { kind: "unsatisfiable" });
   assert.deepEqual(parseRange("bytes=-5", 0), { kind: "full" }, "suffix on an empty file");
   assert.deepEqual(parseRange("bytes=0-1,5-6", 100), { kind: "full" });
