@@ -216,7 +216,7 @@ export async function openAcmeStore(
           // A lock left by a crashed instance expires.
           const st = await Deno.stat(lockPath).catch(() => null);
           if (st && now - (st.mtime?.getTime() ?? 0) < staleMs) return null;
-          if (st && !await takeOver(lockPath, { id, staleMs, now })) return null;
+          if (st && !await takeOver(lockPath, { staleMs, now })) return null;
         }
       }
       return null;
@@ -225,26 +225,38 @@ export async function openAcmeStore(
 }
 
 /**
- * Removes a stale lock so that only one of the instances that saw it stale goes on to create
- * its own: the lock is moved aside first (a rename is atomic, so each file is moved by one
- * instance only). A fresh lock that was moved by mistake (taken after our look) is put back.
+ * Removes a stale lock so that only one of the instances that saw it stale goes on to create its
+ * own: a takeover needs `order.lock.takeover`, created exclusively, and looks at the lock again
+ * under it (another instance may have taken the lock over meanwhile). A guard left by a crash is
+ * removed once it is stale itself. Moving the lock aside instead let a third instance create a
+ * lock while the second put back the first one's, so two held it.
  */
 async function takeOver(
   lockPath: string,
-  o: { id: string; staleMs: number; now: number },
+  o: { staleMs: number; now: number },
 ): Promise<boolean> {
-  const aside = `${lockPath}.${o.id}.stale`;
+  const guard = `${lockPath}.takeover`;
   try {
-    await Deno.rename(lockPath, aside);
-  } catch {
-    return false; // another instance moved it first
+    (await Deno.open(guard, { write: true, createNew: true, mode: 0o644 })).close();
+  } catch (err) {
+    if (!(err instanceof Deno.errors.AlreadyExists)) return false;
+    const gs = await Deno.stat(guard).catch(() => null);
+    if (gs && o.now - (gs.mtime?.getTime() ?? 0) >= o.staleMs) {
+      await Deno.remove(guard).catch(() => {});
+    }
+    return false;
   }
-  const st = await Deno.stat(aside).catch(() => null);
-  const fresh = st !== null && o.now - (st.mtime?.getTime() ?? 0) < o.staleMs;
-  // link() does not replace: a lock created meanwhile stays.
-  if (fresh) await Deno.link(aside, lockPath).catch(() => {});
-  await Deno.remove(aside).catch(() => {});
-  return !fresh;
+  try {
+    const st = await Deno.stat(lockPath).catch(() => null);
+    // Gone: removed by an earlier takeover, whose owner may be creating its lock right now.
+    if (!st) return true;
+    if (o.now - (st.mtime?.getTime() ?? 0) < o.staleMs) return false; // taken meanwhile
+    // Still the stale file: nobody can create a lock while it exists, or remove it without the guard.
+    await Deno.remove(lockPath).catch(() => {});
+    return true;
+  } finally {
+    await Deno.remove(guard).catch(() => {});
+  }
 }
 
 /** True when `key` is the private key of the chain's first certificate. */
