@@ -174,3 +174,23 @@ export async function chromiumDumpDom(
     await Deno.remove(profile, { recursive: true });
   }
 }
+
+/**
+ * A TCP port free on 127.0.0.1 now, for tests that must know the port before Prox binds it
+ * (workers, takeovers, ACME's HTTP port). Picked below Linux's ephemeral range (32768–60999):
+ * a port from `listen(0)` is an ephemeral one, which an outgoing connection (pebble's, a client's)
+ * could take before Prox binds it ("Address already in use").
+ */
+export function freePort(): number {
+  for (let i = 0; i < 100; i++) {
+    const port = 20_000 + Math.floor(Math.random() * 12_000);
+    try {
+      Deno.listen({ hostname: "127.0.0.1", port }).close();
+      return port;
+    } catch { /* taken: try another */ }
+  }
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  l.close();
+  return port;
+}

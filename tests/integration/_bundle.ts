@@ -1,7 +1,9 @@
 // Helpers for the packaging tests: build the one-file bundle like `make bundle`, pick a free
 // port, and run a Prox child process until a request has been served.
 
-import { ROOT, waitFor } from "../_harness.ts";
+import { freePort, ROOT, waitFor } from "../_harness.ts";
+
+export { freePort };
 
 /** Runs `deno bundle` exactly as the Makefile's `bundle` target does, into `out`. */
 export async function bundleTo(out: string): Promise<void> {
@@ -14,14 +16,6 @@ export async function bundleTo(out: string): Promise<void> {
   if (!res.success) {
     throw new Error(`Cannot bundle mod.ts: ${new TextDecoder().decode(res.stderr)}`);
   }
-}
-
-/** A TCP port that was free a moment ago (bind :0, read it, close). */
-export function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
 }
 
 /** A spawned Prox; `stop()` sends SIGTERM and returns its exit code and output. */

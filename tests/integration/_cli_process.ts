@@ -1,7 +1,9 @@
 // Spawns the real CLI (`deno run -A mod.ts …`) as a child process for lifecycle and CLI tests:
 // collects its output, waits for log lines, sends signals, and kills it on dispose.
 
-import { ROOT, waitFor } from "../_harness.ts";
+import { freePort, ROOT, waitFor } from "../_harness.ts";
+
+export { freePort };
 
 /** A running `prox` process; dispose to kill it (if still alive) and collect its exit. */
 export interface ProxProcess extends AsyncDisposable {
@@ -16,14 +18,6 @@ export interface ProxProcess extends AsyncDisposable {
   signal(sig: Deno.Signal): void;
   /** Resolves with the exit status (after both output streams ended). */
   readonly status: Promise<Deno.CommandStatus>;
-}
-
-/** Picks a free TCP port on 127.0.0.1 (bind :0, read the port, close). */
-export function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
 }
 
 /** Runs `deno run -A mod.ts ARGS` with the repository's deno.json, from `cwd`. */

@@ -1,7 +1,9 @@
 // Runs Debian's pebble (Let's Encrypt's test CA) and pebble-challtestsrv (its mock DNS, which
 // resolves every name to 127.0.0.1) on loopback with free ports, for the ACME tests.
 
-import { ROOT, waitFor } from "../_harness.ts";
+import { freePort, ROOT, waitFor } from "../_harness.ts";
+
+export { freePort };
 
 /** The test CA that signed pebble's own HTTPS certificate (trusted through `tls.acme.ca_cert`). */
 export const PEBBLE_TLS_CA = `${ROOT}/tests/fixtures/tls/ca.pem`;
@@ -15,14 +17,6 @@ export interface Pebble extends AsyncDisposable {
   log(): string;
   /** Orders pebble has received ("POST /order-plz" requests). */
   orders(): number;
-}
-
-/** A TCP port that was free a moment ago on 127.0.0.1 (for programs that need a number). */
-export function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
 }
 
 function spawnLogged(

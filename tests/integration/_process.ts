@@ -1,6 +1,8 @@
 // Runs Prox as a real child process (`deno run mod.ts serve`) for tests that measure it or
 // signal it.
-import { ROOT, waitFor } from "../_harness.ts";
+import { freePort, ROOT, waitFor } from "../_harness.ts";
+
+export { freePort };
 
 /** A Prox child process; dispose to stop it (SIGTERM, then SIGKILL). */
 export interface ProxProcess extends AsyncDisposable {
@@ -15,14 +17,6 @@ export interface ProxProcess extends AsyncDisposable {
 
 /** The V8 flags Prox ships with (`make run`, `make compile`), read from the Makefile. */
 export const V8_FLAGS = /^V8_FLAGS := (.+)$/m.exec(Deno.readTextFileSync(`${ROOT}/Makefile`))![1];
-
-/** Picks a free TCP port on 127.0.0.1 (bind :0, read, close). */
-export function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
-}
 
 /** Writes `yaml` (with `{PORT}` replaced) to a temp file and starts `prox serve` on it. */
 export async function spawnProx(
