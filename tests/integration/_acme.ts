@@ -7,6 +7,7 @@ import type { ProxServer } from "../../src/server.ts";
 import type { AcmeTuning } from "../../src/adapters/acme.ts";
 import type { Logger } from "../../src/ports.ts";
 import { PEBBLE_TLS_CA } from "./_pebble.ts";
+import { waitFor } from "../_harness.ts";
 
 /** The tools every ACME test needs. */
 export const TOOLS = ["pebble", "pebble-challtestsrv"];
@@ -115,6 +116,16 @@ export async function withTempDir(fn: (dir: string) => Promise<void>): Promise<v
   try {
     await fn(dir);
   } finally {
-    await Deno.remove(dir, { recursive: true });
+    // An ACME store write that was under way when the server stopped (a back-off or lock file) can
+    // land while the directory is being removed ("Directory not empty"): remove again once it has.
+    await waitFor(async () => {
+      try {
+        await Deno.remove(dir, { recursive: true });
+        return true;
+      } catch (err) {
+        if (err instanceof Deno.errors.NotFound) return true;
+        return false;
+      }
+    }, { what: `temporary directory ${dir} removed`, intervalMs: 20 });
   }
 }
