@@ -79,5 +79,6 @@ export function jsonSchema(): Record<string, unknown> {
     unknown
   >;
   describe(schema);
-  return { ...schema, title: "Prox configuration" };
+  // Top-level `x-…` keys hold anchors for aliases; Prox ignores them (parse.ts).
+  return { ...schema, patternProperties: { "^x-": {} }, title: "Prox configuration" };
 }

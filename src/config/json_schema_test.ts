@@ -12,6 +12,7 @@ Deno.test("jsonSchema describes the required keys, route types and hover text", 
   };
   assert.deepEqual(s.required.toSorted(), ["listen_addr", "routes"]);
   assert.equal(s.additionalProperties, false);
+  assert.deepEqual((s as { patternProperties?: unknown }).patternProperties, { "^x-": {} });
   assert.match(s.properties.listen_addr.description!, /IP:PORT/);
   const routeTypes = s.properties.routes.additionalProperties!.oneOf.map((o) =>
     (o as { properties: { type: { const: string } } }).properties.type.const

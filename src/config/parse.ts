@@ -1,13 +1,15 @@
 // Config text → resolved Config, or every problem at once with file:line:col. Pure: takes the
 // text and a file name for messages, never reads files.
 
-import { isMap, isScalar, isSeq, LineCounter, parseDocument } from "yaml";
-import type { Document, Node, Pair } from "yaml";
+import { LineCounter, parseDocument } from "yaml";
+import type { Document, Pair } from "yaml";
 import type { z } from "zod";
 import { Config } from "./schema.ts";
 import type { Config as ConfigType } from "./schema.ts";
 import { knownKeysAt, suggest } from "./suggest.ts";
 import { dropIgnoredSeedKeys } from "./seed_keys.ts";
+import { offsetOf, pairAt } from "./yaml_locate.ts";
+import { syntaxProblems } from "./yaml_syntax.ts";
 
 /** One located problem in a config file. */
 export interface ConfigIssue {
@@ -35,7 +37,13 @@ export interface ParseResult {
 /** Parses YAML text into a validated Config. */
 export function parseConfig(text: string, file = "config.yaml"): ParseResult {
   const lc = new LineCounter();
-  const doc = parseDocument(text, { lineCounter: lc, prettyErrors: false, uniqueKeys: true });
+  // Merge keys (`<<: *defaults`) as most YAML tools read them, though YAML 1.2 dropped them.
+  const doc = parseDocument(text, {
+    lineCounter: lc,
+    prettyErrors: false,
+    uniqueKeys: true,
+    merge: true,
+  });
   const pos = (offset: number) => {
     const p = lc.linePos(offset);
     return { line: p.line, col: p.col };
@@ -43,19 +51,16 @@ export function parseConfig(text: string, file = "config.yaml"): ParseResult {
   const locate = (path: (string | number)[]) => pos(offsetOf(doc, path));
   const issues: ConfigIssue[] = [];
 
-  for (const err of doc.errors) {
-    const p = pos(err.pos[0]);
+  for (const p of syntaxProblems(doc, text, lc)) {
+    const at = pos(p.offset);
     issues.push({
       severity: "error",
       file,
-      ...p,
+      ...at,
       path: "",
-      message: `YAML syntax error: ${firstLine(err.message)}`,
-      hint: err.code === "DUPLICATE_KEY"
-        ? "Each key may appear once in a mapping (of two equal route keys the Rust Prox silently " +
-          "used the last); merge or rename the duplicate"
-        : "Check the indentation and quoting on this line",
-      excerpt: excerpt(text, p.line, p.col),
+      message: p.message,
+      hint: p.hint,
+      excerpt: excerpt(text, at.line, at.col),
     });
   }
   if (issues.length > 0) return { issues, locate };
@@ -63,11 +68,16 @@ export function parseConfig(text: string, file = "config.yaml"): ParseResult {
   let raw: unknown;
   try {
     // The limit guards against alias bombs; one anchor reused by a few hundred routes is fine.
-    raw = doc.toJS({ maxAliasCount: 10_000 }) ?? {};
+    raw = doc.toJS({ maxAliasCount: 10_000 });
   } catch (err) {
     const why = firstLine(String((err as Error).message ?? err));
     const hint = "Use fewer aliases (*name) or smaller anchored values";
     issues.push(wholeFile(file, `YAML aliases expand too far: ${why}`, hint));
+    return { issues, locate };
+  }
+  if (raw === null || raw === undefined) {
+    const hint = 'It needs at least listen_addr and routes, e.g. listen_addr: "127.0.0.1:3000"';
+    issues.push(wholeFile(file, "The config is empty", hint));
     return { issues, locate };
   }
   if (typeof raw !== "object" || Array.isArray(raw)) {
@@ -75,7 +85,25 @@ export function parseConfig(text: string, file = "config.yaml"): ParseResult {
     issues.push(wholeFile(file, message));
     return { issues, locate };
   }
+  // A route key with nothing under it is a mistake (the Rust Prox refused it too), not "absent".
+  const rawRoutes = (raw as Record<string, unknown>).routes;
+  if (rawRoutes && typeof rawRoutes === "object" && !Array.isArray(rawRoutes)) {
+    for (const [key, value] of Object.entries(rawRoutes)) {
+      if (value !== null) continue;
+      issues.push({
+        severity: "error",
+        file,
+        ...locate(["routes", key]),
+        path: dotted(["routes", key]),
+        message: `Route "${key}" is empty`,
+        hint: "Give it a type and its keys (e.g. type: proxy, target: http://127.0.0.1:8080), " +
+          "or remove it; check the indentation of the lines below it",
+      });
+    }
+  }
   const input = withoutNulls(raw) as Record<string, unknown>;
+  // Top-level `x-…` keys hold shared settings for aliases (as in Compose files); Prox ignores them.
+  for (const key of Object.keys(input)) if (key.startsWith("x-")) delete input[key];
   for (const d of dropIgnoredSeedKeys(input.routes)) {
     issues.push({
       severity: "warning",
@@ -87,9 +115,22 @@ export function parseConfig(text: string, file = "config.yaml"): ParseResult {
     });
   }
   const result = Config.safeParse(input, { reportInput: true });
-  if (result.success) return { config: result.data, issues, locate };
-
-  for (const issue of result.error.issues) {
+  if (result.success && !issues.some((i) => i.severity === "error")) {
+    return { config: result.data, issues, locate };
+  }
+  const zodIssues = result.error?.issues ?? [];
+  // A misspelt required key is one mistake: "Unknown key, did you mean" says it all.
+  const typos = new Set<string>();
+  for (const issue of zodIssues) {
+    if (issue.code !== "unrecognized_keys") continue;
+    const path = issue.path as (string | number)[];
+    const known = knownKeysAt(raw, path);
+    for (const key of issue.keys) typos.add(dotted([...path, suggest(key, known) ?? ""]));
+  }
+  for (const issue of zodIssues) {
+    const path = issue.path as (string | number)[];
+    const missing = issue.code === "invalid_type" && issue.input === undefined;
+    if (missing && typos.has(dotted(path))) continue;
     issues.push(...toIssues(issue, raw, file, doc, pos));
   }
   sortIssues(issues);
@@ -138,26 +179,67 @@ function toIssues(
       const guess = suggest(key, known);
       return {
         ...base,
-        ...pos(keyOffsetOf(doc, keyPath)),
+        ...pos(offsetOf(doc, keyPath)),
         path: dotted(keyPath),
         message: `Unknown key "${key}"`,
         hint: guess
           ? `Did you mean "${guess}"?`
+          : path.length === 0 && anchored(pairAt(doc, keyPath))
+          ? "Shared settings for aliases go under a top-level key starting with x- " +
+            `(e.g. x-${key}), which Prox ignores`
           : known.length
           ? `Allowed keys here: ${known.join(", ")}`
           : undefined,
       };
     });
   }
-  const missing = issue.code === "invalid_type" && issue.input === undefined;
-  const at = missing ? pos(offsetOf(doc, path.slice(0, -1))) : pos(keyOffsetOf(doc, path));
+  if (issue.code === "invalid_type" && issue.input === undefined) {
+    const key = String(path.at(-1));
+    // Written but empty (`routes:` with nothing under it) is absent, yet said where it is.
+    const empty = pairAt(doc, path) !== undefined;
+    return [{
+      ...base,
+      ...pos(offsetOf(doc, empty ? path : path.slice(0, -1))),
+      path: dotted(path),
+      message: empty ? `Key "${key}" is empty` : `Missing required key "${key}"`,
+      hint: empty ? "Give it a value (an empty key counts as absent)" : undefined,
+    }];
+  }
+  if (isMissingType(issue, path, raw)) {
+    return [{
+      ...base,
+      ...pos(offsetOf(doc, path.slice(0, -1))),
+      path: dotted(path),
+      message: 'Missing required key "type"',
+      hint: `Add type: ${ROUTE_TYPES.join(", ")}`,
+    }];
+  }
   return [{
     ...base,
-    ...at,
+    ...pos(offsetOf(doc, path)),
     path: dotted(path),
-    message: missing ? `Missing required key "${String(path.at(-1))}"` : describe(issue),
+    message: describe(issue),
     hint: hintFor(issue, path, raw),
   }];
+}
+
+/** Whether a mapping entry's value carries an anchor (`defaults: &d …`). */
+function anchored(pair: Pair | undefined): boolean {
+  const v = pair?.value as { anchor?: string } | null | undefined;
+  return typeof v?.anchor === "string";
+}
+
+const ROUTE_TYPES = ["proxy", "load_balance", "static", "redirect", "websocket"];
+
+/** A route without `type` (zod reports it as no matching discriminator). */
+function isMissingType(
+  issue: z.core.$ZodIssue,
+  path: (string | number)[],
+  raw: unknown,
+): boolean {
+  return issue.code === "invalid_union" && path.at(-1) === "type" &&
+    (issue as { note?: string }).note === "No matching discriminator" &&
+    valueAt(raw, path) === undefined;
 }
 
 function describe(issue: z.core.$ZodIssue): string {
@@ -168,7 +250,7 @@ function describe(issue: z.core.$ZodIssue): string {
       }`;
     case "invalid_union": {
       if ((issue as { note?: string }).note === "No matching discriminator") {
-        return `Unknown route type: expected one of "proxy", "load_balance", "static", "redirect", "websocket"`;
+        return `Unknown route type: expected one of ${ROUTE_TYPES.map((t) => `"${t}"`).join(", ")}`;
       }
       // Report the most specific branch error when every branch failed.
       const branches = (issue as { errors?: z.core.$ZodIssue[][] }).errors ?? [];
@@ -176,7 +258,8 @@ function describe(issue: z.core.$ZodIssue): string {
       return best ? describe(best) : "Invalid value";
     }
     case "invalid_type":
-      return `Expected ${issue.expected}, got ${kindOf(issue.input)}`;
+      if (issue.message && !issue.message.startsWith("Invalid input")) return issue.message;
+      return `Expected ${TYPE_NAMES[issue.expected] ?? issue.expected}, got ${kindOf(issue.input)}`;
     case "too_small":
       if (!/^Too small/.test(issue.message)) return issue.message;
       return issue.origin === "array"
@@ -193,23 +276,41 @@ function describe(issue: z.core.$ZodIssue): string {
   }
 }
 
+/** YAML words for zod's type names. */
+const TYPE_NAMES: Record<string, string> = {
+  object: "a mapping",
+  record: "a mapping",
+  array: "a list",
+  string: "a string",
+  number: "a number",
+  int: "a whole number",
+  boolean: "true or false",
+};
+
 function hintFor(
   issue: z.core.$ZodIssue,
   path: (string | number)[],
   raw: unknown,
 ): string | undefined {
-  if (issue.code === "invalid_value" && typeof valueAt(raw, path) === "string") {
-    const guess = suggest(String(valueAt(raw, path)), issue.values.map(String));
+  const value = valueAt(raw, path);
+  if (issue.code === "invalid_value" && typeof value === "string") {
+    if (issue.values.some((v) => String(v) === value)) return `Remove the quotes: ${value}`;
+    const guess = suggest(value, issue.values.map(String));
     if (guess) return `Did you mean "${guess}"?`;
   }
+  if (issue.code === "invalid_type" && typeof value === "string") {
+    const numeric = (issue.expected === "number" || issue.expected === "int") &&
+      value.trim() !== "" && Number.isFinite(Number(value));
+    if (numeric || (issue.expected === "boolean" && /^(true|false)$/i.test(value))) {
+      return `Remove the quotes: ${value.trim().toLowerCase()}`;
+    }
+    if (issue.expected === "array") return `Write a list: [${value}]`;
+    if (issue.expected === "boolean" && /^(yes|no|on|off|y|n)$/i.test(value)) {
+      return "Write true or false (YAML 1.2 reads yes/no/on/off as strings)";
+    }
+  }
   if (issue.code === "invalid_union" && path.at(-1) === "type") {
-    const guess = suggest(String(valueAt(raw, path)), [
-      "proxy",
-      "load_balance",
-      "static",
-      "redirect",
-      "websocket",
-    ]);
+    const guess = suggest(String(value), ROUTE_TYPES);
     if (guess) return `Did you mean "${guess}"?`;
   }
   return undefined;
@@ -234,38 +335,6 @@ function valueAt(raw: unknown, path: (string | number)[]): unknown {
     cur = (cur as Record<string | number, unknown>)[k];
   }
   return cur;
-}
-
-function findPair(node: unknown, key: string | number): Pair | undefined {
-  if (!isMap(node)) return undefined;
-  return node.items.find((p) => isScalar(p.key) && String(p.key.value) === String(key));
-}
-
-/** Offset of the key at `path` (or of the value, for list items), falling back to the parent. */
-function keyOffsetOf(doc: Document, path: (string | number)[]): number {
-  if (path.length === 0) return 0;
-  const parent = path.length === 1 ? doc.contents : doc.getIn(path.slice(0, -1), true);
-  const last = path.at(-1)!;
-  const pair = findPair(parent, last);
-  if (pair && isScalar(pair.key) && pair.key.range) return pair.key.range[0];
-  if (isSeq(parent) && typeof last === "number") {
-    const item = parent.items[last] as Node | undefined;
-    if (item?.range) return item.range[0];
-  }
-  return offsetOf(doc, path.slice(0, -1));
-}
-
-/** Offset of the node at `path` (the key when it is a mapping entry). */
-function offsetOf(doc: Document, path: (string | number)[]): number {
-  for (let n = path.length; n > 0; n--) {
-    const sub = path.slice(0, n);
-    const parent = n === 1 ? doc.contents : doc.getIn(sub.slice(0, -1), true);
-    const pair = findPair(parent, sub.at(-1)!);
-    if (pair && isScalar(pair.key) && pair.key.range) return pair.key.range[0];
-    const node = doc.getIn(sub, true) as Node | undefined;
-    if (node && typeof node === "object" && "range" in node && node.range) return node.range[0];
-  }
-  return 0;
 }
 
 function firstLine(s: string): string {

@@ -6,7 +6,11 @@ import { z } from "zod";
 import { parseDuration, parseSize } from "./duration.ts";
 
 /** A duration string ("500ms", "30s", "1h30m", "1d") resolved to milliseconds. */
-export const Duration = z.string().transform((s, ctx) => {
+export const Duration = z.string({
+  // `timeout: 30` is the usual slip: say which unit to add, not "expected string".
+  error: (iss) =>
+    typeof iss.input === "number" ? parseDuration(String(iss.input)) as string : undefined,
+}).transform((s, ctx) => {
   const v = parseDuration(s);
   if (typeof v === "string") {
     ctx.addIssue({ code: "custom", message: v });

@@ -1,0 +1,99 @@
+import assert from "node:assert/strict";
+import { parseConfig } from "./parse.ts";
+import { formatIssue } from "./load.ts";
+
+const HEAD = 'listen_addr: "127.0.0.1:3000"\nroutes:\n';
+
+/** The issues as `prox validate` prints them, without excerpts. */
+function problems(text: string): string[] {
+  return parseConfig(text, "c.yaml").issues.map((i) => formatIssue({ ...i, excerpt: undefined }));
+}
+
+Deno.test("parseConfig follows merge keys and points at the anchored text", () => {
+  const shared = "x-common: &common\n  type: proxy\n  timeouts: { connect: 2s }\n";
+  const routes = "  /a:\n    <<: *common\n    target: http://127.0.0.1:8080\n" +
+    "  /b:\n    <<: [*common]\n    target: http://127.0.0.1:8081\n";
+  const ok = parseConfig(`listen_addr: "127.0.0.1:3000"\n${shared}routes:\n${routes}`);
+  assert.deepEqual(ok.issues, []);
+  assert.equal(ok.config?.routes["/b"].type, "proxy");
+  const bad = `listen_addr: "127.0.0.1:3000"\n${
+    shared.replace("connect", "conect")
+  }routes:\n${routes}`;
+  assert.deepEqual(problems(bad), [
+    'c.yaml:4:15: error: routes./a.timeouts.conect: Unknown key "conect"\n  fix: Did you mean "connect"?',
+    'c.yaml:4:15: error: routes./b.timeouts.conect: Unknown key "conect"\n  fix: Did you mean "connect"?',
+  ]);
+});
+
+Deno.test("parseConfig names an anchor held by an unknown top-level key", () => {
+  const text = `defaults: &d { type: proxy }\n${HEAD}  /:\n    <<: *d\n    target: http://h\n`;
+  assert.deepEqual(problems(text), [
+    'c.yaml:1:1: error: defaults: Unknown key "defaults"\n  fix: Shared settings for aliases go ' +
+    "under a top-level key starting with x- (e.g. x-defaults), which Prox ignores",
+  ]);
+});
+
+Deno.test("parseConfig locates YAML mistakes where they are, with a fix", () => {
+  assert.deepEqual(problems(`${HEAD}  /b:\n    <<: *nope\n    target: http://h\n`), [
+    'c.yaml:4:9: error: Unknown anchor "nope" in alias *nope\n  fix: Mark the value to reuse ' +
+    "with &nope above this line (an anchor must come before its aliases)",
+  ]);
+  assert.deepEqual(problems(`${HEAD}  /:\n    <<: 5\n    type: static\n    root: .\n`), [
+    "c.yaml:4:9: error: A merge key (<<) takes a mapping, an alias of one (*name) or a list of " +
+    "them\n  fix: Point it at an anchored mapping, e.g. <<: *defaults",
+  ]);
+  assert.deepEqual(problems(`${HEAD}  /:\n    type: static\n    root: .\n---\nx: 1\n`), [
+    "c.yaml:6:1: error: YAML syntax error: A second YAML document starts here (---): a config " +
+    "is one document\n  fix: Remove this --- line and merge what follows into the document " +
+    "above, or move it to its own file",
+  ]);
+  assert.deepEqual(problems('listen_addr: "127.0.0.1:3000\nroutes:\n  /: {type: static}\n'), [
+    "c.yaml:1:14: error: YAML syntax error: This quote is never closed: the value runs on to " +
+    "the end of the file\n  fix: Close the quote at the end of the value",
+  ]);
+  assert.deepEqual(problems('listen_addr:"127.0.0.1:3000"\nroutes: {}\n'), [
+    "c.yaml:1:1: error: YAML syntax error: A key needs a colon and a space before its value\n" +
+    "  fix: Write key: value (a space after the colon)",
+  ]);
+  assert.deepEqual(problems(`${HEAD}  /:\n    type: proxy\n     target: http://h\n`), [
+    "c.yaml:5:6: error: YAML syntax error: Line 5 is indented deeper than the key on line 4, so " +
+    "it runs into that key's value\n  fix: Indent line 5 like the key above it",
+  ]);
+});
+
+Deno.test("parseConfig reports empty keys, routes and files where they are", () => {
+  assert.deepEqual(problems(`${HEAD}  /:\n  /b: { type: static, root: . }\n`), [
+    'c.yaml:3:3: error: routes./: Route "/" is empty\n  fix: Give it a type and its keys (e.g. ' +
+    "type: proxy, target: http://127.0.0.1:8080), or remove it; check the indentation of the " +
+    "lines below it",
+  ]);
+  assert.deepEqual(problems('listen_addr: "127.0.0.1:3000"\nroutes:\n'), [
+    'c.yaml:2:1: error: routes: Key "routes" is empty\n  fix: Give it a value (an empty key ' +
+    "counts as absent)",
+  ]);
+  assert.deepEqual(problems("# nothing yet\n"), [
+    "c.yaml:1:1: error: The config is empty\n  fix: It needs at least listen_addr and routes, " +
+    'e.g. listen_addr: "127.0.0.1:3000"',
+  ]);
+});
+
+Deno.test("parseConfig says what to write instead of naming schema types", () => {
+  assert.deepEqual(problems(`${HEAD}  /:\n    target: http://h\n`), [
+    'c.yaml:3:3: error: routes./.type: Missing required key "type"\n  fix: Add type: proxy, ' +
+    "load_balance, static, redirect, websocket",
+  ]);
+  // One mistake, one error: the misspelt required key is not also "missing".
+  assert.deepEqual(problems(`${HEAD}  /:\n    type: proxy\n    traget: http://h\n`), [
+    'c.yaml:5:5: error: routes./.traget: Unknown key "traget"\n  fix: Did you mean "target"?',
+  ]);
+  const typed = `workers: "2"\nshutdown_timeout: 30\n${HEAD}  /:\n    type: redirect\n` +
+    `    target: /x\n    status_code: "301"\n    hosts: example.com\n`;
+  assert.deepEqual(problems(`listen_addr: "127.0.0.1:3000"\n${typed.replace(HEAD, "routes:\n")}`), [
+    'c.yaml:2:1: error: workers: Expected a number, got string "2"\n  fix: Remove the quotes: 2',
+    'c.yaml:3:1: error: shutdown_timeout: Duration "30" needs a unit: use e.g. "30s" or "30ms"',
+    "c.yaml:8:5: error: routes./.status_code: Invalid value: expected one of 301, 302, 303, 307, " +
+    "308\n  fix: Remove the quotes: 301",
+    'c.yaml:9:5: error: routes./.hosts: Expected a list, got string "example.com"\n  fix: Write ' +
+    "a list: [example.com]",
+  ]);
+});

@@ -1,0 +1,146 @@
+// YAML syntax errors as problems a user can act on: where the mistake is (an unclosed quote at its
+// opening, not at the end of the file), what it is, and how to fix it; one per line.
+
+import { isAlias, isMap, isSeq, visit } from "yaml";
+import { isMergePair } from "./yaml_locate.ts";
+import type { Document, LineCounter, Node, Scalar } from "yaml";
+
+/** A syntax problem at an offset of the source. */
+export interface SyntaxProblem {
+  offset: number;
+  message: string;
+  hint: string;
+}
+
+const GENERIC_HINT = "Check the indentation and quoting on this line";
+
+/** The document's syntax errors and unresolved aliases, at most one per line, in file order. */
+export function syntaxProblems(doc: Document, text: string, lc: LineCounter): SyntaxProblem[] {
+  const out: SyntaxProblem[] = [];
+  // A mis-indented line yields two errors at one spot; the multi-line key one explains it.
+  const errors = [...doc.errors].sort((a, b) =>
+    a.pos[0] - b.pos[0] ||
+    Number(b.code === "MULTILINE_IMPLICIT_KEY") - Number(a.code === "MULTILINE_IMPLICIT_KEY")
+  );
+  let last = -1;
+  for (const err of errors) {
+    if (err.pos[0] === last) continue;
+    last = err.pos[0];
+    const message = err.message.split("\n")[0].replace(/ at line \d+, column \d+:?$/, "");
+    out.push(explain(doc, text, lc, { code: err.code, pos: err.pos, message }));
+  }
+  if (out.length === 0) {
+    visit(doc, {
+      Alias(_, node) {
+        if (node.resolve(doc) !== undefined || !node.range) return;
+        out.push({
+          offset: node.range[0],
+          message: `Unknown anchor "${node.source}" in alias *${node.source}`,
+          hint: `Mark the value to reuse with &${node.source} above this line ` +
+            "(an anchor must come before its aliases)",
+        });
+      },
+      Pair(_, pair) {
+        if (!isMergePair(pair)) return;
+        const sources = isSeq(pair.value) ? pair.value.items : [pair.value];
+        // (An alias without its anchor is reported as such.)
+        const bad = sources.find((v) =>
+          isAlias(v) ? v.resolve(doc) !== undefined && !isMap(v.resolve(doc)) : !isMap(v)
+        );
+        const at = (bad as Node | null)?.range?.[0] ?? (pair.key as Node).range?.[0];
+        if (!bad || at === undefined) return;
+        out.push({
+          offset: at,
+          message: "A merge key (<<) takes a mapping, an alias of one (*name) or a list of them",
+          hint: "Point it at an anchored mapping, e.g. <<: *defaults",
+        });
+      },
+    });
+  }
+  const seen = new Set<number>();
+  return out.filter((p) => {
+    const line = lc.linePos(p.offset).line;
+    if (seen.has(line)) return false;
+    seen.add(line);
+    return true;
+  }).sort((a, b) => a.offset - b.offset);
+}
+
+function explain(
+  doc: Document,
+  text: string,
+  lc: LineCounter,
+  err: { code: string; pos: [number, number]; message: string },
+): SyntaxProblem {
+  const at = err.pos[0];
+  const syntax = (message: string, hint: string, offset = at) => ({
+    offset,
+    message: `YAML syntax error: ${message}`,
+    hint,
+  });
+  switch (err.code) {
+    case "DUPLICATE_KEY": {
+      const key = /^("[^"\n]*"|'[^'\n]*'|[^:\n]*?)\s*:/.exec(text.slice(at))?.[1];
+      return syntax(
+        key ? `Duplicate key ${/^["']/.test(key) ? key : `"${key}"`}` : err.message,
+        "Each key may appear once in a mapping (of two equal route keys the Rust Prox silently " +
+          "used the last); merge or rename the duplicate",
+      );
+    }
+    case "MULTIPLE_DOCS":
+      return syntax(
+        "A second YAML document starts here (---): a config is one document",
+        "Remove this --- line and merge what follows into the document above, or move it to " +
+          "its own file",
+      );
+    case "TAB_AS_INDENT":
+      return syntax(err.message, "Indent with spaces: YAML does not allow tabs there");
+    case "MISSING_CHAR": {
+      const quoted = /quote$/.test(err.message) ? openQuote(doc, at) : undefined;
+      if (quoted === undefined) return syntax(err.message, GENERIC_HINT);
+      return syntax(
+        "This quote is never closed: the value runs on to the end of the file",
+        "Close the quote at the end of the value",
+        quoted,
+      );
+    }
+    case "MULTILINE_IMPLICIT_KEY": {
+      const { line, col } = lc.linePos(at);
+      const lines = text.split(/\r?\n/);
+      const indent = (l: string) => l.length - l.trimStart().length;
+      const next = lines[line] ?? "";
+      const spans = lc.linePos(err.pos[1]).line > line;
+      if (spans && /:( |$)/.test(next) && indent(next) > indent(lines[line - 1] ?? "")) {
+        // The line below is indented deeper than its siblings, so it continues this value.
+        return syntax(
+          `Line ${line + 1} is indented deeper than the key on line ${line}, so it runs into ` +
+            "that key's value",
+          `Indent line ${line + 1} like the key above it`,
+          lc.lineStarts[line] + indent(next),
+        );
+      }
+      return col >= 1
+        ? syntax(
+          "A key needs a colon and a space before its value",
+          "Write key: value (a space after the colon)",
+        )
+        : syntax(err.message, GENERIC_HINT);
+    }
+    default:
+      return syntax(err.message, GENERIC_HINT);
+  }
+}
+
+/** The start of the quoted scalar (value or key) that an unclosed-quote error at `end` ends. */
+function openQuote(doc: Document, end: number): number | undefined {
+  let found: number | undefined;
+  visit(doc, {
+    Scalar(_, node: Scalar) {
+      const quoted = node.type === "QUOTE_DOUBLE" || node.type === "QUOTE_SINGLE";
+      if (!quoted || !node.range || node.range[0] >= end || node.range[1] < end) return undefined;
+      found = node.range[0];
+      return visit.BREAK;
+    },
+  });
+  return found;
+}
