@@ -212,3 +212,40 @@ Deno.test("upstream client forgets an origin once it has no connection left (no 
     for (const s of servers) await s[Symbol.asyncDispose]();
   }
 });
+
+Deno.test("upstream client: bytes past a Content-Length never answer the next request", async () => {
+  // An exact-size read of the body's end left them in the socket; the connection went to the
+  // waiting request, which took them for its response (and every later one was off by one).
+  const stray = "HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nPOISON";
+  let gate = Promise.withResolvers<void>();
+  await using srv = rawServer(async (c) => {
+    for (let head = await readRequest(c); head !== null; head = await readRequest(c)) {
+      const size = Number(head.slice(5, head.indexOf(" HTTP/")));
+      if (size === 0) {
+        await write(c, "HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\ngood");
+        continue;
+      }
+      await gate.promise;
+      // One write: the stray response is already there when the body's end is read.
+      await write(
+        c,
+        `HTTP/1.1 200 OK\r\ncontent-length: ${size}\r\n\r\n${"x".repeat(size)}${stray}`,
+      );
+    }
+  });
+  const client = createUpstreamClient({ maxConnectionsPerUpstream: 1 });
+  try {
+    // Read whole (≤ 32 KiB), read into one chunk (≤ 64 KiB), streamed.
+    for (const size of [20_000, 40_000, 100_000]) {
+      gate = Promise.withResolvers<void>();
+      const first = client.send(request(`${srv.url}/${size}`));
+      const next = client.send(request(`${srv.url}/0`));
+      await waitFor(() => client.stats()[0]?.queued === 1, { what: "second request waiting" });
+      gate.resolve();
+      assert.equal((await (await first).text()).length, size);
+      assert.equal(await (await next).text(), "good", `after ${size} bytes`);
+    }
+  } finally {
+    await client.close();
+  }
+});

@@ -31,6 +31,8 @@ export interface ExchangeLimits {
 export const STALE = Symbol("stale");
 
 const READ_SIZE = 64 * 1024;
+/** Room past the body's end in a direct read, so bytes the upstream sent beyond it are seen. */
+const SLACK = 16;
 
 /**
  * Sends `req` on `conn` and resolves with the response. `release(reusable)` runs once, when the
@@ -260,17 +262,17 @@ async function readHead(
 
 /** Reads exactly `len` body bytes into one array. */
 async function readWhole(conn: H1Connection, len: number): Promise<Uint8Array<ArrayBuffer>> {
-  const out = new Uint8Array(len);
+  const out = new Uint8Array(len + SLACK);
   streamedBytes(len);
   let got = Math.min(conn.end - conn.start, len);
   out.set(conn.buf.subarray(conn.start, conn.start + got));
   conn.start += got;
   while (got < len) {
-    const n = await conn.readInto(out.subarray(got));
+    const n = await conn.readBody(out.subarray(got), len - got);
     if (n === null) throw bodyEnded(conn.source);
     got += n;
   }
-  return out;
+  return out.subarray(0, len);
 }
 
 function bodyEnded(source: string): ProxyError {
@@ -300,8 +302,9 @@ function bodyStream(
     return out;
   };
   const direct = async (max: number): Promise<Uint8Array | null> => {
-    const chunk = new Uint8Array(Math.min(max, READ_SIZE));
-    const n = await conn.readInto(chunk);
+    const want = Math.min(max, READ_SIZE);
+    const chunk = new Uint8Array(want + SLACK);
+    const n = await conn.readBody(chunk, want);
     if (n === null) return null;
     streamedBytes(n);
     return n < 4096 ? chunk.slice(0, n) : chunk.subarray(0, n);

@@ -244,6 +244,23 @@ export class H1Connection {
   }
 
   /**
+   * Reads body bytes straight into `into` (the buffer must be empty), which has room for more
+   * than the `want` bytes the body still has: bytes past the body that the upstream already sent
+   * (more than its Content-Length said, or the next chunk's size line) go back into the buffer,
+   * where they keep the connection from being reused: an exact-size read left them in the socket,
+   * read as the response to the next request (RFC 9112 §6.3: a client must not forward such extra
+   * data as a separate response). Null at EOF.
+   */
+  async readBody(into: Uint8Array, want: number): Promise<number | null> {
+    const n = await this.readInto(into);
+    if (n === null || n <= want) return n;
+    this.buf.set(into.subarray(want, n));
+    this.start = 0;
+    this.end = n - want;
+    return want;
+  }
+
+  /**
    * A buffer of WRITE_BUFFER bytes, the same each time, to build the next request in: writes are
    * awaited, so it is free again once `write` has resolved.
    */
