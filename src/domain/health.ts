@@ -143,6 +143,29 @@ export function mayEject(available: number, total: number, panicPercent: number)
   return ((available - 1) / total) * 100 >= panicPercent;
 }
 
+/** Targets of one tier of a pool (primaries or backups): how many, and how many are usable now. */
+export interface Tier {
+  available: number;
+  total: number;
+}
+
+/**
+ * Panic rule over a pool with backups. Each tier's share of usable targets is summed (capped at
+ * 100 %), as Envoy's priority levels: backups stand in for the primaries, so two failing primaries
+ * are ejected while a backup is up (the rule alone kept one in, and the backup idle).
+ */
+export function mayEjectTiered(
+  pool: { primary: Tier; backup: Tier },
+  opts: { backup: boolean; panicPercent: number },
+): boolean {
+  const { primary, backup } = pool;
+  const own = opts.backup ? backup : primary;
+  if (own.total === 0 || own.available <= 0) return false;
+  const share = (t: Tier, minus: number) => t.total === 0 ? 0 : (t.available - minus) / t.total;
+  const left = share(primary, opts.backup ? 0 : 1) + share(backup, opts.backup ? 1 : 0);
+  return Math.min(1, left) * 100 >= opts.panicPercent;
+}
+
 /** Usable right now: not known down by probes and not ejected. */
 export function isAvailable(active: ActiveHealth, passive: PassiveHealth, now: number): boolean {
   return active.status !== "down" && now >= passive.ejectedUntil;

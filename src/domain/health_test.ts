@@ -5,6 +5,7 @@ import {
   eject,
   isAvailable,
   mayEject,
+  mayEjectTiered,
   PASSIVE_INITIAL,
   recordOutcome,
   statusMatcher,
@@ -122,6 +123,21 @@ Deno.test("mayEject: the panic threshold keeps enough targets in service", () =>
   assert.equal(mayEject(1, 1, 50), false);
   assert.equal(mayEject(1, 1, 0), true);
   assert.equal(mayEject(0, 3, 0), false);
+});
+
+Deno.test("mayEjectTiered: backups stand in for the primaries", () => {
+  const t = (available: number, total: number) => ({ available, total });
+  const p = (backup: boolean) => ({ backup, panicPercent: 50 });
+  // Without backups, the same as mayEject.
+  assert.equal(mayEjectTiered({ primary: t(3, 3), backup: t(0, 0) }, p(false)), true);
+  assert.equal(mayEjectTiered({ primary: t(2, 3), backup: t(0, 0) }, p(false)), false);
+  // The last primary goes while a backup is up; not while every backup is out too.
+  assert.equal(mayEjectTiered({ primary: t(1, 2), backup: t(1, 1) }, p(false)), true);
+  assert.equal(mayEjectTiered({ primary: t(1, 2), backup: t(0, 1) }, p(false)), false);
+  // A backup: by the same sum.
+  assert.equal(mayEjectTiered({ primary: t(2, 2), backup: t(1, 1) }, p(true)), true);
+  assert.equal(mayEjectTiered({ primary: t(0, 2), backup: t(2, 2) }, p(true)), true);
+  assert.equal(mayEjectTiered({ primary: t(0, 2), backup: t(1, 2) }, p(true)), false);
 });
 
 Deno.test("statusMatcher: codes, classes, ranges and lists", () => {

@@ -205,7 +205,13 @@ async function sendOnce(
     const slowClient = uploading && (overdue || e.kind === "timeout");
     if ((TARGET_FAULTS.has(e.kind) || overdue) && !slowClient && pool.passive.enabled) {
       const why = overdue ? reason.message : e.message;
-      reg.outcome(id, false, { pool: pool.ids, policy: pool.passive, reason: why, at: end });
+      reg.outcome(id, false, {
+        pool: pool.ids,
+        backups: pool.backups,
+        policy: pool.passive,
+        reason: why,
+        at: end,
+      });
     }
     throw e;
   } finally {
@@ -220,7 +226,13 @@ async function sendOnce(
   if (pool.passive.enabled) {
     const bad = pool.failStatus?.(res.status) ?? false;
     const reason = `status ${res.status}`;
-    reg.outcome(id, !bad, { pool: pool.ids, policy: pool.passive, reason, at: end });
+    reg.outcome(id, !bad, {
+      pool: pool.ids,
+      backups: pool.backups,
+      policy: pool.passive,
+      reason,
+      at: end,
+    });
   }
   if (!pool.trackBody || !res.body) {
     state.inFlight--;

@@ -26,6 +26,8 @@ export interface RetryPolicy {
 export interface RoutePool {
   /** Target ids (URLs) in config order; index = selector index. */
   ids: string[];
+  /** The ids of backup targets (empty without any). */
+  backups: ReadonlySet<string>;
   targets: PoolTarget[];
   policy: Policy;
   selector: Selector;
@@ -94,6 +96,7 @@ export function buildPool(
   const p = cfg.passive_health ?? config.passive_health;
   return {
     ids: targets.map((t) => t.id),
+    backups: new Set(targets.filter((t) => t.backup).map((t) => t.id)),
     targets,
     policy,
     selector: opts.registry

@@ -8,7 +8,7 @@ import {
   applyProbe,
   eject,
   isAvailable,
-  mayEject,
+  mayEjectTiered,
   PASSIVE_INITIAL,
   recordOutcome,
   unEject,
@@ -85,7 +85,14 @@ export interface UpstreamRegistry {
   outcome(
     id: string,
     ok: boolean,
-    opts: { pool: readonly string[]; policy: PassivePolicy; reason: string; at?: number },
+    opts: {
+      pool: readonly string[];
+      /** The pool's backup targets (a subset of `pool`), which stand in for the primaries. */
+      backups?: ReadonlySet<string>;
+      policy: PassivePolicy;
+      reason: string;
+      at?: number;
+    },
   ): void;
   /** Latency sample in ms (response head). */
   observe(id: string, ms: number, at?: number): void;
@@ -256,11 +263,18 @@ export function createUpstreamRegistry(
       const out = recordOutcome(s.passive, ok, { now: t, policy: opts.policy });
       s.passive = out.state;
       if (!out.eject) return;
-      const available = opts.pool.filter((p) => {
+      const primary = { available: 0, total: 0 };
+      const backup = { available: 0, total: 0 };
+      for (const p of opts.pool) {
+        const tier = opts.backups?.has(p) ? backup : primary;
         const o = states.get(p);
-        return !o || isAvailable(o.active, o.passive, t);
-      }).length;
-      if (!mayEject(available, opts.pool.length, opts.policy.panicPercent)) {
+        tier.total++;
+        if (!o || isAvailable(o.active, o.passive, t)) tier.available++;
+      }
+      const available = primary.available + backup.available;
+      const isBackup = opts.backups?.has(id) ?? false;
+      const panicPercent = opts.policy.panicPercent;
+      if (!mayEjectTiered({ primary, backup }, { backup: isBackup, panicPercent })) {
         // Every failure of a target the rule keeps in would say so again: once per window.
         if (t - s.panicLoggedAt < opts.policy.windowMs) {
           s.panicQuiet++;

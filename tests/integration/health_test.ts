@@ -82,6 +82,40 @@ routes:
   assert.equal(count("Upstream back in rotation: ejection ended"), 1);
 });
 
+Deno.test("passive_health: failing primaries are ejected while a backup is up, which then serves", async () => {
+  await using a = new Backend("a").start();
+  await using b = new Backend("b").start();
+  await using spare = new Backend("spare").start();
+  const logger = recordingLogger();
+  const count = (msg: string) => logger.lines.filter((l) => l.msg === msg).length;
+  await using prox = await startProxy(
+    `
+health_check: { enabled: false }
+passive_health: { failures: 2 }
+routes:
+  "/":
+    type: load_balance
+    targets: ["${a.url}", "${b.url}", { url: "${spare.url}", backup: true }]
+`,
+    { logger },
+  );
+  const reg = prox.server.upstreams;
+  await a.kill();
+  await b.kill();
+  // The panic rule counted the backup as one of three: one primary stayed in, got every first
+  // attempt, and the retry budget let only a fifth of them reach the backup (the rest: 502).
+  await waitFor(async () => {
+    await (await fetch(`${prox.url}/p`)).body?.cancel();
+    return !reg.available(a.url) && !reg.available(b.url);
+  }, { what: "both primaries ejected" });
+  assert.equal(count("Upstream ejected"), 2);
+  for (let i = 0; i < 10; i++) {
+    const res = await fetch(`${prox.url}/p`);
+    assert.equal(res.status, 200);
+    assert.equal(await res.text(), "spare");
+  }
+});
+
 Deno.test("health survives a config reload for targets that did not change", async () => {
   await using up = new Backend("r").start();
   up.healthStatus = 500;
