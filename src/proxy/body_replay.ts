@@ -189,6 +189,46 @@ export async function readWhole(
 }
 
 /**
+ * A request body the head says nothing about (no Content-Length, no Transfer-Encoding): null once
+ * it ends without a byte, else the same bytes. The Fetch API gives every method but GET and HEAD
+ * a stream, so a bodyless DELETE, OPTIONS or POST went upstream with an empty chunked body (or
+ * `content-length: 0`), and was not retried on a stale connection. Pauses as in `readWhole`.
+ */
+export async function nullIfEmpty(
+  body: ReadableStream<Uint8Array>,
+  idleMs: number,
+): Promise<ReadableStream<Uint8Array> | null> {
+  const reader = body.getReader();
+  const watched = new WatchedRead(reader, idleMs);
+  let first: Uint8Array;
+  try {
+    for (;;) {
+      const r = await watched.read();
+      if (r.done) return null;
+      if (r.value.byteLength > 0) {
+        first = r.value;
+        break;
+      }
+    }
+  } finally {
+    watched.done();
+  }
+  let sent = false;
+  return new ReadableStream<Uint8Array>({
+    async pull(c) {
+      if (!sent) {
+        sent = true;
+        return c.enqueue(first);
+      }
+      const r = await reader.read();
+      if (r.done) c.close();
+      else c.enqueue(r.value);
+    },
+    cancel: (reason) => reader.cancel(reason),
+  });
+}
+
+/**
  * A body that streams once; it can be handed out again only if nobody has read from it yet.
  * (`locked` cannot tell: a reader that has drained or cancelled the stream releases its lock.)
  */

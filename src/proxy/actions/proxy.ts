@@ -11,7 +11,7 @@ import { BODY_BYTES } from "../../ports.ts";
 import type { CountedResponse, Protocol, UpstreamRequest } from "../../ports.ts";
 import type { PipelineDeps, RequestContext } from "../context.ts";
 import { forward } from "../forward.ts";
-import { readWhole, REPLAY_CAP } from "../body_replay.ts";
+import { nullIfEmpty, readWhole, REPLAY_CAP } from "../body_replay.ts";
 import {
   applyHeaderRules,
   placeholderValues,
@@ -125,6 +125,11 @@ export async function proxyAction(
   }
 
   const compiled = ctx.route!;
+  if (body !== null && length < 0 && te === null && ctx.info.protocol === "http/1.1") {
+    // No body by the head (RFC 9112 §6.3); looked at rather than dropped, since an HTTP/2
+    // request that carries a Host field passes for HTTP/1.1 (protocolOf).
+    body = await nullIfEmpty(body, compiled.timeouts.idle);
+  }
   const { requestHeaders, requestBody } = compiled.rules;
   const values = requestHeaders || requestBody ? placeholderValues(ctx) : undefined;
   // Header rule conditions see the request as it arrived; body rule conditions see it after the
