@@ -342,6 +342,13 @@ export async function startServer(
       await certs.follow(next.config);
       const plans = await certs.plansFor(next.config);
       const staged = await set.stage(plans);
+      // The admin listener moves before the swap too: an address it cannot bind fails the reload.
+      try {
+        admin.sync(exclusive ? next.config.admin?.listen_addr ?? null : null);
+      } catch (err) {
+        await staged.abort();
+        throw new ListenError(err instanceof Error ? err.message : String(err), "admin");
+      }
       // The swap: from here on nothing may fail the reload (the new config is serving).
       version++;
       const prev = config;
@@ -359,11 +366,6 @@ export async function startServer(
       health.update(current);
       certs.applied(config, plans);
       accessLog = accessLogFor(config);
-      try {
-        admin.sync(exclusive ? config.admin?.listen_addr ?? null : null);
-      } catch (err) {
-        logger.error("Admin listener did not follow the reload", { error: String(err) });
-      }
       // Side systems that may fail (UDP bind, Redis) log their own errors; the reload stands.
       await syncH3(config, mainTls(plans)).catch((err) =>
         logger.error("HTTP/3 did not follow the reload", { error: String(err) })

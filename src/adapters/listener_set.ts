@@ -73,6 +73,7 @@ export class ListenError extends Error {
 export function listenKey(planId: string): string[] {
   if (planId === "http_redirect") return ["http_redirect", "listen_addr"];
   if (planId === "acme_http") return ["tls", "acme", "http_listen_addr"];
+  if (planId === "admin") return ["admin", "listen_addr"];
   return ["listen_addr"];
 }
 

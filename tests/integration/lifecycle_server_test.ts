@@ -123,6 +123,35 @@ Deno.test("reload that cannot bind is rejected and the current listener keeps se
   }
 });
 
+Deno.test("reload whose admin address cannot be bound is rejected; admin stays where it was", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "prox-admin-bind-" });
+  const file = `${dir}/config.yaml`;
+  const adminAt = (addr: string) => config("127.0.0.1:0", `admin: { listen_addr: "${addr}" }\n`);
+  await Deno.writeTextFile(file, adminAt("127.0.0.1:0"));
+  const server = await startServer({ path: file }, { logger: captureLogger(), watch: false });
+  const blocker = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  try {
+    const before = server.admin!.port;
+    const taken = (blocker.addr as Deno.NetAddr).port;
+    await Deno.writeTextFile(file, adminAt(`127.0.0.1:${taken}`));
+    const result = await server.reload({ trigger: "test" });
+    // It was counted a success while the admin API kept its old port and /config showed the new.
+    assert.equal(result.ok, false);
+    assert.match(result.issues[0].message, /Cannot listen on 127\.0\.0\.1:\d+ \(admin\)/);
+    const { path, line, col } = result.issues[0];
+    assert.deepEqual({ path, line, col }, { path: "admin.listen_addr", line: 5, col: 10 });
+    assert.equal(server.snapshot().version, 1);
+    assert.equal(server.reloadStats().failure, 1);
+    assert.equal(server.admin!.port, before);
+    const res = await fetch(`http://127.0.0.1:${before}/config`);
+    assert.equal((await res.json()).admin.listen_addr, "127.0.0.1:0");
+  } finally {
+    blocker.close();
+    await server.shutdown();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("concurrent reload() calls coalesce: one runs, the rest share the next run", async () => {
   const dir = await Deno.makeTempDir({ prefix: "prox-coalesce-" });
   const file = `${dir}/config.yaml`;
