@@ -2,6 +2,8 @@
 // (in-flight accounting for load-aware policies). Web streams only.
 
 import { ProxyError } from "../domain/errors.ts";
+import { BODY_BYTES } from "../ports.ts";
+import type { CountedResponse } from "../ports.ts";
 
 /** Largest request body kept in memory so the request can be replayed on another target. */
 export const REPLAY_CAP = 64 * 1024;
@@ -294,9 +296,14 @@ export function onBodyEnd(res: Response, done: () => void): Response {
       return reader.cancel(reason);
     },
   });
-  return new Response(body, {
+  const out: CountedResponse = new Response(body, {
     status: res.status,
     statusText: res.statusText,
     headers: res.headers,
   });
+  // The upstream client's byte counter tells the access log what was delivered (bytesOut of a
+  // chunked body, `incomplete`); without it the load-aware policies logged 0 bytes.
+  const counter = (res as CountedResponse)[BODY_BYTES];
+  if (counter) out[BODY_BYTES] = counter;
+  return out;
 }

@@ -334,3 +334,43 @@ ${extra}`,
     await Deno.remove(file);
   }
 });
+
+Deno.test("least_connections, power_of_two, consistent_hash: the access log counts a chunked body's bytes", async () => {
+  // Chunked (no Content-Length): only the upstream client's counter knows the size.
+  await using up = await startUpstream(() =>
+    new Response(
+      new ReadableStream<Uint8Array>({
+        start(c) {
+          c.enqueue(new Uint8Array(1000));
+          c.enqueue(new Uint8Array(234));
+          c.close();
+        },
+      }),
+    )
+  );
+  const lines: Record<string, unknown>[] = [];
+  const logger = {
+    ...silentLogger,
+    info: (m: string, f?: Record<string, unknown>) => void (m === "access" && lines.push(f!)),
+  };
+  await using prox = await startProxy(
+    `
+health_check: { enabled: false }
+log: { access_log: json }
+routes:
+  "/lc": { type: load_balance, strategy: least_connections, targets: ["${up.url}"] }
+  "/p2c": { type: load_balance, strategy: power_of_two, targets: ["${up.url}"] }
+  "/hash": { type: load_balance, strategy: consistent_hash, targets: ["${up.url}"] }
+`,
+    { logger },
+  );
+  for (const path of ["/lc", "/p2c", "/hash"]) {
+    const res = await fetch(`${prox.url}${path}`);
+    assert.equal((await res.arrayBuffer()).byteLength, 1234);
+  }
+  await waitFor(() => lines.length === 3, { what: "three access records" });
+  assert.deepEqual(lines.map((l) => [l.path, l.bytesOut]), [["/lc", 1234], ["/p2c", 1234], [
+    "/hash",
+    1234,
+  ]]);
+});
