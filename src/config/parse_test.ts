@@ -51,6 +51,13 @@ Deno.test("parseConfig locates YAML mistakes where they are, with a fix", () => 
     "c.yaml:1:14: error: YAML syntax error: This quote is never closed: the value runs on to " +
     "the end of the file\n  fix: Close the quote at the end of the value",
   ]);
+  assert.deepEqual(
+    problems(`${HEAD}  /: { type: proxy, target: http://a\n  /b: { type: static }\n`),
+    [
+      "c.yaml:3:6: error: YAML syntax error: This { is never closed\n  fix: Close it with } (a { … } " +
+      "value may go on over the next lines only while they are indented more than its key)",
+    ],
+  );
   assert.deepEqual(problems('listen_addr:"127.0.0.1:3000"\nroutes: {}\n'), [
     "c.yaml:1:1: error: YAML syntax error: A key needs a colon and a space before its value\n" +
     "  fix: Write key: value (a space after the colon)",

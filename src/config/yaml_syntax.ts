@@ -104,6 +104,18 @@ function explain(
         quoted,
       );
     }
+    case "BAD_INDENT": {
+      const close = /end with an? ([\]}])$/.exec(err.message)?.[1];
+      const open = close ? openFlow(doc, at) : undefined;
+      if (open === undefined) return syntax(err.message, GENERIC_HINT);
+      const o = close === "]" ? "[" : "{";
+      return syntax(
+        `This ${o} is never closed`,
+        `Close it with ${close} (a ${o} … ${close} value may go on over the next lines only ` +
+          "while they are indented more than its key)",
+        open,
+      );
+    }
     case "MULTILINE_IMPLICIT_KEY": {
       const { line, col } = lc.linePos(at);
       const lines = text.split(/\r?\n/);
@@ -129,6 +141,19 @@ function explain(
     default:
       return syntax(err.message, GENERIC_HINT);
   }
+}
+
+/** The start of the innermost flow collection (`{…}`, `[…]`) open before `at`. */
+function openFlow(doc: Document, at: number): number | undefined {
+  let found: number | undefined;
+  const check = (node: { flow?: boolean; range?: [number, number, number] | null }) => {
+    const start = node.range?.[0];
+    if (node.flow && start !== undefined && start < at && (found === undefined || start > found)) {
+      found = start;
+    }
+  };
+  visit(doc, { Map: (_, n) => check(n), Seq: (_, n) => check(n) });
+  return found;
 }
 
 /** The start of the quoted scalar (value or key) that an unclosed-quote error at `end` ends. */
