@@ -66,7 +66,10 @@ export function compileRegex(source: string): RegExp | string {
       ? new RegExp(r.source, r.flags)
       : new RegExp(folded, r.flags.replace("i", ""));
   } catch (err) {
-    return `Invalid regular expression /${source}/: ${err instanceof Error ? err.message : err}`;
+    // V8 repeats "Invalid regular expression: /…/flags: " before the reason.
+    const why = String(err instanceof Error ? err.message : err)
+      .replace(/^Invalid regular expression: \/[\s\S]*\/[a-z]*: /, "");
+    return `Invalid regular expression /${source}/: ${why}`;
   }
 }
 
