@@ -249,3 +249,42 @@ Deno.test("upstream client: bytes past a Content-Length never answer the next re
     await client.close();
   }
 });
+
+Deno.test("upstream client: a connection answered before the request body went out is not reused", async () => {
+  // An upstream that answers each head at once, reading no body: a body sent after its answer to
+  // the POST was taken for a request, whose response then went to the request queued next.
+  const inner = "GET /inner HTTP/1.1\r\nhost: a\r\n\r\n";
+  await using srv = rawServer(async (c) => {
+    let pending = "";
+    const buf = new Uint8Array(65536);
+    for (;;) {
+      while (!pending.includes("\r\n\r\n")) {
+        const n = await c.read(buf);
+        if (n === null) return;
+        pending += new TextDecoder().decode(buf.subarray(0, n));
+      }
+      const end = pending.indexOf("\r\n\r\n") + 4;
+      const path = pending.slice(pending.indexOf(" ") + 1, pending.indexOf(" HTTP/"));
+      pending = pending.slice(end);
+      await write(c, `HTTP/1.1 200 OK\r\ncontent-length: ${path.length}\r\n\r\n${path}`);
+    }
+  });
+  const client = createUpstreamClient({ maxConnectionsPerUpstream: 1 });
+  try {
+    const body = new TransformStream<Uint8Array, Uint8Array>();
+    const writer = body.writable.getWriter();
+    const res = await client.send(request(`${srv.url}/upload`, {
+      method: "POST",
+      body: body.readable,
+      headers: { "content-length": String(inner.length) },
+    }));
+    assert.equal(await res.text(), "/upload");
+    const next = client.send(request(`${srv.url}/next`));
+    await waitFor(() => client.stats()[0]?.queued === 1, { what: "next request waiting" });
+    await writer.write(new TextEncoder().encode(inner));
+    await writer.close();
+    assert.equal(await (await next).text(), "/next");
+  } finally {
+    await client.close();
+  }
+});

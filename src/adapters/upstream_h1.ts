@@ -134,8 +134,10 @@ export async function exchange(
   }
   headSeen = true;
   conn.armIdle(t.idle);
-  if (!requestDone && res.close) reusable = false;
-  if (res.close) reusable = false;
+  // A response before the whole request body went out: an upstream that did not wait for the
+  // body may not read it either and take the rest for its next request, whose response would
+  // then answer whoever is sent next on this connection. Not reused (as nginx does).
+  if (res.close || !requestDone) reusable = false;
 
   if (res.framing === "none") {
     part(true);
