@@ -83,7 +83,7 @@ export async function startServer(
   let config = first.config;
   const ownLogger = opts.logger ? null : createJsonLogger({ level: config.log.level });
   const logger = opts.logger ?? ownLogger!;
-  for (const w of first.issues) logger.warn("Config warning", { issue: w.message, path: w.path });
+  for (const w of first.issues) logger.warn("Config warning", { issue: formatIssue(w) });
   const startedAt = Date.now();
   const prom = opts.metrics ? null : createPromMetrics({ version: opts.version });
   const recorder = createStatusRecorder(opts.metrics ?? prom!, { now: Date.now });

@@ -152,6 +152,34 @@ Deno.test("reload whose admin address cannot be bound is rejected; admin stays w
   }
 });
 
+Deno.test("config warnings at start-up are logged located, as on reload", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "prox-warn-" });
+  const file = `${dir}/config.yaml`;
+  await Deno.writeTextFile(
+    file,
+    config("127.0.0.1:0", "protocols: { http2_max_frame_size: 32768 }\n"),
+  );
+  const logger = captureLogger();
+  const server = await startServer({ path: file }, { logger, watch: false });
+  try {
+    await server.reload({ trigger: "test" });
+    const warnings = logger.lines.map((l) => JSON.parse(l)).filter((l) =>
+      l.msg === "Config warning"
+    );
+    assert.equal(warnings.length, 2);
+    // The start-up line had the message and key path only: no file, line, column (or fix).
+    for (const w of warnings) {
+      assert.match(
+        w.issue,
+        /config\.yaml:5:14: warning: protocols\.http2_max_frame_size: .*no effect/,
+      );
+    }
+  } finally {
+    await server.shutdown();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("concurrent reload() calls coalesce: one runs, the rest share the next run", async () => {
   const dir = await Deno.makeTempDir({ prefix: "prox-coalesce-" });
   const file = `${dir}/config.yaml`;
