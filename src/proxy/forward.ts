@@ -5,7 +5,8 @@
 //   3. on failure decide: a connect failure with nothing sent is retried for any method; a reset
 //      or timeout before the response head only for idempotent methods (RFC 9110 §9.2.2), or
 //      POST with Idempotency-Key when opted in; always within `attempts` and the retry budget,
-//      and only when the request body could be kept for replay (body_replay.ts);
+//      and only when the request body could be kept for replay (body_replay.ts); a timeout only
+//      on a target not tried yet;
 //   4. a response whose status is in `retries.on_status` goes the same way for idempotent
 //      requests while an untried target is left (else it is returned as it is).
 // Every outcome feeds passive health and the latency EWMA in the registry (state.ts).
@@ -114,7 +115,14 @@ export async function forward(
     } catch (err) {
       const e = toProxyError(err, id);
       const reason = retryReason(e, ctx.req, pool.retries);
-      const more = attempt < pool.retries.attempts && body.replayable;
+      let more = attempt < pool.retries.attempts && body.replayable;
+      if (reason && more && e.kind === "timeout") {
+        // Only to a target not tried yet: a hung target (a proxy route's only one) would make the
+        // client wait a timeout per attempt, three times the configured one by default.
+        const next = choose(pool, reg, { tried, key, random, now: deps.clock.monotonic() });
+        if (next && !tried.has(next.i)) chosen = next;
+        else more = false;
+      }
       if (!reason || !more || !reg.tryRetry(route.id, pool.retries.budgetPercent)) {
         const refused = reason && more ? reg.retryRefused(route.id) : null;
         if (refused !== null) {

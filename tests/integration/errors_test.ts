@@ -29,6 +29,30 @@ routes:
   assert.ok(performance.now() - t0 < 5_000);
 });
 
+Deno.test("a hung upstream of a proxy route costs one response_header timeout, not one per retry", async () => {
+  const release = Promise.withResolvers<void>();
+  let hits = 0;
+  await using up = await startUpstream(async () => {
+    hits++;
+    await release.promise;
+    return new Response("late");
+  });
+  // Default retries (2): each went back to the only target and waited the timeout again.
+  await using prox = await startProxy(`
+health_check: { enabled: false }
+routes:
+  "/": { type: proxy, target: "${up.url}", timeouts: { response_header: 300ms } }
+`);
+  const t0 = performance.now();
+  const res = await fetch(`${prox.url}/slow`);
+  await res.body?.cancel();
+  const ms = performance.now() - t0;
+  release.resolve();
+  assert.equal(res.status, 504);
+  assert.equal(hits, 1);
+  assert.ok(ms < 600, `${ms} ms`);
+});
+
 Deno.test("a request body over max_request_body gets 413, declared or streamed", async () => {
   let reached = 0;
   await using up = await startUpstream(async (req) => {
