@@ -43,6 +43,8 @@ export function parseConfig(text: string, file = "config.yaml"): ParseResult {
     prettyErrors: false,
     uniqueKeys: true,
     merge: true,
+    // Its notes go to the console otherwise; what matters is reported as issues.
+    logLevel: "error",
   });
   const pos = (offset: number) => {
     const p = lc.linePos(offset);
@@ -320,6 +322,7 @@ function kindOf(v: unknown): string {
   if (v === null) return "null";
   if (Array.isArray(v)) return "a list";
   if (typeof v === "object") return "a mapping";
+  if (typeof v === "number") return `number ${v}`; // .inf: JSON would say null
   return `${typeof v} ${JSON.stringify(v)}`;
 }
 

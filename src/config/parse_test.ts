@@ -104,3 +104,23 @@ Deno.test("parseConfig says what to write instead of naming schema types", () =>
     "a list: [example.com]",
   ]);
 });
+
+Deno.test("parseConfig refuses tags it cannot expand and explains an unquoted * host", () => {
+  // `token: !env ADMIN_TOKEN` loaded as the literal token "ADMIN_TOKEN".
+  const admin = 'admin: { listen_addr: "127.0.0.1:9090", token: !env ADMIN_TOKEN }\n';
+  assert.deepEqual(problems(`${admin}${HEAD}  /: { type: static, root: . }\n`), [
+    "c.yaml:1:48: error: Unknown YAML tag !env: Prox expands no tags, so the value would load " +
+    "as written\n  fix: Remove the tag and write the value itself (to fill in values from the " +
+    "environment, generate the file, e.g. prox serve -c <(envsubst < config.tpl.yaml))",
+  ]);
+  assert.deepEqual(problems(`${HEAD}  *.example.com/:\n    type: static\n    root: .\n`), [
+    "c.yaml:3:3: error: An unquoted * starts a YAML alias: *.example.com/ refers to no anchor\n" +
+    '  fix: Quote it: "*.example.com/":',
+  ]);
+  assert.deepEqual(
+    problems(`${HEAD}  /:\n    type: proxy\n    target: http://h\n    retries: .inf\n`),
+    [
+      "c.yaml:6:5: error: routes./.retries: Expected a mapping, got number Infinity",
+    ],
+  );
+});

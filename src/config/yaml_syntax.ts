@@ -14,7 +14,10 @@ export interface SyntaxProblem {
 
 const GENERIC_HINT = "Check the indentation and quoting on this line";
 
-/** The document's syntax errors and unresolved aliases, at most one per line, in file order. */
+/**
+ * The document's syntax errors, unknown tags and unresolved aliases, at most one per line, in
+ * file order.
+ */
 export function syntaxProblems(doc: Document, text: string, lc: LineCounter): SyntaxProblem[] {
   const out: SyntaxProblem[] = [];
   // A mis-indented line yields two errors at one spot; the multi-line key one explains it.
@@ -29,15 +32,33 @@ export function syntaxProblems(doc: Document, text: string, lc: LineCounter): Sy
     const message = err.message.split("\n")[0].replace(/ at line \d+, column \d+:?$/, "");
     out.push(explain(doc, text, lc, { code: err.code, pos: err.pos, message }));
   }
-  if (out.length === 0) {
+  for (const w of doc.warnings) {
+    // `!env X`, `!secret x`, `!Ref x` from other tools: the value would load as the bare text.
+    if (w.code !== "TAG_RESOLVE_FAILED") continue;
+    const tag = /Unresolved tag: (\S+)/.exec(w.message)?.[1] ?? "";
+    out.push({
+      offset: w.pos[0],
+      message: `Unknown YAML tag ${tag}: Prox expands no tags, so the value would load as written`,
+      hint: "Remove the tag and write the value itself (to fill in values from the environment, " +
+        "generate the file, e.g. prox serve -c <(envsubst < config.tpl.yaml))",
+    });
+  }
+  {
     visit(doc, {
       Alias(_, node) {
         if (node.resolve(doc) !== undefined || !node.range) return;
+        const name = node.source;
+        // `*.example.com/api:` unquoted: YAML reads an alias, not a wildcard host.
+        const looksLiteral = /^[.\/]|[\/:]/.test(name);
         out.push({
           offset: node.range[0],
-          message: `Unknown anchor "${node.source}" in alias *${node.source}`,
-          hint: `Mark the value to reuse with &${node.source} above this line ` +
-            "(an anchor must come before its aliases)",
+          message: looksLiteral
+            ? `An unquoted * starts a YAML alias: *${name.replace(/:$/, "")} refers to no anchor`
+            : `Unknown anchor "${name}" in alias *${name}`,
+          hint: looksLiteral
+            ? `Quote it: "*${name.replace(/:$/, "")}"${name.endsWith(":") ? ":" : ""}`
+            : `Mark the value to reuse with &${name} above this line ` +
+              "(an anchor must come before its aliases)",
         });
       },
       Pair(_, pair) {
@@ -57,6 +78,9 @@ export function syntaxProblems(doc: Document, text: string, lc: LineCounter): Sy
       },
     });
   }
+  // After `*.example.com/:` read as an alias, the lines below it only fail in its wake.
+  const literal = out.find((p) => p.message.startsWith("An unquoted *"));
+  if (literal) return [literal, ...out.filter((p) => p.offset < literal.offset)];
   const seen = new Set<number>();
   return out.filter((p) => {
     const line = lc.linePos(p.offset).line;
