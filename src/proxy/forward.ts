@@ -194,6 +194,8 @@ async function sendOnce(
     const end = deps.clock.monotonic();
     const ms = end - t0;
     ctx.upstreamMs = ms;
+    // No status from this attempt (a status retry's earlier answer is not the one that failed).
+    ctx.upstreamStatus = null;
     const e = timedOut
       ? new ProxyError(
         "timeout",

@@ -374,3 +374,40 @@ routes:
     1234,
   ]]);
 });
+
+Deno.test("the access log names the last attempt's upstream status, not one a retry replaced", async () => {
+  await using busy = await startUpstream(() => new Response("busy", { status: 503 }));
+  const dead = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const deadUrl = `http://127.0.0.1:${(dead.addr as Deno.NetAddr).port}`;
+  dead.close();
+  const lines: Record<string, unknown>[] = [];
+  const logger = {
+    ...silentLogger,
+    info: (m: string, f?: Record<string, unknown>) => void (m === "access" && lines.push(f!)),
+  };
+  await using prox = await startProxy(
+    `
+health_check: { enabled: false }
+log: { access_log: json }
+routes:
+  "/":
+    type: load_balance
+    strategy: first
+    targets: ["${busy.url}", "${deadUrl}"]
+    retries: { attempts: 1, on_status: [503] }
+`,
+    { logger },
+  );
+  // 503 from the first target, retried on the second, which refuses the connection: 502.
+  const res = await fetch(`${prox.url}/x`);
+  await res.body?.cancel();
+  assert.equal(res.status, 502);
+  await waitFor(() => lines.length === 1, { what: "the access record" });
+  const { status, upstream, upstreamStatus, retries } = lines[0];
+  assert.deepEqual({ status, upstream, upstreamStatus, retries }, {
+    status: 502,
+    upstream: deadUrl,
+    upstreamStatus: null,
+    retries: 1,
+  });
+});
