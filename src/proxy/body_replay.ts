@@ -194,40 +194,52 @@ export async function readWhole(
  * A request body the head says nothing about (no Content-Length, no Transfer-Encoding): null once
  * it ends without a byte, else the same bytes. The Fetch API gives every method but GET and HEAD
  * a stream, so a bodyless DELETE, OPTIONS or POST went upstream with an empty chunked body (or
- * `content-length: 0`), and was not retried on a stale connection. Pauses as in `readWhole`.
+ * `content-length: 0`), and was not retried on a stale connection. `known`: the head says there
+ * is none (HTTP/1.1, RFC 9112 §6.3), so it is waited for (pauses as in `readWhole`); otherwise
+ * (HTTP/2, where only END_STREAM tells) only what has already arrived is looked at.
  */
 export async function nullIfEmpty(
   body: ReadableStream<Uint8Array>,
-  idleMs: number,
+  o: { idleMs: number; known: boolean },
 ): Promise<ReadableStream<Uint8Array> | null> {
   const reader = body.getReader();
-  const watched = new WatchedRead(reader, idleMs);
-  let first: Uint8Array;
+  const watched = new WatchedRead(reader, o.idleMs);
+  let first: Promise<ReadableStreamReadResult<Uint8Array>>;
   try {
     for (;;) {
-      const r = await watched.read();
+      const read = watched.read();
+      const r = o.known ? await read : await settledNow(read);
+      if (r === undefined) {
+        first = read; // still coming: it streams as it is
+        break;
+      }
       if (r.done) return null;
       if (r.value.byteLength > 0) {
-        first = r.value;
+        first = read;
         break;
       }
     }
   } finally {
     watched.done();
   }
-  let sent = false;
+  first.catch(() => {}); // taken by the first pull, if the body is ever read
+  let pulled = false;
   return new ReadableStream<Uint8Array>({
     async pull(c) {
-      if (!sent) {
-        sent = true;
-        return c.enqueue(first);
-      }
-      const r = await reader.read();
+      const r = pulled ? await reader.read() : await first;
+      pulled = true;
       if (r.done) c.close();
       else c.enqueue(r.value);
     },
     cancel: (reason) => reader.cancel(reason),
   });
+}
+
+/** `p`'s value if it settles within this turn of the event loop, else undefined. */
+function settledNow<T>(p: Promise<T>): Promise<T | undefined> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const turn = new Promise<undefined>((r) => timer = setTimeout(() => r(undefined), 0));
+  return Promise.race([p, turn]).finally(() => clearTimeout(timer));
 }
 
 /**

@@ -1,7 +1,7 @@
 // Client requests at the edges of HTTP/1.1 framing (RFC 9112 §3, §6), sent on raw sockets: what
 // a raw upstream receives must match what the request head says, whatever the client sent.
 import assert from "node:assert/strict";
-import { waitFor } from "../_harness.ts";
+import { interopTest, run, waitFor } from "../_harness.ts";
 import { rawServer } from "../_upstream_peers.ts";
 import { memoryLogger } from "./_acme.ts";
 import { startProxy } from "./_proxy.ts";
@@ -114,6 +114,37 @@ routes:
   const res = await raw(prox.port, text, /(HTTP\/1\.1 200 [^]*){6}\/b$/);
   assert.equal(res.match(/HTTP\/1\.1 200 /g)?.length, 6, res);
   assert.equal(up.seen.length, 6);
+  for (const seen of up.seen) {
+    assert.doesNotMatch(seen, /transfer-encoding|content-length/i, seen);
+    assert.ok(seen.endsWith("\r\n\r\n"), seen);
+  }
+});
+
+interopTest("an HTTP/2 request that ends with its head goes upstream without a body", [
+  "curl",
+], async () => {
+  const up = recordingUpstream();
+  await using _up = up.server;
+  await using prox = await startProxy(`
+health_check: { enabled: false }
+routes:
+  "/": { type: proxy, target: "${up.server.url}", retries: { attempts: 0 } }
+`);
+  // END_STREAM on HEADERS: Deno still gives the request an (empty) body stream.
+  for (const method of ["DELETE", "OPTIONS", "POST"]) {
+    const out = await run("curl", [
+      "-sS",
+      "--http2-prior-knowledge",
+      "-X",
+      method,
+      "-w",
+      "\n%{http_version} %{http_code}",
+      `${prox.url}/h2`,
+    ]);
+    assert.equal(out.code, 0, out.stderr);
+    assert.match(out.stdout, /\n2 200$/, method);
+  }
+  assert.equal(up.seen.length, 3);
   for (const seen of up.seen) {
     assert.doesNotMatch(seen, /transfer-encoding|content-length/i, seen);
     assert.ok(seen.endsWith("\r\n\r\n"), seen);

@@ -125,10 +125,11 @@ export async function proxyAction(
   }
 
   const compiled = ctx.route!;
-  if (body !== null && length < 0 && te === null && ctx.info.protocol === "http/1.1") {
-    // No body by the head (RFC 9112 §6.3); looked at rather than dropped, since an HTTP/2
-    // request that carries a Host field passes for HTTP/1.1 (protocolOf).
-    body = await nullIfEmpty(body, compiled.timeouts.idle);
+  if (body !== null && length < 0 && te === null) {
+    // Looked at rather than dropped even when the head says there is none: an HTTP/2 request
+    // that carries a Host field passes for HTTP/1.1 (protocolOf).
+    const known = ctx.info.protocol === "http/1.1";
+    body = await nullIfEmpty(body, { idleMs: compiled.timeouts.idle, known });
   }
   const { requestHeaders, requestBody } = compiled.rules;
   const values = requestHeaders || requestBody ? placeholderValues(ctx) : undefined;
