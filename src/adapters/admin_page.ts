@@ -45,7 +45,8 @@ function render(s) {
   const lr = s.config.lastReload;
   const rel = document.getElementById("reload"); rel.replaceChildren();
   if (lr) { rel.append($("span", "Last reload: " + (lr.ok ? "ok" : "rejected") + " " + ago(lr.at), lr.ok ? "up" : "down"));
-    for (const e of lr.errors) rel.append($("div", e, "bad")); } else rel.append($("span", "No reload since start", "meta"));
+    for (const e of lr.errors) rel.append($("div", e, "bad"));
+    for (const w of lr.warnings ?? []) rel.append($("div", "warning: " + w, "meta")); } else rel.append($("span", "No reload since start", "meta"));
   table("routes", ["Route", "Type", "Hosts", "Targets", "Rate limit"], s.routes.map((r) =>
     [$("code", r.id), r.type, r.hosts.join(", "), r.targets.join(", "), r.rateLimit ?? ""]));
   table("upstreams", ["Upstream", "Health", "Since", "Reason", "In flight", "Latency", "Routes"], s.upstreams.map((u) =>

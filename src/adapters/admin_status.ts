@@ -51,7 +51,13 @@ export interface StatusJson {
   draining: boolean;
   config: {
     version: number;
-    lastReload: { ok: boolean; at: number; version: number; errors: string[] } | null;
+    lastReload: {
+      ok: boolean;
+      at: number;
+      version: number;
+      errors: string[];
+      warnings: string[];
+    } | null;
   };
   listeners: { name: string; addr: string; tls: boolean }[];
   routes: RouteStatus[];
@@ -210,7 +216,14 @@ export function buildStatus(
     config: {
       version: snapshot.version,
       lastReload: r
-        ? { ok: r.ok, at: r.at, version: r.version, errors: r.issues.map(issueText) }
+        ? {
+          ok: r.ok,
+          at: r.at,
+          version: r.version,
+          // A successful reload's warnings are no errors (they were listed as such).
+          errors: r.issues.filter((i) => !isWarning(i)).map(issueText),
+          warnings: r.issues.filter(isWarning).map(issueText),
+        }
         : null,
     },
     listeners: opts.listeners,
@@ -219,6 +232,10 @@ export function buildStatus(
     limiterKeys: opts.limiterKeys ?? {},
     certificates,
   };
+}
+
+function isWarning(i: unknown): boolean {
+  return (i as { severity?: string } | null)?.severity === "warning";
 }
 
 function issueText(i: unknown): string {

@@ -63,13 +63,18 @@ Deno.test("buildStatus lists routes with hosts and targets, upstreams with their
       ok: false,
       at: 5,
       version: 7,
-      issues: [{ file: "t.yaml", line: 3, col: 5, path: "routes", message: "bad" }],
+      issues: [
+        { file: "t.yaml", line: 3, col: 5, path: "routes", message: "bad" },
+        { severity: "warning", file: "t.yaml", line: 4, col: 1, path: "x", message: "meh" },
+      ],
     },
     listeners: [],
     limiterKeys: { "/api": 4 },
   });
   assert.equal(s.config.version, 7);
   assert.deepEqual(s.config.lastReload?.errors, ["t.yaml:3:5: routes: bad"]);
+  // A warning is not listed among the errors (the dashboard showed it in red).
+  assert.deepEqual(s.config.lastReload?.warnings, ["t.yaml:4:1: x: meh"]);
   const host = s.routes.find((r) => r.id === "example.com/")!;
   assert.deepEqual(host.hosts, ["example.com"]);
   assert.equal(host.prefix, "/");
