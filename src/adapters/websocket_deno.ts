@@ -272,11 +272,9 @@ function relay(
     });
     if (!upstreamDone) {
       upstreamDone = true;
-      if (code === 1005) up.close(1000, "");
-      else {
-        const u = upstreamClose(code, e.reason);
-        up.close(u.code, u.reason);
-      }
+      // The client's last messages go before its close.
+      const u = code === 1005 ? { code: 1000, reason: "" } : upstreamClose(code, e.reason);
+      up.close(u.code, u.reason, { flush: true });
     }
   };
 }

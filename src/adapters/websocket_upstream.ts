@@ -31,8 +31,15 @@ export interface UpstreamSocket {
   send(data: WsData): void;
   /** Bytes given to send() and not yet written to the socket. */
   buffered(): number;
-  close(code: number, reason: string): void;
+  /**
+   * Sends the close frame; with `flush`, only once the messages given to send() are written
+   * (waiting at most FLUSH_MS), so that a client's last messages before its close arrive.
+   */
+  close(code: number, reason: string, opts?: { flush?: boolean }): void;
 }
+
+/** How long a flushing close waits for earlier messages to be written upstream. */
+export const FLUSH_MS = 5_000;
 
 /** The upstream refused the handshake with this HTTP status (not 101). */
 export interface Refusal {
@@ -155,6 +162,9 @@ async function openStream(t: WebSocketProxyRequest): Promise<UpstreamSocket | Re
   }
   const writer = conn.writable.getWriter();
   let pending = 0;
+  /** Settles once every write so far has (WritableStream writes run one at a time). */
+  let written: Promise<unknown> = Promise.resolve();
+  let closing = false;
   return {
     protocol: conn.protocol,
     pausable: true,
@@ -177,15 +187,27 @@ async function openStream(t: WebSocketProxyRequest): Promise<UpstreamSocket | Re
     send(data) {
       const n = byteLength(data);
       pending += n;
-      writer.write(data).then(() => pending -= n, () => pending -= n);
+      written = writer.write(data).then(() => pending -= n, () => pending -= n);
     },
     buffered: () => pending,
-    close(code, reason) {
-      try {
-        wss.close({ closeCode: code, reason } as WebSocketCloseInfo);
-      } catch {
-        // already closing
-      }
+    close(code, reason, opts) {
+      if (closing) return;
+      closing = true;
+      const now = () => {
+        try {
+          wss.close({ closeCode: code, reason } as WebSocketCloseInfo);
+        } catch {
+          // already closing
+        }
+      };
+      // The close frame goes out at once, past the writes still queued in the stream, which
+      // then fail: a client's burst followed by its close lost its tail.
+      if (!opts?.flush || pending === 0) return now();
+      const timer = setTimeout(now, FLUSH_MS);
+      written.then(() => {
+        clearTimeout(timer);
+        now();
+      });
     },
   };
 }

@@ -107,6 +107,26 @@ Deno.test("websocket close codes and reasons propagate both ways", async () => {
   assert.deepEqual(lost, { code: 1000, reason: "Client connection lost (1006)" });
 });
 
+Deno.test("a client's burst of messages followed by its close all reach the upstream before the close", async () => {
+  const received: number[] = [];
+  let upstreamClose: { code: number; reason: string } | null = null;
+  await using up = await wsUpstream((ws) => {
+    ws.on("message", (m) => received.push(Number(m.toString().slice(1000))));
+    ws.on("close", (code, reason) => upstreamClose = { code, reason: reason.toString() });
+  });
+  await using prox = await startWsProxy(wsRoute(up.url));
+  const ws = await connect(`${prox.ws}/`);
+  // The close frame overtook the writes still queued towards the upstream: about half were lost.
+  const n = 2000;
+  for (let i = 0; i < n; i++) ws.send("x".repeat(1000) + i);
+  ws.close(1000, "bye");
+  await closed(ws);
+  await waitFor(() => upstreamClose);
+  assert.equal(received.length, n);
+  assert.deepEqual(received.slice(-3), [n - 3, n - 2, n - 1]);
+  assert.deepEqual(upstreamClose, { code: 1000, reason: "bye" });
+});
+
 Deno.test("a client that never answers pings is closed once, by Prox", async () => {
   await using up = await wsUpstream();
   const logger = recordingLogger();
