@@ -124,3 +124,15 @@ Deno.test("parseConfig refuses tags it cannot expand and explains an unquoted * 
     ],
   );
 });
+
+Deno.test("parseConfig suggests the one value a longer or shorter spelling stands for", () => {
+  const text = `log: { level: warning }\n${HEAD}  /:\n    type: load_balance\n` +
+    "    targets: [http://a]\n    strategy: least_conn\n";
+  assert.deepEqual(problems(text), [
+    'c.yaml:1:8: error: log.level: Invalid value: expected one of "debug", "info", "warn", ' +
+    '"error"\n  fix: Did you mean "warn"?',
+    'c.yaml:7:5: error: routes./.strategy: Invalid value: expected one of "round_robin", ' +
+    '"random", "weighted_round_robin", "least_connections", "power_of_two", "consistent_hash", ' +
+    '"first"\n  fix: Did you mean "least_connections"?',
+  ]);
+});

@@ -28,5 +28,11 @@ export function suggest(input: string, candidates: readonly string[]): string | 
     }
   }
   const reach = Math.max(2, Math.floor(input.length / 3));
-  return bestD <= reach ? best : undefined;
+  if (bestD <= reach) return best;
+  // A longer or shorter spelling of one candidate: "warning" for warn, "least_conn".
+  const stem = candidates.filter((c) => {
+    const l = c.toLowerCase();
+    return Math.min(l.length, lower.length) >= 3 && (l.startsWith(lower) || lower.startsWith(l));
+  });
+  return stem.length === 1 ? stem[0] : undefined;
 }
