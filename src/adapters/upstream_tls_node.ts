@@ -2,6 +2,7 @@
 // self-signed certificates). Deno.connectTls cannot skip verification, node:tls can; this adapts
 // a node:tls socket to the byte Transport the HTTP/1.1 client reads and writes.
 
+import { isIP } from "node:net";
 import { connect } from "node:tls";
 import type { TLSSocket } from "node:tls";
 import type { Transport } from "./upstream_h1_conn.ts";
@@ -12,11 +13,13 @@ const HIGH_WATER = 256 * 1024;
 export function connectInsecureTls(
   o: { hostname: string; port: number; serverName?: string; alpn: string[]; signal: AbortSignal },
 ): Promise<{ transport: Transport; alpn: string | null }> {
+  const name = o.serverName ?? o.hostname;
   return new Promise((resolve, reject) => {
     const sock: TLSSocket = connect({
       host: o.hostname,
       port: o.port,
-      servername: o.serverName ?? (/^[\d.:]+$/.test(o.hostname) ? undefined : o.hostname),
+      // No SNI for an IP (RFC 6066 §3): node:tls refuses one ("fd00::2" has letters in it).
+      servername: isIP(name) ? undefined : name,
       rejectUnauthorized: false,
       ALPNProtocols: o.alpn,
     });

@@ -101,6 +101,29 @@ Deno.test("upstream client over TLS: unknown CA is a connect error; skip-verify 
   }
 });
 
+Deno.test("upstream client over TLS: skip-verify to an IPv6 literal with letters sends no SNI", async () => {
+  // node:tls refuses an IP as the server name; "::ffff:7f00:1" was taken for a name.
+  await using up = await startUpstream(() => new Response("secure"), {
+    cert,
+    key,
+    hostname: "::",
+  });
+  const client = createUpstreamClient({ http2: false });
+  try {
+    for (const host of ["[::ffff:127.0.0.1]", "[::1]"]) {
+      const url = `https://${host}:${up.port}/`;
+      const res = await client.send(request(url, { insecureSkipVerify: true }));
+      assert.equal(await res.text(), "secure", url);
+      const ip = await client.send(
+        request(url, { insecureSkipVerify: true, serverName: "::ffff:7f00:1" }),
+      );
+      assert.equal(await ip.text(), "secure", `${url} with an IP server_name`);
+    }
+  } finally {
+    await client.close();
+  }
+});
+
 Deno.test("upstream client over TLS: an h2 response body that stalls ends at the idle timeout", async () => {
   await using up = await startUpstream(() =>
     new Response(
