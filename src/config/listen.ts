@@ -31,6 +31,12 @@ export function parseListenAddr(text: string): ListenAddr | string {
         ? `Invalid listen address "${text}": put IPv6 addresses in brackets, e.g. [::]:443`
         : fail;
     }
+    // The system's address parser reads a leading zero as octal: 127.0.0.010 would bind 127.0.0.8.
+    if (parts.some((p) => /^0\d/.test(p))) {
+      const plain = parts.map(Number).join(".");
+      return `Invalid listen address "${text}": a leading zero makes the system read the number ` +
+        `as octal; write ${plain}:${text.slice(colon + 1)}`;
+    }
   }
   if (!/^\d{1,5}$/.test(portText) || Number(portText) > 65535) {
     return `Invalid port in listen address "${text}": use a number from 0 to 65535`;
