@@ -229,7 +229,21 @@ export async function startServer(
     if (current.altSvc !== altSvc) current = Object.freeze({ ...current, altSvc });
   };
   const firstPlans = await certs.plansFor(config);
-  (await set.stage(firstPlans)).commit();
+  /** A bind failure named at its key, as a reload names it (`config.yaml:1:1: listen_addr: …`). */
+  const located = (err: unknown, planId?: string) => {
+    const id = err instanceof ListenError ? err.planId : planId;
+    if (!id || !configPath || !first.locate || !(err instanceof Error)) return err;
+    const key = listenKey(id);
+    const { line, col } = first.locate(key);
+    const at = `${configPath}:${line}:${col}`;
+    return new ListenError(`${at}: ${key.join(".")}: ${err.message}`, id);
+  };
+  try {
+    (await set.stage(firstPlans)).commit();
+  } catch (err) {
+    await certs.close();
+    throw located(err);
+  }
   certs.applied(config, firstPlans);
   await syncH3(config, mainTls(firstPlans));
   const limiterKeys = () => keysPerRoute(rateLimits, current.router.entries.map((e) => e.value));
@@ -265,7 +279,7 @@ export async function startServer(
   } catch (err) {
     // A held admin port fails the start: nothing may stay bound or running behind it.
     await Promise.all([set.shutdown(1_000), h3.shutdown(1_000), certs.close()]);
-    throw err;
+    throw located(err, "admin");
   }
   started = true;
   // Only once listening: a start-up that fails leaves no prober behind.

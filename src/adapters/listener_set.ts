@@ -57,6 +57,9 @@ export function listenerPlans(
  * bind it (Linux refuses it to other users than root unless the binary has the capability).
  */
 export function bindHint(err: unknown, port: number): string {
+  if (err instanceof Deno.errors.AddrInUse) {
+    return ` (another program listens there: stop it or choose another port; \`ss -ltnp 'sport = :${port}'\` names it)`;
+  }
   return err instanceof Deno.errors.PermissionDenied && port > 0 && port < 1024
     ? " (ports below 1024 need root or the CAP_NET_BIND_SERVICE capability, e.g. `sudo setcap cap_net_bind_service=+ep prox`; or use a port from 1024 up)"
     : "";

@@ -101,6 +101,22 @@ Deno.test("prox serve --workers 2 with port 0: exit 1, the issue located at list
   }
 });
 
+Deno.test("prox serve on a port another program holds: exit 1, located at the key, with the fix", async () => {
+  using held = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const dir = await tempDir({ "held.yaml": `# held\n${VALID(held.addr.port)}` });
+  try {
+    const r = await prox(["serve", "-c", `${dir}/held.yaml`]);
+    assert.equal(r.code, 1);
+    // It said "Cannot start: Cannot listen on …: Address already in use (os error 98)" only.
+    assert.match(
+      r.stderr,
+      /held\.yaml:2:1: listen_addr: Cannot listen on 127\.0\.0\.1:\d+: Address already in use.*another program listens there: stop it or choose another port/,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("prox validate: 0 when valid, 1 with file:line:col when not, 1 when missing", async () => {
   const dir = await tempDir({
     "ok.yaml": VALID(8080),
