@@ -27,6 +27,10 @@ import { timerDelay } from "../config/duration.ts";
 /** Safe to repeat (RFC 9110 §9.2.2). */
 const IDEMPOTENT = new Set(["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"]);
 
+/** Per-try timeouts (`retries.per_try_timeout`), which may be retried on the same target. */
+const PER_TRY = new WeakSet<ProxyError>();
+const perTryTimeout = (e: ProxyError) => (PER_TRY.add(e), e);
+
 /** Error kinds that count against a target's passive health. */
 const TARGET_FAULTS = new Set(["connect", "timeout", "upstream_reset", "protocol"]);
 
@@ -116,9 +120,10 @@ export async function forward(
       const e = toProxyError(err, id);
       const reason = retryReason(e, ctx.req, pool.retries);
       let more = attempt < pool.retries.attempts && body.replayable;
-      if (reason && more && e.kind === "timeout") {
+      if (reason && more && e.kind === "timeout" && !PER_TRY.has(e)) {
         // Only to a target not tried yet: a hung target (a proxy route's only one) would make the
-        // client wait a timeout per attempt, three times the configured one by default.
+        // client wait a timeout per attempt, three times the configured one by default. A
+        // per-try timeout is what the route asked to retry on, the same target included.
         const next = choose(pool, reg, { tried, key, random, now: deps.clock.monotonic() });
         if (next && !tried.has(next.i)) chosen = next;
         else more = false;
@@ -197,13 +202,15 @@ async function sendOnce(
     // No status from this attempt (a status retry's earlier answer is not the one that failed).
     ctx.upstreamStatus = null;
     const e = timedOut
-      ? new ProxyError(
-        "timeout",
-        `Upstream "${req.origin.origin}" sent no response within ${perTry} ms`,
-        {
-          source: id,
-          cause: err,
-        },
+      ? perTryTimeout(
+        new ProxyError(
+          "timeout",
+          `Upstream "${req.origin.origin}" sent no response within ${perTry} ms`,
+          {
+            source: id,
+            cause: err,
+          },
+        ),
       )
       : toProxyError(err, id);
     // Shed by Prox's own pool (upstream_pool), the request never reached the target.

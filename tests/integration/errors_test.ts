@@ -53,6 +53,24 @@ routes:
   assert.ok(ms < 600, `${ms} ms`);
 });
 
+Deno.test("retries.per_try_timeout still retries a proxy route's one target", async () => {
+  const release = Promise.withResolvers<void>();
+  let hits = 0;
+  await using up = await startUpstream(async () => {
+    if (++hits === 1) await release.promise;
+    return new Response(`answer ${hits}`);
+  });
+  await using prox = await startProxy(`
+health_check: { enabled: false }
+routes:
+  "/": { type: proxy, target: "${up.url}", retries: { attempts: 1, per_try_timeout: 200ms } }
+`);
+  const res = await fetch(`${prox.url}/slow`);
+  release.resolve();
+  assert.equal(res.status, 200);
+  assert.equal(await res.text(), "answer 2");
+});
+
 Deno.test("a request body over max_request_body gets 413, declared or streamed", async () => {
   let reached = 0;
   await using up = await startUpstream(async (req) => {
