@@ -40,7 +40,12 @@ import { configuredTargets, unwatchedTargets } from "./proxy/pool.ts";
 import { startHealthChecks } from "./adapters/health_check.ts";
 import { followH3 } from "./adapters/h3_follow.ts";
 import { ALT_SVC_MAX_AGE, altSvcValue } from "./adapters/h3/mod.ts";
-import { denoEnv, loadSource, readReferencedFiles } from "./adapters/config_source.ts";
+import {
+  configReadError,
+  denoEnv,
+  loadSource,
+  readReferencedFiles,
+} from "./adapters/config_source.ts";
 import type { ConfigSource } from "./adapters/config_source.ts";
 import { withWorkerHeader } from "./adapters/worker_link.ts";
 import { keepConfigCopy, readConfigCopy } from "./adapters/config_copy.ts";
@@ -337,7 +342,9 @@ export async function startServer(
       return { ok: false, version, issues: [{ ...issueAt(file), message }], at, trigger };
     }
     try {
-      const next = await loadSource(source);
+      const next = await loadSource(source).catch((err) => {
+        throw configReadError(file, err);
+      });
       locate = next.locate;
       if (!next.config) {
         logger.error("Reload rejected; the current config keeps serving", {

@@ -117,6 +117,20 @@ export async function loadSource(
   return { ...loadConfigText(text, { file: source.path, env: denoEnv }), text };
 }
 
+/** A failed read of the config file said as `prox validate` says it (not the raw os error). */
+export function configReadError(file: string, err: unknown): Error {
+  const why = err instanceof Deno.errors.NotFound
+    ? "file not found"
+    : err instanceof Deno.errors.IsADirectory
+    ? "it is a directory"
+    : err instanceof Deno.errors.PermissionDenied
+    ? "permission denied"
+    : null;
+  return why === null || !(err instanceof Error)
+    ? (err instanceof Error ? err : new Error(String(err)))
+    : new Error(`Cannot read config "${file}": ${why}`, { cause: err });
+}
+
 /** Where the first byte that is not UTF-8 sits, as an issue. */
 function notUtf8(file: string, bytes: Uint8Array): ConfigIssue {
   const lossy = new TextDecoder().decode(bytes);

@@ -180,6 +180,27 @@ Deno.test("config warnings at start-up are logged located, as on reload", async 
   }
 });
 
+Deno.test("reload of a deleted config says so plainly and keeps serving", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "prox-gone-" });
+  const file = `${dir}/config.yaml`;
+  await Deno.writeTextFile(file, config("127.0.0.1:0"));
+  const server = await startServer({ path: file }, { logger: captureLogger(), watch: false });
+  try {
+    await Deno.remove(file);
+    const result = await server.reload({ trigger: "test" });
+    assert.equal(result.ok, false);
+    // It was "Cannot reload: No such file or directory (os error 2): readfile '…'".
+    assert.equal(
+      result.issues[0].message,
+      `Cannot reload: Cannot read config "${file}": file not found`,
+    );
+    assert.equal(await answers(`http://127.0.0.1:${server.port}/`), 307);
+  } finally {
+    await server.shutdown();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("concurrent reload() calls coalesce: one runs, the rest share the next run", async () => {
   const dir = await Deno.makeTempDir({ prefix: "prox-coalesce-" });
   const file = `${dir}/config.yaml`;
