@@ -133,6 +133,12 @@ export async function exchange(
     throw staleOr(conn, err, { nothingRead: conn.end === 0 && body === null });
   }
   headSeen = true;
+  // The response ends the exchange for the upstream: a request body still coming (it answered
+  // early) is not sent on, so a client that keeps its upload open cannot hold the connection.
+  const responded = (ok: boolean) => {
+    if (!requestDone) conn.fail(null);
+    part(ok);
+  };
   conn.armIdle(t.idle);
   // A response before the whole request body went out: an upstream that did not wait for the
   // body may not read it either and take the rest for its next request, whose response would
@@ -140,7 +146,7 @@ export async function exchange(
   if (res.close || !requestDone) reusable = false;
 
   if (res.framing === "none") {
-    part(true);
+    responded(true);
     // A null body makes Deno.serve send "content-length: 0", which for HEAD would claim an empty
     // GET body (RFC 9110 §9.3.2): without an upstream length, an empty stream sends no length.
     const headNoLength = req.method === "HEAD" && res.contentLength < 0 &&
@@ -150,7 +156,7 @@ export async function exchange(
   if (res.status === 205) {
     // A 205 has no content (RFC 9110 §15.3.6) and the Fetch API refuses one: an empty body is
     // consumed, anything else means the connection is not reused.
-    part(res.framing === "length" && res.contentLength === 0);
+    responded(res.framing === "length" && res.contentLength === 0);
     return respond(res, null);
   }
   if (res.framing === "length" && res.contentLength <= limits.bufferLimit) {
@@ -159,14 +165,18 @@ export async function exchange(
       bytes = await readWhole(conn, res.contentLength);
     } catch (err) {
       conn.fail(null);
-      part(false);
+      responded(false);
       throw err instanceof ProxyError ? err : ioErrorMid(source, err);
     }
-    part(true);
+    responded(true);
     return respond(res, bytes);
   }
   const counter: BodyCounter = { bytes: 0, ended: false };
-  const stream = bodyStream(conn, res, { part, counter, oneChunkLimit: limits.oneChunkLimit });
+  const stream = bodyStream(conn, res, {
+    part: responded,
+    counter,
+    oneChunkLimit: limits.oneChunkLimit,
+  });
   let out: CountedResponse;
   try {
     out = respond(res, stream);

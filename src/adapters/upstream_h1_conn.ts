@@ -67,6 +67,8 @@ export class H1Connection {
   waitingOnClient = false;
   /** The response body waits for the client to take the last chunk: an idle timeout is its too. */
   waitingOnReader = false;
+  /** Set while a request body is read from the client: stops that read when the connection ends. */
+  stopUpload: (() => void) | null = null;
   #failure: ProxyError | null = null;
   #wbuf: Uint8Array | null = null;
   #pending: Promise<number | null> | null = null;
@@ -99,6 +101,7 @@ export class H1Connection {
     } catch {
       // already closed
     }
+    this.stopUpload?.();
   }
 
   /**

@@ -48,6 +48,7 @@ export async function pumpBody(
 ): Promise<void> {
   const reader = body.getReader();
   let sent = 0;
+  conn.stopUpload = () => reader.cancel().catch(() => {});
   try {
     for (;;) {
       let r: ReadableStreamReadResult<Uint8Array>;
@@ -56,6 +57,10 @@ export async function pumpBody(
         r = await readClientChunk(reader);
       } finally {
         conn.waitingOnClient = false;
+      }
+      if (conn.dead) {
+        throw conn.failure ??
+          new ProxyError("upstream_reset", `Upstream "${conn.source}" connection closed`);
       }
       if (r.done) break;
       const chunk = r.value;
@@ -85,6 +90,7 @@ export async function pumpBody(
     reader.cancel(err).catch(() => {});
     throw err;
   } finally {
+    conn.stopUpload = null;
     reader.releaseLock();
   }
 }
