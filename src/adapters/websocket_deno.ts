@@ -141,9 +141,14 @@ function relay(
   const count = { fromClient: 0, fromUpstream: 0 };
   let closedBy: "client" | "upstream" | "prox" | null = null;
 
+  /** The close Prox sent the client (logged: the client's answer may differ, or be cut off). */
+  let sent: { code: number; reason: string } | null = null;
   const closeClient = (code: number, reason: string) => {
     if (client.readyState === CONNECTING) pendingClose ??= { code, reason };
-    else if (client.readyState === OPEN) client.close(code, clip(reason));
+    else if (client.readyState === OPEN) {
+      sent ??= { code, reason: clip(reason) };
+      client.close(code, sent.reason);
+    }
   };
   const closeUpstream = (code: number, reason: string) => {
     if (upstreamDone) return;
@@ -205,10 +210,7 @@ function relay(
     clearTimeout(handshake);
     env.metrics.connectionOpened("websocket");
     if (env.closing) return shut(env.closing.code, env.closing.reason);
-    if (pendingClose) {
-      client.close(pendingClose.code, clip(pendingClose.reason));
-      return;
-    }
+    if (pendingClose) return closeClient(pendingClose.code, pendingClose.reason);
     up.start({
       async message(data) {
         if (done || client.readyState !== OPEN) return;
@@ -260,11 +262,14 @@ function relay(
     live.delete(entry);
     t.onEnd?.();
     if (opened) env.metrics.connectionClosed("websocket");
+    // Closed by Prox or the upstream: the code the client was sent. At shutdown Deno reported
+    // 1005 and no reason for the 1001 "Server shutting down" it had just sent.
+    const logged = closedBy !== null && sent ? sent : { code, reason: e.reason };
     env.logger.info("WebSocket closed", {
       requestId: t.requestId ?? null,
       route: t.route,
-      code,
-      reason: e.reason,
+      code: logged.code,
+      reason: logged.reason,
       closedBy: closedBy ?? "client",
       durationMs: Math.round(env.now() - started),
       messagesFromClient: count.fromClient,

@@ -70,14 +70,18 @@ routes:
   assert.equal(seen.length, 6);
 });
 
-Deno.test("shutdown closes live WebSockets with 1001", async () => {
+Deno.test("shutdown closes live WebSockets with 1001, and logs that code", async () => {
   await using up = await wsUpstream();
-  const prox = await startWsProxy(wsRoute(up.url));
+  const logger = recordingLogger();
+  const prox = await startWsProxy(wsRoute(up.url), { logger });
   const ws = await connect(`${prox.ws}/`);
   const c = closed(ws);
   await waitFor(() => prox.server.snapshot() && up.sockets.size === 1);
   await prox.server.shutdown();
   assert.deepEqual(await c, { code: 1001, reason: "Server shutting down" });
+  // The log said 1005 with no reason: what Deno reported, not what Prox had sent.
+  const rec = await waitFor(() => logger.records.find((r) => r.msg === "WebSocket closed"));
+  assert.deepEqual([rec.code, rec.reason, rec.closedBy], [1001, "Server shutting down", "prox"]);
 });
 
 Deno.test("reload keeps WebSockets on unchanged routes and closes changed ones with 1001", async () => {
