@@ -163,6 +163,14 @@ export function redactUrl(url: string): string {
   }
 }
 
+/** Reads a connection error for a message: Node errors may carry only a code, or several errors. */
+function reasonOf(err: unknown): string {
+  if (!(err instanceof Error)) return String(err);
+  const code = (err as { code?: unknown }).code;
+  const inner = err instanceof AggregateError ? err.errors.find((e) => e instanceof Error) : null;
+  return err.message || (inner ? reasonOf(inner) : typeof code === "string" ? code : err.name);
+}
+
 /** Connects lazily to Redis; commands fail fast (no offline queue) while it is unreachable. */
 export function createRedisStore(opts: RedisStoreOptions): RedisRateLimitStore {
   const shown = redactUrl(opts.url);
@@ -173,24 +181,32 @@ export function createRedisStore(opts: RedisStoreOptions): RedisRateLimitStore {
       enableAutoPipelining: true,
       maxRetriesPerRequest: 0,
       commandTimeout: opts.timeoutMs,
+      // A connection with commands waiting and no byte from Redis for this long is dead (a
+      // half-open or black-holed connection stays "ready" until TCP gives up, up to ~15 min):
+      // drop it and reconnect.
+      socketTimeout: deadAfterMs(opts.timeoutMs),
       connectTimeout: Math.max(opts.timeoutMs, 1_000),
       retryStrategy: (times: number) => Math.min(100 * 2 ** Math.min(times, 5), 2_000),
     });
     // Errors surface through rejected commands; without a listener ioredis prints to the console.
-    c.on("error", () => {});
+    // The last one says why the connection is down (refused, WRONGPASS, certificate…).
+    const entry = { c, first: Promise.resolve(), lastError: "" };
+    c.on("error", (err: unknown) => entry.lastError = reasonOf(err));
+    c.on("ready", () => entry.lastError = "");
     for (const [name, lua] of Object.entries(SCRIPTS)) {
       c.defineCommand(`prox_${name}`, { numberOfKeys: 1, lua });
     }
     // The first connection attempt may be waited for (up to the timeout); later outages fail fast.
-    const first = c.connect().then(() => {}, () => {});
-    return { c, first };
+    entry.first = c.connect().then(() => {}, () => {});
+    return entry;
   });
   let next = 0;
   const maxWaiting = opts.maxWaiting ?? MAX_WAITING;
 
   return {
     async consume(key: string, q: RateLimitQuery): Promise<RateLimitDecision> {
-      const { c: client, first } = clients[next++ % clients.length];
+      const conn = clients[next++ % clients.length];
+      const { c: client, first } = conn;
       if (client.status !== "ready") await settleWithin(first, opts.timeoutMs);
       const p = q.policy;
       const fn = (client as unknown as Record<string, ScriptFn>)[`prox_${p.algorithm}`];
@@ -198,7 +214,10 @@ export function createRedisStore(opts: RedisStoreOptions): RedisRateLimitStore {
       if (opts.clock === "caller") args.push(String(Math.floor(q.now)));
       let out: [number, number, number, number];
       try {
-        if (client.status !== "ready") throw new Error(`not connected (${client.status})`);
+        if (client.status !== "ready") {
+          const why = conn.lastError ? `: ${conn.lastError}` : "";
+          throw new Error(`not connected (${client.status}${why})`);
+        }
         // Sent and not answered, plus those batched for this tick's pipeline.
         const waiting = client.commandQueue.length + client.autoPipelineQueueSize;
         if (waiting >= maxWaiting) throw new Error(`not answering (${waiting} commands waiting)`);
@@ -223,6 +242,11 @@ export function createRedisStore(opts: RedisStoreOptions): RedisRateLimitStore {
       }));
     },
   };
+}
+
+/** How long a connection may owe answers without Redis sending anything before it is replaced. */
+function deadAfterMs(timeoutMs: number): number {
+  return Math.max(2_000, 10 * timeoutMs);
 }
 
 /** Waits for `p` but at most `ms`; never rejects. */

@@ -147,3 +147,118 @@ interopTest(
     }
   },
 );
+
+/** Sends one RESP command line to Redis and returns the first reply line. */
+async function redisCommand(port: number, line: string): Promise<string> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  try {
+    await conn.write(new TextEncoder().encode(`${line}\r\n`));
+    const buf = new Uint8Array(256);
+    const n = await conn.read(buf);
+    return new TextDecoder().decode(buf.subarray(0, n ?? 0)).trim();
+  } finally {
+    conn.close();
+  }
+}
+
+interopTest(
+  "createRedisStore errors say why Redis is not connected (missing or wrong password)",
+  ["redis-server"],
+  async () => {
+    await using redis = await startRedis();
+    assert.equal(await redisCommand(redis.port, "CONFIG SET requirepass s3cret"), "+OK");
+    const policy = policyOf("gcra", { requests: 1, periodMs: 1_000 });
+    const q = { limiter: "L", policy, now: 0, maxKeys: 1 };
+    for (
+      const [url, why] of [
+        [redis.url, /not connected \(\w+: NOAUTH Authentication required/],
+        [`redis://:wrong@127.0.0.1:${redis.port}`, /not connected \(\w+: WRONGPASS/],
+      ] as const
+    ) {
+      const store = createRedisStore({ url, prefix: "x:", timeoutMs: 500 });
+      try {
+        await assert.rejects(store.consume("a", q), why);
+      } finally {
+        await store.close();
+      }
+    }
+    const ok = createRedisStore({
+      url: `redis://:s3cret@127.0.0.1:${redis.port}`,
+      prefix: "x:",
+      timeoutMs: 2_000,
+    });
+    try {
+      assert.equal((await ok.consume("a", q)).allowed, true);
+    } finally {
+      await ok.close();
+    }
+  },
+);
+
+/**
+ * A TCP relay to `port` whose `blackhole()` makes the connections open now swallow every byte
+ * while staying open, as a half-open connection or a dropped NAT entry does; new ones relay.
+ */
+function startRelay(port: number) {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const conns = new Set<Deno.Conn>();
+  const pairs: { dead: boolean }[] = [];
+  const pump = async (from: Deno.Conn, to: Deno.Conn, pair: { dead: boolean }) => {
+    const buf = new Uint8Array(16_384);
+    try {
+      for (let n; (n = await from.read(buf)) !== null;) {
+        if (!pair.dead) await to.write(buf.subarray(0, n));
+      }
+    } catch { /* closed */ }
+  };
+  const tasks: Promise<void>[] = [];
+  const accepting = (async () => {
+    for await (const client of listener) {
+      const server = await Deno.connect({ hostname: "127.0.0.1", port });
+      conns.add(client).add(server);
+      const pair = { dead: false };
+      pairs.push(pair);
+      tasks.push(pump(client, server, pair), pump(server, client, pair));
+    }
+  })();
+  return {
+    url: `redis://127.0.0.1:${(listener.addr as Deno.NetAddr).port}`,
+    blackhole: () => pairs.forEach((p) => p.dead = true),
+    async [Symbol.asyncDispose]() {
+      listener.close();
+      await accepting;
+      for (const c of conns) {
+        try {
+          c.close();
+        } catch { /* closed */ }
+      }
+      await Promise.all(tasks);
+    },
+  };
+}
+
+interopTest(
+  "createRedisStore replaces a connection that stops answering without closing (black hole)",
+  ["redis-server"],
+  async () => {
+    await using redis = await startRedis();
+    await using relay = startRelay(redis.port);
+    const store = createRedisStore({ url: relay.url, prefix: "b:", timeoutMs: 100, poolSize: 2 });
+    const policy = policyOf("gcra", { requests: 1_000, periodMs: 1_000 });
+    const q = { limiter: "L", policy, now: 0, maxKeys: 10 };
+    try {
+      assert.equal((await store.consume("a", q)).allowed, true);
+      assert.equal((await store.consume("a", q)).allowed, true);
+      relay.blackhole();
+      await assert.rejects(store.consume("a", q), /timed out/);
+      // Without a socket timeout the dead connections stayed "ready" until TCP gave up.
+      await waitFor(() => store.consume("a", q).then((d) => d.allowed, () => false), {
+        what: "a decision over a new connection",
+        timeoutMs: 6_000,
+        intervalMs: 50,
+      });
+    } finally {
+      await store.close();
+    }
+  },
+);
