@@ -136,3 +136,20 @@ Deno.test("parseConfig suggests the one value a longer or shorter spelling stand
     '"first"\n  fix: Did you mean "least_connections"?',
   ]);
 });
+
+Deno.test("parseConfig drops the white space around a target URL (a | block keeps a newline)", () => {
+  const text = `${HEAD}  /a:\n    type: proxy\n    target: |\n      http://h:1/x\n` +
+    `  /b: { type: load_balance, targets: ["http://h:2 ", { url: " http://h:3" }] }\n` +
+    `  /c: { type: websocket, target: "ws://h:4\\t" }\n`;
+  const r = parseConfig(text);
+  assert.deepEqual(r.issues, []);
+  const routes = r.config!.routes as Record<string, { target?: string; targets?: unknown[] }>;
+  // "http://h:1/x\n" was kept and named the backend in metric labels and logs.
+  assert.equal(routes["/a"].target, "http://h:1/x");
+  assert.deepEqual(routes["/b"].targets, ["http://h:2", {
+    url: "http://h:3",
+    weight: 1,
+    backup: false,
+  }]);
+  assert.equal(routes["/c"].target, "ws://h:4");
+});

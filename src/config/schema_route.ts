@@ -32,8 +32,11 @@ export const Size = z.union([z.number(), z.string()]).transform((s, ctx) => {
 const HTTP_URL = /^https?:\/\/[^/?#\s]+/i;
 const WS_URL = /^(wss?|https?):\/\/[^/?#\s]+/i;
 
-/** An absolute http(s) URL with a host. */
-export const HttpUrl = z.string().refine((s) => HTTP_URL.test(s) && URL.canParse(s), {
+/**
+ * An absolute http(s) URL with a host. Surrounding white space (the newline a `|` block keeps) is
+ * dropped, as URL parsing drops it, so metric labels, logs and /status name the target cleanly.
+ */
+export const HttpUrl = z.string().trim().refine((s) => HTTP_URL.test(s) && URL.canParse(s), {
   error: (iss) =>
     `Invalid URL ${
       JSON.stringify(iss.input)
@@ -274,7 +277,7 @@ const RedirectRoute = z.object({
 
 const WebSocketRoute = z.object({
   type: z.literal("websocket"),
-  target: z.string().refine((s) => WS_URL.test(s) && URL.canParse(s), {
+  target: z.string().trim().refine((s) => WS_URL.test(s) && URL.canParse(s), {
     error: (iss) =>
       `Invalid WebSocket URL ${
         JSON.stringify(iss.input)
