@@ -344,7 +344,18 @@ function firstLine(s: string): string {
   return s.split("\n")[0].replace(/ at line \d+, column \d+:?$/, "");
 }
 
+/** Shown around the caret of a long line (a one-line JSON config) instead of all of it. */
+const EXCERPT_WIDTH = 100;
+
 function excerpt(text: string, line: number, col: number): string {
-  const src = text.split("\n")[line - 1] ?? "";
-  return `${String(line).padStart(4)} | ${src}\n     | ${" ".repeat(Math.max(0, col - 1))}^`;
+  // Tabs as one space each, so the caret stays under its column; no CR of a CRLF file.
+  let src = (text.split(/\r?\n/)[line - 1] ?? "").replaceAll("\t", " ");
+  let at = Math.max(0, col - 1);
+  if (src.length > EXCERPT_WIDTH) {
+    const start = Math.max(0, Math.min(at - 40, src.length - EXCERPT_WIDTH));
+    const end = start + EXCERPT_WIDTH;
+    src = `${start > 0 ? "…" : ""}${src.slice(start, end)}${end < src.length ? "…" : ""}`;
+    at = at - start + (start > 0 ? 1 : 0);
+  }
+  return `${String(line).padStart(4)} | ${src}\n     | ${" ".repeat(at)}^`;
 }

@@ -153,3 +153,15 @@ Deno.test("parseConfig drops the white space around a target URL (a | block keep
   }]);
   assert.equal(routes["/c"].target, "ws://h:4");
 });
+
+Deno.test("parseConfig shows a window of a long line around the mistake, without CR", () => {
+  const routes = Array.from({ length: 200 }, (_, i) => `"/r${i}": {"type": "static", "root": "."}`);
+  const json = `{"listen_addr": "127.0.0.1:3000", "routes": {${routes.join(", ")}, "/x": "a": 1}}`;
+  const [issue] = parseConfig(json, "c.json").issues;
+  // The whole 8 KB line was printed.
+  const [shown, caret] = issue.excerpt!.split("\n");
+  assert.ok(shown.length < 120, shown);
+  assert.equal(shown[caret.indexOf("^")], json[issue.col - 1]);
+  const crlf = parseConfig('listen_addr: "127.0.0.1:3000"\r\nroutes:\r\n\t/: {}\r\n').issues[0];
+  assert.equal(crlf.excerpt, "   3 |  /: {}\n     | ^");
+});
