@@ -6,6 +6,7 @@ import type { Handler, Logger, Metrics } from "../../ports.ts";
 import { H3Connection } from "./connection.ts";
 import { H3Error } from "./frames.ts";
 import { timerDelay } from "../../config/duration.ts";
+import { formatListenAddr } from "../../config/listen.ts";
 
 /**
  * The seed's `protocols.http3_config` keys. Deno 2.9.6 offers only some QUIC knobs:
@@ -205,7 +206,9 @@ function listen(opts: H3ListenerOptions): H3Listener {
     }
   })();
 
-  logger.info("HTTP/3 listening", { address: `${opts.hostname}:${port}`, transport: "udp" });
+  // IPv6 in brackets ("[::]:443"), as the TCP listeners are logged: ":::443" hides the port.
+  const address = formatListenAddr({ hostname: opts.hostname, port });
+  logger.info("HTTP/3 listening", { address, transport: "udp" });
   return {
     port,
     setCertificate(cert, key) {
@@ -215,13 +218,13 @@ function listen(opts: H3ListenerOptions): H3Listener {
     async pause(graceMs) {
       if (stopping || paused) return;
       paused = true;
-      logger.info("HTTP/3 paused", { address: `${opts.hostname}:${port}` });
+      logger.info("HTTP/3 paused", { address });
       await drain([...connections], graceMs, "HTTP/3 turned off");
     },
     resume() {
       if (stopping || !paused) return;
       paused = false;
-      logger.info("HTTP/3 listening", { address: `${opts.hostname}:${port}`, transport: "udp" });
+      logger.info("HTTP/3 listening", { address, transport: "udp" });
     },
     async shutdown(graceMs) {
       if (stopping) return;
