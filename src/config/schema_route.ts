@@ -33,14 +33,46 @@ const HTTP_URL = /^https?:\/\/[^/?#\s]+/i;
 const WS_URL = /^(wss?|https?):\/\/[^/?#\s]+/i;
 
 /**
+ * What is wrong with the authority of a URL whose scheme is right but which does not parse: an
+ * IPv6 address without brackets or with a zone id, a bad port. Undefined when it is none of these.
+ */
+export function authorityProblem(url: string): string | undefined {
+  const scheme = url.slice(0, url.indexOf("://"));
+  const authority = url.slice(scheme.length + 3).split(/[/?#]/)[0];
+  const host = authority.slice(authority.lastIndexOf("@") + 1);
+  const example = `${scheme.toLowerCase()}://[::1]:8080`;
+  if (host.startsWith("[")) {
+    const end = host.indexOf("]");
+    if (end < 0) return `the IPv6 address has no closing bracket, e.g. ${example}`;
+    if (host.slice(0, end).includes("%")) {
+      return "an IPv6 zone id (%eth0) cannot be written in a URL; use an address without one";
+    }
+  } else if (host.split(":").length > 2) {
+    return `put the IPv6 address in brackets, e.g. ${example}`;
+  }
+  const close = host.lastIndexOf("]");
+  const colon = host.lastIndexOf(":");
+  if (colon > close) {
+    const port = host.slice(colon + 1);
+    if (port !== "" && (!/^\d+$/.test(port) || Number(port) > 65535)) {
+      return `the port "${port}" is not a number from 1 to 65535`;
+    }
+  }
+  return undefined;
+}
+
+/**
  * An absolute http(s) URL with a host. Surrounding white space (the newline a `|` block keeps) is
  * dropped, as URL parsing drops it, so metric labels, logs and /status name the target cleanly.
  */
 export const HttpUrl = z.string().trim().refine((s) => HTTP_URL.test(s) && URL.canParse(s), {
-  error: (iss) =>
-    `Invalid URL ${
-      JSON.stringify(iss.input)
-    }: use an absolute URL starting with http:// or https://, e.g. http://127.0.0.1:8080`,
+  error: (iss) => {
+    const s = String(iss.input);
+    const why = HTTP_URL.test(s) ? authorityProblem(s) : undefined;
+    return `Invalid URL ${JSON.stringify(s)}: ${
+      why ?? "use an absolute URL starting with http:// or https://, e.g. http://127.0.0.1:8080"
+    }`;
+  },
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -278,10 +310,13 @@ const RedirectRoute = z.object({
 const WebSocketRoute = z.object({
   type: z.literal("websocket"),
   target: z.string().trim().refine((s) => WS_URL.test(s) && URL.canParse(s), {
-    error: (iss) =>
-      `Invalid WebSocket URL ${
-        JSON.stringify(iss.input)
-      }: use ws://, wss://, http:// or https:// with a host`,
+    error: (iss) => {
+      const s = String(iss.input);
+      const why = WS_URL.test(s) ? authorityProblem(s) : undefined;
+      return `Invalid WebSocket URL ${JSON.stringify(s)}: ${
+        why ?? "use ws://, wss://, http:// or https:// with a host"
+      }`;
+    },
   }),
   path_rewrite: z.string().optional(),
   rate_limit: RateLimit.optional(),
