@@ -4,6 +4,7 @@
 
 import { isLoopback, parseListenAddr } from "./listen.ts";
 import { parseCidr } from "../domain/ip.ts";
+import { redisUrlProblem } from "./redis_url.ts";
 import type { Config } from "./schema.ts";
 import { workersIssues } from "./workers_rules.ts";
 import type { ConfigIssue, ParseResult } from "./parse.ts";
@@ -126,10 +127,13 @@ export function validateConfig(
   }
 
   const store = config.rate_limit_store;
-  if (store.type === "redis" && !/^rediss?:\/\/[^/]/.test(store.url ?? "")) {
+  const redisProblem = store.url
+    ? redisUrlProblem(store.url)
+    : "url is required when type is redis";
+  if (store.type === "redis" && redisProblem) {
     err(
       ["rate_limit_store", store.url ? "url" : "type"],
-      store.url ? `Invalid Redis URL "${store.url}"` : "url is required when type is redis",
+      redisProblem,
       'Use e.g. url: "redis://127.0.0.1:6379" (rediss:// for TLS)',
     );
   }

@@ -1,0 +1,49 @@
+import assert from "node:assert/strict";
+import { redisUrlProblem } from "./redis_url.ts";
+import { formatIssue, loadConfigText } from "./load.ts";
+
+Deno.test("redisUrlProblem accepts what the Redis client connects to", () => {
+  for (
+    const url of [
+      "redis://127.0.0.1:6379",
+      "redis://localhost",
+      "rediss://cache.example.com:6380/",
+      "redis://:p%40ss@h:6379/2",
+      "redis://user:pw@[::1]:6379/15",
+      "redis://h:6379/0?password=pw",
+    ]
+  ) assert.equal(redisUrlProblem(url), null, url);
+});
+
+Deno.test("redisUrlProblem refuses URLs the client throws on or cannot use, hiding the password", () => {
+  assert.equal(redisUrlProblem("redis://[bad"), 'Invalid Redis URL "redis://[bad"');
+  assert.equal(
+    redisUrlProblem("redis://u:secret@h:notaport"),
+    'Invalid Redis URL "redis://u:***@h:notaport"',
+  );
+  assert.equal(redisUrlProblem("redis://h:99999"), 'Invalid Redis URL "redis://h:99999"');
+  assert.equal(redisUrlProblem("redis://u:p@"), 'Invalid Redis URL "redis://u:***@"');
+  assert.equal(
+    redisUrlProblem("redis://h:6379/cache?password=secret"),
+    'Invalid Redis URL "redis://h:6379/cache?password=***": the path is the database number, e.g. /0',
+  );
+  assert.equal(
+    redisUrlProblem("redis://u:100%@h"),
+    'Invalid Redis URL "redis://u:***@h": the user name or password has a stray % (write %25 for %)',
+  );
+  assert.equal(redisUrlProblem("http://h:6379"), 'Invalid Redis URL "http://h:6379"');
+});
+
+Deno.test("validate reports an unusable rate_limit_store.url where it is written", () => {
+  const text = `listen_addr: "127.0.0.1:3000"
+rate_limit_store: { type: redis, url: "redis://app:hunter2@cache:99999" }
+routes:
+  "/": { type: static, root: "." }
+`;
+  const res = loadConfigText(text, { file: "c.yaml", env: { exists: () => true } });
+  assert.equal(res.config, undefined);
+  assert.deepEqual(res.issues.map((i) => formatIssue({ ...i, excerpt: undefined })), [
+    'c.yaml:2:34: error: rate_limit_store.url: Invalid Redis URL "redis://app:***@cache:99999"' +
+    '\n  fix: Use e.g. url: "redis://127.0.0.1:6379" (rediss:// for TLS)',
+  ]);
+});
