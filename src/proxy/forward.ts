@@ -213,8 +213,10 @@ async function sendOnce(
         ),
       )
       : toProxyError(err, id);
-    // Shed by Prox's own pool (upstream_pool), the request never reached the target.
-    if (e.kind !== "overloaded") deps.metrics.backendRequest(id, ctx.route!.id, 599, ms / 1000);
+    // Shed by Prox's own pool (upstream_pool), the request never reached the target. A client
+    // that left first is 499 (as for the request itself): 599 says the target gave no answer.
+    const status = e.kind === "client_gone" ? 499 : 599;
+    if (e.kind !== "overloaded") deps.metrics.backendRequest(id, ctx.route!.id, status, ms / 1000);
     // timeouts.total ran out while this target owed the response head: the client sees a 504,
     // and the target is charged as for any timeout (the client reports only the abort).
     const reason = req.signal?.aborted ? req.signal.reason : undefined;

@@ -43,6 +43,33 @@ routes: { "/": { type: proxy, target: "${up.url}", retries: { attempts: 0 } } }
   assert.equal(value(text, `prox_backend_request_duration_seconds_count{${backend}}`), 1);
 });
 
+Deno.test("metrics: a client that leaves before the answer is no backend failure (499, not 599)", async () => {
+  const gates: (() => void)[] = [];
+  await using up = await startUpstream(async () => {
+    await new Promise<void>((r) => gates.push(r));
+    return new Response("slow");
+  });
+  await using p = await startProxy(`
+admin: { listen_addr: "127.0.0.1:0" }
+health_check: { enabled: false }
+routes: { "/": { type: proxy, target: "${up.url}" } }
+`);
+  const ac = new AbortController();
+  const req = fetch(`${p.url}/1`, { signal: ac.signal }).catch(() => null);
+  await waitFor(() => gates.length === 1, { what: "the request at the upstream" });
+  ac.abort();
+  await req;
+  const metrics = `http://127.0.0.1:${p.server.admin!.port}/metrics`;
+  const backend = `backend="${up.url}",route="/"`;
+  const text = await waitFor(async () => {
+    const t = await (await fetch(metrics)).text();
+    return t.includes(`prox_backend_requests_total{${backend}`) ? t : null;
+  }, { what: "the backend series" });
+  gates.shift()!();
+  assert.equal(value(text, `prox_backend_requests_total{${backend},status="599"}`), undefined);
+  assert.equal(value(text, `prox_backend_requests_total{${backend},status="499"}`), 1);
+});
+
 Deno.test("metrics and access log: requests on the plain-HTTP listener are counted and logged", async () => {
   const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const httpPort = (probe.addr as Deno.NetAddr).port;
