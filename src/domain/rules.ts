@@ -285,8 +285,21 @@ export function compileHeaderRules(
   const c: Ctx = opts;
   const set: [string, Template][] = [];
   const append: [string, Template][] = [];
+  // add and set both set a field; names ignore case, so `X-Key` and `x-key` are one field.
+  const setBy = new Map<string, string>();
   for (const key of ["add", "set", "append"] as const) {
     for (const [name, value] of Object.entries(spec[key] ?? {})) {
+      const lower = name.toLowerCase();
+      const earlier = key === "append" ? undefined : setBy.get(lower);
+      if (earlier !== undefined) {
+        c.problems.push({
+          path: [key, name],
+          warning: true,
+          message: `Header "${name}" is set twice (also as ${earlier}; names ignore case): ` +
+            "this value wins",
+          hint: "Keep one of them",
+        });
+      } else if (key !== "append") setBy.set(lower, `${key}.${name}`);
       const t = headerValue(name, value, [key, name], c);
       if (t) (key === "append" ? append : set).push([name.toLowerCase(), t]);
     }

@@ -143,3 +143,27 @@ Deno.test("compileRouteRules warns that has_header on a response rule reads the 
     [],
   );
 });
+
+Deno.test("compileRouteRules warns about one header set twice in different case", () => {
+  const out: RuleProblem[] = [];
+  compileRouteRules({
+    request_headers: {
+      add: { "X-Api-Key": "one", "x-api-key": "two" },
+      set: { "X-API-KEY": "three" },
+      append: { "x-api-key": "four" },
+    },
+  }, { env: () => undefined, problems: out });
+  // Silently, the last one was sent.
+  assert.deepEqual(out.map((p) => [p.warning, p.path.join("."), p.message]), [
+    [
+      true,
+      "request_headers.add.x-api-key",
+      'Header "x-api-key" is set twice (also as add.X-Api-Key; names ignore case): this value wins',
+    ],
+    [
+      true,
+      "request_headers.set.X-API-KEY",
+      'Header "X-API-KEY" is set twice (also as add.X-Api-Key; names ignore case): this value wins',
+    ],
+  ]);
+});
