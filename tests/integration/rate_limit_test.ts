@@ -89,6 +89,12 @@ routes:
 `);
   assert.equal(await statuses(3, `${prox.url}/api`, { "x-api-key": "k1" }), "200,200,403");
   assert.equal(await statuses(2, `${prox.url}/api`, { "x-api-key": "k2" }), "200,200");
+  // Sent again with junk (X-API-Key: k2 + X-API-Key: r1 arrive as "k2, r1"): still k2's bucket,
+  // the value an app reading the first one (Go, Java, Rust) authenticates.
+  for (const junk of ["r1", "r2"]) {
+    assert.equal(await statuses(1, `${prox.url}/api`, { "x-api-key": `k2, ${junk}` }), "403");
+  }
+  assert.equal(await statuses(1, `${prox.url}/api`, { "x-api-key": ", k3" }), "403");
   const missing = await hit(`${prox.url}/api`);
   assert.equal(missing.status, 403);
   assert.equal(missing.body, "Rate limit exceeded for your API key.", "the message as written");

@@ -126,7 +126,11 @@ export function clientKey(limit: CompiledRateLimit, ctx: RequestContext): string
     case "route":
       return "route";
     case "header": {
-      const v = ctx.req.headers.get(c.header_name ?? "");
+      // A field sent twice arrives joined with ", ". Apps that read one value (Go, Java, Rust,
+      // Starlette) read the first: keying the whole line gave `key, <junk>` a fresh bucket each.
+      const line = ctx.req.headers.get(c.header_name ?? "");
+      const comma = line?.indexOf(",") ?? -1;
+      const v = comma < 0 ? line : line!.slice(0, comma).trimEnd();
       return v === null || v === "" ? null : `h:${v}`;
     }
     case "cookie": {
