@@ -8,7 +8,7 @@ import { Config } from "./schema.ts";
 import type { Config as ConfigType } from "./schema.ts";
 import { knownKeysAt, suggest } from "./suggest.ts";
 import { dropIgnoredSeedKeys } from "./seed_keys.ts";
-import { offsetOf, pairAt } from "./yaml_locate.ts";
+import { hasPath, offsetOf, pairAt } from "./yaml_locate.ts";
 import { syntaxProblems } from "./yaml_syntax.ts";
 
 /** One located problem in a config file. */
@@ -32,6 +32,8 @@ export interface ParseResult {
   issues: ConfigIssue[];
   /** Locates a key path in the source (used by validate.ts for cross-field issues). */
   locate: (path: (string | number)[]) => { line: number; col: number };
+  /** Whether the source holds the key path (else its value is a default). */
+  written?: (path: (string | number)[]) => boolean;
 }
 
 /** Parses YAML text into a validated Config. */
@@ -51,6 +53,7 @@ export function parseConfig(text: string, file = "config.yaml"): ParseResult {
     return { line: p.line, col: p.col };
   };
   const locate = (path: (string | number)[]) => pos(offsetOf(doc, path));
+  const written = (path: (string | number)[]) => hasPath(doc, path);
   const issues: ConfigIssue[] = [];
 
   for (const p of syntaxProblems(doc, text, lc)) {
@@ -118,7 +121,7 @@ export function parseConfig(text: string, file = "config.yaml"): ParseResult {
   }
   const result = Config.safeParse(input, { reportInput: true });
   if (result.success && !issues.some((i) => i.severity === "error")) {
-    return { config: result.data, issues, locate };
+    return { config: result.data, issues, locate, written };
   }
   const zodIssues = result.error?.issues ?? [];
   // A misspelt required key is one mistake: "Unknown key, did you mean" says it all.

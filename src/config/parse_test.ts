@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { parseConfig } from "./parse.ts";
-import { formatIssue } from "./load.ts";
+import { formatIssue, loadConfigText } from "./load.ts";
 
 const HEAD = 'listen_addr: "127.0.0.1:3000"\nroutes:\n';
 
@@ -164,4 +164,27 @@ Deno.test("parseConfig shows a window of a long line around the mistake, without
   assert.equal(shown[caret.indexOf("^")], json[issue.col - 1]);
   const crlf = parseConfig('listen_addr: "127.0.0.1:3000"\r\nroutes:\r\n\t/: {}\r\n').issues[0];
   assert.equal(crlf.excerpt, "   3 |  /: {}\n     | ^");
+});
+
+Deno.test("loadConfigText says when a value a rule complains about is a default", () => {
+  const text = `listen_addr: "127.0.0.1:9090"\nadmin: {}\nhealth_check: { enabled: true, ` +
+    `interval_secs: 1 }\nroutes:\n  /: { type: proxy, target: http://h }\n`;
+  const r = loadConfigText(text, { file: "c.yaml", env: { exists: () => true } });
+  // "timeout_secs (2)" and "admin.listen_addr (127.0.0.1:9090)" were never written.
+  assert.deepEqual(r.issues.map((i) => [i.line, i.col, i.path, i.hint]), [
+    [
+      2,
+      1,
+      "admin.listen_addr",
+      "Give each listener its own port (listen_addr is not in the " +
+      "file: its default applies)",
+    ],
+    [
+      3,
+      1,
+      "health_check.timeout_secs",
+      "Use a timeout shorter than the interval so probes do " +
+      "not overlap (timeout_secs is not in the file: its default applies)",
+    ],
+  ]);
 });

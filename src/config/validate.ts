@@ -38,7 +38,7 @@ export interface ValidateEnv {
 /** Runs every cross-field rule; returns issues (errors and warnings) in file order. */
 export function validateConfig(
   config: Config,
-  parsed: Pick<ParseResult, "locate">,
+  parsed: Pick<ParseResult, "locate" | "written">,
   opts: { file: string; env: ValidateEnv },
 ): ConfigIssue[] {
   const issues: ConfigIssue[] = [];
@@ -47,15 +47,19 @@ export function validateConfig(
     path: (string | number)[],
     message: string,
     hint?: string,
-  ) =>
+  ) => {
+    // A value the file does not hold is a default: say so, or "timeout_secs (2)" puzzles.
+    const unwritten = parsed.written && !parsed.written(path);
+    const note = `${String(path.at(-1))} is not in the file: its default applies`;
     issues.push({
       severity,
       file: opts.file,
       ...parsed.locate(path),
       path: dotted(path),
       message,
-      hint,
+      hint: unwritten ? (hint ? `${hint} (${note})` : note) : hint,
     });
+  };
   const err = (p: (string | number)[], m: string, h?: string) => add("error", p, m, h);
   const warn = (p: (string | number)[], m: string, h?: string) => add("warning", p, m, h);
 

@@ -72,3 +72,8 @@ export function pairAt(doc: Document, path: (string | number)[]): Pair | undefin
   const steps = walk(doc, path);
   return steps.length === path.length ? steps.at(-1)?.pair : undefined;
 }
+
+/** Whether the source holds `path` (a mapping entry, merged in or not, or a list item). */
+export function hasPath(doc: Document, path: (string | number)[]): boolean {
+  return walk(doc, path).length === path.length;
+}
