@@ -20,6 +20,8 @@ export function parseListenAddr(text: string): ListenAddr | string {
     if (!/^[0-9a-f:.]+$/i.test(host) || !host.includes(":") || !URL.canParse(`http://[${host}]`)) {
       return fail;
     }
+    // One spelling per address ("0:0::1" is "::1"), so listeners compare and log as one.
+    host = new URL(`http://[${host}]`).hostname.slice(1, -1);
   } else {
     const colon = text.lastIndexOf(":");
     if (colon < 0) return fail;
@@ -49,8 +51,20 @@ export function formatListenAddr(a: ListenAddr): string {
   return a.hostname.includes(":") ? `[${a.hostname}]:${a.port}` : `${a.hostname}:${a.port}`;
 }
 
-/** True for 127.0.0.0/8 and ::1 (with or without IPv4 mapping). */
+/** True for 127.0.0.0/8 and ::1 (with or without IPv4 mapping, either spelling). */
 export function isLoopback(hostname: string): boolean {
   const h = hostname.replace(/^\[|\]$/g, "").toLowerCase();
-  return h === "::1" || h === "localhost" || /^(::ffff:)?127\./.test(h);
+  return h === "::1" || h === "localhost" || /^(::ffff:)?127\.|^::ffff:7f[0-9a-f]{2}:/.test(h);
+}
+
+/**
+ * True when two listen addresses take connections for the same address and port: the same
+ * address, `[::]` (dual-stack: every address), or `0.0.0.0` with an IPv4 one. Port 0 never clashes.
+ */
+export function listenersOverlap(a: ListenAddr, b: ListenAddr): boolean {
+  if (a.port !== b.port || a.port === 0) return false;
+  const v4 = (h: string) => !h.includes(":") || h.startsWith("::ffff:");
+  const covers = (x: string, y: string) => x === "::" || (x === "0.0.0.0" && v4(y));
+  return a.hostname === b.hostname || covers(a.hostname, b.hostname) ||
+    covers(b.hostname, a.hostname);
 }

@@ -1,5 +1,7 @@
 import assert from "node:assert/strict";
-import { formatListenAddr, parseListenAddr } from "./listen.ts";
+import { formatListenAddr, isLoopback, listenersOverlap, parseListenAddr } from "./listen.ts";
+import type { ListenAddr } from "./listen.ts";
+import { loadConfigText } from "./load.ts";
 
 Deno.test("parseListenAddr: IPv4, bracketed IPv6 and port 0", () => {
   assert.deepEqual(parseListenAddr("0.0.0.0:8080"), { hostname: "0.0.0.0", port: 8080 });
@@ -24,4 +26,47 @@ Deno.test("parseListenAddr: names, a missing host and IPv6 without brackets say 
   assert.match(parseListenAddr(":8080") as string, /use IP:PORT/);
   assert.match(parseListenAddr("::1:8080") as string, /put IPv6 addresses in brackets/);
   assert.match(parseListenAddr("127.0.0.1:65536") as string, /Invalid port/);
+});
+
+Deno.test("parseListenAddr: an IPv6 address has one spelling; isLoopback knows every loopback form", () => {
+  assert.deepEqual(parseListenAddr("[0:0::1]:80"), { hostname: "::1", port: 80 });
+  assert.deepEqual(parseListenAddr("[0::]:80"), { hostname: "::", port: 80 });
+  assert.deepEqual(parseListenAddr("[FD00::0002]:80"), { hostname: "fd00::2", port: 80 });
+  for (const h of ["::1", "127.0.0.2", "::ffff:127.0.0.1", "::ffff:7f00:1"]) {
+    assert.equal(isLoopback(h), true, h);
+  }
+  assert.equal(isLoopback("::ffff:8000:1"), false);
+});
+
+Deno.test("listenersOverlap: same address, [::] over all, 0.0.0.0 over IPv4 only", () => {
+  const at = (s: string) => parseListenAddr(s) as ListenAddr;
+  const overlap = (a: string, b: string) => listenersOverlap(at(a), at(b));
+  assert.equal(overlap("[::1]:80", "[0:0::1]:80"), true, "two spellings of ::1");
+  assert.equal(overlap("[::]:80", "127.0.0.1:80"), true, "[::] is dual-stack");
+  assert.equal(overlap("0.0.0.0:80", "[::]:80"), true);
+  assert.equal(overlap("0.0.0.0:80", "10.0.0.1:80"), true);
+  assert.equal(overlap("0.0.0.0:80", "[::1]:80"), false, "IPv4 any and IPv6 loopback");
+  assert.equal(overlap("127.0.0.1:80", "127.0.0.2:80"), false);
+  assert.equal(overlap("0.0.0.0:0", "0.0.0.0:0"), false, "port 0: each gets its own");
+});
+
+Deno.test("validateConfig: listeners are compared as addresses, not as text", () => {
+  const env = { exists: () => true };
+  const issues = (admin: string) =>
+    loadConfigText(
+      `listen_addr: "${admin.startsWith("[") ? "[::1]" : "0.0.0.0"}:8080"\n` +
+        `admin: { listen_addr: "${admin}", token: t }\nroutes: { /: { type: static, root: . } }\n`,
+      { file: "c.yaml", env },
+    ).issues.map((i) => i.message);
+  assert.deepEqual(issues("[::1]:8080"), [
+    "admin.listen_addr ([::1]:8080) is the same address as listen_addr ([::1]:8080)",
+  ]);
+  assert.match(issues("[0:0::1]:8080").join(), /is the same address as listen_addr/);
+  assert.deepEqual(issues("[::2]:8080"), []);
+  const v4 = loadConfigText(
+    'listen_addr: "0.0.0.0:8080"\nadmin: { listen_addr: "[::1]:8080" }\n' +
+      "routes: { /: { type: static, root: . } }\n",
+    { file: "c.yaml", env },
+  );
+  assert.deepEqual(v4.issues.map((i) => i.message), [], "0.0.0.0 and ::1 do not meet");
 });

@@ -2,7 +2,7 @@
 // conflicts (the routes' own rules are in validate_route.ts). Pure: file checks go through the
 // `exists` callback.
 
-import { isLoopback, parseListenAddr } from "./listen.ts";
+import { isLoopback, listenersOverlap, parseListenAddr } from "./listen.ts";
 import { parseCidr } from "../domain/ip.ts";
 import { redisUrlProblem } from "./redis_url.ts";
 import type { Config } from "./schema.ts";
@@ -115,12 +115,10 @@ export function validateConfig(
   for (let i = 1; i < listeners.length; i++) {
     const [path, text] = listeners[i];
     const a = parseListenAddr(text);
-    if (typeof a === "string" || a.port === 0) continue;
+    if (typeof a === "string") continue;
     for (const [other, otherText] of listeners.slice(0, i)) {
       const b = parseListenAddr(otherText);
-      if (typeof b === "string" || b.port !== a.port) continue;
-      const wild = (h: string) => h === "0.0.0.0" || h === "::";
-      if (a.hostname === b.hostname || wild(a.hostname) || wild(b.hostname)) {
+      if (typeof b !== "string" && listenersOverlap(a, b)) {
         err(
           path,
           `${dotted(path)} (${text}) is the same address as ${dotted(other)} (${otherText})`,
