@@ -39,6 +39,8 @@ const OPEN = 1;
 /** How long an upgraded client has to open before its upstream is let go. */
 const HANDSHAKE_MS = 10_000;
 const CONNECTING = 0;
+/** Bytes per second below which a client that reads nothing of a paused queue is given up on. */
+const MIN_RATE = 64 << 10;
 /** The reason Deno gives when it closes a socket whose peer did not answer its ping in time. */
 const DENO_PING_TIMEOUT = "No response from ping frame.";
 
@@ -195,12 +197,27 @@ function relay(
   };
 
   // Deno has no drain event: poll, backing off from 2 ms to 100 ms so that many paused
-  // connections cost little CPU.
+  // connections cost little CPU. Nothing is added to the queue meanwhile, so any shrinking is
+  // the client reading. A client that takes nothing for `stallMs` is given up on: Deno queues
+  // its pings (and any close) behind the unread data, so the keep-alive never noticed, and the
+  // upstream stayed paused for as long as the client kept its TCP connection open. The queue
+  // only shrinks by whole frames, so a slow client gets time for one message at MIN_RATE.
+  const stallMs = lim.pingInterval > 0 ? 2 * lim.pingInterval + (maxMsg / MIN_RATE) * 1000 : 0;
   const drained = async () => {
     let wait = 2;
+    let level = client.bufferedAmount;
+    let since = env.now();
     while (!done && client.readyState === OPEN && client.bufferedAmount > env.lowWater) {
       await new Promise((r) => setTimeout(r, wait));
       wait = Math.min(wait * 2, 100);
+      const now = env.now();
+      if (client.bufferedAmount < level) [level, since] = [client.bufferedAmount, now];
+      else if (stallMs > 0 && now - since >= stallMs && !done) {
+        shut(1001, "Client stopped reading");
+        // Deno cannot drop the connection and reports no close until the client reads again
+        // (or its TCP connection dies): the proxied connection ends here.
+        return finish(1001, "Client stopped reading");
+      }
     }
   };
 
@@ -250,13 +267,16 @@ function relay(
   client.onerror = () => {};
   let closeSeen = false;
   client.onclose = (e: CloseEvent) => {
+    // 0: the connection ended without a close frame, which RFC 6455 §7.1.5 calls 1006.
+    if (closedBy === null && e.reason === DENO_PING_TIMEOUT) closedBy = "prox";
+    finish(e.code === 0 ? 1006 : e.code, e.reason);
+  };
+  /** The end of the proxied connection: bookkeeping, the log line, the upstream's close. */
+  function finish(code: number, reason: string) {
     // Deno reports a close it made itself after an unanswered ping twice (1001, then 1005).
     if (closeSeen) return;
     closeSeen = true;
     done = true;
-    // 0: the connection ended without a close frame, which RFC 6455 §7.1.5 calls 1006.
-    const code = e.code === 0 ? 1006 : e.code;
-    if (closedBy === null && e.reason === DENO_PING_TIMEOUT) closedBy = "prox";
     clearTimeout(handshake);
     clearTimeout(idleTimer);
     live.delete(entry);
@@ -264,7 +284,7 @@ function relay(
     if (opened) env.metrics.connectionClosed("websocket");
     // Closed by Prox or the upstream: the code the client was sent. At shutdown Deno reported
     // 1005 and no reason for the 1001 "Server shutting down" it had just sent.
-    const logged = closedBy !== null && sent ? sent : { code, reason: e.reason };
+    const logged = closedBy !== null && sent ? sent : { code, reason };
     env.logger.info("WebSocket closed", {
       requestId: t.requestId ?? null,
       route: t.route,
@@ -278,8 +298,8 @@ function relay(
     if (!upstreamDone) {
       upstreamDone = true;
       // The client's last messages go before its close.
-      const u = code === 1005 ? { code: 1000, reason: "" } : upstreamClose(code, e.reason);
+      const u = code === 1005 ? { code: 1000, reason: "" } : upstreamClose(code, reason);
       up.close(u.code, u.reason, { flush: true });
     }
-  };
+  }
 }

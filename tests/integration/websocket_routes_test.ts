@@ -149,6 +149,37 @@ Deno.test("a slow client pauses the upstream instead of filling Prox's memory", 
   await closed(ws);
 });
 
+Deno.test("a client that stops reading is given up on: its paused upstream is closed", async () => {
+  const KiB = 1 << 10;
+  let upstreamSocket: import("./_ws.ts").WsClient | undefined;
+  const upstreamSaw: { code: number; reason: string }[] = [];
+  await using up = await wsUpstream((ws) => {
+    upstreamSocket = ws;
+    ws.on("close", (code, reason) => upstreamSaw.push({ code, reason: reason.toString() }));
+  });
+  const logger = recordingLogger();
+  // Stall allowance: two ping intervals plus one 64 KiB message at 64 KiB/s, 2 s.
+  await using prox = await startWsProxy(
+    wsRoute(up.url, "ping_interval: 500ms", "max_message_size: 65536"),
+    { logger },
+  );
+  const ws = await connect(`${prox.ws}/`);
+  ws.pause(); // reads nothing, pongs nothing, keeps its TCP connection
+  await waitFor(() => upstreamSocket);
+  const chunk = Buffer.alloc(64 * KiB, 7);
+  for (let i = 0; i < 512; i++) upstreamSocket!.send(chunk, { binary: true });
+  // Prox's ping and close wait behind the unread data: the upstream stayed paused for good.
+  const t0 = performance.now();
+  const seen = await waitFor(() => upstreamSaw[0], { timeoutMs: 8000 });
+  assert.deepEqual(seen, { code: 1000, reason: "Client stopped reading (1001)" });
+  assert.ok(performance.now() - t0 >= 1500);
+  const rec = await waitFor(() => logger.records.find((r) => r.msg === "WebSocket closed"));
+  assert.deepEqual([rec.code, rec.reason, rec.closedBy], [1001, "Client stopped reading", "prox"]);
+  // Once it reads again, the client gets what was queued, then the close.
+  ws.resume();
+  assert.deepEqual(await closed(ws), { code: 1001, reason: "Client stopped reading" });
+});
+
 Deno.test("a client flooding an upstream that does not read is closed with 1013", async () => {
   await using up = await wsUpstream((ws) => ws.pause());
   const logger = recordingLogger();
