@@ -314,3 +314,34 @@ Deno.test("upstream client: an upload still open when its response has ended fre
     await client.close();
   }
 });
+
+Deno.test("upstream client: a connection the upstream closed after answering is not handed to a waiter", async () => {
+  // A server may close after any response without saying so (RFC 9112 §9.6). The connection went
+  // straight to the request waiting for it, which met the close: a POST failed (not retried).
+  let gate = Promise.withResolvers<void>();
+  await using srv = rawServer(async (c) => {
+    await readRequest(c, 5);
+    await gate.promise;
+    await write(c, "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+  });
+  const client = createUpstreamClient({ maxConnectionsPerUpstream: 1 });
+  const post = () =>
+    client.send(request(srv.url, {
+      method: "POST",
+      body: new TextEncoder().encode("hello"),
+      headers: { "content-length": "5" },
+    }));
+  try {
+    for (let round = 0; round < 3; round++) {
+      gate = Promise.withResolvers<void>();
+      const first = post();
+      const second = post();
+      await waitFor(() => client.stats()[0]?.queued === 1, { what: "second request waiting" });
+      gate.resolve();
+      assert.equal(await (await first).text(), "ok");
+      assert.equal(await (await second).text(), "ok");
+    }
+  } finally {
+    await client.close();
+  }
+});

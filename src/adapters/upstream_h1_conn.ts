@@ -72,6 +72,7 @@ export class H1Connection {
   #failure: ProxyError | null = null;
   #wbuf: Uint8Array | null = null;
   #pending: Promise<number | null> | null = null;
+  #onDead: (c: H1Connection) => void = () => {};
   #idle = false;
   /** Watchdog: 0 off, 1 response header (deadline from #last), 2 idle (since #last). */
   #mode = 0;
@@ -111,16 +112,18 @@ export class H1Connection {
   park(now: number, onDead: (c: H1Connection) => void): void {
     this.#idle = true;
     this.idleSince = now;
+    this.#onDead = onDead;
+    if (this.#pending !== null) return; // parked already (handed over): the read goes on
     this.start = this.end = 0;
     const p = this.transport.read(this.buf);
     this.#pending = p;
     p.then((n) => {
       if (this.#idle) {
         this.fail(null);
-        onDead(this);
+        this.#onDead(this);
       } else if (n === null) this.dead = true;
     }, () => {
-      if (this.#idle) onDead(this);
+      if (this.#idle) this.#onDead(this);
       this.fail(null);
     });
   }

@@ -179,6 +179,46 @@ export function createConnectionPool(opts: UpstreamPoolOptions): ConnectionPool 
     }
   };
 
+  /** Parks a reusable connection among the idle ones; false when there is no room. */
+  const park = (o: Origin, conn: H1Connection): boolean => {
+    if (o.idle.length >= opts.maxIdlePerUpstream || opts.idleTimeout <= 0) return false;
+    conn.park(performance.now(), onDead(o.key));
+    o.idle.push(conn);
+    if (sweeper === undefined) {
+      sweeper = setInterval(sweep, Math.max(50, Math.min(opts.idleTimeout / 2, 5_000)));
+      Deno.unrefTimer(sweeper);
+    }
+    return true;
+  };
+
+  const drop = (o: Origin, conn: H1Connection) => {
+    conn.fail(null);
+    all.delete(conn);
+    o.open--;
+    slotFreed(o);
+  };
+
+  /**
+   * Gives a connection to the first waiter once a read, started as for an idle one, has had a few
+   * microtasks to complete: a close the upstream already sent (a server may close after any
+   * response without saying so, RFC 9112 §9.6), or bytes past the response, is seen first and the
+   * waiter opens a new connection instead. Handed over at once, the waiter's request met the
+   * close: a 502 for a request with a body, which is not retried. (A timer turn instead cost two
+   * thirds of the requests per second of a saturated pool.)
+   */
+  const handOver = (o: Origin, conn: H1Connection) => {
+    conn.park(performance.now(), () => {});
+    afterMicrotasks(() => {
+      if (closed) return; // close() failed it
+      if (conn.dead) return drop(o, conn);
+      const w = nextWaiter(o);
+      if (w) {
+        conn.unpark();
+        w.grant(conn);
+      } else if (!park(o, conn)) drop(o, conn);
+    });
+  };
+
   const opened = async (o: Origin, connect: () => Promise<H1Connection>) => {
     let c: H1Connection;
     try {
@@ -273,26 +313,13 @@ export function createConnectionPool(opts: UpstreamPoolOptions): ConnectionPool 
     release(key, conn, reusable) {
       const o = origins.get(key) ?? originOf(key);
       if (reusable && !conn.dead && !closed) {
-        const w = nextWaiter(o);
-        if (w) {
-          conn.unpark();
-          w.grant(conn);
+        if (o.queued > 0) {
+          handOver(o, conn);
           return;
         }
-        if (o.idle.length < opts.maxIdlePerUpstream && opts.idleTimeout > 0) {
-          conn.park(performance.now(), onDead(key));
-          o.idle.push(conn);
-          if (sweeper === undefined) {
-            sweeper = setInterval(sweep, Math.max(50, Math.min(opts.idleTimeout / 2, 5_000)));
-            Deno.unrefTimer(sweeper);
-          }
-          return;
-        }
+        if (park(o, conn)) return;
       }
-      conn.fail(null);
-      all.delete(conn);
-      o.open--;
-      slotFreed(o);
+      drop(o, conn);
     },
 
     stats() {
@@ -324,4 +351,12 @@ export function createConnectionPool(opts: UpstreamPoolOptions): ConnectionPool 
       origins.clear();
     },
   };
+}
+
+/**
+ * Runs `fn` after a few microtasks: a socket read whose data (or end) has already arrived
+ * resolves within two (Deno polls a new read at once).
+ */
+function afterMicrotasks(fn: () => void): void {
+  Promise.resolve().then(() => 0).then(() => 0).then(() => 0).then(fn);
 }
