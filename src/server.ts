@@ -50,7 +50,7 @@ import type { ConfigSource } from "./adapters/config_source.ts";
 import { withWorkerHeader } from "./adapters/worker_link.ts";
 import { keepConfigCopy, readConfigCopy } from "./adapters/config_copy.ts";
 import { createCertificates, mainTls } from "./server_tls.ts";
-import { createReloads, restartOnlyChanges } from "./server_reload.ts";
+import { appliedConfig, createReloads, restartOnlyChanges } from "./server_reload.ts";
 import { ConfigError } from "./server_api.ts";
 import type {
   ProxServer,
@@ -353,19 +353,21 @@ export async function startServer(
         });
         return reloads.settle({ ok: false, version, issues: next.issues, at, trigger });
       }
-      const snap = buildSnapshot(next.config, {
+      // Keys read once at start-up keep their running values (so /config shows what applies).
+      const applied = appliedConfig(config, next.config);
+      const snap = buildSnapshot(applied, {
         version: version + 1,
-        files: await readReferencedFiles(next.config),
+        files: await readReferencedFiles(applied),
         altSvc: current.altSvc,
         env: denoEnv.env,
       });
       // Bind what changed before anything is swapped: a bind failure leaves all as it was.
-      await certs.follow(next.config);
-      const plans = await certs.plansFor(next.config);
+      await certs.follow(applied);
+      const plans = await certs.plansFor(applied);
       const staged = await set.stage(plans);
       // The admin listener moves before the swap too: an address it cannot bind fails the reload.
       try {
-        admin.sync(exclusive ? next.config.admin?.listen_addr ?? null : null);
+        admin.sync(exclusive ? applied.admin?.listen_addr ?? null : null);
       } catch (err) {
         await staged.abort();
         throw new ListenError(err instanceof Error ? err.message : String(err), "admin");
@@ -373,7 +375,7 @@ export async function startServer(
       // The swap: from here on nothing may fail the reload (the new config is serving).
       version++;
       const prev = config;
-      config = next.config;
+      config = applied;
       current = snap;
       staged.commit();
       // WebSockets on routes the reload left unchanged stay connected; the others get 1001.
@@ -404,7 +406,7 @@ export async function startServer(
       watch?.setFiles(watchedFiles(config));
       ownLogger?.setLevel(config.log.level);
       for (const w of next.issues) logger.warn("Config warning", { issue: formatIssue(w) });
-      for (const key of exclusive ? restartOnlyChanges(prev, config) : []) {
+      for (const key of exclusive ? restartOnlyChanges(prev, next.config) : []) {
         logger.warn(`${key} changed; it applies when Prox restarts (--takeover)`);
       }
       if (copyPath && next.text !== undefined) keepConfigCopy(copyPath, next.text, logger);

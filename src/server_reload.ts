@@ -77,3 +77,8 @@ const RESTART_ONLY = ["workers", "upstream_pool"] as const;
 export function restartOnlyChanges(prev: Config, next: Config): string[] {
   return RESTART_ONLY.filter((k) => JSON.stringify(prev[k]) !== JSON.stringify(next[k]));
 }
+
+/** `next` as a reload applies it: the restart-only keys keep the values `running` started with. */
+export function appliedConfig(running: Config, next: Config): Config {
+  return { ...next, workers: running.workers, upstream_pool: running.upstream_pool };
+}

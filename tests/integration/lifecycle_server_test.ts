@@ -485,6 +485,9 @@ Deno.test("a reload that changes workers or upstream_pool says they apply at res
         l.includes('"warn"') && l.includes(`${key} changed; it applies when Prox restarts`)
       );
     assert.ok(warned("workers") && warned("upstream_pool"), logger.lines.join("\n"));
+    // The served config (GET /config) shows the values that apply, not the file's new ones.
+    assert.equal(server.snapshot().config.upstream_pool.queue_limit, 1024);
+    assert.equal(server.snapshot().config.workers, 1);
   } finally {
     await server.shutdown();
     await Deno.remove(dir, { recursive: true });
