@@ -273,15 +273,21 @@ function watchEnd(
   ended: () => void,
 ): ReadableStream<Uint8Array> {
   let reader: ReadableStreamDefaultReader<Uint8Array> | undefined;
+  let cancelled = false;
   return new ReadableStream<Uint8Array>({
     async pull(c) {
       reader ??= body.getReader();
       const r = await reader.read();
       if (!r.done) return c.enqueue(r.value);
-      ended();
+      // A read cut short by cancel (the upstream client stops the upload when its exchange
+      // fails) ends with `done` too: that is no end of the client's body.
+      if (!cancelled) ended();
       c.close();
     },
-    cancel: (reason) => (reader ?? body).cancel(reason),
+    cancel: (reason) => {
+      cancelled = true;
+      return (reader ?? body).cancel(reason);
+    },
   }, { highWaterMark: 0 });
 }
 
