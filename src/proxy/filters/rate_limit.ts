@@ -231,7 +231,7 @@ async function checkOne(
     decision = await store.consume(key, {
       limiter: limit.id,
       policy: limit.policy,
-      now: deps.clock.now(),
+      now: limiterNow(deps),
       maxKeys: c.max_keys,
     });
   } catch (err) {
@@ -296,6 +296,20 @@ function deny(
     exact: limit.config.message !== DEFAULT_MESSAGE,
     headers,
   });
+}
+
+/** Per pipeline (one server): its wall clock at start minus its monotonic clock then. */
+const anchors = new WeakMap<PipelineDeps, number>();
+
+/**
+ * Epoch milliseconds that never step: the wall clock read once, then the monotonic clock. A wall
+ * clock stepped back (NTP, a restored VM) left every drained client refused until it caught up
+ * again; stepped forward, it refilled every bucket.
+ */
+function limiterNow(deps: PipelineDeps): number {
+  let anchor = anchors.get(deps);
+  if (anchor === undefined) anchors.set(deps, anchor = deps.clock.now() - deps.clock.monotonic());
+  return Math.floor(anchor + deps.clock.monotonic());
 }
 
 /** Log throttles per pipeline (one server), then per kind and limiter (store failures: route). */

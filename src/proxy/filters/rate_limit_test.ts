@@ -9,6 +9,11 @@ import {
 import { policyOf } from "../../domain/rate_limit.ts";
 import { RateLimit } from "../../config/schema.ts";
 import { loadConfigText } from "../../config/load.ts";
+import { buildSnapshot } from "../snapshot.ts";
+import { createHandler } from "../pipeline.ts";
+import { noopMetrics, silentLogger } from "../../ports.ts";
+import type { ClientInfo } from "../../ports.ts";
+import { createMemoryStore } from "../../adapters/store_memory.ts";
 
 const cfg = (over: Record<string, unknown>) =>
   RateLimit.parse({ by: "ip", requests: 10, period: "1m", ...over });
@@ -121,4 +126,46 @@ Deno.test("compileRateLimits names policies and gives equal limits distinct ids"
   assert.notEqual(two[0].id, two[1].id);
   const named = compileRateLimits("/r", { rate_limits: [cfg({ name: "burst" })] });
   assert.equal(named[0].policyField, '"burst";q=10;w=60');
+});
+
+Deno.test("applyRateLimit keeps time with the monotonic clock when the wall clock steps", async () => {
+  const { config } = loadConfigText(
+    `listen_addr: "127.0.0.1:0"
+routes:
+  "/": { type: redirect, target: "/x", rate_limit: { by: ip, requests: 1, period: 1s } }
+`,
+    { file: "t.yaml", env: { exists: () => true } },
+  );
+  const snapshot = buildSnapshot(config!, { version: 1 });
+  let wall = 1_800_000_000_000;
+  let mono = 5_000;
+  const handler = createHandler({
+    snapshot: () => snapshot,
+    upstream: { send: () => Promise.reject(new Error("unused")), close: () => Promise.resolve() },
+    files: { stat: () => Promise.resolve(null), open: () => Promise.resolve(null) },
+    clock: { now: () => wall, monotonic: () => mono },
+    logger: silentLogger,
+    metrics: noopMetrics,
+    rateLimits: createMemoryStore(),
+    random: () => 0.5,
+  });
+  const info: ClientInfo = {
+    remoteAddr: { hostname: "192.0.2.7", port: 4000 },
+    localPort: 80,
+    protocol: "http/1.1",
+    tls: false,
+  };
+  const status = async () => {
+    const res = await handler(new Request("http://h/"), info);
+    await res.body?.cancel();
+    return res.status;
+  };
+  assert.deepEqual([await status(), await status()], [307, 429]);
+  // The wall clock steps back an hour while one second passes: the token is back.
+  wall -= 3_600_000;
+  mono += 1_000;
+  assert.equal(await status(), 307);
+  // Stepped forward a day with no time passing: still one request per second.
+  wall += 86_400_000;
+  assert.equal(await status(), 429);
 });
