@@ -34,7 +34,7 @@ import { followAdmin } from "./adapters/admin_follow.ts";
 import { buildStatus, createStatusRecorder, listenerViews } from "./adapters/admin_status.ts";
 import { createDenoFileStore } from "./adapters/files_deno.ts";
 import { createRateLimitStores, keysPerRoute, limiterIds } from "./adapters/rate_limit_stores.ts";
-import type { AccessRecord, Clock, FileStore } from "./ports.ts";
+import type { AccessRecord, Clock, FileStore, Logger, LogLevel } from "./ports.ts";
 import { createUpstreamRegistry } from "./proxy/state.ts";
 import { configuredTargets, unwatchedTargets } from "./proxy/pool.ts";
 import { startHealthChecks } from "./adapters/health_check.ts";
@@ -87,7 +87,8 @@ export async function startServer(
   if (!first.config) throw new ConfigError(first.issues);
   let config = first.config;
   const ownLogger = opts.logger ? null : createJsonLogger({ level: config.log.level });
-  const logger = opts.logger ?? ownLogger!;
+  // With workers every worker logs its own reloads: the index tells N lines from N attempts.
+  const logger = withWorkerField(opts.logger ?? ownLogger!, opts.worker?.index);
   for (const w of first.issues) logger.warn("Config warning", { issue: formatIssue(w) });
   const startedAt = Date.now();
   const prom = opts.metrics ? null : createPromMetrics({ version: opts.version });
@@ -486,6 +487,20 @@ export async function startServer(
     },
   };
   return server;
+}
+
+/** `base` adding `worker: index` to every line, when this process is one of `workers: N`. */
+function withWorkerField(base: Logger, index: number | undefined): Logger {
+  if (index === undefined) return base;
+  const log = (level: LogLevel, msg: string, fields?: Record<string, unknown>) =>
+    base.log(level, msg, { ...fields, worker: index });
+  return {
+    log,
+    debug: (m, f) => log("debug", m, f),
+    info: (m, f) => log("info", m, f),
+    warn: (m, f) => log("warn", m, f),
+    error: (m, f) => log("error", m, f),
+  };
 }
 
 /** Waits for `p`, but at most `ms`. */

@@ -201,6 +201,29 @@ Deno.test("reload of a deleted config says so plainly and keeps serving", async 
   }
 });
 
+Deno.test("a worker's reload lines name the worker (N workers log N rejections)", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "prox-worker-log-" });
+  const file = `${dir}/config.yaml`;
+  await Deno.writeTextFile(file, config("127.0.0.1:0"));
+  const logger = captureLogger();
+  const server = await startServer({ path: file }, {
+    logger,
+    watch: false,
+    worker: { index: 1, exclusive: false },
+  });
+  try {
+    await Deno.writeTextFile(file, config("127.0.0.1:0") + "bogus: 1\n");
+    assert.equal((await server.reload({ trigger: "SIGHUP" })).ok, false);
+    const rejected = logger.lines.map((l) => JSON.parse(l)).filter((l) =>
+      l.msg.startsWith("Reload rejected")
+    );
+    assert.deepEqual(rejected.map((l) => l.worker), [1]);
+  } finally {
+    await server.shutdown();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("concurrent reload() calls coalesce: one runs, the rest share the next run", async () => {
   const dir = await Deno.makeTempDir({ prefix: "prox-coalesce-" });
   const file = `${dir}/config.yaml`;
