@@ -50,7 +50,7 @@ routes:
   release.resolve();
   assert.equal(res.status, 504);
   assert.equal(hits, 1);
-  assert.ok(ms < 600, `${ms} ms`);
+  assert.ok(ms < 850, `${ms} ms`); // three attempts took over 900
 });
 
 Deno.test("retries.per_try_timeout still retries a proxy route's one target", async () => {
