@@ -152,7 +152,11 @@ function reason(msg: string): string {
   if (/certificate|invalid peer|UnknownIssuer|NotValidForName/i.test(msg)) {
     return `TLS certificate rejected (${msg})`;
   }
-  if (/lookup|resolve|dns|name or service/i.test(msg)) return `cannot resolve host (${msg})`;
+  // Deno.connect says "failed to lookup address information"; node:tls (insecure_skip_verify)
+  // "getaddrinfo ENOTFOUND host" or EAI_AGAIN.
+  if (/lookup|resolve|dns|name or service|getaddrinfo/i.test(msg)) {
+    return `cannot resolve host (${msg})`;
+  }
   return msg;
 }
 

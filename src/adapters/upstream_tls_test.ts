@@ -124,6 +124,29 @@ Deno.test("upstream client over TLS: skip-verify to an IPv6 literal with letters
   }
 });
 
+Deno.test("upstream client: a name that does not resolve says so, with or without verification", async () => {
+  const client = createUpstreamClient({ http2: false });
+  try {
+    // RFC 6761: .invalid never resolves. node:tls said "getaddrinfo ENOTFOUND …" instead.
+    for (const tls of [undefined, { insecureSkipVerify: true }]) {
+      await assert.rejects(
+        client.send(request("https://no-such-host.invalid/", tls)),
+        (err: unknown) => {
+          assert.ok(err instanceof ProxyError);
+          assert.equal(err.kind, "connect");
+          assert.match(
+            err.message,
+            /^Cannot connect to upstream "https:\/\/no-such-host\.invalid": cannot resolve host \(/,
+          );
+          return true;
+        },
+      );
+    }
+  } finally {
+    await client.close();
+  }
+});
+
 Deno.test("upstream client over TLS: an h2 response body that stalls ends at the idle timeout", async () => {
   await using up = await startUpstream(() =>
     new Response(
