@@ -188,3 +188,15 @@ Deno.test("loadConfigText says when a value a rule complains about is a default"
     ],
   ]);
 });
+
+Deno.test("loadConfigText warns when metrics on the main listener hide a route's path", () => {
+  const text = `listen_addr: "127.0.0.1:3000"\nmetrics: { on_main_listener: true }\n` +
+    `routes:\n  /metrics: { type: proxy, target: http://app:9100 }\n`;
+  const r = loadConfigText(text, { file: "c.yaml", env: { exists: () => true } });
+  assert.deepEqual(r.issues.map(formatIssue), [
+    "c.yaml:2:1: warning: metrics.path: GET /metrics on the main listener is answered with " +
+    'Prox\'s metrics, never by route "/metrics"\n  fix: Choose another metrics.path (e.g. ' +
+    "/prox/metrics), or serve metrics on the admin listener (path is not in the file: its " +
+    "default applies)",
+  ]);
+});

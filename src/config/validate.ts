@@ -4,6 +4,7 @@
 
 import { isLoopback, listenersOverlap, parseListenAddr } from "./listen.ts";
 import { parseCidr } from "../domain/ip.ts";
+import { parseRouteKey } from "../domain/router.ts";
 import { redisUrlProblem } from "./redis_url.ts";
 import type { Config } from "./schema.ts";
 import { workersIssues } from "./workers_rules.ts";
@@ -176,6 +177,18 @@ export function validateConfig(
   // Request paths start with "/": any other metrics path would never be served.
   if (!config.metrics.path.startsWith("/")) {
     err(["metrics", "path"], `Metrics path "${config.metrics.path}" must start with "/"`);
+  }
+  // The metrics endpoint answers before routing: a route for the same path never sees its GETs.
+  if (config.metrics.on_main_listener) {
+    for (const key of Object.keys(config.routes)) {
+      if (parseRouteKey(key).prefix !== config.metrics.path) continue;
+      warn(
+        ["metrics", "path"],
+        `GET ${config.metrics.path} on the main listener is answered with Prox's metrics, ` +
+          `never by route "${key}"`,
+        "Choose another metrics.path (e.g. /prox/metrics), or serve metrics on the admin listener",
+      );
+    }
   }
   // Status selectors and patterns are compiled at start-up: report what would not compile.
   checkStatus(err, ["health_check", "expected_status"], hc.expected_status);
