@@ -181,12 +181,17 @@ export async function applyRateLimit(
   const policies: string[] = [];
   const items: string[] = [];
   let counted = false;
+  let failed = false;
   for (const limit of limits) {
-    const outcome = await checkOne(ctx, deps, { limit, store });
+    const outcome = await checkOne(ctx, deps, { limit, store, failed });
     if (outcome instanceof Response) return outcome;
-    // The store failed and on_error allows: the other limits use the same store, so asking it
-    // again would only add its timeout per limit (and count and log the one failure again).
-    if (outcome === STORE_FAILED) return null;
+    // The store failed (on_error allows, or the limit is a shadow one): the other limits use the
+    // same store, so asking it again would only add its timeout per limit (and count and log the
+    // one failure again); they follow on_error without asking.
+    if (outcome === STORE_FAILED) {
+      failed = true;
+      continue;
+    }
     counted ||= outcome !== null;
     if (outcome && limit.config.headers && !limit.config.shadow) {
       policies.push(limit.policyField);
@@ -197,7 +202,7 @@ export async function applyRateLimit(
   }
   // Once per request, when every limit let it through: a request a later limit refused is
   // "limited" only (counting it "allowed" by the earlier ones understated refusals).
-  if (counted) deps.metrics.rateLimit(limits[0].route, "allowed");
+  if (counted && !failed) deps.metrics.rateLimit(limits[0].route, "allowed");
   if (policies.length > 0) {
     ctx.extraResponseHeaders.push(
       ["ratelimit-policy", policies.join(", ")],
@@ -207,14 +212,14 @@ export async function applyRateLimit(
   return null;
 }
 
-/** The store could not decide and `on_error: allow` let the request through. */
+/** The store could not decide and `on_error: allow` (or shadow mode) let the request through. */
 const STORE_FAILED = Symbol("store failed");
 
 /** One limit: a denial response, the decision when allowed, or null when not counted. */
 async function checkOne(
   ctx: RequestContext,
   deps: PipelineDeps,
-  opts: { limit: CompiledRateLimit; store: RateLimitStore },
+  opts: { limit: CompiledRateLimit; store: RateLimitStore; failed: boolean },
 ): Promise<Response | RateLimitDecision | typeof STORE_FAILED | null> {
   const { limit, store } = opts;
   if (limit.exempt.length > 0 && isExempt(limit.exempt, ctx.clientIp)) return null;
@@ -225,6 +230,10 @@ async function checkOne(
     deps.metrics.rateLimit(limit.route, "limited");
     return deny(ctx, limit, null);
   }
+  const onError = ctx.snapshot.config.rate_limit_store.on_error;
+  // A shadow limit never blocks, not even when the store fails with on_error: deny.
+  const failOpen = onError === "allow" || c.shadow;
+  if (opts.failed) return failOpen ? STORE_FAILED : deny(ctx, limit, null);
   const key = raw.length > MAX_KEY_CHARS ? `#${await sha256(raw)}` : raw;
   let decision: RateLimitDecision;
   try {
@@ -236,18 +245,17 @@ async function checkOne(
     });
   } catch (err) {
     deps.metrics.rateLimit(limit.route, "error");
-    const onError = ctx.snapshot.config.rate_limit_store.on_error;
     logThrottled(
       deps,
       `store:${limit.route}`,
-      "Rate limit store failed; requests are " +
-        (onError === "allow" ? "allowed (on_error: allow)" : "denied (on_error: deny)"),
+      `Rate limit store failed; requests are ${failOpen ? "allowed" : "denied"} (` +
+        (c.shadow ? "shadow mode)" : `on_error: ${onError})`),
       {
         route: limit.route,
         error: err instanceof Error ? err.message : String(err),
       },
     );
-    return onError === "allow" ? STORE_FAILED : deny(ctx, limit, null);
+    return failOpen ? STORE_FAILED : deny(ctx, limit, null);
   }
   if (decision.allowed) return decision;
   if (c.shadow) {

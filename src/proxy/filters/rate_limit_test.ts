@@ -169,3 +169,55 @@ routes:
   wall += 86_400_000;
   assert.equal(await status(), 429);
 });
+
+Deno.test("applyRateLimit: a shadow limit never blocks, not even when the store fails (on_error: deny)", async () => {
+  const handlerFor = (limits: string) => {
+    const { config, issues } = loadConfigText(
+      `listen_addr: "127.0.0.1:0"
+rate_limit_store: { type: redis, url: "redis://127.0.0.1:1", on_error: deny }
+routes:
+  "/": { type: redirect, target: "/x", ${limits} }
+`,
+      { file: "t.yaml", env: { exists: () => true } },
+    );
+    assert.ok(config, JSON.stringify(issues));
+    const snapshot = buildSnapshot(config, { version: 1 });
+    const asked: string[] = [];
+    const hits: string[] = [];
+    const handler = createHandler({
+      snapshot: () => snapshot,
+      upstream: { send: () => Promise.reject(new Error("unused")), close: () => Promise.resolve() },
+      files: { stat: () => Promise.resolve(null), open: () => Promise.resolve(null) },
+      clock: { now: () => 1_800_000_000_000, monotonic: () => 0 },
+      logger: silentLogger,
+      metrics: { ...noopMetrics, rateLimit: (_route, action) => void hits.push(action) },
+      rateLimits: {
+        consume: (_key, q) => {
+          asked.push(q.limiter);
+          return Promise.reject(new Error("Cannot reach Redis: down"));
+        },
+      },
+      random: () => 0.5,
+    });
+    const status = async () => {
+      const res = await handler(new Request("http://h/"), {
+        remoteAddr: { hostname: "192.0.2.7", port: 4000 },
+        localPort: 80,
+        protocol: "http/1.1",
+        tls: false,
+      });
+      await res.body?.cancel();
+      return res.status;
+    };
+    return { status, asked, hits };
+  };
+  const shadow = handlerFor("rate_limit: { by: ip, requests: 5, period: 1m, shadow: true }");
+  assert.equal(await shadow.status(), 307);
+  assert.deepEqual(shadow.hits, ["error"]);
+  // A real limit after it still follows on_error (deny), without asking the failed store again.
+  const both = handlerFor(`rate_limit: { by: ip, requests: 5, period: 1m, shadow: true },
+    rate_limits: [{ by: ip, requests: 50, period: 1h }]`);
+  assert.equal(await both.status(), 429);
+  assert.equal(both.asked.length, 1);
+  assert.deepEqual(both.hits, ["error"]);
+});
