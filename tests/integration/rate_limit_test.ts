@@ -195,11 +195,19 @@ routes:
     type: proxy
     target: "${up.url}"
     rate_limit: { by: ip, requests: 1, period: 1h, shadow: true }
+  "/key":
+    type: proxy
+    target: "${up.url}"
+    rate_limit:
+      { by: header, header_name: X-Key, on_missing_key: deny, requests: 1, period: 1h, shadow: true }
 `,
     { logger },
   );
   assert.equal(await statuses(4, `${prox.url}/`), "200,200,200,200");
   assert.equal(logs.filter((m) => m.includes("shadow")).length, 1); // once per interval
+  // Without the key, on_missing_key: deny would refuse: in shadow mode it is only counted.
+  assert.equal(await statuses(2, `${prox.url}/key`), "200,200");
+  assert.equal(logs.filter((m) => m.includes("shadow")).length, 2);
 });
 
 Deno.test("rate limit state survives a reload for unchanged limits and resets for changed ones", async () => {

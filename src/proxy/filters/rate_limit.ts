@@ -227,6 +227,7 @@ async function checkOne(
   const raw = clientKey(limit, ctx);
   if (raw === null) {
     if (c.on_missing_key === "allow") return null;
+    if (c.shadow) return shadowDenied(ctx, deps, limit);
     deps.metrics.rateLimit(limit.route, "limited");
     return deny(ctx, limit, null);
   }
@@ -258,18 +259,21 @@ async function checkOne(
     return failOpen ? STORE_FAILED : deny(ctx, limit, null);
   }
   if (decision.allowed) return decision;
-  if (c.shadow) {
-    deps.metrics.rateLimit(limit.route, "shadow_limited");
-    logThrottled(deps, `shadow:${limit.id}`, "Rate limit exceeded (shadow mode: not blocked)", {
-      route: limit.route,
-      limit: limit.name,
-      by: c.by,
-      requestId: ctx.requestId,
-    });
-    return null;
-  }
+  if (c.shadow) return shadowDenied(ctx, deps, limit);
   deps.metrics.rateLimit(limit.route, "limited");
   return deny(ctx, limit, decision);
+}
+
+/** A refusal in shadow mode: counted and logged (throttled), never sent. */
+function shadowDenied(ctx: RequestContext, deps: PipelineDeps, limit: CompiledRateLimit): null {
+  deps.metrics.rateLimit(limit.route, "shadow_limited");
+  logThrottled(deps, `shadow:${limit.id}`, "Rate limit exceeded (shadow mode: not blocked)", {
+    route: limit.route,
+    limit: limit.name,
+    by: limit.config.by,
+    requestId: ctx.requestId,
+  });
+  return null;
 }
 
 function isExempt(exempt: readonly Cidr[], ip: string): boolean {
