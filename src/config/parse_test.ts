@@ -200,3 +200,14 @@ Deno.test("loadConfigText warns when metrics on the main listener hide a route's
     "default applies)",
   ]);
 });
+
+Deno.test("parseConfig says to quote a value YAML reads as something else", () => {
+  assert.deepEqual(problems("listen_addr: [::]:3000\nroutes: {}\n"), [
+    "c.yaml:1:18: error: YAML syntax error: Unexpected scalar at node end\n  fix: If [::]:3000 " +
+    'is meant as text, quote it: "[::]:3000"',
+  ]);
+  assert.deepEqual(problems(`${HEAD}  /: { type: static, root: @app }\n`), [
+    "c.yaml:3:28: error: YAML syntax error: Plain value cannot start with reserved character @\n" +
+    '  fix: If @app is meant as text, quote it: "@app"',
+  ]);
+});

@@ -162,8 +162,17 @@ function explain(
         )
         : syntax(err.message, GENERIC_HINT);
     }
-    default:
-      return syntax(err.message, GENERIC_HINT);
+    default: {
+      // `listen_addr: [::]:443`, `root: @app`: a plain value cannot start with these characters.
+      const line = text.split(/\r?\n/)[lc.linePos(at).line - 1] ?? "";
+      const here = /^[[{*&!%@`][^,\]}\r\n#]*/.exec(text.slice(at))?.[0].trim();
+      const value = here ||
+        /^\s*(?:- )?[^\s:#][^:#]*:\s+([[{*&!%@`|>][^#]*?)\s*$/.exec(line)?.[1];
+      const quote = value && !/^[|>][-+0-9]*$/.test(value)
+        ? `If ${value} is meant as text, quote it: "${value.replaceAll('"', '\\"')}"`
+        : undefined;
+      return syntax(err.message, quote ?? GENERIC_HINT);
+    }
   }
 }
 
