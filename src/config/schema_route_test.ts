@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { parseConfig } from "./parse.ts";
-import { formatIssue } from "./load.ts";
+import { formatIssue, loadConfigText } from "./load.ts";
 
 const HEAD = 'listen_addr: "127.0.0.1:3000"\nroutes:\n';
 
@@ -23,4 +23,30 @@ Deno.test("parseConfig says what is wrong with a target's host or port", () => {
   assert.match(at("htp//backend"), /use an absolute URL starting with http:\/\//);
   const ws = problems(`${HEAD}  /:\n    type: websocket\n    target: "ws://::1:9000"\n`);
   assert.match(ws.join(), /Invalid WebSocket URL "ws:\/\/::1:9000": put the IPv6 address in/);
+});
+
+Deno.test("validate: a route host with non-ASCII letters gets its ASCII form; a trailing dot is the host", () => {
+  const issues = (routes: string) =>
+    loadConfigText(`${HEAD}${routes}`, { file: "c.yaml", env: { exists: () => true } }).issues
+      .map(formatIssue);
+  assert.deepEqual(
+    issues('  "bücher.example/a": { type: static, root: . }\n'),
+    [
+      'c.yaml:3:3: error: routes.bücher.example/a: Route "bücher.example/a" has a host with ' +
+      'non-ASCII letters; clients send it as "xn--bcher-kva.example"\n' +
+      '  fix: Write "xn--bcher-kva.example/a"',
+    ],
+  );
+  assert.match(
+    issues('  /: { type: static, root: ., hosts: ["*.bücher.example"] }\n').join(),
+    /fix: Write "\*\.xn--bcher-kva\.example"/,
+  );
+  // The router reads "example.com." as example.com: the two routes are one.
+  assert.match(
+    issues(
+      '  "example.com./a": { type: static, root: . }\n' +
+        '  /a: { type: static, root: ., hosts: ["Example.com"] }\n',
+    ).join(),
+    /Routes "example\.com\.\/a" and "\/a" match the same requests for host example\.com/,
+  );
 });

@@ -29,6 +29,16 @@ export function validateRoutes(
   const seen = new Map<string, string>();
   for (const key of keys) {
     const route = config.routes[key];
+    const slash = key.indexOf("/");
+    const idn = slash > 0 ? asciiHost(key.slice(0, slash)) : undefined;
+    if (idn) {
+      err(
+        ["routes", key],
+        `Route "${key}" has a host with non-ASCII letters; clients send it as "${idn}"`,
+        `Write "${idn}${key.slice(slash)}"`,
+      );
+      continue;
+    }
     if (!key.startsWith("/") && !/^[a-z0-9*][a-z0-9.*-]*(:\d+)?\/.*$/i.test(key)) {
       err(
         ["routes", key],
@@ -55,16 +65,22 @@ export function validateRoutes(
     }
     (route.hosts ?? []).forEach((h, i) => {
       if (!HOST_PATTERN.test(h)) {
+        const idn = asciiHost(h);
         err(
           ["routes", key, "hosts", i],
-          `Invalid host "${h}": a host name or *.domain, without scheme, port or path`,
+          idn
+            ? `Invalid host "${h}": clients send a name with non-ASCII letters as "${idn}"`
+            : `Invalid host "${h}": a host name or *.domain, without scheme, port or path`,
+          idn ? `Write "${idn}"` : undefined,
         );
       }
     });
     const { host, prefix } = parseRouteKey(key);
     // Hosts are matched lower-cased; no hosts means any host. Two routes conflict when they share
     // a prefix and any host.
-    const hosts = [...(host ? [host] : []), ...(route.hosts ?? []).map((h) => h.toLowerCase())];
+    const hosts = [...(host ? [host] : []), ...(route.hosts ?? [])].map((h) =>
+      h.toLowerCase().replace(/\.$/, "")
+    );
     for (const h of hosts.length > 0 ? new Set(hosts) : [""]) {
       const norm = `${h}|${prefix}`;
       const other = seen.get(norm);
@@ -370,3 +386,14 @@ function validateRateLimits(
 /** A route's `hosts` entry: a host name (or IP address) or `*.domain`. */
 const HOST_PATTERN =
   /^(\*\.)?[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*\.?$/i;
+
+/** The ASCII (IDNA, RFC 5891) form of a host with non-ASCII letters, as clients send it. */
+function asciiHost(host: string): string | undefined {
+  if (!/[^\x00-\x7f]/.test(host)) return undefined;
+  const wild = host.startsWith("*.") ? "*." : "";
+  try {
+    return wild + new URL(`http://${host.slice(wild.length)}`).hostname;
+  } catch {
+    return undefined;
+  }
+}

@@ -84,7 +84,8 @@ export function compileRouter<T>(entries: RouteEntry<T>[]): Router<T> {
   const byPrefix = new Map<string, RouteEntry<T>[]>();
   for (const e of entries) {
     const list = byPrefix.get(e.prefix) ?? [];
-    list.push(e);
+    // As hostOnly reads requests: "Example.com." is example.com (else it never matched).
+    list.push({ ...e, hosts: e.hosts.map((h) => h.toLowerCase().replace(/\.$/, "")) });
     byPrefix.set(e.prefix, list);
   }
   const pick = (list: RouteEntry<T>[] | undefined, host: string) => {

@@ -58,3 +58,13 @@ Deno.test("parseRouteKey encodes a prefix the way request paths arrive", () => {
   // As normalizePath writes request paths: escaped unreserved decoded, other escapes upper-cased.
   assert.equal(parseRouteKey("/%61pi/caf%c3%a9").prefix, "/api/caf%C3%A9");
 });
+
+Deno.test("router: a host written with a trailing dot matches requests for that host", () => {
+  // hostOnly drops the dot from requests; "example.com./a" and hosts: ["Example.com."] never matched.
+  const r = router([["example.com./a"], ["/b", ["*.Example.org."]]]);
+  for (const host of ["example.com", "example.com.", "EXAMPLE.com.:8080"]) {
+    assert.equal(r.match(host, "/a/x")?.value, "example.com./a", host);
+  }
+  assert.equal(r.match("www.example.org.", "/b")?.value, "/b");
+  assert.equal(r.match("other.test", "/a"), undefined);
+});
