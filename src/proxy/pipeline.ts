@@ -219,6 +219,12 @@ function failure(
   return errorResponse(e.kind, ctx.requestId);
 }
 
+/**
+ * Fields Prox adds to an upstream's own: its rate limits are policies beside the app's, which a
+ * client must see too (replacing them announced a quota more permissive than the app's).
+ */
+const LISTS: ReadonlySet<string> = new Set(["ratelimit-policy", "ratelimit"]);
+
 /** Response-side additions that apply to every answer: filter headers, Alt-Svc, HSTS. */
 function finish(ctx: RequestContext, res: Response): Response {
   const add = ctx.extraResponseHeaders;
@@ -239,13 +245,13 @@ function finish(ctx: RequestContext, res: Response): Response {
   }
   if (add.length === 0 && !dropAltSvc) return res;
   try {
-    for (const [k, v] of add) res.headers.set(k, v);
+    for (const [k, v] of add) LISTS.has(k) ? res.headers.append(k, v) : res.headers.set(k, v);
     if (dropAltSvc) res.headers.delete("alt-svc");
     return res;
   } catch {
     // Immutable headers (e.g. a Response from fetch): copy once.
     const h = new Headers(res.headers);
-    for (const [k, v] of add) h.set(k, v);
+    for (const [k, v] of add) LISTS.has(k) ? h.append(k, v) : h.set(k, v);
     if (dropAltSvc) h.delete("alt-svc");
     return new Response(res.body, { status: res.status, statusText: res.statusText, headers: h });
   }

@@ -347,3 +347,23 @@ routes:
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("rate limit headers are added after an upstream's own RateLimit policies", async () => {
+  await using up = await startUpstream(() =>
+    new Response("ok", {
+      headers: { "ratelimit-policy": '"app";q=10;w=60', "ratelimit": '"app";r=0;t=20' },
+    })
+  );
+  await using prox = await startProxy(`
+routes:
+  "/":
+    type: proxy
+    target: "${up.url}"
+    rate_limit: { by: ip, requests: 3, period: 1m }
+`);
+  const res = await hit(`${prox.url}/`);
+  assert.equal(res.status, 200);
+  // The app has no quota left: a client must still see that, beside Prox's own.
+  assert.equal(res.policy, '"app";q=10;w=60, "default";q=3;w=60');
+  assert.equal(res.limit, '"app";r=0;t=20, "default";r=2;t=20');
+});
