@@ -120,6 +120,23 @@ routes:
   }
 });
 
+Deno.test("Expect: 100-continue is answered by Prox and not sent upstream", async () => {
+  const up = recordingUpstream();
+  await using _up = up.server;
+  await using prox = await proxyTo(up.server.url);
+  // The body goes upstream with the head: an upstream told to expect it could answer at once
+  // (417, 401) and read the body as its next request, whose response went to another client.
+  const res = await raw(
+    prox.port,
+    "POST /e HTTP/1.1\r\nHost: a.test\r\nExpect: 100-continue\r\nContent-Length: 5\r\n" +
+      "Connection: close\r\n\r\nhello",
+  );
+  assert.match(res, /^HTTP\/1\.1 (100 Continue\r\n\r\nHTTP\/1\.1 )?200 /, res);
+  assert.equal(up.seen.length, 1);
+  assert.doesNotMatch(up.seen[0], /expect/i);
+  assert.ok(up.seen[0].endsWith("\r\n\r\nhello"), up.seen[0]);
+});
+
 interopTest("an HTTP/2 request that ends with its head goes upstream without a body", [
   "curl",
 ], async () => {

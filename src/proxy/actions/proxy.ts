@@ -76,6 +76,10 @@ export function upstreamHeaders(
   target: URL,
 ): HeaderList {
   const h = withoutHopByHop(ctx.req.headers);
+  // The client's 100-continue was answered here, and the body goes with or right after the head:
+  // an upstream asked to expect it might answer at once and take the body for its next request,
+  // whose response would go to another client (nginx drops it too).
+  h.delete("expect");
   h.set("host", route.preserve_host && ctx.host ? ctx.host : target.host);
   setForwardingHeaders(h, {
     peer: ctx.info.remoteAddr.hostname,
