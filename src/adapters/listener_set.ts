@@ -53,12 +53,16 @@ export function listenerPlans(
 }
 
 /**
- * What to do about a bind error a first-time user meets: a port below 1024 without the right to
- * bind it (Linux refuses it to other users than root unless the binary has the capability).
+ * What to do about a bind error a first-time user meets: a port in use, an address this machine
+ * does not have, a port below 1024 without the right to bind it (Linux refuses it to other users
+ * than root unless the binary has the capability).
  */
 export function bindHint(err: unknown, port: number): string {
   if (err instanceof Deno.errors.AddrInUse) {
     return ` (another program listens there: stop it or choose another port; \`ss -ltnp 'sport = :${port}'\` names it)`;
+  }
+  if (err instanceof Deno.errors.AddrNotAvailable) {
+    return " (no network interface of this machine has that address: `ip addr` lists them; 0.0.0.0 or [::] listens on all)";
   }
   return err instanceof Deno.errors.PermissionDenied && port > 0 && port < 1024
     ? " (ports below 1024 need root or the CAP_NET_BIND_SERVICE capability, e.g. `sudo setcap cap_net_bind_service=+ep prox`; or use a port from 1024 up)"

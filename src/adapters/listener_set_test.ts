@@ -109,3 +109,20 @@ Deno.test("ListenerSet logs an IPv6 listener as [host]:port", async () => {
     await set.shutdown(1000);
   }
 });
+
+Deno.test("ListenerSet: an address this machine does not have says so and how to listen on all", async () => {
+  const set = createListenerSet({ logger: silentLogger, drainMs: () => 1000 });
+  try {
+    // 203.0.113.0/24 is TEST-NET-3 (RFC 5737): no interface has it.
+    const far = { ...plan("main", 0), addr: { hostname: "203.0.113.7", port: 0 } };
+    await assert.rejects(set.stage([far]), (err: Error) => {
+      assert.match(
+        err.message,
+        /^Cannot listen on 203\.0\.113\.7:0: .*\(no network interface of this machine has that address: `ip addr` lists them; 0\.0\.0\.0 or \[::\] listens on all\)$/,
+      );
+      return true;
+    });
+  } finally {
+    await set.shutdown(1000);
+  }
+});
