@@ -9,7 +9,10 @@ import type { RateLimitState } from "./rate_limit.ts";
 
 /** Options for StateLru. */
 export interface LruOptions {
-  /** Most entries kept; the least recently used is dropped beyond it. */
+  /**
+   * Most entries kept. Beyond it, of the `sweepBudget` least recently used, the one soonest back
+   * to full quota (expired, else the earliest expiry) is dropped; ties go to the least recent.
+   */
   maxEntries: number;
   /** Expired entries checked (and dropped) at the LRU end per write; bounds the work per call. */
   sweepBudget?: number;
@@ -18,7 +21,7 @@ export interface LruOptions {
 const NONE = -1;
 const INITIAL_SLOTS = 64;
 
-/** Map<string, RateLimitState> with a hard size bound, LRU eviction and lazy expiry. */
+/** Map<string, RateLimitState> with a hard size bound, LRU-end eviction and lazy expiry. */
 export class StateLru {
   readonly #index = new Map<string, number>();
   readonly #max: number;
@@ -59,11 +62,12 @@ export class StateLru {
     const existing = s !== undefined;
     if (s !== undefined) this.#unlink(s);
     else {
-      // Make room first: expired entries, then the least recently used live ones.
+      // Make room first: expired entries, then live ones.
       this.sweep(opts.now, this.#budget);
       while (this.#index.size >= this.#max && this.#head !== NONE) {
-        this.#remove(this.#head);
-        this.#evicted++;
+        const victim = this.#cheapest(opts.now);
+        if (this.#exp[victim] > opts.now) this.#evicted++;
+        this.#remove(victim);
       }
       s = this.#alloc();
       this.#keys[s] = key;
@@ -114,9 +118,25 @@ export class StateLru {
     return this.#index.size;
   }
 
-  /** Live entries dropped because the table was full (not counting expiry). */
+  /** Live entries dropped because the table was full (not counting expired ones). */
   get evicted(): number {
     return this.#evicted;
+  }
+
+  /**
+   * Of the `budget` least recently used entries, the one whose state is soonest back to full
+   * quota (an expired one first): dropping it forgets the least. The plain LRU end evicted a
+   * client that still owed its quota while expired entries sat right behind it, and a flood of
+   * one-request keys pushed a drained client out this way.
+   */
+  #cheapest(now: number): number {
+    let best = this.#head;
+    let s = this.#head;
+    for (let i = 0; i < this.#budget && s !== NONE && this.#exp[best] > now; i++) {
+      if (this.#exp[s] < this.#exp[best]) best = s;
+      s = this.#next[s];
+    }
+    return best;
   }
 
   #alloc(): number {

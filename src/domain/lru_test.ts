@@ -57,3 +57,19 @@ Deno.test("StateLru reuses freed slots and keeps the recency order across growth
 Deno.test("StateLru rejects a zero bound", () => {
   assert.throws(() => new StateLru({ maxEntries: 0 }), RangeError);
 });
+
+Deno.test("StateLru evicts, near the LRU end, an expired entry or the one soonest back to full quota", () => {
+  const m = new StateLru({ maxEntries: 3 });
+  m.set("drained", st(1), { now: 0, expiresAt: 1_000 });
+  m.set("a", st(2), { now: 0, expiresAt: 10 });
+  m.set("b", st(3), { now: 0, expiresAt: 10 });
+  // Full, least recent entry live, `a` expired right behind it: `a` goes, not `drained`.
+  m.set("c", st(4), { now: 20, expiresAt: 500 });
+  assert.deepEqual(m.get("drained", 20), st(1));
+  assert.equal(m.evicted, 0);
+  // A flood of keys that each owe less than the drained client: it keeps its state.
+  for (let i = 0; i < 1_000; i++) m.set(`k${i}`, st(i), { now: 21, expiresAt: 600 });
+  assert.deepEqual(m.get("drained", 21), st(1));
+  assert.equal(m.size, 3);
+  assert.deepEqual(m.get("k999", 21), st(999));
+});
