@@ -211,3 +211,17 @@ Deno.test("parseConfig says to quote a value YAML reads as something else", () =
     '  fix: If @app is meant as text, quote it: "@app"',
   ]);
 });
+
+Deno.test("loadConfigText warns about a redirect target browsers read as a relative path", () => {
+  const text = `${HEAD}  /old: { type: redirect, target: www.example.com }\n` +
+    `  /a: { type: redirect, target: new }\n  /b: { type: redirect, target: /new }\n` +
+    `  /c: { type: redirect, target: "https://x" }\n`;
+  const r = loadConfigText(text, { file: "c.yaml", env: { exists: () => true } });
+  // /old/x went to /old/www.example.com/x, silently.
+  assert.deepEqual(r.issues.map((i) => `${i.severity} ${i.path}: ${i.hint}`), [
+    "warning routes./old.target: Write https://www.example.com for another site, or " +
+    "/www.example.com for a path here",
+    "warning routes./a.target: Start it with / for a path on this site (/new) or with https:// " +
+    "for another",
+  ]);
+});

@@ -131,6 +131,18 @@ export function validateRoutes(
     ) {
       err(["routes", key, "target"], `Invalid redirect URL "${route.target}"`);
     }
+    if (route.type === "redirect" && !/^([a-z][a-z0-9+.-]*:|\/)/i.test(route.target)) {
+      // `target: www.example.com` from /old/x sent the browser to /old/www.example.com/x.
+      const host = /^[\w-]+(\.[\w-]+)+(:\d+)?(\/|$)/.test(route.target);
+      warn(
+        ["routes", key, "target"],
+        `Redirect target "${route.target}" is relative: browsers resolve it against the ` +
+          "request's path",
+        host
+          ? `Write https://${route.target} for another site, or /${route.target} for a path here`
+          : `Start it with / for a path on this site (/${route.target}) or with https:// for another`,
+      );
+    }
     validateRateLimits(route, ["routes", key], { err, warn });
     if (route.type === "static" && route.cache_control !== undefined) {
       // Sent on every file: a control character crashed the process, "€" gave 500.
