@@ -120,6 +120,21 @@ routes:
   }
 });
 
+Deno.test("a Content-Length with leading zeros goes upstream in plain digits", async () => {
+  const up = recordingUpstream();
+  await using _up = up.server;
+  await using prox = await proxyTo(up.server.url);
+  // "010" is ten bytes (RFC 9110 §8.6), but a parser reading it as octal takes eight and the
+  // last two as the start of the next request.
+  const res = await raw(
+    prox.port,
+    "POST /z HTTP/1.1\r\nHost: a.test\r\nContent-Length: 010\r\nConnection: close\r\n\r\n0123456789",
+  );
+  assert.match(res, /^HTTP\/1\.1 200 /, res);
+  assert.match(up.seen[0], /\r\ncontent-length: 10\r\n/i);
+  assert.ok(up.seen[0].endsWith("\r\n\r\n0123456789"), up.seen[0]);
+});
+
 Deno.test("Expect: 100-continue is answered by Prox and not sent upstream", async () => {
   const up = recordingUpstream();
   await using _up = up.server;

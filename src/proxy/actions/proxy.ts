@@ -180,7 +180,12 @@ export async function proxyAction(
       for (const h of STALE_BODY_HEADERS) headers.delete(h);
       headers.set("content-type", replaced.contentType);
       headers.set("content-length", String(replaced.bytes.byteLength));
-    } else if (relabel !== undefined) headers.set("content-type", relabel);
+    } else {
+      if (relabel !== undefined) headers.set("content-type", relabel);
+      // In plain digits: a client's "010" is valid (RFC 9110 §8.6), yet a parser that takes a
+      // leading zero for octal would read 8 bytes and the rest as the next request.
+      if (length >= 0) headers.set("content-length", String(length));
+    }
     return {
       origin: to.origin,
       target: to.path,
