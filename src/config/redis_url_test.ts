@@ -47,3 +47,17 @@ routes:
     '\n  fix: Use e.g. url: "redis://127.0.0.1:6379" (rediss:// for TLS)',
   ]);
 });
+
+Deno.test("validate warns that rate_limit_store.url without type: redis is not used", () => {
+  const text = `listen_addr: "127.0.0.1:3000"
+rate_limit_store: { url: "redis://cache:6379" }
+routes:
+  "/": { type: static, root: "." }
+`;
+  const res = loadConfigText(text, { file: "c.yaml", env: { exists: () => true } });
+  assert.ok(res.config);
+  assert.deepEqual(res.issues.map((i) => formatIssue({ ...i, excerpt: undefined })), [
+    "c.yaml:2:21: warning: rate_limit_store.url: url is ignored: type is memory (the default)" +
+    "\n  fix: Add type: redis to share the counters through Redis",
+  ]);
+});

@@ -139,6 +139,13 @@ export function validateConfig(
       redisProblem,
       'Use e.g. url: "redis://127.0.0.1:6379" (rediss:// for TLS)',
     );
+  } else if (store.type === "memory" && store.url !== undefined) {
+    // Without type: redis the counters stay in each process, whatever the url says.
+    warn(
+      ["rate_limit_store", "url"],
+      "url is ignored: type is memory (the default)",
+      "Add type: redis to share the counters through Redis",
+    );
   }
 
   validateRoutes(config, { err, warn, env: opts.env });
