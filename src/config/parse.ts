@@ -260,7 +260,18 @@ function describe(issue: z.core.$ZodIssue): string {
       // Report the most specific branch error when every branch failed.
       const branches = (issue as { errors?: z.core.$ZodIssue[][] }).errors ?? [];
       const best = branches.map((b) => b[0]).find((b) => b && b.code !== "invalid_type");
-      return best ? describe(best) : "Invalid value";
+      if (best) return describe(best);
+      // Every branch wanted another type: name them all (a null list item said "Invalid value").
+      const types = [
+        ...new Set(
+          branches.map((b) => b[0]).filter((b) => b?.code === "invalid_type").map((b) =>
+            TYPE_NAMES[(b as { expected: string }).expected] ?? (b as { expected: string }).expected
+          ),
+        ),
+      ];
+      return types.length
+        ? `Expected ${types.join(" or ")}, got ${kindOf((issue as { input?: unknown }).input)}`
+        : "Invalid value";
     }
     case "invalid_type":
       if (issue.message && !issue.message.startsWith("Invalid input")) return issue.message;
@@ -313,6 +324,9 @@ function hintFor(
     if (issue.expected === "boolean" && /^(yes|no|on|off|y|n)$/i.test(value)) {
       return "Write true or false (YAML 1.2 reads yes/no/on/off as strings)";
     }
+  }
+  if (value === null && typeof path.at(-1) === "number") {
+    return "An empty list item: remove its - line or give it a value";
   }
   if (issue.code === "invalid_union" && path.at(-1) === "type") {
     const guess = suggest(String(value), ROUTE_TYPES);

@@ -225,3 +225,12 @@ Deno.test("loadConfigText warns about a redirect target browsers read as a relat
     "for another",
   ]);
 });
+
+Deno.test("parseConfig names the types a list item may have, and an empty item", () => {
+  const text = `${HEAD}  /:\n    type: load_balance\n    targets:\n      - http://a\n      -\n`;
+  // It said only "Invalid value".
+  assert.deepEqual(problems(text), [
+    "c.yaml:7:8: error: routes./.targets.1: Expected a string or a mapping, got null\n" +
+    "  fix: An empty list item: remove its - line or give it a value",
+  ]);
+});
