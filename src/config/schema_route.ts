@@ -50,6 +50,12 @@ export function authorityProblem(url: string): string | undefined {
   } else if (host.split(":").length > 2) {
     return `put the IPv6 address in brackets, e.g. ${example}`;
   }
+  const name = host.replace(/:\d*$/, "");
+  const octal = /^[0-9.]+$/.test(name) ? name.split(".").find((p) => /^0\d/.test(p)) : undefined;
+  if (octal) {
+    return `"${octal}" has a leading 0, which makes it an octal number in a URL: write the ` +
+      "address without leading zeros";
+  }
   const close = host.lastIndexOf("]");
   const colon = host.lastIndexOf(":");
   if (colon > close) {
@@ -59,6 +65,25 @@ export function authorityProblem(url: string): string | undefined {
     }
   }
   return undefined;
+}
+
+/**
+ * The address a numeric host with a leading zero or `0x` stands for, when that differs from how
+ * it reads: URL parsing (WHATWG, as browsers and curl) takes `010` as octal, so
+ * `http://10.0.0.010` connects to 10.0.0.8, where nginx would read 10.0.0.10.
+ */
+export function numericHostSurprise(url: string): { written: string; address: string } | undefined {
+  const authority = url.slice(url.indexOf("://") + 3).split(/[/?#]/)[0];
+  const written = authority.slice(authority.lastIndexOf("@") + 1).replace(/:\d*$/, "");
+  if (!/^[0-9a-fx.]+$/i.test(written) || !written.split(".").some((p) => /^0[0-9x]/i.test(p))) {
+    return undefined;
+  }
+  try {
+    const address = new URL(url).hostname;
+    return address !== written.toLowerCase() ? { written, address } : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /**

@@ -50,3 +50,20 @@ Deno.test("validate: a route host with non-ASCII letters gets its ASCII form; a 
     /Routes "example\.com\.\/a" and "\/a" match the same requests for host example\.com/,
   );
 });
+
+Deno.test("validate: a target host with a leading zero is read as octal: a warning names the address", () => {
+  const issues = (target: string) =>
+    loadConfigText(`${HEAD}  /:\n    type: proxy\n    target: "${target}"\n`, {
+      file: "c.yaml",
+      env: { exists: () => true },
+    }).issues.map(formatIssue);
+  // It connected to 10.0.0.8 without a word (nginx reads 10.0.0.10).
+  assert.deepEqual(issues("http://10.0.0.010:8080"), [
+    "c.yaml:5:5: warning: routes./.target: Target host 10.0.0.010 is the address 10.0.0.8: a " +
+    "number with a leading 0 is octal (0x: hex) in a URL\n" +
+    "  fix: Write 10.0.0.8, or the address you meant without leading zeros",
+  ]);
+  assert.deepEqual(issues("http://10.0.0.10:8080"), []);
+  assert.deepEqual(issues("http://backend01.internal:8080"), []);
+  assert.match(issues("http://10.0.0.08/").join(), /"08" has a leading 0, which makes it an octal/);
+});

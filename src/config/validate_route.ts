@@ -7,6 +7,7 @@ import { parseRouteKey } from "../domain/router.ts";
 import { compileRouteRules, fieldValueProblem } from "../domain/rules.ts";
 import type { RouteRulesSpec, RuleProblem } from "../domain/rules.ts";
 import type { Config, RateLimitConfig } from "./schema.ts";
+import { numericHostSurprise } from "./schema_route.ts";
 import type { ValidateEnv } from "./validate.ts";
 
 /** Reports an issue at a config path, with an optional hint. */
@@ -218,6 +219,15 @@ export function validateRoutes(
           "A target URL cannot carry credentials: Prox does not send them, and /status and the " +
             "metrics would show them",
           'Send them as a header: request_headers: { set: { Authorization: "Basic …" } }',
+        );
+      }
+      const numeric = numericHostSurprise(u);
+      if (numeric) {
+        warn(
+          ["routes", key, ...at],
+          `Target host ${numeric.written} is the address ${numeric.address}: a number with a ` +
+            "leading 0 is octal (0x: hex) in a URL",
+          `Write ${numeric.address}, or the address you meant without leading zeros`,
         );
       }
       // The upstream URL is target path + request path + the client's query: a query here was
