@@ -1,6 +1,31 @@
-// The `rate_limit_store.url` check: what the Redis client (ioredis) can connect to. A URL it
-// cannot parse made start-up fail with a bare "Invalid URL" carrying the password, and a reload
-// log it; a database that is not a number failed every connection attempt.
+// The `rate_limit_store` checks, chiefly its url: what the Redis client (ioredis) can connect to.
+// A URL it cannot parse made start-up fail with a bare "Invalid URL" carrying the password, and a
+// reload log it; a database that is not a number failed every connection attempt.
+
+import type { Config } from "./schema.ts";
+import type { Report } from "./validate_route.ts";
+
+/** Cross-field rules of `rate_limit_store`. */
+export function validateRateLimitStore(
+  store: Config["rate_limit_store"],
+  opts: { err: Report; warn: Report },
+): void {
+  const problem = store.url ? redisUrlProblem(store.url) : "url is required when type is redis";
+  if (store.type === "redis" && problem) {
+    opts.err(
+      ["rate_limit_store", store.url ? "url" : "type"],
+      problem,
+      'Use e.g. url: "redis://127.0.0.1:6379" (rediss:// for TLS)',
+    );
+  } else if (store.type === "memory" && store.url !== undefined) {
+    // Without type: redis the counters stay in each process, whatever the url says.
+    opts.warn(
+      ["rate_limit_store", "url"],
+      "url is ignored: type is memory (the default)",
+      "Add type: redis to share the counters through Redis",
+    );
+  }
+}
 
 /** Why `url` is not a usable Redis URL, or null. Messages never show the password. */
 export function redisUrlProblem(url: string): string | null {

@@ -5,7 +5,7 @@
 import { isLoopback, listenersOverlap, parseListenAddr } from "./listen.ts";
 import { parseCidr } from "../domain/ip.ts";
 import { parseRouteKey } from "../domain/router.ts";
-import { redisUrlProblem } from "./redis_url.ts";
+import { validateRateLimitStore } from "./redis_url.ts";
 import type { Config } from "./schema.ts";
 import { workersIssues } from "./workers_rules.ts";
 import type { ConfigIssue, ParseResult } from "./parse.ts";
@@ -129,24 +129,7 @@ export function validateConfig(
     }
   }
 
-  const store = config.rate_limit_store;
-  const redisProblem = store.url
-    ? redisUrlProblem(store.url)
-    : "url is required when type is redis";
-  if (store.type === "redis" && redisProblem) {
-    err(
-      ["rate_limit_store", store.url ? "url" : "type"],
-      redisProblem,
-      'Use e.g. url: "redis://127.0.0.1:6379" (rediss:// for TLS)',
-    );
-  } else if (store.type === "memory" && store.url !== undefined) {
-    // Without type: redis the counters stay in each process, whatever the url says.
-    warn(
-      ["rate_limit_store", "url"],
-      "url is ignored: type is memory (the default)",
-      "Add type: redis to share the counters through Redis",
-    );
-  }
+  validateRateLimitStore(config.rate_limit_store, { err, warn });
 
   validateRoutes(config, { err, warn, env: opts.env });
 
