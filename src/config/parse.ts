@@ -339,7 +339,11 @@ function kindOf(v: unknown): string {
   if (v === null) return "null";
   if (Array.isArray(v)) return "a list";
   if (typeof v === "object") return "a mapping";
-  if (typeof v === "number") return `number ${v}`; // .inf: JSON would say null
+  if (typeof v === "number") {
+    // As YAML writes them (.nan, .inf): "got number NaN" for an expected number puzzled.
+    if (Number.isNaN(v)) return ".nan";
+    return Number.isFinite(v) ? `number ${v}` : v > 0 ? ".inf" : "-.inf";
+  }
   return `${typeof v} ${JSON.stringify(v)}`;
 }
 

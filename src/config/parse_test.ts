@@ -117,10 +117,13 @@ Deno.test("parseConfig refuses tags it cannot expand and explains an unquoted * 
     "c.yaml:3:3: error: An unquoted * starts a YAML alias: *.example.com/ refers to no anchor\n" +
     '  fix: Quote it: "*.example.com/":',
   ]);
+  assert.deepEqual(problems(`workers: .nan\n${HEAD}  /: { type: static, root: . }\n`), [
+    "c.yaml:1:1: error: workers: Expected a number, got .nan",
+  ]);
   assert.deepEqual(
     problems(`${HEAD}  /:\n    type: proxy\n    target: http://h\n    retries: .inf\n`),
     [
-      "c.yaml:6:5: error: routes./.retries: Expected a mapping, got number Infinity",
+      "c.yaml:6:5: error: routes./.retries: Expected a mapping, got .inf",
     ],
   );
 });
