@@ -185,10 +185,28 @@ export const Timeouts = z.object({
   total: Duration.optional(),
 }).strict();
 
+/** A TLS server name (SNI and the name verified): a DNS name or an IP address, as written bare. */
+const SERVER_NAME = /^([a-z0-9_]([a-z0-9_-]*[a-z0-9_])?\.)*[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?\.?$/i;
+
 export const UpstreamTlsConfig = z.object({
   ca_cert: z.string().optional(),
   insecure_skip_verify: z.boolean().default(false),
-  server_name: z.string().optional(),
+  // Checked here: a malformed one failed every request with "Invalid hostname".
+  server_name: z.string().refine(
+    (s) => SERVER_NAME.test(s) || (s.includes(":") && URL.canParse(`http://[${s}]`)),
+    {
+      error: (iss) => {
+        const s = String(iss.input);
+        const ascii = /[^\x00-\x7f]/.test(s) && URL.canParse(`http://${s}`)
+          ? new URL(`http://${s}`).hostname
+          : undefined;
+        return ascii
+          ? `Invalid server_name "${s}": write it as clients send it, "${ascii}"`
+          : `Invalid server_name "${s}": a host name or IP address, without scheme, brackets ` +
+            "or port (e.g. api.example.com)";
+      },
+    },
+  ).optional(),
 }).strict();
 
 export const Retries = z.object({

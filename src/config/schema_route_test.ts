@@ -67,3 +67,22 @@ Deno.test("validate: a target host with a leading zero is read as octal: a warni
   assert.deepEqual(issues("http://backend01.internal:8080"), []);
   assert.match(issues("http://10.0.0.08/").join(), /"08" has a leading 0, which makes it an octal/);
 });
+
+Deno.test("parseConfig refuses a tls.server_name no TLS connection can use", () => {
+  const at = (name: string) =>
+    problems(
+      `${HEAD}  /:\n    type: proxy\n    target: "https://10.0.0.1"\n` +
+        `    tls: { server_name: ${JSON.stringify(name)} }\n`,
+    ).join("\n");
+  // Each failed every request with "Invalid hostname" (502).
+  for (const bad of ["[::1]", "api.example.com:443", "https://api.example.com", " api", ""]) {
+    assert.match(
+      at(bad),
+      /error: routes\.\/\.tls\.server_name: Invalid server_name .*without scheme/,
+    );
+  }
+  assert.match(at("bücher.example"), /write it as clients send it, "xn--bcher-kva\.example"/);
+  for (const good of ["api.example.com", "API.example.com.", "10.0.0.1", "::1", "my_host"]) {
+    assert.equal(at(good), "", good);
+  }
+});
