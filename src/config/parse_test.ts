@@ -237,3 +237,12 @@ Deno.test("parseConfig names the types a list item may have, and an empty item",
     "  fix: An empty list item: remove its - line or give it a value",
   ]);
 });
+
+Deno.test("parseConfig refuses an alias inside the value it names (it overflowed the stack)", () => {
+  assert.deepEqual(problems(`x-a: &a [*a]\n${HEAD}  /: { type: static, root: . }\n`), [
+    "c.yaml:1:10: error: The alias *a sits inside the value anchored &a, so that value would " +
+    "contain itself without end\n  fix: Point the alias at a value defined outside this one",
+  ]);
+  const merge = `${HEAD}  /: &r { type: proxy, target: http://a, <<: *r }\n`;
+  assert.equal(problems(merge).length, 1);
+});

@@ -45,8 +45,19 @@ export function syntaxProblems(doc: Document, text: string, lc: LineCounter): Sy
   }
   {
     visit(doc, {
-      Alias(_, node) {
-        if (node.resolve(doc) !== undefined || !node.range) return;
+      Alias(_, node, ancestors) {
+        const target = node.resolve(doc);
+        if (target !== undefined && node.range && ancestors.includes(target)) {
+          // `&a [*a]`: a value holding itself would repeat forever (it overflowed the stack).
+          out.push({
+            offset: node.range[0],
+            message: `The alias *${node.source} sits inside the value anchored &${node.source}, ` +
+              "so that value would contain itself without end",
+            hint: "Point the alias at a value defined outside this one",
+          });
+          return;
+        }
+        if (target !== undefined || !node.range) return;
         const name = node.source;
         // `*.example.com/api:` unquoted: YAML reads an alias, not a wildcard host.
         const looksLiteral = /^[.\/]|[\/:]/.test(name);
