@@ -29,9 +29,20 @@ export function parseListenAddr(text: string): ListenAddr | string {
     portText = text.slice(colon + 1);
     const parts = host.split(".");
     if (parts.length !== 4 || parts.some((p) => !/^\d{1,3}$/.test(p) || Number(p) > 255)) {
-      return host.includes(":")
-        ? `Invalid listen address "${text}": put IPv6 addresses in brackets, e.g. [::]:443`
-        : fail;
+      if (host.includes(":")) {
+        return `Invalid listen address "${text}": put IPv6 addresses in brackets, e.g. [::]:443`;
+      }
+      // Go's and Caddy's ":8080", or a name: Prox binds an address and resolves no names.
+      const port = /^\d{1,5}$/.test(portText) ? portText : "8080";
+      if (host === "" || host === "*") {
+        return `Invalid listen address "${text}": name the address too: 0.0.0.0:${port} (every ` +
+          `IPv4 address), [::]:${port} (every address) or 127.0.0.1:${port} (this machine only)`;
+      }
+      if (/^[a-z]/i.test(host) && !/[^a-z0-9.-]/i.test(host)) {
+        const ip = host.toLowerCase() === "localhost" ? "127.0.0.1" : "0.0.0.0";
+        return `Invalid listen address "${text}": use an IP address, not a name, e.g. ${ip}:${port}`;
+      }
+      return fail;
     }
     // The system's address parser reads a leading zero as octal: 127.0.0.010 would bind 127.0.0.8.
     if (parts.some((p) => /^0\d/.test(p))) {

@@ -22,8 +22,22 @@ Deno.test("parseListenAddr: an IPv4 part with a leading zero is refused (the res
 });
 
 Deno.test("parseListenAddr: names, a missing host and IPv6 without brackets say what to write", () => {
-  assert.match(parseListenAddr("localhost:8080") as string, /use IP:PORT/);
-  assert.match(parseListenAddr(":8080") as string, /use IP:PORT/);
+  assert.equal(
+    parseListenAddr("localhost:8080"),
+    'Invalid listen address "localhost:8080": use an IP address, not a name, e.g. 127.0.0.1:8080',
+  );
+  assert.match(
+    parseListenAddr("api.example.com:443") as string,
+    /not a name, e.g\. 0\.0\.0\.0:443$/,
+  );
+  // Go's and Caddy's form: which address was meant is the question.
+  assert.equal(
+    parseListenAddr(":8080"),
+    'Invalid listen address ":8080": name the address too: 0.0.0.0:8080 (every IPv4 address), ' +
+      "[::]:8080 (every address) or 127.0.0.1:8080 (this machine only)",
+  );
+  assert.match(parseListenAddr("*:80") as string, /name the address too: 0\.0\.0\.0:80 /);
+  assert.match(parseListenAddr("1.2.3:80") as string, /use IP:PORT/);
   assert.match(parseListenAddr("::1:8080") as string, /put IPv6 addresses in brackets/);
   assert.match(parseListenAddr("127.0.0.1:65536") as string, /Invalid port/);
 });
