@@ -47,6 +47,8 @@ const DENO_PING_TIMEOUT = "No response from ping frame.";
 /** Creates the WebSocket proxy with its registry of live connections. */
 export function createWebSocketProxy(opts: WebSocketProxyOptions): WebSocketProxy {
   const live = new Set<Live>();
+  /** Connections whose upstream is being connected (one per upgrade request in flight). */
+  const settingUp = new Set<{ route: string; close: { code: number; reason: string } | null }>();
   const env = {
     logger: opts.logger,
     metrics: opts.metrics,
@@ -59,7 +61,19 @@ export function createWebSocketProxy(opts: WebSocketProxyOptions): WebSocketProx
   };
   return {
     async proxy(req, target) {
-      const up = await connectUpstream(target);
+      // A reload that changes the route while its upstream is being connected closes the
+      // connection once set up: it was left on the old target until a later reload.
+      const pending = {
+        route: target.route,
+        close: null as { code: number; reason: string } | null,
+      };
+      settingUp.add(pending);
+      let up: Awaited<ReturnType<typeof connectUpstream>>;
+      try {
+        up = await connectUpstream(target);
+      } finally {
+        settingUp.delete(pending);
+      }
       if ("refused" in up) return refusal(up.refused);
       let upgrade: Deno.WebSocketUpgrade;
       try {
@@ -75,7 +89,8 @@ export function createWebSocketProxy(opts: WebSocketProxyOptions): WebSocketProx
           cause: err,
         });
       }
-      relay(upgrade.socket, up, target, env, live);
+      const entry = relay(upgrade.socket, up, target, env, live);
+      if (pending.close) entry.close(pending.close.code, pending.close.reason);
       return upgrade.response;
     },
     reject(req, code, reason) {
@@ -84,6 +99,7 @@ export function createWebSocketProxy(opts: WebSocketProxyOptions): WebSocketProx
       return response;
     },
     retain(keep, code, reason) {
+      for (const p of settingUp) if (!keep(p.route)) p.close ??= { code, reason };
       let n = 0;
       for (const c of [...live]) {
         if (keep(c.route)) continue;
@@ -126,7 +142,7 @@ function relay(
   t: WebSocketProxyRequest,
   env: Env,
   live: Set<Live>,
-): void {
+): Live {
   const lim = t.limits;
   // Deno hands over whole messages and writes each as one frame: frame sizes can be neither
   // seen nor chosen, so only max_message_size bounds what is relayed (max_frame_size has no
@@ -302,4 +318,5 @@ function relay(
       up.close(u.code, u.reason, { flush: true });
     }
   }
+  return entry;
 }

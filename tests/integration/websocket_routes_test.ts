@@ -109,6 +109,32 @@ routes:
   await closed(keep);
 });
 
+Deno.test("a WebSocket whose upstream was still connecting when a reload changed its route is closed with 1001", async () => {
+  let admit: ((ok: boolean) => void) | null = null;
+  await using slow = await wsUpstream(undefined, {
+    verifyClient: (_info: unknown, cb: (ok: boolean) => void) => admit = cb,
+  });
+  await using next = await wsUpstream();
+  await using prox = await startWsProxy(wsRoute(slow.url), { file: true });
+  const opening = connect(`${prox.ws}/`);
+  await waitFor(() => admit);
+  await prox.reload(wsRoute(next.url));
+  admit!(true);
+  // It stayed on the old target until some later reload changed the route again.
+  const ws = await opening;
+  let end: { code: number; reason: string } | null = null;
+  closed(ws).then((c) => end = c);
+  try {
+    assert.deepEqual(await waitFor(() => end, { timeoutMs: 3000 }), {
+      code: 1001,
+      reason: "Route changed by a config reload",
+    });
+    await waitFor(() => slow.sockets.size === 0);
+  } finally {
+    ws.terminate();
+  }
+});
+
 Deno.test("websocket idle_timeout closes a silent connection with 1001", async () => {
   await using up = await wsUpstream();
   await using prox = await startWsProxy(wsRoute(up.url, "idle_timeout: 300ms"));
