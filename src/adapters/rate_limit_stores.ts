@@ -40,24 +40,48 @@ export function keysPerRoute(
   return out;
 }
 
+/** A Redis store and the decisions under way on it (a replaced one closes when they are done). */
+interface RedisEntry {
+  sig: string;
+  store: RedisRateLimitStore;
+  inflight: number;
+}
+
 /** Creates the store holder; call configure() before serving. */
 export function createRateLimitStores(): RateLimitStores {
   const memory = createMemoryStore();
-  let redis: { store: RedisRateLimitStore; sig: string } | null = null;
-  let active: RateLimitStore = memory;
+  let redis: RedisEntry | null = null;
+  // Replaced by a reload while decisions were under way on them: closed once those are done (a
+  // decision waiting for its connection failed when its store closed under it).
+  const retiring = new Set<RedisEntry>();
+
+  const closeEntry = (e: RedisEntry): Promise<void> => {
+    retiring.delete(e);
+    return e.store.close();
+  };
+  const retire = (e: RedisEntry | null): Promise<void> => {
+    if (!e) return Promise.resolve();
+    if (e.inflight === 0) return closeEntry(e);
+    retiring.add(e);
+    return Promise.resolve();
+  };
 
   return {
     memory,
     consume(key: string, q: RateLimitQuery): Promise<RateLimitDecision> {
-      return active.consume(key, q);
+      const e = redis;
+      if (!e) return memory.consume(key, q);
+      e.inflight++;
+      return e.store.consume(key, q).finally(() => {
+        if (--e.inflight === 0 && retiring.has(e)) void closeEntry(e);
+      });
     },
     async configure(cfg, ids) {
       memory.retain(ids);
       if (cfg.type === "memory" || !cfg.url) {
-        active = memory;
         const old = redis;
         redis = null;
-        await old?.store.close();
+        await retire(old);
         return;
       }
       const sig = JSON.stringify([cfg.url, cfg.prefix, cfg.timeout, cfg.pool_size]);
@@ -73,14 +97,14 @@ export function createRateLimitStores(): RateLimitStores {
           timeoutMs: cfg.timeout,
           poolSize: cfg.pool_size,
         }),
+        inflight: 0,
       };
-      active = redis.store;
-      await old?.store.close();
+      await retire(old);
     },
     async close() {
-      await redis?.store.close();
+      const all = [...retiring, ...(redis ? [redis] : [])];
       redis = null;
-      active = memory;
+      await Promise.all(all.map(closeEntry));
     },
   };
 }

@@ -49,3 +49,31 @@ Deno.test("limiterIds collects the ids of routes that have a rate limit", () => 
   ]);
   assert.deepEqual([...ids], ["/a#1", "/b#2", "/b#3"]);
 });
+
+interopTest(
+  "createRateLimitStores: decisions under way on a Redis store a reload replaces still complete",
+  ["redis-server"],
+  async () => {
+    await using redis = await startRedis();
+    const stores = createRateLimitStores();
+    try {
+      const ids = new Set(["/a#1"]);
+      const shared = (timeout: string) =>
+        RateLimitStore.parse({ type: "redis", url: redis.url, timeout, on_error: "deny" });
+      await stores.configure(shared("2s"), ids);
+      // Still connecting: these wait for the first connection of a store about to be replaced.
+      const q = { ...query("/a#1"), maxKeys: 100 };
+      const pending = Array.from({ length: 20 }, (_, i) => stores.consume(`k${i}`, q));
+      await stores.configure(shared("3s"), ids);
+      await stores.configure(shared("4s"), ids);
+      const settled = await Promise.allSettled(pending);
+      assert.deepEqual(
+        settled.map((r) => r.status === "fulfilled" ? r.value.allowed : String(r.reason)),
+        Array(20).fill(true),
+      );
+      assert.equal((await stores.consume("k0", q)).allowed, false); // the same Redis counters
+    } finally {
+      await stores.close();
+    }
+  },
+);
