@@ -17,6 +17,13 @@ export function validateRateLimitStore(
       problem,
       'Use e.g. url: "redis://127.0.0.1:6379" (rediss:// for TLS)',
     );
+  } else if (store.type === "redis" && store.timeout <= 0) {
+    // The Redis client reads 0 as "no timeout": every request would wait as long as Redis stalls.
+    opts.err(
+      ["rate_limit_store", "timeout"],
+      "timeout must be greater than 0",
+      "E.g. timeout: 100ms (how long a request waits for Redis before on_error applies)",
+    );
   } else if (store.type === "memory" && store.url !== undefined) {
     // Without type: redis the counters stay in each process, whatever the url says.
     opts.warn(

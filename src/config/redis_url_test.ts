@@ -61,3 +61,17 @@ routes:
     "\n  fix: Add type: redis to share the counters through Redis",
   ]);
 });
+
+Deno.test("validate refuses rate_limit_store.timeout: 0s (the Redis client would wait without bound)", () => {
+  const text = `listen_addr: "127.0.0.1:3000"
+rate_limit_store: { type: redis, url: "redis://cache:6379", timeout: 0s }
+routes:
+  "/": { type: static, root: "." }
+`;
+  const res = loadConfigText(text, { file: "c.yaml", env: { exists: () => true } });
+  assert.equal(res.config, undefined);
+  assert.deepEqual(res.issues.map((i) => formatIssue({ ...i, excerpt: undefined })), [
+    "c.yaml:2:61: error: rate_limit_store.timeout: timeout must be greater than 0" +
+    "\n  fix: E.g. timeout: 100ms (how long a request waits for Redis before on_error applies)",
+  ]);
+});
