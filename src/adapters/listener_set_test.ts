@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { createListenerSet, REUSE_PORT } from "./listener_set.ts";
 import type { ListenerPlan } from "./listener_set.ts";
 import { silentLogger } from "../ports.ts";
+import { parseListenAddr } from "../config/listen.ts";
 import { ROOT, waitFor } from "../../tests/_harness.ts";
 
 // Real Deno.serve listeners on 127.0.0.1; plans change between stages as a reload would.
@@ -125,4 +126,28 @@ Deno.test("ListenerSet: an address this machine does not have says so and how to
   } finally {
     await set.shutdown(1000);
   }
+});
+
+const linkLocal = Deno.networkInterfaces().find((i) =>
+  i.family === "IPv6" && i.address.startsWith("fe80:")
+);
+
+Deno.test({
+  name: "ListenerSet binds a link-local address with its zone ([fe80::…%eth0]:port)",
+  ignore: linkLocal === undefined,
+  async fn() {
+    const ll = linkLocal!;
+    const text = `[${ll.address}%${ll.name}]:0`;
+    const addr = parseListenAddr(text);
+    assert.ok(typeof addr !== "string", String(addr));
+    const set = createListenerSet({ logger: silentLogger, drainMs: () => 1000 });
+    try {
+      (await set.stage([{ ...plan("main", 0), addr }])).commit();
+      const port = set.get("main")!.port;
+      using conn = await Deno.connect({ hostname: `${ll.address}%${ll.name}`, port });
+      assert.equal((conn.remoteAddr as Deno.NetAddr).port, port);
+    } finally {
+      await set.shutdown(1000);
+    }
+  },
 });

@@ -17,11 +17,14 @@ export function parseListenAddr(text: string): ListenAddr | string {
     if (end < 0 || text[end + 1] !== ":") return fail;
     host = text.slice(1, end);
     portText = text.slice(end + 2);
+    // A zone (`[fe80::1%eth0]`, `%2`): a link-local address cannot be bound without one.
+    const zone = /%[a-z0-9_.-]+$/i.exec(host)?.[0] ?? "";
+    host = host.slice(0, host.length - zone.length);
     if (!/^[0-9a-f:.]+$/i.test(host) || !host.includes(":") || !URL.canParse(`http://[${host}]`)) {
       return fail;
     }
     // One spelling per address ("0:0::1" is "::1"), so listeners compare and log as one.
-    host = new URL(`http://[${host}]`).hostname.slice(1, -1);
+    host = new URL(`http://[${host}]`).hostname.slice(1, -1) + zone;
   } else {
     const colon = text.lastIndexOf(":");
     if (colon < 0) return fail;

@@ -84,3 +84,12 @@ Deno.test("validateConfig: listeners are compared as addresses, not as text", ()
   );
   assert.deepEqual(v4.issues.map((i) => i.message), [], "0.0.0.0 and ::1 do not meet");
 });
+
+Deno.test("parseListenAddr: a link-local address keeps its zone, which binding it needs", () => {
+  // The Rust Prox took [fe80::1%2]:80; Prox refused every zone, so no link-local listener.
+  assert.deepEqual(parseListenAddr("[fe80::1%eth0]:80"), { hostname: "fe80::1%eth0", port: 80 });
+  assert.deepEqual(parseListenAddr("[FE80::0:1%2]:80"), { hostname: "fe80::1%2", port: 80 });
+  assert.equal(formatListenAddr({ hostname: "fe80::1%eth0", port: 80 }), "[fe80::1%eth0]:80");
+  assert.match(parseListenAddr("[fe80::1%]:80") as string, /use IP:PORT/);
+  assert.match(parseListenAddr("[fe80::1%a b]:80") as string, /use IP:PORT/);
+});
