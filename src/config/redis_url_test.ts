@@ -62,7 +62,7 @@ routes:
   ]);
 });
 
-Deno.test("validate refuses rate_limit_store.timeout: 0s (the Redis client would wait without bound)", () => {
+Deno.test("validate refuses rate_limit_store.timeout: 0s (decisions timed out at random)", () => {
   const text = `listen_addr: "127.0.0.1:3000"
 rate_limit_store: { type: redis, url: "redis://cache:6379", timeout: 0s }
 routes:
