@@ -38,15 +38,31 @@ export const denoEnv = {
 function readCertificatePair(
   certPath: string,
   keyPath: string,
-): { notAfter: number; keyMatches: boolean } | { error: string; field: "cert_path" | "key_path" } {
+):
+  | { notAfter: number; keyMatches: boolean }
+  | { error: string; field: "cert_path" | "key_path"; hint?: string } {
   let cert: X509Certificate;
-  let pem: string;
+  let pem = "";
   try {
     pem = Deno.readTextFileSync(certPath);
     // The first certificate block (the file may also hold the key, which the listener skips).
     cert = new X509Certificate(pemBlock(pem, "CERTIFICATE")!);
   } catch {
-    return { field: "cert_path", error: `Cannot read a PEM certificate from ${certPath}` };
+    const keyText = (() => {
+      try {
+        return Deno.readTextFileSync(keyPath);
+      } catch {
+        return "";
+      }
+    })();
+    const swapped = /PRIVATE KEY-----/.test(pem) && /BEGIN CERTIFICATE-----/.test(keyText);
+    return {
+      field: "cert_path",
+      error: `Cannot read a PEM certificate from ${certPath}`,
+      hint: swapped
+        ? `${certPath} holds a private key and ${keyPath} a certificate: swap cert_path and key_path`
+        : "cert_path names a PEM file starting with -----BEGIN CERTIFICATE-----",
+    };
   }
   if (!wholeChain(pem)) {
     return {

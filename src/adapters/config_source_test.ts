@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { loadSource } from "./config_source.ts";
+import { denoEnv, loadSource } from "./config_source.ts";
 
 Deno.test("loadSource refuses a config that is not UTF-8, at the first bad byte", async () => {
   const path = await Deno.makeTempFile({ suffix: ".yaml" });
@@ -26,4 +26,18 @@ Deno.test("loadSource refuses a config that is not UTF-8, at the first bad byte"
   } finally {
     await Deno.remove(path);
   }
+});
+
+Deno.test("denoEnv.certificate says when cert_path and key_path are swapped", () => {
+  const dir = new URL("../../tests/fixtures/config/certs/", import.meta.url).pathname;
+  const r = denoEnv.certificate(`${dir}key.pem`, `${dir}cert.pem`);
+  assert.ok("error" in r);
+  // Only "Cannot read a PEM certificate" was said, without a fix.
+  assert.equal(
+    r.hint,
+    `${dir}key.pem holds a private key and ${dir}cert.pem a certificate: swap cert_path and key_path`,
+  );
+  const plain = denoEnv.certificate(`${dir}empty.pem`, `${dir}key.pem`);
+  assert.ok("error" in plain);
+  assert.match(plain.hint!, /BEGIN CERTIFICATE/);
 });

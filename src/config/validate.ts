@@ -31,6 +31,7 @@ export interface ValidateEnv {
   ) => { notAfter: number; keyMatches: boolean } | {
     error: string;
     field: "cert_path" | "key_path";
+    hint?: string;
   };
   /** The wall clock (ms since the epoch) for the expiry warning; omitted: not checked. */
   now?: () => number;
@@ -271,7 +272,7 @@ function validatePair(
 ): void {
   const pair = o.env.certificate?.(certPath, keyPath);
   if (!pair) return;
-  if ("error" in pair) return o.err(["tls", pair.field], pair.error);
+  if ("error" in pair) return o.err(["tls", pair.field], pair.error, pair.hint);
   if (!pair.keyMatches) {
     return o.err(
       ["tls", "key_path"],
