@@ -75,6 +75,18 @@ export function createWebSocketProxy(opts: WebSocketProxyOptions): WebSocketProx
         settingUp.delete(pending);
       }
       if ("refused" in up) return refusal(up.refused);
+      // Deno's client accepts a subprotocol it did not offer (RFC 6455 §4.1 says fail): the
+      // client got a 101 naming it, which it must refuse, and the upstream a dangling socket.
+      if (up.protocol && !target.protocols.includes(up.protocol)) {
+        up.close(1000, "Subprotocol not offered");
+        return new Response(
+          `Upstream chose a WebSocket subprotocol the client did not offer ("${up.protocol}")\n`,
+          {
+            status: 502,
+            headers: { "content-type": "text/plain; charset=utf-8", "cache-control": "no-store" },
+          },
+        );
+      }
       let upgrade: Deno.WebSocketUpgrade;
       try {
         upgrade = Deno.upgradeWebSocket(req, {

@@ -70,6 +70,20 @@ Deno.test("websocket route negotiates the subprotocol with the upstream", async 
   await closed(plain);
 });
 
+Deno.test("an upstream choosing a subprotocol the client did not offer gets the client a 502", async () => {
+  const upstreamSaw: string[] = [];
+  await using up = await wsUpstream((ws) => {
+    ws.on("close", (_code, reason) => upstreamSaw.push(reason.toString()));
+  }, { handleProtocols: () => "v9.chat" });
+  await using prox = await startWsProxy(wsRoute(up.url));
+  // The 101 named "v9.chat", which the client then had to refuse.
+  await assert.rejects(connect(`${prox.ws}/`, ["v1.chat"]), (err: { status?: number }) => {
+    assert.equal(err.status, 502);
+    return true;
+  });
+  assert.deepEqual(await waitFor(() => upstreamSaw[0]), "Subprotocol not offered");
+});
+
 Deno.test("websocket close codes and reasons propagate both ways", async () => {
   const upstreamSaw: { code: number; reason: string }[] = [];
   await using up = await wsUpstream((ws) => {
