@@ -72,13 +72,18 @@ function readCertificatePair(
     };
   }
   let key: ReturnType<typeof createPrivateKey>;
+  let keyPem = "";
   try {
-    key = createPrivateKey(pemBlock(Deno.readTextFileSync(keyPath), "PRIVATE KEY")!);
+    keyPem = Deno.readTextFileSync(keyPath);
+    key = createPrivateKey(pemBlock(keyPem, "PRIVATE KEY")!);
   } catch {
     // Encrypted keys too: the listener has no passphrase to open them with.
     return {
       field: "key_path",
       error: `Cannot read an unencrypted PEM private key from ${keyPath}`,
+      hint: /ENCRYPTED/.test(keyPem)
+        ? `The key is encrypted and Prox has no passphrase: decrypt it (openssl pkey -in ${keyPath} -out key.pem) and name that file`
+        : "key_path names a PEM file starting with -----BEGIN PRIVATE KEY----- (or RSA or EC PRIVATE KEY)",
     };
   }
   const unusable = unusableKey(key);

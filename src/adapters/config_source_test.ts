@@ -41,3 +41,20 @@ Deno.test("denoEnv.certificate says when cert_path and key_path are swapped", ()
   assert.ok("error" in plain);
   assert.match(plain.hint!, /BEGIN CERTIFICATE/);
 });
+
+Deno.test("denoEnv.certificate says an encrypted key needs decrypting", async () => {
+  const dir = new URL("../../tests/fixtures/config/certs/", import.meta.url).pathname;
+  const tmp = await Deno.makeTempDir({ prefix: "prox-enc-key-" });
+  try {
+    await Deno.writeTextFile(
+      `${tmp}/enc.pem`,
+      "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIHsMFcGCSqGSIb3DQEFDTBKMCkGCSqGSIb3DQEFDDAcBAh=\n" +
+        "-----END ENCRYPTED PRIVATE KEY-----\n",
+    );
+    const r = denoEnv.certificate(`${dir}cert.pem`, `${tmp}/enc.pem`);
+    assert.ok("error" in r);
+    assert.match(r.hint!, /^The key is encrypted and Prox has no passphrase: decrypt it/);
+  } finally {
+    await Deno.remove(tmp, { recursive: true });
+  }
+});
