@@ -98,11 +98,12 @@ export function compileRateLimit(
 
 /**
  * `RateLimit-Policy` value (§3.1): quota `q` per window `w` in whole seconds. A sub-second or
- * fractional period is rescaled to the equivalent whole-second window; a burst different from
- * the rate is announced as the vendor parameter `prox-burst`.
+ * fractional period is rescaled to the next whole-second window (never shorter than the period,
+ * so `q` is at least `requests`: rounded to the nearest, 1 per 1.4 s was announced as q=0); a
+ * burst different from the rate is announced as the vendor parameter `prox-burst`.
  */
 export function policyField(policy: RateLimitPolicy, opts: { name?: string } = {}): string {
-  const w = Math.max(1, Math.round(policy.periodMs / 1000));
+  const w = Math.max(1, Math.ceil(policy.periodMs / 1000));
   const q = Math.floor((policy.requests * w * 1000) / policy.periodMs);
   const burst = policy.burst !== policy.requests ? `;prox-burst=${policy.burst}` : "";
   return `"${opts.name ?? "default"}";q=${q};w=${w}${burst}`;

@@ -28,6 +28,15 @@ Deno.test("policyField announces q per whole-second window, rescaling sub-second
     policyField(policyOf("token_bucket", { requests: 2, periodMs: 1_000, burst: 5 })),
     '"default";q=2;w=1;prox-burst=5',
   );
+  // A fractional period: the next whole second, never a quota of 0 (1 per 1.4 s was q=0;w=1).
+  assert.equal(
+    policyField(policyOf("gcra", { requests: 1, periodMs: 1_400 })),
+    '"default";q=1;w=2',
+  );
+  assert.equal(
+    policyField(policyOf("fixed_window", { requests: 1, periodMs: 2_400 })),
+    '"default";q=1;w=3',
+  );
   assert.equal(limitField(3, 7), '"default";r=3;t=7');
 });
 
