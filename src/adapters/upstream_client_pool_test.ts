@@ -345,3 +345,23 @@ Deno.test("upstream client: a connection the upstream closed after answering is 
     await client.close();
   }
 });
+
+Deno.test("upstream client: the retry after a closed reused connection waits for a new one", async () => {
+  // Each connection answers one request and closes on the next without a word. The retry was
+  // handed the connection another request had just used: closed too, and the request failed.
+  await using srv = rawServer(async (c) => {
+    if (!(await readRequest(c))) return;
+    await write(c, "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+    await readRequest(c);
+  });
+  const client = createUpstreamClient({ maxConnectionsPerUpstream: 1 });
+  try {
+    assert.equal(await (await client.send(request(srv.url))).text(), "ok");
+    const retried = client.send(request(srv.url)); // meets the close, retries
+    const queued = client.send(request(srv.url)); // waits; then takes the slot first
+    assert.equal(await (await queued).text(), "ok");
+    assert.equal(await (await retried).text(), "ok");
+  } finally {
+    await client.close();
+  }
+});

@@ -39,6 +39,8 @@ interface Waiter {
   grant(conn: H1Connection | null): void;
   fail(err: ProxyError): void;
   done: boolean;
+  /** Wants a new connection (a retry after a reused one was found closed). */
+  fresh: boolean;
   /** Monotonic ms when it started waiting. */
   since: number;
 }
@@ -212,7 +214,12 @@ export function createConnectionPool(opts: UpstreamPoolOptions): ConnectionPool 
       if (closed) return; // close() failed it
       if (conn.dead) return drop(o, conn);
       const w = nextWaiter(o);
-      if (w) {
+      if (w?.fresh) {
+        // Its slot, for a new connection: a retry must not meet another reused one.
+        conn.fail(null);
+        all.delete(conn);
+        w.grant(null);
+      } else if (w) {
         conn.unpark();
         w.grant(conn);
       } else if (!park(o, conn)) drop(o, conn);
@@ -284,6 +291,7 @@ export function createConnectionPool(opts: UpstreamPoolOptions): ConnectionPool 
         };
         const w: Waiter = {
           done: false,
+          fresh: a.fresh === true,
           since: performance.now(),
           grant(conn) {
             signal?.removeEventListener("abort", onAbort);
