@@ -37,6 +37,9 @@ export interface ValidateEnv {
   now?: () => number;
 }
 
+/** The fix for a file a config names that is not there. */
+const FILE_HINT = "Fix the path (a relative one starts from the working directory of prox)";
+
 /** Runs every cross-field rule; returns issues (errors and warnings) in file order. */
 export function validateConfig(
   config: Config,
@@ -162,12 +165,20 @@ export function validateConfig(
       );
     }
     if (!path.startsWith("/")) {
-      err(["backend_health_paths", target], `Health path "${path}" must start with "/"`);
+      err(
+        ["backend_health_paths", target],
+        `Health path "${path}" must start with "/"`,
+        `Write "/${path}"`,
+      );
     }
   }
   // Request paths start with "/": any other metrics path would never be served.
   if (!config.metrics.path.startsWith("/")) {
-    err(["metrics", "path"], `Metrics path "${config.metrics.path}" must start with "/"`);
+    err(
+      ["metrics", "path"],
+      `Metrics path "${config.metrics.path}" must start with "/"`,
+      `Write "/${config.metrics.path}"`,
+    );
   }
   // The metrics endpoint answers before routing: a route for the same path never sees its GETs.
   if (config.metrics.on_main_listener) {
@@ -209,15 +220,25 @@ export function validateConfig(
       );
     } else if (manual) {
       const before = issues.length;
-      if (!tls.cert_path) err(["tls"], "key_path is set but cert_path is missing");
-      else if (!opts.env.exists(tls.cert_path)) {
-        err(["tls", "cert_path"], `Certificate file not found: ${tls.cert_path}`);
+      if (!tls.cert_path) {
+        err(
+          ["tls"],
+          "key_path is set but cert_path is missing",
+          "Add cert_path: the PEM certificate chain",
+        );
+      } else if (!opts.env.exists(tls.cert_path)) {
+        err(["tls", "cert_path"], `Certificate file not found: ${tls.cert_path}`, FILE_HINT);
       } else if (opts.env.stat?.(tls.cert_path)?.size === 0) {
         err(["tls", "cert_path"], `Certificate file is empty: ${tls.cert_path}`);
       }
-      if (!tls.key_path) err(["tls"], "cert_path is set but key_path is missing");
-      else if (!opts.env.exists(tls.key_path)) {
-        err(["tls", "key_path"], `Private key file not found: ${tls.key_path}`);
+      if (!tls.key_path) {
+        err(
+          ["tls"],
+          "cert_path is set but key_path is missing",
+          "Add key_path: the PEM private key",
+        );
+      } else if (!opts.env.exists(tls.key_path)) {
+        err(["tls", "key_path"], `Private key file not found: ${tls.key_path}`, FILE_HINT);
       } else if (opts.env.stat?.(tls.key_path)?.size === 0) {
         err(["tls", "key_path"], `Private key file is empty: ${tls.key_path}`);
       }
@@ -301,10 +322,14 @@ function validateAcme(
   const { err, warn } = opts;
   const base = ["tls", "acme"];
   if (acme.ca_cert !== undefined && !opts.env.exists(acme.ca_cert)) {
-    err([...base, "ca_cert"], `CA certificate file not found: ${acme.ca_cert}`);
+    err([...base, "ca_cert"], `CA certificate file not found: ${acme.ca_cert}`, FILE_HINT);
   }
   if (acme.domains.length === 0) {
-    err([...base, "domains"], "At least one domain must be specified for ACME");
+    err(
+      [...base, "domains"],
+      "At least one domain must be specified for ACME",
+      "List the names to certify, e.g. domains: [example.com, www.example.com]",
+    );
   }
   acme.domains.forEach((d, i) => {
     if (d.startsWith("*.")) {

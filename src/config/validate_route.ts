@@ -103,7 +103,11 @@ export function validateRoutes(
           'Use "/" to strip the route prefix',
         );
       } else if (!route.path_rewrite.startsWith("/")) {
-        err(["routes", key, "path_rewrite"], 'Path rewrite must start with "/"');
+        err(
+          ["routes", key, "path_rewrite"],
+          'Path rewrite must start with "/"',
+          `Write "/${route.path_rewrite}"`,
+        );
       } else if (/[?#]/.test(route.path_rewrite)) {
         // "/v2?k=1" sent "/v2?k=1/x?q=1"; "/v2#x" sent "/v2", without the path or the query.
         err(
@@ -348,7 +352,13 @@ function validateRateLimits(
   const names = new Set<string>();
   for (const [path, rl] of limits) {
     if (rl.name !== undefined) {
-      if (names.has(rl.name)) err([...path, "name"], `Duplicate rate limit name "${rl.name}"`);
+      if (names.has(rl.name)) {
+        err(
+          [...path, "name"],
+          `Duplicate rate limit name "${rl.name}"`,
+          "Give each limit of the route its own name (it names the limit in RateLimit headers)",
+        );
+      }
       names.add(rl.name);
     }
     if (rl.header_name !== undefined && rl.by !== "header") {
@@ -368,13 +378,21 @@ function validateRateLimits(
       err([...path, "period"], "Period duration must be greater than 0", 'E.g. period: "1m"');
     }
     if (rl.by === "header" && !rl.header_name) {
-      err(path, "header_name is required when rate limiting by header");
+      err(
+        path,
+        "header_name is required when rate limiting by header",
+        "E.g. header_name: X-Api-Key",
+      );
     }
     if (rl.by === "cookie" && !rl.cookie_name) {
-      err(path, "cookie_name is required when rate limiting by cookie");
+      err(
+        path,
+        "cookie_name is required when rate limiting by cookie",
+        "E.g. cookie_name: session",
+      );
     }
     if (rl.by === "query" && !rl.query_param) {
-      err(path, "query_param is required when rate limiting by query");
+      err(path, "query_param is required when rate limiting by query", "E.g. query_param: api_key");
     }
     rl.exempt_ips.forEach((c, i) => {
       if (!parseCidr(c)) {
