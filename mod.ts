@@ -67,13 +67,17 @@ export async function main(args: string[]): Promise<number> {
     return 0;
   }
   const command = positionals[0] ?? "serve";
+  // `prox validate x.yaml`, `prox x.yaml`: the config file named without -c.
+  const asConfig = (arg: string, cmd: string) =>
+    /\.(ya?ml|json)$/i.test(arg) ? `\nTo use it as the config: prox ${cmd} -c ${arg}` : "";
   if (!COMMANDS.includes(command)) {
-    console.error(`prox: unknown command "${command}"`);
+    console.error(`prox: unknown command "${command}"${asConfig(command, "serve")}`);
     console.error("Run `prox --help` for usage.");
     return 2;
   }
   if (positionals.length > (command === "help" ? 2 : 1)) {
-    console.error(`prox: unexpected argument "${positionals.at(-1)}"`);
+    const arg = String(positionals.at(-1));
+    console.error(`prox: unexpected argument "${arg}"${asConfig(arg, command)}`);
     return 2;
   }
   if (command === "help" || values.help) {

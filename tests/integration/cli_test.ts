@@ -88,6 +88,12 @@ Deno.test("prox usage errors exit 2: unknown option, unknown command, --takeover
   assert.match(takeover.stderr, /--takeover needs --pid-file/);
   const format = await prox(["validate", "--format", "xml"]);
   assert.equal(format.code, 2);
+  // A config file named without -c: say how to name it.
+  const file = await prox(["validate", "site.yaml"]);
+  assert.equal(file.code, 2);
+  assert.match(file.stderr, /To use it as the config: prox validate -c site\.yaml/);
+  const bare = await prox(["site.yaml"]);
+  assert.match(bare.stderr, /To use it as the config: prox serve -c site\.yaml/);
 });
 
 Deno.test("prox serve --workers 2 with port 0: exit 1, the issue located at listen_addr", async () => {
