@@ -14,7 +14,7 @@ import type { Logger, Metrics, WebSocketProxy, WebSocketProxyRequest } from "../
 import { clip, connectUpstream, exceeds, upstreamClose } from "./websocket_upstream.ts";
 import { trafficSeen } from "./gc_hint.ts";
 import type { UpstreamSocket, WsData } from "./websocket_upstream.ts";
-import { timerDelay } from "../config/duration.ts";
+import { MAX_TIMER_MS, timerDelay } from "../config/duration.ts";
 
 /** Tuning for the relay; the defaults suit most deployments. */
 export interface WebSocketProxyOptions {
@@ -41,6 +41,8 @@ const HANDSHAKE_MS = 10_000;
 const CONNECTING = 0;
 /** Bytes per second below which a client that reads nothing of a paused queue is given up on. */
 const MIN_RATE = 64 << 10;
+/** The longest ping interval Deno's timers can wait (whole seconds, so no rounding goes past). */
+const PING_MAX_MS = Math.floor(MAX_TIMER_MS / 1000) * 1000;
 /** The reason Deno gives when it closes a socket whose peer did not answer its ping in time. */
 const DENO_PING_TIMEOUT = "No response from ping frame.";
 
@@ -89,9 +91,11 @@ export function createWebSocketProxy(opts: WebSocketProxyOptions): WebSocketProx
       }
       let upgrade: Deno.WebSocketUpgrade;
       try {
-        upgrade = Deno.upgradeWebSocket(req, {
-          idleTimeout: target.limits.pingInterval > 0 ? (2 * target.limits.pingInterval) / 1000 : 0,
-        });
+        // Deno pings after idleTimeout / 2 s of silence and closes after as long again without a
+        // pong, on timers that fire at once past 2^31 - 1 ms: a ping_interval of 25 days or more
+        // closed every WebSocket right after it opened.
+        const ping = Math.min(target.limits.pingInterval, PING_MAX_MS);
+        upgrade = Deno.upgradeWebSocket(req, { idleTimeout: ping > 0 ? (2 * ping) / 1000 : 0 });
         // Set here rather than with the `protocol` option: Deno only finds the protocol in a
         // request list separated by ", " exactly, and `ws` (among others) sends "a,b".
         if (up.protocol) upgrade.response.headers.set("sec-websocket-protocol", up.protocol);

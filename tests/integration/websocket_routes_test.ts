@@ -237,6 +237,23 @@ Deno.test("websocket ping_interval pings a silent client", async () => {
   await closed(ws);
 });
 
+Deno.test("a ping_interval longer than a timer can wait (25 days and more) does not close at once", async () => {
+  await using up = await wsUpstream();
+  await using prox = await startWsProxy(wsRoute(up.url, "ping_interval: 30d"));
+  const ws = await connect(`${prox.ws}/`);
+  let pinged = false;
+  ws.on("ping", () => pinged = true);
+  // Deno's ping timers fired at once: a ping, then 1001 "No response from ping frame.".
+  await new Promise((r) => setTimeout(r, 300));
+  assert.equal(ws.readyState, ws.OPEN);
+  const echoed = messages(ws, 1);
+  ws.send("still here");
+  assert.equal((await echoed)[0].data.toString(), "still here");
+  assert.equal(pinged, false);
+  ws.close();
+  await closed(ws);
+});
+
 Deno.test("protocols.websocket_enabled: false answers upgrades with 501", async () => {
   await using up = await wsUpstream();
   await using prox = await startWsProxy(`
