@@ -193,6 +193,8 @@ export function createRedisStore(opts: RedisStoreOptions): RedisRateLimitStore {
     const entry = { c, first: Promise.resolve(), lastError: "" };
     c.on("error", (err: unknown) => entry.lastError = reasonOf(err));
     c.on("ready", () => entry.lastError = "");
+    // A Redis that shuts down closes the connection without an error.
+    c.on("close", () => entry.lastError ||= "connection closed");
     for (const [name, lua] of Object.entries(SCRIPTS)) {
       c.defineCommand(`prox_${name}`, { numberOfKeys: 1, lua });
     }
@@ -223,7 +225,9 @@ export function createRedisStore(opts: RedisStoreOptions): RedisRateLimitStore {
         if (waiting >= maxWaiting) throw new Error(`not answering (${waiting} commands waiting)`);
         out = await fn.call(client, `${opts.prefix}${q.limiter}:${key}`, ...args);
       } catch (err) {
-        const why = err instanceof Error ? err.message : String(err);
+        let why = err instanceof Error ? err.message : String(err);
+        // ioredis's words for "the connection dropped with this command sent" (no retries here).
+        if (why.startsWith("Reached the max retries per request")) why = "connection lost";
         throw new Error(`Cannot reach Redis at "${shown}": ${why}`, { cause: err });
       }
       return {

@@ -224,6 +224,15 @@ function startRelay(port: number) {
   return {
     url: `redis://127.0.0.1:${(listener.addr as Deno.NetAddr).port}`,
     blackhole: () => pairs.forEach((p) => p.dead = true),
+    /** Closes every connection open now (a Redis host that went away). */
+    cut: () => {
+      for (const c of conns) {
+        try {
+          c.close();
+        } catch { /* closed */ }
+      }
+      conns.clear();
+    },
     async [Symbol.asyncDispose]() {
       listener.close();
       await accepting;
@@ -257,6 +266,28 @@ interopTest(
         timeoutMs: 6_000,
         intervalMs: 50,
       });
+    } finally {
+      await store.close();
+    }
+  },
+);
+
+interopTest(
+  "createRedisStore: a decision whose connection drops fails as 'connection lost'",
+  ["redis-server"],
+  async () => {
+    await using redis = await startRedis();
+    await using relay = startRelay(redis.port);
+    const store = createRedisStore({ url: relay.url, prefix: "c:", timeoutMs: 5_000, poolSize: 1 });
+    const policy = policyOf("gcra", { requests: 1_000, periodMs: 1_000 });
+    const q = { limiter: "L", policy, now: 0, maxKeys: 10 };
+    try {
+      assert.equal((await store.consume("a", q)).allowed, true);
+      relay.blackhole();
+      const pending = store.consume("a", q);
+      relay.cut();
+      // ioredis says "Reached the max retries per request limit (which is 0)…".
+      await assert.rejects(pending, /^Error: Cannot reach Redis at "[^"]+": connection lost$/);
     } finally {
       await store.close();
     }
