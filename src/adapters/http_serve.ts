@@ -96,6 +96,7 @@ export function listen(
       // A body (RFC 9112 §6.3: Content-Length or Transfer-Encoding): counted until the handler
       // has its response, which for a proxied upload comes once the upstream read it.
       const cl = req.headers.get("content-length");
+      if (cl === null && req.body !== null && ci.protocol !== "http/1.1") req = confirmedEnd(req);
       if ((cl === null || cl === "0") && !req.headers.has("transfer-encoding")) {
         return opts.handler(req, ci);
       }
@@ -139,6 +140,48 @@ export function listen(
       await serving.current.finished.catch(() => {});
     },
   };
+}
+
+/**
+ * hyper ends an HTTP/2 request body that the client reset with CANCEL (what curl and browsers
+ * send when they abort an upload) as if END_STREAM had come; only the request's signal, aborted
+ * an event-loop turn or two later, tells. Without a Content-Length nothing else shows the body
+ * short, and the upstream took the part for the whole upload (the last chunk, or a small body
+ * sent whole). So the end of such a body is passed on only once a few turns went by without
+ * that abort; after an abort the body fails as the client's (499), never ending cleanly.
+ */
+export function confirmedEnd(req: Request): Request {
+  const signal = req.signal;
+  let reader: ReadableStreamDefaultReader<Uint8Array> | undefined;
+  let got = false;
+  const body = new ReadableStream<Uint8Array>({
+    async pull(ctl) {
+      reader ??= req.body!.getReader();
+      const r = await reader.read();
+      if (!r.done) {
+        got ||= r.value.byteLength > 0;
+        return ctl.enqueue(r.value);
+      }
+      // An empty one ends at once: a request that ended with its head has no body (upstream).
+      if (got && await abortedSoon(signal, END_TURNS)) {
+        ctl.error(new ProxyError("client_gone", "Client reset its request stream"));
+      } else ctl.close();
+    },
+    cancel: (reason) => (reader ?? req.body!).cancel(reason),
+  }, { highWaterMark: 0 });
+  // @ts-ignore: duplex is required for streaming bodies but missing from the lib types
+  return new Request(req, { body, duplex: "half" });
+}
+
+/** Turns of the event loop waited for a reset's abort (it came within two, checked under load). */
+const END_TURNS = 4;
+
+/** True once `signal` aborts within `turns` turns of the event loop (timer phases). */
+async function abortedSoon(signal: AbortSignal, turns: number): Promise<boolean> {
+  for (let i = 0; i < turns && !signal.aborted; i++) {
+    await new Promise((r) => setTimeout(r, 0));
+  }
+  return signal.aborted;
 }
 
 /**

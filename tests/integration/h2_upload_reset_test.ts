@@ -1,0 +1,172 @@
+// An HTTP/2 client that resets its upload (RST_STREAM CANCEL, what curl and browsers send when
+// they abort) must not reach the upstream as a complete body: hyper ends such a body as if the
+// client had sent END_STREAM, so Prox confirms the end first (src/adapters/http_serve.ts).
+import assert from "node:assert/strict";
+import { waitFor } from "../_harness.ts";
+import { memoryLogger } from "./_acme.ts";
+import { startProxy } from "./_proxy.ts";
+
+const enc = new TextEncoder();
+
+/** An HTTP/2 frame (RFC 9113 §4.1). */
+function frame(type: number, flags: number, stream: number, payload: Uint8Array): Uint8Array {
+  const out = new Uint8Array(9 + payload.byteLength);
+  const v = new DataView(out.buffer);
+  v.setUint32(0, payload.byteLength << 8);
+  out[3] = type;
+  out[4] = flags;
+  v.setUint32(5, stream);
+  out.set(payload, 9);
+  return out;
+}
+
+/** HPACK: a literal field without indexing, its name from the static table (RFC 7541 §6.2.2). */
+function literal(index: number, value: string): number[] {
+  return [index, value.length, ...enc.encode(value)];
+}
+
+/**
+ * Opens an h2c connection, sends a POST head without content-length, `size` bytes of body in
+ * DATA frames without END_STREAM, then (once `beforeReset` settles) RST_STREAM(CANCEL), or an
+ * empty DATA frame with END_STREAM for "end"; the connection stays open a moment.
+ */
+async function upload(
+  port: number,
+  size: number,
+  beforeReset: (() => Promise<unknown>) | "end",
+): Promise<void> {
+  const c = await Deno.connect({ hostname: "127.0.0.1", port });
+  try {
+    await c.write(enc.encode("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"));
+    await c.write(frame(4, 0, 0, new Uint8Array())); // SETTINGS
+    const buf = new Uint8Array(65536);
+    await c.read(buf); // the server's SETTINGS
+    await c.write(frame(4, 1, 0, new Uint8Array())); // SETTINGS ACK
+    // :method POST (static 3), :scheme http (6), :path and :authority as literals.
+    const head = [0x83, 0x86, ...literal(4, "/upload"), ...literal(1, "a.test")];
+    await c.write(frame(1, 4, 1, new Uint8Array(head))); // HEADERS, END_HEADERS
+    for (let left = size; left > 0; left -= 16000) {
+      await c.write(frame(0, 0, 1, new Uint8Array(Math.min(left, 16000)).fill(122))); // 'z'
+    }
+    if (beforeReset === "end") await c.write(frame(0, 1, 1, new Uint8Array())); // END_STREAM
+    else {
+      await beforeReset();
+      await c.write(frame(3, 0, 1, new Uint8Array([0, 0, 0, 8]))); // RST_STREAM CANCEL
+    }
+    // Whatever the server sends until it has seen the reset (WINDOW_UPDATE, maybe a GOAWAY).
+    const until = Date.now() + 300;
+    c.setNoDelay(true);
+    while (Date.now() < until) {
+      const t = setTimeout(() => c.close(), until - Date.now());
+      const n = await c.read(buf).catch(() => null);
+      clearTimeout(t);
+      if (n === null) break;
+    }
+  } finally {
+    try {
+      c.close();
+    } catch { /* closed by the timer */ }
+  }
+}
+
+/** A raw HTTP/1.1 upstream that records each request's bytes and whether its body ended. */
+function recordingUpstream() {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const seen: { text: string; ended: boolean; closed: boolean }[] = [];
+  const conns = new Set<Deno.Conn>();
+  const serve = async (c: Deno.Conn) => {
+    const rec = { text: "", ended: false, closed: false };
+    seen.push(rec);
+    const buf = new Uint8Array(65536);
+    const dec = new TextDecoder();
+    try {
+      for (;;) {
+        const n = await c.read(buf);
+        if (n === null) break;
+        rec.text += dec.decode(buf.subarray(0, n));
+        const cl = /content-length: (\d+)/i.exec(rec.text);
+        const body = rec.text.slice(rec.text.indexOf("\r\n\r\n") + 4);
+        if (
+          rec.text.includes("\r\n\r\n") &&
+          (cl ? body.length >= Number(cl[1]) : body.endsWith("0\r\n\r\n"))
+        ) {
+          rec.ended = true;
+          await c.write(
+            enc.encode("HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"),
+          );
+        }
+      }
+    } catch { /* reset */ }
+    rec.closed = true;
+    if (conns.delete(c)) c.close();
+  };
+  const accepting = (async () => {
+    for await (const c of listener) {
+      conns.add(c);
+      serve(c);
+    }
+  })();
+  return {
+    url: `http://127.0.0.1:${(listener.addr as Deno.NetAddr).port}`,
+    seen,
+    async [Symbol.asyncDispose]() {
+      listener.close();
+      await accepting.catch(() => {});
+      for (const c of conns) c.close();
+      conns.clear();
+    },
+  };
+}
+
+for (const size of [1000, 200_000]) {
+  Deno.test(`an HTTP/2 upload of unknown length reset by the client after ${size} bytes never ends cleanly upstream`, async () => {
+    await using up = recordingUpstream();
+    const logger = memoryLogger();
+    await using prox = await startProxy(
+      `
+health_check: { enabled: false }
+routes: { "/": { type: proxy, target: "${up.url}" } }
+`,
+      { logger },
+    );
+    // A large body streams: the reset comes once the upstream has all of it (so that no abort
+    // can overtake the body's end); a small one is read whole before an upstream is chosen.
+    await upload(
+      prox.port,
+      size,
+      () =>
+        size > 65536
+          ? waitFor(() => up.seen.some((r) => r.text.length > size), { what: "the body upstream" })
+          : Promise.resolve(),
+    );
+    const access = () => logger.lines.find((l) => l.includes('"path":"/upload"'));
+    await waitFor(() => access() !== undefined, { what: "the access line" });
+    // Small bodies were read whole and sent with a content-length, large ones got the last
+    // chunk: either way the upstream took 1000 or 200,000 bytes for the whole upload.
+    assert.deepEqual(up.seen.filter((r) => r.ended).map((r) => r.text.length), []);
+    assert.match(access()!, /"status":499/);
+    await waitFor(() => up.seen.every((r) => r.closed), { what: "the upstream connection closed" });
+  });
+}
+
+Deno.test("an HTTP/2 upload of unknown length that ends goes upstream whole", async () => {
+  await using up = recordingUpstream();
+  const logger = memoryLogger();
+  await using prox = await startProxy(
+    `
+health_check: { enabled: false }
+routes: { "/": { type: proxy, target: "${up.url}" } }
+`,
+    { logger },
+  );
+  for (const size of [1000, 200_000]) {
+    await upload(prox.port, size, "end");
+    const zs = (t: string) => t.length - t.replaceAll("z", "").length;
+    await waitFor(() => up.seen.some((r) => r.ended && zs(r.text) === size), {
+      what: `the ${size} bytes upstream`,
+    });
+  }
+  const access = () => logger.lines.filter((l) => l.includes('"path":"/upload"'));
+  await waitFor(() => access().length === 2, { what: "two access lines" });
+  for (const l of access()) assert.match(l, /"status":200/);
+});
