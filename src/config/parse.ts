@@ -211,6 +211,21 @@ function toIssues(
     }];
   }
   if (isMissingType(issue, path, raw)) {
+    // `tpye: proxy`: no type, and the other keys are not checked until there is one.
+    const route = valueAt(raw, path.slice(0, -1));
+    const typo = route && typeof route === "object"
+      ? Object.keys(route).find((k) => suggest(k, ["type"]) === "type")
+      : undefined;
+    if (typo !== undefined) {
+      const at = [...path.slice(0, -1), typo];
+      return [{
+        ...base,
+        ...pos(offsetOf(doc, at)),
+        path: dotted(at),
+        message: `Unknown key "${typo}"`,
+        hint: 'Did you mean "type"?',
+      }];
+    }
     return [{
       ...base,
       ...pos(offsetOf(doc, path.slice(0, -1))),

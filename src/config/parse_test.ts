@@ -246,3 +246,9 @@ Deno.test("parseConfig refuses an alias inside the value it names (it overflowed
   const merge = `${HEAD}  /: &r { type: proxy, target: http://a, <<: *r }\n`;
   assert.equal(problems(merge).length, 1);
 });
+
+Deno.test("parseConfig points at a misspelt route type key, not at a missing type", () => {
+  assert.deepEqual(problems(`${HEAD}  /:\n    tpye: proxy\n    target: http://a\n`), [
+    'c.yaml:4:5: error: routes./.tpye: Unknown key "tpye"\n  fix: Did you mean "type"?',
+  ]);
+});
