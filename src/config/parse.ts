@@ -7,6 +7,7 @@ import type { z } from "zod";
 import { Config } from "./schema.ts";
 import type { Config as ConfigType } from "./schema.ts";
 import { knownKeysAt, suggest } from "./suggest.ts";
+import { describe, hintFor, isMissingType, ROUTE_TYPES, valueAt } from "./issue_text.ts";
 import { dropIgnoredSeedKeys } from "./seed_keys.ts";
 import { hasPath, offsetOf, pairAt } from "./yaml_locate.ts";
 import { syntaxProblems } from "./yaml_syntax.ts";
@@ -249,131 +250,9 @@ function anchored(pair: Pair | undefined): boolean {
   return typeof v?.anchor === "string";
 }
 
-const ROUTE_TYPES = ["proxy", "load_balance", "static", "redirect", "websocket"];
-
-/** A route without `type` (zod reports it as no matching discriminator). */
-function isMissingType(
-  issue: z.core.$ZodIssue,
-  path: (string | number)[],
-  raw: unknown,
-): boolean {
-  return issue.code === "invalid_union" && path.at(-1) === "type" &&
-    (issue as { note?: string }).note === "No matching discriminator" &&
-    valueAt(raw, path) === undefined;
-}
-
-function describe(issue: z.core.$ZodIssue): string {
-  switch (issue.code) {
-    case "invalid_value":
-      return `Invalid value: expected one of ${
-        issue.values.map((v) => JSON.stringify(v)).join(", ")
-      }`;
-    case "invalid_union": {
-      if ((issue as { note?: string }).note === "No matching discriminator") {
-        return `Unknown route type: expected one of ${ROUTE_TYPES.map((t) => `"${t}"`).join(", ")}`;
-      }
-      // Report the most specific branch error when every branch failed.
-      const branches = (issue as { errors?: z.core.$ZodIssue[][] }).errors ?? [];
-      const best = branches.map((b) => b[0]).find((b) => b && b.code !== "invalid_type");
-      if (best) return describe(best);
-      // Every branch wanted another type: name them all (a null list item said "Invalid value").
-      const types = [
-        ...new Set(
-          branches.map((b) => b[0]).filter((b) => b?.code === "invalid_type").map((b) =>
-            TYPE_NAMES[(b as { expected: string }).expected] ?? (b as { expected: string }).expected
-          ),
-        ),
-      ];
-      return types.length
-        ? `Expected ${types.join(" or ")}, got ${kindOf((issue as { input?: unknown }).input)}`
-        : "Invalid value";
-    }
-    case "invalid_type":
-      if (issue.message && !issue.message.startsWith("Invalid input")) return issue.message;
-      return `Expected ${TYPE_NAMES[issue.expected] ?? issue.expected}, got ${kindOf(issue.input)}`;
-    case "too_small":
-      if (!/^Too small/.test(issue.message)) return issue.message;
-      return issue.origin === "array"
-        ? `Needs at least ${issue.minimum} item(s)`
-        : issue.origin === "string"
-        ? "Cannot be empty"
-        : issue.inclusive === false
-        ? `Must be greater than ${issue.minimum}, got ${JSON.stringify(issue.input)}`
-        : `Must be at least ${issue.minimum}, got ${JSON.stringify(issue.input)}`;
-    case "too_big":
-      return `Must be at most ${issue.maximum}, got ${JSON.stringify(issue.input)}`;
-    default:
-      return issue.message;
-  }
-}
-
-/** YAML words for zod's type names. */
-const TYPE_NAMES: Record<string, string> = {
-  object: "a mapping",
-  record: "a mapping",
-  array: "a list",
-  string: "a string",
-  number: "a number",
-  int: "a whole number",
-  boolean: "true or false",
-};
-
-function hintFor(
-  issue: z.core.$ZodIssue,
-  path: (string | number)[],
-  raw: unknown,
-): string | undefined {
-  const value = valueAt(raw, path);
-  if (issue.code === "invalid_value" && typeof value === "string") {
-    if (issue.values.some((v) => String(v) === value)) return `Remove the quotes: ${value}`;
-    const guess = suggest(value, issue.values.map(String));
-    if (guess) return `Did you mean "${guess}"?`;
-  }
-  if (issue.code === "invalid_type" && typeof value === "string") {
-    const numeric = (issue.expected === "number" || issue.expected === "int") &&
-      value.trim() !== "" && Number.isFinite(Number(value));
-    if (numeric || (issue.expected === "boolean" && /^(true|false)$/i.test(value))) {
-      return `Remove the quotes: ${value.trim().toLowerCase()}`;
-    }
-    if (issue.expected === "array") return `Write a list: [${value}]`;
-    if (issue.expected === "boolean" && /^(yes|no|on|off|y|n)$/i.test(value)) {
-      return "Write true or false (YAML 1.2 reads yes/no/on/off as strings)";
-    }
-  }
-  if (value === null && typeof path.at(-1) === "number") {
-    return "An empty list item: remove its - line or give it a value";
-  }
-  if (issue.code === "invalid_union" && path.at(-1) === "type") {
-    const guess = suggest(String(value), ROUTE_TYPES);
-    if (guess) return `Did you mean "${guess}"?`;
-  }
-  return undefined;
-}
-
-function kindOf(v: unknown): string {
-  if (v === null) return "null";
-  if (Array.isArray(v)) return "a list";
-  if (typeof v === "object") return "a mapping";
-  if (typeof v === "number") {
-    // As YAML writes them (.nan, .inf): "got number NaN" for an expected number puzzled.
-    if (Number.isNaN(v)) return ".nan";
-    return Number.isFinite(v) ? `number ${v}` : v > 0 ? ".inf" : "-.inf";
-  }
-  return `${typeof v} ${JSON.stringify(v)}`;
-}
-
 /** `routes./api.target` style path. */
 export function dotted(path: (string | number)[]): string {
   return path.map(String).join(".");
-}
-
-function valueAt(raw: unknown, path: (string | number)[]): unknown {
-  let cur = raw;
-  for (const k of path) {
-    if (cur === null || typeof cur !== "object") return undefined;
-    cur = (cur as Record<string | number, unknown>)[k];
-  }
-  return cur;
 }
 
 function firstLine(s: string): string {
