@@ -197,7 +197,7 @@ export const UpstreamTlsConfig = z.object({
     {
       error: (iss) => {
         const s = String(iss.input);
-        const ascii = /[^\x00-\x7f]/.test(s) && URL.canParse(`http://${s}`)
+        const ascii = /[\u0080-\uffff]/.test(s) && URL.canParse(`http://${s}`)
           ? new URL(`http://${s}`).hostname
           : undefined;
         return ascii

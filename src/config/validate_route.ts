@@ -429,7 +429,7 @@ const HOST_PATTERN =
 
 /** The ASCII (IDNA, RFC 5891) form of a host with non-ASCII letters, as clients send it. */
 function asciiHost(host: string): string | undefined {
-  if (!/[^\x00-\x7f]/.test(host)) return undefined;
+  if (!/[\u0080-\uffff]/.test(host)) return undefined;
   const wild = host.startsWith("*.") ? "*." : "";
   try {
     return wild + new URL(`http://${host.slice(wild.length)}`).hostname;
