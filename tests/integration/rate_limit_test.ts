@@ -367,3 +367,35 @@ routes:
   assert.equal(res.policy, '"app";q=10;w=60, "default";q=3;w=60');
   assert.equal(res.limit, '"app";r=0;t=20, "default";r=2;t=20');
 });
+
+Deno.test("rate limit by header Host keys HTTP/2 requests (which carry no Host field) by authority", async () => {
+  const tls = new URL("../fixtures/tls/", import.meta.url).pathname;
+  await using up = await upstream();
+  await using prox = await startProxy(
+    `listen_addr: "127.0.0.1:0"
+tls: { cert_path: "${tls}cert.pem", key_path: "${tls}key.pem" }
+routes:
+  "/":
+    type: proxy
+    target: "${up.url}"
+    rate_limit: { by: header, header_name: Host, requests: 2, period: 1h, on_missing_key: deny }
+`,
+    { keepListen: true, tls: true },
+  );
+  const caCerts = [await Deno.readTextFile(`${tls}ca.pem`)];
+  const h1 = Deno.createHttpClient({ caCerts, http2: false });
+  const h2 = Deno.createHttpClient({ caCerts, http1: false });
+  try {
+    const get = async (client: Deno.HttpClient, host = "localhost") => {
+      const res = await fetch(`https://${host}:${prox.port}/`, { client });
+      await res.body?.cancel();
+      return res.status;
+    };
+    // One bucket for the host whatever the protocol (was: HTTP/2 refused as "missing key").
+    assert.deepEqual([await get(h2), await get(h1), await get(h2)], [200, 200, 429]);
+    assert.equal(await get(h2, "127.0.0.1"), 200); // another authority, another bucket
+  } finally {
+    h1.close();
+    h2.close();
+  }
+});

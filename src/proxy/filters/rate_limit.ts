@@ -127,6 +127,9 @@ export function clientKey(limit: CompiledRateLimit, ctx: RequestContext): string
     case "route":
       return "route";
     case "header": {
+      // Host is the request's authority: HTTP/2 and HTTP/3 requests carry no Host field (RFC 9113
+      // §8.3.1), so keying the field let them skip the limit (or be refused, on_missing_key: deny).
+      if (c.header_name?.toLowerCase() === "host") return ctx.host === "" ? null : `h:${ctx.host}`;
       // A field sent twice arrives joined with ", ". Apps that read one value (Go, Java, Rust,
       // Starlette) read the first: keying the whole line gave `key, <junk>` a fresh bucket each.
       const line = ctx.req.headers.get(c.header_name ?? "");
