@@ -269,6 +269,8 @@ export interface WebSocketProxyRequest {
   limits: WebSocketLimits;
   /** For the log line written when the connection ends. */
   requestId?: string;
+  /** Port of the listener the client came in on (a replaced listener closes its WebSockets). */
+  localPort?: number;
   /** Called once when a connection that was upgraded ends (or its client never opened). */
   onEnd?: () => void;
 }
@@ -289,6 +291,8 @@ export interface WebSocketProxy {
   reject(req: Request, code: number, reason: string): Response;
   /** Keeps live connections whose route `keep` accepts, closes the others; returns how many. */
   retain(keep: (route: string) => boolean, code: number, reason: string): number;
+  /** Closes the live connections that came in on a listener port (one a reload replaces). */
+  closeOnPort(port: number, close: { code: number; reason: string }): void;
   /** Closes every live connection (shutdown: 1001). */
   closeAll(code: number, reason: string): void;
   /** Number of live proxied connections. */

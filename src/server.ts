@@ -176,7 +176,15 @@ export async function startServer(
   const exclusive = opts.worker?.exclusive ?? true;
 
   let stopReducer = () => {};
-  const set = createListenerSet({ logger, drainMs: () => config.shutdown_timeout });
+  const set = createListenerSet({
+    logger,
+    drainMs: () => config.shutdown_timeout,
+    // Deno.serve's drain closes them too (1001 "Server shutting down", whichever frame goes
+    // first), unseen by the relay: logged as the client's close with 1005, the upstream told of
+    // a normal close.
+    onReplace: (l) =>
+      websockets.closeOnPort(l.port, { code: 1001, reason: "Server shutting down" }),
+  });
   let started = false;
   // New certificates are applied one after another, outside the ACME loop and after any reload.
   let applying: Promise<void> = Promise.resolve();

@@ -132,7 +132,12 @@ function fingerprint(plan: ListenerPlan): string {
 }
 
 /** Creates an empty listener set; call `stage(plans)` then `commit()` to start listeners. */
-export function createListenerSet(opts: { logger: Logger; drainMs: () => number }): ListenerSet {
+export function createListenerSet(opts: {
+  logger: Logger;
+  drainMs: () => number;
+  /** Called for each listener a change replaces, before it drains. */
+  onReplace?: (l: Listener) => void;
+}): ListenerSet {
   const { logger } = opts;
   let current = new Map<string, Entry>();
   // Replaced listeners still finishing their requests (bounded by the number of reloads that
@@ -238,6 +243,7 @@ export function createListenerSet(opts: { logger: Logger; drainMs: () => number 
               id: e.plan.id,
               addr: formatListenAddr(e.listener),
             });
+            opts.onReplace?.(e.listener);
             const p = drain(e.listener, opts.drainMs()).finally(() => draining.delete(p));
             draining.add(p);
           }

@@ -32,6 +32,7 @@ export interface WebSocketProxyOptions {
 
 interface Live {
   route: string;
+  port?: number;
   close(code: number, reason: string): void;
 }
 
@@ -124,6 +125,9 @@ export function createWebSocketProxy(opts: WebSocketProxyOptions): WebSocketProx
       }
       return n;
     },
+    closeOnPort(port, { code, reason }) {
+      for (const c of [...live]) if (c.port === port) c.close(code, reason);
+    },
     closeAll(code, reason) {
       env.closing = { code, reason };
       for (const c of [...live]) c.close(code, reason);
@@ -197,7 +201,7 @@ function relay(
     closeClient(code, reason);
     closeUpstream(code, reason);
   };
-  const entry: Live = { route: t.route, close: shut };
+  const entry: Live = { route: t.route, port: t.localPort, close: shut };
   live.add(entry);
   // A client that vanishes before the 101 is written never opens nor closes: let go of it.
   const handshake = setTimeout(() => {

@@ -3,7 +3,9 @@
 
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
-import { startUpstream, waitFor } from "../_harness.ts";
+import { freePort, startUpstream, waitFor } from "../_harness.ts";
+import { startServer } from "../../src/server.ts";
+import { noopMetrics } from "../../src/ports.ts";
 import {
   closed,
   connect,
@@ -107,6 +109,35 @@ routes:
   assert.equal((await got)[0].data.toString(), "still here");
   keep.close();
   await closed(keep);
+});
+
+Deno.test("a reload that replaces the listener closes its WebSockets as Prox's close: 1001 logged, upstream told", async () => {
+  const upstreamSaw: string[] = [];
+  await using up = await wsUpstream((ws) => {
+    ws.on("close", (code, reason) => upstreamSaw.push(`${code} ${reason}`));
+  });
+  const logger = recordingLogger();
+  const file = await Deno.makeTempFile({ suffix: ".yaml" });
+  const config = (port: number) =>
+    `listen_addr: "127.0.0.1:${port}"\nhealth_check: { enabled: false }\n${wsRoute(up.url)}`;
+  const first = freePort();
+  await Deno.writeTextFile(file, config(first));
+  const server = await startServer({ path: file }, { logger, metrics: noopMetrics });
+  try {
+    const ws = await connect(`ws://127.0.0.1:${first}/`);
+    const end = closed(ws);
+    await Deno.writeTextFile(file, config(freePort()));
+    assert.equal((await server.reload()).ok, true);
+    assert.deepEqual(await end, { code: 1001, reason: "Server shutting down" });
+    // Deno.serve's drain closed it behind the relay's back: "closed by the client" with 1005,
+    // and the upstream was told of a normal close (1000, no reason).
+    const rec = await waitFor(() => logger.records.find((r) => r.msg === "WebSocket closed"));
+    assert.deepEqual([rec.code, rec.reason, rec.closedBy], [1001, "Server shutting down", "prox"]);
+    assert.deepEqual(await waitFor(() => upstreamSaw[0]), "1000 Server shutting down (1001)");
+  } finally {
+    await server.shutdown();
+    await Deno.remove(file);
+  }
 });
 
 Deno.test("a WebSocket whose upstream was still connecting when a reload changed its route is closed with 1001", async () => {

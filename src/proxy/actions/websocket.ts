@@ -213,6 +213,7 @@ export async function websocketAction(
         tls: u.tls,
         limits,
         requestId: ctx.requestId,
+        localPort: ctx.info.localPort,
         onEnd: t.onEnd,
       }).then(t.opened);
     },
