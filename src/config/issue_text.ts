@@ -7,6 +7,19 @@ import { suggest } from "./suggest.ts";
 /** The route types, in the order messages list them. */
 export const ROUTE_TYPES = ["proxy", "load_balance", "static", "redirect", "websocket"];
 
+/** Keys every route type has or most do: one of them in `routes` or at the top level is mis-indented. */
+export const ROUTE_KEYS = new Set([
+  "type",
+  "target",
+  "targets",
+  "root",
+  "strategy",
+  "path_rewrite",
+]);
+
+/** The fix for a route's key written where a route or a top-level key belongs. */
+export const MISINDENTED = "This is a key of a route: indent it under its route, below routes";
+
 /** A route without `type` (zod reports it as no matching discriminator). */
 export function isMissingType(
   issue: z.core.$ZodIssue,
@@ -82,6 +95,9 @@ export function hintFor(
   raw: unknown,
 ): string | undefined {
   const value = valueAt(raw, path);
+  if (path.length === 2 && path[0] === "routes" && ROUTE_KEYS.has(String(path[1]))) {
+    return MISINDENTED;
+  }
   if (issue.code === "invalid_value" && typeof value === "string") {
     if (issue.values.some((v) => String(v) === value)) return `Remove the quotes: ${value}`;
     const guess = suggest(value, issue.values.map(String));

@@ -7,7 +7,15 @@ import type { z } from "zod";
 import { Config } from "./schema.ts";
 import type { Config as ConfigType } from "./schema.ts";
 import { knownKeysAt, suggest } from "./suggest.ts";
-import { describe, hintFor, isMissingType, ROUTE_TYPES, valueAt } from "./issue_text.ts";
+import {
+  describe,
+  hintFor,
+  isMissingType,
+  MISINDENTED,
+  ROUTE_KEYS,
+  ROUTE_TYPES,
+  valueAt,
+} from "./issue_text.ts";
 import { dropIgnoredSeedKeys } from "./seed_keys.ts";
 import { hasPath, offsetOf, pairAt } from "./yaml_locate.ts";
 import { syntaxProblems } from "./yaml_syntax.ts";
@@ -193,6 +201,8 @@ function toIssues(
           : path.length === 0 && anchored(pairAt(doc, keyPath))
           ? "Shared settings for aliases go under a top-level key starting with x- " +
             `(e.g. x-${key}), which Prox ignores`
+          : path.length === 0 && ROUTE_KEYS.has(key)
+          ? MISINDENTED
           : known.length
           ? `Allowed keys here: ${known.join(", ")}`
           : undefined,

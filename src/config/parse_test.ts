@@ -252,3 +252,16 @@ Deno.test("parseConfig points at a misspelt route type key, not at a missing typ
     'c.yaml:4:5: error: routes./.tpye: Unknown key "tpye"\n  fix: Did you mean "type"?',
   ]);
 });
+
+Deno.test("parseConfig says a route's key written at the wrong indentation belongs to a route", () => {
+  const fix = "  fix: This is a key of a route: indent it under its route, below routes";
+  assert.deepEqual(problems(`${HEAD}  /api:\n  type: proxy\n`), [
+    'c.yaml:3:3: error: routes./api: Route "/api" is empty\n  fix: Give it a type and its keys ' +
+    "(e.g. type: proxy, target: http://127.0.0.1:8080), or remove it; check the indentation of " +
+    "the lines below it",
+    `c.yaml:4:3: error: routes.type: Expected a mapping, got string "proxy"\n${fix}`,
+  ]);
+  assert.deepEqual(problems(`${HEAD}  /api: { type: static, root: . }\ntarget: http://a\n`), [
+    `c.yaml:4:1: error: target: Unknown key "target"\n${fix}`,
+  ]);
+});
