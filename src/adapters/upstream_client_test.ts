@@ -230,6 +230,44 @@ Deno.test("upstream client streams server-sent events one by one", async () => {
   }
 });
 
+Deno.test("upstream client passes buffered chunks on together, and what arrived without waiting", async () => {
+  const gate = Promise.withResolvers<void>();
+  const letters = Array.from({ length: 20_000 }, (_, i) => String.fromCharCode(97 + i % 26));
+  await using srv = rawServer(async (c) => {
+    await readRequest(c);
+    // 20,000 chunks of one byte in one write: was one chunk each for the client to write.
+    const tiny = letters.map((l) => `1\r\n${l}\r\n`).join("");
+    await write(c, `HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n${tiny}0\r\n\r\n`);
+    await readRequest(c);
+    await write(c, "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nd");
+    await gate.promise;
+    await write(c, "e\r\n0\r\n\r\n");
+  });
+  const client = createUpstreamClient();
+  try {
+    const res = await client.send(request(srv.url));
+    const reader = res.body!.getReader();
+    let text = "";
+    let reads = 0;
+    for (let r = await reader.read(); !r.done; r = await reader.read()) {
+      text += dec.decode(r.value);
+      reads++;
+    }
+    assert.equal(text, letters.join(""));
+    assert.ok(reads < 20, `${reads} chunks`);
+    const next = await client.send(request(srv.url));
+    const r2 = next.body!.getReader();
+    // Chunks 3 and (part of) 2 have come: passed on before the rest of the second arrives.
+    assert.equal(dec.decode((await r2.read()).value), "abcd");
+    gate.resolve();
+    assert.equal(dec.decode((await r2.read()).value), "e");
+    assert.equal((await r2.read()).done, true);
+  } finally {
+    gate.resolve();
+    await client.close();
+  }
+});
+
 Deno.test("upstream client delivers a Content-Length body up to 64 KiB as one chunk; a larger one streams", async () => {
   const sizes = [48 * 1024, 100 * 1024];
   const gates = sizes.map(() => Promise.withResolvers<void>());

@@ -299,7 +299,7 @@ function bodyStream(
 ): ReadableStream<Uint8Array> {
   const { part, counter, oneChunkLimit } = o;
   let remaining = head.framing === "length" ? head.contentLength : 0;
-  // chunked state: 0 size line, 1 data, 2 CRLF after data, 3 trailers
+  // chunked state: 0 size line, 1 data, 2 CRLF after data, 3 trailers, 4 ended
   let state = 0;
   let finished = false;
   const finish = (ok: boolean) => {
@@ -347,15 +347,52 @@ function bodyStream(
     if (head.framing === "close") {
       return conn.end > conn.start ? take(Infinity) : await direct(READ_SIZE);
     }
-    for (;;) {
-      if (state === 1) {
-        const out = conn.end > conn.start ? take(remaining) : await direct(remaining);
-        if (out === null) throw bodyEnded(conn.source);
-        remaining -= out.byteLength;
-        if (remaining === 0) state = 2;
-        return out;
+    return await nextChunks();
+  };
+  // Chunk data already buffered is passed on together, up to READ_SIZE: one enqueue (and one
+  // write by Deno.serve) per read from the upstream rather than per chunk, so an upstream that
+  // sends 1-byte chunks costs about what its bytes do (1 MB: 1.5 s of CPU, now 0.1).
+  const nextChunks = async (): Promise<Uint8Array | null> => {
+    // Views of conn.buf (no read refills it meanwhile), copied out once; or one read's buffer.
+    const parts: Uint8Array[] = [];
+    let size = 0;
+    let own: Uint8Array | null = null;
+    const joined = (): Uint8Array => {
+      if (own) return own;
+      const out = new Uint8Array(size);
+      let at = 0;
+      for (const p of parts) {
+        out.set(p, at);
+        at += p.byteLength;
       }
-      const lf = await needLine();
+      return out;
+    };
+    for (;;) {
+      if (state === 4) return size > 0 ? joined() : null;
+      if (state === 1) {
+        if (conn.end > conn.start) {
+          const n = Math.min(remaining, conn.end - conn.start);
+          parts.push(conn.buf.subarray(conn.start, conn.start + n));
+          conn.start += n;
+          size += n;
+          remaining -= n;
+        } else if (size > 0) return joined();
+        else {
+          own = await direct(remaining);
+          if (own === null) throw bodyEnded(conn.source);
+          size = own.byteLength;
+          remaining -= size;
+        }
+        if (remaining === 0) state = 2;
+        if (own || size >= READ_SIZE) return joined();
+        continue;
+      }
+      let lf = conn.buf.indexOf(10, conn.start);
+      if (lf < 0 || lf >= conn.end) {
+        // What arrived goes on now rather than waiting for the rest of the framing.
+        if (size > 0) return joined();
+        lf = await needLine();
+      }
       if (state === 0) {
         remaining = parseChunkSize(conn.buf, conn.start, lf);
         conn.start = lf + 1;
@@ -370,7 +407,7 @@ function bodyStream(
       } else {
         const empty = lf === conn.start || (lf === conn.start + 1 && conn.buf[conn.start] === 13);
         conn.start = lf + 1;
-        if (empty) return null; // trailers (if any) are dropped
+        if (empty) state = 4; // trailers (if any) are dropped
       }
     }
   };
