@@ -72,6 +72,10 @@ export function compileTemplate(
   }
   literal += text.slice(last);
   if (literal) parts.push(literal);
+  // `{env.NAME:-default}` (shell syntax): no placeholder, kept as text, and said so.
+  for (const m of text.matchAll(/\{(env\.[^{}]*)\}/g)) {
+    if (!/^env\.[A-Za-z_][A-Za-z0-9_.]*$/.test(m[1])) kept.push(m[1]);
+  }
   if (unknown.length) return { ok: false, unknown };
   return {
     ok: true,

@@ -91,11 +91,16 @@ function template(text: string, path: (string | number)[], c: Ctx): Template {
   const r = compileTemplate(text, { allowed, env: c.env });
   if (r.ok) {
     for (const name of r.literal) {
+      const envName = /^env\.([A-Za-z_][A-Za-z0-9_]*)/.exec(name)?.[1];
       c.problems.push({
         path,
         warning: true,
         message: `{${name}} is no placeholder: sent as it is`,
-        hint: suggest(name, allowed)
+        hint: envName
+          ? `{env.NAME} takes no default or other syntax: write {env.${envName}} and set ${envName}`
+          : text.includes(`\${${name}}`)
+          ? `For an environment variable write {env.${name}}`
+          : suggest(name, allowed)
           ? `Did you mean {${suggest(name, allowed)}}?`
           : `Placeholders: ${allowed.map((a) => `{${a}}`).join(", ")}, {env.NAME}`,
       });

@@ -167,3 +167,23 @@ Deno.test("compileRouteRules warns about one header set twice in different case"
     ],
   ]);
 });
+
+Deno.test("compileRouteRules says {env.NAME} takes no shell syntax ({env.X:-d}, ${X})", () => {
+  const out: RuleProblem[] = [];
+  compileRouteRules({
+    request_headers: { add: { "X-A": "{env.NOPE:-fallback}", "X-B": "${NOPE}" } },
+  }, { env: () => undefined, problems: out });
+  // {env.NOPE:-fallback} was sent as it is without a word.
+  assert.deepEqual(out.map((p) => [p.warning, p.message, p.hint]), [
+    [
+      true,
+      "{env.NOPE:-fallback} is no placeholder: sent as it is",
+      "{env.NAME} takes no default or other syntax: write {env.NOPE} and set NOPE",
+    ],
+    [
+      true,
+      "{NOPE} is no placeholder: sent as it is",
+      "For an environment variable write {env.NOPE}",
+    ],
+  ]);
+});
