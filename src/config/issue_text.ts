@@ -145,3 +145,24 @@ export function valueAt(raw: unknown, path: (string | number)[]): unknown {
   }
   return cur;
 }
+
+/** Rules whose values are templates: `${X}` there is reported by the rule compiler. */
+const TEMPLATED = new Set(["request_headers", "response_headers", "request_body", "response_body"]);
+
+/**
+ * Strings holding `${NAME}` (as Compose files and shells expand): Prox does not, so
+ * `target: ${BACKEND}` would be used as written. Rule values are left to the rule compiler.
+ */
+export function shellVariables(
+  value: unknown,
+  path: (string | number)[] = [],
+): { path: (string | number)[]; name: string }[] {
+  if (typeof value === "string") {
+    const m = /\$\{([A-Za-z_][A-Za-z0-9_]*)[^}]*\}/.exec(value);
+    return m ? [{ path, name: m[1] }] : [];
+  }
+  if (value === null || typeof value !== "object") return [];
+  return Object.entries(value).flatMap(([k, v]) =>
+    TEMPLATED.has(k) ? [] : shellVariables(v, [...path, Array.isArray(value) ? Number(k) : k])
+  );
+}

@@ -14,6 +14,7 @@ import {
   MISINDENTED,
   ROUTE_KEYS,
   ROUTE_TYPES,
+  shellVariables,
   valueAt,
 } from "./issue_text.ts";
 import { dropIgnoredSeedKeys } from "./seed_keys.ts";
@@ -118,6 +119,17 @@ export function parseConfig(text: string, file = "config.yaml"): ParseResult {
   const input = withoutNulls(raw) as Record<string, unknown>;
   // Top-level `x-…` keys hold shared settings for aliases (as in Compose files); Prox ignores them.
   for (const key of Object.keys(input)) if (key.startsWith("x-")) delete input[key];
+  for (const { path, name } of shellVariables(input)) {
+    issues.push({
+      severity: "warning",
+      file,
+      ...locate(path),
+      path: dotted(path),
+      message: `\${${name}} is not expanded: Prox reads the config as written`,
+      hint: "Put the value in the file, or generate it (prox serve -c <(envsubst < " +
+        "config.tpl.yaml)); header values and bodies take {env.NAME}",
+    });
+  }
   for (const d of dropIgnoredSeedKeys(input.routes)) {
     issues.push({
       severity: "warning",

@@ -265,3 +265,14 @@ Deno.test("parseConfig says a route's key written at the wrong indentation belon
     `c.yaml:4:1: error: target: Unknown key "target"\n${fix}`,
   ]);
 });
+
+Deno.test("parseConfig warns that ${VAR} is not expanded in the config", () => {
+  const text = `${HEAD}  /:\n    type: redirect\n    target: "https://\${HOST:-x}/"\n` +
+    `  /b: { type: proxy, target: http://a, request_headers: { add: { X-A: "\${A}" } } }\n`;
+  // The redirect went to https://${HOST:-x}/ without a word.
+  assert.deepEqual(problems(text), [
+    "c.yaml:5:5: warning: routes./.target: ${HOST} is not expanded: Prox reads the config as " +
+    "written\n  fix: Put the value in the file, or generate it (prox serve -c <(envsubst < " +
+    "config.tpl.yaml)); header values and bodies take {env.NAME}",
+  ]);
+});
