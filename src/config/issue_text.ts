@@ -95,6 +95,10 @@ export function hintFor(
   raw: unknown,
 ): string | undefined {
   const value = valueAt(raw, path);
+  // Pasted from a word processor or a web page: “http://a” is no quoted string to YAML.
+  if (typeof value === "string" && /[\u2018\u2019\u201c\u201d]/.test(value)) {
+    return "Replace the typographic quotes (“ ” ‘ ’) with straight ones (\" or ')";
+  }
   if (path.length === 2 && path[0] === "routes" && ROUTE_KEYS.has(String(path[1]))) {
     return MISINDENTED;
   }

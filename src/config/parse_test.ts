@@ -276,3 +276,11 @@ Deno.test("parseConfig warns that ${VAR} is not expanded in the config", () => {
     "config.tpl.yaml)); header values and bodies take {env.NAME}",
   ]);
 });
+
+Deno.test("parseConfig says typographic quotes are no quotes", () => {
+  assert.deepEqual(problems(`${HEAD}  /: { type: proxy, target: “http://a” }\n`), [
+    'c.yaml:3:21: error: routes./.target: Invalid URL "“http://a”": use an absolute URL starting ' +
+    "with http:// or https://, e.g. http://127.0.0.1:8080\n  fix: Replace the typographic quotes " +
+    "(“ ” ‘ ’) with straight ones (\" or ')",
+  ]);
+});
