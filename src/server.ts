@@ -360,6 +360,11 @@ export async function startServer(
           trigger,
           issues: next.issues.filter((i) => i.severity === "error").map((i) => formatIssue(i)),
         });
+        // Files it names that are missing now (a certificate deployed after the config) retry
+        // the reload once they appear.
+        if (next.candidate) {
+          watch?.setFiles([...watchedFiles(config), ...watchedFiles(next.candidate)]);
+        }
         return reloads.settle({ ok: false, version, issues: next.issues, at, trigger });
       }
       // Keys read once at start-up keep their running values (so /config shows what applies).

@@ -14,6 +14,8 @@ export interface LoadResult {
   locate?: (path: (string | number)[]) => { line: number; col: number };
   /** The text it was loaded from (set by loadSource). */
   text?: string;
+  /** The config as parsed when only the rules relating keys failed (the files it names). */
+  candidate?: Config;
 }
 
 /** Parses and validates config text; `config` is set only when no issue is an error. */
@@ -23,7 +25,12 @@ export function loadConfigText(text: string, opts: { file: string; env: Validate
   const issues = [...parsed.issues, ...validateConfig(parsed.config, parsed, opts)];
   if (parsed.issues.length > 0) sortIssues(issues);
   const ok = !issues.some((i) => i.severity === "error");
-  return { config: ok ? parsed.config : undefined, issues, locate: parsed.locate };
+  return {
+    config: ok ? parsed.config : undefined,
+    candidate: parsed.config,
+    issues,
+    locate: parsed.locate,
+  };
 }
 
 /** One issue as text: `file:line:col: error: path: message` plus hint and excerpt lines. */

@@ -224,6 +224,35 @@ Deno.test("a worker's reload lines name the worker (N workers log N rejections)"
   }
 });
 
+Deno.test("a config rejected for a missing certificate is applied once the certificate appears", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "prox-late-cert-" });
+  const file = `${dir}/config.yaml`;
+  await Deno.writeTextFile(file, config("127.0.0.1:0"));
+  const results: ReloadResult[] = [];
+  const server = await startServer({ path: file }, {
+    logger: captureLogger(),
+    watchDebounceMs: 20,
+    onReload: (r) => void results.push(r),
+  });
+  try {
+    // Config management wrote the config before the certificate it names.
+    const tls = `tls:\n  cert_path: ${dir}/cert.pem\n  key_path: ${dir}/key.pem\n`;
+    await Deno.writeTextFile(file, config("127.0.0.1:0", tls));
+    await waitFor(() => results.length === 1);
+    assert.equal(results[0].ok, false);
+    assert.match(results[0].issues[0].message, /Certificate file not found/);
+    const fixtures = `${ROOT}/tests/fixtures/tls`;
+    await Deno.copyFile(`${fixtures}/key.pem`, `${dir}/key.pem`);
+    await Deno.copyFile(`${fixtures}/cert.pem`, `${dir}/cert.pem`);
+    // Nothing watched those files: the old config stayed until someone touched the config.
+    await waitFor(() => results.some((r) => r.ok), { timeoutMs: 5000 });
+    assert.equal(server.listeners[0].tls, true);
+  } finally {
+    await server.shutdown();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("concurrent reload() calls coalesce: one runs, the rest share the next run", async () => {
   const dir = await Deno.makeTempDir({ prefix: "prox-coalesce-" });
   const file = `${dir}/config.yaml`;
