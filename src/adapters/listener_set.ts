@@ -276,8 +276,11 @@ export function tlsPaths(c: Config): string[] {
 /** Reads the certificate and key the config names (none: plain TCP). */
 export async function readTlsFiles(c: Config): Promise<{ cert?: string; key?: string }> {
   if (!c.tls?.cert_path || !c.tls.key_path) return {};
-  const cert = await Deno.readTextFile(c.tls.cert_path);
-  const key = await Deno.readTextFile(c.tls.key_path);
+  // Byte-order marks (a file saved by Notepad, or concatenated with one) go: rustls skips a
+  // block whose BEGIN line has one, so the key went missing or an intermediate silently left
+  // the served chain, while validation (node:crypto) read the file fine.
+  const cert = (await Deno.readTextFile(c.tls.cert_path)).replaceAll("\uFEFF", "");
+  const key = (await Deno.readTextFile(c.tls.key_path)).replaceAll("\uFEFF", "");
   // An empty file (a rotation that truncates, then writes) must fail the load or reload: the
   // listener would otherwise start without TLS.
   if (cert.trim() === "") throw new Error(`Certificate file is empty: ${c.tls.cert_path}`);

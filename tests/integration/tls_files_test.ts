@@ -1,0 +1,62 @@
+// Certificate and key files as operators bring them: byte-order marks, validity dates.
+import assert from "node:assert/strict";
+import { interopTest, ROOT, run } from "../_harness.ts";
+import { recordingLogger } from "./_ws.ts";
+import { loadSource, startServer } from "../../src/server.ts";
+
+const TLS = `${ROOT}/tests/fixtures/tls`;
+const BOM = "\uFEFF";
+const read = (name: string) => Deno.readTextFileSync(`${TLS}/${name}`);
+
+function config(cert: string, key: string): string {
+  return `listen_addr: "127.0.0.1:0"
+tls: { cert_path: "${cert}", key_path: "${key}" }
+health_check: { enabled: false }
+routes:
+  "/":
+    type: redirect
+    target: "https://example.com/"
+`;
+}
+
+interopTest(
+  "certificate files with byte-order marks serve their whole chain (an intermediate after one was dropped)",
+  ["openssl"],
+  async () => {
+    const dir = await Deno.makeTempDir();
+    try {
+      // A chain concatenated from files saved with a BOM, and a key saved the same way: the
+      // listener failed to start ("No keys found in key data", or KeyMismatch when the leaf
+      // had one) or served the leaf without the intermediate after the BOM.
+      await Deno.writeTextFile(`${dir}/chain.pem`, BOM + read("cert.pem") + BOM + read("ca.pem"));
+      await Deno.writeTextFile(`${dir}/key.pem`, BOM + read("key.pem"));
+      const file = `${dir}/prox.yaml`;
+      await Deno.writeTextFile(file, config(`${dir}/chain.pem`, `${dir}/key.pem`));
+      const server = await startServer({ path: file }, { logger: recordingLogger(), watch: false });
+      try {
+        const out = await run("openssl", [
+          "s_client",
+          "-connect",
+          `127.0.0.1:${server.port}`,
+          "-servername",
+          "localhost",
+          "-showcerts",
+        ], { stdin: "", timeoutMs: 5000 });
+        const sent = out.stdout.match(/^ *\d+ s:.*$/gm)?.map((l) => l.trim());
+        assert.deepEqual(sent, ["0 s:CN = localhost", "1 s:CN = Prox Test CA"], out.stdout);
+      } finally {
+        await server.shutdown();
+      }
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);
+
+Deno.test("a certificate not valid yet is a warning, as an expired one is", async () => {
+  const yaml = config(`${TLS}/future.pem`, `${TLS}/expired.key`);
+  const issues = (await loadSource({ text: yaml, name: "p.yaml" })).issues;
+  assert.deepEqual(issues.map((i) => `${i.severity} ${i.path}: ${i.message}`), [
+    `warning tls.cert_path: Certificate ${TLS}/future.pem is not valid before 2200-01-01T00:00:00.000Z`,
+  ]);
+});
