@@ -39,7 +39,7 @@ function readCertificatePair(
   certPath: string,
   keyPath: string,
 ):
-  | { notAfter: number; keyMatches: boolean }
+  | { notBefore: number; notAfter: number; keyMatches: boolean }
   | { error: string; field: "cert_path" | "key_path"; hint?: string } {
   let cert: X509Certificate;
   let pem = "";
@@ -94,7 +94,11 @@ function readCertificatePair(
         "more, ECDSA P-256, P-384 or P-521, or Ed25519",
     };
   }
-  return { notAfter: Date.parse(cert.validTo), keyMatches: cert.checkPrivateKey(key) };
+  return {
+    notBefore: Date.parse(cert.validFrom),
+    notAfter: Date.parse(cert.validTo),
+    keyMatches: cert.checkPrivateKey(key),
+  };
 }
 
 const TLS_CURVES = new Set(["prime256v1", "secp384r1", "secp521r1"]);

@@ -22,13 +22,13 @@ export interface ValidateEnv {
   /** What kind of file a path is, and its size (null when absent); omitted: not checked. */
   stat?: (path: string) => { isFile: boolean; size: number } | null;
   /**
-   * The certificate file's first certificate: its notAfter (ms) and whether the key file holds
+   * The certificate file's first certificate: its validity (ms) and whether the key file holds
    * its private key, or why they cannot be read; omitted: not checked.
    */
   certificate?: (
     certPath: string,
     keyPath: string,
-  ) => { notAfter: number; keyMatches: boolean } | {
+  ) => { notBefore?: number; notAfter: number; keyMatches: boolean } | {
     error: string;
     field: "cert_path" | "key_path";
     hint?: string;
@@ -307,6 +307,12 @@ function validatePair(
       ["tls", "cert_path"],
       `Certificate ${certPath} expired on ${new Date(pair.notAfter).toISOString()}`,
       "Clients reject it: renew it (or use tls.acme)",
+    );
+  } else if (now !== undefined && pair.notBefore !== undefined && pair.notBefore > now) {
+    o.warn(
+      ["tls", "cert_path"],
+      `Certificate ${certPath} is not valid before ${new Date(pair.notBefore).toISOString()}`,
+      "Clients reject it until then: check the issuing machine's clock, or serve the previous certificate",
     );
   }
 }
