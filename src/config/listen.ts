@@ -32,6 +32,13 @@ export function parseListenAddr(text: string): ListenAddr | string {
     portText = text.slice(colon + 1);
     const parts = host.split(".");
     if (parts.length !== 4 || parts.some((p) => !/^\d{1,3}$/.test(p) || Number(p) > 255)) {
+      // `http://0.0.0.0:8080`: a URL where an address belongs ("put IPv6 in brackets" misled).
+      const scheme = /^[a-z][a-z0-9+.-]*:\/\/([^/]*)/i.exec(text);
+      if (scheme) {
+        return `Invalid listen address "${text}": write the address without a scheme, e.g. ${
+          scheme[1] || "0.0.0.0:8080"
+        }`;
+      }
       if (host.includes(":")) {
         return `Invalid listen address "${text}": put IPv6 addresses in brackets, e.g. [::]:443`;
       }

@@ -93,3 +93,15 @@ Deno.test("parseListenAddr: a link-local address keeps its zone, which binding i
   assert.match(parseListenAddr("[fe80::1%]:80") as string, /use IP:PORT/);
   assert.match(parseListenAddr("[fe80::1%a b]:80") as string, /use IP:PORT/);
 });
+
+Deno.test("parseListenAddr: a URL says to drop the scheme (it said to bracket IPv6)", () => {
+  assert.equal(
+    parseListenAddr("http://0.0.0.0:8080"),
+    'Invalid listen address "http://0.0.0.0:8080": write the address without a scheme, e.g. ' +
+      "0.0.0.0:8080",
+  );
+  assert.match(
+    parseListenAddr("https://[::]:443/") as string,
+    /without a scheme, e\.g\. \[::\]:443$/,
+  );
+});
