@@ -8,6 +8,8 @@ import { ROOT } from "../_harness.ts";
 export interface KitQuery {
   panel: string;
   expr: string;
+  /** The panel target's legendFormat, if any. */
+  legend?: string;
 }
 
 const KEYWORDS = new Set([
@@ -48,7 +50,7 @@ export function metricNames(expr: string): string[] {
 
 interface Panel {
   title?: string;
-  targets?: { expr?: string }[];
+  targets?: { expr?: string; legendFormat?: string }[];
   panels?: Panel[];
 }
 
@@ -61,7 +63,7 @@ export function dashboardQueries(): KitQuery[] {
   const walk = (panels: Panel[]) => {
     for (const p of panels) {
       for (const t of p.targets ?? []) {
-        if (t.expr) out.push({ panel: p.title ?? "?", expr: t.expr });
+        if (t.expr) out.push({ panel: p.title ?? "?", expr: t.expr, legend: t.legendFormat });
       }
       if (p.panels) walk(p.panels);
     }

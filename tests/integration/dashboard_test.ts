@@ -47,7 +47,7 @@ Deno.test("the Grafana dashboard and the alert rules use only metrics Prox expor
   assert.deepEqual(missing, []);
 });
 
-Deno.test("every dashboard panel has a query and a unique id", () => {
+Deno.test("every dashboard panel has a query, a unique id and the data source variable", () => {
   const dash = JSON.parse(
     Deno.readTextFileSync(
       new URL("../../monitoring/grafana/dashboards/prox.json", import.meta.url),
@@ -58,10 +58,20 @@ Deno.test("every dashboard panel has a query and a unique id", () => {
     assert.ok(!ids.has(panel.id), `duplicate panel id ${panel.id}`);
     ids.add(panel.id);
     if (panel.type !== "row") assert.ok(panel.targets?.length > 0, `${panel.title} has no query`);
-    for (const t of panel.targets ?? []) {
-      assert.equal(t.datasource?.uid, "prometheus", `${panel.title}: datasource`);
+    // The data source is a variable, so the dashboard imports into a Grafana whose Prometheus
+    // has another uid than the kit's provisioned `prometheus`.
+    for (const t of [panel, ...(panel.targets ?? [])]) {
+      if (t.datasource) {
+        assert.equal(t.datasource.uid, "${datasource}", `${panel.title}: datasource`);
+      }
     }
   }
+  const vars = dash.templating.list;
+  assert.deepEqual(
+    { name: vars[0].name, type: vars[0].type, query: vars[0].query },
+    { name: "datasource", type: "datasource", query: "prometheus" },
+  );
+  for (const v of vars.slice(1)) assert.equal(v.datasource.uid, "${datasource}", v.name);
 });
 
 Deno.test("the docker-compose kit mounts files that exist and a Prox config that validates", async () => {

@@ -6,6 +6,11 @@ import { interopTest, ROOT, waitFor } from "../_harness.ts";
 import { startObserved } from "./_observed.ts";
 import { dashboardQueries } from "./_promql.ts";
 
+/** A legend as Grafana renders it: a label the series lacks shows as its name. */
+function renderLegend(format: string, labels: Record<string, string>): string {
+  return format.replace(/\{\{\s*(.+?)\s*\}\}/g, (_, name) => labels[name] || name);
+}
+
 function freePort(): number {
   const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = (l.addr as Deno.NetAddr).port;
@@ -36,7 +41,10 @@ rule_files: [alerts.yml]
 scrape_configs:
   - job_name: prox
     authorization: { type: Bearer, credentials_file: ${dir}/token }
-    static_configs: [{ targets: ["${new URL(p.adminUrl).host}"] }]
+    static_configs:
+      # Twice, as workers 0 and 1: with \`workers: N\` every series carries a worker label.
+      - { targets: ["${new URL(p.adminUrl).host}"], labels: { worker: "0" } }
+      - { targets: ["${new URL(p.adminUrl).host}"], labels: { worker: "1" } }
 `,
   );
   const port = freePort();
@@ -57,7 +65,8 @@ scrape_configs:
     // The scrape uses the token and succeeds.
     await waitFor(async () => {
       const t = await (await fetch(`${api}/targets`)).json();
-      return t.data?.activeTargets?.[0]?.health === "up";
+      const active: { health: string }[] = t.data?.activeTargets ?? [];
+      return active.length === 2 && active.every((a) => a.health === "up");
     }, { timeoutMs: 30_000, intervalMs: 200, what: "the prox target to be up" });
 
     // Keep traffic flowing until two scrapes see the histogram grow, then ask for p95.
@@ -74,7 +83,7 @@ scrape_configs:
     assert.ok(value >= 0.01 && value <= 2.5, `p95 = ${value}`);
 
     const up = await query('prox_backend_health_status{job="prox"}');
-    assert.equal(up.data.result.length, 2);
+    assert.equal(up.data.result.length, 4);
 
     const rules = await (await fetch(`${api}/rules`)).json();
     const names = rules.data.groups.flatMap((g: { rules: { name: string }[] }) =>
@@ -87,13 +96,17 @@ scrape_configs:
       ),
     );
 
-    // Every dashboard query parses and evaluates (Grafana variables replaced).
-    for (const { panel, expr } of dashboardQueries()) {
+    // Every dashboard query parses and evaluates (Grafana variables replaced), and its series
+    // have distinct legends although each is scraped from two workers.
+    for (const { panel, expr, legend } of dashboardQueries()) {
       const q = expr
         .replaceAll("$__rate_interval", "1m")
         .replace(/\$\w+/g, ".*");
       const r = await query(q.startsWith("label_values") ? "vector(1)" : q);
       assert.equal(r.status, "success", `${panel}: ${q}: ${r.error}`);
+      if (legend === undefined) continue;
+      const names = r.data.result.map((s) => renderLegend(legend, s.metric));
+      assert.equal(new Set(names).size, names.length, `${panel}: legends ${names.join(", ")}`);
     }
   } finally {
     child.kill("SIGTERM");
