@@ -63,7 +63,6 @@ export function parseConfig(text: string, file = "config.yaml"): ParseResult {
     return { line: p.line, col: p.col };
   };
   const locate = (path: (string | number)[]) => pos(offsetOf(doc, path));
-  const written = (path: (string | number)[]) => hasPath(doc, path);
   const issues: ConfigIssue[] = [];
 
   for (const p of syntaxProblems(doc, text, lc)) {
@@ -142,6 +141,9 @@ export function parseConfig(text: string, file = "config.yaml"): ParseResult {
   }
   const result = Config.safeParse(input, { reportInput: true });
   if (result.success && !issues.some((i) => i.severity === "error")) {
+    // Only a key of the schema can be absent and defaulted (not a route key or a header name).
+    const written = (path: (string | number)[]) =>
+      hasPath(doc, path) || !knownKeysAt(raw, path.slice(0, -1)).includes(String(path.at(-1)));
     return { config: result.data, issues, locate, written };
   }
   const zodIssues = result.error?.issues ?? [];

@@ -284,3 +284,11 @@ Deno.test("parseConfig says typographic quotes are no quotes", () => {
     "(“ ” ‘ ’) with straight ones (\" or ')",
   ]);
 });
+
+Deno.test("loadConfigText does not call a route key it cannot find a default", () => {
+  const r = loadConfigText(`${HEAD}  ~: { type: static, root: . }\n`, {
+    file: "c.yaml",
+    env: { exists: () => true },
+  });
+  assert.deepEqual(r.issues.map((i) => i.hint), ['Write "/" for a path, "/" for a host']);
+});
