@@ -96,8 +96,10 @@ export function listen(
       // A body (RFC 9112 §6.3: Content-Length or Transfer-Encoding): counted until the handler
       // has its response, which for a proxied upload comes once the upstream read it.
       const cl = req.headers.get("content-length");
-      if (cl === null && req.body !== null && ci.protocol !== "http/1.1") req = confirmedEnd(req);
-      if ((cl === null || cl === "0") && !req.headers.has("transfer-encoding")) {
+      // HTTP/2 has no Transfer-Encoding: a body of unknown length is only a stream.
+      const streamed = cl === null && req.body !== null && ci.protocol !== "http/1.1";
+      if (streamed) req = confirmedEnd(req);
+      else if ((cl === null || cl === "0") && !req.headers.has("transfer-encoding")) {
         return opts.handler(req, ci);
       }
       uploads++;

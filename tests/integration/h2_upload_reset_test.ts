@@ -25,6 +25,19 @@ function literal(index: number, value: string): number[] {
   return [index, value.length, ...enc.encode(value)];
 }
 
+/** Opens an h2c connection (preface and SETTINGS exchanged) and sends a POST head without length. */
+async function h2cPost(port: number): Promise<Deno.TcpConn> {
+  const c = await Deno.connect({ hostname: "127.0.0.1", port });
+  await c.write(enc.encode("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"));
+  await c.write(frame(4, 0, 0, new Uint8Array())); // SETTINGS
+  await c.read(new Uint8Array(65536)); // the server's SETTINGS
+  await c.write(frame(4, 1, 0, new Uint8Array())); // SETTINGS ACK
+  // :method POST (static 3), :scheme http (6), :path and :authority as literals.
+  const head = [0x83, 0x86, ...literal(4, "/upload"), ...literal(1, "a.test")];
+  await c.write(frame(1, 4, 1, new Uint8Array(head))); // HEADERS, END_HEADERS
+  return c;
+}
+
 /**
  * Opens an h2c connection, sends a POST head without content-length, `size` bytes of body in
  * DATA frames without END_STREAM, then (once `beforeReset` settles) RST_STREAM(CANCEL), or an
@@ -35,16 +48,9 @@ async function upload(
   size: number,
   beforeReset: (() => Promise<unknown>) | "end",
 ): Promise<void> {
-  const c = await Deno.connect({ hostname: "127.0.0.1", port });
+  const c = await h2cPost(port);
+  const buf = new Uint8Array(65536);
   try {
-    await c.write(enc.encode("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"));
-    await c.write(frame(4, 0, 0, new Uint8Array())); // SETTINGS
-    const buf = new Uint8Array(65536);
-    await c.read(buf); // the server's SETTINGS
-    await c.write(frame(4, 1, 0, new Uint8Array())); // SETTINGS ACK
-    // :method POST (static 3), :scheme http (6), :path and :authority as literals.
-    const head = [0x83, 0x86, ...literal(4, "/upload"), ...literal(1, "a.test")];
-    await c.write(frame(1, 4, 1, new Uint8Array(head))); // HEADERS, END_HEADERS
     for (let left = size; left > 0; left -= 16000) {
       await c.write(frame(0, 0, 1, new Uint8Array(Math.min(left, 16000)).fill(122))); // 'z'
     }
@@ -169,4 +175,71 @@ routes: { "/": { type: proxy, target: "${up.url}" } }
   const access = () => logger.lines.filter((l) => l.includes('"path":"/upload"'));
   await waitFor(() => access().length === 2, { what: "two access lines" });
   for (const l of access()) assert.match(l, /"status":200/);
+});
+
+Deno.test("shutdown while an HTTP/2 client uploads a body of unknown length: it completes first", async () => {
+  await using up = recordingUpstream();
+  const logger = memoryLogger();
+  const prox = await startProxy(
+    `
+shutdown_timeout: 10s
+health_check: { enabled: false }
+routes: { "/": { type: proxy, target: "${up.url}" } }
+`,
+    { logger },
+  );
+  const c = await h2cPost(prox.port);
+  // Answers PINGs, as every client does: hyper's graceful shutdown waits for one (GOAWAY, PING,
+  // then the final GOAWAY) before it goes on; and GOAWAY with its own, as Node's client does.
+  const answering = (async () => {
+    const buf = new Uint8Array(1 << 20);
+    let have = new Uint8Array(0);
+    let goneAway = false;
+    for (;;) {
+      const n = await c.read(buf).catch(() => null);
+      if (n === null) return;
+      const all = new Uint8Array(have.byteLength + n);
+      all.set(have);
+      all.set(buf.subarray(0, n), have.byteLength);
+      let at = 0;
+      while (all.byteLength - at >= 9) {
+        const len = (all[at] << 16) | (all[at + 1] << 8) | all[at + 2];
+        if (all.byteLength - at < 9 + len) break;
+        if (all[at + 3] === 6 && (all[at + 4] & 1) === 0) {
+          await c.write(frame(6, 1, 0, all.slice(at + 9, at + 9 + len))).catch(() => {});
+        } else if (all[at + 3] === 7 && !goneAway) {
+          // As Node's client: a GOAWAY of its own (no pushed streams), upon which hyper closes
+          // the connection once no stream it knows of is open.
+          goneAway = true;
+          await c.write(frame(7, 0, 0, new Uint8Array(8))).catch(() => {});
+        }
+        at += 9 + len;
+      }
+      have = all.slice(at);
+    }
+  })();
+  let stopping: Promise<void> | undefined;
+  try {
+    // 32 KiB (still read for a retry before any upstream is chosen), shutdown, then the rest.
+    for (let i = 0; i < 2; i++) await c.write(frame(0, 0, 1, new Uint8Array(16384).fill(122)));
+    await new Promise((r) => setTimeout(r, 50));
+    stopping = prox.server.shutdown();
+    for (let i = 0; i < 8; i++) {
+      await new Promise((r) => setTimeout(r, 50));
+      await c.write(frame(0, 0, 1, new Uint8Array(16384).fill(122)));
+    }
+    await c.write(frame(0, 1, 1, new Uint8Array())); // END_STREAM
+    const zs = (t: string) => t.length - t.replaceAll("z", "").length;
+    // Was cut at once (RST_STREAM to the client, 499): such a body was not waited for.
+    await waitFor(() => up.seen.some((r) => r.ended && zs(r.text) === 10 * 16384), {
+      what: "the whole body upstream",
+    });
+    const access = () => logger.lines.find((l) => l.includes('"path":"/upload"'));
+    await waitFor(access, { what: "the access line" });
+    assert.match(access()!, /"status":200/);
+  } finally {
+    c.close();
+    await answering;
+    await (stopping ?? prox.server.shutdown());
+  }
 });
