@@ -7,6 +7,7 @@ import type { LoadResult } from "../config/load.ts";
 import { pemBlock, wholeChain } from "./pem_chain.ts";
 import type { ConfigIssue } from "../config/parse.ts";
 import type { Config } from "../config/schema.ts";
+import type { CertificateNames } from "../config/cert_names.ts";
 
 /** Where the config comes from: a file, or embedded text when no file exists. */
 export type ConfigSource = { path: string } | { text: string; name: string };
@@ -39,7 +40,7 @@ function readCertificatePair(
   certPath: string,
   keyPath: string,
 ):
-  | { notBefore: number; notAfter: number; keyMatches: boolean }
+  | { notBefore: number; notAfter: number; keyMatches: boolean; names: CertificateNames }
   | { error: string; field: "cert_path" | "key_path"; hint?: string } {
   let cert: X509Certificate;
   let pem = "";
@@ -98,7 +99,16 @@ function readCertificatePair(
     notBefore: Date.parse(cert.validFrom),
     notAfter: Date.parse(cert.validTo),
     keyMatches: cert.checkPrivateKey(key),
+    names: sanNames(cert.subjectAltName),
   };
+}
+
+/** `DNS:a.example, IP Address:127.0.0.1` → the DNS names and IP addresses. */
+function sanNames(san: string | undefined): CertificateNames {
+  const entries = (san ?? "").split(", ");
+  const of = (prefix: string) =>
+    entries.filter((e) => e.startsWith(prefix)).map((e) => e.slice(prefix.length));
+  return { dns: of("DNS:"), ip: of("IP Address:") };
 }
 
 const TLS_CURVES = new Set(["prime256v1", "secp384r1", "secp521r1"]);

@@ -12,6 +12,8 @@ import type { ConfigIssue, ParseResult } from "./parse.ts";
 import { checkHeadBody, checkRegex, checkStatus, validateRoutes } from "./validate_route.ts";
 import type { Report } from "./validate_route.ts";
 import { dotted, sortIssues } from "./parse.ts";
+import { uncoveredHosts } from "./cert_names.ts";
+import type { CertificateNames } from "./cert_names.ts";
 
 /** What validation may ask of the outside world. */
 export interface ValidateEnv {
@@ -28,7 +30,7 @@ export interface ValidateEnv {
   certificate?: (
     certPath: string,
     keyPath: string,
-  ) => { notBefore?: number; notAfter: number; keyMatches: boolean } | {
+  ) => { notBefore?: number; notAfter: number; keyMatches: boolean; names?: CertificateNames } | {
     error: string;
     field: "cert_path" | "key_path";
     hint?: string;
@@ -243,7 +245,7 @@ export function validateConfig(
         err(["tls", "key_path"], `Private key file is empty: ${tls.key_path}`);
       }
       if (issues.length === before) {
-        validatePair(tls.cert_path!, tls.key_path!, { err, warn, env: opts.env });
+        validatePair(tls.cert_path!, tls.key_path!, { err, warn, env: opts.env, config });
       }
     } else if (!tls.acme) {
       err(
@@ -285,11 +287,14 @@ export function validateConfig(
   return issues;
 }
 
-/** The files' contents: a key that is not the first certificate's is an error, expiry a warning. */
+/**
+ * The files' contents: a key that is not the first certificate's is an error; expiry, and route
+ * hosts the certificate does not name, warnings.
+ */
 function validatePair(
   certPath: string,
   keyPath: string,
-  o: { err: Report; warn: Report; env: ValidateEnv },
+  o: { err: Report; warn: Report; env: ValidateEnv; config: Config },
 ): void {
   const pair = o.env.certificate?.(certPath, keyPath);
   if (!pair) return;
@@ -313,6 +318,13 @@ function validatePair(
       ["tls", "cert_path"],
       `Certificate ${certPath} is not valid before ${new Date(pair.notBefore).toISOString()}`,
       "Clients reject it until then: check the issuing machine's clock, or serve the previous certificate",
+    );
+  }
+  for (const u of pair.names ? uncoveredHosts(o.config.routes, pair.names) : []) {
+    o.warn(
+      u.index === undefined ? ["routes", u.route] : ["routes", u.route, "hosts", u.index],
+      `Certificate ${certPath} does not name ${u.host}: HTTPS clients reject it for that host`,
+      `Use a certificate whose subjectAltName includes it (\`openssl x509 -noout -ext subjectAltName -in ${certPath}\` lists its names)`,
     );
   }
 }

@@ -60,3 +60,28 @@ Deno.test("a certificate not valid yet is a warning, as an expired one is", asyn
     `warning tls.cert_path: Certificate ${TLS}/future.pem is not valid before 2200-01-01T00:00:00.000Z`,
   ]);
 });
+
+Deno.test("route hosts the certificate does not name are warned about, at the host", async () => {
+  // The fixture names localhost, *.localhost, example.com, *.example.com, 127.0.0.1 and ::1.
+  const yaml = `listen_addr: "127.0.0.1:0"
+tls: { cert_path: "${TLS}/cert.pem", key_path: "${TLS}/key.pem" }
+health_check: { enabled: false }
+routes:
+  "shop.example.com/": { type: redirect, target: "https://example.com/" }
+  "a.b.example.com/": { type: redirect, target: "https://example.com/" }
+  "/x":
+    type: redirect
+    target: "https://example.com/"
+    hosts: [Example.COM., other.org, "*.other.org", 127.0.0.1, 10.0.0.1, api.localhost]
+  "/y": { type: redirect, target: "https://example.com/", hosts: [other.org] }
+`;
+  const issues = (await loadSource({ text: yaml, name: "p.yaml" })).issues;
+  const not = (host: string) => `Certificate ${TLS}/cert.pem does not name ${host}`;
+  assert.deepEqual(issues.map((i) => `${i.severity} ${i.line} ${i.path}: ${i.message}`), [
+    `warning 6 routes.a.b.example.com/: ${
+      not("a.b.example.com")
+    }: HTTPS clients reject it for that host`,
+    `warning 10 routes./x.hosts.1: ${not("other.org")}: HTTPS clients reject it for that host`,
+    `warning 10 routes./x.hosts.4: ${not("10.0.0.1")}: HTTPS clients reject it for that host`,
+  ]);
+});
