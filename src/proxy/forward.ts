@@ -222,6 +222,9 @@ async function sendOnce(
     const reason = req.signal?.aborted ? req.signal.reason : undefined;
     const overdue = reason instanceof ProxyError && reason.kind === "timeout";
     const slowClient = uploading && (overdue || e.kind === "timeout");
+    // A timeout counts as the target's slowest answer (/status shows it, power_of_two avoids
+    // it); a fast failure (a refused connection) is no sign of a fast target.
+    if ((e.kind === "timeout" || overdue) && !slowClient) reg.observe(id, ms, end);
     if ((TARGET_FAULTS.has(e.kind) || overdue) && !slowClient && pool.passive.enabled) {
       const why = overdue ? reason.message : e.message;
       reg.outcome(id, false, {

@@ -109,3 +109,28 @@ routes: { "/": { type: redirect, target: "/x" } }
     2,
   );
 });
+
+Deno.test("status: a target whose requests all time out shows that latency, not 0 ms", async () => {
+  const gates: (() => void)[] = [];
+  await using up = await startUpstream(async () => {
+    await new Promise<void>((r) => gates.push(r));
+    return new Response("late");
+  });
+  await using p = await startProxy(`
+admin: { listen_addr: "127.0.0.1:0" }
+health_check: { enabled: false }
+routes:
+  "/":
+    type: proxy
+    target: "${up.url}"
+    timeouts: { response_header: 200ms }
+    retries: { attempts: 0 }
+`);
+  const res = await fetch(`${p.url}/x`);
+  await res.body?.cancel();
+  assert.equal(res.status, 504);
+  for (const g of gates.splice(0)) g();
+  const status = await (await fetch(`http://127.0.0.1:${p.server.admin!.port}/status`)).json();
+  const target = status.upstreams.find((u: { url: string }) => u.url === up.url);
+  assert.ok(target.latencyMs >= 150, `latencyMs ${target.latencyMs}`);
+});
