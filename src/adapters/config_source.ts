@@ -35,17 +35,50 @@ export const denoEnv = {
   now: () => Date.now(),
 };
 
+type PairIssue = { error: string; field: "cert_path" | "key_path"; hint?: string };
+
+/** A certificate or key file's text, or why it cannot be read (permissions, a directory). */
+function readPem(path: string, field: PairIssue["field"]): string | PairIssue {
+  try {
+    return Deno.readTextFileSync(path);
+  } catch (err) {
+    return {
+      field,
+      // "Permission denied (os error 13)", without Deno's ": readfile '<path>'" after it.
+      error: `Cannot read ${path}: ${
+        String(err instanceof Error ? err.message : err)
+          .replace(/: readfile '.*'$/, "")
+      }`,
+      hint: err instanceof Deno.errors.PermissionDenied
+        ? "Give the user Prox runs as read access to the file and its directories (certbot keeps keys readable by root only: chgrp and chmod g+rx its archive and live directories, or copy the files in a deploy hook)"
+        : undefined,
+    };
+  }
+}
+
+/** The conversion to PEM of a binary (DER or PKCS#12) file, or undefined for a text one. */
+function binaryHint(
+  text: string,
+  path: string,
+  o: { der: string; p12: string; out: string },
+): string | undefined {
+  if (text.includes("-----BEGIN") || !text.includes("\uFFFD")) return undefined;
+  return `${path} is binary (DER, or PKCS#12 .pfx/.p12), not PEM: convert it with ` +
+    `\`openssl ${o.der} -inform DER -in ${path} -out ${o.out}\` ` +
+    `(PKCS#12: \`openssl pkcs12 -in ${path} ${o.p12} -out ${o.out}\`)`;
+}
+
 /** The first certificate of a PEM chain and whether `keyPath` holds its private key. */
 function readCertificatePair(
   certPath: string,
   keyPath: string,
 ):
   | { notBefore: number; notAfter: number; keyMatches: boolean; names: CertificateNames }
-  | { error: string; field: "cert_path" | "key_path"; hint?: string } {
+  | PairIssue {
   let cert: X509Certificate;
-  let pem = "";
+  const pem = readPem(certPath, "cert_path");
+  if (typeof pem !== "string") return pem;
   try {
-    pem = Deno.readTextFileSync(certPath);
     // The first certificate block (the file may also hold the key, which the listener skips).
     cert = new X509Certificate(pemBlock(pem, "CERTIFICATE")!);
   } catch {
@@ -62,7 +95,8 @@ function readCertificatePair(
       error: `Cannot read a PEM certificate from ${certPath}`,
       hint: swapped
         ? `${certPath} holds a private key and ${keyPath} a certificate: swap cert_path and key_path`
-        : "cert_path names a PEM file starting with -----BEGIN CERTIFICATE-----",
+        : binaryHint(pem, certPath, { der: "x509", p12: "-nokeys", out: "cert.pem" }) ??
+          "cert_path names a PEM file starting with -----BEGIN CERTIFICATE-----",
     };
   }
   if (!wholeChain(pem)) {
@@ -73,9 +107,9 @@ function readCertificatePair(
     };
   }
   let key: ReturnType<typeof createPrivateKey>;
-  let keyPem = "";
+  const keyPem = readPem(keyPath, "key_path");
+  if (typeof keyPem !== "string") return keyPem;
   try {
-    keyPem = Deno.readTextFileSync(keyPath);
     key = createPrivateKey(pemBlock(keyPem, "PRIVATE KEY")!);
   } catch {
     // Encrypted keys too: the listener has no passphrase to open them with.
@@ -84,7 +118,8 @@ function readCertificatePair(
       error: `Cannot read an unencrypted PEM private key from ${keyPath}`,
       hint: /ENCRYPTED/.test(keyPem)
         ? `The key is encrypted and Prox has no passphrase: decrypt it (openssl pkey -in ${keyPath} -out key.pem) and name that file`
-        : "key_path names a PEM file starting with -----BEGIN PRIVATE KEY----- (or RSA or EC PRIVATE KEY)",
+        : binaryHint(keyPem, keyPath, { der: "pkey", p12: "-nocerts -nodes", out: "key.pem" }) ??
+          "key_path names a PEM file starting with -----BEGIN PRIVATE KEY----- (or RSA or EC PRIVATE KEY)",
     };
   }
   const unusable = unusableKey(key);

@@ -85,3 +85,53 @@ routes:
     `warning 10 routes./x.hosts.4: ${not("10.0.0.1")}: HTTPS clients reject it for that host`,
   ]);
 });
+
+interopTest(
+  "a DER certificate or key gets the openssl command that converts it; a directory is named as such",
+  [
+    "openssl",
+  ],
+  async () => {
+    const dir = await Deno.makeTempDir();
+    try {
+      const made = await run("openssl", [
+        "x509",
+        "-in",
+        `${TLS}/cert.pem`,
+        "-outform",
+        "DER",
+        "-out",
+        `${dir}/cert.der`,
+      ]);
+      assert.equal(made.code, 0, made.stderr);
+      const key = await run("openssl", [
+        "pkey",
+        "-in",
+        `${TLS}/key.pem`,
+        "-outform",
+        "DER",
+        "-out",
+        `${dir}/key.der`,
+      ]);
+      assert.equal(key.code, 0, key.stderr);
+      const issues = async (cert: string, key: string) =>
+        (await loadSource({ text: config(cert, key), name: "p.yaml" })).issues.map((i) =>
+          `${i.path}: ${i.message} / ${i.hint}`
+        );
+      assert.deepEqual(await issues(`${dir}/cert.der`, `${TLS}/key.pem`), [
+        `tls.cert_path: Cannot read a PEM certificate from ${dir}/cert.der / ${dir}/cert.der is binary (DER, or PKCS#12 .pfx/.p12), not PEM: convert it with \`openssl x509 -inform DER -in ${dir}/cert.der -out cert.pem\` (PKCS#12: \`openssl pkcs12 -in ${dir}/cert.der -nokeys -out cert.pem\`)`,
+      ]);
+      assert.match(
+        (await issues(`${TLS}/cert.pem`, `${dir}/key.der`)).join(),
+        new RegExp(`openssl pkey -inform DER -in ${dir}/key.der -out key.pem`),
+      );
+      // A directory (or a file Prox may not read) was "Cannot read a PEM certificate", with a
+      // hint about the PEM format.
+      assert.deepEqual(await issues(dir, `${TLS}/key.pem`), [
+        `tls.cert_path: Cannot read ${dir}: Is a directory (os error 21) / undefined`,
+      ]);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);
