@@ -7,6 +7,7 @@ import type { Metrics } from "../ports.ts";
 import type { Snapshot } from "../proxy/snapshot.ts";
 import { parseRouteKey } from "../domain/router.ts";
 import { formatListenAddr } from "../config/listen.ts";
+import { pemBlock } from "./pem_chain.ts";
 
 /** One upstream target and its health as last reported. */
 export interface UpstreamStatus {
@@ -110,10 +111,13 @@ export function createStatusRecorder(inner: Metrics, opts: { now: () => number }
   return { metrics, health: (url) => health.get(url), certificates: () => certs };
 }
 
-/** The notAfter of the first certificate in a PEM chain (ms), or null when it cannot be read. */
+/**
+ * The notAfter of the first certificate in a PEM chain (ms), or null when it cannot be read. The
+ * file may hold the key first (as the listener accepts): the first CERTIFICATE block is read.
+ */
 export function certificateNotAfter(pem: string): number | null {
   try {
-    const t = Date.parse(new X509Certificate(pem).validTo);
+    const t = Date.parse(new X509Certificate(pemBlock(pem, "CERTIFICATE") ?? pem).validTo);
     return Number.isFinite(t) ? t : null;
   } catch {
     return null;

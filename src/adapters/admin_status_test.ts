@@ -96,3 +96,12 @@ Deno.test("certificateNotAfter reads a PEM certificate and rejects garbage", () 
   assert.ok(t !== null && t > Date.UTC(2020, 0, 1), String(t));
   assert.equal(certificateNotAfter("not a certificate"), null);
 });
+
+Deno.test("certificateNotAfter reads a file holding the key before the certificate", () => {
+  // The listener serves such a file; the expiry metric and /status lost the certificate.
+  const dir = new URL("../../tests/fixtures/tls/", import.meta.url);
+  const cert = Deno.readTextFileSync(new URL("cert.pem", dir));
+  const key = Deno.readTextFileSync(new URL("key.pem", dir));
+  assert.equal(certificateNotAfter(key + cert), certificateNotAfter(cert));
+  assert.notEqual(certificateNotAfter(cert), null);
+});
