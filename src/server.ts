@@ -314,7 +314,7 @@ export async function startServer(
     routes: Object.keys(config.routes).length,
     worker: opts.worker?.index,
   });
-  prom?.observe({ upstreams: () => upstreams.list(), limiterKeys });
+  prom?.observe({ upstreams: () => upstreams.list(), limiterKeys, ready: adminApi.ready });
 
   let watch: FileWatch | undefined;
   const watchedFiles = (c: Config) => configFiles("path" in source ? source.path : null, c);

@@ -27,6 +27,8 @@ export interface RuntimeViews {
   upstreams(): readonly { id: string; inFlight: number }[];
   /** Client keys held per route id by the in-memory rate limiter. */
   limiterKeys(): Record<string, number>;
+  /** What `/readyz` answers: the main listener serves and Prox is not draining. */
+  ready?(): boolean;
 }
 
 /** Latency buckets in seconds: 1 ms to 60 s, dense around typical proxy latencies. */
@@ -269,6 +271,16 @@ export function createPromMetrics(
       for (const [route, n] of Object.entries(runtime?.limiterKeys() ?? {})) {
         this.set({ route }, n);
       }
+    },
+  });
+
+  new Gauge({
+    name: "prox_ready",
+    help: "1 when /readyz answers 200 (the main listener serves, not draining), else 0: e.g. " +
+      "HTTPS waiting for its first ACME certificate",
+    registers,
+    collect() {
+      if (runtime?.ready) this.set(runtime.ready() ? 1 : 0);
     },
   });
 

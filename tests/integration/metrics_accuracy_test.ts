@@ -3,6 +3,8 @@
 import assert from "node:assert/strict";
 import { ROOT, startUpstream, waitFor } from "../_harness.ts";
 import { startProxy } from "./_proxy.ts";
+import { freePort } from "./_pebble.ts";
+import { acmeYaml, start, withTempDir } from "./_acme.ts";
 import { silentLogger } from "../../src/ports.ts";
 import type { Logger } from "../../src/ports.ts";
 
@@ -133,4 +135,34 @@ routes:
   const status = await (await fetch(`http://127.0.0.1:${p.server.admin!.port}/status`)).json();
   const target = status.upstreams.find((u: { url: string }) => u.url === up.url);
   assert.ok(target.latencyMs >= 150, `latencyMs ${target.latencyMs}`);
+});
+
+Deno.test("metrics: prox_ready is 0 while HTTPS waits for its first ACME certificate, 1 once serving", async () => {
+  await withTempDir(async (dir) => {
+    await using up = await startUpstream(() => new Response("ok"));
+    const yaml = acmeYaml({
+      ca: `https://127.0.0.1:${freePort()}/dir`,
+      storage: `${dir}/acme`,
+      httpPort: freePort(),
+      upstream: up.url,
+      extra: `admin: { listen_addr: "127.0.0.1:0" }`,
+    });
+    const server = await start(yaml, { clientRetries: 0 });
+    try {
+      const admin = `http://127.0.0.1:${server.admin!.port}`;
+      const ready = await fetch(`${admin}/readyz`);
+      await ready.body?.cancel();
+      assert.equal(ready.status, 503);
+      const text = await (await fetch(`${admin}/metrics`)).text();
+      assert.equal(value(text, "prox_ready"), 0);
+    } finally {
+      await server.shutdown();
+    }
+  });
+  await using p = await startProxy(`
+admin: { listen_addr: "127.0.0.1:0" }
+routes: { "/": { type: static, root: "${ROOT}/static" } }
+`);
+  const text = await (await fetch(`http://127.0.0.1:${p.server.admin!.port}/metrics`)).text();
+  assert.equal(value(text, "prox_ready"), 1);
 });
