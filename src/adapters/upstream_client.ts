@@ -73,15 +73,22 @@ function keyOf(url: URL, tls: UpstreamTls | undefined): string {
   return key;
 }
 
-/** Opens a TCP (and TLS) connection within `timeoutMs`; failures are `connect`/`timeout`. */
+/**
+ * Opens a TCP (and TLS) connection within `timeoutMs`; failures are `connect`/`timeout`, and
+ * `client_gone` once `signal` (the request's: client gone, `timeouts.total`, per-try timeout, a
+ * health probe cancelled) aborts, which stops the lookup, connect or handshake at once.
+ */
 export async function connectUpstream(
   url: URL,
-  o: { tls?: UpstreamTls; timeoutMs: number; alpn?: string[] },
+  o: { tls?: UpstreamTls; timeoutMs: number; alpn?: string[]; signal?: AbortSignal },
 ): Promise<{ transport: Transport; alpn: string | null }> {
   const hostname = url.hostname.startsWith("[") ? url.hostname.slice(1, -1) : url.hostname;
   const https = url.protocol === "https:";
   const port = url.port ? Number(url.port) : https ? 443 : 80;
   const origin = url.origin;
+  const gone = () =>
+    new ProxyError("client_gone", "Client went away", { source: origin, sentNothing: true });
+  if (o.signal?.aborted) throw gone();
   const ac = new AbortController();
   let timedOut = false;
   const timer = o.timeoutMs > 0
@@ -90,6 +97,8 @@ export async function connectUpstream(
       ac.abort();
     }, timerDelay(o.timeoutMs))
     : undefined;
+  const cancel = () => ac.abort();
+  o.signal?.addEventListener("abort", cancel, { once: true });
   let tcp: Deno.TcpConn | undefined;
   try {
     if (https && o.tls?.insecureSkipVerify) {
@@ -118,6 +127,7 @@ export async function connectUpstream(
     try {
       tcp?.close();
     } catch { /* closed by startTls */ }
+    if (o.signal?.aborted && !timedOut) throw gone();
     if (timedOut) {
       throw new ProxyError(
         "timeout",
@@ -137,7 +147,21 @@ export async function connectUpstream(
     });
   } finally {
     clearTimeout(timer);
+    o.signal?.removeEventListener("abort", cancel);
   }
+}
+
+/** `p`, or a `client_gone` rejection as soon as `signal` aborts. */
+function untilAborted<T>(p: Promise<T>, signal: AbortSignal, source: string): Promise<T> {
+  const gone = () =>
+    new ProxyError("client_gone", "Client went away", { source, sentNothing: true });
+  if (signal.aborted) return Promise.reject(gone());
+  let onAbort = () => {};
+  const aborted = new Promise<never>((_, reject) => {
+    onAbort = () => reject(gone());
+    signal.addEventListener("abort", onAbort, { once: true });
+  });
+  return Promise.race([p, aborted]).finally(() => signal.removeEventListener("abort", onAbort));
 }
 
 function raceAbort<T>(p: Promise<T>, signal: AbortSignal, onAbort: () => void): Promise<T> {
@@ -186,6 +210,7 @@ export function createUpstreamClient(opts: UpstreamClientOptions = {}): PooledUp
     const { transport } = await connectUpstream(req.origin, {
       tls: req.tls,
       timeoutMs: req.timeouts.connect,
+      signal: req.signal,
     });
     return new H1Connection(transport, req.origin.origin);
   };
@@ -231,7 +256,9 @@ export function createUpstreamClient(opts: UpstreamClientOptions = {}): PooledUp
   /** An https origin that may speak HTTP/2: asks (or remembers) what ALPN chose. */
   const sendEither = async (key: string, req: UpstreamRequest): Promise<Response> => {
     let p = protocolOf(key, req);
-    if (typeof p !== "string") p = await p;
+    // The probe is shared: a request whose signal aborts (timeouts.total, per-try timeout) stops
+    // waiting for it, while it goes on for the others.
+    if (typeof p !== "string") p = await (req.signal ? untilAborted(p, req.signal, key) : p);
     // fetch refuses a GET or HEAD with a body (a request_body rule can give one): HTTP/1.1 then.
     const bodiless = req.body === null || (req.method !== "GET" && req.method !== "HEAD");
     if (p === "h2" && bodiless && fetchSafe(req.headers, req.origin.host)) {

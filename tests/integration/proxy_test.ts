@@ -324,3 +324,37 @@ routes:
       err.issues?.some((i) => /x-t.*control character/.test(i.message)) ?? false,
   );
 });
+
+Deno.test("timeouts.total and per_try_timeout also bound the connect (a TLS handshake that hangs)", async () => {
+  // Accepts TCP, never answers the ClientHello: the connect (TLS included) hangs. Deno cannot
+  // close a TLS connection whose handshake is pending, so this side closes them at the end.
+  const { promise: done, resolve: finish } = Promise.withResolvers<null>();
+  await using up = rawServer(async (c) => {
+    const buf = new Uint8Array(4096);
+    while (await Promise.race([c.read(buf), done]) !== null) { /* silent */ }
+  });
+  using _finish = { [Symbol.dispose]: () => finish(null) };
+  const target = up.url.replace("http:", "https:");
+  await using prox = await startProxy(`
+health_check: { enabled: false }
+timeouts: { connect: 5s }
+routes:
+  /total: { type: proxy, target: "${target}", timeouts: { total: 300ms } }
+  /try: { type: proxy, target: "${target}", retries: { attempts: 0, per_try_timeout: 300ms } }
+  /h1:
+    type: proxy
+    target: "${target}"
+    timeouts: { total: 300ms }
+    tls: { server_name: localhost }
+`);
+  // /total and /try wait for the shared HTTP/2 probe; /h1 (server_name: no HTTP/2) connects itself.
+  for (const path of ["/total", "/try", "/h1"]) {
+    const t0 = performance.now();
+    const res = await fetch(`${prox.url}${path}/`);
+    await res.body?.cancel();
+    const ms = performance.now() - t0;
+    assert.equal(res.status, 504, path);
+    // Both waited out the 5 s connect timeout, then said "within 300 ms".
+    assert.ok(ms < 2_500, `${path} answered after ${Math.round(ms)} ms`);
+  }
+});
