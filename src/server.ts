@@ -308,9 +308,11 @@ export async function startServer(
       }),
   });
   if (copyPath && first.text !== undefined) keepConfigCopy(copyPath, first.text, logger);
-  logger.info("Prox listening", {
-    addr: formatListenAddr(set.listeners[0]),
-    tls: set.listeners[0].tls,
+  // Without its ACME certificate yet, only the plain-HTTP listener (redirects, challenges) serves.
+  const main = set.get("main");
+  logger.info(main ? "Prox listening" : "Prox started; HTTPS waits for its ACME certificate", {
+    addr: formatListenAddr(main ?? set.listeners[0]),
+    tls: (main ?? set.listeners[0]).tls,
     routes: Object.keys(config.routes).length,
     worker: opts.worker?.index,
   });

@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { ROOT, startUpstream, waitFor } from "../_harness.ts";
 import { startProxy } from "./_proxy.ts";
 import { freePort } from "./_pebble.ts";
-import { acmeYaml, start, withTempDir } from "./_acme.ts";
+import { acmeYaml, memoryLogger, start, withTempDir } from "./_acme.ts";
 import { silentLogger } from "../../src/ports.ts";
 import type { Logger } from "../../src/ports.ts";
 
@@ -137,7 +137,7 @@ routes:
   assert.ok(target.latencyMs >= 150, `latencyMs ${target.latencyMs}`);
 });
 
-Deno.test("metrics: prox_ready is 0 while HTTPS waits for its first ACME certificate, 1 once serving", async () => {
+Deno.test("metrics and log: prox_ready is 0 while HTTPS waits for its first ACME certificate, 1 once serving", async () => {
   await withTempDir(async (dir) => {
     await using up = await startUpstream(() => new Response("ok"));
     const yaml = acmeYaml({
@@ -147,8 +147,15 @@ Deno.test("metrics: prox_ready is 0 while HTTPS waits for its first ACME certifi
       upstream: up.url,
       extra: `admin: { listen_addr: "127.0.0.1:0" }`,
     });
-    const server = await start(yaml, { clientRetries: 0 });
+    const logger = memoryLogger();
+    const server = await start(yaml, { clientRetries: 0 }, logger);
     try {
+      // The start-up line does not present the challenge listener as where Prox serves.
+      assert.ok(
+        !logger.lines.some((l) => l.startsWith("info Prox listening")),
+        logger.lines.join("\n"),
+      );
+      assert.ok(logger.lines.some((l) => l.startsWith("info Prox started; HTTPS waits")));
       const admin = `http://127.0.0.1:${server.admin!.port}`;
       const ready = await fetch(`${admin}/readyz`);
       await ready.body?.cancel();
