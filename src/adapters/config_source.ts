@@ -73,7 +73,13 @@ function readCertificatePair(
   certPath: string,
   keyPath: string,
 ):
-  | { notBefore: number; notAfter: number; keyMatches: boolean; names: CertificateNames }
+  | {
+    notBefore: number;
+    notAfter: number;
+    keyMatches: boolean;
+    names: CertificateNames;
+    keyType: string;
+  }
   | PairIssue {
   let cert: X509Certificate;
   const pem = readPem(certPath, "cert_path");
@@ -135,6 +141,7 @@ function readCertificatePair(
     notAfter: Date.parse(cert.validTo),
     keyMatches: cert.checkPrivateKey(key),
     names: sanNames(cert.subjectAltName),
+    keyType: key.asymmetricKeyType ?? "unknown",
   };
 }
 

@@ -30,7 +30,14 @@ export interface ValidateEnv {
   certificate?: (
     certPath: string,
     keyPath: string,
-  ) => { notBefore?: number; notAfter: number; keyMatches: boolean; names?: CertificateNames } | {
+  ) => {
+    notBefore?: number;
+    notAfter: number;
+    keyMatches: boolean;
+    names?: CertificateNames;
+    /** node:crypto's asymmetricKeyType ("rsa", "ec", "ed25519"). */
+    keyType?: string;
+  } | {
     error: string;
     field: "cert_path" | "key_path";
     hint?: string;
@@ -304,6 +311,13 @@ function validatePair(
       ["tls", "key_path"],
       `Private key ${keyPath} does not belong to the first certificate in ${certPath}`,
       "cert_path must start with the server's own certificate, then its intermediates",
+    );
+  }
+  if (pair.keyType === "ed25519") {
+    o.warn(
+      ["tls", "key_path"],
+      `Private key ${keyPath} is Ed25519, which browsers (Chrome, Firefox, Safari) do not accept in TLS: their handshakes fail`,
+      "Use an ECDSA P-256 or RSA key and certificate (curl and other OpenSSL clients accept Ed25519)",
     );
   }
   const now = o.env.now?.();
