@@ -110,7 +110,13 @@ function handshakeError(err: unknown, url: URL, timedOut: boolean): Refusal | Pr
       cause: err,
     });
   }
-  const reason = msg.replace(/^.*failed to connect to WebSocket: /, "");
+  // Deno says no more than "dns error" or "tcp connect error": worded as HTTP upstreams' are.
+  const detail = msg.replace(/^.*failed to connect to WebSocket: /, "");
+  const reason = /^dns error/i.test(detail)
+    ? `cannot resolve host (${detail})`
+    : /^tcp connect error/i.test(detail)
+    ? `connection failed (${detail})`
+    : detail;
   return new ProxyError("connect", `Cannot connect to upstream ${where}: ${reason}`, {
     source: url.href,
     sentNothing: true,

@@ -201,6 +201,19 @@ Deno.test("websocket to an unreachable upstream closes the client with 1014", as
   assert.equal(c.reason, "Bad gateway");
 });
 
+Deno.test("websocket to a name that does not resolve: 1014, logged as HTTP upstreams are", async () => {
+  const logger = recordingLogger();
+  // RFC 6761: .invalid never resolves. The log said only "dns error".
+  await using prox = await startWsProxy(wsRoute("ws://no-such-host.invalid:8080"), { logger });
+  const c = await connectAndWaitClose(`${prox.ws}/`);
+  assert.equal(c.code, 1014);
+  const line = logger.records.find((r) => r.msg === "WebSocket upstream unreachable");
+  assert.match(
+    String(line?.error),
+    /^Cannot connect to upstream "ws:\/\/no-such-host\.invalid:8080": cannot resolve host \(/,
+  );
+});
+
 Deno.test("websocket upgrade refused by the upstream returns its status to the client", async () => {
   await using up = await wsUpstream(undefined, {
     verifyClient: (_info: unknown, cb: (ok: boolean, code?: number) => void) => cb(false, 403),
