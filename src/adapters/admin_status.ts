@@ -88,7 +88,11 @@ export function createStatusRecorder(inner: Metrics, opts: { now: () => number }
       inner.backendHealth(backend, healthy, reason);
       const prev = health.get(backend);
       const same = prev?.healthy === healthy;
-      if (same && prev?.reason !== ASSUMED) return;
+      if (same && prev?.reason !== ASSUMED) {
+        // Still down for another cause: the reason follows it, `since` stays.
+        if (!healthy && reason !== undefined) prev!.reason = reason;
+        return;
+      }
       if (!prev && !configured.has(backend) && health.size >= 10_000) return;
       const since = same ? prev!.since : opts.now();
       health.set(backend, { healthy, since, reason: reason ?? null });

@@ -33,11 +33,12 @@ Deno.test("createStatusRecorder keeps the last health change with its reason and
   now = 3000;
   rec.metrics.backendHealth("http://a:1", false, "3 failed probes: connection refused");
   now = 4000;
-  rec.metrics.backendHealth("http://a:1", false, "still down");
+  rec.metrics.backendHealth("http://a:1", false, "4 failed probes: status 500");
+  // Still down since 3000, for the latest cause.
   assert.deepEqual(rec.health("http://a:1"), {
     healthy: false,
     since: 3000,
-    reason: "3 failed probes: connection refused",
+    reason: "4 failed probes: status 500",
   });
   assert.equal(calls.length, 3);
   rec.metrics.backendsConfigured(["http://b:2"]);

@@ -222,7 +222,17 @@ export function createUpstreamRegistry(
       const prev = s.active.status;
       const out = applyProbe(s.active, ok, opts.thresholds);
       s.active = out.state;
-      if (!out.transition) return;
+      if (!out.transition) {
+        // Still down: status shows the latest cause (a refused connection may have become a 500).
+        if (!ok && s.active.status === "down") {
+          deps.metrics.backendHealth(
+            id,
+            false,
+            `${s.active.failures} failed probe(s): ${opts.reason}`,
+          );
+        }
+        return;
+      }
       const why = out.transition === "up"
         ? `${s.active.successes} successful probe(s)`
         : `${s.active.failures} failed probe(s): ${opts.reason}`;

@@ -173,3 +173,30 @@ routes: { "/": { type: static, root: "${ROOT}/static" } }
   const text = await (await fetch(`http://127.0.0.1:${p.server.admin!.port}/metrics`)).text();
   assert.equal(value(text, "prox_ready"), 1);
 });
+
+Deno.test("status: a target that stays down shows the latest probe failure, not the first", async () => {
+  let code = 500;
+  await using up = await startUpstream(() => new Response("no", { status: code }));
+  await using p = await startProxy(`
+admin: { listen_addr: "127.0.0.1:0" }
+health_check: { enabled: true, interval_secs: 1, timeout_secs: 1, path: /health }
+routes: { "/": { type: proxy, target: "${up.url}" } }
+`);
+  const target = async () => {
+    const res = await fetch(`http://127.0.0.1:${p.server.admin!.port}/status`);
+    const status = await res.json();
+    return status.upstreams.find((u: { url: string }) => u.url === up.url);
+  };
+  const first = await waitFor(async () => {
+    const t = await target();
+    return !t.healthy && t.reason.includes("status 500") ? t : null;
+  }, { what: "the target down with status 500" });
+  code = 503;
+  const later = await waitFor(async () => {
+    const t = await target();
+    return t.reason.includes("status 503") ? t : null;
+  }, { timeoutMs: 4_000, what: "the reason to follow the probes" });
+  assert.equal(later.healthy, false);
+  assert.equal(later.since, first.since);
+  assert.match(later.reason, /^\d+ failed probe\(s\): status 503/);
+});
