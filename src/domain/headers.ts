@@ -76,9 +76,18 @@ export function resolveClientIp(
   for (let i = hops.length - 1; i >= 0; i--) {
     const hop = stripPort(hops[i]);
     if (!parseIp(hop)) return peer; // garbage: do not trust anything further left
-    if (!isTrusted(hop, trusted)) return hop;
+    if (!isTrusted(hop, trusted)) return plainIp(hop);
   }
-  return hops.length ? stripPort(hops[0]) : peer;
+  return hops.length ? plainIp(stripPort(hops[0])) : peer;
+}
+
+/**
+ * An address as the listeners name their peers: lower-case, an IPv4-mapped one as IPv4 (nginx on
+ * `[::]:80 ipv6only=off` writes "::ffff:203.0.113.5"), so logs and `{client_ip}` agree.
+ */
+function plainIp(s: string): string {
+  const h = s.toLowerCase();
+  return h.startsWith("::ffff:") && h.includes(".") ? h.slice(7) : h;
 }
 
 function stripPort(s: string): string {

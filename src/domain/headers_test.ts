@@ -42,6 +42,14 @@ Deno.test("resolveClientIp trusts X-Forwarded-For only from trusted proxies", ()
   assert.equal(resolveClientIp("10.0.0.1", "garbage", trusted), "10.0.0.1");
 });
 
+Deno.test("resolveClientIp names a client from X-Forwarded-For as Prox names its own peers", () => {
+  const trusted = [parseCidr("10.0.0.0/8")!];
+  // A dual-stack proxy in front wrote IPv4 clients mapped; Prox's own peers are plain IPv4.
+  assert.equal(resolveClientIp("10.0.0.1", "::FFFF:203.0.113.5", trusted), "203.0.113.5");
+  assert.equal(resolveClientIp("10.0.0.1", "[2001:DB8::1]:4711", trusted), "2001:db8::1");
+  assert.equal(resolveClientIp("10.0.0.1", "::ffff:10.0.0.9", trusted), "10.0.0.9");
+});
+
 Deno.test("setForwardingHeaders replaces client-sent values from untrusted peers", () => {
   const h = new Headers({
     "x-forwarded-for": "6.6.6.6",
