@@ -155,7 +155,8 @@ export function createPromMetrics(
   const backendRequests = hot(
     new HotCounter({
       name: "prox_backend_requests_total",
-      help: "Requests sent to upstream targets; status 599 means no response (transport error)",
+      help: "Requests sent to upstream targets; status 599 means no response (transport error), " +
+        "499 that the client left before the response head",
       labelNames: ["backend", "route", "status"],
     }),
   );
@@ -211,7 +212,7 @@ export function createPromMetrics(
   });
   const reloads = new Counter({
     name: "prox_config_reload_total",
-    help: "Config reload attempts by result (success, failure)",
+    help: "Config loads by result (success, failure): the one at start-up, then each reload",
     labelNames: ["result"] as const,
     registers,
   });

@@ -183,3 +183,10 @@ Deno.test("createPromMetrics observe() reads in-flight and limiter keys at scrap
   t = await m.text();
   assert.equal(value(t, 'prox_backend_in_flight_requests{backend="http://a:1"}'), 0);
 });
+
+Deno.test("createPromMetrics HELP texts say what 499 and the start-up load count as", async () => {
+  const m = createPromMetrics({ processMetrics: false });
+  const text = await m.text();
+  assert.match(text, /# HELP prox_backend_requests_total .*599 .*499 /);
+  assert.match(text, /# HELP prox_config_reload_total .*start-up/);
+});
