@@ -286,6 +286,7 @@ export async function startServer(
         listeners: listenerViews(set.named(), { h3: h3.listener, admin: admin.listener }),
         upstreamViews: upstreams.list(),
         limiterKeys: limiterKeys(),
+        acme: certs.acme?.status() ?? null,
       }),
   };
   try {

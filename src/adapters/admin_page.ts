@@ -57,6 +57,10 @@ function render(s) {
   table("limiters", ["Route", "Keys"], Object.entries(s.limiterKeys).map(([k, v]) => [k, v]));
   table("certs", ["Certificate", "Expires", "Days left"], s.certificates.map((c) =>
     [c.name, new Date(c.notAfter).toISOString(), $("span", c.daysLeft, c.daysLeft < 14 ? "down" : "up")]));
+  const ac = document.getElementById("acme"); ac.replaceChildren(); const a = s.acme;
+  if (a) { ac.append($("span", "ACME " + a.state + (a.failures ? ", " + a.failures + " failed order(s)" : "") +
+      (a.retryInMs ? ", next order in " + Math.ceil(a.retryInMs / 1000) + "s" : ""), a.state === "failing" ? "down" : "up"));
+    if (a.lastError) ac.append($("div", a.lastError, "bad")); }
   table("listeners", ["Listener", "Address", "TLS"], s.listeners.map((l) => [l.name, l.addr, l.tls ? "yes" : "no"]));
   document.getElementById("updated").textContent = "Updated " + new Date().toLocaleTimeString();
 }
@@ -86,7 +90,7 @@ export function statusPage(status: StatusJson, opts: { nonce: string }): string 
 <h2>Routes</h2><div id="routes"></div>
 <h2>Upstreams</h2><div id="upstreams"></div>
 <h2>Rate limiter keys</h2><div id="limiters"></div>
-<h2>Certificates</h2><div id="certs"></div>
+<h2>Certificates</h2><div id="certs"></div><div id="acme"></div>
 <h2>Listeners</h2><div id="listeners"></div>
 <p id="updated" class="meta"></p>
 <script type="application/json" id="data">${embedJson(status)}</script>

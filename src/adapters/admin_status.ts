@@ -8,6 +8,7 @@ import type { Snapshot } from "../proxy/snapshot.ts";
 import { parseRouteKey } from "../domain/router.ts";
 import { formatListenAddr } from "../config/listen.ts";
 import { pemBlock } from "./pem_chain.ts";
+import type { AcmeStatus } from "./acme.ts";
 
 /** One upstream target and its health as last reported. */
 export interface UpstreamStatus {
@@ -66,6 +67,8 @@ export interface StatusJson {
   /** Keys held by each route's rate limiter (the memory it uses), when known. */
   limiterKeys: Record<string, number>;
   certificates: { name: string; notAfter: number; daysLeft: number }[];
+  /** ACME's state (ordering, failing with its last error, next try), null without ACME. */
+  acme: AcmeStatus | null;
 }
 
 /** Records health changes and certificate expiry while passing every call to `inner`. */
@@ -169,6 +172,7 @@ export function buildStatus(
     listeners: { name: string; addr: string; tls: boolean }[];
     limiterKeys?: Record<string, number>;
     upstreamViews?: readonly UpstreamView[];
+    acme?: AcmeStatus | null;
   },
 ): StatusJson {
   const views = new Map((opts.upstreamViews ?? []).map((v) => [v.id, v]));
@@ -239,6 +243,7 @@ export function buildStatus(
     upstreams,
     limiterKeys: opts.limiterKeys ?? {},
     certificates,
+    acme: opts.acme ?? null,
   };
 }
 

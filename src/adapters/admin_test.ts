@@ -31,6 +31,7 @@ const STATUS: StatusJson = {
   }],
   limiterKeys: {},
   certificates: [],
+  acme: null,
 };
 
 function fake(over: Partial<AdminCallbacks> = {}): AdminCallbacks & { reloads: number } {

@@ -137,7 +137,7 @@ routes:
   assert.ok(target.latencyMs >= 150, `latencyMs ${target.latencyMs}`);
 });
 
-Deno.test("metrics and log: prox_ready is 0 while HTTPS waits for its first ACME certificate, 1 once serving", async () => {
+Deno.test("metrics, status and log: prox_ready is 0 while HTTPS waits for its first ACME certificate, 1 once serving", async () => {
   await withTempDir(async (dir) => {
     await using up = await startUpstream(() => new Response("ok"));
     const yaml = acmeYaml({
@@ -162,6 +162,14 @@ Deno.test("metrics and log: prox_ready is 0 while HTTPS waits for its first ACME
       assert.equal(ready.status, 503);
       const text = await (await fetch(`${admin}/metrics`)).text();
       assert.equal(value(text, "prox_ready"), 0);
+      // /status says why: ACME fails, with the CA's error and when it tries again.
+      const acme = await waitFor(async () => {
+        const s = await (await fetch(`${admin}/status`)).json();
+        return s.acme?.state === "failing" ? s.acme : null;
+      }, { what: "/status to show the failing ACME order" });
+      assert.equal(acme.failures, 1);
+      assert.match(acme.lastError, /ACME server/);
+      assert.ok(acme.retryInMs > 0);
     } finally {
       await server.shutdown();
     }
