@@ -141,7 +141,9 @@ function readCertificatePair(
     notAfter: Date.parse(cert.validTo),
     keyMatches: cert.checkPrivateKey(key),
     names: sanNames(cert.subjectAltName),
-    keyType: key.asymmetricKeyType ?? "unknown",
+    keyType: key.asymmetricKeyType === "ec"
+      ? `ec ${key.asymmetricKeyDetails?.namedCurve}`
+      : key.asymmetricKeyType ?? "unknown",
   };
 }
 

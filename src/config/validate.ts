@@ -35,7 +35,7 @@ export interface ValidateEnv {
     notAfter: number;
     keyMatches: boolean;
     names?: CertificateNames;
-    /** node:crypto's asymmetricKeyType ("rsa", "ec", "ed25519"). */
+    /** node:crypto's asymmetricKeyType, with the curve of an EC key ("rsa", "ec secp521r1"). */
     keyType?: string;
   } | {
     error: string;
@@ -294,6 +294,12 @@ export function validateConfig(
   return issues;
 }
 
+/** Keys Deno's TLS serves but browsers refuse: what the key is, which browsers refuse it. */
+const BROWSERS_REFUSE: Record<string, [string, string]> = {
+  "ed25519": ["Ed25519", "browsers (Chrome, Firefox, Safari) do"],
+  "ec secp521r1": ["ECDSA P-521", "Chrome and other Chromium browsers do"],
+};
+
 /**
  * The files' contents: a key that is not the first certificate's is an error; expiry, and route
  * hosts the certificate does not name, warnings.
@@ -313,11 +319,16 @@ function validatePair(
       "cert_path must start with the server's own certificate, then its intermediates",
     );
   }
-  if (pair.keyType === "ed25519") {
+  const refusedBy = BROWSERS_REFUSE[pair.keyType ?? ""];
+  if (refusedBy) {
     o.warn(
       ["tls", "key_path"],
-      `Private key ${keyPath} is Ed25519, which browsers (Chrome, Firefox, Safari) do not accept in TLS: their handshakes fail`,
-      "Use an ECDSA P-256 or RSA key and certificate (curl and other OpenSSL clients accept Ed25519)",
+      `Private key ${keyPath} is ${refusedBy[0]}, which ${
+        refusedBy[1]
+      } not accept in TLS: their handshakes fail`,
+      `Use an ECDSA P-256 or RSA key and certificate (curl and other OpenSSL clients accept ${
+        refusedBy[0]
+      })`,
     );
   }
   const now = o.env.now?.();

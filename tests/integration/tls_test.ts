@@ -278,7 +278,13 @@ interopTest(
         await issues("p384", ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-384"]),
         [],
       );
-      // Served, but browsers refuse Ed25519 (Chromium: ERR_SSL_PROTOCOL_ERROR): a warning.
+      // Served, but browsers refuse Ed25519, Chromium P-521 (ERR_SSL_PROTOCOL_ERROR): warnings.
+      assert.deepEqual(
+        await issues("p521", ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-521"]),
+        [
+          `Private key ${dir}/p521.key is ECDSA P-521, which Chrome and other Chromium browsers do not accept in TLS: their handshakes fail`,
+        ],
+      );
       assert.deepEqual(await issues("ed25519", ["-newkey", "ed25519"]), [
         `Private key ${dir}/ed25519.key is Ed25519, which browsers (Chrome, Firefox, Safari) do not accept in TLS: their handshakes fail`,
       ]);
