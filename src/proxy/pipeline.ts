@@ -264,8 +264,9 @@ function record(ctx: RequestContext, deps: PipelineDeps, res: Response, label?: 
   deps.metrics.request(routeLabel, ctx.req.method, status, seconds);
   const access = deps.access;
   if (!access || deps.accessEnabled?.() === false) return;
-  // HEAD, 204 and 304 carry no body, whatever Content-Length says.
-  const noBody = ctx.req.method === "HEAD" || res.status === 204 || res.status === 304;
+  // HEAD, 204 and 304 carry no body, whatever Content-Length says; 499: the client had left.
+  const noBody = ctx.req.method === "HEAD" || res.status === 204 || res.status === 304 ||
+    status === 499;
   const declared = noBody ? "0" : res.headers.get("content-length");
   const counted = (res as CountedResponse)[BODY_BYTES];
   const base = {

@@ -45,17 +45,23 @@ routes: { "/": { type: proxy, target: "${up.url}", retries: { attempts: 0 } } }
   assert.equal(value(text, `prox_backend_request_duration_seconds_count{${backend}}`), 1);
 });
 
-Deno.test("metrics: a client that leaves before the answer is no backend failure (499, not 599)", async () => {
+Deno.test("metrics and access log: a client that leaves before the answer is no backend failure (499, not 599) and got no bytes", async () => {
+  const lines: Record<string, unknown>[] = [];
+  const logger: Logger = { ...silentLogger, info: (m, f) => m === "access" && lines.push(f!) };
   const gates: (() => void)[] = [];
   await using up = await startUpstream(async () => {
     await new Promise<void>((r) => gates.push(r));
     return new Response("slow");
   });
-  await using p = await startProxy(`
+  await using p = await startProxy(
+    `
 admin: { listen_addr: "127.0.0.1:0" }
 health_check: { enabled: false }
+log: { access_log: json }
 routes: { "/": { type: proxy, target: "${up.url}" } }
-`);
+`,
+    { logger },
+  );
   const ac = new AbortController();
   const req = fetch(`${p.url}/1`, { signal: ac.signal }).catch(() => null);
   await waitFor(() => gates.length === 1, { what: "the request at the upstream" });
@@ -70,6 +76,10 @@ routes: { "/": { type: proxy, target: "${up.url}" } }
   gates.shift()!();
   assert.equal(value(text, `prox_backend_requests_total{${backend},status="599"}`), undefined);
   assert.equal(value(text, `prox_backend_requests_total{${backend},status="499"}`), 1);
+  // As nginx logs a 499: no body reached the client.
+  await waitFor(() => lines.length === 1, { what: "the access line" });
+  assert.equal(lines[0].status, 499);
+  assert.equal(lines[0].bytesOut, 0);
 });
 
 Deno.test("metrics and access log: requests on the plain-HTTP listener are counted and logged", async () => {
