@@ -18,6 +18,8 @@ export interface RateLimitStores extends RateLimitStore {
   configure(cfg: StoreConfig, ids: ReadonlySet<string>): Promise<void>;
   close(): Promise<void>;
   readonly memory: MemoryRateLimitStore;
+  /** True while decisions go to Redis (the memory store then only keeps counters for later). */
+  readonly redis: boolean;
 }
 
 /** The limiter ids a config's snapshot uses (for configure's `ids`). */
@@ -33,6 +35,8 @@ export function keysPerRoute(
   routes: Iterable<{ id: string; rateLimits: { id: string }[] }>,
 ): Record<string, number> {
   const out: Record<string, number> = {};
+  // With Redis the keys live there: a count of 0 here would read as no clients.
+  if (stores.redis) return out;
   for (const r of routes) {
     if (r.rateLimits.length === 0) continue;
     out[r.id] = r.rateLimits.reduce((n, l) => n + stores.memory.keyCount(l.id), 0);
@@ -68,6 +72,9 @@ export function createRateLimitStores(): RateLimitStores {
 
   return {
     memory,
+    get redis() {
+      return redis !== null;
+    },
     consume(key: string, q: RateLimitQuery): Promise<RateLimitDecision> {
       const e = redis;
       if (!e) return memory.consume(key, q);

@@ -218,3 +218,29 @@ routes: { "/": { type: proxy, target: "${up.url}" } }
   assert.equal(later.since, first.since);
   assert.match(later.reason, /^\d+ failed probe\(s\): status 503/);
 });
+
+Deno.test("metrics and status: with a Redis store no in-memory key count of 0 is reported", async () => {
+  await using up = await startUpstream(() => new Response("ok"));
+  const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const deadPort = (probe.addr as Deno.NetAddr).port;
+  probe.close();
+  await using p = await startProxy(`
+admin: { listen_addr: "127.0.0.1:0" }
+health_check: { enabled: false }
+rate_limit_store: { type: redis, url: "redis://127.0.0.1:${deadPort}", timeout: 50ms }
+routes:
+  "/":
+    type: proxy
+    target: "${up.url}"
+    rate_limit: { by: ip, requests: 2, period: 1m }
+`);
+  const res = await fetch(`${p.url}/x`);
+  await res.body?.cancel();
+  assert.equal(res.status, 200);
+  const admin = `http://127.0.0.1:${p.server.admin!.port}`;
+  const text = await (await fetch(`${admin}/metrics`)).text();
+  assert.equal(value(text, 'prox_rate_limit_hits_total{route="/",action="error"}'), 1);
+  assert.equal(value(text, 'prox_rate_limit_keys{route="/"}'), undefined);
+  const status = await (await fetch(`${admin}/status`)).json();
+  assert.deepEqual(status.limiterKeys, {});
+});
