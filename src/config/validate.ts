@@ -12,8 +12,8 @@ import type { ConfigIssue, ParseResult } from "./parse.ts";
 import { checkHeadBody, checkRegex, checkStatus, validateRoutes } from "./validate_route.ts";
 import type { Report } from "./validate_route.ts";
 import { dotted, sortIssues } from "./parse.ts";
-import { uncoveredHosts } from "./cert_names.ts";
 import type { CertificateNames } from "./cert_names.ts";
+import { validateHsts, validatePair } from "./validate_tls.ts";
 
 /** What validation may ask of the outside world. */
 export interface ValidateEnv {
@@ -268,6 +268,7 @@ export function validateConfig(
     } else {
       validateAcme(tls.acme, { err, warn, config, env: opts.env });
     }
+    if (tls.hsts) validateHsts(tls.hsts, warn);
   }
   if (config.protocols.http3_enabled && !tls) {
     err(
@@ -292,66 +293,6 @@ export function validateConfig(
   for (const w of workersIssues(config)) add(w.severity, w.path, w.message, w.hint);
   sortIssues(issues);
   return issues;
-}
-
-/** Keys Deno's TLS serves but browsers refuse: what the key is, which browsers refuse it. */
-const BROWSERS_REFUSE: Record<string, [string, string]> = {
-  "ed25519": ["Ed25519", "browsers (Chrome, Firefox, Safari) do"],
-  "ec secp521r1": ["ECDSA P-521", "Chrome and other Chromium browsers do"],
-};
-
-/**
- * The files' contents: a key that is not the first certificate's is an error; expiry, and route
- * hosts the certificate does not name, warnings.
- */
-function validatePair(
-  certPath: string,
-  keyPath: string,
-  o: { err: Report; warn: Report; env: ValidateEnv; config: Config },
-): void {
-  const pair = o.env.certificate?.(certPath, keyPath);
-  if (!pair) return;
-  if ("error" in pair) return o.err(["tls", pair.field], pair.error, pair.hint);
-  if (!pair.keyMatches) {
-    return o.err(
-      ["tls", "key_path"],
-      `Private key ${keyPath} does not belong to the first certificate in ${certPath}`,
-      "cert_path must start with the server's own certificate, then its intermediates",
-    );
-  }
-  const refusedBy = BROWSERS_REFUSE[pair.keyType ?? ""];
-  if (refusedBy) {
-    o.warn(
-      ["tls", "key_path"],
-      `Private key ${keyPath} is ${refusedBy[0]}, which ${
-        refusedBy[1]
-      } not accept in TLS: their handshakes fail`,
-      `Use an ECDSA P-256 or RSA key and certificate (curl and other OpenSSL clients accept ${
-        refusedBy[0]
-      })`,
-    );
-  }
-  const now = o.env.now?.();
-  if (now !== undefined && pair.notAfter <= now) {
-    o.warn(
-      ["tls", "cert_path"],
-      `Certificate ${certPath} expired on ${new Date(pair.notAfter).toISOString()}`,
-      "Clients reject it: renew it (or use tls.acme)",
-    );
-  } else if (now !== undefined && pair.notBefore !== undefined && pair.notBefore > now) {
-    o.warn(
-      ["tls", "cert_path"],
-      `Certificate ${certPath} is not valid before ${new Date(pair.notBefore).toISOString()}`,
-      "Clients reject it until then: check the issuing machine's clock, or serve the previous certificate",
-    );
-  }
-  for (const u of pair.names ? uncoveredHosts(o.config.routes, pair.names) : []) {
-    o.warn(
-      u.index === undefined ? ["routes", u.route] : ["routes", u.route, "hosts", u.index],
-      `Certificate ${certPath} does not name ${u.host}: HTTPS clients reject it for that host`,
-      `Use a certificate whose subjectAltName includes it (\`openssl x509 -noout -ext subjectAltName -in ${certPath}\` lists its names)`,
-    );
-  }
 }
 
 const EMAIL = /^[^@\s]+@[^@\s]+\.[^@\s]+$/;

@@ -135,3 +135,19 @@ interopTest(
     }
   },
 );
+
+Deno.test("hsts preload without a year's max_age and include_subdomains is warned about", async () => {
+  const issues = async (hsts: string) =>
+    (await loadSource({
+      text: config(`${TLS}/cert.pem`, `${TLS}/key.pem`).replace(
+        `key_path: "${TLS}/key.pem" }`,
+        `key_path: "${TLS}/key.pem", hsts: ${hsts} }`,
+      ),
+      name: "p.yaml",
+    })).issues.map((i) => `${i.path}: ${i.message}`);
+  assert.deepEqual(await issues("{ max_age: 1d, preload: true }"), [
+    "tls.hsts.preload: HSTS preload lists refuse this header: preload needs max_age of at least 365d and include_subdomains: true",
+  ]);
+  assert.deepEqual(await issues("{ include_subdomains: true, preload: true }"), []);
+  assert.deepEqual(await issues("{ max_age: 1d }"), []);
+});

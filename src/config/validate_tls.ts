@@ -1,0 +1,91 @@
+// TLS settings that need more than the schema: the certificate files' contents (through the
+// environment's `certificate` reader) and the HSTS header's preload requirements.
+
+import { uncoveredHosts } from "./cert_names.ts";
+import type { Config } from "./schema.ts";
+import type { Report } from "./validate_route.ts";
+import type { ValidateEnv } from "./validate.ts";
+
+/** Keys Deno's TLS serves but browsers refuse: what the key is, which browsers refuse it. */
+const BROWSERS_REFUSE: Record<string, [string, string]> = {
+  "ed25519": ["Ed25519", "browsers (Chrome, Firefox, Safari) do"],
+  "ec secp521r1": ["ECDSA P-521", "Chrome and other Chromium browsers do"],
+};
+
+/**
+ * The files' contents: a key that is not the first certificate's is an error; expiry, and route
+ * hosts the certificate does not name, warnings.
+ */
+export function validatePair(
+  certPath: string,
+  keyPath: string,
+  o: { err: Report; warn: Report; env: ValidateEnv; config: Config },
+): void {
+  const pair = o.env.certificate?.(certPath, keyPath);
+  if (!pair) return;
+  if ("error" in pair) return o.err(["tls", pair.field], pair.error, pair.hint);
+  if (!pair.keyMatches) {
+    return o.err(
+      ["tls", "key_path"],
+      `Private key ${keyPath} does not belong to the first certificate in ${certPath}`,
+      "cert_path must start with the server's own certificate, then its intermediates",
+    );
+  }
+  const refusedBy = BROWSERS_REFUSE[pair.keyType ?? ""];
+  if (refusedBy) {
+    o.warn(
+      ["tls", "key_path"],
+      `Private key ${keyPath} is ${refusedBy[0]}, which ${
+        refusedBy[1]
+      } not accept in TLS: their handshakes fail`,
+      `Use an ECDSA P-256 or RSA key and certificate (curl and other OpenSSL clients accept ${
+        refusedBy[0]
+      })`,
+    );
+  }
+  const now = o.env.now?.();
+  if (now !== undefined && pair.notAfter <= now) {
+    o.warn(
+      ["tls", "cert_path"],
+      `Certificate ${certPath} expired on ${new Date(pair.notAfter).toISOString()}`,
+      "Clients reject it: renew it (or use tls.acme)",
+    );
+  } else if (now !== undefined && pair.notBefore !== undefined && pair.notBefore > now) {
+    o.warn(
+      ["tls", "cert_path"],
+      `Certificate ${certPath} is not valid before ${new Date(pair.notBefore).toISOString()}`,
+      "Clients reject it until then: check the issuing machine's clock, or serve the previous certificate",
+    );
+  }
+  for (const u of pair.names ? uncoveredHosts(o.config.routes, pair.names) : []) {
+    o.warn(
+      u.index === undefined ? ["routes", u.route] : ["routes", u.route, "hosts", u.index],
+      `Certificate ${certPath} does not name ${u.host}: HTTPS clients reject it for that host`,
+      `Use a certificate whose subjectAltName includes it (\`openssl x509 -noout -ext subjectAltName -in ${certPath}\` lists its names)`,
+    );
+  }
+}
+
+const YEAR_MS = 365 * 24 * 3600 * 1000;
+
+/**
+ * `preload` asks browsers to ship the host in their HSTS preload lists, which take a header only
+ * with a max-age of a year or more and includeSubDomains (hstspreload.org): said, not silently sent.
+ */
+export function validateHsts(
+  hsts: NonNullable<NonNullable<Config["tls"]>["hsts"]>,
+  warn: Report,
+): void {
+  if (!hsts.preload) return;
+  const missing = [
+    ...(hsts.max_age < YEAR_MS ? ["max_age of at least 365d"] : []),
+    ...(hsts.include_subdomains ? [] : ["include_subdomains: true"]),
+  ];
+  if (missing.length > 0) {
+    warn(
+      ["tls", "hsts", "preload"],
+      `HSTS preload lists refuse this header: preload needs ${missing.join(" and ")}`,
+      "Set them, or remove preload",
+    );
+  }
+}
