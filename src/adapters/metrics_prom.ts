@@ -173,6 +173,11 @@ export function createPromMetrics(
     help: "1 when the upstream target is considered healthy, 0 when down or ejected",
     labelNames: ["backend"] as const,
     registers,
+    collect() {
+      // Listing the upstreams announces ejections that ran out (without traffic, nothing else
+      // may): this scrape shows them back up, not the next one.
+      runtime?.upstreams();
+    },
   });
   const activeConnections = new Gauge({
     name: "prox_active_connections",

@@ -190,3 +190,21 @@ Deno.test("createPromMetrics HELP texts say what 499 and the start-up load count
   assert.match(text, /# HELP prox_backend_requests_total .*599 .*499 /);
   assert.match(text, /# HELP prox_config_reload_total .*start-up/);
 });
+
+Deno.test("createPromMetrics: an ejection that ran out shows in the scrape that lists it", async () => {
+  const m = createPromMetrics({ processMetrics: false });
+  m.backendsConfigured(["http://a:1"]);
+  m.backendHealth("http://a:1", false);
+  let ejected = true;
+  m.observe({
+    // As the upstream registry's list(): it announces an ejection that ran out.
+    upstreams: () => {
+      if (ejected) m.backendHealth("http://a:1", true);
+      ejected = false;
+      return [{ id: "http://a:1", inFlight: 0 }];
+    },
+    limiterKeys: () => ({}),
+  });
+  const t = await m.text();
+  assert.equal(value(t, 'prox_backend_health_status{backend="http://a:1"}'), 1);
+});
