@@ -79,6 +79,7 @@ function readCertificatePair(
     keyMatches: boolean;
     names: CertificateNames;
     keyType: string;
+    missingIssuer?: string;
   }
   | PairIssue {
   let cert: X509Certificate;
@@ -144,7 +145,19 @@ function readCertificatePair(
     keyType: key.asymmetricKeyType === "ec"
       ? `ec ${key.asymmetricKeyDetails?.namedCurve}`
       : key.asymmetricKeyType ?? "unknown",
+    missingIssuer: missingIssuer(pem, cert),
   };
+}
+
+/**
+ * The issuer of a certificate alone in its file that names where to download its issuer (AIA "CA
+ * Issuers", as public CAs' leaves do): its intermediate is missing. A leaf of a private CA
+ * (mkcert's, a test CA's) names none, and its clients trust that CA itself.
+ */
+function missingIssuer(pem: string, cert: X509Certificate): string | undefined {
+  const count = pem.match(/-----BEGIN CERTIFICATE-----/g)?.length ?? 0;
+  if (count !== 1 || cert.issuer === cert.subject) return undefined;
+  return /CA Issuers/.test(cert.infoAccess ?? "") ? cert.issuer.replace(/\n/g, ", ") : undefined;
 }
 
 /** `DNS:a.example, IP Address:127.0.0.1` → the DNS names and IP addresses. */

@@ -37,6 +37,8 @@ export interface ValidateEnv {
     names?: CertificateNames;
     /** node:crypto's asymmetricKeyType, with the curve of an EC key ("rsa", "ec secp521r1"). */
     keyType?: string;
+    /** The issuer of a lone certificate whose intermediate should follow it in the file. */
+    missingIssuer?: string;
   } | {
     error: string;
     field: "cert_path" | "key_path";

@@ -43,6 +43,13 @@ export function validatePair(
       })`,
     );
   }
+  if (pair.missingIssuer) {
+    o.warn(
+      ["tls", "cert_path"],
+      `Certificate ${certPath} holds only the server's certificate, without the intermediate that issued it (${pair.missingIssuer}): clients that do not download it themselves (curl, Android, API clients) fail`,
+      "Name the full chain: the certificate, then its intermediates (certbot: fullchain.pem, not cert.pem)",
+    );
+  }
   const now = o.env.now?.();
   if (now !== undefined && pair.notAfter <= now) {
     o.warn(

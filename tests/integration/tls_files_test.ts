@@ -151,3 +151,24 @@ Deno.test("hsts preload without a year's max_age and include_subdomains is warne
   assert.deepEqual(await issues("{ include_subdomains: true, preload: true }"), []);
   assert.deepEqual(await issues("{ max_age: 1d }"), []);
 });
+
+Deno.test("a public CA's certificate alone in cert_path (its intermediate missing) is warned about", async () => {
+  const issues = async (cert: string) =>
+    (await loadSource({ text: config(cert, `${TLS}/key.pem`), name: "p.yaml" })).issues.map((i) =>
+      `${i.path}: ${i.message}`
+    );
+  // certbot's cert.pem instead of fullchain.pem: desktop browsers fetch the intermediate, curl,
+  // Android and API clients fail.
+  assert.deepEqual(await issues(`${TLS}/aia.pem`), [
+    `tls.cert_path: Certificate ${TLS}/aia.pem holds only the server's certificate, without the intermediate that issued it (CN=Prox Test CA): clients that do not download it themselves (curl, Android, API clients) fail`,
+  ]);
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeTextFile(`${dir}/full.pem`, read("aia.pem") + read("ca.pem"));
+    assert.deepEqual(await issues(`${dir}/full.pem`), []);
+    // A private CA's leaf (mkcert's, this test CA's) names no download address: no warning.
+    assert.deepEqual(await issues(`${TLS}/cert.pem`), []);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
