@@ -47,6 +47,14 @@ Deno.test("the Grafana dashboard and the alert rules use only metrics Prox expor
   assert.deepEqual(missing, []);
 });
 
+Deno.test("every metric an alert fires on is charted on the dashboard", () => {
+  const charted = new Set(dashboardQueries().flatMap((q) => metricNames(q.expr)));
+  const missing = alertQueries().flatMap(({ panel, expr }) =>
+    metricNames(expr).filter((n) => n !== "up" && !charted.has(n)).map((n) => `${panel}: ${n}`)
+  );
+  assert.deepEqual(missing, []);
+});
+
 Deno.test("every dashboard panel has a query, a unique id and the data source variable", () => {
   const dash = JSON.parse(
     Deno.readTextFileSync(
