@@ -44,6 +44,10 @@ import { silentLogger } from "${new URL("../ports.ts", import.meta.url)}";
 const m = createPromMetrics({ processMetrics: false });
 const dir = ${JSON.stringify(dir)};
 createWorkerMetrics({ index: 1, count: 2, dir, logger: silentLogger }).attach(m.registry);
+// Deno sets up its signal handling lazily, with a descriptor of its own, and panics if that
+// fails ("Too many open files" in ext/signals); Prox listens for signals from its start, so
+// the worker does too, before it uses up its descriptors.
+Deno.addSignalListener("SIGUSR2", () => {});
 const held = [];
 try { for (;;) held.push(Deno.openSync("/dev/null")); } catch { /* EMFILE */ }
 console.log("full");
@@ -67,8 +71,9 @@ await new Promise((r) => setTimeout(r, 30_000));
     ],
     stdin: "piped",
     stdout: "piped",
-    stderr: "null",
+    stderr: "piped",
   }).spawn();
+  const errText = new Response(child.stderr).text();
   const out = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
   let printed = "";
   const until = async (word: string) => {
@@ -94,11 +99,20 @@ await new Promise((r) => setTimeout(r, 30_000));
     conn = null;
     clearTimeout(timer);
     assert.ok(text.startsWith("["), `metrics JSON, got ${JSON.stringify(text.slice(0, 80))}`);
+  } catch (err) {
+    try {
+      child.kill("SIGKILL");
+    } catch { /* exited already */ }
+    const status = await child.status;
+    const said = (await errText).slice(-2000);
+    throw new Error(`${err}; the worker exited with ${status.code}, stderr: ${said}`);
   } finally {
     try {
       conn?.close();
     } catch { /* closed */ }
-    child.kill("SIGKILL");
+    try {
+      child.kill("SIGKILL");
+    } catch { /* exited already */ }
     await child.status;
     await writer.close().catch(() => {});
     await out.cancel();
