@@ -7,7 +7,6 @@ import type { Metrics } from "../ports.ts";
 import type { Snapshot } from "../proxy/snapshot.ts";
 import { parseRouteKey } from "../domain/router.ts";
 import { formatListenAddr } from "../config/listen.ts";
-import { pemBlock } from "./pem_chain.ts";
 import type { AcmeStatus } from "./acme.ts";
 
 /** One upstream target and its health as last reported. */
@@ -119,16 +118,22 @@ export function createStatusRecorder(inner: Metrics, opts: { now: () => number }
 }
 
 /**
- * The notAfter of the first certificate in a PEM chain (ms), or null when it cannot be read. The
- * file may hold the key first (as the listener accepts): the first CERTIFICATE block is read.
+ * The earliest notAfter of the certificates in a PEM chain (ms), or null when none can be read.
+ * The file may hold the key first (as the listener accepts): only CERTIFICATE blocks are read.
  */
 export function certificateNotAfter(pem: string): number | null {
-  try {
-    const t = Date.parse(new X509Certificate(pemBlock(pem, "CERTIFICATE") ?? pem).validTo);
-    return Number.isFinite(t) ? t : null;
-  } catch {
-    return null;
+  // The earliest of the chain: an expired intermediate breaks clients as an expired leaf does.
+  const blocks = pem.match(
+    /-----BEGIN ([A-Z0-9 ]*)CERTIFICATE-----[\s\S]*?-----END \1CERTIFICATE-----/g,
+  ) ?? [pem];
+  let earliest: number | null = null;
+  for (const block of blocks) {
+    try {
+      const t = Date.parse(new X509Certificate(block).validTo);
+      if (Number.isFinite(t) && (earliest === null || t < earliest)) earliest = t;
+    } catch { /* not a certificate: skipped */ }
   }
+  return earliest;
 }
 
 function describeLimit(route: Snapshot["config"]["routes"][string]): string | null {

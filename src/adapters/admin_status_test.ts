@@ -106,3 +106,13 @@ Deno.test("certificateNotAfter reads a file holding the key before the certifica
   assert.equal(certificateNotAfter(key + cert), certificateNotAfter(cert));
   assert.notEqual(certificateNotAfter(cert), null);
 });
+
+Deno.test("certificateNotAfter is the chain's earliest: an intermediate expiring first counts", () => {
+  const dir = new URL("../../tests/fixtures/tls/", import.meta.url);
+  const leaf = Deno.readTextFileSync(new URL("cert.pem", dir));
+  const expired = Deno.readTextFileSync(new URL("expired.pem", dir));
+  const leafEnd = certificateNotAfter(leaf)!;
+  const expiredEnd = certificateNotAfter(expired)!;
+  assert.ok(expiredEnd < leafEnd);
+  assert.equal(certificateNotAfter(leaf + expired), expiredEnd);
+});

@@ -238,7 +238,7 @@ export function createPromMetrics(
   });
   const certExpiry = new Gauge({
     name: "prox_tls_certificate_expiry_timestamp_seconds",
-    help: "Unix time at which a served TLS certificate expires (notAfter)",
+    help: "Unix time at which the served TLS certificate chain expires (its earliest notAfter)",
     labelNames: ["name"] as const,
     registers,
   });
