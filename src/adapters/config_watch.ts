@@ -39,6 +39,9 @@ export interface WatchOptions {
   baseline?: ReadonlyMap<string, string>;
 }
 
+/** How often a removed directory is looked for again. */
+const REWATCH_MS = 500;
+
 /** Linux (inotify) reports a writer closing a file, as an "access" event: saves can be awaited. */
 const CLOSE_EVENTS = Deno.build.os === "linux";
 
@@ -200,6 +203,8 @@ export function watchFiles(paths: string[], opts: WatchOptions): FileWatch {
   async function pump(dir: string, watcher: Deno.FsWatcher): Promise<void> {
     try {
       for await (const event of watcher) {
+        // The directory itself removed or moved away: this watch sees nothing of its successor.
+        if (event.paths.includes(dir)) break;
         if (!relevant(event)) continue;
         if (CLOSE_EVENTS) track(event);
         schedule();
@@ -207,6 +212,27 @@ export function watchFiles(paths: string[], opts: WatchOptions): FileWatch {
     } catch (err) {
       if (!closed) opts.logger.warn("Config watch stopped", { dir, error: String(err) });
     }
+    // The directory itself was removed (a deploy's `rm -rf certs && mkdir certs`): a watch on
+    // the new directory starts once it exists.
+    if (closed || watchers.get(dir) !== watcher) return;
+    watchers.delete(dir);
+    watcher.close();
+    gone.add(dir);
+    schedule();
+    rewatchLater();
+  }
+
+  // Removed directories, watched again once they are back (polled: one timer).
+  const gone = new Set<string>();
+  let rewatch: ReturnType<typeof setTimeout> | undefined;
+  function rewatchLater(): void {
+    if (closed || rewatch !== undefined) return;
+    rewatch = setTimeout(() => {
+      rewatch = undefined;
+      if (closed) return;
+      sync();
+      if (gone.size > 0) rewatchLater();
+    }, REWATCH_MS);
   }
 
   function sync(): void {
@@ -219,13 +245,17 @@ export function watchFiles(paths: string[], opts: WatchOptions): FileWatch {
         watchers.delete(dir);
       }
     }
+    for (const dir of gone) if (!wanted.has(dir)) gone.delete(dir);
     for (const dir of wanted) {
       if (watchers.has(dir)) continue;
       try {
         const w = Deno.watchFs(dir, { recursive: false });
         watchers.set(dir, w);
         void pump(dir, w);
+        // Back after a removal: what it holds now may differ from what was loaded.
+        if (gone.delete(dir)) schedule();
       } catch (err) {
+        if (gone.has(dir)) continue; // still missing: polled again
         opts.logger.warn("Cannot watch directory for config changes", {
           dir,
           error: String(err),
@@ -257,6 +287,7 @@ export function watchFiles(paths: string[], opts: WatchOptions): FileWatch {
     close() {
       closed = true;
       clearTimeout(timer);
+      clearTimeout(rewatch);
       for (const w of watchers.values()) w.close();
       watchers.clear();
     },

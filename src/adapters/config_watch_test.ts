@@ -195,3 +195,32 @@ Deno.test("watchFiles waits until an in-place writer closes the file, however lo
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("watchFiles follows a directory removed and created again (rm -rf certs; mkdir certs)", async () => {
+  const { dir: parent } = await setup([]);
+  const dir = `${parent}/certs`;
+  await Deno.mkdir(dir);
+  const file = `${dir}/cert.pem`;
+  await Deno.writeTextFile(file, "v0");
+  const seen: string[] = [];
+  const w = watchFiles([file], {
+    logger: silentLogger,
+    debounceMs: 20,
+    onChange: async () => void seen.push(await Deno.readTextFile(file).catch(() => "missing")),
+  });
+  try {
+    await w.ready;
+    // A deploy script: the directory goes, a new one comes. The watch was on the old
+    // directory's inode and saw nothing more: new certificates needed a SIGHUP.
+    await Deno.remove(dir, { recursive: true });
+    await waitFor(() => seen.includes("missing"), { what: "the removal" });
+    await Deno.mkdir(dir);
+    await Deno.writeTextFile(file, "v1");
+    await waitFor(() => seen.at(-1) === "v1", { what: "the new directory's file" });
+    await Deno.writeTextFile(file, "v2");
+    await waitFor(() => seen.at(-1) === "v2", { what: "a later edit in it" });
+  } finally {
+    w.close();
+    await Deno.remove(parent, { recursive: true });
+  }
+});
