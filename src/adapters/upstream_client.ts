@@ -100,6 +100,7 @@ export async function connectUpstream(
   const cancel = () => ac.abort();
   o.signal?.addEventListener("abort", cancel, { once: true });
   let tcp: Deno.TcpConn | undefined;
+  let tlsConn: Deno.TlsConn | undefined;
   try {
     if (https && o.tls?.insecureSkipVerify) {
       // node:tls costs ~10 MB of resident memory; only insecure_skip_verify needs it.
@@ -116,17 +117,21 @@ export async function connectUpstream(
     tcp = await Deno.connect({ hostname, port, signal: ac.signal });
     tcp.setNoDelay(true);
     if (!https) return { transport: tcp, alpn: null };
-    const tlsConn = await Deno.startTls(tcp, {
+    tlsConn = await Deno.startTls(tcp, {
       hostname: o.tls?.serverName ?? hostname,
       caCerts: o.tls?.caCerts,
       alpnProtocols: o.alpn ?? ["http/1.1"],
     });
-    const hs = await raceAbort(tlsConn.handshake(), ac.signal, () => tlsConn.close());
-    return { transport: tlsConn, alpn: hs.alpnProtocol };
+    const conn = tlsConn;
+    const hs = await raceAbort(conn.handshake(), ac.signal, () => conn.close());
+    return { transport: conn, alpn: hs.alpnProtocol };
   } catch (err) {
+    // startTls took the TCP connection over: a failed handshake leaves the TLS one to close (it
+    // stayed open, one file descriptor per attempt: a health check every second on a target that
+    // does not speak TLS ran Prox out of descriptors).
     try {
-      tcp?.close();
-    } catch { /* closed by startTls */ }
+      (tlsConn ?? tcp)?.close();
+    } catch { /* already closed (an abort closes it) */ }
     if (o.signal?.aborted && !timedOut) throw gone();
     if (timedOut) {
       throw new ProxyError(

@@ -229,3 +229,28 @@ Deno.test("upstream client over TLS: equal CA lists share one pool (a reload bui
     await client.close();
   }
 });
+
+Deno.test("upstream client over TLS: a failed handshake closes its connection (no descriptor left per attempt)", async () => {
+  // A plain-HTTP upstream (an https target pointed at the wrong port), and one whose certificate
+  // no configured CA signed: every attempt fails in the handshake.
+  await using plain = await startUpstream(() => new Response("plain"));
+  await using signed = await startUpstream(() => new Response("tls"), { cert, key });
+  const fds = () => [...Deno.readDirSync("/proc/self/fd")].length;
+  const client = createUpstreamClient();
+  try {
+    for (const url of [plain.url.replace("http:", "https:"), signed.url]) {
+      const attempt = () =>
+        assert.rejects(
+          client.send(request(`${url}/health`)),
+          (e) => e instanceof ProxyError && e.kind === "connect",
+        );
+      await attempt(); // the first creates what stays (the pool, the TLS setup)
+      const before = fds();
+      for (let i = 0; i < 20; i++) await attempt();
+      // Each leaked one is an open socket: 20 more without the close.
+      await waitFor(() => fds() - before < 5, { what: `descriptors of ${url} closed` });
+    }
+  } finally {
+    await client.close();
+  }
+});
