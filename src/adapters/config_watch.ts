@@ -222,7 +222,7 @@ export function watchFiles(paths: string[], opts: WatchOptions): FileWatch {
     rewatchLater();
   }
 
-  // Removed directories, watched again once they are back (polled: one timer).
+  // Removed or missing directories, watched once they exist (polled: one timer).
   const gone = new Set<string>();
   let rewatch: ReturnType<typeof setTimeout> | undefined;
   function rewatchLater(): void {
@@ -256,10 +256,18 @@ export function watchFiles(paths: string[], opts: WatchOptions): FileWatch {
         if (gone.delete(dir)) schedule();
       } catch (err) {
         if (gone.has(dir)) continue; // still missing: polled again
-        opts.logger.warn("Cannot watch directory for config changes", {
+        // A directory not created yet (certificates deployed after the config naming them) is
+        // watched once it exists.
+        const missing = err instanceof Deno.errors.NotFound;
+        opts.logger[missing ? "info" : "warn"]("Cannot watch directory for config changes", {
           dir,
           error: String(err),
+          ...(missing ? { retry: "once it exists" } : {}),
         });
+        if (missing) {
+          gone.add(dir);
+          rewatchLater();
+        }
       }
     }
   }

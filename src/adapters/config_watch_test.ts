@@ -224,3 +224,25 @@ Deno.test("watchFiles follows a directory removed and created again (rm -rf cert
     await Deno.remove(parent, { recursive: true });
   }
 });
+
+Deno.test("watchFiles watches a directory that does not exist yet once it is created", async () => {
+  const { dir: parent } = await setup([]);
+  const file = `${parent}/later/cert.pem`;
+  const calls: string[][] = [];
+  const w = watchFiles([file], {
+    logger: silentLogger,
+    debounceMs: 20,
+    onChange: (c) => void calls.push(c),
+  });
+  try {
+    await w.ready;
+    // A config naming certificates not deployed yet: their directory came later, unwatched.
+    await Deno.mkdir(`${parent}/later`);
+    await Deno.writeTextFile(file, "v1");
+    await waitFor(() => calls.length > 0, { what: "the new directory's file" });
+    assert.deepEqual(calls, [[file]]);
+  } finally {
+    w.close();
+    await Deno.remove(parent, { recursive: true });
+  }
+});
