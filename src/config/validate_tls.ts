@@ -64,6 +64,14 @@ export function validatePair(
       "Clients reject it until then: check the issuing machine's clock, or serve the previous certificate",
     );
   }
+  if (pair.names && pair.names.dns.length === 0 && pair.names.ip.length === 0) {
+    // `openssl req -x509 -subj /CN=example.com` without -addext: the tutorials' certificate.
+    return o.warn(
+      ["tls", "cert_path"],
+      `Certificate ${certPath} has no subjectAltName: browsers and TLS libraries ignore the subject's CN and reject it for every host`,
+      'Issue it with the names in subjectAltName (openssl req -x509 … -addext "subjectAltName=DNS:example.com")',
+    );
+  }
   for (const u of pair.names ? uncoveredHosts(o.config.routes, pair.names) : []) {
     o.warn(
       u.index === undefined ? ["routes", u.route] : ["routes", u.route, "hosts", u.index],

@@ -172,3 +172,42 @@ Deno.test("a public CA's certificate alone in cert_path (its intermediate missin
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+interopTest(
+  "a certificate without subjectAltName (CN only) is warned about",
+  ["openssl"],
+  async () => {
+    const dir = await Deno.makeTempDir();
+    try {
+      const made = await run("openssl", [
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        `${dir}/key.pem`,
+        "-out",
+        `${dir}/cert.pem`,
+        "-days",
+        "30",
+        "-subj",
+        "/CN=localhost",
+      ]);
+      assert.equal(made.code, 0, made.stderr);
+      const yaml = config(`${dir}/cert.pem`, `${dir}/key.pem`).replace(
+        '"/":',
+        '"localhost/":',
+      );
+      const issues = (await loadSource({ text: yaml, name: "p.yaml" })).issues;
+      // Chromium says ERR_CERT_COMMON_NAME_INVALID, rustls "certificate is not valid for any names".
+      assert.deepEqual(issues.map((i) => `${i.path}: ${i.message}`), [
+        `tls.cert_path: Certificate ${dir}/cert.pem has no subjectAltName: browsers and TLS libraries ignore the subject's CN and reject it for every host`,
+      ]);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);

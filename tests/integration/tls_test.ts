@@ -259,6 +259,8 @@ interopTest(
           "30",
           "-subj",
           "/CN=localhost",
+          "-addext",
+          "subjectAltName=DNS:localhost",
         ]);
         assert.equal(made.code, 0, made.stderr);
         const yaml = tlsConfig("http://127.0.0.1:9").replace(`${TLS}/cert.pem`, cert)
