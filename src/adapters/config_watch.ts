@@ -69,7 +69,28 @@ export async function filePrint(path: string): Promise<string> {
   }
 }
 
-/** Directories to watch for one file: its own, and its symlink target's when that differs. */
+/**
+ * Symlinked directories on the way to a file (`/etc/ssl/current` → `2026-11`, repointed by
+ * `ln -sfn` on a release): repointing one changes the file, seen only in the link's directory.
+ */
+function linkedDirs(path: string): string[] {
+  const links: string[] = [];
+  let at = "";
+  for (const part of dirOf(absolute(path)).split("/").filter((p) => p !== "")) {
+    at += `/${part}`;
+    try {
+      if (Deno.lstatSync(at).isSymlink) links.push(at);
+    } catch {
+      break; // missing for now
+    }
+  }
+  return links;
+}
+
+/**
+ * Directories to watch for one file: its own, its symlink target's when that differs, and those
+ * holding a symlinked directory on its way.
+ */
 function dirsFor(path: string): string[] {
   const dirs = [dirOf(absolute(path))];
   try {
@@ -78,10 +99,13 @@ function dirsFor(path: string): string[] {
   } catch {
     // missing for now; the directory watch sees it appear
   }
-  return dirs;
+  return [...dirs, ...linkedDirs(path).map(dirOf)];
 }
 
-/** Names whose events matter for one file: its own, and its symlink target's when that differs. */
+/**
+ * Names whose events matter for one file: its own, its symlink target's when that differs, and
+ * the symlinked directories on its way.
+ */
 function namesFor(path: string): string[] {
   const names = [baseOf(path)];
   try {
@@ -90,7 +114,7 @@ function namesFor(path: string): string[] {
   } catch {
     // missing for now
   }
-  return names;
+  return [...names, ...linkedDirs(path).map(baseOf)];
 }
 
 /** What a config depends on: its own file, the TLS certificate and key, and upstream CA files. */

@@ -246,3 +246,32 @@ Deno.test("watchFiles watches a directory that does not exist yet once it is cre
     await Deno.remove(parent, { recursive: true });
   }
 });
+
+Deno.test("watchFiles follows a symlinked directory on the way repointed (ln -sfn v2 current)", async () => {
+  const { dir } = await setup([]);
+  for (const v of ["v1", "v2"]) {
+    await Deno.mkdir(`${dir}/${v}`);
+    await Deno.writeTextFile(`${dir}/${v}/cert.pem`, v);
+  }
+  await Deno.symlink("v1", `${dir}/current`);
+  const file = `${dir}/current/cert.pem`;
+  const seen: string[] = [];
+  const w = watchFiles([file], {
+    logger: silentLogger,
+    debounceMs: 20,
+    onChange: async () => void seen.push(await Deno.readTextFile(file)),
+  });
+  try {
+    await w.ready;
+    // A release switch: the link is replaced by rename in its own directory, which was not
+    // watched (only current/ and its target were).
+    await Deno.symlink("v2", `${dir}/current.new`);
+    await Deno.rename(`${dir}/current.new`, `${dir}/current`);
+    await waitFor(() => seen.at(-1) === "v2", { what: "the repointed directory's file" });
+    await Deno.writeTextFile(`${dir}/v2/cert.pem`, "v2b");
+    await waitFor(() => seen.at(-1) === "v2b", { what: "an edit in the new target" });
+  } finally {
+    w.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
