@@ -1,15 +1,16 @@
 // deno-lint-ignore-file no-console
 // Soak test for leaks: `deno run -A bench/soak.ts [--minutes 10] [--rps 150]`.
 // Runs a real Prox (the shipped V8 flags, plus --inspect on a free port) with every route type
-// (proxy, load_balance with health checks, static, redirect, websocket, a host route), header and
-// body rules, memory rate limits with rotating keys, the admin listener, the JSON access log and
-// TLS with h2 and HTTP/3. It drives moderate mixed traffic: fetch over HTTP/1.1 and HTTP/2 with
-// random paths, queries, Host values and cookies, POSTs (some aborted mid-body), downloads aborted
-// after the first chunk, WebSockets opened and closed, TLS connections dropped mid-request, h2load,
-// gtlsclient (h3) and curl when installed, two upstreams that go away and come back, a dead one,
-// a config reload every 10–18 s (routes and targets added and removed, HTTP/3 and health checks
-// toggled) and admin scrapes. Every 30 s, and four times in the minute after traffic stops, it
-// prints Prox's RSS, open fds, Prometheus series and the sizes of every Map and Set in its heap
+// (proxy, load_balance with health checks, static, redirect, websocket, a host route; a TLS
+// upstream, and an https target that does not speak TLS), header and body rules, memory rate
+// limits with rotating keys, the admin listener, the JSON access log and TLS with h2 and HTTP/3.
+// It drives moderate mixed traffic: fetch over HTTP/1.1 and HTTP/2 with random paths, queries,
+// Host values and cookies, POSTs (some aborted mid-body), downloads aborted after the first
+// chunk, WebSockets opened and closed, TLS connections dropped mid-request, h2load, gtlsclient
+// (h3) and curl when installed, two upstreams that go away and come back, a dead one, a config
+// reload every 10–18 s (routes and targets added and removed, HTTP/3 and health checks toggled)
+// and admin scrapes. Every 30 s, and four times in the minute after traffic stops, it prints
+// Prox's RSS, open fds, Prometheus series and the sizes of every Map and Set in its heap
 // (through the inspector: `Runtime.queryObjects`). Growth that does not level off is a leak.
 
 import { parseArgs } from "node:util";
@@ -52,6 +53,15 @@ const stable: Up[] = [{ port: freePort() }, { port: freePort() }];
 const flapping: Up[] = [{ port: freePort() }, { port: freePort() }];
 const dead = `http://127.0.0.1:${freePort()}`;
 for (const u of [...stable, ...flapping]) serve(u);
+// A TLS upstream (the test CA's certificate) and an https target that speaks plain HTTP.
+const tlsUp = Deno.serve({
+  hostname: "127.0.0.1",
+  port: 0,
+  cert: Deno.readTextFileSync(`${ROOT}/tests/fixtures/tls/cert.pem`),
+  key: Deno.readTextFileSync(`${ROOT}/tests/fixtures/tls/key.pem`),
+  onListen() {},
+}, upstream);
+const notTls = `https://127.0.0.1:${stable[1].port}`;
 const url = (u: Up) => `http://127.0.0.1:${u.port}`;
 
 // ---- Config: generation `gen` adds/removes routes and targets, toggles HTTP/3 and health checks.
@@ -72,7 +82,7 @@ function config(): string {
     )
     : [];
   const lb = [...stable, ...flapping].map(url);
-  if (gen % 3 === 0) lb.push(dead);
+  if (gen % 3 === 0) lb.push(dead, notTls);
   if (gen % 4 === 1) lb.push(`http://127.0.0.1:${20000 + gen}`); // a new target each time
   return `listen_addr: "127.0.0.1:${port}"
 tls: { cert_path: "${ROOT}/tests/fixtures/tls/cert.pem", key_path: "${ROOT}/tests/fixtures/tls/key.pem" }
@@ -113,6 +123,10 @@ routes:
   "/r": { type: redirect, target: "/s", status_code: 308 }
   "/ws": { type: websocket, target: "ws://127.0.0.1:${stable[0].port}" }
   "/dead": { type: proxy, target: "${dead}" }
+  "/tls":
+    type: load_balance
+    targets: ["https://localhost:${tlsUp.addr.port}", "${notTls}"]
+    tls: { ca_cert: "${ROOT}/tests/fixtures/tls/ca.pem" }
   "h.example.com/": { type: proxy, target: "${url(stable[0])}" }
 ${extra.join("\n")}
 `;
@@ -241,6 +255,7 @@ function randomPath(): string {
     `/s/no${rnd(1e6)}`,
     `/r/x${rnd(1e6)}${q}`,
     `/dead/${rnd(1e6)}`,
+    `/tls/t${rnd(1e6)}${q}`,
     `/g${gen}-${rnd(5)}/p`,
     `/lb/fail`,
     `/p/big`,
@@ -381,4 +396,5 @@ prox.kill("SIGTERM");
 await prox.status;
 await stderrDone;
 for (const u of [...stable, ...flapping]) await u.server?.shutdown();
+await tlsUp.shutdown();
 await Deno.remove(dir, { recursive: true });
