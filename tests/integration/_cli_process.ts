@@ -100,7 +100,8 @@ export function loadLoop(url: string, concurrency = 4) {
         try {
           await once(client);
         } catch (err) {
-          if (!CLOSED_IDLE.test(String(err))) throw err;
+          // Deno's fetch says "fetch failed" and puts the reason in `cause`.
+          if (!CLOSED_IDLE.test(`${err} ${(err as Error).cause ?? ""}`)) throw err;
           retried++;
           // On a new connection (the pool may hold more connections the server is closing).
           using fresh = Deno.createHttpClient({});
