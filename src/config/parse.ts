@@ -1,7 +1,7 @@
 // Config text → resolved Config, or every problem at once with file:line:col. Pure: takes the
 // text and a file name for messages, never reads files.
 
-import { LineCounter, parseDocument } from "yaml";
+import { isPair, isScalar, LineCounter, parseDocument, visit } from "yaml";
 import type { Document, Pair } from "yaml";
 import type { z } from "zod";
 import { Config } from "./schema.ts";
@@ -79,6 +79,7 @@ export function parseConfig(text: string, file = "config.yaml"): ParseResult {
   }
   if (issues.length > 0) return { issues, locate };
 
+  keepExactJsonIntegers(doc, text);
   let raw: unknown;
   try {
     // The limit guards against alias bombs; one anchor reused by a few hundred routes is fine.
@@ -297,4 +298,23 @@ function excerpt(text: string, line: number, col: number): string {
     at = at - start + (start > 0 ? 1 : 0);
   }
   return `${String(line).padStart(4)} | ${src}\n     | ${" ".repeat(at)}^`;
+}
+
+// An integer under set_json beyond 2^53 (an id such as 12345678901234567890) is sent exactly as
+// written, as the Rust Prox did: a JavaScript number would round it to 12345678901234567000.
+// JSON.rawJSON (V8, ES2025 source text access), not yet in TypeScript's lib.
+interface RawJson {
+  rawJSON(text: string): unknown;
+}
+
+function keepExactJsonIntegers(doc: Document, text: string): void {
+  visit(doc, {
+    Scalar(_key, node, path) {
+      if (typeof node.value !== "number" || Number.isSafeInteger(node.value) || !node.range) return;
+      const src = text.slice(node.range[0], node.range[1]);
+      if (!/^[-+]?[0-9]+$/.test(src)) return;
+      const under = path.some((p) => isPair(p) && isScalar(p.key) && p.key.value === "set_json");
+      if (under) node.value = (JSON as unknown as RawJson).rawJSON(BigInt(src).toString());
+    },
+  });
 }

@@ -329,6 +329,8 @@ export function compileHeaderRules(
 
 function jsonTemplate(v: unknown, path: (string | number)[], c: Ctx): JsonTemplate {
   if (typeof v === "string") return { t: "str", v: template(v, path, c) };
+  // An integer beyond 2^53 as written in the config (see config/parse.ts), sent exactly.
+  if ((JSON as unknown as { isRawJSON(v: unknown): boolean }).isRawJSON(v)) return { t: "lit", v };
   if (Array.isArray(v)) return { t: "arr", v: v.map((x, i) => jsonTemplate(x, [...path, i], c)) };
   if (v && typeof v === "object") {
     return {

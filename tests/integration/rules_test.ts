@@ -292,3 +292,26 @@ routes:
     assert.equal(await res.text(), `${method} 5`); // Deno.serve gives a GET's body to nobody
   }
 });
+
+Deno.test("set_json sends integers beyond 2^53 exactly as written in the config", async () => {
+  await using up = await startUpstream(() => new Response("upstream"));
+  await using prox = await startProxy(`
+health_check: { enabled: false }
+routes:
+  "/":
+    type: proxy
+    target: "${up.url}"
+    response_body:
+      set_json:
+        id: 12345678901234567890
+        neg: -98765432109876543210
+        list: [9007199254740993, 42, 1.5]
+        note: "12345678901234567890"
+`);
+  const res = await fetch(`${prox.url}/x`);
+  assert.equal(
+    await res.text(),
+    '{"id":12345678901234567890,"neg":-98765432109876543210,' +
+      '"list":[9007199254740993,42,1.5],"note":"12345678901234567890"}',
+  );
+});
