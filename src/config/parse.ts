@@ -80,6 +80,7 @@ export function parseConfig(text: string, file = "config.yaml"): ParseResult {
   if (issues.length > 0) return { issues, locate };
 
   keepExactJsonIntegers(doc, text);
+  scalarsAsWritten(doc, text);
   let raw: unknown;
   try {
     // The limit guards against alias bombs; one anchor reused by a few hundred routes is fine.
@@ -315,6 +316,29 @@ function keepExactJsonIntegers(doc: Document, text: string): void {
       if (!/^[-+]?[0-9]+$/.test(src)) return;
       const under = path.some((p) => isPair(p) && isScalar(p.key) && p.key.value === "set_json");
       if (under) node.value = (JSON as unknown as RawJson).rawJSON(BigInt(src).toString());
+    },
+  });
+}
+
+const HEADER_RULES = new Set(["request_headers", "response_headers"]);
+const HEADER_LISTS = new Set(["add", "set", "append"]);
+const BODY_RULES = new Set(["request_body", "response_body"]);
+
+// A header rule's value or a body rule's text written as a number or boolean (X-Api-Version: 2,
+// set_text: 1.50) is that text, as the Rust Prox's serde_yaml read it into a string: it was a
+// validation error ("Expected a string, got number").
+function scalarsAsWritten(doc: Document, text: string): void {
+  visit(doc, {
+    Scalar(key, node, path) {
+      const v = node.value;
+      if (key !== "value" || (typeof v !== "number" && typeof v !== "boolean") || !node.range) {
+        return;
+      }
+      const keys = path.filter(isPair).map((p) => isScalar(p.key) ? p.key.value : undefined);
+      const [a, b, c] = [keys.at(-1), keys.at(-2), keys.at(-3)];
+      const header = HEADER_LISTS.has(b as string) && HEADER_RULES.has(c as string);
+      const body = (a === "set_text" || a === "content_type") && BODY_RULES.has(b as string);
+      if (header || body) node.value = text.slice(node.range[0], node.range[1]);
     },
   });
 }

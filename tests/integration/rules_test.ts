@@ -315,3 +315,26 @@ routes:
       '"list":[9007199254740993,42,1.5],"note":"12345678901234567890"}',
   );
 });
+
+Deno.test("header values and set_text written as numbers or booleans are sent as written", async () => {
+  await using up = await echoUpstream();
+  await using prox = await startProxy(`
+health_check: { enabled: false }
+routes:
+  "/":
+    type: proxy
+    target: "${up.url}"
+    request_headers:
+      add: { X-Api-Version: 2, X-Rate: 1.50 }
+    response_headers:
+      set: { X-Flag: true }
+    request_body:
+      set_text: 0042
+`);
+  const res = await fetch(`${prox.url}/x`, { method: "POST", body: "original" });
+  const body = await res.json();
+  assert.equal(body.headers["x-api-version"], "2");
+  assert.equal(body.headers["x-rate"], "1.50");
+  assert.equal(body.body, "0042");
+  assert.equal(res.headers.get("x-flag"), "true");
+});
