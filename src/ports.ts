@@ -3,6 +3,7 @@
 
 import type { RateLimitDecision, RateLimitPolicy } from "./domain/rate_limit.ts";
 import type { HeaderMap } from "./domain/header_list.ts";
+import type { ContentCoding } from "./domain/compress.ts";
 
 /** The protocol a request arrived on. */
 export type Protocol = "http/1.1" | "h2" | "h2c" | "h3";
@@ -32,6 +33,12 @@ export interface BodyCounter {
   bytes: number;
   ended: boolean;
 }
+/**
+ * Makes a stream that applies a content coding. Each chunk written comes out compressed and
+ * flushed (a sync flush), so a stream of events is not held back waiting for more input.
+ */
+export type Compressor = (coding: ContentCoding) => TransformStream<Uint8Array, Uint8Array>;
+
 /** A Response that may carry a `BODY_BYTES` counter. */
 export type CountedResponse = Response & { [BODY_BYTES]?: BodyCounter };
 

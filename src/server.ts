@@ -9,6 +9,7 @@ import type { Snapshot } from "./proxy/snapshot.ts";
 import { createHandler, observedHandler } from "./proxy/pipeline.ts";
 import type { PipelineDeps } from "./proxy/context.ts";
 import { createWebSocketProxy } from "./adapters/websocket_deno.ts";
+import { zlibCompressor } from "./adapters/compress_zlib.ts";
 import {
   createListenerSet,
   ListenError,
@@ -151,6 +152,7 @@ export async function startServer(
     accessPending,
     upstreams,
     websocket: websockets,
+    compressor: zlibCompressor,
   };
   const handler = createHandler(pipelineDeps);
   const targetsOf = (

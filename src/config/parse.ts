@@ -202,6 +202,11 @@ function toIssues(
 ): ConfigIssue[] {
   const path = issue.path as (string | number)[];
   const base = { severity: "error" as const, file };
+  const branch = unionBranchIssue(issue);
+  if (branch) {
+    // Said where it is: `compress: { algorithms: [lzma] }` at the item, not at `compress`.
+    return toIssues({ ...branch, path: [...path, ...branch.path] }, raw, file, doc, pos);
+  }
   if (issue.code === "unrecognized_keys") {
     return issue.keys.map((key) => {
       const keyPath = [...path, key];
@@ -268,6 +273,17 @@ function toIssues(
     message: describe(issue),
     hint: hintFor(issue, path, raw),
   }];
+}
+
+/**
+ * The issue of the union branch the value was meant for (the one that failed for another reason
+ * than its type), when that issue lies deeper than the union itself; otherwise undefined.
+ */
+function unionBranchIssue(issue: z.core.$ZodIssue): z.core.$ZodIssue | undefined {
+  if (issue.code !== "invalid_union") return undefined;
+  const branches = (issue as { errors?: z.core.$ZodIssue[][] }).errors ?? [];
+  const best = branches.map((b) => b[0]).find((b) => b && b.code !== "invalid_type");
+  return best && best.path.length > 0 ? best : undefined;
 }
 
 /** Whether a mapping entry's value carries an anchor (`defaults: &d …`). */

@@ -4,6 +4,7 @@
 
 import { z } from "zod";
 import { parseDuration, parseSize } from "./duration.ts";
+import { COMPRESS_CODINGS, TYPE_PATTERN } from "../domain/compress.ts";
 
 /** A duration string ("500ms", "30s", "1h30m", "1d") resolved to milliseconds. */
 export const Duration = z.string({
@@ -253,6 +254,29 @@ export const PassiveHealth = z.object({
   panic_threshold_percent: z.number().min(0).max(100).default(50),
 }).strict();
 
+/**
+ * Response compression: `true` for the defaults, or which codings (in order of preference), the
+ * smallest Content-Length worth it, and which media types.
+ */
+export const Compress = z.union([
+  z.boolean(),
+  z.object({
+    algorithms: z.array(z.enum(COMPRESS_CODINGS)).min(1).refine(
+      (a) => new Set(a).size === a.length,
+      "List each algorithm once",
+    ).optional(),
+    min_length: Size.optional(),
+    types: z.array(
+      z.string().refine((t) => TYPE_PATTERN.test(t), {
+        error: (iss) =>
+          `Invalid media type ${
+            JSON.stringify(iss.input)
+          }: write type/subtype, with * for any run of characters, e.g. text/* or application/*+json`,
+      }),
+    ).min(1).optional(),
+  }).strict(),
+]);
+
 const upstreamCommon = {
   path_rewrite: z.string().optional(),
   rate_limit: RateLimit.optional(),
@@ -276,6 +300,7 @@ const upstreamCommon = {
   passive_health: PassiveHealth.optional(),
   /** Forward to a target that active health checks report down instead of answering 503. */
   try_when_down: z.boolean().default(false),
+  compress: Compress.optional(),
 };
 
 export const Target = z.union([
@@ -333,6 +358,7 @@ const StaticRoute = z.object({
   cache_control: z.string().optional(),
   precompressed: z.boolean().default(false),
   show_dotfiles: z.boolean().default(false),
+  compress: Compress.optional(),
   response_headers: HeaderRules.optional(),
   response_body: BodyRules.optional(),
 }).strict();
@@ -396,3 +422,4 @@ export type ConditionConfig = z.output<typeof Condition>;
 export type HealthCheckConfig = z.output<typeof HealthCheck>;
 export type TimeoutsConfig = z.output<typeof Timeouts>;
 export type TargetConfig = z.output<typeof Target>;
+export type CompressConfig = z.output<typeof Compress>;

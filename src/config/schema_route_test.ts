@@ -86,3 +86,23 @@ Deno.test("parseConfig refuses a tls.server_name no TLS connection can use", () 
     assert.equal(at(good), "", good);
   }
 });
+
+Deno.test("parseConfig: compress takes true or algorithms, min_length and types, each checked", () => {
+  const at = (v: string, type = "proxy\n    target: http://10.0.0.1") =>
+    problems(`${HEAD}  /:\n    type: ${type}\n    compress: ${v}\n`).join("\n");
+  assert.equal(at("true"), "");
+  assert.equal(at("{ algorithms: [gzip, br], min_length: 1KiB, types: [text/*] }"), "");
+  assert.equal(at("true", "static\n    root: ."), "");
+  assert.match(
+    at("{ algorithms: [gzip, lzma] }"),
+    /c\.yaml:6:36: error: routes\.\/\.compress\.algorithms\.1: Invalid value: expected one of "zstd", "br", "gzip"/,
+  );
+  assert.match(at("{ algorithms: [gzip, gzip] }"), /List each algorithm once/);
+  assert.match(
+    at("{ types: [json] }"),
+    /c\.yaml:6:25: error: routes\.\/\.compress\.types\.0: Invalid media type "json": write type\/subtype/,
+  );
+  assert.match(at("{ min_length: lots }"), /compress\.min_length/);
+  assert.match(at("{ level: 9 }"), /Unknown key "level"/);
+  assert.match(at("true", "redirect\n    target: /x"), /Unknown key "compress"/);
+});

@@ -7,6 +7,7 @@ import type {
   AccessRecord,
   ClientInfo,
   Clock,
+  Compressor,
   FileStore,
   Logger,
   Metrics,
@@ -78,4 +79,6 @@ export interface PipelineDeps {
   random?: () => number;
   /** Upstream runtime state (health, in-flight, latency) that survives reloads (state.ts). */
   upstreams?: UpstreamRegistry;
+  /** Applies content codings for routes with `compress`; without it nothing is compressed. */
+  compressor?: Compressor;
 }

@@ -5,7 +5,7 @@
 //   4. match a route (404 when none)       (domain/router.ts)
 //   5. request filters: may answer early (rate limit, rules)   (filters/)
 //   6. action: proxy | load_balance | static | redirect | websocket   (actions/)
-//   7. response filters (header/body rules, Alt-Svc, HSTS)
+//   7. response filters (header/body rules, compression, Alt-Svc, HSTS)
 //   8. log + metrics, exactly once
 // Errors become responses in one place (respond.ts + domain/errors.ts statusFor).
 
@@ -23,6 +23,7 @@ import { applyResponseRules } from "./filters/rules.ts";
 import { staticAction } from "./actions/static.ts";
 import { isWebSocketUpgrade, websocketAction } from "./actions/websocket.ts";
 import { applyRateLimit } from "./filters/rate_limit.ts";
+import { applyCompression } from "./filters/compress.ts";
 
 const REQUEST_ID = /^[A-Za-z0-9._:@-]{1,128}$/;
 /** Makes request ids: a per-process random prefix and a counter (cheap, unique, sortable). */
@@ -165,14 +166,29 @@ async function handle(ctx: RequestContext, deps: PipelineDeps): Promise<Response
     case "proxy":
     case "load_balance":
       if (isWebSocketUpgrade(ctx.req)) return await websocketAction(ctx, deps, cfg);
-      return applyResponseRules(ctx, await proxyAction(ctx, deps, cfg), route.rules, deps.logger);
+      return compressed(
+        ctx,
+        deps,
+        applyResponseRules(ctx, await proxyAction(ctx, deps, cfg), route.rules, deps.logger),
+      );
     case "redirect":
       return redirectAction(ctx, cfg);
     case "static":
-      return applyResponseRules(ctx, await staticAction(ctx, deps, cfg), route.rules, deps.logger);
+      return compressed(
+        ctx,
+        deps,
+        applyResponseRules(ctx, await staticAction(ctx, deps, cfg), route.rules, deps.logger),
+      );
     case "websocket":
       return await websocketAction(ctx, deps, cfg);
   }
+}
+
+/** The route's `compress`, when it has one, applied to its answer (7b: after the rules). */
+function compressed(ctx: RequestContext, deps: PipelineDeps, res: Response): Response {
+  const policy = ctx.route!.compress;
+  if (policy === null || !deps.compressor) return res;
+  return applyCompression(ctx, res, { policy, compressor: deps.compressor });
 }
 
 /** Errors the client's own request caused: each is in the access log already. */

@@ -13,6 +13,8 @@ import type { RouteRulesSpec } from "../domain/rules.ts";
 import type { RouteRules } from "./filters/rules.ts";
 import { compileRateLimits } from "./filters/rate_limit.ts";
 import type { CompiledRateLimit } from "./filters/rate_limit.ts";
+import { compressPolicy } from "../domain/compress.ts";
+import type { CompressPolicy } from "../domain/compress.ts";
 
 /** A route ready to serve: its config plus what was derived from it at load time. */
 export interface CompiledRoute {
@@ -31,6 +33,8 @@ export interface CompiledRoute {
   rules: RouteRules;
   /** The route's rate limits, in order; empty when it has none (filters/rate_limit.ts). */
   rateLimits: CompiledRateLimit[];
+  /** Response compression (`compress`), null when the route does not compress. */
+  compress: CompressPolicy | null;
 }
 
 /** Everything the pipeline reads for one request. Never mutated after build. */
@@ -98,6 +102,7 @@ export function buildSnapshot(
       totalMs: ("timeouts" in route ? route.timeouts?.total : undefined) ?? config.timeouts.total,
       targets: targetsOf(route),
       rateLimits: compileRateLimits(key, route),
+      compress: compressPolicy("compress" in route ? route.compress : undefined),
       rules: compileRouteRules(route as RouteRulesSpec, {
         env: opts.env ?? (() => undefined),
         problems: [],

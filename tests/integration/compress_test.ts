@@ -1,0 +1,218 @@
+// Response compression (`compress`) through the real proxy, with curl as the client: raw bytes
+// decoded here, headers as sent, an event stream read event by event.
+
+import assert from "node:assert/strict";
+import zlib from "node:zlib";
+import { interopTest, run, startUpstream } from "../_harness.ts";
+import { startProxy } from "./_proxy.ts";
+
+const BIG = JSON.stringify(
+  Array.from({ length: 2000 }, (_, i) => ({ id: i, name: `item ${i}`, tags: ["a", "b"] })),
+);
+
+/** An upstream answering by path, and a Prox in front of it with `compress: true`. */
+async function setup(extra = "") {
+  // Event streams waiting to send their second event, oldest first.
+  const waiting: (() => void)[] = [];
+  const release = () => waiting.shift()?.();
+  const up = await startUpstream((req) => {
+    const path = new URL(req.url).pathname;
+    const json = { "content-type": "application/json", etag: '"v1"' };
+    switch (path) {
+      case "/big":
+        return new Response(BIG, { headers: { ...json, vary: "Origin" } });
+      case "/small":
+        return new Response('{"ok":true}', { headers: json });
+      case "/png":
+        return new Response(new Uint8Array(5000), { headers: { "content-type": "image/png" } });
+      case "/gzipped":
+        return new Response(zlib.gzipSync(BIG), {
+          headers: { ...json, "content-encoding": "gzip" },
+        });
+      case "/no-transform":
+        return new Response(BIG, { headers: { ...json, "cache-control": "no-transform" } });
+      case "/partial":
+        return new Response(BIG.slice(0, 2000), {
+          status: 206,
+          headers: { ...json, "content-range": `bytes 0-1999/${BIG.length}` },
+        });
+      case "/events": {
+        const enc = new TextEncoder();
+        const body = new ReadableStream<Uint8Array>({
+          async start(c) {
+            c.enqueue(enc.encode("data: one\n\n"));
+            // The second event only once the client has seen the first.
+            await new Promise<void>((r) => waiting.push(r));
+            c.enqueue(enc.encode("data: two\n\n"));
+            c.close();
+          },
+        });
+        return new Response(body, { headers: { "content-type": "text/event-stream" } });
+      }
+      default:
+        return new Response("nope", { status: 404 });
+    }
+  });
+  const proxy = await startProxy(`routes:
+  /:
+    type: proxy
+    target: ${up.url}
+    compress: true
+${extra}`);
+  return {
+    up,
+    proxy,
+    release,
+    async [Symbol.asyncDispose]() {
+      while (waiting.length) release();
+      await proxy[Symbol.asyncDispose]();
+      await up[Symbol.asyncDispose]();
+    },
+  };
+}
+
+/** GET (or HEAD) with curl, no decoding: status, lower-case header map, raw body. */
+async function curl(url: string, args: string[] = []) {
+  const dir = await Deno.makeTempDir();
+  try {
+    const r = await run("curl", ["-sS", "-D", `${dir}/h`, "-o", `${dir}/b`, ...args, url]);
+    assert.equal(r.code, 0, r.stderr);
+    const lines = (await Deno.readTextFile(`${dir}/h`)).trim().split("\r\n");
+    const headers = new Map<string, string>();
+    for (const l of lines.slice(1)) {
+      const at = l.indexOf(":");
+      headers.set(l.slice(0, at).toLowerCase(), l.slice(at + 1).trim());
+    }
+    const body = await Deno.readFile(`${dir}/b`).catch(() => new Uint8Array());
+    return { status: Number(lines[0].split(" ")[1]), headers, body };
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+const DECODE = {
+  gzip: (b: Uint8Array) => zlib.gunzipSync(b),
+  br: (b: Uint8Array) => zlib.brotliDecompressSync(b),
+  zstd: (b: Uint8Array) => zlib.zstdDecompressSync(b),
+};
+
+interopTest("compress: each coding over HTTP/1.1 and h2c decodes to the upstream's bytes", [
+  "curl",
+], async () => {
+  await using s = await setup();
+  for (const http of ["--http1.1", "--http2-prior-knowledge"]) {
+    for (const coding of ["gzip", "br", "zstd"] as const) {
+      const r = await curl(`${s.proxy.url}/big`, [http, "-H", `Accept-Encoding: ${coding}`]);
+      assert.equal(r.status, 200);
+      assert.equal(r.headers.get("content-encoding"), coding, `${http} ${coding}`);
+      assert.equal(r.headers.get("vary"), "Origin, Accept-Encoding");
+      assert.equal(r.headers.get("etag"), 'W/"v1"');
+      assert.equal(r.headers.get("content-length"), undefined);
+      assert.ok(r.body.byteLength < BIG.length / 4, `${coding}: ${r.body.byteLength} bytes`);
+      assert.equal(new TextDecoder().decode(DECODE[coding](r.body)), BIG);
+    }
+  }
+  // The client's preference, then the route's order (zstd, br, gzip) on a tie.
+  const pick = async (ae: string) =>
+    (await curl(`${s.proxy.url}/big`, ["-H", `Accept-Encoding: ${ae}`])).headers.get(
+      "content-encoding",
+    );
+  assert.equal(await pick("gzip, br;q=0.8"), "gzip");
+  assert.equal(await pick("gzip, br, zstd"), "zstd");
+  assert.equal(await pick("*;q=0.5, zstd;q=0"), "br");
+  // curl's own negotiation and decoding.
+  const auto = await run("curl", ["-sS", "--compressed", `${s.proxy.url}/big`]);
+  assert.equal(auto.stdout, BIG);
+});
+
+interopTest("compress: what is left as it is, and HEAD", ["curl"], async () => {
+  await using s = await setup();
+  const ae = ["-H", "Accept-Encoding: gzip, br, zstd"];
+  const plain = async (path: string, args = ae) => {
+    const r = await curl(`${s.proxy.url}${path}`, args);
+    assert.equal(r.headers.get("content-encoding"), undefined, path);
+    return r;
+  };
+  // Too small, not a compressible type, compressed already, no-transform, a range: no Vary
+  // added, since Accept-Encoding did not decide.
+  assert.equal((await plain("/small")).headers.get("vary"), undefined);
+  assert.equal((await plain("/png")).body.byteLength, 5000);
+  const gz = await curl(`${s.proxy.url}/gzipped`, ae);
+  assert.equal(gz.headers.get("content-encoding"), "gzip");
+  assert.equal(new TextDecoder().decode(zlib.gunzipSync(gz.body)), BIG, "not encoded twice");
+  assert.equal((await plain("/no-transform")).body.byteLength, BIG.length);
+  assert.equal((await plain("/partial")).status, 206);
+  // No acceptable coding: identity, but caches must know the answer depends on the header.
+  const none = await plain("/big", ["-H", "Accept-Encoding: identity"]);
+  assert.equal(none.headers.get("vary"), "Origin, Accept-Encoding");
+  assert.equal(none.headers.get("etag"), '"v1"');
+  assert.equal(none.headers.get("content-length"), String(BIG.length));
+  // HEAD: the fields GET would have, no length.
+  const head = await curl(`${s.proxy.url}/big`, ["-I", ...ae]);
+  assert.equal(head.headers.get("content-encoding"), "zstd");
+  assert.equal(head.headers.get("content-length"), undefined);
+  assert.equal(head.headers.get("etag"), 'W/"v1"');
+});
+
+interopTest("compress: a server-sent event arrives before the upstream sends the next", [
+  "curl",
+], async () => {
+  await using s = await setup();
+  for (const coding of ["gzip", "br", "zstd"]) {
+    const child = new Deno.Command("curl", {
+      args: [
+        "-sS",
+        "-N",
+        "--max-time",
+        "10",
+        "--compressed",
+        "-H",
+        `Accept-Encoding: ${coding}`,
+        `${s.proxy.url}/events`,
+      ],
+      stdout: "piped",
+      stderr: "null",
+    }).spawn();
+    let seen = "";
+    const dec = new TextDecoder();
+    for await (const chunk of child.stdout) {
+      seen += dec.decode(chunk, { stream: true });
+      // The upstream holds the second event until the first has reached curl, decoded.
+      if (seen === "data: one\n\n") s.release();
+    }
+    assert.equal(seen, "data: one\n\ndata: two\n\n", coding);
+    assert.equal((await child.status).code, 0);
+  }
+});
+
+interopTest("compress: a static route compresses what has no precompressed sibling", [
+  "curl",
+], async () => {
+  const root = await Deno.makeTempDir({ prefix: "prox-compress-" });
+  try {
+    await Deno.writeTextFile(`${root}/app.js`, BIG);
+    await Deno.writeTextFile(`${root}/pre.js`, BIG);
+    await Deno.writeFile(`${root}/pre.js.gz`, zlib.gzipSync("precompressed"));
+    await using proxy = await startProxy(`routes:
+  /:
+    type: static
+    root: ${JSON.stringify(root)}
+    precompressed: true
+    compress: { algorithms: [gzip] }
+`);
+    const ae = ["-H", "Accept-Encoding: gzip"];
+    const js = await curl(`${proxy.url}/app.js`, ae);
+    assert.equal(js.headers.get("content-encoding"), "gzip");
+    assert.equal(js.headers.get("accept-ranges"), undefined);
+    assert.equal(js.headers.get("vary"), "Accept-Encoding");
+    assert.equal(new TextDecoder().decode(zlib.gunzipSync(js.body)), BIG);
+    const pre = await curl(`${proxy.url}/pre.js`, ae);
+    assert.equal(new TextDecoder().decode(zlib.gunzipSync(pre.body)), "precompressed");
+    // A range is served from the identity file, as before.
+    const range = await curl(`${proxy.url}/app.js`, [...ae, "-r", "0-9"]);
+    assert.equal(range.status, 206);
+    assert.equal(new TextDecoder().decode(range.body), BIG.slice(0, 10));
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+});
