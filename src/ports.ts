@@ -34,10 +34,17 @@ export interface BodyCounter {
   ended: boolean;
 }
 /**
- * Makes a stream that applies a content coding. Each chunk written comes out compressed and
- * flushed (a sync flush), so a stream of events is not held back waiting for more input.
+ * Applies a content coding, chunk by chunk. `write` compresses a chunk and flushes (a sync flush),
+ * so a stream of events is not held back waiting for more input; `end` finishes the coding. Both
+ * pass the output to `emit` and free the engine when they throw; `close` frees it early.
  */
-export type Compressor = (coding: ContentCoding) => TransformStream<Uint8Array, Uint8Array>;
+export interface CompressionEngine {
+  write(chunk: Uint8Array, emit: (out: Uint8Array) => void): void;
+  end(emit: (out: Uint8Array) => void): void;
+  close(): void;
+}
+/** Makes a compression engine for one response body. */
+export type Compressor = (coding: ContentCoding) => CompressionEngine;
 
 /** A Response that may carry a `BODY_BYTES` counter. */
 export type CountedResponse = Response & { [BODY_BYTES]?: BodyCounter };

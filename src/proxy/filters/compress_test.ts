@@ -1,0 +1,123 @@
+import assert from "node:assert/strict";
+import { loadConfigText } from "../../config/load.ts";
+import { buildSnapshot } from "../snapshot.ts";
+import { createHandler } from "../pipeline.ts";
+import { noopMetrics, silentLogger } from "../../ports.ts";
+import type { AccessRecord, ClientInfo, CompressionEngine } from "../../ports.ts";
+
+const info: ClientInfo = {
+  remoteAddr: { hostname: "192.0.2.7", port: 4000 },
+  localPort: 80,
+  protocol: "http/1.1",
+  tls: false,
+};
+
+/** An engine that "compresses" by prefixing each chunk with `>`; it records its life. */
+function fakeEngines() {
+  const log: string[] = [];
+  const make = (coding: string): CompressionEngine => ({
+    write(chunk, emit) {
+      log.push(`write ${chunk.byteLength}`);
+      emit(new Uint8Array([62, ...chunk]));
+    },
+    end(emit) {
+      log.push("end");
+      emit(new TextEncoder().encode(`<${coding}`));
+    },
+    close() {
+      log.push("close");
+    },
+  });
+  return { log, make };
+}
+
+function handlerFor(body: () => ReadableStream<Uint8Array>) {
+  const { config, issues } = loadConfigText(
+    `listen_addr: "127.0.0.1:0"\nroutes:\n  /: { type: proxy, target: "http://10.0.0.1", compress: { min_length: 0 } }\n`,
+    { file: "t.yaml", env: { exists: () => true } },
+  );
+  assert.ok(config, JSON.stringify(issues));
+  const snapshot = buildSnapshot(config, { version: 1 });
+  const engines = fakeEngines();
+  const records: AccessRecord[] = [];
+  const handler = createHandler({
+    snapshot: () => snapshot,
+    upstream: {
+      send: () =>
+        Promise.resolve(
+          new Response(body(), { headers: { "content-type": "text/plain", etag: '"e"' } }),
+        ),
+      close: () => Promise.resolve(),
+    },
+    files: { stat: () => Promise.resolve(null), open: () => Promise.resolve(null) },
+    clock: { now: () => 1_700_000_000_000, monotonic: () => 0 },
+    logger: silentLogger,
+    metrics: noopMetrics,
+    access: (r) => records.push(r),
+    compressor: engines.make,
+  });
+  // The access line is written once the response is delivered: `delivered()` says when.
+  let delivered = () => {};
+  const completed = new Promise<void>((r) => delivered = r);
+  const get = (ae = "gzip") =>
+    handler(new Request("http://x/a", { headers: { "accept-encoding": ae } }), {
+      ...info,
+      completed,
+    });
+  return { get, engines, records, delivered: () => delivered() };
+}
+
+const chunks = (...parts: string[]) => () =>
+  ReadableStream.from(parts.map((p) => new TextEncoder().encode(p)));
+
+Deno.test("compression: chunk by chunk through the engine, bytes counted for the access log", async () => {
+  const { get, engines, records, delivered } = handlerFor(chunks("ab", "", "cd"));
+  const res = await get();
+  assert.equal(res.headers.get("content-encoding"), "gzip");
+  assert.equal(res.headers.get("etag"), 'W/"e"');
+  assert.equal(await res.text(), ">ab>cd<gzip");
+  assert.deepEqual(engines.log, ["write 2", "write 2", "end"]);
+  delivered();
+  // The access line is written in a then() of `completed`.
+  for (let i = 0; i < 10 && records.length === 0; i++) await Promise.resolve();
+  assert.equal(records[0].bytesOut, 11);
+  assert.equal(records[0].incomplete, undefined);
+});
+
+Deno.test("compression: a client that leaves cancels the upstream body and frees the engine", async () => {
+  let cancelled: unknown = null;
+  const { get, engines } = handlerFor(() =>
+    new ReadableStream<Uint8Array>({
+      pull: (c) => c.enqueue(new Uint8Array(10)),
+      cancel: (why) => void (cancelled = why ?? "cancelled"),
+    })
+  );
+  const reader = (await get()).body!.getReader();
+  await reader.read();
+  await reader.cancel("gone");
+  assert.equal(cancelled, "gone");
+  assert.equal(engines.log.at(-1), "close");
+});
+
+Deno.test("compression: an upstream body that fails ends the response with it and frees the engine", async () => {
+  const { get, engines } = handlerFor(() =>
+    new ReadableStream<Uint8Array>({
+      start(c) {
+        c.enqueue(new Uint8Array(3));
+        c.error(new Error("upstream reset"));
+      },
+    })
+  );
+  const res = await get();
+  await assert.rejects(res.text(), /upstream reset/);
+  assert.equal(engines.log.at(-1), "close");
+});
+
+Deno.test("compression: no engine for a client that accepts none; the answer varies", async () => {
+  const { get, engines } = handlerFor(chunks("plain"));
+  const res = await get("identity");
+  assert.equal(res.headers.get("vary"), "Accept-Encoding");
+  assert.equal(res.headers.get("content-encoding"), null);
+  assert.equal(await res.text(), "plain");
+  assert.deepEqual(engines.log, []);
+});
