@@ -3,15 +3,16 @@
 
 import assert from "node:assert/strict";
 import zlib from "node:zlib";
-import { interopTest, run, startUpstream } from "../_harness.ts";
+import { interopTest, ROOT, run, startUpstream } from "../_harness.ts";
 import { startProxy } from "./_proxy.ts";
+import { connectH3 } from "../../src/adapters/h3/client.ts";
 
 const BIG = JSON.stringify(
   Array.from({ length: 2000 }, (_, i) => ({ id: i, name: `item ${i}`, tags: ["a", "b"] })),
 );
 
 /** An upstream answering by path, and a Prox in front of it with `compress: true`. */
-async function setup(extra = "") {
+async function setup(head = "") {
   // Event streams waiting to send their second event, oldest first.
   const waiting: (() => void)[] = [];
   const release = () => waiting.shift()?.();
@@ -53,12 +54,15 @@ async function setup(extra = "") {
         return new Response("nope", { status: 404 });
     }
   });
-  const proxy = await startProxy(`routes:
+  const proxy = await startProxy(
+    `${head}routes:
   /:
     type: proxy
     target: ${up.url}
     compress: true
-${extra}`);
+`,
+    head ? { keepListen: true, tls: true } : {},
+  );
   return {
     up,
     proxy,
@@ -215,4 +219,23 @@ interopTest("compress: a static route compresses what has no precompressed sibli
   } finally {
     await Deno.remove(root, { recursive: true });
   }
+});
+
+Deno.test("compress: HTTP/3 answers are compressed alike", async () => {
+  const tls = `${ROOT}/tests/fixtures/tls`;
+  await using s = await setup(`listen_addr: "127.0.0.1:0"
+tls: { cert_path: "${tls}/cert.pem", key_path: "${tls}/key.pem" }
+protocols: { http3_enabled: true }
+health_check: { enabled: false }
+`);
+  await using h3 = await connectH3({
+    hostname: "127.0.0.1",
+    port: s.proxy.port,
+    caCerts: [await Deno.readTextFile(`${tls}/ca.pem`)],
+  });
+  const res = await h3.request("/big", { headers: { "accept-encoding": "br" } });
+  assert.equal(res.status, 200);
+  assert.equal(res.headers.get("content-encoding"), "br");
+  assert.equal(res.headers.get("content-length"), null);
+  assert.equal(new TextDecoder().decode(DECODE.br(res.body)), BIG);
 });
