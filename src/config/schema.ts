@@ -4,7 +4,15 @@
 // The top level lives here; value types and routes are in schema_route.ts, re-exported.
 
 import { z } from "zod";
-import { Duration, HealthCheck, PassiveHealth, Route, Size, Timeouts } from "./schema_route.ts";
+import {
+  Compress,
+  Duration,
+  HealthCheck,
+  PassiveHealth,
+  Route,
+  Size,
+  Timeouts,
+} from "./schema_route.ts";
 
 export * from "./schema_route.ts";
 
@@ -130,6 +138,8 @@ export const Config = z.object({
   passive_health: PassiveHealth.default(PassiveHealth.parse({})),
   http_redirect: HttpRedirect.optional(),
   workers: z.int().min(1).max(64).default(1),
+  /** Response compression for every proxy, load_balance and static route without its own. */
+  compress: Compress.optional(),
 }).strict();
 
 /** The resolved configuration: defaults applied, durations in ms, sizes in bytes. */

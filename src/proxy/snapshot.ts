@@ -77,6 +77,19 @@ function targetsOf(route: RouteConfig): string[] {
   }
 }
 
+/** A route's own `compress`, else the top level's for the route types that compress. */
+function compressOf(route: RouteConfig, config: Config) {
+  switch (route.type) {
+    case "proxy":
+    case "load_balance":
+    case "static":
+      return route.compress ?? config.compress;
+    case "redirect":
+    case "websocket":
+      return undefined;
+  }
+}
+
 /** Builds a snapshot; throws only on programming errors (validation has already run). */
 export function buildSnapshot(
   config: Config,
@@ -102,7 +115,7 @@ export function buildSnapshot(
       totalMs: ("timeouts" in route ? route.timeouts?.total : undefined) ?? config.timeouts.total,
       targets: targetsOf(route),
       rateLimits: compileRateLimits(key, route),
-      compress: compressPolicy("compress" in route ? route.compress : undefined),
+      compress: compressPolicy(compressOf(route, config)),
       rules: compileRouteRules(route as RouteRulesSpec, {
         env: opts.env ?? (() => undefined),
         problems: [],

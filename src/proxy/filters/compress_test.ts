@@ -31,11 +31,14 @@ function fakeEngines() {
   return { log, make };
 }
 
-function handlerFor(body: () => ReadableStream<Uint8Array>) {
-  const { config, issues } = loadConfigText(
-    `listen_addr: "127.0.0.1:0"\nroutes:\n  /: { type: proxy, target: "http://10.0.0.1", compress: { min_length: 0 } }\n`,
-    { file: "t.yaml", env: { exists: () => true } },
-  );
+function handlerFor(
+  body: () => ReadableStream<Uint8Array>,
+  yaml = 'routes:\n  /: { type: proxy, target: "http://10.0.0.1", compress: { min_length: 0 } }\n',
+) {
+  const { config, issues } = loadConfigText(`listen_addr: "127.0.0.1:0"\n${yaml}`, {
+    file: "t.yaml",
+    env: { exists: () => true },
+  });
   assert.ok(config, JSON.stringify(issues));
   const snapshot = buildSnapshot(config, { version: 1 });
   const engines = fakeEngines();
@@ -59,8 +62,8 @@ function handlerFor(body: () => ReadableStream<Uint8Array>) {
   // The access line is written once the response is delivered: `delivered()` says when.
   let delivered = () => {};
   const completed = new Promise<void>((r) => delivered = r);
-  const get = (ae = "gzip") =>
-    handler(new Request("http://x/a", { headers: { "accept-encoding": ae } }), {
+  const get = (ae = "gzip", path = "/a") =>
+    handler(new Request(`http://x${path}`, { headers: { "accept-encoding": ae } }), {
       ...info,
       completed,
     });
@@ -120,4 +123,24 @@ Deno.test("compression: no engine for a client that accepts none; the answer var
   assert.equal(res.headers.get("content-encoding"), null);
   assert.equal(await res.text(), "plain");
   assert.deepEqual(engines.log, []);
+});
+
+Deno.test("compression: a top-level compress applies to routes without their own", async () => {
+  const { get } = handlerFor(
+    chunks("x".repeat(2000)),
+    `compress: { algorithms: [br] }
+routes:
+  /: { type: proxy, target: "http://10.0.0.1" }
+  /own: { type: proxy, target: "http://10.0.0.1", compress: { algorithms: [zstd] } }
+  /off: { type: proxy, target: "http://10.0.0.1", compress: false }
+`,
+  );
+  const enc = async (path: string) => {
+    const res = await get("zstd, br", path);
+    await res.body?.cancel();
+    return res.headers.get("content-encoding");
+  };
+  assert.equal(await enc("/"), "br");
+  assert.equal(await enc("/own/x"), "zstd");
+  assert.equal(await enc("/off/x"), null);
 });
