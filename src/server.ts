@@ -22,6 +22,7 @@ import { startMemoryReducer, trafficSeen } from "./adapters/gc_hint.ts";
 import { configFiles, filePrint, watchFiles } from "./adapters/config_watch.ts";
 import type { FileWatch } from "./adapters/config_watch.ts";
 import { formatIssue } from "./config/load.ts";
+import { configChanges } from "./config/diff.ts";
 import type { LoadResult } from "./config/load.ts";
 import { createUpstreamClient } from "./adapters/upstream_client.ts";
 import { accessLogOf, createBufferedSink, createJsonLogger } from "./adapters/log_json.ts";
@@ -273,6 +274,7 @@ export async function startServer(
   const adminApi: AdminCallbacks = {
     ready: () => !draining && set.get("main") !== undefined,
     reload: () => server.reload({ trigger: "admin" }),
+    reloadHistory: () => reloads.history(),
     effectiveConfig: () => config,
     metricsText,
     metricsContentType: prom?.contentType,
@@ -429,8 +431,14 @@ export async function startServer(
         logger.warn(`${key} changed; it applies when Prox restarts (--takeover)`);
       }
       if (copyPath && next.text !== undefined) keepConfigCopy(copyPath, next.text, logger);
-      logger.info("Config reloaded", { version, trigger, listenersChanged: staged.bound });
-      return reloads.settle({ ok: true, version, issues: next.issues, at, trigger });
+      const changes = configChanges(prev, config);
+      logger.info("Config reloaded", {
+        version,
+        trigger,
+        listenersChanged: staged.bound,
+        changes: changes.length ? changes : "none",
+      });
+      return reloads.settle({ ok: true, version, issues: next.issues, at, trigger, changes });
     } catch (err) {
       // ACME may have followed the rejected config (domains it removed): back to the serving one.
       await certs.follow(config).catch(() => {});
@@ -494,6 +502,7 @@ export async function startServer(
     logger,
     snapshot: () => current,
     lastReload: reloads.last,
+    reloadHistory: reloads.history,
     reloadStats: reloads.stats,
     ready: () => !draining && set.get("main") !== undefined,
     draining: () => draining,

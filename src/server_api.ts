@@ -20,6 +20,8 @@ export interface ReloadResult {
   at: number;
   /** What asked for it: "file", "SIGHUP", "admin", "api". */
   trigger?: string;
+  /** What a successful reload changed, one line each (config/diff.ts); empty: nothing. */
+  changes?: string[];
 }
 
 /** Reload counters (`prox_config_reload_total{result}`, last-success timestamp). */
@@ -47,6 +49,8 @@ export interface ProxServer {
    */
   reload(opts?: { trigger?: string }): Promise<ReloadResult>;
   lastReload(): ReloadResult | null;
+  /** The latest reload attempts, newest first (at most RELOAD_HISTORY): `GET /config/history`. */
+  reloadHistory(): ReloadResult[];
   reloadStats(): ReloadStats;
   /** True while serving HTTPS/HTTP (not before an ACME certificate) and not draining: `/readyz`. */
   ready(): boolean;

@@ -15,8 +15,13 @@ export interface Reloads {
   /** Records an outcome (called by the reload itself, once). */
   settle(result: ReloadResult): ReloadResult;
   last(): ReloadResult | null;
+  /** The latest outcomes, newest first, at most RELOAD_HISTORY. */
+  history(): ReloadResult[];
   stats(): ReloadStats;
 }
+
+/** How many reload outcomes `history()` keeps. */
+export const RELOAD_HISTORY = 20;
 
 /** Reloads that run `run`; `startedAt` counts as the first successful load. */
 export function createReloads(o: {
@@ -26,6 +31,7 @@ export function createReloads(o: {
   onReload?: (result: ReloadResult) => void;
 }): Reloads {
   let last: ReloadResult | null = null;
+  const history: ReloadResult[] = [];
   const stats: ReloadStats = {
     success: 0,
     failure: 0,
@@ -54,6 +60,8 @@ export function createReloads(o: {
     },
     settle(result) {
       last = result;
+      history.unshift(result);
+      if (history.length > RELOAD_HISTORY) history.pop();
       if (result.ok) {
         stats.success++;
         stats.lastSuccessAt = result.at;
@@ -66,6 +74,7 @@ export function createReloads(o: {
       return result;
     },
     last: () => last,
+    history: () => [...history],
     stats: () => ({ ...stats }),
   };
 }

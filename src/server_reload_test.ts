@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { createReloads } from "./server_reload.ts";
+import { createReloads, RELOAD_HISTORY } from "./server_reload.ts";
 import type { ReloadResult } from "./server_api.ts";
 
 /** Reloads whose runs finish when the test says so; `runs` lists the triggers that ran. */
@@ -102,4 +102,21 @@ Deno.test("reloads: outcomes are counted once, with the metric and the last resu
   await c;
   await waiting;
   assert.equal(idle, true);
+});
+
+Deno.test("reloads: the history keeps the latest outcomes, newest first, and no more", () => {
+  const reloads = createReloads({
+    startedAt: 1000,
+    metrics: { configReload: () => {} },
+    run: () => Promise.reject(new Error("not used")),
+  });
+  for (let v = 1; v <= RELOAD_HISTORY + 5; v++) {
+    reloads.settle({ ok: v % 2 === 0, version: v, issues: [], at: 2000 + v });
+  }
+  const h = reloads.history();
+  assert.equal(h.length, RELOAD_HISTORY);
+  assert.equal(h[0].version, RELOAD_HISTORY + 5);
+  assert.equal(h.at(-1)!.version, 6);
+  h.pop();
+  assert.equal(reloads.history().length, RELOAD_HISTORY, "a copy");
 });

@@ -28,6 +28,8 @@ export interface AdminReloadResult {
 export interface AdminCallbacks {
   status(): StatusJson;
   reload(): Promise<AdminReloadResult>;
+  /** The latest reload outcomes, newest first. */
+  reloadHistory?(): readonly AdminReloadResult[];
   /** Listeners up, config loaded, not draining. */
   ready(): boolean;
   /** The resolved config; the admin app redacts secrets before sending it. */
@@ -180,6 +182,7 @@ export function createAdminApp(
     opts.logger?.info("Reload requested through the admin API", { ok: r.ok, version: r.version });
     return c.json(r, r.ok ? 200 : 422);
   });
+  app.get("/config/history", (c) => c.json(cb.reloadHistory?.() ?? []));
   // Not a GET: it changes state (a link or a prefetch must not reload). 405 says which method.
   app.get("/config/reload", (c) => {
     c.header("allow", "POST");

@@ -121,7 +121,14 @@ Deno.test("admin /status, /config and the reload API reflect the running config"
     );
     const good = await fetch(`${admin}/config/reload`, { method: "POST", headers: auth });
     assert.equal(good.status, 200);
-    assert.equal((await good.json()).version, 2);
+    const goodBody = await good.json();
+    assert.equal(goodBody.version, 2);
+    assert.deepEqual(goodBody.changes, [`route "/v2" added (proxy → ${up.url})`]);
+    // The history, newest first: this reload, then the rejected one.
+    const history = await (await get(`${admin}/config/history`)).json();
+    assert.deepEqual(history.map((h: { ok: boolean }) => h.ok), [true, false]);
+    assert.deepEqual(history[0].changes, goodBody.changes);
+    assert.match(history[1].issues[0].message, /Unknown route type/);
     const s2 = await (await get(`${admin}/status`)).json();
     assert.equal(s2.config.version, 2);
     assert.equal(s2.config.lastReload.ok, true);
