@@ -188,6 +188,8 @@ export interface AccessRecord {
   protocol: Protocol;
   tls: boolean;
   retries: number;
+  /** Why Prox answered itself, as its `Proxy-Status` error type (RFC 9209); null otherwise. */
+  error: string | null;
   userAgent: string | null;
   referer: string | null;
 }

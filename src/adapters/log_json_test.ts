@@ -34,6 +34,7 @@ const REC: AccessRecord = {
   protocol: "h2",
   tls: true,
   retries: 0,
+  error: null,
   userAgent: "curl/8",
   referer: null,
 };

@@ -22,6 +22,7 @@ const rec: AccessRecord = {
   protocol: "h2",
   tls: true,
   retries: 0,
+  error: null,
   userAgent: "Mozilla/5.0",
   referer: null,
 };

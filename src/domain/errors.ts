@@ -95,6 +95,51 @@ export function reasonFor(kind: ErrorKind): string {
   return REASON[kind];
 }
 
+/**
+ * The RFC 9209 error type for a failure Prox answers itself (`Proxy-Status: prox; error=…`): what
+ * went wrong on the way to the upstream, in the registry's words. The message refines the kind
+ * (the adapters' wording: "connection refused", "cannot resolve host", "timed out"…).
+ */
+export function proxyStatusFor(kind: ErrorKind, message = ""): string {
+  switch (kind) {
+    case "connect":
+      if (/refused/i.test(message)) return "connection_refused";
+      if (/resolve/i.test(message)) return "dns_error";
+      if (/certificate/i.test(message)) return "tls_certificate_error";
+      if (/TLS|handshake/i.test(message)) return "tls_protocol_error";
+      if (/reset/i.test(message)) return "connection_terminated";
+      return "destination_unavailable";
+    case "timeout":
+      if (/Cannot connect/i.test(message)) return "connection_timeout";
+      if (/idle/i.test(message)) return "connection_read_timeout";
+      return "http_response_timeout";
+    case "upstream_reset":
+      return "connection_terminated";
+    case "protocol":
+      return "http_protocol_error";
+    case "no_healthy_upstream":
+      return "destination_unavailable";
+    case "overloaded":
+      return "connection_limit_reached";
+    case "not_found":
+      return "destination_not_found";
+    case "rate_limited":
+    case "method_not_allowed":
+    case "not_implemented":
+      return "http_request_denied";
+    case "bad_request":
+    case "body_too_large":
+    case "header_too_large":
+    case "request_timeout":
+    case "client_gone":
+      return "http_request_error";
+    case "shutting_down":
+      return "proxy_internal_response";
+    case "internal":
+      return "proxy_internal_error";
+  }
+}
+
 /** Wraps anything thrown into a ProxyError; unknown errors become `internal`. */
 export function toProxyError(err: unknown, source = ""): ProxyError {
   if (err instanceof ProxyError) return err;

@@ -43,6 +43,8 @@ export interface RequestContext {
   upstreamStatus: number | null;
   upstreamMs: number | null;
   retries: number;
+  /** Why Prox answered itself (RFC 9209 error type), for the access log; null otherwise. */
+  error: string | null;
   /** Status for logs and metrics when it differs from the response's (499: client gone). */
   loggedStatus?: number;
   /** Response headers that filters want added (e.g. RateLimit), applied before responding. */

@@ -9,7 +9,7 @@
 //   8. log + metrics, exactly once
 // Errors become responses in one place (respond.ts + domain/errors.ts statusFor).
 
-import { ProxyError, toProxyError } from "../domain/errors.ts";
+import { ProxyError, proxyStatusFor, toProxyError } from "../domain/errors.ts";
 import { HOST_FIELD, isTrusted, resolveClientIp } from "../domain/headers.ts";
 import { authorityOf, normalizePath, plainPath, rawQuery, wireQuery } from "../domain/rewrite.ts";
 import { BODY_BYTES } from "../ports.ts";
@@ -120,6 +120,7 @@ function identify(
     upstreamStatus: null,
     upstreamMs: null,
     retries: 0,
+    error: null,
     extraResponseHeaders: [],
     invalid,
   };
@@ -152,7 +153,10 @@ async function handle(ctx: RequestContext, deps: PipelineDeps): Promise<Response
   ctx.path = norm.path;
 
   const match = ctx.snapshot.router.match(ctx.host, ctx.path);
-  if (!match) return errorResponse("not_found", ctx.requestId);
+  if (!match) {
+    ctx.error = "destination_not_found";
+    return errorResponse("not_found", ctx.requestId, { proxyStatus: { message: "" } });
+  }
   const route = match.value;
   ctx.route = route;
 
@@ -232,7 +236,8 @@ function failure(
     }
   } else if (e.kind !== "client_gone") deps.logger.warn("Request failed", fields);
   if (e.kind === "client_gone") ctx.loggedStatus = 499; // nginx's convention; nobody sees the body
-  return errorResponse(e.kind, ctx.requestId);
+  ctx.error = proxyStatusFor(e.kind, e.message);
+  return errorResponse(e.kind, ctx.requestId, { proxyStatus: e });
 }
 
 /**
@@ -301,6 +306,7 @@ function record(ctx: RequestContext, deps: PipelineDeps, res: Response, label?: 
     protocol: ctx.info.protocol,
     tls: ctx.info.tls,
     retries: ctx.retries,
+    error: ctx.error,
     userAgent: ctx.req.headers.get("user-agent"),
     referer: ctx.req.headers.get("referer"),
   };

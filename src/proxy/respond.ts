@@ -1,7 +1,7 @@
 // Building responses. Error responses: the status from the one table in domain/errors.ts, a short
 // reason and the request id; never an internal host or a stack trace.
 
-import { reasonFor, statusFor } from "../domain/errors.ts";
+import { proxyStatusFor, reasonFor, statusFor } from "../domain/errors.ts";
 import type { ErrorKind } from "../domain/errors.ts";
 
 const encoder = new TextEncoder();
@@ -10,7 +10,14 @@ const encoder = new TextEncoder();
 export function errorResponse(
   kind: ErrorKind,
   requestId: string,
-  opts: { status?: number; message?: string; exact?: boolean; headers?: HeadersInit } = {},
+  opts: {
+    status?: number;
+    message?: string;
+    exact?: boolean;
+    headers?: HeadersInit;
+    /** Says why as a proxy (RFC 9209 `Proxy-Status`): the failure's message refines the kind. */
+    proxyStatus?: { message: string };
+  } = {},
 ): Response {
   const status = opts.status ?? statusFor(kind);
   // `exact`: a body the config wrote, sent as written (the id stays in X-Request-Id).
@@ -25,6 +32,9 @@ export function errorResponse(
   headers.set("content-length", String(body.byteLength));
   headers.set("x-request-id", requestId);
   headers.set("cache-control", "no-store");
+  if (opts.proxyStatus) {
+    headers.set("proxy-status", `prox; error=${proxyStatusFor(kind, opts.proxyStatus.message)}`);
+  }
   // Load shed (upstream pool queue full): tell clients when to come back (RFC 9110 §10.2.3).
   if (kind === "overloaded" && !headers.has("retry-after")) headers.set("retry-after", "1");
   // 499 is not a valid Response status in the Fetch standard; the client is gone anyway.

@@ -2,6 +2,7 @@
 // upstream that resets; error bodies carry the request id and nothing internal.
 import assert from "node:assert/strict";
 import { startUpstream, waitFor } from "../_harness.ts";
+import { silentLogger } from "../../src/ports.ts";
 import { startProxy } from "./_proxy.ts";
 
 Deno.test("an upstream that never answers gets 504 after response_header", async () => {
@@ -24,6 +25,7 @@ routes:
   const text = await res.text();
   release.resolve();
   assert.equal(res.status, 504);
+  assert.equal(res.headers.get("proxy-status"), "prox; error=http_response_timeout");
   assert.match(text, /request id: /);
   assert.ok(!text.includes(String(up.port)));
   assert.ok(performance.now() - t0 < 5_000);
@@ -120,6 +122,7 @@ routes:
 `);
   const res = await fetch(`${prox.url}/x`);
   assert.equal(res.status, 502);
+  assert.equal(res.headers.get("proxy-status"), "prox; error=connection_terminated");
   assert.match(await res.text(), /request id: /);
   listener.close();
   await accepting.catch(() => {});
@@ -258,4 +261,44 @@ routes:
   const ok = await fetch(`${prox.url}/upload`, { method: "POST", body: "x".repeat(100) });
   assert.equal(await ok.text(), "x".repeat(100));
   assert.equal(reached, 1);
+});
+
+Deno.test("Prox's own error answers say why in Proxy-Status (RFC 9209) and in the access log", async () => {
+  // A port nothing listens on: bound, then closed.
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const closed = (l.addr as Deno.NetAddr).port;
+  l.close();
+  await using up = await startUpstream(() => new Response("ok"));
+  const access: Record<string, unknown>[] = [];
+  const logger = {
+    ...silentLogger,
+    info: (m: string, f?: Record<string, unknown>) => void (m === "access" && access.push(f!)),
+  };
+  await using prox = await startProxy(
+    `
+health_check: { enabled: false }
+log: { access_log: json }
+routes:
+  "/refused": { type: proxy, target: "http://127.0.0.1:${closed}", retries: { attempts: 0 } }
+  "/nowhere": { type: proxy, target: "http://prox-test.invalid", retries: { attempts: 0 } }
+  "/ok": { type: proxy, target: "${up.url}" }
+  "example.com/only": { type: proxy, target: "${up.url}" }
+`,
+    { logger },
+  );
+  const status = async (path: string) => {
+    const res = await fetch(`${prox.url}${path}`);
+    await res.body?.cancel();
+    return [res.status, res.headers.get("proxy-status")];
+  };
+  assert.deepEqual(await status("/refused"), [502, "prox; error=connection_refused"]);
+  assert.deepEqual(await status("/nowhere"), [502, "prox; error=dns_error"]);
+  assert.deepEqual(await status("/only"), [404, "prox; error=destination_not_found"]);
+  // The upstream's own answers carry none.
+  assert.deepEqual(await status("/ok"), [200, null]);
+  await waitFor(() => access.length === 4, { what: "four access records" });
+  assert.deepEqual(
+    access.map((l) => l.error),
+    ["connection_refused", "dns_error", "destination_not_found", null],
+  );
 });
