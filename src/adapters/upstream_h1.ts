@@ -144,6 +144,7 @@ export async function exchange(
   // body may not read it either and take the rest for its next request, whose response would
   // then answer whoever is sent next on this connection. Not reused (as nginx does).
   if (res.close || !requestDone) reusable = false;
+  if (res.keepAliveMs >= 0) conn.idleLimit = idleLimitFor(res.keepAliveMs);
 
   if (res.framing === "none") {
     responded(true);
@@ -438,4 +439,14 @@ function bodyStream(
       finish(false);
     },
   }, { highWaterMark: 0 });
+}
+
+/**
+ * How long a connection whose upstream announced `Keep-Alive: timeout=ms` is reused: a margin
+ * short of it (a second, or half of a shorter timeout), since the upstream's clock started when it
+ * sent the response. Node's http server says timeout=5 and closes idle connections after 5 s: a
+ * request sent on one just then met a reset.
+ */
+export function idleLimitFor(ms: number): number {
+  return ms - Math.min(1000, ms / 2);
 }

@@ -61,6 +61,11 @@ export class H1Connection {
   uses = 0;
   /** Monotonic ms when the connection was last parked in the pool. */
   idleSince = 0;
+  /**
+   * How long it may idle before the upstream may close it (from its `Keep-Alive: timeout=N`, with
+   * a margin); Infinity when the upstream never said.
+   */
+  idleLimit = Infinity;
   /** Closed, failed, or seen closing while idle: never hand it out again. */
   dead = false;
   /** The request body is waiting for the client: an idle timeout now is the client's (408). */

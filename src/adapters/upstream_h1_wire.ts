@@ -38,6 +38,8 @@ export interface ResponseHead {
   framing: Framing;
   /** The connection must not be reused after this response. */
   close: boolean;
+  /** `Keep-Alive: timeout=N` in ms: how long the upstream keeps the connection idle; -1 unsaid. */
+  keepAliveMs: number;
   /** Bytes the head took in the buffer, including the final empty line. */
   size: number;
 }
@@ -179,6 +181,7 @@ export function parseResponseHead(
   let contentLength = -1;
   let te: string | null = null;
   let conn: string | null = null;
+  let keepAliveMs = -1;
   let pos = eol + 1;
   while (pos < text.length) {
     eol = text.indexOf("\n", pos);
@@ -216,6 +219,7 @@ export function parseResponseHead(
       conn = conn === null ? value : conn + ", " + value;
       continue;
     } else if (HOP.has(lower)) {
+      if (lower === "keep-alive") keepAliveMs = keepAliveTimeout(value, keepAliveMs);
       continue;
     }
     headers.push([name, value]);
@@ -269,8 +273,15 @@ export function parseResponseHead(
     contentLength,
     framing,
     close,
+    keepAliveMs,
     size: headEnd - start,
   };
+}
+
+/** The `timeout` parameter of a Keep-Alive field in ms (RFC 2068 §19.7.1.1), else `prev`. */
+function keepAliveTimeout(value: string, prev: number): number {
+  const m = /(?:^|[,;\s])timeout\s*=\s*"?(\d{1,9})/i.exec(value);
+  return m ? Number(m[1]) * 1000 : prev;
 }
 
 /** Parses a Content-Length value (a list of equal values is allowed); -1 when invalid. */

@@ -79,6 +79,20 @@ Deno.test("parseResponseHead drops Content-Length when Transfer-Encoding frames 
   assert.deepEqual(parseResponseHead(one, 0, one.length, opts)!.headers, [["Content-Length", "3"]]);
 });
 
+Deno.test("parseResponseHead reads Keep-Alive's timeout and drops the field", () => {
+  const opts = { maxBytes: 8192, method: "GET" };
+  const head = (ka: string) => {
+    const b = bytes(`HTTP/1.1 200 OK\r\nKeep-Alive: ${ka}\r\nContent-Length: 0\r\n\r\n`);
+    return parseResponseHead(b, 0, b.length, opts)!;
+  };
+  assert.equal(head("timeout=5").keepAliveMs, 5000);
+  assert.equal(head("max=100, timeout=72").keepAliveMs, 72_000);
+  assert.equal(head('Timeout = "2"').keepAliveMs, 2000);
+  assert.equal(head("max=5").keepAliveMs, -1);
+  assert.equal(head("xtimeout=5").keepAliveMs, -1);
+  assert.deepEqual(head("timeout=5").headers, [["Content-Length", "0"]]);
+});
+
 Deno.test("parseResponseHead refuses what RFC 9112 does not allow a proxy to guess at", () => {
   const opts = { maxBytes: 8192, method: "GET" };
   const parse = (text: string) => {

@@ -172,6 +172,15 @@ export function createConnectionPool(opts: UpstreamPoolOptions): ConnectionPool 
         all.delete(c);
         o.open--;
       }
+      // Connections past their upstream's own Keep-Alive timeout.
+      for (let i = o.idle.length - 1; i >= 0; i--) {
+        const c = o.idle[i];
+        if (now - c.idleSince < c.idleLimit) continue;
+        o.idle.splice(i, 1);
+        c.fail(null);
+        all.delete(c);
+        o.open--;
+      }
       idleLeft += o.idle.length;
       if (o.open === 0 && o.queued === 0) origins.delete(o.key);
     }
@@ -253,12 +262,16 @@ export function createConnectionPool(opts: UpstreamPoolOptions): ConnectionPool 
       }
       const o = originOf(key);
       if (!a.fresh) {
+        const now = performance.now();
         while (o.idle.length > 0) {
           const c = o.idle.pop()!;
-          if (!c.dead) {
+          if (!c.dead && now - c.idleSince < c.idleLimit) {
             c.unpark();
             return c;
           }
+          // Dead, or idle for nearly as long as the upstream's Keep-Alive timeout: it may be
+          // closing it right now.
+          if (!c.dead) c.fail(null);
           all.delete(c);
           o.open--;
         }

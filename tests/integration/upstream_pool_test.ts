@@ -29,3 +29,36 @@ routes: { "/": { type: proxy, target: "${up.url}", retries: { attempts: 0 } } }
   gates.shift()!();
   assert.equal(await (await next).text(), "slow");
 });
+
+Deno.test("upstream_pool: a connection is not reused once it idled near the upstream's Keep-Alive timeout", async () => {
+  // Each upstream reports the client port of every request: a new port, a new connection.
+  const portsOf = (keepAlive: string | null) => {
+    const ports: number[] = [];
+    const serve = startUpstream((_req, info) => {
+      ports.push(info.remoteAddr.port);
+      return new Response("ok", { headers: keepAlive ? { "keep-alive": keepAlive } : {} });
+    });
+    return { ports, serve };
+  };
+  const short = portsOf("timeout=1"); // reused for 500 ms at most
+  const plain = portsOf(null);
+  await using a = await short.serve;
+  await using b = await plain.serve;
+  await using prox = await startProxy(`
+health_check: { enabled: false }
+routes:
+  "/short": { type: proxy, target: "${a.url}" }
+  "/plain": { type: proxy, target: "${b.url}" }
+`);
+  const get = async (path: string) => await (await fetch(`${prox.url}${path}`)).text();
+  for (const path of ["/short", "/plain"]) assert.equal(await get(path), "ok");
+  // Right away, both are reused.
+  for (const path of ["/short", "/plain"]) assert.equal(await get(path), "ok");
+  assert.equal(short.ports[1], short.ports[0]);
+  assert.equal(plain.ports[1], plain.ports[0]);
+  // The time itself is what is tested: past half of the upstream's one-second timeout.
+  await new Promise((r) => setTimeout(r, 700));
+  for (const path of ["/short", "/plain"]) assert.equal(await get(path), "ok");
+  assert.notEqual(short.ports[2], short.ports[1], "a fresh connection");
+  assert.equal(plain.ports[2], plain.ports[1], "no Keep-Alive timeout: reused");
+});
