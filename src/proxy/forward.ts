@@ -295,7 +295,7 @@ function watchEnd(
 }
 
 /** Picks an untried available target; else a tried one; else (try_when_down) any; with why. */
-function choose(
+export function choose(
   pool: RoutePool,
   reg: UpstreamRegistry,
   r: { tried: Set<number>; key?: string; random: () => number; now: number },
@@ -341,7 +341,7 @@ function replayable(req: Request, policy: RetryPolicy): boolean {
 }
 
 /** The consistent_hash key for this request: client IP, a header or a cookie. */
-function hashKey(ctx: RequestContext, pool: RoutePool): string | undefined {
+export function hashKey(ctx: RequestContext, pool: RoutePool): string | undefined {
   const on = pool.hashOn;
   if (!on) return undefined;
   switch (on.type) {

@@ -70,7 +70,11 @@ export function observedHandler(
   };
 }
 
-function identify(
+/**
+ * Phase 2: what the pipeline knows of a request before routing (also `prox explain`'s start).
+ * `deps` needs only `snapshot` and `clock`.
+ */
+export function identify(
   req: Request,
   info: ClientInfo,
   deps: PipelineDeps,
@@ -135,22 +139,8 @@ function headerBytes(h: Headers): number {
 
 async function handle(ctx: RequestContext, deps: PipelineDeps): Promise<Response> {
   if (deps.draining?.()) throw new ProxyError("shutting_down", "Shutting down");
-  if (ctx.invalid !== null) {
-    return errorResponse("bad_request", ctx.requestId, { message: ctx.invalid });
-  }
-  const method = ctx.req.method;
-  if (method === "CONNECT") {
-    return errorResponse("not_implemented", ctx.requestId, { message: "CONNECT is not supported" });
-  }
-  // As nginx: TRACE would echo cookies and credentials back through every proxy on the way.
-  if (method === "TRACE") return errorResponse("method_not_allowed", ctx.requestId);
-  const maxHeader = ctx.snapshot.config.limits.max_header_bytes;
-  if (maxHeader !== undefined && headerBytes(ctx.req.headers) > maxHeader) {
-    throw new ProxyError("header_too_large", `Request header fields exceed ${maxHeader} bytes`);
-  }
-  const norm = normalizePath(ctx.path);
-  if (!norm.ok) return errorResponse("bad_request", ctx.requestId, { message: norm.reason });
-  ctx.path = norm.path;
+  const refused = admit(ctx);
+  if (refused) return refused;
 
   const match = ctx.snapshot.router.match(ctx.host, ctx.path);
   if (!match) {
@@ -193,6 +183,31 @@ function compressed(ctx: RequestContext, deps: PipelineDeps, res: Response): Res
   const policy = ctx.route!.compress;
   if (policy === null || !deps.compressor) return res;
   return applyCompression(ctx, res, { policy, compressor: deps.compressor });
+}
+
+/**
+ * Phases 2–3: answers a request that cannot be routed (bad Host or URL, CONNECT, TRACE, header
+ * section too large, unnormalizable path), else normalizes `ctx.path` and returns undefined.
+ * Throws a ProxyError for the header limit, as the pipeline did.
+ */
+export function admit(ctx: RequestContext): Response | undefined {
+  if (ctx.invalid !== null) {
+    return errorResponse("bad_request", ctx.requestId, { message: ctx.invalid });
+  }
+  const method = ctx.req.method;
+  if (method === "CONNECT") {
+    return errorResponse("not_implemented", ctx.requestId, { message: "CONNECT is not supported" });
+  }
+  // As nginx: TRACE would echo cookies and credentials back through every proxy on the way.
+  if (method === "TRACE") return errorResponse("method_not_allowed", ctx.requestId);
+  const maxHeader = ctx.snapshot.config.limits.max_header_bytes;
+  if (maxHeader !== undefined && headerBytes(ctx.req.headers) > maxHeader) {
+    throw new ProxyError("header_too_large", `Request header fields exceed ${maxHeader} bytes`);
+  }
+  const norm = normalizePath(ctx.path);
+  if (!norm.ok) return errorResponse("bad_request", ctx.requestId, { message: norm.reason });
+  ctx.path = norm.path;
+  return undefined;
 }
 
 /** Errors the client's own request caused: each is in the access log already. */

@@ -4,7 +4,9 @@
 
 import { BROWSER_HEADERS, setForwardingHeaders, withoutHopByHop } from "../../domain/headers.ts";
 import { upstreamTarget } from "../../domain/rewrite.ts";
+import type { UpstreamTarget } from "../../domain/rewrite.ts";
 import type { HeaderList } from "../../domain/header_list.ts";
+import type { HeaderRules } from "../../domain/rules.ts";
 import { ProxyError } from "../../domain/errors.ts";
 import type { LoadBalanceRouteConfig, ProxyRouteConfig } from "../../config/schema.ts";
 import { BODY_BYTES } from "../../ports.ts";
@@ -97,6 +99,29 @@ export function upstreamHeaders(
   return h;
 }
 
+/**
+ * The route's `request_headers` rule when its condition holds for the request as it arrived
+ * (body rule conditions see it after the header rules, as in the seed), else undefined.
+ */
+export function requestHeaderRule(ctx: RequestContext): HeaderRules | undefined {
+  const rule = ctx.route!.rules.requestHeaders;
+  return rule?.when(requestInput(ctx, ctx.req.headers)) ? rule : undefined;
+}
+
+/** The upstream URL for one target: path_rewrite or strip_prefix applied, the query kept. */
+export function targetOf(
+  ctx: RequestContext,
+  route: { path_rewrite?: string },
+  target: string,
+): UpstreamTarget {
+  return upstreamTarget(target, {
+    path: ctx.path,
+    prefix: ctx.route!.prefix,
+    rewrite: route.path_rewrite,
+    query: ctx.query,
+  });
+}
+
 /** Proxies the request to the route's upstream(s); the response body streams through. */
 export async function proxyAction(
   ctx: RequestContext,
@@ -135,13 +160,9 @@ export async function proxyAction(
     const known = ctx.info.protocol === "http/1.1";
     body = await nullIfEmpty(body, { idleMs: compiled.timeouts.idle, known });
   }
-  const { requestHeaders, requestBody } = compiled.rules;
-  const values = requestHeaders || requestBody ? placeholderValues(ctx) : undefined;
-  // Header rule conditions see the request as it arrived; body rule conditions see it after the
-  // header rules (as in the seed).
-  const headerRule = requestHeaders?.when(requestInput(ctx, ctx.req.headers))
-    ? requestHeaders
-    : undefined;
+  const { requestBody } = compiled.rules;
+  const headerRule = requestHeaderRule(ctx);
+  const values = headerRule || requestBody ? placeholderValues(ctx) : undefined;
   const ruleOpts = { values: values!, logger: deps.logger, requestId: ctx.requestId };
   let replaced: { bytes: Uint8Array<ArrayBuffer>; contentType: string } | undefined;
   /** A rule with only `content_type` relabels the body it keeps. */
@@ -168,12 +189,7 @@ export async function proxyAction(
   }
 
   const build = (target: string): UpstreamRequest => {
-    const to = upstreamTarget(target, {
-      path: ctx.path,
-      prefix: compiled.prefix,
-      rewrite: route.path_rewrite,
-      query: ctx.query,
-    });
+    const to = targetOf(ctx, route, target);
     const headers = upstreamHeaders(ctx, route, to.origin);
     if (headerRule) applyHeaderRules(headerRule, headers, ruleOpts);
     if (replaced) {

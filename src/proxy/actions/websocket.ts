@@ -4,7 +4,7 @@
 // apply; the WebSocketProxy port does the handshake and relaying (adapters/websocket_deno.ts).
 
 import { setForwardingHeaders, stripHopByHop } from "../../domain/headers.ts";
-import { upstreamTarget } from "../../domain/rewrite.ts";
+import { targetOf } from "./proxy.ts";
 import { ProxyError } from "../../domain/errors.ts";
 import type {
   LoadBalanceRouteConfig,
@@ -160,12 +160,7 @@ export async function websocketAction(
   ctx.req = new Request(original.url, { method: original.method, headers: original.headers });
 
   const build = (target: string): UpstreamRequest => {
-    const to = upstreamTarget(target, {
-      path: ctx.path,
-      prefix: compiled.prefix,
-      rewrite: route.path_rewrite,
-      query: ctx.query,
-    });
+    const to = targetOf(ctx, route, target);
     return {
       origin: to.origin,
       target: to.path,

@@ -280,7 +280,8 @@ function shadowDenied(ctx: RequestContext, deps: PipelineDeps, limit: CompiledRa
   return null;
 }
 
-function isExempt(exempt: readonly Cidr[], ip: string): boolean {
+/** True when the client address is in one of the limit's `exempt_ips`. */
+export function isExempt(exempt: readonly Cidr[], ip: string): boolean {
   const addr = parseIp(ip);
   return addr !== null && exempt.some((c) => cidrContains(c, addr));
 }
