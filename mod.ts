@@ -1,4 +1,5 @@
-// Prox command-line entry point: `prox serve`, `prox validate`, `prox schema`, help and version.
+// Prox command-line entry point: `prox serve`, `prox validate`, `prox explain`, `prox schema`,
+// help and version.
 // deno-lint-ignore-file no-console
 
 import { parseArgs } from "node:util";
@@ -26,6 +27,7 @@ import { connectSupervisor, followSupervisor, workerRole } from "./src/adapters/
 import type { WorkerRole } from "./src/adapters/worker_link.ts";
 import { createWorkerMetrics } from "./src/adapters/worker_metrics.ts";
 import { workersIssues } from "./src/config/workers_rules.ts";
+import { explainCommand, requestFromArgs } from "./src/adapters/explain_cli.ts";
 import { COMMAND_HELP, HELP, VERSION, WELCOME_CONFIG, WELCOME_HTML } from "./src/cli_text.ts";
 
 export { VERSION } from "./src/cli_text.ts";
@@ -34,7 +36,7 @@ export type { ProxServer } from "./src/server.ts";
 export { parseConfig } from "./src/config/parse.ts";
 export { createHandler } from "./src/proxy/pipeline.ts";
 
-const COMMANDS = ["serve", "validate", "schema", "help"];
+const COMMANDS = ["serve", "validate", "explain", "schema", "help"];
 
 /** Runs the CLI with the given arguments; returns the exit code (serve returns on shutdown). */
 export async function main(args: string[]): Promise<number> {
@@ -52,6 +54,8 @@ export async function main(args: string[]): Promise<number> {
         takeover: { type: "boolean" },
         "no-watch": { type: "boolean" },
         workers: { type: "string" },
+        header: { type: "string", short: "H", multiple: true },
+        "client-ip": { type: "string" },
         help: { type: "boolean", short: "h" },
         version: { type: "boolean", short: "V" },
       },
@@ -75,7 +79,7 @@ export async function main(args: string[]): Promise<number> {
     console.error("Run `prox --help` for usage.");
     return 2;
   }
-  if (positionals.length > (command === "help" ? 2 : 1)) {
+  if (positionals.length > (command === "help" ? 2 : command === "explain" ? 3 : 1)) {
     const arg = String(positionals.at(-1));
     console.error(`prox: unexpected argument "${arg}"${asConfig(arg, command)}`);
     return 2;
@@ -113,6 +117,23 @@ export async function main(args: string[]): Promise<number> {
   switch (command) {
     case "validate":
       return await validateCommand(values.config ?? "config.yaml", format);
+    case "explain": {
+      const request = requestFromArgs(positionals.slice(1), {
+        headers: values.header,
+        clientIp: values["client-ip"],
+      });
+      if (typeof request === "string") {
+        console.error(`prox: ${request}`);
+        console.error("Run `prox help explain` for usage.");
+        return 2;
+      }
+      return await explainCommand(values.config ?? "config.yaml", {
+        request,
+        format,
+        out: (s) => console.log(s),
+        err: (s) => console.error(s),
+      });
+    }
     case "schema": {
       const { jsonSchema } = await import("./src/config/json_schema.ts");
       console.log(JSON.stringify(jsonSchema(), null, 2));

@@ -10,6 +10,8 @@ Usage:
                                          serve with FILE (default: config.yaml)
   prox validate [-c FILE] [--format text|json]
                                          check a config and explain every problem
+  prox explain [-c FILE] [METHOD] URL [-H 'Name: value']... [--client-ip IP] [--format text|json]
+                                         show where a request would go, sending nothing
   prox schema                            print the config's JSON Schema (for editors)
   prox help [COMMAND]                    show help
   prox --version
@@ -17,7 +19,9 @@ Usage:
 Options:
   -c, --config FILE    config file (default: config.yaml; with no such file, serve runs an
                        embedded welcome config on 127.0.0.1:3000)
-      --format FMT     validate output: text (default) or json
+      --format FMT     validate and explain output: text (default) or json
+  -H, --header H       explain: a request header 'Name: value' (repeatable)
+      --client-ip IP   explain: the client's address (default 192.0.2.1)
       --log-level LVL  debug | info | warn | error (or env PROX_LOG_LEVEL)
       --pid-file F     serve: write the process id to F (removed on exit)
       --takeover       serve: once listening, tell the Prox named in --pid-file to drain and
@@ -55,6 +59,20 @@ Options:
 
 Checks FILE (default config.yaml) and prints every problem with file:line:col, the key path,
 what is wrong and how to fix it. Exit 0 when valid, 1 when not.`,
+  explain: `Usage: prox explain [-c FILE] [METHOD] URL [-H 'Name: value']... [--client-ip IP]
+                    [--format text|json]
+
+Shows what Prox would do with one request under FILE (default config.yaml), sending nothing
+upstream: which route matches and why each other route lost; the upstream URL after path_rewrite
+(query kept), the targets and the one a first attempt would pick (health is not known offline:
+every target counts as up); the redirect Location or the static file; the request headers the
+upstream would get, as a diff; response header rules; rate limits and the key of the request.
+METHOD defaults to GET; a URL given as a path (/api) means http://localhost/api. The client
+address defaults to 192.0.2.1 (matters for trusted_proxies, rate-limit keys and hashing).
+Exit 0 explained, 1 invalid config, 2 usage error.
+
+Example:
+  prox explain POST https://api.example.com/v1/users -H 'Cookie: lb=a' --client-ip 10.0.0.7`,
   schema: `Usage: prox schema
 
 Prints a JSON Schema of the config. Point the YAML language server at it for completion:

@@ -35,6 +35,7 @@ import type { AdminCallbacks } from "./adapters/admin.ts";
 import { followAdmin } from "./adapters/admin_follow.ts";
 import { buildStatus, createStatusRecorder, listenerViews } from "./adapters/admin_status.ts";
 import { createDenoFileStore } from "./adapters/files_deno.ts";
+import { explainRequest } from "./proxy/explain.ts";
 import { createRateLimitStores, keysPerRoute, limiterIds } from "./adapters/rate_limit_stores.ts";
 import type { AccessRecord, Clock, FileStore, Logger, LogLevel } from "./ports.ts";
 import { createUpstreamRegistry } from "./proxy/state.ts";
@@ -276,6 +277,15 @@ export async function startServer(
     reload: () => server.reload({ trigger: "admin" }),
     reloadHistory: () => reloads.history(),
     effectiveConfig: () => config,
+    // The live snapshot and health; a fresh selector, so a rotation does not move.
+    explain: (req) =>
+      explainRequest(req, {
+        snapshot: current,
+        files,
+        clock: realClock,
+        logger,
+        registry: upstreams,
+      }),
     metricsText,
     metricsContentType: prom?.contentType,
     status: () =>

@@ -1,8 +1,8 @@
 // The admin listener: a Hono app on its own Deno.serve, off the public port (127.0.0.1:9090 by
 // default). Metrics, health and readiness probes, the effective config with secrets redacted,
-// reload, a status JSON and a self-contained status page. Everything except the two probes needs
-// the bearer token when one is configured (HTTP Basic with the token as password also works, so
-// a browser can open the status page).
+// reload, a status JSON, a self-contained status page and `/explain` (a request dry-run).
+// Everything except the two probes needs the bearer token when one is configured (HTTP Basic with
+// the token as password also works, so a browser can open the status page).
 
 import { Hono } from "hono";
 import { compress } from "hono/compress";
@@ -13,6 +13,8 @@ import { keepAccepting } from "./http_serve.ts";
 import type { ListenAddr } from "../config/listen.ts";
 import { statusPage } from "./admin_page.ts";
 import type { StatusJson } from "./admin_status.ts";
+import type { ExplainRequest, Explanation } from "../proxy/explain.ts";
+import { requestFromArgs } from "./explain_cli.ts";
 
 export { isLoopback };
 
@@ -35,6 +37,8 @@ export interface AdminCallbacks {
   /** The resolved config; the admin app redacts secrets before sending it. */
   effectiveConfig(): unknown;
   metricsText(): Promise<string>;
+  /** `GET /explain`: one request explained against the live config and health. */
+  explain?(req: ExplainRequest): Promise<Explanation>;
   metricsContentType?: string;
 }
 
@@ -189,6 +193,25 @@ export function createAdminApp(
     return c.json({ error: "Method not allowed: use POST /config/reload" }, 405);
   });
   app.get("/status", (c) => c.json(cb.status()));
+  // ?url=…&method=…&header=Name:%20value (repeated)&client_ip=…
+  app.get("/explain", async (c) => {
+    if (!cb.explain) return c.json({ error: "Not found: explain is not available" }, 404);
+    const q = c.req.queries();
+    const req = requestFromArgs([c.req.query("method") ?? "GET", c.req.query("url") ?? ""], {
+      headers: q.header ?? [],
+      clientIp: c.req.query("client_ip"),
+    });
+    if (typeof req === "string") return c.json({ error: `Bad request: ${req}` }, 400);
+    const e = await cb.explain(req);
+    // Header rules may add credentials from {env.…}: shown redacted, as in /config.
+    const h = e.requestHeaders;
+    if (h) {
+      const hide = (k: string, v: string) => SECRET_KEY.test(k) ? REDACTED : v;
+      h.added = h.added.map(([k, v]) => [k, hide(k, v)]);
+      h.changed = h.changed.map(([k, a, b]) => [k, hide(k, a), hide(k, b)]);
+    }
+    return c.json(e);
+  });
   app.get("/", (c) => {
     const nonce = crypto.randomUUID().replaceAll("-", "");
     c.header(

@@ -121,3 +121,45 @@ export function compileRouter<T>(entries: RouteEntry<T>[]): Router<T> {
     },
   };
 }
+
+/** Why one route did or did not take a request (`prox explain`). */
+export interface RouteVerdict {
+  key: string;
+  matched: boolean;
+  reason: string;
+}
+
+/**
+ * Explains a match: `winner` is what `match()` returned (the live decision, not recomputed), and
+ * every other entry gets the reason it lost, from the same rules: a prefix that is not a segment
+ * prefix of the path, a host pattern that does not fit, a shorter prefix, a less specific host.
+ */
+export function explainMatch<T>(
+  entries: readonly RouteEntry<T>[],
+  o: { host: string; path: string; winner: RouteEntry<T> | undefined },
+): RouteVerdict[] {
+  const host = hostOnly(o.host);
+  const kinds = ["any host", "a wildcard host", "the exact host"];
+  const w = o.winner;
+  const wScore = w ? hostScore(normalHosts(w.hosts), host) : -1;
+  return entries.map((e) => {
+    const score = hostScore(normalHosts(e.hosts), host);
+    const onPath = e.prefix === "/" || o.path === e.prefix || o.path.startsWith(e.prefix + "/");
+    if (w && e.key === w.key) {
+      const by = e.hosts.length > 0 ? ` and ${kinds[score]} (${e.hosts.join(", ")})` : "";
+      return { key: e.key, matched: true, reason: `longest matching prefix ${e.prefix}${by}` };
+    }
+    let reason: string;
+    if (!onPath) reason = `prefix ${e.prefix} does not match path ${o.path}`;
+    else if (score < 0) reason = `host ${host} is not one of ${e.hosts.join(", ")}`;
+    else if (w && w.prefix.length > e.prefix.length) {
+      reason = `prefix ${e.prefix} is shorter than ${w.prefix}`;
+    } else if (w) reason = `${kinds[wScore]} of ${w.key} beats ${kinds[score]}`;
+    else reason = "not chosen";
+    return { key: e.key, matched: false, reason };
+  });
+}
+
+function normalHosts(hosts: string[]): string[] {
+  return hosts.map((h) => h.toLowerCase().replace(/\.$/, ""));
+}

@@ -1,0 +1,123 @@
+// `prox explain`: loads a config as `serve` would (same parse, validation and snapshot build),
+// explains one request with src/proxy/explain.ts and prints the report as text or JSON.
+
+import { formatIssue } from "../config/load.ts";
+import { buildSnapshot } from "../proxy/snapshot.ts";
+import { explainRequest } from "../proxy/explain.ts";
+import type { ExplainRequest, Explanation } from "../proxy/explain.ts";
+import { silentLogger } from "../ports.ts";
+import { denoEnv, loadSource } from "./config_source.ts";
+import { createDenoFileStore } from "./files_deno.ts";
+
+/** A request line from the command line: `[METHOD] URL`, a bare path meaning http://localhost. */
+export function requestFromArgs(
+  positionals: string[],
+  o: { headers?: string[]; clientIp?: string },
+): ExplainRequest | string {
+  if (positionals.length === 0) {
+    return "explain needs a URL, e.g. prox explain GET http://example.com/api";
+  }
+  if (positionals.length > 2) return `unexpected argument "${positionals[2]}"`;
+  const [method, raw] = positionals.length === 2 ? positionals : ["GET", positionals[0]];
+  if (!/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(method)) return `invalid method "${method}"`;
+  const text = raw.startsWith("/") ? `http://localhost${raw}` : raw;
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    return `invalid URL "${raw}": use an absolute URL such as http://example.com/path`;
+  }
+  if (url.protocol !== "http:" && url.protocol !== "https:") {
+    return `invalid URL "${raw}": the scheme must be http or https`;
+  }
+  const headers: [string, string][] = [];
+  for (const h of o.headers ?? []) {
+    const colon = h.indexOf(":");
+    if (colon <= 0) return `invalid header "${h}": write it as 'Name: value'`;
+    headers.push([h.slice(0, colon).trim(), h.slice(colon + 1).trim()]);
+  }
+  return { method: method.toUpperCase(), url: text, headers, clientIp: o.clientIp };
+}
+
+/** Runs `prox explain`; returns the exit code (0 explained, 1 invalid config). */
+export async function explainCommand(
+  file: string,
+  o: {
+    request: ExplainRequest;
+    format: "text" | "json";
+    out: (s: string) => void;
+    err: (s: string) => void;
+  },
+): Promise<number> {
+  let loaded;
+  try {
+    loaded = await loadSource({ path: file });
+  } catch (err) {
+    const why = err instanceof Deno.errors.NotFound
+      ? "file not found"
+      : err instanceof Error
+      ? err.message
+      : String(err);
+    o.err(`error: Cannot read config "${file}": ${why}`);
+    return 1;
+  }
+  const errors = loaded.issues.filter((i) => i.severity === "error");
+  if (!loaded.config || errors.length > 0) {
+    for (const i of errors) o.err(formatIssue(i));
+    o.err(`\n${file} is invalid: run prox validate -c ${file}`);
+    return 1;
+  }
+  const snapshot = buildSnapshot(loaded.config, { version: 1, env: denoEnv.env });
+  const e = await explainRequest(o.request, {
+    snapshot,
+    files: createDenoFileStore(),
+    clock: { now: () => Date.now(), monotonic: () => performance.now() },
+    logger: silentLogger,
+  });
+  o.out(o.format === "json" ? JSON.stringify(e, null, 2) : formatExplanation(e));
+  return 0;
+}
+
+/** The report as text, for a person. */
+export function formatExplanation(e: Explanation): string {
+  const r = e.request;
+  const lines = [`${r.method} ${r.host}${r.path}${r.query}  (client ${r.clientIp})`, ""];
+  if (e.routes.length > 0) {
+    lines.push("Routes:");
+    for (const v of e.routes) lines.push(`  ${v.matched ? "✓" : "✗"} ${v.key}: ${v.reason}`);
+    lines.push("");
+  }
+  lines.push(`Route:  ${e.route ?? "(none)"}`, `Action: ${e.action}`);
+  if (e.answer) {
+    const a = e.answer;
+    lines.push(`Answer: ${a.status}${a.message ? ` ${a.message}` : ""}`);
+    if (a.location !== undefined) lines.push(`  Location: ${a.location}`);
+    if (a.file !== undefined) lines.push(`  File:     ${a.file}`);
+  }
+  const u = e.upstream;
+  if (u) {
+    lines.push(`Upstream: ${u.url}${u.websocket ? " (WebSocket)" : ""}`);
+    lines.push(`  policy ${u.policy}; pick: ${u.pick ?? "none"} (${u.pickReason})`);
+    for (const t of u.targets) {
+      const health = t.available === null ? "health unknown" : t.available ? "up" : "down";
+      lines.push(`  - ${t.url}${t.backup ? " (backup)" : ""}: ${health}`);
+    }
+  }
+  const h = e.requestHeaders;
+  if (h) {
+    lines.push("Request headers upstream (diff):");
+    for (const k of h.removed) lines.push(`  - ${k}`);
+    for (const [k, was, now] of h.changed) lines.push(`  ~ ${k}: ${was} → ${now}`);
+    for (const [k, v] of h.added) lines.push(`  + ${k}: ${v}`);
+  }
+  if (e.responseRules.length > 0) {
+    lines.push("Response header rules:");
+    for (const s of e.responseRules) lines.push(`  ${s}`);
+  }
+  for (const l of e.rateLimits) {
+    const key = l.exempt ? "exempt" : l.key === null ? "no key (on_missing_key decides)" : l.key;
+    lines.push(`Rate limit ${l.policy} by ${l.by}: key ${key}`);
+  }
+  for (const n of e.notes) lines.push(`Note: ${n}`);
+  return lines.join("\n");
+}

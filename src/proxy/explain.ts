@@ -1,0 +1,335 @@
+// `prox explain`: where a request would go, without sending anything upstream. Every decision is
+// made by the live pipeline's own steps (identify, admit, router, limiter keys, pool and selector,
+// upstream URL and header building, redirect and static actions); this file only calls them on a
+// made-up request and reports what they said. Nothing here runs on the live request path.
+
+import { explainMatch } from "../domain/router.ts";
+import type { RouteVerdict } from "../domain/router.ts";
+import { toProxyError } from "../domain/errors.ts";
+import { noopMetrics } from "../ports.ts";
+import type { ClientInfo, Clock, FileStore, Logger } from "../ports.ts";
+import type { PipelineDeps, RequestContext } from "./context.ts";
+import type { Snapshot } from "./snapshot.ts";
+import type { UpstreamRegistry } from "./state.ts";
+import { createUpstreamRegistry } from "./state.ts";
+import { admit, identify, requestIdSource } from "./pipeline.ts";
+import { errorResponse } from "./respond.ts";
+import { clientKey, isExempt } from "./filters/rate_limit.ts";
+import { buildPool } from "./pool.ts";
+import { choose, hashKey } from "./forward.ts";
+import { requestHeaderRule, targetOf, upstreamHeaders } from "./actions/proxy.ts";
+import { applyHeaderRules, placeholderValues } from "./filters/rules.ts";
+import { redirectAction } from "./actions/redirect.ts";
+import { staticAction } from "./actions/static.ts";
+import { handshakeHeaders, isWebSocketUpgrade, toWebSocketUrl } from "./actions/websocket.ts";
+
+/** The request to explain. */
+export interface ExplainRequest {
+  method: string;
+  /** Absolute URL: its scheme says whether the request came over TLS. */
+  url: string;
+  headers?: [string, string][];
+  /** The TCP peer (before `trusted_proxies`); default 192.0.2.1 (a documentation address). */
+  clientIp?: string;
+}
+
+/** What explain reads: a snapshot, files (static routes) and, over the admin API, live health. */
+export interface ExplainDeps {
+  snapshot: Snapshot;
+  files: FileStore;
+  clock: Clock;
+  logger: Logger;
+  /** The live upstream registry; without one, health is unknown and every target counts as up. */
+  registry?: UpstreamRegistry;
+}
+
+/** One upstream target as the balancer sees it. */
+export interface ExplainedTarget {
+  url: string;
+  backup: boolean;
+  /** Available per live health, or null when health is not known (offline). */
+  available: boolean | null;
+}
+
+/** The report. */
+export interface Explanation {
+  request: { method: string; host: string; path: string; query: string; clientIp: string };
+  routes: RouteVerdict[];
+  /** The route that takes the request, or null. */
+  route: string | null;
+  /** The route type's action, or "error" when Prox answers before any route action. */
+  action: string;
+  /** Prox's own answer, when it answers without an upstream (error, redirect, static). */
+  answer?: { status: number; message?: string; location?: string; file?: string };
+  upstream?: {
+    policy: string;
+    targets: ExplainedTarget[];
+    /** The target a first attempt would use (seeded: the first pick of a fresh selector). */
+    pick: string | null;
+    pickReason: string;
+    /** The request line's target at the picked (else first) upstream, as a full URL. */
+    url: string;
+    websocket: boolean;
+  };
+  /** Request headers the upstream would get, as a diff against the client's. */
+  requestHeaders?: {
+    added: [string, string][];
+    changed: [string, string, string][];
+    removed: string[];
+  };
+  /** The route's response header rules (their conditions are checked on the real response). */
+  responseRules: string[];
+  rateLimits: { name: string; policy: string; by: string; key: string | null; exempt: boolean }[];
+  notes: string[];
+}
+
+/** Explains `input` against `deps.snapshot`; sends nothing upstream and counts nothing. */
+export async function explainRequest(
+  input: ExplainRequest,
+  deps: ExplainDeps,
+): Promise<Explanation> {
+  const url = new URL(input.url);
+  const headers = new Headers(input.headers ?? []);
+  // As a client sends it (HTTP/1.1): a Host field naming the URL's authority.
+  if (!headers.has("host")) headers.set("host", url.host);
+  let req: Request;
+  try {
+    req = new Request(url, { method: input.method, headers });
+  } catch {
+    // CONNECT and TRACE, which Fetch refuses to make but a server receives (and Prox refuses).
+    req = new Request(url, { headers });
+    Object.defineProperty(req, "method", { value: input.method.toUpperCase() });
+  }
+  const info: ClientInfo = {
+    remoteAddr: { hostname: input.clientIp ?? "192.0.2.1", port: 50000 },
+    localPort: Number(url.port) || (url.protocol === "https:" ? 443 : 80),
+    protocol: "http/1.1",
+    tls: url.protocol === "https:",
+  };
+  const pdeps = pipelineDeps(deps);
+  const ctx = identify(req, info, pdeps, requestIdSource(() => 0));
+  const out: Explanation = {
+    request: { method: req.method, host: ctx.host, path: ctx.path, query: ctx.query, clientIp: "" },
+    routes: [],
+    route: null,
+    action: "error",
+    responseRules: [],
+    rateLimits: [],
+    notes: [],
+  };
+  out.request.clientIp = ctx.clientIp;
+  let refused: Response | undefined;
+  try {
+    refused = admit(ctx);
+  } catch (err) {
+    refused = errorResponse(toProxyError(err, "").kind, ctx.requestId);
+  }
+  out.request.path = ctx.path;
+  if (refused) return await answered(out, refused);
+
+  const entries = ctx.snapshot.router.entries;
+  const match = ctx.snapshot.router.match(ctx.host, ctx.path);
+  out.routes = explainMatch(entries, { host: ctx.host, path: ctx.path, winner: match });
+  if (!match) return await answered(out, errorResponse("not_found", ctx.requestId));
+  const route = match.value;
+  ctx.route = route;
+  out.route = route.id;
+  const cfg = route.config;
+  out.action = cfg.type;
+
+  for (const limit of route.rateLimits) {
+    out.rateLimits.push({
+      name: limit.name,
+      policy: limit.policyField,
+      by: limit.config.by,
+      key: clientKey(limit, ctx),
+      exempt: limit.exempt.length > 0 && isExempt(limit.exempt, ctx.clientIp),
+    });
+  }
+  if ("response_headers" in cfg && cfg.response_headers) {
+    const r = cfg.response_headers;
+    for (const [k, v] of Object.entries({ ...r.add, ...r.set })) {
+      out.responseRules.push(`set ${k}: ${v}`);
+    }
+    for (const [k, v] of Object.entries(r.append ?? {})) {
+      out.responseRules.push(`append ${k}: ${v}`);
+    }
+    for (const k of r.remove ?? []) out.responseRules.push(`remove ${k}`);
+    if (r.condition) out.responseRules.push(`when ${JSON.stringify(r.condition)}`);
+  }
+
+  switch (cfg.type) {
+    case "redirect":
+      return await answered(out, redirectAction(ctx, cfg));
+    case "static":
+      return await staticAnswer(out, ctx, { deps: pdeps, route: cfg });
+    case "websocket":
+    case "proxy":
+    case "load_balance": {
+      const ws = cfg.type === "websocket" || isWebSocketUpgrade(req);
+      if (cfg.type === "websocket" && !isWebSocketUpgrade(req)) {
+        out.notes.push("Not a WebSocket upgrade: this route answers 400");
+      }
+      const targets = cfg.type === "websocket" ? [cfg.target] : route.targets;
+      let pick: { url: string | null; why: string } = { url: targets[0], why: "only target" };
+      if (cfg.type !== "websocket") {
+        pick = pickTarget(ctx, deps, out);
+      }
+      const chosen = pick.url ?? targets[0];
+      const to = targetOf(ctx, cfg, chosen);
+      const wire = ws ? toWebSocketUrl(to.origin.href) : to.origin;
+      const origin = `${wire.protocol}//${wire.host}`;
+      out.upstream = {
+        policy: out.upstream?.policy ?? "websocket",
+        targets: out.upstream?.targets ?? [{ url: targets[0], backup: false, available: null }],
+        pick: pick.url,
+        pickReason: pick.why,
+        url: origin + to.path,
+        websocket: ws,
+      };
+      let sent: Iterable<[string, string]>;
+      if (ws) sent = handshakeHeaders(ctx, cfg, { logger: deps.logger });
+      else {
+        const h = upstreamHeaders(ctx, cfg, to.origin);
+        const rule = requestHeaderRule(ctx);
+        if (rule) {
+          const values = placeholderValues(ctx);
+          applyHeaderRules(rule, h, { values, logger: deps.logger, requestId: ctx.requestId });
+        }
+        sent = h;
+      }
+      out.requestHeaders = diff(req.headers, sent);
+      if (!ws && "request_body" in cfg && cfg.request_body) {
+        out.notes.push("request_body rules may replace the body (and its Content-Type)");
+      }
+      return out;
+    }
+  }
+}
+
+/** The pick a first attempt would make: the route's own pool and selector, seeded randomness. */
+function pickTarget(
+  ctx: RequestContext,
+  deps: ExplainDeps,
+  out: Explanation,
+): { url: string | null; why: string } {
+  const route = ctx.route!;
+  // A fresh selector: the live one's rotation must not move (and round_robin starts at the top).
+  const pool = buildPool(route, ctx.snapshot.config);
+  const reg = deps.registry ?? createUpstreamRegistry({ ...deps, metrics: noopMetrics });
+  const live = deps.registry !== undefined;
+  const now = deps.clock.monotonic();
+  out.upstream = {
+    policy: pool.policy,
+    targets: pool.ids.map((id) => ({
+      url: id,
+      backup: pool.backups.has(id),
+      available: live ? reg.available(id, now) : null,
+    })),
+    pick: null,
+    pickReason: "",
+    url: "",
+    websocket: false,
+  };
+  if (!live) out.notes.push("Health is not known offline: every target counts as up");
+  if (pool.hashOn) {
+    const key = hashKey(ctx, pool);
+    out.notes.push(
+      key === undefined
+        ? `No ${pool.hashOn.type} hash key: a live request goes to a random target`
+        : `Hash key (${pool.hashOn.type}): ${key}`,
+    );
+  }
+  const picked = choose(pool, reg, {
+    tried: new Set(),
+    key: hashKey(ctx, pool),
+    random: () => 0,
+    now,
+  });
+  if (!picked) return { url: null, why: "no available target: Prox answers 503" };
+  return { url: pool.ids[picked.i], why: picked.why };
+}
+
+/** A static route: runs the action on a recording file store and reports the file it served. */
+async function staticAnswer(
+  out: Explanation,
+  ctx: RequestContext,
+  o: { deps: PipelineDeps; route: Parameters<typeof staticAction>[2] },
+): Promise<Explanation> {
+  let served: string | undefined;
+  const files: FileStore = {
+    async stat(root, rel) {
+      const st = await o.deps.files.stat(root, rel);
+      if (st?.isFile) served = joinFile(root, rel);
+      return st;
+    },
+    open: (root, rel, range, handle) => o.deps.files.open(root, rel, range, handle),
+  };
+  // HEAD for GET: the same decision without reading the file.
+  if (ctx.req.method === "GET") ctx.req = new Request(ctx.req, { method: "HEAD" });
+  const res = await staticAction(ctx, { ...o.deps, files }, o.route);
+  await answered(out, res);
+  if (served && res.status < 300) out.answer!.file = served;
+  else if (served && res.status === 404) out.answer!.file = served;
+  else if (res.status === 404) {
+    out.notes.push(`No file for ${ctx.path} under ${o.route.root}`);
+  }
+  return out;
+}
+
+function joinFile(root: string, rel: string): string {
+  return rel === "" ? root : `${root.replace(/\/+$/, "")}/${rel}`;
+}
+
+/** Records a response Prox makes itself: status, its message or Location. */
+async function answered(out: Explanation, res: Response): Promise<Explanation> {
+  const location = res.headers.get("location");
+  const type = res.headers.get("content-type") ?? "";
+  let message: string | undefined;
+  if (res.status >= 400 && type.startsWith("text/plain")) {
+    message = (await res.text()).split("\n")[0];
+  } else await res.body?.cancel();
+  out.answer = { status: res.status };
+  if (message) out.answer.message = message;
+  if (location !== null) out.answer.location = location;
+  if (out.action === "error" && res.status === 404) {
+    out.notes.push("No route matched: Prox answers 404");
+  }
+  return out;
+}
+
+/** The changes from the client's headers to the upstream's. */
+function diff(
+  before: Headers,
+  after: Iterable<[string, string]>,
+): NonNullable<Explanation["requestHeaders"]> {
+  const old = new Map<string, string>();
+  before.forEach((v, k) => old.set(k, v));
+  const now = new Map<string, string>();
+  for (const [k, v] of after) {
+    const name = k.toLowerCase();
+    now.set(name, now.has(name) ? `${now.get(name)}, ${v}` : v);
+  }
+  const added: [string, string][] = [];
+  const changed: [string, string, string][] = [];
+  for (const [k, v] of now) {
+    const was = old.get(k);
+    if (was === undefined) added.push([k, v]);
+    else if (was !== v) changed.push([k, was, v]);
+  }
+  const removed = [...old.keys()].filter((k) => !now.has(k));
+  return { added, changed, removed };
+}
+
+function pipelineDeps(deps: ExplainDeps): PipelineDeps {
+  return {
+    snapshot: () => deps.snapshot,
+    clock: deps.clock,
+    files: deps.files,
+    logger: deps.logger,
+    metrics: noopMetrics,
+    upstream: {
+      send: () => Promise.reject(new Error("Cannot send upstream: explain sends nothing")),
+    } as unknown as PipelineDeps["upstream"],
+  };
+}

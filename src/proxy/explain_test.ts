@@ -1,0 +1,147 @@
+import assert from "node:assert/strict";
+import { loadConfigText } from "../config/load.ts";
+import { buildSnapshot } from "./snapshot.ts";
+import { explainRequest } from "./explain.ts";
+import type { ExplainRequest } from "./explain.ts";
+import { createUpstreamRegistry } from "./state.ts";
+import { noopMetrics, silentLogger } from "../ports.ts";
+import type { FileStore } from "../ports.ts";
+
+const clock = { now: () => 1_700_000_000_000, monotonic: () => 0 };
+
+/** A file store with one file: /srv/www/app.js. */
+const files: FileStore = {
+  stat: (root, rel) =>
+    Promise.resolve(
+      root === "/srv/www" && rel === "app.js"
+        ? { isFile: true, isDirectory: false, size: 3, mtime: 0 }
+        : null,
+    ),
+  open: () => Promise.resolve(new Uint8Array([1, 2, 3])),
+};
+
+function explainer(yaml: string) {
+  const { config, issues } = loadConfigText(`listen_addr: "127.0.0.1:0"\n${yaml}`, {
+    file: "t.yaml",
+    env: { exists: () => true },
+  });
+  assert.ok(config, JSON.stringify(issues));
+  const snapshot = buildSnapshot(config, { version: 1 });
+  return (req: ExplainRequest, registry?: ReturnType<typeof createUpstreamRegistry>) =>
+    explainRequest(req, { snapshot, files, clock, logger: silentLogger, registry });
+}
+
+const API = `
+routes:
+  "/api":
+    type: load_balance
+    strategy: round_robin
+    targets: ["http://10.0.0.1:8080", "http://10.0.0.2:8080/base"]
+    path_rewrite: /v2
+    request_headers:
+      add: { X-Env: prod }
+      remove: [Cookie]
+    response_headers:
+      add: { X-Frame-Options: DENY }
+    rate_limit: { requests: 10, period: 1s, by: header, header_name: X-Api-Key }
+  "api.example.com/api":
+    type: proxy
+    target: http://127.0.0.1:9000
+  "/old":
+    type: redirect
+    target: https://new.example.com/
+    status_code: 301
+  "/assets":
+    type: static
+    root: /srv/www
+`;
+
+Deno.test("explainRequest names the longest prefix and why every other route lost", async () => {
+  const e = await explainer(API)({ method: "GET", url: "http://example.com/api/users?x=1" });
+  assert.equal(e.route, "/api");
+  const why = Object.fromEntries(e.routes.map((r) => [r.key, r.reason]));
+  assert.match(why["api.example.com/api"], /host example\.com is not one of api\.example\.com/);
+  assert.match(why["/old"], /prefix \/old does not match path \/api\/users/);
+  const exact = await explainer(API)({ method: "GET", url: "http://api.example.com/api/x" });
+  assert.equal(exact.route, "api.example.com/api");
+  assert.match(
+    exact.routes.find((r) => r.key === "/api")!.reason,
+    /exact host of api\.example\.com\/api beats any host/,
+  );
+});
+
+Deno.test("explainRequest gives the upstream URL, the pick and the header diff", async () => {
+  const e = await explainer(API)({
+    method: "POST",
+    url: "http://example.com/api/users?x=1",
+    headers: [["Cookie", "a=b"], ["X-Api-Key", "k1"]],
+    clientIp: "198.51.100.4",
+  });
+  assert.equal(e.upstream?.url, "http://10.0.0.1:8080/v2/users?x=1");
+  assert.equal(e.upstream?.pick, "http://10.0.0.1:8080");
+  assert.deepEqual(e.upstream?.targets.map((t) => t.available), [null, null]);
+  const h = e.requestHeaders!;
+  assert.deepEqual(h.removed, ["cookie"]);
+  assert.deepEqual(h.changed, [["host", "example.com", "10.0.0.1:8080"]]);
+  const added = Object.fromEntries(h.added);
+  assert.equal(added["x-forwarded-for"], "198.51.100.4");
+  assert.equal(added["x-env"], "prod");
+  assert.equal(added["via"], "1.1 prox");
+  assert.deepEqual(e.responseRules, ["set X-Frame-Options: DENY"]);
+  assert.deepEqual(e.rateLimits.map((l) => [l.by, l.key]), [["header", "h:k1"]]);
+});
+
+Deno.test("explainRequest uses live health: a target marked down is not picked", async () => {
+  const reg = createUpstreamRegistry({ clock, logger: silentLogger, metrics: noopMetrics });
+  reg.probe("http://10.0.0.1:8080", false, {
+    thresholds: { healthy: 1, unhealthy: 1 },
+    reason: "test",
+  });
+  const e = await explainer(API)({ method: "GET", url: "http://example.com/api/a" }, reg);
+  assert.deepEqual(e.upstream?.targets.map((t) => t.available), [false, true]);
+  assert.equal(e.upstream?.pick, "http://10.0.0.2:8080/base");
+  assert.equal(e.upstream?.url, "http://10.0.0.2:8080/base/v2/a");
+});
+
+Deno.test("explainRequest answers redirects, static files and misses as Prox would", async () => {
+  const ex = explainer(API);
+  const r = await ex({ method: "GET", url: "http://x/old/page?q=1" });
+  assert.deepEqual(r.answer, { status: 301, location: "https://new.example.com/page?q=1" });
+  const s = await ex({ method: "GET", url: "http://x/assets/app.js" });
+  assert.deepEqual(s.answer, { status: 200, file: "/srv/www/app.js" });
+  const gone = await ex({ method: "GET", url: "http://x/assets/none.js" });
+  assert.equal(gone.answer?.status, 404);
+  const none = await ex({ method: "GET", url: "http://x/nothing" });
+  assert.equal(none.route, null);
+  assert.equal(none.answer?.status, 404);
+  assert.ok(none.routes.every((v) => !v.matched));
+  const trace = await ex({ method: "TRACE", url: "http://x/api" });
+  assert.equal(trace.answer?.status, 405);
+  const bad = await ex({ method: "GET", url: "http://x/api/%2e%2e/%2e%2e/etc" });
+  assert.equal(bad.action, "error");
+});
+
+Deno.test("explainRequest keys consistent_hash and reports a WebSocket upstream", async () => {
+  const ex = explainer(`
+routes:
+  "/h":
+    type: load_balance
+    strategy: consistent_hash
+    hash_on: { type: header, name: X-User }
+    targets: ["http://10.0.0.1:1", "http://10.0.0.2:1", "http://10.0.0.3:1"]
+  "/ws":
+    type: websocket
+    target: http://127.0.0.1:7000/socket
+`);
+  const a = await ex({ method: "GET", url: "http://x/h", headers: [["X-User", "alice"]] });
+  const again = await ex({ method: "GET", url: "http://x/h", headers: [["X-User", "alice"]] });
+  assert.equal(a.upstream?.pick, again.upstream?.pick);
+  assert.ok(a.notes.some((n) => n.includes("Hash key (header): alice")));
+  const ws = await ex({
+    method: "GET",
+    url: "http://x/ws/chat",
+    headers: [["Upgrade", "websocket"], ["Connection", "Upgrade"]],
+  });
+  assert.equal(ws.upstream?.url, "ws://127.0.0.1:7000/socket/chat");
+  assert.equal(ws.upstream?.websocket, true);
+});
