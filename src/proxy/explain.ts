@@ -90,8 +90,17 @@ export async function explainRequest(
 ): Promise<Explanation> {
   const url = new URL(input.url);
   const headers = new Headers(input.headers ?? []);
-  // As a client sends it (HTTP/1.1): a Host field naming the URL's authority.
-  if (!headers.has("host")) headers.set("host", url.host);
+  // As a client sends it (HTTP/1.1): a Host field naming the URL's authority. A Host given as a
+  // header wins, as it does on a live listener, which builds the request URL from it.
+  const hostField = headers.get("host");
+  if (hostField === null) headers.set("host", url.host);
+  else {
+    try {
+      url.host = hostField;
+    } catch {
+      // Left as it is: identify() answers 400 for a Host that is not a host.
+    }
+  }
   let req: Request;
   try {
     req = new Request(url, { method: input.method, headers });

@@ -62,7 +62,11 @@ Deno.test("explainRequest names the longest prefix and why every other route los
   const why = Object.fromEntries(e.routes.map((r) => [r.key, r.reason]));
   assert.match(why["api.example.com/api"], /host example\.com is not one of api\.example\.com/);
   assert.match(why["/old"], /prefix \/old does not match path \/api\/users/);
-  const exact = await explainer(API)({ method: "GET", url: "http://api.example.com/api/x" });
+  const exact = await explainer(API)({
+    method: "GET",
+    url: "http://127.0.0.1:8000/api/x",
+    headers: [["Host", "api.example.com"]],
+  });
   assert.equal(exact.route, "api.example.com/api");
   assert.match(
     exact.routes.find((r) => r.key === "/api")!.reason,

@@ -29,7 +29,7 @@ routes:
     targets: ["${upstream}/base", "http://127.0.0.1:9/never"]
     path_rewrite: /v2
     request_headers:
-      add: { X-Env: prod, X-Seen-Path: "{uri_path}" }
+      add: { X-Env: prod, X-Seen-Path: "{uri_path}", X-Api-Token: tok-123 }
       remove: [Cookie]
     rate_limit: { by: ip, requests: 100, period: 1m }
   "/old":
@@ -131,6 +131,13 @@ interopTest(
         const live: Explanation = await res.json();
         assert.equal(seen.length, 1, "explain sent nothing upstream");
 
+        // A secret a rule adds is shown to the admin API redacted (the CLI reads the file anyway).
+        const token = (e: Explanation) =>
+          e.requestHeaders!.added.find(([k]) => k === "x-api-token");
+        assert.deepEqual(token(live), ["x-api-token", "[redacted]"]);
+        live.requestHeaders!.added = live.requestHeaders!.added.map(([k, v]) =>
+          k === "x-api-token" ? [k, "tok-123"] : [k, v]
+        );
         for (const e of [JSON.parse(cli.stdout) as Explanation, live]) {
           assert.equal(e.route, "/api");
           assert.equal(e.upstream!.url, `${up.url}/base/v2/a/b?q=%27x%27&y`);
