@@ -3,7 +3,7 @@
 
 import { formatIssue } from "../config/load.ts";
 import { buildSnapshot } from "../proxy/snapshot.ts";
-import { explainRequest } from "../proxy/explain.ts";
+import { DRY_RUN_ID, explainRequest } from "../proxy/explain.ts";
 import type { ExplainRequest, Explanation } from "../proxy/explain.ts";
 import { silentLogger } from "../ports.ts";
 import { denoEnv, loadSource } from "./config_source.ts";
@@ -108,7 +108,11 @@ export function formatExplanation(e: Explanation): string {
     lines.push("Request headers upstream (diff):");
     for (const k of h.removed) lines.push(`  - ${k}`);
     for (const [k, was, now] of h.changed) lines.push(`  ~ ${k}: ${was} → ${now}`);
-    for (const [k, v] of h.added) lines.push(`  + ${k}: ${v}`);
+    for (const [k, v] of h.added) {
+      // Explain's own id means "a new one per request", not this value.
+      const shown = k === "x-request-id" && v === DRY_RUN_ID ? "(a new id per request)" : v;
+      lines.push(`  + ${k}: ${shown}`);
+    }
   }
   if (e.responseRules.length > 0) {
     lines.push("Response header rules:");

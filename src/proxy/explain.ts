@@ -12,7 +12,7 @@ import type { PipelineDeps, RequestContext } from "./context.ts";
 import type { Snapshot } from "./snapshot.ts";
 import type { UpstreamRegistry } from "./state.ts";
 import { createUpstreamRegistry } from "./state.ts";
-import { admit, identify, requestIdSource } from "./pipeline.ts";
+import { admit, identify } from "./pipeline.ts";
 import { errorResponse } from "./respond.ts";
 import { clientKey, isExempt } from "./filters/rate_limit.ts";
 import { buildPool } from "./pool.ts";
@@ -83,6 +83,9 @@ export interface Explanation {
   notes: string[];
 }
 
+/** The request id a dry run gets (a live request gets a new one). */
+export const DRY_RUN_ID = "explain-000000";
+
 /** Explains `input` against `deps.snapshot`; sends nothing upstream and counts nothing. */
 export async function explainRequest(
   input: ExplainRequest,
@@ -116,7 +119,7 @@ export async function explainRequest(
     tls: url.protocol === "https:",
   };
   const pdeps = pipelineDeps(deps);
-  const ctx = identify(req, info, pdeps, requestIdSource(() => 0));
+  const ctx = identify(req, info, pdeps, () => DRY_RUN_ID);
   const out: Explanation = {
     request: { method: req.method, host: ctx.host, path: ctx.path, query: ctx.query, clientIp: "" },
     routes: [],

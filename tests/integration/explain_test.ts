@@ -56,6 +56,7 @@ Deno.test("prox explain prints the route, the upstream URL and the header diff; 
     assert.match(r.stdout, /Upstream: http:\/\/127\.0\.0\.1:8080\/base\/v2\/users\?x=1/);
     assert.match(r.stdout, /health unknown/);
     assert.match(r.stdout, /\+ x-env: prod/);
+    assert.match(r.stdout, /\+ x-request-id: \(a new id per request\)/);
     assert.match(r.stdout, /key ip:192\.0\.2\.1/);
     const j = await prox(["explain", "-c", file, "/old/a", "--format", "json"]);
     assert.equal(j.code, 0, j.stderr);
