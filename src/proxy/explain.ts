@@ -170,6 +170,14 @@ export async function explainRequest(
     if (r.condition) out.responseRules.push(`when ${JSON.stringify(r.condition)}`);
   }
 
+  if (route.compress) {
+    const c = route.compress;
+    out.notes.push(
+      `Responses of ${c.minLength} bytes or more of a compressible type are compressed ` +
+        `(${c.codings.join(", ")}, as Accept-Encoding allows)`,
+    );
+  }
+
   switch (cfg.type) {
     case "redirect":
       return await answered(out, redirectAction(ctx, cfg));

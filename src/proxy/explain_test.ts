@@ -54,6 +54,7 @@ routes:
   "/assets":
     type: static
     root: /srv/www
+    compress: { algorithms: [gzip], min_length: 100 }
 `;
 
 Deno.test("explainRequest names the longest prefix and why every other route lost", async () => {
@@ -113,6 +114,7 @@ Deno.test("explainRequest answers redirects, static files and misses as Prox wou
   assert.deepEqual(r.answer, { status: 301, location: "https://new.example.com/page?q=1" });
   const s = await ex({ method: "GET", url: "http://x/assets/app.js" });
   assert.deepEqual(s.answer, { status: 200, file: "/srv/www/app.js" });
+  assert.ok(s.notes.some((n) => n.includes("100 bytes or more") && n.includes("(gzip,")));
   const gone = await ex({ method: "GET", url: "http://x/assets/none.js" });
   assert.equal(gone.answer?.status, 404);
   const none = await ex({ method: "GET", url: "http://x/nothing" });
