@@ -10,6 +10,7 @@ import { createHandler, observedHandler } from "./proxy/pipeline.ts";
 import type { PipelineDeps } from "./proxy/context.ts";
 import { createWebSocketProxy } from "./adapters/websocket_deno.ts";
 import { zlibCompressor } from "./adapters/compress_zlib.ts";
+import { otelEnabled, traceContextSource } from "./adapters/otel.ts";
 import {
   createListenerSet,
   ListenError,
@@ -112,6 +113,7 @@ export async function startServer(
     idleTimeout: pool.idle_timeout,
     queueLimit: pool.queue_limit,
     queueTimeout: pool.queue_timeout,
+    traceContext: otelEnabled(denoEnv.env) ? await traceContextSource() : undefined,
   });
   const files: FileStore = opts.files ?? createDenoFileStore();
 

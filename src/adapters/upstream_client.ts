@@ -35,6 +35,11 @@ export interface UpstreamClientOptions extends Partial<UpstreamPoolOptions> {
   oneChunkLimit?: number;
   /** Offer h2 by ALPN to https upstreams (default true). */
   http2?: boolean;
+  /**
+   * With tracing on: the trace context of the current request's span (otel.ts). HTTP/1.1
+   * requests carry it in place of the client's; over HTTP/2, fetch adds its own span's.
+   */
+  traceContext?: () => [string, string][];
 }
 
 /** The client plus pool counters for status pages and tests. */
@@ -241,7 +246,16 @@ export function createUpstreamClient(opts: UpstreamClientOptions = {}): PooledUp
     return probe;
   };
 
+  const trace = opts.traceContext;
   const sendH1 = async (key: string, req: UpstreamRequest): Promise<Response> => {
+    if (trace) {
+      const fields = trace();
+      // Only when there is a span: without one the client's context goes on as it came.
+      if (fields.length > 0) {
+        req.headers.delete("tracestate");
+        for (const [k, v] of fields) req.headers.set(k, v);
+      }
+    }
     const connect = connectH1(req);
     const signal = req.signal ? () => req.signal : req.clientSignal;
     for (let attempt = 0;; attempt++) {
@@ -269,6 +283,11 @@ export function createUpstreamClient(opts: UpstreamClientOptions = {}): PooledUp
     if (p === "h2" && bodiless && fetchSafe(req.headers, req.origin.host)) {
       // fetch takes its signal up front.
       if (!req.signal && req.clientSignal) req = { ...req, signal: req.clientSignal() };
+      // fetch adds the trace context of its own span; the client's would make a second one.
+      if (trace) {
+        req.headers.delete("traceparent");
+        req.headers.delete("tracestate");
+      }
       const got = h2Slots.acquire(key, req.signal);
       const release = got instanceof Promise ? await got : got;
       try {

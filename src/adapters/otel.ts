@@ -1,0 +1,22 @@
+// Deno's OpenTelemetry (OTEL_DENO=true: spans for Deno.serve and fetch, exported over OTLP) and
+// Prox's own HTTP/1.1 upstream client: without this, the upstream's spans would hang off the
+// client's span, with Prox's server span beside them instead of between.
+
+/** True when Deno's OpenTelemetry is on for this process. */
+export function otelEnabled(env: (name: string) => string | undefined): boolean {
+  const v = env("OTEL_DENO")?.toLowerCase();
+  return v === "true" || v === "1";
+}
+
+/**
+ * The W3C trace context (`traceparent`, `tracestate`) of the span active now: inside a request,
+ * Deno.serve's server span for it. Loaded only when tracing is on.
+ */
+export async function traceContextSource(): Promise<() => [string, string][]> {
+  const api = await import("@opentelemetry/api");
+  return () => {
+    const carrier: Record<string, string> = {};
+    api.propagation.inject(api.context.active(), carrier);
+    return Object.entries(carrier);
+  };
+}

@@ -1,0 +1,72 @@
+// Tracing with Deno's OpenTelemetry (OTEL_DENO=true): an upstream reached over Prox's own HTTP/1.1
+// client gets Prox's server span as its parent, and the spans reach an OTLP receiver.
+import assert from "node:assert/strict";
+import { startUpstream, waitFor } from "../_harness.ts";
+import { spawnProx } from "./_process.ts";
+import { startProxy } from "./_proxy.ts";
+
+const TRACE = "4bf92f3577b34da6a3ce929d0e0e4736";
+const CLIENT_SPAN = "00f067aa0ba902b7";
+const incoming = { traceparent: `00-${TRACE}-${CLIENT_SPAN}-01`, tracestate: "vendor=1" };
+
+/** An upstream that keeps the trace fields of every request. */
+async function tracedUpstream() {
+  const seen: { traceparent: string | null; tracestate: string | null }[] = [];
+  const up = await startUpstream((req) => {
+    // Health checks come too: only the test's requests count.
+    if (new URL(req.url).pathname !== "/a") return new Response("ok");
+    seen.push({
+      traceparent: req.headers.get("traceparent"),
+      tracestate: req.headers.get("tracestate"),
+    });
+    return new Response("ok");
+  });
+  return { up, seen };
+}
+
+Deno.test("tracing off: the client's trace context reaches the upstream as it came", async () => {
+  const { up, seen } = await tracedUpstream();
+  await using _up = up;
+  await using prox = await startProxy(`routes: { "/": { type: proxy, target: "${up.url}" } }`);
+  await (await fetch(`${prox.url}/a`, { headers: incoming })).text();
+  assert.deepEqual(seen, [incoming]);
+});
+
+Deno.test("OTEL_DENO=true: the upstream's parent is Prox's span, and the spans are exported", async () => {
+  const exported: Uint8Array[] = [];
+  await using otlp = await startUpstream(async (req) => {
+    if (new URL(req.url).pathname === "/v1/traces") exported.push(await req.bytes());
+    return new Response(null, { status: 200 });
+  });
+  const { up, seen } = await tracedUpstream();
+  await using _up = up;
+  await using prox = await spawnProx(
+    `listen_addr: "127.0.0.1:{PORT}"\nroutes: { "/": { type: proxy, target: "${up.url}" } }\n`,
+    {
+      env: {
+        OTEL_DENO: "true",
+        OTEL_EXPORTER_OTLP_ENDPOINT: otlp.url,
+        OTEL_SERVICE_NAME: "prox-test",
+        OTEL_BSP_SCHEDULE_DELAY: "200",
+      },
+    },
+  );
+  const res = await fetch(`http://127.0.0.1:${prox.port}/a`, { headers: incoming });
+  assert.equal(await res.text(), "ok");
+  assert.equal(seen.length, 1);
+  // One context, not the client's plus Prox's: same trace, a new parent (Prox's server span).
+  const m = /^00-([0-9a-f]{32})-([0-9a-f]{16})-01$/.exec(seen[0].traceparent ?? "");
+  assert.ok(m, `traceparent ${seen[0].traceparent}`);
+  assert.equal(m[1], TRACE);
+  assert.notEqual(m[2], CLIENT_SPAN);
+  assert.notEqual(seen[0].tracestate, "vendor=1, vendor=1");
+  // The span Prox made is exported with that trace id (OTLP protobuf: the 16 raw bytes).
+  const traceBytes = Uint8Array.from(TRACE.match(/../g)!.map((h) => parseInt(h, 16)));
+  const spanBytes = Uint8Array.from(m[2].match(/../g)!.map((h) => parseInt(h, 16)));
+  const holds = (body: Uint8Array, part: Uint8Array) =>
+    body.some((_, i) => part.every((b, j) => body[i + j] === b));
+  await waitFor(
+    () => exported.some((b) => holds(b, traceBytes) && holds(b, spanBytes)),
+    { timeoutMs: 20_000, what: "an OTLP export holding Prox's span" },
+  );
+});
