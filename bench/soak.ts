@@ -101,7 +101,7 @@ routes:
     response_headers: { add: { X-Prox: "yes" } }
   "/lb": { type: load_balance, targets: [${
     lb.map((t) => `"${t}"`).join(", ")
-  }], strategy: round_robin }
+  }], strategy: round_robin, compress: { min_length: 0 } }
   "/lc": { type: load_balance, targets: ["${url(stable[0])}", "${
     url(flapping[0])
   }"], strategy: least_connections }
@@ -119,6 +119,7 @@ routes:
     root: "${dir}/www"
     index: index.html
     not_found_page: 404.html
+    compress: { min_length: 0 }
     rate_limit: { by: cookie, cookie_name: sid, requests: 1000, period: 1m, algorithm: fixed_window, max_keys: 3000 }
   "/r": { type: redirect, target: "/s", status_code: 308 }
   "/ws": { type: websocket, target: "ws://127.0.0.1:${stable[0].port}" }
