@@ -9,11 +9,14 @@ import type { UpstreamRegistry } from "../proxy/state.ts";
 import type { Logger, UpstreamClient, UpstreamTls } from "../ports.ts";
 import { timerDelay } from "../config/duration.ts";
 import { createUpstreamClient } from "./upstream_client.ts";
+import { healthCheckKey } from "../proxy/pool.ts";
 
 /** One target to probe and how. */
 export interface ProbeJob {
   /** Registry id: the target URL as configured. */
   id: string;
+  /** Which of the target's checks this is (healthCheckKey): routes with the same one share it. */
+  check: string;
   url: URL;
   method: "GET" | "HEAD";
   expect: (status: number) => boolean;
@@ -32,8 +35,9 @@ const BODY_MATCH_CAP = 64 * 1024;
 
 /**
  * The probe jobs of a snapshot: every proxy and load_balance target whose route has health checks
- * enabled, once per target (the first route naming it decides). Path precedence:
- * `backend_health_paths[target]`, then the route's `health_check.path`, then the global path.
+ * enabled, once per target and distinct check (routes checking a target alike share one probe).
+ * Path precedence: `backend_health_paths[target]`, then the route's `health_check.path`, then the
+ * global path.
  */
 export function healthJobs(snapshot: Snapshot): ProbeJob[] {
   const config = snapshot.config;
@@ -43,16 +47,17 @@ export function healthJobs(snapshot: Snapshot): ProbeJob[] {
   for (const [key, route] of Object.entries(config.routes)) {
     if (route.type !== "proxy" && route.type !== "load_balance") continue;
     const r = route.health_check;
-    if (!(r?.enabled ?? g.enabled)) continue;
     const ids = route.type === "proxy"
       ? [route.target]
       : route.targets.map((t) => typeof t === "string" ? t : t.url);
     const body = r?.body_match ?? g.body_match;
     for (const id of ids) {
-      if (jobs.has(id)) continue;
+      const check = healthCheckKey(config, { route, target: id });
+      if (check === null || jobs.has(jobKey(id, check))) continue;
       const path = config.backend_health_paths[id] ?? r?.path ?? g.path;
-      jobs.set(id, {
+      jobs.set(jobKey(id, check), {
         id,
+        check,
         url: probeUrl(id, path),
         method: r?.method ?? g.method,
         expect: statusMatcher(r?.expected_status ?? g.expected_status),
@@ -74,6 +79,11 @@ export function healthJobs(snapshot: Snapshot): ProbeJob[] {
     }
   }
   return [...jobs.values()];
+}
+
+/** A probe job's key: its target and check. */
+export function jobKey(id: string, check: string): string {
+  return `${id} ${check}`;
 }
 
 /** The target's origin and path (as requests use them: no query or fragment) + the health path. */
@@ -116,12 +126,13 @@ export function startHealthChecks(
   // traffic for a connection, and traffic never waits behind probes.
   const client = deps.client ??
     createUpstreamClient({ maxConnectionsPerUpstream: 4, maxIdlePerUpstream: 1 });
-  /** Probes in flight and the target each one is for. */
+  /** Probes in flight and the job (jobKey) each one is for. */
   const inflight = new Map<AbortController, string>();
-  /** Targets with a probe in flight: a target never has two at once. */
+  /** Jobs with a probe in flight: a check of a target never has two at once. */
   const probing = new Set<string>();
-  /** The current job of every probed target; a round looks its targets up here at probe time. */
-  let jobs = new Map(healthJobs(snapshot).map((j) => [j.id, j]));
+  /** The current jobs by jobKey; a round looks its jobs up here at probe time. */
+  const byKey = (s: Snapshot) => new Map(healthJobs(s).map((j) => [jobKey(j.id, j.check), j]));
+  let jobs = byKey(snapshot);
   let intervalMs = intervalOf(snapshot);
   let timer: ReturnType<typeof setTimeout> | undefined;
   /** A timed round is running: the next is scheduled when it ends, so rounds never overlap. */
@@ -129,14 +140,15 @@ export function startHealthChecks(
   let closed = false;
   let running: Promise<void> = Promise.resolve();
 
-  const probe = async (id: string): Promise<void> => {
-    const job = jobs.get(id);
+  const probe = async (key: string): Promise<void> => {
+    const job = jobs.get(key);
     // Removed (or no longer checked) by a reload since the round started; or still being probed
     // (a reload's round for new targets, a probe slower than the interval).
-    if (!job || probing.has(id)) return;
+    if (!job || probing.has(key)) return;
+    const { id } = job;
     const ac = new AbortController();
-    inflight.set(ac, id);
-    probing.add(id);
+    inflight.set(ac, key);
+    probing.add(key);
     let timedOut = false;
     const t = setTimeout(() => {
       timedOut = true;
@@ -171,12 +183,17 @@ export function startHealthChecks(
     } finally {
       clearTimeout(t);
       inflight.delete(ac);
-      probing.delete(id);
+      probing.delete(key);
     }
     // Cancelled by close() or by a reload that stopped checking this target: a late result must
     // not mark down a target nobody probes any more (nothing would ever bring it back).
-    if (closed || (ac.signal.aborted && !timedOut) || jobs.get(id) === undefined) return;
-    deps.registry.probe(id, ok, { thresholds: job.thresholds, reason });
+    if (closed || (ac.signal.aborted && !timedOut) || jobs.get(key) === undefined) return;
+    deps.registry.probe(id, ok, {
+      check: job.check,
+      path: job.url.pathname,
+      thresholds: job.thresholds,
+      reason,
+    });
     deps.logger.debug("Health probe", { upstream: id, url: job.url.href, ok, reason });
   };
 
@@ -213,16 +230,21 @@ export function startHealthChecks(
   const firstRound = round([...jobs.keys()]);
   running = firstRound.finally(ended);
   if (jobs.size > 0) {
-    deps.logger.info("Health checks started", { targets: jobs.size, intervalMs });
+    const targets = new Set([...jobs.values()].map((j) => j.id)).size;
+    deps.logger.info("Health checks started", {
+      targets,
+      ...(jobs.size > targets ? { checks: jobs.size } : {}),
+      intervalMs,
+    });
   }
 
   return {
     firstRound,
     update(next) {
       const known = jobs;
-      jobs = new Map(healthJobs(next).map((j) => [j.id, j]));
-      // Probes of targets no longer checked stop now (their results would be dropped anyway).
-      for (const [ac, id] of inflight) if (!jobs.has(id)) ac.abort();
+      jobs = byKey(next);
+      // Probes of checks no longer made stop now (their results would be dropped anyway).
+      for (const [ac, key] of inflight) if (!jobs.has(key)) ac.abort();
       const interval = intervalOf(next);
       if (interval !== intervalMs && timer !== undefined) {
         clearTimeout(timer);
@@ -231,8 +253,10 @@ export function startHealthChecks(
         schedule();
       }
       intervalMs = interval;
-      const fresh = [...jobs.keys()].filter((id) => !known.has(id));
-      for (const id of known.keys()) if (!jobs.has(id)) deps.registry.unprobed(id);
+      const fresh = [...jobs.keys()].filter((key) => !known.has(key));
+      for (const [key, job] of known) {
+        if (!jobs.has(key)) deps.registry.unprobed(job.id, job.check);
+      }
       if (fresh.length > 0) running = Promise.all([running, round(fresh)]).then(() => {});
       if (timer === undefined) schedule();
     },

@@ -241,10 +241,11 @@ function pickTarget(
   const now = deps.clock.monotonic();
   out.upstream = {
     policy: pool.policy,
-    targets: pool.ids.map((id) => ({
+    // Available as the route sees it: by its own health check of each target (pool.checks).
+    targets: pool.ids.map((id, i) => ({
       url: id,
       backup: pool.backups.has(id),
-      available: live ? reg.available(id, now) : null,
+      available: live ? reg.available(id, now, pool.checks[i]) : null,
     })),
     pick: null,
     pickReason: "",

@@ -4,6 +4,7 @@ import { buildSnapshot } from "./snapshot.ts";
 import { explainRequest } from "./explain.ts";
 import type { ExplainRequest } from "./explain.ts";
 import { createUpstreamRegistry } from "./state.ts";
+import { healthCheckKey } from "./pool.ts";
 import { noopMetrics, silentLogger } from "../ports.ts";
 import type { FileStore } from "../ports.ts";
 
@@ -98,7 +99,21 @@ Deno.test("explainRequest gives the upstream URL, the pick and the header diff",
 
 Deno.test("explainRequest uses live health: a target marked down is not picked", async () => {
   const reg = createUpstreamRegistry({ clock, logger: silentLogger, metrics: noopMetrics });
+  const { config } = loadConfigText(`listen_addr: "127.0.0.1:0"\n${API}`, {
+    file: "t.yaml",
+    env: { exists: () => true },
+  });
+  const route = config!.routes["/api"];
+  assert.ok(route.type === "load_balance");
+  // Down by the route's own check (the default one: /health).
   reg.probe("http://10.0.0.1:8080", false, {
+    check: healthCheckKey(config!, { route, target: "http://10.0.0.1:8080" })!,
+    thresholds: { healthy: 1, unhealthy: 1 },
+    reason: "test",
+  });
+  // Down only by another route's check (another health path): up for this route.
+  reg.probe("http://10.0.0.2:8080/base", false, {
+    check: "another route's check",
     thresholds: { healthy: 1, unhealthy: 1 },
     reason: "test",
   });

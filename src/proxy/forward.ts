@@ -230,6 +230,7 @@ async function sendOnce(
       reg.outcome(id, false, {
         pool: pool.ids,
         backups: pool.backups,
+        checks: pool.checks,
         policy: pool.passive,
         reason: why,
         at: end,
@@ -251,6 +252,7 @@ async function sendOnce(
     reg.outcome(id, !bad, {
       pool: pool.ids,
       backups: pool.backups,
+      checks: pool.checks,
       policy: pool.passive,
       reason,
       at: end,
@@ -304,7 +306,7 @@ export function choose(
   const load = (i: number) => {
     const s = reg.get(pool.ids[i]);
     return {
-      available: reg.available(s.id, at),
+      available: reg.available(s.id, at, pool.checks[i]),
       inFlight: s.inFlight,
       latencyMs: reg.latency(s.id, at),
     };

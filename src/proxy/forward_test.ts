@@ -9,6 +9,7 @@ import { createHandler } from "./pipeline.ts";
 import { buildSnapshot } from "./snapshot.ts";
 import { createUpstreamRegistry } from "./state.ts";
 import { REPLAY_CAP } from "./body_replay.ts";
+import { healthCheckKey } from "./pool.ts";
 
 const A = "http://10.0.0.1:8080";
 const B = "http://10.0.0.2:8080";
@@ -69,7 +70,16 @@ function setup(routeYaml: string, script: Script, top = "", opts = { readBodyFir
     const res = await handler(new Request(`http://proxy.test${path}`, init), info);
     return { status: res.status, text: await res.text() };
   };
-  return { call, calls, retries, upstreams, advance: (ms: number) => t += ms };
+  /** Marks `target` down by the route's own active check (the route must have checks on). */
+  const probeDown = (target: string) => {
+    const route = config.routes["/"];
+    assert.ok(route.type === "proxy" || route.type === "load_balance");
+    const check = healthCheckKey(config, { route, target });
+    assert.ok(check !== null, "the route has health checks on");
+    const thresholds = { healthy: 1, unhealthy: 1 };
+    upstreams.probe(target, false, { check, thresholds, reason: "test" });
+  };
+  return { call, calls, retries, upstreams, probeDown, advance: (ms: number) => t += ms };
 }
 
 const lb = (extra = "") => `type: load_balance\ntargets: ["${A}", "${B}", "${C}"]\n${extra}`;
@@ -159,12 +169,10 @@ Deno.test("forward: retries.on_status moves idempotent requests to another targe
 Deno.test("forward: a status retry goes to an untried target or returns the answer it has", async () => {
   // B and C are down: A's 503 (with its Retry-After) is the answer, sent to A once.
   const down = setup(
-    lb("retries: { on_status: [503] }"),
+    lb("retries: { on_status: [503] }\nhealth_check: { enabled: true }"),
     () => new Response("busy", { status: 503, headers: { "retry-after": "7" } }),
   );
-  for (const t of [B, C]) {
-    down.upstreams.probe(t, false, { thresholds: { healthy: 1, unhealthy: 1 }, reason: "test" });
-  }
+  for (const t of [B, C]) down.probeDown(t);
   const r = await down.call();
   assert.equal(r.status, 503);
   assert.equal(r.text, "busy");
@@ -307,8 +315,11 @@ Deno.test("forward: a retry with no target left reports the real failure (502, n
 });
 
 Deno.test("forward: no available target answers 503 without sending", async () => {
-  const s = setup(`type: proxy\ntarget: "${A}"\ntry_when_down: false`, ok);
-  s.upstreams.probe(A, false, { thresholds: { healthy: 1, unhealthy: 1 }, reason: "test" });
+  const s = setup(
+    `type: proxy\ntarget: "${A}"\ntry_when_down: false\nhealth_check: { enabled: true }`,
+    ok,
+  );
+  s.probeDown(A);
   const r = await s.call();
   assert.equal(r.status, 503);
   assert.equal(s.calls.length, 0);

@@ -8,6 +8,7 @@ import type { Policy, PoolTarget, Selector } from "../domain/balancer.ts";
 import { statusMatcher } from "../domain/health.ts";
 import type { PassivePolicy } from "../domain/health.ts";
 import type { Config } from "../config/schema.ts";
+import type { LoadBalanceRouteConfig, ProxyRouteConfig } from "../config/schema_route.ts";
 import type { CompiledRoute } from "./snapshot.ts";
 import type { UpstreamRegistry } from "./state.ts";
 
@@ -37,6 +38,11 @@ export interface RoutePool {
   /** Upstream statuses that count as failures for passive health, or null. */
   failStatus: ((status: number) => boolean) | null;
   tryWhenDown: boolean;
+  /**
+   * The active check this route applies to each target (healthCheckKey), by index; null where the
+   * route has checks off, so probes made for other routes do not gate it.
+   */
+  checks: (string | null)[];
   /** Load-aware policy: a request stays in flight until its response body ends. */
   trackBody: boolean;
 }
@@ -128,8 +134,33 @@ export function buildPool(
     },
     failStatus: p.statuses.length > 0 ? statusMatcher(p.statuses) : null,
     tryWhenDown: cfg.try_when_down,
+    checks: targets.map((t) => healthCheckKey(config, { route: cfg, target: t.id })),
     trackBody: LOAD_AWARE.has(policy),
   };
+}
+
+/**
+ * What decides a route's active check of a target (path, method, expected status, body match,
+ * TLS settings), or null when the route's checks are off. Routes naming the same target with the
+ * same check share one probe and its result; a different check is probed and judged on its own, so
+ * one route's failing health endpoint does not take the target out of another route (Caddy keys
+ * health by check too, caddy#7870).
+ */
+export function healthCheckKey(
+  config: Config,
+  o: { route: ProxyRouteConfig | LoadBalanceRouteConfig; target: string },
+): string | null {
+  const g = config.health_check;
+  const r = o.route.health_check;
+  if (!(r?.enabled ?? g.enabled)) return null;
+  const tls = o.route.tls;
+  return JSON.stringify([
+    config.backend_health_paths[o.target] ?? r?.path ?? g.path,
+    r?.method ?? g.method,
+    r?.expected_status ?? g.expected_status,
+    r?.body_match ?? g.body_match ?? null,
+    tls ? [tls.ca_cert ?? null, tls.insecure_skip_verify, tls.server_name ?? null] : null,
+  ]);
 }
 
 /** Targets no route watches passively: `passive_health` is off on every route naming them. */

@@ -25,6 +25,9 @@ import type { Selector } from "../domain/balancer.ts";
 /** Live state of one target. */
 export interface UpstreamState {
   readonly id: string;
+  /** Active health per check (healthCheckKey): routes probing it differently judge it apart. */
+  checks: Map<string, ActiveHealth>;
+  /** The checks taken together: down while any is down, up once one is up; for /status. */
   active: ActiveHealth;
   passive: PassiveHealth;
   inFlight: number;
@@ -47,6 +50,8 @@ export interface UpstreamState {
 const EWMA_TAU_MS = 10_000;
 /** Hard cap on tracked targets; normally bounded by the config through retain(). */
 const MAX_TARGETS = 10_000;
+/** Hard cap on distinct active checks of one target; normally bounded by the config. */
+const MAX_CHECKS = 1_000;
 /** Retry budget window: ten one-second buckets. */
 const BUDGET_BUCKETS = 10;
 const BUDGET_BUCKET_MS = 1_000;
@@ -57,6 +62,16 @@ const BUDGET_MIN_RETRIES = 3;
 const NO_HEALTH_ENDPOINT =
   "The target has no health endpoint at this path: set health_check.path, " +
   "backend_health_paths or health_check.method, or turn health checks off (health_check.enabled: false)";
+
+/** A target's checks taken together: down while any is down, else up once any is up. */
+function combined(checks: ReadonlyMap<string, ActiveHealth>): ActiveHealth {
+  let up: ActiveHealth | undefined;
+  for (const c of checks.values()) {
+    if (c.status === "down") return c;
+    if (c.status === "up") up ??= c;
+  }
+  return up ?? ACTIVE_INITIAL;
+}
 
 /** What the registry reports for the admin API and tests. */
 export interface UpstreamView {
@@ -72,12 +87,26 @@ export interface UpstreamView {
 export interface UpstreamRegistry {
   /** The state of a target, created on first use. */
   get(id: string): UpstreamState;
-  /** `at`: the monotonic time now, when the caller has it (saves a clock read per call). */
-  available(id: string, at?: number): boolean;
-  /** Records an active probe result; logs and exports transitions. */
-  probe(id: string, ok: boolean, opts: { thresholds: ActiveThresholds; reason: string }): void;
-  /** Forgets active results of a target that is no longer probed (it counts as available). */
-  unprobed(id: string): void;
+  /**
+   * `at`: the monotonic time now, when the caller has it (saves a clock read per call). `check`:
+   * the route's check of the target (its probe results decide), null for a route without checks
+   * (only passive health does), omitted for any check (down while one is).
+   */
+  available(id: string, at?: number, check?: string | null): boolean;
+  /** Records an active probe result of one of the target's checks; logs and exports transitions. */
+  probe(
+    id: string,
+    ok: boolean,
+    opts: {
+      check?: string;
+      /** The probe's path, named in logs when the target has several checks. */
+      path?: string;
+      thresholds: ActiveThresholds;
+      reason: string;
+    },
+  ): void;
+  /** Forgets the results of a check no longer made (the target counts as available for it). */
+  unprobed(id: string, check?: string): void;
   /**
    * Records a request outcome for passive health. `pool` is the route's target ids (for the
    * panic rule); a failure streak may eject the target.
@@ -89,6 +118,8 @@ export interface UpstreamRegistry {
       pool: readonly string[];
       /** The pool's backup targets (a subset of `pool`), which stand in for the primaries. */
       backups?: ReadonlySet<string>;
+      /** The route's check of each target of `pool` (see available()). */
+      checks?: readonly (string | null)[];
       policy: PassivePolicy;
       reason: string;
       at?: number;
@@ -155,6 +186,7 @@ export function createUpstreamRegistry(
       }
       s = {
         id,
+        checks: new Map(),
         active: ACTIVE_INITIAL,
         passive: PASSIVE_INITIAL,
         inFlight: 0,
@@ -205,63 +237,81 @@ export function createUpstreamRegistry(
     }
   };
 
+  /** The state that decides `check` of `s` (see available()). */
+  const activeOf = (s: UpstreamState, check: string | null | undefined) =>
+    check === undefined
+      ? s.active
+      : check === null
+      ? ACTIVE_INITIAL
+      : s.checks.get(check) ?? ACTIVE_INITIAL;
+
   return {
     get,
-    available(id, at) {
+    available(id, at, check) {
       const s = states.get(id);
       if (!s) return true;
       const t = at ?? now();
       settle(s, t);
-      return isAvailable(s.active, s.passive, t);
+      return isAvailable(activeOf(s, check), s.passive, t);
     },
     probe(id, ok, opts) {
       if (retired(id)) return;
       const s = get(id);
+      const check = opts.check ?? "";
       // Probes run whether or not requests come: an ejection that ran out is announced here too.
       settle(s, now());
-      const prev = s.active.status;
-      const out = applyProbe(s.active, ok, opts.thresholds);
-      s.active = out.state;
+      const prev = s.checks.get(check) ?? ACTIVE_INITIAL;
+      if (!s.checks.has(check) && s.checks.size >= MAX_CHECKS) return;
+      const out = applyProbe(prev, ok, opts.thresholds);
+      s.checks.set(check, out.state);
+      s.active = combined(s.checks);
+      // Of a target checked in several ways, say which check this is.
+      const which = s.checks.size > 1 && opts.path ? { path: opts.path } : {};
+      const up = s.active.status !== "down";
       if (!out.transition) {
         // Still down: status shows the latest cause (a refused connection may have become a 500).
-        if (!ok && s.active.status === "down") {
+        if (!ok && out.state.status === "down") {
           deps.metrics.backendHealth(
             id,
             false,
-            `${s.active.failures} failed probe(s): ${opts.reason}`,
+            `${out.state.failures} failed probe(s): ${opts.reason}`,
           );
         }
         return;
       }
       const why = out.transition === "up"
-        ? `${s.active.successes} successful probe(s)`
-        : `${s.active.failures} failed probe(s): ${opts.reason}`;
-      deps.metrics.backendHealth(id, out.transition === "up", why);
+        ? `${out.state.successes} successful probe(s)`
+        : `${out.state.failures} failed probe(s): ${opts.reason}`;
+      // The target as a whole: down while any of its checks is (another check coming up is no
+      // recovery of the one still failing).
+      if (up || out.transition === "down") deps.metrics.backendHealth(id, up, why);
       if (out.transition === "down") {
         deps.logger.warn("Upstream marked down by health check", {
           upstream: id,
+          ...which,
           reason: opts.reason,
-          failures: s.active.failures,
+          failures: out.state.failures,
           ...(/^status (404|405|501)\b/.test(opts.reason) ? { hint: NO_HEALTH_ENDPOINT } : {}),
         });
       } else {
         s.passive = unEject(s.passive);
         s.ejected = false;
-        if (prev === "down") {
+        if (prev.status === "down") {
           deps.logger.info("Upstream recovered: health check passed", {
             upstream: id,
-            successes: s.active.successes,
+            ...which,
+            successes: out.state.successes,
           });
         }
       }
     },
-    unprobed(id) {
+    unprobed(id, check = "") {
       const s = states.get(id);
-      if (!s || s.active.status === "unknown") return;
+      if (!s || !s.checks.delete(check)) return;
       const wasDown = s.active.status === "down";
-      s.active = ACTIVE_INITIAL;
+      s.active = combined(s.checks);
       // Still ejected: the end of the ejection announces it (settle).
-      if (wasDown && !s.ejected) {
+      if (wasDown && s.active.status !== "down" && !s.ejected) {
         deps.logger.info("Upstream no longer health-checked: back in rotation", { upstream: id });
         deps.metrics.backendHealth(id, true, "health checks turned off");
       }
@@ -275,12 +325,12 @@ export function createUpstreamRegistry(
       if (!out.eject) return;
       const primary = { available: 0, total: 0 };
       const backup = { available: 0, total: 0 };
-      for (const p of opts.pool) {
+      opts.pool.forEach((p, i) => {
         const tier = opts.backups?.has(p) ? backup : primary;
         const o = states.get(p);
         tier.total++;
-        if (!o || isAvailable(o.active, o.passive, t)) tier.available++;
-      }
+        if (!o || isAvailable(activeOf(o, opts.checks?.[i]), o.passive, t)) tier.available++;
+      });
       const available = primary.available + backup.available;
       const isBackup = opts.backups?.has(id) ?? false;
       const panicPercent = opts.policy.panicPercent;

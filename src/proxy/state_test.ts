@@ -163,3 +163,23 @@ Deno.test("registry: a target the panic rule keeps in is logged once per window,
   assert.equal(warns.length, 2);
   assert.ok(reg.available("only"));
 });
+
+Deno.test("registry: each check of a target is judged apart; the target is down while one is", () => {
+  const { reg, health, logs } = registry();
+  const th = { healthy: 1, unhealthy: 1 };
+  reg.probe("a", true, { check: "x", thresholds: th, reason: "status 200" });
+  reg.probe("a", false, { check: "y", thresholds: th, reason: "status 404" });
+  assert.ok(reg.available("a", undefined, "x"), "up for routes checking x");
+  assert.ok(!reg.available("a", undefined, "y"), "down for routes checking y");
+  assert.ok(reg.available("a", undefined, null), "a route without checks goes by passive health");
+  assert.ok(!reg.available("a"), "down as a whole");
+  assert.equal(reg.list()[0].status, "down");
+  // x passing again is no recovery of y: the health series stays down.
+  reg.probe("a", true, { check: "x", thresholds: th, reason: "status 200" });
+  assert.deepEqual(health, [["a", true], ["a", false]]);
+  // The failing check dropped by a reload: up as a whole.
+  reg.unprobed("a", "y");
+  assert.ok(reg.available("a"));
+  assert.deepEqual(health.slice(2), [["a", true]]);
+  assert.deepEqual(logs, ["Upstream no longer health-checked: back in rotation"]);
+});

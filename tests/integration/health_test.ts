@@ -40,6 +40,64 @@ routes:
   assert.equal(status(`${other.url}/`), "down", "body does not match");
 });
 
+Deno.test("health_check: routes checking one target differently each go by their own check", async () => {
+  // a has /ready for one app only: /b's check of a fails, /a's passes, /c checks nothing.
+  const probes = new Set<string>();
+  const serve = (name: string) => (req: Request) => {
+    const path = new URL(req.url).pathname;
+    if (req.headers.get("user-agent") === "prox-health-check") {
+      probes.add(`${name} ${path}`);
+      const fails = name === "a" && path === "/ready";
+      return new Response(fails ? "no" : "ok", { status: fails ? 404 : 200 });
+    }
+    return new Response(name);
+  };
+  await using a = await startUpstream(serve("a"));
+  await using b = await startUpstream(serve("b"));
+  const logger = recordingLogger();
+  await using prox = await startProxy(
+    `
+health_check: { interval_secs: 60 }
+routes:
+  "/a":
+    type: load_balance
+    targets: ["${a.url}", "${b.url}"]
+  "/b":
+    type: load_balance
+    targets: ["${a.url}", "${b.url}"]
+    health_check: { path: /ready }
+  "/c":
+    type: load_balance
+    targets: ["${a.url}", "${b.url}"]
+    health_check: { enabled: false }
+`,
+    { logger },
+  );
+  const reg = prox.server.upstreams;
+  await waitFor(() => reg.list().filter((u) => u.status !== "unknown").length === 2);
+  assert.deepEqual([...probes].sort(), ["a /health", "a /ready", "b /health", "b /ready"]);
+  const served = async (route: string) => {
+    const seen = new Set<string>();
+    for (let i = 0; i < 6; i++) {
+      const res = await fetch(`${prox.url}${route}/x`);
+      assert.equal(res.status, 200);
+      seen.add(await res.text());
+    }
+    return [...seen].sort();
+  };
+  assert.deepEqual(await served("/b"), ["b"], "a is down for /b");
+  assert.deepEqual(await served("/a"), ["a", "b"], "and up for /a");
+  assert.deepEqual(
+    await served("/c"),
+    ["a", "b"],
+    "a route without checks is not gated by others'",
+  );
+  // The target as a whole (/status, metrics) is down while one of its checks is.
+  assert.equal(reg.list().find((u) => u.id === a.url)?.status, "down");
+  const down = logger.lines.filter((l) => l.msg === "Upstream marked down by health check");
+  assert.equal(down.length, 1);
+});
+
 Deno.test("passive_health: connect failures eject a dead target for the cool-down, panic keeps the last", async () => {
   await using a = new Backend("a").start();
   await using b = new Backend("b").start();
