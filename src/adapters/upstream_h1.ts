@@ -227,8 +227,10 @@ function respond(head: ResponseHead, body: BodyInit | null): Response {
 /** A stale reused connection (closed before any response byte) is marked for one retry. */
 function staleOr(conn: H1Connection, err: unknown, o: { nothingRead: boolean }): ProxyError {
   const e = err instanceof ProxyError ? err : ioErrorMid(conn.source, err);
-  if (o.nothingRead && conn.uses > 1 && !conn.failure && e.kind === "upstream_reset") {
-    (e as ProxyError & { [STALE]?: boolean })[STALE] = true;
+  if (conn.end === 0 && conn.uses > 1 && !conn.failure && e.kind === "upstream_reset") {
+    // A request with a body is not sent again here; forward() may, on the same target.
+    e.staleConnection = true;
+    if (o.nothingRead) (e as ProxyError & { [STALE]?: boolean })[STALE] = true;
   }
   return e;
 }

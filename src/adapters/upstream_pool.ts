@@ -358,7 +358,10 @@ export function createConnectionPool(opts: UpstreamPoolOptions): ConnectionPool 
       sweeper = undefined;
       clearInterval(shedder);
       shedder = undefined;
-      for (const c of all) c.fail(null);
+      // An exchange still waiting on its upstream (shutdown_timeout ran out) is ours to end: 503
+      // "shutting down", not the upstream closing the connection (502, charged to the target).
+      const gone = new ProxyError("shutting_down", "Upstream client is closed");
+      for (const c of all) c.fail(gone);
       all.clear();
       for (const o of origins.values()) {
         o.idle.length = 0;

@@ -30,6 +30,11 @@ export class ProxyError extends Error {
   readonly retryable: boolean;
   /** True when not a single byte of the request reached the upstream. */
   readonly sentNothing: boolean;
+  /**
+   * Closed by the upstream on a reused keep-alive connection before any response byte: most
+   * likely its idle timeout racing this request, no sign that the request made it fail.
+   */
+  staleConnection = false;
 
   constructor(
     kind: ErrorKind,

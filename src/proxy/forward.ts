@@ -5,8 +5,8 @@
 //   3. on failure decide: a connect failure with nothing sent is retried for any method; a reset
 //      or timeout before the response head only for idempotent methods (RFC 9110 §9.2.2), or
 //      POST with Idempotency-Key when opted in; always within `attempts` and the retry budget,
-//      and only when the request body could be kept for replay (body_replay.ts); a timeout only
-//      on a target not tried yet;
+//      and only when the request body could be kept for replay (body_replay.ts); a reset or
+//      timeout only on a target not tried yet;
 //   4. a response whose status is in `retries.on_status` goes the same way for idempotent
 //      requests while an untried target is left (else it is returned as it is).
 // Every outcome feeds passive health and the latency EWMA in the registry (state.ts).
@@ -120,10 +120,16 @@ export async function forward(
       const e = toProxyError(err, id);
       const reason = retryReason(e, ctx.req, pool.retries);
       let more = attempt < pool.retries.attempts && body.replayable;
-      if (reason && more && e.kind === "timeout" && !PER_TRY.has(e)) {
+      const untriedOnly = reason === "reset"
+        ? !e.staleConnection
+        : reason === "timeout" && !PER_TRY.has(e);
+      if (reason && more && untriedOnly) {
         // Only to a target not tried yet: a hung target (a proxy route's only one) would make the
-        // client wait a timeout per attempt, three times the configured one by default. A
-        // per-try timeout is what the route asked to retry on, the same target included.
+        // client wait a timeout per attempt, three times the configured one by default, and a
+        // request that makes its target close the connection (a crash) would be sent to it again
+        // and again (nginx never retries a server within a request). A reused connection the
+        // upstream closed before answering (its idle timeout) says nothing against the target,
+        // and a per-try timeout is what the route asked to retry on: the same target included.
         const next = choose(pool, reg, { tried, key, random, now: deps.clock.monotonic() });
         if (next && !tried.has(next.i)) chosen = next;
         else more = false;

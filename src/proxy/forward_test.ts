@@ -106,6 +106,22 @@ Deno.test("forward: after a reset only idempotent methods are retried", async ()
   assert.deepEqual(s.retries, ["reset"]);
 });
 
+Deno.test("forward: a reset is retried only on a target the request has not tried", async () => {
+  // A request that makes its target close the connection is not sent to it again.
+  const alone = setup(`type: proxy\ntarget: "${A}"`, resetErr);
+  assert.equal((await alone.call()).status, 502);
+  assert.deepEqual(alone.calls.map((c) => c.origin), [A], "the lone target once, not three times");
+  // Two targets resetting: each once (attempts: 2 would allow a third try).
+  const two = setup(`type: load_balance\ntargets: ["${A}", "${B}"]`, resetErr);
+  assert.equal((await two.call({ method: "DELETE" })).status, 502);
+  assert.deepEqual(two.calls.map((c) => c.origin), [A, B]);
+  assert.deepEqual(two.retries, ["reset"]);
+  // Nothing sent (a connect failure) is still retried on a target already tried.
+  const refused = setup(`type: proxy\ntarget: "${A}"`, connectErr);
+  await refused.call();
+  assert.equal(refused.calls.length, 3);
+});
+
 Deno.test("forward: a connect timeout with nothing sent is retried for POST too", async () => {
   const s = setup(
     lb(),

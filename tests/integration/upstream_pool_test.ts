@@ -3,6 +3,7 @@
 import assert from "node:assert/strict";
 import { startUpstream, waitFor } from "../_harness.ts";
 import { startProxy } from "./_proxy.ts";
+import { rawServer, readRequest, write } from "../_upstream_peers.ts";
 
 Deno.test("upstream_pool: past queue_limit requests are shed with 503 and Retry-After", async () => {
   const gates: (() => void)[] = [];
@@ -61,4 +62,41 @@ routes:
   for (const path of ["/short", "/plain"]) assert.equal(await get(path), "ok");
   assert.notEqual(short.ports[2], short.ports[1], "a fresh connection");
   assert.equal(plain.ports[2], plain.ports[1], "no Keep-Alive timeout: reused");
+});
+
+Deno.test("retries: a lone target that drops the connection gets the request once; a keep-alive race is retried", async () => {
+  // Each connection: the first request is answered, the next one read and dropped without a word
+  // (the upstream's idle timeout racing it); "/crash" is dropped at once (a request that kills it).
+  const seen: string[] = [];
+  await using srv = rawServer(async (c) => {
+    for (let n = 0;; n++) {
+      const req = await readRequest(c);
+      if (!req) return;
+      const line = req.slice(0, req.indexOf(" HTTP/"));
+      seen.push(line);
+      if (line.endsWith("/crash") || n > 0) return;
+      await write(c, "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+    }
+  });
+  await using prox = await startProxy(`
+health_check: { enabled: false }
+routes:
+  "/":
+    type: proxy
+    target: "${srv.url}"
+`);
+  const crash = await fetch(`${prox.url}/crash`);
+  assert.equal(crash.status, 502);
+  await crash.body?.cancel();
+  assert.deepEqual(seen, ["GET /crash"], "not sent to the target it brought down again");
+  seen.length = 0;
+  for (const method of ["GET", "PUT"]) {
+    const res = await fetch(`${prox.url}/x`, {
+      method,
+      body: method === "PUT" ? "b" : null,
+    });
+    assert.equal(await res.text(), "ok", method);
+  }
+  // The PUT met the GET's connection closed and went again on a new one.
+  assert.deepEqual(seen, ["GET /x", "PUT /x", "PUT /x"]);
 });
