@@ -121,6 +121,14 @@ export function hintFor(
   if (value === null && typeof path.at(-1) === "number") {
     return "An empty list item: remove its - line or give it a value";
   }
+  // HAProxy and Traefik read weight 0 as "no new traffic" (draining).
+  if (
+    issue.code === "too_small" && value === 0 && path.at(-1) === "weight" &&
+    path.at(-3) === "targets"
+  ) {
+    return "To take a target out of rotation, remove it (a reload lets its requests in flight " +
+      "finish) or mark it backup: true to keep it as a standby";
+  }
   if (issue.code === "invalid_union" && path.at(-1) === "type") {
     const guess = suggest(String(value), ROUTE_TYPES);
     if (guess) return `Did you mean "${guess}"?`;

@@ -229,6 +229,16 @@ Deno.test("loadConfigText warns about a redirect target browsers read as a relat
   ]);
 });
 
+Deno.test("parseConfig says how to take a target out of rotation instead of weight 0", () => {
+  const text = `${HEAD}  /:\n    type: load_balance\n    targets:\n      - http://a\n` +
+    `      - { url: "http://b", weight: 0 }\n`;
+  assert.deepEqual(problems(text), [
+    "c.yaml:7:28: error: routes./.targets.1.weight: Must be at least 1, got 0\n" +
+    "  fix: To take a target out of rotation, remove it (a reload lets its requests in flight " +
+    "finish) or mark it backup: true to keep it as a standby",
+  ]);
+});
+
 Deno.test("parseConfig names the types a list item may have, and an empty item", () => {
   const text = `${HEAD}  /:\n    type: load_balance\n    targets:\n      - http://a\n      -\n`;
   // It said only "Invalid value".
