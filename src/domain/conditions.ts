@@ -79,7 +79,11 @@ function headerTest(spec: { name: string; value_matches?: string }) {
   return (h: Headers | undefined, authority?: string) => {
     const v = h?.get(name) ?? (name === "host" ? authority : undefined);
     if (v === null || v === undefined) return false;
-    return re === undefined || (re instanceof RegExp && re.test(v));
+    if (re === undefined) return true;
+    if (!(re instanceof RegExp)) return false;
+    // Each Set-Cookie is its own field (RFC 6265 §3): joined with ", " they read as one cookie.
+    if (name === "set-cookie") return h!.getSetCookie().some((c) => re.test(c));
+    return re.test(v);
   };
 }
 

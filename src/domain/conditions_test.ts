@@ -59,6 +59,22 @@ Deno.test("status_is and response_has_header look at the response", () => {
   assert.equal(c(input()), false); // no response yet
 });
 
+Deno.test("value_matches sees each Set-Cookie alone and other repeated fields joined with a comma", () => {
+  const cookie = compileCondition({
+    response_has_header: { name: "Set-Cookie", value_matches: "^session=" },
+  });
+  const h = new Headers();
+  h.append("set-cookie", "theme=dark; Path=/");
+  h.append("set-cookie", "session=1; HttpOnly");
+  assert.equal(cookie(input({ responseHeaders: h })), true);
+  assert.equal(cookie(input({ responseHeaders: new Headers({ "set-cookie": "theme=1" }) })), false);
+  const list = compileCondition({ has_header: { name: "X-T", value_matches: "^a, b$" } });
+  const t = new Headers();
+  t.append("x-t", "a");
+  t.append("x-t", "b");
+  assert.equal(list(input({ headers: t })), true);
+});
+
 Deno.test("parseStatusSelector accepts codes, classes and ranges", () => {
   assert.deepEqual(parseStatusSelector(404), [404, 404]);
   assert.deepEqual(parseStatusSelector("5xx"), [500, 599]);
