@@ -159,7 +159,7 @@ routes:
   }
 });
 
-Deno.test("a replaced response body is a whole 200 answer; 204, 205 and 304 keep theirs", async () => {
+Deno.test("a replaced response body is a whole 200 answer; a 416 keeps its Content-Range; 204, 205 and 304 keep theirs", async () => {
   await using up = await startUpstream((req) => {
     const path = new URL(req.url).pathname;
     if (path === "/partial") {
@@ -167,6 +167,9 @@ Deno.test("a replaced response body is a whole 200 answer; 204, 205 and 304 keep
         status: 206,
         headers: { "content-range": "bytes 0-9/100", "repr-digest": "sha-256=:x:" },
       });
+    }
+    if (path === "/unsatisfiable") {
+      return new Response("no", { status: 416, headers: { "content-range": "bytes */100" } });
     }
     if (path === "/cached") return new Response(null, { status: 304, headers: { etag: '"v1"' } });
     if (path === "/reset") return new Response(null, { status: 205 });
@@ -186,6 +189,12 @@ routes:
   assert.equal(partial.headers.get("content-range"), null);
   assert.equal(partial.headers.get("repr-digest"), null);
   assert.equal(await partial.text(), "replaced");
+  const unsatisfiable = await fetch(`${prox.url}/unsatisfiable`, {
+    headers: { range: "bytes=200-" },
+  });
+  assert.equal(unsatisfiable.status, 416);
+  assert.equal(unsatisfiable.headers.get("content-range"), "bytes */100");
+  assert.equal(await unsatisfiable.text(), "replaced");
   const cached = await fetch(`${prox.url}/cached`, { headers: { "if-none-match": '"v1"' } });
   assert.equal(cached.status, 304);
   assert.equal(cached.headers.get("etag"), '"v1"');

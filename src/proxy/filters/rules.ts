@@ -189,6 +189,10 @@ export function applyResponseRules(
       // The replaced body is let go (its upstream connection is released once cancelled).
       res.body?.cancel().catch(() => {});
       for (const h of STALE_BODY_HEADERS) headers.delete(h);
+      // A 416's `Content-Range: bytes */N` gives the representation's length, which a replaced
+      // error body does not change (RFC 9110 §15.5.17).
+      const range = status === 416 ? res.headers.get("content-range") : null;
+      if (range !== null) headers.set("content-range", range);
       headers.set("content-length", String(bytes.byteLength));
       body = ctx.req.method === "HEAD" ? null : bytes;
       // The new body is the whole representation: a 206 without Content-Range would be invalid
