@@ -347,3 +347,36 @@ routes:
   assert.equal(body.body, "0042");
   assert.equal(res.headers.get("x-flag"), "true");
 });
+
+Deno.test("response rules apply to the upstream's answers, not to Prox's own 429 and 502", async () => {
+  await using up = await startUpstream(() => new Response("app is down", { status: 502 }));
+  const rules = `
+    rate_limit: { by: route, requests: 1, period: 1m, burst: 1 }
+    response_headers:
+      set: { X-Rule: "{status}" }
+    response_body:
+      condition: { status_is: "5xx" }
+      set_text: "rewritten"`;
+  await using prox = await startProxy(`
+health_check: { enabled: false }
+routes:
+  "/up":
+    type: proxy
+    target: "${up.url}"${rules}
+  "/down":
+    type: proxy
+    target: "http://127.0.0.1:1"${rules}
+`);
+  const fromApp = await fetch(`${prox.url}/up/`);
+  assert.equal(fromApp.status, 502);
+  assert.equal(fromApp.headers.get("x-rule"), "502");
+  assert.equal(await fromApp.text(), "rewritten");
+  const limited = await fetch(`${prox.url}/up/`);
+  assert.equal(limited.status, 429);
+  assert.equal(limited.headers.get("x-rule"), null);
+  assert.match(await limited.text(), /^Too Many Requests/);
+  const down = await fetch(`${prox.url}/down/`);
+  assert.equal(down.status, 502);
+  assert.equal(down.headers.get("x-rule"), null);
+  assert.match(await down.text(), /^Bad gateway: cannot connect to upstream\nrequest id: /);
+});
