@@ -229,6 +229,16 @@ function headerValue(
       hint: "Remove it from the rule",
     });
     return undefined;
+  } else if (c.side === "request" && name.toLowerCase() === "expect") {
+    // Prox answers the client's 100-continue and sends the body right after the head: an
+    // upstream told to expect it may answer at once and read the body as its next request.
+    c.problems.push({
+      path,
+      warning: true,
+      message: `Header "${name}" is ignored on the upstream request: Prox sends the body at once`,
+      hint: "Remove it from the rule (Prox answers a client's Expect: 100-continue itself)",
+    });
+    return undefined;
   }
   const t = asUtf8Bytes(template(value, path, c));
   if (t.changed) {

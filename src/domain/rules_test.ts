@@ -34,7 +34,7 @@ Deno.test("compileRouteRules ignores, with warnings, the Rust Prox rules that di
   const rules = compileRouteRules({
     request_headers: {
       add: { Connection: "keep-alive", "X Bad": "v", "X-Ok": "1" },
-      append: { "Keep-Alive": "timeout=5" },
+      append: { "Keep-Alive": "timeout=5", Expect: "100-continue" },
       remove: ["HOST", "Referer", "Bad:Name"],
     },
     response_headers: { set: { Upgrade: "h2c", TE: "trailers", "X-Served": "1" } },
@@ -44,17 +44,19 @@ Deno.test("compileRouteRules ignores, with warnings, the Rust Prox rules that di
     "request_headers.add.Connection",
     "request_headers.add.X Bad",
     "request_headers.append.Keep-Alive",
+    "request_headers.append.Expect",
     "request_headers.remove.0",
     "request_headers.remove.2",
     "response_headers.set.Upgrade",
     "response_headers.set.TE",
   ]);
   assert.match(out[0].message, /Header "Connection" is ignored/);
-  assert.match(out[3].message, /Host cannot be removed from the upstream request/);
+  assert.match(out[4].message, /Host cannot be removed from the upstream request/);
   assert.deepEqual(rules.requestHeaders?.set.map(([n]) => n), ["x-ok"]);
   assert.deepEqual(rules.requestHeaders?.append, []);
   assert.deepEqual(rules.requestHeaders?.remove, ["referer"]);
   assert.deepEqual(rules.responseHeaders?.set.map(([n]) => n), ["x-served"]);
+  assert.match(out[3].message, /Header "Expect" is ignored on the upstream request/);
   assert.deepEqual(problems({ response_headers: { remove: ["Host"] } }), []);
   assert.deepEqual(problems({ request_headers: { set: { Host: "backend.internal" } } }), []);
 });

@@ -380,3 +380,21 @@ routes:
   assert.equal(down.headers.get("x-rule"), null);
   assert.match(await down.text(), /^Bad gateway: cannot connect to upstream\nrequest id: /);
 });
+
+Deno.test("a request header rule cannot send Expect upstream, where the body goes with the head", async () => {
+  await using up = await echoUpstream();
+  await using prox = await startProxy(`
+health_check: { enabled: false }
+routes:
+  "/":
+    type: proxy
+    target: "${up.url}"
+    request_headers:
+      set: { Expect: "100-continue", X-Ok: "1" }
+`);
+  const res = await fetch(`${prox.url}/upload`, { method: "POST", body: "hello" });
+  const body = await res.json();
+  assert.equal(body.headers.expect, undefined);
+  assert.equal(body.headers["x-ok"], "1");
+  assert.equal(body.body, "hello");
+});
