@@ -375,6 +375,18 @@ export function compileBodyRule(
   const when = condition(spec.condition, c);
   if (spec.content_type !== undefined) {
     checkFieldValue("Content-Type", spec.content_type, ["content_type"], c);
+    const charset = /;\s*charset\s*=\s*"?([^";\s]+)/i.exec(spec.content_type)?.[1];
+    const text = spec.set_text ??
+      (spec.set_json === undefined ? "" : JSON.stringify(spec.set_json));
+    if (charset && !/^utf-?8$/i.test(charset) && /[\u0080-\uffff]/.test(text)) {
+      c.problems.push({
+        path: ["content_type"],
+        warning: true,
+        message: `The body is sent as UTF-8, so charset=${charset} mislabels its characters ` +
+          "beyond ASCII",
+        hint: "Use charset=utf-8, or write those characters in ASCII",
+      });
+    }
   }
   if (spec.set_text !== undefined) {
     return {

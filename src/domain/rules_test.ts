@@ -124,6 +124,40 @@ Deno.test("compileRouteRules refuses a content_type a header cannot carry", () =
   );
 });
 
+Deno.test("compileRouteRules warns when content_type names a charset the UTF-8 body is not in", () => {
+  const warnings = (spec: RouteRulesSpec) => {
+    const out: RuleProblem[] = [];
+    compileRouteRules(spec, { env: () => undefined, problems: out });
+    return out.map((p) => `${p.path.join(".")}: ${p.message}`);
+  };
+  assert.deepEqual(
+    warnings({
+      response_body: { set_text: "Café", content_type: "text/html; Charset=ISO-8859-1" },
+    }),
+    [
+      "response_body.content_type: The body is sent as UTF-8, so charset=ISO-8859-1 mislabels its " +
+      "characters beyond ASCII",
+    ],
+  );
+  assert.equal(
+    warnings({
+      request_body: { set_json: { n: "é" }, content_type: 'text/plain;charset="latin1"' },
+    })
+      .length,
+    1,
+  );
+  assert.deepEqual(
+    warnings({
+      response_body: { set_text: "Cafe", content_type: "text/html; charset=iso-8859-1" },
+    }),
+    [],
+  );
+  assert.deepEqual(
+    warnings({ response_body: { set_text: "Café", content_type: "text/html; charset=UTF-8" } }),
+    [],
+  );
+});
+
 Deno.test("compileRouteRules warns that has_header on a response rule reads the response", () => {
   const warnings = (spec: RouteRulesSpec) => {
     const out: RuleProblem[] = [];
