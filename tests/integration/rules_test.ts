@@ -181,11 +181,15 @@ routes:
   "/":
     type: proxy
     target: "${up.url}"
+    response_headers:
+      set: { X-Status: "{status}" }
     response_body:
+      condition: { status_is: [206, 416, 204, 205, 304] }
       set_text: "replaced"
 `);
   const partial = await fetch(`${prox.url}/partial`, { headers: { range: "bytes=0-9" } });
   assert.equal(partial.status, 200);
+  assert.equal(partial.headers.get("x-status"), "200");
   assert.equal(partial.headers.get("content-range"), null);
   assert.equal(partial.headers.get("repr-digest"), null);
   assert.equal(await partial.text(), "replaced");

@@ -168,13 +168,16 @@ export function applyResponseRules(
     status: res.status,
     responseHeaders: res.headers,
   };
-  const values = placeholderValues(ctx, res.status);
   // A 204, 205 or 304 has no content for a body rule to replace (RFC 9110 §15.3.5, §15.3.6,
   // §15.4.5; a Response with one cannot even be built): a 304's validators must stay.
   const nullBody = res.status === 204 || res.status === 205 || res.status === 304;
   const bodyRule = !nullBody && rules.responseBody?.when(input) ? rules.responseBody : undefined;
   const headerRule = rules.responseHeaders?.when(input) ? rules.responseHeaders : undefined;
   if (!bodyRule && !headerRule) return res;
+  // The new body is the whole representation: a 206 without Content-Range would be invalid
+  // (RFC 9110 §15.3.7). `{status}` is the status the client gets.
+  const status = res.status === 206 && bodyRule && bodyRule.body.kind !== "keep" ? 200 : res.status;
+  const values = placeholderValues(ctx, status);
   if (!bodyRule && mutableHeaders(res)) {
     // Header rules only: edit in place, keeping the body (and Deno.serve's fast path) as is.
     applyHeaderRules(headerRule!, res.headers, { values, logger, requestId: ctx.requestId });
@@ -182,7 +185,6 @@ export function applyResponseRules(
   }
   const headers = new Headers(res.headers);
   let body: BodyInit | null = res.body;
-  let status = res.status;
   if (bodyRule) {
     const bytes = ruleBody(bodyRule, values);
     if (bytes) {
@@ -195,9 +197,6 @@ export function applyResponseRules(
       if (range !== null) headers.set("content-range", range);
       headers.set("content-length", String(bytes.byteLength));
       body = ctx.req.method === "HEAD" ? null : bytes;
-      // The new body is the whole representation: a 206 without Content-Range would be invalid
-      // (RFC 9110 §15.3.7).
-      if (status === 206) status = 200;
     }
     headers.set("content-type", bodyRule.contentType);
   }
