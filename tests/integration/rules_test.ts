@@ -402,3 +402,32 @@ routes:
   assert.equal(body.headers["x-ok"], "1");
   assert.equal(body.body, "hello");
 });
+
+Deno.test("a body rule's content type wins over a header rule's Content-Type, on both sides", async () => {
+  await using up = await echoUpstream();
+  await using prox = await startProxy(`
+health_check: { enabled: false }
+routes:
+  "/req":
+    type: proxy
+    target: "${up.url}"
+    request_headers:
+      set: { Content-Type: "text/html" }
+    request_body:
+      set_json: { a: 1 }
+  "/res":
+    type: proxy
+    target: "${up.url}"
+    response_headers:
+      set: { Content-Type: "text/html", X-Ok: "1" }
+    response_body:
+      set_text: "replaced"
+`);
+  const sent = await (await fetch(`${prox.url}/req`, { method: "POST", body: "hello" })).json();
+  assert.equal(sent.headers["content-type"], "application/json");
+  assert.equal(sent.body, '{"a":1}');
+  const res = await fetch(`${prox.url}/res`);
+  assert.equal(res.headers.get("content-type"), "text/plain; charset=utf-8");
+  assert.equal(res.headers.get("x-ok"), "1");
+  assert.equal(await res.text(), "replaced");
+});

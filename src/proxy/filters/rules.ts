@@ -202,6 +202,8 @@ export function applyResponseRules(
   }
   if (headerRule) {
     applyHeaderRules(headerRule, headers, { values, logger, requestId: ctx.requestId });
+    // The body rule labels what it wrote, as on the request side (and in the Rust Prox).
+    if (bodyRule) headers.set("content-type", bodyRule.contentType);
   }
   return new Response(nullBody ? null : body, {
     status,
