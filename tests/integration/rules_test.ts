@@ -3,6 +3,7 @@
 import assert from "node:assert/strict";
 import { interopTest, ROOT, run, startUpstream } from "../_harness.ts";
 import { startProxy } from "./_proxy.ts";
+import { silentLogger } from "../../src/ports.ts";
 
 async function echoUpstream() {
   return await startUpstream(async (req) => {
@@ -430,4 +431,30 @@ routes:
   assert.equal(res.headers.get("content-type"), "text/plain; charset=utf-8");
   assert.equal(res.headers.get("x-ok"), "1");
   assert.equal(await res.text(), "replaced");
+});
+
+Deno.test("a placeholder expanding beyond Latin-1 ({route} of /日本) goes out as UTF-8 bytes", async () => {
+  await using up = await echoUpstream();
+  const warnings: string[] = [];
+  const logger = { ...silentLogger, warn: (msg: string) => void warnings.push(msg) };
+  await using prox = await startProxy(
+    `
+health_check: { enabled: false }
+routes:
+  "/日本":
+    type: proxy
+    target: "${up.url}"
+    request_headers:
+      set: { X-Route: "route {route}" }
+    response_headers:
+      set: { X-Route: "{route} é" }
+`,
+    { logger },
+  );
+  const res = await fetch(`${prox.url}/日本/x`);
+  const asBytes = (s: string) => String.fromCharCode(...new TextEncoder().encode(s));
+  // Per placeholder, as the config's own text: "é" alone keeps its one Latin-1 byte.
+  assert.equal(res.headers.get("x-route"), `${asBytes("/日本")} é`);
+  assert.equal((await res.json()).headers["x-route"], asBytes("route /日本"));
+  assert.deepEqual(warnings, []);
 });

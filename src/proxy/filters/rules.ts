@@ -88,8 +88,14 @@ export function applyHeaderRules(
       });
     }
   };
-  for (const [name, t] of rules.set) put(name, expand(t, opts.values), false);
-  for (const [name, t] of rules.append) put(name, expand(t, opts.values), true);
+  // A value beyond Latin-1 (a route named "/日本") goes out as its UTF-8 bytes, as the config's
+  // own text does (Headers refuses such characters: every request would skip the rule).
+  const values: PlaceholderValues = (name) => {
+    const v = opts.values(name);
+    return /[\u0100-\uffff]/.test(v) ? String.fromCharCode(...new TextEncoder().encode(v)) : v;
+  };
+  for (const [name, t] of rules.set) put(name, expand(t, values), false);
+  for (const [name, t] of rules.append) put(name, expand(t, values), true);
 }
 
 function buildJson(t: JsonTemplate, values: PlaceholderValues): unknown {
