@@ -158,6 +158,23 @@ Deno.test("compileRouteRules warns when content_type names a charset the UTF-8 b
   );
 });
 
+Deno.test("compileRouteRules says a broken regex never held in the Rust Prox only for its own keys", () => {
+  const out: RuleProblem[] = [];
+  compileRouteRules({
+    request_headers: {
+      condition: { path_matches: "(", query_has: { name: "q", value_matches: "(" } },
+    },
+    response_headers: { condition: { response_has_header: { name: "X Y", value_matches: "[" } } },
+  }, { env: () => undefined, problems: out });
+  assert.deepEqual(out.map((p) => [p.path.join("."), p.hint?.startsWith("Fix it or remove")]), [
+    ["request_headers.condition.path_matches", true],
+    ["request_headers.condition.query_has.value_matches", false],
+    ["response_headers.condition.response_has_header.value_matches", false],
+    ["response_headers.condition", false],
+  ]);
+  assert.equal(out[1].hint, "Fix the regular expression or remove the condition");
+});
+
 Deno.test("compileRouteRules warns that has_header on a response rule reads the response", () => {
   const warnings = (spec: RouteRulesSpec) => {
     const out: RuleProblem[] = [];
