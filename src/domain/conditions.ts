@@ -79,28 +79,35 @@ function headerTest(spec: { name: string; value_matches?: string }) {
   return (h: Headers | undefined, authority?: string) => {
     const v = h?.get(name) ?? (name === "host" ? authority : undefined);
     if (v === null || v === undefined) return false;
-    return re === undefined || (re instanceof RegExp && re.test(v));
+    if (re === undefined) return true;
+    if (!(re instanceof RegExp)) return false;
+    // Each Set-Cookie is its own field (RFC 6265 §3): joined with ", " they read as one cookie.
+    if (name === "set-cookie") return h!.getSetCookie().some((c) => re.test(c));
+    return re.test(v);
   };
 }
 
-function queryValue(query: string, name: string): string | null {
+function decodeQueryPart(s: string): string {
+  try {
+    return decodeURIComponent(s.replace(/\+/g, " "));
+  } catch {
+    return s; // malformed escapes: compared as written
+  }
+}
+
+/**
+ * Every value of the query parameter `name` (keys and values form-decoded: `+` is a space,
+ * `a%5Bb%5D` is `a[b]`); a key without `=` has the value "".
+ */
+function queryValues(query: string, name: string): string[] {
+  const out: string[] = [];
+  if (query === "") return out;
   for (const pair of query.split("&")) {
     const eq = pair.indexOf("=");
-    const k = eq < 0 ? pair : pair.slice(0, eq);
-    let key = k;
-    try {
-      key = decodeURIComponent(k.replace(/\+/g, " "));
-    } catch { /* keep raw */ }
-    if (key === name) {
-      const raw = eq < 0 ? "" : pair.slice(eq + 1);
-      try {
-        return decodeURIComponent(raw.replace(/\+/g, " "));
-      } catch {
-        return raw;
-      }
-    }
+    if (decodeQueryPart(eq < 0 ? pair : pair.slice(0, eq)) !== name) continue;
+    out.push(eq < 0 ? "" : decodeQueryPart(pair.slice(eq + 1)));
   }
-  return null;
+  return out;
 }
 
 /** Compiles a condition; a missing condition always holds. */
@@ -124,9 +131,11 @@ export function compileCondition(spec: ConditionSpec | undefined): Predicate {
   if (spec.query_has !== undefined) {
     const q = typeof spec.query_has === "string" ? { name: spec.query_has } : spec.query_has;
     const re = q.value_matches !== undefined ? compileRegex(q.value_matches) : undefined;
+    // A repeated key (`?tag=a&tag=b`) matches when any of its values does, as in Caddy.
     checks.push((i) => {
-      const v = queryValue(i.query, q.name);
-      return v !== null && (re === undefined || (re instanceof RegExp && re.test(v)));
+      const vs = queryValues(i.query, q.name);
+      return vs.length > 0 &&
+        (re === undefined || vs.some((v) => re instanceof RegExp && re.test(v)));
     });
   }
   if (spec.status_is !== undefined) {

@@ -24,6 +24,25 @@ Deno.test("compileCondition ANDs every given key", () => {
   assert.equal(c(input({ query: "x=b" })), false);
 });
 
+Deno.test("query_has matches any value of a repeated key, with keys and values form-decoded", () => {
+  const c = compileCondition({ query_has: { name: "a[b]", value_matches: "^2$" } });
+  assert.equal(c(input({ query: "a[b]=1&a[b]=2" })), true);
+  assert.equal(c(input({ query: "a%5Bb%5D=1&a%5bb%5d=%32" })), true);
+  assert.equal(c(input({ query: "a[b]=1&a[b]=3" })), false);
+  assert.equal(c(input({ query: "a[b]=12" })), false);
+  const plain = compileCondition({ query_has: "k" });
+  assert.equal(plain(input({ query: "k" })), true);
+  assert.equal(plain(input({ query: "x=1&k=" })), true);
+  assert.equal(plain(input({ query: "K=1&kk=1" })), false);
+  assert.equal(plain(input({ query: "" })), false);
+  const space = compileCondition({ query_has: { name: "q x", value_matches: "^a b$" } });
+  assert.equal(space(input({ query: "q+x=a+b" })), true);
+  assert.equal(space(input({ query: "q%20x=a%20b" })), true);
+  const empty = compileCondition({ query_has: { name: "e", value_matches: "^$" } });
+  assert.equal(empty(input({ query: "e=1&e" })), true);
+  assert.equal(empty(input({ query: "e=1" })), false);
+});
+
 Deno.test("compileCondition without keys always holds", () => {
   assert.equal(compileCondition(undefined)(input()), true);
   assert.equal(compileCondition({})(input()), true);
@@ -38,6 +57,22 @@ Deno.test("status_is and response_has_header look at the response", () => {
   assert.equal(c(res(403, { "x-err": "1" })), false);
   assert.equal(c(res(500, {})), false);
   assert.equal(c(input()), false); // no response yet
+});
+
+Deno.test("value_matches sees each Set-Cookie alone and other repeated fields joined with a comma", () => {
+  const cookie = compileCondition({
+    response_has_header: { name: "Set-Cookie", value_matches: "^session=" },
+  });
+  const h = new Headers();
+  h.append("set-cookie", "theme=dark; Path=/");
+  h.append("set-cookie", "session=1; HttpOnly");
+  assert.equal(cookie(input({ responseHeaders: h })), true);
+  assert.equal(cookie(input({ responseHeaders: new Headers({ "set-cookie": "theme=1" }) })), false);
+  const list = compileCondition({ has_header: { name: "X-T", value_matches: "^a, b$" } });
+  const t = new Headers();
+  t.append("x-t", "a");
+  t.append("x-t", "b");
+  assert.equal(list(input({ headers: t })), true);
 });
 
 Deno.test("parseStatusSelector accepts codes, classes and ranges", () => {

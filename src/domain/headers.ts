@@ -1,7 +1,7 @@
 // Hop-by-hop removal, forwarding headers and client-IP resolution behind trusted proxies.
 // Operates on Web `Headers` or Prox's own `HeaderList` (plain data, no I/O).
 
-import { cidrContains, parseIp } from "./ip.ts";
+import { cidrContains, formatIp, parseIp } from "./ip.ts";
 import type { Cidr } from "./ip.ts";
 import { HeaderList } from "./header_list.ts";
 import type { HeaderMap } from "./header_list.ts";
@@ -86,8 +86,9 @@ export function resolveClientIp(
  * `[::]:80 ipv6only=off` writes "::ffff:203.0.113.5"), so logs and `{client_ip}` agree.
  */
 function plainIp(s: string): string {
-  const h = s.toLowerCase();
-  return h.startsWith("::ffff:") && h.includes(".") ? h.slice(7) : h;
+  const addr = parseIp(s);
+  // RFC 5952 text (lower case, zeros compressed), as Deno names an IPv6 peer.
+  return addr ? formatIp(addr) : s.toLowerCase();
 }
 
 function stripPort(s: string): string {

@@ -48,6 +48,9 @@ Deno.test("resolveClientIp names a client from X-Forwarded-For as Prox names its
   assert.equal(resolveClientIp("10.0.0.1", "::FFFF:203.0.113.5", trusted), "203.0.113.5");
   assert.equal(resolveClientIp("10.0.0.1", "[2001:DB8::1]:4711", trusted), "2001:db8::1");
   assert.equal(resolveClientIp("10.0.0.1", "::ffff:10.0.0.9", trusted), "10.0.0.9");
+  // The same address written another way is named the same (logs, {client_ip}).
+  assert.equal(resolveClientIp("10.0.0.1", "::ffff:cb00:7105", trusted), "203.0.113.5");
+  assert.equal(resolveClientIp("10.0.0.1", "2001:0DB8:0:0:0:0:0:0001", trusted), "2001:db8::1");
 });
 
 Deno.test("setForwardingHeaders replaces client-sent values from untrusted peers", () => {

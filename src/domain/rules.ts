@@ -124,27 +124,38 @@ const NEVER_HELD = "Fix it or remove the condition (the Rust Prox loaded it, but
 function condition(spec: ConditionSpec | undefined, c: Ctx): Predicate {
   if (!spec) return () => true;
   const base = ["condition"];
-  const regexes: [string | undefined, (string | number)[]][] = [
-    [spec.path_matches, [...base, "path_matches"]],
-    [spec.has_header?.value_matches, [...base, "has_header", "value_matches"]],
-    [spec.response_has_header?.value_matches, [...base, "response_has_header", "value_matches"]],
+  // The third item: the key existed in the Rust Prox (whose configs may hold a broken regex).
+  const regexes: [string | undefined, (string | number)[], boolean][] = [
+    [spec.path_matches, [...base, "path_matches"], true],
+    [spec.has_header?.value_matches, [...base, "has_header", "value_matches"], true],
+    [
+      spec.response_has_header?.value_matches,
+      [...base, "response_has_header", "value_matches"],
+      false,
+    ],
     [
       typeof spec.query_has === "object" ? spec.query_has.value_matches : undefined,
       [...base, "query_has", "value_matches"],
+      false,
     ],
   ];
-  for (const [src, path] of regexes) {
+  for (const [src, path, seedKey] of regexes) {
     if (src === undefined) continue;
     const re = compileRegex(src);
     if (typeof re === "string") {
       // A Rust flag Prox cannot express worked in the Rust Prox; anything else never compiled.
-      const hint = re.includes("Rust flag") ? undefined : NEVER_HELD;
+      const hint = re.includes("Rust flag")
+        ? undefined
+        : seedKey
+        ? NEVER_HELD
+        : "Fix the regular expression or remove the condition";
       c.problems.push({ path, message: re, hint });
     }
   }
   for (const h of [spec.has_header, spec.response_has_header]) {
     if (h && !TOKEN.test(h.name)) {
-      c.problems.push({ path: base, message: `Invalid header name "${h.name}"`, hint: NEVER_HELD });
+      const hint = h === spec.has_header ? NEVER_HELD : "Use a header name, such as X-Error-Type";
+      c.problems.push({ path: base, message: `Invalid header name "${h.name}"`, hint });
     }
   }
   const methods = spec.method_is === undefined
@@ -227,6 +238,16 @@ function headerValue(
       warning: true,
       message: `Header "${name}" is ignored: Prox manages each connection itself`,
       hint: "Remove it from the rule",
+    });
+    return undefined;
+  } else if (c.side === "request" && name.toLowerCase() === "expect") {
+    // Prox answers the client's 100-continue and sends the body right after the head: an
+    // upstream told to expect it may answer at once and read the body as its next request.
+    c.problems.push({
+      path,
+      warning: true,
+      message: `Header "${name}" is ignored on the upstream request: Prox sends the body at once`,
+      hint: "Remove it from the rule (Prox answers a client's Expect: 100-continue itself)",
     });
     return undefined;
   }
@@ -365,6 +386,18 @@ export function compileBodyRule(
   const when = condition(spec.condition, c);
   if (spec.content_type !== undefined) {
     checkFieldValue("Content-Type", spec.content_type, ["content_type"], c);
+    const charset = /;\s*charset\s*=\s*"?([^";\s]+)/i.exec(spec.content_type)?.[1];
+    const text = spec.set_text ??
+      (spec.set_json === undefined ? "" : JSON.stringify(spec.set_json));
+    if (charset && !/^utf-?8$/i.test(charset) && /[\u0080-\uffff]/.test(text)) {
+      c.problems.push({
+        path: ["content_type"],
+        warning: true,
+        message: `The body is sent as UTF-8, so charset=${charset} mislabels its characters ` +
+          "beyond ASCII",
+        hint: "Use charset=utf-8, or write those characters in ASCII",
+      });
+    }
   }
   if (spec.set_text !== undefined) {
     return {

@@ -34,7 +34,7 @@ Deno.test("compileRouteRules ignores, with warnings, the Rust Prox rules that di
   const rules = compileRouteRules({
     request_headers: {
       add: { Connection: "keep-alive", "X Bad": "v", "X-Ok": "1" },
-      append: { "Keep-Alive": "timeout=5" },
+      append: { "Keep-Alive": "timeout=5", Expect: "100-continue" },
       remove: ["HOST", "Referer", "Bad:Name"],
     },
     response_headers: { set: { Upgrade: "h2c", TE: "trailers", "X-Served": "1" } },
@@ -44,17 +44,19 @@ Deno.test("compileRouteRules ignores, with warnings, the Rust Prox rules that di
     "request_headers.add.Connection",
     "request_headers.add.X Bad",
     "request_headers.append.Keep-Alive",
+    "request_headers.append.Expect",
     "request_headers.remove.0",
     "request_headers.remove.2",
     "response_headers.set.Upgrade",
     "response_headers.set.TE",
   ]);
   assert.match(out[0].message, /Header "Connection" is ignored/);
-  assert.match(out[3].message, /Host cannot be removed from the upstream request/);
+  assert.match(out[4].message, /Host cannot be removed from the upstream request/);
   assert.deepEqual(rules.requestHeaders?.set.map(([n]) => n), ["x-ok"]);
   assert.deepEqual(rules.requestHeaders?.append, []);
   assert.deepEqual(rules.requestHeaders?.remove, ["referer"]);
   assert.deepEqual(rules.responseHeaders?.set.map(([n]) => n), ["x-served"]);
+  assert.match(out[3].message, /Header "Expect" is ignored on the upstream request/);
   assert.deepEqual(problems({ response_headers: { remove: ["Host"] } }), []);
   assert.deepEqual(problems({ request_headers: { set: { Host: "backend.internal" } } }), []);
 });
@@ -120,6 +122,57 @@ Deno.test("compileRouteRules refuses a content_type a header cannot carry", () =
       'response_body.content_type: Header value for "Content-Type" has characters a header cannot carry (beyond Latin-1)',
     ],
   );
+});
+
+Deno.test("compileRouteRules warns when content_type names a charset the UTF-8 body is not in", () => {
+  const warnings = (spec: RouteRulesSpec) => {
+    const out: RuleProblem[] = [];
+    compileRouteRules(spec, { env: () => undefined, problems: out });
+    return out.map((p) => `${p.path.join(".")}: ${p.message}`);
+  };
+  assert.deepEqual(
+    warnings({
+      response_body: { set_text: "Café", content_type: "text/html; Charset=ISO-8859-1" },
+    }),
+    [
+      "response_body.content_type: The body is sent as UTF-8, so charset=ISO-8859-1 mislabels its " +
+      "characters beyond ASCII",
+    ],
+  );
+  assert.equal(
+    warnings({
+      request_body: { set_json: { n: "é" }, content_type: 'text/plain;charset="latin1"' },
+    })
+      .length,
+    1,
+  );
+  assert.deepEqual(
+    warnings({
+      response_body: { set_text: "Cafe", content_type: "text/html; charset=iso-8859-1" },
+    }),
+    [],
+  );
+  assert.deepEqual(
+    warnings({ response_body: { set_text: "Café", content_type: "text/html; charset=UTF-8" } }),
+    [],
+  );
+});
+
+Deno.test("compileRouteRules says a broken regex never held in the Rust Prox only for its own keys", () => {
+  const out: RuleProblem[] = [];
+  compileRouteRules({
+    request_headers: {
+      condition: { path_matches: "(", query_has: { name: "q", value_matches: "(" } },
+    },
+    response_headers: { condition: { response_has_header: { name: "X Y", value_matches: "[" } } },
+  }, { env: () => undefined, problems: out });
+  assert.deepEqual(out.map((p) => [p.path.join("."), p.hint?.startsWith("Fix it or remove")]), [
+    ["request_headers.condition.path_matches", true],
+    ["request_headers.condition.query_has.value_matches", false],
+    ["response_headers.condition.response_has_header.value_matches", false],
+    ["response_headers.condition", false],
+  ]);
+  assert.equal(out[1].hint, "Fix the regular expression or remove the condition");
 });
 
 Deno.test("compileRouteRules warns that has_header on a response rule reads the response", () => {

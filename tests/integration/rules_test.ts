@@ -3,6 +3,7 @@
 import assert from "node:assert/strict";
 import { interopTest, ROOT, run, startUpstream } from "../_harness.ts";
 import { startProxy } from "./_proxy.ts";
+import { silentLogger } from "../../src/ports.ts";
 
 async function echoUpstream() {
   return await startUpstream(async (req) => {
@@ -159,7 +160,7 @@ routes:
   }
 });
 
-Deno.test("a replaced response body is a whole 200 answer; 204, 205 and 304 keep theirs", async () => {
+Deno.test("a replaced response body is a whole 200 answer; a 416 keeps its Content-Range; 204, 205 and 304 keep theirs", async () => {
   await using up = await startUpstream((req) => {
     const path = new URL(req.url).pathname;
     if (path === "/partial") {
@@ -167,6 +168,9 @@ Deno.test("a replaced response body is a whole 200 answer; 204, 205 and 304 keep
         status: 206,
         headers: { "content-range": "bytes 0-9/100", "repr-digest": "sha-256=:x:" },
       });
+    }
+    if (path === "/unsatisfiable") {
+      return new Response("no", { status: 416, headers: { "content-range": "bytes */100" } });
     }
     if (path === "/cached") return new Response(null, { status: 304, headers: { etag: '"v1"' } });
     if (path === "/reset") return new Response(null, { status: 205 });
@@ -178,14 +182,24 @@ routes:
   "/":
     type: proxy
     target: "${up.url}"
+    response_headers:
+      set: { X-Status: "{status}" }
     response_body:
+      condition: { status_is: [206, 416, 204, 205, 304] }
       set_text: "replaced"
 `);
   const partial = await fetch(`${prox.url}/partial`, { headers: { range: "bytes=0-9" } });
   assert.equal(partial.status, 200);
+  assert.equal(partial.headers.get("x-status"), "200");
   assert.equal(partial.headers.get("content-range"), null);
   assert.equal(partial.headers.get("repr-digest"), null);
   assert.equal(await partial.text(), "replaced");
+  const unsatisfiable = await fetch(`${prox.url}/unsatisfiable`, {
+    headers: { range: "bytes=200-" },
+  });
+  assert.equal(unsatisfiable.status, 416);
+  assert.equal(unsatisfiable.headers.get("content-range"), "bytes */100");
+  assert.equal(await unsatisfiable.text(), "replaced");
   const cached = await fetch(`${prox.url}/cached`, { headers: { "if-none-match": '"v1"' } });
   assert.equal(cached.status, 304);
   assert.equal(cached.headers.get("etag"), '"v1"');
@@ -337,4 +351,110 @@ routes:
   assert.equal(body.headers["x-rate"], "1.50");
   assert.equal(body.body, "0042");
   assert.equal(res.headers.get("x-flag"), "true");
+});
+
+Deno.test("response rules apply to the upstream's answers, not to Prox's own 429 and 502", async () => {
+  await using up = await startUpstream(() => new Response("app is down", { status: 502 }));
+  const rules = `
+    rate_limit: { by: route, requests: 1, period: 1m, burst: 1 }
+    response_headers:
+      set: { X-Rule: "{status}" }
+    response_body:
+      condition: { status_is: "5xx" }
+      set_text: "rewritten"`;
+  await using prox = await startProxy(`
+health_check: { enabled: false }
+routes:
+  "/up":
+    type: proxy
+    target: "${up.url}"${rules}
+  "/down":
+    type: proxy
+    target: "http://127.0.0.1:1"${rules}
+`);
+  const fromApp = await fetch(`${prox.url}/up/`);
+  assert.equal(fromApp.status, 502);
+  assert.equal(fromApp.headers.get("x-rule"), "502");
+  assert.equal(await fromApp.text(), "rewritten");
+  const limited = await fetch(`${prox.url}/up/`);
+  assert.equal(limited.status, 429);
+  assert.equal(limited.headers.get("x-rule"), null);
+  assert.match(await limited.text(), /^Too Many Requests/);
+  const down = await fetch(`${prox.url}/down/`);
+  assert.equal(down.status, 502);
+  assert.equal(down.headers.get("x-rule"), null);
+  assert.match(await down.text(), /^Bad gateway: cannot connect to upstream\nrequest id: /);
+});
+
+Deno.test("a request header rule cannot send Expect upstream, where the body goes with the head", async () => {
+  await using up = await echoUpstream();
+  await using prox = await startProxy(`
+health_check: { enabled: false }
+routes:
+  "/":
+    type: proxy
+    target: "${up.url}"
+    request_headers:
+      set: { Expect: "100-continue", X-Ok: "1" }
+`);
+  const res = await fetch(`${prox.url}/upload`, { method: "POST", body: "hello" });
+  const body = await res.json();
+  assert.equal(body.headers.expect, undefined);
+  assert.equal(body.headers["x-ok"], "1");
+  assert.equal(body.body, "hello");
+});
+
+Deno.test("a body rule's content type wins over a header rule's Content-Type, on both sides", async () => {
+  await using up = await echoUpstream();
+  await using prox = await startProxy(`
+health_check: { enabled: false }
+routes:
+  "/req":
+    type: proxy
+    target: "${up.url}"
+    request_headers:
+      set: { Content-Type: "text/html" }
+    request_body:
+      set_json: { a: 1 }
+  "/res":
+    type: proxy
+    target: "${up.url}"
+    response_headers:
+      set: { Content-Type: "text/html", X-Ok: "1" }
+    response_body:
+      set_text: "replaced"
+`);
+  const sent = await (await fetch(`${prox.url}/req`, { method: "POST", body: "hello" })).json();
+  assert.equal(sent.headers["content-type"], "application/json");
+  assert.equal(sent.body, '{"a":1}');
+  const res = await fetch(`${prox.url}/res`);
+  assert.equal(res.headers.get("content-type"), "text/plain; charset=utf-8");
+  assert.equal(res.headers.get("x-ok"), "1");
+  assert.equal(await res.text(), "replaced");
+});
+
+Deno.test("a placeholder expanding beyond Latin-1 ({route} of /日本) goes out as UTF-8 bytes", async () => {
+  await using up = await echoUpstream();
+  const warnings: string[] = [];
+  const logger = { ...silentLogger, warn: (msg: string) => void warnings.push(msg) };
+  await using prox = await startProxy(
+    `
+health_check: { enabled: false }
+routes:
+  "/日本":
+    type: proxy
+    target: "${up.url}"
+    request_headers:
+      set: { X-Route: "route {route}" }
+    response_headers:
+      set: { X-Route: "{route} é" }
+`,
+    { logger },
+  );
+  const res = await fetch(`${prox.url}/日本/x`);
+  const asBytes = (s: string) => String.fromCharCode(...new TextEncoder().encode(s));
+  // Per placeholder, as the config's own text: "é" alone keeps its one Latin-1 byte.
+  assert.equal(res.headers.get("x-route"), `${asBytes("/日本")} é`);
+  assert.equal((await res.json()).headers["x-route"], asBytes("route /日本"));
+  assert.deepEqual(warnings, []);
 });

@@ -88,8 +88,14 @@ export function applyHeaderRules(
       });
     }
   };
-  for (const [name, t] of rules.set) put(name, expand(t, opts.values), false);
-  for (const [name, t] of rules.append) put(name, expand(t, opts.values), true);
+  // A value beyond Latin-1 (a route named "/日本") goes out as its UTF-8 bytes, as the config's
+  // own text does (Headers refuses such characters: every request would skip the rule).
+  const values: PlaceholderValues = (name) => {
+    const v = opts.values(name);
+    return /[\u0100-\uffff]/.test(v) ? String.fromCharCode(...new TextEncoder().encode(v)) : v;
+  };
+  for (const [name, t] of rules.set) put(name, expand(t, values), false);
+  for (const [name, t] of rules.append) put(name, expand(t, values), true);
 }
 
 function buildJson(t: JsonTemplate, values: PlaceholderValues): unknown {
@@ -168,13 +174,16 @@ export function applyResponseRules(
     status: res.status,
     responseHeaders: res.headers,
   };
-  const values = placeholderValues(ctx, res.status);
   // A 204, 205 or 304 has no content for a body rule to replace (RFC 9110 §15.3.5, §15.3.6,
   // §15.4.5; a Response with one cannot even be built): a 304's validators must stay.
   const nullBody = res.status === 204 || res.status === 205 || res.status === 304;
   const bodyRule = !nullBody && rules.responseBody?.when(input) ? rules.responseBody : undefined;
   const headerRule = rules.responseHeaders?.when(input) ? rules.responseHeaders : undefined;
   if (!bodyRule && !headerRule) return res;
+  // The new body is the whole representation: a 206 without Content-Range would be invalid
+  // (RFC 9110 §15.3.7). `{status}` is the status the client gets.
+  const status = res.status === 206 && bodyRule && bodyRule.body.kind !== "keep" ? 200 : res.status;
+  const values = placeholderValues(ctx, status);
   if (!bodyRule && mutableHeaders(res)) {
     // Header rules only: edit in place, keeping the body (and Deno.serve's fast path) as is.
     applyHeaderRules(headerRule!, res.headers, { values, logger, requestId: ctx.requestId });
@@ -182,23 +191,25 @@ export function applyResponseRules(
   }
   const headers = new Headers(res.headers);
   let body: BodyInit | null = res.body;
-  let status = res.status;
   if (bodyRule) {
     const bytes = ruleBody(bodyRule, values);
     if (bytes) {
       // The replaced body is let go (its upstream connection is released once cancelled).
       res.body?.cancel().catch(() => {});
       for (const h of STALE_BODY_HEADERS) headers.delete(h);
+      // A 416's `Content-Range: bytes */N` gives the representation's length, which a replaced
+      // error body does not change (RFC 9110 §15.5.17).
+      const range = status === 416 ? res.headers.get("content-range") : null;
+      if (range !== null) headers.set("content-range", range);
       headers.set("content-length", String(bytes.byteLength));
       body = ctx.req.method === "HEAD" ? null : bytes;
-      // The new body is the whole representation: a 206 without Content-Range would be invalid
-      // (RFC 9110 §15.3.7).
-      if (status === 206) status = 200;
     }
     headers.set("content-type", bodyRule.contentType);
   }
   if (headerRule) {
     applyHeaderRules(headerRule, headers, { values, logger, requestId: ctx.requestId });
+    // The body rule labels what it wrote, as on the request side (and in the Rust Prox).
+    if (bodyRule) headers.set("content-type", bodyRule.contentType);
   }
   return new Response(nullBody ? null : body, {
     status,
