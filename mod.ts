@@ -28,6 +28,7 @@ import type { WorkerRole } from "./src/adapters/worker_link.ts";
 import { createWorkerMetrics } from "./src/adapters/worker_metrics.ts";
 import { workersIssues } from "./src/config/workers_rules.ts";
 import { explainCommand, requestFromArgs } from "./src/adapters/explain_cli.ts";
+import { routeTestsCommand } from "./src/adapters/route_tests.ts";
 import { COMMAND_HELP, HELP, VERSION, WELCOME_CONFIG, WELCOME_HTML } from "./src/cli_text.ts";
 
 export { VERSION } from "./src/cli_text.ts";
@@ -36,7 +37,7 @@ export type { ProxServer } from "./src/server.ts";
 export { parseConfig } from "./src/config/parse.ts";
 export { createHandler } from "./src/proxy/pipeline.ts";
 
-const COMMANDS = ["serve", "validate", "explain", "schema", "help"];
+const COMMANDS = ["serve", "validate", "explain", "test", "schema", "help"];
 
 /** Runs the CLI with the given arguments; returns the exit code (serve returns on shutdown). */
 export async function main(args: string[]): Promise<number> {
@@ -79,7 +80,10 @@ export async function main(args: string[]): Promise<number> {
     console.error("Run `prox --help` for usage.");
     return 2;
   }
-  if (positionals.length > (command === "help" ? 2 : command === "explain" ? 3 : 1)) {
+  if (
+    positionals.length >
+      (command === "help" || command === "test" ? 2 : command === "explain" ? 3 : 1)
+  ) {
     const arg = String(positionals.at(-1));
     console.error(`prox: unexpected argument "${arg}"${asConfig(arg, command)}`);
     return 2;
@@ -130,6 +134,19 @@ export async function main(args: string[]): Promise<number> {
       return await explainCommand(values.config ?? "config.yaml", {
         request,
         format,
+        out: (s) => console.log(s),
+        err: (s) => console.error(s),
+      });
+    }
+    case "test": {
+      const file = positionals[1];
+      if (!file) {
+        console.error("prox: test needs a file of cases, e.g. prox test routes.test.yaml");
+        console.error("Run `prox help test` for usage.");
+        return 2;
+      }
+      return await routeTestsCommand(file, {
+        config: values.config ?? "config.yaml",
         out: (s) => console.log(s),
         err: (s) => console.error(s),
       });

@@ -12,6 +12,7 @@ Usage:
                                          check a config and explain every problem
   prox explain [-c FILE] [METHOD] URL [-H 'Name: value']... [--client-ip IP] [--format text|json]
                                          show where a request would go, sending nothing
+  prox test [-c FILE] TESTS              check routing against a file of expected outcomes
   prox schema                            print the config's JSON Schema (for editors)
   prox help [COMMAND]                    show help
   prox --version
@@ -73,6 +74,24 @@ Exit 0 explained, 1 invalid config, 2 usage error.
 
 Example:
   prox explain POST https://api.example.com/v1/users -H 'Cookie: lb=a' --client-ip 10.0.0.7`,
+  test: `Usage: prox test [-c FILE] TESTS
+
+Runs table-driven routing tests (for CI): each case in TESTS, a YAML list, is a request and what
+Prox should do with it under FILE (default config.yaml). Each is explained as prox explain does,
+sending nothing; only the expected keys given are checked. Exit 0 when all pass, 1 when one fails
+or a file is invalid, 2 usage error.
+
+  - name: API calls go to the API, query kept     # optional
+    request: GET https://api.example.com/v1/users?page=2
+    headers: { Cookie: "session=abc" }            # optional; client_ip: 10.0.0.7 too
+    expect:
+      route: api.example.com/v1                   # null: no route matches
+      action: proxy          # proxy | load_balance | static | redirect | websocket | error
+      upstream: http://10.0.0.2:8080/users?page=2 # the URL the request line goes to
+      target: http://10.0.0.2:8080                # the target a first attempt picks
+      headers: { X-Forwarded-Proto: https, Cookie: null }   # null: not sent upstream
+  - request: /old/page
+    expect: { status: 308, location: /page }      # file: for static routes`,
   schema: `Usage: prox schema
 
 Prints a JSON Schema of the config. Point the YAML language server at it for completion:

@@ -4,7 +4,8 @@
 import { formatIssue } from "../config/load.ts";
 import { buildSnapshot } from "../proxy/snapshot.ts";
 import { DRY_RUN_ID, explainRequest } from "../proxy/explain.ts";
-import type { ExplainRequest, Explanation } from "../proxy/explain.ts";
+import type { ExplainDeps, ExplainRequest, Explanation } from "../proxy/explain.ts";
+import type { Snapshot } from "../proxy/snapshot.ts";
 import { silentLogger } from "../ports.ts";
 import { denoEnv, loadSource } from "./config_source.ts";
 import { createDenoFileStore } from "./files_deno.ts";
@@ -39,6 +40,42 @@ export function requestFromArgs(
   return { method: method.toUpperCase(), url: text, headers, clientIp: o.clientIp };
 }
 
+/** Loads `file` as `serve` would into a snapshot; null (issues said on `err`) when it cannot. */
+export async function loadSnapshot(
+  file: string,
+  err: (s: string) => void,
+): Promise<Snapshot | null> {
+  let loaded;
+  try {
+    loaded = await loadSource({ path: file });
+  } catch (e) {
+    const why = e instanceof Deno.errors.NotFound
+      ? "file not found"
+      : e instanceof Error
+      ? e.message
+      : String(e);
+    err(`error: Cannot read config "${file}": ${why}`);
+    return null;
+  }
+  const errors = loaded.issues.filter((i) => i.severity === "error");
+  if (!loaded.config || errors.length > 0) {
+    for (const i of errors) err(formatIssue(i));
+    err(`\n${file} is invalid: run prox validate -c ${file}`);
+    return null;
+  }
+  return buildSnapshot(loaded.config, { version: 1, env: denoEnv.env });
+}
+
+/** What explain reads offline: the snapshot, the real files, the real clock, no health. */
+export function offlineDeps(snapshot: Snapshot): ExplainDeps {
+  return {
+    snapshot,
+    files: createDenoFileStore(),
+    clock: { now: () => Date.now(), monotonic: () => performance.now() },
+    logger: silentLogger,
+  };
+}
+
 /** Runs `prox explain`; returns the exit code (0 explained, 1 invalid config). */
 export async function explainCommand(
   file: string,
@@ -49,31 +86,9 @@ export async function explainCommand(
     err: (s: string) => void;
   },
 ): Promise<number> {
-  let loaded;
-  try {
-    loaded = await loadSource({ path: file });
-  } catch (err) {
-    const why = err instanceof Deno.errors.NotFound
-      ? "file not found"
-      : err instanceof Error
-      ? err.message
-      : String(err);
-    o.err(`error: Cannot read config "${file}": ${why}`);
-    return 1;
-  }
-  const errors = loaded.issues.filter((i) => i.severity === "error");
-  if (!loaded.config || errors.length > 0) {
-    for (const i of errors) o.err(formatIssue(i));
-    o.err(`\n${file} is invalid: run prox validate -c ${file}`);
-    return 1;
-  }
-  const snapshot = buildSnapshot(loaded.config, { version: 1, env: denoEnv.env });
-  const e = await explainRequest(o.request, {
-    snapshot,
-    files: createDenoFileStore(),
-    clock: { now: () => Date.now(), monotonic: () => performance.now() },
-    logger: silentLogger,
-  });
+  const snapshot = await loadSnapshot(file, o.err);
+  if (!snapshot) return 1;
+  const e = await explainRequest(o.request, offlineDeps(snapshot));
   o.out(o.format === "json" ? JSON.stringify(e, null, 2) : formatExplanation(e));
   return 0;
 }
