@@ -42,6 +42,14 @@ export function normalizePrefix(p: string): string {
   return encoded.includes("%") ? normalizeEscapes(encoded) : encoded;
 }
 
+/**
+ * The path without its segments' parameters (`/api/admin;x=1/y` → `/api/admin/y`): the path as
+ * Tomcat, Jetty and Spring read it (RFC 3986 §3.3 leaves `;` to the server).
+ */
+export function withoutParams(path: string): string {
+  return path.replace(/;[^/]*/g, "");
+}
+
 /** Strips a port and a trailing dot and lower-cases a Host header value. */
 export function hostOnly(hostHeader: string): string {
   let h = hostHeader.trim().toLowerCase();

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { compileRouter, hostOnly, parseRouteKey } from "./router.ts";
+import { compileRouter, hostOnly, parseRouteKey, withoutParams } from "./router.ts";
 import type { RouteEntry } from "./router.ts";
 
 function router(keys: [string, string[]?][]) {
@@ -67,4 +67,10 @@ Deno.test("router: a host written with a trailing dot matches requests for that 
   }
   assert.equal(r.match("www.example.org.", "/b")?.value, "/b");
   assert.equal(r.match("other.test", "/a"), undefined);
+});
+
+Deno.test("withoutParams drops each segment's ; parameters, as Java servers read a path", () => {
+  assert.equal(withoutParams("/api/admin;x=1/y;z"), "/api/admin/y");
+  assert.equal(withoutParams("/api;/admin"), "/api/admin");
+  assert.equal(withoutParams("/plain/path"), "/plain/path");
 });
