@@ -195,6 +195,10 @@ routes:
   const f = await fetch(`${prox.url}/frag/p?y=2`, { redirect: "manual" });
   assert.equal(f.headers.get("location"), "https://example.com/a/p?x=1&y=2#top");
   await f.body?.cancel();
+  // An empty query adds nothing to the target's (was "?x=1&#top").
+  const e = await fetch(`${prox.url}/frag/p?`, { redirect: "manual" });
+  assert.equal(e.headers.get("location"), "https://example.com/a/p?x=1#top");
+  await e.body?.cancel();
   const r = await fetch(`${prox.url}/rel/p`, { redirect: "manual" });
   assert.equal(r.headers.get("location"), "/rel2/p#top");
   await r.body?.cancel();
