@@ -111,6 +111,9 @@ routes:
   "/api/admin":
     type: redirect
     target: "/denied"
+  "/m;v=1":
+    type: proxy
+    target: "${up.url}/m"
 `);
   // Tomcat, Jetty and Spring drop ";x": these went to /a/admin;x and /root/api;x/admin, which
   // such an upstream serves as /a/admin and /root/api/admin, past the /api/admin route.
@@ -122,6 +125,8 @@ routes:
   // Where the parameter leaves the route as it is, it goes upstream byte for byte.
   assert.equal(await (await fetch(`${prox.url}/api/x;jsessionid=1`)).text(), "/a/x;jsessionid=1");
   assert.equal(await (await fetch(`${prox.url}/other;v=2/x`)).text(), "/root/other;v=2/x");
+  // A route that names a parameter in its key is matched as written.
+  assert.equal(await (await fetch(`${prox.url}/m;v=1/x`)).text(), "/m/x");
   const admin = await fetch(`${prox.url}/api/admin/y;z`, { redirect: "manual" });
   await admin.body?.cancel();
   assert.equal(admin.headers.get("location"), "/denied/y;z");
