@@ -74,7 +74,7 @@ function hostScore(patterns: string[], host: string): number {
   if (patterns.length === 0) return 0;
   let best = -1;
   for (const p of patterns) {
-    if (p === host) return 2;
+    if (p === host && !p.startsWith("*.")) return 2;
     if (
       p.startsWith("*.") && host.endsWith(p.slice(1)) && host.length > p.length - 1 &&
       DNS_NAME.test(host)
