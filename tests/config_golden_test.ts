@@ -94,7 +94,7 @@ tls:
 routes:
   "/":
     type: redirect
-    target: "/x"
+    target: "/api"
     status_code: ~
   "/api":
     type: proxy

@@ -106,3 +106,32 @@ Deno.test("parseConfig: compress takes true or algorithms, min_length and types,
   assert.match(at("{ level: 9 }"), /Unknown key "level"/);
   assert.match(at("true", "redirect\n    target: /x"), /Unknown key "compress"/);
 });
+
+Deno.test("validate: a redirect whose relative target the same route serves is a loop warning", () => {
+  const issues = (routes: string) =>
+    loadConfigText(`${HEAD}${routes}`, { file: "c.yaml", env: { exists: () => true } }).issues
+      .map(formatIssue);
+  // Each of these redirected the browser until it gave up (ERR_TOO_MANY_REDIRECTS).
+  assert.deepEqual(issues('  /old: { type: redirect, target: "/old/new?x=1" }\n'), [
+    'c.yaml:3:27: warning: routes./old.target: Redirect target "/old/new?x=1" is served by this ' +
+    "route again: every request to it redirects in a loop\n" +
+    '  fix: Point it outside "/old", or add a route for "/old/new"',
+  ]);
+  assert.match(
+    issues('  /: { type: redirect, target: "/static", status_code: 302 }\n').join(),
+    /Redirect target "\/static" is served by this route again/,
+  );
+  assert.match(
+    issues('  "/": { type: redirect, target: "/home", exact: true, hosts: ["*.a.example"] }\n')
+      .join(),
+    /fix: Point it outside "\/"/,
+  );
+  // Not loops: the target has its own route, is another site, or the route is another host's.
+  const fine = [
+    '  /: { type: redirect, target: "/static" }\n  /static: { type: static, root: . }\n',
+    '  /old: { type: redirect, target: "https://example.com/old" }\n',
+    '  /old: { type: redirect, target: "//example.com/old" }\n',
+    '  "a.example/": { type: redirect, target: "/x" }\n  "/x": { type: static, root: . }\n',
+  ];
+  for (const routes of fine) assert.deepEqual(issues(routes), [], routes);
+});

@@ -9,6 +9,7 @@ import type { RouteRulesSpec, RuleProblem } from "../domain/rules.ts";
 import type { Config, RateLimitConfig } from "./schema.ts";
 import { numericHostSurprise } from "./schema_route.ts";
 import type { ValidateEnv } from "./validate.ts";
+import { warnRedirectLoops } from "./validate_redirect.ts";
 
 /** Reports an issue at a config path, with an optional hint. */
 export type Report = (p: (string | number)[], m: string, h?: string) => void;
@@ -28,6 +29,7 @@ export function validateRoutes(
     );
   }
   const seen = new Map<string, string>();
+  const badKeys = new Set<string>();
   for (const key of keys) {
     const route = config.routes[key];
     const slash = key.indexOf("/");
@@ -38,6 +40,7 @@ export function validateRoutes(
         `Route "${key}" has a host with non-ASCII letters; clients send it as "${idn}"`,
         `Write "${idn}${key.slice(slash)}"`,
       );
+      badKeys.add(key);
       continue;
     }
     if (!key.startsWith("/") && !/^[a-z0-9*][a-z0-9.*-]*(:\d+)?\/.*$/i.test(key)) {
@@ -46,6 +49,7 @@ export function validateRoutes(
         `Route path "${key}" must start with "/" (or with a host and a path, e.g. "example.com/api")`,
         key.includes("/") ? undefined : `Write "/${key}" for a path, "${key}/" for a host`,
       );
+      badKeys.add(key);
       continue;
     }
     if (/[?#]/.test(key)) {
@@ -54,6 +58,7 @@ export function validateRoutes(
         `Route "${key}" contains "?" or "#": routes match the path only, never the query`,
         "Use a condition (query_has) in a rule, or a separate route on the path",
       );
+      badKeys.add(key);
       continue;
     }
     if (/^[^/]*:\d+\//.test(key)) {
@@ -62,6 +67,7 @@ export function validateRoutes(
         `Route "${key}" names a port: hosts are matched without their port, so it never matches`,
         `Write "${key.replace(/:\d+\//, "/")}" (one listener serves one port)`,
       );
+      badKeys.add(key);
       continue;
     }
     (route.hosts ?? []).forEach((h, i) => {
@@ -258,6 +264,7 @@ export function validateRoutes(
       });
     }
   }
+  warnRedirectLoops(config, { warn, skip: badKeys });
 
   // Status selectors and patterns are compiled at start-up: report what would not compile.
   for (const [key, r] of Object.entries(config.routes)) {

@@ -42,6 +42,14 @@ export function normalizePrefix(p: string): string {
   return encoded.includes("%") ? normalizeEscapes(encoded) : encoded;
 }
 
+/**
+ * The path without its segments' parameters (`/api/admin;x=1/y` → `/api/admin/y`): the path as
+ * Tomcat, Jetty and Spring read it (RFC 3986 §3.3 leaves `;` to the server).
+ */
+export function withoutParams(path: string): string {
+  return path.replace(/;[^/]*/g, "");
+}
+
 /** Strips a port and a trailing dot and lower-cases a Host header value. */
 export function hostOnly(hostHeader: string): string {
   let h = hostHeader.trim().toLowerCase();
@@ -66,7 +74,7 @@ function hostScore(patterns: string[], host: string): number {
   if (patterns.length === 0) return 0;
   let best = -1;
   for (const p of patterns) {
-    if (p === host) return 2;
+    if (p === host && !p.startsWith("*.")) return 2;
     if (
       p.startsWith("*.") && host.endsWith(p.slice(1)) && host.length > p.length - 1 &&
       DNS_NAME.test(host)
@@ -101,12 +109,16 @@ export function compileRouter<T>(entries: RouteEntry<T>[]): Router<T> {
     }
     return bestScore >= 0 ? best : undefined;
   };
+  // No prefix is longer than this: a longer path is tried from its last `/` within it. Trying
+  // every `/` of a 60 KB path of 30,000 segments took 2 s (each try slices and hashes).
+  let longest = 1;
+  for (const p of byPrefix.keys()) longest = Math.max(longest, p.length);
   return {
     entries,
     match(hostHeader: string, path: string) {
       const host = hostOnly(hostHeader);
-      let end = path.length;
       // Try the whole path, then each shorter prefix ending before a `/`.
+      let end = path.length <= longest + 1 ? path.length : path.lastIndexOf("/", longest + 1);
       while (end > 0) {
         const candidate = path.slice(0, end);
         const trimmed = candidate.length > 1 && candidate.endsWith("/")

@@ -12,7 +12,7 @@ import type { PipelineDeps, RequestContext } from "./context.ts";
 import type { Snapshot } from "./snapshot.ts";
 import type { UpstreamRegistry } from "./state.ts";
 import { createUpstreamRegistry } from "./state.ts";
-import { admit, identify } from "./pipeline.ts";
+import { admit, identify, paramRefusal } from "./pipeline.ts";
 import { errorResponse } from "./respond.ts";
 import { clientKey, isExempt } from "./filters/rate_limit.ts";
 import { buildPool } from "./pool.ts";
@@ -142,6 +142,8 @@ export async function explainRequest(
   const entries = ctx.snapshot.router.entries;
   const match = ctx.snapshot.router.match(ctx.host, ctx.path);
   out.routes = explainMatch(entries, { host: ctx.host, path: ctx.path, winner: match });
+  const hidden = paramRefusal(ctx, match);
+  if (hidden) return await answered(out, hidden);
   if (!match) return await answered(out, errorResponse("not_found", ctx.requestId));
   const route = match.value;
   ctx.route = route;

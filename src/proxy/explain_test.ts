@@ -140,6 +140,10 @@ Deno.test("explainRequest answers redirects, static files and misses as Prox wou
   assert.equal(trace.answer?.status, 405);
   const bad = await ex({ method: "GET", url: "http://x/api/%2e%2e/%2e%2e/etc" });
   assert.equal(bad.action, "error");
+  // As the pipeline: a path parameter that would change the route is refused (was "/api" here).
+  const param = await ex({ method: "GET", url: "http://x/old;x/page" });
+  assert.equal(param.route, null);
+  assert.equal(param.answer?.status, 400);
 });
 
 Deno.test("explainRequest keys consistent_hash and reports a WebSocket upstream", async () => {

@@ -11,6 +11,8 @@
 
 import { ProxyError, proxyStatusFor, toProxyError } from "../domain/errors.ts";
 import { HOST_FIELD, isTrusted, resolveClientIp } from "../domain/headers.ts";
+import { withoutParams } from "../domain/router.ts";
+import type { RouteEntry } from "../domain/router.ts";
 import { authorityOf, normalizePath, plainPath, rawQuery, wireQuery } from "../domain/rewrite.ts";
 import { BODY_BYTES } from "../ports.ts";
 import type { ClientInfo, CountedResponse, Handler } from "../ports.ts";
@@ -143,6 +145,8 @@ async function handle(ctx: RequestContext, deps: PipelineDeps): Promise<Response
   if (refused) return refused;
 
   const match = ctx.snapshot.router.match(ctx.host, ctx.path);
+  const hidden = paramRefusal(ctx, match);
+  if (hidden) return hidden;
   if (!match) {
     ctx.error = "destination_not_found";
     return errorResponse("not_found", ctx.requestId, { proxyStatus: { message: "" } });
@@ -183,6 +187,22 @@ function compressed(ctx: RequestContext, deps: PipelineDeps, res: Response): Res
   const policy = ctx.route!.compress;
   if (policy === null || !deps.compressor) return res;
   return applyCompression(ctx, res, { policy, compressor: deps.compressor });
+}
+
+/**
+ * Phase 4's guard: a path parameter must not choose the route. `/api/admin;x` matched `/api`
+ * (not the route `/api/admin`), and a Java upstream, dropping `;x`, served its `/admin` to it.
+ * A route whose key holds a `;` itself is taken at its word.
+ */
+export function paramRefusal(
+  ctx: RequestContext,
+  match: RouteEntry<unknown> | undefined,
+): Response | undefined {
+  if (!ctx.path.includes(";") || match?.prefix.includes(";")) return undefined;
+  if (ctx.snapshot.router.match(ctx.host, withoutParams(ctx.path)) === match) return undefined;
+  return errorResponse("bad_request", ctx.requestId, {
+    message: "Path parameter (;) in a segment a route names",
+  });
 }
 
 /**

@@ -97,6 +97,41 @@ routes:
   assert.match(await miss.text(), /request id: /);
 });
 
+Deno.test("a path parameter (;) cannot move a request off the route its segments name", async () => {
+  await using up = await startUpstream((req) => new Response(new URL(req.url).pathname));
+  await using prox = await startProxy(`
+health_check: { enabled: false }
+routes:
+  "/":
+    type: proxy
+    target: "${up.url}/root"
+  "/api":
+    type: proxy
+    target: "${up.url}/a"
+  "/api/admin":
+    type: redirect
+    target: "/denied"
+  "/m;v=1":
+    type: proxy
+    target: "${up.url}/m"
+`);
+  // Tomcat, Jetty and Spring drop ";x": these went to /a/admin;x and /root/api;x/admin, which
+  // such an upstream serves as /a/admin and /root/api/admin, past the /api/admin route.
+  for (const path of ["/api/admin;x", "/api/admin;/y", "/api;x/admin", "/api;"]) {
+    const res = await fetch(`${prox.url}${path}`, { redirect: "manual" });
+    assert.equal(res.status, 400, path);
+    assert.match(await res.text(), /request id: /, path);
+  }
+  // Where the parameter leaves the route as it is, it goes upstream byte for byte.
+  assert.equal(await (await fetch(`${prox.url}/api/x;jsessionid=1`)).text(), "/a/x;jsessionid=1");
+  assert.equal(await (await fetch(`${prox.url}/other;v=2/x`)).text(), "/root/other;v=2/x");
+  // A route that names a parameter in its key is matched as written.
+  assert.equal(await (await fetch(`${prox.url}/m;v=1/x`)).text(), "/m/x");
+  const admin = await fetch(`${prox.url}/api/admin/y;z`, { redirect: "manual" });
+  await admin.body?.cancel();
+  assert.equal(admin.headers.get("location"), "/denied/y;z");
+});
+
 Deno.test("timeouts longer than a timer can wait mean long, not at once", async () => {
   // An upstream that takes 100 ms: long enough for a timer that fires at once to matter.
   await using up = await startUpstream(async () => {
@@ -165,6 +200,10 @@ routes:
   const f = await fetch(`${prox.url}/frag/p?y=2`, { redirect: "manual" });
   assert.equal(f.headers.get("location"), "https://example.com/a/p?x=1&y=2#top");
   await f.body?.cancel();
+  // An empty query adds nothing to the target's (was "?x=1&#top").
+  const e = await fetch(`${prox.url}/frag/p?`, { redirect: "manual" });
+  assert.equal(e.headers.get("location"), "https://example.com/a/p?x=1#top");
+  await e.body?.cancel();
   const r = await fetch(`${prox.url}/rel/p`, { redirect: "manual" });
   assert.equal(r.headers.get("location"), "/rel2/p#top");
   await r.body?.cancel();

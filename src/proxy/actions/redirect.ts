@@ -29,7 +29,8 @@ export function redirectLocation(
   } else {
     location = rest ? joinPath(target, rest) : target;
   }
-  const mergedQuery = targetQuery && query
+  // An empty query of the client's ("/r/x?") adds nothing to the target's: no dangling "&".
+  const mergedQuery = targetQuery && query.length > 1
     ? `${targetQuery}&${query.slice(1)}`
     : targetQuery || query;
   // What a header cannot carry as it is (a space, "é" or "€" in a relative target or a query; "€"

@@ -86,7 +86,7 @@ Deno.test("rate_limit config: exempt_ips must be CIDRs and burst on a window war
 routes:
   "/":
     type: redirect
-    target: "/x"
+    target: "https://example.com/x"
     rate_limit:
       by: ip
       requests: 1
@@ -108,7 +108,7 @@ Deno.test("rate_limits config: names must be unique and well-formed", () => {
 routes:
   "/":
     type: redirect
-    target: "/x"
+    target: "https://example.com/x"
     rate_limit: { name: a, by: ip, requests: 1, period: 1s }
     rate_limits:
       - { name: a, by: ip, requests: 10, period: 1m }

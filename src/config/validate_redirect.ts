@@ -1,0 +1,45 @@
+// Redirect routes that answer their own Location: every request then redirects again, until the
+// browser gives up (ERR_TOO_MANY_REDIRECTS); Caddy and nginx load such a config without a word.
+
+import { compileRouter, normalizePrefix, parseRouteKey } from "../domain/router.ts";
+import type { RouteEntry } from "../domain/router.ts";
+import type { Config } from "./schema.ts";
+import type { Report } from "./validate_route.ts";
+
+/** A host that only a route without hosts matches. */
+const ANY_HOST = "host.invalid";
+
+/**
+ * Warns at each redirect route whose relative target (a path on this site) the same route
+ * matches again: `/old` → `/old/new` sends `/old/x` to `/old/new/x`, then to `/old/new/new/x`.
+ */
+export function warnRedirectLoops(
+  config: Config,
+  opts: { warn: Report; skip: ReadonlySet<string> },
+): void {
+  const entries: RouteEntry<string>[] = Object.keys(config.routes).map((key) => {
+    const { host, prefix } = parseRouteKey(key);
+    const hosts = [...(host ? [host] : []), ...(config.routes[key].hosts ?? [])];
+    return { key, prefix, hosts, value: key };
+  });
+  const router = compileRouter(entries);
+  for (const e of entries) {
+    const route = config.routes[e.key];
+    if (opts.skip.has(e.key)) continue;
+    if (route.type !== "redirect" || !/^\/(?!\/)/.test(route.target)) continue;
+    const path = normalizePrefix(route.target.replace(/[?#].*$/, ""));
+    // The redirected request comes back to the same host: one of the route's, or any other.
+    const hosts = e.hosts.length > 0
+      ? e.hosts.map((h) => h.startsWith("*.") ? "x" + h.slice(1) : h)
+      : [ANY_HOST];
+    if (!hosts.some((h) => router.match(h, path)?.value === e.key)) continue;
+    opts.warn(
+      ["routes", e.key, "target"],
+      `Redirect target "${route.target}" is served by this route again: every request to it ` +
+        "redirects in a loop",
+      path === e.prefix
+        ? `Point it outside "${e.prefix}"`
+        : `Point it outside "${e.prefix}", or add a route for "${path}"`,
+    );
+  }
+}
