@@ -182,20 +182,41 @@ function leastConnections(pool: readonly PoolTarget[]): Choose {
 }
 
 /**
- * Power of two choices: two distinct random candidates, keep the one with the lower
- * (in-flight + 1) × latency EWMA / weight.
+ * Power of two choices: two distinct random candidates, drawn in proportion to weight (as nginx's
+ * and HAProxy's `random two`), keep the one with the lower (in-flight + 1) × latency EWMA / weight.
+ * Drawn uniformly, a target of weight 1000 among three of weight 1 would meet only half of the
+ * pairs, and so get about half of the requests.
  */
 function powerOfTwo(pool: readonly PoolTarget[]): Choose {
+  const uniform = pool.every((t) => t.weight === pool[0].weight);
   const cost = (i: number, input: PickInput) => {
     const l = input.load(i);
     return (l.inFlight + 1) * Math.max(l.latencyMs, 1) / pool[i].weight;
   };
+  /** An index into `eligible` drawn by weight, `skip` left out (-1: none). */
+  const draw = (eligible: readonly number[], input: PickInput, skip: number) => {
+    let total = 0;
+    for (let k = 0; k < eligible.length; k++) if (k !== skip) total += pool[eligible[k]].weight;
+    let r = input.random() * total;
+    for (let k = 0; k < eligible.length; k++) {
+      if (k === skip) continue;
+      r -= pool[eligible[k]].weight;
+      if (r < 0) return k;
+    }
+    return eligible.length - 1 === skip ? eligible.length - 2 : eligible.length - 1;
+  };
   return (eligible, input) => {
     const n = eligible.length;
     if (n === 1) return eligible[0];
-    const a = Math.floor(input.random() * n);
-    let b = Math.floor(input.random() * (n - 1));
-    if (b >= a) b++;
+    let a: number, b: number;
+    if (uniform) {
+      a = Math.floor(input.random() * n);
+      b = Math.floor(input.random() * (n - 1));
+      if (b >= a) b++;
+    } else {
+      a = draw(eligible, input, -1);
+      b = draw(eligible, input, a);
+    }
     const ia = eligible[a], ib = eligible[b];
     return cost(ib, input) < cost(ia, input) ? ib : ia;
   };

@@ -140,6 +140,11 @@ const SPREAD: Record<Policy, () => void> = {
     for (let k = 0; k < 100; k++) assert.notEqual(sel.pick({ load: slow, random: rnd }), 0);
     const even = counts("power_of_two", pool(3), 30_000);
     for (const n of even) assert.ok(Math.abs(n - 10_000) < 500, `${even}`);
+    // Candidates are drawn by weight: the heavy target meets nearly every pair (and wins it).
+    const heavy = counts("power_of_two", pool(4, [1, 3, 1000, 1]), 10_000);
+    assert.ok(heavy[2] > 9_800, `${heavy}`);
+    const twoToOne = counts("power_of_two", pool(2, [3, 1]), 10_000);
+    assert.ok(twoToOne[0] === 10_000, `idle: the lower cost always wins a pair, ${twoToOne}`);
   },
   consistent_hash() {
     const p = pool(5);
