@@ -4,6 +4,7 @@
 import type { RateLimitDecision, RateLimitPolicy } from "./domain/rate_limit.ts";
 import type { HeaderMap } from "./domain/header_list.ts";
 import type { ContentCoding } from "./domain/compress.ts";
+import type { RequestTag } from "./domain/errors.ts";
 
 /** The protocol a request arrived on. */
 export type Protocol = "http/1.1" | "h2" | "h2c" | "h3";
@@ -32,6 +33,8 @@ export const BODY_BYTES: unique symbol = Symbol("prox.bodyBytes");
 export interface BodyCounter {
   bytes: number;
   ended: boolean;
+  /** Set by the pipeline: the request this body answers, put on the error if the body fails. */
+  request?: RequestTag;
 }
 /**
  * Applies a content coding, chunk by chunk. `write` compresses a chunk and flushes (a sync flush),

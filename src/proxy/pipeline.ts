@@ -297,19 +297,22 @@ function record(ctx: RequestContext, deps: PipelineDeps, res: Response, label?: 
   const seconds = (deps.clock.monotonic() - ctx.start) / 1000;
   const routeLabel = label ?? ctx.route?.id ?? "(none)";
   const status = ctx.loggedStatus ?? res.status;
-  deps.metrics.request(routeLabel, ctx.req.method, status, seconds);
+  const method = ctx.req.method;
+  deps.metrics.request(routeLabel, method, status, seconds);
+  // A body that fails midway is reported by the listener, which sees only the error: this tags it.
+  const counted = (res as CountedResponse)[BODY_BYTES];
+  if (counted) counted.request = { requestId: ctx.requestId, route: ctx.route?.id ?? null };
   const access = deps.access;
   if (!access || deps.accessEnabled?.() === false) return;
   // HEAD, 204 and 304 carry no body, whatever Content-Length says; 499: the client had left.
-  const noBody = ctx.req.method === "HEAD" || res.status === 204 || res.status === 304 ||
+  const noBody = method === "HEAD" || res.status === 204 || res.status === 304 ||
     status === 499;
   const declared = noBody ? "0" : res.headers.get("content-length");
-  const counted = (res as CountedResponse)[BODY_BYTES];
   const base = {
     time: ctx.startWall,
     requestId: ctx.requestId,
     clientIp: ctx.clientIp,
-    method: ctx.req.method,
+    method,
     host: ctx.host,
     path: ctx.path,
     status,
