@@ -4,7 +4,7 @@
 import type { RateLimitDecision, RateLimitPolicy } from "./domain/rate_limit.ts";
 import type { HeaderMap } from "./domain/header_list.ts";
 import type { ContentCoding } from "./domain/compress.ts";
-import type { RequestTag } from "./domain/errors.ts";
+import type { ErrorKind, RequestTag } from "./domain/errors.ts";
 
 /** The protocol a request arrived on. */
 export type Protocol = "http/1.1" | "h2" | "h2c" | "h3";
@@ -22,6 +22,12 @@ export interface ClientInfo {
    * it could not be (the client went away). Absent where the listener cannot tell.
    */
   completed?: Promise<void>;
+  /**
+   * Set when the listener refused the request itself (HTTP/3: a head Fetch cannot carry, such as
+   * TRACE, CONNECT or oversized fields; the Request is then a stand-in): the handler answers with
+   * this error, logged and counted as over TCP. `method` is the client's ("-" when unknown).
+   */
+  refused?: { kind: ErrorKind; message: string; method: string };
 }
 
 /**

@@ -191,6 +191,14 @@ function compressed(ctx: RequestContext, deps: PipelineDeps, res: Response): Res
  * Throws a ProxyError for the header limit, as the pipeline did.
  */
 export function admit(ctx: RequestContext): Response | undefined {
+  const refused = ctx.info.refused;
+  if (refused) {
+    // As the same request over TCP: 405 and 501 are answers, the others client faults (warned).
+    if (refused.kind === "method_not_allowed" || refused.kind === "not_implemented") {
+      return errorResponse(refused.kind, ctx.requestId, { message: refused.message });
+    }
+    throw new ProxyError(refused.kind, refused.message);
+  }
   if (ctx.invalid !== null) {
     return errorResponse("bad_request", ctx.requestId, { message: ctx.invalid });
   }
@@ -297,7 +305,7 @@ function record(ctx: RequestContext, deps: PipelineDeps, res: Response, label?: 
   const seconds = (deps.clock.monotonic() - ctx.start) / 1000;
   const routeLabel = label ?? ctx.route?.id ?? "(none)";
   const status = ctx.loggedStatus ?? res.status;
-  const method = ctx.req.method;
+  const method = ctx.info.refused?.method ?? ctx.req.method;
   deps.metrics.request(routeLabel, method, status, seconds);
   // A body that fails midway is reported by the listener, which sees only the error: this tags it.
   const counted = (res as CountedResponse)[BODY_BYTES];
