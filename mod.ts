@@ -294,6 +294,9 @@ interface ServeOptions {
   watch: boolean;
 }
 
+/** Paths naming a descriptor of the process that opens them: another process gets its own. */
+const OWN_DESCRIPTOR = /^\/(dev\/(stdin|fd\/\d+)|proc\/self\/fd\/\d+)$/;
+
 async function serveCommand(configArg: string | undefined, opts: ServeOptions): Promise<number> {
   let source: ConfigSource;
   let files: FileStore | undefined;
@@ -336,9 +339,11 @@ async function serveCommand(configArg: string | undefined, opts: ServeOptions): 
   let server: ProxServerLike;
   try {
     const { workers, shutdownMs } = await workerCount(source, opts.workers);
-    if (workers > 1 && piped) {
+    // `-c /dev/stdin < config.yaml` is a regular file, yet each worker opening that path gets its
+    // own stdin, the supervisor's command pipe: they waited on it forever, and so did SIGTERM.
+    if (workers > 1 && (piped || OWN_DESCRIPTOR.test(configArg ?? ""))) {
       throw new Error(
-        `workers > 1 needs a config file the workers can read too, not a pipe like "${configArg}"`,
+        `workers > 1 needs a config file the workers can read too, not stdin or a pipe like "${configArg}"`,
       );
     }
     if (workers > 1) {

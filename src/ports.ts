@@ -4,6 +4,7 @@
 import type { RateLimitDecision, RateLimitPolicy } from "./domain/rate_limit.ts";
 import type { HeaderMap } from "./domain/header_list.ts";
 import type { ContentCoding } from "./domain/compress.ts";
+import type { ErrorKind, RequestTag } from "./domain/errors.ts";
 
 /** The protocol a request arrived on. */
 export type Protocol = "http/1.1" | "h2" | "h2c" | "h3";
@@ -21,6 +22,12 @@ export interface ClientInfo {
    * it could not be (the client went away). Absent where the listener cannot tell.
    */
   completed?: Promise<void>;
+  /**
+   * Set when the listener refused the request itself (HTTP/3: a head Fetch cannot carry, such as
+   * TRACE, CONNECT or oversized fields; the Request is then a stand-in): the handler answers with
+   * this error, logged and counted as over TCP. `method` is the client's ("-" when unknown).
+   */
+  refused?: { kind: ErrorKind; message: string; method: string };
 }
 
 /**
@@ -32,6 +39,8 @@ export const BODY_BYTES: unique symbol = Symbol("prox.bodyBytes");
 export interface BodyCounter {
   bytes: number;
   ended: boolean;
+  /** Set by the pipeline: the request this body answers, put on the error if the body fails. */
+  request?: RequestTag;
 }
 /**
  * Applies a content coding, chunk by chunk. `write` compresses a chunk and flushes (a sync flush),

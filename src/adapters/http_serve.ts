@@ -73,7 +73,12 @@ export function listen(
         // Also called when a response body fails after its head went out (an upstream that stalls
         // or resets mid-body): an expected ProxyError, not a bug; the access record says incomplete.
         if (err instanceof ProxyError) {
-          opts.logger.warn("Response body failed", { kind: err.kind, error: err.message });
+          opts.logger.warn("Response body failed", {
+            requestId: err.request?.requestId ?? null,
+            route: err.request?.route ?? null,
+            kind: err.kind,
+            error: err.message,
+          });
         } else opts.logger.error("Unhandled error in request handler", { error: String(err) });
         return new Response("Internal server error\n", { status: 500 });
       },

@@ -111,11 +111,16 @@ interface Prunable {
   remove(labels: Record<string, string | number>): void;
 }
 
-/** Removes every series of `metric` whose `route` label is not in `keep`. */
-async function pruneRoutes(metric: Prunable, keep: ReadonlySet<string>): Promise<void> {
+/** Removes every series of `metric` whose `route` label is not in `keep`; adds those to `removed`. */
+async function pruneRoutes(
+  metric: Prunable,
+  keep: ReadonlySet<string>,
+  removed: Set<string>,
+): Promise<void> {
   const done = new Set<string>();
   for (const { labels } of (await metric.get()).values) {
     if (labels.route === undefined || keep.has(String(labels.route))) continue;
+    removed.add(String(labels.route));
     const series: Record<string, string | number> = {};
     for (const [k, v] of Object.entries(labels)) if (k !== "le" && v !== undefined) series[k] = v;
     const key = JSON.stringify(series);
@@ -290,6 +295,10 @@ export function createPromMetrics(
     },
   });
 
+  /** Routes of the config in use, and those the last reload removed. */
+  let configured = new Set<string>();
+  let gone = new Set<string>();
+  let goneBackends = new Set<string>();
   return {
     registry,
     contentType: registry.contentType,
@@ -298,11 +307,13 @@ export function createPromMetrics(
       runtime = views;
     },
     request(route, method, status, seconds) {
+      if (gone.has(route)) return;
       const m = methodLabel(method);
       requests.cell(route, m, String(status)).value++;
       requestDuration.observe(requestDuration.cell(route, m), seconds);
     },
     backendRequest(backend, route, status, seconds) {
+      if (gone.has(route) || goneBackends.has(backend)) return;
       backendRequests.cell(backend, route, String(status)).value++;
       backendDuration.observe(backendDuration.cell(backend, route), seconds);
     },
@@ -312,6 +323,11 @@ export function createPromMetrics(
     },
     routesConfigured(routes) {
       const keep = new Set([...routes, NO_ROUTE, PLAIN_HTTP_ROUTE]);
+      // Requests still in flight on a removed route would re-create its series when they end:
+      // what they report is dropped (the routes removed by the last reload; bounded by its config).
+      const removed = new Set([...configured].filter((r) => !keep.has(r)));
+      configured = new Set(routes);
+      gone = removed;
       const metrics = [
         requests,
         requestDuration,
@@ -321,10 +337,12 @@ export function createPromMetrics(
         retries,
         wsTooBig,
       ] as unknown as Prunable[];
-      return Promise.all(metrics.map((m) => pruneRoutes(m, keep))).then(() => {});
+      return Promise.all(metrics.map((m) => pruneRoutes(m, keep, removed))).then(() => {});
     },
     backendsConfigured(backends) {
       const wanted = new Set(backends);
+      // As for routes: requests still in flight to a removed target would bring its series back.
+      goneBackends = new Set([...knownBackends].filter((b) => !wanted.has(b)));
       for (const b of knownBackends) {
         if (!wanted.has(b)) {
           knownBackends.delete(b);
@@ -343,9 +361,11 @@ export function createPromMetrics(
       }
     },
     rateLimit(route, action) {
+      if (gone.has(route)) return;
       rateLimitHits.inc({ route, action });
     },
     retry(route, reason) {
+      if (gone.has(route)) return;
       retries.inc({ route, reason });
     },
     ejection(backend) {
@@ -359,6 +379,7 @@ export function createPromMetrics(
       connChild(protocol).dec();
     },
     websocketMessageTooBig(route) {
+      if (gone.has(route)) return;
       wsTooBig.inc({ route });
     },
     configReload({ ok, version, at }) {

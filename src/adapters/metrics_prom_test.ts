@@ -162,11 +162,34 @@ Deno.test("createPromMetrics routesConfigured drops every series of removed rout
   );
   assert.equal(value(t, 'prox_rate_limit_hits_total{route="/b",action="limited"}'), 1);
   // A route that comes back starts from zero (a counter reset Prometheus handles).
+  await m.routesConfigured(["/a", "/b"]);
   m.request("/a", "GET", 200, 0.01);
   assert.equal(
     value(await m.text(), 'prox_requests_total{route="/a",method="GET",status="200"}'),
     1,
   );
+});
+
+Deno.test("createPromMetrics routesConfigured: requests still in flight on a removed route do not bring its series back", async () => {
+  const m = createPromMetrics({ processMetrics: false });
+  await m.routesConfigured(["/a", "/b"]);
+  m.request("/a", "GET", 200, 0.01);
+  await m.routesConfigured(["/b"]);
+  // Requests that began on the old config end after the reload and report under "/a".
+  m.request("/a", "GET", 200, 0.01);
+  m.backendRequest("http://x:1", "/a", 200, 0.01);
+  m.rateLimit("/a", "limited");
+  m.retry("/a", "connect");
+  m.websocketMessageTooBig("/a");
+  m.request("/b", "GET", 200, 0.01);
+  // Likewise a target a reload removed, for requests to it still in flight.
+  m.backendsConfigured(["http://x:1", "http://y:1"]);
+  m.backendsConfigured(["http://y:1"]);
+  m.backendRequest("http://x:1", "/b", 200, 0.01);
+  const t = await m.text();
+  assert.doesNotMatch(t, /route="\/a"/);
+  assert.equal(value(t, 'prox_requests_total{route="/b",method="GET",status="200"}'), 1);
+  assert.doesNotMatch(t, /backend="http:\/\/x:1"/);
 });
 
 Deno.test("createPromMetrics observe() reads in-flight and limiter keys at scrape time", async () => {

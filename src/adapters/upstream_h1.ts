@@ -4,7 +4,7 @@
 // body streams (small Content-Length bodies are read at once, those up to 64 KiB into one chunk).
 // The connection is released exactly once, reusable only when both bodies ended cleanly.
 
-import { ProxyError } from "../domain/errors.ts";
+import { ProxyError, tagRequest } from "../domain/errors.ts";
 import { BODY_BYTES } from "../ports.ts";
 import type { BodyCounter, CountedResponse, UpstreamRequest } from "../ports.ts";
 import { H1Connection } from "./upstream_h1_conn.ts";
@@ -432,7 +432,8 @@ function bodyStream(
       } catch (err) {
         conn.fail(null);
         finish(false);
-        ctl.error(err instanceof ProxyError ? err : ioErrorMid(conn.source, err));
+        const e = err instanceof ProxyError ? err : ioErrorMid(conn.source, err);
+        ctl.error(tagRequest(e, counter.request));
       }
     },
     cancel() {

@@ -4,7 +4,7 @@
 // flight per origin, then `queueLimit` waiting first come, first served for up to `queueTimeout`,
 // the rest shed with ProxyError("overloaded") (503), exactly as the HTTP/1.1 pool does.
 
-import { ProxyError } from "../domain/errors.ts";
+import { ProxyError, tagRequest } from "../domain/errors.ts";
 import type { UpstreamPoolOptions } from "./upstream_pool.ts";
 import { timerDelay } from "../config/duration.ts";
 import { BODY_BYTES } from "../ports.ts";
@@ -133,7 +133,7 @@ export function releasedWithBody(res: Response, release: Release): Response {
         }
       } catch (err) {
         release();
-        c.error(err);
+        c.error(tagRequest(err, counter.request));
       }
     },
     cancel(reason) {

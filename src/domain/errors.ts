@@ -35,6 +35,8 @@ export class ProxyError extends Error {
    * likely its idle timeout racing this request, no sign that the request made it fail.
    */
   staleConnection = false;
+  /** The request whose response body failed with this error (see `tagRequest`). */
+  request?: RequestTag;
 
   constructor(
     kind: ErrorKind,
@@ -48,6 +50,21 @@ export class ProxyError extends Error {
     this.sentNothing = opts.sentNothing ?? false;
     this.retryable = opts.retryable ?? this.sentNothing;
   }
+}
+
+/** Which request an error belongs to, so a warning can be tied to its access-log line. */
+export interface RequestTag {
+  readonly requestId: string;
+  readonly route: string | null;
+}
+
+/**
+ * `err` with the request it failed (when it is a ProxyError and the request is known): a response
+ * body that fails after its head went out is reported by the listener, which only sees the error.
+ */
+export function tagRequest(err: unknown, tag: RequestTag | undefined): unknown {
+  if (tag && err instanceof ProxyError) err.request ??= tag;
+  return err;
 }
 
 const STATUS: Record<ErrorKind, number> = {

@@ -44,6 +44,11 @@ function setup(routeYaml: string, script: Script, top = "", opts = { readBodyFir
   const retries: string[] = [];
   const metrics: Metrics = { ...noopMetrics, retry: (_r, reason) => void retries.push(reason) };
   const upstreams = createUpstreamRegistry({ clock, logger: silentLogger, metrics });
+  const warnings: string[] = [];
+  const logger = {
+    ...silentLogger,
+    warn: (m: string, f?: object) => warnings.push(`${m} ${JSON.stringify(f)}`),
+  };
   const handler = createHandler({
     snapshot: () => snap,
     upstream: {
@@ -61,7 +66,7 @@ function setup(routeYaml: string, script: Script, top = "", opts = { readBodyFir
     },
     files: { stat: () => Promise.resolve(null), open: () => Promise.resolve(null) },
     clock,
-    logger: silentLogger,
+    logger,
     metrics,
     upstreams,
     random: () => 0.5,
@@ -79,7 +84,7 @@ function setup(routeYaml: string, script: Script, top = "", opts = { readBodyFir
     const thresholds = { healthy: 1, unhealthy: 1 };
     upstreams.probe(target, false, { check, thresholds, reason: "test" });
   };
-  return { call, calls, retries, upstreams, probeDown, advance: (ms: number) => t += ms };
+  return { call, calls, retries, warnings, upstreams, probeDown, advance: (ms: number) => t += ms };
 }
 
 const lb = (extra = "") => `type: load_balance\ntargets: ["${A}", "${B}", "${C}"]\n${extra}`;
@@ -227,6 +232,19 @@ Deno.test("forward: the retry budget caps retries at a share of the load", async
   assert.equal(s.retries.length, 3);
   s.advance(11_000);
   assert.equal((await s.call()).status, 200, "window passed: budget refilled");
+  // As the README says: one line per 10 s and route, with the retries refused since the last one.
+  const lines = () => s.warnings.filter((w) => w.startsWith("Retry budget exhausted"));
+  assert.equal(lines().length, 1);
+  assert.match(lines()[0], /"route":"\/","refused":1\}/);
+  // 11 s after that line, the next refusal is logged with the one held back; two more are held...
+  for (let i = 0; i < 5; i++) await s.call();
+  assert.equal(lines().length, 2);
+  assert.match(lines()[1], /"refused":2\}/);
+  // ...and counted in the next line, a window later.
+  s.advance(11_000);
+  for (let i = 0; i < 4; i++) await s.call();
+  assert.equal(lines().length, 3);
+  assert.match(lines()[2], /"refused":3\}/);
 });
 
 Deno.test("forward: a body above the replay cap is streamed once and not retried", async () => {

@@ -211,6 +211,14 @@ export function paramRefusal(
  * Throws a ProxyError for the header limit, as the pipeline did.
  */
 export function admit(ctx: RequestContext): Response | undefined {
+  const refused = ctx.info.refused;
+  if (refused) {
+    // As the same request over TCP: 405 and 501 are answers, the others client faults (warned).
+    if (refused.kind === "method_not_allowed" || refused.kind === "not_implemented") {
+      return errorResponse(refused.kind, ctx.requestId, { message: refused.message });
+    }
+    throw new ProxyError(refused.kind, refused.message);
+  }
   if (ctx.invalid !== null) {
     return errorResponse("bad_request", ctx.requestId, { message: ctx.invalid });
   }
@@ -317,19 +325,22 @@ function record(ctx: RequestContext, deps: PipelineDeps, res: Response, label?: 
   const seconds = (deps.clock.monotonic() - ctx.start) / 1000;
   const routeLabel = label ?? ctx.route?.id ?? "(none)";
   const status = ctx.loggedStatus ?? res.status;
-  deps.metrics.request(routeLabel, ctx.req.method, status, seconds);
+  const method = ctx.info.refused?.method ?? ctx.req.method;
+  deps.metrics.request(routeLabel, method, status, seconds);
+  // A body that fails midway is reported by the listener, which sees only the error: this tags it.
+  const counted = (res as CountedResponse)[BODY_BYTES];
+  if (counted) counted.request = { requestId: ctx.requestId, route: ctx.route?.id ?? null };
   const access = deps.access;
   if (!access || deps.accessEnabled?.() === false) return;
   // HEAD, 204 and 304 carry no body, whatever Content-Length says; 499: the client had left.
-  const noBody = ctx.req.method === "HEAD" || res.status === 204 || res.status === 304 ||
+  const noBody = method === "HEAD" || res.status === 204 || res.status === 304 ||
     status === 499;
   const declared = noBody ? "0" : res.headers.get("content-length");
-  const counted = (res as CountedResponse)[BODY_BYTES];
   const base = {
     time: ctx.startWall,
     requestId: ctx.requestId,
     clientIp: ctx.clientIp,
-    method: ctx.req.method,
+    method,
     host: ctx.host,
     path: ctx.path,
     status,

@@ -6,6 +6,7 @@ import { interopTest, requireInterop, ROOT, run, startUpstream, waitFor } from "
 import { VERSION } from "../../mod.ts";
 import { bundleTo, fetchWhenUp, freePort, spawnProx } from "./_bundle.ts";
 import { V8_FLAGS } from "./_process.ts";
+import { parse } from "yaml";
 
 Deno.test("bundle: the Makefile builds it with the command this test uses", async () => {
   const makefile = await Deno.readTextFile(`${ROOT}/Makefile`);
@@ -15,6 +16,14 @@ Deno.test("bundle: the Makefile builds it with the command this test uses", asyn
 Deno.test("deno task serve runs with the shipped V8 flags (GC hints, linear-time regex fallback)", async () => {
   const config = JSON.parse(await Deno.readTextFile(`${ROOT}/deno.json`));
   assert.equal(config.tasks.serve, `deno run -A ${V8_FLAGS} mod.ts serve`);
+});
+
+Deno.test("monitoring/docker-compose.yml runs Prox with the shipped V8 flags too (deno task serve)", async () => {
+  const compose = parse(await Deno.readTextFile(`${ROOT}/monitoring/docker-compose.yml`)) as {
+    services: { prox: { command: string[] } };
+  };
+  // Was `deno run -A mod.ts serve`: no GC hints, and no linear-time fallback for a hostile regex.
+  assert.deepEqual(compose.services.prox.command.slice(0, 2), ["task", "serve"]);
 });
 
 Deno.test("bundle: dist/prox.js runs from an empty directory (--version, validate, serve, welcome page)", async () => {

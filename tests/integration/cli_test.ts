@@ -265,6 +265,29 @@ Deno.test("prox serve -c /dev/stdin reads a piped config once and serves it; wit
   assert.match(workers.stderr, /workers > 1 needs a config file the workers can read too/);
 });
 
+Deno.test("prox serve --workers 2 -c /dev/stdin < file refuses at once (workers hung on their stdin)", async () => {
+  const dir = await tempDir();
+  try {
+    const file = `${dir}/config.yaml`;
+    await Deno.writeTextFile(file, VALID(freePort()));
+    // A regular file on stdin, not a pipe: each worker opening /dev/stdin got the supervisor's
+    // command pipe instead, waited on it forever, and the supervisor ignored SIGTERM meanwhile.
+    const script = `exec "$0" run -A --config "$1" "$2" serve --workers 2 -c /dev/stdin < "$3"`;
+    const res = await run("sh", [
+      "-c",
+      script,
+      Deno.execPath(),
+      `${ROOT}/deno.json`,
+      `${ROOT}/mod.ts`,
+      file,
+    ], { env: { NO_COLOR: "1" }, timeoutMs: 30_000 });
+    assert.equal(res.code, 1, res.stderr);
+    assert.match(res.stderr, /workers > 1 needs a config file the workers can read too, not stdin/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("prox serve without config.yaml runs the embedded default and says so", async () => {
   const dir = await tempDir();
   try {

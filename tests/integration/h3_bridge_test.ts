@@ -1,7 +1,7 @@
 // HTTP/3 listener + request bridge against a plain handler, driven by the in-repo client on
 // Deno.connectQuic: real QUIC on 127.0.0.1, no proxy in between.
 import assert from "node:assert/strict";
-import { ProxyError } from "../../src/domain/errors.ts";
+import { ProxyError, statusFor } from "../../src/domain/errors.ts";
 import { interopTest, ROOT, run, waitFor } from "../_harness.ts";
 import { altSvcValue, type H3Listener, startH3Listener } from "../../src/adapters/h3/mod.ts";
 import { connectH3 } from "../../src/adapters/h3/client.ts";
@@ -134,9 +134,13 @@ Deno.test("startH3Listener: a body that disagrees with content-length is the cli
 
 Deno.test("startH3Listener answers malformed requests with 400, 431 and 501", async () => {
   let calls = 0;
-  await withListener(() => {
-    calls++;
-    return Promise.resolve(new Response("ok"));
+  const refusals: string[] = [];
+  // Refusals still reach the handler, flagged, so that they are logged and counted (pipeline.ts).
+  await withListener((req, info) => {
+    if (!info.refused) calls++;
+    else refusals.push(`${info.refused.method} ${new URL(req.url).pathname} ${info.refused.kind}`);
+    const status = info.refused ? statusFor(info.refused.kind) : 200;
+    return Promise.resolve(new Response("ok", { status }));
   }, async (l) => {
     await using c = await client(l.port);
     const base = (path = "/"): [string, string][] => [
@@ -164,6 +168,14 @@ Deno.test("startH3Listener answers malformed requests with 400, 431 and 501", as
     trace[0] = [":method", "TRACE"];
     assert.equal((await c.request("/", { fields: trace })).status, 405);
     assert.equal(calls, 0);
+    assert.deepEqual(refusals, [
+      "GET / bad_request",
+      "GET / bad_request",
+      "GET / bad_request",
+      "- / header_too_large",
+      "CONNECT / not_implemented",
+      "TRACE / method_not_allowed",
+    ]);
     // a GREASE frame before HEADERS is ignored
     const grease = encodeFrame(0x21 + 0x1f * 3, new Uint8Array(5));
     const { encodeFieldSection } = await import("../../src/adapters/h3/qpack.ts");

@@ -2,7 +2,8 @@
 // a Date, Prox's own Alt-Svc rather than the upstream's, the same upstream path for raw bytes, and
 // a 100 Continue for a client that waits for one.
 import assert from "node:assert/strict";
-import { ROOT, startUpstream } from "../_harness.ts";
+import { ROOT, startUpstream, waitFor } from "../_harness.ts";
+import { memoryLogger } from "./_acme.ts";
 import { startProxy } from "./_proxy.ts";
 import { connectH3 } from "../../src/adapters/h3/client.ts";
 import { encodeFrame, FrameType } from "../../src/adapters/h3/frames.ts";
@@ -134,5 +135,53 @@ Deno.test("Prox over HTTP/3 answers Expect: 100-continue with an interim 100 bef
     await r.cancel();
   } finally {
     conn.close();
+  }
+});
+
+Deno.test("Prox over HTTP/3 logs and counts its own refusals (TRACE 405, CONNECT 501, 431) as over TCP", async () => {
+  await using up = await startUpstream(() => new Response("hi"));
+  const logger = memoryLogger();
+  await using prox = await startProxy(
+    config(up.url) + "metrics: { on_main_listener: true }\nlog: { access_log: json }\n",
+    { keepListen: true, tls: true, logger },
+  );
+  {
+    await using h3 = await connectH3({ hostname: "127.0.0.1", port: prox.port, caCerts: [ca] });
+    assert.equal((await h3.request("/x", { method: "TRACE" })).status, 405);
+    const connect = await h3.request("/", {
+      fields: [[":method", "CONNECT"], [":authority", `localhost:${prox.port}`]],
+    });
+    assert.equal(connect.status, 501);
+    const big = await h3.request("/big", { headers: { "x-big": "a".repeat(128 * 1024) } });
+    assert.equal(big.status, 431);
+    // Each answer carries the request id that its access line has.
+    assert.match(new TextDecoder().decode(big.body), /request id: \S+/);
+  }
+  const access = () => logger.lines.filter((l) => l.startsWith("info access "));
+  await waitFor(() => access().length === 3, { what: "three access lines" });
+  const line = (status: number) => access().find((l) => l.includes(`"status":${status}`))!;
+  assert.match(line(405), /"method":"TRACE".*"path":"\/x".*"protocol":"h3"/);
+  assert.match(line(501), /"method":"CONNECT".*"protocol":"h3"/);
+  // A field section too large to be read at all: its method and path are unknown.
+  assert.match(line(431), /"method":"-".*"protocol":"h3"/);
+  // As over TCP, a 431 is a client fault worth one warning, with its request id.
+  assert.match(
+    logger.lines.find((l) => l.startsWith("warn Request failed"))!,
+    /"requestId":"[^"]+","kind":"header_too_large"/,
+  );
+  const client = Deno.createHttpClient({ caCerts: [ca] });
+  try {
+    const text = await (await fetch(`https://localhost:${prox.port}/metrics`, { client })).text();
+    for (const [method, status] of [["TRACE", 405], ["CONNECT", 501], ["OTHER", 431]]) {
+      assert.match(
+        text,
+        new RegExp(
+          `^prox_requests_total\\{route="\\(none\\)",method="${method}",status="${status}"\\} 1$`,
+          "m",
+        ),
+      );
+    }
+  } finally {
+    client.close();
   }
 });

@@ -128,6 +128,8 @@ routes: { "/": { type: proxy, target: "${up.url}", timeouts: { idle: 200ms } } }
   await waitFor(() => failed() !== undefined, { what: "the log line of the cut download" });
   // Was `timeout` "Upstream … was idle for 200 ms": the upstream had data; the client took none.
   assert.match(failed()!, /"kind":"client_gone".*read none of the response for 200 ms/);
+  // Tied to its access-log line: the request id and route were missing.
+  assert.match(failed()!, /"requestId":"[^"]+","route":"\/"/);
 });
 
 Deno.test("a client that stops reading a download from an HTTP/2 upstream is blamed too", async () => {
@@ -213,5 +215,6 @@ routes:
   await waitFor(() => failed() !== undefined, { what: "the log line of the cut body" });
   // Was `error Unhandled error in request handler {"error":"TypeError: error reading a body…"}`.
   assert.match(failed()!, /^warn .*"kind":"upstream_reset"/);
+  assert.match(failed()!, /"requestId":"[^"]+","route":"\/"/);
   assert.deepEqual(logger.lines.filter((l) => l.startsWith("error")), []);
 });

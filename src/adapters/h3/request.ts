@@ -23,7 +23,7 @@ import {
 import { decodeFieldSection, encodeFieldSection, type Field, QpackError } from "./qpack.ts";
 import { StreamReader } from "./stream_reader.ts";
 import { timerDelay } from "../../config/duration.ts";
-import { ProxyError } from "../../domain/errors.ts";
+import { type ErrorKind, ProxyError } from "../../domain/errors.ts";
 
 /** What a request stream needs from its connection. */
 export interface RequestContext {
@@ -172,8 +172,35 @@ export async function serveRequest(
   let responding = false;
   // A stream that never sends its HEADERS would be held forever (slowloris): give up on it.
   const headerTimer = setTimeout(() => r.cancel(), timerDelay(ctx.headerTimeoutMs));
+  let fields: Field[] | null | undefined;
+  /** The client's :method, for the log line of a request refused here ("-" when unknown). */
+  let refusedMethod = "-";
+  /** Runs the handler and writes its response; settles the access log's `completed`. */
+  const answer = async (req: Request, refused?: ClientInfo["refused"]) => {
+    // Settles once the response is written in full (or not): the access log waits for it.
+    const completed = Promise.withResolvers<void>();
+    completed.promise.catch(() => {});
+    let res: Response;
+    try {
+      res = await ctx.handler(req, { ...ctx.info, completed: completed.promise, refused });
+    } catch (err) {
+      ctx.logger.error("HTTP/3 handler failed", { error: String(err) });
+      res = new Response("Internal Server Error\n", { status: 500 });
+    }
+    responding = true;
+    const sent = await writeResponse(writer, res, {
+      method,
+      ctx,
+      onClientGone: () => abort.abort(),
+      clientGone: signal,
+    }).catch((err) => {
+      completed.reject(err);
+      throw err;
+    });
+    if (sent) completed.resolve();
+    else completed.reject(new Error("HTTP/3 response not delivered"));
+  };
   try {
-    let fields: Field[] | null | undefined;
     while (fields === undefined) {
       const type = await r.varint("frame type");
       if (type === null) { // FIN before any HEADERS: H3_REQUEST_INCOMPLETE (no reset codes on Deno)
@@ -193,6 +220,7 @@ export async function serveRequest(
     }
     clearTimeout(headerTimer);
     if (fields === null) throw new MessageError(431, "Request header fields too large");
+    refusedMethod = fields.find(([k]) => k === ":method")?.[1] ?? "-";
     const head = parseRequestHead(fields, { maxFieldSectionSize: ctx.maxFieldSectionSize });
     method = head.method;
     const priority = prioritized ? undefined : head.headers.find(([k]) => k === "priority");
@@ -212,38 +240,20 @@ export async function serveRequest(
       : null;
     const req = toRequest(head, body, signal);
     if (!hasBody) drainRest(r, fail);
-    // Settles once the response is written in full (or not): the access log waits for it.
-    const completed = Promise.withResolvers<void>();
-    completed.promise.catch(() => {});
-    let res: Response;
-    try {
-      res = await ctx.handler(req, { ...ctx.info, completed: completed.promise });
-    } catch (err) {
-      ctx.logger.error("HTTP/3 handler failed", { error: String(err) });
-      res = new Response("Internal Server Error\n", { status: 500 });
-    }
-    responding = true;
-    const sent = await writeResponse(writer, res, {
-      method,
-      ctx,
-      onClientGone: () => abort.abort(),
-      clientGone: signal,
-    }).catch((err) => {
-      completed.reject(err);
-      throw err;
-    });
-    if (sent) completed.resolve();
-    else completed.reject(new Error("HTTP/3 response not delivered"));
+    await answer(req);
     // Whatever request body the handler left unread is not wanted: STOP_SENDING (§4.1.1).
     await r.cancel();
   } catch (err) {
     clearTimeout(headerTimer);
-    if (err instanceof MessageError) {
-      const res = new Response(`${err.message}\n`, {
-        status: err.status,
-        headers: { "content-type": "text/plain" },
-      });
-      await writeResponse(writer, res, { method, ctx, onClientGone: () => {} }).catch(() => {});
+    if (err instanceof MessageError && !responding) {
+      // Refused before a Request could be made: the handler still answers, so the refusal gets
+      // a request id, an access line and metrics, as the same request over TCP would.
+      const refused = {
+        kind: refusalKind(err.status),
+        message: err.message,
+        method: refusedMethod,
+      };
+      await answer(standIn(fields, signal), refused).catch(() => {});
       await r.cancel();
       return;
     }
@@ -254,6 +264,33 @@ export async function serveRequest(
     await writer.abort().catch(() => {});
   } finally {
     ctx.signal.removeEventListener("abort", onConnectionGone);
+  }
+}
+
+/** The error kind of a status this adapter refuses a request with (as `statusFor` maps it). */
+function refusalKind(status: number): ErrorKind {
+  switch (status) {
+    case 405:
+      return "method_not_allowed";
+    case 431:
+      return "header_too_large";
+    case 501:
+      return "not_implemented";
+    default:
+      return "bad_request";
+  }
+}
+
+/** A GET standing in for a refused request: its authority and path when they make a URL. */
+function standIn(fields: Field[] | null | undefined, signal: AbortSignal): Request {
+  const get = (name: string) => fields?.find(([k]) => k === name)?.[1];
+  const authority = get(":authority") ?? get("host") ?? "";
+  const path = get(":path") ?? "/";
+  try {
+    if (!/^[^\s/?#@]+$/.test(authority) || !path.startsWith("/")) throw new Error("unusable");
+    return new Request(`https://${authority}${path.replace(NON_ASCII, percentByte)}`, { signal });
+  } catch {
+    return new Request("https://invalid/", { signal });
   }
 }
 
@@ -377,7 +414,12 @@ async function writeResponse(
         else opts.ctx.closeConnection(H3Error.INTERNAL_ERROR, "Response body failed");
         // As over TCP, a client that left is the access log's business, not a warning.
         const log = opts.clientGone?.aborted ? opts.ctx.logger.debug : opts.ctx.logger.warn;
-        log.call(opts.ctx.logger, "HTTP/3 response body failed midway", { error: String(err) });
+        const tag = err instanceof ProxyError ? err.request : undefined;
+        log.call(opts.ctx.logger, "HTTP/3 response body failed midway", {
+          requestId: tag?.requestId ?? null,
+          route: tag?.route ?? null,
+          error: String(err),
+        });
         return false;
       }
       if (done) break;
