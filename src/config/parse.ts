@@ -230,7 +230,10 @@ function toIssues(
       };
     });
   }
-  if (issue.code === "invalid_type" && issue.input === undefined) {
+  // A missing enum key (`rate_limit` without `by`) is as missing as any other.
+  if (
+    (issue.code === "invalid_type" || issue.code === "invalid_value") && issue.input === undefined
+  ) {
     const key = String(path.at(-1));
     // Written but empty (`routes:` with nothing under it) is absent, yet said where it is.
     const empty = pairAt(doc, path) !== undefined;
@@ -239,7 +242,11 @@ function toIssues(
       ...pos(offsetOf(doc, empty ? path : path.slice(0, -1))),
       path: dotted(path),
       message: empty ? `Key "${key}" is empty` : `Missing required key "${key}"`,
-      hint: empty ? "Give it a value (an empty key counts as absent)" : undefined,
+      hint: empty
+        ? "Give it a value (an empty key counts as absent)"
+        : issue.code === "invalid_value"
+        ? `Add ${key}: one of ${issue.values.map(String).join(", ")}`
+        : undefined,
     }];
   }
   if (isMissingType(issue, path, raw)) {

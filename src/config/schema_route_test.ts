@@ -135,3 +135,16 @@ Deno.test("validate: a redirect whose relative target the same route serves is a
   ];
   for (const routes of fine) assert.deepEqual(issues(routes), [], routes);
 });
+
+Deno.test("parseConfig: a rate_limit without `by` is a missing key, with the choices", () => {
+  assert.deepEqual(
+    parseConfig(
+      `${HEAD}  /:\n    type: proxy\n    target: http://10.0.0.1\n    rate_limit: { requests: 5, period: 1s }\n`,
+      "c.yaml",
+    ).issues.map(formatIssue),
+    [
+      'c.yaml:6:5: error: routes./.rate_limit.by: Missing required key "by"\n' +
+      "  fix: Add by: one of ip, header, route, cookie, query",
+    ],
+  );
+});
