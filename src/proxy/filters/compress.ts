@@ -7,6 +7,7 @@ import {
   varyWithAcceptEncoding,
 } from "../../domain/compress.ts";
 import type { CompressPolicy } from "../../domain/compress.ts";
+import { tagRequest } from "../../domain/errors.ts";
 import { BODY_BYTES } from "../../ports.ts";
 import type { BodyCounter, CompressionEngine, Compressor, CountedResponse } from "../../ports.ts";
 import type { RequestContext } from "../context.ts";
@@ -102,7 +103,8 @@ function compressedBody(
         // The upstream body failed, or the engine did: free both, and end the response with it.
         engine.close();
         reader.cancel(err).catch(() => {});
-        throw err;
+        // The upstream's own counter, which would have tagged it, is not on this response.
+        throw tagRequest(err, counter.request);
       }
     },
     cancel(reason) {

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { loadConfigText } from "../../config/load.ts";
 import { buildSnapshot } from "../snapshot.ts";
 import { createHandler } from "../pipeline.ts";
+import { ProxyError } from "../../domain/errors.ts";
 import { noopMetrics, silentLogger } from "../../ports.ts";
 import type { AccessRecord, ClientInfo, CompressionEngine } from "../../ports.ts";
 
@@ -107,12 +108,16 @@ Deno.test("compression: an upstream body that fails ends the response with it an
     new ReadableStream<Uint8Array>({
       start(c) {
         c.enqueue(new Uint8Array(3));
-        c.error(new Error("upstream reset"));
+        c.error(new ProxyError("upstream_reset", "upstream reset"));
       },
     })
   );
   const res = await get();
-  await assert.rejects(res.text(), /upstream reset/);
+  const err = await res.text().catch((e) => e);
+  assert.match(String(err), /upstream reset/);
+  // Tagged with its request, as the upstream's own counter would have done.
+  assert.equal((err as ProxyError).request?.route, "/");
+  assert.match((err as ProxyError).request?.requestId ?? "", /^[0-9a-f]{8}-[0-9a-z]{6}$/);
   assert.equal(engines.log.at(-1), "close");
 });
 
