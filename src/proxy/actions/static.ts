@@ -5,7 +5,6 @@
 // SPA fallback, custom 404 page, Cache-Control. Dotfiles are hidden unless `show_dotfiles`
 // (`/.well-known/` stays visible, RFC 8615). HEAD, 304 and 416 never open the file.
 
-import { getMimeType } from "hono/utils/mime";
 import {
   acceptedEncodings,
   evaluatePreconditions,
@@ -19,6 +18,7 @@ import type { StaticRouteConfig } from "../../config/schema.ts";
 import type { FileStat, FileStore } from "../../ports.ts";
 import type { PipelineDeps, RequestContext } from "../context.ts";
 import { errorResponse, responseWith } from "../respond.ts";
+import { contentTypeFor } from "./static_types.ts";
 
 /** Methods a static route answers; everything else gets 405 with this list. */
 export const STATIC_ALLOW = "GET, HEAD, OPTIONS";
@@ -188,7 +188,7 @@ async function serveFile(
       });
     }
   }
-  fields.push(["content-type", getMimeType(rel) ?? "application/octet-stream"]);
+  fields.push(["content-type", contentTypeFor(rel)]);
   if (file.coding) fields.push(["content-encoding", file.coding]);
 
   const size = file.st.size;

@@ -277,3 +277,27 @@ Deno.test("serveStatic serves empty files and applies cache_control", async () =
   assert.equal(e.h.get("content-length"), "0");
   assert.equal(e.h.get("cache-control"), "public, max-age=3600");
 });
+
+Deno.test("serveStatic types media, captions, Markdown and archives a browser must not guess", async () => {
+  const names: Record<string, string> = {
+    "talk.m4a": "audio/mp4",
+    "clip.MOV": "video/quicktime",
+    "song.ogg": "audio/ogg",
+    "take.wav": "audio/wav",
+    "live/index.m3u8": "application/vnd.apple.mpegurl",
+    "subs/en.vtt": "text/vtt; charset=utf-8",
+    "README.md": "text/markdown; charset=utf-8",
+    "openapi.yaml": "application/yaml",
+    "dist.tar": "application/x-tar",
+    "report.docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    "app.js": "text/javascript; charset=utf-8",
+    "v1.2/noext": "application/octet-stream",
+    "x.unknown": "application/octet-stream",
+  };
+  const files = memStore(Object.fromEntries(Object.keys(names).map((n) => [n, "x"])));
+  for (const [name, type] of Object.entries(names)) {
+    const { status, h } = await get("/" + name, { files });
+    assert.equal(status, 200, name);
+    assert.equal(h.get("content-type"), type, name);
+  }
+});
