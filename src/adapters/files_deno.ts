@@ -12,23 +12,12 @@
 // loop during those calls.
 
 import { streamedBytes } from "./gc_hint.ts";
-import type { FileStat, FileStore } from "../ports.ts";
+import { FileChangedError, type FileStat, type FileStore } from "../ports.ts";
 
 /** Bytes read per chunk when streaming a file. */
 const CHUNK = 64 * 1024;
 /** Files (or ranges) up to this size are read whole, synchronously, instead of streamed. */
 const SMALL = 64 * 1024;
-
-/**
- * A file that shrank below the length already announced for it (overwritten in place while being
- * sent): the response fails rather than go out short. Expected during deploys, not a Prox bug.
- */
-export class FileChangedError extends Error {
-  constructor(path: string) {
-    super(`Static file "${path}" shrank while being sent`);
-    this.name = "FileChangedError";
-  }
-}
 
 /** Errors that mean "nothing servable here" rather than a fault of Prox (→ null, i.e. 404). */
 function isAbsent(err: unknown): boolean {

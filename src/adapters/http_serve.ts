@@ -4,7 +4,7 @@
 import { formatListenAddr } from "../config/listen.ts";
 import type { ListenAddr } from "../config/listen.ts";
 import { ProxyError } from "../domain/errors.ts";
-import { FileChangedError } from "./files_deno.ts";
+import { FileChangedError } from "../ports.ts";
 import type { ClientInfo, Handler, Logger, Metrics, Protocol } from "../ports.ts";
 import { recent } from "../proxy/recent.ts";
 

@@ -4,7 +4,7 @@ import type { ClientInfo } from "../ports.ts";
 import { recent } from "../proxy/recent.ts";
 import { listen } from "./http_serve.ts";
 import { ProxyError } from "../domain/errors.ts";
-import { FileChangedError } from "./files_deno.ts";
+import { FileChangedError } from "../ports.ts";
 import { waitFor } from "../../tests/_harness.ts";
 import { memoryLogger } from "../../tests/integration/_acme.ts";
 import { redirectHandler } from "./https_redirect.ts";

@@ -15,7 +15,7 @@ import {
 } from "../../domain/conditional.ts";
 import { joinPath, stripPrefix } from "../../domain/rewrite.ts";
 import type { StaticRouteConfig } from "../../config/schema.ts";
-import type { FileStat, FileStore } from "../../ports.ts";
+import { FileChangedError, type FileStat, type FileStore } from "../../ports.ts";
 import type { PipelineDeps, RequestContext } from "../context.ts";
 import { errorResponse, responseWith } from "../respond.ts";
 import { contentTypeFor } from "./static_types.ts";
@@ -43,6 +43,8 @@ export interface StaticOptions {
   cacheControl?: string;
   precompressed?: boolean;
   showDotfiles?: boolean;
+  /** Set on the one new attempt made when the file changed between stat and open. */
+  again?: boolean;
 }
 
 /** Decoded path segments, or null when a segment cannot be served safely (→ 400). */
@@ -213,9 +215,16 @@ async function serveFile(
   }
   fields.push(["content-length", String(range.end - range.start + 1)]);
   if (req.method === "HEAD") return responseWith(null, { status }, fields);
-  const body = size === 0
-    ? null
-    : await opts.files.open(opts.root, file.rel, range, file.st.handle);
+  let body;
+  try {
+    body = size === 0 ? null : await opts.files.open(opts.root, file.rel, range, file.st.handle);
+  } catch (err) {
+    // Overwritten in place between stat and open (a deploy copying over it): nothing has gone
+    // out yet, so answer once more from the file as it is now instead of failing with a 500.
+    if (!(err instanceof FileChangedError) || opts.again) throw err;
+    const { status: _status, varyAccept: _vary, ...base } = opts;
+    return await serveStatic(req, { ...base, again: true });
+  }
   if (body === null && size !== 0) return errorResponse("not_found", opts.requestId);
   return responseWith(body, { status }, fields);
 }

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { serveStatic } from "./static.ts";
 import type { StaticOptions } from "./static.ts";
-import type { FileStore } from "../../ports.ts";
+import { FileChangedError, type FileStore } from "../../ports.ts";
 import { httpDate } from "../../domain/conditional.ts";
 
 const MTIME = Date.UTC(2026, 0, 2, 3, 4, 5);
@@ -300,4 +300,30 @@ Deno.test("serveStatic types media, captions, Markdown and archives a browser mu
     assert.equal(status, 200, name);
     assert.equal(h.get("content-type"), type, name);
   }
+});
+
+Deno.test("serveStatic answers from the new file when it was rewritten in place between stat and open", async () => {
+  // A deploy copying over index.html: stat saw the old size, the read finds the file shorter.
+  let content = "<h1>old version</h1>";
+  let rewrites = 1;
+  const files: FileStore = {
+    stat: () =>
+      Promise.resolve({ isFile: true, isDirectory: false, size: content.length, mtime: MTIME }),
+    open: (_root, rel, range) => {
+      if (rewrites-- > 0) {
+        content = "<h1>new</h1>";
+        return Promise.reject(new FileChangedError(rel));
+      }
+      return Promise.resolve(enc.encode(content).slice(range!.start, range!.end + 1));
+    },
+  };
+  const { status, body, h } = await get("/index.html", { files });
+  assert.equal(status, 200);
+  assert.equal(body, "<h1>new</h1>");
+  assert.equal(h.get("content-length"), "12");
+  assert.match(h.get("etag")!, /^W\/"c-/);
+
+  // Changing again on the second try is an error (a 500), not a loop.
+  rewrites = 2;
+  await assert.rejects(get("/index.html", { files }), FileChangedError);
 });
