@@ -136,6 +136,18 @@ export interface FileStat {
 }
 
 /**
+ * A file that shrank below the length already announced for it (overwritten in place while being
+ * sent): the response fails rather than go out short. Expected during deploys, not a Prox bug;
+ * thrown by `FileStore.open` (before any byte is out: the caller may stat again) or by its stream.
+ */
+export class FileChangedError extends Error {
+  constructor(path: string) {
+    super(`Static file "${path}" shrank while being sent`);
+    this.name = "FileChangedError";
+  }
+}
+
+/**
  * Read-only access to a directory tree for the static route. Paths are relative to the root,
  * already normalized; the adapter still refuses anything that resolves outside the root
  * (symlinks included) by returning null.
@@ -145,7 +157,7 @@ export interface FileStore {
   /**
    * Bytes [start, end] (inclusive) of a file: a stream, or the bytes themselves when small. The
    * range must lie within the file: one that shrank below it since `stat` is an error, not a
-   * shorter body (the caller has announced the range's length). Without a range, the whole file.
+   * shorter body (the caller has announced the range's length): a FileChangedError. Without a range, the whole file.
    */
   open(
     root: string,

@@ -12,7 +12,7 @@
 // loop during those calls.
 
 import { streamedBytes } from "./gc_hint.ts";
-import type { FileStat, FileStore } from "../ports.ts";
+import { FileChangedError, type FileStat, type FileStore } from "../ports.ts";
 
 /** Bytes read per chunk when streaming a file. */
 const CHUNK = 64 * 1024;
@@ -93,14 +93,19 @@ function toFileStat(st: Deno.FileInfo, real: string): FileStat {
  * Reads `len` bytes from `start` at once and closes the file. A bytes body takes Deno.serve's
  * fast path; a resource-backed stream costs more than the read itself for small files.
  */
-function readSmall(file: Deno.FsFile, start: number, len: number): Uint8Array<ArrayBuffer> {
+function readSmall(
+  file: Deno.FsFile,
+  path: string,
+  start: number,
+  len: number,
+): Uint8Array<ArrayBuffer> {
   try {
     if (start > 0) file.seekSync(start, Deno.SeekMode.Start);
     const out = new Uint8Array(len);
     let got = 0;
     while (got < len) {
       const n = file.readSync(out.subarray(got));
-      if (n === null) throw new Error("Cannot read static file: it shrank while being sent");
+      if (n === null) throw new FileChangedError(path);
       got += n;
     }
     return out;
@@ -110,7 +115,12 @@ function readSmall(file: Deno.FsFile, start: number, len: number): Uint8Array<Ar
 }
 
 /** A stream of bytes [start, end] of an open file; the file is closed on end, error or cancel. */
-function rangeStream(file: Deno.FsFile, start: number, end: number): ReadableStream<Uint8Array> {
+function rangeStream(
+  file: Deno.FsFile,
+  path: string,
+  start: number,
+  end: number,
+): ReadableStream<Uint8Array> {
   let remaining = end - start + 1;
   let closed = false;
   const close = () => {
@@ -149,7 +159,7 @@ function rangeStream(file: Deno.FsFile, start: number, end: number): ReadableStr
       if (n === null) {
         // The file shrank since it was stat'ed: fail the body rather than send a short one.
         close();
-        controller.error(new Error("Cannot read static file: it shrank while being sent"));
+        controller.error(new FileChangedError(path));
         return;
       }
       remaining -= n;
@@ -196,7 +206,7 @@ export function createDenoFileStore(): FileStore {
       // With a handle the range lies within the size `stat` saw; a small one is read as it is,
       // without asking for the size again: a file that shrank since then fails in readSmall.
       if (handle !== undefined && range && range.end - range.start < SMALL) {
-        return readSmall(file, range.start, range.end - range.start + 1);
+        return readSmall(file, real, range.start, range.end - range.start + 1);
       }
       try {
         const st = file.statSync();
@@ -209,10 +219,10 @@ export function createDenoFileStore(): FileStore {
         // since must fail, not go out short under those headers (a bytes body would even get
         // its Content-Length corrected by Deno.serve, and look complete).
         if (range && range.end > st.size - 1) {
-          throw new Error("Cannot read static file: it shrank while being sent");
+          throw new FileChangedError(real);
         }
         const end = range ? range.end : st.size - 1;
-        if (end - start < SMALL) return readSmall(file, start, end - start + 1);
+        if (end - start < SMALL) return readSmall(file, real, start, end - start + 1);
         // Only when the caller's range still ends at EOF: if the file grew since the caller's
         // stat (and Content-Length), the bounded stream below sends exactly what was announced.
         if (end === st.size - 1 && (!range || range.end === end)) {
@@ -222,7 +232,7 @@ export function createDenoFileStore(): FileStore {
           if (start > 0) await file.seek(start, Deno.SeekMode.Start);
           return file.readable;
         }
-        return rangeStream(file, start, end);
+        return rangeStream(file, real, start, end);
       } catch (err) {
         file.close();
         throw err;

@@ -4,6 +4,7 @@
 import { formatListenAddr } from "../config/listen.ts";
 import type { ListenAddr } from "../config/listen.ts";
 import { ProxyError } from "../domain/errors.ts";
+import { FileChangedError } from "../ports.ts";
 import type { ClientInfo, Handler, Logger, Metrics, Protocol } from "../ports.ts";
 import { recent } from "../proxy/recent.ts";
 
@@ -79,6 +80,9 @@ export function listen(
             kind: err.kind,
             error: err.message,
           });
+        } else if (err instanceof FileChangedError) {
+          // A static file overwritten in place while being sent: a deploy race, not a bug.
+          opts.logger.warn("Response body failed", { error: err.message });
         } else opts.logger.error("Unhandled error in request handler", { error: String(err) });
         return new Response("Internal server error\n", { status: 500 });
       },

@@ -4,6 +4,7 @@ import type { ClientInfo } from "../ports.ts";
 import { recent } from "../proxy/recent.ts";
 import { listen } from "./http_serve.ts";
 import { ProxyError } from "../domain/errors.ts";
+import { FileChangedError } from "../ports.ts";
 import { waitFor } from "../../tests/_harness.ts";
 import { memoryLogger } from "../../tests/integration/_acme.ts";
 import { redirectHandler } from "./https_redirect.ts";
@@ -88,6 +89,36 @@ Deno.test("listener: a response body that fails mid-way with a ProxyError is a w
     await waitFor(() => logger.lines.length > 0, { what: "a log line" });
     assert.deepEqual(logger.lines.filter((x) => x.startsWith("error")), []);
     assert.match(logger.lines[0], /^warn Response body failed .*"kind":"timeout"/);
+  } finally {
+    await l.close();
+  }
+});
+
+Deno.test("listener: a static file that shrinks while being sent is a warning naming it, not an unhandled error", async () => {
+  const logger = memoryLogger();
+  const l = listen({ hostname: "127.0.0.1", port: 0 }, {
+    handler: () => {
+      let sent = false;
+      const body = new ReadableStream<Uint8Array>({
+        pull(c) {
+          if (sent) c.error(new FileChangedError("/srv/www/big.iso"));
+          else c.enqueue(new TextEncoder().encode("part"));
+          sent = true;
+        },
+      });
+      return Promise.resolve(new Response(body, { headers: { "content-length": "100" } }));
+    },
+    logger,
+  });
+  try {
+    const res = await fetch(`http://127.0.0.1:${l.port}/`);
+    await assert.rejects(res.text());
+    await waitFor(() => logger.lines.length > 0, { what: "a log line" });
+    assert.deepEqual(logger.lines.filter((x) => x.startsWith("error")), []);
+    assert.match(
+      logger.lines[0],
+      /^warn Response body failed .*big\.iso.* shrank while being sent/,
+    );
   } finally {
     await l.close();
   }

@@ -5,7 +5,6 @@
 // SPA fallback, custom 404 page, Cache-Control. Dotfiles are hidden unless `show_dotfiles`
 // (`/.well-known/` stays visible, RFC 8615). HEAD, 304 and 416 never open the file.
 
-import { getMimeType } from "hono/utils/mime";
 import {
   acceptedEncodings,
   evaluatePreconditions,
@@ -16,9 +15,10 @@ import {
 } from "../../domain/conditional.ts";
 import { joinPath, stripPrefix } from "../../domain/rewrite.ts";
 import type { StaticRouteConfig } from "../../config/schema.ts";
-import type { FileStat, FileStore } from "../../ports.ts";
+import { FileChangedError, type FileStat, type FileStore } from "../../ports.ts";
 import type { PipelineDeps, RequestContext } from "../context.ts";
 import { errorResponse, responseWith } from "../respond.ts";
+import { contentTypeFor } from "./static_types.ts";
 
 /** Methods a static route answers; everything else gets 405 with this list. */
 export const STATIC_ALLOW = "GET, HEAD, OPTIONS";
@@ -43,6 +43,8 @@ export interface StaticOptions {
   cacheControl?: string;
   precompressed?: boolean;
   showDotfiles?: boolean;
+  /** Set on the one new attempt made when the file changed between stat and open. */
+  again?: boolean;
 }
 
 /** Decoded path segments, or null when a segment cannot be served safely (→ 400). */
@@ -188,7 +190,7 @@ async function serveFile(
       });
     }
   }
-  fields.push(["content-type", getMimeType(rel) ?? "application/octet-stream"]);
+  fields.push(["content-type", contentTypeFor(rel)]);
   if (file.coding) fields.push(["content-encoding", file.coding]);
 
   const size = file.st.size;
@@ -213,9 +215,16 @@ async function serveFile(
   }
   fields.push(["content-length", String(range.end - range.start + 1)]);
   if (req.method === "HEAD") return responseWith(null, { status }, fields);
-  const body = size === 0
-    ? null
-    : await opts.files.open(opts.root, file.rel, range, file.st.handle);
+  let body;
+  try {
+    body = size === 0 ? null : await opts.files.open(opts.root, file.rel, range, file.st.handle);
+  } catch (err) {
+    // Overwritten in place between stat and open (a deploy copying over it): nothing has gone
+    // out yet, so answer once more from the file as it is now instead of failing with a 500.
+    if (!(err instanceof FileChangedError) || opts.again) throw err;
+    const { status: _status, varyAccept: _vary, ...base } = opts;
+    return await serveStatic(req, { ...base, again: true });
+  }
   if (body === null && size !== 0) return errorResponse("not_found", opts.requestId);
   return responseWith(body, { status }, fields);
 }

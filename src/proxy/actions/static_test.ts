@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { serveStatic } from "./static.ts";
 import type { StaticOptions } from "./static.ts";
-import type { FileStore } from "../../ports.ts";
+import { FileChangedError, type FileStore } from "../../ports.ts";
 import { httpDate } from "../../domain/conditional.ts";
 
 const MTIME = Date.UTC(2026, 0, 2, 3, 4, 5);
@@ -276,4 +276,54 @@ Deno.test("serveStatic serves empty files and applies cache_control", async () =
   assert.equal(e.body, "");
   assert.equal(e.h.get("content-length"), "0");
   assert.equal(e.h.get("cache-control"), "public, max-age=3600");
+});
+
+Deno.test("serveStatic types media, captions, Markdown and archives a browser must not guess", async () => {
+  const names: Record<string, string> = {
+    "talk.m4a": "audio/mp4",
+    "clip.MOV": "video/quicktime",
+    "song.ogg": "audio/ogg",
+    "take.wav": "audio/wav",
+    "live/index.m3u8": "application/vnd.apple.mpegurl",
+    "subs/en.vtt": "text/vtt; charset=utf-8",
+    "README.md": "text/markdown; charset=utf-8",
+    "openapi.yaml": "application/yaml",
+    "dist.tar": "application/x-tar",
+    "report.docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    "app.js": "text/javascript; charset=utf-8",
+    "v1.2/noext": "application/octet-stream",
+    "x.unknown": "application/octet-stream",
+  };
+  const files = memStore(Object.fromEntries(Object.keys(names).map((n) => [n, "x"])));
+  for (const [name, type] of Object.entries(names)) {
+    const { status, h } = await get("/" + name, { files });
+    assert.equal(status, 200, name);
+    assert.equal(h.get("content-type"), type, name);
+  }
+});
+
+Deno.test("serveStatic answers from the new file when it was rewritten in place between stat and open", async () => {
+  // A deploy copying over index.html: stat saw the old size, the read finds the file shorter.
+  let content = "<h1>old version</h1>";
+  let rewrites = 1;
+  const files: FileStore = {
+    stat: () =>
+      Promise.resolve({ isFile: true, isDirectory: false, size: content.length, mtime: MTIME }),
+    open: (_root, rel, range) => {
+      if (rewrites-- > 0) {
+        content = "<h1>new</h1>";
+        return Promise.reject(new FileChangedError(rel));
+      }
+      return Promise.resolve(enc.encode(content).slice(range!.start, range!.end + 1));
+    },
+  };
+  const { status, body, h } = await get("/index.html", { files });
+  assert.equal(status, 200);
+  assert.equal(body, "<h1>new</h1>");
+  assert.equal(h.get("content-length"), "12");
+  assert.match(h.get("etag")!, /^W\/"c-/);
+
+  // Changing again on the second try is an error (a 500), not a loop.
+  rewrites = 2;
+  await assert.rejects(get("/index.html", { files }), FileChangedError);
 });
