@@ -334,8 +334,31 @@ const ProxyRoute = z.object({
   try_when_down: z.boolean().default(true),
 }).strict();
 
+/**
+ * Session affinity by a cookie Prox sets (Traefik's `sticky.cookie`, HAProxy's `cookie … insert`):
+ * a client keeps its target while that target is available.
+ */
+export const Sticky = z.union([
+  z.boolean(),
+  z.object({
+    cookie: z.string().regex(
+      /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/,
+      "Use a cookie name (letters, digits, - _ .)",
+    )
+      .default("prox_sticky"),
+    /** Unset: a session cookie, gone when the browser closes. */
+    max_age: Duration.optional(),
+    path: z.string().startsWith("/").default("/"),
+    same_site: z.enum(["lax", "strict", "none"]).default("lax"),
+    /** Unset: Secure when the request came over HTTPS (or X-Forwarded-Proto: https, trusted). */
+    secure: z.boolean().optional(),
+    http_only: z.boolean().default(true),
+  }).strict(),
+]);
+
 const LoadBalanceRoute = z.object({
   type: z.literal("load_balance"),
+  sticky: Sticky.optional(),
   targets: z.array(Target).min(1, "Load balance routes must have at least one target"),
   strategy: z.enum(STRATEGIES).default("round_robin"),
   hash_on: z.object({
@@ -423,3 +446,4 @@ export type HealthCheckConfig = z.output<typeof HealthCheck>;
 export type TimeoutsConfig = z.output<typeof Timeouts>;
 export type TargetConfig = z.output<typeof Target>;
 export type CompressConfig = z.output<typeof Compress>;
+export type StickyConfig = z.output<typeof Sticky>;

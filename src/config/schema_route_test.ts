@@ -148,3 +148,21 @@ Deno.test("parseConfig: a rate_limit without `by` is a missing key, with the cho
     ],
   );
 });
+
+Deno.test("parseConfig: sticky takes true or cookie, max_age, path, same_site, secure, http_only", () => {
+  const at = (v: string) =>
+    problems(
+      `${HEAD}  /:\n    type: load_balance\n    targets: [http://10.0.0.1]\n    sticky: ${v}\n`,
+    )
+      .join("\n");
+  assert.equal(at("true"), "");
+  assert.equal(at("{ cookie: srv, max_age: 1h, same_site: strict, secure: true }"), "");
+  assert.match(at('{ cookie: "a b" }'), /sticky\.cookie: Use a cookie name/);
+  assert.match(at("{ same_site: lox }"), /sticky\.same_site: Invalid value: expected one of "lax"/);
+  assert.match(at("{ path: x }"), /sticky\.path/);
+  assert.match(
+    problems(`${HEAD}  /:\n    type: proxy\n    target: http://10.0.0.1\n    sticky: true\n`)
+      .join(),
+    /Unknown key "sticky"/,
+  );
+});

@@ -21,7 +21,7 @@ import { poolOf } from "./pool.ts";
 import { recent } from "./recent.ts";
 import { bodySource, NO_BODY, onBodyEnd } from "./body_replay.ts";
 import type { BodySource } from "./body_replay.ts";
-import type { RetryPolicy, RoutePool } from "./pool.ts";
+import type { RetryPolicy, RoutePool, StickyPolicy } from "./pool.ts";
 import { timerDelay } from "../config/duration.ts";
 
 /** Safe to repeat (RFC 9110 §9.2.2). */
@@ -59,6 +59,15 @@ export async function forward(
   reg.countRequest(route.id, ctx.start);
   const tried = new Set<number>();
   const key = hashKey(ctx, pool);
+  // The target the client's sticky cookie names (-1: none, or not one of this route's).
+  const sticky = pool.sticky ? stickyIndex(ctx, pool.sticky) : -1;
+  /** The answer, with a sticky cookie when the target is not the one the client's names. */
+  const answer = (res: Response, i: number) => {
+    if (pool.sticky && i !== sticky) {
+      ctx.extraResponseHeaders.push(["set-cookie", stickyCookie(ctx, pool.sticky, i)]);
+    }
+    return res;
+  };
   const random = deps.random ?? Math.random;
   let body: BodySource | undefined;
   let lastErr: ProxyError | undefined;
@@ -67,7 +76,7 @@ export async function forward(
 
   for (let attempt = 0;; attempt++) {
     const now = attempt === 0 ? ctx.start : deps.clock.monotonic();
-    const pick = chosen ?? choose(pool, reg, { tried, key, random, now });
+    const pick = chosen ?? choose(pool, reg, { tried, key, random, now, prefer: sticky });
     chosen = undefined;
     if (pick === undefined) {
       // A retry with nowhere left to go reports what went wrong, not "no healthy upstream".
@@ -98,12 +107,12 @@ export async function forward(
       const res = await sendOnce(ctx, deps, { pool, reg, id, req });
       const wanted = pool.retries.onStatus?.(res.status) && tried.size < pool.ids.length &&
         replayable(ctx.req, pool.retries) && attempt < pool.retries.attempts && body.replayable;
-      if (!wanted) return res;
+      if (!wanted) return answer(res, i);
       // Only to a target not tried yet: with none left (or only this one, perhaps ejected by
       // this very answer), the client gets this answer rather than a repeat or a 503 of ours.
       const next = choose(pool, reg, { tried, key, random, now: deps.clock.monotonic() });
       if (!next || tried.has(next.i) || !reg.tryRetry(route.id, pool.retries.budgetPercent)) {
-        return res;
+        return answer(res, i);
       }
       chosen = next;
       await res.body?.cancel();
@@ -306,7 +315,14 @@ function watchEnd(
 export function choose(
   pool: RoutePool,
   reg: UpstreamRegistry,
-  r: { tried: Set<number>; key?: string; random: () => number; now: number },
+  r: {
+    tried: Set<number>;
+    key?: string;
+    random: () => number;
+    now: number;
+    /** A target to take when it is available and untried (a sticky cookie's), else -1. */
+    prefer?: number;
+  },
 ): { i: number; why: string } | undefined {
   const at = r.now;
   const load = (i: number) => {
@@ -317,6 +333,12 @@ export function choose(
       latencyMs: reg.latency(s.id, at),
     };
   };
+  const p = r.prefer ?? -1;
+  if (p >= 0 && !r.tried.has(p) && load(p).available) {
+    // A backup only while no primary is available, as the selector would have it.
+    const primaryUp = pool.targets.some((t, j) => !t.backup && load(j).available);
+    if (!pool.targets[p].backup || !primaryUp) return { i: p, why: "sticky cookie" };
+  }
   const input: PickInput = { load, exclude: r.tried, key: r.key, random: r.random };
   let i = pool.selector.pick(input);
   if (i !== undefined) return { i, why: r.tried.size > 0 ? "untried target" : "policy" };
@@ -346,6 +368,18 @@ function retryReason(e: ProxyError, req: Request, policy: RetryPolicy): string |
 function replayable(req: Request, policy: RetryPolicy): boolean {
   return IDEMPOTENT.has(req.method) ||
     (policy.idempotencyKey && req.method === "POST" && req.headers.has("idempotency-key"));
+}
+
+/** The index of the target the request's sticky cookie names, or -1. */
+function stickyIndex(ctx: RequestContext, s: StickyPolicy): number {
+  const v = cookie(ctx.req.headers.get("cookie"), s.cookie);
+  return v === undefined ? -1 : s.values.indexOf(v);
+}
+
+/** The Set-Cookie value that keeps the client on target `i`. */
+function stickyCookie(ctx: RequestContext, s: StickyPolicy, i: number): string {
+  const secure = s.secure ?? ctx.scheme === "https";
+  return `${s.cookie}=${s.values[i]}${s.attributes}${secure ? "; Secure" : ""}`;
 }
 
 /** The consistent_hash key for this request: client IP, a header or a cookie. */

@@ -285,9 +285,10 @@ function failure(
 
 /**
  * Fields Prox adds to an upstream's own: its rate limits are policies beside the app's, which a
- * client must see too (replacing them announced a quota more permissive than the app's).
+ * client must see too (replacing them announced a quota more permissive than the app's), and a
+ * sticky cookie goes beside the app's cookies.
  */
-const LISTS: ReadonlySet<string> = new Set(["ratelimit-policy", "ratelimit"]);
+const LISTS: ReadonlySet<string> = new Set(["ratelimit-policy", "ratelimit", "set-cookie"]);
 
 /** Response-side additions that apply to every answer: filter headers, Alt-Svc, HSTS. */
 function finish(ctx: RequestContext, res: Response): Response {

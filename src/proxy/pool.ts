@@ -3,12 +3,16 @@
 // CompiledRoute; the registry keeps the targets' runtime state across reloads, and the selector of a
 // pool whose strategy and targets did not change.
 
-import { createSelector } from "../domain/balancer.ts";
+import { createSelector, hash32 } from "../domain/balancer.ts";
 import type { Policy, PoolTarget, Selector } from "../domain/balancer.ts";
 import { statusMatcher } from "../domain/health.ts";
 import type { PassivePolicy } from "../domain/health.ts";
 import type { Config } from "../config/schema.ts";
-import type { LoadBalanceRouteConfig, ProxyRouteConfig } from "../config/schema_route.ts";
+import type {
+  LoadBalanceRouteConfig,
+  ProxyRouteConfig,
+  StickyConfig,
+} from "../config/schema_route.ts";
 import type { CompiledRoute } from "./snapshot.ts";
 import type { UpstreamRegistry } from "./state.ts";
 
@@ -45,6 +49,43 @@ export interface RoutePool {
   checks: (string | null)[];
   /** Load-aware policy: a request stays in flight until its response body ends. */
   trackBody: boolean;
+  /** Session affinity by cookie (`sticky`), or null. */
+  sticky: StickyPolicy | null;
+}
+
+/** A route's `sticky`, resolved: the cookie's name, the value per target, its attributes. */
+export interface StickyPolicy {
+  cookie: string;
+  /** The cookie value naming each target, by index: opaque (a hash), not the target's URL. */
+  values: string[];
+  /** `; Path=/; Max-Age=…; HttpOnly; SameSite=Lax`, without Secure. */
+  attributes: string;
+  /** Secure: always, never, or (null) when the request came over HTTPS. */
+  secure: boolean | null;
+}
+
+/** Resolves `sticky` for a route's targets (null when off). */
+export function stickyPolicy(
+  routeId: string,
+  ids: readonly string[],
+  spec: StickyConfig | undefined,
+): StickyPolicy | null {
+  if (spec === undefined || spec === false) return null;
+  // `sticky: true`: the schema's defaults.
+  const o: Exclude<StickyConfig, boolean> = spec === true
+    ? { cookie: "prox_sticky", path: "/", same_site: "lax", http_only: true }
+    : spec;
+  let attributes = `; Path=${o.path}`;
+  if (o.max_age !== undefined) attributes += `; Max-Age=${Math.floor(o.max_age / 1000)}`;
+  if (o.http_only) attributes += "; HttpOnly";
+  attributes += `; SameSite=${o.same_site[0].toUpperCase()}${o.same_site.slice(1)}`;
+  return {
+    cookie: o.cookie,
+    values: ids.map((id) => hash32(`${routeId}\n${id}`).toString(16).padStart(8, "0")),
+    attributes,
+    // SameSite=None is refused by browsers without Secure.
+    secure: o.same_site === "none" ? true : o.secure ?? null,
+  };
 }
 
 /** Retry defaults when a route has no `retries` block (same as the schema's). */
@@ -115,6 +156,9 @@ export function buildPool(
     hashOn: cfg.type === "load_balance"
       ? cfg.hash_on ?? (policy === "consistent_hash" ? { type: "ip" } : undefined)
       : undefined,
+    sticky: cfg.type === "load_balance"
+      ? stickyPolicy(route.id, targets.map((t) => t.id), cfg.sticky)
+      : null,
     retries: r
       ? {
         attempts: r.attempts,
