@@ -166,3 +166,23 @@ Deno.test("parseConfig: sticky takes true or cookie, max_age, path, same_site, s
     /Unknown key "sticky"/,
   );
 });
+
+Deno.test("validate: IPv6 literal hosts in route keys and hosts, in the form clients send them", () => {
+  const issues = (routes: string) =>
+    loadConfigText(`${HEAD}${routes}`, { file: "c.yaml", env: { exists: () => true } }).issues
+      .map(formatIssue);
+  assert.deepEqual(
+    issues(
+      '  "[::1]/x": { type: static, root: . }\n  /y: { type: static, root: ., hosts: ["[::1]"] }\n',
+    ),
+    [],
+  );
+  assert.deepEqual(issues('  "[0:0::1]/x": { type: static, root: . }\n'), [
+    'c.yaml:3:3: error: routes.[0:0::1]/x: Route "[0:0::1]/x" has an IPv6 address clients send as "[::1]"\n' +
+    '  fix: Write "[::1]/x"',
+  ]);
+  assert.match(
+    issues('  /y: { type: static, root: ., hosts: ["[::G]"] }\n').join(),
+    /Invalid IPv6 host "\[::G\]": write it as in a URL/,
+  );
+});

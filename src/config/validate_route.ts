@@ -43,7 +43,24 @@ export function validateRoutes(
       badKeys.add(key);
       continue;
     }
-    if (!key.startsWith("/") && !/^[a-z0-9*][a-z0-9.*-]*(:\d+)?\/.*$/i.test(key)) {
+    const v6 = /^\[[0-9a-f:.]+\](?=\/)/i.exec(key)?.[0];
+    const v6Form = v6 === undefined ? undefined : ipv6Form(v6);
+    if (v6 !== undefined && v6Form !== v6) {
+      err(
+        ["routes", key],
+        v6Form
+          ? `Route "${key}" has an IPv6 address clients send as "${v6Form}"`
+          : `Route "${key}" has an invalid IPv6 address "${v6}"`,
+        v6Form
+          ? `Write "${v6Form}${key.slice(v6.length)}"`
+          : "Write it as in a URL, e.g. [::1]/api",
+      );
+      badKeys.add(key);
+      continue;
+    }
+    if (
+      !key.startsWith("/") && v6 === undefined && !/^[a-z0-9*][a-z0-9.*-]*(:\d+)?\/.*$/i.test(key)
+    ) {
       err(
         ["routes", key],
         `Route path "${key}" must start with "/" (or with a host and a path, e.g. "example.com/api")`,
@@ -71,6 +88,19 @@ export function validateRoutes(
       continue;
     }
     (route.hosts ?? []).forEach((h, i) => {
+      if (h.startsWith("[")) {
+        const form = ipv6Form(h);
+        if (form !== h) {
+          err(
+            ["routes", key, "hosts", i],
+            form
+              ? `Host "${h}" is sent by clients as "${form}"`
+              : `Invalid IPv6 host "${h}": write it as in a URL, e.g. [::1]`,
+            form ? `Write "${form}"` : undefined,
+          );
+        }
+        return;
+      }
       if (!HOST_PATTERN.test(h)) {
         const idn = asciiHost(h);
         err(
@@ -433,6 +463,19 @@ function validateRateLimits(
 /** A route's `hosts` entry: a host name (or IP address) or `*.domain`. */
 const HOST_PATTERN =
   /^(\*\.)?[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*\.?$/i;
+
+/**
+ * The form in which clients send an IPv6 literal host (`[0:0::1]` → `[::1]`, lower case, as the
+ * URL parser writes it, and so does the router read it), or undefined when it is not one.
+ */
+function ipv6Form(host: string): string | undefined {
+  if (!/^\[[0-9a-f:.]+\]$/i.test(host)) return undefined;
+  try {
+    return new URL(`http://${host}`).hostname;
+  } catch {
+    return undefined;
+  }
+}
 
 /** The ASCII (IDNA, RFC 5891) form of a host with non-ASCII letters, as clients send it. */
 function asciiHost(host: string): string | undefined {

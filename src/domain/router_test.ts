@@ -94,3 +94,12 @@ Deno.test("router tries only prefixes as long as its routes': a path of 30,000 s
   // Each took about 2 s of the one event loop (every `/` tried, each a 30 KB slice and hash).
   assert.ok(performance.now() - start < 500, `${performance.now() - start} ms`);
 });
+
+Deno.test("router takes IPv6 literal hosts, in the key or in hosts, as the Host field brings them", () => {
+  const r = router([["[::1]/v6"], ["/y", ["[2001:db8::7]"]], ["/"]]);
+  assert.equal(r.match("[::1]:3000", "/v6/a")?.value, "[::1]/v6");
+  assert.equal(r.match("[::1]", "/v6")?.value, "[::1]/v6");
+  assert.equal(r.match("127.0.0.1:3000", "/v6/a")?.value, "/");
+  assert.equal(r.match("[2001:db8::7]:443", "/y/z")?.value, "/y");
+  assert.equal(r.match("[2001:db8::8]:443", "/y/z")?.value, "/");
+});
