@@ -16,7 +16,7 @@ import { admit, identify, paramRefusal } from "./pipeline.ts";
 import { errorResponse } from "./respond.ts";
 import { clientKey, isExempt } from "./filters/rate_limit.ts";
 import { buildPool } from "./pool.ts";
-import { choose, hashKey } from "./forward.ts";
+import { choose, hashKey, stickyIndex } from "./forward.ts";
 import { requestHeaderRule, targetOf, upstreamHeaders } from "./actions/proxy.ts";
 import { applyHeaderRules, placeholderValues } from "./filters/rules.ts";
 import { redirectAction } from "./actions/redirect.ts";
@@ -263,11 +263,20 @@ function pickTarget(
         : `Hash key (${pool.hashOn.type}): ${key}`,
     );
   }
+  const sticky = pool.sticky ? stickyIndex(ctx, pool.sticky) : -1;
+  if (pool.sticky) {
+    out.notes.push(
+      sticky >= 0
+        ? `Sticky cookie ${pool.sticky.cookie} names ${pool.ids[sticky]}`
+        : `No valid sticky cookie ${pool.sticky.cookie}: the answer sets one for the target picked`,
+    );
+  }
   const picked = choose(pool, reg, {
     tried: new Set(),
     key: hashKey(ctx, pool),
     random: () => 0,
     now,
+    prefer: sticky,
   });
   if (!picked) return { url: null, why: "no available target: Prox answers 503" };
   return { url: pool.ids[picked.i], why: picked.why };

@@ -4,7 +4,7 @@ import { buildSnapshot } from "./snapshot.ts";
 import { explainRequest } from "./explain.ts";
 import type { ExplainRequest } from "./explain.ts";
 import { createUpstreamRegistry } from "./state.ts";
-import { healthCheckKey } from "./pool.ts";
+import { healthCheckKey, stickyPolicy } from "./pool.ts";
 import { noopMetrics, silentLogger } from "../ports.ts";
 import type { FileStore } from "../ports.ts";
 
@@ -169,4 +169,23 @@ routes:
   });
   assert.equal(ws.upstream?.url, "ws://127.0.0.1:7000/socket/chat");
   assert.equal(ws.upstream?.websocket, true);
+});
+
+Deno.test("explainRequest follows a sticky cookie as the live pick does", async () => {
+  const explain = explainer(`
+routes:
+  "/": { type: load_balance, targets: ["http://10.0.0.1", "http://10.0.0.2"], sticky: true }
+`);
+  const fresh = await explain({ method: "GET", url: "http://x/a" });
+  assert.equal(fresh.upstream?.pick, "http://10.0.0.1");
+  assert.match(fresh.notes.join("\n"), /No valid sticky cookie prox_sticky/);
+  // The value Prox would set for the second target (route id and target URL, hashed).
+  const second = stickyPolicy("/", ["http://10.0.0.1", "http://10.0.0.2"], true)!.values[1];
+  const kept = await explain({
+    method: "GET",
+    url: "http://x/a",
+    headers: [["cookie", `a=1; prox_sticky=${second}`]],
+  });
+  assert.equal(kept.upstream?.pick, "http://10.0.0.2");
+  assert.equal(kept.upstream?.pickReason, "sticky cookie");
 });

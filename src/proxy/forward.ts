@@ -371,7 +371,7 @@ function replayable(req: Request, policy: RetryPolicy): boolean {
 }
 
 /** The index of the target the request's sticky cookie names, or -1. */
-function stickyIndex(ctx: RequestContext, s: StickyPolicy): number {
+export function stickyIndex(ctx: RequestContext, s: StickyPolicy): number {
   const v = cookie(ctx.req.headers.get("cookie"), s.cookie);
   return v === undefined ? -1 : s.values.indexOf(v);
 }
