@@ -310,7 +310,8 @@ function toRequest(
     if (!headers.has("host")) headers.set("host", head.authority);
     // Fields are byte strings: raw UTF-8 in :path is percent-encoded byte by byte, as the
     // HTTP/1.1 listener does (the URL parser would encode each byte's char as UTF-8 again).
-    const path = head.path === "*" ? "/" : head.path.replace(NON_ASCII, percentByte);
+    // `OPTIONS *` as Deno.serve hands it over TCP: `/*` (the URL has no other way to say it).
+    const path = head.path === "*" ? "/*" : head.path.replace(NON_ASCII, percentByte);
     return new Request(`${head.scheme}://${head.authority}${path}`, {
       method: head.method,
       headers,
