@@ -61,13 +61,6 @@ export async function forward(
   const key = hashKey(ctx, pool);
   // The target the client's sticky cookie names (-1: none, or not one of this route's).
   const sticky = pool.sticky ? stickyIndex(ctx, pool.sticky) : -1;
-  /** The answer, with a sticky cookie when the target is not the one the client's names. */
-  const answer = (res: Response, i: number) => {
-    if (pool.sticky && i !== sticky) {
-      ctx.extraResponseHeaders.push(["set-cookie", stickyCookie(ctx, pool.sticky, i)]);
-    }
-    return res;
-  };
   const random = deps.random ?? Math.random;
   let body: BodySource | undefined;
   let lastErr: ProxyError | undefined;
@@ -107,12 +100,12 @@ export async function forward(
       const res = await sendOnce(ctx, deps, { pool, reg, id, req });
       const wanted = pool.retries.onStatus?.(res.status) && tried.size < pool.ids.length &&
         replayable(ctx.req, pool.retries) && attempt < pool.retries.attempts && body.replayable;
-      if (!wanted) return answer(res, i);
+      if (!wanted) return pool.sticky ? answered(ctx, pool.sticky, { res, i, sticky }) : res;
       // Only to a target not tried yet: with none left (or only this one, perhaps ejected by
       // this very answer), the client gets this answer rather than a repeat or a 503 of ours.
       const next = choose(pool, reg, { tried, key, random, now: deps.clock.monotonic() });
       if (!next || tried.has(next.i) || !reg.tryRetry(route.id, pool.retries.budgetPercent)) {
-        return answer(res, i);
+        return pool.sticky ? answered(ctx, pool.sticky, { res, i, sticky }) : res;
       }
       chosen = next;
       await res.body?.cancel();
@@ -368,6 +361,16 @@ function retryReason(e: ProxyError, req: Request, policy: RetryPolicy): string |
 function replayable(req: Request, policy: RetryPolicy): boolean {
   return IDEMPOTENT.has(req.method) ||
     (policy.idempotencyKey && req.method === "POST" && req.headers.has("idempotency-key"));
+}
+
+/** The answer, with a sticky cookie when its target is not the one the client's cookie names. */
+function answered(
+  ctx: RequestContext,
+  s: StickyPolicy,
+  a: { res: Response; i: number; sticky: number },
+): Response {
+  if (a.i !== a.sticky) ctx.extraResponseHeaders.push(["set-cookie", stickyCookie(ctx, s, a.i)]);
+  return a.res;
 }
 
 /** The index of the target the request's sticky cookie names, or -1. */
