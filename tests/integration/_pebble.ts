@@ -101,7 +101,10 @@ export async function startPebble(
       const res = await fetch(`https://127.0.0.1:${mgmtPort}/roots/0`, { client });
       const body = await res.text();
       return res.ok && body.includes("BEGIN CERTIFICATE") ? body : null;
-    }, { what: `pebble (log: ${pebble.log()})` });
+      // A CI run once gave up after 10 s; the log is read when giving up, not when starting.
+    }, { what: "pebble", timeoutMs: 30_000 }).catch((err) => {
+      throw new Error(`${err.message} (pebble log: ${pebble.log()})`);
+    });
     const dir = await fetch(`https://127.0.0.1:${acmePort}/dir`, { client });
     await dir.body?.cancel();
     if (!dir.ok) throw new Error(`pebble directory answered ${dir.status}`);
