@@ -216,6 +216,18 @@ export interface AccessRecord {
 }
 
 /**
+ * What became of one mirror copy: answered by the shadow (any status), failed (no answer: connect
+ * error, reset, timeout), or not sent: the route's copies in flight were at `max_in_flight`, the
+ * body went past `max_body`, or the client's body did not arrive whole.
+ */
+export type MirrorResult =
+  | "mirrored"
+  | "failed"
+  | "dropped_in_flight"
+  | "dropped_body_too_large"
+  | "dropped_body_incomplete";
+
+/**
  * What the pipeline reports. Labels are bounded: route prefixes and upstream ids, never raw paths.
  * The no-op implementation is the default so the core runs without a metrics backend.
  */
@@ -230,6 +242,8 @@ export interface Metrics {
   connectionOpened(protocol: Protocol | "websocket"): void;
   connectionClosed(protocol: Protocol | "websocket"): void;
   websocketMessageTooBig(route: string): void;
+  /** One mirror copy's outcome (a route's `mirror`; one per copy, a copy per mirror target). */
+  mirror(route: string, result: MirrorResult): void;
   /** The route ids of the current config: series of removed routes are dropped. */
   routesConfigured(routes: readonly string[]): Promise<void>;
   /** The upstream targets of the current config: health series exist from start-up (1 = up). */
@@ -254,6 +268,7 @@ export const noopMetrics: Metrics = {
   connectionOpened() {},
   connectionClosed() {},
   websocketMessageTooBig() {},
+  mirror() {},
   routesConfigured: () => Promise.resolve(),
   backendsConfigured() {},
   configReload() {},

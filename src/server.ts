@@ -40,6 +40,7 @@ import { explainRequest } from "./proxy/explain.ts";
 import { createRateLimitStores, keysPerRoute, limiterIds } from "./adapters/rate_limit_stores.ts";
 import type { AccessRecord, Clock, FileStore, Logger, LogLevel } from "./ports.ts";
 import { createUpstreamRegistry } from "./proxy/state.ts";
+import { MirrorTraffic } from "./proxy/mirror.ts";
 import { configuredTargets, unwatchedTargets } from "./proxy/pool.ts";
 import { startHealthChecks } from "./adapters/health_check.ts";
 import { followH3 } from "./adapters/h3_follow.ts";
@@ -141,6 +142,7 @@ export async function startServer(
   });
 
   const websockets = createWebSocketProxy({ logger, metrics });
+  const mirrors = new MirrorTraffic();
   const pipelineDeps: PipelineDeps = {
     snapshot: () => current,
     upstream,
@@ -156,6 +158,7 @@ export async function startServer(
     accessPending,
     upstreams,
     websocket: websockets,
+    mirrors,
     compressor: zlibCompressor,
   };
   const handler = createHandler(pipelineDeps);
@@ -480,6 +483,8 @@ export async function startServer(
     const hooks = Promise.allSettled(shutdownHooks.map((h) => h({ deadline, reason })));
     // HTTP/3 sends GOAWAY and drains under the same grace.
     await Promise.all([set.shutdown(left), h3.shutdown(left), hooks]);
+    // Mirror copies never hold the process: those still under way are abandoned.
+    mirrors.closeAll();
     await upstream.close();
     // Closing the client answered the requests still waiting on an upstream (503): let those
     // answers reach their clients before the process exits and cuts what remains.

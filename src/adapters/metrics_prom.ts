@@ -220,6 +220,14 @@ export function createPromMetrics(
     labelNames: ["route"] as const,
     registers,
   });
+  const mirrors = new Counter({
+    name: "prox_mirror_requests_total",
+    help: "Mirror copies by route and result: mirrored (the shadow answered, any status), failed " +
+      "(no answer), dropped_in_flight (max_in_flight reached), dropped_body_too_large (over " +
+      "max_body), dropped_body_incomplete (the client's body did not arrive whole)",
+    labelNames: ["route", "result"] as const,
+    registers,
+  });
   const reloads = new Counter({
     name: "prox_config_reload_total",
     help: "Config loads by result (success, failure): the one at start-up, then each reload",
@@ -336,6 +344,7 @@ export function createPromMetrics(
         rateLimitHits,
         retries,
         wsTooBig,
+        mirrors,
       ] as unknown as Prunable[];
       return Promise.all(metrics.map((m) => pruneRoutes(m, keep, removed))).then(() => {});
     },
@@ -381,6 +390,10 @@ export function createPromMetrics(
     websocketMessageTooBig(route) {
       if (gone.has(route)) return;
       wsTooBig.inc({ route });
+    },
+    mirror(route, result) {
+      if (gone.has(route)) return;
+      mirrors.inc({ route, result });
     },
     configReload({ ok, version, at }) {
       reloads.inc({ result: ok ? "success" : "failure" });

@@ -96,6 +96,9 @@ Deno.test("createPromMetrics records backends, limits, retries, ejections, webso
   m.connectionOpened("h2");
   m.connectionClosed("h2");
   m.websocketMessageTooBig("/ws");
+  m.mirror("/api", "mirrored");
+  m.mirror("/api", "mirrored");
+  m.mirror("/api", "dropped_in_flight");
   m.configReload({ ok: true, version: 2, at: 1_700_000_000_000 });
   m.configReload({ ok: false, version: 2, at: 1_700_000_100_000 });
   m.certificateExpiry("main", 1_800_000_000_000);
@@ -116,6 +119,8 @@ Deno.test("createPromMetrics records backends, limits, retries, ejections, webso
   assert.equal(value(t, 'prox_active_connections{protocol="h3"}'), 0);
   assert.equal(value(t, "prox_websocket_connections_total"), 1);
   assert.equal(value(t, 'prox_websocket_messages_too_big_total{route="/ws"}'), 1);
+  assert.equal(value(t, 'prox_mirror_requests_total{route="/api",result="mirrored"}'), 2);
+  assert.equal(value(t, 'prox_mirror_requests_total{route="/api",result="dropped_in_flight"}'), 1);
   assert.equal(value(t, 'prox_config_reload_total{result="success"}'), 1);
   assert.equal(value(t, 'prox_config_reload_total{result="failure"}'), 1);
   assert.equal(value(t, "prox_config_last_reload_successful"), 0);

@@ -277,6 +277,27 @@ export const Compress = z.union([
   }).strict(),
 ]);
 
+/**
+ * Shadow traffic (nginx `mirror`, Envoy `request_mirror_policies`, Traefik's mirroring service): a
+ * sampled copy of each request goes to `target` (one URL or several, each gets a copy), and its
+ * answer is read and dropped. The copy never delays or fails the request it copies.
+ */
+export const Mirror = z.object({
+  target: z.union([HttpUrl, z.array(HttpUrl).min(1).max(8)]),
+  /** Share of requests copied, 0-100 (decimals allowed), drawn per request. */
+  percent: z.number().min(0).max(100).default(100),
+  /** Copy request bodies; false sends the copies without one. */
+  body: z.boolean().default(true),
+  /** A body larger than this is not copied (the request is not mirrored; counted). */
+  max_body: Size.prefault("64KiB"),
+  /** Copies under way per route (bodies being read included); more are dropped and counted. */
+  max_in_flight: z.int().min(1).max(10_000).default(100),
+  /** The whole copy, connect to the end of its answer; past it the copy is abandoned. */
+  timeout: Duration.prefault("5s"),
+  /** Send the client's Host rather than the mirror target's. */
+  preserve_host: z.boolean().default(false),
+}).strict();
+
 const upstreamCommon = {
   path_rewrite: z.string().optional(),
   rate_limit: RateLimit.optional(),
@@ -301,6 +322,8 @@ const upstreamCommon = {
   /** Forward to a target that active health checks report down instead of answering 503. */
   try_when_down: z.boolean().default(false),
   compress: Compress.optional(),
+  /** Copies of the requests to a shadow upstream (Mirror). */
+  mirror: Mirror.optional(),
 };
 
 export const Target = z.union([
@@ -447,3 +470,4 @@ export type TimeoutsConfig = z.output<typeof Timeouts>;
 export type TargetConfig = z.output<typeof Target>;
 export type CompressConfig = z.output<typeof Compress>;
 export type StickyConfig = z.output<typeof Sticky>;
+export type MirrorConfig = z.output<typeof Mirror>;

@@ -7,6 +7,7 @@ import { parseRouteKey } from "../domain/router.ts";
 import { compileRouteRules, fieldValueProblem } from "../domain/rules.ts";
 import type { RouteRulesSpec, RuleProblem } from "../domain/rules.ts";
 import type { Config, RateLimitConfig } from "./schema.ts";
+import { mirrorUrls, validateMirror } from "./validate_mirror.ts";
 import { numericHostSurprise } from "./schema_route.ts";
 import type { ValidateEnv } from "./validate.ts";
 import { warnRedirectLoops } from "./validate_redirect.ts";
@@ -252,6 +253,13 @@ export function validateRoutes(
       : route.type === "proxy" || route.type === "websocket"
       ? [[["target"], route.target]]
       : [];
+    if (route.type === "proxy" || route.type === "load_balance") {
+      const m = route.mirror;
+      if (m) {
+        for (const [at, u] of mirrorUrls(m.target)) targetUrls.push([["mirror", ...at], u]);
+        validateMirror(route, { err, warn, at: ["routes", key, "mirror"] });
+      }
+    }
     for (const [at, u] of targetUrls) {
       if (/^[a-z][a-z0-9+.-]*:\/\/[^/?#]*@/i.test(u)) {
         err(

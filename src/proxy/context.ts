@@ -3,6 +3,7 @@
 
 import type { CompiledRoute, Snapshot } from "./snapshot.ts";
 import type { UpstreamRegistry } from "./state.ts";
+import type { MirrorTraffic } from "./mirror.ts";
 import type {
   AccessRecord,
   ClientInfo,
@@ -81,6 +82,8 @@ export interface PipelineDeps {
   random?: () => number;
   /** Upstream runtime state (health, in-flight, latency) that survives reloads (state.ts). */
   upstreams?: UpstreamRegistry;
+  /** Mirror copies under way (slots per route), shared across reloads; see mirror.ts. */
+  mirrors?: MirrorTraffic;
   /** Applies content codings for routes with `compress`; without it nothing is compressed. */
   compressor?: Compressor;
 }

@@ -15,6 +15,8 @@ import { compileRateLimits } from "./filters/rate_limit.ts";
 import type { CompiledRateLimit } from "./filters/rate_limit.ts";
 import { compressPolicy } from "../domain/compress.ts";
 import type { CompressPolicy } from "../domain/compress.ts";
+import { mirrorPolicy } from "./mirror.ts";
+import type { MirrorPolicy } from "./mirror.ts";
 
 /** A route ready to serve: its config plus what was derived from it at load time. */
 export interface CompiledRoute {
@@ -35,6 +37,8 @@ export interface CompiledRoute {
   rateLimits: CompiledRateLimit[];
   /** Response compression (`compress`), null when the route does not compress. */
   compress: CompressPolicy | null;
+  /** Traffic mirroring (`mirror` on proxy and load_balance routes), null without it. */
+  mirror: MirrorPolicy | null;
 }
 
 /** Everything the pipeline reads for one request. Never mutated after build. */
@@ -116,6 +120,9 @@ export function buildSnapshot(
       targets: targetsOf(route),
       rateLimits: compileRateLimits(key, route),
       compress: compressPolicy(compressOf(route, config)),
+      mirror: route.type === "proxy" || route.type === "load_balance"
+        ? mirrorPolicy(route.mirror)
+        : null,
       rules: compileRouteRules(route as RouteRulesSpec, {
         env: opts.env ?? (() => undefined),
         problems: [],

@@ -3,7 +3,7 @@
 import { startServer } from "../../src/server.ts";
 import type { ProxServer } from "../../src/server.ts";
 import { silentLogger } from "../../src/ports.ts";
-import type { Logger } from "../../src/ports.ts";
+import type { Logger, Metrics } from "../../src/ports.ts";
 
 /** A running Prox; dispose to shut it down. */
 export interface TestProxy extends AsyncDisposable {
@@ -18,11 +18,12 @@ export interface TestProxy extends AsyncDisposable {
  */
 export async function startProxy(
   yaml: string,
-  opts: { logger?: Logger; keepListen?: boolean; tls?: boolean } = {},
+  opts: { logger?: Logger; keepListen?: boolean; tls?: boolean; metrics?: Metrics } = {},
 ): Promise<TestProxy> {
   const text = opts.keepListen ? yaml : `listen_addr: "127.0.0.1:0"\n${yaml}`;
   const server = await startServer({ text, name: "test.yaml" }, {
     logger: opts.logger ?? silentLogger,
+    metrics: opts.metrics,
   });
   const scheme = opts.tls ? "https" : "http";
   return {

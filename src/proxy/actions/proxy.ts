@@ -13,6 +13,7 @@ import { BODY_BYTES } from "../../ports.ts";
 import type { CountedResponse, Protocol, UpstreamRequest } from "../../ports.ts";
 import type { PipelineDeps, RequestContext } from "../context.ts";
 import { forward } from "../forward.ts";
+import { startMirror } from "../mirror.ts";
 import { nullIfEmpty, readWhole, REPLAY_CAP } from "../body_replay.ts";
 import {
   applyHeaderRules,
@@ -221,10 +222,21 @@ export async function proxyAction(
     };
   };
   const deadline = compiled.totalMs ? startDeadline(ctx.req.signal, compiled.totalMs) : undefined;
+  const mirror = compiled.mirror
+    ? startMirror(ctx, deps, {
+      policy: compiled.mirror,
+      body: replaced ? replaced.bytes : body,
+      length,
+      build,
+    })
+    : undefined;
+  // The upstream gets the body through the mirror's copy (unless a rule replaced it).
+  if (mirror && !replaced) body = mirror.body;
   let res: Response;
   try {
     res = await forward(ctx, deps, { build });
   } catch (err) {
+    mirror?.abandon();
     deadline?.clear();
     if (deadline?.expired()) throw deadline.error(ctx.upstream ?? "");
     throw err;
