@@ -224,6 +224,16 @@ export async function explainRequest(
       if (!ws && "request_body" in cfg && cfg.request_body) {
         out.notes.push("request_body rules may replace the body (and its Content-Type)");
       }
+      const m = route.mirror;
+      if (!ws && m) {
+        const urls = m.targets.map((t) => {
+          const c = targetOf(ctx, cfg, t);
+          return `${c.origin.protocol}//${c.origin.host}${c.path}`;
+        });
+        out.notes.push(
+          `Mirrored: ${m.percent}% of requests are copied to ${urls.join(", ")} (answer dropped)`,
+        );
+      }
       return out;
     }
   }

@@ -189,3 +189,36 @@ routes:
   assert.equal(kept.upstream?.pick, "http://10.0.0.2");
   assert.equal(kept.upstream?.pickReason, "sticky cookie");
 });
+
+Deno.test("explainRequest notes where a route mirrors the request to", async () => {
+  const explain = explainer(`
+routes:
+  "/api":
+    type: proxy
+    target: "http://10.0.0.1:8080"
+    path_rewrite: /v2
+    mirror: { target: ["http://10.0.9.1:8080", "https://shadow.internal/base"], percent: 5 }
+`);
+  const e = await explain({ method: "POST", url: "http://h/api/orders?x=1" });
+  assert.ok(
+    e.notes.includes(
+      "Mirrored: 5% of requests are copied to http://10.0.9.1:8080/v2/orders?x=1, " +
+        "https://shadow.internal/base/v2/orders?x=1 (answer dropped)",
+    ),
+    JSON.stringify(e.notes),
+  );
+  const ws = await explain({
+    method: "GET",
+    url: "http://h/api/live",
+    headers: [
+      ["upgrade", "websocket"],
+      ["connection", "upgrade"],
+      ["sec-websocket-version", "13"],
+      [
+        "sec-websocket-key",
+        "dGhlIHNhbXBsZSBub25jZQ==",
+      ],
+    ],
+  });
+  assert.ok(!ws.notes.some((n) => n.startsWith("Mirrored")), "upgrades are not mirrored");
+});
