@@ -149,7 +149,11 @@ export function startMirror(
     return { body, abandon() {} };
   }
   return {
-    body: tap(body, new BodyCapture(policy.maxBody, a.length), settle),
+    body: tap(
+      body,
+      { capture: new BodyCapture(policy.maxBody, a.length), length: a.length },
+      settle,
+    ),
     abandon: () => settle(null, "dropped_body_incomplete"),
   };
 }
@@ -173,14 +177,16 @@ function copyOf(
 
 /**
  * `body` as it is, copying each chunk into `capture` while it fits: at its end the copies get
- * the bytes; past the cap, or when it fails or is cancelled, they are dropped. Lazy (reads only
- * when read) so the upstream's own pace and retry logic are untouched.
+ * the bytes; past the cap, or when it fails, is cancelled or ends short of its declared `length`,
+ * they are dropped. Lazy (reads only when read) so the upstream's own pace and retry logic are
+ * untouched.
  */
 function tap(
   body: ReadableStream<Uint8Array>,
-  capture: BodyCapture,
+  o: { capture: BodyCapture; length: number },
   settle: (bytes: Uint8Array<ArrayBuffer> | null, why?: MirrorResult) => void,
 ): ReadableStream<Uint8Array> {
+  const { capture, length } = o;
   let reader: ReadableStreamDefaultReader<Uint8Array> | undefined;
   return new ReadableStream<Uint8Array>({
     async pull(c) {
@@ -193,7 +199,12 @@ function tap(
         throw err;
       }
       if (r.done) {
-        settle(capture.bytes());
+        // An HTTP/2 upload the client reset ends here as if complete (the upstream client then
+        // fails the request on its Content-Length): a copy must not go out as a whole request.
+        const bytes = capture.bytes();
+        if (bytes && length >= 0 && bytes.byteLength !== length) {
+          settle(null, "dropped_body_incomplete");
+        } else settle(bytes);
         return c.close();
       }
       if (!capture.push(r.value)) settle(null, "dropped_body_too_large");
