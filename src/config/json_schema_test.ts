@@ -19,3 +19,14 @@ Deno.test("jsonSchema describes the required keys, route types and hover text", 
   );
   assert.deepEqual(routeTypes, ["proxy", "load_balance", "static", "redirect", "websocket"]);
 });
+
+Deno.test("jsonSchema gives mirror keys their own hover text", () => {
+  type Node = { description?: string; properties: Record<string, Node> };
+  const s = jsonSchema() as { properties: { routes: { additionalProperties: { oneOf: Node[] } } } };
+  for (const route of s.properties.routes.additionalProperties.oneOf.slice(0, 2)) {
+    const mirror = route.properties.mirror;
+    assert.match(mirror.description!, /shadow upstream/);
+    assert.match(mirror.properties.target.description!, /^Shadow upstream URL/);
+    assert.match(mirror.properties.preserve_host.description!, /to the mirror/);
+  }
+});

@@ -283,19 +283,22 @@ export const Compress = z.union([
  * answer is read and dropped. The copy never delays or fails the request it copies.
  */
 export const Mirror = z.object({
-  target: z.union([HttpUrl, z.array(HttpUrl).min(1).max(8)]),
-  /** Share of requests copied, 0-100 (decimals allowed), drawn per request. */
-  percent: z.number().min(0).max(100).default(100),
-  /** Copy request bodies; false sends the copies without one. */
-  body: z.boolean().default(true),
-  /** A body larger than this is not copied (the request is not mirrored; counted). */
-  max_body: Size.prefault("64KiB"),
-  /** Copies under way per route (bodies being read included); more are dropped and counted. */
-  max_in_flight: z.int().min(1).max(10_000).default(100),
-  /** The whole copy, connect to the end of its answer; past it the copy is abandoned. */
-  timeout: Duration.prefault("5s"),
-  /** Send the client's Host rather than the mirror target's. */
-  preserve_host: z.boolean().default(false),
+  // The descriptions are the editors' hover text (json_schema.ts), where the same key names mean
+  // something else elsewhere.
+  target: z.union([HttpUrl, z.array(HttpUrl).min(1).max(8)])
+    .describe("Shadow upstream URL, or a list: each gets a copy of the mirrored requests"),
+  percent: z.number().min(0).max(100).default(100)
+    .describe("Share of requests copied, 0-100 (decimals allowed), drawn per request"),
+  body: z.boolean().default(true)
+    .describe("Copy request bodies (up to max_body); false sends the copies without one"),
+  max_body: Size.prefault("64KiB")
+    .describe("A larger request body is not copied (the request is not mirrored; counted)"),
+  max_in_flight: z.int().min(1).max(10_000).default(100)
+    .describe("Copies under way per route (their bodies being read included); more are dropped"),
+  timeout: Duration.prefault("5s")
+    .describe("The whole copy, from connecting to the end of its answer; then it is abandoned"),
+  preserve_host: z.boolean().default(false)
+    .describe("Send the client's Host to the mirror instead of the mirror target's"),
 }).strict();
 
 const upstreamCommon = {
