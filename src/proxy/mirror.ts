@@ -59,12 +59,7 @@ export class MirrorTraffic {
     for (const ac of this.#live) ac.abort(new ProxyError("shutting_down", "Shutting down"));
   }
 
-  /** Copies being sent now. */
-  get sending(): number {
-    return this.#live.size;
-  }
-
-  /** @internal */
+  /** Registers a copy being sent; the function returned forgets it. */
   track(ac: AbortController): () => void {
     this.#live.add(ac);
     return () => this.#live.delete(ac);
