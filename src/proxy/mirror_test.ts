@@ -21,6 +21,7 @@ interface Seen {
   method: string;
   headers: Map<string, string>;
   body: string | null;
+  tls?: UpstreamRequest["tls"];
 }
 
 async function bodyText(body: UpstreamRequest["body"]): Promise<string | null> {
@@ -52,6 +53,7 @@ function setup(
           method: req.method,
           headers: new Map(req.headers),
           body: null,
+          tls: req.tls,
         };
         if (req.origin.hostname === "primary" && o.primary) return o.primary(req);
         s.body = await bodyText(req.body);
@@ -208,4 +210,18 @@ Deno.test("mirror drops a copy whose streamed body ends short of its Content-Len
   await settled();
   assert.equal(t.shadow().length, 0);
   assert.deepEqual(t.results, ["dropped_body_incomplete"]);
+});
+
+Deno.test("mirror keeps the route's TLS trust for an https mirror but not its server_name", async () => {
+  const t = setup(`    type: proxy
+    target: "https://primary"
+    tls: { insecure_skip_verify: true, server_name: primary.internal }
+    mirror: { target: "https://shadow" }`);
+  await (await t.handler(new Request("http://h/api"), info)).body?.cancel();
+  await settled();
+  const [primary] = t.seen.filter((s) => s.origin === "https://primary");
+  const [copy] = t.seen.filter((s) => s.origin === "https://shadow");
+  assert.equal(primary.tls?.serverName, "primary.internal");
+  assert.equal(copy.tls?.insecureSkipVerify, true);
+  assert.equal(copy.tls?.serverName, undefined);
 });
