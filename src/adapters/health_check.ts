@@ -9,7 +9,7 @@ import type { UpstreamRegistry } from "../proxy/state.ts";
 import type { Logger, UpstreamClient, UpstreamTls } from "../ports.ts";
 import { timerDelay } from "../config/duration.ts";
 import { createUpstreamClient } from "./upstream_client.ts";
-import { healthCheckKey } from "../proxy/pool.ts";
+import { healthCheckKey, probeFields } from "../proxy/pool.ts";
 
 /** One target to probe and how. */
 export interface ProbeJob {
@@ -25,6 +25,8 @@ export interface ProbeJob {
   thresholds: ActiveThresholds;
   /** The route's `tls` (ca_cert, insecure_skip_verify, server_name), as requests use it. */
   tls?: UpstreamTls;
+  /** The request's Host and User-Agent, then `health_check.headers`. */
+  headers: [string, string][];
 }
 
 /** Most probes in flight at once (each has its own timeout). */
@@ -55,10 +57,13 @@ export function healthJobs(snapshot: Snapshot): ProbeJob[] {
       const check = healthCheckKey(config, { route, target: id });
       if (check === null || jobs.has(jobKey(id, check))) continue;
       const path = config.backend_health_paths[id] ?? r?.path ?? g.path;
+      const url = probeUrl(id, path);
+      const [host, extra] = probeFields(config, route);
       jobs.set(jobKey(id, check), {
         id,
         check,
-        url: probeUrl(id, path),
+        url,
+        headers: [["host", host ?? url.host], ["user-agent", "prox-health-check"], ...extra],
         method: r?.method ?? g.method,
         expect: statusMatcher(r?.expected_status ?? g.expected_status),
         bodyMatch: body === undefined ? undefined : toRegExp(body),
@@ -161,7 +166,7 @@ export function startHealthChecks(
         origin: new URL(job.url.origin),
         target: job.url.pathname + job.url.search,
         method: job.method,
-        headers: new Headers({ host: job.url.host, "user-agent": "prox-health-check" }),
+        headers: new Headers(job.headers),
         body: null,
         timeouts: { connect: job.timeoutMs, responseHeader: job.timeoutMs, idle: job.timeoutMs },
         tls: job.tls,

@@ -221,6 +221,57 @@ export const Retries = z.object({
   on_status: z.array(StatusSelector).default([]),
 }).strict();
 
+/** An HTTP field name (RFC 9110 §5.1: a token). */
+const FIELD_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+
+/**
+ * The Host a probe sends: a name or IP address, with an optional port, as in a URL's authority
+ * (`app.example.com`, `app.example.com:8443`, `[::1]`). Name-based virtual hosts (nginx
+ * `server_name`, an ingress) answer a probe for an unknown host with 404 or their default site.
+ */
+export const ProbeHost = z.string().refine(
+  (s) => {
+    const m = /^(.*?)(?::(\d{1,5}))?$/.exec(s)!;
+    if (m[2] !== undefined && +m[2] > 65535) return false;
+    return SERVER_NAME.test(m[1]) ||
+      (/^\[[0-9a-f:.]+\]$/i.test(m[1]) && URL.canParse(`http://${m[1]}`));
+  },
+  {
+    error: (iss) =>
+      `Invalid health check host ${
+        JSON.stringify(iss.input)
+      }: a host name or IP address with an optional port, without scheme or path (e.g. app.example.com or app.example.com:8080)`,
+  },
+);
+
+/** Fields that describe the connection or the message framing, which the client decides. */
+const HOP_OR_FRAMING = new Set([
+  "connection",
+  "content-length",
+  "transfer-encoding",
+  "keep-alive",
+  "te",
+  "upgrade",
+  "trailer",
+  "proxy-connection",
+]);
+
+/** Extra probe request headers (a small map); `Host` has its own key. */
+export const ProbeHeaders = z.record(z.string(), z.string()).superRefine((h, ctx) => {
+  const names = Object.keys(h);
+  if (names.length > 32) ctx.addIssue({ code: "custom", message: "At most 32 probe headers" });
+  for (const name of names) {
+    const lower = name.toLowerCase();
+    const bad = (message: string) => ctx.addIssue({ code: "custom", path: [name], message });
+    if (!FIELD_NAME.test(name)) {
+      bad(`Invalid header name "${name}": use letters, digits and - (e.g. X-Probe)`);
+    } else if (lower === "host") bad("Set the probe's Host with health_check.host, not in headers");
+    else if (HOP_OR_FRAMING.has(lower)) {
+      bad(`${name} cannot be set on probes: Prox frames the probe request itself`);
+    } else if (/[\0\r\n]/.test(h[name])) bad("Header values cannot contain line breaks");
+  }
+});
+
 export const HealthCheck = z.object({
   enabled: z.boolean().default(true),
   // 0 loads, as in the Rust Prox: validate explains what it means (health_check.ts, validate.ts)
@@ -232,6 +283,9 @@ export const HealthCheck = z.object({
   method: z.enum(["GET", "HEAD"]).default("GET"),
   expected_status: z.union([StatusSelector, z.array(StatusSelector).min(1)]).default("2xx"),
   body_match: z.string().optional(),
+  /** The Host header of probes; unset: the target's host and port, as today. */
+  host: ProbeHost.optional(),
+  headers: ProbeHeaders.optional(),
 }).strict();
 
 export const RouteHealthCheck = z.object({
@@ -240,6 +294,9 @@ export const RouteHealthCheck = z.object({
   method: z.enum(["GET", "HEAD"]).optional(),
   expected_status: z.union([StatusSelector, z.array(StatusSelector).min(1)]).optional(),
   body_match: z.string().optional(),
+  host: ProbeHost.optional(),
+  /** Merged over the top-level `headers`, name by name. */
+  headers: ProbeHeaders.optional(),
 }).strict();
 
 export const PassiveHealth = z.object({

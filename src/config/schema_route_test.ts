@@ -186,3 +186,34 @@ Deno.test("validate: IPv6 literal hosts in route keys and hosts, in the form cli
     /Invalid IPv6 host "\[::G\]": write it as in a URL/,
   );
 });
+
+Deno.test("parseConfig checks health_check host and headers where they are written", () => {
+  const text = 'listen_addr: "127.0.0.1:3000"\n' +
+    'health_check: { host: "http://app.test/", headers: { "X Y": "1", Host: a, TE: x } }\n' +
+    "routes:\n  /:\n    type: proxy\n    target: http://127.0.0.1:1\n" +
+    '    health_check: { host: "[::1]:99999", headers: { X-A: "a\\nb" } }\n';
+  assert.deepEqual(problems(text), [
+    'c.yaml:2:17: error: health_check.host: Invalid health check host "http://app.test/": a ' +
+    "host name or IP address with an optional port, without scheme or path (e.g. " +
+    "app.example.com or app.example.com:8080)",
+    'c.yaml:2:54: error: health_check.headers.X Y: Invalid header name "X Y": use letters, ' +
+    "digits and - (e.g. X-Probe)",
+    "c.yaml:2:66: error: health_check.headers.Host: Set the probe's Host with " +
+    "health_check.host, not in headers",
+    "c.yaml:2:75: error: health_check.headers.TE: TE cannot be set on probes: Prox frames the " +
+    "probe request itself",
+    'c.yaml:7:21: error: routes./.health_check.host: Invalid health check host "[::1]:99999": ' +
+    "a host name or IP address with an optional port, without scheme or path (e.g. " +
+    "app.example.com or app.example.com:8080)",
+    "c.yaml:7:53: error: routes./.health_check.headers.X-A: Header values cannot contain line " +
+    "breaks",
+  ]);
+  const ok = (host: string) =>
+    problems(
+      `${HEAD}  /:\n    type: proxy\n    target: http://a\n` +
+        `    health_check: { host: "${host}", headers: { User-Agent: probe/1 } }\n`,
+    );
+  for (const h of ["app.test", "app.test:8080", "10.0.0.1", "[::1]", "[2001:db8::1]:443"]) {
+    assert.deepEqual(ok(h), [], h);
+  }
+});

@@ -185,7 +185,7 @@ export function buildPool(
 
 /**
  * What decides a route's active check of a target (path, method, expected status, body match,
- * TLS settings), or null when the route's checks are off. Routes naming the same target with the
+ * TLS settings, Host and headers), or null when the route's checks are off. Routes naming the same target with the
  * same check share one probe and its result; a different check is probed and judged on its own, so
  * one route's failing health endpoint does not take the target out of another route (Caddy keys
  * health by check too, caddy#7870).
@@ -204,7 +204,25 @@ export function healthCheckKey(
     r?.expected_status ?? g.expected_status,
     r?.body_match ?? g.body_match ?? null,
     tls ? [tls.ca_cert ?? null, tls.insecure_skip_verify, tls.server_name ?? null] : null,
+    ...probeFields(config, o.route),
   ]);
+}
+
+/**
+ * The Host (null: the target's own) and the extra headers of a route's probes: the route's
+ * `health_check.headers` over the top-level ones, name by name, lower-cased and sorted.
+ */
+export function probeFields(
+  config: Config,
+  route: ProxyRouteConfig | LoadBalanceRouteConfig,
+): [host: string | null, headers: [string, string][]] {
+  const g = config.health_check;
+  const r = route.health_check;
+  const headers = new Map<string, string>();
+  for (const h of [g.headers, r?.headers]) {
+    for (const [k, v] of Object.entries(h ?? {})) headers.set(k.toLowerCase(), v);
+  }
+  return [r?.host ?? g.host ?? null, [...headers].sort(([a], [b]) => a < b ? -1 : 1)];
 }
 
 /** Targets no route watches passively: `passive_health` is off on every route naming them. */
