@@ -132,6 +132,8 @@ export async function startServer(
   );
   let draining = false;
   const upstreams = createUpstreamRegistry({ clock: realClock, logger, metrics });
+  // The configured targets: a reload's new ones are told apart (slow start).
+  upstreams.retain(configuredTargets(config), Object.keys(config.routes));
   const shutdownHooks: ShutdownHook[] = [];
   // Reloads run one at a time (doReload below); requests during one share a single next run.
   const reloads = createReloads({

@@ -37,6 +37,8 @@ const DESCRIPTIONS: Record<string, string> = {
   key_path: "PEM private key file",
   acme: "Automatic certificates from an ACME CA (Let's Encrypt) with HTTP-01",
   health_check: "Active health checks of upstream targets",
+  slow_start:
+    "Duration over which a target back from down or ejected, or added by a reload, ramps from 10 % of its weight to all of it",
   interval_secs: "Seconds between health probes",
   timeout_secs: "Health probe timeout in seconds",
   unhealthy_threshold: "Consecutive failed probes that mark a target down",

@@ -444,6 +444,11 @@ const LoadBalanceRoute = z.object({
   sticky: Sticky.optional(),
   targets: z.array(Target).min(1, "Load balance routes must have at least one target"),
   strategy: z.enum(STRATEGIES).default("round_robin"),
+  /**
+   * Slow start: a target back from being down or ejected, or added by a reload, takes a share of
+   * its weight rising from 10 % to all of it over this long (unset or 0s: at once).
+   */
+  slow_start: Duration.optional(),
   hash_on: z.object({
     type: z.enum(["ip", "header", "cookie"]),
     name: z.string().optional(),

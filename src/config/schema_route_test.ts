@@ -217,3 +217,21 @@ Deno.test("parseConfig checks health_check host and headers where they are writt
     assert.deepEqual(ok(h), [], h);
   }
 });
+
+Deno.test("validate: slow_start takes a duration and warns under strategy first", () => {
+  const issues = (extra: string) =>
+    loadConfigText(
+      `${HEAD}  /:\n    type: load_balance\n    targets: [http://a, http://b]\n${extra}`,
+      { file: "c.yaml", env: { exists: () => true } },
+    ).issues.map(formatIssue);
+  assert.deepEqual(issues("    slow_start: 30s\n"), []);
+  assert.deepEqual(issues("    strategy: first\n    slow_start: 30s\n"), [
+    "c.yaml:7:5: warning: routes./.slow_start: slow_start has no effect with strategy first: " +
+    "the first available target takes all\n" +
+    "  fix: Remove slow_start, or use a strategy that shares load (e.g. round_robin)",
+  ]);
+  assert.match(
+    issues("    slow_start: 30\n").join(),
+    /c\.yaml:6:5: error: routes\.\/\.slow_start: /,
+  );
+});

@@ -328,6 +328,13 @@ export function validateRoutes(
     }
     if (r.retries) checkStatus(err, ["routes", key, "retries", "on_status"], r.retries.on_status);
     if (r.type !== "load_balance") continue;
+    if (r.slow_start && r.strategy === "first") {
+      warn(
+        ["routes", key, "slow_start"],
+        "slow_start has no effect with strategy first: the first available target takes all",
+        "Remove slow_start, or use a strategy that shares load (e.g. round_robin)",
+      );
+    }
     if (r.hash_on && r.strategy !== "consistent_hash") {
       warn(["routes", key, "hash_on"], `hash_on has no effect with strategy ${r.strategy}`);
     }

@@ -30,6 +30,12 @@ export interface PickInput {
   key?: string;
   /** Uniform random source in [0, 1). */
   random: () => number;
+  /**
+   * Slow start: the share of its weight target `i` takes now, in (0, 1]; absent: every target
+   * takes its full weight. Policies that share load scale the weight by it (`first` ignores it:
+   * failover has no shares).
+   */
+  ramp?: (i: number) => number;
 }
 
 /** Picks the index of a target in the pool, or undefined when none may be used. */
@@ -44,6 +50,33 @@ type PolicyFactory = (pool: readonly PoolTarget[]) => Choose;
 
 /** Bounded-load factor for consistent_hash: no target takes more than 1.25× its fair share. */
 export const HASH_LOAD_FACTOR = 1.25;
+
+/** The share of its weight a target starts a slow start with (Envoy's default minimum, 10 %). */
+export const SLOW_START_MIN = 0.1;
+
+/**
+ * Slow start: the share of its weight a target takes `elapsedMs` into a ramp of `windowMs`,
+ * rising linearly from SLOW_START_MIN to 1 (as HAProxy's `slowstart`, nginx Plus' `slow_start`).
+ * 1 once the window has passed, or when there is no window.
+ */
+export function rampFactor(elapsedMs: number, windowMs: number): number {
+  if (!(windowMs > 0) || elapsedMs >= windowMs) return 1;
+  return Math.max(SLOW_START_MIN, elapsedMs / windowMs);
+}
+
+/** Target `i`'s weight now: as configured, scaled by its slow start. */
+function weightOf(pool: readonly PoolTarget[], i: number, input: PickInput): number {
+  if (input.ramp === undefined) return pool[i].weight;
+  const r = input.ramp(i);
+  return r >= 1 ? pool[i].weight : pool[i].weight * r;
+}
+
+/** True when some target of `eligible` is in slow start (its weight is scaled). */
+function ramping(eligible: readonly number[], input: PickInput): boolean {
+  if (input.ramp === undefined) return false;
+  for (const i of eligible) if (input.ramp(i) < 1) return true;
+  return false;
+}
 
 /** The policies by their config name (`strategy`). */
 export const POLICIES = {
@@ -88,12 +121,30 @@ export function createSelector(policy: Policy, pool: readonly PoolTarget[]): Sel
  */
 function roundRobin(pool: readonly PoolTarget[]): Choose {
   let cursor = 0;
+  /** Slow start: turns a ramping target has banked; it takes a turn once it holds a whole one. */
+  const credit = pool.map(() => 0);
   return (eligible, input) => {
-    let pick = eligible[0];
-    for (const i of eligible) {
-      if (i >= cursor) {
-        pick = i;
-        break;
+    let at = 0;
+    while (at < eligible.length && eligible[at] < cursor) at++;
+    let pick = eligible[at % eligible.length];
+    if (!isRetry(input) && ramping(eligible, input)) {
+      // From the cursor on, the first target whose turn is due: a ramping one banks its share of
+      // a turn (ramp) each time the rotation reaches it and takes the turn only with a whole one,
+      // so it gets `ramp` of its turns. None due (all ramping): the cursor's own.
+      for (let k = 0; k < eligible.length; k++) {
+        const i = eligible[(at + k) % eligible.length];
+        const r = input.ramp!(i);
+        if (r >= 1) {
+          pick = i;
+          break;
+        }
+        credit[i] += r;
+        // (ten times 0.1 is 0.9999999999999999)
+        if (credit[i] >= 1 - 1e-9) {
+          credit[i] -= 1;
+          pick = i;
+          break;
+        }
       }
     }
     if (!isRetry(input)) cursor = (pick + 1) % pool.length;
@@ -110,12 +161,14 @@ function isRetry(input: PickInput): boolean {
 function randomPolicy(pool: readonly PoolTarget[]): Choose {
   const uniform = pool.every((t) => t.weight === pool[0].weight);
   return (eligible, input) => {
-    if (uniform) return eligible[Math.floor(input.random() * eligible.length)];
+    if (uniform && !ramping(eligible, input)) {
+      return eligible[Math.floor(input.random() * eligible.length)];
+    }
     let total = 0;
-    for (const i of eligible) total += pool[i].weight;
+    for (const i of eligible) total += weightOf(pool, i, input);
     let r = input.random() * total;
     for (const i of eligible) {
-      r -= pool[i].weight;
+      r -= weightOf(pool, i, input);
       if (r < 0) return i;
     }
     return eligible[eligible.length - 1];
@@ -128,7 +181,13 @@ function randomPolicy(pool: readonly PoolTarget[]): Choose {
  */
 function smoothWeighted(pool: readonly PoolTarget[]): Choose {
   const current = pool.map(() => 0);
-  return (eligible, input) => smoothStep(pool, current, { among: eligible, retry: isRetry(input) });
+  return (eligible, input) =>
+    smoothStep(current, { among: eligible, retry: isRetry(input), weight: weights(pool, input) });
+}
+
+/** The weights of `pool` now, slow start included. */
+function weights(pool: readonly PoolTarget[], input: PickInput): (i: number) => number {
+  return (i) => weightOf(pool, i, input);
 }
 
 /**
@@ -136,23 +195,23 @@ function smoothWeighted(pool: readonly PoolTarget[]): Choose {
  * takes the one that would come next without moving the cycle.
  */
 function smoothStep(
-  pool: readonly PoolTarget[],
   current: number[],
-  o: { among: number[]; retry: boolean },
+  o: { among: number[]; retry: boolean; weight: (i: number) => number },
 ): number {
-  const { among } = o;
+  const { among, weight } = o;
   if (o.retry) {
     let next = among[0];
     for (const i of among) {
-      if (current[i] + pool[i].weight > current[next] + pool[next].weight) next = i;
+      if (current[i] + weight(i) > current[next] + weight(next)) next = i;
     }
     return next;
   }
   let total = 0;
   let best = among[0];
   for (const i of among) {
-    current[i] += pool[i].weight;
-    total += pool[i].weight;
+    const w = weight(i);
+    current[i] += w;
+    total += w;
     if (current[i] > current[best]) best = i;
   }
   current[best] -= total;
@@ -166,10 +225,11 @@ function smoothStep(
 function leastConnections(pool: readonly PoolTarget[]): Choose {
   const current = pool.map(() => 0);
   return (eligible, input) => {
+    const weight = weights(pool, input);
     let best: number[] = [];
     let bestScore = Infinity;
     for (const i of eligible) {
-      const score = input.load(i).inFlight / pool[i].weight;
+      const score = input.load(i).inFlight / weight(i);
       if (score < bestScore) {
         bestScore = score;
         best = [i];
@@ -177,7 +237,7 @@ function leastConnections(pool: readonly PoolTarget[]): Choose {
     }
     return best.length === 1
       ? best[0]
-      : smoothStep(pool, current, { among: best, retry: isRetry(input) });
+      : smoothStep(current, { among: best, retry: isRetry(input), weight });
   };
 }
 
@@ -185,7 +245,8 @@ function leastConnections(pool: readonly PoolTarget[]): Choose {
  * Power of two choices: two distinct random candidates, drawn in proportion to weight (as nginx's
  * and HAProxy's `random two`), keep the one with the lower (in-flight + 1) × latency EWMA / weight.
  * Drawn uniformly, a target of weight 1000 among three of weight 1 would meet only half of the
- * pairs, and so get about half of the requests.
+ * pairs, and so get about half of the requests. Slow start scales the draw, not the cost: a
+ * ramping target that also lost every pair on cost would get nothing until its ramp ended.
  */
 function powerOfTwo(pool: readonly PoolTarget[]): Choose {
   const uniform = pool.every((t) => t.weight === pool[0].weight);
@@ -196,11 +257,13 @@ function powerOfTwo(pool: readonly PoolTarget[]): Choose {
   /** An index into `eligible` drawn by weight, `skip` left out (-1: none). */
   const draw = (eligible: readonly number[], input: PickInput, skip: number) => {
     let total = 0;
-    for (let k = 0; k < eligible.length; k++) if (k !== skip) total += pool[eligible[k]].weight;
+    for (let k = 0; k < eligible.length; k++) {
+      if (k !== skip) total += weightOf(pool, eligible[k], input);
+    }
     let r = input.random() * total;
     for (let k = 0; k < eligible.length; k++) {
       if (k === skip) continue;
-      r -= pool[eligible[k]].weight;
+      r -= weightOf(pool, eligible[k], input);
       if (r < 0) return k;
     }
     return eligible.length - 1 === skip ? eligible.length - 2 : eligible.length - 1;
@@ -209,7 +272,7 @@ function powerOfTwo(pool: readonly PoolTarget[]): Choose {
     const n = eligible.length;
     if (n === 1) return eligible[0];
     let a: number, b: number;
-    if (uniform) {
+    if (uniform && !ramping(eligible, input)) {
       a = Math.floor(input.random() * n);
       b = Math.floor(input.random() * (n - 1));
       if (b >= a) b++;
@@ -257,14 +320,18 @@ function consistentHash(pool: readonly PoolTarget[]): Choose {
   return (eligible, input) => {
     // Without a key, a random one: in proportion to weight and within the bounds all the same.
     const k = input.key === undefined ? Math.floor(input.random() * 4294967296) : hash32(input.key);
+    // Slow start scales a weight like any change of it: the ramping target wins back its keys
+    // gradually, and no other key moves.
     let load = 0, weight = 0;
     const scores = eligible.map((i) => {
+      const w = weightOf(pool, i, input);
       load += input.load(i).inFlight;
-      weight += pool[i].weight;
-      return pool[i].weight / -Math.log((mix32(seeds[i], k) + 0.5) / 4294967296);
+      weight += w;
+      return w / -Math.log((mix32(seeds[i], k) + 0.5) / 4294967296);
     });
     const under = (i: number) =>
-      input.load(i).inFlight < Math.ceil(HASH_LOAD_FACTOR * (load + 1) * pool[i].weight / weight);
+      input.load(i).inFlight <
+        Math.ceil(HASH_LOAD_FACTOR * (load + 1) * weightOf(pool, i, input) / weight);
     let top = 0;
     for (let j = 1; j < scores.length; j++) if (scores[j] > scores[top]) top = j;
     if (under(eligible[top])) return eligible[top];

@@ -1,6 +1,6 @@
 // One contract suite that every policy in POLICIES must pass, plus each policy's own spread.
 import assert from "node:assert/strict";
-import { createSelector, hash32, POLICIES } from "./balancer.ts";
+import { createSelector, hash32, POLICIES, rampFactor, SLOW_START_MIN } from "./balancer.ts";
 import type { PickInput, Policy, PoolTarget, TargetLoad } from "./balancer.ts";
 
 /** Deterministic PRNG (mulberry32) for reproducible runs. */
@@ -253,4 +253,85 @@ Deno.test("consistent_hash: a reload that removes a target or changes a weight m
 Deno.test("consistent_hash: requests without a key follow the weights", () => {
   const c = counts("consistent_hash", pool(2, [1, 3]), 8_000, { key: undefined });
   assert.ok(Math.abs(c[1] / 8_000 - 0.75) < 0.03, `${c}`);
+});
+
+Deno.test("rampFactor rises linearly from the minimum share to 1 over the window", () => {
+  assert.equal(rampFactor(0, 60_000), SLOW_START_MIN);
+  assert.equal(rampFactor(3_000, 60_000), SLOW_START_MIN, "never below the minimum");
+  assert.equal(rampFactor(30_000, 60_000), 0.5);
+  assert.equal(rampFactor(45_000, 60_000), 0.75);
+  assert.equal(rampFactor(60_000, 60_000), 1);
+  assert.equal(rampFactor(1e9, 60_000), 1);
+  assert.equal(rampFactor(0, 0), 1, "no window, no ramp");
+});
+
+/** Policies that share load, whose shares slow start scales; `first` (failover) has none. */
+const SHARING = ALL.filter((p) => p !== "first");
+
+for (const policy of SHARING) {
+  Deno.test(`${policy}: a target in slow start gets its ramped share of requests`, () => {
+    const n = 20_000;
+    const full = counts(policy, pool(4), n);
+    // Target 0 at 10 %: its weight is 0.1 among 1 + 1 + 1, so about 0.1 / 3.1 of the picks.
+    const at = (r: number) => counts(policy, pool(4), n, { ramp: (i) => i === 0 ? r : 1 });
+    const low = at(0.1), half = at(0.5);
+    const share = (c: number[]) => c[0] / n;
+    assert.ok(Math.abs(share(low) - 0.1 / 3.1) < 0.02, `${policy} at 10 %: ${low}`);
+    assert.ok(Math.abs(share(half) - 0.5 / 3.5) < 0.03, `${policy} at 50 %: ${half}`);
+    assert.ok(Math.abs(share(full) - 0.25) < 0.03, `${policy} full: ${full}`);
+    // The others share the rest evenly.
+    for (const c of low.slice(1)) assert.ok(Math.abs(c / n - 1 / 3.1) < 0.03, `${low}`);
+  });
+}
+
+Deno.test("slow start: a lone or all-ramping pool is still served; first ignores the ramp", () => {
+  for (const policy of ALL) {
+    const c = counts(policy, pool(1), 100, { ramp: () => 0.1 });
+    assert.deepEqual(c, [100], policy);
+  }
+  assert.deepEqual(counts("round_robin", pool(3), 300, { ramp: () => 0.1 }), [100, 100, 100]);
+  assert.deepEqual(
+    counts("first", pool(3), 50, { ramp: (i) => i === 0 ? 0.1 : 1 }),
+    [50, 0, 0],
+    "failover: the first target takes all or nothing",
+  );
+});
+
+Deno.test("round_robin in slow start: the ramping target takes every tenth of its turns", () => {
+  const sel = createSelector("round_robin", pool(2));
+  const seq = Array.from(
+    { length: 22 },
+    () => sel.pick({ load: idle(), random: seeded(1), ramp: (i) => i === 1 ? 0.1 : 1 }),
+  );
+  assert.equal(seq.filter((i) => i === 1).length, 2, `${seq}`);
+  // A retry (exclusions) neither banks nor spends turns.
+  const retry = sel.pick({
+    load: idle(),
+    random: seeded(1),
+    exclude: new Set([0]),
+    ramp: (i) => i === 1 ? 0.1 : 1,
+  });
+  assert.equal(retry, 1);
+});
+
+Deno.test("consistent_hash in slow start: the ramping target only wins keys back, no other moves", () => {
+  const p = pool(5);
+  const sel = createSelector("consistent_hash", p);
+  const rnd = seeded(5);
+  const keys = Array.from({ length: 5_000 }, (_, k) => `10.2.${k >> 8}.${k & 255}`);
+  const at = (r: number) =>
+    keys.map((key) => sel.pick({ load: idle(), random: rnd, key, ramp: (i) => i === 3 ? r : 1 })!);
+  const full = at(1), low = at(0.1), half = at(0.5);
+  const mine = (a: number[]) => a.filter((x) => x === 3).length;
+  assert.ok(
+    mine(low) < mine(half) && mine(half) < mine(full),
+    `${mine(low)} ${mine(half)} ${mine(full)}`,
+  );
+  keys.forEach((_, k) => {
+    // A key the ramping target holds at 10 % it keeps at 50 % and at full weight.
+    if (low[k] === 3) assert.equal(half[k], 3);
+    if (half[k] === 3) assert.equal(full[k], 3);
+    // Every other key stays where it is at full weight, unless it belongs to the ramping target.
+    if (full[k] !== 3) assert.equal(low[k], full[k]);
+  });
 });

@@ -333,6 +333,8 @@ export function choose(
     if (!pool.targets[p].backup || !primaryUp) return { i: p, why: "sticky cookie" };
   }
   const input: PickInput = { load, exclude: r.tried, key: r.key, random: r.random };
+  const window = pool.slowStartMs;
+  if (window > 0) input.ramp = (i) => reg.ramp(pool.ids[i], window, at);
   let i = pool.selector.pick(input);
   if (i !== undefined) return { i, why: r.tried.size > 0 ? "untried target" : "policy" };
   if (r.tried.size > 0) {

@@ -49,6 +49,8 @@ export interface RoutePool {
   checks: (string | null)[];
   /** Load-aware policy: a request stays in flight until its response body ends. */
   trackBody: boolean;
+  /** `slow_start` in ms: how long a returning target's weight ramps up (0: none). */
+  slowStartMs: number;
   /** Session affinity by cookie (`sticky`), or null. */
   sticky: StickyPolicy | null;
 }
@@ -180,6 +182,8 @@ export function buildPool(
     tryWhenDown: cfg.try_when_down,
     checks: targets.map((t) => healthCheckKey(config, { route: cfg, target: t.id })),
     trackBody: LOAD_AWARE.has(policy),
+    // Failover has no shares to ramp.
+    slowStartMs: cfg.type === "load_balance" && policy !== "first" ? cfg.slow_start ?? 0 : 0,
   };
 }
 

@@ -20,6 +20,7 @@ import type {
   PassivePolicy,
 } from "../domain/health.ts";
 import type { Clock, Logger, Metrics } from "../ports.ts";
+import { rampFactor } from "../domain/balancer.ts";
 import type { Selector } from "../domain/balancer.ts";
 
 /** Live state of one target. */
@@ -37,6 +38,12 @@ export interface UpstreamState {
   latencyAt: number;
   /** Passively ejected and not yet announced back. */
   ejected: boolean;
+  /**
+   * Monotonic time it last came back: recovered by health checks, health checks turned off while
+   * it was down, an ejection ended early, or added by a reload; -Infinity when it never left.
+   * The natural end of an ejection is `passive.ejectedUntil`. Slow start ramps from the later.
+   */
+  backAt: number;
   /** When the panic rule last kept it in (logged), and how many times since without a log. */
   panicLoggedAt: number;
   panicQuiet: number;
@@ -127,6 +134,11 @@ export interface UpstreamRegistry {
   ): void;
   /** Latency sample in ms (response head). */
   observe(id: string, ms: number, at?: number): void;
+  /**
+   * Slow start: the share of its weight a target takes now (1: all of it), ramping over
+   * `windowMs` since it came back (see UpstreamState.backAt).
+   */
+  ramp(id: string, windowMs: number, at?: number): number;
   /** The latency estimate now (decayed since the last sample). */
   latency(id: string, at?: number): number;
   /** Counts a first attempt for a route's retry budget. */
@@ -193,6 +205,7 @@ export function createUpstreamRegistry(
         latencyMs: 0,
         latencyAt: 0,
         ejected: false,
+        backAt: -Infinity,
         panicLoggedAt: -Infinity,
         panicQuiet: 0,
       };
@@ -296,6 +309,8 @@ export function createUpstreamRegistry(
       } else {
         s.passive = unEject(s.passive);
         s.ejected = false;
+        // Back from down (the first result of an unprobed target is no return).
+        if (prev.status === "down" && up) s.backAt = now();
         if (prev.status === "down") {
           deps.logger.info("Upstream recovered: health check passed", {
             upstream: id,
@@ -311,6 +326,7 @@ export function createUpstreamRegistry(
       const wasDown = s.active.status === "down";
       s.active = combined(s.checks);
       // Still ejected: the end of the ejection announces it (settle).
+      if (wasDown && s.active.status !== "down") s.backAt = now();
       if (wasDown && s.active.status !== "down" && !s.ejected) {
         deps.logger.info("Upstream no longer health-checked: back in rotation", { upstream: id });
         deps.metrics.backendHealth(id, true, "health checks turned off");
@@ -379,6 +395,13 @@ export function createUpstreamRegistry(
       s.latencyMs = ms > prev ? ms : prev * w + ms * (1 - w);
       s.latencyAt = t;
     },
+    ramp(id, windowMs, at) {
+      const s = states.get(id);
+      if (!s) return 1;
+      // An ejection that ran out (ejectedUntil is 0 when none, or ended early: then backAt).
+      const ejectedUntil = s.passive.ejectedUntil > 0 ? s.passive.ejectedUntil : -Infinity;
+      return rampFactor((at ?? now()) - Math.max(s.backAt, ejectedUntil), windowMs);
+    },
     latency(id, at) {
       const s = states.get(id);
       return s ? decayed(s, at ?? now()) : 0;
@@ -411,6 +434,7 @@ export function createUpstreamRegistry(
         if (!s || t >= s.passive.ejectedUntil) continue;
         s.passive = unEject(s.passive);
         s.ejected = false;
+        s.backAt = t;
         if (s.active.status === "down") continue;
         deps.logger.info("Upstream back in rotation: passive health turned off", { upstream: id });
         deps.metrics.backendHealth(id, true, "passive health turned off");
@@ -425,8 +449,14 @@ export function createUpstreamRegistry(
       return selector;
     },
     retain(ids, routes) {
+      const before = configured;
       const keep = configured = new Set(ids);
       for (const k of states.keys()) if (!keep.has(k)) states.delete(k);
+      // Added by a reload (not by the first call, at start-up): new to the pool, it ramps up.
+      if (before !== null) {
+        const t = now();
+        for (const id of keep) if (!before.has(id)) get(id).backAt = t;
+      }
       const keepRoutes = new Set(routes);
       for (const k of budgets.keys()) if (!keepRoutes.has(k)) budgets.delete(k);
       for (const k of selectors.keys()) if (!keepRoutes.has(k)) selectors.delete(k);

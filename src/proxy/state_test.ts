@@ -183,3 +183,68 @@ Deno.test("registry: each check of a target is judged apart; the target is down 
   assert.deepEqual(health.slice(2), [["a", true]]);
   assert.deepEqual(logs, ["Upstream no longer health-checked: back in rotation"]);
 });
+
+Deno.test("registry: slow start ramps a target back from down, from an ejection, or added by a reload", () => {
+  const { reg, advance } = registry();
+  const W = 60_000;
+  const th = { thresholds: { healthy: 1, unhealthy: 1 }, reason: "test" };
+  // Start-up: the first probe result is no return, and a target never probed is at full weight.
+  reg.retain(["a", "b", "c"], ["r"]);
+  advance(1_000);
+  reg.probe("a", true, th);
+  assert.equal(reg.ramp("a", W), 1);
+  assert.equal(reg.ramp("b", W), 1);
+  // Down, then up again: 10 % at once, linear to 100 % over the window.
+  reg.probe("a", false, th);
+  advance(5_000);
+  reg.probe("a", true, th);
+  assert.equal(reg.ramp("a", W), 0.1);
+  advance(30_000);
+  assert.equal(reg.ramp("a", W), 0.5);
+  assert.equal(reg.ramp("a", 2 * W), 0.25, "the route's window decides");
+  advance(30_000);
+  assert.equal(reg.ramp("a", W), 1);
+  // Ejected for 4 s: the ramp starts when the ejection runs out, whether or not anyone looked.
+  const policy = {
+    enabled: true,
+    failures: 1,
+    windowMs: 10_000,
+    baseEjectionMs: 4_000,
+    maxEjectionMs: 60_000,
+    panicPercent: 0,
+  };
+  reg.outcome("b", false, { pool: ["b", "c"], policy, reason: "reset" });
+  assert.equal(reg.available("b"), false);
+  advance(4_000 + 15_000);
+  assert.equal(reg.ramp("b", W), 0.25);
+  // Added by a reload: it ramps, the targets kept do not.
+  reg.retain(["a", "b", "c", "d"], ["r"]);
+  assert.equal(reg.ramp("d", W), 0.1);
+  assert.equal(reg.ramp("c", W), 1);
+  advance(45_000);
+  assert.equal(reg.ramp("d", W), 0.75);
+  assert.equal(reg.ramp("d", 0), 1, "no window, no ramp");
+});
+
+Deno.test("registry: slow start also follows health checks turned off while down, and passive health turned off", () => {
+  const { reg, advance } = registry();
+  const th = { thresholds: { healthy: 1, unhealthy: 1 }, reason: "test" };
+  reg.probe("a", false, { ...th, check: "x" });
+  advance(1_000);
+  reg.unprobed("a", "x");
+  assert.equal(reg.ramp("a", 10_000), 0.1);
+  const policy = {
+    enabled: true,
+    failures: 1,
+    windowMs: 10_000,
+    baseEjectionMs: 60_000,
+    maxEjectionMs: 60_000,
+    panicPercent: 0,
+  };
+  reg.outcome("b", false, { pool: ["b", "c"], policy, reason: "reset" });
+  advance(5_000);
+  reg.release(["b"]);
+  assert.equal(reg.available("b"), true);
+  advance(5_000);
+  assert.equal(reg.ramp("b", 10_000), 0.5);
+});
