@@ -37,6 +37,8 @@ export class ProxyError extends Error {
   staleConnection = false;
   /** The request whose response body failed with this error (see `tagRequest`). */
   request?: RequestTag;
+  /** Seconds until a retry may succeed, sent as `Retry-After` (RFC 9110 §10.2.3) with a 503. */
+  retryAfter?: number;
 
   constructor(
     kind: ErrorKind,

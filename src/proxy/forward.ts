@@ -74,9 +74,15 @@ export async function forward(
     if (pick === undefined) {
       // A retry with nowhere left to go reports what went wrong, not "no healthy upstream".
       if (lastErr) throw lastErr;
-      throw new ProxyError("no_healthy_upstream", `No available target for route "${route.id}"`, {
-        source: route.id,
-      });
+      const e = new ProxyError(
+        "no_healthy_upstream",
+        `No available target for route "${route.id}"`,
+        {
+          source: route.id,
+        },
+      );
+      e.retryAfter = retryAfter(pool, reg, now);
+      throw e;
     }
     const i = pick.i;
     tried.add(i);
@@ -348,6 +354,20 @@ export function choose(
     exclude: r.tried.size < pool.ids.length ? r.tried : undefined,
   });
   return i === undefined ? undefined : { i, why: "try_when_down: no target available" };
+}
+
+/**
+ * Seconds until some target of a pool with none available may be back (`Retry-After` of the
+ * 503): the soonest end of an ejection or, for a target health checks hold down, the soonest its
+ * next probes can bring it back. At least 1.
+ */
+export function retryAfter(pool: RoutePool, reg: UpstreamRegistry, now: number): number {
+  let soonest = Infinity;
+  for (let i = 0; i < pool.ids.length; i++) {
+    const ms = reg.backIn(pool.ids[i], { at: now, check: pool.checks[i], ...pool.probes });
+    if (ms < soonest) soonest = ms;
+  }
+  return Math.max(1, Math.ceil(soonest / 1000));
 }
 
 /** Why this failure may be retried, or null. */

@@ -280,7 +280,8 @@ function failure(
   } else if (e.kind !== "client_gone") deps.logger.warn("Request failed", fields);
   if (e.kind === "client_gone") ctx.loggedStatus = 499; // nginx's convention; nobody sees the body
   ctx.error = proxyStatusFor(e.kind, e.message);
-  return errorResponse(e.kind, ctx.requestId, { proxyStatus: e });
+  const headers = e.retryAfter === undefined ? undefined : { "retry-after": String(e.retryAfter) };
+  return errorResponse(e.kind, ctx.requestId, { proxyStatus: e, headers });
 }
 
 /**

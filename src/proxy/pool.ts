@@ -51,6 +51,11 @@ export interface RoutePool {
   trackBody: boolean;
   /** `slow_start` in ms: how long a returning target's weight ramps up (0: none). */
   slowStartMs: number;
+  /**
+   * The probe interval and the successes in a row that bring a target back, as the prober counts
+   * them (0 is 1); for `Retry-After` when no target is available.
+   */
+  probes: { intervalMs: number; healthy: number };
   /** Session affinity by cookie (`sticky`), or null. */
   sticky: StickyPolicy | null;
 }
@@ -184,6 +189,10 @@ export function buildPool(
     trackBody: LOAD_AWARE.has(policy),
     // Failover has no shares to ramp.
     slowStartMs: cfg.type === "load_balance" && policy !== "first" ? cfg.slow_start ?? 0 : 0,
+    probes: {
+      intervalMs: Math.max(1, config.health_check.interval_secs) * 1000,
+      healthy: Math.max(1, config.health_check.healthy_threshold),
+    },
   };
 }
 

@@ -132,6 +132,15 @@ export interface UpstreamRegistry {
       at?: number;
     },
   ): void;
+  /**
+   * How long (ms) until an unavailable target may be back: the rest of its ejection or, while
+   * health checks (`check`, as in available()) hold it down, the probes it still needs to pass
+   * (`healthy` in a row, `intervalMs` apart).
+   */
+  backIn(
+    id: string,
+    o: { at?: number; check?: string | null; intervalMs: number; healthy: number },
+  ): number;
   /** Latency sample in ms (response head). */
   observe(id: string, ms: number, at?: number): void;
   /**
@@ -394,6 +403,13 @@ export function createUpstreamRegistry(
       const w = Math.exp(-Math.max(0, t - s.latencyAt) / EWMA_TAU_MS);
       s.latencyMs = ms > prev ? ms : prev * w + ms * (1 - w);
       s.latencyAt = t;
+    },
+    backIn(id, o) {
+      const s = states.get(id);
+      if (!s) return 0;
+      const a = activeOf(s, o.check);
+      if (a.status === "down") return Math.max(1, o.healthy - a.successes) * o.intervalMs;
+      return Math.max(0, s.passive.ejectedUntil - (o.at ?? now()));
     },
     ramp(id, windowMs, at) {
       const s = states.get(id);

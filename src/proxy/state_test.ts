@@ -248,3 +248,26 @@ Deno.test("registry: slow start also follows health checks turned off while down
   advance(5_000);
   assert.equal(reg.ramp("b", 10_000), 0.5);
 });
+
+Deno.test("registry: backIn is the rest of an ejection, or the probes a down target still needs", () => {
+  const { reg, advance } = registry();
+  const probes = { intervalMs: 5_000, healthy: 3 };
+  assert.equal(reg.backIn("unknown", probes), 0);
+  const th = { thresholds: { healthy: 3, unhealthy: 1 }, reason: "test", check: "x" };
+  reg.probe("a", false, th);
+  assert.equal(reg.backIn("a", { ...probes, check: "x" }), 15_000);
+  reg.probe("a", true, th);
+  assert.equal(reg.backIn("a", { ...probes, check: "x" }), 10_000, "one passed already");
+  assert.equal(reg.backIn("a", { ...probes, check: null }), 0, "a route without checks");
+  const policy = {
+    enabled: true,
+    failures: 1,
+    windowMs: 10_000,
+    baseEjectionMs: 30_000,
+    maxEjectionMs: 60_000,
+    panicPercent: 0,
+  };
+  reg.outcome("b", false, { pool: ["b", "c"], policy, reason: "reset" });
+  advance(12_000);
+  assert.equal(reg.backIn("b", probes), 18_000);
+});
