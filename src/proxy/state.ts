@@ -316,10 +316,12 @@ export function createUpstreamRegistry(
           ...(/^status (404|405|501)\b/.test(opts.reason) ? { hint: NO_HEALTH_ENDPOINT } : {}),
         });
       } else {
+        const t = now();
+        // Back from down or from an ejection (the first result of an unprobed target that
+        // requests did not eject is no return).
+        if ((prev.status === "down" || t < s.passive.ejectedUntil) && up) s.backAt = t;
         s.passive = unEject(s.passive);
         s.ejected = false;
-        // Back from down (the first result of an unprobed target is no return).
-        if (prev.status === "down" && up) s.backAt = now();
         if (prev.status === "down") {
           deps.logger.info("Upstream recovered: health check passed", {
             upstream: id,

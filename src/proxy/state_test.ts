@@ -271,3 +271,22 @@ Deno.test("registry: backIn is the rest of an ejection, or the probes a down tar
   advance(12_000);
   assert.equal(reg.backIn("b", probes), 18_000);
 });
+
+Deno.test("registry: slow start after an ejection that the first passing probe ends", () => {
+  const { reg, advance } = registry();
+  const policy = {
+    enabled: true,
+    failures: 1,
+    windowMs: 10_000,
+    baseEjectionMs: 30_000,
+    maxEjectionMs: 60_000,
+    panicPercent: 0,
+  };
+  // Ejected by requests before its first probe, which then passes: it ramps from that probe.
+  reg.outcome("a", false, { pool: ["a", "b"], policy, reason: "reset" });
+  advance(1_000);
+  reg.probe("a", true, { thresholds: { healthy: 1, unhealthy: 1 }, reason: "test" });
+  assert.equal(reg.available("a"), true);
+  advance(5_000);
+  assert.equal(reg.ramp("a", 10_000), 0.5);
+});
