@@ -6,6 +6,7 @@ import { X509Certificate } from "node:crypto";
 import type { Metrics } from "../ports.ts";
 import type { Snapshot } from "../proxy/snapshot.ts";
 import { parseRouteKey } from "../domain/router.ts";
+import { rampFactor } from "../domain/balancer.ts";
 import { formatListenAddr } from "../config/listen.ts";
 import type { AcmeStatus } from "./acme.ts";
 
@@ -25,6 +26,8 @@ export interface UpstreamStatus {
   latencyMs: number | null;
   /** Milliseconds left in a passive ejection, 0 when not ejected. */
   ejectedForMs: number;
+  /** Routes whose `slow_start` still ramps this target up: the share of its weight it takes. */
+  slowStart: { route: string; weightPercent: number }[];
 }
 
 /** What the balancer's registry knows about a target (a subset of its `list()` rows). */
@@ -33,6 +36,8 @@ export interface UpstreamView {
   inFlight: number;
   latencyMs: number;
   ejectedForMs: number;
+  /** How long ago it came back from down or an ejection, or was added by a reload; null: never. */
+  backForMs?: number | null;
 }
 
 /** One route as configured. */
@@ -200,6 +205,16 @@ export function buildStatus(
     });
     for (const t of targets) byTarget.set(t, [...(byTarget.get(t) ?? []), id]);
   }
+  /** A target's ramp on each route with slow start that names it, while below full weight. */
+  const ramps = (rs: string[], backForMs: number | null | undefined) => {
+    if (backForMs === null || backForMs === undefined) return [];
+    return rs.flatMap((route) => {
+      const cfg = snapshot.config.routes[route];
+      if (cfg.type !== "load_balance" || !cfg.slow_start || cfg.strategy === "first") return [];
+      const f = rampFactor(backForMs, cfg.slow_start);
+      return f < 1 ? [{ route, weightPercent: Math.floor(f * 100) }] : [];
+    });
+  };
   const upstreams = [...byTarget].map(([url, rs]): UpstreamStatus => {
     const h = opts.recorder.health(url);
     const v = views.get(url);
@@ -212,6 +227,7 @@ export function buildStatus(
       inFlight: v?.inFlight ?? null,
       latencyMs: v ? Math.round(v.latencyMs * 10) / 10 : null,
       ejectedForMs: v?.ejectedForMs ?? 0,
+      slowStart: ramps(rs, v?.backForMs),
     };
   });
   const certificates = [...opts.recorder.certificates()].map(([name, notAfter]) => ({

@@ -116,3 +116,37 @@ Deno.test("certificateNotAfter is the chain's earliest: an intermediate expiring
   assert.ok(expiredEnd < leafEnd);
   assert.equal(certificateNotAfter(leaf + expired), expiredEnd);
 });
+
+Deno.test("buildStatus shows a target's slow start on each route that ramps it", () => {
+  const parsed = parseConfig(
+    `listen_addr: "127.0.0.1:3000"
+routes:
+  "/slow": { type: load_balance, targets: ["http://a:1", "http://b:2"], slow_start: 100s }
+  "/fast": { type: load_balance, targets: ["http://a:1"] }
+  "/first": { type: load_balance, targets: ["http://a:1"], strategy: first, slow_start: 100s }
+`,
+    "t.yaml",
+  );
+  assert.ok(parsed.config, JSON.stringify(parsed.issues));
+  const view = (id: string, backForMs: number | null) => ({
+    id,
+    inFlight: 0,
+    latencyMs: 0,
+    ejectedForMs: 0,
+    backForMs,
+  });
+  const s = buildStatus(buildSnapshot(parsed.config, { version: 1 }), {
+    recorder: createStatusRecorder(noopMetrics, { now: () => 0 }),
+    now: 0,
+    startedAt: 0,
+    version: "x",
+    ready: true,
+    draining: false,
+    lastReload: null,
+    listeners: [],
+    upstreamViews: [view("http://a:1", 25_000), view("http://b:2", null)],
+  });
+  const of = (url: string) => s.upstreams.find((u) => u.url === url)!.slowStart;
+  assert.deepEqual(of("http://a:1"), [{ route: "/slow", weightPercent: 25 }]);
+  assert.deepEqual(of("http://b:2"), [], "never left");
+});

@@ -28,6 +28,7 @@ const STATUS: StatusJson = {
     inFlight: 0,
     latencyMs: 1.5,
     ejectedForMs: 0,
+    slowStart: [],
   }],
   limiterKeys: {},
   certificates: [],

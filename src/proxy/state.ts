@@ -80,6 +80,12 @@ function combined(checks: ReadonlyMap<string, ActiveHealth>): ActiveHealth {
   return up ?? ACTIVE_INITIAL;
 }
 
+/** When a target last came back: backAt, or the end of an ejection that ran out (later one). */
+function backFrom(s: UpstreamState): number {
+  // ejectedUntil is 0 when never ejected, or when the ejection ended early (then backAt says).
+  return Math.max(s.backAt, s.passive.ejectedUntil > 0 ? s.passive.ejectedUntil : -Infinity);
+}
+
 /** What the registry reports for the admin API and tests. */
 export interface UpstreamView {
   id: string;
@@ -88,6 +94,8 @@ export interface UpstreamView {
   ejections: number;
   inFlight: number;
   latencyMs: number;
+  /** How long ago it came back (see UpstreamState.backAt), or null: never left, or still out. */
+  backForMs: number | null;
 }
 
 /** The registry; one per process, shared by every snapshot. */
@@ -415,10 +423,7 @@ export function createUpstreamRegistry(
     },
     ramp(id, windowMs, at) {
       const s = states.get(id);
-      if (!s) return 1;
-      // An ejection that ran out (ejectedUntil is 0 when none, or ended early: then backAt).
-      const ejectedUntil = s.passive.ejectedUntil > 0 ? s.passive.ejectedUntil : -Infinity;
-      return rampFactor((at ?? now()) - Math.max(s.backAt, ejectedUntil), windowMs);
+      return s ? rampFactor((at ?? now()) - backFrom(s), windowMs) : 1;
     },
     latency(id, at) {
       const s = states.get(id);
@@ -489,6 +494,7 @@ export function createUpstreamRegistry(
         ejections: s.passive.ejections,
         inFlight: s.inFlight,
         latencyMs: decayed(s, t),
+        backForMs: t >= backFrom(s) && backFrom(s) > -Infinity ? t - backFrom(s) : null,
       }));
     },
   };

@@ -290,3 +290,28 @@ Deno.test("registry: slow start after an ejection that the first passing probe e
   advance(5_000);
   assert.equal(reg.ramp("a", 10_000), 0.5);
 });
+
+Deno.test("registry: list() says how long ago a target came back, null while out or never", () => {
+  const { reg, advance } = registry();
+  const th = { thresholds: { healthy: 1, unhealthy: 1 }, reason: "test" };
+  const back = () => reg.list().find((u) => u.id === "a")?.backForMs;
+  reg.probe("a", true, th);
+  assert.equal(back(), null, "never left");
+  reg.probe("a", false, th);
+  advance(1_000);
+  reg.probe("a", true, th);
+  advance(2_500);
+  assert.equal(back(), 2_500);
+  const policy = {
+    enabled: true,
+    failures: 1,
+    windowMs: 10_000,
+    baseEjectionMs: 4_000,
+    maxEjectionMs: 60_000,
+    panicPercent: 0,
+  };
+  reg.outcome("a", false, { pool: ["a", "b"], policy, reason: "reset" });
+  assert.equal(back(), null, "ejected");
+  advance(5_000);
+  assert.equal(back(), 1_000, "since the ejection ran out");
+});
