@@ -265,6 +265,14 @@ function pickTarget(
     websocket: false,
   };
   if (!live) out.notes.push("Health is not known offline: every target counts as up");
+  else if (pool.slowStartMs > 0) {
+    pool.ids.forEach((id, i) => {
+      const r = reg.ramp(id, pool.slowStartMs, now);
+      if (r < 1 && out.upstream!.targets[i].available) {
+        out.notes.push(`Slow start: ${id} takes ${Math.floor(r * 100)} % of its weight`);
+      }
+    });
+  }
   if (pool.hashOn) {
     const key = hashKey(ctx, pool);
     out.notes.push(

@@ -222,3 +222,23 @@ routes:
   });
   assert.ok(!ws.notes.some((n) => n.startsWith("Mirrored")), "upgrades are not mirrored");
 });
+
+Deno.test("explainRequest notes a target in slow start, live only", async () => {
+  const reg = createUpstreamRegistry({ clock, logger: silentLogger, metrics: noopMetrics });
+  const yaml = `
+routes:
+  "/":
+    type: load_balance
+    slow_start: 100s
+    targets: ["http://10.0.0.1:8080", "http://10.0.0.2:8080"]
+`;
+  reg.retain(["http://10.0.0.1:8080"], ["/"]);
+  reg.retain(["http://10.0.0.1:8080", "http://10.0.0.2:8080"], ["/"]);
+  const explain = explainer(yaml);
+  const live = await explain({ method: "GET", url: "http://example.com/" }, reg);
+  assert.deepEqual(live.notes.filter((n) => n.startsWith("Slow start")), [
+    "Slow start: http://10.0.0.2:8080 takes 10 % of its weight",
+  ]);
+  const offline = await explain({ method: "GET", url: "http://example.com/" });
+  assert.equal(offline.notes.some((n) => n.startsWith("Slow start")), false);
+});
