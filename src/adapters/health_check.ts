@@ -166,7 +166,7 @@ export function startHealthChecks(
         origin: new URL(job.url.origin),
         target: job.url.pathname + job.url.search,
         method: job.method,
-        headers: new Headers(job.headers),
+        headers: probeHeaders(job.headers),
         body: null,
         timeouts: { connect: job.timeoutMs, responseHeader: job.timeoutMs, idle: job.timeoutMs },
         tls: job.tls,
@@ -275,6 +275,13 @@ export function startHealthChecks(
       if (!deps.client) await client.close();
     },
   };
+}
+
+/** The probe's fields; a later one replaces an earlier one of the same name (User-Agent). */
+function probeHeaders(fields: readonly [string, string][]): Headers {
+  const h = new Headers();
+  for (const [name, value] of fields) h.set(name, value);
+  return h;
 }
 
 async function readCapped(body: ReadableStream<Uint8Array> | null, cap: number): Promise<string> {

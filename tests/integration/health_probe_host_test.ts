@@ -1,7 +1,7 @@
 // Active probes of a target behind name-based virtual hosts (nginx `server_name`): the probe's
 // Host and headers come from `health_check.host` and `health_check.headers`.
 import assert from "node:assert/strict";
-import { interopTest, waitFor } from "../_harness.ts";
+import { interopTest, startUpstream, waitFor } from "../_harness.ts";
 import { startProxy } from "./_proxy.ts";
 import { startNginx } from "./_nginx.ts";
 
@@ -68,3 +68,19 @@ routes:
     await bare.body?.cancel();
   },
 );
+
+Deno.test("health_check: headers replace the probe's own User-Agent, and reach the target as written", async () => {
+  const seen: (string | null)[][] = [];
+  await using up = await startUpstream((req) => {
+    seen.push([req.headers.get("user-agent"), req.headers.get("x-probe"), req.headers.get("host")]);
+    return new Response("ok");
+  });
+  await using prox = await startProxy(`
+health_check: { interval_secs: 60, host: "app.test:8443", headers: { User-Agent: probe/1, X-Probe: "a b" } }
+routes:
+  "/": { type: proxy, target: "${up.url}" }
+`);
+  await waitFor(() => seen.length > 0);
+  assert.deepEqual(seen[0], ["probe/1", "a b", "app.test:8443"]);
+  void prox;
+});
