@@ -181,13 +181,22 @@ function randomPolicy(pool: readonly PoolTarget[]): Choose {
  */
 function smoothWeighted(pool: readonly PoolTarget[]): Choose {
   const current = pool.map(() => 0);
+  const configured = (i: number) => pool[i].weight;
   return (eligible, input) =>
-    smoothStep(current, { among: eligible, retry: isRetry(input), weight: weights(pool, input) });
+    smoothStep(current, {
+      among: eligible,
+      retry: isRetry(input),
+      weight: weights(pool, input, configured),
+    });
 }
 
-/** The weights of `pool` now, slow start included. */
-function weights(pool: readonly PoolTarget[], input: PickInput): (i: number) => number {
-  return (i) => weightOf(pool, i, input);
+/** The weights of `pool` now, slow start included (`configured` when no target ramps). */
+function weights(
+  pool: readonly PoolTarget[],
+  input: PickInput,
+  configured: (i: number) => number,
+): (i: number) => number {
+  return input.ramp === undefined ? configured : (i) => weightOf(pool, i, input);
 }
 
 /**
@@ -224,8 +233,9 @@ function smoothStep(
  */
 function leastConnections(pool: readonly PoolTarget[]): Choose {
   const current = pool.map(() => 0);
+  const configured = (i: number) => pool[i].weight;
   return (eligible, input) => {
-    const weight = weights(pool, input);
+    const weight = weights(pool, input, configured);
     let best: number[] = [];
     let bestScore = Infinity;
     for (const i of eligible) {
