@@ -74,13 +74,8 @@ export async function forward(
     if (pick === undefined) {
       // A retry with nowhere left to go reports what went wrong, not "no healthy upstream".
       if (lastErr) throw lastErr;
-      const e = new ProxyError(
-        "no_healthy_upstream",
-        `No available target for route "${route.id}"`,
-        {
-          source: route.id,
-        },
-      );
+      const why = `No available target for route "${route.id}"`;
+      const e = new ProxyError("no_healthy_upstream", why, { source: route.id });
       e.retryAfter = retryAfter(pool, reg, now);
       throw e;
     }

@@ -198,10 +198,10 @@ export function buildPool(
 
 /**
  * What decides a route's active check of a target (path, method, expected status, body match,
- * TLS settings, Host and headers), or null when the route's checks are off. Routes naming the same target with the
- * same check share one probe and its result; a different check is probed and judged on its own, so
- * one route's failing health endpoint does not take the target out of another route (Caddy keys
- * health by check too, caddy#7870).
+ * TLS settings, Host and headers), or null when the route's checks are off. Routes naming the
+ * same target with the same check share one probe and its result; a different check is probed
+ * and judged on its own, so one route's failing health endpoint does not take the target out of
+ * another route (Caddy keys health by check too, caddy#7870).
  */
 export function healthCheckKey(
   config: Config,
