@@ -9,6 +9,11 @@ export interface ActiveHealth {
   successes: number;
   /** Consecutive failures since the last success. */
   failures: number;
+  /**
+   * Carried over from a check whose settings a reload changed (carryOver): the status stands
+   * until the next result, which decides at once, as from `unknown`.
+   */
+  carried?: boolean;
 }
 
 /** Consecutive results needed to change state (seed keys healthy_threshold/unhealthy_threshold). */
@@ -29,7 +34,8 @@ export const ACTIVE_INITIAL: ActiveHealth = Object.freeze({
 
 /**
  * Applies one probe result. Counters are consecutive: a success resets failures and vice versa
- * (the seed summed failures across successes). From `unknown` one result decides.
+ * (the seed summed failures across successes). From `unknown` (or a carried state) one result
+ * decides.
  */
 export function applyProbe(
   state: ActiveHealth,
@@ -39,11 +45,19 @@ export function applyProbe(
   const successes = ok ? state.successes + 1 : 0;
   const failures = ok ? 0 : state.failures + 1;
   let status = state.status;
-  if (status === "unknown") status = ok ? "up" : "down";
+  if (status === "unknown" || state.carried) status = ok ? "up" : "down";
   else if (status === "down" && successes >= th.healthy) status = "up";
   else if (status === "up" && failures >= th.unhealthy) status = "down";
   const transition: Transition = status === state.status ? null : status === "up" ? "up" : "down";
   return { state: { status, successes, failures }, transition };
+}
+
+/**
+ * The state a replacing check starts from: the old check's status, so a target known down stays
+ * out (and one known up stays in) until the new check's first result, which decides.
+ */
+export function carryOver(state: ActiveHealth): ActiveHealth {
+  return { status: state.status, successes: 0, failures: 0, carried: true };
 }
 
 /** Passive (outlier) detection settings, resolved to milliseconds. */

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import {
   ACTIVE_INITIAL,
   applyProbe,
+  carryOver,
   eject,
   isAvailable,
   mayEject,
@@ -149,4 +150,21 @@ Deno.test("statusMatcher: codes, classes, ranges and lists", () => {
   assert.throws(() => statusMatcher("2x"), /Cannot read status selector "2x"/);
   assert.throws(() => statusMatcher("600-700"), /outside 100-599/);
   assert.throws(() => statusMatcher("500-400"), /outside 100-599/);
+});
+
+Deno.test("carryOver: the old check's status stands until the new check's first result decides", () => {
+  const th = { healthy: 3, unhealthy: 3 };
+  const down = carryOver({ status: "down", successes: 0, failures: 7 });
+  assert.equal(isAvailable(down, PASSIVE_INITIAL, 0), false, "still out before any result");
+  assert.deepEqual(applyProbe(down, true, th), {
+    state: { status: "up", successes: 1, failures: 0 },
+    transition: "up",
+  });
+  assert.deepEqual(applyProbe(down, false, th), {
+    state: { status: "down", successes: 0, failures: 1 },
+    transition: null,
+  });
+  const up = carryOver({ status: "up", successes: 9, failures: 0 });
+  assert.equal(applyProbe(up, false, th).transition, "down");
+  assert.equal(applyProbe(up, true, th).transition, null);
 });

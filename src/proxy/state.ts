@@ -6,6 +6,7 @@
 import {
   ACTIVE_INITIAL,
   applyProbe,
+  carryOver,
   eject,
   isAvailable,
   mayEjectTiered,
@@ -122,6 +123,12 @@ export interface UpstreamRegistry {
   ): void;
   /** Forgets the results of a check no longer made (the target counts as available for it). */
   unprobed(id: string, check?: string): void;
+  /**
+   * A reload changed a target's check (`from` → `to`): the new one starts from the old one's
+   * status, which its first result confirms or overturns (carryOver), so a target known down
+   * does not take requests until then, and nothing is announced.
+   */
+  replaceCheck(id: string, o: { from: string; to: string }): void;
   /**
    * Records a request outcome for passive health. `pool` is the route's target ids (for the
    * panic rule); a failure streak may eject the target.
@@ -275,6 +282,19 @@ export function createUpstreamRegistry(
       ? ACTIVE_INITIAL
       : s.checks.get(check) ?? ACTIVE_INITIAL;
 
+  const unprobed = (id: string, check = "") => {
+    const s = states.get(id);
+    if (!s || !s.checks.delete(check)) return;
+    const wasDown = s.active.status === "down";
+    s.active = combined(s.checks);
+    // Still ejected: the end of the ejection announces it (settle).
+    if (wasDown && s.active.status !== "down") s.backAt = now();
+    if (wasDown && s.active.status !== "down" && !s.ejected) {
+      deps.logger.info("Upstream no longer health-checked: back in rotation", { upstream: id });
+      deps.metrics.backendHealth(id, true, "health checks turned off");
+    }
+  };
+
   return {
     get,
     available(id, at, check) {
@@ -339,18 +359,17 @@ export function createUpstreamRegistry(
         }
       }
     },
-    unprobed(id, check = "") {
+    replaceCheck(id, o) {
       const s = states.get(id);
-      if (!s || !s.checks.delete(check)) return;
-      const wasDown = s.active.status === "down";
-      s.active = combined(s.checks);
-      // Still ejected: the end of the ejection announces it (settle).
-      if (wasDown && s.active.status !== "down") s.backAt = now();
-      if (wasDown && s.active.status !== "down" && !s.ejected) {
-        deps.logger.info("Upstream no longer health-checked: back in rotation", { upstream: id });
-        deps.metrics.backendHealth(id, true, "health checks turned off");
+      const old = s?.checks.get(o.from);
+      if (!s || !old || old.status === "unknown" || s.checks.has(o.to)) {
+        return unprobed(id, o.from);
       }
+      s.checks.delete(o.from);
+      s.checks.set(o.to, carryOver(old));
+      s.active = combined(s.checks);
     },
+    unprobed,
     outcome(id, ok, opts) {
       if (retired(id)) return;
       const s = get(id);

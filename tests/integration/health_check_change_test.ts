@@ -1,0 +1,55 @@
+// A reload that changes how a target is checked (path, host, headers…): the target keeps its
+// status until the new check's first result, which decides. It used to count as available (and
+// was announced "no longer health-checked") until that result came.
+import assert from "node:assert/strict";
+import { startUpstream, waitFor } from "../_harness.ts";
+import { startServer } from "../../src/server.ts";
+import { recordingLogger } from "./_backend.ts";
+
+Deno.test("reload: a down target whose check changed stays out until the new check's first result", async () => {
+  let release = () => {};
+  const held = new Promise<void>((r) => release = r);
+  let served = 0;
+  await using up = await startUpstream(async (req) => {
+    const path = new URL(req.url).pathname;
+    if (path === "/health") return new Response("no", { status: 500 });
+    // The new check's probe hangs until the test lets it answer.
+    if (path === "/ready") return await held.then(() => new Response("ok"));
+    served++;
+    return new Response("app");
+  });
+  const dir = await Deno.makeTempDir({ prefix: "prox-check-change-" });
+  const file = `${dir}/prox.yaml`;
+  const config = (path: string) => `
+listen_addr: "127.0.0.1:0"
+health_check: { interval_secs: 60, timeout_secs: 30, path: ${path} }
+routes:
+  "/": { type: load_balance, targets: ["${up.url}"] }
+`;
+  await Deno.writeTextFile(file, config("/health"));
+  const logger = recordingLogger();
+  const server = await startServer({ path: file }, { logger });
+  try {
+    const reg = server.upstreams;
+    const url = `http://127.0.0.1:${server.port}/`;
+    await waitFor(() => reg.list().find((u) => u.status === "down"), { what: "marked down" });
+    await Deno.writeTextFile(file, config("/ready"));
+    assert.ok((await server.reload()).ok);
+    // The /ready probe is in flight: the target is still known down.
+    const res = await fetch(url);
+    assert.equal(res.status, 503);
+    await res.body?.cancel();
+    assert.equal(served, 0);
+    assert.ok(!logger.lines.some((l) => /no longer health-checked/.test(l.msg)), "not announced");
+    // Its first result decides at once (not healthy_threshold of them).
+    release();
+    await waitFor(() => reg.list().find((u) => u.status === "up"), { what: "up by /ready" });
+    const ok = await fetch(url);
+    assert.equal(await ok.text(), "app");
+    assert.ok(logger.lines.some((l) => l.msg === "Upstream recovered: health check passed"));
+  } finally {
+    release();
+    await server.shutdown();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
