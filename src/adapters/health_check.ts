@@ -259,23 +259,18 @@ export function startHealthChecks(
       }
       intervalMs = interval;
       const fresh = [...jobs.keys()].filter((key) => !known.has(key));
-      const gone = [...known.values()].filter((job) => !jobs.has(jobKey(job.id, job.check)));
-      // A target whose one check the reload changed into one new check (its path, host,
-      // headers…) keeps its status until the new check's first result; otherwise a check no
-      // longer made is forgotten.
-      const count = (list: Iterable<ProbeJob>) => {
-        const n = new Map<string, ProbeJob[]>();
-        for (const j of list) n.set(j.id, [...(n.get(j.id) ?? []), j]);
-        return n;
-      };
-      const goneBy = count(gone);
-      const freshBy = count(fresh.map((key) => jobs.get(key)!));
-      for (const job of gone) {
-        const to = freshBy.get(job.id);
-        if (to?.length === 1 && goneBy.get(job.id)!.length === 1) {
-          deps.registry.replaceCheck(job.id, { from: job.check, to: to[0].check });
-        } else deps.registry.unprobed(job.id, job.check);
+      // A new check of a target already checked (a route's path, host or headers changed)
+      // starts from the status of the check it replaces, or the target's, until its first
+      // result; then the checks no longer made are forgotten.
+      const gone = new Map<string, string[]>();
+      for (const [key, job] of known) {
+        if (!jobs.has(key)) gone.set(job.id, [...(gone.get(job.id) ?? []), job.check]);
       }
+      for (const key of fresh) {
+        const job = jobs.get(key)!;
+        deps.registry.carryCheck(job.id, job.check, gone.get(job.id) ?? []);
+      }
+      for (const [id, checks] of gone) for (const c of checks) deps.registry.unprobed(id, c);
       if (fresh.length > 0) running = Promise.all([running, round(fresh)]).then(() => {});
       if (timer === undefined) schedule();
     },

@@ -124,11 +124,14 @@ export interface UpstreamRegistry {
   /** Forgets the results of a check no longer made (the target counts as available for it). */
   unprobed(id: string, check?: string): void;
   /**
-   * A reload changed a target's check (`from` → `to`): the new one starts from the old one's
-   * status, which its first result confirms or overturns (carryOver), so a target known down
-   * does not take requests until then, and nothing is announced.
+   * A reload added a check of a target already checked (a route's path, host or headers
+   * changed, or another route checks it its own way): the new check starts from the status of
+   * the one check it replaces (`replaces`: the target's checks the reload dropped, when there is
+   * exactly one), else from the target's, which its first result confirms or overturns
+   * (carryOver), so a target known down takes no requests meanwhile. Call it before unprobed()
+   * of the dropped checks.
    */
-  replaceCheck(id: string, o: { from: string; to: string }): void;
+  carryCheck(id: string, check: string, replaces: readonly string[]): void;
   /**
    * Records a request outcome for passive health. `pool` is the route's target ids (for the
    * panic rule); a failure streak may eject the target.
@@ -359,15 +362,11 @@ export function createUpstreamRegistry(
         }
       }
     },
-    replaceCheck(id, o) {
+    carryCheck(id, check, replaces) {
       const s = states.get(id);
-      const old = s?.checks.get(o.from);
-      if (!s || !old || old.status === "unknown" || s.checks.has(o.to)) {
-        return unprobed(id, o.from);
-      }
-      s.checks.delete(o.from);
-      s.checks.set(o.to, carryOver(old));
-      s.active = combined(s.checks);
+      if (!s || s.checks.has(check) || s.checks.size >= MAX_CHECKS) return;
+      const from = (replaces.length === 1 ? s.checks.get(replaces[0]) : undefined) ?? s.active;
+      if (from.status !== "unknown") s.checks.set(check, carryOver(from));
     },
     unprobed,
     outcome(id, ok, opts) {

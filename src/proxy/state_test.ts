@@ -315,3 +315,29 @@ Deno.test("registry: list() says how long ago a target came back, null while out
   advance(5_000);
   assert.equal(back(), 1_000, "since the ejection ran out");
 });
+
+Deno.test("registry: carryCheck starts a new check from the one it replaces, else the target's", () => {
+  const { reg, health, logs } = registry();
+  const th = { thresholds: { healthy: 3, unhealthy: 1 }, reason: "test" };
+  reg.probe("a", false, { ...th, check: "old" });
+  reg.probe("a", true, { ...th, check: "other" });
+  // Replacing "old" (down): the new check is down too, before any probe of it, and nothing is
+  // announced when "old" goes.
+  reg.carryCheck("a", "new", ["old"]);
+  reg.unprobed("a", "old");
+  assert.equal(reg.available("a", undefined, "new"), false);
+  assert.equal(reg.available("a", undefined, "other"), true);
+  assert.deepEqual(health, [["a", false]]);
+  assert.ok(!logs.some((l) => /no longer/.test(l)));
+  // Its first result decides (not healthy_threshold of them).
+  reg.probe("a", true, { ...th, check: "new" });
+  assert.equal(reg.available("a", undefined, "new"), true);
+  assert.deepEqual(health, [["a", false], ["a", true]]);
+  // No single predecessor: the target's status (down while any check is).
+  reg.probe("b", false, { ...th, check: "x" });
+  reg.carryCheck("b", "y", []);
+  assert.equal(reg.available("b", undefined, "y"), false);
+  // Nothing known: nothing carried (a new target is decided by its first probe).
+  reg.carryCheck("c", "z", []);
+  assert.equal(reg.available("c", undefined, "z"), true);
+});

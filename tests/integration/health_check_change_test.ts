@@ -53,3 +53,56 @@ routes:
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("reload: a route that now checks a down target its own way waits for that check's first result", async () => {
+  let release = () => {};
+  const held = new Promise<void>((r) => release = r);
+  let served = 0;
+  await using up = await startUpstream(async (req) => {
+    const path = new URL(req.url).pathname;
+    if (path === "/health") return new Response("no", { status: 500 });
+    if (path === "/ready") return await held.then(() => new Response("ok"));
+    served++;
+    return new Response("app");
+  });
+  const dir = await Deno.makeTempDir({ prefix: "prox-check-change-" });
+  const file = `${dir}/prox.yaml`;
+  // Both routes share the /health check of the one target; the reload gives /a its own.
+  const config = (a: string) => `
+listen_addr: "127.0.0.1:0"
+health_check: { interval_secs: 60, timeout_secs: 30 }
+routes:
+  "/a": { type: load_balance, targets: ["${up.url}"]${a} }
+  "/b": { type: load_balance, targets: ["${up.url}"] }
+`;
+  await Deno.writeTextFile(file, config(""));
+  const server = await startServer({ path: file }, { logger: recordingLogger() });
+  try {
+    const reg = server.upstreams;
+    await waitFor(() => reg.list().find((u) => u.status === "down"), { what: "marked down" });
+    await Deno.writeTextFile(file, config(", health_check: { path: /ready }"));
+    assert.ok((await server.reload()).ok);
+    for (const route of ["/a", "/b"]) {
+      const res = await fetch(`http://127.0.0.1:${server.port}${route}`);
+      assert.equal(res.status, 503, route);
+      await res.body?.cancel();
+    }
+    assert.equal(served, 0);
+    release();
+    // /a's own check passes: /a serves, /b (still failing /health) does not.
+    const a = await waitFor(async () => {
+      const res = await fetch(`http://127.0.0.1:${server.port}/a`);
+      if (res.status === 200) return await res.text();
+      await res.body?.cancel();
+      return undefined;
+    }, { what: "/a served" });
+    assert.equal(a, "app");
+    const b = await fetch(`http://127.0.0.1:${server.port}/b`);
+    assert.equal(b.status, 503);
+    await b.body?.cancel();
+  } finally {
+    release();
+    await server.shutdown();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
