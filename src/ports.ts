@@ -237,6 +237,8 @@ export interface Metrics {
   /** A target's health changed (or was first known); `reason` explains it for the status page. */
   backendHealth(backend: string, healthy: boolean, reason?: string): void;
   rateLimit(route: string, action: "allowed" | "limited" | "shadow_limited" | "error"): void;
+  /** One request on a route with `cache`, by what the cache did (proxy/cache.ts). */
+  cache(route: string, result: "hit" | "miss" | "stale" | "revalidated" | "bypass"): void;
   retry(route: string, reason: string): void;
   ejection(backend: string): void;
   connectionOpened(protocol: Protocol | "websocket"): void;
@@ -263,6 +265,7 @@ export const noopMetrics: Metrics = {
   backendRequest() {},
   backendHealth() {},
   rateLimit() {},
+  cache() {},
   retry() {},
   ejection() {},
   connectionOpened() {},

@@ -41,6 +41,7 @@ import { createRateLimitStores, keysPerRoute, limiterIds } from "./adapters/rate
 import type { AccessRecord, Clock, FileStore, Logger, LogLevel } from "./ports.ts";
 import { createUpstreamRegistry } from "./proxy/state.ts";
 import { MirrorTraffic } from "./proxy/mirror.ts";
+import { CacheStores } from "./proxy/cache_stores.ts";
 import { configuredTargets, unwatchedTargets } from "./proxy/pool.ts";
 import { startHealthChecks } from "./adapters/health_check.ts";
 import { followH3 } from "./adapters/h3_follow.ts";
@@ -119,7 +120,10 @@ export async function startServer(
   const files: FileStore = opts.files ?? createDenoFileStore();
 
   let version = 1;
+  // Owned across reloads: the response caches of routes a reload leaves unchanged keep entries.
+  const caches = new CacheStores();
   let current = buildSnapshot(config, {
+    caches,
     version,
     files: await readReferencedFiles(config),
     env: denoEnv.env,
@@ -338,7 +342,12 @@ export async function startServer(
     routes: Object.keys(config.routes).length,
     worker: opts.worker?.index,
   });
-  prom?.observe({ upstreams: () => upstreams.list(), limiterKeys, ready: adminApi.ready });
+  prom?.observe({
+    upstreams: () => upstreams.list(),
+    limiterKeys,
+    cacheSizes: () => caches.sizes(),
+    ready: adminApi.ready,
+  });
 
   let watch: FileWatch | undefined;
   const watchedFiles = (c: Config) => configFiles("path" in source ? source.path : null, c);
@@ -394,6 +403,7 @@ export async function startServer(
       // Keys read once at start-up keep their running values (so /config shows what applies).
       const applied = appliedConfig(config, next.config);
       const snap = buildSnapshot(applied, {
+        caches,
         version: version + 1,
         files: await readReferencedFiles(applied),
         altSvc: current.altSvc,
@@ -423,6 +433,7 @@ export async function startServer(
         "Route changed by a config reload",
       );
       upstreams.retain(configuredTargets(config), Object.keys(config.routes));
+      caches.retain(config);
       upstreams.release(unwatchedTargets(config));
       health.update(current);
       certs.applied(config, plans);

@@ -27,6 +27,8 @@ export interface RuntimeViews {
   upstreams(): readonly { id: string; inFlight: number }[];
   /** Client keys held per route id by the in-memory rate limiter. */
   limiterKeys(): Record<string, number>;
+  /** Bytes and entries held per route id by the response caches. */
+  cacheSizes?(): Record<string, { bytes: number; entries: number }>;
   /** What `/readyz` answers: the main listener serves and Prox is not draining. */
   ready?(): boolean;
 }
@@ -197,6 +199,13 @@ export function createPromMetrics(
     labelNames: ["route", "action"] as const,
     registers,
   });
+  const cacheResults = new Counter({
+    name: "prox_cache_requests_total",
+    help: "Requests on routes with a response cache, by result (hit, miss, stale, revalidated, " +
+      "bypass)",
+    labelNames: ["route", "result"] as const,
+    registers,
+  });
   const retries = new Counter({
     name: "prox_retries_total",
     help: "Upstream retries by route and reason",
@@ -294,6 +303,30 @@ export function createPromMetrics(
   });
 
   new Gauge({
+    name: "prox_cache_bytes",
+    help: "Bytes held by each route's response cache (bodies, header fields and keys)",
+    labelNames: ["route"] as const,
+    registers,
+    collect() {
+      this.reset();
+      for (const [route, n] of Object.entries(runtime?.cacheSizes?.() ?? {})) {
+        this.set({ route }, n.bytes);
+      }
+    },
+  });
+  new Gauge({
+    name: "prox_cache_entries",
+    help: "Responses held by each route's response cache",
+    labelNames: ["route"] as const,
+    registers,
+    collect() {
+      this.reset();
+      for (const [route, n] of Object.entries(runtime?.cacheSizes?.() ?? {})) {
+        this.set({ route }, n.entries);
+      }
+    },
+  });
+  new Gauge({
     name: "prox_ready",
     help: "1 when /readyz answers 200 (the main listener serves, not draining), else 0: e.g. " +
       "HTTPS waiting for its first ACME certificate",
@@ -342,6 +375,7 @@ export function createPromMetrics(
         backendRequests,
         backendDuration,
         rateLimitHits,
+        cacheResults,
         retries,
         wsTooBig,
         mirrors,
@@ -372,6 +406,10 @@ export function createPromMetrics(
     rateLimit(route, action) {
       if (gone.has(route)) return;
       rateLimitHits.inc({ route, action });
+    },
+    cache(route, result) {
+      if (gone.has(route)) return;
+      cacheResults.inc({ route, result });
     },
     retry(route, reason) {
       if (gone.has(route)) return;

@@ -358,6 +358,22 @@ export const Mirror = z.object({
     .describe("Send the client's Host to the mirror instead of the mirror target's"),
 }).strict();
 
+/**
+ * A route's response cache: `true` for the defaults, or its bounds and the freshness given to
+ * cacheable responses that state none (off unless set: no heuristic freshness by default).
+ */
+export const Cache = z.union([
+  z.boolean(),
+  z.object({
+    /** Total bytes held (bodies, header fields, keys); least recently used entries go first. */
+    max_size: Size.prefault("64MiB"),
+    max_entries: z.int().positive().default(10_000),
+    /** A larger response is passed through and not stored. */
+    max_object_size: Size.prefault("1MiB"),
+    default_ttl: Duration.optional(),
+  }).strict(),
+]);
+
 const upstreamCommon = {
   path_rewrite: z.string().optional(),
   rate_limit: RateLimit.optional(),
@@ -384,6 +400,7 @@ const upstreamCommon = {
   compress: Compress.optional(),
   /** Copies of the requests to a shadow upstream (Mirror). */
   mirror: Mirror.optional(),
+  cache: Cache.optional(),
 };
 
 export const Target = z.union([
@@ -534,5 +551,6 @@ export type HealthCheckConfig = z.output<typeof HealthCheck>;
 export type TimeoutsConfig = z.output<typeof Timeouts>;
 export type TargetConfig = z.output<typeof Target>;
 export type CompressConfig = z.output<typeof Compress>;
+export type CacheConfig = z.output<typeof Cache>;
 export type StickyConfig = z.output<typeof Sticky>;
 export type MirrorConfig = z.output<typeof Mirror>;

@@ -6,7 +6,7 @@ import { parseCidr } from "../domain/ip.ts";
 import { parseRouteKey } from "../domain/router.ts";
 import { compileRouteRules, fieldValueProblem } from "../domain/rules.ts";
 import type { RouteRulesSpec, RuleProblem } from "../domain/rules.ts";
-import type { Config, RateLimitConfig } from "./schema.ts";
+import type { CacheConfig, Config, RateLimitConfig } from "./schema.ts";
 import { mirrorUrls, validateMirror } from "./validate_mirror.ts";
 import { numericHostSurprise } from "./schema_route.ts";
 import type { ValidateEnv } from "./validate.ts";
@@ -186,6 +186,9 @@ export function validateRoutes(
       );
     }
     validateRateLimits(route, ["routes", key], { err, warn });
+    if ((route.type === "proxy" || route.type === "load_balance") && route.cache) {
+      validateCache(route.cache, ["routes", key, "cache"], { err, warn });
+    }
     if (route.type === "static" && route.cache_control !== undefined) {
       // Sent on every file: a control character crashed the process, "€" gave 500.
       const why = fieldValueProblem(route.cache_control);
@@ -501,4 +504,35 @@ function asciiHost(host: string): string | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** A route's `cache`: an object must fit in the store, and a stored object must be reachable. */
+function validateCache(
+  cache: CacheConfig,
+  path: (string | number)[],
+  o: { err: Report; warn: Report },
+): void {
+  if (typeof cache !== "object") return;
+  if (cache.max_object_size > cache.max_size) {
+    o.err(
+      [...path, "max_object_size"],
+      `max_object_size (${sizeText(cache.max_object_size)}) exceeds max_size ` +
+        `(${sizeText(cache.max_size)}): no response that large could be stored`,
+      "Lower max_object_size or raise max_size",
+    );
+  }
+  if (cache.default_ttl === 0) {
+    o.warn(
+      [...path, "default_ttl"],
+      "default_ttl 0s stores responses without freshness information as already stale",
+      "Remove default_ttl to leave them uncached, or give a duration such as 10s",
+    );
+  }
+}
+
+/** A byte count as it would be written: 2 MiB, 512 KiB or 1000 bytes. */
+function sizeText(n: number): string {
+  if (n >= 1 << 20 && n % (1 << 20) === 0) return `${n / (1 << 20)} MiB`;
+  if (n >= 1024 && n % 1024 === 0) return `${n / 1024} KiB`;
+  return `${n} bytes`;
 }

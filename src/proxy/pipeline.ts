@@ -4,7 +4,8 @@
 //   3. normalize the path (400 when impossible) (domain/rewrite.ts)
 //   4. match a route (404 when none)       (domain/router.ts)
 //   5. request filters: may answer early (rate limit, rules)   (filters/)
-//   6. action: proxy | load_balance | static | redirect | websocket   (actions/)
+//   6. action: proxy | load_balance (through the route's cache, cache.ts) | static | redirect |
+//      websocket   (actions/)
 //   7. response filters (header/body rules, compression, Alt-Svc, HSTS)
 //   8. log + metrics, exactly once
 // Errors become responses in one place (respond.ts + domain/errors.ts statusFor).
@@ -20,6 +21,7 @@ import type { PipelineDeps, RequestContext } from "./context.ts";
 import { errorResponse } from "./respond.ts";
 import { recent } from "./recent.ts";
 import { proxyAction } from "./actions/proxy.ts";
+import { cachedProxy } from "./cache.ts";
 import { redirectAction } from "./actions/redirect.ts";
 import { applyResponseRules } from "./filters/rules.ts";
 import { staticAction } from "./actions/static.ts";
@@ -167,7 +169,16 @@ async function handle(ctx: RequestContext, deps: PipelineDeps): Promise<Response
       return compressed(
         ctx,
         deps,
-        applyResponseRules(ctx, await proxyAction(ctx, deps, cfg), route.rules, deps.logger),
+        applyResponseRules(
+          ctx,
+          // 6a: the response cache, when the route has one (cache.ts); rules and compression
+          // then apply to stored answers as to forwarded ones.
+          route.cache === null
+            ? await proxyAction(ctx, deps, cfg)
+            : await cachedProxy(ctx, deps, cfg, route.cache),
+          route.rules,
+          deps.logger,
+        ),
       );
     case "redirect":
       return redirectAction(ctx, cfg);

@@ -17,6 +17,8 @@ import { compressPolicy } from "../domain/compress.ts";
 import type { CompressPolicy } from "../domain/compress.ts";
 import { mirrorPolicy } from "./mirror.ts";
 import type { MirrorPolicy } from "./mirror.ts";
+import type { CachePolicy } from "./cache.ts";
+import { CacheStores } from "./cache_stores.ts";
 
 /** A route ready to serve: its config plus what was derived from it at load time. */
 export interface CompiledRoute {
@@ -39,6 +41,8 @@ export interface CompiledRoute {
   compress: CompressPolicy | null;
   /** Traffic mirroring (`mirror` on proxy and load_balance routes), null without it. */
   mirror: MirrorPolicy | null;
+  /** The response cache (`cache`), null when the route has none (proxy/cache.ts). */
+  cache: CachePolicy | null;
 }
 
 /** Everything the pipeline reads for one request. Never mutated after build. */
@@ -103,8 +107,11 @@ export function buildSnapshot(
     altSvc?: string | null;
     /** Environment lookup for `{env.NAME}` placeholders. */
     env?: (name: string) => string | undefined;
+    /** Response cache stores kept across reloads; without it, caching routes start empty. */
+    caches?: CacheStores;
   },
 ): Snapshot {
+  const caches = opts.caches ?? new CacheStores();
   const entries = Object.entries(config.routes).map(([key, route]) => {
     const { host, prefix } = parseRouteKey(key);
     const hosts = [...(host ? [host] : []), ...(route.hosts ?? []).map((h) => h.toLowerCase())];
@@ -122,6 +129,9 @@ export function buildSnapshot(
       compress: compressPolicy(compressOf(route, config)),
       mirror: route.type === "proxy" || route.type === "load_balance"
         ? mirrorPolicy(route.mirror)
+        : null,
+      cache: route.type === "proxy" || route.type === "load_balance"
+        ? caches.policyFor(key, route)
         : null,
       rules: compileRouteRules(route as RouteRulesSpec, {
         env: opts.env ?? (() => undefined),

@@ -128,6 +128,10 @@ export async function proxyAction(
   ctx: RequestContext,
   deps: PipelineDeps,
   route: UpstreamRoute,
+  opts?: {
+    /** Edits the upstream request's header fields last (the cache's revalidation conditions). */
+    headers?: (h: HeaderList) => void;
+  },
 ): Promise<Response> {
   const limit = route.max_request_body ?? ctx.snapshot.config.limits.max_request_body;
   const declared = ctx.req.headers.get("content-length");
@@ -193,6 +197,7 @@ export async function proxyAction(
     const to = targetOf(ctx, route, target);
     const headers = upstreamHeaders(ctx, route, to.origin);
     if (headerRule) applyHeaderRules(headerRule, headers, ruleOpts);
+    opts?.headers?.(headers);
     if (replaced) {
       for (const h of STALE_BODY_HEADERS) headers.delete(h);
       headers.set("content-type", replaced.contentType);

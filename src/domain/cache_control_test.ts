@@ -1,0 +1,126 @@
+import assert from "node:assert/strict";
+import {
+  freshnessLifetime,
+  initialAge,
+  mergeNotModified,
+  parseCacheControl,
+  requestNeeds,
+  unstorableReason,
+  usableWithoutOrigin,
+  varyNames,
+} from "./cache_control.ts";
+import type { StoreInput } from "./cache_control.ts";
+
+const T = Date.UTC(2026, 0, 1);
+const date = (ms: number) => new Date(ms).toUTCString();
+
+Deno.test("parseCacheControl reads tokens, quoted strings and case-insensitive names", () => {
+  const d = parseCacheControl('Max-Age=60, no-cache="Set-Cookie, X-A", public,,s-maxage = 5');
+  assert.equal(d.get("max-age"), "60");
+  assert.equal(d.get("no-cache"), "Set-Cookie, X-A");
+  assert.equal(d.get("public"), null);
+  assert.equal(d.get("s-maxage"), "5");
+  assert.equal(parseCacheControl("max-age=1, max-age=9").get("max-age"), "1");
+  assert.equal(parseCacheControl(null).size, 0);
+});
+
+Deno.test("freshnessLifetime prefers s-maxage, then max-age, then Expires - Date", () => {
+  const t = {
+    requestTime: T,
+    responseTime: T,
+    date: date(T),
+    age: null,
+    expires: date(T + 90_000),
+  };
+  assert.equal(freshnessLifetime(parseCacheControl("max-age=10, s-maxage=20"), t), 20_000);
+  assert.equal(freshnessLifetime(parseCacheControl("max-age=10"), t), 10_000);
+  assert.equal(freshnessLifetime(parseCacheControl(""), t), 90_000);
+  // An invalid Expires means already expired; malformed max-age is ignored.
+  assert.equal(freshnessLifetime(parseCacheControl(""), { ...t, expires: "0" }), 0);
+  assert.equal(freshnessLifetime(parseCacheControl("max-age=ten"), t), 90_000);
+  // Heuristic freshness only when configured.
+  assert.equal(freshnessLifetime(parseCacheControl(""), { ...t, expires: null }), 0);
+  assert.equal(freshnessLifetime(parseCacheControl(""), { ...t, expires: null }, 5_000), 5_000);
+});
+
+Deno.test("initialAge takes the larger of apparent age and Age plus the response delay", () => {
+  const base = { requestTime: T, responseTime: T + 2_000, expires: null };
+  assert.equal(initialAge({ ...base, date: date(T - 30_000), age: null }), 32_000);
+  assert.equal(initialAge({ ...base, date: date(T + 2_000), age: "100" }), 102_000);
+  assert.equal(initialAge({ ...base, date: null, age: "bogus" }), 2_000);
+});
+
+Deno.test("unstorableReason follows RFC 9111 §3 for a shared cache", () => {
+  const base: StoreInput = {
+    status: 200,
+    response: parseCacheControl("max-age=60"),
+    request: parseCacheControl(null),
+    hasExpires: false,
+    varyStar: false,
+    hasSetCookie: false,
+    authorized: false,
+  };
+  assert.equal(unstorableReason(base), null);
+  assert.equal(unstorableReason({ ...base, status: 206 }), "status");
+  assert.equal(unstorableReason({ ...base, status: 500 }), "status");
+  assert.equal(unstorableReason({ ...base, response: parseCacheControl("private") }), "private");
+  assert.equal(
+    unstorableReason({ ...base, request: parseCacheControl("no-store") }),
+    "request no-store",
+  );
+  assert.equal(unstorableReason({ ...base, authorized: true }), "authorization");
+  for (const ok of ["public", "s-maxage=5", "must-revalidate, max-age=5"]) {
+    assert.equal(
+      unstorableReason({ ...base, authorized: true, response: parseCacheControl(ok) }),
+      null,
+    );
+  }
+  const none = { ...base, response: parseCacheControl(null) };
+  assert.equal(unstorableReason(none), "no freshness");
+  assert.equal(unstorableReason({ ...none, defaultTtl: 1000 }), null);
+  assert.equal(unstorableReason({ ...none, status: 302, defaultTtl: 1000 }), "no freshness");
+  assert.equal(unstorableReason({ ...none, hasExpires: true, status: 302 }), null);
+  assert.equal(unstorableReason({ ...none, response: parseCacheControl("no-cache") }), null);
+});
+
+Deno.test("usableWithoutOrigin honours no-cache, max-age and min-fresh", () => {
+  const fresh = { age: 10_000, lifetime: 60_000, noCache: false };
+  assert.equal(usableWithoutOrigin(fresh, requestNeeds(parseCacheControl(null))), true);
+  assert.equal(
+    usableWithoutOrigin({ ...fresh, age: 60_000 }, requestNeeds(parseCacheControl(null))),
+    false,
+  );
+  assert.equal(
+    usableWithoutOrigin({ ...fresh, noCache: true }, requestNeeds(parseCacheControl(null))),
+    false,
+  );
+  assert.equal(usableWithoutOrigin(fresh, requestNeeds(parseCacheControl("max-age=0"))), false);
+  assert.equal(usableWithoutOrigin(fresh, requestNeeds(parseCacheControl("max-age=9"))), false);
+  assert.equal(usableWithoutOrigin(fresh, requestNeeds(parseCacheControl("min-fresh=50"))), true);
+  assert.equal(usableWithoutOrigin(fresh, requestNeeds(parseCacheControl("min-fresh=51"))), false);
+});
+
+Deno.test("mergeNotModified replaces fields but keeps those describing the stored body", () => {
+  const merged = mergeNotModified(
+    [["content-length", "5"], ["etag", '"a"'], ["x", "1"], ["x", "2"], [
+      "cache-control",
+      "max-age=1",
+    ]],
+    [["cache-control", "max-age=9"], ["content-length", "0"], ["x", "3"]],
+  );
+  assert.deepEqual(merged, [
+    ["content-length", "5"],
+    ["etag", '"a"'],
+    ["cache-control", "max-age=9"],
+    ["x", "3"],
+  ]);
+});
+
+Deno.test("varyNames lower-cases, sorts and reports *", () => {
+  assert.deepEqual(varyNames("Accept-Language, accept-encoding"), [
+    "accept-encoding",
+    "accept-language",
+  ]);
+  assert.deepEqual(varyNames("Origin, *"), ["*"]);
+  assert.deepEqual(varyNames(null), []);
+});

@@ -1,0 +1,192 @@
+// The in-memory store behind a route's `cache`: stored responses keyed by request (primary key)
+// and by the request headers the response's Vary names (secondary key, RFC 9111 §4.1). Bounded
+// by total bytes and by entry count; the least recently used entries go first. Pure: holds data,
+// knows no time.
+
+/** One stored response with what freshness is computed from. */
+export interface StoredResponse {
+  status: number;
+  statusText: string;
+  /** Header fields as received, hop-by-hop ones already removed. */
+  headers: [string, string][];
+  body: Uint8Array<ArrayBuffer>;
+  /** When the request that produced it was sent and its head arrived, ms since the epoch. */
+  requestTime: number;
+  responseTime: number;
+  /** Age it had on arrival, ms (RFC 9111 §4.2.3); current age adds the time since responseTime. */
+  initialAge: number;
+  /** Freshness lifetime, ms. */
+  lifetime: number;
+  /** Stored, but revalidated before every use (response no-cache). */
+  noCache: boolean;
+  etag: string | null;
+  lastModified: string | null;
+}
+
+interface Node {
+  key: string;
+  primary: string;
+  value: StoredResponse;
+  size: number;
+  prev: Node | null;
+  next: Node | null;
+}
+
+/** Bytes counted per entry beyond its body, headers and key (objects, list links). */
+const ENTRY_OVERHEAD = 256;
+
+/** The bytes an entry is charged: body, header text, key and a fixed overhead. */
+export function entrySize(key: string, r: StoredResponse): number {
+  let n = ENTRY_OVERHEAD + key.length + r.body.byteLength;
+  for (const [k, v] of r.headers) n += k.length + v.length + 4;
+  return n;
+}
+
+/**
+ * The secondary key of a request for the Vary names of a stored response: each name with the
+ * request's value (null when absent; combined field values compare as sent).
+ */
+export function varyKey(names: readonly string[], get: (name: string) => string | null): string {
+  if (names.length === 0) return "";
+  let s = names.join(",");
+  for (const n of names) {
+    const v = get(n);
+    s += v === null ? "\0-" : `\0=${v}`;
+  }
+  return s;
+}
+
+/** Bounded LRU of stored responses. */
+export class ResponseCache {
+  readonly maxBytes: number;
+  readonly maxEntries: number;
+  readonly #entries = new Map<string, Node>();
+  /** Per primary key: the Vary names of its newest response and the keys of its variants. */
+  readonly #primaries = new Map<string, { names: string[]; keys: Set<string> }>();
+  #head: Node | null = null; // least recently used
+  #tail: Node | null = null;
+  #bytes = 0;
+
+  constructor(o: { maxBytes: number; maxEntries: number }) {
+    this.maxBytes = o.maxBytes;
+    this.maxEntries = o.maxEntries;
+  }
+
+  /** Bytes held (as entrySize counts them). */
+  get bytes(): number {
+    return this.#bytes;
+  }
+
+  /** Entries held. */
+  get size(): number {
+    return this.#entries.size;
+  }
+
+  /** The Vary names the newest stored response for `primary` lists, or undefined when none. */
+  varyOf(primary: string): readonly string[] | undefined {
+    return this.#primaries.get(primary)?.names;
+  }
+
+  /** The entry for `primary` and secondary key `vary`, marked most recently used. */
+  get(primary: string, vary: string): StoredResponse | undefined {
+    const node = this.#entries.get(`${primary}\n${vary}`);
+    if (!node) return undefined;
+    this.#unlink(node);
+    this.#append(node);
+    return node.value;
+  }
+
+  /**
+   * Stores `value`, replacing the variant with the same keys, and evicts the least recently used
+   * until both bounds hold. Returns false (storing nothing) when the entry alone exceeds the
+   * byte bound.
+   */
+  set(
+    primary: string,
+    o: { names: string[]; vary: string; value: StoredResponse },
+  ): boolean {
+    const key = `${primary}\n${o.vary}`;
+    const size = entrySize(key, o.value);
+    if (size > this.maxBytes) return false;
+    const old = this.#entries.get(key);
+    if (old) this.#remove(old);
+    let p = this.#primaries.get(primary);
+    if (!p) this.#primaries.set(primary, p = { names: o.names, keys: new Set() });
+    p.names = o.names;
+    p.keys.add(key);
+    const node: Node = { key, primary, value: o.value, size, prev: null, next: null };
+    this.#entries.set(key, node);
+    this.#bytes += size;
+    this.#append(node);
+    while (
+      (this.#bytes > this.maxBytes || this.#entries.size > this.maxEntries) &&
+      this.#head !== null && this.#head !== node
+    ) this.#remove(this.#head);
+    return true;
+  }
+
+  /** Replaces the stored value of an entry in place (after a 304), keeping its place and size. */
+  update(primary: string, vary: string, value: StoredResponse): void {
+    const node = this.#entries.get(`${primary}\n${vary}`);
+    if (!node) return;
+    const size = entrySize(node.key, value);
+    this.#bytes += size - node.size;
+    node.size = size;
+    node.value = value;
+  }
+
+  /** Drops one variant. */
+  delete(primary: string, vary: string): void {
+    const node = this.#entries.get(`${primary}\n${vary}`);
+    if (node) this.#remove(node);
+  }
+
+  /** Drops every variant of `primary` (RFC 9111 §4.4: after an unsafe request). */
+  invalidate(primary: string): number {
+    const p = this.#primaries.get(primary);
+    if (!p) return 0;
+    let n = 0;
+    for (const key of [...p.keys]) {
+      const node = this.#entries.get(key);
+      if (node) {
+        this.#remove(node);
+        n++;
+      }
+    }
+    return n;
+  }
+
+  /** Drops everything. */
+  clear(): void {
+    this.#entries.clear();
+    this.#primaries.clear();
+    this.#head = this.#tail = null;
+    this.#bytes = 0;
+  }
+
+  #remove(node: Node): void {
+    this.#unlink(node);
+    this.#entries.delete(node.key);
+    this.#bytes -= node.size;
+    const p = this.#primaries.get(node.primary);
+    if (p) {
+      p.keys.delete(node.key);
+      if (p.keys.size === 0) this.#primaries.delete(node.primary);
+    }
+  }
+
+  #unlink(node: Node): void {
+    if (node.prev) node.prev.next = node.next;
+    else this.#head = node.next;
+    if (node.next) node.next.prev = node.prev;
+    else this.#tail = node.prev;
+    node.prev = node.next = null;
+  }
+
+  #append(node: Node): void {
+    node.prev = this.#tail;
+    if (this.#tail) this.#tail.next = node;
+    else this.#head = node;
+    this.#tail = node;
+  }
+}

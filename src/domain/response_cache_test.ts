@@ -1,0 +1,65 @@
+import assert from "node:assert/strict";
+import { entrySize, ResponseCache, varyKey } from "./response_cache.ts";
+import type { StoredResponse } from "./response_cache.ts";
+
+function stored(bytes: number, headers: [string, string][] = []): StoredResponse {
+  return {
+    status: 200,
+    statusText: "",
+    headers,
+    body: new Uint8Array(bytes),
+    requestTime: 0,
+    responseTime: 0,
+    initialAge: 0,
+    lifetime: 1000,
+    noCache: false,
+    etag: null,
+    lastModified: null,
+  };
+}
+
+Deno.test("ResponseCache evicts the least recently used to stay under its byte bound", () => {
+  const one = entrySize("a\n", stored(1000));
+  const cache = new ResponseCache({ maxBytes: one * 3, maxEntries: 100 });
+  for (const k of ["a", "b", "c"]) cache.set(k, { names: [], vary: "", value: stored(1000) });
+  cache.get("a", ""); // a is now the most recently used
+  cache.set("d", { names: [], vary: "", value: stored(1000) });
+  assert.equal(cache.get("b", ""), undefined);
+  assert.ok(cache.get("a", ""));
+  assert.equal(cache.size, 3);
+  assert.equal(cache.bytes, one * 3);
+  // Too large for the whole store: refused, nothing evicted.
+  assert.equal(cache.set("e", { names: [], vary: "", value: stored(one * 3) }), false);
+  assert.equal(cache.size, 3);
+});
+
+Deno.test("ResponseCache keeps at most maxEntries", () => {
+  const cache = new ResponseCache({ maxBytes: 1e9, maxEntries: 2 });
+  for (const k of ["a", "b", "c"]) cache.set(k, { names: [], vary: "", value: stored(1) });
+  assert.equal(cache.size, 2);
+  assert.equal(cache.get("a", ""), undefined);
+});
+
+Deno.test("ResponseCache holds variants per Vary and invalidates them together", () => {
+  const cache = new ResponseCache({ maxBytes: 1e9, maxEntries: 100 });
+  const names = ["accept-language"];
+  const en = varyKey(names, () => "en");
+  const de = varyKey(names, () => "de");
+  assert.notEqual(varyKey(names, () => null), varyKey(names, () => ""));
+  cache.set("u", { names, vary: en, value: stored(1) });
+  cache.set("u", { names, vary: de, value: stored(2) });
+  assert.deepEqual(cache.varyOf("u"), names);
+  assert.equal(cache.get("u", de)?.body.byteLength, 2);
+  assert.equal(cache.invalidate("u"), 2);
+  assert.equal(cache.size, 0);
+  assert.equal(cache.bytes, 0);
+  assert.equal(cache.varyOf("u"), undefined);
+});
+
+Deno.test("ResponseCache.update replaces an entry in place and recounts its bytes", () => {
+  const cache = new ResponseCache({ maxBytes: 1e9, maxEntries: 100 });
+  cache.set("u", { names: [], vary: "", value: stored(10) });
+  const before = cache.bytes;
+  cache.update("u", "", stored(10, [["x", "1234"]]));
+  assert.equal(cache.bytes, before + 1 + 4 + 4);
+});

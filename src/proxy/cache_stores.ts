@@ -1,0 +1,51 @@
+// The stores of the routes' response caches, kept across reloads: a route whose config did not
+// change keeps its entries; a changed route (new target, rules or cache settings) starts empty,
+// since what it stored may no longer be what its upstream would answer. Bounded by the routes.
+
+import type { CacheConfig, Config } from "../config/schema.ts";
+import { ResponseCache } from "../domain/response_cache.ts";
+import type { CachePolicy } from "./cache.ts";
+
+/** Defaults of `cache: true` (the schema's object defaults). */
+const DEFAULTS = { max_size: 64 * 1024 * 1024, max_entries: 10_000, max_object_size: 1024 * 1024 };
+
+/** The route stores, by route id, each with the config it was made for. */
+export class CacheStores {
+  readonly #stores = new Map<string, { fingerprint: string; store: ResponseCache }>();
+
+  /** The policy of a route's `cache` (null without one), reusing the store of an unchanged route. */
+  policyFor(id: string, route: { cache?: CacheConfig }): CachePolicy | null {
+    const c = route.cache;
+    if (c === undefined || c === false) return null;
+    const o = c === true ? DEFAULTS : c;
+    const fingerprint = JSON.stringify(route);
+    let held = this.#stores.get(id);
+    if (!held || held.fingerprint !== fingerprint) {
+      held = {
+        fingerprint,
+        store: new ResponseCache({ maxBytes: o.max_size, maxEntries: o.max_entries }),
+      };
+      this.#stores.set(id, held);
+    }
+    const policy: CachePolicy = { store: held.store, maxObjectSize: o.max_object_size };
+    if (c !== true && c.default_ttl !== undefined) policy.defaultTtl = c.default_ttl;
+    return policy;
+  }
+
+  /** Drops the stores of routes that `config` no longer caches. */
+  retain(config: Config): void {
+    for (const id of this.#stores.keys()) {
+      const route = config.routes[id];
+      if (!route || !("cache" in route) || !route.cache) this.#stores.delete(id);
+    }
+  }
+
+  /** Bytes and entries held per route id (for metrics). */
+  sizes(): Record<string, { bytes: number; entries: number }> {
+    const out: Record<string, { bytes: number; entries: number }> = {};
+    for (const [id, { store }] of this.#stores) {
+      out[id] = { bytes: store.bytes, entries: store.size };
+    }
+    return out;
+  }
+}

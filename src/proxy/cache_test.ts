@@ -1,0 +1,364 @@
+import assert from "node:assert/strict";
+import { loadConfigText } from "../config/load.ts";
+import { buildSnapshot } from "./snapshot.ts";
+import { createHandler } from "./pipeline.ts";
+import { noopMetrics, silentLogger } from "../ports.ts";
+import type { ClientInfo, Metrics, UpstreamRequest } from "../ports.ts";
+
+const info: ClientInfo = {
+  remoteAddr: { hostname: "192.0.2.7", port: 4000 },
+  localPort: 80,
+  protocol: "http/1.1",
+  tls: false,
+};
+
+const T0 = Date.UTC(2026, 10, 27, 0, 0, 0);
+
+/**
+ * A handler for one caching route in front of `answer`, on a clock the test moves. Records
+ * what reached the upstream and the cache metric.
+ */
+function setup(
+  answer: (r: UpstreamRequest, n: number) => Response,
+  opts: { cache?: string; extra?: string } = {},
+) {
+  const yaml = `listen_addr: "127.0.0.1:0"
+health_check: { enabled: false }
+routes:
+  "/":
+    type: proxy
+    target: "http://10.1.1.1/base"
+    cache: ${opts.cache ?? "true"}
+    ${opts.extra ?? ""}
+`;
+  const { config, issues } = loadConfigText(yaml, { file: "t.yaml", env: { exists: () => true } });
+  assert.ok(config, JSON.stringify(issues));
+  const snapshot = buildSnapshot(config, { version: 1 });
+  const clock = { t: T0 };
+  const sent: UpstreamRequest[] = [];
+  const results: string[] = [];
+  const metrics: Metrics = { ...noopMetrics, cache: (_r, result) => void results.push(result) };
+  const handler = createHandler({
+    snapshot: () => snapshot,
+    upstream: {
+      send(r) {
+        sent.push(r);
+        return Promise.resolve(answer(r, sent.length));
+      },
+      close: () => Promise.resolve(),
+    },
+    files: { stat: () => Promise.resolve(null), open: () => Promise.resolve(null) },
+    clock: { now: () => clock.t, monotonic: () => clock.t },
+    logger: silentLogger,
+    metrics,
+    random: () => 0.5,
+  });
+  const get = async (path: string, init: RequestInit = {}) => {
+    const res = await handler(new Request(`http://example.com${path}`, init), info);
+    return { res, text: await res.text() };
+  };
+  return { handler, get, clock, sent, results, snapshot };
+}
+
+const date = (ms: number) => new Date(ms).toUTCString();
+
+Deno.test("cache: a fresh response is served from the store with Age and Cache-Status", async () => {
+  const c = setup((_r, n) =>
+    new Response(`body ${n}`, {
+      headers: { "cache-control": "max-age=60", date: date(T0), "content-length": "6" },
+    })
+  );
+  const a = await c.get("/x?b=2&a=1");
+  assert.equal(a.text, "body 1");
+  assert.equal(a.res.headers.get("cache-status"), "prox; fwd=uri-miss; fwd-status=200; stored");
+  c.clock.t += 10_000;
+  const b = await c.get("/x?b=2&a=1");
+  assert.equal(b.text, "body 1");
+  assert.equal(b.res.headers.get("age"), "10");
+  assert.equal(b.res.headers.get("cache-status"), "prox; hit; ttl=50");
+  assert.equal(c.sent.length, 1);
+  assert.equal(c.sent[0].target, "/base/x?b=2&a=1");
+  // Another query is another resource.
+  assert.equal((await c.get("/x?a=1&b=2")).text, "body 2");
+  assert.deepEqual(c.results, ["miss", "hit", "miss"]);
+});
+
+Deno.test("cache: HEAD is answered from a GET entry without a body", async () => {
+  const c = setup(() =>
+    new Response("hello", { headers: { "cache-control": "max-age=60", "content-length": "5" } })
+  );
+  await c.get("/h");
+  const head = await c.get("/h", { method: "HEAD" });
+  assert.equal(head.text, "");
+  assert.equal(head.res.headers.get("content-length"), "5");
+  assert.match(head.res.headers.get("cache-status")!, /hit/);
+  assert.equal(c.sent.length, 1);
+});
+
+Deno.test("cache: what must not be stored is not", async () => {
+  const cases: [string, HeadersInit, RequestInit?][] = [
+    ["no-store", { "cache-control": "no-store, max-age=60" }],
+    ["private", { "cache-control": "private, max-age=60" }],
+    ["set-cookie", { "cache-control": "max-age=60", "set-cookie": "s=1" }],
+    ["vary star", { "cache-control": "max-age=60", vary: "*" }],
+    ["no freshness", {}],
+    ["authorization", { "cache-control": "max-age=60" }, {
+      headers: { authorization: "Bearer x" },
+    }],
+    ["request no-store", { "cache-control": "max-age=60" }, {
+      headers: { "cache-control": "no-store" },
+    }],
+  ];
+  for (const [name, headers, init] of cases) {
+    const c = setup(() => new Response("x", { headers }));
+    await c.get("/p", init);
+    await c.get("/p", init);
+    assert.equal(c.sent.length, 2, name);
+  }
+  // 206 and 500 are not stored either.
+  for (const status of [206, 500]) {
+    const c = setup(() =>
+      new Response("x", { status, headers: { "cache-control": "max-age=60" } })
+    );
+    await c.get("/p");
+    await c.get("/p");
+    assert.equal(c.sent.length, 2, String(status));
+  }
+});
+
+Deno.test("cache: public or s-maxage makes a response to Authorization storable", async () => {
+  const c = setup(() => new Response("x", { headers: { "cache-control": "public, max-age=60" } }));
+  const auth = { headers: { authorization: "Bearer x" } };
+  await c.get("/p", auth);
+  await c.get("/p", auth);
+  assert.equal(c.sent.length, 1);
+});
+
+Deno.test("cache: s-maxage wins over max-age, and Expires counts from Date", async () => {
+  const c = setup((r) =>
+    new Response("x", {
+      headers: r.target.endsWith("/s")
+        ? { "cache-control": "max-age=1000, s-maxage=5" }
+        : { date: date(T0), expires: date(T0 + 20_000) },
+    })
+  );
+  await c.get("/s");
+  await c.get("/e");
+  c.clock.t += 6_000;
+  await c.get("/s");
+  await c.get("/e");
+  assert.deepEqual(c.sent.map((r) => r.target), ["/base/s", "/base/e", "/base/s"]);
+  c.clock.t += 15_000;
+  await c.get("/e");
+  assert.equal(c.sent.length, 4);
+});
+
+Deno.test("cache: the Age an upstream sends counts against freshness", async () => {
+  const c = setup(() =>
+    new Response("x", { headers: { "cache-control": "max-age=60", age: "55" } })
+  );
+  await c.get("/a");
+  c.clock.t += 4_000;
+  const hit = await c.get("/a");
+  assert.equal(hit.res.headers.get("age"), "59");
+  c.clock.t += 2_000;
+  await c.get("/a");
+  assert.equal(c.sent.length, 2);
+});
+
+Deno.test("cache: a stale entry is revalidated and a 304 refreshes it", async () => {
+  const c = setup((r, n) => {
+    if (n === 1) {
+      return new Response("v1", {
+        headers: { "cache-control": "max-age=10", etag: '"v1"', "x-gen": "1" },
+      });
+    }
+    assert.equal(r.headers.get("if-none-match"), '"v1"');
+    return new Response(null, {
+      status: 304,
+      headers: { "cache-control": "max-age=30", "x-gen": "2" },
+    });
+  });
+  await c.get("/r");
+  c.clock.t += 11_000;
+  const again = await c.get("/r");
+  assert.equal(again.res.status, 200);
+  assert.equal(again.text, "v1");
+  assert.equal(again.res.headers.get("x-gen"), "2");
+  assert.equal(again.res.headers.get("cache-status"), "prox; fwd=stale; fwd-status=304");
+  c.clock.t += 20_000;
+  assert.match((await c.get("/r")).res.headers.get("cache-status")!, /hit; ttl=10/);
+  assert.equal(c.sent.length, 2);
+  assert.deepEqual(c.results, ["miss", "revalidated", "hit"]);
+});
+
+Deno.test("cache: a stale entry replaced by a new 200 on revalidation", async () => {
+  const c = setup((_r, n) =>
+    new Response(`v${n}`, {
+      headers: { "cache-control": "max-age=10", "last-modified": date(T0 - n * 60_000) },
+    })
+  );
+  await c.get("/r");
+  c.clock.t += 11_000;
+  const second = await c.get("/r");
+  assert.equal(second.text, "v2");
+  assert.equal(c.sent[1].headers.get("if-modified-since"), date(T0 - 60_000));
+  assert.equal(second.res.headers.get("cache-status"), "prox; fwd=stale; fwd-status=200; stored");
+  assert.equal((await c.get("/r")).text, "v2");
+  assert.equal(c.sent.length, 2);
+});
+
+Deno.test("cache: no-cache responses are stored but revalidated on every use", async () => {
+  const c = setup((_r, n) =>
+    n === 1
+      ? new Response("v1", { headers: { "cache-control": "no-cache", etag: '"a"' } })
+      : new Response(null, { status: 304 })
+  );
+  await c.get("/n");
+  assert.equal((await c.get("/n")).text, "v1");
+  assert.equal((await c.get("/n")).text, "v1");
+  assert.equal(c.sent.length, 3);
+  assert.equal(c.sent[2].headers.get("if-none-match"), '"a"');
+});
+
+Deno.test("cache: request no-cache and max-age=0 revalidate; only-if-cached never forwards", async () => {
+  const c = setup(() =>
+    new Response("x", { headers: { "cache-control": "max-age=60", etag: '"e"' } })
+  );
+  const miss = await c.get("/o", { headers: { "cache-control": "only-if-cached" } });
+  assert.equal(miss.res.status, 504);
+  assert.equal(c.sent.length, 0);
+  await c.get("/o");
+  await c.get("/o", { headers: { "cache-control": "no-cache" } });
+  await c.get("/o", { headers: { "cache-control": "max-age=0" } });
+  assert.equal(c.sent.length, 3);
+  assert.equal(c.sent[2].headers.get("if-none-match"), '"e"');
+  c.clock.t += 5_000;
+  await c.get("/o", { headers: { "cache-control": "max-age=3" } });
+  assert.equal(c.sent.length, 4);
+  const only = await c.get("/o", { headers: { "cache-control": "only-if-cached" } });
+  assert.equal(only.res.status, 200);
+  assert.equal(c.sent.length, 4);
+});
+
+Deno.test("cache: Vary keys on the request headers it names, after request header rules", async () => {
+  const c = setup(
+    (r) =>
+      new Response(`lang ${r.headers.get("accept-language")}`, {
+        headers: { "cache-control": "max-age=60", vary: "Accept-Language" },
+      }),
+    {
+      extra:
+        'request_headers: { add: { accept-language: "xx" }, condition: { path_matches: "^/forced" } }',
+    },
+  );
+  const en = { headers: { "accept-language": "en" } };
+  const de = { headers: { "accept-language": "de" } };
+  assert.equal((await c.get("/v", en)).text, "lang en");
+  assert.equal((await c.get("/v", de)).text, "lang de");
+  const vmiss = c.results.at(-1);
+  assert.equal(vmiss, "miss");
+  assert.equal((await c.get("/v", en)).text, "lang en");
+  assert.equal((await c.get("/v", de)).text, "lang de");
+  assert.equal(c.sent.length, 2);
+  // The rule makes every request look alike to the upstream: one entry serves them all.
+  assert.equal((await c.get("/forced", en)).text, "lang xx");
+  assert.equal((await c.get("/forced", de)).text, "lang xx");
+  assert.equal(c.sent.length, 3);
+});
+
+Deno.test("cache: the client's own conditional gets 304 from a stored entry", async () => {
+  const c = setup(() =>
+    new Response("x", {
+      headers: { "cache-control": "max-age=60", etag: '"t"', "last-modified": date(T0) },
+    })
+  );
+  await c.get("/c");
+  const inm = await c.get("/c", { headers: { "if-none-match": 'W/"t"' } });
+  assert.equal(inm.res.status, 304);
+  assert.equal(inm.res.headers.get("etag"), '"t"');
+  const ims = await c.get("/c", { headers: { "if-modified-since": date(T0 + 1000) } });
+  assert.equal(ims.res.status, 304);
+  const other = await c.get("/c", { headers: { "if-none-match": '"u"' } });
+  assert.equal(other.res.status, 200);
+  assert.equal(c.sent.length, 1);
+});
+
+Deno.test("cache: an unsafe request invalidates the stored URI", async () => {
+  const c = setup((r, n) =>
+    new Response(`${r.method} ${n}`, { headers: { "cache-control": "max-age=60" } })
+  );
+  await c.get("/u");
+  assert.equal((await c.get("/u")).text, "GET 1");
+  await c.get("/u", { method: "POST", body: "x" });
+  assert.equal((await c.get("/u")).text, "GET 3");
+});
+
+Deno.test("cache: Range and If-Match requests bypass the cache", async () => {
+  const c = setup(() => new Response("x", { headers: { "cache-control": "max-age=60" } }));
+  await c.get("/b");
+  const ranged = await c.get("/b", { headers: { range: "bytes=0-0" } });
+  assert.equal(ranged.res.headers.get("cache-status"), "prox; fwd=bypass");
+  await c.get("/b", { headers: { "if-match": '"x"' } });
+  assert.equal(c.sent.length, 3);
+});
+
+Deno.test("cache: default_ttl gives freshness only to responses without any", async () => {
+  const c = setup(() => new Response("x"), { cache: "{ default_ttl: 30s }" });
+  await c.get("/d");
+  c.clock.t += 29_000;
+  await c.get("/d");
+  assert.equal(c.sent.length, 1);
+  c.clock.t += 2_000;
+  await c.get("/d");
+  assert.equal(c.sent.length, 2);
+});
+
+Deno.test("cache: a body over max_object_size streams through and is not stored", async () => {
+  const c = setup(
+    () => new Response("0123456789", { headers: { "cache-control": "max-age=60" } }),
+    {
+      cache: "{ max_object_size: 8 }",
+    },
+  );
+  assert.equal((await c.get("/big")).text, "0123456789");
+  assert.equal((await c.get("/big")).text, "0123456789");
+  assert.equal(c.sent.length, 2);
+});
+
+Deno.test("cache: an upstream body that fails midway leaves no entry", async () => {
+  let fail = true;
+  const c = setup(() => {
+    const body = new ReadableStream<Uint8Array>({
+      start(ctl) {
+        ctl.enqueue(new TextEncoder().encode("part"));
+        if (fail) ctl.error(new Error("upstream reset"));
+        else ctl.close();
+      },
+    });
+    return new Response(body, { headers: { "cache-control": "max-age=60" } });
+  });
+  await assert.rejects(() => c.get("/f"));
+  fail = false;
+  assert.equal((await c.get("/f")).text, "part");
+  assert.equal(c.sent.length, 2);
+  assert.equal((await c.get("/f")).text, "part");
+  assert.equal(c.sent.length, 2);
+});
+
+Deno.test("cache: a client that leaves mid-body leaves no entry", async () => {
+  const c = setup(() => new Response("abcdef", { headers: { "cache-control": "max-age=60" } }));
+  const res = await c.handler(new Request("http://example.com/l"), info);
+  await res.body!.cancel();
+  await c.get("/l");
+  assert.equal(c.sent.length, 2);
+});
+
+Deno.test("cache: routes without cache have none", () => {
+  const { config } = loadConfigText(
+    `listen_addr: "127.0.0.1:0"\nroutes:\n  "/": { type: proxy, target: "http://h" }\n`,
+    { file: "t.yaml", env: { exists: () => true } },
+  );
+  const snap = buildSnapshot(config!, { version: 1 });
+  assert.equal(snap.router.entries[0].value.cache, null);
+});

@@ -1,0 +1,185 @@
+// The response cache (`cache:`) through the real proxy: a real upstream that counts what reaches
+// it, fetch and curl as clients, compression on top of stored bodies, streaming misses, aborted
+// upstream bodies, reloads and the metrics.
+
+import assert from "node:assert/strict";
+import { interopTest, run, startUpstream, waitFor } from "../_harness.ts";
+import { startServer } from "../../src/server.ts";
+import { silentLogger } from "../../src/ports.ts";
+
+const BIG = "cached text ".repeat(400);
+
+/** An upstream answering by path that counts requests per path. */
+async function upstream() {
+  const hits = new Map<string, number>();
+  let gate: PromiseWithResolvers<void> | null = null;
+  const server = await startUpstream((req) => {
+    const path = new URL(req.url).pathname;
+    hits.set(path, (hits.get(path) ?? 0) + 1);
+    const n = hits.get(path)!;
+    const cc = { "cache-control": "max-age=300", "content-type": "text/plain" };
+    switch (path) {
+      case "/text":
+        return new Response(BIG, { headers: { ...cc, etag: `"t${n}"` } });
+      case "/stream": {
+        // The second half only once the test has seen the first through Prox.
+        gate = Promise.withResolvers<void>();
+        const wait = gate.promise;
+        const enc = new TextEncoder();
+        const body = new ReadableStream<Uint8Array>({
+          async start(c) {
+            c.enqueue(enc.encode("first;"));
+            await wait;
+            c.enqueue(enc.encode("second"));
+            c.close();
+          },
+        });
+        return new Response(body, { headers: cc });
+      }
+      case "/cut": {
+        // The first time, 20 KB of a chunked body and then the connection is cut.
+        const body = new ReadableStream<Uint8Array>({
+          start(c) {
+            c.enqueue(new Uint8Array(20_000).fill(104));
+            if (n === 1) setTimeout(() => c.error(new Error("cut")), 20);
+            else c.close();
+          },
+        });
+        return new Response(body, { headers: cc });
+      }
+      case "/private":
+        return new Response("mine", { headers: { "cache-control": "private, max-age=300" } });
+      default:
+        return new Response(`path ${path} #${n}`, { headers: cc });
+    }
+  });
+  return { server, hits, release: () => (gate as PromiseWithResolvers<void> | null)?.resolve() };
+}
+
+function yaml(target: string, extra = "") {
+  return `listen_addr: "127.0.0.1:0"
+health_check: { enabled: false }
+log: { access_log: false }
+admin: { listen_addr: "127.0.0.1:0" }
+routes:
+  /:
+    type: proxy
+    target: "${target}"
+    compress: true
+    cache: { max_size: 1MiB, max_object_size: 64KiB }
+    ${extra}
+`;
+}
+
+async function setup(extra = "") {
+  const up = await upstream();
+  const file = await Deno.makeTempFile({ suffix: ".yaml" });
+  await Deno.writeTextFile(file, yaml(up.server.url, extra));
+  const server = await startServer({ path: file }, { logger: silentLogger });
+  const url = `http://127.0.0.1:${server.port}`;
+  return {
+    ...up,
+    url,
+    file,
+    server,
+    async [Symbol.asyncDispose]() {
+      await server.shutdown();
+      await up.server[Symbol.asyncDispose]();
+      await Deno.remove(file);
+    },
+  };
+}
+
+Deno.test("cache: a second GET is answered from the store, compressed per client", async () => {
+  await using p = await setup();
+  const plain = { headers: { "accept-encoding": "identity" } };
+  const first = await fetch(`${p.url}/text`, plain);
+  assert.equal(await first.text(), BIG);
+  assert.match(first.headers.get("cache-status")!, /^prox; fwd=uri-miss; fwd-status=200; stored$/);
+  const second = await fetch(`${p.url}/text`, plain);
+  assert.equal(await second.text(), BIG);
+  assert.match(second.headers.get("cache-status")!, /^prox; hit; ttl=\d+$/);
+  assert.equal(second.headers.get("etag"), '"t1"');
+  // fetch asks for gzip and decodes it: the stored identity body was compressed for it.
+  const gz = await fetch(`${p.url}/text`);
+  assert.match(gz.headers.get("content-encoding")!, /^(gzip|br|zstd)$/);
+  assert.equal(await gz.text(), BIG);
+  assert.equal(p.hits.get("/text"), 1);
+});
+
+interopTest(
+  "cache: curl sees Age, one Date and a HEAD with the entry's length",
+  ["curl"],
+  async () => {
+    await using p = await setup();
+    await (await fetch(`${p.url}/plain`)).body?.cancel();
+    const out = await run("curl", ["-sS", "-i", `${p.url}/plain`]);
+    const head = out.stdout.split("\r\n\r\n")[0].toLowerCase();
+    assert.match(head, /^age: \d+$/m);
+    assert.equal(head.match(/^date:/gm)?.length, 1, head);
+    assert.match(out.stdout, /path \/plain #1$/);
+    const h = await run("curl", ["-sS", "-I", `${p.url}/plain`]);
+    assert.match(h.stdout.toLowerCase(), /content-length: 14\r\n/);
+    assert.match(h.stdout.toLowerCase(), /cache-status: prox; hit/);
+    assert.equal(p.hits.get("/plain"), 1);
+  },
+);
+
+Deno.test("cache: a miss streams to the client before the upstream has finished", async () => {
+  await using p = await setup();
+  const res = await fetch(`${p.url}/stream`);
+  const reader = res.body!.getReader();
+  const dec = new TextDecoder();
+  let seen = "";
+  while (!seen.includes("first;")) seen += dec.decode((await reader.read()).value);
+  p.release();
+  for (let r = await reader.read(); !r.done; r = await reader.read()) seen += dec.decode(r.value);
+  assert.equal(seen, "first;second");
+  const again = await fetch(`${p.url}/stream`);
+  assert.equal(await again.text(), "first;second");
+  assert.match(again.headers.get("cache-status")!, /hit/);
+  assert.equal(p.hits.get("/stream"), 1);
+});
+
+Deno.test("cache: an upstream body cut short is not stored", async () => {
+  await using p = await setup();
+  const res = await fetch(`${p.url}/cut`);
+  await assert.rejects(() => res.text());
+  const again = await fetch(`${p.url}/cut`);
+  assert.equal((await again.text()).length, 20_000);
+  assert.equal(p.hits.get("/cut"), 2);
+  assert.match((await fetch(`${p.url}/cut`)).headers.get("cache-status")!, /hit/);
+});
+
+Deno.test("cache: private responses reach the upstream every time", async () => {
+  await using p = await setup();
+  for (let i = 0; i < 3; i++) assert.equal(await (await fetch(`${p.url}/private`)).text(), "mine");
+  assert.equal(p.hits.get("/private"), 3);
+});
+
+Deno.test("cache: a reload keeps an unchanged route's entries and empties a changed one", async () => {
+  await using p = await setup();
+  await (await fetch(`${p.url}/r`)).body?.cancel();
+  assert.ok((await p.server.reload()).ok);
+  assert.equal(await (await fetch(`${p.url}/r`)).text(), "path /r #1");
+  await Deno.writeTextFile(
+    p.file,
+    yaml(p.server.snapshot().router.entries[0].value.targets[0], "preserve_host: true"),
+  );
+  assert.ok((await p.server.reload()).ok);
+  assert.equal(await (await fetch(`${p.url}/r`)).text(), "path /r #2");
+});
+
+Deno.test("cache: metrics count hits and misses and report the bytes held", async () => {
+  await using p = await setup();
+  for (let i = 0; i < 3; i++) await (await fetch(`${p.url}/m`)).body?.cancel();
+  const admin = `http://127.0.0.1:${p.server.admin!.port}`;
+  const text = await waitFor(async () => {
+    const t = await (await fetch(`${admin}/metrics`)).text();
+    return t.includes('prox_cache_requests_total{route="/",result="hit"} 2') ? t : null;
+  }, { what: "two hits counted" });
+  assert.match(text, /prox_cache_requests_total\{route="\/",result="miss"\} 1/);
+  const bytes = Number(/prox_cache_bytes\{route="\/"\} (\d+)/.exec(text)?.[1]);
+  assert.ok(bytes > 300 && bytes < 1000, String(bytes));
+  assert.match(text, /prox_cache_entries\{route="\/"\} 1/);
+});
