@@ -118,10 +118,7 @@ export class ResponseCache {
     this.#entries.set(key, node);
     this.#bytes += size;
     this.#append(node);
-    while (
-      (this.#bytes > this.maxBytes || this.#entries.size > this.maxEntries) &&
-      this.#head !== null && this.#head !== node
-    ) this.#remove(this.#head);
+    this.#evict(node);
     return true;
   }
 
@@ -133,6 +130,7 @@ export class ResponseCache {
     this.#bytes += size - node.size;
     node.size = size;
     node.value = value;
+    this.#evict(node);
   }
 
   /** Drops one variant. */
@@ -162,6 +160,14 @@ export class ResponseCache {
     this.#primaries.clear();
     this.#head = this.#tail = null;
     this.#bytes = 0;
+  }
+
+  /** Drops least recently used entries, never `keep`, until both bounds hold. */
+  #evict(keep: Node): void {
+    while (
+      (this.#bytes > this.maxBytes || this.#entries.size > this.maxEntries) &&
+      this.#head !== null && this.#head !== keep
+    ) this.#remove(this.#head);
   }
 
   #remove(node: Node): void {

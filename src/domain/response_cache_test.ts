@@ -63,3 +63,14 @@ Deno.test("ResponseCache.update replaces an entry in place and recounts its byte
   cache.update("u", "", stored(10, [["x", "1234"]]));
   assert.equal(cache.bytes, before + 1 + 4 + 4);
 });
+
+Deno.test("ResponseCache.update evicts others when the refreshed entry outgrows the bound", () => {
+  const one = entrySize("a\n", stored(100));
+  const cache = new ResponseCache({ maxBytes: one * 2 + 10, maxEntries: 100 });
+  cache.set("a", { names: [], vary: "", value: stored(100) });
+  cache.set("b", { names: [], vary: "", value: stored(100) });
+  cache.update("b", "", stored(100, [["x-grown", "0123456789"]]));
+  assert.equal(cache.get("a", ""), undefined);
+  assert.ok(cache.get("b", ""));
+  assert.ok(cache.bytes <= cache.maxBytes);
+});

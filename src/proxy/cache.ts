@@ -71,15 +71,16 @@ export async function cachedProxy(
     if (!SAFE.has(method) && res.status < 400) store.invalidate(primaryKey(ctx, route));
     return res;
   }
-  const reqHeaders = ctx.req.headers;
-  if (BYPASS.some((h) => reqHeaders.has(h))) {
+  // The request as the upstream gets it: a rule that removes Cache-Control, for one, keeps
+  // clients from forcing a refetch.
+  const view = upstreamView(ctx, deps);
+  if (BYPASS.some((h) => view(h) !== null)) {
     metric("bypass");
     return withStatus(await proxyAction(ctx, deps, route), `${NAME}; fwd=bypass`);
   }
-  const requestCc = parseCacheControl(reqHeaders.get("cache-control"));
+  const requestCc = parseCacheControl(view("cache-control"));
   const needs = requestNeeds(requestCc);
   const primary = primaryKey(ctx, route);
-  const view = varyView(ctx, deps);
   const names = store.varyOf(primary);
   const vary = names && names[0] !== "*" ? varyKey(names, view) : undefined;
   const entry = vary === undefined ? undefined : store.get(primary, vary);
@@ -94,7 +95,8 @@ export async function cachedProxy(
     }
     fwd = needs.revalidate ? "request" : "stale";
     if (!needs.onlyIfCached && (entry.etag !== null || entry.lastModified !== null)) {
-      return await revalidate(ctx, deps, { route, policy, primary, vary: vary!, entry, fwd });
+      const x = { route, policy, primary, view, requestCc, vary: vary!, entry, fwd };
+      return await revalidate(ctx, deps, x);
     }
   }
   if (needs.onlyIfCached) {
@@ -107,11 +109,15 @@ export async function cachedProxy(
   }
   metric(entry ? "stale" : "miss");
   const stale = entry ? vary : undefined;
-  return await forwardAndStore(ctx, deps, { route, policy, primary, requestCc, fwd, stale });
+  const x = { route, policy, primary, view, requestCc, fwd, stale };
+  return await forwardAndStore(ctx, deps, x);
 }
 
-/** Looks up request header values as the upstream gets them: after the route's header rules. */
-function varyView(ctx: RequestContext, deps: PipelineDeps): (name: string) => string | null {
+/**
+ * Looks up request header values as the upstream gets them: after the route's request_headers
+ * rule (whose copy of the fields is made on the first lookup, and only on a route with one).
+ */
+function upstreamView(ctx: RequestContext, deps: PipelineDeps): (name: string) => string | null {
   let headers: Headers = ctx.req.headers;
   let ruled = false;
   return (name) => {
@@ -135,6 +141,9 @@ interface Exchange {
   route: UpstreamRoute;
   policy: CachePolicy;
   primary: string;
+  /** The request's fields as the upstream gets them. */
+  view: (name: string) => string | null;
+  requestCc: Directives;
 }
 
 /** Asks the upstream whether a stale entry still holds (RFC 9111 §4.3.1); a 304 refreshes it. */
@@ -154,8 +163,7 @@ async function revalidate(
   });
   if (res.status !== 304) {
     deps.metrics.cache(ctx.route!.id, "stale");
-    const requestCc = parseCacheControl(ctx.req.headers.get("cache-control"));
-    return admit(ctx, deps, res, { ...x, requestCc, requestTime, stale: x.vary });
+    return admit(ctx, deps, res, { ...x, requestTime, stale: x.vary });
   }
   deps.metrics.cache(ctx.route!.id, "revalidated");
   await res.body?.cancel();
@@ -181,7 +189,7 @@ async function revalidate(
 async function forwardAndStore(
   ctx: RequestContext,
   deps: PipelineDeps,
-  x: Exchange & { requestCc: Directives; fwd: string; stale: string | undefined },
+  x: Exchange & { fwd: string; stale: string | undefined },
 ): Promise<Response> {
   const requestTime = deps.clock.now();
   const res = await proxyAction(ctx, deps, x.route);
@@ -196,12 +204,7 @@ function admit(
   ctx: RequestContext,
   deps: PipelineDeps,
   res: Response,
-  x: Exchange & {
-    requestCc: Directives;
-    fwd: string;
-    requestTime: number;
-    stale: string | undefined;
-  },
+  x: Exchange & { fwd: string; requestTime: number; stale: string | undefined },
 ): Response {
   const h = res.headers;
   const names = varyNames(h.get("vary"));
@@ -214,7 +217,7 @@ function admit(
     hasExpires: h.has("expires"),
     varyStar: names[0] === "*",
     hasSetCookie: h.has("set-cookie"),
-    authorized: ctx.req.headers.has("authorization"),
+    authorized: x.view("authorization") !== null,
     defaultTtl: x.policy.defaultTtl,
   });
   const declared = h.get("content-length");
@@ -235,7 +238,7 @@ function admit(
     responseTime: deps.clock.now(),
     defaultTtl: x.policy.defaultTtl,
   });
-  const vary = varyKey(names, varyView(ctx, deps));
+  const vary = varyKey(names, x.view);
   const store = (body: Uint8Array<ArrayBuffer>) => {
     if (declared !== null && Number(declared) !== body.byteLength) return; // cut short
     value.body = body;
@@ -372,7 +375,8 @@ function fromStore(
   const init = { status: entry.status, statusText: entry.statusText, headers };
   if (NULL_BODY.has(entry.status)) return new Response(null, init);
   if (ctx.req.method === "HEAD") {
-    // An empty stream, not null, or Deno.serve would claim `content-length: 0`.
+    // The length its GET would get; an empty stream, not null, or Deno.serve would claim 0.
+    if (!headers.has("content-length")) headers.set("content-length", String(entry.body.length));
     return new Response(new ReadableStream({ start: (c) => c.close() }), init);
   }
   return new Response(entry.body, init);

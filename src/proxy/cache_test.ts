@@ -362,3 +362,37 @@ Deno.test("cache: routes without cache have none", () => {
   const snap = buildSnapshot(config!, { version: 1 });
   assert.equal(snap.router.entries[0].value.cache, null);
 });
+
+Deno.test("cache: the request as the upstream gets it decides (request_headers rules first)", async () => {
+  // A rule that removes Cache-Control keeps clients from forcing a refetch.
+  const c = setup(() => new Response("x", { headers: { "cache-control": "max-age=60" } }), {
+    extra: "request_headers: { remove: [Cache-Control] }",
+  });
+  await c.get("/q");
+  const forced = await c.get("/q", { headers: { "cache-control": "no-cache" } });
+  assert.match(forced.res.headers.get("cache-status")!, /hit/);
+  assert.equal(c.sent.length, 1);
+  // A rule that adds credentials upstream makes the answers private to them.
+  const auth = setup(() => new Response("x", { headers: { "cache-control": "max-age=60" } }), {
+    extra: 'request_headers: { set: { Authorization: "Bearer upstream-key" } }',
+  });
+  await auth.get("/q");
+  await auth.get("/q");
+  assert.equal(auth.sent.length, 2);
+});
+
+Deno.test("cache: HEAD from an entry stored without Content-Length gets the body's length", async () => {
+  const c = setup(() => {
+    const body = new ReadableStream<Uint8Array>({
+      start(ctl) {
+        ctl.enqueue(new TextEncoder().encode("chunked"));
+        ctl.close();
+      },
+    });
+    return new Response(body, { headers: { "cache-control": "max-age=60" } });
+  });
+  assert.equal((await c.get("/k")).res.headers.get("content-length"), null);
+  const head = await c.get("/k", { method: "HEAD" });
+  assert.equal(head.res.headers.get("content-length"), "7");
+  assert.equal(c.sent.length, 1);
+});
