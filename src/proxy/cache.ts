@@ -93,7 +93,9 @@ export async function cachedProxy(
       const ttl = Math.floor((entry.lifetime - age) / 1000);
       return fromStore(ctx, entry, { age, status: `${NAME}; hit; ttl=${ttl}` });
     }
-    fwd = needs.revalidate ? "request" : "stale";
+    // RFC 9211 §2.2: `request` when a fresh entry was there but the request's directives
+    // refused it, `stale` otherwise.
+    fwd = !entry.noCache && entry.lifetime > age ? "request" : "stale";
     if (!needs.onlyIfCached && (entry.etag !== null || entry.lastModified !== null)) {
       const x = { route, policy, primary, view, requestCc, vary: vary!, entry, fwd };
       return await revalidate(ctx, deps, x);

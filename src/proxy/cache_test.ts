@@ -229,7 +229,9 @@ Deno.test("cache: request no-cache and max-age=0 revalidate; only-if-cached neve
   assert.equal(miss.res.status, 504);
   assert.equal(c.sent.length, 0);
   await c.get("/o");
-  await c.get("/o", { headers: { "cache-control": "no-cache" } });
+  const forced = await c.get("/o", { headers: { "cache-control": "no-cache" } });
+  // The entry was fresh: the request's directive sent it on (RFC 9211 fwd=request).
+  assert.equal(forced.res.headers.get("cache-status"), "prox; fwd=request; fwd-status=200; stored");
   await c.get("/o", { headers: { "cache-control": "max-age=0" } });
   assert.equal(c.sent.length, 3);
   assert.equal(c.sent[2].headers.get("if-none-match"), '"e"');
@@ -239,6 +241,10 @@ Deno.test("cache: request no-cache and max-age=0 revalidate; only-if-cached neve
   const only = await c.get("/o", { headers: { "cache-control": "only-if-cached" } });
   assert.equal(only.res.status, 200);
   assert.equal(c.sent.length, 4);
+  // A stale entry is `stale`, whatever the request said.
+  c.clock.t += 61_000;
+  const late = await c.get("/o", { headers: { "cache-control": "no-cache" } });
+  assert.match(late.res.headers.get("cache-status")!, /^prox; fwd=stale;/);
 });
 
 Deno.test("cache: Vary keys on the request headers it names, after request header rules", async () => {
