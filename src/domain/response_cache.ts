@@ -96,6 +96,11 @@ export class ResponseCache {
     return node.value;
   }
 
+  /** The entry for `primary` and `vary`, leaving its place in the LRU order alone. */
+  peek(primary: string, vary: string): StoredResponse | undefined {
+    return this.#entries.get(`${primary}\n${vary}`)?.value;
+  }
+
   /**
    * Stores `value`, replacing the variant with the same keys, and evicts the least recently used
    * until both bounds hold. Returns false (storing nothing) when the entry alone exceeds the

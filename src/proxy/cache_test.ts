@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { loadConfigText } from "../config/load.ts";
 import { buildSnapshot } from "./snapshot.ts";
 import { createHandler } from "./pipeline.ts";
+import { explainRequest } from "./explain.ts";
 import { noopMetrics, silentLogger } from "../ports.ts";
 import type { ClientInfo, Metrics, UpstreamRequest } from "../ports.ts";
 
@@ -400,5 +401,36 @@ Deno.test("cache: HEAD from an entry stored without Content-Length gets the body
   assert.equal((await c.get("/k")).res.headers.get("content-length"), null);
   const head = await c.get("/k", { method: "HEAD" });
   assert.equal(head.res.headers.get("content-length"), "7");
+  assert.equal(c.sent.length, 1);
+});
+
+Deno.test("cache: explain says what the cache would do, and changes nothing", async () => {
+  const c = setup(() =>
+    new Response("x", { headers: { "cache-control": "max-age=60", etag: '"e"' } })
+  );
+  const explain = (url: string, headers: [string, string][] = [], method = "GET") =>
+    explainRequest({ method, url, headers }, {
+      snapshot: c.snapshot,
+      files: { stat: () => Promise.resolve(null), open: () => Promise.resolve(null) },
+      clock: { now: () => c.clock.t, monotonic: () => c.clock.t },
+      logger: silentLogger,
+    }).then((e) => e.notes.find((n) => /cache/i.test(n)));
+  assert.match(
+    (await explain("http://example.com/e?q=1"))!,
+    /^Cache key "http example\.com \/base\/e\?q=1": nothing stored/,
+  );
+  await c.get("/e?q=1");
+  assert.match(
+    (await explain("http://example.com/e?q=1"))!,
+    /served from the store \(fresh for 60 s/,
+  );
+  assert.match(
+    (await explain("http://example.com/e?q=1", [["cache-control", "no-cache"]]))!,
+    /refused by the request: it would be revalidated with If-None-Match/,
+  );
+  assert.match((await explain("http://example.com/e?q=1", [["range", "bytes=0-1"]]))!, /has range/);
+  assert.match((await explain("http://example.com/e", [], "DELETE"))!, /DELETE answered below 400/);
+  c.clock.t += 61_000;
+  assert.match((await explain("http://example.com/e?q=1"))!, /stale: it would be revalidated/);
   assert.equal(c.sent.length, 1);
 });

@@ -19,6 +19,7 @@ import { buildPool } from "./pool.ts";
 import { choose, hashKey, stickyIndex } from "./forward.ts";
 import { requestHeaderRule, targetOf, upstreamHeaders } from "./actions/proxy.ts";
 import { applyHeaderRules, placeholderValues } from "./filters/rules.ts";
+import { cacheNote } from "./cache.ts";
 import { redirectAction } from "./actions/redirect.ts";
 import { staticAction } from "./actions/static.ts";
 import { handshakeHeaders, isWebSocketUpgrade, toWebSocketUrl } from "./actions/websocket.ts";
@@ -178,6 +179,10 @@ export async function explainRequest(
       `Responses of ${c.minLength} bytes or more of a compressible type are compressed ` +
         `(${c.codings.join(", ")}, as Accept-Encoding allows)`,
     );
+  }
+
+  if (route.cache && (cfg.type === "proxy" || cfg.type === "load_balance")) {
+    out.notes.push(cacheNote(ctx, pdeps, { route: cfg, policy: route.cache }));
   }
 
   switch (cfg.type) {
