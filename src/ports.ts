@@ -211,6 +211,8 @@ export interface AccessRecord {
   retries: number;
   /** Why Prox answered itself, as its `Proxy-Status` error type (RFC 9209); null otherwise. */
   error: string | null;
+  /** On a route with `cache`: what the cache did (hit, miss, stale, revalidated, bypass). */
+  cache?: "hit" | "miss" | "stale" | "revalidated" | "bypass";
   userAgent: string | null;
   referer: string | null;
 }

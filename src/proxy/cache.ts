@@ -54,6 +54,12 @@ export function primaryKey(ctx: RequestContext, route: UpstreamRoute): string {
   return `${ctx.scheme} ${ctx.host.toLowerCase()} ${target}`;
 }
 
+/** Counts what the cache did (metrics) and notes it for the access line. */
+function counted(ctx: RequestContext, deps: PipelineDeps, r: CacheResult): void {
+  ctx.cache = r;
+  deps.metrics.cache(ctx.route!.id, r);
+}
+
 /** Proxies through the route's cache. */
 export async function cachedProxy(
   ctx: RequestContext,
@@ -63,7 +69,7 @@ export async function cachedProxy(
 ): Promise<Response> {
   const method = ctx.req.method;
   const store = policy.store;
-  const metric = (r: CacheResult) => deps.metrics.cache(ctx.route!.id, r);
+  const metric = (r: CacheResult) => counted(ctx, deps, r);
   if (method !== "GET" && method !== "HEAD") {
     const res = await proxyAction(ctx, deps, route);
     // RFC 9111 §4.4: a successful unsafe request makes what is stored for its URI outdated.
@@ -202,10 +208,10 @@ async function revalidate(
     },
   });
   if (res.status !== 304) {
-    deps.metrics.cache(ctx.route!.id, "stale");
+    counted(ctx, deps, "stale");
     return admit(ctx, deps, res, { ...x, requestTime, stale: x.vary });
   }
-  deps.metrics.cache(ctx.route!.id, "revalidated");
+  counted(ctx, deps, "revalidated");
   await res.body?.cancel();
   const responseTime = deps.clock.now();
   const fresh: [string, string][] = [];

@@ -4,7 +4,7 @@ import { buildSnapshot } from "./snapshot.ts";
 import { createHandler } from "./pipeline.ts";
 import { explainRequest } from "./explain.ts";
 import { noopMetrics, silentLogger } from "../ports.ts";
-import type { ClientInfo, Metrics, UpstreamRequest } from "../ports.ts";
+import type { AccessRecord, ClientInfo, Metrics, UpstreamRequest } from "../ports.ts";
 
 const info: ClientInfo = {
   remoteAddr: { hostname: "192.0.2.7", port: 4000 },
@@ -38,6 +38,7 @@ routes:
   const clock = { t: T0 };
   const sent: UpstreamRequest[] = [];
   const results: string[] = [];
+  const access: AccessRecord[] = [];
   const metrics: Metrics = { ...noopMetrics, cache: (_r, result) => void results.push(result) };
   const handler = createHandler({
     snapshot: () => snapshot,
@@ -52,13 +53,14 @@ routes:
     clock: { now: () => clock.t, monotonic: () => clock.t },
     logger: silentLogger,
     metrics,
+    access: (rec) => access.push(rec),
     random: () => 0.5,
   });
   const get = async (path: string, init: RequestInit = {}) => {
     const res = await handler(new Request(`http://example.com${path}`, init), info);
     return { res, text: await res.text() };
   };
-  return { handler, get, clock, sent, results, snapshot };
+  return { handler, get, clock, sent, results, access, snapshot };
 }
 
 const date = (ms: number) => new Date(ms).toUTCString();
@@ -82,6 +84,12 @@ Deno.test("cache: a fresh response is served from the store with Age and Cache-S
   // Another query is another resource.
   assert.equal((await c.get("/x?a=1&b=2")).text, "body 2");
   assert.deepEqual(c.results, ["miss", "hit", "miss"]);
+  // The access line says it too; no upstream on a hit.
+  assert.deepEqual(c.access.map((r) => [r.cache, r.upstream]), [
+    ["miss", "http://10.1.1.1/base"],
+    ["hit", null],
+    ["miss", "http://10.1.1.1/base"],
+  ]);
 });
 
 Deno.test("cache: HEAD is answered from a GET entry without a body", async () => {

@@ -16,7 +16,7 @@ import { withoutParams } from "../domain/router.ts";
 import type { RouteEntry } from "../domain/router.ts";
 import { authorityOf, normalizePath, plainPath, rawQuery, wireQuery } from "../domain/rewrite.ts";
 import { BODY_BYTES } from "../ports.ts";
-import type { ClientInfo, CountedResponse, Handler } from "../ports.ts";
+import type { AccessRecord, ClientInfo, CountedResponse, Handler } from "../ports.ts";
 import type { PipelineDeps, RequestContext } from "./context.ts";
 import { errorResponse } from "./respond.ts";
 import { recent } from "./recent.ts";
@@ -349,7 +349,7 @@ function record(ctx: RequestContext, deps: PipelineDeps, res: Response, label?: 
   const noBody = method === "HEAD" || res.status === 204 || res.status === 304 ||
     status === 499;
   const declared = noBody ? "0" : res.headers.get("content-length");
-  const base = {
+  const base: Omit<AccessRecord, "bytesOut" | "durationMs"> = {
     time: ctx.startWall,
     requestId: ctx.requestId,
     clientIp: ctx.clientIp,
@@ -369,6 +369,7 @@ function record(ctx: RequestContext, deps: PipelineDeps, res: Response, label?: 
     userAgent: ctx.req.headers.get("user-agent"),
     referer: ctx.req.headers.get("referer"),
   };
+  if (ctx.cache !== undefined) base.cache = ctx.cache;
   // The closure keeps only what it needs (not ctx, which holds the whole request).
   const { clock } = deps;
   const start = ctx.start;
