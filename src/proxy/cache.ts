@@ -22,7 +22,9 @@ import { BODY_BYTES } from "../ports.ts";
 import type { CountedResponse } from "../ports.ts";
 import { describe, fromStore, teeBody, withStatus } from "./cache_response.ts";
 import type { PipelineDeps, RequestContext } from "./context.ts";
-import { proxyAction, requestHeaderRule, targetOf } from "./actions/proxy.ts";
+import { proxyAction, requestHeaderRule, targetOf, upstreamHeaders } from "./actions/proxy.ts";
+import { BROWSER_HEADERS, HOP_BY_HOP } from "../domain/headers.ts";
+import type { HeaderList } from "../domain/header_list.ts";
 import { applyHeaderRules, placeholderValues } from "./filters/rules.ts";
 import { errorResponse } from "./respond.ts";
 
@@ -78,7 +80,7 @@ export async function cachedProxy(
   }
   // The request as the upstream gets it: a rule that removes Cache-Control, for one, keeps
   // clients from forcing a refetch.
-  const view = upstreamView(ctx, deps);
+  const view = upstreamView(ctx, deps, route);
   if (BYPASS.some((h) => view(h) !== null)) {
     metric("bypass");
     return withStatus(await proxyAction(ctx, deps, route), `${NAME}; fwd=bypass`);
@@ -136,7 +138,7 @@ export function cacheNote(
       : `The cache only answers GET and HEAD; a ${method} answered below 400 drops what is ` +
         "stored for this URL";
   }
-  const view = upstreamView(ctx, deps);
+  const view = upstreamView(ctx, deps, o.route);
   const bypass = BYPASS.find((h) => view(h) !== null);
   if (bypass) return `The cache is passed by: the request has ${bypass}`;
   const primary = primaryKey(ctx, o.route);
@@ -159,24 +161,52 @@ export function cacheNote(
   return `${key}: stored but ${left > 0 ? "refused by the request" : "stale"}: it would be ${how}`;
 }
 
+/** Fields Prox writes on the upstream request itself (headers.ts, proxy.ts), whatever the client sent. */
+const PROX_WRITTEN: ReadonlySet<string> = new Set([
+  "host",
+  "forwarded",
+  "via",
+  "x-real-ip",
+  "x-request-id",
+  "expect",
+  ...HOP_BY_HOP,
+  ...Object.keys(BROWSER_HEADERS),
+]);
+
 /**
  * Looks up request header values as the upstream gets them: after the route's request_headers
- * rule (whose copy of the fields is made on the first lookup, and only on a route with one).
+ * rule (whose copy of the fields is made on the first lookup, and only on a route with one), and
+ * for the fields Prox writes itself (X-Forwarded-For, Via…), from the whole upstream header set,
+ * built only when a `Vary` names one: an answer that varies by client IP must not be served to
+ * another client whose own X-Forwarded-For the upstream never saw.
  */
-function upstreamView(ctx: RequestContext, deps: PipelineDeps): (name: string) => string | null {
-  let headers: Headers = ctx.req.headers;
-  let ruled = false;
+function upstreamView(
+  ctx: RequestContext,
+  deps: PipelineDeps,
+  route: UpstreamRoute,
+): (name: string) => string | null {
+  let headers: Headers | undefined;
+  let full: HeaderList | undefined;
+  const rule = requestHeaderRule(ctx);
+  const opts = () => ({
+    values: placeholderValues(ctx),
+    logger: deps.logger,
+    requestId: ctx.requestId,
+  });
   return (name) => {
-    if (!ruled) {
-      ruled = true;
-      const rule = requestHeaderRule(ctx);
+    if (PROX_WRITTEN.has(name) || name.startsWith("x-forwarded-")) {
+      if (!full) {
+        const to = targetOf(ctx, route, ctx.route!.targets[0]);
+        full = upstreamHeaders(ctx, route, to.origin);
+        if (rule) applyHeaderRules(rule, full, opts());
+      }
+      return full.get(name);
+    }
+    if (!headers) {
+      headers = ctx.req.headers;
       if (rule) {
         headers = new Headers(headers);
-        applyHeaderRules(rule, headers, {
-          values: placeholderValues(ctx),
-          logger: deps.logger,
-          requestId: ctx.requestId,
-        });
+        applyHeaderRules(rule, headers, opts());
       }
     }
     return headers.get(name);

@@ -442,3 +442,31 @@ Deno.test("cache: explain says what the cache would do, and changes nothing", as
   assert.match((await explain("http://example.com/e?q=1"))!, /stale: it would be revalidated/);
   assert.equal(c.sent.length, 1);
 });
+
+Deno.test("cache: Vary on a field Prox writes keys on the value the upstream got", async () => {
+  // The upstream varies by client address: it sees Prox's X-Forwarded-For, never the client's.
+  const c = setup(
+    (r) =>
+      new Response(`for ${r.headers.get("x-forwarded-for")}`, {
+        headers: { "cache-control": "max-age=60", vary: "X-Forwarded-For" },
+      }),
+  );
+  const from = async (ip: string, init: RequestInit = {}) => {
+    const res = await c.handler(new Request("http://example.com/geo", init), {
+      ...info,
+      remoteAddr: { hostname: ip, port: 4000 },
+    });
+    return await res.text();
+  };
+  assert.equal(await from("192.0.2.7"), "for 192.0.2.7");
+  // A forged X-Forwarded-For from an untrusted client names nobody to the upstream.
+  assert.equal(
+    await from("192.0.2.8", { headers: { "x-forwarded-for": "192.0.2.7" } }),
+    "for 192.0.2.8",
+  );
+  assert.equal(
+    await from("192.0.2.7", { headers: { "x-forwarded-for": "10.9.9.9" } }),
+    "for 192.0.2.7",
+  );
+  assert.equal(c.sent.length, 2);
+});
