@@ -6,7 +6,7 @@ import type { Document, Pair } from "yaml";
 import type { z } from "zod";
 import { Config } from "./schema.ts";
 import type { Config as ConfigType } from "./schema.ts";
-import { knownKeysAt, suggest } from "./suggest.ts";
+import { knownKeysAt, routeTypesWithKey, suggest } from "./suggest.ts";
 import {
   describe,
   hintFor,
@@ -212,12 +212,18 @@ function toIssues(
       const keyPath = [...path, key];
       const known = knownKeysAt(raw, path);
       const guess = suggest(key, known);
+      const elsewhere = path.length === 2 && path[0] === "routes" ? routeTypesWithKey(key) : [];
       return {
         ...base,
         ...pos(offsetOf(doc, keyPath)),
         path: dotted(keyPath),
-        message: `Unknown key "${key}"`,
-        hint: guess
+        message: elsewhere.length
+          ? `Unknown key "${key}" on a ${routeType(raw, path)} route: it is a key of ` +
+            `${listed(elsewhere)} routes`
+          : `Unknown key "${key}"`,
+        hint: elsewhere.length
+          ? (guess ? `Did you mean "${guess}"? Else remove it` : "Remove it")
+          : guess
           ? `Did you mean "${guess}"?`
           : path.length === 0 && anchored(pairAt(doc, keyPath))
           ? "Shared settings for aliases go under a top-level key starting with x- " +
@@ -364,4 +370,19 @@ function scalarsAsWritten(doc: Document, text: string): void {
       if (header || body) node.value = text.slice(node.range[0], node.range[1]);
     },
   });
+}
+
+/** The `type` of the route at `path` in the raw config, for messages. */
+function routeType(raw: unknown, path: (string | number)[]): string {
+  let v: unknown = raw;
+  for (const k of path) {
+    v = v && typeof v === "object" ? (v as Record<string, unknown>)[k] : undefined;
+  }
+  const t = v && typeof v === "object" ? (v as Record<string, unknown>).type : undefined;
+  return typeof t === "string" ? t : "this";
+}
+
+/** "a", "a and b", "a, b and c". */
+function listed(items: string[]): string {
+  return items.length < 2 ? items.join("") : `${items.slice(0, -1).join(", ")} and ${items.at(-1)}`;
 }

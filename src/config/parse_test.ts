@@ -302,3 +302,14 @@ Deno.test("loadConfigText does not call a route key it cannot find a default", (
   });
   assert.deepEqual(r.issues.map((i) => i.hint), ['Write "/" for a path, "/" for a host']);
 });
+
+Deno.test("parseConfig says which route types have a key another type was given", () => {
+  const text = `${HEAD}  /s:\n    type: static\n    root: .\n    cache: true\n` +
+    `  /w:\n    type: websocket\n    target: ws://h\n    compress: true\n`;
+  assert.deepEqual(problems(text), [
+    'c.yaml:6:5: error: routes./s.cache: Unknown key "cache" on a static route: it is a key of ' +
+    'proxy and load_balance routes\n  fix: Did you mean "cache_control"? Else remove it',
+    'c.yaml:10:5: error: routes./w.compress: Unknown key "compress" on a websocket route: it is a ' +
+    "key of proxy, load_balance and static routes\n  fix: Remove it",
+  ]);
+});

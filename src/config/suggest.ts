@@ -57,3 +57,19 @@ export function knownKeysAt(raw: unknown, path: (string | number)[]): string[] {
   const def = obj?._zod?.def;
   return def?.type === "object" ? Object.keys(def.shape) : [];
 }
+
+/**
+ * The route types (other than the route's own) that have `key`: `cache` on a static route said
+ * "did you mean cache_control?", when it is a key of proxy and load_balance routes.
+ */
+export function routeTypesWithKey(key: string): string[] {
+  const routes = unwrap(Config._zod.def.shape.routes)._zod.def.valueType;
+  const options: AnySchema[] = unwrap(routes)._zod.def.options.map(unwrap);
+  const types: string[] = [];
+  for (const o of options) {
+    const shape = o._zod?.def?.shape;
+    const tag = shape?.type?._zod?.def;
+    if (shape && key in shape && tag?.type === "literal") types.push(String(tag.values[0]));
+  }
+  return types;
+}
