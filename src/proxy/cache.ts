@@ -314,6 +314,12 @@ function admit(
     responseTime: deps.clock.now(),
     defaultTtl: x.policy.defaultTtl,
   });
+  if (value.lifetime <= value.initialAge && value.etag === null && value.lastModified === null) {
+    // Stale on arrival and nothing to revalidate it with (max-age=0, an Expires in the past):
+    // it could only ever be fetched again.
+    if (x.stale !== undefined) x.policy.store.delete(x.primary, x.stale);
+    return withStatus(res, status);
+  }
   const vary = varyKey(names, x.view);
   const store = (body: Uint8Array<ArrayBuffer>) => {
     if (declared !== null && Number(declared) !== body.byteLength) return; // cut short

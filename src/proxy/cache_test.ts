@@ -470,3 +470,20 @@ Deno.test("cache: Vary on a field Prox writes keys on the value the upstream got
   );
   assert.equal(c.sent.length, 2);
 });
+
+Deno.test("cache: an answer stale on arrival without validators takes no room", async () => {
+  const c = setup((r) =>
+    new Response("x", {
+      headers: r.target.endsWith("/v")
+        ? { "cache-control": "max-age=0", etag: '"v"' }
+        : { "cache-control": "max-age=0" },
+    })
+  );
+  const store = c.snapshot.router.entries[0].value.cache!.store;
+  const plain = await c.get("/z");
+  assert.equal(plain.res.headers.get("cache-status"), "prox; fwd=uri-miss; fwd-status=200");
+  assert.equal(store.size, 0);
+  // With a validator it is kept, to be revalidated.
+  await c.get("/v");
+  assert.equal(store.size, 1);
+});
