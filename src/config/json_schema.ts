@@ -56,6 +56,11 @@ const DESCRIPTIONS: Record<string, string> = {
   hosts: "Host names this route answers for (exact or *.example.com)",
   root: "Directory served by a static route",
   status_code: "Status code of a redirect or a rate-limited response",
+  cache:
+    "In-memory response cache (RFC 9111) for proxy and load_balance routes: true, or max_size, max_entries, max_object_size, default_ttl",
+  max_object_size: "Responses larger than this stream through and are not stored",
+  default_ttl:
+    "Freshness for cacheable answers without Cache-Control max-age or Expires (unset: not stored)",
 };
 
 function describe(node: unknown): void {

@@ -18,6 +18,10 @@ Deno.test("jsonSchema describes the required keys, route types and hover text", 
     (o as { properties: { type: { const: string } } }).properties.type.const
   );
   assert.deepEqual(routeTypes, ["proxy", "load_balance", "static", "redirect", "websocket"]);
+  const proxy = s.properties.routes.additionalProperties!.oneOf[0] as {
+    properties: Record<string, { description?: string }>;
+  };
+  assert.match(proxy.properties.cache.description!, /response cache \(RFC 9111\)/);
 });
 
 Deno.test("jsonSchema gives mirror keys their own hover text", () => {
