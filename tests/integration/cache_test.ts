@@ -3,7 +3,9 @@
 // upstream bodies, reloads and the metrics.
 
 import assert from "node:assert/strict";
-import { interopTest, run, startUpstream, waitFor } from "../_harness.ts";
+import { interopTest, ROOT, run, startUpstream, waitFor } from "../_harness.ts";
+import { startProxy } from "./_proxy.ts";
+import { connectH3 } from "../../src/adapters/h3/client.ts";
 import { startServer } from "../../src/server.ts";
 import { silentLogger } from "../../src/ports.ts";
 
@@ -182,4 +184,36 @@ Deno.test("cache: metrics count hits and misses and report the bytes held", asyn
   const bytes = Number(/prox_cache_bytes\{route="\/"\} (\d+)/.exec(text)?.[1]);
   assert.ok(bytes > 300 && bytes < 1000, String(bytes));
   assert.match(text, /prox_cache_entries\{route="\/"\} 1/);
+});
+
+Deno.test("cache: HTTP/3 requests are answered from the store too", async () => {
+  const tls = `${ROOT}/tests/fixtures/tls`;
+  const up = await upstream();
+  await using _up = up.server;
+  await using proxy = await startProxy(
+    `tls: { cert_path: "${tls}/cert.pem", key_path: "${tls}/key.pem" }
+protocols: { http3_enabled: true }
+health_check: { enabled: false }
+log: { access_log: false }
+routes:
+  /:
+    type: proxy
+    target: "${up.server.url}"
+    cache: true
+`,
+  );
+  await using h3 = await connectH3({
+    hostname: "127.0.0.1",
+    port: proxy.port,
+    caCerts: [await Deno.readTextFile(`${tls}/ca.pem`)],
+  });
+  const first = await h3.request("/h3");
+  assert.equal(new TextDecoder().decode(first.body), "path /h3 #1");
+  const again = await h3.request("/h3");
+  assert.equal(new TextDecoder().decode(again.body), "path /h3 #1");
+  assert.match(again.headers.get("cache-status")!, /^prox; hit/);
+  const head = await h3.request("/h3", { method: "HEAD" });
+  assert.equal(head.headers.get("content-length"), "11");
+  assert.equal(head.body.byteLength, 0);
+  assert.equal(up.hits.get("/h3"), 1);
 });
