@@ -2,8 +2,9 @@
 // look up → serve a fresh entry | revalidate a stale one | forward and copy the body into a new
 // entry as it streams to the client. Response rules and compression run after this on every
 // answer, stored or not; request header rules run before the Vary comparison. RFC 9111 rules
-// are in domain/cache_control.ts, the bounded store in domain/response_cache.ts, the answers
-// built from entries and the copying of miss bodies in cache_response.ts.
+// are in domain/cache_control.ts, the bounded store in domain/response_cache.ts, what is read of
+// the request in cache_request.ts, the answers built from entries and the copying of miss bodies
+// in cache_response.ts.
 
 import {
   mergeNotModified,
@@ -14,23 +15,30 @@ import {
   varyNames,
 } from "../domain/cache_control.ts";
 import type { Directives } from "../domain/cache_control.ts";
-import type { ResponseCache } from "../domain/response_cache.ts";
+import type { ResponseCache, StoredResponse } from "../domain/response_cache.ts";
 import { varyKey } from "../domain/response_cache.ts";
-import type { StoredResponse } from "../domain/response_cache.ts";
-import type { LoadBalanceRouteConfig, ProxyRouteConfig } from "../config/schema.ts";
-import { BODY_BYTES } from "../ports.ts";
 import type { CountedResponse } from "../ports.ts";
+import { BODY_BYTES } from "../ports.ts";
 import { describe, fromStore, teeBody, withStatus } from "./cache_response.ts";
+import { BYPASS, lookup, primaryKey, SAFE, upstreamView } from "./cache_request.ts";
+import type { UpstreamRoute } from "./cache_request.ts";
 import type { PipelineDeps, RequestContext } from "./context.ts";
-import { proxyAction, requestHeaderRule, targetOf, upstreamHeaders } from "./actions/proxy.ts";
-import { BROWSER_HEADERS, HOP_BY_HOP } from "../domain/headers.ts";
-import type { HeaderList } from "../domain/header_list.ts";
-import { applyHeaderRules, placeholderValues } from "./filters/rules.ts";
+import { proxyAction } from "./actions/proxy.ts";
 import { errorResponse } from "./respond.ts";
+
+/** A request fetching an entry that others wait for (request collapsing). */
+export interface Fill {
+  /** Settles when the entry is stored, or known not to be. */
+  settled: Promise<void>;
+  /** Requests waiting for it. */
+  waiters: number;
+}
 
 /** A route's compiled `cache`: its store and limits. */
 export interface CachePolicy {
   store: ResponseCache;
+  /** Entries being fetched, by primary and secondary key; bounded by the requests in progress. */
+  filling: Map<string, Fill>;
   maxObjectSize: number;
   /** Freshness for cacheable responses that carry none; undefined: such responses are not stored. */
   defaultTtl?: number;
@@ -42,19 +50,11 @@ export type CacheResult = "hit" | "miss" | "stale" | "revalidated" | "bypass";
 /** Cache-Status member name (RFC 9211 §2). */
 const NAME = "prox";
 
-/** Methods that leave stored responses alone (RFC 9110 §9.2.1); others invalidate the URI. */
-const SAFE = new Set(["GET", "HEAD", "OPTIONS"]);
-
-/** Request fields whose meaning a stored full response cannot answer: forwarded untouched. */
-const BYPASS = ["range", "if-match", "if-unmodified-since", "if-range"];
-
-type UpstreamRoute = ProxyRouteConfig | LoadBalanceRouteConfig;
-
-/** The URI part of the cache key: scheme, host and the upstream path with its full query. */
-export function primaryKey(ctx: RequestContext, route: UpstreamRoute): string {
-  const target = targetOf(ctx, route, ctx.route!.targets[0]).path;
-  return `${ctx.scheme} ${ctx.host.toLowerCase()} ${target}`;
-}
+/**
+ * How long a request waits for another one fetching the same entry before it goes upstream
+ * itself (nginx's proxy_cache_lock_timeout default).
+ */
+export const COLLAPSE_WAIT_MS = 5_000;
 
 /** Counts what the cache did (metrics) and notes it for the access line. */
 function counted(ctx: RequestContext, deps: PipelineDeps, r: CacheResult): void {
@@ -71,6 +71,8 @@ export async function cachedProxy(
 ): Promise<Response> {
   const method = ctx.req.method;
   const store = policy.store;
+  /** Lets requests waiting for this one's entry go on; set when this request fetches one. */
+  let release = () => {};
   const metric = (r: CacheResult) => counted(ctx, deps, r);
   if (method !== "GET" && method !== "HEAD") {
     const res = await proxyAction(ctx, deps, route);
@@ -116,101 +118,52 @@ export async function cachedProxy(
     res.headers.set("cache-status", `${NAME}; fwd=${fwd}; detail=only-if-cached`);
     return res;
   }
+  // Collapsing (RFC 9111 §4): while another request fetches this entry, wait for it rather
+  // than send the same request upstream again.
+  const lock = `${primary}\n${vary ?? ""}`;
+  const filling = policy.filling.get(lock);
+  if (filling && !needs.revalidate) {
+    filling.waiters++;
+    await settledWithin(filling.settled, COLLAPSE_WAIT_MS);
+    filling.waiters--;
+    const now = deps.clock.now();
+    const got = lookup(policy.store, primary, view);
+    if (got) {
+      const age = got.initialAge + Math.max(0, now - got.responseTime);
+      if (usableWithoutOrigin({ age, lifetime: got.lifetime, noCache: got.noCache }, needs)) {
+        metric("hit");
+        const ttl = Math.floor((got.lifetime - age) / 1000);
+        return fromStore(ctx, got, { age, status: `${NAME}; hit; ttl=${ttl}; collapsed` });
+      }
+    }
+  }
   metric(entry ? "stale" : "miss");
   const stale = entry ? vary : undefined;
-  const x = { route, policy, primary, view, requestCc, fwd, stale };
-  return await forwardAndStore(ctx, deps, x);
+  let fill: Fill | undefined;
+  if (method === "GET" && !requestCc.has("no-store") && !policy.filling.has(lock)) {
+    const d = Promise.withResolvers<void>();
+    fill = { settled: d.promise, waiters: 0 };
+    const mine = fill;
+    policy.filling.set(lock, mine);
+    release = () => {
+      if (policy.filling.get(lock) === mine) policy.filling.delete(lock);
+      d.resolve();
+    };
+  }
+  const x = { route, policy, primary, view, requestCc, fwd, stale, fill, release };
+  try {
+    return await forwardAndStore(ctx, deps, x);
+  } catch (err) {
+    release();
+    throw err;
+  }
 }
 
-/**
- * What the cache would do with this request, for `prox explain` and the admin `/explain`: reads
- * the store and changes nothing in it.
- */
-export function cacheNote(
-  ctx: RequestContext,
-  deps: PipelineDeps,
-  o: { route: UpstreamRoute; policy: CachePolicy },
-): string {
-  const method = ctx.req.method;
-  if (method !== "GET" && method !== "HEAD") {
-    return SAFE.has(method)
-      ? `The cache only answers GET and HEAD: ${method} goes to the upstream`
-      : `The cache only answers GET and HEAD; a ${method} answered below 400 drops what is ` +
-        "stored for this URL";
-  }
-  const view = upstreamView(ctx, deps, o.route);
-  const bypass = BYPASS.find((h) => view(h) !== null);
-  if (bypass) return `The cache is passed by: the request has ${bypass}`;
-  const primary = primaryKey(ctx, o.route);
-  const names = o.policy.store.varyOf(primary);
-  const vary = names && names[0] !== "*" ? varyKey(names, view) : undefined;
-  const entry = vary === undefined ? undefined : o.policy.store.peek(primary, vary);
-  const key = `Cache key "${primary}"${names?.length ? ` + ${names.join(", ")}` : ""}`;
-  if (!entry) return `${key}: nothing stored; the answer is stored if its Cache-Control allows`;
-  const age = entry.initialAge + Math.max(0, deps.clock.now() - entry.responseTime);
-  const needs = requestNeeds(parseCacheControl(view("cache-control")));
-  const left = Math.floor((entry.lifetime - age) / 1000);
-  if (usableWithoutOrigin({ age, lifetime: entry.lifetime, noCache: entry.noCache }, needs)) {
-    return `${key}: served from the store (fresh for ${left} s more), not forwarded`;
-  }
-  const how = entry.etag !== null
-    ? "revalidated with If-None-Match"
-    : entry.lastModified !== null
-    ? "revalidated with If-Modified-Since"
-    : "fetched again";
-  return `${key}: stored but ${left > 0 ? "refused by the request" : "stale"}: it would be ${how}`;
-}
-
-/** Fields Prox writes on the upstream request itself (headers.ts, proxy.ts), whatever the client sent. */
-const PROX_WRITTEN: ReadonlySet<string> = new Set([
-  "host",
-  "forwarded",
-  "via",
-  "x-real-ip",
-  "x-request-id",
-  "expect",
-  ...HOP_BY_HOP,
-  ...Object.keys(BROWSER_HEADERS),
-]);
-
-/**
- * Looks up request header values as the upstream gets them: after the route's request_headers
- * rule (whose copy of the fields is made on the first lookup, and only on a route with one), and
- * for the fields Prox writes itself (X-Forwarded-For, Via…), from the whole upstream header set,
- * built only when a `Vary` names one: an answer that varies by client IP must not be served to
- * another client whose own X-Forwarded-For the upstream never saw.
- */
-function upstreamView(
-  ctx: RequestContext,
-  deps: PipelineDeps,
-  route: UpstreamRoute,
-): (name: string) => string | null {
-  let headers: Headers | undefined;
-  let full: HeaderList | undefined;
-  const rule = requestHeaderRule(ctx);
-  const opts = () => ({
-    values: placeholderValues(ctx),
-    logger: deps.logger,
-    requestId: ctx.requestId,
-  });
-  return (name) => {
-    if (PROX_WRITTEN.has(name) || name.startsWith("x-forwarded-")) {
-      if (!full) {
-        const to = targetOf(ctx, route, ctx.route!.targets[0]);
-        full = upstreamHeaders(ctx, route, to.origin);
-        if (rule) applyHeaderRules(rule, full, opts());
-      }
-      return full.get(name);
-    }
-    if (!headers) {
-      headers = ctx.req.headers;
-      if (rule) {
-        headers = new Headers(headers);
-        applyHeaderRules(rule, headers, opts());
-      }
-    }
-    return headers.get(name);
-  };
+/** Resolves when `p` settles or `ms` pass, whichever is first. */
+async function settledWithin(p: Promise<void>, ms: number): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  await Promise.race([p, new Promise<void>((r) => timer = setTimeout(r, ms))]);
+  clearTimeout(timer);
 }
 
 interface Exchange {
@@ -220,6 +173,10 @@ interface Exchange {
   /** The request's fields as the upstream gets them. */
   view: (name: string) => string | null;
   requestCc: Directives;
+  /** Set when requests may wait for the entry this one fetches. */
+  fill?: Fill;
+  /** Lets those requests go on: called once the entry is stored or known not to be. */
+  release?: () => void;
 }
 
 /** Asks the upstream whether a stale entry still holds (RFC 9111 §4.3.1); a 304 refreshes it. */
@@ -303,6 +260,7 @@ function admit(
     // client's own condition and says nothing of it; a HEAD carries no body).
     const full = why !== "head" && res.status !== 304;
     if (x.stale !== undefined && full) x.policy.store.delete(x.primary, x.stale);
+    x.release?.();
     return withStatus(res, status);
   }
   const headers: [string, string][] = [];
@@ -318,25 +276,34 @@ function admit(
     // Stale on arrival and nothing to revalidate it with (max-age=0, an Expires in the past):
     // it could only ever be fetched again.
     if (x.stale !== undefined) x.policy.store.delete(x.primary, x.stale);
+    x.release?.();
     return withStatus(res, status);
   }
   const vary = varyKey(names, x.view);
-  const store = (body: Uint8Array<ArrayBuffer>) => {
-    if (declared !== null && Number(declared) !== body.byteLength) return; // cut short
-    value.body = body;
-    x.policy.store.set(x.primary, { names, vary, value });
+  const store = (body: Uint8Array<ArrayBuffer> | null) => {
+    // Not when cut short: an upstream that closed early without failing the body.
+    if (body !== null && (declared === null || Number(declared) === body.byteLength)) {
+      value.body = body;
+      x.policy.store.set(x.primary, { names, vary, value });
+    }
+    x.release?.();
   };
   status += "; stored";
   if (res.body === null) {
     store(new Uint8Array(0));
     return withStatus(res, status);
   }
-  const out: CountedResponse = new Response(teeBody(res.body, x.policy.maxObjectSize, store), {
+  const fill = x.fill;
+  const tee = teeBody(res.body, {
+    limit: x.policy.maxObjectSize,
+    done: store,
+    waits: () => (fill?.waiters ?? 0) > 0,
+  });
+  const out: CountedResponse = new Response(tee.body, {
     status: res.status,
     statusText: res.statusText,
     headers: h,
   });
-  const counter = (res as CountedResponse)[BODY_BYTES];
-  if (counter) out[BODY_BYTES] = counter;
+  out[BODY_BYTES] = tee.counter;
   return withStatus(out, status);
 }

@@ -5,8 +5,9 @@
 import { freshnessLifetime, initialAge, parseCacheControl } from "../domain/cache_control.ts";
 import { parseHttpDate } from "../domain/conditional.ts";
 import type { StoredResponse } from "../domain/response_cache.ts";
+import { tagRequest } from "../domain/errors.ts";
 import { BODY_BYTES } from "../ports.ts";
-import type { CountedResponse } from "../ports.ts";
+import type { BodyCounter, CountedResponse } from "../ports.ts";
 import type { RequestContext } from "./context.ts";
 
 /** A StoredResponse (without its body yet) for a response's header list and timing. */
@@ -48,47 +49,129 @@ export function describe(
   };
 }
 
+/** A miss body on its way to the client and into the store. */
+export interface Tee {
+  body: ReadableStream<Uint8Array>;
+  /** Bytes handed to the client and whether it got them all, for the access log. */
+  counter: BodyCounter;
+}
+
 /**
- * The body as the client reads it, copied on the way into `done` when it ends whole. Past
- * `limit` bytes, or when the upstream fails or the client leaves, the copy is dropped.
+ * Reads a miss body from the upstream as fast as it comes while it may still be stored (up to
+ * `limit` bytes), keeping a copy of each chunk, and hands the copies to the client as it asks:
+ * a slow client does not hold back the entry that collapsed requests wait for. `done` gets the
+ * whole body, or null when it is not to be stored: past `limit` (the rest is then read as the
+ * client reads it, as without a cache), an upstream failure, or a client that left while nobody
+ * else `waits()` for the entry.
  */
 export function teeBody(
   body: ReadableStream<Uint8Array>,
-  limit: number,
-  done: (bytes: Uint8Array<ArrayBuffer>) => void,
-): ReadableStream<Uint8Array> {
+  o: {
+    limit: number;
+    done: (bytes: Uint8Array<ArrayBuffer> | null) => void;
+    waits: () => boolean;
+  },
+): Tee {
   const reader = body.getReader();
-  let chunks: Uint8Array[] | null = [];
+  const counter: BodyCounter = { bytes: 0, ended: false };
+  /** Copies not yet handed to the client. */
+  let queue: Uint8Array[] = [];
+  /** Copies for the entry; null once it will not be stored. */
+  let copies: Uint8Array[] | null = [];
   let size = 0;
-  return new ReadableStream<Uint8Array>({
-    async pull(ctl) {
+  let finished = false;
+  let failed: { err: unknown } | null = null;
+  let pumping = true;
+  let gone = false;
+  let wake: (() => void) | null = null;
+  const signal = () => {
+    wake?.();
+    wake = null;
+  };
+  let settled = false;
+  const settle = (bytes: Uint8Array<ArrayBuffer> | null) => {
+    if (settled) return;
+    settled = true;
+    copies = null;
+    o.done(bytes);
+  };
+  const pump = async () => {
+    while (copies !== null) {
       let r: ReadableStreamReadResult<Uint8Array>;
       try {
         r = await reader.read();
       } catch (err) {
-        chunks = null;
-        ctl.error(err);
-        return;
+        failed = { err };
+        settle(null);
+        break;
       }
       if (r.done) {
-        ctl.close();
-        if (chunks) done(concat(chunks, size));
-        chunks = null;
-        return;
+        finished = true;
+        settle(copies === null ? null : concat(copies, size));
+        break;
       }
-      if (chunks) {
-        size += r.value.byteLength;
-        // A copy: the upstream client may reuse the chunk's memory once it is handed on.
-        if (size > limit) chunks = null;
-        else chunks.push(r.value.slice());
+      // A copy: the upstream client may reuse the chunk's memory once it is handed on.
+      const copy = r.value.slice();
+      size += copy.byteLength;
+      if (!gone) queue.push(copy);
+      if (copies === null) break; // dropped while reading
+      if (size > o.limit) settle(null);
+      else copies.push(copy);
+      signal();
+    }
+    pumping = false;
+    signal();
+  };
+  pump();
+  const out = new ReadableStream<Uint8Array>({
+    async pull(ctl) {
+      for (;;) {
+        const next = queue.shift();
+        if (next) {
+          counter.bytes += next.byteLength;
+          ctl.enqueue(next);
+          return;
+        }
+        if (failed) {
+          ctl.error(tagRequest(failed.err, counter.request));
+          return;
+        }
+        if (finished) {
+          counter.ended = true;
+          ctl.close();
+          return;
+        }
+        if (!pumping) {
+          // Not stored after all: the rest goes as the client reads it.
+          let r: ReadableStreamReadResult<Uint8Array>;
+          try {
+            r = await reader.read();
+          } catch (err) {
+            ctl.error(tagRequest(err, counter.request));
+            return;
+          }
+          if (r.done) {
+            counter.ended = true;
+            ctl.close();
+          } else {
+            counter.bytes += r.value.byteLength;
+            ctl.enqueue(r.value);
+          }
+          return;
+        }
+        await new Promise<void>((r) => wake = r);
       }
-      ctl.enqueue(r.value);
     },
     cancel(reason) {
-      chunks = null;
-      return reader.cancel(reason);
+      gone = true;
+      queue = [];
+      // Requests waiting for this entry keep it coming; else the upstream is let go.
+      if (pumping && o.waits()) return;
+      settle(null);
+      return reader.cancel(reason).catch(() => {});
     },
   }, { highWaterMark: 0 });
+  return { body: out, counter };
 }
 
 function concat(chunks: Uint8Array[], size: number): Uint8Array<ArrayBuffer> {

@@ -4,14 +4,17 @@
 
 import type { CacheConfig, Config } from "../config/schema.ts";
 import { ResponseCache } from "../domain/response_cache.ts";
-import type { CachePolicy } from "./cache.ts";
+import type { CachePolicy, Fill } from "./cache.ts";
 
 /** Defaults of `cache: true` (the schema's object defaults). */
 const DEFAULTS = { max_size: 64 * 1024 * 1024, max_entries: 10_000, max_object_size: 1024 * 1024 };
 
 /** The route stores, by route id, each with the config it was made for. */
 export class CacheStores {
-  readonly #stores = new Map<string, { fingerprint: string; store: ResponseCache }>();
+  readonly #stores = new Map<
+    string,
+    { fingerprint: string; store: ResponseCache; filling: Map<string, Fill> }
+  >();
 
   /** The policy of a route's `cache` (null without one), reusing the store of an unchanged route. */
   policyFor(id: string, route: { cache?: CacheConfig }): CachePolicy | null {
@@ -24,10 +27,15 @@ export class CacheStores {
       held = {
         fingerprint,
         store: new ResponseCache({ maxBytes: o.max_size, maxEntries: o.max_entries }),
+        filling: new Map(),
       };
       this.#stores.set(id, held);
     }
-    const policy: CachePolicy = { store: held.store, maxObjectSize: o.max_object_size };
+    const policy: CachePolicy = {
+      store: held.store,
+      filling: held.filling,
+      maxObjectSize: o.max_object_size,
+    };
     if (c !== true && c.default_ttl !== undefined) policy.defaultTtl = c.default_ttl;
     return policy;
   }

@@ -3,6 +3,7 @@ import { loadConfigText } from "../config/load.ts";
 import { buildSnapshot } from "./snapshot.ts";
 import { createHandler } from "./pipeline.ts";
 import { explainRequest } from "./explain.ts";
+import { waitFor } from "../../tests/_harness.ts";
 import { noopMetrics, silentLogger } from "../ports.ts";
 import type { AccessRecord, ClientInfo, Metrics, UpstreamRequest } from "../ports.ts";
 
@@ -20,7 +21,7 @@ const T0 = Date.UTC(2026, 10, 27, 0, 0, 0);
  * what reached the upstream and the cache metric.
  */
 function setup(
-  answer: (r: UpstreamRequest, n: number) => Response,
+  answer: (r: UpstreamRequest, n: number) => Response | Promise<Response>,
   opts: { cache?: string; extra?: string } = {},
 ) {
   const yaml = `listen_addr: "127.0.0.1:0"
@@ -361,12 +362,96 @@ Deno.test("cache: an upstream body that fails midway leaves no entry", async () 
   assert.equal(c.sent.length, 2);
 });
 
-Deno.test("cache: a client that leaves mid-body leaves no entry", async () => {
-  const c = setup(() => new Response("abcdef", { headers: { "cache-control": "max-age=60" } }));
+Deno.test("cache: a client that leaves mid-body leaves no entry, and lets the upstream go", async () => {
+  let cancelled = 0;
+  const c = setup((_r, n) => {
+    const body = new ReadableStream<Uint8Array>({
+      start(ctl) {
+        ctl.enqueue(new TextEncoder().encode("abc"));
+        if (n > 1) ctl.close(); // the first never ends
+      },
+      cancel() {
+        cancelled++;
+      },
+    });
+    return new Response(body, { headers: { "cache-control": "max-age=60" } });
+  });
   const res = await c.handler(new Request("http://example.com/l"), info);
-  await res.body!.cancel();
-  await c.get("/l");
+  const reader = res.body!.getReader();
+  assert.equal(new TextDecoder().decode((await reader.read()).value), "abc");
+  await reader.cancel();
+  assert.equal(cancelled, 1);
+  assert.equal((await c.get("/l")).text, "abc");
   assert.equal(c.sent.length, 2);
+  // A body the upstream finished is whole, even if its client left before reading it all.
+  assert.match((await c.get("/l")).res.headers.get("cache-status")!, /hit/);
+});
+
+Deno.test("cache: concurrent misses for one entry send one request upstream", async () => {
+  const gate = Promise.withResolvers<void>();
+  const c = setup((_r, n) => {
+    const body = new ReadableStream<Uint8Array>({
+      async start(ctl) {
+        ctl.enqueue(new TextEncoder().encode(`v${n} `));
+        await gate.promise;
+        ctl.enqueue(new TextEncoder().encode("end"));
+        ctl.close();
+      },
+    });
+    return new Response(body, { headers: { "cache-control": "max-age=60" } });
+  });
+  // The first request's client reads nothing: the others must not wait on it.
+  const leader = await c.handler(new Request("http://example.com/herd"), info);
+  const followers = Array.from({ length: 5 }, () => c.get("/herd"));
+  gate.resolve();
+  const got = await Promise.all(followers);
+  for (const f of got) {
+    assert.equal(f.text, "v1 end");
+    assert.equal(f.res.headers.get("cache-status"), "prox; hit; ttl=60; collapsed");
+  }
+  assert.equal(c.sent.length, 1);
+  assert.equal(await leader.text(), "v1 end");
+});
+
+Deno.test("cache: requests that waited go upstream themselves when nothing is stored", async () => {
+  const gate = Promise.withResolvers<void>();
+  const c = setup(async (_r, n) => {
+    if (n === 1) await gate.promise;
+    return new Response(`v${n}`, { headers: { "cache-control": "private" } });
+  });
+  const first = c.get("/p");
+  // The follower waits for the first answer's head, which says private: it asks on its own.
+  const second = c.get("/p");
+  gate.resolve();
+  assert.equal((await first).text, "v1");
+  assert.equal((await second).text, "v2");
+  assert.equal(c.sent.length, 2);
+});
+
+Deno.test("cache: a leader whose client left still fills the entry others wait for", async () => {
+  const gate = Promise.withResolvers<void>();
+  const c = setup(() => {
+    const body = new ReadableStream<Uint8Array>({
+      async start(ctl) {
+        ctl.enqueue(new TextEncoder().encode("part,"));
+        await gate.promise;
+        ctl.enqueue(new TextEncoder().encode("rest"));
+        ctl.close();
+      },
+    });
+    return new Response(body, { headers: { "cache-control": "max-age=60" } });
+  });
+  const leader = await c.handler(new Request("http://example.com/w"), info);
+  const follower = c.get("/w");
+  // Once the follower waits, the leader's client goes away.
+  const filling = c.snapshot.router.entries[0].value.cache!.filling;
+  await waitFor(() => [...filling.values()][0]?.waiters === 1, { what: "a waiting follower" });
+  await leader.body!.cancel();
+  gate.resolve();
+  const f = await follower;
+  assert.equal(f.text, "part,rest");
+  assert.match(f.res.headers.get("cache-status")!, /collapsed/);
+  assert.equal(c.sent.length, 1);
 });
 
 Deno.test("cache: routes without cache have none", () => {

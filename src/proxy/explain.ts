@@ -19,7 +19,7 @@ import { buildPool } from "./pool.ts";
 import { choose, hashKey, stickyIndex } from "./forward.ts";
 import { requestHeaderRule, targetOf, upstreamHeaders } from "./actions/proxy.ts";
 import { applyHeaderRules, placeholderValues } from "./filters/rules.ts";
-import { cacheNote } from "./cache.ts";
+import { cacheNote } from "./cache_request.ts";
 import { redirectAction } from "./actions/redirect.ts";
 import { staticAction } from "./actions/static.ts";
 import { handshakeHeaders, isWebSocketUpgrade, toWebSocketUrl } from "./actions/websocket.ts";

@@ -15,6 +15,7 @@ const BIG = "cached text ".repeat(400);
 async function upstream() {
   const hits = new Map<string, number>();
   let gate: PromiseWithResolvers<void> | null = null;
+  const herd = Promise.withResolvers<void>();
   const server = await startUpstream((req) => {
     const path = new URL(req.url).pathname;
     hits.set(path, (hits.get(path) ?? 0) + 1);
@@ -49,13 +50,29 @@ async function upstream() {
         });
         return new Response(body, { headers: cc });
       }
+      case "/herd": {
+        const wait = herd.promise;
+        const body = new ReadableStream<Uint8Array>({
+          async start(c) {
+            c.enqueue(new TextEncoder().encode("herd;"));
+            await wait;
+            c.close();
+          },
+        });
+        return new Response(body, { headers: cc });
+      }
       case "/private":
         return new Response("mine", { headers: { "cache-control": "private, max-age=300" } });
       default:
         return new Response(`path ${path} #${n}`, { headers: cc });
     }
   });
-  return { server, hits, release: () => (gate as PromiseWithResolvers<void> | null)?.resolve() };
+  return {
+    server,
+    hits,
+    release: () => (gate as PromiseWithResolvers<void> | null)?.resolve(),
+    releaseHerd: () => herd.resolve(),
+  };
 }
 
 function yaml(target: string, extra = "") {
@@ -216,4 +233,19 @@ routes:
   assert.equal(head.headers.get("content-length"), "11");
   assert.equal(head.body.byteLength, 0);
   assert.equal(up.hits.get("/h3"), 1);
+});
+
+Deno.test("cache: concurrent clients of one missing entry cost the upstream one request", async () => {
+  await using p = await setup();
+  const first = await fetch(`${p.url}/herd`);
+  const rest = Array.from({ length: 4 }, () => fetch(`${p.url}/herd`));
+  const filling = p.server.snapshot().router.entries[0].value.cache!.filling;
+  await waitFor(() => [...filling.values()][0]?.waiters === 4, { what: "four waiting requests" });
+  p.releaseHerd();
+  for (const res of await Promise.all(rest)) {
+    assert.equal(await res.text(), "herd;");
+    assert.match(res.headers.get("cache-status")!, /^prox; hit; ttl=\d+; collapsed$/);
+  }
+  assert.equal(await first.text(), "herd;");
+  assert.equal(p.hits.get("/herd"), 1);
 });

@@ -1,0 +1,130 @@
+// What the response cache (cache.ts) reads of a request: its key, its fields as the upstream
+// gets them (after request rules, with the fields Prox writes), the fields that pass the cache by,
+// and what the cache would do with it, for `prox explain`.
+
+import { parseCacheControl, requestNeeds, usableWithoutOrigin } from "../domain/cache_control.ts";
+import type { ResponseCache, StoredResponse } from "../domain/response_cache.ts";
+import { varyKey } from "../domain/response_cache.ts";
+import { BROWSER_HEADERS, HOP_BY_HOP } from "../domain/headers.ts";
+import type { HeaderList } from "../domain/header_list.ts";
+import type { LoadBalanceRouteConfig, ProxyRouteConfig } from "../config/schema.ts";
+import type { PipelineDeps, RequestContext } from "./context.ts";
+import type { CachePolicy } from "./cache.ts";
+import { requestHeaderRule, targetOf, upstreamHeaders } from "./actions/proxy.ts";
+import { applyHeaderRules, placeholderValues } from "./filters/rules.ts";
+
+/** Methods that leave stored responses alone (RFC 9110 §9.2.1); others invalidate the URI. */
+export const SAFE: ReadonlySet<string> = new Set(["GET", "HEAD", "OPTIONS"]);
+
+/** Request fields whose meaning a stored full response cannot answer: forwarded untouched. */
+export const BYPASS = ["range", "if-match", "if-unmodified-since", "if-range"];
+
+export type UpstreamRoute = ProxyRouteConfig | LoadBalanceRouteConfig;
+
+/** The URI part of the cache key: scheme, host and the upstream path with its full query. */
+export function primaryKey(ctx: RequestContext, route: UpstreamRoute): string {
+  const target = targetOf(ctx, route, ctx.route!.targets[0]).path;
+  return `${ctx.scheme} ${ctx.host.toLowerCase()} ${target}`;
+}
+
+/** The stored entry for a request, if any (without deciding whether it may be served). */
+export function lookup(
+  store: ResponseCache,
+  primary: string,
+  view: (name: string) => string | null,
+): StoredResponse | undefined {
+  const names = store.varyOf(primary);
+  if (!names || names[0] === "*") return undefined;
+  return store.get(primary, varyKey(names, view));
+}
+
+/**
+ * What the cache would do with this request, for `prox explain` and the admin `/explain`: reads
+ * the store and changes nothing in it.
+ */
+export function cacheNote(
+  ctx: RequestContext,
+  deps: PipelineDeps,
+  o: { route: UpstreamRoute; policy: CachePolicy },
+): string {
+  const method = ctx.req.method;
+  if (method !== "GET" && method !== "HEAD") {
+    return SAFE.has(method)
+      ? `The cache only answers GET and HEAD: ${method} goes to the upstream`
+      : `The cache only answers GET and HEAD; a ${method} answered below 400 drops what is ` +
+        "stored for this URL";
+  }
+  const view = upstreamView(ctx, deps, o.route);
+  const bypass = BYPASS.find((h) => view(h) !== null);
+  if (bypass) return `The cache is passed by: the request has ${bypass}`;
+  const primary = primaryKey(ctx, o.route);
+  const names = o.policy.store.varyOf(primary);
+  const vary = names && names[0] !== "*" ? varyKey(names, view) : undefined;
+  const entry = vary === undefined ? undefined : o.policy.store.peek(primary, vary);
+  const key = `Cache key "${primary}"${names?.length ? ` + ${names.join(", ")}` : ""}`;
+  if (!entry) return `${key}: nothing stored; the answer is stored if its Cache-Control allows`;
+  const age = entry.initialAge + Math.max(0, deps.clock.now() - entry.responseTime);
+  const needs = requestNeeds(parseCacheControl(view("cache-control")));
+  const left = Math.floor((entry.lifetime - age) / 1000);
+  if (usableWithoutOrigin({ age, lifetime: entry.lifetime, noCache: entry.noCache }, needs)) {
+    return `${key}: served from the store (fresh for ${left} s more), not forwarded`;
+  }
+  const how = entry.etag !== null
+    ? "revalidated with If-None-Match"
+    : entry.lastModified !== null
+    ? "revalidated with If-Modified-Since"
+    : "fetched again";
+  return `${key}: stored but ${left > 0 ? "refused by the request" : "stale"}: it would be ${how}`;
+}
+
+/** Fields Prox writes on the upstream request itself (headers.ts, proxy.ts), whatever the client sent. */
+const PROX_WRITTEN: ReadonlySet<string> = new Set([
+  "host",
+  "forwarded",
+  "via",
+  "x-real-ip",
+  "x-request-id",
+  "expect",
+  ...HOP_BY_HOP,
+  ...Object.keys(BROWSER_HEADERS),
+]);
+
+/**
+ * Looks up request header values as the upstream gets them: after the route's request_headers
+ * rule (whose copy of the fields is made on the first lookup, and only on a route with one), and
+ * for the fields Prox writes itself (X-Forwarded-For, Via…), from the whole upstream header set,
+ * built only when a `Vary` names one: an answer that varies by client IP must not be served to
+ * another client whose own X-Forwarded-For the upstream never saw.
+ */
+export function upstreamView(
+  ctx: RequestContext,
+  deps: PipelineDeps,
+  route: UpstreamRoute,
+): (name: string) => string | null {
+  let headers: Headers | undefined;
+  let full: HeaderList | undefined;
+  const rule = requestHeaderRule(ctx);
+  const opts = () => ({
+    values: placeholderValues(ctx),
+    logger: deps.logger,
+    requestId: ctx.requestId,
+  });
+  return (name) => {
+    if (PROX_WRITTEN.has(name) || name.startsWith("x-forwarded-")) {
+      if (!full) {
+        const to = targetOf(ctx, route, ctx.route!.targets[0]);
+        full = upstreamHeaders(ctx, route, to.origin);
+        if (rule) applyHeaderRules(rule, full, opts());
+      }
+      return full.get(name);
+    }
+    if (!headers) {
+      headers = ctx.req.headers;
+      if (rule) {
+        headers = new Headers(headers);
+        applyHeaderRules(rule, headers, opts());
+      }
+    }
+    return headers.get(name);
+  };
+}
