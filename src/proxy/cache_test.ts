@@ -572,3 +572,16 @@ Deno.test("cache: an answer stale on arrival without validators takes no room", 
   await c.get("/v");
   assert.equal(store.size, 1);
 });
+
+Deno.test("cache: a stored answer is not mirrored; requests that go upstream are", async () => {
+  const c = setup(() => new Response("x", { headers: { "cache-control": "max-age=60" } }), {
+    extra: 'mirror: { target: "http://10.2.2.2" }',
+  });
+  const mirrored = () => c.sent.filter((r) => r.origin.hostname === "10.2.2.2").length;
+  await c.get("/m");
+  await waitFor(() => mirrored() === 1, { what: "the miss mirrored" });
+  assert.match((await c.get("/m")).res.headers.get("cache-status")!, /hit/);
+  await c.get("/m", { method: "POST", body: "x" });
+  await waitFor(() => mirrored() === 2, { what: "the POST mirrored" });
+  assert.equal(c.sent.filter((r) => r.origin.hostname === "10.1.1.1").length, 2);
+});
