@@ -1,0 +1,205 @@
+// The response cache's flow beyond one request: collapsing, clients that leave, what the
+// upstream sees, explain and mirror (the fixture is in _cache_fixture.ts).
+import assert from "node:assert/strict";
+import { explainRequest } from "./explain.ts";
+import { waitFor } from "../../tests/_harness.ts";
+import { silentLogger } from "../ports.ts";
+import { info, setup } from "./_cache_fixture.ts";
+
+Deno.test("cache: a client that leaves mid-body leaves no entry, and lets the upstream go", async () => {
+  let cancelled = 0;
+  const c = setup((_r, n) => {
+    const body = new ReadableStream<Uint8Array>({
+      start(ctl) {
+        ctl.enqueue(new TextEncoder().encode("abc"));
+        if (n > 1) ctl.close(); // the first never ends
+      },
+      cancel() {
+        cancelled++;
+      },
+    });
+    return new Response(body, { headers: { "cache-control": "max-age=60" } });
+  });
+  const res = await c.handler(new Request("http://example.com/l"), info);
+  const reader = res.body!.getReader();
+  assert.equal(new TextDecoder().decode((await reader.read()).value), "abc");
+  await reader.cancel();
+  assert.equal(cancelled, 1);
+  assert.equal((await c.get("/l")).text, "abc");
+  assert.equal(c.sent.length, 2);
+  // A body the upstream finished is whole, even if its client left before reading it all.
+  assert.match((await c.get("/l")).res.headers.get("cache-status")!, /hit/);
+});
+
+Deno.test("cache: concurrent misses for one entry send one request upstream", async () => {
+  const gate = Promise.withResolvers<void>();
+  const c = setup((_r, n) => {
+    const body = new ReadableStream<Uint8Array>({
+      async start(ctl) {
+        ctl.enqueue(new TextEncoder().encode(`v${n} `));
+        await gate.promise;
+        ctl.enqueue(new TextEncoder().encode("end"));
+        ctl.close();
+      },
+    });
+    return new Response(body, { headers: { "cache-control": "max-age=60" } });
+  });
+  // The first request's client reads nothing: the others must not wait on it.
+  const leader = await c.handler(new Request("http://example.com/herd"), info);
+  const followers = Array.from({ length: 5 }, () => c.get("/herd"));
+  gate.resolve();
+  const got = await Promise.all(followers);
+  for (const f of got) {
+    assert.equal(f.text, "v1 end");
+    assert.equal(f.res.headers.get("cache-status"), "prox; hit; ttl=60; collapsed");
+  }
+  assert.equal(c.sent.length, 1);
+  assert.equal(await leader.text(), "v1 end");
+});
+
+Deno.test("cache: requests that waited go upstream themselves when nothing is stored", async () => {
+  const gate = Promise.withResolvers<void>();
+  const c = setup(async (_r, n) => {
+    if (n === 1) await gate.promise;
+    return new Response(`v${n}`, { headers: { "cache-control": "private" } });
+  });
+  const first = c.get("/p");
+  // The follower waits for the first answer's head, which says private: it asks on its own.
+  const second = c.get("/p");
+  gate.resolve();
+  assert.equal((await first).text, "v1");
+  assert.equal((await second).text, "v2");
+  assert.equal(c.sent.length, 2);
+});
+
+Deno.test("cache: a leader whose client left still fills the entry others wait for", async () => {
+  const gate = Promise.withResolvers<void>();
+  const c = setup(() => {
+    const body = new ReadableStream<Uint8Array>({
+      async start(ctl) {
+        ctl.enqueue(new TextEncoder().encode("part,"));
+        await gate.promise;
+        ctl.enqueue(new TextEncoder().encode("rest"));
+        ctl.close();
+      },
+    });
+    return new Response(body, { headers: { "cache-control": "max-age=60" } });
+  });
+  const leader = await c.handler(new Request("http://example.com/w"), info);
+  const follower = c.get("/w");
+  // Once the follower waits, the leader's client goes away.
+  const filling = c.snapshot.router.entries[0].value.cache!.filling;
+  await waitFor(() => [...filling.values()][0]?.waiters === 1, { what: "a waiting follower" });
+  await leader.body!.cancel();
+  gate.resolve();
+  const f = await follower;
+  assert.equal(f.text, "part,rest");
+  assert.match(f.res.headers.get("cache-status")!, /collapsed/);
+  assert.equal(c.sent.length, 1);
+});
+
+Deno.test("cache: the request as the upstream gets it decides (request_headers rules first)", async () => {
+  // A rule that removes Cache-Control keeps clients from forcing a refetch.
+  const c = setup(() => new Response("x", { headers: { "cache-control": "max-age=60" } }), {
+    extra: "request_headers: { remove: [Cache-Control] }",
+  });
+  await c.get("/q");
+  const forced = await c.get("/q", { headers: { "cache-control": "no-cache" } });
+  assert.match(forced.res.headers.get("cache-status")!, /hit/);
+  assert.equal(c.sent.length, 1);
+  // A rule that adds credentials upstream makes the answers private to them.
+  const auth = setup(() => new Response("x", { headers: { "cache-control": "max-age=60" } }), {
+    extra: 'request_headers: { set: { Authorization: "Bearer upstream-key" } }',
+  });
+  await auth.get("/q");
+  await auth.get("/q");
+  assert.equal(auth.sent.length, 2);
+});
+
+Deno.test("cache: HEAD from an entry stored without Content-Length gets the body's length", async () => {
+  const c = setup(() => {
+    const body = new ReadableStream<Uint8Array>({
+      start(ctl) {
+        ctl.enqueue(new TextEncoder().encode("chunked"));
+        ctl.close();
+      },
+    });
+    return new Response(body, { headers: { "cache-control": "max-age=60" } });
+  });
+  assert.equal((await c.get("/k")).res.headers.get("content-length"), null);
+  const head = await c.get("/k", { method: "HEAD" });
+  assert.equal(head.res.headers.get("content-length"), "7");
+  assert.equal(c.sent.length, 1);
+});
+
+Deno.test("cache: explain says what the cache would do, and changes nothing", async () => {
+  const c = setup(() =>
+    new Response("x", { headers: { "cache-control": "max-age=60", etag: '"e"' } })
+  );
+  const explain = (url: string, headers: [string, string][] = [], method = "GET") =>
+    explainRequest({ method, url, headers }, {
+      snapshot: c.snapshot,
+      files: { stat: () => Promise.resolve(null), open: () => Promise.resolve(null) },
+      clock: { now: () => c.clock.t, monotonic: () => c.clock.t },
+      logger: silentLogger,
+    }).then((e) => e.notes.find((n) => /cache/i.test(n)));
+  assert.match(
+    (await explain("http://example.com/e?q=1"))!,
+    /^Cache key "http example\.com \/base\/e\?q=1": nothing stored/,
+  );
+  await c.get("/e?q=1");
+  assert.match(
+    (await explain("http://example.com/e?q=1"))!,
+    /served from the store \(fresh for 60 s/,
+  );
+  assert.match(
+    (await explain("http://example.com/e?q=1", [["cache-control", "no-cache"]]))!,
+    /refused by the request: it would be revalidated with If-None-Match/,
+  );
+  assert.match((await explain("http://example.com/e?q=1", [["range", "bytes=0-1"]]))!, /has range/);
+  assert.match((await explain("http://example.com/e", [], "DELETE"))!, /DELETE answered below 400/);
+  c.clock.t += 61_000;
+  assert.match((await explain("http://example.com/e?q=1"))!, /stale: it would be revalidated/);
+  assert.equal(c.sent.length, 1);
+});
+
+Deno.test("cache: Vary on a field Prox writes keys on the value the upstream got", async () => {
+  // The upstream varies by client address: it sees Prox's X-Forwarded-For, never the client's.
+  const c = setup(
+    (r) =>
+      new Response(`for ${r.headers.get("x-forwarded-for")}`, {
+        headers: { "cache-control": "max-age=60", vary: "X-Forwarded-For" },
+      }),
+  );
+  const from = async (ip: string, init: RequestInit = {}) => {
+    const res = await c.handler(new Request("http://example.com/geo", init), {
+      ...info,
+      remoteAddr: { hostname: ip, port: 4000 },
+    });
+    return await res.text();
+  };
+  assert.equal(await from("192.0.2.7"), "for 192.0.2.7");
+  // A forged X-Forwarded-For from an untrusted client names nobody to the upstream.
+  assert.equal(
+    await from("192.0.2.8", { headers: { "x-forwarded-for": "192.0.2.7" } }),
+    "for 192.0.2.8",
+  );
+  assert.equal(
+    await from("192.0.2.7", { headers: { "x-forwarded-for": "10.9.9.9" } }),
+    "for 192.0.2.7",
+  );
+  assert.equal(c.sent.length, 2);
+});
+
+Deno.test("cache: a stored answer is not mirrored; requests that go upstream are", async () => {
+  const c = setup(() => new Response("x", { headers: { "cache-control": "max-age=60" } }), {
+    extra: 'mirror: { target: "http://10.2.2.2" }',
+  });
+  const mirrored = () => c.sent.filter((r) => r.origin.hostname === "10.2.2.2").length;
+  await c.get("/m");
+  await waitFor(() => mirrored() === 1, { what: "the miss mirrored" });
+  assert.match((await c.get("/m")).res.headers.get("cache-status")!, /hit/);
+  await c.get("/m", { method: "POST", body: "x" });
+  await waitFor(() => mirrored() === 2, { what: "the POST mirrored" });
+  assert.equal(c.sent.filter((r) => r.origin.hostname === "10.1.1.1").length, 2);
+});
