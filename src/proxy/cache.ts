@@ -39,6 +39,11 @@ export interface CachePolicy {
   store: ResponseCache;
   /** Entries being fetched, by primary and secondary key; bounded by the requests in progress. */
   filling: Map<string, Fill>;
+  /**
+   * Until when (ms) requests for a key known to answer uncacheably go upstream at once rather
+   * than wait for each other (Varnish's hit-for-miss); bounded by PASS_MAX.
+   */
+  passes: Map<string, number>;
   maxObjectSize: number;
   /** Freshness for cacheable responses that carry none; undefined: such responses are not stored. */
   defaultTtl?: number;
@@ -56,6 +61,11 @@ const NAME = "prox";
  */
 export const COLLAPSE_WAIT_MS = 5_000;
 
+/** How long an uncacheable answer keeps requests for its key from waiting for each other. */
+export const PASS_MS = 60_000;
+/** Most keys remembered as uncacheable per route. */
+export const PASS_MAX = 10_000;
+
 /** Counts what the cache did (metrics) and notes it for the access line. */
 function counted(ctx: RequestContext, deps: PipelineDeps, r: CacheResult): void {
   ctx.cache = r;
@@ -71,8 +81,11 @@ export async function cachedProxy(
 ): Promise<Response> {
   const method = ctx.req.method;
   const store = policy.store;
-  /** Lets requests waiting for this one's entry go on; set when this request fetches one. */
-  let release = () => {};
+  /**
+   * Lets requests waiting for this one's entry go on; set when this request fetches one. `pass`:
+   * the answer was uncacheable, so later requests for the key need not wait.
+   */
+  let release = (_pass?: boolean) => {};
   const metric = (r: CacheResult) => counted(ctx, deps, r);
   if (method !== "GET" && method !== "HEAD") {
     const res = await proxyAction(ctx, deps, route);
@@ -122,7 +135,8 @@ export async function cachedProxy(
   // than send the same request upstream again.
   const lock = `${primary}\n${vary ?? ""}`;
   const filling = policy.filling.get(lock);
-  if (filling && !needs.revalidate) {
+  const pass = policy.passes.get(lock);
+  if (filling && !needs.revalidate && !(pass !== undefined && pass > deps.clock.now())) {
     filling.waiters++;
     await settledWithin(filling.settled, COLLAPSE_WAIT_MS);
     filling.waiters--;
@@ -145,8 +159,15 @@ export async function cachedProxy(
     fill = { settled: d.promise, waiters: 0 };
     const mine = fill;
     policy.filling.set(lock, mine);
-    release = () => {
+    release = (uncacheable = false) => {
       if (policy.filling.get(lock) === mine) policy.filling.delete(lock);
+      policy.passes.delete(lock);
+      if (uncacheable) {
+        if (policy.passes.size >= PASS_MAX) {
+          policy.passes.delete(policy.passes.keys().next().value!);
+        }
+        policy.passes.set(lock, deps.clock.now() + PASS_MS);
+      }
       d.resolve();
     };
   }
@@ -175,8 +196,11 @@ interface Exchange {
   requestCc: Directives;
   /** Set when requests may wait for the entry this one fetches. */
   fill?: Fill;
-  /** Lets those requests go on: called once the entry is stored or known not to be. */
-  release?: () => void;
+  /**
+   * Lets those requests go on: called once the entry is stored or known not to be (`true` when
+   * the answer itself is uncacheable).
+   */
+  release?: (uncacheable?: boolean) => void;
 }
 
 /** Asks the upstream whether a stale entry still holds (RFC 9111 §4.3.1); a 304 refreshes it. */
@@ -260,7 +284,8 @@ function admit(
     // client's own condition and says nothing of it; a HEAD carries no body).
     const full = why !== "head" && res.status !== 304;
     if (x.stale !== undefined && full) x.policy.store.delete(x.primary, x.stale);
-    x.release?.();
+    // Said by the answer, not by this request: the next ones would get the same.
+    x.release?.(why !== "head" && why !== "request no-store" && why !== "authorization");
     return withStatus(res, status);
   }
   const headers: [string, string][] = [];
@@ -276,7 +301,7 @@ function admit(
     // Stale on arrival and nothing to revalidate it with (max-age=0, an Expires in the past):
     // it could only ever be fetched again.
     if (x.stale !== undefined) x.policy.store.delete(x.primary, x.stale);
-    x.release?.();
+    x.release?.(true);
     return withStatus(res, status);
   }
   const vary = varyKey(names, x.view);

@@ -203,3 +203,29 @@ Deno.test("cache: a stored answer is not mirrored; requests that go upstream are
   await waitFor(() => mirrored() === 2, { what: "the POST mirrored" });
   assert.equal(c.sent.filter((r) => r.origin.hostname === "10.1.1.1").length, 2);
 });
+
+Deno.test("cache: once a key answered uncacheably, its requests no longer wait for each other", async () => {
+  const gates: PromiseWithResolvers<void>[] = [];
+  const c = setup(async () => {
+    const gate = Promise.withResolvers<void>();
+    gates.push(gate);
+    await gate.promise;
+    return new Response("mine", { headers: { "cache-control": "private" } });
+  });
+  const first = c.get("/me");
+  await waitFor(() => gates.length === 1, { what: "the first request upstream" });
+  gates[0].resolve();
+  await first;
+  // Now known uncacheable: a slow request does not hold the next one back.
+  const second = c.get("/me");
+  await waitFor(() => gates.length === 2, { what: "the second request upstream" });
+  const third = c.get("/me");
+  // (A waiting request would go on its own only after COLLAPSE_WAIT_MS, 5 s.)
+  await waitFor(() => gates.length === 3, {
+    what: "the third request upstream, not waiting",
+    timeoutMs: 2_000,
+  });
+  for (const g of gates) g.resolve();
+  assert.equal((await second).text, "mine");
+  assert.equal((await third).text, "mine");
+});

@@ -13,7 +13,12 @@ const DEFAULTS = { max_size: 64 * 1024 * 1024, max_entries: 10_000, max_object_s
 export class CacheStores {
   readonly #stores = new Map<
     string,
-    { fingerprint: string; store: ResponseCache; filling: Map<string, Fill> }
+    {
+      fingerprint: string;
+      store: ResponseCache;
+      filling: Map<string, Fill>;
+      passes: Map<string, number>;
+    }
   >();
 
   /** The policy of a route's `cache` (null without one), reusing the store of an unchanged route. */
@@ -28,12 +33,14 @@ export class CacheStores {
         fingerprint,
         store: new ResponseCache({ maxBytes: o.max_size, maxEntries: o.max_entries }),
         filling: new Map(),
+        passes: new Map(),
       };
       this.#stores.set(id, held);
     }
     const policy: CachePolicy = {
       store: held.store,
       filling: held.filling,
+      passes: held.passes,
       maxObjectSize: o.max_object_size,
     };
     if (c !== true && c.default_ttl !== undefined) policy.defaultTtl = c.default_ttl;
