@@ -311,6 +311,7 @@ export async function startServer(
         listeners: listenerViews(set.named(), { h3: h3.listener, admin: admin.listener }),
         upstreamViews: upstreams.list(),
         limiterKeys: limiterKeys(),
+        caches: caches.sizes(),
         acme: certs.acme?.status() ?? null,
       }),
   };

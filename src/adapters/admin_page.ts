@@ -56,6 +56,7 @@ function render(s) {
         (u.slowStart ?? []).map((r) => " (slow start on " + r.route + ": " + r.weightPercent + " % of its weight)").join(""),
       u.inFlight ?? "", u.latencyMs === null ? "" : u.latencyMs + " ms", u.routes.join(", ")]));
   table("limiters", ["Route", "Keys"], Object.entries(s.limiterKeys).map(([k, v]) => [k, v]));
+  table("caches", ["Route", "Responses", "Bytes"], Object.entries(s.caches ?? {}).map(([k, v]) => [k, v.entries, v.bytes]));
   table("certs", ["Certificate", "Expires", "Days left"], s.certificates.map((c) =>
     [c.name, new Date(c.notAfter).toISOString(), $("span", c.daysLeft, c.daysLeft < 14 ? "down" : "up")]));
   const ac = document.getElementById("acme"); ac.replaceChildren(); const a = s.acme;
@@ -91,6 +92,7 @@ export function statusPage(status: StatusJson, opts: { nonce: string }): string 
 <h2>Routes</h2><div id="routes"></div>
 <h2>Upstreams</h2><div id="upstreams"></div>
 <h2>Rate limiter keys</h2><div id="limiters"></div>
+<h2>Response caches</h2><div id="caches"></div>
 <h2>Certificates</h2><div id="certs"></div><div id="acme"></div>
 <h2>Listeners</h2><div id="listeners"></div>
 <p id="updated" class="meta"></p>

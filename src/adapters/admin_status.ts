@@ -70,6 +70,8 @@ export interface StatusJson {
   upstreams: UpstreamStatus[];
   /** Keys held by each route's rate limiter (the memory it uses), when known. */
   limiterKeys: Record<string, number>;
+  /** Bytes and responses held by each route's response cache. */
+  caches: Record<string, { bytes: number; entries: number }>;
   certificates: { name: string; notAfter: number; daysLeft: number }[];
   /** ACME's state (ordering, failing with its last error, next try), null without ACME. */
   acme: AcmeStatus | null;
@@ -181,6 +183,7 @@ export function buildStatus(
     lastReload: { ok: boolean; at: number; version: number; issues: readonly unknown[] } | null;
     listeners: { name: string; addr: string; tls: boolean }[];
     limiterKeys?: Record<string, number>;
+    caches?: Record<string, { bytes: number; entries: number }>;
     upstreamViews?: readonly UpstreamView[];
     acme?: AcmeStatus | null;
   },
@@ -263,6 +266,7 @@ export function buildStatus(
     routes,
     upstreams,
     limiterKeys: opts.limiterKeys ?? {},
+    caches: opts.caches ?? {},
     certificates,
     acme: opts.acme ?? null,
   };

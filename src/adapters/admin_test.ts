@@ -31,6 +31,7 @@ const STATUS: StatusJson = {
     slowStart: [],
   }],
   limiterKeys: {},
+  caches: {},
   certificates: [],
   acme: null,
 };

@@ -189,7 +189,7 @@ Deno.test("cache: a reload keeps an unchanged route's entries and empties a chan
   assert.equal(await (await fetch(`${p.url}/r`)).text(), "path /r #2");
 });
 
-Deno.test("cache: metrics count hits and misses and report the bytes held", async () => {
+Deno.test("cache: metrics and /status count hits and misses and report the bytes held", async () => {
   await using p = await setup();
   for (let i = 0; i < 3; i++) await (await fetch(`${p.url}/m`)).body?.cancel();
   const admin = `http://127.0.0.1:${p.server.admin!.port}`;
@@ -201,6 +201,10 @@ Deno.test("cache: metrics count hits and misses and report the bytes held", asyn
   const bytes = Number(/prox_cache_bytes\{route="\/"\} (\d+)/.exec(text)?.[1]);
   assert.ok(bytes > 300 && bytes < 1000, String(bytes));
   assert.match(text, /prox_cache_entries\{route="\/"\} 1/);
+  // The status page says it too.
+  const status = await (await fetch(`${admin}/status`)).json();
+  assert.equal(status.caches["/"].entries, 1);
+  assert.equal(status.caches["/"].bytes, bytes);
 });
 
 Deno.test("cache: HTTP/3 requests are answered from the store too", async () => {
