@@ -324,3 +324,21 @@ Deno.test("cache: an answer stale on arrival without validators takes no room", 
   await c.get("/v");
   assert.equal(store.size, 1);
 });
+
+Deno.test("cache: a flood of distinct URLs stays within max_size and max_entries", async () => {
+  const c = setup(
+    () => new Response("y".repeat(500), { headers: { "cache-control": "max-age=60" } }),
+    {
+      cache: "{ max_size: 8KiB, max_entries: 12, max_object_size: 1KiB }",
+    },
+  );
+  const store = c.snapshot.router.entries[0].value.cache!.store;
+  for (let i = 0; i < 200; i++) {
+    await c.get(`/f?i=${i}`);
+    assert.ok(store.bytes <= 8192 && store.size <= 12, `${store.bytes} bytes, ${store.size}`);
+  }
+  assert.ok(store.size >= 8, String(store.size));
+  // The most recent are the ones kept.
+  assert.match((await c.get("/f?i=199")).res.headers.get("cache-status")!, /hit/);
+  assert.match((await c.get("/f?i=0")).res.headers.get("cache-status")!, /fwd=uri-miss/);
+});
