@@ -238,3 +238,17 @@ export function varyNames(vary: string | null): string[] {
   if (names.includes("*")) return ["*"];
   return [...new Set(names)].sort();
 }
+
+/**
+ * How long after it goes stale a stored response may still answer when the upstream fails (RFC
+ * 5861 §4 `stale-if-error`), ms; 0 when it may not: no such directive, or one that forbids
+ * serving stale (must-revalidate, proxy-revalidate, s-maxage, no-cache: RFC 9111 §4.2.4).
+ */
+export function staleIfErrorWindow(response: Directives): number {
+  const s = deltaSeconds(response, "stale-if-error");
+  if (s === undefined) return 0;
+  for (const d of ["must-revalidate", "proxy-revalidate", "s-maxage", "no-cache"]) {
+    if (response.has(d)) return 0;
+  }
+  return s * 1000;
+}

@@ -5,6 +5,7 @@ import {
   mergeNotModified,
   parseCacheControl,
   requestNeeds,
+  staleIfErrorWindow,
   unstorableReason,
   usableWithoutOrigin,
   varyNames,
@@ -123,4 +124,12 @@ Deno.test("varyNames lower-cases, sorts and reports *", () => {
   ]);
   assert.deepEqual(varyNames("Origin, *"), ["*"]);
   assert.deepEqual(varyNames(null), []);
+});
+
+Deno.test("staleIfErrorWindow allows stale answers only where nothing forbids them", () => {
+  assert.equal(staleIfErrorWindow(parseCacheControl("max-age=10, stale-if-error=60")), 60_000);
+  assert.equal(staleIfErrorWindow(parseCacheControl("max-age=10")), 0);
+  for (const no of ["must-revalidate", "proxy-revalidate", "s-maxage=5", "no-cache"]) {
+    assert.equal(staleIfErrorWindow(parseCacheControl(`stale-if-error=60, ${no}`)), 0, no);
+  }
 });

@@ -19,6 +19,8 @@ export interface StoredResponse {
   lifetime: number;
   /** Stored, but revalidated before every use (response no-cache). */
   noCache: boolean;
+  /** How long past its freshness it may still answer when the upstream fails, ms (0: never). */
+  staleIfError: number;
   etag: string | null;
   lastModified: string | null;
 }

@@ -13,6 +13,7 @@ function stored(bytes: number, headers: [string, string][] = []): StoredResponse
     initialAge: 0,
     lifetime: 1000,
     noCache: false,
+    staleIfError: 0,
     etag: null,
     lastModified: null,
   };

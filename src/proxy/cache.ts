@@ -24,6 +24,7 @@ import { BYPASS, lookup, primaryKey, SAFE, upstreamView } from "./cache_request.
 import type { UpstreamRoute } from "./cache_request.ts";
 import type { PipelineDeps, RequestContext } from "./context.ts";
 import { proxyAction } from "./actions/proxy.ts";
+import { statusFor, toProxyError } from "../domain/errors.ts";
 import { errorResponse } from "./respond.ts";
 
 /** A request fetching an entry that others wait for (request collapsing). */
@@ -171,7 +172,7 @@ export async function cachedProxy(
       d.resolve();
     };
   }
-  const x = { route, policy, primary, view, requestCc, fwd, stale, fill, release };
+  const x = { route, policy, primary, view, requestCc, fwd, stale, entry, fill, release };
   try {
     return await forwardAndStore(ctx, deps, x);
   } catch (err) {
@@ -211,13 +212,26 @@ async function revalidate(
 ): Promise<Response> {
   const { entry, policy } = x;
   const requestTime = deps.clock.now();
-  const res = await proxyAction(ctx, deps, x.route, {
-    headers(h) {
-      for (const name of ["if-none-match", "if-modified-since"]) h.delete(name);
-      if (entry.etag !== null) h.set("if-none-match", entry.etag);
-      if (entry.lastModified !== null) h.set("if-modified-since", entry.lastModified);
-    },
-  });
+  let res: Response;
+  try {
+    res = await proxyAction(ctx, deps, x.route, {
+      headers(h) {
+        for (const name of ["if-none-match", "if-modified-since"]) h.delete(name);
+        if (entry.etag !== null) h.set("if-none-match", entry.etag);
+        if (entry.lastModified !== null) h.set("if-modified-since", entry.lastModified);
+      },
+    });
+  } catch (err) {
+    const stale = staleOnError(ctx, deps, entry, { err });
+    if (!stale) throw err;
+    counted(ctx, deps, "stale");
+    return stale;
+  }
+  const instead = await staleInstead(ctx, deps, entry, res);
+  if (instead) {
+    counted(ctx, deps, "stale");
+    return instead;
+  }
   if (res.status !== 304) {
     counted(ctx, deps, "stale");
     return admit(ctx, deps, res, { ...x, requestTime, stale: x.vary });
@@ -246,11 +260,66 @@ async function revalidate(
 async function forwardAndStore(
   ctx: RequestContext,
   deps: PipelineDeps,
-  x: Exchange & { fwd: string; stale: string | undefined },
+  x: Exchange & { fwd: string; stale: string | undefined; entry?: StoredResponse },
 ): Promise<Response> {
   const requestTime = deps.clock.now();
-  const res = await proxyAction(ctx, deps, x.route);
+  let res: Response;
+  try {
+    res = await proxyAction(ctx, deps, x.route);
+  } catch (err) {
+    const stale = x.entry && staleOnError(ctx, deps, x.entry, { err });
+    if (!stale) throw err;
+    x.release?.();
+    return stale;
+  }
+  const instead = x.entry && await staleInstead(ctx, deps, x.entry, res);
+  if (instead) {
+    x.release?.();
+    return instead;
+  }
   return admit(ctx, deps, res, { ...x, requestTime });
+}
+
+/** The failures a stale entry may stand in for (RFC 5861 §4): 500, 502, 503 and 504. */
+const ERROR_STATUS: ReadonlySet<number> = new Set([500, 502, 503, 504]);
+
+/**
+ * The stale entry instead of an upstream answer of 500, 502, 503 or 504 when its
+ * `stale-if-error` allows (the answer's body is let go), else undefined.
+ */
+async function staleInstead(
+  ctx: RequestContext,
+  deps: PipelineDeps,
+  entry: StoredResponse,
+  res: Response,
+): Promise<Response | undefined> {
+  if (!ERROR_STATUS.has(res.status)) return undefined;
+  const stale = staleOnError(ctx, deps, entry, { status: res.status });
+  if (stale) await res.body?.cancel();
+  return stale;
+}
+
+/**
+ * The stale entry as the answer to a failed exchange (an error Prox would answer 500, 502, 503
+ * or 504 for, or such an upstream status), when its `stale-if-error` window still holds.
+ */
+function staleOnError(
+  ctx: RequestContext,
+  deps: PipelineDeps,
+  entry: StoredResponse,
+  o: { err?: unknown; status?: number },
+): Response | undefined {
+  if (entry.staleIfError <= 0) return undefined;
+  if (o.err !== undefined && !ERROR_STATUS.has(statusFor(toProxyError(o.err).kind))) {
+    return undefined;
+  }
+  const age = entry.initialAge + Math.max(0, deps.clock.now() - entry.responseTime);
+  if (age - entry.lifetime > entry.staleIfError) return undefined;
+  const fwdStatus = o.status === undefined ? "" : `; fwd-status=${o.status}`;
+  return fromStore(ctx, entry, {
+    age,
+    status: `${NAME}; fwd=stale${fwdStatus}; detail=stale-if-error`,
+  });
 }
 
 /**

@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 import { explainRequest } from "./explain.ts";
 import { waitFor } from "../../tests/_harness.ts";
 import { silentLogger } from "../ports.ts";
+import { ProxyError } from "../domain/errors.ts";
 import { info, setup } from "./_cache_fixture.ts";
 
 Deno.test("cache: a client that leaves mid-body leaves no entry, and lets the upstream go", async () => {
@@ -228,4 +229,48 @@ Deno.test("cache: once a key answered uncacheably, its requests no longer wait f
   for (const g of gates) g.resolve();
   assert.equal((await second).text, "mine");
   assert.equal((await third).text, "mine");
+});
+
+Deno.test("cache: stale-if-error answers from a stale entry while the upstream fails", async () => {
+  let mode: "ok" | "503" | "down" = "ok";
+  const c = setup((r) => {
+    if (mode === "down") {
+      throw new ProxyError("connect", "Cannot connect to upstream: connection refused", {
+        retryable: true,
+        sentNothing: true,
+      });
+    }
+    if (mode === "503") return new Response("busy", { status: 503 });
+    const cc = r.target.endsWith("/strict")
+      ? "max-age=10, stale-if-error=60, must-revalidate"
+      : "max-age=10, stale-if-error=60";
+    // /plain-s has no validator: it is fetched again, not revalidated.
+    const etag: Record<string, string> = r.target.endsWith("/plain-s") ? {} : { etag: '"g"' };
+    return new Response("good", { headers: { "cache-control": cc, ...etag } });
+  });
+  await c.get("/s");
+  await c.get("/plain-s");
+  await c.get("/strict");
+  mode = "503";
+  c.clock.t += 30_000;
+  const a = await c.get("/s");
+  assert.equal(a.res.status, 200);
+  assert.equal(a.text, "good");
+  assert.equal(
+    a.res.headers.get("cache-status"),
+    "prox; fwd=stale; fwd-status=503; detail=stale-if-error",
+  );
+  assert.equal(a.res.headers.get("age"), "30");
+  // must-revalidate forbids it.
+  assert.equal((await c.get("/strict")).res.status, 503);
+  mode = "down";
+  const b = await c.get("/plain-s");
+  assert.equal(b.text, "good");
+  assert.equal(b.res.headers.get("cache-status"), "prox; fwd=stale; detail=stale-if-error");
+  // Past the window the failure shows.
+  c.clock.t += 41_000;
+  assert.equal((await c.get("/s")).res.status, 502);
+  // And once the upstream is back, the entry is refreshed.
+  mode = "ok";
+  assert.match((await c.get("/s")).res.headers.get("cache-status")!, /fwd=stale; fwd-status=200/);
 });

@@ -2,7 +2,12 @@
 // miss bodies copied into an entry as they stream, and answers built from an entry (Age,
 // Cache-Status, 304 for a satisfied client condition, HEAD).
 
-import { freshnessLifetime, initialAge, parseCacheControl } from "../domain/cache_control.ts";
+import {
+  freshnessLifetime,
+  initialAge,
+  parseCacheControl,
+  staleIfErrorWindow,
+} from "../domain/cache_control.ts";
 import { parseHttpDate } from "../domain/conditional.ts";
 import type { StoredResponse } from "../domain/response_cache.ts";
 import { tagRequest } from "../domain/errors.ts";
@@ -44,6 +49,7 @@ export function describe(
     initialAge: initialAge(timing),
     lifetime: freshnessLifetime(cc, timing, o.defaultTtl),
     noCache: cc.has("no-cache"),
+    staleIfError: staleIfErrorWindow(cc),
     etag: get("etag"),
     lastModified: get("last-modified"),
   };
