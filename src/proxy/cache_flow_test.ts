@@ -6,6 +6,7 @@ import { waitFor } from "../../tests/_harness.ts";
 import { silentLogger } from "../ports.ts";
 import { ProxyError } from "../domain/errors.ts";
 import { info, setup } from "./_cache_fixture.ts";
+import { teeBody } from "./cache_response.ts";
 
 Deno.test("cache: a client that leaves mid-body leaves no entry, and lets the upstream go", async () => {
   let cancelled = 0;
@@ -273,4 +274,24 @@ Deno.test("cache: stale-if-error answers from a stale entry while the upstream f
   // And once the upstream is back, the entry is refreshed.
   mode = "ok";
   assert.match((await c.get("/s")).res.headers.get("cache-status")!, /fwd=stale; fwd-status=200/);
+});
+
+Deno.test("teeBody: a failure while storing leaves the body whole and the process running", async () => {
+  const body = new ReadableStream<Uint8Array>({
+    start(c) {
+      c.enqueue(new Uint8Array([1, 2, 3]));
+      c.close();
+    },
+  });
+  const tee = teeBody(body, {
+    limit: 100,
+    done: () => {
+      throw new Error("store failed");
+    },
+    waits: () => false,
+  });
+  assert.deepEqual(
+    new Uint8Array(await new Response(tee.body).arrayBuffer()),
+    new Uint8Array([1, 2, 3]),
+  );
 });

@@ -128,7 +128,13 @@ export function teeBody(
     pumping = false;
     signal();
   };
-  pump();
+  // Never left rejected: an unhandled rejection would end the process. A body that arrived
+  // whole still reaches the client if storing it failed.
+  pump().catch((err) => {
+    if (!finished) failed ??= { err };
+    pumping = false;
+    signal();
+  });
   const out = new ReadableStream<Uint8Array>({
     async pull(ctl) {
       for (;;) {
