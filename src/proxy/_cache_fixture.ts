@@ -42,6 +42,7 @@ routes:
   const sent: UpstreamRequest[] = [];
   const results: string[] = [];
   const access: AccessRecord[] = [];
+  const warnings: string[] = [];
   const metrics: Metrics = { ...noopMetrics, cache: (_r, result) => void results.push(result) };
   const handler = createHandler({
     snapshot: () => snapshot,
@@ -54,7 +55,7 @@ routes:
     },
     files: { stat: () => Promise.resolve(null), open: () => Promise.resolve(null) },
     clock: { now: () => clock.t, monotonic: () => clock.t },
-    logger: silentLogger,
+    logger: { ...silentLogger, warn: (m) => void warnings.push(m) },
     metrics,
     access: (rec) => access.push(rec),
     random: () => 0.5,
@@ -63,7 +64,7 @@ routes:
     const res = await handler(new Request(`http://example.com${path}`, init), info);
     return { res, text: await res.text() };
   };
-  return { handler, get, clock, sent, results, access, snapshot };
+  return { handler, get, clock, sent, results, access, warnings, snapshot };
 }
 
 export const date = (ms: number) => new Date(ms).toUTCString();

@@ -315,6 +315,13 @@ function staleOnError(
   }
   const age = entry.initialAge + Math.max(0, deps.clock.now() - entry.responseTime);
   if (age - entry.lifetime > entry.staleIfError) return undefined;
+  // The failure the client does not see goes to the log, as a failed request's would.
+  deps.logger.warn("Upstream failed; answered with a stale stored response (stale-if-error)", {
+    requestId: ctx.requestId,
+    route: ctx.route!.id,
+    upstream: ctx.upstream,
+    error: o.err === undefined ? `status ${o.status}` : toProxyError(o.err).message,
+  });
   const fwdStatus = o.status === undefined ? "" : `; fwd-status=${o.status}`;
   return fromStore(ctx, entry, {
     age,

@@ -268,6 +268,8 @@ Deno.test("cache: stale-if-error answers from a stale entry while the upstream f
   const b = await c.get("/plain-s");
   assert.equal(b.text, "good");
   assert.equal(b.res.headers.get("cache-status"), "prox; fwd=stale; detail=stale-if-error");
+  // The failures the clients did not see are in the log.
+  assert.equal(c.warnings.filter((w) => /stale-if-error/.test(w)).length, 2);
   // Past the window the failure shows.
   c.clock.t += 41_000;
   assert.equal((await c.get("/s")).res.status, 502);
