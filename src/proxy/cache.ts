@@ -92,7 +92,8 @@ export async function cachedProxy(
     const res = await proxyAction(ctx, deps, route);
     // RFC 9111 §4.4: a successful unsafe request makes what is stored for its URI outdated.
     if (!SAFE.has(method) && res.status < 400) store.invalidate(primaryKey(ctx, route));
-    return res;
+    // RFC 9211 §2.2: forwarded because of its method.
+    return withStatus(res, `${NAME}; fwd=method; fwd-status=${res.status}`);
   }
   // The request as the upstream gets it: a rule that removes Cache-Control, for one, keeps
   // clients from forcing a refetch.

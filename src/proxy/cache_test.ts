@@ -243,7 +243,8 @@ Deno.test("cache: an unsafe request invalidates the stored URI", async () => {
   );
   await c.get("/u");
   assert.equal((await c.get("/u")).text, "GET 1");
-  await c.get("/u", { method: "POST", body: "x" });
+  const post = await c.get("/u", { method: "POST", body: "x" });
+  assert.equal(post.res.headers.get("cache-status"), "prox; fwd=method; fwd-status=200");
   assert.equal((await c.get("/u")).text, "GET 3");
 });
 
