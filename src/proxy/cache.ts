@@ -1,10 +1,11 @@
 // A route's response cache (`cache:` on proxy and load_balance routes), around the proxy action:
-// look up → serve a fresh entry | revalidate a stale one | forward and copy the body into a new
-// entry as it streams to the client. Response rules and compression run after this on every
-// answer, stored or not; request header rules run before the Vary comparison. RFC 9111 rules
-// are in domain/cache_control.ts, the bounded store in domain/response_cache.ts, what is read of
-// the request in cache_request.ts, the answers built from entries and the copying of miss bodies
-// in cache_response.ts.
+// look up → serve a fresh entry | revalidate a stale one | wait for a request already fetching the
+// entry (collapsing) | forward and copy the body into a new entry as it streams to the client; a
+// stale entry stands in for a failed upstream under stale-if-error. Response rules and compression
+// run after this on every answer, stored or not; request header rules run before the Vary
+// comparison. RFC 9111 rules are in domain/cache_control.ts, the bounded store in
+// domain/response_cache.ts, what is read of the request in cache_request.ts, the answers built from
+// entries and the copying of miss bodies in cache_response.ts.
 
 import {
   mergeNotModified,
