@@ -7,6 +7,7 @@ import type { LoadResult } from "../config/load.ts";
 import { pemBlock, wholeChain } from "./pem_chain.ts";
 import type { ConfigIssue } from "../config/parse.ts";
 import type { Config } from "../config/schema.ts";
+import { pageFiles } from "../config/validate_pages.ts";
 import type { CertificateNames } from "../config/cert_names.ts";
 
 /** Where the config comes from: a file, or embedded text when no file exists. */
@@ -32,8 +33,25 @@ export const denoEnv = {
     }
   },
   certificate: readCertificatePair,
+  readText(path: string): { text: string } | { error: string; hint: string } {
+    try {
+      return { text: utf8.decode(Deno.readFileSync(path)) };
+    } catch (err) {
+      if (err instanceof TypeError) {
+        return { error: `${path} is not UTF-8 text`, hint: "Save the page as UTF-8" };
+      }
+      return {
+        error: `Cannot read ${path}: ${
+          String(err instanceof Error ? err.message : err).replace(/: readfile '.*'$/, "")
+        }`,
+        hint: "Give the user Prox runs as read access to the file and its directories",
+      };
+    }
+  },
   now: () => Date.now(),
 };
+
+const utf8 = new TextDecoder("utf-8", { fatal: true });
 
 type PairIssue = { error: string; field: "cert_path" | "key_path"; hint?: string };
 
@@ -239,9 +257,15 @@ function notUtf8(file: string, bytes: Uint8Array): ConfigIssue {
   };
 }
 
-/** Reads files a config refers to that the pure snapshot builder needs (CA certificates). */
+/**
+ * Reads files a config refers to that the pure snapshot builder needs (CA certificates, error
+ * pages).
+ */
 export async function readReferencedFiles(config: Config): Promise<Map<string, string>> {
   const files = new Map<string, string>();
+  for (const page of pageFiles(config)) {
+    files.set(page, utf8.decode(await Deno.readFile(page)));
+  }
   for (const route of Object.values(config.routes)) {
     if ("tls" in route && route.tls?.ca_cert && !files.has(route.tls.ca_cert)) {
       files.set(route.tls.ca_cert, await Deno.readTextFile(route.tls.ca_cert));

@@ -8,6 +8,7 @@
 // either is in the content read, or it schedules another round.
 
 import type { Config } from "../config/schema.ts";
+import { pageFiles } from "../config/validate_pages.ts";
 import type { Logger } from "../ports.ts";
 import { tlsPaths } from "./listener_set.ts";
 
@@ -117,12 +118,13 @@ function namesFor(path: string): string[] {
   return [...names, ...linkedDirs(path).map(baseOf)];
 }
 
-/** What a config depends on: its own file, the TLS certificate and key, and upstream CA files. */
+/** What a config depends on: its own file, TLS certificate and key, upstream CA files, error pages. */
 export function configFiles(configPath: string | null, c: Config): string[] {
   return [
     ...(configPath ? [configPath] : []),
     ...tlsPaths(c),
     ...Object.values(c.routes).flatMap((r) => "tls" in r && r.tls?.ca_cert ? [r.tls.ca_cert] : []),
+    ...pageFiles(c),
   ];
 }
 

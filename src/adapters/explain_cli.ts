@@ -108,6 +108,7 @@ export function formatExplanation(e: Explanation): string {
     lines.push(`Answer: ${a.status}${a.message ? ` ${a.message}` : ""}`);
     if (a.location !== undefined) lines.push(`  Location: ${a.location}`);
     if (a.file !== undefined) lines.push(`  File:     ${a.file}`);
+    if (a.page !== undefined) lines.push(`  Page:     ${a.page} (error_pages)`);
   }
   const u = e.upstream;
   if (u) {

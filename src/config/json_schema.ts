@@ -54,6 +54,10 @@ const DESCRIPTIONS: Record<string, string> = {
   mirror:
     "Copies of the requests to a shadow upstream (answers dropped): target, percent, body, max_body, max_in_flight, timeout",
   hosts: "Host names this route answers for (exact or *.example.com)",
+  error_pages:
+    'Pages for Prox\'s own error answers by status (404, "5xx", "502, 504"): a file, {file|body, content_type} or a list chosen by Accept',
+  intercept_upstream:
+    "Give the upstream's own error answers the error_pages page of their status (body not read)",
   root: "Directory served by a static route",
   status_code: "Status code of a redirect or a rate-limited response",
   cache:

@@ -7,6 +7,7 @@ import { z } from "zod";
 import {
   Compress,
   Duration,
+  ErrorPages,
   HealthCheck,
   PassiveHealth,
   Route,
@@ -140,6 +141,8 @@ export const Config = z.object({
   workers: z.int().min(1).max(64).default(1),
   /** Response compression for every proxy, load_balance and static route without its own. */
   compress: Compress.optional(),
+  /** Pages for Prox's own error answers, per status; a route's own entries come first. */
+  error_pages: ErrorPages.optional(),
 }).strict();
 
 /** The resolved configuration: defaults applied, durations in ms, sizes in bytes. */

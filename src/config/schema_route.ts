@@ -374,6 +374,29 @@ export const Cache = z.union([
   }).strict(),
 ]);
 
+/**
+ * One page for Prox's own error answers (nginx `error_page`, Caddy `handle_errors`, HAProxy
+ * `errorfile`): a file read at load (`file`), or the text itself (`body`). A list offers one page
+ * per media type; the client's Accept picks (src/proxy/error_pages.ts).
+ */
+export const ErrorPage = z.object({
+  file: z.string().min(1).optional()
+    .describe("Page file, read at load (relative to the working directory)"),
+  body: z.string().optional().describe("The page itself, instead of a file"),
+  content_type: z.string().min(1).optional()
+    .describe("Media type; default from the file's extension, text/plain for a body"),
+}).strict();
+
+/** Status selector ("404", "5xx", "500-504", "502, 504") → page (a path), or pages by media type. */
+export const ErrorPages = z.record(
+  z.string(),
+  z.union([
+    z.string().min(1),
+    ErrorPage,
+    z.array(z.union([z.string().min(1), ErrorPage])).min(1).max(4),
+  ]),
+);
+
 const upstreamCommon = {
   path_rewrite: z.string().optional(),
   rate_limit: RateLimit.optional(),
@@ -401,6 +424,9 @@ const upstreamCommon = {
   /** Copies of the requests to a shadow upstream (Mirror). */
   mirror: Mirror.optional(),
   cache: Cache.optional(),
+  error_pages: ErrorPages.optional(),
+  /** The upstream's own answers with a status `error_pages` lists get the page (nginx intercept). */
+  intercept_upstream: z.boolean().default(false),
 };
 
 export const Target = z.union([
@@ -489,6 +515,7 @@ const StaticRoute = z.object({
   compress: Compress.optional(),
   response_headers: HeaderRules.optional(),
   response_body: BodyRules.optional(),
+  error_pages: ErrorPages.optional(),
 }).strict();
 
 const RedirectRoute = z.object({
@@ -502,6 +529,7 @@ const RedirectRoute = z.object({
   /** Redirect to `target` exactly, without appending the remaining path and query. */
   exact: z.boolean().default(false),
   keep_query: z.boolean().default(true),
+  error_pages: ErrorPages.optional(),
 }).strict();
 
 const WebSocketRoute = z.object({
@@ -525,6 +553,7 @@ const WebSocketRoute = z.object({
   idle_timeout: Duration.optional(),
   ping_interval: Duration.optional(),
   tls: UpstreamTlsConfig.optional(),
+  error_pages: ErrorPages.optional(),
 }).strict();
 
 /** One route, tagged by `type`. */
@@ -554,3 +583,5 @@ export type CompressConfig = z.output<typeof Compress>;
 export type CacheConfig = z.output<typeof Cache>;
 export type StickyConfig = z.output<typeof Sticky>;
 export type MirrorConfig = z.output<typeof Mirror>;
+export type ErrorPagesConfig = z.output<typeof ErrorPages>;
+export type ErrorPageConfig = z.output<typeof ErrorPage>;

@@ -9,6 +9,7 @@ import { validateRateLimitStore } from "./redis_url.ts";
 import type { Config } from "./schema.ts";
 import { workersIssues } from "./workers_rules.ts";
 import type { ConfigIssue, ParseResult } from "./parse.ts";
+import { validatePages } from "./validate_pages.ts";
 import { checkHeadBody, checkRegex, checkStatus, validateRoutes } from "./validate_route.ts";
 import type { Report } from "./validate_route.ts";
 import { dotted, sortIssues } from "./parse.ts";
@@ -21,6 +22,11 @@ export interface ValidateEnv {
   exists(path: string): boolean;
   /** Environment lookup for `{env.NAME}` placeholders (none when absent). */
   env?: (name: string) => string | undefined;
+  /**
+   * A text file's content (an error page), or why it cannot be read (permissions, not UTF-8);
+   * omitted: not read.
+   */
+  readText?: (path: string) => { text: string } | { error: string; hint: string };
   /** What kind of file a path is, and its size (null when absent); omitted: not checked. */
   stat?: (path: string) => { isFile: boolean; size: number } | null;
   /**
@@ -147,6 +153,7 @@ export function validateConfig(
   validateRateLimitStore(config.rate_limit_store, { err, warn });
 
   validateRoutes(config, { err, warn, env: opts.env });
+  validatePages(config, { err, warn, env: opts.env });
 
   // Health checks and trusted proxies
   const hc = config.health_check;

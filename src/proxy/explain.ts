@@ -13,7 +13,9 @@ import type { Snapshot } from "./snapshot.ts";
 import type { UpstreamRegistry } from "./state.ts";
 import { createUpstreamRegistry } from "./state.ts";
 import { admit, identify, paramRefusal } from "./pipeline.ts";
-import { errorResponse } from "./respond.ts";
+import { errorResponse, OWN_ERROR } from "./respond.ts";
+import type { OwnError } from "./respond.ts";
+import { pageFor } from "./error_pages.ts";
 import { clientKey, isExempt } from "./filters/rate_limit.ts";
 import { buildPool } from "./pool.ts";
 import { choose, hashKey, stickyIndex } from "./forward.ts";
@@ -61,7 +63,14 @@ export interface Explanation {
   /** The route type's action, or "error" when Prox answers before any route action. */
   action: string;
   /** Prox's own answer, when it answers without an upstream (error, redirect, static). */
-  answer?: { status: number; message?: string; location?: string; file?: string };
+  answer?: {
+    status: number;
+    message?: string;
+    location?: string;
+    file?: string;
+    /** The `error_pages` page(s) sent instead of the message: files, or "inline". */
+    page?: string;
+  };
   upstream?: {
     policy: string;
     targets: ExplainedTarget[];
@@ -138,14 +147,14 @@ export async function explainRequest(
     refused = errorResponse(toProxyError(err, "").kind, ctx.requestId);
   }
   out.request.path = ctx.path;
-  if (refused) return await answered(out, refused);
+  if (refused) return await answered(out, refused, ctx);
 
   const entries = ctx.snapshot.router.entries;
   const match = ctx.snapshot.router.match(ctx.host, ctx.path);
   out.routes = explainMatch(entries, { host: ctx.host, path: ctx.path, winner: match });
   const hidden = paramRefusal(ctx, match);
-  if (hidden) return await answered(out, hidden);
-  if (!match) return await answered(out, errorResponse("not_found", ctx.requestId));
+  if (hidden) return await answered(out, hidden, ctx);
+  if (!match) return await answered(out, errorResponse("not_found", ctx.requestId), ctx);
   const route = match.value;
   ctx.route = route;
   out.route = route.id;
@@ -187,7 +196,7 @@ export async function explainRequest(
 
   switch (cfg.type) {
     case "redirect":
-      return await answered(out, redirectAction(ctx, cfg));
+      return await answered(out, redirectAction(ctx, cfg), ctx);
     case "static":
       return await staticAnswer(out, ctx, { deps: pdeps, route: cfg });
     case "websocket":
@@ -228,6 +237,11 @@ export async function explainRequest(
       out.requestHeaders = diff(req.headers, sent);
       if (!ws && "request_body" in cfg && cfg.request_body) {
         out.notes.push("request_body rules may replace the body (and its Content-Type)");
+      }
+      if (route.intercept) {
+        out.notes.push(
+          "intercept_upstream: an upstream answer with a status error_pages lists gets the page",
+        );
       }
       const m = route.mirror;
       if (!ws && m) {
@@ -323,7 +337,7 @@ async function staticAnswer(
   // HEAD for GET: the same decision without reading the file.
   if (ctx.req.method === "GET") ctx.req = new Request(ctx.req, { method: "HEAD" });
   const res = await staticAction(ctx, { ...o.deps, files }, o.route);
-  await answered(out, res);
+  await answered(out, res, ctx);
   if (served && res.status < 300) out.answer!.file = served;
   else if (served && res.status === 404) out.answer!.file = served;
   else if (res.status === 404) {
@@ -336,8 +350,13 @@ function joinFile(root: string, rel: string): string {
   return rel === "" ? root : `${root.replace(/\/+$/, "")}/${rel}`;
 }
 
-/** Records a response Prox makes itself: status, its message or Location. */
-async function answered(out: Explanation, res: Response): Promise<Explanation> {
+/** Records a response Prox makes itself: status, its message or Location, its error page. */
+async function answered(
+  out: Explanation,
+  res: Response,
+  ctx: RequestContext,
+): Promise<Explanation> {
+  const page = (res as OwnError)[OWN_ERROR] && pageFor(ctx, res.status);
   const location = res.headers.get("location");
   const type = res.headers.get("content-type") ?? "";
   let message: string | undefined;
@@ -347,6 +366,7 @@ async function answered(out: Explanation, res: Response): Promise<Explanation> {
   out.answer = { status: res.status };
   if (message) out.answer.message = message;
   if (location !== null) out.answer.location = location;
+  if (page) out.answer.page = page.variants.map((v) => v.source).join(", ");
   if (out.action === "error" && res.status === 404) {
     out.notes.push("No route matched: Prox answers 404");
   }

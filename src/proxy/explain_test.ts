@@ -242,3 +242,20 @@ routes:
   const offline = await explain({ method: "GET", url: "http://example.com/" });
   assert.equal(offline.notes.some((n) => n.startsWith("Slow start")), false);
 });
+
+Deno.test("explainRequest names the error page an answer of Prox's own carries", async () => {
+  const explain = explainer(`
+error_pages: { 404: { body: "gone" }, 5xx: { body: "later" } }
+routes:
+  /app:
+    type: proxy
+    target: http://127.0.0.1:9000
+    intercept_upstream: true
+    error_pages: { "404": [{ body: "<p>no</p>", content_type: text/html }, { body: "{}", content_type: application/json }] }
+`);
+  let out = await explain({ method: "GET", url: "http://example.com/nothing" });
+  assert.deepEqual(out.answer, { status: 404, message: "Not found", page: "inline" });
+  out = await explain({ method: "GET", url: "http://example.com/app/x" });
+  assert.equal(out.answer, undefined);
+  assert.ok(out.notes.some((n) => n.startsWith("intercept_upstream:")), out.notes.join("\n"));
+});

@@ -6,7 +6,7 @@
 //   5. request filters: may answer early (rate limit, rules)   (filters/)
 //   6. action: proxy | load_balance (through the route's cache, cache.ts) | static | redirect |
 //      websocket   (actions/)
-//   7. response filters (header/body rules, compression, Alt-Svc, HSTS)
+//   7. response filters (header/body rules, compression, error pages, Alt-Svc, HSTS)
 //   8. log + metrics, exactly once
 // Errors become responses in one place (respond.ts + domain/errors.ts statusFor).
 
@@ -19,6 +19,7 @@ import { BODY_BYTES } from "../ports.ts";
 import type { AccessRecord, ClientInfo, CountedResponse, Handler } from "../ports.ts";
 import type { PipelineDeps, RequestContext } from "./context.ts";
 import { errorResponse } from "./respond.ts";
+import { withErrorPage } from "./error_pages.ts";
 import { recent } from "./recent.ts";
 import { proxyAction } from "./actions/proxy.ts";
 import { cachedProxy } from "./cache.ts";
@@ -49,6 +50,7 @@ export function createHandler(deps: PipelineDeps): Handler {
     } catch (err) {
       res = failure(ctx, deps, err, faults);
     }
+    if (ctx.snapshot.hasErrorPages && res.status >= 400) res = withErrorPage(ctx, res);
     res = finish(ctx, res);
     record(ctx, deps, res);
     recent.context = ctx;

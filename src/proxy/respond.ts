@@ -6,6 +6,14 @@ import type { ErrorKind } from "../domain/errors.ts";
 
 const encoder = new TextEncoder();
 
+/** Marks Prox's own error answers, which `error_pages` may replace (error_pages.ts). */
+export const OWN_ERROR: unique symbol = Symbol("prox.ownError");
+
+/** A Response made by errorResponse: its kind and the short reason it says. */
+export interface OwnError {
+  [OWN_ERROR]?: { kind: ErrorKind; message: string };
+}
+
 /** A small text error response carrying the request id. */
 export function errorResponse(
   kind: ErrorKind,
@@ -21,11 +29,9 @@ export function errorResponse(
 ): Response {
   const status = opts.status ?? statusFor(kind);
   // `exact`: a body the config wrote, sent as written (the id stays in X-Request-Id).
-  const body = encoder.encode(
-    opts.exact && opts.message !== undefined
-      ? opts.message
-      : `${opts.message ?? reasonFor(kind)}\nrequest id: ${requestId}\n`,
-  );
+  const exact = opts.exact && opts.message !== undefined;
+  const message = opts.message ?? reasonFor(kind);
+  const body = encoder.encode(exact ? message : `${message}\nrequest id: ${requestId}\n`);
   const headers = new Headers(opts.headers);
   headers.set("content-type", "text/plain; charset=utf-8");
   // Declared, so the access log's bytesOut counts this body (it reads Content-Length).
@@ -38,7 +44,13 @@ export function errorResponse(
   // Load shed (upstream pool queue full): tell clients when to come back (RFC 9110 §10.2.3).
   if (kind === "overloaded" && !headers.has("retry-after")) headers.set("retry-after", "1");
   // 499 is not a valid Response status in the Fetch standard; the client is gone anyway.
-  return new Response(body, { status: status === 499 ? 400 : status, headers });
+  const res: Response & OwnError = new Response(body, {
+    status: status === 499 ? 400 : status,
+    headers,
+  });
+  // A body the config wrote (a rate limit's message) is the route's page already.
+  if (!exact) res[OWN_ERROR] = { kind, message };
+  return res;
 }
 
 /**

@@ -16,6 +16,8 @@ import type { CompiledRateLimit } from "./filters/rate_limit.ts";
 import { compressPolicy } from "../domain/compress.ts";
 import type { CompressPolicy } from "../domain/compress.ts";
 import { mirrorPolicy } from "./mirror.ts";
+import { compilePages } from "../domain/error_pages.ts";
+import type { PageTable } from "../domain/error_pages.ts";
 import type { MirrorPolicy } from "./mirror.ts";
 import type { CachePolicy } from "./cache.ts";
 import { CacheStores } from "./cache_stores.ts";
@@ -43,6 +45,10 @@ export interface CompiledRoute {
   mirror: MirrorPolicy | null;
   /** The response cache (`cache`), null when the route has none (proxy/cache.ts). */
   cache: CachePolicy | null;
+  /** The route's own `error_pages` (looked up before the top level's); empty without. */
+  errorPages: PageTable;
+  /** `intercept_upstream`: the upstream's error answers get the pages too. */
+  intercept: boolean;
 }
 
 /** Everything the pipeline reads for one request. Never mutated after build. */
@@ -53,6 +59,10 @@ export interface Snapshot {
   trusted: readonly Cidr[];
   /** `Alt-Svc` value to add to TCP responses while HTTP/3 is up, else null. */
   altSvc: string | null;
+  /** The top level's `error_pages`; empty without. */
+  errorPages: PageTable;
+  /** True when any page is configured: only then does an error answer look for one. */
+  hasErrorPages: boolean;
 }
 
 /** Default upstream timeouts (ms) when neither the route nor the top level sets one. */
@@ -103,6 +113,7 @@ export function buildSnapshot(
   config: Config,
   opts: {
     version: number;
+    /** Files the config names, read by the server: CA certificates, error pages. */
     files?: ReadonlyMap<string, string>;
     altSvc?: string | null;
     /** Environment lookup for `{env.NAME}` placeholders. */
@@ -112,6 +123,16 @@ export function buildSnapshot(
   },
 ): Snapshot {
   const caches = opts.caches ?? new CacheStores();
+  const pages = (spec: Config["error_pages"]): PageTable =>
+    spec
+      ? compilePages(spec, {
+        read: (file) => opts.files?.get(file),
+        env: opts.env ?? (() => undefined),
+        problems: [],
+      })
+      : [];
+  const errorPages = pages(config.error_pages);
+  let hasErrorPages = errorPages.length > 0;
   const entries = Object.entries(config.routes).map(([key, route]) => {
     const { host, prefix } = parseRouteKey(key);
     const hosts = [...(host ? [host] : []), ...(route.hosts ?? []).map((h) => h.toLowerCase())];
@@ -137,7 +158,11 @@ export function buildSnapshot(
         env: opts.env ?? (() => undefined),
         problems: [],
       }),
+      errorPages: pages(route.error_pages),
+      intercept: (route.type === "proxy" || route.type === "load_balance") &&
+        route.intercept_upstream,
     };
+    if (compiled.errorPages.length > 0) hasErrorPages = true;
     const ca = "tls" in route && route.tls?.ca_cert
       ? opts.files?.get(route.tls.ca_cert)
       : undefined;
@@ -151,5 +176,7 @@ export function buildSnapshot(
     router: compileRouter(entries),
     trusted,
     altSvc: opts.altSvc ?? null,
+    errorPages,
+    hasErrorPages,
   });
 }

@@ -1,0 +1,86 @@
+import assert from "node:assert/strict";
+import {
+  compilePages,
+  escapeValue,
+  lookupPage,
+  negotiatePage,
+  pageSelector,
+  renderPage,
+} from "./error_pages.ts";
+import type { PageProblem, PageSpec } from "./error_pages.ts";
+
+function table(spec: Record<string, PageSpec | PageSpec[]>, files: Record<string, string> = {}) {
+  const problems: PageProblem[] = [];
+  const t = compilePages(spec, { read: (f) => files[f], env: () => undefined, problems });
+  return { t, problems };
+}
+
+Deno.test("pageSelector takes codes, classes, ranges and lists of error statuses only", () => {
+  assert.deepEqual(pageSelector("404"), [[404, 404]]);
+  assert.deepEqual(pageSelector("5xx"), [[500, 599]]);
+  assert.deepEqual(pageSelector("502, 504"), [[502, 502], [504, 504]]);
+  assert.deepEqual(pageSelector("500-504"), [[500, 504]]);
+  assert.match(pageSelector("3xx") as string, /no error status/);
+  assert.match(pageSelector("5yy") as string, /Invalid status/);
+});
+
+Deno.test("lookupPage prefers the narrowest key, then the first written", () => {
+  const { t } = table({
+    "5xx": { body: "class" },
+    "500-504": { body: "range" },
+    "502": { body: "code" },
+    "4xx": { body: "first" },
+    "400-499": { body: "second" },
+  });
+  const page = (s: number) => lookupPage(t, s)?.variants[0].template.parts[0];
+  assert.equal(page(502), "code");
+  assert.equal(page(503), "range");
+  assert.equal(page(550), "class");
+  assert.equal(page(404), "first");
+  assert.equal(lookupPage(t, 200), undefined);
+});
+
+Deno.test("negotiatePage follows Accept's most specific range, the first on a tie", () => {
+  const { t } = table({
+    "5xx": [{ file: "p.html" }, { file: "p.json" }],
+  }, { "p.html": "<p>", "p.json": "{}" });
+  const v = t[0].variants;
+  const pick = (accept: string | null) => negotiatePage(v, accept).media;
+  assert.equal(pick(null), "text/html");
+  assert.equal(pick("application/json"), "application/json");
+  assert.equal(pick("text/html;q=0.5, application/*"), "application/json");
+  assert.equal(pick("*/*"), "text/html");
+  assert.equal(pick("image/png"), "text/html"); // none acceptable: still a page
+  assert.equal(pick("application/json;q=0, */*"), "text/html");
+});
+
+Deno.test("renderPage escapes values for HTML and JSON pages, not for text", () => {
+  const { t, problems } = table({
+    "404": [{ body: "<b>{uri_path}</b>", content_type: "text/html" }, {
+      body: '{"p":"{uri_path}"}',
+      content_type: "application/json",
+    }, { body: "{uri_path}" }],
+  });
+  assert.deepEqual(problems, []);
+  const values = () => `</b>"'&\\`;
+  const [html, json, text] = t[0].variants;
+  assert.equal(renderPage(html, values), "<b>&lt;/b&gt;&quot;&#39;&amp;\\</b>");
+  assert.deepEqual(JSON.parse(renderPage(json, values)), { p: `</b>"'&\\` });
+  assert.equal(renderPage(text, values), `</b>"'&\\`);
+  assert.equal(escapeValue("a<b", "json"), "a\\u003cb");
+});
+
+Deno.test("compilePages reports what it leaves out, at the entry's path", () => {
+  const { t, problems } = table({
+    "404": "page.bin",
+    "500": { file: "x.html", body: "y" },
+    "503": { body: "{stauts}" },
+  });
+  assert.deepEqual(t.map((e) => e.key), ["503"]);
+  assert.deepEqual(problems.map((p) => [p.path, p.warning ?? false]), [
+    [["404"], false],
+    [["500"], false],
+    [["503", "body"], true],
+  ]);
+  assert.equal(problems[2].hint, "Did you mean {status}?");
+});

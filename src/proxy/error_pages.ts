@@ -1,0 +1,88 @@
+// Phase 7c: an error answer gets the operator's page (`error_pages`). Prox's own answers are
+// marked where they are made (respond.ts); with the route's `intercept_upstream` the upstream's
+// error answers qualify too, and their body is cancelled, never read. Only error answers reach
+// this file, and only when a page is configured somewhere: other requests pay nothing.
+
+import { lookupPage, negotiatePage, renderPage } from "../domain/error_pages.ts";
+import type { PageEntry } from "../domain/error_pages.ts";
+import type { RequestContext } from "./context.ts";
+import { placeholderValues } from "./filters/rules.ts";
+import { OWN_ERROR } from "./respond.ts";
+import type { OwnError } from "./respond.ts";
+
+const encoder = new TextEncoder();
+
+/** An upstream's header fields that give its error status a meaning (kept when intercepted). */
+const KEPT = [
+  "www-authenticate",
+  "proxy-authenticate",
+  "retry-after",
+  "allow",
+  "ratelimit",
+  "ratelimit-policy",
+];
+
+/** A short reason for an upstream's status, for `{reason}` (none of the upstream's text). */
+const REASONS: Record<number, string> = {
+  400: "Bad request",
+  401: "Unauthorized",
+  403: "Forbidden",
+  404: "Not found",
+  405: "Method not allowed",
+  409: "Conflict",
+  410: "Gone",
+  413: "Content too large",
+  422: "Unprocessable content",
+  429: "Too many requests",
+  500: "Internal server error",
+  501: "Not implemented",
+  502: "Bad gateway",
+  503: "Service unavailable",
+  504: "Gateway timeout",
+};
+
+/** The pages for `status` on the request's route (its own entries first, then the top level's). */
+export function pageFor(ctx: RequestContext, status: number): PageEntry | undefined {
+  const route = ctx.route;
+  return (route && lookupPage(route.errorPages, status)) ??
+    lookupPage(ctx.snapshot.errorPages, status);
+}
+
+/**
+ * `res` with its body replaced by the page configured for its status (the route's entries first,
+ * then the top level's), or `res` itself when it gets none. Status, `Proxy-Status`, request id and
+ * Prox's other fields stay; an intercepted upstream answer keeps only the fields in KEPT.
+ */
+export function withErrorPage(ctx: RequestContext, res: Response): Response {
+  const own = (res as OwnError)[OWN_ERROR];
+  const route = ctx.route;
+  if (own === undefined && !(route?.intercept && ctx.upstreamStatus === res.status)) return res;
+  if (own?.kind === "client_gone") return res; // nobody reads it
+  const status = res.status;
+  const entry = pageFor(ctx, status);
+  if (!entry) return res;
+  const page = negotiatePage(entry.variants, ctx.req.headers.get("accept"));
+  const values = placeholderValues(ctx, status);
+  const reason = own?.message ?? REASONS[status] ??
+    (status < 500 ? "Client error" : "Server error");
+  const body = encoder.encode(
+    renderPage(page, (name) => name === "reason" ? reason : values(name)),
+  );
+  let headers: Headers;
+  if (own) headers = res.headers;
+  else {
+    // Not read: a large or endless error body costs nothing.
+    res.body?.cancel().catch(() => {});
+    headers = new Headers();
+    for (const name of KEPT) {
+      const v = res.headers.get(name);
+      if (v !== null) headers.set(name, v);
+    }
+    headers.set("x-request-id", ctx.requestId);
+    headers.set("cache-control", "no-store");
+  }
+  headers.set("content-type", page.type);
+  headers.set("content-length", String(body.byteLength));
+  if (entry.variants.length > 1) headers.append("vary", "accept");
+  return new Response(body, { status, headers });
+}

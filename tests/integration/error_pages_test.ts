@@ -1,0 +1,179 @@
+// `error_pages`: Prox's own error answers (no route, an upstream that is down) carry the
+// operator's page, a route's entries before the top level's, values escaped for the page, chosen
+// by Accept; `intercept_upstream` replaces the upstream's error answers without reading them; a
+// reload swaps the pages; a missing page file is a located config error.
+import assert from "node:assert/strict";
+import { freePort, startUpstream, waitFor } from "../_harness.ts";
+import { loadSource } from "../../src/server.ts";
+import { formatIssue } from "../../src/config/load.ts";
+import { startProxy } from "./_proxy.ts";
+
+async function pages(files: Record<string, string>): Promise<string> {
+  const dir = await Deno.makeTempDir({ prefix: "prox-pages-" });
+  for (const [name, text] of Object.entries(files)) {
+    await Deno.writeTextFile(`${dir}/${name}`, text);
+  }
+  return dir;
+}
+
+Deno.test("error_pages: no route and a down upstream get the pages, a route's own first", async () => {
+  const dir = await pages({
+    "404.html": "<h1>Lost: {uri_path}?{query}</h1><p>{request_id}</p>\n",
+    "5xx.html": "<h1>{status} {reason}</h1><p>{request_id}</p>\n",
+    "5xx.json": '{"error":"{reason}","id":"{request_id}","q":"{query}"}\n',
+  });
+  const down = `http://127.0.0.1:${freePort()}`;
+  try {
+    await using prox = await startProxy(`
+health_check: { enabled: false }
+error_pages:
+  404: ${dir}/404.html
+  5xx: [${dir}/5xx.html, ${dir}/5xx.json]
+routes:
+  /app: { type: proxy, target: "${down}", retries: { attempts: 0 } }
+  /shop:
+    type: proxy
+    target: "${down}"
+    retries: { attempts: 0 }
+    error_pages: { "502, 504": { body: "shop is down ({status})", content_type: text/plain } }
+`);
+    // No route: the 404 page, values HTML-escaped; Proxy-Status and the request id as before.
+    let res = await fetch(`${prox.url}/it's?a=1&b='x'`);
+    let body = await res.text();
+    assert.equal(res.status, 404);
+    assert.equal(res.headers.get("content-type"), "text/html; charset=utf-8");
+    assert.equal(res.headers.get("proxy-status"), "prox; error=destination_not_found");
+    const id = res.headers.get("x-request-id")!;
+    assert.equal(
+      body,
+      `<h1>Lost: /it&#39;s?a=1&amp;b=%27x%27</h1><p>${id}</p>\n`,
+    );
+    assert.equal(res.headers.get("content-length"), String(new TextEncoder().encode(body).length));
+
+    // The upstream is down: the top-level 5xx page (HTML first), or its JSON for a JSON client.
+    res = await fetch(`${prox.url}/app/x`);
+    body = await res.text();
+    assert.equal(res.status, 502);
+    assert.equal(res.headers.get("proxy-status"), "prox; error=connection_refused");
+    assert.equal(res.headers.get("vary"), "accept");
+    assert.equal(
+      body,
+      `<h1>502 Bad gateway: cannot connect to upstream</h1><p>${
+        res.headers.get("x-request-id")
+      }</p>\n`,
+    );
+    res = await fetch(`${prox.url}/app/x?k="v"`, {
+      headers: { accept: "text/html;q=0.5, application/json" },
+    });
+    assert.equal(res.headers.get("content-type"), "application/json");
+    const json = await res.json();
+    assert.equal(json.error, "Bad gateway: cannot connect to upstream");
+    assert.equal(json.id, res.headers.get("x-request-id"));
+    assert.equal(json.q, "k=%22v%22");
+
+    // The route's own entry wins over the top level's 5xx.
+    res = await fetch(`${prox.url}/shop/cart`);
+    assert.equal(res.status, 502);
+    assert.equal(await res.text(), "shop is down (502)");
+    assert.equal(res.headers.get("content-type"), "text/plain");
+
+    // HEAD: the status and the page's fields, no body.
+    res = await fetch(`${prox.url}/shop/cart`, { method: "HEAD" });
+    assert.equal(res.status, 502);
+    assert.equal(res.headers.get("content-length"), "18");
+    assert.equal(await res.text(), "");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("error_pages: intercept_upstream replaces listed upstream errors, unread", async () => {
+  let cancelled = false;
+  await using up = await startUpstream((req) => {
+    const status = Number(new URL(req.url).searchParams.get("status") ?? 200);
+    // An error body that never ends: intercepting must not wait for it.
+    const body = new ReadableStream<Uint8Array>({
+      start(c) {
+        c.enqueue(new TextEncoder().encode("upstream's own page"));
+      },
+      cancel() {
+        cancelled = true;
+      },
+    });
+    return new Response(status === 200 ? "fine" : body, {
+      status,
+      headers: { "x-app": "1", "www-authenticate": 'Bearer realm="app"' },
+    });
+  });
+  await using prox = await startProxy(`
+health_check: { enabled: false }
+error_pages: { 5xx: { body: "sorry: {status}" }, 401: { body: "log in first" } }
+routes:
+  /on: { type: proxy, target: "${up.url}", intercept_upstream: true, path_rewrite: / }
+  /off: { type: proxy, target: "${up.url}", path_rewrite: / }
+`);
+  let res = await fetch(`${prox.url}/on/?status=503`);
+  assert.equal(res.status, 503);
+  assert.equal(await res.text(), "sorry: 503");
+  assert.equal(res.headers.get("x-app"), null);
+  assert.equal(res.headers.get("proxy-status"), null); // the upstream answered: not Prox's error
+  await waitFor(() => cancelled, { what: "the upstream body cancelled" });
+
+  // A 401 keeps the challenge that gives it its meaning.
+  res = await fetch(`${prox.url}/on/?status=401`);
+  assert.equal(await res.text(), "log in first");
+  assert.equal(res.headers.get("www-authenticate"), 'Bearer realm="app"');
+
+  // A status no page lists, and success, pass through untouched.
+  res = await fetch(`${prox.url}/on/?status=404`);
+  assert.equal(res.status, 404);
+  assert.equal(res.headers.get("x-app"), "1");
+  const reader = res.body!.getReader();
+  assert.equal(new TextDecoder().decode((await reader.read()).value), "upstream's own page");
+  await reader.cancel();
+  res = await fetch(`${prox.url}/on/`);
+  assert.equal(await res.text(), "fine");
+
+  // Off (the default): the upstream's own error answer.
+  res = await fetch(`${prox.url}/off/?status=503`);
+  assert.equal(res.status, 503);
+  assert.equal(res.headers.get("x-app"), "1");
+  const r2 = res.body!.getReader();
+  assert.equal(new TextDecoder().decode((await r2.read()).value), "upstream's own page");
+  await r2.cancel();
+});
+
+Deno.test("error_pages: a reload swaps the pages; a missing page file is a located error", async () => {
+  const dir = await pages({ "404.txt": "first {status}" });
+  try {
+    await using prox = await startProxy(`
+error_pages: { 404: ${dir}/404.txt }
+routes: { /only: { type: redirect, target: /elsewhere } }
+`);
+    let res = await fetch(`${prox.url}/nothing`);
+    assert.equal(await res.text(), "first 404");
+    assert.equal(res.headers.get("content-type"), "text/plain; charset=utf-8");
+    await Deno.writeTextFile(`${dir}/404.txt`, "second {status}");
+    assert.ok((await prox.server.reload()).ok);
+    res = await fetch(`${prox.url}/nothing`);
+    assert.equal(await res.text(), "second 404");
+
+    // The file gone: the reload fails, located, and the loaded page keeps serving.
+    await Deno.remove(`${dir}/404.txt`);
+    const r = await prox.server.reload();
+    assert.equal(r.ok, false);
+    res = await fetch(`${prox.url}/nothing`);
+    assert.equal(await res.text(), "second 404");
+    const loaded = await loadSource({
+      text:
+        `listen_addr: "127.0.0.1:0"\nerror_pages:\n  404: ${dir}/404.txt\nroutes: { /: { type: static, root: "${dir}" } }\n`,
+      name: "c.yaml",
+    });
+    assert.deepEqual(loaded.issues.map(formatIssue), [
+      `c.yaml:3:3: error: error_pages.404: Page file not found: ${dir}/404.txt\n` +
+      "  fix: Create the file or fix the path (relative to the working directory)",
+    ]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
