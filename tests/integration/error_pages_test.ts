@@ -3,7 +3,8 @@
 // by Accept; `intercept_upstream` replaces the upstream's error answers without reading them; a
 // reload swaps the pages; a missing page file is a located config error.
 import assert from "node:assert/strict";
-import { freePort, startUpstream, waitFor } from "../_harness.ts";
+import { freePort, ROOT, startUpstream, waitFor } from "../_harness.ts";
+import { connectH3 } from "../../src/adapters/h3/client.ts";
 import { loadSource } from "../../src/server.ts";
 import { formatIssue } from "../../src/config/load.ts";
 import { startProxy } from "./_proxy.ts";
@@ -176,4 +177,36 @@ routes: { /only: { type: redirect, target: /elsewhere } }
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("error_pages: the same page over HTTPS and HTTP/3, and no body for HEAD over HTTP/3", async () => {
+  const tls = `${ROOT}/tests/fixtures/tls`;
+  const ca = Deno.readTextFileSync(`${tls}/ca.pem`);
+  await using prox = await startProxy(
+    `listen_addr: "127.0.0.1:0"
+tls: { cert_path: "${tls}/cert.pem", key_path: "${tls}/key.pem" }
+protocols: { http3_enabled: true }
+error_pages: { 404: { body: "<p>{scheme} {uri_path}</p>", content_type: text/html } }
+routes: { /only: { type: redirect, target: /elsewhere } }
+`,
+    { keepListen: true, tls: true },
+  );
+  const client = Deno.createHttpClient({ caCerts: [ca] });
+  try {
+    const res = await fetch(`https://localhost:${prox.port}/a&b`, { client });
+    assert.equal(res.status, 404);
+    assert.equal(await res.text(), "<p>https /a&amp;b</p>");
+  } finally {
+    client.close();
+  }
+  await using h3 = await connectH3({ hostname: "127.0.0.1", port: prox.port, caCerts: [ca] });
+  let res = await h3.request("/a&b");
+  assert.equal(res.status, 404);
+  assert.equal(res.headers.get("content-type"), "text/html");
+  assert.equal(res.headers.get("proxy-status"), "prox; error=destination_not_found");
+  assert.equal(new TextDecoder().decode(res.body), "<p>https /a&amp;b</p>");
+  res = await h3.request("/a&b", { method: "HEAD" });
+  assert.equal(res.status, 404);
+  assert.equal(res.headers.get("content-length"), "21");
+  assert.equal(res.body.byteLength, 0);
 });
