@@ -18,7 +18,8 @@ import { authorityOf, normalizePath, plainPath, rawQuery, wireQuery } from "../d
 import { BODY_BYTES } from "../ports.ts";
 import type { AccessRecord, ClientInfo, CountedResponse, Handler } from "../ports.ts";
 import type { PipelineDeps, RequestContext } from "./context.ts";
-import { errorResponse } from "./respond.ts";
+import { errorResponse, OWN_ERROR } from "./respond.ts";
+import type { OwnError } from "./respond.ts";
 import { withErrorPage } from "./error_pages.ts";
 import { recent } from "./recent.ts";
 import { proxyAction } from "./actions/proxy.ts";
@@ -195,10 +196,15 @@ async function handle(ctx: RequestContext, deps: PipelineDeps): Promise<Response
   }
 }
 
-/** The route's `compress`, when it has one, applied to its answer (7b: after the rules). */
+/**
+ * The route's `compress`, when it has one, applied to its answer (7b: after the rules). Prox's
+ * own error answers (a static route's 404) stay as they are, as on every other path: small, and
+ * an error page must still find them.
+ */
 function compressed(ctx: RequestContext, deps: PipelineDeps, res: Response): Response {
   const policy = ctx.route!.compress;
   if (policy === null || !deps.compressor) return res;
+  if (res.status >= 400 && (res as OwnError)[OWN_ERROR]) return res;
   return applyCompression(ctx, res, { policy, compressor: deps.compressor });
 }
 

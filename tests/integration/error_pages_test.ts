@@ -210,3 +210,18 @@ routes: { /only: { type: redirect, target: /elsewhere } }
   assert.equal(res.headers.get("content-length"), "21");
   assert.equal(res.body.byteLength, 0);
 });
+
+Deno.test("error_pages: a static route's own 404 gets the page even where the route compresses all", async () => {
+  const dir = await pages({ "index.html": "home" });
+  try {
+    await using prox = await startProxy(`
+error_pages: { 404: { body: "<p>no {uri_path}</p>", content_type: text/html } }
+routes: { /: { type: static, root: "${dir}", compress: { min_length: 0 } } }
+`);
+    const res = await fetch(`${prox.url}/missing`, { headers: { "accept-encoding": "gzip" } });
+    assert.equal(res.status, 404);
+    assert.equal(await res.text(), "<p>no /missing</p>");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
