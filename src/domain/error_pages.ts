@@ -7,6 +7,7 @@ import { compileTemplate, REQUEST_PLACEHOLDERS } from "./placeholders.ts";
 import type { PlaceholderValues, Template } from "./placeholders.ts";
 import { parseStatusSelector } from "./conditions.ts";
 import { suggest } from "./suggest.ts";
+import { fieldValueProblem } from "./rules.ts";
 
 /** Placeholders a page may use: the request's, the status and its short reason (no upstream). */
 export const PAGE_PLACEHOLDERS = [...REQUEST_PLACEHOLDERS, "status", "reason"] as const;
@@ -167,6 +168,11 @@ function variant(
       hint:
         'E.g. { file: pages/502.html } or { body: "Down for maintenance", content_type: text/plain }',
     });
+    return undefined;
+  }
+  const why = spec.content_type === undefined ? undefined : fieldValueProblem(spec.content_type);
+  if (why) {
+    opts.problems.push({ path: [...at, "content_type"], message: `content_type ${why}` });
     return undefined;
   }
   const type = spec.content_type ??

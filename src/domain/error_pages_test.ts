@@ -75,12 +75,14 @@ Deno.test("compilePages reports what it leaves out, at the entry's path", () => 
     "404": "page.bin",
     "500": { file: "x.html", body: "y" },
     "503": { body: "{stauts}" },
+    "504": { body: "x", content_type: "text/html\r\nx-evil: 1" },
   });
   assert.deepEqual(t.map((e) => e.key), ["503"]);
   assert.deepEqual(problems.map((p) => [p.path, p.warning ?? false]), [
     [["404"], false],
     [["500"], false],
     [["503", "body"], true],
+    [["504", "content_type"], false],
   ]);
   assert.equal(problems[2].hint, "Did you mean {status}?");
 });
