@@ -207,7 +207,17 @@ function summary(c: Config): string[] {
     }`,
     `  http/3:        ${c.protocols.http3_enabled ? "on" : "off"}`,
     `  admin:         ${c.admin ? c.admin.listen_addr : "off"}`,
+    ...pagesSummary(c),
   ];
+}
+
+/** The `error_pages` line: the top level's keys and how many routes have their own. */
+function pagesSummary(c: Config): string[] {
+  const own = Object.values(c.routes).filter((r) => r.error_pages).length;
+  if (!c.error_pages && own === 0) return [];
+  const top = c.error_pages ? Object.keys(c.error_pages).join(", ") : "none at the top level";
+  const routes = own === 0 ? "" : `; ${own} route${own === 1 ? "" : "s"} with their own`;
+  return [`  error pages:   ${top}${routes}`];
 }
 
 async function validateCommand(file: string, format: "text" | "json"): Promise<number> {

@@ -31,6 +31,28 @@ routes:
     target: "https://example.com"
 `;
 
+Deno.test("prox validate reads error pages: a missing one is located, found ones are summed up", async () => {
+  const dir = await tempDir({ "5xx.html": "<p>{status}</p>" });
+  const yaml = (page: string) =>
+    VALID(8080) + `error_pages:\n  5xx: ${dir}/5xx.html\n  "404, 410": ${dir}/${page}\n`;
+  await Deno.writeTextFile(`${dir}/ok.yaml`, yaml("5xx.html"));
+  await Deno.writeTextFile(`${dir}/bad.yaml`, yaml("gone.html"));
+  try {
+    const ok = await prox(["validate", "-c", `${dir}/ok.yaml`]);
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.ok(ok.stdout.includes("\n  error pages:   5xx, 404, 410\n"), ok.stdout);
+    const bad = await prox(["validate", "-c", `${dir}/bad.yaml`]);
+    assert.equal(bad.code, 1);
+    assert.equal(
+      bad.stderr.split("\n").slice(0, 2).join("\n"),
+      `${dir}/bad.yaml:10:3: error: error_pages.404, 410: Page file not found: ${dir}/gone.html\n` +
+        "  fix: Create the file or fix the path (relative to the working directory)",
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("prox --version prints the version and exits 0", async () => {
   const r = await prox(["--version"]);
   assert.equal(r.code, 0);
