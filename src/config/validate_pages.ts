@@ -51,7 +51,31 @@ function checkPages(
   for (const p of problems) {
     (p.warning ? opts.warn : opts.err)([...base, ...p.path], p.message, p.hint);
   }
+  // Equally narrow keys for one status: which wins would hang on the order of the keys.
+  for (let j = 1; j < table.length; j++) {
+    for (let i = 0; i < j; i++) {
+      const [a, b] = [table[i], table[j]];
+      const shared = a.width === b.width ? overlap(a.ranges, b.ranges) : undefined;
+      if (!shared) continue;
+      const [lo, hi] = shared;
+      opts.warn(
+        [...base, b.key],
+        `"${a.key}" and "${b.key}" both give ${lo === hi ? lo : `${lo}-${hi}`} a page: one of ` +
+          "them is never used there",
+        "Give each status one page (a narrower key wins over a wider one: 502 over 5xx)",
+      );
+      break;
+    }
+  }
   return table;
+}
+
+/** The first statuses two keys both select, or undefined. */
+function overlap(a: [number, number][], b: [number, number][]): [number, number] | undefined {
+  for (const [lo, hi] of a) {
+    for (const [l, h] of b) if (lo <= h && l <= hi) return [Math.max(lo, l), Math.min(hi, h)];
+  }
+  return undefined;
 }
 
 const MISSING = "Create the file or fix the path (relative to the working directory)";
