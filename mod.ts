@@ -215,7 +215,8 @@ function summary(c: Config): string[] {
 function pagesSummary(c: Config): string[] {
   const own = Object.values(c.routes).filter((r) => r.error_pages).length;
   if (!c.error_pages && own === 0) return [];
-  const top = c.error_pages ? Object.keys(c.error_pages).join(", ") : "none at the top level";
+  const keys = Object.keys(c.error_pages ?? {}).map((k) => k.includes(",") ? `"${k}"` : k);
+  const top = keys.length > 0 ? keys.join(", ") : "none at the top level";
   const routes = own === 0 ? "" : `; ${own} route${own === 1 ? "" : "s"} with their own`;
   return [`  error pages:   ${top}${routes}`];
 }

@@ -40,7 +40,7 @@ Deno.test("prox validate reads error pages: a missing one is located, found ones
   try {
     const ok = await prox(["validate", "-c", `${dir}/ok.yaml`]);
     assert.equal(ok.code, 0, ok.stderr);
-    assert.ok(ok.stdout.includes("\n  error pages:   5xx, 404, 410\n"), ok.stdout);
+    assert.ok(ok.stdout.includes('\n  error pages:   5xx, "404, 410"\n'), ok.stdout);
     const bad = await prox(["validate", "-c", `${dir}/bad.yaml`]);
     assert.equal(bad.code, 1);
     assert.equal(
