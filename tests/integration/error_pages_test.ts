@@ -216,11 +216,17 @@ Deno.test("error_pages: a static route's own 404 gets the page even where the ro
   try {
     await using prox = await startProxy(`
 error_pages: { 404: { body: "<p>no {uri_path}</p>", content_type: text/html } }
-routes: { /: { type: static, root: "${dir}", compress: { min_length: 0 } } }
+routes:
+  /:
+    type: static
+    root: "${dir}"
+    compress: { min_length: 0 }
+    response_headers: { add: { X-Frame-Options: DENY } }
 `);
     const res = await fetch(`${prox.url}/missing`, { headers: { "accept-encoding": "gzip" } });
     assert.equal(res.status, 404);
     assert.equal(await res.text(), "<p>no /missing</p>");
+    assert.equal(res.headers.get("x-frame-options"), "DENY"); // the route's header rules stay
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
