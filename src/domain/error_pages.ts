@@ -175,17 +175,6 @@ function variant(
     opts.problems.push({ path: [...at, "content_type"], message: `content_type ${why}` });
     return undefined;
   }
-  const type = spec.content_type ??
-    (spec.file !== undefined ? pageTypeFor(spec.file) : BODY_TYPE);
-  if (type === undefined) {
-    opts.problems.push({
-      path: typeof page === "string" ? at : [...at, "file"],
-      message: `Cannot tell the media type of ${spec.file} from its extension`,
-      hint:
-        "Use .html, .json, .txt or .xml, or set content_type (e.g. { file: …, content_type: text/html })",
-    });
-    return undefined;
-  }
   const where = spec.body !== undefined
     ? [...at, "body"]
     : typeof page === "string"
@@ -193,6 +182,17 @@ function variant(
     : [...at, "file"];
   const text = spec.body ?? opts.read(spec.file!, where);
   if (text === undefined) return undefined;
+  const type = spec.content_type ??
+    (spec.file !== undefined ? pageTypeFor(spec.file) : BODY_TYPE);
+  if (type === undefined) {
+    opts.problems.push({
+      path: where,
+      message: `Cannot tell the media type of ${spec.file} from its extension`,
+      hint:
+        "Use .html, .json, .txt or .xml, or set content_type (e.g. { file: …, content_type: text/html })",
+    });
+    return undefined;
+  }
   const r = compileTemplate(text, { allowed: PAGE_PLACEHOLDERS, env: opts.env });
   if (!r.ok) {
     for (const name of r.unknown) {

@@ -76,7 +76,7 @@ Deno.test("compilePages reports what it leaves out, at the entry's path", () => 
     "500": { file: "x.html", body: "y" },
     "503": { body: "{stauts}" },
     "504": { body: "x", content_type: "text/html\r\nx-evil: 1" },
-  });
+  }, { "page.bin": "?" });
   assert.deepEqual(t.map((e) => e.key), ["503"]);
   assert.deepEqual(problems.map((p) => [p.path, p.warning ?? false]), [
     [["404"], false],
