@@ -151,7 +151,8 @@ export function compilePages(
     const width = Math.min(...ranges.map(([lo, hi]) => hi - lo));
     table.push({ key, ranges, width, variants });
   }
-  // Stable: among keys as narrow, the first written wins.
+  // Stable: among keys as narrow the first in key order wins. JS puts an integer key (404) before
+  // "404, 410" whatever the file says, so validate warns about such pairs.
   return table.sort((a, b) => a.width - b.width);
 }
 
