@@ -231,3 +231,22 @@ routes:
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("error_pages: a 429 page keeps Retry-After and RateLimit; a limit's own message stays", async () => {
+  await using up = await startUpstream(() => new Response("ok"));
+  await using prox = await startProxy(`
+health_check: { enabled: false }
+error_pages: { 429: { body: "slow down: {reason}" } }
+routes:
+  /a: { type: proxy, target: "${up.url}", rate_limit: { by: ip, requests: 1, period: 1m, headers: true } }
+  /b: { type: proxy, target: "${up.url}", rate_limit: { by: ip, requests: 1, period: 1m, message: "custom" } }
+`);
+  for (const [path, page] of [["/a", "slow down: Too Many Requests"], ["/b", "custom"]]) {
+    assert.equal(await (await fetch(`${prox.url}${path}`)).text(), "ok");
+    const res = await fetch(`${prox.url}${path}`);
+    assert.equal(res.status, 429);
+    assert.equal(await res.text(), page);
+    assert.equal(res.headers.get("retry-after"), "60");
+    if (path === "/a") assert.equal(res.headers.get("ratelimit"), '"default";r=0;t=60');
+  }
+});
