@@ -78,6 +78,9 @@ export function withErrorPage(ctx: RequestContext, res: Response): Response {
       const v = res.headers.get(name);
       if (v !== null) headers.set(name, v);
     }
+    // A 416's `bytes */N` gives the representation's length (RFC 9110 §15.5.17).
+    const range = status === 416 ? res.headers.get("content-range") : null;
+    if (range !== null) headers.set("content-range", range);
     headers.set("x-request-id", ctx.requestId);
     headers.set("cache-control", "no-store");
   }

@@ -103,12 +103,16 @@ Deno.test("error_pages: intercept_upstream replaces listed upstream errors, unre
     });
     return new Response(status === 200 ? "fine" : body, {
       status,
-      headers: { "x-app": "1", "www-authenticate": 'Bearer realm="app"' },
+      headers: {
+        "x-app": "1",
+        "www-authenticate": 'Bearer realm="app"',
+        "content-range": "bytes */1000",
+      },
     });
   });
   await using prox = await startProxy(`
 health_check: { enabled: false }
-error_pages: { 5xx: { body: "sorry: {status}" }, 401: { body: "log in first" } }
+error_pages: { 5xx: { body: "sorry: {status}" }, 401: { body: "log in first" }, 416: { body: "bad range" } }
 routes:
   /on: { type: proxy, target: "${up.url}", intercept_upstream: true, path_rewrite: / }
   /off: { type: proxy, target: "${up.url}", path_rewrite: / }
@@ -124,6 +128,10 @@ routes:
   res = await fetch(`${prox.url}/on/?status=401`);
   assert.equal(await res.text(), "log in first");
   assert.equal(res.headers.get("www-authenticate"), 'Bearer realm="app"');
+  // A 416 keeps the representation's length (RFC 9110 §15.5.17).
+  res = await fetch(`${prox.url}/on/?status=416`);
+  assert.equal(await res.text(), "bad range");
+  assert.equal(res.headers.get("content-range"), "bytes */1000");
 
   // A status no page lists, and success, pass through untouched.
   res = await fetch(`${prox.url}/on/?status=404`);
