@@ -7,7 +7,7 @@ import { DRY_RUN_ID, explainRequest } from "../proxy/explain.ts";
 import type { ExplainDeps, ExplainRequest, Explanation } from "../proxy/explain.ts";
 import type { Snapshot } from "../proxy/snapshot.ts";
 import { silentLogger } from "../ports.ts";
-import { denoEnv, loadSource } from "./config_source.ts";
+import { denoEnv, loadSource, readReferencedFiles } from "./config_source.ts";
 import { createDenoFileStore } from "./files_deno.ts";
 
 /** A request line from the command line: `[METHOD] URL`, a bare path meaning http://localhost. */
@@ -63,7 +63,12 @@ export async function loadSnapshot(
     err(`\n${file} is invalid: run prox validate -c ${file}`);
     return null;
   }
-  return buildSnapshot(loaded.config, { version: 1, env: denoEnv.env });
+  // The files `serve` reads too (error pages, CA certificates): without them no page was named.
+  return buildSnapshot(loaded.config, {
+    version: 1,
+    env: denoEnv.env,
+    files: await readReferencedFiles(loaded.config),
+  });
 }
 
 /** What explain reads offline: the snapshot, the real files, the real clock, no health. */

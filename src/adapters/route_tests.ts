@@ -24,6 +24,7 @@ const Case = z.object({
     status: z.int().min(100).max(599).optional(),
     location: z.string().optional(),
     file: z.string().optional(),
+    page: z.string().optional(),
     upstream: z.string().optional(),
     target: z.string().optional(),
     headers: z.record(z.string(), z.string().nullable()).optional(),

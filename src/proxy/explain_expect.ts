@@ -12,6 +12,8 @@ export interface Expectation {
   status?: number;
   location?: string;
   file?: string;
+  /** The `error_pages` page(s) Prox's own answer carries (their files, or "inline"). */
+  page?: string;
   /** The upstream URL the request line would go to (target + rewritten path + query). */
   upstream?: string;
   /** The target a first attempt would pick. */
@@ -57,6 +59,7 @@ export function mismatches(
   check("status", want.status, e.answer?.status);
   check("location", want.location, e.answer?.location);
   check("file", want.file, e.answer?.file);
+  check("page", want.page, e.answer?.page);
   check("upstream", want.upstream, e.upstream?.url);
   check("target", want.target, e.upstream?.pick ?? undefined);
   if (want.headers) {

@@ -9,6 +9,7 @@ const prox = (args: string[], cwd: string) =>
 
 const CONFIG = `listen_addr: "127.0.0.1:3000"
 trusted_proxies: []
+error_pages: { 404: ./404.html }
 routes:
   "/api":
     type: proxy
@@ -28,6 +29,7 @@ Deno.test("prox test: passing cases exit 0; a failing one says where and what, e
     await Deno.mkdir(`${dir}/www`);
     await Deno.writeTextFile(`${dir}/www/index.html`, "<h1>hi</h1>");
     await Deno.writeTextFile(`${dir}/config.yaml`, CONFIG);
+    await Deno.writeTextFile(`${dir}/404.html`, "<h1>{uri_path}: none here</h1>");
     await Deno.writeTextFile(
       `${dir}/ok.yaml`,
       `- name: the API, rewritten, query kept
@@ -46,7 +48,7 @@ Deno.test("prox test: passing cases exit 0; a failing one says where and what, e
 - request: /index.html
   expect: { action: static, file: ./www/index.html, status: 200 }
 - request: http://localhost/nothing-here.txt
-  expect: { route: /, status: 404 }
+  expect: { route: /, status: 404, page: ./404.html }
 `,
     );
     const ok = await prox(["test", "ok.yaml"], dir);
