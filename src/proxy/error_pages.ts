@@ -55,8 +55,9 @@ export function pageFor(ctx: RequestContext, status: number): PageEntry | undefi
  */
 export function withErrorPage(ctx: RequestContext, res: Response): Response {
   const own = (res as OwnError)[OWN_ERROR];
-  const route = ctx.route;
-  if (own === undefined && !(route?.intercept && ctx.upstreamStatus === res.status)) return res;
+  // Any other error answer on an intercepting route is the upstream's: just received, or stored
+  // by the route's cache (which did not ask the upstream, so ctx.upstreamStatus is not set).
+  if (own === undefined ? !ctx.route?.intercept : own.exact) return res;
   if (own?.kind === "client_gone") return res; // nobody reads it
   const status = res.status;
   const entry = pageFor(ctx, status);

@@ -356,7 +356,8 @@ async function answered(
   res: Response,
   ctx: RequestContext,
 ): Promise<Explanation> {
-  const page = (res as OwnError)[OWN_ERROR] && pageFor(ctx, res.status);
+  const own = (res as OwnError)[OWN_ERROR];
+  const page = own && !own.exact && pageFor(ctx, res.status);
   const location = res.headers.get("location");
   const type = res.headers.get("content-type") ?? "";
   let message: string | undefined;

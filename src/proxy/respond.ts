@@ -9,9 +9,12 @@ const encoder = new TextEncoder();
 /** Marks Prox's own error answers, which `error_pages` may replace (error_pages.ts). */
 export const OWN_ERROR: unique symbol = Symbol("prox.ownError");
 
-/** A Response made by errorResponse: its kind and the short reason it says. */
+/**
+ * A Response made by errorResponse: its kind, the short reason it says, and whether its body is
+ * one the config wrote (a rate limit's message: that route's page already).
+ */
 export interface OwnError {
-  [OWN_ERROR]?: { kind: ErrorKind; message: string };
+  [OWN_ERROR]?: { kind: ErrorKind; message: string; exact: boolean };
 }
 
 /** A small text error response carrying the request id. */
@@ -48,8 +51,7 @@ export function errorResponse(
     status: status === 499 ? 400 : status,
     headers,
   });
-  // A body the config wrote (a rate limit's message) is the route's page already.
-  if (!exact) res[OWN_ERROR] = { kind, message };
+  res[OWN_ERROR] = { kind, message, exact: exact === true };
   return res;
 }
 

@@ -258,3 +258,23 @@ routes:
     if (path === "/a") assert.equal(res.headers.get("ratelimit"), '"default";r=0;t=60');
   }
 });
+
+Deno.test("error_pages: intercept_upstream replaces a cached upstream error too", async () => {
+  let hits = 0;
+  await using up = await startUpstream(() => {
+    hits++;
+    return new Response("app's 404", { status: 404, headers: { "cache-control": "max-age=60" } });
+  });
+  await using prox = await startProxy(`
+health_check: { enabled: false }
+error_pages: { 404: { body: "not here" } }
+routes:
+  /: { type: proxy, target: "${up.url}", cache: true, intercept_upstream: true }
+`);
+  for (let i = 0; i < 2; i++) {
+    const res = await fetch(`${prox.url}/x`);
+    assert.equal(res.status, 404);
+    assert.equal(await res.text(), "not here", `request ${i + 1}`);
+  }
+  assert.equal(hits, 1); // the second came from the cache
+});
