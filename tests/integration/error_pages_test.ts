@@ -247,7 +247,7 @@ health_check: { enabled: false }
 error_pages: { 429: { body: "slow down: {reason}" } }
 routes:
   /a: { type: proxy, target: "${up.url}", rate_limit: { by: ip, requests: 1, period: 1m, headers: true } }
-  /b: { type: proxy, target: "${up.url}", rate_limit: { by: ip, requests: 1, period: 1m, message: "custom" } }
+  /b: { type: proxy, target: "${up.url}", rate_limit: { by: ip, requests: 1, period: 1m, message: "custom" }, intercept_upstream: true }
 `);
   for (const [path, page] of [["/a", "slow down: Too Many Requests"], ["/b", "custom"]]) {
     assert.equal(await (await fetch(`${prox.url}${path}`)).text(), "ok");
