@@ -2,8 +2,8 @@
 // resident memory (Deno.memoryUsage), start time (performance.timeOrigin), and on Linux the open
 // and maximum file descriptors from /proc. Names follow the Prometheus client conventions.
 
-import { Counter, Gauge } from "prom-client";
-import type { Registry } from "prom-client";
+import { Counter, Gauge } from "./prom_classes.ts";
+import type { Registry } from "./prom_classes.ts";
 import process from "node:process";
 
 /** Registers the process_* metrics that are true for this process (Linux adds fd counts). */

@@ -6,7 +6,7 @@
 // standard set become "OTHER", statuses are numbers. Label children are cached (bounded) so an
 // observation costs a Map lookup rather than prom-client's label hashing.
 
-import { Counter, Gauge, Registry } from "prom-client";
+import { Counter, Gauge, Registry } from "./prom_classes.ts";
 import type { Handler, Metrics, Protocol } from "../ports.ts";
 import { HotCounter, HotHistogram } from "./metrics_hot.ts";
 import { registerProcessMetrics } from "./metrics_process.ts";

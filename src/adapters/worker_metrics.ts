@@ -4,7 +4,7 @@
 // prints one exposition in which every series carries `worker="INDEX"` (sum them in PromQL:
 // `sum by (route) (rate(prox_requests_total[1m]))`).
 
-import { AggregatorRegistry } from "prom-client";
+import { AggregatorRegistry } from "./prom_classes.ts";
 import type { Registry } from "prom-client";
 import type { Logger } from "../ports.ts";
 
