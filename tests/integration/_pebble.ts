@@ -1,6 +1,7 @@
 // Runs Debian's pebble (Let's Encrypt's test CA) and pebble-challtestsrv (its mock DNS, which
 // resolves every name to 127.0.0.1) on loopback with free ports, for the ACME tests.
 
+import { X509Certificate } from "node:crypto";
 import { freePort, ROOT, waitFor } from "../_harness.ts";
 
 export { freePort };
@@ -19,13 +20,19 @@ export interface Pebble extends AsyncDisposable {
   orders(): number;
 }
 
-function spawnLogged(
-  cmd: string,
-  args: string[],
-  env: Record<string, string> = {},
-): { child: Deno.ChildProcess; log: () => string; done: Promise<void> } {
+/** A child process whose output is kept; `exited` turns true when it ends. */
+interface Logged {
+  child: Deno.ChildProcess;
+  log: () => string;
+  exited: () => boolean;
+  done: Promise<void>;
+}
+
+function spawnLogged(cmd: string, args: string[], env: Record<string, string> = {}): Logged {
   const child = new Deno.Command(cmd, { args, env, stdout: "piped", stderr: "piped" }).spawn();
   let text = "";
+  let exited = false;
+  void child.status.then(() => exited = true);
   const dec = new TextDecoder();
   const drain = async (s: ReadableStream<Uint8Array>) => {
     for await (const chunk of s) {
@@ -35,19 +42,77 @@ function spawnLogged(
     }
   };
   const done = Promise.all([drain(child.stdout), drain(child.stderr)]).then(() => {});
-  return { child, log: () => text, done };
+  return { child, log: () => text, exited: () => exited, done };
+}
+
+async function stopAll(procs: Logged[]): Promise<void> {
+  for (const p of procs) {
+    try {
+      p.child.kill("SIGTERM");
+    } catch { /* already gone */ }
+    await p.child.status;
+    await p.done;
+  }
+}
+
+/** What startPebble needs. */
+export interface PebbleOptions {
+  /** Where pebble sends HTTP-01 validations (Prox's challenge listener). */
+  httpPort: number;
+  /** For pebble's config file. */
+  dir: string;
+  /** Lifetime of issued certificates (default 5 years). */
+  validitySeconds?: number;
+  /** Picks pebble's own ports (DNS, ACME, management, …, in that order); freePort by default. */
+  pickPort?: () => number;
+}
+
+/** Thrown when a port picked for pebble or its DNS server was taken before it bound it. */
+class PortTaken extends Error {}
+
+/** How long pebble may take to come up: it generates two RSA keys first (0.3-2.5 s, more on a busy machine). */
+const START_MS = 30_000;
+
+const EXITED = Symbol("exited");
+
+/**
+ * Waits until `ready()` holds while `proc` runs. A process that exits fails at once, as
+ * PortTaken when one of its ports was taken (pebble and challtestsrv exit on a failed bind).
+ */
+async function whileRunning<T>(
+  proc: Logged,
+  what: string,
+  ready: () => T | Promise<T>,
+): Promise<NonNullable<T>> {
+  const got = await waitFor(async () => proc.exited() ? EXITED : await ready(), {
+    what,
+    timeoutMs: START_MS,
+  }).catch((err) => {
+    // The log as it is when giving up (a CI run once timed out with only pebble's first line).
+    throw new Error(`${err.message} (${what} log: ${proc.log()})`);
+  });
+  if (got !== EXITED) return got as NonNullable<T>;
+  await proc.done;
+  const log = proc.log();
+  if (log.includes("address already in use")) throw new PortTaken(`${what}: ${log}`);
+  throw new Error(`${what} exited: ${log}`);
 }
 
 /** Starts pebble validating HTTP-01 on `httpPort` (where Prox's challenge listener runs). */
-export async function startPebble(
-  opts: {
-    httpPort: number;
-    dir: string; /** Lifetime of issued certificates (default 5 years). */
-    validitySeconds?: number;
-  },
-): Promise<Pebble> {
-  const dnsPort = freePort();
-  const [acmePort, mgmtPort, ctsMgmt, tlsPort] = [freePort(), freePort(), freePort(), freePort()];
+export async function startPebble(opts: PebbleOptions): Promise<Pebble> {
+  // Its own ports are picked free but bound later: another process may take one in between.
+  for (let attempt = 1;; attempt++) {
+    try {
+      return await startOnce(opts);
+    } catch (err) {
+      if (!(err instanceof PortTaken) || attempt === 3) throw err;
+    }
+  }
+}
+
+async function startOnce(opts: PebbleOptions): Promise<Pebble> {
+  const pick = opts.pickPort ?? freePort;
+  const [dnsPort, acmePort, mgmtPort, ctsMgmt, tlsPort] = [pick(), pick(), pick(), pick(), pick()];
   const config = {
     pebble: {
       listenAddress: `127.0.0.1:${acmePort}`,
@@ -79,44 +144,46 @@ export async function startPebble(
     "-management",
     `127.0.0.1:${ctsMgmt}`,
   ]);
-  const pebble = spawnLogged("pebble", [
-    "-config",
-    configPath,
-    "-dnsserver",
-    `127.0.0.1:${dnsPort}`,
-  ], { PEBBLE_VA_NOSLEEP: "1", PEBBLE_WFE_NONCEREJECT: "0", PEBBLE_AUTHZREUSE: "0" });
-  const stop = async () => {
-    for (const p of [pebble, dns]) {
-      try {
-        p.child.kill("SIGTERM");
-      } catch { /* already gone */ }
-      await p.child.status;
-      await p.done;
-    }
-  };
+  const procs = [dns];
   const client = Deno.createHttpClient({ caCerts: [await Deno.readTextFile(PEBBLE_TLS_CA)] });
+  /** A GET to pebble that a listener which accepts and never answers cannot hold up. */
+  const get = (url: string) => fetch(url, { client, signal: AbortSignal.timeout(2_000) });
   try {
-    await waitFor(() => dns.log().includes("Starting management server"), { what: "challtestsrv" });
-    const root = await waitFor(async () => {
-      const res = await fetch(`https://127.0.0.1:${mgmtPort}/roots/0`, { client });
+    await whileRunning(dns, "challtestsrv", () => dns.log().includes("Starting management server"));
+    const pebble = spawnLogged("pebble", [
+      "-config",
+      configPath,
+      "-dnsserver",
+      `127.0.0.1:${dnsPort}`,
+    ], { PEBBLE_VA_NOSLEEP: "1", PEBBLE_WFE_NONCEREJECT: "0", PEBBLE_AUTHZREUSE: "0" });
+    procs.unshift(pebble);
+    // Pebble says where it listens just before it binds, after generating its CA keys.
+    await whileRunning(pebble, "pebble", () => pebble.log().includes("ACME directory available"));
+    const root = await whileRunning(pebble, "pebble's management interface", async () => {
+      const res = await get(`https://127.0.0.1:${mgmtPort}/roots/0`);
       const body = await res.text();
       return res.ok && body.includes("BEGIN CERTIFICATE") ? body : null;
-      // A CI run once gave up after 10 s; the log is read when giving up, not when starting.
-    }, { what: "pebble", timeoutMs: 30_000 }).catch((err) => {
-      throw new Error(`${err.message} (pebble log: ${pebble.log()})`);
     });
-    const dir = await fetch(`https://127.0.0.1:${acmePort}/dir`, { client });
-    await dir.body?.cancel();
-    if (!dir.ok) throw new Error(`pebble directory answered ${dir.status}`);
+    // The root this pebble generated, not one from a pebble that had the port before.
+    const name = new X509Certificate(root).subject.match(/Pebble Root CA \w+/)?.[0];
+    if (!name || !pebble.log().includes(`root issuer CN=${name} `)) {
+      throw new PortTaken(`pebble's management port answered with another root (${name})`);
+    }
+    await whileRunning(pebble, "pebble's ACME directory", async () => {
+      const res = await get(`https://127.0.0.1:${acmePort}/dir`);
+      await res.body?.cancel();
+      return res.ok;
+    });
+    if (pebble.exited()) throw new PortTaken(`pebble exited: ${pebble.log()}`);
     return {
       directoryUrl: `https://127.0.0.1:${acmePort}/dir`,
       root,
       log: pebble.log,
       orders: () => pebble.log().split("\n").filter((l) => l.includes("POST /order-plz")).length,
-      [Symbol.asyncDispose]: stop,
+      [Symbol.asyncDispose]: () => stopAll(procs),
     };
   } catch (err) {
-    await stop();
+    await stopAll(procs);
     throw err;
   } finally {
     client.close();
