@@ -35,3 +35,16 @@ export async function startProxy(
     },
   };
 }
+
+/**
+ * The config most tests start from: health checks off and one proxy route "/" to `target`. The
+ * route's own keys may follow, indented by four spaces: `${proxyRoute(up.url)}\n    timeouts: …`.
+ */
+export function proxyRoute(target: string): string {
+  return `
+health_check: { enabled: false }
+routes:
+  "/":
+    type: proxy
+    target: "${target}"`;
+}

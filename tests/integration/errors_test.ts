@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { startUpstream, waitFor } from "../_harness.ts";
 import { silentLogger } from "../../src/ports.ts";
-import { startProxy } from "./_proxy.ts";
+import { proxyRoute, startProxy } from "./_proxy.ts";
 
 Deno.test("an upstream that never answers gets 504 after response_header", async () => {
   const release = Promise.withResolvers<void>();
@@ -11,12 +11,7 @@ Deno.test("an upstream that never answers gets 504 after response_header", async
     await release.promise;
     return new Response("late");
   });
-  await using prox = await startProxy(`
-health_check: { enabled: false }
-routes:
-  "/":
-    type: proxy
-    target: "${up.url}"
+  await using prox = await startProxy(`${proxyRoute(up.url)}
     timeouts: { response_header: 200ms }
     retries: { attempts: 0 }
 `);
@@ -112,12 +107,7 @@ Deno.test("an upstream that closes the connection without answering gets 502", a
       conn.close();
     }
   })();
-  await using prox = await startProxy(`
-health_check: { enabled: false }
-routes:
-  "/":
-    type: proxy
-    target: "http://127.0.0.1:${port}"
+  await using prox = await startProxy(`${proxyRoute(`http://127.0.0.1:${port}`)}
     retries: { attempts: 0 }
 `);
   const res = await fetch(`${prox.url}/x`);
@@ -162,12 +152,7 @@ Deno.test("timeouts.total bounds the whole exchange: 504 before the head, a cut 
     });
     return new Response(body);
   });
-  await using prox = await startProxy(`
-health_check: { enabled: false }
-routes:
-  "/":
-    type: proxy
-    target: "${up.url}"
+  await using prox = await startProxy(`${proxyRoute(up.url)}
     timeouts: { total: 300ms }
     retries: { attempts: 0 }
 `);
@@ -204,15 +189,12 @@ Deno.test("a client that leaves while the upstream is silent frees the upstream 
     c.close();
   })();
   try {
-    await using prox = await startProxy(`
-health_check: { enabled: false }
-routes:
-  "/":
-    type: proxy
-    target: "http://127.0.0.1:${(upstream.addr as Deno.NetAddr).port}"
+    await using prox = await startProxy(
+      `${proxyRoute(`http://127.0.0.1:${(upstream.addr as Deno.NetAddr).port}`)}
     timeouts: { response_header: 60s }
     retries: { attempts: 0 }
-`);
+`,
+    );
     const client = await Deno.connect({ hostname: "127.0.0.1", port: prox.port });
     await client.write(new TextEncoder().encode("GET /slow HTTP/1.1\r\nHost: a.test\r\n\r\n"));
     await waitFor(() => arrived, { what: "the request at the upstream" });
@@ -232,12 +214,7 @@ Deno.test("a client that stalls in the middle of its request body gets 408; the 
     reached++;
     return new Response(await req.text());
   });
-  await using prox = await startProxy(`
-health_check: { enabled: false }
-routes:
-  "/":
-    type: proxy
-    target: "${up.url}"
+  await using prox = await startProxy(`${proxyRoute(up.url)}
     timeouts: { idle: 200ms }
 `);
   const client = await Deno.connect({ hostname: "127.0.0.1", port: prox.port });

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { interopTest, ROOT, run, startUpstream } from "../_harness.ts";
-import { startProxy } from "./_proxy.ts";
+import { proxyRoute, startProxy } from "./_proxy.ts";
 import { rawServer, readRequest } from "../_upstream_peers.ts";
 import { memoryLogger } from "./_acme.ts";
 
@@ -99,12 +99,7 @@ routes:
 
 Deno.test("a path parameter (;) cannot move a request off the route its segments name", async () => {
   await using up = await startUpstream((req) => new Response(new URL(req.url).pathname));
-  await using prox = await startProxy(`
-health_check: { enabled: false }
-routes:
-  "/":
-    type: proxy
-    target: "${up.url}/root"
+  await using prox = await startProxy(`${proxyRoute(`${up.url}/root`)}
   "/api":
     type: proxy
     target: "${up.url}/a"
@@ -139,12 +134,7 @@ Deno.test("timeouts longer than a timer can wait mean long, not at once", async 
     return new Response("ok");
   });
   // 25 days is past setTimeout's 2^31-1 ms: such a timer used to fire after 1 ms (504).
-  await using prox = await startProxy(`
-health_check: { enabled: false }
-routes:
-  "/":
-    type: proxy
-    target: "${up.url}"
+  await using prox = await startProxy(`${proxyRoute(up.url)}
     timeouts: { total: 25d, connect: 30d }
     retries: { per_try_timeout: 40d }
 `);
@@ -157,13 +147,7 @@ Deno.test("an unreachable upstream gives 502 without leaking its address", async
   const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = (l.addr as Deno.NetAddr).port;
   l.close();
-  await using prox = await startProxy(`
-health_check: { enabled: false }
-routes:
-  "/":
-    type: proxy
-    target: "http://127.0.0.1:${port}"
-`);
+  await using prox = await startProxy(proxyRoute(`http://127.0.0.1:${port}`));
   const res = await fetch(`${prox.url}/x`);
   assert.equal(res.status, 502);
   const text = await res.text();
@@ -351,12 +335,7 @@ Deno.test("a header rule value with a control character is refused when the conf
   await using up = await startUpstream(() => new Response("ok"));
   // Sent, it made Deno.serve's HTTP/1.1 writer panic; the runtime check is in filters/rules_test.
   await assert.rejects(
-    startProxy(`
-health_check: { enabled: false }
-routes:
-  "/":
-    type: proxy
-    target: "${up.url}"
+    startProxy(`${proxyRoute(up.url)}
     response_headers: { set: { x-t: "a\\x01b", x-u: "fine" } }
 `),
     (err: Error & { issues?: { message: string }[] }) =>

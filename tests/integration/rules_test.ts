@@ -2,7 +2,7 @@
 // upstream, behaving as their comments say.
 import assert from "node:assert/strict";
 import { interopTest, ROOT, run, startUpstream } from "../_harness.ts";
-import { startProxy } from "./_proxy.ts";
+import { proxyRoute, startProxy } from "./_proxy.ts";
 import { silentLogger } from "../../src/ports.ts";
 
 async function echoUpstream() {
@@ -115,12 +115,7 @@ Deno.test("response body rule is keyed on the upstream's X-Error-Type response h
 
 Deno.test("response conditions see the status", async () => {
   await using up = await echoUpstream();
-  await using prox = await startProxy(`
-health_check: { enabled: false }
-routes:
-  "/":
-    type: proxy
-    target: "${up.url}"
+  await using prox = await startProxy(`${proxyRoute(up.url)}
     response_headers:
       condition: { status_is: "4xx", method_is: [GET, HEAD] }
       set: { "X-Client-Error": "{status} on {method} {uri_path}?{query}" }
@@ -138,12 +133,7 @@ interopTest("has_header on Host sees the authority of HTTP/2 requests, which car
   "curl",
 ], async () => {
   await using up = await echoUpstream();
-  await using prox = await startProxy(`
-health_check: { enabled: false }
-routes:
-  "/":
-    type: proxy
-    target: "${up.url}"
+  await using prox = await startProxy(`${proxyRoute(up.url)}
     request_headers:
       condition: { has_header: { name: Host, value_matches: '^app\\.example:' } }
       set: { "X-Site": "app" }
@@ -176,12 +166,7 @@ Deno.test("a replaced response body is a whole 200 answer; a 416 keeps its Conte
     if (path === "/reset") return new Response(null, { status: 205 });
     return new Response(null, { status: 204, headers: { "x-up": "1" } });
   });
-  await using prox = await startProxy(`
-health_check: { enabled: false }
-routes:
-  "/":
-    type: proxy
-    target: "${up.url}"
+  await using prox = await startProxy(`${proxyRoute(up.url)}
     response_headers:
       set: { X-Status: "{status}" }
     response_body:
@@ -216,12 +201,7 @@ routes:
 
 Deno.test("routes and path conditions see escaped unreserved characters decoded", async () => {
   await using up = await echoUpstream();
-  await using prox = await startProxy(`
-health_check: { enabled: false }
-routes:
-  "/":
-    type: proxy
-    target: "${up.url}"
+  await using prox = await startProxy(`${proxyRoute(up.url)}
     request_headers:
       condition: { path_matches: "^/internal/" }
       set: { "X-Internal": "yes" }
@@ -250,12 +230,7 @@ routes:
 
 Deno.test("a request body rule with only content_type relabels the body it keeps", async () => {
   await using up = await echoUpstream();
-  await using prox = await startProxy(`
-health_check: { enabled: false }
-routes:
-  "/":
-    type: proxy
-    target: "${up.url}"
+  await using prox = await startProxy(`${proxyRoute(up.url)}
     request_body:
       condition: { method_is: POST }
       content_type: "application/vnd.api+json"
@@ -279,12 +254,7 @@ Deno.test("a request body rule on GET reaches an HTTP/2 upstream (over HTTP/1.1)
       hostname: "localhost",
     },
   );
-  await using prox = await startProxy(`
-health_check: { enabled: false }
-routes:
-  "/":
-    type: proxy
-    target: "${up.url}"
+  await using prox = await startProxy(`${proxyRoute(up.url)}
     tls: { ca_cert: "${TLS}/ca.pem" }
     request_body: { set_text: "fixed" }
 `);
@@ -309,12 +279,7 @@ routes:
 
 Deno.test("set_json sends integers beyond 2^53 exactly as written in the config", async () => {
   await using up = await startUpstream(() => new Response("upstream"));
-  await using prox = await startProxy(`
-health_check: { enabled: false }
-routes:
-  "/":
-    type: proxy
-    target: "${up.url}"
+  await using prox = await startProxy(`${proxyRoute(up.url)}
     response_body:
       set_json:
         id: 12345678901234567890
@@ -332,12 +297,7 @@ routes:
 
 Deno.test("header values and set_text written as numbers or booleans are sent as written", async () => {
   await using up = await echoUpstream();
-  await using prox = await startProxy(`
-health_check: { enabled: false }
-routes:
-  "/":
-    type: proxy
-    target: "${up.url}"
+  await using prox = await startProxy(`${proxyRoute(up.url)}
     request_headers:
       add: { X-Api-Version: 2, X-Rate: 1.50 }
     response_headers:
@@ -388,12 +348,7 @@ routes:
 
 Deno.test("a request header rule cannot send Expect upstream, where the body goes with the head", async () => {
   await using up = await echoUpstream();
-  await using prox = await startProxy(`
-health_check: { enabled: false }
-routes:
-  "/":
-    type: proxy
-    target: "${up.url}"
+  await using prox = await startProxy(`${proxyRoute(up.url)}
     request_headers:
       set: { Expect: "100-continue", X-Ok: "1" }
 `);
