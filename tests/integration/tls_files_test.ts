@@ -2,11 +2,24 @@
 import assert from "node:assert/strict";
 import { interopTest, ROOT, run } from "../_harness.ts";
 import { recordingLogger } from "./_ws.ts";
+import { withTempDir } from "./_acme.ts";
 import { loadSource, startServer } from "../../src/server.ts";
+import type { ConfigIssue } from "../../src/config/parse.ts";
 
 const TLS = `${ROOT}/tests/fixtures/tls`;
 const BOM = "\uFEFF";
 const read = (name: string) => Deno.readTextFileSync(`${TLS}/${name}`);
+
+/** Runs openssl with `args`; fails the test if it fails. */
+async function openssl(...args: string[]): Promise<void> {
+  const out = await run("openssl", args);
+  assert.equal(out.code, 0, out.stderr);
+}
+
+/** The config's issues as `map` prints them. */
+async function issuesOf<T>(yaml: string, map: (i: ConfigIssue) => T): Promise<T[]> {
+  return (await loadSource({ text: yaml, name: "p.yaml" })).issues.map(map);
+}
 
 function config(cert: string, key: string): string {
   return `listen_addr: "127.0.0.1:0"
@@ -22,9 +35,8 @@ routes:
 interopTest(
   "certificate files with byte-order marks serve their whole chain (an intermediate after one was dropped)",
   ["openssl"],
-  async () => {
-    const dir = await Deno.makeTempDir();
-    try {
+  () =>
+    withTempDir(async (dir) => {
       // A chain concatenated from files saved with a BOM, and a key saved the same way: the
       // listener failed to start ("No keys found in key data", or KeyMismatch when the leaf
       // had one) or served the leaf without the intermediate after the BOM.
@@ -47,16 +59,12 @@ interopTest(
       } finally {
         await server.shutdown();
       }
-    } finally {
-      await Deno.remove(dir, { recursive: true });
-    }
-  },
+    }),
 );
 
 Deno.test("a certificate not valid yet is a warning, as an expired one is", async () => {
   const yaml = config(`${TLS}/future.pem`, `${TLS}/expired.key`);
-  const issues = (await loadSource({ text: yaml, name: "p.yaml" })).issues;
-  assert.deepEqual(issues.map((i) => `${i.severity} ${i.path}: ${i.message}`), [
+  assert.deepEqual(await issuesOf(yaml, (i) => `${i.severity} ${i.path}: ${i.message}`), [
     `warning tls.cert_path: Certificate ${TLS}/future.pem is not valid before 2200-01-01T00:00:00.000Z`,
   ]);
 });
@@ -75,9 +83,8 @@ routes:
     hosts: [Example.COM., other.org, "*.other.org", 127.0.0.1, 10.0.0.1, api.localhost]
   "/y": { type: redirect, target: "https://example.com/", hosts: [other.org] }
 `;
-  const issues = (await loadSource({ text: yaml, name: "p.yaml" })).issues;
   const not = (host: string) => `Certificate ${TLS}/cert.pem does not name ${host}`;
-  assert.deepEqual(issues.map((i) => `${i.severity} ${i.line} ${i.path}: ${i.message}`), [
+  assert.deepEqual(await issuesOf(yaml, (i) => `${i.severity} ${i.line} ${i.path}: ${i.message}`), [
     `warning 6 routes.a.b.example.com/: ${
       not("a.b.example.com")
     }: HTTPS clients reject it for that host`,
@@ -91,33 +98,12 @@ interopTest(
   [
     "openssl",
   ],
-  async () => {
-    const dir = await Deno.makeTempDir();
-    try {
-      const made = await run("openssl", [
-        "x509",
-        "-in",
-        `${TLS}/cert.pem`,
-        "-outform",
-        "DER",
-        "-out",
-        `${dir}/cert.der`,
-      ]);
-      assert.equal(made.code, 0, made.stderr);
-      const key = await run("openssl", [
-        "pkey",
-        "-in",
-        `${TLS}/key.pem`,
-        "-outform",
-        "DER",
-        "-out",
-        `${dir}/key.der`,
-      ]);
-      assert.equal(key.code, 0, key.stderr);
-      const issues = async (cert: string, key: string) =>
-        (await loadSource({ text: config(cert, key), name: "p.yaml" })).issues.map((i) =>
-          `${i.path}: ${i.message} / ${i.hint}`
-        );
+  () =>
+    withTempDir(async (dir) => {
+      await openssl("x509", "-in", `${TLS}/cert.pem`, "-outform", "DER", "-out", `${dir}/cert.der`);
+      await openssl("pkey", "-in", `${TLS}/key.pem`, "-outform", "DER", "-out", `${dir}/key.der`);
+      const issues = (cert: string, key: string) =>
+        issuesOf(config(cert, key), (i) => `${i.path}: ${i.message} / ${i.hint}`);
       assert.deepEqual(await issues(`${dir}/cert.der`, `${TLS}/key.pem`), [
         `tls.cert_path: Cannot read a PEM certificate from ${dir}/cert.der / ${dir}/cert.der is binary (DER, or PKCS#12 .pfx/.p12), not PEM: convert it with \`openssl x509 -inform DER -in ${dir}/cert.der -out cert.pem\` (PKCS#12: \`openssl pkcs12 -in ${dir}/cert.der -nokeys -out cert.pem\`)`,
       ]);
@@ -130,21 +116,18 @@ interopTest(
       assert.deepEqual(await issues(dir, `${TLS}/key.pem`), [
         `tls.cert_path: Cannot read ${dir}: Is a directory (os error 21) / undefined`,
       ]);
-    } finally {
-      await Deno.remove(dir, { recursive: true });
-    }
-  },
+    }),
 );
 
 Deno.test("hsts preload without a year's max_age and include_subdomains is warned about", async () => {
-  const issues = async (hsts: string) =>
-    (await loadSource({
-      text: config(`${TLS}/cert.pem`, `${TLS}/key.pem`).replace(
+  const issues = (hsts: string) =>
+    issuesOf(
+      config(`${TLS}/cert.pem`, `${TLS}/key.pem`).replace(
         `key_path: "${TLS}/key.pem" }`,
         `key_path: "${TLS}/key.pem", hsts: ${hsts} }`,
       ),
-      name: "p.yaml",
-    })).issues.map((i) => `${i.path}: ${i.message}`);
+      (i) => `${i.path}: ${i.message}`,
+    );
   assert.deepEqual(await issues("{ max_age: 1d, preload: true }"), [
     "tls.hsts.preload: HSTS preload lists refuse this header: preload needs max_age of at least 365d and include_subdomains: true",
   ]);
@@ -153,61 +136,38 @@ Deno.test("hsts preload without a year's max_age and include_subdomains is warne
 });
 
 Deno.test("a public CA's certificate alone in cert_path (its intermediate missing) is warned about", async () => {
-  const issues = async (cert: string) =>
-    (await loadSource({ text: config(cert, `${TLS}/key.pem`), name: "p.yaml" })).issues.map((i) =>
-      `${i.path}: ${i.message}`
-    );
+  const issues = (cert: string) =>
+    issuesOf(config(cert, `${TLS}/key.pem`), (i) => `${i.path}: ${i.message}`);
   // certbot's cert.pem instead of fullchain.pem: desktop browsers fetch the intermediate, curl,
   // Android and API clients fail.
   assert.deepEqual(await issues(`${TLS}/aia.pem`), [
     `tls.cert_path: Certificate ${TLS}/aia.pem holds only the server's certificate, without the intermediate that issued it (CN=Prox Test CA): clients that do not download it themselves (curl, Android, API clients) fail`,
   ]);
-  const dir = await Deno.makeTempDir();
-  try {
+  await withTempDir(async (dir) => {
     await Deno.writeTextFile(`${dir}/full.pem`, read("aia.pem") + read("ca.pem"));
     assert.deepEqual(await issues(`${dir}/full.pem`), []);
     // A private CA's leaf (mkcert's, this test CA's) names no download address: no warning.
     assert.deepEqual(await issues(`${TLS}/cert.pem`), []);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
 
 interopTest(
   "a certificate without subjectAltName (CN only) is warned about",
   ["openssl"],
-  async () => {
-    const dir = await Deno.makeTempDir();
-    try {
-      const made = await run("openssl", [
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        `${dir}/key.pem`,
-        "-out",
-        `${dir}/cert.pem`,
-        "-days",
-        "30",
-        "-subj",
-        "/CN=localhost",
-      ]);
-      assert.equal(made.code, 0, made.stderr);
+  () =>
+    withTempDir(async (dir) => {
+      await openssl(
+        ...["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"],
+        ...["-keyout", `${dir}/key.pem`, "-out", `${dir}/cert.pem`, "-days", "30"],
+        ...["-subj", "/CN=localhost"],
+      );
       const yaml = config(`${dir}/cert.pem`, `${dir}/key.pem`).replace(
         '"/":',
         '"localhost/":',
       );
-      const issues = (await loadSource({ text: yaml, name: "p.yaml" })).issues;
       // Chromium says ERR_CERT_COMMON_NAME_INVALID, rustls "certificate is not valid for any names".
-      assert.deepEqual(issues.map((i) => `${i.path}: ${i.message}`), [
+      assert.deepEqual(await issuesOf(yaml, (i) => `${i.path}: ${i.message}`), [
         `tls.cert_path: Certificate ${dir}/cert.pem has no subjectAltName: browsers and TLS libraries ignore the subject's CN and reject it for every host`,
       ]);
-    } finally {
-      await Deno.remove(dir, { recursive: true });
-    }
-  },
+    }),
 );
