@@ -54,3 +54,21 @@ Deno.test("huffmanDecode builds its table on first use, not when the module load
   // RFC 7541 C.4.1: "www.example.com".
   assert.deepEqual(JSON.parse(out.stdout), [false, "www.example.com", true]);
 });
+
+Deno.test("parseConfig compiles no code: zod's eval fast path costs start-up, not saves it", async () => {
+  const url = new URL("../src/config/parse.ts", import.meta.url).href;
+  const text = await Deno.readTextFile(`${ROOT}/config.yaml`);
+  const code = `import { parseConfig } from "${url}";
+    const original = globalThis.Function;
+    let compiled = 0;
+    globalThis.Function = new Proxy(original, {
+      construct: (target, args) => (compiled++, Reflect.construct(target, args)),
+      apply: (target, self, args) => (compiled++, Reflect.apply(target, self, args)),
+    });
+    const result = parseConfig(${JSON.stringify(text)});
+    globalThis.Function = original;
+    console.log(JSON.stringify([Boolean(result.config), compiled]));`;
+  const out = await run(Deno.execPath(), ["eval", code], { cwd: ROOT });
+  assert.equal(out.code, 0, out.stderr);
+  assert.deepEqual(JSON.parse(out.stdout), [true, 0]);
+});

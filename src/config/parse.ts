@@ -141,7 +141,9 @@ export function parseConfig(text: string, file = "config.yaml"): ParseResult {
       hint: "Remove it",
     });
   }
-  const result = Config.safeParse(input, { reportInput: true });
+  // jitless: zod's fast path compiles a parser per object schema (new Function) on first use,
+  // which cost about 15 ms of every start-up for a config parsed once or twice.
+  const result = Config.safeParse(input, { reportInput: true, jitless: true });
   if (result.success && !issues.some((i) => i.severity === "error")) {
     // Only a key of the schema can be absent and defaulted (not a route key or a header name).
     const written = (path: (string | number)[]) =>
