@@ -316,7 +316,7 @@ export async function startServer(
       }),
   };
   try {
-    admin.sync(exclusive ? config.admin?.listen_addr ?? null : null);
+    await admin.sync(exclusive ? config.admin?.listen_addr ?? null : null);
   } catch (err) {
     // A held admin port fails the start: nothing may stay bound or running behind it.
     await Promise.all([set.shutdown(1_000), h3.shutdown(1_000), certs.close()]);
@@ -416,7 +416,7 @@ export async function startServer(
       const staged = await set.stage(plans);
       // The admin listener moves before the swap too: an address it cannot bind fails the reload.
       try {
-        admin.sync(exclusive ? applied.admin?.listen_addr ?? null : null);
+        await admin.sync(exclusive ? applied.admin?.listen_addr ?? null : null);
       } catch (err) {
         await staged.abort();
         throw new ListenError(err instanceof Error ? err.message : String(err), "admin");

@@ -3,15 +3,17 @@
 
 import { parseListenAddr } from "../config/listen.ts";
 import type { Logger } from "../ports.ts";
-import { startAdmin } from "./admin.ts";
 import { REUSE_PORT } from "./listener_set.ts";
 import type { AdminCallbacks, AdminListener } from "./admin.ts";
 
 /** The admin side of the server. */
 export interface AdminFollower {
   readonly listener: AdminListener | null;
-  /** Listens on `addr` (`host:port`), moves there, or stops when null. Throws on a bad address. */
-  sync(addr: string | null): void;
+  /**
+   * Listens on `addr` (`host:port`), moves there, or stops when null. Rejects on a bad address.
+   * The admin code (and Hono) loads with the first admin listener, not with every Prox.
+   */
+  sync(addr: string | null): Promise<void>;
   /** Drains the current listener and any replaced one still closing. */
   shutdown(): Promise<void>;
 }
@@ -27,12 +29,13 @@ export function followAdmin(o: {
   let admin: AdminListener | null = null;
   let first = true;
   let at: string | null = null;
+  let stopped = false;
   const closing = new Set<Promise<void>>();
   return {
     get listener() {
       return admin;
     },
-    sync(want) {
+    async sync(want) {
       const share = first && o.takeover === true;
       first = false;
       if (want === at) return;
@@ -40,6 +43,8 @@ export function followAdmin(o: {
       if (want) {
         const addr = parseListenAddr(want);
         if (typeof addr === "string") throw new Error(addr);
+        const { startAdmin } = await import("./admin.ts");
+        if (stopped) return; // shut down while the module loaded
         admin = startAdmin(addr, {
           logger: o.logger,
           token: o.token,
@@ -56,6 +61,7 @@ export function followAdmin(o: {
       }
     },
     async shutdown() {
+      stopped = true;
       await Promise.all([admin?.shutdown(), ...closing]);
     },
   };
