@@ -26,6 +26,9 @@ import { decodeVarint } from "./varint.ts";
 /** An empty frame of a reserved (GREASE) type, 0x1f * 3 + 0x21: every peer ignores it. */
 const KEEP_ALIVE_FRAME = frameHeader(0x1f * 3 + 0x21, 0);
 
+/** Read size on the peer's unidirectional streams (SETTINGS, GOAWAY, QPACK: a few bytes each). */
+const UNI_CHUNK = 512;
+
 /** Limits applied per connection. */
 export interface ConnectionLimits {
   /** SETTINGS_MAX_FIELD_SECTION_SIZE we advertise and enforce (RFC 9114 §4.2.2). */
@@ -233,7 +236,8 @@ export class H3Connection {
 
   /** Dispatches a peer unidirectional stream by type (RFC 9114 §6.2, RFC 9204 §4.2). */
   async #serveUni(stream: Deno.QuicReceiveStream): Promise<void> {
-    const r = new StreamReader(stream);
+    // Small reads: these streams stay open, nearly idle, for the connection's life.
+    const r = new StreamReader(stream, { chunk: UNI_CHUNK });
     // A stream closed or reset before its type is read is ignored (RFC 9114 §6.2).
     const type = await r.varint("stream type").catch(() => null);
     if (type === null) return await r.cancel();
