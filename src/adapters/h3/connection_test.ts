@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
 import { H3Connection } from "./connection.ts";
-import { encodeSettings, StreamType } from "./frames.ts";
+import { encodeFrame, encodeSettings, FrameType, StreamType } from "./frames.ts";
+import { encodeFieldSection } from "./qpack.ts";
+import { serveRequest } from "./request.ts";
 import { silentLogger } from "../../ports.ts";
 
 /**
@@ -74,4 +76,44 @@ Deno.test("H3Connection reads the peer's control and QPACK streams in small buff
   conn.close();
   await served;
   await h3.closed;
+});
+
+Deno.test("serveRequest waits for the end of a GET's stream in small buffers, not 64 KiB", async () => {
+  const sizes: number[] = [];
+  const gone = Promise.withResolvers<void>();
+  const head = encodeFrame(
+    FrameType.HEADERS,
+    encodeFieldSection([
+      [":method", "GET"],
+      [":scheme", "https"],
+      [":authority", "a.test"],
+      [":path", "/x"],
+    ]),
+  );
+  const written = Promise.withResolvers<void>();
+  const stream = {
+    readable: peerStream(head, sizes, gone.promise),
+    writable: Object.assign(new WritableStream({ write: () => written.resolve() }), { id: 0n }),
+  } as unknown as Deno.QuicBidirectionalStream;
+  const served = serveRequest(stream, {
+    handler: () => Promise.resolve(new Response("ok")),
+    logger: silentLogger,
+    info: {
+      remoteAddr: { hostname: "127.0.0.1", port: 1 },
+      localPort: 443,
+      protocol: "h3",
+      tls: true,
+    },
+    maxFieldSectionSize: 16384,
+    signal: new AbortController().signal,
+    headerTimeoutMs: 1000,
+    closeConnection: () => {},
+  });
+  await written.promise;
+  while (sizes.length < 2) await new Promise((r) => setTimeout(r, 1));
+  // The HEADERS came in Deno's 64 KiB; the read waiting for the FIN held another 64 KiB, and a
+  // cancelled one kept it until the connection's next event: 64 KiB per HTTP/3 connection.
+  assert.ok(sizes.slice(1).every((n) => n <= 512), `read buffers: ${sizes.join(", ")}`);
+  gone.resolve();
+  await served;
 });

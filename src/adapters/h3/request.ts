@@ -330,6 +330,9 @@ function toRequest(
 
 /** Reads and discards whatever follows the head of a bodyless request, watching for errors. */
 function drainRest(r: StreamReader, fail: (err: unknown) => void): void {
+  // Normally nothing but the FIN is left: a read of Deno's 64 KiB would wait for it, and a
+  // cancelled one kept its buffer until the connection's next event (64 KiB per connection).
+  r.smallReads(512);
   (async () => {
     for (;;) {
       const type = await r.varint("frame type");

@@ -13,6 +13,7 @@ export class TruncatedError extends Error {
 
 /** Buffered reader: varints, exact reads and bounded partial reads over one stream. */
 export class StreamReader {
+  #stream: ReadableStream<Uint8Array>;
   #reader: ReadableStreamDefaultReader<Uint8Array> | ReadableStreamBYOBReader;
   #chunk: number;
   #buf: Uint8Array = new Uint8Array(0);
@@ -26,8 +27,23 @@ export class StreamReader {
    * buffer too: 384 KiB per idle HTTP/3 connection.
    */
   constructor(stream: ReadableStream<Uint8Array>, opts: { chunk?: number } = {}) {
+    this.#stream = stream;
     this.#chunk = opts.chunk ?? 0;
     this.#reader = this.#chunk > 0 ? stream.getReader({ mode: "byob" }) : stream.getReader();
+  }
+
+  /**
+   * Reads in `chunk`-byte buffers from now on (see the constructor), for a stream that has
+   * little left to send. Call it with no read pending.
+   */
+  smallReads(chunk: number): void {
+    if (this.#chunk > 0 || this.#done) return;
+    // What is left of the last chunk, copied: a view would keep its whole 64 KiB alive.
+    this.#buf = this.#buf.slice(this.#pos);
+    this.#pos = 0;
+    this.#reader.releaseLock();
+    this.#reader = this.#stream.getReader({ mode: "byob" });
+    this.#chunk = chunk;
   }
 
   /** Bytes buffered but not yet consumed. */
