@@ -5,15 +5,18 @@ import { waitFor } from "../_harness.ts";
 import { startProxy } from "./_proxy.ts";
 import { Backend } from "./_backend.ts";
 
-/** The URL of a port nobody listens on any more. */
-async function deadUrl(): Promise<string> {
-  const b = new Backend("dead").start();
-  await b.kill();
-  return b.url;
+/**
+ * URLs of `n` ports nobody listens on any more: all are bound before any is freed, so the kernel
+ * cannot hand one port out twice (two equal targets would make the config invalid).
+ */
+async function deadUrls(n: number): Promise<string[]> {
+  const backends = Array.from({ length: n }, (_, i) => new Backend(`dead${i}`).start());
+  for (const b of backends) await b.kill();
+  return backends.map((b) => b.url);
 }
 
 Deno.test("all targets ejected: 503 with Retry-After until the soonest ejection ends", async () => {
-  const [a, b] = [await deadUrl(), await deadUrl()];
+  const [a, b] = await deadUrls(2);
   await using prox = await startProxy(`
 health_check: { enabled: false }
 passive_health: { failures: 1, base_ejection: 30s, panic_threshold_percent: 0 }
@@ -33,7 +36,7 @@ routes:
 });
 
 Deno.test("all targets down by health checks: Retry-After counts the probes still needed", async () => {
-  const dead = await deadUrl();
+  const [dead] = await deadUrls(1);
   await using up = new Backend("up").start();
   up.healthStatus = 500;
   await using prox = await startProxy(`
