@@ -88,6 +88,18 @@ export function runsWithPidFile(pid: number, file: string): boolean {
   return false;
 }
 
+/**
+ * Whether Linux hands the connections queued on a closing `SO_REUSEPORT` listener to another
+ * listener of its group (`net.ipv4.tcp_migrate_req`, Linux 5.14); null when it cannot be read.
+ */
+export function migratesAcceptQueue(): boolean | null {
+  try {
+    return Deno.readTextFileSync("/proc/sys/net/ipv4/tcp_migrate_req").trim() !== "0";
+  } catch {
+    return null;
+  }
+}
+
 /** Tells the previous Prox (pid from the pid file) to drain and exit: we are listening now. */
 export function takeOver(previous: number | null, pidFile: string, logger: Logger): void {
   if (previous === null || previous === Deno.pid) {
@@ -104,6 +116,14 @@ export function takeOver(previous: number | null, pidFile: string, logger: Logge
   try {
     Deno.kill(previous, "SIGUSR2");
     logger.info("Took over: the previous process drains and exits", { pid: previous });
+    if (migratesAcceptQueue() === false) {
+      logger.warn(
+        "Connections still waiting in the previous process's accept queue when it closes its " +
+          "listeners are reset: set sysctl net.ipv4.tcp_migrate_req=1 (Linux 5.14 or later) to " +
+          "hand them to this process",
+        { pid: previous },
+      );
+    }
   } catch (err) {
     logger.warn("Cannot signal the previous process", {
       pid: previous,

@@ -5,6 +5,7 @@ import assert from "node:assert/strict";
 import { interopTest, ROOT, startUpstream, waitFor } from "../_harness.ts";
 import { connectH3 } from "../../src/adapters/h3/client.ts";
 import { freePort, loadLoop, spawnProx } from "./_cli_process.ts";
+import { migratesAcceptQueue } from "../../src/adapters/pid_file.ts";
 
 /** A config with a /ping route, one route per `extra` path, and a marker response header. */
 function configText(
@@ -196,7 +197,16 @@ Deno.test("takeover: a second process on the same port replaces the first under 
   } finally {
     await load.stop();
   }
-  assert.deepEqual(load.failures, []);
+  // A loop's new connection (after the old process closed its idle one) can land in the old
+  // listener's accept queue just before it closes; Linux resets it unless tcp_migrate_req hands
+  // it over (.ci/run turns it on), and Prox says so when it takes over.
+  const migrates = migratesAcceptQueue();
+  assert.equal(b.output().includes("net.ipv4.tcp_migrate_req=1"), migrates === false);
+  if (migrates === false) {
+    const resets = load.failures.filter((f) => /reset|ECONNRESET/i.test(f));
+    assert.ok(resets.length <= 1, `${resets.length} connections reset in the accept queue`);
+    assert.deepEqual(load.failures.filter((f) => !resets.includes(f)), []);
+  } else assert.deepEqual(load.failures, []);
   // The old process closes its idle keep-alive connections: at most one race per client loop.
   assert.ok(load.retried <= 4, `${load.retried} requests met a closing connection`);
   assert.equal(Number(await Deno.readTextFile(pidFile)), b.pid);
