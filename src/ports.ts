@@ -242,6 +242,8 @@ export interface Metrics {
   /** One request on a route with `cache`, by what the cache did (proxy/cache.ts). */
   cache(route: string, result: "hit" | "miss" | "stale" | "revalidated" | "bypass"): void;
   retry(route: string, reason: string): void;
+  /** One forward-auth check: let through (2xx), refused by the auth service, or it failed. */
+  forwardAuth(route: string, outcome: "allowed" | "denied" | "error"): void;
   ejection(backend: string): void;
   connectionOpened(protocol: Protocol | "websocket"): void;
   connectionClosed(protocol: Protocol | "websocket"): void;
@@ -269,6 +271,7 @@ export const noopMetrics: Metrics = {
   rateLimit() {},
   cache() {},
   retry() {},
+  forwardAuth() {},
   ejection() {},
   connectionOpened() {},
   connectionClosed() {},

@@ -206,6 +206,13 @@ export function createPromMetrics(
     labelNames: ["route", "result"] as const,
     registers,
   });
+  const forwardAuthChecks = new Counter({
+    name: "prox_forward_auth_total",
+    help: "Forward auth checks by route and outcome (allowed: 2xx, denied: the auth service's " +
+      "refusal went to the client, error: it did not answer and the client got 503)",
+    labelNames: ["route", "outcome"] as const,
+    registers,
+  });
   const retries = new Counter({
     name: "prox_retries_total",
     help: "Upstream retries by route and reason",
@@ -376,6 +383,7 @@ export function createPromMetrics(
         backendDuration,
         rateLimitHits,
         cacheResults,
+        forwardAuthChecks,
         retries,
         wsTooBig,
         mirrors,
@@ -410,6 +418,10 @@ export function createPromMetrics(
     cache(route, result) {
       if (gone.has(route)) return;
       cacheResults.inc({ route, result });
+    },
+    forwardAuth(route, outcome) {
+      if (gone.has(route)) return;
+      forwardAuthChecks.inc({ route, outcome });
     },
     retry(route, reason) {
       if (gone.has(route)) return;

@@ -8,6 +8,7 @@ import {
   Compress,
   Duration,
   ErrorPages,
+  ForwardAuth,
   HealthCheck,
   PassiveHealth,
   Route,
@@ -143,6 +144,8 @@ export const Config = z.object({
   compress: Compress.optional(),
   /** Pages for Prox's own error answers, per status; a route's own entries come first. */
   error_pages: ErrorPages.optional(),
+  /** Forward auth for every route without its own (`forward_auth: false` on a route skips it). */
+  forward_auth: ForwardAuth.optional(),
 }).strict();
 
 /** The resolved configuration: defaults applied, durations in ms, sizes in bytes. */

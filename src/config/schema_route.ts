@@ -176,6 +176,65 @@ export const RateLimit = z.object({
 }).strict();
 
 // ---------------------------------------------------------------------------------------------
+// Forward auth (Traefik ForwardAuth, Caddy forward_auth, nginx auth_request)
+
+/** A header field name (RFC 9110 §5.1), or `*` for every field the client sent. */
+const FieldName = z.string().regex(
+  /^([!#$%&'*+\-.^_`|~0-9A-Za-z]+)$/,
+  "Use a header field name (letters, digits, - _ and the like), e.g. X-Auth-User",
+);
+
+/** The client fields sent to the auth service unless `copy_request_headers` says otherwise. */
+export const FORWARD_AUTH_REQUEST_HEADERS = [
+  "Authorization",
+  "Proxy-Authorization",
+  "Cookie",
+  "Accept",
+  "User-Agent",
+  "X-Requested-With",
+] as const;
+
+/** Fields that describe a message's framing or hop: never copied from the auth service's 2xx. */
+const NOT_COPYABLE = new Set([
+  "host",
+  "content-length",
+  "transfer-encoding",
+  "connection",
+  "keep-alive",
+  "upgrade",
+  "te",
+  "trailer",
+]);
+
+/** Asks an auth service before the route's action: 2xx lets the request through. */
+export const ForwardAuth = z.object({
+  /** The auth service; its path and query are requested as written. */
+  url: HttpUrl,
+  /** The whole subrequest, response body included; past it the client gets 503. */
+  timeout: Duration.prefault("5s"),
+  /** Client fields sent along (`*`: every one but hop-by-hop fields). */
+  copy_request_headers: z.array(FieldName).default([...FORWARD_AUTH_REQUEST_HEADERS]),
+  /** Fields of the auth service's 2xx set on the upstream request (client copies removed). */
+  copy_response_headers: z.array(
+    FieldName.refine((n) => n !== "*" && !NOT_COPYABLE.has(n.toLowerCase()), {
+      error: (iss) =>
+        `"${iss.input}" cannot be copied onto the upstream request: name the ` +
+        "fields the auth service sets for the app, e.g. X-Auth-User or Remote-User",
+    }),
+  ).default([]),
+  /** Set-Cookie fields of the auth service's 2xx are added to the client's response. */
+  copy_response_cookies: z.boolean().default(false),
+  /** Send the client's method instead of GET. */
+  preserve_method: z.boolean().default(false),
+  /** Send the request body too (read whole first, up to `max_body`; larger gets 413). */
+  send_body: z.boolean().default(false),
+  max_body: Size.prefault("1MiB"),
+}).strict();
+
+/** A route's `forward_auth`: its own check, or `false` to skip the top-level one. */
+export const RouteForwardAuth = z.union([z.literal(false), ForwardAuth]);
+
+// ---------------------------------------------------------------------------------------------
 // Upstream options shared by proxy, load_balance and websocket routes
 
 export const Timeouts = z.object({
@@ -427,6 +486,7 @@ const upstreamCommon = {
   error_pages: ErrorPages.optional(),
   /** The upstream's own answers with a status `error_pages` lists get the page (nginx intercept). */
   intercept_upstream: z.boolean().default(false),
+  forward_auth: RouteForwardAuth.optional(),
 };
 
 export const Target = z.union([
@@ -506,6 +566,7 @@ const StaticRoute = z.object({
   /** More limits, all enforced in order (e.g. 10 per second and 1000 per day). */
   rate_limits: z.array(RateLimit).min(1).max(8).optional(),
   hosts: z.array(z.string().min(1)).optional(),
+  forward_auth: RouteForwardAuth.optional(),
   index: z.string().default("index.html"),
   spa_fallback: z.string().optional(),
   not_found_page: z.string().optional(),
@@ -526,6 +587,7 @@ const RedirectRoute = z.object({
   /** More limits, all enforced in order (e.g. 10 per second and 1000 per day). */
   rate_limits: z.array(RateLimit).min(1).max(8).optional(),
   hosts: z.array(z.string().min(1)).optional(),
+  forward_auth: RouteForwardAuth.optional(),
   /** Redirect to `target` exactly, without appending the remaining path and query. */
   exact: z.boolean().default(false),
   keep_query: z.boolean().default(true),
@@ -548,6 +610,7 @@ const WebSocketRoute = z.object({
   /** More limits, all enforced in order (e.g. 10 per second and 1000 per day). */
   rate_limits: z.array(RateLimit).min(1).max(8).optional(),
   hosts: z.array(z.string().min(1)).optional(),
+  forward_auth: RouteForwardAuth.optional(),
   max_frame_size: z.int().positive().optional(),
   max_message_size: z.int().positive().optional(),
   idle_timeout: Duration.optional(),
@@ -585,3 +648,4 @@ export type StickyConfig = z.output<typeof Sticky>;
 export type MirrorConfig = z.output<typeof Mirror>;
 export type ErrorPagesConfig = z.output<typeof ErrorPages>;
 export type ErrorPageConfig = z.output<typeof ErrorPage>;
+export type ForwardAuthConfig = z.output<typeof ForwardAuth>;

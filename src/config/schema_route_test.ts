@@ -235,3 +235,23 @@ Deno.test("validate: slow_start takes a duration and warns under strategy first"
     /c\.yaml:6:5: error: routes\.\/\.slow_start: /,
   );
 });
+
+Deno.test("parseConfig points at a bad forward_auth key and says what it takes", () => {
+  const route = (fa: string) =>
+    problems(`${HEAD}  /:\n    type: static\n    root: .\n    forward_auth: ${fa}\n`);
+  assert.deepEqual(route("{ url: http://auth:9000/check, timeout: 2s }"), []);
+  assert.deepEqual(route("false"), []);
+  assert.match(
+    route("{ url: auth:9000 }").join(),
+    /^c\.yaml:6:21: error: routes\.\/\.forward_auth\.url: Invalid URL "auth:9000"/,
+  );
+  assert.match(
+    route("{ url: http://a, copy_response_headers: [Content-Length] }").join(),
+    /c\.yaml:6:60: error: .*"Content-Length" cannot be copied onto the upstream request/,
+  );
+  assert.match(
+    route("{ url: http://a, copy_request_headers: [x y] }").join(),
+    /forward_auth\.copy_request_headers\.0: Use a header field name/,
+  );
+  assert.match(route("{ url: http://a, timout: 1s }").join(), /Did you mean "timeout"/);
+});

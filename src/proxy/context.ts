@@ -54,6 +54,10 @@ export interface RequestContext {
   extraResponseHeaders: [string, string][];
   /** Why the request cannot be served (a malformed Host or URL: 400 before routing), or null. */
   invalid: string | null;
+  /** Fields forward auth took from the auth service's 2xx for the upstream request. */
+  authHeaders?: [string, string][];
+  /** The request body, when a filter had to read it whole (forward auth's `send_body`). */
+  body?: Uint8Array<ArrayBuffer>;
 }
 
 /** Dependencies of the pipeline: ports plus the current snapshot. */

@@ -17,6 +17,7 @@ import { errorResponse, OWN_ERROR } from "./respond.ts";
 import type { OwnError } from "./respond.ts";
 import { pageFor } from "./error_pages.ts";
 import { clientKey, isExempt } from "./filters/rate_limit.ts";
+import type { CompiledForwardAuth } from "./filters/forward_auth.ts";
 import { buildPool } from "./pool.ts";
 import { choose, hashKey, stickyIndex } from "./forward.ts";
 import { requestHeaderRule, targetOf, upstreamHeaders } from "./actions/proxy.ts";
@@ -170,6 +171,7 @@ export async function explainRequest(
       exempt: limit.exempt.length > 0 && isExempt(limit.exempt, ctx.clientIp),
     });
   }
+  if (route.forwardAuth) out.notes.push(forwardAuthNote(route.forwardAuth, req.method));
   if ("response_headers" in cfg && cfg.response_headers) {
     const r = cfg.response_headers;
     for (const [k, v] of Object.entries({ ...r.add, ...r.set })) {
@@ -408,4 +410,15 @@ function pipelineDeps(deps: ExplainDeps): PipelineDeps {
       send: () => Promise.reject(new Error("Cannot send upstream: explain sends nothing")),
     } as unknown as PipelineDeps["upstream"],
   };
+}
+
+/** What forward auth would do first (nothing is sent: the answer decides at run time). */
+export function forwardAuthNote(auth: CompiledForwardAuth, method: string): string {
+  const copied = auth.copyResponse.length > 0
+    ? `, with ${auth.copyResponse.join(", ")} from its answer (the client's own removed)`
+    : "";
+  return `Checked first against the auth service ${auth.url} (${
+    auth.preserveMethod ? method : "GET"
+  }, timeout ${auth.timeoutMs} ms): a 2xx lets the request through${copied}; any other ` +
+    "answer goes to the client instead; no answer: 503";
 }

@@ -259,3 +259,29 @@ routes:
   assert.equal(out.answer, undefined);
   assert.ok(out.notes.some((n) => n.startsWith("intercept_upstream:")), out.notes.join("\n"));
 });
+
+Deno.test("explainRequest names the forward_auth check and drops a client's copied field", async () => {
+  const explain = explainer(`
+health_check: { enabled: false }
+forward_auth: { url: "http://auth:9000/check", timeout: 2s, copy_response_headers: [X-Auth-User] }
+routes:
+  "/api": { type: proxy, target: "http://10.0.0.1:8080" }
+  "/open": { type: proxy, target: "http://10.0.0.1:8080", forward_auth: false }
+`);
+  const checked = await explain({
+    method: "POST",
+    url: "http://h/api/x",
+    headers: [["x-auth-user", "admin"]],
+  });
+  assert.ok(
+    checked.notes.some((n) =>
+      n.startsWith(
+        "Checked first against the auth service http://auth:9000/check (GET, timeout 2000 ms)",
+      )
+    ),
+    JSON.stringify(checked.notes),
+  );
+  assert.ok(checked.requestHeaders?.removed.includes("x-auth-user"));
+  const open = await explain({ method: "GET", url: "http://h/open/x" });
+  assert.ok(!open.notes.some((n) => n.includes("auth service")));
+});

@@ -3,7 +3,7 @@
 //   2. identify: request id, client IP behind trusted proxies, scheme, host (domain/headers.ts)
 //   3. normalize the path (400 when impossible) (domain/rewrite.ts)
 //   4. match a route (404 when none)       (domain/router.ts)
-//   5. request filters: may answer early (rate limit, rules)   (filters/)
+//   5. request filters: may answer early (rate limit, forward auth, rules)   (filters/)
 //   6. action: proxy | load_balance (through the route's cache, cache.ts) | static | redirect |
 //      websocket   (actions/)
 //   7. response filters (header/body rules, compression, error pages, Alt-Svc, HSTS)
@@ -29,6 +29,7 @@ import { applyResponseRules } from "./filters/rules.ts";
 import { staticAction } from "./actions/static.ts";
 import { isWebSocketUpgrade, websocketAction } from "./actions/websocket.ts";
 import { applyRateLimit } from "./filters/rate_limit.ts";
+import { applyForwardAuth } from "./filters/forward_auth.ts";
 import { applyCompression } from "./filters/compress.ts";
 
 const REQUEST_ID = /^[A-Za-z0-9._:@-]{1,128}$/;
@@ -162,6 +163,10 @@ async function handle(ctx: RequestContext, deps: PipelineDeps): Promise<Response
   if (route.rateLimits.length > 0) {
     const limited = await applyRateLimit(ctx, deps);
     if (limited) return limited;
+  }
+  if (route.forwardAuth) {
+    const denied = await applyForwardAuth(ctx, deps);
+    if (denied) return denied;
   }
 
   const cfg = route.config;

@@ -14,6 +14,8 @@ import type { RouteRules } from "./filters/rules.ts";
 import { compileRateLimits } from "./filters/rate_limit.ts";
 import type { CompiledRateLimit } from "./filters/rate_limit.ts";
 import { compressPolicy } from "../domain/compress.ts";
+import { compileForwardAuth } from "./filters/forward_auth.ts";
+import type { CompiledForwardAuth } from "./filters/forward_auth.ts";
 import type { CompressPolicy } from "../domain/compress.ts";
 import { mirrorPolicy } from "./mirror.ts";
 import { compilePages } from "../domain/error_pages.ts";
@@ -49,6 +51,8 @@ export interface CompiledRoute {
   errorPages: PageTable;
   /** `intercept_upstream`: the upstream's error answers get the pages too. */
   intercept: boolean;
+  /** The auth service asked before the action (`forward_auth`), null when none. */
+  forwardAuth: CompiledForwardAuth | null;
 }
 
 /** Everything the pipeline reads for one request. Never mutated after build. */
@@ -154,6 +158,7 @@ export function buildSnapshot(
       cache: route.type === "proxy" || route.type === "load_balance"
         ? caches.policyFor(key, route)
         : null,
+      forwardAuth: compileForwardAuth(route, config.forward_auth),
       rules: compileRouteRules(route as RouteRulesSpec, {
         env: opts.env ?? (() => undefined),
         problems: [],

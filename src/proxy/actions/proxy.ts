@@ -23,6 +23,7 @@ import {
   STALE_BODY_HEADERS,
 } from "../filters/rules.ts";
 import { timerDelay } from "../../config/duration.ts";
+import { applyAuthHeaders } from "../filters/forward_auth.ts";
 
 /** The protocol version a Via entry names (RFC 9110 §7.6.3). */
 const VIA_VERSION: Record<Protocol, string> = { "http/1.1": "1.1", h2: "2", h2c: "2", h3: "3" };
@@ -94,6 +95,7 @@ export function upstreamHeaders(
     rfc7239: route.forwarded,
   });
   h.set("x-request-id", ctx.requestId);
+  applyAuthHeaders(ctx, h);
   if (route.browser_headers) {
     for (const [k, v] of Object.entries(BROWSER_HEADERS)) if (!h.has(k)) h.set(k, v);
   }
@@ -142,7 +144,8 @@ export async function proxyAction(
   if (limit !== undefined && length > limit) {
     throw new ProxyError("body_too_large", `Content-Length ${declared} exceeds ${limit}`);
   }
-  let body: ReadableStream<Uint8Array> | Uint8Array<ArrayBuffer> | null = ctx.req.body;
+  let body: ReadableStream<Uint8Array> | Uint8Array<ArrayBuffer> | null = ctx.body ??
+    ctx.req.body;
   const te = ctx.req.headers.get("transfer-encoding");
   if (te !== null && te.trim().toLowerCase() !== "chunked") {
     // Only chunked is decoded on the way in; another coding would go upstream unlabelled.
@@ -159,7 +162,7 @@ export async function proxyAction(
   }
 
   const compiled = ctx.route!;
-  if (body !== null && length < 0 && te === null) {
+  if (body instanceof ReadableStream && length < 0 && te === null) {
     // Looked at rather than dropped even when the head says there is none: an HTTP/2 request
     // that carries a Host field passes for HTTP/1.1 (protocolOf).
     const known = ctx.info.protocol === "http/1.1";
@@ -178,7 +181,7 @@ export async function proxyAction(
     if (requestBody.when(requestInput(ctx, h))) {
       const bytes = ruleBody(requestBody, values!);
       if (bytes) {
-        if (body) discard(body, limit ?? Infinity);
+        if (body instanceof ReadableStream) discard(body, limit ?? Infinity);
         replaced = { bytes, contentType: requestBody.contentType };
       } else relabel = requestBody.contentType;
     }

@@ -16,6 +16,7 @@ import type { PipelineDeps, RequestContext } from "../context.ts";
 import { errorResponse } from "../respond.ts";
 import { forward, registryOf } from "../forward.ts";
 import { applyHeaderRules, placeholderValues, requestInput } from "../filters/rules.ts";
+import { applyAuthHeaders } from "../filters/forward_auth.ts";
 
 type WsCapableRoute = WebSocketRouteConfig | ProxyRouteConfig | LoadBalanceRouteConfig;
 
@@ -109,6 +110,7 @@ export function handshakeHeaders(
     rfc7239: route.type !== "websocket" && route.forwarded,
   });
   h.set("x-request-id", ctx.requestId);
+  applyAuthHeaders(ctx, h);
   const rules = ctx.route?.rules.requestHeaders;
   if (rules?.when(requestInput(ctx, ctx.req.headers))) {
     applyHeaderRules(rules, h, {

@@ -1,0 +1,139 @@
+import assert from "node:assert/strict";
+import { loadConfigText } from "../../config/load.ts";
+import { buildSnapshot } from "../snapshot.ts";
+import { createHandler } from "../pipeline.ts";
+import { noopMetrics, silentLogger } from "../../ports.ts";
+import type { ClientInfo, Metrics, UpstreamRequest } from "../../ports.ts";
+import { AUTH_BODY_CAP } from "./forward_auth.ts";
+
+const info: ClientInfo = {
+  remoteAddr: { hostname: "192.0.2.7", port: 4000 },
+  localPort: 80,
+  protocol: "http/1.1",
+  tls: false,
+};
+
+/** A pipeline whose auth service (http://auth) answers with `auth`; the upstream says "app". */
+function setup(auth: (r: UpstreamRequest) => Response, extra = "") {
+  const { config, issues } = loadConfigText(
+    `listen_addr: "127.0.0.1:0"
+health_check: { enabled: false }
+routes:
+  "/":
+    type: proxy
+    target: "http://app"
+    forward_auth: { url: "http://auth/check"${extra} }
+`,
+    { file: "t.yaml", env: { exists: () => true } },
+  );
+  assert.ok(config, JSON.stringify(issues));
+  const snapshot = buildSnapshot(config, { version: 1 });
+  const asked: UpstreamRequest[] = [];
+  const outcomes: string[] = [];
+  const metrics: Metrics = {
+    ...noopMetrics,
+    forwardAuth: (route, outcome) => void outcomes.push(`${route} ${outcome}`),
+  };
+  const handler = createHandler({
+    snapshot: () => snapshot,
+    upstream: {
+      send: (r) => {
+        asked.push(r);
+        return Promise.resolve(r.origin.host === "auth" ? auth(r) : new Response("app"));
+      },
+      close: () => Promise.resolve(),
+    },
+    files: { stat: () => Promise.resolve(null), open: () => Promise.resolve(null) },
+    clock: { now: () => 1_700_000_000_000, monotonic: () => 0 },
+    logger: silentLogger,
+    metrics,
+    random: () => 0.5,
+  });
+  return { handler, asked, outcomes };
+}
+
+Deno.test("applyForwardAuth counts allowed, denied and failed checks per route", async () => {
+  let status = 200;
+  const { handler, outcomes } = setup(() => {
+    if (status === 0) throw new Error("boom");
+    return new Response(null, { status });
+  });
+  for (const s of [200, 401, 0]) {
+    status = s;
+    await (await handler(new Request("http://h/x"), info)).body?.cancel();
+  }
+  assert.deepEqual(outcomes, ["/ allowed", "/ denied", "/ error"]);
+});
+
+Deno.test("applyForwardAuth sends the usual client fields, not the others, nor the body", async () => {
+  const { handler, asked } = setup(() => new Response(null, { status: 204 }));
+  const res = await handler(
+    new Request("http://h/x", {
+      method: "POST",
+      body: "secret body",
+      headers: {
+        authorization: "Basic YTpi",
+        "proxy-authorization": "Basic Yzpk",
+        cookie: "s=1",
+        accept: "text/html",
+        "user-agent": "t",
+        "x-requested-with": "XMLHttpRequest",
+        "x-other": "1",
+        "content-type": "text/plain",
+      },
+    }),
+    info,
+  );
+  assert.equal(await res.text(), "app");
+  const a = asked[0];
+  assert.equal(a.method, "GET");
+  assert.equal(a.body, null);
+  assert.equal(a.target, "/check");
+  const names = [...a.headers].map(([k]) => k).sort();
+  assert.deepEqual(names, [
+    "accept",
+    "authorization",
+    "cookie",
+    "host",
+    "proxy-authorization",
+    "user-agent",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-method",
+    "x-forwarded-proto",
+    "x-forwarded-uri",
+    "x-request-id",
+    "x-requested-with",
+  ]);
+  assert.equal(a.headers.get("host"), "auth");
+  assert.equal(a.headers.get("x-forwarded-for"), "192.0.2.7");
+});
+
+Deno.test("applyForwardAuth refuses with 503 an auth answer it cannot pass on", async () => {
+  // A denial body past the cap, and an interim status, are failures of the auth service.
+  for (
+    const make of [
+      () => new Response(new Uint8Array(AUTH_BODY_CAP + 1), { status: 403 }),
+      () => new Response(null, { status: 101 }),
+    ]
+  ) {
+    const { handler, outcomes } = setup(make);
+    const res = await handler(new Request("http://h/x"), info);
+    await res.body?.cancel();
+    assert.equal(res.status, 503);
+    assert.match(res.headers.get("proxy-status") ?? "", /details="forward_auth"/);
+    assert.deepEqual(outcomes, ["/ error"]);
+  }
+});
+
+Deno.test("applyForwardAuth copy_response_cookies adds a 2xx's cookies to the response", async () => {
+  const { handler } = setup(() => {
+    const h = new Headers();
+    h.append("set-cookie", "a=1");
+    h.append("set-cookie", "b=2");
+    return new Response(null, { status: 200, headers: h });
+  }, ", copy_response_cookies: true");
+  const res = await handler(new Request("http://h/x"), info);
+  await res.body?.cancel();
+  assert.deepEqual(res.headers.getSetCookie(), ["a=1", "b=2"]);
+});

@@ -1,0 +1,276 @@
+// forward_auth through the real proxy: a real auth service and upstream on 127.0.0.1:0, asked by
+// real clients (fetch, a `ws` client).
+import assert from "node:assert/strict";
+import { freePort, startUpstream } from "../_harness.ts";
+import { startProxy } from "./_proxy.ts";
+import { closed, connect, wsUpstream } from "./_ws.ts";
+
+/** An upstream that answers with the request it got, as JSON. */
+function echoUpstream(seen: Record<string, string>[] = []) {
+  return startUpstream(async (req) => {
+    const headers = Object.fromEntries(req.headers);
+    seen.push(headers);
+    return Response.json({ path: new URL(req.url).pathname, headers, body: await req.text() });
+  });
+}
+
+/** An auth service whose answer `decide` makes; the requests it got are kept. */
+function authService(
+  decide: (req: Request) => Response | Promise<Response>,
+  seen: { method: string; url: string; headers: Record<string, string>; body: string }[] = [],
+) {
+  return startUpstream(async (req) => {
+    seen.push({
+      method: req.method,
+      url: req.url,
+      headers: Object.fromEntries(req.headers),
+      body: await req.text(),
+    });
+    return decide(req);
+  });
+}
+
+const routes = (auth: string, upstream: string, extra = "") => `
+health_check: { enabled: false }
+routes:
+  "/app":
+    type: proxy
+    target: "${upstream}"
+    forward_auth:
+      url: "${auth}/verify?rd=1"
+      copy_response_headers: [X-Auth-User, Remote-Groups]
+${extra}`;
+
+Deno.test("forward_auth lets a 2xx through with the auth service's fields set upstream", async () => {
+  const asked: { method: string; url: string; headers: Record<string, string>; body: string }[] =
+    [];
+  await using auth = await authService(
+    () => new Response("ok", { headers: { "x-auth-user": "alice", "remote-groups": "dev" } }),
+    asked,
+  );
+  await using up = await echoUpstream();
+  await using proxy = await startProxy(routes(auth.url, up.url));
+  const res = await fetch(`${proxy.url}/app/x/../page?q=1`, {
+    method: "POST",
+    body: "payload",
+    headers: {
+      authorization: "Bearer t0k",
+      cookie: "session=abc",
+      "x-auth-user": "admin", // forged: the auth service's value replaces it
+      "x-secret": "not for the auth service",
+    },
+  });
+  assert.equal(res.status, 200);
+  const got = await res.json();
+  assert.equal(got.headers["x-auth-user"], "alice");
+  assert.equal(got.headers["remote-groups"], "dev");
+  assert.equal(got.body, "payload");
+  assert.equal(asked.length, 1);
+  const a = asked[0];
+  assert.equal(a.method, "GET");
+  assert.equal(new URL(a.url).pathname + new URL(a.url).search, "/verify?rd=1");
+  assert.equal(a.body, "");
+  assert.equal(a.headers["authorization"], "Bearer t0k");
+  assert.equal(a.headers["cookie"], "session=abc");
+  assert.equal(a.headers["x-forwarded-method"], "POST");
+  assert.equal(a.headers["x-forwarded-proto"], "http");
+  assert.equal(a.headers["x-forwarded-host"], `127.0.0.1:${proxy.port}`);
+  assert.equal(a.headers["x-forwarded-uri"], "/app/page?q=1");
+  assert.equal(a.headers["x-forwarded-for"], "127.0.0.1");
+  assert.equal(a.headers["x-secret"], undefined);
+  assert.equal(a.headers["x-auth-user"], undefined);
+  assert.ok(a.headers["x-request-id"]);
+});
+
+Deno.test("forward_auth removes a client's copy of a field the auth service does not set", async () => {
+  await using auth = await authService(() => new Response(null, { status: 204 }));
+  await using up = await echoUpstream();
+  await using proxy = await startProxy(routes(auth.url, up.url));
+  const res = await fetch(`${proxy.url}/app/`, { headers: { "Remote-Groups": "admins" } });
+  assert.equal(res.status, 200);
+  const got = await res.json();
+  assert.equal(got.headers["remote-groups"], undefined);
+  assert.equal(got.headers["x-auth-user"], undefined);
+});
+
+Deno.test("forward_auth passes a 401 to the client, fields and body, and never asks the upstream", async () => {
+  const seen: Record<string, string>[] = [];
+  await using auth = await authService(() =>
+    new Response("who are you?", {
+      status: 401,
+      headers: { "www-authenticate": 'Bearer realm="app"', "content-type": "text/plain" },
+    })
+  );
+  await using up = await echoUpstream(seen);
+  await using proxy = await startProxy(routes(auth.url, up.url));
+  const res = await fetch(`${proxy.url}/app/x`);
+  assert.equal(res.status, 401);
+  assert.equal(res.headers.get("www-authenticate"), 'Bearer realm="app"');
+  assert.ok(res.headers.get("x-request-id"));
+  assert.equal(await res.text(), "who are you?");
+  assert.equal(seen.length, 0);
+});
+
+Deno.test("forward_auth passes a 302 to a login page with its Set-Cookie fields", async () => {
+  await using auth = await authService(() => {
+    const h = new Headers({ location: "https://login.example/start?rd=%2Fapp" });
+    h.append("set-cookie", "csrf=1; Path=/; HttpOnly");
+    h.append("set-cookie", "rd=/app; Path=/");
+    return new Response(null, { status: 302, headers: h });
+  });
+  await using up = await echoUpstream();
+  await using proxy = await startProxy(routes(auth.url, up.url));
+  const res = await fetch(`${proxy.url}/app/`, { redirect: "manual" });
+  await res.body?.cancel();
+  assert.equal(res.status, 302);
+  assert.equal(res.headers.get("location"), "https://login.example/start?rd=%2Fapp");
+  assert.deepEqual(res.headers.getSetCookie(), ["csrf=1; Path=/; HttpOnly", "rd=/app; Path=/"]);
+});
+
+Deno.test("forward_auth answers 503 naming the auth service when it is down", async () => {
+  const seen: Record<string, string>[] = [];
+  await using up = await echoUpstream(seen);
+  await using proxy = await startProxy(routes(`http://127.0.0.1:${freePort()}`, up.url));
+  const res = await fetch(`${proxy.url}/app/`);
+  await res.body?.cancel();
+  assert.equal(res.status, 503);
+  assert.equal(
+    res.headers.get("proxy-status"),
+    'prox; error=connection_refused; details="forward_auth"',
+  );
+  assert.equal(seen.length, 0);
+});
+
+Deno.test("forward_auth answers 503 when the auth service is too slow", async () => {
+  const seen: Record<string, string>[] = [];
+  const { promise: release, resolve } = Promise.withResolvers<void>();
+  await using auth = await startUpstream(async () => {
+    await release;
+    return new Response("late");
+  });
+  await using up = await echoUpstream(seen);
+  await using proxy = await startProxy(`
+health_check: { enabled: false }
+routes:
+  "/app":
+    type: proxy
+    target: "${up.url}"
+    forward_auth: { url: "${auth.url}/verify", timeout: 200ms }
+`);
+  try {
+    const started = Date.now();
+    const res = await fetch(`${proxy.url}/app/`);
+    await res.body?.cancel();
+    assert.equal(res.status, 503);
+    assert.equal(
+      res.headers.get("proxy-status"),
+      'prox; error=http_response_timeout; details="forward_auth"',
+    );
+    assert.ok(Date.now() - started < 5_000);
+    assert.equal(seen.length, 0);
+  } finally {
+    resolve();
+  }
+});
+
+Deno.test("forward_auth at the top level applies to every route type; a route can turn it off", async () => {
+  const asked: { method: string; url: string; headers: Record<string, string>; body: string }[] =
+    [];
+  await using auth = await authService(
+    (req) =>
+      req.headers.get("x-forwarded-uri")?.startsWith("/open")
+        ? new Response("ok")
+        : new Response("no", { status: 403 }),
+    asked,
+  );
+  await using up = await echoUpstream();
+  await using proxy = await startProxy(`
+health_check: { enabled: false }
+forward_auth: { url: "${auth.url}/check" }
+routes:
+  "/open":
+    type: redirect
+    target: /elsewhere
+  "/away":
+    type: redirect
+    target: /elsewhere
+  "/public":
+    type: proxy
+    target: "${up.url}"
+    forward_auth: false
+`);
+  const open = await fetch(`${proxy.url}/open/x`, { redirect: "manual" });
+  await open.body?.cancel();
+  assert.equal(open.status, 307);
+  const away = await fetch(`${proxy.url}/away/x`, { redirect: "manual" });
+  assert.equal(away.status, 403);
+  assert.equal(await away.text(), "no");
+  const pub = await fetch(`${proxy.url}/public/`);
+  assert.equal(pub.status, 200);
+  await pub.body?.cancel();
+  assert.equal(asked.length, 2);
+});
+
+Deno.test("forward_auth checks a WebSocket upgrade and hands the copied fields to its handshake", async () => {
+  let allow = false;
+  await using auth = await authService(() =>
+    allow
+      ? new Response("ok", { headers: { "x-auth-user": "alice" } })
+      : new Response("no", { status: 401 })
+  );
+  await using ws = await wsUpstream();
+  await using proxy = await startProxy(`
+health_check: { enabled: false }
+routes:
+  "/":
+    type: websocket
+    target: "${ws.url}"
+    forward_auth: { url: "${auth.url}/", copy_response_headers: [X-Auth-User] }
+`);
+  const url = `ws://127.0.0.1:${proxy.port}/chat`;
+  await assert.rejects(connect(url, [], { headers: { "x-auth-user": "admin" } }), {
+    status: 401,
+  });
+  assert.equal(ws.requests.length, 0);
+  allow = true;
+  const client = await connect(url, [], { headers: { "x-auth-user": "admin" } });
+  assert.equal(ws.requests[0].headers["x-auth-user"], "alice");
+  const done = closed(client);
+  client.close();
+  await done;
+});
+
+Deno.test("forward_auth send_body gives the auth service and the upstream the same body", async () => {
+  const asked: { method: string; url: string; headers: Record<string, string>; body: string }[] =
+    [];
+  await using auth = await authService(
+    (req) => new Response(null, { status: req.method === "PUT" ? 200 : 405 }),
+    asked,
+  );
+  await using up = await echoUpstream();
+  await using proxy = await startProxy(`
+health_check: { enabled: false }
+routes:
+  "/app":
+    type: proxy
+    target: "${up.url}"
+    forward_auth:
+      url: "${auth.url}/"
+      send_body: true
+      preserve_method: true
+      max_body: 16
+`);
+  const res = await fetch(`${proxy.url}/app/`, {
+    method: "PUT",
+    body: '{"a":1}',
+    headers: { "content-type": "application/json" },
+  });
+  assert.equal(res.status, 200);
+  assert.equal((await res.json()).body, '{"a":1}');
+  assert.equal(asked[0].body, '{"a":1}');
+  assert.equal(asked[0].headers["content-type"], "application/json");
+  const big = await fetch(`${proxy.url}/app/`, { method: "PUT", body: "x".repeat(17) });
+  await big.body?.cancel();
+  assert.equal(big.status, 413);
+  assert.equal(asked.length, 1);
+});
