@@ -1,7 +1,8 @@
 // forward_auth through the real proxy: a real auth service and upstream on 127.0.0.1:0, asked by
 // real clients (fetch, a `ws` client).
 import assert from "node:assert/strict";
-import { freePort, startUpstream } from "../_harness.ts";
+import { freePort, ROOT, startUpstream } from "../_harness.ts";
+import { connectH3 } from "../../src/adapters/h3/client.ts";
 import { startProxy } from "./_proxy.ts";
 import { closed, connect, wsUpstream } from "./_ws.ts";
 
@@ -273,4 +274,67 @@ routes:
   await big.body?.cancel();
   assert.equal(big.status, 413);
   assert.equal(asked.length, 1);
+});
+
+Deno.test("forward_auth works the same over HTTP/2 and HTTP/3", async () => {
+  const TLS = `${ROOT}/tests/fixtures/tls`;
+  const ca = Deno.readTextFileSync(`${TLS}/ca.pem`);
+  const asked: { method: string; url: string; headers: Record<string, string>; body: string }[] =
+    [];
+  await using auth = await authService(
+    (req) =>
+      req.headers.get("cookie") === "s=ok"
+        ? new Response("ok", { headers: { "x-auth-user": "alice" } })
+        : new Response("login first", { status: 401 }),
+    asked,
+  );
+  await using up = await echoUpstream();
+  await using proxy = await startProxy(
+    `listen_addr: "127.0.0.1:0"
+tls: { cert_path: "${TLS}/cert.pem", key_path: "${TLS}/key.pem" }
+protocols: { http3_enabled: true }
+${routes(auth.url, up.url)}`,
+    { keepListen: true, tls: true },
+  );
+  const client = Deno.createHttpClient({ caCerts: [ca] });
+  try {
+    const base = `https://localhost:${proxy.port}/app/p`;
+    const denied = await fetch(base, { client });
+    assert.equal(denied.status, 401);
+    assert.equal(await denied.text(), "login first");
+    const ok = await fetch(base, { client, headers: { cookie: "s=ok", "x-auth-user": "eve" } });
+    assert.equal(ok.status, 200);
+    assert.equal((await ok.json()).headers["x-auth-user"], "alice");
+  } finally {
+    client.close();
+  }
+  await using h3 = await connectH3({ hostname: "127.0.0.1", port: proxy.port, caCerts: [ca] });
+  const denied = await h3.request("/app/p");
+  assert.equal(denied.status, 401);
+  assert.equal(new TextDecoder().decode(denied.body), "login first");
+  const ok = await h3.request("/app/p", { headers: { cookie: "s=ok", "x-auth-user": "eve" } });
+  assert.equal(ok.status, 200);
+  assert.equal(JSON.parse(new TextDecoder().decode(ok.body)).headers["x-auth-user"], "alice");
+  assert.deepEqual(asked.map((a) => a.headers["x-forwarded-proto"]), [
+    "https",
+    "https",
+    "https",
+    "https",
+  ]);
+});
+
+Deno.test("forward_auth reuses its keep-alive connection to the auth service", async () => {
+  const ports = new Set<number>();
+  await using auth = await startUpstream((_req, info) => {
+    ports.add(info.remoteAddr.port);
+    return new Response("ok");
+  });
+  await using up = await echoUpstream();
+  await using proxy = await startProxy(routes(auth.url, up.url));
+  for (let i = 0; i < 5; i++) {
+    const res = await fetch(`${proxy.url}/app/${i}`);
+    assert.equal(res.status, 200);
+    await res.body?.cancel();
+  }
+  assert.equal(ports.size, 1);
 });
