@@ -59,7 +59,12 @@ const REDACTED = "[redacted]";
  * authorization…) and passwords inside URLs (`redis://:pw@host`).
  */
 export function redactSecrets(value: unknown, key = ""): unknown {
-  if (key && SECRET_KEY.test(key) && value !== null && typeof value !== "object") {
+  // A boolean is a switch, never a secret: `forward_auth: false` and `copy_response_cookies:
+  // true` were shown as "[redacted]".
+  if (
+    key && SECRET_KEY.test(key) && value !== null && typeof value !== "object" &&
+    typeof value !== "boolean"
+  ) {
     return REDACTED;
   }
   if (Array.isArray(value)) return value.map((v) => redactSecrets(v));

@@ -185,6 +185,10 @@ Deno.test("redactSecrets and authorized edge cases", () => {
     password: "[redacted]",
   });
   // A raw "@" in the password (new URL() takes it whole): nothing of it shows.
+  assert.deepEqual(
+    redactSecrets({ forward_auth: false, x: { copy_response_cookies: true, auth_token: "t" } }),
+    { forward_auth: false, x: { copy_response_cookies: true, auth_token: "[redacted]" } },
+  );
   assert.equal(redactSecrets("redis://:p@ss@h:6379/0"), "redis://:[redacted]@h:6379/0");
   assert.equal(redactSecrets("redis://u:p@s@s@h"), "redis://u:[redacted]@h");
   const headers = {
