@@ -255,3 +255,22 @@ Deno.test("parseConfig points at a bad forward_auth key and says what it takes",
   );
   assert.match(route("{ url: http://a, timout: 1s }").join(), /Did you mean "timeout"/);
 });
+
+Deno.test("validate warns when forward_auth asks Prox itself on a route that is checked too", () => {
+  const warnings = (yaml: string) =>
+    loadConfigText(`${HEAD}${yaml}`, { file: "c.yaml", env: { exists: () => true } }).issues
+      .map(formatIssue);
+  const routes = (authRoute: string) =>
+    `  /app: { type: proxy, target: "http://127.0.0.1:8080" }\n` +
+    `  /oauth2: { type: proxy, target: "http://127.0.0.1:4180"${authRoute} }\n` +
+    `forward_auth: { url: "http://localhost:3000/oauth2/auth" }\n`;
+  assert.deepEqual(warnings(routes("")), [
+    'c.yaml:5:17: warning: forward_auth.url: forward_auth url "http://localhost:3000/oauth2/auth" ' +
+    'is Prox itself, and its route "/oauth2" is checked too: each check would ask again, until ' +
+    "the connection limits refuse it (503)\n" +
+    '  fix: Set forward_auth: false on route "/oauth2", or point url at the auth service directly',
+  ]);
+  assert.deepEqual(warnings(routes(", forward_auth: false")), []);
+  // Another port is another server.
+  assert.deepEqual(warnings(routes("").replace(":3000/", ":4180/")), []);
+});
