@@ -4,6 +4,7 @@ import { buildSnapshot } from "../snapshot.ts";
 import { createHandler } from "../pipeline.ts";
 import { noopMetrics, silentLogger } from "../../ports.ts";
 import type { ClientInfo, Metrics, UpstreamRequest } from "../../ports.ts";
+import { ProxyError } from "../../domain/errors.ts";
 import { AUTH_BODY_CAP } from "./forward_auth.ts";
 
 const info: ClientInfo = {
@@ -14,7 +15,7 @@ const info: ClientInfo = {
 };
 
 /** A pipeline whose auth service (http://auth) answers with `auth`; the upstream says "app". */
-function setup(auth: (r: UpstreamRequest) => Response, extra = "") {
+function setup(auth: (r: UpstreamRequest) => Response | Promise<Response>, extra = "") {
   const { config, issues } = loadConfigText(
     `listen_addr: "127.0.0.1:0"
 health_check: { enabled: false }
@@ -30,6 +31,7 @@ routes:
   const snapshot = buildSnapshot(config, { version: 1 });
   const asked: UpstreamRequest[] = [];
   const outcomes: string[] = [];
+  const statuses: number[] = [];
   const metrics: Metrics = {
     ...noopMetrics,
     forwardAuth: (route, outcome) => void outcomes.push(`${route} ${outcome}`),
@@ -39,7 +41,9 @@ routes:
     upstream: {
       send: (r) => {
         asked.push(r);
-        return Promise.resolve(r.origin.host === "auth" ? auth(r) : new Response("app"));
+        return r.origin.host === "auth"
+          ? Promise.resolve(auth(r))
+          : Promise.resolve(new Response("app"));
       },
       close: () => Promise.resolve(),
     },
@@ -47,9 +51,10 @@ routes:
     clock: { now: () => 1_700_000_000_000, monotonic: () => 0 },
     logger: silentLogger,
     metrics,
+    access: (r) => void statuses.push(r.status),
     random: () => 0.5,
   });
-  return { handler, asked, outcomes };
+  return { handler, asked, outcomes, statuses };
 }
 
 Deno.test("applyForwardAuth counts allowed, denied and failed checks per route", async () => {
@@ -136,4 +141,20 @@ Deno.test("applyForwardAuth copy_response_cookies adds a 2xx's cookies to the re
   const res = await handler(new Request("http://h/x"), info);
   await res.body?.cancel();
   assert.deepEqual(res.headers.getSetCookie(), ["a=1", "b=2"]);
+});
+
+Deno.test("applyForwardAuth: a client that leaves during the check is logged 499, not an auth error", async () => {
+  const { handler, outcomes, statuses } = setup((r) =>
+    new Promise((_, reject) => {
+      const gone = () => reject(new ProxyError("client_gone", "gone"));
+      if (r.signal!.aborted) gone();
+      else r.signal!.addEventListener("abort", gone);
+    })
+  );
+  const ctl = new AbortController();
+  const pending = handler(new Request("http://h/x", { signal: ctl.signal }), info);
+  ctl.abort();
+  await (await pending).body?.cancel();
+  assert.deepEqual(statuses, [499]);
+  assert.deepEqual(outcomes, []);
 });
