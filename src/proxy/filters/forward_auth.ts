@@ -90,7 +90,10 @@ export function authRequestHeaders(ctx: RequestContext, auth: CompiledForwardAut
   h.set("host", auth.origin.host);
   h.set("x-forwarded-method", ctx.req.method);
   h.set("x-forwarded-proto", ctx.scheme);
-  if (ctx.host) h.set("x-forwarded-host", ctx.host);
+  // As the upstream gets it: a trusted proxy's X-Forwarded-Host names the host its client asked
+  // for (Authelia and oauth2-proxy build their redirect back from it), else the request's host.
+  const fwdHost = ctx.trustedPeer ? src.get("x-forwarded-host") : null;
+  if (fwdHost ?? ctx.host) h.set("x-forwarded-host", fwdHost ?? ctx.host);
   else h.delete("x-forwarded-host");
   h.set("x-forwarded-uri", `${ctx.path}${ctx.query}`);
   // The chain Prox sends upstream: a trusted proxy's list extended by the peer, else the peer.

@@ -15,10 +15,14 @@ const info: ClientInfo = {
 };
 
 /** A pipeline whose auth service (http://auth) answers with `auth`; the upstream says "app". */
-function setup(auth: (r: UpstreamRequest) => Response | Promise<Response>, extra = "") {
+function setup(
+  auth: (r: UpstreamRequest) => Response | Promise<Response>,
+  extra = "",
+  top = "",
+) {
   const { config, issues } = loadConfigText(
     `listen_addr: "127.0.0.1:0"
-health_check: { enabled: false }
+${top}health_check: { enabled: false }
 routes:
   "/":
     type: proxy
@@ -157,4 +161,28 @@ Deno.test("applyForwardAuth: a client that leaves during the check is logged 499
   await (await pending).body?.cancel();
   assert.deepEqual(statuses, [499]);
   assert.deepEqual(outcomes, []);
+});
+
+Deno.test("authRequestHeaders takes X-Forwarded-* from a trusted proxy only, as the upstream does", async () => {
+  const { handler, asked } = setup(
+    () => new Response(null, { status: 204 }),
+    "",
+    "trusted_proxies: [192.0.2.0/24]\n",
+  );
+  const { handler: direct, asked: askedDirect } = setup(() => new Response(null, { status: 204 }));
+  const headers = {
+    "x-forwarded-for": "198.51.100.9",
+    "x-forwarded-host": "shop.example",
+    "x-forwarded-proto": "https",
+  };
+  await (await handler(new Request("http://h/x", { headers }), info)).body?.cancel();
+  await (await direct(new Request("http://h/x", { headers }), info)).body?.cancel();
+  const via = asked[0].headers;
+  assert.equal(via.get("x-forwarded-for"), "198.51.100.9, 192.0.2.7");
+  assert.equal(via.get("x-forwarded-host"), "shop.example");
+  assert.equal(via.get("x-forwarded-proto"), "https");
+  const own = askedDirect[0].headers;
+  assert.equal(own.get("x-forwarded-for"), "192.0.2.7");
+  assert.equal(own.get("x-forwarded-host"), "h");
+  assert.equal(own.get("x-forwarded-proto"), "http");
 });
