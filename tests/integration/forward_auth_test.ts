@@ -338,3 +338,21 @@ Deno.test("forward_auth reuses its keep-alive connection to the auth service", a
   }
   assert.equal(ports.size, 1);
 });
+
+Deno.test("forward_auth runs after the rate limit: a refused request never reaches the auth service", async () => {
+  const asked: { method: string; url: string; headers: Record<string, string>; body: string }[] =
+    [];
+  await using auth = await authService(() => new Response("ok"), asked);
+  await using up = await echoUpstream();
+  await using proxy = await startProxy(routes(
+    auth.url,
+    up.url,
+    "    rate_limit: { by: route, requests: 1, period: 1m }",
+  ));
+  const first = await fetch(`${proxy.url}/app/`);
+  await first.body?.cancel();
+  const second = await fetch(`${proxy.url}/app/`);
+  await second.body?.cancel();
+  assert.deepEqual([first.status, second.status], [200, 429]);
+  assert.equal(asked.length, 1);
+});
