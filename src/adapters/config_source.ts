@@ -270,6 +270,12 @@ export async function readReferencedFiles(config: Config): Promise<Map<string, s
     if ("tls" in route && route.tls?.ca_cert && !files.has(route.tls.ca_cert)) {
       files.set(route.tls.ca_cert, await Deno.readTextFile(route.tls.ca_cert));
     }
+    const auth = route.forward_auth || undefined;
+    if (auth?.tls?.ca_cert && !files.has(auth.tls.ca_cert)) {
+      files.set(auth.tls.ca_cert, await Deno.readTextFile(auth.tls.ca_cert));
+    }
   }
+  const ca = config.forward_auth?.tls?.ca_cert;
+  if (ca && !files.has(ca)) files.set(ca, await Deno.readTextFile(ca));
   return files;
 }

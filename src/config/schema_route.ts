@@ -176,65 +176,6 @@ export const RateLimit = z.object({
 }).strict();
 
 // ---------------------------------------------------------------------------------------------
-// Forward auth (Traefik ForwardAuth, Caddy forward_auth, nginx auth_request)
-
-/** A header field name (RFC 9110 §5.1), or `*` for every field the client sent. */
-const FieldName = z.string().regex(
-  /^([!#$%&'*+\-.^_`|~0-9A-Za-z]+)$/,
-  "Use a header field name (letters, digits, - _ and the like), e.g. X-Auth-User",
-);
-
-/** The client fields sent to the auth service unless `copy_request_headers` says otherwise. */
-export const FORWARD_AUTH_REQUEST_HEADERS = [
-  "Authorization",
-  "Proxy-Authorization",
-  "Cookie",
-  "Accept",
-  "User-Agent",
-  "X-Requested-With",
-] as const;
-
-/** Fields that describe a message's framing or hop: never copied from the auth service's 2xx. */
-const NOT_COPYABLE = new Set([
-  "host",
-  "content-length",
-  "transfer-encoding",
-  "connection",
-  "keep-alive",
-  "upgrade",
-  "te",
-  "trailer",
-]);
-
-/** Asks an auth service before the route's action: 2xx lets the request through. */
-export const ForwardAuth = z.object({
-  /** The auth service; its path and query are requested as written. */
-  url: HttpUrl,
-  /** The whole subrequest, response body included; past it the client gets 503. */
-  timeout: Duration.prefault("5s"),
-  /** Client fields sent along (`*`: every one but hop-by-hop fields). */
-  copy_request_headers: z.array(FieldName).default([...FORWARD_AUTH_REQUEST_HEADERS]),
-  /** Fields of the auth service's 2xx set on the upstream request (client copies removed). */
-  copy_response_headers: z.array(
-    FieldName.refine((n) => n !== "*" && !NOT_COPYABLE.has(n.toLowerCase()), {
-      error: (iss) =>
-        `"${iss.input}" cannot be copied onto the upstream request: name the ` +
-        "fields the auth service sets for the app, e.g. X-Auth-User or Remote-User",
-    }),
-  ).default([]),
-  /** Set-Cookie fields of the auth service's 2xx are added to the client's response. */
-  copy_response_cookies: z.boolean().default(false),
-  /** Send the client's method instead of GET. */
-  preserve_method: z.boolean().default(false),
-  /** Send the request body too (read whole first, up to `max_body`; larger gets 413). */
-  send_body: z.boolean().default(false),
-  max_body: Size.prefault("1MiB"),
-}).strict();
-
-/** A route's `forward_auth`: its own check, or `false` to skip the top-level one. */
-export const RouteForwardAuth = z.union([z.literal(false), ForwardAuth]);
-
-// ---------------------------------------------------------------------------------------------
 // Upstream options shared by proxy, load_balance and websocket routes
 
 export const Timeouts = z.object({
@@ -455,6 +396,67 @@ export const ErrorPages = z.record(
     z.array(z.union([z.string().min(1), ErrorPage])).min(1).max(4),
   ]),
 );
+
+// ---------------------------------------------------------------------------------------------
+// Forward auth (Traefik ForwardAuth, Caddy forward_auth, nginx auth_request)
+
+/** A header field name (RFC 9110 §5.1), or `*` for every field the client sent. */
+const FieldName = z.string().regex(
+  /^([!#$%&'*+\-.^_`|~0-9A-Za-z]+)$/,
+  "Use a header field name (letters, digits, - _ and the like), e.g. X-Auth-User",
+);
+
+/** The client fields sent to the auth service unless `copy_request_headers` says otherwise. */
+export const FORWARD_AUTH_REQUEST_HEADERS = [
+  "Authorization",
+  "Proxy-Authorization",
+  "Cookie",
+  "Accept",
+  "User-Agent",
+  "X-Requested-With",
+] as const;
+
+/** Fields that describe a message's framing or hop: never copied from the auth service's 2xx. */
+const NOT_COPYABLE = new Set([
+  "host",
+  "content-length",
+  "transfer-encoding",
+  "connection",
+  "keep-alive",
+  "upgrade",
+  "te",
+  "trailer",
+]);
+
+/** Asks an auth service before the route's action: 2xx lets the request through. */
+export const ForwardAuth = z.object({
+  /** The auth service; its path and query are requested as written. */
+  url: HttpUrl,
+  /** The whole subrequest, response body included; past it the client gets 503. */
+  timeout: Duration.prefault("5s"),
+  /** Client fields sent along (`*`: every one but hop-by-hop fields). */
+  copy_request_headers: z.array(FieldName).default([...FORWARD_AUTH_REQUEST_HEADERS]),
+  /** Fields of the auth service's 2xx set on the upstream request (client copies removed). */
+  copy_response_headers: z.array(
+    FieldName.refine((n) => n !== "*" && !NOT_COPYABLE.has(n.toLowerCase()), {
+      error: (iss) =>
+        `"${iss.input}" cannot be copied onto the upstream request: name the ` +
+        "fields the auth service sets for the app, e.g. X-Auth-User or Remote-User",
+    }),
+  ).default([]),
+  /** Set-Cookie fields of the auth service's 2xx are added to the client's response. */
+  copy_response_cookies: z.boolean().default(false),
+  /** Send the client's method instead of GET. */
+  preserve_method: z.boolean().default(false),
+  /** Send the request body too (read whole first, up to `max_body`; larger gets 413). */
+  send_body: z.boolean().default(false),
+  max_body: Size.prefault("1MiB"),
+  /** For an https `url`: extra CA, or skipping verification, or another verification name. */
+  tls: UpstreamTlsConfig.optional(),
+}).strict();
+
+/** A route's `forward_auth`: its own check, or `false` to skip the top-level one. */
+export const RouteForwardAuth = z.union([z.literal(false), ForwardAuth]);
 
 const upstreamCommon = {
   path_rewrite: z.string().optional(),

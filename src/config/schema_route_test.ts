@@ -274,3 +274,14 @@ Deno.test("validate warns when forward_auth asks Prox itself on a route that is 
   // Another port is another server.
   assert.deepEqual(warnings(routes("").replace(":3000/", ":4180/")), []);
 });
+
+Deno.test("validate: a forward_auth tls.ca_cert that is not there is an error at its line", () => {
+  const { issues } = loadConfigText(
+    `${HEAD}  /: { type: static, root: . }\nforward_auth:\n  url: https://auth\n  tls: { ca_cert: ./no-ca.pem }\n`,
+    { file: "c.yaml", env: { exists: (p) => p !== "./no-ca.pem" } },
+  );
+  assert.deepEqual(issues.map(formatIssue), [
+    "c.yaml:6:10: error: forward_auth.tls.ca_cert: CA certificate file not found: ./no-ca.pem\n" +
+    "  fix: Fix the path (a relative one starts from the working directory of prox)",
+  ]);
+});

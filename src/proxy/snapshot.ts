@@ -158,7 +158,7 @@ export function buildSnapshot(
       cache: route.type === "proxy" || route.type === "load_balance"
         ? caches.policyFor(key, route)
         : null,
-      forwardAuth: compileForwardAuth(route, config.forward_auth),
+      forwardAuth: compileForwardAuth(route, { top: config.forward_auth, files: opts.files }),
       rules: compileRouteRules(route as RouteRulesSpec, {
         env: opts.env ?? (() => undefined),
         problems: [],

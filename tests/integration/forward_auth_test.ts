@@ -356,3 +356,40 @@ Deno.test("forward_auth runs after the rate limit: a refused request never reach
   assert.deepEqual([first.status, second.status], [200, 429]);
   assert.equal(asked.length, 1);
 });
+
+Deno.test("forward_auth asks an https auth service it trusts through tls.ca_cert", async () => {
+  const TLS = `${ROOT}/tests/fixtures/tls`;
+  await using auth = await startUpstream(
+    (req) => new Response("ok", { headers: { "x-auth-user": req.headers.get("host") ?? "" } }),
+    {
+      cert: Deno.readTextFileSync(`${TLS}/cert.pem`),
+      key: Deno.readTextFileSync(`${TLS}/key.pem`),
+    },
+  );
+  await using up = await echoUpstream();
+  const yaml = (tls: string) => `
+health_check: { enabled: false }
+routes:
+  "/app":
+    type: proxy
+    target: "${up.url}"
+    forward_auth:
+      url: "https://localhost:${auth.port}/check"
+      copy_response_headers: [X-Auth-User]
+${tls}`;
+  {
+    await using proxy = await startProxy(yaml(`      tls: { ca_cert: "${TLS}/ca.pem" }`));
+    const res = await fetch(`${proxy.url}/app/`);
+    assert.equal(res.status, 200);
+    assert.equal((await res.json()).headers["x-auth-user"], `localhost:${auth.port}`);
+  }
+  // Without the CA the certificate is not trusted: 503, never the route.
+  await using proxy = await startProxy(yaml(""));
+  const res = await fetch(`${proxy.url}/app/`);
+  await res.body?.cancel();
+  assert.equal(res.status, 503);
+  assert.match(
+    res.headers.get("proxy-status") ?? "",
+    /error=tls_certificate_error; details="forward_auth"/,
+  );
+});

@@ -11,7 +11,7 @@ import { HOP_BY_HOP } from "../../domain/headers.ts";
 import { HeaderList } from "../../domain/header_list.ts";
 import type { HeaderMap } from "../../domain/header_list.ts";
 import { ProxyError, proxyStatusFor, toProxyError } from "../../domain/errors.ts";
-import type { UpstreamRequest } from "../../ports.ts";
+import type { UpstreamRequest, UpstreamTls } from "../../ports.ts";
 import type { PipelineDeps, RequestContext } from "../context.ts";
 import { errorResponse } from "../respond.ts";
 import { readClientChunk } from "../body_replay.ts";
@@ -32,6 +32,7 @@ export interface CompiledForwardAuth {
   preserveMethod: boolean;
   sendBody: boolean;
   maxBody: number;
+  tls?: UpstreamTls;
 }
 
 /** The largest auth-service body passed to a client (a denial) or drained (a 2xx). */
@@ -46,10 +47,15 @@ const DETAILS = "forward_auth";
  */
 export function compileForwardAuth(
   route: { forward_auth?: false | ForwardAuthConfig },
-  top: ForwardAuthConfig | undefined,
+  opts: {
+    top: ForwardAuthConfig | undefined;
+    /** CA files the server read (`tls.ca_cert`), by path. */
+    files?: ReadonlyMap<string, string>;
+  },
 ): CompiledForwardAuth | null {
-  const c = route.forward_auth === false ? undefined : route.forward_auth ?? top;
+  const c = route.forward_auth === false ? undefined : route.forward_auth ?? opts.top;
   if (!c) return null;
+  const ca = c.tls?.ca_cert ? opts.files?.get(c.tls.ca_cert) : undefined;
   const u = new URL(c.url);
   const lower = (names: readonly string[]) => [...new Set(names.map((n) => n.toLowerCase()))];
   return {
@@ -63,6 +69,13 @@ export function compileForwardAuth(
     preserveMethod: c.preserve_method,
     sendBody: c.send_body,
     maxBody: c.max_body,
+    tls: c.tls
+      ? {
+        insecureSkipVerify: c.tls.insecure_skip_verify,
+        serverName: c.tls.server_name,
+        caCerts: ca === undefined ? undefined : [ca],
+      }
+      : undefined,
   };
 }
 
@@ -150,6 +163,7 @@ export async function applyForwardAuth(
     headers,
     body,
     timeouts: { connect: auth.timeoutMs, responseHeader: auth.timeoutMs, idle: auth.timeoutMs },
+    tls: auth.tls,
     signal: timer.signal,
   };
   try {
