@@ -285,3 +285,14 @@ Deno.test("validate: a forward_auth tls.ca_cert that is not there is an error at
     "  fix: Fix the path (a relative one starts from the working directory of prox)",
   ]);
 });
+
+Deno.test("validate: a route's tls.ca_cert that is not there is an error at its line", () => {
+  const { issues } = loadConfigText(
+    `${HEAD}  /: { type: proxy, target: "https://b", tls: { ca_cert: ./no-ca.pem } }\n`,
+    { file: "c.yaml", env: { exists: (p) => p !== "./no-ca.pem" } },
+  );
+  assert.deepEqual(issues.map(formatIssue), [
+    "c.yaml:3:49: error: routes./.tls.ca_cert: CA certificate file not found: ./no-ca.pem\n" +
+    "  fix: Fix the path (a relative one starts from the working directory of prox)",
+  ]);
+});

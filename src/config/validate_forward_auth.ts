@@ -9,26 +9,6 @@ import { normalizePath } from "../domain/rewrite.ts";
 import type { Config } from "./schema.ts";
 import { isLoopback, parseListenAddr } from "./listen.ts";
 import type { Report } from "./validate_route.ts";
-import type { ValidateEnv } from "./validate.ts";
-
-/** Errors for a forward_auth `tls.ca_cert` that is not there (start-up would fail reading it). */
-export function checkForwardAuthFiles(
-  config: Config,
-  opts: { err: Report; env: ValidateEnv },
-): void {
-  const check = (path: (string | number)[], ca: string | undefined) => {
-    if (ca === undefined || opts.env.exists(ca)) return;
-    opts.err(
-      [...path, "tls", "ca_cert"],
-      `CA certificate file not found: ${ca}`,
-      "Fix the path (a relative one starts from the working directory of prox)",
-    );
-  };
-  check(["forward_auth"], config.forward_auth?.tls?.ca_cert);
-  for (const [key, route] of Object.entries(config.routes)) {
-    if (route.forward_auth) check(["routes", key, "forward_auth"], route.forward_auth.tls?.ca_cert);
-  }
-}
 
 /**
  * Warns at each `forward_auth.url` that Prox's own listener serves with a route that has a

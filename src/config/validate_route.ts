@@ -11,7 +11,8 @@ import { mirrorUrls, validateMirror } from "./validate_mirror.ts";
 import { numericHostSurprise } from "./schema_route.ts";
 import type { ValidateEnv } from "./validate.ts";
 import { warnRedirectLoops } from "./validate_redirect.ts";
-import { checkForwardAuthFiles, warnForwardAuthLoops } from "./validate_forward_auth.ts";
+import { warnForwardAuthLoops } from "./validate_forward_auth.ts";
+import { checkUpstreamCaFiles } from "./validate_tls.ts";
 
 /** Reports an issue at a config path, with an optional hint. */
 export type Report = (p: (string | number)[], m: string, h?: string) => void;
@@ -308,7 +309,7 @@ export function validateRoutes(
   }
   warnRedirectLoops(config, { warn, skip: badKeys });
   warnForwardAuthLoops(config, { warn, skip: badKeys });
-  checkForwardAuthFiles(config, { err, env: opts.env });
+  checkUpstreamCaFiles(config, { err, env: opts.env });
 
   // Status selectors and patterns are compiled at start-up: report what would not compile.
   for (const [key, r] of Object.entries(config.routes)) {

@@ -104,3 +104,26 @@ export function validateHsts(
     );
   }
 }
+
+/**
+ * Errors for a `tls.ca_cert` (a route's upstream, a forward_auth service) that is not there:
+ * start-up failed reading it ("readfile './ca.pem'") after `prox validate` had said valid.
+ */
+export function checkUpstreamCaFiles(
+  config: Config,
+  opts: { err: Report; env: ValidateEnv },
+): void {
+  const check = (path: (string | number)[], ca: string | undefined) => {
+    if (ca === undefined || opts.env.exists(ca)) return;
+    opts.err(
+      [...path, "tls", "ca_cert"],
+      `CA certificate file not found: ${ca}`,
+      "Fix the path (a relative one starts from the working directory of prox)",
+    );
+  };
+  check(["forward_auth"], config.forward_auth?.tls?.ca_cert);
+  for (const [key, route] of Object.entries(config.routes)) {
+    if ("tls" in route) check(["routes", key], route.tls?.ca_cert);
+    if (route.forward_auth) check(["routes", key, "forward_auth"], route.forward_auth.tls?.ca_cert);
+  }
+}
