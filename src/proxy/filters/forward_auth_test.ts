@@ -186,3 +186,33 @@ Deno.test("authRequestHeaders takes X-Forwarded-* from a trusted proxy only, as 
   assert.equal(own.get("x-forwarded-host"), "h");
   assert.equal(own.get("x-forwarded-proto"), "http");
 });
+
+Deno.test("authRequestHeaders with copy_request_headers [*] sends every field but hop-by-hop ones", async () => {
+  const { handler, asked } = setup(
+    () => new Response(null, { status: 204 }),
+    ', copy_request_headers: ["*"]',
+  );
+  const res = await handler(
+    new Request("http://h/x", {
+      method: "POST",
+      body: "abc",
+      headers: {
+        "x-one": "1",
+        "proxy-authorization": "Basic Yzpk",
+        connection: "x-hop",
+        "x-hop": "dropped",
+        te: "trailers",
+        "content-length": "3",
+      },
+    }),
+    info,
+  );
+  await res.body?.cancel();
+  const h = asked[0].headers;
+  assert.equal(h.get("x-one"), "1");
+  assert.equal(h.get("proxy-authorization"), "Basic Yzpk");
+  assert.equal(h.get("host"), "auth");
+  for (const gone of ["x-hop", "connection", "te", "content-length"]) {
+    assert.equal(h.get(gone), null, gone);
+  }
+});
