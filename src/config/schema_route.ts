@@ -432,7 +432,7 @@ const NOT_COPYABLE = new Set([
 export const ForwardAuth = z.object({
   /** The auth service; its path and query are requested as written. */
   url: HttpUrl,
-  /** The whole subrequest, response body included; past it the client gets 503. */
+  /** The whole check (a `send_body` body read, the answer); past it 503 (408 for the body). */
   timeout: Duration.prefault("5s"),
   /** Client fields sent along (`*`: every one but hop-by-hop fields). */
   copy_request_headers: z.array(FieldName).default([...FORWARD_AUTH_REQUEST_HEADERS]),

@@ -11,7 +11,7 @@ import { HOP_BY_HOP } from "../../domain/headers.ts";
 import { HeaderList } from "../../domain/header_list.ts";
 import type { HeaderMap } from "../../domain/header_list.ts";
 import { ProxyError, proxyStatusFor, toProxyError } from "../../domain/errors.ts";
-import type { UpstreamRequest, UpstreamTls } from "../../ports.ts";
+import type { UpstreamTls } from "../../ports.ts";
 import type { PipelineDeps, RequestContext } from "../context.ts";
 import { errorResponse } from "../respond.ts";
 import { readClientChunk } from "../body_replay.ts";
@@ -140,13 +140,6 @@ export async function applyForwardAuth(
   const auth = ctx.route!.forwardAuth!;
   const route = ctx.route!.id;
   const headers = authRequestHeaders(ctx, auth);
-  let body: Uint8Array<ArrayBuffer> | null = null;
-  if (auth.sendBody && ctx.req.body) {
-    body = await readBody(ctx.req.body, auth.maxBody);
-    ctx.body = body;
-    const type = ctx.req.headers.get("content-type");
-    if (type !== null) headers.set("content-type", type);
-  }
   const timer = new AbortController();
   const client = ctx.req.signal;
   const onClient = () => timer.abort();
@@ -156,18 +149,35 @@ export async function applyForwardAuth(
     timedOut = true;
     timer.abort();
   }, auth.timeoutMs);
-  const req: UpstreamRequest = {
-    origin: auth.origin,
-    target: auth.target,
-    method: auth.preserveMethod ? ctx.req.method : "GET",
-    headers,
-    body,
-    timeouts: { connect: auth.timeoutMs, responseHeader: auth.timeoutMs, idle: auth.timeoutMs },
-    tls: auth.tls,
-    signal: timer.signal,
-  };
+  /** True while the client's body is read (send_body): failures then are the client's. */
+  let reading = false;
   try {
-    const res = await deps.upstream.send(req);
+    let body: Uint8Array<ArrayBuffer> | null = null;
+    if (auth.sendBody && ctx.req.body) {
+      // Under the same timeout: a client that stalls its body must not hold the check forever.
+      reading = true;
+      body = await readBody(ctx.req.body, auth.maxBody, timer.signal);
+      if (timedOut) {
+        throw new ProxyError(
+          "request_timeout",
+          `The request body did not arrive within ${auth.timeoutMs} ms (forward_auth.timeout)`,
+        );
+      }
+      reading = false;
+      ctx.body = body;
+      const type = ctx.req.headers.get("content-type");
+      if (type !== null) headers.set("content-type", type);
+    }
+    const res = await deps.upstream.send({
+      origin: auth.origin,
+      target: auth.target,
+      method: auth.preserveMethod ? ctx.req.method : "GET",
+      headers,
+      body,
+      timeouts: { connect: auth.timeoutMs, responseHeader: auth.timeoutMs, idle: auth.timeoutMs },
+      tls: auth.tls,
+      signal: timer.signal,
+    });
     if (res.status >= 200 && res.status < 300) {
       await readCapped(res.body, timer.signal, { cap: AUTH_BODY_CAP, keep: false });
       if (timedOut) throw timeoutError(auth);
@@ -187,6 +197,8 @@ export async function applyForwardAuth(
     if (client.aborted) {
       throw new ProxyError("client_gone", "Client went away during forward auth", { cause: err });
     }
+    // The client's own faults with send_body (413, 408, a body that broke off) are its answer.
+    if (reading) throw err;
     const e = timedOut ? timeoutError(auth) : toProxyError(err, auth.url);
     deps.metrics.forwardAuth(route, "error");
     warnThrottled(deps, route, {
@@ -282,12 +294,15 @@ async function readCapped(
   return out;
 }
 
-/** Reads the client's body whole for `send_body`: 413 past `max`. */
+/** Reads the client's body whole for `send_body`: 413 past `max`; `signal` stops it. */
 async function readBody(
   body: ReadableStream<Uint8Array>,
   max: number,
+  signal: AbortSignal,
 ): Promise<Uint8Array<ArrayBuffer>> {
   const reader = body.getReader();
+  const stop = () => reader.cancel().catch(() => {});
+  signal.addEventListener("abort", stop, { once: true });
   const chunks: Uint8Array[] = [];
   let got = 0;
   try {
@@ -305,6 +320,7 @@ async function readBody(
       chunks.push(r.value);
     }
   } finally {
+    signal.removeEventListener("abort", stop);
     reader.releaseLock();
   }
   const out = new Uint8Array(got);

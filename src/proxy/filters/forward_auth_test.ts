@@ -216,3 +216,28 @@ Deno.test("authRequestHeaders with copy_request_headers [*] sends every field bu
     assert.equal(h.get(gone), null, gone);
   }
 });
+
+Deno.test("applyForwardAuth send_body: a body that stalls gets 408 within forward_auth.timeout", async () => {
+  const { handler, asked, outcomes } = setup(
+    () => new Response(null, { status: 204 }),
+    ", send_body: true, timeout: 100ms",
+  );
+  let ctl: ReadableStreamDefaultController<Uint8Array> | undefined;
+  const body = new ReadableStream<Uint8Array>({
+    start(c) {
+      ctl = c;
+      c.enqueue(new Uint8Array([1]));
+    },
+  });
+  const res = await handler(
+    new Request("http://h/x", { method: "POST", body, duplex: "half" } as RequestInit),
+    info,
+  );
+  await res.body?.cancel();
+  assert.equal(res.status, 408);
+  assert.equal(asked.length, 0);
+  assert.deepEqual(outcomes, []);
+  try {
+    ctl?.close();
+  } catch { /* cancelled already */ }
+});
