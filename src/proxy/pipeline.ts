@@ -22,7 +22,7 @@ import { errorResponse, OWN_ERROR } from "./respond.ts";
 import type { OwnError } from "./respond.ts";
 import { withErrorPage } from "./error_pages.ts";
 import { recent } from "./recent.ts";
-import { proxyAction } from "./actions/proxy.ts";
+import { discard, proxyAction } from "./actions/proxy.ts";
 import { cachedProxy } from "./cache.ts";
 import { redirectAction } from "./actions/redirect.ts";
 import { applyResponseRules } from "./filters/rules.ts";
@@ -54,6 +54,7 @@ export function createHandler(deps: PipelineDeps): Handler {
     }
     if (ctx.snapshot.hasErrorPages && res.status >= 400) res = withErrorPage(ctx, res);
     res = finish(ctx, res);
+    dropUnreadBody(ctx);
     record(ctx, deps, res);
     recent.context = ctx;
     recent.response = res;
@@ -201,6 +202,28 @@ async function handle(ctx: RequestContext, deps: PipelineDeps): Promise<Response
   }
 }
 
+/** Most of an unread request body drained after Prox answered without it (then cancelled). */
+const DRAIN_CAP = 16 << 20;
+
+/**
+ * A request body nobody read (a 429, a forward_auth 401, a redirect, a 404…) is drained in the
+ * background over HTTP/2: left alone, Deno's server resets a stream still uploading, and with it
+ * the answer (curl: "Stream error in the HTTP/2 framing layer"). Up to the body limit, else 16 MiB.
+ */
+function dropUnreadBody(ctx: RequestContext): void {
+  // HTTP/1.1 needs none: Deno.serve closes or skips the body itself, and reading it would answer
+  // a client's `Expect: 100-continue` with a 100, inviting an upload nobody wants.
+  const p = ctx.info.protocol;
+  if (p !== "h2" && p !== "h2c") return;
+  const body = ctx.req.body;
+  if (body === null || body.locked) return;
+  const cfg = ctx.route?.config;
+  const limit = (cfg && "max_request_body" in cfg ? cfg.max_request_body : undefined) ??
+    ctx.snapshot.config.limits.max_request_body ?? DRAIN_CAP;
+  discard(body, Math.min(limit, DRAIN_CAP));
+}
+
+/** The route's `compress`, when it has one, applied to its answer (7b: after the rules). */
 /**
  * The route's `compress`, when it has one, applied to its answer (7b: after the rules). Prox's
  * own error answers (a static route's 404) stay as they are, as on every other path: small, and

@@ -1,7 +1,7 @@
 // forward_auth through the real proxy: a real auth service and upstream on 127.0.0.1:0, asked by
 // real clients (fetch, a `ws` client).
 import assert from "node:assert/strict";
-import { freePort, ROOT, startUpstream } from "../_harness.ts";
+import { freePort, interopTest, ROOT, run, startUpstream } from "../_harness.ts";
 import { connectH3 } from "../../src/adapters/h3/client.ts";
 import { startProxy } from "./_proxy.ts";
 import { closed, connect, wsUpstream } from "./_ws.ts";
@@ -393,3 +393,53 @@ ${tls}`;
     /error=tls_certificate_error; details="forward_auth"/,
   );
 });
+
+interopTest(
+  "an HTTP/2 upload Prox answers without reading (forward_auth 401, 429, redirect) gets that answer, not a stream reset",
+  [
+    "curl",
+  ],
+  async () => {
+    const TLS = `${ROOT}/tests/fixtures/tls`;
+    await using auth = await startUpstream(() => new Response("no", { status: 401 }));
+    await using up = await echoUpstream();
+    await using proxy = await startProxy(
+      `listen_addr: "127.0.0.1:0"
+tls: { cert_path: "${TLS}/cert.pem", key_path: "${TLS}/key.pem" }
+health_check: { enabled: false }
+routes:
+  "/a": { type: proxy, target: "${up.url}", forward_auth: { url: "${auth.url}/" } }
+  "/l": { type: proxy, target: "${up.url}", rate_limit: { by: route, requests: 1, period: 1m } }
+  "/r": { type: redirect, target: "/elsewhere" }
+`,
+      { keepListen: true, tls: true },
+    );
+    const file = await Deno.makeTempFile();
+    try {
+      // More than Deno.serve's 1 MiB stream window: the upload is still under way when Prox answers.
+      await Deno.writeFile(file, new Uint8Array(3 << 20));
+      const post = (path: string) =>
+        run("curl", [
+          "-sS",
+          "--http2",
+          "--cacert",
+          `${TLS}/ca.pem`,
+          "-o",
+          "/dev/null",
+          "-w",
+          "%{http_code} %{http_version}",
+          "--data-binary",
+          `@${file}`,
+          `https://localhost:${proxy.port}${path}`,
+        ], { timeoutMs: 20_000 });
+      const got: string[] = [];
+      for (const path of ["/a/x", "/l/x", "/l/x", "/r/x"]) {
+        const r = await post(path);
+        got.push(`${r.stdout} ${r.stderr.trim()}`.trim());
+      }
+      assert.deepEqual(got, ["401 2", "200 2", "429 2", "307 2"]);
+    } finally {
+      await Deno.remove(file);
+    }
+  },
+);
