@@ -156,7 +156,7 @@ export async function applyForwardAuth(
     if (auth.sendBody && ctx.req.body) {
       // Under the same timeout: a client that stalls its body must not hold the check forever.
       reading = true;
-      body = await readBody(ctx.req.body, auth.maxBody, timer.signal);
+      body = await readBody(ctx.req.body, bodyLimit(ctx, auth), timer.signal);
       if (timedOut) {
         throw new ProxyError(
           "request_timeout",
@@ -294,10 +294,20 @@ async function readCapped(
   return out;
 }
 
+/** The smaller of `max_body` and the route's body limit, and which key it is. */
+function bodyLimit(ctx: RequestContext, auth: CompiledForwardAuth): { max: number; key: string } {
+  const cfg = ctx.route!.config;
+  const route = ("max_request_body" in cfg ? cfg.max_request_body : undefined) ??
+    ctx.snapshot.config.limits.max_request_body;
+  return route !== undefined && route < auth.maxBody
+    ? { max: route, key: "max_request_body" }
+    : { max: auth.maxBody, key: "forward_auth.max_body" };
+}
+
 /** Reads the client's body whole for `send_body`: 413 past `max`; `signal` stops it. */
 async function readBody(
   body: ReadableStream<Uint8Array>,
-  max: number,
+  { max, key }: { max: number; key: string },
   signal: AbortSignal,
 ): Promise<Uint8Array<ArrayBuffer>> {
   const reader = body.getReader();
@@ -314,7 +324,7 @@ async function readBody(
         await reader.cancel().catch(() => {});
         throw new ProxyError(
           "body_too_large",
-          `Request body exceeds ${max} bytes (forward_auth.max_body)`,
+          `Request body exceeds ${max} bytes (${key})`,
         );
       }
       chunks.push(r.value);

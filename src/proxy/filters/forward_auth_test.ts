@@ -241,3 +241,24 @@ Deno.test("applyForwardAuth send_body: a body that stalls gets 408 within forwar
     ctl?.close();
   } catch { /* cancelled already */ }
 });
+
+Deno.test("applyForwardAuth send_body: the route's max_request_body still holds for a chunked body", async () => {
+  const { handler, asked } = setup(
+    () => new Response(null, { status: 204 }),
+    ", send_body: true",
+    "limits: { max_request_body: 4 }\n",
+  );
+  const body = new ReadableStream<Uint8Array>({
+    start(c) {
+      c.enqueue(new Uint8Array(10));
+      c.close();
+    },
+  });
+  const res = await handler(
+    new Request("http://h/x", { method: "POST", body, duplex: "half" } as RequestInit),
+    info,
+  );
+  await res.body?.cancel();
+  assert.equal(res.status, 413);
+  assert.equal(asked.length, 0);
+});
