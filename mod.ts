@@ -196,6 +196,19 @@ function summary(c: Config): string[] {
     : c.tls
     ? "certificate files"
     : "off";
+  // Which routes ask an auth service first, so a top-level forward_auth that also covers the
+  // auth service's own route (or misses one) shows at a glance.
+  const keys = Object.keys(c.routes);
+  const checked = keys.filter((k) => {
+    const own = c.routes[k].forward_auth;
+    return own !== false && (own ?? c.forward_auth) !== undefined;
+  });
+  const unchecked = keys.filter((k) => !checked.includes(k));
+  const auth = checked.length === 0 ? [] : [
+    `  forward auth:  ${checked.length} of ${keys.length} routes${
+      unchecked.length > 0 ? ` (not ${unchecked.join(", ")})` : ""
+    }`,
+  ];
   return [
     `  listen:        ${c.listen_addr}${
       c.http_redirect ? ` (+ ${c.http_redirect.listen_addr} → https)` : ""
@@ -208,6 +221,7 @@ function summary(c: Config): string[] {
     `  http/3:        ${c.protocols.http3_enabled ? "on" : "off"}`,
     `  admin:         ${c.admin ? c.admin.listen_addr : "off"}`,
     ...pagesSummary(c),
+    ...auth,
   ];
 }
 

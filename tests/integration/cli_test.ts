@@ -145,6 +145,28 @@ Deno.test("prox serve on a port another program holds: exit 1, located at the ke
   }
 });
 
+Deno.test("prox validate names the routes forward_auth checks and those it does not", async () => {
+  const dir = await tempDir({
+    "auth.yaml": `listen_addr: "127.0.0.1:8080"
+health_check: { enabled: false }
+forward_auth: { url: "http://127.0.0.1:4180/oauth2/auth" }
+routes:
+  "/": { type: redirect, target: "https://example.com" }
+  "/app": { type: proxy, target: "http://127.0.0.1:8081" }
+  "/oauth2": { type: proxy, target: "http://127.0.0.1:4180", forward_auth: false }
+`,
+  });
+  try {
+    const r = await prox(["validate", "-c", `${dir}/auth.yaml`]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^ {2}forward auth: {2}2 of 3 routes \(not \/oauth2\)$/m);
+    const plain = await prox(["validate", "-c", `${ROOT}/config.yaml`]);
+    assert.doesNotMatch(plain.stdout, /forward auth/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("prox validate: 0 when valid, 1 with file:line:col when not, 1 when missing", async () => {
   const dir = await tempDir({
     "ok.yaml": VALID(8080),
