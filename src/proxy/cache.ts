@@ -352,7 +352,9 @@ function admit(
     hasExpires: h.has("expires"),
     varyStar: names[0] === "*",
     hasSetCookie: h.has("set-cookie"),
-    authorized: x.view("authorization") !== null,
+    // A request forward_auth let through carries an identity as one with Authorization does
+    // (RFC 9111 §3.5): its answer is shared only when it says so (public, s-maxage…).
+    authorized: x.view("authorization") !== null || ctx.route!.forwardAuth !== null,
     defaultTtl: x.policy.defaultTtl,
   });
   const declared = h.get("content-length");

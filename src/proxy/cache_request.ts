@@ -11,6 +11,7 @@ import type { LoadBalanceRouteConfig, ProxyRouteConfig } from "../config/schema.
 import type { PipelineDeps, RequestContext } from "./context.ts";
 import type { CachePolicy } from "./cache.ts";
 import { requestHeaderRule, targetOf, upstreamHeaders } from "./actions/proxy.ts";
+import { applyAuthHeaders } from "./filters/forward_auth.ts";
 import { applyHeaderRules, placeholderValues } from "./filters/rules.ts";
 
 /** Methods that leave stored responses alone (RFC 9110 §9.2.1); others invalidate the URI. */
@@ -120,9 +121,13 @@ export function upstreamView(
     }
     if (!headers) {
       headers = ctx.req.headers;
-      if (rule) {
+      // The fields forward_auth sets (X-Auth-User…) as the upstream gets them: the client's own
+      // copies never reach it, so a Vary on one must not key on them.
+      const auth = ctx.route!.forwardAuth !== null;
+      if (rule || auth) {
         headers = new Headers(headers);
-        applyHeaderRules(rule, headers, opts());
+        if (auth) applyAuthHeaders(ctx, headers);
+        if (rule) applyHeaderRules(rule, headers, opts());
       }
     }
     return headers.get(name);

@@ -6,6 +6,7 @@ import { noopMetrics, silentLogger } from "../../ports.ts";
 import type { ClientInfo, Metrics, UpstreamRequest } from "../../ports.ts";
 import { ProxyError } from "../../domain/errors.ts";
 import { AUTH_BODY_CAP } from "./forward_auth.ts";
+import { setup as setupCache } from "../_cache_fixture.ts";
 
 const info: ClientInfo = {
   remoteAddr: { hostname: "192.0.2.7", port: 4000 },
@@ -261,4 +262,39 @@ Deno.test("applyForwardAuth send_body: the route's max_request_body still holds 
   await res.body?.cancel();
   assert.equal(res.status, 413);
   assert.equal(asked.length, 0);
+});
+
+/** A caching route behind forward_auth: the auth service names the user by the `u` cookie. */
+function cachedBehindAuth(upstream: (user: string | null) => Response) {
+  return setupCache((r) => {
+    if (r.origin.host === "auth") {
+      const user = /u=(\w+)/.exec(r.headers.get("cookie") ?? "")?.[1];
+      return new Response(null, { status: 200, headers: user ? { "x-auth-user": user } : {} });
+    }
+    return upstream(r.headers.get("x-auth-user"));
+  }, {
+    extra: 'forward_auth: { url: "http://auth/check", copy_response_headers: [X-Auth-User] }',
+  });
+}
+
+Deno.test("forward_auth + cache: Vary on a copied field keys on the auth service's value", async () => {
+  const c = cachedBehindAuth((user) =>
+    new Response(`hello ${user}`, {
+      headers: { "cache-control": "public, max-age=60", vary: "X-Auth-User" },
+    })
+  );
+  const as = (u: string) => c.get("/me", { headers: { cookie: `u=${u}`, "x-auth-user": "eve" } });
+  assert.equal((await as("alice")).text, "hello alice");
+  assert.equal((await as("bob")).text, "hello bob");
+  assert.equal((await as("alice")).text, "hello alice");
+  assert.deepEqual(c.results, ["miss", "miss", "hit"]);
+});
+
+Deno.test("forward_auth + cache: an answer to a checked request is stored only when public", async () => {
+  const c = cachedBehindAuth((user) =>
+    new Response(`hello ${user}`, { headers: { "cache-control": "max-age=60" } })
+  );
+  assert.equal((await c.get("/me", { headers: { cookie: "u=alice" } })).text, "hello alice");
+  assert.equal((await c.get("/me", { headers: { cookie: "u=bob" } })).text, "hello bob");
+  assert.deepEqual(c.results, ["miss", "miss"]);
 });
