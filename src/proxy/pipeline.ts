@@ -223,7 +223,6 @@ function dropUnreadBody(ctx: RequestContext): void {
   discard(body, Math.min(limit, DRAIN_CAP));
 }
 
-/** The route's `compress`, when it has one, applied to its answer (7b: after the rules). */
 /**
  * The route's `compress`, when it has one, applied to its answer (7b: after the rules). Prox's
  * own error answers (a static route's 404) stay as they are, as on every other path: small, and
