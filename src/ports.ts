@@ -241,6 +241,8 @@ export interface Metrics {
   rateLimit(route: string, action: "allowed" | "limited" | "shadow_limited" | "error"): void;
   /** One request on a route with `cache`, by what the cache did (proxy/cache.ts). */
   cache(route: string, result: "hit" | "miss" | "stale" | "revalidated" | "bypass"): void;
+  /** A request access control refused (ip_access, basic_auth), by why. */
+  accessDenied(route: string, reason: AccessDenial): void;
   retry(route: string, reason: string): void;
   /** One forward-auth check: let through (2xx), refused by the auth service, or it failed. */
   forwardAuth(route: string, outcome: "allowed" | "denied" | "error"): void;
@@ -263,6 +265,12 @@ export interface Metrics {
   certificateExpiry(name: string, notAfterMs: number | null): void;
 }
 
+/**
+ * Why access control refused a request: `ip` (ip_access), `credentials_missing` and
+ * `credentials_wrong` (basic_auth), `throttled` (too many password checks from one client).
+ */
+export type AccessDenial = "ip" | "credentials_missing" | "credentials_wrong" | "throttled";
+
 /** A Metrics that records nothing. */
 export const noopMetrics: Metrics = {
   request() {},
@@ -270,6 +278,7 @@ export const noopMetrics: Metrics = {
   backendHealth() {},
   rateLimit() {},
   cache() {},
+  accessDenied() {},
   retry() {},
   forwardAuth() {},
   ejection() {},

@@ -213,6 +213,13 @@ export function createPromMetrics(
     labelNames: ["route", "outcome"] as const,
     registers,
   });
+  const accessDenied = new Counter({
+    name: "prox_access_denied_total",
+    help: "Requests refused by access control, by route and reason (ip, credentials_missing, " +
+      "credentials_wrong, throttled)",
+    labelNames: ["route", "reason"] as const,
+    registers,
+  });
   const retries = new Counter({
     name: "prox_retries_total",
     help: "Upstream retries by route and reason",
@@ -384,6 +391,7 @@ export function createPromMetrics(
         rateLimitHits,
         cacheResults,
         forwardAuthChecks,
+        accessDenied,
         retries,
         wsTooBig,
         mirrors,
@@ -422,6 +430,10 @@ export function createPromMetrics(
     forwardAuth(route, outcome) {
       if (gone.has(route)) return;
       forwardAuthChecks.inc({ route, outcome });
+    },
+    accessDenied(route, reason) {
+      if (gone.has(route)) return;
+      accessDenied.inc({ route, reason });
     },
     retry(route, reason) {
       if (gone.has(route)) return;

@@ -10,6 +10,7 @@ import {
   ErrorPages,
   ForwardAuth,
   HealthCheck,
+  IpAccess,
   PassiveHealth,
   Route,
   Size,
@@ -146,6 +147,8 @@ export const Config = z.object({
   error_pages: ErrorPages.optional(),
   /** Forward auth for every route without its own (`forward_auth: false` on a route skips it). */
   forward_auth: ForwardAuth.optional(),
+  /** Client IP allow/deny lists for every route without its own `ip_access`. */
+  ip_access: IpAccess.optional(),
 }).strict();
 
 /** The resolved configuration: defaults applied, durations in ms, sizes in bytes. */

@@ -176,6 +176,24 @@ export const RateLimit = z.object({
 }).strict();
 
 // ---------------------------------------------------------------------------------------------
+// Access control (every route type; proxy/filters/ip_access.ts, README "Access control")
+
+/**
+ * Client IP allow and deny lists: addresses, CIDR blocks or `all`. The most specific entry wins
+ * (domain/ip_access.ts); with an `allow` list, clients it does not name are refused.
+ */
+export const IpAccess = z.object({
+  allow: z.array(z.string()).default([]),
+  deny: z.array(z.string()).default([]),
+}).strict();
+
+/** The access-control keys every route type takes. */
+const accessKeys = {
+  /** Replaces the top-level `ip_access` for this route (`{}`: no restriction). */
+  ip_access: IpAccess.optional(),
+};
+
+// ---------------------------------------------------------------------------------------------
 // Upstream options shared by proxy, load_balance and websocket routes
 
 export const Timeouts = z.object({
@@ -459,6 +477,7 @@ export const ForwardAuth = z.object({
 export const RouteForwardAuth = z.union([z.literal(false), ForwardAuth]);
 
 const upstreamCommon = {
+  ...accessKeys,
   path_rewrite: z.string().optional(),
   rate_limit: RateLimit.optional(),
   /** More limits, all enforced in order (e.g. 10 per second and 1000 per day). */
@@ -563,6 +582,7 @@ const LoadBalanceRoute = z.object({
 
 const StaticRoute = z.object({
   type: z.literal("static"),
+  ...accessKeys,
   root: z.string().min(1),
   rate_limit: RateLimit.optional(),
   /** More limits, all enforced in order (e.g. 10 per second and 1000 per day). */
@@ -583,6 +603,7 @@ const StaticRoute = z.object({
 
 const RedirectRoute = z.object({
   type: z.literal("redirect"),
+  ...accessKeys,
   target: z.string().min(1),
   status_code: z.literal([301, 302, 303, 307, 308]).default(307),
   rate_limit: RateLimit.optional(),
@@ -607,6 +628,7 @@ const WebSocketRoute = z.object({
       }`;
     },
   }),
+  ...accessKeys,
   path_rewrite: z.string().optional(),
   rate_limit: RateLimit.optional(),
   /** More limits, all enforced in order (e.g. 10 per second and 1000 per day). */
@@ -651,3 +673,4 @@ export type MirrorConfig = z.output<typeof Mirror>;
 export type ErrorPagesConfig = z.output<typeof ErrorPages>;
 export type ErrorPageConfig = z.output<typeof ErrorPage>;
 export type ForwardAuthConfig = z.output<typeof ForwardAuth>;
+export type IpAccessConfig = z.output<typeof IpAccess>;

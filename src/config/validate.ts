@@ -11,6 +11,7 @@ import { workersIssues } from "./workers_rules.ts";
 import type { ConfigIssue, ParseResult } from "./parse.ts";
 import { validatePages } from "./validate_pages.ts";
 import { checkHeadBody, checkRegex, checkStatus, validateRoutes } from "./validate_route.ts";
+import { validateAccess } from "./validate_access.ts";
 import type { Report } from "./validate_route.ts";
 import { dotted, sortIssues } from "./parse.ts";
 import type { CertificateNames } from "./cert_names.ts";
@@ -154,6 +155,7 @@ export function validateConfig(
 
   validateRoutes(config, { err, warn, env: opts.env });
   validatePages(config, { err, warn, env: opts.env });
+  validateAccess(config, { err, warn });
 
   // Health checks and trusted proxies
   const hc = config.health_check;

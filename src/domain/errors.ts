@@ -5,6 +5,8 @@
 export type ErrorKind =
   | "bad_request" // malformed or unnormalizable request: 400
   | "not_found" // no route: 404
+  | "unauthorized" // basic_auth: no or wrong credentials: 401
+  | "forbidden" // ip_access refused the client: 403
   | "method_not_allowed" // 405
   | "not_implemented" // a method or request framing Prox cannot forward: 501
   | "body_too_large" // request body over the limit: 413
@@ -72,6 +74,8 @@ export function tagRequest(err: unknown, tag: RequestTag | undefined): unknown {
 const STATUS: Record<ErrorKind, number> = {
   bad_request: 400,
   not_found: 404,
+  unauthorized: 401,
+  forbidden: 403,
   method_not_allowed: 405,
   not_implemented: 501,
   body_too_large: 413,
@@ -92,6 +96,8 @@ const STATUS: Record<ErrorKind, number> = {
 const REASON: Record<ErrorKind, string> = {
   bad_request: "Bad request",
   not_found: "Not found",
+  unauthorized: "Unauthorized",
+  forbidden: "Forbidden",
   method_not_allowed: "Method not allowed",
   not_implemented: "Not implemented",
   body_too_large: "Request body too large",
@@ -148,6 +154,8 @@ export function proxyStatusFor(kind: ErrorKind, message = ""): string {
     case "not_found":
       return "destination_not_found";
     case "rate_limited":
+    case "unauthorized":
+    case "forbidden":
     case "method_not_allowed":
     case "not_implemented":
       return "http_request_denied";

@@ -18,6 +18,9 @@ import type { OwnError } from "./respond.ts";
 import { pageFor } from "./error_pages.ts";
 import { clientKey, isExempt } from "./filters/rate_limit.ts";
 import type { CompiledForwardAuth } from "./filters/forward_auth.ts";
+import { forbidden, verdictText } from "./filters/ip_access.ts";
+import { ipVerdict } from "../domain/ip_access.ts";
+import type { IpAccess } from "../domain/ip_access.ts";
 import { buildPool } from "./pool.ts";
 import { choose, hashKey, stickyIndex } from "./forward.ts";
 import { requestHeaderRule, targetOf, upstreamHeaders } from "./actions/proxy.ts";
@@ -155,12 +158,18 @@ export async function explainRequest(
   out.routes = explainMatch(entries, { host: ctx.host, path: ctx.path, winner: match });
   const hidden = paramRefusal(ctx, match);
   if (hidden) return await answered(out, hidden, ctx);
-  if (!match) return await answered(out, errorResponse("not_found", ctx.requestId), ctx);
+  if (!match) {
+    if (!admitted(out, ctx, ctx.snapshot.ipAccess)) {
+      return await answered(out, forbidden(ctx), ctx);
+    }
+    return await answered(out, errorResponse("not_found", ctx.requestId), ctx);
+  }
   const route = match.value;
   ctx.route = route;
   out.route = route.id;
   const cfg = route.config;
   out.action = cfg.type;
+  if (!admitted(out, ctx, route.ipAccess)) return await answered(out, forbidden(ctx), ctx);
 
   for (const limit of route.rateLimits) {
     out.rateLimits.push({
@@ -258,6 +267,14 @@ export async function explainRequest(
       return out;
     }
   }
+}
+
+/** The `ip_access` verdict for the client, noted; false when the request would be refused. */
+function admitted(out: Explanation, ctx: RequestContext, access: IpAccess | null): boolean {
+  if (!access) return true;
+  const v = ipVerdict(access, ctx.clientIp);
+  out.notes.push(verdictText(v, ctx.clientIp));
+  return v.allowed;
 }
 
 /** The pick a first attempt would make: the route's own pool and selector, seeded randomness. */

@@ -285,3 +285,32 @@ routes:
   const open = await explain({ method: "GET", url: "http://h/open/x" });
   assert.ok(!open.notes.some((n) => n.includes("auth service")));
 });
+
+Deno.test("explainRequest says when ip_access would refuse the client, and why", async () => {
+  const explain = explainer(`
+ip_access: { deny: [203.0.113.0/24] }
+routes:
+  "/api":
+    type: proxy
+    target: http://10.0.0.1:8080
+    ip_access: { allow: [10.0.0.0/8], deny: [10.0.0.66] }
+  "/open": { type: proxy, target: http://10.0.0.1:8080 }
+`);
+  const refused = await explain({ method: "GET", url: "http://x/api", clientIp: "10.0.0.66" });
+  assert.equal(refused.route, "/api");
+  assert.deepEqual(refused.answer, { status: 403, message: "Forbidden" });
+  assert.equal(refused.upstream, undefined);
+  assert.deepEqual(refused.notes, ["ip_access refuses client 10.0.0.66: 10.0.0.66 denies it"]);
+  const outside = await explain({ method: "GET", url: "http://x/api", clientIp: "192.0.2.1" });
+  assert.deepEqual(outside.notes, ["ip_access refuses client 192.0.2.1: no allow entry names it"]);
+  const allowed = await explain({ method: "GET", url: "http://x/api", clientIp: "10.0.0.1" });
+  assert.equal(allowed.answer, undefined);
+  assert.equal(allowed.upstream?.url, "http://10.0.0.1:8080/");
+  assert.equal(allowed.notes[0], "ip_access admits client 10.0.0.1: 10.0.0.0/8 allows it");
+  // The top level's lists, for a route without its own and for a path no route takes
+  const inherited = await explain({ method: "GET", url: "http://x/open", clientIp: "203.0.113.5" });
+  assert.equal(inherited.answer?.status, 403);
+  const miss = await explain({ method: "GET", url: "http://x/nope", clientIp: "203.0.113.5" });
+  assert.equal(miss.answer?.status, 403);
+  assert.deepEqual(miss.notes, ["ip_access refuses client 203.0.113.5: 203.0.113.0/24 denies it"]);
+});

@@ -3,7 +3,7 @@
 //   2. identify: request id, client IP behind trusted proxies, scheme, host (domain/headers.ts)
 //   3. normalize the path (400 when impossible) (domain/rewrite.ts)
 //   4. match a route (404 when none)       (domain/router.ts)
-//   5. request filters: may answer early (rate limit, forward auth, rules)   (filters/)
+//   5. request filters: may answer early (ip access, rate limit, forward auth, rules)   (filters/)
 //   6. action: proxy | load_balance (through the route's cache, cache.ts) | static | redirect |
 //      websocket   (actions/)
 //   7. response filters (header/body rules, compression, error pages, Alt-Svc, HSTS)
@@ -30,6 +30,7 @@ import { staticAction } from "./actions/static.ts";
 import { isWebSocketUpgrade, websocketAction } from "./actions/websocket.ts";
 import { applyRateLimit } from "./filters/rate_limit.ts";
 import { applyForwardAuth } from "./filters/forward_auth.ts";
+import { checkIpAccess } from "./filters/ip_access.ts";
 import { applyCompression } from "./filters/compress.ts";
 
 const REQUEST_ID = /^[A-Za-z0-9._:@-]{1,128}$/;
@@ -155,12 +156,19 @@ async function handle(ctx: RequestContext, deps: PipelineDeps): Promise<Response
   const hidden = paramRefusal(ctx, match);
   if (hidden) return hidden;
   if (!match) {
+    // A client the top-level ip_access refuses learns nothing, not even which paths exist.
+    const denied = ctx.snapshot.ipAccess && checkIpAccess(ctx, deps, ctx.snapshot.ipAccess);
+    if (denied) return denied;
     ctx.error = "destination_not_found";
     return errorResponse("not_found", ctx.requestId, { proxyStatus: { message: "" } });
   }
   const route = match.value;
   ctx.route = route;
 
+  if (route.ipAccess) {
+    const denied = checkIpAccess(ctx, deps, route.ipAccess);
+    if (denied) return denied;
+  }
   if (route.rateLimits.length > 0) {
     const limited = await applyRateLimit(ctx, deps);
     if (limited) return limited;

@@ -16,6 +16,8 @@ import type { CompiledRateLimit } from "./filters/rate_limit.ts";
 import { compressPolicy } from "../domain/compress.ts";
 import { compileForwardAuth } from "./filters/forward_auth.ts";
 import type { CompiledForwardAuth } from "./filters/forward_auth.ts";
+import { compileIpAccess } from "../domain/ip_access.ts";
+import type { IpAccess } from "../domain/ip_access.ts";
 import type { CompressPolicy } from "../domain/compress.ts";
 import { mirrorPolicy } from "./mirror.ts";
 import { compilePages } from "../domain/error_pages.ts";
@@ -53,6 +55,8 @@ export interface CompiledRoute {
   intercept: boolean;
   /** The auth service asked before the action (`forward_auth`), null when none. */
   forwardAuth: CompiledForwardAuth | null;
+  /** The route's `ip_access`, else the top level's; null when neither restricts anything. */
+  ipAccess: IpAccess | null;
 }
 
 /** Everything the pipeline reads for one request. Never mutated after build. */
@@ -61,6 +65,8 @@ export interface Snapshot {
   config: Config;
   router: Router<CompiledRoute>;
   trusted: readonly Cidr[];
+  /** The top-level `ip_access` (also for requests no route matches), null without one. */
+  ipAccess: IpAccess | null;
   /** `Alt-Svc` value to add to TCP responses while HTTP/3 is up, else null. */
   altSvc: string | null;
   /** The top level's `error_pages`; empty without. */
@@ -112,6 +118,12 @@ function compressOf(route: RouteConfig, config: Config) {
   }
 }
 
+/** Compiled lists, or null when they restrict nothing (both empty). */
+function accessOf(lists: { allow: string[]; deny: string[] } | undefined): IpAccess | null {
+  if (!lists || (lists.allow.length === 0 && lists.deny.length === 0)) return null;
+  return compileIpAccess(lists);
+}
+
 /** Builds a snapshot; throws only on programming errors (validation has already run). */
 export function buildSnapshot(
   config: Config,
@@ -137,6 +149,7 @@ export function buildSnapshot(
       : [];
   const errorPages = pages(config.error_pages);
   let hasErrorPages = errorPages.length > 0;
+  const ipAccess = accessOf(config.ip_access);
   const entries = Object.entries(config.routes).map(([key, route]) => {
     const { host, prefix } = parseRouteKey(key);
     const hosts = [...(host ? [host] : []), ...(route.hosts ?? []).map((h) => h.toLowerCase())];
@@ -159,6 +172,7 @@ export function buildSnapshot(
         ? caches.policyFor(key, route)
         : null,
       forwardAuth: compileForwardAuth(route, { top: config.forward_auth, files: opts.files }),
+      ipAccess: route.ip_access ? accessOf(route.ip_access) : ipAccess,
       rules: compileRouteRules(route as RouteRulesSpec, {
         env: opts.env ?? (() => undefined),
         problems: [],
@@ -180,6 +194,7 @@ export function buildSnapshot(
     config,
     router: compileRouter(entries),
     trusted,
+    ipAccess,
     altSvc: opts.altSvc ?? null,
     errorPages,
     hasErrorPages,

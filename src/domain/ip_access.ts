@@ -1,0 +1,171 @@
+// IP allow/deny lists (`ip_access`), compiled once per config into two binary tries (IPv4, IPv6)
+// so that a lookup walks at most 32 or 128 bits, however long the lists. Pure.
+//
+// Semantics: the most specific entry containing the client wins (longest prefix, as a routing
+// table); an address and prefix listed in both `allow` and `deny` is denied. A client that no
+// entry contains is allowed when `allow` is empty, else denied. Unlike nginx (first match in the
+// order written) the result does not depend on order, so a route's list reads the same wherever
+// an entry was added; an nginx list written the usual way (specific entries first) means the same.
+// IPv4-mapped IPv6 clients (::ffff:a.b.c.d) and rules are IPv4; `::/0` covers IPv6 only, as in
+// nginx; `all` covers everyone.
+
+import { formatIp, isV4, parseIp } from "./ip.ts";
+
+/** What `ip_access` says of one client: the verdict and the entry that decided it (null: none). */
+export interface IpVerdict {
+  allowed: boolean;
+  rule: string | null;
+}
+
+/** The compiled lists: one trie per family. */
+export interface IpAccess {
+  readonly v4: Trie;
+  readonly v6: Trie;
+  /** True when `allow` has entries: a client matching none is refused. */
+  readonly defaultDeny: boolean;
+  /** The `all` entry (deny when in both lists), null without one: it alone covers any address. */
+  readonly all: { allow: boolean; text: string } | null;
+}
+
+/** Node i's children are `zero[i]`/`one[i]` (0: none; the root is 0); `rule[i]` its entry. */
+interface Trie {
+  zero: number[];
+  one: number[];
+  /** Index into `rules`, -1 when no entry ends at this node. */
+  at: number[];
+  rules: { allow: boolean; text: string }[];
+}
+
+/** One parsed `allow`/`deny` entry: family, the address bytes of that family and prefix length. */
+export interface AccessEntry {
+  v4: boolean;
+  /** 4 or 16 bytes, masked to `bits`. */
+  bytes: Uint8Array;
+  bits: number;
+  /** True when the written address had bits set beyond the prefix (10.0.0.5/8). */
+  hostBits: boolean;
+  /** `all`: both families, prefix 0. */
+  all: boolean;
+}
+
+/**
+ * Parses an entry: an address (`10.0.0.5`, `::1`), a CIDR block (`10.0.0.0/8`, `2001:db8::/32`)
+ * or `all`. An IPv4-mapped IPv6 entry (`::ffff:10.0.0.0/104`) is the IPv4 block. Null: invalid.
+ */
+export function parseAccessEntry(text: string): AccessEntry | null {
+  const s = text.trim();
+  if (s.toLowerCase() === "all") {
+    return { v4: false, bytes: new Uint8Array(16), bits: 0, hostBits: false, all: true };
+  }
+  const slash = s.indexOf("/");
+  const ip = slash < 0 ? s : s.slice(0, slash);
+  const len = slash < 0 ? undefined : s.slice(slash + 1);
+  if (ip.startsWith("[") || ip.includes("%")) return null; // brackets and zones are not CIDR
+  const addr = parseIp(ip);
+  if (!addr) return null;
+  const written4 = !ip.includes(":");
+  const max = written4 ? 32 : 128;
+  const n = len === undefined ? max : /^\d{1,3}$/.test(len) ? Number(len) : NaN;
+  if (!(n >= 0 && n <= max)) return null;
+  // A mapped IPv6 block of at least /96 is the IPv4 block; a shorter one stays IPv6.
+  const v4 = written4 || (isV4(addr) && n >= 96);
+  const bytes = v4 ? addr.slice(12) : addr;
+  const bits = v4 && !written4 ? n - 96 : n;
+  const masked = mask(bytes, bits);
+  const hostBits = masked.some((b, i) => b !== bytes[i]);
+  return { v4, bytes: masked, bits, hostBits, all: false };
+}
+
+/** The entry as a block with its host bits cleared, for messages (`10.0.0.0/8`). */
+export function formatEntry(e: AccessEntry): string {
+  if (e.all) return "all";
+  return `${e.v4 ? Array.from(e.bytes).join(".") : formatIp(e.bytes)}/${e.bits}`;
+}
+
+function mask(bytes: Uint8Array, bits: number): Uint8Array {
+  const out = new Uint8Array(bytes.length);
+  for (let i = 0; i < bytes.length; i++) {
+    const keep = Math.max(0, Math.min(8, bits - i * 8));
+    out[i] = bytes[i] & (0xff << (8 - keep));
+  }
+  return out;
+}
+
+function newTrie(): Trie {
+  return { zero: [0], one: [0], at: [-1], rules: [] };
+}
+
+function insert(t: Trie, e: { bytes: Uint8Array; bits: number }, rule: Trie["rules"][0]): void {
+  let node = 0;
+  for (let d = 0; d < e.bits; d++) {
+    const side = (e.bytes[d >> 3] >> (7 - (d & 7))) & 1 ? t.one : t.zero;
+    if (side[node] === 0) {
+      side[node] = t.at.length;
+      t.zero.push(0);
+      t.one.push(0);
+      t.at.push(-1);
+    }
+    node = side[node];
+  }
+  const prev = t.at[node];
+  // Listed twice: deny wins over allow (a deny entry is never weakened by an allow).
+  if (prev >= 0 && !t.rules[prev].allow) return;
+  t.at[node] = t.rules.length;
+  t.rules.push(rule);
+}
+
+/** Compiles `allow` and `deny` (entries that do not parse are skipped: validate reports them). */
+export function compileIpAccess(
+  lists: { allow: readonly string[]; deny: readonly string[] },
+): IpAccess {
+  const v4 = newTrie();
+  const v6 = newTrie();
+  let all: IpAccess["all"] = null;
+  const add = (text: string, allow: boolean) => {
+    const e = parseAccessEntry(text);
+    if (!e) return;
+    const rule = { allow, text: text.trim() };
+    if (e.all && (all === null || all.allow)) all = rule;
+    if (e.all || e.v4) insert(v4, { bytes: e.bytes.slice(0, 4), bits: e.bits }, rule);
+    if (e.all || !e.v4) insert(v6, e, rule);
+  };
+  for (const t of lists.allow) add(t, true);
+  for (const t of lists.deny) add(t, false);
+  return { v4, v6, defaultDeny: lists.allow.length > 0, all };
+}
+
+/**
+ * The verdict for a client address as Prox names it (`clientIp`). An address that does not parse
+ * matches only `all`.
+ */
+export function ipVerdict(access: IpAccess, ip: string): IpVerdict {
+  const addr = parseIp(ip);
+  if (addr === null) {
+    const all = access.all;
+    return all
+      ? { allowed: all.allow, rule: all.text }
+      : { allowed: !access.defaultDeny, rule: null };
+  }
+  let t: Trie;
+  let bytes: Uint8Array;
+  let max: number;
+  if (isV4(addr)) {
+    t = access.v4;
+    bytes = addr.subarray(12);
+    max = 32;
+  } else {
+    t = access.v6;
+    bytes = addr;
+    max = 128;
+  }
+  let node = 0;
+  let best = t.at[0];
+  for (let d = 0; d < max; d++) {
+    node = (bytes[d >> 3] >> (7 - (d & 7))) & 1 ? t.one[node] : t.zero[node];
+    if (node === 0) break;
+    if (t.at[node] >= 0) best = t.at[node];
+  }
+  if (best < 0) return { allowed: !access.defaultDeny, rule: null };
+  const r = t.rules[best];
+  return { allowed: r.allow, rule: r.text };
+}

@@ -1,0 +1,115 @@
+import assert from "node:assert/strict";
+import { compileIpAccess, formatEntry, ipVerdict, parseAccessEntry } from "./ip_access.ts";
+
+const verdict = (allow: string[], deny: string[], ip: string) =>
+  ipVerdict(compileIpAccess({ allow, deny }), ip);
+
+Deno.test("ipVerdict allows everyone with empty lists", () => {
+  assert.deepEqual(verdict([], [], "203.0.113.9"), { allowed: true, rule: null });
+  assert.deepEqual(verdict([], [], "2001:db8::1"), { allowed: true, rule: null });
+});
+
+Deno.test("ipVerdict refuses a client no allow entry contains", () => {
+  assert.deepEqual(verdict(["10.0.0.0/8"], [], "10.1.2.3"), { allowed: true, rule: "10.0.0.0/8" });
+  assert.deepEqual(verdict(["10.0.0.0/8"], [], "11.0.0.1"), { allowed: false, rule: null });
+  assert.deepEqual(verdict(["10.0.0.0/8"], [], "::1"), { allowed: false, rule: null });
+});
+
+Deno.test("ipVerdict: deny-only lists allow everyone else", () => {
+  assert.equal(verdict([], ["192.0.2.7"], "192.0.2.7").allowed, false);
+  assert.equal(verdict([], ["192.0.2.7"], "192.0.2.8").allowed, true);
+});
+
+Deno.test("ipVerdict: the most specific entry wins, whichever list holds it", () => {
+  // allow a block but deny one address in it
+  assert.deepEqual(verdict(["10.0.0.0/8"], ["10.0.0.5"], "10.0.0.5"), {
+    allowed: false,
+    rule: "10.0.0.5",
+  });
+  assert.equal(verdict(["10.0.0.0/8"], ["10.0.0.5"], "10.0.0.6").allowed, true);
+  // deny a block but allow one subnet in it
+  assert.equal(verdict(["10.1.0.0/16"], ["10.0.0.0/8"], "10.1.9.9").allowed, true);
+  assert.deepEqual(verdict(["10.1.0.0/16"], ["10.0.0.0/8"], "10.2.0.1"), {
+    allowed: false,
+    rule: "10.0.0.0/8",
+  });
+  // deny everyone but one address
+  assert.equal(verdict(["198.51.100.1"], ["all"], "198.51.100.1").allowed, true);
+  assert.deepEqual(verdict(["198.51.100.1"], ["all"], "198.51.100.2"), {
+    allowed: false,
+    rule: "all",
+  });
+  assert.equal(verdict(["198.51.100.1"], ["all"], "2001:db8::1").allowed, false);
+});
+
+Deno.test("ipVerdict: the same block in both lists is denied", () => {
+  assert.equal(verdict(["10.0.0.0/8"], ["10.0.0.0/8"], "10.0.0.1").allowed, false);
+  assert.equal(verdict(["10.0.0.0/8"], ["10.9.9.9/8"], "10.0.0.1").allowed, false);
+});
+
+Deno.test("ipVerdict matches IPv6 blocks and keeps the families apart", () => {
+  assert.equal(verdict(["2001:db8::/32"], [], "2001:db8:1::9").allowed, true);
+  assert.equal(verdict(["2001:db8::/32"], [], "2001:db9::1").allowed, false);
+  assert.equal(verdict(["::1"], [], "::1").allowed, true);
+  // ::/0 is every IPv6 client, not IPv4 (as nginx); `all` is both
+  assert.equal(verdict([], ["::/0"], "2001:db8::1").allowed, false);
+  assert.equal(verdict([], ["::/0"], "192.0.2.1").allowed, true);
+  assert.equal(verdict([], ["0.0.0.0/0"], "2001:db8::1").allowed, true);
+  assert.equal(verdict([], ["all"], "2001:db8::1").allowed, false);
+  assert.equal(verdict([], ["all"], "192.0.2.1").allowed, false);
+});
+
+Deno.test("ipVerdict: an IPv4-mapped IPv6 client or entry is IPv4", () => {
+  assert.equal(verdict(["192.0.2.0/24"], [], "::ffff:192.0.2.9").allowed, true);
+  assert.equal(verdict(["::ffff:192.0.2.0/120"], [], "192.0.2.9").allowed, true);
+  assert.equal(verdict(["::ffff:192.0.2.0/120"], [], "192.0.3.9").allowed, false);
+  assert.equal(verdict([], ["::ffff:c000:201"], "192.0.2.1").allowed, false);
+});
+
+Deno.test("ipVerdict: an unparseable client matches only `all`", () => {
+  assert.equal(verdict([], ["0.0.0.0/0"], "unix").allowed, true);
+  assert.equal(verdict(["0.0.0.0/0"], [], "unix").allowed, false);
+  assert.equal(verdict(["all"], [], "unix").allowed, true);
+});
+
+Deno.test("ipVerdict: /0 and /32, /128 edges", () => {
+  assert.equal(verdict(["0.0.0.0/0"], [], "255.255.255.255").allowed, true);
+  assert.equal(verdict(["255.255.255.255/32"], [], "255.255.255.255").allowed, true);
+  assert.equal(verdict(["255.255.255.255/32"], [], "255.255.255.254").allowed, false);
+  const v6 = "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff";
+  assert.equal(verdict([`${v6}/128`], [], v6).allowed, true);
+  assert.equal(verdict([`${v6}/127`], [], "ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe").allowed, true);
+  assert.equal(
+    verdict([`${v6}/128`], [], "ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe").allowed,
+    false,
+  );
+});
+
+Deno.test("parseAccessEntry rejects what is not an address or block", () => {
+  for (
+    const bad of ["", "10.0.0.0/33", "::/129", "10.0.0/8", "example.com", "10.0.0.0/", "[::1]"]
+  ) {
+    assert.equal(parseAccessEntry(bad), null, bad);
+  }
+  assert.equal(parseAccessEntry("fe80::1%eth0"), null);
+});
+
+Deno.test("parseAccessEntry reports host bits and formats the block meant", () => {
+  const e = parseAccessEntry("10.0.0.5/8")!;
+  assert.equal(e.hostBits, true);
+  assert.equal(formatEntry(e), "10.0.0.0/8");
+  assert.equal(parseAccessEntry("10.0.0.0/8")!.hostBits, false);
+  const v6 = parseAccessEntry("2001:db8::1/32")!;
+  assert.equal(v6.hostBits, true);
+  assert.equal(formatEntry(v6), "2001:db8::/32");
+  assert.equal(formatEntry(parseAccessEntry("::ffff:10.1.2.3/104")!), "10.0.0.0/8");
+});
+
+Deno.test("ipVerdict stays exact with many entries", () => {
+  const allow = Array.from({ length: 1000 }, (_, i) => `10.${i >> 8}.${i & 255}.0/24`);
+  const access = compileIpAccess({ allow, deny: ["10.0.5.0/25"] });
+  assert.equal(ipVerdict(access, "10.3.231.200").allowed, true);
+  assert.equal(ipVerdict(access, "10.3.232.1").allowed, false);
+  assert.equal(ipVerdict(access, "10.0.5.1").allowed, false);
+  assert.equal(ipVerdict(access, "10.0.5.129").allowed, true);
+});
