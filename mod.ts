@@ -37,7 +37,7 @@ export type { ProxServer } from "./src/server.ts";
 export { parseConfig } from "./src/config/parse.ts";
 export { createHandler } from "./src/proxy/pipeline.ts";
 
-const COMMANDS = ["serve", "validate", "explain", "test", "schema", "help"];
+const COMMANDS = ["serve", "validate", "explain", "test", "schema", "hash-password", "help"];
 
 /** Runs the CLI with the given arguments; returns the exit code (serve returns on shutdown). */
 export async function main(args: string[]): Promise<number> {
@@ -151,6 +151,8 @@ export async function main(args: string[]): Promise<number> {
         err: (s) => console.error(s),
       });
     }
+    case "hash-password":
+      return await hashPasswordCommand();
     case "schema": {
       const { jsonSchema } = await import("./src/config/json_schema.ts");
       console.log(JSON.stringify(jsonSchema(), null, 2));
@@ -174,6 +176,48 @@ export async function main(args: string[]): Promise<number> {
         watch: !values["no-watch"],
       });
   }
+}
+
+/**
+ * `prox hash-password`: reads a password (one line from stdin; typed without echo on a terminal)
+ * and prints its bcrypt hash for `basic_auth.users`.
+ */
+async function hashPasswordCommand(): Promise<number> {
+  const { hashPassword } = await import("./src/adapters/password_bcrypt.ts");
+  const tty = Deno.stdin.isTerminal();
+  if (tty) {
+    Deno.stderr.writeSync(new TextEncoder().encode("Password: "));
+    Deno.stdin.setRaw(true);
+  }
+  const bytes: number[] = [];
+  const buf = new Uint8Array(1024);
+  try {
+    read: for (;;) {
+      const n = await Deno.stdin.read(buf);
+      if (n === null) break;
+      for (const b of buf.subarray(0, n)) {
+        if (b === 0x0a || b === 0x0d) break read;
+        if (tty && b === 0x03) return 130; // Ctrl-C in raw mode
+        bytes.push(b);
+      }
+    }
+  } finally {
+    if (tty) {
+      Deno.stdin.setRaw(false);
+      Deno.stderr.writeSync(new TextEncoder().encode("\n"));
+    }
+  }
+  const password = new TextDecoder().decode(new Uint8Array(bytes));
+  if (password === "") {
+    console.error("prox: hash-password needs a password (one line on standard input)");
+    return 2;
+  }
+  if (bytes.length > 72) {
+    console.error("prox: bcrypt uses only the first 72 bytes of a password; use a shorter one");
+    return 2;
+  }
+  console.log(await hashPassword(password, 10));
+  return 0;
 }
 
 function exists(path: string): boolean {

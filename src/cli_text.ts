@@ -14,6 +14,7 @@ Usage:
                                          show where a request would go, sending nothing
   prox test [-c FILE] TESTS              check routing against a file of expected outcomes
   prox schema                            print the config's JSON Schema (for editors)
+  prox hash-password                     read a password, print its bcrypt hash (basic_auth)
   prox help [COMMAND]                    show help
   prox --version
 
@@ -92,6 +93,15 @@ or a file is invalid, 2 usage error.
       headers: { X-Forwarded-Proto: https, Cookie: null }   # null: not sent upstream
   - request: /old/page
     expect: { status: 308, location: /page }      # file: for static routes`,
+  "hash-password": `Usage: prox hash-password
+
+Reads a password (typed without echo, or one line on standard input) and prints its bcrypt hash
+(cost 10) for basic_auth:
+  $ prox hash-password
+  Password:
+  $2b$10$…
+  routes: { "/admin": { …, basic_auth: { users: { alice: "$2b$10$…" } } } }
+Or from a script: printf '%s\\n' "$PASSWORD" | prox hash-password`,
   schema: `Usage: prox schema
 
 Prints a JSON Schema of the config. Point the YAML language server at it for completion:

@@ -215,6 +215,8 @@ export interface AccessRecord {
   cache?: "hit" | "miss" | "stale" | "revalidated" | "bypass";
   userAgent: string | null;
   referer: string | null;
+  /** The user `basic_auth` let in; absent on routes without it. */
+  authUser?: string;
 }
 
 /**
@@ -291,6 +293,14 @@ export const noopMetrics: Metrics = {
   configReload() {},
   certificateExpiry() {},
 };
+
+/**
+ * Checks a password against a stored hash (bcrypt). A check costs milliseconds of CPU: callers
+ * bound how many run (proxy/filters/basic_auth.ts).
+ */
+export interface PasswordCheck {
+  verify(password: string, hash: string): Promise<boolean>;
+}
 
 /** What a rate-limit store is asked for one request. */
 export interface RateLimitQuery {

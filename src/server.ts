@@ -54,6 +54,7 @@ import {
 } from "./adapters/config_source.ts";
 import type { ConfigSource } from "./adapters/config_source.ts";
 import { withWorkerHeader } from "./adapters/worker_link.ts";
+import { bcryptPasswords } from "./adapters/password_bcrypt.ts";
 import { keepConfigCopy, readConfigCopy } from "./adapters/config_copy.ts";
 import { createCertificates, mainTls } from "./server_tls.ts";
 import { appliedConfig, createReloads, restartOnlyChanges } from "./server_reload.ts";
@@ -157,6 +158,7 @@ export async function startServer(
     logger,
     metrics,
     rateLimits,
+    passwords: bcryptPasswords,
     // No 503 while draining: Deno.serve's graceful shutdown stops accepting and closes idle
     // keep-alive connections, so a request that still arrives is served normally.
     access: (rec: AccessRecord) => accessLog?.(rec),

@@ -19,6 +19,9 @@ function render(file: string, text: string, base: string): string {
       }
     },
     env: (n: string) => n === "PROX_TEST_ENV" ? "from-env" : undefined,
+    readText: (p: string) => ({
+      text: Deno.readTextFileSync(p.startsWith("/") ? p : `${base}/${p}`),
+    }),
     stat: (p: string) => {
       try {
         const st = Deno.statSync(p.startsWith("/") ? p : `${base}/${p}`);

@@ -53,10 +53,11 @@ export interface AdminListener {
 const SECRET_KEY =
   /token|password|passwd|secret|auth|cookie|credential|signature|(?:api|access|private|subscription)[-_]?key/i;
 const REDACTED = "[redacted]";
+const BCRYPT_HASH = /^\$2[abxy]?\$\d\d\$/;
 
 /**
  * Copies a config with secret values replaced: keys that name secrets (token, password,
- * authorization…) and passwords inside URLs (`redis://:pw@host`).
+ * authorization…), bcrypt hashes and passwords inside URLs (`redis://:pw@host`).
  */
 export function redactSecrets(value: unknown, key = ""): unknown {
   // A boolean is a switch, never a secret: `forward_auth: false` and `copy_response_cookies:
@@ -67,6 +68,8 @@ export function redactSecrets(value: unknown, key = ""): unknown {
   ) {
     return REDACTED;
   }
+  // basic_auth's bcrypt hashes sit under user names: an offline guessing attack needs them.
+  if (typeof value === "string" && BCRYPT_HASH.test(value)) return REDACTED;
   if (Array.isArray(value)) return value.map((v) => redactSecrets(v));
   if (value !== null && typeof value === "object") {
     const out: Record<string, unknown> = {};

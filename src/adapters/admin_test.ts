@@ -184,6 +184,11 @@ Deno.test("redactSecrets and authorized edge cases", () => {
     a: ["http://x:[redacted]@h/", "plain"],
     password: "[redacted]",
   });
+  // basic_auth users: the bcrypt hashes under user names
+  const users = { alice: `$2y$05$${"a".repeat(53)}`, bob: `$2b$10$${"b".repeat(53)}` };
+  assert.deepEqual(redactSecrets({ basic_auth: { realm: "R", users } }), {
+    basic_auth: { realm: "R", users: { alice: "[redacted]", bob: "[redacted]" } },
+  });
   // A raw "@" in the password (new URL() takes it whole): nothing of it shows.
   assert.deepEqual(
     redactSecrets({ forward_auth: false, x: { copy_response_cookies: true, auth_token: "t" } }),

@@ -259,7 +259,7 @@ function notUtf8(file: string, bytes: Uint8Array): ConfigIssue {
 
 /**
  * Reads files a config refers to that the pure snapshot builder needs (CA certificates, error
- * pages).
+ * pages, htpasswd files).
  */
 export async function readReferencedFiles(config: Config): Promise<Map<string, string>> {
   const files = new Map<string, string>();
@@ -273,6 +273,10 @@ export async function readReferencedFiles(config: Config): Promise<Map<string, s
     const auth = route.forward_auth || undefined;
     if (auth?.tls?.ca_cert && !files.has(auth.tls.ca_cert)) {
       files.set(auth.tls.ca_cert, await Deno.readTextFile(auth.tls.ca_cert));
+    }
+    const htpasswd = route.basic_auth?.users_file;
+    if (htpasswd !== undefined && !files.has(htpasswd)) {
+      files.set(htpasswd, await Deno.readTextFile(htpasswd));
     }
   }
   const ca = config.forward_auth?.tls?.ca_cert;

@@ -118,13 +118,16 @@ function namesFor(path: string): string[] {
   return [...names, ...linkedDirs(path).map(baseOf)];
 }
 
-/** What a config depends on: its own file, TLS certificate and key, upstream CA files, error pages. */
+/**
+ * What a config depends on: its own file, TLS certificate and key, upstream CA files, error pages,
+ * htpasswd files. */
 export function configFiles(configPath: string | null, c: Config): string[] {
   return [
     ...(configPath ? [configPath] : []),
     ...tlsPaths(c),
     ...Object.values(c.routes).flatMap((r) => "tls" in r && r.tls?.ca_cert ? [r.tls.ca_cert] : []),
     ...pageFiles(c),
+    ...Object.values(c.routes).flatMap((r) => r.basic_auth?.users_file ?? []),
   ];
 }
 

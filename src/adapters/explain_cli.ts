@@ -63,7 +63,7 @@ export async function loadSnapshot(
     err(`\n${file} is invalid: run prox validate -c ${file}`);
     return null;
   }
-  // The files `serve` reads too (error pages, CA certificates): without them no page was named.
+  // The files `serve` reads too (error pages, CA certificates, htpasswd files): without them no page was named.
   return buildSnapshot(loaded.config, {
     version: 1,
     env: denoEnv.env,

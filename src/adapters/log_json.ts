@@ -200,7 +200,9 @@ function clfQuote(s: string | null): string {
 /** One access record in Common (or, with `combined`, Combined) Log Format, without newline. */
 export function formatClf(rec: AccessRecord, combined: boolean): string {
   const bytes = rec.bytesOut > 0 ? String(rec.bytesOut) : "-";
-  let line = `${rec.clientIp} - - ${clfTime(rec.time)} ` +
+  // The authuser field (basic_auth's user): unquoted, so a space is escaped too.
+  const user = rec.authUser ? clfQuote(rec.authUser).replaceAll(" ", "\\x20") : "-";
+  let line = `${rec.clientIp} - ${user} ${clfTime(rec.time)} ` +
     `"${clfQuote(rec.method)} ${clfQuote(rec.path)} ${
       PROTO_LINE[rec.protocol]
     }" ${rec.status} ${bytes}`;

@@ -90,6 +90,11 @@ Deno.test("formatClf writes Common and Combined Log Format with escaped quotes",
     formatClf({ ...REC, bytesOut: 0 }, true),
     '192.0.2.7 - - [25/Nov/2026:21:05:09 +0000] "GET /a \\x22b\\x22 HTTP/2.0" 200 - "-" "curl/8"',
   );
+  // basic_auth's user in the authuser field, escaped so the fields stay apart
+  assert.equal(
+    formatClf({ ...REC, authUser: 'jö "x" y' }, false),
+    '192.0.2.7 - jö\\x20\\x22x\\x22\\x20y [25/Nov/2026:21:05:09 +0000] "GET /a \\x22b\\x22 HTTP/2.0" 200 1234',
+  );
   const { lines, sink } = capture();
   createAccessLog("combined", { sink })(REC);
   assert.match(lines[0][1], /"curl\/8"\n$/);

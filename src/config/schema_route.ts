@@ -187,10 +187,25 @@ export const IpAccess = z.object({
   deny: z.array(z.string()).default([]),
 }).strict();
 
+/**
+ * HTTP Basic authentication (proxy/filters/basic_auth.ts): users and their bcrypt hashes, in the
+ * config and/or an htpasswd file.
+ */
+export const BasicAuth = z.object({
+  realm: z.string().default("Restricted"),
+  /** user → bcrypt hash (`prox hash-password`, `htpasswd -nbB`, `caddy hash-password`). */
+  users: z.record(z.string(), z.string()).default({}),
+  /** An htpasswd file of `user:$2y$…` lines, read at load and on reload. */
+  users_file: z.string().optional(),
+  /** Send the client's `Authorization` upstream (default: removed; the user is {auth_user}). */
+  forward_authorization: z.boolean().default(false),
+}).strict();
+
 /** The access-control keys every route type takes. */
 const accessKeys = {
   /** Replaces the top-level `ip_access` for this route (`{}`: no restriction). */
   ip_access: IpAccess.optional(),
+  basic_auth: BasicAuth.optional(),
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -674,3 +689,4 @@ export type ErrorPagesConfig = z.output<typeof ErrorPages>;
 export type ErrorPageConfig = z.output<typeof ErrorPage>;
 export type ForwardAuthConfig = z.output<typeof ForwardAuth>;
 export type IpAccessConfig = z.output<typeof IpAccess>;
+export type BasicAuthConfig = z.output<typeof BasicAuth>;

@@ -155,7 +155,7 @@ export function validateConfig(
 
   validateRoutes(config, { err, warn, env: opts.env });
   validatePages(config, { err, warn, env: opts.env });
-  validateAccess(config, { err, warn });
+  validateAccess(config, { err, warn, env: opts.env });
 
   // Health checks and trusted proxies
   const hc = config.health_check;

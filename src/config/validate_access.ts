@@ -1,14 +1,108 @@
-// Cross-field rules of access control: `ip_access` (top level and per route).
+// Cross-field rules of access control: `ip_access` (top level and per route) and `basic_auth`.
 
 import { formatEntry, parseAccessEntry } from "../domain/ip_access.ts";
-import type { Config, IpAccessConfig } from "./schema.ts";
+import { bcryptCost, HASH_HINT, hashProblem, parseHtpasswd } from "../domain/htpasswd.ts";
+import type { BasicAuthConfig, Config, IpAccessConfig } from "./schema.ts";
+import type { ValidateEnv } from "./validate.ts";
 import type { Report } from "./validate_route.ts";
 
-/** Checks the top-level `ip_access` and every route's. */
-export function validateAccess(config: Config, opts: { err: Report; warn: Report }): void {
+/** Checks the top-level `ip_access` and every route's, and every route's `basic_auth`. */
+export function validateAccess(
+  config: Config,
+  opts: { err: Report; warn: Report; env: ValidateEnv },
+): void {
   if (config.ip_access) checkIpAccess(config.ip_access, ["ip_access"], opts);
   for (const [key, route] of Object.entries(config.routes)) {
     if (route.ip_access) checkIpAccess(route.ip_access, ["routes", key, "ip_access"], opts);
+    if (route.basic_auth) checkBasicAuth(route.basic_auth, ["routes", key, "basic_auth"], opts);
+  }
+}
+
+// deno-lint-ignore no-control-regex
+const CONTROL = /[\x00-\x1f\x7f]/;
+
+/** Above this bcrypt cost a check takes a noticeable time on Prox's event loop (≈120 ms at 10). */
+const MAX_QUICK_COST = 12;
+
+/** Users, hashes, the realm and the htpasswd file. */
+function checkBasicAuth(
+  auth: BasicAuthConfig,
+  path: (string | number)[],
+  opts: { err: Report; warn: Report; env: ValidateEnv },
+): void {
+  const { err, warn } = opts;
+  if (CONTROL.test(auth.realm)) {
+    err([...path, "realm"], "realm contains a control character", "Use printable text");
+  }
+  const costs: [(string | number)[], number][] = [];
+  for (const [user, hash] of Object.entries(auth.users)) {
+    const at = [...path, "users", user];
+    if (user === "" || user.includes(":") || CONTROL.test(user)) {
+      err(
+        at,
+        `Invalid user name "${user}": a Basic user name is not empty and has no colon or control character`,
+      );
+    }
+    const why = hashProblem(hash);
+    if (why) {
+      err(
+        at,
+        `The password of user "${user}" is ${why}: only bcrypt hashes are accepted`,
+        HASH_HINT,
+      );
+    } else costs.push([at, bcryptCost(hash)!]);
+  }
+  const file = auth.users_file;
+  let fileUsers = 0;
+  if (file !== undefined) {
+    const at = [...path, "users_file"];
+    const found = opts.env.exists(file);
+    const read = found ? opts.env.readText?.(file) : undefined;
+    if (!found) {
+      err(
+        at,
+        `htpasswd file not found: ${file}`,
+        "Fix the path (a relative one starts from the working directory of prox)",
+      );
+    } else if (read !== undefined && "error" in read) {
+      err(at, read.error, read.hint.replace("the page", "the file"));
+    } else if (read !== undefined) {
+      const parsed = parseHtpasswd(read.text);
+      fileUsers = parsed.users.size;
+      for (const p of parsed.problems) {
+        err(
+          at,
+          `${file}:${p.line}: ${p.message}`,
+          p.message.includes("listed again") ? "Keep one line per user" : HASH_HINT,
+        );
+      }
+      for (const [user, hash] of parsed.users) {
+        if (user in auth.users) {
+          warn([...path, "users", user], `User "${user}" is in ${file} too: this entry wins`);
+        }
+        costs.push([at, bcryptCost(hash)!]);
+      }
+    } else fileUsers = 1; // not read here (unknown content): assume it has users
+  }
+  if (
+    Object.keys(auth.users).length === 0 && fileUsers === 0 &&
+    (file === undefined || opts.env.exists(file))
+  ) {
+    err(
+      path,
+      "basic_auth has no users: every request would be refused",
+      "Add users: { NAME: HASH } (hash with `prox hash-password`) or a users_file",
+    );
+  }
+  const slow = costs.find(([, c]) => c > MAX_QUICK_COST);
+  if (slow) {
+    warn(
+      slow[0],
+      `bcrypt cost ${slow[1]}: each password check takes about ${
+        Math.round(1.2 * 2 ** (slow[1] - 10)) / 10
+      } s of Prox's CPU (a successful one is then cached)`,
+      "Hash it again with cost 10 to 12 (`prox hash-password`, `htpasswd -nbB -C 10`)",
+    );
   }
 }
 

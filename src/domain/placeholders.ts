@@ -14,6 +14,7 @@ export const REQUEST_PLACEHOLDERS = [
   "scheme",
   "request_id",
   "route",
+  "auth_user",
 ] as const;
 export const RESPONSE_PLACEHOLDERS = [...REQUEST_PLACEHOLDERS, "upstream", "status"] as const;
 

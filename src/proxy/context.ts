@@ -12,6 +12,7 @@ import type {
   FileStore,
   Logger,
   Metrics,
+  PasswordCheck,
   RateLimitStore,
   UpstreamClient,
   WebSocketProxy,
@@ -58,6 +59,10 @@ export interface RequestContext {
   authHeaders?: [string, string][];
   /** The request body, when a filter had to read it whole (forward auth's `send_body`). */
   body?: Uint8Array<ArrayBuffer>;
+  /** The user `basic_auth` let in (`{auth_user}`, the access log); unset without one. */
+  authUser?: string;
+  /** Set when `basic_auth` keeps the client's `Authorization` from the upstream. */
+  dropAuthorization?: boolean;
 }
 
 /** Dependencies of the pipeline: ports plus the current snapshot. */
@@ -70,6 +75,8 @@ export interface PipelineDeps {
   metrics: Metrics;
   /** Rate-limit counters; routes with `rate_limit` are not limited without one. */
   rateLimits?: RateLimitStore;
+  /** Checks basic_auth passwords; without one every password is refused (fails closed). */
+  passwords?: PasswordCheck;
   /** Receives one record per request (access log). */
   access?: (rec: AccessRecord) => void;
   /** False while access logging is off (no record is built then); default true. */

@@ -19,6 +19,9 @@ import { pageFor } from "./error_pages.ts";
 import { clientKey, isExempt } from "./filters/rate_limit.ts";
 import type { CompiledForwardAuth } from "./filters/forward_auth.ts";
 import { forbidden, verdictText } from "./filters/ip_access.ts";
+import { unauthorized } from "./filters/basic_auth.ts";
+import type { CompiledBasicAuth } from "./filters/basic_auth.ts";
+import { parseBasicAuthorization } from "../domain/basic_auth.ts";
 import { ipVerdict } from "../domain/ip_access.ts";
 import type { IpAccess } from "../domain/ip_access.ts";
 import { buildPool } from "./pool.ts";
@@ -170,6 +173,10 @@ export async function explainRequest(
   const cfg = route.config;
   out.action = cfg.type;
   if (!admitted(out, ctx, route.ipAccess)) return await answered(out, forbidden(ctx), ctx);
+  if (route.basicAuth) {
+    const refused = authNote(out, ctx, route.basicAuth);
+    if (refused) return await answered(out, refused, ctx);
+  }
 
   for (const limit of route.rateLimits) {
     out.rateLimits.push({
@@ -275,6 +282,37 @@ function admitted(out: Explanation, ctx: RequestContext, access: IpAccess | null
   const v = ipVerdict(access, ctx.clientIp);
   out.notes.push(verdictText(v, ctx.clientIp));
   return v.allowed;
+}
+
+/**
+ * What `basic_auth` makes of the request's credentials, noted; the 401 when it would refuse them
+ * without a password check. A password is checked only on a live request (explain runs no bcrypt).
+ */
+function authNote(
+  out: Explanation,
+  ctx: RequestContext,
+  auth: CompiledBasicAuth,
+): Response | undefined {
+  const creds = parseBasicAuthorization(ctx.req.headers.get("authorization"));
+  if (creds.kind !== "basic") {
+    out.notes.push(
+      `basic_auth refuses the request: ${
+        creds.kind === "none" ? "no Basic credentials" : "malformed Basic credentials"
+      } (401 with ${auth.challenge})`,
+    );
+    return unauthorized(ctx, auth);
+  }
+  if (!auth.users.has(creds.user)) {
+    out.notes.push(`basic_auth refuses the request: no user "${creds.user}" (401)`);
+    return unauthorized(ctx, auth);
+  }
+  out.notes.push(
+    `basic_auth: user "${creds.user}" exists; the password is checked on a live request only` +
+      (auth.forward ? "" : " (Authorization is not sent upstream)"),
+  );
+  ctx.authUser = creds.user;
+  if (!auth.forward) ctx.dropAuthorization = true;
+  return undefined;
 }
 
 /** The pick a first attempt would make: the route's own pool and selector, seeded randomness. */

@@ -3,7 +3,7 @@
 //   2. identify: request id, client IP behind trusted proxies, scheme, host (domain/headers.ts)
 //   3. normalize the path (400 when impossible) (domain/rewrite.ts)
 //   4. match a route (404 when none)       (domain/router.ts)
-//   5. request filters: may answer early (ip access, rate limit, forward auth, rules)   (filters/)
+//   5. request filters: may answer early (ip access, rate limit, basic auth, forward auth, rules)   (filters/)
 //   6. action: proxy | load_balance (through the route's cache, cache.ts) | static | redirect |
 //      websocket   (actions/)
 //   7. response filters (header/body rules, compression, error pages, Alt-Svc, HSTS)
@@ -31,6 +31,7 @@ import { isWebSocketUpgrade, websocketAction } from "./actions/websocket.ts";
 import { applyRateLimit } from "./filters/rate_limit.ts";
 import { applyForwardAuth } from "./filters/forward_auth.ts";
 import { checkIpAccess } from "./filters/ip_access.ts";
+import { checkBasicAuth } from "./filters/basic_auth.ts";
 import { applyCompression } from "./filters/compress.ts";
 
 const REQUEST_ID = /^[A-Za-z0-9._:@-]{1,128}$/;
@@ -172,6 +173,10 @@ async function handle(ctx: RequestContext, deps: PipelineDeps): Promise<Response
   if (route.rateLimits.length > 0) {
     const limited = await applyRateLimit(ctx, deps);
     if (limited) return limited;
+  }
+  if (route.basicAuth) {
+    const refused = await checkBasicAuth(ctx, deps, route.basicAuth);
+    if (refused) return refused;
   }
   if (route.forwardAuth) {
     const denied = await applyForwardAuth(ctx, deps);
@@ -411,6 +416,7 @@ function record(ctx: RequestContext, deps: PipelineDeps, res: Response, label?: 
     error: ctx.error,
     userAgent: ctx.req.headers.get("user-agent"),
     referer: ctx.req.headers.get("referer"),
+    ...(ctx.authUser === undefined ? {} : { authUser: ctx.authUser }),
   };
   if (ctx.cache !== undefined) base.cache = ctx.cache;
   // The closure keeps only what it needs (not ctx, which holds the whole request).

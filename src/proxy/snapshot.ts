@@ -18,6 +18,8 @@ import { compileForwardAuth } from "./filters/forward_auth.ts";
 import type { CompiledForwardAuth } from "./filters/forward_auth.ts";
 import { compileIpAccess } from "../domain/ip_access.ts";
 import type { IpAccess } from "../domain/ip_access.ts";
+import { compileBasicAuth } from "./filters/basic_auth.ts";
+import type { CompiledBasicAuth } from "./filters/basic_auth.ts";
 import type { CompressPolicy } from "../domain/compress.ts";
 import { mirrorPolicy } from "./mirror.ts";
 import { compilePages } from "../domain/error_pages.ts";
@@ -57,6 +59,8 @@ export interface CompiledRoute {
   forwardAuth: CompiledForwardAuth | null;
   /** The route's `ip_access`, else the top level's; null when neither restricts anything. */
   ipAccess: IpAccess | null;
+  /** The route's `basic_auth`, null without one. */
+  basicAuth: CompiledBasicAuth | null;
 }
 
 /** Everything the pipeline reads for one request. Never mutated after build. */
@@ -173,6 +177,14 @@ export function buildSnapshot(
         : null,
       forwardAuth: compileForwardAuth(route, { top: config.forward_auth, files: opts.files }),
       ipAccess: route.ip_access ? accessOf(route.ip_access) : ipAccess,
+      basicAuth: route.basic_auth
+        ? compileBasicAuth(
+          route.basic_auth,
+          route.basic_auth.users_file === undefined
+            ? undefined
+            : opts.files?.get(route.basic_auth.users_file),
+        )
+        : null,
       rules: compileRouteRules(route as RouteRulesSpec, {
         env: opts.env ?? (() => undefined),
         problems: [],

@@ -95,6 +95,8 @@ export function upstreamHeaders(
     rfc7239: route.forwarded,
   });
   h.set("x-request-id", ctx.requestId);
+  // basic_auth checked the password: the upstream gets the user ({auth_user}), not the secret.
+  if (ctx.dropAuthorization) h.delete("authorization");
   applyAuthHeaders(ctx, h);
   if (route.browser_headers) {
     for (const [k, v] of Object.entries(BROWSER_HEADERS)) if (!h.has(k)) h.set(k, v);

@@ -110,6 +110,7 @@ export function handshakeHeaders(
     rfc7239: route.type !== "websocket" && route.forwarded,
   });
   h.set("x-request-id", ctx.requestId);
+  if (ctx.dropAuthorization) h.delete("authorization");
   applyAuthHeaders(ctx, h);
   const rules = ctx.route?.rules.requestHeaders;
   if (rules?.when(requestInput(ctx, ctx.req.headers))) {

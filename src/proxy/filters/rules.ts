@@ -2,6 +2,7 @@
 // are replaced, never buffered: the rules available do not read the original body, so it is
 // cancelled (response) or never read (request).
 
+import { authUserValue } from "./basic_auth.ts";
 import { expand } from "../../domain/placeholders.ts";
 import type { PlaceholderValues } from "../../domain/placeholders.ts";
 import type { BodyRule, HeaderRules, JsonTemplate } from "../../domain/rules.ts";
@@ -41,6 +42,8 @@ export function placeholderValues(ctx: RequestContext, status?: number): Placeho
         return ctx.requestId;
       case "route":
         return ctx.route?.id ?? "";
+      case "auth_user":
+        return authUserValue(ctx.authUser);
       case "upstream":
         return ctx.upstream ?? "";
       case "status":
