@@ -492,7 +492,6 @@ export const ForwardAuth = z.object({
 export const RouteForwardAuth = z.union([z.literal(false), ForwardAuth]);
 
 const upstreamCommon = {
-  ...accessKeys,
   path_rewrite: z.string().optional(),
   rate_limit: RateLimit.optional(),
   /** More limits, all enforced in order (e.g. 10 per second and 1000 per day). */
@@ -522,6 +521,7 @@ const upstreamCommon = {
   error_pages: ErrorPages.optional(),
   /** The upstream's own answers with a status `error_pages` lists get the page (nginx intercept). */
   intercept_upstream: z.boolean().default(false),
+  ...accessKeys,
   forward_auth: RouteForwardAuth.optional(),
 };
 
@@ -597,7 +597,6 @@ const LoadBalanceRoute = z.object({
 
 const StaticRoute = z.object({
   type: z.literal("static"),
-  ...accessKeys,
   root: z.string().min(1),
   rate_limit: RateLimit.optional(),
   /** More limits, all enforced in order (e.g. 10 per second and 1000 per day). */
@@ -614,11 +613,11 @@ const StaticRoute = z.object({
   response_headers: HeaderRules.optional(),
   response_body: BodyRules.optional(),
   error_pages: ErrorPages.optional(),
+  ...accessKeys,
 }).strict();
 
 const RedirectRoute = z.object({
   type: z.literal("redirect"),
-  ...accessKeys,
   target: z.string().min(1),
   status_code: z.literal([301, 302, 303, 307, 308]).default(307),
   rate_limit: RateLimit.optional(),
@@ -630,6 +629,7 @@ const RedirectRoute = z.object({
   exact: z.boolean().default(false),
   keep_query: z.boolean().default(true),
   error_pages: ErrorPages.optional(),
+  ...accessKeys,
 }).strict();
 
 const WebSocketRoute = z.object({
@@ -643,7 +643,6 @@ const WebSocketRoute = z.object({
       }`;
     },
   }),
-  ...accessKeys,
   path_rewrite: z.string().optional(),
   rate_limit: RateLimit.optional(),
   /** More limits, all enforced in order (e.g. 10 per second and 1000 per day). */
@@ -656,6 +655,7 @@ const WebSocketRoute = z.object({
   ping_interval: Duration.optional(),
   tls: UpstreamTlsConfig.optional(),
   error_pages: ErrorPages.optional(),
+  ...accessKeys,
 }).strict();
 
 /** One route, tagged by `type`. */
