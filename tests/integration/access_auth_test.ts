@@ -140,6 +140,33 @@ routes:
   }
 });
 
+Deno.test("basic_auth: a mirrored copy gets no Authorization, and a refused request no copy", async () => {
+  await using up = await echoAuth();
+  const copies: (string | null)[] = [];
+  await using shadow = await startUpstream((req) => {
+    copies.push(req.headers.get("authorization"));
+    return new Response("shadow");
+  });
+  await using prox = await startProxy(`
+health_check: { enabled: false }
+routes:
+  "/":
+    type: proxy
+    target: "${up.url}"
+    mirror: { target: "${shadow.url}" }
+    basic_auth: { users: { alice: "${ALICE}" } }
+`);
+  const refused = await fetch(`${prox.url}/a`);
+  assert.equal(refused.status, 401);
+  await refused.body?.cancel();
+  const ok = await fetch(`${prox.url}/b`, {
+    headers: { authorization: basic("alice", "wonder:land") },
+  });
+  assert.equal(await ok.text(), "null null");
+  await waitFor(() => copies.length === 1, { what: "the mirrored copy" });
+  assert.deepEqual(copies, [null]);
+});
+
 Deno.test("basic_auth guards redirect, static and websocket routes too", async () => {
   await using ws = await wsUpstream((sock, req) => sock.send(String(req.headers.authorization)));
   const dir = await Deno.makeTempDir();
