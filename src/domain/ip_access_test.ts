@@ -113,3 +113,14 @@ Deno.test("ipVerdict stays exact with many entries", () => {
   assert.equal(ipVerdict(access, "10.0.5.1").allowed, false);
   assert.equal(ipVerdict(access, "10.0.5.129").allowed, true);
 });
+
+Deno.test("ipVerdict reads dotted quads exactly (fast path) and odd forms like parseIp", () => {
+  const access = compileIpAccess({ allow: ["10.0.0.0/8", "255.255.255.255"], deny: [] });
+  assert.equal(ipVerdict(access, "10.255.255.255").allowed, true);
+  assert.equal(ipVerdict(access, "255.255.255.255").allowed, true);
+  assert.equal(ipVerdict(access, "11.0.0.0").allowed, false);
+  assert.equal(ipVerdict(access, "010.0.0.1").allowed, true); // parseIp: decimal, as written
+  for (const odd of ["10.0.0", "10.0.0.1.2", "10..0.1", "10.0.0.256", "1000.0.0.1", "10.0.0.1 "]) {
+    assert.equal(ipVerdict(access, odd).allowed, odd === "10.0.0.1 ", odd);
+  }
+});
