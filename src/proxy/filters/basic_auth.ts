@@ -5,8 +5,9 @@
 // - a successful check is remembered, keyed by an HMAC (per-process random key) of user, hash and
 //   password, so a client's later requests cost one HMAC; a changed hash misses the cache;
 // - concurrent requests with the same credentials share one check;
-// - each client address (IPv6 by /64) gets at most BURST checks, then one per REFILL_MS, and the
-//   process runs at most MAX_IN_FLIGHT at once: beyond that, 429 without checking;
+// - each client address (IPv6 by /64) gets at most BURST checks, then one per REFILL_MS; the
+//   process runs at most GLOBAL_BURST, then GLOBAL_PER_SECOND, and MAX_IN_FLIGHT at once (many
+//   addresses must not add up to a saturated event loop): beyond that, 429 without checking;
 // - an unknown user is checked against a real user's hash, so timing does not tell who exists.
 
 import { basicChallenge, parseBasicAuthorization } from "../../domain/basic_auth.ts";
@@ -14,7 +15,7 @@ import { parseHtpasswd } from "../../domain/htpasswd.ts";
 import { ipGroupKey } from "../../domain/ip.ts";
 import { StateLru } from "../../domain/lru.ts";
 import { tokenBucket } from "../../domain/rate_limit.ts";
-import type { RateLimitPolicy } from "../../domain/rate_limit.ts";
+import type { RateLimitPolicy, RateLimitState } from "../../domain/rate_limit.ts";
 import type { BasicAuthConfig } from "../../config/schema.ts";
 import type { PipelineDeps, RequestContext } from "../context.ts";
 import { errorResponse } from "../respond.ts";
@@ -35,6 +36,10 @@ export const BURST = 5;
 export const REFILL_MS = 1000;
 /** Password checks running at once in one process; more are refused (429). */
 export const MAX_IN_FLIGHT = 4;
+/** Password checks per process: this many at once… */
+export const GLOBAL_BURST = 10;
+/** …then this many a second (at cost 10, about a quarter of the event loop's time). */
+export const GLOBAL_PER_SECOND = 2;
 /** Successful checks remembered (oldest dropped first). */
 const MAX_CACHED = 10_000;
 /** Client addresses whose check budget is tracked (least recently used dropped first). */
@@ -45,6 +50,12 @@ const THROTTLE: RateLimitPolicy = {
   requests: 1,
   periodMs: REFILL_MS,
   burst: BURST,
+};
+const GLOBAL: RateLimitPolicy = {
+  algorithm: "token_bucket",
+  requests: GLOBAL_PER_SECOND,
+  periodMs: 1000,
+  burst: GLOBAL_BURST,
 };
 
 /**
@@ -63,6 +74,8 @@ interface AuthState {
   ok: Map<string, true>;
   pending: Map<string, Promise<boolean>>;
   budgets: StateLru;
+  /** The process's own bucket (GLOBAL). */
+  global: RateLimitState | undefined;
   inFlight: number;
 }
 
@@ -77,6 +90,7 @@ function stateOf(deps: PipelineDeps): AuthState {
       ok: new Map(),
       pending: new Map(),
       budgets: new StateLru({ maxEntries: MAX_CLIENTS }),
+      global: undefined,
       inFlight: 0,
     };
     states.set(deps, s);
@@ -155,8 +169,12 @@ async function verifyBounded(
   const client = ipGroupKey(ctx.clientIp);
   const now = deps.clock.monotonic();
   const step = tokenBucket(THROTTLE, state.budgets.get(client, now), now);
-  state.budgets.set(client, step.state, { now, expiresAt: step.expiresAt });
   if (!step.allowed) return "throttled";
+  // Only a check both buckets allow takes a token from either.
+  const global = tokenBucket(GLOBAL, state.global, now);
+  if (!global.allowed) return "throttled";
+  state.global = global.state;
+  state.budgets.set(client, step.state, { now, expiresAt: step.expiresAt });
   const passwords = deps.passwords;
   if (!passwords) return false;
   state.inFlight++;

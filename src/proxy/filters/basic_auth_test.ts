@@ -5,7 +5,13 @@ import { createHandler } from "../pipeline.ts";
 import { noopMetrics, silentLogger } from "../../ports.ts";
 import type { AccessDenial, AccessRecord, ClientInfo, PasswordCheck } from "../../ports.ts";
 import { waitFor } from "../../../tests/_harness.ts";
-import { authUserValue, BURST, MAX_IN_FLIGHT, REFILL_MS } from "./basic_auth.ts";
+import {
+  authUserValue,
+  BURST,
+  GLOBAL_BURST,
+  GLOBAL_PER_SECOND,
+  MAX_IN_FLIGHT,
+} from "./basic_auth.ts";
 
 // Fake hashes: any well-formed bcrypt string; the fake check knows which password each stands for.
 const HASH_ALICE = `$2y$10$${"a".repeat(53)}`;
@@ -172,14 +178,32 @@ Deno.test("basic_auth limits password checks per client address, then refills", 
   // not even the right password is checked while the budget is spent
   assert.equal((await t.get(basic("alice", "wonder:land"))).res.status, 429);
   assert.equal(t.checks.length, BURST);
-  // another client is not affected; IPv6 clients share a /64
+  // another client is not affected
   assert.equal((await t.get(basic("alice", "x"), "192.0.2.8")).res.status, 401);
+  // (the process's own budget refills meanwhile; its test is below)
+  t.advance(GLOBAL_BURST * 1000 / GLOBAL_PER_SECOND);
+  // IPv6 clients share a /64
   for (let i = 0; i < BURST; i++) await t.get(basic("alice", `v6-${i}`), `2001:db8::${i + 1}`);
   assert.equal((await t.get(basic("alice", "x"), "2001:db8::ffff")).res.status, 429);
   assert.equal((await t.get(basic("alice", "x"), "2001:db8:0:1::1")).res.status, 401);
-  t.advance(REFILL_MS);
   assert.equal((await t.get(basic("alice", "wonder:land"))).res.status, 200);
   assert.ok(t.denials.includes("throttled"));
+});
+
+Deno.test("basic_auth: many client addresses together get GLOBAL_PER_SECOND checks after a burst", async () => {
+  const t = setup();
+  const client = (i: number) => `198.51.${i >> 8}.${i & 255}`;
+  for (let i = 0; i < GLOBAL_BURST; i++) {
+    assert.equal((await t.get(basic("alice", "no"), client(i))).res.status, 401);
+  }
+  assert.equal((await t.get(basic("alice", "no"), client(100))).res.status, 429);
+  // the one refused spent no token of its own address
+  t.advance(1000 / GLOBAL_PER_SECOND);
+  assert.equal((await t.get(basic("alice", "wonder:land"), client(100))).res.status, 200);
+  assert.equal((await t.get(basic("alice", "no"), client(101))).res.status, 429);
+  assert.equal(t.checks.length, GLOBAL_BURST + 1);
+  // a cached success needs no check: never refused
+  assert.equal((await t.get(basic("alice", "wonder:land"), client(102))).res.status, 200);
 });
 
 Deno.test("basic_auth runs at most MAX_IN_FLIGHT checks at once in a process", async () => {
