@@ -6,7 +6,7 @@ import type { ConfigIssue } from "./config/parse.ts";
 import type { Config } from "./config/schema.ts";
 import { buildSnapshot } from "./proxy/snapshot.ts";
 import type { Snapshot } from "./proxy/snapshot.ts";
-import { createHandler, observedHandler } from "./proxy/pipeline.ts";
+import { createHandler, observedHandler, requestIdSource } from "./proxy/pipeline.ts";
 import type { PipelineDeps } from "./proxy/context.ts";
 import { createWebSocketProxy } from "./adapters/websocket_deno.ts";
 import { zlibCompressor } from "./adapters/compress_zlib.ts";
@@ -55,6 +55,7 @@ import {
 import type { ConfigSource } from "./adapters/config_source.ts";
 import { withWorkerHeader } from "./adapters/worker_link.ts";
 import { bcryptPasswords } from "./adapters/password_bcrypt.ts";
+import { refuseBeforeRoutes } from "./proxy/filters/ip_access.ts";
 import { keepConfigCopy, readConfigCopy } from "./adapters/config_copy.ts";
 import { createCertificates, mainTls } from "./server_tls.ts";
 import { appliedConfig, createReloads, restartOnlyChanges } from "./server_reload.ts";
@@ -180,11 +181,14 @@ export async function startServer(
   const metricsText = () =>
     prom ? (sharedMetrics ? sharedMetrics.text() : prom.text()) : Promise.resolve("");
   // `/metrics` on the traffic port only when configured (the seed always exposed it there).
+  const metricsIds = requestIdSource(Math.random);
   const baseHandler = withMetricsEndpoint(handler, {
     config: () => config.metrics,
     text: metricsText,
     contentType: prom?.contentType,
     onRequest: trafficSeen,
+    // The top-level ip_access keeps its clients out of these metrics too.
+    refuse: (req, info) => refuseBeforeRoutes(current, req, { info, requestId: metricsIds }),
   });
   const serveHandler = opts.worker?.debugHeader
     ? withWorkerHeader(baseHandler, opts.worker.index)

@@ -7,7 +7,7 @@
 // observation costs a Map lookup rather than prom-client's label hashing.
 
 import { Counter, Gauge, Registry } from "./prom_classes.ts";
-import type { Handler, Metrics, Protocol } from "../ports.ts";
+import type { ClientInfo, Handler, Metrics, Protocol } from "../ports.ts";
 import { HotCounter, HotHistogram } from "./metrics_hot.ts";
 import { registerProcessMetrics } from "./metrics_process.ts";
 
@@ -483,6 +483,8 @@ export function withMetricsEndpoint(handler: Handler, o: {
   text: () => Promise<string>;
   contentType?: string;
   onRequest?: () => void;
+  /** A refusal for a client the top-level `ip_access` keeps out, else undefined. */
+  refuse?: (req: Request, info: ClientInfo) => Response | undefined;
 }): Handler {
   return (req, info) => {
     o.onRequest?.();
@@ -491,6 +493,8 @@ export function withMetricsEndpoint(handler: Handler, o: {
       m.on_main_listener && req.method === "GET" && req.url.includes(m.path) &&
       new URL(req.url).pathname === m.path
     ) {
+      const refused = o.refuse?.(req, info);
+      if (refused) return Promise.resolve(refused);
       return o.text().then((t) =>
         new Response(t, { headers: { "content-type": o.contentType ?? "text/plain" } })
       );

@@ -174,3 +174,23 @@ routes:
   assert.equal(refused.status, 403);
   assert.equal(refused.headers.get("proxy-status"), "prox; error=http_request_denied");
 });
+
+Deno.test("ip_access at the top level also guards /metrics on the traffic port", async () => {
+  await using up = await startUpstream(() => new Response("ok"));
+  await using prox = await startProxy(`
+health_check: { enabled: false }
+trusted_proxies: ["127.0.0.1"]
+metrics: { on_main_listener: true }
+ip_access: { allow: [10.0.0.0/8] }
+routes:
+  "/": { type: proxy, target: "${up.url}", ip_access: {} }
+`);
+  const refused = await get(`${prox.url}/metrics`, "192.0.2.1");
+  assert.equal(refused.status, 403);
+  assert.equal(refused.proxyStatus, "prox; error=http_request_denied");
+  const ok = await get(`${prox.url}/metrics`, "10.0.0.1");
+  assert.equal(ok.status, 200);
+  assert.match(ok.body, /^# HELP /m);
+  // the routes keep their own lists
+  assert.equal((await get(`${prox.url}/x`, "192.0.2.1")).status, 200);
+});

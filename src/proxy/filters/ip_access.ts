@@ -4,7 +4,10 @@
 
 import { ipVerdict } from "../../domain/ip_access.ts";
 import type { IpAccess, IpVerdict } from "../../domain/ip_access.ts";
+import { resolveClientIp } from "../../domain/headers.ts";
+import type { ClientInfo } from "../../ports.ts";
 import type { PipelineDeps, RequestContext } from "../context.ts";
+import type { Snapshot } from "../snapshot.ts";
 import { errorResponse } from "../respond.ts";
 
 /** The refusal for a client `ip_access` does not let in, or undefined when it may pass. */
@@ -22,6 +25,22 @@ export function checkIpAccess(
 export function forbidden(ctx: RequestContext): Response {
   ctx.error = "http_request_denied";
   return errorResponse("forbidden", ctx.requestId, { proxyStatus: { message: "" } });
+}
+
+/**
+ * The top-level `ip_access`'s 403 for a request answered before the routes (`/metrics` on the
+ * traffic port), or undefined when the client may have its answer.
+ */
+export function refuseBeforeRoutes(
+  snapshot: Snapshot,
+  req: Request,
+  o: { info: ClientInfo; requestId: () => string },
+): Response | undefined {
+  if (!snapshot.ipAccess) return undefined;
+  const peer = o.info.remoteAddr.hostname;
+  const ip = resolveClientIp(peer, req.headers.get("x-forwarded-for"), snapshot.trusted);
+  if (ipVerdict(snapshot.ipAccess, ip).allowed) return undefined;
+  return errorResponse("forbidden", o.requestId(), { proxyStatus: { message: "" } });
 }
 
 /** Why a verdict is what it is, in words (`prox explain`). */
