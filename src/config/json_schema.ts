@@ -65,6 +65,17 @@ const DESCRIPTIONS: Record<string, string> = {
   max_object_size: "Responses larger than this stream through and are not stored",
   default_ttl:
     "Freshness for cacheable answers without Cache-Control max-age or Expires (unset: not stored)",
+  ip_access:
+    "Client IP allow/deny lists (addresses, CIDR blocks, all); the most specific entry wins; refused: 403",
+  allow: "ip_access: addresses and CIDR blocks let in; with any, clients not named are refused",
+  deny: "ip_access: addresses and CIDR blocks refused (deny wins over the same block in allow)",
+  basic_auth:
+    "HTTP Basic authentication: realm, users (user → bcrypt hash), users_file, forward_authorization",
+  realm: "Shown by the browser's login prompt (WWW-Authenticate realm)",
+  users: "User name → bcrypt hash ($2y$…, from `prox hash-password` or `htpasswd -nbB`)",
+  users_file: "An htpasswd file of user:$2y$… lines (bcrypt only); a change reloads",
+  forward_authorization:
+    "Also send the client's Authorization upstream (default: removed; the user is {auth_user})",
 };
 
 function describe(node: unknown): void {

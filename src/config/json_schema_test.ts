@@ -34,3 +34,17 @@ Deno.test("jsonSchema gives mirror keys their own hover text", () => {
     assert.match(mirror.properties.preserve_host.description!, /to the mirror/);
   }
 });
+
+Deno.test("jsonSchema gives ip_access and basic_auth hover text on every route type", () => {
+  type Node = { description?: string; properties: Record<string, Node> };
+  const s = jsonSchema() as {
+    properties: { ip_access: Node; routes: { additionalProperties: { oneOf: Node[] } } };
+  };
+  assert.match(s.properties.ip_access.description!, /most specific entry wins/);
+  for (const route of s.properties.routes.additionalProperties.oneOf) {
+    assert.match(route.properties.ip_access.properties.allow.description!, /let in/);
+    const auth = route.properties.basic_auth;
+    assert.match(auth.description!, /HTTP Basic/);
+    assert.match(auth.properties.users.description!, /bcrypt/);
+  }
+});
