@@ -47,8 +47,8 @@ function render(s) {
   if (lr) { rel.append($("span", "Last reload: " + (lr.ok ? "ok" : "rejected") + " " + ago(lr.at), lr.ok ? "up" : "down"));
     for (const e of lr.errors) rel.append($("div", e, "bad"));
     for (const w of lr.warnings ?? []) rel.append($("div", "warning: " + w, "meta")); } else rel.append($("span", "No reload since start", "meta"));
-  table("routes", ["Route", "Type", "Hosts", "Targets", "Rate limit"], s.routes.map((r) =>
-    [$("code", r.id), r.type, r.hosts.join(", "), r.targets.join(", "), r.rateLimit ?? ""]));
+  table("routes", ["Route", "Type", "Hosts", "Targets", "Rate limit", "Access"], s.routes.map((r) =>
+    [$("code", r.id), r.type, r.hosts.join(", "), r.targets.join(", "), r.rateLimit ?? "", r.access ?? ""]));
   table("upstreams", ["Upstream", "Health", "Since", "Reason", "In flight", "Latency", "Routes"], s.upstreams.map((u) =>
     [$("code", u.url), $("span", u.healthy === null ? "unknown" : u.healthy ? "up" : "down",
       u.healthy === null ? "unk" : u.healthy ? "up" : "down"), ago(u.since),

@@ -48,6 +48,8 @@ export interface RouteStatus {
   hosts: string[];
   targets: string[];
   rateLimit: string | null;
+  /** ip_access and basic_auth in words ("allow 2, deny 1; basic_auth: 3 users"), null: none. */
+  access: string | null;
 }
 
 /** The JSON of `GET /status`. */
@@ -150,6 +152,26 @@ function describeLimit(route: Snapshot["config"]["routes"][string]): string | nu
     .join("; ");
 }
 
+/** A route's access control in words: its (or the top level's) ip_access, its basic_auth. */
+function describeAccess(
+  config: Snapshot["config"],
+  r: { id: string; compiled?: { basicAuth: { users: ReadonlyMap<string, string> } | null } },
+): string | null {
+  const own = config.routes[r.id].ip_access;
+  const lists = own ?? config.ip_access;
+  const parts: string[] = [];
+  if (lists && (lists.allow.length > 0 || lists.deny.length > 0)) {
+    parts.push(
+      `ip_access${
+        own ? "" : " (top level)"
+      }: allow ${lists.allow.length}, deny ${lists.deny.length}`,
+    );
+  }
+  const auth = r.compiled?.basicAuth;
+  if (auth) parts.push(`basic_auth: ${auth.users.size} user${auth.users.size === 1 ? "" : "s"}`);
+  return parts.length > 0 ? parts.join("; ") : null;
+}
+
 /** The listener lines of /status: TCP listeners by name, HTTP/3 beside `main`, the admin one. */
 export function listenerViews(
   named: readonly (readonly [string, { hostname: string; port: number; tls: boolean }])[],
@@ -191,6 +213,7 @@ export function buildStatus(
   const views = new Map((opts.upstreamViews ?? []).map((v) => [v.id, v]));
   const routes: RouteStatus[] = [];
   const byTarget = new Map<string, string[]>();
+  const compiled = new Map(snapshot.router.entries.map((e) => [e.value.id, e.value]));
   for (const [id, cfg] of Object.entries(snapshot.config.routes)) {
     const targets = cfg.type === "proxy" || cfg.type === "websocket"
       ? [cfg.target]
@@ -205,6 +228,7 @@ export function buildStatus(
       hosts: [...(key.host ? [key.host] : []), ...(cfg.hosts ?? [])],
       targets,
       rateLimit: describeLimit(cfg),
+      access: describeAccess(snapshot.config, { id, compiled: compiled.get(id) }),
     });
     for (const t of targets) byTarget.set(t, [...(byTarget.get(t) ?? []), id]);
   }

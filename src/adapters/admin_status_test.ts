@@ -10,12 +10,15 @@ routes:
     type: load_balance
     targets: ["http://a:1", { url: "http://b:2", weight: 2 }]
     rate_limit: { by: ip, requests: 10, period: 1m }
+    basic_auth: { users: { a: "$2y$05$${"a".repeat(53)}", b: "$2y$05$${"b".repeat(53)}" } }
   "example.com/":
     type: proxy
     target: "http://a:1"
   "/old":
     type: redirect
     target: "/new"
+    ip_access: { allow: [10.0.0.0/8] }
+ip_access: { deny: [192.0.2.1] }
 `;
 
 Deno.test("createStatusRecorder keeps the last health change with its reason and time", () => {
@@ -82,6 +85,8 @@ Deno.test("buildStatus lists routes with hosts and targets, upstreams with their
   const api = s.routes.find((r) => r.id === "/api")!;
   assert.deepEqual(api.targets, ["http://a:1", "http://b:2"]);
   assert.match(api.rateLimit!, /10 per 60s by ip/);
+  assert.equal(api.access, "ip_access (top level): allow 0, deny 1; basic_auth: 2 users");
+  assert.equal(s.routes.find((r) => r.id === "/old")!.access, "ip_access: allow 1, deny 0");
   const a = s.upstreams.find((u) => u.url === "http://a:1")!;
   assert.deepEqual(a.routes, ["/api", "example.com/"]);
   const b = s.upstreams.find((u) => u.url === "http://b:2")!;

@@ -18,6 +18,7 @@ const STATUS: StatusJson = {
     hosts: [],
     targets: ["http://b:1"],
     rateLimit: null,
+    access: null,
   }],
   upstreams: [{
     url: "http://b:1",
