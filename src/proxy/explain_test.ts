@@ -314,3 +314,26 @@ routes:
   assert.equal(miss.answer?.status, 403);
   assert.deepEqual(miss.notes, ["ip_access refuses client 203.0.113.5: 203.0.113.0/24 denies it"]);
 });
+
+Deno.test("explainRequest says what basic_auth makes of the request's credentials", async () => {
+  const hash = `$2y$05$${"a".repeat(53)}`;
+  const explain = explainer(`
+routes:
+  "/": { type: proxy, target: http://10.0.0.1:8080, basic_auth: { users: { alice: "${hash}" } } }
+`);
+  const none = await explain({ method: "GET", url: "http://x/" });
+  assert.deepEqual(none.answer, { status: 401, message: "Unauthorized" });
+  assert.match(none.notes[0], /^basic_auth refuses the request: no Basic credentials/);
+  const auth = (user: string) =>
+    [["Authorization", `Basic ${btoa(`${user}:pw`)}`]] as [
+      string,
+      string,
+    ][];
+  const bob = await explain({ method: "GET", url: "http://x/", headers: auth("bob") });
+  assert.equal(bob.answer?.status, 401);
+  assert.deepEqual(bob.notes, ['basic_auth refuses the request: no user "bob" (401)']);
+  const alice = await explain({ method: "GET", url: "http://x/", headers: auth("alice") });
+  assert.equal(alice.answer, undefined);
+  assert.match(alice.notes[0], /user "alice" exists; the password is checked on a live request/);
+  assert.deepEqual(alice.requestHeaders?.removed, ["authorization"]);
+});
