@@ -81,9 +81,9 @@ ${extra}`,
     passwords,
     random: () => 0.5,
   });
-  const get = async (authorization?: string, ip?: string) => {
+  const get = async (authorization?: string, ip?: string, method = "GET") => {
     const res = await handler(
-      new Request("http://h/x", { headers: authorization ? { authorization } : {} }),
+      new Request("http://h/x", { method, headers: authorization ? { authorization } : {} }),
       info(ip),
     );
     const body = await res.text();
@@ -111,8 +111,15 @@ Deno.test("basic_auth answers 401 with the challenge without credentials", async
   assert.equal(res.headers.get("proxy-status"), "prox; error=http_request_denied");
   assert.match(body, /^Unauthorized\nrequest id: /);
   assert.equal((await t.get("Bearer x")).res.status, 401);
+  // every method, a CORS preflight too (it carries no credentials)
+  assert.equal((await t.get(undefined, undefined, "OPTIONS")).res.status, 401);
   assert.equal((await t.get("Basic !!!")).res.status, 401);
-  assert.deepEqual(t.denials, ["credentials_missing", "credentials_missing", "credentials_wrong"]);
+  assert.deepEqual(t.denials, [
+    "credentials_missing",
+    "credentials_missing",
+    "credentials_missing",
+    "credentials_wrong",
+  ]);
   assert.equal(t.checks.length, 0);
   assert.equal(t.seen.length, 0);
   assert.equal(t.records[0].error, "http_request_denied");
