@@ -167,6 +167,39 @@ routes:
   assert.deepEqual(copies, [null]);
 });
 
+Deno.test("basic_auth with a response cache: one user's answer is never served to another", async () => {
+  let reached = 0;
+  await using up = await startUpstream((req) => {
+    reached++;
+    return new Response(`for ${req.headers.get("x-user")}`, {
+      headers: { "cache-control": "max-age=60" },
+    });
+  });
+  await using prox = await startProxy(`
+health_check: { enabled: false }
+routes:
+  "/":
+    type: proxy
+    target: "${up.url}"
+    cache: true
+    request_headers: { add: { X-User: "{auth_user}" } }
+    basic_auth: { users: { alice: "${ALICE}", "jürgen": "${JURGEN.slice(7)}" } }
+`);
+  const as = async (user: string, pw: string) => {
+    const res = await fetch(`${prox.url}/page`, { headers: { authorization: basic(user, pw) } });
+    return await res.text();
+  };
+  assert.equal(await as("alice", "wonder:land"), "for alice");
+  // RFC 9111 §3.5: an answer to a request with Authorization is not stored (nor is it once
+  // basic_auth has removed the field for the upstream)
+  assert.equal(await as("jürgen", "pässwörd"), "for j%C3%BCrgen");
+  assert.equal(await as("alice", "wonder:land"), "for alice");
+  assert.equal(reached, 3);
+  const anonymous = await fetch(`${prox.url}/page`);
+  assert.equal(anonymous.status, 401);
+  await anonymous.body?.cancel();
+});
+
 Deno.test("basic_auth guards redirect, static and websocket routes too", async () => {
   await using ws = await wsUpstream((sock, req) => sock.send(String(req.headers.authorization)));
   const dir = await Deno.makeTempDir();
