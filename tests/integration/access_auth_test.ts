@@ -336,3 +336,22 @@ routes:
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("basic_auth's 401 and ip_access's 403 keep their headers under error_pages", async () => {
+  await using up = await echoAuth();
+  await using prox = await startProxy(`
+health_check: { enabled: false }
+error_pages: { 401: { body: "please log in" }, 403: { body: "not from here" } }
+routes:
+  "/a": { type: proxy, target: "${up.url}", basic_auth: { users: { alice: "${ALICE}" } } }
+  "/b": { type: proxy, target: "${up.url}", ip_access: { deny: [all] } }
+`);
+  const a = await fetch(`${prox.url}/a`);
+  assert.equal(a.status, 401);
+  assert.equal(await a.text(), "please log in");
+  assert.equal(a.headers.get("www-authenticate"), 'Basic realm="Restricted", charset="UTF-8"');
+  const b = await fetch(`${prox.url}/b`);
+  assert.equal(b.status, 403);
+  assert.equal(await b.text(), "not from here");
+  assert.equal(b.headers.get("proxy-status"), "prox; error=http_request_denied");
+});
