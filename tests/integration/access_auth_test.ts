@@ -355,3 +355,30 @@ routes:
   assert.equal(await b.text(), "not from here");
   assert.equal(b.headers.get("proxy-status"), "prox; error=http_request_denied");
 });
+
+Deno.test("basic_auth runs before forward_auth: a request it refuses never reaches the auth service", async () => {
+  await using up = await echoAuth();
+  let asked = 0;
+  await using authService = await startUpstream(
+    () => (asked++, new Response(null, { status: 200 })),
+  );
+  await using prox = await startProxy(`
+health_check: { enabled: false }
+routes:
+  "/":
+    type: proxy
+    target: "${up.url}"
+    basic_auth: { users: { alice: "${ALICE}" } }
+    forward_auth: { url: "${authService.url}/check" }
+`);
+  const refused = await fetch(`${prox.url}/x`);
+  assert.equal(refused.status, 401);
+  await refused.body?.cancel();
+  assert.equal(asked, 0);
+  const ok = await fetch(`${prox.url}/x`, {
+    headers: { authorization: basic("alice", "wonder:land") },
+  });
+  assert.equal(ok.status, 200);
+  await ok.body?.cancel();
+  assert.equal(asked, 1);
+});
