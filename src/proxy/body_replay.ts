@@ -224,6 +224,35 @@ export async function readWhole(
 }
 
 /**
+ * Reads a body nobody will get (a rule replaced it) to its end, dropping each chunk, so that one
+ * over `limit` bytes gets 413 however it is framed: a chunked upload was dropped in the
+ * background and its replacement answered 200, where a declared length over the limit got 413.
+ * Pauses as in `readWhole` (408).
+ */
+export async function dropWithin(
+  body: ReadableStream<Uint8Array>,
+  limit: number,
+  idleMs: number,
+): Promise<void> {
+  const reader = body.getReader();
+  const watched = new WatchedRead(reader, idleMs);
+  let seen = 0;
+  try {
+    for (;;) {
+      const r = await watched.read();
+      if (r.done) return;
+      seen += r.value.byteLength;
+      if (seen > limit) {
+        reader.cancel().catch(() => {});
+        throw new ProxyError("body_too_large", `Request body exceeds ${limit} bytes`);
+      }
+    }
+  } finally {
+    watched.done();
+  }
+}
+
+/**
  * A request body the head says nothing about (no Content-Length, no Transfer-Encoding): null once
  * it ends without a byte, else the same bytes. The Fetch API gives every method but GET and HEAD
  * a stream, so a bodyless DELETE, OPTIONS or POST went upstream with an empty chunked body (or

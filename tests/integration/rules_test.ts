@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 import { interopTest, ROOT, run, startUpstream } from "../_harness.ts";
 import { proxyRoute, startProxy } from "./_proxy.ts";
 import { silentLogger } from "../../src/ports.ts";
+import { connectH3 } from "../../src/adapters/h3/client.ts";
 
 async function echoUpstream() {
   return await startUpstream(async (req) => {
@@ -412,4 +413,59 @@ routes:
   assert.equal(res.headers.get("x-route"), `${asBytes("/日本")} é`);
   assert.equal((await res.json()).headers["x-route"], asBytes("route /日本"));
   assert.deepEqual(warnings, []);
+});
+
+Deno.test("a replaced request body over max_request_body gets 413 chunked too, over h1, h2 and h3", async () => {
+  const TLS = `${ROOT}/tests/fixtures/tls`;
+  const ca = await Deno.readTextFile(`${TLS}/ca.pem`);
+  const reached: string[] = [];
+  await using up = await startUpstream(async (req) => {
+    reached.push(await req.text());
+    return new Response("ok");
+  });
+  await using prox = await startProxy(
+    `
+listen_addr: "127.0.0.1:0"
+tls: { cert_path: "${TLS}/cert.pem", key_path: "${TLS}/key.pem" }
+protocols: { http3_enabled: true }
+health_check: { enabled: false }
+limits: { max_request_body: 1KiB }
+routes:
+  "/p": { type: proxy, target: "${up.url}", request_body: { set_text: "replaced" } }
+  "/lb": { type: load_balance, targets: ["${up.url}"], request_body: { set_text: "replaced" } }
+`,
+    { keepListen: true, tls: true },
+  );
+  /** 4 KiB in 512-byte chunks, no Content-Length (chunked over HTTP/1.1). */
+  const chunked = (n = 8) =>
+    new ReadableStream<Uint8Array>({
+      start(ctl) {
+        for (let i = 0; i < n; i++) ctl.enqueue(new Uint8Array(512));
+        ctl.close();
+      },
+    });
+  const h2 = Deno.createHttpClient({ caCerts: [ca] });
+  const h1 = Deno.createHttpClient({ caCerts: [ca], http2: false });
+  await using h3 = await connectH3({ hostname: "127.0.0.1", port: prox.port, caCerts: [ca] });
+  try {
+    for (const path of ["/p", "/lb"]) {
+      for (const client of [h1, h2]) {
+        const url = `https://localhost:${prox.port}${path}`;
+        const over = await fetch(url, { method: "POST", body: chunked(), client });
+        assert.equal(over.status, 413, `${path} ${client === h1 ? "h1" : "h2"}`);
+        await over.body?.cancel();
+        const under = await fetch(url, { method: "POST", body: chunked(1), client });
+        assert.equal(await under.text(), "ok");
+      }
+      const over = await h3.request(path, { method: "POST", body: chunked() });
+      assert.equal(over.status, 413, `${path} h3`);
+      const under = await h3.request(path, { method: "POST", body: chunked(1) });
+      assert.equal(under.status, 200);
+    }
+  } finally {
+    h1.close();
+    h2.close();
+  }
+  // Only the uploads within the limit were replaced and sent.
+  assert.deepEqual(reached, Array(6).fill("replaced"));
 });

@@ -14,7 +14,7 @@ import type { CountedResponse, Protocol, UpstreamRequest } from "../../ports.ts"
 import type { PipelineDeps, RequestContext } from "../context.ts";
 import { forward } from "../forward.ts";
 import { startMirror } from "../mirror.ts";
-import { nullIfEmpty, readWhole, REPLAY_CAP } from "../body_replay.ts";
+import { dropWithin, nullIfEmpty, readWhole, REPLAY_CAP } from "../body_replay.ts";
 import {
   applyHeaderRules,
   placeholderValues,
@@ -53,8 +53,8 @@ export function limitBody(
 /**
  * Reads and drops a body the upstream will not get, in the background. Cancelling it would reset
  * an HTTP/2 stream the client is still uploading on, and with it the response (curl reports a
- * stream error): the body is drained up to `limit` bytes (the route's `max_request_body`, beyond
- * which it would have got 413), then the rest is cancelled. Nothing is kept.
+ * stream error): the body is drained up to `limit` bytes, then the rest is cancelled. Nothing is
+ * kept. (A body a rule replaces on a route with `max_request_body` is read first: `dropWithin`.)
  */
 export function discard(body: ReadableStream<Uint8Array>, limit: number): void {
   const reader = body.getReader();
@@ -183,7 +183,12 @@ export async function proxyAction(
     if (requestBody.when(requestInput(ctx, h))) {
       const bytes = ruleBody(requestBody, values!);
       if (bytes) {
-        if (body instanceof ReadableStream) discard(body, limit ?? Infinity);
+        // Read (and dropped) before the replacement goes: over the limit it is 413, as a
+        // declared length would be. Without a limit nothing waits for it.
+        if (body instanceof ReadableStream) {
+          if (limit !== undefined) await dropWithin(body, limit, compiled.timeouts.idle);
+          else discard(body, Infinity);
+        }
         replaced = { bytes, contentType: requestBody.contentType };
       } else relabel = requestBody.contentType;
     }

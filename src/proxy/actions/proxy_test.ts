@@ -75,14 +75,17 @@ Deno.test("a replaced request body is drained to its end, not cancelled mid-uplo
   assert.equal(state.cancelled, false);
 });
 
-Deno.test("a replaced request body is drained only up to max_request_body", async () => {
+Deno.test("a replaced request body over max_request_body gets 413, read only up to the limit", async () => {
+  let sent = 0;
   const handler = handlerFor(
     rule("max_request_body: 2MiB"),
-    () => Promise.resolve(new Response("ok")),
+    () => Promise.resolve(new Response(`ok ${++sent}`)),
   );
   const { body, state } = upload(8);
   const res = await handler(new Request("http://h/up", { method: "POST", body }), info);
-  assert.equal(await res.text(), "ok");
+  assert.equal(res.status, 413);
+  await res.body?.cancel();
+  assert.equal(sent, 0);
   await waitFor(() => state.cancelled, { what: "the upload cancelled past the limit" });
   assert.ok(state.read <= 4, `read ${state.read} MiB`);
 });
