@@ -120,13 +120,28 @@ export function decideCompression(i: CompressInput, policy: CompressPolicy): Com
   // would have to apply to the whole of it); 101 hands the connection over.
   if (i.status < 200 || i.status === 204 || i.status === 206 || i.status === 304) return SKIP;
   if (!i.hasBody && i.method !== "HEAD") return SKIP;
+  if (i.contentType === null || !policy.types(mediaTypeOf(i.contentType))) return SKIP;
+  return negotiate(i, policy);
+}
+
+/**
+ * For a 304: the decision the 200 it stands for would get, since a 304 carries that 200's Vary
+ * and ETag (RFC 9110 §15.4.5). `i` describes the 200 as far as it is known; a type not known (a
+ * proxied 304 seldom names one) counts as compressible.
+ */
+export function decideNotModified(i: CompressInput, policy: CompressPolicy): CompressDecision {
+  if (i.contentType !== null && !policy.types(mediaTypeOf(i.contentType))) return SKIP;
+  return negotiate(i, policy);
+}
+
+/** The checks after the media type: coding already applied, no-transform, length, the client. */
+function negotiate(i: CompressInput, policy: CompressPolicy): CompressDecision {
   if (i.contentEncoding !== null && i.contentEncoding.trim().toLowerCase() !== "identity") {
     return SKIP;
   }
   if (i.cacheControl !== null && /(?:^|,)\s*no-transform\s*(?:,|$)/i.test(i.cacheControl)) {
     return SKIP;
   }
-  if (i.contentType === null || !policy.types(mediaTypeOf(i.contentType))) return SKIP;
   if (i.contentLength !== null) {
     const n = Number(i.contentLength);
     if (Number.isFinite(n) && n < policy.minLength) return SKIP;

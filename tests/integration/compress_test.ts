@@ -21,6 +21,10 @@ async function setup(head = "") {
     const json = { "content-type": "application/json", etag: '"v1"' };
     switch (path) {
       case "/big":
+        // If-None-Match compares weakly (RFC 9110 §13.1.2): W/"v1", the compressed tag, matches.
+        if (/^(W\/)?"v1"$/.test(req.headers.get("if-none-match") ?? "")) {
+          return new Response(null, { status: 304, headers: { etag: '"v1"', vary: "Origin" } });
+        }
         return new Response(BIG, { headers: { ...json, vary: "Origin" } });
       case "/small":
         return new Response('{"ok":true}', { headers: json });
@@ -238,4 +242,51 @@ health_check: { enabled: false }
   assert.equal(res.headers.get("content-encoding"), "br");
   assert.equal(res.headers.get("content-length"), null);
   assert.equal(new TextDecoder().decode(DECODE.br(res.body)), BIG);
+});
+
+Deno.test("compress: a 304 carries the Vary and ETag its 200 would have, proxied and static", async () => {
+  await using s = await setup();
+  const get = async (url: string, headers: Record<string, string>) => {
+    const res = await fetch(url, { headers });
+    await res.body?.cancel();
+    return { status: res.status, vary: res.headers.get("vary"), etag: res.headers.get("etag") };
+  };
+  // The 200 went out compressed as W/"v1" with Vary; revalidating it gets the same fields.
+  const big = `${s.proxy.url}/big`;
+  const ok = await get(big, { "accept-encoding": "gzip" });
+  assert.deepEqual(ok, { status: 200, vary: "Origin, Accept-Encoding", etag: 'W/"v1"' });
+  assert.deepEqual(await get(big, { "accept-encoding": "gzip", "if-none-match": 'W/"v1"' }), {
+    ...ok,
+    status: 304,
+  });
+  // No coding acceptable: the 200 was identity with the upstream's tag, and Vary.
+  assert.deepEqual(await get(big, { "accept-encoding": "identity", "if-none-match": '"v1"' }), {
+    status: 304,
+    vary: "Origin, Accept-Encoding",
+    etag: '"v1"',
+  });
+
+  const root = await Deno.makeTempDir({ prefix: "prox-compress-" });
+  try {
+    await Deno.writeTextFile(`${root}/app.js`, BIG);
+    await Deno.writeFile(`${root}/logo.png`, new Uint8Array(5000));
+    await Deno.writeTextFile(`${root}/tiny.js`, "1");
+    await using proxy = await startProxy(`routes:
+  /: { type: static, root: ${JSON.stringify(root)}, compress: true }
+`);
+    const cases: [string, string | null][] = [
+      ["app.js", "Accept-Encoding"],
+      ["logo.png", null],
+      ["tiny.js", null],
+    ];
+    for (const [file, vary] of cases) {
+      const url = `${proxy.url}/${file}`;
+      const first = await get(url, { "accept-encoding": "br" });
+      assert.equal(first.vary, vary, file);
+      const again = await get(url, { "accept-encoding": "br", "if-none-match": first.etag! });
+      assert.deepEqual(again, { ...first, status: 304 }, file);
+    }
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
 });

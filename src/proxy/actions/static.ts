@@ -18,6 +18,8 @@ import type { StaticRouteConfig } from "../../config/schema.ts";
 import { FileChangedError, type FileStat, type FileStore } from "../../ports.ts";
 import type { PipelineDeps, RequestContext } from "../context.ts";
 import { errorResponse, responseWith } from "../respond.ts";
+import { REPRESENTATION } from "../filters/compress.ts";
+import type { RepresentingResponse } from "../filters/compress.ts";
 import { contentTypeFor } from "./static_types.ts";
 
 /** Methods a static route answers; everything else gets 405 with this list. */
@@ -182,7 +184,16 @@ async function serveFile(
 
   if (opts.status === 200) {
     const pre = evaluatePreconditions(req.headers, v);
-    if (pre === "not_modified") return responseWith(null, { status: 304 }, fields);
+    if (pre === "not_modified") {
+      const res: RepresentingResponse = responseWith(null, { status: 304 }, fields);
+      // For `compress`: the Vary and ETag of the 200 depend on what it would have been.
+      res[REPRESENTATION] = {
+        contentType: contentTypeFor(rel),
+        contentEncoding: file.coding,
+        length: file.st.size,
+      };
+      return res;
+    }
     if (pre === "failed") {
       return errorResponse("bad_request", opts.requestId, {
         status: 412,

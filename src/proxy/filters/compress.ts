@@ -3,6 +3,7 @@
 
 import {
   decideCompression,
+  decideNotModified,
   etagForEncoded,
   varyWithAcceptEncoding,
 } from "../../domain/compress.ts";
@@ -13,12 +14,26 @@ import type { BodyCounter, CompressionEngine, Compressor, CountedResponse } from
 import type { RequestContext } from "../context.ts";
 import { mutableHeaders } from "./rules.ts";
 
+/**
+ * What a 304 stands for when its maker knows (a static file: its type, coding and length), so
+ * that it gets the Vary and ETag of that 200. A proxied 304 goes by its own fields.
+ */
+export const REPRESENTATION: unique symbol = Symbol("prox.representation");
+export interface Representation {
+  contentType: string;
+  contentEncoding: string | null;
+  length: number;
+}
+/** A Response that may carry a `REPRESENTATION`. */
+export type RepresentingResponse = Response & { [REPRESENTATION]?: Representation };
+
 /** Encodes `res` when the policy and the request's Accept-Encoding allow it. */
 export function applyCompression(
   ctx: RequestContext,
   res: Response,
   o: { policy: CompressPolicy; compressor: Compressor },
 ): Response {
+  if (res.status === 304) return notModified(ctx, res, o.policy);
   const h = res.headers;
   const decision = decideCompression({
     method: ctx.req.method,
@@ -32,20 +47,7 @@ export function applyCompression(
   }, o.policy);
   if (decision.kind === "skip") return res;
   const vary = varyWithAcceptEncoding(h.get("vary"));
-  if (decision.kind === "vary") {
-    if (vary === h.get("vary")) return res;
-    if (mutableHeaders(res)) {
-      h.set("vary", vary);
-      return res;
-    }
-    const copy = new Headers(h);
-    copy.set("vary", vary);
-    return new Response(res.body, {
-      status: res.status,
-      statusText: res.statusText,
-      headers: copy,
-    });
-  }
+  if (decision.kind === "vary") return withFields(res, vary, h.get("etag"));
   const headers = new Headers(h);
   headers.set("content-encoding", decision.coding);
   headers.set("vary", vary);
@@ -66,6 +68,51 @@ export function applyCompression(
     init,
   );
   out[BODY_BYTES] = counter;
+  return out;
+}
+
+/**
+ * A 304 with the Vary and ETag of the 200 it stands for (RFC 9110 §15.4.5): a cache that kept
+ * the compressed 200 refreshes it by that tag, and a 304 without Vary made the stored 200 look
+ * like one for every Accept-Encoding.
+ */
+function notModified(ctx: RequestContext, res: Response, policy: CompressPolicy): Response {
+  const h = res.headers;
+  const rep = (res as RepresentingResponse)[REPRESENTATION];
+  const decision = decideNotModified({
+    method: ctx.req.method,
+    acceptEncoding: ctx.req.headers.get("accept-encoding"),
+    status: 200,
+    contentType: rep ? rep.contentType : h.get("content-type"),
+    contentEncoding: rep ? rep.contentEncoding : h.get("content-encoding"),
+    contentLength: rep ? String(rep.length) : h.get("content-length"),
+    cacheControl: h.get("cache-control"),
+    hasBody: true,
+  }, policy);
+  if (decision.kind === "skip") return res;
+  const etag = h.get("etag");
+  return withFields(
+    res,
+    varyWithAcceptEncoding(h.get("vary")),
+    decision.kind === "encode" && etag !== null ? etagForEncoded(etag) : etag,
+  );
+}
+
+/** `res` with these Vary and ETag values (edited in place when its headers allow). */
+function withFields(res: Response, vary: string, etag: string | null): Response {
+  const h = res.headers;
+  if (vary === h.get("vary") && etag === h.get("etag")) return res;
+  const headers = mutableHeaders(res) ? h : new Headers(h);
+  headers.set("vary", vary);
+  if (etag !== null) headers.set("etag", etag);
+  if (headers === h) return res;
+  const out: CountedResponse = new Response(res.body, {
+    status: res.status,
+    statusText: res.statusText,
+    headers,
+  });
+  const counter = (res as CountedResponse)[BODY_BYTES];
+  if (counter) out[BODY_BYTES] = counter;
   return out;
 }
 
