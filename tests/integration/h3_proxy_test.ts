@@ -414,3 +414,48 @@ Deno.test("OPTIONS * reaches the upstream as /* over HTTP/3, as Deno.serve gives
   assert.equal(res.status, 204);
   assert.deepEqual(seen, ["OPTIONS /*"]);
 });
+
+Deno.test("HTTP/3: an upload that ends short of its content-length after a pause is the client's 400, not 499", async () => {
+  let got = 0;
+  const seen: string[] = [];
+  await using up = await startUpstream(async (req) => {
+    try {
+      for await (const chunk of req.body!) got += chunk.byteLength;
+      seen.push("complete");
+    } catch {
+      seen.push("aborted");
+    }
+    return new Response("ok");
+  });
+  const lines: Record<string, unknown>[] = [];
+  const logger = {
+    ...silentLogger,
+    info: (m: string, f?: Record<string, unknown>) => m === "access" && lines.push(f!),
+  };
+  await using prox = await startProxy(config(up.url), { keepListen: true, tls: true, logger });
+  await using h3 = await connectH3({ hostname: "127.0.0.1", port: prox.port, caCerts: [ca] });
+  // Streamed on to the upstream (past the size read whole); once it has arrived there, a pause
+  // of some ticks, after which the upstream exchange watches the client's signal (a 25 ms
+  // ticker); then FIN with half the declared bytes.
+  let sent = 0;
+  const body = new ReadableStream<Uint8Array>({
+    async pull(c) {
+      if (sent === 0) {
+        sent = 100_000;
+        return c.enqueue(new Uint8Array(sent));
+      }
+      await waitFor(() => got === sent, { what: "the first half upstream" });
+      await new Promise((r) => setTimeout(r, 150));
+      c.close();
+    },
+  });
+  const res = await h3.request("/up", {
+    method: "POST",
+    headers: { "content-length": "200000" },
+    body,
+  });
+  assert.equal(res.status, 400);
+  await waitFor(() => lines.length === 1 && seen.length === 1, { what: "access line, upstream" });
+  assert.equal(lines[0].status, 400);
+  assert.deepEqual(seen, ["aborted"]);
+});

@@ -132,14 +132,15 @@ function bodyStream(
         }
         c.enqueue(chunk.slice());
       } catch (err) {
-        onError(err);
         // A malformed body (RFC 9114 §4.1.2) is the client's error, not a client that left:
-        // 400, logged as such (a plain error here reads as "client gone", 499).
-        c.error(
-          err instanceof MessageError
-            ? new ProxyError("bad_request", err.message, { cause: err })
-            : err,
-        );
+        // 400, logged as such (a plain error here reads as "client gone", 499). The request's
+        // signal stays as it is: aborting it told an upstream exchange watching it that the
+        // client had gone, which logged 499 for an answered request.
+        if (err instanceof MessageError) {
+          return c.error(new ProxyError("bad_request", err.message, { cause: err }));
+        }
+        onError(err);
+        c.error(err);
       }
     },
     async cancel() {
