@@ -110,6 +110,11 @@ export function listen(
       if (streamed) req = confirmedEnd(req);
       else if ((cl === null || cl === "0") && !req.headers.has("transfer-encoding")) {
         return opts.handler(req, ci);
+      } else if (ci.protocol !== "http/1.1") {
+        // Deno makes a request's signal when first asked for, and one made after the client
+        // reset its stream never aborts: asked now, so that a reset upload (whose body ends
+        // short of its Content-Length, as if complete) shows as the client leaving (resetOr).
+        req.signal;
       }
       uploads++;
       const res = opts.handler(req, ci);

@@ -5,7 +5,7 @@ import { ProxyError } from "../domain/errors.ts";
 import type { H1Connection } from "./upstream_h1_conn.ts";
 import { streamedBytes } from "./gc_hint.ts";
 import { headBytes, headInto } from "./upstream_h1_wire.ts";
-import { readClientChunk } from "../proxy/body_replay.ts";
+import { readClientChunk, SHORT_BODY } from "../proxy/body_replay.ts";
 
 const CRLF = new Uint8Array([13, 10]);
 const LAST_CHUNK = new Uint8Array([48, 13, 10, 13, 10]);
@@ -84,7 +84,7 @@ export async function pumpBody(
     }
     if (o.chunked) await conn.write(LAST_CHUNK);
     else if (sent !== o.declared) {
-      throw new ProxyError("bad_request", "Request body shorter than its Content-Length");
+      throw new ProxyError("bad_request", SHORT_BODY);
     }
   } catch (err) {
     reader.cancel(err).catch(() => {});

@@ -99,6 +99,31 @@ class KeptChunks {
   }
 }
 
+/** The error of a request body that ended before its Content-Length was reached. */
+export const SHORT_BODY = "Request body shorter than its Content-Length";
+
+/**
+ * `err`, or client_gone when it is a body that ended short of its Content-Length because the
+ * client reset its HTTP/2 stream: hyper ends a body reset with CANCEL as if it were complete
+ * (a short END_STREAM fails it instead), and only the request's signal, aborted a turn or two
+ * later, tells. Such an upload was logged 400 with a warning where the same one cut over
+ * HTTP/1.1 was 499. Waits only on this error path.
+ */
+export async function resetOr(err: unknown, req: Request): Promise<unknown> {
+  if (!(err instanceof ProxyError) || err.kind !== "bad_request" || err.message !== SHORT_BODY) {
+    return err;
+  }
+  const signal = req.signal;
+  for (let i = 0; i < RESET_TURNS && !signal.aborted; i++) {
+    await new Promise((r) => setTimeout(r, 0));
+  }
+  if (!signal.aborted) return err;
+  return new ProxyError("client_gone", "Client reset its request stream", { cause: err });
+}
+
+/** Turns of the event loop waited for a reset's abort (it comes within two under load). */
+const RESET_TURNS = 4;
+
 /** The next chunk of a client's request body; a body that fails means the client went away. */
 export async function readClientChunk(
   reader: ReadableStreamDefaultReader<Uint8Array>,
@@ -218,7 +243,7 @@ export async function readWhole(
     watched.done();
   }
   if (got !== length) {
-    throw new ProxyError("bad_request", "Request body shorter than its Content-Length");
+    throw new ProxyError("bad_request", SHORT_BODY);
   }
   return out ?? new Uint8Array(0);
 }

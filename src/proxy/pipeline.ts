@@ -22,6 +22,7 @@ import { errorResponse, OWN_ERROR } from "./respond.ts";
 import type { OwnError } from "./respond.ts";
 import { withErrorPage } from "./error_pages.ts";
 import { recent } from "./recent.ts";
+import { resetOr } from "./body_replay.ts";
 import { discard, proxyAction } from "./actions/proxy.ts";
 import { cachedProxy } from "./cache.ts";
 import { redirectAction } from "./actions/redirect.ts";
@@ -52,7 +53,7 @@ export function createHandler(deps: PipelineDeps): Handler {
     try {
       res = await handle(ctx, deps);
     } catch (err) {
-      res = failure(ctx, deps, err, faults);
+      res = failure(ctx, deps, await resetOr(err, req), faults);
     }
     if (ctx.snapshot.hasErrorPages && res.status >= 400) res = withErrorPage(ctx, res);
     res = finish(ctx, res);

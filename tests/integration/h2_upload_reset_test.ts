@@ -25,8 +25,11 @@ function literal(index: number, value: string): number[] {
   return [index, value.length, ...enc.encode(value)];
 }
 
-/** Opens an h2c connection (preface and SETTINGS exchanged) and sends a POST head without length. */
-async function h2cPost(port: number): Promise<Deno.TcpConn> {
+/**
+ * Opens an h2c connection (preface and SETTINGS exchanged) and sends a POST head, with a
+ * content-length when `length` is given.
+ */
+async function h2cPost(port: number, length?: number): Promise<Deno.TcpConn> {
   const c = await Deno.connect({ hostname: "127.0.0.1", port });
   await c.write(enc.encode("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"));
   await c.write(frame(4, 0, 0, new Uint8Array())); // SETTINGS
@@ -34,21 +37,25 @@ async function h2cPost(port: number): Promise<Deno.TcpConn> {
   await c.write(frame(4, 1, 0, new Uint8Array())); // SETTINGS ACK
   // :method POST (static 3), :scheme http (6), :path and :authority as literals.
   const head = [0x83, 0x86, ...literal(4, "/upload"), ...literal(1, "a.test")];
+  // content-length: static index 28, past the 4-bit prefix (15, then 13; RFC 7541 §5.1).
+  if (length !== undefined) head.push(0x0f, ...literal(13, String(length)));
   await c.write(frame(1, 4, 1, new Uint8Array(head))); // HEADERS, END_HEADERS
   return c;
 }
 
 /**
- * Opens an h2c connection, sends a POST head without content-length, `size` bytes of body in
- * DATA frames without END_STREAM, then (once `beforeReset` settles) RST_STREAM(CANCEL), or an
- * empty DATA frame with END_STREAM for "end"; the connection stays open a moment.
+ * Opens an h2c connection, sends a POST head (with content-length `declared` if given), `size`
+ * bytes of body in DATA frames without END_STREAM, then (once `beforeReset` settles)
+ * RST_STREAM(CANCEL), or an empty DATA frame with END_STREAM for "end"; the connection stays
+ * open a moment.
  */
 async function upload(
   port: number,
   size: number,
   beforeReset: (() => Promise<unknown>) | "end",
+  declared?: number,
 ): Promise<void> {
-  const c = await h2cPost(port);
+  const c = await h2cPost(port, declared);
   const buf = new Uint8Array(65536);
   try {
     for (let left = size; left > 0; left -= 16000) {
@@ -151,6 +158,37 @@ routes: { "/": { type: proxy, target: "${up.url}" } }
     // chunk: either way the upstream took 1000 or 200,000 bytes for the whole upload.
     assert.deepEqual(up.seen.filter((r) => r.ended).map((r) => r.text.length), []);
     assert.match(access()!, /"status":499/);
+    await waitFor(() => up.seen.every((r) => r.closed), { what: "the upstream connection closed" });
+  });
+}
+
+for (const size of [1000, 200_000]) {
+  Deno.test(`an HTTP/2 upload with a content-length reset by the client after ${size} bytes is logged 499, not 400`, async () => {
+    await using up = recordingUpstream();
+    const logger = memoryLogger();
+    await using prox = await startProxy(
+      `
+health_check: { enabled: false }
+routes: { "/": { type: proxy, target: "${up.url}" } }
+`,
+      { logger },
+    );
+    // hyper ends the reset body as if complete, short of its length: no malformed request, a
+    // client that left (the same upload cut over HTTP/1.1 is 499 too).
+    await upload(
+      prox.port,
+      size,
+      () =>
+        size > 65536
+          ? waitFor(() => up.seen.some((r) => r.text.length > size), { what: "the body upstream" })
+          : Promise.resolve(),
+      2 * size,
+    );
+    const access = () => logger.lines.find((l) => l.includes('"path":"/upload"'));
+    await waitFor(() => access() !== undefined, { what: "the access line" });
+    assert.match(access()!, /"status":499/);
+    assert.deepEqual(logger.lines.filter((l) => l.startsWith("warn")), []);
+    assert.deepEqual(up.seen.filter((r) => r.ended).map((r) => r.text.length), []);
     await waitFor(() => up.seen.every((r) => r.closed), { what: "the upstream connection closed" });
   });
 }
