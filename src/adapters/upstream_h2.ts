@@ -8,6 +8,7 @@ import type { HeaderMap } from "../domain/header_list.ts";
 import { HOP_BY_HOP, stripHopByHop } from "../domain/headers.ts";
 import type { UpstreamClient, UpstreamRequest } from "../ports.ts";
 import { timerDelay } from "../config/duration.ts";
+import { readClientChunk } from "../proxy/body_replay.ts";
 
 /** Fields fetch adds (Deno's defaults) when a request has none of its own. */
 const FETCH_DEFAULTS = ["user-agent", "accept", "accept-language"];
@@ -115,6 +116,32 @@ function idleWatched(
   });
 }
 
+/**
+ * The request body with its failure kept: fetch reports a body stream that fails (an upload over
+ * `max_request_body`, one that paused too long, a client that left) as a bare "fetch failed",
+ * which read as the upstream's reset: 502, and a passive-health failure of a healthy target,
+ * where the same upload to an HTTP/1.1 upstream got 413, 408 or 499.
+ */
+function keepingFailure(
+  body: ReadableStream<Uint8Array>,
+  failed: { error?: ProxyError },
+): ReadableStream<Uint8Array> {
+  const reader = body.getReader();
+  return new ReadableStream<Uint8Array>({
+    async pull(c) {
+      try {
+        const r = await readClientChunk(reader);
+        if (r.done) c.close();
+        else c.enqueue(r.value);
+      } catch (err) {
+        failed.error = err as ProxyError;
+        c.error(err);
+      }
+    },
+    cancel: (reason) => reader.cancel(reason),
+  }, { highWaterMark: 0 });
+}
+
 /** A fetch-based client forced to HTTP/2 (used for origins that chose h2 by ALPN). */
 export function createH2Client(): UpstreamClient {
   const clients = new Map<string, Deno.HttpClient>();
@@ -154,12 +181,13 @@ export function createH2Client(): UpstreamClient {
             ),
           ), timerDelay(limit))
         : undefined;
+      const failed: { error?: ProxyError } = {};
       try {
         // fetch parses the URL again: a query it re-encodes (e.g. `'`) cannot go byte for byte.
         const res = await fetch(origin + req.target, {
           method: req.method,
           headers: req.headers,
-          body: req.body,
+          body: req.body instanceof ReadableStream ? keepingFailure(req.body, failed) : req.body,
           redirect: "manual",
           client: clientFor(req),
           signal: ctl.signal,
@@ -169,6 +197,7 @@ export function createH2Client(): UpstreamClient {
         );
       } catch (err) {
         if (ctl.signal.aborted && ctl.signal.reason instanceof ProxyError) throw ctl.signal.reason;
+        if (failed.error) throw failed.error;
         const msg = err instanceof Error ? err.message : String(err);
         const refused = /refused|connect|dns|resolve|unreachable|certificate/i.test(msg);
         throw new ProxyError(

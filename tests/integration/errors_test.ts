@@ -1,7 +1,7 @@
 // Failures map to statuses in one place: 504 on timeouts, 413 over the body limit, 502 on an
 // upstream that resets; error bodies carry the request id and nothing internal.
 import assert from "node:assert/strict";
-import { startUpstream, waitFor } from "../_harness.ts";
+import { ROOT, startUpstream, waitFor } from "../_harness.ts";
 import { silentLogger } from "../../src/ports.ts";
 import { proxyRoute, startProxy } from "./_proxy.ts";
 
@@ -95,6 +95,55 @@ routes: { "/": { type: proxy, target: "${up.url}" } }
   const streamed = await fetch(`${prox.url}/up`, { method: "POST", body: chunks });
   assert.equal(streamed.status, 413);
   await streamed.body?.cancel();
+});
+
+Deno.test("a streamed upload over max_request_body to an HTTP/2 upstream gets 413, not 502", async () => {
+  const TLS = `${ROOT}/tests/fixtures/tls`;
+  const got: number[] = [];
+  await using up = await startUpstream(async (req) => {
+    let n = 0;
+    try {
+      for await (const chunk of req.body!) n += chunk.byteLength;
+    } catch { /* cut off by Prox */ }
+    got.push(n);
+    return new Response("ok");
+  }, {
+    cert: await Deno.readTextFile(`${TLS}/cert.pem`),
+    key: await Deno.readTextFile(`${TLS}/key.pem`),
+    hostname: "localhost",
+  });
+  const warnings: string[] = [];
+  await using prox = await startProxy(
+    `
+health_check: { enabled: false }
+limits: { max_request_body: 100KiB }
+routes:
+  "/": { type: proxy, target: "${up.url}", tls: { ca_cert: "${TLS}/ca.pem" } }
+`,
+    { logger: { ...silentLogger, warn: (_m, f) => warnings.push(String(f?.kind)) } },
+  );
+  // The fields fetch would add itself: with them the request goes over HTTP/2 (fetch).
+  const headers = {
+    "user-agent": "t",
+    accept: "*/*",
+    "accept-language": "en",
+    "accept-encoding": "identity",
+  };
+  const upload = () =>
+    new ReadableStream<Uint8Array>({
+      start(ctl) {
+        for (let i = 0; i < 64; i++) ctl.enqueue(new Uint8Array(16384));
+        ctl.close();
+      },
+    });
+  const res = await fetch(`${prox.url}/x`, { method: "POST", body: upload(), headers });
+  assert.equal(res.status, 413);
+  await res.body?.cancel();
+  // Taken for the upstream's reset it was a 502, and a passive-health failure.
+  assert.deepEqual(warnings, ["body_too_large"]);
+  const small = await fetch(`${prox.url}/x`, { method: "POST", body: "small", headers });
+  assert.equal(await small.text(), "ok");
+  await waitFor(() => got.includes(5), { what: "the small upload upstream" });
 });
 
 Deno.test("an upstream that closes the connection without answering gets 502", async () => {
