@@ -459,3 +459,45 @@ Deno.test("HTTP/3: an upload that ends short of its content-length after a pause
   assert.equal(lines[0].status, 400);
   assert.deepEqual(seen, ["aborted"]);
 });
+
+Deno.test("HTTP/3: an upstream's early answer to an upload it does not read arrives whole", async () => {
+  // Over HTTP/2 (fetch) and HTTP/1.1: each stops sending the upload once the answer came.
+  const early = () => new Response("too large, says the upstream", { status: 413 });
+  await using h1 = await startUpstream(early);
+  await using h2 = await startUpstream(early, {
+    cert: Deno.readTextFileSync(`${TLS}/cert.pem`),
+    key: Deno.readTextFileSync(`${TLS}/key.pem`),
+    hostname: "localhost",
+  });
+  await using prox = await startProxy(
+    `${config(h1.url)}  "/h2":
+    type: proxy
+    target: "${h2.url}"
+    tls: { ca_cert: "${TLS}/ca.pem" }
+`,
+    { keepListen: true, tls: true },
+  );
+  await using h3 = await connectH3({ hostname: "127.0.0.1", port: prox.port, caCerts: [ca] });
+  // The fields fetch would add itself: with them the request goes to the upstream over HTTP/2.
+  const headers = {
+    "user-agent": "t",
+    accept: "*/*",
+    "accept-language": "en",
+    "accept-encoding": "identity",
+  };
+  for (const path of ["/x", "/h2/x"]) {
+    for (let i = 0; i < 5; i++) {
+      let sent = 0;
+      const body = new ReadableStream<Uint8Array>({
+        pull(c) {
+          if (sent++ < 160) c.enqueue(new Uint8Array(65536));
+          else c.close();
+        },
+      });
+      const res = await h3.request(path, { method: "POST", headers, body });
+      assert.equal(res.status, 413, path);
+      // Cancelling the unread upload took the client for gone, which cut this answer short.
+      assert.equal(new TextDecoder().decode(res.body), "too large, says the upstream", path);
+    }
+  }
+});

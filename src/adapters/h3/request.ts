@@ -87,6 +87,7 @@ function bodyStream(
   let remaining = 0; // bytes left in the current DATA frame
   let received = 0;
   let trailersSeen = false;
+  let cancelled = false;
   return new ReadableStream<Uint8Array>({
     async pull(c) {
       onFirstRead?.();
@@ -132,6 +133,10 @@ function bodyStream(
         }
         c.enqueue(chunk.slice());
       } catch (err) {
+        // Cancelled by its reader (an upstream answered without reading it all): the read in
+        // progress fails, which is no news. Taken for the client's, it aborted the request's
+        // signal, and with it the answer being sent (an early 413 arrived empty).
+        if (cancelled) return;
         // A malformed body (RFC 9114 §4.1.2) is the client's error, not a client that left:
         // 400, logged as such (a plain error here reads as "client gone", 499). The request's
         // signal stays as it is: aborting it told an upstream exchange watching it that the
@@ -144,6 +149,7 @@ function bodyStream(
       }
     },
     async cancel() {
+      cancelled = true;
       await r.cancel();
     },
   }, { highWaterMark: 0 });
