@@ -290,3 +290,40 @@ Deno.test("compress: a 304 carries the Vary and ETag its 200 would have, proxied
     await Deno.remove(root, { recursive: true });
   }
 });
+
+Deno.test("compress: a proxied 304 with content-length: 0 still gets the 200's Vary and ETag", async () => {
+  // Deno.serve drops a 304's Content-Length; some servers send `0` there (no 200's size).
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const conns: Deno.Conn[] = [];
+  const serving = (async () => {
+    for await (const conn of listener) {
+      conns.push(conn);
+      (async () => {
+        const buf = new Uint8Array(8192);
+        while ((await conn.read(buf).catch(() => null)) !== null) {
+          await conn.write(new TextEncoder().encode(
+            'HTTP/1.1 304 Not Modified\r\netag: "v1"\r\ncontent-length: 0\r\n\r\n',
+          )).catch(() => {});
+        }
+      })();
+    }
+  })();
+  try {
+    const port = (listener.addr as Deno.NetAddr).port;
+    await using proxy = await startProxy(`health_check: { enabled: false }
+routes:
+  /: { type: proxy, target: "http://127.0.0.1:${port}", compress: true }
+`);
+    const res = await fetch(`${proxy.url}/x`, {
+      headers: { "accept-encoding": "gzip", "if-none-match": 'W/"v1"' },
+    });
+    await res.body?.cancel();
+    assert.equal(res.status, 304);
+    assert.equal(res.headers.get("vary"), "Accept-Encoding");
+    assert.equal(res.headers.get("etag"), 'W/"v1"');
+  } finally {
+    listener.close();
+    for (const c of conns) c.close();
+    await serving.catch(() => {});
+  }
+});

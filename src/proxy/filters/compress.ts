@@ -85,7 +85,8 @@ function notModified(ctx: RequestContext, res: Response, policy: CompressPolicy)
     status: 200,
     contentType: rep ? rep.contentType : h.get("content-type"),
     contentEncoding: rep ? rep.contentEncoding : h.get("content-encoding"),
-    contentLength: rep ? String(rep.length) : h.get("content-length"),
+    // A proxied 304's Content-Length is not taken for the 200's size: some servers send `0`.
+    contentLength: rep ? String(rep.length) : null,
     cacheControl: h.get("cache-control"),
     hasBody: true,
   }, policy);
