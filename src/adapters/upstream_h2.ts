@@ -118,24 +118,44 @@ function idleWatched(
 
 /**
  * The request body with its failure kept: fetch reports a body stream that fails (an upload over
- * `max_request_body`, one that paused too long, a client that left) as a bare "fetch failed",
- * which read as the upstream's reset: 502, and a passive-health failure of a healthy target,
- * where the same upload to an HTTP/1.1 upstream got 413, 408 or 499.
+ * `max_request_body`, a client that left) as a bare "fetch failed", which read as the upstream's
+ * reset: 502, and a passive-health failure of a healthy target, where the same upload to an
+ * HTTP/1.1 upstream got 413 or 499. A pause of more than `idleMs` between the client's chunks
+ * (0: none) fails it with 408, as the HTTP/1.1 client's idle timeout does: fetch has none, and
+ * a stalled upload held the exchange until the response-header timeout (504).
  */
 function keepingFailure(
   body: ReadableStream<Uint8Array>,
-  failed: { error?: ProxyError },
+  o: {
+    failed: { error?: ProxyError; answered?: boolean };
+    idleMs: number;
+    abort: (err: ProxyError) => void;
+  },
 ): ReadableStream<Uint8Array> {
   const reader = body.getReader();
+  const fail = (err: ProxyError) => {
+    o.failed.error ??= err;
+    return err;
+  };
   return new ReadableStream<Uint8Array>({
     async pull(c) {
+      const timer = o.idleMs > 0
+        ? setTimeout(() => {
+          // Once the upstream has answered, the answer is not cut for the upload behind it.
+          if (o.failed.answered) return;
+          const msg = `The request body paused for more than ${o.idleMs} ms (timeouts.idle)`;
+          reader.cancel().catch(() => {});
+          o.abort(fail(new ProxyError("request_timeout", msg)));
+        }, timerDelay(o.idleMs))
+        : undefined;
       try {
         const r = await readClientChunk(reader);
         if (r.done) c.close();
         else c.enqueue(r.value);
       } catch (err) {
-        failed.error = err as ProxyError;
-        c.error(err);
+        c.error(fail(err as ProxyError));
+      } finally {
+        clearTimeout(timer);
       }
     },
     cancel: (reason) => reader.cancel(reason),
@@ -181,17 +201,20 @@ export function createH2Client(): UpstreamClient {
             ),
           ), timerDelay(limit))
         : undefined;
-      const failed: { error?: ProxyError } = {};
+      const failed: { error?: ProxyError; answered?: boolean } = {};
       try {
         // fetch parses the URL again: a query it re-encodes (e.g. `'`) cannot go byte for byte.
         const res = await fetch(origin + req.target, {
           method: req.method,
           headers: req.headers,
-          body: req.body instanceof ReadableStream ? keepingFailure(req.body, failed) : req.body,
+          body: req.body instanceof ReadableStream
+            ? keepingFailure(req.body, { failed, idleMs: t.idle, abort: (e) => ctl.abort(e) })
+            : req.body,
           redirect: "manual",
           client: clientFor(req),
           signal: ctl.signal,
         });
+        failed.answered = true;
         return withoutHopFields(
           res.body ? idleWatched(res, { idleMs: t.idle, ctl, origin }) : res,
         );

@@ -146,6 +146,48 @@ routes:
   await waitFor(() => got.includes(5), { what: "the small upload upstream" });
 });
 
+Deno.test("an upload that stalls on its way to an HTTP/2 upstream gets 408 after timeouts.idle", async () => {
+  const TLS = `${ROOT}/tests/fixtures/tls`;
+  await using up = await startUpstream(async (req) => {
+    await req.arrayBuffer().catch(() => {});
+    return new Response("ok");
+  }, {
+    cert: await Deno.readTextFile(`${TLS}/cert.pem`),
+    key: await Deno.readTextFile(`${TLS}/key.pem`),
+    hostname: "localhost",
+  });
+  await using prox = await startProxy(`
+health_check: { enabled: false }
+routes:
+  "/":
+    type: proxy
+    target: "${up.url}"
+    tls: { ca_cert: "${TLS}/ca.pem" }
+    timeouts: { idle: 300ms }
+`);
+  const headers = {
+    "user-agent": "t",
+    accept: "*/*",
+    "accept-language": "en",
+    "accept-encoding": "identity",
+  };
+  // Past the size read whole before an upstream is chosen, then nothing more until the end.
+  let ctl!: ReadableStreamDefaultController<Uint8Array>;
+  const body = new ReadableStream<Uint8Array>({
+    start(c) {
+      ctl = c;
+      c.enqueue(new Uint8Array(100_000));
+    },
+  });
+  const t0 = performance.now();
+  const res = await fetch(`${prox.url}/x`, { method: "POST", body, headers });
+  // fetch has no idle timeout: the exchange waited for the response header timeout (504, 65 s).
+  assert.equal(res.status, 408);
+  assert.ok(performance.now() - t0 < 5000);
+  await res.body?.cancel();
+  ctl.close();
+});
+
 Deno.test("an upstream that closes the connection without answering gets 502", async () => {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = (listener.addr as Deno.NetAddr).port;
