@@ -7,8 +7,8 @@ import { lookupPage, negotiatePage, renderPage } from "../domain/error_pages.ts"
 import type { PageEntry } from "../domain/error_pages.ts";
 import type { RequestContext } from "./context.ts";
 import { placeholderValues } from "./filters/rules.ts";
-import { OWN_ERROR } from "./respond.ts";
-import type { OwnError } from "./respond.ts";
+import { OWN_ERROR, PASSED_ON } from "./respond.ts";
+import type { OwnError, PassedOn } from "./respond.ts";
 
 const encoder = new TextEncoder();
 
@@ -59,6 +59,7 @@ export function withErrorPage(ctx: RequestContext, res: Response): Response {
   // by the route's cache (which did not ask the upstream, so ctx.upstreamStatus is not set).
   if (own === undefined ? !ctx.route?.intercept : own.exact) return res;
   if (own?.kind === "client_gone") return res; // nobody reads it
+  if ((res as PassedOn)[PASSED_ON]) return res; // forward_auth's denial, as the service sent it
   const status = res.status;
   const entry = pageFor(ctx, status);
   if (!entry) return res;

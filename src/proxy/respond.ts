@@ -10,11 +10,22 @@ const encoder = new TextEncoder();
 export const OWN_ERROR: unique symbol = Symbol("prox.ownError");
 
 /**
+ * Marks an answer another service wrote for the client (forward_auth's denial: a login page, its
+ * cookies): neither Prox's own nor the upstream's, so `intercept_upstream` leaves it as it is.
+ */
+export const PASSED_ON: unique symbol = Symbol("prox.passedOn");
+
+/**
  * A Response made by errorResponse: its kind, the short reason it says, and whether its body is
  * one the config wrote (a rate limit's message: that route's page already).
  */
 export interface OwnError {
   [OWN_ERROR]?: { kind: ErrorKind; message: string; exact: boolean };
+}
+
+/** A Response marked with PASSED_ON. */
+export interface PassedOn {
+  [PASSED_ON]?: true;
 }
 
 /** A small text error response carrying the request id. */

@@ -112,6 +112,43 @@ Deno.test("forward_auth passes a 401 to the client, fields and body, and never a
   assert.equal(seen.length, 0);
 });
 
+Deno.test("forward_auth's 401 reaches the client as sent on a route with intercept_upstream", async () => {
+  // intercept_upstream pages the upstream's errors; the auth service's login answer is not one.
+  await using auth = await authService((req) =>
+    new URL(req.url).searchParams.has("let")
+      ? new Response(null, { status: 204 })
+      : new Response("<form>sign in</form>", {
+        status: 401,
+        headers: { "content-type": "text/html", "set-cookie": "csrf=1; Path=/" },
+      })
+  );
+  await using up = await startUpstream(() => new Response("upstream 401", { status: 401 }));
+  await using proxy = await startProxy(`
+health_check: { enabled: false }
+error_pages: { 401: { body: "page {status}" } }
+routes:
+  "/app":
+    type: proxy
+    target: "${up.url}"
+    intercept_upstream: true
+    forward_auth: { url: "${auth.url}/verify" }
+  "/in":
+    type: proxy
+    target: "${up.url}"
+    intercept_upstream: true
+    forward_auth: { url: "${auth.url}/verify?let" }
+`);
+  const res = await fetch(`${proxy.url}/app/x`);
+  assert.equal(res.status, 401);
+  assert.equal(res.headers.get("content-type"), "text/html");
+  assert.deepEqual(res.headers.getSetCookie(), ["csrf=1; Path=/"]);
+  assert.equal(await res.text(), "<form>sign in</form>");
+  // The upstream's own 401 still gets the page.
+  const upstream = await fetch(`${proxy.url}/in/x`);
+  assert.equal(upstream.status, 401);
+  assert.equal(await upstream.text(), "page 401");
+});
+
 Deno.test("forward_auth passes a 302 to a login page with its Set-Cookie fields", async () => {
   await using auth = await authService(() => {
     const h = new Headers({ location: "https://login.example/start?rd=%2Fapp" });

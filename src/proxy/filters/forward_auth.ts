@@ -13,7 +13,8 @@ import type { HeaderMap } from "../../domain/header_list.ts";
 import { ProxyError, proxyStatusFor, toProxyError } from "../../domain/errors.ts";
 import type { UpstreamTls } from "../../ports.ts";
 import type { PipelineDeps, RequestContext } from "../context.ts";
-import { errorResponse } from "../respond.ts";
+import { errorResponse, PASSED_ON } from "../respond.ts";
+import type { PassedOn } from "../respond.ts";
 import { readClientChunk } from "../body_replay.ts";
 
 /** A route's forward auth, ready to run. */
@@ -247,11 +248,14 @@ function denial(ctx: RequestContext, res: Response, bytes: Uint8Array<ArrayBuffe
   h.delete("content-length");
   h.set("x-request-id", ctx.requestId);
   const noBody = res.status === 204 || res.status === 304;
-  return new Response(noBody ? null : bytes, {
+  const out: Response & PassedOn = new Response(noBody ? null : bytes, {
     status: res.status,
     statusText: res.statusText,
     headers: h,
   });
+  // The auth service's answer as it meant it (a login page, its cookies): no error page.
+  out[PASSED_ON] = true;
+  return out;
 }
 
 /**
