@@ -84,16 +84,28 @@ const HOP = new Set(HOP_BY_HOP);
 // Proxy-Authorization is meant for a proxy: the auth service stands in for it (as in Traefik).
 HOP.delete("proxy-authorization");
 
+/**
+ * Fields that tell a server what the request was or where it came from (Authelia's /api/verify
+ * reads X-Original-URL before X-Forwarded-Uri). With `*`, a direct client's own are not sent, as
+ * the upstream gets none of them either (headers.ts): the auth service would judge another URL.
+ */
+function forwardingField(name: string): boolean {
+  return name.startsWith("x-forwarded-") || name.startsWith("x-original-") ||
+    name === "x-real-ip" || name === "forwarded" || name === "x-rewrite-url";
+}
+
 /** The subrequest's header fields: the chosen client fields, then what the request is. */
 export function authRequestHeaders(ctx: RequestContext, auth: CompiledForwardAuth): HeaderList {
   const h = new HeaderList();
   const src = ctx.req.headers;
   if (auth.copy === null) {
     const named = (src.get("connection") ?? "").split(",").map((s) => s.trim().toLowerCase());
+    const spoofable = !ctx.trustedPeer;
     src.forEach((v, k) => {
-      if (!HOP.has(k) && !named.includes(k) && k !== "host" && k !== "content-length") {
-        h.append(k, v);
-      }
+      if (
+        !HOP.has(k) && !named.includes(k) && k !== "host" && k !== "content-length" &&
+        !(spoofable && forwardingField(k))
+      ) h.append(k, v);
     });
   } else {
     for (const name of auth.copy) {

@@ -218,6 +218,39 @@ Deno.test("authRequestHeaders with copy_request_headers [*] sends every field bu
   }
 });
 
+Deno.test("authRequestHeaders with [*] drops a direct client's X-Original-URL, X-Real-IP and other forwarding fields", async () => {
+  // Authelia's /api/verify reads X-Original-URL before X-Forwarded-Uri: a client's own would
+  // have it check a public URL while the upstream serves another.
+  const headers = {
+    "x-original-url": "https://app.example/public/",
+    "x-original-method": "GET",
+    "x-real-ip": "10.0.0.1",
+    "x-forwarded-prefix": "/public",
+    forwarded: "for=10.0.0.1",
+    "x-one": "1",
+  };
+  const { handler, asked } = setup(
+    () => new Response(null, { status: 204 }),
+    ', copy_request_headers: ["*"]',
+  );
+  await (await handler(new Request("http://h/admin", { headers }), info)).body?.cancel();
+  const h = asked[0].headers;
+  assert.equal(h.get("x-one"), "1");
+  assert.equal(h.get("x-forwarded-uri"), "/admin");
+  for (const gone of Object.keys(headers).filter((n) => n !== "x-one")) {
+    assert.equal(h.get(gone), null, gone);
+  }
+  // A trusted proxy's are its own account of the request: passed on.
+  const trusted = setup(
+    () => new Response(null, { status: 204 }),
+    ', copy_request_headers: ["*"]',
+    "trusted_proxies: [192.0.2.0/24]\n",
+  );
+  await (await trusted.handler(new Request("http://h/admin", { headers }), info)).body?.cancel();
+  assert.equal(trusted.asked[0].headers.get("x-original-url"), "https://app.example/public/");
+  assert.equal(trusted.asked[0].headers.get("x-real-ip"), "10.0.0.1");
+});
+
 Deno.test("applyForwardAuth send_body: a body that stalls gets 408 within forward_auth.timeout", async () => {
   const { handler, asked, outcomes } = setup(
     () => new Response(null, { status: 204 }),
