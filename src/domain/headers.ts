@@ -116,7 +116,7 @@ export interface ForwardInfo {
 /**
  * Sets X-Forwarded-For/-Proto/-Host and Via (and optionally RFC 7239 Forwarded). Client-sent
  * values are kept and extended only when the peer is a trusted proxy; otherwise replaced, and any
- * other X-Forwarded-* field or X-Real-IP removed.
+ * other X-Forwarded-* field, X-Real-IP, X-Original-URL or X-Rewrite-URL removed.
  */
 export function setForwardingHeaders(h: HeaderMap, f: ForwardInfo): void {
   const prior = f.trustedPeer ? h.get("x-forwarded-for") : null;
@@ -128,8 +128,12 @@ export function setForwardingHeaders(h: HeaderMap, f: ForwardInfo): void {
   }
   if (!f.trustedPeer) {
     // None of the other X-Forwarded-* a client may send either (-Port, -Prefix, -Ssl, -Scheme…):
-    // apps behind Prox build URLs and decide "secure" from them, as from X-Real-IP.
+    // apps behind Prox build URLs and decide "secure" from them, as from X-Real-IP. Nor the
+    // fields some frameworks take for the request path (X-Original-URL, X-Rewrite-URL): a
+    // cached answer to one URL would be built from another.
     h.delete("x-real-ip");
+    h.delete("x-original-url");
+    h.delete("x-rewrite-url");
     let forged: string[] | undefined;
     h.forEach((_, name) => {
       if (name.startsWith("x-forwarded-") && !OURS.has(name)) (forged ??= []).push(name);

@@ -61,6 +61,8 @@ Deno.test("setForwardingHeaders replaces client-sent values from untrusted peers
     "x-forwarded-prefix": "/evil",
     "X-Forwarded-Ssl": "on",
     "x-real-ip": "6.6.6.6",
+    "x-original-url": "/admin",
+    "x-rewrite-url": "/admin",
     "x-forwarded": "kept",
     forwarded: "for=x",
   });
@@ -78,7 +80,18 @@ Deno.test("setForwardingHeaders replaces client-sent values from untrusted peers
   assert.equal(h.get("x-forwarded-proto"), "https");
   assert.equal(h.get("via"), "1.1 prox");
   assert.equal(h.get("forwarded"), null);
-  for (const name of ["x-forwarded-port", "x-forwarded-prefix", "x-forwarded-ssl", "x-real-ip"]) {
+  for (
+    const name of [
+      "x-forwarded-port",
+      "x-forwarded-prefix",
+      "x-forwarded-ssl",
+      "x-real-ip",
+      // Read as the request path by some frameworks (Symfony before CVE-2018-14773, IIS URL
+      // Rewrite): a cached answer to /x built from /admin would be served to every client.
+      "x-original-url",
+      "x-rewrite-url",
+    ]
+  ) {
     assert.equal(h.get(name), null, name);
   }
   assert.equal(h.get("x-forwarded"), "kept");

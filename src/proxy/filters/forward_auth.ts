@@ -86,8 +86,8 @@ HOP.delete("proxy-authorization");
 
 /**
  * Fields that tell a server what the request was or where it came from (Authelia's /api/verify
- * reads X-Original-URL before X-Forwarded-Uri). With `*`, a direct client's own are not sent, as
- * the upstream gets none of them either (headers.ts): the auth service would judge another URL.
+ * reads X-Original-URL before X-Forwarded-Uri). With `*`, a direct client's own are not sent:
+ * the auth service would judge another URL or address than the upstream gets (headers.ts).
  */
 function forwardingField(name: string): boolean {
   return name.startsWith("x-forwarded-") || name.startsWith("x-original-") ||
