@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import {
   compilePages,
+  escapeFor,
   escapeValue,
   lookupPage,
   negotiatePage,
@@ -68,6 +69,15 @@ Deno.test("renderPage escapes values for HTML and JSON pages, not for text", () 
   assert.deepEqual(JSON.parse(renderPage(json, values)), { p: `</b>"'&\\` });
   assert.equal(renderPage(text, values), `</b>"'&\\`);
   assert.equal(escapeValue("a<b", "json"), "a\\u003cb");
+});
+
+Deno.test("a page of another type (script, style sheet) gets its values percent-encoded", () => {
+  assert.equal(escapeFor("application/javascript"), "url");
+  assert.equal(escapeFor("text/css; charset=utf-8"), "url");
+  assert.equal(escapeFor("text/plain; charset=utf-8"), "none");
+  // A quote, backslash, backtick or angle bracket cannot end a string or an element.
+  assert.equal(escapeValue(`/a'b"c\\d\`e<f>é`, "url"), "/a%27b%22c%5Cd%60e%3Cf%3E%C3%A9");
+  assert.equal(escapeValue("/x?a=1&b=2 c", "url"), "/x?a=1&b=2 c");
 });
 
 Deno.test("compilePages reports what it leaves out, at the entry's path", () => {

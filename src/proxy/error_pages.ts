@@ -87,6 +87,8 @@ export function withErrorPage(ctx: RequestContext, res: Response): Response {
     headers.set("cache-control", "no-store");
   }
   headers.set("content-type", page.type);
+  // The page's type is the operator's word: a browser must not sniff a text page as HTML.
+  headers.set("x-content-type-options", "nosniff");
   headers.set("content-length", String(body.byteLength));
   if (entry.variants.length > 1) headers.append("vary", "accept");
   return new Response(body, { status, headers });

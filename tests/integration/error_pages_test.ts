@@ -43,6 +43,7 @@ routes:
     let body = await res.text();
     assert.equal(res.status, 404);
     assert.equal(res.headers.get("content-type"), "text/html; charset=utf-8");
+    assert.equal(res.headers.get("x-content-type-options"), "nosniff");
     assert.equal(res.headers.get("proxy-status"), "prox; error=destination_not_found");
     const id = res.headers.get("x-request-id")!;
     assert.equal(
