@@ -6,18 +6,27 @@ import { startUpstream, waitFor } from "../_harness.ts";
 import { startServer } from "../../src/server.ts";
 import { recordingLogger } from "./_backend.ts";
 
-Deno.test("reload: a down target whose check changed stays out until the new check's first result", async () => {
+/**
+ * An upstream whose /health fails and whose /ready probe hangs until `release()`; every other
+ * path answers "app" and is counted in `served`.
+ */
+async function heldUpstream() {
   let release = () => {};
   const held = new Promise<void>((r) => release = r);
-  let served = 0;
-  await using up = await startUpstream(async (req) => {
+  const counts = { served: 0 };
+  const up = await startUpstream(async (req) => {
     const path = new URL(req.url).pathname;
     if (path === "/health") return new Response("no", { status: 500 });
-    // The new check's probe hangs until the test lets it answer.
     if (path === "/ready") return await held.then(() => new Response("ok"));
-    served++;
+    counts.served++;
     return new Response("app");
   });
+  return { up, counts, release: () => release() };
+}
+
+Deno.test("reload: a down target whose check changed stays out until the new check's first result", async () => {
+  const { up, counts, release } = await heldUpstream();
+  await using _up = up;
   const dir = await Deno.makeTempDir({ prefix: "prox-check-change-" });
   const file = `${dir}/prox.yaml`;
   const config = (path: string) => `
@@ -39,7 +48,7 @@ routes:
     const res = await fetch(url);
     assert.equal(res.status, 503);
     await res.body?.cancel();
-    assert.equal(served, 0);
+    assert.equal(counts.served, 0);
     assert.ok(!logger.lines.some((l) => /no longer health-checked/.test(l.msg)), "not announced");
     // Its first result decides at once (not healthy_threshold of them).
     release();
@@ -55,16 +64,8 @@ routes:
 });
 
 Deno.test("reload: a route that now checks a down target its own way waits for that check's first result", async () => {
-  let release = () => {};
-  const held = new Promise<void>((r) => release = r);
-  let served = 0;
-  await using up = await startUpstream(async (req) => {
-    const path = new URL(req.url).pathname;
-    if (path === "/health") return new Response("no", { status: 500 });
-    if (path === "/ready") return await held.then(() => new Response("ok"));
-    served++;
-    return new Response("app");
-  });
+  const { up, counts, release } = await heldUpstream();
+  await using _up = up;
   const dir = await Deno.makeTempDir({ prefix: "prox-check-change-" });
   const file = `${dir}/prox.yaml`;
   // Both routes share the /health check of the one target; the reload gives /a its own.
@@ -87,7 +88,7 @@ routes:
       assert.equal(res.status, 503, route);
       await res.body?.cancel();
     }
-    assert.equal(served, 0);
+    assert.equal(counts.served, 0);
     release();
     // /a's own check passes: /a serves, /b (still failing /health) does not.
     const a = await waitFor(async () => {
