@@ -269,9 +269,15 @@ export interface Metrics {
 
 /**
  * Why access control refused a request: `ip` (ip_access), `credentials_missing` and
- * `credentials_wrong` (basic_auth), `throttled` (too many password checks from one client).
+ * `credentials_wrong` (basic_auth), `throttled` (too many password checks from one client),
+ * `cors_origin` (a CORS preflight from an origin the route's `cors` does not list).
  */
-export type AccessDenial = "ip" | "credentials_missing" | "credentials_wrong" | "throttled";
+export type AccessDenial =
+  | "ip"
+  | "credentials_missing"
+  | "credentials_wrong"
+  | "throttled"
+  | "cors_origin";
 
 /** A Metrics that records nothing. */
 export const noopMetrics: Metrics = {

@@ -5,6 +5,7 @@
 import { z } from "zod";
 import { parseDuration, parseSize } from "./duration.ts";
 import { COMPRESS_CODINGS, TYPE_PATTERN } from "../domain/compress.ts";
+import { normalizeOrigin } from "../domain/cors.ts";
 
 /** A duration string ("500ms", "30s", "1h30m", "1d") resolved to milliseconds. */
 export const Duration = z.string({
@@ -201,12 +202,75 @@ export const BasicAuth = z.object({
   forward_authorization: z.boolean().default(false),
 }).strict();
 
+/** An HTTP method or field name (a token, RFC 9110 §5.6.2), or `*`. */
+const CorsToken = z.string().regex(
+  /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/,
+  "Use a method or header field name (letters, digits, - and the like), or *",
+);
+
+/**
+ * Cross-origin resource sharing (src/domain/cors.ts): Prox answers preflights and sets the
+ * `Access-Control-*` fields of the route's answers for the origins it lists.
+ */
+export const Cors = z.object({
+  /** Exact origins, `https://*.example.com` (subdomains), or `*` (any, without credentials). */
+  allow_origins: z.array(
+    z.string().transform((s, ctx) => {
+      const n = normalizeOrigin(s);
+      if ("origin" in n) return n.origin;
+      ctx.addIssue({ code: "custom", message: n.problem });
+      return z.NEVER;
+    }),
+  ).min(1, "List at least one origin, e.g. https://app.example.com"),
+  /** Preflight `Access-Control-Allow-Methods` (`*`: the requested one). */
+  allow_methods: z.array(CorsToken).min(1).default([
+    "GET",
+    "HEAD",
+    "PUT",
+    "PATCH",
+    "POST",
+    "DELETE",
+  ]),
+  /** Preflight `Access-Control-Allow-Headers` (`*`: the requested ones). */
+  allow_headers: z.array(CorsToken).default([]),
+  /** Response fields the page's script may read beyond the safelisted ones. */
+  expose_headers: z.array(CorsToken).default([]),
+  /** Cookies and `Authorization` may be sent and the answer read (never with `*` origins). */
+  allow_credentials: z.boolean().default(false),
+  /** How long a browser may reuse a preflight's answer (`Access-Control-Max-Age`). */
+  max_age: Duration.optional(),
+}).strict().superRefine((c, ctx) => {
+  if (!c.allow_credentials) return;
+  const star = c.allow_origins.indexOf("*");
+  if (star >= 0) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["allow_origins", star],
+      message: 'allow_origins "*" cannot go with allow_credentials: true (browsers refuse ' +
+        "credentials for any origin); list the origins, e.g. https://app.example.com, or set " +
+        "allow_credentials: false",
+    });
+  }
+  const expose = c.expose_headers.indexOf("*");
+  if (expose >= 0) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["expose_headers", expose],
+      message: 'expose_headers "*" means a field named * with allow_credentials: true (Fetch ' +
+        "standard); list the fields, e.g. [X-Request-Id, Content-Disposition]",
+    });
+  }
+});
+
 /** The access-control keys every route type takes. */
 const accessKeys = {
   /** Replaces the top-level `ip_access` for this route (`{}`: no restriction). */
   ip_access: IpAccess.optional(),
   basic_auth: BasicAuth.optional(),
 };
+
+/** `cors`, on the route types whose answers a page's script reads (not websocket). */
+const corsKey = { cors: Cors.optional() };
 
 // ---------------------------------------------------------------------------------------------
 // Upstream options shared by proxy, load_balance and websocket routes
@@ -522,6 +586,7 @@ const upstreamCommon = {
   /** The upstream's own answers with a status `error_pages` lists get the page (nginx intercept). */
   intercept_upstream: z.boolean().default(false),
   ...accessKeys,
+  ...corsKey,
   forward_auth: RouteForwardAuth.optional(),
 };
 
@@ -614,6 +679,7 @@ const StaticRoute = z.object({
   response_body: BodyRules.optional(),
   error_pages: ErrorPages.optional(),
   ...accessKeys,
+  ...corsKey,
 }).strict();
 
 const RedirectRoute = z.object({
@@ -630,6 +696,7 @@ const RedirectRoute = z.object({
   keep_query: z.boolean().default(true),
   error_pages: ErrorPages.optional(),
   ...accessKeys,
+  ...corsKey,
 }).strict();
 
 const WebSocketRoute = z.object({
@@ -690,3 +757,4 @@ export type ErrorPageConfig = z.output<typeof ErrorPage>;
 export type ForwardAuthConfig = z.output<typeof ForwardAuth>;
 export type IpAccessConfig = z.output<typeof IpAccess>;
 export type BasicAuthConfig = z.output<typeof BasicAuth>;
+export type CorsConfig = z.output<typeof Cors>;

@@ -63,6 +63,8 @@ export interface RequestContext {
   authUser?: string;
   /** Set when `basic_auth` keeps the client's `Authorization` from the upstream. */
   dropAuthorization?: boolean;
+  /** Set when the route's `cors` answered this request as a preflight (filters/cors.ts). */
+  corsPreflight?: boolean;
 }
 
 /** Dependencies of the pipeline: ports plus the current snapshot. */

@@ -20,6 +20,8 @@ import { clientKey, isExempt } from "./filters/rate_limit.ts";
 import type { CompiledForwardAuth } from "./filters/forward_auth.ts";
 import { forbidden, verdictText } from "./filters/ip_access.ts";
 import { unauthorized } from "./filters/basic_auth.ts";
+import { answerPreflight, corsNote } from "./filters/cors.ts";
+import { isPreflight } from "../domain/cors.ts";
 import type { CompiledBasicAuth } from "./filters/basic_auth.ts";
 import { parseBasicAuthorization } from "../domain/basic_auth.ts";
 import { ipVerdict } from "../domain/ip_access.ts";
@@ -173,6 +175,12 @@ export async function explainRequest(
   const cfg = route.config;
   out.action = cfg.type;
   if (!admitted(out, ctx, route.ipAccess)) return await answered(out, forbidden(ctx), ctx);
+  if (route.cors) {
+    out.notes.push(corsNote(ctx, route.cors));
+    if (isPreflight(req.method, req.headers)) {
+      return await answered(out, answerPreflight(ctx, pdeps, route.cors), ctx);
+    }
+  }
   if (route.basicAuth) {
     const refused = authNote(out, ctx, route.basicAuth);
     if (refused) return await answered(out, refused, ctx);

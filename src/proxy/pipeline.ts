@@ -3,10 +3,11 @@
 //   2. identify: request id, client IP behind trusted proxies, scheme, host (domain/headers.ts)
 //   3. normalize the path (400 when impossible) (domain/rewrite.ts)
 //   4. match a route (404 when none)       (domain/router.ts)
-//   5. request filters: may answer early (ip access, rate limit, basic auth, forward auth, rules)   (filters/)
+//   5. request filters: may answer early (ip access, CORS preflight, rate limit, basic auth,
+//      forward auth, rules)   (filters/)
 //   6. action: proxy | load_balance (through the route's cache, cache.ts) | static | redirect |
 //      websocket   (actions/)
-//   7. response filters (header/body rules, compression, error pages, Alt-Svc, HSTS)
+//   7. response filters (header/body rules, compression, error pages, CORS, Alt-Svc, HSTS)
 //   8. log + metrics, exactly once
 // Errors become responses in one place (respond.ts + domain/errors.ts statusFor).
 
@@ -34,6 +35,8 @@ import { applyForwardAuth } from "./filters/forward_auth.ts";
 import { checkIpAccess } from "./filters/ip_access.ts";
 import { checkBasicAuth } from "./filters/basic_auth.ts";
 import { applyCompression } from "./filters/compress.ts";
+import { answerPreflight, withCors } from "./filters/cors.ts";
+import { isPreflight } from "../domain/cors.ts";
 
 const REQUEST_ID = /^[A-Za-z0-9._:@-]{1,128}$/;
 /** Makes request ids: a per-process random prefix and a counter (cheap, unique, sortable). */
@@ -56,6 +59,8 @@ export function createHandler(deps: PipelineDeps): Handler {
       res = failure(ctx, deps, await resetOr(err, req), faults);
     }
     if (ctx.snapshot.hasErrorPages && res.status >= 400) res = withErrorPage(ctx, res);
+    const cors = ctx.route?.cors;
+    if (cors) res = withCors(ctx, res, cors);
     res = finish(ctx, res);
     dropUnreadBody(ctx);
     record(ctx, deps, res);
@@ -170,6 +175,10 @@ async function handle(ctx: RequestContext, deps: PipelineDeps): Promise<Response
   if (route.ipAccess) {
     const denied = checkIpAccess(ctx, deps, route.ipAccess);
     if (denied) return denied;
+  }
+  // A preflight carries no credentials and costs no upstream: answered before limits and auth.
+  if (route.cors && isPreflight(ctx.req.method, ctx.req.headers)) {
+    return answerPreflight(ctx, deps, route.cors);
   }
   if (route.rateLimits.length > 0) {
     const limited = await applyRateLimit(ctx, deps);

@@ -27,6 +27,8 @@ import type { PageTable } from "../domain/error_pages.ts";
 import type { MirrorPolicy } from "./mirror.ts";
 import type { CachePolicy } from "./cache.ts";
 import { CacheStores } from "./cache_stores.ts";
+import { compileCors } from "../domain/cors.ts";
+import type { CorsPolicy } from "../domain/cors.ts";
 
 /** A route ready to serve: its config plus what was derived from it at load time. */
 export interface CompiledRoute {
@@ -61,6 +63,8 @@ export interface CompiledRoute {
   ipAccess: IpAccess | null;
   /** The route's `basic_auth`, null without one. */
   basicAuth: CompiledBasicAuth | null;
+  /** The route's `cors` (filters/cors.ts), null without one. */
+  cors: CorsPolicy | null;
 }
 
 /** Everything the pipeline reads for one request. Never mutated after build. */
@@ -190,6 +194,7 @@ export function buildSnapshot(
         problems: [],
       }),
       errorPages: pages(route.error_pages),
+      cors: "cors" in route && route.cors ? compileCors(route.cors) : null,
       intercept: (route.type === "proxy" || route.type === "load_balance") &&
         route.intercept_upstream,
     };

@@ -1,0 +1,162 @@
+import assert from "node:assert/strict";
+import {
+  compileCors,
+  isPreflight,
+  mergeVary,
+  normalizeOrigin,
+  originAllowed,
+  preflightFields,
+  preflightVary,
+  responseFields,
+  variesByOrigin,
+} from "./cors.ts";
+import type { CorsSpec } from "./cors.ts";
+
+const spec = (o: Partial<CorsSpec>): CorsSpec => ({
+  allow_origins: [],
+  allow_methods: ["GET", "POST", "PUT"],
+  allow_headers: [],
+  expose_headers: [],
+  allow_credentials: false,
+  ...o,
+});
+
+Deno.test("normalizeOrigin lower-cases, drops a default port, refuses paths and null", () => {
+  assert.deepEqual(normalizeOrigin("HTTPS://App.Example.com"), {
+    origin: "https://app.example.com",
+  });
+  assert.deepEqual(normalizeOrigin("https://app.example.com:443"), {
+    origin: "https://app.example.com",
+  });
+  assert.deepEqual(normalizeOrigin("http://localhost:3000"), { origin: "http://localhost:3000" });
+  assert.deepEqual(normalizeOrigin("https://*.Example.com:8443"), {
+    origin: "https://*.example.com:8443",
+  });
+  assert.deepEqual(normalizeOrigin("*"), { origin: "*" });
+  assert.deepEqual(normalizeOrigin("http://[::1]:8080"), { origin: "http://[::1]:8080" });
+  const problem = (s: string) => {
+    const n = normalizeOrigin(s);
+    assert.ok("problem" in n, s);
+    return n.problem;
+  };
+  assert.match(problem("https://app.example.com/"), /has a path.*https:\/\/app\.example\.com$/);
+  assert.match(problem("null"), /sandboxed/);
+  assert.match(problem("app.example.com"), /not an origin/);
+  assert.match(problem("https://a.*.example.com"), /a \* only as the first label/);
+  assert.match(problem("https://*example.com"), /a \* only as the first label/);
+  assert.match(problem("https://app.example.com:99999"), /not an origin/);
+  assert.match(problem("https://user@app.example.com"), /not an origin/);
+});
+
+Deno.test("originAllowed matches exact origins and whole-label wildcards only", () => {
+  const p = compileCors(spec({
+    allow_origins: ["https://app.example.com", "https://*.example.com", "http://*.dev.test:3000"],
+  }));
+  assert.ok(originAllowed(p, "https://app.example.com"));
+  assert.ok(originAllowed(p, "https://a.example.com"));
+  assert.ok(originAllowed(p, "https://a.b.example.com"));
+  assert.ok(originAllowed(p, "http://x.dev.test:3000"));
+  for (
+    const o of [
+      "https://example.com", // the wildcard needs a label before it
+      "https://evil-example.com",
+      "https://evilexample.com",
+      "https://example.com.evil.net",
+      "https://a.example.com.evil.net",
+      "https://a.example.com.", // trailing dot
+      "http://a.example.com", // scheme
+      "https://a.example.com:8443", // port
+      "http://x.dev.test", // port missing
+      "https://evil.com@a.example.com",
+      "https://a..example.com",
+      "https://.example.com",
+      "https://APP.example.com", // browsers send lower case; others are not matched
+      "null",
+      "",
+    ]
+  ) assert.equal(originAllowed(p, o), false, o);
+  const any = compileCors(spec({ allow_origins: ["*"] }));
+  assert.ok(originAllowed(any, "https://anything.test"));
+});
+
+Deno.test("preflightFields echoes the origin, lists or echoes methods and headers", () => {
+  const p = compileCors(spec({
+    allow_origins: ["https://app.example.com"],
+    allow_headers: ["Content-Type", "Authorization"],
+    allow_credentials: true,
+    max_age: 600_500,
+  }));
+  assert.deepEqual(
+    preflightFields(p, { origin: "https://app.example.com", method: "PUT", headers: "x-y" }),
+    [
+      ["access-control-allow-origin", "https://app.example.com"],
+      ["access-control-allow-credentials", "true"],
+      ["access-control-allow-methods", "GET, POST, PUT"],
+      ["access-control-allow-headers", "Content-Type, Authorization"],
+      ["access-control-max-age", "600"],
+    ],
+  );
+  assert.equal(preflightVary(p), "Origin, Access-Control-Request-Method");
+  const echo = compileCors(spec({
+    allow_origins: ["*"],
+    allow_methods: ["*"],
+    allow_headers: ["*"],
+  }));
+  assert.deepEqual(
+    preflightFields(echo, {
+      origin: "https://x.test",
+      method: "PATCH",
+      headers: " content-type, x-trace ",
+    }),
+    [
+      ["access-control-allow-origin", "*"],
+      ["access-control-allow-methods", "PATCH"],
+      ["access-control-allow-headers", "content-type, x-trace"],
+    ],
+  );
+  assert.equal(
+    preflightVary(echo),
+    "Access-Control-Request-Method, Access-Control-Request-Headers",
+  );
+  // Nothing that is not a token list is echoed.
+  assert.deepEqual(
+    preflightFields(echo, { origin: "https://x.test", method: "GE T", headers: "a b, c" }),
+    [["access-control-allow-origin", "*"]],
+  );
+});
+
+Deno.test("responseFields and variesByOrigin for actual requests", () => {
+  const p = compileCors(spec({
+    allow_origins: ["https://app.example.com"],
+    expose_headers: ["X-Request-Id", "Content-Disposition"],
+    allow_credentials: true,
+  }));
+  assert.deepEqual(responseFields(p, "https://app.example.com"), [
+    ["access-control-allow-origin", "https://app.example.com"],
+    ["access-control-allow-credentials", "true"],
+    ["access-control-expose-headers", "X-Request-Id, Content-Disposition"],
+  ]);
+  assert.equal(variesByOrigin(p), true);
+  const any = compileCors(spec({ allow_origins: ["*", "https://app.example.com"] }));
+  assert.deepEqual(responseFields(any, "https://app.example.com"), [
+    ["access-control-allow-origin", "*"],
+  ]);
+  assert.equal(variesByOrigin(any), false);
+});
+
+Deno.test("isPreflight needs OPTIONS, Origin and Access-Control-Request-Method", () => {
+  const h = (o: Record<string, string>) => new Headers(o);
+  const full = { origin: "https://a.test", "access-control-request-method": "PUT" };
+  assert.ok(isPreflight("OPTIONS", h(full)));
+  assert.equal(isPreflight("GET", h(full)), false);
+  assert.equal(isPreflight("OPTIONS", h({ origin: "https://a.test" })), false);
+  assert.equal(isPreflight("OPTIONS", h({ "access-control-request-method": "PUT" })), false);
+});
+
+Deno.test("mergeVary adds a name once and leaves * alone", () => {
+  assert.equal(mergeVary(null, "Origin"), "Origin");
+  assert.equal(mergeVary("", "Origin"), "Origin");
+  assert.equal(mergeVary("Accept-Encoding", "Origin"), "Accept-Encoding, Origin");
+  assert.equal(mergeVary("accept-encoding, origin", "Origin"), "accept-encoding, origin");
+  assert.equal(mergeVary("*", "Origin"), "*");
+});
