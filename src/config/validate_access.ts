@@ -1,8 +1,10 @@
-// Cross-field rules of access control: `ip_access` (top level and per route) and `basic_auth`.
+// Cross-field rules of access control: `ip_access` (top level and per route), `basic_auth` and
+// `cors` beside the route's header rules.
 
 import { formatEntry, parseAccessEntry } from "../domain/ip_access.ts";
 import { bcryptCost, HASH_HINT, hashProblem, parseHtpasswd } from "../domain/htpasswd.ts";
-import type { BasicAuthConfig, Config, IpAccessConfig } from "./schema.ts";
+import type { BasicAuthConfig, Config, HeaderRulesConfig, IpAccessConfig } from "./schema.ts";
+import { CORS_RESPONSE_FIELDS } from "../domain/cors.ts";
 import type { ValidateEnv } from "./validate.ts";
 import type { Report } from "./validate_route.ts";
 
@@ -15,6 +17,29 @@ export function validateAccess(
   for (const [key, route] of Object.entries(config.routes)) {
     if (route.ip_access) checkIpAccess(route.ip_access, ["routes", key, "ip_access"], opts);
     if (route.basic_auth) checkBasicAuth(route.basic_auth, ["routes", key, "basic_auth"], opts);
+    if ("cors" in route && route.cors && "response_headers" in route && route.response_headers) {
+      checkCorsRules(route.response_headers, ["routes", key, "response_headers"], opts);
+    }
+  }
+}
+
+/** Access-Control-* fields a route's header rules set, which its `cors` replaces anyway. */
+function checkCorsRules(
+  rules: HeaderRulesConfig,
+  path: (string | number)[],
+  o: { warn: Report },
+): void {
+  const owned = (name: string) =>
+    (CORS_RESPONSE_FIELDS as readonly string[]).includes(name.toLowerCase());
+  for (const op of ["add", "set", "append"] as const) {
+    for (const name of Object.keys(rules[op] ?? {})) {
+      if (!owned(name)) continue;
+      o.warn(
+        [...path, op, name],
+        `${name} is set by the route's cors, which replaces this rule's value on every answer`,
+        "Remove the rule and say it in cors (allow_origins, allow_credentials, expose_headers…)",
+      );
+    }
   }
 }
 
