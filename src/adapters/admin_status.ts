@@ -152,7 +152,7 @@ function describeLimit(route: Snapshot["config"]["routes"][string]): string | nu
     .join("; ");
 }
 
-/** A route's access control in words: its (or the top level's) ip_access, its basic_auth. */
+/** A route's access control in words: its (or the top level's) ip_access, basic_auth, cors. */
 function describeAccess(
   config: Snapshot["config"],
   r: { id: string; compiled?: { basicAuth: { users: ReadonlyMap<string, string> } | null } },
@@ -169,6 +169,13 @@ function describeAccess(
   }
   const auth = r.compiled?.basicAuth;
   if (auth) parts.push(`basic_auth: ${auth.users.size} user${auth.users.size === 1 ? "" : "s"}`);
+  const route = config.routes[r.id];
+  const cors = "cors" in route ? route.cors : undefined;
+  if (cors) {
+    parts.push(
+      `cors: ${cors.allow_origins.join(", ")}${cors.allow_credentials ? " (credentials)" : ""}`,
+    );
+  }
   return parts.length > 0 ? parts.join("; ") : null;
 }
 

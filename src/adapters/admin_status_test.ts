@@ -18,6 +18,7 @@ routes:
     type: redirect
     target: "/new"
     ip_access: { allow: [10.0.0.0/8] }
+    cors: { allow_origins: ["https://a.example.com", "https://*.example.org"], allow_credentials: true }
 ip_access: { deny: [192.0.2.1] }
 `;
 
@@ -86,7 +87,10 @@ Deno.test("buildStatus lists routes with hosts and targets, upstreams with their
   assert.deepEqual(api.targets, ["http://a:1", "http://b:2"]);
   assert.match(api.rateLimit!, /10 per 60s by ip/);
   assert.equal(api.access, "ip_access (top level): allow 0, deny 1; basic_auth: 2 users");
-  assert.equal(s.routes.find((r) => r.id === "/old")!.access, "ip_access: allow 1, deny 0");
+  assert.equal(
+    s.routes.find((r) => r.id === "/old")!.access,
+    "ip_access: allow 1, deny 0; cors: https://a.example.com, https://*.example.org (credentials)",
+  );
   const a = s.upstreams.find((u) => u.url === "http://a:1")!;
   assert.deepEqual(a.routes, ["/api", "example.com/"]);
   const b = s.upstreams.find((u) => u.url === "http://b:2")!;
