@@ -90,6 +90,15 @@ export function normalizeOrigin(entry: string): { origin: string } | { problem: 
   }
   const lower = `${scheme.toLowerCase()}://${authority.toLowerCase()}`;
   const wild = lower.startsWith(`${scheme.toLowerCase()}://*.`);
+  if (/[^\x00-\x7f]/.test(authority)) {
+    // Browsers send a name with non-ASCII letters in its ASCII form (IDNA): say which.
+    const url = URL.parse(wild ? lower.replace("://*.", "://x.") : lower);
+    const ascii = url && `${url.protocol}//${wild ? "*." + url.host.slice(2) : url.host}`;
+    return {
+      problem: `"${entry}" has non-ASCII letters; browsers send ` +
+        (ascii ? `"${ascii}"` : "its ASCII (xn--) form") + ": write that",
+    };
+  }
   const probe = wild ? lower.replace("://*.", "://x.") : lower;
   const p = ORIGIN.exec(probe);
   if (!p || probe.includes("*") || (p[3] && Number(p[3].slice(1)) > 65535)) {

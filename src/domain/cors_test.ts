@@ -46,6 +46,14 @@ Deno.test("normalizeOrigin lower-cases, drops a default port, refuses paths and 
   assert.match(problem("https://*example.com"), /a \* only as the first label/);
   assert.match(problem("https://app.example.com:99999"), /not an origin/);
   assert.match(problem("https://user@app.example.com"), /not an origin/);
+  assert.match(
+    problem("https://bücher.example"),
+    /browsers send "https:\/\/xn--bcher-kva\.example"/,
+  );
+  assert.match(
+    problem("https://*.Bücher.example:8443"),
+    /browsers send "https:\/\/\*\.xn--bcher-kva\.example:8443"/,
+  );
 });
 
 Deno.test("originAllowed matches exact origins and whole-label wildcards only", () => {

@@ -36,6 +36,7 @@ routes:
     type: proxy
     target: http://10.1.1.2
     cors: { allow_origins: ["*"] }
+    error_pages: { 502: { body: "down", content_type: application/json } }
   "/plain":
     type: proxy
     target: http://10.1.1.3
@@ -161,7 +162,8 @@ Deno.test("cors: Prox's own 401, 429 and 502 carry the fields for an admitted or
   assert.equal(limited.status, 429);
   assert.equal(limited.headers.get("access-control-allow-origin"), APP);
   const bad = await s.call("/down/x", { headers: { origin: "https://any.test" } });
-  assert.equal(bad.status, 502);
+  assert.equal(bad.status, 502); // the error page, readable by the page
+  assert.equal(bad.headers.get("content-type"), "application/json");
   assert.equal(bad.headers.get("access-control-allow-origin"), "*");
   assert.equal(bad.headers.get("vary"), null); // `*`: the same for every origin
 });
