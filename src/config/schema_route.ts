@@ -5,7 +5,7 @@
 import { z } from "zod";
 import { parseDuration, parseSize } from "./duration.ts";
 import { COMPRESS_CODINGS, TYPE_PATTERN } from "../domain/compress.ts";
-import { normalizeOrigin } from "../domain/cors.ts";
+import { normalizeOrigin, originRegex } from "../domain/cors.ts";
 
 /** A duration string ("500ms", "30s", "1h30m", "1d") resolved to milliseconds. */
 export const Duration = z.string({
@@ -221,7 +221,14 @@ export const Cors = z.object({
       ctx.addIssue({ code: "custom", message: n.problem });
       return z.NEVER;
     }),
-  ).min(1, "List at least one origin, e.g. https://app.example.com"),
+  ).default([]),
+  /** Regular expressions an origin must match whole, e.g. `http://localhost:\d+`. */
+  allow_origin_regex: z.array(
+    z.string().superRefine((s, ctx) => {
+      const re = originRegex(s);
+      if (typeof re === "string") ctx.addIssue({ code: "custom", message: re });
+    }),
+  ).optional(),
   /** Preflight `Access-Control-Allow-Methods` (`*`: the requested one). */
   allow_methods: z.array(CorsToken).min(1).default([
     "GET",
@@ -240,6 +247,13 @@ export const Cors = z.object({
   /** How long a browser may reuse a preflight's answer (`Access-Control-Max-Age`). */
   max_age: Duration.optional(),
 }).strict().superRefine((c, ctx) => {
+  if (c.allow_origins.length === 0 && !c.allow_origin_regex?.length) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["allow_origins"],
+      message: "List at least one origin, e.g. allow_origins: [https://app.example.com]",
+    });
+  }
   if (!c.allow_credentials) return;
   const star = c.allow_origins.indexOf("*");
   if (star >= 0) {

@@ -3,8 +3,14 @@
 
 import { formatEntry, parseAccessEntry } from "../domain/ip_access.ts";
 import { bcryptCost, HASH_HINT, hashProblem, parseHtpasswd } from "../domain/htpasswd.ts";
-import type { BasicAuthConfig, Config, HeaderRulesConfig, IpAccessConfig } from "./schema.ts";
-import { CORS_RESPONSE_FIELDS } from "../domain/cors.ts";
+import type {
+  BasicAuthConfig,
+  Config,
+  CorsConfig,
+  HeaderRulesConfig,
+  IpAccessConfig,
+} from "./schema.ts";
+import { CORS_RESPONSE_FIELDS, unescapedDot } from "../domain/cors.ts";
 import type { ValidateEnv } from "./validate.ts";
 import type { Report } from "./validate_route.ts";
 
@@ -17,10 +23,28 @@ export function validateAccess(
   for (const [key, route] of Object.entries(config.routes)) {
     if (route.ip_access) checkIpAccess(route.ip_access, ["routes", key, "ip_access"], opts);
     if (route.basic_auth) checkBasicAuth(route.basic_auth, ["routes", key, "basic_auth"], opts);
+    if ("cors" in route && route.cors) checkCors(route.cors, ["routes", key, "cors"], opts);
     if ("cors" in route && route.cors && "response_headers" in route && route.response_headers) {
       checkCorsRules(route.response_headers, ["routes", key, "response_headers"], opts);
     }
   }
+}
+
+/** `allow_origin_regex` entries whose unescaped `.` admits look-alike names anyone can register. */
+function checkCors(cors: CorsConfig, path: (string | number)[], o: { warn: Report }): void {
+  cors.allow_origin_regex?.forEach((src, i) => {
+    const at = unescapedDot(src);
+    if (at === undefined) return;
+    const look = `${src.slice(0, at)}x${src.slice(at + 1)}`.replaceAll("\\", "");
+    const example = /[()[\]|*+?{}^$]/.test(look)
+      ? ""
+      : `, so it admits ${look} (anyone can register it)`;
+    o.warn(
+      [...path, "allow_origin_regex", i],
+      `The unescaped . in /${src}/ matches any character, not only a dot${example}`,
+      `Write \\. for a dot (in YAML double quotes "\\\\."), or list the origin in allow_origins`,
+    );
+  });
 }
 
 /** Access-Control-* fields a route's header rules set, which its `cors` replaces anyway. */

@@ -3,9 +3,13 @@
 // a preflight, and the fields an actual response carries. Pure: the pipeline applies the fields
 // (src/proxy/filters/cors.ts).
 
+import { compileRegex } from "./conditions.ts";
+
 /** A route's `cors` as the config resolves it (`max_age` in milliseconds). */
 export interface CorsSpec {
   allow_origins: string[];
+  /** Regular expressions an origin must match whole (checked after the exact entries). */
+  allow_origin_regex?: string[];
   allow_methods: string[];
   allow_headers: string[];
   expose_headers: string[];
@@ -29,6 +33,8 @@ export interface CorsPolicy {
   anyOrigin: boolean;
   exact: ReadonlySet<string>;
   patterns: readonly OriginPattern[];
+  /** `allow_origin_regex`, anchored at both ends. */
+  regexes: readonly RegExp[];
   credentials: boolean;
   /** `Access-Control-Allow-Methods`, or null to echo the requested method (`*`). */
   methods: string | null;
@@ -123,11 +129,17 @@ export function compileCors(spec: CorsSpec): CorsPolicy {
       patterns.push({ scheme: m[1], suffix: m[2].slice(1), port: m[3] ?? "" });
     } else exact.add(o);
   }
+  const regexes: RegExp[] = [];
+  for (const src of spec.allow_origin_regex ?? []) {
+    const re = originRegex(src);
+    if (typeof re !== "string") regexes.push(re);
+  }
   const list = (names: string[]) => names.includes("*") ? null : names.join(", ");
   return {
     anyOrigin,
     exact,
     patterns,
+    regexes,
     credentials: spec.allow_credentials,
     methods: list(spec.allow_methods),
     headers: list(spec.allow_headers),
@@ -136,19 +148,50 @@ export function compileCors(spec: CorsSpec): CorsPolicy {
   };
 }
 
+/**
+ * An `allow_origin_regex` entry compiled to match a whole origin (`^(?:…)$`, with the conditions'
+ * regex safety: Rust-syntax compatible, linear-time fallback), or what is wrong with it.
+ */
+export function originRegex(source: string): RegExp | string {
+  const plain = compileRegex(source);
+  if (typeof plain === "string") return plain;
+  const re = compileRegex(`^(?:${source})$`);
+  return typeof re === "string" ? `Invalid regular expression /${source}/` : re;
+}
+
+/**
+ * The first `.` in `source` that is not escaped, in a class or before a quantifier: it matches any
+ * character, so `https://app.example.com` admits `https://appxexample.com`, a name anyone can
+ * register. Undefined when there is none.
+ */
+export function unescapedDot(source: string): number | undefined {
+  let inClass = false;
+  for (let i = 0; i < source.length; i++) {
+    const c = source[i];
+    if (c === "\\") i++;
+    else if (c === "[") inClass = true;
+    else if (c === "]") inClass = false;
+    else if (c === "." && !inClass && !/[*+?{]/.test(source[i + 1] ?? "")) return i;
+  }
+  return undefined;
+}
+
 /** True when `origin` (a request's `Origin` value) is one the policy names. */
 export function originAllowed(policy: CorsPolicy, origin: string): boolean {
   if (policy.anyOrigin || policy.exact.has(origin)) return true;
-  if (policy.patterns.length === 0) return false;
-  const m = ORIGIN.exec(origin);
-  if (!m) return false;
-  const [, scheme, host, port = ""] = m;
-  for (const p of policy.patterns) {
-    if (p.scheme !== scheme || p.port !== port || !host.endsWith(p.suffix)) continue;
-    // `https://*.example.com` admits a.example.com and a.b.example.com: whole labels before the
-    // suffix's dot, never evil-example.com, example.com itself or example.com.evil.net.
-    if (LABELS.test(host.slice(0, -p.suffix.length))) return true;
+  if (policy.patterns.length > 0) {
+    const m = ORIGIN.exec(origin);
+    if (m) {
+      const [, scheme, host, port = ""] = m;
+      for (const p of policy.patterns) {
+        if (p.scheme !== scheme || p.port !== port || !host.endsWith(p.suffix)) continue;
+        // `https://*.example.com` admits a.example.com and a.b.example.com: whole labels before
+        // the suffix's dot, never evil-example.com, example.com itself or example.com.evil.net.
+        if (LABELS.test(host.slice(0, -p.suffix.length))) return true;
+      }
+    }
   }
+  for (const re of policy.regexes) if (re.test(origin)) return true;
   return false;
 }
 

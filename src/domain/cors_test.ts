@@ -5,9 +5,11 @@ import {
   mergeVary,
   normalizeOrigin,
   originAllowed,
+  originRegex,
   preflightFields,
   preflightVary,
   responseFields,
+  unescapedDot,
   variesByOrigin,
 } from "./cors.ts";
 import type { CorsSpec } from "./cors.ts";
@@ -85,6 +87,36 @@ Deno.test("originAllowed matches exact origins and whole-label wildcards only", 
   ) assert.equal(originAllowed(p, o), false, o);
   const any = compileCors(spec({ allow_origins: ["*"] }));
   assert.ok(originAllowed(any, "https://anything.test"));
+});
+
+Deno.test("allow_origin_regex matches the whole origin, after the exact entries", () => {
+  const p = compileCors(spec({
+    allow_origins: ["https://app.example.com"],
+    allow_origin_regex: [
+      String.raw`http://(localhost|127\.0\.0\.1):\d+`,
+      "(?i)https://pr-[0-9]+\\.dev",
+    ],
+  }));
+  assert.ok(originAllowed(p, "https://app.example.com"));
+  assert.ok(originAllowed(p, "http://localhost:5173"));
+  assert.ok(originAllowed(p, "http://127.0.0.1:3000"));
+  assert.ok(originAllowed(p, "https://PR-12.dev")); // Rust-style inline flags, as in conditions
+  for (
+    const o of [
+      "http://localhost:5173.evil.net", // anchored at the end
+      "https://evil.net/http://localhost:1", // and at the start
+      "http://localhost",
+      "http://127x0x0x1:80",
+    ]
+  ) assert.equal(originAllowed(p, o), false, o);
+  assert.match(originRegex("(a") as string, /^Invalid regular expression \/\(a\/: /);
+});
+
+Deno.test("unescapedDot finds a . that matches any character", () => {
+  assert.equal(unescapedDot("https://app.example.com"), 11);
+  assert.equal(unescapedDot(String.raw`https://app\.example\.com`), undefined);
+  assert.equal(unescapedDot(String.raw`https://.*\.example\.com`), undefined);
+  assert.equal(unescapedDot(String.raw`https://[a-z.]+\.example\.com`), undefined);
 });
 
 Deno.test("preflightFields echoes the origin, lists or echoes methods and headers", () => {
