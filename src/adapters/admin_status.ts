@@ -173,7 +173,9 @@ function describeAccess(
   const cors = "cors" in route ? route.cors : undefined;
   if (cors) {
     parts.push(
-      `cors: ${cors.allow_origins.join(", ")}${cors.allow_credentials ? " (credentials)" : ""}`,
+      `cors: ${
+        [...cors.allow_origins, ...(cors.allow_origin_regex ?? []).map((r) => `/${r}/`)].join(", ")
+      }${cors.allow_credentials ? " (credentials)" : ""}`,
     );
   }
   return parts.length > 0 ? parts.join("; ") : null;

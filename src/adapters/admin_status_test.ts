@@ -18,7 +18,10 @@ routes:
     type: redirect
     target: "/new"
     ip_access: { allow: [10.0.0.0/8] }
-    cors: { allow_origins: ["https://a.example.com", "https://*.example.org"], allow_credentials: true }
+    cors:
+      allow_origins: ["https://a.example.com", "https://*.example.org"]
+      allow_origin_regex: ['http://localhost:\\d+']
+      allow_credentials: true
 ip_access: { deny: [192.0.2.1] }
 `;
 
@@ -89,7 +92,8 @@ Deno.test("buildStatus lists routes with hosts and targets, upstreams with their
   assert.equal(api.access, "ip_access (top level): allow 0, deny 1; basic_auth: 2 users");
   assert.equal(
     s.routes.find((r) => r.id === "/old")!.access,
-    "ip_access: allow 1, deny 0; cors: https://a.example.com, https://*.example.org (credentials)",
+    "ip_access: allow 1, deny 0; cors: https://a.example.com, https://*.example.org, " +
+      "/http://localhost:\\d+/ (credentials)",
   );
   const a = s.upstreams.find((u) => u.url === "http://a:1")!;
   assert.deepEqual(a.routes, ["/api", "example.com/"]);
