@@ -342,7 +342,13 @@ function admit(
   x: Exchange & { fwd: string; requestTime: number; stale: string | undefined },
 ): Response {
   const h = res.headers;
-  const names = varyNames(h.get("vary"));
+  let names = varyNames(h.get("vary"));
+  // An app that echoes the Origin in Access-Control-Allow-Origin but forgets `Vary: Origin` (a
+  // common slip) would have one origin's answer served to the others: it is keyed by Origin too.
+  const acao = h.get("access-control-allow-origin");
+  if (acao !== null && acao !== "*" && names[0] !== "*" && !names.includes("origin")) {
+    names = [...names, "origin"].sort();
+  }
   const responseCc = parseCacheControl(h.get("cache-control"));
   let status = `${NAME}; fwd=${x.fwd}; fwd-status=${res.status}`;
   const why = ctx.req.method === "HEAD" ? "head" : unstorableReason({

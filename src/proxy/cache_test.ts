@@ -220,6 +220,36 @@ Deno.test("cache: Vary keys on the request headers it names, after request heade
   assert.equal(c.sent.length, 3);
 });
 
+Deno.test("cache: an answer echoing the Origin without Vary: Origin is kept per origin", async () => {
+  // The app's own CORS (no `cors` on the route) forgot Vary: Origin.
+  const c = setup((r) => {
+    const origin = r.headers.get("origin");
+    return new Response(`for ${origin}`, {
+      headers: {
+        "cache-control": "max-age=60",
+        ...(origin ? { "access-control-allow-origin": origin } : {}),
+      },
+    });
+  });
+  const from = (origin: string) => ({ headers: { origin } });
+  const a = await c.get("/o", from("https://a.test"));
+  assert.equal(a.res.headers.get("access-control-allow-origin"), "https://a.test");
+  const b = await c.get("/o", from("https://b.test"));
+  assert.equal(b.text, "for https://b.test");
+  assert.equal(b.res.headers.get("access-control-allow-origin"), "https://b.test");
+  assert.equal((await c.get("/o", from("https://a.test"))).text, "for https://a.test");
+  assert.equal(c.sent.length, 2);
+  // `*` is the same for everyone: one entry.
+  const star = setup(() =>
+    new Response("x", {
+      headers: { "cache-control": "max-age=60", "access-control-allow-origin": "*" },
+    })
+  );
+  await star.get("/s", from("https://a.test"));
+  await star.get("/s", from("https://b.test"));
+  assert.equal(star.sent.length, 1);
+});
+
 Deno.test("cache: the client's own conditional gets 304 from a stored entry", async () => {
   const c = setup(() =>
     new Response("x", {
