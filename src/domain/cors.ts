@@ -96,7 +96,7 @@ export function normalizeOrigin(entry: string): { origin: string } | { problem: 
   }
   const lower = `${scheme.toLowerCase()}://${authority.toLowerCase()}`;
   const wild = lower.startsWith(`${scheme.toLowerCase()}://*.`);
-  if (/[^\x00-\x7f]/.test(authority)) {
+  if (/[\u0080-\uffff]/.test(authority)) {
     // Browsers send a name with non-ASCII letters in its ASCII form (IDNA): say which.
     const url = URL.parse(wild ? lower.replace("://*.", "://x.") : lower);
     const ascii = url && `${url.protocol}//${wild ? "*." + url.host.slice(2) : url.host}`;
