@@ -29,6 +29,7 @@ import { createWorkerMetrics } from "./src/adapters/worker_metrics.ts";
 import { workersIssues } from "./src/config/workers_rules.ts";
 import { explainCommand, requestFromArgs } from "./src/adapters/explain_cli.ts";
 import { routeTestsCommand } from "./src/adapters/route_tests.ts";
+import { replayCommand } from "./src/adapters/replay_cli.ts";
 import { COMMAND_HELP, HELP, VERSION, WELCOME_CONFIG, WELCOME_HTML } from "./src/cli_text.ts";
 
 export { VERSION } from "./src/cli_text.ts";
@@ -37,7 +38,16 @@ export type { ProxServer } from "./src/server.ts";
 export { parseConfig } from "./src/config/parse.ts";
 export { createHandler } from "./src/proxy/pipeline.ts";
 
-const COMMANDS = ["serve", "validate", "explain", "test", "schema", "hash-password", "help"];
+const COMMANDS = [
+  "serve",
+  "validate",
+  "explain",
+  "test",
+  "replay",
+  "schema",
+  "hash-password",
+  "help",
+];
 
 /** Runs the CLI with the given arguments; returns the exit code (serve returns on shutdown). */
 export async function main(args: string[]): Promise<number> {
@@ -57,6 +67,10 @@ export async function main(args: string[]): Promise<number> {
         workers: { type: "string" },
         header: { type: "string", short: "H", multiple: true },
         "client-ip": { type: "string" },
+        against: { type: "string" },
+        json: { type: "boolean" },
+        "fail-on-change": { type: "boolean" },
+        samples: { type: "string" },
         help: { type: "boolean", short: "h" },
         version: { type: "boolean", short: "V" },
       },
@@ -81,7 +95,7 @@ export async function main(args: string[]): Promise<number> {
     return 2;
   }
   if (
-    positionals.length >
+    command !== "replay" && positionals.length >
       (command === "help" || command === "test" ? 2 : command === "explain" ? 3 : 1)
   ) {
     const arg = String(positionals.at(-1));
@@ -99,7 +113,7 @@ export async function main(args: string[]): Promise<number> {
     console.log((topic && COMMAND_HELP[topic]) ?? HELP);
     return 0;
   }
-  const format = values.format ?? "text";
+  const format = values.format ?? (values.json ? "json" : "text");
   if (format !== "text" && format !== "json") {
     console.error(`prox: --format must be text or json, not "${format}"`);
     return 2;
@@ -147,6 +161,28 @@ export async function main(args: string[]): Promise<number> {
       }
       return await routeTestsCommand(file, {
         config: values.config ?? "config.yaml",
+        out: (s) => console.log(s),
+        err: (s) => console.error(s),
+      });
+    }
+    case "replay": {
+      const files = positionals.slice(1);
+      const samples = values.samples === undefined ? 3 : Number(values.samples);
+      if (files.length === 0 || !Number.isInteger(samples) || samples < 0 || samples > 100) {
+        console.error(
+          files.length === 0
+            ? "prox: replay needs an access log, e.g. prox replay -c new.yaml access.log (- for stdin)"
+            : `prox: --samples must be a number from 0 to 100, not "${values.samples}"`,
+        );
+        console.error("Run `prox help replay` for usage.");
+        return 2;
+      }
+      return await replayCommand(files, {
+        config: values.config ?? "config.yaml",
+        against: values.against,
+        format,
+        failOnChange: values["fail-on-change"] ?? false,
+        samples,
         out: (s) => console.log(s),
         err: (s) => console.error(s),
       });

@@ -13,6 +13,8 @@ Usage:
   prox explain [-c FILE] [METHOD] URL [-H 'Name: value']... [--client-ip IP] [--format text|json]
                                          show where a request would go, sending nothing
   prox test [-c FILE] TESTS              check routing against a file of expected outcomes
+  prox replay [-c FILE] [--against CURRENT] [--fail-on-change] [--json] LOG...
+                                         which logged requests FILE would route elsewhere
   prox schema                            print the config's JSON Schema (for editors)
   prox hash-password                     read a password, print its bcrypt hash (basic_auth)
   prox help [COMMAND]                    show help
@@ -21,7 +23,7 @@ Usage:
 Options:
   -c, --config FILE    config file (default: config.yaml; with no such file, serve runs an
                        embedded welcome config on 127.0.0.1:3000)
-      --format FMT     validate and explain output: text (default) or json
+      --format FMT     validate, explain and replay output: text (default) or json
   -H, --header H       explain: a request header 'Name: value' (repeatable)
       --client-ip IP   explain: the client's address (default 192.0.2.1)
       --log-level LVL  debug | info | warn | error (or env PROX_LOG_LEVEL)
@@ -93,6 +95,25 @@ or a file is invalid, 2 usage error.
       headers: { X-Forwarded-Proto: https, Cookie: null }   # null: not sent upstream
   - request: /old/page
     expect: { status: 308, location: /page }      # file: for static routes`,
+  replay: `Usage: prox replay [-c FILE] [--against CURRENT] [--fail-on-change] [--json]
+                   [--samples K] LOG...
+
+Replays Prox's JSON access log lines (log.access_log: json) through FILE (default config.yaml), a
+candidate config, sending nothing: each request is decided as prox explain does (route, upstream
+URL after path_rewrite, redirect Location, static file, or Prox's own answer such as 403 or 404).
+Without --against, a request has changed when its route differs from the logged one, the logged
+target is not among the route's targets, or Prox would now answer itself where an upstream did
+(or the reverse). With --against CURRENT, both configs decide every request and any difference
+counts. Prints the counts, the changes grouped "from -> to" with K sample requests each (default
+3), the requests that now get 404, the routes whose decision depends on what the log does not
+hold (credentials, the auth service, Upgrade), and what is assumed: every target up, no rate
+limit reached, no query string. LOG may be a file, a .gz file or - (standard input); lines that
+are not access records are skipped and counted.
+Exit 0 replayed, 1 a config or log cannot be read or (with --fail-on-change) a request changed,
+2 usage error.
+
+Example:
+  prox replay -c candidate.yaml --against config.yaml --fail-on-change access.log.1.gz access.log`,
   "hash-password": `Usage: prox hash-password
 
 Reads a password (typed without echo, or one line on standard input) and prints its bcrypt hash

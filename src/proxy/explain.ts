@@ -102,6 +102,9 @@ export interface Explanation {
   notes: string[];
 }
 
+/** The note on a request to a websocket route that is not a handshake (answered 400 live). */
+export const NOT_AN_UPGRADE = "Not a WebSocket upgrade: this route answers 400";
+
 /** The request id a dry run gets (a live request gets a new one). */
 export const DRY_RUN_ID = "explain-000000";
 
@@ -230,7 +233,7 @@ export async function explainRequest(
     case "load_balance": {
       const ws = cfg.type === "websocket" || isWebSocketUpgrade(req);
       if (cfg.type === "websocket" && !isWebSocketUpgrade(req)) {
-        out.notes.push("Not a WebSocket upgrade: this route answers 400");
+        out.notes.push(NOT_AN_UPGRADE);
       }
       const targets = cfg.type === "websocket" ? [cfg.target] : route.targets;
       let pick: { url: string | null; why: string } = { url: targets[0], why: "only target" };

@@ -1,0 +1,391 @@
+// `prox replay`: which logged requests a candidate config would send somewhere else. Each JSON
+// access line becomes a request that `prox explain` decides (the live pipeline's own steps, nothing
+// sent); its outcome is compared with what the line says happened, or with another config's
+// outcome. The tally keeps counts, a bounded number of change groups and a few samples per group.
+
+import { explainRequest, NOT_AN_UPGRADE } from "./explain.ts";
+import type { ExplainDeps, ExplainRequest, Explanation } from "./explain.ts";
+import type { Snapshot } from "./snapshot.ts";
+
+/** What an access line says about one request (the `AccessRecord` fields replay reads). */
+export interface LoggedRequest {
+  method: string;
+  host: string;
+  /** Normalized path, without the query string (the log does not keep it). */
+  path: string;
+  tls: boolean;
+  clientIp: string;
+  status: number;
+  route: string | null;
+  /** The target that got the request, or null when Prox answered itself (or from its cache). */
+  upstream: string | null;
+  authUser?: string;
+  cache?: string;
+}
+
+/** Parses one line: the logged request, or why it is not one. Blank lines give null. */
+export function parseAccessLine(
+  line: string,
+): LoggedRequest | { skip: string; logLine?: true } | null {
+  const text = line.trim();
+  if (text === "") return null;
+  // A line a log shipper prefixed (journald's "date host prox[pid]: ") still holds the object.
+  const brace = text.indexOf("{");
+  let v: unknown;
+  try {
+    v = JSON.parse(brace > 0 ? text.slice(brace) : text);
+  } catch {
+    return { skip: "not JSON (replay reads log.access_log: json lines)" };
+  }
+  if (typeof v !== "object" || v === null || Array.isArray(v)) return { skip: "not a JSON object" };
+  const r = v as Record<string, unknown>;
+  if (r.msg !== undefined && r.msg !== "access") {
+    return {
+      skip: `a log line ("${String(r.msg).slice(0, 60)}"), not an access record`,
+      logLine: true,
+    };
+  }
+  const str = (k: string) => typeof r[k] === "string";
+  const orNull = (k: string) => r[k] === null || str(k);
+  if (
+    !str("method") || !str("host") || !str("path") || typeof r.status !== "number" ||
+    !orNull("route") || !orNull("upstream")
+  ) {
+    return { skip: "not an access record (method, host, path, status, route, upstream)" };
+  }
+  if (r.method === "-" || r.host === "" || !String(r.path).startsWith("/")) {
+    return { skip: "a request refused before routing (invalid request line or Host)" };
+  }
+  const out: LoggedRequest = {
+    method: r.method as string,
+    host: r.host as string,
+    path: r.path as string,
+    tls: r.tls === true,
+    clientIp: str("clientIp") ? r.clientIp as string : "192.0.2.1",
+    status: r.status,
+    route: r.route as string | null,
+    upstream: r.upstream as string | null,
+  };
+  if (str("authUser")) out.authUser = r.authUser as string;
+  if (str("cache")) out.cache = r.cache as string;
+  return out;
+}
+
+/**
+ * The request an access line stands for. What the log lacks is filled in as the line implies: a
+ * logged `authUser` sends Basic credentials for that user (explain checks no password), a 101 an
+ * Upgrade: websocket handshake; no other header and no query string.
+ */
+export function requestOf(rec: LoggedRequest): ExplainRequest {
+  const headers: [string, string][] = [["host", rec.host]];
+  if (rec.authUser !== undefined) {
+    const bytes = new TextEncoder().encode(`${rec.authUser}:`);
+    headers.push(["authorization", `Basic ${btoa(String.fromCharCode(...bytes))}`]);
+  }
+  if (rec.status === 101) {
+    headers.push(
+      ["connection", "Upgrade"],
+      ["upgrade", "websocket"],
+      ["sec-websocket-version", "13"],
+      ["sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="],
+    );
+  }
+  return {
+    method: rec.method,
+    url: `${rec.tls ? "https" : "http"}://${rec.host}${rec.path}`,
+    headers,
+    clientIp: rec.clientIp,
+  };
+}
+
+/** Where a config sends a request, split into the part shared by a route's requests and its own. */
+export interface Outcome {
+  route: string | null;
+  /** The route type's action, or "error" when Prox answers before any route action. */
+  action: string;
+  /** The status of Prox's own answer; null when an upstream answers. */
+  status: number | null;
+  /** The destination without the request's path: the targets, or Prox's own answer. */
+  dest: string;
+  /** This request's upstream URL, Location or file ("" for other answers). */
+  detail: string;
+  /** The upstream targets, or null when Prox answers itself. */
+  targets: string[] | null;
+  /** No route matches: Prox answers 404. */
+  notFound: boolean;
+}
+
+/** The outcome explain reports (targets as a set: the pick depends on health and state). */
+export function outcomeOf(e: Explanation): Outcome {
+  const base = {
+    route: e.route,
+    action: e.action,
+    notFound: e.route === null && e.answer?.status === 404,
+  };
+  const u = e.upstream;
+  if (u && e.notes.includes(NOT_AN_UPGRADE)) {
+    return { ...base, dest: "400 not a WebSocket upgrade", detail: "", targets: null, status: 400 };
+  }
+  if (u) {
+    const targets = u.targets.map((t) => t.url);
+    return {
+      ...base,
+      dest: `${u.websocket ? "websocket" : "upstream"} ${targets.join(" | ")}`,
+      detail: u.url,
+      targets,
+      status: null,
+    };
+  }
+  const a = e.answer ?? { status: 500 };
+  const what = e.action === "redirect" || e.action === "static" ? `${e.action} ` : "";
+  return {
+    ...base,
+    dest: `${what}${a.status}${!what && a.message ? ` ${a.message}` : ""}`,
+    detail: a.location ?? a.file ?? "",
+    targets: null,
+    status: a.status,
+  };
+}
+
+/** Statuses Prox gives from run-time state (limits, health, timeouts, a client gone). */
+const RUNTIME = new Set([429, 499, 502, 503, 504]);
+
+/** A change: the group it falls in and the sample line for this request. */
+export interface Change {
+  from: string;
+  to: string;
+  sample: string;
+}
+
+const routeLabel = (r: string | null) => r ?? "(no route)";
+
+/**
+ * Compares the logged outcome with the candidate's: a different route; a target the route no
+ * longer has; an answer from Prox where an upstream answered; an upstream where Prox had answered
+ * itself, or another status of its own (unless from state: 429, 503, …, its cache, or a static
+ * file, whose status depends on the files and on conditional headers). Null when unchanged.
+ */
+export function changeFromLog(rec: LoggedRequest, now: Outcome): Change | null {
+  const cached = rec.cache === "hit" || rec.cache === "stale";
+  const was = rec.upstream !== null
+    ? `upstream ${rec.upstream}`
+    : cached
+    ? `cache ${rec.status}`
+    : `${rec.status} from Prox`;
+  let changed = rec.route !== now.route;
+  if (!changed && rec.upstream !== null) {
+    changed = now.targets === null || !now.targets.includes(rec.upstream);
+  } else if (!changed && !cached && !RUNTIME.has(rec.status)) {
+    changed = now.targets !== null || now.action !== "static" && now.status !== rec.status;
+  }
+  if (!changed) return null;
+  return {
+    from: `${routeLabel(rec.route)}: ${was}`,
+    to: `${routeLabel(now.route)}: ${now.dest}`,
+    sample: sampleOf(rec) + (now.detail ? ` → ${now.detail}` : ""),
+  };
+}
+
+/** Compares two configs' outcomes (route, destination and this request's URL). */
+export function changeBetween(rec: LoggedRequest, old: Outcome, now: Outcome): Change | null {
+  if (old.route === now.route && old.dest === now.dest && old.detail === now.detail) return null;
+  const from = `${routeLabel(old.route)}: ${old.dest}`;
+  let to = `${routeLabel(now.route)}: ${now.dest}`;
+  if (from === to) to += old.targets ? " (other upstream URL)" : " (other Location or file)";
+  const detail = old.detail === now.detail
+    ? now.detail
+    : `${old.detail || "-"} → ${now.detail || "-"}`;
+  return { from, to, sample: sampleOf(rec) + (detail ? `: ${detail}` : "") };
+}
+
+function sampleOf(rec: LoggedRequest): string {
+  return `${rec.method} ${rec.tls ? "https" : "http"}://${rec.host}${rec.path}`;
+}
+
+/**
+ * Per route, what its decision depends on that the access log does not hold. Only these
+ * routes' outcomes are uncertain: routing itself reads the host and path, which are logged.
+ */
+export function routeDoubts(snapshot: Snapshot): Map<string, string[]> {
+  const doubts = new Map<string, string[]>();
+  for (const { value: r } of snapshot.router.entries) {
+    const d: string[] = [];
+    if (r.basicAuth) {
+      d.push(
+        "basic_auth: credentials are not logged; a logged authUser counts as signed in, " +
+          "any other request as sending none (401)",
+      );
+    }
+    if (r.forwardAuth) {
+      d.push("forward_auth: the auth service decides at run time; taken as letting it through");
+    }
+    if (r.config.type === "websocket") {
+      d.push("websocket: the Upgrade header is not logged; a logged 101 counts as an upgrade");
+    }
+    if (d.length > 0) doubts.set(r.id, d);
+  }
+  return doubts;
+}
+
+/** What replay assumes for every request (said in its report). */
+export const ASSUMPTIONS = [
+  "health is not known offline: every target counts as up",
+  "no rate limit is reached (limiter state is not replayed)",
+  "query strings are not in the access log: requests are replayed without them",
+  "static routes look their files up on this machine",
+];
+
+/** One change group: from → to, how many requests, and the first few samples. */
+export interface ChangeGroup {
+  from: string;
+  to: string;
+  count: number;
+  samples: string[];
+}
+
+/** The counts and groups of a replay, bounded whatever the size of the log. */
+export class ReplayTally {
+  requests = 0;
+  unchanged = 0;
+  changed = 0;
+  /** Requests that now get 404 because no route matches (and did not before). */
+  notFound = 0;
+  /** Changed requests whose group was not kept (past `maxGroups`). */
+  otherChanges = 0;
+  skipped = 0;
+  /** Of the skipped lines, Prox's own log lines (start-up, reloads: stdout holds both). */
+  logLines = 0;
+  /** The first few skipped lines other than log lines, with why. */
+  skippedSamples: string[] = [];
+  readonly #groups = new Map<string, ChangeGroup>();
+  readonly #uncertain = new Map<string, { route: string; reason: string; requests: number }>();
+  readonly #o: { maxGroups: number; samples: number };
+
+  constructor(o: { maxGroups?: number; samples?: number } = {}) {
+    this.#o = { maxGroups: o.maxGroups ?? 100, samples: o.samples ?? 3 };
+  }
+
+  /** Counts a line that is not a request; `logLine` when it is one of Prox's own log lines. */
+  skip(where: string, why: string, logLine = false): void {
+    this.skipped++;
+    if (logLine) this.logLines++;
+    else if (this.skippedSamples.length < 5) this.skippedSamples.push(`${where}: ${why}`);
+  }
+
+  /** Counts one request: its change (or null) and the doubts of the routes that decided it. */
+  add(change: Change | null, o: { notFound: boolean; doubts: [string, string][] }): void {
+    this.requests++;
+    for (const [route, reason] of o.doubts) {
+      const key = `${route}\n${reason}`;
+      const u = this.#uncertain.get(key) ?? { route, reason, requests: 0 };
+      u.requests++;
+      this.#uncertain.set(key, u); // routes × reasons: bounded by the configs
+    }
+    if (!change) {
+      this.unchanged++;
+      return;
+    }
+    this.changed++;
+    if (o.notFound) this.notFound++;
+    const key = `${change.from}\n${change.to}`;
+    let g = this.#groups.get(key);
+    if (!g) {
+      if (this.#groups.size >= this.#o.maxGroups) {
+        this.otherChanges++;
+        return;
+      }
+      g = { from: change.from, to: change.to, count: 0, samples: [] };
+      this.#groups.set(key, g);
+    }
+    g.count++;
+    if (g.samples.length < this.#o.samples && !g.samples.includes(change.sample)) {
+      g.samples.push(change.sample);
+    }
+  }
+
+  /** The groups, most requests first (ties in text order, so the report is deterministic). */
+  groups(): ChangeGroup[] {
+    return [...this.#groups.values()].sort((a, b) =>
+      b.count - a.count || (a.from + a.to < b.from + b.to ? -1 : 1)
+    );
+  }
+
+  uncertain(): { route: string; reason: string; requests: number }[] {
+    return [...this.#uncertain.values()].sort((a, b) =>
+      b.requests - a.requests || (a.route < b.route ? -1 : a.route > b.route ? 1 : 0)
+    );
+  }
+}
+
+/** Bound of the outcome cache: a log repeats the same requests, each is explained once. */
+const CACHE_MAX = 10_000;
+
+/**
+ * Decides logged requests under a candidate (and optionally a current) config and tallies the
+ * changes. Deterministic: no health, no limiter state, no randomness (explain's seeded pick).
+ */
+export class Replayer {
+  readonly tally: ReplayTally;
+  readonly #candidate: ExplainDeps;
+  readonly #against: ExplainDeps | undefined;
+  readonly #doubts: Map<string, string[]>;
+  readonly #againstDoubts: Map<string, string[]>;
+  readonly #cache = new Map<string, [Outcome, Outcome | undefined]>();
+
+  constructor(
+    candidate: ExplainDeps,
+    o: { against?: ExplainDeps; maxGroups?: number; samples?: number } = {},
+  ) {
+    this.#candidate = candidate;
+    this.#against = o.against;
+    this.#doubts = routeDoubts(candidate.snapshot);
+    this.#againstDoubts = o.against ? routeDoubts(o.against.snapshot) : new Map();
+    this.tally = new ReplayTally(o);
+  }
+
+  /** Replays one access line; `where` (file:line) names it when it is skipped. */
+  async line(text: string, where: string): Promise<void> {
+    const rec = parseAccessLine(text);
+    if (rec === null) return;
+    if ("skip" in rec) return this.tally.skip(where, rec.skip, rec.logLine);
+    let now: Outcome, old: Outcome | undefined;
+    try {
+      [now, old] = await this.#outcomes(rec);
+    } catch (e) {
+      return this.tally.skip(where, `cannot replay: ${e instanceof Error ? e.message : e}`);
+    }
+    const change = old ? changeBetween(rec, old, now) : changeFromLog(rec, now);
+    // The doubts of each route that decided the request (candidate and, with --against, current).
+    const doubts = new Map<string, [string, string]>();
+    const note = (route: string | null, from: Map<string, string[]>) => {
+      for (const reason of (route === null ? undefined : from.get(route)) ?? []) {
+        doubts.set(`${route}\n${reason}`, [route!, reason]);
+      }
+    };
+    note(now.route, this.#doubts);
+    if (old) note(old.route, this.#againstDoubts);
+    const notFound = now.notFound && (old ? !old.notFound : rec.route !== null);
+    this.tally.add(change, { notFound, doubts: [...doubts.values()] });
+  }
+
+  async #outcomes(rec: LoggedRequest): Promise<[Outcome, Outcome | undefined]> {
+    const key = [
+      rec.method,
+      rec.tls,
+      rec.host,
+      rec.path,
+      rec.clientIp,
+      rec.authUser,
+      rec.status === 101,
+    ]
+      .join("\n");
+    const hit = this.#cache.get(key);
+    if (hit) return hit;
+    const req = requestOf(rec);
+    const now = outcomeOf(await explainRequest(req, this.#candidate));
+    const old = this.#against ? outcomeOf(await explainRequest(req, this.#against)) : undefined;
+    if (this.#cache.size >= CACHE_MAX) this.#cache.clear();
+    this.#cache.set(key, [now, old]);
+    return [now, old];
+  }
+}
