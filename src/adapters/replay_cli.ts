@@ -155,7 +155,8 @@ export function reportText(t: ReplayTally, s: Source): string {
   for (const a of ASSUMPTIONS) lines.push(`  ${a}`);
   if (t.skipped > 0) {
     const own = t.logLines > 0 ? ` (${t.logLines} of them Prox's own log lines)` : "";
-    lines.push("", `Skipped ${plural(t.skipped, "line")} that are not requests${own}`);
+    const what = t.skipped === 1 ? "line that is not a request" : "lines that are not requests";
+    lines.push("", `Skipped ${t.skipped} ${what}${own}`);
     for (const x of t.skippedSamples) lines.push(`  ${x}`);
     if (t.skipped - t.logLines > t.skippedSamples.length) lines.push("  …");
   }

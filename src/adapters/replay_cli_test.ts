@@ -1,0 +1,73 @@
+import assert from "node:assert/strict";
+import { readLines, reportText } from "./replay_cli.ts";
+import { ReplayTally } from "../proxy/replay.ts";
+
+function streamOf(...chunks: string[]): ReadableStream<Uint8Array> {
+  const enc = new TextEncoder();
+  return ReadableStream.from(chunks.map((c) => enc.encode(c)));
+}
+
+async function collect(s: ReadableStream<Uint8Array>): Promise<(string | null)[]> {
+  const out: (string | null)[] = [];
+  for await (const l of readLines(s)) out.push(l);
+  return out;
+}
+
+Deno.test("readLines: lines split across chunks, a last line without newline, multi-byte text", async () => {
+  const euro = new TextEncoder().encode("€");
+  const s = new ReadableStream<Uint8Array>({
+    start(c) {
+      c.enqueue(new TextEncoder().encode("a\nb"));
+      c.enqueue(euro.slice(0, 1)); // a character split between chunks
+      c.enqueue(euro.slice(1));
+      c.enqueue(new TextEncoder().encode("c\n\nlast"));
+      c.close();
+    },
+  });
+  assert.deepEqual(await collect(s), ["a", "b€c", "", "last"]);
+});
+
+Deno.test("readLines: a line past 64 KiB is given as null, and reading goes on after it", async () => {
+  const big = "x".repeat(70 * 1024);
+  assert.deepEqual(
+    await collect(streamOf("a\n", big.slice(0, 40_000), big.slice(40_000), "\nb\n")),
+    [
+      "a",
+      null,
+      "b",
+    ],
+  );
+  assert.deepEqual(await collect(streamOf(big)), [null]);
+});
+
+Deno.test("reportText: counts, groups and skipped lines in words that agree with the numbers", () => {
+  const t = new ReplayTally();
+  t.add({
+    from: "/a: upstream http://x",
+    to: "(no route): 404 Not found",
+    sample: "GET http://h/a",
+  }, {
+    notFound: true,
+    doubts: [],
+  });
+  t.add(null, { notFound: false, doubts: [["/b", "basic_auth: …"]] });
+  t.skip("log:3", "not JSON");
+  const text = reportText(t, { config: "c.yaml", against: null, files: ["log"] });
+  assert.match(
+    text,
+    /^Replayed 2 requests from log against c\.yaml, compared with the logged outcomes$/m,
+  );
+  assert.match(text, /^ {2}1 now gets 404: no route matches$/m);
+  assert.match(
+    text,
+    /^ {2}\/a: upstream http:\/\/x {2}-> {2}\(no route\): 404 Not found {2}\(1 request\)$/m,
+  );
+  assert.match(text, /^ {6}GET http:\/\/h\/a$/m);
+  assert.match(text, /^ {2}\/b \(1 request\): basic_auth: …$/m);
+  assert.match(text, /^Skipped 1 line that is not a request\n {2}log:3: not JSON$/m);
+  t.skip("log:4", "a log line", true);
+  assert.match(
+    reportText(t, { config: "c.yaml", against: "d.yaml", files: ["log"] }),
+    /compared with d\.yaml[^]*^Skipped 2 lines that are not requests \(1 of them Prox's own log lines\)$/m,
+  );
+});
