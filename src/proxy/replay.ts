@@ -54,7 +54,7 @@ export function parseAccessLine(
     return { skip: "not an access record (method, host, path, status, route, upstream)" };
   }
   if (r.method === "-" || r.host === "" || !String(r.path).startsWith("/")) {
-    return { skip: "a request refused before routing (invalid request line or Host)" };
+    return { skip: "a request that was not routed (refused before routing, or OPTIONS *)" };
   }
   const out: LoggedRequest = {
     method: r.method as string,

@@ -91,6 +91,7 @@ Deno.test("parseAccessLine: access records parse; other lines say why they are s
   assert.match(skip(`{"level":"info","msg":"listening"}`), /a log line \("listening"\)/);
   assert.match(skip(`{"method":"GET"}`), /not an access record/);
   assert.match(skip(line({ method: "-", host: "invalid" })), /refused before routing/);
+  assert.match(skip(line({ method: "OPTIONS", path: "*" })), /not routed/);
   // A shipper's prefix before the object is tolerated.
   const prefixed = parseAccessLine(`Nov 27 h prox[1]: ${line({ path: "/p" })}`);
   assert.ok(prefixed && !("skip" in prefixed) && prefixed.path === "/p");
