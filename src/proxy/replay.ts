@@ -73,8 +73,9 @@ export function parseAccessLine(
 
 /**
  * The request an access line stands for. What the log lacks is filled in as the line implies: a
- * logged `authUser` sends Basic credentials for that user (explain checks no password), a 101 an
- * Upgrade: websocket handshake; no other header and no query string.
+ * logged `authUser` sends Basic credentials for that user (explain checks no password); a 101, or
+ * a ws:// or wss:// upstream (only a handshake reaches one), a WebSocket handshake; no other header
+ * and no query string.
  */
 export function requestOf(rec: LoggedRequest): ExplainRequest {
   const headers: [string, string][] = [["host", rec.host]];
@@ -82,7 +83,7 @@ export function requestOf(rec: LoggedRequest): ExplainRequest {
     const bytes = new TextEncoder().encode(`${rec.authUser}:`);
     headers.push(["authorization", `Basic ${btoa(String.fromCharCode(...bytes))}`]);
   }
-  if (rec.status === 101) {
+  if (isHandshake(rec)) {
     headers.push(
       ["connection", "Upgrade"],
       ["upgrade", "websocket"],
@@ -96,6 +97,11 @@ export function requestOf(rec: LoggedRequest): ExplainRequest {
     headers,
     clientIp: rec.clientIp,
   };
+}
+
+/** Whether the logged request was a WebSocket handshake, as far as the line tells. */
+function isHandshake(rec: LoggedRequest): boolean {
+  return rec.status === 101 || /^wss?:/i.test(rec.upstream ?? "");
 }
 
 /** Where a config sends a request, split into the part shared by a route's requests and its own. */
@@ -220,7 +226,10 @@ export function routeDoubts(snapshot: Snapshot): Map<string, string[]> {
       d.push("forward_auth: the auth service decides at run time; taken as letting it through");
     }
     if (r.config.type === "websocket") {
-      d.push("websocket: the Upgrade header is not logged; a logged 101 counts as an upgrade");
+      d.push(
+        "websocket: the Upgrade header is not logged; a logged 101 or ws:// upstream counts " +
+          "as a handshake, any other request as not one (400)",
+      );
     }
     if (d.length > 0) doubts.set(r.id, d);
   }
@@ -376,7 +385,7 @@ export class Replayer {
       rec.path,
       rec.clientIp,
       rec.authUser,
-      rec.status === 101,
+      isHandshake(rec),
     ]
       .join("\n");
     const hit = this.#cache.get(key);

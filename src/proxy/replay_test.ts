@@ -196,6 +196,20 @@ Deno.test("Replayer: --against compares both configs' whole outcomes, URL includ
   assert.equal(t.notFound, 0);
 });
 
+Deno.test("Replayer: WebSocket handshakes are told by a logged 101 or ws:// upstream", async () => {
+  const r = new Replayer(deps(`
+routes:
+  "/ws": { type: websocket, target: "ws://10.0.0.7:9000" }
+`));
+  const ws = "ws://10.0.0.7:9000";
+  // A handshake answered 101; one the upstream refused (its 403); a plain GET answered 400.
+  await r.line(line({ path: "/ws/a", route: "/ws", status: 101, upstream: ws }), "log:1");
+  await r.line(line({ path: "/ws/b", route: "/ws", status: 403, upstream: ws }), "log:2");
+  await r.line(line({ path: "/ws/c", route: "/ws", status: 400 }), "log:3");
+  assert.deepEqual([r.tally.unchanged, r.tally.changed], [3, 0]);
+  assert.deepEqual(r.tally.uncertain().map((u) => [u.route, u.requests]), [["/ws", 3]]);
+});
+
 Deno.test("ReplayTally: groups past the bound are counted, not kept", () => {
   const t = new ReplayTally({ maxGroups: 2, samples: 2 });
   for (let i = 0; i < 5; i++) {
