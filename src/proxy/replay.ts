@@ -168,10 +168,15 @@ const routeLabel = (r: string | null) => r ?? "(no route)";
 /**
  * Compares the logged outcome with the candidate's: a different route; a target the route no
  * longer has; an answer from Prox where an upstream answered; an upstream where Prox had answered
- * itself, or another status of its own (unless from state: 429, 503, …, its cache, or a static
- * file, whose status depends on the files and on conditional headers). Null when unchanged.
+ * itself, or another status of its own (unless from state: 429, 503, …, its cache, the auth
+ * service of a `forward_auth` route, or a static file, whose status depends on the files and on
+ * conditional headers). Null when unchanged.
  */
-export function changeFromLog(rec: LoggedRequest, now: Outcome): Change | null {
+export function changeFromLog(
+  rec: LoggedRequest,
+  now: Outcome,
+  o: { authService?: boolean } = {},
+): Change | null {
   const cached = rec.cache === "hit" || rec.cache === "stale";
   const was = rec.upstream !== null
     ? `upstream ${rec.upstream}`
@@ -182,7 +187,10 @@ export function changeFromLog(rec: LoggedRequest, now: Outcome): Change | null {
   if (!changed && rec.upstream !== null) {
     changed = now.targets === null || !now.targets.includes(rec.upstream);
   } else if (!changed && !cached && !RUNTIME.has(rec.status)) {
-    changed = now.targets !== null || now.action !== "static" && now.status !== rec.status;
+    // Behind forward_auth, the auth service's refusal is the answer: it may refuse again.
+    changed = now.targets !== null
+      ? !o.authService
+      : now.action !== "static" && now.status !== rec.status;
   }
   if (!changed) return null;
   return {
@@ -339,6 +347,8 @@ export class Replayer {
   readonly #against: ExplainDeps | undefined;
   readonly #doubts: Map<string, string[]>;
   readonly #againstDoubts: Map<string, string[]>;
+  /** The candidate's routes with `forward_auth`. */
+  readonly #authRoutes: Set<string>;
   readonly #cache = new Map<string, [Outcome, Outcome | undefined]>();
 
   constructor(
@@ -348,6 +358,9 @@ export class Replayer {
     this.#candidate = candidate;
     this.#against = o.against;
     this.#doubts = routeDoubts(candidate.snapshot);
+    this.#authRoutes = new Set(
+      candidate.snapshot.router.entries.filter((e) => e.value.forwardAuth).map((e) => e.value.id),
+    );
     this.#againstDoubts = o.against ? routeDoubts(o.against.snapshot) : new Map();
     this.tally = new ReplayTally(o);
   }
@@ -363,7 +376,9 @@ export class Replayer {
     } catch (e) {
       return this.tally.skip(where, `cannot replay: ${e instanceof Error ? e.message : e}`);
     }
-    const change = old ? changeBetween(rec, old, now) : changeFromLog(rec, now);
+    const change = old ? changeBetween(rec, old, now) : changeFromLog(rec, now, {
+      authService: now.route !== null && this.#authRoutes.has(now.route),
+    });
     // The doubts of each route that decided the request (candidate and, with --against, current).
     const doubts = new Map<string, [string, string]>();
     const note = (route: string | null, from: Map<string, string[]>) => {

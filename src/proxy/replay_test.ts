@@ -210,6 +210,20 @@ routes:
   assert.deepEqual(r.tally.uncertain().map((u) => [u.route, u.requests]), [["/ws", 3]]);
 });
 
+Deno.test("Replayer: a forward_auth refusal in the log is not a change (the service decides)", async () => {
+  const r = new Replayer(deps(`
+routes:
+  "/app":
+    type: proxy
+    target: "http://10.0.0.8:80"
+    forward_auth: { url: "http://10.0.0.9:4000/verify" }
+`));
+  await r.line(line({ path: "/app/a", route: "/app", status: 302 }), "log:1");
+  await r.line(line({ path: "/app/b", route: "/app", upstream: "http://10.0.0.8:80" }), "log:2");
+  assert.deepEqual([r.tally.unchanged, r.tally.changed], [2, 0]);
+  assert.match(r.tally.uncertain()[0].reason, /^forward_auth: the auth service decides/);
+});
+
 Deno.test("ReplayTally: groups past the bound are counted, not kept", () => {
   const t = new ReplayTally({ maxGroups: 2, samples: 2 });
   for (let i = 0; i < 5; i++) {
