@@ -26,6 +26,10 @@ Options:
       --format FMT     validate, explain and replay output: text (default) or json
   -H, --header H       explain: a request header 'Name: value' (repeatable)
       --client-ip IP   explain: the client's address (default 192.0.2.1)
+      --against FILE   replay: compare with FILE's decisions instead of the logged ones
+      --fail-on-change replay: exit 1 when any request would change (for CI)
+      --json           the same as --format json
+      --samples K      replay: sample requests per change group (default 3)
       --log-level LVL  debug | info | warn | error (or env PROX_LOG_LEVEL)
       --pid-file F     serve: write the process id to F (removed on exit)
       --takeover       serve: once listening, tell the Prox named in --pid-file to drain and

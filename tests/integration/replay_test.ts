@@ -168,6 +168,8 @@ routes:
     assert.equal(help.code, 0);
     assert.match(help.stdout, /^Usage: prox replay/);
     assert.match(help.stdout, /--fail-on-change/);
+    const top = await prox(["--help"], dir);
+    assert.match(top.stdout, /^ {2}prox replay \[-c FILE\] \[--against CURRENT\]/m);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
