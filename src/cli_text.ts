@@ -113,8 +113,8 @@ counts. Prints the counts, the changes grouped "from -> to" with K sample reques
 hold (credentials, the auth service, Upgrade), and what is assumed: every target up, no rate
 limit reached, no query string. LOG may be a file, a .gz file or - (standard input); lines that
 are not access records are skipped and counted.
-Exit 0 replayed, 1 a config or log cannot be read or (with --fail-on-change) a request changed,
-2 usage error.
+Exit 0 replayed, 1 a config or log cannot be read, a log holds no JSON access record, or (with
+--fail-on-change) a request changed; 2 usage error.
 
 Example:
   prox replay -c candidate.yaml --against config.yaml --fail-on-change access.log.1.gz access.log`,

@@ -45,8 +45,8 @@ export interface ReplayOptions {
 }
 
 /**
- * Runs `prox replay`: exit 0 done, 1 when a config or log cannot be read or (with
- * `failOnChange`) when any request would change.
+ * Runs `prox replay`: exit 0 done, 1 when a config or log cannot be read, holds lines but no
+ * access record, or (with `failOnChange`) when any request would change.
  */
 export async function replayCommand(files: string[], o: ReplayOptions): Promise<number> {
   const candidate = await loadSnapshot(o.config, o.err);
@@ -88,6 +88,15 @@ export async function replayCommand(files: string[], o: ReplayOptions): Promise<
   o.out(
     o.format === "json" ? JSON.stringify(reportJson(t, source), null, 2) : reportText(t, source),
   );
+  if (t.requests === 0 && t.skipped > t.logLines) {
+    // Lines, but none a JSON access record (NCSA lines, another program's log): nothing was
+    // checked, which a CI job must not take for "nothing changed".
+    o.err(
+      `error: No JSON access records in ${files.join(", ")}\n` +
+        "  fix: replay reads log.access_log: json lines (the default), as Prox writes them to stdout",
+    );
+    return 1;
+  }
   return o.failOnChange && t.changed > 0 ? 1 : 0;
 }
 

@@ -154,6 +154,20 @@ routes:
     assert.equal(self.code, 0, self.stdout);
     assert.match(self.stdout, /^ {2}0 changed$/m);
 
+    // A log of NCSA lines holds no access record: an error, not "nothing changed".
+    await Deno.writeTextFile(
+      `${dir}/common.log`,
+      '127.0.0.1 - - [27/Nov/2026:00:00:00 +0000] "GET /api/a HTTP/1.1" 200 3\n',
+    );
+    const ncsa = await prox(
+      ["replay", "-c", "candidate.yaml", "--fail-on-change", "common.log"],
+      dir,
+    );
+    assert.equal(ncsa.code, 1);
+    assert.match(
+      ncsa.stderr,
+      /No JSON access records in common\.log\n {2}fix: .*log\.access_log: json/,
+    );
     // A log that cannot be read; no log named (usage).
     const missing = await prox(["replay", "-c", "candidate.yaml", "nope.log"], dir);
     assert.equal(missing.code, 1);
