@@ -2,7 +2,7 @@
 // against a candidate config (and optionally the current one) and prints what would change.
 
 import { ASSUMPTIONS, Replayer } from "../proxy/replay.ts";
-import type { ReplayTally } from "../proxy/replay.ts";
+import type { ReplayTally } from "../proxy/replay_tally.ts";
 import { loadSnapshot, offlineDeps } from "./explain_cli.ts";
 
 /** Longest line read; a longer one is skipped (an access line is well under 4 KiB). */

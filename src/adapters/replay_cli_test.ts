@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { readLines, reportText } from "./replay_cli.ts";
-import { ReplayTally } from "../proxy/replay.ts";
+import { ReplayTally } from "../proxy/replay_tally.ts";
 
 function streamOf(...chunks: string[]): ReadableStream<Uint8Array> {
   const enc = new TextEncoder();

@@ -4,7 +4,7 @@ import { buildSnapshot } from "./snapshot.ts";
 import { silentLogger } from "../ports.ts";
 import type { FileStore } from "../ports.ts";
 import type { ExplainDeps } from "./explain.ts";
-import { parseAccessLine, Replayer, ReplayTally, requestOf } from "./replay.ts";
+import { parseAccessLine, Replayer, requestOf } from "./replay.ts";
 import type { LoggedRequest } from "./replay.ts";
 
 const clock = { now: () => 1_700_000_000_000, monotonic: () => 0 };
@@ -222,19 +222,4 @@ routes:
   await r.line(line({ path: "/app/b", route: "/app", upstream: "http://10.0.0.8:80" }), "log:2");
   assert.deepEqual([r.tally.unchanged, r.tally.changed], [2, 0]);
   assert.match(r.tally.uncertain()[0].reason, /^forward_auth: the auth service decides/);
-});
-
-Deno.test("ReplayTally: groups past the bound are counted, not kept", () => {
-  const t = new ReplayTally({ maxGroups: 2, samples: 2 });
-  for (let i = 0; i < 5; i++) {
-    t.add({ from: `a${i}`, to: "b", sample: `s${i}` }, { notFound: false, doubts: [] });
-  }
-  t.add({ from: "a0", to: "b", sample: "again" }, { notFound: false, doubts: [] });
-  t.add({ from: "a0", to: "b", sample: "third" }, { notFound: false, doubts: [] });
-  assert.equal(t.changed, 7);
-  assert.equal(t.otherChanges, 3);
-  assert.deepEqual(t.groups().map((g) => [g.from, g.count, g.samples]), [
-    ["a0", 3, ["s0", "again"]],
-    ["a1", 1, ["s1"]],
-  ]);
 });
