@@ -138,7 +138,9 @@ export function outcomeOf(e: Explanation): Outcome {
     const targets = u.targets.map((t) => t.url);
     return {
       ...base,
-      dest: `${u.websocket ? "websocket" : "upstream"} ${targets.join(" | ")}`,
+      dest: `${u.websocket ? "websocket" : "upstream"} ${
+        u.targets.map((t) => t.backup ? `${t.url} (backup)` : t.url).join(" | ")
+      }`,
       detail: u.url,
       targets,
       status: null,

@@ -77,7 +77,7 @@ routes:
   "/assets": { type: static, root: /srv/www }
   "/lb":
     type: load_balance
-    targets: ["http://10.0.0.2:80", "http://10.0.0.3:80"]
+    targets: ["http://10.0.0.2:80", { url: "http://10.0.0.3:80", backup: true }]
 `;
 
 Deno.test("parseAccessLine: access records parse; other lines say why they are skipped", () => {
@@ -158,7 +158,7 @@ Deno.test("Replayer: against the log, changed routes, targets and own answers ar
     ]],
     [
       "/lb: upstream http://10.0.0.1:80",
-      "/lb: upstream http://10.0.0.2:80 | http://10.0.0.3:80",
+      "/lb: upstream http://10.0.0.2:80 | http://10.0.0.3:80 (backup)",
       1,
       [
         "GET http://example.com/lb/1 → http://10.0.0.2/1",
@@ -188,7 +188,7 @@ Deno.test("Replayer: --against compares both configs' whole outcomes, URL includ
     ],
     [
       "/lb: upstream http://10.0.0.1:80 | http://10.0.0.2:80",
-      "/lb: upstream http://10.0.0.2:80 | http://10.0.0.3:80",
+      "/lb: upstream http://10.0.0.2:80 | http://10.0.0.3:80 (backup)",
       1,
       ["GET http://example.com/lb/x: http://10.0.0.1/x → http://10.0.0.2/x"],
     ],
