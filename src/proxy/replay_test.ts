@@ -223,3 +223,17 @@ routes:
   assert.deepEqual([r.tally.unchanged, r.tally.changed], [2, 0]);
   assert.match(r.tally.uncertain()[0].reason, /^forward_auth: the auth service decides/);
 });
+
+Deno.test("Replayer: --against, a target that becomes a backup is a change", async () => {
+  const lb = (b: string) => `
+routes:
+  "/": { type: load_balance, targets: ["http://10.0.0.1:80", ${b}] }
+`;
+  const r = new Replayer(deps(lb(`{ url: "http://10.0.0.2:80", backup: true }`)), {
+    against: deps(lb(`"http://10.0.0.2:80"`)),
+  });
+  await r.line(line({ path: "/x" }), "log:1");
+  assert.deepEqual(r.tally.groups().map((g) => g.to), [
+    "/: upstream http://10.0.0.1:80 | http://10.0.0.2:80 (backup)",
+  ]);
+});
