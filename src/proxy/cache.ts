@@ -17,7 +17,7 @@ import {
 } from "../domain/cache_control.ts";
 import type { Directives } from "../domain/cache_control.ts";
 import type { ResponseCache, StoredResponse } from "../domain/response_cache.ts";
-import { varyKey } from "../domain/response_cache.ts";
+import { entrySize, varyKey } from "../domain/response_cache.ts";
 import type { CountedResponse } from "../ports.ts";
 import { BODY_BYTES } from "../ports.ts";
 import { describe, fromStore, teeBody, withStatus } from "./cache_response.ts";
@@ -391,6 +391,15 @@ function admit(
     return withStatus(res, status);
   }
   const vary = varyKey(names, x.view);
+  if (
+    declared !== null &&
+    entrySize(`${x.primary}\n${vary}`, value) + Number(declared) > x.policy.store.maxBytes
+  ) {
+    // With its header fields and key, more than the whole store holds.
+    if (x.stale !== undefined) x.policy.store.delete(x.primary, x.stale);
+    x.release?.(true);
+    return withStatus(res, status);
+  }
   const store = (body: Uint8Array<ArrayBuffer> | null) => {
     // Not when cut short: an upstream that closed early without failing the body.
     if (body !== null && (declared === null || Number(declared) === body.byteLength)) {
@@ -399,7 +408,10 @@ function admit(
     }
     x.release?.();
   };
-  status += "; stored";
+  // RFC 9211 §2.6 allows `stored` only when it was: said when the body's length is known and
+  // fits, not for one of unknown length (chunked) that may still turn out too large once the
+  // header has gone; that one's next request shows the outcome (hit or miss).
+  if (res.body === null || declared !== null) status += "; stored";
   if (res.body === null) {
     store(new Uint8Array(0));
     return withStatus(res, status);

@@ -150,7 +150,7 @@ Deno.test("cache: a stale entry replaced by a new 200 on revalidation", async ()
   const second = await c.get("/r");
   assert.equal(second.text, "v2");
   assert.equal(c.sent[1].headers.get("if-modified-since"), date(T0 - 60_000));
-  assert.equal(second.res.headers.get("cache-status"), "prox; fwd=stale; fwd-status=200; stored");
+  assert.equal(second.res.headers.get("cache-status"), "prox; fwd=stale; fwd-status=200");
   assert.equal((await c.get("/r")).text, "v2");
   assert.equal(c.sent.length, 2);
 });
@@ -178,7 +178,7 @@ Deno.test("cache: request no-cache and max-age=0 revalidate; only-if-cached neve
   await c.get("/o");
   const forced = await c.get("/o", { headers: { "cache-control": "no-cache" } });
   // The entry was fresh: the request's directive sent it on (RFC 9211 fwd=request).
-  assert.equal(forced.res.headers.get("cache-status"), "prox; fwd=request; fwd-status=200; stored");
+  assert.equal(forced.res.headers.get("cache-status"), "prox; fwd=request; fwd-status=200");
   await c.get("/o", { headers: { "cache-control": "max-age=0" } });
   assert.equal(c.sent.length, 3);
   assert.equal(c.sent[2].headers.get("if-none-match"), '"e"');
@@ -372,4 +372,50 @@ Deno.test("cache: a flood of distinct URLs stays within max_size and max_entries
   // The most recent are the ones kept.
   assert.match((await c.get("/f?i=199")).res.headers.get("cache-status")!, /hit/);
   assert.match((await c.get("/f?i=0")).res.headers.get("cache-status")!, /fwd=uri-miss/);
+});
+
+Deno.test("cache: Cache-Status says stored only when the answer is known to fit", async () => {
+  const chunked = (text: string, headers: Record<string, string> = {}) =>
+    new Response(
+      new ReadableStream<Uint8Array>({
+        start(ctl) {
+          ctl.enqueue(new TextEncoder().encode(text));
+          ctl.close();
+        },
+      }),
+      { headers: { "cache-control": "max-age=60", ...headers } },
+    );
+  const c = setup(
+    (r) =>
+      r.target.endsWith("/big")
+        ? chunked("0123456789")
+        : r.target.endsWith("/small")
+        ? chunked("01234")
+        : r.target.endsWith("/wide")
+        // Fits max_object_size, but not the store with its 300 bytes of header fields.
+        ? new Response("0123456", {
+          headers: { "cache-control": "max-age=60", "x-pad": "p".repeat(300) },
+        })
+        : new Response("0123456", {
+          headers: { "cache-control": "max-age=60", "content-length": "7" },
+        }),
+    { cache: "{ max_object_size: 8, max_size: 512 }" },
+  );
+  // Of unknown length and, as it turns out, too large: not stored, and not said to be.
+  const big = await c.get("/big");
+  assert.equal(big.text, "0123456789");
+  assert.equal(big.res.headers.get("cache-status"), "prox; fwd=uri-miss; fwd-status=200");
+  assert.match((await c.get("/big")).res.headers.get("cache-status")!, /fwd=uri-miss/);
+  // Of unknown length and small: stored, which the next request shows.
+  const small = await c.get("/small");
+  assert.equal(small.res.headers.get("cache-status"), "prox; fwd=uri-miss; fwd-status=200");
+  assert.match((await c.get("/small")).res.headers.get("cache-status")!, /^prox; hit/);
+  // A known length that fits is said to be stored.
+  const known = await c.get("/known");
+  assert.equal(known.res.headers.get("cache-status"), "prox; fwd=uri-miss; fwd-status=200; stored");
+  assert.match((await c.get("/known")).res.headers.get("cache-status")!, /^prox; hit/);
+  const wide = await c.get("/wide");
+  assert.equal(wide.res.headers.get("cache-status"), "prox; fwd=uri-miss; fwd-status=200");
+  assert.match((await c.get("/wide")).res.headers.get("cache-status")!, /fwd=uri-miss/);
+  assert.equal(c.sent.length, 6);
 });
