@@ -184,17 +184,60 @@ export interface RequestNeeds {
   minFresh: number;
   /** Answer 504 rather than contact the origin. */
   onlyIfCached: boolean;
+  /** How stale a response the client accepts, ms (max-stale; Infinity without a value). */
+  maxStale?: number;
 }
 
 /** Reads the request directives a lookup honours. */
 export function requestNeeds(request: Directives): RequestNeeds {
   const maxAge = deltaSeconds(request, "max-age");
-  return {
+  const needs: RequestNeeds = {
     revalidate: request.has("no-cache") || maxAge === 0,
     maxAge: maxAge === undefined ? Infinity : maxAge * 1000,
     minFresh: (deltaSeconds(request, "min-fresh") ?? 0) * 1000,
     onlyIfCached: request.has("only-if-cached"),
   };
+  // RFC 9111 §5.2.1.2: without a value, any staleness; a malformed value counts as none.
+  if (request.get("max-stale") === null) needs.maxStale = Infinity;
+  else {
+    const s = deltaSeconds(request, "max-stale");
+    if (s !== undefined) needs.maxStale = s * 1000;
+  }
+  return needs;
+}
+
+/** What a stored response that may not be served fresh says of being served stale. */
+export interface StaleTerms {
+  age: number;
+  lifetime: number;
+  noCache: boolean;
+  /** must-revalidate, proxy-revalidate or s-maxage: never served stale (RFC 9111 §4.2.4). */
+  mustRevalidate: boolean;
+  /** How long past its freshness it may be served while it is refreshed, ms (0: not). */
+  staleWhileRevalidate: number;
+}
+
+/**
+ * Whether a stored response that is not fresh enough may still answer without waiting for the
+ * origin: `stale-while-revalidate` (RFC 5861 §3: served, and refreshed in the background) or
+ * the request's `max-stale` (RFC 9111 §5.2.1.2); null when neither allows it, or when the
+ * request wants freshness (no-cache, max-age exceeded, min-fresh).
+ */
+export function staleUse(
+  o: StaleTerms,
+  needs: RequestNeeds,
+): "stale-while-revalidate" | "max-stale" | null {
+  if (o.noCache || needs.revalidate || needs.minFresh > 0) return null;
+  if (o.age > needs.maxAge) return null;
+  const stale = o.age - o.lifetime;
+  if (stale < 0) return null;
+  if (o.staleWhileRevalidate > 0 && stale <= o.staleWhileRevalidate) {
+    return "stale-while-revalidate";
+  }
+  if (!o.mustRevalidate && needs.maxStale !== undefined && stale <= needs.maxStale) {
+    return "max-stale";
+  }
+  return null;
 }
 
 /**
@@ -237,6 +280,32 @@ export function varyNames(vary: string | null): string[] {
   const names = vary.split(",").map((s) => s.trim().toLowerCase()).filter((s) => s !== "");
   if (names.includes("*")) return ["*"];
   return [...new Set(names)].sort();
+}
+
+/**
+ * Whether a response may never be served stale by a shared cache (RFC 9111 §4.2.4, §5.2.2.2,
+ * §5.2.2.8, §5.2.2.10: s-maxage implies proxy-revalidate).
+ */
+export function mustRevalidate(response: Directives): boolean {
+  return response.has("must-revalidate") || response.has("proxy-revalidate") ||
+    response.has("s-maxage");
+}
+
+/**
+ * How long after it goes stale a stored response may be served while it is refreshed in the
+ * background (RFC 5861 §3 `stale-while-revalidate`), ms: the directive's, else `fallback` (the
+ * route's default); 0 under must-revalidate, proxy-revalidate or no-cache. An explicit directive
+ * counts beside s-maxage (the origin asked for both, as `s-maxage=60, stale-while-revalidate=300`
+ * from Next.js does, and nginx, Varnish and CDNs honour it); the route's default does not.
+ */
+export function staleWhileRevalidateWindow(response: Directives, fallback = 0): number {
+  for (const d of ["must-revalidate", "proxy-revalidate", "no-cache"]) {
+    if (response.has(d)) return 0;
+  }
+  // Without a valid value (a bare `stale-while-revalidate`), the route's default.
+  const s = deltaSeconds(response, "stale-while-revalidate");
+  if (s !== undefined) return s * 1000;
+  return response.has("s-maxage") ? 0 : fallback;
 }
 
 /**

@@ -3,9 +3,12 @@ import {
   freshnessLifetime,
   initialAge,
   mergeNotModified,
+  mustRevalidate,
   parseCacheControl,
   requestNeeds,
   staleIfErrorWindow,
+  staleUse,
+  staleWhileRevalidateWindow,
   unstorableReason,
   usableWithoutOrigin,
   varyNames,
@@ -132,4 +135,58 @@ Deno.test("staleIfErrorWindow allows stale answers only where nothing forbids th
   for (const no of ["must-revalidate", "proxy-revalidate", "s-maxage=5", "no-cache"]) {
     assert.equal(staleIfErrorWindow(parseCacheControl(`stale-if-error=60, ${no}`)), 0, no);
   }
+});
+
+Deno.test("requestNeeds reads max-stale with and without a value", () => {
+  assert.equal(requestNeeds(parseCacheControl("max-stale")).maxStale, Infinity);
+  assert.equal(requestNeeds(parseCacheControl("max-stale=30")).maxStale, 30_000);
+  assert.equal(requestNeeds(parseCacheControl("max-stale=x")).maxStale, undefined);
+  assert.equal(requestNeeds(parseCacheControl(null)).maxStale, undefined);
+});
+
+Deno.test("staleWhileRevalidateWindow: the directive, else the route's default, never when forbidden", () => {
+  const w = (cc: string, fallback?: number) =>
+    staleWhileRevalidateWindow(parseCacheControl(cc), fallback);
+  assert.equal(w("max-age=10, stale-while-revalidate=30"), 30_000);
+  assert.equal(w("max-age=10, stale-while-revalidate=30", 5_000), 30_000);
+  assert.equal(w("max-age=10"), 0);
+  assert.equal(w("max-age=10", 5_000), 5_000);
+  assert.equal(w("max-age=10, stale-while-revalidate", 5_000), 5_000);
+  // The origin's explicit directive counts beside s-maxage; the route's default does not.
+  assert.equal(w("s-maxage=10, stale-while-revalidate=30"), 30_000);
+  assert.equal(w("s-maxage=10", 5_000), 0);
+  for (const no of ["must-revalidate", "proxy-revalidate", "no-cache"]) {
+    assert.equal(w(`max-age=1, stale-while-revalidate=60, ${no}`, 5_000), 0, no);
+  }
+  assert.equal(mustRevalidate(parseCacheControl("s-maxage=1")), true);
+  assert.equal(mustRevalidate(parseCacheControl("max-age=1")), false);
+});
+
+Deno.test("staleUse: stale-while-revalidate first, then the request's max-stale", () => {
+  const needs = (cc: string | null) => requestNeeds(parseCacheControl(cc));
+  const o = {
+    age: 70_000,
+    lifetime: 60_000,
+    noCache: false,
+    mustRevalidate: false,
+    staleWhileRevalidate: 0,
+  };
+  assert.equal(staleUse(o, needs(null)), null);
+  assert.equal(staleUse(o, needs("max-stale")), "max-stale");
+  assert.equal(staleUse(o, needs("max-stale=10")), "max-stale");
+  assert.equal(staleUse(o, needs("max-stale=9")), null);
+  assert.equal(staleUse({ ...o, mustRevalidate: true }, needs("max-stale")), null);
+  const swr = { ...o, staleWhileRevalidate: 10_000 };
+  assert.equal(staleUse(swr, needs(null)), "stale-while-revalidate");
+  assert.equal(staleUse({ ...swr, age: 70_001 }, needs(null)), null);
+  assert.equal(staleUse({ ...swr, age: 70_001 }, needs("max-stale")), "max-stale");
+  // A request that wants freshness gets none of it.
+  for (
+    const cc of ["no-cache", "max-age=0", "max-age=60", "min-fresh=1", "min-fresh=1, max-stale"]
+  ) {
+    assert.equal(staleUse(swr, needs(cc)), null, cc);
+  }
+  assert.equal(staleUse({ ...swr, noCache: true }, needs("max-stale")), null);
+  // A fresh entry the request refused (min-fresh) is not "stale".
+  assert.equal(staleUse({ ...o, age: 50_000 }, needs("max-stale")), null);
 });

@@ -21,6 +21,10 @@ export interface StoredResponse {
   noCache: boolean;
   /** How long past its freshness it may still answer when the upstream fails, ms (0: never). */
   staleIfError: number;
+  /** How long past its freshness it may answer while a refresh runs, ms (0: never). */
+  staleWhileRevalidate: number;
+  /** Never served stale at a client's max-stale (must-revalidate, proxy-revalidate, s-maxage). */
+  mustRevalidate: boolean;
   etag: string | null;
   lastModified: string | null;
 }

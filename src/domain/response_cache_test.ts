@@ -14,6 +14,8 @@ function stored(bytes: number, headers: [string, string][] = []): StoredResponse
     lifetime: 1000,
     noCache: false,
     staleIfError: 0,
+    staleWhileRevalidate: 0,
+    mustRevalidate: false,
     etag: null,
     lastModified: null,
   };

@@ -11,6 +11,7 @@ import {
   mergeNotModified,
   parseCacheControl,
   requestNeeds,
+  staleUse,
   unstorableReason,
   usableWithoutOrigin,
   varyNames,
@@ -117,6 +118,13 @@ export async function cachedProxy(
       metric("hit");
       const ttl = Math.floor((entry.lifetime - age) / 1000);
       return fromStore(ctx, entry, { age, status: `${NAME}; hit; ttl=${ttl}` });
+    }
+    const use = staleUse({ ...entry, age }, needs);
+    if (use === "max-stale") {
+      // The client accepts it stale (RFC 9111 §5.2.1.2); a negative ttl says how stale (RFC 9211).
+      metric("hit");
+      const ttl = Math.floor((entry.lifetime - age) / 1000);
+      return fromStore(ctx, entry, { age, status: `${NAME}; hit; ttl=${ttl}; detail=max-stale` });
     }
     // RFC 9211 §2.2: `request` when a fresh entry was there but the request's directives
     // refused it, `stale` otherwise.

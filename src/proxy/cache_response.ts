@@ -5,8 +5,10 @@
 import {
   freshnessLifetime,
   initialAge,
+  mustRevalidate,
   parseCacheControl,
   staleIfErrorWindow,
+  staleWhileRevalidateWindow,
 } from "../domain/cache_control.ts";
 import { parseHttpDate } from "../domain/conditional.ts";
 import type { StoredResponse } from "../domain/response_cache.ts";
@@ -24,6 +26,8 @@ export function describe(
     requestTime: number;
     responseTime: number;
     defaultTtl?: number;
+    /** The route's `stale_while_revalidate`, ms, for answers that do not say. */
+    defaultSwr?: number;
   },
 ): StoredResponse {
   const get = (name: string): string | null => {
@@ -50,6 +54,8 @@ export function describe(
     lifetime: freshnessLifetime(cc, timing, o.defaultTtl),
     noCache: cc.has("no-cache"),
     staleIfError: staleIfErrorWindow(cc),
+    staleWhileRevalidate: staleWhileRevalidateWindow(cc, o.defaultSwr),
+    mustRevalidate: mustRevalidate(cc),
     etag: get("etag"),
     lastModified: get("last-modified"),
   };

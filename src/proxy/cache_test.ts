@@ -419,3 +419,32 @@ Deno.test("cache: Cache-Status says stored only when the answer is known to fit"
   assert.match((await c.get("/wide")).res.headers.get("cache-status")!, /fwd=uri-miss/);
   assert.equal(c.sent.length, 6);
 });
+
+Deno.test("cache: max-stale serves a stale entry as a hit unless the answer forbids it", async () => {
+  const c = setup((r) =>
+    new Response("v", {
+      headers: {
+        "cache-control": r.target.endsWith("/must") ? "max-age=10, must-revalidate" : "max-age=10",
+      },
+    })
+  );
+  await c.get("/s");
+  await c.get("/must");
+  c.clock.t += 25_000;
+  const any = await c.get("/s", { headers: { "cache-control": "max-stale" } });
+  assert.equal(any.text, "v");
+  assert.equal(any.res.headers.get("cache-status"), "prox; hit; ttl=-15; detail=max-stale");
+  assert.equal(any.res.headers.get("age"), "25");
+  const enough = await c.get("/s", { headers: { "cache-control": "max-stale=15" } });
+  assert.match(enough.res.headers.get("cache-status")!, /^prox; hit; ttl=-15/);
+  // With only-if-cached, a stale entry the client accepts answers instead of 504.
+  const offline = await c.get("/s", { headers: { "cache-control": "only-if-cached, max-stale" } });
+  assert.equal(offline.res.status, 200);
+  assert.equal(c.sent.length, 2);
+  // Staler than the client accepts, or an answer that must be revalidated: fetched again.
+  const tooStale = await c.get("/s", { headers: { "cache-control": "max-stale=14" } });
+  assert.match(tooStale.res.headers.get("cache-status")!, /^prox; fwd=stale/);
+  const must = await c.get("/must", { headers: { "cache-control": "max-stale" } });
+  assert.match(must.res.headers.get("cache-status")!, /^prox; fwd=stale/);
+  assert.equal(c.sent.length, 4);
+});
