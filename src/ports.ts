@@ -211,8 +211,8 @@ export interface AccessRecord {
   retries: number;
   /** Why Prox answered itself, as its `Proxy-Status` error type (RFC 9209); null otherwise. */
   error: string | null;
-  /** On a route with `cache`: what the cache did (hit, miss, stale, revalidated, bypass). */
-  cache?: "hit" | "miss" | "stale" | "revalidated" | "bypass";
+  /** On a route with `cache`: what the cache did (hit, updating, miss, stale, revalidated, bypass). */
+  cache?: "hit" | "updating" | "miss" | "stale" | "revalidated" | "bypass";
   userAgent: string | null;
   referer: string | null;
   /** The user `basic_auth` let in; absent on routes without it. */
@@ -242,7 +242,10 @@ export interface Metrics {
   backendHealth(backend: string, healthy: boolean, reason?: string): void;
   rateLimit(route: string, action: "allowed" | "limited" | "shadow_limited" | "error"): void;
   /** One request on a route with `cache`, by what the cache did (proxy/cache.ts). */
-  cache(route: string, result: "hit" | "miss" | "stale" | "revalidated" | "bypass"): void;
+  cache(
+    route: string,
+    result: "hit" | "updating" | "miss" | "stale" | "revalidated" | "bypass",
+  ): void;
   /** A request access control refused (ip_access, basic_auth), by why. */
   accessDenied(route: string, reason: AccessDenial): void;
   retry(route: string, reason: string): void;

@@ -201,8 +201,8 @@ export function createPromMetrics(
   });
   const cacheResults = new Counter({
     name: "prox_cache_requests_total",
-    help: "Requests on routes with a response cache, by result (hit, miss, stale, revalidated, " +
-      "bypass)",
+    help: "Requests on routes with a response cache, by result (hit, updating: stale while " +
+      "refreshed, miss, stale, revalidated, bypass)",
     labelNames: ["route", "result"] as const,
     registers,
   });

@@ -61,10 +61,12 @@ const DESCRIPTIONS: Record<string, string> = {
   root: "Directory served by a static route",
   status_code: "Status code of a redirect or a rate-limited response",
   cache:
-    "In-memory response cache (RFC 9111) for proxy and load_balance routes: true, or max_size, max_entries, max_object_size, default_ttl",
+    "In-memory response cache (RFC 9111) for proxy and load_balance routes: true, or max_size, max_entries, max_object_size, default_ttl, stale_while_revalidate",
   max_object_size: "Responses larger than this stream through and are not stored",
   default_ttl:
     "Freshness for cacheable answers without Cache-Control max-age or Expires (unset: not stored)",
+  stale_while_revalidate:
+    "How long past its freshness an answer without its own stale-while-revalidate is served while refreshed in the background",
   ip_access:
     "Client IP allow/deny lists (addresses, CIDR blocks, all); the most specific entry wins; refused: 403",
   allow: "ip_access: addresses and CIDR blocks let in; with any, clients not named are refused",

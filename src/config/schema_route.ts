@@ -482,6 +482,11 @@ export const Cache = z.union([
     /** A larger response is passed through and not stored. */
     max_object_size: Size.prefault("1MiB"),
     default_ttl: Duration.optional(),
+    /**
+     * How long past its freshness an answer that states no `stale-while-revalidate` may be served
+     * while it is refreshed in the background (nginx `proxy_cache_use_stale updating`).
+     */
+    stale_while_revalidate: Duration.optional(),
   }).strict(),
 ]);
 

@@ -47,13 +47,17 @@ export interface CachePolicy {
    * than wait for each other (Varnish's hit-for-miss); bounded by PASS_MAX.
    */
   passes: Map<string, number>;
+  /** Keys being refreshed in the background (stale-while-revalidate); bounded by REFRESH_MAX. */
+  refreshing: Set<string>;
   maxObjectSize: number;
   /** Freshness for cacheable responses that carry none; undefined: such responses are not stored. */
   defaultTtl?: number;
+  /** `stale_while_revalidate` for responses that state none, ms. */
+  defaultSwr?: number;
 }
 
 /** The outcomes counted in `prox_cache_requests_total`. */
-export type CacheResult = "hit" | "miss" | "stale" | "revalidated" | "bypass";
+export type CacheResult = "hit" | "updating" | "miss" | "stale" | "revalidated" | "bypass";
 
 /** Cache-Status member name (RFC 9211 §2). */
 const NAME = "prox";
@@ -68,6 +72,11 @@ export const COLLAPSE_WAIT_MS = 5_000;
 export const PASS_MS = 60_000;
 /** Most keys remembered as uncacheable per route. */
 export const PASS_MAX = 10_000;
+/**
+ * Most background refreshes under way per route; past it a stale entry is still served in its
+ * window, and a later request starts the refresh.
+ */
+export const REFRESH_MAX = 64;
 
 /** Counts what the cache did (metrics) and notes it for the access line. */
 function counted(ctx: RequestContext, deps: PipelineDeps, r: CacheResult): void {
@@ -120,6 +129,21 @@ export async function cachedProxy(
       return fromStore(ctx, entry, { age, status: `${NAME}; hit; ttl=${ttl}` });
     }
     const use = staleUse({ ...entry, age }, needs);
+    if (use === "stale-while-revalidate") {
+      // RFC 5861 §3: served at once, refreshed in the background, one refresh per key (none
+      // while a request already fetches it).
+      metric("updating");
+      const lock = `${primary}\n${vary}`;
+      if (!policy.filling.has(lock) && policy.refreshing.size < REFRESH_MAX) {
+        const x = { route, policy, primary, view, requestCc, vary: vary!, entry, lock };
+        void refreshInBackground(ctx, deps, x);
+      }
+      const ttl = Math.floor((entry.lifetime - age) / 1000);
+      return fromStore(ctx, entry, {
+        age,
+        status: `${NAME}; hit; ttl=${ttl}; fwd=stale; detail=stale-while-revalidate`,
+      });
+    }
     if (use === "max-stale") {
       // The client accepts it stale (RFC 9111 §5.2.1.2); a negative ttl says how stale (RFC 9211).
       metric("hit");
@@ -166,21 +190,7 @@ export async function cachedProxy(
   const stale = entry ? vary : undefined;
   let fill: Fill | undefined;
   if (method === "GET" && !requestCc.has("no-store") && !policy.filling.has(lock)) {
-    const d = Promise.withResolvers<void>();
-    fill = { settled: d.promise, waiters: 0 };
-    const mine = fill;
-    policy.filling.set(lock, mine);
-    release = (uncacheable = false) => {
-      if (policy.filling.get(lock) === mine) policy.filling.delete(lock);
-      policy.passes.delete(lock);
-      if (uncacheable) {
-        if (policy.passes.size >= PASS_MAX) {
-          policy.passes.delete(policy.passes.keys().next().value!);
-        }
-        policy.passes.set(lock, deps.clock.now() + PASS_MS);
-      }
-      d.resolve();
-    };
+    ({ fill, release } = claim(policy, deps, lock));
   }
   const x = { route, policy, primary, view, requestCc, fwd, stale, entry, fill, release };
   try {
@@ -189,6 +199,36 @@ export async function cachedProxy(
     release();
     throw err;
   }
+}
+
+/**
+ * Registers the caller as the one fetching the entry `lock`, for other requests to wait for, and
+ * returns the release that lets them go on (once; `uncacheable`: for a while, requests for the
+ * key no longer wait for each other).
+ */
+function claim(
+  policy: CachePolicy,
+  deps: PipelineDeps,
+  lock: string,
+): { fill: Fill; release: (uncacheable?: boolean) => void } {
+  const d = Promise.withResolvers<void>();
+  const fill: Fill = { settled: d.promise, waiters: 0 };
+  policy.filling.set(lock, fill);
+  let released = false;
+  const release = (uncacheable = false) => {
+    if (released) return;
+    released = true;
+    if (policy.filling.get(lock) === fill) policy.filling.delete(lock);
+    policy.passes.delete(lock);
+    if (uncacheable) {
+      if (policy.passes.size >= PASS_MAX) {
+        policy.passes.delete(policy.passes.keys().next().value!);
+      }
+      policy.passes.set(lock, deps.clock.now() + PASS_MS);
+    }
+    d.resolve();
+  };
+  return { fill, release };
 }
 
 /** Resolves when `p` settles or `ms` pass, whichever is first. */
@@ -220,7 +260,7 @@ async function revalidate(
   deps: PipelineDeps,
   x: Exchange & { vary: string; entry: StoredResponse; fwd: string },
 ): Promise<Response> {
-  const { entry, policy } = x;
+  const { entry } = x;
   const requestTime = deps.clock.now();
   let res: Response;
   try {
@@ -248,22 +288,129 @@ async function revalidate(
   }
   counted(ctx, deps, "revalidated");
   await res.body?.cancel();
-  const responseTime = deps.clock.now();
+  const updated = notModified(deps, x, { res, requestTime });
+  const status = `${NAME}; fwd=${x.fwd}; fwd-status=304`;
+  return fromStore(ctx, updated, { age: updated.initialAge, status });
+}
+
+/**
+ * The stored entry refreshed by a 304's fields and timing (RFC 9111 §4.3.4), updated in the store
+ * (or dropped when the 304 sets a cookie).
+ */
+function notModified(
+  deps: PipelineDeps,
+  x: Exchange & { vary: string; entry: StoredResponse },
+  o: { res: Response; requestTime: number },
+): StoredResponse {
+  const { entry, policy } = x;
   const fresh: [string, string][] = [];
-  res.headers.forEach((v, k) => fresh.push([k, v]));
+  o.res.headers.forEach((v, k) => fresh.push([k, v]));
   const headers = mergeNotModified(entry.headers, fresh);
   const updated = describe(headers, {
     status: entry.status,
     statusText: entry.statusText,
-    requestTime,
-    responseTime,
+    requestTime: o.requestTime,
+    responseTime: deps.clock.now(),
     defaultTtl: policy.defaultTtl,
+    defaultSwr: policy.defaultSwr,
   });
   updated.body = entry.body;
-  const status = `${NAME}; fwd=${x.fwd}; fwd-status=304`;
-  if (res.headers.has("set-cookie")) x.policy.store.delete(x.primary, x.vary);
-  else x.policy.store.update(x.primary, x.vary, updated);
-  return fromStore(ctx, updated, { age: updated.initialAge, status });
+  if (o.res.headers.has("set-cookie")) policy.store.delete(x.primary, x.vary);
+  else policy.store.update(x.primary, x.vary, updated);
+  return updated;
+}
+
+/** Request fields the cache's own refresh does not take from the client that set it off. */
+const NOT_REFRESHED = ["cache-control", "pragma", "if-none-match", "if-modified-since"];
+
+/**
+ * Refreshes a stale entry served under stale-while-revalidate, apart from the client's request
+ * (whose answer has gone): a conditional request when the entry has validators, a 304 refreshes
+ * it, a new answer replaces it as a miss would, and a failure (an error, 500, 502, 503, 504)
+ * leaves it as it was until its window ends. Waiting requests collapse onto it.
+ */
+async function refreshInBackground(
+  ctx: RequestContext,
+  deps: PipelineDeps,
+  x: Exchange & { vary: string; entry: StoredResponse; lock: string },
+): Promise<void> {
+  const { entry, policy } = x;
+  const { fill, release } = claim(policy, deps, x.lock);
+  policy.refreshing.add(x.lock);
+  const headers = new Headers(ctx.req.headers);
+  for (const name of NOT_REFRESHED) headers.delete(name);
+  // Its own request, never aborted by the client's connection; its own record of the exchange.
+  const bg: RequestContext = {
+    ...ctx,
+    req: new Request(ctx.req.url, { headers }),
+    body: undefined,
+    extraResponseHeaders: [],
+  };
+  const fail = (error: string) =>
+    deps.logger.warn(
+      "Background refresh of a stale stored response failed; it is served until its stale-while-revalidate window ends",
+      {
+        requestId: ctx.requestId,
+        route: ctx.route!.id,
+        upstream: bg.upstream,
+        error,
+      },
+    );
+  const requestTime = deps.clock.now();
+  try {
+    const res = await proxyAction(bg, deps, x.route, {
+      headers(h) {
+        if (entry.etag !== null) h.set("if-none-match", entry.etag);
+        if (entry.lastModified !== null) h.set("if-modified-since", entry.lastModified);
+      },
+    });
+    if (ERROR_STATUS.has(res.status)) {
+      await res.body?.cancel();
+      fail(`status ${res.status}`);
+      return;
+    }
+    if (res.status === 304 && (entry.etag !== null || entry.lastModified !== null)) {
+      await res.body?.cancel();
+      notModified(deps, x, { res, requestTime });
+      return;
+    }
+    const requestCc = parseCacheControl(null);
+    const out = admit(bg, deps, res, {
+      ...x,
+      requestCc,
+      fwd: "stale",
+      requestTime,
+      stale: x.vary,
+      fill,
+      release,
+    });
+    await drain(out.body, policy.maxObjectSize);
+  } catch (err) {
+    fail(toProxyError(err).message);
+  } finally {
+    release();
+    policy.refreshing.delete(x.lock);
+  }
+}
+
+/** Reads a body nobody else reads to its end (up to `limit` bytes), so its copy is stored. */
+async function drain(body: ReadableStream<Uint8Array> | null, limit: number): Promise<void> {
+  if (body === null) return;
+  const reader = body.getReader();
+  let n = 0;
+  try {
+    for (;;) {
+      const r = await reader.read();
+      if (r.done) return;
+      n += r.value.byteLength;
+      if (n > limit) {
+        await reader.cancel();
+        return;
+      }
+    }
+  } catch {
+    // A body that failed is not stored; nothing else to do.
+  }
 }
 
 /** Forwards a request the store cannot answer and stores the response when allowed. */
@@ -390,6 +537,7 @@ function admit(
     requestTime: x.requestTime,
     responseTime: deps.clock.now(),
     defaultTtl: x.policy.defaultTtl,
+    defaultSwr: x.policy.defaultSwr,
   });
   if (value.lifetime <= value.initialAge && value.etag === null && value.lastModified === null) {
     // Stale on arrival and nothing to revalidate it with (max-age=0, an Expires in the past):

@@ -162,6 +162,10 @@ Deno.test("cache: explain says what the cache would do, and changes nothing", as
   assert.match((await explain("http://example.com/e", [], "DELETE"))!, /DELETE answered below 400/);
   c.clock.t += 61_000;
   assert.match((await explain("http://example.com/e?q=1"))!, /stale: it would be revalidated/);
+  assert.match(
+    (await explain("http://example.com/e?q=1", [["cache-control", "max-stale"]]))!,
+    /stale by 1 s, served as the request's max-stale allows/,
+  );
   assert.equal(c.sent.length, 1);
 });
 

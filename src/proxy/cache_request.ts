@@ -2,7 +2,12 @@
 // gets them (after request rules, with the fields Prox writes), the fields that pass the cache by,
 // and what the cache would do with it, for `prox explain`.
 
-import { parseCacheControl, requestNeeds, usableWithoutOrigin } from "../domain/cache_control.ts";
+import {
+  parseCacheControl,
+  requestNeeds,
+  staleUse,
+  usableWithoutOrigin,
+} from "../domain/cache_control.ts";
 import type { ResponseCache, StoredResponse } from "../domain/response_cache.ts";
 import { varyKey } from "../domain/response_cache.ts";
 import { BROWSER_HEADERS, HOP_BY_HOP } from "../domain/headers.ts";
@@ -69,6 +74,14 @@ export function cacheNote(
   const left = Math.floor((entry.lifetime - age) / 1000);
   if (usableWithoutOrigin({ age, lifetime: entry.lifetime, noCache: entry.noCache }, needs)) {
     return `${key}: served from the store (fresh for ${left} s more), not forwarded`;
+  }
+  const use = staleUse({ ...entry, age }, needs);
+  if (use === "stale-while-revalidate") {
+    return `${key}: stale by ${-left} s, served from the store while it is refreshed in the ` +
+      "background (stale-while-revalidate)";
+  }
+  if (use === "max-stale") {
+    return `${key}: stale by ${-left} s, served as the request's max-stale allows`;
   }
   const how = entry.etag !== null
     ? "revalidated with If-None-Match"

@@ -18,6 +18,7 @@ export class CacheStores {
       store: ResponseCache;
       filling: Map<string, Fill>;
       passes: Map<string, number>;
+      refreshing: Set<string>;
     }
   >();
 
@@ -34,6 +35,7 @@ export class CacheStores {
         store: new ResponseCache({ maxBytes: o.max_size, maxEntries: o.max_entries }),
         filling: new Map(),
         passes: new Map(),
+        refreshing: new Set(),
       };
       this.#stores.set(id, held);
     }
@@ -41,9 +43,13 @@ export class CacheStores {
       store: held.store,
       filling: held.filling,
       passes: held.passes,
+      refreshing: held.refreshing,
       maxObjectSize: o.max_object_size,
     };
     if (c !== true && c.default_ttl !== undefined) policy.defaultTtl = c.default_ttl;
+    if (c !== true && c.stale_while_revalidate !== undefined) {
+      policy.defaultSwr = c.stale_while_revalidate;
+    }
     return policy;
   }
 

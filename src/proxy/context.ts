@@ -50,7 +50,7 @@ export interface RequestContext {
   /** Status for logs and metrics when it differs from the response's (499: client gone). */
   loggedStatus?: number;
   /** What the route's response cache did, on a route with `cache` (cache.ts). */
-  cache?: "hit" | "miss" | "stale" | "revalidated" | "bypass";
+  cache?: "hit" | "updating" | "miss" | "stale" | "revalidated" | "bypass";
   /** Response headers that filters want added (e.g. RateLimit), applied before responding. */
   extraResponseHeaders: [string, string][];
   /** Why the request cannot be served (a malformed Host or URL: 400 before routing), or null. */

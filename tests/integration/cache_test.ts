@@ -61,6 +61,16 @@ async function upstream() {
         });
         return new Response(body, { headers: cc });
       }
+      case "/swr":
+        // The first answer arrives already 20 s old (stale, within its 60 s window); the refresh
+        // is asked for with its ETag and answered afresh.
+        return new Response(`swr #${n} if-none-match=${req.headers.get("if-none-match")}`, {
+          headers: {
+            "cache-control": "max-age=10, stale-while-revalidate=60",
+            etag: `"s${n}"`,
+            age: n === 1 ? "20" : "0",
+          },
+        });
       case "/private":
         return new Response("mine", { headers: { "cache-control": "private, max-age=300" } });
       default:
@@ -252,4 +262,25 @@ Deno.test("cache: concurrent clients of one missing entry cost the upstream one 
   }
   assert.equal(await first.text(), "herd;");
   assert.equal(p.hits.get("/herd"), 1);
+});
+
+Deno.test("cache: stale-while-revalidate answers from the store and refreshes it in the background", async () => {
+  await using p = await setup();
+  const first = await fetch(`${p.url}/swr`);
+  assert.equal(await first.text(), "swr #1 if-none-match=null");
+  const stale = await fetch(`${p.url}/swr`);
+  assert.equal(await stale.text(), "swr #1 if-none-match=null");
+  assert.match(
+    stale.headers.get("cache-status")!,
+    /^prox; hit; ttl=-1\d; fwd=stale; detail=stale-while-revalidate$/,
+  );
+  await waitFor(() => p.hits.get("/swr") === 2, { what: "the background refresh" });
+  const fresh = await waitFor(async () => {
+    const res = await fetch(`${p.url}/swr`);
+    const text = await res.text();
+    return text.startsWith("swr #2") ? { res, text } : null;
+  }, { what: "the refreshed entry" });
+  assert.equal(fresh.text, 'swr #2 if-none-match="s1"');
+  assert.match(fresh.res.headers.get("cache-status")!, /^prox; hit; ttl=\d+$/);
+  assert.equal(p.hits.get("/swr"), 2);
 });

@@ -1,0 +1,137 @@
+// The response cache serving stale entries: stale-while-revalidate (RFC 5861 §3) with its
+// background refresh, on the fixture's fake clock and upstream.
+import assert from "node:assert/strict";
+import { waitFor } from "../../tests/_harness.ts";
+import { setup } from "./_cache_fixture.ts";
+import { REFRESH_MAX } from "./cache.ts";
+
+const SWR = "max-age=10, stale-while-revalidate=30";
+
+/** Waits until no background refresh is under way on the fixture's route. */
+function refreshed(c: ReturnType<typeof setup>) {
+  const policy = c.snapshot.router.entries[0].value.cache!;
+  return waitFor(() => policy.refreshing.size === 0 && policy.filling.size === 0, {
+    what: "the background refresh to end",
+  });
+}
+
+Deno.test("cache: stale-while-revalidate serves the stale entry at once and refreshes it", async () => {
+  const c = setup((_r, n) =>
+    n === 1
+      ? new Response("v1", { headers: { "cache-control": SWR, etag: '"1"' } })
+      : new Response(null, { status: 304, headers: { "cache-control": SWR } })
+  );
+  await c.get("/s");
+  c.clock.t += 15_000;
+  const stale = await c.get("/s");
+  assert.equal(stale.text, "v1");
+  assert.equal(
+    stale.res.headers.get("cache-status"),
+    "prox; hit; ttl=-5; fwd=stale; detail=stale-while-revalidate",
+  );
+  assert.equal(stale.res.headers.get("age"), "15");
+  await refreshed(c);
+  assert.equal(c.sent.length, 2);
+  assert.equal(c.sent[1].headers.get("if-none-match"), '"1"');
+  // The 304 made it fresh again.
+  const fresh = await c.get("/s");
+  assert.equal(fresh.res.headers.get("cache-status"), "prox; hit; ttl=10");
+  assert.equal(fresh.text, "v1");
+  assert.deepEqual(c.results, ["miss", "updating", "hit"]);
+});
+
+Deno.test("cache: one background refresh per key; requests meanwhile get the stale entry", async () => {
+  const gate = Promise.withResolvers<void>();
+  const c = setup(async (_r, n) => {
+    if (n === 2) await gate.promise;
+    return new Response(`v${n}`, { headers: { "cache-control": SWR } });
+  });
+  await c.get("/one");
+  c.clock.t += 12_000;
+  for (let i = 0; i < 5; i++) {
+    const r = await c.get("/one");
+    assert.equal(r.text, "v1");
+    assert.match(r.res.headers.get("cache-status")!, /detail=stale-while-revalidate/);
+  }
+  assert.equal(c.sent.length, 2);
+  gate.resolve();
+  await refreshed(c);
+  // A new full answer replaced the entry.
+  const next = await c.get("/one");
+  assert.equal(next.text, "v2");
+  assert.match(next.res.headers.get("cache-status")!, /^prox; hit; ttl=10/);
+  assert.equal(c.sent.length, 2);
+});
+
+Deno.test("cache: a failed refresh keeps the stale entry until its window ends", async () => {
+  let down = false;
+  const c = setup((_r, n) =>
+    down
+      ? new Response("down", { status: 503 })
+      : new Response(`v${n}`, { headers: { "cache-control": SWR } })
+  );
+  await c.get("/f");
+  down = true;
+  c.clock.t += 20_000;
+  assert.equal((await c.get("/f")).text, "v1");
+  await refreshed(c);
+  assert.equal(c.warnings.length, 1);
+  assert.match(c.warnings[0], /Background refresh/);
+  // Still in the window: served stale again (and another refresh tried).
+  c.clock.t += 19_000;
+  assert.equal((await c.get("/f")).text, "v1");
+  await refreshed(c);
+  assert.equal(c.sent.length, 3);
+  // Past it, the request waits for the upstream as without stale-while-revalidate.
+  c.clock.t += 2_000;
+  const late = await c.get("/f");
+  assert.equal(late.res.status, 503);
+  assert.match(late.res.headers.get("cache-status")!, /^prox; fwd=stale; fwd-status=503/);
+});
+
+Deno.test("cache: stale_while_revalidate on the route covers answers that state none", async () => {
+  const c = setup(
+    (r) =>
+      new Response("x", {
+        headers: {
+          "cache-control": r.target.endsWith("/must")
+            ? "max-age=10, must-revalidate"
+            : "max-age=10",
+        },
+      }),
+    { cache: "{ stale_while_revalidate: 20s }" },
+  );
+  await c.get("/d");
+  await c.get("/must");
+  c.clock.t += 25_000;
+  assert.match(
+    (await c.get("/d")).res.headers.get("cache-status")!,
+    /^prox; hit; ttl=-15; fwd=stale/,
+  );
+  // must-revalidate forbids it; a client's no-cache asks for the upstream's answer.
+  assert.match((await c.get("/must")).res.headers.get("cache-status")!, /^prox; fwd=stale;/);
+  await refreshed(c);
+  c.clock.t += 12_000;
+  const forced = await c.get("/d", { headers: { "cache-control": "no-cache" } });
+  assert.match(forced.res.headers.get("cache-status")!, /^prox; fwd=stale;/);
+});
+
+Deno.test("cache: background refreshes are bounded per route", async () => {
+  const gate = Promise.withResolvers<void>();
+  const c = setup(async (_r, n) => {
+    if (n > REFRESH_MAX + 5) await gate.promise;
+    return new Response("x", { headers: { "cache-control": SWR } });
+  });
+  const keys = REFRESH_MAX + 5;
+  for (let i = 0; i < keys; i++) await c.get(`/k?${i}`);
+  c.clock.t += 15_000;
+  for (let i = 0; i < keys; i++) {
+    assert.match(
+      (await c.get(`/k?${i}`)).res.headers.get("cache-status")!,
+      /stale-while-revalidate/,
+    );
+  }
+  assert.equal(c.sent.length, keys + REFRESH_MAX);
+  gate.resolve();
+  await refreshed(c);
+});
