@@ -246,6 +246,8 @@ export interface Metrics {
     route: string,
     result: "hit" | "updating" | "miss" | "stale" | "revalidated" | "bypass",
   ): void;
+  /** Entries an admin purge dropped from a route's cache (cache_purge.ts), by what it named. */
+  cachePurge(route: string, kind: "url" | "prefix" | "route", entries: number): void;
   /** A request access control refused (ip_access, basic_auth), by why. */
   accessDenied(route: string, reason: AccessDenial): void;
   retry(route: string, reason: string): void;
@@ -289,6 +291,7 @@ export const noopMetrics: Metrics = {
   backendHealth() {},
   rateLimit() {},
   cache() {},
+  cachePurge() {},
   accessDenied() {},
   retry() {},
   forwardAuth() {},

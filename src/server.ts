@@ -42,6 +42,7 @@ import type { AccessRecord, Clock, FileStore, Logger, LogLevel } from "./ports.t
 import { createUpstreamRegistry } from "./proxy/state.ts";
 import { MirrorTraffic } from "./proxy/mirror.ts";
 import { CacheStores } from "./proxy/cache_stores.ts";
+import { purgeCache } from "./proxy/cache_purge.ts";
 import { configuredTargets, unwatchedTargets } from "./proxy/pool.ts";
 import { startHealthChecks } from "./adapters/health_check.ts";
 import { followH3 } from "./adapters/h3_follow.ts";
@@ -303,6 +304,11 @@ export async function startServer(
         logger,
         registry: upstreams,
       }),
+    purgeCache: (input) => {
+      const r = purgeCache(input, { snapshot: current, metrics });
+      if (r.ok) logger.info("Cache purged through the admin API", { ...input, purged: r.purged });
+      return r;
+    },
     metricsText,
     metricsContentType: prom?.contentType,
     status: () =>

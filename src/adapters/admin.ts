@@ -1,6 +1,7 @@
 // The admin listener: a Hono app on its own Deno.serve, off the public port (127.0.0.1:9090 by
 // default). Metrics, health and readiness probes, the effective config with secrets redacted,
-// reload, a status JSON, a self-contained status page and `/explain` (a request dry-run).
+// reload, a status JSON, a self-contained status page, `/explain` (a request dry-run) and cache
+// purges.
 // Everything except the two probes needs the bearer token when one is configured (HTTP Basic with
 // the token as password also works, so a browser can open the status page).
 
@@ -14,6 +15,7 @@ import type { ListenAddr } from "../config/listen.ts";
 import { statusPage } from "./admin_page.ts";
 import type { StatusJson } from "./admin_status.ts";
 import type { ExplainRequest, Explanation } from "../proxy/explain.ts";
+import type { PurgeInput, PurgeResult } from "../proxy/cache_purge.ts";
 import { requestFromArgs } from "./explain_cli.ts";
 
 export { isLoopback };
@@ -37,6 +39,8 @@ export interface AdminCallbacks {
   /** The resolved config; the admin app redacts secrets before sending it. */
   effectiveConfig(): unknown;
   metricsText(): Promise<string>;
+  /** `POST /cache/purge`: drops response cache entries (proxy/cache_purge.ts). */
+  purgeCache?(input: PurgeInput): PurgeResult;
   /** `GET /explain`: one request explained against the live config and health. */
   explain?(req: ExplainRequest): Promise<Explanation>;
   metricsContentType?: string;
@@ -200,6 +204,32 @@ export function createAdminApp(
     c.header("allow", "POST");
     return c.json({ error: "Method not allowed: use POST /config/reload" }, 405);
   });
+  // ?url=… (every Vary variant of it), ?prefix=… (every URL it starts) or ?route=… (all of it).
+  app.post("/cache/purge", (c) => {
+    if (!cb.purgeCache) return c.json({ error: "Not found: purging is not available" }, 404);
+    const given = (["url", "prefix", "route"] as const).filter((k) => c.req.query(k) !== undefined);
+    if (given.length !== 1) {
+      return c.json({
+        error: "Bad request: give one of url, prefix or route, as in " +
+          "POST /cache/purge?url=https://example.com/page",
+      }, 400);
+    }
+    const k = given[0];
+    const v = c.req.query(k)!;
+    const input: PurgeInput = k === "url"
+      ? { url: v }
+      : k === "prefix"
+      ? { prefix: v }
+      : { route: v };
+    const r = cb.purgeCache(input);
+    return r.ok
+      ? c.json({ route: r.route, purged: r.purged })
+      : c.json({ error: r.error }, r.status);
+  });
+  app.get("/cache/purge", (c) => {
+    c.header("allow", "POST");
+    return c.json({ error: "Method not allowed: use POST /cache/purge" }, 405);
+  });
   app.get("/status", (c) => c.json(cb.status()));
   // ?url=…&method=…&header=Name:%20value (repeated)&client_ip=…
   app.get("/explain", async (c) => {
@@ -240,6 +270,7 @@ export function createAdminApp(
         "GET /readyz",
         "GET /config",
         "POST /config/reload",
+        "POST /cache/purge",
       ],
     }, 404)
   );

@@ -278,3 +278,46 @@ Deno.test("startAdmin gzips a large exposition when the scraper accepts it", asy
     },
   );
 });
+
+Deno.test("admin POST /cache/purge: token required, one of url, prefix or route, POST only", async () => {
+  const asked: unknown[] = [];
+  const cb = fake({
+    purgeCache(input) {
+      asked.push(input);
+      return "route" in input && input.route === "/gone"
+        ? { ok: false, status: 404, error: 'Cannot purge: no route "/gone"' }
+        : { ok: true, route: "/api", purged: 3 };
+    },
+  });
+  await withAdmin(cb, "tok", async (base) => {
+    const auth = { authorization: "Bearer tok" };
+    const anon = await fetch(`${base}/cache/purge?route=/api`, { method: "POST" });
+    assert.equal(anon.status, 401);
+    await anon.body?.cancel();
+    const url = encodeURIComponent("https://example.com/a?b=1");
+    const ok = await fetch(`${base}/cache/purge?url=${url}`, { method: "POST", headers: auth });
+    assert.equal(ok.status, 200);
+    assert.deepEqual(await ok.json(), { route: "/api", purged: 3 });
+    const gone = await fetch(`${base}/cache/purge?route=/gone`, { method: "POST", headers: auth });
+    assert.equal(gone.status, 404);
+    assert.deepEqual(await gone.json(), { error: 'Cannot purge: no route "/gone"' });
+    const two = await fetch(`${base}/cache/purge?route=/api&prefix=x`, {
+      method: "POST",
+      headers: auth,
+    });
+    assert.equal(two.status, 400);
+    await two.body?.cancel();
+    const get = await fetch(`${base}/cache/purge?route=/api`, { headers: auth });
+    assert.equal(get.status, 405);
+    assert.equal(get.headers.get("allow"), "POST");
+    await get.body?.cancel();
+    // A page in a browser holding the credentials cannot purge from another origin.
+    const cross = await fetch(`${base}/cache/purge?route=/api`, {
+      method: "POST",
+      headers: { ...auth, origin: "https://evil.example" },
+    });
+    assert.equal(cross.status, 403);
+    await cross.body?.cancel();
+  });
+  assert.deepEqual(asked, [{ url: "https://example.com/a?b=1" }, { route: "/gone" }]);
+});

@@ -206,6 +206,18 @@ export function createPromMetrics(
     labelNames: ["route", "result"] as const,
     registers,
   });
+  const cachePurges = new Counter({
+    name: "prox_cache_purges_total",
+    help: "Admin cache purges by route and what they named (url, prefix, route)",
+    labelNames: ["route", "kind"] as const,
+    registers,
+  });
+  const cachePurged = new Counter({
+    name: "prox_cache_purged_entries_total",
+    help: "Entries admin cache purges dropped, by route",
+    labelNames: ["route"] as const,
+    registers,
+  });
   const forwardAuthChecks = new Counter({
     name: "prox_forward_auth_total",
     help: "Forward auth checks by route and outcome (allowed: 2xx, denied: the auth service's " +
@@ -390,6 +402,8 @@ export function createPromMetrics(
         backendDuration,
         rateLimitHits,
         cacheResults,
+        cachePurges,
+        cachePurged,
         forwardAuthChecks,
         accessDenied,
         retries,
@@ -426,6 +440,11 @@ export function createPromMetrics(
     cache(route, result) {
       if (gone.has(route)) return;
       cacheResults.inc({ route, result });
+    },
+    cachePurge(route, kind, entries) {
+      if (gone.has(route)) return;
+      cachePurges.inc({ route, kind });
+      cachePurged.inc({ route }, entries);
     },
     forwardAuth(route, outcome) {
       if (gone.has(route)) return;

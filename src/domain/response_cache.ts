@@ -165,6 +165,18 @@ export class ResponseCache {
     return n;
   }
 
+  /**
+   * Drops every variant of every primary key that starts with `prefix` (a purge by URL prefix);
+   * returns how many entries went. Walks the keys held, so it costs the size of the store.
+   */
+  invalidatePrefix(prefix: string): number {
+    let n = 0;
+    for (const primary of [...this.#primaries.keys()]) {
+      if (primary.startsWith(prefix)) n += this.invalidate(primary);
+    }
+    return n;
+  }
+
   /** Drops everything. */
   clear(): void {
     this.#entries.clear();

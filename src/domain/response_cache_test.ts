@@ -77,3 +77,15 @@ Deno.test("ResponseCache.update evicts others when the refreshed entry outgrows 
   assert.ok(cache.get("b", ""));
   assert.ok(cache.bytes <= cache.maxBytes);
 });
+
+Deno.test("ResponseCache.invalidatePrefix drops every variant of the keys under a prefix", () => {
+  const cache = new ResponseCache({ maxBytes: 1e9, maxEntries: 100 });
+  for (const k of ["http h /s/a", "http h /s/b", "http h /t"]) {
+    cache.set(k, { names: ["x"], vary: "1", value: stored(1) });
+    cache.set(k, { names: ["x"], vary: "2", value: stored(1) });
+  }
+  assert.equal(cache.invalidatePrefix("http h /s/"), 4);
+  assert.equal(cache.size, 2);
+  assert.ok(cache.get("http h /t", "1"));
+  assert.equal(cache.invalidatePrefix("http h /nothing"), 0);
+});

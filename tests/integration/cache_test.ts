@@ -284,3 +284,26 @@ Deno.test("cache: stale-while-revalidate answers from the store and refreshes it
   assert.match(fresh.res.headers.get("cache-status")!, /^prox; hit; ttl=\d+$/);
   assert.equal(p.hits.get("/swr"), 2);
 });
+
+Deno.test("cache: the admin API purges a URL, and the next request goes upstream", async () => {
+  await using p = await setup();
+  for (let i = 0; i < 2; i++) await (await fetch(`${p.url}/purged?q=1`)).body?.cancel();
+  await (await fetch(`${p.url}/kept`)).body?.cancel();
+  assert.equal(p.hits.get("/purged"), 1);
+  const admin = `http://127.0.0.1:${p.server.admin!.port}`;
+  const url = encodeURIComponent(`${p.url}/purged?q=1`);
+  const res = await fetch(`${admin}/cache/purge?url=${url}`, { method: "POST" });
+  assert.equal(res.status, 200);
+  assert.deepEqual(await res.json(), { route: "/", purged: 1 });
+  const after = await fetch(`${p.url}/purged?q=1`);
+  assert.equal(await after.text(), "path /purged #2");
+  assert.match(after.headers.get("cache-status")!, /fwd=uri-miss/);
+  const kept = await fetch(`${p.url}/kept`);
+  assert.match(kept.headers.get("cache-status")!, /^prox; hit/);
+  await kept.body?.cancel();
+  const whole = await fetch(`${admin}/cache/purge?route=/`, { method: "POST" });
+  assert.deepEqual(await whole.json(), { route: "/", purged: 2 });
+  const metrics = await (await fetch(`${admin}/metrics`)).text();
+  assert.match(metrics, /prox_cache_purges_total\{route="\/",kind="url"\} 1/);
+  assert.match(metrics, /prox_cache_purged_entries_total\{route="\/"\} 3/);
+});

@@ -1,0 +1,86 @@
+// Purging the routes' response caches (the admin API's `POST /cache/purge`): one URL with all its
+// Vary variants, every entry under a URL prefix, or a route's whole store. A URL is routed as a
+// request for it would be (host, normalized path, the route's path_rewrite), so the key it drops
+// is the one its requests are stored under, for http and https alike.
+
+import type { ClientInfo, Metrics } from "../ports.ts";
+import type { Snapshot } from "./snapshot.ts";
+import type { PipelineDeps } from "./context.ts";
+import { admit, identify } from "./pipeline.ts";
+import { primaryKey } from "./cache_request.ts";
+import type { UpstreamRoute } from "./cache_request.ts";
+
+/** What to purge: a URL (every variant), a URL prefix, or a route's whole cache by its id. */
+export type PurgeInput = { url: string } | { prefix: string } | { route: string };
+
+/** What a purge did, or why it could not (`status` 400 or 404 and a message). */
+export type PurgeResult =
+  | { ok: true; route: string; purged: number }
+  | { ok: false; status: 400 | 404; error: string };
+
+/** Drops what `input` names from the caches of `snapshot`'s routes, and counts it. */
+export function purgeCache(
+  input: PurgeInput,
+  deps: { snapshot: Snapshot; metrics: Metrics },
+): PurgeResult {
+  const { snapshot, metrics } = deps;
+  if ("route" in input) {
+    const route = snapshot.router.entries.find((e) => e.value.id === input.route)?.value;
+    if (!route) return { ok: false, status: 404, error: `Cannot purge: no route "${input.route}"` };
+    if (!route.cache) {
+      return { ok: false, status: 404, error: `Cannot purge: route "${input.route}" has no cache` };
+    }
+    const purged = route.cache.store.size;
+    route.cache.store.clear();
+    metrics.cachePurge(route.id, "route", purged);
+    return { ok: true, route: route.id, purged };
+  }
+  const prefix = "prefix" in input;
+  const text = prefix ? input.prefix : input.url;
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    return { ok: false, status: 400, error: `Cannot purge: "${text.slice(0, 200)}" is no URL` };
+  }
+  if (url.protocol !== "http:" && url.protocol !== "https:") {
+    return { ok: false, status: 400, error: `Cannot purge: "${url.protocol}" is no http(s) URL` };
+  }
+  const req = new Request(url, { headers: { host: url.host } });
+  const info: ClientInfo = {
+    remoteAddr: { hostname: "127.0.0.1", port: 0 },
+    localPort: 0,
+    protocol: "http/1.1",
+    tls: url.protocol === "https:",
+  };
+  const ctx = identify(
+    req,
+    info,
+    { snapshot: () => snapshot, clock: CLOCK } as PipelineDeps,
+    () => "",
+  );
+  if (admit(ctx)) return { ok: false, status: 400, error: `Cannot purge: invalid URL "${text}"` };
+  const match = snapshot.router.match(ctx.host, ctx.path);
+  if (!match?.value.cache) {
+    return {
+      ok: false,
+      status: 404,
+      error: `Cannot purge: no route with a cache answers ${url.host}${ctx.path}`,
+    };
+  }
+  const route = match.value;
+  ctx.route = route;
+  const store = route.cache!.store;
+  const key = primaryKey(ctx, route.config as UpstreamRoute);
+  // Its requests may come over http or https (or say which in X-Forwarded-Proto): both go.
+  const rest = key.slice(key.indexOf(" "));
+  let purged = 0;
+  for (const scheme of ["http", "https"]) {
+    purged += prefix ? store.invalidatePrefix(scheme + rest) : store.invalidate(scheme + rest);
+  }
+  metrics.cachePurge(route.id, prefix ? "prefix" : "url", purged);
+  return { ok: true, route: route.id, purged };
+}
+
+/** identify() reads the clock for the request's start time, which a purge never uses. */
+const CLOCK = { now: () => 0, monotonic: () => 0 };

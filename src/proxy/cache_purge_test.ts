@@ -1,0 +1,73 @@
+import assert from "node:assert/strict";
+import { setup } from "./_cache_fixture.ts";
+import { purgeCache } from "./cache_purge.ts";
+import { noopMetrics } from "../ports.ts";
+import type { Metrics } from "../ports.ts";
+
+function fixture() {
+  const c = setup((r, n) =>
+    new Response(`${r.target} #${n}`, {
+      headers: { "cache-control": "max-age=60", vary: "accept-language" },
+    })
+  );
+  const purges: [string, string, number][] = [];
+  const metrics: Metrics = { ...noopMetrics, cachePurge: (...a) => void purges.push(a) };
+  const purge = (input: Parameters<typeof purgeCache>[0]) =>
+    purgeCache(input, { snapshot: c.snapshot, metrics });
+  const store = c.snapshot.router.entries[0].value.cache!.store;
+  return { c, purges, purge, store };
+}
+
+Deno.test("purgeCache drops one URL with all its Vary variants, and counts it", async () => {
+  const { c, purges, purge, store } = fixture();
+  for (const lang of ["en", "fr"]) {
+    await c.get("/page?id=1", { headers: { "accept-language": lang } });
+  }
+  await c.get("/page?id=2");
+  await c.get("/other");
+  assert.equal(store.size, 4);
+  // Routed as a request is: the key is the upstream path (/base/page?id=1), the query counts.
+  assert.deepEqual(purge({ url: "http://example.com/page?id=1" }), {
+    ok: true,
+    route: "/",
+    purged: 2,
+  });
+  assert.equal(store.size, 2);
+  assert.deepEqual(purges, [["/", "url", 2]]);
+  // Stored over http, purged by its https URL too; dot segments are normalized as for requests.
+  assert.deepEqual(purge({ url: "https://example.com/x/../page?id=2" }), {
+    ok: true,
+    route: "/",
+    purged: 1,
+  });
+  const again = await c.get("/page?id=1", { headers: { "accept-language": "en" } });
+  assert.match(again.res.headers.get("cache-status")!, /fwd=uri-miss/);
+  assert.match((await c.get("/other")).res.headers.get("cache-status")!, /^prox; hit/);
+});
+
+Deno.test("purgeCache drops a URL prefix or a route's whole store", async () => {
+  const { c, purges, purge, store } = fixture();
+  for (const p of ["/static/a.css", "/static/b.js?v=2", "/staticky", "/api/x"]) await c.get(p);
+  assert.deepEqual(purge({ prefix: "http://example.com/static/" }), {
+    ok: true,
+    route: "/",
+    purged: 2,
+  });
+  assert.equal(store.size, 2);
+  assert.deepEqual(purge({ route: "/" }), { ok: true, route: "/", purged: 2 });
+  assert.equal(store.size, 0);
+  assert.deepEqual(purges, [["/", "prefix", 2], ["/", "route", 2]]);
+});
+
+Deno.test("purgeCache says why it cannot purge", () => {
+  const { purge } = fixture();
+  assert.deepEqual(purge({ route: "/nope" }), {
+    ok: false,
+    status: 404,
+    error: 'Cannot purge: no route "/nope"',
+  });
+  const bad = purge({ url: "not a url" });
+  assert.equal(bad.ok === false && bad.status, 400);
+  const ftp = purge({ url: "ftp://example.com/x" });
+  assert.equal(ftp.ok === false && ftp.status, 400);
+});
