@@ -61,7 +61,7 @@ const DESCRIPTIONS: Record<string, string> = {
   root: "Directory served by a static route",
   status_code: "Status code of a redirect or a rate-limited response",
   cache:
-    "In-memory response cache (RFC 9111) for proxy and load_balance routes: true, or max_size, max_entries, max_object_size, default_ttl, stale_while_revalidate",
+    "In-memory response cache (RFC 9111) for proxy and load_balance routes: true, or max_size, max_entries, max_object_size, default_ttl, stale_while_revalidate; at the top level, max_size: the bytes all route caches share",
   max_object_size: "Responses larger than this stream through and are not stored",
   default_ttl:
     "Freshness for cacheable answers without Cache-Control max-age or Expires (unset: not stored)",

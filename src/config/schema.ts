@@ -121,6 +121,12 @@ export const Limits = z.object({
   max_header_bytes: Size.optional(),
 }).strict();
 
+/** The top-level `cache`: a byte bound all routes' response caches share. */
+export const CacheShared = z.object({
+  /** Bytes all route caches hold together; the least recently used entry of any goes first. */
+  max_size: Size,
+}).strict();
+
 export const Config = z.object({
   listen_addr: z.string(),
   routes: z.record(z.string(), Route),
@@ -143,6 +149,8 @@ export const Config = z.object({
   workers: z.int().min(1).max(64).default(1),
   /** Response compression for every proxy, load_balance and static route without its own. */
   compress: Compress.optional(),
+  /** A byte bound the routes' response caches (`cache` on a route) share. */
+  cache: CacheShared.optional(),
   /** Pages for Prox's own error answers, per status; a route's own entries come first. */
   error_pages: ErrorPages.optional(),
   /** Forward auth for every route without its own (`forward_auth: false` on a route skips it). */

@@ -190,6 +190,16 @@ export function validateRoutes(
     validateRateLimits(route, ["routes", key], { err, warn });
     if ((route.type === "proxy" || route.type === "load_balance") && route.cache) {
       validateCache(route.cache, ["routes", key, "cache"], { err, warn });
+      const shared = config.cache?.max_size;
+      const object = route.cache === true ? 1 << 20 : route.cache.max_object_size;
+      if (shared !== undefined && object > shared) {
+        err(
+          ["cache", "max_size"],
+          `cache.max_size (${sizeText(shared)}) is smaller than route "${key}"'s ` +
+            `max_object_size (${sizeText(object)}): no response that large could be stored`,
+          "Raise the top-level cache.max_size or lower the route's max_object_size",
+        );
+      }
     }
     if (route.type === "static" && route.cache_control !== undefined) {
       // Sent on every file: a control character crashed the process, "€" gave 500.

@@ -36,6 +36,26 @@ interface Node {
   size: number;
   prev: Node | null;
   next: Node | null;
+  /** The store holding it, and its place in the shared pool's LRU order (with a pool). */
+  store: ResponseCache;
+  poolPrev: Node | null;
+  poolNext: Node | null;
+}
+
+/**
+ * A byte bound that several stores draw from (the top-level `cache: { max_size }`): one LRU
+ * order across them, so the least recently used entry of any route goes first.
+ */
+export class CachePool {
+  maxBytes: number;
+  bytes = 0;
+  /** Least recently used across the stores, and most. */
+  head: Node | null = null;
+  tail: Node | null = null;
+
+  constructor(maxBytes: number) {
+    this.maxBytes = maxBytes;
+  }
 }
 
 /** Bytes counted per entry beyond its body, headers and key (objects, list links). */
@@ -72,10 +92,22 @@ export class ResponseCache {
   #head: Node | null = null; // least recently used
   #tail: Node | null = null;
   #bytes = 0;
+  readonly #pool: CachePool | undefined;
 
-  constructor(o: { maxBytes: number; maxEntries: number }) {
+  constructor(o: { maxBytes: number; maxEntries: number; pool?: CachePool }) {
     this.maxBytes = o.maxBytes;
     this.maxEntries = o.maxEntries;
+    this.#pool = o.pool;
+  }
+
+  /** Drops the least recently used entries of `pool`'s stores until it is within its bound. */
+  static trim(pool: CachePool): void {
+    while (pool.bytes > pool.maxBytes && pool.head !== null) pool.head.store.#remove(pool.head);
+  }
+
+  /** The largest entry it can hold: its own bound, or the shared pool's when smaller. */
+  get capacity(): number {
+    return Math.min(this.maxBytes, this.#pool?.maxBytes ?? Infinity);
   }
 
   /** Bytes held (as entrySize counts them). */
@@ -118,16 +150,27 @@ export class ResponseCache {
   ): boolean {
     const key = `${primary}\n${o.vary}`;
     const size = entrySize(key, o.value);
-    if (size > this.maxBytes) return false;
+    if (size > this.capacity) return false;
     const old = this.#entries.get(key);
     if (old) this.#remove(old);
     let p = this.#primaries.get(primary);
     if (!p) this.#primaries.set(primary, p = { names: o.names, keys: new Set() });
     p.names = o.names;
     p.keys.add(key);
-    const node: Node = { key, primary, value: o.value, size, prev: null, next: null };
+    const node: Node = {
+      key,
+      primary,
+      value: o.value,
+      size,
+      prev: null,
+      next: null,
+      store: this,
+      poolPrev: null,
+      poolNext: null,
+    };
     this.#entries.set(key, node);
     this.#bytes += size;
+    if (this.#pool) this.#pool.bytes += size;
     this.#append(node);
     this.#evict(node);
     return true;
@@ -139,6 +182,7 @@ export class ResponseCache {
     if (!node) return;
     const size = entrySize(node.key, value);
     this.#bytes += size - node.size;
+    if (this.#pool) this.#pool.bytes += size - node.size;
     node.size = size;
     node.value = value;
     this.#evict(node);
@@ -179,22 +223,38 @@ export class ResponseCache {
 
   /** Drops everything. */
   clear(): void {
+    if (this.#pool) {
+      for (const node of this.#entries.values()) this.#poolUnlink(node);
+      this.#pool.bytes -= this.#bytes;
+    }
     this.#entries.clear();
     this.#primaries.clear();
     this.#head = this.#tail = null;
     this.#bytes = 0;
   }
 
-  /** Drops least recently used entries, never `keep`, until both bounds hold. */
+  /**
+   * Drops least recently used entries, never `keep`, until both bounds hold, then those least
+   * recently used in the shared pool, whichever store holds them, until it holds too.
+   */
   #evict(keep: Node): void {
     while (
       (this.#bytes > this.maxBytes || this.#entries.size > this.maxEntries) &&
       this.#head !== null && this.#head !== keep
     ) this.#remove(this.#head);
+    const pool = this.#pool;
+    if (!pool) return;
+    while (pool.bytes > pool.maxBytes && pool.head !== null && pool.head !== keep) {
+      pool.head.store.#remove(pool.head);
+    }
   }
 
   #remove(node: Node): void {
     this.#unlink(node);
+    if (this.#pool) {
+      this.#poolUnlink(node);
+      this.#pool.bytes -= node.size;
+    }
     this.#entries.delete(node.key);
     this.#bytes -= node.size;
     const p = this.#primaries.get(node.primary);
@@ -217,5 +277,24 @@ export class ResponseCache {
     if (this.#tail) this.#tail.next = node;
     else this.#head = node;
     this.#tail = node;
+    const pool = this.#pool;
+    if (!pool) return;
+    // Used now: to the pool's most recent end as well.
+    this.#poolUnlink(node);
+    node.poolPrev = pool.tail;
+    if (pool.tail) pool.tail.poolNext = node;
+    else pool.head = node;
+    pool.tail = node;
+  }
+
+  /** Takes a node out of the pool's order, when it is in it (its bytes are counted apart). */
+  #poolUnlink(node: Node): void {
+    const pool = this.#pool!;
+    if (node.poolPrev) node.poolPrev.poolNext = node.poolNext;
+    else if (pool.head === node) pool.head = node.poolNext;
+    else return; // not in the pool's order
+    if (node.poolNext) node.poolNext.poolPrev = node.poolPrev;
+    else pool.tail = node.poolPrev;
+    node.poolPrev = node.poolNext = null;
   }
 }

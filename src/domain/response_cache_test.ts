@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { entrySize, ResponseCache, varyKey } from "./response_cache.ts";
+import { CachePool, entrySize, ResponseCache, varyKey } from "./response_cache.ts";
 import type { StoredResponse } from "./response_cache.ts";
 
 function stored(bytes: number, headers: [string, string][] = []): StoredResponse {
@@ -88,4 +88,45 @@ Deno.test("ResponseCache.invalidatePrefix drops every variant of the keys under 
   assert.equal(cache.size, 2);
   assert.ok(cache.get("http h /t", "1"));
   assert.equal(cache.invalidatePrefix("http h /nothing"), 0);
+});
+
+Deno.test("ResponseCache stores sharing a CachePool evict the least recently used of any", () => {
+  const one = entrySize("a\n", stored(1000));
+  const pool = new CachePool(one * 3);
+  const a = new ResponseCache({ maxBytes: one * 10, maxEntries: 100, pool });
+  const b = new ResponseCache({ maxBytes: one * 10, maxEntries: 100, pool });
+  a.set("a", { names: [], vary: "", value: stored(1000) });
+  b.set("b", { names: [], vary: "", value: stored(1000) });
+  a.set("c", { names: [], vary: "", value: stored(1000) });
+  assert.equal(pool.bytes, one * 3);
+  a.get("a", ""); // now b's entry is the least recently used of the pool
+  b.set("d", { names: [], vary: "", value: stored(1000) });
+  assert.equal(b.get("b", ""), undefined);
+  assert.ok(a.get("a", "") && a.get("c", "") && b.get("d", ""));
+  assert.equal(pool.bytes, one * 3);
+  assert.equal(a.bytes + b.bytes, pool.bytes);
+  // Each store's own bound still holds; dropping or emptying one frees the pool.
+  a.invalidate("c");
+  assert.equal(pool.bytes, one * 2);
+  b.clear();
+  assert.equal(pool.bytes, one);
+  assert.equal(pool.head, pool.tail);
+  // An entry larger than the pool is refused; a smaller pool bound is enforced at once.
+  assert.equal(a.capacity, one * 3);
+  assert.equal(a.set("big", { names: [], vary: "", value: stored(one * 3) }), false);
+  b.set("e", { names: [], vary: "", value: stored(1000) });
+  pool.maxBytes = one;
+  ResponseCache.trim(pool);
+  assert.equal(a.size + b.size, 1);
+  assert.ok(b.get("e", ""));
+});
+
+Deno.test("ResponseCache.update counts a refreshed entry's new size in its pool", () => {
+  const pool = new CachePool(1e9);
+  const a = new ResponseCache({ maxBytes: 1e9, maxEntries: 100, pool });
+  a.set("a", { names: [], vary: "", value: stored(10) });
+  const before = pool.bytes;
+  a.update("a", "", stored(10, [["x-more", "y".repeat(100)]]));
+  assert.equal(pool.bytes, a.bytes);
+  assert.ok(pool.bytes > before);
 });

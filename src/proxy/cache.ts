@@ -549,7 +549,7 @@ function admit(
   const vary = varyKey(names, x.view);
   if (
     declared !== null &&
-    entrySize(`${x.primary}\n${vary}`, value) + Number(declared) > x.policy.store.maxBytes
+    entrySize(`${x.primary}\n${vary}`, value) + Number(declared) > x.policy.store.capacity
   ) {
     // With its header fields and key, more than the whole store holds.
     if (x.stale !== undefined) x.policy.store.delete(x.primary, x.stale);

@@ -3,7 +3,7 @@
 // since what it stored may no longer be what its upstream would answer. Bounded by the routes.
 
 import type { CacheConfig, Config } from "../config/schema.ts";
-import { ResponseCache } from "../domain/response_cache.ts";
+import { CachePool, ResponseCache } from "../domain/response_cache.ts";
 import type { CachePolicy, Fill } from "./cache.ts";
 
 /** Defaults of `cache: true` (the schema's object defaults). */
@@ -19,8 +19,24 @@ export class CacheStores {
       filling: Map<string, Fill>;
       passes: Map<string, number>;
       refreshing: Set<string>;
+      pool: CachePool | null;
     }
   >();
+  /** The top-level `cache.max_size` every store draws from, or null without one. */
+  #pool: CachePool | null = null;
+
+  /**
+   * Sets the bound all stores share (the top-level `cache.max_size`; undefined: none). A new or
+   * removed bound gives every caching route a new, empty store; a changed one evicts at once.
+   */
+  share(maxBytes: number | undefined): void {
+    if (maxBytes === undefined) this.#pool = null;
+    else if (this.#pool === null) this.#pool = new CachePool(maxBytes);
+    else if (this.#pool.maxBytes !== maxBytes) {
+      this.#pool.maxBytes = maxBytes;
+      ResponseCache.trim(this.#pool);
+    }
+  }
 
   /** The policy of a route's `cache` (null without one), reusing the store of an unchanged route. */
   policyFor(id: string, route: { cache?: CacheConfig }): CachePolicy | null {
@@ -29,10 +45,14 @@ export class CacheStores {
     const o = c === true ? DEFAULTS : c;
     const fingerprint = JSON.stringify(route);
     let held = this.#stores.get(id);
-    if (!held || held.fingerprint !== fingerprint) {
+    if (!held || held.fingerprint !== fingerprint || held.pool !== this.#pool) {
+      // Emptied, so a shared pool no longer counts its entries.
+      held?.store.clear();
+      const pool = this.#pool ?? undefined;
       held = {
         fingerprint,
-        store: new ResponseCache({ maxBytes: o.max_size, maxEntries: o.max_entries }),
+        pool: this.#pool,
+        store: new ResponseCache({ maxBytes: o.max_size, maxEntries: o.max_entries, pool }),
         filling: new Map(),
         passes: new Map(),
         refreshing: new Set(),
@@ -57,7 +77,10 @@ export class CacheStores {
   retain(config: Config): void {
     for (const id of this.#stores.keys()) {
       const route = config.routes[id];
-      if (!route || !("cache" in route) || !route.cache) this.#stores.delete(id);
+      if (!route || !("cache" in route) || !route.cache) {
+        this.#stores.get(id)!.store.clear();
+        this.#stores.delete(id);
+      }
     }
   }
 

@@ -147,6 +147,7 @@ export function buildSnapshot(
   },
 ): Snapshot {
   const caches = opts.caches ?? new CacheStores();
+  caches.share(config.cache?.max_size);
   const pages = (spec: Config["error_pages"]): PageTable =>
     spec
       ? compilePages(spec, {

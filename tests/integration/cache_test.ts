@@ -307,3 +307,43 @@ Deno.test("cache: the admin API purges a URL, and the next request goes upstream
   assert.match(metrics, /prox_cache_purges_total\{route="\/",kind="url"\} 1/);
   assert.match(metrics, /prox_cache_purged_entries_total\{route="\/"\} 3/);
 });
+
+Deno.test("cache: routes share the top-level cache.max_size, least recently used first", async () => {
+  const up = await upstream();
+  const route = (path: string) =>
+    `  ${path}:
+    type: proxy
+    target: "${up.server.url}"
+    path_rewrite: /
+    cache: { max_object_size: 8KiB }
+`;
+  const file = await Deno.makeTempFile({ suffix: ".yaml" });
+  await Deno.writeTextFile(
+    file,
+    `listen_addr: "127.0.0.1:0"
+health_check: { enabled: false }
+log: { access_log: false }
+cache: { max_size: 8KiB }
+routes:
+${route("/a")}${route("/b")}`,
+  );
+  const server = await startServer({ path: file }, { logger: silentLogger });
+  try {
+    const get = async (path: string) => {
+      const res = await fetch(`http://127.0.0.1:${server.port}${path}`);
+      assert.equal(await res.text(), BIG);
+      return res.headers.get("cache-status")!;
+    };
+    assert.match(await get("/a/text"), /fwd=uri-miss/);
+    assert.match(await get("/a/text"), /^prox; hit/);
+    // /b's copy of the 4.8 KB answer does not fit beside /a's in 8 KiB: /a's, older, goes.
+    assert.match(await get("/b/text"), /fwd=uri-miss/);
+    assert.match(await get("/b/text"), /^prox; hit/);
+    assert.match(await get("/a/text"), /fwd=uri-miss/);
+    assert.equal(up.hits.get("/text"), 3);
+  } finally {
+    await server.shutdown();
+    await up.server[Symbol.asyncDispose]();
+    await Deno.remove(file);
+  }
+});

@@ -1,0 +1,57 @@
+import assert from "node:assert/strict";
+import { CacheStores } from "./cache_stores.ts";
+import type { StoredResponse } from "../domain/response_cache.ts";
+
+function stored(bytes: number): StoredResponse {
+  return {
+    status: 200,
+    statusText: "",
+    headers: [],
+    body: new Uint8Array(bytes),
+    requestTime: 0,
+    responseTime: 0,
+    initialAge: 0,
+    lifetime: 1000,
+    noCache: false,
+    staleIfError: 0,
+    staleWhileRevalidate: 0,
+    mustRevalidate: false,
+    etag: null,
+    lastModified: null,
+  };
+}
+
+const cache = { max_size: 1 << 20, max_entries: 100, max_object_size: 1 << 16 };
+
+Deno.test("CacheStores: routes share the top-level bound, least recently used of any first", () => {
+  const caches = new CacheStores();
+  caches.share(5000);
+  const a = caches.policyFor("/a", { cache })!.store;
+  const b = caches.policyFor("/b", { cache })!.store;
+  a.set("a1", { names: [], vary: "", value: stored(2000) });
+  a.set("a2", { names: [], vary: "", value: stored(2000) });
+  b.set("b1", { names: [], vary: "", value: stored(2000) });
+  // Over 5000 bytes together: a1, the least recently used of both, went.
+  assert.equal(a.size, 1);
+  assert.equal(a.get("a1", ""), undefined);
+  assert.equal(b.size, 1);
+  // A smaller bound evicts at once; the same bound keeps the stores.
+  caches.share(2500);
+  assert.equal(a.size + b.size, 1);
+  assert.equal(caches.policyFor("/b", { cache })!.store, b);
+  // Without the top-level bound, the routes start over with stores of their own.
+  caches.share(undefined);
+  const b2 = caches.policyFor("/b", { cache })!.store;
+  assert.notEqual(b2, b);
+  assert.equal(b2.capacity, 1 << 20);
+});
+
+Deno.test("CacheStores: without a top-level bound each store keeps its own", () => {
+  const caches = new CacheStores();
+  caches.share(undefined);
+  const a = caches.policyFor("/a", { cache: { ...cache, max_size: 3000 } })!.store;
+  const b = caches.policyFor("/b", { cache: { ...cache, max_size: 3000 } })!.store;
+  a.set("a1", { names: [], vary: "", value: stored(2000) });
+  b.set("b1", { names: [], vary: "", value: stored(2000) });
+  assert.equal(a.size + b.size, 2);
+});
