@@ -577,6 +577,9 @@ async function workerServe(
           void link?.send({ type: "reload", worker: role.index, pid: Deno.pid, trigger: "admin" });
         }
       },
+      // So does a cache purge: each worker has its own caches.
+      onPurge: (input) =>
+        void link?.send({ type: "purge", worker: role.index, pid: Deno.pid, input }),
     });
     link = await connectSupervisor(role);
     await link.send({ type: "ready", worker: role.index, pid: Deno.pid });
@@ -591,7 +594,15 @@ async function workerServe(
   const s = server;
   // Through the signal trap, so the drain and the exit code are the same as for a SIGTERM.
   followSupervisor((cmd) => {
-    if (cmd.type === "force") {
+    if (cmd.type === "purge") {
+      const r = s.purgeCache(cmd.input);
+      if (r.ok) {
+        s.logger.info("Cache purged as worker 0's admin API asked", {
+          ...cmd.input,
+          purged: r.purged,
+        });
+      }
+    } else if (cmd.type === "force") {
       opts.signals.exitNow("The supervisor got a second signal: exiting now");
     } else opts.signals.drain(cmd.signal);
   }, () => {

@@ -306,7 +306,10 @@ export async function startServer(
       }),
     purgeCache: (input) => {
       const r = purgeCache(input, { snapshot: current, metrics });
-      if (r.ok) logger.info("Cache purged through the admin API", { ...input, purged: r.purged });
+      if (r.ok) {
+        logger.info("Cache purged through the admin API", { ...input, purged: r.purged });
+        opts.onPurge?.(input);
+      }
       return r;
     },
     metricsText,
@@ -550,6 +553,7 @@ export async function startServer(
     ready: () => !draining && set.get("main") !== undefined,
     draining: () => draining,
     onShutdown: (hook) => void shutdownHooks.push(hook),
+    purgeCache: (input) => purgeCache(input, { snapshot: current, metrics }),
     reload: (o) => reloads.request(o?.trigger ?? "api"),
     shutdown(o) {
       stopping ??= stop(o?.reason ?? "shutdown");

@@ -1,6 +1,7 @@
 // The public face of a running Prox (what `startServer` returns and reports), kept apart from
 // the composition root that builds it (server.ts).
 
+import type { PurgeInput, PurgeResult } from "./proxy/cache_purge.ts";
 import type { ConfigIssue } from "./config/parse.ts";
 import type { Snapshot } from "./proxy/snapshot.ts";
 import type { UpstreamRegistry } from "./proxy/state.ts";
@@ -58,6 +59,8 @@ export interface ProxServer {
   draining(): boolean;
   /** Registers a hook run when draining starts (e.g. close WebSockets with 1001). */
   onShutdown(hook: ShutdownHook): void;
+  /** Drops response cache entries (the admin `POST /cache/purge`; a worker at its sibling's word). */
+  purgeCache(input: PurgeInput): PurgeResult;
   /**
    * Graceful and idempotent: readiness false, stop accepting (HTTP/2 GOAWAY), let in-flight
    * requests finish up to shutdown_timeout, then close what remains.
@@ -101,6 +104,8 @@ export interface StartOptions {
   watchDebounceMs?: number;
   /** Called after every reload attempt. */
   onReload?: (result: ReloadResult) => void;
+  /** Called after a purge through the admin API (workers pass it on to their siblings). */
+  onPurge?: (input: PurgeInput) => void;
   /** ACME timing (tests: a shifted clock, short check intervals). */
   acme?: AcmeTuning;
   /**

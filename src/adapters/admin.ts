@@ -142,6 +142,9 @@ function originHost(origin: string): string | null {
   }
 }
 
+/** The longest url, prefix or route a purge takes. */
+const PURGE_MAX = 2000;
+
 /** Builds the admin Hono app; `token` (when set) guards all but /healthz and /readyz. */
 export function createAdminApp(
   cb: AdminCallbacks,
@@ -216,6 +219,10 @@ export function createAdminApp(
     }
     const k = given[0];
     const v = c.req.query(k)!;
+    // With workers it is passed on in one control line of at most 4 KiB.
+    if (v.length > PURGE_MAX) {
+      return c.json({ error: `Bad request: ${k} longer than ${PURGE_MAX} characters` }, 400);
+    }
     const input: PurgeInput = k === "url"
       ? { url: v }
       : k === "prefix"

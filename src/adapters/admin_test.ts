@@ -307,6 +307,12 @@ Deno.test("admin POST /cache/purge: token required, one of url, prefix or route,
     });
     assert.equal(two.status, 400);
     await two.body?.cancel();
+    const long = await fetch(`${base}/cache/purge?prefix=${"x".repeat(2001)}`, {
+      method: "POST",
+      headers: auth,
+    });
+    assert.equal(long.status, 400);
+    await long.body?.cancel();
     const get = await fetch(`${base}/cache/purge?route=/api`, { headers: auth });
     assert.equal(get.status, 405);
     assert.equal(get.headers.get("allow"), "POST");

@@ -1,8 +1,9 @@
 // The worker's side of `workers: N`: who it is (environment set by the supervisor), how it
-// tells the supervisor it listens or that the admin API reloaded, and how it notices that the
-// supervisor is gone. Messages are JSON lines over the supervisor's Unix socket.
+// tells the supervisor it listens or that the admin API reloaded or purged, and how it notices
+// that the supervisor is gone. Messages are JSON lines over the supervisor's Unix socket.
 
 import type { Handler } from "../ports.ts";
+import type { PurgeInput } from "../proxy/cache_purge.ts";
 
 /** Environment variable holding this worker's index (set by the supervisor only). */
 export const WORKER_ENV = "PROX_WORKER";
@@ -16,7 +17,20 @@ export const DEBUG_HEADER_ENV = "PROX_DEBUG_WORKER_HEADER";
 /** A line a worker sends the supervisor. */
 export type ControlMessage =
   | { type: "ready"; worker: number; pid: number }
-  | { type: "reload"; worker: number; pid: number; trigger: string };
+  | { type: "reload"; worker: number; pid: number; trigger: string }
+  | { type: "purge"; worker: number; pid: number; input: PurgeInput };
+
+/** A purge as a worker passes it on, or null when `v` is none (one url, prefix or route). */
+export function purgeInput(v: unknown): PurgeInput | null {
+  if (!v || typeof v !== "object") return null;
+  const keys = Object.keys(v);
+  const value = (v as Record<string, unknown>)[keys[0]];
+  if (keys.length !== 1 || typeof value !== "string") return null;
+  if (keys[0] === "url") return { url: value };
+  if (keys[0] === "prefix") return { prefix: value };
+  if (keys[0] === "route") return { route: value };
+  return null;
+}
 
 /** This process's worker role, or null when it was not started by a supervisor. */
 export interface WorkerRole {
@@ -78,16 +92,28 @@ export async function connectSupervisor(role: WorkerRole): Promise<SupervisorLin
  * Drains go this way, not as signals, so a worker can tell them from a SIGTERM sent to it
  * directly (systemd signals every process of the unit): only two signals force an exit.
  */
-export type SupervisorCommand = { type: "drain"; signal: Deno.Signal } | { type: "force" };
+export type SupervisorCommand =
+  | { type: "drain"; signal: Deno.Signal }
+  | { type: "force" }
+  | { type: "purge"; input: PurgeInput };
 
 /** The line that carries `cmd` to a worker's stdin. */
 export function commandLine(cmd: SupervisorCommand): string {
+  if (cmd.type === "purge") return `purge ${JSON.stringify(cmd.input)}\n`;
   return cmd.type === "drain" ? `drain ${cmd.signal}\n` : "force\n";
 }
 
 const COMMAND_SIGNALS: Deno.Signal[] = ["SIGTERM", "SIGINT", "SIGUSR1", "SIGUSR2"];
 
 function parseCommand(line: string): SupervisorCommand | null {
+  if (line.startsWith("purge ")) {
+    try {
+      const input = purgeInput(JSON.parse(line.slice(6)));
+      return input ? { type: "purge", input } : null;
+    } catch {
+      return null;
+    }
+  }
   const [word, arg] = line.trim().split(" ");
   if (word === "force") return { type: "force" };
   const signal = COMMAND_SIGNALS.find((s) => s === arg);
@@ -157,6 +183,8 @@ function parseMessage(line: string): ControlMessage | null {
     if (m.type === "reload") {
       return { type: "reload", worker: m.worker, pid: m.pid, trigger: String(m.trigger) };
     }
+    const input = m.type === "purge" ? purgeInput(m.input) : null;
+    if (input) return { type: "purge", worker: m.worker, pid: m.pid, input };
   } catch { /* not JSON */ }
   return null;
 }

@@ -253,6 +253,9 @@ export function startSupervisor(count: number, opts: {
     } else if (msg.type === "reload") {
       // A reload through worker 0's admin API: the other workers follow.
       for (const s of slots) if (s !== slot) reload(s);
+    } else if (msg.type === "purge") {
+      // A cache purge through worker 0's admin API: each worker has its own caches.
+      for (const s of slots) if (s !== slot) void tell(s, { type: "purge", input: msg.input });
     }
   };
   const accepting = (async () => {

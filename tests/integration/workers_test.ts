@@ -363,3 +363,59 @@ Deno.test("workers: a SIGHUP while a worker restarts does not kill it; it reload
   p.signal("SIGTERM");
   assert.equal((await p.status).code, 0, p.output());
 });
+
+Deno.test("workers: a cache purge through worker 0's admin API empties every worker's cache", async () => {
+  let upstreamHits = 0;
+  await using up = await startUpstream(() => {
+    upstreamHits++;
+    return new Response("cached", { headers: { "cache-control": "max-age=300" } });
+  });
+  const dir = await Deno.makeTempDir({ prefix: "prox-workers-test-" });
+  try {
+    const port = freePort();
+    const admin = freePort();
+    await Deno.writeTextFile(
+      `${dir}/config.yaml`,
+      [
+        `listen_addr: "127.0.0.1:${port}"`,
+        "workers: 2",
+        "shutdown_timeout: 5s",
+        "health_check:\n  enabled: false",
+        `admin:\n  listen_addr: "127.0.0.1:${admin}"`,
+        `routes:\n  "/":\n    type: proxy\n    target: "${up.url}"\n    cache: true`,
+        "",
+      ].join("\n"),
+    );
+    await using p = serve(["-c", `${dir}/config.yaml`, "--no-watch"]);
+    await p.waitForOutput("Prox listening with workers");
+    /** Requests on fresh connections until each worker answered once as `want` says. */
+    const fromEach = async (want: RegExp) => {
+      const seen = new Set<string>();
+      await waitFor(async () => {
+        const client = Deno.createHttpClient({});
+        try {
+          const res = await fetch(`http://127.0.0.1:${port}/page`, { client });
+          assert.equal(await res.text(), "cached");
+          if (want.test(res.headers.get("cache-status") ?? "")) {
+            seen.add(res.headers.get("x-prox-worker")!);
+          }
+        } finally {
+          client.close();
+        }
+        return seen.size === 2;
+      }, { what: `an answer matching ${want} from each worker`, intervalMs: 1 });
+    };
+    await fromEach(/^prox; hit/);
+    assert.equal(upstreamHits, 2); // one miss per worker: each has its own cache
+    const res = await fetch(`http://127.0.0.1:${admin}/cache/purge?route=/`, { method: "POST" });
+    assert.equal(res.status, 200);
+    assert.deepEqual(await res.json(), { route: "/", purged: 1 });
+    await p.waitForOutput("Cache purged as worker 0's admin API asked");
+    await fromEach(/fwd=uri-miss/);
+    assert.equal(upstreamHits, 4);
+    p.signal("SIGTERM");
+    assert.equal((await p.status).code, 0, p.output());
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
