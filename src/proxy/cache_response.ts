@@ -17,6 +17,9 @@ import { BODY_BYTES } from "../ports.ts";
 import type { BodyCounter, CountedResponse } from "../ports.ts";
 import type { RequestContext } from "./context.ts";
 
+/** Cache-Status member name (RFC 9211 §2). */
+export const NAME = "prox";
+
 /** A StoredResponse (without its body yet) for a response's header list and timing. */
 export function describe(
   headers: [string, string][],

@@ -1,0 +1,205 @@
+// Filling a route's cache entries (cache.ts): the request that fetches an entry claims its key so
+// others wait for it (collapsing), the upstream's answer is admitted into the store as its body
+// streams (or let through when it may not be stored), and a 304 refreshes a stored entry.
+
+import {
+  mergeNotModified,
+  parseCacheControl,
+  unstorableReason,
+  varyNames,
+} from "../domain/cache_control.ts";
+import type { Directives } from "../domain/cache_control.ts";
+import type { StoredResponse } from "../domain/response_cache.ts";
+import { entrySize, varyKey } from "../domain/response_cache.ts";
+import type { CountedResponse } from "../ports.ts";
+import { BODY_BYTES } from "../ports.ts";
+import { describe, NAME, teeBody, withStatus } from "./cache_response.ts";
+import type { UpstreamRoute } from "./cache_request.ts";
+import type { PipelineDeps, RequestContext } from "./context.ts";
+import type { CachePolicy } from "./cache.ts";
+
+/** A request fetching an entry that others wait for (request collapsing). */
+export interface Fill {
+  /** Settles when the entry is stored, or known not to be. */
+  settled: Promise<void>;
+  /** Requests waiting for it. */
+  waiters: number;
+}
+
+/** How long an uncacheable answer keeps requests for its key from waiting for each other. */
+export const PASS_MS = 60_000;
+/** Most keys remembered as uncacheable per route. */
+export const PASS_MAX = 10_000;
+/**
+ * Registers the caller as the one fetching the entry `lock`, for other requests to wait for, and
+ * returns the release that lets them go on (once; `uncacheable`: for a while, requests for the
+ * key no longer wait for each other).
+ */
+export function claim(
+  policy: CachePolicy,
+  deps: PipelineDeps,
+  lock: string,
+): { fill: Fill; release: (uncacheable?: boolean) => void } {
+  const d = Promise.withResolvers<void>();
+  const fill: Fill = { settled: d.promise, waiters: 0 };
+  policy.filling.set(lock, fill);
+  let released = false;
+  const release = (uncacheable = false) => {
+    if (released) return;
+    released = true;
+    if (policy.filling.get(lock) === fill) policy.filling.delete(lock);
+    policy.passes.delete(lock);
+    if (uncacheable) {
+      if (policy.passes.size >= PASS_MAX) {
+        policy.passes.delete(policy.passes.keys().next().value!);
+      }
+      policy.passes.set(lock, deps.clock.now() + PASS_MS);
+    }
+    d.resolve();
+  };
+  return { fill, release };
+}
+
+export interface Exchange {
+  route: UpstreamRoute;
+  policy: CachePolicy;
+  primary: string;
+  /** The request's fields as the upstream gets them. */
+  view: (name: string) => string | null;
+  requestCc: Directives;
+  /** Set when requests may wait for the entry this one fetches. */
+  fill?: Fill;
+  /**
+   * Lets those requests go on: called once the entry is stored or known not to be (`true` when
+   * the answer itself is uncacheable).
+   */
+  release?: (uncacheable?: boolean) => void;
+}
+
+/**
+ * The stored entry refreshed by a 304's fields and timing (RFC 9111 §4.3.4), updated in the store
+ * (or dropped when the 304 sets a cookie).
+ */
+export function notModified(
+  deps: PipelineDeps,
+  x: Exchange & { vary: string; entry: StoredResponse },
+  o: { res: Response; requestTime: number },
+): StoredResponse {
+  const { entry, policy } = x;
+  const fresh: [string, string][] = [];
+  o.res.headers.forEach((v, k) => fresh.push([k, v]));
+  const headers = mergeNotModified(entry.headers, fresh);
+  const updated = describe(headers, {
+    status: entry.status,
+    statusText: entry.statusText,
+    requestTime: o.requestTime,
+    responseTime: deps.clock.now(),
+    defaultTtl: policy.defaultTtl,
+    defaultSwr: policy.defaultSwr,
+  });
+  updated.body = entry.body;
+  if (o.res.headers.has("set-cookie")) policy.store.delete(x.primary, x.vary);
+  else policy.store.update(x.primary, x.vary, updated);
+  return updated;
+}
+
+/**
+ * Decides whether the upstream's response is stored, and tees its body into the store if so.
+ * `stale`: the variant of the stale entry this request found, which a new full response replaces.
+ */
+export function admit(
+  ctx: RequestContext,
+  deps: PipelineDeps,
+  res: Response,
+  x: Exchange & { fwd: string; requestTime: number; stale: string | undefined },
+): Response {
+  const h = res.headers;
+  let names = varyNames(h.get("vary"));
+  // An app that echoes the Origin in Access-Control-Allow-Origin but forgets `Vary: Origin` (a
+  // common slip) would have one origin's answer served to the others: it is keyed by Origin too.
+  const acao = h.get("access-control-allow-origin");
+  if (acao !== null && acao !== "*" && names[0] !== "*" && !names.includes("origin")) {
+    names = [...names, "origin"].sort();
+  }
+  const responseCc = parseCacheControl(h.get("cache-control"));
+  let status = `${NAME}; fwd=${x.fwd}; fwd-status=${res.status}`;
+  const why = ctx.req.method === "HEAD" ? "head" : unstorableReason({
+    status: res.status,
+    response: responseCc,
+    request: x.requestCc,
+    hasExpires: h.has("expires"),
+    varyStar: names[0] === "*",
+    hasSetCookie: h.has("set-cookie"),
+    // A request forward_auth let through carries an identity as one with Authorization does
+    // (RFC 9111 §3.5): its answer is shared only when it says so (public, s-maxage…).
+    authorized: x.view("authorization") !== null || ctx.route!.forwardAuth !== null,
+    defaultTtl: x.policy.defaultTtl,
+  });
+  const declared = h.get("content-length");
+  const tooLarge = declared !== null && Number(declared) > x.policy.maxObjectSize;
+  if (why !== null || tooLarge) {
+    // A new full response to the same request supersedes the stale entry (a 304 answers the
+    // client's own condition and says nothing of it; a HEAD carries no body).
+    const full = why !== "head" && res.status !== 304;
+    if (x.stale !== undefined && full) x.policy.store.delete(x.primary, x.stale);
+    // Said by the answer, not by this request: the next ones would get the same.
+    x.release?.(why !== "head" && why !== "request no-store" && why !== "authorization");
+    return withStatus(res, status);
+  }
+  const headers: [string, string][] = [];
+  h.forEach((v, k) => headers.push([k, v]));
+  const value = describe(headers, {
+    status: res.status,
+    statusText: res.statusText,
+    requestTime: x.requestTime,
+    responseTime: deps.clock.now(),
+    defaultTtl: x.policy.defaultTtl,
+    defaultSwr: x.policy.defaultSwr,
+  });
+  if (value.lifetime <= value.initialAge && value.etag === null && value.lastModified === null) {
+    // Stale on arrival and nothing to revalidate it with (max-age=0, an Expires in the past):
+    // it could only ever be fetched again.
+    if (x.stale !== undefined) x.policy.store.delete(x.primary, x.stale);
+    x.release?.(true);
+    return withStatus(res, status);
+  }
+  const vary = varyKey(names, x.view);
+  if (
+    declared !== null &&
+    entrySize(`${x.primary}\n${vary}`, value) + Number(declared) > x.policy.store.capacity
+  ) {
+    // With its header fields and key, more than the whole store holds.
+    if (x.stale !== undefined) x.policy.store.delete(x.primary, x.stale);
+    x.release?.(true);
+    return withStatus(res, status);
+  }
+  const store = (body: Uint8Array<ArrayBuffer> | null) => {
+    // Not when cut short: an upstream that closed early without failing the body.
+    if (body !== null && (declared === null || Number(declared) === body.byteLength)) {
+      value.body = body;
+      x.policy.store.set(x.primary, { names, vary, value });
+    }
+    x.release?.();
+  };
+  // RFC 9211 §2.6 allows `stored` only when it was: said when the body's length is known and
+  // fits, not for one of unknown length (chunked) that may still turn out too large once the
+  // header has gone; that one's next request shows the outcome (hit or miss).
+  if (res.body === null || declared !== null) status += "; stored";
+  if (res.body === null) {
+    store(new Uint8Array(0));
+    return withStatus(res, status);
+  }
+  const fill = x.fill;
+  const tee = teeBody(res.body, {
+    limit: x.policy.maxObjectSize,
+    done: store,
+    waits: () => (fill?.waiters ?? 0) > 0,
+  });
+  const out: CountedResponse = new Response(tee.body, {
+    status: res.status,
+    statusText: res.statusText,
+    headers: h,
+  });
+  out[BODY_BYTES] = tee.counter;
+  return withStatus(out, status);
+}
