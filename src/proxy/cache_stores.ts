@@ -46,8 +46,8 @@ export class CacheStores {
     const fingerprint = JSON.stringify(route);
     let held = this.#stores.get(id);
     if (!held || held.fingerprint !== fingerprint || held.pool !== this.#pool) {
-      // Emptied, so a shared pool no longer counts its entries.
-      held?.store.clear();
+      // The old store is left as it is: the snapshot that serves it may stay (a reload that fails
+      // after this); in a shared pool its entries, no longer used, are the first to go.
       const pool = this.#pool ?? undefined;
       held = {
         fingerprint,

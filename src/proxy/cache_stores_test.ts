@@ -55,3 +55,19 @@ Deno.test("CacheStores: without a top-level bound each store keeps its own", () 
   b.set("b1", { names: [], vary: "", value: stored(2000) });
   assert.equal(a.size + b.size, 2);
 });
+
+Deno.test("CacheStores: a changed route's old store keeps serving, its entries first out of the pool", () => {
+  const caches = new CacheStores();
+  caches.share(5000);
+  const old = caches.policyFor("/a", { cache })!.store;
+  old.set("a1", { names: [], vary: "", value: stored(2000) });
+  // A reload that changes the route (and may yet fail): the snapshot still serving keeps its entry.
+  const next = caches.policyFor("/a", { cache: { ...cache, max_entries: 50 } })!.store;
+  assert.notEqual(next, old);
+  assert.ok(old.get("a1", ""));
+  next.set("n1", { names: [], vary: "", value: stored(2000) });
+  next.set("n2", { names: [], vary: "", value: stored(2000) });
+  // The pool made room by dropping the old store's entry, the least recently used.
+  assert.equal(old.size, 0);
+  assert.equal(next.size, 2);
+});
