@@ -246,6 +246,11 @@ export interface Metrics {
     route: string,
     result: "hit" | "updating" | "miss" | "stale" | "revalidated" | "bypass",
   ): void;
+  /**
+   * A background refresh of a stale entry (stale-while-revalidate): `refreshed` by a 304,
+   * `replaced` by a new answer, `failed` (the stale entry stays until its window ends).
+   */
+  cacheRefresh(route: string, result: "refreshed" | "replaced" | "failed"): void;
   /** Entries an admin purge dropped from a route's cache (cache_purge.ts), by what it named. */
   cachePurge(route: string, kind: "url" | "prefix" | "route", entries: number): void;
   /** A request access control refused (ip_access, basic_auth), by why. */
@@ -292,6 +297,7 @@ export const noopMetrics: Metrics = {
   rateLimit() {},
   cache() {},
   cachePurge() {},
+  cacheRefresh() {},
   accessDenied() {},
   retry() {},
   forwardAuth() {},

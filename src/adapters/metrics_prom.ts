@@ -206,6 +206,13 @@ export function createPromMetrics(
     labelNames: ["route", "result"] as const,
     registers,
   });
+  const cacheRefreshes = new Counter({
+    name: "prox_cache_refreshes_total",
+    help: "Background refreshes of stale entries (stale-while-revalidate) by result (refreshed: " +
+      "304, replaced: a new answer, failed: the stale entry stays)",
+    labelNames: ["route", "result"] as const,
+    registers,
+  });
   const cachePurges = new Counter({
     name: "prox_cache_purges_total",
     help: "Admin cache purges by route and what they named (url, prefix, route)",
@@ -402,6 +409,7 @@ export function createPromMetrics(
         backendDuration,
         rateLimitHits,
         cacheResults,
+        cacheRefreshes,
         cachePurges,
         cachePurged,
         forwardAuthChecks,
@@ -440,6 +448,10 @@ export function createPromMetrics(
     cache(route, result) {
       if (gone.has(route)) return;
       cacheResults.inc({ route, result });
+    },
+    cacheRefresh(route, result) {
+      if (gone.has(route)) return;
+      cacheRefreshes.inc({ route, result });
     },
     cachePurge(route, kind, entries) {
       if (gone.has(route)) return;

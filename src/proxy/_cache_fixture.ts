@@ -43,7 +43,12 @@ routes:
   const results: string[] = [];
   const access: AccessRecord[] = [];
   const warnings: string[] = [];
-  const metrics: Metrics = { ...noopMetrics, cache: (_r, result) => void results.push(result) };
+  const refreshes: string[] = [];
+  const metrics: Metrics = {
+    ...noopMetrics,
+    cache: (_r, result) => void results.push(result),
+    cacheRefresh: (_r, result) => void refreshes.push(result),
+  };
   const handler = createHandler({
     snapshot: () => snapshot,
     upstream: {
@@ -64,7 +69,7 @@ routes:
     const res = await handler(new Request(`http://example.com${path}`, init), info);
     return { res, text: await res.text() };
   };
-  return { handler, get, clock, sent, results, access, warnings, snapshot };
+  return { handler, get, clock, sent, results, refreshes, access, warnings, snapshot };
 }
 
 export const date = (ms: number) => new Date(ms).toUTCString();

@@ -43,7 +43,9 @@ export async function refreshInBackground(
     body: undefined,
     extraResponseHeaders: [],
   };
-  const fail = (error: string) =>
+  const route = ctx.route!.id;
+  const fail = (error: string) => {
+    deps.metrics.cacheRefresh(route, "failed");
     deps.logger.warn(
       "Background refresh of a stale stored response failed; it is served until its stale-while-revalidate window ends",
       {
@@ -53,6 +55,7 @@ export async function refreshInBackground(
         error,
       },
     );
+  };
   const requestTime = deps.clock.now();
   try {
     const res = await proxyAction(bg, deps, x.route, {
@@ -69,6 +72,7 @@ export async function refreshInBackground(
     if (res.status === 304 && (entry.etag !== null || entry.lastModified !== null)) {
       await res.body?.cancel();
       notModified(deps, x, { res, requestTime });
+      deps.metrics.cacheRefresh(route, "refreshed");
       return;
     }
     const requestCc = parseCacheControl(null);
@@ -81,7 +85,9 @@ export async function refreshInBackground(
       fill,
       release,
     });
-    await drain(out.body, policy.maxObjectSize);
+    const whole = await drain(out.body, policy.maxObjectSize);
+    if (whole) deps.metrics.cacheRefresh(route, "replaced");
+    else fail("the answer's body failed midway");
   } catch (err) {
     fail(toProxyError(err).message);
   } finally {
@@ -90,23 +96,26 @@ export async function refreshInBackground(
   }
 }
 
-/** Reads a body nobody else reads to its end (up to `limit` bytes), so its copy is stored. */
-async function drain(body: ReadableStream<Uint8Array> | null, limit: number): Promise<void> {
-  if (body === null) return;
+/**
+ * Reads a body nobody else reads to its end (up to `limit` bytes, past which it cannot be stored
+ * and is let go), so its copy is stored; false when it failed midway.
+ */
+async function drain(body: ReadableStream<Uint8Array> | null, limit: number): Promise<boolean> {
+  if (body === null) return true;
   const reader = body.getReader();
   let n = 0;
   try {
     for (;;) {
       const r = await reader.read();
-      if (r.done) return;
+      if (r.done) return true;
       n += r.value.byteLength;
       if (n > limit) {
         await reader.cancel();
-        return;
+        return true;
       }
     }
   } catch {
-    // A body that failed is not stored; nothing else to do.
+    return false; // not stored: the stale entry stays
   }
 }
 

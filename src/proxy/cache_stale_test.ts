@@ -38,6 +38,7 @@ Deno.test("cache: stale-while-revalidate serves the stale entry at once and refr
   assert.equal(fresh.res.headers.get("cache-status"), "prox; hit; ttl=10");
   assert.equal(fresh.text, "v1");
   assert.deepEqual(c.results, ["miss", "updating", "hit"]);
+  assert.deepEqual(c.refreshes, ["refreshed"]);
 });
 
 Deno.test("cache: one background refresh per key; requests meanwhile get the stale entry", async () => {
@@ -61,6 +62,7 @@ Deno.test("cache: one background refresh per key; requests meanwhile get the sta
   assert.equal(next.text, "v2");
   assert.match(next.res.headers.get("cache-status")!, /^prox; hit; ttl=10/);
   assert.equal(c.sent.length, 2);
+  assert.deepEqual(c.refreshes, ["replaced"]);
 });
 
 Deno.test("cache: a failed refresh keeps the stale entry until its window ends", async () => {
@@ -87,6 +89,30 @@ Deno.test("cache: a failed refresh keeps the stale entry until its window ends",
   const late = await c.get("/f");
   assert.equal(late.res.status, 503);
   assert.match(late.res.headers.get("cache-status")!, /^prox; fwd=stale; fwd-status=503/);
+  assert.deepEqual(c.refreshes, ["failed", "failed"]);
+});
+
+Deno.test("cache: a refresh whose body fails midway keeps the stale entry", async () => {
+  const c = setup((_r, n) =>
+    new Response(
+      new ReadableStream<Uint8Array>({
+        start(ctl) {
+          ctl.enqueue(new TextEncoder().encode(`v${n}`));
+          if (n === 1) ctl.close();
+          else ctl.error(new Error("upstream reset"));
+        },
+      }),
+      { headers: { "cache-control": SWR } },
+    )
+  );
+  await c.get("/b");
+  c.clock.t += 15_000;
+  assert.equal((await c.get("/b")).text, "v1");
+  await refreshed(c);
+  assert.deepEqual(c.refreshes, ["failed"]);
+  const again = await c.get("/b");
+  assert.equal(again.text, "v1");
+  assert.match(again.res.headers.get("cache-status")!, /detail=stale-while-revalidate/);
 });
 
 Deno.test("cache: stale_while_revalidate on the route covers answers that state none", async () => {

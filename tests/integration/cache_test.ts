@@ -283,6 +283,10 @@ Deno.test("cache: stale-while-revalidate answers from the store and refreshes it
   assert.equal(fresh.text, 'swr #2 if-none-match="s1"');
   assert.match(fresh.res.headers.get("cache-status")!, /^prox; hit; ttl=\d+$/);
   assert.equal(p.hits.get("/swr"), 2);
+  const admin = `http://127.0.0.1:${p.server.admin!.port}`;
+  const metrics = await (await fetch(`${admin}/metrics`)).text();
+  assert.match(metrics, /prox_cache_refreshes_total\{route="\/",result="replaced"\} 1/);
+  assert.match(metrics, /prox_cache_requests_total\{route="\/",result="updating"\} [1-9]/);
 });
 
 Deno.test("cache: the admin API purges a URL, and the next request goes upstream", async () => {
