@@ -71,6 +71,11 @@ async function upstream() {
             age: n === 1 ? "20" : "0",
           },
         });
+      case "/old":
+        // Already 100 s stale when it arrives; kept for its ETag.
+        return new Response(`old #${n}`, {
+          headers: { "cache-control": "max-age=300", etag: '"o"', age: "400" },
+        });
       case "/private":
         return new Response("mine", { headers: { "cache-control": "private, max-age=300" } });
       default:
@@ -350,4 +355,20 @@ ${route("/a")}${route("/b")}`,
     await up.server[Symbol.asyncDispose]();
     await Deno.remove(file);
   }
+});
+
+Deno.test("cache: a client's max-stale takes a stale entry from the store; only-if-cached alone gets 504", async () => {
+  await using p = await setup();
+  await (await fetch(`${p.url}/old`)).body?.cancel();
+  const stale = await fetch(`${p.url}/old`, { headers: { "cache-control": "max-stale=200" } });
+  assert.equal(await stale.text(), "old #1");
+  assert.match(stale.headers.get("cache-status")!, /^prox; hit; ttl=-10\d; detail=max-stale$/);
+  const offline = await fetch(`${p.url}/old`, { headers: { "cache-control": "only-if-cached" } });
+  assert.equal(offline.status, 504);
+  await offline.body?.cancel();
+  assert.equal(p.hits.get("/old"), 1);
+  // Staler than the client accepts: revalidated with the upstream.
+  const strict = await fetch(`${p.url}/old`, { headers: { "cache-control": "max-stale=50" } });
+  assert.equal(await strict.text(), "old #2");
+  assert.equal(p.hits.get("/old"), 2);
 });
