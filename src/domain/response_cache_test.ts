@@ -130,3 +130,57 @@ Deno.test("ResponseCache.update counts a refreshed entry's new size in its pool"
   assert.equal(pool.bytes, a.bytes);
   assert.ok(pool.bytes > before);
 });
+
+Deno.test("ResponseCache with a CachePool keeps its accounting under random operations", () => {
+  let seed = 7;
+  const rand = (n: number) => {
+    seed = (seed * 1103515245 + 12345) % 2 ** 31;
+    return seed % n;
+  };
+  const one = entrySize("k0\n", stored(100));
+  const pool = new CachePool(one * 12);
+  const stores = [0, 1, 2].map(() => new ResponseCache({ maxBytes: one * 6, maxEntries: 5, pool }));
+  for (let i = 0; i < 5_000; i++) {
+    const s = stores[rand(3)];
+    const key = `k${rand(8)}`;
+    switch (rand(7)) {
+      case 0:
+      case 1:
+        s.set(key, { names: [], vary: String(rand(2)), value: stored(rand(3) * 100) });
+        break;
+      case 2:
+        s.get(key, String(rand(2)));
+        break;
+      case 3:
+        s.update(key, String(rand(2)), stored(rand(3) * 100));
+        break;
+      case 4:
+        s.invalidate(key);
+        break;
+      case 5:
+        if (rand(20) === 0) s.clear();
+        else s.delete(key, String(rand(2)));
+        break;
+      case 6:
+        s.invalidatePrefix(`k${rand(3)}`);
+        break;
+    }
+    const total = stores.reduce((n, x) => n + x.bytes, 0);
+    assert.equal(pool.bytes, total, `after operation ${i}`);
+    assert.ok(pool.bytes <= pool.maxBytes, `pool over its bound after operation ${i}`);
+    for (const x of stores) assert.ok(x.bytes <= x.maxBytes && x.size <= x.maxEntries);
+    // The pool's order holds exactly the stores' entries, linked both ways.
+    // deno-lint-ignore no-explicit-any
+    let node: any = pool.head;
+    let count = 0;
+    let prev = null;
+    while (node) {
+      assert.equal(node.poolPrev, prev);
+      prev = node;
+      node = node.poolNext;
+      count++;
+    }
+    assert.equal(pool.tail, prev);
+    assert.equal(count, stores.reduce((n, x) => n + x.size, 0), `after operation ${i}`);
+  }
+});
