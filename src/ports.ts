@@ -193,6 +193,8 @@ export interface AccessRecord {
   method: string;
   host: string;
   path: string;
+  /** The client's query string as it was forwarded, without the `?`; "" when there is none. */
+  query: string;
   status: number;
   /** Request body bytes (its Content-Length; 0 for a chunked upload). */
   bytesIn: number;

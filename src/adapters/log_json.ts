@@ -203,7 +203,7 @@ export function formatClf(rec: AccessRecord, combined: boolean): string {
   // The authuser field (basic_auth's user): unquoted, so a space is escaped too.
   const user = rec.authUser ? clfQuote(rec.authUser).replaceAll(" ", "\\x20") : "-";
   let line = `${rec.clientIp} - ${user} ${clfTime(rec.time)} ` +
-    `"${clfQuote(rec.method)} ${clfQuote(rec.path)} ${
+    `"${clfQuote(rec.method)} ${clfQuote(rec.query ? `${rec.path}?${rec.query}` : rec.path)} ${
       PROTO_LINE[rec.protocol]
     }" ${rec.status} ${bytes}`;
   if (combined) line += ` "${clfQuote(rec.referer)}" "${clfQuote(rec.userAgent)}"`;

@@ -23,6 +23,7 @@ const REC: AccessRecord = {
   method: "GET",
   host: "example.com",
   path: '/a "b"',
+  query: "",
   status: 200,
   bytesIn: 0,
   bytesOut: 1234,
@@ -89,6 +90,11 @@ Deno.test("formatClf writes Common and Combined Log Format with escaped quotes",
   assert.equal(
     formatClf({ ...REC, bytesOut: 0 }, true),
     '192.0.2.7 - - [25/Nov/2026:21:05:09 +0000] "GET /a \\x22b\\x22 HTTP/2.0" 200 - "-" "curl/8"',
+  );
+  // the query string in the request line, after the path
+  assert.equal(
+    formatClf({ ...REC, query: 'q=1&x="y"' }, false),
+    '192.0.2.7 - - [25/Nov/2026:21:05:09 +0000] "GET /a \\x22b\\x22?q=1&x=\\x22y\\x22 HTTP/2.0" 200 1234',
   );
   // basic_auth's user in the authuser field, escaped so the fields stay apart
   assert.equal(

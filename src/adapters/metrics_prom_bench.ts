@@ -11,6 +11,7 @@ const rec: AccessRecord = {
   method: "GET",
   host: "example.com",
   path: "/api/users/42",
+  query: "",
   status: 200,
   bytesIn: 0,
   bytesOut: 1234,

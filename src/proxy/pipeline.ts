@@ -414,6 +414,7 @@ function record(ctx: RequestContext, deps: PipelineDeps, res: Response, label?: 
     method,
     host: ctx.host,
     path: ctx.path,
+    query: ctx.query.slice(1),
     status,
     bytesIn: Number(ctx.req.headers.get("content-length") ?? 0),
     route: ctx.route?.id ?? null,

@@ -13,8 +13,10 @@ import type { Change } from "./replay_tally.ts";
 export interface LoggedRequest {
   method: string;
   host: string;
-  /** Normalized path, without the query string (the log does not keep it). */
+  /** Normalized path, without the query string. */
   path: string;
+  /** The query string without `?` ("" when none, or when the line predates the `query` field). */
+  query: string;
   tls: boolean;
   clientIp: string;
   status: number;
@@ -62,6 +64,7 @@ export function parseAccessLine(
     method: r.method as string,
     host: r.host as string,
     path: r.path as string,
+    query: str("query") ? r.query as string : "",
     tls: r.tls === true,
     clientIp: str("clientIp") ? r.clientIp as string : "192.0.2.1",
     status: r.status,
@@ -76,8 +79,7 @@ export function parseAccessLine(
 /**
  * The request an access line stands for. What the log lacks is filled in as the line implies: a
  * logged `authUser` sends Basic credentials for that user (explain checks no password); a 101, or
- * a ws:// or wss:// upstream (only a handshake reaches one), a WebSocket handshake; no other header
- * and no query string.
+ * a ws:// or wss:// upstream (only a handshake reaches one), a WebSocket handshake; no other header.
  */
 export function requestOf(rec: LoggedRequest): ExplainRequest {
   const headers: [string, string][] = [["host", rec.host]];
@@ -95,7 +97,7 @@ export function requestOf(rec: LoggedRequest): ExplainRequest {
   }
   return {
     method: rec.method,
-    url: `${rec.tls ? "https" : "http"}://${rec.host}${rec.path}`,
+    url: `${rec.tls ? "https" : "http"}://${rec.host}${pathAndQuery(rec)}`,
     headers,
     clientIp: rec.clientIp,
   };
@@ -210,7 +212,11 @@ export function changeBetween(rec: LoggedRequest, old: Outcome, now: Outcome): C
 }
 
 function sampleOf(rec: LoggedRequest): string {
-  return `${rec.method} ${rec.tls ? "https" : "http"}://${rec.host}${rec.path}`;
+  return `${rec.method} ${rec.tls ? "https" : "http"}://${rec.host}${pathAndQuery(rec)}`;
+}
+
+function pathAndQuery(rec: LoggedRequest): string {
+  return rec.query === "" ? rec.path : `${rec.path}?${rec.query}`;
 }
 
 /**
@@ -245,7 +251,8 @@ export function routeDoubts(snapshot: Snapshot): Map<string, string[]> {
 export const ASSUMPTIONS = [
   "health is not known offline: every target counts as up",
   "no rate limit is reached (limiter state is not replayed)",
-  "query strings are not in the access log: requests are replayed without them",
+  "a line without a query field (written before Prox logged one) is replayed without a query",
+
   "static routes look their files up on this machine",
 ];
 
@@ -313,6 +320,7 @@ export class Replayer {
       rec.tls,
       rec.host,
       rec.path,
+      rec.query,
       rec.clientIp,
       rec.authUser,
       isHandshake(rec),

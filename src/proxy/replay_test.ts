@@ -237,3 +237,20 @@ routes:
     "/: upstream http://10.0.0.1:80 | http://10.0.0.2:80 (backup)",
   ]);
 });
+
+Deno.test("Replayer: a logged query string goes into the replayed request, its sample and URL", async () => {
+  const rec = parseAccessLine(line({ path: "/api/a", query: "x=1&y=%20" })) as LoggedRequest;
+  assert.equal(rec.query, "x=1&y=%20");
+  assert.equal(requestOf(rec).url, "http://example.com/api/a?x=1&y=%20");
+  // A line from before the field: no query.
+  assert.equal((parseAccessLine(line({ path: "/p" })) as LoggedRequest).query, "");
+  const r = new Replayer(deps(CANDIDATE), { against: deps(CURRENT), samples: 2 });
+  await r.line(line({ path: "/api/a", query: "x=1" }), "log");
+  await r.line(line({ path: "/api/a", query: "x=2" }), "log");
+  const [g] = r.tally.groups();
+  assert.equal(g.count, 2);
+  assert.deepEqual(g.samples, [
+    "GET http://example.com/api/a?x=1: http://10.0.0.1:8080/a?x=1 → http://10.0.0.1:8080/v2/a?x=1",
+    "GET http://example.com/api/a?x=2: http://10.0.0.1:8080/a?x=2 → http://10.0.0.1:8080/v2/a?x=2",
+  ]);
+});

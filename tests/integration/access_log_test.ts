@@ -193,3 +193,29 @@ routes: { "/": { type: proxy, target: "${up.url}" } }
   await new Promise((r) => setTimeout(r, 50));
   assert.equal(lines.filter((l) => l.path === "/endless").length, 1);
 });
+
+Deno.test("access log: the query string is logged as forwarded, apart from the path", async () => {
+  const seen: string[] = [];
+  await using up = await startUpstream((req) => {
+    seen.push(new URL(req.url).search);
+    return new Response("ok");
+  });
+  const { lines, logger } = recorder();
+  await using p = await startProxy(
+    `health_check: { enabled: false }
+log: { access_log: json }
+routes:
+  "/q": { type: proxy, target: "${up.url}" }
+`,
+    { logger },
+  );
+  for (const path of ["/q/a?b=1&c=%20x", "/q/none", "/q/empty?"]) {
+    await (await fetch(`${p.url}${path}`)).body?.cancel();
+  }
+  await waitFor(() => lines.length === 3, { what: "three access records" });
+  assert.deepEqual(seen, ["?b=1&c=%20x", "", ""]);
+  assert.deepEqual(
+    lines.map((l) => [l.path, l.query]),
+    [["/q/a", "b=1&c=%20x"], ["/q/none", ""], ["/q/empty", ""]],
+  );
+});

@@ -63,7 +63,7 @@ routes: { "/": { type: proxy, target: "${up.url}" } }
   );
   assert.match(
     line,
-    /^127\.0\.0\.1 - - \[\d\d\/\w{3}\/\d{4}:\d\d:\d\d:\d\d \+0000\] "GET \/a%20b HTTP\/1\.1" 200 5 "http:\/\/ref\.example\/" "ua\/1"$/,
+    /^127\.0\.0\.1 - - \[\d\d\/\w{3}\/\d{4}:\d\d:\d\d:\d\d \+0000\] "GET \/a%20b\?q=1 HTTP\/1\.1" 200 5 "http:\/\/ref\.example\/" "ua\/1"$/,
   );
   assert.ok(!p.output().includes("Prox listening"), p.output());
 });
