@@ -322,6 +322,21 @@ export interface PasswordCheck {
   verify(password: string, hash: string): Promise<boolean>;
 }
 
+/** A JWK Set as its server answered it (jwt_auth's `jwks_url`). */
+export interface JwksAnswer {
+  status: number;
+  body: string;
+  cacheControl: string | null;
+}
+
+/**
+ * Fetches a JWK Set (proxy/jwks.ts caches it). Rejects when the server cannot be reached in
+ * `timeoutMs` or sends more than `maxBytes`.
+ */
+export interface JwksFetcher {
+  fetch(url: string, opts: { timeoutMs: number; maxBytes: number }): Promise<JwksAnswer>;
+}
+
 /** What a rate-limit store is asked for one request. */
 export interface RateLimitQuery {
   /** Stable limiter id (route + hash of its limit); state is shared by equal ids. */

@@ -41,6 +41,7 @@ import { createRateLimitStores, keysPerRoute, limiterIds } from "./adapters/rate
 import type { AccessRecord, Clock, FileStore, Logger, LogLevel } from "./ports.ts";
 import { createUpstreamRegistry } from "./proxy/state.ts";
 import { MirrorTraffic } from "./proxy/mirror.ts";
+import { JwksCache } from "./proxy/jwks.ts";
 import { CacheStores } from "./proxy/cache_stores.ts";
 import { purgeCache } from "./proxy/cache_purge.ts";
 import { configuredTargets, unwatchedTargets } from "./proxy/pool.ts";
@@ -56,6 +57,7 @@ import {
 import type { ConfigSource } from "./adapters/config_source.ts";
 import { withWorkerHeader } from "./adapters/worker_link.ts";
 import { bcryptPasswords } from "./adapters/password_bcrypt.ts";
+import { createJwksFetcher } from "./adapters/jwks_fetch.ts";
 import { refuseBeforeRoutes } from "./proxy/filters/ip_access.ts";
 import { keepConfigCopy, readConfigCopy } from "./adapters/config_copy.ts";
 import { createCertificates, mainTls } from "./server_tls.ts";
@@ -161,6 +163,7 @@ export async function startServer(
     metrics,
     rateLimits,
     passwords: bcryptPasswords,
+    jwks: new JwksCache({ fetcher: createJwksFetcher(), clock: realClock, logger }),
     // No 503 while draining: Deno.serve's graceful shutdown stops accepting and closes idle
     // keep-alive connections, so a request that still arrives is served normally.
     access: (rec: AccessRecord) => accessLog?.(rec),

@@ -152,11 +152,12 @@ function describeLimit(route: Snapshot["config"]["routes"][string]): string | nu
     .join("; ");
 }
 
-/** A route's access control in words: its (or the top level's) ip_access, basic_auth, cors. */
+/** A route's access control in words: its (or the top level's) ip_access, basic_auth, jwt_auth, cors. */
 function describeAccess(
   config: Snapshot["config"],
   r: { id: string; compiled?: { basicAuth: { users: ReadonlyMap<string, string> } | null } },
 ): string | null {
+  const jwt = config.routes[r.id].jwt_auth;
   const own = config.routes[r.id].ip_access;
   const lists = own ?? config.ip_access;
   const parts: string[] = [];
@@ -169,6 +170,10 @@ function describeAccess(
   }
   const auth = r.compiled?.basicAuth;
   if (auth) parts.push(`basic_auth: ${auth.users.size} user${auth.users.size === 1 ? "" : "s"}`);
+  if (jwt) {
+    const from = jwt.jwks_url ?? jwt.key_file ?? (jwt.secret_env ? `$${jwt.secret_env}` : "");
+    parts.push(`jwt_auth: ${from || jwt.secret_file}`);
+  }
   const route = config.routes[r.id];
   const cors = "cors" in route ? route.cors : undefined;
   if (cors) {

@@ -8,6 +8,7 @@ import { pemBlock, wholeChain } from "./pem_chain.ts";
 import type { ConfigIssue } from "../config/parse.ts";
 import type { Config } from "../config/schema.ts";
 import { pageFiles } from "../config/validate_pages.ts";
+import { jwtFiles } from "../config/validate_jwt.ts";
 import type { CertificateNames } from "../config/cert_names.ts";
 
 /** Where the config comes from: a file, or embedded text when no file exists. */
@@ -277,6 +278,9 @@ export async function readReferencedFiles(config: Config): Promise<Map<string, s
     const htpasswd = route.basic_auth?.users_file;
     if (htpasswd !== undefined && !files.has(htpasswd)) {
       files.set(htpasswd, await Deno.readTextFile(htpasswd));
+    }
+    for (const keyFile of jwtFiles(route)) {
+      if (!files.has(keyFile)) files.set(keyFile, await Deno.readTextFile(keyFile));
     }
   }
   const ca = config.forward_auth?.tls?.ca_cert;

@@ -9,6 +9,7 @@
 
 import type { Config } from "../config/schema.ts";
 import { pageFiles } from "../config/validate_pages.ts";
+import { jwtFiles } from "../config/validate_jwt.ts";
 import type { Logger } from "../ports.ts";
 import { tlsPaths } from "./listener_set.ts";
 
@@ -120,7 +121,7 @@ function namesFor(path: string): string[] {
 
 /**
  * What a config depends on: its own file, TLS certificate and key, upstream CA files, error pages,
- * htpasswd files. */
+ * htpasswd files, jwt_auth secret and key files. */
 export function configFiles(configPath: string | null, c: Config): string[] {
   return [
     ...(configPath ? [configPath] : []),
@@ -128,6 +129,7 @@ export function configFiles(configPath: string | null, c: Config): string[] {
     ...Object.values(c.routes).flatMap((r) => "tls" in r && r.tls?.ca_cert ? [r.tls.ca_cert] : []),
     ...pageFiles(c),
     ...Object.values(c.routes).flatMap((r) => r.basic_auth?.users_file ?? []),
+    ...Object.values(c.routes).flatMap(jwtFiles),
   ];
 }
 

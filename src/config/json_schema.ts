@@ -78,6 +78,15 @@ const DESCRIPTIONS: Record<string, string> = {
   users_file: "An htpasswd file of user:$2y$… lines (bcrypt only); a change reloads",
   forward_authorization:
     "Also send the client's Authorization upstream (default: removed; the user is {auth_user})",
+  jwt_auth:
+    "Bearer JWT authentication: secret_env, secret_file, key_file or jwks_url; issuer, audience, leeway, required_claims, claims_to_headers",
+  secret_env: "jwt_auth: environment variable holding the HMAC secret (HS256/384/512)",
+  secret_file: "jwt_auth: file holding the HMAC secret (one trailing newline ignored)",
+  key_file: "jwt_auth: public key as PEM (BEGIN PUBLIC KEY), a JWK or a JWK Set",
+  jwks_url: "jwt_auth: JWK Set URL, kept by its Cache-Control max-age within the refresh bounds",
+  claims_to_headers:
+    "jwt_auth: claim → header field set on the upstream request (client copies removed)",
+  required_claims: "jwt_auth: claim → accepted value or values",
 };
 
 function describe(node: unknown): void {

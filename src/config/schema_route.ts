@@ -275,12 +275,87 @@ export const Cors = z.object({
     });
   }
 });
+/** The JWS algorithms `jwt_auth.algorithms` may name (domain/jwt.ts JWT_ALGS). */
+const JWT_ALG_NAMES = [
+  "HS256",
+  "HS384",
+  "HS512",
+  "RS256",
+  "RS384",
+  "RS512",
+  "PS256",
+  "PS384",
+  "PS512",
+  "ES256",
+  "ES384",
+  "EdDSA",
+] as const;
+
+/** A claim value `required_claims` accepts: one scalar or a list of them. */
+const ClaimValues = z.union([
+  z.string(),
+  z.number(),
+  z.boolean(),
+  z.array(z.union([z.string(), z.number(), z.boolean()])).min(1),
+]);
+
+/**
+ * Bearer JWT authentication (proxy/filters/jwt_auth.ts): keys from a secret (env var or file), a
+ * PEM or JWK file, or a JWKS URL; claims checked; chosen claims passed on as header fields.
+ */
+export const JwtAuth = z.object({
+  realm: z.string().default("Restricted"),
+  /** An environment variable holding the HMAC secret (HS256/384/512), read at load. */
+  secret_env: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "Use an environment variable name")
+    .optional(),
+  /** A file holding the HMAC secret (one trailing newline ignored). */
+  secret_file: z.string().optional(),
+  /** A public key: PEM (`BEGIN PUBLIC KEY`), a JWK or a JWK Set (JSON). */
+  key_file: z.string().optional(),
+  /** A JWK Set URL, fetched at the first request and kept by its Cache-Control max-age. */
+  jwks_url: HttpUrl.optional(),
+  /** The algorithms accepted (default: every one the keys can verify). */
+  algorithms: z.array(z.enum(JWT_ALG_NAMES)).min(1).optional(),
+  /** Accepted `iss` values. */
+  issuer: z.union([z.string(), z.array(z.string()).min(1)]).optional(),
+  /** Accepted `aud` values (one of them must be in the token's). */
+  audience: z.union([z.string(), z.array(z.string()).min(1)]).optional(),
+  /** Clock skew allowed on `exp` and `nbf`. */
+  leeway: Duration.prefault("30s"),
+  /** Refuse tokens without `exp`. */
+  require_exp: z.boolean().default(true),
+  /** Claim → accepted value(s): `role: [admin, ops]`, `email_verified: true`. */
+  required_claims: z.record(z.string(), ClaimValues).default({}),
+  /** Also take the token from this cookie (after `Authorization: Bearer`). */
+  cookie: z.string().regex(/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/, "Use a cookie name").optional(),
+  /** Also take the token from this query parameter (after the header and the cookie). */
+  query_param: z.string().min(1).optional(),
+  /** Remove the token's cookie or query parameter from the upstream request. */
+  strip_token: z.boolean().default(true),
+  /** Send the client's `Authorization` upstream (default: removed, as basic_auth does). */
+  forward_authorization: z.boolean().default(false),
+  /** Claim → header field set on the upstream request (the client's own copies removed first). */
+  claims_to_headers: z.record(
+    z.string(),
+    z.string().regex(
+      /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/,
+      "Use a header field name (letters, digits, - _ and the like), e.g. X-User-Id",
+    ),
+  ).default({}),
+  /** The claim that names the user in the access log and `{auth_user}`. */
+  user_claim: z.string().default("sub"),
+  /** Shortest time a JWK Set is kept, whatever its max-age; also the wait between failed fetches. */
+  jwks_min_refresh: Duration.prefault("30s"),
+  /** Longest time a JWK Set is kept before it is fetched again (also without a max-age). */
+  jwks_max_refresh: Duration.prefault("1h"),
+}).strict();
 
 /** The access-control keys every route type takes. */
 const accessKeys = {
   /** Replaces the top-level `ip_access` for this route (`{}`: no restriction). */
   ip_access: IpAccess.optional(),
   basic_auth: BasicAuth.optional(),
+  jwt_auth: JwtAuth.optional(),
 };
 
 /** `cors`, on the route types whose answers a page's script reads (not websocket). */
@@ -777,3 +852,4 @@ export type ForwardAuthConfig = z.output<typeof ForwardAuth>;
 export type IpAccessConfig = z.output<typeof IpAccess>;
 export type BasicAuthConfig = z.output<typeof BasicAuth>;
 export type CorsConfig = z.output<typeof Cors>;
+export type JwtAuthConfig = z.output<typeof JwtAuth>;

@@ -13,8 +13,9 @@ import type {
 import { CORS_RESPONSE_FIELDS, unescapedDot } from "../domain/cors.ts";
 import type { ValidateEnv } from "./validate.ts";
 import type { Report } from "./validate_route.ts";
+import { checkJwtAuth } from "./validate_jwt.ts";
 
-/** Checks the top-level `ip_access` and every route's, and every route's `basic_auth`. */
+/** Checks the top-level `ip_access` and every route's, and every route's `basic_auth` and `jwt_auth`. */
 export function validateAccess(
   config: Config,
   opts: { err: Report; warn: Report; env: ValidateEnv },
@@ -23,6 +24,7 @@ export function validateAccess(
   for (const [key, route] of Object.entries(config.routes)) {
     if (route.ip_access) checkIpAccess(route.ip_access, ["routes", key, "ip_access"], opts);
     if (route.basic_auth) checkBasicAuth(route.basic_auth, ["routes", key, "basic_auth"], opts);
+    if (route.jwt_auth) checkJwtAuth(route, ["routes", key, "jwt_auth"], opts);
     if ("cors" in route && route.cors) checkCors(route.cors, ["routes", key, "cors"], opts);
     if ("cors" in route && route.cors && "response_headers" in route && route.response_headers) {
       checkCorsRules(route.response_headers, ["routes", key, "response_headers"], opts);

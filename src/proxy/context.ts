@@ -4,6 +4,7 @@
 import type { CompiledRoute, Snapshot } from "./snapshot.ts";
 import type { UpstreamRegistry } from "./state.ts";
 import type { MirrorTraffic } from "./mirror.ts";
+import type { JwksCache } from "./jwks.ts";
 import type {
   AccessRecord,
   ClientInfo,
@@ -61,10 +62,12 @@ export interface RequestContext {
   body?: Uint8Array<ArrayBuffer>;
   /** The user `basic_auth` let in (`{auth_user}`, the access log); unset without one. */
   authUser?: string;
-  /** Set when `basic_auth` keeps the client's `Authorization` from the upstream. */
+  /** Set when `basic_auth` or `jwt_auth` keeps the client's `Authorization` from the upstream. */
   dropAuthorization?: boolean;
   /** Set when the route's `cors` answered this request as a preflight (filters/cors.ts). */
   corsPreflight?: boolean;
+  /** A cookie `jwt_auth` took its token from, removed from the upstream request. */
+  dropCookie?: string;
 }
 
 /** Dependencies of the pipeline: ports plus the current snapshot. */
@@ -77,6 +80,8 @@ export interface PipelineDeps {
   metrics: Metrics;
   /** Rate-limit counters; routes with `rate_limit` are not limited without one. */
   rateLimits?: RateLimitStore;
+  /** JWK Sets of `jwt_auth.jwks_url`s; without it such routes answer 503 (fails closed). */
+  jwks?: JwksCache;
   /** Checks basic_auth passwords; without one every password is refused (fails closed). */
   passwords?: PasswordCheck;
   /** Receives one record per request (access log). */

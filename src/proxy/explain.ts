@@ -23,6 +23,8 @@ import { unauthorized } from "./filters/basic_auth.ts";
 import { answerPreflight, corsNote } from "./filters/cors.ts";
 import { isPreflight } from "../domain/cors.ts";
 import type { CompiledBasicAuth } from "./filters/basic_auth.ts";
+import { checkJwtAuth, findToken, jwtRefusal } from "./filters/jwt_auth.ts";
+import type { CompiledJwtAuth } from "./filters/jwt_auth.ts";
 import { parseBasicAuthorization } from "../domain/basic_auth.ts";
 import { ipVerdict } from "../domain/ip_access.ts";
 import type { IpAccess } from "../domain/ip_access.ts";
@@ -188,6 +190,10 @@ export async function explainRequest(
     const refused = authNote(out, ctx, route.basicAuth);
     if (refused) return await answered(out, refused, ctx);
   }
+  if (route.jwtAuth) {
+    const refused = await jwtNote(out, ctx, { auth: route.jwtAuth, deps });
+    if (refused) return await answered(out, refused, ctx);
+  }
 
   for (const limit of route.rateLimits) {
     out.rateLimits.push({
@@ -324,6 +330,35 @@ function authNote(
   ctx.authUser = creds.user;
   if (!auth.forward) ctx.dropAuthorization = true;
   return undefined;
+}
+
+/**
+ * What `jwt_auth` makes of the request's token, noted; the 401 when it refuses it. A token is
+ * verified against the route's own keys; one for a JWK Set is checked on a live request only
+ * (explain fetches nothing).
+ */
+async function jwtNote(
+  out: Explanation,
+  ctx: RequestContext,
+  o: { auth: CompiledJwtAuth; deps: ExplainDeps },
+): Promise<Response | undefined> {
+  const { auth } = o;
+  if (findToken(ctx, auth) === null) {
+    out.notes.push(`jwt_auth refuses the request: no bearer token (401)`);
+    return jwtRefusal(ctx, auth);
+  }
+  if (auth.jwksUrl !== undefined) {
+    out.notes.push(`jwt_auth: the token is checked against ${auth.jwksUrl} on a live request only`);
+    return undefined;
+  }
+  const refused = await checkJwtAuth(ctx, pipelineDeps(o.deps), auth);
+  const why = /error_description="(.*)"$/.exec(refused?.headers.get("www-authenticate") ?? "");
+  out.notes.push(
+    refused
+      ? `jwt_auth refuses the token: ${why?.[1] ?? "invalid"} (401)`
+      : `jwt_auth: the token is valid${ctx.authUser ? ` (user "${ctx.authUser}")` : ""}`,
+  );
+  return refused;
 }
 
 /** The pick a first attempt would make: the route's own pool and selector, seeded randomness. */

@@ -21,13 +21,14 @@ const files: FileStore = {
   open: () => Promise.resolve(new Uint8Array([1, 2, 3])),
 };
 
-function explainer(yaml: string) {
+function explainer(yaml: string, vars: Record<string, string> = {}) {
+  const env = (name: string) => vars[name];
   const { config, issues } = loadConfigText(`listen_addr: "127.0.0.1:0"\n${yaml}`, {
     file: "t.yaml",
-    env: { exists: () => true },
+    env: { exists: () => true, env },
   });
   assert.ok(config, JSON.stringify(issues));
-  const snapshot = buildSnapshot(config, { version: 1 });
+  const snapshot = buildSnapshot(config, { version: 1, env });
   return (req: ExplainRequest, registry?: ReturnType<typeof createUpstreamRegistry>) =>
     explainRequest(req, { snapshot, files, clock, logger: silentLogger, registry });
 }
@@ -336,4 +337,38 @@ routes:
   assert.equal(alice.answer, undefined);
   assert.match(alice.notes[0], /user "alice" exists; the password is checked on a live request/);
   assert.deepEqual(alice.requestHeaders?.removed, ["authorization"]);
+});
+
+Deno.test("explainRequest says what jwt_auth makes of the request's token", async () => {
+  const secret = "an-explain-secret-of-at-least-32-bytes";
+  const explain = explainer(
+    `
+routes:
+  "/": { type: proxy, target: http://10.0.0.1:8080, jwt_auth: { secret_env: S, claims_to_headers: { sub: X-User } } }
+`,
+    { S: secret },
+  );
+  const none = await explain({ method: "GET", url: "http://x/" });
+  assert.deepEqual(none.answer, { status: 401, message: "Unauthorized" });
+  assert.deepEqual(none.notes, ["jwt_auth refuses the request: no bearer token (401)"]);
+  const enc = new TextEncoder();
+  const b64 = (s: string) => btoa(s).replaceAll("=", "").replaceAll("+", "-").replaceAll("/", "_");
+  const input = `${b64('{"alg":"HS256"}')}.${b64(`{"sub":"ann","exp":${2 ** 31}}`)}`;
+  const key = await crypto.subtle.importKey(
+    "raw",
+    enc.encode(secret),
+    { name: "HMAC", hash: "SHA-256" },
+    false,
+    ["sign"],
+  );
+  const sig = new Uint8Array(await crypto.subtle.sign("HMAC", key, enc.encode(input)));
+  const token = `${input}.${b64(String.fromCharCode(...sig))}`;
+  const bearer = (t: string) => [["Authorization", `Bearer ${t}`]] as [string, string][];
+  const ok = await explain({ method: "GET", url: "http://x/", headers: bearer(token) });
+  assert.equal(ok.answer, undefined);
+  assert.deepEqual(ok.notes.slice(0, 1), ['jwt_auth: the token is valid (user "ann")']);
+  assert.deepEqual(ok.requestHeaders?.added.find(([k]) => k === "x-user"), ["x-user", "ann"]);
+  assert.deepEqual(ok.requestHeaders?.removed, ["authorization"]);
+  const bad = await explain({ method: "GET", url: "http://x/", headers: bearer(`${token}x`) });
+  assert.deepEqual(bad.notes, ["jwt_auth refuses the token: The token signature is invalid (401)"]);
 });

@@ -4,7 +4,7 @@
 //   3. normalize the path (400 when impossible) (domain/rewrite.ts)
 //   4. match a route (404 when none)       (domain/router.ts)
 //   5. request filters: may answer early (ip access, CORS preflight, rate limit, basic auth,
-//      forward auth, rules)   (filters/)
+//      JWT auth, forward auth, rules)   (filters/)
 //   6. action: proxy | load_balance (through the route's cache, cache.ts) | static | redirect |
 //      websocket   (actions/)
 //   7. response filters (header/body rules, compression, error pages, CORS, Alt-Svc, HSTS)
@@ -34,6 +34,7 @@ import { applyRateLimit } from "./filters/rate_limit.ts";
 import { applyForwardAuth } from "./filters/forward_auth.ts";
 import { checkIpAccess } from "./filters/ip_access.ts";
 import { checkBasicAuth } from "./filters/basic_auth.ts";
+import { checkJwtAuth } from "./filters/jwt_auth.ts";
 import { applyCompression } from "./filters/compress.ts";
 import { answerPreflight, withCors } from "./filters/cors.ts";
 import { isPreflight } from "../domain/cors.ts";
@@ -186,6 +187,10 @@ async function handle(ctx: RequestContext, deps: PipelineDeps): Promise<Response
   }
   if (route.basicAuth) {
     const refused = await checkBasicAuth(ctx, deps, route.basicAuth);
+    if (refused) return refused;
+  }
+  if (route.jwtAuth) {
+    const refused = await checkJwtAuth(ctx, deps, route.jwtAuth);
     if (refused) return refused;
   }
   if (route.forwardAuth) {

@@ -20,6 +20,8 @@ import { compileIpAccess } from "../domain/ip_access.ts";
 import type { IpAccess } from "../domain/ip_access.ts";
 import { compileBasicAuth } from "./filters/basic_auth.ts";
 import type { CompiledBasicAuth } from "./filters/basic_auth.ts";
+import { compileJwtAuth } from "./filters/jwt_auth.ts";
+import type { CompiledJwtAuth } from "./filters/jwt_auth.ts";
 import type { CompressPolicy } from "../domain/compress.ts";
 import { mirrorPolicy } from "./mirror.ts";
 import { compilePages } from "../domain/error_pages.ts";
@@ -65,6 +67,8 @@ export interface CompiledRoute {
   basicAuth: CompiledBasicAuth | null;
   /** The route's `cors` (filters/cors.ts), null without one. */
   cors: CorsPolicy | null;
+  /** The route's `jwt_auth`, null without one. */
+  jwtAuth: CompiledJwtAuth | null;
 }
 
 /** Everything the pipeline reads for one request. Never mutated after build. */
@@ -189,6 +193,9 @@ export function buildSnapshot(
             ? undefined
             : opts.files?.get(route.basic_auth.users_file),
         )
+        : null,
+      jwtAuth: route.jwt_auth
+        ? compileJwtAuth(route.jwt_auth, { files: opts.files, env: opts.env })
         : null,
       rules: compileRouteRules(route as RouteRulesSpec, {
         env: opts.env ?? (() => undefined),

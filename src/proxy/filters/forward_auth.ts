@@ -16,6 +16,7 @@ import type { PipelineDeps, RequestContext } from "../context.ts";
 import { errorResponse, PASSED_ON } from "../respond.ts";
 import type { PassedOn } from "../respond.ts";
 import { readClientChunk } from "../body_replay.ts";
+import { withoutCookie } from "./jwt_auth.ts";
 
 /** A route's forward auth, ready to run. */
 export interface CompiledForwardAuth {
@@ -131,13 +132,20 @@ export function authRequestHeaders(ctx: RequestContext, auth: CompiledForwardAut
 }
 
 /**
- * Puts the auth service's fields on an upstream request's headers (proxy, load_balance and
- * WebSocket handshakes): the client's fields of those names go first, whatever the answer.
+ * Puts the auth service's fields and jwt_auth's claims on an upstream request's headers (proxy,
+ * load_balance and WebSocket handshakes): the client's fields of those names go first, whatever
+ * the answer; jwt_auth's token cookie goes when `strip_token` says so.
  */
 export function applyAuthHeaders(ctx: RequestContext, h: HeaderMap): void {
-  const auth = ctx.route?.forwardAuth;
-  if (!auth) return;
-  for (const name of auth.copyResponse) h.delete(name);
+  const route = ctx.route;
+  if (!route || (!route.forwardAuth && !route.jwtAuth)) return;
+  if (route.forwardAuth) { for (const name of route.forwardAuth.copyResponse) h.delete(name); }
+  if (route.jwtAuth) { for (const [, name] of route.jwtAuth.claimHeaders) h.delete(name); }
+  if (ctx.dropCookie !== undefined) {
+    const rest = withoutCookie(h.get("cookie") ?? "", ctx.dropCookie);
+    if (rest === null) h.delete("cookie");
+    else h.set("cookie", rest);
+  }
   const got = ctx.authHeaders;
   if (got) { for (const [k, v] of got) h.append(k, v); }
 }
@@ -246,7 +254,7 @@ function allowed(ctx: RequestContext, auth: CompiledForwardAuth, h: Headers): vo
     const v = h.get(name);
     if (v !== null) (got ??= []).push([name, v]);
   }
-  if (got) ctx.authHeaders = got;
+  if (got) (ctx.authHeaders ??= []).push(...got); // after jwt_auth's, if any
   if (auth.cookies) {
     for (const c of h.getSetCookie()) ctx.extraResponseHeaders.push(["set-cookie", c]);
   }

@@ -1,0 +1,44 @@
+// The JwksFetcher port on Deno's fetch: a JWK Set is a small public JSON document, fetched rarely
+// (proxy/jwks.ts), so the platform client is enough. Redirects are followed (IdPs move them);
+// the body is read up to a cap and the whole exchange is bounded by a timeout.
+
+import type { JwksAnswer, JwksFetcher } from "../ports.ts";
+
+/** Fetches JWK Sets with `fetch`; `client` (a Deno.HttpClient) may add trusted CAs. */
+export function createJwksFetcher(client?: Deno.HttpClient): JwksFetcher {
+  return {
+    async fetch(url, opts): Promise<JwksAnswer> {
+      const signal = AbortSignal.timeout(opts.timeoutMs);
+      const res = await fetch(url, {
+        signal,
+        headers: { accept: "application/jwk-set+json, application/json" },
+        ...(client ? { client } : {}),
+      });
+      const reader = res.body?.getReader();
+      const chunks: Uint8Array[] = [];
+      let size = 0;
+      try {
+        while (reader) {
+          const { done, value } = await reader.read();
+          if (done) break;
+          size += value.length;
+          if (size > opts.maxBytes) throw new Error(`JWK Set larger than ${opts.maxBytes} bytes`);
+          chunks.push(value);
+        }
+      } finally {
+        await reader?.cancel().catch(() => {});
+      }
+      const bytes = new Uint8Array(size);
+      let at = 0;
+      for (const c of chunks) {
+        bytes.set(c, at);
+        at += c.length;
+      }
+      return {
+        status: res.status,
+        body: new TextDecoder().decode(bytes),
+        cacheControl: res.headers.get("cache-control"),
+      };
+    },
+  };
+}

@@ -1,0 +1,85 @@
+import assert from "node:assert/strict";
+import { formatIssue, loadConfigText } from "./load.ts";
+
+const SECRET = "s".repeat(32);
+const PUBLIC_PEM = `-----BEGIN PUBLIC KEY-----
+MCowBQYDK2VwAyEAGb9ECWmEzf6FQbrBZ9w7lshQhqowtrbLDFw4rXAxZuE=
+-----END PUBLIC KEY-----
+`;
+const CERT_PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+
+function issues(
+  jwt: string,
+  o: { files?: Record<string, string>; env?: Record<string, string>; extra?: string } = {},
+): string[] {
+  const files = o.files ?? {};
+  const text = `listen_addr: "127.0.0.1:0"
+routes:
+  /api:
+    type: proxy
+    target: http://127.0.0.1:1
+    jwt_auth: ${jwt}
+${o.extra ?? ""}`;
+  const r = loadConfigText(text, {
+    file: "c.yaml",
+    env: {
+      exists: (p) => p in files,
+      readText: (p) => ({ text: files[p] }),
+      env: (n) => o.env?.[n],
+    },
+  });
+  return r.issues.map(formatIssue);
+}
+
+Deno.test("validate jwt_auth: a good secret, PEM or JWKS URL passes", () => {
+  assert.deepEqual(issues("{ secret_env: JWT }", { env: { JWT: SECRET } }), []);
+  assert.deepEqual(issues("{ key_file: k.pem }", { files: { "k.pem": PUBLIC_PEM } }), []);
+  assert.deepEqual(issues("{ jwks_url: https://idp.example/jwks.json }"), []);
+});
+
+Deno.test("validate jwt_auth: no key source, an unset env var, a short secret", () => {
+  assert.deepEqual(issues("{ issuer: x }"), [
+    "c.yaml:6:5: error: routes./api.jwt_auth: jwt_auth has no key: every token would be refused\n" +
+    "  fix: Add jwks_url (the IdP's JWK Set), key_file (a PEM public key or JWK), or secret_env / " +
+    "secret_file (an HMAC secret)",
+  ]);
+  assert.match(issues("{ secret_env: JWT }")[0], /6:17: error: .*JWT is not set/);
+  assert.match(
+    issues("{ secret_env: JWT }", { env: { JWT: "short" } })[0],
+    /Environment variable JWT is 5 bytes long: HS256 needs a secret of at least 32\n {2}fix: .*openssl rand/,
+  );
+});
+
+Deno.test("validate jwt_auth: a PEM as HMAC secret, a certificate as key, a missing file", () => {
+  assert.match(
+    issues("{ secret_file: s.pem }", { files: { "s.pem": PUBLIC_PEM } })[0],
+    /c.yaml:6:17: error: routes.\/api.jwt_auth.secret_file: s.pem holds a PEM key, not an HMAC secret\n {2}fix: Put a public key in key_file/,
+  );
+  assert.match(
+    issues("{ key_file: c.pem }", { files: { "c.pem": CERT_PEM } })[0],
+    /key_file: c.pem is a PEM CERTIFICATE, not a PUBLIC KEY\n {2}fix: .*openssl x509 -in cert.pem -pubkey -noout/,
+  );
+  assert.match(issues("{ key_file: gone.pem }")[0], /6:17: error: .*File not found: gone.pem/);
+});
+
+Deno.test("validate jwt_auth: algorithms no key verifies, clashing headers, basic_auth beside it", () => {
+  assert.match(
+    issues("{ secret_env: JWT, algorithms: [RS256] }", { env: { JWT: SECRET } })[0],
+    /jwt_auth.algorithms: No key here verifies RS256 \(the keys are hmac\)/,
+  );
+  const clash = issues(
+    "{ secret_env: JWT, claims_to_headers: { sub: X-User, email: x-user, role: Authorization } }",
+    { env: { JWT: SECRET } },
+  );
+  assert.equal(clash.length, 2);
+  assert.match(clash[0], /claims_to_headers.email: Claims sub and email both go to x-user/);
+  assert.match(clash[1], /claims_to_headers.role: Claims cannot be sent as Authorization/);
+  assert.match(
+    issues("{ secret_env: JWT }", {
+      env: { JWT: SECRET },
+      extra:
+        '    basic_auth: { users: { a: "$2y$05$AYw6TXrwl9Rc4rj86MFm9eehdwDZG3Q6N1P71NCqe/9kbg8p0mn3a" } }\n',
+    })[0],
+    /basic_auth and jwt_auth both read Authorization/,
+  );
+});

@@ -1,0 +1,74 @@
+import assert from "node:assert/strict";
+import { JwksCache } from "./jwks.ts";
+import { silentLogger } from "../ports.ts";
+import type { JwksAnswer } from "../ports.ts";
+
+const SET = JSON.stringify({
+  keys: [{
+    kty: "OKP",
+    crv: "Ed25519",
+    x: "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo",
+    kid: "a",
+  }],
+});
+
+/** A JwksCache over a scripted fetcher and a hand-moved clock. */
+function setup(answers: (() => JwksAnswer | Promise<JwksAnswer>)[]) {
+  let t = 0;
+  const calls: number[] = [];
+  const cache = new JwksCache({
+    fetcher: {
+      fetch() {
+        calls.push(t);
+        const next = answers.shift();
+        return next ? Promise.resolve().then(next) : Promise.reject(new Error("refused"));
+      },
+    },
+    clock: { now: () => t, monotonic: () => t },
+    logger: silentLogger,
+  });
+  return { cache, calls, tick: (ms: number) => t += ms };
+}
+
+const bounds = { minMs: 30_000, maxMs: 3_600_000 };
+const ok = (cacheControl: string | null = null): () => JwksAnswer => () => ({
+  status: 200,
+  body: SET,
+  cacheControl,
+});
+
+Deno.test("JwksCache: max-age within the bounds, then a background refresh", async () => {
+  const { cache, calls, tick } = setup([ok("max-age=5"), ok("max-age=999999"), ok()]);
+  assert.equal((await cache.keys("u", { bounds }))?.length, 1);
+  tick(29_000); // max-age 5 s, raised to the 30 s floor
+  await cache.keys("u", { bounds });
+  assert.equal(calls.length, 1);
+  tick(1_000);
+  const held = await cache.keys("u", { bounds }); // stale: answered with the held keys at once
+  assert.equal(held?.length, 1);
+  assert.equal(calls.length, 2);
+  await new Promise((r) => setTimeout(r, 0)); // the refresh lands
+  tick(3_599_000); // max-age capped at jwks_max_refresh
+  await cache.keys("u", { bounds });
+  assert.equal(calls.length, 2);
+  tick(1_000);
+  await cache.keys("u", { bounds });
+  assert.equal(calls.length, 3);
+});
+
+Deno.test("JwksCache: a failure keeps the last keys; unknown kids refetch once per minMs", async () => {
+  const { cache, calls, tick } = setup([
+    () => ({ status: 500, body: "", cacheControl: null }),
+    ok(),
+  ]);
+  assert.equal(await cache.keys("u", { bounds }), null); // IdP down at start: no keys, no throw
+  assert.equal(await cache.keys("u", { bounds }), null);
+  assert.equal(calls.length, 1, "a failed fetch waits minMs before the next");
+  tick(30_000);
+  assert.equal((await cache.keys("u", { bounds }))?.length, 1);
+  tick(30_000);
+  // A kid the set lacks: one refetch (it fails), the keys held stay.
+  assert.equal((await cache.keys("u", { kid: "b", bounds }))?.length, 1);
+  assert.equal((await cache.keys("u", { kid: "c", bounds }))?.length, 1);
+  assert.equal(calls.length, 3);
+});

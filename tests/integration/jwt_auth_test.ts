@@ -1,0 +1,297 @@
+// `jwt_auth` through a real Prox: tokens signed in the test with WebCrypto (HS256, RS256, PS256,
+// ES256, ES384, EdDSA), a key file, an HMAC secret from the environment, a real JWK Set server on
+// port 0 (max-age, key rotation by kid, the IdP down at start and later), the classic forgeries
+// (`alg: none`, an RSA public key as HS256 secret), cookie and query tokens, claims to headers.
+import assert from "node:assert/strict";
+import { startUpstream, waitFor } from "../_harness.ts";
+import { startProxy } from "./_proxy.ts";
+import { recordingLogger } from "./_backend.ts";
+
+const enc = new TextEncoder();
+const b64url = (bytes: Uint8Array) =>
+  btoa(String.fromCharCode(...bytes)).replaceAll("=", "").replaceAll("+", "-").replaceAll(
+    "/",
+    "_",
+  );
+const part = (o: unknown) => b64url(enc.encode(JSON.stringify(o)));
+const now = () => Math.floor(Date.now() / 1000);
+
+type Signer = { alg: string; sign(data: Uint8Array<ArrayBuffer>): Promise<ArrayBuffer> };
+
+/** A compact JWS over `payload`; `header` extras (kid) merge into `{alg, typ}`. */
+async function jwt(
+  signer: Signer,
+  payload: Record<string, unknown>,
+  header: Record<string, unknown> = {},
+): Promise<string> {
+  const input = `${part({ alg: signer.alg, typ: "JWT", ...header })}.${part(payload)}`;
+  return `${input}.${b64url(new Uint8Array(await signer.sign(enc.encode(input))))}`;
+}
+
+type Gen = RsaHashedKeyGenParams | EcKeyGenParams | { name: string };
+/** A key pair, its signer, its public JWK and its public SPKI PEM. */
+async function keyPair(
+  alg: string,
+  gen: Gen,
+  signAlg: AlgorithmIdentifier | EcdsaParams | RsaPssParams,
+) {
+  const pair = await crypto.subtle.generateKey(gen, true, ["sign", "verify"]) as CryptoKeyPair;
+  const jwk = await crypto.subtle.exportKey("jwk", pair.publicKey);
+  const der = new Uint8Array(await crypto.subtle.exportKey("spki", pair.publicKey));
+  const pem = `-----BEGIN PUBLIC KEY-----\n${
+    btoa(String.fromCharCode(...der)).replace(/.{64}/g, "$&\n")
+  }\n-----END PUBLIC KEY-----\n`;
+  const signer: Signer = { alg, sign: (d) => crypto.subtle.sign(signAlg, pair.privateKey, d) };
+  return { signer, jwk, pem };
+}
+
+const rsaGen = (name: string): RsaHashedKeyGenParams => ({
+  name,
+  modulusLength: 2048,
+  publicExponent: new Uint8Array([1, 0, 1]),
+  hash: "SHA-256",
+});
+
+function hmacSigner(secret: string, alg = "HS256"): Signer {
+  const hash = `SHA-${alg.slice(2)}`;
+  const key = crypto.subtle.importKey("raw", enc.encode(secret), { name: "HMAC", hash }, false, [
+    "sign",
+  ]);
+  return { alg, sign: async (d) => crypto.subtle.sign("HMAC", await key, d) };
+}
+
+/** An upstream that echoes what identifies the caller. */
+const echo = () =>
+  startUpstream((req) => {
+    const u = new URL(req.url);
+    return Response.json({
+      authorization: req.headers.get("authorization"),
+      user: req.headers.get("x-user-id"),
+      email: req.headers.get("x-email"),
+      roles: req.headers.get("x-roles"),
+      cookie: req.headers.get("cookie"),
+      query: u.search,
+    });
+  });
+
+const SECRET = "a-test-secret-that-is-at-least-32-bytes-long";
+
+Deno.test("jwt_auth HS256 from an env var: challenges, claims to headers, forged copies removed", async () => {
+  await using up = await echo();
+  Deno.env.set("PROX_TEST_JWT_SECRET", SECRET);
+  const logger = recordingLogger();
+  const rsa = await keyPair("RS256", rsaGen("RSASSA-PKCS1-v1_5"), "RSASSA-PKCS1-v1_5");
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeTextFile(`${dir}/rsa.pem`, rsa.pem);
+    await using prox = await startProxy(
+      `health_check: { enabled: false }
+routes:
+  "/api":
+    type: proxy
+    target: "${up.url}"
+    jwt_auth:
+      realm: api
+      secret_env: PROX_TEST_JWT_SECRET
+      issuer: https://idp.test
+      audience: [api, other]
+      required_claims: { role: admin }
+      claims_to_headers: { sub: X-User-Id, email: X-Email, role: X-Roles }
+  "/rsa":
+    type: proxy
+    target: "${up.url}"
+    jwt_auth: { key_file: "${dir}/rsa.pem", forward_authorization: true }
+`,
+      { logger },
+    );
+    const hs = hmacSigner(SECRET);
+    const good = {
+      sub: "alice",
+      email: "ä@x.test",
+      role: ["user", "admin"],
+      iss: "https://idp.test",
+      aud: "api",
+      exp: now() + 60,
+    };
+    const call = (path: string, token?: string, headers: Record<string, string> = {}) =>
+      fetch(`${prox.url}${path}`, {
+        headers: token === undefined ? headers : { ...headers, authorization: `Bearer ${token}` },
+      });
+
+    // No token: a challenge without an error attribute (RFC 6750 §3.1).
+    const none = await call("/api/x");
+    assert.equal(none.status, 401);
+    assert.equal(none.headers.get("www-authenticate"), 'Bearer realm="api"');
+    await none.body?.cancel();
+
+    // A good token: the claims go upstream, the client's own X-User-Id does not, nor the token.
+    const ok = await call("/api/x", await jwt(hs, good), { "x-user-id": "root", "X-Roles": "god" });
+    assert.equal(ok.status, 200);
+    assert.deepEqual(await ok.json(), {
+      authorization: null,
+      user: "alice",
+      email: "%C3%A4@x.test",
+      roles: '["user","admin"]',
+      cookie: null,
+      query: "",
+    });
+
+    const refusals: [string, string, RegExp][] = [
+      ["expired", await jwt(hs, { ...good, exp: now() - 60 }), /The token expired/],
+      ["wrong issuer", await jwt(hs, { ...good, iss: "https://evil" }), /issuer/],
+      ["wrong audience", await jwt(hs, { ...good, aud: ["web"] }), /audience/],
+      ["missing role", await jwt(hs, { ...good, role: "user" }), /role claim/],
+      ["wrong secret", await jwt(hmacSigner("x".repeat(40)), good), /signature is invalid/],
+      ["alg none", `${part({ alg: "none" })}.${part(good)}.`, /three|Unsigned/],
+      ["alg none with sig", `${part({ alg: "none" })}.${part(good)}.c2ln`, /Unsigned/],
+      ["RS256 on an HMAC route", await jwt(rsa.signer, good), /No key verifies/],
+      ["garbage", "a.b.c", /header/],
+      ["bad base64", "@@@.###.$$$", /header is not base64url JSON/],
+      ["empty", "", /three/],
+      ["huge", "a".repeat(9000), /too long/],
+    ];
+    for (const [what, token, why] of refusals) {
+      const res = await call("/api/x", token);
+      assert.equal(res.status, 401, what);
+      const challenge = res.headers.get("www-authenticate") ?? "";
+      assert.match(
+        challenge,
+        /^Bearer realm="api", error="invalid_token", error_description="/,
+        what,
+      );
+      assert.match(challenge, why, what);
+      await res.body?.cancel();
+    }
+
+    // The RSA public key (PEM text) used as an HMAC secret: the classic algorithm confusion.
+    const confused = await jwt(hmacSigner(rsa.pem), { sub: "mallory", exp: now() + 60 });
+    const c = await call("/rsa/x", confused);
+    assert.equal(c.status, 401);
+    assert.match(c.headers.get("www-authenticate")!, /No key verifies/);
+    await c.body?.cancel();
+    const rsaOk = await jwt(rsa.signer, { sub: "bob", exp: now() + 60 });
+    const r = await call("/rsa/x", rsaOk);
+    assert.equal(r.status, 200);
+    assert.equal((await r.json()).authorization, `Bearer ${rsaOk}`); // forward_authorization
+    // Why tokens were refused is logged at debug level, never the token.
+    assert.ok(logger.lines.some((l) => l.level === "debug" && l.msg === "JWT refused"));
+  } finally {
+    Deno.env.delete("PROX_TEST_JWT_SECRET");
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("jwt_auth from a cookie or a query parameter: stripped from the upstream request", async () => {
+  await using up = await echo();
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeTextFile(`${dir}/secret`, `${SECRET}\n`);
+    await using prox = await startProxy(`health_check: { enabled: false }
+routes:
+  "/":
+    type: proxy
+    target: "${up.url}"
+    jwt_auth: { secret_file: "${dir}/secret", cookie: session, query_param: access_token, claims_to_headers: { sub: X-User-Id } }
+`);
+    const token = await jwt(hmacSigner(SECRET), { sub: "carol", exp: now() + 60 });
+    const byCookie = await fetch(`${prox.url}/a`, {
+      headers: { cookie: `theme=dark; session=${token}; lang=en` },
+    });
+    assert.deepEqual(
+      [byCookie.status, (await byCookie.json()).cookie],
+      [200, "theme=dark; lang=en"],
+    );
+    const byQuery = await fetch(`${prox.url}/a?x=1&access_token=${token}&y=2`);
+    const q = await byQuery.json();
+    assert.deepEqual([byQuery.status, q.query, q.user], [200, "?x=1&y=2", "carol"]);
+    const bad = await fetch(`${prox.url}/a?access_token=nope.nope.nope`);
+    assert.equal(bad.status, 401);
+    await bad.body?.cancel();
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("jwt_auth with a JWKS URL: every key type, max-age, rotation by kid, the IdP down", async () => {
+  const keys = {
+    rs: await keyPair("RS256", rsaGen("RSASSA-PKCS1-v1_5"), "RSASSA-PKCS1-v1_5"),
+    ps: await keyPair("PS256", rsaGen("RSA-PSS"), { name: "RSA-PSS", saltLength: 32 }),
+    es256: await keyPair("ES256", { name: "ECDSA", namedCurve: "P-256" }, {
+      name: "ECDSA",
+      hash: "SHA-256",
+    }),
+    es384: await keyPair("ES384", { name: "ECDSA", namedCurve: "P-384" }, {
+      name: "ECDSA",
+      hash: "SHA-384",
+    }),
+    ed: await keyPair("EdDSA", { name: "Ed25519" }, { name: "Ed25519" }),
+    rotated: await keyPair("ES256", { name: "ECDSA", namedCurve: "P-256" }, {
+      name: "ECDSA",
+      hash: "SHA-256",
+    }),
+  };
+  let published = ["rs", "ps", "es256", "es384", "ed"] as (keyof typeof keys)[];
+  let down = true;
+  let fetches = 0;
+  await using idp = await startUpstream(() => {
+    fetches++;
+    if (down) return new Response("down", { status: 503 });
+    return Response.json(
+      { keys: published.map((k) => ({ ...keys[k].jwk, kid: k, use: "sig" })) },
+      { headers: { "cache-control": "public, max-age=3600" } },
+    );
+  });
+  await using up = await echo();
+  const logger = recordingLogger();
+  await using prox = await startProxy(
+    `health_check: { enabled: false }
+routes:
+  "/":
+    type: proxy
+    target: "${up.url}"
+    jwt_auth: { jwks_url: "${idp.url}/jwks", jwks_min_refresh: 1s, claims_to_headers: { sub: X-User-Id } }
+`,
+    { logger },
+  );
+  const call = async (token: string) => {
+    const res = await fetch(`${prox.url}/`, { headers: { authorization: `Bearer ${token}` } });
+    const body = res.ok ? (await res.json()).user : await res.text();
+    return [res.status, res.ok ? body : res.headers.get("www-authenticate")];
+  };
+  const claims = (sub: string) => ({ sub, exp: now() + 60 });
+
+  // Started while the IdP is down: no crash, 503 (a client must not drop a good token).
+  const first = await jwt(keys.rs.signer, claims("rs"), { kid: "rs" });
+  assert.deepEqual((await call(first))[0], 503);
+  down = false;
+  await waitFor(async () => (await call(first))[1] === "rs", { what: "JWK Set fetched" });
+
+  const seen = fetches;
+  for (const k of ["rs", "ps", "es256", "es384", "ed"] as const) {
+    assert.deepEqual(await call(await jwt(keys[k].signer, claims(k), { kid: k })), [200, k], k);
+  }
+  assert.equal(fetches, seen, "max-age=3600: the set is not fetched again");
+  // A token with a kid the set lacks: refused, and a refetch once per jwks_min_refresh at most.
+  const stranger = await jwt(keys.rotated.signer, claims("new"), { kid: "rotated" });
+  await waitFor(async () => {
+    const denied = await call(stranger);
+    assert.equal(denied[0], 401);
+    assert.match(String(denied[1]), /No key verifies/);
+    return fetches === seen + 1;
+  }, { what: "refetch for an unknown kid" });
+  assert.equal((await call(stranger))[0], 401);
+  assert.equal(fetches, seen + 1, "an unknown kid refetches at most once per jwks_min_refresh");
+
+  // The IdP rotates in the new key: once jwks_min_refresh has passed, the unknown kid fetches.
+  published = ["rotated"];
+  await waitFor(async () => (await call(stranger))[1] === "new", { what: "rotated key used" });
+
+  // The IdP fails now: the last good keys keep serving.
+  down = true;
+  const again = await jwt(keys.rotated.signer, claims("still"), { kid: "rotated" });
+  assert.deepEqual(await call(again), [200, "still"]);
+  // An ES256 token signed by the P-256 key of another kid does not verify under this kid.
+  const wrongKid = await jwt(keys.es256.signer, claims("x"), { kid: "rotated" });
+  assert.equal((await call(wrongKid))[0], 401);
+  assert.ok(logger.lines.some((l) => l.msg.startsWith("Cannot fetch JWK Set")));
+});
