@@ -194,12 +194,14 @@ routes:
     jwt_auth: { secret_file: "${dir}/secret", cookie: session, query_param: access_token, claims_to_headers: { sub: X-User-Id } }
 `);
     const token = await jwt(hmacSigner(SECRET), { sub: "carol", exp: now() + 60 });
+    // A token from a cookie leaves the app's own Authorization (another scheme) alone.
     const byCookie = await fetch(`${prox.url}/a`, {
-      headers: { cookie: `theme=dark; session=${token}; lang=en` },
+      headers: { cookie: `theme=dark; session=${token}; lang=en`, authorization: "Basic YTpi" },
     });
+    const got = await byCookie.json();
     assert.deepEqual(
-      [byCookie.status, (await byCookie.json()).cookie],
-      [200, "theme=dark; lang=en"],
+      [byCookie.status, got.cookie, got.authorization],
+      [200, "theme=dark; lang=en", "Basic YTpi"],
     );
     const byQuery = await fetch(`${prox.url}/a?x=1&access_token=${token}&y=2`);
     const q = await byQuery.json();

@@ -249,7 +249,8 @@ function allow(
   }
   const user = o.payload[auth.userClaim];
   if (typeof user === "string") ctx.authUser = user;
-  if (!auth.forward) ctx.dropAuthorization = true;
+  // A token from a cookie leaves an Authorization field (another scheme) to the upstream.
+  if (!auth.forward && o.from === "header") ctx.dropAuthorization = true;
   if (auth.strip && o.from === "cookie") ctx.dropCookie = auth.cookie;
   if (auth.strip && o.from === "query") ctx.query = withoutParam(ctx.query, auth.queryParam!);
 }
