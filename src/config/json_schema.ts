@@ -87,6 +87,8 @@ const DESCRIPTIONS: Record<string, string> = {
   claims_to_headers:
     "jwt_auth: claim → header field set on the upstream request (client copies removed)",
   required_claims: "jwt_auth: claim → accepted value or values",
+  claim:
+    "rate limit by: jwt_claim: the claim of the route's jwt_auth token that keys it (e.g. sub)",
 };
 
 function describe(node: unknown): void {

@@ -151,8 +151,10 @@ export const RateLimit = z.object({
   /** Policy name in the RateLimit headers ("default" when alone). */
   name: z.string().regex(/^[A-Za-z0-9_.-]{1,32}$/, "Use 1-32 letters, digits, _ . or -")
     .optional(),
-  by: z.enum(["ip", "header", "route", "cookie", "query"]),
+  by: z.enum(["ip", "header", "route", "cookie", "query", "jwt_claim"]),
   header_name: z.string().optional(),
+  /** by: jwt_claim: the claim of the route's jwt_auth token (e.g. sub); limited after jwt_auth. */
+  claim: z.string().min(1).optional(),
   cookie_name: z.string().optional(),
   query_param: z.string().optional(),
   requests: z.int().positive(),

@@ -144,7 +144,7 @@ Deno.test("parseConfig: a rate_limit without `by` is a missing key, with the cho
     ).issues.map(formatIssue),
     [
       'c.yaml:6:5: error: routes./.rate_limit.by: Missing required key "by"\n' +
-      "  fix: Add by: one of ip, header, route, cookie, query",
+      "  fix: Add by: one of ip, header, route, cookie, query, jwt_claim",
     ],
   );
 });

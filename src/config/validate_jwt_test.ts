@@ -83,3 +83,27 @@ Deno.test("validate jwt_auth: algorithms no key verifies, clashing headers, basi
     /basic_auth and jwt_auth both read Authorization/,
   );
 });
+
+Deno.test("validate rate_limit by jwt_claim: needs a claim and jwt_auth on the route", () => {
+  const text = (jwt: string, claim: string) =>
+    loadConfigText(
+      `listen_addr: "127.0.0.1:0"
+routes:
+  /api:
+    type: proxy
+    target: http://127.0.0.1:1
+    ${jwt}
+    rate_limit: { by: jwt_claim, ${claim} requests: 5, period: 1m }
+`,
+      { file: "c.yaml", env: { exists: () => true, env: () => SECRET } },
+    ).issues.map(formatIssue);
+  assert.deepEqual(text("jwt_auth: { secret_env: JWT }", "claim: sub,"), []);
+  assert.match(
+    text("jwt_auth: { secret_env: JWT }", "")[0],
+    /rate_limit: claim is required when rate limiting by jwt_claim/,
+  );
+  assert.match(
+    text("", "claim: sub,")[0],
+    /c.yaml:7:19: error: routes.\/api.rate_limit.by: by: jwt_claim needs jwt_auth on the route/,
+  );
+});

@@ -410,7 +410,7 @@ export function checkRegex(err: Report, path: (string | number)[], re: string | 
 
 /** Cross-field rules of a route's `rate_limit` and `rate_limits`. */
 function validateRateLimits(
-  route: { rate_limit?: RateLimitConfig; rate_limits?: RateLimitConfig[] },
+  route: { rate_limit?: RateLimitConfig; rate_limits?: RateLimitConfig[]; jwt_auth?: unknown },
   at: (string | number)[],
   opts: { err: Report; warn: Report },
 ): void {
@@ -459,6 +459,19 @@ function validateRateLimits(
         "cookie_name is required when rate limiting by cookie",
         "E.g. cookie_name: session",
       );
+    }
+    if (rl.by === "jwt_claim" && !rl.claim) {
+      err(path, "claim is required when rate limiting by jwt_claim", "E.g. claim: sub");
+    }
+    if (rl.by === "jwt_claim" && !route.jwt_auth) {
+      err(
+        [...path, "by"],
+        "by: jwt_claim needs jwt_auth on the route: there is no token to read the claim from",
+        "Add jwt_auth to the route, or limit by ip",
+      );
+    }
+    if (rl.claim !== undefined && rl.by !== "jwt_claim") {
+      warn([...path, "claim"], `claim is ignored when rate limiting by ${rl.by}`);
     }
     if (rl.by === "query" && !rl.query_param) {
       err(path, "query_param is required when rate limiting by query", "E.g. query_param: api_key");

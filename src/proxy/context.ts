@@ -66,6 +66,10 @@ export interface RequestContext {
   dropAuthorization?: boolean;
   /** Set when the route's `cors` answered this request as a preflight (filters/cors.ts). */
   corsPreflight?: boolean;
+  /** What the limits before jwt_auth saw, for the `by: jwt_claim` ones after it (rate_limit.ts). */
+  rateLimitCarry?: { counted: boolean; failed: boolean };
+  /** The claims of the token `jwt_auth` verified (rate limits `by: jwt_claim`). */
+  jwtClaims?: Record<string, unknown>;
   /** A cookie `jwt_auth` took its token from, removed from the upstream request. */
   dropCookie?: string;
 }

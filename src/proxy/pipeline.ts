@@ -181,8 +181,8 @@ async function handle(ctx: RequestContext, deps: PipelineDeps): Promise<Response
   if (route.cors && isPreflight(ctx.req.method, ctx.req.headers)) {
     return answerPreflight(ctx, deps, route.cors);
   }
-  if (route.rateLimits.length > 0) {
-    const limited = await applyRateLimit(ctx, deps);
+  if (route.firstLimits.length > 0) {
+    const limited = await applyRateLimit(ctx, deps, route.firstLimits);
     if (limited) return limited;
   }
   if (route.basicAuth) {
@@ -192,6 +192,11 @@ async function handle(ctx: RequestContext, deps: PipelineDeps): Promise<Response
   if (route.jwtAuth) {
     const refused = await checkJwtAuth(ctx, deps, route.jwtAuth);
     if (refused) return refused;
+  }
+  if (route.claimLimits.length > 0) {
+    // by: jwt_claim: keyed by the verified token's claim, so after jwt_auth.
+    const limited = await applyRateLimit(ctx, deps, route.claimLimits);
+    if (limited) return limited;
   }
   if (route.forwardAuth) {
     const denied = await applyForwardAuth(ctx, deps);

@@ -49,6 +49,10 @@ export interface CompiledRoute {
   rules: RouteRules;
   /** The route's rate limits, in order; empty when it has none (filters/rate_limit.ts). */
   rateLimits: CompiledRateLimit[];
+  /** The limits run before authentication: all but `by: jwt_claim` ones, in order. */
+  firstLimits: CompiledRateLimit[];
+  /** `by: jwt_claim` limits, run after jwt_auth (they need its claims); usually empty. */
+  claimLimits: CompiledRateLimit[];
   /** Response compression (`compress`), null when the route does not compress. */
   compress: CompressPolicy | null;
   /** Traffic mirroring (`mirror` on proxy and load_balance routes), null without it. */
@@ -169,6 +173,7 @@ export function buildSnapshot(
     const timeouts = "timeouts" in route
       ? mergeTimeouts(config.timeouts, route.timeouts)
       : mergeTimeouts(config.timeouts);
+    const rateLimits = compileRateLimits(key, route);
     const compiled: CompiledRoute = {
       id: key,
       prefix,
@@ -176,7 +181,9 @@ export function buildSnapshot(
       timeouts,
       totalMs: ("timeouts" in route ? route.timeouts?.total : undefined) ?? config.timeouts.total,
       targets: targetsOf(route),
-      rateLimits: compileRateLimits(key, route),
+      rateLimits,
+      firstLimits: rateLimits.filter((l) => l.config.by !== "jwt_claim"),
+      claimLimits: rateLimits.filter((l) => l.config.by === "jwt_claim"),
       compress: compressPolicy(compressOf(route, config)),
       mirror: route.type === "proxy" || route.type === "load_balance"
         ? mirrorPolicy(route.mirror)

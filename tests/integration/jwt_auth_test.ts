@@ -297,3 +297,42 @@ routes:
   assert.equal((await call(wrongKid))[0], 401);
   assert.ok(logger.lines.some((l) => l.msg.startsWith("Cannot fetch JWK Set")));
 });
+
+Deno.test("rate_limit by jwt_claim: one quota per verified subject, after jwt_auth", async () => {
+  await using up = await echo();
+  Deno.env.set("PROX_TEST_JWT_RL", SECRET);
+  try {
+    await using prox = await startProxy(`health_check: { enabled: false }
+routes:
+  "/":
+    type: proxy
+    target: "${up.url}"
+    rate_limit: { by: ip, requests: 100, period: 1m }
+    rate_limits: [{ name: per-user, by: jwt_claim, claim: sub, requests: 2, period: 1h }]
+    jwt_auth: { secret_env: PROX_TEST_JWT_RL }
+`);
+    const hs = hmacSigner(SECRET);
+    const as = async (sub: string | null) => {
+      const headers: Record<string, string> = sub === null
+        ? {}
+        : { authorization: `Bearer ${await jwt(hs, { sub, exp: now() + 60 })}` };
+      const res = await fetch(`${prox.url}/`, { headers });
+      await res.body?.cancel();
+      return [res.status, res.headers.get("ratelimit")];
+    };
+    // Without a token: 401 before the per-user limit counts anything.
+    assert.deepEqual((await as(null))[0], 401);
+    // The 401 counted against the address's limit (before authentication), not alice's.
+    const first = await as("alice");
+    assert.equal(first[0], 200);
+    assert.match(String(first[1]), /^"limit1";r=98;t=\d+, "per-user";r=1;t=\d+$/);
+    assert.equal((await as("alice"))[0], 200);
+    const limited = await as("alice");
+    assert.equal(limited[0], 429);
+    assert.match(String(limited[1]), /"per-user";r=0/);
+    // Another subject from the same address has its own quota.
+    assert.equal((await as("bob"))[0], 200);
+  } finally {
+    Deno.env.delete("PROX_TEST_JWT_RL");
+  }
+});

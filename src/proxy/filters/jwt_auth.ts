@@ -251,6 +251,7 @@ function allow(
   if (typeof user === "string") ctx.authUser = user;
   // A token from a cookie leaves an Authorization field (another scheme) to the upstream.
   if (!auth.forward && o.from === "header") ctx.dropAuthorization = true;
+  ctx.jwtClaims = o.payload;
   if (auth.strip && o.from === "cookie") ctx.dropCookie = auth.cookie;
   if (auth.strip && o.from === "query") ctx.query = withoutParam(ctx.query, auth.queryParam!);
 }

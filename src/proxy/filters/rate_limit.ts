@@ -82,6 +82,7 @@ export function compileRateLimit(
     config.header_name?.toLowerCase() ?? "",
     config.cookie_name ?? "",
     config.query_param ?? "",
+    ...(config.by === "jwt_claim" ? [config.claim ?? ""] : []),
     config.ipv6_prefix,
     opts.named === false ? "" : name,
   ]);
@@ -141,6 +142,11 @@ export function clientKey(limit: CompiledRateLimit, ctx: RequestContext): string
       const v = cookieValue(ctx.req.headers.get("cookie"), c.cookie_name ?? "");
       return v === null || v === "" ? null : `c:${v}`;
     }
+    case "jwt_claim": {
+      // Set by jwt_auth, which runs before these limits (pipeline.ts); a string or a number.
+      const v = ctx.jwtClaims?.[c.claim ?? ""];
+      return typeof v === "string" && v !== "" || typeof v === "number" ? `j:${v}` : null;
+    }
     case "query": {
       // Sent twice with different values, the key is ambiguous: the app may read the last one
       // (PHP, Django) while a fresh first one would put every request in a new bucket.
@@ -171,21 +177,24 @@ export function cookieValue(header: string | null, name: string): string | null 
 }
 
 /**
- * Runs the route's limits in order. Returns a response when the request must stop here, or null
- * to go on (the RateLimit headers are then queued in `ctx.extraResponseHeaders`). A request
- * denied by one limit has already counted against the limits before it, never after it.
+ * Runs `limits` (the route's, in order; the pipeline runs `by: jwt_claim` ones in a second call,
+ * after jwt_auth). Returns a response when the request must stop here, or null to go on (the
+ * RateLimit headers are then queued in `ctx.extraResponseHeaders`). A request denied by one limit
+ * has already counted against the limits before it, never after it.
  */
 export async function applyRateLimit(
   ctx: RequestContext,
   deps: PipelineDeps,
+  limits: readonly CompiledRateLimit[] | undefined = ctx.route?.rateLimits,
 ): Promise<Response | null> {
-  const limits = ctx.route?.rateLimits;
   const store = deps.rateLimits;
   if (!limits || limits.length === 0 || !store) return null;
   const policies: string[] = [];
   const items: string[] = [];
-  let counted = false;
-  let failed = false;
+  // What an earlier call for this request (the limits before jwt_auth) saw.
+  const carry = ctx.rateLimitCarry;
+  let counted = carry?.counted ?? false;
+  let failed = carry?.failed ?? false;
   for (const limit of limits) {
     const outcome = await checkOne(ctx, deps, { limit, store, failed });
     if (outcome instanceof Response) return outcome;
@@ -206,7 +215,9 @@ export async function applyRateLimit(
   }
   // Once per request, when every limit let it through: a request a later limit refused is
   // "limited" only (counting it "allowed" by the earlier ones understated refusals).
-  if (counted && !failed) deps.metrics.rateLimit(limits[0].route, "allowed");
+  const more = ctx.route?.claimLimits.length && limits !== ctx.route.claimLimits;
+  if (more) ctx.rateLimitCarry = { counted, failed };
+  else if (counted && !failed) deps.metrics.rateLimit(limits[0].route, "allowed");
   if (policies.length > 0) {
     ctx.extraResponseHeaders.push(
       ["ratelimit-policy", policies.join(", ")],
