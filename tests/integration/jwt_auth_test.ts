@@ -3,9 +3,12 @@
 // port 0 (max-age, key rotation by kid, the IdP down at start and later), the classic forgeries
 // (`alg: none`, an RSA public key as HS256 secret), cookie and query tokens, claims to headers.
 import assert from "node:assert/strict";
-import { startUpstream, waitFor } from "../_harness.ts";
+import { interopTest, ROOT, run, startUpstream, waitFor } from "../_harness.ts";
+import { connect, wsUpstream } from "./_ws.ts";
 import { startProxy } from "./_proxy.ts";
 import { recordingLogger } from "./_backend.ts";
+import { startServer } from "../../src/server.ts";
+import { silentLogger } from "../../src/ports.ts";
 
 const enc = new TextEncoder();
 const b64url = (bytes: Uint8Array) =>
@@ -334,5 +337,124 @@ routes:
     assert.equal((await as("bob"))[0], 200);
   } finally {
     Deno.env.delete("PROX_TEST_JWT_RL");
+  }
+});
+
+Deno.test("jwt_auth guards websocket and static routes: a browser's query token, stripped", async () => {
+  await using ws = await wsUpstream((sock, req) =>
+    sock.send(`${req.url} ${req.headers["x-user-id"]}`)
+  );
+  const dir = await Deno.makeTempDir();
+  Deno.env.set("PROX_TEST_JWT_WS", SECRET);
+  try {
+    await Deno.writeTextFile(`${dir}/index.html`, "secret page");
+    const auth =
+      "jwt_auth: { secret_env: PROX_TEST_JWT_WS, query_param: token, claims_to_headers: { sub: X-User-Id } }";
+    await using prox = await startProxy(`
+routes:
+  "/s": { type: static, root: "${dir}", ${auth} }
+  "/ws": { type: websocket, target: "${ws.url}", ${auth} }
+`);
+    const token = await jwt(hmacSigner(SECRET), { sub: "dave", exp: now() + 60 });
+    const s = await fetch(`${prox.url}/s/`);
+    assert.equal(s.status, 401);
+    assert.ok(!(await s.text()).includes("secret"));
+    assert.equal(await (await fetch(`${prox.url}/s/?token=${token}`)).text(), "secret page");
+    await assert.rejects(connect(`ws://127.0.0.1:${prox.port}/ws?token=nope`), { status: 401 });
+    const sock = await connect(`ws://127.0.0.1:${prox.port}/ws/chat?room=1&token=${token}`);
+    const first = await new Promise<string>((ok) => sock.once("message", (d) => ok(String(d))));
+    assert.equal(first, "/chat?room=1 dave");
+    sock.close();
+  } finally {
+    Deno.env.delete("PROX_TEST_JWT_WS");
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+interopTest("jwt_auth over HTTP/2 (curl) with an ES256 key file", ["curl"], async () => {
+  await using up = await echo();
+  const es = await keyPair("ES256", { name: "ECDSA", namedCurve: "P-256" }, {
+    name: "ECDSA",
+    hash: "SHA-256",
+  });
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeTextFile(`${dir}/es.pem`, es.pem);
+    const TLS = `${ROOT}/tests/fixtures/tls`;
+    await using prox = await startProxy(
+      `tls: { cert_path: "${TLS}/cert.pem", key_path: "${TLS}/key.pem" }
+health_check: { enabled: false }
+routes:
+  "/":
+    type: proxy
+    target: "${up.url}"
+    jwt_auth: { key_file: "${dir}/es.pem", claims_to_headers: { sub: X-User-Id } }
+`,
+      { tls: true },
+    );
+    const token = await jwt(es.signer, { sub: "erin", exp: now() + 60 });
+    const curl = (...extra: string[]) =>
+      run("curl", [
+        "-sS",
+        "--http2",
+        "--cacert",
+        `${TLS}/ca.pem`,
+        "-w",
+        "\n%{http_version} %{http_code}",
+        "--resolve",
+        `localhost:${prox.port}:127.0.0.1`,
+        ...extra,
+        `https://localhost:${prox.port}/`,
+      ]);
+    const ok = await curl("-H", `Authorization: Bearer ${token}`);
+    assert.match(ok.stdout, /"user":"erin"/);
+    assert.match(ok.stdout, /\n2 200$/);
+    const no = await curl("-D", "-");
+    assert.match(no.stdout, /www-authenticate: Bearer realm="Restricted"\r\n/);
+    assert.match(no.stdout, /\n2 401$/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("jwt_auth: replacing the key_file reloads the key", async () => {
+  await using up = await echo();
+  const a = await keyPair("EdDSA", { name: "Ed25519" }, { name: "Ed25519" });
+  const b = await keyPair("EdDSA", { name: "Ed25519" }, { name: "Ed25519" });
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeTextFile(`${dir}/key.pem`, a.pem);
+    await Deno.writeTextFile(
+      `${dir}/config.yaml`,
+      `listen_addr: "127.0.0.1:0"
+health_check: { enabled: false }
+routes:
+  "/": { type: proxy, target: "${up.url}", jwt_auth: { key_file: "${dir}/key.pem" } }
+`,
+    );
+    let reloads = 0;
+    const server = await startServer({ path: `${dir}/config.yaml` }, {
+      logger: silentLogger,
+      watchDebounceMs: 20,
+      onReload: (r) => void (r.ok && reloads++),
+    });
+    try {
+      const status = async (signer: Signer) => {
+        const token = await jwt(signer, { sub: "x", exp: now() + 60 });
+        const res = await fetch(`http://127.0.0.1:${server.port}/`, {
+          headers: { authorization: `Bearer ${token}` },
+        });
+        await res.body?.cancel();
+        return res.status;
+      };
+      assert.deepEqual([await status(a.signer), await status(b.signer)], [200, 401]);
+      await Deno.writeTextFile(`${dir}/key.pem`, b.pem);
+      await waitFor(() => reloads === 1, { what: "the reload" });
+      assert.deepEqual([await status(a.signer), await status(b.signer)], [401, 200]);
+    } finally {
+      await server.shutdown();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
   }
 });
