@@ -8,6 +8,7 @@ import { readKeyFile, readSecret } from "../domain/jwt_keys.ts";
 import type { JwtAuthConfig, RouteConfig } from "./schema.ts";
 import type { ValidateEnv } from "./validate.ts";
 import type { Report } from "./validate_route.ts";
+import { isLoopback } from "./listen.ts";
 
 /** The secret and key files of a route's `jwt_auth` (read at load, watched for changes). */
 export function jwtFiles(route: RouteConfig): string[] {
@@ -97,6 +98,14 @@ export function checkJwtAuth(
     }
   }
   checkAlgorithms(auth, path, { err, kinds });
+  const jwks = auth.jwks_url === undefined ? null : new URL(auth.jwks_url);
+  if (jwks?.protocol === "http:" && !isLoopback(jwks.hostname)) {
+    opts.warn(
+      [...path, "jwks_url"],
+      "The JWK Set comes over plain HTTP: anyone on the way can swap in keys and sign tokens",
+      "Use the IdP's https URL",
+    );
+  }
   if (auth.jwks_min_refresh > auth.jwks_max_refresh) {
     err(
       [...path, "jwks_min_refresh"],

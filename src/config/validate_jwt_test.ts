@@ -35,6 +35,11 @@ Deno.test("validate jwt_auth: a good secret, PEM or JWKS URL passes", () => {
   assert.deepEqual(issues("{ secret_env: JWT }", { env: { JWT: SECRET } }), []);
   assert.deepEqual(issues("{ key_file: k.pem }", { files: { "k.pem": PUBLIC_PEM } }), []);
   assert.deepEqual(issues("{ jwks_url: https://idp.example/jwks.json }"), []);
+  assert.deepEqual(issues("{ jwks_url: http://127.0.0.1:8080/jwks.json }"), []);
+  assert.deepEqual(issues("{ jwks_url: http://idp.example/jwks.json }"), [
+    "c.yaml:6:17: warning: routes./api.jwt_auth.jwks_url: The JWK Set comes over plain HTTP: " +
+    "anyone on the way can swap in keys and sign tokens\n  fix: Use the IdP's https URL",
+  ]);
 });
 
 Deno.test("validate jwt_auth: no key source, an unset env var, a short secret", () => {
