@@ -458,3 +458,32 @@ routes:
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("jwt_auth with cache: one user's answer is not served to another (cookie tokens)", async () => {
+  // The app answers per user but says only max-age (no private): shared caching would leak it.
+  await using up = await startUpstream((req) =>
+    new Response(`for ${req.headers.get("x-user-id")}`, {
+      headers: { "cache-control": "max-age=60" },
+    })
+  );
+  Deno.env.set("PROX_TEST_JWT_CACHE", SECRET);
+  try {
+    await using prox = await startProxy(`health_check: { enabled: false }
+routes:
+  "/":
+    type: proxy
+    target: "${up.url}"
+    cache: true
+    jwt_auth: { secret_env: PROX_TEST_JWT_CACHE, cookie: session, claims_to_headers: { sub: X-User-Id } }
+`);
+    const as = async (sub: string) => {
+      const token = await jwt(hmacSigner(SECRET), { sub, exp: now() + 60 });
+      return await (await fetch(`${prox.url}/me`, { headers: { cookie: `session=${token}` } }))
+        .text();
+    };
+    assert.equal(await as("alice"), "for alice");
+    assert.equal(await as("bob"), "for bob");
+  } finally {
+    Deno.env.delete("PROX_TEST_JWT_CACHE");
+  }
+});
