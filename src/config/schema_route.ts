@@ -332,7 +332,7 @@ export const JwtAuth = z.object({
   cookie: z.string().regex(/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/, "Use a cookie name").optional(),
   /** Also take the token from this query parameter (after the header and the cookie). */
   query_param: z.string().min(1).optional(),
-  /** Remove the token's cookie or query parameter from the upstream request. */
+  /** Remove the token cookie and query parameter from the upstream request (whichever was used). */
   strip_token: z.boolean().default(true),
   /** Send the client's `Authorization` upstream (default: removed, as basic_auth does). */
   forward_authorization: z.boolean().default(false),

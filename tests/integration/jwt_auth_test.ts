@@ -209,6 +209,12 @@ routes:
     const byQuery = await fetch(`${prox.url}/a?x=1&access_token=${token}&y=2`);
     const q = await byQuery.json();
     assert.deepEqual([byQuery.status, q.query, q.user], [200, "?x=1&y=2", "carol"]);
+    // A header token wins; a second token in the query or a cookie is still kept from upstream.
+    const both = await fetch(`${prox.url}/a?access_token=other&z=1`, {
+      headers: { authorization: `Bearer ${token}`, cookie: "session=other" },
+    });
+    const b = await both.json();
+    assert.deepEqual([both.status, b.query, b.cookie], [200, "?z=1", null]);
     const bad = await fetch(`${prox.url}/a?access_token=nope.nope.nope`);
     assert.equal(bad.status, 401);
     await bad.body?.cancel();

@@ -252,8 +252,11 @@ function allow(
   // A token from a cookie leaves an Authorization field (another scheme) to the upstream.
   if (!auth.forward && o.from === "header") ctx.dropAuthorization = true;
   ctx.jwtClaims = o.payload;
-  if (auth.strip && o.from === "cookie") ctx.dropCookie = auth.cookie;
-  if (auth.strip && o.from === "query") ctx.query = withoutParam(ctx.query, auth.queryParam!);
+  // Whichever token was used, a token cookie or parameter does not reach the upstream.
+  if (auth.strip && auth.cookie !== undefined) ctx.dropCookie = auth.cookie;
+  if (auth.strip && auth.queryParam !== undefined && ctx.query !== "") {
+    ctx.query = withoutParam(ctx.query, auth.queryParam);
+  }
 }
 
 /** The raw query without parameter `name` (other parameters kept byte for byte), or "". */
