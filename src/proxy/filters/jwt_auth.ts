@@ -44,6 +44,8 @@ export interface CompiledJwtAuth {
   userClaim: string;
   /** Verified tokens by SHA-256: their claims and when the entry ends (wall ms). */
   verified: Map<string, { payload: Record<string, unknown>; untilMs: number }>;
+  /** Checks under way by SHA-256: concurrent requests with one new token share one. */
+  pending: Map<string, Promise<Verdict>>;
 }
 
 /** Verified tokens remembered per route (the oldest dropped first). */
@@ -101,6 +103,7 @@ export function compileJwtAuth(
     claimHeaders: Object.entries(cfg.claims_to_headers).map(([c, h]) => [c, h.toLowerCase()]),
     userClaim: cfg.user_claim,
     verified: new Map(),
+    pending: new Map(),
   };
 }
 
@@ -158,7 +161,14 @@ export async function checkJwtAuth(
   let payload: Record<string, unknown>;
   if (hit !== undefined && nowMs < hit.untilMs) payload = hit.payload;
   else {
-    const v = await verifyToken(found.token, { auth, deps, nowMs });
+    let check = auth.pending.get(id);
+    if (!check) {
+      // Bounded by the requests in progress; verifyToken never rejects.
+      check = verifyToken(found.token, { auth, deps, nowMs });
+      auth.pending.set(id, check);
+      check.then(() => auth.pending.delete(id));
+    }
+    const v = await check;
     if (!v.ok) {
       deps.logger.debug("JWT refused", { requestId: ctx.requestId, route, reason: v.reason });
       if (v.unavailable) {

@@ -1,0 +1,75 @@
+import assert from "node:assert/strict";
+import { checkJwtAuth, compileJwtAuth, withoutCookie, withoutParam } from "./jwt_auth.ts";
+import { VerifyKey } from "../jwks.ts";
+import { JwtAuth } from "../../config/schema.ts";
+import { noopMetrics, silentLogger } from "../../ports.ts";
+import type { PipelineDeps, RequestContext } from "../context.ts";
+
+const SECRET = "a-unit-test-secret-of-32-bytes-at-least";
+const enc = new TextEncoder();
+const b64 = (b: Uint8Array) =>
+  btoa(String.fromCharCode(...b)).replaceAll("=", "").replaceAll("+", "-").replaceAll("/", "_");
+
+async function hs256(payload: Record<string, unknown>): Promise<string> {
+  const input = `${b64(enc.encode('{"alg":"HS256"}'))}.${b64(enc.encode(JSON.stringify(payload)))}`;
+  const key = await crypto.subtle.importKey(
+    "raw",
+    enc.encode(SECRET),
+    { name: "HMAC", hash: "SHA-256" },
+    false,
+    ["sign"],
+  );
+  return `${input}.${
+    b64(new Uint8Array(await crypto.subtle.sign("HMAC", key, enc.encode(input))))
+  }`;
+}
+
+let wall = 1_700_000_000_000;
+const deps = {
+  clock: { now: () => wall, monotonic: () => 0 },
+  logger: silentLogger,
+  metrics: noopMetrics,
+} as unknown as PipelineDeps;
+const ctxWith = (token: string) =>
+  ({
+    req: new Request("http://x/", { headers: { authorization: `Bearer ${token}` } }),
+    query: "",
+    requestId: "r",
+    route: { id: "r" },
+  }) as unknown as RequestContext;
+
+Deno.test("checkJwtAuth: one signature check for concurrent requests and then the cache", async () => {
+  const auth = compileJwtAuth(JwtAuth.parse({ secret_env: "S" }), { env: () => SECRET });
+  const verify = VerifyKey.prototype.verify;
+  let checks = 0;
+  VerifyKey.prototype.verify = function (...args) {
+    checks++;
+    return verify.apply(this, args);
+  };
+  try {
+    const token = await hs256({ sub: "a", exp: wall / 1000 + 60 });
+    const results = await Promise.all(
+      Array.from({ length: 20 }, () => checkJwtAuth(ctxWith(token), deps, auth)),
+    );
+    assert.deepEqual(results, Array(20).fill(undefined));
+    assert.equal(await checkJwtAuth(ctxWith(token), deps, auth), undefined);
+    assert.equal(checks, 1);
+    assert.equal(auth.pending.size, 0);
+    // Past exp the cached entry ends: checked again, and refused.
+    wall += 91_000; // exp plus the default 30 s leeway
+    const late = await checkJwtAuth(ctxWith(token), deps, auth);
+    assert.equal(late?.status, 401);
+    assert.match(late!.headers.get("www-authenticate")!, /The token expired/);
+    assert.equal(checks, 2);
+  } finally {
+    VerifyKey.prototype.verify = verify;
+  }
+});
+
+Deno.test("withoutParam and withoutCookie: only the named one goes, the rest byte for byte", () => {
+  assert.equal(withoutParam("?a=1&access_token=x&b=%2F", "access_token"), "?a=1&b=%2F");
+  assert.equal(withoutParam("?access%5Ftoken=x", "access_token"), "");
+  assert.equal(withoutParam("?a&&b", "t"), "?a&&b");
+  assert.equal(withoutCookie("a=1; s=tok; b=2", "s"), "a=1; b=2");
+  assert.equal(withoutCookie("s=tok", "s"), null);
+});
