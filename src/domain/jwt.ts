@@ -93,7 +93,13 @@ export function parseJwt(token: string): JwtParse {
     return { ok: false, reason: "The token signature is not base64url" };
   }
   const kid = typeof header.kid === "string" ? header.kid : undefined;
-  return { ok: true, jwt: { alg, kid, payload, signingInput: token.slice(0, second), signature } };
+  // Without a prototype, a claim the token lacks is absent: `constructor` or `toString` named in
+  // claims_to_headers or required_claims must not find Object.prototype's.
+  const claims: Record<string, unknown> = Object.assign(Object.create(null), payload);
+  return {
+    ok: true,
+    jwt: { alg, kid, payload: claims, signingInput: token.slice(0, second), signature },
+  };
 }
 
 /** A claim value a rule accepts: scalars compare by ===. */

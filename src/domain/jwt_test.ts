@@ -25,7 +25,7 @@ Deno.test("parseJwt: splits a token and keeps the signing input as sent", () => 
   assert.ok(r.ok);
   assert.equal(r.jwt.alg, "RS256");
   assert.equal(r.jwt.kid, "k1");
-  assert.deepEqual(r.jwt.payload, { sub: "alice" });
+  assert.deepEqual({ ...r.jwt.payload }, { sub: "alice" });
   assert.equal(r.jwt.signingInput, t.slice(0, t.lastIndexOf(".")));
   assert.deepEqual([...r.jwt.signature], [...new TextEncoder().encode("sig")]);
 });
@@ -61,6 +61,23 @@ Deno.test("parseJwt: refuses garbage, alg none, crit, JWE and huge tokens withou
     btoa(`{"a":${"[".repeat(3000)}${"]".repeat(3000)}}`).replaceAll("=", "")
   }.c2ln`;
   assert.equal(parseJwt(nested).ok, true);
+});
+
+Deno.test("parseJwt: a claim the token lacks is absent, whatever Object.prototype has", () => {
+  const r = parseJwt(token({ alg: "HS256" }, { sub: "a", ["__proto__"]: { admin: true } }));
+  assert.ok(r.ok);
+  assert.equal(r.jwt.payload.constructor, undefined);
+  assert.equal(r.jwt.payload.toString, undefined);
+  assert.equal((r.jwt.payload as { admin?: unknown }).admin, undefined);
+  assert.equal(claimHeaderValue(r.jwt.payload.constructor), null);
+  const rules: ClaimRules = {
+    issuers: [],
+    audiences: [],
+    leewaySec: 0,
+    requireExp: false,
+    required: new Map([["constructor", ["x"]]]),
+  };
+  assert.match(claimProblem(r.jwt.payload, { rules, nowSec: 0 })!, /constructor claim/);
 });
 
 Deno.test("base64UrlDecode: only unpadded base64url", () => {
