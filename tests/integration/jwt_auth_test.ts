@@ -84,9 +84,17 @@ Deno.test("jwt_auth HS256 from an env var: challenges, claims to headers, forged
   Deno.env.set("PROX_TEST_JWT_SECRET", SECRET);
   const logger = recordingLogger();
   const rsa = await keyPair("RS256", rsaGen("RSASSA-PKCS1-v1_5"), "RSASSA-PKCS1-v1_5");
+  const es384 = await keyPair("ES384", { name: "ECDSA", namedCurve: "P-384" }, {
+    name: "ECDSA",
+    hash: "SHA-384",
+  });
   const dir = await Deno.makeTempDir();
   try {
     await Deno.writeTextFile(`${dir}/rsa.pem`, rsa.pem);
+    await Deno.writeTextFile(
+      `${dir}/set.json`,
+      JSON.stringify({ keys: [{ ...es384.jwk, kid: "e" }, { ...rsa.jwk, kid: "r" }] }),
+    );
     await using prox = await startProxy(
       `health_check: { enabled: false }
 routes:
@@ -104,6 +112,10 @@ routes:
     type: proxy
     target: "${up.url}"
     jwt_auth: { key_file: "${dir}/rsa.pem", forward_authorization: true }
+  "/jwk":
+    type: proxy
+    target: "${up.url}"
+    jwt_auth: { key_file: "${dir}/set.json", algorithms: [ES384, PS256] }
 `,
       { logger },
     );
@@ -176,6 +188,20 @@ routes:
     const r = await call("/rsa/x", rsaOk);
     assert.equal(r.status, 200);
     assert.equal((await r.json()).authorization, `Bearer ${rsaOk}`); // forward_authorization
+    // HS512 with the same secret: the secret's family.
+    const hs512 = await call("/api/x", await jwt(hmacSigner(SECRET, "HS512"), good));
+    assert.equal(hs512.status, 200);
+    await hs512.body?.cancel();
+    // A JWK Set file, narrowed by algorithms: ES384 passes, RS256 from the set's RSA key does not.
+    const jwkOk = await call("/jwk/x", await jwt(es384.signer, { exp: now() + 60 }, { kid: "e" }));
+    assert.equal(jwkOk.status, 200);
+    await jwkOk.body?.cancel();
+    const notListed = await call(
+      "/jwk/x",
+      await jwt(rsa.signer, { exp: now() + 60 }, { kid: "r" }),
+    );
+    assert.equal(notListed.status, 401);
+    await notListed.body?.cancel();
     // Why tokens were refused is logged at debug level, never the token.
     assert.ok(logger.lines.some((l) => l.level === "debug" && l.msg === "JWT refused"));
   } finally {
