@@ -117,8 +117,9 @@ export class JwksCache {
     }
     const now = this.#clock.monotonic();
     const mayFetch = now - e.fetchedAt >= o.bounds.minMs;
+    // A set with keys without kid may hold the token's key: no refetch for its kid then.
     const missing = e.keys === null ||
-      (o.kid !== undefined && !e.keys.some((k) => k.kid === o.kid));
+      (o.kid !== undefined && !e.keys.some((k) => k.kid === o.kid || k.kid === undefined));
     if (missing) {
       if (e.running) await e.running;
       else if (mayFetch) await this.#refresh(url, e, o.bounds);

@@ -56,6 +56,15 @@ Deno.test("JwksCache: max-age within the bounds, then a background refresh", asy
   assert.equal(calls.length, 3);
 });
 
+Deno.test("JwksCache: a set whose keys have no kid is not refetched for a token's kid", async () => {
+  const noKid = JSON.stringify({ keys: [{ ...JSON.parse(SET).keys[0], kid: undefined }] });
+  const { cache, calls, tick } = setup([() => ({ status: 200, body: noKid, cacheControl: null })]);
+  assert.equal((await cache.keys("u", { kid: "x", bounds }))?.length, 1);
+  tick(60_000);
+  assert.equal((await cache.keys("u", { kid: "y", bounds }))?.length, 1);
+  assert.equal(calls.length, 1);
+});
+
 Deno.test("JwksCache: a failure keeps the last keys; unknown kids refetch once per minMs", async () => {
   const { cache, calls, tick } = setup([
     () => ({ status: 500, body: "", cacheControl: null }),
