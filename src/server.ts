@@ -42,6 +42,7 @@ import type { AccessRecord, Clock, FileStore, Logger, LogLevel } from "./ports.t
 import { createUpstreamRegistry } from "./proxy/state.ts";
 import { MirrorTraffic } from "./proxy/mirror.ts";
 import { JwksCache } from "./proxy/jwks.ts";
+import { TokenCaches } from "./proxy/filters/jwt_auth.ts";
 import { CacheStores } from "./proxy/cache_stores.ts";
 import { purgeCache } from "./proxy/cache_purge.ts";
 import { configuredTargets, unwatchedTargets } from "./proxy/pool.ts";
@@ -127,8 +128,11 @@ export async function startServer(
   let version = 1;
   // Owned across reloads: the response caches of routes a reload leaves unchanged keep entries.
   const caches = new CacheStores();
+  // ... and so do the verified tokens of jwt_auth routes whose keys and settings did not change.
+  const tokens = new TokenCaches();
   let current = buildSnapshot(config, {
     caches,
+    tokens,
     version,
     files: await readReferencedFiles(config),
     env: denoEnv.env,
@@ -423,6 +427,7 @@ export async function startServer(
       const applied = appliedConfig(config, next.config);
       const snap = buildSnapshot(applied, {
         caches,
+        tokens,
         version: version + 1,
         files: await readReferencedFiles(applied),
         altSvc: current.altSvc,
@@ -453,6 +458,7 @@ export async function startServer(
       );
       upstreams.retain(configuredTargets(config), Object.keys(config.routes));
       caches.retain(config);
+      tokens.retain(config.routes);
       upstreams.release(unwatchedTargets(config));
       health.update(current);
       certs.applied(config, plans);

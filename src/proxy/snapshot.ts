@@ -21,7 +21,7 @@ import type { IpAccess } from "../domain/ip_access.ts";
 import { compileBasicAuth } from "./filters/basic_auth.ts";
 import type { CompiledBasicAuth } from "./filters/basic_auth.ts";
 import { compileJwtAuth } from "./filters/jwt_auth.ts";
-import type { CompiledJwtAuth } from "./filters/jwt_auth.ts";
+import type { CompiledJwtAuth, TokenCaches } from "./filters/jwt_auth.ts";
 import type { CompressPolicy } from "../domain/compress.ts";
 import { mirrorPolicy } from "./mirror.ts";
 import { compilePages } from "../domain/error_pages.ts";
@@ -152,6 +152,8 @@ export function buildSnapshot(
     env?: (name: string) => string | undefined;
     /** Response cache stores kept across reloads; without it, caching routes start empty. */
     caches?: CacheStores;
+    /** jwt_auth's verified tokens kept across reloads; without it, each snapshot starts empty. */
+    tokens?: TokenCaches;
   },
 ): Snapshot {
   const caches = opts.caches ?? new CacheStores();
@@ -202,7 +204,12 @@ export function buildSnapshot(
         )
         : null,
       jwtAuth: route.jwt_auth
-        ? compileJwtAuth(route.jwt_auth, { files: opts.files, env: opts.env })
+        ? compileJwtAuth(route.jwt_auth, {
+          files: opts.files,
+          env: opts.env,
+          id: key,
+          tokens: opts.tokens,
+        })
         : null,
       rules: compileRouteRules(route as RouteRulesSpec, {
         env: opts.env ?? (() => undefined),

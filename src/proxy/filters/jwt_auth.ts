@@ -55,14 +55,47 @@ export const CACHE_MS = 5 * 60_000;
 /** Keys tried for one token (a set of keys without kids is tried in order, up to this many). */
 const MAX_TRIES = 4;
 
+/** A route's verified tokens and the checks under way. */
+type TokenState = Pick<CompiledJwtAuth, "verified" | "pending">;
+
+/**
+ * The routes' verified tokens, kept across reloads: a route whose jwt_auth, secret and key files
+ * did not change keeps them (a reload does not make every client's token checked again); any
+ * change starts afresh. Bounded by the routes.
+ */
+export class TokenCaches {
+  readonly #byRoute = new Map<string, { fingerprint: string; state: TokenState }>();
+
+  /** The state of route `id` for a jwt_auth of this fingerprint. */
+  stateFor(id: string, fingerprint: string): TokenState {
+    let held = this.#byRoute.get(id);
+    if (!held || held.fingerprint !== fingerprint) {
+      held = { fingerprint, state: { verified: new Map(), pending: new Map() } };
+      this.#byRoute.set(id, held);
+    }
+    return held.state;
+  }
+
+  /** Drops the state of routes that have no jwt_auth any more. */
+  retain(routes: Readonly<Record<string, { jwt_auth?: unknown }>>): void {
+    for (const id of this.#byRoute.keys()) if (!routes[id]?.jwt_auth) this.#byRoute.delete(id);
+  }
+}
+
 /**
  * Compiles a route's `jwt_auth`. `files` holds the secret and key files the server read, `env`
  * the environment; a key that cannot be read is left out (validate reports it), so a route
- * without any key refuses every token.
+ * without any key refuses every token. With `tokens`, route `id` keeps its verified tokens across
+ * reloads while nothing that decides them changed.
  */
 export function compileJwtAuth(
   cfg: JwtAuthConfig,
-  o: { files?: ReadonlyMap<string, string>; env?: (name: string) => string | undefined },
+  o: {
+    files?: ReadonlyMap<string, string>;
+    env?: (name: string) => string | undefined;
+    id?: string;
+    tokens?: TokenCaches;
+  },
 ): CompiledJwtAuth {
   const keys: VerifyKey[] = [];
   const secretText = cfg.secret_env !== undefined
@@ -80,6 +113,11 @@ export function compileJwtAuth(
     if ("keys" in read) keys.push(...read.keys.map((k) => new VerifyKey(k)));
   }
   const list = (v: string | string[] | undefined) => v === undefined ? [] : [v].flat();
+  // Everything that decides a verdict: the settings, the secret and the key file's content.
+  const fingerprint = JSON.stringify([cfg, secretText ?? null, keyText ?? null]);
+  const state: TokenState = o.tokens && o.id !== undefined
+    ? o.tokens.stateFor(o.id, fingerprint)
+    : { verified: new Map(), pending: new Map() };
   const required = new Map<string, ClaimValue[]>(
     Object.entries(cfg.required_claims).map(([k, v]) => [k, [v].flat()]),
   );
@@ -102,8 +140,7 @@ export function compileJwtAuth(
     forward: cfg.forward_authorization,
     claimHeaders: Object.entries(cfg.claims_to_headers).map(([c, h]) => [c, h.toLowerCase()]),
     userClaim: cfg.user_claim,
-    verified: new Map(),
-    pending: new Map(),
+    ...state,
   };
 }
 

@@ -1,5 +1,11 @@
 import assert from "node:assert/strict";
-import { checkJwtAuth, compileJwtAuth, withoutCookie, withoutParam } from "./jwt_auth.ts";
+import {
+  checkJwtAuth,
+  compileJwtAuth,
+  TokenCaches,
+  withoutCookie,
+  withoutParam,
+} from "./jwt_auth.ts";
 import { VerifyKey } from "../jwks.ts";
 import { JwtAuth } from "../../config/schema.ts";
 import { noopMetrics, silentLogger } from "../../ports.ts";
@@ -72,4 +78,19 @@ Deno.test("withoutParam and withoutCookie: only the named one goes, the rest byt
   assert.equal(withoutParam("?a&&b", "t"), "?a&&b");
   assert.equal(withoutCookie("a=1; s=tok; b=2", "s"), "a=1; b=2");
   assert.equal(withoutCookie("s=tok", "s"), null);
+});
+
+Deno.test("TokenCaches: verified tokens outlive a reload that changes nothing that decides them", () => {
+  const tokens = new TokenCaches();
+  const cfg = JwtAuth.parse({ secret_env: "S" });
+  const build = (secret: string, c = cfg) =>
+    compileJwtAuth(c, { env: () => secret, id: "/api", tokens }).verified;
+  const first = build(SECRET);
+  assert.equal(build(SECRET), first);
+  assert.notEqual(build(`${SECRET}2`), first, "another secret");
+  const other = build(SECRET, JwtAuth.parse({ secret_env: "S", issuer: "x" }));
+  assert.notEqual(other, first, "other settings");
+  assert.equal(build(SECRET, JwtAuth.parse({ secret_env: "S", issuer: "x" })), other);
+  tokens.retain({ "/api": {} });
+  assert.notEqual(build(SECRET, JwtAuth.parse({ secret_env: "S", issuer: "x" })), other);
 });
