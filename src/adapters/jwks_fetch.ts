@@ -9,11 +9,16 @@ export function createJwksFetcher(client?: Deno.HttpClient): JwksFetcher {
   return {
     async fetch(url, opts): Promise<JwksAnswer> {
       const signal = AbortSignal.timeout(opts.timeoutMs);
-      const res = await fetch(url, {
-        signal,
-        headers: { accept: "application/jwk-set+json, application/json" },
-        ...(client ? { client } : {}),
-      });
+      let res: Response;
+      try {
+        res = await fetch(url, {
+          signal,
+          headers: { accept: "application/jwk-set+json, application/json" },
+          ...(client ? { client } : {}),
+        });
+      } catch (err) {
+        throw new Error(fetchFailure(err, { signal, timeoutMs: opts.timeoutMs }));
+      }
       const reader = res.body?.getReader();
       const chunks: Uint8Array[] = [];
       let size = 0;
@@ -41,4 +46,16 @@ export function createJwksFetcher(client?: Deno.HttpClient): JwksFetcher {
       };
     },
   };
+}
+
+/**
+ * Why fetch failed, said plainly: its TypeError says only "fetch failed"; the reason (a
+ * certificate, DNS, a refused connection) is in its cause.
+ */
+function fetchFailure(err: unknown, o: { signal: AbortSignal; timeoutMs: number }): string {
+  if (o.signal.aborted) return `No answer within ${o.timeoutMs} ms`;
+  const cause = err instanceof Error ? err.cause : undefined;
+  const text = cause instanceof Error ? cause.message : err instanceof Error ? err.message : "";
+  // "error sending request for url (…): client error (Connect): dns error: …" → from "client".
+  return text.replace(/^error sending request for url \([^)]*\): /, "") || String(err);
 }

@@ -1,0 +1,46 @@
+import assert from "node:assert/strict";
+import { createJwksFetcher } from "./jwks_fetch.ts";
+import { ROOT, startUpstream } from "../../tests/_harness.ts";
+
+const TLS = `${ROOT}/tests/fixtures/tls`;
+
+Deno.test("JwksFetcher: the body, status and Cache-Control; a body over the cap fails", async () => {
+  await using idp = await startUpstream((req) =>
+    new URL(req.url).pathname === "/big"
+      ? new Response("x".repeat(5000))
+      : Response.json({ keys: [] }, { headers: { "cache-control": "max-age=60" } })
+  );
+  const jwks = createJwksFetcher();
+  const got = await jwks.fetch(`${idp.url}/jwks`, { timeoutMs: 2000, maxBytes: 1000 });
+  assert.deepEqual(got, { status: 200, body: '{"keys":[]}', cacheControl: "max-age=60" });
+  await assert.rejects(
+    jwks.fetch(`${idp.url}/big`, { timeoutMs: 2000, maxBytes: 1000 }),
+    /JWK Set larger than 1000 bytes/,
+  );
+});
+
+Deno.test("JwksFetcher: a failure says why (an unknown certificate issuer, no answer in time)", async () => {
+  await using idp = await startUpstream(() => Response.json({ keys: [] }), {
+    cert: Deno.readTextFileSync(`${TLS}/cert.pem`),
+    key: Deno.readTextFileSync(`${TLS}/key.pem`),
+  });
+  const jwks = createJwksFetcher();
+  await assert.rejects(
+    jwks.fetch(`https://localhost:${idp.port}/`, { timeoutMs: 2000, maxBytes: 1000 }),
+    /invalid peer certificate/,
+  );
+  let release = () => {};
+  const held = new Promise<void>((r) => release = r);
+  await using slow = await startUpstream(async () => {
+    await held;
+    return new Response("{}");
+  });
+  try {
+    await assert.rejects(
+      jwks.fetch(slow.url, { timeoutMs: 50, maxBytes: 1000 }),
+      /No answer within 50 ms/,
+    );
+  } finally {
+    release();
+  }
+});
