@@ -171,8 +171,10 @@ function describeAccess(
   const auth = r.compiled?.basicAuth;
   if (auth) parts.push(`basic_auth: ${auth.users.size} user${auth.users.size === 1 ? "" : "s"}`);
   if (jwt) {
-    const from = jwt.jwks_url ?? jwt.key_file ?? (jwt.secret_env ? `$${jwt.secret_env}` : "");
-    parts.push(`jwt_auth: ${from || jwt.secret_file}`);
+    // Where its keys come from (never the secret itself).
+    parts.push(
+      `jwt_auth: ${jwt.jwks_url ?? jwt.key_file ?? jwt.secret_file ?? `$${jwt.secret_env}`}`,
+    );
   }
   const route = config.routes[r.id];
   const cors = "cors" in route ? route.cors : undefined;

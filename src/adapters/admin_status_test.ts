@@ -14,6 +14,7 @@ routes:
   "example.com/":
     type: proxy
     target: "http://a:1"
+    jwt_auth: { jwks_url: "https://idp.example/jwks" }
   "/old":
     type: redirect
     target: "/new"
@@ -86,6 +87,10 @@ Deno.test("buildStatus lists routes with hosts and targets, upstreams with their
   const host = s.routes.find((r) => r.id === "example.com/")!;
   assert.deepEqual(host.hosts, ["example.com"]);
   assert.equal(host.prefix, "/");
+  assert.equal(
+    host.access,
+    "ip_access (top level): allow 0, deny 1; jwt_auth: https://idp.example/jwks",
+  );
   const api = s.routes.find((r) => r.id === "/api")!;
   assert.deepEqual(api.targets, ["http://a:1", "http://b:2"]);
   assert.match(api.rateLimit!, /10 per 60s by ip/);
