@@ -45,6 +45,11 @@ export interface ExplainRequest {
   headers?: [string, string][];
   /** The TCP peer (before `trusted_proxies`); default 192.0.2.1 (a documentation address). */
   clientIp?: string;
+  /**
+   * The request carried a valid bearer token that is not at hand (replay: tokens are not logged):
+   * jwt_auth lets it through unchecked, with this user (`user_claim`) when given.
+   */
+  assumedToken?: { user?: string };
 }
 
 /** What explain reads: a snapshot, files (static routes) and, over the admin API, live health. */
@@ -191,7 +196,11 @@ export async function explainRequest(
     if (refused) return await answered(out, refused, ctx);
   }
   if (route.jwtAuth) {
-    const refused = await jwtNote(out, ctx, { auth: route.jwtAuth, deps });
+    const refused = await jwtNote(out, ctx, {
+      auth: route.jwtAuth,
+      deps,
+      assumed: input.assumedToken,
+    });
     if (refused) return await answered(out, refused, ctx);
   }
 
@@ -340,9 +349,15 @@ function authNote(
 async function jwtNote(
   out: Explanation,
   ctx: RequestContext,
-  o: { auth: CompiledJwtAuth; deps: ExplainDeps },
+  o: { auth: CompiledJwtAuth; deps: ExplainDeps; assumed?: { user?: string } },
 ): Promise<Response | undefined> {
   const { auth } = o;
+  if (o.assumed) {
+    out.notes.push("jwt_auth: the token is not at hand; taken as valid");
+    if (o.assumed.user !== undefined) ctx.authUser = o.assumed.user;
+    if (!auth.forward) ctx.dropAuthorization = true;
+    return undefined;
+  }
   if (findToken(ctx, auth) === null) {
     out.notes.push(`jwt_auth refuses the request: no bearer token (401)`);
     return jwtRefusal(ctx, auth);

@@ -100,6 +100,8 @@ export function requestOf(rec: LoggedRequest): ExplainRequest {
     url: `${rec.tls ? "https" : "http"}://${rec.host}${pathAndQuery(rec)}`,
     headers,
     clientIp: rec.clientIp,
+    // Tokens are not logged either: a request Prox did not refuse with 401 had a valid one.
+    ...(rec.status === 401 ? {} : { assumedToken: { user: rec.authUser } }),
   };
 }
 
@@ -231,6 +233,12 @@ export function routeDoubts(snapshot: Snapshot): Map<string, string[]> {
       d.push(
         "basic_auth: credentials are not logged; a logged authUser counts as signed in, " +
           "any other request as sending none (401)",
+      );
+    }
+    if (r.jwtAuth) {
+      d.push(
+        "jwt_auth: tokens are not logged; a request logged with another status than 401 counts " +
+          "as carrying a valid token, a 401 as carrying none",
       );
     }
     if (r.forwardAuth) {

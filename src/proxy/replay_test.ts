@@ -254,3 +254,19 @@ Deno.test("Replayer: a logged query string goes into the replayed request, its s
     "GET http://example.com/api/a?x=2: http://10.0.0.1:8080/a?x=2 → http://10.0.0.1:8080/v2/a?x=2",
   ]);
 });
+
+Deno.test("Replayer: a jwt_auth route's logged requests are not changes (tokens are not logged)", async () => {
+  const r = new Replayer(deps(`
+routes:
+  "/api":
+    type: proxy
+    target: "http://10.0.0.8:80"
+    jwt_auth: { jwks_url: "https://idp.example/jwks" }
+`));
+  const up = "http://10.0.0.8:80";
+  await r.line(line({ path: "/api/a", route: "/api", upstream: up, authUser: "ann" }), "log:1");
+  await r.line(line({ path: "/api/b", route: "/api", upstream: up }), "log:2");
+  await r.line(line({ path: "/api/c", route: "/api", status: 401 }), "log:3");
+  assert.deepEqual([r.tally.unchanged, r.tally.changed], [3, 0]);
+  assert.match(r.tally.uncertain()[0].reason, /^jwt_auth: tokens are not logged/);
+});
