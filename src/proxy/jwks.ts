@@ -133,8 +133,17 @@ export class JwksCache {
     e.fetchedAt = this.#clock.monotonic();
     const run = this.#fetch(url, bounds).then(
       (got) => {
+        // A new or rotated set is said at info (an operator tracing a 401 looks for it); the
+        // same keys again only at debug.
+        const kids = (keys: VerifyKey[] | null) => keys?.map((k) => k.kid ?? "-").join(",");
+        const changed = kids(e.keys) !== kids(got.keys);
         e.keys = got.keys;
         e.staleAt = this.#clock.monotonic() + got.keepMs;
+        this.#logger.log(changed ? "info" : "debug", "JWK Set fetched", {
+          url,
+          kids: kids(got.keys),
+          keepSeconds: Math.round(got.keepMs / 1000),
+        });
       },
       (err) => {
         // The last good keys stay; the next try waits jwks_min_refresh.

@@ -16,6 +16,7 @@ const SET = JSON.stringify({
 function setup(answers: (() => JwksAnswer | Promise<JwksAnswer>)[]) {
   let t = 0;
   const calls: number[] = [];
+  const logged: [string, string, Record<string, unknown> | undefined][] = [];
   const cache = new JwksCache({
     fetcher: {
       fetch() {
@@ -25,9 +26,9 @@ function setup(answers: (() => JwksAnswer | Promise<JwksAnswer>)[]) {
       },
     },
     clock: { now: () => t, monotonic: () => t },
-    logger: silentLogger,
+    logger: { ...silentLogger, log: (level, msg, f) => logged.push([level, msg, f]) },
   });
-  return { cache, calls, tick: (ms: number) => t += ms };
+  return { cache, calls, logged, tick: (ms: number) => t += ms };
 }
 
 const bounds = { minMs: 30_000, maxMs: 3_600_000 };
@@ -80,4 +81,16 @@ Deno.test("JwksCache: a failure keeps the last keys; unknown kids refetch once p
   assert.equal((await cache.keys("u", { kid: "b", bounds }))?.length, 1);
   assert.equal((await cache.keys("u", { kid: "c", bounds }))?.length, 1);
   assert.equal(calls.length, 3);
+});
+
+Deno.test("JwksCache: a new set is logged at info with its kids, the same set again at debug", async () => {
+  const { cache, logged, tick } = setup([ok("max-age=60"), ok("max-age=60")]);
+  await cache.keys("u", { bounds });
+  tick(60_000);
+  await cache.keys("u", { bounds });
+  await new Promise((r) => setTimeout(r, 0)); // the background refresh lands
+  assert.deepEqual(logged, [
+    ["info", "JWK Set fetched", { url: "u", kids: "a", keepSeconds: 60 }],
+    ["debug", "JWK Set fetched", { url: "u", kids: "a", keepSeconds: 60 }],
+  ]);
 });
