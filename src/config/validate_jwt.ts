@@ -129,7 +129,7 @@ export function checkJwtAuth(
   if (auth.query_param !== undefined && !auth.strip_token) {
     opts.warn(
       [...path, "strip_token"],
-      "The token stays in the URL the upstream sees (and may log)",
+      "The token stays in the URL the upstream sees, and in the access log's query",
       "Leave strip_token at true unless the upstream reads the token itself",
     );
   }

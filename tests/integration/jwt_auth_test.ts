@@ -215,13 +215,21 @@ Deno.test("jwt_auth from a cookie or a query parameter: stripped from the upstre
   const dir = await Deno.makeTempDir();
   try {
     await Deno.writeTextFile(`${dir}/secret`, `${SECRET}\n`);
-    await using prox = await startProxy(`health_check: { enabled: false }
+    const access: Record<string, unknown>[] = [];
+    const logger = {
+      ...silentLogger,
+      info: (m: string, f?: Record<string, unknown>) => void (m === "access" && access.push(f!)),
+    };
+    await using prox = await startProxy(
+      `health_check: { enabled: false }
 routes:
   "/":
     type: proxy
     target: "${up.url}"
     jwt_auth: { secret_file: "${dir}/secret", cookie: session, query_param: access_token, claims_to_headers: { sub: X-User-Id } }
-`);
+`,
+      { logger },
+    );
     const token = await jwt(hmacSigner(SECRET), { sub: "carol", exp: now() + 60 });
     // A token from a cookie leaves the app's own Authorization (another scheme) alone.
     const byCookie = await fetch(`${prox.url}/a`, {
@@ -241,9 +249,17 @@ routes:
     });
     const b = await both.json();
     assert.deepEqual([both.status, b.query, b.cookie], [200, "?z=1", null]);
-    const bad = await fetch(`${prox.url}/a?access_token=nope.nope.nope`);
+    const bad = await fetch(`${prox.url}/a?access_token=nope.nope.nope&k=v`);
     assert.equal(bad.status, 401);
     await bad.body?.cancel();
+    // The access log records the query as forwarded: never the token, refused or not.
+    await waitFor(() => access.length === 4);
+    assert.deepEqual(access.map((l) => [l.status, l.query]), [
+      [200, ""],
+      [200, "x=1&y=2"],
+      [200, "z=1"],
+      [401, "k=v"],
+    ]);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

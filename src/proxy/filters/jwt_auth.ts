@@ -188,6 +188,11 @@ export async function checkJwtAuth(
 ): Promise<Response | undefined> {
   const route = ctx.route?.id ?? "(none)";
   const found = findToken(ctx, auth);
+  // Out of the query at once, refused or not: the access log records the query as forwarded, and
+  // a token refused here (another audience) may be good elsewhere.
+  if (auth.strip && auth.queryParam !== undefined && ctx.query !== "") {
+    ctx.query = withoutParam(ctx.query, auth.queryParam);
+  }
   if (found === null) {
     deps.metrics.accessDenied(route, "credentials_missing");
     return jwtRefusal(ctx, auth);
@@ -301,9 +306,6 @@ function allow(
   ctx.jwtClaims = o.payload;
   // Whichever token was used, a token cookie or parameter does not reach the upstream.
   if (auth.strip && auth.cookie !== undefined) ctx.dropCookie = auth.cookie;
-  if (auth.strip && auth.queryParam !== undefined && ctx.query !== "") {
-    ctx.query = withoutParam(ctx.query, auth.queryParam);
-  }
 }
 
 /** The raw query without parameter `name` (other parameters kept byte for byte), or "". */
