@@ -130,8 +130,9 @@ export function admit(
     hasExpires: h.has("expires"),
     varyStar: names[0] === "*",
     hasSetCookie: h.has("set-cookie"),
-    // A request forward_auth or jwt_auth let through carries an identity as one with Authorization does
-    // (RFC 9111 §3.5): its answer is shared only when it says so (public, s-maxage…).
+    // A request forward_auth or jwt_auth let through carries an identity as one with
+    // Authorization does (RFC 9111 §3.5): its answer is shared only when it says so (public,
+    // s-maxage…).
     authorized: x.view("authorization") !== null || ctx.route!.forwardAuth !== null ||
       ctx.route!.jwtAuth !== null,
     defaultTtl: x.policy.defaultTtl,
