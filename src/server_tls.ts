@@ -23,8 +23,11 @@ export interface CertificateDeps {
   httpsPort: () => number;
   /** ACME has issued a new certificate: the server puts it on its listeners. */
   onCertificate: () => void;
-  /** Adds metrics and access lines to the plain-HTTP listener's handler. */
-  observe?: (h: Handler) => Handler;
+  /**
+   * Adds metrics and access lines to the plain-HTTP listener's handler, and makes the answer
+   * (with the operator's error page) for a ProxyError it throws.
+   */
+  observe: (h: Handler) => Handler;
 }
 
 /** The TLS side of the listeners, following the config. */
@@ -67,7 +70,7 @@ export function createCertificates(initial: Config, deps: CertificateDeps): Cert
   // What the main listener serves now: a switch to ACME keeps serving it until ACME's first
   // certificate arrives, rather than taking HTTPS down while it orders.
   let served: { cert: string; key?: string } | null = null;
-  const redirect = (deps.observe ?? ((h) => h))(redirectHandler({
+  const redirect = deps.observe(redirectHandler({
     acme: () => acme,
     status: () => redirectStatus,
     httpsPort: deps.httpsPort,

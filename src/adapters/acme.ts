@@ -6,6 +6,7 @@
 
 import { X509Certificate } from "node:crypto";
 import type { Logger } from "../ports.ts";
+import { ProxyError } from "../domain/errors.ts";
 import { renewalAt, renewalReason, retryDelay, sanNames } from "../domain/acme_schedule.ts";
 import type { CertificateFacts } from "../domain/acme_schedule.ts";
 import { openAcmeStore } from "./acme_store.ts";
@@ -39,7 +40,10 @@ export interface AcmeController {
   current(): CertificatePair | null;
   /** Resolves once a certificate is available. */
   ready(): Promise<void>;
-  /** Answers `GET /.well-known/acme-challenge/<token>` (memory first, then the shared store). */
+  /**
+   * Answers `GET /.well-known/acme-challenge/<token>` (memory first, then the shared store);
+   * rejects with a `not_found` ProxyError for a token it does not know.
+   */
   answerChallenge(req: Request): Promise<Response>;
   /** Applies a reloaded `tls.acme`; new domains order a new certificate in the background. */
   configure(config: AcmeConfig): Promise<void>;
@@ -328,7 +332,7 @@ export async function startAcme(
       const token = new URL(req.url).pathname.slice(CHALLENGE_PREFIX.length);
       const keyAuth = tokens.get(token) ?? await store.readChallenge(token).catch(() => null);
       if (keyAuth === undefined || keyAuth === null) {
-        return new Response("Not found\n", { status: 404 });
+        throw new ProxyError("not_found", "Not found");
       }
       return new Response(keyAuth, { headers: { "content-type": "application/octet-stream" } });
     },

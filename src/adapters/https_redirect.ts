@@ -1,8 +1,11 @@
 // The plain-HTTP listener (`http_redirect`, `tls.acme.http_listen_addr`): ACME HTTP-01
 // challenges are answered while Prox's own ACME is on, everything else is redirected to the
 // HTTPS listener (without it, challenges too: a CA follows the redirect to a webroot route there).
+// Its error answers (a bad Host, an unknown challenge token) are thrown as ProxyErrors: the
+// pipeline's observedHandler turns them into Prox's error answer, with the operator's page.
 
 import type { Handler } from "../ports.ts";
+import { ProxyError } from "../domain/errors.ts";
 import { HOST_FIELD } from "../domain/headers.ts";
 import { authorityOf, wireQuery } from "../domain/rewrite.ts";
 import { CHALLENGE_PREFIX } from "./acme.ts";
@@ -16,7 +19,7 @@ export function redirectHandler(o: {
 }): Handler {
   return (req) => {
     const acme = o.acme();
-    // A Host that is not a host ("a b") makes URL parsing throw: httpsRedirect answers it 400.
+    // A Host that is not a host ("a b") makes URL parsing throw: httpsRedirect refuses it (400).
     return acme && authorityIn(req) !== null &&
         new URL(req.url).pathname.startsWith(CHALLENGE_PREFIX)
       ? acme.answerChallenge(req)
@@ -25,15 +28,15 @@ export function redirectHandler(o: {
 }
 
 /**
- * The plain-HTTP listener's answer: 308 to https. The host is the
- * request target's authority, else Host (RFC 9112 §3.2.2), without its port; one that is not a
- * host gets 400, as on the main listener (it would move the path, or add userinfo). Path and
+ * The plain-HTTP listener's answer: 308 to https. The host is the request target's authority,
+ * else Host (RFC 9112 §3.2.2), without its port; one that is not a host is a `bad_request`
+ * ProxyError (400), as on the main listener (it would move the path, or add userinfo). Path and
  * query go over as they came, like nginx's `$request_uri`: never normalized or re-encoded.
  */
 export function httpsRedirect(req: Request, opts: { status: number; httpsPort: number }): Response {
   const url = req.url;
   const authority = authorityIn(req);
-  if (authority === null) return new Response("Invalid Host header\n", { status: 400 });
+  if (authority === null) throw new ProxyError("bad_request", "Invalid Host header");
   const target = url.slice(url.indexOf("://") + 3 + authority.length);
   const host = authority.replace(/:\d*$/, "");
   const port = opts.httpsPort === 443 ? "" : `:${opts.httpsPort}`;

@@ -74,6 +74,8 @@ export function createHandler(deps: PipelineDeps): Handler {
 /**
  * Wraps a handler that answers outside the routes (the plain-HTTP listener: redirects to HTTPS,
  * ACME challenges) so that its requests get metrics and access lines too, under route `label`.
+ * A ProxyError it throws (a bad Host, an unknown challenge) becomes Prox's error answer, which
+ * carries the top-level `error_pages` page as on the main listener.
  */
 export function observedHandler(
   inner: Handler,
@@ -82,7 +84,28 @@ export function observedHandler(
   const nextId = requestIdSource(o.deps.random ?? Math.random);
   return async (req, info) => {
     const ctx = identify(req, info, o.deps, nextId);
-    const res = await inner(req, info);
+    let res: Response;
+    try {
+      res = await inner(req, info);
+    } catch (err) {
+      const e = toProxyError(err, "");
+      if (e.kind === "internal") {
+        o.deps.logger.error("Request failed", {
+          requestId: ctx.requestId,
+          route: o.label,
+          error: e.message,
+          stack: e.stack,
+        });
+      }
+      ctx.error = proxyStatusFor(e.kind, e.message);
+      // A bug's message is for the log only.
+      res = errorResponse(
+        e.kind,
+        ctx.requestId,
+        e.kind === "internal" ? {} : { message: e.message },
+      );
+    }
+    if (ctx.snapshot.hasErrorPages && res.status >= 400) res = withErrorPage(ctx, res);
     record(ctx, o.deps, res, o.label);
     return res;
   };

@@ -220,6 +220,45 @@ routes: { /only: { type: redirect, target: /elsewhere } }
   assert.equal(res.body.byteLength, 0);
 });
 
+Deno.test("error_pages: the plain-HTTP redirect listener's 400 for a bad Host carries the page", async () => {
+  const tls = `${ROOT}/tests/fixtures/tls`;
+  const httpPort = freePort();
+  await using _prox = await startProxy(
+    `listen_addr: "127.0.0.1:0"
+tls: { cert_path: "${tls}/cert.pem", key_path: "${tls}/key.pem" }
+http_redirect: { listen_addr: "127.0.0.1:${httpPort}" }
+error_pages: { 4xx: { body: "<p>{status} {reason} {request_id}</p>", content_type: text/html } }
+routes: { /only: { type: redirect, target: /elsewhere } }
+`,
+    { keepListen: true, tls: true },
+  );
+  // The Location would move the path: refused, with the operator's page (it was a bare text).
+  const c = await Deno.connect({ hostname: "127.0.0.1", port: httpPort });
+  let text = "";
+  try {
+    await c.write(
+      new TextEncoder().encode("GET /p HTTP/1.1\r\nHost: evil.test/x\r\nConnection: close\r\n\r\n"),
+    );
+    const buf = new Uint8Array(4096);
+    while (true) {
+      const n = await c.read(buf);
+      if (n === null) break;
+      text += new TextDecoder().decode(buf.subarray(0, n));
+    }
+  } finally {
+    c.close();
+  }
+  assert.match(text, /^HTTP\/1\.1 400 /);
+  assert.match(text, /\r\ncontent-type: text\/html\r\n/);
+  const id = /\r\nx-request-id: ([^\r]+)\r\n/.exec(text)?.[1];
+  assert.ok(id, text);
+  assert.ok(text.endsWith(`\r\n\r\n<p>400 Invalid Host header ${id}</p>`), text);
+  // A good request is still redirected, untouched.
+  const res = await fetch(`http://127.0.0.1:${httpPort}/a`, { redirect: "manual" });
+  await res.body?.cancel();
+  assert.equal(res.status, 308);
+});
+
 Deno.test("error_pages: a static route's own 404 gets the page even where the route compresses all", async () => {
   const dir = await pages({ "index.html": "home" });
   try {
