@@ -1,7 +1,9 @@
 // Phase 7c: an error answer gets the operator's page (`error_pages`). Prox's own answers are
 // marked where they are made (respond.ts); with the route's `intercept_upstream` the upstream's
-// error answers qualify too, and their body is cancelled, never read. Only error answers reach
-// this file, and only when a page is configured somewhere: other requests pay nothing.
+// error answers qualify too, and their body is dropped: a small one is read to its end in the
+// background (its keep-alive connection goes back to the pool), a large or slow one cancelled.
+// Only error answers reach this file, and only when a page is configured somewhere: other
+// requests pay nothing.
 
 import { lookupPage, negotiatePage, renderPage } from "../domain/error_pages.ts";
 import type { PageEntry } from "../domain/error_pages.ts";
@@ -11,6 +13,14 @@ import { OWN_ERROR, PASSED_ON } from "./respond.ts";
 import type { OwnError, PassedOn } from "./respond.ts";
 
 const encoder = new TextEncoder();
+
+/**
+ * An intercepted upstream body is read and dropped up to this size, so that the connection can
+ * carry the next request; a larger one (declared or seen) is cancelled, closing the connection.
+ */
+export const DRAIN_BYTES = 64 << 10;
+/** ... and for at most this long: an upstream that stalls mid-body loses its connection. */
+export const DRAIN_MS = 1000;
 
 /** An upstream's header fields that give its error status a meaning (kept when intercepted). */
 const KEPT = [
@@ -73,8 +83,9 @@ export function withErrorPage(ctx: RequestContext, res: Response): Response {
   let headers: Headers;
   if (own) headers = res.headers;
   else {
-    // Not read: a large or endless error body costs nothing.
-    res.body?.cancel().catch(() => {});
+    // Not sent: a small body is drained for the connection's sake, a large or endless one
+    // costs nothing.
+    if (res.body) drain(res.body, res.headers.get("content-length"));
     headers = new Headers();
     for (const name of KEPT) {
       const v = res.headers.get(name);
@@ -92,4 +103,27 @@ export function withErrorPage(ctx: RequestContext, res: Response): Response {
   headers.set("content-length", String(body.byteLength));
   if (entry.variants.length > 1) headers.append("vary", "accept");
   return new Response(body, { status, headers });
+}
+
+/**
+ * Reads and drops `body` in the background up to DRAIN_BYTES and DRAIN_MS, then cancels what
+ * remains: an HTTP/1.1 upstream connection is reused only once its answer was read to the end.
+ */
+function drain(body: ReadableStream<Uint8Array>, length: string | null): void {
+  if (length !== null && Number(length) > DRAIN_BYTES) {
+    body.cancel().catch(() => {});
+    return;
+  }
+  const reader = body.getReader();
+  const timer = setTimeout(() => reader.cancel().catch(() => {}), DRAIN_MS);
+  const pump = async () => {
+    let seen = 0;
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) return;
+      seen += value.byteLength;
+      if (seen > DRAIN_BYTES) return await reader.cancel();
+    }
+  };
+  pump().catch(() => {}).finally(() => clearTimeout(timer));
 }

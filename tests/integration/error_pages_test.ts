@@ -89,11 +89,11 @@ routes:
   }
 });
 
-Deno.test("error_pages: intercept_upstream replaces listed upstream errors, unread", async () => {
+Deno.test("error_pages: intercept_upstream replaces listed upstream errors; an endless body is cancelled", async () => {
   let cancelled = false;
   await using up = await startUpstream((req) => {
     const status = Number(new URL(req.url).searchParams.get("status") ?? 200);
-    // An error body that never ends: intercepting must not wait for it.
+    // An error body that never ends: intercepting must not wait for it, and drops it after 1 s.
     const body = new ReadableStream<Uint8Array>({
       start(c) {
         c.enqueue(new TextEncoder().encode("upstream's own page"));
@@ -151,6 +151,50 @@ routes:
   const r2 = res.body!.getReader();
   assert.equal(new TextDecoder().decode((await r2.read()).value), "upstream's own page");
   await r2.cancel();
+});
+
+Deno.test("error_pages: intercept_upstream drains a small error body and reuses its connection, not a large one", async () => {
+  // Each request reports the client port: a new port, a new upstream connection.
+  const ports: number[] = [];
+  await using up = await startUpstream((req, info) => {
+    ports.push(info.remoteAddr.port);
+    const size = Number(new URL(req.url).searchParams.get("size"));
+    const body = "e".repeat(size);
+    // `chunked`: no Content-Length, the length is only known at the end.
+    if (new URL(req.url).searchParams.has("chunked")) {
+      const bytes = new TextEncoder().encode(body);
+      return new Response(
+        new ReadableStream({
+          start(c) {
+            c.enqueue(bytes.subarray(0, 10));
+            c.enqueue(bytes.subarray(10));
+            c.close();
+          },
+        }),
+        { status: 502 },
+      );
+    }
+    return new Response(body, { status: 503 });
+  });
+  // One connection at most: the next request waits until the last one released it, reusable
+  // (the same port) or closed (a new one).
+  await using prox = await startProxy(`
+health_check: { enabled: false }
+upstream_pool: { max_connections_per_upstream: 1 }
+error_pages: { 5xx: { body: "sorry: {status}" } }
+routes: { /: { type: proxy, target: "${up.url}", intercept_upstream: true, retries: { attempts: 0 } } }
+`);
+  for (const q of ["size=2000", "size=60000", "size=3000&chunked", "size=10"]) {
+    const res = await fetch(`${prox.url}/?${q}`);
+    assert.match(await res.text(), /^sorry: 50[23]$/);
+  }
+  assert.equal(new Set(ports).size, 1, `one connection for small bodies: ${ports}`);
+  // Over 64 KiB (declared, or seen in a chunked body): cancelled, the connection closed.
+  for (const q of ["size=70000", "size=70000&chunked", "size=10"]) {
+    const res = await fetch(`${prox.url}/?${q}`);
+    assert.match(await res.text(), /^sorry: 50[23]$/);
+  }
+  assert.equal(new Set(ports).size, 3, `a new connection after each large body: ${ports}`);
 });
 
 Deno.test("error_pages: a reload swaps the pages; a missing page file is a located error", async () => {
