@@ -107,6 +107,11 @@ export interface UpstreamRequest {
    * and most exchanges are over before a tick.
    */
   clientSignal?: () => AbortSignal;
+  /**
+   * A PROXY protocol header (`proxy_protocol`) to send first on a new connection, before TLS;
+   * such a connection carries this one request only (its address is this client's).
+   */
+  proxyHeader?: Uint8Array;
 }
 
 /**

@@ -10,6 +10,7 @@ import type { Logger, UpstreamClient, UpstreamTls } from "../ports.ts";
 import { timerDelay } from "../config/duration.ts";
 import { createUpstreamClient } from "./upstream_client.ts";
 import { healthCheckKey, probeFields } from "../proxy/pool.ts";
+import { proxyHeader } from "../domain/proxy_protocol.ts";
 
 /** One target to probe and how. */
 export interface ProbeJob {
@@ -27,6 +28,8 @@ export interface ProbeJob {
   tls?: UpstreamTls;
   /** The request's Host and User-Agent, then `health_check.headers`. */
   headers: [string, string][];
+  /** The route's `proxy_protocol`: a probe is Prox's own connection (v1 UNKNOWN, v2 LOCAL). */
+  proxyHeader?: Uint8Array;
 }
 
 /** Most probes in flight at once (each has its own timeout). */
@@ -80,6 +83,7 @@ export function healthJobs(snapshot: Snapshot): ProbeJob[] {
             serverName: route.tls.server_name,
           }
           : undefined,
+        proxyHeader: route.proxy_protocol ? proxyHeader(route.proxy_protocol, null) : undefined,
       });
     }
   }
@@ -171,6 +175,7 @@ export function startHealthChecks(
         timeouts: { connect: job.timeoutMs, responseHeader: job.timeoutMs, idle: job.timeoutMs },
         tls: job.tls,
         signal: ac.signal,
+        proxyHeader: job.proxyHeader,
       });
       ok = job.expect(res.status);
       reason = `status ${res.status}`;

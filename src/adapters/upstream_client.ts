@@ -85,7 +85,14 @@ function keyOf(url: URL, tls: UpstreamTls | undefined): string {
  */
 export async function connectUpstream(
   url: URL,
-  o: { tls?: UpstreamTls; timeoutMs: number; alpn?: string[]; signal?: AbortSignal },
+  o: {
+    tls?: UpstreamTls;
+    timeoutMs: number;
+    alpn?: string[];
+    signal?: AbortSignal;
+    /** Written first, before TLS (`proxy_protocol`). */
+    proxyHeader?: Uint8Array;
+  },
 ): Promise<{ transport: Transport; alpn: string | null }> {
   const hostname = url.hostname.startsWith("[") ? url.hostname.slice(1, -1) : url.hostname;
   const https = url.protocol === "https:";
@@ -108,6 +115,8 @@ export async function connectUpstream(
   let tlsConn: Deno.TlsConn | undefined;
   try {
     if (https && o.tls?.insecureSkipVerify) {
+      // node:tls connects by itself (config validation refuses the combination).
+      if (o.proxyHeader) throw new Error("proxy_protocol cannot go with insecure_skip_verify");
       // node:tls costs ~10 MB of resident memory; only insecure_skip_verify needs it.
       const { connectInsecureTls } = await import("./upstream_tls_node.ts");
       const t = await connectInsecureTls({
@@ -121,6 +130,11 @@ export async function connectUpstream(
     }
     tcp = await Deno.connect({ hostname, port, signal: ac.signal });
     tcp.setNoDelay(true);
+    if (o.proxyHeader) {
+      for (let n = 0; n < o.proxyHeader.byteLength;) {
+        n += await tcp.write(o.proxyHeader.subarray(n));
+      }
+    }
     if (!https) return { transport: tcp, alpn: null };
     tlsConn = await Deno.startTls(tcp, {
       hostname: o.tls?.serverName ?? hostname,
@@ -221,6 +235,7 @@ export function createUpstreamClient(opts: UpstreamClientOptions = {}): PooledUp
       tls: req.tls,
       timeoutMs: req.timeouts.connect,
       signal: req.signal,
+      proxyHeader: req.proxyHeader,
     });
     return new H1Connection(transport, req.origin.origin);
   };
@@ -258,11 +273,18 @@ export function createUpstreamClient(opts: UpstreamClientOptions = {}): PooledUp
     }
     const connect = connectH1(req);
     const signal = req.signal ? () => req.signal : req.clientSignal;
+    // A connection that began with a PROXY header speaks for one client: never reused.
+    const own = req.proxyHeader !== undefined;
     for (let attempt = 0;; attempt++) {
-      const got = pool.acquire(key, connect, { fresh: attempt > 0, signal });
+      const got = pool.acquire(key, connect, { fresh: own || attempt > 0, signal });
       const conn = got instanceof Promise ? await got : got;
       try {
-        return await exchange(conn, req, limits, (reusable) => pool.release(key, conn, reusable));
+        return await exchange(
+          conn,
+          req,
+          limits,
+          (reusable) => pool.release(key, conn, reusable && !own),
+        );
       } catch (err) {
         // A reused connection the upstream had closed before reading anything: once more on a
         // new connection, when there is no request body that would need replaying.
@@ -316,11 +338,15 @@ export function createUpstreamClient(opts: UpstreamClientOptions = {}): PooledUp
         const msg = "Request body length differs from its Content-Length";
         return Promise.reject(new ProxyError("bad_request", msg, { sentNothing: true }));
       }
-      const key = keyOf(req.origin, req.tls);
-      // fetch can neither skip verification nor choose the SNI name: those stay on HTTP/1.1.
+      // Its own pool: the origin's limits apply apart from the connections without the header.
+      const key = req.proxyHeader
+        ? keyOf(req.origin, req.tls) + "|proxy"
+        : keyOf(req.origin, req.tls);
+      // fetch can neither skip verification nor choose the SNI name, nor send a PROXY header:
+      // those stay on HTTP/1.1.
       if (
         offerH2 && req.origin.protocol === "https:" && !req.tls?.insecureSkipVerify &&
-        !req.tls?.serverName
+        !req.tls?.serverName && !req.proxyHeader
       ) {
         return sendEither(key, req);
       }

@@ -57,7 +57,9 @@ const DESCRIPTIONS: Record<string, string> = {
   error_pages:
     'Pages for Prox\'s own error answers by status (404, "5xx", "502, 504"): a file, {file|body, content_type} or a list chosen by Accept',
   intercept_upstream:
-    "Give the upstream's own error answers the error_pages page of their status (body not read)",
+    "Give the upstream's own error answers the error_pages page of their status (body dropped)",
+  proxy_protocol:
+    "Send a PROXY protocol header (v1 text or v2 binary) with the client's address first on each upstream connection (not reused across requests)",
   root: "Directory served by a static route",
   status_code: "Status code of a redirect or a rate-limited response",
   cache:

@@ -681,6 +681,11 @@ const upstreamCommon = {
   error_pages: ErrorPages.optional(),
   /** The upstream's own answers with a status `error_pages` lists get the page (nginx intercept). */
   intercept_upstream: z.boolean().default(false),
+  /**
+   * A PROXY protocol header (HAProxy's send-proxy / send-proxy-v2) first on every upstream
+   * connection, carrying the client's address.
+   */
+  proxy_protocol: z.enum(["v1", "v2"]).optional(),
   ...accessKeys,
   ...corsKey,
   forward_auth: RouteForwardAuth.optional(),

@@ -296,3 +296,31 @@ Deno.test("validate: a route's tls.ca_cert that is not there is an error at its 
     "  fix: Fix the path (a relative one starts from the working directory of prox)",
   ]);
 });
+
+Deno.test("validate: proxy_protocol is v1 or v2, on proxy and load_balance routes, not with insecure_skip_verify", () => {
+  const issues = (routes: string) =>
+    loadConfigText(`${HEAD}${routes}`, { file: "c.yaml", env: { exists: () => true } }).issues
+      .map((i) => formatIssue({ ...i, excerpt: undefined }));
+  assert.deepEqual(
+    issues('  /a: { type: proxy, target: "http://b", proxy_protocol: v2 }\n'),
+    [],
+  );
+  assert.deepEqual(
+    issues(
+      '  /a: { type: proxy, target: "https://b", proxy_protocol: v1, tls: { insecure_skip_verify: true } }\n',
+    ),
+    [
+      "c.yaml:3:43: error: routes./a.proxy_protocol: proxy_protocol cannot be combined with " +
+      "tls.insecure_skip_verify: the TLS client that skips verification cannot send bytes " +
+      "before its handshake\n  fix: Trust the upstream's CA with tls.ca_cert instead",
+    ],
+  );
+  assert.match(
+    issues('  /a: { type: load_balance, targets: ["http://b"], proxy_protocol: v3 }\n').join(),
+    /routes\.\/a\.proxy_protocol: .*"v1"/,
+  );
+  assert.match(
+    issues('  /a: { type: websocket, target: "ws://b", proxy_protocol: v1 }\n').join(),
+    /proxy_protocol/,
+  );
+});

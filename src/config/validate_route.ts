@@ -261,6 +261,17 @@ export function validateRoutes(
         );
       }
     }
+    if (
+      (route.type === "proxy" || route.type === "load_balance") && route.proxy_protocol &&
+      route.tls?.insecure_skip_verify
+    ) {
+      err(
+        ["routes", key, "proxy_protocol"],
+        "proxy_protocol cannot be combined with tls.insecure_skip_verify: the TLS client that " +
+          "skips verification cannot send bytes before its handshake",
+        "Trust the upstream's CA with tls.ca_cert instead",
+      );
+    }
     // Credentials in a target URL are never sent, and the URL is shown by /status and used as a
     // metrics label: refuse them rather than publish a password.
     const targetUrls: [(string | number)[], string][] = route.type === "load_balance"

@@ -167,6 +167,8 @@ function copyOf(
   req.body = bytes;
   // The route's CA and skip-verify apply; its server_name names the upstream, not the mirror.
   if (req.tls) req.tls = { ...req.tls, serverName: undefined };
+  // The route's proxy_protocol is its upstream's listener setting, not the mirror's.
+  req.proxyHeader = undefined;
   return req;
 }
 

@@ -218,6 +218,7 @@ export function healthCheckKey(
     r?.body_match ?? g.body_match ?? null,
     tls ? [tls.ca_cert ?? null, tls.insecure_skip_verify, tls.server_name ?? null] : null,
     ...probeFields(config, o.route),
+    o.route.proxy_protocol ?? null,
   ]);
 }
 

@@ -4,9 +4,14 @@ import { freePort } from "./_process.ts";
 
 /**
  * Starts nginx on a free port with `server` as its server block body; `more(port)` adds server
- * blocks beside it (e.g. a `default_server` for name-based virtual hosts).
+ * blocks beside it (e.g. a `default_server` for name-based virtual hosts); `listen` adds
+ * parameters to the listen directive (`proxy_protocol`), `http` directives before the server
+ * (`log_format`). `dir` holds its files (logs).
  */
-export async function startNginx(server: string, opts: { more?: (port: number) => string } = {}) {
+export async function startNginx(
+  server: string,
+  opts: { more?: (port: number) => string; listen?: string; http?: string } = {},
+) {
   const dir = await Deno.makeTempDir({ prefix: "prox-nginx-" });
   const port = freePort();
   await Deno.chmod(dir, 0o755); // nginx workers run unprivileged
@@ -20,10 +25,11 @@ error_log ${dir}/error.log warn;
 events { worker_connections 256; }
 http {
   access_log off;
+  ${opts.http ?? ""}
   client_body_temp_path ${dir}/body; proxy_temp_path ${dir}/proxy;
   fastcgi_temp_path ${dir}/fcgi; uwsgi_temp_path ${dir}/uwsgi; scgi_temp_path ${dir}/scgi;
   server {
-    listen 127.0.0.1:${port};
+    listen 127.0.0.1:${port}${opts.listen ? ` ${opts.listen}` : ""};
     root ${dir};
     ${server}
   }
@@ -48,6 +54,7 @@ http {
   }, { what: "nginx to listen" });
   return {
     url,
+    dir,
     async [Symbol.asyncDispose]() {
       child.kill("SIGQUIT");
       await child.stderr.cancel();

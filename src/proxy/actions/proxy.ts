@@ -8,6 +8,8 @@ import type { UpstreamTarget } from "../../domain/rewrite.ts";
 import type { HeaderList } from "../../domain/header_list.ts";
 import type { HeaderRules } from "../../domain/rules.ts";
 import { ProxyError } from "../../domain/errors.ts";
+import { proxyHeader } from "../../domain/proxy_protocol.ts";
+import type { ProxiedAddresses } from "../../domain/proxy_protocol.ts";
 import type { LoadBalanceRouteConfig, ProxyRouteConfig } from "../../config/schema.ts";
 import { BODY_BYTES } from "../../ports.ts";
 import type { CountedResponse, Protocol, UpstreamRequest } from "../../ports.ts";
@@ -127,6 +129,20 @@ export function targetOf(
   });
 }
 
+/**
+ * What a PROXY protocol header says of the client's connection: the client (behind trusted
+ * proxies, its port only when it is the peer itself) and Prox's listening port.
+ */
+export function clientAddresses(ctx: RequestContext): ProxiedAddresses {
+  const peer = ctx.info.remoteAddr;
+  const ip = ctx.clientIp;
+  return {
+    source: { ip, port: ip === peer.hostname ? peer.port : 0 },
+    // The listener's own address is not known here (it may be a wildcard): the unspecified one.
+    destination: { ip: ip.includes(":") ? "::" : "0.0.0.0", port: ctx.info.localPort },
+  };
+}
+
 /** Proxies the request to the route's upstream(s); the response body streams through. */
 export async function proxyAction(
   ctx: RequestContext,
@@ -203,6 +219,10 @@ export async function proxyAction(
     } else if (limit !== undefined) body = limitBody(body, limit);
   }
 
+  // One header for every try of this request: the client's address.
+  const pp = route.proxy_protocol
+    ? proxyHeader(route.proxy_protocol, clientAddresses(ctx))
+    : undefined;
   const build = (target: string): UpstreamRequest => {
     const to = targetOf(ctx, route, target);
     const headers = upstreamHeaders(ctx, route, to.origin);
@@ -234,6 +254,7 @@ export async function proxyAction(
         : undefined,
       signal: deadline?.signal,
       clientSignal: deadline ? undefined : () => ctx.req.signal,
+      proxyHeader: pp,
     };
   };
   const deadline = compiled.totalMs ? startDeadline(ctx.req.signal, compiled.totalMs) : undefined;
