@@ -385,6 +385,8 @@ export interface WebSocketProxyRequest {
   route: string;
   connectTimeout: number;
   tls?: UpstreamTls;
+  /** A PROXY protocol header to send first on the upstream connection (`proxy_protocol`). */
+  proxyHeader?: Uint8Array;
   limits: WebSocketLimits;
   /** For the log line written when the connection ends. */
   requestId?: string;

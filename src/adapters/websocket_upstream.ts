@@ -10,6 +10,8 @@
 import { ProxyError } from "../domain/errors.ts";
 import type { WebSocketProxyRequest } from "../ports.ts";
 import { timerDelay } from "../config/duration.ts";
+import { startRelay } from "./websocket_relay.ts";
+import type { WebSocketRelay } from "./websocket_relay.ts";
 
 /** One message as relayed: text stays a string, binary is bytes. */
 export type WsData = string | Uint8Array;
@@ -129,7 +131,26 @@ function handshakeError(err: unknown, url: URL, timedOut: boolean): Refusal | Pr
  * the handshake with another status; rejects with a ProxyError when it cannot be reached.
  */
 export function connectUpstream(target: WebSocketProxyRequest): Promise<UpstreamSocket | Refusal> {
+  if (target.proxyHeader) return openRelayed(target, target.proxyHeader);
   return target.tls?.caCerts?.length || !HAS_STREAM ? openWithClient(target) : openStream(target);
+}
+
+/** `proxy_protocol`: through a relay that sends the PROXY header first (websocket_relay.ts). */
+async function openRelayed(
+  t: WebSocketProxyRequest,
+  proxyHeader: Uint8Array,
+): Promise<UpstreamSocket | Refusal> {
+  const relay = await startRelay(t.url, {
+    proxyHeader,
+    tls: t.tls,
+    connectTimeout: t.connectTimeout,
+  });
+  try {
+    return await openWithClient(t, relay);
+  } catch (err) {
+    relay.close();
+    throw err;
+  }
 }
 
 /**
@@ -218,8 +239,11 @@ async function openStream(t: WebSocketProxyRequest): Promise<UpstreamSocket | Re
   };
 }
 
-async function openWithClient(t: WebSocketProxyRequest): Promise<UpstreamSocket | Refusal> {
-  const client = Deno.createHttpClient({ caCerts: t.tls?.caCerts });
+async function openWithClient(
+  t: WebSocketProxyRequest,
+  relay?: WebSocketRelay,
+): Promise<UpstreamSocket | Refusal> {
+  const client = relay?.client ?? Deno.createHttpClient({ caCerts: t.tls?.caCerts });
   const ws = new WebSocket(t.url.href, { protocols: t.protocols, headers: t.headers, client });
   ws.binaryType = "arraybuffer";
   let handlers: UpstreamHandlers | null = null;
@@ -233,6 +257,7 @@ async function openWithClient(t: WebSocketProxyRequest): Promise<UpstreamSocket 
     ws.onerror = (e) => error = new Error((e as ErrorEvent).message);
     ws.onclose = (e) => {
       client.close();
+      relay?.close();
       ended = { code: e.code === 0 ? 1006 : e.code, reason: e.reason };
       resolve(error ?? new Error("closed during handshake"));
       handlers?.closed(ended.code, ended.reason);

@@ -6,6 +6,7 @@ import { interopTest, ROOT, waitFor } from "../_harness.ts";
 import { rawServer, readRequest, write } from "../_upstream_peers.ts";
 import { startNginx } from "./_nginx.ts";
 import { startProxy } from "./_proxy.ts";
+import { closed, connect, messages, wsUpstream } from "./_ws.ts";
 
 const dec = new TextDecoder();
 
@@ -132,3 +133,62 @@ routes: { /: { type: proxy, target: "${up.url}", proxy_protocol: v2 } }
   }`;
   assert.deepEqual(heads.slice(1).map(hex), [expected, expected]);
 });
+
+interopTest(
+  "proxy_protocol: a WebSocket upgrade reaches nginx with the header too, over ws and wss",
+  [
+    "nginx",
+  ],
+  async () => {
+    const tls = `${ROOT}/tests/fixtures/tls`;
+    await using app = await wsUpstream();
+    // nginx passes the address it read, and the request target it got, on to the WebSocket app.
+    const pass = `proxy_pass http://127.0.0.1:${app.port};
+      proxy_http_version 1.1;
+      proxy_set_header Upgrade $http_upgrade;
+      proxy_set_header Connection "upgrade";
+      proxy_set_header X-PP "$proxy_protocol_addr:$proxy_protocol_port";
+      proxy_set_header X-URI $request_uri;`;
+    await using ngx = await startNginx(`location / { ${pass} }`, {
+      listen: "proxy_protocol",
+      more: (port) =>
+        `server {
+    listen 127.0.0.1:${port + 1} ssl proxy_protocol;
+    ssl_certificate ${tls}/cert.pem; ssl_certificate_key ${tls}/key.pem;
+    location / { ${pass} }
+  }`,
+    });
+    const tlsUrl = ngx.url.replace(/^http:(.*):(\d+)$/, (_, h, p) => `https:${h}:${Number(p) + 1}`);
+    await using prox = await startProxy(`
+trusted_proxies: ["127.0.0.1/32"]
+health_check: { enabled: false }
+routes:
+  /ws: { type: proxy, target: "${ngx.url}", proxy_protocol: v1 }
+  /wss:
+    type: load_balance
+    targets: ["${tlsUrl}"]
+    proxy_protocol: v2
+    tls: { ca_cert: "${tls}/ca.pem" }
+`);
+    for (
+      const [path, fwd] of [["/ws/chat?x=1", "203.0.113.9"], ["/wss/chat?y=2", "198.51.100.4"]]
+    ) {
+      const ws = await connect(`ws://127.0.0.1:${prox.port}${path}`, [], {
+        headers: { "x-forwarded-for": fwd },
+      });
+      const got = messages(ws, 1);
+      // Without the header nginx drops the connection and Prox closes the client with 1014.
+      const ended = closed(ws).then((c) => Promise.reject(new Error(`${path}: closed ${c.code}`)));
+      ended.catch(() => {});
+      ws.send("hello");
+      assert.equal((await Promise.race([got, ended]))[0].data.toString(), "hello");
+      const req = app.requests.at(-1)!;
+      assert.equal(req.headers["x-pp"], `${fwd}:`, path); // nginx shows port 0 as empty
+      assert.equal(req.headers["x-uri"], `/chat${path.slice(path.indexOf("?"))}`, path);
+      const done = closed(ws);
+      ws.close();
+      await done;
+    }
+    await waitFor(() => app.sockets.size === 0, { what: "the upstream sockets closed" });
+  },
+);

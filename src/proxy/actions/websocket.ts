@@ -4,7 +4,8 @@
 // apply; the WebSocketProxy port does the handshake and relaying (adapters/websocket_deno.ts).
 
 import { setForwardingHeaders, stripHopByHop } from "../../domain/headers.ts";
-import { targetOf } from "./proxy.ts";
+import { clientAddresses, targetOf } from "./proxy.ts";
+import { proxyHeader } from "../../domain/proxy_protocol.ts";
 import { ProxyError } from "../../domain/errors.ts";
 import type {
   LoadBalanceRouteConfig,
@@ -162,6 +163,11 @@ export async function websocketAction(
   // Deno forgets a request's headers once it is upgraded; the access log reads them later.
   ctx.req = new Request(original.url, { method: original.method, headers: original.headers });
 
+  // `proxy_protocol` (proxy and load_balance routes): the client's address first on the upstream
+  // connection, as for its HTTP requests.
+  const pp = route.type !== "websocket" && route.proxy_protocol
+    ? proxyHeader(route.proxy_protocol, clientAddresses(ctx))
+    : undefined;
   const build = (target: string): UpstreamRequest => {
     const to = targetOf(ctx, route, target);
     return {
@@ -170,6 +176,7 @@ export async function websocketAction(
       method: "GET",
       headers: new Headers(headers),
       body: null,
+      proxyHeader: pp,
       timeouts: compiled.timeouts,
       tls: route.tls
         ? {
@@ -209,6 +216,7 @@ export async function websocketAction(
         route: compiled.id,
         connectTimeout: u.timeouts.connect,
         tls: u.tls,
+        proxyHeader: u.proxyHeader,
         limits,
         requestId: ctx.requestId,
         localPort: ctx.info.localPort,

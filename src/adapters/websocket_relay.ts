@@ -1,0 +1,105 @@
+// `proxy_protocol` for WebSocket upstreams. Deno's WebSocket client opens its own connection, so
+// it is pointed (Deno.createHttpClient's `proxy: { transport: "unix" }`) at a relay made for this
+// one connection: a Unix socket in a private directory whose single connection goes to the
+// upstream with the PROXY header first, then TLS for wss (the client speaks plain HTTP to a proxy
+// socket), its request line turned from the absolute form Deno sends a proxy back into the path.
+
+import { ProxyError } from "../domain/errors.ts";
+import type { UpstreamTls } from "../ports.ts";
+import { connectUpstream } from "./upstream_client.ts";
+import type { Transport } from "./upstream_h1_conn.ts";
+
+/** The longest request line the relay rewrites (Deno's handshake sends far less). */
+const MAX_LINE = 16 * 1024;
+
+/** A relay for one WebSocket connection; `close` ends it (and its connection, if any). */
+export interface WebSocketRelay {
+  client: Deno.HttpClient;
+  close(): void;
+}
+
+/**
+ * Starts the relay for `url`. The upstream is connected when Deno's client connects to the
+ * relay; a failure closes that connection, which the client reports as a failed handshake.
+ */
+export async function startRelay(
+  url: URL,
+  o: { proxyHeader: Uint8Array; tls?: UpstreamTls; connectTimeout: number },
+): Promise<WebSocketRelay> {
+  const dir = await Deno.makeTempDir({ prefix: "prox-ws-" }); // 0700: this process only
+  const path = `${dir}/relay.sock`;
+  const listener = Deno.listen({ transport: "unix", path });
+  let local: Deno.Conn | null = null;
+  let up: Transport | null = null;
+  let closed = false;
+  const cleanup = () => {
+    try {
+      listener.close();
+    } catch { /* closed */ }
+    Deno.remove(dir, { recursive: true }).catch(() => {});
+  };
+  const close = () => {
+    if (closed) return;
+    closed = true;
+    cleanup();
+    for (const c of [local, up]) {
+      try {
+        c?.close();
+      } catch { /* closed */ }
+    }
+  };
+  (async () => {
+    local = await listener.accept();
+    cleanup(); // one connection only
+    const origin = new URL(url.href.replace(/^ws/, "http"));
+    ({ transport: up } = await connectUpstream(origin, {
+      tls: o.tls,
+      timeoutMs: o.connectTimeout,
+      proxyHeader: o.proxyHeader,
+    }));
+    if (closed) return close();
+    await relayBytes(local, up);
+  })().catch(() => {}).finally(close);
+  // The client speaks plain HTTP to a proxy socket, wss too: TLS is the relay's (o.tls).
+  const client = Deno.createHttpClient({ proxy: { transport: "unix", path } });
+  return { client, close };
+}
+
+/** Copies both ways until either side ends; the first line loses its absolute-form target. */
+async function relayBytes(local: Deno.Conn, up: Transport): Promise<void> {
+  const buf = new Uint8Array(64 * 1024);
+  let head = new Uint8Array(0);
+  for (;;) {
+    const n = await local.read(buf);
+    if (n === null) return;
+    const joined = new Uint8Array(head.length + n);
+    joined.set(head);
+    joined.set(buf.subarray(0, n), head.length);
+    head = joined;
+    const lf = head.indexOf(10);
+    if (lf >= 0) break;
+    if (head.length > MAX_LINE) throw new ProxyError("protocol", "WebSocket request line too long");
+  }
+  const lf = head.indexOf(10);
+  const line = new TextDecoder().decode(head.subarray(0, lf));
+  // "GET http://host:port/path HTTP/1.1" → "GET /path HTTP/1.1" (RFC 9112 §3.2.1 origin form).
+  const fixed = line.replace(
+    /^(\S+) [a-z]+:\/\/[^/\s]*(\/\S*)? /i,
+    (_, m, p) => `${m} ${p ?? "/"} `,
+  );
+  await writeAll(up, new TextEncoder().encode(fixed));
+  await writeAll(up, head.subarray(lf));
+  const pump = async (from: { read(p: Uint8Array): Promise<number | null> }, to: Transport) => {
+    const b = new Uint8Array(64 * 1024);
+    for (;;) {
+      const n = await from.read(b);
+      if (n === null) return;
+      await writeAll(to, b.subarray(0, n));
+    }
+  };
+  await Promise.race([pump(local, up), pump(up, local)]);
+}
+
+async function writeAll(to: Transport, bytes: Uint8Array): Promise<void> {
+  for (let n = 0; n < bytes.byteLength;) n += await to.write(bytes.subarray(n));
+}
