@@ -30,7 +30,7 @@ import { ipVerdict } from "../domain/ip_access.ts";
 import type { IpAccess } from "../domain/ip_access.ts";
 import { buildPool } from "./pool.ts";
 import { choose, hashKey, stickyIndex } from "./forward.ts";
-import { requestHeaderRule, targetOf, upstreamHeaders } from "./actions/proxy.ts";
+import { clientAddresses, requestHeaderRule, targetOf, upstreamHeaders } from "./actions/proxy.ts";
 import { applyHeaderRules, placeholderValues } from "./filters/rules.ts";
 import { cacheNote } from "./cache_request.ts";
 import { redirectAction } from "./actions/redirect.ts";
@@ -285,6 +285,13 @@ export async function explainRequest(
       if (route.intercept) {
         out.notes.push(
           "intercept_upstream: an upstream answer with a status error_pages lists gets the page",
+        );
+      }
+      if (cfg.type !== "websocket" && cfg.proxy_protocol) {
+        const a = clientAddresses(ctx);
+        out.notes.push(
+          `proxy_protocol ${cfg.proxy_protocol}: the upstream connection starts with the client's ` +
+            `address ${a.source.ip} port ${a.source.port} (a new connection for each request)`,
         );
       }
       const m = route.mirror;

@@ -261,6 +261,18 @@ routes:
   assert.ok(out.notes.some((n) => n.startsWith("intercept_upstream:")), out.notes.join("\n"));
 });
 
+Deno.test("explainRequest notes the PROXY protocol header and the address it carries", async () => {
+  const explain = explainer(`
+health_check: { enabled: false }
+routes: { /app: { type: proxy, target: "http://127.0.0.1:9000", proxy_protocol: v1 } }
+`);
+  const out = await explain({ method: "GET", url: "http://example.com/app/x" });
+  assert.ok(
+    out.notes.some((n) => /^proxy_protocol v1: .* address \S+ port \d+ \(a new connection/.test(n)),
+    out.notes.join("\n"),
+  );
+});
+
 Deno.test("explainRequest names the forward_auth check and drops a client's copied field", async () => {
   const explain = explainer(`
 health_check: { enabled: false }
