@@ -46,6 +46,7 @@ const COMMANDS = [
   "replay",
   "schema",
   "hash-password",
+  "top",
   "help",
 ];
 
@@ -71,6 +72,10 @@ export async function main(args: string[]): Promise<number> {
         json: { type: "boolean" },
         "fail-on-change": { type: "boolean" },
         samples: { type: "string" },
+        admin: { type: "string" },
+        token: { type: "string" },
+        interval: { type: "string" },
+        once: { type: "boolean" },
         help: { type: "boolean", short: "h" },
         version: { type: "boolean", short: "V" },
       },
@@ -189,6 +194,22 @@ export async function main(args: string[]): Promise<number> {
     }
     case "hash-password":
       return await hashPasswordCommand();
+    case "top": {
+      const { topCommand } = await import("./src/adapters/top_cli.ts");
+      return await topCommand({
+        config: values.config,
+        admin: values.admin,
+        token: values.token,
+        interval: values.interval,
+        once: values.once ?? false,
+        format,
+        out: (s) => {
+          const bytes = new TextEncoder().encode(s);
+          for (let at = 0; at < bytes.length;) at += Deno.stdout.writeSync(bytes.subarray(at));
+        },
+        err: (s) => console.error(s),
+      });
+    }
     case "schema": {
       const { jsonSchema } = await import("./src/config/json_schema.ts");
       console.log(JSON.stringify(jsonSchema(), null, 2));

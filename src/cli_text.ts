@@ -15,6 +15,8 @@ Usage:
   prox test [-c FILE] TESTS              check routing against a file of expected outcomes
   prox replay [-c FILE] [--against CURRENT] [--fail-on-change] [--json] LOG...
                                          which logged requests FILE would route elsewhere
+  prox top [-c FILE | --admin URL] [--token T] [--interval 1s] [--once] [--format text|json]
+                                         live view of a running Prox from its admin listener
   prox schema                            print the config's JSON Schema (for editors)
   prox hash-password                     read a password, print its bcrypt hash (basic_auth)
   prox help [COMMAND]                    show help
@@ -23,13 +25,17 @@ Usage:
 Options:
   -c, --config FILE    config file (default: config.yaml; with no such file, serve runs an
                        embedded welcome config on 127.0.0.1:3000)
-      --format FMT     validate, explain and replay output: text (default) or json
+      --format FMT     validate, explain, replay and top output: text (default) or json
   -H, --header H       explain: a request header 'Name: value' (repeatable)
       --client-ip IP   explain: the client's address (default 192.0.2.1)
       --against FILE   replay: compare with FILE's decisions instead of the logged ones
       --fail-on-change replay: exit 1 when any request would change (for CI)
       --json           the same as --format json
       --samples K      replay: sample requests per change group (default 3)
+      --admin URL      top: the admin listener (default: -c FILE's admin, else 127.0.0.1:9090)
+      --token T        top: the admin token (or env PROX_ADMIN_TOKEN, or -c FILE's admin.token)
+      --interval D     top: time between polls (default 1s)
+      --once           top: print one snapshot (two polls one interval apart) and exit
       --log-level LVL  debug | info | warn | error (or env PROX_LOG_LEVEL)
       --pid-file F     serve: write the process id to F (removed on exit)
       --takeover       serve: once listening, tell the Prox named in --pid-file to drain and
@@ -127,6 +133,24 @@ Reads a password (typed without echo, or one line on standard input) and prints 
   $2b$10$…
   routes: { "/admin": { …, basic_auth: { users: { alice: "$2b$10$…" } } } }
 Or from a script: printf '%s\\n' "$PASSWORD" | prox hash-password`,
+  top: `Usage: prox top [-c FILE | --admin URL] [--token T] [--interval 1s] [--once]
+                [--format text|json]
+
+A live view of a running Prox, polled from its admin listener (/metrics and /status) every
+interval: uptime, config version and last reload, requests in progress by protocol, requests/s
+in all and per route (busiest first) with status classes, p50/p95 and rate-limited requests,
+cache hit ratio, upstream targets (health, requests/s, in flight, latency), certificate expiry.
+Rates are counter increases between two polls; p50/p95 are estimates interpolated from the
+latency histogram's buckets. --once polls twice, one interval apart, prints and exits;
+--format json prints the computed snapshot (one object per interval).
+
+Admin URL: --admin, else admin.listen_addr of -c FILE, else http://127.0.0.1:9090.
+Token:     --token, else env PROX_ADMIN_TOKEN, else admin.token of -c FILE.
+Exit 0 done (--once; Ctrl-C ends the live view), 1 the admin listener cannot be reached, refuses the token or is not
+Prox's, 2 usage error.
+
+Example:
+  PROX_ADMIN_TOKEN=s3cret prox top --admin 10.0.0.5:9090 --interval 2s`,
   schema: `Usage: prox schema
 
 Prints a JSON Schema of the config. Point the YAML language server at it for completion:

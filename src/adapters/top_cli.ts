@@ -1,0 +1,202 @@
+// `prox top`: polls a running Prox's admin listener (`/metrics` and `/status`) every interval
+// and shows what changed (src/domain/top.ts) as a refreshing screen or, with --format json, as
+// one JSON snapshot per interval. --once takes two polls one interval apart and exits.
+
+import { parseDuration } from "../config/duration.ts";
+import { parseListenAddr } from "../config/listen.ts";
+import { parsePromText } from "../domain/prom_text.ts";
+import { notProxStatus, TOP_METRICS, topSnapshot } from "../domain/top.ts";
+import type { TopPoll, TopStatus } from "../domain/top.ts";
+import { layoutTop } from "../domain/top_layout.ts";
+import { loadSource } from "./config_source.ts";
+
+/** What `prox top` was asked for on the command line. */
+export interface TopOptions {
+  /** `-c FILE`: the admin address and token come from its `admin` block. */
+  config?: string;
+  admin?: string;
+  token?: string;
+  interval?: string;
+  once: boolean;
+  format: "text" | "json";
+  out: (s: string) => void;
+  err: (s: string) => void;
+  /** Stops the refresh loop (tests; SIGINT ends the process otherwise). */
+  signal?: AbortSignal;
+}
+
+const ENABLE = "to enable one, add `admin: { listen_addr: 127.0.0.1:9090 }` to the config " +
+  "(a reload applies it), or point --admin at the one it has";
+
+/** An admin address `host:port` as a URL; a wildcard address is reached on loopback. */
+export function adminUrl(listenAddr: string): string | null {
+  const a = parseListenAddr(listenAddr);
+  if (typeof a === "string") return null;
+  const host = a.hostname === "0.0.0.0"
+    ? "127.0.0.1"
+    : a.hostname === "::"
+    ? "[::1]"
+    : a.hostname.includes(":")
+    ? `[${a.hostname}]`
+    : a.hostname;
+  return `http://${host}:${a.port}`;
+}
+
+/** Where to poll and with what token: flags, then PROX_ADMIN_TOKEN, then the config. */
+async function target(o: TopOptions): Promise<{ url: string; token?: string } | string> {
+  let url = o.admin;
+  let token = o.token ?? (Deno.env.get("PROX_ADMIN_TOKEN") || undefined);
+  if (o.config !== undefined) {
+    let loaded;
+    try {
+      loaded = await loadSource({ path: o.config });
+    } catch (e) {
+      return `Cannot read config "${o.config}": ${
+        e instanceof Deno.errors.NotFound ? "file not found" : (e as Error).message
+      }`;
+    }
+    const admin = (loaded.config ?? loaded.candidate)?.admin;
+    if (!admin && !url) {
+      return `Cannot find the admin listener: "${o.config}" has no admin listener; ${ENABLE}`;
+    }
+    if (admin && !url) {
+      url = adminUrl(admin.listen_addr) ?? undefined;
+      if (!url) return `Cannot use admin.listen_addr "${admin.listen_addr}" of "${o.config}"`;
+    }
+    token ??= admin?.token;
+  }
+  url ??= "http://127.0.0.1:9090";
+  if (!/^https?:\/\//.test(url)) url = `http://${url}`;
+  try {
+    new URL(url);
+  } catch {
+    return `--admin must be a URL such as http://127.0.0.1:9090, not "${o.admin}"`;
+  }
+  return { url: url.replace(/\/+$/, ""), token };
+}
+
+/** Fetches `path` from the admin listener; a string is the error to print. */
+async function get(base: string, path: string, token?: string): Promise<string | Response> {
+  let res: Response;
+  try {
+    res = await fetch(`${base}${path}`, {
+      headers: token ? { authorization: `Bearer ${token}` } : {},
+      signal: AbortSignal.timeout(5000),
+    });
+  } catch (e) {
+    const detail = `${(e as Error).message} ${String((e as Error).cause ?? "")}`;
+    const why = e instanceof Error && e.name === "TimeoutError"
+      ? "no answer in 5s"
+      : /refused/i.test(detail)
+      ? "connection refused"
+      : detail.trim();
+    return `Cannot reach the Prox admin listener at ${base}: ${why}. Is Prox running with an ` +
+      `admin listener there? (${ENABLE})`;
+  }
+  if (res.status === 401) {
+    await res.body?.cancel();
+    return `The admin listener at ${base} answered 401: ${
+      token ? "the token is wrong" : "it needs a token"
+    }. Pass --token, set PROX_ADMIN_TOKEN, or -c the config that has admin.token`;
+  }
+  if (!res.ok) {
+    await res.body?.cancel();
+    return res.status === 404
+      ? `${base} is not a Prox admin listener: ${path} answered 404 (the traffic port?)`
+      : `The admin listener at ${base} answered ${res.status} for ${path}`;
+  }
+  return res;
+}
+
+/** Takes one poll: `/metrics` and `/status` together. */
+async function poll(base: string, token?: string): Promise<TopPoll | string> {
+  const [m, s] = await Promise.all([get(base, "/metrics", token), get(base, "/status", token)]);
+  if (typeof m === "string" || typeof s === "string") {
+    if (typeof m !== "string") await m.body?.cancel();
+    if (typeof s !== "string") await s.body?.cancel();
+    return typeof m === "string" ? m : s as string;
+  }
+  const notProx = `${base} is not a Prox admin listener`;
+  let samples;
+  let status: unknown;
+  try {
+    samples = parsePromText(await m.text(), (n) => TOP_METRICS.has(n));
+  } catch (e) {
+    await s.body?.cancel();
+    return `Cannot read ${base}/metrics: ${(e as Error).message}`;
+  }
+  if (typeof samples === "string") {
+    await s.body?.cancel();
+    return `${notProx}: /metrics ${samples}`;
+  }
+  if (!samples.some((x) => x.name === "prox_build_info")) {
+    await s.body?.cancel();
+    return `${notProx}: /metrics has no prox_build_info`;
+  }
+  try {
+    status = await s.json();
+  } catch {
+    return `${notProx}: /status is not JSON`;
+  }
+  const why = notProxStatus(status);
+  if (why) return `${notProx}: /status ${why}`;
+  return { at: Date.now(), samples, status: status as TopStatus };
+}
+
+function width(): number {
+  try {
+    return Deno.consoleSize().columns || 100;
+  } catch {
+    return 100; // not a terminal
+  }
+}
+
+/** Runs `prox top`; returns the exit code (0, 1 when the admin listener fails, 2 usage). */
+export async function topCommand(o: TopOptions): Promise<number> {
+  const intervalMs = parseDuration(o.interval ?? "1s");
+  if (typeof intervalMs === "string" || intervalMs < 100 || intervalMs > 3_600_000) {
+    o.err(`prox: --interval must be a duration from 100ms to 1h, e.g. 2s, not "${o.interval}"`);
+    return 2;
+  }
+  const where = await target(o);
+  if (typeof where === "string") {
+    o.err(`error: ${where}`);
+    return 1;
+  }
+  const tty = Deno.stdout.isTerminal();
+  const color = tty && !Deno.env.get("NO_COLOR");
+  let prev = await poll(where.url, where.token);
+  if (tty && !o.once && o.format === "text" && typeof prev !== "string") {
+    o.out(`\x1b[H\x1b[2JPolling ${where.url} every ${o.interval ?? "1s"}…`); // rates need two polls
+  }
+  while (typeof prev !== "string") {
+    const aborted = await new Promise<boolean>((resolve) => {
+      const stop = () => {
+        clearTimeout(t);
+        resolve(true);
+      };
+      const t = setTimeout(() => {
+        o.signal?.removeEventListener("abort", stop);
+        resolve(false);
+      }, intervalMs);
+      o.signal?.addEventListener("abort", stop, { once: true });
+    });
+    if (aborted) return 0;
+    const cur = await poll(where.url, where.token);
+    if (typeof cur === "string") {
+      prev = cur;
+      break;
+    }
+    const snap = topSnapshot(prev, cur);
+    if (o.format === "json") o.out(`${JSON.stringify(snap, null, o.once ? 2 : undefined)}\n`);
+    else {
+      const lines = layoutTop(snap, { width: width(), color });
+      // A live screen redraws in place; piped output gets one block per interval.
+      o.out(tty && !o.once ? `\x1b[H\x1b[2J${lines.join("\n")}` : `${lines.join("\n")}\n`);
+    }
+    if (o.once) return 0;
+    prev = cur;
+  }
+  o.err(`error: ${prev}`);
+  return 1;
+}
