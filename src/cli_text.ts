@@ -146,8 +146,9 @@ latency histogram's buckets. --once polls twice, one interval apart, prints and 
 
 Admin URL: --admin, else admin.listen_addr of -c FILE, else http://127.0.0.1:9090.
 Token:     --token, else env PROX_ADMIN_TOKEN, else admin.token of -c FILE.
-Exit 0 done (--once; Ctrl-C ends the live view), 1 the admin listener cannot be reached, refuses the token or is not
-Prox's, 2 usage error.
+Exit 0 done (--once; Ctrl-C ends the live view), 1 the admin listener cannot be reached, refuses
+the token or is not Prox's at the first poll (later, a failed poll is shown and polling goes on),
+2 usage error.
 
 Example:
   PROX_ADMIN_TOKEN=s3cret prox top --admin 10.0.0.5:9090 --interval 2s`,

@@ -21,8 +21,6 @@ export interface TopOptions {
   format: "text" | "json";
   out: (s: string) => void;
   err: (s: string) => void;
-  /** Stops the refresh loop (tests; SIGINT ends the process otherwise). */
-  signal?: AbortSignal;
 }
 
 const ENABLE = "to enable one, add `admin: { listen_addr: 127.0.0.1:9090 }` to the config " +
@@ -165,38 +163,38 @@ export async function topCommand(o: TopOptions): Promise<number> {
   }
   const tty = Deno.stdout.isTerminal();
   const color = tty && !Deno.env.get("NO_COLOR");
-  let prev = await poll(where.url, where.token);
-  if (tty && !o.once && o.format === "text" && typeof prev !== "string") {
-    o.out(`\x1b[H\x1b[2JPolling ${where.url} every ${o.interval ?? "1s"}…`); // rates need two polls
+  const first = await poll(where.url, where.token);
+  if (typeof first === "string") {
+    o.err(`error: ${first}`);
+    return 1;
   }
-  while (typeof prev !== "string") {
-    const aborted = await new Promise<boolean>((resolve) => {
-      const stop = () => {
-        clearTimeout(t);
-        resolve(true);
-      };
-      const t = setTimeout(() => {
-        o.signal?.removeEventListener("abort", stop);
-        resolve(false);
-      }, intervalMs);
-      o.signal?.addEventListener("abort", stop, { once: true });
-    });
-    if (aborted) return 0;
+  const live = tty && !o.once && o.format === "text";
+  if (live) o.out(`\x1b[H\x1b[2JPolling ${where.url} every ${o.interval ?? "1s"}…`);
+  let prev: TopPoll | null = first;
+  for (;;) {
+    await new Promise((resolve) => setTimeout(resolve, intervalMs));
     const cur = await poll(where.url, where.token);
     if (typeof cur === "string") {
-      prev = cur;
-      break;
+      if (o.once) {
+        o.err(`error: ${cur}`);
+        return 1;
+      }
+      // A live view outlasts a restart or an upgrade: say so and keep polling.
+      if (live) o.out(`\x1b[H\x1b[2Jerror: ${cur}\nRetrying every ${o.interval ?? "1s"}…`);
+      else o.err(`error: ${cur} (retrying)`);
+      prev = null;
+      continue;
     }
-    const snap = topSnapshot(prev, cur);
-    if (o.format === "json") o.out(`${JSON.stringify(snap, null, o.once ? 2 : undefined)}\n`);
-    else {
-      const lines = layoutTop(snap, { width: width(), color });
-      // A live screen redraws in place; piped output gets one block per interval.
-      o.out(tty && !o.once ? `\x1b[H\x1b[2J${lines.join("\n")}` : `${lines.join("\n")}\n`);
+    if (prev) {
+      const snap = topSnapshot(prev, cur);
+      if (o.format === "json") o.out(`${JSON.stringify(snap, null, o.once ? 2 : undefined)}\n`);
+      else {
+        const lines = layoutTop(snap, { width: width(), color });
+        // A live screen redraws in place; piped output gets one block per interval.
+        o.out(live ? `\x1b[H\x1b[2J${lines.join("\n")}` : `${lines.join("\n")}\n`);
+      }
+      if (o.once) return 0;
     }
-    if (o.once) return 0;
     prev = cur;
   }
-  o.err(`error: ${prev}`);
-  return 1;
 }

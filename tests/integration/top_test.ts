@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 import { freePort, ROOT, run, startUpstream, waitFor } from "../_harness.ts";
 import { startServer } from "../../src/server.ts";
 import { silentLogger } from "../../src/ports.ts";
+import { spawnProx } from "./_cli_process.ts";
 
 const TOKEN = "top-secret-token";
 
@@ -46,8 +47,10 @@ routes:
   const admin = `http://127.0.0.1:${prox.admin!.port}`;
   // Answers /metrics and /status from the admin listener and counts the answers it relayed.
   const answered = { metrics: 0, status: 0 };
+  let failing = false; // the admin listener "restarting"
   await using relay = await startUpstream(async (req) => {
     const path = new URL(req.url).pathname;
+    if (failing) return new Response("restarting", { status: 503 });
     const res = await fetch(`${admin}${path}`, { headers: req.headers });
     const body = await res.text();
     if (path === "/metrics") answered.metrics++;
@@ -137,6 +140,24 @@ routes:
     await Deno.remove(own);
     assert.equal(fromConfig.code, 0, fromConfig.stderr);
     assert.equal(JSON.parse(fromConfig.stdout).config.version, 1);
+
+    // Live (no --once): one compact JSON object per interval; a failed poll is said on stderr and
+    // polling goes on (a restart or upgrade of Prox does not end the view).
+    await using live = spawnProx(
+      ["top", "--admin", relay.url, "--interval", "200ms", "--format", "json"],
+      { env: { PROX_ADMIN_TOKEN: TOKEN } },
+    );
+    const objects = () => live.output().split("\n").filter((l) => l.startsWith("{")).length;
+    await live.waitForOutput(() => objects() >= 1);
+    failing = true;
+    await live.waitForOutput("answered 503 for /metrics (retrying)");
+    const seen = objects();
+    failing = false;
+    await live.waitForOutput(() => objects() >= seen + 1);
+    assert.equal(
+      JSON.parse(live.output().split("\n").findLast((l) => l.startsWith("{"))!).pid,
+      Deno.pid,
+    );
 
     // Errors: wrong token, nothing listening, not Prox.
     const wrong = await top(["--admin", admin, "--token", "nope", "--once", "--interval", "100ms"]);
