@@ -53,7 +53,12 @@ async function target(o: TopOptions): Promise<{ url: string; token?: string } | 
         e instanceof Deno.errors.NotFound ? "file not found" : (e as Error).message
       }`;
     }
-    const admin = (loaded.config ?? loaded.candidate)?.admin;
+    const config = loaded.config ?? loaded.candidate;
+    if (!config && !url) {
+      return `Cannot find the admin listener in "${o.config}": it does not load ` +
+        `(prox validate -c ${o.config}); or point --admin at it`;
+    }
+    const admin = config?.admin;
     if (!admin && !url) {
       return `Cannot find the admin listener: "${o.config}" has no admin listener; ${ENABLE}`;
     }
