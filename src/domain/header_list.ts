@@ -99,8 +99,11 @@ export class HeaderList implements HeaderMap {
 
   #remove(n: string, from: number): void {
     const names = this.#names, values = this.#values;
-    let w = from;
-    for (let r = from; r < names.length; r++) {
+    // Most deletions find nothing (hop-by-hop fields a request rarely has): no writes then.
+    const first = names.indexOf(n, from);
+    if (first < 0) return;
+    let w = first;
+    for (let r = first + 1; r < names.length; r++) {
       if (names[r] === n) continue;
       names[w] = names[r];
       values[w++] = values[r];

@@ -30,6 +30,16 @@ Deno.test("HeaderList.set replaces the first field in place and drops later dupl
   assert.deepEqual([...h].map(([k]) => k), ["a", "c", "d"]);
 });
 
+Deno.test("HeaderList.delete removes every field of a name, and nothing when it is absent", () => {
+  const h = HeaderList.from(listOf([["a", "1"], ["b", "2"], ["a", "3"], ["c", "4"], ["a", "5"]]));
+  h.delete("missing");
+  assert.equal(h.size, 5);
+  h.delete("A");
+  assert.deepEqual([...h], [["b", "2"], ["c", "4"]]);
+  h.set("c", "x");
+  assert.deepEqual([...h], [["b", "2"], ["c", "x"]]);
+});
+
 Deno.test("HeaderList.from skips the names given", () => {
   const src = new Headers({ connection: "close", te: "trailers", accept: "*/*" });
   const h = HeaderList.from(src, new Set(["connection", "te"]));
