@@ -72,6 +72,8 @@ export interface RequestContext {
   jwtClaims?: Record<string, unknown>;
   /** A cookie `jwt_auth` took its token from, removed from the upstream request. */
   dropCookie?: string;
+  /** Set when `ip_access` refused the client: its 403 tells nothing more (no CORS fields). */
+  ipRefused?: boolean;
 }
 
 /** Dependencies of the pipeline: ports plus the current snapshot. */

@@ -55,11 +55,12 @@ export function answerPreflight(
 
 /**
  * The route's answer with Prox's CORS fields: the upstream's removed, ours added for an admitted
- * `Origin`, `Origin` merged into `Vary` when the answer depends on it. A preflight's own answer
- * and a 101 pass as they are.
+ * `Origin`, `Origin` merged into `Vary` when the answer depends on it. A preflight's own answer,
+ * a 101 and `ip_access`'s 403 (a refused client learns nothing of the allowed origins) pass as
+ * they are.
  */
 export function withCors(ctx: RequestContext, res: Response, policy: CorsPolicy): Response {
-  if (res.status === 101 || ctx.corsPreflight) return res;
+  if (res.status === 101 || ctx.corsPreflight || ctx.ipRefused) return res;
   const origin = ctx.req.headers.get("origin");
   const add = origin !== null && originAllowed(policy, origin)
     ? responseFields(policy, origin)

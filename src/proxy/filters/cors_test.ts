@@ -193,6 +193,13 @@ Deno.test("cors: ip_access refuses a preflight first; a redirect carries the fie
   const refused = await s.call("/inside/x", preflight(APP));
   assert.equal(refused.status, 403);
   assert.deepEqual(s.denials, ["ip"]);
+  // The refusal says nothing of the route's origins, to a preflight or any other request.
+  const plain = await s.call("/inside/x", { headers: { origin: APP } });
+  for (const res of [refused, plain]) {
+    assert.equal(res.status, 403);
+    assert.equal(res.headers.get("access-control-allow-origin"), null);
+    assert.equal(res.headers.get("vary"), null);
+  }
   const moved = await s.call("/old/x", { headers: { origin: APP } });
   assert.equal(moved.status, 307);
   assert.equal(moved.headers.get("location"), "https://new.example.com/x");

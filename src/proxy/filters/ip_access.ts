@@ -24,6 +24,7 @@ export function checkIpAccess(
 /** The 403 answer (also what `prox explain` shows). */
 export function forbidden(ctx: RequestContext): Response {
   ctx.error = "http_request_denied";
+  ctx.ipRefused = true;
   return errorResponse("forbidden", ctx.requestId, { proxyStatus: { message: "" } });
 }
 
