@@ -5,7 +5,7 @@
 import { z } from "zod";
 import { parseDuration, parseSize } from "./duration.ts";
 import { COMPRESS_CODINGS, TYPE_PATTERN } from "../domain/compress.ts";
-import { normalizeOrigin, originRegex } from "../domain/cors.ts";
+import { normalizeOrigin, originRegex, strangerAdmitted } from "../domain/cors.ts";
 
 /** A duration string ("500ms", "30s", "1h30m", "1d") resolved to milliseconds. */
 export const Duration = z.string({
@@ -267,6 +267,19 @@ export const Cors = z.object({
         "allow_credentials: false",
     });
   }
+  // A regex that admits any origin echoes it with credentials: what "*" is refused for above.
+  c.allow_origin_regex?.forEach((src, i) => {
+    const re = originRegex(src);
+    const stranger = typeof re === "string" ? undefined : strangerAdmitted(re);
+    if (stranger === undefined) return;
+    ctx.addIssue({
+      code: "custom",
+      path: ["allow_origin_regex", i],
+      message: `allow_origin_regex /${src}/ admits any origin (it matches ${stranger}), which ` +
+        "cannot go with allow_credentials: true (any site could read a signed-in user's data); " +
+        String.raw`match only your origins, e.g. https://[a-z0-9-]+\.example\.com`,
+    });
+  });
   const expose = c.expose_headers.indexOf("*");
   if (expose >= 0) {
     ctx.addIssue({

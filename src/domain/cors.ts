@@ -159,6 +159,18 @@ export function originRegex(source: string): RegExp | string {
   return typeof re === "string" ? `Invalid regular expression /${source}/` : re;
 }
 
+/** Origins nobody could list on purpose: a regex that admits one admits every site (or, for
+ * `null`, every sandboxed frame and local file). */
+const STRANGER_ORIGINS = ["https://attacker.invalid", "http://attacker.invalid", "null"];
+
+/**
+ * An origin no operator means to admit that `re` (an `allow_origin_regex`) matches, e.g.
+ * `https://attacker.invalid` for `https://.*`; undefined when it matches none of them.
+ */
+export function strangerAdmitted(re: RegExp): string | undefined {
+  return STRANGER_ORIGINS.find((o) => re.test(o));
+}
+
 /**
  * The first `.` in `source` that is not escaped, in a class or before a quantifier: it matches any
  * character, so `https://app.example.com` admits `https://appxexample.com`, a name anyone can

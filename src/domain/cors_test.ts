@@ -9,6 +9,7 @@ import {
   preflightFields,
   preflightVary,
   responseFields,
+  strangerAdmitted,
   unescapedDot,
   variesByOrigin,
 } from "./cors.ts";
@@ -117,6 +118,17 @@ Deno.test("unescapedDot finds a . that matches any character", () => {
   assert.equal(unescapedDot(String.raw`https://app\.example\.com`), undefined);
   assert.equal(unescapedDot(String.raw`https://.*\.example\.com`), undefined);
   assert.equal(unescapedDot(String.raw`https://[a-z.]+\.example\.com`), undefined);
+});
+
+Deno.test("strangerAdmitted names an origin nobody lists that a regex admits", () => {
+  const re = (s: string) => originRegex(s) as RegExp;
+  assert.equal(strangerAdmitted(re(".*")), "https://attacker.invalid");
+  assert.equal(strangerAdmitted(re("https?://.+")), "https://attacker.invalid");
+  assert.equal(strangerAdmitted(re("http://.*")), "http://attacker.invalid");
+  assert.equal(strangerAdmitted(re("null|https://app\\.example\\.com")), "null");
+  for (const ok of ["http://(localhost|127\\.0\\.0\\.1):\\d+", "https://.*\\.example\\.com"]) {
+    assert.equal(strangerAdmitted(re(ok)), undefined, ok);
+  }
 });
 
 Deno.test("preflightFields echoes the origin, lists or echoes methods and headers", () => {
