@@ -8,6 +8,7 @@ import type { Snapshot } from "./snapshot.ts";
 import type { PipelineDeps } from "./context.ts";
 import { admit, identify } from "./pipeline.ts";
 import { primaryKey } from "./cache_request.ts";
+import { rawQuery, wireQuery } from "../domain/rewrite.ts";
 import type { UpstreamRoute } from "./cache_request.ts";
 
 /** What to purge: a URL (every variant), a URL prefix, or a route's whole cache by its id. */
@@ -60,6 +61,9 @@ export function purgeCache(
     () => "",
   );
   if (admit(ctx)) return { ok: false, status: 400, error: `Cannot purge: invalid URL "${text}"` };
+  // The query as written, as a request's is keyed: the URL parser would write ' and " as %27 and
+  // %22, which is another entry (a client that sends them raw, as curl does, is keyed raw).
+  ctx.query = wireQuery(rawQuery(text));
   const match = snapshot.router.match(ctx.host, ctx.path);
   if (!match?.value.cache) {
     return {
