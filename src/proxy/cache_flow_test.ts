@@ -301,3 +301,24 @@ Deno.test("teeBody: a failure while storing leaves the body whole and the proces
     new Uint8Array([1, 2, 3]),
   );
 });
+
+Deno.test("teeBody: a body kept coming for waiting requests is let go once it cannot be stored", async () => {
+  // The client leaves while another request waits for the entry, so the upstream body is read
+  // on; past the limit it will not be stored, and nobody reads it: the upstream is let go.
+  const cancelled = Promise.withResolvers<unknown>();
+  let chunks = 0;
+  const body = new ReadableStream<Uint8Array>({
+    pull(c) {
+      if (++chunks <= 100) c.enqueue(new Uint8Array(1000));
+    },
+    cancel: (reason) => cancelled.resolve(reason),
+  }, { highWaterMark: 0 });
+  let stored: Uint8Array | null | undefined;
+  const tee = teeBody(body, { limit: 5000, done: (b) => stored = b, waits: () => true });
+  const client = tee.body.getReader();
+  await client.read();
+  await client.cancel("client gone");
+  await cancelled.promise;
+  assert.equal(stored, null);
+  assert.ok(chunks <= 7, `read ${chunks} chunks`);
+});

@@ -136,6 +136,9 @@ export function teeBody(
     }
     pumping = false;
     signal();
+    // Read on for requests waiting for the entry after the client left, and now not to be
+    // stored: nobody reads the rest, so the upstream is let go (else its connection is held).
+    if (gone && !finished && failed === null) await reader.cancel().catch(() => {});
   };
   // Never left rejected: an unhandled rejection would end the process. A body that arrived
   // whole still reaches the client if storing it failed.
