@@ -134,9 +134,10 @@ export function upstreamView(
     }
     if (!headers) {
       headers = ctx.req.headers;
-      // The fields forward_auth sets (X-Auth-User…) as the upstream gets them: the client's own
-      // copies never reach it, so a Vary on one must not key on them.
-      const auth = ctx.route!.forwardAuth !== null;
+      // The fields forward_auth and jwt_auth set (X-Auth-User, a claim's header…) as the
+      // upstream gets them: the client's own copies never reach it, so a Vary on one must not
+      // key on them (one user's answer would serve another).
+      const auth = ctx.route!.forwardAuth !== null || ctx.route!.jwtAuth !== null;
       if (rule || auth) {
         headers = new Headers(headers);
         if (auth) applyAuthHeaders(ctx, headers);

@@ -535,3 +535,40 @@ routes:
     Deno.env.delete("PROX_TEST_JWT_CACHE");
   }
 });
+
+Deno.test("jwt_auth with cache: Vary on a claim's header keys on the claim, not the client's copy", async () => {
+  // The app shares per-user answers keyed by the header Prox sets from the token (public + Vary):
+  // the cache must key on the value the app got, not on a field the client sent or left out.
+  let hits = 0;
+  await using up = await startUpstream((req) => {
+    hits++;
+    return new Response(`for ${req.headers.get("x-user-id")}`, {
+      headers: { "cache-control": "public, max-age=60", vary: "X-User-Id" },
+    });
+  });
+  Deno.env.set("PROX_TEST_JWT_VARY", SECRET);
+  try {
+    await using prox = await startProxy(`health_check: { enabled: false }
+routes:
+  "/":
+    type: proxy
+    target: "${up.url}"
+    cache: true
+    jwt_auth: { secret_env: PROX_TEST_JWT_VARY, claims_to_headers: { sub: X-User-Id } }
+`);
+    const as = async (sub: string, claimed?: string) => {
+      const token = await jwt(hmacSigner(SECRET), { sub, exp: now() + 60 });
+      const headers: Record<string, string> = { authorization: `Bearer ${token}` };
+      if (claimed !== undefined) headers["x-user-id"] = claimed;
+      return await (await fetch(`${prox.url}/me`, { headers })).text();
+    };
+    assert.equal(await as("alice"), "for alice");
+    assert.equal(await as("bob"), "for bob");
+    // bob naming alice gets his own answer (stored under bob), alice still hers.
+    assert.equal(await as("bob", "alice"), "for bob");
+    assert.equal(await as("alice"), "for alice");
+    assert.equal(hits, 2);
+  } finally {
+    Deno.env.delete("PROX_TEST_JWT_VARY");
+  }
+});
