@@ -169,7 +169,8 @@ function claimMatches(name: string, v: unknown, accepted: readonly ClaimValue[])
 export function claimHeaderValue(v: unknown): string | null {
   if (v === undefined || v === null) return null;
   const s = typeof v === "string" ? v : typeof v === "object" ? JSON.stringify(v) : String(v);
-  return s.replace(/[^\x20-\x24\x26-\x7e]/gu, encodeURIComponent);
+  // A lone surrogate (JSON's "\ud83d") becomes U+FFFD: encodeURIComponent would throw on it.
+  return s.toWellFormed().replace(/[^\x20-\x24\x26-\x7e]/gu, encodeURIComponent);
 }
 
 /** A quoted-string (RFC 9110 §5.6.4) with `"` and `\` escaped. */

@@ -171,6 +171,9 @@ Deno.test("claimHeaderValue: text as is, the rest JSON, non-ASCII percent-encode
   assert.equal(claimHeaderValue(42), "42");
   assert.equal(claimHeaderValue(["a", "b"]), '["a","b"]');
   assert.equal(claimHeaderValue("jürgen\r\nX: y"), "j%C3%BCrgen%0D%0AX: y");
+  // Half an emoji (a name cut short, then JSON-escaped by the IdP): U+FFFD, not a URIError.
+  assert.equal(claimHeaderValue("Ann \ud83d"), "Ann %EF%BF%BD");
+  assert.equal(claimHeaderValue("\ude00x"), "%EF%BF%BDx");
   assert.equal(claimHeaderValue(undefined), null);
 });
 

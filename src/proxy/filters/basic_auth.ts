@@ -218,5 +218,8 @@ function throttled(ctx: RequestContext): Response {
  * as UTF-8, so it is safe in a header value.
  */
 export function authUserValue(user: string | undefined): string {
-  return user === undefined ? "" : user.replace(/[^\x20-\x24\x26-\x7e]/gu, encodeURIComponent);
+  // toWellFormed: a jwt_auth claim may hold a lone surrogate, on which encodeURIComponent throws.
+  return user === undefined
+    ? ""
+    : user.toWellFormed().replace(/[^\x20-\x24\x26-\x7e]/gu, encodeURIComponent);
 }

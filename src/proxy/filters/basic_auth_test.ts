@@ -258,4 +258,6 @@ Deno.test("authUserValue percent-encodes what is not printable ASCII, and %", ()
   assert.equal(authUserValue("bob smith"), "bob smith");
   assert.equal(authUserValue("a%b\r\nX: y"), "a%25b%0D%0AX: y");
   assert.equal(authUserValue("日本"), "%E6%97%A5%E6%9C%AC");
+  // A jwt_auth user claim may hold half an emoji (JSON allows "\ud83d"): U+FFFD, not a throw.
+  assert.equal(authUserValue("ab\ud83d"), "ab%EF%BF%BD");
 });
