@@ -72,6 +72,8 @@ export interface RequestContext {
   jwtClaims?: Record<string, unknown>;
   /** A cookie `jwt_auth` took its token from, removed from the upstream request. */
   dropCookie?: string;
+  /** The query as sent, when `jwt_auth` took its token parameter out of `query` (jwt_auth.ts). */
+  jwtQuery?: string;
   /** Set when `ip_access` refused the client: its 403 tells nothing more (no CORS fields). */
   ipRefused?: boolean;
 }

@@ -34,7 +34,7 @@ import { applyRateLimit } from "./filters/rate_limit.ts";
 import { applyForwardAuth } from "./filters/forward_auth.ts";
 import { checkIpAccess } from "./filters/ip_access.ts";
 import { checkBasicAuth } from "./filters/basic_auth.ts";
-import { checkJwtAuth } from "./filters/jwt_auth.ts";
+import { checkJwtAuth, takeQueryToken } from "./filters/jwt_auth.ts";
 import { applyCompression } from "./filters/compress.ts";
 import { answerPreflight, withCors } from "./filters/cors.ts";
 import { isPreflight } from "../domain/cors.ts";
@@ -195,6 +195,8 @@ async function handle(ctx: RequestContext, deps: PipelineDeps): Promise<Response
   }
   const route = match.value;
   ctx.route = route;
+  // Out of the query before any filter may answer: the access log records the query.
+  if (route.jwtAuth) takeQueryToken(ctx, route.jwtAuth);
 
   if (route.ipAccess) {
     const denied = checkIpAccess(ctx, deps, route.ipAccess);

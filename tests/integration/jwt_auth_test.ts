@@ -572,3 +572,48 @@ routes:
     Deno.env.delete("PROX_TEST_JWT_VARY");
   }
 });
+
+Deno.test("jwt_auth: a query token stays out of the access log when Prox answers before jwt_auth", async () => {
+  await using up = await echo();
+  Deno.env.set("PROX_TEST_JWT_EARLY", SECRET);
+  try {
+    const access: Record<string, unknown>[] = [];
+    const logger = {
+      ...silentLogger,
+      info: (m: string, f?: Record<string, unknown>) => void (m === "access" && access.push(f!)),
+    };
+    await using prox = await startProxy(
+      `health_check: { enabled: false }
+routes:
+  "/":
+    type: proxy
+    target: "${up.url}"
+    rate_limit: { by: ip, requests: 1, period: 1m, burst: 1 }
+    cors: { allow_origins: ["https://app.example.com"] }
+    jwt_auth: { secret_env: PROX_TEST_JWT_EARLY, query_param: access_token }
+`,
+      { logger },
+    );
+    const token = await jwt(hmacSigner(SECRET), { sub: "dave", exp: now() + 60 });
+    const url = `${prox.url}/a?access_token=${token}&k=v`;
+    // The preflight and the 429 are answered before jwt_auth runs.
+    const pre = await fetch(url, {
+      method: "OPTIONS",
+      headers: { origin: "https://app.example.com", "access-control-request-method": "PUT" },
+    });
+    assert.equal(pre.status, 204);
+    await pre.body?.cancel();
+    for (const status of [200, 429]) {
+      const res = await fetch(url);
+      assert.equal(res.status, status);
+      await res.body?.cancel();
+    }
+    await waitFor(() => access.length === 3);
+    assert.deepEqual(access.map((l) => [l.status, l.query]), [[204, "k=v"], [200, "k=v"], [
+      429,
+      "k=v",
+    ]]);
+  } finally {
+    Deno.env.delete("PROX_TEST_JWT_EARLY");
+  }
+});

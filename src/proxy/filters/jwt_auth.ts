@@ -147,6 +147,19 @@ export function compileJwtAuth(
 /** Where the token was found. */
 type Found = { token: string; from: "header" | "cookie" | "query" };
 
+/**
+ * Takes the token parameter out of `ctx.query` (with `strip_token`), keeping the query as sent in
+ * `ctx.jwtQuery` for findToken. The pipeline calls it as soon as the route is known: the access
+ * log records the query as forwarded, and an answer before jwt_auth (a preflight, a 403 from
+ * ip_access, a 429) must not log the token either; nor one refused here (another audience's
+ * token may be good elsewhere).
+ */
+export function takeQueryToken(ctx: RequestContext, auth: CompiledJwtAuth): void {
+  if (!auth.strip || auth.queryParam === undefined || ctx.jwtQuery !== undefined) return;
+  ctx.jwtQuery = ctx.query;
+  if (ctx.query !== "") ctx.query = withoutParam(ctx.query, auth.queryParam);
+}
+
 /** The request's token: `Authorization: Bearer` first, then the cookie, then the query. */
 export function findToken(ctx: RequestContext, auth: CompiledJwtAuth): Found | null {
   const header = bearerToken(ctx.req.headers.get("authorization"));
@@ -155,8 +168,9 @@ export function findToken(ctx: RequestContext, auth: CompiledJwtAuth): Found | n
     const v = cookieValue(ctx.req.headers.get("cookie"), auth.cookie);
     if (v) return { token: v, from: "cookie" };
   }
-  if (auth.queryParam !== undefined && ctx.query !== "") {
-    const all = new URLSearchParams(ctx.query).getAll(auth.queryParam);
+  const query = ctx.jwtQuery ?? ctx.query;
+  if (auth.queryParam !== undefined && query !== "") {
+    const all = new URLSearchParams(query).getAll(auth.queryParam);
     if (all.length === 1 && all[0] !== "") return { token: all[0], from: "query" };
   }
   return null;
@@ -187,12 +201,8 @@ export async function checkJwtAuth(
   auth: CompiledJwtAuth,
 ): Promise<Response | undefined> {
   const route = ctx.route?.id ?? "(none)";
+  takeQueryToken(ctx, auth); // done by the pipeline already; `prox explain` comes here first
   const found = findToken(ctx, auth);
-  // Out of the query at once, refused or not: the access log records the query as forwarded, and
-  // a token refused here (another audience) may be good elsewhere.
-  if (auth.strip && auth.queryParam !== undefined && ctx.query !== "") {
-    ctx.query = withoutParam(ctx.query, auth.queryParam);
-  }
   if (found === null) {
     deps.metrics.accessDenied(route, "credentials_missing");
     return jwtRefusal(ctx, auth);

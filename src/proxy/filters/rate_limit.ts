@@ -150,7 +150,8 @@ export function clientKey(limit: CompiledRateLimit, ctx: RequestContext): string
     case "query": {
       // Sent twice with different values, the key is ambiguous: the app may read the last one
       // (PHP, Django) while a fresh first one would put every request in a new bucket.
-      const all = new URLSearchParams(ctx.query).getAll(c.query_param ?? "");
+      // As sent: jwt_auth's token parameter, out of `query` from the start, may be the key.
+      const all = new URLSearchParams(ctx.jwtQuery ?? ctx.query).getAll(c.query_param ?? "");
       const v = all.length > 0 && all.every((x) => x === all[0]) ? all[0] : null;
       return v === null || v === "" ? null : `q:${v}`;
     }
