@@ -20,6 +20,8 @@ export class CacheStores {
       passes: Map<string, number>;
       refreshing: Set<string>;
       pool: CachePool | null;
+      /** The store this one replaced, still serving until the new snapshot does (retain). */
+      replaced?: ResponseCache;
     }
   >();
   /** The top-level `cache.max_size` every store draws from, or null without one. */
@@ -46,10 +48,12 @@ export class CacheStores {
     const fingerprint = JSON.stringify(route);
     let held = this.#stores.get(id);
     if (!held || held.fingerprint !== fingerprint || held.pool !== this.#pool) {
-      // The old store is left as it is: the snapshot that serves it may stay (a reload that fails
-      // after this); in a shared pool its entries, no longer used, are the first to go.
+      // The old store is left as it is until the new snapshot serves (retain empties it then):
+      // the snapshot that serves it may stay (a reload that fails after this). After such a
+      // failure the store replaced first is the one serving; the one in between never served.
       const pool = this.#pool ?? undefined;
       held = {
+        replaced: held && (held.replaced ?? held.store),
         fingerprint,
         pool: this.#pool,
         store: new ResponseCache({ maxBytes: o.max_size, maxEntries: o.max_entries, pool }),
@@ -73,12 +77,18 @@ export class CacheStores {
     return policy;
   }
 
-  /** Drops the stores of routes that `config` no longer caches. */
+  /**
+   * Once `config`'s snapshot serves: empties the stores changed routes replaced (in a shared pool
+   * their entries, reachable no more, would otherwise hold room that live ones need until they
+   * were the least recently used) and drops the stores of routes it no longer caches.
+   */
   retain(config: Config): void {
-    for (const id of this.#stores.keys()) {
+    for (const [id, held] of this.#stores) {
+      held.replaced?.clear();
+      held.replaced = undefined;
       const route = config.routes[id];
       if (!route || !("cache" in route) || !route.cache) {
-        this.#stores.get(id)!.store.clear();
+        held.store.clear();
         this.#stores.delete(id);
       }
     }

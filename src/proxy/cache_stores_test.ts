@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { CacheStores } from "./cache_stores.ts";
 import type { StoredResponse } from "../domain/response_cache.ts";
+import type { Config } from "../config/schema.ts";
 
 function stored(bytes: number): StoredResponse {
   return {
@@ -70,4 +71,26 @@ Deno.test("CacheStores: a changed route's old store keeps serving, its entries f
   // The pool made room by dropping the old store's entry, the least recently used.
   assert.equal(old.size, 0);
   assert.equal(next.size, 2);
+});
+
+Deno.test("CacheStores: once a reload serves, a changed route's old entries leave the pool", () => {
+  const caches = new CacheStores();
+  caches.share(5000);
+  const b = caches.policyFor("/b", { cache })!.store;
+  const old = caches.policyFor("/a", { cache })!.store;
+  b.set("b1", { names: [], vary: "", value: stored(2000) });
+  old.set("a1", { names: [], vary: "", value: stored(2000) }); // used after b1
+  // A reload that changes /a fails, and another one (the same change) succeeds.
+  const changed = { cache: { ...cache, max_entries: 50 } };
+  caches.policyFor("/a", changed);
+  caches.policyFor("/b", { cache });
+  assert.ok(old.get("a1", ""), "still served while the reload may fail");
+  const next = caches.policyFor("/a", changed)!.store;
+  caches.policyFor("/b", { cache });
+  caches.retain({ routes: { "/a": changed, "/b": { cache } } } as unknown as Config);
+  assert.equal(old.size, 0);
+  // Room for the new store's entry without dropping /b's live one.
+  next.set("n1", { names: [], vary: "", value: stored(2000) });
+  assert.ok(b.get("b1", ""));
+  assert.equal(next.size, 1);
 });
