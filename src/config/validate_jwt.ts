@@ -106,6 +106,17 @@ export function checkJwtAuth(
       "Use the IdP's https URL",
     );
   }
+  const audiences = auth.audience === undefined ? [] : [auth.audience].flat();
+  if (jwks !== null && audiences.length === 0) {
+    // An IdP signs tokens for every application it serves (with Google's or Microsoft's keys,
+    // anyone can get one for an app of their own): without an aud check all of them pass.
+    opts.warn(
+      [...path, "jwks_url"],
+      "Without audience, every token this IdP signs passes, whichever application it was " +
+        "issued for (with a shared IdP such as Google or Entra ID, anyone can get one)",
+      "Set audience to the value your IdP puts in aud for this API (and issuer to its iss)",
+    );
+  }
   if (auth.jwks_min_refresh > auth.jwks_max_refresh) {
     err(
       [...path, "jwks_min_refresh"],

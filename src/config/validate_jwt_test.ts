@@ -34,12 +34,23 @@ ${o.extra ?? ""}`;
 Deno.test("validate jwt_auth: a good secret, PEM or JWKS URL passes", () => {
   assert.deepEqual(issues("{ secret_env: JWT }", { env: { JWT: SECRET } }), []);
   assert.deepEqual(issues("{ key_file: k.pem }", { files: { "k.pem": PUBLIC_PEM } }), []);
-  assert.deepEqual(issues("{ jwks_url: https://idp.example/jwks.json }"), []);
-  assert.deepEqual(issues("{ jwks_url: http://127.0.0.1:8080/jwks.json }"), []);
-  assert.deepEqual(issues("{ jwks_url: http://idp.example/jwks.json }"), [
+  assert.deepEqual(issues("{ jwks_url: https://idp.example/jwks.json, audience: api }"), []);
+  assert.deepEqual(issues("{ jwks_url: http://127.0.0.1:8080/jwks.json, audience: [a, b] }"), []);
+  assert.deepEqual(issues("{ jwks_url: http://idp.example/jwks.json, audience: api }"), [
     "c.yaml:6:17: warning: routes./api.jwt_auth.jwks_url: The JWK Set comes over plain HTTP: " +
     "anyone on the way can swap in keys and sign tokens\n  fix: Use the IdP's https URL",
   ]);
+});
+
+Deno.test("validate jwt_auth: a JWKS URL without audience accepts the IdP's tokens for any app", () => {
+  assert.deepEqual(issues("{ jwks_url: https://idp.example/jwks.json }"), [
+    "c.yaml:6:17: warning: routes./api.jwt_auth.jwks_url: Without audience, every token this IdP " +
+    "signs passes, whichever application it was issued for (with a shared IdP such as Google or " +
+    "Entra ID, anyone can get one)\n  fix: Set audience to the value your IdP puts in aud for " +
+    "this API (and issuer to its iss)",
+  ]);
+  // Own keys (a secret or key file) sign only what the operator's own issuer mints: no warning.
+  assert.deepEqual(issues("{ key_file: k.pem }", { files: { "k.pem": PUBLIC_PEM } }), []);
 });
 
 Deno.test("validate jwt_auth: no key source, an unset env var, a short secret", () => {
