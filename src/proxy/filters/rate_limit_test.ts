@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import {
+  clientKey,
   compileRateLimit,
   compileRateLimits,
   cookieValue,
@@ -13,6 +14,7 @@ import { buildSnapshot } from "../snapshot.ts";
 import { createHandler } from "../pipeline.ts";
 import { noopMetrics, silentLogger } from "../../ports.ts";
 import type { ClientInfo } from "../../ports.ts";
+import type { RequestContext } from "../context.ts";
 import { createMemoryStore } from "../../adapters/store_memory.ts";
 
 const cfg = (over: Record<string, unknown>) =>
@@ -69,6 +71,15 @@ Deno.test("compileRateLimits: adding a limit keeps the others' counters; names n
   // Two unnamed limits of one shape count apart.
   const twins = compileRateLimits("/api", { rate_limits: [hour, hour] });
   assert.notEqual(twins[0].id, twins[1].id);
+});
+
+Deno.test("clientKey by: query reads the query as sent, jwt_auth's token parameter too", () => {
+  const limit = compileRateLimit("/api", cfg({ by: "query", query_param: "access_token" }));
+  const ctx = (o: Partial<RequestContext>) => ({ query: "", ...o }) as RequestContext;
+  assert.equal(clientKey(limit, ctx({ query: "?access_token=t1&k=v" })), "q:t1");
+  // jwt_auth took the parameter out of `query` (for the log and the upstream) at routing.
+  assert.equal(clientKey(limit, ctx({ query: "?k=v", jwtQuery: "?access_token=t1&k=v" })), "q:t1");
+  assert.equal(clientKey(limit, ctx({ query: "?k=v" })), null);
 });
 
 Deno.test("cookieValue finds a cookie among others and unquotes it", () => {
