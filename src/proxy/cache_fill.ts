@@ -144,8 +144,9 @@ export function admit(
     // client's own condition and says nothing of it; a HEAD carries no body).
     const full = why !== "head" && res.status !== 304;
     if (x.stale !== undefined && full) x.policy.store.delete(x.primary, x.stale);
-    // Said by the answer, not by this request: the next ones would get the same.
-    x.release?.(why !== "head" && why !== "request no-store" && why !== "authorization");
+    // Said by the answer, not by this request: the next ones would get the same. Not a 304,
+    // which answers this request's own condition (a browser revalidating its copy).
+    x.release?.(full && why !== "request no-store" && why !== "authorization");
     return withStatus(res, status);
   }
   const headers: [string, string][] = [];

@@ -322,3 +322,34 @@ Deno.test("teeBody: a body kept coming for waiting requests is let go once it ca
   assert.equal(stored, null);
   assert.ok(chunks <= 7, `read ${chunks} chunks`);
 });
+
+Deno.test("cache: a 304 to a client's own condition does not stop requests from collapsing", async () => {
+  // A browser revalidating its copy of an entry Prox has not stored gets the upstream's 304: that
+  // says nothing of whether the URL is cacheable, so the next fill is still waited for.
+  const gates: PromiseWithResolvers<void>[] = [];
+  const c = setup(async (r) => {
+    if (r.headers.get("if-none-match") !== null) {
+      return new Response(null, { status: 304, headers: { etag: '"v1"' } });
+    }
+    const gate = Promise.withResolvers<void>();
+    gates.push(gate);
+    await gate.promise;
+    return new Response("body", { headers: { "cache-control": "max-age=60", etag: '"v1"' } });
+  });
+  const cond = await c.get("/c", { headers: { "if-none-match": '"v1"' } });
+  assert.equal(cond.res.status, 304);
+  const leader = c.get("/c");
+  await waitFor(() => gates.length === 1, { what: "the leader upstream" });
+  const followers = Array.from({ length: 3 }, () => c.get("/c"));
+  // Each follower either waits for the leader's entry or goes upstream itself.
+  const filling = c.snapshot.router.entries[0].value.cache!.filling;
+  await waitFor(() => ([...filling.values()][0]?.waiters ?? 0) + gates.length === 4, {
+    what: "the followers waiting or upstream",
+  });
+  for (const g of gates) g.resolve();
+  assert.equal((await leader).text, "body");
+  for (const f of await Promise.all(followers)) {
+    assert.match(f.res.headers.get("cache-status")!, /collapsed/);
+  }
+  assert.equal(c.sent.length, 2);
+});
