@@ -167,6 +167,13 @@ export class JwksCache {
     if (res.status !== 200) throw new Error(`HTTP status ${res.status}`);
     const read = readJwks(res.body);
     if ("error" in read) throw new Error(`The JWK Set ${read.error}`);
+    // A JWK Set is public: an HMAC (oct) key in it is a secret anyone can read and sign with.
+    const keys = read.keys.filter((k) => k.kind !== "hmac");
+    if (keys.length === 0) {
+      throw new Error(
+        "The JWK Set holds only HMAC (oct) keys, which anyone can read: none is used",
+      );
+    }
     const cc = parseCacheControl(res.cacheControl);
     // no-cache or no-store: kept for the shortest time allowed, as max-age=0 would be.
     const maxAge = cc.has("no-cache") || cc.has("no-store") ? 0 : deltaSeconds(cc, "max-age");
@@ -174,6 +181,6 @@ export class JwksCache {
       bounds.maxMs,
       Math.max(bounds.minMs, maxAge === undefined ? bounds.maxMs : maxAge * 1000),
     );
-    return { keys: read.keys.map((k) => new VerifyKey(k)), keepMs };
+    return { keys: keys.map((k) => new VerifyKey(k)), keepMs };
   }
 }

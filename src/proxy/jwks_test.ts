@@ -94,3 +94,18 @@ Deno.test("JwksCache: a new set is logged at info with its kids, the same set ag
     ["debug", "JWK Set fetched", { url: "u", kids: "a", keepSeconds: 60 }],
   ]);
 });
+
+Deno.test("JwksCache: an HMAC (oct) key in a fetched set is not used: anyone can read it", async () => {
+  const oct = { kty: "oct", k: "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldA", kid: "h" };
+  const mixed = JSON.stringify({ keys: [oct, ...JSON.parse(SET).keys] });
+  const { cache } = setup([() => ({ status: 200, body: mixed, cacheControl: null })]);
+  const keys = await cache.keys("u", { bounds });
+  assert.deepEqual(keys?.map((k) => k.kid), ["a"]);
+  // A set of only HMAC keys is a failed fetch: nothing verifies with it.
+  const only = setup([() => ({
+    status: 200,
+    body: JSON.stringify({ keys: [oct] }),
+    cacheControl: null,
+  })]);
+  assert.equal(await only.cache.keys("u", { bounds }), null);
+});
