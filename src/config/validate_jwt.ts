@@ -163,7 +163,19 @@ function checkAlgorithms(
   path: (string | number)[],
   o: { err: Report; kinds: KeyKind[] },
 ): void {
-  if (!auth.algorithms || auth.jwks_url !== undefined || o.kinds.length === 0) return;
+  if (!auth.algorithms) return;
+  const hmacOnly = auth.algorithms.every((a) => a.startsWith("HS"));
+  if (auth.jwks_url !== undefined && hmacOnly && o.kinds.length === 0) {
+    // A JWK Set's oct keys are never used (proxy/jwks.ts): it is public.
+    o.err(
+      [...path, "algorithms"],
+      `A JWK Set gives no key for ${auth.algorithms.join(", ")}: its HMAC keys are public, ` +
+        "so Prox never uses them",
+      "HS algorithms need secret_env or secret_file; a jwks_url gives RS, PS, ES and EdDSA keys",
+    );
+    return;
+  }
+  if (auth.jwks_url !== undefined || o.kinds.length === 0) return;
   const usable = o.kinds.some((k) => keyAlgorithms(k, { allowed: auth.algorithms }).length > 0);
   if (!usable) {
     o.err(

@@ -83,6 +83,14 @@ Deno.test("validate jwt_auth: algorithms no key verifies, clashing headers, basi
     issues("{ secret_env: JWT, algorithms: [RS256] }", { env: { JWT: SECRET } })[0],
     /jwt_auth.algorithms: No key here verifies RS256 \(the keys are hmac\)/,
   );
+  assert.match(
+    issues("{ jwks_url: https://idp.example/jwks.json, audience: a, algorithms: [HS256] }")[0],
+    /jwt_auth.algorithms: A JWK Set gives no key for HS256: its HMAC keys are public/,
+  );
+  assert.deepEqual(
+    issues("{ jwks_url: https://idp.example/jwks.json, audience: a, algorithms: [HS256, RS256] }"),
+    [],
+  );
   const clash = issues(
     "{ secret_env: JWT, claims_to_headers: { sub: X-User, email: x-user, role: Authorization } }",
     { env: { JWT: SECRET } },
