@@ -26,9 +26,8 @@ export async function startRelay(
   url: URL,
   o: { proxyHeader: Uint8Array; tls?: UpstreamTls; connectTimeout: number },
 ): Promise<WebSocketRelay> {
-  const dir = await Deno.makeTempDir({ prefix: "prox-ws-" }); // 0700: this process only
-  const path = `${dir}/relay.sock`;
-  const listener = Deno.listen({ transport: "unix", path });
+  const { dir, listener } = await relaySocket();
+  const path = `${dir}/${SOCKET}`;
   let local: Deno.Conn | null = null;
   let up: Transport | null = null;
   let closed = false;
@@ -63,6 +62,37 @@ export async function startRelay(
   // The client speaks plain HTTP to a proxy socket, wss too: TLS is the relay's (o.tls).
   const client = Deno.createHttpClient({ proxy: { transport: "unix", path } });
   return { client, close };
+}
+
+const SOCKET = "relay.sock";
+/** The longest Unix socket path (sun_path holds 108 bytes with the final NUL). */
+const MAX_SOCKET_PATH = 107;
+
+/**
+ * A listening socket in a new private directory (0700: this process only) under TMPDIR, or under
+ * /tmp when TMPDIR's path is too long for a Unix socket. A directory that cannot be listened in
+ * is removed again.
+ */
+async function relaySocket(): Promise<{ dir: string; listener: Deno.Listener }> {
+  const length = (d: string) => new TextEncoder().encode(`${d}/${SOCKET}`).byteLength;
+  let dir = "TMPDIR";
+  try {
+    dir = await Deno.makeTempDir({ prefix: "prox-ws-" });
+    if (length(dir) > MAX_SOCKET_PATH) {
+      await Deno.remove(dir);
+      dir = await Deno.makeTempDir({ dir: "/tmp", prefix: "prox-ws-" });
+    }
+    return { dir, listener: Deno.listen({ transport: "unix", path: `${dir}/${SOCKET}` }) };
+  } catch (err) {
+    if (dir !== "TMPDIR") await Deno.remove(dir, { recursive: true }).catch(() => {});
+    throw new ProxyError(
+      "internal",
+      `Cannot open the WebSocket relay's Unix socket in ${dir} (proxy_protocol): ${
+        err instanceof Error ? err.message : String(err)
+      }`,
+      { cause: err },
+    );
+  }
 }
 
 /** Copies both ways until either side ends; the first line loses its absolute-form target. */
