@@ -109,6 +109,10 @@ export function listen(
       const streamed = cl === null && req.body !== null && ci.protocol !== "http/1.1";
       if (streamed) req = confirmedEnd(req);
       else if ((cl === null || cl === "0") && !req.headers.has("transfer-encoding")) {
+        // A WebSocket upgrade's signal is made now, so that it aborts if the client leaves while
+        // the upstream is connected: made later it never does, and an upgrade answered to a
+        // client that has left holds its connection for good (Deno 2.9.6; websocket_deno.ts).
+        if (req.headers.has("upgrade")) req.signal;
         return opts.handler(req, ci);
       } else if (ci.protocol !== "http/1.1") {
         // Deno makes a request's signal when first asked for, and one made after the client

@@ -90,6 +90,12 @@ export function createWebSocketProxy(opts: WebSocketProxyOptions): WebSocketProx
           },
         );
       }
+      if (req.signal.aborted) {
+        // Read, so that the upstream's answer to the close frame is seen and the connection ends.
+        up.start({ message() {}, closed() {} });
+        up.close(1000, "Client went away");
+        throw clientGone();
+      }
       let upgrade: Deno.WebSocketUpgrade;
       try {
         // Deno pings after idleTimeout / 2 s of silence and closes after as long again without a
@@ -111,6 +117,7 @@ export function createWebSocketProxy(opts: WebSocketProxyOptions): WebSocketProx
       return upgrade.response;
     },
     reject(req, code, reason) {
+      if (req.signal.aborted) throw clientGone();
       const { socket, response } = Deno.upgradeWebSocket(req, { idleTimeout: 0 });
       socket.onopen = () => socket.close(code, clip(reason));
       return response;
@@ -134,6 +141,14 @@ export function createWebSocketProxy(opts: WebSocketProxyOptions): WebSocketProx
     },
     size: () => live.size,
   };
+}
+
+/**
+ * A client that left before its upgrade was answered: Deno 2.9.6 never opens nor closes a socket
+ * upgraded for it, and holds its TCP connection (CLOSE-WAIT) until the process ends.
+ */
+function clientGone(): ProxyError {
+  return new ProxyError("client_gone", "Client went away during the WebSocket handshake");
 }
 
 /** The client's answer when the upstream refused the upgrade with an HTTP status. */

@@ -4,6 +4,7 @@
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import { waitFor } from "../_harness.ts";
+import { rawServer, readRequest, write } from "../_upstream_peers.ts";
 import {
   closed,
   connect,
@@ -275,4 +276,49 @@ Deno.test("a malformed WebSocket handshake gets 400, an unknown version 426", as
   assert.equal(twice.status, 400);
   await twice.body?.cancel();
   assert.equal(up.requests.length, 0);
+});
+
+/** This process's open sockets (Prox, its upstreams and the clients all run here). */
+function openSockets(): number {
+  return [...Deno.readDirSync("/proc/self/fd")].filter((e) => {
+    try {
+      return Deno.readLinkSync(`/proc/self/fd/${e.name}`).startsWith("socket:");
+    } catch {
+      return false;
+    }
+  }).length;
+}
+
+Deno.test("a client that leaves before its upgrade is answered leaves no connection behind", async () => {
+  // An upstream that accepts the handshake after 150 ms, and one that drops it after 150 ms (the
+  // client gets 1014 then): by then the clients have gone.
+  await using slow = await wsUpstream(undefined, {
+    verifyClient: (_info: unknown, cb: (ok: boolean) => void) => setTimeout(() => cb(true), 150),
+  });
+  await using dropping = rawServer(async (c) => {
+    await readRequest(c);
+    await new Promise((r) => setTimeout(r, 150));
+  });
+  await using prox = await startWsProxy(`
+routes:
+  /slow: { type: websocket, target: "${slow.url}" }
+  /dropping: { type: websocket, target: "${dropping.url.replace("http", "ws")}" }
+`);
+  const before = openSockets();
+  for (const path of ["/slow", "/dropping", "/slow", "/dropping"]) {
+    // The handshake, then the client closes its connection at once.
+    const c = await Deno.connect({ hostname: "127.0.0.1", port: prox.port });
+    await write(
+      c,
+      `GET ${path} HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+        "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    );
+    c.close();
+  }
+  // Deno 2.9.6 holds the connection of a client upgraded after it left (CLOSE-WAIT) for good.
+  await waitFor(() => openSockets() <= before, {
+    what: "Prox's side of the clients' connections closed",
+    timeoutMs: 5_000,
+  });
+  assert.equal(slow.sockets.size, 0, "the upstream's WebSocket was closed too");
 });
