@@ -34,7 +34,12 @@ import {
 } from "./adapters/metrics_prom.ts";
 import type { AdminCallbacks } from "./adapters/admin.ts";
 import { followAdmin } from "./adapters/admin_follow.ts";
-import { buildStatus, createStatusRecorder, listenerViews } from "./adapters/admin_status.ts";
+import {
+  buildStatus,
+  createStatusRecorder,
+  listenerViews,
+  targetPools,
+} from "./adapters/admin_status.ts";
 import { createDenoFileStore } from "./adapters/files_deno.ts";
 import { explainRequest } from "./proxy/explain.ts";
 import { createRateLimitStores, keysPerRoute, limiterIds } from "./adapters/rate_limit_stores.ts";
@@ -115,7 +120,7 @@ export async function startServer(
   let accessLog = accessLogFor(config);
   // Pool limits are read once at start-up (a reload keeps the running pools).
   const pool = config.upstream_pool;
-  const upstream = opts.upstream ?? createUpstreamClient({
+  const ownClient = opts.upstream ? null : createUpstreamClient({
     maxConnectionsPerUpstream: pool.max_connections_per_upstream,
     maxIdlePerUpstream: pool.max_idle_per_upstream,
     idleTimeout: pool.idle_timeout,
@@ -123,6 +128,7 @@ export async function startServer(
     queueTimeout: pool.queue_timeout,
     traceContext: otelEnabled(denoEnv.env) ? await traceContextSource() : undefined,
   });
+  const upstream = opts.upstream ?? ownClient!;
   const files: FileStore = opts.files ?? createDenoFileStore();
 
   let version = 1;
@@ -332,6 +338,7 @@ export async function startServer(
         lastReload: reloads.last(),
         listeners: listenerViews(set.named(), { h3: h3.listener, admin: admin.listener }),
         upstreamViews: upstreams.list(),
+        pools: ownClient?.pools(),
         limiterKeys: limiterKeys(),
         caches: caches.sizes(),
         acme: certs.acme?.status() ?? null,
@@ -367,6 +374,9 @@ export async function startServer(
   });
   prom?.observe({
     upstreams: () => upstreams.list(),
+    pools: ownClient
+      ? () => targetPools(upstreams.list().map((u) => u.id), ownClient.pools())
+      : undefined,
     limiterKeys,
     cacheSizes: () => caches.sizes(),
     ready: adminApi.ready,

@@ -49,12 +49,14 @@ function render(s) {
     for (const w of lr.warnings ?? []) rel.append($("div", "warning: " + w, "meta")); } else rel.append($("span", "No reload since start", "meta"));
   table("routes", ["Route", "Type", "Hosts", "Targets", "Rate limit", "Access"], s.routes.map((r) =>
     [$("code", r.id), r.type, r.hosts.join(", "), r.targets.join(", "), r.rateLimit ?? "", r.access ?? ""]));
-  table("upstreams", ["Upstream", "Health", "Since", "Reason", "In flight", "Latency", "Routes"], s.upstreams.map((u) =>
+  const pool = (p) => !p ? "" : p.busy + " busy, " + p.idle + " idle" + (p.waiting ? ", " + p.waiting + " waiting" : "") +
+    (p.h2Streams !== null ? ", " + p.h2Streams + " h2 streams" : "") + "; " + p.opened + " opened, " + p.reused + " reused";
+  table("upstreams", ["Upstream", "Health", "Since", "Reason", "In flight", "Latency", "Connections", "Routes"], s.upstreams.map((u) =>
     [$("code", u.url), $("span", u.healthy === null ? "unknown" : u.healthy ? "up" : "down",
       u.healthy === null ? "unk" : u.healthy ? "up" : "down"), ago(u.since),
       (u.reason ?? "") + (u.ejectedForMs > 0 ? " (ejected " + Math.ceil(u.ejectedForMs / 1000) + "s more)" : "") +
         (u.slowStart ?? []).map((r) => " (slow start on " + r.route + ": " + r.weightPercent + " % of its weight)").join(""),
-      u.inFlight ?? "", u.latencyMs === null ? "" : u.latencyMs + " ms", u.routes.join(", ")]));
+      u.inFlight ?? "", u.latencyMs === null ? "" : u.latencyMs + " ms", pool(u.pool), u.routes.join(", ")]));
   table("limiters", ["Route", "Keys"], Object.entries(s.limiterKeys).map(([k, v]) => [k, v]));
   table("caches", ["Route", "Responses", "Bytes"], Object.entries(s.caches ?? {}).map(([k, v]) => [k, v.entries, v.bytes]));
   table("certs", ["Certificate", "Expires", "Days left"], s.certificates.map((c) =>

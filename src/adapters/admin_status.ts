@@ -28,6 +28,62 @@ export interface UpstreamStatus {
   ejectedForMs: number;
   /** Routes whose `slow_start` still ramps this target up: the share of its weight it takes. */
   slowStart: { route: string; weightPercent: number }[];
+  /** The connection pool of this target's origin (shared by targets of one origin), if known. */
+  pool: TargetPool | null;
+}
+
+/** An upstream origin's connection pool in this process, summed over its pool keys. */
+export interface TargetPool {
+  /** HTTP/1.1 connections carrying a request (or being opened), and parked ones. */
+  busy: number;
+  idle: number;
+  /** Requests waiting for a connection or, over HTTP/2, a request slot. */
+  waiting: number;
+  /** HTTP/1.1 connections opened and requests sent on a reused one, since start. */
+  opened: number;
+  reused: number;
+  /** HTTP/2 requests in flight (fetch does not show its connections); null: not h2. */
+  h2Streams: number | null;
+}
+
+/** What the upstream client reports per pool key (upstream_client.ts's UpstreamPoolStats). */
+export type PoolRow = TargetPool & { origin: string };
+
+/** Each target's pool figures: the rows of its URL's origin summed (zero when none). */
+export function targetPools(
+  targets: Iterable<string>,
+  rows: readonly PoolRow[],
+): Map<string, TargetPool> {
+  const byOrigin = new Map<string, TargetPool>();
+  for (const r of rows) {
+    const p = byOrigin.get(r.origin);
+    if (!p) {
+      const { origin: _, ...figures } = r;
+      byOrigin.set(r.origin, figures);
+      continue;
+    }
+    p.busy += r.busy;
+    p.idle += r.idle;
+    p.waiting += r.waiting;
+    p.opened += r.opened;
+    p.reused += r.reused;
+    if (r.h2Streams !== null) p.h2Streams = (p.h2Streams ?? 0) + r.h2Streams;
+  }
+  const out = new Map<string, TargetPool>();
+  for (const t of targets) {
+    let origin: string;
+    try {
+      origin = new URL(t).origin;
+    } catch {
+      continue;
+    }
+    const p = byOrigin.get(origin);
+    out.set(
+      t,
+      p ? { ...p } : { busy: 0, idle: 0, waiting: 0, opened: 0, reused: 0, h2Streams: null },
+    );
+  }
+  return out;
 }
 
 /** What the balancer's registry knows about a target (a subset of its `list()` rows). */
@@ -223,6 +279,8 @@ export function buildStatus(
     limiterKeys?: Record<string, number>;
     caches?: Record<string, { bytes: number; entries: number }>;
     upstreamViews?: readonly UpstreamView[];
+    /** The upstream client's pools; absent: `pool` is null (an injected client). */
+    pools?: readonly PoolRow[];
     acme?: AcmeStatus | null;
   },
 ): StatusJson {
@@ -258,6 +316,7 @@ export function buildStatus(
       return f < 1 ? [{ route, weightPercent: Math.floor(f * 100) }] : [];
     });
   };
+  const pools = opts.pools ? targetPools(byTarget.keys(), opts.pools) : new Map();
   const upstreams = [...byTarget].map(([url, rs]): UpstreamStatus => {
     const h = opts.recorder.health(url);
     const v = views.get(url);
@@ -271,6 +330,7 @@ export function buildStatus(
       latencyMs: v ? Math.round(v.latencyMs * 10) / 10 : null,
       ejectedForMs: v?.ejectedForMs ?? 0,
       slowStart: ramps(rs, v?.backForMs),
+      pool: pools.get(url) ?? null,
     };
   });
   const certificates = [...opts.recorder.certificates()].map(([name, notAfter]) => ({

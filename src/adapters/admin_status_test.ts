@@ -1,5 +1,10 @@
 import assert from "node:assert/strict";
-import { buildStatus, certificateNotAfter, createStatusRecorder } from "./admin_status.ts";
+import {
+  buildStatus,
+  certificateNotAfter,
+  createStatusRecorder,
+  targetPools,
+} from "./admin_status.ts";
 import { noopMetrics } from "../ports.ts";
 import { parseConfig } from "../config/parse.ts";
 import { buildSnapshot } from "../proxy/snapshot.ts";
@@ -79,6 +84,15 @@ Deno.test("buildStatus lists routes with hosts and targets, upstreams with their
     },
     listeners: [],
     limiterKeys: { "/api": 4 },
+    pools: [{
+      origin: "http://a:1",
+      busy: 1,
+      idle: 2,
+      waiting: 3,
+      opened: 4,
+      reused: 5,
+      h2Streams: null,
+    }],
   });
   assert.equal(s.config.version, 7);
   assert.deepEqual(s.config.lastReload?.errors, ["t.yaml:3:5: routes: bad"]);
@@ -105,6 +119,9 @@ Deno.test("buildStatus lists routes with hosts and targets, upstreams with their
   const b = s.upstreams.find((u) => u.url === "http://b:2")!;
   assert.equal(b.healthy, false);
   assert.equal(b.reason, "ejected: 5 failures in 10s");
+  assert.deepEqual(a.pool, { busy: 1, idle: 2, waiting: 3, opened: 4, reused: 5, h2Streams: null });
+  // A target never connected to yet: an empty pool.
+  assert.deepEqual(b.pool, { busy: 0, idle: 0, waiting: 0, opened: 0, reused: 0, h2Streams: null });
   assert.deepEqual(s.certificates, [{ name: "main", notAfter: 864_000_000, daysLeft: 9 }]);
   assert.equal(s.prox.uptimeSeconds, 86_400);
 });
@@ -167,4 +184,33 @@ routes:
   const of = (url: string) => s.upstreams.find((u) => u.url === url)!.slowStart;
   assert.deepEqual(of("http://a:1"), [{ route: "/slow", weightPercent: 25 }]);
   assert.deepEqual(of("http://b:2"), [], "never left");
+});
+
+Deno.test("targetPools sums an origin's pool keys for each target of that origin", () => {
+  const zero = { busy: 0, idle: 0, waiting: 0, opened: 0, reused: 0, h2Streams: null };
+  const pools = targetPools(
+    ["http://a:1", "http://a:1/api", "https://s:443/x", "http://c:3", "unix:/run/x.sock"],
+    [
+      { ...zero, origin: "http://a:1", busy: 2, idle: 1, opened: 3, reused: 10 },
+      // The same origin's PROXY-protocol pool: one connection per request.
+      { ...zero, origin: "http://a:1", busy: 1, waiting: 4, opened: 20 },
+      // An h2 origin with an HTTP/1.1 pool beside it (requests fetch cannot send).
+      { ...zero, origin: "https://s", idle: 1, opened: 1, waiting: 1 },
+      { ...zero, origin: "https://s", waiting: 2, h2Streams: 5 },
+    ],
+  );
+  const a = { busy: 3, idle: 1, waiting: 4, opened: 23, reused: 10, h2Streams: null };
+  assert.deepEqual(pools.get("http://a:1"), a);
+  assert.deepEqual(pools.get("http://a:1/api"), a, "a target with a path shares its origin's pool");
+  assert.notEqual(pools.get("http://a:1"), pools.get("http://a:1/api"), "copies, not one object");
+  assert.deepEqual(pools.get("https://s:443/x"), {
+    busy: 0,
+    idle: 1,
+    waiting: 3,
+    opened: 1,
+    reused: 0,
+    h2Streams: 5,
+  });
+  assert.deepEqual(pools.get("http://c:3"), zero);
+  assert.equal(pools.get("unix:/run/x.sock")?.opened ?? 0, 0);
 });

@@ -30,6 +30,7 @@ const STATUS: StatusJson = {
     latencyMs: 1.5,
     ejectedForMs: 0,
     slowStart: [],
+    pool: { busy: 1, idle: 2, waiting: 0, opened: 5, reused: 40, h2Streams: null },
   }],
   limiterKeys: {},
   caches: {},

@@ -8,6 +8,7 @@
 
 import { Counter, Gauge, Registry } from "./prom_classes.ts";
 import type { ClientInfo, Handler, Metrics, Protocol } from "../ports.ts";
+import type { TargetPool } from "./admin_status.ts";
 import { HotCounter, HotHistogram } from "./metrics_hot.ts";
 import { registerProcessMetrics } from "./metrics_process.ts";
 
@@ -25,6 +26,8 @@ export interface PromMetrics extends Metrics {
 /** Runtime state the server lets the exposition read at scrape time. */
 export interface RuntimeViews {
   upstreams(): readonly { id: string; inFlight: number }[];
+  /** Each target's connection pool (admin_status.ts's targetPools). */
+  pools?(): ReadonlyMap<string, TargetPool>;
   /** Client keys held per route id by the in-memory rate limiter. */
   limiterKeys(): Record<string, number>;
   /** Bytes and entries held per route id by the response caches. */
@@ -320,6 +323,73 @@ export function createPromMetrics(
     collect() {
       this.reset();
       for (const u of runtime?.upstreams() ?? []) this.set({ backend: u.id }, u.inFlight);
+    },
+  });
+  // The pools' figures, computed once for the five metrics below: a scrape calls their collect()
+  // one after another before anything awaits; the next microtask forgets them.
+  let poolScrape: ReadonlyMap<string, TargetPool> | null = null;
+  const pools = () => {
+    if (!poolScrape) {
+      poolScrape = runtime?.pools?.() ?? new Map();
+      queueMicrotask(() => poolScrape = null);
+    }
+    return poolScrape;
+  };
+  new Gauge({
+    name: "prox_upstream_connections",
+    help: "HTTP/1.1 connections to each target's origin: busy (carrying a request or being " +
+      "opened) and idle (kept alive for reuse)",
+    labelNames: ["backend", "state"] as const,
+    registers,
+    collect() {
+      this.reset();
+      for (const [backend, p] of pools()) {
+        this.set({ backend, state: "busy" }, p.busy);
+        this.set({ backend, state: "idle" }, p.idle);
+      }
+    },
+  });
+  new Gauge({
+    name: "prox_upstream_waiting",
+    help: "Requests waiting for a connection to each target's origin (upstream_pool queue)",
+    labelNames: ["backend"] as const,
+    registers,
+    collect() {
+      this.reset();
+      for (const [backend, p] of pools()) this.set({ backend }, p.waiting);
+    },
+  });
+  new Counter({
+    name: "prox_upstream_connections_opened_total",
+    help: "HTTP/1.1 connections opened to each target's origin (one per request with " +
+      "proxy_protocol)",
+    labelNames: ["backend"] as const,
+    registers,
+    collect() {
+      this.reset();
+      for (const [backend, p] of pools()) this.inc({ backend }, p.opened);
+    },
+  });
+  new Counter({
+    name: "prox_upstream_connections_reused_total",
+    help: "HTTP/1.1 requests sent to each target's origin on a kept-alive connection",
+    labelNames: ["backend"] as const,
+    registers,
+    collect() {
+      this.reset();
+      for (const [backend, p] of pools()) this.inc({ backend }, p.reused);
+    },
+  });
+  new Gauge({
+    name: "prox_upstream_h2_streams",
+    help: "HTTP/2 requests in flight to each target's origin (fetch's connections are not shown)",
+    labelNames: ["backend"] as const,
+    registers,
+    collect() {
+      this.reset();
+      for (const [backend, p] of pools()) {
+        if (p.h2Streams !== null) this.set({ backend }, p.h2Streams);
+      }
     },
   });
   new Gauge({

@@ -236,3 +236,33 @@ Deno.test("createPromMetrics: an ejection that ran out shows in the scrape that 
   const t = await m.text();
   assert.equal(value(t, 'prox_backend_health_status{backend="http://a:1"}'), 1);
 });
+
+Deno.test("createPromMetrics observe() reads the upstream pools at scrape time", async () => {
+  const m = createPromMetrics({ processMetrics: false });
+  let opened = 3;
+  let calls = 0;
+  m.observe({
+    upstreams: () => [],
+    limiterKeys: () => ({}),
+    pools() {
+      calls++;
+      return new Map([
+        ["http://a:1", { busy: 2, idle: 5, waiting: 1, opened, reused: 40, h2Streams: null }],
+        ["https://b:2", { busy: 0, idle: 0, waiting: 0, opened: 0, reused: 0, h2Streams: 7 }],
+      ]);
+    },
+  });
+  let t = await m.text();
+  assert.equal(value(t, 'prox_upstream_connections{backend="http://a:1",state="busy"}'), 2);
+  assert.equal(value(t, 'prox_upstream_connections{backend="http://a:1",state="idle"}'), 5);
+  assert.equal(value(t, 'prox_upstream_waiting{backend="http://a:1"}'), 1);
+  assert.equal(value(t, 'prox_upstream_connections_opened_total{backend="http://a:1"}'), 3);
+  assert.equal(value(t, 'prox_upstream_connections_reused_total{backend="http://a:1"}'), 40);
+  assert.equal(value(t, 'prox_upstream_h2_streams{backend="https://b:2"}'), 7);
+  assert.doesNotMatch(t, /prox_upstream_h2_streams\{backend="http:\/\/a:1"\}/);
+  assert.match(t, /# TYPE prox_upstream_connections_opened_total counter/);
+  assert.equal(calls, 1, "the pools are read once per scrape");
+  opened = 9;
+  t = await m.text();
+  assert.equal(value(t, 'prox_upstream_connections_opened_total{backend="http://a:1"}'), 9);
+});

@@ -44,7 +44,33 @@ export interface UpstreamClientOptions extends Partial<UpstreamPoolOptions> {
 
 /** The client plus pool counters for status pages and tests. */
 export interface PooledUpstreamClient extends UpstreamClient {
+  /** The live HTTP/1.1 pools by pool key. */
   stats(): OriginStats[];
+  /** Every pool by upstream origin, computed now (admin `/status`, metrics). */
+  pools(): UpstreamPoolStats[];
+}
+
+/** One pool key's figures under its upstream origin (several keys can share one origin). */
+export interface UpstreamPoolStats {
+  /** `http://host:port` as URL.origin spells it. */
+  origin: string;
+  /** HTTP/1.1 connections carrying a request or being opened. */
+  busy: number;
+  idle: number;
+  /** Requests waiting for a connection (HTTP/1.1) or a request slot (HTTP/2). */
+  waiting: number;
+  /** HTTP/1.1 connections opened since start. */
+  opened: number;
+  /** HTTP/1.1 requests sent on a kept-alive connection. */
+  reused: number;
+  /** HTTP/2 requests in flight, null when the origin did not choose h2. */
+  h2Streams: number | null;
+}
+
+/** The upstream origin of a pool key made by keyOf (an http key is the bare host). */
+export function originOfKey(key: string): string {
+  if (!key.startsWith("https://")) return new URL(`http://${key.split("|")[0]}`).origin;
+  return new URL(key.split("|")[0]).origin;
 }
 
 // CA lists get small ids for pool keys: by identity (fast), else by content, since every reload
@@ -353,6 +379,41 @@ export function createUpstreamClient(opts: UpstreamClientOptions = {}): PooledUp
       return sendH1(key, req);
     },
     stats: () => pool.stats(),
+    pools() {
+      const rows = new Map<string, UpstreamPoolStats>();
+      for (const s of pool.stats(true)) {
+        rows.set(s.origin, {
+          origin: originOfKey(s.origin),
+          busy: s.open - s.idle,
+          idle: s.idle,
+          waiting: s.queued,
+          opened: s.opened,
+          reused: s.reused,
+          h2Streams: null,
+        });
+      }
+      // fetch keeps its h2 connections to itself: what Prox sees is its requests.
+      for (const [key, p] of protocols) {
+        if (p !== "h2") continue;
+        const slots = h2Slots.stats(key);
+        const row = rows.get(key);
+        if (row) {
+          row.h2Streams = slots.active;
+          row.waiting += slots.queued;
+          continue;
+        }
+        rows.set(key, {
+          origin: originOfKey(key),
+          busy: 0,
+          idle: 0,
+          waiting: slots.queued,
+          opened: 0,
+          reused: 0,
+          h2Streams: slots.active,
+        });
+      }
+      return [...rows.values()];
+    },
     async close(): Promise<void> {
       pool.close();
       await h2.close();

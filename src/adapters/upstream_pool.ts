@@ -28,11 +28,27 @@ export const DEFAULT_POOL_OPTIONS: UpstreamPoolOptions = {
 
 /** Counters of one origin's pool (for tests, status and metrics). */
 export interface OriginStats {
+  /** The pool key (upstream_client.ts's keyOf). */
   origin: string;
+  /** Connections open or connecting, idle ones included. */
   open: number;
   idle: number;
+  /** Requests waiting for a connection. */
   queued: number;
+  /** Connections opened since start (a PROXY-protocol pool opens one per request). */
+  opened: number;
+  /** Requests sent on a connection that an earlier one used. */
+  reused: number;
 }
+
+/** Since-start counts of one pool key; kept while its pool comes and goes. */
+interface Totals {
+  opened: number;
+  reused: number;
+}
+
+/** Most pool keys whose totals are kept once their pool is gone (reloads change targets). */
+const MAX_TOTALS = 1024;
 
 interface Waiter {
   /** `conn` is a handed-over connection; null grants a slot to open a new one. */
@@ -54,6 +70,7 @@ interface Origin {
   waiters: Waiter[];
   /** Live (not done) waiters. */
   queued: number;
+  totals: Totals;
 }
 
 /** The pools of one client. */
@@ -73,7 +90,11 @@ export interface ConnectionPool {
   ): H1Connection | Promise<H1Connection>;
   /** Gives a connection back; it is parked or handed on only when `reusable`. */
   release(key: string, conn: H1Connection, reusable: boolean): void;
-  stats(): OriginStats[];
+  /**
+   * Each pool's figures, computed now: the live pools, or with `all` also the keys whose pools
+   * closed (all zero but their totals).
+   */
+  stats(all?: boolean): OriginStats[];
   /** Closes every connection and fails every waiter. */
   close(): void;
 }
@@ -81,6 +102,7 @@ export interface ConnectionPool {
 /** Creates the per-origin pools with the given limits. */
 export function createConnectionPool(opts: UpstreamPoolOptions): ConnectionPool {
   const origins = new Map<string, Origin>();
+  const totals = new Map<string, Totals>();
   const all = new Set<H1Connection>();
   let sweeper: ReturnType<typeof setInterval> | undefined;
   let closed = false;
@@ -94,7 +116,14 @@ export function createConnectionPool(opts: UpstreamPoolOptions): ConnectionPool 
   const originOf = (key: string): Origin => {
     let o = origins.get(key);
     if (!o) {
-      o = { key, open: 0, idle: [], waiters: [], queued: 0 };
+      let t = totals.get(key);
+      if (!t) {
+        if (totals.size >= MAX_TOTALS) {
+          for (const k of totals.keys()) if (!origins.has(k)) totals.delete(k);
+        }
+        totals.set(key, t = { opened: 0, reused: 0 });
+      }
+      o = { key, open: 0, idle: [], waiters: [], queued: 0, totals: t };
       origins.set(key, o);
     }
     return o;
@@ -230,6 +259,7 @@ export function createConnectionPool(opts: UpstreamPoolOptions): ConnectionPool 
         w.grant(null);
       } else if (w) {
         conn.unpark();
+        o.totals.reused++;
         w.grant(conn);
       } else if (!park(o, conn)) drop(o, conn);
     });
@@ -249,6 +279,7 @@ export function createConnectionPool(opts: UpstreamPoolOptions): ConnectionPool 
       throw new ProxyError("shutting_down", "Upstream client is closed", { sentNothing: true });
     }
     all.add(c);
+    o.totals.opened++;
     c.unpark();
     return c;
   };
@@ -267,6 +298,7 @@ export function createConnectionPool(opts: UpstreamPoolOptions): ConnectionPool 
           const c = o.idle.pop()!;
           if (!c.dead && now - c.idleSince < c.idleLimit) {
             c.unpark();
+            o.totals.reused++;
             return c;
           }
           // Dead, or idle for nearly as long as the upstream's Keep-Alive timeout: it may be
@@ -343,13 +375,21 @@ export function createConnectionPool(opts: UpstreamPoolOptions): ConnectionPool 
       drop(o, conn);
     },
 
-    stats() {
-      return [...origins.values()].map((o) => ({
+    stats(all = false) {
+      const rows = [...origins.values()].map((o) => ({
         origin: o.key,
         open: o.open,
         idle: o.idle.length,
         queued: o.queued,
+        opened: o.totals.opened,
+        reused: o.totals.reused,
       }));
+      if (!all) return rows;
+      for (const [key, t] of totals) {
+        if (origins.has(key)) continue;
+        rows.push({ origin: key, open: 0, idle: 0, queued: 0, ...t });
+      }
+      return rows;
     },
 
     close() {

@@ -202,6 +202,16 @@ Deno.test("upstream client over TLS: h2 requests obey the pool limits (in flight
     // fetch would have sent this one too and queued it without bound; the pool sheds it.
     await assert.rejects(send(), (e) => e instanceof ProxyError && e.kind === "overloaded");
     assert.equal(gates.length, 2);
+    // What the admin API can know of fetch's h2: the requests in flight and waiting.
+    assert.deepEqual(client.pools(), [{
+      origin: new URL(up.url).origin,
+      busy: 0,
+      idle: 0,
+      waiting: 1,
+      opened: 0,
+      reused: 0,
+      h2Streams: 2,
+    }]);
     gates.shift()!();
     assert.equal(await (await first[0]).text(), "slow");
     // The finished body freed a slot: the queued request goes through.

@@ -52,6 +52,21 @@ export interface TopRoute {
   rateLimited: number;
 }
 
+/** An upstream origin's connection pool: now, and over the interval. */
+export interface TopPool {
+  /** HTTP/1.1 connections carrying a request, and parked for reuse. */
+  busy: number;
+  idle: number;
+  /** Requests waiting for a connection (or an HTTP/2 request slot). */
+  waiting: number;
+  /** Connections opened per second (each leaves a TIME_WAIT socket once closed). */
+  openedPerSecond: number;
+  /** Requests on a reused connection over all HTTP/1.1 requests; null: none in the interval. */
+  reuseRatio: number | null;
+  /** HTTP/2 requests in flight; null when the origin does not speak h2. */
+  h2Streams: number | null;
+}
+
 /** What `prox top` shows and `--format json` prints. */
 export interface TopSnapshot {
   version: string;
@@ -77,6 +92,8 @@ export interface TopSnapshot {
     inFlight: number | null;
     latencyMs: number | null;
     ejectedForSeconds: number;
+    /** Its origin's connection pool, summed over workers; null when /metrics has none. */
+    pool: TopPool | null;
   }[];
   /** Response cache hits (hit and updating) over cache lookups in the interval; null: none. */
   cache: { lookups: number; hitRatio: number | null };
@@ -94,6 +111,11 @@ export const TOP_METRICS = new Set([
   "prox_rate_limit_hits_total",
   "prox_cache_requests_total",
   "prox_build_info",
+  "prox_upstream_connections",
+  "prox_upstream_waiting",
+  "prox_upstream_connections_opened_total",
+  "prox_upstream_connections_reused_total",
+  "prox_upstream_h2_streams",
 ]);
 
 /** A counter's increase between polls; a smaller value means Prox restarted (counts from 0). */
@@ -223,6 +245,7 @@ export function topSnapshot(prev: TopPoll, cur: TopPoll): TopSnapshot {
     const p = s.labels.protocol ?? "";
     connections[p] = (connections[p] ?? 0) + s.value;
   }
+  const pools = poolsOf(prev.samples, cur.samples, secs);
   let lookups = 0;
   let hits = 0;
   for (const s of increases(prev.samples, cur.samples, "prox_cache_requests_total", ["result"])) {
@@ -258,12 +281,59 @@ export function topSnapshot(prev: TopPoll, cur: TopPoll): TopSnapshot {
       inFlight: u.inFlight,
       latencyMs: u.latencyMs === null ? null : round(u.latencyMs, 1),
       ejectedForSeconds: Math.ceil(u.ejectedForMs / 1000),
+      pool: pools?.get(u.url) ?? null,
     })).sort((a, b) => b.perSecond - a.perSecond || a.url.localeCompare(b.url)),
     cache: { lookups, hitRatio: lookups > 0 ? round(hits / lookups, 3) : null },
     certificates: st.certificates.map((c) => ({ name: c.name, daysLeft: c.daysLeft }))
       .sort((a, b) => a.daysLeft - b.daysLeft),
     note: "p50/p95 are estimates from the histogram buckets over the interval",
   };
+}
+
+/**
+ * Each backend's pool from the `prox_upstream_*` series (workers summed); null when the scrape
+ * has none (an older Prox, or one embedded with its own upstream client).
+ */
+function poolsOf(
+  prev: PromSample[],
+  cur: PromSample[],
+  secs: number,
+): Map<string, TopPool> | null {
+  const pools = new Map<string, TopPool>();
+  const pool = (backend: string) => {
+    let p = pools.get(backend);
+    if (!p) {
+      p = { busy: 0, idle: 0, waiting: 0, openedPerSecond: 0, reuseRatio: null, h2Streams: null };
+      pools.set(backend, p);
+    }
+    return p;
+  };
+  for (const s of cur) {
+    const backend = s.labels.backend ?? "";
+    if (s.name === "prox_upstream_connections") {
+      if (s.labels.state === "busy") pool(backend).busy += s.value;
+      else if (s.labels.state === "idle") pool(backend).idle += s.value;
+    } else if (s.name === "prox_upstream_waiting") pool(backend).waiting += s.value;
+    else if (s.name === "prox_upstream_h2_streams") {
+      const p = pool(backend);
+      p.h2Streams = (p.h2Streams ?? 0) + s.value;
+    }
+  }
+  if (pools.size === 0) return null;
+  const opened = new Map<string, number>();
+  for (
+    const s of increases(prev, cur, "prox_upstream_connections_opened_total", ["backend"])
+  ) {
+    opened.set(s.labels.backend ?? "", s.value);
+    pool(s.labels.backend ?? "").openedPerSecond = round(s.value / secs);
+  }
+  for (
+    const s of increases(prev, cur, "prox_upstream_connections_reused_total", ["backend"])
+  ) {
+    const all = s.value + (opened.get(s.labels.backend ?? "") ?? 0);
+    if (all > 0) pool(s.labels.backend ?? "").reuseRatio = round(s.value / all, 3);
+  }
+  return pools;
 }
 
 /** Checks that `/status` JSON looks like Prox's; returns what is missing, or null. */

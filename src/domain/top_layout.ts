@@ -110,6 +110,31 @@ export function layoutTop(snap: TopSnapshot, o: LayoutOptions): string[] {
       ]);
       out.push(u.healthy === false ? red(line) : line);
     }
+    const pooled = snap.upstreams.filter((u) => u.pool !== null);
+    if (pooled.length > 0) {
+      // Connections to each target's origin: a queue (WAIT) means the pool limit is reached;
+      // NEW/S with low REUSE, that keep-alive does not hold (a TIME_WAIT socket per connection).
+      out.push("");
+      const pw = [6, 6, 6, 8, 7, 5];
+      const poolW = Math.max(8, width - pw.reduce((a, b) => a + b, 0));
+      const prow = (u: string, cells: string[]) =>
+        fit(
+          truncate(u, poolW - 1).padEnd(poolW) + cells.map((c, i) => c.padStart(pw[i])).join(""),
+        );
+      out.push(bold(prow("CONNECTIONS", ["BUSY", "IDLE", "WAIT", "NEW/S", "REUSE", "H2"])));
+      for (const u of pooled) {
+        const p = u.pool!;
+        const line = prow(u.url, [
+          String(p.busy),
+          String(p.idle),
+          String(p.waiting),
+          num(p.openedPerSecond),
+          p.reuseRatio === null ? "-" : `${Math.round(p.reuseRatio * 100)}%`,
+          p.h2Streams === null ? "-" : String(p.h2Streams),
+        ]);
+        out.push(p.waiting > 0 ? red(line) : line);
+      }
+    }
   }
   if (snap.certificates.length > 0) {
     out.push("");

@@ -49,6 +49,8 @@ prox_rate_limit_hits_total{route="/api",action="limited"} 5
 prox_rate_limit_hits_total{route="/api",action="allowed"} 146
 prox_cache_requests_total{route="/web",result="hit"} 10
 prox_backend_requests_total{backend="http://a:1",route="/api",status="200"} 150
+prox_upstream_connections_opened_total{backend="http://a:1",worker="0"} 10
+prox_upstream_connections_reused_total{backend="http://a:1",worker="0"} 100
 `),
 };
 
@@ -73,6 +75,14 @@ prox_cache_requests_total{route="/web",result="miss"} 1
 prox_backend_requests_total{backend="http://a:1",route="/api",status="200"} 180
 prox_active_connections{protocol="h2",worker="0"} 3
 prox_active_connections{protocol="h2",worker="1"} 1
+prox_upstream_connections{backend="http://a:1",state="busy",worker="0"} 2
+prox_upstream_connections{backend="http://a:1",state="busy",worker="1"} 1
+prox_upstream_connections{backend="http://a:1",state="idle",worker="0"} 5
+prox_upstream_waiting{backend="http://a:1",worker="0"} 0
+prox_upstream_waiting{backend="http://a:1",worker="1"} 3
+prox_upstream_connections_opened_total{backend="http://a:1",worker="0"} 20
+prox_upstream_connections_opened_total{backend="http://a:1",worker="1"} 2
+prox_upstream_connections_reused_total{backend="http://a:1",worker="0"} 118
 `),
 };
 
@@ -116,6 +126,8 @@ Deno.test("topSnapshot joins upstream health with their request rate", () => {
       inFlight: 2,
       latencyMs: 12.3,
       ejectedForSeconds: 0,
+      // Workers summed; 12 connections opened and 18 reused in 2 s.
+      pool: { busy: 3, idle: 5, waiting: 3, openedPerSecond: 6, reuseRatio: 0.6, h2Streams: null },
     },
     {
       url: "http://b:1",
@@ -124,8 +136,15 @@ Deno.test("topSnapshot joins upstream health with their request rate", () => {
       inFlight: 0,
       latencyMs: 0,
       ejectedForSeconds: 3,
+      pool: null,
     },
   ]);
+  // A Prox without pool metrics (older, or embedded with its own client): no pools at all.
+  const bare = (p: TopPoll) => ({
+    ...p,
+    samples: p.samples.filter((x) => !x.name.startsWith("prox_upstream_")),
+  });
+  assert.ok(topSnapshot(bare(before), bare(after)).upstreams.every((u) => u.pool === null));
   assert.deepEqual(s.config, { version: 3, lastReload: { ok: true, agoSeconds: 7, errors: [] } });
   assert.deepEqual(s.certificates, [{ name: "cert.pem", daysLeft: 9 }]);
 });
@@ -156,6 +175,10 @@ Deno.test("layoutTop fits the width, truncates names and colours only when asked
   // Busiest first.
   assert.ok(lines.indexOf(api) < lines.findIndex((l) => l.startsWith("/web ")));
   assert.ok(lines.some((l) => /^http:\/\/b:1 +out 3s +0 +0 +0ms$/.test(l)));
+  // The pool table: only targets with pool figures.
+  assert.ok(lines.some((l) => /^CONNECTIONS +BUSY +IDLE +WAIT +NEW\/S +REUSE +H2$/.test(l)));
+  assert.ok(lines.some((l) => /^http:\/\/a:1 +3 +5 +3 +6 +60% +-$/.test(l)));
+  assert.equal(lines.filter((l) => l.startsWith("http://b:1")).length, 1);
   assert.ok(lines.includes("certificate cert.pem: 9 days left"));
   assert.ok(lines.some((l) => l.includes("estimates")));
   const colored = layoutTop(s, { width: 72, color: true }).join("\n");

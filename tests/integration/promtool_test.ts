@@ -23,6 +23,10 @@ interopTest("promtool check metrics accepts the live exposition after mixed traf
       "prox_backend_request_duration_seconds_bucket{",
       "prox_tls_certificate_expiry_timestamp_seconds{",
       'prox_config_reload_total{result="success"} 2',
+      "prox_upstream_connections{",
+      "prox_upstream_waiting{",
+      "prox_upstream_connections_opened_total{",
+      "prox_upstream_connections_reused_total{",
     ]
   ) assert.ok(text.includes(s), `missing ${s}`);
   const out = await run("promtool", ["check", "metrics"], { stdin: text, timeoutMs: 20_000 });

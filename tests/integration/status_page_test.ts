@@ -30,6 +30,8 @@ interopTest(
       new RegExp(`<td><code>${p.upstream.url}</code></td><td><span class="up">up</span></td>`),
     );
     assert.match(dom, /<td>\/limited<\/td><td>1<\/td>/);
+    // The target's connection pool after the traffic: kept-alive connections, opened since start.
+    assert.match(dom, /<td>\d+ busy, \d+ idle; [1-9]\d* opened, \d+ reused<\/td>/);
     assert.match(dom, /config v1 · ready/);
     // The periodic refresh from /status succeeded with the browser's credentials.
     assert.match(dom, /<p id="updated" class="meta">Updated [^<]+<\/p>/);
