@@ -88,6 +88,19 @@ export async function replayCommand(files: string[], o: ReplayOptions): Promise<
   o.out(
     o.format === "json" ? JSON.stringify(reportJson(t, source), null, 2) : reportText(t, source),
   );
+  if (t.requests === 0 && t.unreplayable > 0) {
+    // Access records, but none could be replayed: nothing was checked either; say what was found.
+    const records = t.unreplayable === 1
+      ? "the 1 access record"
+      : `the ${t.unreplayable} access records`;
+    o.err(
+      `error: None of ${records} in ${
+        files.join(", ")
+      } could be replayed (${t.firstUnreplayable})\n` +
+        "  fix: replay needs the host and path each record logged to make a URL; check the log was not cut or edited",
+    );
+    return 1;
+  }
   if (t.requests === 0 && t.skipped > t.logLines) {
     // Lines, but none a JSON access record (NCSA lines, another program's log): nothing was
     // checked, which a CI job must not take for "nothing changed".
@@ -164,8 +177,15 @@ export function reportText(t: ReplayTally, s: Source): string {
   for (const a of ASSUMPTIONS) lines.push(`  ${a}`);
   if (t.skipped > 0) {
     const own = t.logLines > 0 ? ` (${t.logLines} of them Prox's own log lines)` : "";
-    const what = t.skipped === 1 ? "line that is not a request" : "lines that are not requests";
-    lines.push("", `Skipped ${t.skipped} ${what}${own}`);
+    const bad = t.unreplayable > 0
+      ? ` (${t.unreplayable} of them access records that cannot be replayed)`
+      : "";
+    const what = t.skipped === 1
+      ? bad ? "line" : "line that is not a request"
+      : bad
+      ? "lines"
+      : "lines that are not requests";
+    lines.push("", `Skipped ${t.skipped} ${what}${own}${bad}`);
     for (const x of t.skippedSamples) lines.push(`  ${x}`);
     if (t.skipped - t.logLines > t.skippedSamples.length) lines.push("  …");
   }

@@ -304,7 +304,7 @@ export class Replayer {
     try {
       [now, old] = await this.#outcomes(rec);
     } catch (e) {
-      return this.tally.skip(where, `cannot replay: ${e instanceof Error ? e.message : e}`);
+      return this.tally.unreplayed(where, `cannot replay: ${e instanceof Error ? e.message : e}`);
     }
     const change = old ? changeBetween(rec, old, now) : changeFromLog(rec, now, {
       authService: now.route !== null && this.#authRoutes.has(now.route),

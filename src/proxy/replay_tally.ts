@@ -29,6 +29,10 @@ export class ReplayTally {
   skipped = 0;
   /** Of the skipped lines, Prox's own log lines (start-up, reloads: stdout holds both). */
   logLines = 0;
+  /** Of the skipped lines, access records that cannot be replayed (a host that makes no URL). */
+  unreplayable = 0;
+  /** Why the first such record could not be replayed (file:line: reason). */
+  firstUnreplayable: string | undefined;
   /** The first few skipped lines other than log lines, with why. */
   skippedSamples: string[] = [];
   readonly #groups = new Map<string, ChangeGroup>();
@@ -44,6 +48,13 @@ export class ReplayTally {
     this.skipped++;
     if (logLine) this.logLines++;
     else if (this.skippedSamples.length < 5) this.skippedSamples.push(`${where}: ${why}`);
+  }
+
+  /** Counts an access record that could not be replayed (skipped, with why). */
+  unreplayed(where: string, why: string): void {
+    this.skip(where, why);
+    this.unreplayable++;
+    this.firstUnreplayable ??= `${where}: ${why}`;
   }
 
   /** Counts one request: its change (or null) and the doubts of the routes that decided it. */

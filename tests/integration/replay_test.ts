@@ -168,6 +168,30 @@ routes:
       ncsa.stderr,
       /No JSON access records in common\.log\n {2}fix: .*log\.access_log: json/,
     );
+    // Access records, but none that can be replayed (a host that makes no URL): said as such.
+    await Deno.writeTextFile(
+      `${dir}/badhost.log`,
+      JSON.stringify({
+        msg: "access",
+        method: "GET",
+        host: "bad host",
+        path: "/old",
+        status: 308,
+        route: "/old",
+        upstream: null,
+      }) + "\n",
+    );
+    const bad = await prox(["replay", "-c", "candidate.yaml", "badhost.log"], dir);
+    assert.equal(bad.code, 1);
+    assert.match(
+      bad.stderr,
+      /None of the 1 access record in badhost\.log could be replayed \(badhost\.log:1: cannot replay: Invalid URL/,
+    );
+    assert.doesNotMatch(bad.stderr, /No JSON access records/);
+    assert.match(
+      bad.stdout,
+      /^Skipped 1 line \(1 of them access records that cannot be replayed\)$/m,
+    );
     // A log that cannot be read; no log named (usage).
     const missing = await prox(["replay", "-c", "candidate.yaml", "nope.log"], dir);
     assert.equal(missing.code, 1);
