@@ -75,12 +75,12 @@ export function purgeCache(
   const route = match.value;
   ctx.route = route;
   const store = route.cache!.store;
-  const key = primaryKey(ctx, route.config as UpstreamRoute);
   // Its requests may come over http or https (or say which in X-Forwarded-Proto): both go.
-  const rest = key.slice(key.indexOf(" "));
   let purged = 0;
-  for (const scheme of ["http", "https"]) {
-    purged += prefix ? store.invalidatePrefix(scheme + rest) : store.invalidate(scheme + rest);
+  for (const scheme of ["http", "https"] as const) {
+    ctx.scheme = scheme;
+    const key = primaryKey(ctx, route.config as UpstreamRoute);
+    purged += prefix ? store.invalidatePrefix(key) : store.invalidate(key);
   }
   metrics.cachePurge(route.id, prefix ? "prefix" : "url", purged);
   return { ok: true, route: route.id, purged };

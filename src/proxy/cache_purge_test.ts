@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { setup } from "./_cache_fixture.ts";
+import { info, setup } from "./_cache_fixture.ts";
 import { purgeCache } from "./cache_purge.ts";
 import { noopMetrics } from "../ports.ts";
 import type { Metrics } from "../ports.ts";
@@ -70,4 +70,30 @@ Deno.test("purgeCache says why it cannot purge", () => {
   assert.equal(bad.ok === false && bad.status, 400);
   const ftp = purge({ url: "ftp://example.com/x" });
   assert.equal(ftp.ok === false && ftp.status, 400);
+});
+
+Deno.test("purgeCache reaches entries whose host was spelled with the default port, a dot or capitals", async () => {
+  const { c, purge, store } = fixture();
+  const tls = { ...info, tls: true };
+  const get = async (url: string) => {
+    const res = await c.handler(new Request(url), tls);
+    await res.body?.cancel();
+    return res.headers.get("cache-status")!;
+  };
+  // One origin, four spellings: one entry (the later ones are hits), not four.
+  assert.match(await get("https://example.com:443/page"), /fwd=uri-miss/);
+  assert.match(await get("http://Example.COM./page"), /^prox; hit/);
+  assert.match(await get("http://example.com.:443/page"), /^prox; hit/);
+  assert.match(await get("https://example.com/page"), /^prox; hit/);
+  assert.equal(store.size, 1);
+  // Another port is another origin.
+  assert.match(await get("http://example.com:8443/page"), /fwd=uri-miss/);
+  assert.equal(store.size, 2);
+  assert.deepEqual(purge({ url: "https://example.com/page" }), { ok: true, route: "/", purged: 1 });
+  assert.deepEqual(purge({ url: "http://example.com:8443/page" }), {
+    ok: true,
+    route: "/",
+    purged: 1,
+  });
+  assert.equal(store.size, 0);
 });

@@ -30,7 +30,24 @@ export type UpstreamRoute = ProxyRouteConfig | LoadBalanceRouteConfig;
 /** The URI part of the cache key: scheme, host and the upstream path with its full query. */
 export function primaryKey(ctx: RequestContext, route: UpstreamRoute): string {
   const target = targetOf(ctx, route, ctx.route!.targets[0]).path;
-  return `${ctx.scheme} ${ctx.host.toLowerCase()} ${target}`;
+  return `${ctx.scheme} ${keyHost(ctx.host, ctx.scheme)} ${target}`;
+}
+
+/**
+ * The key's host: lower case, without a trailing dot or the scheme's default port, so every
+ * spelling of one origin (`Example.com.`, `example.com:443` over https) shares one entry and one
+ * purge reaches it (URI normalization, RFC 9110 §4.2.3).
+ */
+export function keyHost(host: string, scheme: "http" | "https"): string {
+  let h = host.toLowerCase();
+  let port = "";
+  const colon = h.lastIndexOf(":");
+  if (colon > h.lastIndexOf("]")) {
+    port = h.slice(colon + 1);
+    h = h.slice(0, colon);
+  }
+  if (h.endsWith(".")) h = h.slice(0, -1);
+  return port === "" || port === (scheme === "https" ? "443" : "80") ? h : `${h}:${port}`;
 }
 
 /** The stored entry for a request, if any (without deciding whether it may be served). */
