@@ -21,7 +21,13 @@ import { BYPASS, lookup, primaryKey, SAFE, upstreamView } from "./cache_request.
 import type { UpstreamRoute } from "./cache_request.ts";
 import { admit, claim, notModified } from "./cache_fill.ts";
 import type { Exchange, Fill } from "./cache_fill.ts";
-import { REFRESH_MAX, refreshInBackground, staleInstead, staleOnError } from "./cache_stale.ts";
+import {
+  mayRefresh,
+  REFRESH_MAX,
+  refreshInBackground,
+  staleInstead,
+  staleOnError,
+} from "./cache_stale.ts";
 import type { PipelineDeps, RequestContext } from "./context.ts";
 import { proxyAction } from "./actions/proxy.ts";
 import { errorResponse } from "./respond.ts";
@@ -41,6 +47,8 @@ export interface CachePolicy {
   passes: Map<string, number>;
   /** Keys being refreshed in the background (stale-while-revalidate); bounded by REFRESH_MAX. */
   refreshing: Set<string>;
+  /** Until when (ms) no new refresh starts for a key whose refresh failed; REFRESH_BACKOFF_MAX. */
+  refreshBackoff: Map<string, number>;
   maxObjectSize: number;
   /** Freshness for cacheable responses that carry none; undefined: such responses are not stored. */
   defaultTtl?: number;
@@ -113,7 +121,7 @@ export async function cachedProxy(
       // while a request already fetches it).
       metric("updating");
       const lock = `${primary}\n${vary}`;
-      if (!policy.filling.has(lock) && policy.refreshing.size < REFRESH_MAX) {
+      if (mayRefresh(policy, lock, now)) {
         const x = { route, policy, primary, view, requestCc, vary: vary!, entry, lock };
         void refreshInBackground(ctx, deps, x);
       }

@@ -10,12 +10,39 @@ import { proxyAction } from "./actions/proxy.ts";
 import { statusFor, toProxyError } from "../domain/errors.ts";
 import { admit, claim, notModified } from "./cache_fill.ts";
 import type { Exchange } from "./cache_fill.ts";
+import type { CachePolicy } from "./cache.ts";
 
 /**
  * Most background refreshes under way per route; past it a stale entry is still served in its
  * window, and a later request starts the refresh.
  */
 export const REFRESH_MAX = 64;
+
+/**
+ * After a failed background refresh, how long no new one starts for that entry (it is still
+ * served in its window): an upstream that fails fast is not asked once per request.
+ */
+export const REFRESH_BACKOFF_MS = 2_000;
+/** Most entries remembered as backing off per route (the oldest is forgotten first). */
+export const REFRESH_BACKOFF_MAX = 10_000;
+
+/** Holds off refreshes of `lock` for REFRESH_BACKOFF_MS from `now`, forgetting the oldest past the bound. */
+export function backOff(policy: CachePolicy, lock: string, now: number): void {
+  const backoff = policy.refreshBackoff;
+  backoff.delete(lock);
+  if (backoff.size >= REFRESH_BACKOFF_MAX) backoff.delete(backoff.keys().next().value!);
+  backoff.set(lock, now + REFRESH_BACKOFF_MS);
+}
+
+/** Whether a refresh of `lock` may start now: none under way, none failed just before. */
+export function mayRefresh(policy: CachePolicy, lock: string, now: number): boolean {
+  if (policy.filling.has(lock) || policy.refreshing.size >= REFRESH_MAX) return false;
+  const until = policy.refreshBackoff.get(lock);
+  if (until === undefined) return true;
+  if (until > now) return false;
+  policy.refreshBackoff.delete(lock);
+  return true;
+}
 
 /** Request fields the cache's own refresh does not take from the client that set it off. */
 const NOT_REFRESHED = ["cache-control", "pragma", "if-none-match", "if-modified-since"];
@@ -46,6 +73,7 @@ export async function refreshInBackground(
   const route = ctx.route!.id;
   const fail = (error: string) => {
     deps.metrics.cacheRefresh(route, "failed");
+    backOff(policy, x.lock, deps.clock.now());
     deps.logger.warn(
       "Background refresh of a stale stored response failed; it is served until its stale-while-revalidate window ends",
       {

@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 import { waitFor } from "../../tests/_harness.ts";
 import { setup } from "./_cache_fixture.ts";
 import { REFRESH_MAX } from "./cache.ts";
+import { backOff, mayRefresh, REFRESH_BACKOFF_MAX, REFRESH_BACKOFF_MS } from "./cache_stale.ts";
 
 const SWR = "max-age=10, stale-while-revalidate=30";
 
@@ -92,6 +93,40 @@ Deno.test("cache: a failed refresh keeps the stale entry until its window ends",
   assert.deepEqual(c.refreshes, ["failed", "failed"]);
 });
 
+Deno.test("cache: after a failed refresh no new one starts for that entry for a while", async () => {
+  let down = false;
+  const c = setup((_r, n) =>
+    down
+      ? new Response("down", { status: 503 })
+      : new Response(`v${n}`, { headers: { "cache-control": SWR } })
+  );
+  await c.get("/fast");
+  await c.get("/other");
+  down = true;
+  c.clock.t += 15_000;
+  assert.equal((await c.get("/fast")).text, "v1");
+  await refreshed(c);
+  assert.equal(c.sent.length, 3);
+  // The upstream failed at once: the requests that follow get the stale entry, none asks again.
+  for (let i = 0; i < 5; i++) {
+    c.clock.t += 300;
+    const r = await c.get("/fast");
+    assert.match(r.res.headers.get("cache-status")!, /detail=stale-while-revalidate/);
+    await refreshed(c);
+  }
+  assert.equal(c.sent.length, 3);
+  // Another entry is not held back by it.
+  assert.equal((await c.get("/other")).text, "v2");
+  await refreshed(c);
+  assert.equal(c.sent.length, 4);
+  // Once the back-off has passed, the next request tries again.
+  c.clock.t += REFRESH_BACKOFF_MS;
+  assert.equal((await c.get("/fast")).text, "v1");
+  await refreshed(c);
+  assert.equal(c.sent.length, 5);
+  assert.deepEqual(c.refreshes, ["failed", "failed", "failed"]);
+});
+
 Deno.test("cache: a refresh whose body fails midway keeps the stale entry", async () => {
   const c = setup((_r, n) =>
     new Response(
@@ -160,4 +195,15 @@ Deno.test("cache: background refreshes are bounded per route", async () => {
   assert.equal(c.sent.length, keys + REFRESH_MAX);
   gate.resolve();
   await refreshed(c);
+});
+
+Deno.test("backOff: remembers at most REFRESH_BACKOFF_MAX entries, the oldest forgotten first", () => {
+  const policy = setup(() => new Response("x")).snapshot.router.entries[0].value.cache!;
+  for (let i = 0; i <= REFRESH_BACKOFF_MAX; i++) backOff(policy, `k${i}`, 0);
+  assert.equal(policy.refreshBackoff.size, REFRESH_BACKOFF_MAX);
+  assert.equal(mayRefresh(policy, "k0", 1), true);
+  assert.equal(mayRefresh(policy, `k${REFRESH_BACKOFF_MAX}`, 1), false);
+  // An expired one is dropped when next asked about.
+  assert.equal(mayRefresh(policy, "k1", REFRESH_BACKOFF_MS), true);
+  assert.equal(policy.refreshBackoff.has("k1"), false);
 });

@@ -19,6 +19,7 @@ export class CacheStores {
       filling: Map<string, Fill>;
       passes: Map<string, number>;
       refreshing: Set<string>;
+      refreshBackoff: Map<string, number>;
       pool: CachePool | null;
       /** The store this one replaced, still serving until the new snapshot does (retain). */
       replaced?: ResponseCache;
@@ -60,6 +61,7 @@ export class CacheStores {
         filling: new Map(),
         passes: new Map(),
         refreshing: new Set(),
+        refreshBackoff: new Map(),
       };
       this.#stores.set(id, held);
     }
@@ -68,6 +70,7 @@ export class CacheStores {
       filling: held.filling,
       passes: held.passes,
       refreshing: held.refreshing,
+      refreshBackoff: held.refreshBackoff,
       maxObjectSize: o.max_object_size,
     };
     if (c !== true && c.default_ttl !== undefined) policy.defaultTtl = c.default_ttl;
