@@ -103,8 +103,23 @@ export async function cachedProxy(
   const requestCc = parseCacheControl(view("cache-control"));
   const needs = requestNeeds(requestCc);
   const primary = primaryKey(ctx, route);
-  const names = store.varyOf(primary);
-  const vary = names && names[0] !== "*" ? varyKey(names, view) : undefined;
+  let names = store.varyOf(primary);
+  let vary = names && names[0] !== "*" ? varyKey(names, view) : undefined;
+  const lock = `${primary}\n${vary ?? ""}`;
+  const mayFill = method === "GET" && !requestCc.has("no-store");
+  /** A fill claimed for this request while it waited as a reload (go upstream and fill it). */
+  let claimed: ReturnType<typeof claim> | undefined;
+  if (needs.revalidate && !needs.onlyIfCached && !passing(policy, lock, deps)) {
+    const got = await reloadCollapsed(ctx, deps, { policy, primary, view, lock, needs, mayFill });
+    if (got instanceof Response) {
+      metric("hit");
+      return got;
+    }
+    claimed = got;
+    // What the fetches it waited for stored (an entry fetched before it arrived, to revalidate).
+    names = store.varyOf(primary);
+    vary = names && names[0] !== "*" ? varyKey(names, view) : undefined;
+  }
   const entry = vary === undefined ? undefined : store.get(primary, vary);
   let fwd = names === undefined ? "uri-miss" : "vary-miss";
   if (entry) {
@@ -141,8 +156,15 @@ export async function cachedProxy(
     // refused it, `stale` otherwise.
     fwd = !entry.noCache && entry.lifetime > age ? "request" : "stale";
     if (!needs.onlyIfCached && (entry.etag !== null || entry.lastModified !== null)) {
-      const x = { route, policy, primary, view, requestCc, vary: vary!, entry, fwd };
-      return await revalidate(ctx, deps, x);
+      // Claimed (when none is under way) for reloads to wait for.
+      if (!claimed && mayFill && !policy.filling.has(lock)) claimed = claim(policy, deps, lock);
+      const x = { route, policy, primary, view, requestCc, vary: vary!, entry, fwd, ...claimed };
+      try {
+        return await revalidate(ctx, deps, x);
+      } catch (err) {
+        claimed?.release();
+        throw err;
+      }
     }
   }
   if (needs.onlyIfCached) {
@@ -155,10 +177,8 @@ export async function cachedProxy(
   }
   // Collapsing (RFC 9111 §4): while another request fetches this entry, wait for it rather
   // than send the same request upstream again.
-  const lock = `${primary}\n${vary ?? ""}`;
   const filling = policy.filling.get(lock);
-  const pass = policy.passes.get(lock);
-  if (filling && !needs.revalidate && !(pass !== undefined && pass > deps.clock.now())) {
+  if (filling && !needs.revalidate && !passing(policy, lock, deps)) {
     filling.waiters++;
     await settledWithin(filling.settled, COLLAPSE_WAIT_MS);
     filling.waiters--;
@@ -176,9 +196,8 @@ export async function cachedProxy(
   metric(entry ? "stale" : "miss");
   const stale = entry ? vary : undefined;
   let fill: Fill | undefined;
-  if (method === "GET" && !requestCc.has("no-store") && !policy.filling.has(lock)) {
-    ({ fill, release } = claim(policy, deps, lock));
-  }
+  if (claimed) ({ fill, release } = claimed);
+  else if (mayFill && !policy.filling.has(lock)) ({ fill, release } = claim(policy, deps, lock));
   const x = { route, policy, primary, view, requestCc, fwd, stale, entry, fill, release };
   try {
     return await forwardAndStore(ctx, deps, x);
@@ -188,11 +207,69 @@ export async function cachedProxy(
   }
 }
 
-/** Resolves when `p` settles or `ms` pass, whichever is first. */
-async function settledWithin(p: Promise<void>, ms: number): Promise<void> {
+/** Resolves when `p` settles (true) or `ms` pass (false), whichever is first. */
+async function settledWithin(p: Promise<void>, ms: number): Promise<boolean> {
   let timer: ReturnType<typeof setTimeout> | undefined;
-  await Promise.race([p, new Promise<void>((r) => timer = setTimeout(r, ms))]);
+  const settled = await Promise.race([
+    p.then(() => true),
+    new Promise<boolean>((r) => timer = setTimeout(() => r(false), ms)),
+  ]);
   clearTimeout(timer);
+  return settled;
+}
+
+/** Whether requests for `lock` go upstream without waiting (it answered uncacheably lately). */
+function passing(policy: CachePolicy, lock: string, deps: PipelineDeps): boolean {
+  const pass = policy.passes.get(lock);
+  return pass !== undefined && pass > deps.clock.now();
+}
+
+/**
+ * A reload (request `no-cache` or `max-age=0`, RFC 9111 §5.2.1.4) waits for a fetch of its entry
+ * under way and is answered with what that stored when its request left at or after the reload
+ * arrived: an answer the origin gave since, as the reload asks. A fetch that began earlier is
+ * waited out, then the next one, which the first reload to wake claims (returned, to go upstream
+ * with) and the others wait for: a flood of reloads costs one upstream request per fetch time, not
+ * one each. Undefined: go upstream without a claim (none under way, or no usable answer).
+ */
+async function reloadCollapsed(
+  ctx: RequestContext,
+  deps: PipelineDeps,
+  x: {
+    policy: CachePolicy;
+    primary: string;
+    view: (name: string) => string | null;
+    lock: string;
+    needs: ReturnType<typeof requestNeeds>;
+    mayFill: boolean;
+  },
+): Promise<Response | ReturnType<typeof claim> | undefined> {
+  const { policy, lock } = x;
+  let waited = false;
+  for (let round = 0; round < 2; round++) {
+    const filling = policy.filling.get(lock);
+    if (!filling) {
+      // Claimed at once, before another woken reload looks: it waits for this one.
+      return waited && x.mayFill ? claim(policy, deps, lock) : undefined;
+    }
+    filling.waiters++;
+    const settled = await settledWithin(filling.settled, COLLAPSE_WAIT_MS);
+    filling.waiters--;
+    if (!settled || passing(policy, lock, deps)) return undefined;
+    waited = true;
+    const got = lookup(policy.store, x.primary, x.view);
+    if (!got || got.requestTime < ctx.startWall) continue; // fetched before it arrived
+    const age = got.initialAge + Math.max(0, deps.clock.now() - got.responseTime);
+    // Fresh from the origin since it arrived: its own max-age=0 or no-cache is met; the answer's
+    // own no-cache (revalidate on every use) and the request's min-fresh still count.
+    const needs = { ...x.needs, revalidate: false, maxAge: Infinity };
+    if (!usableWithoutOrigin({ age, lifetime: got.lifetime, noCache: got.noCache }, needs)) {
+      return undefined;
+    }
+    const ttl = Math.floor((got.lifetime - age) / 1000);
+    return fromStore(ctx, got, { age, status: `${NAME}; hit; ttl=${ttl}; collapsed` });
+  }
+  return undefined;
 }
 
 /** Asks the upstream whether a stale entry still holds (RFC 9111 §4.3.1); a 304 refreshes it. */
@@ -213,6 +290,7 @@ async function revalidate(
       },
     });
   } catch (err) {
+    x.release?.();
     const stale = staleOnError(ctx, deps, entry, { err });
     if (!stale) throw err;
     counted(ctx, deps, "stale");
@@ -220,6 +298,7 @@ async function revalidate(
   }
   const instead = await staleInstead(ctx, deps, entry, res);
   if (instead) {
+    x.release?.();
     counted(ctx, deps, "stale");
     return instead;
   }
@@ -230,6 +309,7 @@ async function revalidate(
   counted(ctx, deps, "revalidated");
   await res.body?.cancel();
   const updated = notModified(deps, x, { res, requestTime });
+  x.release?.();
   const status = `${NAME}; fwd=${x.fwd}; fwd-status=304`;
   return fromStore(ctx, updated, { age: updated.initialAge, status });
 }
