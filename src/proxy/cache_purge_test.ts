@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { info, setup } from "./_cache_fixture.ts";
 import { purgeCache } from "./cache_purge.ts";
+import { keyHost } from "./cache_request.ts";
 import { noopMetrics } from "../ports.ts";
 import type { Metrics } from "../ports.ts";
 
@@ -96,4 +97,14 @@ Deno.test("purgeCache reaches entries whose host was spelled with the default po
     purged: 1,
   });
   assert.equal(store.size, 0);
+});
+
+Deno.test("keyHost: lower case, no trailing dot, no default port; IPv6 literals keep their brackets", () => {
+  assert.equal(keyHost("Example.COM.:443", "https"), "example.com");
+  assert.equal(keyHost("example.com:80", "http"), "example.com");
+  assert.equal(keyHost("example.com:443", "http"), "example.com:443");
+  assert.equal(keyHost("example.com:", "http"), "example.com");
+  assert.equal(keyHost("[::1]:443", "https"), "[::1]");
+  assert.equal(keyHost("[::1]", "https"), "[::1]");
+  assert.equal(keyHost("[::1]:8443", "https"), "[::1]:8443");
 });
