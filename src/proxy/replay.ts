@@ -260,7 +260,6 @@ export const ASSUMPTIONS = [
   "health is not known offline: every target counts as up",
   "no rate limit is reached (limiter state is not replayed)",
   "a line without a query field (written before Prox logged one) is replayed without a query",
-
   "static routes look their files up on this machine",
 ];
 
