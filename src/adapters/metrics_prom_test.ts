@@ -266,3 +266,12 @@ Deno.test("createPromMetrics observe() reads the upstream pools at scrape time",
   t = await m.text();
   assert.equal(value(t, 'prox_upstream_connections_opened_total{backend="http://a:1"}'), 9);
 });
+
+Deno.test("every metric createPromMetrics registers has a row in monitoring/README.md's table", async () => {
+  const t = await createPromMetrics({ processMetrics: false }).text();
+  const names = [...t.matchAll(/^# TYPE (prox_\w+) /gm)].map((m) => m[1]);
+  assert.ok(names.length > 20, String(names.length));
+  const table = await Deno.readTextFile(new URL("../../monitoring/README.md", import.meta.url));
+  const missing = names.filter((n) => !table.includes("| `" + n + "` "));
+  assert.deepEqual(missing, [], "add a row for each to monitoring/README.md");
+});
