@@ -149,6 +149,12 @@ Deno.test("cache: explain says what the cache would do, and changes nothing", as
     (await explain("http://example.com/e?q=1"))!,
     /^Cache key "http example\.com \/base\/e\?q=1": nothing stored/,
   );
+  // A request with Authorization: only an answer that says it may be shared is stored.
+  assert.match(
+    (await explain("http://example.com/e?q=1", [["authorization", "Bearer t"]]))!,
+    /nothing stored.*carries an identity: only answers marked public, s-maxage or must-revalidate/,
+  );
+  assert.doesNotMatch((await explain("http://example.com/e?q=1"))!, /identity/);
   await c.get("/e?q=1");
   assert.match(
     (await explain("http://example.com/e?q=1"))!,

@@ -85,7 +85,17 @@ export function cacheNote(
   const vary = names && names[0] !== "*" ? varyKey(names, view) : undefined;
   const entry = vary === undefined ? undefined : o.policy.store.peek(primary, vary);
   const key = `Cache key "${primary}"${names?.length ? ` + ${names.join(", ")}` : ""}`;
-  if (!entry) return `${key}: nothing stored; the answer is stored if its Cache-Control allows`;
+  if (!entry) {
+    // As cache_fill.ts decides: an answer to a request carrying an identity is shared only when
+    // it says so (RFC 9111 §3.5).
+    const identity = view("authorization") !== null || !!ctx.route?.forwardAuth ||
+      !!ctx.route?.jwtAuth;
+    return `${key}: nothing stored; the answer is stored if its Cache-Control allows` +
+      (identity
+        ? " (the request carries an identity: only answers marked public, s-maxage or " +
+          "must-revalidate)"
+        : "");
+  }
   const age = entry.initialAge + Math.max(0, deps.clock.now() - entry.responseTime);
   const needs = requestNeeds(parseCacheControl(view("cache-control")));
   const left = Math.floor((entry.lifetime - age) / 1000);
