@@ -259,7 +259,7 @@ export interface Metrics {
    */
   cacheRefresh(route: string, result: "refreshed" | "replaced" | "failed"): void;
   /** Entries an admin purge dropped from a route's cache (cache_purge.ts), by what it named. */
-  cachePurge(route: string, kind: "url" | "prefix" | "route", entries: number): void;
+  cachePurge(route: string, kind: "url" | "prefix" | "route" | "tag", entries: number): void;
   /** A request access control refused (ip_access, basic_auth), by why. */
   accessDenied(route: string, reason: AccessDenial): void;
   retry(route: string, reason: string): void;

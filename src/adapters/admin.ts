@@ -207,18 +207,22 @@ export function createAdminApp(
     c.header("allow", "POST");
     return c.json({ error: "Method not allowed: use POST /config/reload" }, 405);
   });
-  // ?url=… (every Vary variant of it), ?prefix=… (every URL it starts) or ?route=… (all of it).
+  // ?url=… (every Vary variant of it), ?prefix=… (every URL it starts), ?route=… (all of it) or
+  // ?tag=… (repeatable or a comma list: every entry of any route tagged so).
   app.post("/cache/purge", (c) => {
     if (!cb.purgeCache) return c.json({ error: "Not found: purging is not available" }, 404);
-    const given = (["url", "prefix", "route"] as const).filter((k) => c.req.query(k) !== undefined);
+    const given = (["url", "prefix", "route", "tag"] as const).filter((k) =>
+      c.req.query(k) !== undefined
+    );
     if (given.length !== 1) {
       return c.json({
-        error: "Bad request: give one of url, prefix or route, as in " +
+        error: "Bad request: give one of url, prefix, route or tag, as in " +
           "POST /cache/purge?url=https://example.com/page",
       }, 400);
     }
     const k = given[0];
-    const v = c.req.query(k)!;
+    // Tags may be repeated (?tag=a&tag=b) as well as listed (?tag=a,b).
+    const v = k === "tag" ? c.req.queries("tag")!.join(",") : c.req.query(k)!;
     // With workers it is passed on in one control line of at most 4 KiB.
     if (v.length > PURGE_MAX) {
       return c.json({ error: `Bad request: ${k} longer than ${PURGE_MAX} characters` }, 400);
@@ -227,10 +231,13 @@ export function createAdminApp(
       ? { url: v }
       : k === "prefix"
       ? { prefix: v }
-      : { route: v };
+      : k === "route"
+      ? { route: v }
+      : { tag: v };
     const r = cb.purgeCache(input);
+    // A purge by tag spans routes: it names none.
     return r.ok
-      ? c.json({ route: r.route, purged: r.purged })
+      ? c.json(r.route === null ? { purged: r.purged } : { route: r.route, purged: r.purged })
       : c.json({ error: r.error }, r.status);
   });
   app.get("/cache/purge", (c) => {

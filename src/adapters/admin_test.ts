@@ -280,7 +280,7 @@ Deno.test("startAdmin gzips a large exposition when the scraper accepts it", asy
   );
 });
 
-Deno.test("admin POST /cache/purge: token required, one of url, prefix or route, POST only", async () => {
+Deno.test("admin POST /cache/purge: token required, one of url, prefix, route or tag, POST only", async () => {
   const asked: unknown[] = [];
   const cb = fake({
     purgeCache(input) {
@@ -302,6 +302,13 @@ Deno.test("admin POST /cache/purge: token required, one of url, prefix or route,
     const gone = await fetch(`${base}/cache/purge?route=/gone`, { method: "POST", headers: auth });
     assert.equal(gone.status, 404);
     assert.deepEqual(await gone.json(), { error: 'Cannot purge: no route "/gone"' });
+    // Tags repeated or listed reach the purge as one comma list.
+    const tags = await fetch(`${base}/cache/purge?tag=a&tag=b,c`, {
+      method: "POST",
+      headers: auth,
+    });
+    assert.equal(tags.status, 200);
+    await tags.body?.cancel();
     const two = await fetch(`${base}/cache/purge?route=/api&prefix=x`, {
       method: "POST",
       headers: auth,
@@ -326,5 +333,7 @@ Deno.test("admin POST /cache/purge: token required, one of url, prefix or route,
     assert.equal(cross.status, 403);
     await cross.body?.cancel();
   });
-  assert.deepEqual(asked, [{ url: "https://example.com/a?b=1" }, { route: "/gone" }]);
+  assert.deepEqual(asked, [{ url: "https://example.com/a?b=1" }, { route: "/gone" }, {
+    tag: "a,b,c",
+  }]);
 });

@@ -218,7 +218,7 @@ export function createPromMetrics(
   });
   const cachePurges = new Counter({
     name: "prox_cache_purges_total",
-    help: "Admin cache purges by route and what they named (url, prefix, route)",
+    help: "Admin cache purges by route and what they named (url, prefix, route, tag)",
     labelNames: ["route", "kind"] as const,
     registers,
   });

@@ -20,7 +20,7 @@ export type ControlMessage =
   | { type: "reload"; worker: number; pid: number; trigger: string }
   | { type: "purge"; worker: number; pid: number; input: PurgeInput };
 
-/** A purge as a worker passes it on, or null when `v` is none (one url, prefix or route). */
+/** A purge as a worker passes it on, or null when `v` is none (one url, prefix, route or tag). */
 export function purgeInput(v: unknown): PurgeInput | null {
   if (!v || typeof v !== "object") return null;
   const keys = Object.keys(v);
@@ -29,6 +29,7 @@ export function purgeInput(v: unknown): PurgeInput | null {
   if (keys[0] === "url") return { url: value };
   if (keys[0] === "prefix") return { prefix: value };
   if (keys[0] === "route") return { route: value };
+  if (keys[0] === "tag") return { tag: value };
   return null;
 }
 

@@ -27,6 +27,8 @@ export interface StoredResponse {
   mustRevalidate: boolean;
   etag: string | null;
   lastModified: string | null;
+  /** Tags a purge by tag drops it by (from Surrogate-Key and Cache-Tag; see parseTags). */
+  tags?: readonly string[];
 }
 
 interface Node {
@@ -61,10 +63,37 @@ export class CachePool {
 /** Bytes counted per entry beyond its body, headers and key (objects, list links). */
 const ENTRY_OVERHEAD = 256;
 
-/** The bytes an entry is charged: body, header text, key and a fixed overhead. */
+/** Most tags an entry keeps; those beyond are ignored. */
+export const MAX_TAGS = 32;
+/** Longest tag kept, in bytes (UTF-8); a longer one is ignored. */
+export const MAX_TAG_BYTES = 128;
+const ENCODER = new TextEncoder();
+/** Bytes counted per tag beyond its text (its place in the entry and in the tag index). */
+const TAG_OVERHEAD = 32;
+
+/**
+ * The tags of an answer: its `Surrogate-Key` (space-separated, as Fastly and Varnish xkey read
+ * it) and `Cache-Tag` (comma-separated, as Cloudflare reads it) fields, without repeats, at most
+ * MAX_TAGS of at most MAX_TAG_BYTES each (a longer tag and those past the limit are ignored).
+ */
+export function parseTags(surrogateKey: string | null, cacheTag: string | null): string[] {
+  const out = new Set<string>();
+  const add = (t: string) => {
+    if (t === "" || out.size >= MAX_TAGS) return;
+    if (t.length > MAX_TAG_BYTES || ENCODER.encode(t).byteLength > MAX_TAG_BYTES) return;
+    out.add(t);
+  };
+  // Several field lines arrive joined by ", ": a comma separates Surrogate-Key's keys as well.
+  if (surrogateKey !== null) { for (const t of surrogateKey.split(/[\s,]+/)) add(t); }
+  if (cacheTag !== null) { for (const t of cacheTag.split(",")) add(t.trim()); }
+  return [...out];
+}
+
+/** The bytes an entry is charged: body, header text, key, tags and a fixed overhead. */
 export function entrySize(key: string, r: StoredResponse): number {
   let n = ENTRY_OVERHEAD + key.length + r.body.byteLength;
   for (const [k, v] of r.headers) n += k.length + v.length + 4;
+  for (const t of r.tags ?? []) n += t.length + TAG_OVERHEAD;
   return n;
 }
 
@@ -89,6 +118,8 @@ export class ResponseCache {
   readonly #entries = new Map<string, Node>();
   /** Per primary key: the Vary names of its newest response and the keys of its variants. */
   readonly #primaries = new Map<string, { names: string[]; keys: Set<string> }>();
+  /** Per tag: the keys of the entries carrying it (entries leave it when they go). */
+  readonly #tags = new Map<string, Set<string>>();
   #head: Node | null = null; // least recently used
   #tail: Node | null = null;
   #bytes = 0;
@@ -169,6 +200,7 @@ export class ResponseCache {
       poolNext: null,
     };
     this.#entries.set(key, node);
+    this.#index(node);
     this.#bytes += size;
     if (this.#pool) this.#pool.bytes += size;
     this.#append(node);
@@ -184,7 +216,9 @@ export class ResponseCache {
     this.#bytes += size - node.size;
     if (this.#pool) this.#pool.bytes += size - node.size;
     node.size = size;
+    this.#unindex(node);
     node.value = value;
+    this.#index(node);
     this.#evict(node);
   }
 
@@ -221,6 +255,26 @@ export class ResponseCache {
     return n;
   }
 
+  /** Drops every entry carrying one of `tags` (a purge by tag); returns how many went. */
+  invalidateTags(tags: readonly string[]): number {
+    let n = 0;
+    for (const tag of tags) {
+      for (const key of [...this.#tags.get(tag) ?? []]) {
+        const node = this.#entries.get(key);
+        if (node) {
+          this.#remove(node);
+          n++;
+        }
+      }
+    }
+    return n;
+  }
+
+  /** Distinct tags indexed (bounded by MAX_TAGS per entry held). */
+  get tagCount(): number {
+    return this.#tags.size;
+  }
+
   /** Drops everything. */
   clear(): void {
     if (this.#pool) {
@@ -229,6 +283,7 @@ export class ResponseCache {
     }
     this.#entries.clear();
     this.#primaries.clear();
+    this.#tags.clear();
     this.#head = this.#tail = null;
     this.#bytes = 0;
   }
@@ -256,11 +311,29 @@ export class ResponseCache {
       this.#pool.bytes -= node.size;
     }
     this.#entries.delete(node.key);
+    this.#unindex(node);
     this.#bytes -= node.size;
     const p = this.#primaries.get(node.primary);
     if (p) {
       p.keys.delete(node.key);
       if (p.keys.size === 0) this.#primaries.delete(node.primary);
+    }
+  }
+
+  #index(node: Node): void {
+    for (const t of node.value.tags ?? []) {
+      let keys = this.#tags.get(t);
+      if (!keys) this.#tags.set(t, keys = new Set());
+      keys.add(node.key);
+    }
+  }
+
+  #unindex(node: Node): void {
+    for (const t of node.value.tags ?? []) {
+      const keys = this.#tags.get(t);
+      if (!keys) continue;
+      keys.delete(node.key);
+      if (keys.size === 0) this.#tags.delete(t);
     }
   }
 

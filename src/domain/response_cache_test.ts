@@ -1,5 +1,13 @@
 import assert from "node:assert/strict";
-import { CachePool, entrySize, ResponseCache, varyKey } from "./response_cache.ts";
+import {
+  CachePool,
+  entrySize,
+  MAX_TAG_BYTES,
+  MAX_TAGS,
+  parseTags,
+  ResponseCache,
+  varyKey,
+} from "./response_cache.ts";
 import type { StoredResponse } from "./response_cache.ts";
 
 function stored(bytes: number, headers: [string, string][] = []): StoredResponse {
@@ -183,4 +191,60 @@ Deno.test("ResponseCache with a CachePool keeps its accounting under random oper
     assert.equal(pool.tail, prev);
     assert.equal(count, stores.reduce((n, x) => n + x.size, 0), `after operation ${i}`);
   }
+});
+
+const tagged = (bytes: number, tags: string[]) => ({ ...stored(bytes), tags });
+
+Deno.test("parseTags reads Surrogate-Key by spaces and Cache-Tag by commas, bounded", () => {
+  assert.deepEqual(parseTags("a  b\tc, d", " e , a,,f g "), ["a", "b", "c", "d", "e", "f g"]);
+  assert.deepEqual(parseTags(null, null), []);
+  const many = Array.from({ length: MAX_TAGS + 5 }, (_, i) => `t${i}`);
+  assert.deepEqual(parseTags(many.join(" "), null), many.slice(0, MAX_TAGS));
+  // A tag over MAX_TAG_BYTES (UTF-8) is ignored, the others kept.
+  assert.deepEqual(parseTags(`${"x".repeat(MAX_TAG_BYTES + 1)} ok`, "é".repeat(65)), ["ok"]);
+  assert.deepEqual(parseTags("x".repeat(MAX_TAG_BYTES), null), ["x".repeat(MAX_TAG_BYTES)]);
+});
+
+Deno.test("ResponseCache.invalidateTags drops every entry with any of the tags", () => {
+  const cache = new ResponseCache({ maxBytes: 1e9, maxEntries: 100 });
+  cache.set("p1", { names: ["accept"], vary: "a", value: tagged(1, ["product-42", "list"]) });
+  cache.set("p1", { names: ["accept"], vary: "b", value: tagged(1, ["product-42"]) });
+  cache.set("p2", { names: [], vary: "", value: tagged(1, ["product-7", "list"]) });
+  cache.set("p3", { names: [], vary: "", value: tagged(1, []) });
+  assert.equal(cache.invalidateTags(["product-42"]), 2);
+  assert.equal(cache.peek("p1", "a"), undefined);
+  assert.ok(cache.peek("p2", ""));
+  assert.equal(cache.invalidateTags(["product-42", "none"]), 0);
+  assert.equal(cache.invalidateTags(["list", "product-7"]), 1);
+  assert.equal(cache.size, 1);
+  assert.equal(cache.tagCount, 0);
+});
+
+Deno.test("ResponseCache's tag index follows replacement, update and eviction", () => {
+  const one = entrySize("a\n", tagged(1000, ["t"]));
+  assert.equal(one, entrySize("a\n", stored(1000)) + "t".length + 32); // tags are charged
+  const pool = new CachePool(one * 2);
+  const cache = new ResponseCache({ maxBytes: 1e9, maxEntries: 100, pool });
+  cache.set("a", { names: [], vary: "", value: tagged(1000, ["t"]) });
+  // Replaced by an answer with another tag: the old tag no longer reaches it.
+  cache.set("a", { names: [], vary: "", value: tagged(1000, ["u"]) });
+  assert.equal(cache.invalidateTags(["t"]), 0);
+  assert.equal(cache.tagCount, 1);
+  // Updated in place (a 304): indexed under the new value's tags.
+  cache.update("a", "", tagged(1000, ["v"]));
+  assert.equal(cache.invalidateTags(["u"]), 0);
+  assert.equal(cache.tagCount, 1);
+  // Evicted by the shared pool's bound: it leaves the index.
+  cache.set("b", { names: [], vary: "", value: tagged(1000, ["w"]) });
+  cache.set("c", { names: [], vary: "", value: tagged(1000, ["w"]) });
+  assert.equal(cache.size, 2);
+  assert.equal(cache.peek("a", ""), undefined);
+  assert.equal(cache.tagCount, 1);
+  assert.equal(cache.invalidateTags(["v"]), 0);
+  assert.equal(cache.invalidateTags(["w"]), 2);
+  assert.equal(cache.tagCount, 0);
+  assert.equal(pool.bytes, 0);
+  cache.set("d", { names: [], vary: "", value: tagged(10, ["x"]) });
+  cache.clear();
+  assert.equal(cache.tagCount, 0);
 });

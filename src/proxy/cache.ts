@@ -19,7 +19,7 @@ import { varyKey } from "../domain/response_cache.ts";
 import { fromStore, NAME, withStatus } from "./cache_response.ts";
 import { BYPASS, lookup, primaryKey, SAFE, upstreamView } from "./cache_request.ts";
 import type { UpstreamRoute } from "./cache_request.ts";
-import { admit, claim, notModified } from "./cache_fill.ts";
+import { admit, claim, notModified, withoutTagFields } from "./cache_fill.ts";
 import type { Exchange, Fill } from "./cache_fill.ts";
 import {
   mayRefresh,
@@ -91,14 +91,15 @@ export async function cachedProxy(
     // RFC 9111 §4.4: a successful unsafe request makes what is stored for its URI outdated.
     if (!SAFE.has(method) && res.status < 400) store.invalidate(primaryKey(ctx, route));
     // RFC 9211 §2.2: forwarded because of its method.
-    return withStatus(res, `${NAME}; fwd=method; fwd-status=${res.status}`);
+    return withStatus(withoutTagFields(res), `${NAME}; fwd=method; fwd-status=${res.status}`);
   }
   // The request as the upstream gets it: a rule that removes Cache-Control, for one, keeps
   // clients from forcing a refetch.
   const view = upstreamView(ctx, deps, route);
   if (BYPASS.some((h) => view(h) !== null)) {
     metric("bypass");
-    return withStatus(await proxyAction(ctx, deps, route), `${NAME}; fwd=bypass`);
+    const res = withoutTagFields(await proxyAction(ctx, deps, route));
+    return withStatus(res, `${NAME}; fwd=bypass`);
   }
   const requestCc = parseCacheControl(view("cache-control"));
   const needs = requestNeeds(requestCc);

@@ -10,7 +10,7 @@ import {
 } from "../domain/cache_control.ts";
 import type { Directives } from "../domain/cache_control.ts";
 import type { StoredResponse } from "../domain/response_cache.ts";
-import { entrySize, varyKey } from "../domain/response_cache.ts";
+import { entrySize, parseTags, varyKey } from "../domain/response_cache.ts";
 import type { CountedResponse } from "../ports.ts";
 import { BODY_BYTES } from "../ports.ts";
 import { describe, NAME, teeBody, withStatus } from "./cache_response.ts";
@@ -87,7 +87,7 @@ export function notModified(
 ): StoredResponse {
   const { entry, policy } = x;
   const fresh: [string, string][] = [];
-  o.res.headers.forEach((v, k) => fresh.push([k, v]));
+  o.res.headers.forEach((v, k) => TAG_FIELDS.includes(k) || fresh.push([k, v]));
   const headers = mergeNotModified(entry.headers, fresh);
   const updated = describe(headers, {
     status: entry.status,
@@ -98,6 +98,10 @@ export function notModified(
     defaultSwr: policy.defaultSwr,
   });
   updated.body = entry.body;
+  // Tags the 304 names replace the entry's; without any it keeps them.
+  const sk = o.res.headers.get("surrogate-key");
+  const ct = o.res.headers.get("cache-tag");
+  updated.tags = sk === null && ct === null ? entry.tags : parseTags(sk, ct);
   if (o.res.headers.has("set-cookie")) policy.store.delete(x.primary, x.vary);
   else policy.store.update(x.primary, x.vary, updated);
   return updated;
@@ -113,6 +117,10 @@ export function admit(
   res: Response,
   x: Exchange & { fwd: string; requestTime: number; stale: string | undefined },
 ): Response {
+  // The tags are the cache's business: read into the entry, never passed on (as Fastly does).
+  const surrogateKey = res.headers.get("surrogate-key");
+  const cacheTag = res.headers.get("cache-tag");
+  if (surrogateKey !== null || cacheTag !== null) res = withoutTagFields(res);
   const h = res.headers;
   let names = varyNames(h.get("vary"));
   // An app that echoes the Origin in Access-Control-Allow-Origin but forgets `Vary: Origin` (a
@@ -159,6 +167,8 @@ export function admit(
     defaultTtl: x.policy.defaultTtl,
     defaultSwr: x.policy.defaultSwr,
   });
+  const tags = parseTags(surrogateKey, cacheTag);
+  if (tags.length > 0) value.tags = tags;
   if (value.lifetime <= value.initialAge && value.etag === null && value.lastModified === null) {
     // Stale on arrival and nothing to revalidate it with (max-age=0, an Expires in the past):
     // it could only ever be fetched again.
@@ -205,4 +215,26 @@ export function admit(
   });
   out[BODY_BYTES] = tee.counter;
   return withStatus(out, status);
+}
+
+/** The fields an upstream tags its answers with (read by parseTags). */
+const TAG_FIELDS = ["surrogate-key", "cache-tag"];
+
+/** `res` without its tag fields (a copy when its headers are immutable, as fetch's are). */
+export function withoutTagFields(res: Response): Response {
+  try {
+    for (const f of TAG_FIELDS) res.headers.delete(f);
+    return res;
+  } catch {
+    const h = new Headers(res.headers);
+    for (const f of TAG_FIELDS) h.delete(f);
+    const out: CountedResponse = new Response(res.body, {
+      status: res.status,
+      statusText: res.statusText,
+      headers: h,
+    });
+    const counter = (res as CountedResponse)[BODY_BYTES];
+    if (counter) out[BODY_BYTES] = counter;
+    return out;
+  }
 }

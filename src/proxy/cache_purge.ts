@@ -11,12 +11,17 @@ import { primaryKey } from "./cache_request.ts";
 import { rawQuery, wireQuery } from "../domain/rewrite.ts";
 import type { UpstreamRoute } from "./cache_request.ts";
 
-/** What to purge: a URL (every variant), a URL prefix, or a route's whole cache by its id. */
-export type PurgeInput = { url: string } | { prefix: string } | { route: string };
+/**
+ * What to purge: a URL (every variant), a URL prefix, a route's whole cache by its id, or every
+ * entry of any route tagged with one of a comma-separated list of tags.
+ */
+export type PurgeInput = { url: string } | { prefix: string } | { route: string } | {
+  tag: string;
+};
 
 /** What a purge did, or why it could not (`status` 400 or 404 and a message). */
 export type PurgeResult =
-  | { ok: true; route: string; purged: number }
+  | { ok: true; route: string | null; purged: number }
   | { ok: false; status: 400 | 404; error: string };
 
 /** Drops what `input` names from the caches of `snapshot`'s routes, and counts it. */
@@ -25,6 +30,21 @@ export function purgeCache(
   deps: { snapshot: Snapshot; metrics: Metrics },
 ): PurgeResult {
   const { snapshot, metrics } = deps;
+  if ("tag" in input) {
+    const tags = input.tag.split(",").map((t) => t.trim()).filter((t) => t !== "");
+    if (tags.length === 0) return { ok: false, status: 400, error: "Cannot purge: no tag given" };
+    // Across routes: each route's store once (a route may be routed to by several hosts).
+    let purged = 0;
+    const seen = new Set<unknown>();
+    for (const { value: route } of snapshot.router.entries) {
+      if (!route.cache || seen.has(route.cache.store)) continue;
+      seen.add(route.cache.store);
+      const n = route.cache.store.invalidateTags(tags);
+      metrics.cachePurge(route.id, "tag", n);
+      purged += n;
+    }
+    return { ok: true, route: null, purged };
+  }
   if ("route" in input) {
     const route = snapshot.router.entries.find((e) => e.value.id === input.route)?.value;
     if (!route) return { ok: false, status: 404, error: `Cannot purge: no route "${input.route}"` };

@@ -108,3 +108,43 @@ Deno.test("keyHost: lower case, no trailing dot, no default port; IPv6 literals 
   assert.equal(keyHost("[::1]", "https"), "[::1]");
   assert.equal(keyHost("[::1]:8443", "https"), "[::1]:8443");
 });
+
+Deno.test("purgeCache by tag: the answer's tags are stored without their fields, a 304 may replace them", async () => {
+  const c = setup((_r, n) =>
+    new Response(n === 1 ? "body" : null, {
+      status: n === 1 ? 200 : 304,
+      headers: {
+        "cache-control": "max-age=60",
+        etag: '"e"',
+        ...(n === 1 ? { "surrogate-key": "a b" } : n === 3 ? { "cache-tag": "c" } : {}),
+      },
+    })
+  );
+  const purges: [string, string, number][] = [];
+  const metrics: Metrics = { ...noopMetrics, cachePurge: (...a) => void purges.push(a) };
+  const store = c.snapshot.router.entries[0].value.cache!.store;
+  const fetched = async () => {
+    const { res, text } = await c.get("/t");
+    assert.equal(text, "body");
+    assert.equal(res.headers.get("surrogate-key"), null);
+    assert.equal(res.headers.get("cache-tag"), null);
+    return res.headers.get("cache-status")!;
+  };
+  assert.match(await fetched(), /uri-miss/);
+  assert.match(await fetched(), /^prox; hit/);
+  assert.equal(store.tagCount, 2);
+  // Revalidated by a 304 naming no tags: the entry keeps its own.
+  c.clock.t += 61_000;
+  assert.match(await fetched(), /fwd-status=304/);
+  assert.equal(store.tagCount, 2);
+  // By one that names some: they replace them.
+  c.clock.t += 61_000;
+  assert.match(await fetched(), /fwd-status=304/);
+  assert.equal(store.tagCount, 1);
+  const purge = (tag: string) => purgeCache({ tag }, { snapshot: c.snapshot, metrics });
+  assert.deepEqual(purge("a, b"), { ok: true, route: null, purged: 0 });
+  assert.deepEqual(purge(" , "), { ok: false, status: 400, error: "Cannot purge: no tag given" });
+  assert.deepEqual(purge("x,c"), { ok: true, route: null, purged: 1 });
+  assert.equal(store.size, 0);
+  assert.deepEqual(purges, [["/", "tag", 0], ["/", "tag", 1]]);
+});

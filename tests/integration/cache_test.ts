@@ -401,3 +401,88 @@ Deno.test("cache: a client's max-stale takes a stale entry from the store; only-
   assert.equal(await strict.text(), "old #2");
   assert.equal(p.hits.get("/old"), 2);
 });
+
+Deno.test("cache: a purge by tag drops the tagged answers of every route; the tag fields never reach the client", async () => {
+  const hits = new Map<string, number>();
+  // Product pages and the list that shows them, tagged as Fastly (Surrogate-Key) and Cloudflare
+  // (Cache-Tag) apps do.
+  const tags: Record<string, [string, string]> = {
+    "/p/42": ["surrogate-key", "product-42 page"],
+    "/p/7": ["surrogate-key", "product-7 page"],
+    "/api/list": ["cache-tag", "list, product-42,product-7"],
+    "/api/other": ["cache-tag", "other"],
+  };
+  await using up = await startUpstream((req) => {
+    // The route /api/ strips its prefix: counted by the client's path.
+    const seen = new URL(req.url).pathname;
+    const path = seen.startsWith("/p/") ? seen : `/api${seen}`;
+    hits.set(path, (hits.get(path) ?? 0) + 1);
+    const headers = new Headers({ "cache-control": "max-age=300" });
+    const t = tags[path];
+    if (t) headers.set(...t);
+    // Uncacheable, yet tagged: the fields are stripped from it too.
+    if (path === "/p/private") headers.set("cache-control", "no-store");
+    if (path === "/p/private") headers.set("surrogate-key", "secret");
+    return new Response(`${path} #${hits.get(path)}`, { headers });
+  });
+  const file = await Deno.makeTempFile({ suffix: ".yaml" });
+  await Deno.writeTextFile(
+    file,
+    `listen_addr: "127.0.0.1:0"
+health_check: { enabled: false }
+log: { access_log: false }
+admin: { listen_addr: "127.0.0.1:0" }
+routes:
+  /api/:
+    type: proxy
+    target: "${up.url}"
+    cache: { max_size: 1MiB }
+  /:
+    type: proxy
+    target: "${up.url}"
+    cache: { max_size: 1MiB }
+`,
+  );
+  const server = await startServer({ path: file }, { logger: silentLogger });
+  try {
+    const base = `http://127.0.0.1:${server.port}`;
+    const admin = `http://127.0.0.1:${server.admin!.port}`;
+    const paths = ["/p/42", "/p/7", "/api/list", "/api/other", "/p/private"];
+    const get = async (path: string) => {
+      const res = await fetch(`${base}${path}`);
+      await res.body?.cancel();
+      assert.equal(res.headers.get("surrogate-key"), null, path);
+      assert.equal(res.headers.get("cache-tag"), null, path);
+      return res.headers.get("cache-status")!;
+    };
+    for (const path of paths) await get(path); // misses
+    for (const path of paths.slice(0, 4)) assert.match(await get(path), /^prox; hit/, path);
+    assert.deepEqual(paths.map((p) => hits.get(p)), [1, 1, 1, 1, 1]);
+    const purge = async (query: string) => {
+      const res = await fetch(`${admin}/cache/purge?${query}`, { method: "POST" });
+      assert.equal(res.status, 200);
+      return await res.json();
+    };
+    // Product 42 changed: its page (route /) and the list showing it (route /api/) go.
+    assert.deepEqual(await purge("tag=product-42"), { purged: 2 });
+    for (const path of paths) await get(path);
+    assert.deepEqual(paths.map((p) => hits.get(p)), [2, 1, 2, 1, 2]);
+    // Repeated and listed tags; an unknown tag purges nothing.
+    assert.deepEqual(await purge("tag=product-7&tag=other,nothing"), { purged: 3 });
+    assert.deepEqual(await purge("tag=product-7"), { purged: 0 });
+    for (const path of paths) await get(path);
+    assert.deepEqual(paths.map((p) => hits.get(p)), [2, 2, 3, 2, 3]);
+    const bad = await fetch(`${admin}/cache/purge?tag=,`, { method: "POST" });
+    assert.equal(bad.status, 400);
+    await bad.body?.cancel();
+    const metrics = await (await fetch(`${admin}/metrics`)).text();
+    // Each purge by tag counts once for every route with a cache.
+    assert.match(metrics, /prox_cache_purges_total\{route="\/",kind="tag"\} 3/);
+    assert.match(metrics, /prox_cache_purges_total\{route="\/api\/",kind="tag"\} 3/);
+    assert.match(metrics, /prox_cache_purged_entries_total\{route="\/api\/"\} 3/);
+    assert.match(metrics, /prox_cache_purged_entries_total\{route="\/"\} 2/);
+  } finally {
+    await server.shutdown();
+    await Deno.remove(file);
+  }
+});

@@ -368,7 +368,9 @@ Deno.test("workers: a cache purge through worker 0's admin API empties every wor
   let upstreamHits = 0;
   await using up = await startUpstream(() => {
     upstreamHits++;
-    return new Response("cached", { headers: { "cache-control": "max-age=300" } });
+    return new Response("cached", {
+      headers: { "cache-control": "max-age=300", "surrogate-key": "page" },
+    });
   });
   const dir = await Deno.makeTempDir({ prefix: "prox-workers-test-" });
   try {
@@ -396,6 +398,7 @@ Deno.test("workers: a cache purge through worker 0's admin API empties every wor
         try {
           const res = await fetch(`http://127.0.0.1:${port}/page`, { client });
           assert.equal(await res.text(), "cached");
+          assert.equal(res.headers.get("surrogate-key"), null);
           if (want.test(res.headers.get("cache-status") ?? "")) {
             seen.add(res.headers.get("x-prox-worker")!);
           }
@@ -413,6 +416,13 @@ Deno.test("workers: a cache purge through worker 0's admin API empties every wor
     await p.waitForOutput("Cache purged as worker 0's admin API asked");
     await fromEach(/fwd=uri-miss/);
     assert.equal(upstreamHits, 4);
+    // A purge by tag reaches every worker as well.
+    await fromEach(/^prox; hit/);
+    const tag = await fetch(`http://127.0.0.1:${admin}/cache/purge?tag=page`, { method: "POST" });
+    assert.deepEqual(await tag.json(), { purged: 1 });
+    await p.waitForOutput((out) => out.split("Cache purged as worker 0's admin API").length === 3);
+    await fromEach(/fwd=uri-miss/);
+    assert.equal(upstreamHits, 6);
     p.signal("SIGTERM");
     assert.equal((await p.status).code, 0, p.output());
   } finally {
