@@ -154,7 +154,11 @@ Deno.test("ResponseCache with a CachePool keeps its accounting under random oper
     switch (rand(7)) {
       case 0:
       case 1:
-        s.set(key, { names: [], vary: String(rand(2)), value: stored(rand(3) * 100) });
+        s.set(key, {
+          names: [],
+          vary: String(rand(2)),
+          value: { ...stored(rand(3) * 100), tags: [`t${rand(4)}`] },
+        });
         break;
       case 2:
         s.get(key, String(rand(2)));
@@ -170,9 +174,12 @@ Deno.test("ResponseCache with a CachePool keeps its accounting under random oper
         else s.delete(key, String(rand(2)));
         break;
       case 6:
-        s.invalidatePrefix(`k${rand(3)}`);
+        if (rand(2) === 0) s.invalidatePrefix(`k${rand(3)}`);
+        else s.invalidateTags([`t${rand(4)}`]);
         break;
     }
+    // The tag index holds no more tags than the entries carry (none once they are gone).
+    for (const x of stores) assert.ok(x.tagCount <= Math.min(x.size, 4), `after operation ${i}`);
     const total = stores.reduce((n, x) => n + x.bytes, 0);
     assert.equal(pool.bytes, total, `after operation ${i}`);
     assert.ok(pool.bytes <= pool.maxBytes, `pool over its bound after operation ${i}`);
