@@ -472,6 +472,13 @@ routes:
     assert.deepEqual(await purge("tag=product-7"), { purged: 0 });
     for (const path of paths) await get(path);
     assert.deepEqual(paths.map((p) => hits.get(p)), [2, 2, 3, 2, 3]);
+    // Forwarded past the store (an unsafe method, a HEAD): stripped all the same.
+    for (const method of ["POST", "HEAD"]) {
+      const res = await fetch(`${base}/p/42`, { method });
+      await res.body?.cancel();
+      assert.match(res.headers.get("cache-status")!, /fwd/, method);
+      assert.equal(res.headers.get("surrogate-key"), null, method);
+    }
     const bad = await fetch(`${admin}/cache/purge?tag=,`, { method: "POST" });
     assert.equal(bad.status, 400);
     await bad.body?.cancel();
