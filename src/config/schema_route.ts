@@ -6,6 +6,7 @@ import { z } from "zod";
 import { parseDuration, parseSize } from "./duration.ts";
 import { COMPRESS_CODINGS, TYPE_PATTERN } from "../domain/compress.ts";
 import { normalizeOrigin, originRegex, strangerAdmitted } from "../domain/cors.ts";
+import { JWT_ALGS } from "../domain/jwt.ts";
 
 /** A duration string ("500ms", "30s", "1h30m", "1d") resolved to milliseconds. */
 export const Duration = z.string({
@@ -290,21 +291,6 @@ export const Cors = z.object({
     });
   }
 });
-/** The JWS algorithms `jwt_auth.algorithms` may name (domain/jwt.ts JWT_ALGS). */
-const JWT_ALG_NAMES = [
-  "HS256",
-  "HS384",
-  "HS512",
-  "RS256",
-  "RS384",
-  "RS512",
-  "PS256",
-  "PS384",
-  "PS512",
-  "ES256",
-  "ES384",
-  "EdDSA",
-] as const;
 
 /** A claim value `required_claims` accepts: one scalar or a list of them. */
 const ClaimValues = z.union([
@@ -330,7 +316,7 @@ export const JwtAuth = z.object({
   /** A JWK Set URL, fetched at the first request and kept by its Cache-Control max-age. */
   jwks_url: HttpUrl.optional(),
   /** The algorithms accepted (default: every one the keys can verify). */
-  algorithms: z.array(z.enum(JWT_ALG_NAMES)).min(1).optional(),
+  algorithms: z.array(z.enum(JWT_ALGS)).min(1).optional(),
   /** Accepted `iss` values. */
   issuer: z.union([z.string(), z.array(z.string()).min(1)]).optional(),
   /** Accepted `aud` values (one of them must be in the token's). */
