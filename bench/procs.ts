@@ -355,12 +355,14 @@ const BASELINES = {
   "deno-fetch": [`${ROOT}/bench/fetch_proxy.ts`],
   "deno-hono": [`--config=${ROOT}/deno.json`, `${ROOT}/bench/hono_proxy.ts`],
   "deno-bare": [`${ROOT}/bench/bare_proxy.ts`],
+  "deno-raw": [`${ROOT}/bench/raw_proxy.ts`],
 };
 
 /**
  * Plain-HTTP Deno proxies to compare with: the naive baselines of issue 12, Deno.serve + fetch()
  * forwarding (`deno-fetch`, measured there at 130–170 µs per request) and Hono's proxy helper on
- * Deno.serve (`deno-hono`, 220–255 µs); and the least a proxy on Deno.serve can do (`deno-bare`).
+ * Deno.serve (`deno-hono`, 220–255 µs); the least a proxy on Deno.serve can do (`deno-bare`), and
+ * the least one on raw sockets can do, with neither Deno.serve nor Fetch objects (`deno-raw`).
  */
 export async function startFetchProxy(
   o: { core: string; backend: number },

@@ -54,6 +54,7 @@ const SCENARIOS: Scenario[] = [
       "deno-fetch",
       "deno-hono",
       "deno-bare",
+      "deno-raw",
       "deno-h1client",
       "deno-serve",
     ],
@@ -65,7 +66,7 @@ const SCENARIOS: Scenario[] = [
     tool: "wrk",
     path: "/64k",
     connections: 50,
-    proxies: ["prox", "nginx", "haproxy"],
+    proxies: ["prox", "nginx", "haproxy", "deno-raw"],
     runs: RUNS,
     seconds: SECONDS,
   },
@@ -205,6 +206,14 @@ function targets(rows: Row[]): string[] {
         ": no proxy built on them can go faster",
     );
   }
+  for (const s of ["h1-100b", "h1-64k"]) {
+    const n = get(s, "nginx"), raw = get(s, "deno-raw");
+    if (!n || !raw) continue;
+    lines.push(
+      `- note ${s}: a relay on raw sockets (no Deno.serve, no Fetch objects) reaches ` +
+        `${f2(raw.rps / n.rps)}× nginx: the bound for an HTTP/1.1 engine of Prox's own`,
+    );
+  }
   const o = rows.find((r) => r.scenario === "overload-1000c" && r.proxy === "prox");
   if (o) {
     check(
@@ -279,7 +288,8 @@ async function main() {
         ? await startNginxProxy(dir, o)
         : name === "haproxy"
         ? await startHaproxy(dir, o)
-        : name === "deno-fetch" || name === "deno-hono" || name === "deno-bare"
+        : name === "deno-fetch" || name === "deno-hono" || name === "deno-bare" ||
+            name === "deno-raw"
         ? await startFetchProxy(o, name)
         : name === "deno-serve"
         ? await startServeAlone(o)
