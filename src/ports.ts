@@ -55,6 +55,15 @@ export interface CompressionEngine {
 /** Makes a compression engine for one response body. */
 export type Compressor = (coding: ContentCoding) => CompressionEngine;
 
+/**
+ * The upstream client puts a buffered answer's body bytes, as received, on its Response under this
+ * key: a listener that writes answers itself (Prox's HTTP/1.1 engine) sends them as they are
+ * instead of reading the body back through a stream, while the Response's body is untouched.
+ */
+export const RAW_BODY: unique symbol = Symbol("prox.rawBody");
+/** A Response that may carry its body's bytes under `RAW_BODY`. */
+export type RawBodied = Response & { [RAW_BODY]?: Uint8Array };
+
 /** A Response that may carry a `BODY_BYTES` counter. */
 export type CountedResponse = Response & { [BODY_BYTES]?: BodyCounter };
 

@@ -13,6 +13,8 @@ export interface Listener {
   readonly hostname: string;
   readonly port: number;
   readonly tls: boolean;
+  /** Who serves HTTP/1.1 on it: Deno.serve, or Prox's own engine (h1/server.ts). */
+  readonly engine: "deno" | "prox";
   /**
    * Stops accepting and lets in-flight requests finish. Requests whose body is still coming
    * in are waited for first, for up to `bodyWaitMs` (see `listen`).
@@ -53,6 +55,13 @@ export function listen(
     reusePort?: boolean;
     /** Counts requests in progress as `prox_active_connections` (no connection events here). */
     metrics?: Metrics;
+    /** The port requests report as theirs, when another listener relays to this one. */
+    localPort?: number;
+    /**
+     * For a listener that another one relays connections to (h1/server.ts): the client a relayed
+     * connection carries, by the relay's own address; a connection it does not know gets a 403.
+     */
+    peerOf?: (relay: Deno.NetAddr) => { hostname: string; port: number } | undefined;
   },
 ): Listener {
   const tls = opts.cert !== undefined || opts.key !== undefined;
@@ -88,10 +97,15 @@ export function listen(
       },
     }, (req, info) => {
       recent.serverInfo = info;
-      const remote = info.remoteAddr as Deno.NetAddr;
+      let remote = info.remoteAddr as Deno.NetAddr | { hostname: string; port: number };
+      if (opts.peerOf) {
+        const client = opts.peerOf(remote as Deno.NetAddr);
+        if (!client) return new Response("Not a relayed connection\n", { status: 403 });
+        remote = client;
+      }
       const ci: ClientInfo = {
         remoteAddr: { hostname: unmapped(remote.hostname), port: remote.port },
-        localPort,
+        localPort: opts.localPort ?? localPort,
         protocol: protocolOf(req, tls),
         tls,
         completed: info.completed,
@@ -135,6 +149,7 @@ export function listen(
     hostname: serving.current.addr.hostname,
     port: serving.current.addr.port,
     tls,
+    engine: "deno",
     async shutdown(o) {
       if (closed) return;
       closed = true;

@@ -7,6 +7,8 @@ import type { ListenAddr } from "../config/listen.ts";
 import type { Config } from "../config/schema.ts";
 import type { Handler, Logger, Metrics } from "../ports.ts";
 import { listen } from "./http_serve.ts";
+import { listenH1 } from "./h1/server.ts";
+import { otelEnabled } from "./otel.ts";
 import type { Listener } from "./http_serve.ts";
 import { timerDelay } from "../config/duration.ts";
 
@@ -19,6 +21,8 @@ export interface ListenerPlan {
   handler: Handler;
   /** Counts requests in progress on this listener (prox_active_connections). */
   metrics?: Metrics;
+  /** `protocols.http1_engine`: who serves HTTP/1.1 when there is no TLS (h1/server.ts). */
+  engine?: "deno" | "prox";
 }
 
 /**
@@ -35,8 +39,24 @@ export function listenerPlans(
     metrics: Metrics;
   },
 ): ListenerPlan[] {
+  // PROX_H1_ENGINE=prox|deno overrides the config's choice: how the test suite runs on either.
+  // Deno's OpenTelemetry makes the server span of a request in Deno.serve, which the engine
+  // bypasses: with tracing on, Deno.serve serves.
+  const forced = Deno.env.get("PROX_H1_ENGINE");
+  const engine = otelEnabled((k) => Deno.env.get(k))
+    ? "deno"
+    : forced === "prox" || forced === "deno"
+    ? forced
+    : c.protocols.http1_engine;
   const plans: ListenerPlan[] = o.tls
-    ? [{ id: "main", addr: addrOf(c.listen_addr), handler: o.serve, metrics: o.metrics, ...o.tls }]
+    ? [{
+      id: "main",
+      addr: addrOf(c.listen_addr),
+      handler: o.serve,
+      metrics: o.metrics,
+      engine,
+      ...o.tls,
+    }]
     : [];
   if (c.http_redirect) {
     plans.push({
@@ -128,7 +148,14 @@ interface Entry {
 }
 
 function fingerprint(plan: ListenerPlan): string {
-  return `${plan.addr.hostname}|${plan.addr.port}|${plan.cert ?? ""}|${plan.key ?? ""}`;
+  return `${plan.addr.hostname}|${plan.addr.port}|${plan.cert ?? ""}|${plan.key ?? ""}|${
+    ownEngine(plan) ? "prox" : "deno"
+  }`;
+}
+
+/** Whether Prox's own HTTP/1.1 engine serves the plan: asked for, and no TLS. */
+function ownEngine(plan: ListenerPlan): boolean {
+  return plan.engine === "prox" && plan.cert === undefined && plan.key === undefined;
 }
 
 /** Creates an empty listener set; call `stage(plans)` then `commit()` to start listeners. */
@@ -194,14 +221,21 @@ export function createListenerSet(opts: {
           const addr = sameAddr ? { ...plan.addr, port: old.listener.port } : plan.addr;
           let listener: Listener;
           try {
-            listener = listen(addr, {
-              handler: plan.handler,
-              logger,
-              cert: plan.cert,
-              key: plan.key,
-              reusePort: REUSE_PORT,
-              metrics: plan.metrics,
-            });
+            listener = ownEngine(plan)
+              ? listenH1(addr, {
+                handler: plan.handler,
+                logger,
+                reusePort: REUSE_PORT,
+                metrics: plan.metrics,
+              })
+              : listen(addr, {
+                handler: plan.handler,
+                logger,
+                cert: plan.cert,
+                key: plan.key,
+                reusePort: REUSE_PORT,
+                metrics: plan.metrics,
+              });
           } catch (err) {
             const hint = sameAddr && !REUSE_PORT
               ? " (rebinding a port in use needs SO_REUSEPORT: Linux and --unstable-net)"
@@ -236,6 +270,7 @@ export function createListenerSet(opts: {
               id: e.plan.id,
               addr: formatListenAddr(e.listener),
               tls: e.listener.tls,
+              ...(e.listener.engine === "prox" ? { engine: "prox" } : {}),
             });
           }
           for (const e of replaced) {

@@ -5,8 +5,8 @@
 // The connection is released exactly once, reusable only when both bodies ended cleanly.
 
 import { ProxyError, tagRequest } from "../domain/errors.ts";
-import { BODY_BYTES } from "../ports.ts";
-import type { BodyCounter, CountedResponse, UpstreamRequest } from "../ports.ts";
+import { BODY_BYTES, RAW_BODY } from "../ports.ts";
+import type { BodyCounter, CountedResponse, RawBodied, UpstreamRequest } from "../ports.ts";
 import { H1Connection } from "./upstream_h1_conn.ts";
 import { responseWith } from "../proxy/respond.ts";
 import { streamedBytes } from "./gc_hint.ts";
@@ -218,7 +218,9 @@ function respond(head: ResponseHead, body: BodyInit | null): Response {
   }
   const statusText = REASON_PHRASE.test(head.statusText) ? head.statusText : undefined;
   try {
-    return responseWith(body, { status: head.status, statusText }, head.headers);
+    const res: RawBodied = responseWith(body, { status: head.status, statusText }, head.headers);
+    if (body instanceof Uint8Array) res[RAW_BODY] = body;
+    return res;
   } catch (err) {
     throw new ProxyError("protocol", `Invalid upstream response head: ${String(err)}`);
   }

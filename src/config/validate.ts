@@ -301,6 +301,14 @@ export function validateConfig(
       "http2_enabled: false has no effect: HTTP/2 cannot be turned off on Deno's HTTP server",
     );
   }
+  if (config.protocols.http1_engine === "prox" && config.tls) {
+    warn(
+      ["protocols", "http1_engine"],
+      "http1_engine: prox has no effect on a listener with TLS: Deno's HTTP server answers " +
+        "HTTPS (and http_redirect) itself",
+      "Leave it out, or use it on a plain-HTTP listen_addr (behind a TLS-terminating balancer)",
+    );
+  }
   for (const w of workersIssues(config)) add(w.severity, w.path, w.message, w.hint);
   sortIssues(issues);
   return issues;

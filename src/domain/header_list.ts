@@ -93,6 +93,12 @@ export class HeaderList implements HeaderMap {
     this.#values.push(checkValue(value));
   }
 
+  /** Appends a field a parser already checked: `name` a lowercase token, `value` sendable. */
+  appendChecked(name: string, value: string): void {
+    this.#names.push(name);
+    this.#values.push(value);
+  }
+
   delete(name: string): void {
     this.#remove(name.toLowerCase(), 0);
   }

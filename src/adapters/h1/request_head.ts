@@ -1,0 +1,105 @@
+// The request head parser of Prox's own HTTP/1.1 engine (server.ts). It takes only the plainest
+// requests: HTTP/1.1, an origin-form target, one Host, well-formed fields, no body (no
+// Transfer-Encoding, a Content-Length of 0 at most), no upgrade and no Expect. Everything else
+// (a body, a WebSocket or h2c upgrade, the HTTP/2 preface, HTTP/1.0, an odd or malformed head)
+// is not judged here at all: the engine relays that connection to Deno.serve, which answers it
+// as it answers every request on the default engine. So the engine never decides where a request
+// with a body ends, which is where two parsers that disagree let requests be smuggled
+// (RFC 9112 §11.2). No Deno APIs: text in, a head or null out.
+
+/** A parsed request head. Field names are lowercase; values as sent, without surrounding OWS. */
+export interface RequestHead {
+  method: string;
+  /** The origin-form request target as sent (`/p?q`). */
+  target: string;
+  names: string[];
+  values: string[];
+  /** The Host field's value. */
+  host: string;
+  /** Whether the client asked to close the connection after this exchange. */
+  close: boolean;
+}
+
+const TCHAR = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+// An origin-form target: a slash, then visible ASCII only (RFC 9112 §3.2.1).
+const ORIGIN_FORM = /^\/[\x21-\x7e]*$/;
+// A field value: HTAB, SP, visible ASCII, obs-text (RFC 9110 §5.5).
+const BAD_VALUE = /[^\t\x20-\x7e\x80-\xff]/;
+// The Connection options that end the connection after this exchange.
+const CLOSE = /(?:^|,)[ \t]*close[ \t]*(?:,|$)/i;
+
+/**
+ * The offset just past the blank line ending a head in `b[from..to)`, or -1. Only CRLF CRLF ends
+ * one: a head with bare LFs never completes here, and is relayed once the buffer is full.
+ */
+export function headEnd(b: Uint8Array, from: number, to: number): number {
+  for (let i = from + 3; i < to; i++) {
+    if (b[i] === 10 && b[i - 1] === 13 && b[i - 2] === 10 && b[i - 3] === 13) return i + 1;
+  }
+  return -1;
+}
+
+/**
+ * Parses a head (latin-1 text up to and including its blank line); null when the request is not
+ * one the engine takes itself.
+ */
+export function parseRequestHead(text: string): RequestHead | null {
+  const lineEnd = text.indexOf("\r\n");
+  const sp1 = text.indexOf(" ");
+  const sp2 = text.indexOf(" ", sp1 + 1);
+  // "METHOD SP /target SP HTTP/1.1 CRLF", exactly.
+  if (sp1 <= 0 || sp2 < 0 || lineEnd !== sp2 + 9 || !text.startsWith("HTTP/1.1", sp2 + 1)) {
+    return null;
+  }
+  const method = text.slice(0, sp1);
+  const target = text.slice(sp1 + 1, sp2);
+  if (!TCHAR.test(method) || !ORIGIN_FORM.test(target)) return null;
+
+  const names: string[] = [];
+  const values: string[] = [];
+  let host: string | null = null;
+  let close = false;
+  let at = lineEnd + 2;
+  for (;;) {
+    const end = text.indexOf("\r\n", at);
+    if (end === at) break; // the blank line
+    const colon = text.indexOf(":", at);
+    if (colon <= at || colon > end) return null;
+    const rawName = text.slice(at, colon);
+    // A token name excludes whitespace before the colon and obsolete line folding (a field
+    // line starting with SP or HTAB), and a value without CR or LF has no bare line ends.
+    if (!TCHAR.test(rawName)) return null;
+    const value = trimOws(text.slice(colon + 1, end));
+    if (BAD_VALUE.test(value)) return null;
+    at = end + 2;
+    const name = rawName.toLowerCase();
+    switch (name) {
+      case "host":
+        if (host !== null) return null;
+        host = value;
+        break;
+      case "content-length":
+        if (value !== "0") return null; // a body (or an odd length): Deno.serve's to judge
+        break;
+      case "transfer-encoding":
+      case "upgrade":
+      case "expect":
+      case "http2-settings":
+        return null;
+      case "connection":
+        if (CLOSE.test(value)) close = true;
+        break;
+    }
+    names.push(name);
+    values.push(value);
+  }
+  if (host === null) return null;
+  return { method, target, names, values, host, close };
+}
+
+function trimOws(s: string): string {
+  let a = 0, z = s.length;
+  while (a < z && (s.charCodeAt(a) === 32 || s.charCodeAt(a) === 9)) a++;
+  while (z > a && (s.charCodeAt(z - 1) === 32 || s.charCodeAt(z - 1) === 9)) z--;
+  return a === 0 && z === s.length ? s : s.slice(a, z);
+}

@@ -1,0 +1,76 @@
+import assert from "node:assert/strict";
+import { headEnd, parseRequestHead } from "./request_head.ts";
+
+const enc = new TextEncoder();
+
+Deno.test("headEnd finds the blank line only after CRLF CRLF, from any offset", () => {
+  const b = enc.encode("GET / HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\n");
+  assert.equal(headEnd(b, 0, b.length), 27);
+  assert.equal(headEnd(b, 27, b.length), -1);
+  // Bare LFs never end a head here (the engine relays such a connection instead).
+  const lf = enc.encode("GET / HTTP/1.1\nHost: a\n\n");
+  assert.equal(headEnd(lf, 0, lf.length), -1);
+  // `from` is where the four-byte window may begin: a scan that resumes three bytes before the
+  // previous end of data still finds a blank line split across two reads.
+  assert.equal(headEnd(b, 23, b.length), 27);
+  assert.equal(headEnd(b, 24, b.length), -1);
+  assert.equal(headEnd(b, 23, 26), -1);
+});
+
+Deno.test("parseRequestHead takes a plain bodiless HTTP/1.1 request", () => {
+  const h = parseRequestHead(
+    "GET /a/b?x=1&y=%20 HTTP/1.1\r\nHost: example.com:8080\r\nX-Two: a \r\nx-two:\tb\r\n" +
+      "Content-Length: 0\r\nConnection: keep-alive, Close\r\n\r\n",
+  );
+  assert.ok(h);
+  assert.equal(h.method, "GET");
+  assert.equal(h.target, "/a/b?x=1&y=%20");
+  assert.equal(h.host, "example.com:8080");
+  assert.deepEqual(h.names, ["host", "x-two", "x-two", "content-length", "connection"]);
+  assert.deepEqual(h.values, ["example.com:8080", "a", "b", "0", "keep-alive, Close"]);
+  assert.equal(h.close, true);
+  const k = parseRequestHead("HEAD / HTTP/1.1\r\nhost: a\r\nconnection: closed\r\n\r\n");
+  assert.equal(k?.close, false);
+  // obs-text in a value is a byte string, kept as it came.
+  assert.equal(
+    parseRequestHead("GET / HTTP/1.1\r\nhost: a\r\nx: caf\xe9\r\n\r\n")?.values[1],
+    "caf\xe9",
+  );
+});
+
+Deno.test("parseRequestHead leaves every request with a body, upgrade or oddity to Deno.serve", () => {
+  const relayed = [
+    // bodies and framing Deno.serve must judge
+    "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n",
+    "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0, 0\r\n\r\n",
+    "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+    "GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n",
+    "PUT / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 0\r\n\r\n",
+    // upgrades, h2c, other versions and forms
+    "GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+    "GET / HTTP/1.1\r\nHost: a\r\nHTTP2-Settings: AAA\r\n\r\n",
+    "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+    "GET / HTTP/1.0\r\nHost: a\r\n\r\n",
+    "GET / HTTP/1.2\r\nHost: a\r\n\r\n",
+    "GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n",
+    "OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n",
+    "CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n",
+    // malformed or smuggling-shaped heads
+    "\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",
+    "GET  / HTTP/1.1\r\nHost: a\r\n\r\n",
+    "GET / HTTP/1.1 \r\nHost: a\r\n\r\n",
+    "GET /a b HTTP/1.1\r\nHost: a\r\n\r\n",
+    "GET /caf\xe9 HTTP/1.1\r\nHost: a\r\n\r\n",
+    "G(T / HTTP/1.1\r\nHost: a\r\n\r\n",
+    "GET / HTTP/1.1\r\n\r\n",
+    "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+    "GET / HTTP/1.1\r\nHost: a\r\nX-A : 1\r\n\r\n",
+    "GET / HTTP/1.1\r\nHost: a\r\nX-A: 1\r\n folded\r\n\r\n",
+    "GET / HTTP/1.1\r\nHost: a\r\nNoColon\r\n\r\n",
+    "GET / HTTP/1.1\r\nHost: a\r\n: empty\r\n\r\n",
+    "GET / HTTP/1.1\r\nHost: a\r\nX-A: 1\nX-B: 2\r\n\r\n",
+    "GET / HTTP/1.1\r\nHost: a\r\nX-A: 1\rX-B: 2\r\n\r\n",
+    "GET / HTTP/1.1\r\nHost: a\r\nX-A: \x01\r\n\r\n",
+  ];
+  for (const text of relayed) assert.equal(parseRequestHead(text), null, JSON.stringify(text));
+});

@@ -1,0 +1,572 @@
+// Prox's own HTTP/1.1 engine for a plain-HTTP listener (`protocols.http1_engine: prox`): a
+// listener on Deno.listen that parses the plainest requests itself (request_head.ts), hands them
+// to the pipeline as lean stand-ins for Fetch's Request (wire_request.ts), and writes the answer
+// to the socket itself. Deno.serve builds a Request and its Headers for every request and reads
+// every answer through Fetch's body machinery; on the benchmark's small GETs that was a fifth of
+// Prox's CPU per request.
+//
+// Every other connection is relayed, byte for byte, to a Deno.serve listener on 127.0.0.1 that
+// runs the same handler: from the first request the engine does not take (a body, an upgrade,
+// h2c, HTTP/1.0, anything odd) to the connection's end. Deno.serve then answers it exactly as on
+// the default engine. The relayed connection's source port names the client it carries, so the
+// pipeline still sees the client's address.
+
+import { formatListenAddr } from "../../config/listen.ts";
+import type { ListenAddr } from "../../config/listen.ts";
+import { ProxyError } from "../../domain/errors.ts";
+import { FileChangedError, RAW_BODY } from "../../ports.ts";
+import type { ClientInfo, Handler, Logger, Metrics, RawBodied } from "../../ports.ts";
+import { latin1 } from "../upstream_h1_wire.ts";
+import { listen, unmapped } from "../http_serve.ts";
+import type { Listener } from "../http_serve.ts";
+import { headEnd, parseRequestHead } from "./request_head.ts";
+import type { RequestHead } from "./request_head.ts";
+import { RequestFields, WireRequest } from "./wire_request.ts";
+
+/** A connection's read buffer to begin with; a longer head grows it up to HEAD_LIMIT. */
+const READ_SIZE = 8 * 1024;
+/** A head not complete within this many bytes is relayed (Deno.serve's limits then apply). */
+const HEAD_LIMIT = 64 * 1024;
+/** A connection idle this long between requests, or this slow to send a head, is closed. */
+export const IDLE_MS = 75_000;
+/** Relay buffer per direction. */
+const RELAY_SIZE = 16 * 1024;
+
+const ascii = new TextEncoder();
+
+/** Starts the engine on `addr`; throws as Deno.listen does when the address cannot be bound. */
+export function listenH1(
+  addr: ListenAddr,
+  opts: { handler: Handler; logger: Logger; reusePort?: boolean; metrics?: Metrics },
+): Listener {
+  const server = Deno.listen({
+    hostname: addr.hostname,
+    port: addr.port,
+    reusePort: opts.reusePort,
+  });
+  const local = server.addr as Deno.NetAddr;
+  // The relay's Deno.serve; its connections' source ports name the clients they carry (one
+  // entry per relayed connection open: bounded by the connections).
+  const peers = new Map<number, { hostname: string; port: number }>();
+  const inner = listen({ hostname: "127.0.0.1", port: 0 }, {
+    handler: opts.handler,
+    logger: opts.logger,
+    metrics: opts.metrics,
+    localPort: local.port,
+    peerOf: (remote) => peers.get(remote.port),
+  });
+  const conns = new Set<Conn>();
+  let draining = false;
+  let closed = false;
+  const sweeper = setInterval(() => {
+    const now = Date.now();
+    for (const c of conns) if (c.waitingSince > 0 && now - c.waitingSince > IDLE_MS) c.close();
+  }, 1000);
+  Deno.unrefTimer(sweeper);
+
+  const env: Env = {
+    handler: opts.handler,
+    logger: opts.logger,
+    metrics: opts.metrics,
+    localPort: local.port,
+    draining: () => draining,
+    relay: async (c, bytes) => {
+      let to: Deno.TcpConn;
+      try {
+        to = await Deno.connect({ hostname: "127.0.0.1", port: inner.port });
+      } catch (err) {
+        opts.logger.error("Cannot relay a connection to the HTTP/1.1 fallback listener", {
+          error: String(err),
+        });
+        await writeAll(c.conn, UNAVAILABLE).catch(() => {});
+        return;
+      }
+      to.setNoDelay(true);
+      const key = (to.localAddr as Deno.NetAddr).port;
+      peers.set(key, c.peer);
+      try {
+        await writeAll(to, bytes);
+        // A client that ends its side (a half-close after its last request) still gets its
+        // answers; once Deno.serve ends the connection, nothing more can come back, and both
+        // sockets close (the client's in serve()).
+        void pipe(c.conn, to, true);
+        await pipe(to, c.conn, false);
+      } catch {
+        // Either side went away: both are closed below.
+      } finally {
+        peers.delete(key);
+        closeQuietly(to);
+      }
+    },
+  };
+
+  const accepting = (async () => {
+    let delay = 100;
+    while (!closed) {
+      let conn: Deno.TcpConn;
+      try {
+        conn = await server.accept() as Deno.TcpConn;
+        delay = 100;
+      } catch (err) {
+        if (closed) return;
+        // EMFILE and the like: keep the port and try again, backing off.
+        opts.logger.error("Listener could not accept; trying again", {
+          addr: formatListenAddr(local),
+          error: String(err),
+          retryInMs: delay,
+        });
+        await new Promise((r) => setTimeout(r, delay));
+        delay = Math.min(delay * 2, 5000);
+        continue;
+      }
+      const c = new Conn(conn);
+      conns.add(c);
+      serve(c, env).finally(() => {
+        conns.delete(c);
+        c.close();
+      });
+    }
+  })();
+
+  return {
+    hostname: local.hostname,
+    port: local.port,
+    tls: false,
+    engine: "prox",
+    async shutdown(o) {
+      if (closed) return;
+      closed = true;
+      draining = true;
+      closeQuietly(server);
+      // Idle connections go now; busy ones after their current answer (`connection: close`).
+      for (const c of conns) if (c.waitingSince > 0 && c.start === c.end) c.close();
+      await inner.shutdown(o);
+      await accepting;
+      while (conns.size > 0) await Promise.race([...conns].map((c) => c.done));
+      clearInterval(sweeper);
+    },
+    async close() {
+      closed = true;
+      draining = true;
+      closeQuietly(server);
+      clearInterval(sweeper);
+      for (const c of conns) c.close();
+      await inner.close();
+    },
+  };
+}
+
+interface Env {
+  handler: Handler;
+  logger: Logger;
+  metrics?: Metrics;
+  localPort: number;
+  draining(): boolean;
+  relay(c: Conn, bytes: Uint8Array): Promise<void>;
+}
+
+/** One client connection: its read buffer (unconsumed bytes in `buf[start..end)`) and state. */
+class Conn {
+  buf = new Uint8Array(READ_SIZE);
+  start = 0;
+  end = 0;
+  /** When the connection began waiting for a request head (0: busy with one). */
+  waitingSince = Date.now();
+  readonly peer: { hostname: string; port: number };
+  /** The background read that watches for the client leaving while a request is handled. */
+  watching: Promise<void> | null = null;
+  /** True from a request's head to the end of its answer. */
+  busy = false;
+  /** Aborted when the client leaves during the current exchange (made by `watch`). */
+  #left: AbortController | null = null;
+  /** Set when a read saw the end of the client's stream (or an error). */
+  eof = false;
+  readonly done: Promise<void>;
+  #closed = false;
+  #resolveDone!: () => void;
+
+  constructor(readonly conn: Deno.TcpConn) {
+    const r = conn.remoteAddr as Deno.NetAddr;
+    this.peer = { hostname: unmapped(r.hostname), port: r.port };
+    this.done = new Promise((resolve) => this.#resolveDone = resolve);
+    try {
+      conn.setNoDelay(true);
+    } catch { /* already reset */ }
+  }
+
+  /** Reads more bytes after `end`, growing the buffer up to the head limit; false at EOF. */
+  async fill(): Promise<boolean> {
+    if (this.start === this.end) this.start = this.end = 0;
+    if (this.end === this.buf.length) {
+      if (this.start > 0) {
+        this.buf.copyWithin(0, this.start, this.end);
+        this.end -= this.start;
+        this.start = 0;
+      } else {
+        const bigger = new Uint8Array(Math.min(this.buf.length * 2, HEAD_LIMIT));
+        bigger.set(this.buf);
+        this.buf = bigger;
+      }
+    }
+    const n = await this.conn.read(this.buf.subarray(this.end));
+    if (n === null) return false;
+    this.end += n;
+    return true;
+  }
+
+  /**
+   * A signal that aborts if the client leaves during the current exchange. The first call starts
+   * reading the socket in the background (bytes of a pipelined request are kept): Deno.serve
+   * notices a client that left, and so must a request that waits, or an answer that streams.
+   */
+  watch(): AbortSignal {
+    if (this.#left) return this.#left.signal;
+    const left = this.#left = new AbortController();
+    if (this.eof) left.abort(gone());
+    else if (!this.watching && this.end < this.buf.length) {
+      this.watching = (async () => {
+        try {
+          while (this.busy && this.end < this.buf.length) {
+            if (!await this.fill()) {
+              this.eof = true;
+              break;
+            }
+          }
+        } catch {
+          this.eof = true;
+        }
+        if (this.eof && this.#left === left) left.abort(gone());
+      })();
+    }
+    return left.signal;
+  }
+
+  /** Marks the start or end of an exchange. */
+  exchanging(busy: boolean): void {
+    this.busy = busy;
+    this.#left = null;
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    closeQuietly(this.conn);
+    this.#resolveDone();
+  }
+}
+
+/** Serves one connection until it closes, or hands it to the relay. */
+async function serve(c: Conn, env: Env): Promise<void> {
+  try {
+    for (;;) {
+      // Waiting for the next request from here on (the idle limit and a drain apply), though a
+      // read the last request began may still be pending: it fills the buffer as ours would.
+      c.waitingSince = Date.now();
+      if (c.watching) {
+        await c.watching;
+        c.watching = null;
+      }
+      if (c.eof) return;
+      let end = headEnd(c.buf, c.start, c.end);
+      while (end < 0) {
+        if (env.draining() && c.start === c.end) return;
+        const scanned = c.end - c.start;
+        if (scanned >= HEAD_LIMIT) return await env.relay(c, unread(c));
+        if (!await c.fill()) return; // may move the unread bytes to the buffer's start
+        end = headEnd(c.buf, c.start + Math.max(0, scanned - 3), c.end);
+      }
+      c.waitingSince = 0;
+      const head = parseRequestHead(latin1(c.buf, c.start, end));
+      if (head === null) return await env.relay(c, unread(c));
+      c.start = end;
+      if (!await exchange(c, head, env)) return;
+    }
+  } catch {
+    // A read or write failed: the client reset the connection.
+  }
+}
+
+/** The unconsumed bytes, copied (the relay writes them while the buffer is let go). */
+function unread(c: Conn): Uint8Array {
+  return c.buf.slice(c.start, c.end);
+}
+
+/** One request and its answer; false when the connection must close after it. */
+async function exchange(c: Conn, head: RequestHead, env: Env): Promise<boolean> {
+  const fields = new RequestFields();
+  for (let i = 0; i < head.names.length; i++) fields.appendChecked(head.names[i], head.values[i]);
+  c.exchanging(true);
+  // The signal is asked for only when the pipeline waits (a queued upstream connection, a slow
+  // exchange): only then is the socket read in the background.
+  const req = new WireRequest(
+    head.method,
+    "http://" + head.host + head.target,
+    fields,
+    () => c.watch(),
+  );
+  let settle!: (ok: boolean) => void;
+  const completed = new Promise<void>((resolve, reject) =>
+    settle = (ok) => ok ? resolve() : reject(new Error("client went away"))
+  );
+  completed.catch(() => {});
+  const info: ClientInfo = {
+    remoteAddr: c.peer,
+    localPort: env.localPort,
+    protocol: "http/1.1",
+    tls: false,
+    completed,
+  };
+  const m = env.metrics;
+  m?.connectionOpened("http/1.1");
+  let res: Response;
+  try {
+    res = await env.handler(req as unknown as Request, info);
+  } catch (err) {
+    env.logger.error("Unhandled error in request handler", { error: String(err) });
+    res = new Response("Internal server error\n", { status: 500 });
+  }
+  const keep = !head.close && !env.draining();
+  let ok = false;
+  try {
+    ok = await writeResponse(c, res, { head: head.method === "HEAD", keep, logger: env.logger });
+  } finally {
+    c.exchanging(false);
+    settle(ok);
+    m?.connectionClosed("http/1.1");
+  }
+  return ok && keep;
+}
+
+function gone(): ProxyError {
+  return new ProxyError("client_gone", "Client closed the connection");
+}
+
+/** Reason phrases for the statuses Prox answers with most; others go without one. */
+const REASONS: Record<number, string> = {
+  200: "OK",
+  201: "Created",
+  204: "No Content",
+  206: "Partial Content",
+  301: "Moved Permanently",
+  302: "Found",
+  303: "See Other",
+  304: "Not Modified",
+  307: "Temporary Redirect",
+  308: "Permanent Redirect",
+  400: "Bad Request",
+  401: "Unauthorized",
+  403: "Forbidden",
+  404: "Not Found",
+  405: "Method Not Allowed",
+  408: "Request Timeout",
+  413: "Content Too Large",
+  416: "Range Not Satisfiable",
+  429: "Too Many Requests",
+  431: "Request Header Fields Too Large",
+  500: "Internal Server Error",
+  501: "Not Implemented",
+  502: "Bad Gateway",
+  503: "Service Unavailable",
+  504: "Gateway Timeout",
+};
+
+let dateAt = 0;
+let dateText = "";
+/** The Date field's value, remade at most once a second. */
+function httpDate(): string {
+  const now = Date.now();
+  if (now - dateAt >= 1000 || now < dateAt) {
+    dateAt = now - (now % 1000);
+    dateText = new Date(dateAt).toUTCString();
+  }
+  return dateText;
+}
+
+/** Fields the engine writes itself from the framing it chose. */
+const FRAMING = new Set(["connection", "keep-alive", "transfer-encoding", "content-length"]);
+
+/**
+ * Writes `res` to the client: its head, then its body framed by Content-Length when known, else
+ * chunked. True when the whole answer went out and the connection can carry another.
+ */
+async function writeResponse(
+  c: Conn,
+  res: Response,
+  o: { head: boolean; keep: boolean; logger: Logger },
+): Promise<boolean> {
+  const status = res.status;
+  const reason = res.statusText || REASONS[status] || "";
+  let text = `HTTP/1.1 ${status} ${reason}\r\n`;
+  let length: string | null = null;
+  let date = false;
+  res.headers.forEach((v, k) => {
+    if (FRAMING.has(k)) {
+      if (k === "content-length") length = v;
+      return;
+    }
+    if (k === "date") date = true;
+    text += k + ": " + v + "\r\n";
+  });
+  if (!date) text += "date: " + httpDate() + "\r\n";
+  let keep = o.keep;
+  const noContent = status === 204 || status === 304 || status < 200;
+  const raw = (res as RawBodied)[RAW_BODY];
+  if (raw !== undefined && !o.head && !noContent && !res.bodyUsed) {
+    // The upstream client's buffered answer, as it came: one write, and the body (which Fetch
+    // would make a stream of, to be read back) is not touched.
+    text += `content-length: ${raw.byteLength}\r\n`;
+    if (!keep) text += "connection: close\r\n";
+    const h = headBytes(text + "\r\n");
+    const out = new Uint8Array(h.byteLength + raw.byteLength);
+    out.set(h);
+    out.set(raw, h.byteLength);
+    await writeAll(c.conn, out);
+    return true;
+  }
+  const body = res.body;
+  if (o.head || noContent) {
+    // No content follows; a HEAD's or a 304's length describes the GET's (RFC 9110 §8.6).
+    if (length !== null && !(status === 204 || status < 200)) {
+      text += `content-length: ${length}\r\n`;
+    }
+    if (!keep) text += "connection: close\r\n";
+    body?.cancel().catch(() => {});
+    await writeAll(c.conn, headBytes(text + "\r\n"));
+    return true;
+  }
+  if (body === null) {
+    text += "content-length: 0\r\n";
+    if (!keep) text += "connection: close\r\n";
+    await writeAll(c.conn, headBytes(text + "\r\n"));
+    return true;
+  }
+  const declared = length !== null && /^[0-9]{1,15}$/.test(length) ? Number(length) : -1;
+  text += declared >= 0 ? `content-length: ${declared}\r\n` : "transfer-encoding: chunked\r\n";
+  if (!keep) text += "connection: close\r\n";
+  const reader = body.getReader();
+  try {
+    await writeAll(c.conn, headBytes(text + "\r\n"));
+  } catch (err) {
+    reader.cancel(err).catch(() => {});
+    throw err;
+  }
+  let sent = 0;
+  let left: AbortSignal | undefined;
+  const cancel = () => reader.cancel(left!.reason).catch(() => {});
+  for (let reads = 0;; reads++) {
+    // A body that is not there in one read may take long (events, a stalled upstream): a client
+    // that leaves meanwhile must cancel it, as Deno.serve does, or it streams (and holds its
+    // upstream connection) for nobody.
+    if (!left && (reads > 0 || declared < 0)) {
+      left = c.watch();
+      if (left.aborted) cancel();
+      else left.addEventListener("abort", cancel, { once: true });
+    }
+    let chunk: ReadableStreamReadResult<Uint8Array>;
+    try {
+      chunk = await reader.read();
+    } catch (err) {
+      // The body failed after the head went out (an upstream that reset mid-body): the client
+      // sees a short answer (no last chunk, or fewer bytes than declared) and the connection ends.
+      bodyFailed(o.logger, err);
+      return false;
+    }
+    if (chunk.done) {
+      left?.removeEventListener("abort", cancel);
+      if (left?.aborted) return false;
+      break;
+    }
+    const bytes = chunk.value;
+    if (bytes.byteLength === 0) continue;
+    try {
+      if (declared >= 0) {
+        if (sent + bytes.byteLength > declared) {
+          // More than declared: what fits goes out, and the connection ends there.
+          await writeAll(c.conn, bytes.subarray(0, declared - sent));
+          reader.cancel().catch(() => {});
+          return false;
+        }
+        await writeAll(c.conn, bytes);
+      } else await writeAll(c.conn, chunked(bytes));
+    } catch (err) {
+      reader.cancel(err).catch(() => {});
+      throw err;
+    }
+    sent += bytes.byteLength;
+  }
+  if (declared >= 0) {
+    if (sent < declared) keep = false;
+    return keep && sent === declared;
+  }
+  await writeAll(c.conn, LAST_CHUNK);
+  return keep;
+}
+
+const LAST_CHUNK = ascii.encode("0\r\n\r\n");
+const UNAVAILABLE = ascii.encode(
+  "HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+);
+
+/** One chunk of a chunked body: size line, bytes, CRLF, in one buffer. */
+function chunked(bytes: Uint8Array): Uint8Array {
+  const size = ascii.encode(bytes.byteLength.toString(16) + "\r\n");
+  const out = new Uint8Array(size.byteLength + bytes.byteLength + 2);
+  out.set(size);
+  out.set(bytes, size.byteLength);
+  out[out.length - 2] = 13;
+  out[out.length - 1] = 10;
+  return out;
+}
+
+function bodyFailed(logger: Logger, err: unknown): void {
+  if (err instanceof ProxyError) {
+    logger.warn("Response body failed", {
+      requestId: err.request?.requestId ?? null,
+      route: err.request?.route ?? null,
+      kind: err.kind,
+      error: err.message,
+    });
+  } else if (err instanceof FileChangedError) {
+    logger.warn("Response body failed", { error: err.message });
+  } else logger.error("Unhandled error in request handler", { error: String(err) });
+}
+
+/** A head's bytes: field values are byte strings (Latin-1), not UTF-8. */
+function headBytes(text: string): Uint8Array {
+  // As UTF-8, which is what ASCII text encodes to: one byte per character unless a value held
+  // obs-text (0x80–0xFF), which UTF-8 would spread over two bytes.
+  const utf8 = ascii.encode(text);
+  if (utf8.byteLength === text.length) return utf8;
+  const out = new Uint8Array(text.length);
+  for (let i = 0; i < text.length; i++) out[i] = text.charCodeAt(i);
+  return out;
+}
+
+async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
+  for (let off = 0; off < bytes.byteLength;) {
+    off += await conn.write(off === 0 ? bytes : bytes.subarray(off));
+  }
+}
+
+/** Copies `from` to `to` until `from` ends, then ends `to`'s writing side when `halfClose`. */
+async function pipe(from: Deno.TcpConn, to: Deno.TcpConn, halfClose: boolean): Promise<void> {
+  const buf = new Uint8Array(RELAY_SIZE);
+  try {
+    for (;;) {
+      const n = await from.read(buf);
+      if (n === null) break;
+      await writeAll(to, buf.subarray(0, n));
+    }
+    if (halfClose) await to.closeWrite();
+  } catch {
+    // One side failed: closing both ends the other direction too.
+    closeQuietly(from);
+    closeQuietly(to);
+  }
+}
+
+function closeQuietly(c: { close(): void }): void {
+  try {
+    c.close();
+  } catch { /* already closed */ }
+}

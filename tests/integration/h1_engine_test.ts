@@ -1,0 +1,265 @@
+// Prox's own HTTP/1.1 engine (`protocols.http1_engine: prox`, src/adapters/h1/): the requests it
+// serves itself and the connections it relays to Deno.serve, with real clients (raw sockets,
+// fetch, curl) against real upstreams.
+import assert from "node:assert/strict";
+import { interopTest, run, startUpstream, waitFor } from "../_harness.ts";
+import { rawServer, readRequest } from "../_upstream_peers.ts";
+import { startProxy } from "./_proxy.ts";
+import { startServer } from "../../src/server.ts";
+import { silentLogger } from "../../src/ports.ts";
+import type { Logger } from "../../src/ports.ts";
+
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+
+/** A logger that keeps the access records. */
+function accessLogger() {
+  const records: Record<string, unknown>[] = [];
+  return {
+    records,
+    logger: {
+      ...silentLogger,
+      info: (m: string, f?: Record<string, unknown>) => {
+        if (m === "access") records.push(f!);
+      },
+    },
+  };
+}
+
+function engineProxy(target: string, more = "", logger: Logger = silentLogger) {
+  return startProxy(
+    `
+protocols: { http1_engine: prox }
+health_check: { enabled: false }
+log: { access_log: true }
+routes:
+  "/":
+    type: proxy
+    target: "${target}"
+    response_headers: { add: { x-route: main } }
+${more}`,
+    { logger },
+  );
+}
+
+/** Writes `text` on a new connection and reads until the server closes it or `until` matches. */
+async function raw(port: number, text: string, until?: RegExp): Promise<string> {
+  const c = await Deno.connect({ hostname: "127.0.0.1", port });
+  try {
+    await c.write(enc.encode(text));
+    let out = "";
+    const buf = new Uint8Array(65536);
+    while (!until?.test(out)) {
+      const n = await c.read(buf).catch(() => null);
+      if (n === null) break;
+      out += dec.decode(buf.subarray(0, n));
+    }
+    return out;
+  } finally {
+    c.close();
+  }
+}
+
+/** An upstream that echoes what it got: method, path with query, and the request's fields. */
+function echoUpstream() {
+  return startUpstream(async (req, info) => {
+    const u = new URL(req.url);
+    const body = await req.text();
+    return Response.json({
+      method: req.method,
+      path: u.pathname + u.search,
+      body,
+      xff: req.headers.get("x-forwarded-for"),
+      peer: info.remoteAddr.hostname,
+      fields: [...req.headers.keys()],
+    }, { headers: { "x-upstream": "1" } });
+  });
+}
+
+Deno.test("the engine serves keep-alive and pipelined GETs in order on one connection", async () => {
+  await using up = await echoUpstream();
+  await using prox = await engineProxy(up.url);
+  let text = "";
+  for (let i = 0; i < 5; i++) text += `GET /p${i}?q=${i} HTTP/1.1\r\nHost: a.test\r\n\r\n`;
+  text += "HEAD /head HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n";
+  const out = await raw(prox.port, text);
+  const heads = out.match(/HTTP\/1\.1 \d+ [^\r]*/g) ?? [];
+  assert.equal(heads.length, 6, out);
+  for (const h of heads) assert.equal(h, "HTTP/1.1 200 OK");
+  const paths = [...out.matchAll(/"path":"([^"]+)"/g)].map((m) => m[1]);
+  assert.deepEqual(paths, ["/p0?q=0", "/p1?q=1", "/p2?q=2", "/p3?q=3", "/p4?q=4"]);
+  // Prox's own fields and the route's rule are on every answer; the last one closes.
+  assert.equal(out.match(/\r\nx-route: main\r\n/g)?.length, 6);
+  assert.equal(out.match(/\r\ndate: /g)?.length, 6);
+  assert.match(out, /\r\nconnection: close\r\n\r\n$/);
+  assert.equal(out.match(/\r\nconnection: /g)?.length, 1);
+  // The HEAD answer has the GET's length and no body after it.
+  const head = out.slice(out.lastIndexOf("HTTP/1.1 200 OK"));
+  assert.match(head, /\r\ncontent-length: \d+\r\n/);
+  assert.ok(head.endsWith("\r\n\r\n"), head);
+});
+
+Deno.test("the engine streams large and chunked answers, and a failing body cuts the connection", async () => {
+  const big = "x".repeat(300_000);
+  await using up = await startUpstream((req) => {
+    const path = new URL(req.url).pathname;
+    if (path === "/big") return new Response(big);
+    if (path === "/chunked") {
+      return new Response(
+        new ReadableStream({
+          async start(c) {
+            for (let i = 0; i < 3; i++) {
+              c.enqueue(enc.encode(`part${i};`));
+              await new Promise((r) => setTimeout(r, 5));
+            }
+            c.close();
+          },
+        }),
+      );
+    }
+    return new Response(null, { status: 204 });
+  });
+  const failing = rawServer(async (c) => {
+    await readRequest(c);
+    await c.write(
+      enc.encode("HTTP/1.1 200 OK\r\ncontent-length: 100000\r\n\r\n" + "y".repeat(500)),
+    );
+  });
+  await using _f = failing;
+  await using prox = await engineProxy(
+    up.url,
+    `  "/fail": { type: proxy, target: "${failing.url}", retries: { attempts: 0 } }`,
+  );
+  const res = await fetch(`${prox.url}/big`);
+  assert.equal(res.headers.get("content-length"), String(big.length));
+  assert.equal((await res.text()).length, big.length);
+  const chunked = await fetch(`${prox.url}/chunked`);
+  assert.equal(chunked.headers.get("transfer-encoding"), "chunked");
+  assert.equal(await chunked.text(), "part0;part1;part2;");
+  const none = await fetch(`${prox.url}/nothing`);
+  assert.equal(none.status, 204);
+  assert.equal(await none.text(), "");
+  // 500 bytes of a declared 100000, then the upstream closes: the client sees the answer end
+  // short (the connection closes), and Prox goes on serving.
+  const cut = await raw(prox.port, "GET /fail HTTP/1.1\r\nHost: a.test\r\n\r\n");
+  assert.match(cut, /^HTTP\/1\.1 200 OK\r\n[^]*content-length: 100000\r\n/);
+  assert.ok(cut.length < 100_000, "the answer ended short");
+  assert.equal((await fetch(`${prox.url}/after`)).status, 204);
+});
+
+Deno.test("the engine relays bodies, h2c and odd requests to Deno.serve with the client's address", async () => {
+  await using up = await echoUpstream();
+  const { records, logger } = accessLogger();
+  await using prox = await engineProxy(up.url, "", logger);
+  // A POST with a body, then a GET on the same (now relayed) connection.
+  const out = await raw(
+    prox.port,
+    "POST /form HTTP/1.1\r\nHost: a.test\r\nContent-Length: 5\r\n\r\nhello" +
+      "GET /after HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n",
+  );
+  assert.match(out, /"method":"POST","path":"\/form","body":"hello"/);
+  assert.match(out, /"method":"GET","path":"\/after"/);
+  assert.equal(out.match(/x-route: main/g)?.length, 2);
+  // What Deno.serve answers itself stays its answer: whitespace before a colon is a 400.
+  assert.match(
+    await raw(prox.port, "GET / HTTP/1.1\r\nHost: a\r\nX-A : 1\r\n\r\n", /\r\n\r\n/),
+    /^HTTP\/1\.1 400 /,
+  );
+  await waitFor(() => records.length >= 2, { what: "access records" });
+  for (const r of records) assert.equal(r.clientIp, "127.0.0.1");
+  assert.deepEqual(records.map((r) => r.path), ["/form", "/after"]);
+});
+
+interopTest("the engine keeps each client's address through the relay (curl from 127.0.0.2)", [
+  "curl",
+], async () => {
+  await using up = await echoUpstream();
+  const { records, logger } = accessLogger();
+  await using prox = await engineProxy(up.url, "", logger);
+  const curl = (args: string[]) =>
+    run("curl", ["-sS", "--interface", "127.0.0.2", ...args], { timeoutMs: 10_000 });
+  const get = await curl([`${prox.url}/fast`]);
+  assert.match(get.stdout, /"xff":"127\.0\.0\.2"/, get.stdout + get.stderr);
+  const post = await curl(["-d", "abc", `${prox.url}/relayed`]);
+  assert.match(post.stdout, /"body":"abc","xff":"127\.0\.0\.2"/, post.stdout + post.stderr);
+  const h2c = await curl(["--http2-prior-knowledge", `${prox.url}/h2c`]);
+  assert.match(h2c.stdout, /"path":"\/h2c".*"xff":"127\.0\.0\.2"/, h2c.stdout + h2c.stderr);
+  await waitFor(() => records.length >= 3, { what: "three access records" });
+  assert.deepEqual(records.map((r) => [r.clientIp, r.protocol]), [
+    ["127.0.0.2", "http/1.1"],
+    ["127.0.0.2", "http/1.1"],
+    ["127.0.0.2", "h2c"],
+  ]);
+});
+
+Deno.test("a reload switches the listener between engines on the same port", async () => {
+  await using up = await echoUpstream();
+  const dir = await Deno.makeTempDir({ prefix: "prox-engine-" });
+  const file = `${dir}/config.yaml`;
+  const yaml = (engine: string) => `
+listen_addr: "127.0.0.1:0"
+protocols: { http1_engine: ${engine} }
+health_check: { enabled: false }
+routes:
+  "/": { type: proxy, target: "${up.url}" }
+`;
+  await Deno.writeTextFile(file, yaml("deno"));
+  // The suite may run with PROX_H1_ENGINE forcing one engine on every listener: not here.
+  const forced = Deno.env.get("PROX_H1_ENGINE");
+  Deno.env.delete("PROX_H1_ENGINE");
+  const server = await startServer({ path: file }, { logger: silentLogger, watch: false });
+  try {
+    const port = server.port;
+    const first = await raw(port, "GET /a HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+    assert.match(first, /^HTTP\/1\.1 200 OK\r\n[^]*"path":"\/a"/);
+    assert.equal(server.listeners[0].engine, "deno");
+    await Deno.writeTextFile(file, yaml("prox"));
+    const swapped = await server.reload();
+    assert.ok(swapped.ok, JSON.stringify(swapped));
+    assert.equal(server.port, port);
+    const out = await raw(port, "GET /b HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+    assert.match(out, /^HTTP\/1\.1 200 OK\r\n[^]*"path":"\/b"/);
+    assert.equal(server.listeners[0].engine, "prox");
+  } finally {
+    if (forced !== undefined) Deno.env.set("PROX_H1_ENGINE", forced);
+    await server.shutdown();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("shutdown lets an engine request in flight finish and closes its connection", async () => {
+  let release!: () => void;
+  const gate = new Promise<void>((r) => release = r);
+  let arrived!: () => void;
+  const arrival = new Promise<void>((r) => arrived = r);
+  await using up = await startUpstream(async () => {
+    arrived();
+    await gate;
+    return new Response("late answer");
+  });
+  const prox = await engineProxy(up.url);
+  const c = await Deno.connect({ hostname: "127.0.0.1", port: prox.port });
+  await c.write(enc.encode("GET /slow HTTP/1.1\r\nHost: a\r\n\r\n"));
+  await arrival;
+  const stopping = prox.server.shutdown();
+  // New connections are refused once the drain began.
+  await waitFor(async () => {
+    try {
+      (await Deno.connect({ hostname: "127.0.0.1", port: prox.port })).close();
+      return false;
+    } catch {
+      return true;
+    }
+  }, { what: "the listener to stop accepting" });
+  release();
+  let out = "";
+  const buf = new Uint8Array(4096);
+  for (;;) {
+    const n = await c.read(buf).catch(() => null);
+    if (n === null) break;
+    out += dec.decode(buf.subarray(0, n));
+  }
+  c.close();
+  await stopping;
+  assert.match(out, /^HTTP\/1\.1 200 OK\r\n[^]*connection: close\r\n[^]*late answer$/);
+});
