@@ -250,7 +250,9 @@ backend b
 }
 
 /** A realistic Prox config: 10 routes, header rules, metrics on the main listener. */
-export function proxConfig(o: { port: number; backend: number; tls?: boolean }): string {
+export function proxConfig(
+  o: { port: number; backend: number; tls?: boolean; engine?: "prox" },
+): string {
   const decoys = Array.from(
     { length: 8 },
     (_, i) =>
@@ -258,10 +260,8 @@ export function proxConfig(o: { port: number; backend: number; tls?: boolean }):
   )
     .join("\n");
   return `listen_addr: "127.0.0.1:${o.port}"
-${
-    o.tls
-      ? `tls: { cert_path: "${TLS.cert}", key_path: "${TLS.key}" }\n`
-      : ""
+${o.tls ? `tls: { cert_path: "${TLS.cert}", key_path: "${TLS.key}" }\n` : ""}${
+    o.engine ? `protocols: { http1_engine: ${o.engine} }\n` : ""
   }health_check: { enabled: false }
 log: { level: warn, access_log: false }
 metrics: { on_main_listener: true }
@@ -276,14 +276,24 @@ ${decoys}
 `;
 }
 
-/** Prox (`mod.ts serve`) with the realistic config; plain and TLS listeners in two processes. */
-export async function startProx(dir: string, o: { core: string; backend: number }): Promise<Proc> {
+/**
+ * Prox (`mod.ts serve`) with the realistic config; plain and TLS listeners in two processes. With
+ * `engine: "prox"` (`prox-h1engine`): the plain listener only, on Prox's own HTTP/1.1 engine.
+ */
+export async function startProx(
+  dir: string,
+  o: { core: string; backend: number; engine?: "prox" },
+): Promise<Proc> {
   const port = freePort();
   const tlsPort = freePort();
   const children: Deno.ChildProcess[] = [];
-  for (const [p, tls] of [[port, false], [tlsPort, true]] as const) {
+  const listeners = o.engine ? [[port, false] as const] : [[port, false], [tlsPort, true]] as const;
+  for (const [p, tls] of listeners) {
     const conf = `${dir}/prox-${p}.yaml`;
-    await Deno.writeTextFile(conf, proxConfig({ port: p, backend: o.backend, tls }));
+    await Deno.writeTextFile(
+      conf,
+      proxConfig({ port: p, backend: o.backend, tls, engine: o.engine }),
+    );
     children.push(
       await spawn("prox", {
         core: o.core,
@@ -309,14 +319,14 @@ export async function startProx(dir: string, o: { core: string; backend: number 
   }
   const [plain, tls] = children;
   return {
-    name: "prox",
+    name: o.engine ? "prox-h1engine" : "prox",
     pid: plain.pid,
     port,
     tlsPort,
-    tlsPid: tls.pid,
+    tlsPid: tls?.pid,
     async [Symbol.asyncDispose]() {
       await stopper(plain)();
-      await stopper(tls)();
+      if (tls) await stopper(tls)();
     },
   };
 }

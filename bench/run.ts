@@ -49,6 +49,7 @@ const SCENARIOS: Scenario[] = [
     connections: 50,
     proxies: [
       "prox",
+      "prox-h1engine",
       "nginx",
       "haproxy",
       "deno-fetch",
@@ -66,7 +67,7 @@ const SCENARIOS: Scenario[] = [
     tool: "wrk",
     path: "/64k",
     connections: 50,
-    proxies: ["prox", "nginx", "haproxy", "deno-raw"],
+    proxies: ["prox", "prox-h1engine", "nginx", "haproxy", "deno-raw"],
     runs: RUNS,
     seconds: SECONDS,
   },
@@ -76,7 +77,7 @@ const SCENARIOS: Scenario[] = [
     tool: "wrk",
     path: "/post",
     connections: 50,
-    proxies: ["prox", "nginx", "haproxy"],
+    proxies: ["prox", "prox-h1engine", "nginx", "haproxy"],
     runs: RUNS,
     seconds: SECONDS,
     postBytes: 1024,
@@ -178,12 +179,14 @@ function targets(rows: Row[]): string[] {
   const check = (what: string, ok: boolean | undefined, detail: string) => {
     if (ok !== undefined) lines.push(`- ${ok ? "PASS" : "MISS"} ${what}: ${detail}`);
   };
-  const ratio = (s: string, min: number, what: string) => {
-    const p = get(s, "prox"), n = get(s, "nginx");
+  const ratio = (s: string, min: number, what: string, proxy = "prox") => {
+    const p = get(s, proxy), n = get(s, "nginx");
     if (p && n) check(what, p.rps / n.rps >= min, `${f2(p.rps / n.rps)}× nginx (target ${min}×)`);
   };
   ratio("h1-100b", 0.7, "HTTP/1.1 100 B req/s");
+  ratio("h1-100b", 0.7, "HTTP/1.1 100 B req/s, own HTTP/1.1 engine", "prox-h1engine");
   ratio("h1-64k", 0.7, "HTTP/1.1 64 KiB req/s");
+  ratio("h1-64k", 0.7, "HTTP/1.1 64 KiB req/s, own HTTP/1.1 engine", "prox-h1engine");
   ratio("h2-tls-100b", 0.6, "HTTP/2 TLS req/s");
   const p = get("h1-100b", "prox"), n = get("h1-100b", "nginx");
   if (p && n) {
@@ -284,6 +287,8 @@ async function main() {
     for (const name of wanted) {
       const p = name === "prox"
         ? await startProx(dir, o)
+        : name === "prox-h1engine"
+        ? await startProx(dir, { ...o, engine: "prox" })
         : name === "nginx"
         ? await startNginxProxy(dir, o)
         : name === "haproxy"
