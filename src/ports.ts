@@ -23,6 +23,11 @@ export interface ClientInfo {
    */
   completed?: Promise<void>;
   /**
+   * Set by a listener that writes answers to the socket itself (Prox's own HTTP/1.1 engine):
+   * an upstream's buffered answer may then be a lean stand-in for a Response (wire_response.ts).
+   */
+  writesItself?: boolean;
+  /**
    * Set when the listener refused the request itself (HTTP/3: a head Fetch cannot carry, such as
    * TRACE, CONNECT or oversized fields; the Request is then a stand-in): the handler answers with
    * this error, logged and counted as over TCP. `method` is the client's ("-" when unknown).
@@ -121,6 +126,12 @@ export interface UpstreamRequest {
    * such a connection carries this one request only (its address is this client's).
    */
   proxyHeader?: Uint8Array;
+  /**
+   * The answer goes to a listener that writes it itself and nothing on the way needs a Fetch
+   * `Response` (no cache, compression, body rule or error page): a buffered answer may come as
+   * a WireResponse (proxy/wire_response.ts).
+   */
+  lean?: boolean;
 }
 
 /**

@@ -9,6 +9,8 @@ import { BODY_BYTES, RAW_BODY } from "../ports.ts";
 import type { BodyCounter, CountedResponse, RawBodied, UpstreamRequest } from "../ports.ts";
 import { H1Connection } from "./upstream_h1_conn.ts";
 import { responseWith } from "../proxy/respond.ts";
+import { WireResponse } from "../proxy/wire_response.ts";
+import { HeaderList } from "../domain/header_list.ts";
 import { streamedBytes } from "./gc_hint.ts";
 import { parseChunkSize, parseResponseHead, requestHead } from "./upstream_h1_wire.ts";
 import { pumpBody, requestBytes } from "./upstream_h1_request.ts";
@@ -158,7 +160,7 @@ export async function exchange(
     // A 205 has no content (RFC 9110 §15.3.6) and the Fetch API refuses one: an empty body is
     // consumed, anything else means the connection is not reused.
     responded(res.framing === "length" && res.contentLength === 0);
-    return respond(res, null);
+    return respond(res, null, req.lean);
   }
   if (res.framing === "length" && res.contentLength <= limits.bufferLimit) {
     let bytes: Uint8Array<ArrayBuffer>;
@@ -170,7 +172,7 @@ export async function exchange(
       throw err instanceof ProxyError ? err : ioErrorMid(source, err);
     }
     responded(true);
-    return respond(res, bytes);
+    return respond(res, bytes, req.lean);
   }
   const counter: BodyCounter = { bytes: 0, ended: false };
   const stream = bodyStream(conn, res, {
@@ -202,8 +204,11 @@ const REASON_PHRASE = /^[\t\x20-\x7e\x80-\xff]*$/;
  */
 const FIELD_CTL = /[^\t\x20-\x7e\x80-\xff]/;
 
-/** Builds the Response; a reason phrase the Fetch API rejects is dropped. */
-function respond(head: ResponseHead, body: BodyInit | null): Response {
+/**
+ * Builds the Response; a reason phrase the Fetch API rejects is dropped. `lean` (the request's):
+ * a buffered answer may be a WireResponse.
+ */
+function respond(head: ResponseHead, body: BodyInit | null, lean?: boolean): Response {
   if (head.status > 599) {
     throw new ProxyError("protocol", `Upstream sent status ${head.status}`);
   }
@@ -218,6 +223,13 @@ function respond(head: ResponseHead, body: BodyInit | null): Response {
   }
   const statusText = REASON_PHRASE.test(head.statusText) ? head.statusText : undefined;
   try {
+    if (lean && head.status >= 200 && (body === null || body instanceof Uint8Array)) {
+      // For Prox's own HTTP/1.1 engine, which writes the answer itself (wire_response.ts).
+      const h = new HeaderList();
+      for (let i = 0; i < fields.length; i++) h.append(fields[i][0], fields[i][1]);
+      const bytes = body as Uint8Array<ArrayBuffer> | null;
+      return new WireResponse(bytes, head.status, statusText ?? "", h) as unknown as Response;
+    }
     const res: RawBodied = responseWith(body, { status: head.status, statusText }, head.headers);
     if (body instanceof Uint8Array) res[RAW_BODY] = body;
     return res;

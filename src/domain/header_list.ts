@@ -129,6 +129,26 @@ export class HeaderList implements HeaderMap {
     for (let i = 0; i < names.length; i++) f(values[i], names[i]);
   }
 
+  /** The Set-Cookie fields, one value each (as `Headers.getSetCookie`). */
+  getSetCookie(): string[] {
+    const out: string[] = [];
+    const names = this.#names;
+    for (let i = 0; i < names.length; i++) if (names[i] === "set-cookie") out.push(this.#values[i]);
+    return out;
+  }
+
+  entries(): IterableIterator<[string, string]> {
+    return this[Symbol.iterator]();
+  }
+
+  *keys(): IterableIterator<string> {
+    for (const n of this.#names) yield n;
+  }
+
+  *values(): IterableIterator<string> {
+    for (const v of this.#values) yield v;
+  }
+
   /** A Fetch `Headers` copy, for APIs that need one (fetch, WebSocket). */
   toHeaders(): Headers {
     const h = new Headers();

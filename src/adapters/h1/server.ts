@@ -21,7 +21,8 @@ import { listen, unmapped } from "../http_serve.ts";
 import type { Listener } from "../http_serve.ts";
 import { headEnd, parseRequestHead } from "./request_head.ts";
 import type { RequestHead } from "./request_head.ts";
-import { RequestFields, WireRequest } from "./wire_request.ts";
+import { WireRequest } from "./wire_request.ts";
+import { HeaderList } from "../../domain/header_list.ts";
 
 /** A connection's read buffer to begin with; a longer head grows it up to HEAD_LIMIT. */
 const READ_SIZE = 8 * 1024;
@@ -293,7 +294,7 @@ function unread(c: Conn): Uint8Array {
 
 /** One request and its answer; false when the connection must close after it. */
 async function exchange(c: Conn, head: RequestHead, env: Env): Promise<boolean> {
-  const fields = new RequestFields();
+  const fields = new HeaderList();
   for (let i = 0; i < head.names.length; i++) fields.appendChecked(head.names[i], head.values[i]);
   c.exchanging(true);
   // The signal is asked for only when the pipeline waits (a queued upstream connection, a slow
@@ -315,6 +316,7 @@ async function exchange(c: Conn, head: RequestHead, env: Env): Promise<boolean> 
     protocol: "http/1.1",
     tls: false,
     completed,
+    writesItself: true,
   };
   const m = env.metrics;
   m?.connectionOpened("http/1.1");

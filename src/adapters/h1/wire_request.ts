@@ -6,25 +6,6 @@
 
 import { HeaderList } from "../../domain/header_list.ts";
 
-/** The request's fields: a HeaderList with the rest of the `Headers` interface. */
-export class RequestFields extends HeaderList {
-  /** A request carries no Set-Cookie worth reading. */
-  getSetCookie(): string[] {
-    const out: string[] = [];
-    this.forEach((v, k) => k === "set-cookie" && out.push(v));
-    return out;
-  }
-  entries(): IterableIterator<[string, string]> {
-    return this[Symbol.iterator]();
-  }
-  *keys(): IterableIterator<string> {
-    for (const [k] of this) yield k;
-  }
-  *values(): IterableIterator<string> {
-    for (const [, v] of this) yield v;
-  }
-}
-
 const EMPTY = new Uint8Array(0);
 
 /**
@@ -48,7 +29,7 @@ export class WireRequest {
   constructor(
     readonly method: string,
     readonly url: string,
-    readonly headers: RequestFields,
+    readonly headers: HeaderList,
     private readonly watch: () => AbortSignal,
   ) {}
 
@@ -75,7 +56,7 @@ export class WireRequest {
     return Promise.reject(new TypeError("Body is not form data"));
   }
   clone(): WireRequest {
-    const h = new RequestFields();
+    const h = new HeaderList();
     this.headers.forEach((v, k) => h.appendChecked(k, v));
     return new WireRequest(this.method, this.url, h, () => this.signal);
   }

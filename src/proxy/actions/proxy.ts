@@ -219,6 +219,10 @@ export async function proxyAction(
     } else if (limit !== undefined) body = limitBody(body, limit);
   }
 
+  // A listener that writes answers itself may get an upstream's buffered one as a WireResponse,
+  // when nothing on the way needs a Fetch Response.
+  const lean = ctx.info.writesItself === true && compiled.cache === null &&
+    compiled.compress === null && !compiled.rules.responseBody && !ctx.snapshot.hasErrorPages;
   // One header for every try of this request: the client's address.
   const pp = route.proxy_protocol
     ? proxyHeader(route.proxy_protocol, clientAddresses(ctx))
@@ -255,6 +259,7 @@ export async function proxyAction(
       signal: deadline?.signal,
       clientSignal: deadline ? undefined : () => ctx.req.signal,
       proxyHeader: pp,
+      lean,
     };
   };
   const deadline = compiled.totalMs ? startDeadline(ctx.req.signal, compiled.totalMs) : undefined;
