@@ -64,6 +64,7 @@ export type Compressor = (coding: ContentCoding) => CompressionEngine;
  * The upstream client puts a buffered answer's body bytes, as received, on its Response under this
  * key: a listener that writes answers itself (Prox's HTTP/1.1 engine) sends them as they are
  * instead of reading the body back through a stream, while the Response's body is untouched.
+ * That engine's requests offer a small body they read whole the same way (adapters/h1/).
  */
 export const RAW_BODY: unique symbol = Symbol("prox.rawBody");
 /** A Response that may carry its body's bytes under `RAW_BODY`. */

@@ -15,6 +15,8 @@ export interface Listener {
   readonly tls: boolean;
   /** Who serves HTTP/1.1 on it: Deno.serve, or Prox's own engine (h1/server.ts). */
   readonly engine: "deno" | "prox";
+  /** Prox's own engine: requests it served itself and connections it relayed, since start. */
+  readonly counts?: { readonly served: number; readonly relayed: number };
   /**
    * Stops accepting and lets in-flight requests finish. Requests whose body is still coming
    * in are waited for first, for up to `bodyWaitMs` (see `listen`).

@@ -147,16 +147,60 @@ Deno.test("the engine streams large and chunked answers, and a failing body cuts
   assert.equal((await fetch(`${prox.url}/after`)).status, 204);
 });
 
+Deno.test("the engine reads small Content-Length bodies itself and relays the rest", async () => {
+  await using up = await echoUpstream();
+  await using prox = await engineProxy(up.url);
+  const counts = () => ({ ...prox.server.listeners[0].counts! });
+  // A POST with a small body, split over writes, then a GET: both served by the engine, in order.
+  const c = await Deno.connect({ hostname: "127.0.0.1", port: prox.port });
+  await c.write(enc.encode("POST /form HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\nhel"));
+  await c.write(enc.encode("lo worldGET /next HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"));
+  let out = "";
+  const buf = new Uint8Array(65536);
+  for (;;) {
+    const n = await c.read(buf).catch(() => null);
+    if (n === null) break;
+    out += dec.decode(buf.subarray(0, n));
+  }
+  c.close();
+  assert.match(out, /"method":"POST","path":"\/form","body":"hello world"/);
+  assert.match(out, /"method":"GET","path":"\/next","body":""/);
+  assert.deepEqual(counts(), { served: 2, relayed: 0 });
+  // A body over 64 KiB, chunked, or with a length in odd digits: Deno.serve's (the relay).
+  const big = "b".repeat(70_000);
+  const res = await fetch(`${prox.url}/big`, { method: "PUT", body: big });
+  assert.equal((await res.json()).body.length, big.length);
+  const zeros = await raw(
+    prox.port,
+    "POST /z HTTP/1.1\r\nHost: a\r\nContent-Length: 05\r\nConnection: close\r\n\r\nabcde",
+  );
+  assert.match(zeros, /"body":"abcde"/);
+  assert.deepEqual(counts(), { served: 2, relayed: 2 });
+  // A GET with a body is refused as on Deno.serve (it could smuggle a request upstream).
+  const get = await raw(
+    prox.port,
+    "GET /g HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc",
+  );
+  assert.match(get, /^HTTP\/1\.1 501 /);
+  // A client that leaves mid-body costs nothing upstream and Prox goes on.
+  const gone = await Deno.connect({ hostname: "127.0.0.1", port: prox.port });
+  await gone.write(enc.encode("POST /gone HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\nab"));
+  gone.close();
+  const after = await fetch(`${prox.url}/after`, { method: "POST", body: "x" });
+  assert.match(await after.text(), /"path":"\/after","body":"x"/);
+});
+
 Deno.test("the engine relays bodies, h2c and odd requests to Deno.serve with the client's address", async () => {
   await using up = await echoUpstream();
   const { records, logger } = accessLogger();
   await using prox = await engineProxy(up.url, "", logger);
-  // A POST with a body, then a GET on the same (now relayed) connection.
+  // A chunked POST, then a GET on the same (now relayed) connection.
   const out = await raw(
     prox.port,
-    "POST /form HTTP/1.1\r\nHost: a.test\r\nContent-Length: 5\r\n\r\nhello" +
+    "POST /form HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n" +
       "GET /after HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n",
   );
+  assert.equal(prox.server.listeners[0].counts?.relayed, 1);
   assert.match(out, /"method":"POST","path":"\/form","body":"hello"/);
   assert.match(out, /"method":"GET","path":"\/after"/);
   assert.equal(out.match(/x-route: main/g)?.length, 2);
@@ -180,7 +224,13 @@ interopTest("the engine keeps each client's address through the relay (curl from
     run("curl", ["-sS", "--interface", "127.0.0.2", ...args], { timeoutMs: 10_000 });
   const get = await curl([`${prox.url}/fast`]);
   assert.match(get.stdout, /"xff":"127\.0\.0\.2"/, get.stdout + get.stderr);
-  const post = await curl(["-d", "abc", `${prox.url}/relayed`]);
+  const post = await curl([
+    "-H",
+    "Transfer-Encoding: chunked",
+    "-d",
+    "abc",
+    `${prox.url}/relayed`,
+  ]);
   assert.match(post.stdout, /"body":"abc","xff":"127\.0\.0\.2"/, post.stdout + post.stderr);
   const h2c = await curl(["--http2-prior-knowledge", `${prox.url}/h2c`]);
   assert.match(h2c.stdout, /"path":"\/h2c".*"xff":"127\.0\.0\.2"/, h2c.stdout + h2c.stderr);

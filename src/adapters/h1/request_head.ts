@@ -1,11 +1,13 @@
 // The request head parser of Prox's own HTTP/1.1 engine (server.ts). It takes only the plainest
-// requests: HTTP/1.1, an origin-form target, one Host, well-formed fields, no body (no
-// Transfer-Encoding, a Content-Length of 0 at most), no upgrade and no Expect. Everything else
-// (a body, a WebSocket or h2c upgrade, the HTTP/2 preface, HTTP/1.0, an odd or malformed head)
-// is not judged here at all: the engine relays that connection to Deno.serve, which answers it
-// as it answers every request on the default engine. So the engine never decides where a request
-// with a body ends, which is where two parsers that disagree let requests be smuggled
-// (RFC 9112 §11.2). No Deno APIs: text in, a head or null out.
+// requests: HTTP/1.1, an origin-form target, one Host, well-formed fields, no upgrade and no
+// Expect, and no body but one framed by a single Content-Length in plain digits of at most 64 KiB
+// (on a method other than GET and HEAD, whose bodies the pipeline refuses as on Deno.serve).
+// Everything else (Transfer-Encoding, a WebSocket or h2c upgrade, the HTTP/2 preface, HTTP/1.0,
+// an odd or malformed head) is not judged here at all: the engine relays that connection to
+// Deno.serve, which answers it as it answers every request on the default engine. So where a
+// request ends is decided here only when no parser could read it otherwise, which is where two
+// parsers that disagree let requests be smuggled (RFC 9112 §11.2). No Deno APIs: text in, a head
+// or null out.
 
 /** A parsed request head. Field names are lowercase; values as sent, without surrounding OWS. */
 export interface RequestHead {
@@ -18,7 +20,12 @@ export interface RequestHead {
   host: string;
   /** Whether the client asked to close the connection after this exchange. */
   close: boolean;
+  /** The body's length (0: none). */
+  contentLength: number;
 }
+
+/** The largest request body the engine reads itself (the proxy action's replay cap). */
+export const BODY_LIMIT = 64 * 1024;
 
 const TCHAR = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 // An origin-form target: a slash, then visible ASCII only (RFC 9112 §3.2.1).
@@ -27,6 +34,8 @@ const ORIGIN_FORM = /^\/[\x21-\x7e]*$/;
 const BAD_VALUE = /[^\t\x20-\x7e\x80-\xff]/;
 // The Connection options that end the connection after this exchange.
 const CLOSE = /(?:^|,)[ \t]*close[ \t]*(?:,|$)/i;
+// A length in plain digits: "010" (ten bytes, which a lax parser reads as octal) is relayed.
+const LENGTH = /^(?:0|[1-9][0-9]{0,5})$/;
 
 /**
  * The offset just past the blank line ending a head in `b[from..to)`, or -1. Only CRLF CRLF ends
@@ -59,6 +68,7 @@ export function parseRequestHead(text: string): RequestHead | null {
   const values: string[] = [];
   let host: string | null = null;
   let close = false;
+  let length = -1;
   let at = lineEnd + 2;
   for (;;) {
     const end = text.indexOf("\r\n", at);
@@ -79,7 +89,10 @@ export function parseRequestHead(text: string): RequestHead | null {
         host = value;
         break;
       case "content-length":
-        if (value !== "0") return null; // a body (or an odd length): Deno.serve's to judge
+        // One length, in plain digits, within the limit; anything else is Deno.serve's to judge.
+        if (length >= 0 || !LENGTH.test(value)) return null;
+        length = Number(value);
+        if (length > BODY_LIMIT) return null;
         break;
       case "transfer-encoding":
       case "upgrade":
@@ -94,7 +107,9 @@ export function parseRequestHead(text: string): RequestHead | null {
     values.push(value);
   }
   if (host === null) return null;
-  return { method, target, names, values, host, close };
+  // Fetch gives a GET or HEAD no body: the pipeline refuses one that has a body (501), as there.
+  if (length > 0 && (method === "GET" || method === "HEAD")) return null;
+  return { method, target, names, values, host, close, contentLength: Math.max(length, 0) };
 }
 
 function trimOws(s: string): string {

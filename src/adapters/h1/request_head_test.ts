@@ -17,7 +17,7 @@ Deno.test("headEnd finds the blank line only after CRLF CRLF, from any offset", 
   assert.equal(headEnd(b, 23, 26), -1);
 });
 
-Deno.test("parseRequestHead takes a plain bodiless HTTP/1.1 request", () => {
+Deno.test("parseRequestHead takes a plain HTTP/1.1 request, bodiless or with a small body", () => {
   const h = parseRequestHead(
     "GET /a/b?x=1&y=%20 HTTP/1.1\r\nHost: example.com:8080\r\nX-Two: a \r\nx-two:\tb\r\n" +
       "Content-Length: 0\r\nConnection: keep-alive, Close\r\n\r\n",
@@ -29,6 +29,10 @@ Deno.test("parseRequestHead takes a plain bodiless HTTP/1.1 request", () => {
   assert.deepEqual(h.names, ["host", "x-two", "x-two", "content-length", "connection"]);
   assert.deepEqual(h.values, ["example.com:8080", "a", "b", "0", "keep-alive, Close"]);
   assert.equal(h.close, true);
+  assert.equal(h.contentLength, 0);
+  // A small body framed by one plain Content-Length is the engine's to read.
+  const post = parseRequestHead("POST /f HTTP/1.1\r\nHost: a\r\nContent-Length: 65536\r\n\r\n");
+  assert.equal(post?.contentLength, 65536);
   const k = parseRequestHead("HEAD / HTTP/1.1\r\nhost: a\r\nconnection: closed\r\n\r\n");
   assert.equal(k?.close, false);
   // obs-text in a value is a byte string, kept as it came.
@@ -38,11 +42,16 @@ Deno.test("parseRequestHead takes a plain bodiless HTTP/1.1 request", () => {
   );
 });
 
-Deno.test("parseRequestHead leaves every request with a body, upgrade or oddity to Deno.serve", () => {
+Deno.test("parseRequestHead leaves large or odd bodies, upgrades and oddities to Deno.serve", () => {
   const relayed = [
     // bodies and framing Deno.serve must judge
-    "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n",
+    "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 65537\r\n\r\n",
+    "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 010\r\n\r\n",
+    "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +5\r\n\r\n",
     "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0, 0\r\n\r\n",
+    "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n",
+    "GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n",
+    "HEAD / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\n",
     "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
     "GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n",
     "PUT / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 0\r\n\r\n",

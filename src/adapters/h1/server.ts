@@ -1,5 +1,6 @@
 // Prox's own HTTP/1.1 engine for a plain-HTTP listener (`protocols.http1_engine: prox`): a
-// listener on Deno.listen that parses the plainest requests itself (request_head.ts), hands them
+// listener on Deno.listen that parses the plainest requests itself (request_head.ts: no body, or
+// a Content-Length one of at most 64 KiB, which it reads whole), hands them
 // to the pipeline as lean stand-ins for Fetch's Request (wire_request.ts), and writes the answer
 // to the socket itself. Deno.serve builds a Request and its Headers for every request and reads
 // every answer through Fetch's body machinery; on the benchmark's small GETs that was a fifth of
@@ -57,6 +58,7 @@ export function listenH1(
     peerOf: (remote) => peers.get(remote.port),
   });
   const conns = new Set<Conn>();
+  const counts = { served: 0, relayed: 0 };
   let draining = false;
   let closed = false;
   const sweeper = setInterval(() => {
@@ -71,7 +73,9 @@ export function listenH1(
     metrics: opts.metrics,
     localPort: local.port,
     draining: () => draining,
+    counts,
     relay: async (c, bytes) => {
+      counts.relayed++;
       let to: Deno.TcpConn;
       try {
         to = await Deno.connect({ hostname: "127.0.0.1", port: inner.port });
@@ -134,13 +138,16 @@ export function listenH1(
     port: local.port,
     tls: false,
     engine: "prox",
+    counts,
     async shutdown(o) {
       if (closed) return;
       closed = true;
       draining = true;
       closeQuietly(server);
       // Idle connections go now; busy ones after their current answer (`connection: close`).
-      for (const c of conns) if (c.waitingSince > 0 && c.start === c.end) c.close();
+      for (const c of conns) {
+        if (c.waitingSince > 0 && c.start === c.end && !c.inBody) c.close();
+      }
       await inner.shutdown(o);
       await accepting;
       while (conns.size > 0) await Promise.race([...conns].map((c) => c.done));
@@ -163,6 +170,7 @@ interface Env {
   metrics?: Metrics;
   localPort: number;
   draining(): boolean;
+  counts: { served: number; relayed: number };
   relay(c: Conn, bytes: Uint8Array): Promise<void>;
 }
 
@@ -178,6 +186,8 @@ class Conn {
   watching: Promise<void> | null = null;
   /** True from a request's head to the end of its answer. */
   busy = false;
+  /** True while a request body is being read (not idle, though waiting for the client). */
+  inBody = false;
   /** Aborted when the client leaves during the current exchange (made by `watch`). */
   #left: AbortController | null = null;
   /** Set when a read saw the end of the client's stream (or an error). */
@@ -242,6 +252,30 @@ class Conn {
     return left.signal;
   }
 
+  /**
+   * Reads a request body of `n` bytes (at most BODY_LIMIT), first what the buffer holds past the
+   * head; null when the client leaves first. A body that stalls is closed like a stalled head.
+   */
+  async readBody(n: number): Promise<Uint8Array<ArrayBuffer> | null> {
+    const out = new Uint8Array(n);
+    const have = Math.min(n, this.end - this.start);
+    out.set(this.buf.subarray(this.start, this.start + have));
+    this.start += have;
+    let got = have;
+    if (got < n) {
+      this.waitingSince = Date.now();
+      this.inBody = true;
+      while (got < n) {
+        const r = await this.conn.read(out.subarray(got));
+        if (r === null) return null;
+        got += r;
+      }
+      this.inBody = false;
+      this.waitingSince = 0;
+    }
+    return out;
+  }
+
   /** Marks the start or end of an exchange. */
   exchanging(busy: boolean): void {
     this.busy = busy;
@@ -280,7 +314,12 @@ async function serve(c: Conn, env: Env): Promise<void> {
       const head = parseRequestHead(latin1(c.buf, c.start, end));
       if (head === null) return await env.relay(c, unread(c));
       c.start = end;
-      if (!await exchange(c, head, env)) return;
+      let body: Uint8Array<ArrayBuffer> | null = null;
+      if (head.contentLength > 0) {
+        body = await c.readBody(head.contentLength);
+        if (body === null) return; // the client left mid-body
+      }
+      if (!await exchange(c, head, env, body)) return;
     }
   } catch {
     // A read or write failed: the client reset the connection.
@@ -293,7 +332,12 @@ function unread(c: Conn): Uint8Array {
 }
 
 /** One request and its answer; false when the connection must close after it. */
-async function exchange(c: Conn, head: RequestHead, env: Env): Promise<boolean> {
+async function exchange(
+  c: Conn,
+  head: RequestHead,
+  env: Env,
+  body: Uint8Array<ArrayBuffer> | null,
+): Promise<boolean> {
   const fields = new HeaderList();
   for (let i = 0; i < head.names.length; i++) fields.appendChecked(head.names[i], head.values[i]);
   c.exchanging(true);
@@ -304,6 +348,7 @@ async function exchange(c: Conn, head: RequestHead, env: Env): Promise<boolean> 
     "http://" + head.host + head.target,
     fields,
     () => c.watch(),
+    body,
   );
   let settle!: (ok: boolean) => void;
   const completed = new Promise<void>((resolve, reject) =>
@@ -318,6 +363,7 @@ async function exchange(c: Conn, head: RequestHead, env: Env): Promise<boolean> 
     completed,
     writesItself: true,
   };
+  env.counts.served++;
   const m = env.metrics;
   m?.connectionOpened("http/1.1");
   let res: Response;

@@ -11,7 +11,7 @@ import { ProxyError } from "../../domain/errors.ts";
 import { proxyHeader } from "../../domain/proxy_protocol.ts";
 import type { ProxiedAddresses } from "../../domain/proxy_protocol.ts";
 import type { LoadBalanceRouteConfig, ProxyRouteConfig } from "../../config/schema.ts";
-import { BODY_BYTES } from "../../ports.ts";
+import { BODY_BYTES, RAW_BODY } from "../../ports.ts";
 import type { CountedResponse, Protocol, UpstreamRequest } from "../../ports.ts";
 import type { PipelineDeps, RequestContext } from "../context.ts";
 import { forward } from "../forward.ts";
@@ -162,8 +162,9 @@ export async function proxyAction(
   if (limit !== undefined && length > limit) {
     throw new ProxyError("body_too_large", `Content-Length ${declared} exceeds ${limit}`);
   }
+  // Prox's own HTTP/1.1 engine has a small body in memory already (adapters/h1/wire_request.ts).
   let body: ReadableStream<Uint8Array> | Uint8Array<ArrayBuffer> | null = ctx.body ??
-    ctx.req.body;
+    (ctx.req as { [RAW_BODY]?: Uint8Array<ArrayBuffer> })[RAW_BODY] ?? ctx.req.body;
   const te = ctx.req.headers.get("transfer-encoding");
   if (te !== null && te.trim().toLowerCase() !== "chunked") {
     // Only chunked is decoded on the way in; another coding would go upstream unlabelled.
