@@ -123,7 +123,7 @@ export interface StatusJson {
       warnings: string[];
     } | null;
   };
-  listeners: { name: string; addr: string; tls: boolean }[];
+  listeners: ListenerView[];
   routes: RouteStatus[];
   upstreams: UpstreamStatus[];
   /** Keys held by each route's rate limiter (the memory it uses), when known. */
@@ -244,12 +244,31 @@ function describeAccess(
   return parts.length > 0 ? parts.join("; ") : null;
 }
 
+/** One listener line of /status. */
+export interface ListenerView {
+  name: string;
+  addr: string;
+  tls: boolean;
+  /** With `protocols.http1_engine: prox`: requests it served, connections relayed to Deno.serve. */
+  http1Engine?: { served: number; relayed: number };
+}
+
 /** The listener lines of /status: TCP listeners by name, HTTP/3 beside `main`, the admin one. */
 export function listenerViews(
-  named: readonly (readonly [string, { hostname: string; port: number; tls: boolean }])[],
+  named: readonly (readonly [string, {
+    hostname: string;
+    port: number;
+    tls: boolean;
+    counts?: { served: number; relayed: number };
+  }])[],
   o: { h3: { port: number } | null; admin: { hostname: string; port: number } | null },
-): { name: string; addr: string; tls: boolean }[] {
-  const views = named.map(([name, l]) => ({ name, addr: formatListenAddr(l), tls: l.tls }));
+): ListenerView[] {
+  const views: ListenerView[] = named.map(([name, l]) => {
+    const view: ListenerView = { name, addr: formatListenAddr(l), tls: l.tls };
+    // Prox's own HTTP/1.1 engine: what it served itself and the connections it relayed.
+    if (l.counts) view.http1Engine = { served: l.counts.served, relayed: l.counts.relayed };
+    return view;
+  });
   const main = named.find(([name]) => name === "main")?.[1];
   if (o.h3) {
     views.push({
@@ -275,7 +294,7 @@ export function buildStatus(
     ready: boolean;
     draining: boolean;
     lastReload: { ok: boolean; at: number; version: number; issues: readonly unknown[] } | null;
-    listeners: { name: string; addr: string; tls: boolean }[];
+    listeners: ListenerView[];
     limiterKeys?: Record<string, number>;
     caches?: Record<string, { bytes: number; entries: number }>;
     upstreamViews?: readonly UpstreamView[];

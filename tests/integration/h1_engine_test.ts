@@ -149,7 +149,7 @@ Deno.test("the engine streams large and chunked answers, and a failing body cuts
 
 Deno.test("the engine reads small Content-Length bodies itself and relays the rest", async () => {
   await using up = await echoUpstream();
-  await using prox = await engineProxy(up.url);
+  await using prox = await engineProxy(up.url, 'admin: { listen_addr: "127.0.0.1:0" }');
   const counts = () => ({ ...prox.server.listeners[0].counts! });
   // A POST with a small body, split over writes, then a GET: both served by the engine, in order.
   const c = await Deno.connect({ hostname: "127.0.0.1", port: prox.port });
@@ -188,6 +188,11 @@ Deno.test("the engine reads small Content-Length bodies itself and relays the re
   gone.close();
   const after = await fetch(`${prox.url}/after`, { method: "POST", body: "x" });
   assert.match(await after.text(), /"path":"\/after","body":"x"/);
+  // The admin /status says what the engine served and relayed.
+  const status = await (await fetch(`http://127.0.0.1:${prox.server.admin!.port}/status`)).json();
+  const main = status.listeners.find((l: { name: string }) => l.name === "main");
+  assert.deepEqual(main.http1Engine, counts());
+  assert.equal(main.http1Engine.relayed, 3);
 });
 
 Deno.test("the engine relays bodies, h2c and odd requests to Deno.serve with the client's address", async () => {
