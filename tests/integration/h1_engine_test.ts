@@ -151,21 +151,29 @@ Deno.test("the engine reads small Content-Length bodies itself and relays the re
   await using up = await echoUpstream();
   await using prox = await engineProxy(up.url, 'admin: { listen_addr: "127.0.0.1:0" }');
   const counts = () => ({ ...prox.server.listeners[0].counts! });
-  // A POST with a small body, split over writes, then a GET: both served by the engine, in order.
+  // A POST whose small body came with its head, then a GET: both served by the engine, in order.
+  let out = await raw(
+    prox.port,
+    "POST /form HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\nhello world" +
+      "GET /next HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+  );
+  assert.match(out, /"method":"POST","path":"\/form","body":"hello world"/);
+  assert.match(out, /"method":"GET","path":"\/next","body":""/);
+  assert.deepEqual(counts(), { served: 2, relayed: 0 });
+  // A body still on its way when the head is read: relayed (Deno.serve times a pause in it).
   const c = await Deno.connect({ hostname: "127.0.0.1", port: prox.port });
-  await c.write(enc.encode("POST /form HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\nhel"));
-  await c.write(enc.encode("lo worldGET /next HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"));
-  let out = "";
+  await c.write(enc.encode("POST /late HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\nhel"));
+  await waitFor(() => counts().relayed === 1, { what: "the connection relayed" });
+  await c.write(enc.encode("lo world"));
+  out = "";
   const buf = new Uint8Array(65536);
-  for (;;) {
-    const n = await c.read(buf).catch(() => null);
+  while (!out.includes("hello world")) {
+    const n = await c.read(buf);
     if (n === null) break;
     out += dec.decode(buf.subarray(0, n));
   }
   c.close();
-  assert.match(out, /"method":"POST","path":"\/form","body":"hello world"/);
-  assert.match(out, /"method":"GET","path":"\/next","body":""/);
-  assert.deepEqual(counts(), { served: 2, relayed: 0 });
+  assert.match(out, /"method":"POST","path":"\/late","body":"hello world"/);
   // A body over 64 KiB, chunked, or with a length in odd digits: Deno.serve's (the relay).
   const big = "b".repeat(70_000);
   const res = await fetch(`${prox.url}/big`, { method: "PUT", body: big });
@@ -175,7 +183,7 @@ Deno.test("the engine reads small Content-Length bodies itself and relays the re
     "POST /z HTTP/1.1\r\nHost: a\r\nContent-Length: 05\r\nConnection: close\r\n\r\nabcde",
   );
   assert.match(zeros, /"body":"abcde"/);
-  assert.deepEqual(counts(), { served: 2, relayed: 2 });
+  assert.deepEqual(counts(), { served: 2, relayed: 3 });
   // A GET with a body is refused as on Deno.serve (it could smuggle a request upstream).
   const get = await raw(
     prox.port,
@@ -192,7 +200,7 @@ Deno.test("the engine reads small Content-Length bodies itself and relays the re
   const status = await (await fetch(`http://127.0.0.1:${prox.server.admin!.port}/status`)).json();
   const main = status.listeners.find((l: { name: string }) => l.name === "main");
   assert.deepEqual(main.http1Engine, counts());
-  assert.equal(main.http1Engine.relayed, 3);
+  assert.ok(main.http1Engine.relayed >= 5, "the late bodies were relayed");
 });
 
 Deno.test("the engine relays bodies, h2c and odd requests to Deno.serve with the client's address", async () => {

@@ -2,7 +2,7 @@
 // part of the Fetch `Request` it uses, without Fetch's objects. Building a `Request` and its
 // `Headers` (each field validated byte by byte again, iterated through Web IDL) cost more per
 // request than routing it. A request comes here without a body, or with a `Content-Length` body
-// of at most 64 KiB that the engine has read whole; any other goes to Deno.serve through the
+// of at most 64 KiB that arrived with its head; any other goes to Deno.serve through the
 // engine's relay.
 
 import { HeaderList } from "../../domain/header_list.ts";
