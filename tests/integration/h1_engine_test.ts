@@ -42,9 +42,18 @@ ${more}`,
   );
 }
 
-/** Writes `text` on a new connection and reads until the server closes it or `until` matches. */
-async function raw(port: number, text: string, until?: RegExp): Promise<string> {
+/**
+ * Writes `text` on a new connection and reads until the server closes it or `until` matches (or,
+ * given `timeoutMs`, until that long passed: the socket is closed then).
+ */
+async function raw(
+  port: number,
+  text: string,
+  until?: RegExp,
+  timeoutMs?: number,
+): Promise<string> {
   const c = await Deno.connect({ hostname: "127.0.0.1", port });
+  const timer = timeoutMs === undefined ? undefined : setTimeout(() => c.close(), timeoutMs);
   try {
     await c.write(enc.encode(text));
     let out = "";
@@ -56,7 +65,13 @@ async function raw(port: number, text: string, until?: RegExp): Promise<string> 
     }
     return out;
   } finally {
-    c.close();
+    if (timer === undefined) c.close();
+    else {
+      clearTimeout(timer);
+      try {
+        c.close();
+      } catch { /* closed by the timer */ }
+    }
   }
 }
 
@@ -225,6 +240,25 @@ Deno.test("the engine relays bodies, h2c and odd requests to Deno.serve with the
   await waitFor(() => records.length >= 2, { what: "access records" });
   for (const r of records) assert.equal(r.clientIp, "127.0.0.1");
   assert.deepEqual(records.map((r) => r.path), ["/form", "/after"]);
+});
+
+Deno.test("a head whose lines end in bare LFs is answered (relayed to Deno.serve, which takes it)", async () => {
+  await using up = await echoUpstream();
+  await using prox = await engineProxy(up.url);
+  // RFC 9112 §2.2 lets a server take a bare LF as a line end, and Deno.serve does: on the default
+  // engine such a request is answered. Waiting for CRLF CRLF left the client without an answer.
+  for (const text of ["GET /lf HTTP/1.1\nHost: a\n\n", "GET /lf HTTP/1.1\r\nHost: a\r\n\n"]) {
+    const out = await raw(prox.port, text, /"path":"\/lf"/, 5_000);
+    assert.match(out, /^HTTP\/1\.1 200 OK\r\n[^]*"path":"\/lf"/, JSON.stringify(text));
+  }
+  // A keep-alive connection's next head may end so too.
+  const both = await raw(
+    prox.port,
+    "GET /first HTTP/1.1\r\nHost: a\r\n\r\nGET /lf HTTP/1.1\nHost: a\n\n",
+    /"path":"\/lf"/,
+    5_000,
+  );
+  assert.match(both, /"path":"\/first"[^]*"path":"\/lf"/);
 });
 
 interopTest("the engine keeps each client's address through the relay (curl from 127.0.0.2)", [

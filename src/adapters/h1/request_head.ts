@@ -38,12 +38,16 @@ const CLOSE = /(?:^|,)[ \t]*close[ \t]*(?:,|$)/i;
 const LENGTH = /^(?:0|[1-9][0-9]{0,5})$/;
 
 /**
- * The offset just past the blank line ending a head in `b[from..to)`, or -1. Only CRLF CRLF ends
- * one: a head with bare LFs never completes here, and is relayed once the buffer is full.
+ * The offset just past the blank line ending a head in `b[from..to)`, or -1. A head's lines may
+ * end in a bare LF (RFC 9112 §2.2 lets a server take one, and Deno.serve does), so LF LF and
+ * LF CR LF end one too; such a head is not the engine's (parseRequestHead refuses it) and is
+ * relayed at once, where waiting for CRLF CRLF left its client without an answer.
  */
 export function headEnd(b: Uint8Array, from: number, to: number): number {
-  for (let i = from + 3; i < to; i++) {
-    if (b[i] === 10 && b[i - 1] === 13 && b[i - 2] === 10 && b[i - 3] === 13) return i + 1;
+  for (let i = from + 1; i < to; i++) {
+    if (b[i] !== 10) continue;
+    const p = b[i - 1];
+    if (p === 10 || (p === 13 && i - 2 >= from && b[i - 2] === 10)) return i + 1;
   }
   return -1;
 }

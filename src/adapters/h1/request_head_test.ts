@@ -3,18 +3,30 @@ import { headEnd, parseRequestHead } from "./request_head.ts";
 
 const enc = new TextEncoder();
 
-Deno.test("headEnd finds the blank line only after CRLF CRLF, from any offset", () => {
+Deno.test("headEnd finds the blank line after CRLF CRLF or a bare LF, from any offset", () => {
   const b = enc.encode("GET / HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\n");
   assert.equal(headEnd(b, 0, b.length), 27);
   assert.equal(headEnd(b, 27, b.length), -1);
-  // Bare LFs never end a head here (the engine relays such a connection instead).
-  const lf = enc.encode("GET / HTTP/1.1\nHost: a\n\n");
-  assert.equal(headEnd(lf, 0, lf.length), -1);
-  // `from` is where the four-byte window may begin: a scan that resumes three bytes before the
-  // previous end of data still finds a blank line split across two reads.
+  // Lines ending in a bare LF end a head too (the engine relays it to Deno.serve, which takes it).
+  for (const text of ["GET / HTTP/1.1\nHost: a\n\n", "GET / HTTP/1.1\r\nHost: a\n\r\n"]) {
+    const lf = enc.encode(text + "GET /2");
+    assert.equal(headEnd(lf, 0, lf.length), text.length, JSON.stringify(text));
+    assert.equal(parseRequestHead(text), null);
+  }
+  const crlfLf = enc.encode("GET / HTTP/1.1\r\nHost: a\r\n\nGET /2");
+  assert.equal(headEnd(crlfLf, 0, crlfLf.length), 26);
+  // A lone CR is no line end, and a CR LF alone is no blank line.
+  const cr = enc.encode("GET / HTTP/1.1\r\nHost: a\r\r\n");
+  assert.equal(headEnd(cr, 0, cr.length), -1);
+  // `from` is where the window may begin: a scan that resumes three bytes before the previous
+  // end of data still finds a blank line split across two reads, and bytes before `from` (the
+  // end of the previous request's head) never complete a pattern.
   assert.equal(headEnd(b, 23, b.length), 27);
-  assert.equal(headEnd(b, 24, b.length), -1);
+  assert.equal(headEnd(b, 24, b.length), 27);
+  assert.equal(headEnd(b, 25, b.length), -1);
   assert.equal(headEnd(b, 23, 26), -1);
+  const next = enc.encode("GET / HTTP/1.1\r\nHost: a\r\n\r\n\r\nGET /2 HTTP/1.1\r\n");
+  assert.equal(headEnd(next, 27, next.length), -1);
 });
 
 Deno.test("parseRequestHead takes a plain HTTP/1.1 request, bodiless or with a small body", () => {
