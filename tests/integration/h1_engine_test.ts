@@ -289,6 +289,63 @@ interopTest("the engine keeps each client's address through the relay (curl from
   ]);
 });
 
+/** This process's TCP sockets on IPv4 (Linux /proc): local and remote port, and whether listening. */
+async function ownSockets(): Promise<{ local: number; remote: number; listening: boolean }[]> {
+  const inodes = new Set<string>();
+  for await (const e of Deno.readDir("/proc/self/fd")) {
+    const link = await Deno.readLink(`/proc/self/fd/${e.name}`).catch(() => "");
+    const m = link.match(/^socket:\[(\d+)\]$/);
+    if (m) inodes.add(m[1]);
+  }
+  const rows = (await Deno.readTextFile("/proc/net/tcp")).trim().split("\n").slice(1);
+  return rows.map((l) => l.trim().split(/\s+/)).filter((f) => inodes.has(f[9])).map((f) => ({
+    local: parseInt(f[1].split(":")[1], 16),
+    remote: parseInt(f[2].split(":")[1], 16),
+    listening: f[3] === "0A",
+  }));
+}
+
+interopTest("only the relay itself passes for a relayed client on the fallback listener", [
+  "curl",
+], async () => {
+  await using up = await echoUpstream();
+  await using prox = await engineProxy(up.url);
+  // A POST whose body has not all come keeps its relayed connection open.
+  const c = await Deno.connect({ hostname: "127.0.0.1", port: prox.port });
+  try {
+    await c.write(enc.encode("POST /p HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n12345"));
+    const { inner, relay } = await waitFor(async () => {
+      const socks = await ownSockets();
+      const inner = socks.find((s) => s.listening && s.local !== prox.port && s.local !== up.port);
+      const relay = socks.find((s) => !s.listening && inner && s.remote === inner.local);
+      return inner && relay && { inner: inner.local, relay: relay.local };
+    }, { what: "the relayed connection" });
+    // Another local process connects from 127.0.0.2 with the relay's port: it is no relay.
+    const spoof = await run("curl", [
+      "-sS",
+      "--interface",
+      "127.0.0.2",
+      "--local-port",
+      String(relay),
+      `http://127.0.0.1:${inner}/spoof`,
+    ], { timeoutMs: 10_000 });
+    assert.match(spoof.stdout, /Not a relayed connection/, spoof.stdout + spoof.stderr);
+    assert.doesNotMatch(spoof.stdout, /"path":"\/spoof"/);
+    // The real relay goes on.
+    await c.write(enc.encode("67890"));
+    let out = "";
+    const buf = new Uint8Array(4096);
+    while (!out.includes('"body":"1234567890"')) {
+      const n = await c.read(buf);
+      if (n === null) break;
+      out += dec.decode(buf.subarray(0, n));
+    }
+    assert.match(out, /"body":"1234567890"/);
+  } finally {
+    c.close();
+  }
+});
+
 Deno.test("a reload switches the listener between engines on the same port", async () => {
   await using up = await echoUpstream();
   const dir = await Deno.makeTempDir({ prefix: "prox-engine-" });

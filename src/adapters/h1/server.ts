@@ -55,7 +55,9 @@ export function listenH1(
     logger: opts.logger,
     metrics: opts.metrics,
     localPort: local.port,
-    peerOf: (remote) => peers.get(remote.port),
+    // Only from the relay's own address: all of 127.0.0.0/8 reaches the inner listener, and a
+    // local process that bound 127.0.0.2 and a relay's port would pass for the client relayed.
+    peerOf: (remote) => remote.hostname === "127.0.0.1" ? peers.get(remote.port) : undefined,
   });
   const conns = new Set<Conn>();
   const counts = { served: 0, relayed: 0 };
