@@ -261,6 +261,35 @@ Deno.test("a head whose lines end in bare LFs is answered (relayed to Deno.serve
   assert.match(both, /"path":"\/first"[^]*"path":"\/lf"/);
 });
 
+Deno.test("several Cookie fields reach the pipeline and the upstream as one, as on Deno.serve", async () => {
+  const heads: string[] = [];
+  await using up = rawServer(async (c) => {
+    const head = await readRequest(c);
+    if (head) heads.push(head);
+    await c.write(
+      enc.encode("HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"),
+    );
+  });
+  // A cookie rate limit reads the pipeline's view of the field: 1 request per key.
+  await using prox = await engineProxy(
+    up.url,
+    `    rate_limit: { by: cookie, cookie_name: user, requests: 1, period: 1m }`,
+  );
+  const get = (cookies: string[]) =>
+    raw(
+      prox.port,
+      `GET /c HTTP/1.1\r\nHost: a\r\n${
+        cookies.map((c) => `Cookie: ${c}\r\n`).join("")
+      }Connection: close\r\n\r\n`,
+    );
+  // Joined by ", " the second request's key read "bob, theme=dark" and passed as another user.
+  assert.match(await get(["user=bob", "theme=dark"]), /^HTTP\/1\.1 200 /);
+  assert.match(await get(["user=bob", "theme=light"]), /^HTTP\/1\.1 429 /);
+  assert.equal(heads.length, 1);
+  const cookies = heads[0].match(/^cookie: .*$/gim);
+  assert.deepEqual(cookies, ["cookie: user=bob; theme=dark"]);
+});
+
 interopTest("the engine keeps each client's address through the relay (curl from 127.0.0.2)", [
   "curl",
 ], async () => {

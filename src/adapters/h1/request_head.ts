@@ -73,6 +73,7 @@ export function parseRequestHead(text: string): RequestHead | null {
   let host: string | null = null;
   let close = false;
   let length = -1;
+  let cookie = -1;
   let at = lineEnd + 2;
   for (;;) {
     const end = text.indexOf("\r\n", at);
@@ -105,6 +106,16 @@ export function parseRequestHead(text: string): RequestHead | null {
         return null;
       case "connection":
         if (CLOSE.test(value)) close = true;
+        break;
+      case "cookie":
+        // Several Cookie fields are one list joined by "; " (RFC 6265 §5.4, RFC 9113 §8.2.3), as
+        // Deno.serve gives them: `get("cookie")` would join them with ", ", which no cookie
+        // parser splits (jwt_auth's and rate_limit's cookie lookups among them).
+        if (cookie >= 0) {
+          values[cookie] += "; " + value;
+          continue;
+        }
+        cookie = names.length;
         break;
     }
     names.push(name);

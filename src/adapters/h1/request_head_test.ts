@@ -47,6 +47,12 @@ Deno.test("parseRequestHead takes a plain HTTP/1.1 request, bodiless or with a s
   assert.equal(post?.contentLength, 65536);
   const k = parseRequestHead("HEAD / HTTP/1.1\r\nhost: a\r\nconnection: closed\r\n\r\n");
   assert.equal(k?.close, false);
+  // Several Cookie fields become one, joined by "; " where the first was (as Deno.serve does).
+  const c = parseRequestHead(
+    "GET / HTTP/1.1\r\nCookie: a=1\r\nHost: a\r\ncookie: b=2; c=3\r\nCOOKIE: d=4\r\n\r\n",
+  );
+  assert.deepEqual(c?.names, ["cookie", "host"]);
+  assert.deepEqual(c?.values, ["a=1; b=2; c=3; d=4", "a"]);
   // obs-text in a value is a byte string, kept as it came.
   assert.equal(
     parseRequestHead("GET / HTTP/1.1\r\nhost: a\r\nx: caf\xe9\r\n\r\n")?.values[1],
