@@ -375,6 +375,38 @@ interopTest("only the relay itself passes for a relayed client on the fallback l
   }
 });
 
+Deno.test("an idle relayed connection holds small buffers (keep-alive HTTP/1.0 clients)", async () => {
+  await using up = await startUpstream(() => new Response("ok"));
+  await using prox = await engineProxy(up.url);
+  // HTTP/1.0 is relayed; with keep-alive its connection then waits in Deno.serve, with a read
+  // pending in each direction of the relay. Each such read held 16 KiB, and the engine's own
+  // read buffer (8 to 64 KiB) stayed too: 40 KiB or more per connection beside Deno.serve's.
+  const n = 200;
+  const request = enc.encode("GET / HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n\r\n");
+  const buf = new Uint8Array(4096);
+  const open = async () => {
+    const c = await Deno.connect({ hostname: "127.0.0.1", port: prox.port });
+    await c.write(request);
+    let out = "";
+    while (!out.endsWith("ok")) {
+      const got = await c.read(buf);
+      if (got === null) throw new Error("closed: " + out);
+      out += dec.decode(buf.subarray(0, got));
+    }
+    return c;
+  };
+  (await open()).close(); // the first one's allocations are not the connections'
+  const before = Deno.memoryUsage().external;
+  const conns: Deno.Conn[] = [];
+  try {
+    for (let i = 0; i < n; i++) conns.push(await open());
+    const perConn = (Deno.memoryUsage().external - before) / n;
+    assert.ok(perConn < 16 * 1024, `${Math.round(perConn / 1024)} KiB per relayed connection`);
+  } finally {
+    for (const c of conns) c.close();
+  }
+});
+
 Deno.test("a reload switches the listener between engines on the same port", async () => {
   await using up = await echoUpstream();
   const dir = await Deno.makeTempDir({ prefix: "prox-engine-" });

@@ -31,8 +31,14 @@ const READ_SIZE = 8 * 1024;
 const HEAD_LIMIT = 64 * 1024;
 /** A connection idle this long between requests, or this slow to send a head, is closed. */
 export const IDLE_MS = 75_000;
-/** Relay buffer per direction. */
-const RELAY_SIZE = 16 * 1024;
+/**
+ * Relay buffer per direction: a read waiting for a paused stream (an idle keep-alive connection,
+ * a WebSocket between messages) holds the small one; reads that fill their buffer move up to the
+ * large one while bytes keep coming.
+ */
+const RELAY_MIN = 2 * 1024;
+const RELAY_MAX = 32 * 1024;
+const NO_BYTES = new Uint8Array(0);
 
 const ascii = new TextEncoder();
 
@@ -89,6 +95,12 @@ export function listenH1(
         return;
       }
       to.setNoDelay(true);
+      // Deno.serve has the connection from here: no idle limit or drain of ours applies (a head
+      // over the limit came here still counted as waiting), and its read buffer (up to 64 KiB)
+      // is not needed again while the relay holds on.
+      c.waitingSince = 0;
+      c.buf = NO_BYTES;
+      c.start = c.end = 0;
       const key = (to.localAddr as Deno.NetAddr).port;
       peers.set(key, c.peer);
       try {
@@ -574,12 +586,16 @@ async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
 
 /** Copies `from` to `to` until `from` ends, then ends `to`'s writing side when `halfClose`. */
 async function pipe(from: Deno.TcpConn, to: Deno.TcpConn, halfClose: boolean): Promise<void> {
-  const buf = new Uint8Array(RELAY_SIZE);
+  const small = new Uint8Array(RELAY_MIN);
+  let buf = small;
   try {
     for (;;) {
       const n = await from.read(buf);
       if (n === null) break;
       await writeAll(to, buf.subarray(0, n));
+      if (n === buf.length) {
+        if (buf.length < RELAY_MAX) buf = new Uint8Array(buf.length * 4);
+      } else if (n < RELAY_MIN) buf = small;
     }
     if (halfClose) await to.closeWrite();
   } catch {
