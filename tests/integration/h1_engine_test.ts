@@ -318,8 +318,13 @@ interopTest("the engine keeps each client's address through the relay (curl from
   ]);
 });
 
-/** This process's TCP sockets on IPv4 (Linux /proc): local and remote port, and whether listening. */
-async function ownSockets(): Promise<{ local: number; remote: number; listening: boolean }[]> {
+/**
+ * This process's TCP sockets on IPv4 (Linux /proc): local and remote port, whether listening, and
+ * the bytes received but not yet read.
+ */
+async function ownSockets(): Promise<
+  { local: number; remote: number; listening: boolean; unread: number }[]
+> {
   const inodes = new Set<string>();
   for await (const e of Deno.readDir("/proc/self/fd")) {
     const link = await Deno.readLink(`/proc/self/fd/${e.name}`).catch(() => "");
@@ -331,6 +336,7 @@ async function ownSockets(): Promise<{ local: number; remote: number; listening:
     local: parseInt(f[1].split(":")[1], 16),
     remote: parseInt(f[2].split(":")[1], 16),
     listening: f[3] === "0A",
+    unread: parseInt(f[4].split(":")[1], 16),
   }));
 }
 
@@ -477,4 +483,48 @@ Deno.test("shutdown lets an engine request in flight finish and closes its conne
   c.close();
   await stopping;
   assert.match(out, /^HTTP\/1\.1 200 OK\r\n[^]*connection: close\r\n[^]*late answer$/);
+});
+
+Deno.test("a head that needs the relay after a drain began gets 503, without an error logged", async () => {
+  await using up = await echoUpstream();
+  const errors: string[] = [];
+  const prox = await engineProxy(up.url, "", {
+    ...silentLogger,
+    error: (m: string, f?: Record<string, unknown>) => errors.push(`${m} ${JSON.stringify(f)}`),
+  });
+  const c = await Deno.connect({ hostname: "127.0.0.1", port: prox.port });
+  try {
+    // Half a head when the drain begins: the connection is not idle, so it is not closed.
+    await c.write(enc.encode("POST /late HTTP/1.1\r\nHost: a\r\n"));
+    const local = (c.localAddr as Deno.NetAddr).port;
+    await waitFor(
+      async () =>
+        (await ownSockets()).some((s) =>
+          s.local === prox.port && s.remote === local && !s.listening && s.unread === 0
+        ),
+      { what: "the engine to read the half head" },
+    );
+    const stopping = prox.server.shutdown();
+    await waitFor(async () => {
+      try {
+        (await Deno.connect({ hostname: "127.0.0.1", port: prox.port })).close();
+        return false;
+      } catch {
+        return true;
+      }
+    }, { what: "the listener to stop accepting" });
+    await c.write(enc.encode("Content-Length: 3\r\n\r\nabc"));
+    let out = "";
+    const buf = new Uint8Array(4096);
+    for (;;) {
+      const n = await c.read(buf).catch(() => null);
+      if (n === null) break;
+      out += dec.decode(buf.subarray(0, n));
+    }
+    await stopping;
+    assert.match(out, /^HTTP\/1\.1 503 Service Unavailable\r\n[^]*connection: close\r\n/);
+    assert.deepEqual(errors, []);
+  } finally {
+    c.close();
+  }
 });

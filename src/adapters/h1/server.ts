@@ -88,9 +88,13 @@ export function listenH1(
       try {
         to = await Deno.connect({ hostname: "127.0.0.1", port: inner.port });
       } catch (err) {
-        opts.logger.error("Cannot relay a connection to the HTTP/1.1 fallback listener", {
-          error: String(err),
-        });
+        // While draining, the fallback listener has stopped accepting already: a request whose
+        // head came in after the drain began is refused with a 503, which is no fault.
+        if (!draining) {
+          opts.logger.error("Cannot relay a connection to the HTTP/1.1 fallback listener", {
+            error: String(err),
+          });
+        }
         await writeAll(c.conn, UNAVAILABLE).catch(() => {});
         return;
       }
