@@ -114,6 +114,65 @@ Deno.test("the engine serves keep-alive and pipelined GETs in order on one conne
   assert.ok(head.endsWith("\r\n\r\n"), head);
 });
 
+Deno.test("a request pipelined behind a streamed answer is served, sent before or during it", async () => {
+  let release!: () => void;
+  const gate = new Promise<void>((r) => release = r);
+  await using up = await startUpstream((req) => {
+    const path = new URL(req.url).pathname;
+    if (path === "/stream" || path === "/gated") {
+      return new Response(
+        new ReadableStream({
+          async start(c) {
+            c.enqueue(enc.encode("part1;"));
+            if (path === "/gated") await gate;
+            c.enqueue(enc.encode("part2;"));
+            c.close();
+          },
+        }),
+      );
+    }
+    return new Response(`answer ${path}`);
+  });
+  await using prox = await engineProxy(up.url);
+  // Both heads in one write: the streamed answer (chunked) watches the socket for the client
+  // leaving; its read, never answered by a client that sent all it had, held up the second.
+  const out = await raw(
+    prox.port,
+    "GET /stream HTTP/1.1\r\nHost: a\r\n\r\n" +
+      "GET /next HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    undefined,
+    5_000,
+  );
+  assert.match(out, /part1;[^]*part2;\r\n0\r\n\r\nHTTP\/1\.1 200 OK\r\n[^]*answer \/next$/);
+  // The second head sent while the first answer streams: the watching read takes it, and it is
+  // served once the first answer ends.
+  const c = await Deno.connect({ hostname: "127.0.0.1", port: prox.port });
+  const timer = setTimeout(() => c.close(), 5_000);
+  try {
+    await c.write(enc.encode("GET /gated HTTP/1.1\r\nHost: a\r\n\r\n"));
+    let got = "";
+    const buf = new Uint8Array(4096);
+    while (!got.includes("part1;")) {
+      const n = await c.read(buf);
+      if (n === null) break;
+      got += dec.decode(buf.subarray(0, n));
+    }
+    await c.write(enc.encode("GET /later HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"));
+    release();
+    for (;;) {
+      const n = await c.read(buf).catch(() => null);
+      if (n === null) break;
+      got += dec.decode(buf.subarray(0, n));
+    }
+    assert.match(got, /part2;\r\n0\r\n\r\nHTTP\/1\.1 200 OK\r\n[^]*answer \/later$/);
+  } finally {
+    clearTimeout(timer);
+    try {
+      c.close();
+    } catch { /* closed by the timer */ }
+  }
+});
+
 Deno.test("the engine streams large and chunked answers, and a failing body cuts the connection", async () => {
   const big = "x".repeat(300_000);
   await using up = await startUpstream((req) => {

@@ -200,8 +200,6 @@ class Conn {
   readonly peer: { hostname: string; port: number };
   /** The background read that watches for the client leaving while a request is handled. */
   watching: Promise<void> | null = null;
-  /** True from a request's head to the end of its answer. */
-  busy = false;
   /** Aborted when the client leaves during the current exchange (made by `watch`). */
   #left: AbortController | null = null;
   /** Set when a read saw the end of the client's stream (or an error). */
@@ -241,22 +239,21 @@ class Conn {
 
   /**
    * A signal that aborts if the client leaves during the current exchange. The first call starts
-   * reading the socket in the background (bytes of a pipelined request are kept): Deno.serve
-   * notices a client that left, and so must a request that waits, or an answer that streams.
+   * one read of the socket in the background: Deno.serve notices a client that left, and so must
+   * a request that waits, or an answer that streams. That read ends the watch either way: at the
+   * end of the client's stream, or with the next request's first bytes (kept for serve()), after
+   * which the client counts as staying, as on Deno.serve. With such bytes already here there is
+   * no read at all: one that the client never answers (it sent all it had and waits for its
+   * answers) would hold up serving what it sent.
    */
   watch(): AbortSignal {
     if (this.#left) return this.#left.signal;
     const left = this.#left = new AbortController();
     if (this.eof) left.abort(gone());
-    else if (!this.watching && this.end < this.buf.length) {
+    else if (!this.watching && this.start === this.end) {
       this.watching = (async () => {
         try {
-          while (this.busy && this.end < this.buf.length) {
-            if (!await this.fill()) {
-              this.eof = true;
-              break;
-            }
-          }
+          if (!await this.fill()) this.eof = true;
         } catch {
           this.eof = true;
         }
@@ -267,8 +264,7 @@ class Conn {
   }
 
   /** Marks the start or end of an exchange. */
-  exchanging(busy: boolean): void {
-    this.busy = busy;
+  exchanging(): void {
     this.#left = null;
   }
 
@@ -332,7 +328,7 @@ async function exchange(
 ): Promise<boolean> {
   const fields = new HeaderList();
   for (let i = 0; i < head.names.length; i++) fields.appendChecked(head.names[i], head.values[i]);
-  c.exchanging(true);
+  c.exchanging();
   // The signal is asked for only when the pipeline waits (a queued upstream connection, a slow
   // exchange): only then is the socket read in the background.
   const req = new WireRequest(
@@ -370,7 +366,7 @@ async function exchange(
   try {
     ok = await writeResponse(c, res, { head: head.method === "HEAD", keep, logger: env.logger });
   } finally {
-    c.exchanging(false);
+    c.exchanging();
     settle(ok);
     m?.connectionClosed("http/1.1");
   }
