@@ -190,8 +190,11 @@ interface Env {
   relay(c: Conn, bytes: Uint8Array): Promise<void>;
 }
 
-/** One client connection: its read buffer (unconsumed bytes in `buf[start..end)`) and state. */
-class Conn {
+/**
+ * One client connection: its read buffer (unconsumed bytes in `buf[start..end)`) and state.
+ * Exported for tests.
+ */
+export class Conn {
   buf = new Uint8Array(READ_SIZE);
   start = 0;
   end = 0;
@@ -219,7 +222,12 @@ class Conn {
 
   /** Reads more bytes after `end`, growing the buffer up to the head limit; false at EOF. */
   async fill(): Promise<boolean> {
-    if (this.start === this.end) this.start = this.end = 0;
+    if (this.start === this.end) {
+      this.start = this.end = 0;
+      // A long head grew the buffer: a connection waiting for its next request (most of its
+      // life, for a keep-alive one) goes back to the small one.
+      if (this.buf.length > READ_SIZE) this.buf = new Uint8Array(READ_SIZE);
+    }
     if (this.end === this.buf.length) {
       if (this.start > 0) {
         this.buf.copyWithin(0, this.start, this.end);
