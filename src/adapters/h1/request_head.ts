@@ -32,6 +32,11 @@ const TCHAR = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 const ORIGIN_FORM = /^\/[\x21-\x7e]*$/;
 // A field value: HTAB, SP, visible ASCII, obs-text (RFC 9110 §5.5).
 const BAD_VALUE = /[^\t\x20-\x7e\x80-\xff]/;
+/**
+ * The most field lines Deno.serve takes in a head (it answers 400 to more): a head with more is
+ * relayed, so that it is refused as on the default engine.
+ */
+export const MAX_FIELDS = 128;
 // The Connection options that end the connection after this exchange.
 const CLOSE = /(?:^|,)[ \t]*close[ \t]*(?:,|$)/i;
 // A length in plain digits: "010" (ten bytes, which a lax parser reads as octal) is relayed.
@@ -75,9 +80,10 @@ export function parseRequestHead(text: string): RequestHead | null {
   let length = -1;
   let cookie = -1;
   let at = lineEnd + 2;
-  for (;;) {
+  for (let lines = 0;; lines++) {
     const end = text.indexOf("\r\n", at);
     if (end === at) break; // the blank line
+    if (lines === MAX_FIELDS) return null;
     const colon = text.indexOf(":", at);
     if (colon <= at || colon > end) return null;
     const rawName = text.slice(at, colon);

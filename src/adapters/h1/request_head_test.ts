@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { headEnd, parseRequestHead } from "./request_head.ts";
+import { headEnd, MAX_FIELDS, parseRequestHead } from "./request_head.ts";
 
 const enc = new TextEncoder();
 
@@ -100,4 +100,16 @@ Deno.test("parseRequestHead leaves large or odd bodies, upgrades and oddities to
     "GET / HTTP/1.1\r\nHost: a\r\nX-A: \x01\r\n\r\n",
   ];
   for (const text of relayed) assert.equal(parseRequestHead(text), null, JSON.stringify(text));
+});
+
+Deno.test("parseRequestHead takes as many field lines as Deno.serve, and leaves it more", () => {
+  const head = (n: number) => {
+    let text = "GET / HTTP/1.1\r\nHost: a\r\n";
+    // Cookie lines count one by one, as Deno.serve counts them, though they become one field.
+    for (let i = 1; i < n; i++) text += i % 2 ? `Cookie: c${i}=1\r\n` : `X-${i}: ${i}\r\n`;
+    return text + "\r\n";
+  };
+  assert.equal(MAX_FIELDS, 128);
+  assert.ok(parseRequestHead(head(MAX_FIELDS)));
+  assert.equal(parseRequestHead(head(MAX_FIELDS + 1)), null);
 });
