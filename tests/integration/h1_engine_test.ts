@@ -593,7 +593,7 @@ Deno.test("a head that needs the relay after a drain began gets 503, without an 
         return true;
       }
     }, { what: "the listener to stop accepting" });
-    await c.write(enc.encode("Content-Length: 3\r\n\r\nabc"));
+    await c.write(enc.encode("Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"));
     let out = "";
     const buf = new Uint8Array(4096);
     for (;;) {

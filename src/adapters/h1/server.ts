@@ -98,7 +98,12 @@ export function listenH1(
         await writeAll(c.conn, UNAVAILABLE).catch(() => {});
         return;
       }
-      to.setNoDelay(true);
+      try {
+        to.setNoDelay(true);
+      } catch {
+        closeQuietly(to);
+        return;
+      }
       // Deno.serve has the connection from here: no idle limit or drain of ours applies (a head
       // over the limit came here still counted as waiting), and its read buffer (up to 64 KiB)
       // is not needed again while the relay holds on.
