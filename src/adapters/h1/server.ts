@@ -210,6 +210,8 @@ export class Conn {
   watching: Promise<void> | null = null;
   /** Aborted when the client leaves during the current exchange (made by `watch`). */
   #left: AbortController | null = null;
+  /** True from a request's head to the end of its answer. */
+  #busy = false;
   /** Set when a read saw the end of the client's stream (or an error). */
   eof = false;
   readonly done: Promise<void>;
@@ -263,7 +265,10 @@ export class Conn {
     if (this.#left) return this.#left.signal;
     const left = this.#left = new AbortController();
     if (this.eof) left.abort(gone());
-    else if (!this.watching && this.start === this.end) {
+    // Only while the exchange runs: asked for after it (a late look at a finished request's
+    // signal), a read here would race serve()'s own for the next request, and whichever lost
+    // would leave that request unread in the buffer until the client gave up.
+    else if (this.#busy && !this.watching && this.start === this.end) {
       this.watching = (async () => {
         try {
           if (!await this.fill()) this.eof = true;
@@ -276,8 +281,9 @@ export class Conn {
     return left.signal;
   }
 
-  /** Marks the start or end of an exchange. */
-  exchanging(): void {
+  /** Marks the start (true) or end (false) of an exchange. */
+  exchanging(busy: boolean): void {
+    this.#busy = busy;
     this.#left = null;
   }
 
@@ -341,7 +347,7 @@ async function exchange(
 ): Promise<boolean> {
   const fields = new HeaderList();
   for (let i = 0; i < head.names.length; i++) fields.appendChecked(head.names[i], head.values[i]);
-  c.exchanging();
+  c.exchanging(true);
   // The signal is asked for only when the pipeline waits (a queued upstream connection, a slow
   // exchange): only then is the socket read in the background.
   const req = new WireRequest(
@@ -379,7 +385,7 @@ async function exchange(
   try {
     ok = await writeResponse(c, res, { head: head.method === "HEAD", keep, logger: env.logger });
   } finally {
-    c.exchanging();
+    c.exchanging(false);
     settle(ok);
     m?.connectionClosed("http/1.1");
   }
