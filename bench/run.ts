@@ -97,7 +97,7 @@ const SCENARIOS: Scenario[] = [
     tool: "wrk",
     path: "/100b",
     connections: 1000,
-    proxies: ["prox", "nginx"],
+    proxies: ["prox", "prox-h1engine", "nginx"],
     runs: 1,
     seconds: Math.max(SECONDS, 10),
   },
@@ -215,6 +215,14 @@ function targets(rows: Row[]): string[] {
     lines.push(
       `- note ${s}: a relay on raw sockets (no Deno.serve, no Fetch objects) reaches ` +
         `${f2(raw.rps / n.rps)}× nginx: the bound for an HTTP/1.1 engine of Prox's own`,
+    );
+  }
+  const e = rows.find((r) => r.scenario === "overload-1000c" && r.proxy === "prox-h1engine");
+  if (e) {
+    check(
+      "1,000 connections, own HTTP/1.1 engine: none over 2 s",
+      e.median.timeouts === 0 && e.median.maxMs < 2000,
+      `max ${f0(e.median.maxMs)} ms, ${e.median.timeouts} timeouts`,
     );
   }
   const o = rows.find((r) => r.scenario === "overload-1000c" && r.proxy === "prox");
