@@ -5,6 +5,7 @@ import assert from "node:assert/strict";
 import { interopTest, run, startUpstream, waitFor } from "../_harness.ts";
 import { rawServer, readRequest } from "../_upstream_peers.ts";
 import { startProxy } from "./_proxy.ts";
+import { rawExchange, readFrom, untilRefused } from "./_raw_client.ts";
 import { startServer } from "../../src/server.ts";
 import { silentLogger } from "../../src/ports.ts";
 import type { Logger } from "../../src/ports.ts";
@@ -42,39 +43,6 @@ ${more}`,
   );
 }
 
-/**
- * Writes `text` on a new connection and reads until the server closes it or `until` matches (or,
- * given `timeoutMs`, until that long passed: the socket is closed then).
- */
-async function raw(
-  port: number,
-  text: string,
-  until?: RegExp,
-  timeoutMs?: number,
-): Promise<string> {
-  const c = await Deno.connect({ hostname: "127.0.0.1", port });
-  const timer = timeoutMs === undefined ? undefined : setTimeout(() => c.close(), timeoutMs);
-  try {
-    await c.write(enc.encode(text));
-    let out = "";
-    const buf = new Uint8Array(65536);
-    while (!until?.test(out)) {
-      const n = await c.read(buf).catch(() => null);
-      if (n === null) break;
-      out += dec.decode(buf.subarray(0, n));
-    }
-    return out;
-  } finally {
-    if (timer === undefined) c.close();
-    else {
-      clearTimeout(timer);
-      try {
-        c.close();
-      } catch { /* closed by the timer */ }
-    }
-  }
-}
-
 /** An upstream that echoes what it got: method, path with query, and the request's fields. */
 function echoUpstream() {
   return startUpstream(async (req, info) => {
@@ -97,7 +65,7 @@ Deno.test("the engine serves keep-alive and pipelined GETs in order on one conne
   let text = "";
   for (let i = 0; i < 5; i++) text += `GET /p${i}?q=${i} HTTP/1.1\r\nHost: a.test\r\n\r\n`;
   text += "HEAD /head HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n";
-  const out = await raw(prox.port, text);
+  const out = await rawExchange(prox.port, text);
   const heads = out.match(/HTTP\/1\.1 \d+ [^\r]*/g) ?? [];
   assert.equal(heads.length, 6, out);
   for (const h of heads) assert.equal(h, "HTTP/1.1 200 OK");
@@ -136,7 +104,7 @@ Deno.test("a request pipelined behind a streamed answer is served, sent before o
   await using prox = await engineProxy(up.url);
   // Both heads in one write: the streamed answer (chunked) watches the socket for the client
   // leaving; its read, never answered by a client that sent all it had, held up the second.
-  const out = await raw(
+  const out = await rawExchange(
     prox.port,
     "GET /stream HTTP/1.1\r\nHost: a\r\n\r\n" +
       "GET /next HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
@@ -150,20 +118,10 @@ Deno.test("a request pipelined behind a streamed answer is served, sent before o
   const timer = setTimeout(() => c.close(), 5_000);
   try {
     await c.write(enc.encode("GET /gated HTTP/1.1\r\nHost: a\r\n\r\n"));
-    let got = "";
-    const buf = new Uint8Array(4096);
-    while (!got.includes("part1;")) {
-      const n = await c.read(buf);
-      if (n === null) break;
-      got += dec.decode(buf.subarray(0, n));
-    }
+    let got = await readFrom(c, /part1;/);
     await c.write(enc.encode("GET /later HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"));
     release();
-    for (;;) {
-      const n = await c.read(buf).catch(() => null);
-      if (n === null) break;
-      got += dec.decode(buf.subarray(0, n));
-    }
+    got = await readFrom(c, undefined, got);
     assert.match(got, /part2;\r\n0\r\n\r\nHTTP\/1\.1 200 OK\r\n[^]*answer \/later$/);
   } finally {
     clearTimeout(timer);
@@ -215,7 +173,7 @@ Deno.test("the engine streams large and chunked answers, and a failing body cuts
   assert.equal(await none.text(), "");
   // 500 bytes of a declared 100000, then the upstream closes: the client sees the answer end
   // short (the connection closes), and Prox goes on serving.
-  const cut = await raw(prox.port, "GET /fail HTTP/1.1\r\nHost: a.test\r\n\r\n");
+  const cut = await rawExchange(prox.port, "GET /fail HTTP/1.1\r\nHost: a.test\r\n\r\n");
   assert.match(cut, /^HTTP\/1\.1 200 OK\r\n[^]*content-length: 100000\r\n/);
   assert.ok(cut.length < 100_000, "the answer ended short");
   assert.equal((await fetch(`${prox.url}/after`)).status, 204);
@@ -226,7 +184,7 @@ Deno.test("the engine reads small Content-Length bodies itself and relays the re
   await using prox = await engineProxy(up.url, 'admin: { listen_addr: "127.0.0.1:0" }');
   const counts = () => ({ ...prox.server.listeners[0].counts! });
   // A POST whose small body came with its head, then a GET: both served by the engine, in order.
-  let out = await raw(
+  let out = await rawExchange(
     prox.port,
     "POST /form HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\nhello world" +
       "GET /next HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
@@ -239,27 +197,21 @@ Deno.test("the engine reads small Content-Length bodies itself and relays the re
   await c.write(enc.encode("POST /late HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\nhel"));
   await waitFor(() => counts().relayed === 1, { what: "the connection relayed" });
   await c.write(enc.encode("lo world"));
-  out = "";
-  const buf = new Uint8Array(65536);
-  while (!out.includes("hello world")) {
-    const n = await c.read(buf);
-    if (n === null) break;
-    out += dec.decode(buf.subarray(0, n));
-  }
+  out = await readFrom(c, /hello world/);
   c.close();
   assert.match(out, /"method":"POST","path":"\/late","body":"hello world"/);
   // A body over 64 KiB, chunked, or with a length in odd digits: Deno.serve's (the relay).
   const big = "b".repeat(70_000);
   const res = await fetch(`${prox.url}/big`, { method: "PUT", body: big });
   assert.equal((await res.json()).body.length, big.length);
-  const zeros = await raw(
+  const zeros = await rawExchange(
     prox.port,
     "POST /z HTTP/1.1\r\nHost: a\r\nContent-Length: 05\r\nConnection: close\r\n\r\nabcde",
   );
   assert.match(zeros, /"body":"abcde"/);
   assert.deepEqual(counts(), { served: 2, relayed: 3 });
   // A GET with a body is refused as on Deno.serve (it could smuggle a request upstream).
-  const get = await raw(
+  const get = await rawExchange(
     prox.port,
     "GET /g HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc",
   );
@@ -282,7 +234,7 @@ Deno.test("the engine relays bodies, h2c and odd requests to Deno.serve with the
   const { records, logger } = accessLogger();
   await using prox = await engineProxy(up.url, "", logger);
   // A chunked POST, then a GET on the same (now relayed) connection.
-  const out = await raw(
+  const out = await rawExchange(
     prox.port,
     "POST /form HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n" +
       "GET /after HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n",
@@ -293,7 +245,7 @@ Deno.test("the engine relays bodies, h2c and odd requests to Deno.serve with the
   assert.equal(out.match(/x-route: main/g)?.length, 2);
   // What Deno.serve answers itself stays its answer: whitespace before a colon is a 400.
   assert.match(
-    await raw(prox.port, "GET / HTTP/1.1\r\nHost: a\r\nX-A : 1\r\n\r\n", /\r\n\r\n/),
+    await rawExchange(prox.port, "GET / HTTP/1.1\r\nHost: a\r\nX-A : 1\r\n\r\n", /\r\n\r\n/),
     /^HTTP\/1\.1 400 /,
   );
   await waitFor(() => records.length >= 2, { what: "access records" });
@@ -307,11 +259,11 @@ Deno.test("a head whose lines end in bare LFs is answered (relayed to Deno.serve
   // RFC 9112 §2.2 lets a server take a bare LF as a line end, and Deno.serve does: on the default
   // engine such a request is answered. Waiting for CRLF CRLF left the client without an answer.
   for (const text of ["GET /lf HTTP/1.1\nHost: a\n\n", "GET /lf HTTP/1.1\r\nHost: a\r\n\n"]) {
-    const out = await raw(prox.port, text, /"path":"\/lf"/, 5_000);
+    const out = await rawExchange(prox.port, text, /"path":"\/lf"/, 5_000);
     assert.match(out, /^HTTP\/1\.1 200 OK\r\n[^]*"path":"\/lf"/, JSON.stringify(text));
   }
   // A keep-alive connection's next head may end so too.
-  const both = await raw(
+  const both = await rawExchange(
     prox.port,
     "GET /first HTTP/1.1\r\nHost: a\r\n\r\nGET /lf HTTP/1.1\nHost: a\n\n",
     /"path":"\/lf"/,
@@ -335,7 +287,7 @@ Deno.test("several Cookie fields reach the pipeline and the upstream as one, as 
     `    rate_limit: { by: cookie, cookie_name: user, requests: 1, period: 1m }`,
   );
   const get = (cookies: string[]) =>
-    raw(
+    rawExchange(
       prox.port,
       `GET /c HTTP/1.1\r\nHost: a\r\n${
         cookies.map((c) => `Cookie: ${c}\r\n`).join("")
@@ -361,7 +313,7 @@ Deno.test("a head with more field lines than Deno.serve takes is refused as on t
   const get = (fields: number) => {
     let text = "GET /many HTTP/1.1\r\nHost: a\r\nConnection: close\r\n";
     for (let i = 2; i < fields; i++) text += `X-${i}: ${i}\r\n`;
-    return raw(prox.port, text + "\r\n");
+    return rawExchange(prox.port, text + "\r\n");
   };
   // Deno.serve answers 400 to 129 field lines or more; the engine took any number (in 64 KiB: some
   // 10,000 short ones, each looked through by every field lookup and sent upstream).
@@ -448,13 +400,7 @@ interopTest("only the relay itself passes for a relayed client on the fallback l
     assert.doesNotMatch(spoof.stdout, /"path":"\/spoof"/);
     // The real relay goes on.
     await c.write(enc.encode("67890"));
-    let out = "";
-    const buf = new Uint8Array(4096);
-    while (!out.includes('"body":"1234567890"')) {
-      const n = await c.read(buf);
-      if (n === null) break;
-      out += dec.decode(buf.subarray(0, n));
-    }
+    const out = await readFrom(c, /"body":"1234567890"/);
     assert.match(out, /"body":"1234567890"/);
   } finally {
     c.close();
@@ -511,14 +457,17 @@ routes:
   const server = await startServer({ path: file }, { logger: silentLogger, watch: false });
   try {
     const port = server.port;
-    const first = await raw(port, "GET /a HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+    const first = await rawExchange(
+      port,
+      "GET /a HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    );
     assert.match(first, /^HTTP\/1\.1 200 OK\r\n[^]*"path":"\/a"/);
     assert.equal(server.listeners[0].engine, "deno");
     await Deno.writeTextFile(file, yaml("prox"));
     const swapped = await server.reload();
     assert.ok(swapped.ok, JSON.stringify(swapped));
     assert.equal(server.port, port);
-    const out = await raw(port, "GET /b HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+    const out = await rawExchange(port, "GET /b HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
     assert.match(out, /^HTTP\/1\.1 200 OK\r\n[^]*"path":"\/b"/);
     assert.equal(server.listeners[0].engine, "prox");
   } finally {
@@ -544,22 +493,9 @@ Deno.test("shutdown lets an engine request in flight finish and closes its conne
   await arrival;
   const stopping = prox.server.shutdown();
   // New connections are refused once the drain began.
-  await waitFor(async () => {
-    try {
-      (await Deno.connect({ hostname: "127.0.0.1", port: prox.port })).close();
-      return false;
-    } catch {
-      return true;
-    }
-  }, { what: "the listener to stop accepting" });
+  await untilRefused(prox.port);
   release();
-  let out = "";
-  const buf = new Uint8Array(4096);
-  for (;;) {
-    const n = await c.read(buf).catch(() => null);
-    if (n === null) break;
-    out += dec.decode(buf.subarray(0, n));
-  }
+  const out = await readFrom(c);
   c.close();
   await stopping;
   assert.match(out, /^HTTP\/1\.1 200 OK\r\n[^]*connection: close\r\n[^]*late answer$/);
@@ -585,22 +521,9 @@ Deno.test("a head that needs the relay after a drain began gets 503, without an 
       { what: "the engine to read the half head" },
     );
     const stopping = prox.server.shutdown();
-    await waitFor(async () => {
-      try {
-        (await Deno.connect({ hostname: "127.0.0.1", port: prox.port })).close();
-        return false;
-      } catch {
-        return true;
-      }
-    }, { what: "the listener to stop accepting" });
+    await untilRefused(prox.port);
     await c.write(enc.encode("Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"));
-    let out = "";
-    const buf = new Uint8Array(4096);
-    for (;;) {
-      const n = await c.read(buf).catch(() => null);
-      if (n === null) break;
-      out += dec.decode(buf.subarray(0, n));
-    }
+    const out = await readFrom(c);
     await stopping;
     assert.match(out, /^HTTP\/1\.1 503 Service Unavailable\r\n[^]*connection: close\r\n/);
     assert.deepEqual(errors, []);

@@ -5,6 +5,7 @@ import { interopTest, run, waitFor } from "../_harness.ts";
 import { rawServer } from "../_upstream_peers.ts";
 import { memoryLogger } from "./_acme.ts";
 import { startProxy } from "./_proxy.ts";
+import { rawExchange } from "./_raw_client.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -45,24 +46,6 @@ routes:
 `);
 }
 
-/** Writes `text` on a new connection and reads until the server closes it or `until` matches. */
-async function raw(port: number, text: string, until?: RegExp): Promise<string> {
-  const c = await Deno.connect({ hostname: "127.0.0.1", port });
-  try {
-    await c.write(enc.encode(text));
-    let out = "";
-    const buf = new Uint8Array(16384);
-    while (!until?.test(out)) {
-      const n = await c.read(buf).catch(() => null);
-      if (n === null) break;
-      out += dec.decode(buf.subarray(0, n));
-    }
-    return out;
-  } finally {
-    c.close();
-  }
-}
-
 Deno.test("a GET or HEAD body cannot smuggle a request onto a pooled upstream connection", async () => {
   const up = recordingUpstream();
   await using _up = up.server;
@@ -71,13 +54,13 @@ Deno.test("a GET or HEAD body cannot smuggle a request onto a pooled upstream co
   // read the start of the next request on the connection as that body.
   const inner = "GET /admin HTTP/1.1\r\nHost: internal\r\n\r\n";
   for (const method of ["GET", "HEAD"]) {
-    const res = await raw(
+    const res = await rawExchange(
       prox.port,
       `${method} /first HTTP/1.1\r\nHost: a.test\r\nContent-Length: 10\r\nConnection: close\r\n\r\n0123456789`,
     );
     assert.match(res, /^HTTP\/1\.1 501 /, method);
   }
-  const post = await raw(
+  const post = await rawExchange(
     prox.port,
     `POST /innocent HTTP/1.1\r\nHost: a.test\r\nContent-Length: ${inner.length}\r\n` +
       `Connection: close\r\n\r\n${inner}`,
@@ -88,7 +71,7 @@ Deno.test("a GET or HEAD body cannot smuggle a request onto a pooled upstream co
   assert.match(up.seen[0], /^POST \/innocent /);
   assert.ok(up.seen[0].endsWith(inner));
   // A GET without a body, and one with Content-Length: 0, still go through.
-  const zero = await raw(
+  const zero = await rawExchange(
     prox.port,
     "GET /zero HTTP/1.1\r\nHost: a.test\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
   );
@@ -111,7 +94,7 @@ routes:
   for (const path of ["/once/a", "/b"]) {
     for (const m of methods) text += `${m} ${path} HTTP/1.1\r\nHost: a.test\r\n\r\n`;
   }
-  const res = await raw(prox.port, text, /(HTTP\/1\.1 200 [^]*){6}\/b$/);
+  const res = await rawExchange(prox.port, text, /(HTTP\/1\.1 200 [^]*){6}\/b$/);
   assert.equal(res.match(/HTTP\/1\.1 200 /g)?.length, 6, res);
   assert.equal(up.seen.length, 6);
   for (const seen of up.seen) {
@@ -126,7 +109,7 @@ Deno.test("a Content-Length with leading zeros goes upstream in plain digits", a
   await using prox = await proxyTo(up.server.url);
   // "010" is ten bytes (RFC 9110 §8.6), but a parser reading it as octal takes eight and the
   // last two as the start of the next request.
-  const res = await raw(
+  const res = await rawExchange(
     prox.port,
     "POST /z HTTP/1.1\r\nHost: a.test\r\nContent-Length: 010\r\nConnection: close\r\n\r\n0123456789",
   );
@@ -141,7 +124,7 @@ Deno.test("Expect: 100-continue is answered by Prox and not sent upstream", asyn
   await using prox = await proxyTo(up.server.url);
   // The body goes upstream with the head: an upstream told to expect it could answer at once
   // (417, 401) and read the body as its next request, whose response went to another client.
-  const res = await raw(
+  const res = await rawExchange(
     prox.port,
     "POST /e HTTP/1.1\r\nHost: a.test\r\nExpect: 100-continue\r\nContent-Length: 5\r\n" +
       "Connection: close\r\n\r\nhello",
@@ -187,19 +170,19 @@ Deno.test("unsupported framing and methods get 501 or 405, never reach the upstr
   const up = recordingUpstream();
   await using _up = up.server;
   await using prox = await proxyTo(up.server.url);
-  const gz = await raw(
+  const gz = await rawExchange(
     prox.port,
     "POST /gz HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: gzip, chunked\r\nConnection: close\r\n\r\n" +
       "5\r\nhello\r\n0\r\n\r\n",
   );
   assert.match(gz, /^HTTP\/1\.1 501 /);
-  const connect = await raw(
+  const connect = await rawExchange(
     prox.port,
     "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
     /\r\n\r\n[\s\S]*\n$/,
   );
   assert.match(connect, /^HTTP\/1\.1 501 /);
-  const trace = await raw(
+  const trace = await rawExchange(
     prox.port,
     "TRACE / HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n",
   );
@@ -216,12 +199,12 @@ routes:
   "a.example/": { type: proxy, target: "${up.server.url}/a" }
   "/": { type: proxy, target: "${up.server.url}/default" }
 `);
-  const absolute = await raw(
+  const absolute = await rawExchange(
     prox.port,
     "GET http://a.example/x HTTP/1.1\r\nHost: b.example\r\nConnection: close\r\n\r\n",
   );
   assert.ok(absolute.endsWith("/a/x"), absolute); // RFC 9112 §3.2.2: Host is ignored
-  const origin = await raw(
+  const origin = await rawExchange(
     prox.port,
     "GET /x HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\n\r\n",
   );
@@ -261,7 +244,7 @@ routes:
     "POST /gone HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
   ));
   gone.close();
-  const done = await raw(
+  const done = await rawExchange(
     prox.port,
     "POST /ok HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n" +
       "5\r\nhello\r\n0\r\n\r\n",
@@ -313,7 +296,7 @@ routes:
   } finally {
     c.close();
   }
-  const next = await raw(
+  const next = await rawExchange(
     prox.port,
     "GET /next HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n",
   );
