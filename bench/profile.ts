@@ -5,8 +5,10 @@
 // from core 1, then prints the top functions by self time from the V8 CPU profile.
 // `static` is Prox serving the backend's files itself (one static route). Env: PROFILE_MIN=1 (Prox
 // with one proxy route instead of the bench's config), PROFILE_POST=BYTES (POST bodies of that
-// size to /post instead of GETs; the backend answers them).
-import { freePort, proxConfig, startBackend } from "./procs.ts";
+// size to /post instead of GETs; the backend answers them), PROFILE_H2=1 (HTTP/2 over TLS with
+// h2load, 10 connections × 10 streams, as in the bench; `prox` and `client` only), PROFILE_ENGINE=1
+// (`prox` on its own HTTP/1.1 engine, `protocols.http1_engine: prox`).
+import { freePort, proxConfig, startBackend, TLS } from "./procs.ts";
 import { ROOT } from "../tests/_harness.ts";
 
 const which = Deno.args[0] ?? "prox";
@@ -14,6 +16,7 @@ const seconds = Number(Deno.args[1] ?? 5);
 const dir = await Deno.makeTempDir({ prefix: "prox-prof-" });
 await using backend = await startBackend(dir, "1");
 const port = freePort();
+const h2 = Deno.env.get("PROFILE_H2") === "1";
 const conf = `${dir}/prox.yaml`;
 const oneRoute = (route: string) =>
   `listen_addr: "127.0.0.1:${port}"\nhealth_check: { enabled: false }\nlog: { level: warn, access_log: false }\nroutes: { "/": ${route} }\n`;
@@ -23,7 +26,12 @@ await Deno.writeTextFile(
     ? oneRoute(`{ type: static, root: "${dir}/www" }`)
     : Deno.env.get("PROFILE_MIN")
     ? oneRoute(`{ type: proxy, target: "http://127.0.0.1:${backend.port}" }`)
-    : proxConfig({ port, backend: backend.port }),
+    : proxConfig({
+      port,
+      backend: backend.port,
+      tls: h2,
+      engine: Deno.env.get("PROFILE_ENGINE") === "1" ? "prox" : undefined,
+    }),
 );
 const post = Number(Deno.env.get("PROFILE_POST") ?? 0);
 const script = `${dir}/post.lua`;
@@ -37,6 +45,16 @@ const args = which === "prox" || which === "static"
   ? [`--config=${ROOT}/deno.json`, `${ROOT}/mod.ts`, "serve", "-c", conf]
   : which === "bare"
   ? [`${ROOT}/bench/bare_proxy.ts`, String(port), String(backend.port)]
+  : h2
+  // client_proxy.ts serves TLS on its third port: give it this one and its plain listener another.
+  ? [
+    `${ROOT}/bench/client_proxy.ts`,
+    String(freePort()),
+    String(backend.port),
+    String(port),
+    TLS.cert,
+    TLS.key,
+  ]
   : [`${ROOT}/bench/client_proxy.ts`, String(port), String(backend.port)];
 const child = new Deno.Command("taskset", {
   args: [
@@ -63,21 +81,36 @@ for (let i = 0; i < 200; i++) {
 }
 const path = Deno.args[2] ?? (post > 0 ? "/post" : "/100b");
 const out = await new Deno.Command("taskset", {
-  args: [
-    "-c",
-    "1",
-    "wrk",
-    "-t1",
-    "-c50",
-    `-d${seconds}s`,
-    "--latency",
-    ...(post > 0 ? ["-s", script] : []),
-    `http://127.0.0.1:${port}${path}`,
-  ],
+  args: h2
+    ? [
+      "-c",
+      "1",
+      "h2load",
+      "-c",
+      "10",
+      "-m",
+      "10",
+      "-D",
+      String(seconds),
+      `https://127.0.0.1:${port}${path}`,
+    ]
+    : [
+      "-c",
+      "1",
+      "wrk",
+      "-t1",
+      "-c50",
+      `-d${seconds}s`,
+      "--latency",
+      ...(post > 0 ? ["-s", script] : []),
+      `http://127.0.0.1:${port}${path}`,
+    ],
   stdout: "piped",
 }).output();
 console.log(
-  new TextDecoder().decode(out.stdout).split("\n").filter((l) => /Req|99%|50%/.test(l)).join("\n"),
+  new TextDecoder().decode(out.stdout).split("\n").filter((l) =>
+    /Req|99%|50%|finished in|requests:/.test(l)
+  ).join("\n"),
 );
 const ss = await new Deno.Command("ss", { args: ["-tan"], stdout: "piped" }).output();
 const lines = new TextDecoder().decode(ss.stdout).split("\n").filter((l) =>
