@@ -433,7 +433,10 @@ Deno.test("an idle relayed connection holds small buffers (keep-alive HTTP/1.0 c
   try {
     for (let i = 0; i < n; i++) conns.push(await open());
     const perConn = (Deno.memoryUsage().external - before) / n;
-    assert.ok(perConn < 16 * 1024, `${Math.round(perConn / 1024)} KiB per relayed connection`);
+    // Held now: the relay's two small buffers (2 KiB each) and Deno.serve's share. The engine's
+    // first read buffer (8 KiB), let go at the relay, still counts until a GC frees it, which
+    // depends on timing (17–18 KiB in all on a loaded machine): the fault was 40 KiB and more.
+    assert.ok(perConn < 24 * 1024, `${Math.round(perConn / 1024)} KiB per relayed connection`);
   } finally {
     for (const c of conns) c.close();
   }
