@@ -9,9 +9,12 @@
 // connections; Deno.serve stays fair. The step sits at tokio's cooperative budget of 128 (see
 // docs/performance.md, eighth round): every socket read JavaScript starts is one future in one task
 // of Deno's op driver, which shares one budget per poll.
-// Internal: `read_fairness.ts --serve listen|serve PORT` is the server.
+// The middle row runs the same server with the turns Prox's engine takes (at most 64 connections
+// reading or answering at once, the rest waiting in order: src/adapters/h1/read_gate.ts).
+// Internal: `read_fairness.ts --serve listen|gated|serve PORT` is the server.
 import { parseWrk } from "./load.ts";
 import { freePort } from "./procs.ts";
+import { readGate } from "../src/adapters/h1/read_gate.ts";
 
 const BODY = "x".repeat(100);
 
@@ -20,6 +23,7 @@ if (Deno.args[0] === "--serve") {
   if (Deno.args[1] === "serve") {
     Deno.serve({ hostname: "127.0.0.1", port, onListen() {} }, () => new Response(BODY));
   } else {
+    const gated = Deno.args[1] === "gated";
     const answer = new TextEncoder().encode(
       `HTTP/1.1 200 OK\r\ncontent-length: ${BODY.length}\r\n\r\n${BODY}`,
     );
@@ -27,7 +31,17 @@ if (Deno.args[0] === "--serve") {
     const serve = async (c: Deno.TcpConn) => {
       c.setNoDelay(true);
       const buf = new Uint8Array(8192);
-      while ((await c.read(buf)) !== null) await c.write(answer);
+      const turn = { turnEnds: -1 };
+      for (;;) {
+        // `gated`: Prox's engine's turns (src/adapters/h1/read_gate.ts) around each read and answer.
+        if (gated) await readGate.enter(turn);
+        try {
+          if ((await c.read(buf)) === null) return;
+          await c.write(answer);
+        } finally {
+          if (gated) readGate.leave(turn);
+        }
+      }
     };
     for await (const c of Deno.listen({ hostname: "127.0.0.1", port })) {
       serve(c as Deno.TcpConn).catch(() => c.close());
@@ -85,9 +99,13 @@ if (Deno.args[0] === "--serve") {
   console.log("| connections | server | req/s | p50 ms | p99 ms | max ms | wrk timeouts |");
   console.log("| ---: | --- | ---: | ---: | ---: | ---: | ---: |");
   for (const n of counts) {
-    for (const mode of ["listen", "serve"]) {
+    for (const mode of ["listen", "gated", "serve"]) {
       const r = await run(mode, n);
-      const name = mode === "listen" ? "Deno.listen, reads in JS" : "Deno.serve";
+      const name = mode === "listen"
+        ? "Deno.listen, reads in JS"
+        : mode === "gated"
+        ? "the same with Prox's turns"
+        : "Deno.serve";
       console.log(
         `| ${n} | ${name} | ${r.rps.toFixed(0)} | ${r.p50.toFixed(2)} | ${r.p99.toFixed(2)} | ${
           r.maxMs.toFixed(0)

@@ -9,6 +9,7 @@ import { rawExchange, readFrom, untilRefused } from "./_raw_client.ts";
 import { startServer } from "../../src/server.ts";
 import { silentLogger } from "../../src/ports.ts";
 import type { Logger } from "../../src/ports.ts";
+import { LIMIT } from "../../src/adapters/h1/read_gate.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -532,5 +533,87 @@ Deno.test("a head that needs the relay after a drain began gets 503, without an 
     assert.deepEqual(errors, []);
   } finally {
     c.close();
+  }
+});
+
+/** Opens `n` connections that each send `request` (and returns them, unread). */
+async function openAll(port: number, n: number, request: string): Promise<Deno.TcpConn[]> {
+  const conns: Deno.TcpConn[] = [];
+  for (let i = 0; i < n; i++) {
+    const c = await Deno.connect({ hostname: "127.0.0.1", port });
+    conns.push(c);
+    await c.write(enc.encode(request));
+  }
+  return conns;
+}
+
+Deno.test("past the engine's turns, idle keep-alive connections give theirs up to a new one", async () => {
+  await using up = await echoUpstream();
+  await using prox = await engineProxy(up.url);
+  // Each of these got its answer and now waits for its next request, holding a turn (LIMIT).
+  const idle = await openAll(prox.port, LIMIT, "GET /first HTTP/1.1\r\nHost: a\r\n\r\n");
+  try {
+    for (const c of idle) assert.match(await readFrom(c, /"path":"\/first"/), /^HTTP\/1\.1 200/);
+    const out = await rawExchange(
+      prox.port,
+      "GET /next HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+      undefined,
+      10_000,
+    );
+    assert.match(out, /^HTTP\/1\.1 200 OK\r\n[^]*"path":"\/next"/);
+    // The idle ones are still served when they speak again.
+    await idle[0].write(enc.encode("GET /again HTTP/1.1\r\nHost: a\r\n\r\n"));
+    assert.match(await readFrom(idle[0], /"path":"\/again"/), /^HTTP\/1\.1 200/);
+  } finally {
+    for (const c of idle) c.close();
+  }
+});
+
+Deno.test("past the engine's turns, requests stuck on a slow upstream let a new one through", async () => {
+  let release!: () => void;
+  const slow = new Promise<void>((r) => release = r);
+  let stuck = 0;
+  await using up = await startUpstream(async (req) => {
+    if (new URL(req.url).pathname === "/slow") {
+      stuck++;
+      await slow;
+    }
+    return new Response("answer");
+  });
+  await using prox = await engineProxy(up.url);
+  const conns = await openAll(prox.port, LIMIT, "GET /slow HTTP/1.1\r\nHost: a\r\n\r\n");
+  try {
+    await waitFor(() => stuck === LIMIT, { what: "every turn to hold a slow request" });
+    const out = await rawExchange(
+      prox.port,
+      "GET /fast HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+      undefined,
+      10_000,
+    );
+    assert.match(out, /^HTTP\/1\.1 200 OK\r\n[^]*answer$/);
+    assert.equal(stuck, LIMIT, "the slow ones are still waiting");
+    release();
+    for (const c of conns) assert.match(await readFrom(c, /answer$/), /^HTTP\/1\.1 200 OK/);
+  } finally {
+    release();
+    for (const c of conns) c.close();
+  }
+});
+
+Deno.test("shutdown ends with more idle connections than turns and one waiting for a turn", async () => {
+  await using up = await echoUpstream();
+  const prox = await engineProxy(up.url);
+  const idle = await openAll(prox.port, LIMIT, "GET /first HTTP/1.1\r\nHost: a\r\n\r\n");
+  try {
+    for (const c of idle) assert.match(await readFrom(c, /"path":"\/first"/), /^HTTP\/1\.1 200/);
+    // Every turn is held by an idle connection: this one waits for a turn until the ticker
+    // finds them idle, and the drain begins while it may still wait.
+    const late = await openAll(prox.port, 1, "GET /late HTTP/1.1\r\nHost: a\r\n");
+    idle.push(...late);
+    await prox.server.shutdown();
+    // Every connection was closed, the waiting one too (its half head is no request in flight).
+    for (const c of idle) assert.doesNotMatch(await readFrom(c), /HTTP\/1\.1 5/);
+  } finally {
+    for (const c of idle) c.close();
   }
 });

@@ -23,6 +23,8 @@ import type { Listener } from "../http_serve.ts";
 import { headEnd, parseRequestHead } from "./request_head.ts";
 import type { RequestHead } from "./request_head.ts";
 import { WireRequest } from "./wire_request.ts";
+import { readGate } from "./read_gate.ts";
+import type { Reader } from "./read_gate.ts";
 import { HeaderList } from "../../domain/header_list.ts";
 
 /** A connection's read buffer to begin with; a longer head grows it up to HEAD_LIMIT. */
@@ -84,6 +86,8 @@ export function listenH1(
     counts,
     relay: async (c, bytes) => {
       counts.relayed++;
+      // The relayed connection is Deno.serve's from here on: its turn goes to the next.
+      readGate.leave(c);
       let to: Deno.TcpConn;
       try {
         to = await Deno.connect({ hostname: "127.0.0.1", port: inner.port });
@@ -149,7 +153,7 @@ export function listenH1(
       }
       const c = new Conn(conn);
       conns.add(c);
-      serve(c, env).finally(() => {
+      c.served = serve(c, env).finally(() => {
         conns.delete(c);
         c.close();
       });
@@ -171,7 +175,9 @@ export function listenH1(
       for (const c of conns) if (c.waitingSince > 0 && c.start === c.end) c.close();
       await inner.shutdown(o);
       await accepting;
-      while (conns.size > 0) await Promise.race([...conns].map((c) => c.done));
+      // Until each connection's serve() has ended: one closed above may still wait for a turn
+      // (read_gate.ts), which takes the event loop's timers, so no wait here may be settled yet.
+      while (conns.size > 0) await Promise.race([...conns].map((c) => c.served));
       clearInterval(sweeper);
     },
     async close() {
@@ -199,8 +205,10 @@ interface Env {
  * One client connection: its read buffer (unconsumed bytes in `buf[start..end)`) and state.
  * Exported for tests.
  */
-export class Conn {
+export class Conn implements Reader {
   buf = new Uint8Array(READ_SIZE);
+  /** The read gate's tick at which this connection's turn counts as idle; -1: no turn held. */
+  turnEnds = -1;
   start = 0;
   end = 0;
   /** When the connection began waiting for a request head (0: busy with one). */
@@ -214,14 +222,13 @@ export class Conn {
   #busy = false;
   /** Set when a read saw the end of the client's stream (or an error). */
   eof = false;
-  readonly done: Promise<void>;
+  /** Settles when serve() has ended for this connection (and it left `conns`). */
+  served: Promise<void> = Promise.resolve();
   #closed = false;
-  #resolveDone!: () => void;
 
   constructor(readonly conn: Deno.TcpConn) {
     const r = conn.remoteAddr as Deno.NetAddr;
     this.peer = { hostname: unmapped(r.hostname), port: r.port };
-    this.done = new Promise((resolve) => this.#resolveDone = resolve);
     try {
       conn.setNoDelay(true);
     } catch { /* already reset */ }
@@ -291,7 +298,6 @@ export class Conn {
     if (this.#closed) return;
     this.#closed = true;
     closeQuietly(this.conn);
-    this.#resolveDone();
   }
 }
 
@@ -302,6 +308,10 @@ async function serve(c: Conn, env: Env): Promise<void> {
       // Waiting for the next request from here on (the idle limit and a drain apply), though a
       // read the last request began may still be pending: it fills the buffer as ours would.
       c.waitingSince = Date.now();
+      // A turn among the connections served at once (read_gate.ts): under many busy ones the
+      // rest wait here in order, not in Deno's poll of its sockets.
+      const turn = readGate.enter(c);
+      if (turn !== undefined) await turn;
       if (c.watching) {
         await c.watching;
         c.watching = null;
@@ -326,10 +336,15 @@ async function serve(c: Conn, env: Env): Promise<void> {
         body = c.buf.slice(end, end + head.contentLength);
       }
       c.start = end + head.contentLength;
-      if (!await exchange(c, head, env, body)) return;
+      readGate.busy(c);
+      const again = await exchange(c, head, env, body);
+      readGate.leave(c);
+      if (!again) return;
     }
   } catch {
     // A read or write failed: the client reset the connection.
+  } finally {
+    readGate.leave(c);
   }
 }
 

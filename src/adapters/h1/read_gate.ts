@@ -1,0 +1,130 @@
+// Fair turns for the engine's connections, under many busy ones.
+//
+// Every socket read JavaScript starts is a future in Deno's op driver, and one task polls them
+// all; tokio lets that task complete 128 I/O operations per poll, and the ready sockets past
+// those wait for later polls in an order that keeps reversing (docs/performance.md, eighth
+// round). With hundreds of connections whose next requests were already in the kernel, some
+// waited seconds while others were served hundreds of times. So at most LIMIT connections read
+// and serve a request at a time, in the order they came; the rest wait for a turn here, their
+// bytes in the kernel. A turn that lasts too long goes to the next waiter while its connection
+// goes on outside the count: after two ticks of a read that found nothing (an idle keep-alive
+// connection, 5–10 ms), or twenty of serving one request (a slow upstream or a long answer, about
+// 0.1 s). The ticker runs only while connections wait.
+
+/**
+ * Connections reading or serving a request at once. Each reads its client, then its upstream: two
+ * reads apiece fill tokio's budget of 128 per poll.
+ */
+export const LIMIT = 64;
+/** The ticker's period, ms. */
+export const TICK_MS = 5;
+/** Ticks a turn may wait for a request's bytes before it counts as idle (5–10 ms). */
+const IDLE_TICKS = 2;
+/** Ticks a turn may serve one request before it counts as idle (95–100 ms). */
+const BUSY_TICKS = 20;
+
+/** One connection's turn; the gate keeps the fields on it. */
+export interface Reader {
+  /** The tick at which its turn counts as idle, or -1 while it holds none. */
+  turnEnds: number;
+}
+
+export class ReadGate {
+  #free: number;
+  /** Connections waiting for a turn, first come first served (`#head` is the next). */
+  #queue: ((v: void) => void)[] = [];
+  #head = 0;
+  /** The readers holding a turn, oldest first. */
+  #holding = new Set<Reader>();
+  #tick = 0;
+  #stop: (() => void) | null = null;
+
+  constructor(
+    readonly limit = LIMIT,
+    /** Calls `fn` every `ms`; returns a stop function (an unref'd interval by default). */
+    private readonly every = (fn: () => void, ms: number) => {
+      const id = setInterval(fn, ms);
+      Deno.unrefTimer(id);
+      return () => clearInterval(id);
+    },
+  ) {
+    this.#free = limit;
+  }
+
+  /** Connections waiting for a turn. */
+  get waiting(): number {
+    return this.#queue.length - this.#head;
+  }
+
+  /** Turns held (by readers still reading, or idle ones not yet found out). */
+  get held(): number {
+    return this.limit - this.#free;
+  }
+
+  /**
+   * Takes a turn for `r`: undefined when it has one at once (no await on the common path), else
+   * a promise that resolves when its turn comes.
+   */
+  enter(r: Reader): Promise<void> | undefined {
+    if (this.#free > 0 && this.waiting === 0) {
+      this.#free--;
+      this.#hold(r);
+      return undefined;
+    }
+    if (this.#stop === null) this.#stop = this.every(() => this.#onTick(), TICK_MS);
+    return new Promise<void>((resolve) => this.#queue.push(resolve)).then(() => this.#hold(r));
+  }
+
+  /**
+   * Marks `r`'s turn as serving a request: it may then last BUSY_TICKS ticks before it counts
+   * as idle (a slow upstream, a long answer) and goes to a waiter.
+   */
+  busy(r: Reader): void {
+    if (r.turnEnds >= 0) r.turnEnds = this.#tick + BUSY_TICKS;
+  }
+
+  /** Ends `r`'s turn, if it still has one (its request was served, or its read failed). */
+  leave(r: Reader): void {
+    if (r.turnEnds < 0) return;
+    r.turnEnds = -1;
+    this.#holding.delete(r);
+    this.#pass();
+  }
+
+  #hold(r: Reader): void {
+    r.turnEnds = this.#tick + IDLE_TICKS;
+    this.#holding.add(r);
+  }
+
+  /** A turn came free: the next waiter takes it, or it is kept. */
+  #pass(): void {
+    if (this.#head < this.#queue.length) {
+      const next = this.#queue[this.#head];
+      this.#queue[this.#head++] = undefined as never;
+      if (this.#head === this.#queue.length) this.#queue.length = this.#head = 0;
+      else if (this.#head >= 1024 && this.#head * 2 >= this.#queue.length) {
+        this.#queue.splice(0, this.#head);
+        this.#head = 0;
+      }
+      next();
+    } else {
+      this.#free++;
+    }
+  }
+
+  #onTick(): void {
+    this.#tick++;
+    // Turns held past their time go to the waiters, oldest first (the set keeps that order).
+    for (const r of this.#holding) {
+      if (this.waiting === 0) break;
+      if (this.#tick >= r.turnEnds) this.leave(r);
+    }
+    if (this.waiting === 0 && this.#stop !== null) {
+      this.#stop();
+      this.#stop = null;
+    }
+  }
+}
+
+/** The one gate of the process: the budget it shares out is the process's. */
+export const readGate = new ReadGate();
