@@ -188,15 +188,27 @@ function targets(rows: Row[]): string[] {
   ratio("h1-64k", 0.7, "HTTP/1.1 64 KiB req/s");
   ratio("h1-64k", 0.7, "HTTP/1.1 64 KiB req/s, own HTTP/1.1 engine", "prox-h1engine");
   ratio("h2-tls-100b", 0.6, "HTTP/2 TLS req/s");
-  const p = get("h1-100b", "prox"), n = get("h1-100b", "nginx");
-  if (p && n) {
-    check("HTTP/1.1 100 B p99", p.p99 <= 2 * n.p99, `${f2(p.p99)} ms vs nginx ${f2(n.p99)} ms`);
+  const n = get("h1-100b", "nginx");
+  for (const [proxy, what] of [["prox", ""], ["prox-h1engine", ", own HTTP/1.1 engine"]]) {
+    const p = get("h1-100b", proxy);
+    if (p && n) {
+      check(
+        `HTTP/1.1 100 B p99${what}`,
+        p.p99 <= 2 * n.p99,
+        `${f2(p.p99)} ms vs nginx ${f2(n.p99)} ms`,
+      );
+    }
   }
-  for (
-    const [name, what] of [["deno-fetch", "fetch() proxy"], ["deno-hono", "Hono's proxy helper"]]
-  ) {
-    const b = get("h1-100b", name);
-    if (p && b) check(`vs ${what}`, p.rps / b.rps >= 2.5, `${f2(p.rps / b.rps)}× (target 2.5×)`);
+  for (const [proxy, engine] of [["prox", ""], ["prox-h1engine", ", own HTTP/1.1 engine"]]) {
+    const p = get("h1-100b", proxy);
+    for (
+      const [name, what] of [["deno-fetch", "fetch() proxy"], ["deno-hono", "Hono's proxy helper"]]
+    ) {
+      const b = get("h1-100b", name);
+      if (p && b) {
+        check(`vs ${what}${engine}`, p.rps / b.rps >= 2.5, `${f2(p.rps / b.rps)}× (target 2.5×)`);
+      }
+    }
   }
   for (const s of ["h1-100b", "h2-tls-100b"]) {
     const n = get(s, "nginx"), alone = get(s, "deno-serve"), client = get(s, "deno-h1client");
@@ -217,29 +229,26 @@ function targets(rows: Row[]): string[] {
         `${f2(raw.rps / n.rps)}× nginx: the bound for an HTTP/1.1 engine of Prox's own`,
     );
   }
-  const e = rows.find((r) => r.scenario === "overload-1000c" && r.proxy === "prox-h1engine");
-  if (e) {
+  for (const [proxy, what] of [["prox", ""], ["prox-h1engine", ", own HTTP/1.1 engine"]]) {
+    const o = rows.find((r) => r.scenario === "overload-1000c" && r.proxy === proxy);
+    if (!o) continue;
     check(
-      "1,000 connections, own HTTP/1.1 engine: none over 2 s",
-      e.median.timeouts === 0 && e.median.maxMs < 2000,
-      `max ${f0(e.median.maxMs)} ms, ${e.median.timeouts} timeouts`,
-    );
-  }
-  const o = rows.find((r) => r.scenario === "overload-1000c" && r.proxy === "prox");
-  if (o) {
-    check(
-      "1,000 connections: none over 2 s",
+      `1,000 connections${what}: none over 2 s`,
       o.median.timeouts === 0 && o.median.maxMs < 2000,
       `max ${f0(o.median.maxMs)} ms, ${o.median.timeouts} timeouts`,
     );
-    check("1,000 connections: p99 < 500 ms", o.median.p99 < 500, `${f2(o.median.p99)} ms`);
+    check(`1,000 connections${what}: p99 < 500 ms`, o.median.p99 < 500, `${f2(o.median.p99)} ms`);
     check(
-      "RSS under load < 100 MiB",
+      `RSS under load < 100 MiB${what}`,
       o.median.rssPeak < 100 * 1048576,
       `${f0(o.median.rssPeak / 1048576)} MiB`,
     );
     if (o.rssAfterMiB !== undefined) {
-      check("RSS after the burst < 130 MiB", o.rssAfterMiB < 130, `${f0(o.rssAfterMiB)} MiB`);
+      check(
+        `RSS after the burst < 130 MiB${what}`,
+        o.rssAfterMiB < 130,
+        `${f0(o.rssAfterMiB)} MiB`,
+      );
     }
   }
   return lines;
