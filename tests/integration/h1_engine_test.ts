@@ -9,7 +9,7 @@ import { rawExchange, readFrom, untilRefused } from "./_raw_client.ts";
 import { startServer } from "../../src/server.ts";
 import { silentLogger } from "../../src/ports.ts";
 import type { Logger } from "../../src/ports.ts";
-import { LIMIT } from "../../src/adapters/h1/read_gate.ts";
+import { LIMIT, readGate } from "../../src/adapters/h1/read_gate.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -606,14 +606,50 @@ Deno.test("shutdown ends with more idle connections than turns and one waiting f
   const idle = await openAll(prox.port, LIMIT, "GET /first HTTP/1.1\r\nHost: a\r\n\r\n");
   try {
     for (const c of idle) assert.match(await readFrom(c, /"path":"\/first"/), /^HTTP\/1\.1 200/);
-    // Every turn is held by an idle connection: this one waits for a turn until the ticker
-    // finds them idle, and the drain begins while it may still wait.
-    const late = await openAll(prox.port, 1, "GET /late HTTP/1.1\r\nHost: a\r\n");
-    idle.push(...late);
+    // Every turn is held by an idle connection: this one, which sends nothing, waits for one.
+    idle.push(...await openAll(prox.port, 1, ""));
+    await waitFor(() => readGate.waiting === 1, { what: "the last connection to wait for a turn" });
     await prox.server.shutdown();
-    // Every connection was closed, the waiting one too (its half head is no request in flight).
-    for (const c of idle) assert.doesNotMatch(await readFrom(c), /HTTP\/1\.1 5/);
+    // All were closed without an answer: the idle ones at once, the waiting one after its last
+    // look for a request found none.
+    for (const c of idle) assert.equal(await readFrom(c), "");
   } finally {
     for (const c of idle) c.close();
+  }
+});
+
+Deno.test("a request that waits for a turn when the drain begins is still served", async () => {
+  let release!: () => void;
+  const slow = new Promise<void>((r) => release = r);
+  let stuck = 0;
+  await using up = await startUpstream(async (req) => {
+    if (new URL(req.url).pathname === "/slow") {
+      stuck++;
+      await slow;
+    }
+    return new Response("answer");
+  });
+  const prox = await engineProxy(up.url);
+  const conns = await openAll(prox.port, LIMIT, "GET /slow HTTP/1.1\r\nHost: a\r\n\r\n");
+  try {
+    await waitFor(() => stuck === LIMIT, { what: "every turn to hold a slow request" });
+    // Its request is in the kernel, unread: every turn is busy (for up to 0.1 s from here).
+    conns.push(
+      ...await openAll(
+        prox.port,
+        1,
+        "POST /late HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi",
+      ),
+    );
+    await waitFor(() => readGate.waiting === 1, { what: "the last connection to wait for a turn" });
+    const stopping = prox.server.shutdown();
+    release();
+    for (const c of conns) {
+      assert.match(await readFrom(c), /^HTTP\/1\.1 200 OK\r\n[^]*connection: close\r\n[^]*answer$/);
+    }
+    await stopping;
+  } finally {
+    release();
+    for (const c of conns) c.close();
   }
 });

@@ -33,6 +33,8 @@ const READ_SIZE = 8 * 1024;
 const HEAD_LIMIT = 64 * 1024;
 /** A connection idle this long between requests, or this slow to send a head, is closed. */
 export const IDLE_MS = 75_000;
+/** How long a connection that waited for a turn while a drain began may take to show a request. */
+const LAST_LOOK_MS = 50;
 /**
  * Relay buffer per direction: a read waiting for a paused stream (an idle keep-alive connection,
  * a WebSocket between messages) holds the small one; reads that fill their buffer move up to the
@@ -172,7 +174,8 @@ export function listenH1(
       draining = true;
       closeQuietly(server);
       // Idle connections go now; busy ones after their current answer (`connection: close`).
-      for (const c of conns) if (c.waitingSince > 0 && c.start === c.end) c.close();
+      // One waiting for a turn may have a request in the kernel: it takes a last look first.
+      for (const c of conns) if (c.waitingSince > 0 && c.start === c.end && !c.queued) c.close();
       await inner.shutdown(o);
       await accepting;
       // Until each connection's serve() has ended: one closed above may still wait for a turn
@@ -209,6 +212,8 @@ export class Conn implements Reader {
   buf = new Uint8Array(READ_SIZE);
   /** The read gate's tick at which this connection's turn counts as idle; -1: no turn held. */
   turnEnds = -1;
+  /** Waiting for a turn (read_gate.ts). */
+  queued = false;
   start = 0;
   end = 0;
   /** When the connection began waiting for a request head (0: busy with one). */
@@ -232,6 +237,22 @@ export class Conn implements Reader {
     try {
       conn.setNoDelay(true);
     } catch { /* already reset */ }
+  }
+
+  /**
+   * While the listener drains: one short read for a request the client sent before it could know
+   * (the connection waited for a turn, with its bytes in the kernel). False, and the connection
+   * closed, when nothing came within LAST_LOOK_MS.
+   */
+  async lastLook(): Promise<boolean> {
+    const timer = setTimeout(() => this.close(), LAST_LOOK_MS);
+    try {
+      return await this.fill();
+    } catch {
+      return false;
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   /** Reads more bytes after `end`, growing the buffer up to the head limit; false at EOF. */
@@ -311,7 +332,11 @@ async function serve(c: Conn, env: Env): Promise<void> {
       // A turn among the connections served at once (read_gate.ts): under many busy ones the
       // rest wait here in order, not in Deno's poll of its sockets.
       const turn = readGate.enter(c);
-      if (turn !== undefined) await turn;
+      if (turn !== undefined) {
+        c.queued = true;
+        await turn;
+        c.queued = false;
+      }
       if (c.watching) {
         await c.watching;
         c.watching = null;
@@ -319,7 +344,11 @@ async function serve(c: Conn, env: Env): Promise<void> {
       if (c.eof) return;
       let end = headEnd(c.buf, c.start, c.end);
       while (end < 0) {
-        if (env.draining() && c.start === c.end) return;
+        if (env.draining() && c.start === c.end) {
+          if (!await c.lastLook()) return;
+          end = headEnd(c.buf, c.start, c.end);
+          continue;
+        }
         const scanned = c.end - c.start;
         if (scanned >= HEAD_LIMIT) return await env.relay(c, unread(c));
         if (!await c.fill()) return; // may move the unread bytes to the buffer's start
