@@ -4,9 +4,10 @@
 // keep-alive connections busy for a few seconds at each N and the table shows p99, max and wrk's
 // timeouts (requests still unanswered after 2 s, counted every 2 s).
 //   deno run -A bench/read_fairness.ts [seconds per run, default 5] [N,N,…]
-// On the bench's 2-core VM (server pinned to core 0, wrk to core 1), the `Deno.listen` server keeps
-// p99 at 3–4 ms up to 125 connections and jumps to 340 ms at 150, with timeouts from a few hundred
-// connections; Deno.serve stays fair. The step sits at tokio's cooperative budget of 128 (see
+// On the bench's 2-core VM (server pinned to core 0, wrk to core 1), on a quiet machine, the
+// `Deno.listen` server kept p99 at 3–4 ms up to 125 connections and jumped to 19–340 ms at 150,
+// with timeouts from a few hundred connections (at 1,000: p99 0.23–1.7 s in four series);
+// Deno.serve stays fair. The step sits at tokio's cooperative budget of 128 (see
 // docs/performance.md, eighth round): every socket read JavaScript starts is one future in one task
 // of Deno's op driver, which shares one budget per poll.
 // The middle row runs the same server with the turns Prox's engine takes (at most 64 connections
