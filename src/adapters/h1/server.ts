@@ -178,8 +178,9 @@ export function listenH1(
       for (const c of conns) if (c.waitingSince > 0 && c.start === c.end && !c.queued) c.close();
       await inner.shutdown(o);
       await accepting;
-      // Until each connection's serve() has ended: one closed above may still wait for a turn
-      // (read_gate.ts), which takes the event loop's timers, so no wait here may be settled yet.
+      // Until each connection's serve() has ended, not merely its socket closed: one that waits
+      // for a turn gets it only as other turns end (read_gate.ts), and a loop over promises
+      // already settled would spin without ever letting them.
       while (conns.size > 0) await Promise.race([...conns].map((c) => c.served));
       clearInterval(sweeper);
     },
