@@ -9,6 +9,7 @@ import { parseRouteKey } from "../domain/router.ts";
 import { rampFactor } from "../domain/balancer.ts";
 import { formatListenAddr } from "../config/listen.ts";
 import type { AcmeStatus } from "./acme.ts";
+import type { EngineCounts } from "./http_serve.ts";
 
 /** One upstream target and its health as last reported. */
 export interface UpstreamStatus {
@@ -249,8 +250,11 @@ export interface ListenerView {
   name: string;
   addr: string;
   tls: boolean;
-  /** With `protocols.http1_engine: prox`: requests it served, connections relayed to Deno.serve. */
-  http1Engine?: { served: number; relayed: number };
+  /**
+   * With `protocols.http1_engine: prox`: requests it served, connections relayed to Deno.serve,
+   * and the process's turns (held, and connections waiting for one).
+   */
+  http1Engine?: { served: number; relayed: number; turns: { held: number; waiting: number } };
 }
 
 /** The listener lines of /status: TCP listeners by name, HTTP/3 beside `main`, the admin one. */
@@ -259,14 +263,21 @@ export function listenerViews(
     hostname: string;
     port: number;
     tls: boolean;
-    counts?: { served: number; relayed: number };
+    counts?: EngineCounts;
   }])[],
   o: { h3: { port: number } | null; admin: { hostname: string; port: number } | null },
 ): ListenerView[] {
   const views: ListenerView[] = named.map(([name, l]) => {
     const view: ListenerView = { name, addr: formatListenAddr(l), tls: l.tls };
     // Prox's own HTTP/1.1 engine: what it served itself and the connections it relayed.
-    if (l.counts) view.http1Engine = { served: l.counts.served, relayed: l.counts.relayed };
+    if (l.counts) {
+      const c = l.counts;
+      view.http1Engine = {
+        served: c.served,
+        relayed: c.relayed,
+        turns: { held: c.turnsHeld, waiting: c.turnsWaiting },
+      };
+    }
     return view;
   });
   const main = named.find(([name]) => name === "main")?.[1];

@@ -9,14 +9,26 @@ import type { ClientInfo, Handler, Logger, Metrics, Protocol } from "../ports.ts
 import { recent } from "../proxy/recent.ts";
 
 /** A running listener. */
+/**
+ * Prox's own HTTP/1.1 engine's figures: requests it served itself, connections it relayed, and
+ * its turns (read_gate.ts, shared by the process's engine listeners): held, and connections
+ * waiting for one.
+ */
+export interface EngineCounts {
+  readonly served: number;
+  readonly relayed: number;
+  readonly turnsHeld: number;
+  readonly turnsWaiting: number;
+}
+
 export interface Listener {
   readonly hostname: string;
   readonly port: number;
   readonly tls: boolean;
   /** Who serves HTTP/1.1 on it: Deno.serve, or Prox's own engine (h1/server.ts). */
   readonly engine: "deno" | "prox";
-  /** Prox's own engine: requests it served itself and connections it relayed, since start. */
-  readonly counts?: { readonly served: number; readonly relayed: number };
+  /** Prox's own engine: requests it served itself and connections it relayed since start; turns. */
+  readonly counts?: EngineCounts;
   /**
    * Stops accepting and lets in-flight requests finish. Requests whose body is still coming
    * in are waited for first, for up to `bodyWaitMs` (see `listen`).

@@ -183,7 +183,10 @@ Deno.test("the engine streams large and chunked answers, and a failing body cuts
 Deno.test("the engine reads small Content-Length bodies itself and relays the rest", async () => {
   await using up = await echoUpstream();
   await using prox = await engineProxy(up.url, 'admin: { listen_addr: "127.0.0.1:0" }');
-  const counts = () => ({ ...prox.server.listeners[0].counts! });
+  const counts = () => {
+    const { served, relayed } = prox.server.listeners[0].counts!;
+    return { served, relayed };
+  };
   // A POST whose small body came with its head, then a GET: both served by the engine, in order.
   let out = await rawExchange(
     prox.port,
@@ -226,8 +229,10 @@ Deno.test("the engine reads small Content-Length bodies itself and relays the re
   // The admin /status says what the engine served and relayed.
   const status = await (await fetch(`http://127.0.0.1:${prox.server.admin!.port}/status`)).json();
   const main = status.listeners.find((l: { name: string }) => l.name === "main");
-  assert.deepEqual(main.http1Engine, counts());
+  const { turns, ...figures } = main.http1Engine;
+  assert.deepEqual(figures, counts());
   assert.ok(main.http1Engine.relayed >= 5, "the late bodies were relayed");
+  assert.equal(turns.waiting, 0);
 });
 
 Deno.test("the engine relays bodies, h2c and odd requests to Deno.serve with the client's address", async () => {
@@ -554,6 +559,12 @@ Deno.test("past the engine's turns, idle keep-alive connections give theirs up t
   const idle = await openAll(prox.port, LIMIT, "GET /first HTTP/1.1\r\nHost: a\r\n\r\n");
   try {
     for (const c of idle) assert.match(await readFrom(c, /"path":"\/first"/), /^HTTP\/1\.1 200/);
+    // What /status shows (http1Engine.turns): every turn held, nobody waiting yet.
+    const figures = prox.server.listeners[0].counts!;
+    await waitFor(() => figures.turnsHeld === LIMIT, {
+      what: "every idle connection to take a turn",
+    });
+    assert.equal(figures.turnsWaiting, 0);
     const out = await rawExchange(
       prox.port,
       "GET /next HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",

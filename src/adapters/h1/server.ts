@@ -70,7 +70,16 @@ export function listenH1(
     peerOf: (remote) => remote.hostname === "127.0.0.1" ? peers.get(remote.port) : undefined,
   });
   const conns = new Set<Conn>();
-  const counts = { served: 0, relayed: 0 };
+  const counts = {
+    served: 0,
+    relayed: 0,
+    get turnsHeld() {
+      return readGate.held;
+    },
+    get turnsWaiting() {
+      return readGate.waiting;
+    },
+  };
   let draining = false;
   let closed = false;
   const sweeper = setInterval(() => {
