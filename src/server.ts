@@ -380,6 +380,10 @@ export async function startServer(
     limiterKeys,
     cacheSizes: () => caches.sizes(),
     ready: adminApi.ready,
+    engineTurns: () => {
+      const c = set.listeners.find((l) => l.counts)?.counts;
+      return c ? { held: c.turnsHeld, waiting: c.turnsWaiting } : null;
+    },
   });
 
   let watch: FileWatch | undefined;

@@ -34,6 +34,8 @@ export interface RuntimeViews {
   cacheSizes?(): Record<string, { bytes: number; entries: number }>;
   /** What `/readyz` answers: the main listener serves and Prox is not draining. */
   ready?(): boolean;
+  /** Prox's own HTTP/1.1 engine's turns (read_gate.ts); null while no listener uses the engine. */
+  engineTurns?(): { held: number; waiting: number } | null;
 }
 
 /** Latency buckets in seconds: 1 ms to 60 s, dense around typical proxy latencies. */
@@ -390,6 +392,20 @@ export function createPromMetrics(
       for (const [backend, p] of pools()) {
         if (p.h2Streams !== null) this.set({ backend }, p.h2Streams);
       }
+    },
+  });
+  new Gauge({
+    name: "prox_http1_engine_turns",
+    help: "Prox's own HTTP/1.1 engine: turns held by connections reading or serving a request, " +
+      "and connections waiting for one",
+    labelNames: ["state"] as const,
+    registers,
+    collect() {
+      this.reset();
+      const t = runtime?.engineTurns?.();
+      if (!t) return;
+      this.set({ state: "held" }, t.held);
+      this.set({ state: "waiting" }, t.waiting);
     },
   });
   new Gauge({

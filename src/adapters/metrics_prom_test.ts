@@ -267,6 +267,17 @@ Deno.test("createPromMetrics observe() reads the upstream pools at scrape time",
   assert.equal(value(t, 'prox_upstream_connections_opened_total{backend="http://a:1"}'), 9);
 });
 
+Deno.test("createPromMetrics shows the engine's turns only while a listener uses the engine", async () => {
+  const m = createPromMetrics({ processMetrics: false });
+  let turns: { held: number; waiting: number } | null = null;
+  m.observe({ upstreams: () => [], limiterKeys: () => ({}), engineTurns: () => turns });
+  assert.doesNotMatch(await m.text(), /prox_http1_engine_turns\{/);
+  turns = { held: 64, waiting: 3 };
+  const t = await m.text();
+  assert.equal(value(t, 'prox_http1_engine_turns{state="held"}'), 64);
+  assert.equal(value(t, 'prox_http1_engine_turns{state="waiting"}'), 3);
+});
+
 Deno.test("every metric createPromMetrics registers has a row in monitoring/README.md's table", async () => {
   const t = await createPromMetrics({ processMetrics: false }).text();
   const names = [...t.matchAll(/^# TYPE (prox_\w+) /gm)].map((m) => m[1]);

@@ -233,6 +233,11 @@ Deno.test("the engine reads small Content-Length bodies itself and relays the re
   assert.deepEqual(figures, counts());
   assert.ok(main.http1Engine.relayed >= 5, "the late bodies were relayed");
   assert.equal(turns.waiting, 0);
+  // And the metrics: the turns held now (by idle keep-alive connections), nobody waiting.
+  const metrics = await (await fetch(`http://127.0.0.1:${prox.server.admin!.port}/metrics`)).text();
+  const held = /^prox_http1_engine_turns\{state="held"\} (\d+)$/m.exec(metrics);
+  assert.ok(held && Number(held[1]) <= LIMIT, metrics.slice(0, 200));
+  assert.match(metrics, /^prox_http1_engine_turns\{state="waiting"\} 0$/m);
 });
 
 Deno.test("the engine relays bodies, h2c and odd requests to Deno.serve with the client's address", async () => {
