@@ -616,25 +616,7 @@ Deno.test("past the engine's turns, requests stuck on a slow upstream let a new 
   }
 });
 
-Deno.test("shutdown ends with more idle connections than turns and one waiting for a turn", async () => {
-  await using up = await echoUpstream();
-  const prox = await engineProxy(up.url);
-  const idle = await openAll(prox.port, LIMIT, "GET /first HTTP/1.1\r\nHost: a\r\n\r\n");
-  try {
-    for (const c of idle) assert.match(await readFrom(c, /"path":"\/first"/), /^HTTP\/1\.1 200/);
-    // Every turn is held by an idle connection: this one, which sends nothing, waits for one.
-    idle.push(...await openAll(prox.port, 1, ""));
-    await waitFor(() => readGate.waiting === 1, { what: "the last connection to wait for a turn" });
-    await prox.server.shutdown();
-    // All were closed without an answer: the idle ones at once, the waiting one after its last
-    // look for a request found none.
-    for (const c of idle) assert.equal(await readFrom(c), "");
-  } finally {
-    for (const c of idle) c.close();
-  }
-});
-
-Deno.test("a request that waits for a turn when the drain begins is still served", async () => {
+Deno.test("a drain answers a request that waits for a turn and closes a silent connection that waits", async () => {
   let release!: () => void;
   const slow = new Promise<void>((r) => release = r);
   let stuck = 0;
@@ -649,20 +631,23 @@ Deno.test("a request that waits for a turn when the drain begins is still served
   const conns = await openAll(prox.port, LIMIT, "GET /slow HTTP/1.1\r\nHost: a\r\n\r\n");
   try {
     await waitFor(() => stuck === LIMIT, { what: "every turn to hold a slow request" });
-    // Its request is in the kernel, unread: every turn is busy (for up to 0.1 s from here).
-    conns.push(
-      ...await openAll(
-        prox.port,
-        1,
-        "POST /late HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi",
-      ),
+    // Every turn is busy (for up to 0.1 s once someone waits): a request in the kernel, unread,
+    // and a connection that has sent nothing wait for one.
+    const [late] = await openAll(
+      prox.port,
+      1,
+      "POST /late HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi",
     );
-    await waitFor(() => readGate.waiting === 1, { what: "the last connection to wait for a turn" });
+    const [silent] = await openAll(prox.port, 1, "");
+    conns.push(late, silent);
+    await waitFor(() => readGate.waiting === 2, { what: "both to wait for a turn", intervalMs: 1 });
     const stopping = prox.server.shutdown();
     release();
-    for (const c of conns) {
+    for (const c of conns.slice(0, -1)) {
       assert.match(await readFrom(c), /^HTTP\/1\.1 200 OK\r\n[^]*connection: close\r\n[^]*answer$/);
     }
+    // The silent one is closed after its last look for a request found none.
+    assert.equal(await readFrom(silent), "");
     await stopping;
   } finally {
     release();
