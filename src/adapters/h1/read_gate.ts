@@ -6,10 +6,11 @@
 // round). With hundreds of connections whose next requests were already in the kernel, some
 // waited seconds while others were served hundreds of times. So at most LIMIT connections read
 // and serve a request at a time, in the order they came; the rest wait for a turn here, their
-// bytes in the kernel. A turn that lasts too long goes to the next waiter while its connection
-// goes on outside the count: after two ticks of a read that found nothing (an idle keep-alive
-// connection, 5–10 ms), or twenty of serving one request (a slow upstream or a long answer, about
-// 0.1 s). The ticker runs only while connections wait.
+// bytes in the kernel. A turn that lasts too long ends while its connection goes on outside the
+// count: after two ticks of a read that found nothing (an idle keep-alive connection, 5–10 ms), or
+// twenty of serving one request (a slow upstream or a long answer, about 0.1 s). So idle
+// connections hold no turns for long, whether or not others wait: the ticker runs while any turn
+// is held.
 
 /**
  * Connections reading or serving a request at once. Each reads its client, then its upstream: two
@@ -34,7 +35,7 @@ export class ReadGate {
   /** Connections waiting for a turn, first come first served (`#head` is the next). */
   #queue: ((v: void) => void)[] = [];
   #head = 0;
-  /** The readers holding a turn, oldest first. */
+  /** The readers holding a turn. */
   #holding = new Set<Reader>();
   #tick = 0;
   #stop: (() => void) | null = null;
@@ -71,7 +72,6 @@ export class ReadGate {
       this.#hold(r);
       return undefined;
     }
-    if (this.#stop === null) this.#stop = this.every(() => this.#onTick(), TICK_MS);
     return new Promise<void>((resolve) => this.#queue.push(resolve)).then(() => this.#hold(r));
   }
 
@@ -94,6 +94,7 @@ export class ReadGate {
   #hold(r: Reader): void {
     r.turnEnds = this.#tick + IDLE_TICKS;
     this.#holding.add(r);
+    if (this.#stop === null) this.#stop = this.every(() => this.#onTick(), TICK_MS);
   }
 
   /** A turn came free: the next waiter takes it, or it is kept. */
@@ -114,12 +115,9 @@ export class ReadGate {
 
   #onTick(): void {
     this.#tick++;
-    // Turns held past their time go to the waiters, oldest first (the set keeps that order).
-    for (const r of this.#holding) {
-      if (this.waiting === 0) break;
-      if (this.#tick >= r.turnEnds) this.leave(r);
-    }
-    if (this.waiting === 0 && this.#stop !== null) {
+    // Turns held past their time end (and go to the waiters first come first served).
+    for (const r of this.#holding) if (this.#tick >= r.turnEnds) this.leave(r);
+    if (this.#holding.size === 0 && this.waiting === 0 && this.#stop !== null) {
       this.#stop();
       this.#stop = null;
     }

@@ -63,13 +63,13 @@ Deno.test("read gate: a turn ends once; leaving without one changes nothing", ()
 Deno.test("read gate: an idle turn goes to a waiter after two ticks, a busy one after twenty", async () => {
   const { g, tick, ticking } = gate(2);
   const idle = reader(), busy = reader(), waiter = reader(), second = reader();
+  assert.equal(ticking(), false, "no ticker while no turn is held");
   g.enter(idle);
   g.enter(busy);
   g.busy(busy);
-  assert.equal(ticking(), false, "no ticker while nobody waits");
+  assert.equal(ticking(), true);
   let admitted = 0;
   g.enter(waiter)!.then(() => admitted++);
-  assert.equal(ticking(), true);
   tick();
   await settle();
   assert.equal(admitted, 0, "one tick is not yet idle");
@@ -89,7 +89,24 @@ Deno.test("read gate: an idle turn goes to a waiter after two ticks, a busy one 
   assert.equal(admitted, 2);
   assert.equal(busy.turnEnds, -1);
   tick();
-  assert.equal(ticking(), false, "the ticker stops once nobody waits");
+  tick();
+  await settle();
+  assert.equal(g.held, 0, "the last two turns end idle");
+  assert.equal(ticking(), false, "the ticker stops once no turn is held and nobody waits");
+});
+
+Deno.test("read gate: an idle turn ends after two ticks with nobody waiting, so a newcomer never waits for it", () => {
+  const { g, tick, ticking } = gate(1);
+  const idle = reader();
+  g.enter(idle);
+  tick();
+  assert.equal(g.held, 1);
+  tick();
+  assert.equal(g.held, 0);
+  assert.equal(idle.turnEnds, -1);
+  assert.equal(ticking(), false);
+  assert.equal(g.enter(reader()), undefined, "a turn at once");
+  assert.equal(ticking(), true);
 });
 
 Deno.test("read gate: thousands of waiters are served first come first served", async () => {

@@ -657,24 +657,35 @@ async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
   }
 }
 
-/** Copies `from` to `to` until `from` ends, then ends `to`'s writing side when `halfClose`. */
+/**
+ * Copies `from` to `to` until `from` ends, then ends `to`'s writing side when `halfClose`. Each
+ * read and its write take a turn, as the engine's own requests do (read_gate.ts): the relay's
+ * reads are JavaScript's too.
+ */
 async function pipe(from: Deno.TcpConn, to: Deno.TcpConn, halfClose: boolean): Promise<void> {
   const small = new Uint8Array(RELAY_MIN);
   let buf = small;
+  const turn: Reader = { turnEnds: -1 };
   try {
     for (;;) {
+      const wait = readGate.enter(turn);
+      if (wait !== undefined) await wait;
       const n = await from.read(buf);
       if (n === null) break;
       await writeAll(to, buf.subarray(0, n));
+      readGate.leave(turn);
       if (n === buf.length) {
         if (buf.length < RELAY_MAX) buf = new Uint8Array(buf.length * 4);
       } else if (n < RELAY_MIN) buf = small;
     }
+    readGate.leave(turn);
     if (halfClose) await to.closeWrite();
   } catch {
     // One side failed: closing both ends the other direction too.
     closeQuietly(from);
     closeQuietly(to);
+  } finally {
+    readGate.leave(turn);
   }
 }
 
