@@ -76,8 +76,8 @@ export class ReadGate {
   }
 
   /**
-   * Marks `r`'s turn as serving a request: it may then last BUSY_TICKS ticks before it counts
-   * as idle (a slow upstream, a long answer) and goes to a waiter.
+   * Marks `r`'s turn as serving a request: it may then last BUSY_TICKS ticks before it ends (a
+   * slow upstream, a long answer) and goes to a waiter, if any.
    */
   busy(r: Reader): void {
     if (r.turnEnds >= 0) r.turnEnds = this.#tick + BUSY_TICKS;
