@@ -8,7 +8,6 @@ import { FileChangedError } from "../ports.ts";
 import type { ClientInfo, Handler, Logger, Metrics, Protocol } from "../ports.ts";
 import { recent } from "../proxy/recent.ts";
 
-/** A running listener. */
 /**
  * Prox's own HTTP/1.1 engine's figures: requests it served itself, connections it relayed, and
  * its turns (read_gate.ts, shared by the process's engine listeners): held, and connections
@@ -21,6 +20,7 @@ export interface EngineCounts {
   readonly turnsWaiting: number;
 }
 
+/** A running listener. */
 export interface Listener {
   readonly hostname: string;
   readonly port: number;
