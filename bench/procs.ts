@@ -63,7 +63,7 @@ export function rssBytes(pid: number): number {
   return kb * 1024;
 }
 
-async function waitPort(port: number, what: string): Promise<void> {
+export async function waitPort(port: number, what: string): Promise<void> {
   const deadline = Date.now() + 30_000;
   while (Date.now() < deadline) {
     try {

@@ -14,7 +14,7 @@
 // reading or answering at once, the rest waiting in order: src/adapters/h1/read_gate.ts).
 // Internal: `read_fairness.ts --serve listen|gated|serve PORT` is the server.
 import { parseWrk } from "./load.ts";
-import { freePort } from "./procs.ts";
+import { freePort, waitPort } from "./procs.ts";
 import { readGate } from "../src/adapters/h1/read_gate.ts";
 
 const BODY = "x".repeat(100);
@@ -68,14 +68,7 @@ if (Deno.args[0] === "--serve") {
       stdout: "null",
     }).spawn();
     try {
-      for (let up = false; !up;) {
-        try {
-          (await Deno.connect({ hostname: "127.0.0.1", port })).close();
-          up = true;
-        } catch {
-          await new Promise((r) => setTimeout(r, 50));
-        }
-      }
+      await waitPort(port, `the ${mode} server`);
       const out = await new Deno.Command("taskset", {
         args: [
           "-c",
