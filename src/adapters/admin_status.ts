@@ -251,8 +251,8 @@ export interface ListenerView {
   addr: string;
   tls: boolean;
   /**
-   * With `protocols.http1_engine: prox`: requests it served, connections relayed to Deno.serve,
-   * and the process's turns (held, and connections waiting for one).
+   * On Prox's own HTTP/1.1 engine (`protocols.http1_engine: prox`, the default without TLS):
+   * requests it served, connections relayed to Deno.serve, and the process's turns.
    */
   http1Engine?: { served: number; relayed: number; turns: { held: number; waiting: number } };
 }

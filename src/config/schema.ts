@@ -64,9 +64,9 @@ export const Protocols = z.object({
   http2_enabled: z.boolean().default(true),
   websocket_enabled: z.boolean().default(true),
   http3_enabled: z.boolean().default(false),
-  // Who serves HTTP/1.1 on a listener without TLS: `deno` (Deno.serve) or `prox` (Prox's own
-  // engine for plain bodiless requests, relaying every other connection to Deno.serve).
-  http1_engine: z.enum(["deno", "prox"]).default("deno"),
+  // Who serves HTTP/1.1 on a listener without TLS: `prox` (Prox's own engine for the plainest
+  // requests, relaying every other connection to Deno.serve) or `deno` (Deno.serve alone).
+  http1_engine: z.enum(["deno", "prox"]).default("prox"),
   http2_max_frame_size: z.int().min(0).optional(),
   http2_max_concurrent_streams: z.int().min(0).optional(),
   http3_config: Http3Config.default(Http3Config.parse({})),

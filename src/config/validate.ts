@@ -301,7 +301,9 @@ export function validateConfig(
       "http2_enabled: false has no effect: HTTP/2 cannot be turned off on Deno's HTTP server",
     );
   }
-  if (config.protocols.http1_engine === "prox" && config.tls) {
+  // `prox` is the default: only a file that asks for the engine on a TLS listener hears of it.
+  const engineAsked = parsed.written?.(["protocols", "http1_engine"]) ?? false;
+  if (config.protocols.http1_engine === "prox" && engineAsked && config.tls) {
     warn(
       ["protocols", "http1_engine"],
       "http1_engine: prox has no effect on a listener with TLS: Deno's HTTP server answers " +
