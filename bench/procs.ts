@@ -251,7 +251,7 @@ backend b
 
 /** A realistic Prox config: 10 routes, header rules, metrics on the main listener. */
 export function proxConfig(
-  o: { port: number; backend: number; tls?: boolean; engine?: "prox" },
+  o: { port: number; backend: number; tls?: boolean; engine?: "deno" | "prox" },
 ): string {
   const decoys = Array.from(
     { length: 8 },
@@ -277,12 +277,13 @@ ${decoys}
 }
 
 /**
- * Prox (`mod.ts serve`) with the realistic config; plain and TLS listeners in two processes. With
- * `engine: "prox"` (`prox-h1engine`): the plain listener only, on Prox's own HTTP/1.1 engine.
+ * Prox (`mod.ts serve`) with the realistic config; plain (on Prox's own HTTP/1.1 engine, the
+ * default) and TLS listeners in two processes. With `engine: "deno"` (`prox-deno`): the plain
+ * listener only, on Deno.serve.
  */
 export async function startProx(
   dir: string,
-  o: { core: string; backend: number; engine?: "prox" },
+  o: { core: string; backend: number; engine?: "deno" },
 ): Promise<Proc> {
   const port = freePort();
   const tlsPort = freePort();
@@ -313,13 +314,14 @@ export async function startProx(
           conf,
         ],
         ports: [p],
-        env: { ...Deno.env.toObject(), PROX_LOG_LEVEL: "warn" },
+        // PROX_H1_ENGINE in the caller's environment would override the config's engine.
+        env: { ...Deno.env.toObject(), PROX_LOG_LEVEL: "warn", PROX_H1_ENGINE: "" },
       }),
     );
   }
   const [plain, tls] = children;
   return {
-    name: o.engine ? "prox-h1engine" : "prox",
+    name: o.engine ? "prox-deno" : "prox",
     pid: plain.pid,
     port,
     tlsPort,

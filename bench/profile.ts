@@ -6,8 +6,8 @@
 // `static` is Prox serving the backend's files itself (one static route). Env: PROFILE_MIN=1 (Prox
 // with one proxy route instead of the bench's config), PROFILE_POST=BYTES (POST bodies of that
 // size to /post instead of GETs; the backend answers them), PROFILE_H2=1 (HTTP/2 over TLS with
-// h2load, 10 connections × 10 streams, as in the bench; `prox` and `client` only), PROFILE_ENGINE=1
-// (`prox` on its own HTTP/1.1 engine, `protocols.http1_engine: prox`).
+// h2load, 10 connections × 10 streams, as in the bench; `prox` and `client` only), PROFILE_DENO=1
+// (`prox` on Deno.serve, `protocols.http1_engine: deno`, instead of its own HTTP/1.1 engine).
 import { freePort, proxConfig, startBackend, TLS } from "./procs.ts";
 import { ROOT } from "../tests/_harness.ts";
 
@@ -30,7 +30,7 @@ await Deno.writeTextFile(
       port,
       backend: backend.port,
       tls: h2,
-      engine: Deno.env.get("PROFILE_ENGINE") === "1" ? "prox" : undefined,
+      engine: Deno.env.get("PROFILE_DENO") === "1" ? "deno" : undefined,
     }),
 );
 const post = Number(Deno.env.get("PROFILE_POST") ?? 0);
@@ -67,7 +67,8 @@ const child = new Deno.Command("taskset", {
     `--cpu-prof-dir=${dir}/prof`,
     ...args,
   ],
-  env: { ...Deno.env.toObject(), PROX_LOG_LEVEL: "warn" },
+  // PROX_H1_ENGINE in the caller's environment would override the config's engine.
+  env: { ...Deno.env.toObject(), PROX_LOG_LEVEL: "warn", PROX_H1_ENGINE: "" },
   stdout: "null",
   stderr: "inherit",
 }).spawn();

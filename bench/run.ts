@@ -1,5 +1,6 @@
 // deno-lint-ignore-file no-console
-// `make bench`: Prox side by side with nginx and haproxy (plus fetch()- and Hono-based Deno proxies,
+// `make bench`: Prox (as shipped, and over HTTP/1.1 also on Deno.serve instead of its own engine:
+// `prox-deno`) side by side with nginx and haproxy (plus fetch()- and Hono-based Deno proxies,
 // Deno.serve with a bare client and with Prox's upstream client alone to split the cost, and
 // Deno.serve answering by itself, the ceiling of anything built on it) in front of one nginx
 // backend.
@@ -49,7 +50,7 @@ const SCENARIOS: Scenario[] = [
     connections: 50,
     proxies: [
       "prox",
-      "prox-h1engine",
+      "prox-deno",
       "nginx",
       "haproxy",
       "deno-fetch",
@@ -67,7 +68,7 @@ const SCENARIOS: Scenario[] = [
     tool: "wrk",
     path: "/64k",
     connections: 50,
-    proxies: ["prox", "prox-h1engine", "nginx", "haproxy", "deno-raw"],
+    proxies: ["prox", "prox-deno", "nginx", "haproxy", "deno-raw"],
     runs: RUNS,
     seconds: SECONDS,
   },
@@ -77,7 +78,7 @@ const SCENARIOS: Scenario[] = [
     tool: "wrk",
     path: "/post",
     connections: 50,
-    proxies: ["prox", "prox-h1engine", "nginx", "haproxy"],
+    proxies: ["prox", "prox-deno", "nginx", "haproxy"],
     runs: RUNS,
     seconds: SECONDS,
     postBytes: 1024,
@@ -97,7 +98,7 @@ const SCENARIOS: Scenario[] = [
     tool: "wrk",
     path: "/100b",
     connections: 1000,
-    proxies: ["prox", "prox-h1engine", "nginx"],
+    proxies: ["prox", "prox-deno", "nginx"],
     runs: 1,
     seconds: Math.max(SECONDS, 10),
   },
@@ -172,6 +173,12 @@ function table(rows: Row[]): string {
   return out.join("\n");
 }
 
+/**
+ * Prox's rows: `prox` as shipped (its own HTTP/1.1 engine on the plain listener, Deno.serve on the
+ * TLS one) and `prox-deno` (`protocols.http1_engine: deno`: the plain listener on Deno.serve).
+ */
+const PROX_ROWS = [["prox", ""], ["prox-deno", ", on Deno.serve"]] as const;
+
 /** The issue-12 targets, checked against the medians. */
 function targets(rows: Row[]): string[] {
   const get = (s: string, p: string) => rows.find((r) => r.scenario === s && r.proxy === p)?.median;
@@ -184,12 +191,12 @@ function targets(rows: Row[]): string[] {
     if (p && n) check(what, p.rps / n.rps >= min, `${f2(p.rps / n.rps)}× nginx (target ${min}×)`);
   };
   ratio("h1-100b", 0.7, "HTTP/1.1 100 B req/s");
-  ratio("h1-100b", 0.7, "HTTP/1.1 100 B req/s, own HTTP/1.1 engine", "prox-h1engine");
+  ratio("h1-100b", 0.7, "HTTP/1.1 100 B req/s, on Deno.serve", "prox-deno");
   ratio("h1-64k", 0.7, "HTTP/1.1 64 KiB req/s");
-  ratio("h1-64k", 0.7, "HTTP/1.1 64 KiB req/s, own HTTP/1.1 engine", "prox-h1engine");
+  ratio("h1-64k", 0.7, "HTTP/1.1 64 KiB req/s, on Deno.serve", "prox-deno");
   ratio("h2-tls-100b", 0.6, "HTTP/2 TLS req/s");
   const n = get("h1-100b", "nginx");
-  for (const [proxy, what] of [["prox", ""], ["prox-h1engine", ", own HTTP/1.1 engine"]]) {
+  for (const [proxy, what] of PROX_ROWS) {
     const p = get("h1-100b", proxy);
     if (p && n) {
       check(
@@ -199,7 +206,7 @@ function targets(rows: Row[]): string[] {
       );
     }
   }
-  for (const [proxy, engine] of [["prox", ""], ["prox-h1engine", ", own HTTP/1.1 engine"]]) {
+  for (const [proxy, engine] of PROX_ROWS) {
     const p = get("h1-100b", proxy);
     for (
       const [name, what] of [["deno-fetch", "fetch() proxy"], ["deno-hono", "Hono's proxy helper"]]
@@ -226,10 +233,10 @@ function targets(rows: Row[]): string[] {
     if (!n || !raw) continue;
     lines.push(
       `- note ${s}: a relay on raw sockets (no Deno.serve, no Fetch objects) reaches ` +
-        `${f2(raw.rps / n.rps)}× nginx: the bound for an HTTP/1.1 engine of Prox's own`,
+        `${f2(raw.rps / n.rps)}× nginx: the bound for Prox's own HTTP/1.1 engine`,
     );
   }
-  for (const [proxy, what] of [["prox", ""], ["prox-h1engine", ", own HTTP/1.1 engine"]]) {
+  for (const [proxy, what] of PROX_ROWS) {
     const o = rows.find((r) => r.scenario === "overload-1000c" && r.proxy === proxy);
     if (!o) continue;
     check(
@@ -304,8 +311,8 @@ async function main() {
     for (const name of wanted) {
       const p = name === "prox"
         ? await startProx(dir, o)
-        : name === "prox-h1engine"
-        ? await startProx(dir, { ...o, engine: "prox" })
+        : name === "prox-deno"
+        ? await startProx(dir, { ...o, engine: "deno" })
         : name === "nginx"
         ? await startNginxProxy(dir, o)
         : name === "haproxy"
