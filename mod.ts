@@ -319,6 +319,12 @@ function summary(c: Config): string[] {
     `  health checks: ${
       c.health_check.enabled ? `every ${Math.max(1, c.health_check.interval_secs)}s` : "off"
     }`,
+    // Who answers HTTP/1.1 on the plain-HTTP listener (with TLS, Deno.serve always does).
+    ...(c.tls ? [] : [
+      `  http/1.1:      ${
+        c.protocols.http1_engine === "prox" ? "Prox's own engine" : "Deno.serve"
+      } (http1_engine: ${c.protocols.http1_engine})`,
+    ]),
     `  http/3:        ${c.protocols.http3_enabled ? "on" : "off"}`,
     `  admin:         ${c.admin ? c.admin.listen_addr : "off"}`,
     ...pagesSummary(c),

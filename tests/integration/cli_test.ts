@@ -167,6 +167,22 @@ routes:
   }
 });
 
+Deno.test("prox validate says who answers HTTP/1.1 without TLS: Prox's own engine unless deno", async () => {
+  const dir = await tempDir({
+    "default.yaml": VALID(8080),
+    "deno.yaml": VALID(8080) + "protocols: { http1_engine: deno }\n",
+  });
+  try {
+    const line = async (file: string) =>
+      (await prox(["validate", "-c", `${dir}/${file}`])).stdout.match(/^ {2}http\/1\.1: +(.*)$/m)
+        ?.[1];
+    assert.equal(await line("default.yaml"), "Prox's own engine (http1_engine: prox)");
+    assert.equal(await line("deno.yaml"), "Deno.serve (http1_engine: deno)");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("prox validate: 0 when valid, 1 with file:line:col when not, 1 when missing", async () => {
   const dir = await tempDir({
     "ok.yaml": VALID(8080),
