@@ -4,7 +4,7 @@
 // (on a method other than GET and HEAD, whose bodies the pipeline refuses as on Deno.serve).
 // Everything else (Transfer-Encoding, a WebSocket or h2c upgrade, the HTTP/2 preface, HTTP/1.0,
 // an odd or malformed head) is not judged here at all: the engine relays that connection to
-// Deno.serve, which answers it as it answers every request on the default engine. So where a
+// Deno.serve, which answers it as it answers every request with `http1_engine: deno`. So where a
 // request ends is decided here only when no parser could read it otherwise, which is where two
 // parsers that disagree let requests be smuggled (RFC 9112 §11.2). No Deno APIs: text in, a head
 // or null out.
@@ -34,7 +34,7 @@ const ORIGIN_FORM = /^\/[\x21-\x7e]*$/;
 const BAD_VALUE = /[^\t\x20-\x7e\x80-\xff]/;
 /**
  * The most field lines Deno.serve takes in a head (it answers 400 to more): a head with more is
- * relayed, so that it is refused as on the default engine.
+ * relayed, so that it is refused as on Deno.serve alone.
  */
 export const MAX_FIELDS = 128;
 // The Connection options that end the connection after this exchange.

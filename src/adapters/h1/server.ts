@@ -1,16 +1,16 @@
-// Prox's own HTTP/1.1 engine for a plain-HTTP listener (`protocols.http1_engine: prox`): a
-// listener on Deno.listen that parses the plainest requests itself (request_head.ts: no body, or
-// a Content-Length one of at most 64 KiB that came with its head), hands them to the pipeline as
-// lean stand-ins for Fetch's Request (wire_request.ts), and writes the answer to the socket
-// itself. Deno.serve builds a Request and its Headers for every request and reads
+// Prox's own HTTP/1.1 engine for a plain-HTTP listener (`protocols.http1_engine: prox`, the
+// default): a listener on Deno.listen that parses the plainest requests itself (request_head.ts:
+// no body, or a Content-Length one of at most 64 KiB that came with its head), hands them to the
+// pipeline as lean stand-ins for Fetch's Request (wire_request.ts), and writes the answer to the
+// socket itself. Deno.serve builds a Request and its Headers for every request and reads
 // every answer through Fetch's body machinery; on the benchmark's small GETs that was a fifth of
 // Prox's CPU per request.
 //
 // Every other connection is relayed, byte for byte, to a Deno.serve listener on 127.0.0.1 that
 // runs the same handler: from the first request the engine does not take (a chunked, large or
-// late body, an upgrade, h2c, HTTP/1.0, anything odd) to the connection's end. Deno.serve then answers it exactly as on
-// the default engine. The relayed connection's source port names the client it carries, so the
-// pipeline still sees the client's address.
+// late body, an upgrade, h2c, HTTP/1.0, anything odd) to the connection's end. Deno.serve then
+// answers it exactly as with `http1_engine: deno`. The relayed connection's source port names the
+// client it carries, so the pipeline still sees the client's address.
 
 import { formatListenAddr } from "../../config/listen.ts";
 import type { ListenAddr } from "../../config/listen.ts";
