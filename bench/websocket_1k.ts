@@ -1,11 +1,13 @@
 // 1,000 concurrent WebSockets echoing through a real Prox process: all stay connected, and
-// Prox's RSS (read from /proc) stays bounded. The upstream (Deno.serve echo) and the clients
-// run in this process; Prox runs alone in its own. Run:
+// Prox's RSS (read from /proc) stays bounded; also Prox's CPU per message passed on. The upstream
+// (Deno.serve echo) and the clients run in this process; Prox runs alone in its own
+// (PROX_H1_ENGINE=deno or prox in the environment picks its HTTP/1.1 engine). Run:
 //   deno run -A bench/websocket_1k.ts [--connections 1000] [--rounds 20] [--size 1024]
 //     [--prox-v8-flags=--max-old-space-size=64]
 // Exits 1 when a connection dropped or an echo went missing.
 
 import { parseArgs } from "node:util";
+import { cpuSeconds } from "./procs.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -102,6 +104,7 @@ const connected = memOf(prox.pid);
 const payload = new Uint8Array(SIZE).fill(42);
 let echoes = 0;
 const t1 = performance.now();
+const cpu1 = cpuSeconds(prox.pid);
 for (let r = 0; r < ROUNDS; r++) {
   await Promise.all(sockets.map((ws) =>
     new Promise<void>((resolve) => {
@@ -114,6 +117,7 @@ for (let r = 0; r < ROUNDS; r++) {
   ));
 }
 const echoMs = performance.now() - t1;
+const echoCpu = cpuSeconds(prox.pid) - cpu1;
 const stillOpen = sockets.filter((ws) => ws.readyState === WebSocket.OPEN).length;
 const busy = memOf(prox.pid);
 
@@ -138,6 +142,8 @@ const report = {
   echoes,
   echoesExpected: N * ROUNDS,
   messagesPerSecond: Math.round((2 * echoes) / (echoMs / 1000)),
+  // Prox's CPU (user + system) per message passed on, either way, during the echo rounds.
+  proxCpuUsPerMessage: Math.round((echoCpu * 1e6) / (2 * echoes)),
   stillOpen,
   proxRssIdleMiB: mib(idle.rss),
   proxRssConnectedMiB: mib(connected.rss),
