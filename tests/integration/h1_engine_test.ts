@@ -191,7 +191,7 @@ Deno.test("the engine streams large and chunked answers, and a failing body cuts
   assert.equal((await fetch(`${prox.url}/after`)).status, 204);
 });
 
-Deno.test("the engine reads small Content-Length bodies itself and relays the rest", async () => {
+Deno.test("the engine reads Content-Length bodies itself, streaming late and large ones", async () => {
   await using up = await echoUpstream();
   await using prox = await engineProxy(up.url, 'admin: { listen_addr: "127.0.0.1:0" }');
   const counts = () => {
@@ -207,24 +207,27 @@ Deno.test("the engine reads small Content-Length bodies itself and relays the re
   assert.match(out, /"method":"POST","path":"\/form","body":"hello world"/);
   assert.match(out, /"method":"GET","path":"\/next","body":""/);
   assert.deepEqual(counts(), { served: 2, relayed: 0 });
-  // A body still on its way when the head is read: relayed (Deno.serve times a pause in it).
+  // A body still on its way when the head is read: streamed as it comes (the pipeline times a
+  // pause in it), and a request pipelined right behind it is served next.
   const c = await Deno.connect({ hostname: "127.0.0.1", port: prox.port });
   await c.write(enc.encode("POST /late HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\nhel"));
-  await waitFor(() => counts().relayed === 1, { what: "the connection relayed" });
-  await c.write(enc.encode("lo world"));
-  out = await readFrom(c, /hello world/);
+  await waitFor(() => counts().served === 3, { what: "the request taken" });
+  await c.write(enc.encode("lo worldGET /then HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"));
+  out = await readFrom(c, /"path":"\/then"/);
   c.close();
-  assert.match(out, /"method":"POST","path":"\/late","body":"hello world"/);
-  // A body over 64 KiB, chunked, or with a length in odd digits: Deno.serve's (the relay).
+  assert.match(out, /"method":"POST","path":"\/late","body":"hello world"[^]*"path":"\/then"/);
+  // A body over 64 KiB: streamed too.
   const big = "b".repeat(70_000);
   const res = await fetch(`${prox.url}/big`, { method: "PUT", body: big });
   assert.equal((await res.json()).body.length, big.length);
+  assert.deepEqual(counts(), { served: 5, relayed: 0 });
+  // A length in odd digits: Deno.serve's (the relay).
   const zeros = await rawExchange(
     prox.port,
     "POST /z HTTP/1.1\r\nHost: a\r\nContent-Length: 05\r\nConnection: close\r\n\r\nabcde",
   );
   assert.match(zeros, /"body":"abcde"/);
-  assert.deepEqual(counts(), { served: 2, relayed: 3 });
+  assert.deepEqual(counts(), { served: 5, relayed: 1 });
   // A GET with a body is refused as on Deno.serve (it could smuggle a request upstream).
   const get = await rawExchange(
     prox.port,
@@ -242,13 +245,70 @@ Deno.test("the engine reads small Content-Length bodies itself and relays the re
   const main = status.listeners.find((l: { name: string }) => l.name === "main");
   const { turns, ...figures } = main.http1Engine;
   assert.deepEqual(figures, counts());
-  assert.ok(main.http1Engine.relayed >= 5, "the late bodies were relayed");
+  assert.equal(main.http1Engine.relayed, 2, "only the odd length and the GET with a body");
   assert.equal(turns.waiting, 0);
   // And the metrics: the turns held now (by idle keep-alive connections), nobody waiting.
   const metrics = await (await fetch(`http://127.0.0.1:${prox.server.admin!.port}/metrics`)).text();
   const held = /^prox_http1_engine_turns\{state="held"\} (\d+)$/m.exec(metrics);
   assert.ok(held && Number(held[1]) <= LIMIT, metrics.slice(0, 200));
   assert.match(metrics, /^prox_http1_engine_turns\{state="waiting"\} 0$/m);
+});
+
+Deno.test("a streamed body: whole upstream, 408 when it stalls, dropped after an early answer", async () => {
+  await using up = await startUpstream(async (req) => {
+    const bytes = new Uint8Array(await req.arrayBuffer());
+    const digest = await crypto.subtle.digest("SHA-256", bytes);
+    return new Response(`${bytes.length} ${new Uint8Array(digest).slice(0, 4).join(".")}`);
+  });
+  await using prox = await startProxy(`
+protocols: { http1_engine: prox }
+health_check: { enabled: false }
+routes:
+  "/":
+    type: proxy
+    target: "${up.url}"
+    timeouts: { idle: 300ms }
+    retries: { attempts: 0 }
+  "/small": { type: proxy, target: "${up.url}", max_request_body: 256KiB }
+`);
+  const counts = () => prox.server.listeners[0].counts!;
+  // 1 MiB in many writes: all of it, in order, upstream; served by the engine, not relayed.
+  const body = new Uint8Array(1 << 20).map((_, i) => (i * 7) % 251);
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", body)).slice(0, 4);
+  const res = await fetch(`${prox.url}/big`, { method: "PUT", body });
+  assert.equal(await res.text(), `${body.length} ${digest.join(".")}`);
+  assert.deepEqual({ served: counts().served, relayed: counts().relayed }, {
+    served: 1,
+    relayed: 0,
+  });
+  // A body that stops coming: 408 after the route's idle timeout, as on Deno.serve.
+  const stall = await Deno.connect({ hostname: "127.0.0.1", port: prox.port });
+  try {
+    await stall.write(enc.encode("POST /s HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n12345"));
+    assert.match(await readFrom(stall, /\r\n\r\n/), /^HTTP\/1\.1 408 /);
+  } finally {
+    stall.close();
+  }
+  // Over max_request_body (413 before any of it is read): the rest is dropped, and a request
+  // pipelined behind it on the same connection is answered next.
+  const over = "x".repeat(3 << 20);
+  const c = await Deno.connect({ hostname: "127.0.0.1", port: prox.port });
+  try {
+    await c.write(enc.encode("POST /small HTTP/1.1\r\nHost: a\r\nContent-Length: 300000\r\n\r\n"));
+    await c.write(enc.encode(over.slice(0, 300_000) + "GET /n HTTP/1.1\r\nHost: a\r\n\r\n"));
+    const out = await readFrom(c, /\r\n\r\n0 \d/);
+    assert.match(out, /^HTTP\/1\.1 413 [^]*HTTP\/1\.1 200 OK[^]*\r\n\r\n0 \d/);
+    assert.doesNotMatch(out.slice(0, out.indexOf("HTTP/1.1 200")), /connection: close/);
+  } finally {
+    c.close();
+  }
+  // More than the engine drops after an answer: the answer says the connection closes.
+  const far = await rawExchange(
+    prox.port,
+    `POST /small HTTP/1.1\r\nHost: a\r\nContent-Length: ${over.length}\r\n\r\nxyz`,
+  );
+  assert.match(far, /^HTTP\/1\.1 413 [^]*connection: close\r\n/);
+  assert.equal(counts().relayed, 0);
 });
 
 Deno.test("the engine relays bodies, h2c and odd requests to Deno.serve with the client's address", async () => {
@@ -399,10 +459,12 @@ interopTest("only the relay itself passes for a relayed client on the fallback l
 ], async () => {
   await using up = await echoUpstream();
   await using prox = await engineProxy(up.url);
-  // A POST whose body has not all come keeps its relayed connection open.
+  // A chunked POST whose body has not all come keeps its relayed connection open.
   const c = await Deno.connect({ hostname: "127.0.0.1", port: prox.port });
   try {
-    await c.write(enc.encode("POST /p HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n12345"));
+    await c.write(
+      enc.encode("POST /p HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n12345\r\n"),
+    );
     const { inner, relay } = await waitFor(async () => {
       const socks = await ownSockets();
       const inner = socks.find((s) => s.listening && s.local !== prox.port && s.local !== up.port);
@@ -421,7 +483,7 @@ interopTest("only the relay itself passes for a relayed client on the fallback l
     assert.match(spoof.stdout, /Not a relayed connection/, spoof.stdout + spoof.stderr);
     assert.doesNotMatch(spoof.stdout, /"path":"\/spoof"/);
     // The real relay goes on.
-    await c.write(enc.encode("67890"));
+    await c.write(enc.encode("5\r\n67890\r\n0\r\n\r\n"));
     const out = await readFrom(c, /"body":"1234567890"/);
     assert.match(out, /"body":"1234567890"/);
   } finally {

@@ -1,7 +1,7 @@
 // The request head parser of Prox's own HTTP/1.1 engine (server.ts). It takes only the plainest
 // requests: HTTP/1.1, an origin-form target, one Host, well-formed fields, no upgrade and no
-// Expect, and no body but one framed by a single Content-Length in plain digits of at most 64 KiB
-// (on a method other than GET and HEAD, whose bodies the pipeline refuses as on Deno.serve).
+// Expect, and no body but one framed by a single Content-Length in plain digits (on a method other
+// than GET and HEAD, whose bodies the pipeline refuses as on Deno.serve).
 // Everything else (Transfer-Encoding, a WebSocket or h2c upgrade, the HTTP/2 preface, HTTP/1.0,
 // an odd or malformed head) is not judged here at all: the engine relays that connection to
 // Deno.serve, which answers it as it answers every request with `http1_engine: deno`. So where a
@@ -24,7 +24,10 @@ export interface RequestHead {
   contentLength: number;
 }
 
-/** The largest request body the engine reads itself (the proxy action's replay cap). */
+/**
+ * The largest request body the engine hands on as bytes when it came with its head (the proxy
+ * action's replay cap); a larger one, or one still on its way, is streamed from the socket.
+ */
 export const BODY_LIMIT = 64 * 1024;
 
 const TCHAR = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
@@ -39,8 +42,9 @@ const BAD_VALUE = /[^\t\x20-\x7e\x80-\xff]/;
 export const MAX_FIELDS = 128;
 // The Connection options that end the connection after this exchange.
 const CLOSE = /(?:^|,)[ \t]*close[ \t]*(?:,|$)/i;
-// A length in plain digits: "010" (ten bytes, which a lax parser reads as octal) is relayed.
-const LENGTH = /^(?:0|[1-9][0-9]{0,5})$/;
+// A length in plain digits, at most 15 (exact as a number): "010" (ten bytes, which a lax parser
+// reads as octal) is relayed.
+const LENGTH = /^(?:0|[1-9][0-9]{0,14})$/;
 
 /**
  * The offset just past the blank line ending a head in `b[from..to)`, or -1. A head's lines may
@@ -100,10 +104,9 @@ export function parseRequestHead(text: string): RequestHead | null {
         host = value;
         break;
       case "content-length":
-        // One length, in plain digits, within the limit; anything else is Deno.serve's to judge.
+        // One length, in plain digits; anything else is Deno.serve's to judge.
         if (length >= 0 || !LENGTH.test(value)) return null;
         length = Number(value);
-        if (length > BODY_LIMIT) return null;
         break;
       case "transfer-encoding":
       case "upgrade":

@@ -1,14 +1,14 @@
 // Prox's own HTTP/1.1 engine for a plain-HTTP listener (`protocols.http1_engine: prox`, the
 // default): a listener on Deno.listen that parses the plainest requests itself (request_head.ts:
-// no body, or a Content-Length one of at most 64 KiB that came with its head), hands them to the
-// pipeline as lean stand-ins for Fetch's Request (wire_request.ts), and writes the answer to the
+// no body, or one framed by a Content-Length, streamed from the socket unless it came whole with
+// its head and is at most 64 KiB), hands them to the pipeline as lean stand-ins for Fetch's Request (wire_request.ts), and writes the answer to the
 // socket itself. Deno.serve builds a Request and its Headers for every request and reads
 // every answer through Fetch's body machinery; on the benchmark's small GETs that was a fifth of
 // Prox's CPU per request.
 //
 // Every other connection is relayed, byte for byte, to a Deno.serve listener on 127.0.0.1 that
-// runs the same handler: from the first request the engine does not take (a chunked, large or
-// late body, an upgrade, h2c, HTTP/1.0, anything odd) to the connection's end. Deno.serve then
+// runs the same handler: from the first request the engine does not take (a chunked body, an
+// Expect, an upgrade, h2c, HTTP/1.0, anything odd) to the connection's end. Deno.serve then
 // answers it exactly as with `http1_engine: deno`. The relayed connection's source port names the
 // client it carries, so the pipeline still sees the client's address.
 
@@ -20,7 +20,7 @@ import type { ClientInfo, Handler, Logger, Metrics, RawBodied } from "../../port
 import { latin1 } from "../upstream_h1_wire.ts";
 import { listen, unmapped } from "../http_serve.ts";
 import type { Listener } from "../http_serve.ts";
-import { headEnd, parseRequestHead } from "./request_head.ts";
+import { BODY_LIMIT, headEnd, parseRequestHead } from "./request_head.ts";
 import type { RequestHead } from "./request_head.ts";
 import { WireRequest } from "./wire_request.ts";
 import { readGate } from "./read_gate.ts";
@@ -43,6 +43,17 @@ const LAST_LOOK_MS = 50;
 const RELAY_MIN = 2 * 1024;
 const RELAY_MAX = 32 * 1024;
 const NO_BYTES = new Uint8Array(0);
+/** The most a streamed request body's read takes from the socket at once. */
+const BODY_CHUNK = 64 * 1024;
+/**
+ * A body the answer came before (a refusal, a 413, an upstream that answered early) is read and
+ * dropped after it, so the next request starts where it should: up to SKIP_BYTES within SKIP_MS,
+ * else the connection closes (its answer says so when more than that was left as it went out). A
+ * connection that closes with body left lingers as long, so that the client reads its answer
+ * rather than a reset.
+ */
+const SKIP_BYTES = 1024 * 1024;
+const SKIP_MS = 2000;
 
 const ascii = new TextEncoder();
 
@@ -237,6 +248,10 @@ export class Conn implements Reader {
   #busy = false;
   /** Set when a read saw the end of the client's stream (or an error). */
   eof = false;
+  /** Bytes of the current request's streamed body not read yet (buffered ones included). */
+  bodyLeft = 0;
+  /** The body read in progress, if any: reads of the body never overlap. */
+  #bodyRead: Promise<unknown> = Promise.resolve();
   /** Settles when serve() has ended for this connection (and it left `conns`). */
   served: Promise<void> = Promise.resolve();
   #closed = false;
@@ -306,7 +321,9 @@ export class Conn implements Reader {
     // Only while the exchange runs: asked for after it (a late look at a finished request's
     // signal), a read here would race serve()'s own for the next request, and whichever lost
     // would leave that request unread in the buffer until the client gave up.
-    else if (this.#busy && !this.watching && this.start === this.end) {
+    // Not while the request's body is still coming: its reads would race this one (a client that
+    // leaves then ends the body's stream instead, which aborts the signal).
+    else if (this.#busy && !this.watching && this.start === this.end && this.bodyLeft === 0) {
       this.watching = (async () => {
         try {
           if (!await this.fill()) this.eof = true;
@@ -317,6 +334,78 @@ export class Conn implements Reader {
       })();
     }
     return left.signal;
+  }
+
+  /**
+   * The current request's body of `len` bytes as a stream: what the buffer holds from `start`,
+   * then reads of the socket, never past the body's end (a request pipelined behind it stays in
+   * the kernel). A client that leaves before its end errors it (and aborts the request's signal).
+   */
+  bodyStream(len: number): ReadableStream<Uint8Array> {
+    this.bodyLeft = len;
+    return new ReadableStream<Uint8Array>({
+      pull: async (ctl) => {
+        const chunk = await this.#bodyChunk();
+        if (chunk === null) {
+          ctl.error(new ProxyError("client_gone", "Client closed the connection mid-body"));
+          return;
+        }
+        ctl.enqueue(chunk);
+        if (this.bodyLeft === 0) ctl.close();
+      },
+      // Whatever is left is dropped after the answer (skipBody) or goes with the connection.
+    }, { highWaterMark: 0 });
+  }
+
+  /** The next piece of the body (null: the client left first), after any read in progress. */
+  #bodyChunk(): Promise<Uint8Array | null> {
+    const next = this.#bodyRead.then(() => this.#readBody());
+    this.#bodyRead = next.catch(() => {});
+    return next;
+  }
+
+  async #readBody(): Promise<Uint8Array | null> {
+    if (this.bodyLeft === 0) return NO_BYTES;
+    if (this.start < this.end) {
+      const n = Math.min(this.bodyLeft, this.end - this.start);
+      const out = this.buf.slice(this.start, this.start + n);
+      this.start += n;
+      this.bodyLeft -= n;
+      return out;
+    }
+    const chunk = new Uint8Array(Math.min(this.bodyLeft, BODY_CHUNK));
+    let n: number | null;
+    try {
+      n = await this.conn.read(chunk);
+    } catch {
+      n = null;
+    }
+    if (n === null) {
+      this.eof = true;
+      this.#left?.abort(gone());
+      return null;
+    }
+    this.bodyLeft -= n;
+    return n < 4096 && n < chunk.length ? chunk.slice(0, n) : chunk.subarray(0, n);
+  }
+
+  /**
+   * Reads and drops what is left of the body, up to SKIP_BYTES and SKIP_MS: true when all of it
+   * came (the connection can carry another request).
+   */
+  async skipBody(): Promise<boolean> {
+    let budget = SKIP_BYTES;
+    const timer = setTimeout(() => this.close(), SKIP_MS);
+    try {
+      while (this.bodyLeft > 0 && budget > 0) {
+        const chunk = await this.#bodyChunk();
+        if (chunk === null) return false;
+        budget -= chunk.byteLength;
+      }
+      return this.bodyLeft === 0;
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   /** Marks the start (true) or end (false) of an exchange. */
@@ -368,17 +457,24 @@ async function serve(c: Conn, env: Env): Promise<void> {
       const head = parseRequestHead(latin1(c.buf, c.start, end));
       if (head === null) return await env.relay(c, unread(c));
       let body: Uint8Array<ArrayBuffer> | null = null;
-      if (head.contentLength > 0) {
-        // Only a body that came with its head: one still on its way is Deno.serve's, whose
-        // pipeline times a pause in it (408 after the route's idle timeout).
-        if (c.end - end < head.contentLength) return await env.relay(c, unread(c));
-        body = c.buf.slice(end, end + head.contentLength);
+      let stream: ReadableStream<Uint8Array> | null = null;
+      const length = head.contentLength;
+      c.start = end;
+      if (length > 0 && length <= BODY_LIMIT && c.end - end >= length) {
+        // A small body that came with its head: handed on as bytes.
+        body = c.buf.slice(end, end + length);
+        c.start = end + length;
+      } else if (length > 0) {
+        // Streamed as it comes; the pipeline times a pause in it (408 after the route's idle
+        // timeout), as on Deno.serve.
+        stream = c.bodyStream(length);
       }
-      c.start = end + head.contentLength;
       readGate.busy(c);
-      const again = await exchange(c, head, env, body);
+      const again = await exchange(c, head, env, body, stream);
       readGate.leave(c);
-      if (!again) return;
+      // Answered before its whole body came: the rest is dropped, or lingered on before closing.
+      const skipped = c.bodyLeft === 0 || await c.skipBody();
+      if (!again || !skipped) return;
     }
   } catch {
     // A read or write failed: the client reset the connection.
@@ -398,6 +494,7 @@ async function exchange(
   head: RequestHead,
   env: Env,
   body: Uint8Array<ArrayBuffer> | null,
+  stream: ReadableStream<Uint8Array> | null,
 ): Promise<boolean> {
   const fields = new HeaderList();
   for (let i = 0; i < head.names.length; i++) fields.appendChecked(head.names[i], head.values[i]);
@@ -410,6 +507,7 @@ async function exchange(
     fields,
     () => c.watch(),
     body,
+    stream,
   );
   let settle!: (ok: boolean) => void;
   const completed = new Promise<void>((resolve, reject) =>
@@ -434,7 +532,8 @@ async function exchange(
     env.logger.error("Unhandled error in request handler", { error: String(err) });
     res = new Response("Internal server error\n", { status: 500 });
   }
-  const keep = !head.close && !env.draining();
+  // More body left than is dropped after the answer: the connection closes after it.
+  const keep = !head.close && !env.draining() && c.bodyLeft <= SKIP_BYTES;
   let ok = false;
   try {
     ok = await writeResponse(c, res, { head: head.method === "HEAD", keep, logger: env.logger });

@@ -1,10 +1,11 @@
 // What the pipeline gets for a request that Prox's own HTTP/1.1 engine (server.ts) parsed: the
 // part of the Fetch `Request` it uses, without Fetch's objects. Building a `Request` and its
 // `Headers` (each field validated byte by byte again, iterated through Web IDL) cost more per
-// request than routing it. A request comes here without a body, or with a `Content-Length` body
-// of at most 64 KiB that arrived with its head; any other goes to Deno.serve through the
-// engine's relay. The body (proxy/wire_body.ts) is offered to the proxy action as it came
-// (`RAW_BODY`), and becomes a stream only if something asks for one.
+// request than routing it. A request comes here without a body, or with a `Content-Length` one:
+// bytes when it came whole with its head and is at most 64 KiB, offered to the proxy action as
+// they came (`RAW_BODY`, proxy/wire_body.ts) and made a stream only if something asks for one;
+// otherwise a stream that reads the socket as the body comes. Any other request (a chunked body,
+// `Expect`) goes to Deno.serve through the engine's relay.
 
 import type { HeaderList } from "../../domain/header_list.ts";
 import { WireBody } from "../../proxy/wire_body.ts";
@@ -32,8 +33,11 @@ export class WireRequest extends WireBody {
     headers: HeaderList,
     private readonly watch: () => AbortSignal,
     bytes: Uint8Array<ArrayBuffer> | null = null,
+    stream: ReadableStream<Uint8Array> | null = null,
   ) {
     super(bytes, headers);
+    // A body still coming from the socket: a stream from the start.
+    if (stream) this.adopt(stream);
   }
 
   get signal(): AbortSignal {
