@@ -615,6 +615,33 @@ Deno.test("a head that needs the relay after a drain began gets 503, without an 
   }
 });
 
+Deno.test("a drain closes a connection whose head stays incomplete, not waiting for shutdown_timeout", async () => {
+  await using up = await echoUpstream();
+  const prox = await engineProxy(up.url, "shutdown_timeout: 20s");
+  const c = await Deno.connect({ hostname: "127.0.0.1", port: prox.port });
+  try {
+    // Half a head that never ends (a slow or stalled client): Deno.serve's drain closes such a
+    // connection at once; the engine's waited for it for the whole shutdown_timeout.
+    await c.write(enc.encode("GET /never HTTP/1.1\r\nHost: a\r\n"));
+    const local = (c.localAddr as Deno.NetAddr).port;
+    await waitFor(
+      async () =>
+        (await ownSockets()).some((s) =>
+          s.local === prox.port && s.remote === local && !s.listening && s.unread === 0
+        ),
+      { what: "the engine to read the half head" },
+    );
+    const t0 = performance.now();
+    const stopping = prox.server.shutdown();
+    assert.equal(await readFrom(c), "", "closed without an answer");
+    await stopping;
+    const ms = performance.now() - t0;
+    assert.ok(ms < 10_000, `shutdown took ${Math.round(ms)} ms`);
+  } finally {
+    c.close();
+  }
+});
+
 /** Opens `n` connections that each send `request` (and returns them, unread). */
 async function openAll(port: number, n: number, request: string): Promise<Deno.TcpConn[]> {
   const conns: Deno.TcpConn[] = [];

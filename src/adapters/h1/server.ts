@@ -36,6 +36,12 @@ export const IDLE_MS = 75_000;
 /** How long a connection that waited for a turn while a drain began may take to show a request. */
 const LAST_LOOK_MS = 50;
 /**
+ * How long after a drain began a head already begun may take to come whole; the connection is
+ * closed then (Deno.serve's drain closes one at once), or a client that stalled mid-head would
+ * hold the drain for its whole `shutdown_timeout`.
+ */
+const HEAD_GRACE_MS = 1000;
+/**
  * Relay buffer per direction: a read waiting for a paused stream (an idle keep-alive connection,
  * a WebSocket between messages) holds the small one; reads that fill their buffer move up to the
  * large one while bytes keep coming.
@@ -92,6 +98,9 @@ export function listenH1(
     },
   };
   let draining = false;
+  /** When the drain's grace for heads already begun ends (HEAD_GRACE_MS). */
+  let graceEnd = 0;
+  let graceTimer: ReturnType<typeof setTimeout> | undefined;
   let closed = false;
   const sweeper = setInterval(() => {
     const now = Date.now();
@@ -105,6 +114,7 @@ export function listenH1(
     metrics: opts.metrics,
     localPort: local.port,
     draining: () => draining,
+    graceEnd: () => graceEnd,
     counts,
     relay: async (c, bytes) => {
       counts.relayed++;
@@ -192,10 +202,15 @@ export function listenH1(
       if (closed) return;
       closed = true;
       draining = true;
+      graceEnd = Date.now() + HEAD_GRACE_MS;
       closeQuietly(server);
       // Idle connections go now; busy ones after their current answer (`connection: close`).
       // One waiting for a turn may have a request in the kernel: it takes a last look first.
+      // One with half a head has HEAD_GRACE_MS for the rest (serve() reads no longer then).
       for (const c of conns) if (c.waitingSince > 0 && c.start === c.end && !c.queued) c.close();
+      graceTimer = setTimeout(() => {
+        for (const c of conns) if (c.waitingSince > 0 && !c.queued) c.close();
+      }, HEAD_GRACE_MS);
       await inner.shutdown(o);
       await accepting;
       // Until each connection's serve() has ended, not merely its socket closed: one that waits
@@ -203,12 +218,14 @@ export function listenH1(
       // already settled would spin without ever letting them.
       while (conns.size > 0) await Promise.race([...conns].map((c) => c.served));
       clearInterval(sweeper);
+      clearTimeout(graceTimer);
     },
     async close() {
       closed = true;
       draining = true;
       closeQuietly(server);
       clearInterval(sweeper);
+      clearTimeout(graceTimer);
       for (const c of conns) c.close();
       await inner.close();
     },
@@ -221,6 +238,8 @@ interface Env {
   metrics?: Metrics;
   localPort: number;
   draining(): boolean;
+  /** While draining: when a head already begun must have come whole (Date.now() time). */
+  graceEnd(): number;
   counts: { served: number; relayed: number };
   relay(c: Conn, bytes: Uint8Array): Promise<void>;
 }
@@ -266,11 +285,11 @@ export class Conn implements Reader {
 
   /**
    * While the listener drains: one short read for a request the client sent before it could know
-   * (the connection waited for a turn, with its bytes in the kernel). False, and the connection
-   * closed, when nothing came within LAST_LOOK_MS.
+   * (the connection waited for a turn, with its bytes in the kernel), or the rest of a head. False,
+   * and the connection closed, when nothing came within `ms`.
    */
-  async lastLook(): Promise<boolean> {
-    const timer = setTimeout(() => this.close(), LAST_LOOK_MS);
+  async lastLook(ms = LAST_LOOK_MS): Promise<boolean> {
+    const timer = setTimeout(() => this.close(), ms);
     try {
       return await this.fill();
     } catch {
@@ -443,14 +462,16 @@ async function serve(c: Conn, env: Env): Promise<void> {
       if (c.eof) return;
       let end = headEnd(c.buf, c.start, c.end);
       while (end < 0) {
-        if (env.draining() && c.start === c.end) {
-          if (!await c.lastLook()) return;
-          end = headEnd(c.buf, c.start, c.end);
-          continue;
-        }
         const scanned = c.end - c.start;
         if (scanned >= HEAD_LIMIT) return await env.relay(c, unread(c));
-        if (!await c.fill()) return; // may move the unread bytes to the buffer's start
+        // While draining, a read that brings nothing soon closes the connection: a new head has
+        // LAST_LOOK_MS, one begun before the drain what is left of HEAD_GRACE_MS.
+        const more = !env.draining()
+          ? await c.fill() // may move the unread bytes to the buffer's start
+          : await c.lastLook(
+            scanned === 0 ? LAST_LOOK_MS : Math.max(LAST_LOOK_MS, env.graceEnd() - Date.now()),
+          );
+        if (!more) return;
         end = headEnd(c.buf, c.start + Math.max(0, scanned - 3), c.end);
       }
       c.waitingSince = 0;
