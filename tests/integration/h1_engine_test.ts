@@ -2,7 +2,7 @@
 // serves itself and the connections it relays to Deno.serve, with real clients (raw sockets,
 // fetch, curl) against real upstreams.
 import assert from "node:assert/strict";
-import { interopTest, run, startUpstream, waitFor } from "../_harness.ts";
+import { freePort, interopTest, ROOT, run, startUpstream, waitFor } from "../_harness.ts";
 import { rawServer, readRequest } from "../_upstream_peers.ts";
 import { startProxy } from "./_proxy.ts";
 import { rawExchange, readFrom, untilRefused } from "./_raw_client.ts";
@@ -746,5 +746,107 @@ Deno.test("a drain answers a request that waits for a turn and closes a silent c
   } finally {
     for (const h of holders) readGate.leave(h);
     for (const c of conns) c.close();
+  }
+});
+
+Deno.test("out of file descriptors, the engine logs its failed accepts and relays with back-off, not per connection", async () => {
+  await using up = await echoUpstream();
+  const port = freePort();
+  const dir = await Deno.makeTempDir({ prefix: "prox-engine-" });
+  await Deno.writeTextFile(
+    `${dir}/c.yaml`,
+    `listen_addr: "127.0.0.1:${port}"
+protocols: { http1_engine: prox }
+health_check: { enabled: false }
+log: { access_log: false }
+routes:
+  "/": { type: proxy, target: "${up.url}" }
+`,
+  );
+  const deno = [Deno.execPath(), "run", "-A", "--config", `${ROOT}/deno.json`, `${ROOT}/mod.ts`];
+  const child = new Deno.Command("sh", {
+    // A low descriptor limit stands in for a flood of connections against the usual 1024.
+    args: ["-c", `ulimit -n 100 && exec "$@" serve -c c.yaml`, "sh", ...deno],
+    cwd: dir,
+    env: { NO_COLOR: "1", PROX_H1_ENGINE: "prox" },
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  let log = "";
+  const reading = (async () => {
+    for await (const chunk of child.stderr) log += dec.decode(chunk);
+  })();
+  const conns: Deno.Conn[] = [];
+  const get = () =>
+    rawExchange(port, "GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", undefined, 2000)
+      .catch(() => "");
+  try {
+    await waitFor(async () => /^HTTP\/1\.1 200/.test(await get()), {
+      what: "prox answering",
+      timeoutMs: 15_000,
+    });
+    // Relayed keep-alive clients (HTTP/1.0) hold three descriptors each, until none are left:
+    // then accepts fail, and a connection accepted between failures cannot reach Deno.serve.
+    const buf = new Uint8Array(4096);
+    for (let i = 0; i < 150; i++) {
+      const c = await Deno.connect({ hostname: "127.0.0.1", port }).catch(() => null);
+      if (c === null) break;
+      conns.push(c);
+      await c.write(enc.encode("GET / HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n\r\n"))
+        .catch(() => {});
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([
+        c.read(buf).catch(() => null),
+        new Promise((r) => timer = setTimeout(r, 100)),
+      ]);
+      clearTimeout(timer);
+    }
+    for (const c of conns.splice(0)) c.close();
+    // Keep-alive clients of the engine itself (one descriptor each) until accepting fails; then
+    // one leaves and another comes, every 50 ms for 1.5 s: each accept that works between
+    // failures reset the back-off, and the next failure was an error line 100 ms later.
+    while (conns.length < 150) {
+      const c = await Deno.connect({ hostname: "127.0.0.1", port }).catch(() => null);
+      if (c === null) break;
+      conns.push(c);
+      await c.write(enc.encode("GET / HTTP/1.1\r\nHost: a\r\n\r\n")).catch(() => {});
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const n = await Promise.race([
+        c.read(buf).catch(() => null),
+        new Promise<null>((r) => timer = setTimeout(() => r(null), 100)),
+      ]);
+      clearTimeout(timer);
+      if (n === null) break; // not accepted: descriptors are out
+    }
+    for (let i = 0; i < 30; i++) {
+      conns.shift()?.close();
+      const c = await Deno.connect({ hostname: "127.0.0.1", port }).catch(() => null);
+      if (c) conns.push(c);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    for (const c of conns.splice(0)) c.close();
+    await waitFor(async () => /^HTTP\/1\.1 200/.test(await get()), {
+      what: "prox serving again",
+      timeoutMs: 15_000,
+    });
+    child.kill("SIGTERM");
+    assert.equal((await child.status).code, 0);
+    await reading;
+    const errors = (msg: string) =>
+      log.split("\n").filter((l) => l.includes('"level":"error"') && l.includes(msg));
+    const relays = errors("Cannot relay a connection");
+    const accepts = errors("Listener could not accept");
+    // Each relay that failed was an error line (some 100 in a second), and each accept.
+    assert.ok(relays.length >= 1 && relays.length <= 3, relays.join("\n"));
+    assert.ok(accepts.length >= 1 && accepts.length <= 8, accepts.join("\n"));
+  } finally {
+    for (const c of conns) c.close();
+    try {
+      child.kill("SIGKILL");
+    } catch { /* exited */ }
+    await child.status;
+    await reading;
+    await Deno.remove(dir, { recursive: true });
   }
 });

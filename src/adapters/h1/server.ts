@@ -108,6 +108,8 @@ export function listenH1(
   }, 1000);
   Deno.unrefTimer(sweeper);
 
+  /** Relay failures: when the next may be logged, and how many were not. */
+  const relayFailures = { until: 0, suppressed: 0 };
   const env: Env = {
     handler: opts.handler,
     logger: opts.logger,
@@ -125,11 +127,20 @@ export function listenH1(
         to = await Deno.connect({ hostname: "127.0.0.1", port: inner.port });
       } catch (err) {
         // While draining, the fallback listener has stopped accepting already: a request whose
-        // head came in after the drain began is refused with a 503, which is no fault.
-        if (!draining) {
+        // head came in after the drain began is refused with a 503, which is no fault. Out of
+        // descriptors, every relay fails: one line per 10 s, with the count held back.
+        const now = Date.now();
+        if (!draining && now < relayFailures.until) relayFailures.suppressed++;
+        else if (!draining) {
+          const more = relayFailures.suppressed
+            ? { suppressedSinceLast: relayFailures.suppressed }
+            : {};
           opts.logger.error("Cannot relay a connection to the HTTP/1.1 fallback listener", {
             error: String(err),
+            ...more,
           });
+          relayFailures.until = now + 10_000;
+          relayFailures.suppressed = 0;
         }
         await writeAll(c.conn, UNAVAILABLE).catch(() => {});
         return;
@@ -166,21 +177,25 @@ export function listenH1(
 
   const accepting = (async () => {
     let delay = 100;
+    /** When accepting was last tried again after a failure. */
+    let retriedAt = -Infinity;
     while (!closed) {
       let conn: Deno.TcpConn;
       try {
         conn = await server.accept() as Deno.TcpConn;
-        delay = 100;
       } catch (err) {
         if (closed) return;
-        // EMFILE and the like: keep the port and try again, backing off.
+        // EMFILE and the like: keep the port and try again, backing off. An accept that works
+        // between failures (a descriptor came free) does not reset the back-off, or each freed
+        // descriptor would cost an error line: only five seconds without a failure do.
+        delay = Date.now() - retriedAt < 5000 ? Math.min(delay * 2, 5000) : 100;
         opts.logger.error("Listener could not accept; trying again", {
           addr: formatListenAddr(local),
           error: String(err),
           retryInMs: delay,
         });
         await new Promise((r) => setTimeout(r, delay));
-        delay = Math.min(delay * 2, 5000);
+        retriedAt = Date.now();
         continue;
       }
       const c = new Conn(conn);
