@@ -10,6 +10,7 @@ import { startServer } from "../../src/server.ts";
 import { silentLogger } from "../../src/ports.ts";
 import type { Logger } from "../../src/ports.ts";
 import { LIMIT, readGate } from "../../src/adapters/h1/read_gate.ts";
+import { HEAD_GRACE_MS } from "../../src/adapters/h1/server.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -582,6 +583,46 @@ Deno.test("shutdown lets an engine request in flight finish and closes its conne
   c.close();
   await stopping;
   assert.match(out, /^HTTP\/1\.1 200 OK\r\n[^]*connection: close\r\n[^]*late answer$/);
+});
+
+Deno.test("a drain closes the connection of a streamed answer once it went out, not after shutdown_timeout", async () => {
+  let release!: () => void;
+  const gate = new Promise<void>((r) => release = r);
+  await using up = await startUpstream(() =>
+    new Response(
+      new ReadableStream({
+        async start(ctl) {
+          ctl.enqueue(enc.encode("first "));
+          await gate;
+          ctl.enqueue(enc.encode("last"));
+          ctl.close();
+        },
+      }),
+    )
+  );
+  const prox = await engineProxy(up.url, "shutdown_timeout: 20s");
+  const c = await Deno.connect({ hostname: "127.0.0.1", port: prox.port });
+  try {
+    await c.write(enc.encode("GET /stream HTTP/1.1\r\nHost: a\r\n\r\n"));
+    // The answer streams (chunked): the engine watches the socket for the client leaving.
+    const head = await readFrom(c, /first /);
+    const t0 = performance.now();
+    const stopping = prox.server.shutdown();
+    await untilRefused(prox.port);
+    // Past the drain's grace for heads, which closes connections waiting for one.
+    await new Promise((r) => setTimeout(r, HEAD_GRACE_MS + 200));
+    release();
+    // The rest of the answer, then the connection closes: it was kept waiting for the client's
+    // next request, which a drain never serves, until the idle limit (75 s).
+    const out = await readFrom(c, undefined, head);
+    assert.match(out, /^HTTP\/1\.1 200 OK\r\n[^]*first [^]*last\r\n0\r\n\r\n$/);
+    await stopping;
+    const ms = performance.now() - t0;
+    assert.ok(ms < 10_000, `shutdown took ${Math.round(ms)} ms`);
+  } finally {
+    release();
+    c.close();
+  }
 });
 
 Deno.test("a head that needs the relay after a drain began gets 503, without an error logged", async () => {

@@ -40,7 +40,7 @@ const LAST_LOOK_MS = 50;
  * closed then (Deno.serve's drain closes one at once), or a client that stalled mid-head would
  * hold the drain for its whole `shutdown_timeout`.
  */
-const HEAD_GRACE_MS = 1000;
+export const HEAD_GRACE_MS = 1000;
 /**
  * Relay buffer per direction: a read waiting for a paused stream (an idle keep-alive connection,
  * a WebSocket between messages) holds the small one; reads that fill their buffer move up to the
@@ -471,7 +471,11 @@ async function serve(c: Conn, env: Env): Promise<void> {
         c.queued = false;
       }
       if (c.watching) {
+        // The read that watched the last answer waits for the client's next request: after a
+        // drain began during that answer, it gets a last look too, as a new read would.
+        const timer = env.draining() ? setTimeout(() => c.close(), LAST_LOOK_MS) : undefined;
         await c.watching;
+        clearTimeout(timer);
         c.watching = null;
       }
       if (c.eof) return;
