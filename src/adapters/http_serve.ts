@@ -29,6 +29,8 @@ export interface Listener {
   readonly engine: "deno" | "prox";
   /** Prox's own engine: requests it served itself and connections it relayed since start; turns. */
   readonly counts?: EngineCounts;
+  /** False while the listener is bound again after its accept loop failed (keepAccepting). */
+  readonly accepting?: boolean;
   /**
    * Stops accepting and lets in-flight requests finish. Requests whose body is still coming
    * in are waited for first, for up to `bodyWaitMs` (see `listen`).
@@ -76,6 +78,8 @@ export function listen(
      * connection carries, by the relay's own address; a connection it does not know gets a 403.
      */
     peerOf?: (relay: Deno.NetAddr) => { hostname: string; port: number } | undefined;
+    /** Bind again on a new ephemeral port, not the same one, after the accept loop failed. */
+    anyPort?: boolean;
   },
 ): Listener {
   const tls = opts.cert !== undefined || opts.key !== undefined;
@@ -156,12 +160,18 @@ export function listen(
   const serving = keepAccepting(start, addr.port, {
     logger: opts.logger,
     onServer: (s) => localPort = s.addr.port,
+    anyPort: opts.anyPort,
   });
   let closed = false;
   let draining = false;
   return {
     hostname: serving.current.addr.hostname,
-    port: serving.current.addr.port,
+    get port() {
+      return serving.current.addr.port;
+    },
+    get accepting() {
+      return serving.accepting;
+    },
     tls,
     engine: "deno",
     async shutdown(o) {
@@ -236,25 +246,32 @@ async function abortedSoon(signal: AbortSignal, turns: number): Promise<boolean>
 /**
  * Deno.serve ends its accept loop at the first accept error (EMFILE: file descriptors ran out,
  * e.g. under a flood of idle connections) and rejects `finished`, which would crash the process
- * and otherwise leave the port closed. This logs it and listens again on the same port, with
- * back-off (100 ms, doubling while it keeps failing, up to 5 s), until `stop()`. Connections
- * already accepted go on.
+ * and otherwise leave the port closed. This logs it and listens again on the same port (a new
+ * ephemeral one with `anyPort`), with back-off (100 ms, doubling while it keeps failing, up to
+ * 5 s), until `stop()`; `accepting` is false meanwhile. Connections already accepted go on.
  */
 export function keepAccepting(
   start: (port: number) => Deno.HttpServer<Deno.NetAddr>,
   port: number,
-  o: { logger: Logger; onServer?: (s: Deno.HttpServer<Deno.NetAddr>) => void },
-): { readonly current: Deno.HttpServer<Deno.NetAddr>; stop(): void } {
+  o: {
+    logger: Logger;
+    onServer?: (s: Deno.HttpServer<Deno.NetAddr>) => void;
+    anyPort?: boolean;
+  },
+): { readonly current: Deno.HttpServer<Deno.NetAddr>; readonly accepting: boolean; stop(): void } {
   let stopped = false;
+  let down = false;
   let timer: ReturnType<typeof setTimeout> | undefined;
   let current: Deno.HttpServer<Deno.NetAddr>;
   let delay = 100;
   const follow = (s: Deno.HttpServer<Deno.NetAddr>) => {
     current = s;
+    down = false;
     o.onServer?.(s);
     const began = performance.now();
     s.finished.catch((err) => {
       if (stopped || s !== current) return;
+      down = true;
       // A listener that fails again soon after (descriptors still short) backs off further.
       delay = performance.now() - began < 5000 ? Math.min(delay * 2, 5000) : 100;
       const addr = formatListenAddr(s.addr);
@@ -270,7 +287,7 @@ export function keepAccepting(
     timer = setTimeout(() => {
       if (stopped) return;
       try {
-        follow(start(current.addr.port));
+        follow(start(o.anyPort ? 0 : current.addr.port));
         o.logger.info("Listener accepting again", { addr });
       } catch {
         delay = Math.min(delay * 2, 5000);
@@ -282,6 +299,9 @@ export function keepAccepting(
   return {
     get current() {
       return current;
+    },
+    get accepting() {
+      return !down;
     },
     stop() {
       stopped = true;

@@ -891,3 +891,99 @@ routes:
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("while the relay's listener is down (descriptors ran out), no relay reaches a process that took its port", async () => {
+  await using up = await echoUpstream();
+  const port = freePort();
+  const dir = await Deno.makeTempDir({ prefix: "prox-engine-" });
+  await Deno.writeTextFile(
+    `${dir}/c.yaml`,
+    `listen_addr: "127.0.0.1:${port}"
+protocols: { http1_engine: prox }
+health_check: { enabled: false }
+log: { access_log: false }
+routes:
+  "/": { type: proxy, target: "${up.url}" }
+`,
+  );
+  const deno = [Deno.execPath(), "run", "-A", "--config", `${ROOT}/deno.json`, `${ROOT}/mod.ts`];
+  const child = new Deno.Command("sh", {
+    args: ["-c", `ulimit -n 100 && exec "$@" serve -c c.yaml`, "sh", ...deno],
+    cwd: dir,
+    env: { NO_COLOR: "1", PROX_H1_ENGINE: "prox" },
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  let log = "";
+  let impostor: Deno.TcpListener | null = null;
+  let took = false;
+  const reading = (async () => {
+    for await (const chunk of child.stderr) {
+      log += dec.decode(chunk);
+      // The relay's Deno.serve stopped accepting: its port is free, and a local process takes it
+      // (it reads the port from /proc/net/tcp; here from the log line).
+      const m = log.match(
+        /"Listener stopped accepting; listening again","addr":"127\.0\.0\.1:(\d+)"/,
+      );
+      if (m && !took) {
+        took = true;
+        impostor = Deno.listen({ hostname: "127.0.0.1", port: +m[1] });
+      }
+    }
+  })();
+  const conns: Deno.Conn[] = [];
+  const relayed = (timeoutMs: number) =>
+    rawExchange(port, "GET /secret HTTP/1.0\r\nHost: a\r\n\r\n", undefined, timeoutMs).catch(() =>
+      ""
+    );
+  let stole = false;
+  try {
+    await waitFor(async () => /^HTTP\/1\.0 200/.test(await relayed(2000)), {
+      what: "prox relaying",
+      timeoutMs: 15_000,
+    });
+    // Relayed keep-alive clients until the relay's listener fails to accept.
+    const buf = new Uint8Array(4096);
+    for (let i = 0; i < 150 && impostor === null; i++) {
+      const c = await Deno.connect({ hostname: "127.0.0.1", port }).catch(() => null);
+      if (c === null) break;
+      conns.push(c);
+      await c.write(enc.encode("GET / HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n\r\n"))
+        .catch(() => {});
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([
+        c.read(buf).catch(() => null),
+        new Promise((r) => timer = setTimeout(r, 100)),
+      ]);
+      clearTimeout(timer);
+    }
+    await waitFor(() => impostor !== null, { what: "the relay's port taken" });
+    const thief = impostor as unknown as Deno.TcpListener;
+    const theft = thief.accept().then((c) => {
+      stole = true;
+      c.close();
+    }, () => {});
+    for (const c of conns.splice(0)) c.close();
+    // Relayed requests get a 503 or, once the relay listens again (on another port), their answer.
+    await waitFor(
+      async () => /^HTTP\/1\.0 200[^]*"path":"\/secret"/.test(await relayed(1000)) || stole,
+      { what: "prox relaying again", timeoutMs: 15_000 },
+    );
+    assert.equal(stole, false, "a relayed connection went to the process on the freed port");
+    impostor = null;
+    thief.close();
+    await theft;
+    child.kill("SIGTERM");
+    assert.equal((await child.status).code, 0);
+  } finally {
+    for (const c of conns) c.close();
+    (impostor as Deno.TcpListener | null)?.close();
+    try {
+      child.kill("SIGKILL");
+    } catch { /* exited */ }
+    await child.status;
+    await reading;
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -85,6 +85,10 @@ export function listenH1(
     // Only from the relay's own address: all of 127.0.0.0/8 reaches the inner listener, and a
     // local process that bound 127.0.0.2 and a relay's port would pass for the client relayed.
     peerOf: (remote) => remote.hostname === "127.0.0.1" ? peers.get(remote.port) : undefined,
+    // Its port is free while it is down (descriptors ran out): another local process could take
+    // it, and the relay must not connect to that. So it comes back on a new port, and no relay
+    // connects while it is down.
+    anyPort: true,
   });
   const conns = new Set<Conn>();
   const counts = {
@@ -124,6 +128,7 @@ export function listenH1(
       readGate.leave(c);
       let to: Deno.TcpConn;
       try {
+        if (!inner.accepting) throw new Error("The fallback listener is being bound again");
         to = await Deno.connect({ hostname: "127.0.0.1", port: inner.port });
       } catch (err) {
         // While draining, the fallback listener has stopped accepting already: a request whose
