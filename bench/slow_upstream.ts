@@ -46,7 +46,7 @@ if (Deno.args[0] === "--upstream") {
       }).spawn();
       try {
         await waitPort(backend, "the upstream");
-        for (const engine of [undefined, "prox"] as const) {
+        for (const engine of ["deno", undefined] as const) {
           await using prox = await startProx(dir, { core: "0", backend, engine });
           const out = await new Deno.Command("taskset", {
             args: [
@@ -65,7 +65,7 @@ if (Deno.args[0] === "--upstream") {
           }).output();
           const r = parseWrk(new TextDecoder().decode(out.stdout));
           console.log(
-            `| ${delay} ms | ${engine ? "its own engine" : "Deno.serve"} | ${r.rps.toFixed(0)} | ${
+            `| ${delay} ms | ${engine ? "Deno.serve" : "its own engine"} | ${r.rps.toFixed(0)} | ${
               r.p50.toFixed(1)
             } | ${r.p99.toFixed(1)} | ${r.maxMs.toFixed(0)} |`,
           );
