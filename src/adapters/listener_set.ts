@@ -23,6 +23,8 @@ export interface ListenerPlan {
   metrics?: Metrics;
   /** `protocols.http1_engine`: who serves HTTP/1.1 when there is no TLS (h1/server.ts). */
   engine?: "deno" | "prox";
+  /** `protocols.http1_idle_timeout` in ms, for the engine (0: no limit). */
+  idleMs?: number;
 }
 
 /**
@@ -55,6 +57,7 @@ export function listenerPlans(
       handler: o.serve,
       metrics: o.metrics,
       engine,
+      idleMs: c.protocols.http1_idle_timeout,
       ...o.tls,
     }]
     : [];
@@ -149,7 +152,7 @@ interface Entry {
 
 function fingerprint(plan: ListenerPlan): string {
   return `${plan.addr.hostname}|${plan.addr.port}|${plan.cert ?? ""}|${plan.key ?? ""}|${
-    ownEngine(plan) ? "prox" : "deno"
+    ownEngine(plan) ? `prox|${plan.idleMs ?? ""}` : "deno"
   }`;
 }
 
@@ -227,6 +230,7 @@ export function createListenerSet(opts: {
                 logger,
                 reusePort: REUSE_PORT,
                 metrics: plan.metrics,
+                idleMs: plan.idleMs,
               })
               : listen(addr, {
                 handler: plan.handler,

@@ -67,6 +67,10 @@ export const Protocols = z.object({
   // Who serves HTTP/1.1 on a listener without TLS: `prox` (Prox's own engine for the plainest
   // requests, relaying every other connection to Deno.serve) or `deno` (Deno.serve alone).
   http1_engine: z.enum(["deno", "prox"]).default("prox"),
+  // On the engine: how long a connection may idle between requests, or take to send a head, before
+  // it is closed (0s: never, as on Deno.serve). Longer than load balancers keep idle connections
+  // to a backend (Google Cloud's: 600 s), or one would send a request just as Prox closes.
+  http1_idle_timeout: Duration.prefault("620s"),
   http2_max_frame_size: z.int().min(0).optional(),
   http2_max_concurrent_streams: z.int().min(0).optional(),
   http3_config: Http3Config.default(Http3Config.parse({})),

@@ -311,6 +311,17 @@ export function validateConfig(
       "Leave it out, or use it on a plain-HTTP listen_addr (behind a TLS-terminating balancer)",
     );
   }
+  const idleAsked = parsed.written?.(["protocols", "http1_idle_timeout"]) ?? false;
+  if (idleAsked && (config.tls || config.protocols.http1_engine === "deno")) {
+    warn(
+      ["protocols", "http1_idle_timeout"],
+      "http1_idle_timeout has no effect here: it applies to Prox's own HTTP/1.1 engine, which " +
+        "serves plain-HTTP listeners only, and Deno's HTTP server closes no idle connection",
+      config.tls
+        ? "Leave it out, or use it on a plain-HTTP listen_addr (behind a TLS-terminating balancer)"
+        : "Leave it out, or remove http1_engine: deno",
+    );
+  }
   for (const w of workersIssues(config)) add(w.severity, w.path, w.message, w.hint);
   sortIssues(issues);
   return issues;

@@ -23,3 +23,16 @@ Deno.test("validateConfig warns about http1_engine: prox on a TLS listener only 
   // Without TLS the engine serves: nothing to warn about either way.
   assert.deepEqual(warnings("protocols: { http1_engine: prox }\n"), []);
 });
+
+Deno.test("validateConfig warns about http1_idle_timeout where the engine does not serve", () => {
+  const tls = "tls: { cert_path: c.pem, key_path: k.pem }\n";
+  const onTls = warnings(`${tls}protocols: { http1_idle_timeout: 10m }\n`);
+  assert.equal(onTls.length, 1);
+  assert.match(onTls[0], /^protocols\.http1_idle_timeout: http1_idle_timeout has no effect here/);
+  assert.equal(
+    warnings("protocols: { http1_engine: deno, http1_idle_timeout: 10m }\n").length,
+    1,
+  );
+  assert.deepEqual(warnings("protocols: { http1_idle_timeout: 10m }\n"), []);
+  assert.deepEqual(warnings(tls), []);
+});

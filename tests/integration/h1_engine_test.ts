@@ -312,6 +312,56 @@ routes:
   assert.equal(counts().relayed, 0);
 });
 
+Deno.test("protocols.http1_idle_timeout closes idle and slow-head connections; a reload changes it", async () => {
+  await using up = await startUpstream(() => new Response("ok"));
+  const dir = await Deno.makeTempDir({ prefix: "prox-engine-" });
+  const file = `${dir}/config.yaml`;
+  const conf = (idle: string) => `
+listen_addr: "127.0.0.1:0"
+protocols: { http1_engine: prox, http1_idle_timeout: ${idle} }
+health_check: { enabled: false }
+routes: { "/": { type: proxy, target: "${up.url}" } }
+`;
+  await Deno.writeTextFile(file, conf("1s"));
+  const server = await startServer({ path: file }, { logger: silentLogger, watch: false });
+  const open = async (first: string) => {
+    const c = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+    await c.write(enc.encode(first));
+    return c;
+  };
+  try {
+    // One kept alive after an answer, one that sent half a head: both closed after about 1 s.
+    const idle = await open("GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+    const half = await open("GET / HTTP/1.1\r\nHost: a\r\n");
+    const began = performance.now();
+    const out = await readFrom(idle); // until the engine closes it
+    const rest = await readFrom(half);
+    half.close();
+    idle.close();
+    assert.match(out, /^HTTP\/1\.1 200 OK\r\n/);
+    assert.equal(rest, "");
+    const waited = performance.now() - began;
+    assert.ok(waited >= 900 && waited < 10_000, `closed after ${waited} ms`);
+    // A reload to 0s (no limit) binds the listener again; a connection outlives the old limit.
+    await Deno.writeTextFile(file, conf("0s"));
+    const r = await server.reload();
+    assert.ok(r.ok, JSON.stringify(r));
+    const kept = await open("GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+    try {
+      assert.match(await readFrom(kept, /\r\n\r\nok/), /^HTTP\/1\.1 200 OK/);
+      // Longer than the old limit (and its sweep): it must still be open.
+      await new Promise((res) => setTimeout(res, 2500));
+      await kept.write(enc.encode("GET /b HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"));
+      assert.match(await readFrom(kept), /^HTTP\/1\.1 200 OK/);
+    } finally {
+      kept.close();
+    }
+  } finally {
+    await server.shutdown();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("the engine relays bodies, h2c and odd requests to Deno.serve with the client's address", async () => {
   await using up = await echoUpstream();
   const { records, logger } = accessLogger();
@@ -613,7 +663,7 @@ Deno.test("a drain closes the connection of a streamed answer once it went out, 
     await new Promise((r) => setTimeout(r, HEAD_GRACE_MS + 200));
     release();
     // The rest of the answer, then the connection closes: it was kept waiting for the client's
-    // next request, which a drain never serves, until the idle limit (75 s).
+    // next request, which a drain never serves, until the idle limit (620 s by default).
     const out = await readFrom(c, undefined, head);
     assert.match(out, /^HTTP\/1\.1 200 OK\r\n[^]*first [^]*last\r\n0\r\n\r\n$/);
     await stopping;

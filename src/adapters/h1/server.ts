@@ -31,8 +31,11 @@ import { HeaderList } from "../../domain/header_list.ts";
 const READ_SIZE = 8 * 1024;
 /** A head not complete within this many bytes is relayed (Deno.serve's limits then apply). */
 const HEAD_LIMIT = 64 * 1024;
-/** A connection idle this long between requests, or this slow to send a head, is closed. */
-export const IDLE_MS = 75_000;
+/**
+ * A connection idle this long between requests, or this slow to send a head, is closed, unless the
+ * listener is given its own limit (`protocols.http1_idle_timeout`).
+ */
+export const IDLE_MS = 620_000;
 /** How long a connection that waited for a turn while a drain began may take to show a request. */
 const LAST_LOOK_MS = 50;
 /**
@@ -66,7 +69,14 @@ const ascii = new TextEncoder();
 /** Starts the engine on `addr`; throws as Deno.listen does when the address cannot be bound. */
 export function listenH1(
   addr: ListenAddr,
-  opts: { handler: Handler; logger: Logger; reusePort?: boolean; metrics?: Metrics },
+  opts: {
+    handler: Handler;
+    logger: Logger;
+    reusePort?: boolean;
+    metrics?: Metrics;
+    /** The idle limit in ms (0: none); IDLE_MS when not given. */
+    idleMs?: number;
+  },
 ): Listener {
   const server = Deno.listen({
     hostname: addr.hostname,
@@ -106,9 +116,10 @@ export function listenH1(
   let graceEnd = 0;
   let graceTimer: ReturnType<typeof setTimeout> | undefined;
   let closed = false;
+  const idleMs = opts.idleMs === 0 ? Infinity : opts.idleMs ?? IDLE_MS;
   const sweeper = setInterval(() => {
     const now = Date.now();
-    for (const c of conns) if (c.waitingSince > 0 && now - c.waitingSince > IDLE_MS) c.close();
+    for (const c of conns) if (c.waitingSince > 0 && now - c.waitingSince > idleMs) c.close();
   }, 1000);
   Deno.unrefTimer(sweeper);
 
