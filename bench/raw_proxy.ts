@@ -7,6 +7,8 @@
 // Usage: deno run -A bench/raw_proxy.ts PORT BACKEND_PORT
 
 const [port, backend] = Deno.args.map(Number);
+// bench/decompose.ts stops this process with SIGINT: exit normally so that --cpu-prof writes.
+Deno.addSignalListener("SIGINT", () => Deno.exit(0));
 interface Upstream {
   conn: Deno.TcpConn;
   buf: Uint8Array<ArrayBuffer>;
