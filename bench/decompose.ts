@@ -133,7 +133,7 @@ if (profDir) {
   for (const r of runs) {
     for await (const f of Deno.readDir(r.prof!)) {
       const top = selfTimes(JSON.parse(await Deno.readTextFile(`${r.prof}/${f.name}`)));
-      console.log(`\n${r.name}: self time per request (µs; start-up and idle time left out)`);
+      console.log(`\n${r.name}: self time per request (µs; start-up counted in, idle left out)`);
       for (const [k, us] of top.slice(0, 25)) {
         console.log(`  ${(us / r.requests).toFixed(2).padStart(7)}  ${k}`);
       }
