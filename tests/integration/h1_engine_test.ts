@@ -312,6 +312,47 @@ routes:
   assert.equal(counts().relayed, 0);
 });
 
+Deno.test("Expect: 100-continue: the engine sends the 100 when the body is read, none before a 413", async () => {
+  await using up = await echoUpstream();
+  await using prox = await startProxy(`
+protocols: { http1_engine: prox }
+health_check: { enabled: false }
+routes:
+  "/": { type: proxy, target: "${up.url}" }
+  "/small": { type: proxy, target: "${up.url}", max_request_body: 5 }
+`);
+  const counts = () => prox.server.listeners[0].counts!;
+  const c = await Deno.connect({ hostname: "127.0.0.1", port: prox.port });
+  try {
+    // The client holds its body back until the 100, as curl does for large uploads.
+    await c.write(
+      enc.encode(
+        "PUT /e HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 10\r\n\r\n",
+      ),
+    );
+    const cont = await readFrom(c, /\r\n\r\n/);
+    assert.equal(cont, "HTTP/1.1 100 Continue\r\n\r\n");
+    await c.write(enc.encode("0123456789"));
+    const out = await readFrom(c, /"body":"0123456789"/);
+    assert.match(out, /^HTTP\/1\.1 200 OK\r\n/);
+    // The Expect field is not passed on (the upstream gets the body at once).
+    assert.doesNotMatch(out, /"expect"/);
+  } finally {
+    c.close();
+  }
+  // Over the route's limit: 413 without a 100, so the body is never sent; the connection closes.
+  const refused = await rawExchange(
+    prox.port,
+    "PUT /small HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 10\r\n\r\n",
+  );
+  assert.match(refused, /^HTTP\/1\.1 413 [^]*connection: close\r\n/);
+  assert.doesNotMatch(refused, /100 Continue/);
+  assert.deepEqual({ served: counts().served, relayed: counts().relayed }, {
+    served: 2,
+    relayed: 0,
+  });
+});
+
 Deno.test("protocols.http1_idle_timeout closes idle and slow-head connections; a reload changes it", async () => {
   await using up = await startUpstream(() => new Response("ok"));
   const dir = await Deno.makeTempDir({ prefix: "prox-engine-" });

@@ -1,7 +1,7 @@
 // The request head parser of Prox's own HTTP/1.1 engine (server.ts). It takes only the plainest
-// requests: HTTP/1.1, an origin-form target, one Host, well-formed fields, no upgrade and no
-// Expect, and no body but one framed by a single Content-Length in plain digits (on a method other
-// than GET and HEAD, whose bodies the pipeline refuses as on Deno.serve).
+// requests: HTTP/1.1, an origin-form target, one Host, well-formed fields, no upgrade, no Expect
+// but `100-continue`, and no body but one framed by a single Content-Length in plain digits (on a
+// method other than GET and HEAD, whose bodies the pipeline refuses as on Deno.serve).
 // Everything else (Transfer-Encoding, a WebSocket or h2c upgrade, the HTTP/2 preface, HTTP/1.0,
 // an odd or malformed head) is not judged here at all: the engine relays that connection to
 // Deno.serve, which answers it as it answers every request with `http1_engine: deno`. So where a
@@ -22,6 +22,8 @@ export interface RequestHead {
   close: boolean;
   /** The body's length (0: none). */
   contentLength: number;
+  /** `Expect: 100-continue` with a body: the client may wait for a 100 before sending it. */
+  expectContinue: boolean;
 }
 
 /**
@@ -83,6 +85,7 @@ export function parseRequestHead(text: string): RequestHead | null {
   let close = false;
   let length = -1;
   let cookie = -1;
+  let expect = false;
   let at = lineEnd + 2;
   for (let lines = 0;; lines++) {
     const end = text.indexOf("\r\n", at);
@@ -108,9 +111,14 @@ export function parseRequestHead(text: string): RequestHead | null {
         if (length >= 0 || !LENGTH.test(value)) return null;
         length = Number(value);
         break;
+      case "expect":
+        // 100-continue (once) is the engine's: it answers 100 when the body is first read. Any
+        // other expectation is Deno.serve's to refuse.
+        if (expect || value.toLowerCase() !== "100-continue") return null;
+        expect = true;
+        break;
       case "transfer-encoding":
       case "upgrade":
-      case "expect":
       case "http2-settings":
         return null;
       case "connection":
@@ -133,7 +141,16 @@ export function parseRequestHead(text: string): RequestHead | null {
   if (host === null) return null;
   // Fetch gives a GET or HEAD no body: the pipeline refuses one that has a body (501), as there.
   if (length > 0 && (method === "GET" || method === "HEAD")) return null;
-  return { method, target, names, values, host, close, contentLength: Math.max(length, 0) };
+  return {
+    method,
+    target,
+    names,
+    values,
+    host,
+    close,
+    contentLength: Math.max(length, 0),
+    expectContinue: expect && length > 0,
+  };
 }
 
 function trimOws(s: string): string {

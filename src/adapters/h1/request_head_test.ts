@@ -49,6 +49,13 @@ Deno.test("parseRequestHead takes a plain HTTP/1.1 request, bodiless or with a s
     "PUT /f HTTP/1.1\r\nHost: a\r\nContent-Length: 999999999999999\r\n\r\n",
   );
   assert.equal(large?.contentLength, 999_999_999_999_999);
+  // Expect: 100-continue is the engine's when a body follows (it sends the 100 itself).
+  const expect = (v: string, len: number) =>
+    parseRequestHead(`PUT / HTTP/1.1\r\nHost: a\r\nExpect: ${v}\r\nContent-Length: ${len}\r\n\r\n`)
+      ?.expectContinue;
+  assert.equal(expect("100-Continue", 5), true);
+  assert.equal(expect("100-continue", 0), false);
+  assert.equal(post?.expectContinue, false);
   const k = parseRequestHead("HEAD / HTTP/1.1\r\nhost: a\r\nconnection: closed\r\n\r\n");
   assert.equal(k?.close, false);
   // Several Cookie fields become one, joined by "; " where the first was (as Deno.serve does).
@@ -76,7 +83,8 @@ Deno.test("parseRequestHead leaves odd bodies, upgrades and oddities to Deno.ser
     "HEAD / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\n",
     "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
     "GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n",
-    "PUT / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 0\r\n\r\n",
+    "PUT / HTTP/1.1\r\nHost: a\r\nExpect: 200-ok\r\nContent-Length: 5\r\n\r\n",
+    "PUT / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n",
     // upgrades, h2c, other versions and forms
     "GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
     "GET / HTTP/1.1\r\nHost: a\r\nHTTP2-Settings: AAA\r\n\r\n",

@@ -300,6 +300,11 @@ export class Conn implements Reader {
   eof = false;
   /** Bytes of the current request's streamed body not read yet (buffered ones included). */
   bodyLeft = 0;
+  /**
+   * The request asked `Expect: 100-continue` and has had no 100 yet: the client may hold its body
+   * back until the first read of it sends one.
+   */
+  awaitsContinue = false;
   /** The body read in progress, if any: reads of the body never overlap. */
   #bodyRead: Promise<unknown> = Promise.resolve();
   /** Settles when serve() has ended for this connection (and it left `conns`). */
@@ -391,8 +396,10 @@ export class Conn implements Reader {
    * then reads of the socket, never past the body's end (a request pipelined behind it stays in
    * the kernel). A client that leaves before its end errors it (and aborts the request's signal).
    */
-  bodyStream(len: number): ReadableStream<Uint8Array> {
+  bodyStream(len: number, expectContinue = false): ReadableStream<Uint8Array> {
     this.bodyLeft = len;
+    // Nothing of the body here yet: the client waits for a 100 (which the first read sends).
+    this.awaitsContinue = expectContinue && this.start === this.end;
     return new ReadableStream<Uint8Array>({
       pull: async (ctl) => {
         const chunk = await this.#bodyChunk();
@@ -416,6 +423,18 @@ export class Conn implements Reader {
 
   async #readBody(): Promise<Uint8Array | null> {
     if (this.bodyLeft === 0) return NO_BYTES;
+    if (this.awaitsContinue) {
+      // Only now, as nginx does: an answer that comes before the body is read (a 413, a refusal)
+      // goes out without the client having sent it. Deno.serve sends the 100 at once.
+      this.awaitsContinue = false;
+      try {
+        await writeAll(this.conn, CONTINUE);
+      } catch {
+        this.eof = true;
+        this.#left?.abort(gone());
+        return null;
+      }
+    }
     if (this.start < this.end) {
       const n = Math.min(this.bodyLeft, this.end - this.start);
       const out = this.buf.slice(this.start, this.start + n);
@@ -523,13 +542,14 @@ async function serve(c: Conn, env: Env): Promise<void> {
       } else if (length > 0) {
         // Streamed as it comes; the pipeline times a pause in it (408 after the route's idle
         // timeout), as on Deno.serve.
-        stream = c.bodyStream(length);
+        stream = c.bodyStream(length, head.expectContinue);
       }
       readGate.busy(c);
       const again = await exchange(c, head, env, body, stream);
       readGate.leave(c);
       // Answered before its whole body came: the rest is dropped, or lingered on before closing.
-      const skipped = c.bodyLeft === 0 || await c.skipBody();
+      // A client still waiting for a 100 may never send it: the connection closes at once.
+      const skipped = c.bodyLeft === 0 || (!c.awaitsContinue && await c.skipBody());
       if (!again || !skipped) return;
     }
   } catch {
@@ -588,8 +608,10 @@ async function exchange(
     env.logger.error("Unhandled error in request handler", { error: String(err) });
     res = new Response("Internal server error\n", { status: 500 });
   }
-  // More body left than is dropped after the answer: the connection closes after it.
-  const keep = !head.close && !env.draining() && c.bodyLeft <= SKIP_BYTES;
+  // More body left than is dropped after the answer, or a body the client may hold back until a
+  // 100 that never came (RFC 9110 §10.1.1): the connection closes after the answer.
+  const keep = !head.close && !env.draining() && c.bodyLeft <= SKIP_BYTES &&
+    !(c.awaitsContinue && c.bodyLeft > 0);
   let ok = false;
   try {
     ok = await writeResponse(c, res, { head: head.method === "HEAD", keep, logger: env.logger });
@@ -767,6 +789,7 @@ async function writeResponse(
 }
 
 const LAST_CHUNK = ascii.encode("0\r\n\r\n");
+const CONTINUE = ascii.encode("HTTP/1.1 100 Continue\r\n\r\n");
 const UNAVAILABLE = ascii.encode(
   "HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
 );
