@@ -446,6 +446,25 @@ Deno.test("a head whose lines end in bare LFs is answered (relayed to Deno.serve
   assert.match(both, /"path":"\/first"[^]*"path":"\/lf"/);
 });
 
+Deno.test("a head that goes wrong before its end gets Deno.serve's 400 at once, not a wait", async () => {
+  await using up = await echoUpstream();
+  await using prox = await engineProxy(up.url);
+  // Deno.serve refuses such a head at its first bad byte; the engine waited for a blank line that
+  // never came (until its 75 s idle limit). Now it relays the head as soon as it cannot be its own.
+  for (
+    const text of [
+      "GET /v HTTP/1.1\r\nHost: a\r\nX-A: 1\r\n\rx", // a lone CR
+      "GET /v HTTP/1.1\r\nHost: a\r\nX-A: 1\rX", // one inside a field line
+      "GET /v HTTP/1.1\r\nHos/: a\r\n", // not a token
+      "GET /v HTTP/1.1\r\nX-A: a\x00", // NUL
+    ]
+  ) {
+    const out = await rawExchange(prox.port, text, undefined, 5_000);
+    assert.match(out, /^HTTP\/1\.1 400 Bad Request\r\n/, JSON.stringify(text));
+  }
+  assert.equal(prox.server.listeners[0].counts?.relayed, 4);
+});
+
 Deno.test("several Cookie fields reach the pipeline and the upstream as one, as on Deno.serve", async () => {
   const heads: string[] = [];
   await using up = rawServer(async (c) => {

@@ -63,6 +63,101 @@ export function headEnd(b: Uint8Array, from: number, to: number): number {
   return -1;
 }
 
+// The states of HeadScan: where in a head the next byte falls.
+const enum S {
+  Method0,
+  Method,
+  Target0,
+  Target,
+  Version,
+  Line,
+  Name,
+  Value,
+  Lf,
+  EndLf,
+  Done,
+}
+const VERSION = "HTTP/1.1\r\n";
+// tchar (RFC 9110 §5.6.2) by byte.
+const IS_TCHAR = new Uint8Array(256);
+for (const ch of "!#$%&'*+-.^_`|~") IS_TCHAR[ch.charCodeAt(0)] = 1;
+for (let i = 0; i < 256; i++) {
+  if ((i >= 48 && i <= 57) || (i >= 65 && i <= 90) || (i >= 97 && i <= 122)) IS_TCHAR[i] = 1;
+}
+
+/**
+ * Checks a head still on its way, byte by byte as it comes (each byte once): whether what came
+ * so far can still begin a head that parseRequestHead takes. One that cannot (a lone CR, a
+ * control byte, a bad name, HTTP/1.0) is relayed at once, so that Deno.serve answers it as on
+ * the default engine (400 at the first bad byte) instead of the engine waiting for a blank line
+ * that may never come. Offsets are from the head's first byte, which stay valid when the read
+ * buffer moves its bytes.
+ */
+export class HeadScan {
+  #state = S.Method0;
+  #at = 0;
+  #k = 0;
+  #lines = 0;
+
+  /** Starts over for the next head. */
+  reset(): void {
+    this.#state = S.Method0;
+    this.#at = this.#k = this.#lines = 0;
+  }
+
+  /** False once `b[from..to)`, the head so far, cannot be one the engine takes. */
+  viable(b: Uint8Array, from: number, to: number): boolean {
+    let s = this.#state;
+    let i = from + this.#at;
+    for (; i < to && s !== S.Done; i++) {
+      const x = b[i];
+      switch (s) {
+        case S.Method0:
+        case S.Method:
+          if (IS_TCHAR[x]) s = S.Method;
+          else if (x === 32 && s === S.Method) s = S.Target0;
+          else return false;
+          break;
+        case S.Target0:
+          if (x !== 47) return false; // origin-form begins with "/"
+          s = S.Target;
+          break;
+        case S.Target:
+          if (x === 32) {
+            s = S.Version;
+            this.#k = 0;
+          } else if (x < 0x21 || x > 0x7e) return false;
+          break;
+        case S.Version:
+          if (x !== VERSION.charCodeAt(this.#k++)) return false;
+          if (this.#k === VERSION.length) s = S.Line;
+          break;
+        case S.Line:
+          if (x === 13) s = S.EndLf;
+          else if (IS_TCHAR[x] && this.#lines++ < MAX_FIELDS) s = S.Name;
+          else return false; // obs-fold, an empty name, a bare LF, too many lines
+          break;
+        case S.Name:
+          if (x === 58) s = S.Value;
+          else if (!IS_TCHAR[x]) return false; // whitespace before the colon among them
+          break;
+        case S.Value:
+          if (x === 13) s = S.Lf;
+          else if (x < 0x20 ? x !== 9 : x === 0x7f) return false;
+          break;
+        case S.Lf:
+        case S.EndLf:
+          if (x !== 10) return false;
+          s = s === S.Lf ? S.Line : S.Done;
+          break;
+      }
+    }
+    this.#state = s;
+    this.#at = i - from;
+    return true;
+  }
+}
+
 /**
  * Parses a head (latin-1 text up to and including its blank line); null when the request is not
  * one the engine takes itself.

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { headEnd, MAX_FIELDS, parseRequestHead } from "./request_head.ts";
+import { headEnd, HeadScan, MAX_FIELDS, parseRequestHead } from "./request_head.ts";
 
 const enc = new TextEncoder();
 
@@ -124,4 +124,57 @@ Deno.test("parseRequestHead takes as many field lines as Deno.serve, and leaves 
   assert.equal(MAX_FIELDS, 128);
   assert.ok(parseRequestHead(head(MAX_FIELDS)));
   assert.equal(parseRequestHead(head(MAX_FIELDS + 1)), null);
+});
+
+Deno.test("HeadScan tells a head on its way that can no longer be the engine's, byte by byte", () => {
+  const latin1 = (t: string) => Uint8Array.from(t, (ch) => ch.charCodeAt(0));
+  /** Feeds `text` in pieces of `step` bytes; the offset of the first piece found not viable. */
+  const scan = (text: string, step: number) => {
+    const b = latin1("xx" + text), s = new HeadScan();
+    for (let to = 2 + step;; to += step) {
+      if (!s.viable(b, 2, Math.min(to, b.length))) return Math.min(to, b.length) - 2;
+      if (to >= b.length) return -1;
+    }
+  };
+  // Every head parseRequestHead takes stays viable to its end, however it is split.
+  const taken = [
+    "GET /a?b=%20 HTTP/1.1\r\nHost: a:1\r\nX-Tab:\ta\tb \r\nX-Obs: caf\xe9\r\nX-E:\r\n\r\n",
+    "M-SEARCH / HTTP/1.1\r\nhost: a\r\n\r\n",
+  ];
+  for (const text of taken) {
+    assert.ok(parseRequestHead(text), text);
+    for (const step of [1, 2, 7, 1000]) assert.equal(scan(text, step), -1, `${text} by ${step}`);
+  }
+  // A head that cannot be taken is found out at its first bad byte, before its blank line, so
+  // that Deno.serve (which refuses it at once) answers it as on the default engine.
+  const bad: [string, string][] = [
+    ["GET /v HTTP/1.1\r\nHost: a\r\n\r", "x"], // a lone CR
+    ["GET /v HTTP/1.1\r\nHost: a\r", "\xff"],
+    ["GET /v HTTP/1.1\r\nHost: a\r\nX-A: 1\r", "X"],
+    ["GET /v HTTP/1.1\r\nHos", "/: a"], // not a token
+    ["GET /v HTTP/1.1\r\nX-A", " : 1"], // whitespace before the colon
+    ["GET /v HTTP/1.1\r\nX-A: 1\r\n", " fold"],
+    ["GET /v HTTP/1.1\r\nX-A: a", "\x00"],
+    ["GET /v HTTP/1.1\r\nX-A: a", "\x7f"],
+    ["GET /v HTTP/1.1\r\nX-A: a", "\nX-B: b"], // a bare LF (Deno.serve's to take)
+    ["GET /v HTTP/1.", "0\r\n"],
+    ["GET ", "http://a/ HTTP/1.1\r\n"],
+    ["GET", "\t/ HTTP/1.1\r\n"],
+    ["", "\r\nGET / HTTP/1.1\r\n"],
+    ["GET /caf", "\xe9 HTTP/1.1\r\n"],
+  ];
+  for (const [good, rest] of bad) {
+    assert.equal(scan(good, 1), -1, JSON.stringify(good));
+    assert.equal(scan(good + rest, 1), good.length + 1, JSON.stringify(good + rest));
+  }
+  // More field lines than Deno.serve takes.
+  let many = "GET / HTTP/1.1\r\n";
+  for (let i = 0; i < MAX_FIELDS; i++) many += `X-${i}: ${i}\r\n`;
+  assert.equal(scan(many, 100), -1);
+  assert.notEqual(scan(many + "X: 1\r\n", 100), -1);
+  // reset() starts over for the next head.
+  const s = new HeadScan(), b = latin1("GET / HTTP/1.1\r\n\r");
+  assert.equal(s.viable(latin1("\x00"), 0, 1), false);
+  s.reset();
+  assert.equal(s.viable(b, 0, b.length), true);
 });

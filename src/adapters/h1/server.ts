@@ -20,7 +20,7 @@ import type { ClientInfo, Handler, Logger, Metrics, RawBodied } from "../../port
 import { latin1 } from "../upstream_h1_wire.ts";
 import { listen, unmapped } from "../http_serve.ts";
 import type { Listener } from "../http_serve.ts";
-import { BODY_LIMIT, headEnd, parseRequestHead } from "./request_head.ts";
+import { BODY_LIMIT, headEnd, HeadScan, parseRequestHead } from "./request_head.ts";
 import type { RequestHead } from "./request_head.ts";
 import { WireRequest } from "./wire_request.ts";
 import { readGate } from "./read_gate.ts";
@@ -296,6 +296,8 @@ export class Conn implements Reader {
   #left: AbortController | null = null;
   /** True from a request's head to the end of its answer. */
   #busy = false;
+  /** What came so far of a head still on its way (request_head.ts). */
+  readonly scan = new HeadScan();
   /** Set when a read saw the end of the client's stream (or an error). */
   eof = false;
   /** Bytes of the current request's streamed body not read yet (buffered ones included). */
@@ -514,10 +516,15 @@ async function serve(c: Conn, env: Env): Promise<void> {
         c.watching = null;
       }
       if (c.eof) return;
+      c.scan.reset();
       let end = headEnd(c.buf, c.start, c.end);
       while (end < 0) {
         const scanned = c.end - c.start;
-        if (scanned >= HEAD_LIMIT) return await env.relay(c, unread(c));
+        // A head that cannot become one the engine takes is Deno.serve's at once (which may
+        // refuse it before its end), as is one over the limit.
+        if (scanned >= HEAD_LIMIT || !c.scan.viable(c.buf, c.start, c.end)) {
+          return await env.relay(c, unread(c));
+        }
         // While draining, a read that brings nothing soon closes the connection: a new head has
         // LAST_LOOK_MS, one begun before the drain what is left of HEAD_GRACE_MS.
         const more = !env.draining()
