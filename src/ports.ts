@@ -23,6 +23,12 @@ export interface ClientInfo {
    */
   completed?: Promise<void>;
   /**
+   * The request's authority, where the listener knows it better than the request URL: Deno.serve
+   * makes up `localhost:<its port>` for a request without one, and a relayed request's listener
+   * (h1/server.ts) is not the port the client connected to.
+   */
+  authority?: string;
+  /**
    * Set by a listener that writes answers to the socket itself (Prox's own HTTP/1.1 engine):
    * an upstream's buffered answer may then be a lean stand-in for a Response (wire_response.ts).
    */

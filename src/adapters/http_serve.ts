@@ -128,6 +128,12 @@ export function listen(
         tls,
         completed: info.completed,
       };
+      // A request without an authority (no Host) gets `localhost:<this listener's port>` from
+      // Deno: a relayed one names the port its client connected to, as on the default engine.
+      if (opts.localPort !== undefined && ci.protocol !== "http/1.1") {
+        const made = `http://localhost:${localPort}/`;
+        if (req.url.startsWith(made)) ci.authority = `localhost:${opts.localPort}`;
+      }
       const m = opts.metrics;
       if (m) {
         m.connectionOpened(ci.protocol);

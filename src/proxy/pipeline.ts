@@ -126,7 +126,7 @@ export function identify(
   // else the Host field's (RFC 9112 §3.2.2, RFC 9113 §8.3.1): the request URL's authority either
   // way. Most request URLs need no parsing: a URL object is made only for an unusual one.
   const hostField = req.headers.get("host");
-  let host = authorityOf(req.url);
+  let host = info.authority ?? authorityOf(req.url);
   let path = plainPath(req.url);
   let invalid: string | null = null;
   if (hostField !== null && !HOST_FIELD.test(hostField)) invalid = "Invalid Host header";
