@@ -478,6 +478,23 @@ Deno.test("a request without Host names the listener's port, relayed as on Deno.
   }
 });
 
+Deno.test("a HEAD answered without a body (a redirect) says Content-Length 0, as its GET does", async () => {
+  await using up = await echoUpstream();
+  await using prox = await engineProxy(
+    up.url,
+    `  "/old": { type: redirect, target: "/new", status_code: 308 }`,
+  );
+  const out = await rawExchange(
+    prox.port,
+    "GET /old/x HTTP/1.1\r\nHost: a\r\n\r\nHEAD /old/x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+  );
+  const [get, head] = out.split(/(?=HTTP\/1\.1 308)/);
+  assert.match(get, /\r\ncontent-length: 0\r\n/);
+  // Deno.serve says so too; the engine said nothing.
+  assert.match(head, /^HTTP\/1\.1 308 [^]*\r\ncontent-length: 0\r\n[^]*\r\n\r\n$/);
+  assert.equal(prox.server.listeners[0].counts?.served, 2);
+});
+
 Deno.test("several Cookie fields reach the pipeline and the upstream as one, as on Deno.serve", async () => {
   const heads: string[] = [];
   await using up = rawServer(async (c) => {

@@ -718,10 +718,11 @@ async function writeResponse(
   }
   const body = res.body;
   if (o.head || noContent) {
-    // No content follows; a HEAD's or a 304's length describes the GET's (RFC 9110 §8.6).
+    // No content follows; a HEAD's or a 304's length describes the GET's (RFC 9110 §8.6), which
+    // for an answer without a body (a redirect) is 0, as Deno.serve says too.
     if (length !== null && !(status === 204 || status < 200)) {
       text += `content-length: ${length}\r\n`;
-    }
+    } else if (body === null && !noContent) text += "content-length: 0\r\n";
     if (!keep) text += "connection: close\r\n";
     body?.cancel().catch(() => {});
     await writeAll(c.conn, headBytes(text + "\r\n"));
