@@ -1,0 +1,88 @@
+// Differences between the two HTTP/1.1 engines that are deliberate (README "Prox's own HTTP/1.1
+// engine"): each is a rewrite of a normalized outcome (_h1_diff.ts) that makes the two sides
+// equal where the difference is this one and no other. The differential test accepts a pair only
+// when the rewrites of all of them make it equal.
+import type { Normalized } from "./_h1_diff.ts";
+
+type Fields = [string, string][];
+
+/** A known, deliberate difference. */
+export interface Known {
+  name: string;
+  rewrite(o: Normalized): Normalized;
+}
+
+/**
+ * Same-name fields joined with ", " in order (Set-Cookie excepted), as Fetch's Headers do, as
+ * lists without empty elements.
+ */
+function joined(fields: Fields): Fields {
+  const out: Fields = [];
+  for (const [k, v] of fields) {
+    const prior = k === "set-cookie" ? undefined : out.find(([n]) => n === k);
+    if (prior) prior[1] += ", " + v;
+    else out.push([k, v]);
+  }
+  // Empty list elements count for nothing (RFC 9110 §5.6.1): ", a" is "a".
+  return out.map(([k, v]) => [k, v.split(",").map((e) => e.trim()).filter((e) => e).join(", ")]);
+}
+
+export const KNOWN: Known[] = [
+  {
+    // RFC 9112 §4: the reason phrase is advisory. The engine passes an upstream's on (as nginx
+    // does; one that is not a valid reason-phrase is replaced) and words its own answers as RFC
+    // 9110 does (413 "Content Too Large"); Deno.serve writes its own for every status.
+    name: "the reason phrase",
+    rewrite: (o) => ({ ...o, answers: o.answers.map((a) => ({ ...a, reason: "" })) }),
+  },
+  {
+    // RFC 9110 §5.3: a recipient may join them. The engine sends the client's fields as they
+    // came; Deno.serve's Headers join them (a HEAD's answer, which the engine takes from a Fetch
+    // Response, comes joined from the engine too).
+    name: "fields of one name go on as separate lines",
+    rewrite: (o) => ({
+      ...o,
+      answers: o.answers.map((a) => ({ ...a, fields: joined(a.fields) })),
+      upstream: o.upstream.map((s) => ({ ...s, fields: joined(s.fields) })),
+    }),
+  },
+  {
+    // RFC 9110 §8.6: a 304 may carry the length the 200 would have; Deno.serve drops it.
+    name: "a 304 keeps the upstream's Content-Length",
+    rewrite: (o) => ({
+      ...o,
+      answers: o.answers.map((a) =>
+        a.status === 304 ? { ...a, fields: a.fields.filter(([k]) => k !== "content-length") } : a
+      ),
+    }),
+  },
+  {
+    // Deno.serve sends a 205 without Content-Length and keeps the connection (a client reading
+    // to the end waits); the engine sends `content-length: 0`, and the connection serves on.
+    name: "a 205 has Content-Length 0 and the connection stays usable",
+    rewrite: (o) => {
+      const i = o.answers.findIndex((a) => a.status === 205);
+      if (i < 0) return o;
+      const answers = o.answers.slice(0, i + 1).map((a) =>
+        a.status === 205
+          ? {
+            ...a,
+            framing: "none",
+            body: "",
+            fields: a.fields.filter(([k]) => k !== "content-length"),
+          }
+          : a
+      );
+      return {
+        end: "205",
+        answers,
+        upstream: o.upstream.filter((s) => !s.line.includes("/__probe")),
+      };
+    },
+  },
+];
+
+/** Applies every known difference's rewrite. */
+export function knownRewrites(o: Normalized): Normalized {
+  return KNOWN.reduce((x, k) => k.rewrite(x), o);
+}
