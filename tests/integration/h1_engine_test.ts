@@ -495,6 +495,34 @@ Deno.test("a HEAD answered without a body (a redirect) says Content-Length 0, as
   assert.equal(prox.server.listeners[0].counts?.served, 2);
 });
 
+Deno.test("a streamed answer on a connection that closes after it is logged as complete", async () => {
+  await using up = await startUpstream(() =>
+    new Response(
+      new ReadableStream({
+        start(c) {
+          c.enqueue(enc.encode("part1;"));
+          c.enqueue(enc.encode("part2;"));
+          c.close();
+        },
+      }),
+    )
+  );
+  const { records, logger } = accessLogger();
+  await using prox = await engineProxy(up.url, "", logger);
+  // The client asks to close after the answer: the whole answer went out all the same, but the
+  // engine said otherwise, and the access log read "incomplete" (so did every streamed answer,
+  // and Prox's own error pages, while a drain closed connections).
+  const out = await rawExchange(
+    prox.port,
+    "GET /s HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+  );
+  assert.match(out, /part1;[^]*part2;\r\n0\r\n\r\n$/);
+  await waitFor(() => records.length === 1, { what: "the access record" });
+  assert.equal(records[0].status, 200);
+  assert.equal(records[0].bytesOut, 12);
+  assert.equal(records[0].incomplete, undefined);
+});
+
 Deno.test("several Cookie fields reach the pipeline and the upstream as one, as on Deno.serve", async () => {
   const heads: string[] = [];
   await using up = rawServer(async (c) => {

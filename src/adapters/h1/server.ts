@@ -680,7 +680,8 @@ const FRAMING = new Set(["connection", "keep-alive", "transfer-encoding", "conte
 
 /**
  * Writes `res` to the client: its head, then its body framed by Content-Length when known, else
- * chunked. True when the whole answer went out and the connection can carry another.
+ * chunked. True when the whole answer went out (the connection then carries another unless the
+ * client or a drain asked to close it: `o.keep`).
  */
 async function writeResponse(
   c: Conn,
@@ -701,7 +702,7 @@ async function writeResponse(
     text += k + ": " + v + "\r\n";
   });
   if (!date) text += "date: " + httpDate() + "\r\n";
-  let keep = o.keep;
+  const keep = o.keep;
   const noContent = status === 204 || status === 304 || status < 200;
   const raw = (res as RawBodied)[RAW_BODY];
   if (raw !== undefined && !o.head && !noContent && !res.bodyUsed) {
@@ -788,12 +789,9 @@ async function writeResponse(
     }
     sent += bytes.byteLength;
   }
-  if (declared >= 0) {
-    if (sent < declared) keep = false;
-    return keep && sent === declared;
-  }
+  if (declared >= 0) return sent === declared;
   await writeAll(c.conn, LAST_CHUNK);
-  return keep;
+  return true;
 }
 
 const LAST_CHUNK = ascii.encode("0\r\n\r\n");
