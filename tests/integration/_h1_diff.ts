@@ -8,6 +8,9 @@ import type { TestProxy } from "./_proxy.ts";
 import { ByteReader, bytes, recordingUpstream } from "./_h1_diff_upstream.ts";
 import type { Seen } from "./_h1_diff_upstream.ts";
 import { knownRewrites } from "./_h1_diff_known.ts";
+import { waitFor } from "../_harness.ts";
+import { silentLogger } from "../../src/ports.ts";
+import type { Logger } from "../../src/ports.ts";
 
 /** One answer as a client reads it. */
 export interface Answer {
@@ -25,6 +28,8 @@ export interface Outcome {
   /** How the exchange ended: the server closed, left it open (a probe was answered), or went silent. */
   end: "closed" | "open" | "silent" | "malformed";
   upstream: Seen[];
+  /** The access records Prox wrote for the exchange. */
+  access: Record<string, unknown>[];
 }
 
 /** Reads one answer (its 1xx heads skipped into `interim`); null when the stream ended first. */
@@ -107,7 +112,7 @@ export async function exchange(
   port: number,
   input: Input,
   quietMs = 500,
-): Promise<Omit<Outcome, "upstream">> {
+): Promise<Omit<Outcome, "upstream" | "access">> {
   const c = await Deno.connect({ hostname: "127.0.0.1", port });
   const r = new ByteReader(c);
   let timer: ReturnType<typeof setTimeout> | undefined;
@@ -221,19 +226,32 @@ export async function diffRig() {
   // PROX_H1_ENGINE would force one engine on both: each config says its own here.
   const forced = Deno.env.get("PROX_H1_ENGINE");
   Deno.env.delete("PROX_H1_ENGINE");
+  // Each instance's access records (what an operator sees of a request).
+  const logs = { deno: [] as Record<string, unknown>[], prox: [] as Record<string, unknown>[] };
+  const logger = (into: Record<string, unknown>[]): Logger => ({
+    ...silentLogger,
+    info: (m: string, f?: Record<string, unknown>) => {
+      if (m === "access") into.push(f!);
+    },
+  });
   let deno: TestProxy, prox: TestProxy;
   try {
-    deno = await startProxy(diffConfig(up.url, "deno", root));
-    prox = await startProxy(diffConfig(up.url, "prox", root));
+    deno = await startProxy(diffConfig(up.url, "deno", root), { logger: logger(logs.deno) });
+    prox = await startProxy(diffConfig(up.url, "prox", root), { logger: logger(logs.prox) });
   } finally {
     if (forced !== undefined) Deno.env.set("PROX_H1_ENGINE", forced);
   }
   /** Runs `input` against one engine and returns what the client and the upstream saw. */
   const run = async (which: "deno" | "prox", input: Input, quietMs?: number): Promise<Outcome> => {
     up.seen.length = 0;
+    logs[which].length = 0;
     const port = which === "deno" ? deno.port : prox.port;
     const o = await exchange(port, input, quietMs);
-    return { ...o, upstream: up.seen.splice(0) };
+    // A request is logged once its answer went out, which may be just after the client read it.
+    // Answers without a request id are Deno.serve's own (a 400 for a malformed head): not logged.
+    const logged = o.answers.filter((a) => a.fields.some(([k]) => k === "x-request-id")).length;
+    await waitFor(() => logs[which].length >= logged, { timeoutMs: 2000 }).catch(() => {});
+    return { ...o, upstream: up.seen.splice(0), access: logs[which].splice(0) };
   };
   return {
     deno: deno!,
@@ -252,6 +270,9 @@ export async function diffRig() {
 /** Fields that differ between any two runs (time, request ids, ports): masked before comparing. */
 const VOLATILE = new Set(["date", "x-request-id", "last-modified", "etag"]);
 
+/** Access record fields that differ between any two runs (times, ids). */
+const ACCESS_VOLATILE = new Set(["time", "durationMs", "upstreamMs", "requestId", "ttfbMs"]);
+
 /** An outcome in comparable form (normalize). */
 export interface Normalized {
   end: string;
@@ -264,6 +285,7 @@ export interface Normalized {
     trailers?: string;
   }[];
   upstream: { line: string; fields: [string, string][]; body: string }[];
+  access: Record<string, unknown>[];
 }
 
 /**
@@ -289,6 +311,14 @@ export function normalize(o: Outcome, port: number): Normalized {
       ...(a.trailers === undefined ? {} : { trailers: a.trailers }),
     })),
     upstream: o.upstream.map((s) => ({ line: s.line, fields: fields(s.fields), body: s.body })),
+    // Sorted, not in the order they were written: pipelined requests' answers may end in either order.
+    access: o.access.map((r) =>
+      Object.fromEntries(
+        Object.entries(r).filter(([k]) => !ACCESS_VOLATILE.has(k)).map((
+          [k, v],
+        ) => [k, typeof v === "string" ? mask(v) : v]),
+      )
+    ).sort((a, b) => JSON.stringify(a) < JSON.stringify(b) ? -1 : 1),
   };
 }
 

@@ -77,6 +77,7 @@ export const KNOWN: Known[] = [
         end: "205",
         answers,
         upstream: o.upstream.filter((s) => !s.line.includes("/__probe")),
+        access: o.access.filter((r) => r.path !== "/__probe"),
       };
     },
   },

@@ -62,6 +62,25 @@ const ANSWERS: Record<string, (seen: Seen) => string[]> = {
   reasonobs: () => ["HTTP/1.1 200 \xe9t\xe9\r\nContent-Length: 2\r\n\r\nok"],
   reasontab: () => ["HTTP/1.1 200 O\tK \r\nContent-Length: 2\r\n\r\nok"],
   reasonlong: () => [`HTTP/1.1 200 ${"R".repeat(5000)}\r\nContent-Length: 2\r\n\r\nok`],
+  "101": () => [
+    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\nraw bytes",
+  ],
+  "600": () => ["HTTP/1.1 600 Six Hundred\r\nContent-Length: 2\r\n\r\nok"],
+  "999": () => ["HTTP/1.1 999 Nines\r\nContent-Length: 2\r\n\r\nok"],
+  "199": () => ["HTTP/1.1 199 Odd\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"],
+  "http10": () => ["HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok"],
+  "http10close": () => ["HTTP/1.0 200 OK\r\n\r\nuntil the end", ""],
+  "lf": () => ["HTTP/1.1 200 OK\nContent-Length: 2\nX-Lf: 1\n\nok"],
+  "cl2": () => ["HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok"],
+  "cllist": () => ["HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\n\r\nok"],
+  "tecl": () => [
+    "HTTP/1.1 200 OK\r\nContent-Length: 50\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+  ],
+  "ctl": () => ["HTTP/1.1 200 OK\r\nX-Ctl: a\x01b\r\nContent-Length: 2\r\n\r\nok"],
+  "date":
+    () => ["HTTP/1.1 200 OK\r\nDate: Mon, 01 Jan 2001 00:00:00 GMT\r\nContent-Length: 2\r\n\r\nok"],
+  "server":
+    () => ["HTTP/1.1 200 OK\r\nServer: upstream/1\r\nVia: 1.0 up\r\nContent-Length: 2\r\n\r\nok"],
   reason404: () => ["HTTP/1.1 404 Gone Fishing\r\nContent-Length: 2\r\n\r\nno"],
   obs: () => ["HTTP/1.1 200 OK\r\nX-Obs: caf\xe9 \xff\r\nContent-Length: 2\r\n\r\nok"],
   dup: () => [
