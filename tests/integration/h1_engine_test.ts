@@ -523,6 +523,38 @@ Deno.test("a streamed answer on a connection that closes after it is logged as c
   assert.equal(records[0].incomplete, undefined);
 });
 
+Deno.test("a client that ends its side while its request waits gets no stand-in answer", async () => {
+  let arrived!: () => void;
+  const seen = new Promise<void>((r) => arrived = r);
+  // An upstream that answers only when Prox gives up on it (or after 5 s).
+  await using up = await startUpstream((req) => {
+    arrived();
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => resolve(new Response("late")), 5_000);
+      req.signal.addEventListener("abort", () => {
+        clearTimeout(timer);
+        resolve(new Response("aborted"));
+      });
+    });
+  });
+  const { records, logger } = accessLogger();
+  await using prox = await engineProxy(up.url, "", logger);
+  const c = await Deno.connect({ hostname: "127.0.0.1", port: prox.port });
+  try {
+    await c.write(enc.encode("GET /wait HTTP/1.1\r\nHost: a\r\n\r\n"));
+    await seen;
+    // The end of the client's stream reads as the client leaving (as on Deno.serve): the request
+    // is aborted and logged 499. The pipeline's stand-in answer for that (a 400) went out, which a
+    // client that only half-closed read as the answer to its request.
+    await c.closeWrite();
+    await waitFor(() => records.length === 1, { what: "the access record" });
+    assert.equal(records[0].status, 499);
+    assert.equal(await readFrom(c), "");
+  } finally {
+    c.close();
+  }
+});
+
 Deno.test("several Cookie fields reach the pipeline and the upstream as one, as on Deno.serve", async () => {
   const heads: string[] = [];
   await using up = rawServer(async (c) => {

@@ -479,6 +479,11 @@ export class Conn implements Reader {
     }
   }
 
+  /** Whether the client left during the current exchange (as `watch` saw). */
+  get left(): boolean {
+    return this.#left?.signal.aborted === true;
+  }
+
   /** Marks the start (true) or end (false) of an exchange. */
   exchanging(busy: boolean): void {
     this.#busy = busy;
@@ -621,7 +626,13 @@ async function exchange(
     !(c.awaitsContinue && c.bodyLeft > 0);
   let ok = false;
   try {
-    ok = await writeResponse(c, res, { head: head.method === "HEAD", keep, logger: env.logger });
+    // A client that left gets no answer (the pipeline's is a stand-in 400 for a 499): one that
+    // only ended its sending side would read it as the answer to its request. Deno.serve too
+    // writes nothing once the client's stream ended.
+    if (c.left) await res.body?.cancel().catch(() => {});
+    else {
+      ok = await writeResponse(c, res, { head: head.method === "HEAD", keep, logger: env.logger });
+    }
   } finally {
     c.exchanging(false);
     settle(ok);
