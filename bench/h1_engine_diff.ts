@@ -1,23 +1,27 @@
 // deno-lint-ignore-file no-console
 // Differential run of Prox's own HTTP/1.1 engine against Deno.serve: the same bytes to two Prox
-// instances (one per engine) on one recording upstream, printing every case where what the client
-// got or what the upstream saw differs (tests/integration/_h1_diff.ts). The fixed corpus runs in
-// CI (tests/integration/h1_engine_diff_test.ts); this adds seeded random mutations.
+// instances (one per engine) on one recording upstream, printing every case where what the
+// client got, what the upstream saw or what the access log says differs
+// (tests/integration/_h1_diff.ts). The fixed corpus and 300 random inputs run in CI
+// (tests/integration/h1_engine_diff_test.ts); this runs more.
 //   deno run -A bench/h1_engine_diff.ts [seed, default 1] [count, default 300]
-//     [--corpus | --structured] [--all] [--show=TEXT]
+//     [--corpus | --structured | --half-close] [--all] [--show=TEXT]
 // Without a flag: `count` random mutations of the corpus (mostly heads the engine relays);
 // --structured: `count` well-formed requests built at random (the engine's own ground);
-// --corpus: the fixed corpus alone; --all: known differences too; --show: print matching cases.
+// --corpus: the fixed corpus alone; --half-close: clients that end their sending side (the
+// outcome depends on timing); --all: known differences too; --show: print matching cases.
 // A difference prints its case name (with seed and index to replay), the input, and both sides.
 import { compare, diffRig } from "../tests/integration/_h1_diff.ts";
 import type { Input } from "../tests/integration/_h1_diff.ts";
-import { corpus } from "../tests/integration/_h1_diff_corpus.ts";
+import { corpus, halfCloses } from "../tests/integration/_h1_diff_corpus.ts";
 import { mutations, structured } from "../tests/integration/_h1_diff_random.ts";
 
 const seed = Number(Deno.args[0] ?? 1);
 const count = Number(Deno.args[1] ?? 300);
 const inputs: Input[] = Deno.args.includes("--corpus")
   ? corpus()
+  : Deno.args.includes("--half-close")
+  ? halfCloses()
   : Deno.args.includes("--structured")
   ? structured(seed, count)
   : mutations(seed, count);

@@ -99,6 +99,8 @@ export interface Input {
   writes: string[];
   /** Milliseconds between writes (default 0: back to back, still separate writes). */
   pauseMs?: number;
+  /** Ends the client's sending side after the writes (a half-close; no probe can follow). */
+  halfClose?: boolean;
 }
 
 const PROBE = "GET /__probe HTTP/1.1\r\nHost: probe.test\r\nConnection: close\r\n\r\n";
@@ -139,6 +141,7 @@ export async function exchange(
         break; // closed on us (an early 400): read what came
       }
     }
+    if (input.halfClose) await (c as Deno.TcpConn).closeWrite().catch(() => {});
     for (;;) {
       const a = await readAnswer(r, expected[answers.length] === "HEAD");
       if (a === "malformed") {
@@ -153,7 +156,7 @@ export async function exchange(
       if (a.status >= 100 && a.status < 200) continue;
       answers.push(a);
       if (answers.length < expected.length) continue;
-      if (a.framing === "close") break;
+      if (a.framing === "close" || input.halfClose) break;
       // All answered: is the connection still open? A probe on it tells.
       try {
         await writeAll(c, bytes(PROBE));

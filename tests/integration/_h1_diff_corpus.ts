@@ -404,3 +404,36 @@ export function corpus(): Input[] {
   out.push(one("static POST", req("POST", "/files/a.txt", ["Content-Length: 1"], { body: "x" })));
   return out;
 }
+
+/**
+ * Clients that end their sending side after their requests (a half-close) and wait for the
+ * answers: not in the corpus, as either engine takes the end of the stream for the client
+ * leaving, and what came before is a matter of timing (README "Prox's own HTTP/1.1 engine").
+ */
+export function halfCloses(): Input[] {
+  const out: Input[] = [];
+  for (const mode of ["echo", "slow", "slowchunked", "big", "close"]) {
+    out.push({
+      name: `half-close, answer ${mode}`,
+      writes: [req("GET", "/hc", [`X-Answer: ${mode}`])],
+      halfClose: true,
+    });
+  }
+  out.push({
+    name: "half-close, POST",
+    writes: [req("POST", "/hc", ["Content-Length: 5", "X-Answer: slow"], { body: "hello" })],
+    halfClose: true,
+  });
+  out.push({
+    name: "half-close, pipelined",
+    writes: [
+      req("GET", "/hc1", ["X-Answer: slow"]) + req("HEAD", "/hc2") +
+      req("GET", "/hc3", ["X-Answer: slowchunked"]),
+    ],
+    halfClose: true,
+  });
+  out.push({ name: "half-close, upstream down", writes: [req("GET", "/dead")], halfClose: true });
+  out.push({ name: "half-close, static", writes: [req("GET", "/files/a.txt")], halfClose: true });
+
+  return out;
+}

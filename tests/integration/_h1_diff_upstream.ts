@@ -77,6 +77,11 @@ const ANSWERS: Record<string, (seen: Seen) => string[]> = {
     "HTTP/1.1 200 OK\r\nContent-Length: 50\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
   ],
   "ctl": () => ["HTTP/1.1 200 OK\r\nX-Ctl: a\x01b\r\nContent-Length: 2\r\n\r\nok"],
+  valuecr: () => ["HTTP/1.1 200 OK\r\nX-Cr: a\rSet-Cookie: evil=1\r\nContent-Length: 2\r\n\r\nok"],
+  valuenul: () => ["HTTP/1.1 200 OK\r\nX-Nul: a\x00b\r\nContent-Length: 2\r\n\r\nok"],
+  namespace: () => ["HTTP/1.1 200 OK\r\nX-Sp : a\r\nContent-Length: 2\r\n\r\nok"],
+  nameodd: () => ["HTTP/1.1 200 OK\r\nX(Odd): a\r\nContent-Length: 2\r\n\r\nok"],
+  fold: () => ["HTTP/1.1 200 OK\r\nX-F: a\r\n b\r\nContent-Length: 2\r\n\r\nok"],
   "date":
     () => ["HTTP/1.1 200 OK\r\nDate: Mon, 01 Jan 2001 00:00:00 GMT\r\nContent-Length: 2\r\n\r\nok"],
   "server":

@@ -177,8 +177,9 @@ export function listenH1(
       peers.set(key, c.peer);
       try {
         await writeAll(to, bytes);
-        // A client that ends its side (a half-close after its last request) still gets its
-        // answers; once Deno.serve ends the connection, nothing more can come back, and both
+        // A client that ends its side (a half-close after its last request) gets whatever
+        // Deno.serve still sends (which takes that end for the client leaving, as it does
+        // unrelayed); once Deno.serve ends the connection, nothing more can come back, and both
         // sockets close (the client's in serve()).
         void pipe(c.conn, to, true);
         await pipe(to, c.conn, false);
