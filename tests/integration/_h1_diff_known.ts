@@ -1,7 +1,7 @@
 // Differences between the two HTTP/1.1 engines that are deliberate (README "Prox's own HTTP/1.1
-// engine"): each is a rewrite of a normalized outcome (_h1_diff.ts) that makes the two sides
-// equal where the difference is this one and no other. The differential test accepts a pair only
-// when the rewrites of all of them make it equal.
+// engine"): each is a rewrite of a pair of normalized outcomes (_h1_diff.ts, Deno.serve's and the
+// engine's) that makes them equal where the difference is this one and no other. The
+// differential test accepts a pair only when the rewrites of all of them make it equal.
 import type { Normalized } from "./_h1_diff.ts";
 
 type Fields = [string, string][];
@@ -9,8 +9,15 @@ type Fields = [string, string][];
 /** A known, deliberate difference. */
 export interface Known {
   name: string;
-  rewrite(o: Normalized): Normalized;
+  rewrite(deno: Normalized, prox: Normalized): [Normalized, Normalized];
 }
+
+/** A rewrite of either side alike. */
+const each = (f: (o: Normalized) => Normalized) => (d: Normalized, p: Normalized) =>
+  [f(d), f(p)] as [Normalized, Normalized];
+
+const hasClose = (a: Normalized["answers"][number]) =>
+  a.fields.some(([k, v]) => k === "connection" && v === "close");
 
 /**
  * Same-name fields joined with ", " in order (Set-Cookie excepted), as Fetch's Headers do, as
@@ -33,34 +40,34 @@ export const KNOWN: Known[] = [
     // does; one that is not a valid reason-phrase is replaced) and words its own answers as RFC
     // 9110 does (413 "Content Too Large"); Deno.serve writes its own for every status.
     name: "the reason phrase",
-    rewrite: (o) => ({ ...o, answers: o.answers.map((a) => ({ ...a, reason: "" })) }),
+    rewrite: each((o) => ({ ...o, answers: o.answers.map((a) => ({ ...a, reason: "" })) })),
   },
   {
     // RFC 9110 §5.3: a recipient may join them. The engine sends the client's fields as they
     // came; Deno.serve's Headers join them (a HEAD's answer, which the engine takes from a Fetch
     // Response, comes joined from the engine too).
     name: "fields of one name go on as separate lines",
-    rewrite: (o) => ({
+    rewrite: each((o) => ({
       ...o,
       answers: o.answers.map((a) => ({ ...a, fields: joined(a.fields) })),
       upstream: o.upstream.map((s) => ({ ...s, fields: joined(s.fields) })),
-    }),
+    })),
   },
   {
     // RFC 9110 §8.6: a 304 may carry the length the 200 would have; Deno.serve drops it.
     name: "a 304 keeps the upstream's Content-Length",
-    rewrite: (o) => ({
+    rewrite: each((o) => ({
       ...o,
       answers: o.answers.map((a) =>
         a.status === 304 ? { ...a, fields: a.fields.filter(([k]) => k !== "content-length") } : a
       ),
-    }),
+    })),
   },
   {
     // Deno.serve sends a 205 without Content-Length and keeps the connection (a client reading
     // to the end waits); the engine sends `content-length: 0`, and the connection serves on.
     name: "a 205 has Content-Length 0 and the connection stays usable",
-    rewrite: (o) => {
+    rewrite: each((o) => {
       const i = o.answers.findIndex((a) => a.status === 205);
       if (i < 0) return o;
       const answers = o.answers.slice(0, i + 1).map((a) =>
@@ -79,11 +86,41 @@ export const KNOWN: Known[] = [
         upstream: o.upstream.filter((s) => !s.line.includes("/__probe")),
         access: o.access.filter((r) => r.path !== "/__probe"),
       };
+    }),
+  },
+  {
+    // An answer that comes before the request's body was read (a 413, a redirect, a refusal):
+    // the engine reads and drops the rest of the body and the connection serves on; Deno.serve
+    // says `connection: close` and closes it. The rest of the exchange is then the engine's alone.
+    name: "an answer before the body keeps the connection",
+    rewrite: (d, p) => {
+      const i = d.answers.findIndex(hasClose);
+      const a = d.answers[i], b = p.answers[i];
+      if (i < 0 || d.end !== "closed" || !b || b.status !== a.status || hasClose(b)) return [d, p];
+      const cut = (o: Normalized): Normalized => ({
+        end: "closed",
+        answers: o.answers.slice(0, i + 1).map((x) => ({
+          ...x,
+          fields: x.fields.filter(([k]) => k !== "connection"),
+        })),
+        upstream: o.upstream.slice(0, d.upstream.length),
+        // The requests Deno.serve never read are the engine's alone.
+        access: o.access.filter((r) => d.access.some((x) => x.path === r.path)),
+      });
+      return [cut(d), cut(p)];
     },
   },
 ];
 
-/** Applies every known difference's rewrite. */
-export function knownRewrites(o: Normalized): Normalized {
-  return KNOWN.reduce((x, k) => k.rewrite(x), o);
+/** Applies the known differences' rewrites (all, or all but `skip`) to Deno.serve's and the
+ * engine's outcomes. */
+export function knownRewrites(
+  deno: Normalized,
+  prox: Normalized,
+  skip?: Known,
+): [Normalized, Normalized] {
+  return KNOWN.filter((k) => k !== skip).reduce(
+    ([d, p], k) => k.rewrite(d, p),
+    [deno, prox] as [Normalized, Normalized],
+  );
 }
