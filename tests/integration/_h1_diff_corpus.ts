@@ -337,6 +337,60 @@ export function corpus(): Input[] {
     ),
   );
 
+  // Bodies the engine streams (larger than 64 KiB, or still on their way), and early answers.
+  const big = "B".repeat(200_000);
+  out.push({
+    name: "streamed body in three writes",
+    writes: [
+      req("POST", "/sb", ["Content-Length: 200000"], { body: big.slice(0, 1000) }),
+      big.slice(1000, 150_000),
+      big.slice(150_000) + req("GET", "/after"),
+    ],
+    pauseMs: 10,
+  });
+  out.push({
+    name: "body in ten pieces, then a request",
+    writes: [
+      req("PUT", "/sb", ["Content-Length: 100"]),
+      ...Array.from({ length: 10 }, (_, i) => "0123456789" + (i === 9 ? req("GET", "/after") : "")),
+    ],
+    pauseMs: 5,
+  });
+  out.push(
+    one(
+      "large body, upstream down",
+      req("POST", "/dead", ["Content-Length: 200000"], { body: big }) + req("GET", "/after"),
+    ),
+  );
+  out.push(
+    one(
+      "large body over the route's limit",
+      req("POST", "/small", ["Content-Length: 200000"], { body: big }) + req("GET", "/after"),
+    ),
+  );
+  out.push({
+    name: "body over the route's limit, late",
+    writes: [
+      req("POST", "/small", ["Content-Length: 20"]),
+      "0123456789",
+      "0123456789" + req("GET", "/after"),
+    ],
+    pauseMs: 10,
+  });
+  out.push(
+    one(
+      "large body to a redirect",
+      req("POST", "/old/x", ["Content-Length: 200000"], { body: big }) + req("GET", "/after"),
+    ),
+  );
+  out.push(
+    one(
+      "large body, answer early",
+      req("POST", "/sb", ["Content-Length: 200000", "X-Answer: 418"], { body: big }) +
+        req("GET", "/after"),
+    ),
+  );
+
   // Answers (the upstream's way of answering), for GET and HEAD.
   for (const mode of ANSWER_MODES) {
     out.push(one(`answer ${mode}`, req("GET", `/ans/${mode}`, [`X-Answer: ${mode}`])));
