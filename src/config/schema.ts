@@ -145,6 +145,12 @@ export const Config = z.object({
   metrics: MetricsConfig.default(MetricsConfig.parse({})),
   log: LogConfig.default(LogConfig.parse({})),
   trusted_proxies: z.array(z.string()).default([]),
+  /**
+   * Whether request fields whose names hold an underscore go upstream (nginx's directive of the
+   * name, off by default there too): CGI-style upstreams read `X_Forwarded_For` as
+   * `X-Forwarded-For`.
+   */
+  underscores_in_headers: z.boolean().default(false),
   timeouts: Timeouts.default({}),
   limits: Limits.default(Limits.parse({})),
   shutdown_timeout: Duration.prefault("30s"),

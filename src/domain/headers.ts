@@ -55,6 +55,21 @@ export function withoutHopByHop(src: HeaderMap): HeaderList {
   return HeaderList.from(src, skip);
 }
 
+/**
+ * Removes the fields whose names hold an underscore (`underscores_in_headers: false`, as nginx
+ * does by default). CGI, PHP and many frameworks read `X_Forwarded_For` and `X-Forwarded-For` as
+ * one variable (`HTTP_X_FORWARDED_FOR`), so a client could set through the one what Prox replaces
+ * in the other: the client address, a user that forward_auth or jwt_auth vouched for, framing
+ * fields (`Transfer_Encoding`).
+ */
+export function dropUnderscoredNames(h: HeaderMap): void {
+  let named: string[] | undefined;
+  h.forEach((_, name) => {
+    if (name.includes("_")) (named ??= []).push(name);
+  });
+  if (named) { for (const name of named) h.delete(name); }
+}
+
 /** True when the peer address is in one of the trusted proxy ranges. */
 export function isTrusted(peer: string, trusted: readonly Cidr[]): boolean {
   if (trusted.length === 0) return false;

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import {
+  dropUnderscoredNames,
   resolveClientIp,
   setForwardingHeaders,
   stripHopByHop,
@@ -120,4 +121,10 @@ Deno.test("ipGroupKey groups IPv6 by prefix and keeps IPv4", () => {
   assert.equal(ipGroupKey("2001:db8:1:2:ffff::1"), "2001:db8:1:2::/64");
   assert.equal(ipGroupKey("192.0.2.1"), "192.0.2.1");
   assert.equal(ipGroupKey("::ffff:192.0.2.1"), "192.0.2.1");
+});
+
+Deno.test("dropUnderscoredNames removes every field whose name holds an underscore", () => {
+  const h = new Headers({ "x_forwarded_for": "1", "x-forwarded-for": "2", "a_b": "3", "c": "4" });
+  dropUnderscoredNames(h);
+  assert.deepEqual([...h.keys()], ["c", "x-forwarded-for"]);
 });

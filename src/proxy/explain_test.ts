@@ -384,3 +384,25 @@ routes:
   const bad = await explain({ method: "GET", url: "http://x/", headers: bearer(`${token}x`) });
   assert.deepEqual(bad.notes, ["jwt_auth refuses the token: The token signature is invalid (401)"]);
 });
+
+Deno.test("fields named with underscores are dropped on the way upstream, WebSockets included", async () => {
+  const routes = `routes:
+  "/": { type: proxy, target: "http://10.0.0.1:1" }
+  "/ws": { type: websocket, target: "http://127.0.0.1:7000" }
+`;
+  const sent: [string, string][] = [["X_Forwarded_For", "6.6.6.6"], ["X_User", "root"]];
+  const upgrade: [string, string][] = [["Upgrade", "websocket"], ["Connection", "Upgrade"]];
+  const ex = explainer(routes);
+  const plain = await ex({ method: "GET", url: "http://x/a", headers: sent });
+  assert.deepEqual(plain.requestHeaders?.removed.sort(), ["x_forwarded_for", "x_user"]);
+  const ws = await ex({ method: "GET", url: "http://x/ws", headers: [...sent, ...upgrade] });
+  assert.ok(ws.requestHeaders?.removed.includes("x_forwarded_for"));
+  assert.ok(ws.requestHeaders?.removed.includes("x_user"));
+  // underscores_in_headers: true keeps them.
+  const kept = await explainer(`underscores_in_headers: true\n${routes}`)({
+    method: "GET",
+    url: "http://x/a",
+    headers: sent,
+  });
+  assert.deepEqual(kept.requestHeaders?.removed, []);
+});

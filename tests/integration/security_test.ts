@@ -68,3 +68,34 @@ routes: { "/": { type: proxy, target: "${up.url}" } }
   }
   assert.equal(got["x-real-ip"], undefined);
 });
+
+Deno.test("fields named with underscores are dropped (CGI reads X_Forwarded_For as X-Forwarded-For)", async () => {
+  await using up = await startUpstream((req) => Response.json([...req.headers]));
+  const conf = (extra: string) =>
+    `health_check: { enabled: false }
+${extra}routes:
+  "/": { type: proxy, target: "${up.url}" }
+`;
+  const sent = {
+    "x_forwarded_for": "6.6.6.6",
+    "x_real_ip": "6.6.6.6",
+    "transfer_encoding": "chunked",
+    "x_auth_user": "admin",
+    "x-plain": "kept",
+  };
+  {
+    await using proxy = await startProxy(conf(""));
+    const res = await fetch(`${proxy.url}/x`, { headers: sent });
+    const got = Object.fromEntries(await res.json() as [string, string][]);
+    for (const name of ["x_forwarded_for", "x_real_ip", "transfer_encoding", "x_auth_user"]) {
+      assert.equal(got[name], undefined, name);
+    }
+    assert.equal(got["x-plain"], "kept");
+    assert.equal(got["x-forwarded-for"], "127.0.0.1");
+  }
+  // underscores_in_headers: true passes them on, as nginx's directive of the name does.
+  await using open = await startProxy(conf("underscores_in_headers: true\n"));
+  const res = await fetch(`${open.url}/x`, { headers: sent });
+  const got = Object.fromEntries(await res.json() as [string, string][]);
+  assert.equal(got["x_auth_user"], "admin");
+});

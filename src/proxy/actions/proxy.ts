@@ -2,7 +2,12 @@
 // body with a size cap) and hand it to forward(). The response head comes back without
 // hop-by-hop fields: the upstream client drops them (see UpstreamClient in ports.ts).
 
-import { BROWSER_HEADERS, setForwardingHeaders, withoutHopByHop } from "../../domain/headers.ts";
+import {
+  BROWSER_HEADERS,
+  dropUnderscoredNames,
+  setForwardingHeaders,
+  withoutHopByHop,
+} from "../../domain/headers.ts";
 import { upstreamTarget } from "../../domain/rewrite.ts";
 import type { UpstreamTarget } from "../../domain/rewrite.ts";
 import type { HeaderList } from "../../domain/header_list.ts";
@@ -82,6 +87,7 @@ export function upstreamHeaders(
   target: URL,
 ): HeaderList {
   const h = withoutHopByHop(ctx.req.headers);
+  if (!ctx.snapshot.config.underscores_in_headers) dropUnderscoredNames(h);
   // The client's 100-continue was answered here, and the body goes with or right after the head:
   // an upstream asked to expect it might answer at once and take the body for its next request,
   // whose response would go to another client (nginx drops it too).

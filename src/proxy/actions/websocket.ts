@@ -3,7 +3,7 @@
 // handshake headers, then lets forward() pick the target so balancing, retries and health
 // apply; the WebSocketProxy port does the handshake and relaying (adapters/websocket_deno.ts).
 
-import { setForwardingHeaders, stripHopByHop } from "../../domain/headers.ts";
+import { dropUnderscoredNames, setForwardingHeaders, stripHopByHop } from "../../domain/headers.ts";
 import { clientAddresses, targetOf } from "./proxy.ts";
 import { proxyHeader } from "../../domain/proxy_protocol.ts";
 import { ProxyError } from "../../domain/errors.ts";
@@ -100,6 +100,7 @@ export function handshakeHeaders(
 ): Headers {
   const h = new Headers(ctx.req.headers);
   stripHopByHop(h);
+  if (!ctx.snapshot.config.underscores_in_headers) dropUnderscoredNames(h);
   for (const name of HANDSHAKE_HEADERS) h.delete(name);
   setForwardingHeaders(h, {
     peer: ctx.info.remoteAddr.hostname,

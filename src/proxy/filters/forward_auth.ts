@@ -102,10 +102,12 @@ export function authRequestHeaders(ctx: RequestContext, auth: CompiledForwardAut
   if (auth.copy === null) {
     const named = (src.get("connection") ?? "").split(",").map((s) => s.trim().toLowerCase());
     const spoofable = !ctx.trustedPeer;
+    // Names with underscores stay behind as on the way upstream (underscores_in_headers).
+    const underscores = ctx.snapshot.config.underscores_in_headers;
     src.forEach((v, k) => {
       if (
         !HOP.has(k) && !named.includes(k) && k !== "host" && k !== "content-length" &&
-        !(spoofable && forwardingField(k))
+        !(spoofable && forwardingField(k)) && (underscores || !k.includes("_"))
       ) h.append(k, v);
     });
   } else {

@@ -199,6 +199,7 @@ Deno.test("authRequestHeaders with copy_request_headers [*] sends every field bu
       body: "abc",
       headers: {
         "x-one": "1",
+        "x_forwarded_uri": "/public", // a CGI auth service would read it as X-Forwarded-Uri
         "proxy-authorization": "Basic Yzpk",
         connection: "x-hop",
         "x-hop": "dropped",
@@ -213,7 +214,7 @@ Deno.test("authRequestHeaders with copy_request_headers [*] sends every field bu
   assert.equal(h.get("x-one"), "1");
   assert.equal(h.get("proxy-authorization"), "Basic Yzpk");
   assert.equal(h.get("host"), "auth");
-  for (const gone of ["x-hop", "connection", "te", "content-length"]) {
+  for (const gone of ["x-hop", "connection", "te", "content-length", "x_forwarded_uri"]) {
     assert.equal(h.get(gone), null, gone);
   }
 });
