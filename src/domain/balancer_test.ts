@@ -1,19 +1,8 @@
 // One contract suite that every policy in POLICIES must pass, plus each policy's own spread.
 import assert from "node:assert/strict";
+import { seededRandom } from "../../tests/_harness.ts";
 import { createSelector, hash32, POLICIES, rampFactor, SLOW_START_MIN } from "./balancer.ts";
 import type { PickInput, Policy, PoolTarget, TargetLoad } from "./balancer.ts";
-
-/** Deterministic PRNG (mulberry32) for reproducible runs. */
-export function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const ALL = Object.keys(POLICIES) as Policy[];
 const pool = (n: number, weights?: number[]): PoolTarget[] =>
@@ -30,7 +19,7 @@ const idle = (avail: boolean[] = []): (i: number) => TargetLoad => (i) => ({
 
 function counts(policy: Policy, p: PoolTarget[], n: number, input: Partial<PickInput> = {}) {
   const sel = createSelector(policy, p);
-  const random = input.random ?? seeded(7);
+  const random = input.random ?? seededRandom(7);
   const c = p.map(() => 0);
   for (let k = 0; k < n; k++) {
     const i = sel.pick({ load: idle(), random, key: `client-${k}`, ...input });
@@ -44,7 +33,7 @@ for (const policy of ALL) {
   Deno.test(`${policy}: never picks an unavailable or excluded target`, () => {
     const p = pool(5);
     const sel = createSelector(policy, p);
-    const rnd = seeded(42);
+    const rnd = seededRandom(42);
     for (let k = 0; k < 2_000; k++) {
       const avail = p.map(() => rnd() < 0.6);
       const exclude = new Set(rnd() < 0.3 ? [Math.floor(rnd() * 5)] : []);
@@ -61,7 +50,7 @@ for (const policy of ALL) {
   Deno.test(`${policy}: deterministic with an injected random source`, () => {
     const run = () => {
       const sel = createSelector(policy, pool(4, [1, 2, 3, 4]));
-      const rnd = seeded(99);
+      const rnd = seededRandom(99);
       return Array.from({ length: 200 }, (_, k) =>
         sel.pick({
           load: (i) => ({ available: true, inFlight: (k * (i + 1)) % 3, latencyMs: i * 2 }),
@@ -76,7 +65,7 @@ for (const policy of ALL) {
     const p = pool(3);
     p[2].backup = true;
     const sel = createSelector(policy, p);
-    const rnd = seeded(1);
+    const rnd = seededRandom(1);
     for (let k = 0; k < 100; k++) {
       assert.notEqual(sel.pick({ load: idle(), random: rnd, key: `k${k}` }), 2);
     }
@@ -92,7 +81,10 @@ for (const policy of ALL) {
 const SPREAD: Record<Policy, () => void> = {
   round_robin() {
     const sel = createSelector("round_robin", pool(3));
-    const seq = Array.from({ length: 9 }, () => sel.pick({ load: idle(), random: seeded(1) }));
+    const seq = Array.from(
+      { length: 9 },
+      () => sel.pick({ load: idle(), random: seededRandom(1) }),
+    );
     assert.deepEqual(seq, [0, 1, 2, 0, 1, 2, 0, 1, 2]);
     assert.deepEqual(counts("round_robin", pool(3), 3_000), [1_000, 1_000, 1_000]);
   },
@@ -110,20 +102,26 @@ const SPREAD: Record<Policy, () => void> = {
     c.forEach((n, i) => assert.ok(Math.abs(n / 10_007 - w[i] / 10) < 0.01, `${c}`));
     // Smooth: the heavy target never takes more than two picks in a row for 5:3:2.
     const sel = createSelector("weighted_round_robin", pool(3, w));
-    const seq = Array.from({ length: 10 }, () => sel.pick({ load: idle(), random: seeded(1) }));
+    const seq = Array.from(
+      { length: 10 },
+      () => sel.pick({ load: idle(), random: seededRandom(1) }),
+    );
     assert.deepEqual(seq, [0, 1, 2, 0, 0, 1, 0, 2, 1, 0]);
   },
   least_connections() {
     const sel = createSelector("least_connections", pool(3, [1, 1, 2]));
     const inFlight = [4, 2, 3]; // per weight: 4, 2, 1.5
     const load = (i: number) => ({ available: true, inFlight: inFlight[i], latencyMs: 0 });
-    assert.equal(sel.pick({ load, random: seeded(1) }), 2);
+    assert.equal(sel.pick({ load, random: seededRandom(1) }), 2);
     // Ties rotate, so an idle pool still spreads evenly.
     assert.deepEqual(counts("least_connections", pool(3), 300), [100, 100, 100]);
     // Ties take turns by weight (nginx's least_conn), so sequential traffic honours the weights.
     assert.deepEqual(counts("least_connections", pool(3, [1, 1, 2]), 400), [100, 100, 200]);
     const sel2 = createSelector("least_connections", pool(2, [3, 1]));
-    const seq = Array.from({ length: 8 }, () => sel2.pick({ load: idle(), random: seeded(1) }));
+    const seq = Array.from(
+      { length: 8 },
+      () => sel2.pick({ load: idle(), random: seededRandom(1) }),
+    );
     assert.deepEqual(seq, [0, 0, 1, 0, 0, 0, 1, 0]);
   },
   power_of_two() {
@@ -131,7 +129,7 @@ const SPREAD: Record<Policy, () => void> = {
     const inFlight = [1, 9, 2];
     const load = (i: number) => ({ available: true, inFlight: inFlight[i], latencyMs: 10 });
     const c = [0, 0, 0];
-    const rnd = seeded(3);
+    const rnd = seededRandom(3);
     for (let k = 0; k < 3_000; k++) c[sel.pick({ load, random: rnd })!]++;
     assert.equal(c[1], 0, "the most loaded target never wins a pair");
     assert.ok(c[0] > c[2] && c[2] > 0, `${c}`);
@@ -149,7 +147,7 @@ const SPREAD: Record<Policy, () => void> = {
   consistent_hash() {
     const p = pool(5);
     const sel = createSelector("consistent_hash", p);
-    const rnd = seeded(5);
+    const rnd = seededRandom(5);
     const keys = Array.from({ length: 5_000 }, (_, k) => `10.1.${k >> 8}.${k & 255}`);
     const before = keys.map((key) => sel.pick({ load: idle(), random: rnd, key })!);
     // Same key, same target.
@@ -181,7 +179,7 @@ const SPREAD: Record<Policy, () => void> = {
   first() {
     assert.deepEqual(counts("first", pool(3), 50), [50, 0, 0]);
     const sel = createSelector("first", pool(3));
-    assert.equal(sel.pick({ load: idle([false, true, true]), random: seeded(1) }), 1);
+    assert.equal(sel.pick({ load: idle([false, true, true]), random: seededRandom(1) }), 1);
   },
 };
 
@@ -198,10 +196,10 @@ Deno.test("retries leave the rotation of first attempts alone", () => {
       const sel = createSelector(policy, p);
       const first = p.map(() => 0);
       for (let k = 0; k < 30 * size; k++) {
-        const i = sel.pick({ load: idle(), random: seeded(k) })!;
+        const i = sel.pick({ load: idle(), random: seededRandom(k) })!;
         first[i]++;
         if (i === 0) {
-          const retry = sel.pick({ load: idle(), random: seeded(k), exclude: new Set([0]) });
+          const retry = sel.pick({ load: idle(), random: seededRandom(k), exclude: new Set([0]) });
           assert.notEqual(retry, 0);
         }
       }
@@ -225,7 +223,7 @@ Deno.test("consistent_hash: a reload that removes a target or changes a weight m
   const keys = Array.from({ length: 4_000 }, (_, k) => `10.2.${k >> 8}.${k & 255}`);
   const picks = (p: PoolTarget[]) => {
     const sel = createSelector("consistent_hash", p);
-    return keys.map((key) => p[sel.pick({ load: idle(), random: seeded(1), key })!].id);
+    return keys.map((key) => p[sel.pick({ load: idle(), random: seededRandom(1), key })!].id);
   };
   // Weights of 100 each: the total crossed the old ring's size cap, which re-placed every target.
   const five = pool(5, [100, 100, 100, 100, 100]);
@@ -301,13 +299,13 @@ Deno.test("round_robin in slow start: the ramping target takes every tenth of it
   const sel = createSelector("round_robin", pool(2));
   const seq = Array.from(
     { length: 22 },
-    () => sel.pick({ load: idle(), random: seeded(1), ramp: (i) => i === 1 ? 0.1 : 1 }),
+    () => sel.pick({ load: idle(), random: seededRandom(1), ramp: (i) => i === 1 ? 0.1 : 1 }),
   );
   assert.equal(seq.filter((i) => i === 1).length, 2, `${seq}`);
   // A retry (exclusions) neither banks nor spends turns.
   const retry = sel.pick({
     load: idle(),
-    random: seeded(1),
+    random: seededRandom(1),
     exclude: new Set([0]),
     ramp: (i) => i === 1 ? 0.1 : 1,
   });
@@ -317,7 +315,7 @@ Deno.test("round_robin in slow start: the ramping target takes every tenth of it
 Deno.test("consistent_hash in slow start: the ramping target only wins keys back, no other moves", () => {
   const p = pool(5);
   const sel = createSelector("consistent_hash", p);
-  const rnd = seeded(5);
+  const rnd = seededRandom(5);
   const keys = Array.from({ length: 5_000 }, (_, k) => `10.2.${k >> 8}.${k & 255}`);
   const at = (r: number) =>
     keys.map((key) => sel.pick({ load: idle(), random: rnd, key, ramp: (i) => i === 3 ? r : 1 })!);

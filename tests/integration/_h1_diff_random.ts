@@ -2,21 +2,10 @@
 // seeded PRNG so that a difference names its seed and case and replays: mutations of the corpus
 // (mostly heads the engine relays to Deno.serve) and well-formed requests built at random (the
 // engine's own ground).
+import { seededRandom } from "../_harness.ts";
 import type { Input } from "./_h1_diff.ts";
 import { corpus, req } from "./_h1_diff_corpus.ts";
 import { ANSWER_MODES } from "./_h1_diff_upstream.ts";
-
-/** A small seeded PRNG (mulberry32): a failure replays from its seed. */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 // Bytes a mutation inserts or substitutes: the ones parsers disagree on.
 const NASTY = [
@@ -99,7 +88,7 @@ const EXTRA = [
 
 /** `count` mutated inputs from the corpus's plainer cases, seeded. */
 export function mutations(seed: number, count: number): Input[] {
-  const rnd = prng(seed);
+  const rnd = seededRandom(seed);
   const base = corpus().filter((c) => c.writes.length === 1 && c.writes[0].length < 4096);
   const out: Input[] = [];
   for (let i = 0; i < count; i++) {
@@ -120,7 +109,7 @@ const TCHARS = "!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklm
  * pipeline makes of the engine's lean request must be what it makes of Deno.serve's.
  */
 export function structured(seed: number, count: number): Input[] {
-  const rnd = prng(seed);
+  const rnd = seededRandom(seed);
   const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rnd() * xs.length)];
   const str = (chars: string, max: number) => {
     let s = "";

@@ -992,32 +992,7 @@ Deno.test("a drain answers a request that waits for a turn and closes a silent c
 
 Deno.test("out of file descriptors, the engine logs its failed accepts and relays with back-off, not per connection", async () => {
   await using up = await echoUpstream();
-  const port = freePort();
-  const dir = await Deno.makeTempDir({ prefix: "prox-engine-" });
-  await Deno.writeTextFile(
-    `${dir}/c.yaml`,
-    `listen_addr: "127.0.0.1:${port}"
-protocols: { http1_engine: prox }
-health_check: { enabled: false }
-log: { access_log: false }
-routes:
-  "/": { type: proxy, target: "${up.url}" }
-`,
-  );
-  const deno = [Deno.execPath(), "run", "-A", "--config", `${ROOT}/deno.json`, `${ROOT}/mod.ts`];
-  const child = new Deno.Command("sh", {
-    // A low descriptor limit stands in for a flood of connections against the usual 1024.
-    args: ["-c", `ulimit -n 100 && exec "$@" serve -c c.yaml`, "sh", ...deno],
-    cwd: dir,
-    env: { NO_COLOR: "1", PROX_H1_ENGINE: "prox" },
-    stdin: "null",
-    stdout: "null",
-    stderr: "piped",
-  }).spawn();
-  let log = "";
-  const reading = (async () => {
-    for await (const chunk of child.stderr) log += dec.decode(chunk);
-  })();
+  const { port, dir, child, log, reading } = await lowFdProx(up.url);
   const conns: Deno.Conn[] = [];
   const get = () =>
     rawExchange(port, "GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", undefined, 2000)
@@ -1029,20 +1004,8 @@ routes:
     });
     // Relayed keep-alive clients (HTTP/1.0) hold three descriptors each, until none are left:
     // then accepts fail, and a connection accepted between failures cannot reach Deno.serve.
+    await relayedClients(port, conns, () => false);
     const buf = new Uint8Array(4096);
-    for (let i = 0; i < 150; i++) {
-      const c = await Deno.connect({ hostname: "127.0.0.1", port }).catch(() => null);
-      if (c === null) break;
-      conns.push(c);
-      await c.write(enc.encode("GET / HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n\r\n"))
-        .catch(() => {});
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      await Promise.race([
-        c.read(buf).catch(() => null),
-        new Promise((r) => timer = setTimeout(r, 100)),
-      ]);
-      clearTimeout(timer);
-    }
     for (const c of conns.splice(0)) c.close();
     // Keep-alive clients of the engine itself (one descriptor each) until accepting fails; then
     // one leaves and another comes, every 50 ms for 1.5 s: each accept that works between
@@ -1075,7 +1038,7 @@ routes:
     assert.equal((await child.status).code, 0);
     await reading;
     const errors = (msg: string) =>
-      log.split("\n").filter((l) => l.includes('"level":"error"') && l.includes(msg));
+      log().split("\n").filter((l) => l.includes('"level":"error"') && l.includes(msg));
     const relays = errors("Cannot relay a connection");
     const accepts = errors("Listener could not accept");
     // Each relay that failed was an error line (some 100 in a second), and each accept.
@@ -1094,44 +1057,15 @@ routes:
 
 Deno.test("while the relay's listener is down (descriptors ran out), no relay reaches a process that took its port", async () => {
   await using up = await echoUpstream();
-  const port = freePort();
-  const dir = await Deno.makeTempDir({ prefix: "prox-engine-" });
-  await Deno.writeTextFile(
-    `${dir}/c.yaml`,
-    `listen_addr: "127.0.0.1:${port}"
-protocols: { http1_engine: prox }
-health_check: { enabled: false }
-log: { access_log: false }
-routes:
-  "/": { type: proxy, target: "${up.url}" }
-`,
-  );
-  const deno = [Deno.execPath(), "run", "-A", "--config", `${ROOT}/deno.json`, `${ROOT}/mod.ts`];
-  const child = new Deno.Command("sh", {
-    args: ["-c", `ulimit -n 100 && exec "$@" serve -c c.yaml`, "sh", ...deno],
-    cwd: dir,
-    env: { NO_COLOR: "1", PROX_H1_ENGINE: "prox" },
-    stdin: "null",
-    stdout: "null",
-    stderr: "piped",
-  }).spawn();
-  let log = "";
   let impostor: Deno.TcpListener | null = null;
-  let took = false;
-  const reading = (async () => {
-    for await (const chunk of child.stderr) {
-      log += dec.decode(chunk);
-      // The relay's Deno.serve stopped accepting: its port is free, and a local process takes it
-      // (it reads the port from /proc/net/tcp; here from the log line).
-      const m = log.match(
-        /"Listener stopped accepting; listening again","addr":"127\.0\.0\.1:(\d+)"/,
-      );
-      if (m && !took) {
-        took = true;
-        impostor = Deno.listen({ hostname: "127.0.0.1", port: +m[1] });
-      }
-    }
-  })();
+  const { port, dir, child, reading } = await lowFdProx(up.url, (log) => {
+    // The relay's Deno.serve stopped accepting: its port is free, and a local process takes it
+    // (it reads the port from /proc/net/tcp; here from the log line).
+    const m = log.match(
+      /"Listener stopped accepting; listening again","addr":"127\.0\.0\.1:(\d+)"/,
+    );
+    if (m && impostor === null) impostor = Deno.listen({ hostname: "127.0.0.1", port: +m[1] });
+  });
   const conns: Deno.Conn[] = [];
   const relayed = (timeoutMs: number) =>
     rawExchange(port, "GET /secret HTTP/1.0\r\nHost: a\r\n\r\n", undefined, timeoutMs).catch(() =>
@@ -1144,20 +1078,7 @@ routes:
       timeoutMs: 15_000,
     });
     // Relayed keep-alive clients until the relay's listener fails to accept.
-    const buf = new Uint8Array(4096);
-    for (let i = 0; i < 150 && impostor === null; i++) {
-      const c = await Deno.connect({ hostname: "127.0.0.1", port }).catch(() => null);
-      if (c === null) break;
-      conns.push(c);
-      await c.write(enc.encode("GET / HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n\r\n"))
-        .catch(() => {});
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      await Promise.race([
-        c.read(buf).catch(() => null),
-        new Promise((r) => timer = setTimeout(r, 100)),
-      ]);
-      clearTimeout(timer);
-    }
+    await relayedClients(port, conns, () => impostor !== null);
     await waitFor(() => impostor !== null, { what: "the relay's port taken" });
     const thief = impostor as unknown as Deno.TcpListener;
     const theft = thief.accept().then((c) => {
@@ -1187,3 +1108,60 @@ routes:
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+/**
+ * Prox (mod.ts serve) on the engine in a process limited to 100 descriptors, a stand-in for a
+ * flood of connections against the usual 1024; `onLog` sees its stderr as it grows.
+ */
+async function lowFdProx(target: string, onLog?: (log: string) => void) {
+  const port = freePort();
+  const dir = await Deno.makeTempDir({ prefix: "prox-engine-" });
+  await Deno.writeTextFile(
+    `${dir}/c.yaml`,
+    `listen_addr: "127.0.0.1:${port}"
+protocols: { http1_engine: prox }
+health_check: { enabled: false }
+log: { access_log: false }
+routes:
+  "/": { type: proxy, target: "${target}" }
+`,
+  );
+  const deno = [Deno.execPath(), "run", "-A", "--config", `${ROOT}/deno.json`, `${ROOT}/mod.ts`];
+  const child = new Deno.Command("sh", {
+    args: ["-c", `ulimit -n 100 && exec "$@" serve -c c.yaml`, "sh", ...deno],
+    cwd: dir,
+    env: { NO_COLOR: "1", PROX_H1_ENGINE: "prox" },
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  let text = "";
+  const reading = (async () => {
+    for await (const chunk of child.stderr) {
+      text += dec.decode(chunk);
+      onLog?.(text);
+    }
+  })();
+  return { port, dir, child, log: () => text, reading };
+}
+
+/**
+ * Relayed keep-alive clients (HTTP/1.0, three descriptors each) into `conns`, up to 150, until a
+ * connection is refused or `enough()`.
+ */
+async function relayedClients(port: number, conns: Deno.Conn[], enough: () => boolean) {
+  const buf = new Uint8Array(4096);
+  for (let i = 0; i < 150 && !enough(); i++) {
+    const c = await Deno.connect({ hostname: "127.0.0.1", port }).catch(() => null);
+    if (c === null) break;
+    conns.push(c);
+    await c.write(enc.encode("GET / HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n\r\n"))
+      .catch(() => {});
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      c.read(buf).catch(() => null),
+      new Promise((r) => timer = setTimeout(r, 100)),
+    ]);
+    clearTimeout(timer);
+  }
+}
