@@ -1,7 +1,7 @@
 // Starts a throwaway redis-server (Debian package `redis-server`) on a free 127.0.0.1 port,
 // without persistence, for tests that need a real shared store.
 
-import { waitFor } from "./_harness.ts";
+import { freePort, waitFor } from "./_harness.ts";
 
 /** A running redis-server; dispose to stop it. */
 export interface TestRedis extends AsyncDisposable {
@@ -9,13 +9,6 @@ export interface TestRedis extends AsyncDisposable {
   url: string;
   /** Stops (SIGSTOP) or resumes (SIGCONT) the server: connections stay open, nothing answers. */
   pause(paused: boolean): void;
-}
-
-function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
 }
 
 async function ping(port: number): Promise<boolean> {

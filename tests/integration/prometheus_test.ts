@@ -2,20 +2,13 @@
 // loads monitoring/alerts.yml, and answers histogram_quantile over Prox's latency histogram.
 // Every dashboard and alert expression must also parse and evaluate against it.
 import assert from "node:assert/strict";
-import { interopTest, ROOT, waitFor } from "../_harness.ts";
+import { freePort, interopTest, ROOT, waitFor } from "../_harness.ts";
 import { startObserved } from "./_observed.ts";
 import { dashboardQueries } from "./_promql.ts";
 
 /** A legend as Grafana renders it: a label the series lacks shows as its name. */
 function renderLegend(format: string, labels: Record<string, string>): string {
   return format.replace(/\{\{\s*(.+?)\s*\}\}/g, (_, name) => labels[name] || name);
-}
-
-function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
 }
 
 interface PromResult {
