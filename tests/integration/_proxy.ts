@@ -21,10 +21,25 @@ export async function startProxy(
   opts: { logger?: Logger; keepListen?: boolean; tls?: boolean; metrics?: Metrics } = {},
 ): Promise<TestProxy> {
   const text = opts.keepListen ? yaml : `listen_addr: "127.0.0.1:0"\n${yaml}`;
-  const server = await startServer({ text, name: "test.yaml" }, {
+  let server = await startServer({ text, name: "test.yaml" }, {
     logger: opts.logger ?? silentLogger,
     metrics: opts.metrics,
   });
+  // HTTP/3 binds UDP on the port number the kernel gave TCP, and a QUIC endpoint of an earlier
+  // test in this process may still hold that UDP port (Deno frees it only when the endpoint is
+  // garbage-collected): HTTP/3 then retries the bind in vain while that closed endpoint swallows
+  // the test's packets, and its QUIC handshake times out. Another port then.
+  for (
+    let i = 0;
+    i < 5 && !server.h3 && /http3_enabled: true/.test(text) && "QuicEndpoint" in Deno;
+    i++
+  ) {
+    await server.shutdown();
+    server = await startServer({ text, name: "test.yaml" }, {
+      logger: opts.logger ?? silentLogger,
+      metrics: opts.metrics,
+    });
+  }
   const scheme = opts.tls ? "https" : "http";
   return {
     server,
