@@ -76,9 +76,21 @@ const KINDS: Record<string, (say: Say, read: Read) => Promise<void>> = {
     await say("0123456789");
     await read();
   },
-  // Relayed: HTTP/1.0.
+  // The engine's: HTTP/1.0, closed after one answer or kept alive for a second.
   async http10(say, read) {
     await say(`GET /s/f${rnd(20)}.txt HTTP/1.0\r\n${H}\r\n`);
+    await read();
+  },
+  async http10KeepAlive(say, read) {
+    const ka = "Connection: keep-alive\r\n";
+    await say(`GET /s/f${rnd(20)}.txt HTTP/1.0\r\n${H}${ka}\r\n`);
+    await read(/^HTTP\/1\.0 \d{3}/);
+    await say(`GET /p/ka HTTP/1.0\r\n${H}\r\n`);
+    await read();
+  },
+  // Relayed: HTTP/1.0 without Host.
+  async http10NoHost(say, read) {
+    await say(`GET /p/nohost HTTP/1.0\r\n\r\n`);
     await read();
   },
   // Relayed: the client leaving mid-body of a large upload.

@@ -14,6 +14,8 @@ import type { Logger } from "../../src/ports.ts";
 
 /** One answer as a client reads it. */
 export interface Answer {
+  /** The status line's version ("1.1", or "1.0" to an HTTP/1.0 client). */
+  version: string;
   status: number;
   reason: string;
   fields: [string, string][];
@@ -37,14 +39,14 @@ async function readAnswer(r: ByteReader, head: boolean): Promise<Answer | null |
   const h = await r.head();
   if (h === null) return r.buf.length > 0 ? "malformed" : null;
   const lines = h.split("\r\n");
-  const m = /^HTTP\/1\.[01] (\d{3}) ?(.*)$/.exec(lines[0]);
+  const m = /^HTTP\/(1\.[01]) (\d{3}) ?(.*)$/.exec(lines[0]);
   if (!m) return "malformed";
   const fields: [string, string][] = lines.slice(1).map((l) => {
     const i = l.indexOf(":");
     return [l.slice(0, i), l.slice(i + 1).trim()];
   });
-  const status = Number(m[1]);
-  const a: Answer = { status, reason: m[2], fields, framing: "none", body: "" };
+  const status = Number(m[2]);
+  const a: Answer = { version: m[1], status, reason: m[3], fields, framing: "none", body: "" };
   const get = (n: string) => fields.find(([k]) => k.toLowerCase() === n)?.[1];
   if (head || status < 200 || status === 204 || status === 304) return a;
   if (get("transfer-encoding")?.toLowerCase().endsWith("chunked")) {
@@ -280,6 +282,7 @@ const ACCESS_VOLATILE = new Set(["time", "durationMs", "upstreamMs", "requestId"
 export interface Normalized {
   end: string;
   answers: {
+    version: string;
     status: number;
     reason: string;
     fields: [string, string][];
@@ -306,6 +309,7 @@ export function normalize(o: Outcome, port: number): Normalized {
   return {
     end: o.end,
     answers: o.answers.map((a) => ({
+      version: a.version,
       status: a.status,
       reason: a.reason,
       fields: fields(a.fields),

@@ -288,6 +288,45 @@ export function corpus(): Input[] {
     ),
   );
   out.push(one("HTTP/1.0 without Host", req("GET", "/v", [], { version: "HTTP/1.0", host: null })));
+  // HTTP/1.0 with Host is the engine's own: keep-alive as asked, no chunks, no 100.
+  const v10 = { version: "HTTP/1.0" };
+  const ka = "Connection: keep-alive";
+  out.push(
+    one(
+      "HTTP/1.0 keep-alive, pipelined",
+      req("GET", "/v1", [ka], v10) + req("HEAD", "/v2", [ka], v10) + req("GET", "/v3", [], v10) +
+        req("GET", "/never", [ka], v10),
+    ),
+  );
+  for (const answer of ["chunked", "trailers", "close", "http10close", "204", "304", "empty"]) {
+    out.push(
+      one(
+        `HTTP/1.0 keep-alive, upstream answer ${answer}`,
+        req("GET", "/a", [ka, `X-Answer: ${answer}`], v10) + req("GET", "/after", [ka], v10),
+      ),
+    );
+  }
+  out.push(one("HTTP/1.0 HEAD, chunked answer", req("HEAD", "/h", ["X-Answer: headchunked"], v10)));
+  out.push(
+    one(
+      "HTTP/1.0 POST with a body, keep-alive",
+      req("POST", "/p", [ka, "Content-Length: 5"], { ...v10, body: "hello" }) +
+        req("GET", "/after", [], v10),
+    ),
+  );
+  out.push(
+    one(
+      "HTTP/1.0 Connection: keep-alive, close",
+      req("GET", "/v", ["Connection: Keep-Alive, close"], v10) + req("GET", "/never", [], v10),
+    ),
+  );
+  out.push(
+    one(
+      "HTTP/1.0 Expect: 100-continue",
+      req("PUT", "/e", ["Expect: 100-continue", "Content-Length: 2"], { ...v10, body: "hi" }),
+    ),
+  );
+  out.push(one("HTTP/1.0 Keep-Alive field only", req("GET", "/v", ["Keep-Alive: timeout=5"], v10)));
   out.push(one("HTTP/1.2", req("GET", "/v", [], { version: "HTTP/1.2" })));
   out.push(one("HTTP/2.0", req("GET", "/v", [], { version: "HTTP/2.0" })));
   out.push(one("http/1.1 lowercase", req("GET", "/v", [], { version: "http/1.1" })));

@@ -15,6 +15,15 @@ import { HEAD_GRACE_MS } from "../../src/adapters/h1/server.ts";
 const enc = new TextEncoder();
 const dec = new TextDecoder();
 
+/**
+ * A request the engine relays to Deno.serve (a chunked body, here empty) on a connection that
+ * stays open after it, unless `close`.
+ */
+function relayedRequest(path = "/", close = false): string {
+  return `POST ${path} HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n` +
+    (close ? "Connection: close\r\n" : "") + "\r\n0\r\n\r\n";
+}
+
 // These tests are of the engine itself: PROX_H1_ENGINE=deno, with which the suite runs on
 // Deno.serve (.ci/run), would put their listeners on Deno.serve. It is lifted for this file only.
 let forced: string | undefined;
@@ -190,6 +199,52 @@ Deno.test("the engine streams large and chunked answers, and a failing body cuts
   assert.match(cut, /^HTTP\/1\.1 200 OK\r\n[^]*content-length: 100000\r\n/);
   assert.ok(cut.length < 100_000, "the answer ended short");
   assert.equal((await fetch(`${prox.url}/after`)).status, 204);
+});
+
+Deno.test("the engine serves HTTP/1.0 itself: HTTP/1.0 answers, kept alive only when asked, an unknown length to the end", async () => {
+  await using up = await startUpstream(async (req) => {
+    const u = new URL(req.url);
+    const body = await req.text();
+    if (u.pathname === "/stream") {
+      // No length: the upstream's answer comes chunked, and an HTTP/1.0 client cannot read chunks.
+      return new Response(new Blob(["ab", "cd"]).stream());
+    }
+    return new Response(`${req.method} ${u.pathname} ${body}`);
+  });
+  await using prox = await engineProxy(up.url);
+  const counts = () => prox.server.listeners[0].counts!;
+  // Without keep-alive: an HTTP/1.0 answer with its length, then the connection ends.
+  const one = await rawExchange(prox.port, "GET /one HTTP/1.0\r\nHost: a\r\n\r\n");
+  assert.match(one, /^HTTP\/1\.0 200 OK\r\n[^]*\r\ncontent-length: 9\r\n[^]*\r\nGET \/one $/);
+  assert.doesNotMatch(one, /connection:|transfer-encoding/i);
+  // Keep-alive asked for: kept and said so, request after request, until an answer of unknown
+  // length, which goes out unframed and ends the connection (the request after it is not read).
+  const c = await Deno.connect({ hostname: "127.0.0.1", port: prox.port });
+  const ka = "Host: a\r\nConnection: keep-alive\r\n";
+  await c.write(enc.encode(
+    `GET /a HTTP/1.0\r\n${ka}\r\nHEAD /h HTTP/1.0\r\n${ka}\r\n` +
+      `POST /p HTTP/1.0\r\n${ka}Content-Length: 2\r\nExpect: 100-continue\r\n\r\nhi` +
+      `GET /stream HTTP/1.0\r\n${ka}\r\nGET /never HTTP/1.0\r\n${ka}\r\n`,
+  ));
+  const out = await readFrom(c);
+  c.close();
+  const answers = out.split(/(?=HTTP\/1\.\d \d{3} )/);
+  assert.equal(answers.length, 4, out);
+  for (const a of answers.slice(0, 3)) {
+    assert.match(a, /^HTTP\/1\.0 200 OK\r\n[^]*connection: keep-alive\r\n/);
+  }
+  assert.match(answers[0], /\r\ncontent-length: 7\r\n[^]*\r\nGET \/a $/);
+  assert.match(answers[1], /\r\ncontent-length: 8\r\n[^]*\r\n\r\n$/); // "HEAD /h ", unsent
+  // No 100 to an HTTP/1.0 client (RFC 9110 §10.1.1); the body went upstream all the same.
+  assert.match(answers[2], /\r\n\r\nPOST \/p hi$/);
+  assert.match(answers[3], /^HTTP\/1\.0 200 OK\r\n[^]*\r\n\r\nabcd$/);
+  assert.doesNotMatch(answers[3], /content-length|transfer-encoding|connection:/i);
+  assert.doesNotMatch(out, /100 Continue|\/never/);
+  assert.deepEqual([counts().served, counts().relayed], [5, 0]);
+  // Without Host, HTTP/1.0 is still Deno.serve's (the relay).
+  const bare = await rawExchange(prox.port, "GET /bare HTTP/1.0\r\n\r\n");
+  assert.match(bare, /^HTTP\/1\.0 200 OK\r\n[^]*GET \/bare $/);
+  assert.equal(counts().relayed, 1);
 });
 
 Deno.test("the engine reads Content-Length bodies itself, streaming late and large ones", async () => {
@@ -692,14 +747,14 @@ interopTest("only the relay itself passes for a relayed client on the fallback l
   }
 });
 
-Deno.test("an idle relayed connection holds small buffers (keep-alive HTTP/1.0 clients)", async () => {
+Deno.test("an idle relayed connection holds small buffers (keep-alive clients sending chunks)", async () => {
   await using up = await startUpstream(() => new Response("ok"));
   await using prox = await engineProxy(up.url);
-  // HTTP/1.0 is relayed; with keep-alive its connection then waits in Deno.serve, with a read
+  // A chunked body is relayed; its keep-alive connection then waits in Deno.serve, with a read
   // pending in each direction of the relay. Each such read held 16 KiB, and the engine's own
   // read buffer (8 to 64 KiB) stayed too: 40 KiB or more per connection beside Deno.serve's.
   const n = 200;
-  const request = enc.encode("GET / HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n\r\n");
+  const request = enc.encode(relayedRequest());
   const buf = new Uint8Array(4096);
   const open = async () => {
     const c = await Deno.connect({ hostname: "127.0.0.1", port: prox.port });
@@ -1002,7 +1057,7 @@ Deno.test("out of file descriptors, the engine logs its failed accepts and relay
       what: "prox answering",
       timeoutMs: 15_000,
     });
-    // Relayed keep-alive clients (HTTP/1.0) hold three descriptors each, until none are left:
+    // Relayed keep-alive clients hold three descriptors each, until none are left:
     // then accepts fail, and a connection accepted between failures cannot reach Deno.serve.
     await relayedClients(port, conns, () => false);
     const buf = new Uint8Array(4096);
@@ -1077,12 +1132,10 @@ Deno.test("while the relay's listener is down (descriptors ran out), no relay re
   });
   const conns: Deno.Conn[] = [];
   const relayed = (timeoutMs: number) =>
-    rawExchange(port, "GET /secret HTTP/1.0\r\nHost: a\r\n\r\n", undefined, timeoutMs).catch(() =>
-      ""
-    );
+    rawExchange(port, relayedRequest("/secret", true), undefined, timeoutMs).catch(() => "");
   let stole = false;
   try {
-    await waitFor(async () => /^HTTP\/1\.0 200/.test(await relayed(2000)), {
+    await waitFor(async () => /^HTTP\/1\.1 200/.test(await relayed(2000)), {
       what: "prox relaying",
       timeoutMs: 15_000,
     });
@@ -1097,7 +1150,7 @@ Deno.test("while the relay's listener is down (descriptors ran out), no relay re
     for (const c of conns.splice(0)) c.close();
     // Relayed requests get a 503 or, once the relay listens again (on another port), their answer.
     await waitFor(
-      async () => /^HTTP\/1\.0 200[^]*"path":"\/secret"/.test(await relayed(1000)) || stole,
+      async () => /^HTTP\/1\.1 200[^]*"path":"\/secret"/.test(await relayed(1000)) || stole,
       { what: "prox relaying again", timeoutMs: 15_000 },
     );
     assert.equal(stole, false, "a relayed connection went to the process on the freed port");
@@ -1155,7 +1208,7 @@ routes:
 }
 
 /**
- * Relayed keep-alive clients (HTTP/1.0, three descriptors each) into `conns`, up to 150, until a
+ * Relayed keep-alive clients (chunked bodies, three descriptors each) into `conns`, up to 150, until a
  * connection is refused or `enough()`.
  */
 async function relayedClients(port: number, conns: Deno.Conn[], enough: () => boolean) {
@@ -1164,7 +1217,7 @@ async function relayedClients(port: number, conns: Deno.Conn[], enough: () => bo
     const c = await Deno.connect({ hostname: "127.0.0.1", port }).catch(() => null);
     if (c === null) break;
     conns.push(c);
-    await c.write(enc.encode("GET / HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n\r\n"))
+    await c.write(enc.encode(relayedRequest()))
       .catch(() => {});
     let timer: ReturnType<typeof setTimeout> | undefined;
     await Promise.race([

@@ -1,9 +1,9 @@
 // The request head parser of Prox's own HTTP/1.1 engine (server.ts). It takes only the plainest
-// requests: HTTP/1.1, an origin-form target, one Host, well-formed fields, no upgrade, no Expect
-// but `100-continue`, and no body but one framed by a single Content-Length in plain digits (on a
-// method other than GET and HEAD, whose bodies the pipeline refuses as on Deno.serve).
-// Everything else (Transfer-Encoding, a WebSocket or h2c upgrade, the HTTP/2 preface, HTTP/1.0,
-// an odd or malformed head) is not judged here at all: the engine relays that connection to
+// requests: HTTP/1.1 or HTTP/1.0, an origin-form target, one Host, well-formed fields, no upgrade,
+// no Expect but `100-continue`, and no body but one framed by a single Content-Length in plain
+// digits (on a method other than GET and HEAD, whose bodies the pipeline refuses as on
+// Deno.serve). Everything else (Transfer-Encoding, a WebSocket or h2c upgrade, the HTTP/2
+// preface, a request without Host, an odd or malformed head) is not judged here at all: the engine relays that connection to
 // Deno.serve, which answers it as it answers every request with `http1_engine: deno`. So where a
 // request ends is decided here only when no parser could read it otherwise, which is where two
 // parsers that disagree let requests be smuggled (RFC 9112 §11.2). No Deno APIs: text in, a head
@@ -18,8 +18,13 @@ export interface RequestHead {
   values: string[];
   /** The Host field's value. */
   host: string;
-  /** Whether the client asked to close the connection after this exchange. */
+  /**
+   * Whether the connection closes after this exchange: the client asked to (`Connection: close`),
+   * or it spoke HTTP/1.0 without asking to keep it (`Connection: keep-alive`, RFC 9112 §9.3).
+   */
   close: boolean;
+  /** An HTTP/1.0 request: its answer goes out as HTTP/1.0, never chunked. */
+  http10: boolean;
   /** The body's length (0: none). */
   contentLength: number;
   /** `Expect: 100-continue` with a body: the client may wait for a 100 before sending it. */
@@ -42,8 +47,10 @@ const BAD_VALUE = /[^\t\x20-\x7e\x80-\xff]/;
  * relayed, so that it is refused as on Deno.serve alone.
  */
 export const MAX_FIELDS = 128;
-// The Connection options that end the connection after this exchange.
+// The Connection options that end the connection after this exchange, and the one that keeps an
+// HTTP/1.0 connection open.
 const CLOSE = /(?:^|,)[ \t]*close[ \t]*(?:,|$)/i;
+const KEEP_ALIVE = /(?:^|,)[ \t]*keep-alive[ \t]*(?:,|$)/i;
 // A length in plain digits, at most 15 (exact as a number): "010" (ten bytes, which a lax parser
 // reads as octal) is relayed.
 const LENGTH = /^(?:0|[1-9][0-9]{0,14})$/;
@@ -77,7 +84,9 @@ const enum S {
   EndLf,
   Done,
 }
+// "HTTP/1.1" or "HTTP/1.0", then CRLF: the minor version is the byte at MINOR.
 const VERSION = "HTTP/1.1\r\n";
+const MINOR = 7;
 // tchar (RFC 9110 §5.6.2) by byte.
 const IS_TCHAR = new Uint8Array(256);
 for (const ch of "!#$%&'*+-.^_`|~") IS_TCHAR[ch.charCodeAt(0)] = 1;
@@ -88,7 +97,7 @@ for (let i = 0; i < 256; i++) {
 /**
  * Checks a head still on its way, byte by byte as it comes (each byte once): whether what came
  * so far can still begin a head that parseRequestHead takes. One that cannot (a lone CR, a
- * control byte, a bad name, HTTP/1.0) is relayed at once, so that Deno.serve answers it as on
+ * control byte, a bad name, HTTP/1.2) is relayed at once, so that Deno.serve answers it as on
  * the default engine (400 at the first bad byte) instead of the engine waiting for a blank line
  * that may never come. Offsets are from the head's first byte, which stay valid when the read
  * buffer moves its bytes.
@@ -129,7 +138,8 @@ export class HeadScan {
           } else if (x < 0x21 || x > 0x7e) return false;
           break;
         case S.Version:
-          if (x !== VERSION.charCodeAt(this.#k++)) return false;
+          if (x !== VERSION.charCodeAt(this.#k) && !(this.#k === MINOR && x === 48)) return false;
+          this.#k++;
           if (this.#k === VERSION.length) s = S.Line;
           break;
         case S.Line:
@@ -166,10 +176,13 @@ export function parseRequestHead(text: string): RequestHead | null {
   const lineEnd = text.indexOf("\r\n");
   const sp1 = text.indexOf(" ");
   const sp2 = text.indexOf(" ", sp1 + 1);
-  // "METHOD SP /target SP HTTP/1.1 CRLF", exactly.
-  if (sp1 <= 0 || sp2 < 0 || lineEnd !== sp2 + 9 || !text.startsWith("HTTP/1.1", sp2 + 1)) {
+  // "METHOD SP /target SP HTTP/1.1 CRLF" (or HTTP/1.0), exactly.
+  if (sp1 <= 0 || sp2 < 0 || lineEnd !== sp2 + 9 || !text.startsWith("HTTP/1.", sp2 + 1)) {
     return null;
   }
+  const minor = text.charCodeAt(sp2 + 8);
+  if (minor !== 49 && minor !== 48) return null;
+  const http10 = minor === 48;
   const method = text.slice(0, sp1);
   const target = text.slice(sp1 + 1, sp2);
   if (!TCHAR.test(method) || !ORIGIN_FORM.test(target)) return null;
@@ -178,6 +191,7 @@ export function parseRequestHead(text: string): RequestHead | null {
   const values: string[] = [];
   let host: string | null = null;
   let close = false;
+  let keepAlive = false;
   let length = -1;
   let cookie = -1;
   let expect = false;
@@ -218,6 +232,7 @@ export function parseRequestHead(text: string): RequestHead | null {
         return null;
       case "connection":
         if (CLOSE.test(value)) close = true;
+        if (http10 && KEEP_ALIVE.test(value)) keepAlive = true;
         break;
       case "cookie":
         // Several Cookie fields are one list joined by "; " (RFC 6265 §5.4, RFC 9113 §8.2.3), as
@@ -242,9 +257,11 @@ export function parseRequestHead(text: string): RequestHead | null {
     names,
     values,
     host,
-    close,
+    close: close || (http10 && !keepAlive),
+    http10,
     contentLength: Math.max(length, 0),
-    expectContinue: expect && length > 0,
+    // An HTTP/1.0 client cannot read a 100 (a server ignores its expectation, RFC 9110 §10.1.1).
+    expectContinue: expect && length > 0 && !http10,
   };
 }
 

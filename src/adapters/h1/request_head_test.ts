@@ -89,8 +89,11 @@ Deno.test("parseRequestHead leaves odd bodies, upgrades and oddities to Deno.ser
     "GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
     "GET / HTTP/1.1\r\nHost: a\r\nHTTP2-Settings: AAA\r\n\r\n",
     "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
-    "GET / HTTP/1.0\r\nHost: a\r\n\r\n",
+    "GET / HTTP/1.0\r\n\r\n", // HTTP/1.0 without Host
     "GET / HTTP/1.2\r\nHost: a\r\n\r\n",
+    "GET / HTTP/1.9\r\nHost: a\r\n\r\n",
+    "GET / HTTP/1.00\r\nHost: a\r\n\r\n",
+    "GET / HTTP/1.0\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
     "GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n",
     "OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n",
     "CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n",
@@ -112,6 +115,28 @@ Deno.test("parseRequestHead leaves odd bodies, upgrades and oddities to Deno.ser
     "GET / HTTP/1.1\r\nHost: a\r\nX-A: \x01\r\n\r\n",
   ];
   for (const text of relayed) assert.equal(parseRequestHead(text), null, JSON.stringify(text));
+});
+
+Deno.test("parseRequestHead takes HTTP/1.0 with Host: kept alive only when asked, no 100", () => {
+  const h = (fields: string) => parseRequestHead(`GET /x HTTP/1.0\r\nHost: a\r\n${fields}\r\n`);
+  assert.deepEqual(
+    [h("")?.http10, h("")?.close, h("")?.target],
+    [true, true, "/x"],
+  );
+  // RFC 9112 §9.3: persistent only with the keep-alive option, and not with close beside it.
+  assert.equal(h("Connection: Keep-Alive\r\n")?.close, false);
+  assert.equal(h("Connection: te, keep-alive\r\n")?.close, false);
+  assert.equal(h("Connection: keep-alive, close\r\n")?.close, true);
+  assert.equal(h("Connection: keep-alives\r\n")?.close, true);
+  assert.equal(h("Keep-Alive: timeout=5\r\n")?.close, true);
+  // An HTTP/1.0 client cannot read a 100: its expectation is ignored (RFC 9110 §10.1.1).
+  const put = parseRequestHead(
+    "PUT / HTTP/1.0\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n",
+  );
+  assert.deepEqual([put?.contentLength, put?.expectContinue], [5, false]);
+  // HTTP/1.1 is unchanged: open unless closed.
+  const one = parseRequestHead("GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+  assert.deepEqual([one?.http10, one?.close], [false, false]);
 });
 
 Deno.test("parseRequestHead takes as many field lines as Deno.serve, and leaves it more", () => {
@@ -140,6 +165,7 @@ Deno.test("HeadScan tells a head on its way that can no longer be the engine's, 
   const taken = [
     "GET /a?b=%20 HTTP/1.1\r\nHost: a:1\r\nX-Tab:\ta\tb \r\nX-Obs: caf\xe9\r\nX-E:\r\n\r\n",
     "M-SEARCH / HTTP/1.1\r\nhost: a\r\n\r\n",
+    "GET / HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n\r\n",
   ];
   for (const text of taken) {
     assert.ok(parseRequestHead(text), text);
@@ -157,7 +183,8 @@ Deno.test("HeadScan tells a head on its way that can no longer be the engine's, 
     ["GET /v HTTP/1.1\r\nX-A: a", "\x00"],
     ["GET /v HTTP/1.1\r\nX-A: a", "\x7f"],
     ["GET /v HTTP/1.1\r\nX-A: a", "\nX-B: b"], // a bare LF (Deno.serve's to take)
-    ["GET /v HTTP/1.", "0\r\n"],
+    ["GET /v HTTP/1.", "2\r\n"],
+    ["GET /v HTTP/1.0", "0\r\n"],
     ["GET ", "http://a/ HTTP/1.1\r\n"],
     ["GET", "\t/ HTTP/1.1\r\n"],
     ["", "\r\nGET / HTTP/1.1\r\n"],

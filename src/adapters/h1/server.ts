@@ -8,7 +8,7 @@
 //
 // Every other connection is relayed, byte for byte, to a Deno.serve listener on 127.0.0.1 that
 // runs the same handler: from the first request the engine does not take (a chunked body, an
-// Expect, an upgrade, h2c, HTTP/1.0, anything odd) to the connection's end. Deno.serve then
+// Expect, an upgrade, h2c, HTTP/1.0 without Host, anything odd) to the connection's end. Deno.serve then
 // answers it exactly as with `http1_engine: deno`. The relayed connection's source port names the
 // client it carries, so the pipeline still sees the client's address.
 
@@ -626,20 +626,21 @@ async function exchange(
   const keep = !head.close && !env.draining() && c.bodyLeft <= SKIP_BYTES &&
     !(c.awaitsContinue && c.bodyLeft > 0);
   let ok = false;
+  const w = { head: head.method === "HEAD", keep, http10: head.http10, logger: env.logger };
   try {
     // A client that left gets no answer (the pipeline's is a stand-in 400 for a 499): one that
     // only ended its sending side would read it as the answer to its request. Deno.serve too
     // writes nothing once the client's stream ended.
     if (c.left) await res.body?.cancel().catch(() => {});
     else {
-      ok = await writeResponse(c, res, { head: head.method === "HEAD", keep, logger: env.logger });
+      ok = await writeResponse(c, res, w);
     }
   } finally {
     c.exchanging(false);
     settle(ok);
     m?.connectionClosed("http/1.1");
   }
-  return ok && keep;
+  return ok && w.keep;
 }
 
 function gone(): ProxyError {
@@ -692,17 +693,20 @@ const FRAMING = new Set(["connection", "keep-alive", "transfer-encoding", "conte
 
 /**
  * Writes `res` to the client: its head, then its body framed by Content-Length when known, else
- * chunked. True when the whole answer went out (the connection then carries another unless the
- * client or a drain asked to close it: `o.keep`).
+ * chunked, or to an HTTP/1.0 client by the connection's end. True when the whole answer went out
+ * (the connection then carries another unless the client or a drain asked to close it, or the
+ * answer's end is the connection's: `o.keep`, which is then set false).
  */
 async function writeResponse(
   c: Conn,
   res: Response,
-  o: { head: boolean; keep: boolean; logger: Logger },
+  o: { head: boolean; keep: boolean; http10: boolean; logger: Logger },
 ): Promise<boolean> {
   const status = res.status;
   const reason = res.statusText || REASONS[status] || "";
-  let text = `HTTP/1.1 ${status} ${reason}\r\n`;
+  // An HTTP/1.0 client gets an HTTP/1.0 answer (as from Deno.serve), which is what it can read:
+  // no chunks, and a connection kept only when it asked and is told so.
+  let text = `${o.http10 ? "HTTP/1.0" : "HTTP/1.1"} ${status} ${reason}\r\n`;
   let length: string | null = null;
   let date = false;
   res.headers.forEach((v, k) => {
@@ -715,13 +719,17 @@ async function writeResponse(
   });
   if (!date) text += "date: " + httpDate() + "\r\n";
   const keep = o.keep;
+  // HTTP/1.0 closes unless told otherwise; HTTP/1.1 keeps the connection unless told otherwise.
+  const persistence = o.http10
+    ? (keep ? "connection: keep-alive\r\n" : "")
+    : (keep ? "" : "connection: close\r\n");
   const noContent = status === 204 || status === 304 || status < 200;
   const raw = (res as RawBodied)[RAW_BODY];
   if (raw !== undefined && !o.head && !noContent && !res.bodyUsed) {
     // The upstream client's buffered answer, as it came: one write, and the body (which Fetch
     // would make a stream of, to be read back) is not touched.
     text += `content-length: ${raw.byteLength}\r\n`;
-    if (!keep) text += "connection: close\r\n";
+    text += persistence;
     const h = headBytes(text + "\r\n");
     const out = new Uint8Array(h.byteLength + raw.byteLength);
     out.set(h);
@@ -736,20 +744,24 @@ async function writeResponse(
     if (length !== null && !(status === 204 || status < 200)) {
       text += `content-length: ${length}\r\n`;
     } else if (body === null && !noContent) text += "content-length: 0\r\n";
-    if (!keep) text += "connection: close\r\n";
+    text += persistence;
     body?.cancel().catch(() => {});
     await writeAll(c.conn, headBytes(text + "\r\n"));
     return true;
   }
   if (body === null) {
     text += "content-length: 0\r\n";
-    if (!keep) text += "connection: close\r\n";
+    text += persistence;
     await writeAll(c.conn, headBytes(text + "\r\n"));
     return true;
   }
   const declared = length !== null && /^[0-9]{1,15}$/.test(length) ? Number(length) : -1;
-  text += declared >= 0 ? `content-length: ${declared}\r\n` : "transfer-encoding: chunked\r\n";
-  if (!keep) text += "connection: close\r\n";
+  // Without a length, an HTTP/1.0 client reads the body to the connection's end: no framing, and
+  // no keep-alive (false is returned after it).
+  const toEnd = declared < 0 && o.http10;
+  if (declared >= 0) text += `content-length: ${declared}\r\n`;
+  else if (!toEnd) text += "transfer-encoding: chunked\r\n";
+  if (!toEnd) text += persistence;
   const reader = body.getReader();
   try {
     await writeAll(c.conn, headBytes(text + "\r\n"));
@@ -794,7 +806,7 @@ async function writeResponse(
           return false;
         }
         await writeAll(c.conn, bytes);
-      } else await writeAll(c.conn, chunked(bytes));
+      } else await writeAll(c.conn, toEnd ? bytes : chunked(bytes));
     } catch (err) {
       reader.cancel(err).catch(() => {});
       throw err;
@@ -802,6 +814,11 @@ async function writeResponse(
     sent += bytes.byteLength;
   }
   if (declared >= 0) return sent === declared;
+  // Complete, though the connection must end for the client to know it.
+  if (toEnd) {
+    o.keep = false;
+    return true;
+  }
   await writeAll(c.conn, LAST_CHUNK);
   return true;
 }
