@@ -5,14 +5,15 @@
 //
 //   deno run -A bench/decompose.ts [--variants full,min,client,raw] [--roots DIR,DIR]
 //     [--connections 50] [--path /100b] [--post BYTES] [--rounds 3] [--seconds 4]
-//     [--cpu-prof DIR]
+//     [--close] [--cpu-prof DIR]
 //
 // Variants: `full` Prox with the bench's config (10 routes, header rules, metrics), `deno` the same
 // on Deno.serve (`http1_engine: deno`), `min` Prox with one plain proxy route, `client` the engine
 // and the upstream client alone (engine_client.ts), `raw` the raw-socket relay (raw_proxy.ts). A
 // variant may carry extra V8 flags after a `|` (`full|--max-semi-space-size=8`). `--roots` runs
 // the Prox variants of each checkout given (an A/B of two builds: `--roots /a,/b`). `--post` sends
-// POSTs with a body of that size to /post. `--cpu-prof DIR` profiles each variant and prints the
+// POSTs with a body of that size to /post. `--close` sends `Connection: close` (a new connection
+// per request). `--cpu-prof DIR` profiles each variant and prints the
 // functions taking the most self time per request.
 import { parseArgs } from "node:util";
 import { freePort, proxConfig, startBackend, waitPort } from "./procs.ts";
@@ -28,6 +29,7 @@ const { values: o } = parseArgs({
     connections: { type: "string", default: "50" },
     path: { type: "string" },
     post: { type: "string", default: "0" },
+    close: { type: "boolean", default: false },
     rounds: { type: "string", default: "3" },
     seconds: { type: "string", default: "4" },
     "cpu-prof": { type: "string" },
@@ -41,8 +43,12 @@ const profDir = o["cpu-prof"];
 const dir = await Deno.makeTempDir({ prefix: "prox-decompose-" });
 await using backend = await startBackend(dir, "1");
 const script = `${dir}/post.lua`;
-if (POST > 0) {
-  await Deno.writeTextFile(script, `wrk.method = "POST"\nwrk.body = string.rep("x", ${POST})\n`);
+if (POST > 0 || o.close) {
+  await Deno.writeTextFile(
+    script,
+    (POST > 0 ? `wrk.method = "POST"\nwrk.body = string.rep("x", ${POST})\n` : "") +
+      (o.close ? `wrk.headers["Connection"] = "close"\n` : ""),
+  );
 }
 
 interface Run {
@@ -104,7 +110,7 @@ const load = (r: Run, seconds: number) =>
     core: "1",
     seconds,
     connections: C,
-    ...(POST > 0 ? { script } : {}),
+    ...(POST > 0 || o.close ? { script } : {}),
   });
 for (const r of runs) r.requests += (await load(r, 2)).requests; // warm-up (profiled too)
 for (let i = 0; i < Number(o.rounds); i++) {
