@@ -5,14 +5,14 @@
 //
 //   deno run -A bench/decompose.ts [--variants full,min,client,raw] [--roots DIR,DIR]
 //     [--connections 50] [--path /100b] [--post BYTES] [--rounds 3] [--seconds 4]
-//     [--close] [--cpu-prof DIR]
+//     [--chunked] [--close] [--cpu-prof DIR]
 //
 // Variants: `full` Prox with the bench's config (10 routes, header rules, metrics), `deno` the same
 // on Deno.serve (`http1_engine: deno`), `min` Prox with one plain proxy route, `client` the engine
 // and the upstream client alone (engine_client.ts), `raw` the raw-socket relay (raw_proxy.ts). A
 // variant may carry extra V8 flags after a `|` (`full|--max-semi-space-size=8`). `--roots` runs
 // the Prox variants of each checkout given (an A/B of two builds: `--roots /a,/b`). `--post` sends
-// POSTs with a body of that size to /post. `--close` sends `Connection: close` (a new connection
+// POSTs with a body of that size to /post (`--chunked`: as one chunk of a chunked body). `--close` sends `Connection: close` (a new connection
 // per request). `--cpu-prof DIR` profiles each variant and prints the
 // functions taking the most self time per request.
 import { parseArgs } from "node:util";
@@ -30,6 +30,7 @@ const { values: o } = parseArgs({
     path: { type: "string" },
     post: { type: "string", default: "0" },
     close: { type: "boolean", default: false },
+    chunked: { type: "boolean", default: false },
     rounds: { type: "string", default: "3" },
     seconds: { type: "string", default: "4" },
     "cpu-prof": { type: "string" },
@@ -46,7 +47,14 @@ const script = `${dir}/post.lua`;
 if (POST > 0 || o.close) {
   await Deno.writeTextFile(
     script,
-    (POST > 0 ? `wrk.method = "POST"\nwrk.body = string.rep("x", ${POST})\n` : "") +
+    (POST > 0 && o.chunked
+      // wrk.format would add a Content-Length beside the chunks: the request is written whole.
+      ? `local req = "POST ${path} HTTP/1.1\\r\\nHost: bench\\r\\nTransfer-Encoding: chunked\\r\\n\\r\\n` +
+        `${POST.toString(16)}\\r\\n" .. string.rep("x", ${POST}) .. "\\r\\n0\\r\\n\\r\\n"\n` +
+        `request = function() return req end\n`
+      : POST > 0
+      ? `wrk.method = "POST"\nwrk.body = string.rep("x", ${POST})\n`
+      : "") +
       (o.close ? `wrk.headers["Connection"] = "close"\n` : ""),
   );
 }

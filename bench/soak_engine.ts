@@ -41,14 +41,14 @@ const KINDS: Record<string, (say: Say, read: Read) => Promise<void>> = {
     await say(`GET /p/big HTTP/1.1\r\n${H}\r\n`);
     await read(/\r\n\r\n/);
   },
-  // Relayed: a body that comes after a pause.
+  // The engine's: a body that comes after a pause (streamed).
   async lateBody(say, read) {
     await say(`POST /body/late HTTP/1.1\r\n${H}Content-Length: 20\r\nConnection: close\r\n\r\n`);
     await sleep(100 + rnd(300));
     await say("x".repeat(20));
     await read();
   },
-  // Relayed: a chunked body.
+  // The engine's: a chunked body, decoded as it comes.
   async chunked(say, read) {
     await say(`POST /p/chunked HTTP/1.1\r\n${H}Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n`);
     await sleep(rnd(100));
@@ -58,7 +58,7 @@ const KINDS: Record<string, (say: Say, read: Read) => Promise<void>> = {
     const got = await read();
     if (answers(got) !== 2) throw new Error("answers missing");
   },
-  // Relayed: a body over 64 KiB, after a served request on the same connection.
+  // The engine's: a body over 64 KiB (streamed), after a served request on the same connection.
   async largeBody(say, read) {
     await say(`GET /s/f${rnd(20)}.txt HTTP/1.1\r\n${H}\r\n`);
     await read(/\r\n\r\n/);
@@ -67,7 +67,7 @@ const KINDS: Record<string, (say: Say, read: Read) => Promise<void>> = {
     await say(new Uint8Array(n));
     await read();
   },
-  // Relayed: Expect: 100-continue, the body sent after the interim answer.
+  // The engine's: Expect: 100-continue, the body sent after the interim answer.
   async expect(say, read) {
     await say(
       `POST /p/expect HTTP/1.1\r\n${H}Content-Length: 10\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n`,
@@ -93,7 +93,7 @@ const KINDS: Record<string, (say: Say, read: Read) => Promise<void>> = {
     await say(`GET /p/nohost HTTP/1.0\r\n\r\n`);
     await read();
   },
-  // Relayed: the client leaving mid-body of a large upload.
+  // The engine's: the client leaving mid-body of a large upload.
   async leavesMidBody(say) {
     await say(`POST /p/gone HTTP/1.1\r\n${H}Content-Length: 100000\r\n\r\n`);
     await say(new Uint8Array(rnd(60_000)));

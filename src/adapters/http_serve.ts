@@ -77,7 +77,9 @@ export function listen(
      * For a listener that another one relays connections to (h1/server.ts): the client a relayed
      * connection carries, by the relay's own address; a connection it does not know gets a 403.
      */
-    peerOf?: (relay: Deno.NetAddr) => { hostname: string; port: number } | undefined;
+    peerOf?: (
+      relay: Deno.NetAddr,
+    ) => { hostname: string; port: number; protocol?: Protocol } | undefined;
     /** Bind again on a new ephemeral port, not the same one, after the accept loop failed. */
     anyPort?: boolean;
   },
@@ -116,21 +118,24 @@ export function listen(
     }, (req, info) => {
       recent.serverInfo = info;
       let remote = info.remoteAddr as Deno.NetAddr | { hostname: string; port: number };
+      let protocol: Protocol | undefined;
       if (opts.peerOf) {
         const client = opts.peerOf(remote as Deno.NetAddr);
         if (!client) return new Response("Not a relayed connection\n", { status: 403 });
         remote = client;
+        // The relay saw how the connection began, which a request here does not say.
+        protocol = client.protocol;
       }
       const ci: ClientInfo = {
         remoteAddr: { hostname: unmapped(remote.hostname), port: remote.port },
         localPort: opts.localPort ?? localPort,
-        protocol: protocolOf(req, tls),
+        protocol: protocol ?? protocolOf(req, tls),
         tls,
         completed: info.completed,
       };
       // A request without an authority (no Host) gets `localhost:<this listener's port>` from
       // Deno: a relayed one names the port its client connected to, as on the default engine.
-      if (opts.localPort !== undefined && ci.protocol !== "http/1.1") {
+      if (opts.localPort !== undefined && !req.headers.has("host")) {
         const made = `http://localhost:${localPort}/`;
         if (req.url.startsWith(made)) ci.authority = `localhost:${opts.localPort}`;
       }

@@ -110,6 +110,50 @@ export const KNOWN: Known[] = [
       return [cut(d), cut(p)];
     },
   },
+  {
+    // A chunked body that breaks the grammar: Deno.serve closes the connection without an answer
+    // or an access record; the engine answers 400 (as nginx does), logs it, and closes.
+    name: "a malformed chunked body gets 400",
+    rewrite: (d, p) => {
+      const n = d.answers.length;
+      const last = p.answers[n];
+      const logged = p.access.filter((r) => r.status === 400 && r.error === "http_request_error");
+      if (
+        d.end !== "closed" || p.end !== "closed" || p.answers.length !== n + 1 ||
+        last.status !== 400 || !hasClose(last) || logged.length !== 1 ||
+        p.access.length !== d.access.length + 1
+      ) return [d, p];
+      return [d, {
+        ...p,
+        answers: p.answers.slice(0, n),
+        access: p.access.filter((r) => r !== logged[0]),
+      }];
+    },
+  },
+  {
+    // A request without Host: Deno.serve alone takes it for HTTP/2 (it cannot tell, and HTTP/1.1
+    // requires Host), so it goes upstream with `Via: 2 prox` and is logged as h2c; relayed by the
+    // engine, which saw the connection begin in HTTP/1.x, it is HTTP/1.1.
+    name: "a request without Host is HTTP/1.x",
+    rewrite: (d, p) => {
+      const via = (f: Fields) => f.find(([k]) => k === "via")?.[1];
+      const upstream = d.upstream.map((s, i) =>
+        via(s.fields) === "2 prox" && p.upstream[i] && via(p.upstream[i].fields) === "1.1 prox"
+          ? {
+            ...s,
+            fields: s.fields.map(([k, v]): [string, string] => [k, k === "via" ? "1.1 prox" : v]),
+          }
+          : s
+      );
+      const access = d.access.map((r) =>
+        r.protocol === "h2c" &&
+          p.access.some((x) => x.path === r.path && x.protocol === "http/1.1")
+          ? { ...r, protocol: "http/1.1" }
+          : r
+      ).sort((a, b) => JSON.stringify(a) < JSON.stringify(b) ? -1 : 1);
+      return [{ ...d, upstream, access }, p];
+    },
+  },
 ];
 
 /** Applies the known differences' rewrites (all, or all but `skip`) to Deno.serve's and the

@@ -1,9 +1,10 @@
 // The request head parser of Prox's own HTTP/1.1 engine (server.ts). It takes only the plainest
 // requests: HTTP/1.1 or HTTP/1.0, an origin-form target, one Host, well-formed fields, no upgrade,
 // no Expect but `100-continue`, and no body but one framed by a single Content-Length in plain
-// digits (on a method other than GET and HEAD, whose bodies the pipeline refuses as on
-// Deno.serve). Everything else (Transfer-Encoding, a WebSocket or h2c upgrade, the HTTP/2
-// preface, a request without Host, an odd or malformed head) is not judged here at all: the engine relays that connection to
+// digits or (HTTP/1.1) by `Transfer-Encoding: chunked` alone, on a method other than GET and HEAD,
+// whose bodies the pipeline refuses as on Deno.serve. Everything else (another transfer coding,
+// both framings, a WebSocket or h2c upgrade, the HTTP/2 preface, a request without Host, an odd
+// or malformed head) is not judged here at all: the engine relays that connection to
 // Deno.serve, which answers it as it answers every request with `http1_engine: deno`. So where a
 // request ends is decided here only when no parser could read it otherwise, which is where two
 // parsers that disagree let requests be smuggled (RFC 9112 §11.2). No Deno APIs: text in, a head
@@ -25,8 +26,10 @@ export interface RequestHead {
   close: boolean;
   /** An HTTP/1.0 request: its answer goes out as HTTP/1.0, never chunked. */
   http10: boolean;
-  /** The body's length (0: none). */
+  /** The body's length (0: none, or chunked). */
   contentLength: number;
+  /** The body is chunked (`Transfer-Encoding: chunked`, chunked.ts). */
+  chunked: boolean;
   /** `Expect: 100-continue` with a body: the client may wait for a 100 before sending it. */
   expectContinue: boolean;
 }
@@ -193,6 +196,7 @@ export function parseRequestHead(text: string): RequestHead | null {
   let close = false;
   let keepAlive = false;
   let length = -1;
+  let chunked = false;
   let cookie = -1;
   let expect = false;
   let at = lineEnd + 2;
@@ -227,6 +231,12 @@ export function parseRequestHead(text: string): RequestHead | null {
         expect = true;
         break;
       case "transfer-encoding":
+        // Chunked alone, once, and only from HTTP/1.1 (HTTP/1.0 has no transfer codings: RFC
+        // 9112 §6.1 has such a message's framing treated as faulty). Any other coding or list is
+        // Deno.serve's to judge.
+        if (chunked || http10 || value.toLowerCase() !== "chunked") return null;
+        chunked = true;
+        break;
       case "upgrade":
       case "http2-settings":
         return null;
@@ -249,8 +259,10 @@ export function parseRequestHead(text: string): RequestHead | null {
     values.push(value);
   }
   if (host === null) return null;
+  // Both framings at once is a smuggling attempt or a broken client: Deno.serve refuses it.
+  if (chunked && length >= 0) return null;
   // Fetch gives a GET or HEAD no body: the pipeline refuses one that has a body (501), as there.
-  if (length > 0 && (method === "GET" || method === "HEAD")) return null;
+  if ((length > 0 || chunked) && (method === "GET" || method === "HEAD")) return null;
   return {
     method,
     target,
@@ -260,8 +272,9 @@ export function parseRequestHead(text: string): RequestHead | null {
     close: close || (http10 && !keepAlive),
     http10,
     contentLength: Math.max(length, 0),
+    chunked,
     // An HTTP/1.0 client cannot read a 100 (a server ignores its expectation, RFC 9110 §10.1.1).
-    expectContinue: expect && length > 0 && !http10,
+    expectContinue: expect && (length > 0 || chunked) && !http10,
   };
 }
 

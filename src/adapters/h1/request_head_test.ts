@@ -81,7 +81,15 @@ Deno.test("parseRequestHead leaves odd bodies, upgrades and oddities to Deno.ser
     "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n",
     "GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n",
     "HEAD / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\n",
-    "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+    "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n",
+    "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+    "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
+    "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+    "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
+    "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nTransfer-Encoding: chunked\r\n\r\n",
+    "POST / HTTP/1.0\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+    "GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+    "HEAD / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
     "GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n",
     "PUT / HTTP/1.1\r\nHost: a\r\nExpect: 200-ok\r\nContent-Length: 5\r\n\r\n",
     "PUT / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n",
@@ -115,6 +123,18 @@ Deno.test("parseRequestHead leaves odd bodies, upgrades and oddities to Deno.ser
     "GET / HTTP/1.1\r\nHost: a\r\nX-A: \x01\r\n\r\n",
   ];
   for (const text of relayed) assert.equal(parseRequestHead(text), null, JSON.stringify(text));
+});
+
+Deno.test("parseRequestHead takes a chunked body on its own (no length beside it)", () => {
+  for (const v of ["chunked", "Chunked", " chunked\t"]) {
+    const h = parseRequestHead(`PUT /u HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:${v}\r\n\r\n`);
+    assert.deepEqual([h?.chunked, h?.contentLength, h?.expectContinue], [true, 0, false], v);
+  }
+  const expect = parseRequestHead(
+    "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n",
+  );
+  assert.equal(expect?.expectContinue, true);
+  assert.equal(parseRequestHead("POST / HTTP/1.1\r\nHost: a\r\n\r\n")?.chunked, false);
 });
 
 Deno.test("parseRequestHead takes HTTP/1.0 with Host: kept alive only when asked, no 100", () => {

@@ -1,26 +1,28 @@
 // Prox's own HTTP/1.1 engine for a plain-HTTP listener (`protocols.http1_engine: prox`, the
 // default): a listener on Deno.listen that parses the plainest requests itself (request_head.ts:
-// no body, or one framed by a Content-Length, streamed from the socket unless it came whole with
-// its head and is at most 64 KiB), hands them to the pipeline as lean stand-ins for Fetch's Request (wire_request.ts), and writes the answer to the
-// socket itself. Deno.serve builds a Request and its Headers for every request and reads
-// every answer through Fetch's body machinery; on the benchmark's small GETs that was a fifth of
-// Prox's CPU per request.
+// HTTP/1.1 or HTTP/1.0 with Host; no body, or one framed by a Content-Length, streamed from the
+// socket unless it came whole with its head and is at most 64 KiB, or a chunked one, decoded as
+// it comes by chunked.ts), hands them to the pipeline as lean stand-ins for Fetch's Request
+// (wire_request.ts), and writes the answer to the socket itself. Deno.serve builds a Request and
+// its Headers for every request and reads every answer through Fetch's body machinery; on the
+// benchmark's small GETs that was a fifth of Prox's CPU per request.
 //
 // Every other connection is relayed, byte for byte, to a Deno.serve listener on 127.0.0.1 that
-// runs the same handler: from the first request the engine does not take (a chunked body, an
-// Expect, an upgrade, h2c, HTTP/1.0 without Host, anything odd) to the connection's end. Deno.serve then
-// answers it exactly as with `http1_engine: deno`. The relayed connection's source port names the
+// runs the same handler: from the first request the engine does not take (another transfer
+// coding, another Expect, an upgrade, h2c, HTTP/1.0 without Host, anything odd) to the
+// connection's end. Deno.serve then answers it exactly as with `http1_engine: deno`. The relayed connection's source port names the
 // client it carries, so the pipeline still sees the client's address.
 
 import { formatListenAddr } from "../../config/listen.ts";
 import type { ListenAddr } from "../../config/listen.ts";
 import { ProxyError } from "../../domain/errors.ts";
 import { FileChangedError, RAW_BODY } from "../../ports.ts";
-import type { ClientInfo, Handler, Logger, Metrics, RawBodied } from "../../ports.ts";
+import type { ClientInfo, Handler, Logger, Metrics, Protocol, RawBodied } from "../../ports.ts";
 import { latin1 } from "../upstream_h1_wire.ts";
 import { listen, unmapped } from "../http_serve.ts";
 import type { Listener } from "../http_serve.ts";
 import { BODY_LIMIT, headEnd, HeadScan, parseRequestHead } from "./request_head.ts";
+import { ChunkedDecoder, ChunkedError } from "./chunked.ts";
 import type { RequestHead } from "./request_head.ts";
 import { WireRequest } from "./wire_request.ts";
 import { readGate } from "./read_gate.ts";
@@ -86,7 +88,7 @@ export function listenH1(
   const local = server.addr as Deno.NetAddr;
   // The relay's Deno.serve; its connections' source ports name the clients they carry (one
   // entry per relayed connection open: bounded by the connections).
-  const peers = new Map<number, { hostname: string; port: number }>();
+  const peers = new Map<number, { hostname: string; port: number; protocol: Protocol }>();
   const inner = listen({ hostname: "127.0.0.1", port: 0 }, {
     handler: opts.handler,
     logger: opts.logger,
@@ -174,7 +176,9 @@ export function listenH1(
       c.buf = NO_BYTES;
       c.start = c.end = 0;
       const key = (to.localAddr as Deno.NetAddr).port;
-      peers.set(key, c.peer);
+      // h2c with prior knowledge is relayed at the "*" of its preface ("PRI * HTTP/2.0").
+      const h2c = bytes.length >= 5 && latin1(bytes, 0, 5) === "PRI *";
+      peers.set(key, { ...c.peer, protocol: h2c ? "h2c" : "http/1.1" });
       try {
         await writeAll(to, bytes);
         // A client that ends its side (a half-close after its last request) gets whatever
@@ -303,6 +307,13 @@ export class Conn implements Reader {
   eof = false;
   /** Bytes of the current request's streamed body not read yet (buffered ones included). */
   bodyLeft = 0;
+  /** The current request's chunked body, while it is read (chunked.ts). */
+  #chunked: ChunkedDecoder | null = null;
+  /**
+   * The request's body broke its framing (a malformed chunked body): where the next request would
+   * begin is unknown, so the connection closes after the answer.
+   */
+  broken = false;
   /**
    * The request asked `Expect: 100-continue` and has had no 100 yet: the client may hold its body
    * back until the first read of it sends one.
@@ -381,7 +392,7 @@ export class Conn implements Reader {
     // would leave that request unread in the buffer until the client gave up.
     // Not while the request's body is still coming: its reads would race this one (a client that
     // leaves then ends the body's stream instead, which aborts the signal).
-    else if (this.#busy && !this.watching && this.start === this.end && this.bodyLeft === 0) {
+    else if (this.#busy && !this.watching && this.start === this.end && !this.bodyPending) {
       this.watching = (async () => {
         try {
           if (!await this.fill()) this.eof = true;
@@ -401,17 +412,43 @@ export class Conn implements Reader {
    */
   bodyStream(len: number, expectContinue = false): ReadableStream<Uint8Array> {
     this.bodyLeft = len;
+    return this.#stream(expectContinue);
+  }
+
+  /**
+   * The current request's chunked body as a stream of its data, decoded as it comes (chunked.ts),
+   * never read past its end in the stream's own reads of the socket; bytes after it that came in
+   * one read with it stay for the next request. A body that breaks the grammar errors the stream
+   * (400) and marks the connection `broken`.
+   */
+  chunkedStream(expectContinue = false): ReadableStream<Uint8Array> {
+    this.#chunked = new ChunkedDecoder();
+    return this.#stream(expectContinue);
+  }
+
+  /** Whether the current request's body has more to come (or failed before its end). */
+  get bodyPending(): boolean {
+    return this.bodyLeft > 0 || (this.#chunked !== null && !this.#chunked.done);
+  }
+
+  #stream(expectContinue: boolean): ReadableStream<Uint8Array> {
     // Nothing of the body here yet: the client waits for a 100 (which the first read sends).
     this.awaitsContinue = expectContinue && this.start === this.end;
     return new ReadableStream<Uint8Array>({
       pull: async (ctl) => {
-        const chunk = await this.#bodyChunk();
+        let chunk: Uint8Array | null;
+        try {
+          chunk = await this.#bodyChunk();
+        } catch (err) {
+          ctl.error(err);
+          return;
+        }
         if (chunk === null) {
           ctl.error(new ProxyError("client_gone", "Client closed the connection mid-body"));
           return;
         }
-        ctl.enqueue(chunk);
-        if (this.bodyLeft === 0) ctl.close();
+        if (chunk.byteLength > 0) ctl.enqueue(chunk);
+        if (!this.bodyPending) ctl.close();
       },
       // Whatever is left is dropped after the answer (skipBody) or goes with the connection.
     }, { highWaterMark: 0 });
@@ -425,7 +462,7 @@ export class Conn implements Reader {
   }
 
   async #readBody(): Promise<Uint8Array | null> {
-    if (this.bodyLeft === 0) return NO_BYTES;
+    if (!this.bodyPending) return NO_BYTES;
     if (this.awaitsContinue) {
       // Only now, as nginx does: an answer that comes before the body is read (a 413, a refusal)
       // goes out without the client having sent it. Deno.serve sends the 100 at once.
@@ -438,6 +475,7 @@ export class Conn implements Reader {
         return null;
       }
     }
+    if (this.#chunked) return await this.#readChunked(this.#chunked);
     if (this.start < this.end) {
       const n = Math.min(this.bodyLeft, this.end - this.start);
       const out = this.buf.slice(this.start, this.start + n);
@@ -462,6 +500,51 @@ export class Conn implements Reader {
   }
 
   /**
+   * The next run of a chunked body's data: decoded from the buffer while it holds bytes, else a
+   * chunk's data read straight from the socket (never past that chunk), else the buffer filled
+   * again. NO_BYTES at the body's end, null when the client left first.
+   */
+  async #readChunked(d: ChunkedDecoder): Promise<Uint8Array | null> {
+    for (;;) {
+      if (d.done) return NO_BYTES;
+      if (this.start < this.end) {
+        let used: number;
+        try {
+          used = d.decode(this.buf, this.start, this.end);
+        } catch (err) {
+          this.broken = true;
+          if (err instanceof ChunkedError) throw new ProxyError("bad_request", err.message);
+          throw err;
+        }
+        const piece = d.dataEnd > d.dataStart ? this.buf.slice(d.dataStart, d.dataEnd) : null;
+        this.start += used;
+        if (piece) return piece;
+        continue;
+      }
+      let n: number | null;
+      let chunk: Uint8Array | null = null;
+      try {
+        if (d.dataLeft >= 4096) {
+          // A large chunk's data: read into its own buffer, as a Content-Length body's is.
+          chunk = new Uint8Array(Math.min(d.dataLeft, BODY_CHUNK));
+          n = await this.conn.read(chunk);
+        } else n = await this.fill() ? 1 : null;
+      } catch {
+        n = null;
+      }
+      if (n === null) {
+        this.eof = true;
+        this.#left?.abort(gone());
+        return null;
+      }
+      if (chunk) {
+        d.took(n);
+        return n < 4096 && n < chunk.length ? chunk.slice(0, n) : chunk.subarray(0, n);
+      }
+    }
+  }
+
+  /**
    * Reads and drops what is left of the body, up to SKIP_BYTES and SKIP_MS: true when all of it
    * came (the connection can carry another request).
    */
@@ -469,15 +552,23 @@ export class Conn implements Reader {
     let budget = SKIP_BYTES;
     const timer = setTimeout(() => this.close(), SKIP_MS);
     try {
-      while (this.bodyLeft > 0 && budget > 0) {
+      while (this.bodyPending && budget > 0) {
         const chunk = await this.#bodyChunk();
         if (chunk === null) return false;
         budget -= chunk.byteLength;
       }
-      return this.bodyLeft === 0;
+      return !this.bodyPending;
+    } catch {
+      return false; // a malformed chunked body
     } finally {
       clearTimeout(timer);
     }
+  }
+
+  /** Forgets the last request's body: the next one starts without. */
+  endBody(): void {
+    this.bodyLeft = 0;
+    this.#chunked = null;
   }
 
   /** Whether the client left during the current exchange (as `watch` saw). */
@@ -556,14 +647,15 @@ async function serve(c: Conn, env: Env): Promise<void> {
         // Streamed as it comes; the pipeline times a pause in it (408 after the route's idle
         // timeout), as on Deno.serve.
         stream = c.bodyStream(length, head.expectContinue);
-      }
+      } else if (head.chunked) stream = c.chunkedStream(head.expectContinue);
       readGate.busy(c);
       const again = await exchange(c, head, env, body, stream);
       readGate.leave(c);
       // Answered before its whole body came: the rest is dropped, or lingered on before closing.
       // A client still waiting for a 100 may never send it: the connection closes at once.
-      const skipped = c.bodyLeft === 0 || (!c.awaitsContinue && await c.skipBody());
-      if (!again || !skipped) return;
+      const skipped = !c.bodyPending || (!c.awaitsContinue && await c.skipBody());
+      if (!again || !skipped || c.broken) return;
+      c.endBody();
     }
   } catch {
     // A read or write failed: the client reset the connection.
@@ -623,8 +715,8 @@ async function exchange(
   }
   // More body left than is dropped after the answer, or a body the client may hold back until a
   // 100 that never came (RFC 9110 §10.1.1): the connection closes after the answer.
-  const keep = !head.close && !env.draining() && c.bodyLeft <= SKIP_BYTES &&
-    !(c.awaitsContinue && c.bodyLeft > 0);
+  const keep = !head.close && !env.draining() && !c.broken && c.bodyLeft <= SKIP_BYTES &&
+    !(c.awaitsContinue && c.bodyPending);
   let ok = false;
   const w = { head: head.method === "HEAD", keep, http10: head.http10, logger: env.logger };
   try {

@@ -4,8 +4,8 @@
 // request than routing it. A request comes here without a body, or with a `Content-Length` one:
 // bytes when it came whole with its head and is at most 64 KiB, offered to the proxy action as
 // they came (`RAW_BODY`, proxy/wire_body.ts) and made a stream only if something asks for one;
-// otherwise a stream that reads the socket as the body comes. Any other request (a chunked body,
-// `Expect`) goes to Deno.serve through the engine's relay.
+// otherwise a stream that reads the socket as the body comes, as for a chunked body. Any other
+// request (another transfer coding, another `Expect`) goes to Deno.serve through the relay.
 
 import type { HeaderList } from "../../domain/header_list.ts";
 import { WireBody } from "../../proxy/wire_body.ts";
