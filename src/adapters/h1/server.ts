@@ -10,8 +10,9 @@
 // Every other connection is relayed, byte for byte, to a Deno.serve listener on 127.0.0.1 that
 // runs the same handler: from the first request the engine does not take (another transfer
 // coding, another Expect, an upgrade, h2c, HTTP/1.0 without Host, anything odd) to the
-// connection's end. Deno.serve then answers it exactly as with `http1_engine: deno`. The relayed connection's source port names the
-// client it carries, so the pipeline still sees the client's address.
+// connection's end. Deno.serve then answers it exactly as with `http1_engine: deno`. The relayed
+// connection's source port names the client it carries, so the pipeline still sees the client's
+// address and the protocol the connection began in.
 
 import { formatListenAddr } from "../../config/listen.ts";
 import type { ListenAddr } from "../../config/listen.ts";
@@ -849,7 +850,7 @@ async function writeResponse(
   }
   const declared = length !== null && /^[0-9]{1,15}$/.test(length) ? Number(length) : -1;
   // Without a length, an HTTP/1.0 client reads the body to the connection's end: no framing, and
-  // no keep-alive (false is returned after it).
+  // the connection closes after it (`o.keep` is set false).
   const toEnd = declared < 0 && o.http10;
   if (declared >= 0) text += `content-length: ${declared}\r\n`;
   else if (!toEnd) text += "transfer-encoding: chunked\r\n";
