@@ -30,7 +30,7 @@ export interface ClientInfo {
   authority?: string;
   /**
    * Set by a listener that writes answers to the socket itself (Prox's own HTTP/1.1 engine):
-   * an upstream's buffered answer may then be a lean stand-in for a Response (wire_response.ts).
+   * an upstream's answer may then be a lean stand-in for a Response (wire_response.ts).
    */
   writesItself?: boolean;
   /**
@@ -135,8 +135,8 @@ export interface UpstreamRequest {
   proxyHeader?: Uint8Array;
   /**
    * The answer goes to a listener that writes it itself and nothing on the way needs a Fetch
-   * `Response` (no cache, compression, body rule or error page): a buffered answer may come as
-   * a WireResponse (proxy/wire_response.ts).
+   * `Response` (no cache, compression, body rule or error page): the answer, buffered or
+   * streamed, may come as a WireResponse (proxy/wire_response.ts).
    */
   lean?: boolean;
 }

@@ -4,6 +4,9 @@
 import assert from "node:assert/strict";
 import { startUpstream } from "../../tests/_harness.ts";
 import { createUpstreamClient } from "./upstream_client.ts";
+import { WireResponse } from "../proxy/wire_response.ts";
+import { RAW_BODY } from "../ports.ts";
+import type { RawBodied } from "../ports.ts";
 import {
   rawServer,
   readRequest,
@@ -33,6 +36,36 @@ Deno.test("upstream client sends headers as given, keeps the query and reuses th
     }
     assert.equal(new Set(ports).size, 1, "one keep-alive connection");
     assert.deepEqual(client.stats().map((s) => [s.open, s.idle]), [[1, 1]]);
+  } finally {
+    await client.close();
+  }
+});
+
+Deno.test("upstream client answers a lean request with WireResponses, buffered or streamed", async () => {
+  await using up = await startUpstream((req) => {
+    const path = new URL(req.url).pathname;
+    // No length: the answer comes chunked, and is streamed.
+    if (path === "/chunked") return new Response(new Blob(["ab", "cd"]).stream());
+    return new Response(path === "/big" ? "b".repeat(40_000) : "small");
+  });
+  const client = createUpstreamClient();
+  try {
+    for (
+      const [path, raw, body] of [
+        ["/small", true, "small"],
+        ["/big", false, "b".repeat(40_000)],
+        ["/chunked", false, "abcd"],
+      ] as const
+    ) {
+      const res: unknown = await client.send(request(`${up.url}${path}`, { lean: true }));
+      // No Fetch Response (whose Headers validate every field again) for the engine to write.
+      assert.ok(!(res instanceof Response), path);
+      assert.ok(res instanceof WireResponse, path);
+      assert.equal((res as unknown as RawBodied)[RAW_BODY] !== undefined, raw, path);
+      assert.equal(await res.text(), body, path);
+    }
+    // Not lean: Fetch Responses.
+    assert.ok((await client.send(request(`${up.url}/chunked`))) instanceof Response);
   } finally {
     await client.close();
   }

@@ -182,7 +182,7 @@ export async function exchange(
   });
   let out: CountedResponse;
   try {
-    out = respond(res, stream);
+    out = respond(res, stream, req.lean);
   } catch (err) {
     await stream.cancel(); // closes the connection and ends the exchange
     throw err;
@@ -223,12 +223,19 @@ function respond(head: ResponseHead, body: BodyInit | null, lean?: boolean): Res
   }
   const statusText = REASON_PHRASE.test(head.statusText) ? head.statusText : undefined;
   try {
-    if (lean && head.status >= 200 && (body === null || body instanceof Uint8Array)) {
+    if (lean && head.status >= 200) {
       // For Prox's own HTTP/1.1 engine, which writes the answer itself (wire_response.ts).
       const h = new HeaderList();
       for (let i = 0; i < fields.length; i++) h.append(fields[i][0], fields[i][1]);
-      const bytes = body as Uint8Array<ArrayBuffer> | null;
-      return new WireResponse(bytes, head.status, statusText ?? "", h) as unknown as Response;
+      const stream = body instanceof ReadableStream ? body : undefined;
+      const bytes = stream ? null : body as Uint8Array<ArrayBuffer> | null;
+      return new WireResponse(
+        bytes,
+        head.status,
+        statusText ?? "",
+        h,
+        stream,
+      ) as unknown as Response;
     }
     const res: RawBodied = responseWith(body, { status: head.status, statusText }, head.headers);
     if (body instanceof Uint8Array) res[RAW_BODY] = body;
