@@ -418,6 +418,19 @@ routes:
     `POST /small HTTP/1.1\r\nHost: a\r\nContent-Length: ${over.length}\r\n\r\nxyz`,
   );
   assert.match(far, /^HTTP\/1\.1 413 [^]*connection: close\r\n/);
+  // So does a chunked body whose current chunk has that much still to come.
+  const chunk = await Deno.connect({ hostname: "127.0.0.1", port: prox.port });
+  try {
+    const text = enc.encode(
+      `POST /small HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n${
+        over.length.toString(16)
+      }\r\n${over.slice(0, 300_000)}`,
+    );
+    for (let off = 0; off < text.length;) off += await chunk.write(text.subarray(off));
+    assert.match(await readFrom(chunk, /\r\n\r\n/), /^HTTP\/1\.1 413 [^]*connection: close\r\n/);
+  } finally {
+    chunk.close();
+  }
   assert.equal(counts().relayed, 0);
 });
 

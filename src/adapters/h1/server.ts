@@ -427,6 +427,14 @@ export class Conn implements Reader {
     return this.#stream(expectContinue);
   }
 
+  /**
+   * Bytes of the current request's body known to be still to come: a Content-Length body's rest,
+   * or what a chunked one's current chunk has left (its later chunks are not known yet).
+   */
+  get bodyKnownLeft(): number {
+    return this.bodyLeft + (this.#chunked?.dataLeft ?? 0);
+  }
+
   /** Whether the current request's body has more to come (or failed before its end). */
   get bodyPending(): boolean {
     return this.bodyLeft > 0 || (this.#chunked !== null && !this.#chunked.done);
@@ -716,7 +724,7 @@ async function exchange(
   }
   // More body left than is dropped after the answer, or a body the client may hold back until a
   // 100 that never came (RFC 9110 §10.1.1): the connection closes after the answer.
-  const keep = !head.close && !env.draining() && !c.broken && c.bodyLeft <= SKIP_BYTES &&
+  const keep = !head.close && !env.draining() && !c.broken && c.bodyKnownLeft <= SKIP_BYTES &&
     !(c.awaitsContinue && c.bodyPending);
   let ok = false;
   const w = { head: head.method === "HEAD", keep, http10: head.http10, logger: env.logger };
