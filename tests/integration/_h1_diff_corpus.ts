@@ -262,6 +262,29 @@ export function corpus(): Input[] {
       ),
     );
   }
+  // Chunked bodies the engine decodes itself (chunked.ts), each with a request pipelined behind
+  // it: where the body ends decides where the next request begins.
+  const bodies: [string, string][] = [
+    ["extensions", '5;a=b;c="d e"\r\nhello\r\n0;z\r\n\r\n'],
+    ["space before an extension", "5 ;a\r\nhello\r\n0\r\n\r\n"],
+    ["leading zeros, uppercase hex", "0000A\r\nhelloworld\r\n000\r\n\r\n"],
+    ["trailer fields", "5\r\nhello\r\n0\r\nX-T: 1\r\nContent-Length: 9\r\n\r\n"],
+    ["a trailer line without a colon", "5\r\nhello\r\n0\r\nX-T\r\n\r\n"],
+    ["a trailer name that is not a token", "5\r\nhello\r\n0\r\nX T: 1\r\n\r\n"],
+    ["data longer than its size", "5\r\nhelloXX\r\n0\r\n\r\n"],
+    ["data shorter than its size", "7\r\nhello\r\n0\r\n\r\n"],
+    ["a bare LF after the size", "5\nhello\r\n0\r\n\r\n"],
+    ["a size that is not hex", "5g\r\nhello\r\n0\r\n\r\n"],
+    ["no final CRLF", "5\r\nhello\r\n0\r\n"],
+  ];
+  for (const [name, body] of bodies) {
+    out.push(
+      one(
+        `chunked body: ${name}`,
+        req("POST", "/te", ["Transfer-Encoding: chunked"], { body }) + req("GET", "/after"),
+      ),
+    );
+  }
   out.push(
     one(
       "TE and CL",

@@ -20,6 +20,7 @@ const enum C {
   DataCr,
   DataLf,
   Trailer0,
+  TrailerName,
   Trailer,
   TrailerLf,
   EndLf,
@@ -112,8 +113,12 @@ export class ChunkedDecoder {
           continue;
         case C.Trailer0: // a trailer field's first byte, or the body's final CRLF
           if (x === 13) this.#s = C.EndLf;
-          else if (x === 10 || x === 32 || x === 9 || x === 58) throw bad("trailer field");
-          else this.#s = C.Trailer;
+          else if (IS_TCHAR[x]) this.#s = C.TrailerName;
+          else throw bad("trailer field"); // an empty name, obs-fold, a bare LF
+          break;
+        case C.TrailerName: // a field-line: a token, then ":" (RFC 9112 §5)
+          if (x === 58) this.#s = C.Trailer;
+          else if (!IS_TCHAR[x]) throw bad("trailer field name");
           break;
         case C.Trailer:
           if (x === 13) this.#s = C.TrailerLf;
@@ -134,6 +139,13 @@ export class ChunkedDecoder {
     }
     return i - from;
   }
+}
+
+// tchar (RFC 9110 §5.6.2) by byte.
+const IS_TCHAR = new Uint8Array(256);
+for (const ch of "!#$%&'*+-.^_`|~") IS_TCHAR[ch.charCodeAt(0)] = 1;
+for (let i = 0; i < 256; i++) {
+  if ((i >= 48 && i <= 57) || (i >= 65 && i <= 90) || (i >= 97 && i <= 122)) IS_TCHAR[i] = 1;
 }
 
 function hexDigit(x: number): number {

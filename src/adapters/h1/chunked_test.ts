@@ -61,6 +61,10 @@ Deno.test("ChunkedDecoder rejects what is not the grammar, and bounds sizes, lin
     "0\r\n folded\r\n\r\n",
     "0\r\n: empty\r\n\r\n",
     "0\r\nX-A: \x01\r\n\r\n",
+    "0\r\nX-A\r\n\r\n", // a trailer line without a colon
+    "0\r\nX A: 1\r\n\r\n", // a name that is not a token
+    "0\r\nX(A): 1\r\n\r\n",
+    "0\r\n\x80: 1\r\n\r\n",
     "20000000000000\r\n", // over 2^53
     "1" + "0".repeat(20) + "\r\n",
     "1;" + "e".repeat(MAX_SIZE_LINE) + "\r\n",
