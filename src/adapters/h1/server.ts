@@ -60,9 +60,9 @@ const BODY_CHUNK = 64 * 1024;
 /**
  * A body the answer came before (a refusal, a 413, an upstream that answered early) is read and
  * dropped after it, so the next request starts where it should: up to SKIP_BYTES within SKIP_MS,
- * else the connection closes (its answer says so when more than that was left as it went out). A
- * connection that closes with body left lingers as long, so that the client reads its answer
- * rather than a reset.
+ * else the connection closes (its answer says so when more than that was left as it went out, or
+ * a chunked body, whose length is unknown, had not come whole). A connection that closes with body
+ * left lingers as long, so that the client reads its answer rather than a reset.
  */
 const SKIP_BYTES = 1024 * 1024;
 const SKIP_MS = 2000;
@@ -428,11 +428,13 @@ export class Conn implements Reader {
   }
 
   /**
-   * Bytes of the current request's body known to be still to come: a Content-Length body's rest,
-   * or what a chunked one's current chunk has left (its later chunks are not known yet).
+   * Whether where the current request's body ends is known: none left, a Content-Length body, or
+   * a chunked one whose end the bytes already read hold (they stay for its reader). A chunked body
+   * still coming may be of any length.
    */
-  get bodyKnownLeft(): number {
-    return this.bodyLeft + (this.#chunked?.dataLeft ?? 0);
+  get bodyEndKnown(): boolean {
+    const d = this.#chunked;
+    return d === null || d.done || d.endsWithin(this.buf, this.start, this.end);
   }
 
   /** Whether the current request's body has more to come (or failed before its end). */
@@ -722,10 +724,11 @@ async function exchange(
     env.logger.error("Unhandled error in request handler", { error: String(err) });
     res = new Response("Internal server error\n", { status: 500 });
   }
-  // More body left than is dropped after the answer, or a body the client may hold back until a
-  // 100 that never came (RFC 9110 §10.1.1): the connection closes after the answer.
-  const keep = !head.close && !env.draining() && !c.broken && c.bodyKnownLeft <= SKIP_BYTES &&
-    !(c.awaitsContinue && c.bodyPending);
+  // More body left than is dropped after the answer, a chunked body of unknown length still
+  // coming, or a body the client may hold back until a 100 that never came (RFC 9110 §10.1.1):
+  // the connection closes after the answer.
+  const keep = !head.close && !env.draining() && !c.broken && c.bodyLeft <= SKIP_BYTES &&
+    c.bodyEndKnown && !(c.awaitsContinue && c.bodyPending);
   let ok = false;
   const w = { head: head.method === "HEAD", keep, http10: head.http10, logger: env.logger };
   try {
