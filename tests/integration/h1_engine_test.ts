@@ -655,6 +655,37 @@ Deno.test("a HEAD answered without a body (a redirect) says Content-Length 0, as
   assert.equal(prox.server.listeners[0].counts?.served, 2);
 });
 
+Deno.test("a client that leaves during a streamed answer to a chunked POST cancels it, its signal asked early", async () => {
+  let cancelled = 0;
+  await using up = await startUpstream(async (req) => {
+    await req.arrayBuffer();
+    // One part, then nothing until cancelled (events that come rarely).
+    return new Response(
+      new ReadableStream({
+        start: (c) => c.enqueue(enc.encode("first")),
+        cancel: () => void cancelled++,
+      }),
+    );
+  });
+  // timeouts.total asks for the request's signal at once, while its body is still to be read.
+  await using prox = await engineProxy(
+    up.url,
+    `  "/t": { type: proxy, target: "${up.url}", timeouts: { total: 60s } }`,
+  );
+  const c = await Deno.connect({ hostname: "127.0.0.1", port: prox.port });
+  try {
+    await c.write(
+      enc.encode("POST /t HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n"),
+    );
+    await c.write(enc.encode("0\r\n\r\n"));
+    assert.match(await readFrom(c, /first/), /^HTTP\/1\.1 200 OK\r\n/);
+  } finally {
+    c.close();
+  }
+  await waitFor(() => cancelled > 0, { what: "the upstream's answer cancelled", timeoutMs: 3000 });
+  assert.equal(prox.server.listeners[0].counts?.relayed, 0);
+});
+
 Deno.test("a streamed answer on a connection that closes after it is logged as complete", async () => {
   await using up = await startUpstream(() =>
     new Response(

@@ -385,15 +385,22 @@ export class Conn implements Reader {
    * answers) would hold up serving what it sent.
    */
   watch(): AbortSignal {
-    if (this.#left) return this.#left.signal;
-    const left = this.#left = new AbortController();
-    if (this.eof) left.abort(gone());
+    let left = this.#left;
+    if (left === null) {
+      left = this.#left = new AbortController();
+      if (this.eof) left.abort(gone());
+    }
     // Only while the exchange runs: asked for after it (a late look at a finished request's
     // signal), a read here would race serve()'s own for the next request, and whichever lost
     // would leave that request unread in the buffer until the client gave up.
     // Not while the request's body is still coming: its reads would race this one (a client that
-    // leaves then ends the body's stream instead, which aborts the signal).
-    else if (this.#busy && !this.watching && this.start === this.end && !this.bodyPending) {
+    // leaves then ends the body's stream instead, which aborts the signal). A signal first asked
+    // for then (a total timeout, forward_auth) gets its read when asked for again after the body
+    // (the answer's stream asks).
+    if (
+      !left.signal.aborted && this.#busy && !this.watching && this.start === this.end &&
+      !this.bodyPending
+    ) {
       this.watching = (async () => {
         try {
           if (!await this.fill()) this.eof = true;
