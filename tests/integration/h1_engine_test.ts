@@ -683,6 +683,30 @@ Deno.test("a client that leaves during a streamed answer to a chunked POST cance
     c.close();
   }
   await waitFor(() => cancelled > 0, { what: "the upstream's answer cancelled", timeoutMs: 3000 });
+  // Leaving while the answer is awaited (the upstream read the body and takes its time) aborts
+  // the upstream request too (Deno.serve does not notice).
+  let aborted = 0;
+  await using slow = await startUpstream(async (req) => {
+    await req.arrayBuffer();
+    await new Promise((r) => req.signal.addEventListener("abort", r));
+    aborted++;
+    return new Response("late");
+  });
+  await using prox2 = await engineProxy(
+    slow.url,
+    `  "/t": { type: proxy, target: "${slow.url}", timeouts: { total: 60s } }`,
+  );
+  const w = await Deno.connect({ hostname: "127.0.0.1", port: prox2.port });
+  try {
+    await w.write(
+      enc.encode("POST /t HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n"),
+    );
+    await w.write(enc.encode("0\r\n\r\n"));
+    await waitFor(() => prox2.server.listeners[0].counts?.served === 1);
+  } finally {
+    w.close();
+  }
+  await waitFor(() => aborted > 0, { what: "the upstream request aborted", timeoutMs: 3000 });
   assert.equal(prox.server.listeners[0].counts?.relayed, 0);
 });
 

@@ -395,8 +395,7 @@ export class Conn implements Reader {
     // would leave that request unread in the buffer until the client gave up.
     // Not while the request's body is still coming: its reads would race this one (a client that
     // leaves then ends the body's stream instead, which aborts the signal). A signal first asked
-    // for then (a total timeout, forward_auth) gets its read when asked for again after the body
-    // (the answer's stream asks).
+    // for then (a total timeout, forward_auth) gets its read once the body is in (#stream).
     if (
       !left.signal.aborted && this.#busy && !this.watching && this.start === this.end &&
       !this.bodyPending
@@ -466,7 +465,11 @@ export class Conn implements Reader {
           return;
         }
         if (chunk.byteLength > 0) ctl.enqueue(chunk);
-        if (!this.bodyPending) ctl.close();
+        if (!this.bodyPending) {
+          ctl.close();
+          // A signal asked for while the body came gets its background read now (watch).
+          if (this.#left) this.watch();
+        }
       },
       // Whatever is left is dropped after the answer (skipBody) or goes with the connection.
     }, { highWaterMark: 0 });
