@@ -432,41 +432,29 @@ routes:
   } finally {
     chunk.close();
   }
-  // A chunked body in small chunks has no known end: one still coming when the answer goes out
-  // could be longer than what is dropped after it, so the answer says the connection closes (Node's
-  // http client, which had written the whole body, sent its next request on that connection and
-  // got a reset). One that came whole before the answer keeps the connection.
-  const small = await Deno.connect({ hostname: "127.0.0.1", port: prox.port });
-  try {
-    let text = "POST /moved HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n";
-    text += "3\r\nabc\r\n0\r\n\r\nGET /n HTTP/1.1\r\nHost: a\r\n\r\n";
-    await small.write(enc.encode(text));
-    const out = await readFrom(small, /\r\n\r\n0 \d/);
-    assert.match(out, /^HTTP\/1\.1 307 [^]*HTTP\/1\.1 200 OK[^]*\r\n\r\n0 \d/);
-    assert.doesNotMatch(out, /connection: close/);
-  } finally {
-    small.close();
-  }
+  // A chunked body in small chunks has no known length: an answer before its end keeps the
+  // connection and the body is dropped whole, within the time allowed. Node's http client writes
+  // the whole body (3 MiB here), reads its answer and sends its next request on that connection,
+  // which got a reset when the engine closed it after dropping 1 MiB.
   for (const path of ["/moved", "/small"]) {
     const many = await Deno.connect({ hostname: "127.0.0.1", port: prox.port });
     try {
       await many.write(
         enc.encode(`POST ${path} HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n`),
       );
-      const answer = readFrom(many, /\r\n\r\n/);
+      const answer = readFrom(many, path === "/moved" ? /\r\n\r\n/ : /request id: \S+\n/);
       const piece = enc.encode(`400\r\n${"x".repeat(1024)}\r\n`.repeat(64));
-      // Written until the answer came (the engine stops reading the body then).
-      const writing = (async () => {
-        for (let i = 0; i < 48; i++) {
-          for (let off = 0; off < piece.length;) off += await many.write(piece.subarray(off));
-        }
-      })().catch(() => {});
-      assert.match(await answer, /^HTTP\/1\.1 (307|413) [^]*connection: close\r\n/, path);
+      for (let i = 0; i < 48; i++) {
+        for (let off = 0; off < piece.length;) off += await many.write(piece.subarray(off));
+      }
+      await many.write(enc.encode("0\r\n\r\n"));
+      const first = await answer;
+      assert.match(first, /^HTTP\/1\.1 (307|413) /, path);
+      assert.doesNotMatch(first, /connection: close/, path);
+      await many.write(enc.encode("GET /n HTTP/1.1\r\nHost: a\r\n\r\n"));
+      assert.match(await readFrom(many, /\r\n\r\n0 \d/), /^HTTP\/1\.1 200 OK/, path);
+    } finally {
       many.close();
-      await writing;
-    } catch (err) {
-      many.close();
-      throw err;
     }
   }
   assert.equal(counts().relayed, 0);

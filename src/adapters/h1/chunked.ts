@@ -51,23 +51,6 @@ export class ChunkedDecoder {
     return this.#s === C.Data ? this.#left : 0;
   }
 
-  /**
-   * Whether `b[from..to)` brings the body to its end (well-formed), decoded by a copy: this
-   * decoder and the bytes stay as they are.
-   */
-  endsWithin(b: Uint8Array, from: number, to: number): boolean {
-    const d = new ChunkedDecoder();
-    d.#s = this.#s;
-    d.#left = this.#left;
-    d.#count = this.#count;
-    try {
-      while (from < to && !d.done) from += d.decode(b, from, to);
-    } catch {
-      return false;
-    }
-    return d.done;
-  }
-
   /** Counts `n` bytes of the current chunk's data read elsewhere (at most `dataLeft`). */
   took(n: number): void {
     this.#left -= n;

@@ -95,19 +95,3 @@ Deno.test("ChunkedDecoder counts data read elsewhere (took) as the chunk's", () 
   assert.equal(d.decode(rest, 2, rest.length), rest.length - 2);
   assert.ok(d.done);
 });
-
-Deno.test("ChunkedDecoder.endsWithin tells whether bytes end the body, using neither", () => {
-  const d = new ChunkedDecoder();
-  const b = latin1("3\r\nabc\r\n2;x\r\nde\r\n0\r\nX-T: 1\r\n\r\nGET /");
-  assert.equal(d.decode(b, 0, b.length), 6); // "3\r\n" and the first chunk's data
-  const end = b.length - 5;
-  assert.ok(d.endsWithin(b, 6, b.length));
-  assert.ok(d.endsWithin(b, 6, end));
-  assert.ok(!d.endsWithin(b, 6, end - 1), "the final CRLF not here yet");
-  assert.ok(!d.endsWithin(latin1("\r\nzz\r\n0\r\n\r\n"), 0, 11), "malformed");
-  // Unchanged: it decodes on from where it was.
-  assert.equal(d.dataLeft, 0);
-  let from = 6;
-  while (!d.done) from += d.decode(b, from, b.length);
-  assert.equal(from, end);
-});

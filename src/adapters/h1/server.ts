@@ -59,10 +59,10 @@ const NO_BYTES = new Uint8Array(0);
 const BODY_CHUNK = 64 * 1024;
 /**
  * A body the answer came before (a refusal, a 413, an upstream that answered early) is read and
- * dropped after it, so the next request starts where it should: up to SKIP_BYTES within SKIP_MS,
- * else the connection closes (its answer says so when more than that was left as it went out, or
- * a chunked body, whose length is unknown, had not come whole). A connection that closes with body
- * left lingers as long, so that the client reads its answer rather than a reset.
+ * dropped after it, so the next request starts where it should: up to SKIP_BYTES (a chunked body,
+ * whose length nothing tells: all of it) within SKIP_MS, else the connection closes (its answer
+ * says so when more than SKIP_BYTES was known to be left as it went out). A connection that closes
+ * with body left lingers as long, so that the client reads its answer rather than a reset.
  */
 const SKIP_BYTES = 1024 * 1024;
 const SKIP_MS = 2000;
@@ -434,13 +434,11 @@ export class Conn implements Reader {
   }
 
   /**
-   * Whether where the current request's body ends is known: none left, a Content-Length body, or
-   * a chunked one whose end the bytes already read hold (they stay for its reader). A chunked body
-   * still coming may be of any length.
+   * Bytes of the current request's body known to be still to come: a Content-Length body's rest,
+   * or what a chunked one's current chunk has left (its later chunks are not known yet).
    */
-  get bodyEndKnown(): boolean {
-    const d = this.#chunked;
-    return d === null || d.done || d.endsWithin(this.buf, this.start, this.end);
+  get bodyKnownLeft(): number {
+    return this.bodyLeft + (this.#chunked?.dataLeft ?? 0);
   }
 
   /** Whether the current request's body has more to come (or failed before its end). */
@@ -566,11 +564,13 @@ export class Conn implements Reader {
   }
 
   /**
-   * Reads and drops what is left of the body, up to SKIP_BYTES and SKIP_MS: true when all of it
-   * came (the connection can carry another request).
+   * Reads and drops what is left of the body, up to SKIP_BYTES (a chunked one: all) and SKIP_MS:
+   * true when all of it came (the connection can carry another request).
    */
   async skipBody(): Promise<boolean> {
-    let budget = SKIP_BYTES;
+    // A chunked body that came fast (a client that wrote all of it, then read its answer and sends
+    // the next request on the connection) is dropped whole: the answer could not say it was long.
+    let budget = this.#chunked ? Infinity : SKIP_BYTES;
     const timer = setTimeout(() => this.close(), SKIP_MS);
     try {
       while (this.bodyPending && budget > 0) {
@@ -734,11 +734,10 @@ async function exchange(
     env.logger.error("Unhandled error in request handler", { error: String(err) });
     res = new Response("Internal server error\n", { status: 500 });
   }
-  // More body left than is dropped after the answer, a chunked body of unknown length still
-  // coming, or a body the client may hold back until a 100 that never came (RFC 9110 §10.1.1):
-  // the connection closes after the answer.
-  const keep = !head.close && !env.draining() && !c.broken && c.bodyLeft <= SKIP_BYTES &&
-    c.bodyEndKnown && !(c.awaitsContinue && c.bodyPending);
+  // More body known to be left than is dropped after the answer, or a body the client may hold
+  // back until a 100 that never came (RFC 9110 §10.1.1): the connection closes after the answer.
+  const keep = !head.close && !env.draining() && !c.broken && c.bodyKnownLeft <= SKIP_BYTES &&
+    !(c.awaitsContinue && c.bodyPending);
   let ok = false;
   const w = { head: head.method === "HEAD", keep, http10: head.http10, logger: env.logger };
   try {
