@@ -131,6 +131,30 @@ export const KNOWN: Known[] = [
     },
   },
   {
+    // Deno.serve answers an HTTP/1.0 client that asked to keep the connection, on a route with
+    // `compress`, with `connection: keep-alive`, and then closes the connection without reading
+    // on (README, what Deno.serve decides); the engine keeps it, as it said. What came after on
+    // that connection is the engine's alone.
+    name: "an HTTP/1.0 keep-alive connection stays open after a compress route's answer",
+    rewrite: (d, p) => {
+      const n = d.answers.length;
+      const last = d.answers[n - 1];
+      if (
+        d.end !== "closed" || p.end !== "open" || !last || last.version !== "1.0" ||
+        !last.fields.some(([k, v]) => k === "connection" && v === "keep-alive") ||
+        !d.access.some((r) => r.route === "/gz") || p.answers.length < n
+      ) return [d, p];
+      const same = (r: Record<string, unknown>) =>
+        d.access.some((x) => JSON.stringify(x) === JSON.stringify(r));
+      return [d, {
+        end: "closed",
+        answers: p.answers.slice(0, n),
+        upstream: p.upstream.slice(0, d.upstream.length),
+        access: p.access.filter(same),
+      }];
+    },
+  },
+  {
     // A request without Host: Deno.serve alone takes it for HTTP/2 (it cannot tell, and HTTP/1.1
     // requires Host), so it goes upstream with `Via: 2 prox` and is logged as h2c; relayed by the
     // engine, which saw the connection begin in HTTP/1.x, it is HTTP/1.1.

@@ -104,9 +104,10 @@ export function mutations(seed: number, count: number): Input[] {
 const TCHARS = "!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
 /**
- * `count` well-formed inputs built at random (the engine's own ground: HTTP/1.1, origin-form,
- * one Host, plain fields), one to three requests each, split at random into writes: what the
- * pipeline makes of the engine's lean request must be what it makes of Deno.serve's.
+ * `count` well-formed inputs built at random (the engine's own ground: HTTP/1.1 or 1.0,
+ * origin-form, one Host, plain fields, bodies by length or chunked), one to three requests each,
+ * split at random into writes: what the pipeline makes of the engine's lean request must be what
+ * it makes of Deno.serve's.
  */
 export function structured(seed: number, count: number): Input[] {
   const rnd = seededRandom(seed);
@@ -153,7 +154,21 @@ export function structured(seed: number, count: number): Input[] {
       );
     }
     if (rnd() < 0.5) fields.push(`X-Answer: ${pick(ANSWER_MODES)}`);
-    if (body || rnd() < 0.1) fields.push(`Content-Length: ${body.length}`);
+    // HTTP/1.0 now and then; an HTTP/1.1 body chunked now and then (split at random, with an
+    // extension or a trailer field here and there): both are the engine's own ground too.
+    const version = rnd() < 0.2 ? "HTTP/1.0" : "HTTP/1.1";
+    let wire = body;
+    if (body && version === "HTTP/1.1" && rnd() < 0.4) {
+      fields.push("Transfer-Encoding: chunked");
+      wire = "";
+      for (let rest = body; rest;) {
+        const n = 1 + Math.floor(rnd() * rest.length);
+        wire += `${n.toString(16)}${rnd() < 0.2 ? pick([";a=b", " ;x", ';q="v w"']) : ""}\r\n`;
+        wire += rest.slice(0, n) + "\r\n";
+        rest = rest.slice(n);
+      }
+      wire += `0\r\n${rnd() < 0.2 ? "X-T: 1\r\n" : ""}\r\n`;
+    } else if (body || rnd() < 0.1) fields.push(`Content-Length: ${body.length}`);
     if (rnd() < 0.15) {
       fields.push(
         pick(["Connection: close", "Connection: keep-alive", "Connection: x-a", "TE: trailers"]),
@@ -161,7 +176,7 @@ export function structured(seed: number, count: number): Input[] {
     }
     const at = Math.floor(rnd() * (fields.length + 1));
     fields.splice(at, 0, `${pick(["Host", "host", "HOST"])}: ${host}`);
-    return req(method, target, fields, { host: null, body });
+    return req(method, target, fields, { host: null, body: wire, version });
   };
   const out: Input[] = [];
   for (let i = 0; i < count; i++) {
