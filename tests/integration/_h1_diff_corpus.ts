@@ -311,6 +311,9 @@ export function corpus(): Input[] {
     ),
   );
   out.push(one("HTTP/1.0 without Host", req("GET", "/v", [], { version: "HTTP/1.0", host: null })));
+  out.push(
+    one("without Host, through a proxy", req("GET", "/v", ["Via: 1.1 other"], { host: null })),
+  );
   // HTTP/1.0 with Host is the engine's own: keep-alive as asked, no chunks, no 100.
   const v10 = { version: "HTTP/1.0" };
   const ka = "Connection: keep-alive";

@@ -160,15 +160,14 @@ export const KNOWN: Known[] = [
     // engine, which saw the connection begin in HTTP/1.x, it is HTTP/1.1.
     name: "a request without Host is HTTP/1.x",
     rewrite: (d, p) => {
-      const via = (f: Fields) => f.find(([k]) => k === "via")?.[1];
-      const upstream = d.upstream.map((s, i) =>
-        via(s.fields) === "2 prox" && p.upstream[i] && via(p.upstream[i].fields) === "1.1 prox"
-          ? {
-            ...s,
-            fields: s.fields.map(([k, v]): [string, string] => [k, k === "via" ? "1.1 prox" : v]),
-          }
-          : s
-      );
+      const via = (f: Fields) => f.find(([k]) => k === "via")?.[1] ?? "";
+      // Prox's own entry is the last; a client's Via before it stays as it came.
+      const upstream = d.upstream.map((s, i) => {
+        const dv = via(s.fields), pv = p.upstream[i] ? via(p.upstream[i].fields) : "";
+        return dv.endsWith("2 prox") && pv === dv.slice(0, -6) + "1.1 prox"
+          ? { ...s, fields: s.fields.map(([k, v]): [string, string] => [k, k === "via" ? pv : v]) }
+          : s;
+      });
       const access = d.access.map((r) =>
         r.protocol === "h2c" &&
           p.access.some((x) => x.path === r.path && x.protocol === "http/1.1")
