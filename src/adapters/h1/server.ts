@@ -60,9 +60,10 @@ const BODY_CHUNK = 64 * 1024;
 /**
  * A body the answer came before (a refusal, a 413, an upstream that answered early) is read and
  * dropped after it, so the next request starts where it should: up to SKIP_BYTES (a chunked body,
- * whose length nothing tells: all of it) within SKIP_MS, else the connection closes (its answer
- * says so when more than SKIP_BYTES was known to be left as it went out). A connection that closes
- * with body left lingers as long, so that the client reads its answer rather than a reset.
+ * whose length nothing tells, on a connection kept: all of it) within SKIP_MS, else the connection
+ * closes (its answer says so when more than SKIP_BYTES was known to be left as it went out). A
+ * connection that closes with body left lingers as long, so that the client reads its answer
+ * rather than a reset.
  */
 const SKIP_BYTES = 1024 * 1024;
 const SKIP_MS = 2000;
@@ -564,13 +565,14 @@ export class Conn implements Reader {
   }
 
   /**
-   * Reads and drops what is left of the body, up to SKIP_BYTES (a chunked one: all) and SKIP_MS:
-   * true when all of it came (the connection can carry another request).
+   * Reads and drops what is left of the body, up to SKIP_BYTES and SKIP_MS: true when all of it
+   * came (the connection can carry another request). `keep`: the connection is to carry one.
    */
-  async skipBody(): Promise<boolean> {
+  async skipBody(keep: boolean): Promise<boolean> {
     // A chunked body that came fast (a client that wrote all of it, then read its answer and sends
     // the next request on the connection) is dropped whole: the answer could not say it was long.
-    let budget = this.#chunked ? Infinity : SKIP_BYTES;
+    // On a connection that closes anyway, enough for the client to read its answer will do.
+    let budget = this.#chunked && keep ? Infinity : SKIP_BYTES;
     const timer = setTimeout(() => this.close(), SKIP_MS);
     try {
       while (this.bodyPending && budget > 0) {
@@ -674,7 +676,7 @@ async function serve(c: Conn, env: Env): Promise<void> {
       readGate.leave(c);
       // Answered before its whole body came: the rest is dropped, or lingered on before closing.
       // A client still waiting for a 100 may never send it: the connection closes at once.
-      const skipped = !c.bodyPending || (!c.awaitsContinue && await c.skipBody());
+      const skipped = !c.bodyPending || (!c.awaitsContinue && await c.skipBody(again));
       if (!again || !skipped || c.broken) return;
       c.endBody();
     }
