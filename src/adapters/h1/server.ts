@@ -736,10 +736,11 @@ async function exchange(
     env.logger.error("Unhandled error in request handler", { error: String(err) });
     res = new Response("Internal server error\n", { status: 500 });
   }
-  // More body known to be left than is dropped after the answer, or a body the client may hold
-  // back until a 100 that never came (RFC 9110 §10.1.1): the connection closes after the answer.
+  // More body known to be left than is dropped after the answer, a body the client may hold back
+  // until a 100 that never came (RFC 9110 §10.1.1), or one that stopped coming (a 408, which
+  // closes the connection, RFC 9110 §15.5.9): the connection closes after the answer.
   const keep = !head.close && !env.draining() && !c.broken && c.bodyKnownLeft <= SKIP_BYTES &&
-    !(c.awaitsContinue && c.bodyPending);
+    !(c.bodyPending && (c.awaitsContinue || res.status === 408));
   let ok = false;
   const w = { head: head.method === "HEAD", keep, http10: head.http10, logger: env.logger };
   try {
