@@ -269,6 +269,10 @@ export function corpus(): Input[] {
     ["space before an extension", "5 ;a\r\nhello\r\n0\r\n\r\n"],
     ["leading zeros, uppercase hex", "0000A\r\nhelloworld\r\n000\r\n\r\n"],
     ["trailer fields", "5\r\nhello\r\n0\r\nX-T: 1\r\nContent-Length: 9\r\n\r\n"],
+    [
+      "40 KiB of trailer fields",
+      `5\r\nhello\r\n0\r\n${`X-T: ${"t".repeat(1000)}\r\n`.repeat(40)}\r\n`,
+    ],
     ["a trailer line without a colon", "5\r\nhello\r\n0\r\nX-T\r\n\r\n"],
     ["a trailer name that is not a token", "5\r\nhello\r\n0\r\nX T: 1\r\n\r\n"],
     ["data longer than its size", "5\r\nhelloXX\r\n0\r\n\r\n"],

@@ -7,8 +7,11 @@
 
 /** The longest chunk-size line (digits and extensions) taken. */
 export const MAX_SIZE_LINE = 4096;
-/** The most bytes of trailer fields taken after the last chunk. */
-export const MAX_TRAILERS = 16 * 1024;
+/**
+ * The most bytes of trailer fields taken after the last chunk: about what Deno.serve takes (64 KiB
+ * went through there, 80 did not), so that a body it would serve is not refused here.
+ */
+export const MAX_TRAILERS = 64 * 1024;
 
 const enum C {
   Size0,
