@@ -879,6 +879,18 @@ async function ownSockets(): Promise<
   }));
 }
 
+/** Waits until the engine on `port` has read all that `c` sent (nothing unread in its socket). */
+async function untilEngineRead(c: Deno.Conn, port: number): Promise<void> {
+  const local = (c.localAddr as Deno.NetAddr).port;
+  await waitFor(
+    async () =>
+      (await ownSockets()).some((s) =>
+        s.local === port && s.remote === local && !s.listening && s.unread === 0
+      ),
+    { what: "the engine to read what the client sent" },
+  );
+}
+
 interopTest("only the relay itself passes for a relayed client on the fallback listener", [
   "curl",
 ], async () => {
@@ -1058,14 +1070,7 @@ Deno.test("a head that needs the relay after a drain began gets 503, without an 
   try {
     // Half a head when the drain begins: the connection is not idle, so it is not closed.
     await c.write(enc.encode("POST /late HTTP/1.1\r\nHost: a\r\n"));
-    const local = (c.localAddr as Deno.NetAddr).port;
-    await waitFor(
-      async () =>
-        (await ownSockets()).some((s) =>
-          s.local === prox.port && s.remote === local && !s.listening && s.unread === 0
-        ),
-      { what: "the engine to read the half head" },
-    );
+    await untilEngineRead(c, prox.port);
     const stopping = prox.server.shutdown();
     await untilRefused(prox.port);
     await c.write(enc.encode("Content-Length: 03\r\n\r\nabc"));
@@ -1086,14 +1091,7 @@ Deno.test("a drain closes a connection whose head stays incomplete, not waiting 
     // Half a head that never ends (a slow or stalled client): Deno.serve's drain closes such a
     // connection at once; the engine's waited for it for the whole shutdown_timeout.
     await c.write(enc.encode("GET /never HTTP/1.1\r\nHost: a\r\n"));
-    const local = (c.localAddr as Deno.NetAddr).port;
-    await waitFor(
-      async () =>
-        (await ownSockets()).some((s) =>
-          s.local === prox.port && s.remote === local && !s.listening && s.unread === 0
-        ),
-      { what: "the engine to read the half head" },
-    );
+    await untilEngineRead(c, prox.port);
     const t0 = performance.now();
     const stopping = prox.server.shutdown();
     assert.equal(await readFrom(c), "", "closed without an answer");

@@ -490,9 +490,7 @@ export class Conn implements Reader {
       try {
         await writeAll(this.conn, CONTINUE);
       } catch {
-        this.eof = true;
-        this.#left?.abort(gone());
-        return null;
+        return this.#clientGone();
       }
     }
     if (this.#chunked) return await this.#readChunked(this.#chunked);
@@ -503,20 +501,32 @@ export class Conn implements Reader {
       this.bodyLeft -= n;
       return out;
     }
-    const chunk = new Uint8Array(Math.min(this.bodyLeft, BODY_CHUNK));
+    const out = await this.#readDirect(this.bodyLeft);
+    if (out) this.bodyLeft -= out.byteLength;
+    return out;
+  }
+
+  /**
+   * One read of up to `want` (at most BODY_CHUNK) body bytes into a buffer of their own; null,
+   * and the request's signal aborted, when the client left.
+   */
+  async #readDirect(want: number): Promise<Uint8Array | null> {
+    const chunk = new Uint8Array(Math.min(want, BODY_CHUNK));
     let n: number | null;
     try {
       n = await this.conn.read(chunk);
     } catch {
       n = null;
     }
-    if (n === null) {
-      this.eof = true;
-      this.#left?.abort(gone());
-      return null;
-    }
-    this.bodyLeft -= n;
+    if (n === null) return this.#clientGone();
     return n < 4096 && n < chunk.length ? chunk.slice(0, n) : chunk.subarray(0, n);
+  }
+
+  /** The client's stream ended mid-body: the request's signal aborts. */
+  #clientGone(): null {
+    this.eof = true;
+    this.#left?.abort(gone());
+    return null;
   }
 
   /**
@@ -541,26 +551,19 @@ export class Conn implements Reader {
         if (piece) return piece;
         continue;
       }
-      let n: number | null;
-      let chunk: Uint8Array | null = null;
+      if (d.dataLeft >= 4096) {
+        // A large chunk's data: read into its own buffer, as a Content-Length body's is.
+        const out = await this.#readDirect(d.dataLeft);
+        if (out) d.took(out.byteLength);
+        return out;
+      }
+      let more: boolean;
       try {
-        if (d.dataLeft >= 4096) {
-          // A large chunk's data: read into its own buffer, as a Content-Length body's is.
-          chunk = new Uint8Array(Math.min(d.dataLeft, BODY_CHUNK));
-          n = await this.conn.read(chunk);
-        } else n = await this.fill() ? 1 : null;
+        more = await this.fill();
       } catch {
-        n = null;
+        more = false;
       }
-      if (n === null) {
-        this.eof = true;
-        this.#left?.abort(gone());
-        return null;
-      }
-      if (chunk) {
-        d.took(n);
-        return n < 4096 && n < chunk.length ? chunk.slice(0, n) : chunk.subarray(0, n);
-      }
+      if (!more) return this.#clientGone();
     }
   }
 
