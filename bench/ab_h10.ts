@@ -15,6 +15,12 @@ const { values: o } = parseArgs({
     rounds: { type: "string", default: "2" },
   },
 });
+try {
+  await new Deno.Command("ab", { args: ["-V"], stdout: "null", stderr: "null" }).output();
+} catch {
+  console.error("bench/ab_h10.ts needs ApacheBench: apt-get install -y apache2-utils");
+  Deno.exit(2);
+}
 const dir = await Deno.makeTempDir({ prefix: "prox-ab-" });
 await using backend = await startBackend(dir, "1");
 const procs: Proc[] = [
