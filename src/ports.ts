@@ -75,6 +75,14 @@ export type Compressor = (coding: ContentCoding) => CompressionEngine;
 export const RAW_BODY: unique symbol = Symbol("prox.rawBody");
 /** A Response that may carry its body's bytes under `RAW_BODY`. */
 export type RawBodied = Response & { [RAW_BODY]?: Uint8Array };
+/**
+ * How many bytes in front of a `RAW_BODY`'s bytes (in their ArrayBuffer) are free for the
+ * answer's head, so that head and body go out in one write without copying the body. Calling it
+ * claims the room: it answers once, then 0, and 0 once the body was asked for as a stream.
+ */
+export const HEADROOM: unique symbol = Symbol("prox.headroom");
+/** A Response whose `RAW_BODY` may have room for its head in front (`HEADROOM`). */
+export type Roomy = RawBodied & { [HEADROOM]?: () => number };
 
 /** A Response that may carry a `BODY_BYTES` counter. */
 export type CountedResponse = Response & { [BODY_BYTES]?: BodyCounter };

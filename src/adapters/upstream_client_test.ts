@@ -5,8 +5,8 @@ import assert from "node:assert/strict";
 import { startUpstream } from "../../tests/_harness.ts";
 import { createUpstreamClient } from "./upstream_client.ts";
 import { WireResponse } from "../proxy/wire_response.ts";
-import { RAW_BODY } from "../ports.ts";
-import type { RawBodied } from "../ports.ts";
+import { HEADROOM, RAW_BODY } from "../ports.ts";
+import type { RawBodied, Roomy } from "../ports.ts";
 import {
   rawServer,
   readRequest,
@@ -46,14 +46,17 @@ Deno.test("upstream client answers a lean request with WireResponses, buffered o
     const path = new URL(req.url).pathname;
     // No length: the answer comes chunked, and is streamed.
     if (path === "/chunked") return new Response(new Blob(["ab", "cd"]).stream());
-    return new Response(path === "/big" ? "b".repeat(40_000) : "small");
+    const size = path === "/big" ? 40_000 : path === "/bigger" ? 70_000 : 0;
+    return new Response(size ? "b".repeat(size) : "small");
   });
   const client = createUpstreamClient();
   try {
     for (
       const [path, raw, body] of [
         ["/small", true, "small"],
-        ["/big", false, "b".repeat(40_000)],
+        // Up to oneChunkLimit (64 KiB) read whole for the engine.
+        ["/big", true, "b".repeat(40_000)],
+        ["/bigger", false, "b".repeat(70_000)],
         ["/chunked", false, "abcd"],
       ] as const
     ) {
@@ -62,7 +65,15 @@ Deno.test("upstream client answers a lean request with WireResponses, buffered o
       assert.ok(!(res instanceof Response), path);
       assert.ok(res instanceof WireResponse, path);
       assert.equal((res as unknown as RawBodied)[RAW_BODY] !== undefined, raw, path);
+      if (raw) {
+        // Room for the head in front of the bytes, claimed once.
+        const bytes = (res as unknown as RawBodied)[RAW_BODY]!;
+        const room = (res as unknown as Roomy)[HEADROOM]!();
+        assert.ok(room >= 512 && bytes.byteOffset >= room, path);
+        assert.equal((res as unknown as Roomy)[HEADROOM]!(), 0, path);
+      }
       assert.equal(await res.text(), body, path);
+      assert.equal((res as unknown as Roomy)[HEADROOM]!(), 0, path);
     }
     // Not lean: Fetch Responses.
     assert.ok((await client.send(request(`${up.url}/chunked`))) instanceof Response);

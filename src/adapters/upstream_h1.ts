@@ -35,6 +35,11 @@ export const STALE = Symbol("stale");
 const READ_SIZE = 64 * 1024;
 /** Room past the body's end in a direct read, so bytes the upstream sent beyond it are seen. */
 const SLACK = 16;
+/**
+ * Room in front of a body read whole for the engine, for the answer's head (most heads are a few
+ * hundred bytes; a longer one is copied with the body as before).
+ */
+const HEAD_ROOM = 1024;
 
 /**
  * Sends `req` on `conn` and resolves with the response. `release(reusable)` runs once, when the
@@ -162,17 +167,23 @@ export async function exchange(
     responded(res.framing === "length" && res.contentLength === 0);
     return respond(res, null, req.lean);
   }
-  if (res.framing === "length" && res.contentLength <= limits.bufferLimit) {
+  // For the engine (`lean`), bodies up to oneChunkLimit are read whole too, behind room for the
+  // answer's head: it writes both at once without copying the body (ports.ts HEADROOM).
+  const room = req.lean ? HEAD_ROOM : 0;
+  if (
+    res.framing === "length" &&
+    res.contentLength <= (req.lean ? limits.oneChunkLimit : limits.bufferLimit)
+  ) {
     let bytes: Uint8Array<ArrayBuffer>;
     try {
-      bytes = await readWhole(conn, res.contentLength);
+      bytes = await readWhole(conn, res.contentLength, room);
     } catch (err) {
       conn.fail(null);
       responded(false);
       throw err instanceof ProxyError ? err : ioErrorMid(source, err);
     }
     responded(true);
-    return respond(res, bytes, req.lean);
+    return respond(res, bytes, req.lean, room);
   }
   const counter: BodyCounter = { bytes: 0, ended: false };
   const stream = bodyStream(conn, res, {
@@ -208,7 +219,12 @@ const FIELD_CTL = /[^\t\x20-\x7e\x80-\xff]/;
  * Builds the Response; a reason phrase the Fetch API rejects is dropped. `lean` (the request's):
  * a buffered answer may be a WireResponse.
  */
-function respond(head: ResponseHead, body: BodyInit | null, lean?: boolean): Response {
+function respond(
+  head: ResponseHead,
+  body: BodyInit | null,
+  lean?: boolean,
+  room = 0,
+): Response {
   if (head.status > 599) {
     throw new ProxyError("protocol", `Upstream sent status ${head.status}`);
   }
@@ -235,6 +251,7 @@ function respond(head: ResponseHead, body: BodyInit | null, lean?: boolean): Res
         statusText ?? "",
         h,
         stream,
+        bytes ? room : 0,
       ) as unknown as Response;
     }
     const res: RawBodied = responseWith(body, { status: head.status, statusText }, head.headers);
@@ -296,19 +313,23 @@ async function readHead(
   }
 }
 
-/** Reads exactly `len` body bytes into one array. */
-async function readWhole(conn: H1Connection, len: number): Promise<Uint8Array<ArrayBuffer>> {
-  const out = new Uint8Array(len + SLACK);
+/** Reads exactly `len` body bytes into one array, `room` bytes into its buffer. */
+async function readWhole(
+  conn: H1Connection,
+  len: number,
+  room = 0,
+): Promise<Uint8Array<ArrayBuffer>> {
+  const out = new Uint8Array(room + len + SLACK);
   streamedBytes(len);
   let got = Math.min(conn.end - conn.start, len);
-  out.set(conn.buf.subarray(conn.start, conn.start + got));
+  out.set(conn.buf.subarray(conn.start, conn.start + got), room);
   conn.start += got;
   while (got < len) {
-    const n = await conn.readBody(out.subarray(got), len - got);
+    const n = await conn.readBody(out.subarray(room + got), len - got);
     if (n === null) throw bodyEnded(conn.source);
     got += n;
   }
-  return out.subarray(0, len);
+  return out.subarray(room, room + len);
 }
 
 function bodyEnded(source: string): ProxyError {

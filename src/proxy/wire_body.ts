@@ -4,15 +4,26 @@
 // until then.
 
 import { HeaderList } from "../domain/header_list.ts";
-import { RAW_BODY } from "../ports.ts";
+import { HEADROOM, RAW_BODY } from "../ports.ts";
 
 export class WireBody {
   #bytes: Uint8Array<ArrayBuffer> | null;
   /** The body as a stream, once asked for (undefined: not yet). */
   #stream: ReadableStream<Uint8Array> | null | undefined;
 
-  constructor(bytes: Uint8Array<ArrayBuffer> | null, readonly headers: HeaderList) {
+  /** Free bytes in front of #bytes in their buffer (`HEADROOM`), until claimed. */
+  #room: number;
+
+  constructor(bytes: Uint8Array<ArrayBuffer> | null, readonly headers: HeaderList, room = 0) {
     this.#bytes = bytes;
+    this.#room = room;
+  }
+
+  /** Claims the room in front of the bytes as they came (ports.ts `HEADROOM`). */
+  [HEADROOM](): number {
+    const room = this.#stream === undefined ? this.#room : 0;
+    this.#room = 0;
+    return room;
   }
 
   /** The bytes as they came, while nobody has asked for the body as a stream. */

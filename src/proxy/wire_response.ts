@@ -21,8 +21,9 @@ export class WireResponse extends WireBody {
     readonly statusText: string,
     headers: HeaderList,
     stream?: ReadableStream<Uint8Array>,
+    room = 0,
   ) {
-    super(bytes, headers);
+    super(bytes, headers, room);
     this.adopt(stream);
   }
 

@@ -1392,3 +1392,58 @@ async function relayedClients(port: number, conns: Deno.Conn[], enough: () => bo
     clearTimeout(timer);
   }
 }
+
+Deno.test("the engine writes a body read whole with its head in front, byte for byte, up to 64 KiB", async () => {
+  // Heads go in the room left in front of the body (HEADROOM): one with obs-text (Latin-1, one
+  // byte per character), one too long for that room (copied as before), and the largest body
+  // read whole; all on one keep-alive connection, so any framing slip shows on the next.
+  const latin1 = (s: string) => Uint8Array.from(s, (ch) => ch.charCodeAt(0));
+  const answers: Record<string, string> = {
+    "/obs": "x-obs: caf\xe9 \xff\r\ncontent-length: 40000\r\n\r\n" + "a".repeat(40_000),
+    "/long": `x-long: ${"l".repeat(1500)}\r\ncontent-length: 20000\r\n\r\n` + "b".repeat(20_000),
+    "/max": "content-length: 65536\r\n\r\n" + "c".repeat(65_536),
+  };
+  await using up = rawServer(async (c) => {
+    for (;;) {
+      const head = await readRequest(c);
+      if (head === null) return;
+      const path = head.split(" ")[1];
+      const bytes = latin1("HTTP/1.1 200 OK\r\n" + answers[path]);
+      for (let off = 0; off < bytes.length;) off += await c.write(bytes.subarray(off));
+    }
+  });
+  await using prox = await engineProxy(up.url);
+  const c = await Deno.connect({ hostname: "127.0.0.1", port: prox.port });
+  try {
+    let got = new Uint8Array(0);
+    const buf = new Uint8Array(65536);
+    for (const path of ["/obs", "/long", "/max", "/obs"]) {
+      await c.write(enc.encode(`GET ${path} HTTP/1.1\r\nHost: a\r\n\r\n`));
+      const [fields, body] = answers[path].split("\r\n\r\n");
+      for (;;) {
+        const text = String.fromCharCode(...got.subarray(0, Math.min(got.length, 4096)));
+        const end = text.indexOf("\r\n\r\n");
+        if (end >= 0 && got.length >= end + 4 + body.length) {
+          const head = text.slice(0, end).split("\r\n");
+          assert.equal(head[0], "HTTP/1.1 200 OK", path);
+          for (const line of fields.split("\r\n")) {
+            assert.ok(head.includes(line), `${path}: ${line}`);
+          }
+          const sent = got.subarray(end + 4, end + 4 + body.length);
+          assert.ok(sent.every((b) => b === body.charCodeAt(0)), path);
+          got = got.slice(end + 4 + body.length);
+          break;
+        }
+        const n = await c.read(buf);
+        assert.notEqual(n, null, `${path}: closed early`);
+        const more = new Uint8Array(got.length + n!);
+        more.set(got);
+        more.set(buf.subarray(0, n!), got.length);
+        got = more;
+      }
+    }
+    assert.equal(got.length, 0);
+  } finally {
+    c.close();
+  }
+});

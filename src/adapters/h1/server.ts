@@ -17,8 +17,16 @@
 import { formatListenAddr } from "../../config/listen.ts";
 import type { ListenAddr } from "../../config/listen.ts";
 import { ProxyError } from "../../domain/errors.ts";
-import { FileChangedError, RAW_BODY } from "../../ports.ts";
-import type { ClientInfo, Handler, Logger, Metrics, Protocol, RawBodied } from "../../ports.ts";
+import { FileChangedError, HEADROOM, RAW_BODY } from "../../ports.ts";
+import type {
+  ClientInfo,
+  Handler,
+  Logger,
+  Metrics,
+  Protocol,
+  RawBodied,
+  Roomy,
+} from "../../ports.ts";
 import { latin1 } from "../upstream_h1_wire.ts";
 import { listen, unmapped } from "../http_serve.ts";
 import type { Listener } from "../http_serve.ts";
@@ -849,7 +857,21 @@ async function writeResponse(
     // would make a stream of, to be read back) is not touched.
     text += `content-length: ${raw.byteLength}\r\n`;
     text += persistence;
-    const h = headBytes(text + "\r\n");
+    text += "\r\n";
+    // With room in front of the bytes (ports.ts HEADROOM) the head goes there; else both are
+    // copied into one buffer.
+    const room = (res as Roomy)[HEADROOM]?.() ?? 0;
+    if (room >= text.length) {
+      const out = new Uint8Array(
+        raw.buffer,
+        raw.byteOffset - text.length,
+        text.length + raw.length,
+      );
+      headInto(text, out);
+      await writeAll(c.conn, out);
+      return true;
+    }
+    const h = headBytes(text);
     const out = new Uint8Array(h.byteLength + raw.byteLength);
     out.set(h);
     out.set(raw, h.byteLength);
@@ -981,6 +1003,14 @@ function headBytes(text: string): Uint8Array {
   const out = new Uint8Array(text.length);
   for (let i = 0; i < text.length; i++) out[i] = text.charCodeAt(i);
   return out;
+}
+
+/** Writes a head's bytes (Latin-1, one byte per character) at the start of `out`. */
+function headInto(text: string, out: Uint8Array): void {
+  // As UTF-8 while it is ASCII, bounded to the head's own length so that a value with obs-text
+  // (two UTF-8 bytes) cannot spill into what follows; then byte by byte.
+  if (ascii.encodeInto(text, out.subarray(0, text.length)).read === text.length) return;
+  for (let i = 0; i < text.length; i++) out[i] = text.charCodeAt(i);
 }
 
 async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
