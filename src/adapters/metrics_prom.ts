@@ -74,42 +74,10 @@ const METHODS = new Set([
   "PATCH",
 ]);
 const PROTOCOLS: (Protocol | "websocket")[] = ["http/1.1", "h2", "h2c", "h3", "websocket"];
-/** Most cached label children per metric; past it, observations skip the cache. */
-const MAX_CHILDREN = 10_000;
 
 /** Maps an HTTP method to a bounded label value. */
 export function methodLabel(method: string): string {
   return METHODS.has(method) ? method : "OTHER";
-}
-
-/**
- * A bounded cache of prom-client label children for up to three label values, in nested maps
- * (no key string is built per observation).
- */
-function childCache<T>(
-  make: (a: string, b: string, c: string) => T,
-): ((a: string, b?: string, c?: string) => T) & { clear(): void } {
-  let root = new Map<string, Map<string, Map<string, T>>>();
-  let size = 0;
-  const get = (a: string, b = "", c = "") => {
-    const hit = root.get(a)?.get(b)?.get(c);
-    if (hit !== undefined) return hit;
-    const child = make(a, b, c);
-    if (size >= MAX_CHILDREN) return child;
-    let m1 = root.get(a);
-    if (!m1) root.set(a, m1 = new Map());
-    let m2 = m1.get(b);
-    if (!m2) m1.set(b, m2 = new Map());
-    m2.set(c, child);
-    size++;
-    return child;
-  };
-  return Object.assign(get, {
-    clear: () => {
-      root = new Map();
-      size = 0;
-    },
-  });
 }
 
 /** The parts of a prom-client metric that route pruning needs. */
@@ -191,12 +159,19 @@ export function createPromMetrics(
       runtime?.upstreams();
     },
   });
-  const activeConnections = new Gauge({
+  // Counted in plain numbers and handed to the gauge when scraped: prom-client's inc and dec
+  // hash the label set each time, twice per request.
+  const active: Record<string, number> = {};
+  for (const p of PROTOCOLS) active[p] = 0;
+  new Gauge({
     name: "prox_active_connections",
     help: "Client requests in progress on HTTP/1.1 and HTTP/2 listeners (Deno.serve has no " +
       "connection events), open QUIC connections for h3, open sessions for websocket",
     labelNames: ["protocol"] as const,
     registers,
+    collect() {
+      for (const p in active) this.set({ protocol: p }, active[p]);
+    },
   });
   const rateLimitHits = new Counter({
     name: "prox_rate_limit_hits_total",
@@ -309,12 +284,10 @@ export function createPromMetrics(
     registers,
   }).set({ version: opts.version ?? "dev", deno: Deno.version.deno }, 1);
 
-  for (const p of PROTOCOLS) activeConnections.set({ protocol: p }, 0);
   reloads.inc({ result: "success" }, 0);
   reloads.inc({ result: "failure" }, 0);
   if (opts.processMetrics !== false) registerProcessMetrics(registry);
 
-  const connChild = childCache((a) => activeConnections.labels(a));
   const knownBackends = new Set<string>();
   let runtime: RuntimeViews | null = null;
   new Gauge({
@@ -560,11 +533,11 @@ export function createPromMetrics(
       ejections.inc({ backend });
     },
     connectionOpened(protocol) {
-      connChild(protocol).inc();
+      active[protocol]++;
       if (protocol === "websocket") wsTotal.inc();
     },
     connectionClosed(protocol) {
-      connChild(protocol).dec();
+      active[protocol]--;
     },
     websocketMessageTooBig(route) {
       if (gone.has(route)) return;
