@@ -81,6 +81,11 @@ export type RawBodied = Response & { [RAW_BODY]?: Uint8Array };
  * claims the room: it answers once, then 0, and 0 once the body was asked for as a stream.
  */
 export const HEADROOM: unique symbol = Symbol("prox.headroom");
+/**
+ * The room a body read whole for such a listener is given in front (most answer heads are a few
+ * hundred bytes; a longer one is copied with the body instead).
+ */
+export const HEAD_ROOM = 1024;
 /** A Response whose `RAW_BODY` may have room for its head in front (`HEADROOM`). */
 export type Roomy = RawBodied & { [HEADROOM]?: () => number };
 
@@ -198,12 +203,15 @@ export interface FileStore {
    * Bytes [start, end] (inclusive) of a file: a stream, or the bytes themselves when small. The
    * range must lie within the file: one that shrank below it since `stat` is an error, not a
    * shorter body (the caller has announced the range's length): a FileChangedError. Without a range, the whole file.
+   * Bytes read whole start `room` bytes into a buffer of their own, the room left free
+   * (`HEADROOM`).
    */
   open(
     root: string,
     relPath: string,
     range?: { start: number; end: number },
     handle?: string,
+    room?: number,
   ): Promise<ReadableStream<Uint8Array> | Uint8Array<ArrayBuffer> | null>;
 }
 

@@ -98,17 +98,18 @@ function readSmall(
   path: string,
   start: number,
   len: number,
+  room = 0,
 ): Uint8Array<ArrayBuffer> {
   try {
     if (start > 0) file.seekSync(start, Deno.SeekMode.Start);
-    const out = new Uint8Array(len);
+    const out = new Uint8Array(room + len);
     let got = 0;
     while (got < len) {
-      const n = file.readSync(out.subarray(got));
+      const n = file.readSync(out.subarray(room + got));
       if (n === null) throw new FileChangedError(path);
       got += n;
     }
-    return out;
+    return room === 0 ? out : out.subarray(room);
   } finally {
     file.close();
   }
@@ -188,7 +189,7 @@ export function createDenoFileStore(): FileStore {
       }
     },
 
-    async open(root, relPath, range, handle) {
+    async open(root, relPath, range, handle, room = 0) {
       // The handle is the real path of a regular file that `stat` resolved and checked against
       // this root for the same request: resolving and checking again cost a realpath call and a
       // stat (about 7 µs) per file served.
@@ -206,7 +207,7 @@ export function createDenoFileStore(): FileStore {
       // With a handle the range lies within the size `stat` saw; a small one is read as it is,
       // without asking for the size again: a file that shrank since then fails in readSmall.
       if (handle !== undefined && range && range.end - range.start < SMALL) {
-        return readSmall(file, real, range.start, range.end - range.start + 1);
+        return readSmall(file, real, range.start, range.end - range.start + 1, room);
       }
       try {
         const st = file.statSync();
@@ -222,7 +223,7 @@ export function createDenoFileStore(): FileStore {
           throw new FileChangedError(real);
         }
         const end = range ? range.end : st.size - 1;
-        if (end - start < SMALL) return readSmall(file, real, start, end - start + 1);
+        if (end - start < SMALL) return readSmall(file, real, start, end - start + 1, room);
         // Only when the caller's range still ends at EOF: if the file grew since the caller's
         // stat (and Content-Length), the bounded stream below sends exactly what was announced.
         if (end === st.size - 1 && (!range || range.end === end)) {

@@ -5,7 +5,7 @@
 // The connection is released exactly once, reusable only when both bodies ended cleanly.
 
 import { ProxyError, tagRequest } from "../domain/errors.ts";
-import { BODY_BYTES, RAW_BODY } from "../ports.ts";
+import { BODY_BYTES, HEAD_ROOM, RAW_BODY } from "../ports.ts";
 import type { BodyCounter, CountedResponse, RawBodied, UpstreamRequest } from "../ports.ts";
 import { H1Connection } from "./upstream_h1_conn.ts";
 import { responseWith } from "../proxy/respond.ts";
@@ -35,11 +35,6 @@ export const STALE = Symbol("stale");
 const READ_SIZE = 64 * 1024;
 /** Room past the body's end in a direct read, so bytes the upstream sent beyond it are seen. */
 const SLACK = 16;
-/**
- * Room in front of a body read whole for the engine, for the answer's head (most heads are a few
- * hundred bytes; a longer one is copied with the body as before).
- */
-const HEAD_ROOM = 1024;
 
 /**
  * Sends `req` on `conn` and resolves with the response. `release(reusable)` runs once, when the

@@ -861,7 +861,7 @@ async function writeResponse(
     // With room in front of the bytes (ports.ts HEADROOM) the head goes there; else both are
     // copied into one buffer.
     const room = (res as Roomy)[HEADROOM]?.() ?? 0;
-    if (room >= text.length) {
+    if (room >= text.length && raw.byteOffset >= text.length) {
       const out = new Uint8Array(
         raw.buffer,
         raw.byteOffset - text.length,

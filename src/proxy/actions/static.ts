@@ -15,12 +15,14 @@ import {
 } from "../../domain/conditional.ts";
 import { joinPath, stripPrefix } from "../../domain/rewrite.ts";
 import type { StaticRouteConfig } from "../../config/schema.ts";
-import { FileChangedError, type FileStat, type FileStore } from "../../ports.ts";
+import { FileChangedError, type FileStat, type FileStore, HEAD_ROOM } from "../../ports.ts";
 import type { PipelineDeps, RequestContext } from "../context.ts";
 import { errorResponse, responseWith } from "../respond.ts";
 import { REPRESENTATION } from "../filters/compress.ts";
 import type { RepresentingResponse } from "../filters/compress.ts";
 import { contentTypeFor } from "./static_types.ts";
+import { HeaderList } from "../../domain/header_list.ts";
+import { WireResponse } from "../wire_response.ts";
 
 /** Methods a static route answers; everything else gets 405 with this list. */
 export const STATIC_ALLOW = "GET, HEAD, OPTIONS";
@@ -47,6 +49,11 @@ export interface StaticOptions {
   showDotfiles?: boolean;
   /** Set on the one new attempt made when the file changed between stat and open. */
   again?: boolean;
+  /**
+   * The listener writes answers itself and nothing on the way needs a Fetch Response: a file read
+   * whole is answered as a WireResponse, whose bytes it writes as they are.
+   */
+  lean?: boolean;
 }
 
 /** Decoded path segments, or null when a segment cannot be served safely (→ 400). */
@@ -227,8 +234,11 @@ async function serveFile(
   fields.push(["content-length", String(range.end - range.start + 1)]);
   if (req.method === "HEAD") return responseWith(null, { status }, fields);
   let body;
+  const room = opts.lean ? HEAD_ROOM : 0;
   try {
-    body = size === 0 ? null : await opts.files.open(opts.root, file.rel, range, file.st.handle);
+    body = size === 0
+      ? null
+      : await opts.files.open(opts.root, file.rel, range, file.st.handle, room);
   } catch (err) {
     // Overwritten in place between stat and open (a deploy copying over it): nothing has gone
     // out yet, so answer once more from the file as it is now instead of failing with a 500.
@@ -237,6 +247,13 @@ async function serveFile(
     return await serveStatic(req, { ...base, again: true });
   }
   if (body === null && size !== 0) return errorResponse("not_found", opts.requestId);
+  if (opts.lean && body instanceof Uint8Array) {
+    const h = new HeaderList();
+    for (let i = 0; i < fields.length; i++) h.append(fields[i][0], fields[i][1]);
+    // The room is there only if the store left it (ports.ts FileStore.open).
+    const free = body.byteOffset >= room ? room : 0;
+    return new WireResponse(body, status, "", h, undefined, free) as unknown as Response;
+  }
   return responseWith(body, { status }, fields);
 }
 
@@ -260,5 +277,7 @@ export async function staticAction(
     cacheControl: route.cache_control,
     precompressed: route.precompressed,
     showDotfiles: route.show_dotfiles,
+    lean: ctx.info.writesItself === true && ctx.route?.compress === null &&
+      !ctx.route.rules.responseBody && !ctx.snapshot.hasErrorPages,
   });
 }

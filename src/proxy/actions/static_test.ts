@@ -1,7 +1,9 @@
 import assert from "node:assert/strict";
 import { serveStatic } from "./static.ts";
 import type { StaticOptions } from "./static.ts";
-import { FileChangedError, type FileStore } from "../../ports.ts";
+import { FileChangedError, type FileStore, HEAD_ROOM, HEADROOM, RAW_BODY } from "../../ports.ts";
+import type { Roomy } from "../../ports.ts";
+import { WireResponse } from "../wire_response.ts";
 import { httpDate } from "../../domain/conditional.ts";
 
 const MTIME = Date.UTC(2026, 0, 2, 3, 4, 5);
@@ -326,4 +328,41 @@ Deno.test("serveStatic answers from the new file when it was rewritten in place 
   // Changing again on the second try is an error (a 500), not a loop.
   rewrites = 2;
   await assert.rejects(get("/index.html", { files }), FileChangedError);
+});
+
+Deno.test("serveStatic answers a listener that writes itself with the bytes and room for the head", async () => {
+  // A store that reads small files whole, leaving the room asked for in front (or none).
+  const bytesStore = (leaveRoom: boolean): FileStore => ({
+    ...memStore(FILES),
+    open(_root, rel, range, _handle, room = 0) {
+      const bytes = enc.encode(FILES[rel as keyof typeof FILES]);
+      const part = range ? bytes.subarray(range.start, range.end + 1) : bytes;
+      if (!leaveRoom) return Promise.resolve(part.slice());
+      const out = new Uint8Array(room + part.length);
+      out.set(part, room);
+      return Promise.resolve(out.subarray(room));
+    },
+  });
+  for (const leaveRoom of [true, false]) {
+    const { res, body, status } = await get("/a.txt", { files: bytesStore(leaveRoom), lean: true });
+    assert.equal(status, 200);
+    assert.equal(body, "0123456789");
+    assert.ok(res instanceof WireResponse);
+    assert.equal((res as unknown as Roomy)[HEADROOM]!(), 0, "claimed once the body was read");
+    const again = await serveStatic(new Request("http://x/static/a.txt"), {
+      root: "/srv",
+      relPath: "/a.txt",
+      prefix: "/static",
+      query: "",
+      requestId: "rid",
+      files: bytesStore(leaveRoom),
+      lean: true,
+    }) as unknown as Roomy;
+    assert.equal(new TextDecoder().decode(again[RAW_BODY]), "0123456789");
+    assert.equal(again[HEADROOM]!(), leaveRoom ? HEAD_ROOM : 0);
+    assert.equal(again[HEADROOM]!(), 0);
+  }
+  // Not lean: a Fetch Response, as before.
+  const { res } = await get("/a.txt", { files: bytesStore(true) });
+  assert.ok(res instanceof Response);
 });
