@@ -6,7 +6,8 @@
 // backend.
 // Proxies run on core 0, load generator and backend on core 1; runs alternate proxies
 // (A B A B …) and report medians, CPU µs per request, RSS and ratios to nginx.
-// Env: BENCH_SECONDS (5), BENCH_RUNS (3), BENCH_ONLY (comma list of scenario names, and h3),
+// Env: BENCH_SECONDS (5), BENCH_RUNS (3), BENCH_ONLY (comma list of scenario names, h3 and
+// workers),
 // BENCH_V8_FLAGS (Prox's V8 flags; default as shipped).
 // Output: bench/results/<stamp>.json and .md, and the table on stdout.
 
@@ -297,6 +298,61 @@ async function h3Download(): Promise<string[]> {
   ];
 }
 
+/** Multi-core scaling (bench/workers.ts): its table, and the issue's target line. */
+async function workersScaling(): Promise<{ lines: string[]; target: string }> {
+  const json = await Deno.makeTempFile({ prefix: "prox-bench-workers-", suffix: ".json" });
+  try {
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        new URL("./workers.ts", import.meta.url).pathname,
+        "--rounds",
+        String(RUNS),
+        "--seconds",
+        String(SECONDS),
+        "--json",
+        json,
+      ],
+      stdout: "null",
+      stderr: "piped",
+    }).output();
+    const text = out.code === 0 ? await Deno.readTextFile(json) : "";
+    if (!text.startsWith("{")) {
+      const why = new TextDecoder().decode(out.stderr).trim().split("\n").at(-1);
+      const what = `not measured (${why || "bench/workers.ts failed"})`;
+      return { lines: [`Multi-core scaling: ${what}`, ""], target: `- MISS multi-core: ${what}` };
+    }
+    const r = JSON.parse(text) as {
+      rounds: number;
+      loadAverageAfter: string;
+      results: Record<string, { rps: number; p99Ms: number; cpuUsPerReq: number }>;
+      nginxScaling: number;
+      proxScaling: number;
+      relativeScaling: number;
+    };
+    return {
+      lines: [
+        `Multi-core scaling (bench/workers.ts: a 100-byte static file, unpinned, wrk -t1 -c50, median of ${r.rounds}; load average after: ${r.loadAverageAfter}):`,
+        "",
+        "| Server | req/s | p99 ms | CPU µs/req |",
+        "| --- | ---: | ---: | ---: |",
+        ...Object.entries(r.results).map(([name, x]) =>
+          `| ${name} | ${f0(x.rps)} | ${f2(x.p99Ms)} | ${f0(x.cpuUsPerReq)} |`
+        ),
+        "",
+      ],
+      target:
+        `- ${r.relativeScaling >= 0.9 ? "PASS" : "MISS"} multi-core: Prox's 2-worker/1-worker ` +
+        `throughput ${f2(r.proxScaling)}×, nginx's ${f2(r.nginxScaling)}×: ${
+          f2(r.relativeScaling)
+        } of nginx's scaling (target 0.9)`,
+    };
+  } finally {
+    await Deno.remove(json).catch(() => {});
+  }
+}
+
 async function main() {
   const dir = await Deno.makeTempDir({ prefix: "prox-bench-" });
   const started: Proc[] = [];
@@ -390,6 +446,7 @@ async function main() {
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
   const h3 = !ONLY || ONLY.includes("h3") ? await h3Download() : [];
+  const workers = !ONLY || ONLY.includes("workers") ? await workersScaling() : undefined;
   const info = await machine();
   const date = new Date().toISOString();
   const md = [
@@ -402,8 +459,10 @@ async function main() {
     "",
     "Targets (issue 12):",
     ...targets(rows),
+    ...(workers ? [workers.target] : []),
     "",
     ...h3,
+    ...(workers?.lines ?? []),
   ].join("\n");
   const outDir = new URL("./results/", import.meta.url);
   await Deno.mkdir(outDir, { recursive: true });

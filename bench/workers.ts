@@ -11,6 +11,7 @@
 // deno-lint-ignore-file no-console
 
 import { parseArgs } from "node:util";
+import { V8_FLAGS } from "../tests/integration/_process.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const args = parseArgs({
@@ -131,6 +132,8 @@ routes:
     args: [
       "run",
       "-A",
+      // As shipped (the Makefile's V8_FLAGS), as in `make bench`; BENCH_V8_FLAGS="" goes without.
+      ...(Deno.env.get("BENCH_V8_FLAGS") ?? V8_FLAGS).split(" ").filter(Boolean),
       `--config=${ROOT}/deno.json`,
       `${ROOT}/mod.ts`,
       "serve",
