@@ -32,7 +32,7 @@ if (Deno.args[0] === "--serve") {
     const serve = async (c: Deno.TcpConn) => {
       c.setNoDelay(true);
       const buf = new Uint8Array(8192);
-      const turn = { turnEnds: -1 };
+      const turn = { turnEnds: -1, slot: -1 };
       for (;;) {
         // `gated`: Prox's engine's turns (src/adapters/h1/read_gate.ts) around each read and answer.
         if (gated) await readGate.enter(turn);

@@ -2,6 +2,7 @@
 // response-header and idle timeouts, and an "idle read" kept pending while the connection sits in
 // the pool, so a close by the upstream is noticed before the connection is handed out again.
 
+import { SlotSet } from "../domain/slot_set.ts";
 import { ProxyError } from "../domain/errors.ts";
 
 /** The byte stream under a connection (Deno.Conn and the node:tls adapter both fit). */
@@ -19,7 +20,7 @@ export const WRITE_BUFFER = 8 * 1024;
 // visible share of the per-request CPU). It runs only while some connection is armed or waits
 // for a late step (see `late`).
 const TICK_MS = 25;
-const watched = new Set<H1Connection>();
+const watched = new SlotSet<H1Connection>();
 let ticker: ReturnType<typeof setInterval> | undefined;
 /** Ticks so far: a late step runs once a whole tick has passed since it was set. */
 let ticks = 0;
@@ -27,7 +28,7 @@ let ticks = 0;
 function tick(): void {
   ticks++;
   const now = performance.now();
-  for (const c of watched) c.check(now);
+  watched.forEach((c) => c.check(now));
   if (watched.size === 0) {
     clearInterval(ticker);
     ticker = undefined;
@@ -53,6 +54,8 @@ export function ioError(err: unknown, source: string): ProxyError {
 export class H1Connection {
   readonly transport: Transport;
   readonly source: string;
+  /** Its place among the connections the shared ticker watches (-1: not watched). */
+  slot = -1;
   /** Read buffer; unread bytes are buf[start, end). */
   buf: Uint8Array = new Uint8Array(INITIAL_BUFFER);
   start = 0;

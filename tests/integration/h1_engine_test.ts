@@ -1176,7 +1176,7 @@ Deno.test("a drain answers a request that waits for a turn and closes a silent c
   await using up = await echoUpstream();
   const prox = await engineProxy(up.url);
   // Every turn held, as by busy connections, until released below.
-  const holders = Array.from({ length: LIMIT }, () => ({ turnEnds: -1 }));
+  const holders = Array.from({ length: LIMIT }, () => ({ turnEnds: -1, slot: -1 }));
   for (const h of holders) {
     assert.equal(readGate.enter(h), undefined);
     h.turnEnds = Infinity;

@@ -12,6 +12,9 @@
 // waiting for their upstreams, hold no turns for long, whether or not others wait: the ticker runs
 // while any turn is held.
 
+import { SlotSet } from "../../domain/slot_set.ts";
+import type { Slotted } from "../../domain/slot_set.ts";
+
 /**
  * Connections reading or serving a request at once. Each reads its client, then its upstream: two
  * reads apiece fill tokio's budget of 128 per poll.
@@ -30,7 +33,7 @@ const IDLE_TICKS = 2;
 const BUSY_TICKS = 2;
 
 /** One connection's turn; the gate keeps the fields on it. */
-export interface Reader {
+export interface Reader extends Slotted {
   /** The tick at which its turn counts as idle, or -1 while it holds none. */
   turnEnds: number;
 }
@@ -39,9 +42,11 @@ export class ReadGate {
   #free: number;
   /** Connections waiting for a turn, first come first served (`#head` is the next). */
   #queue: ((v: void) => void)[] = [];
+  /** The reader of each waiter in `#queue`, at the same index. */
+  #readers: (Reader | undefined)[] = [];
   #head = 0;
   /** The readers holding a turn. */
-  #holding = new Set<Reader>();
+  #holding = new SlotSet<Reader>();
   #tick = 0;
   #stop: (() => void) | null = null;
 
@@ -77,7 +82,10 @@ export class ReadGate {
       this.#hold(r);
       return undefined;
     }
-    return new Promise<void>((resolve) => this.#queue.push(resolve)).then(() => this.#hold(r));
+    // The turn is taken for it when it is passed on (#pass): no `then` per wait. A waiter lives
+    // for as long as the queue ahead of it, across scavenges, so what it holds is promoted.
+    this.#readers.push(r);
+    return new Promise<void>((resolve) => this.#queue.push(resolve));
   }
 
   /**
@@ -106,12 +114,17 @@ export class ReadGate {
   #pass(): void {
     if (this.#head < this.#queue.length) {
       const next = this.#queue[this.#head];
-      this.#queue[this.#head++] = undefined as never;
-      if (this.#head === this.#queue.length) this.#queue.length = this.#head = 0;
-      else if (this.#head >= 1024 && this.#head * 2 >= this.#queue.length) {
+      const reader = this.#readers[this.#head]!;
+      this.#queue[this.#head] = undefined as never;
+      this.#readers[this.#head++] = undefined;
+      if (this.#head === this.#queue.length) {
+        this.#queue.length = this.#readers.length = this.#head = 0;
+      } else if (this.#head >= 1024 && this.#head * 2 >= this.#queue.length) {
         this.#queue.splice(0, this.#head);
+        this.#readers.splice(0, this.#head);
         this.#head = 0;
       }
+      this.#hold(reader);
       next();
     } else {
       this.#free++;
@@ -121,7 +134,9 @@ export class ReadGate {
   #onTick(): void {
     this.#tick++;
     // Turns held past their time end (and go to the waiters first come first served).
-    for (const r of this.#holding) if (this.#tick >= r.turnEnds) this.leave(r);
+    this.#holding.forEach((r) => {
+      if (this.#tick >= r.turnEnds) this.leave(r);
+    });
     if (this.#holding.size === 0 && this.waiting === 0 && this.#stop !== null) {
       this.#stop();
       this.#stop = null;

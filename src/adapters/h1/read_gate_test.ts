@@ -19,7 +19,7 @@ function gate(limit: number) {
     starts: () => starts,
   };
 }
-const reader = (): Reader => ({ turnEnds: -1 });
+const reader = (): Reader => ({ turnEnds: -1, slot: -1 });
 /** Lets queued turns resolve (a turn handed on resolves within a few microtasks). */
 const settle = async () => {
   for (let i = 0; i < 5; i++) await null;

@@ -298,6 +298,8 @@ export class Conn implements Reader {
   buf = new Uint8Array(READ_SIZE);
   /** The read gate's tick at which this connection's turn counts as idle; -1: no turn held. */
   turnEnds = -1;
+  /** Its place among the read gate's turn holders (-1: none). */
+  slot = -1;
   /** Waiting for a turn (read_gate.ts). */
   queued = false;
   start = 0;
@@ -1027,7 +1029,7 @@ async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
 async function pipe(from: Deno.TcpConn, to: Deno.TcpConn, halfClose: boolean): Promise<void> {
   const small = new Uint8Array(RELAY_MIN);
   let buf = small;
-  const turn: Reader = { turnEnds: -1 };
+  const turn: Reader = { turnEnds: -1, slot: -1 };
   try {
     for (;;) {
       const wait = readGate.enter(turn);
