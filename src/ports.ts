@@ -16,6 +16,11 @@ export interface ClientInfo {
   /** The local listener port the request arrived on (for Alt-Svc, X-Forwarded-Port). */
   localPort: number;
   protocol: Protocol;
+  /**
+   * The request line said HTTP/1.0 (it counts as `http/1.1` above). Known on Prox's own HTTP/1.1
+   * engine, and for a connection it relayed by its first request; Deno.serve does not tell.
+   */
+  http10?: boolean;
   tls: boolean;
   /**
    * Resolves once the response, body included, has been delivered to the client; rejects when
@@ -256,7 +261,8 @@ export interface AccessRecord {
   upstream: string | null;
   upstreamStatus: number | null;
   upstreamMs: number | null;
-  protocol: Protocol;
+  /** As the request came: ClientInfo's protocol, or `http/1.0`. */
+  protocol: Protocol | "http/1.0";
   tls: boolean;
   retries: number;
   /** Why Prox answered itself, as its `Proxy-Status` error type (RFC 9209); null otherwise. */

@@ -79,7 +79,7 @@ export function listen(
      */
     peerOf?: (
       relay: Deno.NetAddr,
-    ) => { hostname: string; port: number; protocol?: Protocol } | undefined;
+    ) => { hostname: string; port: number; protocol?: Protocol; http10?: boolean } | undefined;
     /** Bind again on a new ephemeral port, not the same one, after the accept loop failed. */
     anyPort?: boolean;
   },
@@ -119,17 +119,20 @@ export function listen(
       recent.serverInfo = info;
       let remote = info.remoteAddr as Deno.NetAddr | { hostname: string; port: number };
       let protocol: Protocol | undefined;
+      let http10 = false;
       if (opts.peerOf) {
         const client = opts.peerOf(remote as Deno.NetAddr);
         if (!client) return new Response("Not a relayed connection\n", { status: 403 });
         remote = client;
         // The relay saw how the connection began, which a request here does not say.
         protocol = client.protocol;
+        http10 = client.http10 === true;
       }
       const ci: ClientInfo = {
         remoteAddr: { hostname: unmapped(remote.hostname), port: remote.port },
         localPort: opts.localPort ?? localPort,
         protocol: protocol ?? protocolOf(req, tls),
+        http10,
         tls,
         completed: info.completed,
       };

@@ -180,7 +180,8 @@ export function clfTime(ms: number): string {
     `${p(d.getUTCHours())}:${p(d.getUTCMinutes())}:${p(d.getUTCSeconds())} +0000]`;
 }
 
-const PROTO_LINE: Record<Protocol, string> = {
+const PROTO_LINE: Record<Protocol | "http/1.0", string> = {
+  "http/1.0": "HTTP/1.0",
   "http/1.1": "HTTP/1.1",
   h2: "HTTP/2.0",
   h2c: "HTTP/2.0",

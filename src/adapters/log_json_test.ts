@@ -101,6 +101,8 @@ Deno.test("formatClf writes Common and Combined Log Format with escaped quotes",
     formatClf({ ...REC, authUser: 'jö "x" y' }, false),
     '192.0.2.7 - jö\\x20\\x22x\\x22\\x20y [25/Nov/2026:21:05:09 +0000] "GET /a \\x22b\\x22 HTTP/2.0" 200 1234',
   );
+  // an HTTP/1.0 request (Prox's own engine tells)
+  assert.match(formatClf({ ...REC, protocol: "http/1.0" }, false), / HTTP\/1\.0" 200 1234$/);
   const { lines, sink } = capture();
   createAccessLog("combined", { sink })(REC);
   assert.match(lines[0][1], /"curl\/8"\n$/);

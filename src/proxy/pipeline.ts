@@ -456,7 +456,7 @@ function record(ctx: RequestContext, deps: PipelineDeps, res: Response, label?: 
     upstream: ctx.upstream,
     upstreamStatus: ctx.upstreamStatus,
     upstreamMs: ctx.upstreamMs,
-    protocol: ctx.info.protocol,
+    protocol: ctx.info.http10 ? "http/1.0" : ctx.info.protocol,
     tls: ctx.info.tls,
     retries: ctx.retries,
     error: ctx.error,

@@ -36,6 +36,25 @@ function joined(fields: Fields): Fields {
 
 export const KNOWN: Known[] = [
   {
+    // First, so that the rewrites below see both sides alike here.
+    // RFC 9110 §7.6.3: Via names the protocol received. The engine knows an HTTP/1.0 request
+    // (Via `1.0 prox`, access protocol `http/1.0`); Deno.serve does not say, so it counts as 1.1.
+    name: "an HTTP/1.0 request is recorded and forwarded as HTTP/1.0",
+    rewrite: (d, p) => {
+      const upstream = p.upstream.map((s) => ({
+        ...s,
+        fields: s.fields.map(([k, v]): [string, string] => [
+          k,
+          k === "via" ? v.replace(/(^|, )1\.0 prox$/, (_, before) => before + "1.1 prox") : v,
+        ]),
+      }));
+      const access = p.access.map((r) =>
+        r.protocol === "http/1.0" ? { ...r, protocol: "http/1.1" } : r
+      ).sort((a, b) => JSON.stringify(a) < JSON.stringify(b) ? -1 : 1);
+      return [d, { ...p, upstream, access }];
+    },
+  },
+  {
     // RFC 9112 §4: the reason phrase is advisory. The engine passes an upstream's on (as nginx
     // does; one that is not a valid reason-phrase is replaced) and words its own answers as RFC
     // 9110 does (413 "Content Too Large"); Deno.serve writes its own for every status.

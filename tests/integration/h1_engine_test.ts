@@ -850,9 +850,10 @@ interopTest("the engine keeps each client's address through the relay (curl from
   const h2c = await curl(["--http2-prior-knowledge", `${prox.url}/h2c`]);
   assert.match(h2c.stdout, /"path":"\/h2c".*"xff":"127\.0\.0\.2"/, h2c.stdout + h2c.stderr);
   await waitFor(() => records.length >= 3, { what: "three access records" });
+  // The relay saw the HTTP/1.0 request line: recorded as such (Deno.serve alone cannot tell).
   assert.deepEqual(records.map((r) => [r.clientIp, r.protocol]), [
     ["127.0.0.2", "http/1.1"],
-    ["127.0.0.2", "http/1.1"],
+    ["127.0.0.2", "http/1.0"],
     ["127.0.0.2", "h2c"],
   ]);
 });
@@ -1446,4 +1447,26 @@ Deno.test("the engine writes a body read whole with its head in front, byte for 
   } finally {
     c.close();
   }
+});
+
+Deno.test("an HTTP/1.0 request goes upstream with Via 1.0 and is logged as http/1.0", async () => {
+  const heads: string[] = [];
+  await using up = rawServer(async (c) => {
+    const head = await readRequest(c);
+    if (head) heads.push(head);
+    await c.write(
+      enc.encode("HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"),
+    );
+  });
+  const { records, logger } = accessLogger();
+  await using prox = await engineProxy(up.url, "", logger);
+  const got = await rawExchange(prox.port, "GET /old HTTP/1.0\r\nHost: a.test\r\n\r\n");
+  assert.match(got, /^HTTP\/1\.0 200 /);
+  await rawExchange(prox.port, "GET /new HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n");
+  await waitFor(() => records.length >= 2, { what: "two access records" });
+  assert.deepEqual(heads.map((h) => /\r\nvia: ([^\r]*)/i.exec(h)?.[1]), ["1.0 prox", "1.1 prox"]);
+  assert.deepEqual(records.map((r) => [r.path, r.protocol]), [
+    ["/old", "http/1.0"],
+    ["/new", "http/1.1"],
+  ]);
 });

@@ -98,7 +98,10 @@ export function listenH1(
   const local = server.addr as Deno.NetAddr;
   // The relay's Deno.serve; its connections' source ports name the clients they carry (one
   // entry per relayed connection open: bounded by the connections).
-  const peers = new Map<number, { hostname: string; port: number; protocol: Protocol }>();
+  const peers = new Map<
+    number,
+    { hostname: string; port: number; protocol: Protocol; http10: boolean }
+  >();
   const inner = listen({ hostname: "127.0.0.1", port: 0 }, {
     handler: opts.handler,
     logger: opts.logger,
@@ -188,7 +191,9 @@ export function listenH1(
       const key = (to.localAddr as Deno.NetAddr).port;
       // h2c with prior knowledge is relayed at the "*" of its preface ("PRI * HTTP/2.0").
       const h2c = bytes.length >= 5 && latin1(bytes, 0, 5) === "PRI *";
-      peers.set(key, { ...c.peer, protocol: h2c ? "h2c" : "http/1.1" });
+      // The first request's version stands for the connection's (an HTTP/1.0 client without Host).
+      const http10 = !h2c && HTTP10_LINE.test(latin1(bytes, 0, Math.min(bytes.length, 8192)));
+      peers.set(key, { ...c.peer, protocol: h2c ? "h2c" : "http/1.1", http10 });
       try {
         await writeAll(to, bytes);
         // A client that ends its side (a half-close after its last request) gets whatever
@@ -735,6 +740,7 @@ async function exchange(
     remoteAddr: c.peer,
     localPort: env.localPort,
     protocol: "http/1.1",
+    http10: head.http10,
     tls: false,
     completed,
     writesItself: true,
@@ -818,6 +824,9 @@ function httpDate(): string {
 }
 
 /** Fields the engine writes itself from the framing it chose. */
+/** A request line of HTTP/1.0 at the start of what a relayed connection sent first. */
+const HTTP10_LINE = /^[^\r\n]* HTTP\/1\.0\r?\n/;
+
 const FRAMING = new Set(["connection", "keep-alive", "transfer-encoding", "content-length"]);
 
 /**

@@ -99,7 +99,8 @@ export function upstreamHeaders(
     scheme: ctx.scheme,
     hopScheme: ctx.info.tls ? "https" : "http",
     host: ctx.host,
-    version: VIA_VERSION[ctx.info.protocol],
+    // The received protocol's version (RFC 9110 §7.6.3).
+    version: ctx.info.http10 ? "1.0" : VIA_VERSION[ctx.info.protocol],
     rfc7239: route.forwarded,
   });
   h.set("x-request-id", ctx.requestId);
