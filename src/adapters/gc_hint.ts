@@ -15,7 +15,9 @@
 //    full GC runs (V8's "last resort" collection, which also returns free pages to the OS): about
 //    100-115 MiB after. It costs a 60-75 ms pause, and the next burst's first second runs on a
 //    shrunk heap, so below the threshold (steady traffic at 50 connections: 140-165 MiB) the
-//    memory is kept. Any full GC also makes V8 discard optimized code whose hidden classes died
+//    memory is kept, unless the burst was a crowd: CROWD connections (or requests in flight on
+//    Deno.serve) at once, whose objects outlived scavenges whatever the RSS came to (less promoted
+//    garbage took the peak at 1,000 connections below the threshold, and it then stayed there). Any full GC also makes V8 discard optimized code whose hidden classes died
 //    with the requests; src/proxy/recent.ts keeps the last request's objects alive so that none
 //    is discarded (README, "Benchmark").
 
@@ -24,6 +26,8 @@ const STEP = 16 * 1024 * 1024;
 const BURST = 2_000;
 /** How often the idle check runs (ms). */
 const TICK = 1_000;
+/** Connections (or requests in flight) at once that make a burst a crowd (see 2 above). */
+export const CROWD = 256;
 
 export type GcFn = (o?: {
   type?: "minor" | "major";
@@ -33,6 +37,8 @@ export type GcFn = (o?: {
 const gc = (globalThis as { gc?: GcFn }).gc;
 let streamed = 0;
 let requests = 0;
+/** The most connections (or requests in flight) a listener reported at once since last read. */
+let crowdPeak = 0;
 
 /** Counts `bytes` of body data that passed through; may request a minor GC. */
 export function streamedBytes(bytes: number): void {
@@ -51,7 +57,22 @@ export function trafficSeen(): void {
   requests++;
 }
 
-/** Options of the memory reducer; `gc` and `every` are seams for tests. */
+/**
+ * A listener has `n` connections (Prox's own HTTP/1.1 engine) or requests in flight (Deno.serve)
+ * at once: a burst with CROWD of them is reduced after whatever its RSS.
+ */
+export function crowd(n: number): void {
+  if (n > crowdPeak) crowdPeak = n;
+}
+
+/** The peak `crowd` saw since the last call. */
+function takeCrowdPeak(): number {
+  const peak = crowdPeak;
+  crowdPeak = 0;
+  return peak;
+}
+
+/** Options of the memory reducer; `gc`, `every` and `crowdPeak` are seams for tests. */
 export interface ReducerOptions {
   /** Requests since the last reduction before idling may trigger one (default BURST). */
   burst?: number;
@@ -62,9 +83,14 @@ export interface ReducerOptions {
   idleMs?: () => number;
   /**
    * Resident memory (bytes) the process must exceed for the reduction to run, read when it is
-   * due (default 0: always). Below it the burst is forgotten and the memory kept.
+   * due (default 0: always). Below it the burst is forgotten and the memory kept, unless it was a
+   * crowd.
    */
   aboveBytes?: () => number;
+  /** Connections or requests at once that make a burst a crowd (default CROWD). */
+  crowdAt?: number;
+  /** The most at once since the last call (default: what `crowd` was told). */
+  crowdPeak?: () => number;
   /** The process's resident memory in bytes (default Deno.memoryUsage().rss). */
   rss?: () => number;
   onSkip?: (rssBytes: number) => void;
@@ -94,6 +120,8 @@ export function startMemoryReducer(o: ReducerOptions = {}): () => void {
   const idleMs = o.idleMs ?? (() => tickMs);
   const aboveBytes = o.aboveBytes ?? (() => 0);
   const rss = o.rss ?? (() => Deno.memoryUsage().rss);
+  const crowdAt = o.crowdAt ?? CROWD;
+  const peak = o.crowdPeak ?? takeCrowdPeak;
   let seenAtTick = requests;
   let sinceReduce = 0;
   let idleTicks = 0;
@@ -108,7 +136,7 @@ export function startMemoryReducer(o: ReducerOptions = {}): () => void {
     sinceReduce = 0;
     idleTicks = 0;
     const above = aboveBytes();
-    if (above > 0) {
+    if (above > 0 && peak() < crowdAt) {
       const now = rss();
       if (now <= above) return o.onSkip?.(now);
     }

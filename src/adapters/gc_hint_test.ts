@@ -1,16 +1,25 @@
 import assert from "node:assert/strict";
-import { type GcFn, type ReducerOptions, startMemoryReducer, trafficSeen } from "./gc_hint.ts";
+import {
+  CROWD,
+  crowd,
+  type GcFn,
+  type ReducerOptions,
+  startMemoryReducer,
+  trafficSeen,
+} from "./gc_hint.ts";
 
 /** A reducer driven by hand: `tick()` runs one idle check; `calls` records each collection. */
 function reducer(
   o:
     & { burst: number; idleMs: () => number }
-    & Pick<ReducerOptions, "aboveBytes" | "rss" | "onSkip">,
+    & Pick<ReducerOptions, "aboveBytes" | "rss" | "onSkip" | "crowdPeak">,
 ) {
   const calls: Parameters<GcFn>[0][] = [];
   let check = () => {};
   let stopped = false;
   const stop = startMemoryReducer({
+    // No crowds unless a test says so (other tests' listeners report to the module's peak).
+    crowdPeak: () => 0,
     ...o,
     tickMs: 1000,
     gc: (opts) => calls.push(opts),
@@ -114,4 +123,56 @@ Deno.test("memory reducer: runs only when RSS is above reduce_above; below it th
   r.tick();
   assert.deepEqual(r.calls, [{ type: "major", execution: "sync", flavor: "last-resort" }]);
   assert.equal(skipped.length, 1);
+});
+
+Deno.test("memory reducer: a burst of a crowd is reduced below reduce_above too, and the crowd is forgotten after", () => {
+  const skipped: number[] = [];
+  const peaks = [CROWD, 0, CROWD - 1];
+  const r = reducer({
+    burst: 10,
+    idleMs: () => 1000,
+    aboveBytes: () => 150 * 1048576,
+    rss: () => 100 * 1048576,
+    onSkip: (bytes) => skipped.push(bytes),
+    crowdPeak: () => peaks.shift()!,
+  });
+  r.requests(10);
+  r.tick();
+  r.tick();
+  assert.equal(r.calls.length, 1, "a crowd: reduced whatever the RSS");
+  for (let i = 0; i < 2; i++) {
+    r.requests(10);
+    r.tick();
+    r.tick();
+  }
+  assert.equal(r.calls.length, 1, "no crowd, or one short of CROWD: memory kept");
+  assert.equal(skipped.length, 2);
+});
+
+Deno.test("memory reducer: what listeners report through crowd() is its default peak", () => {
+  const calls: unknown[] = [];
+  let check = () => {};
+  const stop = startMemoryReducer({
+    burst: 1,
+    tickMs: 1000,
+    aboveBytes: () => Number.MAX_SAFE_INTEGER,
+    gc: (o) => calls.push(o),
+    every: (fn) => {
+      check = fn;
+      return () => {};
+    },
+  });
+  try {
+    crowd(CROWD);
+    trafficSeen();
+    check();
+    check();
+    assert.equal(calls.length, 1);
+    trafficSeen();
+    check();
+    check();
+    assert.equal(calls.length, 1, "the peak was taken by the first reduction");
+  } finally {
+    stop();
+  }
 });

@@ -1,6 +1,7 @@
 // Deno.serve listeners: HTTP/1.1 and HTTP/2 (h2 by ALPN with TLS, h2c with prior knowledge
 // without), turned into the one Handler.
 
+import { crowd } from "./gc_hint.ts";
 import { formatListenAddr } from "../config/listen.ts";
 import type { ListenAddr } from "../config/listen.ts";
 import { ProxyError } from "../domain/errors.ts";
@@ -89,6 +90,7 @@ export function listen(
   // Deno 2.9's graceful shutdown makes request bodies still being received unreadable at once
   // (denoland/deno#36809; the client would get 400): a drain waits for them before it begins.
   let uploads = 0;
+  let inFlight = 0;
   let uploadsDone: (() => void) | null = null;
   let localPort = addr.port;
   const start = (port: number) =>
@@ -142,12 +144,15 @@ export function listen(
         const made = `http://localhost:${localPort}/`;
         if (req.url.startsWith(made)) ci.authority = `localhost:${opts.localPort}`;
       }
+      // Requests in flight: for the metrics, and for the memory reducer (gc_hint.ts `crowd`).
       const m = opts.metrics;
-      if (m) {
-        m.connectionOpened(ci.protocol);
-        const done = () => m.connectionClosed(ci.protocol);
-        info.completed.then(done, done);
-      }
+      m?.connectionOpened(ci.protocol);
+      crowd(++inFlight);
+      const done = () => {
+        inFlight--;
+        m?.connectionClosed(ci.protocol);
+      };
+      info.completed.then(done, done);
       // A body (RFC 9112 §6.3: Content-Length or Transfer-Encoding): counted until the handler
       // has its response, which for a proxied upload comes once the upstream read it.
       const cl = req.headers.get("content-length");

@@ -124,3 +124,22 @@ routes: { "/ws": { type: websocket, target: "${up.url}" } }
     await done;
   }
 });
+
+interopTest(
+  "after a burst of a crowd (300 connections at once), Prox reduces the memory even below memory.reduce_above",
+  ["h2load"],
+  async () => {
+    // Its objects outlived scavenges whatever RSS it reached (gc_hint.ts, CROWD).
+    await using burst = await afterBurst(
+      "{ reduce_after_idle: 1s, reduce_above: 4GiB }",
+      30000,
+      300,
+    );
+    const prox = burst.prox;
+    await waitFor(() => prox.output().includes("Memory-reducing GC after a burst"), {
+      timeoutMs: 10_000,
+      what: "the memory-reducing GC once the crowd's traffic stopped",
+    });
+    assert.ok(!prox.output().includes("Memory kept after a burst"), prox.output());
+  },
+);

@@ -14,6 +14,7 @@
 // connection's source port names the client it carries, so the pipeline still sees the client's
 // address and the protocol the connection began in.
 
+import { crowd } from "../gc_hint.ts";
 import { formatListenAddr } from "../../config/listen.ts";
 import type { ListenAddr } from "../../config/listen.ts";
 import { ProxyError } from "../../domain/errors.ts";
@@ -236,6 +237,7 @@ export function listenH1(
       }
       const c = new Conn(conn);
       conns.add(c);
+      crowd(conns.size);
       c.served = serve(c, env).finally(() => {
         conns.delete(c);
         c.close();
