@@ -17,9 +17,10 @@
 //    shrunk heap, so below the threshold (steady traffic at 50 connections: 140-165 MiB) the
 //    memory is kept, unless the burst was a crowd: CROWD connections (or requests in flight on
 //    Deno.serve) at once, whose objects outlived scavenges whatever the RSS came to (less promoted
-//    garbage took the peak at 1,000 connections below the threshold, and it then stayed there). Any full GC also makes V8 discard optimized code whose hidden classes died
-//    with the requests; src/proxy/recent.ts keeps the last request's objects alive so that none
-//    is discarded (README, "Benchmark").
+//    garbage took the peak at 1,000 connections below the threshold, and it then stayed there).
+//    Any full GC also makes V8 discard optimized code whose hidden classes died with the
+//    requests; src/proxy/recent.ts keeps the last request's objects alive so that none is
+//    discarded (README, "Benchmark").
 
 const STEP = 16 * 1024 * 1024;
 /** Requests (and WebSocket messages) since the last reduction before idling triggers one. */

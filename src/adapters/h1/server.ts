@@ -825,10 +825,10 @@ function httpDate(): string {
   return dateText;
 }
 
-/** Fields the engine writes itself from the framing it chose. */
 /** A request line of HTTP/1.0 at the start of what a relayed connection sent first. */
 const HTTP10_LINE = /^[^\r\n]* HTTP\/1\.0\r?\n/;
 
+/** Fields the engine writes itself from the framing it chose. */
 const FRAMING = new Set(["connection", "keep-alive", "transfer-encoding", "content-length"]);
 
 /**
