@@ -48,6 +48,17 @@ function accessLogger() {
   };
 }
 
+/** An upstream that keeps each request head in `heads` and answers "ok", closing. */
+function headsUpstream(heads: string[]) {
+  return rawServer(async (c) => {
+    const head = await readRequest(c);
+    if (head) heads.push(head);
+    await c.write(
+      enc.encode("HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"),
+    );
+  });
+}
+
 function engineProxy(target: string, more = "", logger: Logger = silentLogger) {
   return startProxy(
     `
@@ -786,13 +797,7 @@ Deno.test("a client that ends its side while its request waits gets no stand-in 
 
 Deno.test("several Cookie fields reach the pipeline and the upstream as one, as on Deno.serve", async () => {
   const heads: string[] = [];
-  await using up = rawServer(async (c) => {
-    const head = await readRequest(c);
-    if (head) heads.push(head);
-    await c.write(
-      enc.encode("HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"),
-    );
-  });
+  await using up = headsUpstream(heads);
   // A cookie rate limit reads the pipeline's view of the field: 1 request per key.
   await using prox = await engineProxy(
     up.url,
@@ -1451,13 +1456,7 @@ Deno.test("the engine writes a body read whole with its head in front, byte for 
 
 Deno.test("an HTTP/1.0 request goes upstream with Via 1.0 and is logged as http/1.0", async () => {
   const heads: string[] = [];
-  await using up = rawServer(async (c) => {
-    const head = await readRequest(c);
-    if (head) heads.push(head);
-    await c.write(
-      enc.encode("HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"),
-    );
-  });
+  await using up = headsUpstream(heads);
   const { records, logger } = accessLogger();
   await using prox = await engineProxy(up.url, "", logger);
   const got = await rawExchange(prox.port, "GET /old HTTP/1.0\r\nHost: a.test\r\n\r\n");
