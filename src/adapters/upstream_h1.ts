@@ -224,7 +224,7 @@ function respond(
     throw new ProxyError("protocol", `Upstream sent status ${head.status}`);
   }
   const fields = head.headers;
-  for (let i = 0; i < fields.length; i++) {
+  for (let i = 0; !head.checked && i < fields.length; i++) {
     if (FIELD_CTL.test(fields[i][1])) {
       throw new ProxyError(
         "protocol",
@@ -237,7 +237,11 @@ function respond(
     if (lean && head.status >= 200) {
       // For Prox's own HTTP/1.1 engine, which writes the answer itself (wire_response.ts).
       const h = new HeaderList();
-      for (let i = 0; i < fields.length; i++) h.append(fields[i][0], fields[i][1]);
+      for (let i = 0; i < fields.length; i++) {
+        const [name, value] = fields[i];
+        if (head.checked) h.appendChecked(name.toLowerCase(), value);
+        else h.append(name, value);
+      }
       const stream = body instanceof ReadableStream ? body : undefined;
       const bytes = stream ? null : body as Uint8Array<ArrayBuffer> | null;
       return new WireResponse(

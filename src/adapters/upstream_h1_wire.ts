@@ -42,6 +42,11 @@ export interface ResponseHead {
   keepAliveMs: number;
   /** Bytes the head took in the buffer, including the final empty line. */
   size: number;
+  /**
+   * The head was plain ASCII with token names and values of HTAB, SP and visible ASCII only: no
+   * field needs a check of its own before it is sent on.
+   */
+  checked: boolean;
 }
 
 const encoder = new TextEncoder();
@@ -50,6 +55,13 @@ const utf8 = new TextDecoder("utf-8", { ignoreBOM: true });
 // deno-lint-ignore no-control-regex
 const NON_ASCII = /[^\x00-\x7f]/;
 const WIDE = /[\u0100-\uffff]/;
+/**
+ * A response head in plain ASCII whose fields need no check of their own (ResponseHead.checked):
+ * a status line of HTAB, SP and visible ASCII, then token names and such values, lines ending in
+ * CRLF or LF. One match over the head costs less than a test per field.
+ */
+const CLEAN_HEAD =
+  /^HTTP\/1\.[01] [\t\x20-\x7e]*\r?\n(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t\x20-\x7e]*\r?\n)*\r?\n$/;
 
 /** Encodes a string as Latin-1 bytes (header values are ByteStrings, not UTF-8). */
 function latin1Bytes(s: string): Uint8Array {
@@ -158,7 +170,11 @@ export function parseResponseHead(
   if (headEnd - start > opts.maxBytes) {
     throw protocolError(`Upstream response header exceeds ${opts.maxBytes} bytes`);
   }
-  const text = latin1(buf, start, headEnd);
+  // UTF-8 decodes ASCII exactly, and any other byte comes out as a character CLEAN_HEAD refuses:
+  // only such a head is decoded again, as latin-1.
+  let text = utf8.decode(buf.subarray(start, headEnd));
+  const checked = CLEAN_HEAD.test(text);
+  if (!checked) text = latin1(buf, start, headEnd);
   let eol = text.indexOf("\n");
   const statusLine = text.charCodeAt(eol - 1) === 13 ? text.slice(0, eol - 1) : text.slice(0, eol);
   // HTTP-version SP status-code SP [reason-phrase] (RFC 9112 §4)
@@ -275,6 +291,7 @@ export function parseResponseHead(
     close,
     keepAliveMs,
     size: headEnd - start,
+    checked,
   };
 }
 

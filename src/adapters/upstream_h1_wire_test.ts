@@ -36,6 +36,33 @@ Deno.test("parseResponseHead keeps Latin-1 field values and rejects a head behin
   assert.throws(() => parseResponseHead(bom, 0, bom.length, opts), /Invalid upstream status line/);
 });
 
+Deno.test("parseResponseHead marks a plain ASCII head as needing no check per field", () => {
+  const opts = { maxBytes: 8192, method: "GET" };
+  const parse = (...parts: (string | number[])[]) => {
+    const b = bytes("xx", ...parts, "yy");
+    return parseResponseHead(b, 2, b.length - 2, opts)!;
+  };
+  const clean = parse("HTTP/1.1 200 OK\r\nX-A: 1\tb c\r\nContent-Length: 0\r\nX-B:\r\n\r\n");
+  assert.equal(clean.checked, true);
+  assert.deepEqual(clean.headers, [["X-A", "1\tb c"], ["Content-Length", "0"], ["X-B", ""]]);
+  assert.equal(parse("HTTP/1.0 204 No Content\nX-A: 1\n\n").checked, true);
+  // Anything else is checked field by field where it is sent on (upstream_h1.ts).
+  for (
+    const odd of [
+      ["HTTP/1.1 200 OK\r\nX-A: caf", [0xe9], "\r\n\r\n"],
+      ["HTTP/1.1 200 OK\r\nX-A: a\x01b\r\n\r\n"],
+      ["HTTP/1.1 200 OK\r\nX-A: a\x7f\r\n\r\n"],
+      ["HTTP/1.1 200 OK\r\nX-A: a\rb\r\n\r\n"],
+      ["HTTP/1.1 200 OK\r\nX\x01A: a\r\n\r\n"],
+      ["HTTP/1.1 200 O\x01K\r\nX-A: a\r\n\r\n"],
+    ]
+  ) {
+    assert.equal(parse(...odd).checked, false, JSON.stringify(odd));
+  }
+  // A value with a control character still arrives, for the check to refuse it.
+  assert.deepEqual(parse("HTTP/1.1 200 OK\r\nX-A: a\x01b\r\n\r\n").headers, [["X-A", "a\x01b"]]);
+});
+
 Deno.test("requestHead frames the body; headInto writes an ASCII head in place or declines", () => {
   const headers = new Headers({ host: "a.test", "x-v": "caf\u00e9" });
   const chunked = requestHead("PUT", "/x?y", {

@@ -35,6 +35,12 @@ function checkValue(value: string): string {
   return value;
 }
 
+/** `h.set(name, value)`, without the checks when `h` is a HeaderList (`setChecked`'s terms). */
+export function setKnown(h: HeaderMap, name: string, value: string): void {
+  if (h instanceof HeaderList) h.setChecked(name, value);
+  else h.set(name, value);
+}
+
 /** An ordered list of header fields with case-insensitive names. */
 export class HeaderList implements HeaderMap {
   #names: string[] = [];
@@ -76,7 +82,14 @@ export class HeaderList implements HeaderMap {
   }
 
   set(name: string, value: string): void {
-    const n = checkName(name), v = checkValue(value);
+    this.setChecked(checkName(name), checkValue(value));
+  }
+
+  /**
+   * Sets a field Prox made from checked parts: `name` a lowercase token, `value` sendable and
+   * without surrounding whitespace (a peer's address, a Host already checked, a literal).
+   */
+  setChecked(n: string, v: string): void {
     const names = this.#names;
     const i = names.indexOf(n);
     if (i < 0) {

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { HeaderList } from "./header_list.ts";
+import { HeaderList, setKnown } from "./header_list.ts";
 
 /** A HeaderList holding `fields` as given (duplicates as separate fields). */
 function listOf(fields: [string, string][]): HeaderList {
@@ -28,6 +28,18 @@ Deno.test("HeaderList.set replaces the first field in place and drops later dupl
   assert.deepEqual([...h].at(-1), ["d", "5"]);
   h.delete("B");
   assert.deepEqual([...h].map(([k]) => k), ["a", "c", "d"]);
+});
+
+Deno.test("setKnown sets without checks on a HeaderList and through set on Headers", () => {
+  const h = HeaderList.from(listOf([["via", "1.1 a"], ["x", "1"], ["via", "1.1 b"]]));
+  setKnown(h, "via", "1.1 a, 1.1 b, 1.1 prox");
+  setKnown(h, "x-new", "y");
+  assert.deepEqual([...h], [["via", "1.1 a, 1.1 b, 1.1 prox"], ["x", "1"], ["x-new", "y"]]);
+  const fetchHeaders = new Headers([["Via", "1.1 a"]]);
+  setKnown(fetchHeaders, "via", "1.1 prox");
+  assert.deepEqual([...fetchHeaders], [["via", "1.1 prox"]]);
+  // Headers still checks what it is given.
+  assert.throws(() => setKnown(new Headers(), "x", "a\nb"), TypeError);
 });
 
 Deno.test("HeaderList.delete removes every field of a name, and nothing when it is absent", () => {

@@ -3,7 +3,7 @@
 
 import { cidrContains, formatIp, parseIp } from "./ip.ts";
 import type { Cidr } from "./ip.ts";
-import { HeaderList } from "./header_list.ts";
+import { HeaderList, setKnown } from "./header_list.ts";
 import type { HeaderMap } from "./header_list.ts";
 
 /**
@@ -135,10 +135,10 @@ export interface ForwardInfo {
  */
 export function setForwardingHeaders(h: HeaderMap, f: ForwardInfo): void {
   const prior = f.trustedPeer ? h.get("x-forwarded-for") : null;
-  h.set("x-forwarded-for", prior ? `${prior}, ${f.peer}` : f.peer);
-  if (!f.trustedPeer || !h.has("x-forwarded-proto")) h.set("x-forwarded-proto", f.scheme);
+  setKnown(h, "x-forwarded-for", prior ? `${prior}, ${f.peer}` : f.peer);
+  if (!f.trustedPeer || !h.has("x-forwarded-proto")) setKnown(h, "x-forwarded-proto", f.scheme);
   if (!f.trustedPeer || !h.has("x-forwarded-host")) {
-    if (f.host) h.set("x-forwarded-host", f.host);
+    if (f.host) setKnown(h, "x-forwarded-host", f.host);
     else h.delete("x-forwarded-host");
   }
   if (!f.trustedPeer) {
@@ -157,13 +157,13 @@ export function setForwardingHeaders(h: HeaderMap, f: ForwardInfo): void {
   }
   const via = `${f.version} prox`;
   const priorVia = h.get("via");
-  h.set("via", priorVia ? `${priorVia}, ${via}` : via);
+  setKnown(h, "via", priorVia ? `${priorVia}, ${via}` : via);
   if (f.rfc7239) {
     const node = f.peer.includes(":") ? `"[${f.peer}]"` : f.peer;
     const hostPart = f.host ? `;host="${f.host.replace(/["\\]/g, "")}"` : "";
     const entry = `for=${node};proto=${f.hopScheme}${hostPart}`;
     const priorFwd = f.trustedPeer ? h.get("forwarded") : null;
-    h.set("forwarded", priorFwd ? `${priorFwd}, ${entry}` : entry);
+    setKnown(h, "forwarded", priorFwd ? `${priorFwd}, ${entry}` : entry);
   } else if (!f.trustedPeer) {
     h.delete("forwarded");
   }

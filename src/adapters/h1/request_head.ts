@@ -7,8 +7,10 @@
 // or malformed head) is not judged here at all: the engine relays that connection to
 // Deno.serve, which answers it as it answers every request with `http1_engine: deno`. So where a
 // request ends is decided here only when no parser could read it otherwise, which is where two
-// parsers that disagree let requests be smuggled (RFC 9112 §11.2). No Deno APIs: text in, a head
-// or null out.
+// parsers that disagree let requests be smuggled (RFC 9112 §11.2). No Deno APIs: bytes or text
+// in, a head or null out.
+
+import { latin1 } from "../upstream_h1_wire.ts";
 
 /** A parsed request head. Field names are lowercase; values as sent, without surrounding OWS. */
 export interface RequestHead {
@@ -57,6 +59,15 @@ const KEEP_ALIVE = /(?:^|,)[ \t]*keep-alive[ \t]*(?:,|$)/i;
 // A length in plain digits, at most 15 (exact as a number): "010" (ten bytes, which a lax parser
 // reads as octal) is relayed.
 const LENGTH = /^(?:0|[1-9][0-9]{0,14})$/;
+/**
+ * A head that passes every check below on each part, in plain ASCII: a token method, an
+ * origin-form target, HTTP/1.1 or 1.0, token names and values of HTAB, SP and visible ASCII, each
+ * line ending in CRLF. One match over the whole head costs less than a test per field; a head it
+ * refuses (obs-text, or one parseRequestHead refuses too) is checked field by field.
+ */
+const CLEAN_HEAD =
+  /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+ \/[\x21-\x7e]* HTTP\/1\.[01]\r\n(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t\x20-\x7e]*\r\n)*\r\n$/;
+const utf8 = new TextDecoder("utf-8", { ignoreBOM: true });
 
 /**
  * The offset just past the blank line ending a head in `b[from..to)`, or -1. A head's lines may
@@ -172,10 +183,25 @@ export class HeadScan {
 }
 
 /**
+ * Parses the head in `b[start, end)` (up to and including its blank line), as parseRequestHead.
+ * A plain ASCII head is decoded once: UTF-8 decodes ASCII exactly, and any other byte comes out
+ * as a character CLEAN_HEAD refuses, so only then is the head decoded again as latin-1.
+ */
+export function parseRequestHeadAt(b: Uint8Array, start: number, end: number): RequestHead | null {
+  const ascii = utf8.decode(b.subarray(start, end));
+  return CLEAN_HEAD.test(ascii) ? parseHead(ascii, true) : parseHead(latin1(b, start, end), false);
+}
+
+/**
  * Parses a head (latin-1 text up to and including its blank line); null when the request is not
  * one the engine takes itself.
  */
 export function parseRequestHead(text: string): RequestHead | null {
+  return parseHead(text, CLEAN_HEAD.test(text));
+}
+
+/** parseRequestHead; `clean`: CLEAN_HEAD matched, so no part needs its own check. */
+function parseHead(text: string, clean: boolean): RequestHead | null {
   const lineEnd = text.indexOf("\r\n");
   const sp1 = text.indexOf(" ");
   const sp2 = text.indexOf(" ", sp1 + 1);
@@ -188,7 +214,7 @@ export function parseRequestHead(text: string): RequestHead | null {
   const http10 = minor === 48;
   const method = text.slice(0, sp1);
   const target = text.slice(sp1 + 1, sp2);
-  if (!TCHAR.test(method) || !ORIGIN_FORM.test(target)) return null;
+  if (!clean && (!TCHAR.test(method) || !ORIGIN_FORM.test(target))) return null;
 
   const names: string[] = [];
   const values: string[] = [];
@@ -209,9 +235,9 @@ export function parseRequestHead(text: string): RequestHead | null {
     const rawName = text.slice(at, colon);
     // A token name excludes whitespace before the colon and obsolete line folding (a field
     // line starting with SP or HTAB), and a value without CR or LF has no bare line ends.
-    if (!TCHAR.test(rawName)) return null;
+    if (!clean && !TCHAR.test(rawName)) return null;
     const value = trimOws(text.slice(colon + 1, end));
-    if (BAD_VALUE.test(value)) return null;
+    if (!clean && BAD_VALUE.test(value)) return null;
     at = end + 2;
     const name = rawName.toLowerCase();
     switch (name) {

@@ -1,7 +1,15 @@
 import assert from "node:assert/strict";
-import { headEnd, HeadScan, MAX_FIELDS, parseRequestHead } from "./request_head.ts";
+import {
+  headEnd,
+  HeadScan,
+  MAX_FIELDS,
+  parseRequestHead,
+  parseRequestHeadAt,
+} from "./request_head.ts";
 
 const enc = new TextEncoder();
+/** A head's text as the bytes it stands for (each character one byte, as latin-1). */
+const bytes = (text: string) => Uint8Array.from(text, (c) => c.charCodeAt(0));
 
 Deno.test("headEnd finds the blank line after CRLF CRLF or a bare LF, from any offset", () => {
   const b = enc.encode("GET / HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\n");
@@ -121,8 +129,33 @@ Deno.test("parseRequestHead leaves odd bodies, upgrades and oddities to Deno.ser
     "GET / HTTP/1.1\r\nHost: a\r\nX-A: 1\nX-B: 2\r\n\r\n",
     "GET / HTTP/1.1\r\nHost: a\r\nX-A: 1\rX-B: 2\r\n\r\n",
     "GET / HTTP/1.1\r\nHost: a\r\nX-A: \x01\r\n\r\n",
+    "GET / HTTP/1.1\r\nHost: a\r\nX-A: \x7f\r\n\r\n",
+    "GET / HTTP/1.1\r\nHost: a\r\nX-A: a\x00b\r\n\r\n",
+    "GET / HTTP/1.1\r\nHost: a\r\nX\xe9: 1\r\n\r\n",
+    "GET /\x7f HTTP/1.1\r\nHost: a\r\n\r\n",
+    "GET /a\x01b HTTP/1.1\r\nHost: a\r\n\r\n",
+    "GET /a\tb HTTP/1.1\r\nHost: a\r\n\r\n",
   ];
-  for (const text of relayed) assert.equal(parseRequestHead(text), null, JSON.stringify(text));
+  for (const text of relayed) {
+    assert.equal(parseRequestHead(text), null, JSON.stringify(text));
+    // From bytes too, where a plain ASCII head skips the checks of each part.
+    const b = bytes(`xx${text}yy`);
+    assert.equal(parseRequestHeadAt(b, 2, b.length - 2), null, JSON.stringify(text));
+  }
+});
+
+Deno.test("parseRequestHeadAt reads a head's bytes as latin-1, ASCII or not", () => {
+  const ascii = "GET /p?q=1 HTTP/1.1\r\nHost: a\r\nX-Tab:\tx y\t\r\nAccept: */*\r\n\r\n";
+  const b = bytes(`zz${ascii}GET /next`);
+  assert.deepEqual(parseRequestHeadAt(b, 2, 2 + ascii.length), parseRequestHead(ascii));
+  assert.deepEqual(parseRequestHeadAt(b, 2, 2 + ascii.length)?.values, ["a", "x y", "*/*"]);
+  // obs-text: one byte per character, whether or not the bytes would be UTF-8.
+  const obs = "GET / HTTP/1.1\r\nHost: a\r\nX: caf\xe9\r\nY: caf\xc3\xa9\r\n\r\n";
+  assert.deepEqual(parseRequestHeadAt(bytes(obs), 0, obs.length)?.values, [
+    "a",
+    "caf\xe9",
+    "caf\xc3\xa9",
+  ]);
 });
 
 Deno.test("parseRequestHead takes a chunked body on its own (no length beside it)", () => {

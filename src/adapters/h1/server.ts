@@ -31,7 +31,7 @@ import type {
 import { latin1 } from "../upstream_h1_wire.ts";
 import { listen, unmapped } from "../http_serve.ts";
 import type { Listener } from "../http_serve.ts";
-import { BODY_LIMIT, headEnd, HeadScan, parseRequestHead } from "./request_head.ts";
+import { BODY_LIMIT, headEnd, HeadScan, parseRequestHeadAt } from "./request_head.ts";
 import { ChunkedDecoder, ChunkedError } from "./chunked.ts";
 import type { RequestHead } from "./request_head.ts";
 import { WireRequest } from "./wire_request.ts";
@@ -676,7 +676,7 @@ async function serve(c: Conn, env: Env): Promise<void> {
         end = headEnd(c.buf, c.start + Math.max(0, scanned - 3), c.end);
       }
       c.waitingSince = 0;
-      const head = parseRequestHead(latin1(c.buf, c.start, end));
+      const head = parseRequestHeadAt(c.buf, c.start, end);
       if (head === null) return await env.relay(c, unread(c));
       let body: Uint8Array<ArrayBuffer> | null = null;
       let stream: ReadableStream<Uint8Array> | null = null;

@@ -92,7 +92,8 @@ export function upstreamHeaders(
   // an upstream asked to expect it might answer at once and take the body for its next request,
   // whose response would go to another client (nginx drops it too).
   h.delete("expect");
-  h.set("host", route.preserve_host && ctx.host ? ctx.host : target.host);
+  // A Host the request passed (pipeline.ts checks it), or the target's from the config.
+  h.setChecked("host", route.preserve_host && ctx.host ? ctx.host : target.host);
   setForwardingHeaders(h, {
     peer: ctx.info.remoteAddr.hostname,
     trustedPeer: ctx.trustedPeer,
@@ -103,7 +104,7 @@ export function upstreamHeaders(
     version: ctx.info.http10 ? "1.0" : VIA_VERSION[ctx.info.protocol],
     rfc7239: route.forwarded,
   });
-  h.set("x-request-id", ctx.requestId);
+  h.setChecked("x-request-id", ctx.requestId); // REQUEST_ID's characters, or one Prox made
   // basic_auth checked the password: the upstream gets the user ({auth_user}), not the secret.
   if (ctx.dropAuthorization) h.delete("authorization");
   applyAuthHeaders(ctx, h);
