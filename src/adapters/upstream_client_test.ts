@@ -389,9 +389,15 @@ Deno.test("upstream client maps refused, reset, timeouts and oversized heads to 
     await rejects(client.send(request(`${srv.url}/big`)), "protocol");
     await rejects(client.send(request(`${srv.url}/bad`)), "protocol");
     const timeouts = { connect: 1000, responseHeader: 100, idle: 100 };
+    // Never before the limit: the shared ticker counts from its first look after the arm or the
+    // last byte, so a timeout fires up to two ticks late, not early.
+    let t0 = performance.now();
     await rejects(client.send(request(`${srv.url}/stall`, { timeouts })), "timeout");
+    assert.ok(performance.now() - t0 >= 100, "not before timeouts.response_header");
+    t0 = performance.now();
     const res = await client.send(request(`${srv.url}/idle`, { timeouts }));
     await rejects(res.text(), "timeout");
+    assert.ok(performance.now() - t0 >= 100, "not before timeouts.idle");
     assert.deepEqual(client.stats(), []); // nothing open: both origins forgotten
   } finally {
     stall();

@@ -20,6 +20,8 @@ export const WRITE_BUFFER = 8 * 1024;
 // visible share of the per-request CPU). It runs only while some connection is armed or waits
 // for a late step (see `late`).
 const TICK_MS = 25;
+/** H1Connection's #last before the ticker has looked (see #mode). */
+const UNSEEN = -1;
 const watched = new SlotSet<H1Connection>();
 let ticker: ReturnType<typeof setInterval> | undefined;
 /** Ticks so far: a late step runs once a whole tick has passed since it was set. */
@@ -82,7 +84,11 @@ export class H1Connection {
   #pending: Promise<number | null> | null = null;
   #onDead: (c: H1Connection) => void = () => {};
   #idle = false;
-  /** Watchdog: 0 off, 1 response header (deadline from #last), 2 idle (since #last). */
+  /**
+   * Watchdog: 0 off, 1 response header (deadline from #last), 2 idle (since #last). #last is
+   * UNSEEN after an arm or some activity, until the ticker's next look takes its own time for it:
+   * no clock read per request, and a timeout fires up to two ticks after it passed, never before.
+   */
   #mode = 0;
   #late: (() => void) | null = null;
   #lateTick = 0;
@@ -146,7 +152,7 @@ export class H1Connection {
   armHeader(ms: number): void {
     this.#mode = ms > 0 ? 1 : 0;
     this.#limit = ms;
-    this.#last = performance.now();
+    this.#last = UNSEEN;
     if (ms > 0) watch(this);
   }
 
@@ -154,7 +160,7 @@ export class H1Connection {
   armIdle(ms: number): void {
     this.#mode = ms > 0 ? 2 : 0;
     this.#limit = ms;
-    this.#last = performance.now();
+    this.#last = UNSEEN;
     if (ms > 0) watch(this);
   }
 
@@ -187,7 +193,12 @@ export class H1Connection {
       if (this.#mode === 0) watched.delete(this);
       step();
     }
-    if (this.#mode === 0 || now - this.#last < this.#limit) return;
+    if (this.#mode === 0) return;
+    if (this.#last === UNSEEN) {
+      this.#last = now; // the arm or the activity came before now: counting from now is never early
+      return;
+    }
+    if (now - this.#last < this.#limit) return;
     if (this.#mode === 2 && this.waitingOnClient) {
       // Not the upstream's fault (no 504, no passive-health failure): the client stalled.
       const msg = `The request body paused for more than ${this.#limit} ms (timeouts.idle)`;
@@ -206,7 +217,7 @@ export class H1Connection {
   }
 
   #touch(): void {
-    if (this.#mode === 2) this.#last = performance.now();
+    if (this.#mode === 2) this.#last = UNSEEN;
   }
 
   /** Reads more bytes into the buffer; false at end of stream. */
