@@ -113,10 +113,12 @@ export function compileRouter<T>(entries: RouteEntry<T>[]): Router<T> {
   // every `/` of a 60 KB path of 30,000 segments took 2 s (each try slices and hashes).
   let longest = 1;
   for (const p of byPrefix.keys()) longest = Math.max(longest, p.length);
+  // Without host patterns every route takes any host: the Host is not even looked at.
+  const hosted = entries.some((e) => e.hosts.length > 0);
   return {
     entries,
     match(hostHeader: string, path: string) {
-      const host = hostOnly(hostHeader);
+      const host = hosted ? hostOnly(hostHeader) : "";
       // Try the whole path, then each shorter prefix ending before a `/`.
       let end = path.length <= longest + 1 ? path.length : path.lastIndexOf("/", longest + 1);
       while (end > 0) {
