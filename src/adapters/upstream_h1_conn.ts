@@ -2,6 +2,8 @@
 // response-header and idle timeouts, and an "idle read" kept pending while the connection sits in
 // the pool, so a close by the upstream is noticed before the connection is handed out again.
 
+import { socketReader } from "./socket_read.ts";
+import type { SocketRead } from "./socket_read.ts";
 import { SlotSet } from "../domain/slot_set.ts";
 import { ProxyError } from "../domain/errors.ts";
 
@@ -81,7 +83,9 @@ export class H1Connection {
   stopUpload: (() => void) | null = null;
   #failure: ProxyError | null = null;
   #wbuf: Uint8Array | null = null;
-  #pending: Promise<number | null> | null = null;
+  /** Reads of `transport` (socket_read.ts: 0 at end of stream). */
+  readonly #read: SocketRead;
+  #pending: Promise<number> | null = null;
   #onDead: (c: H1Connection) => void = () => {};
   #idle = false;
   /**
@@ -98,6 +102,7 @@ export class H1Connection {
   constructor(transport: Transport, source: string) {
     this.transport = transport;
     this.source = source;
+    this.#read = socketReader(transport);
   }
 
   /** The error that ended this connection (timeout, client gone, body failure), if any. */
@@ -129,13 +134,13 @@ export class H1Connection {
     this.#onDead = onDead;
     if (this.#pending !== null) return; // parked already (handed over): the read goes on
     this.start = this.end = 0;
-    const p = this.transport.read(this.buf);
+    const p = this.#read(this.buf);
     this.#pending = p;
     p.then((n) => {
       if (this.#idle) {
         this.fail(null);
         this.#onDead(this);
-      } else if (n === null) this.dead = true;
+      } else if (n === 0) this.dead = true;
     }, () => {
       if (this.#idle) this.#onDead(this);
       this.fail(null);
@@ -241,31 +246,35 @@ export class H1Connection {
     }
     let p = this.#pending;
     this.#pending = null;
-    p ??= this.transport.read(this.buf.subarray(this.end));
-    let n: number | null;
+    // The buffer has room here, so 0 is the end of the stream.
+    p ??= this.#read(this.buf.subarray(this.end));
+    let n: number;
     try {
       n = await p;
     } catch (err) {
       throw this.#failure ?? ioError(err, this.source);
     }
     if (this.#failure) throw this.#failure;
-    if (n === null) return false;
+    if (n === 0) return false;
     this.end += n;
     this.#touch();
     return true;
   }
 
-  /** Reads straight into `into` (bypassing the buffer, which must be empty); null at EOF. */
+  /**
+   * Reads straight into `into` (not empty; the buffer must be empty), bypassing the buffer; null
+   * at EOF.
+   */
   async readInto(into: Uint8Array): Promise<number | null> {
-    let n: number | null;
+    let n: number;
     try {
-      n = await this.transport.read(into);
+      n = await this.#read(into);
     } catch (err) {
       throw this.#failure ?? ioError(err, this.source);
     }
     if (this.#failure) throw this.#failure;
     this.#touch();
-    return n;
+    return n === 0 ? null : n;
   }
 
   /**

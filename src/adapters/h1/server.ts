@@ -31,6 +31,8 @@ import type {
 import { latin1 } from "../upstream_h1_wire.ts";
 import { listen, unmapped } from "../http_serve.ts";
 import type { Listener } from "../http_serve.ts";
+import { socketReader } from "../socket_read.ts";
+import type { SocketRead } from "../socket_read.ts";
 import { BODY_LIMIT, headEnd, HeadScan, parseRequestHeadAt } from "./request_head.ts";
 import { ChunkedDecoder, ChunkedError } from "./chunked.ts";
 import type { RequestHead } from "./request_head.ts";
@@ -344,7 +346,11 @@ export class Conn implements Reader {
   served: Promise<void> = Promise.resolve();
   #closed = false;
 
+  /** Reads of `conn` (socket_read.ts: 0 at end of stream). */
+  readonly #read: SocketRead;
+
   constructor(readonly conn: Deno.TcpConn) {
+    this.#read = socketReader(conn);
     const r = conn.remoteAddr as Deno.NetAddr;
     this.peer = { hostname: unmapped(r.hostname), port: r.port };
     try {
@@ -387,8 +393,10 @@ export class Conn implements Reader {
         this.buf = bigger;
       }
     }
-    const n = await this.conn.read(this.buf.subarray(this.end));
-    if (n === null) return false;
+    // A buffer already at the head limit has no room: nothing is read, and serve() sees the limit.
+    if (this.end === this.buf.length) return true;
+    const n = await this.#read(this.buf.subarray(this.end));
+    if (n === 0) return false;
     this.end += n;
     return true;
   }
@@ -528,14 +536,15 @@ export class Conn implements Reader {
    * and the request's signal aborted, when the client left.
    */
   async #readDirect(want: number): Promise<Uint8Array | null> {
+    if (want <= 0) return NO_BYTES; // (an empty buffer would read as the end of the stream)
     const chunk = new Uint8Array(Math.min(want, BODY_CHUNK));
-    let n: number | null;
+    let n: number;
     try {
-      n = await this.conn.read(chunk);
+      n = await this.#read(chunk);
     } catch {
-      n = null;
+      n = 0;
     }
-    if (n === null) return this.#clientGone();
+    if (n === 0) return this.#clientGone();
     return n < 4096 && n < chunk.length ? chunk.slice(0, n) : chunk.subarray(0, n);
   }
 

@@ -1,0 +1,68 @@
+import assert from "node:assert/strict";
+import { readsDirect, socketReader } from "./socket_read.ts";
+
+/** A connected pair of TCP sockets on 127.0.0.1. */
+async function pair(): Promise<[Deno.TcpConn, Deno.TcpConn]> {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  try {
+    const [client, server] = await Promise.all([
+      Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port }),
+      listener.accept(),
+    ]);
+    return [client, server];
+  } finally {
+    listener.close();
+  }
+}
+
+Deno.test("socketReader reads a Deno socket through the op: bytes as sent, then 0 at its end", async () => {
+  const [a, b] = await pair();
+  try {
+    // This Deno exposes the op and the resource id: reads skip Conn.read (and its Set).
+    assert.equal(readsDirect(a), true);
+    const read = socketReader(a);
+    await b.write(new TextEncoder().encode("hello"));
+    const buf = new Uint8Array(3);
+    let got = "";
+    while (got.length < 5) {
+      const n = await read(buf);
+      assert.ok(n > 0 && n <= 3);
+      got += new TextDecoder().decode(buf.subarray(0, n));
+    }
+    assert.equal(got, "hello");
+    b.closeWrite();
+    assert.equal(await read(buf), 0);
+  } finally {
+    a.close();
+    b.close();
+  }
+});
+
+Deno.test("socketReader rejects a read of a closed socket as Conn.read does", async () => {
+  const [a, b] = await pair();
+  const read = socketReader(a);
+  const pending = read(new Uint8Array(8));
+  a.close();
+  const viaOp = await pending.then(() => null, (err: unknown) => err);
+  assert.ok(viaOp instanceof Error, "the pending read fails");
+  assert.equal((viaOp as Error).name, "Interrupted");
+  await assert.rejects(read(new Uint8Array(8)), Deno.errors.BadResource);
+  b.close();
+});
+
+Deno.test("socketReader falls back to a socket's own read, with 0 for its end", async () => {
+  const chunks = [new Uint8Array([1, 2]), null];
+  const socket = {
+    read(p: Uint8Array): Promise<number | null> {
+      const c = chunks.shift() ?? null;
+      if (c) p.set(c);
+      return Promise.resolve(c ? c.byteLength : null);
+    },
+  };
+  assert.equal(readsDirect(socket), false);
+  const read = socketReader(socket);
+  const buf = new Uint8Array(4);
+  assert.equal(await read(buf), 2);
+  assert.deepEqual([...buf.subarray(0, 2)], [1, 2]);
+  assert.equal(await read(buf), 0);
+});
