@@ -113,12 +113,16 @@ export function headBytes(head: string): Uint8Array {
 }
 
 /**
- * Writes an ASCII head into the start of `buf` and returns its length, without allocating; -1
- * when it is not ASCII or does not fit in `room` bytes (then `headBytes` it is).
+ * Writes an ASCII head into the start of `buf` and returns its length; -1 when it is not ASCII
+ * or does not fit in `room` bytes (then `headBytes` it is, and what was written here is garbage).
  */
 export function headInto(head: string, buf: Uint8Array, room: number): number {
-  if (head.length > room || NON_ASCII.test(head)) return -1;
-  return encoder.encodeInto(head, buf).written;
+  if (head.length > room) return -1;
+  // Encoded into exactly as many bytes as it has characters: any other than ASCII takes two or
+  // more, so the encoder stops before the end (no separate test for one).
+  return encoder.encodeInto(head, buf.subarray(0, head.length)).read === head.length
+    ? head.length
+    : -1;
 }
 
 /** Encodes a request head (`requestHead` then `headBytes`). */
