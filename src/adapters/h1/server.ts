@@ -1049,13 +1049,14 @@ async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
 async function pipe(from: Deno.TcpConn, to: Deno.TcpConn, halfClose: boolean): Promise<void> {
   const small = new Uint8Array(RELAY_MIN);
   let buf = small;
+  const read = socketReader(from); // (buf is never empty: 0 is the end of the stream)
   const turn: Reader = { turnEnds: -1, slot: -1 };
   try {
     for (;;) {
       const wait = readGate.enter(turn);
       if (wait !== undefined) await wait;
-      const n = await from.read(buf);
-      if (n === null) break;
+      const n = await read(buf);
+      if (n === 0) break;
       await writeAll(to, buf.subarray(0, n));
       readGate.leave(turn);
       if (n === buf.length) {
