@@ -41,8 +41,15 @@ import { readGate } from "./read_gate.ts";
 import type { Reader } from "./read_gate.ts";
 import { HeaderList } from "../../domain/header_list.ts";
 
-/** A connection's read buffer to begin with; a longer head grows it up to HEAD_LIMIT. */
-const READ_SIZE = 8 * 1024;
+/**
+ * A connection's read buffer to begin with, and while it waits for its next request; a longer
+ * head grows it (doubling) up to HEAD_LIMIT. Small, like nginx's client_header_buffer_size (1 KiB):
+ * an idle keep-alive connection holds it the whole time (7 KiB of RSS per idle connection, where
+ * 8 KiB gave 13), and typical heads (and a small body sent along) fit.
+ */
+const READ_SIZE = 2 * 1024;
+/** The largest read buffer a connection keeps between requests. */
+const KEEP_SIZE = 8 * 1024;
 /** A head not complete within this many bytes is relayed (Deno.serve's limits then apply). */
 const HEAD_LIMIT = 64 * 1024;
 /**
@@ -379,8 +386,9 @@ export class Conn implements Reader {
     if (this.start === this.end) {
       this.start = this.end = 0;
       // A long head grew the buffer: a connection waiting for its next request (most of its
-      // life, for a keep-alive one) goes back to the small one.
-      if (this.buf.length > READ_SIZE) this.buf = new Uint8Array(READ_SIZE);
+      // life, for a keep-alive one) goes back to the small one. Up to KEEP_SIZE it keeps what its
+      // last head needed (a browser sends much the same cookies with every request).
+      if (this.buf.length > KEEP_SIZE) this.buf = new Uint8Array(READ_SIZE);
     }
     if (this.end === this.buf.length) {
       if (this.start > 0) {

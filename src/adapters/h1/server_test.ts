@@ -19,16 +19,26 @@ Deno.test("a connection's read buffer grows for a long head and shrinks once it 
   const [client, server] = await socketPair();
   const c = new Conn(server);
   try {
-    // 48 KiB of one head: the 8 KiB buffer grows (to at most 64 KiB) to hold it.
+    // 48 KiB of one head: the 2 KiB buffer grows (to at most 64 KiB) to hold it.
     await client.write(new Uint8Array(48 * 1024).fill(97));
     while (c.end - c.start < 48 * 1024) assert.ok(await c.fill());
     assert.equal(c.end - c.start, 48 * 1024);
     assert.equal(c.buf.length, 64 * 1024);
     c.start = c.end; // the head was taken
-    // The connection now waits for its next request with 8 KiB, not the 64 KiB a long head needed.
+    // The connection now waits for its next request with 2 KiB, not the 64 KiB a long head needed.
     await client.write(new Uint8Array(10));
     assert.ok(await c.fill());
-    assert.equal(c.buf.length, 8 * 1024);
+    assert.equal(c.buf.length, 2 * 1024);
+    assert.equal(c.end - c.start, 10);
+    c.start = c.end;
+    // A 3 KiB head grows it to 4 KiB, which it keeps for the next request (at most 8 KiB).
+    await client.write(new Uint8Array(3 * 1024).fill(98));
+    while (c.end - c.start < 3 * 1024) assert.ok(await c.fill());
+    assert.equal(c.buf.length, 4 * 1024);
+    c.start = c.end;
+    await client.write(new Uint8Array(10));
+    assert.ok(await c.fill());
+    assert.equal(c.buf.length, 4 * 1024);
     assert.equal(c.end - c.start, 10);
     client.close();
     assert.equal(await c.fill(), false);
