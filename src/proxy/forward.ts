@@ -89,14 +89,16 @@ export async function forward(
     });
     req.body = body.next();
     ctx.upstream = id;
-    deps.logger.debug("Upstream selected", {
-      requestId: ctx.requestId,
-      route: route.id,
-      upstream: id,
-      policy: pool.policy,
-      reason: pick.why,
-      attempt,
-    });
+    if (deps.logger.enabled?.("debug") ?? true) {
+      deps.logger.debug("Upstream selected", {
+        requestId: ctx.requestId,
+        route: route.id,
+        upstream: id,
+        policy: pool.policy,
+        reason: pick.why,
+        attempt,
+      });
+    }
     try {
       const res = await sendOnce(ctx, deps, { pool, reg, id, req });
       const wanted = pool.retries.onStatus?.(res.status) && tried.size < pool.ids.length &&
@@ -255,8 +257,9 @@ async function sendOnce(
   ctx.upstreamMs = ms;
   reg.observe(id, ms, end);
   deps.metrics.backendRequest(id, ctx.route!.id, res.status, ms / 1000);
-  if (pool.passive.enabled) {
-    const bad = pool.failStatus?.(res.status) ?? false;
+  const bad = pool.passive.enabled && (pool.failStatus?.(res.status) ?? false);
+  // A good answer with no failure streak to end changes nothing: no outcome to record.
+  if (pool.passive.enabled && (bad || state.passive.failures > 0)) {
     const reason = `status ${res.status}`;
     reg.outcome(id, !bad, {
       pool: pool.ids,

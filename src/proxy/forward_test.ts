@@ -335,6 +335,22 @@ Deno.test("forward: configured statuses eject a target for the cool-down (inject
   assert.ok(s.upstreams.available(A));
 });
 
+Deno.test("forward: a good answer ends a target's failure streak", async () => {
+  const statuses = [503, 200, 503, 503];
+  const s = setup(
+    `type: proxy\ntarget: "${A}"`,
+    (_req, n) => new Response(null, { status: statuses[n - 1] }),
+    "passive_health: { failures: 2, statuses: [503], base_ejection: 10s, panic_threshold_percent: 0 }",
+  );
+  assert.equal((await s.call()).status, 503);
+  assert.equal((await s.call()).status, 200);
+  assert.equal((await s.call()).status, 503);
+  // 503, 200, 503: no two failures in a row.
+  assert.ok(s.upstreams.available(A));
+  assert.equal((await s.call()).status, 503);
+  assert.ok(!s.upstreams.available(A));
+});
+
 Deno.test("forward: a retry with no target left reports the real failure (502, not 503)", async () => {
   const s = setup(
     `type: proxy\ntarget: "${A}"\ntry_when_down: false`,
