@@ -236,6 +236,11 @@ export interface Logger {
   info(msg: string, fields?: Record<string, unknown>): void;
   warn(msg: string, fields?: Record<string, unknown>): void;
   error(msg: string, fields?: Record<string, unknown>): void;
+  /**
+   * Whether a line of `level` would be written now: lets a caller skip building the fields of a
+   * line that would be dropped (a debug line per request). Absent: assume it would.
+   */
+  enabled?(level: LogLevel): boolean;
 }
 
 /** One access-log record, written once per request. */
@@ -476,4 +481,5 @@ export const silentLogger: Logger = {
   info() {},
   warn() {},
   error() {},
+  enabled: () => false,
 };

@@ -597,6 +597,7 @@ function withWorkerField(base: Logger, index: number | undefined): Logger {
     info: (m, f) => log("info", m, f),
     warn: (m, f) => log("warn", m, f),
     error: (m, f) => log("error", m, f),
+    enabled: base.enabled && ((level) => base.enabled!(level)),
   };
 }
 

@@ -164,6 +164,7 @@ export function createJsonLogger(
     info: (m, f) => log("info", m, f),
     warn: (m, f) => log("warn", m, f),
     error: (m, f) => log("error", m, f),
+    enabled: (level) => ORDER[level] >= min,
     setLevel(level) {
       min = ORDER[resolveLogLevel({ env: envLevel, config: level })];
     },

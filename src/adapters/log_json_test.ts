@@ -153,7 +153,11 @@ Deno.test("createJsonLogger follows a reloaded level unless PROX_LOG_LEVEL decid
     Deno.env.delete("PROX_LOG_LEVEL");
     const { lines, sink } = capture();
     const log = createJsonLogger({ level: "info", sink, now: () => 0 });
+    assert.equal(log.enabled?.("info"), true);
+    assert.equal(log.enabled?.("debug"), false);
     log.setLevel("error");
+    assert.equal(log.enabled?.("warn"), false);
+    assert.equal(log.enabled?.("error"), true);
     log.info("after reload");
     log.error("still");
     log.setLevel(undefined); // the key removed: back to the default, info
