@@ -47,6 +47,7 @@ const info = (): ClientInfo => ({
   remoteAddr: { hostname: "127.0.0.1", port: 40000 },
   localPort: server.port,
   protocol: "http/1.1",
+  authority: `127.0.0.1:${server.port}`, // as the engine gives it
   tls: false,
   completed: Promise.resolve(),
   writesItself: true,

@@ -30,7 +30,8 @@ export interface ClientInfo {
   /**
    * The request's authority, where the listener knows it better than the request URL: Deno.serve
    * makes up `localhost:<its port>` for a request without one, and a relayed request's listener
-   * (h1/server.ts) is not the port the client connected to.
+   * (h1/server.ts) is not the port the client connected to. Prox's own HTTP/1.1 engine gives the
+   * Host field it put in the URL. identify() checks it as it would the URL's.
    */
   authority?: string;
   /**

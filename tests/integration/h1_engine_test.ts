@@ -663,6 +663,33 @@ Deno.test("a request without Host names the listener's port, relayed as on Deno.
   }
 });
 
+Deno.test("the engine's Host field is checked and routed as it came: 400 when malformed", async () => {
+  await using up = await startUpstream((req) =>
+    new Response(`host=${req.headers.get("x-forwarded-host")}`)
+  );
+  await using prox = await engineProxy(
+    up.url,
+    `
+  "api.test/":
+    type: proxy
+    target: "${up.url}"
+    response_headers: { add: { x-route: api } }`,
+  );
+  const get = (host: string) =>
+    rawExchange(prox.port, `GET /h HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`);
+  // Characters that would end a URL's authority, or that no host holds: Prox's own 400.
+  for (const bad of ["api.test/x", "api.test?x", "api.test#x", "a b", "u@api.test"]) {
+    const out = await get(bad);
+    assert.match(out, /^HTTP\/1\.1 400 /, bad);
+    assert.match(out, /Invalid Host header/, bad);
+  }
+  // Case and port as sent; routing by host ignores both.
+  const ok = await get("API.test:8080");
+  assert.match(ok, /\r\nx-route: api\r\n/i, ok);
+  assert.match(ok, /host=API\.test:8080$/, ok);
+  assert.match(await get("other.test"), /\r\nx-route: main\r\n/i);
+});
+
 Deno.test("a HEAD answered without a body (a redirect) says Content-Length 0, as its GET does", async () => {
   await using up = await echoUpstream();
   await using prox = await engineProxy(

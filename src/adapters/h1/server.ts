@@ -760,6 +760,9 @@ async function exchange(
     localPort: env.localPort,
     protocol: "http/1.1",
     http10: head.http10,
+    // The Host field as it came (the engine takes only origin-form targets), which the URL above
+    // begins with: identify() need not find it there again.
+    authority: head.host,
     tls: false,
     completed,
     writesItself: true,
