@@ -254,7 +254,13 @@ export interface ListenerView {
    * On Prox's own HTTP/1.1 engine (`protocols.http1_engine: prox`, the default without TLS):
    * requests it served, connections relayed to Deno.serve, and the process's turns.
    */
-  http1Engine?: { served: number; relayed: number; turns: { held: number; waiting: number } };
+  http1Engine?: {
+    served: number;
+    relayed: number;
+    connections: number;
+    readBufferBytes: number;
+    turns: { held: number; waiting: number };
+  };
 }
 
 /** The listener lines of /status: TCP listeners by name, HTTP/3 beside `main`, the admin one. */
@@ -275,6 +281,8 @@ export function listenerViews(
       view.http1Engine = {
         served: c.served,
         relayed: c.relayed,
+        connections: c.connections,
+        readBufferBytes: c.readBufferBytes,
         turns: { held: c.turnsHeld, waiting: c.turnsWaiting },
       };
     }

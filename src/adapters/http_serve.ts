@@ -19,6 +19,10 @@ export interface EngineCounts {
   readonly relayed: number;
   readonly turnsHeld: number;
   readonly turnsWaiting: number;
+  /** Its client connections open now. */
+  readonly connections: number;
+  /** The bytes of their read buffers (each waits for its next request with 2 to 8 KiB). */
+  readonly readBufferBytes: number;
 }
 
 /** A running listener. */

@@ -15,31 +15,45 @@ async function socketPair(): Promise<[Deno.TcpConn, Deno.TcpConn]> {
   }
 }
 
-Deno.test("a connection's read buffer grows for a long head and shrinks once it is consumed", async () => {
+Deno.test("a connection's read buffer grows for a long head and shrinks to what its requests need", async () => {
   const [client, server] = await socketPair();
   const c = new Conn(server);
+  const next = async (bytes: number) => {
+    await client.write(new Uint8Array(bytes).fill(97));
+    while (c.end - c.start < bytes) assert.ok(await c.fill());
+    assert.equal(c.end - c.start, bytes);
+  };
   try {
-    // 48 KiB of one head: the 2 KiB buffer grows (to at most 64 KiB) to hold it.
-    await client.write(new Uint8Array(48 * 1024).fill(97));
-    while (c.end - c.start < 48 * 1024) assert.ok(await c.fill());
-    assert.equal(c.end - c.start, 48 * 1024);
-    assert.equal(c.buf.length, 64 * 1024);
-    c.start = c.end; // the head was taken
-    // The connection now waits for its next request with 2 KiB, not the 64 KiB a long head needed.
-    await client.write(new Uint8Array(10));
-    assert.ok(await c.fill());
+    // A new connection reads its first request with 8 KiB.
+    assert.equal(c.buf.length, 8 * 1024);
+    // It took 200 bytes (as serve() says): the next request is waited for with 2 KiB.
+    await next(200);
+    c.need(200);
+    c.start = c.end;
+    await next(10);
     assert.equal(c.buf.length, 2 * 1024);
-    assert.equal(c.end - c.start, 10);
     c.start = c.end;
-    // A 3 KiB head grows it to 4 KiB, which it keeps for the next request (at most 8 KiB).
-    await client.write(new Uint8Array(3 * 1024).fill(98));
-    while (c.end - c.start < 3 * 1024) assert.ok(await c.fill());
+    // A request of 3 KiB (a head and a small body) grows it to 4 KiB, which it keeps for the
+    // next request, and for the ones after (the most any of them took).
+    await next(3 * 1024);
+    assert.equal(c.buf.length, 4 * 1024);
+    c.need(3 * 1024);
+    c.start = c.end;
+    await next(10);
+    assert.equal(c.buf.length, 4 * 1024);
+    c.need(10);
+    c.start = c.end;
+    await next(10);
     assert.equal(c.buf.length, 4 * 1024);
     c.start = c.end;
-    await client.write(new Uint8Array(10));
-    assert.ok(await c.fill());
-    assert.equal(c.buf.length, 4 * 1024);
-    assert.equal(c.end - c.start, 10);
+    // 48 KiB of one head: the buffer grows (to at most 64 KiB) to hold it, and goes back to
+    // 8 KiB, the most kept, once it is consumed.
+    await next(48 * 1024);
+    assert.equal(c.buf.length, 64 * 1024);
+    c.need(48 * 1024);
+    c.start = c.end;
+    await next(10);
+    assert.equal(c.buf.length, 8 * 1024);
     client.close();
     assert.equal(await c.fill(), false);
   } finally {
