@@ -959,6 +959,23 @@ interopTest("only the relay itself passes for a relayed client on the fallback l
   }
 });
 
+/** One read buffer for openAnswered (called one at a time): no garbage in the memory it measures. */
+const answerBuf = new Uint8Array(4096);
+
+/** A connection to `port` that sent `request` and read its answer (ending in "ok"), left open. */
+async function openAnswered(port: number, request: string): Promise<Deno.Conn> {
+  const c = await Deno.connect({ hostname: "127.0.0.1", port });
+  const buf = answerBuf;
+  await c.write(enc.encode(request));
+  let out = "";
+  while (!out.endsWith("ok")) {
+    const got = await c.read(buf);
+    if (got === null) throw new Error("closed: " + out);
+    out += dec.decode(buf.subarray(0, got));
+  }
+  return c;
+}
+
 Deno.test("an idle relayed connection holds small buffers (keep-alive HTTP/1.0 clients without Host)", async () => {
   await using up = await startUpstream(() => new Response("ok"));
   await using prox = await engineProxy(up.url);
@@ -966,19 +983,7 @@ Deno.test("an idle relayed connection holds small buffers (keep-alive HTTP/1.0 c
   // pending in each direction of the relay. Each such read held 16 KiB, and the engine's own
   // read buffer (8 to 64 KiB) stayed too: 40 KiB or more per connection beside Deno.serve's.
   const n = 200;
-  const request = enc.encode(relayedRequest());
-  const buf = new Uint8Array(4096);
-  const open = async () => {
-    const c = await Deno.connect({ hostname: "127.0.0.1", port: prox.port });
-    await c.write(request);
-    let out = "";
-    while (!out.endsWith("ok")) {
-      const got = await c.read(buf);
-      if (got === null) throw new Error("closed: " + out);
-      out += dec.decode(buf.subarray(0, got));
-    }
-    return c;
-  };
+  const open = () => openAnswered(prox.port, relayedRequest());
   (await open()).close(); // the first one's allocations are not the connections'
   const before = Deno.memoryUsage().external;
   const conns: Deno.Conn[] = [];
@@ -1001,18 +1006,7 @@ Deno.test("an idle keep-alive connection waits with a read buffer the size its r
     const s = await (await fetch(`http://127.0.0.1:${prox.server.admin!.port}/status`)).json();
     return s.listeners.find((l: { name: string }) => l.name === "main").http1Engine;
   };
-  const buf = new Uint8Array(4096);
-  const open = async (request: string) => {
-    const c = await Deno.connect({ hostname: "127.0.0.1", port: prox.port });
-    await c.write(enc.encode(request));
-    let out = "";
-    while (!out.endsWith("ok")) {
-      const got = await c.read(buf);
-      if (got === null) throw new Error("closed: " + out);
-      out += dec.decode(buf.subarray(0, got));
-    }
-    return c;
-  };
+  const open = (request: string) => openAnswered(prox.port, request);
   const conns: Deno.Conn[] = [];
   try {
     // GETs: a head of a few dozen bytes. POSTs of 4 KiB, head and body in one write: the first
