@@ -1,0 +1,994 @@
+// One HTTP/2 connection of Prox's own HTTP/2 engine (RFC 9113): reads frames, decodes requests
+// (HPACK, hpack.ts) and hands each to the pipeline as a lean stand-in for Fetch's Request
+// (h1/wire_request.ts), then writes the answers as frames. Answers that are ready together go out
+// in one write (frames.ts FrameWriter): while a write is in flight, the frames of every stream
+// that answers meanwhile gather behind it.
+//
+// What it takes care of: the connection preface and SETTINGS; flow control both ways (request
+// bodies are credited back as the pipeline reads them, so a connection buffers at most its window;
+// answers wait for the client's windows); CONTINUATION; stream limits (REFUSED_STREAM past
+// MAX_CONCURRENT_STREAMS, ENHANCE_YOUR_CALM for a client that resets streams faster than they
+// finish); PING; GOAWAY both ways, for a drain and for an idle connection. No server push, no
+// extended CONNECT (WebSockets over HTTP/2 are not offered: clients then use HTTP/1.1 for them),
+// no priorities (PRIORITY frames are read and ignored, as RFC 9113 allows).
+
+import { ProxyError } from "../../domain/errors.ts";
+import { HeaderList } from "../../domain/header_list.ts";
+import { RAW_BODY } from "../../ports.ts";
+import type { ClientInfo, Handler, Logger, Metrics, RawBodied } from "../../ports.ts";
+import { WireRequest } from "../h1/wire_request.ts";
+import {
+  ConnectionError,
+  ErrorCode,
+  Flag,
+  FRAME_HEADER,
+  FrameType,
+  FrameWriter,
+  MAX_WINDOW,
+  PREFACE,
+  Setting,
+} from "./frames.ts";
+import { HpackDecoder, HpackEncoder, HpackError } from "./hpack.ts";
+
+/** Streams a client may have open at once (nginx: 128; Deno.serve: 200). */
+export const MAX_STREAMS = 128;
+/** The receive window each stream starts with (what a request body may send ahead). */
+const STREAM_WINDOW = 256 * 1024;
+/** The connection's receive window: the most request body a connection buffers. */
+const CONNECTION_WINDOW = 1024 * 1024;
+/** The largest frame this side accepts unless configured (the protocol's default). */
+const MAX_FRAME_IN = 16 * 1024;
+/** The most a request's fields may take (name + value + 32 each); past it, a 431. */
+export const MAX_HEADER_LIST = 64 * 1024;
+/** The most a field block (HEADERS and its CONTINUATIONs) may take on the wire. */
+const MAX_BLOCK = MAX_HEADER_LIST + 16 * 1024;
+/** Frames waiting for a write past this hold up the streams that write them. */
+const WRITE_HIGH = 256 * 1024;
+/** Frames with no stream work (PING, SETTINGS, empty DATA…) allowed per request served, plus a floor. */
+const CONTROL_BUDGET = 1000;
+
+const NO_BYTES = new Uint8Array(0);
+/** Fields that do not exist in HTTP/2 (RFC 9113 §8.2.2): a request with one is malformed. */
+const CONNECTION_SPECIFIC = new Set([
+  "connection",
+  "keep-alive",
+  "proxy-connection",
+  "transfer-encoding",
+  "upgrade",
+]);
+/** Lowercase field names (RFC 9113 §8.2.1: upper case makes a request malformed). */
+const FIELD_NAME = /^[!#$%&'*+\-.^_`|~0-9a-z]+$/;
+/** A value with a byte HTTP/2 forbids (NUL, CR, LF), or with whitespace around it. */
+const BAD_VALUE = /[\0\r\n]|^[ \t]|[ \t]$/;
+
+/** What a connection needs from its listener. */
+export interface H2Env {
+  handler: Handler;
+  logger: Logger;
+  metrics?: Metrics;
+  localPort: number;
+  tls: boolean;
+  /** True once the listener drains: new streams are refused with a GOAWAY. */
+  draining(): boolean;
+  /** Counts a request served. */
+  served?(): void;
+  /** SETTINGS_MAX_CONCURRENT_STREAMS (MAX_STREAMS when not given). */
+  maxStreams?: number;
+  /** SETTINGS_MAX_FRAME_SIZE: the largest frame the client may send (16 KiB when not given). */
+  maxFrame?: number;
+}
+
+/** The socket a connection runs on. */
+export interface H2Socket {
+  read(p: Uint8Array): Promise<number>;
+  write(p: Uint8Array): Promise<number>;
+  close(): void;
+}
+
+class Stream {
+  /** What the answer may still send before the client's next WINDOW_UPDATE. */
+  sendWindow: number;
+  /** What the client may still send of its body. */
+  recvWindow = STREAM_WINDOW;
+  /** Body bytes read by the pipeline and not yet credited back. */
+  unacked = 0;
+  /** The client sent END_STREAM (or the stream was reset). */
+  remoteEnded = false;
+  /** This side sent END_STREAM or RST_STREAM. */
+  localEnded = false;
+  reset = false;
+  /** The request body's chunks not read yet. */
+  queue: Uint8Array[] = [];
+  queued = 0;
+  /** Wakes a body read waiting for data. */
+  wake: (() => void) | null = null;
+  /** The body's error, once it failed (a reset, a bad length). */
+  failure: Error | null = null;
+  bodyCancelled = false;
+  /** The Content-Length the request declared (-1: none), and the body bytes so far. */
+  declared = -1;
+  received = 0;
+  /** Wakes an answer waiting for window. */
+  windowWake: (() => void) | null = null;
+  #abort: AbortController | null = null;
+
+  constructor(readonly id: number, sendWindow: number) {
+    this.sendWindow = sendWindow;
+  }
+
+  get signal(): AbortSignal {
+    return (this.#abort ??= new AbortController()).signal;
+  }
+
+  /** The client reset the stream, or the connection went: the exchange is over. */
+  abort(): void {
+    if (this.reset) return;
+    this.reset = true;
+    this.remoteEnded = true;
+    this.localEnded = true;
+    const err = new ProxyError("client_gone", "Client reset the stream");
+    this.failure ??= err;
+    this.#abort?.abort(err);
+    this.wake?.();
+    this.windowWake?.();
+  }
+}
+
+/** One HTTP/2 connection; `run()` serves it to its end. */
+export class H2Connection {
+  readonly #io: H2Socket;
+  readonly #env: H2Env;
+  readonly peer: { hostname: string; port: number };
+  readonly #out = new FrameWriter();
+  readonly #decoder = new HpackDecoder();
+  readonly #encoder = new HpackEncoder();
+  readonly #streams = new Map<number, Stream>();
+  /** Streams whose handler or answer has not finished (reset ones included). */
+  #inWork = 0;
+  #lastStream = 0;
+  /** The client's settings that matter to the answers. */
+  #peerWindow = 65535;
+  #peerMaxFrame = 16384;
+  /** What answers may still send on the connection before the client's next WINDOW_UPDATE. */
+  #sendWindow = 65535;
+  #recvWindow = CONNECTION_WINDOW;
+  #unacked = 0;
+  #writing = false;
+  #flushQueued = false;
+  /** Answers waiting for the writes to drain below WRITE_HIGH. */
+  #drainWaiters: Array<() => void> = [];
+  /** Streams waiting for connection-level window. */
+  #windowWaiters = new Set<Stream>();
+  #goawaySent = false;
+  #closed = false;
+  /** The client sent GOAWAY: no new streams, and the connection ends when the last one does. */
+  #peerGone = false;
+  /** Control frames left before the client counts as flooding (refilled by requests). */
+  #controlBudget = CONTROL_BUDGET;
+  /** When the connection last had no stream in work (0: busy). */
+  idleSince = Date.now();
+  /** Resolves when run() has ended. */
+  done: Promise<void> = Promise.resolve();
+  #onIdle: (() => void) | null = null;
+  readonly #maxStreams: number;
+  /**
+   * Streams whose work has not ended (answers being made, including those of streams the client
+   * reset) past this: the client resets streams faster than they finish (CVE-2023-44487), and
+   * the connection ends with ENHANCE_YOUR_CALM.
+   */
+  readonly #maxInWork: number;
+  /** The largest frame the client may send. */
+  readonly #maxFrameIn: number;
+
+  constructor(io: H2Socket, env: H2Env, peer: { hostname: string; port: number }) {
+    this.#io = io;
+    this.#env = env;
+    this.peer = peer;
+    this.#maxStreams = env.maxStreams || MAX_STREAMS;
+    this.#maxInWork = this.#maxStreams * 2;
+    this.#maxFrameIn = Math.min(Math.max(env.maxFrame || MAX_FRAME_IN, MAX_FRAME_IN), 16777215);
+  }
+
+  /** Streams open now (for /status and tests). */
+  get streams(): number {
+    return this.#streams.size;
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /**
+   * Serves the connection: `first` is what was read of it already (by whoever chose HTTP/2 for
+   * it), which must begin with the client preface, or be a prefix of it.
+   */
+  async run(first: Uint8Array = NO_BYTES): Promise<void> {
+    this.#out.settings([
+      [Setting.MAX_CONCURRENT_STREAMS, this.#maxStreams],
+      [Setting.INITIAL_WINDOW_SIZE, STREAM_WINDOW],
+      [Setting.MAX_HEADER_LIST_SIZE, MAX_HEADER_LIST],
+      [Setting.ENABLE_PUSH, 0],
+      ...(this.#maxFrameIn !== MAX_FRAME_IN
+        ? [[Setting.MAX_FRAME_SIZE, this.#maxFrameIn] as [number, number]]
+        : []),
+    ]);
+    this.#out.u32(FrameType.WINDOW_UPDATE, 0, CONNECTION_WINDOW - 65535);
+    this.#flush();
+    let buf = new Uint8Array(Math.max(32 * 1024, first.length * 2));
+    buf.set(first);
+    let start = 0;
+    let end = first.length;
+    let preface = false;
+    try {
+      for (;;) {
+        if (!preface) {
+          const have = Math.min(end - start, PREFACE.length);
+          for (let i = 0; i < have; i++) {
+            if (buf[start + i] !== PREFACE[i]) {
+              throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "Not an HTTP/2 preface");
+            }
+          }
+          if (have === PREFACE.length) {
+            preface = true;
+            start += PREFACE.length;
+          }
+        }
+        if (preface) {
+          while (end - start >= FRAME_HEADER) {
+            const length = (buf[start] << 16) | (buf[start + 1] << 8) | buf[start + 2];
+            if (length > this.#maxFrameIn) {
+              throw new ConnectionError(ErrorCode.FRAME_SIZE_ERROR, "Frame larger than allowed");
+            }
+            if (end - start < FRAME_HEADER + length) break;
+            const type = buf[start + 3];
+            const flags = buf[start + 4];
+            const id = ((buf[start + 5] & 0x7f) << 24) | (buf[start + 6] << 16) |
+              (buf[start + 7] << 8) | buf[start + 8];
+            const payload = buf.subarray(start + FRAME_HEADER, start + FRAME_HEADER + length);
+            start += FRAME_HEADER + length;
+            if (this.#block !== null && type !== FrameType.CONTINUATION) {
+              throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "Expected CONTINUATION");
+            }
+            this.#frame(type, flags, id, payload);
+          }
+          if (this.#closed || (this.#peerGone && this.#inWork === 0)) break;
+        }
+        if (start === end) start = end = 0;
+        else if (buf.length - end < FRAME_HEADER + this.#maxFrameIn) {
+          if (start > 0) {
+            buf.copyWithin(0, start, end);
+            end -= start;
+            start = 0;
+          }
+          if (buf.length - end < FRAME_HEADER + this.#maxFrameIn) {
+            const bigger = new Uint8Array(
+              Math.max(buf.length * 2, 2 * (FRAME_HEADER + this.#maxFrameIn)),
+            );
+            bigger.set(buf.subarray(0, end));
+            buf = bigger;
+          }
+        }
+        const n = await this.#io.read(buf.subarray(end));
+        if (n === 0) break;
+        end += n;
+      }
+      // The client ended its side: streams in work still answer if they can; the read is over.
+      if (this.#inWork > 0 && !this.#closed) {
+        await new Promise<void>((resolve) => this.#onIdle = resolve);
+      }
+    } catch (err) {
+      if (err instanceof ConnectionError) this.#fail(err.code, err.message);
+      else if (err instanceof HpackError) this.#fail(ErrorCode.COMPRESSION_ERROR, err.message);
+      // else: the socket failed (the client reset it)
+    } finally {
+      await this.#settle();
+      this.close();
+    }
+  }
+
+  /** Waits for the last write, briefly (a GOAWAY on its way out). */
+  async #settle(): Promise<void> {
+    if (!this.#writing && this.#out.length === 0) return;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      new Promise<void>((resolve) => this.#drainWaiters.push(resolve)),
+      new Promise<void>((resolve) => timer = setTimeout(resolve, 1000)),
+    ]);
+    clearTimeout(timer);
+  }
+
+  /** A field block being gathered from HEADERS and CONTINUATION frames. */
+  #block: { stream: number; end: boolean; parts: Uint8Array[]; size: number } | null = null;
+
+  #spend(): void {
+    if (--this.#controlBudget < 0) {
+      throw new ConnectionError(ErrorCode.ENHANCE_YOUR_CALM, "Too many control frames");
+    }
+  }
+
+  #frame(type: number, flags: number, id: number, p: Uint8Array): void {
+    switch (type) {
+      case FrameType.DATA:
+        return this.#data(flags, id, p);
+      case FrameType.HEADERS:
+        return this.#headers(flags, id, p);
+      case FrameType.CONTINUATION:
+        return this.#continuation(flags, id, p);
+      case FrameType.PRIORITY:
+        if (id === 0) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "PRIORITY on stream 0");
+        if (p.length !== 5) return this.#resetStream(id, ErrorCode.FRAME_SIZE_ERROR);
+        this.#spend();
+        return;
+      case FrameType.RST_STREAM:
+        return this.#rstStream(id, p);
+      case FrameType.SETTINGS:
+        return this.#settings(flags, id, p);
+      case FrameType.PUSH_PROMISE:
+        throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "PUSH_PROMISE from a client");
+      case FrameType.PING:
+        if (id !== 0) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "PING on a stream");
+        if (p.length !== 8) throw new ConnectionError(ErrorCode.FRAME_SIZE_ERROR, "PING size");
+        if (flags & Flag.ACK) return;
+        this.#spend();
+        this.#out.frame(FrameType.PING, Flag.ACK, 0, p);
+        this.#flush();
+        return;
+      case FrameType.GOAWAY:
+        if (id !== 0) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "GOAWAY on a stream");
+        this.#peerGone = true;
+        return;
+      case FrameType.WINDOW_UPDATE:
+        return this.#windowUpdate(id, p);
+      default:
+        // Unknown frame types are ignored (RFC 9113 §4.1), but count against the flood budget.
+        this.#spend();
+        return;
+    }
+  }
+
+  /** The payload without its padding (PADDED flag), or a connection error. */
+  #unpad(flags: number, p: Uint8Array, skip = 0): Uint8Array {
+    if (!(flags & Flag.PADDED)) return skip ? p.subarray(skip) : p;
+    if (p.length < 1) throw new ConnectionError(ErrorCode.FRAME_SIZE_ERROR, "Padding length");
+    const pad = p[0];
+    if (1 + skip + pad > p.length) {
+      throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "Padding longer than the frame");
+    }
+    return p.subarray(1 + skip, p.length - pad);
+  }
+
+  #headers(flags: number, id: number, p: Uint8Array): void {
+    if (id === 0 || (id & 1) === 0) {
+      throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "HEADERS on an even stream");
+    }
+    const fragment = this.#unpad(flags, p, flags & Flag.PRIORITY ? 5 : 0);
+    const end = (flags & Flag.END_STREAM) !== 0;
+    this.#block = { stream: id, end, parts: [fragment.slice()], size: fragment.length };
+    if (flags & Flag.END_HEADERS) this.#blockDone();
+  }
+
+  #continuation(flags: number, id: number, p: Uint8Array): void {
+    const b = this.#block;
+    if (b === null || b.stream !== id) {
+      throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "CONTINUATION out of place");
+    }
+    b.size += p.length;
+    if (b.size > MAX_BLOCK) {
+      throw new ConnectionError(ErrorCode.ENHANCE_YOUR_CALM, "Field block too large");
+    }
+    b.parts.push(p.slice());
+    if (flags & Flag.END_HEADERS) this.#blockDone();
+  }
+
+  #blockDone(): void {
+    const b = this.#block!;
+    this.#block = null;
+    let block: Uint8Array;
+    if (b.parts.length === 1) block = b.parts[0];
+    else {
+      block = new Uint8Array(b.size);
+      let at = 0;
+      for (const part of b.parts) {
+        block.set(part, at);
+        at += part.length;
+      }
+    }
+    const id = b.stream;
+    const existing = this.#streams.get(id);
+    if (existing || id <= this.#lastStream) {
+      // Trailers (or HEADERS on a stream already closed, which may have crossed our RST_STREAM):
+      // decoded for the table's sake, dropped.
+      this.#decoder.decode(block, () => {}, MAX_HEADER_LIST);
+      if (!existing) return;
+      if (!b.end) return this.#resetStream(id, ErrorCode.PROTOCOL_ERROR);
+      this.#bodyEnded(existing);
+      return;
+    }
+    this.#lastStream = id;
+    const names: string[] = [];
+    const values: string[] = [];
+    const within = this.#decoder.decode(block, (n, v) => {
+      names.push(n);
+      values.push(v);
+    }, MAX_HEADER_LIST);
+    if (this.#goawaySent || this.#env.draining()) {
+      // After our GOAWAY, streams past its last id are not served (the client retries them).
+      if (!this.#goawaySent) this.goaway();
+      return this.#resetStream(id, ErrorCode.REFUSED_STREAM);
+    }
+    if (this.#streams.size >= this.#maxStreams) {
+      return this.#resetStream(id, ErrorCode.REFUSED_STREAM);
+    }
+    if (this.#inWork >= this.#maxInWork) {
+      throw new ConnectionError(ErrorCode.ENHANCE_YOUR_CALM, "Streams reset faster than served");
+    }
+    // Each request served earns the client some control frames (a browser pings and updates its
+    // windows as it goes), up to the budget's start.
+    this.#controlBudget = Math.min(CONTROL_BUDGET, this.#controlBudget + 10);
+    const s = new Stream(id, this.#peerWindow);
+    this.#streams.set(id, s);
+    s.remoteEnded = b.end;
+    this.#startWork();
+    if (!within) {
+      this.#answerRefusal(s, 431, "Request header fields too large\n");
+      return;
+    }
+    this.#request(s, names, values);
+  }
+
+  #startWork(): void {
+    this.#inWork++;
+    this.idleSince = 0;
+  }
+
+  #endWork(): void {
+    if (--this.#inWork > 0) return;
+    this.idleSince = Date.now();
+    if (this.#onIdle) {
+      const f = this.#onIdle;
+      this.#onIdle = null;
+      f();
+    }
+    if (this.#goawaySent || this.#peerGone) this.close();
+  }
+
+  /** Checks a request's fields and starts its exchange (or resets a malformed one). */
+  #request(s: Stream, names: string[], values: string[]): void {
+    let method = "", scheme = "", path = "", authority = "";
+    const fields = new HeaderList();
+    let cookie: string | null = null;
+    let regular = false;
+    for (let i = 0; i < names.length; i++) {
+      const n = names[i], v = values[i];
+      if (n.charCodeAt(0) === 58 /* : */) {
+        // Pseudo-fields come first, once each (RFC 9113 §8.3).
+        if (regular) return this.#malformed(s);
+        if (n === ":method" && !method) method = v;
+        else if (n === ":scheme" && !scheme) scheme = v;
+        else if (n === ":path" && !path) path = v;
+        else if (n === ":authority" && !authority) authority = v;
+        else return this.#malformed(s);
+        continue;
+      }
+      regular = true;
+      if (!FIELD_NAME.test(n) || BAD_VALUE.test(v) || CONNECTION_SPECIFIC.has(n)) {
+        return this.#malformed(s);
+      }
+      if (n === "te") {
+        if (v !== "trailers") return this.#malformed(s);
+        continue;
+      }
+      if (n === "cookie") {
+        // Split cookie fields are one field again for HTTP/1.1 (RFC 9113 §8.2.3).
+        cookie = cookie === null ? v : cookie + "; " + v;
+        continue;
+      }
+      if (n === "host") {
+        if (!authority) authority = v;
+        continue;
+      }
+      if (n === "content-length") {
+        if (!/^[0-9]{1,15}$/.test(v) || (s.declared >= 0 && s.declared !== Number(v))) {
+          return this.#malformed(s);
+        }
+        s.declared = Number(v);
+      }
+      fields.appendChecked(n, v);
+    }
+    if (method === "CONNECT") {
+      // No tunnels (and no extended CONNECT): refused as Deno.serve's HTTP/2 does.
+      return this.#answerRefusal(s, 405, "CONNECT is not supported\n");
+    }
+    if (!method || !scheme || !path || (path[0] !== "/" && path !== "*") || !authority) {
+      // An HTTP/2 request without an authority has no URL Prox can route (nor HTTP/1.1's Host).
+      return this.#malformed(s);
+    }
+    if (BAD_VALUE.test(path) || /[\s]/.test(path) || /[\s/?#@]/.test(authority)) {
+      return this.#malformed(s);
+    }
+    // Host first, as an HTTP/1.1 request has it (upstreams get it from the URL's authority).
+    if (cookie !== null) fields.appendChecked("cookie", cookie);
+    if (s.remoteEnded && s.declared > 0) return this.#malformed(s);
+    const body = s.remoteEnded ? null : this.#bodyStream(s);
+    const base = this.#env.tls ? "https://" : "http://";
+    const req = new WireRequest(
+      method,
+      base + authority + (path === "*" ? "/" : path),
+      fields,
+      () => s.signal,
+      null,
+      body,
+    );
+    let settle!: (ok: boolean) => void;
+    const completed = new Promise<void>((resolve, reject) =>
+      settle = (ok) => ok ? resolve() : reject(new Error("client went away"))
+    );
+    completed.catch(() => {});
+    const info: ClientInfo = {
+      remoteAddr: this.peer,
+      localPort: this.#env.localPort,
+      protocol: this.#env.tls ? "h2" : "h2c",
+      tls: this.#env.tls,
+      authority,
+      completed,
+      writesItself: true,
+    };
+    const env = this.#env;
+    env.served?.();
+    env.metrics?.connectionOpened(info.protocol);
+    let ok = false;
+    (async () => {
+      let res: Response;
+      try {
+        res = await env.handler(req as unknown as Request, info);
+      } catch (err) {
+        env.logger.error("Unhandled error in request handler", { error: String(err) });
+        res = new Response("Internal server error\n", { status: 500 });
+      }
+      ok = await this.#respond(s, res, method === "HEAD");
+    })().catch(() => {}).finally(() => {
+      settle(ok);
+      env.metrics?.connectionClosed(info.protocol);
+      this.#finish(s);
+    });
+  }
+
+  /** A malformed request: the stream is reset with PROTOCOL_ERROR (RFC 9113 §8.1.1). */
+  #malformed(s: Stream): void {
+    this.#resetStream(s.id, ErrorCode.PROTOCOL_ERROR);
+    s.abort();
+    this.#finish(s);
+  }
+
+  /** An answer the engine gives itself, without the pipeline. */
+  #answerRefusal(s: Stream, status: number, text: string): void {
+    const res = new Response(text, { status, headers: { "content-type": "text/plain" } });
+    this.#respond(s, res, false).catch(() => {}).finally(() => this.#finish(s));
+  }
+
+  /** The stream's work is over: it leaves the map once both sides ended. */
+  #finish(s: Stream): void {
+    if (!s.remoteEnded) {
+      // The answer is complete while the client still sends: it may stop (RFC 9113 §8.1).
+      if (!s.reset) this.#resetStream(s.id, ErrorCode.NO_ERROR);
+      this.#dropBody(s);
+      s.remoteEnded = true;
+    }
+    if (!s.localEnded) {
+      this.#resetStream(s.id, ErrorCode.INTERNAL_ERROR);
+      s.localEnded = true;
+    }
+    this.#windowWaiters.delete(s);
+    this.#streams.delete(s.id);
+    this.#endWork();
+  }
+
+  #bodyStream(s: Stream): ReadableStream<Uint8Array> {
+    return new ReadableStream<Uint8Array>({
+      pull: async (ctl) => {
+        while (s.queue.length === 0 && !s.remoteEnded && s.failure === null) {
+          await new Promise<void>((resolve) => s.wake = resolve);
+          s.wake = null;
+        }
+        if (s.queue.length > 0) {
+          const chunk = s.queue.shift()!;
+          s.queued -= chunk.length;
+          this.#credit(s, chunk.length);
+          ctl.enqueue(chunk);
+          if (s.queue.length > 0 || !s.remoteEnded || s.failure !== null) return;
+        }
+        if (s.failure !== null) ctl.error(s.failure);
+        else ctl.close();
+      },
+      cancel: () => {
+        s.bodyCancelled = true;
+        this.#dropBody(s);
+      },
+    }, { highWaterMark: 0 });
+  }
+
+  /** Body bytes nobody will read: the connection's window gets them back at once. */
+  #dropBody(s: Stream): void {
+    if (s.queued > 0) {
+      this.#creditConnection(s.queued);
+      s.queue = [];
+      s.queued = 0;
+    }
+  }
+
+  #credit(s: Stream, n: number): void {
+    this.#creditConnection(n);
+    if (s.remoteEnded || s.reset) return;
+    s.unacked += n;
+    if (s.unacked >= STREAM_WINDOW / 2) {
+      this.#out.u32(FrameType.WINDOW_UPDATE, s.id, s.unacked);
+      s.recvWindow += s.unacked;
+      s.unacked = 0;
+      this.#flush();
+    }
+  }
+
+  #creditConnection(n: number): void {
+    this.#unacked += n;
+    if (this.#unacked >= CONNECTION_WINDOW / 2 && !this.#closed) {
+      this.#out.u32(FrameType.WINDOW_UPDATE, 0, this.#unacked);
+      this.#recvWindow += this.#unacked;
+      this.#unacked = 0;
+      this.#flush();
+    }
+  }
+
+  #data(flags: number, id: number, p: Uint8Array): void {
+    if (id === 0) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "DATA on stream 0");
+    // Flow control counts the whole payload, padding included (RFC 9113 §6.9.1).
+    this.#recvWindow -= p.length;
+    if (this.#recvWindow < 0) {
+      throw new ConnectionError(ErrorCode.FLOW_CONTROL_ERROR, "Connection window exceeded");
+    }
+    const data = this.#unpad(flags, p);
+    const s = this.#streams.get(id);
+    if (s === undefined || s.remoteEnded) {
+      if (id > this.#lastStream) {
+        throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "DATA on an idle stream");
+      }
+      this.#creditConnection(p.length);
+      if (s === undefined) return; // a stream reset or finished: its data is dropped
+      return this.#resetStream(id, ErrorCode.STREAM_CLOSED);
+    }
+    s.recvWindow -= p.length;
+    if (s.recvWindow < 0) {
+      this.#creditConnection(p.length);
+      this.#resetStream(id, ErrorCode.FLOW_CONTROL_ERROR);
+      return this.#failBody(s, new ProxyError("bad_request", "Stream window exceeded"));
+    }
+    // Padding is credited back at once; the data as the pipeline reads it.
+    if (p.length > data.length) this.#creditConnection(p.length - data.length);
+    if (data.length === 0 && !(flags & Flag.END_STREAM)) this.#spend();
+    s.received += data.length;
+    if (s.declared >= 0 && s.received > s.declared) {
+      this.#creditConnection(data.length);
+      this.#resetStream(id, ErrorCode.PROTOCOL_ERROR);
+      return this.#failBody(s, new ProxyError("bad_request", "Body longer than its length"));
+    }
+    if (data.length > 0) {
+      if (s.bodyCancelled) this.#creditConnection(data.length);
+      else {
+        s.queue.push(data.slice());
+        s.queued += data.length;
+      }
+    }
+    if (flags & Flag.END_STREAM) this.#bodyEnded(s);
+    else s.wake?.();
+  }
+
+  #bodyEnded(s: Stream): void {
+    s.remoteEnded = true;
+    if (s.declared >= 0 && s.received !== s.declared) {
+      this.#resetStream(s.id, ErrorCode.PROTOCOL_ERROR);
+      this.#failBody(s, new ProxyError("bad_request", "Body shorter than its length"));
+      return;
+    }
+    s.wake?.();
+  }
+
+  #failBody(s: Stream, err: Error): void {
+    s.failure ??= err;
+    s.abort();
+  }
+
+  #rstStream(id: number, p: Uint8Array): void {
+    if (id === 0) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "RST_STREAM on stream 0");
+    if (p.length !== 4) throw new ConnectionError(ErrorCode.FRAME_SIZE_ERROR, "RST_STREAM size");
+    if (id > this.#lastStream) {
+      throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "RST_STREAM on an idle stream");
+    }
+    const s = this.#streams.get(id);
+    if (!s) return;
+    this.#dropBody(s);
+    s.abort();
+    // Closed: it no longer counts against MAX_CONCURRENT_STREAMS, though its work may go on a
+    // little (which #maxInWork bounds).
+    this.#windowWaiters.delete(s);
+    this.#streams.delete(id);
+  }
+
+  #settings(flags: number, id: number, p: Uint8Array): void {
+    if (id !== 0) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "SETTINGS on a stream");
+    if (flags & Flag.ACK) {
+      if (p.length !== 0) throw new ConnectionError(ErrorCode.FRAME_SIZE_ERROR, "SETTINGS ack");
+      return;
+    }
+    if (p.length % 6 !== 0) throw new ConnectionError(ErrorCode.FRAME_SIZE_ERROR, "SETTINGS size");
+    this.#spend();
+    for (let i = 0; i < p.length; i += 6) {
+      const key = (p[i] << 8) | p[i + 1];
+      const value = ((p[i + 2] << 24) | (p[i + 3] << 16) | (p[i + 4] << 8) | p[i + 5]) >>> 0;
+      if (key === Setting.INITIAL_WINDOW_SIZE) {
+        if (value > MAX_WINDOW) {
+          throw new ConnectionError(ErrorCode.FLOW_CONTROL_ERROR, "Initial window too large");
+        }
+        const delta = value - this.#peerWindow;
+        this.#peerWindow = value;
+        for (const s of this.#streams.values()) {
+          s.sendWindow += delta;
+          if (delta > 0) s.windowWake?.();
+        }
+      } else if (key === Setting.MAX_FRAME_SIZE) {
+        if (value < 16384 || value > 16777215) {
+          throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "MAX_FRAME_SIZE out of range");
+        }
+        this.#peerMaxFrame = value;
+      } else if (key === Setting.ENABLE_PUSH && value > 1) {
+        throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "ENABLE_PUSH out of range");
+      }
+      // HEADER_TABLE_SIZE: this side's encoder keeps no dynamic table, so any size will do.
+    }
+    this.#out.frame(FrameType.SETTINGS, Flag.ACK, 0);
+    this.#flush();
+  }
+
+  #windowUpdate(id: number, p: Uint8Array): void {
+    if (p.length !== 4) throw new ConnectionError(ErrorCode.FRAME_SIZE_ERROR, "WINDOW_UPDATE size");
+    const inc = ((p[0] & 0x7f) << 24 | (p[1] << 16) | (p[2] << 8) | p[3]) >>> 0;
+    if (id === 0) {
+      if (inc === 0) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "Zero window update");
+      this.#sendWindow += inc;
+      if (this.#sendWindow > MAX_WINDOW) {
+        throw new ConnectionError(ErrorCode.FLOW_CONTROL_ERROR, "Connection window overflow");
+      }
+      for (const s of this.#windowWaiters) s.windowWake?.();
+      return;
+    }
+    const s = this.#streams.get(id);
+    if (!s) {
+      if (id > this.#lastStream) {
+        throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "WINDOW_UPDATE on an idle stream");
+      }
+      return;
+    }
+    if (inc === 0) return this.#resetStream(id, ErrorCode.PROTOCOL_ERROR);
+    s.sendWindow += inc;
+    if (s.sendWindow > MAX_WINDOW) {
+      this.#resetStream(id, ErrorCode.FLOW_CONTROL_ERROR);
+      s.abort();
+      return;
+    }
+    s.windowWake?.();
+  }
+
+  #resetStream(id: number, code: number): void {
+    if (this.#closed) return;
+    const s = this.#streams.get(id);
+    if (s) {
+      if (s.localEnded && s.remoteEnded && code !== ErrorCode.NO_ERROR) return;
+      s.localEnded = true;
+    }
+    this.#out.u32(FrameType.RST_STREAM, id, code);
+    this.#flush();
+  }
+
+  /**
+   * Writes an answer: its fields as one field block, then its body as DATA frames within the
+   * client's windows. True when all of it went out.
+   */
+  async #respond(s: Stream, res: Response, head: boolean): Promise<boolean> {
+    if (s.reset || this.#closed) {
+      await res.body?.cancel().catch(() => {});
+      return false;
+    }
+    const status = res.status;
+    const enc = this.#encoder.begin().status(status);
+    let length: string | null = null;
+    let date = false;
+    res.headers.forEach((v, k) => {
+      if (CONNECTION_SPECIFIC.has(k)) return;
+      if (k === "content-length") {
+        length = v;
+        return;
+      }
+      if (k === "date") date = true;
+      enc.field(k, v);
+    });
+    if (!date) enc.field("date", httpDate());
+    const noContent = status === 204 || status === 304 || status < 200;
+    const raw = (res as RawBodied)[RAW_BODY];
+    const max = this.#peerMaxFrame;
+    if (raw !== undefined && !head && !noContent && !res.bodyUsed) {
+      enc.field("content-length", String(raw.byteLength));
+      this.#out.headers(s.id, enc.block, raw.byteLength === 0, max);
+      if (raw.byteLength === 0) {
+        s.localEnded = true;
+        this.#flush();
+        return true;
+      }
+      return await this.#send(s, raw, true);
+    }
+    const body = res.body;
+    if (head || noContent || body === null) {
+      if (length !== null && !(status === 204 || status < 200)) enc.field("content-length", length);
+      else if (body === null && !noContent) enc.field("content-length", "0");
+      body?.cancel().catch(() => {});
+      this.#out.headers(s.id, enc.block, true, max);
+      s.localEnded = true;
+      this.#flush();
+      return true;
+    }
+    const declared = length !== null && /^[0-9]{1,15}$/.test(length) ? Number(length) : -1;
+    if (declared >= 0) enc.field("content-length", String(declared));
+    this.#out.headers(s.id, enc.block, false, max);
+    this.#flush();
+    const reader = body.getReader();
+    const cancel = () => reader.cancel(s.signal.reason).catch(() => {});
+    s.signal.addEventListener("abort", cancel, { once: true });
+    let sent = 0;
+    try {
+      for (;;) {
+        let chunk: ReadableStreamReadResult<Uint8Array>;
+        try {
+          chunk = await reader.read();
+        } catch (err) {
+          // The body failed after the head went out: the stream is reset, as the client must
+          // not take a short answer for a whole one.
+          if (!s.reset) this.#env.logger.warn("Response body failed", { error: String(err) });
+          return false;
+        }
+        if (chunk.done) break;
+        const bytes = chunk.value;
+        if (bytes.byteLength === 0) continue;
+        if (declared >= 0 && sent + bytes.byteLength > declared) {
+          reader.cancel().catch(() => {});
+          return false;
+        }
+        if (!await this.#send(s, bytes, false)) {
+          reader.cancel().catch(() => {});
+          return false;
+        }
+        sent += bytes.byteLength;
+      }
+    } finally {
+      s.signal.removeEventListener("abort", cancel);
+    }
+    if (declared >= 0 && sent !== declared) return false;
+    return await this.#send(s, NO_BYTES, true);
+  }
+
+  /** Sends `bytes` as DATA frames as the windows allow; END_STREAM on the last when `end`. */
+  async #send(s: Stream, bytes: Uint8Array, end: boolean): Promise<boolean> {
+    let off = 0;
+    for (;;) {
+      if (s.reset || this.#closed) return false;
+      const left = bytes.length - off;
+      const n = Math.min(left, s.sendWindow, this.#sendWindow, this.#peerMaxFrame);
+      if (n <= 0 && left > 0) {
+        // Waits for a WINDOW_UPDATE (or the client's going).
+        this.#windowWaiters.add(s);
+        await new Promise<void>((resolve) => s.windowWake = resolve);
+        s.windowWake = null;
+        this.#windowWaiters.delete(s);
+        continue;
+      }
+      const last = off + n === bytes.length;
+      this.#out.frame(
+        FrameType.DATA,
+        last && end ? Flag.END_STREAM : 0,
+        s.id,
+        bytes.subarray(off, off + n),
+      );
+      s.sendWindow -= n;
+      this.#sendWindow -= n;
+      off += n;
+      if (last && end) s.localEnded = true;
+      this.#flush();
+      if (this.#out.length > WRITE_HIGH) {
+        await new Promise<void>((resolve) => this.#drainWaiters.push(resolve));
+      }
+      if (last) return true;
+    }
+  }
+
+  /** Starts a write of the frames waiting, unless one is in flight (it takes them after). */
+  #flush(): void {
+    if (this.#flushQueued || this.#writing || this.#closed) return;
+    this.#flushQueued = true;
+    queueMicrotask(() => {
+      this.#flushQueued = false;
+      void this.#write();
+    });
+  }
+
+  async #write(): Promise<void> {
+    if (this.#writing || this.#closed) return;
+    this.#writing = true;
+    try {
+      while (this.#out.length > 0) {
+        const out = this.#out.take();
+        for (let off = 0; off < out.length;) {
+          off += await this.#io.write(off === 0 ? out : out.subarray(off));
+        }
+        this.#out.giveBack(out);
+        if (this.#out.length <= WRITE_HIGH) this.#wakeDrained();
+      }
+    } catch {
+      this.close();
+    } finally {
+      this.#writing = false;
+      this.#wakeDrained();
+    }
+  }
+
+  #wakeDrained(): void {
+    const waiters = this.#drainWaiters;
+    if (waiters.length === 0) return;
+    this.#drainWaiters = [];
+    for (const w of waiters) w();
+  }
+
+  #fail(code: number, reason: string): void {
+    if (this.#closed) return;
+    this.#env.logger.debug("HTTP/2 connection error", { code, reason });
+    if (!this.#goawaySent) {
+      this.#goawaySent = true;
+      this.#out.goaway(this.#lastStream, code);
+      this.#flush();
+    }
+    for (const s of this.#streams.values()) s.abort();
+  }
+
+  /**
+   * Tells the client that no new stream will be served (GOAWAY with the last one taken): the
+   * connection closes once the streams in work have answered.
+   */
+  goaway(): void {
+    if (this.#goawaySent || this.#closed) return;
+    this.#goawaySent = true;
+    this.#out.goaway(this.#lastStream, ErrorCode.NO_ERROR);
+    this.#flush();
+    if (this.#inWork === 0) {
+      // Nothing in work: the connection ends once the GOAWAY is out.
+      void this.#settle().then(() => this.close());
+    }
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const s of this.#streams.values()) s.abort();
+    this.#wakeDrained();
+    try {
+      this.#io.close();
+    } catch { /* already closed */ }
+    if (this.#onIdle) this.#onIdle();
+  }
+}
+
+let dateAt = 0;
+let dateText = "";
+/** The Date field's value, remade at most once a second. */
+function httpDate(): string {
+  const now = Date.now();
+  if (now - dateAt >= 1000 || now < dateAt) {
+    dateAt = now - (now % 1000);
+    dateText = new Date(dateAt).toUTCString();
+  }
+  return dateText;
+}

@@ -1,0 +1,178 @@
+// HTTP/2 framing (RFC 9113 §4, §6): frame types, flags, settings and error codes, and the writer
+// that puts frames into one growing buffer, so that the answers of many streams go out in one
+// write.
+
+export const FrameType = {
+  DATA: 0x0,
+  HEADERS: 0x1,
+  PRIORITY: 0x2,
+  RST_STREAM: 0x3,
+  SETTINGS: 0x4,
+  PUSH_PROMISE: 0x5,
+  PING: 0x6,
+  GOAWAY: 0x7,
+  WINDOW_UPDATE: 0x8,
+  CONTINUATION: 0x9,
+} as const;
+
+export const Flag = {
+  END_STREAM: 0x1,
+  ACK: 0x1,
+  END_HEADERS: 0x4,
+  PADDED: 0x8,
+  PRIORITY: 0x20,
+} as const;
+
+export const Setting = {
+  HEADER_TABLE_SIZE: 0x1,
+  ENABLE_PUSH: 0x2,
+  MAX_CONCURRENT_STREAMS: 0x3,
+  INITIAL_WINDOW_SIZE: 0x4,
+  MAX_FRAME_SIZE: 0x5,
+  MAX_HEADER_LIST_SIZE: 0x6,
+  ENABLE_CONNECT_PROTOCOL: 0x8,
+} as const;
+
+export const ErrorCode = {
+  NO_ERROR: 0x0,
+  PROTOCOL_ERROR: 0x1,
+  INTERNAL_ERROR: 0x2,
+  FLOW_CONTROL_ERROR: 0x3,
+  SETTINGS_TIMEOUT: 0x4,
+  STREAM_CLOSED: 0x5,
+  FRAME_SIZE_ERROR: 0x6,
+  REFUSED_STREAM: 0x7,
+  CANCEL: 0x8,
+  COMPRESSION_ERROR: 0x9,
+  CONNECT_ERROR: 0xa,
+  ENHANCE_YOUR_CALM: 0xb,
+  INADEQUATE_SECURITY: 0xc,
+  HTTP_1_1_REQUIRED: 0xd,
+} as const;
+
+/** The client connection preface (RFC 9113 §3.4). */
+export const PREFACE = new TextEncoder().encode("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+
+export const FRAME_HEADER = 9;
+/** The largest window a peer may have (2^31 - 1). */
+export const MAX_WINDOW = 0x7fffffff;
+
+/** A connection error: GOAWAY with `code`, then the connection closes. */
+export class ConnectionError extends Error {
+  constructor(readonly code: number, reason: string) {
+    super(reason);
+    this.name = "ConnectionError";
+  }
+}
+
+/**
+ * Frames waiting to be written, in one buffer. Writers append; the connection takes what is
+ * there (`take`) for one write, and gives the buffer back (`giveBack`) once the write is done, so
+ * that two buffers alternate while a write is in flight.
+ */
+export class FrameWriter {
+  #buf: Uint8Array;
+  #spare: Uint8Array | null = null;
+  length = 0;
+
+  constructor(readonly initial = 16 * 1024) {
+    this.#buf = new Uint8Array(initial);
+  }
+
+  #room(n: number): void {
+    const need = this.length + n;
+    if (need <= this.#buf.length) return;
+    let size = this.#buf.length * 2;
+    while (size < need) size *= 2;
+    const bigger = new Uint8Array(size);
+    bigger.set(this.#buf.subarray(0, this.length));
+    this.#buf = bigger;
+  }
+
+  #header(length: number, type: number, flags: number, stream: number): void {
+    const b = this.#buf;
+    let at = this.length;
+    b[at++] = length >>> 16;
+    b[at++] = (length >>> 8) & 0xff;
+    b[at++] = length & 0xff;
+    b[at++] = type;
+    b[at++] = flags;
+    b[at++] = (stream >>> 24) & 0x7f;
+    b[at++] = (stream >>> 16) & 0xff;
+    b[at++] = (stream >>> 8) & 0xff;
+    b[at++] = stream & 0xff;
+    this.length = at;
+  }
+
+  /** A frame whose payload is `payload` (may be empty). */
+  frame(type: number, flags: number, stream: number, payload?: Uint8Array): void {
+    const n = payload?.length ?? 0;
+    this.#room(FRAME_HEADER + n);
+    this.#header(n, type, flags, stream);
+    if (n > 0) {
+      this.#buf.set(payload!, this.length);
+      this.length += n;
+    }
+  }
+
+  /** A field block as HEADERS and, past `maxFrame`, CONTINUATION frames. */
+  headers(stream: number, block: Uint8Array, endStream: boolean, maxFrame: number): void {
+    let off = 0;
+    let type: number = FrameType.HEADERS;
+    do {
+      const n = Math.min(maxFrame, block.length - off);
+      const last = off + n === block.length;
+      let flags = last ? Flag.END_HEADERS : 0;
+      if (type === FrameType.HEADERS && endStream) flags |= Flag.END_STREAM;
+      this.frame(type, flags, stream, block.subarray(off, off + n));
+      off += n;
+      type = FrameType.CONTINUATION;
+    } while (off < block.length);
+  }
+
+  /** A frame with a 32-bit payload (WINDOW_UPDATE, RST_STREAM). */
+  u32(type: number, stream: number, value: number): void {
+    this.#room(FRAME_HEADER + 4);
+    this.#header(4, type, 0, stream);
+    const b = this.#buf;
+    b[this.length++] = value >>> 24;
+    b[this.length++] = (value >>> 16) & 0xff;
+    b[this.length++] = (value >>> 8) & 0xff;
+    b[this.length++] = value & 0xff;
+  }
+
+  settings(values: Array<[number, number]>): void {
+    const p = new Uint8Array(values.length * 6);
+    const v = new DataView(p.buffer);
+    values.forEach(([id, value], i) => {
+      v.setUint16(i * 6, id);
+      v.setUint32(i * 6 + 2, value);
+    });
+    this.frame(FrameType.SETTINGS, 0, 0, p);
+  }
+
+  goaway(lastStream: number, code: number): void {
+    const p = new Uint8Array(8);
+    const v = new DataView(p.buffer);
+    v.setUint32(0, lastStream & 0x7fffffff);
+    v.setUint32(4, code);
+    this.frame(FrameType.GOAWAY, 0, 0, p);
+  }
+
+  /** What is waiting, for one write; the writer continues in its spare buffer. */
+  take(): Uint8Array {
+    const out = this.#buf.subarray(0, this.length);
+    const spare = this.#spare;
+    this.#buf = spare && spare.length >= this.initial ? spare : new Uint8Array(this.initial);
+    this.#spare = null;
+    this.length = 0;
+    return out;
+  }
+
+  /** A buffer `take` gave is written and free again (kept unless it grew past 4× the start). */
+  giveBack(buf: Uint8Array): void {
+    if (buf.buffer.byteLength <= this.initial * 4) {
+      this.#spare = new Uint8Array(buf.buffer as ArrayBuffer);
+    }
+  }
+}
