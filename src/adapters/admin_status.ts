@@ -261,6 +261,8 @@ export interface ListenerView {
     readBufferBytes: number;
     turns: { held: number; waiting: number };
   };
+  /** On Prox's own HTTP/2 engine (TLS listeners, and h2c): requests, connections, streams open. */
+  http2Engine?: { served: number; connections: number; streams: number };
 }
 
 /** The listener lines of /status: TCP listeners by name, HTTP/3 beside `main`, the admin one. */
@@ -284,6 +286,11 @@ export function listenerViews(
         connections: c.connections,
         readBufferBytes: c.readBufferBytes,
         turns: { held: c.turnsHeld, waiting: c.turnsWaiting },
+      };
+      view.http2Engine = {
+        served: c.http2Served,
+        connections: c.http2Connections,
+        streams: c.http2Streams,
       };
     }
     return view;

@@ -23,6 +23,10 @@ export interface EngineCounts {
   readonly connections: number;
   /** The bytes of their read buffers (each waits for its next request with 2 to 8 KiB). */
   readonly readBufferBytes: number;
+  /** Prox's own HTTP/2 engine (h2/connection.ts): requests served, connections, streams open. */
+  readonly http2Served: number;
+  readonly http2Connections: number;
+  readonly http2Streams: number;
 }
 
 /** A running listener. */
@@ -30,7 +34,7 @@ export interface Listener {
   readonly hostname: string;
   readonly port: number;
   readonly tls: boolean;
-  /** Who serves HTTP/1.1 on it: Deno.serve, or Prox's own engine (h1/server.ts). */
+  /** Who serves it: Deno.serve, or Prox's own engines (h1/server.ts, h2/connection.ts). */
   readonly engine: "deno" | "prox";
   /** Prox's own engine: requests it served itself and connections it relayed since start; turns. */
   readonly counts?: EngineCounts;
@@ -84,7 +88,9 @@ export function listen(
      */
     peerOf?: (
       relay: Deno.NetAddr,
-    ) => { hostname: string; port: number; protocol?: Protocol; http10?: boolean } | undefined;
+    ) =>
+      | { hostname: string; port: number; protocol?: Protocol; http10?: boolean; tls?: boolean }
+      | undefined;
     /** Bind again on a new ephemeral port, not the same one, after the accept loop failed. */
     anyPort?: boolean;
   },
@@ -126,6 +132,7 @@ export function listen(
       let remote = info.remoteAddr as Deno.NetAddr | { hostname: string; port: number };
       let protocol: Protocol | undefined;
       let http10 = false;
+      let secure = tls;
       if (opts.peerOf) {
         const client = opts.peerOf(remote as Deno.NetAddr);
         if (!client) return new Response("Not a relayed connection\n", { status: 403 });
@@ -133,13 +140,15 @@ export function listen(
         // The relay saw how the connection began, which a request here does not say.
         protocol = client.protocol;
         http10 = client.http10 === true;
+        // A relayed TLS connection (the engine's TLS listener decrypted it).
+        secure = client.tls ?? tls;
       }
       const ci: ClientInfo = {
         remoteAddr: { hostname: unmapped(remote.hostname), port: remote.port },
         localPort: opts.localPort ?? localPort,
-        protocol: protocol ?? protocolOf(req, tls),
+        protocol: protocol ?? protocolOf(req, secure),
         http10,
-        tls,
+        tls: secure,
         completed: info.completed,
       };
       // A request without an authority (no Host) gets `localhost:<this listener's port>` from

@@ -21,10 +21,18 @@ export interface ListenerPlan {
   handler: Handler;
   /** Counts requests in progress on this listener (prox_active_connections). */
   metrics?: Metrics;
-  /** `protocols.http1_engine`: who serves HTTP/1.1 when there is no TLS (h1/server.ts). */
+  /**
+   * `protocols.http1_engine`: who serves the listener, Deno.serve or Prox's own engines
+   * (h1/server.ts; with TLS, HTTP/2 too: h2/connection.ts).
+   */
   engine?: "deno" | "prox";
   /** `protocols.http1_idle_timeout` in ms, for the engine (0: no limit). */
   idleMs?: number;
+  /** `protocols.http2_enabled` (Prox's engine only: Deno.serve always offers HTTP/2). */
+  http2?: boolean;
+  /** `protocols.http2_max_concurrent_streams` and `http2_max_frame_size` (Prox's engine only). */
+  maxStreams?: number;
+  maxFrame?: number;
 }
 
 /**
@@ -58,6 +66,9 @@ export function listenerPlans(
       metrics: o.metrics,
       engine,
       idleMs: c.protocols.http1_idle_timeout,
+      http2: c.protocols.http2_enabled,
+      maxStreams: c.protocols.http2_max_concurrent_streams || undefined,
+      maxFrame: c.protocols.http2_max_frame_size || undefined,
       ...o.tls,
     }]
     : [];
@@ -152,13 +163,17 @@ interface Entry {
 
 function fingerprint(plan: ListenerPlan): string {
   return `${plan.addr.hostname}|${plan.addr.port}|${plan.cert ?? ""}|${plan.key ?? ""}|${
-    ownEngine(plan) ? `prox|${plan.idleMs ?? ""}` : "deno"
+    ownEngine(plan)
+      ? `prox|${plan.idleMs ?? ""}|${plan.http2 ?? ""}|${plan.maxStreams ?? ""}|${
+        plan.maxFrame ?? ""
+      }`
+      : "deno"
   }`;
 }
 
-/** Whether Prox's own HTTP/1.1 engine serves the plan: asked for, and no TLS. */
+/** Whether Prox's own engines serve the plan. */
 function ownEngine(plan: ListenerPlan): boolean {
-  return plan.engine === "prox" && plan.cert === undefined && plan.key === undefined;
+  return plan.engine === "prox";
 }
 
 /** Creates an empty listener set; call `stage(plans)` then `commit()` to start listeners. */
@@ -231,6 +246,11 @@ export function createListenerSet(opts: {
                 reusePort: REUSE_PORT,
                 metrics: plan.metrics,
                 idleMs: plan.idleMs,
+                cert: plan.cert,
+                key: plan.key,
+                http2: plan.http2,
+                maxStreams: plan.maxStreams,
+                maxFrame: plan.maxFrame,
               })
               : listen(addr, {
                 handler: plan.handler,

@@ -40,6 +40,8 @@ import { WireRequest } from "./wire_request.ts";
 import { readGate } from "./read_gate.ts";
 import type { Reader } from "./read_gate.ts";
 import { HeaderList } from "../../domain/header_list.ts";
+import { H2Connection } from "../h2/connection.ts";
+import type { H2Env } from "../h2/connection.ts";
 
 /**
  * The read buffer a connection waits for its next request with, unless its requests needed more
@@ -92,7 +94,14 @@ const SKIP_MS = 2000;
 
 const ascii = new TextEncoder();
 
-/** Starts the engine on `addr`; throws as Deno.listen does when the address cannot be bound. */
+/** How long a TLS client may take over its handshake before its connection is closed. */
+const HANDSHAKE_MS = 10_000;
+
+/**
+ * Starts the engine on `addr`; throws as Deno.listen does when the address cannot be bound. With
+ * `cert` and `key` it listens with TLS and serves HTTP/2 (chosen by ALPN) with Prox's own HTTP/2
+ * engine (h2/connection.ts) beside HTTP/1.1.
+ */
 export function listenH1(
   addr: ListenAddr,
   opts: {
@@ -102,19 +111,37 @@ export function listenH1(
     metrics?: Metrics;
     /** The idle limit in ms (0: none); IDLE_MS when not given. */
     idleMs?: number;
+    cert?: string;
+    key?: string;
+    /** Offer HTTP/2 by ALPN on TLS (`protocols.http2_enabled`); true when not given. */
+    http2?: boolean;
+    /** SETTINGS_MAX_CONCURRENT_STREAMS for HTTP/2 (`protocols.http2_max_concurrent_streams`). */
+    maxStreams?: number;
+    /** SETTINGS_MAX_FRAME_SIZE for HTTP/2 (`protocols.http2_max_frame_size`). */
+    maxFrame?: number;
   },
 ): Listener {
-  const server = Deno.listen({
-    hostname: addr.hostname,
-    port: addr.port,
-    reusePort: opts.reusePort,
-  });
+  const tls = opts.cert !== undefined || opts.key !== undefined;
+  const server: Deno.Listener = tls
+    ? Deno.listenTls({
+      hostname: addr.hostname,
+      port: addr.port,
+      cert: opts.cert!,
+      key: opts.key!,
+      alpnProtocols: opts.http2 === false ? ["http/1.1"] : ["h2", "http/1.1"],
+      ...(opts.reusePort ? { reusePort: true } : {}),
+    })
+    : Deno.listen({
+      hostname: addr.hostname,
+      port: addr.port,
+      reusePort: opts.reusePort,
+    });
   const local = server.addr as Deno.NetAddr;
   // The relay's Deno.serve; its connections' source ports name the clients they carry (one
   // entry per relayed connection open: bounded by the connections).
   const peers = new Map<
     number,
-    { hostname: string; port: number; protocol: Protocol; http10: boolean }
+    { hostname: string; port: number; protocol: Protocol; http10: boolean; tls: boolean }
   >();
   const inner = listen({ hostname: "127.0.0.1", port: 0 }, {
     handler: opts.handler,
@@ -130,9 +157,20 @@ export function listenH1(
     anyPort: true,
   });
   const conns = new Set<Conn>();
+  /** Its HTTP/2 connections (TLS with ALPN h2, or h2c with prior knowledge). */
+  const h2s = new Set<H2Connection>();
   const counts = {
     served: 0,
     relayed: 0,
+    http2Served: 0,
+    get http2Connections() {
+      return h2s.size;
+    },
+    get http2Streams() {
+      let n = 0;
+      for (const c of h2s) n += c.streams;
+      return n;
+    },
     get turnsHeld() {
       return readGate.held;
     },
@@ -157,12 +195,49 @@ export function listenH1(
   const sweeper = setInterval(() => {
     const now = Date.now();
     for (const c of conns) if (c.waitingSince > 0 && now - c.waitingSince > idleMs) c.close();
+    for (const c of h2s) if (c.idleSince > 0 && now - c.idleSince > idleMs) c.goaway();
   }, 1000);
   Deno.unrefTimer(sweeper);
 
   /** Relay failures: when the next may be logged, and how many were not. */
   const relayFailures = { until: 0, suppressed: 0 };
+  const h2env: H2Env = {
+    handler: opts.handler,
+    logger: opts.logger,
+    metrics: opts.metrics,
+    localPort: local.port,
+    tls,
+    draining: () => draining,
+    served: () => counts.http2Served++,
+    maxStreams: opts.maxStreams,
+    maxFrame: opts.maxFrame,
+  };
+  /** Serves an HTTP/2 connection to its end; `first`: what was read of it already. */
+  const serveH2 = async (
+    conn: Deno.Conn,
+    peer: { hostname: string; port: number },
+    first?: Uint8Array,
+  ) => {
+    const read = socketReader(conn);
+    const h2 = new H2Connection(
+      {
+        read,
+        write: (p) => conn.write(p),
+        close: () => closeQuietly(conn),
+      },
+      h2env,
+      peer,
+    );
+    h2s.add(h2);
+    crowd(conns.size + h2s.size);
+    try {
+      await (h2.done = h2.run(first));
+    } finally {
+      h2s.delete(h2);
+    }
+  };
   const env: Env = {
+    tls,
     handler: opts.handler,
     logger: opts.logger,
     metrics: opts.metrics,
@@ -171,9 +246,17 @@ export function listenH1(
     graceEnd: () => graceEnd,
     counts,
     relay: async (c, bytes) => {
-      counts.relayed++;
       // The relayed connection is Deno.serve's from here on: its turn goes to the next.
       readGate.leave(c);
+      if (bytes.length >= 5 && latin1(bytes, 0, 5) === "PRI *") {
+        // h2c with prior knowledge (the "*" of its preface, "PRI * HTTP/2.0"): HTTP/2 is the
+        // engine's own too.
+        c.waitingSince = 0;
+        c.buf = NO_BYTES;
+        c.start = c.end = 0;
+        return await serveH2(c.conn, c.peer, bytes);
+      }
+      counts.relayed++;
       let to: Deno.TcpConn;
       try {
         if (!inner.accepting) throw new Error("The fallback listener is being bound again");
@@ -211,11 +294,10 @@ export function listenH1(
       c.buf = NO_BYTES;
       c.start = c.end = 0;
       const key = (to.localAddr as Deno.NetAddr).port;
-      // h2c with prior knowledge is relayed at the "*" of its preface ("PRI * HTTP/2.0").
       const h2c = bytes.length >= 5 && latin1(bytes, 0, 5) === "PRI *";
       // The first request's version stands for the connection's (an HTTP/1.0 client without Host).
       const http10 = !h2c && HTTP10_LINE.test(latin1(bytes, 0, Math.min(bytes.length, 8192)));
-      peers.set(key, { ...c.peer, protocol: h2c ? "h2c" : "http/1.1", http10 });
+      peers.set(key, { ...c.peer, protocol: h2c ? "h2c" : "http/1.1", http10, tls });
       try {
         await writeAll(to, bytes);
         // A client that ends its side (a half-close after its last request) gets whatever
@@ -233,14 +315,46 @@ export function listenH1(
     },
   };
 
+  /** Connections still in their TLS handshake (closed with the listener). */
+  const handshaking = new Set<Deno.Conn>();
+  const serveH1 = (conn: Deno.Conn) => {
+    const c = new Conn(conn);
+    conns.add(c);
+    crowd(conns.size + h2s.size);
+    c.served = serve(c, env).finally(() => {
+      conns.delete(c);
+      c.close();
+    });
+  };
+  /** A TLS connection: its handshake, then HTTP/2 or HTTP/1.1 as ALPN chose. */
+  const serveTls = async (conn: Deno.TlsConn) => {
+    handshaking.add(conn);
+    const timer = setTimeout(() => closeQuietly(conn), HANDSHAKE_MS);
+    let alpn: string | null;
+    try {
+      alpn = (await conn.handshake()).alpnProtocol;
+    } catch {
+      closeQuietly(conn);
+      return;
+    } finally {
+      clearTimeout(timer);
+      handshaking.delete(conn);
+    }
+    if (closed) return closeQuietly(conn);
+    if (alpn === "h2") {
+      const r = conn.remoteAddr as Deno.NetAddr;
+      await serveH2(conn, { hostname: unmapped(r.hostname), port: r.port });
+    } else serveH1(conn);
+  };
+
   const accepting = (async () => {
     let delay = 100;
     /** When accepting was last tried again after a failure. */
     let retriedAt = -Infinity;
     while (!closed) {
-      let conn: Deno.TcpConn;
+      let conn: Deno.Conn;
       try {
-        conn = await server.accept() as Deno.TcpConn;
+        conn = await server.accept();
       } catch (err) {
         if (closed) return;
         // EMFILE and the like: keep the port and try again, backing off. An accept that works
@@ -256,20 +370,15 @@ export function listenH1(
         retriedAt = Date.now();
         continue;
       }
-      const c = new Conn(conn);
-      conns.add(c);
-      crowd(conns.size);
-      c.served = serve(c, env).finally(() => {
-        conns.delete(c);
-        c.close();
-      });
+      if (tls) void serveTls(conn as Deno.TlsConn);
+      else serveH1(conn);
     }
   })();
 
   return {
     hostname: local.hostname,
     port: local.port,
-    tls: false,
+    tls,
     engine: "prox",
     counts,
     async shutdown(o) {
@@ -282,6 +391,9 @@ export function listenH1(
       // One waiting for a turn may have a request in the kernel: it takes a last look first.
       // One with half a head has HEAD_GRACE_MS for the rest (serve() reads no longer then).
       for (const c of conns) if (c.waitingSince > 0 && c.start === c.end && !c.queued) c.close();
+      for (const c of handshaking) closeQuietly(c);
+      // HTTP/2: a GOAWAY; each connection ends once its streams in work have answered.
+      for (const c of h2s) c.goaway();
       graceTimer = setTimeout(() => {
         for (const c of conns) if (c.waitingSince > 0 && !c.queued) c.close();
       }, HEAD_GRACE_MS);
@@ -291,6 +403,7 @@ export function listenH1(
       // for a turn gets it only as other turns end (read_gate.ts), and a loop over promises
       // already settled would spin without ever letting them.
       while (conns.size > 0) await Promise.race([...conns].map((c) => c.served));
+      while (h2s.size > 0) await Promise.race([...h2s].map((c) => c.done));
       clearInterval(sweeper);
       clearTimeout(graceTimer);
     },
@@ -301,12 +414,16 @@ export function listenH1(
       clearInterval(sweeper);
       clearTimeout(graceTimer);
       for (const c of conns) c.close();
+      for (const c of handshaking) closeQuietly(c);
+      for (const c of h2s) c.close();
       await inner.close();
     },
   };
 }
 
 interface Env {
+  /** The listener's connections are TLS ones (the URL's scheme, ClientInfo.tls). */
+  tls: boolean;
   handler: Handler;
   logger: Logger;
   metrics?: Metrics;
@@ -372,12 +489,13 @@ export class Conn implements Reader {
   /** Reads of `conn` (socket_read.ts: 0 at end of stream). */
   readonly #read: SocketRead;
 
-  constructor(readonly conn: Deno.TcpConn) {
+  constructor(readonly conn: Deno.Conn) {
     this.#read = socketReader(conn);
     const r = conn.remoteAddr as Deno.NetAddr;
     this.peer = { hostname: unmapped(r.hostname), port: r.port };
     try {
-      conn.setNoDelay(true);
+      // (A TLS connection has no such setting in Deno.)
+      (conn as Partial<Deno.TcpConn>).setNoDelay?.(true);
     } catch { /* already reset */ }
   }
 
@@ -774,7 +892,7 @@ async function exchange(
   // exchange): only then is the socket read in the background.
   const req = new WireRequest(
     head.method,
-    "http://" + head.host + head.target,
+    (env.tls ? "https://" : "http://") + head.host + head.target,
     fields,
     () => c.watch(),
     body,
@@ -793,7 +911,7 @@ async function exchange(
     // The Host field as it came (the engine takes only origin-form targets), which the URL above
     // begins with: identify() need not find it there again.
     authority: head.host,
-    tls: false,
+    tls: env.tls,
     completed,
     writesItself: true,
   };
@@ -1087,7 +1205,7 @@ async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
  * read and its write take a turn, as the engine's own requests do (read_gate.ts): the relay's
  * reads are JavaScript's too.
  */
-async function pipe(from: Deno.TcpConn, to: Deno.TcpConn, halfClose: boolean): Promise<void> {
+async function pipe(from: Deno.Conn, to: Deno.Conn, halfClose: boolean): Promise<void> {
   const small = new Uint8Array(RELAY_MIN);
   let buf = small;
   const read = socketReader(from); // (buf is never empty: 0 is the end of the stream)
