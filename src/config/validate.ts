@@ -288,38 +288,34 @@ export function validateConfig(
       "Add a tls section with cert_path and key_path (or acme)",
     );
   }
-  // Accepted for compatibility with the Rust Prox, but without effect on Deno.serve.
-  const inactive = ["http2_max_frame_size", "http2_max_concurrent_streams"] as const;
-  for (const k of inactive) {
-    if (config.protocols[k] !== undefined) {
-      warn(["protocols", k], `${k} has no effect: Deno's HTTP/2 settings are fixed`);
+  // Prox's own engines (the default) honour the HTTP/2 settings; Deno.serve has its own, fixed.
+  if (config.protocols.http1_engine === "deno") {
+    const inactive = ["http2_max_frame_size", "http2_max_concurrent_streams"] as const;
+    for (const k of inactive) {
+      if (config.protocols[k] !== undefined) {
+        warn(
+          ["protocols", k],
+          `${k} has no effect with http1_engine: deno: Deno's HTTP/2 settings are fixed`,
+          "Leave it out, or remove http1_engine: deno",
+        );
+      }
+    }
+    if (!config.protocols.http2_enabled) {
+      warn(
+        ["protocols", "http2_enabled"],
+        "http2_enabled: false has no effect with http1_engine: deno: HTTP/2 cannot be turned " +
+          "off on Deno's HTTP server",
+        "Leave it out, or remove http1_engine: deno",
+      );
     }
   }
-  if (!config.protocols.http2_enabled) {
-    warn(
-      ["protocols", "http2_enabled"],
-      "http2_enabled: false has no effect: HTTP/2 cannot be turned off on Deno's HTTP server",
-    );
-  }
-  // `prox` is the default: only a file that asks for the engine on a TLS listener hears of it.
-  const engineAsked = parsed.written?.(["protocols", "http1_engine"]) ?? false;
-  if (config.protocols.http1_engine === "prox" && engineAsked && config.tls) {
-    warn(
-      ["protocols", "http1_engine"],
-      "http1_engine: prox has no effect on a listener with TLS: Deno's HTTP server answers " +
-        "HTTPS (and http_redirect) itself",
-      "Leave it out, or use it on a plain-HTTP listen_addr (behind a TLS-terminating balancer)",
-    );
-  }
   const idleAsked = parsed.written?.(["protocols", "http1_idle_timeout"]) ?? false;
-  if (idleAsked && (config.tls || config.protocols.http1_engine === "deno")) {
+  if (idleAsked && config.protocols.http1_engine === "deno") {
     warn(
       ["protocols", "http1_idle_timeout"],
-      "http1_idle_timeout has no effect here: it applies to Prox's own HTTP/1.1 engine, which " +
-        "serves plain-HTTP listeners only, and Deno's HTTP server closes no idle connection",
-      config.tls
-        ? "Leave it out, or use it on a plain-HTTP listen_addr (behind a TLS-terminating balancer)"
-        : "Leave it out, or remove http1_engine: deno",
+      "http1_idle_timeout has no effect here: it applies to Prox's own engines, and Deno's " +
+        "HTTP server closes no idle connection",
+      "Leave it out, or remove http1_engine: deno",
     );
   }
   for (const w of workersIssues(config)) add(w.severity, w.path, w.message, w.hint);

@@ -11,28 +11,24 @@ const warnings = (yaml: string) =>
   loadConfigText(BASE + yaml, { file: "c.yaml", env: { exists: () => true } }).issues
     .filter((i) => i.severity === "warning").map((i) => `${i.path}: ${i.message}`);
 
-Deno.test("validateConfig warns about http1_engine: prox on a TLS listener only when written", () => {
+Deno.test("validateConfig: Prox's engines serve TLS listeners too, and honour the HTTP/2 keys", () => {
   const tls = "tls: { cert_path: c.pem, key_path: k.pem }\n";
-  const said = warnings(`${tls}protocols: { http1_engine: prox }\n`);
-  assert.equal(said.length, 1);
-  assert.match(said[0], /^protocols\.http1_engine: http1_engine: prox has no effect .* with TLS/);
-  // The engine is the default: a TLS config that does not name it loads without a word about it.
-  assert.deepEqual(warnings(tls), []);
-  assert.deepEqual(warnings(`${tls}protocols: { websocket_enabled: true }\n`), []);
-  assert.deepEqual(warnings(`${tls}protocols: { http1_engine: deno }\n`), []);
-  // Without TLS the engine serves: nothing to warn about either way.
-  assert.deepEqual(warnings("protocols: { http1_engine: prox }\n"), []);
+  const h2 = "http2_enabled: false, http2_max_frame_size: 32768, http2_max_concurrent_streams: 50";
+  // On the engines (the default, or asked for) the HTTP/2 keys apply: no warning.
+  assert.deepEqual(warnings(`${tls}protocols: { http1_engine: prox }\n`), []);
+  assert.deepEqual(warnings(`${tls}protocols: { ${h2} }\n`), []);
+  assert.deepEqual(warnings(`${tls}protocols: { http1_idle_timeout: 10m }\n`), []);
+  // On Deno.serve they do not, and each says so.
+  const onDeno = warnings(`${tls}protocols: { http1_engine: deno, ${h2} }\n`).join("\n");
+  assert.match(onDeno, /http2_enabled: false has no effect with http1_engine: deno/);
+  assert.match(onDeno, /http2_max_frame_size has no effect with http1_engine: deno/);
+  assert.match(onDeno, /http2_max_concurrent_streams has no effect with http1_engine: deno/);
+  assert.equal(onDeno.split("\n").length, 3, onDeno);
 });
 
 Deno.test("validateConfig warns about http1_idle_timeout where the engine does not serve", () => {
-  const tls = "tls: { cert_path: c.pem, key_path: k.pem }\n";
-  const onTls = warnings(`${tls}protocols: { http1_idle_timeout: 10m }\n`);
-  assert.equal(onTls.length, 1);
-  assert.match(onTls[0], /^protocols\.http1_idle_timeout: http1_idle_timeout has no effect here/);
-  assert.equal(
-    warnings("protocols: { http1_engine: deno, http1_idle_timeout: 10m }\n").length,
-    1,
-  );
+  const said = warnings("protocols: { http1_engine: deno, http1_idle_timeout: 10m }\n");
+  assert.equal(said.length, 1);
+  assert.match(said[0], /^protocols\.http1_idle_timeout: http1_idle_timeout has no effect here/);
   assert.deepEqual(warnings("protocols: { http1_idle_timeout: 10m }\n"), []);
-  assert.deepEqual(warnings(tls), []);
 });
