@@ -1,0 +1,359 @@
+// Prox's own HTTP/2 engine (src/adapters/h2/) on a TLS listener: flow control both ways with real
+// clients (nghttp with small windows, curl uploads), the protocol settings from the config, and
+// what a raw client that breaks the rules gets (a malformed request, streams past the limit,
+// streams reset faster than they finish, a drain's GOAWAY).
+import assert from "node:assert/strict";
+import { interopTest, ROOT, run, startUpstream, waitFor } from "../_harness.ts";
+import { startProxy } from "./_proxy.ts";
+import {
+  ErrorCode,
+  Flag,
+  FRAME_HEADER,
+  FrameType,
+  FrameWriter,
+  PREFACE,
+} from "../../src/adapters/h2/frames.ts";
+import { HpackDecoder, HpackEncoder } from "../../src/adapters/h2/hpack.ts";
+
+const TLS = `${ROOT}/tests/fixtures/tls`;
+const CA = Deno.readTextFileSync(`${TLS}/ca.pem`);
+
+function config(upstream: string, protocols = ""): string {
+  return `listen_addr: "127.0.0.1:0"
+tls:
+  cert_path: "${TLS}/cert.pem"
+  key_path: "${TLS}/key.pem"
+health_check: { enabled: false }
+${protocols ? `protocols: { ${protocols} }` : ""}
+routes:
+  "/":
+    type: proxy
+    target: "${upstream}"
+`;
+}
+
+async function sha256(bytes: Uint8Array<ArrayBuffer>): Promise<string> {
+  const d = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
+  return Array.from(d, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/** 1 MiB of bytes that are not all alike. */
+const BIG = Uint8Array.from({ length: 1 << 20 }, (_, i) => (i * 7 + (i >> 10)) & 0xff);
+
+interopTest("nghttp with 16 KiB windows gets a 1 MiB answer whole through the engine", [
+  "nghttp",
+], async () => {
+  await using up = await startUpstream(() => new Response(BIG));
+  await using prox = await startProxy(config(up.url), { keepListen: true, tls: true });
+  // -w/-W 14: the stream's and the connection's windows are 2^14 bytes, so the answer goes out
+  // in about 64 rounds of WINDOW_UPDATE.
+  const cmd = new Deno.Command("nghttp", {
+    args: ["-w", "14", "-W", "14", `https://127.0.0.1:${prox.port}/big`],
+    stdout: "piped",
+    stderr: "piped",
+  });
+  const out = await cmd.output();
+  assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+  assert.equal(out.stdout.length, BIG.length);
+  assert.equal(await sha256(out.stdout), await sha256(BIG));
+});
+
+interopTest("curl uploads 3 MiB over HTTP/2 and the upstream gets every byte", [
+  "curl",
+], async () => {
+  await using up = await startUpstream(async (req) => {
+    const got = new Uint8Array(await req.arrayBuffer());
+    return new Response(`${got.length} ${await sha256(got)}`);
+  });
+  await using prox = await startProxy(config(up.url), { keepListen: true, tls: true });
+  const body = new Uint8Array(3 << 20);
+  for (let i = 0; i < body.length; i++) body[i] = (i * 13) & 0xff;
+  const file = await Deno.makeTempFile();
+  try {
+    await Deno.writeFile(file, body);
+    const out = await run("curl", [
+      "-sS",
+      "--http2",
+      "--cacert",
+      `${TLS}/ca.pem`,
+      "--data-binary",
+      `@${file}`,
+      "-w",
+      " %{http_version}",
+      `https://localhost:${prox.port}/up`,
+    ]);
+    assert.equal(out.code, 0, out.stderr);
+    assert.equal(out.stdout, `${body.length} ${await sha256(body)} 2`);
+  } finally {
+    await Deno.remove(file);
+  }
+});
+
+interopTest("http2_enabled: false offers only HTTP/1.1 by ALPN", ["curl"], async () => {
+  await using up = await startUpstream(() => new Response("ok"));
+  await using prox = await startProxy(config(up.url, "http2_enabled: false"), {
+    keepListen: true,
+    tls: true,
+  });
+  const out = await run("curl", [
+    "-sS",
+    "--http2",
+    "--cacert",
+    `${TLS}/ca.pem`,
+    "-w",
+    " %{http_version}",
+    `https://localhost:${prox.port}/`,
+  ]);
+  assert.equal(out.stdout, "ok 1.1", out.stderr);
+});
+
+interface Frame {
+  type: number;
+  flags: number;
+  id: number;
+  payload: Uint8Array;
+}
+
+/** A raw HTTP/2 client over TLS, for what no well-behaved client sends. */
+class RawH2 {
+  readonly out = new FrameWriter();
+  readonly enc = new HpackEncoder();
+  readonly dec = new HpackDecoder();
+  #buf = new Uint8Array(0);
+  frames: Frame[] = [];
+  closed = false;
+  #reading: Promise<void>;
+
+  private constructor(readonly conn: Deno.TlsConn) {
+    this.#reading = this.#read();
+  }
+
+  static async open(port: number): Promise<RawH2> {
+    const conn = await Deno.connectTls({
+      hostname: "localhost",
+      port,
+      caCerts: [CA],
+      alpnProtocols: ["h2"],
+    });
+    const h = await conn.handshake();
+    assert.equal(h.alpnProtocol, "h2");
+    const c = new RawH2(conn);
+    await conn.write(PREFACE);
+    c.out.settings([]);
+    await c.flush();
+    return c;
+  }
+
+  async #read(): Promise<void> {
+    const chunk = new Uint8Array(64 * 1024);
+    try {
+      for (;;) {
+        const n = await this.conn.read(chunk);
+        if (n === null) break;
+        const next = new Uint8Array(this.#buf.length + n);
+        next.set(this.#buf);
+        next.set(chunk.subarray(0, n), this.#buf.length);
+        this.#buf = next;
+        while (this.#buf.length >= FRAME_HEADER) {
+          const b = this.#buf;
+          const len = (b[0] << 16) | (b[1] << 8) | b[2];
+          if (b.length < FRAME_HEADER + len) break;
+          const id = ((b[5] & 0x7f) << 24) | (b[6] << 16) | (b[7] << 8) | b[8];
+          this.frames.push({
+            type: b[3],
+            flags: b[4],
+            id,
+            payload: b.slice(FRAME_HEADER, FRAME_HEADER + len),
+          });
+          this.#buf = b.slice(FRAME_HEADER + len);
+        }
+      }
+    } catch {
+      // reset by the server
+    }
+    this.closed = true;
+  }
+
+  async flush(): Promise<void> {
+    const bytes = this.out.take();
+    for (let off = 0; off < bytes.length;) off += await this.conn.write(bytes.subarray(off));
+  }
+
+  /** HEADERS for a GET of `path` on stream `id`, with `extra` fields as given (any case). */
+  request(id: number, path: string, extra: [string, string][] = [], end = true): void {
+    this.enc.begin();
+    this.enc.field(":method", "GET").field(":scheme", "https").field(":path", path);
+    this.enc.field(":authority", "localhost");
+    for (const [n, v] of extra) this.enc.field(n, v);
+    this.out.headers(id, this.enc.block, end, 16384);
+  }
+
+  /** The frames of `type` on stream `id` seen so far. */
+  on(id: number, type: number): Frame[] {
+    return this.frames.filter((f) => f.id === id && f.type === type);
+  }
+
+  /** The status of stream `id`'s answer, once its HEADERS came. */
+  status(id: number): string | undefined {
+    const h = this.on(id, FrameType.HEADERS)[0];
+    if (!h) return undefined;
+    let status: string | undefined;
+    this.dec.decode(h.payload, (n, v) => n === ":status" && (status = v));
+    return status;
+  }
+
+  async close(): Promise<void> {
+    try {
+      this.conn.close();
+    } catch { /* closed */ }
+    await this.#reading;
+  }
+}
+
+const u32 = (p: Uint8Array) => ((p[0] << 24) | (p[1] << 16) | (p[2] << 8) | p[3]) >>> 0;
+
+Deno.test("a malformed request gets RST_STREAM PROTOCOL_ERROR and the connection goes on", async () => {
+  await using up = await startUpstream(() => new Response("fine"));
+  await using prox = await startProxy(config(up.url), { keepListen: true, tls: true });
+  const c = await RawH2.open(prox.port);
+  try {
+    c.request(1, "/a", [["X-Upper", "1"]]); // upper case: malformed (RFC 9113 §8.2.1)
+    c.request(3, "/b", [["connection", "close"]]); // connection-specific: malformed
+    c.request(5, "/c", [["x-fine", "1"]]);
+    await c.flush();
+    await waitFor(() => c.on(5, FrameType.DATA).length > 0, { what: "stream 5's answer" });
+    for (const id of [1, 3]) {
+      const rst = c.on(id, FrameType.RST_STREAM);
+      assert.equal(rst.length, 1, `stream ${id} reset`);
+      assert.equal(u32(rst[0].payload), ErrorCode.PROTOCOL_ERROR);
+    }
+    assert.equal(c.status(5), "200");
+    assert.equal(new TextDecoder().decode(c.on(5, FrameType.DATA)[0].payload), "fine");
+    assert.equal(c.frames.filter((f) => f.type === FrameType.GOAWAY).length, 0);
+  } finally {
+    await c.close();
+  }
+});
+
+Deno.test("http2_max_concurrent_streams is announced and streams past it are refused", async () => {
+  let release!: () => void;
+  const held = new Promise<void>((r) => release = r);
+  let arrived = 0;
+  await using up = await startUpstream(async () => {
+    arrived++;
+    await held;
+    return new Response("late");
+  });
+  await using prox = await startProxy(config(up.url, "http2_max_concurrent_streams: 2"), {
+    keepListen: true,
+    tls: true,
+  });
+  const c = await RawH2.open(prox.port);
+  try {
+    await waitFor(() => c.frames.find((f) => f.type === FrameType.SETTINGS && !f.flags), {
+      what: "the server's SETTINGS",
+    });
+    const settings = c.frames.find((f) => f.type === FrameType.SETTINGS && !f.flags)!.payload;
+    const announced: Record<number, number> = {};
+    for (let i = 0; i < settings.length; i += 6) {
+      announced[(settings[i] << 8) | settings[i + 1]] = u32(settings.subarray(i + 2));
+    }
+    assert.equal(announced[0x3], 2);
+    c.request(1, "/1");
+    c.request(3, "/3");
+    c.request(5, "/5");
+    await c.flush();
+    await waitFor(() => c.on(5, FrameType.RST_STREAM).length > 0, { what: "stream 5 refused" });
+    assert.equal(u32(c.on(5, FrameType.RST_STREAM)[0].payload), ErrorCode.REFUSED_STREAM);
+    await waitFor(() => arrived === 2, { what: "two requests upstream" });
+    release();
+    await waitFor(() => c.status(1) && c.status(3), { what: "streams 1 and 3 answered" });
+  } finally {
+    release();
+    await c.close();
+  }
+});
+
+Deno.test("a client that resets streams faster than they finish gets GOAWAY ENHANCE_YOUR_CALM", async () => {
+  let release!: () => void;
+  const held = new Promise<void>((r) => release = r);
+  await using up = await startUpstream(async () => {
+    await held;
+    return new Response("late");
+  });
+  await using prox = await startProxy(config(up.url, "http2_max_concurrent_streams: 10"), {
+    keepListen: true,
+    tls: true,
+  });
+  const c = await RawH2.open(prox.port);
+  try {
+    // Each stream opened and reset at once (CVE-2023-44487): none waits for its answer, so the
+    // limit of open streams never applies, but the work of each goes on upstream.
+    for (let id = 1; id < 2 * 100; id += 2) {
+      c.request(id, `/r${id}`);
+      c.out.u32(FrameType.RST_STREAM, id, ErrorCode.CANCEL);
+    }
+    await c.flush();
+    await waitFor(() => c.frames.find((f) => f.type === FrameType.GOAWAY), { what: "GOAWAY" });
+    const goaway = c.frames.find((f) => f.type === FrameType.GOAWAY)!;
+    assert.equal(u32(goaway.payload.subarray(4)), ErrorCode.ENHANCE_YOUR_CALM);
+    await waitFor(() => c.closed, { what: "the connection closed" });
+  } finally {
+    release();
+    await c.close();
+  }
+});
+
+Deno.test("a drain sends GOAWAY, finishes the stream in flight and closes", async () => {
+  let release!: () => void;
+  const held = new Promise<void>((r) => release = r);
+  let arrived = false;
+  await using up = await startUpstream(async () => {
+    arrived = true;
+    await held;
+    return new Response("finished");
+  });
+  const prox = await startProxy(config(up.url), { keepListen: true, tls: true });
+  const c = await RawH2.open(prox.port);
+  try {
+    c.request(1, "/slow");
+    await c.flush();
+    await waitFor(() => arrived, { what: "the request upstream" });
+    const stopping = prox.server.shutdown();
+    await waitFor(() => c.frames.find((f) => f.type === FrameType.GOAWAY), { what: "GOAWAY" });
+    const goaway = c.frames.find((f) => f.type === FrameType.GOAWAY)!;
+    assert.equal(u32(goaway.payload) & 0x7fffffff, 1, "the last stream taken");
+    assert.equal(u32(goaway.payload.subarray(4)), ErrorCode.NO_ERROR);
+    release();
+    await stopping;
+    await waitFor(() => c.closed, { what: "the connection closed" });
+    assert.equal(c.status(1), "200");
+    const data = c.on(1, FrameType.DATA);
+    assert.equal(data.map((f) => new TextDecoder().decode(f.payload)).join(""), "finished");
+    assert.ok(data.at(-1)!.flags & Flag.END_STREAM);
+  } finally {
+    release();
+    await c.close();
+    await prox[Symbol.asyncDispose]();
+  }
+});
+
+Deno.test("/status shows the HTTP/2 engine's requests and connections", async () => {
+  await using up = await startUpstream(() => new Response("x"));
+  await using prox = await startProxy(
+    config(up.url).replace("health_check:", 'admin: { listen_addr: "127.0.0.1:0" }\nhealth_check:'),
+    { keepListen: true, tls: true },
+  );
+  const c = await RawH2.open(prox.port);
+  try {
+    c.request(1, "/1");
+    c.request(3, "/3");
+    await c.flush();
+    await waitFor(() => c.status(1) && c.status(3), { what: "two answers" });
+    const res = await fetch(`http://127.0.0.1:${prox.server.admin!.port}/status`);
+    const main = (await res.json()).listeners.find((l: { name: string }) => l.name === "main");
+    assert.deepEqual(main.http2Engine, { served: 2, connections: 1, streams: 0 });
+  } finally {
+    await c.close();
+  }
+});
