@@ -89,6 +89,37 @@ interopTest("curl uploads 3 MiB over HTTP/2 and the upstream gets every byte", [
   }
 });
 
+interopTest("Expect: 100-continue over HTTP/2 gets its 100 and is not passed on", [
+  "curl",
+], async () => {
+  await using up = await startUpstream(async (req) => {
+    const got = await req.arrayBuffer();
+    return new Response(`${got.byteLength} expect=${req.headers.get("expect")}`);
+  });
+  await using prox = await startProxy(config(up.url), { keepListen: true, tls: true });
+  const out = await run("curl", [
+    "-sS",
+    "--http2",
+    "--cacert",
+    `${TLS}/ca.pem`,
+    "-H",
+    "Expect: 100-continue",
+    // Without the 100, curl would wait this long before sending the body anyway.
+    "--expect100-timeout",
+    "30",
+    "--data-binary",
+    "x".repeat(5000),
+    "-w",
+    " %{http_code}",
+    "-D",
+    "-",
+    `https://localhost:${prox.port}/`,
+  ]);
+  assert.equal(out.code, 0, out.stderr);
+  assert.match(out.stdout, /^HTTP\/2 100/);
+  assert.match(out.stdout, /5000 expect=null 200$/);
+});
+
 interopTest("http2_enabled: false offers only HTTP/1.1 by ALPN", ["curl"], async () => {
   await using up = await startUpstream(() => new Response("ok"));
   await using prox = await startProxy(config(up.url, "http2_enabled: false"), {

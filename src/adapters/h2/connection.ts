@@ -449,7 +449,8 @@ export class H2Connection {
       this.#onIdle = null;
       f();
     }
-    if (this.#goawaySent || this.#peerGone) this.close();
+    // The last answers' frames go out before the connection closes.
+    if (this.#goawaySent || this.#peerGone) void this.#settle().then(() => this.close());
   }
 
   /** Checks a request's fields and starts its exchange (or resets a malformed one). */
@@ -458,6 +459,7 @@ export class H2Connection {
     const fields = new HeaderList();
     let cookie: string | null = null;
     let regular = false;
+    let expectContinue = false;
     for (let i = 0; i < names.length; i++) {
       const n = names[i], v = values[i];
       if (n.charCodeAt(0) === 58 /* : */) {
@@ -487,6 +489,14 @@ export class H2Connection {
         if (!authority) authority = v;
         continue;
       }
+      if (n === "expect") {
+        // 100-continue is answered here (below); any other expectation cannot be met.
+        if (v.toLowerCase() !== "100-continue") {
+          return this.#answerRefusal(s, 417, "Expectation failed\n");
+        }
+        expectContinue = true;
+        continue;
+      }
       if (n === "content-length") {
         if (!/^[0-9]{1,15}$/.test(v) || (s.declared >= 0 && s.declared !== Number(v))) {
           return this.#malformed(s);
@@ -509,6 +519,11 @@ export class H2Connection {
     // Host first, as an HTTP/1.1 request has it (upstreams get it from the URL's authority).
     if (cookie !== null) fields.appendChecked("cookie", cookie);
     if (s.remoteEnded && s.declared > 0) return this.#malformed(s);
+    if (expectContinue && !s.remoteEnded) {
+      // The client may hold its body back until a 100: sent at once, as Deno.serve does.
+      this.#out.headers(s.id, this.#encoder.begin().status(100).block, false, this.#peerMaxFrame);
+      this.#flush();
+    }
     const body = s.remoteEnded ? null : this.#bodyStream(s);
     const base = this.#env.tls ? "https://" : "http://";
     const req = new WireRequest(
