@@ -36,6 +36,8 @@ export const MAX_STREAMS = 128;
 const STREAM_WINDOW = 256 * 1024;
 /** The connection's receive window: the most request body a connection buffers. */
 const CONNECTION_WINDOW = 1024 * 1024;
+/** The read buffer a connection waits with; a frame that does not fit grows it for a while. */
+const READ_SIZE = 8 * 1024;
 /** The largest frame this side accepts unless configured (the protocol's default). */
 const MAX_FRAME_IN = 16 * 1024;
 /** The most a request's fields may take (name + value + 32 each); past it, a 431. */
@@ -214,7 +216,7 @@ export class H2Connection {
     ]);
     this.#out.u32(FrameType.WINDOW_UPDATE, 0, CONNECTION_WINDOW - 65535);
     this.#flush();
-    let buf = new Uint8Array(Math.max(32 * 1024, first.length * 2));
+    let buf = new Uint8Array(Math.max(READ_SIZE, first.length * 2));
     buf.set(first);
     let start = 0;
     let end = first.length;
@@ -253,17 +255,24 @@ export class H2Connection {
           }
           if (this.#closed || (this.#peerGone && this.#inWork === 0)) break;
         }
-        if (start === end) start = end = 0;
-        else if (buf.length - end < FRAME_HEADER + this.#maxFrameIn) {
-          if (start > 0) {
+        if (start === end) {
+          start = end = 0;
+          // All read: a buffer a large frame grew goes back to the small one.
+          if (buf.length > READ_SIZE) buf = new Uint8Array(READ_SIZE);
+        } else {
+          // What the frame begun needs (its header first), from the front of the buffer.
+          const need = !preface
+            ? PREFACE.length
+            : end - start < FRAME_HEADER
+            ? FRAME_HEADER
+            : FRAME_HEADER + ((buf[start] << 16) | (buf[start + 1] << 8) | buf[start + 2]);
+          if (start > 0 && (start + need > buf.length || end === buf.length)) {
             buf.copyWithin(0, start, end);
             end -= start;
             start = 0;
           }
-          if (buf.length - end < FRAME_HEADER + this.#maxFrameIn) {
-            const bigger = new Uint8Array(
-              Math.max(buf.length * 2, 2 * (FRAME_HEADER + this.#maxFrameIn)),
-            );
+          if (need > buf.length) {
+            const bigger = new Uint8Array(Math.max(need, buf.length * 2));
             bigger.set(buf.subarray(0, end));
             buf = bigger;
           }
@@ -948,6 +957,7 @@ export class H2Connection {
     } finally {
       this.#writing = false;
       this.#wakeDrained();
+      if (this.#inWork === 0 && this.#out.length === 0) this.#out.release();
     }
   }
 

@@ -50,6 +50,8 @@ export const ErrorCode = {
   HTTP_1_1_REQUIRED: 0xd,
 } as const;
 
+const NONE = new Uint8Array(0);
+
 /** The client connection preface (RFC 9113 §3.4). */
 export const PREFACE = new TextEncoder().encode("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
 
@@ -71,18 +73,17 @@ export class ConnectionError extends Error {
  * that two buffers alternate while a write is in flight.
  */
 export class FrameWriter {
-  #buf: Uint8Array;
+  /** Made when the first frame comes (an idle connection holds no buffer: `release`). */
+  #buf: Uint8Array = NONE;
   #spare: Uint8Array | null = null;
   length = 0;
 
-  constructor(readonly initial = 16 * 1024) {
-    this.#buf = new Uint8Array(initial);
-  }
+  constructor(readonly initial = 16 * 1024) {}
 
   #room(n: number): void {
     const need = this.length + n;
     if (need <= this.#buf.length) return;
-    let size = this.#buf.length * 2;
+    let size = Math.max(this.#buf.length * 2, this.initial);
     while (size < need) size *= 2;
     const bigger = new Uint8Array(size);
     bigger.set(this.#buf.subarray(0, this.length));
@@ -162,11 +163,16 @@ export class FrameWriter {
   /** What is waiting, for one write; the writer continues in its spare buffer. */
   take(): Uint8Array {
     const out = this.#buf.subarray(0, this.length);
-    const spare = this.#spare;
-    this.#buf = spare && spare.length >= this.initial ? spare : new Uint8Array(this.initial);
+    this.#buf = this.#spare ?? NONE;
     this.#spare = null;
     this.length = 0;
     return out;
+  }
+
+  /** Lets the buffers go while nothing waits (an idle connection). */
+  release(): void {
+    this.#spare = null;
+    if (this.length === 0) this.#buf = NONE;
   }
 
   /** A buffer `take` gave is written and free again (kept unless it grew past 4× the start). */
