@@ -157,7 +157,7 @@ Deno.test("config warnings at start-up are logged located, as on reload", async 
   const file = `${dir}/config.yaml`;
   await Deno.writeTextFile(
     file,
-    config("127.0.0.1:0", "protocols: { http2_max_frame_size: 32768 }\n"),
+    config("127.0.0.1:0", "protocols: { http2_max_frame_size: 32768, http1_engine: deno }\n"),
   );
   const logger = captureLogger();
   const server = await startServer({ path: file }, { logger, watch: false });
