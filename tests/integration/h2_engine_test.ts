@@ -335,6 +335,38 @@ Deno.test("a client that resets streams faster than they finish gets GOAWAY ENHA
   }
 });
 
+Deno.test("PINGs are answered, and a flood of them ends the connection", async () => {
+  await using up = await startUpstream(() => new Response("x"));
+  await using prox = await startProxy(config(up.url), { keepListen: true, tls: true });
+  const pings = (c: RawH2, n: number) => {
+    for (let i = 0; i < n; i++) {
+      c.out.frame(FrameType.PING, 0, 0, new Uint8Array(8).fill(i & 0xff));
+    }
+  };
+  const calm = await RawH2.open(prox.port);
+  try {
+    pings(calm, 500);
+    await calm.flush();
+    const acks = () => calm.frames.filter((f) => f.type === FrameType.PING && f.flags & Flag.ACK);
+    await waitFor(() => acks().length === 500, { what: "500 PING acks" });
+    assert.deepEqual(acks()[499].payload, new Uint8Array(8).fill(499 & 0xff));
+    assert.equal(calm.frames.filter((f) => f.type === FrameType.GOAWAY).length, 0);
+  } finally {
+    await calm.close();
+  }
+  const flood = await RawH2.open(prox.port);
+  try {
+    pings(flood, 1500);
+    await flood.flush().catch(() => {});
+    await waitFor(() => flood.frames.find((f) => f.type === FrameType.GOAWAY), { what: "GOAWAY" });
+    const goaway = flood.frames.find((f) => f.type === FrameType.GOAWAY)!;
+    assert.equal(u32(goaway.payload.subarray(4)), ErrorCode.ENHANCE_YOUR_CALM);
+    await waitFor(() => flood.closed, { what: "the connection closed" });
+  } finally {
+    await flood.close();
+  }
+});
+
 Deno.test("a drain sends GOAWAY, finishes the stream in flight and closes", async () => {
   let release!: () => void;
   const held = new Promise<void>((r) => release = r);

@@ -46,8 +46,14 @@ export const MAX_HEADER_LIST = 64 * 1024;
 const MAX_BLOCK = MAX_HEADER_LIST + 16 * 1024;
 /** Frames waiting for a write past this hold up the streams that write them. */
 const WRITE_HIGH = 256 * 1024;
-/** Frames with no stream work (PING, SETTINGS, empty DATA…) allowed per request served, plus a floor. */
+/**
+ * Frames that ask work of this side without a request (PING, SETTINGS, PRIORITY, empty DATA,
+ * unknown types) allowed within CONTROL_PERIOD_MS, plus 10 per request (up to ten times as many):
+ * past them the client floods, and the connection ends with ENHANCE_YOUR_CALM. A client that pings
+ * now and then for years never comes near.
+ */
 const CONTROL_BUDGET = 1000;
+const CONTROL_PERIOD_MS = 10_000;
 
 const NO_BYTES = new Uint8Array(0);
 /** Fields that do not exist in HTTP/2 (RFC 9113 §8.2.2): a request with one is malformed. */
@@ -167,6 +173,8 @@ export class H2Connection {
   #peerGone = false;
   /** Control frames left before the client counts as flooding (refilled by requests). */
   #controlBudget = CONTROL_BUDGET;
+  /** When the current budget period began. */
+  #controlSince = Date.now();
   /** When the connection last had no stream in work (0: busy). */
   idleSince = Date.now();
   /** Resolves when run() has ended. */
@@ -310,7 +318,12 @@ export class H2Connection {
   #block: { stream: number; end: boolean; parts: Uint8Array[]; size: number } | null = null;
 
   #spend(): void {
-    if (--this.#controlBudget < 0) {
+    if (--this.#controlBudget >= 0) return;
+    const now = Date.now();
+    if (now - this.#controlSince >= CONTROL_PERIOD_MS) {
+      this.#controlSince = now;
+      this.#controlBudget = CONTROL_BUDGET - 1;
+    } else {
       throw new ConnectionError(ErrorCode.ENHANCE_YOUR_CALM, "Too many control frames");
     }
   }
@@ -431,9 +444,9 @@ export class H2Connection {
     if (this.#inWork >= this.#maxInWork) {
       throw new ConnectionError(ErrorCode.ENHANCE_YOUR_CALM, "Streams reset faster than served");
     }
-    // Each request served earns the client some control frames (a browser pings and updates its
-    // windows as it goes), up to the budget's start.
-    this.#controlBudget = Math.min(CONTROL_BUDGET, this.#controlBudget + 10);
+    // Each request earns the client some control frames (a browser pings and updates its windows
+    // as it goes).
+    this.#controlBudget = Math.min(this.#controlBudget + 10, 10 * CONTROL_BUDGET);
     const s = new Stream(id, this.#peerWindow);
     this.#streams.set(id, s);
     s.remoteEnded = b.end;
