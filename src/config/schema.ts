@@ -49,8 +49,8 @@ export const Tls = z.object({
 }).strict();
 
 export const Http3Config = z.object({
-  // These three and the http2_* sizes have no effect on Deno (README "Accepted but without
-  // effect"); any value the Rust Prox accepted loads, 0 included.
+  // These three have no effect on Deno (README "Accepted but without effect"); any value the Rust
+  // Prox accepted loads, 0 included (as for the http2_* sizes, where 0 means the default).
   max_data: z.int().min(0).default(10_000_000),
   max_stream_data: z.int().min(0).default(1_000_000),
   max_streams_bidi: z.int().positive().default(100),
@@ -64,8 +64,9 @@ export const Protocols = z.object({
   http2_enabled: z.boolean().default(true),
   websocket_enabled: z.boolean().default(true),
   http3_enabled: z.boolean().default(false),
-  // Who serves HTTP/1.1 on a listener without TLS: `prox` (Prox's own engine for the plainest
-  // requests, relaying every other connection to Deno.serve) or `deno` (Deno.serve alone).
+  // Who serves the main listener: `prox` (Prox's own engines: HTTP/1.1 for the plainest requests,
+  // relaying every other connection to Deno.serve, and HTTP/2 by ALPN with TLS or as h2c with
+  // prior knowledge) or `deno` (Deno.serve alone).
   http1_engine: z.enum(["deno", "prox"]).default("prox"),
   // On the engine: how long a connection may idle between requests, or take to send a head, before
   // it is closed (0s: never, as on Deno.serve). Longer than load balancers keep idle connections
