@@ -18,6 +18,17 @@ import { HpackDecoder, HpackEncoder } from "../../src/adapters/h2/hpack.ts";
 const TLS = `${ROOT}/tests/fixtures/tls`;
 const CA = Deno.readTextFileSync(`${TLS}/ca.pem`);
 
+// These tests are of the engine itself: PROX_H1_ENGINE=deno, with which the suite runs on
+// Deno.serve (.ci/run), would put their listeners on Deno.serve. It is lifted for this file only.
+let forced: string | undefined;
+Deno.test.beforeAll(() => {
+  forced = Deno.env.get("PROX_H1_ENGINE");
+  Deno.env.delete("PROX_H1_ENGINE");
+});
+Deno.test.afterAll(() => {
+  if (forced !== undefined) Deno.env.set("PROX_H1_ENGINE", forced);
+});
+
 function config(upstream: string, protocols = ""): string {
   return `listen_addr: "127.0.0.1:0"
 tls:
