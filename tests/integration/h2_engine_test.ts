@@ -346,6 +346,43 @@ Deno.test("a client that resets streams faster than they finish gets GOAWAY ENHA
   }
 });
 
+Deno.test("bodies without content-length reach the upstream whole, with it or after HEADERS", async () => {
+  await using up = await startUpstream(async (req) => {
+    const length = req.headers.get("content-length");
+    const coding = req.headers.get("transfer-encoding");
+    return new Response(`${length} ${coding} ${await req.text()}`);
+  });
+  await using prox = await startProxy(config(up.url), { keepListen: true, tls: true });
+  const c = await RawH2.open(prox.port);
+  try {
+    // No content-length field (HTTP/2 does not need one): HEADERS, then DATA with END_STREAM,
+    // in one write (handed on as bytes); and a body whose end comes in a later write (a stream,
+    // which the upstream gets as one too: the proxy keeps a small body for a retry).
+    c.enc.begin().field(":method", "POST").field(":scheme", "https").field(":path", "/small");
+    c.out.headers(1, c.enc.field(":authority", "localhost").block, false, 16384);
+    c.out.frame(FrameType.DATA, Flag.END_STREAM, 1, new TextEncoder().encode("hello"));
+    c.enc.begin().field(":method", "POST").field(":scheme", "https").field(":path", "/late");
+    c.out.headers(3, c.enc.field(":authority", "localhost").block, false, 16384);
+    c.out.frame(FrameType.DATA, 0, 3, new TextEncoder().encode("first "));
+    await c.flush();
+    // Stream 1's answer shows that the frames sent with stream 3's HEADERS were handled.
+    await waitFor(() => c.on(1, FrameType.DATA).some((f) => f.flags & Flag.END_STREAM), {
+      what: "stream 1's answer",
+    });
+    c.out.frame(FrameType.DATA, Flag.END_STREAM, 3, new TextEncoder().encode("last"));
+    await c.flush();
+    const text = (id: number) =>
+      c.on(id, FrameType.DATA).map((f) => new TextDecoder().decode(f.payload)).join("");
+    await waitFor(() => c.on(3, FrameType.DATA).some((f) => f.flags & Flag.END_STREAM), {
+      what: "stream 3's answer",
+    });
+    assert.equal(text(1), "5 null hello");
+    assert.equal(text(3), "10 null first last");
+  } finally {
+    await c.close();
+  }
+});
+
 Deno.test("PINGs are answered, and a flood of them ends the connection", async () => {
   await using up = await startUpstream(() => new Response("x"));
   await using prox = await startProxy(config(up.url), { keepListen: true, tls: true });

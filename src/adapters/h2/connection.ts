@@ -64,6 +64,10 @@ const CONNECTION_SPECIFIC = new Set([
   "transfer-encoding",
   "upgrade",
 ]);
+/** A method is a token (RFC 9110 §9.1). */
+const METHOD = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+/** The most request body handed on as bytes when it came whole with its head (h1: BODY_LIMIT). */
+const BODY_BYTES = 64 * 1024;
 /** Lowercase field names (RFC 9113 §8.2.1: upper case makes a request malformed). */
 const FIELD_NAME = /^[!#$%&'*+\-.^_`|~0-9a-z]+$/;
 /** A value with a byte HTTP/2 forbids (NUL, CR, LF), or with whitespace around it. */
@@ -261,6 +265,7 @@ export class H2Connection {
             }
             this.#frame(type, flags, id, payload);
           }
+          this.#startPending();
           if (this.#closed || (this.#peerGone && this.#inWork === 0)) break;
         }
         if (start === end) {
@@ -313,6 +318,9 @@ export class H2Connection {
     ]);
     clearTimeout(timer);
   }
+
+  /** Exchanges with a body to begin once the frames read with their HEADERS are handled. */
+  #pending: Array<() => void> = [];
 
   /** A field block being gathered from HEADERS and CONTINUATION frames. */
   #block: { stream: number; end: boolean; parts: Uint8Array[]; size: number } | null = null;
@@ -531,14 +539,16 @@ export class H2Connection {
       // No tunnels (and no extended CONNECT): refused as Deno.serve's HTTP/2 does.
       return this.#answerRefusal(s, 405, "CONNECT is not supported\n");
     }
-    if (!method || !scheme || !path || (path[0] !== "/" && path !== "*") || !authority) {
+    if (
+      !method || !scheme || !path || (path[0] !== "/" && path !== "*") || !authority ||
+      !METHOD.test(method)
+    ) {
       // An HTTP/2 request without an authority has no URL Prox can route (nor HTTP/1.1's Host).
       return this.#malformed(s);
     }
     if (BAD_VALUE.test(path) || /[\s]/.test(path) || /[\s/?#@]/.test(authority)) {
       return this.#malformed(s);
     }
-    // Host first, as an HTTP/1.1 request has it (upstreams get it from the URL's authority).
     if (cookie !== null) fields.appendChecked("cookie", cookie);
     if (s.remoteEnded && s.declared > 0) return this.#malformed(s);
     if (expectContinue && !s.remoteEnded) {
@@ -546,16 +556,46 @@ export class H2Connection {
       this.#out.headers(s.id, this.#encoder.begin().status(100).block, false, this.#peerMaxFrame);
       this.#flush();
     }
-    const body = s.remoteEnded ? null : this.#bodyStream(s);
-    const base = this.#env.tls ? "https://" : "http://";
-    const req = new WireRequest(
-      method,
-      base + authority + (path === "*" ? "/" : path),
-      fields,
-      () => s.signal,
-      null,
-      body,
-    );
+    const url = (this.#env.tls ? "https://" : "http://") + authority + (path === "*" ? "/" : path);
+    if (s.remoteEnded) return this.#begin(s, method, url, authority, fields, null, null);
+    // With a body: the exchange begins once the frames read with its HEADERS are handled, so that
+    // a small body that came whole with them is handed on as bytes, as the HTTP/1.1 engine does.
+    this.#pending.push(() => {
+      if (s.remoteEnded && s.failure === null && s.queued <= BODY_BYTES) {
+        const bytes = new Uint8Array(s.queued);
+        let at = 0;
+        for (const chunk of s.queue) {
+          bytes.set(chunk, at);
+          at += chunk.length;
+        }
+        this.#creditConnection(s.queued);
+        s.queue = [];
+        s.queued = 0;
+        return this.#begin(s, method, url, authority, fields, bytes, null);
+      }
+      this.#begin(s, method, url, authority, fields, null, this.#bodyStream(s));
+    });
+  }
+
+  /** Starts the exchanges whose HEADERS came in the frames just handled. */
+  #startPending(): void {
+    const pending = this.#pending;
+    if (pending.length === 0) return;
+    this.#pending = [];
+    for (const start of pending) start();
+  }
+
+  /** Hands a request to the pipeline and writes its answer. */
+  #begin(
+    s: Stream,
+    method: string,
+    url: string,
+    authority: string,
+    fields: HeaderList,
+    bytes: Uint8Array<ArrayBuffer> | null,
+    body: ReadableStream<Uint8Array> | null,
+  ): void {
+    const req = new WireRequest(method, url, fields, () => s.signal, bytes, body);
     let settle!: (ok: boolean) => void;
     const completed = new Promise<void>((resolve, reject) =>
       settle = (ok) => ok ? resolve() : reject(new Error("client went away"))
