@@ -39,6 +39,7 @@ fmt: deno
 	$(DENO) fmt
 
 bench: deno
+	bash bench/tools.sh
 	$(DENO) run -A bench/run.ts
 
 # One JavaScript file that runs with plain `deno run -A dist/prox.js` from any directory.
