@@ -63,3 +63,18 @@ routes:
     type: proxy
     target: "${target}"`;
 }
+
+/**
+ * For a test file of Prox's own engines: PROX_H1_ENGINE=deno, with which the suite runs on
+ * Deno.serve (.ci/run), would put its listeners on Deno.serve. It is lifted for that file only.
+ */
+export function onProxEngines(): void {
+  let forced: string | undefined;
+  Deno.test.beforeAll(() => {
+    forced = Deno.env.get("PROX_H1_ENGINE");
+    Deno.env.delete("PROX_H1_ENGINE");
+  });
+  Deno.test.afterAll(() => {
+    if (forced !== undefined) Deno.env.set("PROX_H1_ENGINE", forced);
+  });
+}

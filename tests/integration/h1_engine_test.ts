@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { freePort, interopTest, ROOT, run, startUpstream, waitFor } from "../_harness.ts";
 import { rawServer, readRequest } from "../_upstream_peers.ts";
-import { startProxy } from "./_proxy.ts";
+import { onProxEngines, startProxy } from "./_proxy.ts";
 import { rawExchange, readFrom, untilRefused } from "./_raw_client.ts";
 import { startServer } from "../../src/server.ts";
 import { silentLogger } from "../../src/ports.ts";
@@ -23,16 +23,8 @@ function relayedRequest(path = "/", close = false): string {
   return `GET ${path} HTTP/1.0\r\n${close ? "" : "Connection: keep-alive\r\n"}\r\n`;
 }
 
-// These tests are of the engine itself: PROX_H1_ENGINE=deno, with which the suite runs on
-// Deno.serve (.ci/run), would put their listeners on Deno.serve. It is lifted for this file only.
-let forced: string | undefined;
-Deno.test.beforeAll(() => {
-  forced = Deno.env.get("PROX_H1_ENGINE");
-  Deno.env.delete("PROX_H1_ENGINE");
-});
-Deno.test.afterAll(() => {
-  if (forced !== undefined) Deno.env.set("PROX_H1_ENGINE", forced);
-});
+// These tests are of the engine itself, even when the suite runs on Deno.serve.
+onProxEngines();
 
 /** A logger that keeps the access records. */
 function accessLogger() {

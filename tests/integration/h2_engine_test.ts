@@ -4,7 +4,7 @@
 // streams reset faster than they finish, a drain's GOAWAY).
 import assert from "node:assert/strict";
 import { interopTest, ROOT, run, startUpstream, waitFor } from "../_harness.ts";
-import { startProxy } from "./_proxy.ts";
+import { onProxEngines, startProxy } from "./_proxy.ts";
 import {
   ErrorCode,
   Flag,
@@ -18,16 +18,8 @@ import { HpackDecoder, HpackEncoder } from "../../src/adapters/h2/hpack.ts";
 const TLS = `${ROOT}/tests/fixtures/tls`;
 const CA = Deno.readTextFileSync(`${TLS}/ca.pem`);
 
-// These tests are of the engine itself: PROX_H1_ENGINE=deno, with which the suite runs on
-// Deno.serve (.ci/run), would put their listeners on Deno.serve. It is lifted for this file only.
-let forced: string | undefined;
-Deno.test.beforeAll(() => {
-  forced = Deno.env.get("PROX_H1_ENGINE");
-  Deno.env.delete("PROX_H1_ENGINE");
-});
-Deno.test.afterAll(() => {
-  if (forced !== undefined) Deno.env.set("PROX_H1_ENGINE", forced);
-});
+// These tests are of the engine itself, even when the suite runs on Deno.serve.
+onProxEngines();
 
 function config(upstream: string, protocols = ""): string {
   return `listen_addr: "127.0.0.1:0"
@@ -41,6 +33,30 @@ routes:
     type: proxy
     target: "${upstream}"
 `;
+}
+
+/** An upstream that holds every request until `release()`, counting those that arrived. */
+async function heldUpstream(body = "late") {
+  let release!: () => void;
+  const held = new Promise<void>((r) => release = r);
+  const state = { arrived: 0 };
+  const up = await startUpstream(async () => {
+    state.arrived++;
+    await held;
+    return new Response(body);
+  });
+  return Object.assign(up, { release, state });
+}
+
+/** curl over TLS to Prox with the test CA; prints what `extra` asks for. */
+function curl(port: number, path: string, ...extra: string[]) {
+  return run("curl", [
+    "-sS",
+    "--cacert",
+    `${TLS}/ca.pem`,
+    ...extra,
+    `https://localhost:${port}${path}`,
+  ]);
 }
 
 async function sha256(bytes: Uint8Array<ArrayBuffer>): Promise<string> {
@@ -82,17 +98,15 @@ interopTest("curl uploads 3 MiB over HTTP/2 and the upstream gets every byte", [
   const file = await Deno.makeTempFile();
   try {
     await Deno.writeFile(file, body);
-    const out = await run("curl", [
-      "-sS",
+    const out = await curl(
+      prox.port,
+      "/up",
       "--http2",
-      "--cacert",
-      `${TLS}/ca.pem`,
       "--data-binary",
       `@${file}`,
       "-w",
       " %{http_version}",
-      `https://localhost:${prox.port}/up`,
-    ]);
+    );
     assert.equal(out.code, 0, out.stderr);
     assert.equal(out.stdout, `${body.length} ${await sha256(body)} 2`);
   } finally {
@@ -108,11 +122,10 @@ interopTest("Expect: 100-continue over HTTP/2 gets its 100 and is not passed on"
     return new Response(`${got.byteLength} expect=${req.headers.get("expect")}`);
   });
   await using prox = await startProxy(config(up.url), { keepListen: true, tls: true });
-  const out = await run("curl", [
-    "-sS",
+  const out = await curl(
+    prox.port,
+    "/",
     "--http2",
-    "--cacert",
-    `${TLS}/ca.pem`,
     "-H",
     "Expect: 100-continue",
     // Without the 100, curl would wait this long before sending the body anyway.
@@ -124,8 +137,7 @@ interopTest("Expect: 100-continue over HTTP/2 gets its 100 and is not passed on"
     " %{http_code}",
     "-D",
     "-",
-    `https://localhost:${prox.port}/`,
-  ]);
+  );
   assert.equal(out.code, 0, out.stderr);
   assert.match(out.stdout, /^HTTP\/2 100/);
   assert.match(out.stdout, /5000 expect=null 200$/);
@@ -137,15 +149,7 @@ interopTest("http2_enabled: false offers only HTTP/1.1 by ALPN", ["curl"], async
     keepListen: true,
     tls: true,
   });
-  const out = await run("curl", [
-    "-sS",
-    "--http2",
-    "--cacert",
-    `${TLS}/ca.pem`,
-    "-w",
-    " %{http_version}",
-    `https://localhost:${prox.port}/`,
-  ]);
+  const out = await curl(prox.port, "/", "--http2", "-w", " %{http_version}");
   assert.equal(out.stdout, "ok 1.1", out.stderr);
 });
 
@@ -278,14 +282,7 @@ Deno.test("a malformed request gets RST_STREAM PROTOCOL_ERROR and the connection
 });
 
 Deno.test("http2_max_concurrent_streams is announced and streams past it are refused", async () => {
-  let release!: () => void;
-  const held = new Promise<void>((r) => release = r);
-  let arrived = 0;
-  await using up = await startUpstream(async () => {
-    arrived++;
-    await held;
-    return new Response("late");
-  });
+  await using up = await heldUpstream();
   await using prox = await startProxy(config(up.url, "http2_max_concurrent_streams: 2"), {
     keepListen: true,
     tls: true,
@@ -307,22 +304,17 @@ Deno.test("http2_max_concurrent_streams is announced and streams past it are ref
     await c.flush();
     await waitFor(() => c.on(5, FrameType.RST_STREAM).length > 0, { what: "stream 5 refused" });
     assert.equal(u32(c.on(5, FrameType.RST_STREAM)[0].payload), ErrorCode.REFUSED_STREAM);
-    await waitFor(() => arrived === 2, { what: "two requests upstream" });
-    release();
+    await waitFor(() => up.state.arrived === 2, { what: "two requests upstream" });
+    up.release();
     await waitFor(() => c.status(1) && c.status(3), { what: "streams 1 and 3 answered" });
   } finally {
-    release();
+    up.release();
     await c.close();
   }
 });
 
 Deno.test("a client that resets streams faster than they finish gets GOAWAY ENHANCE_YOUR_CALM", async () => {
-  let release!: () => void;
-  const held = new Promise<void>((r) => release = r);
-  await using up = await startUpstream(async () => {
-    await held;
-    return new Response("late");
-  });
+  await using up = await heldUpstream();
   await using prox = await startProxy(config(up.url, "http2_max_concurrent_streams: 10"), {
     keepListen: true,
     tls: true,
@@ -341,7 +333,7 @@ Deno.test("a client that resets streams faster than they finish gets GOAWAY ENHA
     assert.equal(u32(goaway.payload.subarray(4)), ErrorCode.ENHANCE_YOUR_CALM);
     await waitFor(() => c.closed, { what: "the connection closed" });
   } finally {
-    release();
+    up.release();
     await c.close();
   }
 });
@@ -416,26 +408,19 @@ Deno.test("PINGs are answered, and a flood of them ends the connection", async (
 });
 
 Deno.test("a drain sends GOAWAY, finishes the stream in flight and closes", async () => {
-  let release!: () => void;
-  const held = new Promise<void>((r) => release = r);
-  let arrived = false;
-  await using up = await startUpstream(async () => {
-    arrived = true;
-    await held;
-    return new Response("finished");
-  });
+  await using up = await heldUpstream("finished");
   const prox = await startProxy(config(up.url), { keepListen: true, tls: true });
   const c = await RawH2.open(prox.port);
   try {
     c.request(1, "/slow");
     await c.flush();
-    await waitFor(() => arrived, { what: "the request upstream" });
+    await waitFor(() => up.state.arrived === 1, { what: "the request upstream" });
     const stopping = prox.server.shutdown();
     await waitFor(() => c.frames.find((f) => f.type === FrameType.GOAWAY), { what: "GOAWAY" });
     const goaway = c.frames.find((f) => f.type === FrameType.GOAWAY)!;
     assert.equal(u32(goaway.payload) & 0x7fffffff, 1, "the last stream taken");
     assert.equal(u32(goaway.payload.subarray(4)), ErrorCode.NO_ERROR);
-    release();
+    up.release();
     await stopping;
     await waitFor(() => c.closed, { what: "the connection closed" });
     assert.equal(c.status(1), "200");
@@ -443,7 +428,7 @@ Deno.test("a drain sends GOAWAY, finishes the stream in flight and closes", asyn
     assert.equal(data.map((f) => new TextDecoder().decode(f.payload)).join(""), "finished");
     assert.ok(data.at(-1)!.flags & Flag.END_STREAM);
   } finally {
-    release();
+    up.release();
     await c.close();
     await prox[Symbol.asyncDispose]();
   }

@@ -40,6 +40,7 @@ import { WireRequest } from "./wire_request.ts";
 import { readGate } from "./read_gate.ts";
 import type { Reader } from "./read_gate.ts";
 import { HeaderList } from "../../domain/header_list.ts";
+import { answerOf, completion, httpDate } from "../engine_shared.ts";
 import { H2Connection } from "../h2/connection.ts";
 import type { H2Env } from "../h2/connection.ts";
 
@@ -898,11 +899,7 @@ async function exchange(
     body,
     stream,
   );
-  let settle!: (ok: boolean) => void;
-  const completed = new Promise<void>((resolve, reject) =>
-    settle = (ok) => ok ? resolve() : reject(new Error("client went away"))
-  );
-  completed.catch(() => {});
+  const { completed, settle } = completion();
   const info: ClientInfo = {
     remoteAddr: c.peer,
     localPort: env.localPort,
@@ -918,13 +915,7 @@ async function exchange(
   env.counts.served++;
   const m = env.metrics;
   m?.connectionOpened("http/1.1");
-  let res: Response;
-  try {
-    res = await env.handler(req as unknown as Request, info);
-  } catch (err) {
-    env.logger.error("Unhandled error in request handler", { error: String(err) });
-    res = new Response("Internal server error\n", { status: 500 });
-  }
+  const res = await answerOf(env.handler, req, info, env.logger);
   // More body known to be left than is dropped after the answer, a body the client may hold back
   // until a 100 that never came (RFC 9110 §10.1.1), or one that stopped coming (a 408, which
   // closes the connection, RFC 9110 §15.5.9): the connection closes after the answer.
@@ -980,18 +971,6 @@ const REASONS: Record<number, string> = {
   503: "Service Unavailable",
   504: "Gateway Timeout",
 };
-
-let dateAt = 0;
-let dateText = "";
-/** The Date field's value, remade at most once a second. */
-function httpDate(): string {
-  const now = Date.now();
-  if (now - dateAt >= 1000 || now < dateAt) {
-    dateAt = now - (now % 1000);
-    dateText = new Date(dateAt).toUTCString();
-  }
-  return dateText;
-}
 
 /** A request line of HTTP/1.0 at the start of what a relayed connection sent first. */
 const HTTP10_LINE = /^[^\r\n]* HTTP\/1\.0\r?\n/;

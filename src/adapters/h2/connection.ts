@@ -17,6 +17,7 @@ import { HeaderList } from "../../domain/header_list.ts";
 import { RAW_BODY } from "../../ports.ts";
 import type { ClientInfo, Handler, Logger, Metrics, RawBodied } from "../../ports.ts";
 import { WireRequest } from "../h1/wire_request.ts";
+import { answerOf, completion, httpDate } from "../engine_shared.ts";
 import {
   ConnectionError,
   ErrorCode,
@@ -596,11 +597,7 @@ export class H2Connection {
     body: ReadableStream<Uint8Array> | null,
   ): void {
     const req = new WireRequest(method, url, fields, () => s.signal, bytes, body);
-    let settle!: (ok: boolean) => void;
-    const completed = new Promise<void>((resolve, reject) =>
-      settle = (ok) => ok ? resolve() : reject(new Error("client went away"))
-    );
-    completed.catch(() => {});
+    const { completed, settle } = completion();
     const info: ClientInfo = {
       remoteAddr: this.peer,
       localPort: this.#env.localPort,
@@ -615,13 +612,7 @@ export class H2Connection {
     env.metrics?.connectionOpened(info.protocol);
     let ok = false;
     (async () => {
-      let res: Response;
-      try {
-        res = await env.handler(req as unknown as Request, info);
-      } catch (err) {
-        env.logger.error("Unhandled error in request handler", { error: String(err) });
-        res = new Response("Internal server error\n", { status: 500 });
-      }
+      const res = await answerOf(env.handler, req, info, env.logger);
       ok = await this.#respond(s, res, method === "HEAD");
     })().catch(() => {}).finally(() => {
       settle(ok);
@@ -1057,16 +1048,4 @@ export class H2Connection {
     } catch { /* already closed */ }
     if (this.#onIdle) this.#onIdle();
   }
-}
-
-let dateAt = 0;
-let dateText = "";
-/** The Date field's value, remade at most once a second. */
-function httpDate(): string {
-  const now = Date.now();
-  if (now - dateAt >= 1000 || now < dateAt) {
-    dateAt = now - (now % 1000);
-    dateText = new Date(dateAt).toUTCString();
-  }
-  return dateText;
 }

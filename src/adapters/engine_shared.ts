@@ -1,0 +1,45 @@
+// What Prox's own engines (h1/server.ts, h2/connection.ts) share around an exchange: the Date
+// field of their answers, the `completed` promise of a request's ClientInfo, and the handler call.
+
+import type { ClientInfo, Handler, Logger } from "../ports.ts";
+
+let dateAt = 0;
+let dateText = "";
+
+/** The Date field's value (RFC 9110 §6.6.1), remade at most once a second. */
+export function httpDate(): string {
+  const now = Date.now();
+  if (now - dateAt >= 1000 || now < dateAt) {
+    dateAt = now - (now % 1000);
+    dateText = new Date(dateAt).toUTCString();
+  }
+  return dateText;
+}
+
+/**
+ * A request's `completed` (ClientInfo): `settle(true)` once its answer is delivered whole,
+ * `settle(false)` when it could not be (the client went away). Nobody need be listening.
+ */
+export function completion(): { completed: Promise<void>; settle(ok: boolean): void } {
+  let settle!: (ok: boolean) => void;
+  const completed = new Promise<void>((resolve, reject) =>
+    settle = (ok) => ok ? resolve() : reject(new Error("client went away"))
+  );
+  completed.catch(() => {});
+  return { completed, settle };
+}
+
+/** The handler's answer to a request; one it throws instead is logged and becomes a 500. */
+export async function answerOf(
+  handler: Handler,
+  req: unknown,
+  info: ClientInfo,
+  logger: Logger,
+): Promise<Response> {
+  try {
+    return await handler(req as Request, info);
+  } catch (err) {
+    logger.error("Unhandled error in request handler", { error: String(err) });
+    return new Response("Internal server error\n", { status: 500 });
+  }
+}
