@@ -262,7 +262,7 @@ export interface ListenerView {
     turns: { held: number; waiting: number };
   };
   /** On Prox's own HTTP/2 engine (TLS listeners, and h2c): requests, connections, streams open. */
-  http2Engine?: { served: number; connections: number; streams: number };
+  http2Engine?: { served: number; connections: number; streams: number; bufferBytes: number };
 }
 
 /** The listener lines of /status: TCP listeners by name, HTTP/3 beside `main`, the admin one. */
@@ -291,6 +291,7 @@ export function listenerViews(
         served: c.http2Served,
         connections: c.http2Connections,
         streams: c.http2Streams,
+        bufferBytes: c.http2BufferBytes,
       };
     }
     return view;

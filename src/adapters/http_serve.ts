@@ -27,6 +27,8 @@ export interface EngineCounts {
   readonly http2Served: number;
   readonly http2Connections: number;
   readonly http2Streams: number;
+  /** The bytes of their read and write buffers (an idle one holds a 2 KiB read buffer). */
+  readonly http2BufferBytes: number;
 }
 
 /** A running listener. */

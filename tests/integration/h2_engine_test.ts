@@ -434,7 +434,7 @@ Deno.test("a drain sends GOAWAY, finishes the stream in flight and closes", asyn
   }
 });
 
-Deno.test("/status shows the HTTP/2 engine's requests and connections", async () => {
+Deno.test("/status shows the HTTP/2 engine's requests, connections and idle buffers", async () => {
   await using up = await startUpstream(() => new Response("x"));
   await using prox = await startProxy(
     config(up.url).replace("health_check:", 'admin: { listen_addr: "127.0.0.1:0" }\nhealth_check:'),
@@ -446,9 +446,14 @@ Deno.test("/status shows the HTTP/2 engine's requests and connections", async ()
     c.request(3, "/3");
     await c.flush();
     await waitFor(() => c.status(1) && c.status(3), { what: "two answers" });
-    const res = await fetch(`http://127.0.0.1:${prox.server.admin!.port}/status`);
-    const main = (await res.json()).listeners.find((l: { name: string }) => l.name === "main");
-    assert.deepEqual(main.http2Engine, { served: 2, connections: 1, streams: 0 });
+    // Idle after its answers, the connection holds its 2 KiB read buffer and no write buffers
+    // (they are let go once the last answer is written, which /status may see a moment early).
+    const idle = await waitFor(async () => {
+      const res = await fetch(`http://127.0.0.1:${prox.server.admin!.port}/status`);
+      const l = (await res.json()).listeners.find((l: { name: string }) => l.name === "main");
+      return l.http2Engine.bufferBytes === 2048 ? l.http2Engine : null;
+    }, { what: "the idle connection's buffers" });
+    assert.deepEqual(idle, { served: 2, connections: 1, streams: 0, bufferBytes: 2048 });
   } finally {
     await c.close();
   }

@@ -172,6 +172,11 @@ export function listenH1(
       for (const c of h2s) n += c.streams;
       return n;
     },
+    get http2BufferBytes() {
+      let n = 0;
+      for (const c of h2s) n += c.bufferBytes;
+      return n;
+    },
     get turnsHeld() {
       return readGate.held;
     },

@@ -37,8 +37,12 @@ export const MAX_STREAMS = 128;
 const STREAM_WINDOW = 256 * 1024;
 /** The connection's receive window: the most request body a connection buffers. */
 const CONNECTION_WINDOW = 1024 * 1024;
-/** The read buffer a connection waits with; a frame that does not fit grows it for a while. */
-const READ_SIZE = 8 * 1024;
+/**
+ * The read buffer a connection waits with (a request's HEADERS take a few hundred bytes, or tens
+ * once the client's HPACK table holds its fields); a frame that does not fit grows it until it is
+ * read.
+ */
+const READ_SIZE = 2 * 1024;
 /** The largest frame this side accepts unless configured (the protocol's default). */
 const MAX_FRAME_IN = 16 * 1024;
 /** The most a request's fields may take (name + value + 32 each); past it, a 431. */
@@ -204,6 +208,14 @@ export class H2Connection {
     this.#maxFrameIn = Math.min(Math.max(env.maxFrame || MAX_FRAME_IN, MAX_FRAME_IN), 16777215);
   }
 
+  /** The read buffer (run() keeps it in a local; this is for bufferBytes). */
+  #readBuf: Uint8Array = NO_BYTES;
+
+  /** The bytes of its read and write buffers now (for /status). */
+  get bufferBytes(): number {
+    return this.#readBuf.length + this.#out.held;
+  }
+
   /** Streams open now (for /status and tests). */
   get streams(): number {
     return this.#streams.size;
@@ -229,7 +241,7 @@ export class H2Connection {
     ]);
     this.#out.u32(FrameType.WINDOW_UPDATE, 0, CONNECTION_WINDOW - 65535);
     this.#flush();
-    let buf = new Uint8Array(Math.max(READ_SIZE, first.length * 2));
+    let buf = this.#readBuf = new Uint8Array(Math.max(READ_SIZE, first.length * 2));
     buf.set(first);
     let start = 0;
     let end = first.length;
@@ -272,7 +284,7 @@ export class H2Connection {
         if (start === end) {
           start = end = 0;
           // All read: a buffer a large frame grew goes back to the small one.
-          if (buf.length > READ_SIZE) buf = new Uint8Array(READ_SIZE);
+          if (buf.length > READ_SIZE) buf = this.#readBuf = new Uint8Array(READ_SIZE);
         } else {
           // What the frame begun needs (its header first), from the front of the buffer.
           const need = !preface
@@ -288,7 +300,7 @@ export class H2Connection {
           if (need > buf.length) {
             const bigger = new Uint8Array(Math.max(need, buf.length * 2));
             bigger.set(buf.subarray(0, end));
-            buf = bigger;
+            buf = this.#readBuf = bigger;
           }
         }
         const n = await this.#io.read(buf.subarray(end));
@@ -475,6 +487,7 @@ export class H2Connection {
   #endWork(): void {
     if (--this.#inWork > 0) return;
     this.idleSince = Date.now();
+    if (!this.#writing && this.#out.length === 0) this.#out.release();
     if (this.#onIdle) {
       const f = this.#onIdle;
       this.#onIdle = null;

@@ -169,6 +169,11 @@ export class FrameWriter {
     return out;
   }
 
+  /** The bytes of the buffers held now. */
+  get held(): number {
+    return this.#buf.length + (this.#spare?.length ?? 0);
+  }
+
   /** Lets the buffers go while nothing waits (an idle connection). */
   release(): void {
     this.#spare = null;
