@@ -1,6 +1,8 @@
 // What Prox's own engines (h1/server.ts, h2/connection.ts) share around an exchange: the Date
 // field of their answers, the `completed` promise of a request's ClientInfo, and the handler call.
 
+import { ProxyError } from "../domain/errors.ts";
+import { FileChangedError } from "../ports.ts";
 import type { ClientInfo, Handler, Logger } from "../ports.ts";
 
 let dateAt = 0;
@@ -27,6 +29,23 @@ export function completion(): { completed: Promise<void>; settle(ok: boolean): v
   );
   completed.catch(() => {});
   return { completed, settle };
+}
+
+/**
+ * An answer's body failed after its head went out (an upstream that reset mid-body, a static file
+ * changed while sent): logged as Deno.serve's onError would, the client's answer cut short.
+ */
+export function bodyFailed(logger: Logger, err: unknown): void {
+  if (err instanceof ProxyError) {
+    logger.warn("Response body failed", {
+      requestId: err.request?.requestId ?? null,
+      route: err.request?.route ?? null,
+      kind: err.kind,
+      error: err.message,
+    });
+  } else if (err instanceof FileChangedError) {
+    logger.warn("Response body failed", { error: err.message });
+  } else logger.error("Unhandled error in request handler", { error: String(err) });
 }
 
 /** The handler's answer to a request; one it throws instead is logged and becomes a 500. */

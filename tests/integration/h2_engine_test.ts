@@ -5,6 +5,8 @@
 import assert from "node:assert/strict";
 import { interopTest, ROOT, run, startUpstream, waitFor } from "../_harness.ts";
 import { onProxEngines, startProxy } from "./_proxy.ts";
+import { rawServer, readRequest, write, writeAll } from "../_upstream_peers.ts";
+import { recordingLogger } from "./_ws.ts";
 import {
   ErrorCode,
   Flag,
@@ -370,6 +372,45 @@ Deno.test("bodies without content-length reach the upstream whole, with it or af
     });
     assert.equal(text(1), "5 null hello");
     assert.equal(text(3), "10 null first last");
+  } finally {
+    await c.close();
+  }
+});
+
+Deno.test("an answer whose upstream fails mid-body ends in RST_STREAM, and the connection goes on", async () => {
+  await using up = rawServer(async (c) => {
+    const head = await readRequest(c);
+    if (head?.startsWith("GET /cut ")) {
+      // 100,000 bytes of the 1,000,000 announced (streamed, not read whole), then the connection
+      // closes.
+      await write(c, "HTTP/1.1 200 OK\r\ncontent-length: 1000000\r\n\r\n");
+      await writeAll(c, new Uint8Array(100_000));
+      return;
+    }
+    await write(c, "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
+  });
+  const logger = recordingLogger();
+  await using prox = await startProxy(config(up.url), { keepListen: true, tls: true, logger });
+  const c = await RawH2.open(prox.port);
+  try {
+    c.request(1, "/cut");
+    // Windows for the whole answer (this client reads nothing into them, but counts as reading).
+    c.out.u32(FrameType.WINDOW_UPDATE, 0, 1 << 30);
+    c.out.u32(FrameType.WINDOW_UPDATE, 1, 1 << 30);
+    await c.flush();
+    await waitFor(() => c.on(1, FrameType.RST_STREAM).length > 0, { what: "stream 1 reset" });
+    assert.equal(c.status(1), "200");
+    assert.ok(!c.on(1, FrameType.DATA).some((f) => f.flags & Flag.END_STREAM), "no clean end");
+    assert.equal(u32(c.on(1, FrameType.RST_STREAM)[0].payload), ErrorCode.INTERNAL_ERROR);
+    await waitFor(() => logger.records.find((r) => r.msg === "Response body failed"), {
+      what: "the warning",
+    });
+    c.request(3, "/fine");
+    await c.flush();
+    await waitFor(() => c.on(3, FrameType.DATA).some((f) => f.flags & Flag.END_STREAM), {
+      what: "stream 3's answer",
+    });
+    assert.equal(new TextDecoder().decode(c.on(3, FrameType.DATA)[0].payload), "ok");
   } finally {
     await c.close();
   }

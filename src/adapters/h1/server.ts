@@ -40,7 +40,7 @@ import { WireRequest } from "./wire_request.ts";
 import { readGate } from "./read_gate.ts";
 import type { Reader } from "./read_gate.ts";
 import { HeaderList } from "../../domain/header_list.ts";
-import { answerOf, completion, httpDate } from "../engine_shared.ts";
+import { answerOf, bodyFailed, completion, httpDate } from "../engine_shared.ts";
 import { H2Connection } from "../h2/connection.ts";
 import type { H2Env } from "../h2/connection.ts";
 
@@ -1144,19 +1144,6 @@ function chunked(bytes: Uint8Array): Uint8Array {
   out[out.length - 2] = 13;
   out[out.length - 1] = 10;
   return out;
-}
-
-function bodyFailed(logger: Logger, err: unknown): void {
-  if (err instanceof ProxyError) {
-    logger.warn("Response body failed", {
-      requestId: err.request?.requestId ?? null,
-      route: err.request?.route ?? null,
-      kind: err.kind,
-      error: err.message,
-    });
-  } else if (err instanceof FileChangedError) {
-    logger.warn("Response body failed", { error: err.message });
-  } else logger.error("Unhandled error in request handler", { error: String(err) });
 }
 
 /** A head's bytes: field values are byte strings (Latin-1), not UTF-8. */

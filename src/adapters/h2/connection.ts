@@ -17,7 +17,7 @@ import { HeaderList } from "../../domain/header_list.ts";
 import { RAW_BODY } from "../../ports.ts";
 import type { ClientInfo, Handler, Logger, Metrics, RawBodied } from "../../ports.ts";
 import { WireRequest } from "../h1/wire_request.ts";
-import { answerOf, completion, httpDate } from "../engine_shared.ts";
+import { answerOf, bodyFailed, completion, httpDate } from "../engine_shared.ts";
 import {
   ConnectionError,
   ErrorCode,
@@ -930,7 +930,7 @@ export class H2Connection {
         } catch (err) {
           // The body failed after the head went out: the stream is reset, as the client must
           // not take a short answer for a whole one.
-          if (!s.reset) this.#env.logger.warn("Response body failed", { error: String(err) });
+          if (!s.reset) bodyFailed(this.#env.logger, err);
           return false;
         }
         if (chunk.done) break;
@@ -959,7 +959,8 @@ export class H2Connection {
     for (;;) {
       if (s.reset || this.#closed) return false;
       const left = bytes.length - off;
-      const n = Math.min(left, s.sendWindow, this.#sendWindow, this.#peerMaxFrame);
+      // (An empty END_STREAM frame needs no window, which a SETTINGS change may have made negative.)
+      const n = left === 0 ? 0 : Math.min(left, s.sendWindow, this.#sendWindow, this.#peerMaxFrame);
       if (n <= 0 && left > 0) {
         // Waits for a WINDOW_UPDATE (or the client's going).
         this.#windowWaiters.add(s);
