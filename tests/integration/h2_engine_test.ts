@@ -416,6 +416,37 @@ Deno.test("an answer whose upstream fails mid-body ends in RST_STREAM, and the c
   }
 });
 
+Deno.test("a stream whose client grants no window for the idle timeout is reset, its upstream let go", async () => {
+  let cancelled = false;
+  await using up = await startUpstream(() =>
+    new Response(
+      new ReadableStream({
+        pull: (c) => c.enqueue(new Uint8Array(16384)),
+        cancel: () => void (cancelled = true),
+      }),
+    )
+  );
+  await using prox = await startProxy(config(up.url, "http1_idle_timeout: 1s"), {
+    keepListen: true,
+    tls: true,
+  });
+  const c = await RawH2.open(prox.port);
+  try {
+    // The default 64 KiB window, never updated: the answer stops after it.
+    c.request(1, "/endless");
+    await c.flush();
+    await waitFor(() => c.on(1, FrameType.RST_STREAM).length > 0, { what: "stream 1 reset" });
+    assert.equal(u32(c.on(1, FrameType.RST_STREAM)[0].payload), ErrorCode.CANCEL);
+    const sent = c.on(1, FrameType.DATA).reduce((n, f) => n + f.payload.length, 0);
+    assert.equal(sent, 65535);
+    await waitFor(() => cancelled, { what: "the upstream's body cancelled" });
+    // Idle from then on: a GOAWAY after the same timeout.
+    await waitFor(() => c.frames.find((f) => f.type === FrameType.GOAWAY), { what: "GOAWAY" });
+  } finally {
+    await c.close();
+  }
+});
+
 Deno.test("PINGs are answered, and a flood of them ends the connection", async () => {
   await using up = await startUpstream(() => new Response("x"));
   await using prox = await startProxy(config(up.url), { keepListen: true, tls: true });

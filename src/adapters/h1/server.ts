@@ -201,7 +201,7 @@ export function listenH1(
   const sweeper = setInterval(() => {
     const now = Date.now();
     for (const c of conns) if (c.waitingSince > 0 && now - c.waitingSince > idleMs) c.close();
-    for (const c of h2s) if (c.idleSince > 0 && now - c.idleSince > idleMs) c.goaway();
+    for (const c of h2s) c.sweep(now, idleMs);
   }, 1000);
   Deno.unrefTimer(sweeper);
 

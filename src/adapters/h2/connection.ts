@@ -127,6 +127,8 @@ class Stream {
   received = 0;
   /** Wakes an answer waiting for window. */
   windowWake: (() => void) | null = null;
+  /** When the answer began waiting for window (0: not waiting). */
+  waitingSince = 0;
   #abort: AbortController | null = null;
 
   constructor(readonly id: number, sendWindow: number) {
@@ -964,7 +966,9 @@ export class H2Connection {
       if (n <= 0 && left > 0) {
         // Waits for a WINDOW_UPDATE (or the client's going).
         this.#windowWaiters.add(s);
+        s.waitingSince = Date.now();
         await new Promise<void>((resolve) => s.windowWake = resolve);
+        s.waitingSince = 0;
         s.windowWake = null;
         this.#windowWaiters.delete(s);
         continue;
@@ -988,6 +992,25 @@ export class H2Connection {
     }
   }
 
+  /** When the write in flight began (0: none). */
+  #writeSince = 0;
+
+  /**
+   * The listener's check, every second: a connection idle for `limitMs` gets a GOAWAY; one whose
+   * write has not gone out in as long (a client that stopped reading) is closed; a stream that has
+   * waited as long for the client's window is reset (CANCEL), letting its upstream go.
+   */
+  sweep(now: number, limitMs: number): void {
+    if (this.idleSince > 0 && now - this.idleSince > limitMs) return this.goaway();
+    if (this.#writeSince > 0 && now - this.#writeSince > limitMs) return this.close();
+    for (const s of this.#windowWaiters) {
+      if (s.waitingSince > 0 && now - s.waitingSince > limitMs) {
+        this.#resetStream(s.id, ErrorCode.CANCEL);
+        s.abort();
+      }
+    }
+  }
+
   /** Starts a write of the frames waiting, unless one is in flight (it takes them after). */
   #flush(): void {
     if (this.#flushQueued || this.#writing || this.#closed) return;
@@ -1004,9 +1027,11 @@ export class H2Connection {
     try {
       while (this.#out.length > 0) {
         const out = this.#out.take();
+        this.#writeSince = Date.now();
         for (let off = 0; off < out.length;) {
           off += await this.#io.write(off === 0 ? out : out.subarray(off));
         }
+        this.#writeSince = 0;
         this.#out.giveBack(out);
         if (this.#out.length <= WRITE_HIGH) this.#wakeDrained();
       }
