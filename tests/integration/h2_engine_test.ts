@@ -16,6 +16,7 @@ import {
   PREFACE,
 } from "../../src/adapters/h2/frames.ts";
 import { HpackDecoder, HpackEncoder } from "../../src/adapters/h2/hpack.ts";
+import { LIMIT } from "../../src/adapters/h1/read_gate.ts";
 
 const TLS = `${ROOT}/tests/fixtures/tls`;
 const CA = Deno.readTextFileSync(`${TLS}/ca.pem`);
@@ -309,6 +310,27 @@ Deno.test("http2_max_concurrent_streams is announced and streams past it are ref
     await waitFor(() => up.state.arrived === 2, { what: "two requests upstream" });
     up.release();
     await waitFor(() => c.status(1) && c.status(3), { what: "streams 1 and 3 answered" });
+  } finally {
+    up.release();
+    await c.close();
+  }
+});
+
+Deno.test("more streams in work than the read gate's turns all reach the upstream and are answered", async () => {
+  await using up = await heldUpstream("held");
+  await using prox = await startProxy(config(up.url), { keepListen: true, tls: true });
+  const c = await RawH2.open(prox.port);
+  try {
+    // Each exchange takes a turn (h1/read_gate.ts, 64 in all): one that waits for its upstream
+    // gives its turn up after a few ms, so the rest are not stuck behind the first 64.
+    const ids = Array.from({ length: LIMIT + 36 }, (_, i) => 2 * i + 1);
+    for (const id of ids) c.request(id, `/s${id}`);
+    await c.flush();
+    await waitFor(() => up.state.arrived === ids.length, {
+      what: `${ids.length} requests upstream`,
+    });
+    up.release();
+    await waitFor(() => ids.every((id) => c.status(id) === "200"), { what: "every answer" });
   } finally {
     up.release();
     await c.close();

@@ -336,13 +336,19 @@ export function listenH1(
   const serveTls = async (conn: Deno.TlsConn) => {
     handshaking.add(conn);
     const timer = setTimeout(() => closeQuietly(conn), HANDSHAKE_MS);
+    // The handshake's reads take turns too (read_gate.ts): under a storm of new connections, a
+    // thousand handshakes polled at once left some requests waiting 5–7 s for theirs.
+    const turn: Reader = { turnEnds: -1, slot: -1 };
     let alpn: string | null;
     try {
+      const wait = readGate.enter(turn);
+      if (wait !== undefined) await wait;
       alpn = (await conn.handshake()).alpnProtocol;
     } catch {
       closeQuietly(conn);
       return;
     } finally {
+      readGate.leave(turn);
       clearTimeout(timer);
       handshaking.delete(conn);
     }

@@ -17,6 +17,8 @@ import { HeaderList } from "../../domain/header_list.ts";
 import { RAW_BODY } from "../../ports.ts";
 import type { ClientInfo, Handler, Logger, Metrics, RawBodied } from "../../ports.ts";
 import { WireRequest } from "../h1/wire_request.ts";
+import { readGate } from "../h1/read_gate.ts";
+import type { Reader } from "../h1/read_gate.ts";
 import { answerOf, bodyFailed, completion, httpDate } from "../engine_shared.ts";
 import {
   ConnectionError,
@@ -102,7 +104,10 @@ export interface H2Socket {
   close(): void;
 }
 
-class Stream {
+class Stream implements Reader {
+  /** Its exchange's turn at the read gate (h1/read_gate.ts). */
+  turnEnds = -1;
+  slot = -1;
   /** What the answer may still send before the client's next WINDOW_UPDATE. */
   sendWindow: number;
   /** What the client may still send of its body. */
@@ -305,6 +310,13 @@ export class H2Connection {
             buf = this.#readBuf = bigger;
           }
         }
+        // A turn among the connections that read at once (h1/read_gate.ts), as the HTTP/1.1
+        // engine's connections take: under hundreds of busy ones, each reads in its turn rather
+        // than in Deno's poll order, which starved some for seconds. Held from the read to the
+        // end of handling what it brought.
+        readGate.leave(this.#turn);
+        const turn = readGate.enter(this.#turn);
+        if (turn !== undefined) await turn;
         const n = await this.#io.read(buf.subarray(end));
         if (n === 0) break;
         end += n;
@@ -318,10 +330,14 @@ export class H2Connection {
       else if (err instanceof HpackError) this.#fail(ErrorCode.COMPRESSION_ERROR, err.message);
       // else: the socket failed (the client reset it)
     } finally {
+      readGate.leave(this.#turn);
       await this.#settle();
       this.close();
     }
   }
+
+  /** Its turn at the read gate. */
+  readonly #turn: Reader = { turnEnds: -1, slot: -1 };
 
   /** Waits for the last write, briefly (a GOAWAY on its way out). */
   async #settle(): Promise<void> {
@@ -626,10 +642,17 @@ export class H2Connection {
     env.served?.();
     env.metrics?.connectionOpened(info.protocol);
     let ok = false;
+    // Each exchange takes a turn, as an HTTP/1.1 connection does for its request: under a
+    // thousand streams at once, the upstream reads of all of them polled at once left some
+    // waiting seconds (Deno's poll order); in turns they go first come first served.
+    const turn = readGate.enter(s);
     (async () => {
+      if (turn !== undefined) await turn;
+      readGate.busy(s);
       const res = await answerOf(env.handler, req, info, env.logger);
       ok = await this.#respond(s, res, method === "HEAD");
     })().catch(() => {}).finally(() => {
+      readGate.leave(s);
       settle(ok);
       env.metrics?.connectionClosed(info.protocol);
       this.#finish(s);
