@@ -1,15 +1,17 @@
-// Prox's own HTTP/1.1 engine for a plain-HTTP listener (`protocols.http1_engine: prox`, the
-// default): a listener on Deno.listen that parses the plainest requests itself (request_head.ts:
-// HTTP/1.1 or HTTP/1.0 with Host; no body, or one framed by a Content-Length, streamed from the
-// socket unless it came whole with its head and is at most 64 KiB, or a chunked one, decoded as
-// it comes by chunked.ts), hands them to the pipeline as lean stand-ins for Fetch's Request
-// (wire_request.ts), and writes the answer to the socket itself. Deno.serve builds a Request and
-// its Headers for every request and reads every answer through Fetch's body machinery; on the
-// benchmark's small GETs that was a fifth of Prox's CPU per request.
+// Prox's own HTTP/1.1 engine (`protocols.http1_engine: prox`, the default): a listener on
+// Deno.listen, or with TLS on Deno.listenTls, where ALPN hands HTTP/2 connections (and h2c with
+// prior knowledge on a plain one) to Prox's own HTTP/2 engine (h2/connection.ts). It parses the
+// plainest HTTP/1.1 requests itself (request_head.ts: HTTP/1.1 or HTTP/1.0 with Host; no body, or
+// one framed by a Content-Length, streamed from the socket unless it came whole with its head and
+// is at most 64 KiB, or a chunked one, decoded as it comes by chunked.ts), hands them to the
+// pipeline as lean stand-ins for Fetch's Request (wire_request.ts), and writes the answer to the
+// socket itself. Deno.serve builds a Request and its Headers for every request and reads every
+// answer through Fetch's body machinery; on the benchmark's small GETs that was a fifth of Prox's
+// CPU per request.
 //
 // Every other connection is relayed, byte for byte, to a Deno.serve listener on 127.0.0.1 that
 // runs the same handler: from the first request the engine does not take (another transfer
-// coding, another Expect, an upgrade, h2c, HTTP/1.0 without Host, anything odd) to the
+// coding, another Expect, an upgrade, h2c by Upgrade, HTTP/1.0 without Host, anything odd) to the
 // connection's end. Deno.serve then answers it exactly as with `http1_engine: deno`. The relayed
 // connection's source port names the client it carries, so the pipeline still sees the client's
 // address and the protocol the connection began in.
