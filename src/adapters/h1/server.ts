@@ -42,7 +42,7 @@ import { WireRequest } from "./wire_request.ts";
 import { readGate } from "./read_gate.ts";
 import type { Reader } from "./read_gate.ts";
 import { HeaderList } from "../../domain/header_list.ts";
-import { answerOf, bodyFailed, completion, httpDate } from "../engine_shared.ts";
+import { bodyFailed, completion, httpDate, unhandled } from "../engine_shared.ts";
 import { H2Connection } from "../h2/connection.ts";
 import type { H2Env } from "../h2/connection.ts";
 
@@ -928,7 +928,12 @@ async function exchange(
   env.counts.served++;
   const m = env.metrics;
   m?.connectionOpened("http/1.1");
-  const res = await answerOf(env.handler, req, info, env.logger);
+  let res: Response;
+  try {
+    res = await env.handler(req as unknown as Request, info);
+  } catch (err) {
+    res = unhandled(env.logger, err);
+  }
   // More body known to be left than is dropped after the answer, a body the client may hold back
   // until a 100 that never came (RFC 9110 §10.1.1), or one that stopped coming (a 408, which
   // closes the connection, RFC 9110 §15.5.9): the connection closes after the answer.

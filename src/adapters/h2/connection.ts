@@ -19,7 +19,7 @@ import type { ClientInfo, Handler, Logger, Metrics, RawBodied } from "../../port
 import { WireRequest } from "../h1/wire_request.ts";
 import { readGate } from "../h1/read_gate.ts";
 import type { Reader } from "../h1/read_gate.ts";
-import { answerOf, bodyFailed, completion, httpDate } from "../engine_shared.ts";
+import { bodyFailed, completion, httpDate, unhandled } from "../engine_shared.ts";
 import {
   ConnectionError,
   ErrorCode,
@@ -649,7 +649,12 @@ export class H2Connection {
     (async () => {
       if (turn !== undefined) await turn;
       readGate.busy(s);
-      const res = await answerOf(env.handler, req, info, env.logger);
+      let res: Response;
+      try {
+        res = await env.handler(req as unknown as Request, info);
+      } catch (err) {
+        res = unhandled(env.logger, err);
+      }
       ok = await this.#respond(s, res, method === "HEAD");
     })().catch(() => {}).finally(() => {
       readGate.leave(s);
