@@ -20,7 +20,7 @@ import { crowd } from "../gc_hint.ts";
 import { formatListenAddr } from "../../config/listen.ts";
 import type { ListenAddr } from "../../config/listen.ts";
 import { ProxyError } from "../../domain/errors.ts";
-import { FileChangedError, HEADROOM, RAW_BODY } from "../../ports.ts";
+import { HEADROOM, RAW_BODY } from "../../ports.ts";
 import type {
   ClientInfo,
   Handler,
