@@ -51,9 +51,16 @@ export interface BodyRulesSpec {
 /** Compiled header rules: remove first, then set (add/set), then append. */
 export interface HeaderRules {
   when: Predicate;
+  /** No condition: `when` holds for every message (the caller may skip building its input). */
+  always: boolean;
   remove: string[];
   set: [string, Template][];
   append: [string, Template][];
+  /**
+   * Every `set` and `append` value is fixed text (no placeholder), checked at load: these pairs
+   * apply as they are, with nothing to expand or check per message. Null when a value is not.
+   */
+  fixed: { set: [string, string][]; append: [string, string][] } | null;
 }
 
 /** A JSON value whose strings (keys and values) are templates. */
@@ -345,7 +352,20 @@ export function compileHeaderRules(
       });
     } else remove.push(name.toLowerCase());
   }
-  return { when: condition(spec.condition, c), remove, set, append };
+  const text = (pairs: [string, Template][]) =>
+    pairs.map(([name, t]): [string, string] => [name, t.parts.join("")]);
+  return {
+    when: condition(spec.condition, c),
+    always: spec.condition === undefined,
+    remove,
+    set,
+    append,
+    fixed: [...set, ...append].every(([, t]) =>
+        t.constant && fieldValueProblem(t.parts.join("")) === undefined
+      )
+      ? { set: text(set), append: text(append) }
+      : null,
+  };
 }
 
 function jsonTemplate(v: unknown, path: (string | number)[], c: Ctx): JsonTemplate {

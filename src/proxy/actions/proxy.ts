@@ -24,6 +24,7 @@ import { startMirror } from "../mirror.ts";
 import { dropWithin, nullIfEmpty, readWhole, REPLAY_CAP } from "../body_replay.ts";
 import {
   applyHeaderRules,
+  NO_VALUES,
   placeholderValues,
   requestInput,
   ruleBody,
@@ -120,7 +121,7 @@ export function upstreamHeaders(
  */
 export function requestHeaderRule(ctx: RequestContext): HeaderRules | undefined {
   const rule = ctx.route!.rules.requestHeaders;
-  return rule?.when(requestInput(ctx, ctx.req.headers)) ? rule : undefined;
+  return rule && (rule.always || rule.when(requestInput(ctx, ctx.req.headers))) ? rule : undefined;
 }
 
 /** The upstream URL for one target: path_rewrite or strip_prefix applied, the query kept. */
@@ -197,8 +198,10 @@ export async function proxyAction(
   }
   const { requestBody } = compiled.rules;
   const headerRule = requestHeaderRule(ctx);
-  const values = headerRule || requestBody ? placeholderValues(ctx) : undefined;
-  const ruleOpts = { values: values!, logger: deps.logger, requestId: ctx.requestId };
+  const values = (headerRule && !headerRule.fixed) || requestBody
+    ? placeholderValues(ctx)
+    : NO_VALUES;
+  const ruleOpts = { values, logger: deps.logger, requestId: ctx.requestId };
   let replaced: { bytes: Uint8Array<ArrayBuffer>; contentType: string } | undefined;
   /** A rule with only `content_type` relabels the body it keeps. */
   let relabel: string | undefined;
@@ -206,7 +209,7 @@ export async function proxyAction(
     const h = new Headers(ctx.req.headers);
     if (headerRule) applyHeaderRules(headerRule, h, ruleOpts);
     if (requestBody.when(requestInput(ctx, h))) {
-      const bytes = ruleBody(requestBody, values!);
+      const bytes = ruleBody(requestBody, values);
       if (bytes) {
         // Read (and dropped) before the replacement goes: over the limit it is 413, as a
         // declared length would be. Without a limit nothing waits for it.

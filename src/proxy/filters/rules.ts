@@ -10,6 +10,7 @@ import type { ConditionInput } from "../../domain/conditions.ts";
 import type { Logger } from "../../ports.ts";
 import type { HeaderMap } from "../../domain/header_list.ts";
 import type { RequestContext } from "../context.ts";
+import { WireResponse } from "../wire_response.ts";
 
 /** The compiled rules of one route (any may be absent). */
 export interface RouteRules {
@@ -18,6 +19,9 @@ export interface RouteRules {
   requestBody?: BodyRule;
   responseBody?: BodyRule;
 }
+
+/** For rules of fixed text only, which expand nothing. */
+export const NO_VALUES: PlaceholderValues = () => "";
 
 /** Placeholder values for a request (and its response, once known), computed on demand. */
 export function placeholderValues(ctx: RequestContext, status?: number): PlaceholderValues {
@@ -72,6 +76,13 @@ export function applyHeaderRules(
   opts: { values: PlaceholderValues; logger: Logger; requestId: string },
 ): void {
   for (const name of rules.remove) headers.delete(name);
+  const fixed = rules.fixed;
+  if (fixed) {
+    // Fixed text checked at load: nothing to expand, nothing a message could make unsendable.
+    for (const [name, value] of fixed.set) headers.set(name, value);
+    for (const [name, value] of fixed.append) headers.append(name, value);
+    return;
+  }
   const put = (name: string, value: string, append: boolean) => {
     // Any control character but HTAB: Deno.serve's HTTP/1.1 writer panics on one (process exit).
     if (/[^\t\x20-\x7e\x80-\uffff]/.test(value)) {
@@ -164,30 +175,36 @@ export function applyResponseRules(
   rules: RouteRules,
   logger: Logger,
 ): Response {
-  if (!rules.responseHeaders && !rules.responseBody) return res;
+  const { responseHeaders, responseBody } = rules;
+  if (!responseHeaders && !responseBody) return res;
   // On the response side `has_header` looks at the response (what the seed's README intended);
   // path, method and query still describe the request.
   // One literal rather than a spread of requestInput(): a spread object's hidden class dies with
   // it, which makes V8 discard this function's optimized code at the next full GC after a pause.
-  const input: ConditionInput = {
-    method: ctx.req.method,
-    path: ctx.path,
-    query: ctx.query.slice(1),
-    headers: res.headers,
-    status: res.status,
-    responseHeaders: res.headers,
-  };
+  // None when no condition is there to read it.
+  const input: ConditionInput | undefined = responseBody || !responseHeaders!.always
+    ? {
+      method: ctx.req.method,
+      path: ctx.path,
+      query: ctx.query.slice(1),
+      headers: res.headers,
+      status: res.status,
+      responseHeaders: res.headers,
+    }
+    : undefined;
   // A 204, 205 or 304 has no content for a body rule to replace (RFC 9110 §15.3.5, §15.3.6,
   // §15.4.5; a Response with one cannot even be built): a 304's validators must stay.
   const nullBody = res.status === 204 || res.status === 205 || res.status === 304;
-  const bodyRule = !nullBody && rules.responseBody?.when(input) ? rules.responseBody : undefined;
-  const headerRule = rules.responseHeaders?.when(input) ? rules.responseHeaders : undefined;
+  const bodyRule = !nullBody && responseBody?.when(input!) ? responseBody : undefined;
+  const headerRule = responseHeaders && (responseHeaders.always || responseHeaders.when(input!))
+    ? responseHeaders
+    : undefined;
   if (!bodyRule && !headerRule) return res;
   // The new body is the whole representation: a 206 without Content-Range would be invalid
   // (RFC 9110 §15.3.7). `{status}` is the status the client gets.
   const status = res.status === 206 && bodyRule && bodyRule.body.kind !== "keep" ? 200 : res.status;
-  const values = placeholderValues(ctx, status);
-  if (!bodyRule && mutableHeaders(res)) {
+  const values = bodyRule || !headerRule!.fixed ? placeholderValues(ctx, status) : NO_VALUES;
+  if (!bodyRule && (res instanceof WireResponse || mutableHeaders(res))) {
     // Header rules only: edit in place, keeping the body (and Deno.serve's fast path) as is.
     applyHeaderRules(headerRule!, res.headers, { values, logger, requestId: ctx.requestId });
     return res;

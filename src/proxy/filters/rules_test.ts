@@ -17,3 +17,38 @@ Deno.test("applyHeaderRules skips a value holding a control character after expa
   assert.equal(headers.get("x-u"), "fine");
   assert.equal(warned.length, 1);
 });
+
+Deno.test("header rules of fixed text apply as compiled; a placeholder or condition is kept for each message", () => {
+  const compile = (spec: Parameters<typeof compileHeaderRules>[0]) =>
+    compileHeaderRules(spec, {
+      side: "request",
+      env: (n) => n === "E" ? "env" : undefined,
+      problems: [],
+    });
+  const fixed = compile({
+    add: { "X-A": "1", "X-Env": "{env.E}" },
+    append: { "X-B": "2" },
+    remove: ["x-c"],
+  });
+  assert.deepEqual(fixed.fixed, { set: [["x-a", "1"], ["x-env", "env"]], append: [["x-b", "2"]] });
+  assert.equal(fixed.always, true);
+  const h = new Headers({ "x-c": "gone", "x-a": "old", "x-b": "first" });
+  const never = () => {
+    throw new Error("fixed rules expand nothing");
+  };
+  applyHeaderRules(fixed, h, { values: never, logger: {} as Logger, requestId: "r" });
+  assert.deepEqual([...h], [["x-a", "1"], ["x-b", "first, 2"], ["x-env", "env"]]);
+
+  const templated = compile({ set: { "X-A": "{method}" } });
+  assert.equal(templated.fixed, null);
+  const h2 = new Headers();
+  applyHeaderRules(templated, h2, { values: () => "GET", logger: {} as Logger, requestId: "r" });
+  assert.equal(h2.get("x-a"), "GET");
+
+  const conditional = compile({ set: { "X-A": "1" }, condition: { method_is: "POST" } });
+  assert.equal(conditional.always, false);
+  assert.equal(
+    conditional.when({ method: "GET", path: "/", query: "", headers: new Headers() }),
+    false,
+  );
+});
