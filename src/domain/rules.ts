@@ -360,11 +360,12 @@ export function compileHeaderRules(
     remove,
     set,
     append,
-    fixed: [...set, ...append].every(([, t]) =>
-        t.constant && fieldValueProblem(t.parts.join("")) === undefined
-      )
-      ? { set: text(set), append: text(append) }
-      : null,
+    fixed:
+      [...set, ...append].every(([, t]) =>
+          t.constant && fieldValueProblem(t.parts.join("")) === undefined
+        )
+        ? { set: text(set), append: text(append) }
+        : null,
   };
 }
 
