@@ -159,14 +159,83 @@ export function setForwardingHeaders(h: HeaderMap, f: ForwardInfo): void {
   const priorVia = h.get("via");
   setKnown(h, "via", priorVia ? `${priorVia}, ${via}` : via);
   if (f.rfc7239) {
-    const node = f.peer.includes(":") ? `"[${f.peer}]"` : f.peer;
-    const hostPart = f.host ? `;host="${f.host.replace(/["\\]/g, "")}"` : "";
-    const entry = `for=${node};proto=${f.hopScheme}${hostPart}`;
+    const entry = forwardedEntry(f);
     const priorFwd = f.trustedPeer ? h.get("forwarded") : null;
     setKnown(h, "forwarded", priorFwd ? `${priorFwd}, ${entry}` : entry);
   } else if (!f.trustedPeer) {
     h.delete("forwarded");
   }
+}
+
+/**
+ * What a request from a peer that is no trusted proxy never passes on beside the hop-by-hop
+ * fields: what Prox sets itself (Host, X-Request-Id, Via, which keeps the client's entries, and the
+ * forwarding fields, X-Forwarded-* by prefix), `Expect` (see upstreamFields), and what apps read
+ * as the client's address or URL (as setForwardingHeaders).
+ */
+const UNTRUSTED_DROP: ReadonlySet<string> = new Set([
+  ...HOP_BY_HOP,
+  "host",
+  "x-request-id",
+  "via",
+  "forwarded",
+  "x-real-ip",
+  "x-original-url",
+  "x-rewrite-url",
+  "expect",
+]);
+
+/**
+ * The upstream request's fields for a client whose peer is not a trusted proxy, built in one pass
+ * over the client's: the fields `withoutHopByHop`, `dropUnderscoredNames` (unless
+ * `own.underscores`), deleting `Expect`, setting Host (`own.host`), `setForwardingHeaders` and
+ * setting X-Request-Id give, with Host first (RFC 9112 §3.2) and Prox's own fields last.
+ */
+export function untrustedUpstreamFields(
+  src: HeaderMap,
+  f: ForwardInfo,
+  own: { host: string; requestId: string; underscores: boolean },
+): HeaderList {
+  let drop = UNTRUSTED_DROP;
+  // A Via the client's Connection names is the connection's own, not a hop to keep.
+  let keepVia = true;
+  const named = src.get("connection");
+  if (named !== null) {
+    for (const n of named.split(",")) {
+      const name = n.trim().toLowerCase();
+      if (name === "via") keepVia = false;
+      // `Connection: keep-alive` (or close) names nothing that is not dropped already.
+      else if (name && name !== "close" && !drop.has(name)) {
+        if (drop === UNTRUSTED_DROP) drop = new Set(UNTRUSTED_DROP);
+        (drop as Set<string>).add(name);
+      }
+    }
+  }
+  const out = new HeaderList();
+  out.appendChecked("host", own.host);
+  let priorVia: string | null = null;
+  src.forEach((v, k) => {
+    if (drop.has(k) || k.startsWith("x-forwarded-") || (!own.underscores && k.includes("_"))) {
+      if (k === "via" && keepVia) priorVia = priorVia === null ? v : `${priorVia}, ${v}`;
+      return;
+    }
+    out.appendChecked(k, v);
+  });
+  out.appendChecked("x-forwarded-for", f.peer);
+  out.appendChecked("x-forwarded-proto", f.scheme);
+  if (f.host) out.appendChecked("x-forwarded-host", f.host);
+  const via = `${f.version} prox`;
+  out.appendChecked("via", priorVia === null ? via : `${priorVia}, ${via}`);
+  if (f.rfc7239) out.appendChecked("forwarded", forwardedEntry(f));
+  out.appendChecked("x-request-id", own.requestId);
+  return out;
+}
+
+/** This hop's RFC 7239 Forwarded entry. */
+function forwardedEntry(f: ForwardInfo): string {
+  const node = f.peer.includes(":") ? `"[${f.peer}]"` : f.peer;
+  const hostPart = f.host ? `;host="${f.host.replace(/["\\]/g, "")}"` : "";
+  return `for=${node};proto=${f.hopScheme}${hostPart}`;
 }
 
 /** The seed's "browser-like" defaults, now opt-in per route; set only when absent. */

@@ -4,8 +4,10 @@ import {
   resolveClientIp,
   setForwardingHeaders,
   stripHopByHop,
+  untrustedUpstreamFields,
   withoutHopByHop,
 } from "./headers.ts";
+import { HeaderList } from "./header_list.ts";
 import { ipGroupKey, parseCidr } from "./ip.ts";
 
 Deno.test("stripHopByHop removes RFC 9110 hop-by-hop headers and those named in Connection", () => {
@@ -127,4 +129,70 @@ Deno.test("dropUnderscoredNames removes every field whose name holds an undersco
   const h = new Headers({ "x_forwarded_for": "1", "x-forwarded-for": "2", "a_b": "3", "c": "4" });
   dropUnderscoredNames(h);
   assert.deepEqual([...h.keys()], ["c", "x-forwarded-for"]);
+});
+
+Deno.test("untrustedUpstreamFields gives in one pass the fields the steps give one by one", () => {
+  const cases: [string, string][][] = [
+    [["host", "a"], ["user-agent", "wrk"], ["accept", "*/*"]],
+    [["host", "a"], ["connection", "keep-alive"], ["keep-alive", "5"], ["x-a", "1"]],
+    [["host", "a"], ["connection", "close, X-Secret , via"], ["x-secret", "s"], ["via", "1.0 p"]],
+    [["host", "a"], ["via", "1.0 p"], ["x-b", "2"], ["via", "1.1 q"], ["expect", "100-continue"]],
+    [
+      ["x-forwarded-for", "6.6.6.6"],
+      ["x-forwarded-port", "1"],
+      ["x-forwarded", "kept"],
+      ["x-real-ip", "6"],
+      ["x-original-url", "/a"],
+      ["x-rewrite-url", "/b"],
+      ["forwarded", "for=x"],
+      ["x-request-id", "theirs"],
+      ["x_forwarded_for", "u"],
+      ["a_b", "u"],
+      ["te", "trailers"],
+      ["transfer-encoding", "chunked"],
+      ["upgrade", "h2c"],
+      ["proxy-authorization", "p"],
+      ["set-cookie", "a=1"],
+      ["set-cookie", "b=2"],
+    ],
+    [["connection", "x-forwarded-for, host, x-request-id"], ["host", "b"], ["x-c", "3"]],
+  ];
+  // Fields in name order, same-name fields in their order (the order that carries meaning).
+  const canonical = (h: HeaderList) =>
+    [...h].map(([k, v], i) => [k, v, i] as const)
+      .sort((a, b) => a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : a[2] - b[2])
+      .map(([k, v]) => `${k}: ${v}`);
+  for (const fields of cases) {
+    for (const rfc7239 of [false, true]) {
+      for (const underscores of [false, true]) {
+        for (const host of ["site:8080", ""]) {
+          const src = new HeaderList();
+          for (const [k, v] of fields) src.append(k, v);
+          const f = {
+            peer: "::1",
+            trustedPeer: false,
+            scheme: "https",
+            hopScheme: "http",
+            host,
+            version: "1.1",
+            rfc7239,
+          } as const;
+          const steps = withoutHopByHop(src);
+          if (!underscores) dropUnderscoredNames(steps);
+          steps.delete("expect");
+          steps.setChecked("host", "up:81");
+          setForwardingHeaders(steps, f);
+          steps.setChecked("x-request-id", "id-1");
+          const one = untrustedUpstreamFields(src, f, {
+            host: "up:81",
+            requestId: "id-1",
+            underscores,
+          });
+          const what = JSON.stringify({ fields, rfc7239, underscores, host });
+          assert.deepEqual(canonical(one), canonical(steps), what);
+          assert.deepEqual([...one][0], ["host", "up:81"], what);
+        }
+      }
+    }
+  }
 });

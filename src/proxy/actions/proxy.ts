@@ -6,6 +6,7 @@ import {
   BROWSER_HEADERS,
   dropUnderscoredNames,
   setForwardingHeaders,
+  untrustedUpstreamFields,
   withoutHopByHop,
 } from "../../domain/headers.ts";
 import { upstreamTarget } from "../../domain/rewrite.ts";
@@ -87,15 +88,9 @@ export function upstreamHeaders(
   route: UpstreamRoute,
   target: URL,
 ): HeaderList {
-  const h = withoutHopByHop(ctx.req.headers);
-  if (!ctx.snapshot.config.underscores_in_headers) dropUnderscoredNames(h);
-  // The client's 100-continue was answered here, and the body goes with or right after the head:
-  // an upstream asked to expect it might answer at once and take the body for its next request,
-  // whose response would go to another client (nginx drops it too).
-  h.delete("expect");
   // A Host the request passed (pipeline.ts checks it), or the target's from the config.
-  h.setChecked("host", route.preserve_host && ctx.host ? ctx.host : target.host);
-  setForwardingHeaders(h, {
+  const hostField = route.preserve_host && ctx.host ? ctx.host : target.host;
+  const forwardInfo = {
     peer: ctx.info.remoteAddr.hostname,
     trustedPeer: ctx.trustedPeer,
     scheme: ctx.scheme,
@@ -104,8 +99,27 @@ export function upstreamHeaders(
     // The received protocol's version (RFC 9110 §7.6.3).
     version: ctx.info.http10 ? "1.0" : VIA_VERSION[ctx.info.protocol],
     rfc7239: route.forwarded,
-  });
-  h.setChecked("x-request-id", ctx.requestId); // REQUEST_ID's characters, or one Prox made
+  } as const;
+  const underscores = ctx.snapshot.config.underscores_in_headers;
+  let h: HeaderList;
+  if (!ctx.trustedPeer) {
+    // The usual case, in one pass (the same fields as the steps below).
+    h = untrustedUpstreamFields(ctx.req.headers, forwardInfo, {
+      host: hostField,
+      requestId: ctx.requestId,
+      underscores,
+    });
+  } else {
+    h = withoutHopByHop(ctx.req.headers);
+    if (!underscores) dropUnderscoredNames(h);
+    // The client's 100-continue was answered here, and the body goes with or right after the
+    // head: an upstream asked to expect it might answer at once and take the body for its next
+    // request, whose response would go to another client (nginx drops it too).
+    h.delete("expect");
+    h.setChecked("host", hostField);
+    setForwardingHeaders(h, forwardInfo);
+    h.setChecked("x-request-id", ctx.requestId); // REQUEST_ID's characters, or one Prox made
+  }
   // basic_auth checked the password: the upstream gets the user ({auth_user}), not the secret.
   if (ctx.dropAuthorization) h.delete("authorization");
   applyAuthHeaders(ctx, h);
