@@ -1,4 +1,4 @@
-// Socket reads without Deno.Conn.read's bookkeeping. Conn.read keeps each pending read in a Set of
+// Socket reads without Deno.Conn.read's bookkeeping (and writes without Conn.write's method). Conn.read keeps each pending read in a Set of
 // its connection's (for ref() and unref()), adding it before and deleting it after: the delete
 // empties the Set, which shrinks its table, so every read of a long-lived connection left a new
 // table hanging off an old object. Under load that was about 120 of the 138 bytes per request
@@ -14,12 +14,19 @@
 export type SocketRead = (p: Uint8Array) => Promise<number>;
 
 type OpRead = (rid: number, p: Uint8Array) => Promise<number>;
+type OpWrite = (rid: number, p: Uint8Array) => Promise<number>;
 
-const internals = (Deno as unknown as Record<symbol, { core?: { read?: unknown } } | undefined>)[
+const internals = (Deno as unknown as Record<
+  symbol,
+  { core?: { read?: unknown; write?: unknown } } | undefined
+>)[
   (Deno as unknown as { internal: symbol }).internal
 ];
 const opRead = typeof internals?.core?.read === "function"
   ? internals.core.read as OpRead
+  : undefined;
+const opWrite = typeof internals?.core?.write === "function"
+  ? internals.core.write as OpWrite
   : undefined;
 /** The property holding a Deno socket's resource id, once seen on one. */
 let ridKey: symbol | undefined;
@@ -37,7 +44,25 @@ export function socketReader(conn: { read(p: Uint8Array): Promise<number | null>
   return (p) => conn.read(p).then((n) => n ?? 0);
 }
 
+/** Writes some of `p` (not empty) to a socket; resolves with the bytes written. */
+export type SocketWrite = (p: Uint8Array) => Promise<number>;
+
+/**
+ * A writer for `conn`: the op behind Conn.write, called directly where Deno exposes it (Conn.write
+ * is that call behind a method and its checks: about 0.2 µs less per write), else `conn.write`.
+ */
+export function socketWriter(conn: { write(p: Uint8Array): Promise<number> }): SocketWrite {
+  const rid = opWrite ? ridOf(conn) : undefined;
+  if (rid !== undefined) return (p) => opWrite!(rid, p);
+  return (p) => conn.write(p);
+}
+
 /** Whether reads skip Conn.read here (for the tests). */
 export function readsDirect(conn: object): boolean {
   return opRead !== undefined && ridOf(conn) !== undefined;
+}
+
+/** Whether writes skip Conn.write here (for the tests). */
+export function writesDirect(conn: object): boolean {
+  return opWrite !== undefined && ridOf(conn) !== undefined;
 }

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { readsDirect, socketReader } from "./socket_read.ts";
+import { readsDirect, socketReader, socketWriter, writesDirect } from "./socket_read.ts";
 
 /** A connected pair of TCP sockets on 127.0.0.1. */
 async function pair(): Promise<[Deno.TcpConn, Deno.TcpConn]> {
@@ -69,4 +69,42 @@ Deno.test("socketReader falls back to a socket's own read, with 0 for its end", 
   assert.equal(await read(buf), 2);
   assert.deepEqual([...buf.subarray(0, 2)], [1, 2]);
   assert.equal(await read(buf), 0);
+});
+
+Deno.test("socketWriter writes a Deno socket through the op, and fails on a closed one as Conn.write", async () => {
+  const [a, b] = await pair();
+  try {
+    assert.equal(
+      writesDirect(a),
+      true,
+      "this Deno no longer exposes core.write or the rid: writes fall back to Conn.write",
+    );
+    const write = socketWriter(a);
+    const sent = new TextEncoder().encode("hello, world");
+    let off = 0;
+    while (off < sent.length) off += await write(sent.subarray(off));
+    a.closeWrite();
+    const got: number[] = [];
+    const buf = new Uint8Array(64);
+    for (let n; (n = await b.read(buf)) !== null;) got.push(...buf.subarray(0, n));
+    assert.equal(new TextDecoder().decode(new Uint8Array(got)), "hello, world");
+  } finally {
+    a.close();
+    b.close();
+  }
+  await assert.rejects(socketWriter(a)(new Uint8Array(1)), Deno.errors.BadResource);
+  await assert.rejects(a.write(new Uint8Array(1)), Deno.errors.BadResource);
+});
+
+Deno.test("socketWriter falls back to a socket's own write", async () => {
+  const seen: number[] = [];
+  const socket = {
+    write(p: Uint8Array): Promise<number> {
+      seen.push(...p.subarray(0, 2));
+      return Promise.resolve(Math.min(2, p.length));
+    },
+  };
+  assert.equal(writesDirect(socket), false);
+  assert.equal(await socketWriter(socket)(new Uint8Array([7, 8, 9])), 2);
+  assert.deepEqual(seen, [7, 8]);
 });

@@ -2,8 +2,8 @@
 // response-header and idle timeouts, and an "idle read" kept pending while the connection sits in
 // the pool, so a close by the upstream is noticed before the connection is handed out again.
 
-import { socketReader } from "./socket_read.ts";
-import type { SocketRead } from "./socket_read.ts";
+import { socketReader, socketWriter } from "./socket_read.ts";
+import type { SocketRead, SocketWrite } from "./socket_read.ts";
 import { SlotSet } from "../domain/slot_set.ts";
 import { ProxyError } from "../domain/errors.ts";
 
@@ -85,6 +85,8 @@ export class H1Connection {
   #wbuf: Uint8Array | null = null;
   /** Reads of `transport` (socket_read.ts: 0 at end of stream). */
   readonly #read: SocketRead;
+  /** Writes to `transport`. */
+  readonly #write: SocketWrite;
   #pending: Promise<number> | null = null;
   #onDead: (c: H1Connection) => void = () => {};
   #idle = false;
@@ -103,6 +105,7 @@ export class H1Connection {
     this.transport = transport;
     this.source = source;
     this.#read = socketReader(transport);
+    this.#write = socketWriter(transport);
   }
 
   /** The error that ended this connection (timeout, client gone, body failure), if any. */
@@ -307,7 +310,7 @@ export class H1Connection {
     let off = 0;
     try {
       while (off < bytes.byteLength) {
-        off += await this.transport.write(off === 0 ? bytes : bytes.subarray(off));
+        off += await this.#write(off === 0 ? bytes : bytes.subarray(off));
         this.#touch();
       }
     } catch (err) {

@@ -33,8 +33,8 @@ import type {
 import { latin1 } from "../upstream_h1_wire.ts";
 import { listen, unmapped } from "../http_serve.ts";
 import type { Listener } from "../http_serve.ts";
-import { socketReader } from "../socket_read.ts";
-import type { SocketRead } from "../socket_read.ts";
+import { socketReader, socketWriter } from "../socket_read.ts";
+import type { SocketRead, SocketWrite } from "../socket_read.ts";
 import { BODY_LIMIT, headEnd, HeadScan, parseRequestHeadAt } from "./request_head.ts";
 import { ChunkedDecoder, ChunkedError } from "./chunked.ts";
 import type { RequestHead } from "./request_head.ts";
@@ -230,7 +230,7 @@ export function listenH1(
     const h2 = new H2Connection(
       {
         read,
-        write: (p) => conn.write(p),
+        write: socketWriter(conn),
         close: () => closeQuietly(conn),
       },
       h2env,
@@ -286,7 +286,7 @@ export function listenH1(
           relayFailures.until = now + 10_000;
           relayFailures.suppressed = 0;
         }
-        await writeAll(c.conn, UNAVAILABLE).catch(() => {});
+        await writeAll(c.write, UNAVAILABLE).catch(() => {});
         return;
       }
       try {
@@ -307,7 +307,7 @@ export function listenH1(
       const http10 = !h2c && HTTP10_LINE.test(latin1(bytes, 0, Math.min(bytes.length, 8192)));
       peers.set(key, { ...c.peer, protocol: h2c ? "h2c" : "http/1.1", http10, tls });
       try {
-        await writeAll(to, bytes);
+        await writeAll(socketWriter(to), bytes);
         // A client that ends its side (a half-close after its last request) gets whatever
         // Deno.serve still sends (which takes that end for the client leaving, as it does
         // unrelayed); once Deno.serve ends the connection, nothing more can come back, and both
@@ -502,9 +502,12 @@ export class Conn implements Reader {
 
   /** Reads of `conn` (socket_read.ts: 0 at end of stream). */
   readonly #read: SocketRead;
+  /** Writes to `conn`. */
+  readonly write: SocketWrite;
 
   constructor(readonly conn: Deno.Conn) {
     this.#read = socketReader(conn);
+    this.write = socketWriter(conn);
     const r = conn.remoteAddr as Deno.NetAddr;
     this.peer = { hostname: unmapped(r.hostname), port: r.port };
     try {
@@ -682,7 +685,7 @@ export class Conn implements Reader {
       // goes out without the client having sent it. Deno.serve sends the 100 at once.
       this.awaitsContinue = false;
       try {
-        await writeAll(this.conn, CONTINUE);
+        await writeAll(this.write, CONTINUE);
       } catch {
         return this.#clientGone();
       }
@@ -1046,14 +1049,14 @@ async function writeResponse(
         text.length + raw.length,
       );
       headInto(text, out);
-      await writeAll(c.conn, out);
+      await writeAll(c.write, out);
       return true;
     }
     const h = headBytes(text);
     const out = new Uint8Array(h.byteLength + raw.byteLength);
     out.set(h);
     out.set(raw, h.byteLength);
-    await writeAll(c.conn, out);
+    await writeAll(c.write, out);
     return true;
   }
   const body = res.body;
@@ -1065,13 +1068,13 @@ async function writeResponse(
     } else if (body === null && !noContent) text += "content-length: 0\r\n";
     text += persistence;
     body?.cancel().catch(() => {});
-    await writeAll(c.conn, headBytes(text + "\r\n"));
+    await writeAll(c.write, headBytes(text + "\r\n"));
     return true;
   }
   if (body === null) {
     text += "content-length: 0\r\n";
     text += persistence;
-    await writeAll(c.conn, headBytes(text + "\r\n"));
+    await writeAll(c.write, headBytes(text + "\r\n"));
     return true;
   }
   const declared = length !== null && /^[0-9]{1,15}$/.test(length) ? Number(length) : -1;
@@ -1083,7 +1086,7 @@ async function writeResponse(
   if (!toEnd) text += persistence;
   const reader = body.getReader();
   try {
-    await writeAll(c.conn, headBytes(text + "\r\n"));
+    await writeAll(c.write, headBytes(text + "\r\n"));
   } catch (err) {
     reader.cancel(err).catch(() => {});
     throw err;
@@ -1120,12 +1123,12 @@ async function writeResponse(
       if (declared >= 0) {
         if (sent + bytes.byteLength > declared) {
           // More than declared: what fits goes out, and the connection ends there.
-          await writeAll(c.conn, bytes.subarray(0, declared - sent));
+          await writeAll(c.write, bytes.subarray(0, declared - sent));
           reader.cancel().catch(() => {});
           return false;
         }
-        await writeAll(c.conn, bytes);
-      } else await writeAll(c.conn, toEnd ? bytes : chunked(bytes));
+        await writeAll(c.write, bytes);
+      } else await writeAll(c.write, toEnd ? bytes : chunked(bytes));
     } catch (err) {
       reader.cancel(err).catch(() => {});
       throw err;
@@ -1138,7 +1141,7 @@ async function writeResponse(
     o.keep = false;
     return true;
   }
-  await writeAll(c.conn, LAST_CHUNK);
+  await writeAll(c.write, LAST_CHUNK);
   return true;
 }
 
@@ -1178,9 +1181,9 @@ function headInto(text: string, out: Uint8Array): void {
   for (let i = 0; i < text.length; i++) out[i] = text.charCodeAt(i);
 }
 
-async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
+async function writeAll(write: SocketWrite, bytes: Uint8Array): Promise<void> {
   for (let off = 0; off < bytes.byteLength;) {
-    off += await conn.write(off === 0 ? bytes : bytes.subarray(off));
+    off += await write(off === 0 ? bytes : bytes.subarray(off));
   }
 }
 
@@ -1193,6 +1196,7 @@ async function pipe(from: Deno.Conn, to: Deno.Conn, halfClose: boolean): Promise
   const small = new Uint8Array(RELAY_MIN);
   let buf = small;
   const read = socketReader(from); // (buf is never empty: 0 is the end of the stream)
+  const write = socketWriter(to);
   const turn: Reader = { turnEnds: -1, slot: -1 };
   try {
     for (;;) {
@@ -1200,7 +1204,7 @@ async function pipe(from: Deno.Conn, to: Deno.Conn, halfClose: boolean): Promise
       if (wait !== undefined) await wait;
       const n = await read(buf);
       if (n === 0) break;
-      await writeAll(to, buf.subarray(0, n));
+      await writeAll(write, buf.subarray(0, n));
       readGate.leave(turn);
       if (n === buf.length) {
         if (buf.length < RELAY_MAX) buf = new Uint8Array(buf.length * 4);
