@@ -21,7 +21,19 @@ const BAD_VALUE = /[^\t\x20-\x7e\x80-\xff]/;
 
 function checkName(name: string): string {
   if (!TOKEN.test(name)) throw new TypeError(`Invalid header name "${name}"`);
-  return name.toLowerCase();
+  return lower(name);
+}
+
+/**
+ * `name` in lower case: as it is when it has no capital A–Z (Prox asks for fields by lowercase
+ * names; toLowerCase would scan it anyway and, for a capital, make a new string).
+ */
+function lower(name: string): string {
+  for (let i = 0; i < name.length; i++) {
+    const c = name.charCodeAt(i);
+    if ((c >= 65 && c <= 90) || c > 127) return name.toLowerCase();
+  }
+  return name;
 }
 
 /** Trims leading and trailing SP/HTAB, as `Headers` does, and rejects unsendable characters. */
@@ -63,12 +75,23 @@ export class HeaderList implements HeaderMap {
     return out;
   }
 
+  /**
+   * A list over `names` and `values` as they are (taken, not copied): fields a parser checked,
+   * names lowercase.
+   */
+  static adopt(names: string[], values: string[]): HeaderList {
+    const out = new HeaderList();
+    out.#names = names;
+    out.#values = values;
+    return out;
+  }
+
   get size(): number {
     return this.#names.length;
   }
 
   get(name: string): string | null {
-    const n = name.toLowerCase();
+    const n = lower(name);
     let out: string | null = null;
     const names = this.#names;
     for (let i = 0; i < names.length; i++) {
@@ -78,7 +101,7 @@ export class HeaderList implements HeaderMap {
   }
 
   has(name: string): boolean {
-    return this.#names.includes(name.toLowerCase());
+    return this.#names.includes(lower(name));
   }
 
   set(name: string, value: string): void {
@@ -113,7 +136,7 @@ export class HeaderList implements HeaderMap {
   }
 
   delete(name: string): void {
-    this.#remove(name.toLowerCase(), 0);
+    this.#remove(lower(name), 0);
   }
 
   #remove(n: string, from: number): void {

@@ -88,3 +88,16 @@ Deno.test("HeaderList converts to Headers and is accepted where HeadersInit is",
   const r = new Request("http://example.test/", { headers: h });
   assert.deepEqual(r.headers.getSetCookie(), ["x=1", "y=2"]);
 });
+
+Deno.test("HeaderList finds names capitalized anywhere, and adopts a parser's arrays as they are", () => {
+  const names = ["content-type", "x-request-id"];
+  const values = ["text/plain", "abc"];
+  const h = HeaderList.adopt(names, values);
+  assert.equal(h.get("Content-Type"), "text/plain");
+  assert.equal(h.get("x-Request-ID"), "abc");
+  assert.equal(h.has("X-REQUEST-Iq"), false);
+  h.delete("CONTENT-type");
+  assert.deepEqual([...h], [["x-request-id", "abc"]]);
+  // Taken, not copied: the list works on the arrays it was given.
+  assert.deepEqual(names, ["x-request-id"]);
+});

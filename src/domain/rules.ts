@@ -352,8 +352,11 @@ export function compileHeaderRules(
       });
     } else remove.push(name.toLowerCase());
   }
+  // Trimmed as a header set would trim it (checked by fieldValueProblem below).
   const text = (pairs: [string, Template][]) =>
-    pairs.map(([name, t]): [string, string] => [name, t.parts.join("")]);
+    pairs.map((
+      [name, t],
+    ): [string, string] => [name, t.parts.join("").replace(/^[ \t]+|[ \t]+$/g, "")]);
   return {
     when: condition(spec.condition, c),
     always: spec.condition === undefined,

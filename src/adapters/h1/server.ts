@@ -902,8 +902,8 @@ async function exchange(
   body: Uint8Array<ArrayBuffer> | null,
   stream: ReadableStream<Uint8Array> | null,
 ): Promise<boolean> {
-  const fields = new HeaderList();
-  for (let i = 0; i < head.names.length; i++) fields.appendChecked(head.names[i], head.values[i]);
+  // The parser's arrays, which nothing else holds on to: taken as they are.
+  const fields = HeaderList.adopt(head.names, head.values);
   c.exchanging(true);
   // The signal is asked for only when the pipeline waits (a queued upstream connection, a slow
   // exchange): only then is the socket read in the background.

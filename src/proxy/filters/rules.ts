@@ -8,6 +8,7 @@ import type { PlaceholderValues } from "../../domain/placeholders.ts";
 import type { BodyRule, HeaderRules, JsonTemplate } from "../../domain/rules.ts";
 import type { ConditionInput } from "../../domain/conditions.ts";
 import type { Logger } from "../../ports.ts";
+import { HeaderList } from "../../domain/header_list.ts";
 import type { HeaderMap } from "../../domain/header_list.ts";
 import type { RequestContext } from "../context.ts";
 import { WireResponse } from "../wire_response.ts";
@@ -79,8 +80,15 @@ export function applyHeaderRules(
   const fixed = rules.fixed;
   if (fixed) {
     // Fixed text checked at load: nothing to expand, nothing a message could make unsendable.
-    for (const [name, value] of fixed.set) headers.set(name, value);
-    for (const [name, value] of fixed.append) headers.append(name, value);
+    const list = headers instanceof HeaderList ? headers : null;
+    for (const [name, value] of fixed.set) {
+      if (list) list.setChecked(name, value);
+      else headers.set(name, value);
+    }
+    for (const [name, value] of fixed.append) {
+      if (list) list.appendChecked(name, value);
+      else headers.append(name, value);
+    }
     return;
   }
   const put = (name: string, value: string, append: boolean) => {

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { applyHeaderRules } from "./rules.ts";
 import { compileHeaderRules } from "../../domain/rules.ts";
+import { HeaderList } from "../../domain/header_list.ts";
 import type { Logger } from "../../ports.ts";
 
 Deno.test("applyHeaderRules skips a value holding a control character after expansion", () => {
@@ -38,6 +39,18 @@ Deno.test("header rules of fixed text apply as compiled; a placeholder or condit
   };
   applyHeaderRules(fixed, h, { values: never, logger: {} as Logger, requestId: "r" });
   assert.deepEqual([...h], [["x-a", "1"], ["x-b", "first, 2"], ["x-env", "env"]]);
+
+  const list = HeaderList.adopt(["x-c", "x-b"], ["gone", "first"]);
+  applyHeaderRules(
+    compile({ add: { "X-A": " padded\t" }, append: { "X-B": "2" }, remove: ["x-c"] }),
+    list,
+    {
+      values: never,
+      logger: {} as Logger,
+      requestId: "r",
+    },
+  );
+  assert.deepEqual([...list], [["x-b", "first"], ["x-a", "padded"], ["x-b", "2"]]);
 
   const templated = compile({ set: { "X-A": "{method}" } });
   assert.equal(templated.fixed, null);
