@@ -552,3 +552,43 @@ Deno.test("/status shows the HTTP/2 engine's requests, connections and idle buff
     await c.close();
   }
 });
+
+/** The GOAWAY the client got (its error code), once it came. */
+function goawayCode(c: RawH2): number | undefined {
+  const g = c.frames.find((f) => f.type === FrameType.GOAWAY);
+  return g && u32(g.payload.subarray(4));
+}
+
+Deno.test("a flood of CONTINUATION frames ends the connection with ENHANCE_YOUR_CALM", async () => {
+  await using up = await startUpstream(() => new Response("x"));
+  await using prox = await startProxy(config(up.url), { keepListen: true, tls: true });
+  const fine = await RawH2.open(prox.port);
+  try {
+    // A large block in 1 KiB frames (twenty CONTINUATIONs) is a request like any other.
+    fine.enc.begin().field(":method", "GET").field(":scheme", "https").field(":path", "/");
+    fine.enc.field(":authority", "localhost").field("x-large", "v".repeat(20_000));
+    fine.out.headers(1, fine.enc.block, true, 1024);
+    await fine.flush();
+    await waitFor(() => fine.status(1), { what: "the answer" });
+    assert.equal(fine.status(1), "200");
+  } finally {
+    await fine.close();
+  }
+  // A field block that never ends (CVE-2024-27316): empty CONTINUATIONs add nothing to its
+  // size, and one-byte ones little, but each costs the engine a frame's work.
+  for (const size of [0, 1]) {
+    const c = await RawH2.open(prox.port);
+    try {
+      c.enc.begin().field(":method", "GET");
+      c.out.frame(FrameType.HEADERS, 0, 1, c.enc.block);
+      for (let i = 0; i < 3000; i++) {
+        c.out.frame(FrameType.CONTINUATION, 0, 1, new Uint8Array(size).fill(0x82));
+      }
+      await c.flush().catch(() => {});
+      await waitFor(() => goawayCode(c) !== undefined, { what: `GOAWAY (${size}-byte frames)` });
+      assert.equal(goawayCode(c), ErrorCode.ENHANCE_YOUR_CALM);
+    } finally {
+      await c.close();
+    }
+  }
+});

@@ -55,9 +55,9 @@ const MAX_BLOCK = MAX_HEADER_LIST + 16 * 1024;
 const WRITE_HIGH = 256 * 1024;
 /**
  * Frames that ask work of this side without a request (PING, SETTINGS, PRIORITY, empty DATA,
- * unknown types) allowed within CONTROL_PERIOD_MS, plus 10 per request (up to ten times as many):
- * past them the client floods, and the connection ends with ENHANCE_YOUR_CALM. A client that pings
- * now and then for years never comes near.
+ * CONTINUATION, unknown types) allowed within CONTROL_PERIOD_MS, plus 10 per request (up to ten
+ * times as many): past them the client floods, and the connection ends with ENHANCE_YOUR_CALM. A
+ * client that pings now and then for years never comes near.
  */
 const CONTROL_BUDGET = 1000;
 const CONTROL_PERIOD_MS = 10_000;
@@ -353,8 +353,8 @@ export class H2Connection {
   /** Exchanges with a body to begin once the frames read with their HEADERS are handled. */
   #pending: Array<() => void> = [];
 
-  /** A field block being gathered from HEADERS and CONTINUATION frames. */
-  #block: { stream: number; end: boolean; parts: Uint8Array[]; size: number } | null = null;
+  /** A field block being gathered from HEADERS and CONTINUATION frames (`buf` up to `size`). */
+  #block: { stream: number; end: boolean; buf: Uint8Array; size: number } | null = null;
 
   #spend(): void {
     if (--this.#controlBudget >= 0) return;
@@ -424,7 +424,7 @@ export class H2Connection {
     }
     const fragment = this.#unpad(flags, p, flags & Flag.PRIORITY ? 5 : 0);
     const end = (flags & Flag.END_STREAM) !== 0;
-    this.#block = { stream: id, end, parts: [fragment.slice()], size: fragment.length };
+    this.#block = { stream: id, end, buf: fragment.slice(), size: fragment.length };
     if (flags & Flag.END_HEADERS) this.#blockDone();
   }
 
@@ -433,27 +433,27 @@ export class H2Connection {
     if (b === null || b.stream !== id) {
       throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "CONTINUATION out of place");
     }
-    b.size += p.length;
-    if (b.size > MAX_BLOCK) {
+    // Each costs a frame's work whatever it carries (an endless block of empty or one-byte
+    // CONTINUATIONs: CVE-2024-27316); a request's few are paid for by the request.
+    this.#spend();
+    const size = b.size + p.length;
+    if (size > MAX_BLOCK) {
       throw new ConnectionError(ErrorCode.ENHANCE_YOUR_CALM, "Field block too large");
     }
-    b.parts.push(p.slice());
+    if (size > b.buf.length) {
+      const bigger = new Uint8Array(Math.min(Math.max(size, b.buf.length * 2), MAX_BLOCK));
+      bigger.set(b.buf.subarray(0, b.size));
+      b.buf = bigger;
+    }
+    b.buf.set(p, b.size);
+    b.size = size;
     if (flags & Flag.END_HEADERS) this.#blockDone();
   }
 
   #blockDone(): void {
     const b = this.#block!;
     this.#block = null;
-    let block: Uint8Array;
-    if (b.parts.length === 1) block = b.parts[0];
-    else {
-      block = new Uint8Array(b.size);
-      let at = 0;
-      for (const part of b.parts) {
-        block.set(part, at);
-        at += part.length;
-      }
-    }
+    const block = b.buf.subarray(0, b.size);
     const id = b.stream;
     const existing = this.#streams.get(id);
     if (existing || id <= this.#lastStream) {
