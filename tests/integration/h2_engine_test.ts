@@ -553,6 +553,19 @@ Deno.test("/status shows the HTTP/2 engine's requests, connections and idle buff
   }
 });
 
+/** The config with an admin listener, for /status. */
+const withAdmin = (yaml: string) =>
+  yaml.replace("health_check:", 'admin: { listen_addr: "127.0.0.1:0" }\nhealth_check:');
+
+/** The main listener's HTTP/2 engine numbers from /status. */
+async function engineStatus(
+  prox: { server: { admin?: { port: number } | null } },
+): Promise<{ connections: number; streams: number; bufferBytes: number }> {
+  const res = await fetch(`http://127.0.0.1:${prox.server.admin!.port}/status`);
+  const l = (await res.json()).listeners.find((l: { name: string }) => l.name === "main");
+  return l.http2Engine;
+}
+
 /** The GOAWAY the client got (its error code), once it came. */
 function goawayCode(c: RawH2): number | undefined {
   const g = c.frames.find((f) => f.type === FrameType.GOAWAY);
@@ -590,5 +603,46 @@ Deno.test("a flood of CONTINUATION frames ends the connection with ENHANCE_YOUR_
     } finally {
       await c.close();
     }
+  }
+});
+
+Deno.test("a stream error ends the stream: nothing is sent on it after its RST_STREAM", async () => {
+  await using up = await heldUpstream("late");
+  await using prox = await startProxy(withAdmin(config(up.url)), { keepListen: true, tls: true });
+  const c = await RawH2.open(prox.port);
+  try {
+    // Stream 1 ended its request; DATA on it is a stream error STREAM_CLOSED (RFC 9113 §5.1).
+    // Stream 3 is open; a WINDOW_UPDATE of 0 on it is a stream error PROTOCOL_ERROR (§6.9).
+    c.request(1, "/1");
+    c.request(3, "/3");
+    await c.flush();
+    await waitFor(() => up.state.arrived === 2, { what: "two requests upstream" });
+    c.out.frame(FrameType.DATA, 0, 1, new Uint8Array(10));
+    c.out.u32(FrameType.WINDOW_UPDATE, 3, 0);
+    await c.flush();
+    await waitFor(
+      () => c.on(1, FrameType.RST_STREAM).length && c.on(3, FrameType.RST_STREAM).length,
+      {
+        what: "both streams reset",
+      },
+    );
+    assert.equal(u32(c.on(1, FrameType.RST_STREAM)[0].payload), ErrorCode.STREAM_CLOSED);
+    assert.equal(u32(c.on(3, FrameType.RST_STREAM)[0].payload), ErrorCode.PROTOCOL_ERROR);
+    up.release();
+    await waitFor(async () => (await engineStatus(prox)).streams === 0, { what: "no stream" });
+    // Whatever the engine wrote before its PING ack has come by the time the ack has.
+    c.out.frame(FrameType.PING, 0, 0, new Uint8Array(8).fill(7));
+    await c.flush();
+    await waitFor(() => c.frames.find((f) => f.type === FrameType.PING && f.flags & Flag.ACK), {
+      what: "the PING ack",
+    });
+    for (const id of [1, 3]) {
+      const frames = c.frames.filter((f) => f.id === id);
+      assert.deepEqual(frames.map((f) => f.type), [FrameType.RST_STREAM], `stream ${id}`);
+    }
+    assert.equal(goawayCode(c), undefined);
+  } finally {
+    up.release();
+    await c.close();
   }
 });

@@ -377,8 +377,8 @@ export class H2Connection {
         return this.#continuation(flags, id, p);
       case FrameType.PRIORITY:
         if (id === 0) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "PRIORITY on stream 0");
-        if (p.length !== 5) return this.#resetStream(id, ErrorCode.FRAME_SIZE_ERROR);
         this.#spend();
+        if (p.length !== 5) return this.#streamError(id, ErrorCode.FRAME_SIZE_ERROR);
         return;
       case FrameType.RST_STREAM:
         return this.#rstStream(id, p);
@@ -461,7 +461,7 @@ export class H2Connection {
       // decoded for the table's sake, dropped.
       this.#decoder.decode(block, () => {}, MAX_HEADER_LIST);
       if (!existing) return;
-      if (!b.end) return this.#resetStream(id, ErrorCode.PROTOCOL_ERROR);
+      if (!b.end) return this.#streamError(id, ErrorCode.PROTOCOL_ERROR);
       this.#bodyEnded(existing);
       return;
     }
@@ -764,7 +764,7 @@ export class H2Connection {
       }
       this.#creditConnection(p.length);
       if (s === undefined) return; // a stream reset or finished: its data is dropped
-      return this.#resetStream(id, ErrorCode.STREAM_CLOSED);
+      return this.#streamError(id, ErrorCode.STREAM_CLOSED);
     }
     s.recvWindow -= p.length;
     if (s.recvWindow < 0) {
@@ -877,7 +877,7 @@ export class H2Connection {
       }
       return;
     }
-    if (inc === 0) return this.#resetStream(id, ErrorCode.PROTOCOL_ERROR);
+    if (inc === 0) return this.#streamError(id, ErrorCode.PROTOCOL_ERROR);
     s.sendWindow += inc;
     if (s.sendWindow > MAX_WINDOW) {
       this.#resetStream(id, ErrorCode.FLOW_CONTROL_ERROR);
@@ -885,6 +885,18 @@ export class H2Connection {
       return;
     }
     s.windowWake?.();
+  }
+
+  /**
+   * A stream error (RFC 9113 §5.4.2): RST_STREAM, and the stream is closed, so its exchange ends
+   * (nothing more is sent on it, its upstream is let go) and its unread body is credited back.
+   */
+  #streamError(id: number, code: number): void {
+    this.#resetStream(id, code);
+    const s = this.#streams.get(id);
+    if (s === undefined) return;
+    this.#dropBody(s);
+    s.abort();
   }
 
   #resetStream(id: number, code: number): void {
