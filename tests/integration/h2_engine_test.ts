@@ -646,3 +646,39 @@ Deno.test("a stream error ends the stream: nothing is sent on it after its RST_S
     await c.close();
   }
 });
+
+Deno.test("the body of a request the engine refuses itself is credited back to the connection window", async () => {
+  await using up = await startUpstream(() => new Response("x"));
+  await using prox = await startProxy(config(up.url), { keepListen: true, tls: true });
+  const c = await RawH2.open(prox.port);
+  try {
+    // The answers (417: an expectation that cannot be met) wait for window, so that each body
+    // has come, END_STREAM included, before its stream's work ends.
+    c.out.settings([[0x4, 0]]);
+    for (const id of [1, 3, 5]) {
+      c.enc.begin().field(":method", "POST").field(":scheme", "https").field(":path", "/");
+      c.enc.field(":authority", "localhost").field("expect", "nothing");
+      c.out.headers(id, c.enc.block, false, 16384);
+      for (let i = 0; i < 12; i++) c.out.frame(FrameType.DATA, 0, id, new Uint8Array(16384));
+      c.out.frame(FrameType.DATA, Flag.END_STREAM, id, new Uint8Array(16384));
+    }
+    c.out.frame(FrameType.PING, 0, 0, new Uint8Array(8).fill(1));
+    await c.flush();
+    await waitFor(() => c.frames.find((f) => f.type === FrameType.PING && f.flags & Flag.ACK), {
+      what: "the PING ack",
+    });
+    for (const id of [1, 3, 5]) c.out.u32(FrameType.WINDOW_UPDATE, id, 1 << 20);
+    await c.flush();
+    await waitFor(() => [1, 3, 5].every((id) => c.on(id, FrameType.DATA).length > 0), {
+      what: "three answers",
+    });
+    assert.equal(c.status(1), "417");
+    // 3 × 208 KiB read and dropped: the connection's window is credited back (past half of it),
+    // beyond the WINDOW_UPDATE that opened the connection.
+    await waitFor(() => c.on(0, FrameType.WINDOW_UPDATE).length >= 2, {
+      what: "the connection's WINDOW_UPDATE",
+    });
+  } finally {
+    await c.close();
+  }
+});

@@ -689,6 +689,13 @@ export class H2Connection {
       this.#resetStream(s.id, ErrorCode.INTERNAL_ERROR);
       s.localEnded = true;
     }
+    if (s.queued > 0) {
+      // A body that came whole but was not read (an answer the engine gave itself, a body that
+      // failed) goes back to the connection's window too; a late reader sees it cut, not ended.
+      s.failure ??= new ProxyError("client_gone", "Request body dropped after the answer");
+      this.#dropBody(s);
+      s.wake?.();
+    }
     this.#windowWaiters.delete(s);
     this.#streams.delete(s.id);
     this.#endWork();
