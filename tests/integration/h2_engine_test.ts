@@ -682,3 +682,26 @@ Deno.test("the body of a request the engine refuses itself is credited back to t
     await c.close();
   }
 });
+
+Deno.test("a SETTINGS_INITIAL_WINDOW_SIZE that takes a stream's window past 2^31-1 is FLOW_CONTROL_ERROR", async () => {
+  await using up = await heldUpstream();
+  await using prox = await startProxy(config(up.url), { keepListen: true, tls: true });
+  const c = await RawH2.open(prox.port);
+  try {
+    c.request(1, "/held");
+    await c.flush();
+    await waitFor(() => up.state.arrived === 1, { what: "the request upstream" });
+    // The stream's window at the most a window may be, then one more for every stream.
+    c.out.u32(FrameType.WINDOW_UPDATE, 1, 0x7fffffff - 65535);
+    c.out.settings([[0x4, 65536]]);
+    await c.flush();
+    const acks = () => c.frames.filter((f) => f.type === FrameType.SETTINGS && f.flags & Flag.ACK);
+    await waitFor(() => goawayCode(c) !== undefined || acks().length === 2, {
+      what: "GOAWAY or the SETTINGS ack",
+    });
+    assert.equal(goawayCode(c), ErrorCode.FLOW_CONTROL_ERROR);
+  } finally {
+    up.release();
+    await c.close();
+  }
+});

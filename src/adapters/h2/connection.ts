@@ -849,6 +849,10 @@ export class H2Connection {
         this.#peerWindow = value;
         for (const s of this.#streams.values()) {
           s.sendWindow += delta;
+          // No window may pass 2^31-1 by a change of the setting either (RFC 9113 §6.9.2).
+          if (s.sendWindow > MAX_WINDOW) {
+            throw new ConnectionError(ErrorCode.FLOW_CONTROL_ERROR, "Stream window overflow");
+          }
           if (delta > 0) s.windowWake?.();
         }
       } else if (key === Setting.MAX_FRAME_SIZE) {
