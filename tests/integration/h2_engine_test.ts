@@ -16,6 +16,9 @@ import {
   PREFACE,
 } from "../../src/adapters/h2/frames.ts";
 import { HpackDecoder, HpackEncoder } from "../../src/adapters/h2/hpack.ts";
+import { H2Connection } from "../../src/adapters/h2/connection.ts";
+import type { H2Env, H2Socket } from "../../src/adapters/h2/connection.ts";
+import { silentLogger } from "../../src/ports.ts";
 import { LIMIT } from "../../src/adapters/h1/read_gate.ts";
 
 const TLS = `${ROOT}/tests/fixtures/tls`;
@@ -703,5 +706,77 @@ Deno.test("a SETTINGS_INITIAL_WINDOW_SIZE that takes a stream's window past 2^31
   } finally {
     up.release();
     await c.close();
+  }
+});
+
+/**
+ * A client on a fake socket that sends `feed` as fast as the engine reads it and never reads
+ * what the engine writes (its writes never complete until the socket closes).
+ */
+class DeafClient implements H2Socket {
+  reads = 0;
+  #at = 0;
+  #closed = false;
+  #ends: Array<() => void> = [];
+
+  constructor(readonly feed: Uint8Array) {}
+
+  read(p: Uint8Array): Promise<number> {
+    this.reads++;
+    if (this.#closed) return Promise.resolve(0);
+    if (this.#at === this.feed.length) {
+      return new Promise((resolve) => this.#ends.push(() => resolve(0)));
+    }
+    const n = Math.min(p.length, this.feed.length - this.#at);
+    p.set(this.feed.subarray(this.#at, this.#at + n));
+    this.#at += n;
+    return Promise.resolve(n);
+  }
+
+  write(_p: Uint8Array): Promise<number> {
+    if (this.#closed) return Promise.reject(new Error("closed"));
+    return new Promise((_, reject) => this.#ends.push(() => reject(new Error("closed"))));
+  }
+
+  close(): void {
+    this.#closed = true;
+    for (const end of this.#ends.splice(0)) end();
+  }
+}
+
+Deno.test("a client that never reads is not read further once the engine's writes back up", async () => {
+  // Malformed requests (only :method), each answered with a RST_STREAM: 2 MiB of them ask for
+  // 2.6 MiB of frames back, which must not pile up behind a write that never completes.
+  const w = new FrameWriter();
+  w.frame(FrameType.SETTINGS, 0, 0);
+  for (let id = 1; w.length < 2 << 20; id += 2) {
+    w.headers(id, Uint8Array.of(0x82), true, 16384);
+  }
+  const frames = w.take();
+  const feed = new Uint8Array(PREFACE.length + frames.length);
+  feed.set(PREFACE);
+  feed.set(frames, PREFACE.length);
+  const client = new DeafClient(feed);
+  const env: H2Env = {
+    handler: () => Promise.resolve(new Response("x")),
+    logger: silentLogger,
+    localPort: 0,
+    tls: false,
+    draining: () => false,
+  };
+  const conn = new H2Connection(client, env, { hostname: "127.0.0.1", port: 1 });
+  const done = conn.run();
+  try {
+    // Until the engine stops reading: it has read everything, or waits for its writes.
+    let last = -1;
+    await waitFor(() => {
+      const still = client.reads === last;
+      last = client.reads;
+      return still;
+    }, { intervalMs: 100, what: "the reads to stop" });
+    assert.ok(conn.bufferBytes < 1 << 20, `${conn.bufferBytes} bytes held`);
+  } finally {
+    conn.close();
+    await done;
   }
 });

@@ -315,6 +315,11 @@ export class H2Connection {
         // than in Deno's poll order, which starved some for seconds. Held from the read to the
         // end of handling what it brought.
         readGate.leave(this.#turn);
+        // A client that does not read what it is sent is not read either: what it asks for
+        // (RST_STREAMs, acks, answers) would pile up behind a write that does not complete.
+        while (this.#out.length > WRITE_HIGH && !this.#closed) {
+          await new Promise<void>((resolve) => this.#drainWaiters.push(resolve));
+        }
         const turn = readGate.enter(this.#turn);
         if (turn !== undefined) await turn;
         const n = await this.#io.read(buf.subarray(end));
