@@ -780,3 +780,31 @@ Deno.test("a client that never reads is not read further once the engine's write
     await done;
   }
 });
+
+Deno.test("a client that ends its side of the connection mid-body ends that exchange", async () => {
+  const state = { arrived: 0, body: "" };
+  await using up = await startUpstream(async (req) => {
+    state.arrived++;
+    state.body = String((await req.arrayBuffer().catch(() => null))?.byteLength);
+    return new Response("x");
+  });
+  await using prox = await startProxy(withAdmin(config(up.url)), { keepListen: true, tls: true });
+  const c = await RawH2.open(prox.port);
+  try {
+    c.enc.begin().field(":method", "POST").field(":scheme", "https").field(":path", "/up");
+    c.out.headers(1, c.enc.field(":authority", "localhost").block, false, 16384);
+    c.out.frame(FrameType.DATA, 0, 1, new Uint8Array(100));
+    await c.flush();
+    await waitFor(async () => (await engineStatus(prox)).streams === 1, { what: "the stream" });
+    // The rest of the body can never come once the client has ended its side (TLS close_notify,
+    // then FIN): the exchange fails (the proxy, which keeps a small body for a retry, sends
+    // nothing upstream), and the connection goes.
+    await c.conn.closeWrite();
+    await waitFor(async () => (await engineStatus(prox)).connections === 0, {
+      what: "the connection gone",
+    });
+    assert.equal(state.arrived, 0);
+  } finally {
+    await c.close();
+  }
+});

@@ -326,7 +326,13 @@ export class H2Connection {
         if (n === 0) break;
         end += n;
       }
-      // The client ended its side: streams in work still answer if they can; the read is over.
+      // The client ended its side: streams in work still answer if they can; the read is over,
+      // and a request body still coming never will (its exchange would wait for it for good).
+      for (const s of this.#streams.values()) {
+        if (!s.remoteEnded) {
+          this.#failBody(s, new ProxyError("client_gone", "Client closed the connection"));
+        }
+      }
       if (this.#inWork > 0 && !this.#closed) {
         await new Promise<void>((resolve) => this.#onIdle = resolve);
       }
