@@ -808,3 +808,44 @@ Deno.test("a client that ends its side of the connection mid-body ends that exch
     await c.close();
   }
 });
+
+Deno.test("a pseudo-field given twice, a bad :scheme or a control character in a field is malformed", async () => {
+  await using up = await startUpstream(() => new Response("fine"));
+  await using prox = await startProxy(config(up.url), { keepListen: true, tls: true });
+  const c = await RawH2.open(prox.port);
+  try {
+    const get = (path: string): [string, string][] => [
+      [":method", "GET"],
+      [":scheme", "https"],
+      [":path", path],
+      [":authority", "localhost"],
+    ];
+    const cases: [string, string][][] = [
+      [[":method", ""], ...get("/twice")], // the first :method empty, then a second one
+      [[":path", ""], ...get("/twice")],
+      [...get("/scheme").filter(([n]) => n !== ":scheme"), [":scheme", "ht\r\ntp"]],
+      [...get("/ctl"), ["x-ctl", "a\x01b"]], // refused by the HTTP/1.1 engine too
+      [...get("/del"), ["x-del", "a\x7fb"]],
+      [...get("/path\x01")],
+    ];
+    const ids = cases.map((fields, i) => {
+      c.enc.begin();
+      for (const [n, v] of fields) c.enc.field(n, v);
+      c.out.headers(2 * i + 1, c.enc.block, true, 16384);
+      return 2 * i + 1;
+    });
+    const fine = 2 * cases.length + 1;
+    c.request(fine, "/fine", [["x-fine", "tab\tand obs-text \xe9"]]);
+    await c.flush();
+    await waitFor(() => c.on(fine, FrameType.DATA).length > 0, { what: "the fine answer" });
+    for (const id of ids) {
+      const rst = c.on(id, FrameType.RST_STREAM);
+      assert.equal(c.status(id), undefined, `stream ${id} answered`);
+      assert.equal(rst.length, 1, `stream ${id} reset`);
+      assert.equal(u32(rst[0].payload), ErrorCode.PROTOCOL_ERROR);
+    }
+    assert.equal(c.status(fine), "200");
+  } finally {
+    await c.close();
+  }
+});

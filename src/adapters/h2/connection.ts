@@ -77,8 +77,16 @@ const METHOD = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 const BODY_BYTES = 64 * 1024;
 /** Lowercase field names (RFC 9113 §8.2.1: upper case makes a request malformed). */
 const FIELD_NAME = /^[!#$%&'*+\-.^_`|~0-9a-z]+$/;
-/** A value with a byte HTTP/2 forbids (NUL, CR, LF), or with whitespace around it. */
-const BAD_VALUE = /[\0\r\n]|^[ \t]|[ \t]$/;
+/**
+ * A value with a byte HTTP/2 forbids (NUL, CR, LF) or another control character (which the
+ * HTTP/1.1 engine refuses too, and HeaderList.appendChecked must not be given), or with
+ * whitespace around it.
+ */
+const BAD_VALUE = /[^\t\x20-\x7e\x80-\xff]|^[ \t]|[ \t]$/;
+/** A URI scheme (RFC 3986 §3.1). */
+const SCHEME = /^[A-Za-z][A-Za-z0-9+.-]*$/;
+/** Each request pseudo-field's bit, to find one given twice (even empty the first time). */
+const PSEUDO = new Map([[":method", 1], [":scheme", 2], [":path", 4], [":authority", 8]]);
 
 /** What a connection needs from its listener. */
 export interface H2Env {
@@ -533,16 +541,18 @@ export class H2Connection {
     let cookie: string | null = null;
     let regular = false;
     let expectContinue = false;
+    let pseudo = 0;
     for (let i = 0; i < names.length; i++) {
       const n = names[i], v = values[i];
       if (n.charCodeAt(0) === 58 /* : */) {
         // Pseudo-fields come first, once each (RFC 9113 §8.3).
-        if (regular) return this.#malformed(s);
-        if (n === ":method" && !method) method = v;
-        else if (n === ":scheme" && !scheme) scheme = v;
-        else if (n === ":path" && !path) path = v;
-        else if (n === ":authority" && !authority) authority = v;
-        else return this.#malformed(s);
+        const bit = PSEUDO.get(n) ?? 0;
+        if (regular || bit === 0 || pseudo & bit) return this.#malformed(s);
+        pseudo |= bit;
+        if (bit === 1) method = v;
+        else if (bit === 2) scheme = v;
+        else if (bit === 4) path = v;
+        else authority = v;
         continue;
       }
       regular = true;
@@ -589,7 +599,10 @@ export class H2Connection {
       // An HTTP/2 request without an authority has no URL Prox can route (nor HTTP/1.1's Host).
       return this.#malformed(s);
     }
-    if (BAD_VALUE.test(path) || /[\s]/.test(path) || /[\s/?#@]/.test(authority)) {
+    if (
+      BAD_VALUE.test(path) || /[\s]/.test(path) || BAD_VALUE.test(authority) ||
+      /[\s/?#@]/.test(authority) || !SCHEME.test(scheme)
+    ) {
       return this.#malformed(s);
     }
     if (cookie !== null) fields.appendChecked("cookie", cookie);
