@@ -849,3 +849,23 @@ Deno.test("a pseudo-field given twice, a bad :scheme or a control character in a
     await c.close();
   }
 });
+
+Deno.test("a GOAWAY shorter than 8 bytes or a HEADERS too short for its priority is FRAME_SIZE_ERROR", async () => {
+  await using up = await startUpstream(() => new Response("x"));
+  await using prox = await startProxy(config(up.url), { keepListen: true, tls: true });
+  const frames: [number, number, Uint8Array][] = [
+    [FrameType.GOAWAY, 0, new Uint8Array(4)],
+    [FrameType.HEADERS, Flag.PRIORITY | Flag.END_HEADERS | Flag.END_STREAM, Uint8Array.of(0, 0)],
+  ];
+  for (const [type, flags, payload] of frames) {
+    const c = await RawH2.open(prox.port);
+    try {
+      c.out.frame(type, flags, type === FrameType.GOAWAY ? 0 : 1, payload);
+      await c.flush();
+      await waitFor(() => goawayCode(c) !== undefined || c.closed, { what: `type ${type}` });
+      assert.equal(goawayCode(c), ErrorCode.FRAME_SIZE_ERROR, `type ${type}`);
+    } finally {
+      await c.close();
+    }
+  }
+});

@@ -415,6 +415,7 @@ export class H2Connection {
         return;
       case FrameType.GOAWAY:
         if (id !== 0) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "GOAWAY on a stream");
+        if (p.length < 8) throw new ConnectionError(ErrorCode.FRAME_SIZE_ERROR, "GOAWAY size");
         this.#peerGone = true;
         return;
       case FrameType.WINDOW_UPDATE:
@@ -428,8 +429,12 @@ export class H2Connection {
 
   /** The payload without its padding (PADDED flag), or a connection error. */
   #unpad(flags: number, p: Uint8Array, skip = 0): Uint8Array {
+    const fixed = (flags & Flag.PADDED ? 1 : 0) + skip;
+    if (p.length < fixed) {
+      // Too short for its padding length or its priority fields (RFC 9113 §4.2).
+      throw new ConnectionError(ErrorCode.FRAME_SIZE_ERROR, "Frame shorter than its fields");
+    }
     if (!(flags & Flag.PADDED)) return skip ? p.subarray(skip) : p;
-    if (p.length < 1) throw new ConnectionError(ErrorCode.FRAME_SIZE_ERROR, "Padding length");
     const pad = p[0];
     if (1 + skip + pad > p.length) {
       throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "Padding longer than the frame");
