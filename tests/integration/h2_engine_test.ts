@@ -869,3 +869,37 @@ Deno.test("a GOAWAY shorter than 8 bytes or a HEADERS too short for its priority
     }
   }
 });
+
+Deno.test("the same content-length given twice goes upstream as one; two different ones are malformed", async () => {
+  const seen: (string | null)[] = [];
+  await using up = await startUpstream(async (req) => {
+    seen.push(req.headers.get("content-length"));
+    return new Response(await req.text());
+  });
+  await using prox = await startProxy(config(up.url), { keepListen: true, tls: true });
+  const c = await RawH2.open(prox.port);
+  try {
+    const post = (id: number, lengths: string[]) => {
+      c.enc.begin().field(":method", "POST").field(":scheme", "https").field(":path", "/cl");
+      c.enc.field(":authority", "localhost");
+      for (const l of lengths) c.enc.field("content-length", l);
+      c.out.headers(id, c.enc.block, false, 16384);
+      c.out.frame(FrameType.DATA, Flag.END_STREAM, id, new TextEncoder().encode("abc"));
+    };
+    post(1, ["3", "3"]);
+    post(3, ["3", "4"]);
+    await c.flush();
+    await waitFor(
+      () => c.on(1, FrameType.DATA).length > 0 && c.on(3, FrameType.RST_STREAM).length > 0,
+      {
+        what: "the answer and the reset",
+      },
+    );
+    assert.equal(c.status(1), "200");
+    assert.equal(new TextDecoder().decode(c.on(1, FrameType.DATA)[0].payload), "abc");
+    assert.deepEqual(seen, ["3"]);
+    assert.equal(u32(c.on(3, FrameType.RST_STREAM)[0].payload), ErrorCode.PROTOCOL_ERROR);
+  } finally {
+    await c.close();
+  }
+});

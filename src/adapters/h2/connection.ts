@@ -589,6 +589,8 @@ export class H2Connection {
         if (!/^[0-9]{1,15}$/.test(v) || (s.declared >= 0 && s.declared !== Number(v))) {
           return this.#malformed(s);
         }
+        // The same length again is one length (RFC 9110 §8.6), not the list "5, 5" upstream.
+        if (s.declared >= 0) continue;
         s.declared = Number(v);
       }
       fields.appendChecked(n, v);
