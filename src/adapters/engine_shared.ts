@@ -1,10 +1,10 @@
 // What Prox's own engines (h1/server.ts, h2/connection.ts) share around an exchange: the Date
-// field of their answers, the `completed` promise of a request's ClientInfo, and what becomes of
+// field of their answers, a request's ClientInfo and its `completed` promise, and what becomes of
 // a handler that throws or a body that fails.
 
 import { ProxyError } from "../domain/errors.ts";
 import { FileChangedError } from "../ports.ts";
-import type { Logger } from "../ports.ts";
+import type { ClientInfo, Logger, Protocol } from "../ports.ts";
 
 let dateAt = 0;
 let dateText = "";
@@ -20,17 +20,48 @@ export function httpDate(): string {
 }
 
 /**
- * A request's `completed` (ClientInfo): `settle(true)` once its answer is delivered whole,
- * `settle(false)` when it could not be (the client went away). Nobody need be listening.
+ * What Prox's engines tell the pipeline of a request (ClientInfo), with its `completed` made only
+ * when something asks for it (the access log does): a promise, its two resolving functions, a
+ * settle closure and a catch per request are not made for nothing. `settle(true)` once the answer
+ * is delivered whole, `settle(false)` when it could not be (the client went away).
  */
-export function completion(): { completed: Promise<void>; settle(ok: boolean): void } {
-  let settle!: (ok: boolean) => void;
-  const completed = new Promise<void>((resolve, reject) =>
-    settle = (ok) => ok ? resolve() : reject(new Error("client went away"))
-  );
-  completed.catch(() => {});
-  return { completed, settle };
+export class EngineInfo implements ClientInfo {
+  readonly writesItself = true;
+  #state = 0; // 0: in work, 1: delivered, 2: not delivered
+  #completed: Promise<void> | undefined;
+  #resolve: (() => void) | undefined;
+  #reject: ((e: Error) => void) | undefined;
+
+  constructor(
+    readonly remoteAddr: { hostname: string; port: number },
+    readonly localPort: number,
+    readonly protocol: Protocol,
+    readonly tls: boolean,
+    readonly authority: string,
+    readonly http10: boolean,
+  ) {}
+
+  get completed(): Promise<void> {
+    if (this.#completed) return this.#completed;
+    if (this.#state === 1) return this.#completed = Promise.resolve();
+    this.#completed = new Promise<void>((resolve, reject) => {
+      this.#resolve = resolve;
+      this.#reject = reject;
+    });
+    this.#completed.catch(() => {});
+    if (this.#state === 2) this.#reject!(GONE());
+    return this.#completed;
+  }
+
+  settle(ok: boolean): void {
+    if (this.#state !== 0) return;
+    this.#state = ok ? 1 : 2;
+    if (ok) this.#resolve?.();
+    else this.#reject?.(GONE());
+  }
 }
+
+const GONE = () => new Error("client went away");
 
 /**
  * An answer's body failed after its head went out (an upstream that reset mid-body, a static file

@@ -21,15 +21,7 @@ import { formatListenAddr } from "../../config/listen.ts";
 import type { ListenAddr } from "../../config/listen.ts";
 import { ProxyError } from "../../domain/errors.ts";
 import { HEADROOM, RAW_BODY } from "../../ports.ts";
-import type {
-  ClientInfo,
-  Handler,
-  Logger,
-  Metrics,
-  Protocol,
-  RawBodied,
-  Roomy,
-} from "../../ports.ts";
+import type { Handler, Logger, Metrics, Protocol, RawBodied, Roomy } from "../../ports.ts";
 import { latin1 } from "../upstream_h1_wire.ts";
 import { listen, unmapped } from "../http_serve.ts";
 import type { Listener } from "../http_serve.ts";
@@ -42,7 +34,7 @@ import { WireRequest } from "./wire_request.ts";
 import { readGate } from "./read_gate.ts";
 import type { Reader } from "./read_gate.ts";
 import { HeaderList } from "../../domain/header_list.ts";
-import { bodyFailed, completion, httpDate, unhandled } from "../engine_shared.ts";
+import { bodyFailed, EngineInfo, httpDate, unhandled } from "../engine_shared.ts";
 import { H2Connection } from "../h2/connection.ts";
 import type { H2Env } from "../h2/connection.ts";
 
@@ -915,19 +907,9 @@ async function exchange(
     body,
     stream,
   );
-  const { completed, settle } = completion();
-  const info: ClientInfo = {
-    remoteAddr: c.peer,
-    localPort: env.localPort,
-    protocol: "http/1.1",
-    http10: head.http10,
-    // The Host field as it came (the engine takes only origin-form targets), which the URL above
-    // begins with: identify() need not find it there again.
-    authority: head.host,
-    tls: env.tls,
-    completed,
-    writesItself: true,
-  };
+  // The Host field as it came (the engine takes only origin-form targets), which the URL above
+  // begins with, is the authority: identify() need not find it there again.
+  const info = new EngineInfo(c.peer, env.localPort, "http/1.1", env.tls, head.host, head.http10);
   env.counts.served++;
   const m = env.metrics;
   m?.connectionOpened("http/1.1");
@@ -954,7 +936,7 @@ async function exchange(
     }
   } finally {
     c.exchanging(false);
-    settle(ok);
+    info.settle(ok);
     m?.connectionClosed("http/1.1");
   }
   return ok && w.keep;

@@ -15,11 +15,11 @@
 import { ProxyError } from "../../domain/errors.ts";
 import { HeaderList } from "../../domain/header_list.ts";
 import { RAW_BODY } from "../../ports.ts";
-import type { ClientInfo, Handler, Logger, Metrics, RawBodied } from "../../ports.ts";
+import type { Handler, Logger, Metrics, RawBodied } from "../../ports.ts";
 import { WireRequest } from "../h1/wire_request.ts";
 import { readGate } from "../h1/read_gate.ts";
 import type { Reader } from "../h1/read_gate.ts";
-import { bodyFailed, completion, httpDate, unhandled } from "../engine_shared.ts";
+import { bodyFailed, EngineInfo, httpDate, unhandled } from "../engine_shared.ts";
 import {
   ConnectionError,
   ErrorCode,
@@ -659,16 +659,14 @@ export class H2Connection {
     body: ReadableStream<Uint8Array> | null,
   ): void {
     const req = new WireRequest(method, url, fields, () => s.signal, bytes, body);
-    const { completed, settle } = completion();
-    const info: ClientInfo = {
-      remoteAddr: this.peer,
-      localPort: this.#env.localPort,
-      protocol: this.#env.tls ? "h2" : "h2c",
-      tls: this.#env.tls,
+    const info = new EngineInfo(
+      this.peer,
+      this.#env.localPort,
+      this.#env.tls ? "h2" : "h2c",
+      this.#env.tls,
       authority,
-      completed,
-      writesItself: true,
-    };
+      false,
+    );
     const env = this.#env;
     env.served?.();
     env.metrics?.connectionOpened(info.protocol);
@@ -689,7 +687,7 @@ export class H2Connection {
       ok = await this.#respond(s, res, method === "HEAD");
     })().catch(() => {}).finally(() => {
       readGate.leave(s);
-      settle(ok);
+      info.settle(ok);
       env.metrics?.connectionClosed(info.protocol);
       this.#finish(s);
     });
