@@ -180,7 +180,8 @@ class RawH2 {
     this.#reading = this.#read();
   }
 
-  static async open(port: number): Promise<RawH2> {
+  /** A connection that has sent the preface, and its SETTINGS unless `settings` is false. */
+  static async open(port: number, o: { settings?: boolean } = {}): Promise<RawH2> {
     const conn = await Deno.connectTls({
       hostname: "localhost",
       port,
@@ -191,8 +192,10 @@ class RawH2 {
     assert.equal(h.alpnProtocol, "h2");
     const c = new RawH2(conn);
     await conn.write(PREFACE);
-    c.out.settings([]);
-    await c.flush();
+    if (o.settings !== false) {
+      c.out.settings([]);
+      await c.flush();
+    }
     return c;
   }
 
@@ -901,5 +904,31 @@ Deno.test("the same content-length given twice goes upstream as one; two differe
     assert.equal(u32(c.on(3, FrameType.RST_STREAM)[0].payload), ErrorCode.PROTOCOL_ERROR);
   } finally {
     await c.close();
+  }
+});
+
+Deno.test("a preface not followed by SETTINGS is a PROTOCOL_ERROR (RFC 9113 §3.4)", async () => {
+  await using up = await startUpstream(() => new Response("x"));
+  await using prox = await startProxy(config(up.url), { keepListen: true, tls: true });
+  for (const [type, flags] of [[FrameType.PING, 0], [FrameType.SETTINGS, Flag.ACK]]) {
+    const c = await RawH2.open(prox.port, { settings: false });
+    try {
+      c.out.frame(type, flags, 0, type === FrameType.PING ? new Uint8Array(8) : new Uint8Array(0));
+      await c.flush();
+      await waitFor(() => goawayCode(c) !== undefined || c.closed, { what: `type ${type}` });
+      assert.equal(goawayCode(c), ErrorCode.PROTOCOL_ERROR, `type ${type}`);
+    } finally {
+      await c.close();
+    }
+  }
+  // With its SETTINGS first, the same PING is answered.
+  const ok = await RawH2.open(prox.port);
+  try {
+    ok.out.frame(FrameType.PING, 0, 0, new Uint8Array(8));
+    await ok.flush();
+    await waitFor(() => ok.frames.some((f) => f.type === FrameType.PING), { what: "the PING ack" });
+    assert.equal(goawayCode(ok), undefined);
+  } finally {
+    await ok.close();
   }
 });

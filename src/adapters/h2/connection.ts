@@ -261,6 +261,8 @@ export class H2Connection {
     let start = 0;
     let end = first.length;
     let preface = false;
+    /** The client's SETTINGS came after its preface. */
+    let settled = false;
     try {
       for (;;) {
         if (!preface) {
@@ -290,6 +292,13 @@ export class H2Connection {
             start += FRAME_HEADER + length;
             if (this.#block !== null && type !== FrameType.CONTINUATION) {
               throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "Expected CONTINUATION");
+            }
+            if (!settled) {
+              // The client's preface ends with its SETTINGS (RFC 9113 §3.4).
+              if (type !== FrameType.SETTINGS || flags & Flag.ACK) {
+                throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "Preface without SETTINGS");
+              }
+              settled = true;
             }
             this.#frame(type, flags, id, payload);
           }
