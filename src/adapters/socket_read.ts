@@ -1,14 +1,15 @@
-// Socket reads without Deno.Conn.read's bookkeeping (and writes without Conn.write's method). Conn.read keeps each pending read in a Set of
-// its connection's (for ref() and unref()), adding it before and deleting it after: the delete
+// Socket reads without Deno.Conn.read's bookkeeping, and writes without Conn.write's method (which
+// only calls the same op after checking its argument). Conn.read keeps each pending read in a Set
+// of its connection's (for ref() and unref()), adding it before and deleting it after: the delete
 // empties the Set, which shrinks its table, so every read of a long-lived connection left a new
-// table hanging off an old object. Under load that was about 120 of the 138 bytes per request
-// that outlived a scavenge (the sampling heap profiler, 50 connections), the garbage that grew
-// the old generation until a full GC paused the process for 20-30 ms about every 25 s. Where
-// Deno exposes the op behind Conn.read and the connection's resource id (Deno.internal's core.read
-// and the "Deno.internal.rid" property, both in Deno 2), reads go to the op directly: the same
-// op, bytes, errors and end of stream, without the Set and one async frame fewer. Prox never
-// unrefs these connections, the only thing that Set is for. Elsewhere (a Deno without them, or a
-// socket from node:tls), through the socket's own read.
+// table hanging off an old object. Under load that was about 120 of the 138 bytes per request that
+// outlived a scavenge (the sampling heap profiler, 50 connections), the garbage that grew the old
+// generation until a full GC paused the process for 20-30 ms about every 25 s. Where Deno exposes
+// the op behind Conn.read and the connection's resource id (Deno.internal's core.read and the
+// "Deno.internal.rid" property, both in Deno 2), reads go to the op directly: the same op, bytes,
+// errors and end of stream, without the Set and one async frame fewer. Prox never unrefs these
+// connections, the only thing that Set is for. Elsewhere (a Deno without them, or a socket from
+// node:tls), through the socket's own read.
 
 /** Reads into `p`, which must not be empty; resolves with the bytes read, 0 at end of stream. */
 export type SocketRead = (p: Uint8Array) => Promise<number>;
