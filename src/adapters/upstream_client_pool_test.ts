@@ -45,6 +45,33 @@ Deno.test("upstream client notices an idle connection closed by the upstream", a
   }
 });
 
+Deno.test("upstream client closes a connection idle for idle_timeout, not before, with or without the upstream's Keep-Alive timeout", async () => {
+  const IDLE = 300;
+  for (const keepAlive of ["", "keep-alive: timeout=60\r\n"]) {
+    const closedAt = Promise.withResolvers<number>();
+    await using srv = rawServer(async (c) => {
+      await readRequest(c);
+      await write(c, `HTTP/1.1 200 OK\r\n${keepAlive}content-length: 2\r\n\r\nok`);
+      // The next read ends when Prox closes the parked connection.
+      await readRequest(c);
+      closedAt.resolve(performance.now());
+    });
+    const client = createUpstreamClient({ idleTimeout: IDLE });
+    try {
+      const res = await client.send(request(srv.url));
+      // Parked by now: the body came with the head and was read before the response resolved.
+      const parked = performance.now();
+      assert.equal(await res.text(), "ok");
+      assert.equal(client.stats()[0].idle, 1);
+      const idleFor = (await closedAt.promise) - parked;
+      assert.ok(idleFor >= IDLE - 1, `closed after ${idleFor.toFixed(1)} ms idle (${keepAlive})`);
+      await waitFor(() => client.stats().length === 0, { what: "the closed connection let go" });
+    } finally {
+      await client.close();
+    }
+  }
+});
+
 /**
  * A raw server that reads each request and never answers, except that with `answerFirst` its first
  * connection gets a quick 200. `arrived` is set once a request reached a stalled connection.

@@ -66,7 +66,10 @@ export class H1Connection {
   end = 0;
   /** Requests sent on this connection so far. */
   uses = 0;
-  /** Monotonic ms when the connection was last parked in the pool. */
+  /**
+   * Monotonic ms when the connection was last parked in the pool; -1 (upstream_pool.ts UNSTAMPED)
+   * until the pool's sweep stamps it, when only the pool's own idle timeout applies to it.
+   */
   idleSince = 0;
   /**
    * How long it may idle before the upstream may close it (from its `Keep-Alive: timeout=N`, with
@@ -131,9 +134,9 @@ export class H1Connection {
    * Parks the connection in the pool: a read stays pending so an upstream close (or stray bytes)
    * marks it dead and calls `onDead`. The next exchange consumes that read as its first.
    */
-  park(now: number, onDead: (c: H1Connection) => void): void {
+  park(since: number, onDead: (c: H1Connection) => void): void {
     this.#idle = true;
-    this.idleSince = now;
+    this.idleSince = since;
     this.#onDead = onDead;
     if (this.#pending !== null) return; // parked already (handed over): the read goes on
     this.start = this.end = 0;

@@ -63,6 +63,8 @@ interface Waiter {
 
 interface Origin {
   key: string;
+  /** Called by a parked connection that died (one closure per origin, not one per park). */
+  onDead: (conn: H1Connection) => void;
   /** Open or connecting connections, counted against the limit. */
   open: number;
   /** Parked connections; the end is the most recently used. */
@@ -99,6 +101,20 @@ export interface ConnectionPool {
   close(): void;
 }
 
+/** idleSince of a connection parked since the last sweep, which stamps it (no clock read). */
+const UNSTAMPED = -1;
+
+/**
+ * The idleSince to park `conn` with. Only an upstream's own Keep-Alive timeout needs the exact
+ * time (acquire must not hand out a connection it may be closing); Prox's idleTimeout is checked
+ * by the sweep, which stamps the connection on its next pass: closed at the first sweep after
+ * idleTimeout from that stamp (at most two sweep intervals late), never before. A clock read
+ * fewer per request.
+ */
+function stampFor(conn: H1Connection): number {
+  return conn.idleLimit === Infinity ? UNSTAMPED : performance.now();
+}
+
 /** Creates the per-origin pools with the given limits. */
 export function createConnectionPool(opts: UpstreamPoolOptions): ConnectionPool {
   const origins = new Map<string, Origin>();
@@ -123,7 +139,7 @@ export function createConnectionPool(opts: UpstreamPoolOptions): ConnectionPool 
         }
         totals.set(key, t = { opened: 0, reused: 0 });
       }
-      o = { key, open: 0, idle: [], waiters: [], queued: 0, totals: t };
+      o = { key, onDead: onDead(key), open: 0, idle: [], waiters: [], queued: 0, totals: t };
       origins.set(key, o);
     }
     return o;
@@ -195,16 +211,16 @@ export function createConnectionPool(opts: UpstreamPoolOptions): ConnectionPool 
     const now = performance.now();
     let idleLeft = 0;
     for (const o of origins.values()) {
-      while (o.idle.length > 0 && now - o.idle[0].idleSince >= opts.idleTimeout) {
-        const c = o.idle.shift()!;
-        c.fail(null);
-        all.delete(c);
-        o.open--;
-      }
-      // Connections past their upstream's own Keep-Alive timeout.
+      // Connections idle past idleTimeout, or past their upstream's own Keep-Alive timeout. One
+      // parked unstamped gets its time now: it was parked since the last sweep.
       for (let i = o.idle.length - 1; i >= 0; i--) {
         const c = o.idle[i];
-        if (now - c.idleSince < c.idleLimit) continue;
+        if (c.idleSince === UNSTAMPED) {
+          c.idleSince = now;
+          continue;
+        }
+        const idle = now - c.idleSince;
+        if (idle < opts.idleTimeout && idle < c.idleLimit) continue;
         o.idle.splice(i, 1);
         c.fail(null);
         all.delete(c);
@@ -222,7 +238,7 @@ export function createConnectionPool(opts: UpstreamPoolOptions): ConnectionPool 
   /** Parks a reusable connection among the idle ones; false when there is no room. */
   const park = (o: Origin, conn: H1Connection): boolean => {
     if (o.idle.length >= opts.maxIdlePerUpstream || opts.idleTimeout <= 0) return false;
-    conn.park(performance.now(), onDead(o.key));
+    conn.park(stampFor(conn), o.onDead);
     o.idle.push(conn);
     if (sweeper === undefined) {
       sweeper = setInterval(sweep, Math.max(50, Math.min(opts.idleTimeout / 2, 5_000)));
@@ -247,7 +263,7 @@ export function createConnectionPool(opts: UpstreamPoolOptions): ConnectionPool 
    * thirds of the requests per second of a saturated pool.)
    */
   const handOver = (o: Origin, conn: H1Connection) => {
-    conn.park(performance.now(), () => {});
+    conn.park(stampFor(conn), () => {});
     afterMicrotasks(() => {
       if (closed) return; // close() failed it
       if (conn.dead) return drop(o, conn);
@@ -293,10 +309,12 @@ export function createConnectionPool(opts: UpstreamPoolOptions): ConnectionPool 
       }
       const o = originOf(key);
       if (!a.fresh) {
-        const now = performance.now();
         while (o.idle.length > 0) {
           const c = o.idle.pop()!;
-          if (!c.dead && now - c.idleSince < c.idleLimit) {
+          // The clock is read only for an upstream that said how long it keeps a connection.
+          if (
+            !c.dead && (c.idleLimit === Infinity || performance.now() - c.idleSince < c.idleLimit)
+          ) {
             c.unpark();
             o.totals.reused++;
             return c;

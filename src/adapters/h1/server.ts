@@ -58,6 +58,13 @@ const HEAD_LIMIT = 64 * 1024;
  * listener is given its own limit (`protocols.http1_idle_timeout`).
  */
 export const IDLE_MS = 620_000;
+
+/**
+ * Conn.waitingSince of a connection waiting for its next request since the idle sweep last ran:
+ * the sweep stamps it with its own time, so no clock is read per request. The idle limit then
+ * closes it at the first sweep past the limit from that stamp: up to two sweeps late, never early.
+ */
+const WAITING_UNSTAMPED = 1;
 /** How long a connection that waited for a turn while a drain began may take to show a request. */
 const LAST_LOOK_MS = 50;
 /**
@@ -194,7 +201,10 @@ export function listenH1(
   const idleMs = opts.idleMs === 0 ? Infinity : opts.idleMs ?? IDLE_MS;
   const sweeper = setInterval(() => {
     const now = Date.now();
-    for (const c of conns) if (c.waitingSince > 0 && now - c.waitingSince > idleMs) c.close();
+    for (const c of conns) {
+      if (c.waitingSince === WAITING_UNSTAMPED) c.waitingSince = now;
+      else if (c.waitingSince > 0 && now - c.waitingSince > idleMs) c.close();
+    }
     for (const c of h2s) c.sweep(now, idleMs);
   }, 1000);
   Deno.unrefTimer(sweeper);
@@ -459,7 +469,10 @@ export class Conn implements Reader {
   queued = false;
   start = 0;
   end = 0;
-  /** When the connection began waiting for a request head (0: busy with one). */
+  /**
+   * When the connection began waiting for a request head (Date.now() time; 0: busy with one;
+   * WAITING_UNSTAMPED: waiting, until the idle sweep stamps it).
+   */
   waitingSince = Date.now();
   readonly peer: { hostname: string; port: number };
   /** The background read that watches for the client leaving while a request is handled. */
@@ -811,7 +824,7 @@ async function serve(c: Conn, env: Env): Promise<void> {
     for (;;) {
       // Waiting for the next request from here on (the idle limit and a drain apply), though a
       // read the last request began may still be pending: it fills the buffer as ours would.
-      c.waitingSince = Date.now();
+      c.waitingSince = WAITING_UNSTAMPED;
       // A turn among the connections served at once (read_gate.ts): under many busy ones the
       // rest wait here in order, not in Deno's poll of its sockets.
       const turn = readGate.enter(c);
