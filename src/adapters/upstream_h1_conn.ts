@@ -142,16 +142,20 @@ export class H1Connection {
     this.start = this.end = 0;
     const p = this.#read(this.buf);
     this.#pending = p;
-    p.then((n) => {
-      if (this.#idle) {
-        this.fail(null);
-        this.#onDead(this);
-      } else if (n === 0) this.dead = true;
-    }, () => {
-      if (this.#idle) this.#onDead(this);
-      this.fail(null);
-    });
+    p.then(this.#idleRead, this.#idleReadFailed);
   }
+
+  // The idle read's reactions, made once per connection rather than once per park (request).
+  readonly #idleRead = (n: number): void => {
+    if (this.#idle) {
+      this.fail(null);
+      this.#onDead(this);
+    } else if (n === 0) this.dead = true;
+  };
+  readonly #idleReadFailed = (): void => {
+    if (this.#idle) this.#onDead(this);
+    this.fail(null);
+  };
 
   /** Takes the connection out of the pool for an exchange. */
   unpark(): void {
