@@ -108,6 +108,33 @@ Deno.test("static route refuses dotfiles, symlink escapes and traversal through 
   }
 });
 
+Deno.test("static route never dates a file later than the answer, so a redeploy is not answered 304", async () => {
+  // A file whose mtime is ahead of the clock (unpacked from an archive made on a machine whose
+  // clock ran fast): Last-Modified must not be later than Date (RFC 9110 §8.8.2.1).
+  await using s = await site();
+  const month = Date.now() / 1000 + 30 * 86_400;
+  await Deno.writeTextFile(`${s.root}/future.txt`, "version 1");
+  await Deno.utime(`${s.root}/future.txt`, month, month);
+  await using p = await startProxy(config(s.root));
+  const first = await fetch(`${p.url}/static/future.txt`);
+  assert.equal(await first.text(), "version 1");
+  const lastModified = first.headers.get("last-modified")!;
+  assert.ok(
+    Date.parse(lastModified) <= Date.parse(first.headers.get("date")!),
+    `Last-Modified ${lastModified} is after Date ${first.headers.get("date")}`,
+  );
+  // The next deploy, dated a few seconds after that answer (long before the month-ahead date): a
+  // cache revalidating by date alone must get the new content, not a 304.
+  await Deno.writeTextFile(`${s.root}/future.txt`, "version 2");
+  const soon = Date.now() / 1000 + 5;
+  await Deno.utime(`${s.root}/future.txt`, soon, soon);
+  const again = await fetch(`${p.url}/static/future.txt`, {
+    headers: { "if-modified-since": lastModified },
+  });
+  assert.equal(again.status, 200);
+  assert.equal(await again.text(), "version 2");
+});
+
 Deno.test("static route HEAD and cancelled downloads leave no file descriptor open", async () => {
   await using s = await site();
   await Deno.writeFile(`${s.root}/big.bin`, new Uint8Array(4 * 1024 * 1024));

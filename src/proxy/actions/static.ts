@@ -47,6 +47,11 @@ export interface StaticOptions {
   cacheControl?: string;
   precompressed?: boolean;
   showDotfiles?: boolean;
+  /**
+   * The request's wall-clock time (ms): no Last-Modified is dated later, whatever the file's
+   * mtime says (RFC 9110 §8.8.2.1). Absent: the mtime as it is.
+   */
+  now?: number;
   /** Set on the one new attempt made when the file changed between stat and open. */
   again?: boolean;
   /**
@@ -181,7 +186,13 @@ async function serveFile(
   const etag = file.coding ? `${plain.slice(0, -1)}-${file.coding}"` : plain;
   const v = { etag, mtime: file.st.mtime };
   const fields: [string, string][] = [["etag", etag], ["x-content-type-options", "nosniff"]];
-  if (file.st.mtime !== null) fields.push(["last-modified", httpDate(file.st.mtime)]);
+  // An mtime ahead of the clock (a file from a machine whose clock ran fast) is sent as now: a
+  // cache given the future date would get 304s for every deploy until that date. The validators
+  // compare the real mtime, so it never matches a date sent before it (no stale 304, no 206).
+  if (file.st.mtime !== null) {
+    const lm = opts.now !== undefined && file.st.mtime > opts.now ? opts.now : file.st.mtime;
+    fields.push(["last-modified", httpDate(lm)]);
+  }
   if (opts.cacheControl && opts.status === 200) fields.push(["cache-control", opts.cacheControl]);
   const vary = opts.precompressed
     ? (opts.varyAccept ? "Accept-Encoding, Accept" : "Accept-Encoding")
@@ -271,6 +282,7 @@ export async function staticAction(
     query: ctx.query,
     files: deps.files,
     requestId: ctx.requestId,
+    now: ctx.startWall,
     index: route.index,
     spaFallback: route.spa_fallback,
     notFoundPage: route.not_found_page,

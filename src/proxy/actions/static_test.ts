@@ -135,6 +135,26 @@ Deno.test("serveStatic answers 304 to If-None-Match and If-Modified-Since withou
   assert.equal(ifMatch.status, 412);
 });
 
+Deno.test("serveStatic dates a file from the future no later than the request", async () => {
+  // RFC 9110 §8.8.2.1: a Last-Modified after the answer's Date is replaced by that time.
+  const now = MTIME - 86_400_000;
+  const res = await get("/a.txt", { now });
+  assert.equal(res.h.get("last-modified"), httpDate(now));
+  // Revalidating with that date: the file is still newer than it, never a 304 or a range.
+  const ims = await get("/a.txt", { now, headers: { "if-modified-since": httpDate(now) } });
+  assert.equal(ims.status, 200);
+  const range = await get("/a.txt", {
+    now,
+    headers: { range: "bytes=0-0", "if-range": httpDate(now) },
+  });
+  assert.equal(range.status, 200);
+  const nm = await get("/a.txt", { now, headers: { "if-none-match": res.h.get("etag")! } });
+  assert.equal(nm.status, 304);
+  assert.equal(nm.h.get("last-modified"), httpDate(now));
+  // A file dated in the past keeps its own date.
+  assert.equal((await get("/a.txt", { now: MTIME + 1 })).h.get("last-modified"), httpDate(MTIME));
+});
+
 Deno.test("serveStatic serves one range with 206 and refuses unsatisfiable ones with 416", async () => {
   const r = await get("/a.txt", { headers: { range: "bytes=2-4" } });
   assert.equal(r.status, 206);
