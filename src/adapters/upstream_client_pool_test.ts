@@ -392,3 +392,31 @@ Deno.test("upstream client: the retry after a closed reused connection waits for
     await client.close();
   }
 });
+
+Deno.test("upstream client sends a non-idempotent request once, even on a reused connection closed unanswered", async () => {
+  // The upstream read the POST and closed without a word: it may have acted on it (RFC 9112
+  // §9.3.1), and a proxy must not retry a non-idempotent request (RFC 9110 §9.2.2). The POST was
+  // sent again on a new connection. A GET is still sent again, and so is a request the upstream
+  // closed on before it could be written.
+  const seen: string[] = [];
+  await using srv = rawServer(async (c) => {
+    for (let head = await readRequest(c); head !== null; head = await readRequest(c)) {
+      const method = head.slice(0, head.indexOf(" "));
+      seen.push(method);
+      if (seen.length % 2 === 0) return; // every second request: taken, then the close
+      await write(c, "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+    }
+  });
+  const client = createUpstreamClient();
+  try {
+    assert.equal(await (await client.send(request(srv.url))).text(), "ok");
+    const err = await rejects(client.send(request(srv.url, { method: "POST" })), "upstream_reset");
+    assert.equal(err.staleConnection, true, "a reused connection: forward() decides on a retry");
+    assert.deepEqual(seen, ["GET", "POST"]);
+    assert.equal(await (await client.send(request(srv.url))).text(), "ok");
+    assert.equal(await (await client.send(request(srv.url, { method: "DELETE" }))).text(), "ok");
+    assert.deepEqual(seen, ["GET", "POST", "GET", "DELETE", "DELETE"]);
+  } finally {
+    await client.close();
+  }
+});

@@ -15,6 +15,7 @@ import { streamedBytes } from "./gc_hint.ts";
 import { parseChunkSize, parseResponseHead, requestHead } from "./upstream_h1_wire.ts";
 import { pumpBody, requestBytes } from "./upstream_h1_request.ts";
 import type { ResponseHead } from "./upstream_h1_wire.ts";
+import { MAX_TRAILERS } from "./h1/chunked.ts";
 
 /** Limits for one exchange. */
 export interface ExchangeLimits {
@@ -132,7 +133,11 @@ export async function exchange(
   } catch (err) {
     conn.fail(null);
     part(false);
-    throw staleOr(conn, err, { nothingRead: conn.end === 0 && body === null });
+    // Sent again here only when that is safe: the upstream may have read this request and acted
+    // on it before it closed (RFC 9112 §9.3.1), so never a non-idempotent one (RFC 9110 §9.2.2).
+    throw staleOr(conn, err, {
+      nothingRead: conn.end === 0 && body === null && IDEMPOTENT.has(req.method),
+    });
   }
   headSeen = true;
   // The response ends the exchange for the upstream: a request body still coming (it answered
@@ -196,6 +201,9 @@ export async function exchange(
   out[BODY_BYTES] = counter;
   return out;
 }
+
+/** Methods a request of which may be sent again unasked (RFC 9110 §9.2.2). */
+const IDEMPOTENT = new Set(["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"]);
 
 /** Statuses the Fetch API allows no body for (a Response with one throws). */
 const NULL_BODY_STATUS = new Set([101, 103, 204, 205, 304]);
@@ -345,6 +353,8 @@ function bodyStream(
   let remaining = head.framing === "length" ? head.contentLength : 0;
   // chunked state: 0 size line, 1 data, 2 CRLF after data, 3 trailers, 4 ended
   let state = 0;
+  /** Bytes of trailer fields so far: bounded as a head is, though they are dropped. */
+  let trailerBytes = 0;
   let finished = false;
   const finish = (ok: boolean) => {
     if (finished) return;
@@ -450,6 +460,10 @@ function bodyStream(
         state = 0;
       } else {
         const empty = lf === conn.start || (lf === conn.start + 1 && conn.buf[conn.start] === 13);
+        trailerBytes += lf + 1 - conn.start;
+        if (trailerBytes > MAX_TRAILERS) {
+          throw new ProxyError("protocol", `Upstream trailer fields exceed ${MAX_TRAILERS} bytes`);
+        }
         conn.start = lf + 1;
         if (empty) state = 4; // trailers (if any) are dropped
       }

@@ -255,6 +255,18 @@ export function parseResponseHead(
 
   let framing: Framing;
   let close = minor === 0 ? !hasToken(conn, "keep-alive") : hasToken(conn, "close");
+  if (te !== null && contentLength >= 0) {
+    // Both: a sign of response splitting. A proxy that forwards it must drop Content-Length
+    // (RFC 9112 §6.3), or the client would cut the decoded body at the stated length (or, for a
+    // HEAD, 204 or 304, take it for the length a GET would have).
+    close = true;
+    contentLength = -1;
+    for (let i = headers.length - 1; i >= 0; i--) {
+      if (headers[i][0].length === 14 && headers[i][0].toLowerCase() === "content-length") {
+        headers.splice(i, 1);
+      }
+    }
+  }
   if (
     opts.method === "HEAD" || status === 204 || status === 304 || (status >= 100 && status < 200)
   ) {
@@ -268,17 +280,6 @@ export function parseResponseHead(
     framing = "chunked";
     // An HTTP/1.0 message with Transfer-Encoding has faulty framing: close after it (§6.1).
     if (minor === 0) close = true;
-    if (contentLength >= 0) {
-      // Both: a sign of response splitting. A proxy that forwards it must drop Content-Length
-      // (§6.3), or the client would cut the decoded body at the stated length.
-      close = true;
-      contentLength = -1;
-      for (let i = headers.length - 1; i >= 0; i--) {
-        if (headers[i][0].length === 14 && headers[i][0].toLowerCase() === "content-length") {
-          headers.splice(i, 1);
-        }
-      }
-    }
   } else if (contentLength >= 0) {
     framing = "length";
   } else {
@@ -305,13 +306,21 @@ function keepAliveTimeout(value: string, prev: number): number {
   return m ? Number(m[1]) * 1000 : prev;
 }
 
-/** Parses a Content-Length value (a list of equal values is allowed); -1 when invalid. */
+const DIGITS = /^\d{1,15}$/;
+/** A list element: digits with OWS (SP, HTAB) around them, nothing else (RFC 9110 §5.6.1). */
+const OWS_DIGITS = /^[ \t]*(\d{1,15})[ \t]*$/;
+
+/**
+ * Parses a Content-Length value (a list of equal values is allowed); -1 when invalid. Only OWS
+ * is trimmed: String.trim would also take NBSP (obs-text 0xA0), VT or FF, and let "2\xa0" pass.
+ */
 function parseContentLength(v: string): number {
+  if (DIGITS.test(v)) return Number(v);
   let result = -1;
   for (const part of v.split(",")) {
-    const p = part.trim();
-    if (!/^\d{1,15}$/.test(p)) return -1;
-    const n = Number(p);
+    const m = OWS_DIGITS.exec(part);
+    if (m === null) return -1;
+    const n = Number(m[1]);
     if (result >= 0 && n !== result) return -1;
     result = n;
   }
@@ -328,10 +337,19 @@ function tokens(list: string): string[] {
   return list.split(",").map((t) => t.trim().toLowerCase()).filter(Boolean);
 }
 
-/** True when the Transfer-Encoding list is exactly one "chunked" (it must not repeat). */
+/**
+ * True when the Transfer-Encoding list is exactly one "chunked" (it must not repeat), with only
+ * OWS and empty elements around it: "chunked\xa0" is another coding (RFC 9112 §7).
+ */
 function isChunkedOnly(list: string): boolean {
-  const parts = tokens(list);
-  return parts.length === 1 && parts[0] === "chunked";
+  let found = false;
+  for (const part of list.split(",")) {
+    const t = trimOws(part, 0, part.length);
+    if (t === "") continue;
+    if (found || t.length !== 7 || t.toLowerCase() !== "chunked") return false;
+    found = true;
+  }
+  return found;
 }
 
 /** The status code of a status line: exactly three digits, then SP or the end; else -1. */
@@ -354,26 +372,40 @@ function trimOws(text: string, start: number, end: number): string {
 }
 
 /**
- * Parses a chunk-size line (RFC 9112 §7.1) from buf[start, lf) where lf is its LF; extensions are
- * ignored. Returns the size, or throws for anything that is not hex.
+ * Parses a chunk-size line (RFC 9112 §7.1) from buf[start, lf) where lf is its LF: hex digits,
+ * then optional BWS and extensions (read past), then CRLF (a bare LF is taken, as in heads).
+ * Returns the size; throws for anything else, such as "2 5" (no size: "25" would be 0x25), a CR
+ * inside the line or a control character in an extension.
  */
 export function parseChunkSize(buf: Uint8Array, start: number, lf: number): number {
+  const end = lf > start && buf[lf - 1] === 13 ? lf - 1 : lf;
   let n = 0;
   let digits = 0;
   let significant = 0;
-  for (let i = start; i < lf; i++) {
+  let i = start;
+  for (; i < end; i++) {
     const c = buf[i];
     let d: number;
     if (c >= 48 && c <= 57) d = c - 48;
     else if (c >= 97 && c <= 102) d = c - 87;
     else if (c >= 65 && c <= 70) d = c - 55;
-    else if (c === 59 || c === 13 || c === 32 || c === 9) break; // ext, CR, BWS
-    else throw protocolError("Invalid chunk size from upstream");
+    else break;
     digits++;
     if (n === 0 && d === 0) continue; // leading zeros: any number of them (1*HEXDIG)
     if (++significant > 12) throw protocolError("Chunk size from upstream too large");
     n = n * 16 + d;
   }
   if (digits === 0) throw protocolError("Invalid chunk size from upstream");
+  if (i < end) {
+    while (i < end && (buf[i] === 32 || buf[i] === 9)) i++; // BWS
+    if (i < end && buf[i] !== 59) throw protocolError("Invalid chunk size from upstream");
+    // chunk-ext: tokens and quoted strings, read past; no control character but HTAB.
+    for (; i < end; i++) {
+      const c = buf[i];
+      if ((c < 32 && c !== 9) || c === 127) {
+        throw protocolError("Invalid chunk extension from upstream");
+      }
+    }
+  }
   return n;
 }

@@ -176,3 +176,35 @@ Deno.test("parseChunkSize takes any number of leading zeros but not a size past 
   assert.throws(() => size("1000000000000"), /too large/);
   assert.throws(() => size("x"), /Invalid chunk size/);
 });
+
+Deno.test("parseChunkSize reads past BWS and extensions but nothing else after the digits", () => {
+  const size = (s: string, eol = "\r\n") =>
+    parseChunkSize(bytes(s + eol), 0, s.length + eol.length - 1);
+  assert.equal(size("5 ;a=1"), 5);
+  assert.equal(size('5;a="x;\\"y"\t'), 5);
+  assert.equal(size("5 \t"), 5);
+  assert.equal(size("5", "\n"), 5, "a bare LF is taken");
+  // "5 6" is no size (and "56" another one), a CR belongs only before the LF (RFC 9112 §7.1).
+  for (const bad of ["5 6", "5\r6", "5x", "5;a\x00b", "5;a\x7fb", " 5", "0x5"]) {
+    assert.throws(() => size(bad), /Invalid chunk/, JSON.stringify(bad));
+  }
+});
+
+Deno.test("parseResponseHead takes only OWS around framing values, not other whitespace", () => {
+  const opts = { maxBytes: 8192, method: "GET" };
+  const parse = (field: string) => {
+    const b = bytes(`HTTP/1.1 200 OK\r\n${field}\r\n\r\n`);
+    return parseResponseHead(b, 0, b.length, opts)!;
+  };
+  assert.equal(parse("Content-Length: 2 ,\t2").contentLength, 2);
+  assert.equal(parse("Transfer-Encoding: ,chunked ,").framing, "chunked");
+  // NBSP (0xA0) is obs-text, not whitespace, for HTTP (RFC 9110 §5.6.3, §8.6).
+  for (const cl of ["2\xa0", "\xa02", "2,\xa02", "2, 2\xa0"]) {
+    assert.throws(() => parse(`Content-Length: ${cl}`), /Content-Length/, JSON.stringify(cl));
+  }
+  assert.throws(() => parse("Transfer-Encoding: chunked\xa0"), /Transfer-Encoding/);
+  // With Transfer-Encoding, a bodiless response loses its Content-Length too (§6.3).
+  const b = bytes("HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n");
+  const head = parseResponseHead(b, 0, b.length, { maxBytes: 8192, method: "HEAD" })!;
+  assert.deepEqual([head.framing, head.headers, head.close], ["none", [], true]);
+});

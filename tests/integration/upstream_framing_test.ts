@@ -1,7 +1,7 @@
 // Upstream responses at the edges of HTTP/1.1 framing (RFC 9112 §4–§7), relayed to a real client:
 // a raw upstream writes every byte, fetch and a raw socket read what Prox makes of them.
 import assert from "node:assert/strict";
-import { rawServer, readRequest } from "../_upstream_peers.ts";
+import { rawServer, readRequest, writeAll } from "../_upstream_peers.ts";
 import { startProxy } from "./_proxy.ts";
 
 /** A raw upstream answering `GET /NAME` with `responses[NAME]` on a kept-open connection. */
@@ -11,7 +11,7 @@ function upstream(responses: Record<string, string>) {
     conns++;
     for (let head = await readRequest(c); head !== null; head = await readRequest(c)) {
       const name = head.slice(head.indexOf("/") + 1, head.indexOf(" HTTP/"));
-      await c.write(Uint8Array.from(responses[name], (ch) => ch.charCodeAt(0)));
+      await writeAll(c, Uint8Array.from(responses[name], (ch) => ch.charCodeAt(0)));
     }
   });
   return { server, conns: () => conns };
@@ -57,6 +57,13 @@ Deno.test("a response with Transfer-Encoding and Content-Length reaches the clie
     assert.equal(await res.text(), "hello world");
   }
   assert.equal(up.conns(), 2, "a connection that sent such a response is not reused");
+  // Nor on a response without a body: the length would describe a body the GET would not have.
+  const head = await rawHead(
+    prox.port,
+    "HEAD /both HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n",
+  );
+  assert.match(head, /^http\/1\.1 200 /);
+  assert.doesNotMatch(head, /content-length/);
 });
 
 Deno.test("HEAD without an upstream length claims none; a 205 passes without content", async () => {
@@ -109,4 +116,55 @@ Deno.test("malformed upstream framing is refused, not guessed at", async () => {
     new TextEncoder().encode("voilà"),
   );
   await word.body?.cancel();
+});
+
+Deno.test("a framing field with bytes besides digits, tokens and SP/HTAB is refused, not trimmed", async () => {
+  // JavaScript's trim() also strips NBSP (0xA0, obs-text read as Latin-1), VT, FF…: "2\xa0" was
+  // taken as a Content-Length of 2 and sent on as it came, "chunked\xa0" as chunked. Neither is
+  // valid (RFC 9110 §8.6: 1*DIGIT; RFC 9112 §7: a coding is a token), and a proxy must answer an
+  // invalid Content-Length with 502 (RFC 9112 §6.3).
+  const up = upstream({
+    cl: "HTTP/1.1 200 OK\r\nContent-Length: 2\xa0\r\n\r\nok",
+    list: "HTTP/1.1 200 OK\r\nContent-Length: 2,\xa02\r\n\r\nok",
+    te: "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\xa0\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+    good: "HTTP/1.1 200 OK\r\nContent-Length: 2 , 2\r\n\r\nok",
+  });
+  await using _up = up.server;
+  await using prox = await proxyTo(up.server.url);
+  for (const path of ["cl", "list", "te"]) {
+    const res = await fetch(`${prox.url}/${path}`);
+    assert.equal(res.status, 502, path);
+    await res.body?.cancel();
+  }
+  // A list of equal values with OWS around the commas is still one length (RFC 9110 §5.6.1).
+  const good = await fetch(`${prox.url}/good`);
+  assert.equal(good.headers.get("content-length"), "2");
+  assert.equal(await good.text(), "ok");
+});
+
+Deno.test("chunk size lines are held to their grammar and trailers to a size", async () => {
+  const chunked = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+  // 80 KiB of trailer fields: more than the 64 KiB a head or a request's trailers may take.
+  const field = "x-t: " + "a".repeat(1017) + "\r\n";
+  const trailers = field.repeat(80);
+  const up = upstream({
+    // "2 5" is no chunk size (and "25" would be 0x25): it was read as 2, the rest ignored.
+    space: chunked + "2 5\r\nok\r\n0\r\n\r\n",
+    cr: chunked + "2\r5\r\nok\r\n0\r\n\r\n",
+    nul: chunked + "2;a\x00b\r\nok\r\n0\r\n\r\n",
+    big: chunked + "2\r\nok\r\n0\r\n" + trailers + "\r\n",
+    // What the grammar allows: BWS, extensions with quoted strings, leading zeros, a few trailers.
+    good: chunked +
+      '02 ;a=1; b="x;\\"y" \r\nok\r\n0;z\r\nx-sum: 1\r\n' + field.repeat(60) + "\r\n",
+  });
+  await using _up = up.server;
+  await using prox = await proxyTo(up.server.url);
+  for (const path of ["space", "cr", "nul", "big"]) {
+    const res = await fetch(`${prox.url}/${path}`);
+    // The head went out before the body showed the fault: the body ends in an error.
+    assert.equal(res.status, 200, path);
+    await assert.rejects(res.text(), path);
+  }
+  const good = await fetch(`${prox.url}/good`);
+  assert.equal(await good.text(), "ok");
 });
