@@ -11,7 +11,14 @@
 
 import { ProxyError } from "../domain/errors.ts";
 import type { Logger, Metrics, WebSocketProxy, WebSocketProxyRequest } from "../ports.ts";
-import { clip, connectUpstream, exceeds, upstreamClose } from "./websocket_upstream.ts";
+import {
+  clip,
+  CLOSE_WAIT_MS,
+  connectUpstream,
+  dropConnection,
+  exceeds,
+  upstreamClose,
+} from "./websocket_upstream.ts";
 import { trafficSeen } from "./gc_hint.ts";
 import type { UpstreamSocket, WsData } from "./websocket_upstream.ts";
 import { MAX_TIMER_MS, timerDelay } from "../config/duration.ts";
@@ -196,11 +203,19 @@ function relay(
 
   /** The close Prox sent the client (logged: the client's answer may differ, or be cut off). */
   let sent: { code: number; reason: string } | null = null;
+  let closeWait: ReturnType<typeof setTimeout> | undefined;
+  /** 1005: a close frame without a code, as the upstream sent it (RFC 6455 §7.1.5). */
   const closeClient = (code: number, reason: string) => {
     if (client.readyState === CONNECTING) pendingClose ??= { code, reason };
     else if (client.readyState === OPEN) {
       sent ??= { code, reason: clip(reason) };
-      client.close(code, sent.reason);
+      if (code === 1005) client.close();
+      else client.close(code, sent.reason);
+      // A client that never answers (gone without a FIN, or not reading) is dropped: Deno
+      // waited for good, the connection counted as open and in flight on its target.
+      closeWait = setTimeout(() => {
+        if (!dropConnection(client)) finish(1006, "Client did not answer the close");
+      }, CLOSE_WAIT_MS);
     }
   };
   const closeUpstream = (code: number, reason: string) => {
@@ -265,8 +280,8 @@ function relay(
       if (client.bufferedAmount < level) [level, since] = [client.bufferedAmount, now];
       else if (stallMs > 0 && now - since >= stallMs && !done) {
         shut(1001, "Client stopped reading");
-        // Deno cannot drop the connection and reports no close until the client reads again
-        // (or its TCP connection dies): the proxied connection ends here.
+        // Deno reports no close until the client reads again (its connection is dropped
+        // CLOSE_WAIT_MS after the close, see closeClient): the proxied connection ends here.
         return finish(1001, "Client stopped reading");
       }
     }
@@ -296,8 +311,6 @@ function relay(
         closedBy ??= "upstream";
         if (code === 1006 || code === 1015 || code < 1000) {
           closeClient(1011, "Upstream connection lost");
-        } else if (code === 1005) {
-          if (client.readyState === OPEN) client.close();
         } else {
           closeClient(code, reason);
         }
@@ -318,6 +331,7 @@ function relay(
   client.onerror = () => {};
   let closeSeen = false;
   client.onclose = (e: CloseEvent) => {
+    clearTimeout(closeWait);
     // 0: the connection ended without a close frame, which RFC 6455 §7.1.5 calls 1006.
     if (closedBy === null && e.reason === DENO_PING_TIMEOUT) closedBy = "prox";
     finish(e.code === 0 ? 1006 : e.code, e.reason);
@@ -349,7 +363,7 @@ function relay(
     if (!upstreamDone) {
       upstreamDone = true;
       // The client's last messages go before its close.
-      const u = code === 1005 ? { code: 1000, reason: "" } : upstreamClose(code, reason);
+      const u = upstreamClose(code, reason);
       up.close(u.code, u.reason, { flush: true });
     }
   }

@@ -43,6 +43,38 @@ export interface UpstreamSocket {
 /** How long a flushing close waits for earlier messages to be written upstream. */
 export const FLUSH_MS = 5_000;
 
+/**
+ * How long a close frame Prox sent waits for the peer's (RFC 6455 §5.5.1) before the connection
+ * is dropped (§7.1.1 allows it "after a reasonable amount of time"; Deno's own WebSocketStream
+ * meant 5 s). Deno waits for good: a hung peer, or one a network partition cut off, held its
+ * connection until the process ended.
+ */
+export const CLOSE_WAIT_MS = 5_000;
+
+const core = (Deno as unknown as Record<symbol, { core?: { tryClose?: unknown } } | undefined>)[
+  (Deno as unknown as { internal: symbol }).internal
+]?.core;
+const tryClose = typeof core?.tryClose === "function"
+  ? core.tryClose as (rid: number) => void
+  : undefined;
+
+/**
+ * Drops the connection of a Deno WebSocket or WebSocketStream at once (its resource, through
+ * Deno.internal as socket_read.ts reads); Deno then reports it closed (1005). False where this
+ * Deno exposes no way to.
+ */
+export function dropConnection(socket: object): boolean {
+  const key = Object.getOwnPropertySymbols(socket).find((s) => s.description === "[[rid]]");
+  const rid = key === undefined ? undefined : (socket as Record<symbol, unknown>)[key];
+  if (tryClose === undefined || typeof rid !== "number") return false;
+  try {
+    tryClose(rid);
+  } catch {
+    return false;
+  }
+  return true;
+}
+
 /** The upstream refused the handshake with this HTTP status (not 101). */
 export interface Refusal {
   refused: number;
@@ -65,9 +97,12 @@ export function exceeds(data: WsData, limit: number): boolean {
 /**
  * The close code and reason to send upstream. Deno's client may only send 1000 or 3000–4999,
  * so other codes go as 1000 with the original code in the reason, e.g. "Going away (1001)".
- * Reasons are cut to the 123 bytes a close frame allows (RFC 6455 §5.5.1).
+ * Reasons are cut to the 123 bytes a close frame allows (RFC 6455 §5.5.1). 1005 stays: the
+ * sockets' close() sends it as a close frame without a code.
  */
 export function upstreamClose(code: number, reason: string): { code: number; reason: string } {
+  // A close frame without a code (reported as 1005, never sent) goes on as one (RFC 6455 §7.1.5).
+  if (code === 1005) return { code, reason: "" };
   if (code === 1000 || (code >= 3000 && code <= 4999)) return { code, reason: clip(reason) };
   const name = reason || CLOSE_NAMES[code] || "Closed";
   return { code: 1000, reason: clip(`${name} (${code})`) };
@@ -77,7 +112,6 @@ const CLOSE_NAMES: Record<number, string> = {
   1001: "Going away",
   1002: "Protocol error",
   1003: "Unsupported data",
-  1005: "No status",
   1006: "Client connection lost",
   1007: "Invalid payload",
   1008: "Policy violation",
@@ -192,6 +226,12 @@ async function openStream(t: WebSocketProxyRequest): Promise<UpstreamSocket | Re
   /** Settles once every write so far has (WritableStream writes run one at a time). */
   let written: Promise<unknown> = Promise.resolve();
   let closing = false;
+  let closeWait: ReturnType<typeof setTimeout> | undefined;
+  let over = false;
+  closed.then(() => {
+    over = true;
+    clearTimeout(closeWait);
+  });
   return {
     protocol: conn.protocol,
     pausable: true,
@@ -222,10 +262,11 @@ async function openStream(t: WebSocketProxyRequest): Promise<UpstreamSocket | Re
       closing = true;
       const now = () => {
         try {
-          wss.close({ closeCode: code, reason } as WebSocketCloseInfo);
+          wss.close(code === 1005 ? {} : { closeCode: code, reason } as WebSocketCloseInfo);
         } catch {
           // already closing
         }
+        if (!over) closeWait = setTimeout(() => dropConnection(wss), CLOSE_WAIT_MS);
       };
       // The close frame goes out at once, past the writes still queued in the stream, which
       // then fail: a client's burst followed by its close lost its tail.
@@ -251,11 +292,13 @@ async function openWithClient(
   const earlyCap = Math.max(1 << 20, 2 * t.limits.maxMessageSize);
   let earlyBytes = 0;
   let ended: { code: number; reason: string } | null = null;
+  let closeWait: ReturnType<typeof setTimeout> | undefined;
   const opened = new Promise<unknown>((resolve) => {
     let error: unknown = null;
     ws.onopen = () => resolve(null);
     ws.onerror = (e) => error = new Error((e as ErrorEvent).message);
     ws.onclose = (e) => {
+      clearTimeout(closeWait);
       client.close();
       relay?.close();
       ended = { code: e.code === 0 ? 1006 : e.code, reason: e.reason };
@@ -297,11 +340,16 @@ async function openWithClient(
     },
     buffered: () => ws.bufferedAmount,
     close(code, reason) {
+      if (ended || closeWait !== undefined) return;
       try {
-        ws.close(code, reason);
+        if (code === 1005) ws.close();
+        else ws.close(code, reason);
       } catch {
         // already closing
       }
+      closeWait = setTimeout(() => {
+        if (!dropConnection(ws)) relay?.close();
+      }, CLOSE_WAIT_MS);
     },
   };
 }

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { byteLength, clip, exceeds, upstreamClose } from "./websocket_upstream.ts";
 
-Deno.test("upstreamClose passes 1000 and 3000-4999, maps other codes to 1000 with the code", () => {
+Deno.test("upstreamClose passes 1000 and 3000-4999, maps other codes to 1000 with the code, keeps 1005 (no code)", () => {
   assert.deepEqual(upstreamClose(1000, "bye"), { code: 1000, reason: "bye" });
   assert.deepEqual(upstreamClose(4001, "app"), { code: 4001, reason: "app" });
   assert.deepEqual(upstreamClose(1001, "leaving"), { code: 1000, reason: "leaving (1001)" });
@@ -11,6 +11,8 @@ Deno.test("upstreamClose passes 1000 and 3000-4999, maps other codes to 1000 wit
     reason: "Client connection lost (1006)",
   });
   assert.deepEqual(upstreamClose(2999, ""), { code: 1000, reason: "Closed (2999)" });
+  // 1005: the client's close frame had no code; the upstream's has none either.
+  assert.deepEqual(upstreamClose(1005, ""), { code: 1005, reason: "" });
 });
 
 Deno.test("clip keeps close reasons within 123 UTF-8 bytes without splitting characters", () => {

@@ -232,7 +232,10 @@ async function handle(ctx: RequestContext, deps: PipelineDeps): Promise<Response
   switch (cfg.type) {
     case "proxy":
     case "load_balance":
-      if (isWebSocketUpgrade(ctx.req)) return await websocketAction(ctx, deps, cfg);
+      // An Upgrade in an HTTP/1.0 request is ignored (RFC 9110 §7.8): proxied as plain HTTP.
+      if (isWebSocketUpgrade(ctx.req) && !ctx.info.http10) {
+        return await websocketAction(ctx, deps, cfg);
+      }
       return compressed(
         ctx,
         deps,

@@ -147,6 +147,14 @@ export async function websocketAction(
       message: "WebSocket proxying is disabled",
     });
   }
+  // RFC 6455 §4.1: the opening handshake is HTTP/1.1 or later (an HTTP/1.0 hop may have passed
+  // the Upgrade on without knowing it; RFC 9110 §7.8 has it ignored). Deno upgraded it anyway.
+  // Known on Prox's own HTTP/1.1 engine; Deno.serve does not say (http1_engine: deno).
+  if (ctx.info.http10) {
+    return errorResponse("bad_request", ctx.requestId, {
+      message: "WebSocket upgrades need HTTP/1.1",
+    });
+  }
   const handshakeError = checkHandshake(ctx.req.headers);
   if (handshakeError) {
     const version = handshakeError.startsWith("Unsupported");
