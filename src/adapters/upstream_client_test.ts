@@ -358,6 +358,26 @@ Deno.test("upstream client delivers a Content-Length body up to 64 KiB as one ch
   }
 });
 
+Deno.test("upstream client takes up to 32 interim answers, not an endless run of them", async () => {
+  const interim = (n: number) => "HTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\n".repeat(n);
+  await using srv = rawServer(async (c) => {
+    for (let head; (head = await readRequest(c));) {
+      const n = Number(head.split(" ")[1].slice(1));
+      await write(c, interim(n) + "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+    }
+  });
+  const client = createUpstreamClient();
+  try {
+    const res = await client.send(request(`${srv.url}/32`));
+    assert.equal(res.status, 200);
+    assert.equal(await res.text(), "ok");
+    const err = await rejects(client.send(request(`${srv.url}/33`)), "protocol");
+    assert.match(err.message, /over 32 interim \(1xx\) responses/);
+  } finally {
+    await client.close();
+  }
+});
+
 Deno.test("upstream client maps refused, reset, timeouts and oversized heads to ProxyError", async () => {
   const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const deadPort = (l.addr as Deno.NetAddr).port;

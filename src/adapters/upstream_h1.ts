@@ -288,11 +288,19 @@ function ioErrorMid(source: string, err: unknown): ProxyError {
   });
 }
 
+/**
+ * Interim (1xx) answers taken before a final one. RFC 9110 §15.2 sets no number, but an upstream
+ * that sends them for ever would keep this loop parsing until the response-header timeout
+ * (a minute by default); real servers send one or two (100 Continue, 103 Early Hints).
+ */
+const MAX_INTERIM = 32;
+
 /** Reads response heads until a final (non-1xx) one (RFC 9110 §15.2). */
 async function readHead(
   conn: H1Connection,
   o: { method: string; max: number },
 ): Promise<ResponseHead> {
+  let interim = 0;
   for (;;) {
     const head = parseResponseHead(conn.buf, conn.start, conn.end, {
       maxBytes: o.max,
@@ -316,6 +324,13 @@ async function readHead(
       throw new ProxyError("protocol", `Upstream "${conn.source}" switched protocols unasked`, {
         source: conn.source,
       });
+    }
+    if (++interim > MAX_INTERIM) {
+      throw new ProxyError(
+        "protocol",
+        `Upstream "${conn.source}" sent over ${MAX_INTERIM} interim (1xx) responses`,
+        { source: conn.source },
+      );
     }
   }
 }
