@@ -255,6 +255,9 @@ export function parseResponseHead(
 
   let framing: Framing;
   let close = minor === 0 ? !hasToken(conn, "keep-alive") : hasToken(conn, "close");
+  // A Connection list is tokens (RFC 9110 §7.6.1): one with other bytes ("close\xa0") is no
+  // promise to keep the connection open, so it is not reused.
+  if (!close && conn !== null && NOT_TOKEN_LIST.test(conn)) close = true;
   if (te !== null && contentLength >= 0) {
     // Both: a sign of response splitting. A proxy that forwards it must drop Content-Length
     // (RFC 9112 §6.3), or the client would cut the decoded body at the stated length (or, for a
@@ -327,14 +330,19 @@ function parseContentLength(v: string): number {
   return result;
 }
 
+/** A byte no token list has: neither a tchar nor OWS nor a comma (RFC 9110 §5.6.2). */
+const NOT_TOKEN_LIST = /[^\t !#$%&'*+\-.^_`|~0-9A-Za-z,]/;
+
 function hasToken(list: string | null, token: string): boolean {
   if (list === null) return false;
-  for (const t of list.split(",")) if (t.trim().toLowerCase() === token) return true;
+  for (const t of list.split(",")) {
+    if (trimOws(t, 0, t.length).toLowerCase() === token) return true;
+  }
   return false;
 }
 
 function tokens(list: string): string[] {
-  return list.split(",").map((t) => t.trim().toLowerCase()).filter(Boolean);
+  return list.split(",").map((t) => trimOws(t, 0, t.length).toLowerCase()).filter(Boolean);
 }
 
 /**

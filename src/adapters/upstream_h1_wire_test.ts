@@ -156,6 +156,21 @@ Deno.test("parseResponseHead refuses what RFC 9112 does not allow a proxy to gue
   assert.equal(old.close, true);
 });
 
+Deno.test("parseResponseHead reads Connection tokens with only OWS around them", () => {
+  const opts = { maxBytes: 8192, method: "GET" };
+  const parse = (status: string, conn: string) => {
+    const b = bytes(`${status}\r\nConnection: ${conn}\r\nContent-Length: 0\r\n\r\n`);
+    return parseResponseHead(b, 0, b.length, opts)!;
+  };
+  assert.equal(parse("HTTP/1.0 200 OK", " Keep-Alive\t").close, false);
+  assert.equal(parse("HTTP/1.1 200 OK", "x, close ").close, true);
+  // "keep-alive\xa0" is no keep-alive token: an HTTP/1.0 answer with it ends its connection.
+  assert.equal(parse("HTTP/1.0 200 OK", "keep-alive\xa0").close, true);
+  // Nor does a list with other bytes promise to keep it open.
+  assert.equal(parse("HTTP/1.1 200 OK", "close\xa0").close, true);
+  assert.equal(parse("HTTP/1.1 200 OK", "x-a").close, false);
+});
+
 Deno.test("parseResponseHead trims only SP and HTAB around a value", () => {
   const opts = { maxBytes: 8192, method: "GET" };
   // "voilà" in UTF-8 ends in 0xA0, which String.prototype.trim would strip.
