@@ -123,14 +123,19 @@ export function evaluatePreconditions(headers: Headers, v: Validators): Precondi
 
 /**
  * True when a Range request may be honoured under its If-Range (RFC 9110 §13.1.5): absent, an
- * entity tag that matches strongly (never, for our weak tags), or exactly the Last-Modified date.
+ * entity tag that matches strongly (never, for our weak tags), or exactly the Last-Modified date
+ * when that date is a strong validator: dated in a second before `now`, the answer's Date
+ * (§8.8.2.2). A file changed twice within its mtime's second keeps its date, so a range of the
+ * first version must not be spliced onto the second: within that second the whole file goes.
  */
-export function ifRangeAllows(value: string | null, v: Validators): boolean {
+export function ifRangeAllows(value: string | null, v: Validators, now = Infinity): boolean {
   if (value === null) return true;
   const s = value.trim();
   if (s.startsWith('"') || s.startsWith("W/")) return strongMatch(s, v.etag);
   const t = parseHttpDate(s);
-  return t !== null && v.mtime !== null && Math.floor(t / 1000) === Math.floor(v.mtime / 1000);
+  if (t === null || v.mtime === null) return false;
+  const sec = Math.floor(v.mtime / 1000);
+  return Math.floor(t / 1000) === sec && sec < Math.floor(now / 1000);
 }
 
 /** What a Range header asks of a representation of `size` bytes. */

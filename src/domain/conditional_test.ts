@@ -63,6 +63,15 @@ Deno.test("ifRangeAllows accepts the exact date and never a weak tag", () => {
   assert.equal(ifRangeAllows('"abc"', V), false);
 });
 
+Deno.test("ifRangeAllows takes a date only once its second has passed (a strong validator)", () => {
+  const date = httpDate(MTIME);
+  assert.equal(ifRangeAllows(date, V, MTIME + 655), true, "the next second");
+  assert.equal(ifRangeAllows(date, V, MTIME + 60_000), true);
+  // The file may change again within the second its date names: not strong yet (§8.8.2.2).
+  assert.equal(ifRangeAllows(date, V, MTIME), false);
+  assert.equal(ifRangeAllows(date, V, MTIME + 654), false, "still 12:00:00");
+});
+
 Deno.test("parseRange handles single, open, suffix, unsatisfiable and ignored ranges", () => {
   assert.deepEqual(parseRange(null, 100), { kind: "full" });
   assert.deepEqual(parseRange("bytes=0-9", 100), { kind: "range", start: 0, end: 9 });

@@ -227,7 +227,7 @@ async function serveFile(
   let status: number = opts.status;
   if (opts.status === 200) {
     fields.push(["accept-ranges", "bytes"]);
-    const asked = req.method === "GET" && ifRangeAllows(req.headers.get("if-range"), v)
+    const asked = req.method === "GET" && ifRangeAllows(req.headers.get("if-range"), v, opts.now)
       ? parseRange(req.headers.get("range"), size)
       : { kind: "full" as const };
     if (asked.kind === "unsatisfiable") {
