@@ -1522,3 +1522,59 @@ Deno.test("an HTTP/1.0 request goes upstream with Via 1.0 and is logged as http/
     ["/new", "http/1.1"],
   ]);
 });
+
+Deno.test("a static file that grows while it is sent goes out at its announced length, and the connection serves the request behind it", async () => {
+  const root = await Deno.makeTempDir({ prefix: "prox-grow-" });
+  const size = 32 * 1024 * 1024; // more than loopback's socket buffers hold, so the file is read
+  await Deno.writeFile(`${root}/big.bin`, new Uint8Array(size).fill(97)); // as the client reads
+  await Deno.writeTextFile(`${root}/small.txt`, "small");
+  await using prox = await startProxy(`
+protocols: { http1_engine: prox }
+routes:
+  "/s": { type: static, root: ${JSON.stringify(root)} }
+`);
+  const c = await Deno.connect({ hostname: "127.0.0.1", port: prox.port });
+  try {
+    await c.write(enc.encode(
+      "GET /s/big.bin HTTP/1.1\r\nHost: a.test\r\n\r\n" +
+        "GET /s/small.txt HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n",
+    ));
+    const buf = new Uint8Array(1 << 20);
+    const chunks: Uint8Array[] = [];
+    let total = 0;
+    let grown = false;
+    for (;;) {
+      const n = await c.read(buf).catch(() => null);
+      if (n === null) break;
+      chunks.push(buf.slice(0, n));
+      total += n;
+      if (!grown) {
+        // The head is out: the file grows by 1 MiB before its end is read.
+        grown = true;
+        await Deno.writeFile(`${root}/big.bin`, new Uint8Array(1 << 20).fill(98), {
+          append: true,
+        });
+      }
+    }
+    const all = new Uint8Array(total);
+    let at = 0;
+    for (const ch of chunks) {
+      all.set(ch, at);
+      at += ch.byteLength;
+    }
+    const text = new TextDecoder("latin1").decode(all);
+    const first = text.indexOf("\r\n\r\n") + 4;
+    assert.match(
+      text.slice(0, first),
+      new RegExp(`^HTTP/1\\.1 200 [^]*content-length: ${size}\r\n`),
+    );
+    const body = text.slice(first, first + size);
+    assert.equal(body.length, size);
+    assert.ok(!body.includes("b"), "only the bytes the file had when it was announced");
+    const second = text.slice(first + size);
+    assert.match(second, /^HTTP\/1\.1 200 [^]*\r\n\r\nsmall$/);
+  } finally {
+    c.close();
+    await Deno.remove(root, { recursive: true });
+  }
+});

@@ -1117,10 +1117,13 @@ async function writeResponse(
     try {
       if (declared >= 0) {
         if (sent + bytes.byteLength > declared) {
-          // More than declared: what fits goes out, and the connection ends there.
+          // More than declared (a static file that grew while it was sent): what fits goes out,
+          // the rest is dropped, and the answer is complete as its head framed it, so the
+          // connection goes on to the next request (nginx sends a file's stat'ed length too).
           await writeAll(c.write, bytes.subarray(0, declared - sent));
+          left?.removeEventListener("abort", cancel);
           reader.cancel().catch(() => {});
-          return false;
+          return !left?.aborted;
         }
         await writeAll(c.write, bytes);
       } else await writeAll(c.write, toEnd ? bytes : chunked(bytes));
