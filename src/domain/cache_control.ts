@@ -274,11 +274,18 @@ export function mergeNotModified(
   return out;
 }
 
-/** The names a Vary value lists, lower-case; `["*"]` when it contains `*`. */
+/** A field name (RFC 9110 §5.1: a token), lower-case. */
+const FIELD_NAME = /^[!#$%&'*+\-.^_`|~0-9a-z]+$/;
+
+/**
+ * The names a Vary value lists, lower-case; `["*"]` when it contains `*`, or a member that is no
+ * field name (`Accept Encoding`): no request's value can be read for it, so none can be shown to
+ * match (RFC 9111 §4.1), and reading it would throw.
+ */
 export function varyNames(vary: string | null): string[] {
   if (vary === null) return [];
   const names = vary.split(",").map((s) => s.trim().toLowerCase()).filter((s) => s !== "");
-  if (names.includes("*")) return ["*"];
+  if (names.some((n) => n === "*" || !FIELD_NAME.test(n))) return ["*"];
   return [...new Set(names)].sort();
 }
 

@@ -126,6 +126,9 @@ Deno.test("varyNames lower-cases, sorts and reports *", () => {
     "accept-language",
   ]);
   assert.deepEqual(varyNames("Origin, *"), ["*"]);
+  // A member that is no field name matches no request, as * (RFC 9110 §12.5.5).
+  assert.deepEqual(varyNames("Accept Encoding"), ["*"]);
+  assert.deepEqual(varyNames("origin, a(b)"), ["*"]);
   assert.deepEqual(varyNames(null), []);
 });
 

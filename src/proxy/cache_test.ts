@@ -73,6 +73,19 @@ Deno.test("cache: what must not be stored is not", async () => {
   }
 });
 
+Deno.test("cache: a Vary naming no field name is answered, never stored", async () => {
+  // "Accept Encoding" (a space for the dash) is no field name: its value cannot be read from a
+  // request, so no request can be shown to match (RFC 9111 §4.1), as with Vary: *.
+  const c = setup(() =>
+    new Response("x", { headers: { "cache-control": "max-age=60", vary: "Accept Encoding" } })
+  );
+  const a = await c.get("/p");
+  assert.equal(a.res.status, 200);
+  assert.equal(a.text, "x");
+  assert.equal((await c.get("/p")).text, "x");
+  assert.equal(c.sent.length, 2);
+});
+
 Deno.test("cache: public or s-maxage makes a response to Authorization storable", async () => {
   const c = setup(() => new Response("x", { headers: { "cache-control": "public, max-age=60" } }));
   const auth = { headers: { authorization: "Bearer x" } };
