@@ -102,9 +102,35 @@ export function notModified(
   const sk = o.res.headers.get("surrogate-key");
   const ct = o.res.headers.get("cache-tag");
   updated.tags = sk === null && ct === null ? entry.tags : parseTags(sk, ct);
-  if (o.res.headers.has("set-cookie")) policy.store.delete(x.primary, x.vary);
+  // What the merged fields say must hold of the stored answer as of a new one (RFC 9111 §3):
+  // one the 304 makes private, no-store or keyed by other Vary fields (the entry sits under the
+  // old ones) is dropped, as is one whose 304 sets a cookie.
+  const get = (name: string) => {
+    const v = headers.filter(([k]) => k === name).map(([, v]) => v);
+    return v.length === 0 ? null : v.join(", ");
+  };
+  const cc = parseCacheControl(get("cache-control"));
+  const names = keyNames(get);
+  if (
+    o.res.headers.has("set-cookie") || cc.has("no-store") || cc.has("private") ||
+    names[0] === "*" || varyKey(names, x.view) !== x.vary
+  ) policy.store.delete(x.primary, x.vary);
   else policy.store.update(x.primary, x.vary, updated);
   return updated;
+}
+
+/**
+ * The request fields an answer is keyed by: its Vary's, and Origin for one that echoes an origin
+ * in Access-Control-Allow-Origin (an app that forgets `Vary: Origin`, a common slip, would
+ * otherwise have one origin's answer served to the others).
+ */
+function keyNames(get: (name: string) => string | null): string[] {
+  const names = varyNames(get("vary"));
+  const acao = get("access-control-allow-origin");
+  if (acao !== null && acao !== "*" && names[0] !== "*" && !names.includes("origin")) {
+    return [...names, "origin"].sort();
+  }
+  return names;
 }
 
 /**
@@ -122,13 +148,7 @@ export function admit(
   const cacheTag = res.headers.get("cache-tag");
   if (surrogateKey !== null || cacheTag !== null) res = withoutTagFields(res);
   const h = res.headers;
-  let names = varyNames(h.get("vary"));
-  // An app that echoes the Origin in Access-Control-Allow-Origin but forgets `Vary: Origin` (a
-  // common slip) would have one origin's answer served to the others: it is keyed by Origin too.
-  const acao = h.get("access-control-allow-origin");
-  if (acao !== null && acao !== "*" && names[0] !== "*" && !names.includes("origin")) {
-    names = [...names, "origin"].sort();
-  }
+  const names = keyNames((name) => h.get(name));
   const responseCc = parseCacheControl(h.get("cache-control"));
   let status = `${NAME}; fwd=${x.fwd}; fwd-status=${res.status}`;
   const why = ctx.req.method === "HEAD" ? "head" : unstorableReason({

@@ -152,6 +152,33 @@ Deno.test("cache: a stale entry is revalidated and a 304 refreshes it", async ()
   assert.deepEqual(c.results, ["miss", "revalidated", "hit"]);
 });
 
+Deno.test("cache: a 304 that makes the entry unstorable drops it", async () => {
+  // The 304's fields replace the stored ones (RFC 9111 §4.3.4); what they then say must hold of
+  // the stored answer as of a new one (RFC 9111 §3): private, no-store and Vary: * are not kept,
+  // nor is an entry the 304 keys by other Vary fields than it is stored under (RFC 9111 §4.1).
+  const cases: Record<string, string>[] = [
+    { "cache-control": "private, max-age=30" },
+    { "cache-control": "no-store" },
+    { "cache-control": "max-age=30", vary: "*" },
+    { "cache-control": "max-age=30", vary: "accept-language" },
+  ];
+  for (const fields of cases) {
+    const name = JSON.stringify(fields);
+    const c = setup((_r, n) =>
+      n === 1
+        ? new Response("v1", { headers: { "cache-control": "max-age=10", etag: '"v1"' } })
+        : new Response(null, { status: 304, headers: fields })
+    );
+    await c.get("/r");
+    c.clock.t += 11_000;
+    const again = await c.get("/r");
+    assert.equal(again.text, "v1", name);
+    const next = await c.get("/r");
+    assert.doesNotMatch(next.res.headers.get("cache-status")!, /hit/, name);
+    assert.equal(c.sent.length, 3, name);
+  }
+});
+
 Deno.test("cache: a stale entry replaced by a new 200 on revalidation", async () => {
   const c = setup((_r, n) =>
     new Response(`v${n}`, {
