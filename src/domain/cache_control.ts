@@ -157,14 +157,18 @@ export function initialAge(t: Timing): number {
 /**
  * Freshness lifetime in ms for a shared cache (RFC 9111 §4.2.1): s-maxage, else max-age, else
  * Expires minus Date (an invalid Expires means already expired), else `defaultTtl` (0 without).
+ * A malformed s-maxage or max-age (`-1`, `ten`) means already expired too (§4.2.1 encourages
+ * it; nginx does not cache such an answer): never Expires or `defaultTtl` in its place.
  */
 export function freshnessLifetime(
   response: Directives,
   t: Timing,
   defaultTtl?: number,
 ): number {
-  const s = deltaSeconds(response, "s-maxage") ?? deltaSeconds(response, "max-age");
-  if (s !== undefined) return s * 1000;
+  for (const name of ["s-maxage", "max-age"]) {
+    if (!response.has(name)) continue;
+    return (deltaSeconds(response, name) ?? 0) * 1000;
+  }
   if (t.expires !== null) {
     const exp = parseHttpDate(t.expires);
     if (exp === null) return 0;

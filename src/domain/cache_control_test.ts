@@ -39,9 +39,23 @@ Deno.test("freshnessLifetime prefers s-maxage, then max-age, then Expires - Date
   assert.equal(freshnessLifetime(parseCacheControl("max-age=10, s-maxage=20"), t), 20_000);
   assert.equal(freshnessLifetime(parseCacheControl("max-age=10"), t), 10_000);
   assert.equal(freshnessLifetime(parseCacheControl(""), t), 90_000);
-  // An invalid Expires means already expired; malformed max-age is ignored.
+  // An invalid Expires means already expired, and so does a malformed max-age or s-maxage,
+  // whatever else the answer says (RFC 9111 §4.2.1, as nginx refuses to cache it): a negative
+  // one is the origin saying "expired", never "ask Expires or the route's default_ttl".
   assert.equal(freshnessLifetime(parseCacheControl(""), { ...t, expires: "0" }), 0);
-  assert.equal(freshnessLifetime(parseCacheControl("max-age=ten"), t), 90_000);
+  assert.equal(freshnessLifetime(parseCacheControl("max-age=ten"), t), 0);
+  assert.equal(freshnessLifetime(parseCacheControl("max-age=-1"), t, 5_000), 0);
+  assert.equal(
+    freshnessLifetime(parseCacheControl("max-age=-1"), { ...t, expires: null }, 5_000),
+    0,
+  );
+  assert.equal(freshnessLifetime(parseCacheControl("s-maxage=1.5, max-age=60"), t), 0);
+  assert.equal(freshnessLifetime(parseCacheControl("max-age"), t), 0);
+  // Too large is not malformed: 2^31 s (RFC 9111 §1.2.2).
+  assert.equal(
+    freshnessLifetime(parseCacheControl("max-age=99999999999999999999"), t),
+    2 ** 31 * 1000,
+  );
   // Heuristic freshness only when configured.
   assert.equal(freshnessLifetime(parseCacheControl(""), { ...t, expires: null }), 0);
   assert.equal(freshnessLifetime(parseCacheControl(""), { ...t, expires: null }, 5_000), 5_000);

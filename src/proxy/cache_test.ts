@@ -338,6 +338,18 @@ Deno.test("cache: default_ttl gives freshness only to responses without any", as
   assert.equal(c.sent.length, 2);
 });
 
+Deno.test("cache: a malformed or negative max-age is stale, whatever default_ttl says", async () => {
+  // RFC 9111 §4.2.1: invalid freshness information is best taken as stale.
+  for (const cc of ["max-age=-1", "max-age=ten", "s-maxage=-5, max-age=60"]) {
+    const c = setup(() => new Response("x", { headers: { "cache-control": cc } }), {
+      cache: "{ default_ttl: 30s }",
+    });
+    await c.get("/d");
+    await c.get("/d");
+    assert.equal(c.sent.length, 2, cc);
+  }
+});
+
 Deno.test("cache: a body over max_object_size streams through and is not stored", async () => {
   const c = setup(
     () => new Response("0123456789", { headers: { "cache-control": "max-age=60" } }),
