@@ -8,6 +8,9 @@ import type { Config } from "../config/schema.ts";
 import type { Handler, Logger, Metrics } from "../ports.ts";
 import { listen } from "./http_serve.ts";
 import { listenH1 } from "./h1/server.ts";
+import type { AcceptProxyProtocol } from "./h1/proxy_accept.ts";
+import { parseCidr } from "../domain/ip.ts";
+import type { Cidr } from "../domain/ip.ts";
 import { otelEnabled } from "./otel.ts";
 import type { Listener } from "./http_serve.ts";
 import { timerDelay } from "../config/duration.ts";
@@ -33,6 +36,8 @@ export interface ListenerPlan {
   /** `protocols.http2_max_concurrent_streams` and `http2_max_frame_size` (Prox's engine only). */
   maxStreams?: number;
   maxFrame?: number;
+  /** `accept_proxy_protocol` (Prox's engine only: it reads the header before HTTP or TLS). */
+  proxyProtocol?: AcceptProxyProtocol;
 }
 
 /**
@@ -58,13 +63,19 @@ export function listenerPlans(
     : forced === "prox" || forced === "deno"
     ? forced
     : c.protocols.http1_engine;
+  const app = c.accept_proxy_protocol;
   const plans: ListenerPlan[] = o.tls
     ? [{
       id: "main",
       addr: addrOf(c.listen_addr),
       handler: o.serve,
       metrics: o.metrics,
-      engine,
+      // Only Prox's engine reads a PROXY header (validate refuses http1_engine: deno with it).
+      engine: app ? "prox" : engine,
+      proxyProtocol: app && {
+        from: app.from.map(parseCidr).filter((x): x is Cidr => x !== null),
+        timeoutMs: app.timeout,
+      },
       idleMs: c.protocols.http1_idle_timeout,
       http2: c.protocols.http2_enabled,
       maxStreams: c.protocols.http2_max_concurrent_streams || undefined,
@@ -166,7 +177,7 @@ function fingerprint(plan: ListenerPlan): string {
     ownEngine(plan)
       ? `prox|${plan.idleMs ?? ""}|${plan.http2 ?? ""}|${plan.maxStreams ?? ""}|${
         plan.maxFrame ?? ""
-      }`
+      }|${JSON.stringify(plan.proxyProtocol ?? null)}`
       : "deno"
   }`;
 }
@@ -251,6 +262,7 @@ export function createListenerSet(opts: {
                 http2: plan.http2,
                 maxStreams: plan.maxStreams,
                 maxFrame: plan.maxFrame,
+                proxyProtocol: plan.proxyProtocol,
               })
               : listen(addr, {
                 handler: plan.handler,

@@ -47,6 +47,8 @@ const DESCRIPTIONS: Record<string, string> = {
   protocols: "Protocol switches (HTTP/3 via http3_enabled)",
   http3_enabled: "Serve HTTP/3 on UDP at the same port (needs tls)",
   trusted_proxies: "CIDRs whose X-Forwarded-For / -Proto / -Host are believed",
+  accept_proxy_protocol:
+    "Load balancers (from: addresses or CIDRs) whose connections to the main listener begin with a PROXY protocol header (v1 or v2) naming the client; timeout for it (default 5s)",
   timeouts: "Upstream timeouts: connect, response_header, idle, total (e.g. 5s)",
   shutdown_timeout: "How long a graceful shutdown waits for in-flight requests",
   admin: "Admin listener (metrics, status, reload), off the public port",

@@ -135,6 +135,17 @@ export const CacheShared = z.object({
   max_size: Size,
 }).strict();
 
+/**
+ * Load balancers in front of Prox that send a PROXY protocol header (v1 or v2) first on each
+ * connection to the main listener; the header's source address is then the client's.
+ */
+export const AcceptProxyProtocol = z.object({
+  /** Their addresses or CIDR blocks; connections from anyone else carry no header. */
+  from: z.array(z.string()).min(1),
+  /** How long such a connection may take to send its header before it is closed. */
+  timeout: Duration.prefault("5s"),
+}).strict();
+
 export const Config = z.object({
   listen_addr: z.string(),
   routes: z.record(z.string(), Route),
@@ -146,6 +157,7 @@ export const Config = z.object({
   metrics: MetricsConfig.default(MetricsConfig.parse({})),
   log: LogConfig.default(LogConfig.parse({})),
   trusted_proxies: z.array(z.string()).default([]),
+  accept_proxy_protocol: AcceptProxyProtocol.optional(),
   /**
    * Whether request fields whose names hold an underscore go upstream (nginx's directive of the
    * name, off by default there too): CGI-style upstreams read `X_Forwarded_For` as

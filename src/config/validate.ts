@@ -228,6 +228,24 @@ export function validateConfig(
     }
   });
 
+  const app = config.accept_proxy_protocol;
+  app?.from.forEach((c, i) => {
+    if (!parseCidr(c)) {
+      err(
+        ["accept_proxy_protocol", "from", i],
+        `Invalid CIDR "${c}"`,
+        "Use the load balancer's address or block, e.g. 10.0.0.0/8 or ::1",
+      );
+    }
+  });
+  if (app && config.protocols.http1_engine === "deno") {
+    err(
+      ["accept_proxy_protocol"],
+      "accept_proxy_protocol needs Prox's own engine: http1_engine: deno reads each connection itself, PROXY header and all",
+      "Remove protocols.http1_engine: deno (the default, prox, reads the header)",
+    );
+  }
+
   // TLS
   const tls = config.tls;
   if (tls) {

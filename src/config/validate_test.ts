@@ -32,3 +32,19 @@ Deno.test("validateConfig warns about http1_idle_timeout where the engine does n
   assert.match(said[0], /^protocols\.http1_idle_timeout: http1_idle_timeout has no effect here/);
   assert.deepEqual(warnings("protocols: { http1_idle_timeout: 10m }\n"), []);
 });
+
+Deno.test("validateConfig: accept_proxy_protocol takes addresses or blocks, on Prox's engine only", () => {
+  const issues = (yaml: string) =>
+    loadConfigText(BASE + yaml, { file: "c.yaml", env: { exists: () => true } }).issues
+      .map((i) => `${i.severity} ${i.path}: ${i.message}${i.hint ? ` (${i.hint})` : ""}`);
+  assert.deepEqual(issues(`accept_proxy_protocol: { from: ["10.0.0.0/8", "::1"] }\n`), []);
+  const bad = issues(`accept_proxy_protocol: { from: ["10.0.0.0/33"] }\n`).join("\n");
+  assert.match(bad, /^error accept_proxy_protocol\.from\.0: Invalid CIDR "10\.0\.0\.0\/33"/);
+  const deno = issues(
+    `accept_proxy_protocol: { from: ["10.0.0.1"] }\nprotocols: { http1_engine: deno }\n`,
+  ).join("\n");
+  assert.match(deno, /^error accept_proxy_protocol: accept_proxy_protocol needs Prox's own engine/);
+  assert.match(deno, /Remove protocols\.http1_engine: deno/);
+  const empty = issues(`accept_proxy_protocol: { from: [] }\n`).join("\n");
+  assert.match(empty, /^error accept_proxy_protocol\.from/);
+});

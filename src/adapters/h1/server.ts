@@ -36,6 +36,8 @@ import type { Reader } from "./read_gate.ts";
 import { HeaderList } from "../../domain/header_list.ts";
 import { bodyFailed, EngineInfo, httpDate, unhandled } from "../engine_shared.ts";
 import { H2Connection } from "../h2/connection.ts";
+import { readProxied, sendsProxyHeader } from "./proxy_accept.ts";
+import type { AcceptProxyProtocol, Proxied } from "./proxy_accept.ts";
 import type { H2Env } from "../h2/connection.ts";
 
 /**
@@ -121,16 +123,26 @@ export function listenH1(
     maxStreams?: number;
     /** SETTINGS_MAX_FRAME_SIZE for HTTP/2 (`protocols.http2_max_frame_size`). */
     maxFrame?: number;
+    /** `accept_proxy_protocol`: peers whose connections begin with a PROXY header. */
+    proxyProtocol?: AcceptProxyProtocol;
   },
 ): Listener {
   const tls = opts.cert !== undefined || opts.key !== undefined;
-  const server: Deno.Listener = tls
+  const pp = opts.proxyProtocol;
+  // With PROXY headers and TLS, the header comes before the TLS handshake, which Deno.listenTls
+  // would take for its own: the port is plain TCP, and each connection is relayed, after its
+  // header, to a TLS listener on 127.0.0.1 (Deno has no server-side TLS on an open connection).
+  const tlsOnLoopback = tls && pp !== undefined;
+  const tlsOptions = () => ({
+    cert: opts.cert!,
+    key: opts.key!,
+    alpnProtocols: opts.http2 === false ? ["http/1.1"] : ["h2", "http/1.1"],
+  });
+  const server: Deno.Listener = tls && !tlsOnLoopback
     ? Deno.listenTls({
       hostname: addr.hostname,
       port: addr.port,
-      cert: opts.cert!,
-      key: opts.key!,
-      alpnProtocols: opts.http2 === false ? ["http/1.1"] : ["h2", "http/1.1"],
+      ...tlsOptions(),
       ...(opts.reusePort ? { reusePort: true } : {}),
     })
     : Deno.listen({
@@ -139,6 +151,20 @@ export function listenH1(
       reusePort: opts.reusePort,
     });
   const local = server.addr as Deno.NetAddr;
+  let tlsInner: Deno.TlsListener | null = null;
+  try {
+    if (tlsOnLoopback) {
+      tlsInner = Deno.listenTls({ hostname: "127.0.0.1", port: 0, ...tlsOptions() });
+    }
+  } catch (err) {
+    closeQuietly(server);
+    throw err;
+  }
+  // The clients of the connections relayed to it, by the relay's source port (one entry per
+  // relayed connection open: bounded by the connections).
+  const tlsPeers = new Map<number, { hostname: string; port: number }>();
+  /** The client connections relayed to it (closed with the listener). */
+  const tlsRelayed = new Set<Deno.Conn>();
   // The relay's Deno.serve; its connections' source ports name the clients they carry (one
   // entry per relayed connection open: bounded by the connections).
   const peers = new Map<
@@ -327,8 +353,12 @@ export function listenH1(
 
   /** Connections still in their TLS handshake (closed with the listener). */
   const handshaking = new Set<Deno.Conn>();
-  const serveH1 = (conn: Deno.Conn) => {
-    const c = new Conn(conn);
+  const serveH1 = (
+    conn: Deno.Conn,
+    peer?: { hostname: string; port: number },
+    first?: Uint8Array,
+  ) => {
+    const c = new Conn(conn, peer, first);
     conns.add(c);
     crowd(conns.size + h2s.size);
     c.served = serve(c, env).finally(() => {
@@ -336,8 +366,15 @@ export function listenH1(
       c.close();
     });
   };
-  /** A TLS connection: its handshake, then HTTP/2 or HTTP/1.1 as ALPN chose. */
-  const serveTls = async (conn: Deno.TlsConn) => {
+  /**
+   * A TLS connection: its handshake, then HTTP/2 or HTTP/1.1 as ALPN chose. `relayed`: the client
+   * of a connection relayed from the public port (known once the handshake is done, which needs
+   * the bytes the relay sends only after it noted the client); undefined: not one of the relay's.
+   */
+  const serveTls = async (
+    conn: Deno.TlsConn,
+    relayed?: () => { hostname: string; port: number } | undefined,
+  ) => {
     handshaking.add(conn);
     const timer = setTimeout(() => closeQuietly(conn), HANDSHAKE_MS);
     // The handshake's reads take turns too (read_gate.ts): under a storm of new connections, a
@@ -357,10 +394,79 @@ export function listenH1(
       handshaking.delete(conn);
     }
     if (closed) return closeQuietly(conn);
+    let peer: { hostname: string; port: number } | undefined;
+    if (relayed) {
+      peer = relayed();
+      if (!peer) return closeQuietly(conn);
+    }
     if (alpn === "h2") {
       const r = conn.remoteAddr as Deno.NetAddr;
-      await serveH2(conn, { hostname: unmapped(r.hostname), port: r.port });
-    } else serveH1(conn);
+      await serveH2(conn, peer ?? { hostname: unmapped(r.hostname), port: r.port });
+    } else serveH1(conn, peer);
+  };
+  /** Relays a client connection to the TLS listener on 127.0.0.1, noting its client first. */
+  const relayToTls = async (
+    conn: Deno.Conn,
+    client: { hostname: string; port: number } | null,
+    first: Uint8Array,
+  ) => {
+    tlsRelayed.add(conn);
+    let to: Deno.TcpConn | null = null;
+    let key = -1;
+    try {
+      to = await Deno.connect({
+        hostname: "127.0.0.1",
+        port: (tlsInner!.addr as Deno.NetAddr).port,
+      });
+      to.setNoDelay(true);
+      (conn as Partial<Deno.TcpConn>).setNoDelay?.(true);
+      key = (to.localAddr as Deno.NetAddr).port;
+      const r = conn.remoteAddr as Deno.NetAddr;
+      tlsPeers.set(key, client ?? { hostname: unmapped(r.hostname), port: r.port });
+      if (first.length > 0) await writeAll(socketWriter(to), first);
+      void pipe(conn, to, true);
+      await pipe(to, conn, false);
+    } catch {
+      // Either side went away, or the TLS listener is gone (closing): both close below.
+    } finally {
+      if (key >= 0) tlsPeers.delete(key);
+      if (to) closeQuietly(to);
+      closeQuietly(conn);
+      tlsRelayed.delete(conn);
+    }
+  };
+
+  /** PROXY header failures: when the next may be logged, and how many were not. */
+  const ppFailures = { until: 0, suppressed: 0 };
+  /** A connection from a load balancer: its PROXY header, then the client's bytes. */
+  const serveProxied = async (conn: Deno.Conn) => {
+    handshaking.add(conn);
+    let got: Proxied | string;
+    try {
+      got = await readProxied(conn, pp!.timeoutMs);
+    } finally {
+      handshaking.delete(conn);
+    }
+    if (typeof got === "string") {
+      closeQuietly(conn);
+      // A misconfigured balancer fails every connection: one line per 10 s, with the count.
+      const now = Date.now();
+      if (now < ppFailures.until) ppFailures.suppressed++;
+      else {
+        const r = conn.remoteAddr as Deno.NetAddr;
+        opts.logger.warn("Connection closed: no valid PROXY protocol header", {
+          peer: unmapped(r.hostname),
+          reason: got,
+          ...(ppFailures.suppressed ? { suppressedSinceLast: ppFailures.suppressed } : {}),
+        });
+        ppFailures.until = now + 10_000;
+        ppFailures.suppressed = 0;
+      }
+      return;
+    }
+    if (closed) return closeQuietly(conn);
+    if (tlsOnLoopback) await relayToTls(conn, got.client, got.rest);
+    else serveH1(conn, got.client ?? undefined, got.rest);
   };
 
   const accepting = (async () => {
@@ -386,8 +492,26 @@ export function listenH1(
         retriedAt = Date.now();
         continue;
       }
-      if (tls) void serveTls(conn as Deno.TlsConn);
+      if (pp && sendsProxyHeader(pp, conn)) void serveProxied(conn);
+      else if (tlsOnLoopback) void relayToTls(conn, null, NO_BYTES);
+      else if (tls) void serveTls(conn as Deno.TlsConn);
       else serveH1(conn);
+    }
+  })();
+  // The loopback TLS listener's own loop: only connections the relay made (from 127.0.0.1, on a
+  // port it noted) are served; another local process connecting there is closed.
+  const acceptingTls = tlsInner && (async () => {
+    while (!closed) {
+      let conn: Deno.TlsConn;
+      try {
+        conn = await tlsInner!.accept();
+      } catch {
+        if (closed) return;
+        await new Promise((r) => setTimeout(r, 100)); // out of descriptors: as above, later
+        continue;
+      }
+      const r = conn.remoteAddr as Deno.NetAddr;
+      void serveTls(conn, () => r.hostname === "127.0.0.1" ? tlsPeers.get(r.port) : undefined);
     }
   })();
 
@@ -403,6 +527,7 @@ export function listenH1(
       draining = true;
       graceEnd = Date.now() + HEAD_GRACE_MS;
       closeQuietly(server);
+      if (tlsInner) closeQuietly(tlsInner);
       // Idle connections go now; busy ones after their current answer (`connection: close`).
       // One waiting for a turn may have a request in the kernel: it takes a last look first.
       // One with half a head has HEAD_GRACE_MS for the rest (serve() reads no longer then).
@@ -415,11 +540,14 @@ export function listenH1(
       }, HEAD_GRACE_MS);
       await inner.shutdown(o);
       await accepting;
+      await acceptingTls;
       // Until each connection's serve() has ended, not merely its socket closed: one that waits
       // for a turn gets it only as other turns end (read_gate.ts), and a loop over promises
       // already settled would spin without ever letting them.
       while (conns.size > 0) await Promise.race([...conns].map((c) => c.served));
       while (h2s.size > 0) await Promise.race([...h2s].map((c) => c.done));
+      // A relay still open carries nothing more (its TLS side has ended or is ending).
+      for (const c of tlsRelayed) closeQuietly(c);
       clearInterval(sweeper);
       clearTimeout(graceTimer);
     },
@@ -427,8 +555,10 @@ export function listenH1(
       closed = true;
       draining = true;
       closeQuietly(server);
+      if (tlsInner) closeQuietly(tlsInner);
       clearInterval(sweeper);
       clearTimeout(graceTimer);
+      for (const c of tlsRelayed) closeQuietly(c);
       for (const c of conns) c.close();
       for (const c of handshaking) closeQuietly(c);
       for (const c of h2s) c.close();
@@ -510,11 +640,24 @@ export class Conn implements Reader {
   /** Writes to `conn`. */
   readonly write: SocketWrite;
 
-  constructor(readonly conn: Deno.Conn) {
+  /**
+   * `peer`: the client, when not the connection's own peer (a load balancer's PROXY header named
+   * it); `first`: bytes of the client's already read (what came behind that header).
+   */
+  constructor(
+    readonly conn: Deno.Conn,
+    peer?: { hostname: string; port: number },
+    first?: Uint8Array,
+  ) {
     this.#read = socketReader(conn);
     this.write = socketWriter(conn);
     const r = conn.remoteAddr as Deno.NetAddr;
-    this.peer = { hostname: unmapped(r.hostname), port: r.port };
+    this.peer = peer ?? { hostname: unmapped(r.hostname), port: r.port };
+    if (first && first.length > 0) {
+      if (first.length > this.buf.length) this.buf = new Uint8Array(first.length);
+      this.buf.set(first);
+      this.end = first.length;
+    }
     try {
       // (A TLS connection has no such setting in Deno.)
       (conn as Partial<Deno.TcpConn>).setNoDelay?.(true);
