@@ -111,6 +111,9 @@ export function notModified(
   };
   const cc = parseCacheControl(get("cache-control"));
   const names = keyNames(get);
+  // Only the entry it revalidated: one a newer answer stored meanwhile (or none, after a purge)
+  // is not what the 304 speaks of, and its body must not give way to the older one.
+  if (policy.store.peek(x.primary, x.vary) !== entry) return updated;
   if (
     o.res.headers.has("set-cookie") || cc.has("no-store") || cc.has("private") ||
     names[0] === "*" || varyKey(names, x.view) !== x.vary

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { loadConfigText } from "../config/load.ts";
 import { buildSnapshot } from "./snapshot.ts";
-import { date, setup, T0 } from "./_cache_fixture.ts";
+import { date, info, setup, T0 } from "./_cache_fixture.ts";
 
 Deno.test("cache: a fresh response is served from the store with Age and Cache-Status", async () => {
   const c = setup((_r, n) =>
@@ -316,6 +316,35 @@ Deno.test("cache: an unsafe request invalidates the stored URI", async () => {
   const post = await c.get("/u", { method: "POST", body: "x" });
   assert.equal(post.res.headers.get("cache-status"), "prox; fwd=method; fwd-status=200");
   assert.equal((await c.get("/u")).text, "GET 3");
+});
+
+Deno.test("cache: a 304 to an older revalidation does not bring back the entry a newer answer replaced", async () => {
+  // A HEAD revalidates the stale v1 without holding the key; meanwhile a GET stores v2. The 304
+  // that then comes for v1 says v1 is current, not v2's body, which it must not replace.
+  const held = Promise.withResolvers<Response>();
+  const sent = Promise.withResolvers<void>();
+  const c = setup((r, n) => {
+    if (n === 1) {
+      return new Response("v1", { headers: { "cache-control": "max-age=10", etag: '"v1"' } });
+    }
+    if (r.method === "HEAD") {
+      sent.resolve();
+      return held.promise;
+    }
+    return new Response("v2", { headers: { "cache-control": "max-age=10", etag: '"v2"' } });
+  });
+  await c.get("/v");
+  c.clock.t += 11_000;
+  const head = c.handler(new Request("http://example.com/v", { method: "HEAD" }), info);
+  await sent.promise;
+  assert.equal((await c.get("/v")).text, "v2");
+  held.resolve(
+    new Response(null, { status: 304, headers: { "cache-control": "max-age=100", etag: '"v1"' } }),
+  );
+  await (await head).body?.cancel();
+  const after = await c.get("/v");
+  assert.equal(after.text, "v2");
+  assert.equal(c.sent.length, 3);
 });
 
 Deno.test("cache: Range and If-Match requests bypass the cache", async () => {
