@@ -64,23 +64,31 @@ export function listenerPlans(
     ? forced
     : c.protocols.http1_engine;
   const app = c.accept_proxy_protocol;
+  // A balancer that sends PROXY headers to the HTTPS port sends them to port 80 too (AWS: per
+  // target group): the plain listeners (redirects, ACME's HTTP-01) read them as the main one does.
+  // Only Prox's engine reads a header (validate refuses http1_engine: deno with it).
+  const proxied = app
+    ? {
+      engine: "prox" as const,
+      proxyProtocol: {
+        from: app.from.map(parseCidr).filter((x): x is Cidr => x !== null),
+        timeoutMs: app.timeout,
+      },
+    }
+    : {};
   const plans: ListenerPlan[] = o.tls
     ? [{
       id: "main",
       addr: addrOf(c.listen_addr),
       handler: o.serve,
       metrics: o.metrics,
-      // Only Prox's engine reads a PROXY header (validate refuses http1_engine: deno with it).
-      engine: app ? "prox" : engine,
-      proxyProtocol: app && {
-        from: app.from.map(parseCidr).filter((x): x is Cidr => x !== null),
-        timeoutMs: app.timeout,
-      },
+      engine,
       idleMs: c.protocols.http1_idle_timeout,
       http2: c.protocols.http2_enabled,
       maxStreams: c.protocols.http2_max_concurrent_streams || undefined,
       maxFrame: c.protocols.http2_max_frame_size || undefined,
       ...o.tls,
+      ...proxied,
     }]
     : [];
   if (c.http_redirect) {
@@ -88,11 +96,12 @@ export function listenerPlans(
       id: "http_redirect",
       addr: addrOf(c.http_redirect.listen_addr),
       handler: o.redirect,
+      ...proxied,
     });
   }
   const acmeHttp = c.tls?.acme?.enabled ? c.tls.acme.http_listen_addr : undefined;
   if (acmeHttp && acmeHttp !== c.http_redirect?.listen_addr) {
-    plans.push({ id: "acme_http", addr: addrOf(acmeHttp), handler: o.redirect });
+    plans.push({ id: "acme_http", addr: addrOf(acmeHttp), handler: o.redirect, ...proxied });
   }
   return plans;
 }

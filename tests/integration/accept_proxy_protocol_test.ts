@@ -2,7 +2,7 @@
 // connection it makes to Prox, for X-Forwarded-For, ip_access, rate limits and the access log.
 // Real sockets send the header as a balancer would; fetch and curl are the plain clients.
 import assert from "node:assert/strict";
-import { interopTest, ROOT, run, startUpstream, waitFor } from "../_harness.ts";
+import { freePort, interopTest, ROOT, run, startUpstream, waitFor } from "../_harness.ts";
 import { startProxy } from "./_proxy.ts";
 import { readFrom } from "./_raw_client.ts";
 import { proxyHeader } from "../../src/domain/proxy_protocol.ts";
@@ -213,4 +213,25 @@ interopTest("accept_proxy_protocol with TLS: curl --haproxy-protocol gets HTTP/2
   }
   await waitFor(() => access.length >= 2, { what: "the access records" });
   assert.deepEqual(access.map((r) => r.protocol), ["h2", "http/1.1"]);
+});
+
+Deno.test("accept_proxy_protocol: the http_redirect listener reads the header too (a balancer sends it to port 80 as well)", async () => {
+  await using up = await xffUpstream();
+  const httpPort = freePort();
+  await using prox = await startProxy(
+    tlsConfig(up.url) + `http_redirect: { listen_addr: "127.0.0.1:${httpPort}" }\n`,
+    { keepListen: true, tls: true },
+  );
+  const got = await exchange(
+    httpPort,
+    proxyHeader("v1", addrs("203.0.113.7", 1)),
+    "GET /a?b=1 HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+  );
+  assert.match(got, /^HTTP\/1\.1 308 /);
+  assert.match(
+    got,
+    new RegExp(`\r\nlocation: https://127\\.0\\.0\\.1:${prox.port}/a\\?b=1\r\n`, "i"),
+  );
+  // Without its header, the sender is closed unanswered there too.
+  assert.equal(await exchange(httpPort, "GET / HTTP/1.1\r\nHost: a\r\n\r\n"), "");
 });
