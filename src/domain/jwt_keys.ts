@@ -2,7 +2,7 @@
 // §5), an HMAC secret. Pure: what the config checker and the filter both use; importing into
 // crypto.subtle happens in proxy/filters/jwt_keys.ts.
 
-import { jwkKind, jwkPublicPart, pemBlock, spkiKind } from "./jwt.ts";
+import { base64UrlDecode, jwkKind, jwkPublicPart, pemBlock, spkiKind } from "./jwt.ts";
 import type { KeyKind } from "./jwt.ts";
 
 /** One verification key as read, not yet imported. */
@@ -22,6 +22,9 @@ export const MAX_JWKS_KEYS = 64;
 
 /** RFC 7518 §3.2: an HMAC key at least as long as the hash output (HS256: 32 bytes). */
 export const MIN_SECRET_BYTES = 32;
+
+/** RFC 7518 §3.3, §3.5: RS and PS keys MUST be 2048 bits or larger. */
+export const MIN_RSA_BITS = 2048;
 
 const PEM_FIXES: Record<string, string> = {
   "CERTIFICATE": "Extract its public key: openssl x509 -in cert.pem -pubkey -noout > key.pem",
@@ -59,6 +62,11 @@ export function readKeyFile(text: string): KeyRead {
       hint: "Use an RSA (2048 bits or more), P-256, P-384 or Ed25519 key",
     };
   }
+  if (kind === "rsa" || kind === "rsa-pss") {
+    const rsa = spkiRsa(block.der);
+    const weak = rsa === null ? "an RSA key that cannot be read" : rsaWeakness(rsa.n, rsa.e);
+    if (weak !== null) return { error: weak, hint: WEAK_HINT };
+  }
   return { keys: [{ kind, format: "spki", der: block.der }] };
 }
 
@@ -72,10 +80,16 @@ export function readJwks(text: string): KeyRead {
   }
   const list = isObject(doc) && Array.isArray(doc.keys) ? doc.keys : [doc];
   const keys: KeySpec[] = [];
+  let weak: string | null = null;
   for (const jwk of list.slice(0, MAX_JWKS_KEYS)) {
     if (!isObject(jwk)) continue;
     const kind = jwkKind(jwk);
     if (kind === null) continue;
+    const why = jwkWeakness(jwk);
+    if (why !== null) {
+      weak ??= why;
+      continue;
+    }
     keys.push({
       kind,
       format: "jwk",
@@ -84,6 +98,7 @@ export function readJwks(text: string): KeyRead {
       ...(typeof jwk.alg === "string" ? { alg: jwk.alg } : {}),
     });
   }
+  if (keys.length === 0 && weak !== null) return { error: `holds only ${weak}`, hint: WEAK_HINT };
   if (keys.length === 0) {
     return {
       error: "holds no signing key Prox can use (RSA, EC P-256/P-384, Ed25519 or oct)",
@@ -113,6 +128,84 @@ export function readSecret(text: string): { key: KeySpec } | { error: string; hi
     };
   }
   return { key: { kind: "hmac", format: "raw", bytes } };
+}
+
+const WEAK_HINT = "Use an RSA key of 2048 bits or more (e = 65537), an HMAC key of 32 bytes or " +
+  "more, or a P-256, P-384 or Ed25519 key";
+
+/**
+ * Why a JWK's key is too weak to trust, or null. A small RSA modulus can be factored (512 bits in
+ * hours) and e = 1 makes every message its own signature: either lets anyone sign tokens.
+ */
+function jwkWeakness(jwk: Record<string, unknown>): string | null {
+  if (jwk.kty === "RSA") {
+    const n = base64UrlDecode(jwk.n as string);
+    const e = base64UrlDecode(jwk.e as string);
+    return n === null || e === null ? "an RSA key that cannot be read" : rsaWeakness(n, e);
+  }
+  if (jwk.kty === "oct") {
+    const k = base64UrlDecode(jwk.k as string);
+    if (k === null) return "an HMAC key that cannot be read";
+    // RFC 7518 §3.2, as readSecret asks of secret_env and secret_file.
+    if (k.length < MIN_SECRET_BYTES) {
+      return `an HMAC key of ${k.length} byte${k.length === 1 ? "" : "s"} ` +
+        `(RFC 7518 §3.2: at least ${MIN_SECRET_BYTES})`;
+    }
+  }
+  return null;
+}
+
+/** Why an RSA public key (big-endian n and e) is too weak, or null. */
+function rsaWeakness(n: Uint8Array, e: Uint8Array): string | null {
+  const bits = bitLength(n);
+  if (bits < MIN_RSA_BITS) {
+    return `an RSA key of ${bits} bits (RFC 7518 §3.3: ${MIN_RSA_BITS} or more)`;
+  }
+  // RFC 8017 §3.1: 3 <= e, and e odd (it is coprime to the even lambda(n)).
+  const eBits = bitLength(e);
+  if (eBits < 2 || (e[e.length - 1] & 1) === 0) {
+    return "an RSA key whose public exponent is not an odd number of 3 or more (RFC 8017 §3.1)";
+  }
+  return null;
+}
+
+/** The bit length of an unsigned big-endian integer. */
+function bitLength(b: Uint8Array): number {
+  let i = 0;
+  while (i < b.length && b[i] === 0) i++;
+  return i === b.length ? 0 : (b.length - i - 1) * 8 + (32 - Math.clz32(b[i]));
+}
+
+/** One DER element (X.690 §8.1): tag, and where its contents start and end. */
+function derAt(b: Uint8Array, at: number): { tag: number; start: number; end: number } | null {
+  if (at + 2 > b.length) return null;
+  let len = b[at + 1];
+  let start = at + 2;
+  if (len & 0x80) {
+    const size = len & 0x7f;
+    if (size === 0 || size > 3 || start + size > b.length) return null;
+    len = 0;
+    for (let i = 0; i < size; i++) len = len * 256 + b[start + i];
+    start += size;
+  }
+  return start + len > b.length ? null : { tag: b[at], start, end: start + len };
+}
+
+/**
+ * The modulus and exponent of an RSA SubjectPublicKeyInfo (RFC 5280 §4.1.2.7 around RFC 8017
+ * A.1.1's RSAPublicKey), or null when it is not shaped so.
+ */
+function spkiRsa(der: Uint8Array): { n: Uint8Array; e: Uint8Array } | null {
+  const spki = derAt(der, 0);
+  const alg = spki?.tag === 0x30 ? derAt(der, spki.start) : null;
+  const bits = alg?.tag === 0x30 ? derAt(der, alg.end) : null;
+  // A BIT STRING whose first content byte counts the unused bits: 0 here.
+  if (bits?.tag !== 0x03 || der[bits.start] !== 0) return null;
+  const seq = derAt(der, bits.start + 1);
+  const n = seq?.tag === 0x30 ? derAt(der, seq.start) : null;
+  const e = n?.tag === 0x02 ? derAt(der, n.end) : null;
+  if (e?.tag !== 0x02) return null;
+  return { n: der.subarray(n!.start, n!.end), e: der.subarray(e.start, e.end) };
 }
 
 function isObject(v: unknown): v is Record<string, unknown> {
