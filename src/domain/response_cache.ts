@@ -111,6 +111,16 @@ export function varyKey(names: readonly string[], get: (name: string) => string 
   return s;
 }
 
+/** Most URIs remembered as invalidated while answers fetched before may still arrive. */
+export const INVALIDATED_MAX = 10_000;
+
+/** FNV-1a over UTF-16 code units: a key's short stand-in. */
+function hash(s: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193);
+  return h >>> 0;
+}
+
 /** Bounded LRU of stored responses. */
 export class ResponseCache {
   readonly maxBytes: number;
@@ -124,6 +134,15 @@ export class ResponseCache {
   #tail: Node | null = null;
   #bytes = 0;
   readonly #pool: CachePool | undefined;
+  /** Counts invalidations; an answer is stored only if none of its URI came after its `since`. */
+  #epoch = 0;
+  /**
+   * Per primary key's hash (a key may be kilobytes; two sharing a hash only store less), the epoch
+   * of its last invalidation: at most INVALIDATED_MAX, the oldest forgotten into #floor.
+   */
+  readonly #invalidated = new Map<number, number>();
+  /** Answers fetched before this epoch are not stored (a purge of many URIs, or a forgotten one). */
+  #floor = 0;
 
   constructor(o: { maxBytes: number; maxEntries: number; pool?: CachePool }) {
     this.maxBytes = o.maxBytes;
@@ -151,6 +170,15 @@ export class ResponseCache {
     return this.#entries.size;
   }
 
+  /**
+   * The epoch to pass as `since` to `set` for an answer whose request leaves now: an invalidation
+   * of its URI after this (a purge, an unsafe request, RFC 9111 §4.4) keeps it from being stored,
+   * as it may be what the origin said before the change.
+   */
+  get epoch(): number {
+    return this.#epoch;
+  }
+
   /** The Vary names the newest stored response for `primary` lists, or undefined when none. */
   varyOf(primary: string): readonly string[] | undefined {
     return this.#primaries.get(primary)?.names;
@@ -173,15 +201,21 @@ export class ResponseCache {
   /**
    * Stores `value`, replacing the variant with the same keys, and evicts the least recently used
    * until both bounds hold. Returns false (storing nothing) when the entry alone exceeds the
-   * byte bound.
+   * byte bound, or its URI was invalidated after `since` (the `epoch` when its request left).
    */
   set(
     primary: string,
-    o: { names: string[]; vary: string; value: StoredResponse },
+    o: { names: string[]; vary: string; value: StoredResponse; since?: number },
   ): boolean {
     const key = `${primary}\n${o.vary}`;
     const size = entrySize(key, o.value);
     if (size > this.capacity) return false;
+    if (
+      o.since !== undefined &&
+      o.since < Math.max(this.#floor, this.#invalidated.get(hash(primary)) ?? 0)
+    ) {
+      return false;
+    }
     const old = this.#entries.get(key);
     if (old) this.#remove(old);
     let p = this.#primaries.get(primary);
@@ -230,6 +264,19 @@ export class ResponseCache {
 
   /** Drops every variant of `primary` (RFC 9111 §4.4: after an unsafe request). */
   invalidate(primary: string): number {
+    this.#epoch++;
+    const h = hash(primary);
+    this.#invalidated.delete(h);
+    if (this.#invalidated.size >= INVALIDATED_MAX) {
+      const [oldest, at] = this.#invalidated.entries().next().value!;
+      this.#invalidated.delete(oldest);
+      this.#floor = Math.max(this.#floor, at);
+    }
+    this.#invalidated.set(h, this.#epoch);
+    return this.#drop(primary);
+  }
+
+  #drop(primary: string): number {
     const p = this.#primaries.get(primary);
     if (!p) return 0;
     let n = 0;
@@ -248,15 +295,17 @@ export class ResponseCache {
    * returns how many entries went. Walks the keys held, so it costs the size of the store.
    */
   invalidatePrefix(prefix: string): number {
+    this.#floor = ++this.#epoch; // in-flight answers under the prefix are not told apart
     let n = 0;
     for (const primary of [...this.#primaries.keys()]) {
-      if (primary.startsWith(prefix)) n += this.invalidate(primary);
+      if (primary.startsWith(prefix)) n += this.#drop(primary);
     }
     return n;
   }
 
   /** Drops every entry carrying one of `tags` (a purge by tag); returns how many went. */
   invalidateTags(tags: readonly string[]): number {
+    this.#floor = ++this.#epoch; // the tags of in-flight answers are not known yet
     let n = 0;
     for (const tag of tags) {
       for (const key of [...this.#tags.get(tag) ?? []]) {
@@ -275,8 +324,10 @@ export class ResponseCache {
     return this.#tags.size;
   }
 
-  /** Drops everything. */
+  /** Drops everything, and keeps answers fetched before from being stored. */
   clear(): void {
+    this.#floor = ++this.#epoch;
+    this.#invalidated.clear();
     if (this.#pool) {
       for (const node of this.#entries.values()) this.#poolUnlink(node);
       this.#pool.bytes -= this.#bytes;

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import {
   CachePool,
   entrySize,
+  INVALIDATED_MAX,
   MAX_TAG_BYTES,
   MAX_TAGS,
   parseTags,
@@ -254,4 +255,30 @@ Deno.test("ResponseCache's tag index follows replacement, update and eviction", 
   cache.set("d", { names: [], vary: "", value: tagged(10, ["x"]) });
   cache.clear();
   assert.equal(cache.tagCount, 0);
+});
+
+Deno.test("ResponseCache.set refuses an answer whose URI was invalidated after it was fetched", () => {
+  const c = new ResponseCache({ maxBytes: 1 << 20, maxEntries: 100 });
+  const put = (primary: string, since: number) =>
+    c.set(primary, { names: [], vary: "", value: stored(1), since });
+  const before = c.epoch;
+  c.invalidate("a");
+  assert.equal(put("a", before), false);
+  assert.equal(put("b", before), true); // another URI is not concerned
+  assert.equal(put("a", c.epoch), true); // fetched after the invalidation
+  // A purge by prefix, by tag or of everything: every answer fetched before it stays out.
+  for (
+    const purge of [() => c.invalidatePrefix("x"), () => c.invalidateTags(["t"]), () => c.clear()]
+  ) {
+    const at = c.epoch;
+    purge();
+    assert.equal(put("z", at), false);
+    assert.equal(put("z", c.epoch), true);
+  }
+  // Bounded: the oldest invalidations are forgotten, and answers fetched before them refused.
+  const old = c.epoch;
+  c.invalidate("q");
+  for (let i = 0; i < INVALIDATED_MAX; i++) c.invalidate(`k${i}`);
+  assert.equal(put("q", old), false);
+  assert.equal(put("other", old), false);
 });

@@ -281,6 +281,7 @@ async function revalidate(
 ): Promise<Response> {
   const { entry } = x;
   const requestTime = deps.clock.now();
+  const since = x.policy.store.epoch;
   let res: Response;
   try {
     res = await proxyAction(ctx, deps, x.route, {
@@ -305,7 +306,7 @@ async function revalidate(
   }
   if (res.status !== 304) {
     counted(ctx, deps, "stale");
-    return admit(ctx, deps, res, { ...x, requestTime, stale: x.vary });
+    return admit(ctx, deps, res, { ...x, requestTime, since, stale: x.vary });
   }
   counted(ctx, deps, "revalidated");
   await res.body?.cancel();
@@ -322,6 +323,7 @@ async function forwardAndStore(
   x: Exchange & { fwd: string; stale: string | undefined; entry?: StoredResponse },
 ): Promise<Response> {
   const requestTime = deps.clock.now();
+  const since = x.policy.store.epoch;
   let res: Response;
   try {
     res = await proxyAction(ctx, deps, x.route);
@@ -336,5 +338,5 @@ async function forwardAndStore(
     x.release?.();
     return instead;
   }
-  return admit(ctx, deps, res, { ...x, requestTime });
+  return admit(ctx, deps, res, { ...x, requestTime, since });
 }

@@ -144,7 +144,13 @@ export function admit(
   ctx: RequestContext,
   deps: PipelineDeps,
   res: Response,
-  x: Exchange & { fwd: string; requestTime: number; stale: string | undefined },
+  x: Exchange & {
+    fwd: string;
+    requestTime: number;
+    stale: string | undefined;
+    /** The store's epoch when the request left: a purge or unsafe request since keeps it out. */
+    since: number;
+  },
 ): Response {
   // The tags are the cache's business: read into the entry, never passed on (as Fastly does).
   const surrogateKey = res.headers.get("surrogate-key");
@@ -213,7 +219,7 @@ export function admit(
     // Not when cut short: an upstream that closed early without failing the body.
     if (body !== null && (declared === null || Number(declared) === body.byteLength)) {
       value.body = body;
-      x.policy.store.set(x.primary, { names, vary, value });
+      x.policy.store.set(x.primary, { names, vary, value, since: x.since });
     }
     x.release?.();
   };

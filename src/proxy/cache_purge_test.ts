@@ -148,3 +148,26 @@ Deno.test("purgeCache by tag: the answer's tags are stored without their fields,
   assert.equal(store.size, 0);
   assert.deepEqual(purges, [["/", "tag", 0], ["/", "tag", 1]]);
 });
+
+Deno.test("purgeCache: an answer fetched before a purge is not stored after it", async () => {
+  // The purge says the origin changed: an answer whose request left before it may be the old
+  // one, and storing it when it arrives would undo the purge until it expires.
+  const held = Promise.withResolvers<Response>();
+  const sent = Promise.withResolvers<void>();
+  const c = setup((_r, n) => {
+    if (n > 1) return new Response("new", { headers: { "cache-control": "max-age=60" } });
+    sent.resolve();
+    return held.promise;
+  });
+  const metrics = noopMetrics;
+  const pending = c.handler(new Request("http://example.com/page"), info);
+  await sent.promise;
+  for (const input of [{ url: "http://example.com/page" }, { prefix: "http://example.com/" }]) {
+    assert.equal(purgeCache(input, { snapshot: c.snapshot, metrics }).ok, true);
+  }
+  held.resolve(new Response("old", { headers: { "cache-control": "max-age=60" } }));
+  assert.equal(await (await pending).text(), "old");
+  const next = await c.get("/page");
+  assert.equal(next.text, "new");
+  assert.equal(c.sent.length, 2);
+});

@@ -85,6 +85,7 @@ export async function refreshInBackground(
     );
   };
   const requestTime = deps.clock.now();
+  const since = policy.store.epoch;
   try {
     const res = await proxyAction(bg, deps, x.route, {
       headers(h) {
@@ -109,6 +110,7 @@ export async function refreshInBackground(
       requestCc,
       fwd: "stale",
       requestTime,
+      since,
       stale: x.vary,
       fill,
       release,

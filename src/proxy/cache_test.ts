@@ -318,6 +318,25 @@ Deno.test("cache: an unsafe request invalidates the stored URI", async () => {
   assert.equal((await c.get("/u")).text, "GET 3");
 });
 
+Deno.test("cache: an answer fetched before an unsafe request changed its URI is not stored", async () => {
+  // RFC 9111 §4.4: the POST made what is stored for the URI outdated, and so may be the answer
+  // of a GET that left before it did.
+  const held = Promise.withResolvers<Response>();
+  const sent = Promise.withResolvers<void>();
+  const c = setup((r, n) => {
+    if (r.method === "POST") return new Response("done");
+    if (n > 1) return new Response("new", { headers: { "cache-control": "max-age=60" } });
+    sent.resolve();
+    return held.promise;
+  });
+  const pending = c.handler(new Request("http://example.com/u"), info);
+  await sent.promise;
+  assert.equal((await c.get("/u", { method: "POST", body: "x" })).text, "done");
+  held.resolve(new Response("old", { headers: { "cache-control": "max-age=60" } }));
+  assert.equal(await (await pending).text(), "old");
+  assert.equal((await c.get("/u")).text, "new");
+});
+
 Deno.test("cache: a 304 to an older revalidation does not bring back the entry a newer answer replaced", async () => {
   // A HEAD revalidates the stale v1 without holding the key; meanwhile a GET stores v2. The 304
   // that then comes for v1 says v1 is current, not v2's body, which it must not replace.
