@@ -29,6 +29,17 @@ const KEEP_ALIVE_FRAME = frameHeader(0x1f * 3 + 0x21, 0);
 /** Read size on the peer's unidirectional streams (SETTINGS, GOAWAY, QPACK: a few bytes each). */
 const UNI_CHUNK = 512;
 
+/**
+ * Sets a stream's QUIC send order. Deno throws once the stream is closed, and a stream stays in
+ * `#active` a moment after its response is sent: an update arriving then (RFC 9218 §7.1 allows
+ * one at any time) changes nothing, and must not become a connection error.
+ */
+function setSendOrder(stream: Deno.QuicSendStream, order: number): void {
+  try {
+    stream.sendOrder = order;
+  } catch { /* closed: nothing left to order */ }
+}
+
 /** Limits applied per connection. */
 export interface ConnectionLimits {
   /** SETTINGS_MAX_FIELD_SECTION_SIZE we advertise and enforce (RFC 9114 §4.2.2). */
@@ -154,7 +165,7 @@ export class H3Connection {
         const urgency = this.#pendingUrgency.get(id);
         if (urgency !== undefined) {
           this.#pendingUrgency.delete(id);
-          stream.writable.sendOrder = 7 - urgency; // PRIORITY_UPDATE wins over the header
+          setSendOrder(stream.writable, 7 - urgency); // PRIORITY_UPDATE wins over the header
         }
         const p: Promise<void> = serveRequest(stream, this.#ctx, urgency !== undefined)
           .finally(() => {
@@ -328,7 +339,7 @@ export class H3Connection {
     if (urgency === null) return;
     const open = this.#active.get(id.value);
     if (open) {
-      open.sendOrder = 7 - urgency;
+      setSendOrder(open, 7 - urgency);
       return;
     }
     this.#pendingUrgency.set(id.value, urgency);

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { H3Connection } from "./connection.ts";
-import { encodeFrame, encodeSettings, FrameType, StreamType } from "./frames.ts";
+import { encodeFrame, encodeSettings, FrameType, H3Error, StreamType } from "./frames.ts";
 import { encodeFieldSection } from "./qpack.ts";
 import { serveRequest } from "./request.ts";
 import { silentLogger } from "../../ports.ts";
@@ -116,4 +116,96 @@ Deno.test("serveRequest waits for the end of a GET's stream in small buffers, no
   assert.ok(sizes.slice(1).every((n) => n <= 512), `read buffers: ${sizes.join(", ")}`);
   gone.resolve();
   await served;
+});
+
+/** A peer byte stream fed by `push`, open until `end` (or cancelled, which waits for `hold`). */
+function fedStream(hold: Promise<void> = Promise.resolve()) {
+  let ctrl!: ReadableByteStreamController;
+  const stream = new ReadableStream({
+    type: "bytes",
+    start: (c) => void (ctrl = c),
+    cancel: () => hold,
+  });
+  return {
+    stream,
+    push: (bytes: Uint8Array) => ctrl.enqueue(bytes.slice()),
+    end: () => ctrl.close(),
+  };
+}
+
+Deno.test("H3Connection: a PRIORITY_UPDATE for a stream whose response is sent is no connection error", async () => {
+  const closed = Promise.withResolvers<Deno.QuicCloseInfo>();
+  const control = fedStream();
+  // The request stream's reading side is still being cancelled when the update arrives.
+  const cancelling = Promise.withResolvers<void>();
+  const request = fedStream(cancelling.promise);
+  request.push(encodeFrame(
+    FrameType.HEADERS,
+    encodeFieldSection([
+      [":method", "GET"],
+      [":scheme", "https"],
+      [":authority", "a.test"],
+      [":path", "/"],
+    ]),
+  ));
+  // Deno's send stream once closed: its resource is gone and setting sendOrder throws.
+  const responded = Promise.withResolvers<void>();
+  let sent = false;
+  const writable = new WritableStream<Uint8Array>({
+    close: () => {
+      sent = true;
+      responded.resolve();
+    },
+  });
+  Object.defineProperties(writable, {
+    id: { value: 0n },
+    sendOrder: {
+      get: () => 0,
+      set: () => {
+        if (sent) throw new Deno.errors.BadResource("Bad resource ID");
+      },
+    },
+  });
+  const bidi = new ReadableStream({
+    start: (c) => c.enqueue({ readable: request.stream, writable }),
+    pull: (c) => closed.promise.then(() => c.close()),
+  });
+  const uni = new ReadableStream({
+    start: (c) => c.enqueue(control.stream),
+    pull: (c) => closed.promise.then(() => c.close()),
+  });
+  const conn = {
+    closed: closed.promise,
+    remoteAddr: { transport: "udp", hostname: "127.0.0.1", port: 1 },
+    incomingUnidirectionalStreams: uni,
+    incomingBidirectionalStreams: bidi,
+    createUnidirectionalStream: () => Promise.resolve(new WritableStream()),
+    close: (info: Deno.QuicCloseInfo) => closed.resolve(info),
+  } as unknown as Deno.QuicConn;
+  const h3 = new H3Connection(conn, {
+    handler: () => Promise.resolve(new Response("ok")),
+    logger: silentLogger,
+    localPort: 443,
+    limits: {
+      maxFieldSectionSize: 16384,
+      maxControlFrame: 16384,
+      headerTimeoutMs: 1000,
+      keepAliveMs: 0,
+    },
+  });
+  const served = h3.serve();
+  control.push(Uint8Array.of(StreamType.CONTROL, ...encodeSettings([])));
+  await responded.promise;
+  // Chromium reprioritizes streams at any time (RFC 9218 §7.1): this one has just finished. A
+  // DATA frame after it closes the connection with a known code, so the update was read first.
+  const update = encodeFrame(
+    FrameType.PRIORITY_UPDATE,
+    Uint8Array.of(0, ...new TextEncoder().encode("u=1")),
+  );
+  control.push(Uint8Array.of(...update, ...encodeFrame(FrameType.DATA, new Uint8Array(0))));
+  const info = await closed.promise;
+  assert.equal(info.closeCode, H3Error.FRAME_UNEXPECTED, info.reason);
+  cancelling.resolve();
+  await served;
+  await h3.closed;
 });
