@@ -164,6 +164,9 @@ Deno.test("decodeFieldSection rejects dynamic references and truncation", () => 
   assert.throws(() => decodeFieldSection(hex("0000ff7f")), QpackError); // static index 190
   assert.throws(() => decodeFieldSection(hex("0000510b2f69")), QpackError); // truncated value
   assert.throws(() => decodeFieldSection(hex("00")), QpackError); // missing Delta Base
+  // Sign bit 1 with Required Insert Count 0: a negative Base (RFC 9204 §4.5.1.2)
+  assert.throws(() => decodeFieldSection(hex("0080d1")), QpackError);
+  assert.throws(() => decodeFieldSection(hex("00ff05d1")), QpackError);
   assert.throws(() => decodeFieldSection(hex("000051" + "81" + "00")), QpackError); // bad padding
 });
 

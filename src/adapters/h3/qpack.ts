@@ -98,7 +98,10 @@ export function decodeFieldSection(
   let size = 0; // RFC 9114 §4.2.2: name + value + 32 per field, checked as we go
   const ric = decodePrefixInt(buf, 0, 8);
   if (ric.value !== 0) throw new QpackError("dynamic table reference (Required Insert Count > 0)");
-  let off = decodePrefixInt(buf, ric.next, 7).next; // S bit + Delta Base: meaningless here
+  // Sign bit + Delta Base. Base is otherwise unused here, but a Sign bit of 1 with Required
+  // Insert Count 0 makes it negative, which a decoder MUST refuse (RFC 9204 §4.5.1.2).
+  if (ric.next < buf.length && buf[ric.next] & 0x80) throw new QpackError("negative Base");
+  let off = decodePrefixInt(buf, ric.next, 7).next;
   const fields: Field[] = [];
   while (off < buf.length) {
     const b = buf[off];
