@@ -131,6 +131,27 @@ Deno.test("h3 connection error: dynamic table inserts are QPACK_ENCODER_STREAM_E
   });
 });
 
+Deno.test("h3 connection error: an Insert Count Increment is QPACK_DECODER_STREAM_ERROR", async () => {
+  await withServer(async (l) => {
+    // Two Stream Cancellations (one with a multi-byte id), then Increment 1: Prox inserts
+    // nothing, so no count can grow (RFC 9204 §4.4.3)
+    const code = await closeCodeAfter(l.port, [{ bytes: control(SETTINGS) }, {
+      bytes: [0x03, 0x7f, 0x81, 0x01, 0x40, 0x01],
+    }]);
+    assert.equal(code, H3Error.QPACK_DECODER_STREAM_ERROR);
+  });
+});
+
+Deno.test("h3 connection error: a Section Acknowledgment is QPACK_DECODER_STREAM_ERROR", async () => {
+  await withServer(async (l) => {
+    // Section Acknowledgment of stream 0: Prox never sends a section that needs one (§4.4.1)
+    const code = await closeCodeAfter(l.port, [{ bytes: control(SETTINGS) }, {
+      bytes: [0x03, 0x80],
+    }]);
+    assert.equal(code, H3Error.QPACK_DECODER_STREAM_ERROR);
+  });
+});
+
 Deno.test("h3 ignores GREASE streams and drops a request stream that never sends HEADERS", async () => {
   await withServer(async (l) => {
     const conn = await Deno.connectQuic({
@@ -147,7 +168,9 @@ Deno.test("h3 ignores GREASE streams and drops a request stream that never sends
         FrameType.PRIORITY_UPDATE,
         Uint8Array.of(4, ...new TextEncoder().encode("u=0, i")),
       );
-      for (const bytes of [control(SETTINGS, update), [0x21 + 0x1f * 2, 1, 2, 3]]) {
+      // Stream Cancellations on the QPACK decoder stream are allowed (RFC 9204 §4.4.2).
+      const decoder = [0x03, 0x44, 0x7f, 0x81, 0x01];
+      for (const bytes of [control(SETTINGS, update), [0x21 + 0x1f * 2, 1, 2, 3], decoder]) {
         const w = (await conn.createUnidirectionalStream()).getWriter();
         held.push(w);
         await w.write(Uint8Array.from(bytes));

@@ -270,7 +270,7 @@ export class H3Connection {
     this.#peerStreams.add(type);
     if (type === StreamType.CONTROL) await this.#readControl(r);
     else if (type === StreamType.QPACK_ENCODER) await this.#readEncoder(r);
-    else await this.#drain(r);
+    else await this.#readDecoder(r);
     if (!this.#closed) {
       throw new H3ConnectionError(
         H3Error.CLOSED_CRITICAL_STREAM,
@@ -365,8 +365,32 @@ export class H3Connection {
     }
   }
 
-  async #drain(r: StreamReader): Promise<void> {
-    while (!(await r.atEnd())) await r.upTo(65536);
+  /**
+   * The peer's QPACK decoder stream. Our field sections never reference the dynamic table, so
+   * there is nothing to acknowledge: a Section Acknowledgment or an Insert Count Increment is
+   * QPACK_DECODER_STREAM_ERROR (RFC 9204 §4.4.1, §4.4.3). Stream Cancellations are ignored.
+   */
+  async #readDecoder(r: StreamReader): Promise<void> {
+    let more = -1; // continuation bytes read of a Stream Cancellation's stream id; -1: none
+    for (;;) {
+      if (await r.atEnd()) return;
+      for (const b of await r.upTo(4096)) {
+        if (more >= 0) {
+          // A stream id fits in 9 continuation bytes; an endless integer is malformed.
+          more = b & 0x80 ? more + 1 : -1;
+          if (more > 9) {
+            throw new H3ConnectionError(H3Error.QPACK_DECODER_STREAM_ERROR, "Integer too large");
+          }
+        } else if ((b & 0xc0) === 0x40) {
+          more = (b & 0x3f) === 0x3f ? 0 : -1; // Stream Cancellation (§4.4.2)
+        } else {
+          throw new H3ConnectionError(
+            H3Error.QPACK_DECODER_STREAM_ERROR,
+            b & 0x80 ? "Section Acknowledgment with none due" : "Insert Count Increment",
+          );
+        }
+      }
+    }
   }
 
   /**
