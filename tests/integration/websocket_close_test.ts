@@ -3,11 +3,12 @@
 // browsers never do: a handshake answered, then silence.
 
 import assert from "node:assert/strict";
-import { waitFor } from "../_harness.ts";
+import { ROOT, waitFor } from "../_harness.ts";
 import { rawExchange, readFrom } from "./_raw_client.ts";
 import { closed, connect, recordingLogger, startWsProxy, wsRoute, wsUpstream } from "./_ws.ts";
 
 const enc = new TextEncoder();
+const TLS = `${ROOT}/tests/fixtures/tls`;
 const HANDSHAKE = "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n" +
   "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
 
@@ -26,8 +27,15 @@ async function untilEnd(c: Deno.Conn): Promise<number[]> {
  * A WebSocket upstream on raw TCP that accepts the handshake, then reads and never answers
  * anything: a close frame included (a hung app, or a peer a network partition cut off).
  */
-function silentUpstream() {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+function silentUpstream(tls = false) {
+  const l = tls
+    ? Deno.listenTls({
+      hostname: "127.0.0.1",
+      port: 0,
+      cert: Deno.readTextFileSync(`${TLS}/cert.pem`),
+      key: Deno.readTextFileSync(`${TLS}/key.pem`),
+    })
+    : Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const conns: Deno.Conn[] = [];
   /** What each connection received, once the connection ended. */
   const ended: (number[] | null)[] = [];
@@ -51,7 +59,7 @@ function silentUpstream() {
     }
   })();
   return {
-    url: `ws://127.0.0.1:${(l.addr as Deno.NetAddr).port}`,
+    url: `${tls ? "wss" : "ws"}://127.0.0.1:${(l.addr as Deno.NetAddr).port}`,
     ended,
     async [Symbol.asyncDispose]() {
       l.close();
@@ -76,6 +84,16 @@ Deno.test("an upstream that never answers the client's close is let go of", asyn
   // stayed open, past Prox's own shutdown.
   const got = await waitFor(() => up.ended[0], { what: "Prox to end the upstream connection" });
   assert.equal(got[0], 0x88, "a close frame went first");
+});
+
+Deno.test("an upstream behind a custom CA (Deno's event-based client) that never answers the close is let go of", async () => {
+  await using up = silentUpstream(true);
+  await using prox = await startWsProxy(wsRoute(up.url, `tls: { ca_cert: "${TLS}/ca.pem" }`));
+  const ws = await connect(`${prox.ws}/`);
+  ws.close(1000, "bye");
+  assert.equal((await closed(ws)).code, 1000);
+  const got = await waitFor(() => up.ended[0], { what: "Prox to end the upstream connection" });
+  assert.ok(got.length > 0, "a close frame went first (encrypted)");
 });
 
 Deno.test("a client that never answers the upstream's close is let go of, and logged", async () => {
