@@ -131,6 +131,23 @@ Deno.test("h3 connection error: dynamic table inserts are QPACK_ENCODER_STREAM_E
   });
 });
 
+Deno.test("h3 connection error: CANCEL_PUSH, a growing GOAWAY or a shrinking MAX_PUSH_ID is H3_ID_ERROR", async () => {
+  await withServer(async (l) => {
+    const id = (type: number, v: number) => encodeFrame(type, Uint8Array.of(v));
+    for (
+      const frames of [
+        // Prox promised no push, so no push id can be cancelled (RFC 9114 §7.2.3)
+        [id(FrameType.CANCEL_PUSH, 0)],
+        [id(FrameType.GOAWAY, 4), id(FrameType.GOAWAY, 8)], // §5.2
+        [id(FrameType.MAX_PUSH_ID, 8), id(FrameType.MAX_PUSH_ID, 4)], // §7.2.7
+      ]
+    ) {
+      const code = await closeCodeAfter(l.port, [{ bytes: control(SETTINGS, ...frames) }]);
+      assert.equal(code, H3Error.ID_ERROR, frames.map((f) => f[0]).join(", "));
+    }
+  });
+});
+
 Deno.test("h3 connection error: an Insert Count Increment is QPACK_DECODER_STREAM_ERROR", async () => {
   await withServer(async (l) => {
     // Two Stream Cancellations (one with a multi-byte id), then Increment 1: Prox inserts

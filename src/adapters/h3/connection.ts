@@ -282,6 +282,8 @@ export class H3Connection {
   /** The peer's control stream: SETTINGS first, then GOAWAY / MAX_PUSH_ID / extensions. */
   async #readControl(r: StreamReader): Promise<void> {
     let first = true;
+    let goaway = Infinity;
+    let maxPushId = -1;
     for (;;) {
       const type = await r.varint("frame type");
       if (type === null) return;
@@ -319,10 +321,19 @@ export class H3Connection {
         if (!first) throw new H3ConnectionError(H3Error.FRAME_UNEXPECTED, "Second SETTINGS frame");
         parseSettings(payload);
       } else if (type === FrameType.GOAWAY) {
-        // The client will open no more requests; ours finish normally (RFC 9114 §5.2).
-        parseSingleVarint(payload, "GOAWAY");
+        // The client will open no more requests; ours finish normally. Its push id may only
+        // shrink from one GOAWAY to the next (RFC 9114 §5.2).
+        const id = parseSingleVarint(payload, "GOAWAY");
+        if (id > goaway) throw new H3ConnectionError(H3Error.ID_ERROR, "GOAWAY id grew");
+        goaway = id;
+      } else if (type === FrameType.MAX_PUSH_ID) {
+        const id = parseSingleVarint(payload, "MAX_PUSH_ID");
+        if (id < maxPushId) throw new H3ConnectionError(H3Error.ID_ERROR, "MAX_PUSH_ID shrank");
+        maxPushId = id; // §7.2.7
       } else {
-        parseSingleVarint(payload, type === FrameType.MAX_PUSH_ID ? "MAX_PUSH_ID" : "CANCEL_PUSH");
+        // We never send PUSH_PROMISE: no push id can be cancelled (§7.2.3).
+        parseSingleVarint(payload, "CANCEL_PUSH");
+        throw new H3ConnectionError(H3Error.ID_ERROR, "CANCEL_PUSH for a push never promised");
       }
       first = false;
     }
