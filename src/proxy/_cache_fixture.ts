@@ -24,10 +24,11 @@ export const T0 = Date.UTC(2026, 10, 27, 0, 0, 0);
  */
 export function setup(
   answer: (r: UpstreamRequest, n: number) => Response | Promise<Response>,
-  opts: { cache?: string; extra?: string } = {},
+  opts: { cache?: string; extra?: string; top?: string } = {},
 ) {
   const yaml = `listen_addr: "127.0.0.1:0"
 health_check: { enabled: false }
+${opts.top ?? ""}
 routes:
   "/":
     type: proxy

@@ -15,9 +15,8 @@ import {
   usableWithoutOrigin,
 } from "../domain/cache_control.ts";
 import type { ResponseCache, StoredResponse } from "../domain/response_cache.ts";
-import { varyKey } from "../domain/response_cache.ts";
 import { fromStore, NAME, withStatus } from "./cache_response.ts";
-import { BYPASS, lookup, primaryKey, SAFE, upstreamView } from "./cache_request.ts";
+import { BYPASS, entryKey, lookup, primaryKey, SAFE, upstreamView } from "./cache_request.ts";
 import type { UpstreamRoute } from "./cache_request.ts";
 import { admit, claim, notModified, withoutTagFields } from "./cache_fill.ts";
 import type { Exchange, Fill } from "./cache_fill.ts";
@@ -105,7 +104,7 @@ export async function cachedProxy(
   const needs = requestNeeds(requestCc);
   const primary = primaryKey(ctx, route);
   let names = store.varyOf(primary);
-  let vary = names && names[0] !== "*" ? varyKey(names, view) : undefined;
+  let vary = names && names[0] !== "*" ? entryKey(names, view) : undefined;
   const lock = `${primary}\n${vary ?? ""}`;
   const mayFill = method === "GET" && !requestCc.has("no-store");
   /** A fill claimed for this request while it waited as a reload (go upstream and fill it). */
@@ -119,7 +118,7 @@ export async function cachedProxy(
     claimed = got;
     // What the fetches it waited for stored (an entry fetched before it arrived, to revalidate).
     names = store.varyOf(primary);
-    vary = names && names[0] !== "*" ? varyKey(names, view) : undefined;
+    vary = names && names[0] !== "*" ? entryKey(names, view) : undefined;
   }
   const entry = vary === undefined ? undefined : store.get(primary, vary);
   let fwd = names === undefined ? "uri-miss" : "vary-miss";

@@ -10,10 +10,11 @@ import {
 } from "../domain/cache_control.ts";
 import type { Directives } from "../domain/cache_control.ts";
 import type { StoredResponse } from "../domain/response_cache.ts";
-import { entrySize, parseTags, varyKey } from "../domain/response_cache.ts";
+import { entrySize, parseTags } from "../domain/response_cache.ts";
 import type { CountedResponse } from "../ports.ts";
 import { BODY_BYTES } from "../ports.ts";
 import { describe, NAME, teeBody, withStatus } from "./cache_response.ts";
+import { entryKey } from "./cache_request.ts";
 import type { UpstreamRoute } from "./cache_request.ts";
 import type { PipelineDeps, RequestContext } from "./context.ts";
 import type { CachePolicy } from "./cache.ts";
@@ -116,7 +117,7 @@ export function notModified(
   if (policy.store.peek(x.primary, x.vary) !== entry) return updated;
   if (
     o.res.headers.has("set-cookie") || cc.has("no-store") || cc.has("private") ||
-    names[0] === "*" || varyKey(names, x.view) !== x.vary
+    names[0] === "*" || entryKey(names, x.view) !== x.vary
   ) policy.store.delete(x.primary, x.vary);
   else policy.store.update(x.primary, x.vary, updated);
   return updated;
@@ -205,7 +206,7 @@ export function admit(
     x.release?.(true);
     return withStatus(res, status);
   }
-  const vary = varyKey(names, x.view);
+  const vary = entryKey(names, x.view);
   if (
     declared !== null &&
     entrySize(`${x.primary}\n${vary}`, value) + Number(declared) > x.policy.store.capacity

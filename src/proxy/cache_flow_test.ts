@@ -3,10 +3,11 @@
 import assert from "node:assert/strict";
 import { explainRequest } from "./explain.ts";
 import { waitFor } from "../../tests/_harness.ts";
-import { silentLogger } from "../ports.ts";
+import { noopMetrics, silentLogger } from "../ports.ts";
 import { ProxyError } from "../domain/errors.ts";
 import { info, setup } from "./_cache_fixture.ts";
 import { teeBody } from "./cache_response.ts";
+import { purgeCache } from "./cache_purge.ts";
 
 Deno.test("cache: a client that leaves mid-body leaves no entry, and lets the upstream go", async () => {
   let cancelled = 0;
@@ -201,6 +202,51 @@ Deno.test("cache: Vary on a field Prox writes keys on the value the upstream got
     "for 192.0.2.7",
   );
   assert.equal(c.sent.length, 2);
+});
+
+Deno.test("cache: what a trusted proxy's X-Forwarded-* and X-Original-URL tell the upstream keys the entry", async () => {
+  // A trusted proxy's forwarding fields reach the upstream as they came, and apps build links and
+  // pick the page from them (X-Forwarded-Host, -Proto, -Prefix, X-Original-URL): one that passes a
+  // client's own on (a cloud load balancer passes unknown fields) must not have that client's
+  // answer served to every other (web cache poisoning).
+  const fields = [
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-forwarded-prefix",
+    "x-forwarded-port",
+    "x-original-url",
+    "x-rewrite-url",
+  ];
+  const c = setup(
+    (r) =>
+      new Response(fields.map((f) => `${f}=${r.headers.get(f)}`).join(" "), {
+        headers: { "cache-control": "max-age=60" },
+      }),
+    { top: 'trusted_proxies: ["10.0.0.0/8"]' },
+  );
+  const from = async (ip: string, path: string, headers: Record<string, string> = {}) => {
+    const res = await c.handler(new Request(`http://example.com${path}`, { headers }), {
+      ...info,
+      remoteAddr: { hostname: ip, port: 4000 },
+    });
+    return await res.text();
+  };
+  for (const f of fields) {
+    const path = `/${f}`;
+    // First the forged field, then the trusted proxy's plain request and a direct client's.
+    assert.match(await from("10.0.0.5", path, { [f]: "evil" }), new RegExp(`${f}=evil`), f);
+    assert.doesNotMatch(await from("10.0.0.5", path), /evil/, f);
+    assert.doesNotMatch(await from("192.0.2.7", path), /evil/, f);
+    // Each answer stored under what the upstream was told.
+    assert.match(await from("10.0.0.5", path, { [f]: "evil" }), /evil/, f);
+  }
+  assert.equal(c.sent.length, 2 * fields.length);
+  // A purge of the URL drops the entries of every proxy's fields.
+  const purged = purgeCache({ url: "http://example.com/x-forwarded-host" }, {
+    snapshot: c.snapshot,
+    metrics: noopMetrics,
+  });
+  assert.deepEqual(purged, { ok: true, route: "/", purged: 2 });
 });
 
 Deno.test("cache: a stored answer is not mirrored; requests that go upstream are", async () => {

@@ -50,6 +50,21 @@ export function keyHost(host: string, scheme: "http" | "https"): string {
   return port === "" || port === (scheme === "https" ? "443" : "80") ? h : `${h}:${port}`;
 }
 
+/** The name under which a view gives what a trusted proxy's forwarding fields add to the key. */
+const FORWARDED = "\0forwarded";
+
+/**
+ * The secondary key of a request for an entry whose answer names `names` in its Vary, plus what
+ * a trusted proxy's forwarding fields tell the upstream (see upstreamView): one entry per answer
+ * the upstream may give, which a purge of the URL drops with the other variants.
+ */
+export function entryKey(
+  names: readonly string[],
+  view: (name: string) => string | null,
+): string {
+  return varyKey(names, view) + (view(FORWARDED) ?? "");
+}
+
 /** The stored entry for a request, if any (without deciding whether it may be served). */
 export function lookup(
   store: ResponseCache,
@@ -58,7 +73,7 @@ export function lookup(
 ): StoredResponse | undefined {
   const names = store.varyOf(primary);
   if (!names || names[0] === "*") return undefined;
-  return store.get(primary, varyKey(names, view));
+  return store.get(primary, entryKey(names, view));
 }
 
 /**
@@ -82,7 +97,7 @@ export function cacheNote(
   if (bypass) return `The cache is passed by: the request has ${bypass}`;
   const primary = primaryKey(ctx, o.route);
   const names = o.policy.store.varyOf(primary);
-  const vary = names && names[0] !== "*" ? varyKey(names, view) : undefined;
+  const vary = names && names[0] !== "*" ? entryKey(names, view) : undefined;
   const entry = vary === undefined ? undefined : o.policy.store.peek(primary, vary);
   const key = `Cache key "${primary}"${names?.length ? ` + ${names.join(", ")}` : ""}`;
   if (!entry) {
@@ -151,6 +166,7 @@ export function upstreamView(
     requestId: ctx.requestId,
   });
   return (name) => {
+    if (name === FORWARDED) return ctx.trustedPeer ? trustedForwarding(ctx.req.headers) : null;
     if (PROX_WRITTEN.has(name) || name.startsWith("x-forwarded-")) {
       if (!full) {
         const to = targetOf(ctx, route, ctx.route!.targets[0]);
@@ -173,4 +189,23 @@ export function upstreamView(
     }
     return headers.get(name);
   };
+}
+
+/**
+ * The forwarding fields a trusted proxy sent that reach the upstream as they came and that apps
+ * build links or pick the page from: X-Forwarded-* but -For (Host, Proto, Prefix, Port…),
+ * X-Original-URL and X-Rewrite-URL. The key holds them (empty without any): a proxy that passes a
+ * client's own on (a cloud load balancer passes fields it does not know) would else let that
+ * client's answer be stored for everyone (web cache poisoning). X-Forwarded-For is left out: it
+ * names each client, and what it changes an upstream must name in Vary.
+ */
+function trustedForwarding(headers: Headers): string {
+  let s = "";
+  headers.forEach((v, k) => {
+    if (
+      (k.startsWith("x-forwarded-") && k !== "x-forwarded-for") || k === "x-original-url" ||
+      k === "x-rewrite-url"
+    ) s += `\0${k}=${v}`;
+  });
+  return s;
 }
