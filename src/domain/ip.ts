@@ -70,7 +70,8 @@ export interface Cidr {
 
 /** Parses `10.0.0.0/8`, `::1/128` or a bare address (full length). Returns null when invalid. */
 export function parseCidr(text: string): Cidr | null {
-  const [ip, len] = text.trim().split("/");
+  const [ip, len, more] = text.trim().split("/");
+  if (more !== undefined) return null; // "10.0.0.0/8/16" is no block, not a /8
   const addr = parseIp(ip);
   if (!addr) return null;
   const v4 = isV4(addr) && !ip.includes(":");
@@ -89,8 +90,13 @@ function maskTo(addr: Uint8Array, bits: number): Uint8Array {
   return out;
 }
 
-/** True when `addr` lies inside `cidr`. */
+/**
+ * True when `addr` lies inside `cidr`. An IPv6 block shorter than /96 never holds an IPv4 address
+ * (stored mapped, ::ffff:a.b.c.d): `::/0` is every IPv6 client, as in nginx and ip_access, and
+ * `::ffff:10.0.0.0/8` (the IPv6 block ::/8) must not take in every IPv4 client.
+ */
 export function cidrContains(cidr: Cidr, addr: Uint8Array): boolean {
+  if (cidr.bits < 96 && isV4(addr)) return false;
   const masked = maskTo(addr, cidr.bits);
   for (let i = 0; i < 16; i++) if (masked[i] !== cidr.addr[i]) return false;
   return true;
