@@ -6,6 +6,7 @@ import { interopTest, ROOT, run, waitFor } from "../_harness.ts";
 import { altSvcValue, type H3Listener, startH3Listener } from "../../src/adapters/h3/mod.ts";
 import { connectH3 } from "../../src/adapters/h3/client.ts";
 import { encodeFrame, FrameType, H3Error } from "../../src/adapters/h3/frames.ts";
+import { encodeFieldSection } from "../../src/adapters/h3/qpack.ts";
 import type { ClientInfo, Handler } from "../../src/ports.ts";
 import { noopMetrics, silentLogger } from "../../src/ports.ts";
 
@@ -178,7 +179,6 @@ Deno.test("startH3Listener answers malformed requests with 400, 431 and 501", as
     ]);
     // a GREASE frame before HEADERS is ignored
     const grease = encodeFrame(0x21 + 0x1f * 3, new Uint8Array(5));
-    const { encodeFieldSection } = await import("../../src/adapters/h3/qpack.ts");
     const headers = encodeFrame(FrameType.HEADERS, encodeFieldSection(base("/g")));
     const raw = new Uint8Array([...grease, ...headers]);
     assert.equal((await c.request("/", { raw })).status, 200);
@@ -217,6 +217,36 @@ Deno.test("startH3Listener closes the connection on DATA before HEADERS (H3_FRAM
     const info = await c.conn.closed.then((i) => String(i.closeCode), (e) => String(e));
     assert.match(info, new RegExp(`${H3Error.FRAME_UNEXPECTED}|0x105`), info);
   });
+});
+
+Deno.test("startH3Listener closes the connection on a frame cut short by FIN (H3_FRAME_ERROR)", async () => {
+  const handler: Handler = async (req) => {
+    await req.arrayBuffer().catch(() => {});
+    return new Response("ok");
+  };
+  const head = encodeFrame(
+    FrameType.HEADERS,
+    encodeFieldSection([
+      [":method", "POST"],
+      [":scheme", "https"],
+      [":authority", "localhost"],
+      [":path", "/"],
+    ]),
+  );
+  // RFC 9114 §7.1: a stream that ends cleanly inside a frame is a connection error.
+  for (
+    const raw of [
+      Uint8Array.of(FrameType.HEADERS, 20, 0, 0, 0xd1), // HEADERS of 20 bytes, 3 sent
+      Uint8Array.of(...head, FrameType.DATA, 10, 1, 2, 3), // DATA of 10 bytes, 3 sent
+    ]
+  ) {
+    await withListener(handler, async (l) => {
+      await using c = await client(l.port);
+      await c.request("/", { raw }).catch(() => {});
+      const info = await c.conn.closed.then((i) => String(i.closeCode), (e) => String(e));
+      assert.match(info, new RegExp(`${H3Error.FRAME_ERROR}|0x106`), info);
+    });
+  }
 });
 
 Deno.test("H3Listener.shutdown sends GOAWAY and lets the in-flight request finish", async () => {

@@ -21,7 +21,7 @@ import {
   responseHasNoBody,
 } from "./message.ts";
 import { decodeFieldSection, encodeFieldSection, type Field, QpackError } from "./qpack.ts";
-import { StreamReader } from "./stream_reader.ts";
+import { StreamReader, TruncatedError } from "./stream_reader.ts";
 import { timerDelay } from "../../config/duration.ts";
 import { type ErrorKind, ProxyError } from "../../domain/errors.ts";
 
@@ -171,6 +171,11 @@ export async function serveRequest(
   if (ctx.signal.aborted) onConnectionGone();
   else ctx.signal.addEventListener("abort", onConnectionGone, { once: true });
   const fail = (err: unknown) => {
+    // A frame cut short by the client's FIN is a connection error (RFC 9114 §7.1); an end we
+    // caused (header timeout, unread body cancelled) is not.
+    if (err instanceof TruncatedError && !r.cancelled) {
+      err = new H3ConnectionError(H3Error.FRAME_ERROR, err.message);
+    }
     if (err instanceof H3ConnectionError) ctx.closeConnection(err.code, err.message);
     abort.abort(err);
   };

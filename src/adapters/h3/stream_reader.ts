@@ -19,6 +19,7 @@ export class StreamReader {
   #buf: Uint8Array = new Uint8Array(0);
   #pos = 0;
   #done = false;
+  #cancelled = false;
 
   /**
    * With `chunk`, reads go into buffers of that many bytes (a byte stream's BYOB reader): for
@@ -127,9 +128,15 @@ export class StreamReader {
     return false;
   }
 
+  /** True once `cancel` was called: an end of stream since then is ours, not the peer's. */
+  get cancelled(): boolean {
+    return this.#cancelled;
+  }
+
   /** Stops reading (STOP_SENDING to the peer when the stream is still open). */
   async cancel(): Promise<void> {
     this.#done = true;
+    this.#cancelled = true;
     await this.#reader.cancel().catch(() => {});
   }
 
