@@ -149,7 +149,10 @@ export interface Timing {
 export function initialAge(t: Timing): number {
   const date = t.date === null ? null : parseHttpDate(t.date);
   const apparent = date === null ? 0 : Math.max(0, t.responseTime - date);
-  const ageValue = t.age !== null && /^\d+$/.test(t.age.trim()) ? Number(t.age.trim()) * 1000 : 0;
+  // A list (a chain that appended its own) counts by its first member; an invalid one is ignored
+  // (RFC 9111 §5.1).
+  const first = t.age?.split(",")[0].trim();
+  const ageValue = first !== undefined && /^\d+$/.test(first) ? Number(first) * 1000 : 0;
   const corrected = ageValue + Math.max(0, t.responseTime - t.requestTime);
   return Math.max(apparent, corrected);
 }

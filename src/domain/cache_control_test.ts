@@ -66,6 +66,9 @@ Deno.test("initialAge takes the larger of apparent age and Age plus the response
   assert.equal(initialAge({ ...base, date: date(T - 30_000), age: null }), 32_000);
   assert.equal(initialAge({ ...base, date: date(T + 2_000), age: "100" }), 102_000);
   assert.equal(initialAge({ ...base, date: null, age: "bogus" }), 2_000);
+  // A list (two Age field lines, a chain that appended one): the first member (RFC 9111 §5.1).
+  assert.equal(initialAge({ ...base, date: null, age: "100, 7" }), 102_000);
+  assert.equal(initialAge({ ...base, date: null, age: "bogus, 7" }), 2_000);
 });
 
 Deno.test("unstorableReason follows RFC 9111 §3 for a shared cache", () => {

@@ -126,6 +126,20 @@ Deno.test("cache: the Age an upstream sends counts against freshness", async () 
   assert.equal(c.sent.length, 2);
 });
 
+Deno.test("cache: an upstream's Age sent twice counts by its first value", async () => {
+  // RFC 9111 §5.1: a list-based Age uses its first member, not none (which made it fresh).
+  const c = setup(() => {
+    const headers = new Headers({ "cache-control": "max-age=60" });
+    headers.append("age", "55");
+    headers.append("age", "55");
+    return new Response("x", { headers });
+  });
+  await c.get("/a");
+  c.clock.t += 6_000;
+  await c.get("/a");
+  assert.equal(c.sent.length, 2);
+});
+
 Deno.test("cache: a stale entry is revalidated and a 304 refreshes it", async () => {
   const c = setup((r, n) => {
     if (n === 1) {
