@@ -148,6 +148,23 @@ Deno.test("h3 connection error: CANCEL_PUSH, a growing GOAWAY or a shrinking MAX
   });
 });
 
+Deno.test("h3 connection error: a PRIORITY_UPDATE for no request stream or push is H3_ID_ERROR", async () => {
+  await withServer(async (l) => {
+    const u = new TextEncoder().encode("u=1");
+    for (
+      const frame of [
+        // stream 2 is a server-initiated unidirectional stream, not a request (RFC 9218 §7.1)
+        encodeFrame(FrameType.PRIORITY_UPDATE, Uint8Array.of(2, ...u)),
+        // the push variant: Prox promised no push (§7.2)
+        encodeFrame(FrameType.PRIORITY_UPDATE + 1, Uint8Array.of(0, ...u)),
+      ]
+    ) {
+      const code = await closeCodeAfter(l.port, [{ bytes: control(SETTINGS, frame) }]);
+      assert.equal(code, H3Error.ID_ERROR);
+    }
+  });
+});
+
 Deno.test("h3 connection error: an Insert Count Increment is QPACK_DECODER_STREAM_ERROR", async () => {
   await withServer(async (l) => {
     // Two Stream Cancellations (one with a multi-byte id), then Increment 1: Prox inserts

@@ -308,6 +308,13 @@ export class H3Connection {
             `Frame 0x${type.toString(16)} on control stream`,
           );
         }
+        if (type === FrameType.PRIORITY_UPDATE + 1) {
+          // The push variant: we promise no push, so it names none (RFC 9218 §7.2).
+          throw new H3ConnectionError(
+            H3Error.ID_ERROR,
+            "PRIORITY_UPDATE for a push never promised",
+          );
+        }
         if (type === FrameType.PRIORITY_UPDATE && len <= 1024) {
           this.#priorityUpdate(await r.exact(len, "PRIORITY_UPDATE"));
         } else await r.skip(len); // GREASE and other extensions: ignored
@@ -346,6 +353,9 @@ export class H3Connection {
   #priorityUpdate(payload: Uint8Array): void {
     const id = decodeVarint(payload, 0);
     if (!id) throw new H3ConnectionError(H3Error.FRAME_ERROR, "Malformed PRIORITY_UPDATE frame");
+    if (id.value % 4 !== 0) { // not a client-initiated bidirectional stream (RFC 9000 §2.1)
+      throw new H3ConnectionError(H3Error.ID_ERROR, "PRIORITY_UPDATE for no request stream");
+    }
     const urgency = parseUrgency(bytesToString(payload.subarray(id.next)));
     if (urgency === null) return;
     const open = this.#active.get(id.value);
