@@ -249,6 +249,27 @@ Deno.test("startH3Listener closes the connection on a frame cut short by FIN (H3
   }
 });
 
+Deno.test("startH3Listener closes the connection on DATA after a GET's trailers (H3_FRAME_UNEXPECTED)", async () => {
+  await withListener(() => Promise.resolve(new Response("ok")), async (l) => {
+    await using c = await client(l.port);
+    const get = encodeFieldSection([
+      [":method", "GET"],
+      [":scheme", "https"],
+      [":authority", "localhost"],
+      [":path", "/"],
+    ]);
+    // HEADERS, trailers, then DATA: an invalid sequence of frames (RFC 9114 §4.1)
+    const raw = Uint8Array.of(
+      ...encodeFrame(FrameType.HEADERS, get),
+      ...encodeFrame(FrameType.HEADERS, encodeFieldSection([["x-trailer", "1"]])),
+      ...encodeFrame(FrameType.DATA, new Uint8Array(1)),
+    );
+    await c.request("/", { raw }).catch(() => {});
+    const info = await c.conn.closed.then((i) => String(i.closeCode), (e) => String(e));
+    assert.match(info, new RegExp(`${H3Error.FRAME_UNEXPECTED}|0x105`), info);
+  });
+});
+
 Deno.test("H3Listener.shutdown sends GOAWAY and lets the in-flight request finish", async () => {
   let release!: () => void;
   const gate = new Promise<void>((r) => release = r);

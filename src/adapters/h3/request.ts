@@ -346,11 +346,17 @@ function drainRest(r: StreamReader, fail: (err: unknown) => void): void {
   // cancelled one kept its buffer until the connection's next event (64 KiB per connection).
   r.smallReads(512);
   (async () => {
+    let trailers = false;
     for (;;) {
       const type = await r.varint("frame type");
       if (type === null) return;
       const len = await r.varint("frame length");
       if (len === null) throw new H3ConnectionError(H3Error.FRAME_ERROR, "Truncated frame header");
+      // Nothing but unknown frames may follow the trailers (RFC 9114 §4.1), as in bodyStream.
+      if (trailers && type <= FrameType.HEADERS) {
+        throw new H3ConnectionError(H3Error.FRAME_UNEXPECTED, "Frame after trailers");
+      }
+      if (type === FrameType.HEADERS) trailers = true;
       if (unexpectedOnRequest(type)) {
         throw new H3ConnectionError(
           H3Error.FRAME_UNEXPECTED,
