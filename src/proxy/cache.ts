@@ -48,6 +48,8 @@ export interface CachePolicy {
   refreshing: Set<string>;
   /** Until when (ms) no new refresh starts for a key whose refresh failed; REFRESH_BACKOFF_MAX. */
   refreshBackoff: Map<string, number>;
+  /** Bytes of miss bodies read ahead of their clients (teeBody); bounded by READ_AHEAD_MAX. */
+  readAhead: { bytes: number };
   maxObjectSize: number;
   /** Freshness for cacheable responses that carry none; undefined: such responses are not stored. */
   defaultTtl?: number;

@@ -237,6 +237,7 @@ export function admit(
     limit: x.policy.maxObjectSize,
     done: store,
     waits: () => (fill?.waiters ?? 0) > 0,
+    readAhead: x.policy.readAhead,
   });
   const out: CountedResponse = new Response(tee.body, {
     status: res.status,

@@ -6,7 +6,7 @@ import { waitFor } from "../../tests/_harness.ts";
 import { noopMetrics, silentLogger } from "../ports.ts";
 import { ProxyError } from "../domain/errors.ts";
 import { info, setup } from "./_cache_fixture.ts";
-import { teeBody } from "./cache_response.ts";
+import { READ_AHEAD_MAX, teeBody } from "./cache_response.ts";
 import { purgeCache } from "./cache_purge.ts";
 
 Deno.test("cache: a client that leaves mid-body leaves no entry, and lets the upstream go", async () => {
@@ -58,6 +58,41 @@ Deno.test("cache: concurrent misses for one entry send one request upstream", as
   }
   assert.equal(c.sent.length, 1);
   assert.equal(await leader.text(), "v1 end");
+});
+
+Deno.test("cache: bodies read ahead of clients that do not read them are bounded per route", async () => {
+  // Miss bodies are read from the upstream ahead of their clients, for requests that wait for
+  // the entry; clients that read nothing (or slowly) must not have Prox hold every such body at
+  // once: past READ_AHEAD_MAX the rest goes at each client's pace, as without a cache.
+  const chunk = 16 * 1024;
+  const size = 512 * 1024;
+  let pulled = 0;
+  const c = setup(() => {
+    let sent = 0;
+    const body = new ReadableStream<Uint8Array>({
+      pull(ctl) {
+        ctl.enqueue(new Uint8Array(chunk));
+        pulled += chunk;
+        sent += chunk;
+        if (sent === size) ctl.close();
+      },
+    }, { highWaterMark: 0 });
+    return new Response(body, { headers: { "cache-control": "max-age=60" } });
+  });
+  const n = READ_AHEAD_MAX / size + 16;
+  const responses: Response[] = [];
+  for (let i = 0; i < n; i++) {
+    responses.push(await c.handler(new Request(`http://example.com/big?${i}`), info));
+  }
+  // Reading ahead is microtasks only: one macrotask later it has gone as far as it may.
+  await new Promise((r) => setTimeout(r, 0));
+  assert.ok(pulled <= READ_AHEAD_MAX + n * 2 * chunk, `${pulled} bytes read ahead`);
+  // Every body still arrives whole, and is stored.
+  for (const res of responses.slice(1)) assert.equal((await res.arrayBuffer()).byteLength, size);
+  assert.match((await c.get("/big?1")).res.headers.get("cache-status")!, /hit/);
+  // What clients took, or left without, is counted out again.
+  await responses[0].body!.cancel();
+  assert.equal(c.snapshot.router.entries[0].value.cache!.readAhead.bytes, 0);
 });
 
 Deno.test("cache: requests that waited go upstream themselves when nothing is stored", async () => {

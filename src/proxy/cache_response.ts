@@ -64,6 +64,9 @@ export function describe(
   };
 }
 
+/** Most bytes of miss bodies a route holds read ahead of clients that have not read them. */
+export const READ_AHEAD_MAX = 16 * 1024 * 1024;
+
 /** A miss body on its way to the client and into the store. */
 export interface Tee {
   body: ReadableStream<Uint8Array>;
@@ -77,7 +80,9 @@ export interface Tee {
  * a slow client does not hold back the entry that collapsed requests wait for. `done` gets the
  * whole body, or null when it is not to be stored: past `limit` (the rest is then read as the
  * client reads it, as without a cache), an upstream failure, or a client that left while nobody
- * else `waits()` for the entry.
+ * else `waits()` for the entry. `readAhead` counts the bytes read but not yet taken by clients
+ * across a route's bodies: past READ_AHEAD_MAX, a body is read only as its client reads it (else
+ * clients that read nothing could have Prox hold `limit` bytes each, one per connection).
  */
 export function teeBody(
   body: ReadableStream<Uint8Array>,
@@ -85,12 +90,24 @@ export function teeBody(
     limit: number;
     done: (bytes: Uint8Array<ArrayBuffer> | null) => void;
     waits: () => boolean;
+    readAhead?: { bytes: number };
   },
 ): Tee {
+  const readAhead = o.readAhead ?? { bytes: 0 };
   const reader = body.getReader();
   const counter: BodyCounter = { bytes: 0, ended: false };
   /** Copies not yet handed to the client. */
   let queue: Uint8Array[] = [];
+  /** Their bytes, counted in readAhead too. */
+  let queued = 0;
+  /** Wakes a pump that waits for its client to take what it read ahead. */
+  let taken: (() => void) | null = null;
+  const take = (n: number) => {
+    queued -= n;
+    readAhead.bytes -= n;
+    taken?.();
+    taken = null;
+  };
   /** Copies for the entry; null once it will not be stored. */
   let copies: Uint8Array[] | null = [];
   let size = 0;
@@ -112,6 +129,11 @@ export function teeBody(
   };
   const pump = async () => {
     while (copies !== null) {
+      // Over the route's read-ahead bound: one chunk ahead of the client, as without a cache.
+      while (queued > 0 && readAhead.bytes >= READ_AHEAD_MAX && copies !== null) {
+        await new Promise<void>((r) => taken = r);
+      }
+      if (copies === null) break;
       let r: ReadableStreamReadResult<Uint8Array>;
       try {
         r = await reader.read();
@@ -128,7 +150,11 @@ export function teeBody(
       // A copy: the upstream client may reuse the chunk's memory once it is handed on.
       const copy = r.value.slice();
       size += copy.byteLength;
-      if (!gone) queue.push(copy);
+      if (!gone) {
+        queue.push(copy);
+        queued += copy.byteLength;
+        readAhead.bytes += copy.byteLength;
+      }
       if (copies === null) break; // dropped while reading
       if (size > o.limit) settle(null);
       else copies.push(copy);
@@ -152,6 +178,7 @@ export function teeBody(
       for (;;) {
         const next = queue.shift();
         if (next) {
+          take(next.byteLength);
           counter.bytes += next.byteLength;
           ctl.enqueue(next);
           return;
@@ -189,6 +216,7 @@ export function teeBody(
     cancel(reason) {
       gone = true;
       queue = [];
+      take(queued);
       // Requests waiting for this entry keep it coming; else the upstream is let go.
       if (pumping && o.waits()) return;
       settle(null);

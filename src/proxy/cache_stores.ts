@@ -20,6 +20,7 @@ export class CacheStores {
       passes: Map<string, number>;
       refreshing: Set<string>;
       refreshBackoff: Map<string, number>;
+      readAhead: { bytes: number };
       pool: CachePool | null;
       /** The store this one replaced, still serving until the new snapshot does (retain). */
       replaced?: ResponseCache;
@@ -62,6 +63,7 @@ export class CacheStores {
         passes: new Map(),
         refreshing: new Set(),
         refreshBackoff: new Map(),
+        readAhead: { bytes: 0 },
       };
       this.#stores.set(id, held);
     }
@@ -71,6 +73,7 @@ export class CacheStores {
       passes: held.passes,
       refreshing: held.refreshing,
       refreshBackoff: held.refreshBackoff,
+      readAhead: held.readAhead,
       maxObjectSize: o.max_object_size,
     };
     if (c !== true && c.default_ttl !== undefined) policy.defaultTtl = c.default_ttl;
