@@ -35,6 +35,9 @@ Deno.test("encodeVarint round-trips at every length boundary", () => {
   assert.equal(toHex(encodeVarint(494878333)), "9d7f3e7d");
   assert.throws(() => encodeVarint(-1), RangeError);
   assert.throws(() => encodeVarint(2 ** 63), RangeError);
+  // 2^62 - 1 is no double: the largest 8-byte varint takes the double below 2^62, not 2^62
+  assert.equal(toHex(encodeVarint(2 ** 62 - 512)), "fffffffffffffe00");
+  assert.throws(() => encodeVarint(2 ** 62), RangeError);
 });
 
 Deno.test("decodeVarint reports truncated input as incomplete", () => {

@@ -11,7 +11,8 @@ export function varintLength(v: number): number {
   if (v < 64) return 1;
   if (v < 16384) return 2;
   if (v < 1073741824) return 4;
-  if (v <= VARINT_MAX) return 8;
+  // Not `v <= VARINT_MAX`: 2^62 - 1 rounds to 2^62 as a double, which then went out as 0.
+  if (v < 2 ** 62) return 8;
   throw new RangeError(`Cannot encode varint: ${v} out of range`);
 }
 
