@@ -8,7 +8,9 @@
 // - each client address (IPv6 by /64) gets at most BURST checks, then one per REFILL_MS; the
 //   process runs at most GLOBAL_BURST, then GLOBAL_PER_SECOND, and MAX_IN_FLIGHT at once (many
 //   addresses must not add up to a saturated event loop): beyond that, 429 without checking;
-// - an unknown user is checked against a real user's hash, so timing does not tell who exists.
+// - an unknown user is checked against a real user's hash, so timing does not tell who exists:
+//   one picked by a keyed hash of the name (users' costs may differ: htpasswd -B writes cost 5,
+//   prox hash-password 10), the same for every try of that name.
 
 import { basicChallenge, parseBasicAuthorization } from "../../domain/basic_auth.ts";
 import { parseHtpasswd } from "../../domain/htpasswd.ts";
@@ -26,6 +28,8 @@ export interface CompiledBasicAuth {
   challenge: string;
   /** User (NFC) → bcrypt hash: the config's `users` over the `users_file`'s. */
   users: ReadonlyMap<string, string>;
+  /** The users' hashes, one per user: what an unknown user is checked against. */
+  hashes: readonly string[];
   /** Keep the client's `Authorization` for the upstream. */
   forward: boolean;
 }
@@ -65,7 +69,12 @@ const GLOBAL: RateLimitPolicy = {
 export function compileBasicAuth(cfg: BasicAuthConfig, fileText?: string): CompiledBasicAuth {
   const users = new Map(fileText === undefined ? [] : parseHtpasswd(fileText).users);
   for (const [user, hash] of Object.entries(cfg.users)) users.set(user.normalize("NFC"), hash);
-  return { challenge: basicChallenge(cfg.realm), users, forward: cfg.forward_authorization };
+  return {
+    challenge: basicChallenge(cfg.realm),
+    users,
+    hashes: [...users.values()],
+    forward: cfg.forward_authorization,
+  };
 }
 
 /** Per pipeline (one server): the HMAC key, remembered successes, budgets, checks running. */
@@ -126,8 +135,8 @@ export async function checkBasicAuth(
   }
   const hash = auth.users.get(creds.user);
   const state = stateOf(deps);
-  // An unknown user costs a check against a real hash too (first user's), and always fails.
-  const against = hash ?? auth.users.values().next().value;
+  // An unknown user costs a check against a real hash too, and always fails.
+  const against = hash ?? await decoyHash(await state.key, auth.hashes, creds.user);
   let ok = false;
   if (against !== undefined) {
     const id = await mac(await state.key, [creds.user, against, creds.password]);
@@ -186,6 +195,23 @@ async function verifyBounded(
     state.inFlight--;
     state.pending.delete(o.id);
   }
+}
+
+/**
+ * The hash an unknown user is checked against: a real user's, chosen by an HMAC of the name under
+ * the per-process key. Always the first user's would time every user of another cost apart from
+ * the names that exist in none; chosen afresh on each try, a name's time would vary, which a
+ * real user's does not. So one name keeps one hash, and names spread over the users' hashes (and
+ * so their costs) as the users do, without the client knowing which.
+ */
+async function decoyHash(
+  key: CryptoKey,
+  hashes: readonly string[],
+  user: string,
+): Promise<string | undefined> {
+  if (hashes.length === 0) return undefined;
+  const id = await mac(key, ["unknown user", user]);
+  return hashes[parseInt(id.slice(0, 8), 16) % hashes.length];
 }
 
 /** Remembers a success; the oldest goes once the cache is full. */

@@ -52,11 +52,13 @@ ${extra}`,
   const records: AccessRecord[] = [];
   const denials: AccessDenial[] = [];
   const checks: string[] = [];
+  const hashes: string[] = [];
   const release: (() => void)[] = [];
   let now = 0;
   const passwords: PasswordCheck = {
     verify: async (password, hash) => {
       checks.push(password);
+      hashes.push(hash);
       if (opts.hold) await new Promise<void>((r) => release.push(r));
       return PASSWORDS[hash] === password;
     },
@@ -95,6 +97,7 @@ ${extra}`,
     records,
     denials,
     checks,
+    hashes,
     release,
     advance: (ms: number) => now += ms,
   };
@@ -137,6 +140,25 @@ Deno.test("basic_auth lets a right password through, strips Authorization, sets 
   assert.equal((await t.get(basic("bob", "wonder:land"))).res.status, 401);
   assert.deepEqual(t.checks, ["wonder:land", "wonder", "wonder:land"]);
   assert.equal(t.records[1].authUser, undefined);
+});
+
+Deno.test("basic_auth: an unknown user's check takes a real user's hash, the same one each time, not always the first's", async () => {
+  // Users' hashes may differ in cost (htpasswd -B writes cost 5, prox hash-password 10): if every
+  // unknown name were checked against the first user's, any user of another cost would show by
+  // its timing. Each name keeps one hash, so repeating a probe shows no variance either.
+  const t = setup();
+  const first = new Map<string, string>();
+  for (let i = 0; i < 40; i++) {
+    t.advance(1000); // the process's budget refills
+    assert.equal((await t.get(basic(`ghost${i}`, "x"), `198.51.100.${i + 1}`)).res.status, 401);
+    first.set(`ghost${i}`, t.hashes.at(-1)!);
+  }
+  assert.deepEqual(new Set(first.values()), new Set([HASH_ALICE, HASH_JOSE]));
+  for (const [name, hash] of [...first].slice(0, 5)) {
+    t.advance(1000);
+    assert.equal((await t.get(basic(name, "y"), "203.0.113.9")).res.status, 401);
+    assert.equal(t.hashes.at(-1), hash, name);
+  }
 });
 
 Deno.test("basic_auth compares user names in NFC and passes UTF-8 through", async () => {
