@@ -309,9 +309,14 @@ async function revalidate(
     counted(ctx, deps, "stale");
     return admit(ctx, deps, res, { ...x, requestTime, since, stale: x.vary });
   }
-  counted(ctx, deps, "revalidated");
   await res.body?.cancel();
   const updated = notModified(deps, x, { res, requestTime });
+  if (!updated) {
+    // A 304 for another representation: the entry is gone, the request goes again as it came.
+    counted(ctx, deps, "stale");
+    return forwardAndStore(ctx, deps, { ...x, stale: undefined, entry: undefined });
+  }
+  counted(ctx, deps, "revalidated");
   x.release?.();
   const status = `${NAME}; fwd=${x.fwd}; fwd-status=304`;
   return fromStore(ctx, updated, { age: updated.initialAge, status });

@@ -79,14 +79,21 @@ export interface Exchange {
 
 /**
  * The stored entry refreshed by a 304's fields and timing (RFC 9111 §4.3.4), updated in the store
- * (or dropped when the 304 sets a cookie).
+ * (or dropped when the 304 sets a cookie). Undefined, the entry dropped, when the 304 names
+ * another entity tag: it speaks of a representation the store does not hold (§4.3.4 updates
+ * none then), and relabelled with that tag the old body would pass every later revalidation.
  */
 export function notModified(
   deps: PipelineDeps,
   x: Exchange & { vary: string; entry: StoredResponse },
   o: { res: Response; requestTime: number },
-): StoredResponse {
+): StoredResponse | undefined {
   const { entry, policy } = x;
+  const tag = o.res.headers.get("etag");
+  if (tag !== null && (entry.etag === null || opaqueTag(tag) !== opaqueTag(entry.etag))) {
+    if (policy.store.peek(x.primary, x.vary) === entry) policy.store.delete(x.primary, x.vary);
+    return undefined;
+  }
   const fresh: [string, string][] = [];
   o.res.headers.forEach((v, k) => TAG_FIELDS.includes(k) || fresh.push([k, v]));
   const headers = mergeNotModified(entry.headers, fresh);
@@ -121,6 +128,12 @@ export function notModified(
   ) policy.store.delete(x.primary, x.vary);
   else policy.store.update(x.primary, x.vary, updated);
   return updated;
+}
+
+/** An entity tag without its weakness marker, for weak comparison (RFC 9110 §8.8.3.2). */
+function opaqueTag(tag: string): string {
+  const t = tag.trim();
+  return t.startsWith("W/") ? t.slice(2) : t;
 }
 
 /**

@@ -100,8 +100,9 @@ export async function refreshInBackground(
     }
     if (res.status === 304 && (entry.etag !== null || entry.lastModified !== null)) {
       await res.body?.cancel();
-      notModified(deps, x, { res, requestTime });
-      deps.metrics.cacheRefresh(route, "refreshed");
+      if (notModified(deps, x, { res, requestTime })) {
+        deps.metrics.cacheRefresh(route, "refreshed");
+      } else fail("a 304 named another entity tag; the stale entry is dropped");
       return;
     }
     const requestCc = parseCacheControl(null);

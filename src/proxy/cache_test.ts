@@ -166,6 +166,43 @@ Deno.test("cache: a stale entry is revalidated and a 304 refreshes it", async ()
   assert.deepEqual(c.results, ["miss", "revalidated", "hit"]);
 });
 
+Deno.test("cache: a 304 naming another ETag does not revalidate the entry", async () => {
+  // RFC 9111 §4.3.4: a 304 whose strong validator no stored response has updates none (an
+  // origin that answered by If-Modified-Since alone, the file changed under the same date). The
+  // old body relabelled "v2" would else be confirmed by every later 304 for "v2", for good.
+  const c = setup((r, n) => {
+    if (n === 1) {
+      return new Response("v1", { headers: { "cache-control": "max-age=10", etag: '"v1"' } });
+    }
+    if (r.headers.get("if-none-match") !== null) {
+      return new Response(null, {
+        status: 304,
+        headers: { "cache-control": "max-age=10", etag: '"v2"' },
+      });
+    }
+    return new Response("v2", { headers: { "cache-control": "max-age=10", etag: '"v2"' } });
+  });
+  await c.get("/e");
+  c.clock.t += 11_000;
+  const again = await c.get("/e");
+  assert.equal(again.text, "v2");
+  assert.equal(again.res.headers.get("etag"), '"v2"');
+  assert.equal(c.sent.length, 3);
+  assert.equal(c.sent[2].headers.get("if-none-match"), null);
+  assert.equal((await c.get("/e")).text, "v2");
+  assert.equal(c.sent.length, 3);
+  // A weak 304 for the same tag revalidates it (weak comparison).
+  const w = setup((_r, n) =>
+    n === 1
+      ? new Response("w1", { headers: { "cache-control": "max-age=10", etag: '"w1"' } })
+      : new Response(null, { status: 304, headers: { etag: 'W/"w1"' } })
+  );
+  await w.get("/w");
+  w.clock.t += 11_000;
+  assert.equal((await w.get("/w")).text, "w1");
+  assert.equal(w.sent.length, 2);
+});
+
 Deno.test("cache: a 304 that makes the entry unstorable drops it", async () => {
   // The 304's fields replace the stored ones (RFC 9111 §4.3.4); what they then say must hold of
   // the stored answer as of a new one (RFC 9111 §3): private, no-store and Vary: * are not kept,
