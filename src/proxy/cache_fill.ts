@@ -14,7 +14,7 @@ import { entrySize, parseTags } from "../domain/response_cache.ts";
 import type { CountedResponse } from "../ports.ts";
 import { BODY_BYTES } from "../ports.ts";
 import { describe, NAME, teeBody, withStatus } from "./cache_response.ts";
-import { entryKey } from "./cache_request.ts";
+import { entryKey, keyHost } from "./cache_request.ts";
 import type { UpstreamRoute } from "./cache_request.ts";
 import type { PipelineDeps, RequestContext } from "./context.ts";
 import type { CachePolicy } from "./cache.ts";
@@ -174,20 +174,28 @@ export function admit(
   const names = keyNames((name) => h.get(name));
   const responseCc = parseCacheControl(h.get("cache-control"));
   let status = `${NAME}; fwd=${x.fwd}; fwd-status=${res.status}`;
-  const why = ctx.req.method === "HEAD" ? "head" : unstorableReason({
-    status: res.status,
-    response: responseCc,
-    request: x.requestCc,
-    hasExpires: h.has("expires"),
-    varyStar: names[0] === "*",
-    hasSetCookie: h.has("set-cookie"),
-    // A request forward_auth or jwt_auth let through carries an identity as one with
-    // Authorization does (RFC 9111 §3.5): its answer is shared only when it says so (public,
-    // s-maxage…).
-    authorized: x.view("authorization") !== null || ctx.route!.forwardAuth !== null ||
-      ctx.route!.jwtAuth !== null,
-    defaultTtl: x.policy.defaultTtl,
-  });
+  // The upstream is told the host as it came (X-Forwarded-Host, a preserved Host) and builds
+  // links, redirects or a tenant's page on it: an answer to `Example.com.` or `example.com:443`,
+  // keyed as `example.com`, is served from the store but not stored for its clients (to browsers
+  // `example.com.` is another origin; an app may compare hosts byte for byte).
+  const why = ctx.req.method === "HEAD"
+    ? "head"
+    : keyHost(ctx.host, ctx.scheme) !== ctx.host
+    ? "host spelling"
+    : unstorableReason({
+      status: res.status,
+      response: responseCc,
+      request: x.requestCc,
+      hasExpires: h.has("expires"),
+      varyStar: names[0] === "*",
+      hasSetCookie: h.has("set-cookie"),
+      // A request forward_auth or jwt_auth let through carries an identity as one with
+      // Authorization does (RFC 9111 §3.5): its answer is shared only when it says so (public,
+      // s-maxage…).
+      authorized: x.view("authorization") !== null || ctx.route!.forwardAuth !== null ||
+        ctx.route!.jwtAuth !== null,
+      defaultTtl: x.policy.defaultTtl,
+    });
   const declared = h.get("content-length");
   const tooLarge = declared !== null && Number(declared) > x.policy.maxObjectSize;
   if (why !== null || tooLarge) {
@@ -197,7 +205,9 @@ export function admit(
     if (x.stale !== undefined && full) x.policy.store.delete(x.primary, x.stale);
     // Said by the answer, not by this request: the next ones would get the same. Not a 304,
     // which answers this request's own condition (a browser revalidating its copy).
-    x.release?.(full && why !== "request no-store" && why !== "authorization");
+    x.release?.(
+      full && why !== "request no-store" && why !== "authorization" && why !== "host spelling",
+    );
     return withStatus(res, status);
   }
   const headers: [string, string][] = [];

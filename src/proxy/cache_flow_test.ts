@@ -284,6 +284,26 @@ Deno.test("cache: what a trusted proxy's X-Forwarded-* and X-Original-URL tell t
   assert.deepEqual(purged, { ok: true, route: "/", purged: 2 });
 });
 
+Deno.test("cache: an answer built for another spelling of the host is served from the store, never stored", async () => {
+  // `example.com.` keys as `example.com` (one entry, one purge), but the upstream is told the
+  // host as it came (X-Forwarded-Host) and builds links and redirects on it: to browsers
+  // `example.com.` is another origin (no cookies, no HSTS), so that answer must not be stored for
+  // every client of `example.com`.
+  const c = setup((r) =>
+    new Response(`https://${r.headers.get("x-forwarded-host")}/next`, {
+      headers: { "cache-control": "max-age=60" },
+    })
+  );
+  assert.equal((await c.get("/p")).text, "https://example.com/next");
+  // The stored answer serves the other spelling, which stores nothing of its own.
+  const dotted = async (path: string) =>
+    await (await c.handler(new Request(`http://example.com.${path}`), info)).text();
+  assert.equal(await dotted("/p"), "https://example.com/next");
+  assert.equal(await dotted("/q"), "https://example.com./next");
+  assert.equal((await c.get("/q")).text, "https://example.com/next");
+  assert.equal(c.sent.length, 3);
+});
+
 Deno.test("cache: a stored answer is not mirrored; requests that go upstream are", async () => {
   const c = setup(() => new Response("x", { headers: { "cache-control": "max-age=60" } }), {
     extra: 'mirror: { target: "http://10.2.2.2" }',
