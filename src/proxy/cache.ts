@@ -16,7 +16,15 @@ import {
 } from "../domain/cache_control.ts";
 import type { ResponseCache, StoredResponse } from "../domain/response_cache.ts";
 import { fromStore, NAME, withStatus } from "./cache_response.ts";
-import { BYPASS, entryKey, lookup, primaryKey, SAFE, upstreamView } from "./cache_request.ts";
+import {
+  BYPASS,
+  carriesBody,
+  entryKey,
+  lookup,
+  primaryKey,
+  SAFE,
+  upstreamView,
+} from "./cache_request.ts";
 import type { UpstreamRoute } from "./cache_request.ts";
 import { admit, claim, notModified, withoutTagFields } from "./cache_fill.ts";
 import type { Exchange, Fill } from "./cache_fill.ts";
@@ -97,7 +105,7 @@ export async function cachedProxy(
   // The request as the upstream gets it: a rule that removes Cache-Control, for one, keeps
   // clients from forcing a refetch.
   const view = upstreamView(ctx, deps, route);
-  if (BYPASS.some((h) => view(h) !== null)) {
+  if (BYPASS.some((h) => view(h) !== null) || carriesBody(ctx)) {
     metric("bypass");
     const res = withoutTagFields(await proxyAction(ctx, deps, route));
     return withStatus(res, `${NAME}; fwd=bypass`);

@@ -14,6 +14,7 @@ import { BROWSER_HEADERS, HOP_BY_HOP } from "../domain/headers.ts";
 import type { HeaderList } from "../domain/header_list.ts";
 import type { LoadBalanceRouteConfig, ProxyRouteConfig } from "../config/schema.ts";
 import type { PipelineDeps, RequestContext } from "./context.ts";
+import { RAW_BODY } from "../ports.ts";
 import type { CachePolicy } from "./cache.ts";
 import { requestHeaderRule, targetOf, upstreamHeaders } from "./actions/proxy.ts";
 import { applyAuthHeaders } from "./filters/forward_auth.ts";
@@ -21,6 +22,19 @@ import { applyHeaderRules, placeholderValues } from "./filters/rules.ts";
 
 /** Methods that leave stored responses alone (RFC 9110 §9.2.1); others invalidate the URI. */
 export const SAFE: ReadonlySet<string> = new Set(["GET", "HEAD", "OPTIONS"]);
+
+/**
+ * Whether a GET or HEAD carries a body: Prox's own HTTP/2 engine hands a GET's DATA on, and apps
+ * that merge body and query parameters answer by it. The body is no part of the key, so such a
+ * request passes the cache by (else its answer would be stored for every GET of the URL: a "fat
+ * GET" poisons the entry). A body that came whole and empty is none.
+ */
+export function carriesBody(ctx: RequestContext): boolean {
+  if (ctx.body !== undefined) return ctx.body.byteLength > 0;
+  const raw = (ctx.req as { [RAW_BODY]?: Uint8Array })[RAW_BODY];
+  if (raw !== undefined) return raw.byteLength > 0;
+  return ctx.req.body !== null;
+}
 
 /** Request fields whose meaning a stored full response cannot answer: forwarded untouched. */
 export const BYPASS = ["range", "if-match", "if-unmodified-since", "if-range"];
