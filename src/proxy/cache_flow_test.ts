@@ -284,6 +284,30 @@ Deno.test("cache: what a trusted proxy's X-Forwarded-* and X-Original-URL tell t
   assert.deepEqual(purged, { ok: true, route: "/", purged: 2 });
 });
 
+Deno.test("cache: a trusted proxy's Forwarded keys the entry by its host and proto, not its for", async () => {
+  // Frameworks that read RFC 7239 (Spring's ForwardedHeaderFilter) build links from its host=
+  // and proto=; for= names each client and is left out, or every client would have an entry.
+  const c = setup(
+    (r) =>
+      new Response(`${r.headers.get("forwarded")}`, { headers: { "cache-control": "max-age=60" } }),
+    { top: 'trusted_proxies: ["10.0.0.0/8"]' },
+  );
+  const from = async (forwarded: string) => {
+    const res = await c.handler(
+      new Request("http://example.com/f", { headers: { forwarded } }),
+      { ...info, remoteAddr: { hostname: "10.0.0.5", port: 4000 } },
+    );
+    return await res.text();
+  };
+  assert.match(await from("for=192.0.2.1;host=evil;proto=https"), /host=evil/);
+  assert.doesNotMatch(await from("for=192.0.2.2;host=example.com;proto=https"), /evil/);
+  // Another client behind the same host and proto: the same entry.
+  assert.match(await from("for=192.0.2.3;host=example.com;proto=https"), /192\.0\.2\.2/);
+  // A host= hidden behind another (an upstream may take the first) is another entry too.
+  assert.match(await from("for=192.0.2.4;host=evil;host=example.com;proto=https"), /evil/);
+  assert.equal(c.sent.length, 3);
+});
+
 Deno.test("cache: an answer built for another spelling of the host is served from the store, never stored", async () => {
   // `example.com.` keys as `example.com` (one entry, one purge), but the upstream is told the
   // host as it came (X-Forwarded-Host) and builds links and redirects on it: to browsers

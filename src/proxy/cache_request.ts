@@ -208,10 +208,11 @@ export function upstreamView(
 /**
  * The forwarding fields a trusted proxy sent that reach the upstream as they came and that apps
  * build links or pick the page from: X-Forwarded-* but -For (Host, Proto, Prefix, Port…),
- * X-Original-URL and X-Rewrite-URL. The key holds them (empty without any): a proxy that passes a
- * client's own on (a cloud load balancer passes fields it does not know) would else let that
- * client's answer be stored for everyone (web cache poisoning). X-Forwarded-For is left out: it
- * names each client, and what it changes an upstream must name in Vary.
+ * X-Original-URL, X-Rewrite-URL and Forwarded's host= and proto= (RFC 7239 §5.3, §5.4). The key
+ * holds them (empty without any): a proxy that passes a client's own on (a cloud load balancer
+ * passes fields it does not know) would else let that client's answer be stored for everyone (web
+ * cache poisoning). What names each client (X-Forwarded-For, Forwarded's for=) is left out, or
+ * every client would have an entry: an upstream that answers by it must name it in Vary.
  */
 function trustedForwarding(headers: Headers): string {
   let s = "";
@@ -220,6 +221,24 @@ function trustedForwarding(headers: Headers): string {
       (k.startsWith("x-forwarded-") && k !== "x-forwarded-for") || k === "x-original-url" ||
       k === "x-rewrite-url"
     ) s += `\0${k}=${v}`;
+    else if (k === "forwarded") s += `\0forwarded=${forwardedHostProto(v)}`;
   });
+  return s;
+}
+
+/**
+ * A Forwarded value's host= and proto= pairs as they came, in order, elements kept apart: split
+ * at every `,` and `;`, quoted or not, so that no pair an upstream could read is missed, and two
+ * values share a key only when their pairs are the same bytes.
+ */
+function forwardedHostProto(value: string): string {
+  let s = "";
+  for (const element of value.split(",")) {
+    s += ",";
+    for (const pair of element.split(";")) {
+      const name = pair.slice(0, pair.indexOf("=") + 1).trim().toLowerCase();
+      if (name === "host=" || name === "proto=") s += `;${pair}`;
+    }
+  }
   return s;
 }
