@@ -27,6 +27,9 @@ export interface Representation {
 /** A Response that may carry a `REPRESENTATION`. */
 export type RepresentingResponse = Response & { [REPRESENTATION]?: Representation };
 
+/** Fields holding a digest of the body as the upstream coded it (none, when Prox codes it). */
+const DIGESTS = ["content-digest", "repr-digest", "digest", "content-md5"];
+
 /** Encodes `res` when the policy and the request's Accept-Encoding allow it. */
 export function applyCompression(
   ctx: RequestContext,
@@ -54,6 +57,10 @@ export function applyCompression(
   headers.delete("content-length");
   // Byte ranges would have to be of the encoded bytes, which are not stable: none are offered.
   headers.delete("accept-ranges");
+  // Digests of the identity bytes, which a client checking them would take for corruption:
+  // Content-Digest is of the content sent, Repr-Digest of the coded representation (RFC 9530
+  // §2, §3), Digest and Content-MD5 of the coded instance (RFC 3230 §4.3.2, RFC 1864).
+  for (const name of DIGESTS) headers.delete(name);
   const etag = headers.get("etag");
   if (etag !== null) headers.set("etag", etagForEncoded(etag));
   const init = { status: res.status, statusText: res.statusText, headers };

@@ -35,6 +35,7 @@ function fakeEngines() {
 function handlerFor(
   body: () => ReadableStream<Uint8Array>,
   yaml = 'routes:\n  /: { type: proxy, target: "http://10.0.0.1", compress: { min_length: 0 } }\n',
+  fields: Record<string, string> = {},
 ) {
   const { config, issues } = loadConfigText(`listen_addr: "127.0.0.1:0"\n${yaml}`, {
     file: "t.yaml",
@@ -49,7 +50,9 @@ function handlerFor(
     upstream: {
       send: () =>
         Promise.resolve(
-          new Response(body(), { headers: { "content-type": "text/plain", etag: '"e"' } }),
+          new Response(body(), {
+            headers: { "content-type": "text/plain", etag: '"e"', ...fields },
+          }),
         ),
       close: () => Promise.resolve(),
     },
@@ -148,4 +151,26 @@ routes:
   assert.equal(await enc("/"), "br");
   assert.equal(await enc("/own/x"), "zstd");
   assert.equal(await enc("/off/x"), null);
+});
+
+Deno.test("compression: the upstream's digests of the identity bytes are not sent with the encoded ones", async () => {
+  // RFC 9530 §2-3: Content-Digest is of the content as sent, Repr-Digest of the representation
+  // with its content coding; Digest (RFC 3230) and Content-MD5 (RFC 1864) likewise.
+  const digests = {
+    "content-digest": "sha-256=:RK/0qy18MlBSVnWgjwz6lZEWjP/lF5HF9bvEF8FabDg=:",
+    "repr-digest": "sha-256=:RK/0qy18MlBSVnWgjwz6lZEWjP/lF5HF9bvEF8FabDg=:",
+    "digest": "SHA-256=RK/0qy18MlBSVnWgjwz6lZEWjP/lF5HF9bvEF8FabDg=",
+    "content-md5": "Q2hlY2sgSW50ZWdyaXR5IQ==",
+  };
+  const yaml =
+    'routes:\n  /: { type: proxy, target: "http://10.0.0.1", compress: { min_length: 0 } }\n';
+  const { get } = handlerFor(chunks("ab"), yaml, digests);
+  const res = await get();
+  assert.equal(res.headers.get("content-encoding"), "gzip");
+  for (const name of Object.keys(digests)) assert.equal(res.headers.get(name), null, name);
+  await res.body?.cancel();
+  // Sent as it is, the answer keeps them.
+  const plain = await get("identity");
+  for (const [name, v] of Object.entries(digests)) assert.equal(plain.headers.get(name), v, name);
+  await plain.body?.cancel();
 });
