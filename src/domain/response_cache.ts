@@ -114,11 +114,22 @@ export function varyKey(names: readonly string[], get: (name: string) => string 
 /** Most URIs remembered as invalidated while answers fetched before may still arrive. */
 export const INVALIDATED_MAX = 10_000;
 
-/** FNV-1a over UTF-16 code units: a key's short stand-in. */
-function hash(s: string): number {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193);
-  return h >>> 0;
+/**
+ * A key's short stand-in (53 bits, cyrb53) for the maps that remember keys past their requests:
+ * a key may be the 64 KiB a request head holds, thousands of them hundreds of MiB. Two keys that
+ * share one only lose a little (a fill not stored, a wait not shared).
+ */
+export function keyHash(s: string): number {
+  let h1 = 0xdeadbeef;
+  let h2 = 0x41c6ce57;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    h1 = Math.imul(h1 ^ c, 2654435761);
+    h2 = Math.imul(h2 ^ c, 1597334677);
+  }
+  h1 = Math.imul(h1 ^ (h1 >>> 16), 2246822507) ^ Math.imul(h2 ^ (h2 >>> 13), 3266489909);
+  h2 = Math.imul(h2 ^ (h2 >>> 16), 2246822507) ^ Math.imul(h1 ^ (h1 >>> 13), 3266489909);
+  return 4294967296 * (2097151 & h2) + (h1 >>> 0);
 }
 
 /** Bounded LRU of stored responses. */
@@ -212,7 +223,7 @@ export class ResponseCache {
     if (size > this.capacity) return false;
     if (
       o.since !== undefined &&
-      o.since < Math.max(this.#floor, this.#invalidated.get(hash(primary)) ?? 0)
+      o.since < Math.max(this.#floor, this.#invalidated.get(keyHash(primary)) ?? 0)
     ) {
       return false;
     }
@@ -265,7 +276,7 @@ export class ResponseCache {
   /** Drops every variant of `primary` (RFC 9111 §4.4: after an unsafe request). */
   invalidate(primary: string): number {
     this.#epoch++;
-    const h = hash(primary);
+    const h = keyHash(primary);
     this.#invalidated.delete(h);
     if (this.#invalidated.size >= INVALIDATED_MAX) {
       const [oldest, at] = this.#invalidated.entries().next().value!;

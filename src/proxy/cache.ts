@@ -15,6 +15,7 @@ import {
   usableWithoutOrigin,
 } from "../domain/cache_control.ts";
 import type { ResponseCache, StoredResponse } from "../domain/response_cache.ts";
+import { keyHash } from "../domain/response_cache.ts";
 import { fromStore, NAME, withStatus } from "./cache_response.ts";
 import {
   BYPASS,
@@ -49,13 +50,16 @@ export interface CachePolicy {
   filling: Map<string, Fill>;
   /**
    * Until when (ms) requests for a key known to answer uncacheably go upstream at once rather
-   * than wait for each other (Varnish's hit-for-miss); bounded by PASS_MAX.
+   * than wait for each other (Varnish's hit-for-miss); by keyHash, bounded by PASS_MAX.
    */
-  passes: Map<string, number>;
+  passes: Map<number, number>;
   /** Keys being refreshed in the background (stale-while-revalidate); bounded by REFRESH_MAX. */
   refreshing: Set<string>;
-  /** Until when (ms) no new refresh starts for a key whose refresh failed; REFRESH_BACKOFF_MAX. */
-  refreshBackoff: Map<string, number>;
+  /**
+   * Until when (ms) no new refresh starts for a key whose refresh failed; by keyHash, bounded by
+   * REFRESH_BACKOFF_MAX.
+   */
+  refreshBackoff: Map<number, number>;
   /** Bytes of miss bodies read ahead of their clients (teeBody); bounded by READ_AHEAD_MAX. */
   readAhead: { bytes: number };
   maxObjectSize: number;
@@ -230,7 +234,7 @@ async function settledWithin(p: Promise<void>, ms: number): Promise<boolean> {
 
 /** Whether requests for `lock` go upstream without waiting (it answered uncacheably lately). */
 function passing(policy: CachePolicy, lock: string, deps: PipelineDeps): boolean {
-  const pass = policy.passes.get(lock);
+  const pass = policy.passes.get(keyHash(lock));
   return pass !== undefined && pass > deps.clock.now();
 }
 

@@ -10,7 +10,7 @@ import {
 } from "../domain/cache_control.ts";
 import type { Directives } from "../domain/cache_control.ts";
 import type { StoredResponse } from "../domain/response_cache.ts";
-import { entrySize, parseTags } from "../domain/response_cache.ts";
+import { entrySize, keyHash, parseTags } from "../domain/response_cache.ts";
 import type { CountedResponse } from "../ports.ts";
 import { BODY_BYTES } from "../ports.ts";
 import { describe, NAME, teeBody, withStatus } from "./cache_response.ts";
@@ -49,12 +49,13 @@ export function claim(
     if (released) return;
     released = true;
     if (policy.filling.get(lock) === fill) policy.filling.delete(lock);
-    policy.passes.delete(lock);
+    const id = keyHash(lock);
+    policy.passes.delete(id);
     if (uncacheable) {
       if (policy.passes.size >= PASS_MAX) {
         policy.passes.delete(policy.passes.keys().next().value!);
       }
-      policy.passes.set(lock, deps.clock.now() + PASS_MS);
+      policy.passes.set(id, deps.clock.now() + PASS_MS);
     }
     d.resolve();
   };

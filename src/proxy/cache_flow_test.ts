@@ -367,6 +367,16 @@ Deno.test("cache: once a key answered uncacheably, its requests no longer wait f
   assert.equal((await third).text, "mine");
 });
 
+Deno.test("cache: keys remembered as uncacheable cost a few bytes each, whatever the URL's length", async () => {
+  // PASS_MAX keys of URLs up to the 64 KiB a request head may hold would be 640 MiB.
+  const c = setup(() => new Response("mine", { headers: { "cache-control": "private" } }));
+  const long = "x".repeat(32 * 1024);
+  for (let i = 0; i < 20; i++) await c.get(`/${long}?${i}`);
+  const passes = c.snapshot.router.entries[0].value.cache!.passes;
+  assert.equal(passes.size, 20);
+  for (const k of passes.keys()) assert.ok(String(k).length < 64, "a key holds its URL");
+});
+
 Deno.test("cache: stale-if-error answers from a stale entry while the upstream fails", async () => {
   let mode: "ok" | "503" | "down" = "ok";
   const c = setup((r) => {

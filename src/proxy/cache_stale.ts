@@ -4,6 +4,7 @@
 
 import { parseCacheControl } from "../domain/cache_control.ts";
 import type { StoredResponse } from "../domain/response_cache.ts";
+import { keyHash } from "../domain/response_cache.ts";
 import { fromStore, NAME } from "./cache_response.ts";
 import type { PipelineDeps, RequestContext } from "./context.ts";
 import { proxyAction } from "./actions/proxy.ts";
@@ -29,18 +30,20 @@ export const REFRESH_BACKOFF_MAX = 10_000;
 /** Holds off refreshes of `lock` for REFRESH_BACKOFF_MS from `now`, forgetting the oldest past the bound. */
 export function backOff(policy: CachePolicy, lock: string, now: number): void {
   const backoff = policy.refreshBackoff;
-  backoff.delete(lock);
+  const id = keyHash(lock);
+  backoff.delete(id);
   if (backoff.size >= REFRESH_BACKOFF_MAX) backoff.delete(backoff.keys().next().value!);
-  backoff.set(lock, now + REFRESH_BACKOFF_MS);
+  backoff.set(id, now + REFRESH_BACKOFF_MS);
 }
 
 /** Whether a refresh of `lock` may start now: none under way, none failed just before. */
 export function mayRefresh(policy: CachePolicy, lock: string, now: number): boolean {
   if (policy.filling.has(lock) || policy.refreshing.size >= REFRESH_MAX) return false;
-  const until = policy.refreshBackoff.get(lock);
+  const id = keyHash(lock);
+  const until = policy.refreshBackoff.get(id);
   if (until === undefined) return true;
   if (until > now) return false;
-  policy.refreshBackoff.delete(lock);
+  policy.refreshBackoff.delete(id);
   return true;
 }
 

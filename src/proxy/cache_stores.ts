@@ -17,9 +17,9 @@ export class CacheStores {
       fingerprint: string;
       store: ResponseCache;
       filling: Map<string, Fill>;
-      passes: Map<string, number>;
+      passes: Map<number, number>;
       refreshing: Set<string>;
-      refreshBackoff: Map<string, number>;
+      refreshBackoff: Map<number, number>;
       readAhead: { bytes: number };
       pool: CachePool | null;
       /** The store this one replaced, still serving until the new snapshot does (retain). */
