@@ -323,6 +323,17 @@ export function compileHeaderRules(
   for (const key of ["add", "set", "append"] as const) {
     for (const [name, value] of Object.entries(spec[key] ?? {})) {
       const lower = name.toLowerCase();
+      if (key === "append" && c.side === "request" && lower === "host") {
+        // It would go out as a second Host beside Prox's: the upstream must answer 400 (RFC 9112
+        // §3.2), and servers in a chain may each take another one of the two.
+        c.problems.push({
+          path: [key, name],
+          warning: true,
+          message: "Host has one value: appending one to the upstream request is ignored",
+          hint: "Use set to send another Host",
+        });
+        continue;
+      }
       const earlier = key === "append" ? undefined : setBy.get(lower);
       if (earlier !== undefined) {
         c.problems.push({

@@ -240,3 +240,20 @@ Deno.test("compileRouteRules says {env.NAME} takes no shell syntax ({env.X:-d}, 
     ],
   ]);
 });
+
+Deno.test("compileRouteRules ignores, with a warning, an append of Host to the upstream request", () => {
+  // Appended, it went out as a second Host field beside Prox's: RFC 9112 §3.2 has the upstream
+  // answer 400, and a chain of servers may each take another one of the two.
+  const out: RuleProblem[] = [];
+  const rules = compileRouteRules({
+    request_headers: { append: { host: "other.example", "X-Ok": "1" } },
+    response_headers: { append: { Host: "kept" } },
+  }, { env: () => undefined, problems: out });
+  assert.deepEqual(out.map((p) => [p.warning, p.path.join(".")]), [
+    [true, "request_headers.append.host"],
+  ]);
+  assert.match(out[0].message, /Host has one value/);
+  assert.deepEqual(rules.requestHeaders?.append.map(([n]) => n), ["x-ok"]);
+  assert.deepEqual(rules.requestHeaders?.fixed?.append, [["x-ok", "1"]]);
+  assert.deepEqual(rules.responseHeaders?.append.map(([n]) => n), ["host"]);
+});
