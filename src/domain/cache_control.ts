@@ -150,9 +150,11 @@ export function initialAge(t: Timing): number {
   const date = t.date === null ? null : parseHttpDate(t.date);
   const apparent = date === null ? 0 : Math.max(0, t.responseTime - date);
   // A list (a chain that appended its own) counts by its first member; an invalid one is ignored
-  // (RFC 9111 §5.1).
+  // (RFC 9111 §5.1); one too large is 2^31 s (§1.2.2).
   const first = t.age?.split(",")[0].trim();
-  const ageValue = first !== undefined && /^\d+$/.test(first) ? Number(first) * 1000 : 0;
+  const ageValue = first !== undefined && /^\d+$/.test(first)
+    ? Math.min(Number(first), 2 ** 31) * 1000
+    : 0;
   const corrected = ageValue + Math.max(0, t.responseTime - t.requestTime);
   return Math.max(apparent, corrected);
 }

@@ -69,6 +69,11 @@ Deno.test("initialAge takes the larger of apparent age and Age plus the response
   // A list (two Age field lines, a chain that appended one): the first member (RFC 9111 §5.1).
   assert.equal(initialAge({ ...base, date: null, age: "100, 7" }), 102_000);
   assert.equal(initialAge({ ...base, date: null, age: "bogus, 7" }), 2_000);
+  // Too large is 2^31 s (RFC 9111 §1.2.2).
+  assert.equal(
+    initialAge({ ...base, date: null, age: "1" + "0".repeat(30) }),
+    2 ** 31 * 1000 + 2_000,
+  );
 });
 
 Deno.test("unstorableReason follows RFC 9111 §3 for a shared cache", () => {

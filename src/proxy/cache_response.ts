@@ -247,7 +247,8 @@ export function fromStore(
 ): Response {
   const headers = new Headers();
   for (const [k, v] of entry.headers) headers.append(k, v);
-  headers.set("age", String(Math.floor(o.age / 1000)));
+  // Digits up to 2^31 (RFC 9111 §1.2.2), never String()'s "1e+23".
+  headers.set("age", String(Math.min(Math.floor(o.age / 1000), 2 ** 31)));
   headers.append("cache-status", o.status);
   if (entry.status === 200 && clientCondition(ctx.req.headers, entry)) {
     const h = new Headers();

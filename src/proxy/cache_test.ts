@@ -126,6 +126,20 @@ Deno.test("cache: the Age an upstream sends counts against freshness", async () 
   assert.equal(c.sent.length, 2);
 });
 
+Deno.test("cache: an upstream's Age past 2^31 counts as 2^31 and is served as digits", async () => {
+  // RFC 9111 §1.2.2: a delta-seconds too large for the cache is 2147483648; String() of a larger
+  // number is "1e+23", which is no Age (RFC 9111 §5.1).
+  const c = setup(() =>
+    new Response("x", {
+      headers: { "cache-control": "max-age=60", etag: '"a"', age: "99999999999999999999999" },
+    })
+  );
+  await c.get("/a");
+  const res = (await c.get("/a", { headers: { "cache-control": "max-stale" } })).res;
+  assert.match(res.headers.get("cache-status")!, /hit.*max-stale/);
+  assert.equal(res.headers.get("age"), "2147483648");
+});
+
 Deno.test("cache: an upstream's Age sent twice counts by its first value", async () => {
   // RFC 9111 §5.1: a list-based Age uses its first member, not none (which made it fresh).
   const c = setup(() => {
