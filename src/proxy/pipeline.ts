@@ -21,7 +21,7 @@ import type { AccessRecord, ClientInfo, CountedResponse, Handler } from "../port
 import type { PipelineDeps, RequestContext } from "./context.ts";
 import { errorResponse, OWN_ERROR } from "./respond.ts";
 import type { OwnError } from "./respond.ts";
-import { withErrorPage } from "./error_pages.ts";
+import { pageFor, withErrorPage } from "./error_pages.ts";
 import { recent } from "./recent.ts";
 import { resetOr } from "./body_replay.ts";
 import { discard, proxyAction } from "./actions/proxy.ts";
@@ -293,6 +293,13 @@ function compressed(ctx: RequestContext, deps: PipelineDeps, res: Response): Res
   const policy = ctx.route!.compress;
   if (policy === null || !deps.compressor) return res;
   if (res.status >= 400 && (res as OwnError)[OWN_ERROR]) return res;
+  // An upstream error answer that an error page replaces (7c) is dropped unsent: compressed, it
+  // lost the Content-Length by which a large one is cancelled rather than read, and was encoded
+  // for nobody.
+  if (
+    res.status >= 400 && ctx.route!.intercept && ctx.snapshot.hasErrorPages &&
+    pageFor(ctx, res.status)
+  ) return res;
   return applyCompression(ctx, res, { policy, compressor: deps.compressor });
 }
 

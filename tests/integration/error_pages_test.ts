@@ -362,3 +362,35 @@ routes:
   }
   assert.equal(hits, 1); // the second came from the cache
 });
+
+Deno.test("error_pages: intercept_upstream on a compressing route cancels a large error body by its declared length", async () => {
+  // Compressed first, the answer lost its Content-Length, and 70,000 bytes of it became a few
+  // dozen: read to the end through the compressor, for a page that replaces them.
+  const ports: number[] = [];
+  await using up = await startUpstream((req, info) => {
+    ports.push(info.remoteAddr.port);
+    const size = Number(new URL(req.url).searchParams.get("size"));
+    return new Response("e".repeat(size), {
+      status: 503,
+      headers: { "content-type": "text/html" },
+    });
+  });
+  await using prox = await startProxy(`
+health_check: { enabled: false }
+upstream_pool: { max_connections_per_upstream: 1 }
+error_pages: { 5xx: { body: "sorry: {status}" } }
+routes:
+  /:
+    type: proxy
+    target: "${up.url}"
+    intercept_upstream: true
+    retries: { attempts: 0 }
+    compress: { min_length: 0 }
+`);
+  for (const q of ["size=70000", "size=10"]) {
+    const res = await fetch(`${prox.url}/?${q}`, { headers: { "accept-encoding": "zstd" } });
+    assert.equal(res.headers.get("content-encoding"), null);
+    assert.equal(await res.text(), "sorry: 503");
+  }
+  assert.equal(new Set(ports).size, 2, `a new connection after the large body: ${ports}`);
+});
