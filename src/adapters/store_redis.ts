@@ -61,10 +61,10 @@ const TOKEN_BUCKET = PRELUDE + `
 local rate, cost, burst = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local cap = burst * cost
 local s = redis.call('HMGET', KEYS[1], 't', 'n')
-local tokens, last = cap, now
+local tokens = cap
 if s[1] then
+  -- A stored time ahead of now is Redis's clock stepped back: refill resumes from now.
   local st, sn = tonumber(s[1]), tonumber(s[2])
-  last = math.max(st, now)
   local elapsed = math.max(0, now - st)
   if elapsed * rate >= cap - sn then tokens = cap else tokens = sn + elapsed * rate end
 end
@@ -72,7 +72,7 @@ local allowed, retry = 0, 0
 if tokens >= cost then allowed = 1; tokens = tokens - cost
 else retry = math.ceil((cost - tokens) / rate) end
 local reset = math.ceil((cap - tokens) / rate)
-save(KEYS[1], reset + last - now, 't', int(last), 'n', int(tokens))
+save(KEYS[1], reset, 't', int(now), 'n', int(tokens))
 return {allowed, math.floor(tokens / cost), reset, retry}
 `;
 
@@ -81,11 +81,8 @@ local limit, P = tonumber(ARGV[1]), tonumber(ARGV[2])
 local ws = now - (now % P)
 local count = 0
 local s = redis.call('HMGET', KEYS[1], 't', 'n')
-if s[1] then
-  local st = tonumber(s[1])
-  if st == ws then count = tonumber(s[2])
-  elseif st > ws then ws = st; count = tonumber(s[2]) end
-end
+-- A later window's count (Redis's clock stepped back) counts in the current window.
+if s[1] and tonumber(s[1]) >= ws then count = tonumber(s[2]) end
 local allowed, retry = 0, 0
 if count < limit then allowed = 1; count = count + 1 end
 local reset = ws + P - now
@@ -103,9 +100,9 @@ if s[1] then
   local st, sn, sp = tonumber(s[1]), tonumber(s[2]), tonumber(s[3])
   if st == start then curr = sn; prev = sp
   elseif st == start - P then prev = sn
-  elseif st > start then start = st; curr = sn; prev = sp end
+  elseif st > start then curr = sn; prev = sp end
 end
-local e = math.max(0, now - start)
+local e = now - start
 local wp = prev * math.max(0, P - e)
 local allowed, retry = 0, 0
 if wp + (curr + 1) * P <= limit * P then allowed = 1; curr = curr + 1
@@ -130,9 +127,11 @@ if s[1] then
   local st, sn = tonumber(s[1]), tonumber(s[2])
   if st > now or (st == now and sn > 0) then a = st; b = sn end
 end
+local limit = burst * P
+-- More than burst·T ahead: Redis's clock stepped back.
+if (a - now) * R + b > limit then a = now + math.floor(limit / R); b = limit % R end
 local na, nb = a + q, b + r
 if nb >= R then na = na + 1; nb = nb - R end
-local limit = burst * P
 local allowed, retry, sa, sb = 0, 0, a, b
 if (na - now) * R + nb <= limit then allowed = 1; sa = na; sb = nb
 else retry = math.max(1, math.ceil(((na - now) * R + nb - limit) / R)) end

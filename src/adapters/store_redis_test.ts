@@ -28,7 +28,8 @@ interopTest(
           let state: RateLimitState | undefined;
           let t = base;
           for (let i = 0; i < 150; i++) {
-            t += Math.floor(rand() * 250);
+            // Now and then the clock steps back (Redis's TIME is its host's wall clock).
+            t += i % 37 === 36 ? -Math.floor(rand() * 5_000) : Math.floor(rand() * 250);
             const want = decide(policy, state, t);
             state = want.expiresAt > t ? want.state : undefined;
             const got = await store.consume("k", {
@@ -45,6 +46,37 @@ interopTest(
             }, `${algorithm} ${JSON.stringify(opts)} request ${i} at +${t - base}`);
           }
         }
+      }
+    } finally {
+      await store.close();
+    }
+  },
+);
+
+interopTest(
+  "createRedisStore: a clock stepped back an hour keeps a drained client refused for a period only",
+  ["redis-server"],
+  async () => {
+    await using redis = await startRedis();
+    const store = createRedisStore({
+      url: redis.url,
+      prefix: "s:",
+      timeoutMs: 2_000,
+      clock: "caller",
+    });
+    try {
+      const P = 60_000;
+      const t = 1_800_000_012_345;
+      for (const algorithm of ALGORITHMS) {
+        const policy = policyOf(algorithm, { requests: 2, periodMs: P });
+        const q = (now: number) => ({ limiter: algorithm, policy, now, maxKeys: 10 });
+        for (let i = 0; i < 3; i++) await store.consume("k", q(t));
+        const back = t - 3_600_000;
+        const atStep = await store.consume("k", q(back));
+        assert.equal(atStep.allowed, false, `${algorithm}: the step gives no quota back`);
+        assert.ok(atStep.retryAfterMs <= 2 * P, `${algorithm}: retry in ${atStep.retryAfterMs}`);
+        const later = await store.consume("k", q(back + 2 * P));
+        assert.equal(later.allowed, true, `${algorithm}: allowed two periods after the step`);
       }
     } finally {
       await store.close();

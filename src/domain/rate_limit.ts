@@ -78,9 +78,9 @@ export function tokenBucket(
   const { requests: rate, periodMs: cost } = policy;
   const cap = policy.burst * cost;
   let tokens = cap;
-  let last = now;
   if (state) {
-    last = Math.max(state.t, now);
+    // A stored time ahead of now is a clock stepped back: the tokens stay, refill resumes from
+    // now (keeping the stored time froze a drained client for as long as the step).
     const elapsed = Math.max(0, now - state.t);
     const missing = cap - state.n;
     tokens = elapsed * rate >= missing ? cap : state.n + elapsed * rate;
@@ -93,8 +93,8 @@ export function tokenBucket(
     remaining: Math.floor(tokens / cost),
     resetMs,
     retryAfterMs: allowed ? 0 : Math.ceil((cost - tokens) / rate),
-    state: { t: last, n: tokens, p: 0 },
-    expiresAt: last + resetMs,
+    state: { t: now, n: tokens, p: 0 },
+    expiresAt: now + resetMs,
   };
 }
 
@@ -106,20 +106,19 @@ export function fixedWindow(
 ): RateLimitStep {
   const { requests, periodMs } = policy;
   const start = now - mod(now, periodMs);
-  let count = state && state.t === start ? state.n : 0;
-  // A clock that stepped back into an older window keeps the newer window's count.
-  if (state && state.t > start) count = state.n;
-  const windowStart = state && state.t > start ? state.t : start;
+  // A clock that stepped back into an older window keeps the newer window's count, in the
+  // current window (keeping the newer window's start refused a drained client for the step).
+  let count = state && state.t >= start ? state.n : 0;
   const allowed = count < requests;
   if (allowed) count++;
-  const resetMs = windowStart + periodMs - now;
+  const resetMs = start + periodMs - now;
   return {
     allowed,
     remaining: requests - count,
     resetMs,
     retryAfterMs: allowed ? 0 : resetMs,
-    state: { t: windowStart, n: count, p: 0 },
-    expiresAt: windowStart + periodMs,
+    state: { t: start, n: count, p: 0 },
+    expiresAt: start + periodMs,
   };
 }
 
@@ -133,15 +132,16 @@ export function slidingWindow(
   now: number,
 ): RateLimitStep {
   const { requests: limit, periodMs: P } = policy;
-  let start = now - mod(now, P);
+  const start = now - mod(now, P);
   let curr = 0;
   let prev = 0;
   if (state) {
     if (state.t === start) [curr, prev] = [state.n, state.p];
     else if (state.t === start - P) prev = state.n;
-    else if (state.t > start) [start, curr, prev] = [state.t, state.n, state.p];
+    // A clock stepped back: the newer window's counts, in the current window.
+    else if (state.t > start) [curr, prev] = [state.n, state.p];
   }
-  const e = Math.max(0, now - start);
+  const e = now - start;
   const weightedPrev = prev * Math.max(0, P - e);
   const allowed = weightedPrev + (curr + 1) * P <= limit * P;
   if (allowed) curr++;
@@ -187,9 +187,12 @@ export function gcra(
   // tat = max(stored TAT, now), as (a ms + b/R ms)
   let [a, b] = [now, 0];
   if (state && (state.t > now || (state.t === now && state.n > 0))) [a, b] = [state.t, state.n];
+  const limit = policy.burst * P; // burst·T, scaled by R
+  // The TAT is never more than burst·T ahead of the time it was stored at: further ahead, the
+  // clock stepped back, and the TAT would refuse a drained client for as long as the step.
+  if ((a - now) * R + b > limit) [a, b] = [now + Math.floor(limit / R), limit % R];
   let [na, nb] = [a + q, b + r];
   if (nb >= R) [na, nb] = [na + 1, nb - R];
-  const limit = policy.burst * P; // burst·T, scaled by R
   const allowed = (na - now) * R + nb <= limit;
   const [sa, sb] = allowed ? [na, nb] : [a, b];
   const ahead = (sa - now) * R + sb; // (TAT − now) scaled by R

@@ -236,3 +236,22 @@ Deno.test("gcra stays exact with fractional intervals at real epoch times", () =
   ]);
   assert.equal(seq, "AAA" + "DADAA");
 });
+
+Deno.test("decide: a clock stepped back keeps a drained client refused for a period, not the step", () => {
+  // Redis's TIME is its host's wall clock, which an NTP step or a restored VM can set back.
+  const P = 60_000;
+  const hour = 3_600_000;
+  for (const algorithm of ["token_bucket", "fixed_window", "sliding_window", "gcra"] as const) {
+    const policy = policyOf(algorithm, { requests: 2, periodMs: P });
+    const t = 1_800_000_012_345;
+    let state: RateLimitState | undefined;
+    for (const now of [t, t, t]) state = decide(policy, state, now).state;
+    const back = t - hour;
+    const atStep = decide(policy, state, back);
+    assert.equal(atStep.allowed, false, `${algorithm}: the step gives no quota back`);
+    assert.ok(atStep.retryAfterMs <= 2 * P, `${algorithm}: retry after ${atStep.retryAfterMs} ms`);
+    assert.ok(atStep.expiresAt <= back + 2 * P, `${algorithm}: kept until ${atStep.expiresAt}`);
+    const later = decide(policy, atStep.state, back + 2 * P);
+    assert.equal(later.allowed, true, `${algorithm}: allowed two periods after the step`);
+  }
+});
