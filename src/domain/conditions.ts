@@ -12,8 +12,9 @@ export interface ConditionInput {
   query: string;
   headers: Headers;
   /**
-   * The request's authority, which `has_header: {name: Host}` sees when `headers` has no Host:
-   * HTTP/2 and HTTP/3 requests carry it as `:authority` instead (RFC 9113 §8.3.1).
+   * The request's authority, which `has_header: {name: Host}` sees rather than a Host field:
+   * HTTP/2 and HTTP/3 requests carry it as `:authority` instead (RFC 9113 §8.3.1), and beside an
+   * absolute-form target a Host field is ignored (RFC 9112 §3.2.2), as routing ignores it.
    */
   authority?: string;
   status?: number;
@@ -77,7 +78,7 @@ function headerTest(spec: { name: string; value_matches?: string }) {
   const re = spec.value_matches !== undefined ? compileRegex(spec.value_matches) : undefined;
   const name = spec.name.toLowerCase();
   return (h: Headers | undefined, authority?: string) => {
-    const v = h?.get(name) ?? (name === "host" ? authority : undefined);
+    const v = name === "host" && authority !== undefined ? authority : h?.get(name);
     if (v === null || v === undefined) return false;
     if (re === undefined) return true;
     if (!(re instanceof RegExp)) return false;

@@ -99,3 +99,15 @@ Deno.test("compileRegex reads the Rust Prox's regex syntax: inline flags, (?P<na
   assert.ok(re("\\\\A").test("\\A"), "an escaped backslash is not \\A");
   assert.equal(typeof compileRegex("(?R)a+"), "string");
 });
+
+Deno.test("has_header on Host sees the request's authority, not a Host field that differs from it", () => {
+  // An absolute-form target (`GET http://public.example/x`) names the authority; the Host field
+  // beside it is ignored (RFC 9112 §3.2.2), as routing ignores it.
+  const c = compileCondition({ has_header: { name: "host", value_matches: "^internal\\." } });
+  const headers = new Headers({ host: "internal.example" });
+  assert.equal(c(input({ headers, authority: "public.example" })), false);
+  assert.equal(c(input({ headers, authority: "internal.example" })), true);
+  assert.equal(c(input({ headers: new Headers(), authority: "internal.example" })), true);
+  // Without an authority (a response's fields), the field is what is there.
+  assert.equal(c(input({ headers })), true);
+});

@@ -151,6 +151,28 @@ interopTest("has_header on Host sees the authority of HTTP/2 requests, which car
   }
 });
 
+Deno.test("has_header on Host sees an absolute-form target's authority, as routing does, not the Host field", async () => {
+  await using up = await echoUpstream();
+  await using prox = await startProxy(`${proxyRoute(up.url)}
+    preserve_host: true
+    request_headers:
+      condition: { has_header: { name: Host, value_matches: '^internal\\.' } }
+      set: { "X-Internal": "yes" }
+`);
+  // RFC 9112 §3.2.2: the Host field is ignored for an absolute-form target. The request went to
+  // public.example, yet the condition read internal.example from the field.
+  const c = await Deno.connect({ hostname: "127.0.0.1", port: prox.port });
+  await c.write(
+    new TextEncoder().encode(
+      "GET http://public.example/x HTTP/1.1\r\nHost: internal.example\r\nConnection: close\r\n\r\n",
+    ),
+  );
+  const answer = await new Response(c.readable).text();
+  const body = JSON.parse(answer.slice(answer.indexOf("\r\n\r\n") + 4));
+  assert.equal(body.headers.host, "public.example");
+  assert.equal(body.headers["x-internal"], undefined);
+});
+
 Deno.test("a replaced response body is a whole 200 answer; a 416 keeps its Content-Range; 204, 205 and 304 keep theirs", async () => {
   await using up = await startUpstream((req) => {
     const path = new URL(req.url).pathname;

@@ -222,7 +222,11 @@ export async function proxyAction(
   if (requestBody) {
     const h = new Headers(ctx.req.headers);
     if (headerRule) applyHeaderRules(headerRule, h, ruleOpts);
-    if (requestBody.when(requestInput(ctx, h))) {
+    const input = requestInput(ctx, h);
+    // The condition sees the fields after the header rules: a Host one set too.
+    const host = h.get("host");
+    if (host !== null && host !== ctx.req.headers.get("host")) input.authority = host;
+    if (requestBody.when(input)) {
       const bytes = ruleBody(requestBody, values);
       if (bytes) {
         // Read (and dropped) before the replacement goes: over the limit it is 413, as a

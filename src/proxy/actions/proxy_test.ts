@@ -89,3 +89,38 @@ Deno.test("a replaced request body over max_request_body gets 413, read only up 
   await waitFor(() => state.cancelled, { what: "the upload cancelled past the limit" });
   assert.ok(state.read <= 4, `read ${state.read} MiB`);
 });
+
+Deno.test("a request body rule's condition sees the Host a header rule set, else the authority", async () => {
+  const yaml = (set: string) =>
+    `health_check: { enabled: false }
+routes:
+  "/":
+    type: proxy
+    target: "http://10.1.1.1"
+    request_headers: { set: { ${set} } }
+    request_body:
+      condition: { has_header: { name: Host, value_matches: "^backend\\\\." } }
+      set_text: "replaced"`;
+  for (
+    const [set, host, want] of [
+      ["Host: backend.internal", "public.example", "replaced"],
+      ["X-A: b", "public.example", "sent"],
+      // The Host field beside an absolute-form target is not the authority (RFC 9112 §3.2.2).
+      ["X-A: b", "backend.example", "sent"],
+    ]
+  ) {
+    let sent = "";
+    const handler = handlerFor(yaml(set), (r) => {
+      sent = new TextDecoder().decode(r.body as Uint8Array);
+      return Promise.resolve(new Response("ok"));
+    });
+    const req = new Request("http://public.example/up", {
+      method: "POST",
+      body: "sent",
+      headers: { host: host },
+    });
+    const res = await handler(req, { ...info, protocol: "http/1.1" });
+    await res.body?.cancel();
+    assert.equal(sent, want, `${set}, Host: ${host}`);
+  }
+});
