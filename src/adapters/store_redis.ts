@@ -226,18 +226,18 @@ export function createRedisStore(opts: RedisStoreOptions): RedisRateLimitStore {
         const waiting = client.commandQueue.length + client.autoPipelineQueueSize;
         if (waiting >= maxWaiting) throw new Error(`not answering (${waiting} commands waiting)`);
         out = await fn.call(client, `${opts.prefix}${q.limiter}:${key}`, ...args);
+        // Something else on the port (a proxy, a "compatible" server) may answer otherwise: read
+        // as is, "+OK" was a refusal with `Retry-After: NaN` for every request, not on_error.
+        if (!isDecision(out)) {
+          throw new Error(`unexpected answer ${String(JSON.stringify(out)).slice(0, 80)}`);
+        }
       } catch (err) {
         let why = err instanceof Error ? err.message : String(err);
         // ioredis's words for "the connection dropped with this command sent" (no retries here).
         if (why.startsWith("Reached the max retries per request")) why = "connection lost";
         throw new Error(`Cannot reach Redis at "${shown}": ${why}`, { cause: err });
       }
-      return {
-        allowed: out[0] === 1,
-        remaining: Number(out[1]),
-        resetMs: Number(out[2]),
-        retryAfterMs: Number(out[3]),
-      };
+      return { allowed: out[0] === 1, remaining: out[1], resetMs: out[2], retryAfterMs: out[3] };
     },
     async close(): Promise<void> {
       await Promise.all(clients.map(async ({ c }) => {
@@ -248,6 +248,12 @@ export function createRedisStore(opts: RedisStoreOptions): RedisRateLimitStore {
       }));
     },
   };
+}
+
+/** True for the scripts' answer: [allowed 0|1, remaining, resetMs, retryAfterMs], integers ≥ 0. */
+function isDecision(out: unknown): out is [number, number, number, number] {
+  return Array.isArray(out) && out.length === 4 && (out[0] === 0 || out[0] === 1) &&
+    out.every((v) => Number.isSafeInteger(v) && v >= 0);
 }
 
 /** How long a connection may owe answers without Redis sending anything before it is replaced. */

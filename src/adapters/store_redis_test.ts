@@ -325,3 +325,97 @@ interopTest(
     }
   },
 );
+
+/**
+ * A TCP server that speaks enough RESP for ioredis to connect (INFO says "loading:0"; other
+ * commands get +OK) and answers the rate-limit scripts (EVALSHA, EVAL) with `script`'s reply.
+ */
+function startFakeRedis(script: string) {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const conns = new Set<Deno.Conn>();
+  const enc = new TextEncoder();
+  const serve = async (conn: Deno.Conn) => {
+    let buf = "";
+    const chunk = new Uint8Array(16_384);
+    try {
+      for (let n; (n = await conn.read(chunk)) !== null;) {
+        buf += new TextDecoder().decode(chunk.subarray(0, n));
+        // Each complete command: *N, then N × ($len, bytes).
+        for (;;) {
+          const lines = buf.split("\r\n");
+          const count = Number(lines[0].slice(1));
+          if (!lines[0].startsWith("*") || lines.length < 1 + 2 * count + 1) break;
+          const args = Array.from({ length: count }, (_, i) => lines[2 + 2 * i]);
+          buf = lines.slice(1 + 2 * count).join("\r\n");
+          const cmd = args[0].toUpperCase();
+          const info = "# Server\r\nredis_version:7.0.0\r\nloading:0\r\n";
+          const reply = cmd === "INFO"
+            ? `$${info.length}\r\n${info}\r\n`
+            : cmd === "EVALSHA" || cmd === "EVAL"
+            ? script
+            : "+OK\r\n";
+          await conn.write(enc.encode(reply));
+        }
+      }
+    } catch { /* closed */ }
+  };
+  const tasks: Promise<void>[] = [];
+  const accepting = (async () => {
+    for await (const conn of listener) {
+      conns.add(conn);
+      tasks.push(serve(conn));
+    }
+  })();
+  return {
+    url: `redis://127.0.0.1:${(listener.addr as Deno.NetAddr).port}`,
+    async [Symbol.asyncDispose]() {
+      listener.close();
+      await accepting;
+      for (const c of conns) {
+        try {
+          c.close();
+        } catch { /* closed */ }
+      }
+      await Promise.all(tasks);
+    },
+  };
+}
+
+Deno.test("createRedisStore: an answer that is not a decision fails (no NaN in the headers)", async () => {
+  const policy = policyOf("token_bucket", { requests: 5, periodMs: 1_000 });
+  const q = { limiter: "L", policy, now: 0, maxKeys: 10 };
+  for (
+    const reply of [
+      "+OK\r\n", // a status, as a proxy or another server in front of Redis may send
+      "*2\r\n:1\r\n:4\r\n", // too short
+      "*4\r\n:1\r\n$3\r\nabc\r\n:5\r\n:0\r\n", // not numbers
+      "*4\r\n:7\r\n:4\r\n:200\r\n:0\r\n", // allowed neither 0 nor 1
+      "*4\r\n:0\r\n:0\r\n:200\r\n:-5\r\n", // a negative wait
+    ]
+  ) {
+    await using fake = startFakeRedis(reply);
+    const store = createRedisStore({ url: fake.url, prefix: "g:", timeoutMs: 2_000 });
+    try {
+      await assert.rejects(
+        store.consume("a", q),
+        /Cannot reach Redis at "[^"]+": unexpected answer/,
+        JSON.stringify(reply),
+      );
+    } finally {
+      await store.close();
+    }
+  }
+  // The fake answers well-formed decisions as they are.
+  await using fake = startFakeRedis("*4\r\n:0\r\n:0\r\n:1500\r\n:1500\r\n");
+  const store = createRedisStore({ url: fake.url, prefix: "g:", timeoutMs: 2_000 });
+  try {
+    assert.deepEqual(await store.consume("a", q), {
+      allowed: false,
+      remaining: 0,
+      resetMs: 1_500,
+      retryAfterMs: 1_500,
+    });
+  } finally {
+    await store.close();
+  }
+});
