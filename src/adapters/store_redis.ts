@@ -211,7 +211,14 @@ export function createRedisStore(opts: RedisStoreOptions): RedisRateLimitStore {
     async consume(key: string, q: RateLimitQuery): Promise<RateLimitDecision> {
       const conn = clients[next++ % clients.length];
       const { c: client, first } = conn;
-      if (client.status !== "ready") await settleWithin(first, opts.timeoutMs);
+      // What the wait for the first connection took is not the command's to spend again:
+      // `timeout` bounds the whole decision (the two added up to twice the timeout).
+      let left = 0;
+      if (client.status !== "ready") {
+        const start = performance.now();
+        await settleWithin(first, opts.timeoutMs);
+        left = Math.max(1, opts.timeoutMs - (performance.now() - start));
+      }
       const p = q.policy;
       const fn = (client as unknown as Record<string, ScriptFn>)[`prox_${p.algorithm}`];
       const args = [String(p.requests), String(p.periodMs), String(p.burst)];
@@ -225,7 +232,8 @@ export function createRedisStore(opts: RedisStoreOptions): RedisRateLimitStore {
         // Sent and not answered, plus those batched for this tick's pipeline.
         const waiting = client.commandQueue.length + client.autoPipelineQueueSize;
         if (waiting >= maxWaiting) throw new Error(`not answering (${waiting} commands waiting)`);
-        out = await fn.call(client, `${opts.prefix}${q.limiter}:${key}`, ...args);
+        const sent = fn.call(client, `${opts.prefix}${q.limiter}:${key}`, ...args);
+        out = left > 0 ? await within(sent, left) : await sent;
         // Something else on the port (a proxy, a "compatible" server) may answer otherwise: read
         // as is, "+OK" was a refusal with `Retry-After: NaN` for every request, not on_error.
         if (!isDecision(out)) {
@@ -259,6 +267,20 @@ function isDecision(out: unknown): out is [number, number, number, number] {
 /** How long a connection may owe answers without Redis sending anything before it is replaced. */
 function deadAfterMs(timeoutMs: number): number {
   return Math.max(2_000, 10 * timeoutMs);
+}
+
+/** `p`, or a rejection as ioredis's own command timeout words it once `ms` have passed. */
+async function within<T>(p: Promise<T>, ms: number): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error("Command timed out")), ms);
+  });
+  p.catch(() => {}); // its own timeout still ends it (and frees its place in the queue) later
+  try {
+    return await Promise.race([p, late]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /** Waits for `p` but at most `ms`; never rejects. */

@@ -326,11 +326,14 @@ interopTest(
   },
 );
 
+const delay = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
 /**
  * A TCP server that speaks enough RESP for ioredis to connect (INFO says "loading:0"; other
- * commands get +OK) and answers the rate-limit scripts (EVALSHA, EVAL) with `script`'s reply.
+ * commands get +OK) and answers the rate-limit scripts (EVALSHA, EVAL) with `script`'s reply
+ * (never when null). `infoDelayMs` delays the answer to INFO, which ioredis waits for to be ready.
  */
-function startFakeRedis(script: string) {
+function startFakeRedis(script: string | null, opts: { infoDelayMs?: number } = {}) {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const conns = new Set<Deno.Conn>();
   const enc = new TextEncoder();
@@ -349,12 +352,13 @@ function startFakeRedis(script: string) {
           buf = lines.slice(1 + 2 * count).join("\r\n");
           const cmd = args[0].toUpperCase();
           const info = "# Server\r\nredis_version:7.0.0\r\nloading:0\r\n";
+          if (cmd === "INFO" && opts.infoDelayMs) await delay(opts.infoDelayMs);
           const reply = cmd === "INFO"
             ? `$${info.length}\r\n${info}\r\n`
             : cmd === "EVALSHA" || cmd === "EVAL"
             ? script
             : "+OK\r\n";
-          await conn.write(enc.encode(reply));
+          if (reply !== null) await conn.write(enc.encode(reply));
         }
       }
     } catch { /* closed */ }
@@ -415,6 +419,26 @@ Deno.test("createRedisStore: an answer that is not a decision fails (no NaN in t
       resetMs: 1_500,
       retryAfterMs: 1_500,
     });
+  } finally {
+    await store.close();
+  }
+});
+
+Deno.test("createRedisStore: a decision on a connection still opening waits `timeout` in all", async () => {
+  // Ready only after 70% of the timeout, then silent: the wait for the connection and the
+  // command's own timeout added up to 1.7 × timeout.
+  const timeoutMs = 1_000;
+  await using fake = startFakeRedis(null, { infoDelayMs: 700 });
+  const store = createRedisStore({ url: fake.url, prefix: "w:", timeoutMs });
+  const policy = policyOf("token_bucket", { requests: 5, periodMs: 1_000 });
+  try {
+    const t0 = performance.now();
+    await assert.rejects(
+      store.consume("a", { limiter: "L", policy, now: 0, maxKeys: 10 }),
+      /Cannot reach Redis at "[^"]+": .*timed out/,
+    );
+    const waited = performance.now() - t0;
+    assert.ok(waited < 1.4 * timeoutMs, `waited ${Math.round(waited)} ms`);
   } finally {
     await store.close();
   }
