@@ -35,9 +35,24 @@ function keepsMeaning(e: string | undefined, inClass: boolean): boolean {
 }
 
 /**
+ * The ASCII character an escape at `i` stands for (`\x2e`, `\u0041`, `\cJ`, `\0`) and the
+ * escape's length, or null: for ASCII, the `i` flag (without `u`) folds letters only.
+ */
+function asciiEscape(source: string, i: number): [string, number] | null {
+  const m = /^\\(?:x([0-7][0-9A-Fa-f])|u00([0-7][0-9A-Fa-f])|c([A-Za-z])|0(?![0-9]))/.exec(
+    source.slice(i, i + 6),
+  );
+  if (!m) return null;
+  const hex = m[1] ?? m[2];
+  const code = hex !== undefined ? parseInt(hex, 16) : m[3] ? m[3].charCodeAt(0) % 32 : 0;
+  return [String.fromCharCode(code), m[0].length];
+}
+
+/**
  * JavaScript regex source (compiled without `u`) that matches what `source` with the `i` flag
  * matches, without that flag; null when `source` holds what this does not rewrite (non-ASCII,
- * backreferences, `\x41`-style escapes, inline modifiers): it then keeps its `i` flag.
+ * backreferences, escapes of characters beyond ASCII, inline modifiers): it then keeps its `i`
+ * flag.
  */
 export function withoutIgnoreCase(source: string): string | null {
   // deno-lint-ignore no-control-regex
@@ -47,6 +62,13 @@ export function withoutIgnoreCase(source: string): string | null {
   while (i < source.length) {
     const c = source[i];
     if (c === "\\") {
+      const e = asciiEscape(source, i);
+      if (e !== null) {
+        const [ch, n] = e;
+        out += LETTER.test(ch) ? `[${ch}${otherCase(ch)}]` : source.slice(i, i + n);
+        i += n;
+        continue;
+      }
       if (!keepsMeaning(source[i + 1], false)) return null;
       out += source.slice(i, i + 2);
       i += 2;
@@ -67,9 +89,12 @@ export function withoutIgnoreCase(source: string): string | null {
       let extra = "";
       while (j < source.length && source[j] !== "]") {
         if (source[j] === "\\") {
-          if (!keepsMeaning(source[j + 1], true)) return null;
-          body += source.slice(j, j + 2);
-          j += 2;
+          const e = asciiEscape(source, j);
+          if (e !== null && LETTER.test(e[0])) extra += otherCase(e[0]);
+          else if (e === null && !keepsMeaning(source[j + 1], true)) return null;
+          const n = e === null ? 2 : e[1];
+          body += source.slice(j, j + n);
+          j += n;
           if (source[j] === "-" && source[j + 1] !== "]") return null; // an escape as range start
           continue;
         }

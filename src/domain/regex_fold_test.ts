@@ -40,6 +40,13 @@ Deno.test("withoutIgnoreCase matches what the i flag matches, for ASCII letters"
     "\\.\\[\\]",
     "[\\]a]",
     "[\\da-c]",
+    "\\x41",
+    "\\u0061b",
+    "x\\cJy",
+    "a\\0",
+    "\\x2e",
+    "[\\x41b]+",
+    "[^\\u0062\\x2e]",
   ];
   for (const src of sources) {
     const folded = withoutIgnoreCase(src);
@@ -54,7 +61,18 @@ Deno.test("withoutIgnoreCase matches what the i flag matches, for ASCII letters"
 
 Deno.test("withoutIgnoreCase leaves alone what it cannot rewrite exactly", () => {
   for (
-    const src of ["(a)\\1", "\\x41", "\\u0041", "\\k<n>", "é", "(?i:a)", "\\cA", "[\\x41-Z]", "\\q"]
+    const src of [
+      "(a)\\1",
+      "\\u00e9",
+      "\\x4",
+      "\\k<n>",
+      "é",
+      "(?i:a)",
+      "\\c1",
+      "[\\x41-Z]",
+      "\\q",
+      "\\01",
+    ]
   ) {
     assert.equal(withoutIgnoreCase(src), null, src);
   }
@@ -65,5 +83,10 @@ Deno.test("compileRegex drops the i flag of a (?i) regex it can spell in both ca
   assert.equal(re.flags, "");
   assert.ok(re.test("/RE/aAa"));
   assert.equal((compileRegex("(?i)(a)\\1") as RegExp).flags, "i");
+  // An escape of an ASCII character (`\x2e`, `\u0041`, `\cJ`, `\0`) is spelled out too: it kept
+  // the i flag, and with it `^/(a+)+\x2e$` ran for minutes on a hostile path.
+  for (const src of ["(?i)^/(a+)+\\x2e$", "(?i)^/(\\u0041+)+$", "(?i)^/(a+)+\\cJ$"]) {
+    assert.equal((compileRegex(src) as RegExp).flags, "", src);
+  }
   assert.match(compileRegex("(?i)[") as string, /^Invalid regular expression \/\(\?i\)\[\//);
 });
