@@ -116,9 +116,13 @@ const VARY: CompressDecision = { kind: "vary" };
 
 /** Decides whether and how a response is compressed under `policy`. */
 export function decideCompression(i: CompressInput, policy: CompressPolicy): CompressDecision {
-  // 1xx, 204 and 304 carry no content; a 206 is a range of the identity representation (a coding
-  // would have to apply to the whole of it); 101 hands the connection over.
-  if (i.status < 200 || i.status === 204 || i.status === 206 || i.status === 304) return SKIP;
+  // 1xx, 204, 205 and 304 carry no content (RFC 9110 §15.3.5, §15.3.6, §15.4.5); a 206 is a range
+  // of the identity representation (a coding would have to apply to the whole of it); 101 hands
+  // the connection over.
+  if (
+    i.status < 200 || i.status === 204 || i.status === 205 || i.status === 206 ||
+    i.status === 304
+  ) return SKIP;
   if (!i.hasBody && i.method !== "HEAD") return SKIP;
   if (i.contentType === null || !policy.types(mediaTypeOf(i.contentType))) return SKIP;
   return negotiate(i, policy);

@@ -43,6 +43,9 @@ Deno.test("decideCompression: no acceptable coding still varies; the response's 
   for (
     const over of [
       { status: 204 },
+      { status: 205 },
+      { status: 205, method: "HEAD", hasBody: false },
+      { status: 204, method: "HEAD", hasBody: false },
       { status: 206 },
       { status: 304 },
       { status: 101 },

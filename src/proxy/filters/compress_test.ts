@@ -33,9 +33,10 @@ function fakeEngines() {
 }
 
 function handlerFor(
-  body: () => ReadableStream<Uint8Array>,
+  body: () => ReadableStream<Uint8Array> | null,
   yaml = 'routes:\n  /: { type: proxy, target: "http://10.0.0.1", compress: { min_length: 0 } }\n',
   fields: Record<string, string> = {},
+  status = 200,
 ) {
   const { config, issues } = loadConfigText(`listen_addr: "127.0.0.1:0"\n${yaml}`, {
     file: "t.yaml",
@@ -51,6 +52,7 @@ function handlerFor(
       send: () =>
         Promise.resolve(
           new Response(body(), {
+            status,
             headers: { "content-type": "text/plain", etag: '"e"', ...fields },
           }),
         ),
@@ -66,8 +68,8 @@ function handlerFor(
   // The access line is written once the response is delivered: `delivered()` says when.
   let delivered = () => {};
   const completed = new Promise<void>((r) => delivered = r);
-  const get = (ae = "gzip", path = "/a") =>
-    handler(new Request(`http://x${path}`, { headers: { "accept-encoding": ae } }), {
+  const get = (ae = "gzip", path = "/a", method = "GET") =>
+    handler(new Request(`http://x${path}`, { method, headers: { "accept-encoding": ae } }), {
       ...info,
       completed,
     });
@@ -173,4 +175,19 @@ Deno.test("compression: the upstream's digests of the identity bytes are not sen
   const plain = await get("identity");
   for (const [name, v] of Object.entries(digests)) assert.equal(plain.headers.get(name), v, name);
   await plain.body?.cancel();
+});
+
+Deno.test("compression: a 205 has no content, also for HEAD (was a 500: a Response refuses one)", async () => {
+  // RFC 9110 §15.3.6: a 205 carries no content, so it gets no coding and no Vary.
+  const yaml =
+    'routes:\n  /: { type: proxy, target: "http://10.0.0.1", compress: { min_length: 0 } }\n';
+  const { get, engines } = handlerFor(() => null, yaml, {}, 205);
+  for (const method of ["GET", "HEAD"]) {
+    const res = await get("gzip", "/a", method);
+    assert.equal(res.status, 205, method);
+    assert.equal(res.headers.get("content-encoding"), null, method);
+    assert.equal(res.headers.get("vary"), null, method);
+    assert.equal(res.body, null, method);
+  }
+  assert.deepEqual(engines.log, []);
 });
