@@ -932,3 +932,37 @@ Deno.test("a preface not followed by SETTINGS is a PROTOCOL_ERROR (RFC 9113 §3.
     await ok.close();
   }
 });
+
+Deno.test("a GET or HEAD with a body gets 501 as on HTTP/1.1, with content-length or without; an empty one goes on", async () => {
+  let reached = 0;
+  await using up = await startUpstream(() => {
+    reached++;
+    return new Response("fine");
+  });
+  await using prox = await startProxy(config(up.url), { keepListen: true, tls: true });
+  const c = await RawH2.open(prox.port);
+  const hello = new TextEncoder().encode("hello");
+  const open = (id: number, method: string, extra: [string, string][] = []) => {
+    c.enc.begin().field(":method", method).field(":scheme", "https").field(":path", `/${id}`);
+    c.enc.field(":authority", "localhost");
+    for (const [n, v] of extra) c.enc.field(n, v);
+    c.out.headers(id, c.enc.block, false, 16384);
+  };
+  try {
+    open(1, "GET", [["content-length", "5"]]);
+    c.out.frame(FrameType.DATA, Flag.END_STREAM, 1, hello);
+    open(3, "GET");
+    c.out.frame(FrameType.DATA, Flag.END_STREAM, 3, hello);
+    open(5, "HEAD");
+    c.out.frame(FrameType.DATA, Flag.END_STREAM, 5, hello);
+    // A GET whose HEADERS did not end the stream, then an empty DATA: no body after all.
+    open(7, "GET");
+    c.out.frame(FrameType.DATA, Flag.END_STREAM, 7, new Uint8Array(0));
+    await c.flush();
+    await waitFor(() => [1, 3, 5, 7].every((id) => c.status(id)), { what: "four answers" });
+    assert.deepEqual([1, 3, 5, 7].map((id) => c.status(id)), ["501", "501", "501", "200"]);
+    assert.equal(reached, 1, "only the empty GET reached the upstream");
+  } finally {
+    await c.close();
+  }
+});

@@ -193,15 +193,18 @@ export async function proxyAction(
     // Only chunked is decoded on the way in; another coding would go upstream unlabelled.
     throw new ProxyError("not_implemented", `Unsupported Transfer-Encoding "${te.slice(0, 40)}"`);
   }
-  if (body === null && (length > 0 || te !== null)) {
-    // The Fetch API gives a GET or HEAD request no body, even one the client sent. Its
-    // Content-Length must not go upstream without it: the upstream would take the next request
-    // on the connection as the rest of this one.
-    throw new ProxyError(
+  // The Fetch API gives a GET or HEAD request no body, even one the client sent, so on
+  // Deno.serve and Prox's HTTP/1.1 engine it cannot be forwarded with it; Prox's HTTP/2 and
+  // HTTP/3 engines would have it. Refused on every listener alike rather than passed on by some.
+  const bodiless = ctx.req.method === "GET" || ctx.req.method === "HEAD";
+  const refuseBody = () =>
+    new ProxyError(
       "not_implemented",
       `A ${ctx.req.method} request with a body cannot be forwarded`,
     );
-  }
+  // Its Content-Length must not go upstream without it either: the upstream would take the next
+  // request on the connection as the rest of this one.
+  if ((body === null || bodiless) && (length > 0 || te !== null)) throw refuseBody();
 
   const compiled = ctx.route!;
   if (body instanceof ReadableStream && length < 0 && te === null) {
@@ -209,6 +212,13 @@ export async function proxyAction(
     // that carries a Host field passes for HTTP/1.1 (protocolOf).
     const known = ctx.info.protocol === "http/1.1";
     body = await nullIfEmpty(body, { idleMs: compiled.timeouts.idle, known });
+  }
+  if (bodiless && body !== null) {
+    if (body instanceof ReadableStream || body.byteLength > 0) {
+      if (body instanceof ReadableStream) body.cancel().catch(() => {});
+      throw refuseBody();
+    }
+    body = null;
   }
   const { requestBody } = compiled.rules;
   const headerRule = requestHeaderRule(ctx);
