@@ -24,12 +24,15 @@ import { applyHeaderRules, placeholderValues } from "./filters/rules.ts";
 export const SAFE: ReadonlySet<string> = new Set(["GET", "HEAD", "OPTIONS"]);
 
 /**
- * Whether a GET or HEAD carries a body: Prox's own HTTP/2 engine hands a GET's DATA on, and apps
- * that merge body and query parameters answer by it. The body is no part of the key, so such a
- * request passes the cache by (else its answer would be stored for every GET of the URL: a "fat
- * GET" poisons the entry). A body that came whole and empty is none.
+ * Whether a GET or HEAD carries a body (declared by its head, or there): apps that merge body and
+ * query parameters answer by it, and the body is no part of the key. Such a request passes the
+ * cache by to the proxy action, which refuses it (501) on every listener, rather than being
+ * answered from the store for the URL. A body that came whole and empty is none.
  */
 export function carriesBody(ctx: RequestContext): boolean {
+  // Deno.serve gives a GET no body even when its head declares one: the head says so then.
+  const length = ctx.req.headers.get("content-length");
+  if ((length !== null && length !== "0") || ctx.req.headers.has("transfer-encoding")) return true;
   if (ctx.body !== undefined) return ctx.body.byteLength > 0;
   const raw = (ctx.req as { [RAW_BODY]?: Uint8Array })[RAW_BODY];
   if (raw !== undefined) return raw.byteLength > 0;
