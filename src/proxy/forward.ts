@@ -125,9 +125,11 @@ export async function forward(
       const e = toProxyError(err, id);
       const reason = retryReason(e, ctx.req, pool.retries);
       let more = attempt < pool.retries.attempts && body.replayable;
+      // Any timeout, a connect timeout ("unsent") included: a blackholed target hangs every
+      // connect as a hung one hangs every request.
       const untriedOnly = reason === "reset"
         ? !e.staleConnection
-        : reason === "timeout" && !PER_TRY.has(e);
+        : e.kind === "timeout" && !PER_TRY.has(e);
       if (reason && more && untriedOnly) {
         // Only to a target not tried yet: a hung target (a proxy route's only one) would make the
         // client wait a timeout per attempt, three times the configured one by default, and a

@@ -152,6 +152,22 @@ Deno.test("forward: a connect timeout with nothing sent is retried for POST too"
   assert.equal(full.calls.length, 1);
 });
 
+Deno.test("forward: a connect timeout is retried only on a target the request has not tried", async () => {
+  // A blackholed target (its host gone, a firewall dropping SYNs) is a hung target: the client
+  // waited one connect timeout per attempt on a proxy route's lone target, three by default.
+  const connectTimeout = (req: UpstreamRequest) =>
+    new ProxyError("timeout", `Cannot connect to "${req.origin.origin}" within 1 ms`, {
+      sentNothing: true,
+    });
+  const alone = setup(`type: proxy\ntarget: "${A}"`, connectTimeout);
+  assert.equal((await alone.call({ method: "POST", body: "x" })).status, 504);
+  assert.deepEqual(alone.calls.map((c) => c.origin), [A], "the lone target once, not three times");
+  const two = setup(`type: load_balance\ntargets: ["${A}", "${B}"]`, connectTimeout);
+  await two.call();
+  assert.deepEqual(two.calls.map((c) => c.origin), [A, B]);
+  assert.deepEqual(two.retries, ["unsent"]);
+});
+
 Deno.test("forward: POST with Idempotency-Key is retried after a reset when opted in", async () => {
   const s = setup(
     lb("retries: { idempotency_key: true }"),
