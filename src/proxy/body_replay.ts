@@ -74,7 +74,7 @@ const BLOCK = 16 * 1024;
  * 64 KiB buffer of its own, so keeping a client's 1-byte chunks kept 64 KiB each: a chunked
  * upload of 5,000 such chunks (30 KB on the wire) took 240 MiB, one of 64 KiB about 4 GiB. Small
  * chunks are copied into blocks of 16 KiB instead; larger ones are kept as they came (at most
- * REPLAY_CAP / SMALL of them).
+ * REPLAY_CAP / SMALL of them) unless their buffer is more than twice their size.
  */
 class KeptChunks {
   readonly chunks: Uint8Array[] = [];
@@ -84,7 +84,9 @@ class KeptChunks {
   push(c: Uint8Array): void {
     this.size += c.byteLength;
     if (c.byteLength >= SMALL) {
-      this.chunks.push(c);
+      // A view of a buffer over twice its size (Deno's 64 KiB one behind a 4 KiB read) would
+      // keep all of it: copied to its own size instead.
+      this.chunks.push(2 * c.byteLength >= c.buffer.byteLength ? c : c.slice());
       this.#block = null;
       return;
     }
