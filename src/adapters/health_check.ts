@@ -184,6 +184,9 @@ export function startHealthChecks(
         if (!ok) reason = `body does not match ${job.bodyMatch}`;
       } else await res.body?.cancel();
     } catch (err) {
+      // A failure after a good status (the body_match read timed out, or the body was cut) fails
+      // the probe too: a target that hangs or dies mid-answer is not healthy.
+      ok = false;
       // The client's errors say what failed (connect, reset, a malformed answer…).
       reason = timedOut
         ? `no answer within ${job.timeoutMs} ms`

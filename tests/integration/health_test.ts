@@ -6,6 +6,7 @@ import { startProxy } from "./_proxy.ts";
 import { silentLogger } from "../../src/ports.ts";
 import { startServer } from "../../src/server.ts";
 import { Backend, recordingLogger } from "./_backend.ts";
+import { rawServer, readRequest, write } from "../_upstream_peers.ts";
 
 Deno.test("health_check: method, per-target path, expected status and body match", async () => {
   const seen: string[] = [];
@@ -739,4 +740,33 @@ routes:
   assert.ok(gaps.every((g) => g >= 500), `probes about a second apart, not without pause: ${gaps}`);
   const res = await fetch(`${prox.url}/x`);
   assert.equal(await res.text(), "app");
+});
+
+Deno.test("health_check: a probe whose body does not arrive in time, or fails, is a failed probe", async () => {
+  // The status came first (200 expected), then the body_match read failed: the probe counted as
+  // passed, so a target that hung or died mid-answer stayed up.
+  await using hangs = await startUpstream(() =>
+    new Response(
+      new ReadableStream({
+        start: (c) => c.enqueue(new TextEncoder().encode("o")),
+      }),
+    )
+  );
+  // Closes the connection 1 byte into a 2-byte body.
+  await using dies = rawServer(async (c) => {
+    if (await readRequest(c) !== null) {
+      await write(c, "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\no");
+    }
+  });
+  await using prox = await startProxy(`
+health_check: { interval_secs: 60, timeout_secs: 1, body_match: "^ok$" }
+routes:
+  "/a": { type: proxy, target: "${hangs.url}" }
+  "/b": { type: proxy, target: "${dies.url}" }
+`);
+  const status = (id: string) => prox.server.upstreams.list().find((u) => u.id === id)?.status;
+  const probed = (id: string) => status(id) === "up" || status(id) === "down";
+  await waitFor(() => probed(hangs.url) && probed(dies.url), { what: "the first probes' results" });
+  assert.equal(status(hangs.url), "down", "no body within timeout_secs");
+  assert.equal(status(dies.url), "down", "the body failed");
 });
