@@ -9,7 +9,7 @@ import { createHandler } from "./pipeline.ts";
 import { buildSnapshot } from "./snapshot.ts";
 import { createUpstreamRegistry } from "./state.ts";
 import { REPLAY_CAP } from "./body_replay.ts";
-import { healthCheckKey } from "./pool.ts";
+import { healthCheckKey, stickyPolicy } from "./pool.ts";
 
 const A = "http://10.0.0.1:8080";
 const B = "http://10.0.0.2:8080";
@@ -403,4 +403,20 @@ Deno.test("forward: consistent_hash treats an empty key as no key", async () => 
   const s = setup(lb("strategy: consistent_hash\nhash_on: { type: header, name: x-user }"), ok);
   const none = (await s.call()).text; // no key: the injected random source picks
   assert.equal((await s.call({ headers: { "x-user": "" } })).text, none);
+});
+
+Deno.test("sticky: a max_age under a second does not set Max-Age=0, which deletes the cookie", () => {
+  // Max-Age=0 tells the browser to drop the cookie at once (RFC 6265 §5.2.2): no client could
+  // keep its target, and every answer set the cookie again.
+  const attrs = (max_age: number) =>
+    stickyPolicy("/", [A], {
+      cookie: "srv",
+      max_age,
+      path: "/",
+      same_site: "lax",
+      http_only: true,
+    })!.attributes;
+  assert.equal(attrs(0), "; Path=/; HttpOnly; SameSite=Lax", "0s: a session cookie, as unset");
+  assert.equal(attrs(500), "; Path=/; Max-Age=1; HttpOnly; SameSite=Lax");
+  assert.equal(attrs(3_600_000), "; Path=/; Max-Age=3600; HttpOnly; SameSite=Lax");
 });

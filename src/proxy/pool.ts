@@ -83,7 +83,9 @@ export function stickyPolicy(
     ? { cookie: "prox_sticky", path: "/", same_site: "lax", http_only: true }
     : spec;
   let attributes = `; Path=${o.path}`;
-  if (o.max_age !== undefined) attributes += `; Max-Age=${Math.floor(o.max_age / 1000)}`;
+  // Max-Age=0 would delete the cookie at once: 0s is a session cookie (as Traefik's maxAge 0),
+  // and a part of a second counts as a whole one.
+  if (o.max_age) attributes += `; Max-Age=${Math.ceil(o.max_age / 1000)}`;
   if (o.http_only) attributes += "; HttpOnly";
   attributes += `; SameSite=${o.same_site[0].toUpperCase()}${o.same_site.slice(1)}`;
   return {
