@@ -132,6 +132,30 @@ Deno.test("accept_proxy_protocol: a sender without a valid header is closed unan
   assert.equal(warnings.length, 1, "the next ones within 10 s are counted, not logged");
 });
 
+Deno.test("accept_proxy_protocol: timeout 0s waits without limit, and one past 24.8 days as long as a timer can (neither closes every connection at once)", async () => {
+  await using up = await xffUpstream();
+  for (const timeout of ["0s", "30d"]) {
+    await using prox = await startProxy(
+      config(up.url).replace("timeout: 300ms", `timeout: ${timeout}`),
+    );
+    const c = await Deno.connect({ hostname: "127.0.0.1", port: prox.port });
+    try {
+      await c.write(enc.encode("PROXY TCP4 192.0.2.1 "));
+      // Whole exchanges on other connections, accepted after this one, until a few milliseconds
+      // have passed: a timer that was to close it (0 ms, or 1 ms for an overflowed delay) has run.
+      const since = performance.now();
+      while (performance.now() - since < 5) {
+        assert.match(await exchange(prox.port, proxyHeader("v2", null), GET), /^HTTP\/1\.1 200 /);
+      }
+      await c.write(enc.encode("127.0.0.1 5 443\r\n" + GET));
+      const got = await readFrom(c);
+      assert.ok(got.endsWith("\r\n\r\n192.0.2.1"), `${timeout}: ${JSON.stringify(got)}`);
+    } finally {
+      c.close();
+    }
+  }
+});
+
 Deno.test("accept_proxy_protocol: peers not in from send no header and are served as themselves", async () => {
   await using up = await xffUpstream();
   await using prox = await startProxy(config(up.url, '["10.0.0.0/8"]'));

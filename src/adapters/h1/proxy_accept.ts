@@ -7,10 +7,12 @@ import type { Cidr } from "../../domain/ip.ts";
 import { readProxyHeader, V2_MAX } from "../../domain/proxy_protocol_parse.ts";
 import { socketReader } from "../socket_read.ts";
 import { unmapped } from "../http_serve.ts";
+import { timerDelay } from "../../config/duration.ts";
 
 /** The listener's setting: who sends the header, and how long it may take. */
 export interface AcceptProxyProtocol {
   from: readonly Cidr[];
+  /** 0: no limit (`0s`, as for the other connection timeouts). */
   timeoutMs: number;
 }
 
@@ -28,7 +30,7 @@ export interface Proxied {
 
 /**
  * Reads the header at the start of `conn`: what it says, or why there is none (the caller closes
- * the connection then). Gives up after `timeoutMs`, closing `conn`.
+ * the connection then). Gives up after `timeoutMs` (0: never), closing `conn`.
  */
 export async function readProxied(conn: Deno.Conn, timeoutMs: number): Promise<Proxied | string> {
   const read = socketReader(conn);
@@ -36,12 +38,16 @@ export async function readProxied(conn: Deno.Conn, timeoutMs: number): Promise<P
   let buf = new Uint8Array(256);
   let end = 0;
   let late = false;
-  const timer = setTimeout(() => {
-    late = true;
-    try {
-      conn.close();
-    } catch { /* closed already */ }
-  }, timeoutMs);
+  // `0s` is no limit, and a delay past a timer's range (24.8 days) is its longest: setTimeout
+  // would run either at once, closing every connection before its header came.
+  const timer = timeoutMs > 0
+    ? setTimeout(() => {
+      late = true;
+      try {
+        conn.close();
+      } catch { /* closed already */ }
+    }, timerDelay(timeoutMs))
+    : undefined;
   try {
     for (;;) {
       const r = readProxyHeader(buf, end);
