@@ -107,11 +107,16 @@ function readV2(buf: Uint8Array, end: number): ProxyHeaderRead {
   if (cmd === 0) return { kind: "header", size, source: null };
   const family = buf[13] >> 4;
   const transport = buf[13] & 0x0f;
-  if (transport > 2 || family > 3) {
+  // The listed values only: UNSPEC (0x00), or a family with STREAM or DGRAM; others (0x10, 0x01,
+  // …) must be rejected (§2.2).
+  if (transport > 2 || family > 3 || (family === 0) !== (transport === 0)) {
     return { kind: "bad", reason: "v2 header with an unknown address family or transport" };
   }
-  // AF_UNSPEC and AF_UNIX say nothing of an IP client: the connection's own address stands.
-  if (family !== 1 && family !== 2) return { kind: "header", size, source: null };
+  // AF_UNSPEC and AF_UNIX say nothing of an IP client, nor does a UDP flow of this TCP connection
+  // (HAProxy keeps the connection's address for it too): the connection's own address stands.
+  if ((family !== 1 && family !== 2) || transport !== 1) {
+    return { kind: "header", size, source: null };
+  }
   const n = family === 1 ? 4 : 16;
   if (len < 2 * n + 4) return { kind: "bad", reason: "v2 header too short for its addresses" };
   const addr = new Uint8Array(16);

@@ -66,6 +66,15 @@ Deno.test("readProxyHeader refuses what is no PROXY header or breaks its grammar
   bad(v2(0x22, 0x11, 12), /unknown command/);
   bad(v2(0x21, 0x41, 12), /unknown address family/);
   bad(v2(0x21, 0x13, 12), /unknown address family or transport/);
+  // Values of the family-and-transport byte the spec does not list must be rejected (§2.2): an
+  // IP family without its transport, a transport without its family.
+  for (const fam of [0x10, 0x20, 0x30, 0x01, 0x02]) {
+    bad(v2(0x21, fam, 36), /unknown address family or transport/);
+  }
+  // UDP names the client of no TCP connection: the connection's own address stands (as HAProxy).
+  for (const fam of [0x12, 0x22]) {
+    assert.deepEqual(read(v2(0x21, fam, 36)), { kind: "header", size: 52, source: null });
+  }
   bad(v2(0x21, 0x11, 8), /too short/);
   bad(v2(0x21, 0x21, 12), /too short/);
   bad(v2(0x21, 0x11, V2_MAX), /longer than 4096/);
