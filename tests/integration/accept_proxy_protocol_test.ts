@@ -132,6 +132,25 @@ Deno.test("accept_proxy_protocol: a sender without a valid header is closed unan
   assert.equal(warnings.length, 1, "the next ones within 10 s are counted, not logged");
 });
 
+Deno.test("accept_proxy_protocol: a header still on its way when Prox shuts down (or a reload replaces the listener) is no balancer's fault to warn about", async () => {
+  await using up = await xffUpstream();
+  const { warnings, logger } = recorder();
+  const prox = await startProxy(config(up.url).replace("timeout: 300ms", "timeout: 60s"), {
+    logger,
+  });
+  const c = await Deno.connect({ hostname: "127.0.0.1", port: prox.port });
+  try {
+    await c.write(enc.encode("PROXY TCP4 192.0.2.1 "));
+    // A whole exchange on a connection accepted after it: this one's header is being read.
+    assert.match(await exchange(prox.port, proxyHeader("v2", null), GET), /^HTTP\/1\.1 200 /);
+    await prox.server.shutdown();
+    assert.equal(await readFrom(c), "");
+  } finally {
+    c.close();
+  }
+  assert.deepEqual(warnings, []);
+});
+
 Deno.test("accept_proxy_protocol: timeout 0s waits without limit, and one past 24.8 days as long as a timer can (neither closes every connection at once)", async () => {
   await using up = await xffUpstream();
   for (const timeout of ["0s", "30d"]) {

@@ -449,6 +449,9 @@ export function listenH1(
     }
     if (typeof got === "string") {
       closeQuietly(conn);
+      // Closed by the listener's own shutdown or close (a reload replacing it, a certificate
+      // rotation): no fault of the balancer's.
+      if (closed) return;
       // A misconfigured balancer fails every connection: one line per 10 s, with the count.
       const now = Date.now();
       if (now < ppFailures.until) ppFailures.suppressed++;
