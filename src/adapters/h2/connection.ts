@@ -188,6 +188,8 @@ export class H2Connection {
   #unacked = 0;
   #writing = false;
   #flushQueued = false;
+  /** Streams whose RST_STREAM NO_ERROR goes out once the frames queued before it are written. */
+  #lateResets: number[] = [];
   /** Answers waiting for the writes to drain below WRITE_HIGH. */
   #drainWaiters: Array<() => void> = [];
   /** Streams waiting for connection-level window. */
@@ -719,8 +721,14 @@ export class H2Connection {
   /** The stream's work is over: it leaves the map once both sides ended. */
   #finish(s: Stream): void {
     if (!s.remoteEnded) {
-      // The answer is complete while the client still sends: it may stop (RFC 9113 §8.1).
-      if (!s.reset) this.#resetStream(s.id, ErrorCode.NO_ERROR);
+      // The answer is complete while the client still sends: it may stop (RFC 9113 §8.1). The
+      // RST_STREAM goes in a write after the answer's: in the same one, curl (7.88) took it for
+      // the stream failing before it had handed the answer on (error 92).
+      if (!s.reset) {
+        s.localEnded = true;
+        this.#lateResets.push(s.id);
+        this.#flush();
+      }
       this.#dropBody(s);
       s.remoteEnded = true;
     }
@@ -1121,7 +1129,13 @@ export class H2Connection {
     if (this.#writing || this.#closed) return;
     this.#writing = true;
     try {
-      while (this.#out.length > 0) {
+      while (this.#out.length > 0 || this.#lateResets.length > 0) {
+        if (this.#out.length === 0) {
+          for (const id of this.#lateResets) {
+            this.#out.u32(FrameType.RST_STREAM, id, ErrorCode.NO_ERROR);
+          }
+          this.#lateResets = [];
+        }
         const out = this.#out.take();
         this.#writeSince = Date.now();
         for (let off = 0; off < out.length;) {
