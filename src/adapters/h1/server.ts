@@ -1252,8 +1252,9 @@ async function writeResponse(
       else left.addEventListener("abort", cancel, { once: true });
     }
     let chunk: ReadableStreamReadResult<Uint8Array>;
+    let next: Promise<ReadableStreamReadResult<Uint8Array>> | undefined;
     try {
-      const next = reader.read();
+      next = reader.read();
       if (out.size > 0 && (await Promise.race([next, afterIo()])) === AFTER_IO) {
         // The next part is not there yet: what is held goes now.
         await out.flush();
@@ -1261,6 +1262,8 @@ async function writeResponse(
       chunk = await next;
     } catch (err) {
       if (err instanceof WriteFailed) {
+        // The read still pending settles when the body is cancelled; nobody waits for it.
+        next?.catch(() => {});
         reader.cancel(err.cause).catch(() => {});
         throw err.cause;
       }
