@@ -192,6 +192,9 @@ async function serveFile(
   if (file.st.mtime !== null) {
     const lm = opts.now !== undefined && file.st.mtime > opts.now ? opts.now : file.st.mtime;
     fields.push(["last-modified", httpDate(lm)]);
+    // Capped at now, it is dated by the answer's own Date: Deno.serve's Date field is refreshed
+    // once a second and may still name the second before.
+    if (lm === opts.now) fields.push(["date", httpDate(lm)]);
   }
   if (opts.cacheControl && opts.status === 200) fields.push(["cache-control", opts.cacheControl]);
   const vary = opts.precompressed
