@@ -7,6 +7,7 @@ import { startProxy } from "./_proxy.ts";
 import { readFrom } from "./_raw_client.ts";
 import { proxyHeader } from "../../src/domain/proxy_protocol.ts";
 import { silentLogger } from "../../src/ports.ts";
+import { relayBufferBytes } from "../../src/adapters/h1/server.ts";
 
 const enc = new TextEncoder();
 
@@ -232,6 +233,32 @@ Deno.test("accept_proxy_protocol with TLS: the header comes before the handshake
   } finally {
     client.close();
   }
+});
+
+Deno.test("accept_proxy_protocol with TLS: a relayed connection that goes quiet after a large answer holds only its small relay buffers", async () => {
+  const big = "x".repeat(20 * 1024);
+  await using up = await startUpstream(() => new Response(big));
+  await using prox = await startProxy(tlsConfig(up.url), { keepListen: true, tls: true });
+  const caCerts = [await Deno.readTextFile(`${TLS}/ca.pem`)];
+  const idle = relayBufferBytes();
+  const tcp = await Deno.connect({ hostname: "127.0.0.1", port: prox.port });
+  await tcp.write(proxyHeader("v1", addrs("203.0.113.7", 4242)));
+  const c = await Deno.startTls(tcp, { hostname: "localhost", caCerts });
+  try {
+    for (let i = 0; i < 3; i++) {
+      await c.write(enc.encode("GET /a HTTP/1.1\r\nHost: a.test\r\n\r\n"));
+      const got = await readFrom(c, new RegExp(`\r\n\r\nx{${big.length}}$`));
+      assert.match(got, /^HTTP\/1\.1 200 /);
+    }
+    // The connection is kept open and quiet: each direction's relay is back to its 2 KiB buffer
+    // (the answer came in reads of up to 32 KiB).
+    await waitFor(() => relayBufferBytes() === idle + 2 * 2048, {
+      what: `relay buffers back to 2 × 2 KiB (${relayBufferBytes() - idle} bytes held)`,
+    });
+  } finally {
+    c.close();
+  }
+  await waitFor(() => relayBufferBytes() === idle, { what: "relay buffers released" });
 });
 
 interopTest("accept_proxy_protocol with TLS: curl --haproxy-protocol gets HTTP/2 by ALPN", [

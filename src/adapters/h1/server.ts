@@ -78,11 +78,21 @@ const LAST_LOOK_MS = 50;
 export const HEAD_GRACE_MS = 1000;
 /**
  * Relay buffer per direction: a read waiting for a paused stream (an idle keep-alive connection,
- * a WebSocket between messages) holds the small one; reads that fill their buffer move up to the
- * large one while bytes keep coming.
+ * a WebSocket between messages) holds the small one; a read that fills it moves the next ones to
+ * a large one, kept while reads fill it. A read that does not (the sender paused, or the stream
+ * ended a burst) hands the large one back to a shared spare list, so a connection that goes quiet
+ * holds only the small one whatever it last carried.
  */
 const RELAY_MIN = 2 * 1024;
 const RELAY_MAX = 32 * 1024;
+/** Large relay buffers kept for the next burst of any relay (at most 16 × 32 KiB). */
+const relaySpares: Uint8Array[] = [];
+const RELAY_SPARES = 16;
+let relayBytes = 0;
+/** Bytes of relay buffers that relays hold now, spares not included (for tests and /status). */
+export function relayBufferBytes(): number {
+  return relayBytes;
+}
 const NO_BYTES = new Uint8Array(0);
 /** The most a streamed request body's read takes from the socket at once. */
 const BODY_CHUNK = 64 * 1024;
@@ -1408,21 +1418,29 @@ async function writeAll(write: SocketWrite, bytes: Uint8Array): Promise<void> {
  */
 async function pipe(from: Deno.Conn, to: Deno.Conn, halfClose: boolean): Promise<void> {
   const small = new Uint8Array(RELAY_MIN);
-  let buf = small;
-  const read = socketReader(from); // (buf is never empty: 0 is the end of the stream)
+  let large: Uint8Array | null = null;
+  relayBytes += RELAY_MIN;
+  const read = socketReader(from); // (the buffer is never empty: 0 is the end of the stream)
   const write = socketWriter(to);
   const turn: Reader = { turnEnds: -1, slot: -1 };
   try {
     for (;;) {
       const wait = readGate.enter(turn);
       if (wait !== undefined) await wait;
+      const buf: Uint8Array = large ?? small;
       const n = await read(buf);
       if (n === 0) break;
       await writeAll(write, buf.subarray(0, n));
       readGate.leave(turn);
       if (n === buf.length) {
-        if (buf.length < RELAY_MAX) buf = new Uint8Array(buf.length * 4);
-      } else if (n < RELAY_MIN) buf = small;
+        if (large === null) {
+          large = relaySpares.pop() ?? new Uint8Array(RELAY_MAX);
+          relayBytes += RELAY_MAX;
+        }
+      } else if (large !== null) {
+        giveBack(large);
+        large = null;
+      }
     }
     readGate.leave(turn);
     if (halfClose) await to.closeWrite();
@@ -1432,7 +1450,14 @@ async function pipe(from: Deno.Conn, to: Deno.Conn, halfClose: boolean): Promise
     closeQuietly(to);
   } finally {
     readGate.leave(turn);
+    relayBytes -= RELAY_MIN;
+    if (large !== null) giveBack(large);
   }
+}
+
+function giveBack(large: Uint8Array): void {
+  relayBytes -= RELAY_MAX;
+  if (relaySpares.length < RELAY_SPARES) relaySpares.push(large);
 }
 
 function closeQuietly(c: { close(): void }): void {
