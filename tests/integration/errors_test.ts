@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 import { ROOT, startUpstream, waitFor } from "../_harness.ts";
 import { silentLogger } from "../../src/ports.ts";
 import { proxyRoute, startProxy } from "./_proxy.ts";
+import { recordingLogger } from "./_ws.ts";
 
 Deno.test("an upstream that never answers gets 504 after response_header", async () => {
   const release = Promise.withResolvers<void>();
@@ -369,4 +370,48 @@ routes:
     access.map((l) => l.error),
     ["connection_refused", "dns_error", "destination_not_found", null],
   );
+});
+
+Deno.test("a refused connection is retried on another target, a POST included; a lone target gets it again", async () => {
+  const bodies: string[] = [];
+  await using up = await startUpstream(async (req) => {
+    bodies.push(await req.text());
+    return new Response("ok");
+  });
+  const dead = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const deadPort = (dead.addr as Deno.NetAddr).port;
+  dead.close();
+  const logger = recordingLogger();
+  await using prox = await startProxy(
+    `
+health_check: { enabled: false }
+passive_health: { enabled: false }
+routes:
+  "/lb":
+    type: load_balance
+    strategy: first
+    targets: ["http://127.0.0.1:${deadPort}", "${up.url}"]
+    retries: { attempts: 1 }
+  "/lone": { type: proxy, target: "http://127.0.0.1:${deadPort}", retries: { attempts: 2 } }
+`,
+    { logger },
+  );
+  for (let i = 0; i < 3; i++) {
+    const res = await fetch(`${prox.url}/lb`, { method: "POST", body: `post ${i}` });
+    assert.equal(res.status, 200);
+    assert.equal(await res.text(), "ok");
+  }
+  assert.deepEqual(bodies, ["post 0", "post 1", "post 2"]);
+  const res = await fetch(`${prox.url}/lone`);
+  await res.body?.cancel();
+  assert.equal(res.status, 502);
+  // Nowhere else to go: the lone target was tried again, attempts times (a restarting backend).
+  const retries = logger.records.filter((r) => r.msg === "Retrying upstream request");
+  assert.deepEqual(retries.map((r) => [r.route, r.reason]), [
+    ["/lb", "connect"],
+    ["/lb", "connect"],
+    ["/lb", "connect"],
+    ["/lone", "connect"],
+    ["/lone", "connect"],
+  ]);
 });
