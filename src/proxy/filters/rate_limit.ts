@@ -106,8 +106,16 @@ export function compileRateLimit(
 export function policyField(policy: RateLimitPolicy, opts: { name?: string } = {}): string {
   const w = Math.max(1, Math.ceil(policy.periodMs / 1000));
   const q = Math.floor((policy.requests * w * 1000) / policy.periodMs);
-  const burst = policy.burst !== policy.requests ? `;prox-burst=${policy.burst}` : "";
-  return `"${opts.name ?? "default"}";q=${q};w=${w}${burst}`;
+  const burst = policy.burst !== policy.requests ? `;prox-burst=${sfInt(policy.burst)}` : "";
+  return `"${opts.name ?? "default"}";q=${sfInt(q)};w=${sfInt(w)}${burst}`;
+}
+
+/** Largest Structured Field integer (RFC 9651 §3.3.1: 15 digits); past it, a client drops the field. */
+const SF_INT_MAX = 999_999_999_999_999;
+
+/** `n` as a Structured Field integer: a quota or time beyond 15 digits is as good as unlimited. */
+function sfInt(n: number): number {
+  return Math.min(n, SF_INT_MAX);
 }
 
 /** `RateLimit` value (§4.1): remaining quota `r` and effective window `t` in seconds. */
@@ -116,7 +124,7 @@ export function limitField(
   seconds: number,
   opts: { name?: string } = {},
 ): string {
-  return `"${opts.name ?? "default"}";r=${remaining};t=${seconds}`;
+  return `"${opts.name ?? "default"}";r=${sfInt(remaining)};t=${sfInt(seconds)}`;
 }
 
 /** The client key for a request, or null when the configured source is absent. */

@@ -42,6 +42,20 @@ Deno.test("policyField announces q per whole-second window, rescaling sub-second
   assert.equal(limitField(3, 7), '"default";r=3;t=7');
 });
 
+Deno.test("policyField and limitField keep to structured-field integers (15 digits at most)", () => {
+  // RFC 9651 §3.3.1: a client's parser refuses a longer integer, and with it the whole field.
+  const huge = policyOf("token_bucket", { requests: 5e15, periodMs: 1_000, burst: 2e15 });
+  assert.equal(policyField(huge), '"default";q=999999999999999;w=1;prox-burst=999999999999999');
+  // A sub-second period scales a quota under 10^15 past it.
+  const fast = policyOf("gcra", { requests: 1e14, periodMs: 1 });
+  assert.equal(policyField(fast), '"default";q=999999999999999;w=1');
+  assert.equal(limitField(4e15, 7), '"default";r=999999999999999;t=7');
+  // A very long period (days of digits) has its window clamped too.
+  const slow = policyOf("fixed_window", { requests: 1, periodMs: 1e20 });
+  assert.equal(policyField(slow), '"default";q=1;w=999999999999999');
+  assert.equal(limitField(0, 1e17), '"default";r=0;t=999999999999999');
+});
+
 Deno.test("compileRateLimit ids change with the limit's shape, not with its response", () => {
   const base = compileRateLimit("/api", cfg({}));
   assert.equal(compileRateLimit("/api", cfg({ message: "x", status_code: 503 })).id, base.id);
