@@ -51,6 +51,10 @@ export function parseDuration(text: string): number | string {
     pos = PART.lastIndex;
     while (s[pos] === " ") pos++;
   }
+  // Beyond 2^53 ms a value is Infinity or prints as 1e+21 (HSTS max-age, Max-Age attributes).
+  if (!(total <= 2 ** 53)) {
+    return `Duration "${text}" is too long: use at most 104249991d (2^53 ms)`;
+  }
   return Math.round(total);
 }
 
@@ -70,9 +74,10 @@ const SIZE_UNIT: Record<string, number> = {
 /** Parses a byte size such as `10MiB`, `512kb` or `1048576`; returns an error message on failure. */
 export function parseSize(text: string | number): number | string {
   if (typeof text === "number") {
-    return Number.isInteger(text) && text >= 0
-      ? text
-      : `Invalid size ${text}: use a whole number of bytes`;
+    if (!Number.isInteger(text) || text < 0) {
+      return `Invalid size ${text}: use a whole number of bytes`;
+    }
+    return text <= 2 ** 53 ? text : tooLarge(String(text));
   }
   const m = /^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$/i.exec(text);
   if (!m) return `Invalid size "${text}": use bytes or a unit, e.g. 512KiB, 10MiB, 1GiB`;
@@ -80,7 +85,13 @@ export function parseSize(text: string | number): number | string {
   if (unit === undefined) {
     return `Invalid size unit "${m[2]}" in "${text}": use B, KB, KiB, MB, MiB, GB or GiB`;
   }
-  return Math.round(Number(m[1]) * unit);
+  const bytes = Math.round(Number(m[1]) * unit);
+  // Past 2^53 a count of bytes is Infinity or inexact: no limit, and null in /config.
+  return bytes <= 2 ** 53 ? bytes : tooLarge(`"${text}"`);
+}
+
+function tooLarge(written: string): string {
+  return `Size ${written} is too large: use at most 8388608GiB (2^53 bytes)`;
 }
 
 /** The longest delay setTimeout takes (2^31 - 1 ms, about 24.8 days); a longer one fires at once. */

@@ -313,3 +313,26 @@ Deno.test("parseConfig says which route types have a key another type was given"
     "key of proxy, load_balance and static routes\n  fix: Remove it",
   ]);
 });
+
+Deno.test("parseConfig refuses a duration or size too large to count (it became Infinity or 1e+21)", () => {
+  const nines = "9".repeat(400);
+  const text = `${HEAD}  /: { type: proxy, target: http://a }\n` +
+    `tls:\n  cert_path: c.pem\n  key_path: k.pem\n  hsts: { max_age: 1000000000000000000000s }\n` +
+    `shutdown_timeout: ${nines}s\nlimits: { max_request_body: ${nines}GiB }\n`;
+  // HSTS went out as max-age=1e+21 (not a delta-seconds: browsers drop the field); the others
+  // were Infinity (null in /config).
+  assert.deepEqual(problems(text), [
+    `c.yaml:7:11: error: tls.hsts.max_age: Duration "1000000000000000000000s" is too long: ` +
+    "use at most 104249991d (2^53 ms)",
+    `c.yaml:8:1: error: shutdown_timeout: Duration "${nines}s" is too long: ` +
+    "use at most 104249991d (2^53 ms)",
+    `c.yaml:9:11: error: limits.max_request_body: Size "${nines}GiB" is too large: ` +
+    "use at most 8388608GiB (2^53 bytes)",
+  ]);
+  const ok = parseConfig(
+    `${HEAD}  /: { type: proxy, target: http://a }\nshutdown_timeout: 104249991d\n` +
+      "limits: { max_request_body: 8388608GiB }\n",
+  );
+  assert.equal(ok.config?.shutdown_timeout, 104249991 * 86_400_000);
+  assert.equal(ok.config?.limits.max_request_body, 2 ** 53);
+});
