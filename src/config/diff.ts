@@ -27,8 +27,9 @@ function routeChange(id: string, a: RouteConfig, b: RouteConfig): string {
   const name = JSON.stringify(id);
   if (a.type !== b.type) return `route ${name}: type ${a.type} → ${b.type}`;
   const parts: string[] = [];
-  const before = targetsOf(a);
-  const after = targetsOf(b);
+  // A redirect's target is where clients are sent: said the same way as an upstream's.
+  const before = a.type === "redirect" ? [a.target] : targetsOf(a);
+  const after = b.type === "redirect" ? [b.target] : targetsOf(b);
   const added = after.filter((t) => !before.includes(t));
   const removed = before.filter((t) => !after.includes(t));
   if (added.length === 1 && removed.length === 1 && before.length === 1) {

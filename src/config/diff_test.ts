@@ -56,3 +56,12 @@ Deno.test("configChanges: weights without new URLs, a type change, and a bound o
   assert.equal(lines.length, 41);
   assert.equal(lines[40], "and 23 more changes");
 });
+
+Deno.test("configChanges names a redirect's new target (the line said nothing after the route)", () => {
+  const moved = cfg(`routes:
+  /api: { type: proxy, target: "http://10.0.0.1:80" }
+  /lb: { type: load_balance, targets: ["http://10.0.0.2", "http://10.0.0.3"] }
+  /old: { type: redirect, target: "/new" }
+`);
+  assert.deepEqual(configChanges(base, moved), ['route "/old": target / → /new']);
+});
