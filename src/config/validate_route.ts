@@ -4,6 +4,7 @@
 import { statusMatcher } from "../domain/health.ts";
 import { parseCidr } from "../domain/ip.ts";
 import { parseRouteKey } from "../domain/router.ts";
+import { normalizePath } from "../domain/rewrite.ts";
 import { compileRouteRules, fieldValueProblem } from "../domain/rules.ts";
 import type { RouteRulesSpec, RuleProblem } from "../domain/rules.ts";
 import type { CacheConfig, Config, RateLimitConfig } from "./schema.ts";
@@ -77,6 +78,19 @@ export function validateRoutes(
         ["routes", key],
         `Route "${key}" contains "?" or "#": routes match the path only, never the query`,
         "Use a condition (query_has) in a rule, or a separate route on the path",
+      );
+      badKeys.add(key);
+      continue;
+    }
+    // Requests arrive with `.` and `..` resolved (RFC 3986 §5.2.4): such a prefix never matches.
+    if (parseRouteKey(key).prefix.split("/").some((s) => s === "." || s === "..")) {
+      const slash = key.indexOf("/");
+      const resolved = normalizePath(key.slice(slash));
+      err(
+        ["routes", key],
+        `Route "${key}" has a dot segment (. or ..): request paths arrive with them resolved, ` +
+          "so it never matches",
+        resolved.ok ? `Write "${key.slice(0, slash)}${resolved.path}"` : undefined,
       );
       badKeys.add(key);
       continue;

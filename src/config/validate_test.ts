@@ -48,3 +48,22 @@ Deno.test("validateConfig: accept_proxy_protocol takes addresses or blocks, on P
   const empty = issues(`accept_proxy_protocol: { from: [] }\n`).join("\n");
   assert.match(empty, /^error accept_proxy_protocol\.from/);
 });
+
+Deno.test("validateConfig refuses a route key with a dot segment: requests never hold one", () => {
+  const issues = (key: string) =>
+    loadConfigText(
+      `listen_addr: "127.0.0.1:8443"\nroutes: { "${key}": { type: redirect, target: "https://x" } }\n`,
+      { file: "c.yaml", env: { exists: () => true } },
+    ).issues.map((i) => `${i.line}:${i.col} ${i.path}: ${i.message} (${i.hint})`);
+  // `prox explain` showed it: "prefix /a/../b does not match path /b", whatever was asked.
+  assert.deepEqual(issues("/a/../b"), [
+    '2:11 routes./a/../b: Route "/a/../b" has a dot segment (. or ..): request paths arrive ' +
+    'with them resolved, so it never matches (Write "/b")',
+  ]);
+  assert.deepEqual(issues("example.com/a/./b/"), [
+    '2:11 routes.example.com/a/./b/: Route "example.com/a/./b/" has a dot segment (. or ..): ' +
+    'request paths arrive with them resolved, so it never matches (Write "example.com/a/b/")',
+  ]);
+  assert.equal(issues("/a/%2e%2E/b").length, 1);
+  assert.deepEqual(issues("/a/.well-known/..x"), []);
+});
