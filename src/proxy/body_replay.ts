@@ -26,7 +26,7 @@ export const NO_BODY: BodySource = Object.freeze({ replayable: true, next: () =>
 export async function bodySource(
   body: ReadableStream<Uint8Array> | Uint8Array<ArrayBuffer> | null,
   headers: Headers,
-  o: { wanted: boolean; idleMs: number },
+  o: { wanted: boolean; idleMs: number; deadline?: BodyDeadline },
 ): Promise<BodySource> {
   if (!body) return NO_BODY;
   if (body instanceof Uint8Array) return { replayable: true, next: () => body };
@@ -36,7 +36,7 @@ export async function bodySource(
   const kept = new KeptChunks();
   // Read before any upstream is chosen: a client that stalls gets 408 here (afterwards the
   // upstream client's idle timeout watches the rest).
-  const watched = new WatchedRead(reader, o.idleMs);
+  const watched = new WatchedRead(reader, o.idleMs, o.deadline);
   try {
     while (kept.size <= REPLAY_CAP) {
       const r = await watched.read();
@@ -185,16 +185,42 @@ function watch(w: BodyWait): void {
 class WatchedRead implements BodyWait {
   since = tickTime;
   expired = false;
-  constructor(readonly reader: ReadableStreamDefaultReader<Uint8Array>, readonly idleMs: number) {
+  /** The route's `timeouts.total` ran out before the body came whole. */
+  overdue = false;
+  #unlink = () => {};
+  constructor(
+    readonly reader: ReadableStreamDefaultReader<Uint8Array>,
+    readonly idleMs: number,
+    readonly deadline?: BodyDeadline,
+  ) {
     if (idleMs > 0) watch(this);
+    const signal = deadline?.signal;
+    if (!signal) return;
+    // The deadline's own expiry only: a client that leaves fails its read as it is.
+    const onAbort = () => {
+      if (!(signal.reason instanceof ProxyError) || signal.reason.kind !== "timeout") return;
+      this.overdue = true;
+      this.expire();
+    };
+    if (signal.aborted) onAbort();
+    else {
+      signal.addEventListener("abort", onAbort, { once: true });
+      this.#unlink = () => signal.removeEventListener("abort", onAbort);
+    }
   }
   expire(): void {
     this.expired = true;
     this.reader.cancel().catch(() => {});
   }
   async read(): Promise<ReadableStreamReadResult<Uint8Array>> {
-    const r = await readClientChunk(this.reader);
-    if (this.expired) {
+    const r = this.expired ? undefined : await readClientChunk(this.reader);
+    if (this.overdue) {
+      throw new ProxyError(
+        "request_timeout",
+        `The request body did not come whole within ${this.deadline!.ms} ms (timeouts.total)`,
+      );
+    }
+    if (this.expired || r === undefined) {
       throw new ProxyError(
         "request_timeout",
         `The request body paused for more than ${this.idleMs} ms (timeouts.idle)`,
@@ -205,7 +231,17 @@ class WatchedRead implements BodyWait {
   }
   done(): void {
     waits.delete(this);
+    this.#unlink();
   }
+}
+
+/**
+ * `timeouts.total` for a body read before an upstream is chosen: the deadline's signal (aborted
+ * with a `timeout` ProxyError when it passes) and its length for the message. Past it, 408.
+ */
+export interface BodyDeadline {
+  signal: AbortSignal;
+  ms: number;
 }
 
 /**
@@ -218,9 +254,10 @@ export async function readWhole(
   body: ReadableStream<Uint8Array>,
   length: number,
   idleMs: number,
+  o: { deadline?: BodyDeadline } = {},
 ): Promise<Uint8Array<ArrayBuffer>> {
   const reader = body.getReader();
-  const watched = new WatchedRead(reader, idleMs);
+  const watched = new WatchedRead(reader, idleMs, o.deadline);
   let out: Uint8Array<ArrayBuffer> | undefined;
   let got = 0;
   try {
@@ -260,9 +297,10 @@ export async function dropWithin(
   body: ReadableStream<Uint8Array>,
   limit: number,
   idleMs: number,
+  o: { deadline?: BodyDeadline } = {},
 ): Promise<void> {
   const reader = body.getReader();
-  const watched = new WatchedRead(reader, idleMs);
+  const watched = new WatchedRead(reader, idleMs, o.deadline);
   let seen = 0;
   try {
     for (;;) {
@@ -289,10 +327,10 @@ export async function dropWithin(
  */
 export async function nullIfEmpty(
   body: ReadableStream<Uint8Array>,
-  o: { idleMs: number; known: boolean },
+  o: { idleMs: number; known: boolean; deadline?: BodyDeadline },
 ): Promise<ReadableStream<Uint8Array> | null> {
   const reader = body.getReader();
-  const watched = new WatchedRead(reader, o.idleMs);
+  const watched = new WatchedRead(reader, o.idleMs, o.deadline);
   let first: Promise<ReadableStreamReadResult<Uint8Array>>;
   try {
     for (;;) {

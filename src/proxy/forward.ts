@@ -86,6 +86,8 @@ export async function forward(
     body ??= req.body === null ? NO_BODY : await bodySource(req.body, ctx.req.headers, {
       wanted: pool.retries.attempts > 0,
       idleMs: req.timeouts.idle,
+      // timeouts.total (req.signal carries it) bounds the read too: 408 once it passes.
+      deadline: req.signal && route.totalMs ? { signal: req.signal, ms: route.totalMs } : undefined,
     });
     req.body = body.next();
     ctx.upstream = id;

@@ -332,6 +332,55 @@ Deno.test("a client that stalls in the middle of its request body gets 408; the 
   assert.equal(reached, 1);
 });
 
+Deno.test("timeouts.total also bounds a small body trickled in before an upstream is chosen (408)", async () => {
+  let reached = 0;
+  await using up = await startUpstream(async (req) => {
+    reached++;
+    return new Response(await req.text());
+  });
+  await using prox = await startProxy(`${proxyRoute(up.url)}
+    timeouts: { total: 400ms, idle: 60s }
+`);
+  // Declared (read whole first) and chunked (kept for replay): each is read before any upstream
+  // is chosen, a byte every 50 ms.
+  for (
+    const head of [
+      "POST /a HTTP/1.1\r\nHost: a.test\r\nContent-Length: 10000\r\n\r\n",
+      "POST /a HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\n",
+    ]
+  ) {
+    const chunked = head.includes("chunked");
+    const client = await Deno.connect({ hostname: "127.0.0.1", port: prox.port });
+    const t0 = performance.now();
+    await client.write(new TextEncoder().encode(head));
+    let stop = false;
+    const trickle = (async () => {
+      while (!stop) {
+        await new Promise((r) => setTimeout(r, 50));
+        const byte = new TextEncoder().encode(chunked ? "1\r\nx\r\n" : "x");
+        await client.write(byte).catch(() => stop = true);
+      }
+    })();
+    try {
+      const buf = new Uint8Array(4096);
+      // Bounded: without the deadline the answer would come after the whole body (minutes).
+      let guard: ReturnType<typeof setTimeout> | undefined;
+      const late = new Promise<null>((r) => guard = setTimeout(() => r(null), 5_000));
+      const n = await Promise.race([client.read(buf), late]);
+      clearTimeout(guard);
+      const ms = performance.now() - t0;
+      const answer = new TextDecoder().decode(buf.subarray(0, n ?? 0));
+      assert.match(answer, /^HTTP\/1\.1 408 /, head);
+      assert.ok(ms >= 390 && ms < 3_000, `${ms} ms`);
+    } finally {
+      stop = true;
+      await trickle;
+      client.close();
+    }
+  }
+  assert.equal(reached, 0);
+});
+
 Deno.test("Prox's own error answers say why in Proxy-Status (RFC 9209) and in the access log", async () => {
   // A port nothing listens on: bound, then closed.
   const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });

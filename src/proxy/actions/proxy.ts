@@ -207,15 +207,30 @@ export async function proxyAction(
   if ((body === null || bodiless) && (length > 0 || te !== null)) throw refuseBody();
 
   const compiled = ctx.route!;
+  // `timeouts.total` from here: a body read before an upstream is chosen counts too (a client
+  // trickling it in got no answer for as long as timeouts.idle per byte allowed: 408 at total).
+  const deadline = compiled.totalMs ? startDeadline(ctx.req.signal, compiled.totalMs) : undefined;
+  const bodyDeadline = deadline && { signal: deadline.signal, ms: compiled.totalMs! };
+  /** A read of the client's body before forward(): the deadline ends with its failure. */
+  const early = async <T>(read: Promise<T>): Promise<T> => {
+    try {
+      return await read;
+    } catch (err) {
+      deadline?.clear();
+      throw err;
+    }
+  };
   if (body instanceof ReadableStream && length < 0 && te === null) {
     // Looked at rather than dropped even when the head says there is none: an HTTP/2 request
     // that carries a Host field passes for HTTP/1.1 (protocolOf).
     const known = ctx.info.protocol === "http/1.1";
-    body = await nullIfEmpty(body, { idleMs: compiled.timeouts.idle, known });
+    const idleMs = compiled.timeouts.idle;
+    body = await early(nullIfEmpty(body, { idleMs, known, deadline: bodyDeadline }));
   }
   if (bodiless && body !== null) {
     if (body instanceof ReadableStream || body.byteLength > 0) {
       if (body instanceof ReadableStream) body.cancel().catch(() => {});
+      deadline?.clear();
       throw refuseBody();
     }
     body = null;
@@ -242,8 +257,10 @@ export async function proxyAction(
         // Read (and dropped) before the replacement goes: over the limit it is 413, as a
         // declared length would be. Without a limit nothing waits for it.
         if (body instanceof ReadableStream) {
-          if (limit !== undefined) await dropWithin(body, limit, compiled.timeouts.idle);
-          else discard(body, Infinity);
+          if (limit !== undefined) {
+            const idleMs = compiled.timeouts.idle;
+            await early(dropWithin(body, limit, idleMs, { deadline: bodyDeadline }));
+          } else discard(body, Infinity);
         }
         replaced = { bytes, contentType: requestBody.contentType };
       } else relabel = requestBody.contentType;
@@ -255,7 +272,8 @@ export async function proxyAction(
     // in one write with the head and can be retried, and a client that stalls while sending it
     // gets 408 without holding an upstream connection. Its length is checked as it is read.
     if (length >= 0 && length <= REPLAY_CAP) {
-      body = await readWhole(body, length, compiled.timeouts.idle);
+      const idleMs = compiled.timeouts.idle;
+      body = await early(readWhole(body, length, idleMs, { deadline: bodyDeadline }));
     } else if (limit !== undefined) body = limitBody(body, limit);
   }
 
@@ -302,7 +320,6 @@ export async function proxyAction(
       lean,
     };
   };
-  const deadline = compiled.totalMs ? startDeadline(ctx.req.signal, compiled.totalMs) : undefined;
   const mirror = compiled.mirror
     ? startMirror(ctx, deps, {
       policy: compiled.mirror,
@@ -319,7 +336,9 @@ export async function proxyAction(
   } catch (err) {
     mirror?.abandon();
     deadline?.clear();
-    if (deadline?.expired()) throw deadline.error(ctx.upstream ?? "");
+    // A client still sending its body when it passed is told so (408), not sent a 504.
+    const client = err instanceof ProxyError && err.kind === "request_timeout";
+    if (deadline?.expired() && !client) throw deadline.error(ctx.upstream ?? "");
     throw err;
   }
   // The client has dropped hop-by-hop fields already (see UpstreamClient).
