@@ -31,15 +31,13 @@ export class CacheStores {
 
   /**
    * Sets the bound all stores share (the top-level `cache.max_size`; undefined: none). A new or
-   * removed bound gives every caching route a new, empty store; a changed one evicts at once.
+   * removed bound gives every caching route a new, empty store; a changed one applies (and
+   * evicts) once the snapshot built with it serves (retain): a reload that fails after the build
+   * leaves the serving stores bound as they were.
    */
   share(maxBytes: number | undefined): void {
     if (maxBytes === undefined) this.#pool = null;
     else if (this.#pool === null) this.#pool = new CachePool(maxBytes);
-    else if (this.#pool.maxBytes !== maxBytes) {
-      this.#pool.maxBytes = maxBytes;
-      ResponseCache.trim(this.#pool);
-    }
   }
 
   /** The policy of a route's `cache` (null without one), reusing the store of an unchanged route. */
@@ -84,11 +82,17 @@ export class CacheStores {
   }
 
   /**
-   * Once `config`'s snapshot serves: empties the stores changed routes replaced (in a shared pool
-   * their entries, reachable no more, would otherwise hold room that live ones need until they
-   * were the least recently used) and drops the stores of routes it no longer caches.
+   * Once `config`'s snapshot serves: applies its shared bound, empties the stores changed routes
+   * replaced (in a shared pool their entries, reachable no more, would otherwise hold room that
+   * live ones need until they were the least recently used) and drops the stores of routes it no
+   * longer caches.
    */
   retain(config: Config): void {
+    const bound = config.cache?.max_size;
+    if (this.#pool !== null && bound !== undefined && this.#pool.maxBytes !== bound) {
+      this.#pool.maxBytes = bound;
+      ResponseCache.trim(this.#pool);
+    }
     for (const [id, held] of this.#stores) {
       held.replaced?.clear();
       held.replaced = undefined;

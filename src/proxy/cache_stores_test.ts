@@ -36,8 +36,15 @@ Deno.test("CacheStores: routes share the top-level bound, least recently used of
   assert.equal(a.size, 1);
   assert.equal(a.get("a1", ""), undefined);
   assert.equal(b.size, 1);
-  // A smaller bound evicts at once; the same bound keeps the stores.
+  // A smaller bound evicts once the snapshot built with it serves; the same bound keeps the stores.
   caches.share(2500);
+  assert.equal(a.size + b.size, 2, "the serving snapshot's bound holds until then");
+  caches.retain(
+    {
+      cache: { max_size: 2500 },
+      routes: { "/a": { cache }, "/b": { cache } },
+    } as unknown as Config,
+  );
   assert.equal(a.size + b.size, 1);
   assert.equal(caches.policyFor("/b", { cache })!.store, b);
   // Without the top-level bound, the routes start over with stores of their own.

@@ -712,3 +712,42 @@ ${admin}routes:
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("a reload rejected after its snapshot was built leaves the shared cache bound as it was", async () => {
+  await using up = await startUpstream(() =>
+    new Response("x".repeat(4096), { headers: { "cache-control": "max-age=600" } })
+  );
+  const dir = await Deno.makeTempDir({ prefix: "prox-cache-bind-" });
+  const file = `${dir}/config.yaml`;
+  const yaml = (listen: string, maxSize: string) =>
+    `listen_addr: "${listen}"\nhealth_check: { enabled: false }\ncache: { max_size: ${maxSize} }\n` +
+    `routes:\n  /: { type: proxy, target: "${up.url}", cache: { max_object_size: 5000 } }\n`;
+  await Deno.writeTextFile(file, yaml("127.0.0.1:0", "1MiB"));
+  const server = await startServer({ path: file }, { logger: captureLogger(), watch: false });
+  const blocker = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  try {
+    const status = async (path: string) => {
+      const res = await fetch(`http://127.0.0.1:${server.port}${path}`, {
+        headers: { "accept-encoding": "identity" },
+      });
+      await res.body?.cancel();
+      return res.headers.get("cache-status") ?? "";
+    };
+    assert.match(await status("/a"), /stored$/);
+    assert.match(await status("/b"), /stored$/);
+    assert.match(await status("/a"), /^prox; hit/);
+    // A bound for one entry, on an address that cannot be bound: the reload fails after the build.
+    const taken = (blocker.addr as Deno.NetAddr).port;
+    await Deno.writeTextFile(file, yaml(`127.0.0.1:${taken}`, "6000"));
+    const result = await server.reload({ trigger: "test" });
+    assert.equal(result.ok, false);
+    assert.equal(server.snapshot().version, 1);
+    // The config that serves says 1MiB: both entries stay (the 6000-byte bound evicted /b).
+    assert.match(await status("/b"), /^prox; hit/);
+    assert.match(await status("/a"), /^prox; hit/);
+  } finally {
+    blocker.close();
+    await server.shutdown();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
