@@ -181,7 +181,10 @@ async function sendOnce(
   const perTry = pool.retries.perTryMs;
   let timer: ReturnType<typeof setTimeout> | undefined;
   let timedOut = false;
+  /** The attempt has its response head or failed: a per-try timer must not start any more. */
+  let settled = false;
   let unlink = () => {};
+  let arm = () => {};
   if (perTry) {
     const ac = new AbortController();
     // May carry timeouts.total; a per-try timeout links the client's signal at once.
@@ -189,19 +192,26 @@ async function sendOnce(
     const onAbort = () => ac.abort(client.reason);
     client.addEventListener("abort", onAbort, { once: true });
     unlink = () => client.removeEventListener("abort", onAbort);
-    timer = setTimeout(() => {
-      timedOut = true;
-      ac.abort(new ProxyError("timeout", "Per-try timeout"));
-    }, timerDelay(perTry));
+    arm = () => {
+      if (settled) return;
+      timer = setTimeout(() => {
+        timedOut = true;
+        ac.abort(new ProxyError("timeout", "Per-try timeout"));
+      }, timerDelay(perTry));
+    };
     req.signal = ac.signal;
   }
   // A streamed request body (over the replay cap): until all of it has gone, a timeout may be the
-  // client's slow upload rather than the target's fault.
+  // client's slow upload rather than the target's fault. The per-try timeout starts once it has
+  // (as Envoy's): a slow client's upload took it for the target's and got 504 every time.
   let uploading = false;
   if (req.body instanceof ReadableStream) {
     uploading = true;
-    req.body = watchEnd(req.body, () => uploading = false);
-  }
+    req.body = watchEnd(req.body, () => {
+      uploading = false;
+      arm();
+    });
+  } else arm();
   state.inFlight++;
   recent.upstreamRequest = req;
   const t0 = deps.clock.monotonic();
@@ -253,6 +263,7 @@ async function sendOnce(
     }
     throw e;
   } finally {
+    settled = true;
     clearTimeout(timer);
   }
   const end = deps.clock.monotonic();

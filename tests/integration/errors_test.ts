@@ -381,6 +381,55 @@ Deno.test("timeouts.total also bounds a small body trickled in before an upstrea
   assert.equal(reached, 0);
 });
 
+Deno.test("retries.per_try_timeout counts from the end of a streamed upload, not through a slow client's", async () => {
+  let hits = 0;
+  await using up = await startUpstream(async (req) => {
+    hits++;
+    const n = (await req.arrayBuffer()).byteLength;
+    return new Response(`got ${n}`);
+  });
+  await using prox = await startProxy(`${proxyRoute(up.url)}
+    retries: { attempts: 1, per_try_timeout: 300ms }
+`);
+  // 160 KiB (past what is kept for a retry) over about a second: 8 KiB every 50 ms.
+  let sent = 0;
+  const body = new ReadableStream<Uint8Array>({
+    async pull(c) {
+      if (sent > 0) await new Promise((r) => setTimeout(r, 50));
+      if (sent++ === 20) c.close();
+      else c.enqueue(new Uint8Array(8192));
+    },
+  });
+  const res = await fetch(`${prox.url}/upload`, { method: "PUT", body });
+  assert.deepEqual([res.status, await res.text()], [200, `got ${20 * 8192}`]);
+  assert.equal(hits, 1);
+});
+
+Deno.test("retries.per_try_timeout still bounds an upstream that is silent after a streamed upload", async () => {
+  const release = Promise.withResolvers<void>();
+  await using up = await startUpstream(async (req) => {
+    await req.arrayBuffer();
+    await release.promise;
+    return new Response("late");
+  });
+  await using prox = await startProxy(`${proxyRoute(up.url)}
+    retries: { attempts: 1, per_try_timeout: 300ms }
+`);
+  const t0 = performance.now();
+  const body = new ReadableStream<Uint8Array>({
+    start(c) {
+      c.enqueue(new Uint8Array(100_000));
+      c.close();
+    },
+  });
+  const res = await fetch(`${prox.url}/upload`, { method: "PUT", body });
+  await res.body?.cancel();
+  const ms = performance.now() - t0;
+  release.resolve();
+  assert.equal(res.status, 504);
+  assert.ok(ms >= 290 && ms < 3_000, `${ms} ms`);
+});
+
 Deno.test("Prox's own error answers say why in Proxy-Status (RFC 9209) and in the access log", async () => {
   // A port nothing listens on: bound, then closed.
   const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
