@@ -122,11 +122,11 @@ export function resolveLogLevel(opts: { env?: string; config?: LogLevel }): LogL
 /** JSON.stringify that keeps Error messages and never throws (cycles, BigInt). */
 function toJson(obj: Record<string, unknown>): string {
   try {
-    return JSON.stringify(obj, (_k, v) => {
+    return escapeC1(JSON.stringify(obj, (_k, v) => {
       if (v instanceof Error) return { name: v.name, message: v.message };
       if (typeof v === "bigint") return v.toString();
       return v;
-    });
+    }));
   } catch (err) {
     return JSON.stringify({
       time: obj.time,
@@ -189,14 +189,34 @@ const PROTO_LINE: Record<Protocol | "http/1.0", string> = {
   h3: "HTTP/3.0",
 };
 
-/** Escapes a value for a quoted NCSA field: quotes, backslashes and control bytes. */
-function clfQuote(s: string | null): string {
+// deno-lint-ignore no-control-regex
+const CLF_ESCAPE = /["\\\x00-\x1f\x7f-\x9f]/g;
+// deno-lint-ignore no-control-regex
+const CLF_ESCAPE_BYTES = /["\\\x00-\x1f\x7f-\xff]/g;
+
+/**
+ * Escapes a value for a quoted NCSA field as `\xHH`: quotes, backslashes and control characters
+ * (C1 too: U+009B is CSI to many terminals). With `bytes` (header fields, which Deno hands over
+ * one character per byte) every byte past ASCII, as nginx writes them, rather than re-encoding
+ * them as UTF-8 (mojibake: "é" sent in UTF-8 became "Ã©").
+ */
+function clfQuote(s: string | null, bytes = false): string {
   if (s === null || s === "") return "-";
   return s.replace(
-    // deno-lint-ignore no-control-regex
-    /["\\\x00-\x1f\x7f]/g,
+    bytes ? CLF_ESCAPE_BYTES : CLF_ESCAPE,
     (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`,
   );
+}
+
+const C1 = /[\x7f-\x9f]/g;
+
+/**
+ * JSON.stringify escapes C0 controls but writes DEL and the C1 controls as they are: U+009B is
+ * CSI to terminals that honour C1, so a User-Agent could drive the terminal of whoever tails the
+ * log. Escaped, the line parses to the same string.
+ */
+function escapeC1(json: string): string {
+  return json.replace(C1, (c) => `\\u00${c.charCodeAt(0).toString(16)}`);
 }
 
 /** One access record in Common (or, with `combined`, Combined) Log Format, without newline. */
@@ -208,21 +228,21 @@ export function formatClf(rec: AccessRecord, combined: boolean): string {
     `"${clfQuote(rec.method)} ${clfQuote(rec.query ? `${rec.path}?${rec.query}` : rec.path)} ${
       PROTO_LINE[rec.protocol]
     }" ${rec.status} ${bytes}`;
-  if (combined) line += ` "${clfQuote(rec.referer)}" "${clfQuote(rec.userAgent)}"`;
+  if (combined) line += ` "${clfQuote(rec.referer, true)}" "${clfQuote(rec.userAgent, true)}"`;
   return line;
 }
 
 /** One access record as a JSON line (without newline): the AccessRecord fields, time in ISO. */
 export function formatAccessJson(rec: AccessRecord): string {
   // Only strings, numbers, booleans and null: plain JSON.stringify (no replacer) is safe and fast.
-  return JSON.stringify({
+  return escapeC1(JSON.stringify({
     ...rec,
     time: new Date(rec.time).toISOString(),
     level: "info",
     msg: "access",
     durationMs: Math.round(rec.durationMs * 1000) / 1000,
     upstreamMs: rec.upstreamMs === null ? null : Math.round(rec.upstreamMs * 1000) / 1000,
-  });
+  }));
 }
 
 /**

@@ -95,3 +95,62 @@ routes: { "/": { type: redirect, target: "/x" } }
   );
   assert.equal(jsonLines(p.output()).filter((l) => l.level !== "error").length, 0, p.output());
 });
+
+/** Sends one request of raw bytes (each char of `head` is one byte) and reads the answer. */
+async function rawRequest(port: number, head: string): Promise<string> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  await conn.write(Uint8Array.from(head, (c) => c.charCodeAt(0)));
+  const out = await new Response(conn.readable).text();
+  return out;
+}
+
+// A User-Agent of raw bytes: "é" in UTF-8 (C3 A9), then CSI (9B), which terminals that honour C1
+// controls read as ESC [ (here: switch to red).
+const UA_BYTES = "A\xc3\xa9\x9b31mred";
+
+Deno.test("access_log combined writes header bytes past ASCII as \\xHH, as nginx does", async () => {
+  await using up = await startUpstream(() => new Response("hello"));
+  await using p = await spawnProx(
+    `listen_addr: "127.0.0.1:{PORT}"
+health_check: { enabled: false }
+log: { level: warn, access_log: combined }
+routes: { "/": { type: proxy, target: "${up.url}" } }
+`,
+    { env: { PROX_LOG_LEVEL: "" } },
+  );
+  const answer = await rawRequest(
+    p.port,
+    `GET /c HTTP/1.1\r\nHost: a\r\nUser-Agent: ${UA_BYTES}\r\nReferer: http://r/\xff\r\n` +
+      "Connection: close\r\n\r\n",
+  );
+  assert.match(answer, /^HTTP\/1\.1 200 /);
+  const line = await waitFor(() => p.output().split("\n").find((l) => l.includes("GET /c ")), {
+    what: "the access line",
+  });
+  // The bytes as sent, readable and inert on a terminal (no C1 control, no re-encoded Latin-1).
+  assert.ok(line.endsWith(` "http://r/\\xff" "A\\xc3\\xa9\\x9b31mred"`), line);
+});
+
+Deno.test("JSON log lines carry C1 control characters escaped", async () => {
+  await using up = await startUpstream(() => new Response("hello"));
+  await using p = await spawnProx(
+    `listen_addr: "127.0.0.1:{PORT}"
+health_check: { enabled: false }
+routes: { "/": { type: proxy, target: "${up.url}" } }
+`,
+    { env: { PROX_LOG_LEVEL: "" } },
+  );
+  const answer = await rawRequest(
+    p.port,
+    `GET /j HTTP/1.1\r\nHost: a\r\nUser-Agent: ${UA_BYTES}\r\nConnection: close\r\n\r\n`,
+  );
+  assert.match(answer, /^HTTP\/1\.1 200 /);
+  const line = await waitFor(
+    () => p.output().split("\n").find((l) => l.includes('"path":"/j"')),
+    { what: "the access line" },
+  );
+  // The same string once parsed; on a terminal, no CSI.
+  assert.equal(JSON.parse(line).userAgent, "A\xc3\xa9\x9b31mred");
+  assert.ok(!/[\x7f-\x9f]/.test(line), JSON.stringify(line));
+  assert.ok(line.includes("\\u009b31mred"), line);
+});
