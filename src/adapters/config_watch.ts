@@ -120,13 +120,15 @@ function namesFor(path: string): string[] {
 }
 
 /**
- * What a config depends on: its own file, TLS certificate and key, upstream CA files, error pages,
- * htpasswd files, jwt_auth secret and key files. */
+ * What a config depends on: its own file, TLS certificate and key, upstream and forward_auth CA
+ * files, error pages, htpasswd files, jwt_auth secret and key files. */
 export function configFiles(configPath: string | null, c: Config): string[] {
   return [
     ...(configPath ? [configPath] : []),
     ...tlsPaths(c),
     ...Object.values(c.routes).flatMap((r) => "tls" in r && r.tls?.ca_cert ? [r.tls.ca_cert] : []),
+    ...[c.forward_auth, ...Object.values(c.routes).map((r) => r.forward_auth)]
+      .flatMap((a) => a && a.tls?.ca_cert ? [a.tls.ca_cert] : []),
     ...pageFiles(c),
     ...Object.values(c.routes).flatMap((r) => r.basic_auth?.users_file ?? []),
     ...Object.values(c.routes).flatMap(jwtFiles),

@@ -751,3 +751,38 @@ Deno.test("a reload rejected after its snapshot was built leaves the shared cach
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("a forward_auth tls.ca_cert file replaced on disk reloads it, as an upstream's does", async () => {
+  const TLS = `${ROOT}/tests/fixtures/tls`;
+  await using auth = await startUpstream(() => new Response("ok"), {
+    cert: Deno.readTextFileSync(`${TLS}/cert.pem`),
+    key: Deno.readTextFileSync(`${TLS}/key.pem`),
+  });
+  await using up = await startUpstream(() => new Response("app"));
+  const dir = await Deno.makeTempDir({ prefix: "prox-fa-ca-" });
+  // A certificate that is not the auth service's issuer: its answers are not trusted yet.
+  await Deno.copyFile(`${TLS}/cert.pem`, `${dir}/ca.pem`);
+  await Deno.writeTextFile(
+    `${dir}/config.yaml`,
+    `listen_addr: "127.0.0.1:0"\nhealth_check: { enabled: false }\nforward_auth:\n` +
+      `  url: "https://localhost:${auth.port}/check"\n  tls: { ca_cert: "${dir}/ca.pem" }\n` +
+      `routes:\n  "/": { type: proxy, target: "${up.url}" }\n`,
+  );
+  const reloads: ReloadResult[] = [];
+  const server = await startServer({ path: `${dir}/config.yaml` }, {
+    logger: captureLogger(),
+    watchDebounceMs: 20,
+    onReload: (r) => void reloads.push(r),
+  });
+  try {
+    const url = `http://127.0.0.1:${server.port}/`;
+    assert.equal(await answers(url), 503);
+    await Deno.copyFile(`${TLS}/ca.pem`, `${dir}/ca.pem`);
+    await waitFor(() => reloads.length > 0, { what: "a reload after the CA file changed" });
+    assert.deepEqual(reloads.map((r) => [r.ok, r.trigger]), [[true, "file"]]);
+    assert.equal(await answers(url), 200);
+  } finally {
+    await server.shutdown();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
