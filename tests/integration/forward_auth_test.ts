@@ -480,3 +480,18 @@ routes:
     }
   },
 );
+
+Deno.test("forward_auth with a timeout past 24.8 days waits for the answer (it fired at once: 503)", async () => {
+  // setTimeout takes at most 2^31 - 1 ms; beyond that it fired after 1 ms, refusing every request.
+  await using auth = await authService(async () => {
+    await new Promise((r) => setTimeout(r, 30));
+    return new Response("ok");
+  });
+  await using up = await echoUpstream();
+  await using proxy = await startProxy(
+    routes(auth.url, up.url).replace("      url:", "      timeout: 30d\n      url:"),
+  );
+  const res = await fetch(`${proxy.url}/app/`);
+  await res.body?.cancel();
+  assert.equal(res.status, 200);
+});

@@ -17,6 +17,7 @@ import { errorResponse, PASSED_ON } from "../respond.ts";
 import type { PassedOn } from "../respond.ts";
 import { readClientChunk } from "../body_replay.ts";
 import { withoutCookie } from "./jwt_auth.ts";
+import { timerDelay } from "../../config/duration.ts";
 
 /** A route's forward auth, ready to run. */
 export interface CompiledForwardAuth {
@@ -171,7 +172,7 @@ export async function applyForwardAuth(
   const t = setTimeout(() => {
     timedOut = true;
     timer.abort();
-  }, auth.timeoutMs);
+  }, timerDelay(auth.timeoutMs));
   /** True while the client's body is read (send_body): failures then are the client's. */
   let reading = false;
   try {
