@@ -24,6 +24,15 @@ export const WRITE_BUFFER = 8 * 1024;
 const TICK_MS = 25;
 /** H1Connection's #last before the ticker has looked (see #mode). */
 const UNSEEN = -1;
+/**
+ * The first value of the fields that later hold clock readings (idleSince, #last). Not an
+ * integer: V8 keeps a field that has held only small integers as one, and the first clock reading
+ * then gives the objects a new hidden class, which throws away every optimized function that saw
+ * the old one. The pool's sweep stamps idleSince only on a connection parked across it, which
+ * under steady load may first happen when traffic pauses: the next second ran at half the
+ * throughput while the request path was compiled again (hidden_class_test.ts).
+ */
+const NO_TIME = -0.5;
 const watched = new SlotSet<H1Connection>();
 let ticker: ReturnType<typeof setInterval> | undefined;
 /** Ticks so far: a late step runs once a whole tick has passed since it was set. */
@@ -68,9 +77,10 @@ export class H1Connection {
   uses = 0;
   /**
    * Monotonic ms when the connection was last parked in the pool; -1 (upstream_pool.ts UNSTAMPED)
-   * until the pool's sweep stamps it, when only the pool's own idle timeout applies to it.
+   * until the pool's sweep stamps it, when only the pool's own idle timeout applies to it
+   * (NO_TIME before its first park).
    */
-  idleSince = 0;
+  idleSince = NO_TIME;
   /**
    * How long it may idle before the upstream may close it (from its `Keep-Alive: timeout=N`, with
    * a margin); Infinity when the upstream never said.
@@ -102,7 +112,7 @@ export class H1Connection {
   #late: (() => void) | null = null;
   #lateTick = 0;
   #limit = 0;
-  #last = 0;
+  #last = NO_TIME;
 
   constructor(transport: Transport, source: string) {
     this.transport = transport;
