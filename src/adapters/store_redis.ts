@@ -6,6 +6,7 @@
 import { Redis } from "ioredis";
 import type { RateLimitDecision } from "../domain/rate_limit.ts";
 import type { RateLimitQuery, RateLimitStore } from "../ports.ts";
+import { timerDelay } from "../config/duration.ts";
 
 /** Options for createRedisStore. */
 export interface RedisStoreOptions {
@@ -174,7 +175,9 @@ function reasonOf(err: unknown): string {
 }
 
 /** Connects lazily to Redis; commands fail fast (no offline queue) while it is unreachable. */
-export function createRedisStore(opts: RedisStoreOptions): RedisRateLimitStore {
+export function createRedisStore(options: RedisStoreOptions): RedisRateLimitStore {
+  // A longer delay (30d) fires after 1 ms in every timer, ioredis's too: all decisions failed.
+  const opts = { ...options, timeoutMs: timerDelay(options.timeoutMs) };
   const shown = redactUrl(opts.url);
   const clients = Array.from({ length: Math.max(1, opts.poolSize ?? 1) }, () => {
     const c = new Redis(opts.url, {
@@ -266,7 +269,7 @@ function isDecision(out: unknown): out is [number, number, number, number] {
 
 /** How long a connection may owe answers without Redis sending anything before it is replaced. */
 function deadAfterMs(timeoutMs: number): number {
-  return Math.max(2_000, 10 * timeoutMs);
+  return timerDelay(Math.max(2_000, 10 * timeoutMs));
 }
 
 /** `p`, or a rejection as ioredis's own command timeout words it once `ms` have passed. */

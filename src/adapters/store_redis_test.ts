@@ -443,3 +443,22 @@ Deno.test("createRedisStore: a decision on a connection still opening waits `tim
     await store.close();
   }
 });
+
+interopTest(
+  "createRedisStore: a timeout past a timer's range (30d) waits as long as a timer can",
+  ["redis-server"],
+  async () => {
+    // Timers fire such a delay after 1 ms: every decision failed ("timed out"), on_error decided.
+    await using redis = await startRedis();
+    const store = createRedisStore({ url: redis.url, prefix: "t:", timeoutMs: 30 * 86_400_000 });
+    const policy = policyOf("token_bucket", { requests: 5, periodMs: 1_000 });
+    try {
+      for (let i = 0; i < 3; i++) {
+        const got = await store.consume("k", { limiter: "L", policy, now: 0, maxKeys: 10 });
+        assert.equal(got.allowed, true);
+      }
+    } finally {
+      await store.close();
+    }
+  },
+);
