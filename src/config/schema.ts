@@ -29,7 +29,8 @@ export const Acme = z.object({
   staging: z.boolean().default(false),
   ca_url: z.string().optional(),
   ca_cert: z.string().optional(),
-  storage_path: z.string().default("./acme_storage"),
+  // Empty, its files went to the file system root ("" + "/account.key").
+  storage_path: z.string().min(1).default("./acme_storage"),
   renewal_days_before_expiry: z.int().default(30),
   http_listen_addr: z.string().optional(),
   challenge: z.enum(["http-01", "tls-alpn-01"]).default("http-01"),

@@ -67,3 +67,13 @@ Deno.test("validateConfig refuses a route key with a dot segment: requests never
   assert.equal(issues("/a/%2e%2E/b").length, 1);
   assert.deepEqual(issues("/a/.well-known/..x"), []);
 });
+
+Deno.test("validateConfig refuses an empty tls.acme.storage_path (the ACME key went to /)", () => {
+  const issues = loadConfigText(
+    BASE + "tls:\n  acme: { enabled: true, domains: [a.example], email: a@a.example, " +
+      'storage_path: "", http_listen_addr: "0.0.0.0:80" }\n',
+    { file: "c.yaml", env: { exists: () => true } },
+  ).issues.map((i) => `${i.severity} ${i.line}:${i.col} ${i.path}: ${i.message}`);
+  // "" + "/account.key" is /account.key: the account key and challenges at the file system's root.
+  assert.deepEqual(issues, ["error 5:68 tls.acme.storage_path: Cannot be empty"]);
+});
