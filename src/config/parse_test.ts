@@ -336,3 +336,14 @@ Deno.test("parseConfig refuses a duration or size too large to count (it became 
   assert.equal(ok.config?.shutdown_timeout, 104249991 * 86_400_000);
   assert.equal(ok.config?.limits.max_request_body, 2 ** 53);
 });
+
+Deno.test("parseConfig does not call an inherited name (constructor) a key of every route type", () => {
+  assert.deepEqual(problems(`${HEAD}  /: { type: proxy, target: http://a, constructor: 1 }\n`), [
+    'c.yaml:3:39: error: routes./.constructor: Unknown key "constructor"\n  fix: Allowed keys ' +
+    "here: type, target, path_rewrite, rate_limit, rate_limits, request_headers, response_headers, " +
+    "request_body, response_body, hosts, preserve_host, browser_headers, forwarded, timeouts, " +
+    "max_request_body, tls, retries, health_check, passive_health, try_when_down, compress, mirror, " +
+    "cache, error_pages, intercept_upstream, proxy_protocol, ip_access, basic_auth, jwt_auth, cors, " +
+    "forward_auth",
+  ]);
+});

@@ -45,7 +45,7 @@ export function knownKeysAt(raw: unknown, path: (string | number)[]): string[] {
     s = pickObject(s, value);
     const def = s?._zod?.def;
     if (!def) return [];
-    if (def.type === "object") s = def.shape[key];
+    if (def.type === "object") s = Object.hasOwn(def.shape, key) ? def.shape[key] : undefined;
     else if (def.type === "record") s = def.valueType;
     else if (def.type === "array") s = def.element;
     else return [];
@@ -69,7 +69,10 @@ export function routeTypesWithKey(key: string): string[] {
   for (const o of options) {
     const shape = o._zod?.def?.shape;
     const tag = shape?.type?._zod?.def;
-    if (shape && key in shape && tag?.type === "literal") types.push(String(tag.values[0]));
+    // Own keys only: `constructor` and `toString` are in every object.
+    if (shape && Object.hasOwn(shape, key) && tag?.type === "literal") {
+      types.push(String(tag.values[0]));
+    }
   }
   return types;
 }
