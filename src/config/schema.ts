@@ -43,8 +43,8 @@ export const Hsts = z.object({
 }).strict();
 
 export const Tls = z.object({
-  cert_path: z.string().optional(),
-  key_path: z.string().optional(),
+  cert_path: z.string().min(1).optional(),
+  key_path: z.string().min(1).optional(),
   acme: Acme.optional(),
   hsts: Hsts.optional(),
 }).strict();

@@ -77,3 +77,16 @@ Deno.test("validateConfig refuses an empty tls.acme.storage_path (the ACME key w
   // "" + "/account.key" is /account.key: the account key and challenges at the file system's root.
   assert.deepEqual(issues, ["error 5:68 tls.acme.storage_path: Cannot be empty"]);
 });
+
+Deno.test("validateConfig says an empty cert_path or key_path is empty, not set and missing at once", () => {
+  const issues = loadConfigText(BASE + 'tls: { cert_path: "", key_path: "" }\n', {
+    file: "c.yaml",
+    env: { exists: () => true },
+  }).issues.map((i) => `${i.line}:${i.col} ${i.path}: ${i.message}`);
+  // It said both "key_path is set but cert_path is missing" and "cert_path is set but key_path
+  // is missing", at the tls key.
+  assert.deepEqual(issues, [
+    "4:8 tls.cert_path: Cannot be empty",
+    "4:23 tls.key_path: Cannot be empty",
+  ]);
+});
