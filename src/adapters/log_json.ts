@@ -1,6 +1,8 @@
 // Logs as JSON lines: the Logger port (warn and error to stderr, the rest to stdout) and the
 // access log (one line per request: JSON, or Common/Combined Log Format as Apache and nginx
-// write them). Lines are written synchronously so none is lost when the process dies.
+// write them). Warnings and errors are written synchronously, so none is lost when the process
+// dies; stdout lines queue behind asynchronous writes, so a log reader that stalls cannot stall
+// Prox (they are written out at exit).
 
 import type { AccessRecord, Logger, LogLevel, Protocol } from "../ports.ts";
 
@@ -14,17 +16,142 @@ const ORDER: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error: 
 
 const encoder = new TextEncoder();
 
+/** What a queued writer needs of a file: Deno.stdout's two writes. */
+export interface WritableFile {
+  write(p: Uint8Array): Promise<number>;
+  writeSync(p: Uint8Array): number;
+}
+
+/** A writer that never blocks its caller: chunks queue behind one asynchronous write. */
+export interface QueuedWriter {
+  write(chunk: string): void;
+  /** Resolves once everything queued is written, or after `timeoutMs`. */
+  drain(timeoutMs: number): Promise<void>;
+  /** Writes what is queued synchronously (at exit), but for a chunk whose write is under way. */
+  flushSync(): void;
+}
+
+/** Most bytes held for a stdout that does not keep up; past it, lines are dropped and counted. */
+export const MAX_QUEUED_BYTES = 8 * 1024 * 1024;
+
 /**
- * Writes each line with one synchronous write to stdout or stderr. A stream that cannot be
- * written (EPIPE: the log reader went away, as when journald restarts) drops the line: losing
- * log lines must not stop Prox serving.
+ * Queues chunks for `file` and writes them one asynchronous write at a time, in order. A reader
+ * that stalls (a log shipper that hangs, a full pipe) holds up to `maxBytes`; later lines are
+ * dropped, and `onDropped` hears how many once the queue has drained. A file that cannot be
+ * written (EPIPE: the reader went away) drops what is queued.
+ */
+export function createQueuedWriter(
+  file: WritableFile,
+  opts: { maxBytes?: number; onDropped?: (lines: number) => void } = {},
+): QueuedWriter {
+  const max = opts.maxBytes ?? MAX_QUEUED_BYTES;
+  let queue: Uint8Array[] = [];
+  let queued = 0;
+  let dropped = 0;
+  let writing = false;
+  let drained: (() => void)[] = [];
+  const pump = async () => {
+    writing = true;
+    while (queue.length > 0) {
+      const chunk = queue[0];
+      try {
+        let off = 0;
+        while (off < chunk.length) off += await file.write(chunk.subarray(off));
+      } catch {
+        queue = [];
+        queued = 0;
+        break;
+      }
+      if (queue[0] === chunk) {
+        queue.shift();
+        queued -= chunk.length;
+      }
+      if (queue.length === 0 && dropped > 0) {
+        const n = dropped;
+        dropped = 0;
+        opts.onDropped?.(n);
+      }
+    }
+    writing = false;
+    for (const done of drained) done();
+    drained = [];
+  };
+  return {
+    write(chunk) {
+      const bytes = encoder.encode(chunk);
+      if (queued + bytes.length > max && queued > 0) {
+        for (let i = chunk.indexOf("\n"); i >= 0; i = chunk.indexOf("\n", i + 1)) dropped++;
+        return;
+      }
+      queue.push(bytes);
+      queued += bytes.length;
+      if (!writing) void pump();
+    },
+    drain(timeoutMs) {
+      if (!writing) return Promise.resolve();
+      return new Promise((resolve) => {
+        const timer = setTimeout(resolve, timeoutMs);
+        drained.push(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+    },
+    flushSync() {
+      // The chunk being written belongs to its write; the rest goes now.
+      const rest = writing ? queue.slice(1) : queue;
+      queue = writing ? queue.slice(0, 1) : [];
+      queued = queue.reduce((n, c) => n + c.length, 0);
+      try {
+        for (const c of rest) {
+          let off = 0;
+          while (off < c.length) off += file.writeSync(c.subarray(off));
+        }
+      } catch { /* dropped (the reader went away) */ }
+    },
+  };
+}
+
+let stdoutWriter: QueuedWriter | undefined;
+
+/** The process's one stdout queue; what it holds is written out when the process exits. */
+function stdout(): QueuedWriter {
+  if (stdoutWriter) return stdoutWriter;
+  const w = stdoutWriter = createQueuedWriter(Deno.stdout, {
+    onDropped: (lines) =>
+      stdioSink(
+        toJson({
+          time: new Date().toISOString(),
+          level: "warn",
+          msg: "Log lines dropped: stdout was not read fast enough",
+          lines,
+        }) + "\n",
+        "stderr",
+      ),
+  });
+  globalThis.addEventListener("unload", () => w.flushSync());
+  return w;
+}
+
+/**
+ * Waits (up to `timeoutMs`) until the stdout lines queued so far are written: call it before
+ * `Deno.exit`, which would cut a write under way.
+ */
+export function flushStdout(timeoutMs = 2000): Promise<void> {
+  return stdoutWriter?.drain(timeoutMs) ?? Promise.resolve();
+}
+
+/**
+ * Writes a line to stdout (queued, see createQueuedWriter) or stderr (one synchronous write).
+ * A stream that cannot be written (EPIPE: the log reader went away, as when journald restarts)
+ * drops the line: losing log lines must not stop Prox serving.
  */
 export const stdioSink: LineSink = (line, stream) => {
+  if (stream === "stdout") return stdout().write(line);
   const bytes = encoder.encode(line);
-  const out = stream === "stderr" ? Deno.stderr : Deno.stdout;
   let off = 0;
   try {
-    while (off < bytes.length) off += out.writeSync(bytes.subarray(off));
+    while (off < bytes.length) off += Deno.stderr.writeSync(bytes.subarray(off));
   } catch { /* dropped (see above) */ }
 };
 

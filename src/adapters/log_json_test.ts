@@ -4,6 +4,7 @@ import {
   createAccessLog,
   createBufferedSink,
   createJsonLogger,
+  createQueuedWriter,
   formatClf,
   PIPE_BUF,
   resolveLogLevel,
@@ -174,4 +175,45 @@ Deno.test("createJsonLogger follows a reloaded level unless PROX_LOG_LEVEL decid
     if (saved === undefined) Deno.env.delete("PROX_LOG_LEVEL");
     else Deno.env.set("PROX_LOG_LEVEL", saved);
   }
+});
+
+Deno.test("createQueuedWriter writes in order without blocking, drops past maxBytes and says how many", async () => {
+  const written: string[] = [];
+  const waiting: (() => void)[] = [];
+  const dec = new TextDecoder();
+  // A file whose reader stalls until told to go on.
+  const file = {
+    write: (p: Uint8Array) =>
+      new Promise<number>((resolve) =>
+        waiting.push(() => {
+          written.push(dec.decode(p));
+          resolve(p.length);
+        })
+      ),
+    writeSync: (p: Uint8Array) => {
+      written.push(`sync:${dec.decode(p)}`);
+      return p.length;
+    },
+  };
+  const drops: number[] = [];
+  const w = createQueuedWriter(file, { maxBytes: 8, onDropped: (n) => drops.push(n) });
+  w.write("a\n");
+  w.write("b\n");
+  w.write("c\n");
+  w.write("d\ne\n"); // 2 + 2 + 2 + 4 > 8: dropped
+  assert.deepEqual(written, []);
+  while (waiting.length > 0) {
+    waiting.shift()!();
+    await new Promise((r) => setTimeout(r, 0));
+  }
+  assert.deepEqual(written, ["a\n", "b\n", "c\n"]);
+  assert.deepEqual(drops, [2]);
+  // At exit: the chunk in flight stays with its write, the rest goes synchronously.
+  w.write("f\n");
+  w.write("g\n");
+  w.flushSync();
+  assert.deepEqual(written.slice(3), ["sync:g\n"]);
+  waiting.shift()!();
+  await new Promise((r) => setTimeout(r, 0));
+  assert.deepEqual(written.slice(4), ["f\n"]);
 });

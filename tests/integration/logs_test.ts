@@ -1,8 +1,8 @@
 // Logs of a real `prox serve` process: JSON lines at info by default (start-up, reloads, access),
 // the level from config, env and flag, and the NCSA combined access-log format.
 import assert from "node:assert/strict";
-import { startUpstream, waitFor } from "../_harness.ts";
-import { spawnProx } from "./_process.ts";
+import { ROOT, startUpstream, waitFor } from "../_harness.ts";
+import { freePort, spawnProx, V8_FLAGS } from "./_process.ts";
 
 function jsonLines(out: string): Record<string, unknown>[] {
   return out.split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l));
@@ -153,4 +153,69 @@ routes: { "/": { type: proxy, target: "${up.url}" } }
   assert.equal(JSON.parse(line).userAgent, "A\xc3\xa9\x9b31mred");
   assert.ok(!/[\x7f-\x9f]/.test(line), JSON.stringify(line));
   assert.ok(line.includes("\\u009b31mred"), line);
+});
+
+Deno.test("a stdout nobody reads does not stop Prox serving; its lines arrive once it is read", async () => {
+  await using up = await startUpstream(() => new Response("ok"));
+  const port = freePort();
+  const dir = await Deno.makeTempDir({ prefix: "prox-test-" });
+  await Deno.writeTextFile(
+    `${dir}/config.yaml`,
+    `listen_addr: "127.0.0.1:${port}"
+health_check: { enabled: false }
+routes: { "/": { type: proxy, target: "${up.url}" } }
+`,
+  );
+  // stdout is a pipe whose reader stalls (a log shipper that hangs): nothing reads it for now.
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      V8_FLAGS,
+      `--config=${ROOT}/deno.json`,
+      `${ROOT}/mod.ts`,
+      "serve",
+      "-c",
+      "config.yaml",
+    ],
+    cwd: dir,
+    env: { PROX_LOG_LEVEL: "info" },
+    stdout: "piped",
+    stderr: "null",
+  }).spawn();
+  try {
+    await waitFor(async () => {
+      try {
+        (await Deno.connect({ hostname: "127.0.0.1", port })).close();
+        return true;
+      } catch {
+        return false;
+      }
+    }, { timeoutMs: 20_000, what: "prox to listen" });
+    // 100 access lines of 3 KB each: several times a pipe's 64 KiB.
+    const ua = "u".repeat(3000);
+    for (let i = 0; i < 100; i++) {
+      const res = await fetch(`http://127.0.0.1:${port}/n${i}`, {
+        headers: { "user-agent": ua },
+        signal: AbortSignal.timeout(5000),
+      });
+      assert.equal(await res.text(), "ok");
+    }
+    // Once read, every line is there.
+    let out = "";
+    const dec = new TextDecoder();
+    const reader = child.stdout.getReader();
+    await waitFor(async () => {
+      const r = await reader.read();
+      out += dec.decode(r.value ?? new Uint8Array(), { stream: true });
+      return out.includes('"path":"/n99"');
+    }, { what: "the last access line" });
+    reader.releaseLock();
+    for (let i = 0; i < 100; i++) assert.ok(out.includes(`"path":"/n${i}"`), `line ${i}`);
+  } finally {
+    child.kill("SIGTERM");
+    await child.stdout.cancel().catch(() => {});
+    await child.status;
+    await Deno.remove(dir, { recursive: true });
+  }
 });
