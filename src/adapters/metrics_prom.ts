@@ -105,6 +105,19 @@ async function pruneRoutes(
   }
 }
 
+/** Most removed routes (or targets) remembered as gone; the oldest are forgotten first. */
+const MAX_GONE = 10_000;
+
+/** The ids removed so far and `removed` now, less those configured again (`keep`), bounded. */
+function stillGone(
+  before: ReadonlySet<string>,
+  removed: ReadonlySet<string>,
+  keep: ReadonlySet<string>,
+): Set<string> {
+  const out = [...before, ...removed].filter((id) => !keep.has(id));
+  return new Set(out.slice(Math.max(0, out.length - MAX_GONE)));
+}
+
 /** Creates the Prometheus-backed Metrics; `version` goes into `prox_build_info`. */
 export function createPromMetrics(
   opts: { version?: string; processMetrics?: boolean } = {},
@@ -457,10 +470,11 @@ export function createPromMetrics(
     routesConfigured(routes) {
       const keep = new Set([...routes, NO_ROUTE, PLAIN_HTTP_ROUTE]);
       // Requests still in flight on a removed route would re-create its series when they end:
-      // what they report is dropped (the routes removed by the last reload; bounded by its config).
+      // what they report is dropped. Kept across later reloads (a WebSocket session outlasts
+      // several) until the route comes back.
       const removed = new Set([...configured].filter((r) => !keep.has(r)));
       configured = new Set(routes);
-      gone = removed;
+      gone = stillGone(gone, removed, keep);
       const metrics = [
         requests,
         requestDuration,
@@ -482,7 +496,8 @@ export function createPromMetrics(
     backendsConfigured(backends) {
       const wanted = new Set(backends);
       // As for routes: requests still in flight to a removed target would bring its series back.
-      goneBackends = new Set([...knownBackends].filter((b) => !wanted.has(b)));
+      const removed = new Set([...knownBackends].filter((b) => !wanted.has(b)));
+      goneBackends = stillGone(goneBackends, removed, wanted);
       for (const b of knownBackends) {
         if (!wanted.has(b)) {
           knownBackends.delete(b);

@@ -286,3 +286,32 @@ Deno.test("every metric createPromMetrics registers has a row in monitoring/READ
   const missing = names.filter((n) => !table.includes("| `" + n + "` "));
   assert.deepEqual(missing, [], "add a row for each to monitoring/README.md");
 });
+
+Deno.test("createPromMetrics: a removed route or target stays out after later reloads too", async () => {
+  const m = createPromMetrics({ processMetrics: false });
+  await m.routesConfigured(["/a", "/b"]);
+  m.backendsConfigured(["http://x:1", "http://y:1"]);
+  m.request("/a", "GET", 200, 0.01);
+  await m.routesConfigured(["/b"]);
+  m.backendsConfigured(["http://y:1"]);
+  // Another reload, while a WebSocket session of "/a" to x (hours long) is still open.
+  await m.routesConfigured(["/b", "/c"]);
+  m.backendsConfigured(["http://y:1", "http://z:1"]);
+  m.websocketMessageTooBig("/a");
+  m.request("/a", "GET", 101, 0.01);
+  m.backendRequest("http://x:1", "/b", 200, 0.01);
+  const t = await m.text();
+  assert.doesNotMatch(t, /route="\/a"/);
+  assert.doesNotMatch(t, /backend="http:\/\/x:1"/);
+  // A route or target that comes back counts again.
+  await m.routesConfigured(["/a", "/b"]);
+  m.backendsConfigured(["http://x:1"]);
+  m.request("/a", "GET", 200, 0.01);
+  m.backendRequest("http://x:1", "/a", 200, 0.01);
+  const back = await m.text();
+  assert.equal(value(back, 'prox_requests_total{route="/a",method="GET",status="200"}'), 1);
+  assert.equal(
+    value(back, 'prox_backend_requests_total{backend="http://x:1",route="/a",status="200"}'),
+    1,
+  );
+});
