@@ -6,7 +6,7 @@ import type { Document, Pair } from "yaml";
 import type { z } from "zod";
 import { Config } from "./schema.ts";
 import type { Config as ConfigType } from "./schema.ts";
-import { knownKeysAt, routeTypesWithKey, suggest } from "./suggest.ts";
+import { isRecordAt, knownKeysAt, routeTypesWithKey, suggest } from "./suggest.ts";
 import {
   describe,
   hintFor,
@@ -117,9 +117,11 @@ export function parseConfig(text: string, file = "config.yaml"): ParseResult {
       });
     }
   }
-  const input = withoutNulls(raw) as Record<string, unknown>;
+  const emptied: (string | number)[][] = [];
+  const input = withoutNulls(raw, [], emptied) as Record<string, unknown>;
   // Top-level `x-…` keys hold shared settings for aliases (as in Compose files); Prox ignores them.
   for (const key of Object.keys(input)) if (key.startsWith("x-")) delete input[key];
+  issues.push(...emptyEntries(emptied, { raw, file, doc, pos }));
   for (const { path, name } of shellVariables(input)) {
     issues.push({
       severity: "warning",
@@ -179,16 +181,61 @@ function wholeFile(file: string, message: string, hint?: string): ConfigIssue {
  * out, `status_code: ~`): an empty key means absent, as in the seed, whose optional fields
  * deserialized null as None. Lists are kept as they are.
  */
-function withoutNulls(value: unknown): unknown {
-  if (Array.isArray(value)) return value.map(withoutNulls);
+function withoutNulls(
+  value: unknown,
+  path: (string | number)[],
+  emptied: (string | number)[][],
+): unknown {
+  if (Array.isArray(value)) return value.map((v, i) => withoutNulls(v, [...path, i], emptied));
   if (value === null || typeof value !== "object") return value;
   const out: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(value)) {
     // A JSON body is data, not config: its nulls are values to send.
-    if (v !== null) out[k] = k === "set_json" ? v : withoutNulls(v);
+    if (v === null) emptied.push([...path, k]);
+    else out[k] = k === "set_json" ? v : withoutNulls(v, [...path, k], emptied);
   }
   return out;
 }
+
+/**
+ * The mapping entries left empty that are no absent setting: a misspelt key (`helth_check:` with
+ * its lines commented out loaded without a word) is unknown as it is with a value, and a name in
+ * a mapping of names (`X-Debug:` under `set`) is ignored, which is said.
+ */
+function emptyEntries(
+  emptied: (string | number)[][],
+  o: { raw: unknown; file: string; doc: Document; pos: (offset: number) => Pos },
+): ConfigIssue[] {
+  const out: ConfigIssue[] = [];
+  for (const path of emptied) {
+    const key = String(path.at(-1));
+    const parent = path.slice(0, -1);
+    // Shared settings (x-…) and empty routes (said above) are not these.
+    if (parent.length === 0 && key.startsWith("x-")) continue;
+    if (parent.length === 1 && parent[0] === "routes") continue;
+    if (isRecordAt(o.raw, parent)) {
+      out.push({
+        severity: "warning",
+        file: o.file,
+        ...o.pos(offsetOf(o.doc, path)),
+        path: dotted(path),
+        message: `${key} has no value, so the entry is ignored`,
+        hint: `Give it a value (${key}: "" for an empty one) or remove it`,
+      });
+      continue;
+    }
+    const known = knownKeysAt(o.raw, parent);
+    if (known.length === 0 || known.includes(key)) continue;
+    // A key of another route type, left empty, stays absent (as such keys of the seed are).
+    const onRoute = parent.length === 2 && parent[0] === "routes";
+    if (onRoute && routeTypesWithKey(key).length > 0) continue;
+    const issue = { code: "unrecognized_keys", keys: [key], path: parent, message: "" };
+    out.push(...toIssues(issue as z.core.$ZodIssue, o.raw, o.file, o.doc, o.pos));
+  }
+  return out;
+}
+
+type Pos = { line: number; col: number };
 
 /** Sorts issues by position, then path, so output is deterministic and in file order. */
 export function sortIssues(issues: ConfigIssue[]): void {

@@ -347,3 +347,19 @@ Deno.test("parseConfig does not call an inherited name (constructor) a key of ev
     "forward_auth",
   ]);
 });
+
+Deno.test("parseConfig reports a misspelt key left empty, and says a value-less entry is ignored", () => {
+  // An empty value counts as absent: `helth_check:` with its lines commented out loaded silently.
+  const text = `${HEAD}  /:\n    type: proxy\n    target: http://a\n    timout:\n` +
+    "    request_headers:\n      set:\n        X-Debug:\n        X-B: b\nhelth_check:\n" +
+    "#  enabled: false\nx-shared:\n";
+  assert.deepEqual(problems(text), [
+    'c.yaml:6:5: error: routes./.timout: Unknown key "timout"\n  fix: Did you mean "timeouts"?',
+    "c.yaml:9:9: warning: routes./.request_headers.set.X-Debug: X-Debug has no value, so the " +
+    'entry is ignored\n  fix: Give it a value (X-Debug: "" for an empty one) or remove it',
+    'c.yaml:11:1: error: helth_check: Unknown key "helth_check"\n  fix: Did you mean ' +
+    '"health_check"?',
+  ]);
+  // Known keys left empty are absent, as before.
+  assert.deepEqual(problems(`${HEAD}  /: { type: proxy, target: http://a }\nhealth_check:\n`), []);
+});

@@ -39,23 +39,32 @@ function pickObject(s: AnySchema, value: unknown): AnySchema {
 
 /** The keys the schema allows for the object found at `path` in the raw config. */
 export function knownKeysAt(raw: unknown, path: (string | number)[]): string[] {
+  const def = schemaAt(raw, path)?._zod?.def;
+  return def?.type === "object" ? Object.keys(def.shape) : [];
+}
+
+/** Whether the schema at `path` maps names of the user's choosing (header fields, statuses). */
+export function isRecordAt(raw: unknown, path: (string | number)[]): boolean {
+  return schemaAt(raw, path)?._zod?.def?.type === "record";
+}
+
+/** The schema of the value at `path` in the raw config (a union resolved by the value). */
+function schemaAt(raw: unknown, path: (string | number)[]): AnySchema {
   let s: AnySchema = Config;
   let value: unknown = raw;
   for (const key of path) {
     s = pickObject(s, value);
     const def = s?._zod?.def;
-    if (!def) return [];
+    if (!def) return undefined;
     if (def.type === "object") s = Object.hasOwn(def.shape, key) ? def.shape[key] : undefined;
     else if (def.type === "record") s = def.valueType;
     else if (def.type === "array") s = def.element;
-    else return [];
+    else return undefined;
     value = value && typeof value === "object"
       ? (value as Record<string | number, unknown>)[key]
       : undefined;
   }
-  const obj = pickObject(s, value);
-  const def = obj?._zod?.def;
-  return def?.type === "object" ? Object.keys(def.shape) : [];
+  return pickObject(s, value);
 }
 
 /**
