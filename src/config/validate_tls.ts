@@ -107,19 +107,45 @@ export function validateHsts(
 
 /**
  * Errors for a `tls.ca_cert` (a route's upstream, a forward_auth service) that is not there:
- * start-up failed reading it ("readfile './ca.pem'") after `prox validate` had said valid.
+ * start-up failed reading it ("readfile './ca.pem'") after `prox validate` had said valid. One
+ * that holds no PEM certificate failed every request to the upstream instead (502).
  */
 export function checkUpstreamCaFiles(
   config: Config,
   opts: { err: Report; env: ValidateEnv },
 ): void {
   const check = (path: (string | number)[], ca: string | undefined) => {
-    if (ca === undefined || opts.env.exists(ca)) return;
-    opts.err(
-      [...path, "tls", "ca_cert"],
-      `CA certificate file not found: ${ca}`,
-      "Fix the path (a relative one starts from the working directory of prox)",
-    );
+    if (ca === undefined) return;
+    const at = [...path, "tls", "ca_cert"];
+    if (!opts.env.exists(ca)) {
+      opts.err(
+        at,
+        `CA certificate file not found: ${ca}`,
+        "Fix the path (a relative one starts from the working directory of prox)",
+      );
+      return;
+    }
+    if (opts.env.stat?.(ca)?.isFile === false) {
+      opts.err(at, `CA certificate ${ca} is a directory, not a PEM file`, CA_HINT);
+      return;
+    }
+    const read = opts.env.readText?.(ca);
+    if (read === undefined) return;
+    if ("error" in read) {
+      const binary = / is not UTF-8 text$/.test(read.error);
+      opts.err(
+        at,
+        binary ? `${ca} is binary (DER), not PEM` : read.error,
+        binary ? `Convert it: openssl x509 -inform DER -in ${ca} -out ca.pem` : read.hint,
+      );
+    } else if (!read.text.includes("-----BEGIN CERTIFICATE-----")) {
+      opts.err(
+        at,
+        `${ca} holds no PEM certificate (-----BEGIN CERTIFICATE-----): the upstream's ` +
+          "certificate would be rejected",
+        CA_HINT,
+      );
+    }
   };
   check(["forward_auth"], config.forward_auth?.tls?.ca_cert);
   for (const [key, route] of Object.entries(config.routes)) {
@@ -127,3 +153,5 @@ export function checkUpstreamCaFiles(
     if (route.forward_auth) check(["routes", key, "forward_auth"], route.forward_auth.tls?.ca_cert);
   }
 }
+
+const CA_HINT = "Name the PEM file of the CA that issued the upstream's certificate";

@@ -602,3 +602,37 @@ Deno.test("prox serve survives running out of file descriptors and accepts again
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("prox validate refuses a tls.ca_cert that is a directory or holds no PEM certificate", async () => {
+  // Both were "valid": the directory failed start-up unlocated ("Cannot start: Is a directory"),
+  // the other file failed every request to the upstream (502, UnknownIssuer).
+  const dir = await tempDir({ "notes.txt": "not a certificate\n" });
+  await Deno.mkdir(`${dir}/certs`);
+  const yaml = (ca: string) =>
+    VALID(8080) + `  "/api":\n    type: proxy\n    target: "https://127.0.0.1:8443"\n` +
+    `    tls: { ca_cert: "${ca}" }\n`;
+  await Deno.writeTextFile(`${dir}/dir.yaml`, yaml(`${dir}/certs`));
+  await Deno.writeTextFile(`${dir}/text.yaml`, yaml(`${dir}/notes.txt`));
+  await Deno.writeTextFile(`${dir}/ok.yaml`, yaml(`${ROOT}/tests/fixtures/tls/ca.pem`));
+  try {
+    const ok = await prox(["validate", "-c", `${dir}/ok.yaml`]);
+    assert.equal(ok.code, 0, ok.stderr);
+    const first = async (file: string) => {
+      const r = await prox(["validate", "-c", `${dir}/${file}`]);
+      assert.equal(r.code, 1, r.stdout);
+      return r.stderr.split("\n")[0];
+    };
+    assert.equal(
+      await first("dir.yaml"),
+      `${dir}/dir.yaml:11:12: error: routes./api.tls.ca_cert: CA certificate ${dir}/certs is ` +
+        "a directory, not a PEM file",
+    );
+    assert.equal(
+      await first("text.yaml"),
+      `${dir}/text.yaml:11:12: error: routes./api.tls.ca_cert: ${dir}/notes.txt holds no PEM ` +
+        "certificate (-----BEGIN CERTIFICATE-----): the upstream's certificate would be rejected",
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
