@@ -579,8 +579,9 @@ export function createPromMetrics(
 }
 
 /**
- * Serves `GET <metrics.path>` on a traffic listener when `metrics.on_main_listener` is set (read
- * per request: it follows reloads); everything else goes to `handler`. `onRequest` sees every
+ * Serves `GET <metrics.path>` (and HEAD: the same head, RFC 9110 §9.3.2) on a traffic listener
+ * when `metrics.on_main_listener` is set (read per request: it follows reloads); everything else
+ * goes to `handler`. `onRequest` sees every
  * request (the memory reducer's count).
  */
 export function withMetricsEndpoint(handler: Handler, o: {
@@ -595,14 +596,18 @@ export function withMetricsEndpoint(handler: Handler, o: {
     o.onRequest?.();
     const m = o.config();
     if (
-      m.on_main_listener && req.method === "GET" && req.url.includes(m.path) &&
-      new URL(req.url).pathname === m.path
+      m.on_main_listener && (req.method === "GET" || req.method === "HEAD") &&
+      req.url.includes(m.path) && new URL(req.url).pathname === m.path
     ) {
       const refused = o.refuse?.(req, info);
       if (refused) return Promise.resolve(refused);
-      return o.text().then((t) =>
-        new Response(t, { headers: { "content-type": o.contentType ?? "text/plain" } })
-      );
+      return o.text().then((t) => {
+        const headers = { "content-type": o.contentType ?? "text/plain" };
+        if (req.method !== "HEAD") return new Response(t, { headers });
+        // Without it, a null body goes out as `content-length: 0`.
+        const length = String(new TextEncoder().encode(t).byteLength);
+        return new Response(null, { headers: { ...headers, "content-length": length } });
+      });
     }
     return handler(req, info);
   };

@@ -88,7 +88,16 @@ Deno.test("admin /metrics can also be served on the main listener when configure
   await withProx(yaml, async (p) => {
     const res = await fetch(`http://127.0.0.1:${p.port}/_prox/metrics`);
     assert.equal(res.status, 200);
-    assert.match(await res.text(), /# TYPE prox_requests_total counter/);
+    const text = await res.text();
+    assert.match(text, /# TYPE prox_requests_total counter/);
+    // HEAD gets GET's header fields (RFC 9110 §9.3.2), not whatever the routes answer.
+    const head = await fetch(`http://127.0.0.1:${p.port}/_prox/metrics`, { method: "HEAD" });
+    assert.equal(head.status, 200);
+    assert.equal(head.headers.get("content-type"), res.headers.get("content-type"));
+    assert.equal(await head.text(), "");
+    // About the GET's length (the exposition changes between scrapes), never 0.
+    const length = Number(head.headers.get("content-length"));
+    assert.ok(Math.abs(length - new TextEncoder().encode(text).length) < 200, String(length));
   });
 });
 
