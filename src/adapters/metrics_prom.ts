@@ -602,7 +602,11 @@ export function withMetricsEndpoint(handler: Handler, o: {
       const refused = o.refuse?.(req, info);
       if (refused) return Promise.resolve(refused);
       return o.text().then((t) => {
-        const headers = { "content-type": o.contentType ?? "text/plain" };
+        // As on the admin listener: a CDN in front of the traffic port must not keep a copy.
+        const headers = {
+          "content-type": o.contentType ?? "text/plain",
+          "cache-control": "no-store",
+        };
         if (req.method !== "HEAD") return new Response(t, { headers });
         // Without it, a null body goes out as `content-length: 0`.
         const length = String(new TextEncoder().encode(t).byteLength);
