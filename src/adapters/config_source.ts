@@ -16,7 +16,13 @@ export type ConfigSource = { path: string } | { text: string; name: string };
 
 /** What config loading may ask of the process: environment variables, whether a file exists. */
 export const denoEnv = {
-  env: (name: string) => Deno.env.get(name),
+  env(name: string): string | undefined {
+    try {
+      return Deno.env.get(name);
+    } catch {
+      return undefined; // `{env.}`, `{env.A=B}`: no variable can have such a name (Deno throws)
+    }
+  },
   exists(path: string): boolean {
     try {
       Deno.statSync(path);

@@ -636,3 +636,24 @@ Deno.test("prox validate refuses a tls.ca_cert that is a directory or holds no P
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("prox validate locates an {env.} placeholder without a name (it crashed)", async () => {
+  // Deno.env.get("") throws: validate said 'Cannot read config "…": Key is an empty string.'
+  const dir = await tempDir();
+  await Deno.writeTextFile(
+    `${dir}/c.yaml`,
+    VALID(8080) + `  "/api":\n    type: proxy\n    target: "http://127.0.0.1:8081"\n` +
+      `    request_headers: { set: { X-A: "{env.}", X-B: "{env.A=B}" } }\n`,
+  );
+  try {
+    const r = await prox(["validate", "-c", `${dir}/c.yaml`]);
+    assert.equal(r.code, 1, r.stdout);
+    assert.deepEqual(r.stderr.split("\n").filter((l) => l.includes(": error: ")), [
+      `${dir}/c.yaml:11:31: error: routes./api.request_headers.set.X-A: Environment variable  ` +
+      "is not set (placeholder {env.})",
+    ]);
+    assert.match(r.stderr, /set\.X-B: \{env\.A=B\} is no placeholder: sent as it is/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
