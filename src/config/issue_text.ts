@@ -168,10 +168,13 @@ const TEMPLATED = new Set(["request_headers", "response_headers", "request_body"
 export function shellVariables(
   value: unknown,
   path: (string | number)[] = [],
-): { path: (string | number)[]; name: string }[] {
+): { path: (string | number)[]; name: string; env?: boolean }[] {
   if (typeof value === "string") {
     const m = /\$\{([A-Za-z_][A-Za-z0-9_]*)[^}]*\}/.exec(value);
-    return m ? [{ path, name: m[1] }] : [];
+    if (m) return [{ path, name: m[1] }];
+    // Prox's own `{env.NAME}` outside the rules and pages that take it (`target`) is text too.
+    const e = /\{env\.([A-Za-z_][A-Za-z0-9_]*)\}/.exec(value);
+    return e ? [{ path, name: e[1], env: true }] : [];
   }
   if (value === null || typeof value !== "object") return [];
   return Object.entries(value).flatMap(([k, v]) =>

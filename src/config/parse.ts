@@ -122,15 +122,19 @@ export function parseConfig(text: string, file = "config.yaml"): ParseResult {
   // Top-level `x-…` keys hold shared settings for aliases (as in Compose files); Prox ignores them.
   for (const key of Object.keys(input)) if (key.startsWith("x-")) delete input[key];
   issues.push(...emptyEntries(emptied, { raw, file, doc, pos }));
-  for (const { path, name } of shellVariables(input)) {
+  for (const { path, name, env } of shellVariables(input)) {
+    const generate = "Put the value in the file, or generate it (prox serve -c <(envsubst < " +
+      "config.tpl.yaml))";
     issues.push({
       severity: "warning",
       file,
       ...locate(path),
       path: dotted(path),
-      message: `\${${name}} is not expanded: Prox reads the config as written`,
-      hint: "Put the value in the file, or generate it (prox serve -c <(envsubst < " +
-        "config.tpl.yaml)); header values and bodies take {env.NAME}",
+      message: env
+        ? `{env.${name}} is not expanded here: only header rule values, bodies and error pages ` +
+          "take {env.NAME}"
+        : `\${${name}} is not expanded: Prox reads the config as written`,
+      hint: env ? generate : `${generate}; header values and bodies take {env.NAME}`,
     });
   }
   for (const d of dropIgnoredSeedKeys(input.routes)) {

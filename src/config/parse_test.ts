@@ -363,3 +363,14 @@ Deno.test("parseConfig reports a misspelt key left empty, and says a value-less 
   // Known keys left empty are absent, as before.
   assert.deepEqual(problems(`${HEAD}  /: { type: proxy, target: http://a }\nhealth_check:\n`), []);
 });
+
+Deno.test("parseConfig warns that {env.NAME} is expanded in rule values and pages only", () => {
+  const text = `${HEAD}  /:\n    type: proxy\n    target: "http://{env.BACKEND}:8080"\n` +
+    `    request_headers: { set: { X-A: "{env.HOME}" } }\n`;
+  // The target went to a host named "{env.backend}" (502 for every request), without a word.
+  assert.deepEqual(problems(text), [
+    "c.yaml:5:5: warning: routes./.target: {env.BACKEND} is not expanded here: only header " +
+    "rule values, bodies and error pages take {env.NAME}\n  fix: Put the value in the file, or " +
+    "generate it (prox serve -c <(envsubst < config.tpl.yaml))",
+  ]);
+});
