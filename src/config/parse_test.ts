@@ -374,3 +374,14 @@ Deno.test("parseConfig warns that {env.NAME} is expanded in rule values and page
     "generate it (prox serve -c <(envsubst < config.tpl.yaml))",
   ]);
 });
+
+Deno.test('parseConfig refuses keys that differ only in their YAML type (404 and "404")', () => {
+  // Both became "404": the second page replaced the first without a word.
+  const text = `${HEAD}  /: { type: proxy, target: http://a }\nerror_pages:\n  404: a.html\n` +
+    `  "404": b.html\n`;
+  assert.deepEqual(problems(text), [
+    'c.yaml:6:3: error: YAML syntax error: Duplicate key "404"\n  fix: Each key may appear ' +
+    "once in a mapping (of two equal route keys the Rust Prox silently used the last); merge or " +
+    "rename the duplicate",
+  ]);
+});

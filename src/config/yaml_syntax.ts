@@ -1,7 +1,7 @@
 // YAML syntax errors as problems a user can act on: where the mistake is (an unclosed quote at its
 // opening, not at the end of the file), what it is, and how to fix it; one per line.
 
-import { isAlias, isMap, isSeq, visit } from "yaml";
+import { isAlias, isMap, isScalar, isSeq, visit } from "yaml";
 import { isMergePair } from "./yaml_locate.ts";
 import type { Document, LineCounter, Node, Scalar } from "yaml";
 
@@ -13,6 +13,8 @@ export interface SyntaxProblem {
 }
 
 const GENERIC_HINT = "Check the indentation and quoting on this line";
+const DUPLICATE_HINT = "Each key may appear once in a mapping (of two equal route keys the Rust " +
+  "Prox silently used the last); merge or rename the duplicate";
 
 /**
  * The document's syntax errors, unknown tags and unresolved aliases, at most one per line, in
@@ -72,6 +74,22 @@ export function syntaxProblems(doc: Document, text: string, lc: LineCounter): Sy
               "(an anchor must come before its aliases)",
         });
       },
+      Map(_, map) {
+        // `404:` and `"404":` are two keys to YAML, one to Prox: the second replaced the first.
+        const keys = new Set<string>();
+        for (const p of map.items) {
+          if (!isScalar(p.key) || isMergePair(p)) continue;
+          const key = String(p.key.value);
+          if (keys.has(key) && p.key.range) {
+            out.push({
+              offset: p.key.range[0],
+              message: `YAML syntax error: Duplicate key "${key}"`,
+              hint: DUPLICATE_HINT,
+            });
+          }
+          keys.add(key);
+        }
+      },
       Pair(_, pair) {
         if (!isMergePair(pair)) return;
         const sources = isSeq(pair.value) ? pair.value.items : [pair.value];
@@ -118,8 +136,7 @@ function explain(
       const key = /^("[^"\n]*"|'[^'\n]*'|[^:\n]*?)\s*:/.exec(text.slice(at))?.[1];
       return syntax(
         key ? `Duplicate key ${/^["']/.test(key) ? key : `"${key}"`}` : err.message,
-        "Each key may appear once in a mapping (of two equal route keys the Rust Prox silently " +
-          "used the last); merge or rename the duplicate",
+        DUPLICATE_HINT,
       );
     }
     case "MULTIPLE_DOCS":
