@@ -15,7 +15,7 @@ import { validateAccess } from "./validate_access.ts";
 import type { Report } from "./validate_route.ts";
 import { dotted, sortIssues } from "./parse.ts";
 import type { CertificateNames } from "./cert_names.ts";
-import { validateHsts, validatePair } from "./validate_tls.ts";
+import { checkCaFile, validateHsts, validatePair } from "./validate_tls.ts";
 
 /** What validation may ask of the outside world. */
 export interface ValidateEnv {
@@ -351,9 +351,7 @@ function validateAcme(
 ): void {
   const { err, warn } = opts;
   const base = ["tls", "acme"];
-  if (acme.ca_cert !== undefined && !opts.env.exists(acme.ca_cert)) {
-    err([...base, "ca_cert"], `CA certificate file not found: ${acme.ca_cert}`, FILE_HINT);
-  }
+  checkCaFile([...base, "ca_cert"], acme.ca_cert, { ...opts, peer: "the ACME server's" });
   if (acme.domains.length === 0) {
     err(
       [...base, "domains"],

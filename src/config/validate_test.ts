@@ -90,3 +90,27 @@ Deno.test("validateConfig says an empty cert_path or key_path is empty, not set 
     "4:23 tls.key_path: Cannot be empty",
   ]);
 });
+
+Deno.test("validateConfig refuses a tls.acme.ca_cert that is a directory or holds no PEM certificate", async () => {
+  const { denoEnv } = await import("../adapters/config_source.ts");
+  const dir = await Deno.makeTempDir({ prefix: "prox-acme-ca-" });
+  await Deno.writeTextFile(`${dir}/notes.txt`, "not a certificate\n");
+  const issues = (ca: string) =>
+    loadConfigText(
+      BASE + "tls:\n  acme: { enabled: true, domains: [a.example], email: a@a.example, " +
+        `http_listen_addr: "0.0.0.0:80", ca_cert: "${ca}" }\n`,
+      { file: "c.yaml", env: denoEnv },
+    ).issues.filter((i) => i.severity === "error").map((i) => `${i.path}: ${i.message}`);
+  try {
+    // Both were valid; the ACME directory's certificate was then never trusted (no certificate).
+    assert.deepEqual(issues(dir), [
+      `tls.acme.ca_cert: CA certificate ${dir} is a directory, not a PEM file`,
+    ]);
+    assert.deepEqual(issues(`${dir}/notes.txt`), [
+      `tls.acme.ca_cert: ${dir}/notes.txt holds no PEM certificate (-----BEGIN CERTIFICATE-----): ` +
+      "the ACME server's certificate would be rejected",
+    ]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

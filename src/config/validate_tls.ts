@@ -114,39 +114,8 @@ export function checkUpstreamCaFiles(
   config: Config,
   opts: { err: Report; env: ValidateEnv },
 ): void {
-  const check = (path: (string | number)[], ca: string | undefined) => {
-    if (ca === undefined) return;
-    const at = [...path, "tls", "ca_cert"];
-    if (!opts.env.exists(ca)) {
-      opts.err(
-        at,
-        `CA certificate file not found: ${ca}`,
-        "Fix the path (a relative one starts from the working directory of prox)",
-      );
-      return;
-    }
-    if (opts.env.stat?.(ca)?.isFile === false) {
-      opts.err(at, `CA certificate ${ca} is a directory, not a PEM file`, CA_HINT);
-      return;
-    }
-    const read = opts.env.readText?.(ca);
-    if (read === undefined) return;
-    if ("error" in read) {
-      const binary = / is not UTF-8 text$/.test(read.error);
-      opts.err(
-        at,
-        binary ? `${ca} is binary (DER), not PEM` : read.error,
-        binary ? `Convert it: openssl x509 -inform DER -in ${ca} -out ca.pem` : read.hint,
-      );
-    } else if (!read.text.includes("-----BEGIN CERTIFICATE-----")) {
-      opts.err(
-        at,
-        `${ca} holds no PEM certificate (-----BEGIN CERTIFICATE-----): the upstream's ` +
-          "certificate would be rejected",
-        CA_HINT,
-      );
-    }
-  };
+  const check = (path: (string | number)[], ca: string | undefined) =>
+    checkCaFile([...path, "tls", "ca_cert"], ca, { ...opts, peer: "the upstream's" });
   check(["forward_auth"], config.forward_auth?.tls?.ca_cert);
   for (const [key, route] of Object.entries(config.routes)) {
     if ("tls" in route) check(["routes", key], route.tls?.ca_cert);
@@ -154,4 +123,44 @@ export function checkUpstreamCaFiles(
   }
 }
 
-const CA_HINT = "Name the PEM file of the CA that issued the upstream's certificate";
+/**
+ * Errors for a CA file (`ca_cert`) that is missing, a directory, not UTF-8 or without a PEM
+ * certificate; `peer` names whose certificate it vouches for ("the upstream's").
+ */
+export function checkCaFile(
+  at: (string | number)[],
+  ca: string | undefined,
+  opts: { err: Report; env: ValidateEnv; peer: string },
+): void {
+  if (ca === undefined) return;
+  const hint = `Name the PEM file of the CA that issued ${opts.peer} certificate`;
+  if (!opts.env.exists(ca)) {
+    opts.err(
+      at,
+      `CA certificate file not found: ${ca}`,
+      "Fix the path (a relative one starts from the working directory of prox)",
+    );
+    return;
+  }
+  if (opts.env.stat?.(ca)?.isFile === false) {
+    opts.err(at, `CA certificate ${ca} is a directory, not a PEM file`, hint);
+    return;
+  }
+  const read = opts.env.readText?.(ca);
+  if (read === undefined) return;
+  if ("error" in read) {
+    const binary = / is not UTF-8 text$/.test(read.error);
+    opts.err(
+      at,
+      binary ? `${ca} is binary (DER), not PEM` : read.error,
+      binary ? `Convert it: openssl x509 -inform DER -in ${ca} -out ca.pem` : read.hint,
+    );
+  } else if (!read.text.includes("-----BEGIN CERTIFICATE-----")) {
+    opts.err(
+      at,
+      `${ca} holds no PEM certificate (-----BEGIN CERTIFICATE-----): ${opts.peer} certificate ` +
+        "would be rejected",
+      hint,
+    );
+  }
+}
