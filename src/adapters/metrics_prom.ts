@@ -491,7 +491,7 @@ export function createPromMetrics(
         wsTooBig,
         mirrors,
       ] as unknown as Prunable[];
-      return Promise.all(metrics.map((m) => pruneRoutes(m, keep, removed))).then(() => {});
+      return Promise.all(metrics.map((m) => pruneRoutes(m, keep, gone))).then(() => {});
     },
     backendsConfigured(backends) {
       const wanted = new Set(backends);

@@ -315,3 +315,13 @@ Deno.test("createPromMetrics: a removed route or target stays out after later re
     1,
   );
 });
+
+Deno.test("createPromMetrics: at the first reload, routes seen only in series stay out too", async () => {
+  const m = createPromMetrics({ processMetrics: false });
+  m.request("/a", "GET", 200, 0.01);
+  m.rateLimit("/a", "limited");
+  await m.routesConfigured(["/b"]);
+  m.request("/a", "GET", 200, 0.01);
+  m.rateLimit("/a", "limited");
+  assert.doesNotMatch(await m.text(), /route="\/a"/);
+});
