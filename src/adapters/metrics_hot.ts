@@ -75,13 +75,12 @@ class Cells<T extends { labels: Labels }> {
     }
   }
 
-  /** Drops every cell whose labels include all of `labels`. */
-  remove(labels: Record<string, string | number>): void {
-    const want = Object.entries(labels);
+  /** Drops every cell for which `drop` is true, in one pass over them. */
+  removeWhere(drop: (cell: T) => boolean): void {
     for (const [a, m1] of this.#root) {
       for (const [b, m2] of m1) {
         for (const [c, cell] of m2) {
-          if (!want.every(([k, v]) => cell.labels[k] === String(v))) continue;
+          if (!drop(cell)) continue;
           m2.delete(c);
           this.#size--;
         }
@@ -129,18 +128,25 @@ abstract class HotMetric<T extends { labels: Labels }> implements RegistryMetric
     return Promise.resolve({ name: this.name, help: this.help, type, values, aggregator: "sum" });
   }
 
+  /** Drops every cell whose labels include all of `labels`. */
   remove(labels: Record<string, string | number>): void {
-    this.cells.remove(labels);
+    const want = Object.entries(labels).map(([k, v]) => [k, String(v)]);
+    this.cells.removeWhere((cell) => want.every(([k, v]) => cell.labels[k] === v));
   }
 
-  /** Drops every cell whose `label` has a value outside `keep` (the overflow cell stays). */
-  retain(label: string, keep: ReadonlySet<string>): void {
+  /**
+   * Drops every cell whose `label` has a value outside `keep` (the overflow cell stays), in one
+   * pass (a reload that removes many routes must not hold up requests); returns those values.
+   */
+  retain(label: string, keep: ReadonlySet<string>): Set<string> {
     const gone = new Set<string>();
-    for (const c of this.cells) {
+    this.cells.removeWhere((c) => {
       const v = c.labels[label];
-      if (v !== OVERFLOW && !keep.has(v)) gone.add(v);
-    }
-    for (const v of gone) this.cells.remove({ [label]: v });
+      if (v === OVERFLOW || keep.has(v)) return false;
+      gone.add(v);
+      return true;
+    });
+    return gone;
   }
 
   reset(): void {
