@@ -55,7 +55,8 @@ export function parseDuration(text: string): number | string {
   if (!(total <= 2 ** 53)) {
     return `Duration "${text}" is too long: use at most 104249991d (2^53 ms)`;
   }
-  return Math.round(total);
+  // 0 means "no limit" for timeouts: "0.4ms" is the shortest wait, not none.
+  return total > 0 ? Math.max(1, Math.round(total)) : 0;
 }
 
 const SIZE_UNIT: Record<string, number> = {

@@ -385,3 +385,11 @@ Deno.test('parseConfig refuses keys that differ only in their YAML type (404 and
     "rename the duplicate",
   ]);
 });
+
+Deno.test("parseConfig keeps a positive duration under 1 ms positive (0 turns a timeout off)", () => {
+  const ok = parseConfig(
+    `${HEAD}  /: { type: proxy, target: http://a, timeouts: { connect: 0.4ms } }\n`,
+  );
+  const route = ok.config?.routes["/"];
+  assert.equal(route && "timeouts" in route ? route.timeouts?.connect : undefined, 1);
+});
