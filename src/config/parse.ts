@@ -380,7 +380,8 @@ function excerpt(text: string, line: number, col: number): string {
     src = `${start > 0 ? "…" : ""}${src.slice(start, end)}${end < src.length ? "…" : ""}`;
     at = at - start + (start > 0 ? 1 : 0);
   }
-  return `${String(line).padStart(4)} | ${src}\n     | ${" ".repeat(at)}^`;
+  const gutter = String(line).padStart(4);
+  return `${gutter} | ${src}\n${" ".repeat(gutter.length)} | ${" ".repeat(at)}^`;
 }
 
 // An integer under set_json beyond 2^53 (an id such as 12345678901234567890) is sent exactly as

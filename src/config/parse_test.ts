@@ -393,3 +393,14 @@ Deno.test("parseConfig keeps a positive duration under 1 ms positive (0 turns a 
   const route = ok.config?.routes["/"];
   assert.equal(route && "timeouts" in route ? route.timeouts?.connect : undefined, 1);
 });
+
+Deno.test("parseConfig puts the caret under the mistake on lines numbered 10000 and beyond", () => {
+  const routes = Array.from({ length: 5000 }, (_, i) => `  /r${i}:\n    type: static\n    root: .`);
+  const text = `${HEAD}${routes.join("\n")}\n  /x: { type: static, root: ". }\n`;
+  const [issue] = parseConfig(text, "c.yaml").issues;
+  assert.equal(issue.line, 15003);
+  const [shown, caret] = issue.excerpt!.split("\n");
+  // The gutter of "15003 | " is one wider than "    | ": the caret sat one column to the left.
+  assert.equal(shown.indexOf("|"), caret.indexOf("|"));
+  assert.equal(shown[caret.indexOf("^")], '"');
+});
