@@ -342,7 +342,7 @@ export function createConnectionPool(opts: UpstreamPoolOptions): ConnectionPool 
       return new Promise<H1Connection>((resolve, reject) => {
         const signal = a.signal?.();
         if (signal?.aborted) {
-          reject(new ProxyError("client_gone", "Client went away", { sentNothing: true }));
+          reject(leftQueue(signal, key));
           return;
         }
         const onAbort = () => {
@@ -350,7 +350,7 @@ export function createConnectionPool(opts: UpstreamPoolOptions): ConnectionPool 
           w.done = true;
           o.queued--;
           waiting--;
-          reject(new ProxyError("client_gone", "Client went away", { sentNothing: true }));
+          reject(leftQueue(signal, key));
         };
         const w: Waiter = {
           done: false,
@@ -433,6 +433,23 @@ export function createConnectionPool(opts: UpstreamPoolOptions): ConnectionPool 
       origins.clear();
     },
   };
+}
+
+/**
+ * Why a request stopped waiting for a connection: its own timeout (`per_try_timeout`,
+ * `timeouts.total`) ran out in the queue, a shed like a full queue's that says nothing against
+ * the target, which never saw it; else its client left.
+ */
+export function leftQueue(signal: AbortSignal | undefined, key: string): ProxyError {
+  const why = signal?.reason;
+  if (why instanceof ProxyError && why.kind === "timeout") {
+    return new ProxyError(
+      "overloaded",
+      `No connection to upstream "${key}" free before the request's timeout`,
+      { source: key, sentNothing: true, retryable: false },
+    );
+  }
+  return new ProxyError("client_gone", "Client went away", { sentNothing: true });
 }
 
 /**

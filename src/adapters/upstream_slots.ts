@@ -5,6 +5,7 @@
 // the rest shed with ProxyError("overloaded") (503), exactly as the HTTP/1.1 pool does.
 
 import { ProxyError, tagRequest } from "../domain/errors.ts";
+import { leftQueue } from "./upstream_pool.ts";
 import type { UpstreamPoolOptions } from "./upstream_pool.ts";
 import { timerDelay } from "../config/duration.ts";
 import { BODY_BYTES } from "../ports.ts";
@@ -63,11 +64,7 @@ export function createRequestSlots(opts: UpstreamPoolOptions): RequestSlots {
           `${origin.waiters.length} waiting`;
         return Promise.reject(overloaded(key, msg));
       }
-      if (signal?.aborted) {
-        return Promise.reject(
-          new ProxyError("client_gone", "Client went away", { sentNothing: true }),
-        );
-      }
+      if (signal?.aborted) return Promise.reject(leftQueue(signal, key));
       return new Promise<Release>((resolve, reject) => {
         let timer: ReturnType<typeof setTimeout> | undefined;
         const leave = (err: ProxyError) => {
@@ -75,8 +72,7 @@ export function createRequestSlots(opts: UpstreamPoolOptions): RequestSlots {
           if (i >= 0) origin.waiters.splice(i, 1);
           w.fail(err);
         };
-        const onAbort = () =>
-          leave(new ProxyError("client_gone", "Client went away", { sentNothing: true }));
+        const onAbort = () => leave(leftQueue(signal, key));
         const w: Waiter = {
           grant() {
             clearTimeout(timer);

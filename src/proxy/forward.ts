@@ -226,31 +226,34 @@ async function sendOnce(
     ctx.upstreamMs = ms;
     // No status from this attempt (a status retry's earlier answer is not the one that failed).
     ctx.upstreamStatus = null;
+    // Still waiting for a connection in Prox's own pool (upstream_pool) when it failed (shed, or
+    // its timeout ran out there): the target never saw the request and is not charged for it.
+    const queued = err instanceof ProxyError && err.kind === "overloaded";
     const e = timedOut
       ? perTryTimeout(
         new ProxyError(
           "timeout",
-          `Upstream "${req.origin.origin}" sent no response within ${perTry} ms`,
-          {
-            source: id,
-            cause: err,
-          },
+          queued
+            ? `No connection to upstream "${req.origin.origin}" within ${perTry} ms`
+            : `Upstream "${req.origin.origin}" sent no response within ${perTry} ms`,
+          { source: id, cause: err, sentNothing: queued },
         ),
       )
       : toProxyError(err, id);
-    // Shed by Prox's own pool (upstream_pool), the request never reached the target. A client
-    // that left first is 499 (as for the request itself): 599 says the target gave no answer.
+    // A client that left first is 499 (as for the request itself): 599 says the target gave no
+    // answer.
     const status = e.kind === "client_gone" ? 499 : 599;
-    if (e.kind !== "overloaded") deps.metrics.backendRequest(id, ctx.route!.id, status, ms / 1000);
+    if (!queued) deps.metrics.backendRequest(id, ctx.route!.id, status, ms / 1000);
     // timeouts.total ran out while this target owed the response head: the client sees a 504,
     // and the target is charged as for any timeout (the client reports only the abort).
     const reason = req.signal?.aborted ? req.signal.reason : undefined;
     const overdue = reason instanceof ProxyError && reason.kind === "timeout";
     const slowClient = uploading && (overdue || e.kind === "timeout");
+    const spared = queued || slowClient;
     // A timeout counts as the target's slowest answer (/status shows it, power_of_two avoids
     // it); a fast failure (a refused connection) is no sign of a fast target.
-    if ((e.kind === "timeout" || overdue) && !slowClient) reg.observe(id, ms, end);
-    if ((TARGET_FAULTS.has(e.kind) || overdue) && !slowClient && pool.passive.enabled) {
+    if ((e.kind === "timeout" || overdue) && !spared) reg.observe(id, ms, end);
+    if ((TARGET_FAULTS.has(e.kind) || overdue) && !spared && pool.passive.enabled) {
       const why = overdue ? reason.message : e.message;
       reg.outcome(id, false, {
         pool: pool.ids,

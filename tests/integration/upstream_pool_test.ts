@@ -100,3 +100,40 @@ routes:
   // The PUT met the GET's connection closed and went again on a new one.
   assert.deepEqual(seen, ["GET /x", "PUT /x", "PUT /x"]);
 });
+
+Deno.test("upstream_pool: a per-try timeout spent waiting in Prox's own queue does not count against the target", async () => {
+  const gate = Promise.withResolvers<void>();
+  let aHits = 0;
+  await using a = await startUpstream(async () => {
+    if (++aHits === 1) await gate.promise;
+    return new Response("a");
+  });
+  await using b = await startUpstream(() => new Response("b"));
+  await using prox = await startProxy(`
+health_check: { enabled: false }
+passive_health: { failures: 1 }
+upstream_pool: { max_connections_per_upstream: 1 }
+routes:
+  "/hold": { type: proxy, target: "${a.url}", retries: { attempts: 0 } }
+  "/":
+    type: load_balance
+    strategy: first
+    targets: ["${a.url}", "${b.url}"]
+    retries: { attempts: 1, per_try_timeout: 300ms }
+`);
+  // The only connection to A is busy: the next request for A waits in Prox's queue for it.
+  const hold = fetch(`${prox.url}/hold`);
+  try {
+    await waitFor(() => aHits === 1, { what: "the first request at A" });
+    const res = await fetch(`${prox.url}/x`);
+    // Its per-try timeout passed in the queue: it went on to B, and A, which never saw it, is
+    // not taken for a failing target (it was ejected for it: every later request went to B).
+    assert.deepEqual([res.status, await res.text()], [200, "b"]);
+    const [viewA] = prox.server.upstreams.list().filter((u) => u.id === a.url);
+    assert.equal(viewA.ejections, 0);
+  } finally {
+    gate.resolve();
+    await (await hold).body?.cancel();
+  }
+  assert.equal(await (await fetch(`${prox.url}/y`)).text(), "a");
+});
