@@ -31,10 +31,10 @@ export const denoEnv = {
       return false;
     }
   },
-  stat(path: string): { isFile: boolean; size: number } | null {
+  stat(path: string): { isFile: boolean; isDirectory: boolean; size: number } | null {
     try {
       const st = Deno.statSync(path);
-      return { isFile: st.isFile, size: st.size };
+      return { isFile: st.isFile, isDirectory: st.isDirectory, size: st.size };
     } catch {
       return null;
     }

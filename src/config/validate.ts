@@ -29,7 +29,7 @@ export interface ValidateEnv {
    */
   readText?: (path: string) => { text: string } | { error: string; hint: string };
   /** What kind of file a path is, and its size (null when absent); omitted: not checked. */
-  stat?: (path: string) => { isFile: boolean; size: number } | null;
+  stat?: (path: string) => { isFile: boolean; isDirectory?: boolean; size: number } | null;
   /**
    * The certificate file's first certificate: its validity (ms) and whether the key file holds
    * its private key, or why they cannot be read; omitted: not checked.

@@ -142,10 +142,13 @@ export function checkCaFile(
     );
     return;
   }
-  if (opts.env.stat?.(ca)?.isFile === false) {
+  const st = opts.env.stat?.(ca);
+  if (st?.isDirectory) {
     opts.err(at, `CA certificate ${ca} is a directory, not a PEM file`, hint);
     return;
   }
+  // A pipe (`<(…)`, a FIFO) gives its text once, to the start-up that reads it.
+  if (st?.isFile === false) return;
   const read = opts.env.readText?.(ca);
   if (read === undefined) return;
   if ("error" in read) {
