@@ -224,7 +224,9 @@ function emptyEntries(
         ...o.pos(offsetOf(o.doc, path)),
         path: dotted(path),
         message: `${key} has no value, so the entry is ignored`,
-        hint: `Give it a value (${key}: "" for an empty one) or remove it`,
+        hint: path.some((k) => k === "request_headers" || k === "response_headers")
+          ? `Give it a value (${key}: "" for an empty one) or remove it`
+          : "Give it a value or remove it",
       });
       continue;
     }

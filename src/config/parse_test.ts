@@ -404,3 +404,13 @@ Deno.test("parseConfig puts the caret under the mistake on lines numbered 10000 
   assert.equal(shown.indexOf("|"), caret.indexOf("|"));
   assert.equal(shown[caret.indexOf("^")], '"');
 });
+
+Deno.test("parseConfig offers an empty value only where one is allowed (header rules)", () => {
+  assert.deepEqual(
+    problems(`${HEAD}  /: { type: proxy, target: http://a }\nerror_pages:\n  404:\n`),
+    [
+      "c.yaml:5:3: warning: error_pages.404: 404 has no value, so the entry is ignored\n  fix: " +
+      "Give it a value or remove it",
+    ],
+  );
+});
