@@ -414,3 +414,14 @@ Deno.test("parseConfig offers an empty value only where one is allowed (header r
     ],
   );
 });
+
+Deno.test("parseConfig says a value nested too deeply is that, without echoing it as a fix", () => {
+  const text = `${HEAD}  /: { type: proxy, target: http://a }\nx-a: ${"[".repeat(3000)}${
+    "]".repeat(3000)
+  }\n`;
+  const issues = problems(text);
+  // It said "Maximum call stack size exceeded" and "fix: If [[[[…(3000 of them) is meant as text".
+  assert.equal(issues.length, 1);
+  assert.match(issues[0], /^c\.yaml:4:\d+: error: YAML syntax error: The value nests too deeply/);
+  assert.ok(issues[0].length < 300, issues[0]);
+});

@@ -145,6 +145,12 @@ function explain(
         "Remove this --- line and merge what follows into the document above, or move it to " +
           "its own file",
       );
+    case "RESOURCE_EXHAUSTION":
+      // `[[[[…` thousands deep: the parser ran out of stack, and the value is no text to quote.
+      return syntax(
+        "The value nests too deeply ([ or { inside each other hundreds of times)",
+        "Write it with a few levels of nesting",
+      );
     case "TAB_AS_INDENT":
       return syntax(err.message, "Indent with spaces: YAML does not allow tabs there");
     case "MISSING_CHAR": {
