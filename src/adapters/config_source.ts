@@ -47,6 +47,9 @@ export const denoEnv = {
       if (err instanceof TypeError) {
         return { error: `${path} is not UTF-8 text`, hint: "Save the page as UTF-8" };
       }
+      if (err instanceof Deno.errors.IsADirectory) {
+        return { error: `${path} is a directory, not a file`, hint: "Name the file itself" };
+      }
       return {
         error: `Cannot read ${path}: ${
           String(err instanceof Error ? err.message : err).replace(/: readfile '.*'$/, "")

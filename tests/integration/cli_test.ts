@@ -657,3 +657,24 @@ Deno.test("prox validate locates an {env.} placeholder without a name (it crashe
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("prox validate says a users_file that is a directory is one (not to grant read access)", async () => {
+  const dir = await tempDir();
+  await Deno.mkdir(`${dir}/htpasswd`);
+  await Deno.writeTextFile(
+    `${dir}/c.yaml`,
+    VALID(8080) + `    basic_auth: { users_file: "${dir}/htpasswd" }\n`,
+  );
+  try {
+    const r = await prox(["validate", "-c", `${dir}/c.yaml`]);
+    assert.equal(r.code, 1, r.stdout);
+    const at = r.stderr.split("\n").findIndex((l) => l.includes("users_file: "));
+    assert.deepEqual(r.stderr.split("\n").slice(at, at + 2), [
+      `${dir}/c.yaml:8:19: error: routes./.basic_auth.users_file: ${dir}/htpasswd is a ` +
+      "directory, not a file",
+      "  fix: Name the file itself",
+    ]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
