@@ -425,3 +425,13 @@ Deno.test("parseConfig says a value nested too deeply is that, without echoing i
   assert.match(issues[0], /^c\.yaml:4:\d+: error: YAML syntax error: The value nests too deeply/);
   assert.ok(issues[0].length < 300, issues[0]);
 });
+
+Deno.test("parseConfig refuses http2_max_concurrent_streams past a SETTINGS value (2^32 - 1)", () => {
+  // 4294967296 went out as 0 in the 32-bit SETTINGS field: no client stream was allowed.
+  const text = `${HEAD}  /: { type: proxy, target: http://a }\n` +
+    "protocols: { http2_max_concurrent_streams: 4294967296 }\n";
+  assert.deepEqual(problems(text), [
+    "c.yaml:4:14: error: protocols.http2_max_concurrent_streams: Must be at most 4294967295, " +
+    "got 4294967296",
+  ]);
+});

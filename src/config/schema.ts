@@ -74,7 +74,8 @@ export const Protocols = z.object({
   // to a backend (Google Cloud's: 600 s), or one would send a request just as Prox closes.
   http1_idle_timeout: Duration.prefault("620s"),
   http2_max_frame_size: z.int().min(0).optional(),
-  http2_max_concurrent_streams: z.int().min(0).optional(),
+  // A 32-bit SETTINGS value (RFC 9113 §6.5.1): 2^32 went out as 0, which refuses every stream.
+  http2_max_concurrent_streams: z.int().min(0).max(4294967295).optional(),
   http3_config: Http3Config.default(Http3Config.parse({})),
 }).strict();
 
