@@ -17,7 +17,7 @@ import {
 import { trapSignals } from "./src/adapters/signals.ts";
 import type { SignalTrap, Stoppable } from "./src/adapters/signals.ts";
 import { REUSE_PORT } from "./src/adapters/listener_set.ts";
-import { createJsonLogger, flushStdout } from "./src/adapters/log_json.ts";
+import { createJsonLogger, flushStdio } from "./src/adapters/log_json.ts";
 import { createMemoryFileStore } from "./src/adapters/files_memory.ts";
 import type { FileStore } from "./src/ports.ts";
 import type { ConfigSource } from "./src/server.ts";
@@ -652,6 +652,6 @@ if (import.meta.main) {
     console.error("Prox needs every permission: deno run -A … (a compiled prox has them)");
     code = 1;
   }
-  await flushStdout(); // Deno.exit would cut the log lines still being written
+  await flushStdio(); // Deno.exit would cut the log lines still being written
   Deno.exit(code);
 }

@@ -1,8 +1,7 @@
 // Logs as JSON lines: the Logger port (warn and error to stderr, the rest to stdout) and the
 // access log (one line per request: JSON, or Common/Combined Log Format as Apache and nginx
-// write them). Warnings and errors are written synchronously, so none is lost when the process
-// dies; stdout lines queue behind asynchronous writes, so a log reader that stalls cannot stall
-// Prox (they are written out at exit).
+// write them). Lines queue behind asynchronous writes, so a log reader that stalls (journald
+// under load, a hung shipper) cannot stall Prox; what is queued is written out at exit.
 
 import type { AccessRecord, Logger, LogLevel, Protocol } from "../ports.ts";
 
@@ -31,14 +30,15 @@ export interface QueuedWriter {
   flushSync(): void;
 }
 
-/** Most bytes held for a stdout that does not keep up; past it, lines are dropped and counted. */
+/** Most bytes held for a stream that does not keep up; past it, lines are dropped and counted. */
 export const MAX_QUEUED_BYTES = 8 * 1024 * 1024;
 
 /**
- * Queues chunks for `file` and writes them one asynchronous write at a time, in order. A reader
- * that stalls (a log shipper that hangs, a full pipe) holds up to `maxBytes`; later lines are
- * dropped, and `onDropped` hears how many once the queue has drained. A file that cannot be
- * written (EPIPE: the reader went away) drops what is queued.
+ * Queues chunks for `file` and writes them one asynchronous write at a time, in order, starting
+ * after the current task (a line logged just before `Deno.exit` is still queued, for flushSync).
+ * A reader that stalls (a log shipper that hangs, a full pipe) holds up to `maxBytes`; later
+ * lines are dropped, and `onDropped` hears how many once the queue has drained. A file that
+ * cannot be written (EPIPE: the reader went away) drops what is queued.
  */
 export function createQueuedWriter(
   file: WritableFile,
@@ -48,12 +48,14 @@ export function createQueuedWriter(
   let queue: Uint8Array[] = [];
   let queued = 0;
   let dropped = 0;
-  let writing = false;
+  /** A pump is scheduled or running. */
+  let pumping = false;
+  /** The chunk whose write is under way. */
+  let inFlight: Uint8Array | null = null;
   let drained: (() => void)[] = [];
   const pump = async () => {
-    writing = true;
     while (queue.length > 0) {
-      const chunk = queue[0];
+      const chunk = inFlight = queue[0];
       try {
         let off = 0;
         while (off < chunk.length) off += await file.write(chunk.subarray(off));
@@ -61,6 +63,8 @@ export function createQueuedWriter(
         queue = [];
         queued = 0;
         break;
+      } finally {
+        inFlight = null;
       }
       if (queue[0] === chunk) {
         queue.shift();
@@ -72,7 +76,7 @@ export function createQueuedWriter(
         opts.onDropped?.(n);
       }
     }
-    writing = false;
+    pumping = false;
     for (const done of drained) done();
     drained = [];
   };
@@ -85,10 +89,12 @@ export function createQueuedWriter(
       }
       queue.push(bytes);
       queued += bytes.length;
-      if (!writing) void pump();
+      if (pumping) return;
+      pumping = true;
+      queueMicrotask(() => void pump());
     },
     drain(timeoutMs) {
-      if (!writing) return Promise.resolve();
+      if (!pumping) return Promise.resolve();
       return new Promise((resolve) => {
         const timer = setTimeout(resolve, timeoutMs);
         drained.push(() => {
@@ -99,9 +105,9 @@ export function createQueuedWriter(
     },
     flushSync() {
       // The chunk being written belongs to its write; the rest goes now.
-      const rest = writing ? queue.slice(1) : queue;
-      queue = writing ? queue.slice(0, 1) : [];
-      queued = queue.reduce((n, c) => n + c.length, 0);
+      const rest = queue.filter((c) => c !== inFlight);
+      queue = inFlight ? [inFlight] : [];
+      queued = inFlight?.length ?? 0;
       try {
         for (const c of rest) {
           let off = 0;
@@ -112,48 +118,45 @@ export function createQueuedWriter(
   };
 }
 
-let stdoutWriter: QueuedWriter | undefined;
+const writers: Partial<Record<"stdout" | "stderr", QueuedWriter>> = {};
 
-/** The process's one stdout queue; what it holds is written out when the process exits. */
-function stdout(): QueuedWriter {
-  if (stdoutWriter) return stdoutWriter;
-  const w = stdoutWriter = createQueuedWriter(Deno.stdout, {
-    onDropped: (lines) =>
-      stdioSink(
-        toJson({
-          time: new Date().toISOString(),
-          level: "warn",
-          msg: "Log lines dropped: stdout was not read fast enough",
-          lines,
-        }) + "\n",
-        "stderr",
-      ),
-  });
+/** The process's queue for `stream`; what it holds is written out when the process exits. */
+function writer(stream: "stdout" | "stderr"): QueuedWriter {
+  const had = writers[stream];
+  if (had) return had;
+  const w = writers[stream] = createQueuedWriter(
+    stream === "stdout" ? Deno.stdout : Deno.stderr,
+    {
+      onDropped: (lines) =>
+        stdioSink(
+          toJson({
+            time: new Date().toISOString(),
+            level: "warn",
+            msg: `Log lines dropped: ${stream} was not read fast enough`,
+            lines,
+          }) + "\n",
+          "stderr",
+        ),
+    },
+  );
   globalThis.addEventListener("unload", () => w.flushSync());
   return w;
 }
 
 /**
- * Waits (up to `timeoutMs`) until the stdout lines queued so far are written: call it before
+ * Waits (up to `timeoutMs`) until the log lines queued so far are written: call it before
  * `Deno.exit`, which would cut a write under way.
  */
-export function flushStdout(timeoutMs = 2000): Promise<void> {
-  return stdoutWriter?.drain(timeoutMs) ?? Promise.resolve();
+export async function flushStdio(timeoutMs = 2000): Promise<void> {
+  await Promise.all([writers.stdout?.drain(timeoutMs), writers.stderr?.drain(timeoutMs)]);
 }
 
 /**
- * Writes a line to stdout (queued, see createQueuedWriter) or stderr (one synchronous write).
- * A stream that cannot be written (EPIPE: the log reader went away, as when journald restarts)
- * drops the line: losing log lines must not stop Prox serving.
+ * Writes a line to stdout or stderr, queued (see createQueuedWriter). A stream that cannot be
+ * written (EPIPE: the log reader went away, as when journald restarts) drops the line: losing
+ * log lines must not stop Prox serving.
  */
-export const stdioSink: LineSink = (line, stream) => {
-  if (stream === "stdout") return stdout().write(line);
-  const bytes = encoder.encode(line);
-  let off = 0;
-  try {
-    while (off < bytes.length) off += Deno.stderr.writeSync(bytes.subarray(off));
-  } catch { /* dropped (see above) */ }
-};
+export const stdioSink: LineSink = (line, stream) => writer(stream).write(line);
 
 /** A sink that batches lines; `flush()` writes what is pending (call it before exiting). */
 export interface BufferedSink {

@@ -202,6 +202,7 @@ Deno.test("createQueuedWriter writes in order without blocking, drops past maxBy
   w.write("c\n");
   w.write("d\ne\n"); // 2 + 2 + 2 + 4 > 8: dropped
   assert.deepEqual(written, []);
+  await new Promise((r) => setTimeout(r, 0));
   while (waiting.length > 0) {
     waiting.shift()!();
     await new Promise((r) => setTimeout(r, 0));
@@ -211,9 +212,16 @@ Deno.test("createQueuedWriter writes in order without blocking, drops past maxBy
   // At exit: the chunk in flight stays with its write, the rest goes synchronously.
   w.write("f\n");
   w.write("g\n");
+  await new Promise((r) => setTimeout(r, 0));
   w.flushSync();
   assert.deepEqual(written.slice(3), ["sync:g\n"]);
   waiting.shift()!();
   await new Promise((r) => setTimeout(r, 0));
   assert.deepEqual(written.slice(4), ["f\n"]);
+  // A line logged just before Deno.exit (same task): not in flight yet, flushSync writes it.
+  w.write("h\n");
+  w.flushSync();
+  assert.deepEqual(written.slice(5), ["sync:h\n"]);
+  await new Promise((r) => setTimeout(r, 0));
+  assert.equal(waiting.length, 0);
 });

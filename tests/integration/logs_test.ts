@@ -219,3 +219,70 @@ routes: { "/": { type: proxy, target: "${up.url}" } }
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("a stderr nobody reads does not stop Prox serving either", async () => {
+  const dead = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const deadUrl = `http://127.0.0.1:${(dead.addr as Deno.NetAddr).port}`;
+  dead.close();
+  const port = freePort();
+  const dir = await Deno.makeTempDir({ prefix: "prox-test-" });
+  // A 3 KB route key: each "Request failed" warning (one per request here) names it.
+  const route = `/${"r".repeat(3000)}`;
+  await Deno.writeTextFile(
+    `${dir}/config.yaml`,
+    `listen_addr: "127.0.0.1:${port}"
+health_check: { enabled: false }
+passive_health: { enabled: false }
+log: { access_log: false }
+routes: { "${route}": { type: proxy, target: "${deadUrl}", retries: { attempts: 0 } } }
+`,
+  );
+  // stderr (warnings) is a pipe whose reader stalls, as journald under load.
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      V8_FLAGS,
+      `--config=${ROOT}/deno.json`,
+      `${ROOT}/mod.ts`,
+      "serve",
+      "-c",
+      "config.yaml",
+    ],
+    cwd: dir,
+    env: { PROX_LOG_LEVEL: "info" },
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  try {
+    await waitFor(async () => {
+      try {
+        (await Deno.connect({ hostname: "127.0.0.1", port })).close();
+        return true;
+      } catch {
+        return false;
+      }
+    }, { timeoutMs: 20_000, what: "prox to listen" });
+    for (let i = 0; i < 100; i++) {
+      const res = await fetch(`http://127.0.0.1:${port}${route}/n${i}`, {
+        signal: AbortSignal.timeout(5000),
+      });
+      await res.body?.cancel();
+      assert.equal(res.status, 502);
+    }
+    let out = "";
+    const dec = new TextDecoder();
+    const reader = child.stderr.getReader();
+    await waitFor(async () => {
+      const r = await reader.read();
+      out += dec.decode(r.value ?? new Uint8Array(), { stream: true });
+      return out.split('"msg":"Request failed"').length - 1 === 100;
+    }, { what: "100 warnings" });
+    reader.releaseLock();
+  } finally {
+    child.kill("SIGTERM");
+    await child.stderr.cancel().catch(() => {});
+    await child.status;
+    await Deno.remove(dir, { recursive: true });
+  }
+});
