@@ -26,7 +26,10 @@ export interface QueuedWriter {
   write(chunk: string): void;
   /** Resolves once everything queued is written, or after `timeoutMs`. */
   drain(timeoutMs: number): Promise<void>;
-  /** Writes what is queued synchronously (at exit), but for a chunk whose write is under way. */
+  /**
+   * Writes what is queued synchronously (at exit), but for a chunk whose write is under way;
+   * nothing after a drain that timed out.
+   */
   flushSync(): void;
 }
 
@@ -53,6 +56,8 @@ export function createQueuedWriter(
   /** The chunk whose write is under way. */
   let inFlight: Uint8Array | null = null;
   let drained: (() => void)[] = [];
+  /** A drain timed out: the reader is stuck, and a synchronous write at exit would hang. */
+  let stalled = false;
   const pump = async () => {
     while (queue.length > 0) {
       const chunk = inFlight = queue[0];
@@ -96,7 +101,10 @@ export function createQueuedWriter(
     drain(timeoutMs) {
       if (!pumping) return Promise.resolve();
       return new Promise((resolve) => {
-        const timer = setTimeout(resolve, timeoutMs);
+        const timer = setTimeout(() => {
+          stalled = true;
+          resolve();
+        }, timeoutMs);
         drained.push(() => {
           clearTimeout(timer);
           resolve();
@@ -104,6 +112,9 @@ export function createQueuedWriter(
       });
     },
     flushSync() {
+      // Lines for a reader that did not take any within the drain's time are lost: a process
+      // that cannot exit (a SIGTERM ignored until SIGKILL) would be worse.
+      if (stalled) return;
       // The chunk being written belongs to its write; the rest goes now.
       const rest = queue.filter((c) => c !== inFlight);
       queue = inFlight ? [inFlight] : [];

@@ -225,3 +225,21 @@ Deno.test("createQueuedWriter writes in order without blocking, drops past maxBy
   await new Promise((r) => setTimeout(r, 0));
   assert.equal(waiting.length, 0);
 });
+
+Deno.test("createQueuedWriter: after a drain that timed out (the reader stalls), flushSync does not block the exit", async () => {
+  const pending: (() => void)[] = [];
+  const synced: string[] = [];
+  const file = {
+    write: () => new Promise<number>((resolve) => pending.push(() => resolve(0))),
+    writeSync: (p: Uint8Array) => {
+      synced.push(new TextDecoder().decode(p)); // would block on the stalled pipe
+      return p.length;
+    },
+  };
+  const w = createQueuedWriter(file);
+  w.write("a\n");
+  w.write("b\n");
+  await w.drain(10);
+  w.flushSync();
+  assert.deepEqual(synced, []);
+});

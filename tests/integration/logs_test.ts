@@ -286,3 +286,64 @@ routes: { "${route}": { type: proxy, target: "${deadUrl}", retries: { attempts: 
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("SIGTERM ends Prox even while its stdout is not read", async () => {
+  await using up = await startUpstream(() => new Response("ok"));
+  const port = freePort();
+  const dir = await Deno.makeTempDir({ prefix: "prox-test-" });
+  await Deno.writeTextFile(
+    `${dir}/config.yaml`,
+    `listen_addr: "127.0.0.1:${port}"
+health_check: { enabled: false }
+shutdown_timeout: 1s
+routes: { "/": { type: proxy, target: "${up.url}" } }
+`,
+  );
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      V8_FLAGS,
+      `--config=${ROOT}/deno.json`,
+      `${ROOT}/mod.ts`,
+      "serve",
+      "-c",
+      "config.yaml",
+    ],
+    cwd: dir,
+    env: { PROX_LOG_LEVEL: "info" },
+    stdout: "piped",
+    stderr: "null",
+  }).spawn();
+  try {
+    await waitFor(async () => {
+      try {
+        (await Deno.connect({ hostname: "127.0.0.1", port })).close();
+        return true;
+      } catch {
+        return false;
+      }
+    }, { timeoutMs: 20_000, what: "prox to listen" });
+    // Several pipes' worth of access lines that nobody reads.
+    const ua = "u".repeat(3000);
+    for (let i = 0; i < 100; i++) {
+      const res = await fetch(`http://127.0.0.1:${port}/n${i}`, { headers: { "user-agent": ua } });
+      await res.body?.cancel();
+    }
+    child.kill("SIGTERM");
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const ended = await Promise.race([
+      child.status.then((s) => s.code),
+      new Promise<string>((r) => timer = setTimeout(() => r("still running"), 10_000)),
+    ]);
+    clearTimeout(timer);
+    assert.equal(ended, 0);
+  } finally {
+    try {
+      child.kill("SIGKILL");
+    } catch { /* exited */ }
+    await child.stdout.cancel().catch(() => {});
+    await child.status;
+    await Deno.remove(dir, { recursive: true });
+  }
+});
