@@ -171,15 +171,17 @@ export function createAdminApp(
       c.header("www-authenticate", 'Bearer realm="prox-admin"', { append: true });
       return c.json({ error: "Unauthorized: send Authorization: Bearer <admin.token>" }, 401);
     }
+    // HTTP/2 names the host in :authority, not Host (RFC 9113 §8.3.1): Deno puts it in the URL.
+    const host = c.req.header("host") ?? new URL(c.req.url).host;
     // Without a token, a loopback listener trusts whoever can reach it: this machine. A web page
     // can reach it too through DNS rebinding (its own name resolved to 127.0.0.1), but then Host
     // carries that name: only an address or localhost is accepted.
-    if (!token && opts.loopback && !open.has(c.req.path) && !localHost(c.req.header("host"))) {
+    if (!token && opts.loopback && !open.has(c.req.path) && !localHost(host)) {
       return c.json({ error: "Forbidden: use an address or localhost as the host" }, 403);
     }
     // A browser holding Basic credentials must not be driven into a reload by another site.
     const origin = c.req.header("origin");
-    if (c.req.method === "POST" && origin && originHost(origin) !== c.req.header("host")) {
+    if (c.req.method === "POST" && origin && originHost(origin) !== host) {
       return c.json({ error: "Forbidden: cross-origin request" }, 403);
     }
     return await next();

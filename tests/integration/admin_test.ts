@@ -1,6 +1,7 @@
 // The admin listener through a real Prox: metrics after real traffic, status, redacted config,
 // reload through the API (accepted and rejected), readiness while draining, access log lines.
 import assert from "node:assert/strict";
+import http2 from "node:http2";
 import { startUpstream, waitFor } from "../_harness.ts";
 import { untilRefused } from "./_raw_client.ts";
 import { startServer } from "../../src/server.ts";
@@ -407,4 +408,53 @@ Deno.test("certificate expiry (metrics and /status) follows the served certifica
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+/** One HTTP/2 request without TLS (prior knowledge, as `curl --http2-prior-knowledge`). */
+function h2cRequest(
+  origin: string,
+  headers: Record<string, string>,
+): Promise<{ status: number; body: string }> {
+  const session = http2.connect(origin);
+  return new Promise<{ status: number; body: string }>((resolve, reject) => {
+    const req = session.request(headers);
+    let status = 0;
+    let body = "";
+    req.setEncoding("utf8");
+    req.on("response", (h) => status = Number(h[":status"]));
+    req.on("data", (c: string) => body += c);
+    req.on("end", () => resolve({ status, body }));
+    req.on("error", reject);
+    req.end();
+  }).finally(() => session.close());
+}
+
+Deno.test("admin over HTTP/2: :authority stands for Host (loopback without a token, same-origin POST)", async () => {
+  await using up = await startUpstream(() => new Response("hi"));
+  // Without a token: a loopback listener checks the host the request names (DNS rebinding).
+  const open = configYaml(up.url).replace(`  token: "${TOKEN}"\n`, "");
+  await withProx(open, async (p) => {
+    const origin = `http://127.0.0.1:${p.admin!.port}`;
+    const res = await h2cRequest(origin, { ":method": "GET", ":path": "/status" });
+    assert.equal(res.status, 200, res.body);
+    // A name DNS could rebind is still refused.
+    const named = await h2cRequest(origin, {
+      ":method": "GET",
+      ":path": "/status",
+      ":authority": "rebind.example:9090",
+    });
+    assert.equal(named.status, 403);
+  });
+  await withProx(configYaml(up.url), async (p) => {
+    const origin = `http://127.0.0.1:${p.admin!.port}`;
+    const post = (from: string) =>
+      h2cRequest(origin, {
+        ":method": "POST",
+        ":path": "/config/reload",
+        origin: from,
+        ...auth,
+      });
+    assert.equal((await post(origin)).status, 200);
+    assert.equal((await post("https://evil.example")).status, 403);
+  });
 });
