@@ -2,10 +2,12 @@
 // Prox's own HTTP/1.1 upstream client: without this, the upstream's spans would hang off the
 // client's span, with Prox's server span beside them instead of between.
 
-/** True when Deno's OpenTelemetry is on for this process. */
+/**
+ * True when Deno's OpenTelemetry is on for this process: OTEL_DENO=true in any case, as Deno
+ * reads it ("1" leaves Deno's off, and Prox must not act as if it were on).
+ */
 export function otelEnabled(env: (name: string) => string | undefined): boolean {
-  const v = env("OTEL_DENO")?.toLowerCase();
-  return v === "true" || v === "1";
+  return env("OTEL_DENO")?.toLowerCase() === "true";
 }
 
 /**

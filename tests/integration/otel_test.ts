@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 import { startUpstream, waitFor } from "../_harness.ts";
 import { spawnProx } from "./_process.ts";
 import { startProxy } from "./_proxy.ts";
+import { otelEnabled } from "../../src/adapters/otel.ts";
 
 const TRACE = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CLIENT_SPAN = "00f067aa0ba902b7";
@@ -69,4 +70,34 @@ Deno.test("OTEL_DENO=true: the upstream's parent is Prox's span, and the spans a
     () => exported.some((b) => holds(b, traceBytes) && holds(b, spanBytes)),
     { timeoutMs: 20_000, what: "an OTLP export holding Prox's span" },
   );
+});
+
+Deno.test("otelEnabled agrees with Deno on which OTEL_DENO values turn tracing on", async () => {
+  // Deno's own answer: with tracing on, fetch sends a traceparent of its client span.
+  const dir = await Deno.makeTempDir({ prefix: "prox-otel-" });
+  const script = `${dir}/probe.ts`;
+  await Deno.writeTextFile(
+    script,
+    `const s = Deno.serve({ port: 0, onListen() {} }, (r) => new Response(String(r.headers.has("traceparent"))));
+const res = await fetch("http://127.0.0.1:" + s.addr.port + "/");
+console.log(await res.text());
+await s.shutdown();
+`,
+  );
+  try {
+    for (const value of ["true", "TRUE", "1", "yes", "false", "0"]) {
+      const out = await new Deno.Command(Deno.execPath(), {
+        args: ["run", "-A", script],
+        // Spans go nowhere: port 9 (discard) refuses.
+        env: { OTEL_DENO: value, OTEL_EXPORTER_OTLP_ENDPOINT: "http://127.0.0.1:9" },
+        stderr: "null",
+      }).output();
+      const deno = new TextDecoder().decode(out.stdout).trim() === "true";
+      // "1" made Prox think tracing was on while Deno's was off: the client's trace context was
+      // dropped on HTTP/2 upstreams, and the HTTP/1.1 engine turned off for nothing.
+      assert.equal(otelEnabled(() => value), deno, `OTEL_DENO=${value}`);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
