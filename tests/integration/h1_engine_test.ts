@@ -580,6 +580,78 @@ routes: { "/": { type: proxy, target: "${up.url}" } }
   }
 });
 
+Deno.test("protocols.http1_idle_timeout on relayed connections: a trickled head and a quiet keep-alive close, a slow answer does not", async () => {
+  const tick = new TextEncoder().encode(".");
+  await using up = await startUpstream((req) => {
+    if (!new URL(req.url).pathname.startsWith("/slow")) return new Response("ok");
+    // One byte every 400 ms for 3.2 s: longer than the limit, but never quiet that long.
+    let n = 0;
+    let timer: ReturnType<typeof setInterval>;
+    return new Response(
+      new ReadableStream({
+        start(ctl) {
+          timer = setInterval(() => {
+            ctl.enqueue(tick);
+            if (++n === 8) {
+              clearInterval(timer);
+              ctl.close();
+            }
+          }, 400);
+        },
+        cancel: () => clearInterval(timer),
+      }),
+    );
+  });
+  await using prox = await startProxy(`
+protocols: { http1_engine: prox, http1_idle_timeout: 1s }
+health_check: { enabled: false }
+routes: { "/": { type: proxy, target: "${up.url}" } }
+`);
+  const relayed = () => prox.server.listeners[0].counts!.relayed;
+  // An absolute-form target is Deno.serve's from the request line on; the rest of the head comes
+  // a byte every 200 ms, as a slowloris client sends it.
+  const trickle = await Deno.connect({ hostname: "127.0.0.1", port: prox.port });
+  const began = performance.now();
+  let closed = false;
+  try {
+    await trickle.write(enc.encode("GET http://a.test/ HTTP/1.1\r\n"));
+    for (const ch of "X-Slow: 1234567890123456789012345678901234567890123456789012345678901234") {
+      await new Promise((r) => setTimeout(r, 200));
+      if (!await trickle.write(enc.encode(ch)).then(() => true, () => false)) break;
+      if (performance.now() - began > 12_000) break;
+    }
+    // Closed by now, or soon: a read that is still waiting after 3 s more is a connection open.
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    closed = await Promise.race([
+      readFrom(trickle).then((got) => got === ""),
+      new Promise<boolean>((r) => timer = setTimeout(() => r(false), 3000)),
+    ]);
+    clearTimeout(timer);
+  } finally {
+    trickle.close();
+  }
+  const waited = performance.now() - began;
+  assert.ok(closed && waited < 12_000, `trickled head open for ${Math.round(waited)} ms`);
+  assert.equal(relayed(), 1);
+  // A relayed keep-alive connection that got its answer and went quiet.
+  const quiet = await Deno.connect({ hostname: "127.0.0.1", port: prox.port });
+  try {
+    await quiet.write(enc.encode(relayedRequest("/")));
+    const t0 = performance.now();
+    const out = await readFrom(quiet); // until Prox closes it
+    assert.match(out, /^HTTP\/1\.[01] 200 /);
+    const after = performance.now() - t0;
+    assert.ok(after >= 900 && after < 10_000, `quiet relayed connection closed after ${after} ms`);
+  } finally {
+    quiet.close();
+  }
+  // An answer that streams for longer than the limit, a byte at a time, goes through whole.
+  const slow = await rawExchange(prox.port, relayedRequest("/slow", true));
+  assert.match(slow, /^HTTP\/1\.0 200 /);
+  assert.ok(slow.endsWith("\r\n\r\n........"), slow);
+  assert.equal(relayed(), 3);
+});
+
 Deno.test("the engine relays bodies, h2c and odd requests to Deno.serve with the client's address", async () => {
   await using up = await echoUpstream();
   const { records, logger } = accessLogger();

@@ -68,6 +68,10 @@ export const IDLE_MS = 620_000;
  * closes it at the first sweep past the limit from that stamp: up to two sweeps late, never early.
  */
 const WAITING_UNSTAMPED = 1;
+/** Conn.quietSince of a connection that is not relayed. */
+const NOT_RELAYED = -0.5;
+/** The start of a 101 answer: the relayed connection is a tunnel from there on. */
+const SWITCHED = /^HTTP\/1\.[01] 101 /;
 /** How long a connection that waited for a turn while a drain began may take to show a request. */
 const LAST_LOOK_MS = 50;
 /**
@@ -241,6 +245,8 @@ export function listenH1(
     for (const c of conns) {
       if (c.waitingSince === WAITING_UNSTAMPED) c.waitingSince = now;
       else if (c.waitingSince > 0 && now - c.waitingSince > idleMs) c.close();
+      if (c.quietSince === WAITING_UNSTAMPED) c.quietSince = now;
+      else if (c.quietSince > 0 && now - c.quietSince > idleMs) c.close();
     }
     for (const c of h2s) c.sweep(now, idleMs);
   }, 1000);
@@ -334,10 +340,19 @@ export function listenH1(
         closeQuietly(to);
         return;
       }
-      // Deno.serve has the connection from here: no idle limit or drain of ours applies (a head
-      // over the limit came here still counted as waiting), and its read buffer (up to 64 KiB)
-      // is not needed again while the relay holds on.
+      // Deno.serve has the connection from here, and its read buffer (up to 64 KiB) is not
+      // needed again while the relay holds on. Deno.serve has no client timeouts, so the idle
+      // sweep counts http1_idle_timeout from the last bytes Deno.serve sent (from now, for the
+      // first): a head trickled in (which a client can have relayed by its request line), a
+      // keep-alive connection gone quiet and an answer that never starts close as on the
+      // engine's own connections. A connection that switched protocols (a WebSocket) is left
+      // to its own keep-alive.
       c.waitingSince = 0;
+      c.quietSince = WAITING_UNSTAMPED;
+      const answered = (buf: Uint8Array, n: number) => {
+        if (c.quietSince === 0) return;
+        c.quietSince = n >= 12 && SWITCHED.test(latin1(buf, 0, 12)) ? 0 : WAITING_UNSTAMPED;
+      };
       c.buf = NO_BYTES;
       c.start = c.end = 0;
       const key = (to.localAddr as Deno.NetAddr).port;
@@ -352,7 +367,7 @@ export function listenH1(
         // unrelayed); once Deno.serve ends the connection, nothing more can come back, and both
         // sockets close (the client's in serve()).
         void pipe(c.conn, to, true);
-        await pipe(to, c.conn, false);
+        await pipe(to, c.conn, false, answered);
       } catch {
         // Either side went away: both are closed below.
       } finally {
@@ -618,6 +633,13 @@ export class Conn implements Reader {
    * WAITING_UNSTAMPED: waiting, until the idle sweep stamps it).
    */
   waitingSince = Date.now();
+  /**
+   * Relayed: since when Deno.serve has sent the client nothing (Date.now() time, or
+   * WAITING_UNSTAMPED until the idle sweep stamps it); 0 once it switched protocols. Before a
+   * relay NOT_RELAYED, not 0, so that the field holds a double from the start (an integer field
+   * that took its first clock reading later would give every Conn a new hidden class).
+   */
+  quietSince = NOT_RELAYED;
   readonly peer: { hostname: string; port: number };
   /** The background read that watches for the client leaving while a request is handled. */
   watching: Promise<void> | null = null;
@@ -1416,7 +1438,12 @@ async function writeAll(write: SocketWrite, bytes: Uint8Array): Promise<void> {
  * read and its write take a turn, as the engine's own requests do (read_gate.ts): the relay's
  * reads are JavaScript's too.
  */
-async function pipe(from: Deno.Conn, to: Deno.Conn, halfClose: boolean): Promise<void> {
+async function pipe(
+  from: Deno.Conn,
+  to: Deno.Conn,
+  halfClose: boolean,
+  onBytes?: (buf: Uint8Array, n: number) => void,
+): Promise<void> {
   const small = new Uint8Array(RELAY_MIN);
   let large: Uint8Array | null = null;
   relayBytes += RELAY_MIN;
@@ -1430,6 +1457,7 @@ async function pipe(from: Deno.Conn, to: Deno.Conn, halfClose: boolean): Promise
       const buf: Uint8Array = large ?? small;
       const n = await read(buf);
       if (n === 0) break;
+      onBytes?.(buf, n);
       await writeAll(write, buf.subarray(0, n));
       readGate.leave(turn);
       if (n === buf.length) {
