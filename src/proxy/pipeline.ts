@@ -304,7 +304,7 @@ function compressed(ctx: RequestContext, deps: PipelineDeps, res: Response): Res
 }
 
 /**
- * Phase 4's guard: a path parameter must not choose the route. `/api/admin;x` matched `/api`
+ * Phase 4's guard: a path parameter or an encoded slash must not choose the route. `/api/admin;x` matched `/api`
  * (not the route `/api/admin`), and a Java upstream, dropping `;x`, served its `/admin` to it.
  * A route whose key holds a `;` itself is taken at its word.
  */
@@ -312,12 +312,31 @@ export function paramRefusal(
   ctx: RequestContext,
   match: RouteEntry<unknown> | undefined,
 ): Response | undefined {
-  if (!ctx.path.includes(";") || match?.prefix.includes(";")) return undefined;
-  if (ctx.snapshot.router.match(ctx.host, withoutParams(ctx.path)) === match) return undefined;
-  return errorResponse("bad_request", ctx.requestId, {
-    message: "Path parameter (;) in a segment a route names",
-  });
+  if (
+    ctx.path.includes(";") && !match?.prefix.includes(";") &&
+    ctx.snapshot.router.match(ctx.host, withoutParams(ctx.path)) !== match
+  ) {
+    return errorResponse("bad_request", ctx.requestId, {
+      message: "Path parameter (;) in a segment a route names",
+    });
+  }
+  // Likewise an encoded slash or backslash, which Go's r.URL.Path, Spring and others decode into
+  // a separator: /admin%2Fx must not reach the "/" route's upstream as its /admin/x.
+  if (
+    ctx.path.includes("%") && ENCODED_SEPARATOR.test(ctx.path) &&
+    !ENCODED_SEPARATOR.test(match?.prefix ?? "") &&
+    ctx.snapshot.router.match(ctx.host, ctx.path.replace(ENCODED_SEPARATORS, "/")) !== match
+  ) {
+    return errorResponse("bad_request", ctx.requestId, {
+      message: "Encoded slash (%2F or %5C) in a segment a route names",
+    });
+  }
+  return undefined;
 }
+
+/** `%2F` and `%5C` (normalizePath upper-cases escapes). */
+const ENCODED_SEPARATOR = /%2F|%5C/;
+const ENCODED_SEPARATORS = /%2F|%5C/g;
 
 /**
  * Phases 2–3: answers a request that cannot be routed (bad Host or URL, CONNECT, TRACE, header

@@ -127,6 +127,37 @@ Deno.test("a path parameter (;) cannot move a request off the route its segments
   assert.equal(admin.headers.get("location"), "/denied/y;z");
 });
 
+Deno.test("an encoded slash (%2F, %5C) cannot move a request off the route its segments name", async () => {
+  await using up = await startUpstream((req) => new Response(new URL(req.url).pathname));
+  await using prox = await startProxy(`${proxyRoute(`${up.url}/root`)}
+  "/api":
+    type: proxy
+    target: "${up.url}/a"
+  "/api/admin":
+    type: redirect
+    target: "/denied"
+`);
+  // These went to the "/" route as /root/api%2Fadmin and the like, which an upstream that decodes
+  // the path first (Go's r.URL.Path, Spring's UrlPathHelper) serves as /root/api/admin: past the
+  // /api/admin route and whatever auth or ip_access it has.
+  for (
+    const path of [
+      "/api%2Fadmin",
+      "/api%2fadmin/x",
+      "/api/admin%2F",
+      "/api%5Cadmin",
+      "/api/admin%5cx",
+    ]
+  ) {
+    const res = await fetch(`${prox.url}${path}`, { redirect: "manual" });
+    assert.equal(res.status, 400, path);
+    assert.match(await res.text(), /request id: /, path);
+  }
+  // Where the encoded slash leaves the route as it is, it goes upstream as sent.
+  assert.equal(await (await fetch(`${prox.url}/api/a%2Fb`)).text(), "/a/a%2Fb");
+  assert.equal(await (await fetch(`${prox.url}/other%2Fx`)).text(), "/root/other%2Fx");
+});
+
 Deno.test("timeouts longer than a timer can wait mean long, not at once", async () => {
   // An upstream that takes 100 ms: long enough for a timer that fires at once to matter.
   await using up = await startUpstream(async () => {
