@@ -130,6 +130,9 @@ export function identify(
   let path = plainPath(req.url);
   let invalid: string | null = null;
   if (hostField !== null && !HOST_FIELD.test(hostField)) invalid = "Invalid Host header";
+  // `http://a.test@example.test/` names example.test, which a person reads as a.test: an error
+  // (RFC 9110 §4.2.4; RFC 9113 §8.3.1 forbids it in :authority).
+  else if (host !== null && host.includes("@")) invalid = "Userinfo in the request target";
   else if (host !== null && host !== hostField && !HOST_FIELD.test(host)) host = null;
   if (invalid === null && (path === null || host === null)) {
     try {

@@ -158,6 +158,36 @@ Deno.test("an encoded slash (%2F, %5C) cannot move a request off the route its s
   assert.equal(await (await fetch(`${prox.url}/other%2Fx`)).text(), "/root/other%2Fx");
 });
 
+Deno.test("a request target with userinfo (http://user@host/) gets 400 (RFC 9110 §4.2.4)", async () => {
+  const seen: string[] = [];
+  await using up = await startUpstream((req) => {
+    seen.push(req.url);
+    return new Response("ok");
+  });
+  await using prox = await startProxy(`${proxyRoute(up.url)}
+  "example.test/":
+    type: proxy
+    target: "${up.url}/ex"
+`);
+  const get = (target: string) =>
+    rawExchange(prox.port, `GET ${target} HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n`);
+  // "a.test@example.test" reads as a.test to a person and is example.test to a URL parser.
+  for (
+    const t of [
+      "http://a.test@example.test/x",
+      "http://u:p@example.test/x",
+      "http://@example.test/",
+    ]
+  ) {
+    const res = await get(t);
+    assert.match(res, /^HTTP\/1\.1 400 /, t);
+    assert.match(res, /request id: /, t);
+  }
+  assert.deepEqual(seen, [], "none reaches an upstream");
+  assert.match(await get("http://example.test/x"), /^HTTP\/1\.1 200 /);
+  assert.equal(new URL(seen[0]).pathname, "/ex/x");
+});
+
 Deno.test("timeouts longer than a timer can wait mean long, not at once", async () => {
   // An upstream that takes 100 ms: long enough for a timer that fires at once to matter.
   await using up = await startUpstream(async () => {
