@@ -11,6 +11,7 @@ import { silentLogger } from "../../src/ports.ts";
 import type { Logger } from "../../src/ports.ts";
 import { LIMIT, readGate } from "../../src/adapters/h1/read_gate.ts";
 import { HEAD_GRACE_MS } from "../../src/adapters/h1/server.ts";
+import { closed, connect, messages, startWsProxy, wsRoute, wsUpstream } from "./_ws.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -650,6 +651,27 @@ routes: { "/": { type: proxy, target: "${up.url}" } }
   assert.match(slow, /^HTTP\/1\.0 200 /);
   assert.ok(slow.endsWith("\r\n\r\n........"), slow);
   assert.equal(relayed(), 3);
+});
+
+Deno.test("protocols.http1_idle_timeout on a relayed WebSocket: left alone past its 101", async () => {
+  await using up = await wsUpstream();
+  await using prox = await startWsProxy(
+    "protocols: { http1_engine: prox, http1_idle_timeout: 1s }\n" +
+      wsRoute(`http://127.0.0.1:${up.port}`),
+  );
+  const ws = await connect(`${prox.ws}/`);
+  const gone = closed(ws).then((c) => `closed with ${c.code}`);
+  try {
+    // Quiet both ways for longer than the limit and two of its sweeps.
+    await new Promise((r) => setTimeout(r, 3500));
+    const got = messages(ws, 1).then((m) => m[0].data.toString());
+    ws.send("still there");
+    assert.equal(await Promise.race([got, gone]), "still there");
+  } finally {
+    ws.close(1000, "done");
+    await gone;
+  }
+  assert.equal(prox.server.listeners[0].counts?.relayed, 1);
 });
 
 Deno.test("the engine relays bodies, h2c and odd requests to Deno.serve with the client's address", async () => {

@@ -351,7 +351,7 @@ export function listenH1(
       c.quietSince = WAITING_UNSTAMPED;
       const answered = (buf: Uint8Array, n: number) => {
         if (c.quietSince === 0) return;
-        c.quietSince = n >= 12 && SWITCHED.test(latin1(buf, 0, 12)) ? 0 : WAITING_UNSTAMPED;
+        c.quietSince = n >= 13 && SWITCHED.test(latin1(buf, 0, 13)) ? 0 : WAITING_UNSTAMPED;
       };
       c.buf = NO_BYTES;
       c.start = c.end = 0;
