@@ -662,7 +662,7 @@ routes:
   assert.ok(prox.server.upstreams.available(up.url), "the client was slow, not the target");
 });
 
-Deno.test("passive_health: a per-try timeout during a slow upload spares the target, after it does not", async () => {
+Deno.test("passive_health: a stalled upload is the client's and spares the target; a per-try timeout after the upload does not", async () => {
   await using reads = await startUpstream(async (req) => {
     await req.body?.pipeTo(new WritableStream()).catch(() => {});
     return new Response("read");
@@ -678,9 +678,10 @@ Deno.test("passive_health: a per-try timeout during a slow upload spares the tar
     }
   })().catch(() => {});
   await using other = await startUpstream(() => new Response("other"));
+  // The per-try timeout runs from the end of the upload; a pause in the upload is timeouts.idle's.
   const route = (target: string) =>
     `{ type: load_balance, strategy: first, targets: ["${target}", "${other.url}"], ` +
-    `retries: { per_try_timeout: 300ms } }`;
+    `retries: { per_try_timeout: 300ms }, timeouts: { idle: 1s } }`;
   await using prox = await startProxy(`
 health_check: { enabled: false }
 passive_health: { failures: 1, panic_threshold_percent: 0 }
@@ -704,7 +705,7 @@ routes:
     stop();
     return res.status;
   };
-  assert.equal(await upload("/slow", true), 504);
+  assert.equal(await upload("/slow", true), 408);
   assert.ok(prox.server.upstreams.available(reads.url), "the client was slow, not the target");
   assert.equal(await upload("/hung", false), 504);
   assert.ok(!prox.server.upstreams.available(hangsUrl), "all sent, no answer: ejected");
