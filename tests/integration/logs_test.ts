@@ -4,6 +4,49 @@ import assert from "node:assert/strict";
 import { ROOT, startUpstream, waitFor } from "../_harness.ts";
 import { freePort, spawnProx, V8_FLAGS } from "./_process.ts";
 
+/**
+ * Starts `prox serve` on `yaml` (`{PORT}` replaced) with `unread` a pipe nobody reads for now (a
+ * log shipper that hangs) and the other stream discarded; resolves once it listens.
+ */
+async function spawnUnread(unread: "stdout" | "stderr", yaml: string) {
+  const port = freePort();
+  const dir = await Deno.makeTempDir({ prefix: "prox-test-" });
+  await Deno.writeTextFile(`${dir}/config.yaml`, yaml.replaceAll("{PORT}", String(port)));
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      V8_FLAGS,
+      `--config=${ROOT}/deno.json`,
+      `${ROOT}/mod.ts`,
+      "serve",
+      "-c",
+      "config.yaml",
+    ],
+    cwd: dir,
+    env: { PROX_LOG_LEVEL: "info" },
+    stdout: unread === "stdout" ? "piped" : "null",
+    stderr: unread === "stderr" ? "piped" : "null",
+  }).spawn();
+  try {
+    await waitFor(async () => {
+      try {
+        (await Deno.connect({ hostname: "127.0.0.1", port })).close();
+        return true;
+      } catch {
+        return false;
+      }
+    }, { timeoutMs: 20_000, what: "prox to listen" });
+  } catch (err) {
+    child.kill("SIGKILL");
+    await (unread === "stdout" ? child.stdout : child.stderr).cancel().catch(() => {});
+    await child.status;
+    await Deno.remove(dir, { recursive: true });
+    throw err;
+  }
+  return { child, dir, port };
+}
+
 function jsonLines(out: string): Record<string, unknown>[] {
   return out.split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l));
 }
@@ -157,41 +200,15 @@ routes: { "/": { type: proxy, target: "${up.url}" } }
 
 Deno.test("a stdout nobody reads does not stop Prox serving; its lines arrive once it is read", async () => {
   await using up = await startUpstream(() => new Response("ok"));
-  const port = freePort();
-  const dir = await Deno.makeTempDir({ prefix: "prox-test-" });
-  await Deno.writeTextFile(
-    `${dir}/config.yaml`,
-    `listen_addr: "127.0.0.1:${port}"
+  // stdout is a pipe whose reader stalls (a log shipper that hangs): nothing reads it for now.
+  const { child, dir, port } = await spawnUnread(
+    "stdout",
+    `listen_addr: "127.0.0.1:{PORT}"
 health_check: { enabled: false }
 routes: { "/": { type: proxy, target: "${up.url}" } }
 `,
   );
-  // stdout is a pipe whose reader stalls (a log shipper that hangs): nothing reads it for now.
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "-A",
-      V8_FLAGS,
-      `--config=${ROOT}/deno.json`,
-      `${ROOT}/mod.ts`,
-      "serve",
-      "-c",
-      "config.yaml",
-    ],
-    cwd: dir,
-    env: { PROX_LOG_LEVEL: "info" },
-    stdout: "piped",
-    stderr: "null",
-  }).spawn();
   try {
-    await waitFor(async () => {
-      try {
-        (await Deno.connect({ hostname: "127.0.0.1", port })).close();
-        return true;
-      } catch {
-        return false;
-      }
-    }, { timeoutMs: 20_000, what: "prox to listen" });
     // 100 access lines of 3 KB each: several times a pipe's 64 KiB.
     const ua = "u".repeat(3000);
     for (let i = 0; i < 100; i++) {
@@ -224,45 +241,19 @@ Deno.test("a stderr nobody reads does not stop Prox serving either", async () =>
   const dead = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const deadUrl = `http://127.0.0.1:${(dead.addr as Deno.NetAddr).port}`;
   dead.close();
-  const port = freePort();
-  const dir = await Deno.makeTempDir({ prefix: "prox-test-" });
   // A 3 KB route key: each "Request failed" warning (one per request here) names it.
   const route = `/${"r".repeat(3000)}`;
-  await Deno.writeTextFile(
-    `${dir}/config.yaml`,
-    `listen_addr: "127.0.0.1:${port}"
+  // stderr (warnings) is a pipe whose reader stalls, as journald under load.
+  const { child, dir, port } = await spawnUnread(
+    "stderr",
+    `listen_addr: "127.0.0.1:{PORT}"
 health_check: { enabled: false }
 passive_health: { enabled: false }
 log: { access_log: false }
 routes: { "${route}": { type: proxy, target: "${deadUrl}", retries: { attempts: 0 } } }
 `,
   );
-  // stderr (warnings) is a pipe whose reader stalls, as journald under load.
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "-A",
-      V8_FLAGS,
-      `--config=${ROOT}/deno.json`,
-      `${ROOT}/mod.ts`,
-      "serve",
-      "-c",
-      "config.yaml",
-    ],
-    cwd: dir,
-    env: { PROX_LOG_LEVEL: "info" },
-    stdout: "null",
-    stderr: "piped",
-  }).spawn();
   try {
-    await waitFor(async () => {
-      try {
-        (await Deno.connect({ hostname: "127.0.0.1", port })).close();
-        return true;
-      } catch {
-        return false;
-      }
-    }, { timeoutMs: 20_000, what: "prox to listen" });
     for (let i = 0; i < 100; i++) {
       const res = await fetch(`http://127.0.0.1:${port}${route}/n${i}`, {
         signal: AbortSignal.timeout(5000),
@@ -289,41 +280,15 @@ routes: { "${route}": { type: proxy, target: "${deadUrl}", retries: { attempts: 
 
 Deno.test("SIGTERM ends Prox even while its stdout is not read", async () => {
   await using up = await startUpstream(() => new Response("ok"));
-  const port = freePort();
-  const dir = await Deno.makeTempDir({ prefix: "prox-test-" });
-  await Deno.writeTextFile(
-    `${dir}/config.yaml`,
-    `listen_addr: "127.0.0.1:${port}"
+  const { child, dir, port } = await spawnUnread(
+    "stdout",
+    `listen_addr: "127.0.0.1:{PORT}"
 health_check: { enabled: false }
 shutdown_timeout: 1s
 routes: { "/": { type: proxy, target: "${up.url}" } }
 `,
   );
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "-A",
-      V8_FLAGS,
-      `--config=${ROOT}/deno.json`,
-      `${ROOT}/mod.ts`,
-      "serve",
-      "-c",
-      "config.yaml",
-    ],
-    cwd: dir,
-    env: { PROX_LOG_LEVEL: "info" },
-    stdout: "piped",
-    stderr: "null",
-  }).spawn();
   try {
-    await waitFor(async () => {
-      try {
-        (await Deno.connect({ hostname: "127.0.0.1", port })).close();
-        return true;
-      } catch {
-        return false;
-      }
-    }, { timeoutMs: 20_000, what: "prox to listen" });
     // Several pipes' worth of access lines that nobody reads.
     const ua = "u".repeat(3000);
     for (let i = 0; i < 100; i++) {
