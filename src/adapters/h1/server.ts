@@ -93,7 +93,7 @@ const RELAY_MAX = 32 * 1024;
 const relaySpares: Uint8Array[] = [];
 const RELAY_SPARES = 16;
 let relayBytes = 0;
-/** Bytes of relay buffers that relays hold now, spares not included (for tests and /status). */
+/** Bytes of relay buffers that relays hold now, spares not included (for tests). */
 export function relayBufferBytes(): number {
   return relayBytes;
 }
