@@ -18,6 +18,21 @@ export interface ProxProcess extends AsyncDisposable {
 /** The V8 flags Prox ships with (`make run`, `make compile`), read from the Makefile. */
 export const V8_FLAGS = /^V8_FLAGS := (.+)$/m.exec(Deno.readTextFileSync(`${ROOT}/Makefile`))![1];
 
+/** `deno` arguments that run `prox serve -c <config>` as `make run` does (the Makefile's V8_FLAGS). */
+export function serveArgs(config: string, more: string[] = []): string[] {
+  return [
+    "run",
+    "-A",
+    V8_FLAGS,
+    `--config=${ROOT}/deno.json`,
+    `${ROOT}/mod.ts`,
+    "serve",
+    "-c",
+    config,
+    ...more,
+  ];
+}
+
 /** Writes `yaml` (with `{PORT}` replaced) to a temp file and starts `prox serve` on it. */
 export async function spawnProx(
   yaml: string,
@@ -28,18 +43,7 @@ export async function spawnProx(
   const file = `${dir}/config.yaml`;
   await Deno.writeTextFile(file, yaml.replaceAll("{PORT}", String(port)));
   const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "-A",
-      // As `make run` and the compiled binary: the Makefile's V8_FLAGS.
-      V8_FLAGS,
-      `--config=${ROOT}/deno.json`,
-      `${ROOT}/mod.ts`,
-      "serve",
-      "-c",
-      file,
-      ...(opts.args ?? []),
-    ],
+    args: serveArgs(file, opts.args),
     cwd: dir,
     env: { PROX_LOG_LEVEL: "info", ...opts.env },
     stdout: "piped",

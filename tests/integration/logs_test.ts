@@ -1,8 +1,8 @@
 // Logs of a real `prox serve` process: JSON lines at info by default (start-up, reloads, access),
 // the level from config, env and flag, and the NCSA combined access-log format.
 import assert from "node:assert/strict";
-import { ROOT, startUpstream, waitFor } from "../_harness.ts";
-import { freePort, spawnProx, V8_FLAGS } from "./_process.ts";
+import { startUpstream, waitFor } from "../_harness.ts";
+import { freePort, serveArgs, spawnProx } from "./_process.ts";
 
 /**
  * Starts `prox serve` on `yaml` (`{PORT}` replaced) with `unread` a pipe nobody reads for now (a
@@ -13,16 +13,7 @@ async function spawnUnread(unread: "stdout" | "stderr", yaml: string) {
   const dir = await Deno.makeTempDir({ prefix: "prox-test-" });
   await Deno.writeTextFile(`${dir}/config.yaml`, yaml.replaceAll("{PORT}", String(port)));
   const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "-A",
-      V8_FLAGS,
-      `--config=${ROOT}/deno.json`,
-      `${ROOT}/mod.ts`,
-      "serve",
-      "-c",
-      "config.yaml",
-    ],
+    args: serveArgs("config.yaml"),
     cwd: dir,
     env: { PROX_LOG_LEVEL: "info" },
     stdout: unread === "stdout" ? "piped" : "null",
