@@ -523,7 +523,9 @@ export async function startServer(
     if (current.altSvc) current = Object.freeze({ ...current, altSvc: null });
     watch?.close();
     await health.close();
-    await certs.close();
+    // An ACME order in flight gets up to 2 s to finish and store its certificate, while the
+    // listeners drain rather than before: they stop accepting at once.
+    const acmeClosed = certs.close();
     const grace = config.shutdown_timeout;
     const deadline = Date.now() + grace;
     logger.info("Draining", { reason, graceMs: grace });
@@ -534,7 +536,7 @@ export async function startServer(
     // Long-lived streams (WebSockets) are told to go away while requests drain.
     const hooks = Promise.allSettled(shutdownHooks.map((h) => h({ deadline, reason })));
     // HTTP/3 sends GOAWAY and drains under the same grace.
-    await Promise.all([set.shutdown(left), h3.shutdown(left), hooks]);
+    await Promise.all([set.shutdown(left), h3.shutdown(left), hooks, acmeClosed]);
     // Mirror copies never hold the process: those still under way are abandoned.
     mirrors.closeAll();
     await upstream.close();

@@ -172,6 +172,50 @@ Deno.test("ACME: a shutdown during an order releases the order lock (a restart i
   });
 });
 
+Deno.test("ACME: a shutdown during an order stops accepting at once (not after the order's 2 s)", async () => {
+  await withTempDir(async (dir) => {
+    await using up = await startUpstream(() => new Response("never"));
+    // A CA that accepts connections and never answers.
+    const ca = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const conns: Deno.Conn[] = [];
+    const accepting = (async () => {
+      for await (const c of ca) conns.push(c);
+    })();
+    const httpPort = freePort();
+    const server = await start(
+      acmeYaml({
+        ca: `https://127.0.0.1:${(ca.addr as Deno.NetAddr).port}/dir`,
+        storage: `${dir}/acme`,
+        httpPort,
+        upstream: up.url,
+      }),
+      { retryBaseMs: 600_000, clientRetries: 0 },
+    );
+    try {
+      await waitFor(() => server.acme!.status().state === "ordering" && conns.length > 0, {
+        what: "an order in flight",
+      });
+      const stopping = server.shutdown();
+      // The plain-HTTP listener closes as the drain begins, not once the order gave up waiting.
+      await waitFor(async () => {
+        try {
+          (await Deno.connect({ hostname: "127.0.0.1", port: httpPort })).close();
+          return false;
+        } catch (err) {
+          return err instanceof Deno.errors.ConnectionRefused;
+        }
+      }, { what: "the listener to refuse connections", timeoutMs: 1_500, intervalMs: 10 });
+      await stopping;
+    } finally {
+      await server.shutdown();
+    }
+    ca.close();
+    for (const c of conns) c.close();
+    await accepting;
+    await waitFor(() => server.acme!.status().failures === 1, { what: "the abandoned order" });
+  });
+});
+
 Deno.test("ACME: a corrupt account key fails the order with a message naming the file", async () => {
   await withTempDir(async (dir) => {
     await using up = await startUpstream(() => new Response("never"));
