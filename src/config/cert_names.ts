@@ -2,6 +2,7 @@
 // subjectAltName only, never the subject's CN; a wildcard stands for one whole left-most label).
 
 import { parseRouteKey } from "../domain/router.ts";
+import { formatIp, parseIp } from "../domain/ip.ts";
 import type { Config } from "./schema.ts";
 
 /** A certificate's subjectAltName entries: DNS names and IP addresses. */
@@ -12,10 +13,21 @@ export interface CertificateNames {
 
 const IPV4 = /^\d{1,3}(\.\d{1,3}){3}$/;
 
-/** True when a client connecting to `host` (a name or IPv4 address) accepts the certificate. */
+/** An IP address in one spelling (`[::1]` and node:crypto's `0:0:0:0:0:0:0:1` alike). */
+const canonicalIp = (text: string) => {
+  const ip = parseIp(text);
+  return ip ? formatIp(ip) : text;
+};
+
+/**
+ * True when a client connecting to `host` (a name, an IPv4 address or a bracketed IPv6 one)
+ * accepts the certificate.
+ */
 export function certificateCovers(names: CertificateNames, host: string): boolean {
   const h = host.toLowerCase().replace(/\.$/, "");
-  if (IPV4.test(h)) return names.ip.includes(h);
+  if (IPV4.test(h) || h.startsWith("[")) {
+    return names.ip.some((ip) => canonicalIp(ip) === canonicalIp(h));
+  }
   return names.dns.some((n) => {
     const name = n.toLowerCase().replace(/\.$/, "");
     if (!name.startsWith("*.")) return name === h;

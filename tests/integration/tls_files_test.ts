@@ -93,6 +93,20 @@ routes:
   ]);
 });
 
+Deno.test("an IPv6 route host is checked against the certificate's IP addresses", async () => {
+  // The fixture names IP ::1, which node:crypto lists as 0:0:0:0:0:0:0:1.
+  const yaml = `listen_addr: "127.0.0.1:0"
+tls: { cert_path: "${TLS}/cert.pem", key_path: "${TLS}/key.pem" }
+health_check: { enabled: false }
+routes:
+  "[::1]/": { type: redirect, target: "https://example.com/" }
+  "/x": { type: redirect, target: "https://example.com/", hosts: ["[::2]"] }
+`;
+  assert.deepEqual(await issuesOf(yaml, (i) => `${i.severity} ${i.path}: ${i.message}`), [
+    `warning routes./x.hosts.0: Certificate ${TLS}/cert.pem does not name [::2]: HTTPS clients reject it for that host`,
+  ]);
+});
+
 interopTest(
   "a DER certificate or key gets the openssl command that converts it; a directory is named as such",
   [
