@@ -37,6 +37,7 @@ import { HeaderList } from "../../domain/header_list.ts";
 import { bodyFailed, EngineInfo, httpDate, unhandled } from "../engine_shared.ts";
 import { setImmediate } from "node:timers";
 import { H2Connection } from "../h2/connection.ts";
+import { PREFACE } from "../h2/frames.ts";
 import { readProxied, sendsProxyHeader } from "./proxy_accept.ts";
 import type { AcceptProxyProtocol, Proxied } from "./proxy_accept.ts";
 import type { H2Env } from "../h2/connection.ts";
@@ -303,7 +304,10 @@ export function listenH1(
       readGate.leave(c);
       if (bytes.length >= 5 && latin1(bytes, 0, 5) === "PRI *") {
         // h2c with prior knowledge (the "*" of its preface, "PRI * HTTP/2.0"): HTTP/2 is the
-        // engine's own too.
+        // engine's own too, but only as the connection's first bytes (RFC 9113 §3.3). Any other
+        // PRI * request is refused here: relayed, a preface after HTTP/1.1 requests would begin
+        // Deno.serve's connection, which would take it for HTTP/2.
+        if (c.begun || !startsPreface(bytes)) return await writeAll(c.write, BAD_REQUEST);
         c.waitingSince = 0;
         c.buf = NO_BYTES;
         c.start = c.end = 0;
@@ -356,10 +360,9 @@ export function listenH1(
       c.buf = NO_BYTES;
       c.start = c.end = 0;
       const key = (to.localAddr as Deno.NetAddr).port;
-      const h2c = bytes.length >= 5 && latin1(bytes, 0, 5) === "PRI *";
       // The first request's version stands for the connection's (an HTTP/1.0 client without Host).
-      const http10 = !h2c && HTTP10_LINE.test(latin1(bytes, 0, Math.min(bytes.length, 8192)));
-      peers.set(key, { ...c.peer, protocol: h2c ? "h2c" : "http/1.1", http10, tls });
+      const http10 = HTTP10_LINE.test(latin1(bytes, 0, Math.min(bytes.length, 8192)));
+      peers.set(key, { ...c.peer, protocol: "http/1.1", http10, tls });
       try {
         await writeAll(socketWriter(to), bytes);
         // A client that ends its side (a half-close after its last request) gets whatever
@@ -651,6 +654,8 @@ export class Conn implements Reader {
   readonly scan = new HeadScan();
   /** Set when a read saw the end of the client's stream (or an error). */
   eof = false;
+  /** Set once a request head was taken: the connection's next bytes are not its first. */
+  begun = false;
   /** Bytes of the current request's streamed body not read yet (buffered ones included). */
   bodyLeft = 0;
   /** The current request's chunked body, while it is read (chunked.ts). */
@@ -1042,8 +1047,9 @@ async function serve(c: Conn, env: Env): Promise<void> {
       }
       c.waitingSince = 0;
       const head = parseRequestHeadAt(c.buf, c.start, end);
-      if (head !== null) c.need(end - c.start + head.contentLength);
       if (head === null) return await env.relay(c, unread(c));
+      c.begun = true;
+      c.need(end - c.start + head.contentLength);
       let body: Uint8Array<ArrayBuffer> | null = null;
       let stream: ReadableStream<Uint8Array> | null = null;
       const length = head.contentLength;
@@ -1404,9 +1410,19 @@ function afterIo(): Promise<typeof AFTER_IO> {
 
 const LAST_CHUNK = ascii.encode("0\r\n\r\n");
 const CONTINUE = ascii.encode("HTTP/1.1 100 Continue\r\n\r\n");
+const BAD_REQUEST = ascii.encode(
+  "HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+);
 const UNAVAILABLE = ascii.encode(
   "HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
 );
+
+/** Whether `bytes` begin the HTTP/2 client preface (all of it, or as much as came). */
+function startsPreface(bytes: Uint8Array): boolean {
+  const n = Math.min(bytes.length, PREFACE.length);
+  for (let i = 0; i < n; i++) if (bytes[i] !== PREFACE[i]) return false;
+  return true;
+}
 
 /** A head's bytes: field values are byte strings (Latin-1), not UTF-8. */
 function headBytes(text: string): Uint8Array {

@@ -1,0 +1,75 @@
+// Prox's own HTTP/1.1 engine (src/adapters/h1/) at the edges of HTTP/1.1 (RFC 9112), sent as raw
+// bytes: what the client gets, and that nothing it should not reaches the upstream.
+import assert from "node:assert/strict";
+import { rawServer, readRequest } from "../_upstream_peers.ts";
+import { onProxEngines, startProxy } from "./_proxy.ts";
+import { rawExchange } from "./_raw_client.ts";
+
+const enc = new TextEncoder();
+
+// These tests are of the engine itself, even when the suite runs on Deno.serve.
+onProxEngines();
+
+/** An upstream that keeps each request head in `heads` and answers "ok" on a kept connection. */
+function headsUpstream(heads: string[]) {
+  return rawServer(async (c) => {
+    for (;;) {
+      const head = await readRequest(c);
+      if (head === null) return;
+      heads.push(head);
+      await c.write(enc.encode("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"));
+    }
+  });
+}
+
+function engineProxy(target: string) {
+  return startProxy(`
+protocols: { http1_engine: prox }
+health_check: { enabled: false }
+routes:
+  "/": { type: proxy, target: "${target}" }
+`);
+}
+
+Deno.test("only a connection's first bytes can be the HTTP/2 preface; a PRI request later or unlike it is a 400", async () => {
+  const heads: string[] = [];
+  await using up = headsUpstream(heads);
+  await using prox = await engineProxy(up.url);
+  // The engine took any head beginning "PRI *" for h2c with prior knowledge and answered an
+  // HTTP/1.1 client in HTTP/2 frames, even after it had served it HTTP/1.1 requests. The preface
+  // begins a connection (RFC 9113 §3.3); any other PRI request is Deno.serve's 400, as with
+  // http1_engine: deno.
+  const cases = [
+    "PRI * HTTP/1.1\r\nHost: a.test\r\n\r\n",
+    "PRI *x HTTP/1.1\r\nHost: a.test\r\n\r\n",
+    "GET /first HTTP/1.1\r\nHost: a.test\r\n\r\nPRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+  ];
+  for (const text of cases) {
+    const out = await rawExchange(prox.port, text, /HTTP\/1\.1 400 /, 5_000);
+    assert.match(out, /^(HTTP\/1\.1 200 OK\r\n[^]*?ok)?HTTP\/1\.1 400 /, JSON.stringify(text));
+  }
+  assert.deepEqual(heads.map((h) => h.slice(0, h.indexOf("\r\n"))), ["GET /first HTTP/1.1"]);
+  // The preface as a connection's first bytes is still HTTP/2 (a SETTINGS frame comes back),
+  // however it is split.
+  for (const split of [24, 5, 3]) {
+    const c = await Deno.connect({ hostname: "127.0.0.1", port: prox.port });
+    try {
+      const preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+      await c.write(enc.encode(preface.slice(0, split)));
+      if (split < 24) {
+        await new Promise((r) => setTimeout(r, 20));
+        await c.write(enc.encode(preface.slice(split)));
+      }
+      const buf = new Uint8Array(9);
+      let n = 0;
+      while (n < 9) {
+        const got = await c.read(buf.subarray(n));
+        assert.ok(got !== null, `closed after ${n} bytes (split at ${split})`);
+        n += got;
+      }
+      assert.equal(buf[3], 4, `a SETTINGS frame (split at ${split})`);
+    } finally {
+      c.close();
+    }
+  }
+});
