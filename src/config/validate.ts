@@ -3,7 +3,7 @@
 // `exists` callback.
 
 import { isLoopback, listenersOverlap, parseListenAddr } from "./listen.ts";
-import { parseCidr } from "../domain/ip.ts";
+import { parseCidr, parseIp } from "../domain/ip.ts";
 import { parseRouteKey } from "../domain/router.ts";
 import { validateRateLimitStore } from "./redis_url.ts";
 import type { Config } from "./schema.ts";
@@ -364,6 +364,13 @@ function validateAcme(
       err(
         [...base, "domains", i],
         `Wildcard domain "${d}" needs DNS-01, which Prox does not support`,
+      );
+    } else if (parseIp(d)) {
+      // acme-client orders every name as a DNS identifier, which CAs refuse for an address.
+      err(
+        [...base, "domains", i],
+        `ACME domain "${d}" is an IP address: Prox orders certificates for DNS names only`,
+        "List the DNS names clients use, or give the certificate for the address with cert_path and key_path",
       );
     } else if (!DOMAIN.test(d)) {
       err(
