@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { rawServer, readRequest } from "../_upstream_peers.ts";
 import { onProxEngines, startProxy } from "./_proxy.ts";
-import { rawExchange } from "./_raw_client.ts";
+import { rawExchange, readFrom } from "./_raw_client.ts";
 
 const enc = new TextEncoder();
 
@@ -72,4 +72,31 @@ Deno.test("only a connection's first bytes can be the HTTP/2 preface; a PRI requ
       c.close();
     }
   }
+});
+
+Deno.test("a relayed request that Deno.serve refuses while its body still comes gets the refusal, not a reset", async () => {
+  const heads: string[] = [];
+  await using up = headsUpstream(heads);
+  await using prox = await engineProxy(up.url);
+  // Deno.serve answers a transfer coding it does not know (501) and closes its connection while
+  // the body still comes. The relay took the failed write towards it for both sides failing and
+  // closed the client's connection before Deno.serve's answer was passed on: the client got
+  // nothing, where with http1_engine: deno it gets the 501.
+  for (let i = 0; i < 3; i++) {
+    const c = await Deno.connect({ hostname: "127.0.0.1", port: prox.port });
+    const head = "POST /up HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: gzip, chunked\r\n\r\n";
+    const sending = (async () => {
+      await c.write(enc.encode(head));
+      const chunk = new Uint8Array(64 * 1024).fill(120);
+      for (let sent = 0; sent < 8 << 20;) sent += await c.write(chunk);
+    })().catch(() => {});
+    try {
+      const out = await readFrom(c, /\r\n\r\n/);
+      assert.match(out, /^HTTP\/1\.1 501 /, `attempt ${i}: ${JSON.stringify(out)}`);
+    } finally {
+      c.close();
+      await sending;
+    }
+  }
+  assert.equal(heads.length, 0);
 });

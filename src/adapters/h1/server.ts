@@ -1452,7 +1452,10 @@ async function writeAll(write: SocketWrite, bytes: Uint8Array): Promise<void> {
 /**
  * Copies `from` to `to` until `from` ends, then ends `to`'s writing side when `halfClose`. Each
  * read and its write take a turn, as the engine's own requests do (read_gate.ts): the relay's
- * reads are JavaScript's too.
+ * reads are JavaScript's too. With `halfClose` (the client's bytes towards the server), a write
+ * that fails means the server closed while the client still sent (an answer before the body, a
+ * 501, a 400): nothing is closed here, and the other direction passes that answer on to the
+ * client and then ends both, where closing them at once lost the answer.
  */
 async function pipe(
   from: Deno.Conn,
@@ -1474,7 +1477,12 @@ async function pipe(
       const n = await read(buf);
       if (n === 0) break;
       onBytes?.(buf, n);
-      await writeAll(write, buf.subarray(0, n));
+      try {
+        await writeAll(write, buf.subarray(0, n));
+      } catch (err) {
+        if (halfClose) return;
+        throw err;
+      }
       readGate.leave(turn);
       if (n === buf.length) {
         if (large === null) {
