@@ -7,6 +7,7 @@ import { formatIssue } from "./src/config/load.ts";
 import type { ConfigIssue } from "./src/config/parse.ts";
 import type { Config } from "./src/config/schema.ts";
 import { ConfigError, loadSource, startServer } from "./src/server.ts";
+import { ConfigReadError, configReadError, readConfigBytes } from "./src/adapters/config_source.ts";
 import {
   readPid,
   removePidIfOurs,
@@ -344,33 +345,26 @@ function pagesSummary(c: Config): string[] {
 
 async function validateCommand(file: string, format: "text" | "json"): Promise<number> {
   let result: Awaited<ReturnType<typeof loadSource>> | undefined;
-  let reason = "file not found";
+  let failed: Error = new Deno.errors.NotFound(file);
   if (exists(file)) {
     try {
       result = await loadSource({ path: file });
     } catch (err) {
-      reason = err instanceof Deno.errors.IsADirectory
-        ? "it is a directory"
-        : err instanceof Error
-        ? err.message
-        : String(err);
+      failed = err instanceof Error ? err : new Error(String(err));
     }
   }
   if (result === undefined) {
-    const msg = `Cannot read config "${file}": ${reason}`;
+    const said = configReadError(file, failed);
+    const msg = said instanceof ConfigReadError
+      ? said.message
+      : `Cannot read config "${file}": ${said.message}`;
+    const hint = said instanceof ConfigReadError
+      ? said.hint
+      : "pass the right path with --config FILE";
     if (format === "json") {
-      console.log(
-        JSON.stringify(
-          {
-            file,
-            valid: false,
-            issues: [{ severity: "error", file, line: 0, col: 0, path: "", message: msg }],
-          },
-          null,
-          2,
-        ),
-      );
-    } else console.error(`error: ${msg}\n  fix: pass the right path with --config FILE`);
+      const issue = { severity: "error", file, line: 0, col: 0, path: "", message: msg, hint };
+      console.log(JSON.stringify({ file, valid: false, issues: [issue] }, null, 2));
+    } else console.error(`error: ${msg}\n  fix: ${hint}`);
     return 1;
   }
   const errors = result.issues.filter((i) => i.severity === "error");
@@ -453,7 +447,13 @@ async function serveCommand(configArg: string | undefined, opts: ServeOptions): 
     // A pipe (`-c /dev/stdin`, `-c <(…)`) gives its text once, and start-up reads the config
     // more than once (the second read found it empty: "Missing required key"): read it here.
     if (!st.isFile && !workerRole()) {
-      source = { text: await Deno.readTextFile(path), name: path };
+      let bytes: Uint8Array;
+      try {
+        bytes = await readConfigBytes(path); // at most 4 MiB: `-c /dev/zero` never ends
+      } catch (err) {
+        return printReadError(configReadError(path, err));
+      }
+      source = { text: new TextDecoder().decode(bytes), name: path };
       piped = true;
     } else source = { path };
   }
@@ -504,6 +504,7 @@ async function serveCommand(configArg: string | undefined, opts: ServeOptions): 
     }
   } catch (err) {
     signals.release();
+    if (err instanceof ConfigReadError) return printReadError(err);
     if (err instanceof ConfigError) {
       printIssues(err.issues);
       console.error(
@@ -543,6 +544,15 @@ async function serveCommand(configArg: string | undefined, opts: ServeOptions): 
   const code = exitCode(await signals.serve(server));
   removePidIfOurs(pidFile);
   return code;
+}
+
+/** Says why the config could not be read, and the fix; returns exit code 1. */
+function printReadError(err: Error): number {
+  const msg = err.message.startsWith("Cannot read config")
+    ? err.message
+    : `Cannot start: ${err.message}`;
+  console.error(`error: ${msg}${err instanceof ConfigReadError ? `\n  fix: ${err.hint}` : ""}`);
+  return 1;
 }
 
 /** What `serve` runs: one Prox, or a supervisor of worker processes. */

@@ -225,7 +225,12 @@ export async function loadSource(
       text: source.text,
     };
   }
-  const bytes = await Deno.readFile(source.path);
+  let bytes: Uint8Array;
+  try {
+    bytes = await readConfigBytes(source.path);
+  } catch (err) {
+    throw configReadError(source.path, err);
+  }
   let text: string;
   try {
     // Fatal: a Latin-1 byte would otherwise become U+FFFD in a route key or value, silently.
@@ -237,18 +242,76 @@ export async function loadSource(
   return { ...loadConfigText(text, { file: source.path, env: denoEnv }), text };
 }
 
+/**
+ * The largest config Prox reads (README "Command line"): 4 MiB is tens of thousands of routes, and
+ * the cap stops `-c /dev/zero`, or a log named by mistake, from filling memory.
+ */
+export const MAX_CONFIG_BYTES = 4 * 1024 * 1024;
+
+/** A config over MAX_CONFIG_BYTES: a file of `size` bytes, or one (null) that went on being read. */
+export class ConfigTooLarge extends Error {
+  constructor(readonly size: number | null) {
+    super(
+      size === null
+        ? "it gave more than 4 MiB (the most a config may have) without ending"
+        : `it is ${size} bytes, over the 4 MiB a config may have`,
+    );
+    this.name = "ConfigTooLarge";
+  }
+}
+
+/** Reads at most MAX_CONFIG_BYTES from `reader` (stdin, a pipe, a device) until it ends. */
+export async function readCapped(
+  reader: { read(p: Uint8Array): Promise<number | null> },
+): Promise<Uint8Array> {
+  const out = new Uint8Array(MAX_CONFIG_BYTES + 1);
+  let length = 0;
+  for (;;) {
+    // One byte past the cap is room enough to tell "exactly 4 MiB" from "more".
+    const n = await reader.read(out.subarray(length, Math.min(out.length, length + 65536)));
+    if (n === null) return out.slice(0, length);
+    length += n;
+    if (length > MAX_CONFIG_BYTES) throw new ConfigTooLarge(null);
+  }
+}
+
+/** A config file's bytes; a regular file over MAX_CONFIG_BYTES is refused before it is read. */
+export async function readConfigBytes(path: string): Promise<Uint8Array> {
+  using file = await Deno.open(path);
+  const st = await file.stat();
+  if (st.isDirectory) throw new Deno.errors.IsADirectory(`Is a directory: ${path}`);
+  if (st.isFile && st.size > MAX_CONFIG_BYTES) throw new ConfigTooLarge(st.size);
+  return await readCapped(file); // a regular file that grows while it is read is refused too
+}
+
+/** A failed read of the config: what went wrong, as `prox validate` says it, and its fix. */
+export class ConfigReadError extends Error {
+  constructor(message: string, readonly hint: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "ConfigReadError";
+  }
+}
+
 /** A failed read of the config file said as `prox validate` says it (not the raw os error). */
 export function configReadError(file: string, err: unknown): Error {
-  const why = err instanceof Deno.errors.NotFound
-    ? "file not found"
+  if (err instanceof ConfigReadError) return err;
+  const [why, hint] = err instanceof Deno.errors.NotFound
+    ? ["file not found", "pass the right path with --config FILE"]
     : err instanceof Deno.errors.IsADirectory
-    ? "it is a directory"
+    ? ["it is a directory", "pass the right path with --config FILE"]
     : err instanceof Deno.errors.PermissionDenied
-    ? "permission denied"
-    : null;
+    ? ["permission denied", "pass the right path with --config FILE"]
+    : err instanceof ConfigTooLarge
+    ? [
+      err.message,
+      err.size === null
+        ? "name a config file (not a device), or pipe in at most 4 MiB of YAML"
+        : "name the config file itself: Prox reads at most 4 MiB of YAML",
+    ]
+    : [null, ""];
   return why === null || !(err instanceof Error)
     ? (err instanceof Error ? err : new Error(String(err)))
-    : new Error(`Cannot read config "${file}": ${why}`, { cause: err });
+    : new ConfigReadError(`Cannot read config "${file}": ${why}`, hint, { cause: err });
 }
 
 /** Where the first byte that is not UTF-8 sits, as an issue. */

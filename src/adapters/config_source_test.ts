@@ -1,5 +1,11 @@
 import assert from "node:assert/strict";
-import { denoEnv, loadSource } from "./config_source.ts";
+import {
+  ConfigReadError,
+  configReadError,
+  denoEnv,
+  loadSource,
+  MAX_CONFIG_BYTES,
+} from "./config_source.ts";
 
 Deno.test("loadSource refuses a config that is not UTF-8, at the first bad byte", async () => {
   const path = await Deno.makeTempFile({ suffix: ".yaml" });
@@ -56,5 +62,25 @@ Deno.test("denoEnv.certificate says an encrypted key needs decrypting", async ()
     assert.match(r.hint!, /^The key is encrypted and Prox has no passphrase: decrypt it/);
   } finally {
     await Deno.remove(tmp, { recursive: true });
+  }
+});
+
+Deno.test("loadSource refuses a config over MAX_CONFIG_BYTES: a big file, and /dev/zero that never ends", async () => {
+  const path = await Deno.makeTempFile({ suffix: ".yaml" });
+  try {
+    await Deno.writeFile(path, new Uint8Array(MAX_CONFIG_BYTES + 1).fill(0x23)); // "#" comments
+    for (const file of [path, "/dev/zero"]) {
+      const err = await loadSource({ path: file }).then(() => null, (e) => e);
+      assert.ok(err instanceof Error, `${file}: refused`);
+      const said = configReadError(file, err);
+      assert.ok(said instanceof ConfigReadError, String(said));
+      assert.match(said.message, new RegExp(`^Cannot read config "${file}": .*4 MiB`));
+      assert.match(said.hint, /4 MiB/);
+    }
+    // At the cap it is read (a file of comments: the config is empty, not refused).
+    await Deno.writeFile(path, new Uint8Array(MAX_CONFIG_BYTES).fill(0x23));
+    assert.ok((await loadSource({ path })).issues.length > 0);
+  } finally {
+    await Deno.remove(path);
   }
 });

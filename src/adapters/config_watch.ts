@@ -60,9 +60,17 @@ function absolute(path: string): string {
   return path.startsWith("/") ? path : `${Deno.cwd()}/${path}`;
 }
 
+/** Files bigger than this are told apart by size and modification time, not read whole. */
+const HASHED_BYTES = 64 * 1024 * 1024;
+
 /** A file's content fingerprint (SHA-256), or why it has none (missing, unreadable). */
 export async function filePrint(path: string): Promise<string> {
   try {
+    const st = await Deno.stat(path);
+    if (st.isFile && st.size > HASHED_BYTES) {
+      // A config replaced by a log or an image: the reload refuses it (4 MiB at most) anyway.
+      return `(large: ${st.size} bytes, modified ${st.mtime?.getTime()}, inode ${st.ino})`;
+    }
     const bytes = await Deno.readFile(path);
     const digest = await crypto.subtle.digest("SHA-256", bytes);
     return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");

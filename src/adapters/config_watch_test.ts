@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { watchFiles } from "./config_watch.ts";
+import { filePrint, watchFiles } from "./config_watch.ts";
 import { silentLogger } from "../ports.ts";
 import { waitFor } from "../../tests/_harness.ts";
 
@@ -272,6 +272,21 @@ Deno.test("watchFiles follows a symlinked directory on the way repointed (ln -sf
     await waitFor(() => seen.at(-1) === "v2b", { what: "an edit in the new target" });
   } finally {
     w.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("filePrint does not read a huge file whole, and still tells when it changes", async () => {
+  const { dir, paths: [file] } = await setup(["config.yaml"]);
+  try {
+    // A sparse terabyte (no disk used): it was read whole (any size that fits in memory), and this
+    // one gave "(unreadable: out of memory)" before and after the change, so the change was missed.
+    await Deno.truncate(file, 2 ** 40);
+    const before = await filePrint(file);
+    await Deno.truncate(file, 2 ** 40 + 1);
+    assert.notEqual(await filePrint(file), before);
+    assert.doesNotMatch(before, /unreadable/);
+  } finally {
     await Deno.remove(dir, { recursive: true });
   }
 });

@@ -7,7 +7,13 @@ import { DRY_RUN_ID, explainRequest } from "../proxy/explain.ts";
 import type { ExplainDeps, ExplainRequest, Explanation } from "../proxy/explain.ts";
 import type { Snapshot } from "../proxy/snapshot.ts";
 import { silentLogger } from "../ports.ts";
-import { denoEnv, loadSource, readReferencedFiles } from "./config_source.ts";
+import {
+  ConfigReadError,
+  configReadError,
+  denoEnv,
+  loadSource,
+  readReferencedFiles,
+} from "./config_source.ts";
 import { createDenoFileStore } from "./files_deno.ts";
 
 /** A request line from the command line: `[METHOD] URL`, a bare path meaning http://localhost. */
@@ -49,12 +55,12 @@ export async function loadSnapshot(
   try {
     loaded = await loadSource({ path: file });
   } catch (e) {
-    const why = e instanceof Deno.errors.NotFound
-      ? "file not found"
-      : e instanceof Error
-      ? e.message
-      : String(e);
-    err(`error: Cannot read config "${file}": ${why}`);
+    const said = configReadError(file, e);
+    err(
+      said instanceof ConfigReadError
+        ? `error: ${said.message}\n  fix: ${said.hint}`
+        : `error: Cannot read config "${file}": ${said.message}`,
+    );
     return null;
   }
   const errors = loaded.issues.filter((i) => i.severity === "error");

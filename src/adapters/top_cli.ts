@@ -8,7 +8,7 @@ import { parsePromText } from "../domain/prom_text.ts";
 import { notProxStatus, TOP_METRICS, topSnapshot } from "../domain/top.ts";
 import type { TopPoll, TopStatus } from "../domain/top.ts";
 import { layoutTop } from "../domain/top_layout.ts";
-import { loadSource } from "./config_source.ts";
+import { ConfigReadError, configReadError, loadSource } from "./config_source.ts";
 
 /** What `prox top` was asked for on the command line. */
 export interface TopOptions {
@@ -49,9 +49,10 @@ async function target(o: TopOptions): Promise<{ url: string; token?: string } | 
     try {
       loaded = await loadSource({ path: o.config });
     } catch (e) {
-      return `Cannot read config "${o.config}": ${
-        e instanceof Deno.errors.NotFound ? "file not found" : (e as Error).message
-      }`;
+      const said = configReadError(o.config, e);
+      return said instanceof ConfigReadError
+        ? said.message
+        : `Cannot read config "${o.config}": ${said.message}`;
     }
     const config = loaded.config ?? loaded.candidate;
     if (!config && !url) {

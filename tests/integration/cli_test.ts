@@ -215,6 +215,25 @@ Deno.test("prox validate: 0 when valid, 1 with file:line:col when not, 1 when mi
   }
 });
 
+Deno.test("prox validate and serve refuse a config over 4 MiB, and /dev/zero, which never ends", async () => {
+  const dir = await tempDir();
+  try {
+    const big = `${dir}/big.yaml`;
+    await Deno.writeFile(big, new Uint8Array(4 * 1024 * 1024 + 1).fill(0x23));
+    for (const file of [big, "/dev/zero"]) {
+      // It read /dev/zero until memory ran out (the 30 s timeout kills it: code 137).
+      for (const cmd of ["validate", "serve"]) {
+        const r = await prox([cmd, "-c", file]);
+        assert.equal(r.code, 1, `${cmd} ${file}: ${r.stderr}`);
+        assert.match(r.stderr, new RegExp(`Cannot read config "${file}": .*4 MiB`), r.stderr);
+        assert.match(r.stderr, /fix: .*4 MiB/, r.stderr);
+      }
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("prox -c x.yaml serve uses x.yaml (not ./config.yaml); SIGUSR1 drains and exits 0", async () => {
   const port = freePort();
   const dir = await tempDir({ "x.yaml": VALID(port), "config.yaml": "not: [valid" });

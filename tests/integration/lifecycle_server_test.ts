@@ -201,6 +201,27 @@ Deno.test("reload of a deleted config says so plainly and keeps serving", async 
   }
 });
 
+Deno.test("reload of a config grown over 4 MiB is refused, said plainly, and the old one keeps serving", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "prox-big-" });
+  const file = `${dir}/config.yaml`;
+  await Deno.writeTextFile(file, config("127.0.0.1:0"));
+  const server = await startServer({ path: file }, { logger: captureLogger(), watch: false });
+  try {
+    const grown = new TextEncoder().encode(config("127.0.0.1:0") + "#".repeat(4 * 1024 * 1024));
+    await Deno.writeFile(file, grown);
+    const result = await server.reload({ trigger: "test" });
+    assert.equal(result.ok, false);
+    assert.match(
+      result.issues[0].message,
+      new RegExp(`^Cannot reload: Cannot read config "${file}": .*4 MiB`),
+    );
+    assert.equal(await answers(`http://127.0.0.1:${server.port}/`), 307);
+  } finally {
+    await server.shutdown();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("a worker's reload lines name the worker (N workers log N rejections)", async () => {
   const dir = await Deno.makeTempDir({ prefix: "prox-worker-log-" });
   const file = `${dir}/config.yaml`;
