@@ -345,22 +345,16 @@ function pagesSummary(c: Config): string[] {
 
 async function validateCommand(file: string, format: "text" | "json"): Promise<number> {
   let result: Awaited<ReturnType<typeof loadSource>> | undefined;
-  let failed: Error = new Deno.errors.NotFound(file);
-  if (exists(file)) {
-    try {
-      result = await loadSource({ path: file });
-    } catch (err) {
-      failed = err instanceof Error ? err : new Error(String(err));
-    }
+  let failed: unknown;
+  try {
+    result = await loadSource({ path: file });
+  } catch (err) {
+    failed = err;
   }
   if (result === undefined) {
     const said = configReadError(file, failed);
-    const msg = said instanceof ConfigReadError
-      ? said.message
-      : `Cannot read config "${file}": ${said.message}`;
-    const hint = said instanceof ConfigReadError
-      ? said.hint
-      : "pass the right path with --config FILE";
+    if (!(said instanceof ConfigReadError)) throw said; // NotCapable: main says to run with -A
+    const { message: msg, hint } = said;
     if (format === "json") {
       const issue = { severity: "error", file, line: 0, col: 0, path: "", message: msg, hint };
       console.log(JSON.stringify({ file, valid: false, issues: [issue] }, null, 2));
@@ -435,14 +429,13 @@ async function serveCommand(configArg: string | undefined, opts: ServeOptions): 
     }
   } else {
     const path = configArg ?? "config.yaml";
-    if (!exists(path)) {
-      console.error(`error: Cannot read config "${path}": file not found`);
-      return 1;
-    }
-    const st = Deno.statSync(path);
-    if (st.isDirectory) {
-      console.error(`error: Cannot read config "${path}": it is a directory`);
-      return 1;
+    let st: Deno.FileInfo;
+    try {
+      st = Deno.statSync(path);
+      if (st.isDirectory) throw new Deno.errors.IsADirectory(path);
+    } catch (err) {
+      if (err instanceof Deno.errors.NotCapable) throw err;
+      return printReadError(configReadError(path, err));
     }
     // A pipe (`-c /dev/stdin`, `-c <(…)`) gives its text once, and start-up reads the config
     // more than once (the second read found it empty: "Missing required key"): read it here.

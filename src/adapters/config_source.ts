@@ -292,26 +292,90 @@ export class ConfigReadError extends Error {
   }
 }
 
-/** A failed read of the config file said as `prox validate` says it (not the raw os error). */
+/**
+ * A failed read of the config file said as `prox validate` says it (not the raw os error), with
+ * its fix. A missing permission of Deno's own (`deno run` without -A) is left as it is: the CLI
+ * says to run with -A.
+ */
 export function configReadError(file: string, err: unknown): Error {
-  if (err instanceof ConfigReadError) return err;
-  const [why, hint] = err instanceof Deno.errors.NotFound
-    ? ["file not found", "pass the right path with --config FILE"]
-    : err instanceof Deno.errors.IsADirectory
-    ? ["it is a directory", "pass the right path with --config FILE"]
-    : err instanceof Deno.errors.PermissionDenied
-    ? ["permission denied", "pass the right path with --config FILE"]
-    : err instanceof ConfigTooLarge
-    ? [
+  if (err instanceof ConfigReadError || err instanceof Deno.errors.NotCapable) return err;
+  const [why, hint] = readFailure(file, err);
+  return new ConfigReadError(`Cannot read config "${file}": ${why}`, hint, { cause: err });
+}
+
+const RIGHT_PATH = "pass the right path with --config FILE";
+
+/** What went wrong reading `file` and how to fix it. */
+function readFailure(file: string, err: unknown): [string, string] {
+  if (err instanceof Deno.errors.NotFound) {
+    const target = linkTarget(file);
+    return target === null ? ["file not found", RIGHT_PATH] : [
+      `it is a symbolic link to "${target}", which does not exist`,
+      "create that file, or point the link (or --config) at the config file",
+    ];
+  }
+  if (err instanceof Deno.errors.IsADirectory) {
+    return [
+      "it is a directory",
+      `name the file in it, e.g. --config ${file.replace(/\/+$/, "")}/config.yaml`,
+    ];
+  }
+  if (err instanceof Deno.errors.NotADirectory) {
+    const blocker = fileOnTheWay(file);
+    return [
+      blocker === null
+        ? "a part of its path is not a directory"
+        : `"${blocker}" is not a directory`,
+      RIGHT_PATH,
+    ];
+  }
+  if (err instanceof Deno.errors.PermissionDenied) {
+    return [
+      "permission denied",
+      "give the user Prox runs as read access to the file and search (x) access to its directories",
+    ];
+  }
+  if (err instanceof Deno.errors.FilesystemLoop) {
+    return [
+      "its symbolic links form a loop",
+      "point the symbolic link at the config file itself (ls -l shows where each link points)",
+    ];
+  }
+  if (err instanceof ConfigTooLarge) {
+    return [
       err.message,
       err.size === null
         ? "name a config file (not a device), or pipe in at most 4 MiB of YAML"
         : "name the config file itself: Prox reads at most 4 MiB of YAML",
-    ]
-    : [null, ""];
-  return why === null || !(err instanceof Error)
-    ? (err instanceof Error ? err : new Error(String(err)))
-    : new ConfigReadError(`Cannot read config "${file}": ${why}`, hint, { cause: err });
+    ];
+  }
+  // EIO, ENAMETOOLONG, …: the system's words, without Deno's ": open '<path>'" after them.
+  const os = (err instanceof Error ? err.message : String(err)).replace(/: \w+ '.*'$/, "");
+  return [os, "check the file and the disk it is on: the operating system refused to read it"];
+}
+
+/** Where a dangling symbolic link points, or null when `path` is not one. */
+function linkTarget(path: string): string | null {
+  try {
+    return Deno.lstatSync(path).isSymlink ? Deno.readLinkSync(path) : null;
+  } catch {
+    return null;
+  }
+}
+
+/** The first prefix of `path` that exists and is not a directory (`a.yaml` in `a.yaml/b`). */
+function fileOnTheWay(path: string): string | null {
+  const parts = path.split("/");
+  for (let i = 1; i < parts.length; i++) {
+    const prefix = parts.slice(0, i).join("/");
+    if (prefix === "") continue;
+    try {
+      if (!Deno.statSync(prefix).isDirectory) return prefix;
+    } catch {
+      return null;
+    }
+  }
+  return null;
 }
 
 /** Where the first byte that is not UTF-8 sits, as an issue. */

@@ -234,6 +234,41 @@ Deno.test("prox validate and serve refuse a config over 4 MiB, and /dev/zero, wh
   }
 });
 
+Deno.test("prox validate and serve say what went wrong reading the config, each with its fix", async () => {
+  const dir = await tempDir({ "ok.yaml": VALID(8080) });
+  await Deno.symlink(`${dir}/loop-b`, `${dir}/loop-a`);
+  await Deno.symlink(`${dir}/loop-a`, `${dir}/loop-b`);
+  await Deno.symlink(`${dir}/gone.yaml`, `${dir}/dangling.yaml`);
+  // Every read failure was "Cannot read config …: <reason>" with "fix: pass the right path";
+  // a path through a file, a symlink loop and a dangling symlink all said "file not found".
+  const cases: [string, RegExp, RegExp][] = [
+    [`${dir}/nope.yaml`, /file not found/, /pass the right path with --config FILE/],
+    [`${dir}/ok.yaml/x.yaml`, /ok\.yaml" is not a directory/, /pass the right path/],
+    [`${dir}/loop-a`, /its symbolic links form a loop/, /point the symbolic link/],
+    [`${dir}/dangling.yaml`, /a symbolic link to ".*gone\.yaml", which does not exist/, /create/],
+    [dir, /it is a directory/, new RegExp(`--config ${dir}/config\\.yaml`)],
+    // Root reads mode 000 files; procfs refuses even root this write-only one.
+    ["/proc/sys/vm/drop_caches", /permission denied/, /read access/],
+    ["/proc/self/mem", /Input\/output error/, /the operating system/],
+  ];
+  try {
+    for (const [file, why, fix] of cases) {
+      for (const cmd of ["validate", "serve"]) {
+        const r = await prox([cmd, "-c", file]);
+        assert.equal(r.code, 1, `${cmd} ${file}: ${r.stderr}`);
+        const [said, hint] = r.stderr.split("\n");
+        assert.ok(said.startsWith(`error: Cannot read config "${file}": `), `${cmd}: ${said}`);
+        assert.match(said, why, `${cmd}: ${said}`);
+        assert.ok(hint.startsWith("  fix: "), `${cmd} ${file}: ${r.stderr}`);
+        assert.match(hint, fix, `${cmd}: ${hint}`);
+        if (!/pass the right path/.test(fix.source)) assert.doesNotMatch(hint, /right path/);
+      }
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("prox -c x.yaml serve uses x.yaml (not ./config.yaml); SIGUSR1 drains and exits 0", async () => {
   const port = freePort();
   const dir = await tempDir({ "x.yaml": VALID(port), "config.yaml": "not: [valid" });
