@@ -7,7 +7,14 @@ import { formatIssue } from "./src/config/load.ts";
 import type { ConfigIssue } from "./src/config/parse.ts";
 import type { Config } from "./src/config/schema.ts";
 import { ConfigError, loadSource, startServer } from "./src/server.ts";
-import { ConfigReadError, configReadError, readConfigBytes } from "./src/adapters/config_source.ts";
+import {
+  ConfigReadError,
+  configReadError,
+  decodeConfig,
+  readCapped,
+  readConfigBytes,
+  STDIN_NAME,
+} from "./src/adapters/config_source.ts";
 import {
   readPid,
   removePidIfOurs,
@@ -343,11 +350,12 @@ function pagesSummary(c: Config): string[] {
   return [`  error pages:   ${top}${routes}`];
 }
 
-async function validateCommand(file: string, format: "text" | "json"): Promise<number> {
+async function validateCommand(arg: string, format: "text" | "json"): Promise<number> {
+  const file = arg === "-" ? STDIN_NAME : arg;
   let result: Awaited<ReturnType<typeof loadSource>> | undefined;
   let failed: unknown;
   try {
-    result = await loadSource({ path: file });
+    result = await loadSource({ path: arg });
   } catch (err) {
     failed = err;
   }
@@ -427,6 +435,12 @@ async function serveCommand(configArg: string | undefined, opts: ServeOptions): 
     if (!workerRole()) {
       console.error("No config.yaml found: serving the embedded default config on 127.0.0.1:3000");
     }
+  } else if (configArg === "-") {
+    // Read once: nothing can watch stdin, and a reload applies the same text again.
+    const read = await readOnce(STDIN_NAME, () => readCapped(Deno.stdin));
+    if (typeof read === "number") return read;
+    source = read;
+    piped = true;
   } else {
     const path = configArg ?? "config.yaml";
     let st: Deno.FileInfo;
@@ -440,13 +454,9 @@ async function serveCommand(configArg: string | undefined, opts: ServeOptions): 
     // A pipe (`-c /dev/stdin`, `-c <(…)`) gives its text once, and start-up reads the config
     // more than once (the second read found it empty: "Missing required key"): read it here.
     if (!st.isFile && !workerRole()) {
-      let bytes: Uint8Array;
-      try {
-        bytes = await readConfigBytes(path); // at most 4 MiB: `-c /dev/zero` never ends
-      } catch (err) {
-        return printReadError(configReadError(path, err));
-      }
-      source = { text: new TextDecoder().decode(bytes), name: path };
+      const read = await readOnce(path, () => readConfigBytes(path)); // `-c /dev/zero` never ends
+      if (typeof read === "number") return read;
+      source = read;
       piped = true;
     } else source = { path };
   }
@@ -494,6 +504,14 @@ async function serveCommand(configArg: string | undefined, opts: ServeOptions): 
         takeover: opts.takeover,
         files,
       });
+      if (piped) {
+        server.logger.info(
+          `The config was read once from ${
+            configArg === "-" ? "stdin" : "a pipe"
+          }: nothing watches it for changes, and a reload (SIGHUP) applies the same text again`,
+          { config: configArg },
+        );
+      }
     }
   } catch (err) {
     signals.release();
@@ -537,6 +555,26 @@ async function serveCommand(configArg: string | undefined, opts: ServeOptions): 
   const code = exitCode(await signals.serve(server));
   removePidIfOurs(pidFile);
   return code;
+}
+
+/** The config text of a pipe or stdin, read once (at most 4 MiB); or the exit code when it cannot be. */
+async function readOnce(
+  name: string,
+  read: () => Promise<Uint8Array>,
+): Promise<{ text: string; name: string } | number> {
+  let bytes: Uint8Array;
+  try {
+    bytes = await read();
+  } catch (err) {
+    return printReadError(configReadError(name, err));
+  }
+  const decoded = decodeConfig(bytes, name);
+  if ("issue" in decoded) {
+    printIssues([decoded.issue]);
+    console.error("\nCannot start: the config has 1 error");
+    return 1;
+  }
+  return { text: decoded.text, name };
 }
 
 /** Says why the config could not be read, and the fix; returns exit code 1. */

@@ -24,7 +24,7 @@ Usage:
 
 Options:
   -c, --config FILE    config file (default: config.yaml; with no such file, serve runs an
-                       embedded welcome config on 127.0.0.1:3000)
+                       embedded welcome config on 127.0.0.1:3000); - reads it from stdin, once
       --format FMT     validate, explain, replay and top output: text (default) or json
   -H, --header H       explain: a request header 'Name: value' (repeatable)
       --client-ip IP   explain: the client's address (default 192.0.2.1)

@@ -215,7 +215,10 @@ function unusableKey(key: ReturnType<typeof createPrivateKey>): string | null {
   return type === "ed25519" ? null : `of type ${type}`;
 }
 
-/** Reads and validates the config source. */
+/** `-c -`: the config comes from standard input, named this in messages. */
+export const STDIN_NAME = "<stdin>";
+
+/** Reads and validates the config source; the path `-` is standard input (read once). */
 export async function loadSource(
   source: ConfigSource,
 ): Promise<LoadResult> {
@@ -225,21 +228,30 @@ export async function loadSource(
       text: source.text,
     };
   }
+  const stdin = source.path === "-";
+  const file = stdin ? STDIN_NAME : source.path;
   let bytes: Uint8Array;
   try {
-    bytes = await readConfigBytes(source.path);
+    bytes = stdin ? await readCapped(Deno.stdin) : await readConfigBytes(source.path);
   } catch (err) {
-    throw configReadError(source.path, err);
+    throw configReadError(file, err);
   }
-  let text: string;
+  const decoded = decodeConfig(bytes, file);
+  if ("issue" in decoded) return { issues: [decoded.issue] };
+  return { ...loadConfigText(decoded.text, { file, env: denoEnv }), text: decoded.text };
+}
+
+/** Config bytes as text, or the issue that locates the first byte that is not UTF-8. */
+export function decodeConfig(bytes: Uint8Array, file: string): { text: string } | {
+  issue: ConfigIssue;
+} {
   try {
     // Fatal: a Latin-1 byte would otherwise become U+FFFD in a route key or value, silently.
     // (A byte-order mark is dropped, so columns on the first line stay right.)
-    text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+    return { text: new TextDecoder("utf-8", { fatal: true }).decode(bytes) };
   } catch {
-    return { issues: [notUtf8(source.path, bytes)] };
+    return { issue: notUtf8(file, bytes) };
   }
-  return { ...loadConfigText(text, { file: source.path, env: denoEnv }), text };
 }
 
 /**

@@ -379,6 +379,84 @@ Deno.test("prox serve -c /dev/stdin reads a piped config once and serves it; wit
   assert.match(workers.stderr, /workers > 1 needs a config file the workers can read too/);
 });
 
+/** Runs prox with `bytes` on its stdin (raw bytes: `run` takes text). */
+async function proxWithStdin(args: string[], bytes: Uint8Array) {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "--config", `${ROOT}/deno.json`, `${ROOT}/mod.ts`, ...args],
+    env: { NO_COLOR: "1" },
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const output = child.output();
+  const w = child.stdin.getWriter();
+  await w.write(bytes);
+  await w.close();
+  const out = await output;
+  const dec = new TextDecoder();
+  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+}
+
+Deno.test("prox validate -c - reads the config from stdin and names it <stdin> in issues", async () => {
+  const enc = new TextEncoder();
+  // It looked for a file named "-": 'Cannot read config "-": file not found'.
+  const ok = await proxWithStdin(["validate", "-c", "-"], enc.encode(VALID(8080)));
+  assert.equal(ok.code, 0, ok.stderr);
+  assert.match(ok.stdout, /^<stdin> is valid\n/);
+  const bad = await proxWithStdin(
+    ["validate", "-c", "-"],
+    enc.encode(VALID(8080) + "helth_check: {}\n"),
+  );
+  assert.equal(bad.code, 1);
+  assert.match(bad.stderr, /^<stdin>:8:1: error: .*helth_check/);
+  assert.match(bad.stderr, /<stdin> is invalid: 1 error/);
+  const latin1 = new Uint8Array([...enc.encode(VALID(8080) + "# caf"), 0xe9, 0x0a]);
+  const notUtf8 = await proxWithStdin(["validate", "-c", "-", "--format", "json"], latin1);
+  assert.equal(notUtf8.code, 1);
+  const json = JSON.parse(notUtf8.stdout);
+  assert.equal(json.file, "<stdin>");
+  assert.deepEqual(
+    json.issues.map((i: { file: string; line: number; col: number; message: string }) =>
+      `${i.file}:${i.line}:${i.col}: ${i.message}`
+    ),
+    ["<stdin>:8:6: The config is not UTF-8 text"],
+  );
+});
+
+Deno.test("prox serve -c - serves the config read once from stdin and says nothing watches it", async () => {
+  const port = freePort();
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "--config", `${ROOT}/deno.json`, `${ROOT}/mod.ts`, "serve", "-c", "-"],
+    env: { NO_COLOR: "1" },
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const output = child.output();
+  const w = child.stdin.getWriter();
+  await w.write(new TextEncoder().encode(VALID(port)));
+  await w.close();
+  try {
+    const res = await waitFor(
+      () => fetch(`http://127.0.0.1:${port}/`, { redirect: "manual" }).catch(() => null),
+      { what: "Prox serving the config from stdin", timeoutMs: 15_000 },
+    );
+    await res.body?.cancel();
+    assert.equal(res.status, 307);
+    child.kill("SIGTERM");
+  } catch (err) {
+    try {
+      child.kill("SIGKILL");
+    } catch { /* it exited */ }
+    const out = await output;
+    throw new Error(`${err}\n${new TextDecoder().decode(out.stderr)}`);
+  }
+  const out = await output;
+  const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
+  assert.equal(out.code, 0, text);
+  assert.match(text, /"msg":"The config was read once from stdin: .*nothing watches it/);
+});
+
 Deno.test("prox serve --workers 2 -c /dev/stdin < file refuses at once (workers hung on their stdin)", async () => {
   const dir = await tempDir();
   try {
