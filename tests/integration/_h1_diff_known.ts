@@ -196,6 +196,29 @@ export const KNOWN: Known[] = [
       return [{ ...d, upstream, access }, p];
     },
   },
+  {
+    // RFC 9112 §3.2: an HTTP/1.1 request without Host gets 400. The engine answers so and closes
+    // the connection; Deno.serve makes up `localhost:<port>` and serves it. What came after on
+    // that connection is Deno.serve's alone.
+    name: "an HTTP/1.1 request without Host gets 400",
+    rewrite: (d, p) => {
+      const i = p.answers.length - 1;
+      const last = p.answers[i];
+      const madeUp = (r: Record<string, unknown>) => /^localhost(:|$)/.test(String(r.host));
+      if (
+        p.end !== "closed" || !last || last.status !== 400 || last.body !== "" || !hasClose(last) ||
+        d.answers.length <= i || !d.access.some(madeUp) || p.access.some(madeUp)
+      ) return [d, p];
+      const same = (r: Record<string, unknown>) =>
+        p.access.some((x) => JSON.stringify(x) === JSON.stringify(r));
+      return [{
+        end: "closed",
+        answers: d.answers.slice(0, i),
+        upstream: d.upstream.slice(0, p.upstream.length),
+        access: d.access.filter(same),
+      }, { ...p, answers: p.answers.slice(0, i) }];
+    },
+  },
 ];
 
 /** Applies the known differences' rewrites (all, or all but `skip`) to Deno.serve's and the

@@ -100,3 +100,31 @@ Deno.test("a relayed request that Deno.serve refuses while its body still comes 
   }
   assert.equal(heads.length, 0);
 });
+
+Deno.test("an HTTP/1.1 request without Host gets 400 and reaches no upstream; HTTP/1.0 needs none", async () => {
+  const heads: string[] = [];
+  await using up = headsUpstream(heads);
+  await using prox = await engineProxy(up.url);
+  // RFC 9112 §3.2: a server MUST answer 400 to an HTTP/1.1 request without Host. The engine
+  // relayed it to Deno.serve, which made up `localhost:<port>` and proxied it.
+  for (
+    const text of [
+      "GET /none HTTP/1.1\r\n\r\n",
+      "POST /none HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello",
+      "GET /ok HTTP/1.1\r\nHost: a.test\r\n\r\nGET /none HTTP/1.1\r\nX-A: 1\r\n\r\n",
+    ]
+  ) {
+    const out = await rawExchange(prox.port, text, undefined, 5_000);
+    assert.match(
+      out,
+      /^(HTTP\/1\.1 200 OK\r\n[^]*?ok)?HTTP\/1\.1 400 Bad Request\r\n[^]*connection: close\r\n\r\n$/,
+      JSON.stringify(text),
+    );
+  }
+  const out = await rawExchange(prox.port, "GET /old HTTP/1.0\r\n\r\n");
+  assert.match(out, /^HTTP\/1\.[01] 200 /);
+  assert.deepEqual(heads.map((h) => h.slice(0, h.indexOf("\r\n"))), [
+    "GET /ok HTTP/1.1",
+    "GET /old HTTP/1.1",
+  ]);
+});

@@ -736,17 +736,16 @@ Deno.test("a head that goes wrong before its end gets Deno.serve's 400 at once, 
   assert.equal(prox.server.listeners[0].counts?.relayed, 4);
 });
 
-Deno.test("a request without Host names the listener's port, relayed as on Deno.serve", async () => {
+Deno.test("an HTTP/1.0 request without Host names the listener's port, relayed as on Deno.serve", async () => {
   await using up = await startUpstream((req) =>
     new Response(`host=${req.headers.get("x-forwarded-host")}`)
   );
   await using prox = await engineProxy(up.url);
   // Deno.serve makes up `localhost:<its port>`: the relay's listener is not the port the client
-  // connected to, and its ephemeral port went upstream.
-  for (const version of ["1.1", "1.0"]) {
-    const out = await rawExchange(prox.port, `GET /h HTTP/${version}\r\nConnection: close\r\n\r\n`);
-    assert.match(out, new RegExp(`host=localhost:${prox.port}$`), out);
-  }
+  // connected to, and its ephemeral port went upstream. (HTTP/1.1 without Host is a 400:
+  // h1_engine_edges_test.)
+  const out = await rawExchange(prox.port, `GET /h HTTP/1.0\r\nConnection: close\r\n\r\n`);
+  assert.match(out, new RegExp(`host=localhost:${prox.port}$`), out);
 });
 
 Deno.test("the engine's Host field is checked and routed as it came: 400 when malformed", async () => {

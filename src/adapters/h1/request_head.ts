@@ -37,6 +37,12 @@ export interface RequestHead {
 }
 
 /**
+ * parseRequestHead's answer for an HTTP/1.1 request without Host, which a server must refuse with
+ * 400 (RFC 9112 §3.2); Deno.serve would make up `localhost` and serve it.
+ */
+export const NO_HOST = Symbol("an HTTP/1.1 request without Host");
+
+/**
  * The largest request body the engine hands on as bytes when it came with its head (the proxy
  * action's replay cap); a larger one, or one still on its way, is streamed from the socket.
  */
@@ -183,25 +189,31 @@ export class HeadScan {
 }
 
 /**
- * Parses the head in `b[start, end)` (up to and including its blank line), as parseRequestHead.
+ * Parses the head in `b[start, end)` (up to and including its blank line), as parseRequestHead;
+ * NO_HOST for an HTTP/1.1 request without Host.
  * A plain ASCII head is decoded once: UTF-8 decodes ASCII exactly, and any other byte comes out
  * as a character CLEAN_HEAD refuses, so only then is the head decoded again as latin-1.
  */
-export function parseRequestHeadAt(b: Uint8Array, start: number, end: number): RequestHead | null {
+export function parseRequestHeadAt(
+  b: Uint8Array,
+  start: number,
+  end: number,
+): RequestHead | typeof NO_HOST | null {
   const ascii = utf8.decode(b.subarray(start, end));
   return CLEAN_HEAD.test(ascii) ? parseHead(ascii, true) : parseHead(latin1(b, start, end), false);
 }
 
 /**
  * Parses a head (latin-1 text up to and including its blank line); null when the request is not
- * one the engine takes itself.
+ * one the engine takes itself (or, NO_HOST to parseRequestHeadAt, one it refuses).
  */
 export function parseRequestHead(text: string): RequestHead | null {
-  return parseHead(text, CLEAN_HEAD.test(text));
+  const head = parseHead(text, CLEAN_HEAD.test(text));
+  return head === NO_HOST ? null : head;
 }
 
 /** parseRequestHead; `clean`: CLEAN_HEAD matched, so no part needs its own check. */
-function parseHead(text: string, clean: boolean): RequestHead | null {
+function parseHead(text: string, clean: boolean): RequestHead | typeof NO_HOST | null {
   const lineEnd = text.indexOf("\r\n");
   const sp1 = text.indexOf(" ");
   const sp2 = text.indexOf(" ", sp1 + 1);
@@ -284,7 +296,8 @@ function parseHead(text: string, clean: boolean): RequestHead | null {
     names.push(name);
     values.push(value);
   }
-  if (host === null) return null;
+  // HTTP/1.0 has no Host: such a request is Deno.serve's to name a host for.
+  if (host === null) return http10 ? null : NO_HOST;
   // Both framings at once is a smuggling attempt or a broken client: Deno.serve refuses it.
   if (chunked && length >= 0) return null;
   // Fetch gives a GET or HEAD no body: the pipeline refuses one that has a body (501), as there.

@@ -3,11 +3,16 @@ import {
   headEnd,
   HeadScan,
   MAX_FIELDS,
+  NO_HOST,
   parseRequestHead,
   parseRequestHeadAt,
 } from "./request_head.ts";
+import type { RequestHead } from "./request_head.ts";
 
 const enc = new TextEncoder();
+/** parseRequestHeadAt, for a head with Host. */
+const at = (b: Uint8Array, start: number, end: number) =>
+  parseRequestHeadAt(b, start, end) as RequestHead | null;
 /** A head's text as the bytes it stands for (each character one byte, as latin-1). */
 const bytes = (text: string) => Uint8Array.from(text, (c) => c.charCodeAt(0));
 
@@ -120,7 +125,7 @@ Deno.test("parseRequestHead leaves odd bodies, upgrades and oddities to Deno.ser
     "GET /a b HTTP/1.1\r\nHost: a\r\n\r\n",
     "GET /caf\xe9 HTTP/1.1\r\nHost: a\r\n\r\n",
     "G(T / HTTP/1.1\r\nHost: a\r\n\r\n",
-    "GET / HTTP/1.1\r\n\r\n",
+    "GET / HTTP/1.0\r\n\r\n",
     "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
     "GET / HTTP/1.1\r\nHost: a\r\nX-A : 1\r\n\r\n",
     "GET / HTTP/1.1\r\nHost: a\r\nX-A: 1\r\n folded\r\n\r\n",
@@ -142,16 +147,21 @@ Deno.test("parseRequestHead leaves odd bodies, upgrades and oddities to Deno.ser
     const b = bytes(`xx${text}yy`);
     assert.equal(parseRequestHeadAt(b, 2, b.length - 2), null, JSON.stringify(text));
   }
+  // An HTTP/1.1 request without Host is the engine's to refuse (RFC 9112 §3.2), not relayed.
+  for (const text of ["GET / HTTP/1.1\r\n\r\n", "POST / HTTP/1.1\r\nX-A: \xe9\r\n\r\n"]) {
+    const b = bytes(`xx${text}yy`);
+    assert.equal(parseRequestHeadAt(b, 2, b.length - 2), NO_HOST, JSON.stringify(text));
+  }
 });
 
 Deno.test("parseRequestHeadAt reads a head's bytes as latin-1, ASCII or not", () => {
   const ascii = "GET /p?q=1 HTTP/1.1\r\nHost: a\r\nX-Tab:\tx y\t\r\nAccept: */*\r\n\r\n";
   const b = bytes(`zz${ascii}GET /next`);
   assert.deepEqual(parseRequestHeadAt(b, 2, 2 + ascii.length), parseRequestHead(ascii));
-  assert.deepEqual(parseRequestHeadAt(b, 2, 2 + ascii.length)?.values, ["a", "x y", "*/*"]);
+  assert.deepEqual(at(b, 2, 2 + ascii.length)?.values, ["a", "x y", "*/*"]);
   // obs-text: one byte per character, whether or not the bytes would be UTF-8.
   const obs = "GET / HTTP/1.1\r\nHost: a\r\nX: caf\xe9\r\nY: caf\xc3\xa9\r\n\r\n";
-  assert.deepEqual(parseRequestHeadAt(bytes(obs), 0, obs.length)?.values, [
+  assert.deepEqual(at(bytes(obs), 0, obs.length)?.values, [
     "a",
     "caf\xe9",
     "caf\xc3\xa9",

@@ -27,7 +27,7 @@ import { listen, unmapped } from "../http_serve.ts";
 import type { Listener } from "../http_serve.ts";
 import { socketReader, socketWriter } from "../socket_read.ts";
 import type { SocketRead, SocketWrite } from "../socket_read.ts";
-import { BODY_LIMIT, headEnd, HeadScan, parseRequestHeadAt } from "./request_head.ts";
+import { BODY_LIMIT, headEnd, HeadScan, NO_HOST, parseRequestHeadAt } from "./request_head.ts";
 import { ChunkedDecoder, ChunkedError } from "./chunked.ts";
 import type { RequestHead } from "./request_head.ts";
 import { WireRequest } from "./wire_request.ts";
@@ -307,7 +307,7 @@ export function listenH1(
         // engine's own too, but only as the connection's first bytes (RFC 9113 §3.3). Any other
         // PRI * request is refused here: relayed, a preface after HTTP/1.1 requests would begin
         // Deno.serve's connection, which would take it for HTTP/2.
-        if (c.begun || !startsPreface(bytes)) return await writeAll(c.write, BAD_REQUEST);
+        if (c.begun || !startsPreface(bytes)) return await writeAll(c.write, badRequest());
         c.waitingSince = 0;
         c.buf = NO_BYTES;
         c.start = c.end = 0;
@@ -1048,6 +1048,7 @@ async function serve(c: Conn, env: Env): Promise<void> {
       c.waitingSince = 0;
       const head = parseRequestHeadAt(c.buf, c.start, end);
       if (head === null) return await env.relay(c, unread(c));
+      if (head === NO_HOST) return await writeAll(c.write, badRequest());
       c.begun = true;
       c.need(end - c.start + head.contentLength);
       let body: Uint8Array<ArrayBuffer> | null = null;
@@ -1410,9 +1411,11 @@ function afterIo(): Promise<typeof AFTER_IO> {
 
 const LAST_CHUNK = ascii.encode("0\r\n\r\n");
 const CONTINUE = ascii.encode("HTTP/1.1 100 Continue\r\n\r\n");
-const BAD_REQUEST = ascii.encode(
-  "HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
-);
+/** The engine's own 400 to a head it refuses, as Deno.serve words its own (the connection closes). */
+const badRequest = () =>
+  ascii.encode(
+    `HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\ndate: ${httpDate()}\r\nconnection: close\r\n\r\n`,
+  );
 const UNAVAILABLE = ascii.encode(
   "HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
 );
