@@ -418,8 +418,8 @@ export function createConnectionPool(opts: UpstreamPoolOptions): ConnectionPool 
       shedder = undefined;
       // An exchange still waiting on its upstream (shutdown_timeout ran out) is ours to end: 503
       // "shutting down", not the upstream closing the connection (502, charged to the target).
-      const gone = new ProxyError("shutting_down", "Upstream client is closed");
-      for (const c of all) c.fail(gone);
+      // One error each: the first request a cut body is logged for tags its error (request id).
+      for (const c of all) c.fail(new ProxyError("shutting_down", "Upstream client is closed"));
       all.clear();
       for (const o of origins.values()) {
         o.idle.length = 0;

@@ -1,0 +1,60 @@
+// Graceful shutdown of answers that never end (server-sent events): cut at shutdown_timeout, each
+// logged as its own request. Real sockets, an in-process Prox; conditions awaited, never slept on.
+import assert from "node:assert/strict";
+import { startUpstream, waitFor } from "../_harness.ts";
+import { startServer } from "../../src/server.ts";
+import { recordingLogger } from "./_ws.ts";
+
+Deno.test("shutdown: event streams still open at shutdown_timeout are cut, each logged with its own request id", async () => {
+  const enc = new TextEncoder();
+  const timers = new Set<ReturnType<typeof setInterval>>();
+  await using up = await startUpstream(() => {
+    let t: ReturnType<typeof setInterval> | undefined;
+    const body = new ReadableStream<Uint8Array>({
+      start(c) {
+        c.enqueue(enc.encode("data: hello\n\n"));
+        t = setInterval(() => c.enqueue(enc.encode("data: tick\n\n")), 50);
+        timers.add(t);
+      },
+      cancel() {
+        clearInterval(t);
+        if (t !== undefined) timers.delete(t);
+      },
+    });
+    return new Response(body, { headers: { "content-type": "text/event-stream" } });
+  });
+  const logger = recordingLogger();
+  const server = await startServer({
+    text: `listen_addr: "127.0.0.1:0"
+shutdown_timeout: 300ms
+health_check: { enabled: false }
+routes:
+  "/": { type: proxy, target: "${up.url}" }
+`,
+    name: "sse.yaml",
+  }, { logger, watch: false });
+  const clients = [0, 1, 2].map(() => Deno.createHttpClient({}));
+  try {
+    const streams = await Promise.all(
+      clients.map((client) => fetch(`http://127.0.0.1:${server.port}/events`, { client })),
+    );
+    const reads = streams.map(async (res) => {
+      let text = "";
+      try {
+        for await (const chunk of res.body!) text += new TextDecoder().decode(chunk);
+      } catch { /* cut */ }
+      return text;
+    });
+    await server.shutdown();
+    for (const text of await Promise.all(reads)) assert.match(text, /^data: hello\n\n/);
+    const cut = await waitFor(() => {
+      const lines = logger.records.filter((r) => r.msg === "Response body failed");
+      return lines.length === 3 ? lines : null;
+    }, { what: "three cut streams logged" });
+    const ids = cut.map((r) => r.requestId);
+    assert.equal(new Set(ids).size, 3, `one request id for several streams: ${ids}`);
+  } finally {
+    for (const c of clients) c.close();
+    for (const t of timers) clearInterval(t);
+  }
+});
