@@ -3,7 +3,8 @@
 // `exists` callback.
 
 import { isLoopback, listenersOverlap, parseListenAddr } from "./listen.ts";
-import { parseCidr, parseIp } from "../domain/ip.ts";
+import { isV4, parseCidr, parseIp } from "../domain/ip.ts";
+import type { Cidr } from "../domain/ip.ts";
 import { parseRouteKey } from "../domain/router.ts";
 import { validateRateLimitStore } from "./redis_url.ts";
 import type { Config } from "./schema.ts";
@@ -53,6 +54,18 @@ export interface ValidateEnv {
   };
   /** The wall clock (ms since the epoch) for the expiry warning; omitted: not checked. */
   now?: () => number;
+}
+
+/** The fix for a trusted block that holds every client of an address family. */
+const TRUST_FEW =
+  "List only the addresses of the load balancers or CDN in front (e.g. 10.0.0.0/8); keep this " +
+  "only if no client can reach Prox but through them";
+
+/** "IPv4" or "IPv6" when `block` holds every address of that family (0.0.0.0/0, ::/0), or null. */
+function wholeFamily(block: Cidr): "IPv4" | "IPv6" | null {
+  // IPv4 blocks are stored mapped (::ffff:0:0/96 is 0.0.0.0/0); an IPv6 one never holds IPv4.
+  if (block.bits === 96 && isV4(block.addr)) return "IPv4";
+  return block.bits === 0 ? "IPv6" : null;
 }
 
 /** The fix for a file a config names that is not there. */
@@ -219,22 +232,39 @@ export function validateConfig(
   checkStatus(err, ["passive_health", "statuses"], config.passive_health.statuses);
 
   config.trusted_proxies.forEach((c, i) => {
-    if (!parseCidr(c)) {
+    const block = parseCidr(c);
+    if (!block) {
       err(
         ["trusted_proxies", i],
         `Invalid CIDR "${c}"`,
         "Use an address or a block, e.g. 10.0.0.0/8 or ::1",
+      );
+    } else if (wholeFamily(block)) {
+      warn(
+        ["trusted_proxies", i],
+        `"${c}" trusts every ${wholeFamily(block)} client: each can set its own address through ` +
+          "X-Forwarded-For (what ip_access, rate limits and the access log see), and its scheme " +
+          "and host through X-Forwarded-Proto, -Host and Forwarded",
+        TRUST_FEW,
       );
     }
   });
 
   const app = config.accept_proxy_protocol;
   app?.from.forEach((c, i) => {
-    if (!parseCidr(c)) {
+    const block = parseCidr(c);
+    if (!block) {
       err(
         ["accept_proxy_protocol", "from", i],
         `Invalid CIDR "${c}"`,
         "Use the load balancer's address or block, e.g. 10.0.0.0/8 or ::1",
+      );
+    } else if (wholeFamily(block)) {
+      warn(
+        ["accept_proxy_protocol", "from", i],
+        `"${c}" trusts every ${wholeFamily(block)} client: each can set its own address through ` +
+          "a PROXY protocol header (what ip_access, rate limits and the access log see)",
+        TRUST_FEW,
       );
     }
   });

@@ -114,3 +114,32 @@ Deno.test("validateConfig refuses a tls.acme.ca_cert that is a directory or hold
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("validateConfig warns when trusted_proxies or accept_proxy_protocol.from trust every client", () => {
+  const said = (yaml: string) =>
+    loadConfigText(BASE + yaml, { file: "c.yaml", env: { exists: () => true } }).issues
+      .map((i) => `${i.file}:${i.line}:${i.col}: ${i.severity}: ${i.path}: ${i.message}`);
+  // No word: every client could write its own address into X-Forwarded-For.
+  const all = said(`trusted_proxies: ["10.0.0.0/8", "0.0.0.0/0", "::/0", "::ffff:0.0.0.0/96"]\n`);
+  assert.equal(all.length, 3, all.join("\n"));
+  assert.match(
+    all[0],
+    /^c\.yaml:4:33: warning: trusted_proxies\.1: "0\.0\.0\.0\/0" trusts every IPv4 client: each can set its own address through X-Forwarded-For/,
+  );
+  assert.match(
+    all[1],
+    /^c\.yaml:4:46: warning: trusted_proxies\.2: "::\/0" trusts every IPv6 client/,
+  );
+  assert.match(all[2], /^c\.yaml:4:54: warning: trusted_proxies\.3: .* every IPv4 client/);
+  const proxy = said(`accept_proxy_protocol: { from: ["0.0.0.0/0"] }\n`);
+  assert.equal(proxy.length, 1, proxy.join("\n"));
+  assert.match(
+    proxy[0],
+    /^c\.yaml:4:33: warning: accept_proxy_protocol\.from\.0: "0\.0\.0\.0\/0" trusts every IPv4 client: each can set its own address through a PROXY protocol header/,
+  );
+  // Blocks of some size are what load balancers and CDNs have: no warning.
+  assert.deepEqual(
+    said(`trusted_proxies: ["10.0.0.0/8", "104.16.0.0/13", "2400:cb00::/32", "fc00::/7"]\n`),
+    [],
+  );
+});
