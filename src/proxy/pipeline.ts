@@ -40,6 +40,8 @@ import { answerPreflight, withCors } from "./filters/cors.ts";
 import { isPreflight } from "../domain/cors.ts";
 
 const REQUEST_ID = /^[A-Za-z0-9._:@-]{1,128}$/;
+/** An http or https request URL, the scheme in any case (RFC 3986 §3.1). */
+const HTTP_URL = /^https?:\/\//i;
 /** Makes request ids: a per-process random prefix and a counter (cheap, unique, sortable). */
 export function requestIdSource(random: () => number): () => string {
   const prefix = Math.floor(random() * 0xffffffff).toString(16).padStart(8, "0");
@@ -130,6 +132,11 @@ export function identify(
   let path = plainPath(req.url);
   let invalid: string | null = null;
   if (hostField !== null && !HOST_FIELD.test(hostField)) invalid = "Invalid Host header";
+  // `GET ftp://a.test/x`, HTTP/2 :scheme ftp: a URI Prox does not serve (RFC 9112 §3.2.2 — an
+  // absolute-form target names the resource; RFC 9110 §4.2 defines only http and https for HTTP).
+  else if (
+    !req.url.startsWith("http://") && !req.url.startsWith("https://") && !HTTP_URL.test(req.url)
+  ) invalid = "The request target's scheme is not http or https";
   // `http://a.test@example.test/` names example.test, which a person reads as a.test: an error
   // (RFC 9110 §4.2.4; RFC 9113 §8.3.1 forbids it in :authority).
   else if (host !== null && host.includes("@")) invalid = "Userinfo in the request target";

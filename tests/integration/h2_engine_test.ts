@@ -966,3 +966,39 @@ Deno.test("a GET or HEAD with a body gets 501 as on HTTP/1.1, with content-lengt
     await c.close();
   }
 });
+
+Deno.test("a :scheme other than http or https gets 400, on the engine and on Deno.serve's HTTP/2", async () => {
+  let arrived = 0;
+  await using up = await startUpstream(() => (arrived++, new Response("fine")));
+  for (const engine of ["prox", "deno"]) {
+    await using prox = await startProxy(config(up.url, `http1_engine: ${engine}`), {
+      keepListen: true,
+      tls: true,
+    });
+    const c = await RawH2.open(prox.port);
+    try {
+      // The engine built the URL from the listener (https) whatever :scheme said: proxied.
+      const schemes = ["ftp", "ws", "https"];
+      schemes.forEach((scheme, i) => {
+        c.enc.begin();
+        c.enc.field(":method", "GET").field(":scheme", scheme).field(":path", `/${scheme}`);
+        c.enc.field(":authority", "localhost");
+        c.out.headers(2 * i + 1, c.enc.block, true, 16384);
+      });
+      await c.flush();
+      const last = 2 * schemes.length - 1;
+      await waitFor(() => c.on(last, FrameType.HEADERS).length > 0, { what: "the https answer" });
+      // Each answer's HEADERS decoded once, in the order they came (HPACK's table is shared).
+      const dec = new HpackDecoder();
+      const status = new Map<number, string>();
+      for (const f of c.frames.filter((f) => f.type === FrameType.HEADERS)) {
+        dec.decode(f.payload, (n, v) => n === ":status" && status.set(f.id, v));
+      }
+      assert.deepEqual([1, 3, 5].map((id) => status.get(id)), ["400", "400", "200"], engine);
+      assert.equal(arrived, 1, engine);
+    } finally {
+      await c.close();
+    }
+    arrived = 0;
+  }
+});

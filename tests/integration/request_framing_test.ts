@@ -212,6 +212,32 @@ routes:
   assert.match(up.seen[0], /\r\nx-forwarded-host: a\.example\r\n/i);
 });
 
+Deno.test("an absolute-form target of a scheme other than http or https gets 400 (RFC 9112 §3.2.2), on both engines", async () => {
+  const up = recordingUpstream();
+  await using _up = up.server;
+  for (const engine of ["prox", "deno"]) {
+    await using prox = await startProxy(`
+protocols: { http1_engine: ${engine} }
+health_check: { enabled: false }
+routes: { "/": { type: proxy, target: "${up.server.url}" } }
+`);
+    const get = (target: string) =>
+      rawExchange(prox.port, `GET ${target} HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n`);
+    // They were proxied as if they were http:// requests for the path.
+    for (const target of ["ftp://a.test/x", "ws://a.test/x", "wss://a.test/x", "h://a.test/x"]) {
+      assert.match(await get(target), /^HTTP\/1\.1 400 /, `${engine}: ${target}`);
+    }
+    assert.deepEqual(up.seen, [], engine);
+    // The scheme is case-insensitive (RFC 3986 §3.1).
+    for (const target of ["http://a.test/x", "HTTP://a.test/x", "https://a.test/x"]) {
+      const res = await get(target);
+      assert.match(res, /^HTTP\/1\.1 200 /, `${engine}: ${target}`);
+      assert.ok(res.endsWith("/x"), res);
+    }
+    up.seen.length = 0;
+  }
+});
+
 Deno.test("a chunked body that stalls before an upstream is chosen gets 408; one cut off is no error", async () => {
   const up = recordingUpstream();
   await using _up = up.server;

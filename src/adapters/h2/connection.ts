@@ -86,6 +86,8 @@ const FIELD_NAME = /^[!#$%&'*+\-.^_`|~0-9a-z]+$/;
 const BAD_VALUE = /[^\t\x20-\x7e\x80-\xff]|^[ \t]|[ \t]$/;
 /** A URI scheme (RFC 3986 §3.1). */
 const SCHEME = /^[A-Za-z][A-Za-z0-9+.-]*$/;
+/** The schemes Prox serves (any case, RFC 3986 §3.1). */
+const HTTP_SCHEME = /^https?$/i;
 /** Each request pseudo-field's bit, to find one given twice (even empty the first time). */
 const PSEUDO = new Map([[":method", 1], [":scheme", 2], [":path", 4], [":authority", 8]]);
 
@@ -623,6 +625,11 @@ export class H2Connection {
       /[\s/?#@]/.test(authority) || !SCHEME.test(scheme)
     ) {
       return this.#malformed(s);
+    }
+    if (!HTTP_SCHEME.test(scheme)) {
+      // Well formed, but no URI Prox serves: a gateway to ftp may take one (RFC 9113 §8.3.1), and
+      // the URL below is the listener's scheme, so an ftp request was served as https.
+      return this.#answerRefusal(s, 400, "The request's :scheme is not http or https\n");
     }
     if (cookie !== null) fields.appendChecked("cookie", cookie);
     if (s.remoteEnded && s.declared > 0) return this.#malformed(s);
