@@ -74,6 +74,13 @@ export interface AcmeTuning {
 /** Bound on pending challenge tokens held in memory (one per domain and order). */
 const MAX_TOKENS = 1000;
 
+/**
+ * What an order is for: the `tls.acme` settings, without where this instance listens or mounts
+ * the store (a changed order is not held off by another's back-off).
+ */
+const orderKeyOf = (config: AcmeConfig) =>
+  JSON.stringify({ ...config, http_listen_addr: 0, storage_path: 0 });
+
 /** Reads a certificate's facts from its PEM (the leaf: first certificate of the chain). */
 export function certificateFacts(pem: string): CertificateFacts | null {
   try {
@@ -113,6 +120,8 @@ export async function startAcme(
   let failures = 0;
   /** performance.now() before which a failed order is not retried. */
   let retryAt = 0;
+  /** The order (`orderKeyOf`) that failed: a config changed since is not held off by it. */
+  let retryFor: string | null = null;
   let orders = 0;
   let lastError: string | null = null;
   let state: AcmeStatus["state"] = "ok";
@@ -214,7 +223,8 @@ export async function startAcme(
       return schedule(renewAtFor(facts!) - now());
     }
     // Back-off outlives the periodic check (which still picks up certificates from storage).
-    const wait = retryAt - performance.now();
+    // A reload that changed tls.acme while the failed order was in flight is not held off.
+    const wait = retryFor === orderKeyOf(config) ? retryAt - performance.now() : 0;
     if (!forced && wait > 0) return schedule(wait);
     const staleMs = opts.lockStaleMs ?? 600_000;
     const lock = await store.tryLock({ staleMs, now: Date.now() });
@@ -226,8 +236,7 @@ export async function startAcme(
     // Keep the lock fresh while ordering, so a slow CA does not let a second instance in.
     const heartbeat = setInterval(() => void lock.refresh().catch(() => {}), staleMs / 3);
     held = { lock, heartbeat };
-    // A changed tls.acme is not held off (where an instance listens or mounts the store aside).
-    const orderKey = JSON.stringify({ ...config, http_listen_addr: 0, storage_path: 0 });
+    const orderKey = orderKeyOf(config);
     try {
       await loadStored(); // it may have finished just before we took the lock
       const why = reason();
@@ -242,6 +251,7 @@ export async function startAcme(
           state = "failing";
           lastError = shared.error;
           retryAt = performance.now() + left;
+          retryFor = orderKey;
           logger.warn("ACME order held off: the same order failed recently (shared back-off)", {
             domains: config.domains,
             error: shared.error,
@@ -295,6 +305,7 @@ export async function startAcme(
         retryInMs: delay,
       });
       retryAt = performance.now() + delay;
+      retryFor = orderKey;
       schedule(delay);
       const backoff = { key: orderKey, failures, retryAt: Date.now() + delay, error: lastError };
       await store.writeBackoff(backoff).catch((e) =>
@@ -369,7 +380,9 @@ export async function startAcme(
       failures,
       lastError,
       orders,
-      retryInMs: retryAt > performance.now() ? Math.ceil(retryAt - performance.now()) : null,
+      retryInMs: retryAt > performance.now() && retryFor === orderKeyOf(config)
+        ? Math.ceil(retryAt - performance.now())
+        : null,
     }),
     async close() {
       closed = true;

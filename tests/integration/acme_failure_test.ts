@@ -278,6 +278,49 @@ Deno.test("ACME: a reload of other keys keeps the back-off after a failed order;
   });
 });
 
+Deno.test("ACME: a reload that changes tls.acme while an order is in flight is ordered once that order fails, not held off by its back-off", async () => {
+  await withTempDir(async (dir) => {
+    await using up = await startUpstream(() => new Response("never"));
+    // A CA that accepts connections and never answers, until the test lets the order fail.
+    const ca = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const conns: Deno.Conn[] = [];
+    const accepting = (async () => {
+      for await (const c of ca) conns.push(c);
+    })();
+    const file = `${dir}/prox.yaml`;
+    const base = {
+      ca: `https://127.0.0.1:${(ca.addr as Deno.NetAddr).port}/dir`,
+      storage: `${dir}/acme`,
+      httpPort: freePort(),
+      upstream: up.url,
+    };
+    await Deno.writeTextFile(file, acmeYaml(base));
+    const server = await startServer({ path: file }, {
+      logger: memoryLogger(),
+      watch: false,
+      acme: { retryBaseMs: 600_000, random: () => 0, clientRetries: 0 },
+    });
+    try {
+      await waitFor(() => server.acme!.status().state === "ordering" && conns.length > 0, {
+        what: "an order in flight",
+      });
+      // The operator fixes the domains while the first order still waits on the CA.
+      await Deno.writeTextFile(file, acmeYaml({ ...base, domains: ["api.prox.test"] }));
+      assert.ok((await server.reload()).ok);
+      assert.equal(server.acme!.status().orders, 1);
+      ca.close();
+      for (const c of conns) c.close();
+      await accepting;
+      // The first order fails; the changed config is ordered at once, not after 5 min.
+      await waitFor(() => server.acme!.status().orders === 2, {
+        what: "an order for the reloaded domains",
+      });
+    } finally {
+      await server.shutdown();
+    }
+  });
+});
+
 Deno.test("ACME: a rate-limited CA (429 with Retry-After) fails the order at once and is not asked again before then", async () => {
   await withTempDir(async (dir) => {
     await using up = await startUpstream(() => new Response("never"));
