@@ -58,6 +58,11 @@ export interface BodyCounter {
   ended: boolean;
   /** Set by the pipeline: the request this body answers, put on the error if the body fails. */
   request?: RequestTag;
+  /**
+   * The upstream's trailer fields, set before the body ends (an HTTP/2 upstream's; gRPC puts its
+   * status there). Prox's HTTP/2 engine sends them after the body; the other listeners drop them.
+   */
+  trailers?: [string, string][];
 }
 /**
  * Applies a content coding, chunk by chunk. `write` compresses a chunk and flushes (a sync flush),
@@ -152,6 +157,12 @@ export interface UpstreamRequest {
    * such a connection carries this one request only (its address is this client's).
    */
   proxyHeader?: Uint8Array;
+  /**
+   * `h2c`: HTTP/2 with prior knowledge over plain TCP (the route's `upstream_protocol`), through
+   * Prox's own HTTP/2 client, which hands on trailers; `http1`: HTTP/1.1 even to an https origin
+   * that offers h2. Unset: HTTP/1.1, and h2 by ALPN for https origins.
+   */
+  protocol?: "http1" | "h2c";
   /**
    * The answer goes to a listener that writes it itself and nothing on the way needs a Fetch
    * `Response` (no cache, compression, body rule or error page): the answer, buffered or

@@ -30,6 +30,8 @@ export interface ProbeJob {
   headers: [string, string][];
   /** The route's `proxy_protocol`: a probe is Prox's own connection (v1 UNKNOWN, v2 LOCAL). */
   proxyHeader?: Uint8Array;
+  /** The route's `upstream_protocol`: probes speak to the target as requests do. */
+  protocol?: "http1" | "h2c";
 }
 
 /** Most probes in flight at once (each has its own timeout). */
@@ -84,6 +86,7 @@ export function healthJobs(snapshot: Snapshot): ProbeJob[] {
           }
           : undefined,
         proxyHeader: route.proxy_protocol ? proxyHeader(route.proxy_protocol, null) : undefined,
+        protocol: route.upstream_protocol,
       });
     }
   }
@@ -176,6 +179,7 @@ export function startHealthChecks(
         tls: job.tls,
         signal: ac.signal,
         proxyHeader: job.proxyHeader,
+        protocol: job.protocol,
       });
       ok = job.expect(res.status);
       reason = `status ${res.status}`;

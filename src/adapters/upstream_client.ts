@@ -11,6 +11,7 @@ import { exchange, STALE } from "./upstream_h1.ts";
 import { createConnectionPool, DEFAULT_POOL_OPTIONS } from "./upstream_pool.ts";
 import type { OriginStats, UpstreamPoolOptions } from "./upstream_pool.ts";
 import { createH2Client, fetchSafe } from "./upstream_h2.ts";
+import { createH2cClient } from "./upstream_h2c.ts";
 import { createRequestSlots, releasedWithBody } from "./upstream_slots.ts";
 import { timerDelay } from "../config/duration.ts";
 
@@ -255,6 +256,34 @@ export function createUpstreamClient(opts: UpstreamClientOptions = {}): PooledUp
   /** https origins: "h2" once ALPN chose it; "h1" otherwise; a probe promise while unknown. */
   const protocols = new Map<string, "h1" | "h2" | Promise<"h1" | "h2">>();
   const offerH2 = opts.http2 ?? true;
+  // h2c upstreams: Prox's own HTTP/2 client, with the pool's admission per request as for h2.
+  const h2c = createH2cClient({
+    maxHeaderBytes: limits.maxHeaderBytes,
+    idleTimeout: poolOpts.idleTimeout,
+    // Shared by the requests that wait for it: no one request's signal stops it.
+    connect: async (req) =>
+      (await connectUpstream(req.origin, { timeoutMs: req.timeouts.connect })).transport,
+  });
+  const h2cSlots = createRequestSlots(poolOpts);
+  /** Pool keys h2c requests went to (for `pools`), bounded as `protocols` is. */
+  const h2cKeys = new Set<string>();
+  const sendH2c = async (key: string, req: UpstreamRequest): Promise<Response> => {
+    if (h2cKeys.size > 1024) h2cKeys.clear();
+    h2cKeys.add(key);
+    const signal = req.signal ?? req.clientSignal?.();
+    for (let attempt = 0;; attempt++) {
+      const got = h2cSlots.acquire(key, signal);
+      const release = got instanceof Promise ? await got : got;
+      try {
+        return await h2c.send(req, release);
+      } catch (err) {
+        // A stream the upstream did not process (refused, or past its GOAWAY) goes again once
+        // on another stream, when its body can be sent again (as a stale HTTP/1.1 connection's).
+        const again = err instanceof ProxyError && err.sentNothing && err.kind === "upstream_reset";
+        if (!again || attempt > 0 || req.body instanceof ReadableStream) throw err;
+      }
+    }
+  };
 
   const connectH1 = (req: UpstreamRequest) => async () => {
     const { transport } = await connectUpstream(req.origin, {
@@ -364,6 +393,7 @@ export function createUpstreamClient(opts: UpstreamClientOptions = {}): PooledUp
         const msg = "Request body length differs from its Content-Length";
         return Promise.reject(new ProxyError("bad_request", msg, { sentNothing: true }));
       }
+      if (req.protocol === "h2c") return sendH2c("h2c://" + req.origin.host, req);
       // Its own pool: the origin's limits apply apart from the connections without the header.
       const key = req.proxyHeader
         ? keyOf(req.origin, req.tls) + "|proxy"
@@ -371,7 +401,8 @@ export function createUpstreamClient(opts: UpstreamClientOptions = {}): PooledUp
       // fetch can neither skip verification nor choose the SNI name, nor send a PROXY header:
       // those stay on HTTP/1.1.
       if (
-        offerH2 && req.origin.protocol === "https:" && !req.tls?.insecureSkipVerify &&
+        offerH2 && req.protocol !== "http1" && req.origin.protocol === "https:" &&
+        !req.tls?.insecureSkipVerify &&
         !req.tls?.serverName && !req.proxyHeader
       ) {
         return sendEither(key, req);
@@ -412,11 +443,23 @@ export function createUpstreamClient(opts: UpstreamClientOptions = {}): PooledUp
           h2Streams: slots.active,
         });
       }
+      for (const key of h2cKeys) {
+        const slots = h2cSlots.stats(key);
+        rows.set(key, {
+          origin: "http://" + key.slice("h2c://".length),
+          busy: 0,
+          idle: 0,
+          waiting: slots.queued,
+          opened: 0,
+          reused: 0,
+          h2Streams: slots.active,
+        });
+      }
       return [...rows.values()];
     },
     async close(): Promise<void> {
       pool.close();
-      await h2.close();
+      await Promise.all([h2.close(), h2c.close()]);
     },
   };
 }

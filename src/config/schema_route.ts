@@ -685,6 +685,12 @@ const upstreamCommon = {
    * connection, carrying the client's address.
    */
   proxy_protocol: z.enum(["v1", "v2"]).optional(),
+  /**
+   * How to speak to the targets: `h2c` is HTTP/2 with prior knowledge over plain TCP (gRPC
+   * services; trailers are passed on to HTTP/2 clients), `http1` HTTP/1.1 even where an https
+   * target offers h2. Unset: HTTP/1.1, or h2 where an https target chooses it by ALPN.
+   */
+  upstream_protocol: z.enum(["http1", "h2c"]).optional(),
   ...accessKeys,
   ...corsKey,
   forward_auth: RouteForwardAuth.optional(),

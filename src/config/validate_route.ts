@@ -286,6 +286,38 @@ export function validateRoutes(
         "Trust the upstream's CA with tls.ca_cert instead",
       );
     }
+    if (
+      (route.type === "proxy" || route.type === "load_balance") &&
+      route.upstream_protocol === "h2c"
+    ) {
+      const urls: [(string | number)[], string][] = route.type === "proxy"
+        ? [[["target"], route.target]]
+        : route.targets.map((t, i) => [["targets", i], typeof t === "string" ? t : t.url]);
+      const tls = urls.find(([, u]) => u.toLowerCase().startsWith("https:"));
+      if (tls) {
+        err(
+          ["routes", key, ...tls[0]],
+          "upstream_protocol h2c is HTTP/2 without TLS: an https target cannot take it",
+          "Use an http:// target, or remove upstream_protocol (https targets choose h2 by ALPN)",
+        );
+      }
+      if (config.protocols.http1_engine === "deno") {
+        warn(
+          ["routes", key, "upstream_protocol"],
+          "The upstream's trailers (gRPC's status) are dropped with http1_engine: deno: " +
+            "Deno.serve cannot send them, so gRPC calls through this route fail",
+          "Remove protocols.http1_engine: deno (Prox's own HTTP/2 engine passes trailers on)",
+        );
+      }
+      if (route.proxy_protocol) {
+        err(
+          ["routes", key, "proxy_protocol"],
+          "proxy_protocol cannot be combined with upstream_protocol h2c: an h2c connection " +
+            "carries many clients' requests, and a PROXY header names one client",
+          "Remove one of them",
+        );
+      }
+    }
     // Credentials in a target URL are never sent, and the URL is shown by /status and used as a
     // metrics label: refuse them rather than publish a password.
     const targetUrls: [(string | number)[], string][] = route.type === "load_balance"

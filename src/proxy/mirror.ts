@@ -169,6 +169,8 @@ function copyOf(
   if (req.tls) req.tls = { ...req.tls, serverName: undefined };
   // The route's proxy_protocol is its upstream's listener setting, not the mirror's.
   req.proxyHeader = undefined;
+  // So is its upstream_protocol: the mirror speaks HTTP/1.1 (or h2 by ALPN).
+  req.protocol = undefined;
   return req;
 }
 

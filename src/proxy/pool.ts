@@ -221,6 +221,7 @@ export function healthCheckKey(
     tls ? [tls.ca_cert ?? null, tls.insecure_skip_verify, tls.server_name ?? null] : null,
     ...probeFields(config, o.route),
     o.route.proxy_protocol ?? null,
+    o.route.upstream_protocol ?? null,
   ]);
 }
 

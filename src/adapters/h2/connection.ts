@@ -15,8 +15,8 @@
 import { setImmediate } from "node:timers";
 import { ProxyError } from "../../domain/errors.ts";
 import { HeaderList } from "../../domain/header_list.ts";
-import { RAW_BODY } from "../../ports.ts";
-import type { Handler, Logger, Metrics, RawBodied } from "../../ports.ts";
+import { BODY_BYTES as COUNTER, RAW_BODY } from "../../ports.ts";
+import type { CountedResponse, Handler, Logger, Metrics, RawBodied } from "../../ports.ts";
 import { WireRequest } from "../h1/wire_request.ts";
 import { readGate } from "../h1/read_gate.ts";
 import type { Reader } from "../h1/read_gate.ts";
@@ -1057,6 +1057,18 @@ export class H2Connection {
       s.signal.removeEventListener("abort", cancel);
     }
     if (declared >= 0 && sent !== declared) return false;
+    // The upstream's trailers (an h2c upstream's: gRPC's status) end the stream (RFC 9113 §8.1).
+    const trailers = (res as CountedResponse)[COUNTER]?.trailers;
+    if (trailers !== undefined && trailers.length > 0 && !s.reset && !this.#closed) {
+      const block = this.#encoder.begin();
+      for (const [k, v] of trailers) {
+        if (!CONNECTION_SPECIFIC.has(k) && k.charCodeAt(0) !== 58) block.field(k, v);
+      }
+      this.#out.headers(s.id, block.block, true, max);
+      s.localEnded = true;
+      this.#flush();
+      return true;
+    }
     return await this.#send(s, NO_BYTES, true);
   }
 

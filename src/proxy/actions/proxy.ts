@@ -317,6 +317,7 @@ export async function proxyAction(
       signal: deadline?.signal,
       clientSignal: deadline ? undefined : () => ctx.req.signal,
       proxyHeader: pp,
+      protocol: route.upstream_protocol,
       lean,
     };
   };

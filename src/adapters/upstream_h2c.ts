@@ -1,0 +1,974 @@
+// HTTP/2 with prior knowledge (h2c, RFC 9113 §3.3) to upstreams: Prox's own client, for routes
+// with `upstream_protocol: h2c`, which is how gRPC services usually listen behind a proxy that
+// ends TLS. fetch can neither speak h2c nor hand on response trailers, and gRPC puts its status
+// in trailers (`grpc-status`): this client passes them on the response's body counter
+// (`BodyCounter.trailers`), which Prox's HTTP/2 engine writes after the body.
+//
+// Per origin, requests share connections (sessions) as the upstream's SETTINGS_MAX_CONCURRENT_
+// STREAMS allows, and a new session opens when every one is full or going away (GOAWAY). The
+// pool's admission (at most `maxConnectionsPerUpstream` requests in flight per origin, then a
+// bounded queue) is applied per request by the caller (upstream_slots.ts). Bodies stream both
+// ways within HTTP/2 flow control: what the upstream sends is let in as the client reads it.
+
+import { ProxyError } from "../domain/errors.ts";
+import { BODY_BYTES } from "../ports.ts";
+import type { BodyCounter, CountedResponse, UpstreamRequest } from "../ports.ts";
+import { timerDelay } from "../config/duration.ts";
+import type { Transport } from "./upstream_h1_conn.ts";
+import {
+  ConnectionError,
+  ErrorCode,
+  Flag,
+  FRAME_HEADER,
+  FrameType,
+  FrameWriter,
+  MAX_WINDOW,
+  PREFACE,
+  Setting,
+} from "./h2/frames.ts";
+import { HpackDecoder, HpackEncoder, HpackError } from "./h2/hpack.ts";
+
+/** The stream window Prox gives the upstream for each response body (SETTINGS). */
+const STREAM_WINDOW = 1024 * 1024;
+/** The connection window Prox gives the upstream, over all its streams. */
+const CONNECTION_WINDOW = 8 * 1024 * 1024;
+/** Frames Prox takes: the default SETTINGS_MAX_FRAME_SIZE, which it does not raise. */
+const MAX_FRAME = 16 * 1024;
+/** Bytes waiting to be written past which a sender waits for the socket. */
+const WRITE_HIGH = 256 * 1024;
+/** Streams a session opens at most, whatever the upstream allows (ids are not reused). */
+const STREAMS_PER_SESSION = 1 << 30;
+/** Assumed until the upstream's SETTINGS say otherwise (RFC 9113 §6.5.2 sets no default). */
+const DEFAULT_MAX_STREAMS = 100;
+
+/** Fields that are this hop's, never sent in HTTP/2 (RFC 9113 §8.2.2). */
+const CONNECTION_SPECIFIC = new Set([
+  "connection",
+  "keep-alive",
+  "proxy-connection",
+  "transfer-encoding",
+  "upgrade",
+  "te",
+  "host",
+  "http2-settings",
+]);
+
+/** Fields that make an HTTP/2 response malformed (RFC 9113 §8.2.2). */
+const HOP_FIELDS = new Set([
+  "connection",
+  "keep-alive",
+  "proxy-connection",
+  "transfer-encoding",
+  "upgrade",
+]);
+
+/** Statuses a Fetch Response must not have a body with. */
+const NULL_BODY = new Set([204, 205, 304]);
+
+export interface H2cClientOptions {
+  /** Largest response field block (decoded, as SETTINGS_MAX_HEADER_LIST_SIZE counts). */
+  maxHeaderBytes: number;
+  /** A session with no streams for this long is closed (0: never). */
+  idleTimeout: number;
+  /** Connects to an upstream origin (TCP, no TLS). */
+  connect(req: UpstreamRequest): Promise<Transport>;
+}
+
+export interface H2cClient {
+  /** Sends one request; `release` runs once the stream is over (answered, failed or reset). */
+  send(req: UpstreamRequest, release: () => void): Promise<Response>;
+  /** Sessions and streams per origin key (status pages, tests). */
+  stats(key: string): { sessions: number; streams: number };
+  close(): Promise<void>;
+}
+
+interface Stream {
+  readonly id: number;
+  readonly source: string;
+  /** The response head's outcome, once. */
+  settle: ((res: Response | ProxyError) => void) | null;
+  /** The response head came. */
+  answered: boolean;
+  /** A HEAD request, or an answer with a status that has no content. */
+  noContent: boolean;
+  /** Longest pause in the response body (timeouts.idle; 0: none). */
+  readonly idleMs: number;
+  status: number;
+  fields: [string, string][];
+  /** Response body bytes not yet read by the client. */
+  chunks: Uint8Array[];
+  /** Wakes a read waiting for a chunk, the end or an error. */
+  wake: (() => void) | null;
+  error: ProxyError | null;
+  remoteEnded: boolean;
+  localEnded: boolean;
+  /** Reset by either side, or failed with the session. */
+  closed: boolean;
+  /** The upstream's window for this stream (what Prox may still send). */
+  sendWindow: number;
+  windowWake: (() => void) | null;
+  /** Bytes the client read that the upstream has not been given window for yet. */
+  unacked: number;
+  counter: BodyCounter;
+  release: () => void;
+}
+
+function protocolError(source: string, msg: string): ProxyError {
+  return new ProxyError("protocol", `Upstream "${source}" ${msg}`, { source });
+}
+
+/** The bytes start like an HTTP/1.x status line ("HTTP/"). */
+function isHttp1(buf: Uint8Array, at: number): boolean {
+  return buf[at] === 0x48 && buf[at + 1] === 0x54 && buf[at + 2] === 0x54 &&
+    buf[at + 3] === 0x50 && buf[at + 4] === 0x2f;
+}
+
+class Session {
+  readonly #conn: Transport;
+  readonly #out = new FrameWriter();
+  readonly #enc = new HpackEncoder();
+  readonly #dec: HpackDecoder;
+  readonly #streams = new Map<number, Stream>();
+  readonly #opts: H2cClientOptions;
+  readonly source: string;
+  #nextId = 1;
+  /** The upstream's SETTINGS. */
+  maxStreams = DEFAULT_MAX_STREAMS;
+  #initialWindow = 65535;
+  #maxFrame = 16384;
+  /** What Prox may still send on the connection. */
+  #sendWindow = 65535;
+  /** Bytes read by clients not yet given back to the upstream as connection window. */
+  #unacked = 0;
+  /** A GOAWAY came (or this side is closing): no new streams. */
+  draining = false;
+  closed = false;
+  /** Streams above this id the upstream did not process (GOAWAY). */
+  #lastProcessed = Infinity;
+  #writing = false;
+  /** Set once the session is to close after what is waiting is written (its error, or null). */
+  #closeWith: ProxyError | null | undefined = undefined;
+  #drainWaiters: (() => void)[] = [];
+  /** The upstream's first SETTINGS came. */
+  settled = false;
+  /** Header block of a HEADERS frame still waiting for its CONTINUATION frames. */
+  #pending: { stream: number; end: boolean; parts: Uint8Array[]; bytes: number } | null = null;
+  /** When the last stream ended (for the idle sweep); 0.5 while streams are open. */
+  idleSince = 0.5;
+  readonly done: Promise<void>;
+
+  /** `maxStreams`: assumed until the upstream's SETTINGS come (what its other sessions said). */
+  constructor(conn: Transport, source: string, opts: H2cClientOptions, maxStreams: number) {
+    this.#conn = conn;
+    this.source = source;
+    this.maxStreams = maxStreams;
+    this.#opts = opts;
+    this.#dec = new HpackDecoder(4096);
+    this.idleSince = performance.now();
+    // Preface, SETTINGS and the connection window in one write (RFC 9113 §3.4).
+    this.#out.settings([
+      [Setting.ENABLE_PUSH, 0],
+      [Setting.INITIAL_WINDOW_SIZE, STREAM_WINDOW],
+      [Setting.MAX_HEADER_LIST_SIZE, opts.maxHeaderBytes],
+    ]);
+    this.#out.u32(FrameType.WINDOW_UPDATE, 0, CONNECTION_WINDOW - 65535);
+    const first = this.#out.take();
+    const hello = new Uint8Array(PREFACE.length + first.length);
+    hello.set(PREFACE);
+    hello.set(first, PREFACE.length);
+    this.#writing = true;
+    this.#writeAll(hello).then(() => {
+      this.#writing = false;
+      this.#flush();
+    }, (err) => this.#fail(err));
+    this.done = this.#readLoop();
+  }
+
+  get streams(): number {
+    return this.#streams.size;
+  }
+
+  /** Room for one more stream. */
+  get open(): boolean {
+    return !this.draining && !this.closed && this.#streams.size < this.maxStreams &&
+      this.#nextId < STREAMS_PER_SESSION;
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // Writing
+
+  async #writeAll(buf: Uint8Array): Promise<void> {
+    for (let off = 0; off < buf.length;) off += await this.#conn.write(buf.subarray(off));
+  }
+
+  #flush(): void {
+    if (this.#writing || this.closed) return;
+    if (this.#out.length === 0) {
+      if (this.#closeWith !== undefined) this.#fail(this.#closeWith);
+      return;
+    }
+    this.#writing = true;
+    this.#writeLoop().catch((err) => this.#fail(err));
+  }
+
+  /**
+   * Writes what waits until nothing does. `#writing` goes false in the same turn as the last
+   * check for more: a frame added after that starts a new loop (one added between the check and
+   * a later reset would wait for the next write).
+   */
+  async #writeLoop(): Promise<void> {
+    try {
+      while (this.#out.length > 0 && !this.closed) {
+        const buf = this.#out.take();
+        await this.#writeAll(buf);
+        this.#out.giveBack(buf);
+        if (this.#out.length <= WRITE_HIGH) {
+          for (const wake of this.#drainWaiters.splice(0)) wake();
+        }
+      }
+    } finally {
+      this.#writing = false;
+    }
+    for (const wake of this.#drainWaiters.splice(0)) wake();
+    if (this.#closeWith !== undefined) this.#fail(this.#closeWith);
+  }
+
+  /** Resolves once the frames waiting are few enough to add more. */
+  #drained(): Promise<void> | undefined {
+    if (this.#out.length <= WRITE_HIGH || this.closed) return undefined;
+    return new Promise((resolve) => this.#drainWaiters.push(resolve));
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // Requests
+
+  /** Opens a stream for `req` and sends its head; the body goes on beside the answer. */
+  request(req: UpstreamRequest, release: () => void): Promise<Response> {
+    const id = this.#nextId;
+    this.#nextId += 2;
+    const head = req.method === "HEAD";
+    const counter: BodyCounter = { bytes: 0, ended: false };
+    let settle!: (res: Response | ProxyError) => void;
+    const answer = new Promise<Response>((resolve, reject) => {
+      settle = (r) => r instanceof ProxyError ? reject(r) : resolve(r);
+    });
+    const s: Stream = {
+      id,
+      source: this.source,
+      settle,
+      answered: false,
+      noContent: head,
+      idleMs: req.timeouts.idle,
+      status: 0,
+      fields: [],
+      chunks: [],
+      wake: null,
+      error: null,
+      remoteEnded: false,
+      localEnded: false,
+      closed: false,
+      sendWindow: this.#initialWindow,
+      windowWake: null,
+      unacked: 0,
+      counter,
+      release,
+    };
+    this.#streams.set(id, s);
+    this.idleSince = 0.5;
+
+    const enc = this.#enc.begin()
+      .field(":method", req.method)
+      .field(":scheme", "http")
+      .field(":authority", req.headers.get("host") ?? req.origin.host)
+      .field(":path", req.target);
+    req.headers.forEach((v, k) => {
+      if (!CONNECTION_SPECIFIC.has(k)) enc.field(k, v);
+    });
+    // Prox takes trailers and hands them on (gRPC servers expect to be told, RFC 9110 §10.1.4).
+    enc.field("te", "trailers");
+    const body = req.body;
+    const empty = body === null || (body instanceof Uint8Array && body.byteLength === 0);
+    this.#out.headers(id, enc.block, empty, this.#maxFrame);
+    if (empty) s.localEnded = true;
+    this.#flush();
+
+    const timeouts = req.timeouts;
+    const signal = req.signal ?? req.clientSignal?.();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    if (timeouts.responseHeader > 0) {
+      timer = setTimeout(() => {
+        this.#cancel(
+          s,
+          new ProxyError(
+            "timeout",
+            `Upstream "${this.source}" sent no response head within ${timeouts.responseHeader} ms`,
+            { source: this.source },
+          ),
+        );
+      }, timerDelay(timeouts.responseHeader));
+    }
+    const onAbort = () => {
+      this.#cancel(
+        s,
+        new ProxyError("client_gone", "Client went away", { source: this.source }),
+      );
+    };
+    if (signal?.aborted) onAbort();
+    else signal?.addEventListener("abort", onAbort, { once: true });
+
+    if (!empty) {
+      this.#sendBody(s, body!).catch((err) => {
+        const e = err instanceof ProxyError
+          ? err
+          : new ProxyError("upstream_reset", `Upstream "${this.source}": ${err}`, {
+            source: this.source,
+          });
+        this.#cancel(s, e);
+      });
+    }
+    return answer.finally(() => {
+      clearTimeout(timer);
+      // While the body streams, a client that leaves cancels the body (and so the stream).
+      signal?.removeEventListener("abort", onAbort);
+    });
+  }
+
+  /** Sends a request body as DATA frames within the windows, END_STREAM on the last. */
+  // A client body that fails (the client left, stalled past its timeout, sent too much) rejects
+  // here: the stream is reset and the request fails with the body's own error.
+  async #sendBody(s: Stream, body: ReadableStream<Uint8Array> | Uint8Array): Promise<void> {
+    if (body instanceof Uint8Array) {
+      await this.#data(s, body, true);
+      return;
+    }
+    const reader = body.getReader();
+    for (;;) {
+      if (s.closed) {
+        reader.cancel().catch(() => {});
+        return;
+      }
+      const r = await reader.read();
+      if (r.done) break;
+      if (r.value.byteLength > 0 && !await this.#data(s, r.value, false)) {
+        reader.cancel().catch(() => {});
+        return;
+      }
+    }
+    await this.#data(s, new Uint8Array(0), true);
+  }
+
+  /** `bytes` as DATA frames as the windows allow; false once the stream is gone. */
+  async #data(s: Stream, bytes: Uint8Array, end: boolean): Promise<boolean> {
+    let off = 0;
+    for (;;) {
+      if (s.closed || this.closed) return false;
+      const left = bytes.length - off;
+      const n = left === 0 ? 0 : Math.min(left, s.sendWindow, this.#sendWindow, this.#maxFrame);
+      if (n <= 0 && left > 0) {
+        await new Promise<void>((resolve) => s.windowWake = resolve);
+        s.windowWake = null;
+        continue;
+      }
+      const last = off + n === bytes.length;
+      this.#out.frame(
+        FrameType.DATA,
+        last && end ? Flag.END_STREAM : 0,
+        s.id,
+        bytes.subarray(off, off + n),
+      );
+      s.sendWindow -= n;
+      this.#sendWindow -= n;
+      off += n;
+      if (last && end) {
+        s.localEnded = true;
+        this.#maybeDone(s);
+      }
+      this.#flush();
+      const wait = this.#drained();
+      if (wait) await wait;
+      if (last) return true;
+    }
+  }
+
+  /** Ends a stream from this side: RST_STREAM CANCEL, and `err` for whoever waits on it. */
+  #cancel(s: Stream, err: ProxyError): void {
+    if (s.closed) return;
+    if (!(s.localEnded && s.remoteEnded) && !this.closed) {
+      this.#out.u32(FrameType.RST_STREAM, s.id, ErrorCode.CANCEL);
+      this.#flush();
+    }
+    this.#end(s, err);
+  }
+
+  /** The stream is over: its waiters learn `err` (if any) and its slot is freed. */
+  #end(s: Stream, err: ProxyError | null): void {
+    if (s.closed) return;
+    s.closed = true;
+    this.#streams.delete(s.id);
+    if (this.#streams.size === 0) this.idleSince = performance.now();
+    if (err !== null) {
+      s.error = err;
+      if (s.settle) {
+        s.settle(err);
+        s.settle = null;
+      }
+    }
+    s.windowWake?.();
+    s.wake?.();
+    s.release();
+  }
+
+  /** Both sides ended: the stream leaves (its unread chunks stay with the body). */
+  #maybeDone(s: Stream): void {
+    if (s.localEnded && s.remoteEnded && !s.closed) this.#end(s, null);
+  }
+
+  /** The response body: what came, then more as the client reads (and gives window back). */
+  #body(s: Stream): ReadableStream<Uint8Array> {
+    const idleMs = s.idleMs;
+    return new ReadableStream<Uint8Array>({
+      pull: async (c) => {
+        for (;;) {
+          const chunk = s.chunks.shift();
+          if (chunk !== undefined) {
+            s.counter.bytes += chunk.byteLength;
+            this.#ack(s, chunk.byteLength);
+            c.enqueue(chunk);
+            return;
+          }
+          if (s.error !== null) throw s.error;
+          if (s.remoteEnded) {
+            s.counter.ended = true;
+            c.close();
+            return;
+          }
+          let timer: ReturnType<typeof setTimeout> | undefined;
+          await new Promise<void>((resolve) => {
+            s.wake = resolve;
+            if (idleMs > 0) {
+              timer = setTimeout(() => {
+                this.#cancel(
+                  s,
+                  new ProxyError("timeout", `Upstream was idle for ${idleMs} ms`, {
+                    source: this.source,
+                  }),
+                );
+              }, timerDelay(idleMs));
+            }
+          });
+          clearTimeout(timer);
+          s.wake = null;
+        }
+      },
+      cancel: () => {
+        s.chunks.length = 0;
+        this.#cancel(s, new ProxyError("client_gone", "Client went away", { source: this.source }));
+      },
+    }, { highWaterMark: 0 });
+  }
+
+  /** The client read `n` bytes: window goes back once half of one was read. */
+  #ack(s: Stream, n: number): void {
+    if (this.closed) return;
+    this.#unacked += n;
+    if (this.#unacked >= CONNECTION_WINDOW / 2) {
+      this.#out.u32(FrameType.WINDOW_UPDATE, 0, this.#unacked);
+      this.#unacked = 0;
+      this.#flush();
+    }
+    if (s.remoteEnded || s.closed) return;
+    s.unacked += n;
+    if (s.unacked >= STREAM_WINDOW / 2) {
+      this.#out.u32(FrameType.WINDOW_UPDATE, s.id, s.unacked);
+      s.unacked = 0;
+      this.#flush();
+    }
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // Reading
+
+  async #readLoop(): Promise<void> {
+    let buf = new Uint8Array(64 * 1024);
+    let start = 0;
+    let end = 0;
+    try {
+      for (;;) {
+        if (!this.settled && end - start >= 5 && isHttp1(buf, start)) {
+          throw new ConnectionError(
+            ErrorCode.PROTOCOL_ERROR,
+            "answered in HTTP/1.x: it does not take HTTP/2 with prior knowledge (h2c)",
+          );
+        }
+        // Every whole frame in the buffer.
+        while (end - start >= FRAME_HEADER) {
+          const len = (buf[start] << 16) | (buf[start + 1] << 8) | buf[start + 2];
+          if (len > MAX_FRAME) {
+            throw new ConnectionError(ErrorCode.FRAME_SIZE_ERROR, `a frame of ${len} bytes`);
+          }
+          if (end - start < FRAME_HEADER + len) break;
+          const type = buf[start + 3];
+          const flags = buf[start + 4];
+          const id = ((buf[start + 5] & 0x7f) << 24 | buf[start + 6] << 16 | buf[start + 7] << 8 |
+            buf[start + 8]) >>> 0;
+          const payload = buf.subarray(start + FRAME_HEADER, start + FRAME_HEADER + len);
+          start += FRAME_HEADER + len;
+          this.#frame(type, flags, id, payload);
+        }
+        if (start === end) start = end = 0;
+        else if (buf.length - end < FRAME_HEADER + MAX_FRAME) {
+          // Room for a whole frame after what is there (nothing kept points into the buffer).
+          const have = end - start;
+          if (have + FRAME_HEADER + MAX_FRAME > buf.length) {
+            const next = new Uint8Array(buf.length * 2);
+            next.set(buf.subarray(start, end));
+            buf = next;
+          } else buf.copyWithin(0, start, end);
+          start = 0;
+          end = have;
+        }
+        const n = await this.#conn.read(buf.subarray(end));
+        if (n === null || n === 0) break;
+        end += n;
+      }
+      this.#fail(null);
+    } catch (err) {
+      // A connection error: the streams fail at once, the GOAWAY goes out, then the connection
+      // closes (RFC 9113 §5.4.1).
+      if (err instanceof ConnectionError) {
+        const e = protocolError(this.source, `broke HTTP/2: ${err.message}`);
+        this.#failStreams(e);
+        this.shut(err.code, e);
+      } else if (err instanceof HpackError) {
+        const e = protocolError(this.source, `sent a bad field block: ${err.message}`);
+        this.#failStreams(e);
+        this.shut(ErrorCode.COMPRESSION_ERROR, e);
+      } else this.#fail(err);
+    }
+  }
+
+  /** One frame from the upstream (RFC 9113 §6). */
+  #frame(type: number, flags: number, id: number, p: Uint8Array): void {
+    if (!this.settled) {
+      // The server's preface is a SETTINGS frame (RFC 9113 §3.4).
+      if (type !== FrameType.SETTINGS || (flags & Flag.ACK)) {
+        throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "no SETTINGS first");
+      }
+      this.settled = true;
+    }
+    if (this.#pending !== null && type !== FrameType.CONTINUATION) {
+      throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "a frame inside a field block");
+    }
+    switch (type) {
+      case FrameType.DATA:
+        return this.#onData(flags, id, p);
+      case FrameType.HEADERS: {
+        if (id === 0 || id % 2 === 0) {
+          throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "HEADERS on a server stream");
+        }
+        let off = 0;
+        let len = p.length;
+        if (flags & Flag.PADDED) {
+          const pad = p[0];
+          off = 1;
+          if (pad >= len) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "padding");
+          len -= pad;
+        }
+        if (flags & Flag.PRIORITY) off += 5;
+        if (off > len) throw new ConnectionError(ErrorCode.FRAME_SIZE_ERROR, "short HEADERS");
+        const block = p.slice(off, len);
+        const end = (flags & Flag.END_STREAM) !== 0;
+        if (flags & Flag.END_HEADERS) return this.#onFields(id, end, block);
+        this.#pending = { stream: id, end, parts: [block], bytes: block.length };
+        return;
+      }
+      case FrameType.CONTINUATION: {
+        const pend = this.#pending;
+        if (pend === null || pend.stream !== id) {
+          throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "CONTINUATION out of place");
+        }
+        pend.parts.push(p.slice());
+        pend.bytes += p.length;
+        if (pend.bytes > this.#opts.maxHeaderBytes * 2 + 4096) {
+          throw new ConnectionError(ErrorCode.ENHANCE_YOUR_CALM, "a field block without end");
+        }
+        if (!(flags & Flag.END_HEADERS)) return;
+        this.#pending = null;
+        const block = new Uint8Array(pend.bytes);
+        let at = 0;
+        for (const part of pend.parts) {
+          block.set(part, at);
+          at += part.length;
+        }
+        return this.#onFields(id, pend.end, block);
+      }
+      case FrameType.RST_STREAM: {
+        if (p.length !== 4) throw new ConnectionError(ErrorCode.FRAME_SIZE_ERROR, "RST_STREAM");
+        const s = this.#streams.get(id);
+        if (!s) return;
+        const code = (p[0] << 24 | p[1] << 16 | p[2] << 8 | p[3]) >>> 0;
+        if (code === ErrorCode.NO_ERROR && s.remoteEnded) {
+          // The answer is whole and the upstream wants no more of the request (RFC 9113 §8.1).
+          s.localEnded = true;
+          return this.#maybeDone(s);
+        }
+        // REFUSED_STREAM: nothing was processed, so the request may go again (§8.7).
+        const refused = code === ErrorCode.REFUSED_STREAM;
+        s.remoteEnded = true;
+        s.localEnded = true;
+        return this.#end(
+          s,
+          new ProxyError(
+            "upstream_reset",
+            `Upstream "${this.source}" reset the stream (HTTP/2 error ${code})`,
+            { source: this.source, sentNothing: refused && !s.answered },
+          ),
+        );
+      }
+      case FrameType.SETTINGS:
+        return this.#onSettings(flags, id, p);
+      case FrameType.PING:
+        if (id !== 0) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "PING on a stream");
+        if (p.length !== 8) throw new ConnectionError(ErrorCode.FRAME_SIZE_ERROR, "PING");
+        if (!(flags & Flag.ACK)) {
+          this.#out.frame(FrameType.PING, Flag.ACK, 0, p);
+          this.#flush();
+        }
+        return;
+      case FrameType.GOAWAY: {
+        if (id !== 0 || p.length < 8) {
+          throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "GOAWAY");
+        }
+        const last = ((p[0] & 0x7f) << 24 | p[1] << 16 | p[2] << 8 | p[3]) >>> 0;
+        this.draining = true;
+        this.#lastProcessed = Math.min(this.#lastProcessed, last);
+        // Streams above `last` were not processed: they may go again on another connection.
+        for (const s of [...this.#streams.values()]) {
+          if (s.id > last) {
+            this.#end(
+              s,
+              new ProxyError("upstream_reset", `Upstream "${this.source}" is going away`, {
+                source: this.source,
+                sentNothing: true,
+              }),
+            );
+          }
+        }
+        if (this.#streams.size === 0) this.shut();
+        return;
+      }
+      case FrameType.WINDOW_UPDATE: {
+        if (p.length !== 4) throw new ConnectionError(ErrorCode.FRAME_SIZE_ERROR, "WINDOW_UPDATE");
+        const inc = ((p[0] & 0x7f) << 24 | p[1] << 16 | p[2] << 8 | p[3]) >>> 0;
+        if (id === 0) {
+          if (inc === 0) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "window increment 0");
+          this.#sendWindow += inc;
+          if (this.#sendWindow > MAX_WINDOW) {
+            throw new ConnectionError(ErrorCode.FLOW_CONTROL_ERROR, "window past 2^31-1");
+          }
+          for (const s of this.#streams.values()) s.windowWake?.();
+          return;
+        }
+        const s = this.#streams.get(id);
+        if (!s) return;
+        if (inc === 0) {
+          this.#out.u32(FrameType.RST_STREAM, id, ErrorCode.PROTOCOL_ERROR);
+          this.#flush();
+          return this.#end(s, protocolError(this.source, "sent a window increment of 0"));
+        }
+        s.sendWindow += inc;
+        if (s.sendWindow > MAX_WINDOW) {
+          this.#out.u32(FrameType.RST_STREAM, id, ErrorCode.FLOW_CONTROL_ERROR);
+          this.#flush();
+          return this.#end(s, protocolError(this.source, "overflowed a stream window"));
+        }
+        s.windowWake?.();
+        return;
+      }
+      case FrameType.PUSH_PROMISE:
+        // Prox said SETTINGS_ENABLE_PUSH 0 (§8.4).
+        throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "PUSH_PROMISE with push disabled");
+      default:
+        return; // PRIORITY and unknown types are ignored (§5.5).
+    }
+  }
+
+  #onSettings(flags: number, id: number, p: Uint8Array): void {
+    if (id !== 0) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "SETTINGS on a stream");
+    if (flags & Flag.ACK) {
+      if (p.length !== 0) throw new ConnectionError(ErrorCode.FRAME_SIZE_ERROR, "SETTINGS ACK");
+      return;
+    }
+    if (p.length % 6 !== 0) throw new ConnectionError(ErrorCode.FRAME_SIZE_ERROR, "SETTINGS");
+    for (let i = 0; i < p.length; i += 6) {
+      const key = (p[i] << 8) | p[i + 1];
+      const v = (p[i + 2] << 24 | p[i + 3] << 16 | p[i + 4] << 8 | p[i + 5]) >>> 0;
+      if (key === Setting.MAX_CONCURRENT_STREAMS) this.maxStreams = v;
+      else if (key === Setting.INITIAL_WINDOW_SIZE) {
+        if (v > MAX_WINDOW) {
+          throw new ConnectionError(ErrorCode.FLOW_CONTROL_ERROR, "initial window past 2^31-1");
+        }
+        const delta = v - this.#initialWindow;
+        this.#initialWindow = v;
+        for (const s of this.#streams.values()) {
+          s.sendWindow += delta;
+          if (delta > 0) s.windowWake?.();
+        }
+      } else if (key === Setting.MAX_FRAME_SIZE) {
+        if (v < 16384 || v > 16777215) {
+          throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "MAX_FRAME_SIZE out of range");
+        }
+        this.#maxFrame = v;
+      } else if (key === Setting.ENABLE_PUSH && v > 1) {
+        throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "ENABLE_PUSH past 1");
+      }
+      // HEADER_TABLE_SIZE: the encoder uses no dynamic table, whatever size is allowed.
+    }
+    this.#out.frame(FrameType.SETTINGS, Flag.ACK, 0);
+    this.#flush();
+  }
+
+  #onData(flags: number, id: number, p: Uint8Array): void {
+    if (id === 0) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "DATA on stream 0");
+    let off = 0;
+    let len = p.length;
+    if (flags & Flag.PADDED) {
+      if (len === 0) throw new ConnectionError(ErrorCode.FRAME_SIZE_ERROR, "DATA padding");
+      const pad = p[0];
+      off = 1;
+      if (pad >= len) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "DATA padding");
+      len -= pad;
+    }
+    const s = this.#streams.get(id);
+    // The whole frame counts against the windows; what no client reads is given back at once.
+    const unread = s === undefined || s.remoteEnded || s.closed ? p.length : p.length - (len - off);
+    if (unread > 0 && !this.closed) {
+      this.#unacked += unread;
+      if (this.#unacked >= CONNECTION_WINDOW / 2) {
+        this.#out.u32(FrameType.WINDOW_UPDATE, 0, this.#unacked);
+        this.#unacked = 0;
+        this.#flush();
+      }
+    }
+    if (s === undefined) {
+      if (id >= this.#nextId) {
+        throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "DATA on an idle stream");
+      }
+      return; // a stream Prox already reset or finished
+    }
+    if (!s.answered || s.remoteEnded) {
+      this.#out.u32(FrameType.RST_STREAM, id, ErrorCode.PROTOCOL_ERROR);
+      this.#flush();
+      s.localEnded = s.remoteEnded = true;
+      return this.#end(s, protocolError(this.source, "sent DATA out of place"));
+    }
+    if (len - off > 0) {
+      if (s.noContent) {
+        this.#out.u32(FrameType.RST_STREAM, id, ErrorCode.PROTOCOL_ERROR);
+        this.#flush();
+        s.localEnded = s.remoteEnded = true;
+        return this.#end(s, protocolError(this.source, `sent content with a ${s.status} answer`));
+      }
+      s.chunks.push(p.slice(off, len));
+    }
+    if (flags & Flag.END_STREAM) {
+      s.remoteEnded = true;
+      this.#maybeDone(s);
+    }
+    s.wake?.();
+  }
+
+  /** A field block: the response head, an interim answer, or the trailers. */
+  #onFields(id: number, end: boolean, block: Uint8Array): void {
+    const fields: [string, string][] = [];
+    let status = -1;
+    let bad: string | null = null;
+    let regular = false;
+    const within = this.#dec.decode(block, (name, value) => {
+      if (bad !== null) return;
+      if (name.charCodeAt(0) === 58) {
+        if (name !== ":status" || regular || status !== -1) bad = `pseudo-field ${name}`;
+        else status = /^[1-5][0-9][0-9]$/.test(value) ? Number(value) : -2;
+        return;
+      }
+      regular = true;
+      if (name !== name.toLowerCase() || HOP_FIELDS.has(name)) {
+        bad = `field ${name}`;
+        return;
+      }
+      fields.push([name, value]);
+    }, this.#opts.maxHeaderBytes);
+    const s = this.#streams.get(id);
+    if (s === undefined) {
+      if (id >= this.#nextId) {
+        throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "HEADERS on an idle stream");
+      }
+      return; // decoded for the table's sake only
+    }
+    const fail = (msg: string) => {
+      this.#out.u32(FrameType.RST_STREAM, id, ErrorCode.PROTOCOL_ERROR);
+      this.#flush();
+      s.localEnded = s.remoteEnded = true;
+      this.#end(s, protocolError(this.source, msg));
+    };
+    if (!within) return fail(`sent fields over ${this.#opts.maxHeaderBytes} bytes`);
+    if (bad !== null) return fail(`sent a malformed response (${bad})`);
+    if (!s.answered) {
+      if (status < 0) return fail("sent a response without a valid :status");
+      if (status < 200) {
+        // Interim answers (100, 103) are not passed on; 101 is not HTTP/2 (§8.6).
+        if (status === 101 || end) return fail(`sent a ${status} answer`);
+        return;
+      }
+      s.answered = true;
+      s.status = status;
+      if (NULL_BODY.has(status)) s.noContent = true;
+      if (end) s.remoteEnded = true;
+      const nullBody = s.noContent || end;
+      let res: CountedResponse;
+      try {
+        res = new Response(nullBody ? null : this.#body(s), { status, headers: fields });
+      } catch {
+        return fail("sent fields that are not valid HTTP");
+      }
+      if (nullBody) s.counter.ended = true;
+      res[BODY_BYTES] = s.counter;
+      const settle = s.settle!;
+      s.settle = null;
+      settle(res);
+      if (end) this.#maybeDone(s);
+      return;
+    }
+    // Trailers: end the stream, carry no pseudo-fields (§8.1).
+    if (!end || status !== -1 || s.remoteEnded) return fail("sent fields after the body");
+    s.counter.trailers = fields;
+    s.remoteEnded = true;
+    this.#maybeDone(s);
+    s.wake?.();
+  }
+
+  /** The connection failed or ended: every stream still open fails, and it closes. */
+  #fail(err: unknown): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.draining = true;
+    try {
+      this.#conn.close();
+    } catch { /* already closed */ }
+    this.#failStreams(err);
+    for (const wake of this.#drainWaiters.splice(0)) wake();
+  }
+
+  #failStreams(err: unknown): void {
+    const msg = err === null
+      ? "closed the connection"
+      : `failed: ${err instanceof Error ? err.message : String(err)}`;
+    for (const s of [...this.#streams.values()]) {
+      const e = err instanceof ProxyError ? err : new ProxyError(
+        "upstream_reset",
+        `Upstream "${this.source}" ${msg}`,
+        // Streams the upstream said it did not process may go again.
+        { source: this.source, sentNothing: s.id > this.#lastProcessed },
+      );
+      this.#end(s, e);
+    }
+  }
+
+  /** Closes the session: GOAWAY with `code`, then the connection once it is written. */
+  shut(code: number = ErrorCode.NO_ERROR, err: ProxyError | null = null): void {
+    if (this.closed || this.#closeWith !== undefined) return;
+    this.draining = true;
+    this.#closeWith = err;
+    this.#out.goaway(0, code);
+    this.#flush();
+  }
+}
+
+/** Creates the h2c client. */
+export function createH2cClient(opts: H2cClientOptions): H2cClient {
+  const origins = new Map<string, Session[]>();
+  let sweeper: ReturnType<typeof setInterval> | undefined;
+
+  const sweep = () => {
+    const now = performance.now();
+    for (const [key, list] of origins) {
+      for (const s of list) {
+        if (
+          !s.closed && s.streams === 0 && opts.idleTimeout > 0 && s.idleSince > 1 &&
+          now - s.idleSince >= opts.idleTimeout
+        ) s.shut();
+      }
+      const live = list.filter((s) => !s.closed);
+      if (live.length === 0) origins.delete(key);
+      else if (live.length !== list.length) origins.set(key, live);
+    }
+    if (origins.size === 0 && sweeper !== undefined) {
+      clearInterval(sweeper);
+      sweeper = undefined;
+    }
+  };
+
+  /** Connects a session for `key`; one connect at a time per key, shared by its waiters. */
+  const connecting = new Map<string, Promise<Session>>();
+  const connect = (key: string, req: UpstreamRequest): Promise<Session> => {
+    let p = connecting.get(key);
+    if (!p) {
+      p = opts.connect(req).then((conn) => {
+        const l = origins.get(key) ?? [];
+        // Until its SETTINGS come, a new session assumes the limit the others were given, so
+        // a burst does not open streams the upstream would refuse.
+        let assumed = DEFAULT_MAX_STREAMS;
+        for (const o of l) if (o.settled) assumed = Math.min(assumed, o.maxStreams);
+        const s = new Session(conn, req.origin.origin, opts, Math.max(1, assumed));
+        l.push(s);
+        origins.set(key, l);
+        sweeper ??= setInterval(sweep, 1000);
+        Deno.unrefTimer(sweeper as unknown as number);
+        return s;
+      }).finally(() => connecting.delete(key));
+      connecting.set(key, p);
+    }
+    return p;
+  };
+
+  return {
+    async send(req: UpstreamRequest, release: () => void): Promise<Response> {
+      const key = req.origin.host;
+      for (let tries = 0;; tries++) {
+        // A session with room takes the stream in the same turn it is found in: a burst of
+        // requests cannot all see the last free stream.
+        const open = origins.get(key)?.find((s) => s.open);
+        if (open) return open.request(req, release);
+        let s: Session;
+        try {
+          s = await connect(key, req);
+        } catch (err) {
+          release();
+          throw err;
+        }
+        // New connections that keep closing at once (or refusing every stream) end it.
+        if (!s.open && s.closed && tries >= 3) {
+          release();
+          throw new ProxyError("upstream_reset", `Upstream "${s.source}" closed the connection`, {
+            source: s.source,
+            sentNothing: true,
+          });
+        }
+      }
+    },
+    stats(key: string) {
+      const list = origins.get(key) ?? [];
+      let streams = 0;
+      for (const s of list) streams += s.streams;
+      return { sessions: list.filter((s) => !s.closed).length, streams };
+    },
+    async close(): Promise<void> {
+      if (sweeper !== undefined) clearInterval(sweeper);
+      sweeper = undefined;
+      const all = [...origins.values()].flat();
+      origins.clear();
+      for (const s of all) s.shut();
+      await Promise.all(all.map((s) => s.done.catch(() => {})));
+    },
+  };
+}

@@ -1,0 +1,396 @@
+// The h2c upstream client (upstream_h2c.ts) against raw HTTP/2 peers that send exactly the frames
+// a test needs: trailers, GOAWAY, REFUSED_STREAM, a server that answers in HTTP/1.1, one that never
+// answers, malformed answers, and the idle close.
+import assert from "node:assert/strict";
+import { createUpstreamClient } from "./upstream_client.ts";
+import { BODY_BYTES } from "../ports.ts";
+import type { CountedResponse } from "../ports.ts";
+import { rawServer, rejects, request, T, write, writeAll } from "../../tests/_upstream_peers.ts";
+import { waitFor } from "../../tests/_harness.ts";
+import {
+  ErrorCode,
+  Flag,
+  FRAME_HEADER,
+  FrameType,
+  FrameWriter,
+  PREFACE,
+  Setting,
+} from "./h2/frames.ts";
+import { HpackDecoder, HpackEncoder } from "./h2/hpack.ts";
+
+interface Frame {
+  type: number;
+  flags: number;
+  stream: number;
+  payload: Uint8Array;
+}
+
+/** The server side of one raw HTTP/2 connection: frames in, frames out. */
+class Peer {
+  #buf = new Uint8Array(0);
+  readonly dec = new HpackDecoder();
+  readonly enc = new HpackEncoder();
+  constructor(readonly c: Deno.Conn) {}
+
+  async #more(): Promise<boolean> {
+    const chunk = new Uint8Array(65536);
+    const n = await this.c.read(chunk);
+    if (n === null) return false;
+    const next = new Uint8Array(this.#buf.length + n);
+    next.set(this.#buf);
+    next.set(chunk.subarray(0, n), this.#buf.length);
+    this.#buf = next;
+    return true;
+  }
+
+  /** Reads the client's preface and answers with `settings`. */
+  async start(settings: Array<[number, number]> = []): Promise<void> {
+    while (this.#buf.length < PREFACE.length) if (!await this.#more()) throw new Error("EOF");
+    assert.deepEqual(this.#buf.subarray(0, PREFACE.length), PREFACE);
+    this.#buf = this.#buf.slice(PREFACE.length);
+    const w = new FrameWriter();
+    w.settings(settings);
+    await this.send(w);
+  }
+
+  /** The next frame, or null at the end of the connection. */
+  async frame(): Promise<Frame | null> {
+    for (;;) {
+      if (this.#buf.length >= FRAME_HEADER) {
+        const len = (this.#buf[0] << 16) | (this.#buf[1] << 8) | this.#buf[2];
+        if (this.#buf.length >= FRAME_HEADER + len) {
+          const f = {
+            type: this.#buf[3],
+            flags: this.#buf[4],
+            stream: new DataView(this.#buf.buffer, this.#buf.byteOffset).getUint32(5) & 0x7fffffff,
+            payload: this.#buf.slice(FRAME_HEADER, FRAME_HEADER + len),
+          };
+          this.#buf = this.#buf.slice(FRAME_HEADER + len);
+          return f;
+        }
+      }
+      if (!await this.#more()) return null;
+    }
+  }
+
+  /** Frames until a request's HEADERS; its fields and stream. */
+  async request(): Promise<{ stream: number; fields: Map<string, string>; end: boolean } | null> {
+    for (;;) {
+      const f = await this.frame();
+      if (f === null) return null;
+      if (f.type === FrameType.SETTINGS && !(f.flags & Flag.ACK)) {
+        const w = new FrameWriter();
+        w.frame(FrameType.SETTINGS, Flag.ACK, 0);
+        await this.send(w);
+      }
+      if (f.type !== FrameType.HEADERS) continue;
+      const fields = new Map<string, string>();
+      this.dec.decode(f.payload, (k, v) => fields.set(k, v));
+      return { stream: f.stream, fields, end: (f.flags & Flag.END_STREAM) !== 0 };
+    }
+  }
+
+  head(w: FrameWriter, stream: number, fields: [string, string][], end: boolean): void {
+    const e = this.enc.begin();
+    for (const [k, v] of fields) e.field(k, v);
+    w.headers(stream, e.block, end, 16384);
+  }
+
+  async send(w: FrameWriter): Promise<void> {
+    await writeAll(this.c, w.take());
+  }
+}
+
+/** A raw HTTP/2 server: `onConn` gets each connection as a Peer (its preface read). */
+function h2Server(onConn: (p: Peer, n: number) => Promise<void>, settings?: [number, number][]) {
+  return rawServer(async (c, n) => {
+    const p = new Peer(c);
+    await p.start(settings);
+    await onConn(p, n);
+  });
+}
+
+const enc = new TextEncoder();
+
+Deno.test("h2c: the answer's body and trailers come through, and the request is HTTP/2's", async () => {
+  const seen: Map<string, string>[] = [];
+  await using up = h2Server(async (p) => {
+    const r = (await p.request())!;
+    seen.push(r.fields);
+    const w = new FrameWriter();
+    p.head(w, r.stream, [[":status", "200"], ["content-type", "application/grpc"]], false);
+    w.frame(FrameType.DATA, 0, r.stream, enc.encode("hello "));
+    w.frame(FrameType.DATA, 0, r.stream, enc.encode("world"));
+    p.head(w, r.stream, [["grpc-status", "0"], ["grpc-message", "ok"]], true);
+    await p.send(w);
+    await p.frame(); // until Prox closes
+  });
+  const client = createUpstreamClient();
+  try {
+    const res = await client.send(
+      request(`${up.url}/svc/Call?x=1`, {
+        protocol: "h2c",
+        headers: { host: "api.example", connection: "x-drop", "x-keep": "1" },
+      }),
+    );
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.get("content-type"), "application/grpc");
+    assert.equal(await res.text(), "hello world");
+    const counter = (res as CountedResponse)[BODY_BYTES]!;
+    assert.deepEqual(counter.trailers, [["grpc-status", "0"], ["grpc-message", "ok"]]);
+    assert.equal(counter.bytes, 11);
+    assert.ok(counter.ended);
+    const f = seen[0];
+    assert.equal(f.get(":method"), "GET");
+    assert.equal(f.get(":scheme"), "http");
+    assert.equal(f.get(":authority"), "api.example");
+    assert.equal(f.get(":path"), "/svc/Call?x=1");
+    assert.equal(f.get("te"), "trailers");
+    assert.equal(f.get("x-keep"), "1");
+    assert.equal(f.has("host"), false);
+    assert.equal(f.has("connection"), false);
+  } finally {
+    await client.close();
+  }
+});
+
+Deno.test("h2c: requests share one connection, and a request body streams as DATA", async () => {
+  let conns = 0;
+  await using up = h2Server(async (p) => {
+    conns++;
+    const bodies = new Map<number, string>();
+    for (;;) {
+      const f = await p.frame();
+      if (f === null) return;
+      if (f.type === FrameType.HEADERS && (f.flags & Flag.END_STREAM)) bodies.set(f.stream, "");
+      if (f.type === FrameType.HEADERS) {
+        p.dec.decode(f.payload, () => {});
+        if (!bodies.has(f.stream)) bodies.set(f.stream, "");
+        if (!(f.flags & Flag.END_STREAM)) continue;
+      }
+      if (f.type === FrameType.DATA) {
+        bodies.set(f.stream, bodies.get(f.stream) + new TextDecoder().decode(f.payload));
+        if (!(f.flags & Flag.END_STREAM)) continue;
+      }
+      if (f.type !== FrameType.HEADERS && f.type !== FrameType.DATA) continue;
+      const w = new FrameWriter();
+      p.head(w, f.stream, [[":status", "200"]], false);
+      w.frame(FrameType.DATA, Flag.END_STREAM, f.stream, enc.encode(`got:${bodies.get(f.stream)}`));
+      await p.send(w);
+    }
+  });
+  const client = createUpstreamClient();
+  try {
+    const body = new ReadableStream<Uint8Array>({
+      start(c) {
+        c.enqueue(enc.encode("part1,"));
+        c.enqueue(enc.encode("part2"));
+        c.close();
+      },
+    });
+    const answers = await Promise.all([
+      client.send(request(`${up.url}/a`, { protocol: "h2c" })).then((r) => r.text()),
+      client.send(request(`${up.url}/b`, { protocol: "h2c", method: "POST", body }))
+        .then((r) => r.text()),
+      client.send(
+        request(`${up.url}/c`, { protocol: "h2c", method: "PUT", body: enc.encode("bytes") }),
+      ).then((r) => r.text()),
+    ]);
+    assert.deepEqual(answers, ["got:", "got:part1,part2", "got:bytes"]);
+    assert.equal(conns, 1);
+    assert.equal(client.pools().find((p) => p.h2Streams !== null)?.h2Streams, 0);
+  } finally {
+    await client.close();
+  }
+});
+
+for (const how of ["GOAWAY", "REFUSED_STREAM"] as const) {
+  Deno.test(`h2c: a request the upstream did not process (${how}) may go again`, async () => {
+    let conns = 0;
+    await using up = h2Server(async (p) => {
+      conns++;
+      for (let n = 0;; n++) {
+        const r = await p.request();
+        if (r === null) return;
+        const w = new FrameWriter();
+        if (conns === 1 && n === 0) {
+          if (how === "GOAWAY") w.goaway(0, ErrorCode.NO_ERROR);
+          else w.u32(FrameType.RST_STREAM, r.stream, ErrorCode.REFUSED_STREAM);
+          await p.send(w);
+          if (how === "GOAWAY") return;
+          continue;
+        }
+        p.head(w, r.stream, [[":status", "204"]], true);
+        await p.send(w);
+      }
+    });
+    const client = createUpstreamClient();
+    try {
+      // Sent again at once, on another stream (and connection after a GOAWAY).
+      const res = await client.send(request(`${up.url}/`, { protocol: "h2c" }));
+      assert.equal(res.status, 204);
+      assert.equal(conns, how === "GOAWAY" ? 2 : 1);
+    } finally {
+      await client.close();
+    }
+  });
+}
+
+Deno.test("h2c: a refused request with a streamed body fails as not sent (forward's retry may replay it)", async () => {
+  await using up = h2Server(async (p) => {
+    for (;;) {
+      const r = await p.request();
+      if (r === null) return;
+      const w = new FrameWriter();
+      w.u32(FrameType.RST_STREAM, r.stream, ErrorCode.REFUSED_STREAM);
+      await p.send(w);
+    }
+  });
+  const client = createUpstreamClient();
+  try {
+    const body = new ReadableStream<Uint8Array>({ pull: () => new Promise(() => {}) });
+    const err = await rejects(
+      client.send(request(`${up.url}/`, { protocol: "h2c", method: "POST", body })),
+      "upstream_reset",
+    );
+    assert.equal(err.sentNothing, true);
+  } finally {
+    await client.close();
+  }
+});
+
+Deno.test("h2c: an upstream that answers in HTTP/1.1 fails with a clear protocol error", async () => {
+  await using up = rawServer(async (c) => {
+    await c.read(new Uint8Array(1024));
+    await write(c, "HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+  });
+  const client = createUpstreamClient();
+  try {
+    const err = await rejects(client.send(request(`${up.url}/`, { protocol: "h2c" })), "protocol");
+    assert.match(err.message, /HTTP\/1\.x.*h2c/);
+  } finally {
+    await client.close();
+  }
+});
+
+Deno.test("h2c: no answer head within timeouts.response_header is a timeout, the stream reset", async () => {
+  let reset = -1;
+  await using up = h2Server(async (p) => {
+    const r = (await p.request())!;
+    for (;;) {
+      const f = await p.frame();
+      if (f === null) return;
+      if (f.type === FrameType.RST_STREAM && f.stream === r.stream) {
+        reset = new DataView(f.payload.buffer).getUint32(0);
+      }
+    }
+  });
+  const client = createUpstreamClient();
+  try {
+    await rejects(
+      client.send(
+        request(`${up.url}/`, { protocol: "h2c", timeouts: { ...T, responseHeader: 100 } }),
+      ),
+      "timeout",
+    );
+    await waitFor(() => reset === ErrorCode.CANCEL);
+  } finally {
+    await client.close();
+  }
+});
+
+Deno.test("h2c: malformed answers fail the stream with a protocol error", async () => {
+  const answers: [string, string][][] = [
+    [[":status", "200"], ["connection", "keep-alive"]],
+    [["content-type", "text/plain"]],
+    [[":status", "200"], [":path", "/"]],
+    [[":status", "2000"]],
+    [[":status", "200"], ["Upper", "x"]],
+  ];
+  await using up = h2Server(async (p) => {
+    for (;;) {
+      const r = await p.request();
+      if (r === null) return;
+      const w = new FrameWriter();
+      p.head(w, r.stream, answers[(r.stream - 1) / 2], true);
+      await p.send(w);
+    }
+  });
+  const client = createUpstreamClient();
+  try {
+    for (let i = 0; i < answers.length; i++) {
+      await rejects(client.send(request(`${up.url}/`, { protocol: "h2c" })), "protocol");
+    }
+  } finally {
+    await client.close();
+  }
+});
+
+Deno.test("h2c: the upstream's SETTINGS_MAX_CONCURRENT_STREAMS holds: more go on new connections", async () => {
+  let received = 0;
+  let release!: () => void;
+  const gate = new Promise<void>((r) => release = r);
+  const mostOpen: number[] = [];
+  await using up = h2Server(async (p, n) => {
+    mostOpen[n] = 0;
+    let open = 0;
+    const answers: Promise<void>[] = [];
+    for (;;) {
+      const r = await p.request();
+      if (r === null) break;
+      received++;
+      mostOpen[n] = Math.max(mostOpen[n], ++open);
+      // The first request is answered at once; the rest wait for the gate.
+      answers.push((received === 1 ? Promise.resolve() : gate).then(async () => {
+        const w = new FrameWriter();
+        p.head(w, r.stream, [[":status", "200"]], true);
+        open--;
+        await p.send(w);
+      }));
+    }
+    await Promise.all(answers);
+  }, [[Setting.MAX_CONCURRENT_STREAMS, 2]]);
+  const client = createUpstreamClient();
+  try {
+    // The first answer comes after the upstream's SETTINGS: the client knows the limit.
+    assert.equal((await client.send(request(`${up.url}/`, { protocol: "h2c" }))).status, 200);
+    const burst = Array.from(
+      { length: 5 },
+      () => client.send(request(`${up.url}/`, { protocol: "h2c" })),
+    );
+    await waitFor(() => received === 6);
+    release();
+    for (const res of await Promise.all(burst)) assert.equal(res.status, 200);
+    assert.ok(mostOpen.every((m) => m <= 2), `streams open at once per connection: ${mostOpen}`);
+    assert.ok(mostOpen.length >= 3, `connections: ${mostOpen.length}`);
+  } finally {
+    release();
+    await client.close();
+  }
+});
+
+Deno.test("h2c: a session idle past upstream_pool's idle timeout is closed with GOAWAY", async () => {
+  let goaway = false;
+  let ended = false;
+  await using up = h2Server(async (p) => {
+    const r = (await p.request())!;
+    const w = new FrameWriter();
+    p.head(w, r.stream, [[":status", "200"]], true);
+    await p.send(w);
+    for (;;) {
+      const f = await p.frame();
+      if (f === null) break;
+      if (f.type === FrameType.GOAWAY) goaway = true;
+    }
+    ended = true;
+  });
+  const client = createUpstreamClient({ idleTimeout: 300 });
+  try {
+    const res = await client.send(request(`${up.url}/`, { protocol: "h2c" }));
+    assert.equal(res.status, 200);
+    await waitFor(() => ended, { timeoutMs: 5_000 });
+    assert.ok(goaway);
+  } finally {
+    await client.close();
+  }
+});

@@ -1,0 +1,247 @@
+// Routes with `upstream_protocol: h2c`: gRPC through Prox with @grpc/grpc-js on both ends (unary
+// calls, a status in trailers, a trailers-only error, bidirectional streaming), over h2c and over
+// TLS; trailers and 1 MiB bodies both ways with curl and a node:http2 upstream; active health
+// checks that speak h2c; and what `prox validate` says about h2c with an https target.
+import assert from "node:assert/strict";
+import http2 from "node:http2";
+import * as grpc from "@grpc/grpc-js";
+import { interopTest, ROOT, run, waitFor } from "../_harness.ts";
+import { onProxEngines, startProxy } from "./_proxy.ts";
+import { loadConfigText } from "../../src/config/load.ts";
+
+const TLS = `${ROOT}/tests/fixtures/tls`;
+const CA = Deno.readTextFileSync(`${TLS}/ca.pem`);
+
+// Trailers go out on Prox's own HTTP/2 engine only (Deno.serve cannot send them).
+onProxEngines();
+
+const same = (b: Buffer) => b;
+const method = (name: string, stream: boolean) => ({
+  path: `/test.Echo/${name}`,
+  requestStream: stream,
+  responseStream: stream,
+  requestSerialize: same,
+  requestDeserialize: same,
+  responseSerialize: same,
+  responseDeserialize: same,
+});
+const SERVICE = {
+  echo: method("Echo", false),
+  fail: method("Fail", false),
+  chat: method("Chat", true),
+};
+
+/** A gRPC server (grpc-js) with an echo, a failing call and a bidirectional stream. */
+async function grpcServer() {
+  const server = new grpc.Server();
+  server.addService(SERVICE as unknown as grpc.ServiceDefinition, {
+    echo: (call: grpc.ServerUnaryCall<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) =>
+      cb(null, Buffer.concat([Buffer.from("echo:"), call.request])),
+    fail: (_call: unknown, cb: grpc.sendUnaryData<Buffer>) =>
+      cb({ code: grpc.status.NOT_FOUND, details: "no such thing" }),
+    chat: (call: grpc.ServerDuplexStream<Buffer, Buffer>) => {
+      call.on("data", (d: Buffer) => call.write(Buffer.concat([Buffer.from("re:"), d])));
+      call.on("end", () => call.end());
+    },
+  });
+  const port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync(
+      "127.0.0.1:0",
+      grpc.ServerCredentials.createInsecure(),
+      (e, p) => e ? reject(e) : resolve(p),
+    )
+  );
+  return {
+    port,
+    async [Symbol.asyncDispose]() {
+      await new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
+    },
+  };
+}
+
+type Unary = (req: Buffer, cb: (e: grpc.ServiceError | null, v?: Buffer) => void) => void;
+interface EchoClient extends grpc.Client {
+  echo: Unary;
+  fail: Unary;
+  chat(): grpc.ClientDuplexStream<Buffer, Buffer>;
+}
+
+function call(f: Unary, req: string): Promise<string> {
+  return new Promise((resolve) =>
+    f(Buffer.from(req), (e, v) => resolve(e ? `error ${e.code}: ${e.details}` : String(v)))
+  );
+}
+
+function config(target: string, tls: boolean, extra = ""): string {
+  return `${
+    tls ? `tls:\n  cert_path: "${TLS}/cert.pem"\n  key_path: "${TLS}/key.pem"\n` : ""
+  }health_check: { enabled: false }
+routes:
+  "/":
+    type: proxy
+    target: "${target}"
+    upstream_protocol: h2c
+${extra}`;
+}
+
+for (const tls of [false, true]) {
+  Deno.test(`gRPC through Prox to an h2c upstream (grpc-js both ends, ${tls ? "TLS" : "h2c"} to Prox)`, async () => {
+    await using up = await grpcServer();
+    await using prox = await startProxy(config(`http://127.0.0.1:${up.port}`, tls));
+    const Client = grpc.makeGenericClientConstructor(
+      SERVICE as unknown as grpc.ServiceDefinition,
+      "Echo",
+    );
+    const client = (tls
+      ? new Client(`127.0.0.1:${prox.port}`, grpc.credentials.createSsl(Buffer.from(CA)), {
+        "grpc.ssl_target_name_override": "localhost",
+        "grpc.default_authority": "localhost",
+      })
+      : new Client(
+        `127.0.0.1:${prox.port}`,
+        grpc.credentials.createInsecure(),
+      )) as unknown as EchoClient;
+    try {
+      assert.equal(await call(client.echo.bind(client), "hi"), "echo:hi");
+      // A status other than OK comes in a trailers-only answer.
+      assert.equal(await call(client.fail.bind(client), "x"), "error 5: no such thing");
+      const chat = client.chat();
+      const got: string[] = [];
+      chat.on("data", (d: Buffer) =>
+        got.push(String(d)));
+      const status = new Promise<number>((resolve) =>
+        chat.on("status", (s: grpc.StatusObject) => resolve(s.code))
+      );
+      chat.write(Buffer.from("a"));
+      // Each message comes back before the client's stream ends: both directions stream.
+      await waitFor(() => got.length === 1);
+      chat.write(Buffer.from("b"));
+      chat.end();
+      assert.equal(await status, grpc.status.OK);
+      assert.deepEqual(got, ["re:a", "re:b"]);
+    } finally {
+      client.close();
+    }
+  });
+}
+
+/** A node:http2 upstream (h2c) that streams each request body back, then a trailer. */
+function echoUpstream() {
+  const server = http2.createServer();
+  const seen: http2.IncomingHttpHeaders[] = [];
+  server.on("stream", (stream: http2.ServerHttp2Stream, headers) => {
+    seen.push(headers);
+    let n = 0;
+    stream.respond({ ":status": 200, "content-type": "application/octet-stream" }, {
+      waitForTrailers: true,
+    });
+    stream.on("wantTrailers", () => stream.sendTrailers({ "x-bytes": String(n) }));
+    stream.on("data", (c: Uint8Array) => {
+      n += c.length;
+      stream.write(c);
+    });
+    stream.on("end", () => stream.end());
+  });
+  const listening = new Promise<number>((resolve) =>
+    server.listen(0, "127.0.0.1", () => resolve((server.address() as { port: number }).port))
+  );
+  return {
+    listening,
+    seen,
+    async [Symbol.asyncDispose]() {
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+interopTest("curl over TLS: 1 MiB up and back through an h2c upstream, its trailer passed on", [
+  "curl",
+], async () => {
+  await using up = echoUpstream();
+  const port = await up.listening;
+  await using prox = await startProxy(config(`http://127.0.0.1:${port}`, true));
+  const dir = await Deno.makeTempDir();
+  try {
+    const big = Uint8Array.from({ length: 1 << 20 }, (_, i) => (i * 13 + (i >> 12)) & 0xff);
+    await Deno.writeFile(`${dir}/up`, big);
+    const out = await run("curl", [
+      "-sS",
+      "--http2",
+      "--cacert",
+      `${TLS}/ca.pem`,
+      "--data-binary",
+      `@${dir}/up`,
+      "-H",
+      "content-type: application/octet-stream",
+      "-D",
+      `${dir}/head`,
+      "-o",
+      `${dir}/down`,
+      `https://localhost:${prox.port}/upload?x=1`,
+    ]);
+    assert.equal(out.code, 0, out.stderr);
+    assert.deepEqual(await Deno.readFile(`${dir}/down`), big);
+    const head = await Deno.readTextFile(`${dir}/head`);
+    assert.match(head, /^HTTP\/2 200/);
+    // curl writes trailers after the head: the upstream's count of what it received.
+    assert.match(head, new RegExp(`^x-bytes: ${big.length}\\r?$`, "m"));
+    assert.equal(up.seen[0][":path"], "/upload?x=1");
+    assert.equal(up.seen[0]["te"], "trailers");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("active health checks of an h2c route speak h2c", async () => {
+  await using up = echoUpstream();
+  const port = await up.listening;
+  await using prox = await startProxy(`health_check:
+  enabled: true
+  interval_secs: 1
+  path: /healthz
+routes:
+  "/":
+    type: load_balance
+    targets: ["http://127.0.0.1:${port}"]
+    upstream_protocol: h2c
+`);
+  await waitFor(() => up.seen.some((h) => h[":path"] === "/healthz"));
+  const res = await fetch(`${prox.url}/ok`, { method: "POST", body: "ping" });
+  assert.equal(res.status, 200);
+  assert.equal(await res.text(), "ping");
+});
+
+Deno.test("validate: upstream_protocol h2c with an https target, or with proxy_protocol, is refused at its key", () => {
+  const errors = (yaml: string) =>
+    loadConfigText(`listen_addr: "127.0.0.1:0"\nroutes:\n  "/":\n${yaml}`, {
+      file: "c.yaml",
+      env: { exists: () => true },
+    })
+      .issues.filter((i) => i.severity === "error")
+      .map((i) => `${i.line}:${i.col} ${i.path}: ${i.message}`);
+  assert.deepEqual(
+    errors(`    type: proxy\n    target: "http://127.0.0.1:9"\n    upstream_protocol: h2c\n`),
+    [],
+  );
+  const https = errors(
+    `    type: proxy\n    target: "https://127.0.0.1:9"\n    upstream_protocol: h2c\n`,
+  );
+  assert.equal(https.length, 1, https.join("\n"));
+  assert.match(https[0], /^5:\d+ routes\.\/\.target: .*HTTP\/2 without TLS/);
+  const pp = errors(
+    `    type: load_balance\n    targets: ["http://127.0.0.1:9"]\n    upstream_protocol: h2c\n    proxy_protocol: v2\n`,
+  );
+  assert.equal(pp.length, 1, pp.join("\n"));
+  assert.match(pp[0], /^7:\d+ routes\.\/\.proxy_protocol: proxy_protocol cannot be combined/);
+  // On Deno.serve the trailers cannot go out: a warning says so.
+  const warned = loadConfigText(
+    `listen_addr: "127.0.0.1:0"\nprotocols: { http1_engine: deno }\nroutes:\n  "/":\n` +
+      `    type: proxy\n    target: "http://127.0.0.1:9"\n    upstream_protocol: h2c\n`,
+    { file: "c.yaml", env: { exists: () => true } },
+  ).issues.map((i) => `${i.severity} ${i.path}: ${i.message}`);
+  assert.equal(warned.length, 1, warned.join("\n"));
+  assert.match(
+    warned[0],
+    /^warning routes\.\/\.upstream_protocol: .*dropped with http1_engine: deno/,
+  );
+});
