@@ -14,6 +14,8 @@ import type { Cidr } from "../domain/ip.ts";
 import { otelEnabled } from "./otel.ts";
 import type { Listener } from "./http_serve.ts";
 import { timerDelay } from "../config/duration.ts";
+import { createPrivateKey, X509Certificate } from "node:crypto";
+import { pemBlock } from "./pem_chain.ts";
 
 /** What one listener should be: a stable id ("main", "redirect", …), address, TLS, handler. */
 export interface ListenerPlan {
@@ -365,7 +367,24 @@ export async function readTlsFiles(c: Config): Promise<{ cert?: string; key?: st
   // listener would otherwise start without TLS.
   if (cert.trim() === "") throw new Error(`Certificate file is empty: ${c.tls.cert_path}`);
   if (key.trim() === "") throw new Error(`Private key file is empty: ${c.tls.key_path}`);
+  // Validation read them too, but a rotation may have replaced one since (a cert written before
+  // its key): say so, rather than the listener's "keys may not be consistent: KeyMismatch".
+  if (!keyOfFirstCertificate(cert, key)) {
+    throw new Error(
+      `Private key ${c.tls.key_path} does not belong to the first certificate in ${c.tls.cert_path}`,
+    );
+  }
   return { cert, key };
+}
+
+/** False only when both parse and the key is not the first certificate's (else the bind says). */
+function keyOfFirstCertificate(cert: string, key: string): boolean {
+  try {
+    const x = new X509Certificate(pemBlock(cert, "CERTIFICATE")!);
+    return x.checkPrivateKey(createPrivateKey(pemBlock(key, "PRIVATE KEY")!));
+  } catch {
+    return true;
+  }
 }
 
 /** Linux's net.ipv4.tcp_migrate_req ("0"/"1"), or null where it does not exist. */

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { createListenerSet, REUSE_PORT } from "./listener_set.ts";
+import { createListenerSet, readTlsFiles, REUSE_PORT } from "./listener_set.ts";
+import type { Config } from "../config/schema.ts";
 import type { ListenerPlan } from "./listener_set.ts";
 import { silentLogger } from "../ports.ts";
 import { parseListenAddr } from "../config/listen.ts";
@@ -150,4 +151,18 @@ Deno.test({
       await set.shutdown(1000);
     }
   },
+});
+
+Deno.test("readTlsFiles refuses a key that is not the certificate's, naming both files (a rotation between validation and the bind)", async () => {
+  const tls = `${ROOT}/tests/fixtures/tls`;
+  const config = (cert: string, key: string) =>
+    ({ tls: { cert_path: `${tls}/${cert}`, key_path: `${tls}/${key}` } }) as unknown as Config;
+  const pair = await readTlsFiles(config("cert.pem", "key.pem"));
+  assert.match(pair.cert!, /BEGIN CERTIFICATE/);
+  await assert.rejects(
+    readTlsFiles(config("cert.pem", "expired.key")),
+    new Error(
+      `Private key ${tls}/expired.key does not belong to the first certificate in ${tls}/cert.pem`,
+    ),
+  );
 });
