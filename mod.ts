@@ -181,6 +181,13 @@ export async function main(args: string[]): Promise<number> {
     case "replay": {
       const files = positionals.slice(1);
       const samples = values.samples === undefined ? 3 : Number(values.samples);
+      // One stream: the first reader would take all of it, and the other would read nothing.
+      const stdinUses = [values.config, values.against, ...files].filter((f) => f === "-");
+      if (stdinUses.length > 1) {
+        console.error("prox: stdin (-) can feed only one of -c, --against and the logs");
+        console.error("Run `prox help replay` for usage.");
+        return 2;
+      }
       if (files.length === 0 || !Number.isInteger(samples) || samples < 0 || samples > 100) {
         console.error(
           files.length === 0

@@ -423,6 +423,15 @@ Deno.test("prox validate -c - reads the config from stdin and names it <stdin> i
   );
 });
 
+Deno.test("prox replay refuses stdin for both the config and the log (-c - with -)", async () => {
+  // The config took all of stdin and the log read as empty: "0 requests", exit 0.
+  for (const args of [["-c", "-", "-"], ["-c", "x.yaml", "--against", "-", "-"]]) {
+    const r = await proxWithStdin(["replay", ...args], new TextEncoder().encode(VALID(8080)));
+    assert.equal(r.code, 2, `${args.join(" ")}: ${r.stdout}${r.stderr}`);
+    assert.match(r.stderr, /^prox: stdin \(-\) can feed only one of -c, --against and the logs/);
+  }
+});
+
 Deno.test("prox serve -c - serves the config read once from stdin and says nothing watches it", async () => {
   const port = freePort();
   const child = new Deno.Command(Deno.execPath(), {
