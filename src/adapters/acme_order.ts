@@ -1,7 +1,7 @@
 // One ACME order (RFC 8555 §7.4) with acme-client, imported lazily so that Prox without ACME
 // never pays its ~250 ms import. The account is created once and reused through its stored URL.
 
-import { createPrivateKey } from "node:crypto";
+import { createHash, createPrivateKey, createPublicKey } from "node:crypto";
 import type { Config } from "../config/schema.ts";
 import type { Logger } from "../ports.ts";
 import type { AcmeStore, CertificatePair } from "./acme_store.ts";
@@ -72,10 +72,16 @@ async function placeOrder(config: AcmeConfig, opts: OrderOptions): Promise<Certi
   acme.axios.defaults.timeout = 30_000;
   await trustCa(acme, config.ca_cert);
   const url = directoryUrl(config);
-  const accountKey = (await store.readAccountKey()) ??
+  const existing = await store.readAccountKey();
+  const accountKey = existing ??
     await store.createAccountKey((await acme.crypto.createPrivateEcdsaKey()).toString());
+  let keyId: string;
   try {
-    createPrivateKey(accountKey);
+    const spki = createPublicKey(createPrivateKey(accountKey)).export({
+      type: "spki",
+      format: "der",
+    });
+    keyId = createHash("sha256").update(spki).digest("base64url");
   } catch {
     // acme-client would only say "invalid PEM public key", naming no file.
     throw new Error(
@@ -91,17 +97,25 @@ async function placeOrder(config: AcmeConfig, opts: OrderOptions): Promise<Certi
       directoryUrl: url,
       accountUrl: client.getAccountUrl(),
       email: config.email,
+      keyId,
     });
     logger.info("ACME account registered", { directory: url, account: client.getAccountUrl() });
     return client;
   };
-  const stored = await store.readAccount();
-  let client = stored?.directoryUrl === url
+  // The stored account URL belongs to one key: after the key was removed (as the error above
+  // advises) or replaced, requests signed with the new key under that URL fail verification.
+  // (An account.json without keyId, from an older Prox, is trusted unless the key is new.)
+  const found = await store.readAccount();
+  const stored = found?.directoryUrl === url &&
+      (found.keyId === undefined ? existing !== null : found.keyId === keyId)
+    ? found
+    : null;
+  let client = stored
     ? new acme.Client({ directoryUrl: url, accountKey, accountUrl: stored.accountUrl })
     : await register();
-  if (stored?.directoryUrl === url && stored.email !== config.email) {
-    await client.updateAccount({ contact });
-    await store.writeAccount({ ...stored, email: config.email });
+  if (stored && (stored.email !== config.email || stored.keyId === undefined)) {
+    if (stored.email !== config.email) await client.updateAccount({ contact });
+    await store.writeAccount({ ...stored, email: config.email, keyId });
   }
 
   const [key, csr] = await acme.crypto.createCsr(

@@ -15,6 +15,8 @@ export interface StoredAccount {
   directoryUrl: string;
   accountUrl: string;
   email: string;
+  /** The account key's SPKI SHA-256 (base64url): an account of another key is not used. */
+  keyId?: string;
 }
 
 /** A certificate chain (PEM, leaf first) and its private key (PEM). */

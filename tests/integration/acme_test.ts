@@ -406,3 +406,42 @@ interopTest(
       assert.equal((await prox.status).code, 0);
     }),
 );
+
+interopTest(
+  "ACME: an account key removed (as the corrupt-key error advises) registers a new account; the stored account URL of the old key is not used",
+  TOOLS,
+  () =>
+    withTempDir(async (dir) => {
+      const httpPort = freePort();
+      await using pebble = await startPebble({ httpPort, dir });
+      await using up = await startUpstream(() => new Response("new account"));
+      const storage = `${dir}/acme`;
+      const yaml = acmeYaml({ ca: pebble.directoryUrl, storage, httpPort, upstream: up.url });
+      const first = await start(yaml);
+      try {
+        await waitFor(() => first.acme!.current(), { timeoutMs: 30_000, what: "issuance" });
+      } finally {
+        await first.shutdown();
+      }
+      const oldAccount = JSON.parse(await Deno.readTextFile(`${storage}/account.json`));
+      // The operator removes the account key; account.json (the old key's account) stays, and a
+      // new order is due (no stored certificate).
+      for (const f of ["account.key", "prox.test.crt", "prox.test.key"]) {
+        await Deno.remove(`${storage}/${f}`);
+      }
+      const logger = memoryLogger();
+      const second = await start(yaml, { retryBaseMs: 600_000 }, logger);
+      try {
+        await waitFor(() => second.acme!.current() ?? second.acme!.status().failures, {
+          timeoutMs: 30_000,
+          what: "the second order",
+        });
+        assert.equal(second.acme!.status().lastError, null, logger.lines.join("\n"));
+        assert.ok(second.acme!.current());
+        const account = JSON.parse(await Deno.readTextFile(`${storage}/account.json`));
+        assert.notEqual(account.accountUrl, oldAccount.accountUrl);
+      } finally {
+        await second.shutdown();
+      }
+    }),
+);
