@@ -355,7 +355,7 @@ export async function compare(
     const deno = normalize(await rig.run("deno", input, quiet), rig.deno.port);
     const prox = normalize(await rig.run("prox", input, quiet), rig.prox.port);
     const same = JSON.stringify(deno) === JSON.stringify(prox);
-    const [kd, kp] = knownRewrites(deno, prox);
+    const [kd, kp] = knownRewrites(deno, prox, undefined, input.writes.join(""));
     const known = same || JSON.stringify(kd) === JSON.stringify(kp);
     c = { deno, prox, same, known };
     if (known) break;

@@ -9,7 +9,8 @@ type Fields = [string, string][];
 /** A known, deliberate difference. */
 export interface Known {
   name: string;
-  rewrite(deno: Normalized, prox: Normalized): [Normalized, Normalized];
+  /** `input`: the bytes the client sent, for a difference that only they tell. */
+  rewrite(deno: Normalized, prox: Normalized, input: string): [Normalized, Normalized];
 }
 
 /** A rewrite of either side alike. */
@@ -219,17 +220,40 @@ export const KNOWN: Known[] = [
       }, { ...p, answers: p.answers.slice(0, i) }];
     },
   },
+  {
+    // RFC 9110 §2.5: a message of a later minor version is processed as the highest one the
+    // recipient implements. The engine serves HTTP/1.2 as HTTP/1.1; Deno.serve answers a bare 400
+    // and closes. What came after on that connection is the engine's alone.
+    name: "a later HTTP/1 minor version is served as HTTP/1.1",
+    rewrite: (d, p, input) => {
+      const i = d.answers.length - 1;
+      const last = d.answers[i];
+      if (
+        !/(^|\n)[^\r\n]* HTTP\/1\.[2-9]\r\n/.test(input) || d.end !== "closed" || !last ||
+        last.status !== 400 || last.body !== "" || !hasClose(last) || p.answers.length <= i
+      ) return [d, p];
+      const same = (r: Record<string, unknown>) =>
+        d.access.some((x) => JSON.stringify(x) === JSON.stringify(r));
+      return [{ ...d, answers: d.answers.slice(0, i) }, {
+        end: "closed",
+        answers: p.answers.slice(0, i),
+        upstream: p.upstream.slice(0, d.upstream.length),
+        access: p.access.filter(same),
+      }];
+    },
+  },
 ];
 
 /** Applies the known differences' rewrites (all, or all but `skip`) to Deno.serve's and the
- * engine's outcomes. */
+ * engine's outcomes; `input` is what the client sent. */
 export function knownRewrites(
   deno: Normalized,
   prox: Normalized,
   skip?: Known,
+  input = "",
 ): [Normalized, Normalized] {
   return KNOWN.filter((k) => k !== skip).reduce(
-    ([d, p], k) => k.rewrite(d, p),
+    ([d, p], k) => k.rewrite(d, p, input),
     [deno, prox] as [Normalized, Normalized],
   );
 }

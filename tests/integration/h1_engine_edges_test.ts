@@ -128,3 +128,28 @@ Deno.test("an HTTP/1.1 request without Host gets 400 and reaches no upstream; HT
     "GET /old HTTP/1.1",
   ]);
 });
+
+Deno.test("a request of a later HTTP/1 minor version is served as HTTP/1.1", async () => {
+  const heads: string[] = [];
+  await using up = headsUpstream(heads);
+  await using prox = await engineProxy(up.url);
+  // RFC 9110 §2.5: a recipient SHOULD process a message of a higher minor version as the highest
+  // minor version it implements. Both engines answered HTTP/1.2 with 400.
+  const out = await rawExchange(
+    prox.port,
+    "GET /two HTTP/1.2\r\nHost: a.test\r\n\r\n" +
+      "POST /nine HTTP/1.9\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n" +
+      "GET /last HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n",
+  );
+  assert.equal(out.match(/HTTP\/1\.1 200 OK\r\n/g)?.length, 3, out);
+  assert.deepEqual(heads.map((h) => h.slice(0, h.indexOf("\r\n"))), [
+    "GET /two HTTP/1.1",
+    "POST /nine HTTP/1.1",
+    "GET /last HTTP/1.1",
+  ]);
+  // Two digits are no minor version (RFC 9112 §2.3): still a 400.
+  assert.match(
+    await rawExchange(prox.port, "GET /ten HTTP/1.10\r\nHost: a.test\r\n\r\n"),
+    /^HTTP\/1\.1 400 /,
+  );
+});

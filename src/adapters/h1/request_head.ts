@@ -1,8 +1,9 @@
 // The request head parser of Prox's own HTTP/1.1 engine (server.ts). It takes only the plainest
-// requests: HTTP/1.1 or HTTP/1.0, an origin-form target, one Host, well-formed fields, no upgrade,
-// no Expect but `100-continue`, and no body but one framed by a single Content-Length in plain
-// digits or (HTTP/1.1) by `Transfer-Encoding: chunked` alone, on a method other than GET and HEAD,
-// whose bodies the pipeline refuses as on Deno.serve. Everything else (another transfer coding,
+// requests: HTTP/1.1 (or a later minor version, served as 1.1) or HTTP/1.0, an origin-form
+// target, one Host, well-formed fields, no upgrade, no Expect but `100-continue`, and no body but
+// one framed by a single Content-Length in plain digits or (HTTP/1.1) by `Transfer-Encoding:
+// chunked` alone, on a method other than GET and HEAD, whose bodies the pipeline refuses as on
+// Deno.serve. Everything else (another transfer coding,
 // both framings, a WebSocket or h2c upgrade, the HTTP/2 preface, a request without Host, an odd
 // or malformed head) is not judged here at all: the engine relays that connection to
 // Deno.serve, which answers it as it answers every request with `http1_engine: deno`. So where a
@@ -26,7 +27,10 @@ export interface RequestHead {
    * or it spoke HTTP/1.0 without asking to keep it (`Connection: keep-alive`, RFC 9112 §9.3).
    */
   close: boolean;
-  /** An HTTP/1.0 request: its answer goes out as HTTP/1.0, never chunked. */
+  /**
+   * An HTTP/1.0 request: its answer goes out as HTTP/1.0, never chunked. A later minor version
+   * than 1.1 (HTTP/1.2) is served as HTTP/1.1 (RFC 9110 §2.5).
+   */
   http10: boolean;
   /** The body's length (0: none, or chunked). */
   contentLength: number;
@@ -67,12 +71,12 @@ const KEEP_ALIVE = /(?:^|,)[ \t]*keep-alive[ \t]*(?:,|$)/i;
 const LENGTH = /^(?:0|[1-9][0-9]{0,14})$/;
 /**
  * A head that passes every check below on each part, in plain ASCII: a token method, an
- * origin-form target, HTTP/1.1 or 1.0, token names and values of HTAB, SP and visible ASCII, each
+ * origin-form target, HTTP/1.x, token names and values of HTAB, SP and visible ASCII, each
  * line ending in CRLF. One match over the whole head costs less than a test per field; a head it
  * refuses (obs-text, or one parseRequestHead refuses too) is checked field by field.
  */
 const CLEAN_HEAD =
-  /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+ \/[\x21-\x7e]* HTTP\/1\.[01]\r\n(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t\x20-\x7e]*\r\n)*\r\n$/;
+  /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+ \/[\x21-\x7e]* HTTP\/1\.[0-9]\r\n(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t\x20-\x7e]*\r\n)*\r\n$/;
 const utf8 = new TextDecoder("utf-8", { ignoreBOM: true });
 
 /**
@@ -104,7 +108,7 @@ const enum S {
   EndLf,
   Done,
 }
-// "HTTP/1.1" or "HTTP/1.0", then CRLF: the minor version is the byte at MINOR.
+// "HTTP/1.x", then CRLF: the minor version is the byte at MINOR (any digit, RFC 9110 §2.5).
 const VERSION = "HTTP/1.1\r\n";
 const MINOR = 7;
 // tchar (RFC 9110 §5.6.2) by byte.
@@ -158,7 +162,9 @@ export class HeadScan {
           } else if (x < 0x21 || x > 0x7e) return false;
           break;
         case S.Version:
-          if (x !== VERSION.charCodeAt(this.#k) && !(this.#k === MINOR && x === 48)) return false;
+          if (this.#k === MINOR ? x < 48 || x > 57 : x !== VERSION.charCodeAt(this.#k)) {
+            return false;
+          }
           this.#k++;
           if (this.#k === VERSION.length) s = S.Line;
           break;
@@ -217,12 +223,13 @@ function parseHead(text: string, clean: boolean): RequestHead | typeof NO_HOST |
   const lineEnd = text.indexOf("\r\n");
   const sp1 = text.indexOf(" ");
   const sp2 = text.indexOf(" ", sp1 + 1);
-  // "METHOD SP /target SP HTTP/1.1 CRLF" (or HTTP/1.0), exactly.
+  // "METHOD SP /target SP HTTP/1.x CRLF", exactly: HTTP/1.0, or HTTP/1.1 and any later minor
+  // version, which is served as HTTP/1.1 (RFC 9110 §2.5).
   if (sp1 <= 0 || sp2 < 0 || lineEnd !== sp2 + 9 || !text.startsWith("HTTP/1.", sp2 + 1)) {
     return null;
   }
   const minor = text.charCodeAt(sp2 + 8);
-  if (minor !== 49 && minor !== 48) return null;
+  if (minor < 48 || minor > 57) return null;
   const http10 = minor === 48;
   const method = text.slice(0, sp1);
   const target = text.slice(sp1 + 1, sp2);

@@ -111,8 +111,8 @@ Deno.test("parseRequestHead leaves odd bodies, upgrades and oddities to Deno.ser
     "GET / HTTP/1.1\r\nHost: a\r\nHTTP2-Settings: AAA\r\n\r\n",
     "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
     "GET / HTTP/1.0\r\n\r\n", // HTTP/1.0 without Host
-    "GET / HTTP/1.2\r\nHost: a\r\n\r\n",
-    "GET / HTTP/1.9\r\nHost: a\r\n\r\n",
+    "GET / HTTP/2.0\r\nHost: a\r\n\r\n",
+    "GET / HTTP/1.10\r\nHost: a\r\n\r\n",
     "GET / HTTP/1.00\r\nHost: a\r\n\r\n",
     "GET / HTTP/1.0\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
     "GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n",
@@ -197,9 +197,11 @@ Deno.test("parseRequestHead takes HTTP/1.0 with Host: kept alive only when asked
     "PUT / HTTP/1.0\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n",
   );
   assert.deepEqual([put?.contentLength, put?.expectContinue], [5, false]);
-  // HTTP/1.1 is unchanged: open unless closed.
-  const one = parseRequestHead("GET / HTTP/1.1\r\nHost: a\r\n\r\n");
-  assert.deepEqual([one?.http10, one?.close], [false, false]);
+  // HTTP/1.1 is unchanged: open unless closed; a later minor version is HTTP/1.1 (RFC 9110 §2.5).
+  for (const minor of ["1", "2", "9"]) {
+    const one = parseRequestHead(`GET / HTTP/1.${minor}\r\nHost: a\r\n\r\n`);
+    assert.deepEqual([one?.http10, one?.close], [false, false], minor);
+  }
 });
 
 Deno.test("parseRequestHead takes as many field lines as Deno.serve, and leaves it more", () => {
@@ -229,6 +231,7 @@ Deno.test("HeadScan tells a head on its way that can no longer be the engine's, 
     "GET /a?b=%20 HTTP/1.1\r\nHost: a:1\r\nX-Tab:\ta\tb \r\nX-Obs: caf\xe9\r\nX-E:\r\n\r\n",
     "M-SEARCH / HTTP/1.1\r\nhost: a\r\n\r\n",
     "GET / HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n\r\n",
+    "GET / HTTP/1.2\r\nHost: a\r\n\r\n",
   ];
   for (const text of taken) {
     assert.ok(parseRequestHead(text), text);
@@ -246,7 +249,9 @@ Deno.test("HeadScan tells a head on its way that can no longer be the engine's, 
     ["GET /v HTTP/1.1\r\nX-A: a", "\x00"],
     ["GET /v HTTP/1.1\r\nX-A: a", "\x7f"],
     ["GET /v HTTP/1.1\r\nX-A: a", "\nX-B: b"], // a bare LF (Deno.serve's to take)
-    ["GET /v HTTP/1.", "2\r\n"],
+    ["GET /v HTTP/", "2.0\r\n"],
+    ["GET /v HTTP/1.", "x\r\n"],
+    ["GET /v HTTP/1.2", "0\r\n"],
     ["GET /v HTTP/1.0", "0\r\n"],
     ["GET ", "http://a/ HTTP/1.1\r\n"],
     ["GET", "\t/ HTTP/1.1\r\n"],
