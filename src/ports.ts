@@ -158,11 +158,12 @@ export interface UpstreamRequest {
    */
   proxyHeader?: Uint8Array;
   /**
-   * `h2c`: HTTP/2 with prior knowledge over plain TCP (the route's `upstream_protocol`), through
-   * Prox's own HTTP/2 client, which hands on trailers; `http1`: HTTP/1.1 even to an https origin
-   * that offers h2. Unset: HTTP/1.1, and h2 by ALPN for https origins.
+   * The route's `upstream_protocol`. `h2c`: HTTP/2 with prior knowledge over plain TCP, and `h2`:
+   * HTTP/2 over TLS (ALPN must choose h2), both through Prox's own HTTP/2 client, which hands on
+   * trailers; `http1`: HTTP/1.1 even to an https origin that offers h2. Unset: HTTP/1.1, and h2
+   * by ALPN (through fetch) for https origins.
    */
-  protocol?: "http1" | "h2c";
+  protocol?: "http1" | "h2c" | "h2";
   /**
    * The answer goes to a listener that writes it itself and nothing on the way needs a Fetch
    * `Response` (no cache, compression, body rule or error page): the answer, buffered or

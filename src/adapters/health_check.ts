@@ -31,7 +31,7 @@ export interface ProbeJob {
   /** The route's `proxy_protocol`: a probe is Prox's own connection (v1 UNKNOWN, v2 LOCAL). */
   proxyHeader?: Uint8Array;
   /** The route's `upstream_protocol`: probes speak to the target as requests do. */
-  protocol?: "http1" | "h2c";
+  protocol?: "http1" | "h2c" | "h2";
 }
 
 /** Most probes in flight at once (each has its own timeout). */

@@ -261,8 +261,23 @@ export function createUpstreamClient(opts: UpstreamClientOptions = {}): PooledUp
     maxHeaderBytes: limits.maxHeaderBytes,
     idleTimeout: poolOpts.idleTimeout,
     // Shared by the requests that wait for it: no one request's signal stops it.
-    connect: async (req) =>
-      (await connectUpstream(req.origin, { timeoutMs: req.timeouts.connect })).transport,
+    connect: async (req) => {
+      const tls = req.origin.protocol === "https:";
+      const { transport, alpn } = await connectUpstream(req.origin, {
+        tls: req.tls,
+        timeoutMs: req.timeouts.connect,
+        alpn: tls ? ["h2"] : undefined,
+      });
+      if (tls && alpn !== "h2") {
+        transport.close();
+        throw new ProxyError(
+          "protocol",
+          `Upstream "${req.origin.origin}" did not choose h2 by ALPN (upstream_protocol: h2)`,
+          { source: req.origin.origin, sentNothing: true, retryable: false },
+        );
+      }
+      return transport;
+    },
   });
   const h2cSlots = createRequestSlots(poolOpts);
   /** Pool keys h2c requests went to (for `pools`), bounded as `protocols` is. */
@@ -275,7 +290,7 @@ export function createUpstreamClient(opts: UpstreamClientOptions = {}): PooledUp
       const got = h2cSlots.acquire(key, signal);
       const release = got instanceof Promise ? await got : got;
       try {
-        return await h2c.send(req, release);
+        return await h2c.send(req, key, release);
       } catch (err) {
         // A stream the upstream did not process (refused, or past its GOAWAY) goes again once
         // on another stream, when its body can be sent again (as a stale HTTP/1.1 connection's).
@@ -393,7 +408,9 @@ export function createUpstreamClient(opts: UpstreamClientOptions = {}): PooledUp
         const msg = "Request body length differs from its Content-Length";
         return Promise.reject(new ProxyError("bad_request", msg, { sentNothing: true }));
       }
-      if (req.protocol === "h2c") return sendH2c("h2c://" + req.origin.host, req);
+      if (req.protocol === "h2c" || req.protocol === "h2") {
+        return sendH2c(`${req.protocol}://${keyOf(req.origin, req.tls)}`, req);
+      }
       // Its own pool: the origin's limits apply apart from the connections without the header.
       const key = req.proxyHeader
         ? keyOf(req.origin, req.tls) + "|proxy"
@@ -446,7 +463,7 @@ export function createUpstreamClient(opts: UpstreamClientOptions = {}): PooledUp
       for (const key of h2cKeys) {
         const slots = h2cSlots.stats(key);
         rows.set(key, {
-          origin: "http://" + key.slice("h2c://".length),
+          origin: originOfKey(key.slice(key.indexOf("://") + 3)),
           busy: 0,
           idle: 0,
           waiting: slots.queued,

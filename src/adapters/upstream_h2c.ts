@@ -70,13 +70,16 @@ export interface H2cClientOptions {
   maxHeaderBytes: number;
   /** A session with no streams for this long is closed (0: never). */
   idleTimeout: number;
-  /** Connects to an upstream origin (TCP, no TLS). */
+  /** Connects to an upstream origin: TCP, or TLS that chose h2 by ALPN for https origins. */
   connect(req: UpstreamRequest): Promise<Transport>;
 }
 
 export interface H2cClient {
-  /** Sends one request; `release` runs once the stream is over (answered, failed or reset). */
-  send(req: UpstreamRequest, release: () => void): Promise<Response>;
+  /**
+   * Sends one request on a session of `key` (the origin and its TLS settings); `release` runs once
+   * the stream is over (answered, failed or reset).
+   */
+  send(req: UpstreamRequest, key: string, release: () => void): Promise<Response>;
   /** Sessions and streams per origin key (status pages, tests). */
   stats(key: string): { sessions: number; streams: number };
   close(): Promise<void>;
@@ -278,7 +281,7 @@ class Session {
 
     const enc = this.#enc.begin()
       .field(":method", req.method)
-      .field(":scheme", "http")
+      .field(":scheme", req.origin.protocol === "https:" ? "https" : "http")
       .field(":authority", req.headers.get("host") ?? req.origin.host)
       .field(":path", req.target);
     req.headers.forEach((v, k) => {
@@ -932,8 +935,7 @@ export function createH2cClient(opts: H2cClientOptions): H2cClient {
   };
 
   return {
-    async send(req: UpstreamRequest, release: () => void): Promise<Response> {
-      const key = req.origin.host;
+    async send(req: UpstreamRequest, key: string, release: () => void): Promise<Response> {
       for (let tries = 0;; tries++) {
         // A session with room takes the stream in the same turn it is found in: a burst of
         // requests cannot all see the last free stream.

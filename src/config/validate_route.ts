@@ -288,17 +288,23 @@ export function validateRoutes(
     }
     if (
       (route.type === "proxy" || route.type === "load_balance") &&
-      route.upstream_protocol === "h2c"
+      (route.upstream_protocol === "h2c" || route.upstream_protocol === "h2")
     ) {
+      const h2c = route.upstream_protocol === "h2c";
       const urls: [(string | number)[], string][] = route.type === "proxy"
         ? [[["target"], route.target]]
         : route.targets.map((t, i) => [["targets", i], typeof t === "string" ? t : t.url]);
-      const tls = urls.find(([, u]) => u.toLowerCase().startsWith("https:"));
-      if (tls) {
+      // h2c is for http targets, h2 for https ones.
+      const wrong = urls.find(([, u]) => u.toLowerCase().startsWith("https:") === h2c);
+      if (wrong) {
         err(
-          ["routes", key, ...tls[0]],
-          "upstream_protocol h2c is HTTP/2 without TLS: an https target cannot take it",
-          "Use an http:// target, or remove upstream_protocol (https targets choose h2 by ALPN)",
+          ["routes", key, ...wrong[0]],
+          h2c
+            ? "upstream_protocol h2c is HTTP/2 without TLS: an https target cannot take it"
+            : "upstream_protocol h2 is HTTP/2 over TLS: an http target cannot take it",
+          h2c
+            ? "Use an http:// target, or upstream_protocol: h2 for HTTP/2 over TLS"
+            : "Use an https:// target, or upstream_protocol: h2c for HTTP/2 without TLS",
         );
       }
       if (config.protocols.http1_engine === "deno") {
@@ -312,8 +318,9 @@ export function validateRoutes(
       if (route.proxy_protocol) {
         err(
           ["routes", key, "proxy_protocol"],
-          "proxy_protocol cannot be combined with upstream_protocol h2c: an h2c connection " +
-            "carries many clients' requests, and a PROXY header names one client",
+          `proxy_protocol cannot be combined with upstream_protocol ${route.upstream_protocol}: ` +
+            "an HTTP/2 connection carries many clients' requests, and a PROXY header names one " +
+            "client",
           "Remove one of them",
         );
       }

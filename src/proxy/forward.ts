@@ -84,11 +84,11 @@ export async function forward(
     const id = pool.ids[i];
     const req = opts.build(id);
     body ??= req.body === null ? NO_BODY : await bodySource(req.body, ctx.req.headers, {
-      // An h2c upstream (gRPC) may answer while the body still streams, and a client may wait
-      // for that answer before sending more (bidirectional streams): such a body goes on as it
-      // comes, never held back to be kept for a retry (it can still go to another target until
-      // its first byte is read, as after a failed connect).
-      wanted: pool.retries.attempts > 0 && req.protocol !== "h2c",
+      // An upstream on Prox's own HTTP/2 client (gRPC) may answer while the body still streams,
+      // and a client may wait for that answer before sending more (bidirectional streams): such
+      // a body goes on as it comes, never held back to be kept for a retry (it can still go to
+      // another target until its first byte is read, as after a failed connect).
+      wanted: pool.retries.attempts > 0 && req.protocol !== "h2c" && req.protocol !== "h2",
       idleMs: req.timeouts.idle,
       // timeouts.total (req.signal carries it) bounds the read too: 408 once it passes.
       deadline: req.signal && route.totalMs ? { signal: req.signal, ms: route.totalMs } : undefined,

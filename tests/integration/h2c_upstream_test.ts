@@ -72,7 +72,7 @@ function call(f: Unary, req: string): Promise<string> {
   );
 }
 
-function config(target: string, tls: boolean, extra = ""): string {
+function config(target: string, tls: boolean, extra = "", protocol = "h2c"): string {
   return `${
     tls ? `tls:\n  cert_path: "${TLS}/cert.pem"\n  key_path: "${TLS}/key.pem"\n` : ""
   }health_check: { enabled: false }
@@ -80,50 +80,128 @@ routes:
   "/":
     type: proxy
     target: "${target}"
-    upstream_protocol: h2c
+    upstream_protocol: ${protocol}
 ${extra}`;
+}
+
+/** A unary call, a failing one and a bidirectional stream through Prox at `port`. */
+async function grpcCalls(port: number, tls: boolean): Promise<void> {
+  const Client = grpc.makeGenericClientConstructor(
+    SERVICE as unknown as grpc.ServiceDefinition,
+    "Echo",
+  );
+  const client =
+    (tls
+      ? new Client(`127.0.0.1:${port}`, grpc.credentials.createSsl(Buffer.from(CA)), {
+        "grpc.ssl_target_name_override": "localhost",
+        "grpc.default_authority": "localhost",
+      })
+      : new Client(
+        `127.0.0.1:${port}`,
+        grpc.credentials.createInsecure(),
+      )) as unknown as EchoClient;
+  try {
+    assert.equal(await call(client.echo.bind(client), "hi"), "echo:hi");
+    // A status other than OK comes in a trailers-only answer.
+    assert.equal(await call(client.fail.bind(client), "x"), "error 5: no such thing");
+    const chat = client.chat();
+    const got: string[] = [];
+    chat.on("data", (d: Buffer) => got.push(String(d)));
+    const status = new Promise<number>((resolve) =>
+      chat.on("status", (s: grpc.StatusObject) => resolve(s.code))
+    );
+    chat.write(Buffer.from("a"));
+    // Each message comes back before the client's stream ends: both directions stream.
+    await waitFor(() => got.length === 1);
+    chat.write(Buffer.from("b"));
+    chat.end();
+    assert.equal(await status, grpc.status.OK);
+    assert.deepEqual(got, ["re:a", "re:b"]);
+  } finally {
+    client.close();
+  }
 }
 
 for (const tls of [false, true]) {
   Deno.test(`gRPC through Prox to an h2c upstream (grpc-js both ends, ${tls ? "TLS" : "h2c"} to Prox)`, async () => {
     await using up = await grpcServer();
     await using prox = await startProxy(config(`http://127.0.0.1:${up.port}`, tls));
-    const Client = grpc.makeGenericClientConstructor(
-      SERVICE as unknown as grpc.ServiceDefinition,
-      "Echo",
-    );
-    const client = (tls
-      ? new Client(`127.0.0.1:${prox.port}`, grpc.credentials.createSsl(Buffer.from(CA)), {
-        "grpc.ssl_target_name_override": "localhost",
-        "grpc.default_authority": "localhost",
-      })
-      : new Client(
-        `127.0.0.1:${prox.port}`,
-        grpc.credentials.createInsecure(),
-      )) as unknown as EchoClient;
-    try {
-      assert.equal(await call(client.echo.bind(client), "hi"), "echo:hi");
-      // A status other than OK comes in a trailers-only answer.
-      assert.equal(await call(client.fail.bind(client), "x"), "error 5: no such thing");
-      const chat = client.chat();
-      const got: string[] = [];
-      chat.on("data", (d: Buffer) =>
-        got.push(String(d)));
-      const status = new Promise<number>((resolve) =>
-        chat.on("status", (s: grpc.StatusObject) => resolve(s.code))
-      );
-      chat.write(Buffer.from("a"));
-      // Each message comes back before the client's stream ends: both directions stream.
-      await waitFor(() => got.length === 1);
-      chat.write(Buffer.from("b"));
-      chat.end();
-      assert.equal(await status, grpc.status.OK);
-      assert.deepEqual(got, ["re:a", "re:b"]);
-    } finally {
-      client.close();
-    }
+    await grpcCalls(prox.port, tls);
   });
 }
+
+/**
+ * Node's own http2 over TLS as an upstream (Deno's node:tls server cannot finish a handshake with
+ * this certificate): echoes the body, names the request's scheme, then a trailer.
+ */
+async function nodeTlsUpstream() {
+  const script = `
+    const http2 = require("node:http2");
+    const fs = require("node:fs");
+    const server = http2.createSecureServer({
+      cert: fs.readFileSync(${JSON.stringify(`${TLS}/cert.pem`)}),
+      key: fs.readFileSync(${JSON.stringify(`${TLS}/key.pem`)}),
+    });
+    server.on("stream", (stream, headers) => {
+      const chunks = [];
+      stream.on("data", (c) => chunks.push(c));
+      stream.on("end", () => {
+        const body = Buffer.concat(chunks);
+        stream.respond({ ":status": 200, "x-scheme": headers[":scheme"] }, { waitForTrailers: true });
+        stream.on("wantTrailers", () => stream.sendTrailers({ "x-bytes": String(body.length) }));
+        stream.end(body);
+      });
+    });
+    server.listen(0, "127.0.0.1", () => console.log(server.address().port));
+  `;
+  const child = new Deno.Command("node", { args: ["-e", script], stdout: "piped" }).spawn();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let out = "";
+  while (!out.includes("\n")) {
+    const r = await reader.read();
+    if (r.done) throw new Error("node exited before listening");
+    out += r.value;
+  }
+  return {
+    port: Number(out.trim()),
+    async [Symbol.asyncDispose]() {
+      child.kill();
+      await reader.cancel();
+      await child.status;
+    },
+  };
+}
+
+interopTest("upstream_protocol: h2 — HTTP/2 over TLS to the upstream, its trailer passed on", [
+  "node",
+  "curl",
+], async () => {
+  await using up = await nodeTlsUpstream();
+  await using prox = await startProxy(
+    config(
+      `https://127.0.0.1:${up.port}`,
+      true,
+      `    tls: { ca_cert: "${TLS}/ca.pem" }\n`,
+      "h2",
+    ),
+  );
+  const out = await run("curl", [
+    "-sS",
+    "--http2",
+    "--cacert",
+    `${TLS}/ca.pem`,
+    "-D",
+    "-",
+    "--data-binary",
+    "twelve bytes",
+    `https://localhost:${prox.port}/`,
+  ]);
+  assert.equal(out.code, 0, out.stderr);
+  assert.match(out.stdout, /^HTTP\/2 200/);
+  assert.match(out.stdout, /^x-scheme: https\r?$/m);
+  // curl writes the trailers to the head's output, which here is also where the body goes.
+  assert.match(out.stdout, /\r\n\r\ntwelve bytesx-bytes: 12\r\n$/);
+});
 
 /** A node:http2 upstream (h2c) that streams each request body back, then a trailer. */
 function echoUpstream() {
@@ -233,6 +311,11 @@ Deno.test("validate: upstream_protocol h2c with an https target, or with proxy_p
   );
   assert.equal(pp.length, 1, pp.join("\n"));
   assert.match(pp[0], /^7:\d+ routes\.\/\.proxy_protocol: proxy_protocol cannot be combined/);
+  const h2 = errors(
+    `    type: proxy\n    target: "http://127.0.0.1:9"\n    upstream_protocol: h2\n`,
+  );
+  assert.equal(h2.length, 1, h2.join("\n"));
+  assert.match(h2[0], /^5:\d+ routes\.\/\.target: upstream_protocol h2 is HTTP\/2 over TLS/);
   // On Deno.serve the trailers cannot go out: a warning says so.
   const warned = loadConfigText(
     `listen_addr: "127.0.0.1:0"\nprotocols: { http1_engine: deno }\nroutes:\n  "/":\n` +
