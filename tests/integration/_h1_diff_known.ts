@@ -242,6 +242,23 @@ export const KNOWN: Known[] = [
       }];
     },
   },
+  {
+    // RFC 9110 §15.6.6: a request line of a major version other than 1 (HTTP/2.0 outside the
+    // preface) gets 505 from the engine, a bare 400 from Deno.serve; both close the connection.
+    name: "another major HTTP version gets 505",
+    rewrite: (d, p, input) => {
+      const i = p.answers.length - 1;
+      const a = p.answers[i], b = d.answers[i];
+      if (
+        !/(^|\n)[^\r\n]* HTTP\/[02-9]\.[0-9]\r?\n/.test(input) || !a || !b || a.status !== 505 ||
+        b.status !== 400 || b.body !== "" || d.answers.length !== i + 1
+      ) return [d, p];
+      return [d, {
+        ...p,
+        answers: [...p.answers.slice(0, i), { ...a, status: 400, reason: b.reason }],
+      }];
+    },
+  },
 ];
 
 /** Applies the known differences' rewrites (all, or all but `skip`) to Deno.serve's and the

@@ -153,3 +153,28 @@ Deno.test("a request of a later HTTP/1 minor version is served as HTTP/1.1", asy
     /^HTTP\/1\.1 400 /,
   );
 });
+
+Deno.test("a request line of another major HTTP version gets 505", async () => {
+  const heads: string[] = [];
+  await using up = headsUpstream(heads);
+  await using prox = await engineProxy(up.url);
+  // RFC 9110 §15.6.6: 505 is the answer to a major version the server does not support. Both
+  // engines answered 400, as to a malformed head.
+  for (
+    const text of [
+      "GET /v HTTP/2.0\r\nHost: a.test\r\n\r\n",
+      "GET /v HTTP/3.0\r\nHost: a.test\r\n\r\n",
+      "GET http://a.test/v HTTP/2.0\r\nHost: a.test\r\n\r\n",
+      "GET /ok HTTP/1.1\r\nHost: a.test\r\n\r\nGET /v HTTP/2.0\r\nHost: a.test\r\n\r\n",
+    ]
+  ) {
+    const out = await rawExchange(prox.port, text, undefined, 5_000);
+    assert.match(
+      out,
+      /^(HTTP\/1\.1 200 OK\r\n[^]*?ok)?HTTP\/1\.1 505 HTTP Version Not Supported\r\n[^]*connection: close\r\n\r\n$/,
+      JSON.stringify(text),
+    );
+  }
+  assert.deepEqual(heads.map((h) => h.slice(0, h.indexOf("\r\n"))), ["GET /ok HTTP/1.1"]);
+  // The HTTP/2 preface that begins a connection is still HTTP/2 (the first test above).
+});

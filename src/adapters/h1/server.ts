@@ -313,6 +313,11 @@ export function listenH1(
         c.start = c.end = 0;
         return await serveH2(c.conn, c.peer, bytes);
       }
+      // A request line of another major version (HTTP/2.0 outside the preface, HTTP/3.0): 505
+      // (RFC 9110 §15.6.6), where Deno.serve answers 400 as to a malformed head.
+      if (OTHER_MAJOR.test(latin1(bytes, 0, Math.min(bytes.length, 8192)))) {
+        return await writeAll(c.write, refusal("505 HTTP Version Not Supported"));
+      }
       counts.relayed++;
       let to: Deno.TcpConn;
       try {
@@ -1411,11 +1416,14 @@ function afterIo(): Promise<typeof AFTER_IO> {
 
 const LAST_CHUNK = ascii.encode("0\r\n\r\n");
 const CONTINUE = ascii.encode("HTTP/1.1 100 Continue\r\n\r\n");
-/** The engine's own 400 to a head it refuses, as Deno.serve words its own (the connection closes). */
-const badRequest = () =>
+/** The engine's own answer to a head it refuses, as Deno.serve words its 400 (the connection closes). */
+const refusal = (status: string) =>
   ascii.encode(
-    `HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\ndate: ${httpDate()}\r\nconnection: close\r\n\r\n`,
+    `HTTP/1.1 ${status}\r\ncontent-length: 0\r\ndate: ${httpDate()}\r\nconnection: close\r\n\r\n`,
   );
+const badRequest = () => refusal("400 Bad Request");
+/** A request line whose version is HTTP/x.y with a major version other than 1. */
+const OTHER_MAJOR = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+ [^ \r\n]+ HTTP\/[02-9]\.[0-9]\r?\n/;
 const UNAVAILABLE = ascii.encode(
   "HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
 );
