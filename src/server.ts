@@ -414,12 +414,13 @@ export async function startServer(
       });
       return reloads.settle({ ok: false, version, issues: [issue], at, trigger });
     };
-    if (draining) {
-      // Not a config failure (no metric, no failed-reload status): nothing keeps serving.
+    // Not a config failure (no metric, no failed-reload status): nothing keeps serving.
+    const skipped = (): ReloadResult => {
       const message = "Cannot reload: shutting down";
       logger.info("Reload skipped: shutting down", { trigger });
       return { ok: false, version, issues: [{ ...issueAt(file), message }], at, trigger };
-    }
+    };
+    if (draining) return skipped();
     try {
       const next = await loadSource(source).catch((err) => {
         throw configReadError(file, err);
@@ -509,6 +510,8 @@ export async function startServer(
     } catch (err) {
       // ACME may have followed the rejected config (domains it removed): back to the serving one.
       await certs.follow(config).catch(() => {});
+      // Shutdown began while it ran (the listeners refuse a new bind): skipped, not failed.
+      if (draining) return skipped();
       const message = `Cannot reload: ${err instanceof Error ? err.message : String(err)}`;
       return failed(message, err instanceof ListenError ? listenKey(err.planId) : undefined);
     }
@@ -529,6 +532,9 @@ export async function startServer(
     const grace = config.shutdown_timeout;
     const deadline = Date.now() + grace;
     logger.info("Draining", { reason, graceMs: grace });
+    // The listeners stop accepting at once; one that a reload or certificate swap binds from
+    // now on is closed at its commit.
+    const listeners = set.shutdown(grace);
     // A reload or certificate swap under way finishes first, but one that is stuck (a config on
     // a hung network file system) must not hold the drain past its deadline.
     await within(grace, Promise.all([applying, reloads.idle()]));
@@ -536,7 +542,7 @@ export async function startServer(
     // Long-lived streams (WebSockets) are told to go away while requests drain.
     const hooks = Promise.allSettled(shutdownHooks.map((h) => h({ deadline, reason })));
     // HTTP/3 sends GOAWAY and drains under the same grace.
-    await Promise.all([set.shutdown(left), h3.shutdown(left), hooks, acmeClosed]);
+    await Promise.all([listeners, h3.shutdown(left), hooks, acmeClosed]);
     // Mirror copies never hold the process: those still under way are abandoned.
     mirrors.closeAll();
     await upstream.close();

@@ -1,5 +1,6 @@
-// Graceful shutdown of answers that never end (server-sent events): cut at shutdown_timeout, each
-// logged as its own request. Real sockets, an in-process Prox; conditions awaited, never slept on.
+// Graceful shutdown: answers that never end (server-sent events) are cut at shutdown_timeout, each
+// logged as its own request; the listeners stop accepting at once, even while a reload is stuck.
+// Real sockets, an in-process Prox; conditions awaited, never slept on.
 import assert from "node:assert/strict";
 import { startUpstream, waitFor } from "../_harness.ts";
 import { startServer } from "../../src/server.ts";
@@ -57,4 +58,46 @@ routes:
     for (const c of clients) c.close();
     for (const t of timers) clearInterval(t);
   }
+});
+
+Deno.test("shutdown: the listener stops accepting at once while a reload is stuck reading the config", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "prox-stuck-reload-" });
+  const file = `${dir}/config.yaml`;
+  await Deno.writeTextFile(
+    file,
+    `listen_addr: "127.0.0.1:0"
+shutdown_timeout: 5s
+health_check: { enabled: false }
+routes:
+  "/": { type: redirect, target: "https://example.com" }
+`,
+  );
+  const logger = recordingLogger();
+  const server = await startServer({ path: file }, { logger, watch: false });
+  // A read that never ends, as on a hung network file system: a FIFO with no writer.
+  await Deno.remove(file);
+  assert.ok((await new Deno.Command("mkfifo", { args: [file] }).output()).success);
+  const reloading = server.reload({ trigger: "SIGHUP" });
+  const port = server.port;
+  const stopping = server.shutdown();
+  try {
+    await waitFor(async () => {
+      try {
+        (await Deno.connect({ hostname: "127.0.0.1", port })).close();
+        return false;
+      } catch (err) {
+        return err instanceof Deno.errors.ConnectionRefused;
+      }
+    }, { what: "the listener to refuse connections", timeoutMs: 1_500, intervalMs: 10 });
+  } finally {
+    // Gives the stuck read its end of file, so the reload ends.
+    (await Deno.open(file, { write: true })).close();
+    await reloading;
+    await stopping;
+    await Deno.remove(dir, { recursive: true });
+  }
+  // Shutting down is not a failed config reload.
+  assert.ok(
+    !logger.records.some((r) => r.msg === "Reload failed; the current config keeps serving"),
+  );
 });
