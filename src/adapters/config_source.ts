@@ -42,8 +42,11 @@ export const denoEnv = {
   certificate: readCertificatePair,
   readText(path: string): { text: string } | { error: string; hint: string } {
     try {
-      return { text: utf8.decode(Deno.readFileSync(path)) };
+      return { text: utf8.decode(readFileCappedSync(path)) };
     } catch (err) {
+      if (err instanceof FileTooLarge) {
+        return { error: `Cannot read ${path}: ${err.message}`, hint: TOO_LARGE_HINT };
+      }
       if (err instanceof TypeError) {
         return { error: `${path} is not UTF-8 text`, hint: "Save the page as UTF-8" };
       }
@@ -52,7 +55,7 @@ export const denoEnv = {
       }
       return {
         error: `Cannot read ${path}: ${
-          String(err instanceof Error ? err.message : err).replace(/: readfile '.*'$/, "")
+          String(err instanceof Error ? err.message : err).replace(/: (?:readfile|open) '.*'$/, "")
         }`,
         hint: "Give the user Prox runs as read access to the file and its directories",
       };
@@ -62,20 +65,94 @@ export const denoEnv = {
 };
 
 const utf8 = new TextDecoder("utf-8", { fatal: true });
+const lossy = new TextDecoder();
+
+/**
+ * The most Prox reads of a file a config names (htpasswd files, CA bundles, pages, keys): a
+ * device named by mistake (`users_file: /dev/zero`) was read until memory ran out.
+ */
+const MAX_FILE_BYTES = 64 * 1024 * 1024;
+const TOO_LARGE_HINT = "Name the file itself (not a device): Prox reads at most 64 MiB of it";
+
+/** A file a config names that is over MAX_FILE_BYTES, or (`size` null) went on being read. */
+class FileTooLarge extends Error {
+  constructor(size: number | null) {
+    super(
+      size === null
+        ? "it gave more than 64 MiB without ending"
+        : `it is ${size} bytes, over the 64 MiB Prox reads of a file`,
+    );
+  }
+}
+
+/** A file's bytes, at most MAX_FILE_BYTES (a regular file over it is not read at all). */
+function readFileCappedSync(path: string): Uint8Array {
+  using file = Deno.openSync(path);
+  const st = file.statSync();
+  if (st.isDirectory) throw new Deno.errors.IsADirectory("Is a directory (os error 21)");
+  if (st.isFile && st.size > MAX_FILE_BYTES) throw new FileTooLarge(st.size);
+  const chunks: Uint8Array[] = [];
+  let total = 0;
+  for (;;) {
+    const chunk = new Uint8Array(st.isFile ? Math.max(st.size + 1, 4096) : 65536);
+    const n = file.readSync(chunk);
+    if (n === null) break;
+    total += n;
+    if (total > MAX_FILE_BYTES) throw new FileTooLarge(null);
+    chunks.push(chunk.subarray(0, n));
+  }
+  return chunks.length === 1 ? chunks[0] : concat(chunks, total);
+}
+
+/** readFileCappedSync, without blocking the event loop; throws "Cannot read PATH: …" when over. */
+async function readFileCapped(path: string): Promise<Uint8Array> {
+  using file = await Deno.open(path);
+  const st = await file.stat();
+  if (st.isDirectory) throw new Deno.errors.IsADirectory("Is a directory (os error 21)");
+  try {
+    if (st.isFile && st.size > MAX_FILE_BYTES) throw new FileTooLarge(st.size);
+    const chunks: Uint8Array[] = [];
+    let total = 0;
+    for (;;) {
+      const chunk = new Uint8Array(st.isFile ? Math.max(st.size + 1, 4096) : 65536);
+      const n = await file.read(chunk);
+      if (n === null) break;
+      total += n;
+      if (total > MAX_FILE_BYTES) throw new FileTooLarge(null);
+      chunks.push(chunk.subarray(0, n));
+    }
+    return chunks.length === 1 ? chunks[0] : concat(chunks, total);
+  } catch (err) {
+    throw err instanceof FileTooLarge ? new Error(`Cannot read ${path}: ${err.message}`) : err;
+  }
+}
+
+function concat(chunks: Uint8Array[], total: number): Uint8Array {
+  const out = new Uint8Array(total);
+  let at = 0;
+  for (const c of chunks) {
+    out.set(c, at);
+    at += c.length;
+  }
+  return out;
+}
 
 type PairIssue = { error: string; field: "cert_path" | "key_path"; hint?: string };
 
 /** A certificate or key file's text, or why it cannot be read (permissions, a directory). */
 function readPem(path: string, field: PairIssue["field"]): string | PairIssue {
   try {
-    return Deno.readTextFileSync(path);
+    return lossy.decode(readFileCappedSync(path));
   } catch (err) {
+    if (err instanceof FileTooLarge) {
+      return { field, error: `Cannot read ${path}: ${err.message}`, hint: TOO_LARGE_HINT };
+    }
     return {
       field,
       // "Permission denied (os error 13)", without Deno's ": readfile '<path>'" after it.
       error: `Cannot read ${path}: ${
         String(err instanceof Error ? err.message : err)
-          .replace(/: readfile '.*'$/, "")
+          .replace(/: (?:readfile|open) '.*'$/, "")
       }`,
       hint: err instanceof Deno.errors.PermissionDenied
         ? "Give the user Prox runs as read access to the file and its directories (certbot keeps keys readable by root only: chgrp and chmod g+rx its archive and live directories, or copy the files in a deploy hook)"
@@ -119,7 +196,7 @@ function readCertificatePair(
   } catch {
     const keyText = (() => {
       try {
-        return Deno.readTextFileSync(keyPath);
+        return lossy.decode(readFileCappedSync(keyPath));
       } catch {
         return "";
       }
@@ -291,7 +368,7 @@ export async function readCapped(
 export async function readConfigBytes(path: string): Promise<Uint8Array> {
   using file = await Deno.open(path);
   const st = await file.stat();
-  if (st.isDirectory) throw new Deno.errors.IsADirectory(`Is a directory: ${path}`);
+  if (st.isDirectory) throw new Deno.errors.IsADirectory("Is a directory (os error 21)");
   if (st.isFile && st.size > MAX_CONFIG_BYTES) throw new ConfigTooLarge(st.size);
   return await readCapped(file); // a regular file that grows while it is read is refused too
 }
@@ -413,25 +490,25 @@ function notUtf8(file: string, bytes: Uint8Array): ConfigIssue {
 export async function readReferencedFiles(config: Config): Promise<Map<string, string>> {
   const files = new Map<string, string>();
   for (const page of pageFiles(config)) {
-    files.set(page, utf8.decode(await Deno.readFile(page)));
+    files.set(page, utf8.decode(await readFileCapped(page)));
   }
   for (const route of Object.values(config.routes)) {
     if ("tls" in route && route.tls?.ca_cert && !files.has(route.tls.ca_cert)) {
-      files.set(route.tls.ca_cert, await Deno.readTextFile(route.tls.ca_cert));
+      files.set(route.tls.ca_cert, lossy.decode(await readFileCapped(route.tls.ca_cert)));
     }
     const auth = route.forward_auth || undefined;
     if (auth?.tls?.ca_cert && !files.has(auth.tls.ca_cert)) {
-      files.set(auth.tls.ca_cert, await Deno.readTextFile(auth.tls.ca_cert));
+      files.set(auth.tls.ca_cert, lossy.decode(await readFileCapped(auth.tls.ca_cert)));
     }
     const htpasswd = route.basic_auth?.users_file;
     if (htpasswd !== undefined && !files.has(htpasswd)) {
-      files.set(htpasswd, await Deno.readTextFile(htpasswd));
+      files.set(htpasswd, lossy.decode(await readFileCapped(htpasswd)));
     }
     for (const keyFile of jwtFiles(route)) {
-      if (!files.has(keyFile)) files.set(keyFile, await Deno.readTextFile(keyFile));
+      if (!files.has(keyFile)) files.set(keyFile, lossy.decode(await readFileCapped(keyFile)));
     }
   }
   const ca = config.forward_auth?.tls?.ca_cert;
-  if (ca && !files.has(ca)) files.set(ca, await Deno.readTextFile(ca));
+  if (ca && !files.has(ca)) files.set(ca, lossy.decode(await readFileCapped(ca)));
   return files;
 }

@@ -5,6 +5,7 @@ import {
   denoEnv,
   loadSource,
   MAX_CONFIG_BYTES,
+  readReferencedFiles,
 } from "./config_source.ts";
 
 Deno.test("loadSource refuses a config that is not UTF-8, at the first bad byte", async () => {
@@ -83,4 +84,27 @@ Deno.test("loadSource refuses a config over MAX_CONFIG_BYTES: a big file, and /d
   } finally {
     await Deno.remove(path);
   }
+});
+
+Deno.test("files a config names are read up to 64 MiB: /dev/zero as users_file, cert_path or ca_cert is refused", async () => {
+  // validate read /dev/zero as a users_file or certificate forever; serve did as a ca_cert (a
+  // pipe, so validate leaves it to start-up).
+  const read = denoEnv.readText("/dev/zero");
+  assert.ok("error" in read);
+  assert.match(read.error, /^Cannot read \/dev\/zero: it gave more than 64 MiB without ending/);
+  const pair = denoEnv.certificate("/dev/zero", "/dev/zero");
+  assert.ok("error" in pair);
+  assert.match(pair.error, /^Cannot read \/dev\/zero: it gave more than 64 MiB without ending/);
+  const loaded = await loadSource({
+    text: `listen_addr: "127.0.0.1:8080"
+health_check: { enabled: false }
+routes: { "/": { type: proxy, target: "https://127.0.0.1:9", tls: { ca_cert: /dev/zero } } }
+`,
+    name: "c.yaml",
+  });
+  assert.ok(loaded.config, JSON.stringify(loaded.issues));
+  await assert.rejects(
+    readReferencedFiles(loaded.config),
+    /^Error: Cannot read \/dev\/zero: it gave more than 64 MiB without ending/,
+  );
 });
