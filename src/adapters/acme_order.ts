@@ -76,16 +76,23 @@ async function placeOrder(config: AcmeConfig, opts: OrderOptions): Promise<Certi
   const accountKey = existing ??
     await store.createAccountKey((await acme.crypto.createPrivateEcdsaKey()).toString());
   let keyId: string;
+  let keyType: string | undefined;
   try {
-    const spki = createPublicKey(createPrivateKey(accountKey)).export({
-      type: "spki",
-      format: "der",
-    });
+    const pk = createPrivateKey(accountKey);
+    keyType = pk.asymmetricKeyType;
+    const spki = createPublicKey(pk).export({ type: "spki", format: "der" });
     keyId = createHash("sha256").update(spki).digest("base64url");
   } catch {
     // acme-client would only say "invalid PEM public key", naming no file.
     throw new Error(
       `Cannot use the ACME account key ${store.dir}/account.key: it is not a PEM private key (remove it to register a new account)`,
+    );
+  }
+  // acme-client signs with RS256 or ES256/384/512 only; another key failed every order with
+  // "Unsupported crypto operation".
+  if (keyType !== "rsa" && keyType !== "ec") {
+    throw new Error(
+      `Cannot use the ACME account key ${store.dir}/account.key: it is an ${keyType} key, and Prox signs ACME requests with ECDSA or RSA keys only (remove it to register a new account)`,
     );
   }
   const contact = [`mailto:${config.email}`];

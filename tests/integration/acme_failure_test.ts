@@ -241,6 +241,34 @@ Deno.test("ACME: a corrupt account key fails the order with a message naming the
   });
 });
 
+Deno.test("ACME: an account key of a type the ACME client cannot sign with (Ed25519) fails the order with a message naming the file", async () => {
+  await withTempDir(async (dir) => {
+    await using up = await startUpstream(() => new Response("never"));
+    const storage = `${dir}/acme`;
+    await Deno.mkdir(storage);
+    const key = await new Deno.Command("openssl", { args: ["genpkey", "-algorithm", "ed25519"] })
+      .output();
+    assert.ok(key.success);
+    await Deno.writeFile(`${storage}/account.key`, key.stdout);
+    const yaml = acmeYaml({
+      ca: `https://127.0.0.1:${freePort()}/dir`,
+      storage,
+      httpPort: freePort(),
+      upstream: up.url,
+    });
+    const server = await start(yaml, { retryBaseMs: 60_000, clientRetries: 0 });
+    try {
+      await waitFor(() => server.acme!.status().failures === 1, { what: "the failed order" });
+      assert.equal(
+        server.acme!.status().lastError,
+        `Cannot use the ACME account key ${storage}/account.key: it is an ed25519 key, and Prox signs ACME requests with ECDSA or RSA keys only (remove it to register a new account)`,
+      );
+    } finally {
+      await server.shutdown();
+    }
+  });
+});
+
 Deno.test("ACME: a reload of other keys keeps the back-off after a failed order; a changed tls.acme retries at once", async () => {
   await withTempDir(async (dir) => {
     await using up = await startUpstream(() => new Response("never"));
