@@ -11,6 +11,9 @@ import { timerDelay } from "../config/duration.ts";
 import { createUpstreamClient } from "./upstream_client.ts";
 import { healthCheckKey, probeFields } from "../proxy/pool.ts";
 import { proxyHeader } from "../domain/proxy_protocol.ts";
+import { GRPC_HEALTH_PATH, grpcHealthRequest, grpcHealthVerdict } from "../domain/grpc_health.ts";
+import { BODY_BYTES } from "../ports.ts";
+import type { CountedResponse } from "../ports.ts";
 
 /** One target to probe and how. */
 export interface ProbeJob {
@@ -32,6 +35,8 @@ export interface ProbeJob {
   proxyHeader?: Uint8Array;
   /** The route's `upstream_protocol`: probes speak to the target as requests do. */
   protocol?: "http1" | "h2c" | "h2";
+  /** `health_check.grpc_service`: a gRPC health check of this service instead of an HTTP one. */
+  grpcService?: string;
 }
 
 /** Most probes in flight at once (each has its own timeout). */
@@ -87,6 +92,7 @@ export function healthJobs(snapshot: Snapshot): ProbeJob[] {
           : undefined,
         proxyHeader: route.proxy_protocol ? proxyHeader(route.proxy_protocol, null) : undefined,
         protocol: route.upstream_protocol,
+        grpcService: r?.grpc_service,
       });
     }
   }
@@ -169,24 +175,28 @@ export function startHealthChecks(
     let ok = false;
     let reason: string;
     try {
-      const res = await client.send({
-        origin: new URL(job.url.origin),
-        target: job.url.pathname + job.url.search,
-        method: job.method,
-        headers: probeHeaders(job.headers),
-        body: null,
-        timeouts: { connect: job.timeoutMs, responseHeader: job.timeoutMs, idle: job.timeoutMs },
-        tls: job.tls,
-        signal: ac.signal,
-        proxyHeader: job.proxyHeader,
-        protocol: job.protocol,
-      });
-      ok = job.expect(res.status);
-      reason = `status ${res.status}`;
-      if (ok && job.bodyMatch) {
-        ok = job.bodyMatch.test(await readCapped(res.body, BODY_MATCH_CAP));
-        if (!ok) reason = `body does not match ${job.bodyMatch}`;
-      } else await res.body?.cancel();
+      if (job.grpcService !== undefined) {
+        ({ ok, reason } = await grpcProbe(client, job, ac.signal));
+      } else {
+        const res = await client.send({
+          origin: new URL(job.url.origin),
+          target: job.url.pathname + job.url.search,
+          method: job.method,
+          headers: probeHeaders(job.headers),
+          body: null,
+          timeouts: { connect: job.timeoutMs, responseHeader: job.timeoutMs, idle: job.timeoutMs },
+          tls: job.tls,
+          signal: ac.signal,
+          proxyHeader: job.proxyHeader,
+          protocol: job.protocol,
+        });
+        ok = job.expect(res.status);
+        reason = `status ${res.status}`;
+        if (ok && job.bodyMatch) {
+          ok = job.bodyMatch.test(await readCapped(res.body, BODY_MATCH_CAP));
+          if (!ok) reason = `body does not match ${job.bodyMatch}`;
+        } else await res.body?.cancel();
+      }
     } catch (err) {
       // A failure after a good status (the body_match read timed out, or the body was cut) fails
       // the probe too: a target that hangs or dies mid-answer is not healthy.
@@ -207,7 +217,7 @@ export function startHealthChecks(
     if (closed || (ac.signal.aborted && !timedOut) || jobs.get(key) === undefined) return;
     deps.registry.probe(id, ok, {
       check: job.check,
-      path: job.url.pathname,
+      path: job.grpcService !== undefined ? GRPC_HEALTH_PATH : job.url.pathname,
       thresholds: job.thresholds,
       reason,
     });
@@ -305,8 +315,49 @@ function probeHeaders(fields: readonly [string, string][]): Headers {
   return h;
 }
 
+/** A gRPC health check (grpc.health.v1.Health/Check) of `job`'s target. */
+async function grpcProbe(
+  client: UpstreamClient,
+  job: ProbeJob,
+  signal: AbortSignal,
+): Promise<{ ok: boolean; reason: string }> {
+  const headers = probeHeaders(job.headers);
+  headers.set("content-type", "application/grpc");
+  const body = grpcHealthRequest(job.grpcService!);
+  headers.set("content-length", String(body.byteLength));
+  const res = await client.send({
+    origin: new URL(job.url.origin),
+    target: GRPC_HEALTH_PATH,
+    method: "POST",
+    headers,
+    body,
+    timeouts: { connect: job.timeoutMs, responseHeader: job.timeoutMs, idle: job.timeoutMs },
+    tls: job.tls,
+    signal,
+    protocol: job.protocol,
+  });
+  // The whole answer, trailers included (a HealthCheckResponse is a few bytes).
+  const bytes = await readBytesCapped(res.body, BODY_MATCH_CAP);
+  const trailers = (res as CountedResponse)[BODY_BYTES]?.trailers;
+  const field = (name: string) => trailers?.find(([k]) => k === name)?.[1] ?? res.headers.get(name);
+  return grpcHealthVerdict({
+    status: res.status,
+    grpcStatus: field("grpc-status"),
+    grpcMessage: field("grpc-message"),
+    body: bytes,
+  });
+}
+
 async function readCapped(body: ReadableStream<Uint8Array> | null, cap: number): Promise<string> {
-  if (!body) return "";
+  return new TextDecoder().decode(await readBytesCapped(body, cap));
+}
+
+/** Up to `cap` bytes of `body` (the rest is cancelled). */
+async function readBytesCapped(
+  body: ReadableStream<Uint8Array> | null,
+  cap: number,
+): Promise<Uint8Array> {
+  if (!body) return new Uint8Array();
   const reader = body.getReader();
   const chunks: Uint8Array[] = [];
   let size = 0;
@@ -326,5 +377,5 @@ async function readCapped(body: ReadableStream<Uint8Array> | null, cap: number):
     all.set(c, off);
     off += c.byteLength;
   }
-  return new TextDecoder().decode(all.subarray(0, cap));
+  return all.subarray(0, cap);
 }

@@ -484,6 +484,12 @@ export const RouteHealthCheck = z.object({
   host: ProbeHost.optional(),
   /** Merged over the top-level `headers`, name by name. */
   headers: ProbeHeaders.optional(),
+  /**
+   * Probe with the gRPC health protocol (grpc.health.v1.Health/Check) for this service ("" for
+   * the server as a whole) instead of an HTTP GET: healthy when it answers SERVING. Needs
+   * `upstream_protocol: h2c` or `h2`.
+   */
+  grpc_service: z.string().max(1024).optional(),
 }).strict();
 
 export const PassiveHealth = z.object({

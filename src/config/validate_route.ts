@@ -325,6 +325,28 @@ export function validateRoutes(
         );
       }
     }
+    if (
+      (route.type === "proxy" || route.type === "load_balance") &&
+      route.health_check?.grpc_service !== undefined
+    ) {
+      const hc = route.health_check;
+      if (route.upstream_protocol !== "h2c" && route.upstream_protocol !== "h2") {
+        err(
+          ["routes", key, "health_check", "grpc_service"],
+          "gRPC health checks need HTTP/2 to the targets",
+          "Add upstream_protocol: h2c (or h2 for https targets) to the route",
+        );
+      }
+      for (const k of ["path", "method", "expected_status", "body_match"] as const) {
+        if (hc[k] === undefined) continue;
+        warn(
+          ["routes", key, "health_check", k],
+          `${k} has no effect with grpc_service: the probe calls grpc.health.v1.Health/Check ` +
+            "and wants SERVING",
+          `Remove ${k}`,
+        );
+      }
+    }
     // Credentials in a target URL are never sent, and the URL is shown by /status and used as a
     // metrics label: refuse them rather than publish a password.
     const targetUrls: [(string | number)[], string][] = route.type === "load_balance"

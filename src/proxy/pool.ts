@@ -222,6 +222,7 @@ export function healthCheckKey(
     ...probeFields(config, o.route),
     o.route.proxy_protocol ?? null,
     o.route.upstream_protocol ?? null,
+    r?.grpc_service ?? null,
   ]);
 }
 

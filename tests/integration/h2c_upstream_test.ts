@@ -289,6 +289,71 @@ routes:
   assert.equal(await res.text(), "ping");
 });
 
+Deno.test("gRPC health checks (grpc.health.v1): NOT_SERVING takes a target out, SERVING brings it back", async () => {
+  let serving = 1;
+  const asked: string[] = [];
+  const health = {
+    check: {
+      path: "/grpc.health.v1.Health/Check",
+      requestStream: false,
+      responseStream: false,
+      requestSerialize: same,
+      requestDeserialize: same,
+      responseSerialize: same,
+      responseDeserialize: same,
+    },
+  };
+  const server = new grpc.Server();
+  server.addService(health as unknown as grpc.ServiceDefinition, {
+    check: (call: grpc.ServerUnaryCall<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) => {
+      // HealthCheckRequest { string service = 1 }: the name after its tag and length.
+      asked.push(String(call.request.subarray(2)));
+      cb(null, Buffer.from([0x08, serving]));
+    },
+  });
+  server.addService(SERVICE as unknown as grpc.ServiceDefinition, {
+    echo: (call: grpc.ServerUnaryCall<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) =>
+      cb(null, Buffer.concat([Buffer.from("echo:"), call.request])),
+    fail: (_call: unknown, cb: grpc.sendUnaryData<Buffer>) => cb({ code: grpc.status.INTERNAL }),
+    chat: (call: grpc.ServerDuplexStream<Buffer, Buffer>) => call.end(),
+  });
+  const port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync(
+      "127.0.0.1:0",
+      grpc.ServerCredentials.createInsecure(),
+      (e, p) => e ? reject(e) : resolve(p),
+    )
+  );
+  try {
+    await using prox = await startProxy(`health_check:
+  { enabled: false, interval_secs: 1, unhealthy_threshold: 1, healthy_threshold: 1 }
+routes:
+  "/":
+    type: load_balance
+    targets: ["http://127.0.0.1:${port}"]
+    upstream_protocol: h2c
+    health_check:
+      enabled: true
+      grpc_service: echo.v1
+`);
+    const status = () =>
+      fetch(`${prox.url}/test.Echo/Echo`).then(async (r) => {
+        await r.body?.cancel();
+        return r.status;
+      });
+    await waitFor(() => asked.length > 0);
+    assert.equal(asked[0], "echo.v1");
+    // A GET to a gRPC service is its own answer (not a 503 of Prox's): the target is up.
+    assert.notEqual(await status(), 503);
+    serving = 2;
+    await waitFor(async () => (await status()) === 503, { timeoutMs: 10_000 });
+    serving = 1;
+    await waitFor(async () => (await status()) !== 503, { timeoutMs: 10_000 });
+  } finally {
+    server.forceShutdown();
+  }
+});
+
 Deno.test("validate: upstream_protocol h2c with an https target, or with proxy_protocol, is refused at its key", () => {
   const errors = (yaml: string) =>
     loadConfigText(`listen_addr: "127.0.0.1:0"\nroutes:\n  "/":\n${yaml}`, {
@@ -316,6 +381,11 @@ Deno.test("validate: upstream_protocol h2c with an https target, or with proxy_p
   );
   assert.equal(h2.length, 1, h2.join("\n"));
   assert.match(h2[0], /^5:\d+ routes\.\/\.target: upstream_protocol h2 is HTTP\/2 over TLS/);
+  const grpcCheck = errors(
+    `    type: proxy\n    target: "http://127.0.0.1:9"\n    health_check: { grpc_service: "" }\n`,
+  );
+  assert.equal(grpcCheck.length, 1, grpcCheck.join("\n"));
+  assert.match(grpcCheck[0], /health_check\.grpc_service: gRPC health checks need HTTP\/2/);
   // On Deno.serve the trailers cannot go out: a warning says so.
   const warned = loadConfigText(
     `listen_addr: "127.0.0.1:0"\nprotocols: { http1_engine: deno }\nroutes:\n  "/":\n` +
