@@ -259,6 +259,26 @@ export const KNOWN: Known[] = [
       }];
     },
   },
+  {
+    // RFC 6585 §5, RFC 9112 §3: a head of more than 128 field lines or 64 KiB gets 431 from the
+    // engine (414 when its request line alone is that long), a bare 400 from Deno.serve; both
+    // close the connection.
+    name: "a head over the limits gets 431 or 414",
+    rewrite: (d, p, input) => {
+      const i = p.answers.length - 1;
+      const a = p.answers[i], b = d.answers[i];
+      const heads = input.split(/\r?\n\r?\n/);
+      if (
+        !heads.some((h) => h.length >= 64 * 1024 || h.split("\n").length > 129) || !a || !b ||
+        (a.status !== 431 && a.status !== 414) || b.status !== 400 || b.body !== "" ||
+        d.answers.length !== i + 1
+      ) return [d, p];
+      return [d, {
+        ...p,
+        answers: [...p.answers.slice(0, i), { ...a, status: 400, reason: b.reason }],
+      }];
+    },
+  },
 ];
 
 /** Applies the known differences' rewrites (all, or all but `skip`) to Deno.serve's and the

@@ -178,3 +178,45 @@ Deno.test("a request line of another major HTTP version gets 505", async () => {
   assert.deepEqual(heads.map((h) => h.slice(0, h.indexOf("\r\n"))), ["GET /ok HTTP/1.1"]);
   // The HTTP/2 preface that begins a connection is still HTTP/2 (the first test above).
 });
+
+Deno.test("a head over the engine's limits gets 431, a request line over it 414", async () => {
+  const heads: string[] = [];
+  await using up = headsUpstream(heads);
+  await using prox = await engineProxy(up.url);
+  // RFC 9110 §15.5.15 and RFC 6585 §5: both engines answered a bare 400 to a head of more than 64
+  // KiB or 128 field lines, as to a malformed one.
+  const many = Array.from({ length: 130 }, (_, i) => `X-${i}: ${i}\r\n`).join("");
+  const big = Array.from({ length: 20 }, (_, i) => `X-${i}: ${"v".repeat(4000)}\r\n`).join("");
+  const cases: [string | string[], number][] = [
+    [`GET /many HTTP/1.1\r\nHost: a.test\r\n${many}\r\n`, 431],
+    // The same head a few bytes at a time, as HeadScan sees it.
+    [
+      [`GET /many HTTP/1.1\r\nHost: a.test\r\n${many.slice(0, 500)}`, `${many.slice(500)}\r\n`],
+      431,
+    ],
+    [`GET /big HTTP/1.1\r\nHost: a.test\r\n${big}\r\n`, 431],
+    [`GET /${"u".repeat(70_000)} HTTP/1.1\r\nHost: a.test\r\n\r\n`, 414],
+  ];
+  for (const [text, status] of cases) {
+    const c = await Deno.connect({ hostname: "127.0.0.1", port: prox.port });
+    try {
+      for (const part of typeof text === "string" ? [text] : text) {
+        await c.write(enc.encode(part));
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      const out = await readFrom(c);
+      assert.match(out, new RegExp(`^HTTP/1\\.1 ${status} [^]*connection: close\\r\\n\\r\\n$`));
+    } finally {
+      c.close();
+    }
+  }
+  // 128 field lines and a head just under 64 KiB are served.
+  const fields = Array.from({ length: 125 }, (_, i) => `X-${i}: ${i}\r\n`).join("");
+  const ok = await rawExchange(
+    prox.port,
+    `GET /fine HTTP/1.1\r\nHost: a.test\r\n${fields}X-P: ${"p".repeat(60_000)}\r\n` +
+      "Connection: close\r\n\r\n",
+  );
+  assert.match(ok, /^HTTP\/1\.1 200 /);
+  assert.deepEqual(heads.map((h) => h.slice(0, h.indexOf("\r\n"))), ["GET /fine HTTP/1.1"]);
+});

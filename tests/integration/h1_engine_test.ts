@@ -930,7 +930,7 @@ Deno.test("several Cookie fields reach the pipeline and the upstream as one, as 
   assert.deepEqual(cookies, ["cookie: user=bob; theme=dark"]);
 });
 
-Deno.test("a head with more field lines than Deno.serve takes is refused as on Deno.serve", async () => {
+Deno.test("a head with more field lines than Deno.serve takes is refused (431)", async () => {
   // Not a Deno.serve upstream: it would refuse the forwarded request itself.
   await using up = rawServer(async (c) => {
     await readRequest(c);
@@ -945,10 +945,11 @@ Deno.test("a head with more field lines than Deno.serve takes is refused as on D
     return rawExchange(prox.port, text + "\r\n");
   };
   // Deno.serve answers 400 to 129 field lines or more; the engine took any number (in 64 KiB: some
-  // 10,000 short ones, each looked through by every field lookup and sent upstream).
+  // 10,000 short ones, each looked through by every field lookup and sent upstream). It answers 431
+  // (RFC 6585 §5).
   assert.match(await get(128), /^HTTP\/1\.1 200 OK\r\n/);
-  assert.match(await get(129), /^HTTP\/1\.1 400 Bad Request\r\n/);
-  assert.match(await get(5000), /^HTTP\/1\.1 400 Bad Request\r\n/);
+  assert.match(await get(129), /^HTTP\/1\.1 431 Request Header Fields Too Large\r\n/);
+  assert.match(await get(5000), /^HTTP\/1\.1 431 Request Header Fields Too Large\r\n/);
 });
 
 interopTest("the engine keeps each client's address through the relay (curl from 127.0.0.2)", [

@@ -47,6 +47,12 @@ export interface RequestHead {
 export const NO_HOST = Symbol("an HTTP/1.1 request without Host");
 
 /**
+ * parseRequestHead's answer for a head of more than MAX_FIELDS field lines, which gets 431 (RFC
+ * 6585 §5); Deno.serve answers 400 as to a malformed head.
+ */
+export const TOO_MANY_FIELDS = Symbol("a head of too many field lines");
+
+/**
  * The largest request body the engine hands on as bytes when it came with its head (the proxy
  * action's replay cap); a larger one, or one still on its way, is streamed from the socket.
  */
@@ -58,8 +64,8 @@ const ORIGIN_FORM = /^\/[\x21-\x7e]*$/;
 // A field value: HTAB, SP, visible ASCII, obs-text (RFC 9110 §5.5).
 const BAD_VALUE = /[^\t\x20-\x7e\x80-\xff]/;
 /**
- * The most field lines Deno.serve takes in a head (it answers 400 to more): a head with more is
- * relayed, so that it is refused as on Deno.serve alone.
+ * The most field lines Deno.serve takes in a head (it answers 400 to more): a head with more gets
+ * 431 from the engine (TOO_MANY_FIELDS, HeadScan.tooMany).
  */
 export const MAX_FIELDS = 128;
 // The Connection options that end the connection after this exchange, and the one that keeps an
@@ -132,6 +138,16 @@ export class HeadScan {
   #k = 0;
   #lines = 0;
 
+  /** The head has more field lines than MAX_FIELDS (so viable() said false). */
+  get tooMany(): boolean {
+    return this.#lines > MAX_FIELDS;
+  }
+
+  /** The request line came whole: what comes now is the field section. */
+  get lineDone(): boolean {
+    return this.#state >= S.Line;
+  }
+
   /** Starts over for the next head. */
   reset(): void {
     this.#state = S.Method0;
@@ -196,7 +212,7 @@ export class HeadScan {
 
 /**
  * Parses the head in `b[start, end)` (up to and including its blank line), as parseRequestHead;
- * NO_HOST for an HTTP/1.1 request without Host.
+ * NO_HOST for an HTTP/1.1 request without Host, TOO_MANY_FIELDS for one of too many field lines.
  * A plain ASCII head is decoded once: UTF-8 decodes ASCII exactly, and any other byte comes out
  * as a character CLEAN_HEAD refuses, so only then is the head decoded again as latin-1.
  */
@@ -204,7 +220,7 @@ export function parseRequestHeadAt(
   b: Uint8Array,
   start: number,
   end: number,
-): RequestHead | typeof NO_HOST | null {
+): RequestHead | typeof NO_HOST | typeof TOO_MANY_FIELDS | null {
   const ascii = utf8.decode(b.subarray(start, end));
   return CLEAN_HEAD.test(ascii) ? parseHead(ascii, true) : parseHead(latin1(b, start, end), false);
 }
@@ -215,11 +231,14 @@ export function parseRequestHeadAt(
  */
 export function parseRequestHead(text: string): RequestHead | null {
   const head = parseHead(text, CLEAN_HEAD.test(text));
-  return head === NO_HOST ? null : head;
+  return typeof head === "symbol" ? null : head;
 }
 
 /** parseRequestHead; `clean`: CLEAN_HEAD matched, so no part needs its own check. */
-function parseHead(text: string, clean: boolean): RequestHead | typeof NO_HOST | null {
+function parseHead(
+  text: string,
+  clean: boolean,
+): RequestHead | typeof NO_HOST | typeof TOO_MANY_FIELDS | null {
   const lineEnd = text.indexOf("\r\n");
   const sp1 = text.indexOf(" ");
   const sp2 = text.indexOf(" ", sp1 + 1);
@@ -248,7 +267,7 @@ function parseHead(text: string, clean: boolean): RequestHead | typeof NO_HOST |
   for (let lines = 0;; lines++) {
     const end = text.indexOf("\r\n", at);
     if (end === at) break; // the blank line
-    if (lines === MAX_FIELDS) return null;
+    if (lines === MAX_FIELDS) return TOO_MANY_FIELDS;
     const colon = text.indexOf(":", at);
     if (colon <= at || colon > end) return null;
     const rawName = text.slice(at, colon);

@@ -27,7 +27,14 @@ import { listen, unmapped } from "../http_serve.ts";
 import type { Listener } from "../http_serve.ts";
 import { socketReader, socketWriter } from "../socket_read.ts";
 import type { SocketRead, SocketWrite } from "../socket_read.ts";
-import { BODY_LIMIT, headEnd, HeadScan, NO_HOST, parseRequestHeadAt } from "./request_head.ts";
+import {
+  BODY_LIMIT,
+  headEnd,
+  HeadScan,
+  NO_HOST,
+  parseRequestHeadAt,
+  TOO_MANY_FIELDS,
+} from "./request_head.ts";
 import { ChunkedDecoder, ChunkedError } from "./chunked.ts";
 import type { RequestHead } from "./request_head.ts";
 import { WireRequest } from "./wire_request.ts";
@@ -307,7 +314,7 @@ export function listenH1(
         // engine's own too, but only as the connection's first bytes (RFC 9113 §3.3). Any other
         // PRI * request is refused here: relayed, a preface after HTTP/1.1 requests would begin
         // Deno.serve's connection, which would take it for HTTP/2.
-        if (c.begun || !startsPreface(bytes)) return await writeAll(c.write, badRequest());
+        if (c.begun || !startsPreface(bytes)) return await c.refuse("400 Bad Request");
         c.waitingSince = 0;
         c.buf = NO_BYTES;
         c.start = c.end = 0;
@@ -316,7 +323,7 @@ export function listenH1(
       // A request line of another major version (HTTP/2.0 outside the preface, HTTP/3.0): 505
       // (RFC 9110 §15.6.6), where Deno.serve answers 400 as to a malformed head.
       if (OTHER_MAJOR.test(latin1(bytes, 0, Math.min(bytes.length, 8192)))) {
-        return await writeAll(c.write, refusal("505 HTTP Version Not Supported"));
+        return await c.refuse("505 HTTP Version Not Supported");
       }
       counts.relayed++;
       let to: Deno.TcpConn;
@@ -983,6 +990,29 @@ export class Conn implements Reader {
     }
   }
 
+  /**
+   * Answers a head the engine refuses (`status`: code and reason) and closes the connection: its
+   * sending side first, then what the client still sends is read and dropped, up to SKIP_BYTES
+   * within SKIP_MS, so that it reads the answer rather than a reset.
+   */
+  async refuse(status: string): Promise<void> {
+    await writeAll(this.write, refusal(status));
+    const timer = setTimeout(() => this.close(), SKIP_MS);
+    try {
+      await (this.conn as Partial<Deno.TcpConn>).closeWrite?.();
+      const scratch = new Uint8Array(BODY_CHUNK);
+      for (let left = SKIP_BYTES; left > 0;) {
+        const n = await this.#read(scratch);
+        if (n === 0) break;
+        left -= n;
+      }
+    } catch {
+      // Reset or closed by the timer: nothing more to read.
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
   /** Forgets the last request's body: the next one starts without. */
   endBody(): void {
     this.bodyLeft = 0;
@@ -1036,9 +1066,14 @@ async function serve(c: Conn, env: Env): Promise<void> {
       while (end < 0) {
         const scanned = c.end - c.start;
         // A head that cannot become one the engine takes is Deno.serve's at once (which may
-        // refuse it before its end), as is one over the limit.
-        if (scanned >= HEAD_LIMIT || !c.scan.viable(c.buf, c.start, c.end)) {
+        // refuse it before its end); one of too many field lines or over the limit gets 431, or
+        // 414 when its request line has not even ended (RFC 6585 §5, RFC 9112 §3).
+        if (!c.scan.viable(c.buf, c.start, c.end)) {
+          if (c.scan.tooMany) return await c.refuse(TOO_LARGE);
           return await env.relay(c, unread(c));
+        }
+        if (scanned >= HEAD_LIMIT) {
+          return await c.refuse(c.scan.lineDone ? TOO_LARGE : URI_TOO_LONG);
         }
         // While draining, a read that brings nothing soon closes the connection: a new head has
         // LAST_LOOK_MS, one begun before the drain what is left of HEAD_GRACE_MS.
@@ -1053,7 +1088,8 @@ async function serve(c: Conn, env: Env): Promise<void> {
       c.waitingSince = 0;
       const head = parseRequestHeadAt(c.buf, c.start, end);
       if (head === null) return await env.relay(c, unread(c));
-      if (head === NO_HOST) return await writeAll(c.write, badRequest());
+      if (head === NO_HOST) return await c.refuse("400 Bad Request");
+      if (head === TOO_MANY_FIELDS) return await c.refuse(TOO_LARGE);
       c.begun = true;
       c.need(end - c.start + head.contentLength);
       let body: Uint8Array<ArrayBuffer> | null = null;
@@ -1421,7 +1457,8 @@ const refusal = (status: string) =>
   ascii.encode(
     `HTTP/1.1 ${status}\r\ncontent-length: 0\r\ndate: ${httpDate()}\r\nconnection: close\r\n\r\n`,
   );
-const badRequest = () => refusal("400 Bad Request");
+const TOO_LARGE = "431 Request Header Fields Too Large";
+const URI_TOO_LONG = "414 URI Too Long";
 /** A request line whose version is HTTP/x.y with a major version other than 1. */
 const OTHER_MAJOR = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+ [^ \r\n]+ HTTP\/[02-9]\.[0-9]\r?\n/;
 const UNAVAILABLE = ascii.encode(
