@@ -996,6 +996,8 @@ export class Conn implements Reader {
    * within SKIP_MS, so that it reads the answer rather than a reset.
    */
   async refuse(status: string): Promise<void> {
+    // Its turn goes to the next connection: nothing here is worth one.
+    readGate.leave(this);
     await writeAll(this.write, refusal(status));
     const timer = setTimeout(() => this.close(), SKIP_MS);
     try {
@@ -1452,7 +1454,7 @@ function afterIo(): Promise<typeof AFTER_IO> {
 
 const LAST_CHUNK = ascii.encode("0\r\n\r\n");
 const CONTINUE = ascii.encode("HTTP/1.1 100 Continue\r\n\r\n");
-/** The engine's own answer to a head it refuses, as Deno.serve words its 400 (the connection closes). */
+/** The engine's answer to a head it refuses, worded as Deno.serve's 400 (the connection closes). */
 const refusal = (status: string) =>
   ascii.encode(
     `HTTP/1.1 ${status}\r\ncontent-length: 0\r\ndate: ${httpDate()}\r\nconnection: close\r\n\r\n`,
