@@ -311,7 +311,7 @@ export function validateRoutes(
         warn(
           ["routes", key, "upstream_protocol"],
           "The upstream's trailers (gRPC's status) are dropped with http1_engine: deno: " +
-            "Deno.serve cannot send them, so gRPC calls through this route fail",
+            "Deno's HTTP server cannot send them, so gRPC calls through this route fail",
           "Remove protocols.http1_engine: deno (Prox's own HTTP/2 engine passes trailers on)",
         );
       }
