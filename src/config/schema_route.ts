@@ -698,6 +698,12 @@ const upstreamCommon = {
    * HTTP/1.1, or h2 (through fetch, no trailers) where an https target chooses it by ALPN.
    */
   upstream_protocol: z.enum(["http1", "h2c", "h2"]).optional(),
+  /**
+   * gRPC-Web clients (browsers): `application/grpc-web` and `-text` requests go to the gRPC
+   * targets as gRPC, and the trailers come back as the body's last frame. Needs
+   * `upstream_protocol: h2c` or `h2`.
+   */
+  grpc_web: z.boolean().default(false),
   ...accessKeys,
   ...corsKey,
   forward_auth: RouteForwardAuth.optional(),

@@ -326,6 +326,16 @@ export function validateRoutes(
       }
     }
     if (
+      (route.type === "proxy" || route.type === "load_balance") && route.grpc_web &&
+      route.upstream_protocol !== "h2c" && route.upstream_protocol !== "h2"
+    ) {
+      err(
+        ["routes", key, "grpc_web"],
+        "grpc_web needs HTTP/2 to the targets, which gRPC services speak",
+        "Add upstream_protocol: h2c (or h2 for https targets) to the route",
+      );
+    }
+    if (
       (route.type === "proxy" || route.type === "load_balance") &&
       route.health_check?.grpc_service !== undefined
     ) {

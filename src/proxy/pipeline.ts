@@ -26,6 +26,7 @@ import { recent } from "./recent.ts";
 import { resetOr } from "./body_replay.ts";
 import { discard, proxyAction } from "./actions/proxy.ts";
 import { cachedProxy } from "./cache.ts";
+import { grpcWebAction, grpcWebKind } from "./actions/grpc_web.ts";
 import { redirectAction } from "./actions/redirect.ts";
 import { applyResponseRules } from "./filters/rules.ts";
 import { staticAction } from "./actions/static.ts";
@@ -245,6 +246,17 @@ async function handle(ctx: RequestContext, deps: PipelineDeps): Promise<Response
       // An Upgrade in an HTTP/1.0 request is ignored (RFC 9110 §7.8): proxied as plain HTTP.
       if (isWebSocketUpgrade(ctx.req) && !ctx.info.http10) {
         return await websocketAction(ctx, deps, cfg);
+      }
+      if (cfg.grpc_web) {
+        const web = grpcWebKind(ctx.req.headers.get("content-type"));
+        if (web) {
+          return applyResponseRules(
+            ctx,
+            await grpcWebAction(ctx, deps, cfg, web),
+            route.rules,
+            deps.logger,
+          );
+        }
       }
       return compressed(
         ctx,

@@ -386,6 +386,11 @@ Deno.test("validate: upstream_protocol h2c with an https target, or with proxy_p
   );
   assert.equal(grpcCheck.length, 1, grpcCheck.join("\n"));
   assert.match(grpcCheck[0], /health_check\.grpc_service: gRPC health checks need HTTP\/2/);
+  const web = errors(
+    `    type: proxy\n    target: "http://127.0.0.1:9"\n    grpc_web: true\n`,
+  );
+  assert.equal(web.length, 1, web.join("\n"));
+  assert.match(web[0], /grpc_web: grpc_web needs HTTP\/2/);
   // On Deno.serve the trailers cannot go out: a warning says so.
   const warned = loadConfigText(
     `listen_addr: "127.0.0.1:0"\nprotocols: { http1_engine: deno }\nroutes:\n  "/":\n` +
@@ -397,4 +402,88 @@ Deno.test("validate: upstream_protocol h2c with an https target, or with proxy_p
     warned[0],
     /^warning routes\.\/\.upstream_protocol: .*dropped with http1_engine: deno/,
   );
+});
+
+/** gRPC-Web frames of a body: [flag, payload] each. */
+function frames(body: Uint8Array): [number, string][] {
+  const out: [number, string][] = [];
+  for (let at = 0; at < body.length;) {
+    const len = new DataView(body.buffer, body.byteOffset + at + 1, 4).getUint32(0);
+    out.push([body[at], new TextDecoder().decode(body.subarray(at + 5, at + 5 + len))]);
+    at += 5 + len;
+  }
+  return out;
+}
+
+const webFrame = (s: string) => {
+  const b = new Uint8Array(5 + s.length);
+  new DataView(b.buffer).setUint32(1, s.length);
+  b.set(new TextEncoder().encode(s), 5);
+  return b;
+};
+
+Deno.test("gRPC-Web (grpc_web: true): binary and text requests over HTTP/1.1 reach a gRPC upstream, trailers come back as the last frame", async () => {
+  const server = new grpc.Server();
+  const streaming = { ...method("Stream", false), responseStream: true };
+  server.addService({ ...SERVICE, stream: streaming } as unknown as grpc.ServiceDefinition, {
+    echo: (call: grpc.ServerUnaryCall<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) =>
+      cb(null, Buffer.concat([Buffer.from("echo:"), call.request])),
+    fail: (_call: unknown, cb: grpc.sendUnaryData<Buffer>) =>
+      cb({ code: grpc.status.NOT_FOUND, details: "no such thing" }),
+    chat: (call: grpc.ServerDuplexStream<Buffer, Buffer>) => call.end(),
+    stream: (call: grpc.ServerWritableStream<Buffer, Buffer>) => {
+      for (const n of ["one", "two", "three"]) call.write(Buffer.from(`${n}:${call.request}`));
+      call.end();
+    },
+  });
+  const port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync(
+      "127.0.0.1:0",
+      grpc.ServerCredentials.createInsecure(),
+      (e, p) => e ? reject(e) : resolve(p),
+    )
+  );
+  try {
+    await using prox = await startProxy(
+      config(`http://127.0.0.1:${port}`, false, "    grpc_web: true\n"),
+    );
+    const post = (path: string, type: string, body: Uint8Array<ArrayBuffer> | string) =>
+      fetch(`${prox.url}/test.Echo/${path}`, {
+        method: "POST",
+        headers: { "content-type": type, "x-grpc-web": "1" },
+        body,
+      });
+    // Binary.
+    let res = await post("Echo", "application/grpc-web+proto", webFrame("hi"));
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.get("content-type"), "application/grpc-web+proto");
+    let got = frames(new Uint8Array(await res.arrayBuffer()));
+    assert.deepEqual(got[0], [0, "echo:hi"]);
+    assert.equal(got[1][0], 0x80);
+    assert.match(got[1][1], /^grpc-status:0\r\n/m);
+    assert.equal(got.length, 2);
+    // Text: base64 both ways.
+    const b64 = btoa(String.fromCharCode(...webFrame("txt")));
+    res = await post("Echo", "application/grpc-web-text", b64);
+    assert.equal(res.headers.get("content-type"), "application/grpc-web-text+proto");
+    const decoded = Uint8Array.from(atob(await res.text()), (c) => c.charCodeAt(0));
+    got = frames(decoded);
+    assert.deepEqual(got[0], [0, "echo:txt"]);
+    assert.match(got[1][1], /grpc-status:0\r\n/);
+    // A server stream: each message, then the trailers.
+    res = await post("Stream", "application/grpc-web", webFrame("s"));
+    got = frames(new Uint8Array(await res.arrayBuffer()));
+    assert.deepEqual(got.slice(0, 3), [[0, "one:s"], [0, "two:s"], [0, "three:s"]]);
+    assert.match(got[3][1], /grpc-status:0/);
+    // A trailers-only answer keeps its status in the head.
+    res = await post("Fail", "application/grpc-web", webFrame("x"));
+    assert.equal(res.headers.get("grpc-status"), "5");
+    assert.equal(await res.text(), "");
+    // Text that is not base64.
+    res = await post("Echo", "application/grpc-web-text", "not base64!");
+    assert.equal(res.status, 400);
+    await res.body?.cancel();
+  } finally {
+    server.forceShutdown();
+  }
 });

@@ -37,7 +37,7 @@ import { applyAuthHeaders } from "../filters/forward_auth.ts";
 /** The protocol version a Via entry names (RFC 9110 §7.6.3). */
 const VIA_VERSION: Record<Protocol, string> = { "http/1.1": "1.1", h2: "2", h2c: "2", h3: "3" };
 
-type UpstreamRoute = ProxyRouteConfig | LoadBalanceRouteConfig;
+export type UpstreamRoute = ProxyRouteConfig | LoadBalanceRouteConfig;
 
 /** Wraps a body so it errors with 413 once more than `limit` bytes have passed. */
 export function limitBody(

@@ -1,0 +1,208 @@
+// gRPC-Web (the protocol of gRPC-Web and Connect clients in browsers, PROTOCOL-WEB.md of gRPC):
+// on a route with `grpc_web: true`, a request of `application/grpc-web` (binary) or
+// `application/grpc-web-text` (base64) goes to the gRPC upstream as plain gRPC, and its answer
+// comes back with the trailers (`grpc-status`…) as a last frame in the body, flagged 0x80, since
+// neither a browser's fetch nor HTTP/1.1 hands trailers to a page. As Envoy's grpc_web filter
+// and Traefik's grpcWeb middleware do.
+
+import { ProxyError } from "../../domain/errors.ts";
+import { BODY_BYTES } from "../../ports.ts";
+import type { CountedResponse } from "../../ports.ts";
+import type { PipelineDeps, RequestContext } from "../context.ts";
+import { proxyAction } from "./proxy.ts";
+import type { UpstreamRoute } from "./proxy.ts";
+
+/** Which gRPC-Web a request speaks: base64 or not, and its message format suffix (`+proto`). */
+export interface GrpcWebKind {
+  text: boolean;
+  suffix: string;
+}
+
+const GRPC_WEB = /^application\/grpc-web(-text)?(\+[a-z0-9._-]+)?[ \t]*(?:;.*)?$/i;
+const GRPC = /^application\/grpc(\+[a-z0-9._-]+)?[ \t]*(?:;.*)?$/i;
+
+/** The gRPC-Web kind of a request's Content-Type, or null when it is not gRPC-Web. */
+export function grpcWebKind(contentType: string | null): GrpcWebKind | null {
+  const m = contentType === null ? null : GRPC_WEB.exec(contentType.trim());
+  return m ? { text: m[1] !== undefined, suffix: (m[2] ?? "").toLowerCase() } : null;
+}
+
+/** Request bodies read whole (gRPC-Web has no client streaming): at most this, unless smaller. */
+const MAX_BODY = 4 * 1024 * 1024;
+
+/** Proxies a gRPC-Web request as gRPC and turns the answer back into gRPC-Web. */
+export async function grpcWebAction(
+  ctx: RequestContext,
+  deps: PipelineDeps,
+  route: UpstreamRoute,
+  kind: GrpcWebKind,
+): Promise<Response> {
+  const grpcType = `application/grpc${kind.suffix}`;
+  if (kind.text) {
+    // The body is base64: read whole (bounded), decoded, and sent with its own length.
+    const limit = Math.min(
+      route.max_request_body ?? ctx.snapshot.config.limits.max_request_body ?? MAX_BODY,
+      MAX_BODY,
+    );
+    const text = await readText(ctx.req, limit);
+    const bytes = decodeBase64Segments(text);
+    const headers = new Headers(ctx.req.headers);
+    headers.set("content-type", grpcType);
+    headers.set("content-length", String(bytes.byteLength));
+    headers.delete("transfer-encoding");
+    ctx.req = new Request(ctx.req.url, {
+      method: ctx.req.method,
+      headers,
+      body: bytes,
+      signal: ctx.req.signal,
+    });
+    ctx.body = undefined;
+  }
+  const res = await proxyAction(ctx, deps, route, {
+    headers: (h) => h.set("content-type", grpcType),
+  });
+  return grpcWebResponse(res, kind);
+}
+
+/** A gRPC answer as gRPC-Web: its trailers a last frame of the body; others as they are. */
+export function grpcWebResponse(res: Response, kind: GrpcWebKind): Response {
+  const type = res.headers.get("content-type");
+  const m = type === null ? null : GRPC.exec(type.trim());
+  if (m === null) return res; // Prox's own error answers, or not a gRPC service: as they are
+  const headers = new Headers(res.headers);
+  headers.set("content-type", `application/grpc-web${kind.text ? "-text" : ""}${m[1] ?? ""}`);
+  headers.delete("content-length");
+  const counter = (res as CountedResponse)[BODY_BYTES];
+  const init = { status: res.status, statusText: res.statusText, headers };
+  let out: CountedResponse;
+  if (res.body === null) {
+    // A trailers-only answer: grpc-status is in the head, which gRPC-Web clients read.
+    out = new Response(null, init);
+  } else {
+    const reader = res.body.getReader();
+    const encoder = kind.text ? new Base64Stream() : null;
+    out = new Response(
+      new ReadableStream<Uint8Array>({
+        async pull(c) {
+          const r = await reader.read();
+          if (!r.done) {
+            const bytes = encoder ? encoder.push(r.value) : r.value;
+            if (bytes.byteLength > 0) c.enqueue(bytes);
+            return;
+          }
+          // The client's trailers arrived before its body ended (upstream_h2c.ts).
+          const frame = trailerFrame(counter?.trailers ?? []);
+          const last = encoder ? encoder.end(frame) : frame;
+          if (last.byteLength > 0) c.enqueue(last);
+          c.close();
+        },
+        cancel: (reason) => reader.cancel(reason),
+      }, { highWaterMark: 0 }),
+      init,
+    );
+  }
+  if (counter) out[BODY_BYTES] = counter;
+  return out;
+}
+
+/** The trailers as gRPC-Web's last frame: flag 0x80, length, `name:value\r\n` lines. */
+export function trailerFrame(trailers: [string, string][]): Uint8Array {
+  if (trailers.length === 0) return new Uint8Array(0);
+  let text = "";
+  for (const [k, v] of trailers) if (k.charCodeAt(0) !== 58) text += `${k}:${v}\r\n`;
+  const bytes = latin1(text);
+  const out = new Uint8Array(5 + bytes.length);
+  out[0] = 0x80;
+  new DataView(out.buffer).setUint32(1, bytes.length);
+  out.set(bytes, 5);
+  return out;
+}
+
+function latin1(s: string): Uint8Array {
+  const out = new Uint8Array(s.length);
+  for (let i = 0; i < s.length; i++) out[i] = s.charCodeAt(i) & 0xff;
+  return out;
+}
+
+/** The request body as text, refused past `limit` bytes. */
+async function readText(req: Request, limit: number): Promise<string> {
+  if (req.body === null) return "";
+  const reader = req.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for (;;) {
+    const r = await reader.read();
+    if (r.done) break;
+    size += r.value.byteLength;
+    if (size > limit) {
+      reader.cancel().catch(() => {});
+      throw new ProxyError("body_too_large", `gRPC-Web request body over ${limit} bytes`);
+    }
+    chunks.push(r.value);
+  }
+  let text = "";
+  for (const c of chunks) for (let i = 0; i < c.length; i++) text += String.fromCharCode(c[i]);
+  return text;
+}
+
+/**
+ * Base64 that may be several padded pieces one after another (a client may encode each message
+ * apart): each piece decoded on its own. White space is dropped; anything else is a 400.
+ */
+export function decodeBase64Segments(text: string): Uint8Array<ArrayBuffer> {
+  const clean = text.replace(/[\t\n\r ]/g, "");
+  const parts: Uint8Array[] = [];
+  let size = 0;
+  for (const piece of clean.match(/[^=]*(?:={1,2}|$)/g) ?? []) {
+    if (piece === "") continue;
+    let bin: string;
+    try {
+      bin = atob(piece);
+    } catch {
+      throw new ProxyError("bad_request", "gRPC-Web text body is not base64");
+    }
+    const bytes = latin1(bin);
+    parts.push(bytes);
+    size += bytes.length;
+  }
+  const out = new Uint8Array(size);
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+
+/** Base64 for a stream: whole groups of three bytes as they come, the rest padded at the end. */
+class Base64Stream {
+  #rest = new Uint8Array(0);
+
+  push(chunk: Uint8Array): Uint8Array {
+    const all = this.#rest.length === 0 ? chunk : concat(this.#rest, chunk);
+    const whole = all.length - (all.length % 3);
+    this.#rest = all.slice(whole);
+    return latin1(toBase64(all.subarray(0, whole)));
+  }
+
+  end(last: Uint8Array): Uint8Array {
+    const all = concat(this.#rest, last);
+    this.#rest = new Uint8Array(0);
+    return latin1(toBase64(all));
+  }
+}
+
+function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
+  const out = new Uint8Array(a.length + b.length);
+  out.set(a);
+  out.set(b, a.length);
+  return out;
+}
+
+function toBase64(bytes: Uint8Array): string {
+  let bin = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) {
+    bin += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  }
+  return btoa(bin);
+}
