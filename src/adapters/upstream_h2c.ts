@@ -62,6 +62,11 @@ const HOP_FIELDS = new Set([
   "upgrade",
 ]);
 
+/** A field name: lowercase token characters (RFC 9110 §5.6.2, RFC 9113 §8.2.1). */
+const FIELD_NAME = /^[!#$%&'*+\-.^_`|~0-9a-z]+$/;
+/** A field value that is malformed: NUL, CR, LF, or white space at either end. */
+const BAD_VALUE = /[\0\r\n]|^[ \t]|[ \t]$/;
+
 /** Statuses a Fetch Response must not have a body with. */
 const NULL_BODY = new Set([204, 205, 304]);
 
@@ -795,8 +800,11 @@ class Session {
         return;
       }
       regular = true;
-      if (name !== name.toLowerCase() || HOP_FIELDS.has(name)) {
-        bad = `field ${name}`;
+      // A name of lowercase token characters, a value without NUL, CR, LF or white space at its
+      // ends (RFC 9113 §8.2.1): anything else is malformed, and trailers in particular would
+      // otherwise reach an HTTP/1.1 client as lines of their own.
+      if (!FIELD_NAME.test(name) || HOP_FIELDS.has(name) || BAD_VALUE.test(value)) {
+        bad = `field ${name.slice(0, 40)}`;
         return;
       }
       fields.push([name, value]);

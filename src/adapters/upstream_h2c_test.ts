@@ -306,6 +306,10 @@ Deno.test("h2c: malformed answers fail the stream with a protocol error", async 
     [[":status", "200"], [":path", "/"]],
     [[":status", "2000"]],
     [[":status", "200"], ["Upper", "x"]],
+    [[":status", "200"], ["x-a", "one\r\nset-cookie: injected"]],
+    [[":status", "200"], ["x-a", " padded"]],
+    [[":status", "200"], ["x-a", "nul\0"]],
+    [[":status", "200"], ["bad name", "x"]],
   ];
   await using up = h2Server(async (p) => {
     for (;;) {
@@ -390,6 +394,26 @@ Deno.test("h2c: a session idle past upstream_pool's idle timeout is closed with 
     assert.equal(res.status, 200);
     await waitFor(() => ended, { timeoutMs: 5_000 });
     assert.ok(goaway);
+  } finally {
+    await client.close();
+  }
+});
+
+Deno.test("h2c: trailers with a CR or LF in a value fail the stream (never a line of their own)", async () => {
+  await using up = h2Server(async (p) => {
+    const r = (await p.request())!;
+    const w = new FrameWriter();
+    p.head(w, r.stream, [[":status", "200"]], false);
+    w.frame(FrameType.DATA, 0, r.stream, enc.encode("body"));
+    p.head(w, r.stream, [["grpc-status", "0\r\nx-injected: 1"]], true);
+    await p.send(w);
+    await p.frame();
+  });
+  const client = createUpstreamClient();
+  try {
+    const res = await client.send(request(`${up.url}/`, { protocol: "h2c" }));
+    await assert.rejects(res.text());
+    assert.equal((res as CountedResponse)[BODY_BYTES]!.trailers, undefined);
   } finally {
     await client.close();
   }
