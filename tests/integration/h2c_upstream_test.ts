@@ -487,3 +487,35 @@ Deno.test("gRPC-Web (grpc_web: true): binary and text requests over HTTP/1.1 rea
     server.forceShutdown();
   }
 });
+
+interopTest(
+  "an HTTP/1.1 client that sends TE: trailers gets the upstream's trailers in the last chunk",
+  [
+    "curl",
+  ],
+  async () => {
+    await using up = echoUpstream();
+    const port = await up.listening;
+    await using prox = await startProxy(config(`http://127.0.0.1:${port}`, false));
+    const ask = (...extra: string[]) =>
+      run("curl", [
+        "-sS",
+        "--http1.1",
+        "--raw",
+        "-D",
+        "-",
+        "--data-binary",
+        "seven b",
+        ...extra,
+        `${prox.url}/`,
+      ]);
+    const asked = await ask("-H", "TE: trailers");
+    assert.equal(asked.code, 0, asked.stderr);
+    assert.match(asked.stdout, /^transfer-encoding: chunked\r$/m);
+    // The raw chunked body: the data, then the last chunk with the trailer.
+    assert.match(asked.stdout, /\r\n7\r\nseven b\r\n0\r\nx-bytes: 7\r\n\r\n$/);
+    const plain = await ask();
+    assert.equal(plain.code, 0, plain.stderr);
+    assert.match(plain.stdout, /\r\n7\r\nseven b\r\n0\r\n\r\n$/);
+  },
+);

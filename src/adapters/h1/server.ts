@@ -20,8 +20,16 @@ import { crowd } from "../gc_hint.ts";
 import { formatListenAddr } from "../../config/listen.ts";
 import type { ListenAddr } from "../../config/listen.ts";
 import { ProxyError } from "../../domain/errors.ts";
-import { HEADROOM, RAW_BODY } from "../../ports.ts";
-import type { Handler, Logger, Metrics, Protocol, RawBodied, Roomy } from "../../ports.ts";
+import { BODY_BYTES, HEADROOM, RAW_BODY } from "../../ports.ts";
+import type {
+  CountedResponse,
+  Handler,
+  Logger,
+  Metrics,
+  Protocol,
+  RawBodied,
+  Roomy,
+} from "../../ports.ts";
 import { latin1 } from "../upstream_h1_wire.ts";
 import { listen, unmapped } from "../http_serve.ts";
 import type { Listener } from "../http_serve.ts";
@@ -1167,7 +1175,15 @@ async function exchange(
   const keep = !head.close && !env.draining() && !c.broken && c.bodyKnownLeft <= SKIP_BYTES &&
     !(c.bodyPending && (c.awaitsContinue || res.status === 408));
   let ok = false;
-  const w = { head: head.method === "HEAD", keep, http10: head.http10, logger: env.logger };
+  const w = {
+    head: head.method === "HEAD",
+    keep,
+    http10: head.http10,
+    logger: env.logger,
+    // `TE: trailers`: the client takes trailer fields (RFC 9110 §10.1.4), looked at only when an
+    // answer has some.
+    trailers: () => TE_TRAILERS.test(req.headers.get("te") ?? ""),
+  };
   try {
     // A client that left gets no answer (the pipeline's is a stand-in 400 for a 499): one that
     // only ended its sending side would read it as the answer to its request. Deno.serve too
@@ -1223,6 +1239,51 @@ const HTTP10_LINE = /^[^\r\n]* HTTP\/1\.0\r?\n/;
 /** Fields the engine writes itself from the framing it chose. */
 const FRAMING = new Set(["connection", "keep-alive", "transfer-encoding", "content-length"]);
 
+/** A TE field value that lists `trailers`. */
+const TE_TRAILERS = /(?:^|,)[ \t]*trailers[ \t]*(?:[;,]|$)/i;
+
+/**
+ * Fields a trailer section must not carry (RFC 9110 §6.5.1: framing, routing, request modifiers,
+ * authentication, response control data, content metadata); the rest go on.
+ */
+const NOT_TRAILERS = new Set([
+  "connection",
+  "keep-alive",
+  "proxy-connection",
+  "transfer-encoding",
+  "content-length",
+  "content-type",
+  "content-encoding",
+  "content-range",
+  "trailer",
+  "te",
+  "upgrade",
+  "host",
+  "authorization",
+  "set-cookie",
+  "cache-control",
+  "expires",
+  "location",
+  "date",
+  "retry-after",
+  "vary",
+  "age",
+]);
+
+/**
+ * The last chunk of a chunked answer: with the upstream's trailers (an HTTP/2 upstream's, see
+ * upstream_h2c.ts) when the client said it takes them, else bare.
+ */
+function lastChunk(res: Response, takes?: () => boolean): Uint8Array {
+  const trailers = (res as CountedResponse)[BODY_BYTES]?.trailers;
+  if (!trailers || trailers.length === 0 || !takes?.()) return LAST_CHUNK;
+  let text = "0\r\n";
+  for (const [k, v] of trailers) {
+    if (!NOT_TRAILERS.has(k) && k.charCodeAt(0) !== 58) text += k + ": " + v + "\r\n";
+  }
+  return headBytes(text + "\r\n");
+}
+
 /**
  * Writes `res` to the client: its head, then its body framed by Content-Length when known, else
  * chunked, or to an HTTP/1.0 client by the connection's end. True when the whole answer went out
@@ -1232,7 +1293,7 @@ const FRAMING = new Set(["connection", "keep-alive", "transfer-encoding", "conte
 async function writeResponse(
   c: Conn,
   res: Response,
-  o: { head: boolean; keep: boolean; http10: boolean; logger: Logger },
+  o: { head: boolean; keep: boolean; http10: boolean; logger: Logger; trailers?: () => boolean },
 ): Promise<boolean> {
   const status = res.status;
   const reason = res.statusText || REASONS[status] || "";
@@ -1383,7 +1444,7 @@ async function writeResponse(
     sent += bytes.byteLength;
     if (out.size >= FLUSH_AT) await flush();
   }
-  if (declared < 0 && !toEnd) out.add(LAST_CHUNK);
+  if (declared < 0 && !toEnd) out.add(lastChunk(res, o.trailers));
   await flush();
   if (declared >= 0) return sent === declared;
   // Complete, though the connection must end for the client to know it.
