@@ -291,6 +291,11 @@ export interface AccessRecord {
   referer: string | null;
   /** The user `basic_auth` let in; absent on routes without it. */
   authUser?: string;
+  /**
+   * A gRPC answer's `grpc-status` (from its trailers, or the head of a trailers-only answer): a
+   * failed call is an HTTP 200. Absent on other answers.
+   */
+  grpcStatus?: string;
 }
 
 /**

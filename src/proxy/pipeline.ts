@@ -518,15 +518,20 @@ function record(ctx: RequestContext, deps: PipelineDeps, res: Response, label?: 
   if (ctx.cache !== undefined) base.cache = ctx.cache;
   // The closure keeps only what it needs (not ctx, which holds the whole request).
   const { clock } = deps;
+  const grpcAnswer = res.headers.has("grpc-status");
   const start = ctx.start;
   const write = (sent: boolean) => {
     // Deno.serve may report a body the client abandoned as sent; the counter knows better.
     const delivered = sent && (counted?.ended ?? true);
+    // Known once the body ended: the trailers came before its end.
+    const grpc = counted?.trailers?.find(([k]) => k === "grpc-status")?.[1] ??
+      (grpcAnswer ? res.headers.get("grpc-status") : null);
     access({
       ...base,
       bytesOut: delivered && declared !== null ? Number(declared) : counted?.bytes ?? 0,
       durationMs: clock.monotonic() - start,
       ...(delivered ? {} : { incomplete: true as const }),
+      ...(grpc == null ? {} : { grpcStatus: grpc.slice(0, 16) }),
     });
   };
   // Written once the response is delivered (size and duration then known); a 101 hands the

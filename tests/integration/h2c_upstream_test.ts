@@ -8,6 +8,7 @@ import * as grpc from "@grpc/grpc-js";
 import { interopTest, ROOT, run, waitFor } from "../_harness.ts";
 import { onProxEngines, startProxy } from "./_proxy.ts";
 import { loadConfigText } from "../../src/config/load.ts";
+import { silentLogger } from "../../src/ports.ts";
 
 const TLS = `${ROOT}/tests/fixtures/tls`;
 const CA = Deno.readTextFileSync(`${TLS}/ca.pem`);
@@ -125,8 +126,22 @@ async function grpcCalls(port: number, tls: boolean): Promise<void> {
 for (const tls of [false, true]) {
   Deno.test(`gRPC through Prox to an h2c upstream (grpc-js both ends, ${tls ? "TLS" : "h2c"} to Prox)`, async () => {
     await using up = await grpcServer();
-    await using prox = await startProxy(config(`http://127.0.0.1:${up.port}`, tls));
+    const lines: Record<string, unknown>[] = [];
+    const logger = {
+      ...silentLogger,
+      info: (m: string, f?: Record<string, unknown>) => m === "access" && lines.push(f!),
+    };
+    await using prox = await startProxy(
+      config(`http://127.0.0.1:${up.port}`, tls) + "log: { access_log: json }\n",
+      { logger },
+    );
     await grpcCalls(prox.port, tls);
+    // The access log says how each call ended, which its HTTP status (200) does not.
+    await waitFor(() => lines.length === 3);
+    const byPath = new Map(lines.map((l) => [l.path, l.grpcStatus]));
+    assert.equal(byPath.get("/test.Echo/Echo"), "0");
+    assert.equal(byPath.get("/test.Echo/Fail"), "5");
+    assert.equal(byPath.get("/test.Echo/Chat"), "0");
   });
 }
 
