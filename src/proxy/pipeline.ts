@@ -19,7 +19,7 @@ import { authorityOf, normalizePath, plainPath, rawQuery, wireQuery } from "../d
 import { BODY_BYTES } from "../ports.ts";
 import type { AccessRecord, ClientInfo, CountedResponse, Handler } from "../ports.ts";
 import type { PipelineDeps, RequestContext } from "./context.ts";
-import { errorResponse, OWN_ERROR } from "./respond.ts";
+import { errorResponse, grpcErrorResponse, grpcRequestType, OWN_ERROR } from "./respond.ts";
 import type { OwnError } from "./respond.ts";
 import { pageFor, withErrorPage } from "./error_pages.ts";
 import { recent } from "./recent.ts";
@@ -61,6 +61,14 @@ export function createHandler(deps: PipelineDeps): Handler {
       res = await handle(ctx, deps);
     } catch (err) {
       res = failure(ctx, deps, await resetOr(err, req), faults);
+    }
+    // A gRPC client reads Prox's own failures as gRPC statuses; logs and metrics keep the HTTP one.
+    if (res.status >= 400 && (res as OwnError)[OWN_ERROR]) {
+      const grpc = grpcRequestType(req.headers.get("content-type"));
+      if (grpc !== null) {
+        ctx.loggedStatus ??= res.status;
+        res = grpcErrorResponse(res, grpc);
+      }
     }
     if (ctx.snapshot.hasErrorPages && res.status >= 400) res = withErrorPage(ctx, res);
     const cors = ctx.route?.cors;

@@ -82,3 +82,59 @@ export function responseWith(
   for (let i = 0; i < fields.length; i++) h.append(fields[i][0], fields[i][1]);
   return res;
 }
+
+/** The gRPC status (grpc/doc/statuscodes.md) of each kind of Prox's own failures. */
+const GRPC_STATUS: Record<ErrorKind, number> = {
+  bad_request: 13, // INTERNAL, as gRPC maps an HTTP 400
+  not_found: 12, // UNIMPLEMENTED: no such method here
+  unauthorized: 16, // UNAUTHENTICATED
+  forbidden: 7, // PERMISSION_DENIED
+  method_not_allowed: 12,
+  not_implemented: 12,
+  body_too_large: 8, // RESOURCE_EXHAUSTED
+  header_too_large: 8,
+  request_timeout: 4, // DEADLINE_EXCEEDED
+  rate_limited: 8,
+  connect: 14, // UNAVAILABLE
+  upstream_reset: 14,
+  protocol: 14,
+  timeout: 4,
+  no_healthy_upstream: 14,
+  overloaded: 14,
+  shutting_down: 14,
+  client_gone: 1, // CANCELLED
+  internal: 13,
+};
+
+/** The gRPC (or gRPC-Web) content type a request was sent with, or null for other requests. */
+export function grpcRequestType(contentType: string | null): string | null {
+  if (contentType === null) return null;
+  const m = /^application\/grpc(-web(?:-text)?)?(\+[a-z0-9._-]+)?[ \t]*(?:;|$)/i.exec(contentType);
+  return m ? `application/grpc${(m[1] ?? "").toLowerCase()}${(m[2] ?? "").toLowerCase()}` : null;
+}
+
+/**
+ * One of Prox's own error answers as a gRPC client reads it: HTTP 200 with the status in the head
+ * (a trailers-only answer: `grpc-status`, `grpc-message`), as Envoy answers gRPC requests it
+ * fails itself. A gRPC client reading Prox's text body as messages instead reported nonsense
+ * ("message larger than max"). The answer's other fields (request id, Proxy-Status, Retry-After,
+ * RateLimit…) stay.
+ */
+export function grpcErrorResponse(res: Response & OwnError, type: string): Response {
+  const own = res[OWN_ERROR]!;
+  res.body?.cancel().catch(() => {});
+  const headers = new Headers(res.headers);
+  headers.delete("content-length");
+  headers.set("content-type", type);
+  headers.set("grpc-status", String(GRPC_STATUS[own.kind] ?? 2));
+  // Percent-encoded as gRPC wants it (printable ASCII but `%` as is).
+  headers.set("grpc-message", own.message.replace(/[^\x20-\x24\x26-\x7e]/gu, pctEncode));
+  const out: Response & OwnError = new Response(null, { status: 200, headers });
+  out[OWN_ERROR] = own;
+  return out;
+}
+
+function pctEncode(c: string): string {
+  return Array.from(encoder.encode(c), (b) => `%${b.toString(16).toUpperCase().padStart(2, "0")}`)
+    .join("");
+}

@@ -494,9 +494,12 @@ Deno.test("gRPC-Web (grpc_web: true): binary and text requests over HTTP/1.1 rea
     res = await post("Fail", "application/grpc-web", webFrame("x"));
     assert.equal(res.headers.get("grpc-status"), "5");
     assert.equal(await res.text(), "");
-    // Text that is not base64.
+    // Text that is not base64: Prox's 400, as gRPC-Web says a failure (INTERNAL).
     res = await post("Echo", "application/grpc-web-text", "not base64!");
-    assert.equal(res.status, 400);
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.get("content-type"), "application/grpc-web-text");
+    assert.equal(res.headers.get("grpc-status"), "13");
+    assert.match(res.headers.get("grpc-message")!, /base64/);
     await res.body?.cancel();
   } finally {
     server.forceShutdown();
@@ -534,3 +537,64 @@ interopTest(
     assert.match(plain.stdout, /\r\n7\r\nseven b\r\n0\r\n\r\n$/);
   },
 );
+
+Deno.test("Prox's own failures reach a gRPC client as gRPC statuses (UNAVAILABLE, UNIMPLEMENTED, RESOURCE_EXHAUSTED)", async () => {
+  const dead = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const deadPort = (dead.addr as Deno.NetAddr).port;
+  dead.close();
+  await using up = await grpcServer();
+  const lines: Record<string, unknown>[] = [];
+  const logger = {
+    ...silentLogger,
+    info: (m: string, f?: Record<string, unknown>) => m === "access" && lines.push(f!),
+  };
+  await using prox = await startProxy(
+    `health_check: { enabled: false }
+log: { access_log: json }
+routes:
+  "/test.Echo/Echo":
+    type: proxy
+    target: "http://127.0.0.1:${deadPort}"
+    upstream_protocol: h2c
+    retries: { attempts: 0 }
+  "/test.Echo/Fail":
+    type: proxy
+    # The route's prefix is stripped: the target puts the method's path back.
+    target: "http://127.0.0.1:${up.port}/test.Echo/Fail"
+    upstream_protocol: h2c
+    rate_limit: { by: ip, requests: 1, period: 1m }
+`,
+    { logger },
+  );
+  const Client = grpc.makeGenericClientConstructor(
+    SERVICE as unknown as grpc.ServiceDefinition,
+    "Echo",
+  );
+  const client = new Client(
+    `127.0.0.1:${prox.port}`,
+    grpc.credentials.createInsecure(),
+  ) as unknown as EchoClient;
+  try {
+    assert.match(await call(client.echo.bind(client), "x"), /^error 14: Bad gateway/);
+    // The first call goes through (the service's own NOT_FOUND), the second is limited.
+    assert.equal(await call(client.fail.bind(client), "x"), "error 5: no such thing");
+    assert.match(await call(client.fail.bind(client), "x"), /^error 8: /);
+    // No route for the method.
+    const chat = client.chat();
+    const status = new Promise<grpc.StatusObject>((resolve) => chat.on("status", resolve));
+    chat.on("error", () => {});
+    chat.end();
+    assert.equal((await status).code, grpc.status.UNIMPLEMENTED);
+  } finally {
+    client.close();
+  }
+  // Logs and metrics keep the HTTP status of the failure, with the gRPC one beside it.
+  await waitFor(() => lines.length === 4);
+  const seen = lines.map((l) => `${l.path} ${l.status} ${l.grpcStatus}`);
+  assert.deepEqual(seen, [
+    "/test.Echo/Echo 502 14",
+    "/test.Echo/Fail 200 5",
+    "/test.Echo/Fail 429 8",
+    "/test.Echo/Chat 404 12",
+  ]);
+});
