@@ -550,7 +550,9 @@ export async function startServer(
     // answers reach their clients before the process exits and cuts what remains.
     await set.settled(SETTLE_MS);
     if (!opts.rateLimits) await rateLimits.close();
-    await admin.shutdown();
+    // Deno.serve's graceful shutdown waits for good on a request body that never finishes (one
+    // answered without reading it, from any client of the admin port): exit cuts it.
+    await within(SETTLE_MS, admin.shutdown());
     stopReducer();
     // Responses the drain timeout cut never settle: their lines are written now, incomplete.
     for (const cut of [...accessPending]) cut();

@@ -1,8 +1,9 @@
 // Graceful shutdown: answers that never end (server-sent events) are cut at shutdown_timeout, each
-// logged as its own request; the listeners stop accepting at once, even while a reload is stuck.
+// logged as its own request; the listeners stop accepting at once, even while a reload is stuck;
+// an admin request that never finishes its body does not hold the exit.
 // Real sockets, an in-process Prox; conditions awaited, never slept on.
 import assert from "node:assert/strict";
-import { startUpstream, waitFor } from "../_harness.ts";
+import { freePort, startUpstream, waitFor } from "../_harness.ts";
 import { startServer } from "../../src/server.ts";
 import { recordingLogger } from "./_ws.ts";
 
@@ -100,4 +101,41 @@ routes:
   assert.ok(
     !logger.records.some((r) => r.msg === "Reload failed; the current config keeps serving"),
   );
+});
+
+Deno.test("shutdown: an admin request whose body never finishes does not hold the shutdown past its grace", async () => {
+  const adminPort = freePort();
+  const server = await startServer({
+    text: `listen_addr: "127.0.0.1:0"
+shutdown_timeout: 300ms
+health_check: { enabled: false }
+admin: { listen_addr: "127.0.0.1:${adminPort}" }
+routes:
+  "/": { type: redirect, target: "https://example.com" }
+`,
+    name: "admin.yaml",
+  }, { logger: recordingLogger(), watch: false });
+  // Declares 10 bytes and sends 2: Deno.serve's graceful shutdown waits for the rest.
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: adminPort });
+  await conn.write(
+    new TextEncoder().encode(
+      "POST /config/reload HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 10\r\n\r\nab",
+    ),
+  );
+  try {
+    // Answered (the reload does not read the body), while the rest of the body is still due.
+    const answer = new Uint8Array(4096);
+    const n = await conn.read(answer);
+    assert.match(new TextDecoder().decode(answer.subarray(0, n ?? 0)), /^HTTP\/1\.1 200/);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const stopped = await Promise.race([
+      server.shutdown().then(() => true),
+      new Promise<false>((r) => timer = setTimeout(() => r(false), 5_000)),
+    ]);
+    clearTimeout(timer);
+    assert.ok(stopped, "shutdown ended within its 300 ms grace (plus slack)");
+  } finally {
+    conn.close();
+    await server.shutdown();
+  }
 });
