@@ -120,9 +120,9 @@ async function placeOrder(config: AcmeConfig, opts: OrderOptions): Promise<Certi
   let client = stored
     ? new acme.Client({ directoryUrl: url, accountKey, accountUrl: stored.accountUrl })
     : await register();
-  if (stored && (stored.email !== config.email || stored.keyId === undefined)) {
-    if (stored.email !== config.email) await client.updateAccount({ contact });
-    await store.writeAccount({ ...stored, email: config.email, keyId });
+  if (stored && stored.email !== config.email) {
+    await client.updateAccount({ contact });
+    await store.writeAccount({ ...stored, email: config.email });
   }
 
   const [key, csr] = await acme.crypto.createCsr(
@@ -152,13 +152,23 @@ async function placeOrder(config: AcmeConfig, opts: OrderOptions): Promise<Certi
   try {
     cert = await auto(client);
   } catch (err) {
-    // The CA forgot the stored account (reset test CA, deactivated account): register again.
-    if (!/accountDoesNotExist|account.*(not exist|not found)/i.test(String(errorText(err)))) {
-      throw err;
-    }
-    logger.warn("ACME account unknown to the CA; registering it again", { directory: url });
+    // The CA forgot the stored account (reset test CA, deactivated account), or it is another
+    // key's (an account.json of an older Prox, without keyId, beside a replaced key): register.
+    const why = String(errorText(err));
+    const unknown = /accountDoesNotExist|account.*(not exist|not found)/i.test(why);
+    if (!unknown && !(stored && /JWS verification/i.test(why))) throw err;
+    logger.warn(
+      unknown
+        ? "ACME account unknown to the CA; registering it again"
+        : "ACME account key does not sign for the stored account; registering its own",
+      { directory: url },
+    );
     client = await register();
     cert = await auto(client);
+  }
+  // An account.json from an older Prox learns its key once an order under it succeeded.
+  if (stored && stored.keyId === undefined && client.getAccountUrl() === stored.accountUrl) {
+    await store.writeAccount({ ...stored, email: config.email, keyId });
   }
   return { cert, key: key.toString() };
 }

@@ -445,3 +445,46 @@ interopTest(
       }
     }),
 );
+
+interopTest(
+  "ACME: an account.json of an older Prox (no key hash) with the account key replaced registers the new key's account",
+  TOOLS,
+  () =>
+    withTempDir(async (dir) => {
+      const httpPort = freePort();
+      await using pebble = await startPebble({ httpPort, dir });
+      await using up = await startUpstream(() => new Response("replaced key"));
+      const storage = `${dir}/acme`;
+      const yaml = acmeYaml({ ca: pebble.directoryUrl, storage, httpPort, upstream: up.url });
+      const first = await start(yaml);
+      try {
+        await waitFor(() => first.acme!.current(), { timeoutMs: 30_000, what: "issuance" });
+      } finally {
+        await first.shutdown();
+      }
+      // As an older Prox wrote it, and another (valid) key put in place of the account key.
+      const old = JSON.parse(await Deno.readTextFile(`${storage}/account.json`));
+      delete old.keyId;
+      await Deno.writeTextFile(`${storage}/account.json`, JSON.stringify(old));
+      const other = await new Deno.Command("openssl", {
+        args: ["genpkey", "-algorithm", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"],
+      }).output();
+      assert.ok(other.success);
+      await Deno.writeFile(`${storage}/account.key`, other.stdout);
+      for (const f of ["prox.test.crt", "prox.test.key"]) await Deno.remove(`${storage}/${f}`);
+      const logger = memoryLogger();
+      const second = await start(yaml, { retryBaseMs: 600_000 }, logger);
+      try {
+        await waitFor(() => second.acme!.current() ?? second.acme!.status().failures, {
+          timeoutMs: 30_000,
+          what: "the second order",
+        });
+        assert.equal(second.acme!.status().lastError, null, logger.lines.join("\n"));
+        const account = JSON.parse(await Deno.readTextFile(`${storage}/account.json`));
+        assert.notEqual(account.accountUrl, old.accountUrl);
+        assert.ok(account.keyId);
+      } finally {
+        await second.shutdown();
+      }
+    }),
+);
