@@ -476,7 +476,7 @@ export async function startServer(
       tokens.retain(config.routes);
       upstreams.release(unwatchedTargets(config));
       health.update(current);
-      certs.applied(config, plans);
+      const certificateChange = certs.applied(config, plans);
       accessLog = accessLogFor(config);
       // Side systems that may fail (UDP bind, Redis) log their own errors; the reload stands.
       await syncH3(config, mainTls(plans)).catch((err) =>
@@ -499,7 +499,11 @@ export async function startServer(
         logger.warn(`${key} changed; it applies when Prox restarts (--takeover)`);
       }
       if (copyPath && next.text !== undefined) keepConfigCopy(copyPath, next.text, logger);
-      const changes = configChanges(prev, config);
+      // A certificate rotated on disk changes no key of the config, but it is what changed.
+      const changes = [
+        ...configChanges(prev, config),
+        ...certificateChange ? [certificateChange] : [],
+      ];
       logger.info("Config reloaded", {
         version,
         trigger,

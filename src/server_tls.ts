@@ -41,8 +41,11 @@ export interface Certificates {
   follow(c: Config): Promise<void>;
   /** The listeners a config asks for, with their TLS material read from disk (or from ACME). */
   plansFor(c: Config): Promise<ListenerPlan[]>;
-  /** A config now serves with these plans: its expiry metric, redirect status. */
-  applied(c: Config, plans: ListenerPlan[]): void;
+  /**
+   * A config now serves with these plans: its expiry metric, redirect status. Returns a line for
+   * the reload's changes when the main listener's certificate is another than before, else null.
+   */
+  applied(c: Config, plans: ListenerPlan[]): string | null;
   close(): Promise<void>;
 }
 
@@ -100,10 +103,14 @@ export function createCertificates(initial: Config, deps: CertificateDeps): Cert
     applied(c, plans) {
       redirectStatus = c.http_redirect?.status_code ?? 308;
       const { cert, key } = mainTls(plans);
+      const changed = served !== null && cert !== undefined && served.cert !== cert;
       served = cert ? { cert, key } : null;
       const notAfter = cert ? certificateNotAfter(cert) : null;
       const name = c.tls?.cert_path ?? (acmeOf(c) ? `acme:${acmeOf(c)!.domains[0]}` : "main");
       deps.metrics.certificateExpiry(name, notAfter);
+      if (!changed) return null;
+      const until = notAfter === null ? "" : `: valid until ${new Date(notAfter).toISOString()}`;
+      return `TLS certificate changed (${name}${until})`;
     },
     async close() {
       await acme?.close();
