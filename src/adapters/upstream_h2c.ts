@@ -117,6 +117,8 @@ interface Stream {
   windowWake: (() => void) | null;
   /** Bytes the client read that the upstream has not been given window for yet. */
   unacked: number;
+  /** What the upstream may still send on this stream (the window Prox granted). */
+  recvWindow: number;
   counter: BodyCounter;
   release: () => void;
 }
@@ -148,6 +150,8 @@ class Session {
   #sendWindow = 65535;
   /** Bytes read by clients not yet given back to the upstream as connection window. */
   #unacked = 0;
+  /** What the upstream may still send on the connection (the window Prox granted). */
+  #recvWindow = CONNECTION_WINDOW;
   /** A GOAWAY came (or this side is closing): no new streams. */
   draining = false;
   closed = false;
@@ -278,6 +282,7 @@ class Session {
       sendWindow: this.#initialWindow,
       windowWake: null,
       unacked: 0,
+      recvWindow: STREAM_WINDOW,
       counter,
       release,
     };
@@ -477,18 +482,25 @@ class Session {
 
   /** The client read `n` bytes: window goes back once half of one was read. */
   #ack(s: Stream, n: number): void {
-    if (this.closed) return;
-    this.#unacked += n;
-    if (this.#unacked >= CONNECTION_WINDOW / 2) {
-      this.#out.u32(FrameType.WINDOW_UPDATE, 0, this.#unacked);
-      this.#unacked = 0;
-      this.#flush();
-    }
-    if (s.remoteEnded || s.closed) return;
+    this.#ackConnection(n);
+    if (this.closed || s.remoteEnded || s.closed) return;
     s.unacked += n;
     if (s.unacked >= STREAM_WINDOW / 2) {
       this.#out.u32(FrameType.WINDOW_UPDATE, s.id, s.unacked);
+      s.recvWindow += s.unacked;
       s.unacked = 0;
+      this.#flush();
+    }
+  }
+
+  /** `n` bytes of the connection's window are free again: given back once half of it is. */
+  #ackConnection(n: number): void {
+    if (this.closed || n === 0) return;
+    this.#unacked += n;
+    if (this.#unacked >= CONNECTION_WINDOW / 2) {
+      this.#out.u32(FrameType.WINDOW_UPDATE, 0, this.#unacked);
+      this.#recvWindow += this.#unacked;
+      this.#unacked = 0;
       this.#flush();
     }
   }
@@ -748,15 +760,28 @@ class Session {
       len -= pad;
     }
     const s = this.#streams.get(id);
-    // The whole frame counts against the windows; what no client reads is given back at once.
-    const unread = s === undefined || s.remoteEnded || s.closed ? p.length : p.length - (len - off);
-    if (unread > 0 && !this.closed) {
-      this.#unacked += unread;
-      if (this.#unacked >= CONNECTION_WINDOW / 2) {
-        this.#out.u32(FrameType.WINDOW_UPDATE, 0, this.#unacked);
-        this.#unacked = 0;
+    // The whole frame counts against the windows Prox granted, and may not go past them (RFC
+    // 9113 §6.9.1): what an upstream sends beyond would wait in memory for the client.
+    this.#recvWindow -= p.length;
+    if (this.#recvWindow < 0) {
+      throw new ConnectionError(ErrorCode.FLOW_CONTROL_ERROR, "DATA beyond the connection window");
+    }
+    if (s !== undefined && !s.remoteEnded) {
+      s.recvWindow -= p.length;
+      if (s.recvWindow < 0) {
+        this.#out.u32(FrameType.RST_STREAM, id, ErrorCode.FLOW_CONTROL_ERROR);
         this.#flush();
+        s.localEnded = s.remoteEnded = true;
+        this.#ackConnection(p.length);
+        return this.#end(s, protocolError(this.source, "sent DATA beyond the stream window"));
       }
+    }
+    // What no client reads (padding, a stream that is over) is given back at once.
+    const unread = s === undefined || s.remoteEnded || s.closed ? p.length : p.length - (len - off);
+    this.#ackConnection(unread);
+    if (s !== undefined && !s.remoteEnded && unread > 0) {
+      // Padding of a live stream: its window too (#ack does so for the stream as well).
+      s.unacked += unread;
     }
     if (s === undefined) {
       if (id >= this.#nextId) {

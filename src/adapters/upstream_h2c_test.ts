@@ -418,3 +418,35 @@ Deno.test("h2c: trailers with a CR or LF in a value fail the stream (never a lin
     await client.close();
   }
 });
+
+/** The u32 of a frame's payload at `at` (RST_STREAM's code, WINDOW_UPDATE's increment). */
+const u32 = (p: Uint8Array, at = 0) =>
+  new DataView(p.buffer, p.byteOffset).getUint32(at) & 0x7fffffff;
+
+Deno.test("h2c: DATA beyond the stream window Prox granted is a FLOW_CONTROL_ERROR, not buffered (RFC 9113 §6.9.1)", async () => {
+  let reset = -1;
+  await using up = h2Server(async (p) => {
+    const r = (await p.request())!;
+    const w = new FrameWriter();
+    p.head(w, r.stream, [[":status", "200"]], false);
+    // 1 MiB is the window Prox gave; 64 more frames of 16 KiB go past it.
+    const chunk = new Uint8Array(16384);
+    for (let i = 0; i < 64 + 64; i++) w.frame(FrameType.DATA, 0, r.stream, chunk);
+    await p.send(w);
+    for (;;) {
+      const f = await p.frame();
+      if (f === null) return;
+      if (f.type === FrameType.RST_STREAM && f.stream === r.stream) reset = u32(f.payload);
+      if (f.type === FrameType.GOAWAY) reset = u32(f.payload, 4);
+    }
+  });
+  const client = createUpstreamClient();
+  try {
+    const res = await client.send(request(`${up.url}/`, { protocol: "h2c" }));
+    await waitFor(() => reset !== -1, { timeoutMs: 3_000, what: "a reset" });
+    assert.equal(reset, ErrorCode.FLOW_CONTROL_ERROR);
+    await assert.rejects(res.arrayBuffer());
+  } finally {
+    await client.close();
+  }
+});
