@@ -474,7 +474,11 @@ class Session {
         }
       },
       cancel: () => {
+        // What was let in and will not be read is the connection's window again.
+        let unread = 0;
+        for (const chunk of s.chunks) unread += chunk.byteLength;
         s.chunks.length = 0;
+        this.#ackConnection(unread);
         this.#cancel(s, new ProxyError("client_gone", "Client went away", { source: this.source }));
       },
     }, { highWaterMark: 0 });

@@ -450,3 +450,59 @@ Deno.test("h2c: DATA beyond the stream window Prox granted is a FLOW_CONTROL_ERR
     await client.close();
   }
 });
+
+Deno.test("h2c: a body the client cancels gives its unread bytes back to the connection window", async () => {
+  let window = 65535;
+  let granted = () => {};
+  let cancelled = () => {};
+  const CONN = 8 * 1024 * 1024;
+  const SIZE = 1024 * 1024 - 16384;
+  await using up = h2Server(async (p) => {
+    const requests: number[] = [];
+    let wake = () => {};
+    const reader = (async () => {
+      for (;;) {
+        const f = await p.frame();
+        if (f === null) return;
+        if (f.type === FrameType.WINDOW_UPDATE && f.stream === 0) window += u32(f.payload);
+        if (f.type === FrameType.HEADERS) {
+          p.dec.decode(f.payload, () => {});
+          requests.push(f.stream);
+        }
+        if (f.type === FrameType.PING && (f.flags & Flag.ACK)) granted();
+        wake();
+      }
+    })();
+    for (let n = 0; n < 10; n++) {
+      while (requests.length === 0) await new Promise<void>((r) => wake = r);
+      const id = requests.shift()!;
+      // As much as the connection window allows (a peer that keeps to it).
+      const size = Math.min(SIZE, window);
+      window -= size;
+      const w = new FrameWriter();
+      p.head(w, id, [[":status", "200"]], false);
+      for (let off = 0; off < size; off += 16384) {
+        w.frame(FrameType.DATA, 0, id, new Uint8Array(Math.min(16384, size - off)));
+      }
+      w.frame(FrameType.PING, 0, 0, new Uint8Array(8));
+      const acked = new Promise<void>((r) => granted = r);
+      await p.send(w);
+      await acked; // every DATA frame was read by Prox
+      cancelled();
+    }
+    await reader;
+  });
+  const client = createUpstreamClient();
+  try {
+    for (let n = 0; n < 10; n++) {
+      const done = new Promise<void>((r) => cancelled = r);
+      const res = await client.send(request(`${up.url}/`, { protocol: "h2c" }));
+      await done;
+      await res.body!.cancel();
+    }
+    // What no client will read is the connection's again: the upstream can send more.
+    await waitFor(() => window >= CONN / 2, { timeoutMs: 3_000, what: `window ${window}` });
+  } finally {
+    await client.close();
+  }
+});
