@@ -119,6 +119,10 @@ interface Stream {
   unacked: number;
   /** What the upstream may still send on this stream (the window Prox granted). */
   recvWindow: number;
+  /** The answer's content-length (-1: none, or an answer without content). */
+  expected: number;
+  /** Content bytes the upstream sent. */
+  received: number;
   counter: BodyCounter;
   release: () => void;
 }
@@ -283,6 +287,8 @@ class Session {
       windowWake: null,
       unacked: 0,
       recvWindow: STREAM_WINDOW,
+      expected: -1,
+      received: 0,
       counter,
       release,
     };
@@ -806,12 +812,37 @@ class Session {
         s.localEnded = s.remoteEnded = true;
         return this.#end(s, protocolError(this.source, `sent content with a ${s.status} answer`));
       }
+      s.received += len - off;
+      if (s.expected >= 0 && s.received > s.expected) return this.#lengthMismatch(s);
       s.chunks.push(p.slice(off, len));
     }
     if (flags & Flag.END_STREAM) {
+      if (s.expected >= 0 && s.received !== s.expected) return this.#lengthMismatch(s);
       s.remoteEnded = true;
       this.#maybeDone(s);
     }
+    s.wake?.();
+  }
+
+  /**
+   * The content did not match the answer's content-length: the response is malformed (RFC 9113
+   * §8.1.1), and its body fails rather than end short (or long) as if whole.
+   */
+  #lengthMismatch(s: Stream): void {
+    if (!s.localEnded) {
+      this.#out.u32(FrameType.RST_STREAM, s.id, ErrorCode.PROTOCOL_ERROR);
+      this.#flush();
+    }
+    s.localEnded = s.remoteEnded = true;
+    this.#end(
+      s,
+      protocolError(
+        this.source,
+        `sent ${s.received < s.expected ? "only " : ""}${s.received}${
+          s.received > s.expected ? " or more" : ""
+        } bytes of content-length ${s.expected}`,
+      ),
+    );
     s.wake?.();
   }
 
@@ -863,6 +894,20 @@ class Session {
       s.answered = true;
       s.status = status;
       if (NULL_BODY.has(status)) s.noContent = true;
+      if (!s.noContent) {
+        // Every content-length field must say the same number of bytes.
+        for (const [k, v] of fields) {
+          if (k !== "content-length") continue;
+          const n = /^[0-9]{1,15}$/.test(v) ? Number(v) : -1;
+          if (n < 0 || (s.expected >= 0 && n !== s.expected)) {
+            return fail(`sent a bad content-length (${v.slice(0, 40)})`);
+          }
+          s.expected = n;
+        }
+        if (end && s.expected > 0) {
+          return fail(`sent no content for content-length ${s.expected}`);
+        }
+      }
       if (end) s.remoteEnded = true;
       const nullBody = s.noContent || end;
       let res: CountedResponse;
@@ -881,6 +926,7 @@ class Session {
     }
     // Trailers: end the stream, carry no pseudo-fields (§8.1).
     if (!end || status !== -1 || s.remoteEnded) return fail("sent fields after the body");
+    if (s.expected >= 0 && s.received !== s.expected) return this.#lengthMismatch(s);
     s.counter.trailers = fields;
     s.remoteEnded = true;
     this.#maybeDone(s);

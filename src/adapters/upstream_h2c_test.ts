@@ -506,3 +506,26 @@ Deno.test("h2c: a body the client cancels gives its unread bytes back to the con
     await client.close();
   }
 });
+
+Deno.test("h2c: a body shorter or longer than its content-length fails (RFC 9113 §8.1.1)", async () => {
+  await using up = h2Server(async (p) => {
+    for (;;) {
+      const r = await p.request();
+      if (r === null) return;
+      const w = new FrameWriter();
+      p.head(w, r.stream, [[":status", "200"], ["content-length", "10"]], false);
+      const body = r.stream === 1 ? "short" : "much too long!";
+      w.frame(FrameType.DATA, Flag.END_STREAM, r.stream, enc.encode(body));
+      await p.send(w);
+    }
+  });
+  const client = createUpstreamClient();
+  try {
+    for (let i = 0; i < 2; i++) {
+      const res = await client.send(request(`${up.url}/`, { protocol: "h2c" }));
+      await assert.rejects(res.text(), /content-length/);
+    }
+  } finally {
+    await client.close();
+  }
+});
