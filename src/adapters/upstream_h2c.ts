@@ -168,7 +168,9 @@ class Session {
   /** The upstream's first SETTINGS came. */
   settled = false;
   /** Header block of a HEADERS frame still waiting for its CONTINUATION frames. */
-  #pending: { stream: number; end: boolean; parts: Uint8Array[]; bytes: number } | null = null;
+  #pending:
+    | { stream: number; end: boolean; parts: Uint8Array[]; bytes: number; frames: number }
+    | null = null;
   /** When the last stream ended (for the idle sweep); 0.5 while streams are open. */
   idleSince = 0.5;
   readonly done: Promise<void>;
@@ -609,7 +611,7 @@ class Session {
         const block = p.slice(off, len);
         const end = (flags & Flag.END_STREAM) !== 0;
         if (flags & Flag.END_HEADERS) return this.#onFields(id, end, block);
-        this.#pending = { stream: id, end, parts: [block], bytes: block.length };
+        this.#pending = { stream: id, end, parts: [block], bytes: block.length, frames: 0 };
         return;
       }
       case FrameType.CONTINUATION: {
@@ -619,7 +621,10 @@ class Session {
         }
         pend.parts.push(p.slice());
         pend.bytes += p.length;
-        if (pend.bytes > this.#opts.maxHeaderBytes * 2 + 4096) {
+        // Each frame is charged 256 bytes more, so a flood of empty (or tiny) CONTINUATION
+        // frames runs out as a large block does (CVE-2024-27316's kind).
+        pend.frames++;
+        if (pend.bytes + pend.frames * 256 > this.#opts.maxHeaderBytes * 2 + 4096) {
           throw new ConnectionError(ErrorCode.ENHANCE_YOUR_CALM, "a field block without end");
         }
         if (!(flags & Flag.END_HEADERS)) return;

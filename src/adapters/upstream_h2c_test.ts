@@ -529,3 +529,29 @@ Deno.test("h2c: a body shorter or longer than its content-length fails (RFC 9113
     await client.close();
   }
 });
+
+Deno.test("h2c: a flood of empty CONTINUATION frames ends the connection (ENHANCE_YOUR_CALM)", async () => {
+  let code = -1;
+  await using up = h2Server(async (p) => {
+    const r = (await p.request())!;
+    const e = p.enc.begin().field(":status", "200");
+    const w = new FrameWriter();
+    w.frame(FrameType.HEADERS, Flag.END_STREAM, r.stream, e.block);
+    for (let i = 0; i < 50_000; i++) w.frame(FrameType.CONTINUATION, 0, r.stream);
+    w.frame(FrameType.CONTINUATION, Flag.END_HEADERS, r.stream);
+    await p.send(w).catch(() => {});
+    for (;;) {
+      const f = await p.frame().catch(() => null);
+      if (f === null) return;
+      if (f.type === FrameType.GOAWAY) code = u32(f.payload, 4);
+    }
+  });
+  const client = createUpstreamClient();
+  try {
+    await rejects(client.send(request(`${up.url}/`, { protocol: "h2c" })), "protocol");
+    await waitFor(() => code !== -1);
+    assert.equal(code, ErrorCode.ENHANCE_YOUR_CALM);
+  } finally {
+    await client.close();
+  }
+});
