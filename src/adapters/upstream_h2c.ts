@@ -426,7 +426,12 @@ class Session {
     if (s.closed) return;
     s.closed = true;
     this.#streams.delete(s.id);
-    if (this.#streams.size === 0) this.idleSince = performance.now();
+    if (this.#streams.size === 0) {
+      this.idleSince = performance.now();
+      // Going away (a GOAWAY came): nothing more will use it, so it closes with its last stream
+      // rather than wait for the idle sweep (or forever, without idle_timeout).
+      if (this.draining && !this.closed) queueMicrotask(() => this.shut());
+    }
     if (err !== null) {
       s.error = err;
       if (s.settle) {

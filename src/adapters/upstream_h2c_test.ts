@@ -555,3 +555,35 @@ Deno.test("h2c: a flood of empty CONTINUATION frames ends the connection (ENHANC
     await client.close();
   }
 });
+
+Deno.test("h2c: after a GOAWAY, the session closes once its last stream is over", async () => {
+  let ended = false;
+  await using up = h2Server(async (p) => {
+    const r = (await p.request())!;
+    const w = new FrameWriter();
+    w.goaway(r.stream, ErrorCode.NO_ERROR);
+    p.head(w, r.stream, [[":status", "200"]], false);
+    await p.send(w);
+    gone();
+    await answer;
+    p.head(w, r.stream, [["grpc-status", "0"]], true);
+    await p.send(w);
+    while (await p.frame() !== null) { /* until Prox closes */ }
+    ended = true;
+  });
+  let gone!: () => void;
+  const went = new Promise<void>((r) => gone = r);
+  let finish!: () => void;
+  const answer = new Promise<void>((r) => finish = r);
+  const client = createUpstreamClient();
+  try {
+    const res = await client.send(request(`${up.url}/`, { protocol: "h2c" }));
+    await went;
+    finish();
+    assert.equal(await res.text(), "");
+    await waitFor(() => ended, { timeoutMs: 3_000, what: "the connection closed" });
+    assert.equal(client.pools().find((p) => p.h2Streams !== null)?.h2Streams ?? 0, 0);
+  } finally {
+    await client.close();
+  }
+});
