@@ -31,7 +31,12 @@ import type { FileStore } from "./src/ports.ts";
 import type { ConfigSource } from "./src/server.ts";
 import { startSupervisor } from "./src/adapters/workers.ts";
 import type { Supervisor } from "./src/adapters/workers.ts";
-import { connectSupervisor, followSupervisor, workerRole } from "./src/adapters/worker_link.ts";
+import {
+  connectSupervisor,
+  followSupervisor,
+  startHeartbeat,
+  workerRole,
+} from "./src/adapters/worker_link.ts";
 import type { WorkerRole } from "./src/adapters/worker_link.ts";
 import { createWorkerMetrics } from "./src/adapters/worker_metrics.ts";
 import { workersIssues } from "./src/config/workers_rules.ts";
@@ -667,6 +672,8 @@ async function workerServe(
     return 1;
   }
   const s = server;
+  // A stuck event loop stops the beats: the supervisor then replaces this worker.
+  const stopHeartbeat = startHeartbeat(link, role);
   // Through the signal trap, so the drain and the exit code are the same as for a SIGTERM.
   followSupervisor((cmd) => {
     if (cmd.type === "purge") {
@@ -685,6 +692,7 @@ async function workerServe(
     opts.signals.drain("SIGTERM");
   });
   const code = await opts.signals.serve(server);
+  stopHeartbeat();
   metrics.close();
   link.close();
   return code;

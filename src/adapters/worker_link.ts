@@ -17,6 +17,7 @@ export const DEBUG_HEADER_ENV = "PROX_DEBUG_WORKER_HEADER";
 /** A line a worker sends the supervisor. */
 export type ControlMessage =
   | { type: "ready"; worker: number; pid: number }
+  | { type: "alive"; worker: number; pid: number }
   | { type: "reload"; worker: number; pid: number; trigger: string }
   | { type: "purge"; worker: number; pid: number; input: PurgeInput };
 
@@ -86,6 +87,21 @@ export async function connectSupervisor(role: WorkerRole): Promise<SupervisorLin
       conn.close();
     },
   };
+}
+
+/** How often a worker tells the supervisor its event loop runs (see `startHeartbeat`). */
+export const HEARTBEAT_MS = 1000;
+
+/**
+ * Sends `alive` every HEARTBEAT_MS from a timer, so a worker whose event loop is stuck (a
+ * runaway loop, SIGSTOP) falls silent and the supervisor replaces it. Returns the stop function.
+ */
+export function startHeartbeat(link: SupervisorLink, role: WorkerRole): () => void {
+  const timer = setInterval(() => {
+    link.send({ type: "alive", worker: role.index, pid: Deno.pid }).catch(() => {});
+  }, HEARTBEAT_MS);
+  Deno.unrefTimer(timer);
+  return () => clearInterval(timer);
 }
 
 /**
@@ -180,7 +196,9 @@ function parseMessage(line: string): ControlMessage | null {
   try {
     const m = JSON.parse(line);
     if (!m || typeof m.worker !== "number" || typeof m.pid !== "number") return null;
-    if (m.type === "ready") return { type: "ready", worker: m.worker, pid: m.pid };
+    if (m.type === "ready" || m.type === "alive") {
+      return { type: m.type, worker: m.worker, pid: m.pid };
+    }
     if (m.type === "reload") {
       return { type: "reload", worker: m.worker, pid: m.pid, trigger: String(m.trigger) };
     }

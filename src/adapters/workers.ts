@@ -66,6 +66,8 @@ interface Slot {
   stdin: WritableStreamDefaultWriter<Uint8Array> | null;
   startedAt: number;
   ready: boolean;
+  /** When its last message (ready, alive…) arrived: a stuck worker falls silent. */
+  lastSeen: number;
   /** A reload was asked for while it started: sent once it listens. */
   reloadPending?: boolean;
   /** Crashes in a row (reset once a worker ran for `stableMs`). */
@@ -121,12 +123,18 @@ export function startSupervisor(count: number, opts: {
    * the supervisor forever. Default: no limit.
    */
   drainDeadlineMs?: number;
+  /**
+   * A listening worker silent this long (no heartbeat: its event loop is stuck) is killed and
+   * restarted like a crashed one (default 10 s; workers beat every second).
+   */
+  hangMs?: number;
 }): Supervisor {
   const { logger } = opts;
   const command = opts.command ?? selfCommand();
   const backoffMs = opts.backoffMs ?? 100;
   const maxBackoffMs = opts.maxBackoffMs ?? 30_000;
   const stableMs = opts.stableMs ?? 30_000;
+  const hangMs = opts.hangMs ?? 10_000;
   const { dir, socketPath, control } = openControl(count);
   const ready = Promise.withResolvers<void>();
   let started = false;
@@ -239,6 +247,8 @@ export function startSupervisor(count: number, opts: {
   const onMessage = (msg: ControlMessage) => {
     const slot = slots[msg.worker];
     if (!slot || slot.child?.pid !== msg.pid) return;
+    slot.lastSeen = Date.now();
+    if (msg.type === "alive") return;
     if (msg.type === "ready") {
       slot.ready = true;
       if (slot.reloadPending) {
@@ -258,6 +268,22 @@ export function startSupervisor(count: number, opts: {
       for (const s of slots) if (s !== slot) void tell(s, { type: "purge", input: msg.input });
     }
   };
+  // A worker that listens but whose event loop is stuck keeps getting its share of the new
+  // connections (SO_REUSEPORT), which then hang: kill it, and onExit restarts it with back-off.
+  const watchdog = setInterval(() => {
+    if (stopping) return;
+    const now = Date.now();
+    for (const s of slots) {
+      if (!s.child || !s.ready || now - s.lastSeen < hangMs) continue;
+      logger.error("Worker stopped responding: killing it", {
+        worker: s.index,
+        pid: s.child.pid,
+        silentMs: now - s.lastSeen,
+      });
+      s.ready = false;
+      send(s, "SIGKILL");
+    }
+  }, Math.min(1000, hangMs / 2));
   const accepting = (async () => {
     for await (const conn of control) void readControlLines(conn, onMessage);
   })().catch(() => {});
@@ -286,6 +312,7 @@ export function startSupervisor(count: number, opts: {
       }
       await Promise.all(slots.map((s) => s.exited));
       clearTimeout(deadline);
+      clearInterval(watchdog);
       control.close();
       await accepting;
       await Deno.remove(dir, { recursive: true }).catch(() => {});
@@ -300,6 +327,7 @@ export function startSupervisor(count: number, opts: {
       child: null,
       stdin: null,
       startedAt: 0,
+      lastSeen: 0,
       ready: false,
       failures: 0,
       exited: Promise.resolve(),

@@ -36,3 +36,70 @@ Deno.test("supervisor: a worker still running past the drain deadline is killed 
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+/** True while `pid` runs (a zombie awaiting its reaper counts as gone). */
+function alive(pid: number): boolean {
+  try {
+    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    return stat.slice(stat.lastIndexOf(")") + 2)[0] !== "Z";
+  } catch {
+    return false;
+  }
+}
+
+Deno.test("supervisor: a worker that stops responding (SIGSTOP: its event loop never runs) is killed and restarted; a live one is left alone", async () => {
+  const { freePort, ROOT, waitFor } = await import("../../tests/_harness.ts");
+  const dir = await Deno.makeTempDir({ prefix: "prox-hung-worker-" });
+  const port = freePort();
+  await Deno.writeTextFile(`${dir}/index.html`, "hello\n");
+  await Deno.writeTextFile(
+    `${dir}/config.yaml`,
+    `listen_addr: "127.0.0.1:${port}"\nworkers: 2\nshutdown_timeout: 2s\n` +
+      `health_check:\n  enabled: false\nlog:\n  level: error\n` +
+      `routes:\n  "/":\n    type: static\n    root: ${JSON.stringify(dir)}\n`,
+  );
+  const errors: { msg: string; fields?: Record<string, unknown> }[] = [];
+  const logger: Logger = {
+    ...silentLogger,
+    error: (msg, fields) => void errors.push({ msg, fields }),
+  };
+  const sup = startSupervisor(2, {
+    logger,
+    command: {
+      cmd: Deno.execPath(),
+      args: [
+        "run",
+        "-A",
+        "--config",
+        `${ROOT}/deno.json`,
+        `${ROOT}/mod.ts`,
+        "serve",
+        "-c",
+        `${dir}/config.yaml`,
+        "--no-watch",
+      ],
+    },
+    hangMs: 3000,
+    drainDeadlineMs: 5000,
+  });
+  try {
+    await sup.ready;
+    const [live, hung] = sup.pids();
+    Deno.kill(hung, "SIGSTOP");
+    await waitFor(() => !alive(hung), { what: "the hung worker to be killed", timeoutMs: 15_000 });
+    const restarted = await waitFor(() => {
+      const pid = sup.pids()[1];
+      return pid !== 0 && pid !== hung ? pid : 0;
+    }, { what: "worker 1 to be restarted", timeoutMs: 15_000 });
+    assert.ok(alive(restarted));
+    assert.equal(sup.pids()[0], live, "the worker that answers is not killed");
+    assert.equal(errors[0]?.msg, "Worker stopped responding: killing it", JSON.stringify(errors));
+    assert.equal(errors[0]?.fields?.worker, 1);
+    const res = await fetch(`http://127.0.0.1:${port}/`);
+    assert.equal(await res.text(), "hello\n");
+  } finally {
+    await sup.shutdown({ reason: "test" });
+    await Deno.remove(dir, { recursive: true });
+  }
+  assert.equal(sup.exitCode, 0);
+});
