@@ -114,6 +114,8 @@ interface Stream {
   closed: boolean;
   /** The upstream's window for this stream (what Prox may still send). */
   sendWindow: number;
+  /** When the upstream last sent a frame on this stream or opened a window for it. */
+  active: number;
   windowWake: (() => void) | null;
   /** Bytes the client read that the upstream has not been given window for yet. */
   unacked: number;
@@ -286,6 +288,7 @@ class Session {
       localEnded: false,
       closed: false,
       sendWindow: this.#initialWindow,
+      active: 0,
       windowWake: null,
       unacked: 0,
       recvWindow: STREAM_WINDOW,
@@ -386,8 +389,7 @@ class Session {
       const left = bytes.length - off;
       const n = left === 0 ? 0 : Math.min(left, s.sendWindow, this.#sendWindow, this.#maxFrame);
       if (n <= 0 && left > 0) {
-        await new Promise<void>((resolve) => s.windowWake = resolve);
-        s.windowWake = null;
+        await this.#windowWait(s);
         continue;
       }
       const last = off + n === bytes.length;
@@ -409,6 +411,36 @@ class Session {
       if (wait) await wait;
       if (last) return true;
     }
+  }
+
+  /**
+   * Resolves when a window may have opened. An upstream that neither opens one nor sends
+   * anything on the stream for `timeouts.idle` ends it: a request body would otherwise wait for
+   * good (and hold its slot), also after a whole answer.
+   */
+  async #windowWait(s: Stream): Promise<void> {
+    s.active = performance.now();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const arm = (ms: number) => {
+      timer = setTimeout(() => {
+        const quiet = performance.now() - s.active;
+        if (quiet < s.idleMs) return arm(s.idleMs - quiet);
+        this.#cancel(
+          s,
+          new ProxyError(
+            "timeout",
+            `Upstream "${this.source}" opened no window for the request body in ${s.idleMs} ms`,
+            { source: this.source },
+          ),
+        );
+      }, timerDelay(ms));
+    };
+    await new Promise<void>((resolve) => {
+      s.windowWake = resolve;
+      if (s.idleMs > 0) arm(s.idleMs);
+    });
+    clearTimeout(timer);
+    s.windowWake = null;
   }
 
   /** Ends a stream from this side: RST_STREAM CANCEL, and `err` for whoever waits on it. */
@@ -786,6 +818,7 @@ class Session {
     if (this.#recvWindow < 0) {
       throw new ConnectionError(ErrorCode.FLOW_CONTROL_ERROR, "DATA beyond the connection window");
     }
+    if (s !== undefined) s.active = performance.now();
     if (s !== undefined && !s.remoteEnded) {
       s.recvWindow -= p.length;
       if (s.recvWindow < 0) {
@@ -886,6 +919,7 @@ class Session {
       }
       return; // decoded for the table's sake only
     }
+    s.active = performance.now();
     const fail = (msg: string) => {
       this.#out.u32(FrameType.RST_STREAM, id, ErrorCode.PROTOCOL_ERROR);
       this.#flush();

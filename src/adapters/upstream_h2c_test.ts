@@ -587,3 +587,36 @@ Deno.test("h2c: after a GOAWAY, the session closes once its last stream is over"
     await client.close();
   }
 });
+
+Deno.test("h2c: a request body the upstream never opens its window for ends at timeouts.idle, the stream reset", async () => {
+  let reset = -1;
+  await using up = h2Server(async (p) => {
+    const r = (await p.request())!;
+    // A whole answer at once; the request body's window (65,535 bytes) is never opened.
+    const w = new FrameWriter();
+    p.head(w, r.stream, [[":status", "200"]], true);
+    await p.send(w);
+    for (;;) {
+      const f = await p.frame();
+      if (f === null) return;
+      if (f.type === FrameType.RST_STREAM && f.stream === r.stream) reset = u32(f.payload);
+    }
+  });
+  const client = createUpstreamClient();
+  try {
+    const res = await client.send(
+      request(`${up.url}/`, {
+        protocol: "h2c",
+        method: "POST",
+        body: new Uint8Array(200_000),
+        timeouts: { ...T, idle: 200 },
+      }),
+    );
+    assert.equal(await res.text(), "");
+    await waitFor(() => reset !== -1, { timeoutMs: 3_000, what: "a reset" });
+    assert.equal(reset, ErrorCode.CANCEL);
+    assert.equal(client.pools().find((p) => p.h2Streams !== null)?.h2Streams, 0);
+  } finally {
+    await client.close();
+  }
+});
