@@ -32,13 +32,15 @@ import type { ConfigSource } from "./src/server.ts";
 import { startSupervisor } from "./src/adapters/workers.ts";
 import type { Supervisor } from "./src/adapters/workers.ts";
 import {
+  appliedConfigPath,
   connectSupervisor,
   followSupervisor,
+  leaveDirectory,
   startHeartbeat,
   workerRole,
 } from "./src/adapters/worker_link.ts";
 import type { WorkerRole } from "./src/adapters/worker_link.ts";
-import { createWorkerMetrics } from "./src/adapters/worker_metrics.ts";
+import { createWorkerMetrics, metricsSocket } from "./src/adapters/worker_metrics.ts";
 import { workersIssues } from "./src/config/workers_rules.ts";
 import { explainCommand, requestFromArgs } from "./src/adapters/explain_cli.ts";
 import { routeTestsCommand } from "./src/adapters/route_tests.ts";
@@ -649,7 +651,7 @@ async function workerServe(
         exclusive: role.exclusive,
         debugHeader: role.debugHeader,
         metrics,
-        configCopy: `${role.dir}/config.applied.yaml`,
+        configCopy: appliedConfigPath(role),
       },
       // A reload through worker 0's admin API reaches the other workers through the supervisor.
       onReload: (r) => {
@@ -674,6 +676,7 @@ async function workerServe(
   const s = server;
   // A stuck event loop stops the beats: the supervisor then replaces this worker.
   const stopHeartbeat = startHeartbeat(link, role);
+  let orphaned = false;
   // Through the signal trap, so the drain and the exit code are the same as for a SIGTERM.
   followSupervisor((cmd) => {
     if (cmd.type === "purge") {
@@ -689,12 +692,15 @@ async function workerServe(
     } else opts.signals.drain(cmd.signal);
   }, () => {
     s.logger.warn("The supervisor is gone: draining", { worker: role.index });
+    orphaned = true;
     opts.signals.drain("SIGTERM");
   });
   const code = await opts.signals.serve(server);
   stopHeartbeat();
   metrics.close();
   link.close();
+  // Nobody else will remove the supervisor's directory in TMPDIR.
+  if (orphaned) leaveDirectory(role, [metricsSocket(role.dir, role.index)]);
   return code;
 }
 

@@ -63,6 +63,27 @@ export function workerRole(): WorkerRole | null {
   };
 }
 
+/** Where the workers keep the config they last applied (restarted workers start from it). */
+export function appliedConfigPath(role: WorkerRole): string {
+  return `${role.dir}/config.applied.yaml`;
+}
+
+/**
+ * After the supervisor died (SIGKILL, OOM): removes what this worker and the supervisor left in
+ * the supervisor's directory (its control socket, the applied config, which may hold secrets,
+ * this worker's `own` files), then the directory once empty, so the last worker out removes it.
+ */
+export function leaveDirectory(role: WorkerRole, own: string[]): void {
+  for (const path of [role.socket, appliedConfigPath(role), ...own]) {
+    try {
+      Deno.removeSync(path);
+    } catch { /* gone already */ }
+  }
+  try {
+    Deno.removeSync(role.dir); // fails while another worker's socket is still there
+  } catch { /* not empty, or gone */ }
+}
+
 /** The worker's open line to the supervisor. */
 export interface SupervisorLink {
   send(msg: ControlMessage): Promise<void>;

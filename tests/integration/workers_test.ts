@@ -289,6 +289,20 @@ Deno.test("workers: when the supervisor is killed, its workers drain and exit by
   await waitFor(() => !pids.some(alive), { what: "orphaned workers to exit" });
 });
 
+Deno.test("workers: when the supervisor is killed (SIGKILL), the last worker to exit removes its directory (sockets, the applied config) from TMPDIR", async () => {
+  await using f = await fixture();
+  const tmp = `${f.dir}/tmp`;
+  await Deno.mkdir(tmp);
+  await using p = spawnProx(["serve", "-c", `${f.dir}/config.yaml`], { env: { TMPDIR: tmp } });
+  await p.waitForOutput("Prox listening with workers");
+  const pids = workerPids(p);
+  assert.equal([...Deno.readDirSync(tmp)].length, 1, "the supervisor's directory");
+  p.signal("SIGKILL");
+  await p.status;
+  await waitFor(() => !pids.some(alive), { what: "orphaned workers to exit" });
+  assert.deepEqual([...Deno.readDirSync(tmp)].map((e) => e.name), [], "left behind");
+});
+
 Deno.test("workers: SIGTERM to the supervisor and its workers at once (systemd's KillMode=control-group) drains, not forces", async () => {
   const release = Promise.withResolvers<void>();
   let arrived = 0;
