@@ -120,3 +120,36 @@ Deno.test("HpackEncoder's blocks decode to the fields given, statuses by index",
     assert.deepEqual(out, [[":status", String(status)], ...fields]);
   }
 });
+
+Deno.test("HpackDecoder: a long run of inserts and evictions finds every live entry, none evicted", () => {
+  const d = new HpackDecoder(512);
+  const model: [string, string][] = []; // newest first, as the dynamic table indexes them
+  let size = 0;
+  const enc = new TextEncoder();
+  for (let n = 0; n < 500; n++) {
+    // A literal with incremental indexing and a new name: "k<n>" = "v…" of varying length.
+    const name = `k${n}`;
+    const value = "v".repeat(n % 37);
+    const block = Uint8Array.from([
+      0x40,
+      name.length,
+      ...enc.encode(name),
+      value.length,
+      ...enc.encode(value),
+    ]);
+    assert.deepEqual(decodeAll(d, block), [[name, value]]);
+    model.unshift([name, value]);
+    size += name.length + value.length + 32;
+    while (size > 512) {
+      const [k, v] = model.pop()!;
+      size -= k.length + v.length + 32;
+    }
+    assert.equal(d.size, size);
+    // Every live entry by its index (62 is the newest), and the one past the last refused.
+    const indexed = (v: number) => Uint8Array.from(v < 127 ? [0x80 | v] : [0xff, v - 127]);
+    for (let i = 0; i < model.length; i++) {
+      assert.deepEqual(decodeAll(d, indexed(62 + i)), [model[i]]);
+    }
+    assert.throws(() => decodeAll(d, indexed(62 + model.length)), HpackError);
+  }
+});
