@@ -193,7 +193,7 @@ export function startHealthChecks(
         ok = job.expect(res.status);
         reason = `status ${res.status}`;
         if (ok && job.bodyMatch) {
-          ok = job.bodyMatch.test(await readCapped(res.body, BODY_MATCH_CAP));
+          ok = job.bodyMatch.test(await readCapped(res.body, BODY_MATCH_CAP, ac.signal));
           if (!ok) reason = `body does not match ${job.bodyMatch}`;
         } else await res.body?.cancel();
       }
@@ -337,7 +337,7 @@ async function grpcProbe(
     protocol: job.protocol,
   });
   // The whole answer, trailers included (a HealthCheckResponse is a few bytes).
-  const bytes = await readBytesCapped(res.body, BODY_MATCH_CAP);
+  const bytes = await readBytesCapped(res.body, BODY_MATCH_CAP, signal);
   const trailers = (res as CountedResponse)[BODY_BYTES]?.trailers;
   const field = (name: string) => trailers?.find(([k]) => k === name)?.[1] ?? res.headers.get(name);
   return grpcHealthVerdict({
@@ -348,19 +348,31 @@ async function grpcProbe(
   });
 }
 
-async function readCapped(body: ReadableStream<Uint8Array> | null, cap: number): Promise<string> {
-  return new TextDecoder().decode(await readBytesCapped(body, cap));
+async function readCapped(
+  body: ReadableStream<Uint8Array> | null,
+  cap: number,
+  signal: AbortSignal,
+): Promise<string> {
+  return new TextDecoder().decode(await readBytesCapped(body, cap, signal));
 }
 
-/** Up to `cap` bytes of `body` (the rest is cancelled). */
+/**
+ * Up to `cap` bytes of `body` (the rest is cancelled). The probe's timeout (`signal`) ends the
+ * read too: the client's idle timeout alone let a body trickling a byte now and then hold the
+ * probe, and with it every later probe of the target and the checker's close, for hours.
+ */
 async function readBytesCapped(
   body: ReadableStream<Uint8Array> | null,
   cap: number,
+  signal: AbortSignal,
 ): Promise<Uint8Array> {
   if (!body) return new Uint8Array();
   const reader = body.getReader();
   const chunks: Uint8Array[] = [];
   let size = 0;
+  const stop = () => reader.cancel(signal.reason).catch(() => {});
+  if (signal.aborted) stop();
+  else signal.addEventListener("abort", stop, { once: true });
   try {
     while (size < cap) {
       const r = await reader.read();
@@ -369,8 +381,11 @@ async function readBytesCapped(
       size += r.value.byteLength;
     }
   } finally {
+    signal.removeEventListener("abort", stop);
     await reader.cancel().catch(() => {});
   }
+  // Cut short by the timeout: the caller says so rather than judge a partial body.
+  if (signal.aborted) throw new Error("Probe aborted");
   const all = new Uint8Array(size);
   let off = 0;
   for (const c of chunks) {
