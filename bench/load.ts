@@ -84,6 +84,8 @@ export async function measure(
     timeoutS?: number;
     /** A wrk Lua script (e.g. one that makes the requests POSTs). */
     script?: string;
+    /** More h2load arguments (a body to POST, header fields). */
+    h2loadArgs?: string[];
   },
 ): Promise<RunResult> {
   const args = tool === "wrk"
@@ -98,7 +100,17 @@ export async function measure(
       ...(o.script ? ["-s", o.script] : []),
       url,
     ]
-    : ["h2load", "-c", String(o.connections), "-m", "10", "-D", String(o.seconds), url];
+    : [
+      "h2load",
+      "-c",
+      String(o.connections),
+      "-m",
+      "10",
+      "-D",
+      String(o.seconds),
+      ...(o.h2loadArgs ?? []),
+      url,
+    ];
   let rssPeak = rssBytes(o.pid);
   const sampler = setInterval(() => rssPeak = Math.max(rssPeak, rssBytes(o.pid)), 250);
   const cpu0 = cpuSeconds(o.pid);

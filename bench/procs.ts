@@ -15,6 +15,11 @@ export interface Proc extends AsyncDisposable {
   tlsPort?: number;
   /** The process serving `tlsPort`, when it is not `pid`. */
   tlsPid?: number;
+  /**
+   * HTTP/2 with prior knowledge (h2c), when not on `port`: the backend's gRPC-like answers, and
+   * nginx's `grpc_pass` server (an nginx port that takes h2c takes no HTTP/1.1).
+   */
+  h2cPort?: number;
 }
 
 /** A free TCP port on 127.0.0.1 (bind :0, read, close). */
@@ -134,6 +139,7 @@ const TEMP_PATHS = (dir: string) =>
  */
 export async function startBackend(dir: string, core: string): Promise<Proc> {
   const port = freePort();
+  const h2cPort = freePort();
   const root = `${dir}/www`;
   await Deno.mkdir(root, { recursive: true, mode: 0o755 });
   await Deno.chmod(dir, 0o755);
@@ -150,6 +156,11 @@ export async function startBackend(dir: string, core: string): Promise<Proc> {
     listen 127.0.0.1:${port} backlog=4096; root ${root}; default_type text/plain;
     location = /post { return 200 "${"p".repeat(100)}"; }
   }
+  server {
+    # gRPC-like answers over h2c for the grpc scenario: 100 bytes to any POST.
+    listen 127.0.0.1:${h2cPort} http2 backlog=4096;
+    location / { default_type application/grpc; return 200 "${"g".repeat(100)}"; }
+  }
 }
 `,
   );
@@ -157,12 +168,13 @@ export async function startBackend(dir: string, core: string): Promise<Proc> {
   const child = await spawn("nginx backend", {
     core,
     cmd: ["nginx", "-c", conf, "-p", dir],
-    ports: [port],
+    ports: [port, h2cPort],
   });
   return {
     name: "backend",
     pid: child.pid,
     port,
+    h2cPort,
     [Symbol.asyncDispose]: stopper(child, "SIGQUIT"),
   };
 }
@@ -170,10 +182,11 @@ export async function startBackend(dir: string, core: string): Promise<Proc> {
 /** nginx as a reverse proxy with a keep-alive upstream pool. */
 export async function startNginxProxy(
   dir: string,
-  o: { core: string; backend: number },
+  o: { core: string; backend: number; backendH2c?: number },
 ): Promise<Proc> {
   const port = freePort();
   const tlsPort = freePort();
+  const h2cPort = freePort();
   const conf = `${dir}/nginx-proxy.conf`;
   await Deno.mkdir(`${dir}/nginx-proxy`, { recursive: true });
   await Deno.writeTextFile(
@@ -190,20 +203,28 @@ export async function startNginxProxy(
       proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection "";
       proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
     }
-  }
+  }${
+      o.backendH2c === undefined ? "" : `
+  upstream grpc_backend { server 127.0.0.1:${o.backendH2c}; keepalive 64; keepalive_requests 1000000; }
+  server {
+    listen 127.0.0.1:${h2cPort} http2 backlog=4096;
+    location / { grpc_pass grpc://grpc_backend; grpc_set_header X-Forwarded-For $proxy_add_x_forwarded_for; }
+  }`
+    }
 }
 `,
   );
   const child = await spawn("nginx proxy", {
     core: o.core,
     cmd: ["nginx", "-c", conf, "-p", dir],
-    ports: [port, tlsPort],
+    ports: o.backendH2c === undefined ? [port, tlsPort] : [port, tlsPort, h2cPort],
   });
   return {
     name: "nginx",
     pid: child.pid,
     port,
     tlsPort,
+    h2cPort: o.backendH2c === undefined ? undefined : h2cPort,
     [Symbol.asyncDispose]: stopper(child, "SIGQUIT"),
   };
 }
@@ -251,12 +272,21 @@ backend b
 
 /** A realistic Prox config: 10 routes, header rules, metrics on the main listener. */
 export function proxConfig(
-  o: { port: number; backend: number; tls?: boolean; engine?: "deno" | "prox" },
+  o: {
+    port: number;
+    backend: number;
+    tls?: boolean;
+    engine?: "deno" | "prox";
+    /** The backend's h2c port: the last decoy route becomes the grpc scenario's h2c route. */
+    backendH2c?: number;
+  },
 ): string {
   const decoys = Array.from(
     { length: 8 },
     (_, i) =>
-      `  "/svc${i}/api": { type: proxy, target: "http://127.0.0.1:${o.backend}", path_rewrite: "/" }`,
+      i === 7 && o.backendH2c !== undefined
+        ? `  "/grpc.Bench": { type: proxy, target: "http://127.0.0.1:${o.backendH2c}/grpc.Bench", upstream_protocol: h2c }`
+        : `  "/svc${i}/api": { type: proxy, target: "http://127.0.0.1:${o.backend}", path_rewrite: "/" }`,
   )
     .join("\n");
   return `listen_addr: "127.0.0.1:${o.port}"
@@ -283,7 +313,7 @@ ${decoys}
  */
 export async function startProx(
   dir: string,
-  o: { core: string; backend: number; engine?: "deno" },
+  o: { core: string; backend: number; backendH2c?: number; engine?: "deno" },
 ): Promise<Proc> {
   const port = freePort();
   const tlsPort = freePort();
@@ -293,7 +323,7 @@ export async function startProx(
     const conf = `${dir}/prox-${p}.yaml`;
     await Deno.writeTextFile(
       conf,
-      proxConfig({ port: p, backend: o.backend, tls, engine: o.engine }),
+      proxConfig({ port: p, backend: o.backend, backendH2c: o.backendH2c, tls, engine: o.engine }),
     );
     children.push(
       await spawn("prox", {

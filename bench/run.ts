@@ -39,8 +39,12 @@ interface Scenario {
   runs: number;
   seconds: number;
   tls?: boolean;
+  /** HTTP/2 with prior knowledge on the proxy's h2c port (its plain port when it has none). */
+  h2c?: boolean;
   /** POST a body of this many bytes instead of GET (a wrk script). */
   postBytes?: number;
+  /** More h2load arguments. */
+  h2loadArgs?: string[];
 }
 
 const SCENARIOS: Scenario[] = [
@@ -93,6 +97,19 @@ const SCENARIOS: Scenario[] = [
     runs: RUNS,
     seconds: SECONDS,
     tls: true,
+  },
+  {
+    // Not an issue-12 target: a gRPC-like unary call over h2c (a 20-byte POST, 100 B answers) to
+    // an h2c backend: Prox's `upstream_protocol: h2c` against nginx's `grpc_pass`.
+    name: "grpc-h2c-100b",
+    tool: "h2load",
+    path: "/grpc.Bench/Call",
+    connections: 10,
+    proxies: ["prox", "nginx"],
+    runs: RUNS,
+    seconds: SECONDS,
+    h2c: true,
+    h2loadArgs: ["-H", "content-type: application/grpc", "-H", "te: trailers"],
   },
   {
     name: "overload-1000c",
@@ -360,7 +377,7 @@ async function main() {
   try {
     const backend = await startBackend(dir, LOAD_CORE);
     started.push(backend);
-    const o = { core: PROXY_CORE, backend: backend.port };
+    const o = { core: PROXY_CORE, backend: backend.port, backendH2c: backend.h2cPort };
     const procs: Record<string, Proc> = {};
     const scenarios = SCENARIOS.filter((s) => !ONLY || ONLY.includes(s.name));
     const wanted = new Set(scenarios.flatMap((s) => s.proxies));
@@ -387,6 +404,13 @@ async function main() {
     );
     for (const s of scenarios) {
       let script: string | undefined;
+      let h2loadArgs = s.h2loadArgs;
+      if (s.h2c) {
+        // A gRPC message: 5 bytes of framing and 15 of payload.
+        const data = `${dir}/grpc-request.bin`;
+        await Deno.writeFile(data, Uint8Array.from([0, 0, 0, 0, 15, ...new Uint8Array(15)]));
+        h2loadArgs = [...(h2loadArgs ?? []), "-d", data];
+      }
       if (s.postBytes) {
         script = `${dir}/post-${s.postBytes}.lua`;
         await Deno.writeTextFile(
@@ -398,7 +422,7 @@ async function main() {
       const target = (p: Proc) => ({
         url: s.tls
           ? `https://127.0.0.1:${p.tlsPort}${s.path}`
-          : `http://127.0.0.1:${p.port}${s.path}`,
+          : `http://127.0.0.1:${s.h2c ? p.h2cPort ?? p.port : p.port}${s.path}`,
         pid: s.tls ? p.tlsPid ?? p.pid : p.pid,
       });
       // Warm-up (JIT, pools; Prox needs a few seconds to settle) for every proxy, then A B A B …
@@ -410,6 +434,7 @@ async function main() {
           seconds: 3,
           connections: Math.min(s.connections, 50),
           script,
+          h2loadArgs,
         });
       }
       const runs = new Map<string, RunResult[]>(s.proxies.map((p) => [p, []]));
@@ -422,6 +447,7 @@ async function main() {
             seconds: s.seconds,
             connections: s.connections,
             script,
+            h2loadArgs,
           });
           runs.get(name)!.push(r);
           console.log(
