@@ -643,7 +643,8 @@ async function workerServe(
   try {
     server = await startServer(source, {
       version: VERSION,
-      watch: opts.watch,
+      // Worker 0 alone watches the files: the others follow its reloads.
+      watch: opts.watch && role.exclusive,
       takeover: opts.takeover,
       files: opts.files,
       worker: {
@@ -653,11 +654,12 @@ async function workerServe(
         metrics,
         configCopy: appliedConfigPath(role),
       },
-      // A reload through worker 0's admin API reaches the other workers through the supervisor.
+      // Worker 0's reloads (SIGHUP, file, admin API) reach the others through the supervisor
+      // once it applied them.
       onReload: (r) => {
-        if (r.trigger === "admin") {
-          void link?.send({ type: "reload", worker: role.index, pid: Deno.pid, trigger: "admin" });
-        }
+        if (!role.exclusive) return;
+        const trigger = r.trigger ?? "api";
+        void link?.send({ type: "reload", worker: role.index, pid: Deno.pid, trigger, ok: r.ok });
       },
       // So does a cache purge: each worker has its own caches.
       onPurge: (input) =>

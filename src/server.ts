@@ -97,6 +97,8 @@ export async function startServer(
   const before = watching && configPath ? await filePrint(configPath) : null;
   // A restarted worker starts from the config its siblings run, whatever the file holds now.
   const copyPath = opts.worker?.configCopy;
+  // Workers other than 0 follow it: they reload the text it kept, and never write it.
+  const follower = opts.worker !== undefined && !opts.worker.exclusive;
   const copied = copyPath ? readConfigCopy(copyPath) : null;
   const first = await loadSource(
     copied !== null ? { text: copied, name: configPath ?? "config" } : source,
@@ -363,7 +365,9 @@ export async function startServer(
         rssMiB: Math.round(rss / 1048576),
       }),
   });
-  if (copyPath && first.text !== undefined) keepConfigCopy(copyPath, first.text, logger);
+  if (copyPath && !follower && first.text !== undefined) {
+    keepConfigCopy(copyPath, first.text, logger);
+  }
   // Without its ACME certificate yet, only the plain-HTTP listener (redirects, challenges) serves.
   const main = set.get("main");
   logger.info(main ? "Prox listening" : "Prox started; HTTPS waits for its ACME certificate", {
@@ -422,7 +426,10 @@ export async function startServer(
     };
     if (draining) return skipped();
     try {
-      const next = await loadSource(source).catch((err) => {
+      // A follower applies what worker 0 applied, not the file (which may have changed since).
+      const kept = follower && copyPath ? readConfigCopy(copyPath) : null;
+      const from = kept !== null ? { text: kept, name: configPath ?? "config" } : source;
+      const next = await loadSource(from).catch((err) => {
         throw configReadError(file, err);
       });
       locate = next.locate;
@@ -498,7 +505,9 @@ export async function startServer(
       for (const key of exclusive ? restartOnlyChanges(prev, next.config) : []) {
         logger.warn(`${key} changed; it applies when Prox restarts (--takeover)`);
       }
-      if (copyPath && next.text !== undefined) keepConfigCopy(copyPath, next.text, logger);
+      if (copyPath && !follower && next.text !== undefined) {
+        keepConfigCopy(copyPath, next.text, logger);
+      }
       // A certificate rotated on disk changes no key of the config, but it is what changed.
       const changes = [
         ...configChanges(prev, config),

@@ -18,7 +18,8 @@ export const DEBUG_HEADER_ENV = "PROX_DEBUG_WORKER_HEADER";
 export type ControlMessage =
   | { type: "ready"; worker: number; pid: number }
   | { type: "alive"; worker: number; pid: number }
-  | { type: "reload"; worker: number; pid: number; trigger: string }
+  /** Worker 0 applied (`ok`) or refused a reload: the others follow only what it applied. */
+  | { type: "reload"; worker: number; pid: number; trigger: string; ok: boolean }
   | { type: "purge"; worker: number; pid: number; input: PurgeInput };
 
 /** A purge as a worker passes it on, or null when `v` is none (one url, prefix, route or tag). */
@@ -221,7 +222,8 @@ function parseMessage(line: string): ControlMessage | null {
       return { type: m.type, worker: m.worker, pid: m.pid };
     }
     if (m.type === "reload") {
-      return { type: "reload", worker: m.worker, pid: m.pid, trigger: String(m.trigger) };
+      const { worker, pid } = m;
+      return { type: "reload", worker, pid, trigger: String(m.trigger), ok: m.ok === true };
     }
     const input = m.type === "purge" ? purgeInput(m.input) : null;
     if (input) return { type: "purge", worker: m.worker, pid: m.pid, input };

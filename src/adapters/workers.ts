@@ -3,8 +3,9 @@
 // each binds the same TCP ports with SO_REUSEPORT, so Linux spreads new connections over them.
 // Worker 0 alone runs the admin listener and HTTP/3 (UDP has no SO_REUSEPORT in Deno).
 //
-// The supervisor forwards SIGHUP (reload) to every worker, tells them to drain on
-// SIGTERM/SIGINT/SIGUSR1/SIGUSR2 (a line on their stdin, so a worker that systemd signals too
+// The supervisor forwards SIGHUP (reload) to worker 0 and, once it applied the config, to the
+// others (which reload the text it applied, kept in the supervisor's directory); it tells them
+// to drain on SIGTERM/SIGINT/SIGUSR1/SIGUSR2 (a line on their stdin, so a worker that systemd signals too
 // does not take the two for a forcing second signal), restarts a worker that dies unexpectedly
 // (exponential back-off), and exits 0 once all workers drained. Workers run in their own session (a terminal's Ctrl-C reaches only the
 // supervisor, which forwards it once), report readiness over a Unix socket, and drain when the
@@ -49,7 +50,7 @@ export interface Supervisor {
   readonly ready: Promise<void>;
   /** Process ids of the running workers, by worker index (0 while one is restarting). */
   pids(): number[];
-  /** Sends SIGHUP to every worker: each reloads the config itself. */
+  /** Sends SIGHUP to worker 0; once it applied the config, the others apply the same text. */
   reload(opts?: { trigger?: string }): Promise<void>;
   /** Tells every worker to drain (SIGUSR2 for a takeover, else SIGTERM); resolves when all exited. */
   shutdown(opts?: { reason?: string }): Promise<void>;
@@ -148,11 +149,11 @@ export function startSupervisor(count: number, opts: {
       slot.child?.kill(sig);
     } catch { /* exited meanwhile */ }
   };
-  // A worker still starting has no SIGHUP handler yet (the default action kills it): it gets the
-  // reload once it reports listening.
+  // A worker still starting has no SIGHUP handler yet (the default action kills it), and one
+  // waiting to be restarted has no process: either gets the reload once it reports listening.
   const reload = (slot: Slot) => {
     if (slot.ready) send(slot, "SIGHUP");
-    else if (slot.child) slot.reloadPending = true;
+    else slot.reloadPending = true;
   };
   const encoder = new TextEncoder();
   const tell = (slot: Slot, cmd: SupervisorCommand): Promise<void> =>
@@ -175,7 +176,6 @@ export function startSupervisor(count: number, opts: {
     slot.stdin = child.stdin.getWriter();
     slot.startedAt = Date.now();
     slot.ready = false;
-    slot.reloadPending = false;
     slot.exited = child.status.then((status) => onExit(slot, child, status));
   };
 
@@ -260,8 +260,16 @@ export function startSupervisor(count: number, opts: {
         started = true;
         ready.resolve();
       }
-    } else if (msg.type === "reload") {
-      // A reload through worker 0's admin API: the other workers follow.
+    } else if (msg.type === "reload" && slot.index === 0) {
+      // Worker 0 reloads first (SIGHUP, its file watch, its admin API): the others apply the
+      // config text it applied, and nothing when it refused one (a config some workers would
+      // serve and others not; worker 0 alone binds the admin address, for one).
+      if (!msg.ok) {
+        logger.warn("Worker 0 refused the reload: every worker keeps the config it serves", {
+          trigger: msg.trigger,
+        });
+        return;
+      }
       for (const s of slots) if (s !== slot) reload(s);
     } else if (msg.type === "purge") {
       // A cache purge through worker 0's admin API: each worker has its own caches.
@@ -345,7 +353,7 @@ export function startSupervisor(count: number, opts: {
     pids: () => slots.map((s) => s.child?.pid ?? 0),
     reload(o) {
       logger.info("Reloading workers", { trigger: o?.trigger ?? "api" });
-      for (const s of slots) reload(s);
+      reload(slots[0]);
       return Promise.resolve();
     },
     shutdown: (o) => shutdown(o?.reason ?? "shutdown"),

@@ -138,7 +138,9 @@ Deno.test("workers: a worker restarted while the file is invalid starts from the
   await p.waitForOutput((o) => o.split("Config reloaded").length - 1 === 2);
   await Deno.writeTextFile(`${f.dir}/config.yaml`, "routes: [\n");
   p.signal("SIGHUP");
-  await p.waitForOutput((o) => o.split("Reload rejected").length - 1 === 2);
+  // Worker 0 rejects it; the others do not even try.
+  await p.waitForOutput("Worker 0 refused the reload");
+  assert.equal(p.output().split("Reload rejected").length - 1, 1, p.output());
   const [, victim] = workerPids(p);
   Deno.kill(victim, "SIGKILL");
   // It used to read the invalid file, exit 1 and be restarted in a loop.
@@ -374,6 +376,48 @@ Deno.test("workers: a SIGHUP while a worker restarts does not kill it; it reload
   // The reload reaches it once it listens: both workers reloaded.
   await p.waitForOutput((o) => o.split("Config reloaded").length - 1 === 2);
   assert.doesNotMatch(p.output(), /"exit":"signal SIGHUP"/);
+  p.signal("SIGTERM");
+  assert.equal((await p.status).code, 0, p.output());
+});
+
+Deno.test("workers: a reload worker 0 refuses (its admin address is taken) is applied by no worker: all keep serving the old config", async () => {
+  await using f = await fixture({ admin: freePort() });
+  await using p = serve(["-c", `${f.dir}/config.yaml`, "--no-watch"]);
+  await p.waitForOutput("Prox listening with workers");
+  await seenWorkers(f.url, ["0", "1"], "site a\n");
+  // Site b, and an admin address another program holds: only worker 0 binds it, and fails.
+  using taken = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const text = await Deno.readTextFile(`${f.dir}/config.yaml`);
+  await Deno.writeTextFile(
+    `${f.dir}/config.yaml`,
+    text.replace(
+      /admin:\n {2}listen_addr: "[^"]+"/,
+      `admin:\n  listen_addr: "127.0.0.1:${(taken.addr as Deno.NetAddr).port}"`,
+    ).replaceAll(`${f.dir}/a`, `${f.dir}/b`),
+  );
+  p.signal("SIGHUP");
+  const followerReloaded = (o: string) =>
+    o.split("\n").some((l) => l.includes('"Config reloaded"') && l.includes('"worker":1'));
+  await p.waitForOutput((o) =>
+    o.includes('"msg":"Reload failed') &&
+    (o.includes("Worker 0 refused the reload") || followerReloaded(o))
+  );
+  assert.ok(!followerReloaded(p.output()), p.output());
+  const after = await Promise.all(Array.from({ length: 30 }, () => hit(f.url)));
+  assert.deepEqual(new Set(after.map((r) => r.body)), new Set(["site a\n"]));
+  p.signal("SIGTERM");
+  assert.equal((await p.status).code, 0, p.output());
+});
+
+Deno.test("workers: a file change reloads worker 0, and the others apply what it applied", async () => {
+  await using f = await fixture();
+  await using p = serve(["-c", `${f.dir}/config.yaml`]);
+  await p.waitForOutput("Prox listening with workers");
+  await f.write("b");
+  await p.waitForOutput((o) => o.split("Config reloaded").length - 1 === 2);
+  await seenWorkers(f.url, ["0", "1"], "site b\n");
+  // Worker 0 alone watches the files.
+  assert.equal(p.output().split("Config files changed").length - 1, 1, p.output());
   p.signal("SIGTERM");
   assert.equal((await p.status).code, 0, p.output());
 });
