@@ -255,7 +255,8 @@ async function handle(ctx: RequestContext, deps: PipelineDeps): Promise<Response
       if (isWebSocketUpgrade(ctx.req) && !ctx.info.http10) {
         return await websocketAction(ctx, deps, cfg);
       }
-      if (cfg.grpc_web) {
+      // gRPC calls are POSTs (PROTOCOL-HTTP2.md): a GET or HEAD goes on as it is.
+      if (cfg.grpc_web && ctx.req.method === "POST") {
         const web = grpcWebKind(ctx.req.headers.get("content-type"));
         if (web) {
           return applyResponseRules(
@@ -539,7 +540,7 @@ function record(ctx: RequestContext, deps: PipelineDeps, res: Response, label?: 
       bytesOut: delivered && declared !== null ? Number(declared) : counted?.bytes ?? 0,
       durationMs: clock.monotonic() - start,
       ...(delivered ? {} : { incomplete: true as const }),
-      ...(grpc == null ? {} : { grpcStatus: grpc.slice(0, 16) }),
+      ...(grpc === null ? {} : { grpcStatus: grpc.slice(0, 16) }),
     });
   };
   // Written once the response is delivered (size and duration then known); a 101 hands the

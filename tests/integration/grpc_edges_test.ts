@@ -2,8 +2,11 @@
 // Prox must read whole (text) or refuse, and Prox's own failures as gRPC statuses. Real servers
 // (@grpc/grpc-js, node:http2) on 127.0.0.1:0 and real clients (fetch, curl, node:http2).
 import http2 from "node:http2";
-import { waitFor } from "../_harness.ts";
+import assert from "node:assert/strict";
+import * as grpc from "@grpc/grpc-js";
+import { startUpstream, waitFor } from "../_harness.ts";
 import { onProxEngines, startProxy } from "./_proxy.ts";
+import { silentLogger } from "../../src/ports.ts";
 
 onProxEngines();
 
@@ -46,5 +49,175 @@ routes:
   } finally {
     for (const t of timers) clearInterval(t);
     await new Promise<void>((resolve) => server.close(() => resolve()));
+  }
+});
+
+const same = (b: Buffer) => b;
+const ECHO = {
+  echo: {
+    path: "/test.Echo/Echo",
+    requestStream: false,
+    responseStream: false,
+    requestSerialize: same,
+    requestDeserialize: same,
+    responseSerialize: same,
+    responseDeserialize: same,
+  },
+};
+
+/** A grpc-js server whose /test.Echo/Echo answers "echo:" and the request's message. */
+async function echoServer() {
+  const server = new grpc.Server();
+  server.addService(ECHO as unknown as grpc.ServiceDefinition, {
+    echo: (call: grpc.ServerUnaryCall<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) =>
+      cb(null, Buffer.concat([Buffer.from("echo:"), call.request])),
+  });
+  const port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync(
+      "127.0.0.1:0",
+      grpc.ServerCredentials.createInsecure(),
+      (e, p) => e ? reject(e) : resolve(p),
+    )
+  );
+  return {
+    port,
+    [Symbol.asyncDispose]: () => Promise.resolve(server.forceShutdown()),
+  };
+}
+
+/** A gRPC message frame of `msg`. */
+function frame(msg: Uint8Array): Uint8Array<ArrayBuffer> {
+  const b = new Uint8Array(5 + msg.length);
+  new DataView(b.buffer).setUint32(1, msg.length);
+  b.set(msg, 5);
+  return b;
+}
+
+const b64 = (bytes: Uint8Array) => {
+  let s = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) {
+    s += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  }
+  return btoa(s);
+};
+const unb64 = (s: string) => {
+  const bin = atob(s);
+  const out = new Uint8Array(bin.length);
+  for (let i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i);
+  return out;
+};
+
+/** The frames of a gRPC-Web body: [flag, payload] each. */
+function frames(body: Uint8Array): [number, Uint8Array][] {
+  const out: [number, Uint8Array][] = [];
+  for (let at = 0; at < body.length;) {
+    const len = new DataView(body.buffer, body.byteOffset + at + 1, 4).getUint32(0);
+    out.push([body[at], body.subarray(at + 5, at + 5 + len)]);
+    at += 5 + len;
+  }
+  return out;
+}
+
+function webRoute(port: number, extra = ""): string {
+  return `health_check: { enabled: false }
+routes:
+  "/":
+    type: proxy
+    target: "http://127.0.0.1:${port}"
+    upstream_protocol: h2c
+    grpc_web: true
+${extra}`;
+}
+
+Deno.test("gRPC-Web text: a 3 MiB message (4 MiB of text) goes up decoded and comes back whole", async () => {
+  await using up = await echoServer();
+  await using prox = await startProxy(webRoute(up.port));
+  const msg = Uint8Array.from({ length: (3 << 20) - 16 }, (_, i) => (i * 7 + (i >> 9)) & 0xff);
+  const body = b64(frame(msg));
+  const res = await fetch(`${prox.url}/test.Echo/Echo`, {
+    method: "POST",
+    headers: { "content-type": "application/grpc-web-text" },
+    body,
+  });
+  const got = frames(unb64(await res.text()));
+  assert.equal(res.status, 200);
+  assert.equal(got[0][1].length, msg.length + 5);
+  assert.deepEqual(got[0][1].subarray(5), msg);
+  assert.match(new TextDecoder().decode(got[1][1]), /^grpc-status:0\r\n/);
+});
+
+Deno.test("gRPC-Web text behind forward_auth with send_body: the body the check read goes upstream", async () => {
+  await using up = await echoServer();
+  const seen: string[] = [];
+  await using auth = await startUpstream(async (req) => {
+    seen.push(await req.text());
+    return new Response(null, { status: 200 });
+  });
+  await using prox = await startProxy(
+    webRoute(
+      up.port,
+      `    forward_auth: { url: "${auth.url}/check", send_body: true, preserve_method: true }\n`,
+    ),
+  );
+  const body = b64(frame(new TextEncoder().encode("authd")));
+  const res = await fetch(`${prox.url}/test.Echo/Echo`, {
+    method: "POST",
+    headers: { "content-type": "application/grpc-web-text" },
+    body,
+  });
+  assert.equal(res.status, 200);
+  assert.equal(res.headers.get("grpc-status"), null);
+  const got = frames(unb64(await res.text()));
+  assert.equal(new TextDecoder().decode(got[0][1]), "echo:authd");
+  assert.deepEqual(seen, [body]);
+});
+
+Deno.test("gRPC-Web: a GET or HEAD with a gRPC-Web type is not an internal error", async () => {
+  await using up = await echoServer();
+  const errors: string[] = [];
+  const logger = {
+    ...silentLogger,
+    error: (m: string, f?: Record<string, unknown>) => errors.push(`${m} ${f?.error}`),
+  };
+  await using prox = await startProxy(webRoute(up.port), { logger });
+  for (const method of ["GET", "HEAD"]) {
+    for (const type of ["application/grpc-web-text", "application/grpc-web"]) {
+      const res = await fetch(`${prox.url}/test.Echo/Echo`, {
+        method,
+        headers: { "content-type": type },
+      });
+      await res.body?.cancel();
+      assert.notEqual(res.headers.get("grpc-status"), "13", `${method} ${type}`);
+      assert.notEqual(res.status, 500, `${method} ${type}`);
+    }
+  }
+  assert.deepEqual(errors, []);
+});
+
+Deno.test("gRPC-Web text: a body that stops coming gets DEADLINE_EXCEEDED after the route's idle timeout", async () => {
+  await using up = await echoServer();
+  await using prox = await startProxy(webRoute(up.port, "    timeouts: { idle: 300ms }\n"));
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: prox.port });
+  try {
+    await conn.write(new TextEncoder().encode(
+      "POST /test.Echo/Echo HTTP/1.1\r\nhost: a\r\ncontent-type: application/grpc-web-text\r\n" +
+        "content-length: 100\r\n\r\nAAAA",
+    ));
+    let head = "";
+    const buf = new Uint8Array(4096);
+    const t0 = Date.now();
+    while (!head.includes("\r\n\r\n")) {
+      const n = await Promise.race([
+        conn.read(buf),
+        new Promise<"late">((r) => setTimeout(() => r("late"), 5_000)),
+      ]);
+      if (n === "late" || n === null) break;
+      head += new TextDecoder().decode(buf.subarray(0, n));
+    }
+    assert.match(head, /^HTTP\/1\.1 200/);
+    assert.match(head, /\r\ngrpc-status: 4\r\n/);
+    assert.ok(Date.now() - t0 < 4_000);
+  } finally {
+    conn.close();
   }
 });
