@@ -35,6 +35,11 @@ export function workersIssues(config: Config): WorkersIssue[] {
   if (config.http_redirect) {
     fixedPort(["http_redirect", "listen_addr"], config.http_redirect.listen_addr);
   }
+  // Every worker binds the ACME challenge listener too.
+  const acme = config.tls?.acme;
+  if (acme?.enabled && acme.http_listen_addr !== undefined) {
+    fixedPort(["tls", "acme", "http_listen_addr"], acme.http_listen_addr);
+  }
   // tls.acme is fine: the workers share storage_path, one orders under its lock file, the others
   // load the result, and any worker answers HTTP-01 from the shared challenge files.
   if (config.rate_limit_store.type === "memory") {

@@ -46,3 +46,14 @@ Deno.test("workersIssues: metrics on the main listener are fine (gathered from e
   assert.ok(r.config);
   assert.ok(!r.issues.some((i) => i.path.startsWith("metrics")));
 });
+
+Deno.test("workersIssues: port 0 for tls.acme.http_listen_addr is an error with workers > 1 (each worker would answer HTTP-01 on its own port)", () => {
+  const r = load(
+    base(
+      "workers: 2\ntls:\n  acme: { enabled: true, domains: [a.example], email: a@a.example, " +
+        'http_listen_addr: "0.0.0.0:0" }\n',
+    ),
+  );
+  const e = r.issues.find((i) => i.path === "tls.acme.http_listen_addr" && i.severity === "error");
+  assert.match(e?.message ?? JSON.stringify(r.issues), /workers: 2 needs a fixed port/);
+});
