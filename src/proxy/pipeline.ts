@@ -26,7 +26,8 @@ import { recent } from "./recent.ts";
 import { resetOr } from "./body_replay.ts";
 import { discard, proxyAction } from "./actions/proxy.ts";
 import { cachedProxy } from "./cache.ts";
-import { grpcWebAction, grpcWebKind } from "./actions/grpc_web.ts";
+import { grpcWebAction, grpcWebKind, WEB_STATUS } from "./actions/grpc_web.ts";
+import type { WebCounter } from "./actions/grpc_web.ts";
 import { redirectAction } from "./actions/redirect.ts";
 import { applyResponseRules } from "./filters/rules.ts";
 import { staticAction } from "./actions/static.ts";
@@ -534,6 +535,7 @@ function record(ctx: RequestContext, deps: PipelineDeps, res: Response, label?: 
     const delivered = sent && (counted?.ended ?? true);
     // Known once the body ended: the trailers came before its end.
     const grpc = counted?.trailers?.find(([k]) => k === "grpc-status")?.[1] ??
+      (counted as WebCounter | undefined)?.[WEB_STATUS] ??
       (grpcAnswer ? res.headers.get("grpc-status") : null);
     access({
       ...base,

@@ -221,3 +221,41 @@ Deno.test("gRPC-Web text: a body that stops coming gets DEADLINE_EXCEEDED after 
     conn.close();
   }
 });
+
+Deno.test("gRPC-Web over HTTP/2: the trailers go in the body only, not also as HTTP/2 trailers (as Envoy), and the access log keeps grpcStatus", async () => {
+  await using up = await echoServer();
+  const lines: Record<string, unknown>[] = [];
+  const logger = {
+    ...silentLogger,
+    info: (m: string, f?: Record<string, unknown>) => m === "access" && lines.push(f!),
+  };
+  await using prox = await startProxy(webRoute(up.port) + "log: { access_log: json }\n", {
+    logger,
+  });
+  const session = http2.connect(`http://127.0.0.1:${prox.port}`);
+  try {
+    const req = session.request({
+      ":method": "POST",
+      ":path": "/test.Echo/Echo",
+      "content-type": "application/grpc-web+proto",
+    });
+    const trailers: http2.IncomingHttpHeaders[] = [];
+    req.on("trailers", (t) => trailers.push(t));
+    const chunks: Uint8Array[] = [];
+    req.on("data", (c: Uint8Array) => chunks.push(c));
+    const ended = new Promise((resolve) => req.on("close", resolve));
+    req.end(frame(new TextEncoder().encode("h2")));
+    await ended;
+    const body = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
+    let at = 0;
+    for (const c of chunks) body.set(c, (at += c.length) - c.length);
+    const got = frames(body);
+    assert.equal(new TextDecoder().decode(got[0][1]), "echo:h2");
+    assert.equal(got[1][0], 0x80);
+    assert.deepEqual(trailers, []);
+  } finally {
+    session.close();
+  }
+  await waitFor(() => lines.length === 1);
+  assert.equal(lines[0].grpcStatus, "0");
+});

@@ -8,7 +8,7 @@
 import { ProxyError } from "../../domain/errors.ts";
 import { BODY_BYTES } from "../../ports.ts";
 import { readClientChunk } from "../body_replay.ts";
-import type { CountedResponse } from "../../ports.ts";
+import type { BodyCounter, CountedResponse } from "../../ports.ts";
 import type { PipelineDeps, RequestContext } from "../context.ts";
 import { proxyAction } from "./proxy.ts";
 import type { UpstreamRoute } from "./proxy.ts";
@@ -69,6 +69,12 @@ export async function grpcWebAction(
   return grpcWebResponse(res, kind);
 }
 
+/** The `grpc-status` of trailers a gRPC-Web answer moved into its body, for the access log. */
+export const WEB_STATUS: unique symbol = Symbol("prox.grpcWebStatus");
+
+/** A body counter that may carry WEB_STATUS. */
+export type WebCounter = BodyCounter & { [WEB_STATUS]?: string };
+
 /** A gRPC answer as gRPC-Web: its trailers a last frame of the body; others as they are. */
 export function grpcWebResponse(res: Response, kind: GrpcWebKind): Response {
   const type = res.headers.get("content-type");
@@ -95,8 +101,16 @@ export function grpcWebResponse(res: Response, kind: GrpcWebKind): Response {
             if (bytes.byteLength > 0) c.enqueue(bytes);
             return;
           }
-          // The client's trailers arrived before its body ended (upstream_h2c.ts).
-          const frame = trailerFrame(counter?.trailers ?? []);
+          // The client's trailers arrived before its body ended (upstream_h2c.ts). They go in
+          // the body only, as Envoy's filter clears them: the listeners would send them again
+          // as HTTP trailers (HTTP/2, or a TE: trailers HTTP/1.1 client). The access log keeps
+          // the status.
+          const trailers = counter?.trailers ?? [];
+          if (counter) {
+            (counter as WebCounter)[WEB_STATUS] = trailers.find(([k]) => k === "grpc-status")?.[1];
+            counter.trailers = [];
+          }
+          const frame = trailerFrame(trailers);
           const last = encoder ? encoder.end(frame) : frame;
           if (last.byteLength > 0) c.enqueue(last);
           c.close();
