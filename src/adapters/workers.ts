@@ -67,6 +67,8 @@ interface Slot {
   stdin: WritableStreamDefaultWriter<Uint8Array> | null;
   startedAt: number;
   ready: boolean;
+  /** The watchdog killed it (not listening in time): not killed twice. */
+  killed?: boolean;
   /** When its last message (ready, alive…) arrived: a stuck worker falls silent. */
   lastSeen: number;
   /** A reload was asked for while it started: sent once it listens. */
@@ -129,6 +131,11 @@ export function startSupervisor(count: number, opts: {
    * restarted like a crashed one (default 10 s; workers beat every second).
    */
   hangMs?: number;
+  /**
+   * A worker not listening this long after it was started is killed (default 60 s): at
+   * start-up the start fails rather than wait for ever; later it is restarted with back-off.
+   */
+  startMs?: number;
 }): Supervisor {
   const { logger } = opts;
   const command = opts.command ?? selfCommand();
@@ -136,6 +143,7 @@ export function startSupervisor(count: number, opts: {
   const maxBackoffMs = opts.maxBackoffMs ?? 30_000;
   const stableMs = opts.stableMs ?? 30_000;
   const hangMs = opts.hangMs ?? 10_000;
+  const startMs = opts.startMs ?? 60_000;
   const { dir, socketPath, control } = openControl(count);
   const ready = Promise.withResolvers<void>();
   let started = false;
@@ -176,6 +184,7 @@ export function startSupervisor(count: number, opts: {
     slot.stdin = child.stdin.getWriter();
     slot.startedAt = Date.now();
     slot.ready = false;
+    slot.killed = false;
     slot.exited = child.status.then((status) => onExit(slot, child, status));
   };
 
@@ -282,6 +291,15 @@ export function startSupervisor(count: number, opts: {
     if (stopping) return;
     const now = Date.now();
     for (const s of slots) {
+      if (s.child && !s.ready && !s.killed && now - s.startedAt >= startMs) {
+        logger.error("Worker did not start listening in time: killing it", {
+          worker: s.index,
+          pid: s.child.pid,
+          startMs,
+        });
+        s.killed = true;
+        send(s, "SIGKILL");
+      }
       if (!s.child || !s.ready || now - s.lastSeen < hangMs) continue;
       logger.error("Worker stopped responding: killing it", {
         worker: s.index,
@@ -291,7 +309,7 @@ export function startSupervisor(count: number, opts: {
       s.ready = false;
       send(s, "SIGKILL");
     }
-  }, Math.min(1000, hangMs / 2));
+  }, Math.min(1000, hangMs / 2, startMs / 2));
   const accepting = (async () => {
     for await (const conn of control) void readControlLines(conn, onMessage);
   })().catch(() => {});

@@ -103,3 +103,26 @@ Deno.test("supervisor: a worker that stops responding (SIGSTOP: its event loop n
   }
   assert.equal(sup.exitCode, 0);
 });
+
+Deno.test("supervisor: a worker that never reports listening is killed after startMs: the start fails instead of waiting for ever", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "prox-mute-worker-" });
+  const script = `${dir}/mute.ts`;
+  await Deno.writeTextFile(script, "setInterval(() => {}, 1000);\n");
+  const errors: string[] = [];
+  const logger: Logger = { ...silentLogger, error: (m) => void errors.push(m) };
+  const sup = startSupervisor(1, {
+    logger,
+    command: { cmd: Deno.execPath(), args: ["run", "-A", script] },
+    startMs: 500,
+  });
+  try {
+    const [pid] = sup.pids();
+    await assert.rejects(sup.ready, /worker 0 exited with signal SIGKILL before listening/);
+    await sup.shutdown({ reason: "test" });
+    assert.equal(errors[0], "Worker did not start listening in time: killing it");
+    assert.throws(() => Deno.kill(pid, "SIGCONT"), "the mute worker is gone");
+    assert.equal(sup.exitCode, 1);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
