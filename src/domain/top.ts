@@ -111,6 +111,7 @@ export const TOP_METRICS = new Set([
   "prox_rate_limit_hits_total",
   "prox_cache_requests_total",
   "prox_build_info",
+  "process_start_time_seconds",
   "prox_upstream_connections",
   "prox_upstream_waiting",
   "prox_upstream_connections_opened_total",
@@ -122,6 +123,24 @@ export const TOP_METRICS = new Set([
 function increase(now: number, before: number | undefined): number {
   if (before === undefined || now < before) return now;
   return now - before;
+}
+
+/**
+ * `prev`'s samples, plus, for a worker (`workers: N`) that the previous scrape missed (it did not
+ * answer in time) though it ran already, its current samples: no increase this once, rather than
+ * its whole count since start in one interval. A worker started since counts from 0.
+ */
+function withMissedWorkers(prev: TopPoll, cur: TopPoll): PromSample[] {
+  const seen = new Set<string | undefined>(prev.samples.map((s) => s.labels.worker));
+  if (prev.samples.length === 0) return prev.samples;
+  const missed = new Set<string>();
+  for (const s of cur.samples) {
+    const w = s.labels.worker;
+    if (s.name !== "process_start_time_seconds" || w === undefined || seen.has(w)) continue;
+    if (s.value * 1000 < prev.at) missed.add(w);
+  }
+  if (missed.size === 0) return prev.samples;
+  return [...prev.samples, ...cur.samples.filter((s) => missed.has(s.labels.worker ?? ""))];
 }
 
 /** Label values of `keys` (every other label, e.g. `method`, `worker`, summed away). */
@@ -153,7 +172,8 @@ function classOf(status: string): keyof Classes | null {
 const round = (n: number, d = 2) => Math.round(n * 10 ** d) / 10 ** d;
 
 /** Computes what changed between `prev` and `cur` (two polls of the same Prox). */
-export function topSnapshot(prev: TopPoll, cur: TopPoll): TopSnapshot {
+export function topSnapshot(prevPoll: TopPoll, cur: TopPoll): TopSnapshot {
+  const prev = { ...prevPoll, samples: withMissedWorkers(prevPoll, cur) };
   const secs = Math.max((cur.at - prev.at) / 1000, 0.001);
   const rate = (n: number) => round(n / secs);
   const routes = new Map<string, TopRoute>();

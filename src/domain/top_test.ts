@@ -192,3 +192,30 @@ Deno.test("truncate and formatUptime", () => {
   assert.equal(formatUptime(61), "1m01s");
   assert.equal(formatUptime(90061), "1d01h");
 });
+
+Deno.test("topSnapshot: a worker the previous scrape missed (it answered late) is not counted as new, unlike a restarted one", () => {
+  const poll = (at: number, text: string): TopPoll => ({
+    at,
+    status: status(),
+    samples: samples(text),
+  });
+  // Worker 1 (started long ago) missed the first scrape; worker 2 was restarted in between.
+  const prev = poll(
+    100_000,
+    `prox_requests_total{route="/",method="GET",status="200",worker="0"} 1000
+process_start_time_seconds{worker="0"} 10
+`,
+  );
+  const cur = poll(
+    101_000,
+    `prox_requests_total{route="/",method="GET",status="200",worker="0"} 1010
+prox_requests_total{route="/",method="GET",status="200",worker="1"} 500000
+prox_requests_total{route="/",method="GET",status="200",worker="2"} 7
+process_start_time_seconds{worker="0"} 10
+process_start_time_seconds{worker="1"} 10
+process_start_time_seconds{worker="2"} 100.5
+`,
+  );
+  const s = topSnapshot(prev, cur);
+  assert.deepEqual(s.routes.map((r) => [r.route, r.requests]), [["/", 17]]);
+});
