@@ -223,6 +223,8 @@ export function startSupervisor(count: number, opts: {
   const onExit = (slot: Slot, child: Deno.ChildProcess, status: Deno.CommandStatus) => {
     if (slot.child !== child) return;
     slot.child = null;
+    // Not listening: a reload asked for until its successor listens waits for it.
+    slot.ready = false;
     void slot.stdin?.close().catch(() => {});
     slot.stdin = null;
     const how = status.signal ? `signal ${status.signal}` : `code ${status.code}`;

@@ -422,6 +422,22 @@ Deno.test("workers: a file change reloads worker 0, and the others apply what it
   assert.equal((await p.status).code, 0, p.output());
 });
 
+Deno.test("workers: a SIGHUP while worker 0 (which reloads first) waits to be restarted reaches every worker", async () => {
+  await using f = await fixture();
+  await using p = serve(["-c", `${f.dir}/config.yaml`, "--no-watch"]);
+  await p.waitForOutput("Prox listening with workers");
+  await f.write("b");
+  const [leader] = workerPids(p);
+  Deno.kill(leader, "SIGKILL");
+  // Its slot has no process now: the restart waits 100 ms.
+  await p.waitForOutput("Worker exited unexpectedly; restarting it");
+  p.signal("SIGHUP");
+  await p.waitForOutput("Worker restarted");
+  await seenWorkers(f.url, ["0", "1"], "site b\n");
+  p.signal("SIGTERM");
+  assert.equal((await p.status).code, 0, p.output());
+});
+
 Deno.test("workers: a cache purge through worker 0's admin API empties every worker's cache", async () => {
   let upstreamHits = 0;
   await using up = await startUpstream(() => {
