@@ -5,10 +5,11 @@
 //
 // The supervisor forwards SIGHUP (reload) to worker 0 and, once it applied the config, to the
 // others (which reload the text it applied, kept in the supervisor's directory); it tells them
-// to drain on SIGTERM/SIGINT/SIGUSR1/SIGUSR2 (a line on their stdin, so a worker that systemd signals too
-// does not take the two for a forcing second signal), restarts a worker that dies unexpectedly
-// (exponential back-off), and exits 0 once all workers drained. Workers run in their own session (a terminal's Ctrl-C reaches only the
-// supervisor, which forwards it once), report readiness over a Unix socket, and drain when the
+// to drain on SIGTERM/SIGINT/SIGUSR1/SIGUSR2 (a line on their stdin, so a worker that systemd
+// signals too does not take the two for a forcing second signal), restarts a worker that dies
+// unexpectedly or falls silent (exponential back-off), and exits 0 once all workers drained.
+// Workers run in their own session (a terminal's Ctrl-C reaches only the supervisor, which
+// forwards it once), report readiness and a heartbeat over a Unix socket, and drain when the
 // supervisor disappears (their stdin, a pipe from the supervisor, reaches EOF).
 
 import type { Logger } from "../ports.ts";
@@ -67,7 +68,7 @@ interface Slot {
   stdin: WritableStreamDefaultWriter<Uint8Array> | null;
   startedAt: number;
   ready: boolean;
-  /** The watchdog killed it (not listening in time): not killed twice. */
+  /** The watchdog killed it (silent, or not listening in time): not killed twice. */
   killed?: boolean;
   /** When its last message (ready, alive…) arrived: a stuck worker falls silent. */
   lastSeen: number;
@@ -302,13 +303,13 @@ export function startSupervisor(count: number, opts: {
         s.killed = true;
         send(s, "SIGKILL");
       }
-      if (!s.child || !s.ready || now - s.lastSeen < hangMs) continue;
+      if (!s.child || !s.ready || s.killed || now - s.lastSeen < hangMs) continue;
       logger.error("Worker stopped responding: killing it", {
         worker: s.index,
         pid: s.child.pid,
         silentMs: now - s.lastSeen,
       });
-      s.ready = false;
+      s.killed = true;
       send(s, "SIGKILL");
     }
   }, Math.min(1000, hangMs / 2, startMs / 2));
