@@ -259,3 +259,75 @@ Deno.test("gRPC-Web over HTTP/2: the trailers go in the body only, not also as H
   await waitFor(() => lines.length === 1);
   assert.equal(lines[0].grpcStatus, "0");
 });
+
+/** Decodes base64 four characters at a time, as gRPC-Web's own client does (padding may come between). */
+function decodeGroups(text: string): Uint8Array {
+  const out: number[] = [];
+  for (let i = 0; i + 4 <= text.length; i += 4) {
+    for (const c of atob(text.slice(i, i + 4))) out.push(c.charCodeAt(0));
+  }
+  return Uint8Array.from(out);
+}
+
+Deno.test("gRPC-Web text: each message of a server stream is decodable as it comes, not when the next one does (PROTOCOL-WEB.md)", async () => {
+  const server = new grpc.Server();
+  let release!: () => void;
+  const released = new Promise<void>((r) => release = r);
+  server.addService({
+    stream: { ...ECHO.echo, path: "/test.Echo/Stream", responseStream: true },
+  } as unknown as grpc.ServiceDefinition, {
+    stream: async (call: grpc.ServerWritableStream<Buffer, Buffer>) => {
+      call.write(Buffer.from("one")); // 8 bytes framed: not a whole number of base64 groups
+      await released;
+      call.write(Buffer.from("two"));
+      call.end();
+    },
+  });
+  const port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync(
+      "127.0.0.1:0",
+      grpc.ServerCredentials.createInsecure(),
+      (e, p) => e ? reject(e) : resolve(p),
+    )
+  );
+  try {
+    await using prox = await startProxy(webRoute(port));
+    const res = await fetch(`${prox.url}/test.Echo/Stream`, {
+      method: "POST",
+      headers: { "content-type": "application/grpc-web-text" },
+      body: b64(frame(new Uint8Array(0))),
+    });
+    const reader = res.body!.pipeThrough(new TextDecoderStream()).getReader();
+    let text = "";
+    const first = async () => {
+      for (;;) {
+        const got = frames(decodeGroups(text).subarray(0, 8));
+        if (got.length === 1 && got[0][1].length === 3) return got[0];
+        const r = await Promise.race([
+          reader.read(),
+          new Promise<null>((r) => setTimeout(() => r(null), 3_000)),
+        ]);
+        if (r === null || r.done) return null;
+        text += r.value;
+      }
+    };
+    const one = await first();
+    release();
+    assert.ok(one, `the first message did not come whole: ${JSON.stringify(text)}`);
+    assert.equal(new TextDecoder().decode(one[1]), "one");
+    for (;;) {
+      const r = await reader.read();
+      if (r.done) break;
+      text += r.value;
+    }
+    const all = frames(decodeGroups(text));
+    assert.deepEqual(all.slice(0, 2).map(([f, p]) => [f, new TextDecoder().decode(p)]), [
+      [0, "one"],
+      [0, "two"],
+    ]);
+    assert.match(new TextDecoder().decode(all[2][1]), /^grpc-status:0\r\n/);
+  } finally {
+    release();
+    server.forceShutdown();
+  }
+});

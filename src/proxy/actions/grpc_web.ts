@@ -92,12 +92,25 @@ export function grpcWebResponse(res: Response, kind: GrpcWebKind): Response {
   } else {
     const reader = res.body.getReader();
     const encoder = kind.text ? new Base64Stream() : null;
+    /** A read already started (or done) that the next pull takes. */
+    let next: Promise<ReadableStreamReadResult<Uint8Array>> | undefined;
     out = new Response(
       new ReadableStream<Uint8Array>({
         async pull(c) {
-          const r = await reader.read();
+          const r = await (next ?? reader.read());
+          next = undefined;
           if (!r.done) {
-            const bytes = encoder ? encoder.push(r.value) : r.value;
+            let bytes = encoder ? encoder.push(r.value) : r.value;
+            if (encoder?.held) {
+              // A message ended off a base64 group: what comes at once (the trailers of a unary
+              // answer) joins it, else the rest goes now, padded.
+              const read = reader.read();
+              const soon = await settledNow(read);
+              if (soon === undefined) {
+                bytes = concat(bytes, encoder.flush());
+                next = read;
+              } else next = Promise.resolve(soon);
+            }
             if (bytes.byteLength > 0) c.enqueue(bytes);
             return;
           }
@@ -248,21 +261,58 @@ export function decodeBase64Segments(text: Uint8Array): Uint8Array<ArrayBuffer> 
   return out.subarray(0, o);
 }
 
-/** Base64 for a stream: whole groups of three bytes as they come, the rest padded at the end. */
+/**
+ * Base64 for a stream: whole groups of three bytes as they come; the rest of a group at the end,
+ * or by `flush` (padded) where a gRPC message ends, so that a message is decodable as soon as it
+ * is here (PROTOCOL-WEB.md: the server base64-encodes and flushes messages atomically; clients
+ * take padding between them). Held until the next chunk, the last bytes of a streamed message
+ * waited for the next message, which may be minutes.
+ */
 class Base64Stream {
   #rest = new Uint8Array(0);
+  /** Bytes of the current message's 5-byte prefix seen, and of its payload still to come. */
+  #prefix = new Uint8Array(5);
+  #prefixSeen = 0;
+  #payloadLeft = 0;
+
+  /** Bytes are held back although the last message is complete: `flush` sends them. */
+  get held(): boolean {
+    return this.#rest.length > 0 && this.#prefixSeen === 0 && this.#payloadLeft === 0;
+  }
 
   push(chunk: Uint8Array): Uint8Array {
+    this.#follow(chunk);
     const all = this.#rest.length === 0 ? chunk : concat(this.#rest, chunk);
     const whole = all.length - (all.length % 3);
     this.#rest = all.slice(whole);
     return latin1(toBase64(all.subarray(0, whole)));
   }
 
+  flush(): Uint8Array {
+    return this.end(new Uint8Array(0));
+  }
+
   end(last: Uint8Array): Uint8Array {
     const all = concat(this.#rest, last);
     this.#rest = new Uint8Array(0);
     return latin1(toBase64(all));
+  }
+
+  /** Follows the message framing (flag, 4-byte length, payload) through `chunk`. */
+  #follow(chunk: Uint8Array): void {
+    for (let i = 0; i < chunk.length;) {
+      if (this.#payloadLeft > 0) {
+        const n = Math.min(this.#payloadLeft, chunk.length - i);
+        this.#payloadLeft -= n;
+        i += n;
+        continue;
+      }
+      this.#prefix[this.#prefixSeen++] = chunk[i++];
+      if (this.#prefixSeen === 5) {
+        this.#prefixSeen = 0;
+        this.#payloadLeft = new DataView(this.#prefix.buffer).getUint32(1);
+      }
+    }
   }
 }
 
@@ -279,4 +329,11 @@ function toBase64(bytes: Uint8Array): string {
     bin += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
   }
   return btoa(bin);
+}
+
+/** `p`'s value if it settles within this turn of the event loop, else undefined. */
+function settledNow<T>(p: Promise<T>): Promise<T | undefined> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const turn = new Promise<undefined>((r) => timer = setTimeout(() => r(undefined), 0));
+  return Promise.race([p, turn]).finally(() => clearTimeout(timer));
 }
