@@ -268,6 +268,9 @@ export function admit(
     statusText: res.statusText,
     headers: h,
   });
+  // The upstream's trailers (an HTTP/2 upstream's) reach this client; the entry keeps none.
+  const inner = (res as CountedResponse)[BODY_BYTES];
+  if (inner) Object.defineProperty(tee.counter, "trailers", { get: () => inner.trailers });
   out[BODY_BYTES] = tee.counter;
   return withStatus(out, status);
 }

@@ -598,3 +598,50 @@ routes:
     "/test.Echo/Chat 404 12",
   ]);
 });
+
+Deno.test("compress and cache on an h2c route keep the upstream's trailers on the answers they pass on", async () => {
+  const server = http2.createServer();
+  server.on("stream", (stream: http2.ServerHttp2Stream) => {
+    stream.respond({
+      ":status": 200,
+      "content-type": "text/plain",
+      "cache-control": "max-age=60",
+    }, { waitForTrailers: true });
+    stream.on("wantTrailers", () => stream.sendTrailers({ "x-sum": "42" }));
+    stream.end("compressible text ".repeat(200));
+  });
+  const port = await new Promise<number>((resolve) =>
+    server.listen(0, "127.0.0.1", () => resolve((server.address() as { port: number }).port))
+  );
+  const route = (path: string, extra: string) =>
+    `  "${path}":\n    type: proxy\n    target: "http://127.0.0.1:${port}"\n    upstream_protocol: h2c\n    ${extra}\n`;
+  await using prox = await startProxy(
+    `health_check: { enabled: false }\nroutes:\n${route("/z", "compress: true")}${
+      route("/k", "cache: true")
+    }`,
+  );
+  const session = http2.connect(`http://127.0.0.1:${prox.port}`);
+  const ask = (path: string) =>
+    new Promise<{ head: http2.IncomingHttpHeaders; trailers: http2.IncomingHttpHeaders | null }>(
+      (resolve, reject) => {
+        const req = session.request({ ":path": path, "accept-encoding": "gzip" });
+        let head: http2.IncomingHttpHeaders = {};
+        let trailers: http2.IncomingHttpHeaders | null = null;
+        req.on("response", (h) => head = h);
+        req.on("trailers", (t) => trailers = t);
+        req.on("data", () => {});
+        req.on("end", () => resolve({ head, trailers }));
+        req.on("error", reject);
+      },
+    );
+  try {
+    const zipped = await ask("/z");
+    assert.equal(zipped.head["content-encoding"], "gzip");
+    assert.equal(zipped.trailers?.["x-sum"], "42");
+    const filled = await ask("/k");
+    assert.equal(filled.trailers?.["x-sum"], "42");
+  } finally {
+    session.close();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  }
+});

@@ -70,6 +70,9 @@ export function applyCompression(
     return new Response(new ReadableStream({ start: (c) => c.close() }), init);
   }
   const counter: BodyCounter = { bytes: 0, ended: false };
+  // The upstream's trailers (an HTTP/2 upstream's) go on after the compressed body.
+  const inner = (res as CountedResponse)[BODY_BYTES];
+  if (inner) Object.defineProperty(counter, "trailers", { get: () => inner.trailers });
   const out: CountedResponse = new Response(
     compressedBody(res.body, o.compressor(decision.coding), counter),
     init,
