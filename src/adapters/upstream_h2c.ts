@@ -38,6 +38,13 @@ const MAX_FRAME = 16 * 1024;
 const WRITE_HIGH = 256 * 1024;
 /** Streams a session opens at most, whatever the upstream allows (ids are not reused). */
 const STREAMS_PER_SESSION = 1 << 30;
+/**
+ * Frames that ask work of Prox without a request (PING, SETTINGS, PRIORITY, unknown types)
+ * allowed within CONTROL_PERIOD_MS, plus 10 per request (as Prox's HTTP/2 server allows its
+ * clients): past them the upstream floods, and the connection ends with ENHANCE_YOUR_CALM.
+ */
+const CONTROL_BUDGET = 1000;
+const CONTROL_PERIOD_MS = 10_000;
 /** Assumed until the upstream's SETTINGS say otherwise (RFC 9113 §6.5.2 sets no default). */
 const DEFAULT_MAX_STREAMS = 100;
 
@@ -169,6 +176,9 @@ class Session {
   #drainWaiters: (() => void)[] = [];
   /** The upstream's first SETTINGS came. */
   settled = false;
+  /** Control frames left before the upstream counts as flooding (refilled by requests). */
+  #controlBudget = CONTROL_BUDGET;
+  #controlSince = performance.now();
   /** Header block of a HEADERS frame still waiting for its CONTINUATION frames. */
   #pending:
     | { stream: number; end: boolean; parts: Uint8Array[]; bytes: number; frames: number }
@@ -259,6 +269,17 @@ class Session {
     return new Promise((resolve) => this.#drainWaiters.push(resolve));
   }
 
+  /** One more control frame from the upstream: past the budget, a connection error. */
+  #spend(): void {
+    if (--this.#controlBudget >= 0) return;
+    const now = performance.now();
+    if (now - this.#controlSince < CONTROL_PERIOD_MS) {
+      throw new ConnectionError(ErrorCode.ENHANCE_YOUR_CALM, "too many control frames");
+    }
+    this.#controlSince = now;
+    this.#controlBudget = CONTROL_BUDGET - 1;
+  }
+
   // ------------------------------------------------------------------------------------------
   // Requests
 
@@ -299,6 +320,7 @@ class Session {
     };
     this.#streams.set(id, s);
     this.idleSince = 0.5;
+    this.#controlBudget = Math.min(this.#controlBudget + 10, 10 * CONTROL_BUDGET);
 
     const enc = this.#enc.begin()
       .field(":method", req.method)
@@ -402,6 +424,8 @@ class Session {
       s.sendWindow -= n;
       this.#sendWindow -= n;
       off += n;
+      // An upstream may ping for each DATA frame it gets (gRPC's BDP estimate): not a flood.
+      if (n > 0) this.#controlBudget = Math.min(this.#controlBudget + 1, 10 * CONTROL_BUDGET);
       if (last && end) {
         s.localEnded = true;
         this.#maybeDone(s);
@@ -703,6 +727,7 @@ class Session {
         if (id !== 0) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "PING on a stream");
         if (p.length !== 8) throw new ConnectionError(ErrorCode.FRAME_SIZE_ERROR, "PING");
         if (!(flags & Flag.ACK)) {
+          this.#spend();
           this.#out.frame(FrameType.PING, Flag.ACK, 0, p);
           this.#flush();
         }
@@ -761,7 +786,9 @@ class Session {
         // Prox said SETTINGS_ENABLE_PUSH 0 (§8.4).
         throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "PUSH_PROMISE with push disabled");
       default:
-        return; // PRIORITY and unknown types are ignored (§5.5).
+        // PRIORITY and unknown types are ignored (§5.5), but count against the flood budget.
+        this.#spend();
+        return;
     }
   }
 
@@ -772,6 +799,7 @@ class Session {
       return;
     }
     if (p.length % 6 !== 0) throw new ConnectionError(ErrorCode.FRAME_SIZE_ERROR, "SETTINGS");
+    this.#spend();
     for (let i = 0; i < p.length; i += 6) {
       const key = (p[i] << 8) | p[i + 1];
       const v = (p[i + 2] << 24 | p[i + 3] << 16 | p[i + 4] << 8 | p[i + 5]) >>> 0;

@@ -620,3 +620,26 @@ Deno.test("h2c: a request body the upstream never opens its window for ends at t
     await client.close();
   }
 });
+
+Deno.test("h2c: a flood of PING frames ends the connection (ENHANCE_YOUR_CALM), its ACKs not queued without end", async () => {
+  let code = -1;
+  await using up = h2Server(async (p) => {
+    await p.request();
+    const w = new FrameWriter();
+    for (let i = 0; i < 20_000; i++) w.frame(FrameType.PING, 0, 0, new Uint8Array(8));
+    await p.send(w).catch(() => {});
+    for (;;) {
+      const f = await p.frame().catch(() => null);
+      if (f === null) return;
+      if (f.type === FrameType.GOAWAY) code = u32(f.payload, 4);
+    }
+  });
+  const client = createUpstreamClient();
+  try {
+    await rejects(client.send(request(`${up.url}/`, { protocol: "h2c" })), "protocol");
+    await waitFor(() => code !== -1);
+    assert.equal(code, ErrorCode.ENHANCE_YOUR_CALM);
+  } finally {
+    await client.close();
+  }
+});
