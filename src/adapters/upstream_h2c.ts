@@ -812,6 +812,9 @@ class Session {
         this.#initialWindow = v;
         for (const s of this.#streams.values()) {
           s.sendWindow += delta;
+          if (s.sendWindow > MAX_WINDOW) {
+            throw new ConnectionError(ErrorCode.FLOW_CONTROL_ERROR, "a stream window past 2^31-1");
+          }
           if (delta > 0) s.windowWake?.();
         }
       } else if (key === Setting.MAX_FRAME_SIZE) {

@@ -643,3 +643,33 @@ Deno.test("h2c: a flood of PING frames ends the connection (ENHANCE_YOUR_CALM), 
     await client.close();
   }
 });
+
+Deno.test("h2c: SETTINGS_INITIAL_WINDOW_SIZE that takes a stream's window past 2^31-1 is a FLOW_CONTROL_ERROR (RFC 9113 §6.9.2)", async () => {
+  let outcome = "";
+  await using up = h2Server(async (p) => {
+    const r = (await p.request())!;
+    const w = new FrameWriter();
+    w.u32(FrameType.WINDOW_UPDATE, r.stream, 0x7fffffff - 65535);
+    w.settings([[Setting.INITIAL_WINDOW_SIZE, 65536]]);
+    await p.send(w);
+    let acks = 0;
+    for (;;) {
+      const f = await p.frame().catch(() => null);
+      if (f === null) return;
+      if (f.type === FrameType.GOAWAY) outcome = `GOAWAY ${u32(f.payload, 4)}`;
+      // The first ACK is of the preface's SETTINGS, the second of the change.
+      if (f.type === FrameType.SETTINGS && (f.flags & Flag.ACK) && ++acks === 2) outcome ||= "ACK";
+    }
+  });
+  const client = createUpstreamClient();
+  try {
+    const body = new ReadableStream<Uint8Array>({ pull: () => new Promise(() => {}) });
+    const sent = client.send(request(`${up.url}/`, { protocol: "h2c", method: "POST", body }));
+    sent.catch(() => {});
+    await waitFor(() => outcome !== "");
+    assert.equal(outcome, `GOAWAY ${ErrorCode.FLOW_CONTROL_ERROR}`);
+    await rejects(sent, "protocol");
+  } finally {
+    await client.close();
+  }
+});
