@@ -1054,9 +1054,13 @@ export function createH2cClient(opts: H2cClientOptions): H2cClient {
     const now = performance.now();
     for (const [key, list] of origins) {
       for (const s of list) {
+        // One that takes no streams is tried anew within 5 s (send fails fast meanwhile).
+        const idleMs = s.settled && s.maxStreams === 0
+          ? Math.min(opts.idleTimeout || 5_000, 5_000)
+          : opts.idleTimeout;
         if (
-          !s.closed && s.streams === 0 && opts.idleTimeout > 0 && s.idleSince > 1 &&
-          now - s.idleSince >= opts.idleTimeout
+          !s.closed && s.streams === 0 && idleMs > 0 && s.idleSince > 1 &&
+          now - s.idleSince >= idleMs
         ) s.shut();
       }
       const live = list.filter((s) => !s.closed);
@@ -1097,8 +1101,21 @@ export function createH2cClient(opts: H2cClientOptions): H2cClient {
       for (let tries = 0;; tries++) {
         // A session with room takes the stream in the same turn it is found in: a burst of
         // requests cannot all see the last free stream.
-        const open = origins.get(key)?.find((s) => s.open);
+        const list = origins.get(key);
+        const open = list?.find((s) => s.open);
         if (open) return open.request(req, release);
+        // An upstream that said it takes no streams now (SETTINGS_MAX_CONCURRENT_STREAMS 0) would
+        // say so on every new connection too: the request fails as not sent (another target may
+        // take it) until that session raises its limit or is closed idle.
+        const none = list?.find((s) => s.settled && !s.draining && s.maxStreams === 0);
+        if (none) {
+          release();
+          throw new ProxyError(
+            "upstream_reset",
+            `Upstream "${none.source}" takes no streams (SETTINGS_MAX_CONCURRENT_STREAMS 0)`,
+            { source: none.source, sentNothing: true },
+          );
+        }
         let s: Session;
         try {
           s = await connect(key, req);

@@ -673,3 +673,30 @@ Deno.test("h2c: SETTINGS_INITIAL_WINDOW_SIZE that takes a stream's window past 2
     await client.close();
   }
 });
+
+Deno.test("h2c: an upstream that allows no streams (SETTINGS_MAX_CONCURRENT_STREAMS 0) is not sent a connection per request", async () => {
+  let conns = 0;
+  await using up = h2Server(async (p) => {
+    conns++;
+    for (;;) {
+      const r = await p.request();
+      if (r === null) return;
+      const w = new FrameWriter();
+      w.u32(FrameType.RST_STREAM, r.stream, ErrorCode.REFUSED_STREAM);
+      await p.send(w);
+    }
+  }, [[Setting.MAX_CONCURRENT_STREAMS, 0]]);
+  const client = createUpstreamClient();
+  try {
+    for (let i = 0; i < 5; i++) {
+      const err = await rejects(
+        client.send(request(`${up.url}/`, { protocol: "h2c" })),
+        "upstream_reset",
+      );
+      assert.equal(err.sentNothing, true);
+    }
+    assert.ok(conns <= 2, `connections: ${conns}`);
+  } finally {
+    await client.close();
+  }
+});
