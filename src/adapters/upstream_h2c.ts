@@ -964,6 +964,7 @@ class Session {
       if (status < 200) {
         // Interim answers (100, 103) are not passed on; 101 is not HTTP/2 (§8.6).
         if (status === 101 || end) return fail(`sent a ${status} answer`);
+        this.#spend(); // as many as it likes would cost Prox work for nothing
         return;
       }
       s.answered = true;

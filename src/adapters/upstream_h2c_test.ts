@@ -700,3 +700,29 @@ Deno.test("h2c: an upstream that allows no streams (SETTINGS_MAX_CONCURRENT_STRE
     await client.close();
   }
 });
+
+Deno.test("h2c: a flood of interim (1xx) answers ends the connection (ENHANCE_YOUR_CALM)", async () => {
+  let code = -1;
+  await using up = h2Server(async (p) => {
+    const r = (await p.request())!;
+    const w = new FrameWriter();
+    for (let i = 0; i < 5_000; i++) {
+      p.head(w, r.stream, [[":status", "103"], ["link", "</a>"]], false);
+    }
+    p.head(w, r.stream, [[":status", "200"]], true);
+    await p.send(w).catch(() => {});
+    for (;;) {
+      const f = await p.frame().catch(() => null);
+      if (f === null) return;
+      if (f.type === FrameType.GOAWAY) code = u32(f.payload, 4);
+    }
+  });
+  const client = createUpstreamClient();
+  try {
+    await rejects(client.send(request(`${up.url}/`, { protocol: "h2c" })), "protocol");
+    await waitFor(() => code !== -1);
+    assert.equal(code, ErrorCode.ENHANCE_YOUR_CALM);
+  } finally {
+    await client.close();
+  }
+});
