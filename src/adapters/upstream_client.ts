@@ -462,10 +462,12 @@ export function createUpstreamClient(opts: UpstreamClientOptions = {}): PooledUp
       }
       for (const key of h2cKeys) {
         const slots = h2cSlots.stats(key);
+        // Prox's own HTTP/2 connections: busy while they carry a stream.
+        const conns = h2c.stats(key);
         rows.set(key, {
           origin: originOfKey(key.slice(key.indexOf("://") + 3)),
-          busy: 0,
-          idle: 0,
+          busy: conns.sessions - conns.idle,
+          idle: conns.idle,
           waiting: slots.queued,
           opened: 0,
           reused: 0,

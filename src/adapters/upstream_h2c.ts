@@ -93,7 +93,7 @@ export interface H2cClient {
    */
   send(req: UpstreamRequest, key: string, release: () => void): Promise<Response>;
   /** Sessions and streams per origin key (status pages, tests). */
-  stats(key: string): { sessions: number; streams: number };
+  stats(key: string): { sessions: number; idle: number; streams: number };
   close(): Promise<void>;
 }
 
@@ -1137,8 +1137,15 @@ export function createH2cClient(opts: H2cClientOptions): H2cClient {
     stats(key: string) {
       const list = origins.get(key) ?? [];
       let streams = 0;
-      for (const s of list) streams += s.streams;
-      return { sessions: list.filter((s) => !s.closed).length, streams };
+      let sessions = 0;
+      let idle = 0;
+      for (const s of list) {
+        streams += s.streams;
+        if (s.closed) continue;
+        sessions++;
+        if (s.streams === 0) idle++;
+      }
+      return { sessions, idle, streams };
     },
     async close(): Promise<void> {
       if (sweeper !== undefined) clearInterval(sweeper);

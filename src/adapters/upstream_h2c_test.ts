@@ -726,3 +726,31 @@ Deno.test("h2c: a flood of interim (1xx) answers ends the connection (ENHANCE_YO
     await client.close();
   }
 });
+
+Deno.test("h2c: pools() counts the client's own HTTP/2 connections (busy with streams, idle without)", async () => {
+  let answer!: () => void;
+  const answered = new Promise<void>((r) => answer = r);
+  await using up = h2Server(async (p) => {
+    const r = (await p.request())!;
+    await answered;
+    const w = new FrameWriter();
+    p.head(w, r.stream, [[":status", "204"]], true);
+    await p.send(w);
+    while (await p.frame() !== null) { /* until Prox closes */ }
+  });
+  const client = createUpstreamClient();
+  try {
+    const row = () => client.pools().find((p) => p.h2Streams !== null)!;
+    const res = client.send(request(`${up.url}/`, { protocol: "h2c" }));
+    res.catch(() => {});
+    await waitFor(() => row()?.busy === 1);
+    assert.deepEqual([row().h2Streams, row().idle], [1, 0]);
+    answer();
+    assert.equal((await res).status, 204);
+    await waitFor(() => row().h2Streams === 0);
+    assert.deepEqual([row().busy, row().idle], [0, 1]);
+  } finally {
+    answer();
+    await client.close();
+  }
+});
