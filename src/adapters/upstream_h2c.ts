@@ -23,8 +23,10 @@ import {
   FrameType,
   FrameWriter,
   MAX_WINDOW,
+  moveWindows,
   PREFACE,
   Setting,
+  settingsOf,
 } from "./h2/frames.ts";
 import { HpackDecoder, HpackEncoder, HpackError } from "./h2/hpack.ts";
 
@@ -793,38 +795,15 @@ class Session {
   }
 
   #onSettings(flags: number, id: number, p: Uint8Array): void {
-    if (id !== 0) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "SETTINGS on a stream");
-    if (flags & Flag.ACK) {
-      if (p.length !== 0) throw new ConnectionError(ErrorCode.FRAME_SIZE_ERROR, "SETTINGS ACK");
-      return;
-    }
-    if (p.length % 6 !== 0) throw new ConnectionError(ErrorCode.FRAME_SIZE_ERROR, "SETTINGS");
+    const values = settingsOf(flags, id, p);
+    if (values === null) return;
     this.#spend();
-    for (let i = 0; i < p.length; i += 6) {
-      const key = (p[i] << 8) | p[i + 1];
-      const v = (p[i + 2] << 24 | p[i + 3] << 16 | p[i + 4] << 8 | p[i + 5]) >>> 0;
+    for (const [key, v] of values) {
       if (key === Setting.MAX_CONCURRENT_STREAMS) this.maxStreams = v;
       else if (key === Setting.INITIAL_WINDOW_SIZE) {
-        if (v > MAX_WINDOW) {
-          throw new ConnectionError(ErrorCode.FLOW_CONTROL_ERROR, "initial window past 2^31-1");
-        }
-        const delta = v - this.#initialWindow;
+        moveWindows(this.#streams.values(), v - this.#initialWindow);
         this.#initialWindow = v;
-        for (const s of this.#streams.values()) {
-          s.sendWindow += delta;
-          if (s.sendWindow > MAX_WINDOW) {
-            throw new ConnectionError(ErrorCode.FLOW_CONTROL_ERROR, "a stream window past 2^31-1");
-          }
-          if (delta > 0) s.windowWake?.();
-        }
-      } else if (key === Setting.MAX_FRAME_SIZE) {
-        if (v < 16384 || v > 16777215) {
-          throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "MAX_FRAME_SIZE out of range");
-        }
-        this.#maxFrame = v;
-      } else if (key === Setting.ENABLE_PUSH && v > 1) {
-        throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "ENABLE_PUSH past 1");
-      }
+      } else if (key === Setting.MAX_FRAME_SIZE) this.#maxFrame = v;
       // HEADER_TABLE_SIZE: the encoder uses no dynamic table, whatever size is allowed.
     }
     this.#out.frame(FrameType.SETTINGS, Flag.ACK, 0);

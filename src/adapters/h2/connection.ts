@@ -29,8 +29,10 @@ import {
   FrameType,
   FrameWriter,
   MAX_WINDOW,
+  moveWindows,
   PREFACE,
   Setting,
+  settingsOf,
 } from "./frames.ts";
 import { HpackDecoder, HpackEncoder, HpackError } from "./hpack.ts";
 
@@ -885,38 +887,14 @@ export class H2Connection {
   }
 
   #settings(flags: number, id: number, p: Uint8Array): void {
-    if (id !== 0) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "SETTINGS on a stream");
-    if (flags & Flag.ACK) {
-      if (p.length !== 0) throw new ConnectionError(ErrorCode.FRAME_SIZE_ERROR, "SETTINGS ack");
-      return;
-    }
-    if (p.length % 6 !== 0) throw new ConnectionError(ErrorCode.FRAME_SIZE_ERROR, "SETTINGS size");
+    const values = settingsOf(flags, id, p);
+    if (values === null) return;
     this.#spend();
-    for (let i = 0; i < p.length; i += 6) {
-      const key = (p[i] << 8) | p[i + 1];
-      const value = ((p[i + 2] << 24) | (p[i + 3] << 16) | (p[i + 4] << 8) | p[i + 5]) >>> 0;
+    for (const [key, value] of values) {
       if (key === Setting.INITIAL_WINDOW_SIZE) {
-        if (value > MAX_WINDOW) {
-          throw new ConnectionError(ErrorCode.FLOW_CONTROL_ERROR, "Initial window too large");
-        }
-        const delta = value - this.#peerWindow;
+        moveWindows(this.#streams.values(), value - this.#peerWindow);
         this.#peerWindow = value;
-        for (const s of this.#streams.values()) {
-          s.sendWindow += delta;
-          // No window may pass 2^31-1 by a change of the setting either (RFC 9113 §6.9.2).
-          if (s.sendWindow > MAX_WINDOW) {
-            throw new ConnectionError(ErrorCode.FLOW_CONTROL_ERROR, "Stream window overflow");
-          }
-          if (delta > 0) s.windowWake?.();
-        }
-      } else if (key === Setting.MAX_FRAME_SIZE) {
-        if (value < 16384 || value > 16777215) {
-          throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "MAX_FRAME_SIZE out of range");
-        }
-        this.#peerMaxFrame = value;
-      } else if (key === Setting.ENABLE_PUSH && value > 1) {
-        throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "ENABLE_PUSH out of range");
-      }
+      } else if (key === Setting.MAX_FRAME_SIZE) this.#peerMaxFrame = value;
       // HEADER_TABLE_SIZE: this side's encoder keeps no dynamic table, so any size will do.
     }
     this.#out.frame(FrameType.SETTINGS, Flag.ACK, 0);

@@ -67,6 +67,61 @@ export class ConnectionError extends Error {
   }
 }
 
+/** A stream's send window, which SETTINGS_INITIAL_WINDOW_SIZE moves. */
+export interface SendWindow {
+  sendWindow: number;
+  windowWake: (() => void) | null;
+}
+
+/**
+ * The values of a SETTINGS frame from the peer (RFC 9113 §6.5), or null for an ACK; throws a
+ * ConnectionError for a frame of the wrong form and for the values §6.5.2 bounds (an initial
+ * window past 2^31-1, a frame size out of range, ENABLE_PUSH past 1). Unknown settings are kept
+ * for the caller to ignore.
+ */
+export function settingsOf(
+  flags: number,
+  stream: number,
+  p: Uint8Array,
+): [number, number][] | null {
+  if (stream !== 0) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "SETTINGS on a stream");
+  if (flags & Flag.ACK) {
+    if (p.length !== 0) throw new ConnectionError(ErrorCode.FRAME_SIZE_ERROR, "SETTINGS ack");
+    return null;
+  }
+  if (p.length % 6 !== 0) throw new ConnectionError(ErrorCode.FRAME_SIZE_ERROR, "SETTINGS size");
+  const out: [number, number][] = [];
+  for (let i = 0; i < p.length; i += 6) {
+    const key = (p[i] << 8) | p[i + 1];
+    const value = ((p[i + 2] << 24) | (p[i + 3] << 16) | (p[i + 4] << 8) | p[i + 5]) >>> 0;
+    if (key === Setting.INITIAL_WINDOW_SIZE && value > MAX_WINDOW) {
+      throw new ConnectionError(ErrorCode.FLOW_CONTROL_ERROR, "Initial window too large");
+    }
+    if (key === Setting.MAX_FRAME_SIZE && (value < 16384 || value > 16777215)) {
+      throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "MAX_FRAME_SIZE out of range");
+    }
+    if (key === Setting.ENABLE_PUSH && value > 1) {
+      throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "ENABLE_PUSH out of range");
+    }
+    out.push([key, value]);
+  }
+  return out;
+}
+
+/**
+ * Moves every stream's send window by `delta` (a new SETTINGS_INITIAL_WINDOW_SIZE), waking the
+ * senders when it grew; none may pass 2^31-1 that way either (RFC 9113 §6.9.2).
+ */
+export function moveWindows(streams: Iterable<SendWindow>, delta: number): void {
+  for (const s of streams) {
+    s.sendWindow += delta;
+    if (s.sendWindow > MAX_WINDOW) {
+      throw new ConnectionError(ErrorCode.FLOW_CONTROL_ERROR, "Stream window overflow");
+    }
+    if (delta > 0) s.windowWake?.();
+  }
+}
+
 /**
  * Frames waiting to be written, in one buffer. Writers append; the connection takes what is
  * there (`take`) for one write, and gives the buffer back (`giveBack`) once the write is done, so
