@@ -128,7 +128,10 @@ export function grpcErrorResponse(res: Response & OwnError, type: string): Respo
   headers.set("content-type", type);
   headers.set("grpc-status", String(GRPC_STATUS[own.kind] ?? 2));
   // Percent-encoded as gRPC wants it (printable ASCII but `%` as is).
-  headers.set("grpc-message", own.message.replace(/[^\x20-\x24\x26-\x7e]/gu, pctEncode));
+  // At most 1 KiB of the message before encoding (a rate limit's own text may be long; grpc-js
+  // refuses heads over 8 KiB), cut on a character, not inside one.
+  const text = own.message.length > 1024 ? [...own.message].slice(0, 1024).join("") : own.message;
+  headers.set("grpc-message", text.replace(/[^\x20-\x24\x26-\x7e]/gu, pctEncode));
   const out: Response & OwnError = new Response(null, { status: 200, headers });
   out[OWN_ERROR] = own;
   return out;
