@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import * as grpc from "@grpc/grpc-js";
 import { startUpstream, waitFor } from "../_harness.ts";
 import { onProxEngines, startProxy } from "./_proxy.ts";
+import { serveGrpc } from "./_grpc.ts";
 import { silentLogger } from "../../src/ports.ts";
 
 onProxEngines();
@@ -66,23 +67,11 @@ const ECHO = {
 };
 
 /** A grpc-js server whose /test.Echo/Echo answers "echo:" and the request's message. */
-async function echoServer() {
-  const server = new grpc.Server();
-  server.addService(ECHO as unknown as grpc.ServiceDefinition, {
+function echoServer() {
+  return serveGrpc([ECHO, {
     echo: (call: grpc.ServerUnaryCall<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) =>
       cb(null, Buffer.concat([Buffer.from("echo:"), call.request])),
-  });
-  const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync(
-      "127.0.0.1:0",
-      grpc.ServerCredentials.createInsecure(),
-      (e, p) => e ? reject(e) : resolve(p),
-    )
-  );
-  return {
-    port,
-    [Symbol.asyncDispose]: () => Promise.resolve(server.forceShutdown()),
-  };
+  }]);
 }
 
 /** A gRPC message frame of `msg`. */
@@ -270,26 +259,19 @@ function decodeGroups(text: string): Uint8Array {
 }
 
 Deno.test("gRPC-Web text: each message of a server stream is decodable as it comes, not when the next one does (PROTOCOL-WEB.md)", async () => {
-  const server = new grpc.Server();
   let release!: () => void;
   const released = new Promise<void>((r) => release = r);
-  server.addService({
+  await using up = await serveGrpc([{
     stream: { ...ECHO.echo, path: "/test.Echo/Stream", responseStream: true },
-  } as unknown as grpc.ServiceDefinition, {
+  }, {
     stream: async (call: grpc.ServerWritableStream<Buffer, Buffer>) => {
       call.write(Buffer.from("one")); // 8 bytes framed: not a whole number of base64 groups
       await released;
       call.write(Buffer.from("two"));
       call.end();
     },
-  });
-  const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync(
-      "127.0.0.1:0",
-      grpc.ServerCredentials.createInsecure(),
-      (e, p) => e ? reject(e) : resolve(p),
-    )
-  );
+  }]);
+  const port = up.port;
   try {
     await using prox = await startProxy(webRoute(port));
     const res = await fetch(`${prox.url}/test.Echo/Stream`, {
@@ -328,6 +310,5 @@ Deno.test("gRPC-Web text: each message of a server stream is decodable as it com
     assert.match(new TextDecoder().decode(all[2][1]), /^grpc-status:0\r\n/);
   } finally {
     release();
-    server.forceShutdown();
   }
 });

@@ -7,6 +7,7 @@ import http2 from "node:http2";
 import * as grpc from "@grpc/grpc-js";
 import { interopTest, ROOT, run, waitFor } from "../_harness.ts";
 import { onProxEngines, startProxy } from "./_proxy.ts";
+import { serveGrpc } from "./_grpc.ts";
 import { loadConfigText } from "../../src/config/load.ts";
 import { silentLogger } from "../../src/ports.ts";
 
@@ -33,9 +34,8 @@ const SERVICE = {
 };
 
 /** A gRPC server (grpc-js) with an echo, a failing call and a bidirectional stream. */
-async function grpcServer() {
-  const server = new grpc.Server();
-  server.addService(SERVICE as unknown as grpc.ServiceDefinition, {
+function grpcServer() {
+  return serveGrpc([SERVICE, {
     echo: (call: grpc.ServerUnaryCall<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) =>
       cb(null, Buffer.concat([Buffer.from("echo:"), call.request])),
     fail: (_call: unknown, cb: grpc.sendUnaryData<Buffer>) =>
@@ -44,20 +44,7 @@ async function grpcServer() {
       call.on("data", (d: Buffer) => call.write(Buffer.concat([Buffer.from("re:"), d])));
       call.on("end", () => call.end());
     },
-  });
-  const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync(
-      "127.0.0.1:0",
-      grpc.ServerCredentials.createInsecure(),
-      (e, p) => e ? reject(e) : resolve(p),
-    )
-  );
-  return {
-    port,
-    async [Symbol.asyncDispose]() {
-      await new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
-    },
-  };
+  }]);
 }
 
 type Unary = (req: Buffer, cb: (e: grpc.ServiceError | null, v?: Buffer) => void) => void;
@@ -318,29 +305,20 @@ Deno.test("gRPC health checks (grpc.health.v1): NOT_SERVING takes a target out, 
       responseDeserialize: same,
     },
   };
-  const server = new grpc.Server();
-  server.addService(health as unknown as grpc.ServiceDefinition, {
+  await using up = await serveGrpc([health, {
     check: (call: grpc.ServerUnaryCall<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) => {
       // HealthCheckRequest { string service = 1 }: the name after its tag and length.
       asked.push(String(call.request.subarray(2)));
       cb(null, Buffer.from([0x08, serving]));
     },
-  });
-  server.addService(SERVICE as unknown as grpc.ServiceDefinition, {
+  }], [SERVICE, {
     echo: (call: grpc.ServerUnaryCall<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) =>
       cb(null, Buffer.concat([Buffer.from("echo:"), call.request])),
     fail: (_call: unknown, cb: grpc.sendUnaryData<Buffer>) => cb({ code: grpc.status.INTERNAL }),
     chat: (call: grpc.ServerDuplexStream<Buffer, Buffer>) => call.end(),
-  });
-  const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync(
-      "127.0.0.1:0",
-      grpc.ServerCredentials.createInsecure(),
-      (e, p) => e ? reject(e) : resolve(p),
-    )
-  );
-  try {
-    await using prox = await startProxy(`health_check:
+  }]);
+  const port = up.port;
+  await using prox = await startProxy(`health_check:
   { enabled: false, interval_secs: 1, unhealthy_threshold: 1, healthy_threshold: 1 }
 routes:
   "/":
@@ -351,22 +329,19 @@ routes:
       enabled: true
       grpc_service: echo.v1
 `);
-    const status = () =>
-      fetch(`${prox.url}/test.Echo/Echo`).then(async (r) => {
-        await r.body?.cancel();
-        return r.status;
-      });
-    await waitFor(() => asked.length > 0);
-    assert.equal(asked[0], "echo.v1");
-    // A GET to a gRPC service is its own answer (not a 503 of Prox's): the target is up.
-    assert.notEqual(await status(), 503);
-    serving = 2;
-    await waitFor(async () => (await status()) === 503, { timeoutMs: 10_000 });
-    serving = 1;
-    await waitFor(async () => (await status()) !== 503, { timeoutMs: 10_000 });
-  } finally {
-    server.forceShutdown();
-  }
+  const status = () =>
+    fetch(`${prox.url}/test.Echo/Echo`).then(async (r) => {
+      await r.body?.cancel();
+      return r.status;
+    });
+  await waitFor(() => asked.length > 0);
+  assert.equal(asked[0], "echo.v1");
+  // A GET to a gRPC service is its own answer (not a 503 of Prox's): the target is up.
+  assert.notEqual(await status(), 503);
+  serving = 2;
+  await waitFor(async () => (await status()) === 503, { timeoutMs: 10_000 });
+  serving = 1;
+  await waitFor(async () => (await status()) !== 503, { timeoutMs: 10_000 });
 });
 
 Deno.test("validate: upstream_protocol h2c with an https target, or with proxy_protocol, is refused at its key", () => {
@@ -438,9 +413,8 @@ const webFrame = (s: string) => {
 };
 
 Deno.test("gRPC-Web (grpc_web: true): binary and text requests over HTTP/1.1 reach a gRPC upstream, trailers come back as the last frame", async () => {
-  const server = new grpc.Server();
   const streaming = { ...method("Stream", false), responseStream: true };
-  server.addService({ ...SERVICE, stream: streaming } as unknown as grpc.ServiceDefinition, {
+  await using up = await serveGrpc([{ ...SERVICE, stream: streaming }, {
     echo: (call: grpc.ServerUnaryCall<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) =>
       cb(null, Buffer.concat([Buffer.from("echo:"), call.request])),
     fail: (_call: unknown, cb: grpc.sendUnaryData<Buffer>) =>
@@ -450,60 +424,50 @@ Deno.test("gRPC-Web (grpc_web: true): binary and text requests over HTTP/1.1 rea
       for (const n of ["one", "two", "three"]) call.write(Buffer.from(`${n}:${call.request}`));
       call.end();
     },
-  });
-  const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync(
-      "127.0.0.1:0",
-      grpc.ServerCredentials.createInsecure(),
-      (e, p) => e ? reject(e) : resolve(p),
-    )
+  }]);
+  const port = up.port;
+  await using prox = await startProxy(
+    config(`http://127.0.0.1:${port}`, false, "    grpc_web: true\n"),
   );
-  try {
-    await using prox = await startProxy(
-      config(`http://127.0.0.1:${port}`, false, "    grpc_web: true\n"),
-    );
-    const post = (path: string, type: string, body: Uint8Array<ArrayBuffer> | string) =>
-      fetch(`${prox.url}/test.Echo/${path}`, {
-        method: "POST",
-        headers: { "content-type": type, "x-grpc-web": "1" },
-        body,
-      });
-    // Binary.
-    let res = await post("Echo", "application/grpc-web+proto", webFrame("hi"));
-    assert.equal(res.status, 200);
-    assert.equal(res.headers.get("content-type"), "application/grpc-web+proto");
-    let got = frames(new Uint8Array(await res.arrayBuffer()));
-    assert.deepEqual(got[0], [0, "echo:hi"]);
-    assert.equal(got[1][0], 0x80);
-    assert.match(got[1][1], /^grpc-status:0\r\n/m);
-    assert.equal(got.length, 2);
-    // Text: base64 both ways.
-    const b64 = btoa(String.fromCharCode(...webFrame("txt")));
-    res = await post("Echo", "application/grpc-web-text", b64);
-    assert.equal(res.headers.get("content-type"), "application/grpc-web-text+proto");
-    const decoded = Uint8Array.from(atob(await res.text()), (c) => c.charCodeAt(0));
-    got = frames(decoded);
-    assert.deepEqual(got[0], [0, "echo:txt"]);
-    assert.match(got[1][1], /grpc-status:0\r\n/);
-    // A server stream: each message, then the trailers.
-    res = await post("Stream", "application/grpc-web", webFrame("s"));
-    got = frames(new Uint8Array(await res.arrayBuffer()));
-    assert.deepEqual(got.slice(0, 3), [[0, "one:s"], [0, "two:s"], [0, "three:s"]]);
-    assert.match(got[3][1], /grpc-status:0/);
-    // A trailers-only answer keeps its status in the head.
-    res = await post("Fail", "application/grpc-web", webFrame("x"));
-    assert.equal(res.headers.get("grpc-status"), "5");
-    assert.equal(await res.text(), "");
-    // Text that is not base64: Prox's 400, as gRPC-Web says a failure (INTERNAL).
-    res = await post("Echo", "application/grpc-web-text", "not base64!");
-    assert.equal(res.status, 200);
-    assert.equal(res.headers.get("content-type"), "application/grpc-web-text");
-    assert.equal(res.headers.get("grpc-status"), "13");
-    assert.equal(res.headers.get("grpc-message"), "Bad request");
-    await res.body?.cancel();
-  } finally {
-    server.forceShutdown();
-  }
+  const post = (path: string, type: string, body: Uint8Array<ArrayBuffer> | string) =>
+    fetch(`${prox.url}/test.Echo/${path}`, {
+      method: "POST",
+      headers: { "content-type": type, "x-grpc-web": "1" },
+      body,
+    });
+  // Binary.
+  let res = await post("Echo", "application/grpc-web+proto", webFrame("hi"));
+  assert.equal(res.status, 200);
+  assert.equal(res.headers.get("content-type"), "application/grpc-web+proto");
+  let got = frames(new Uint8Array(await res.arrayBuffer()));
+  assert.deepEqual(got[0], [0, "echo:hi"]);
+  assert.equal(got[1][0], 0x80);
+  assert.match(got[1][1], /^grpc-status:0\r\n/m);
+  assert.equal(got.length, 2);
+  // Text: base64 both ways.
+  const b64 = btoa(String.fromCharCode(...webFrame("txt")));
+  res = await post("Echo", "application/grpc-web-text", b64);
+  assert.equal(res.headers.get("content-type"), "application/grpc-web-text+proto");
+  const decoded = Uint8Array.from(atob(await res.text()), (c) => c.charCodeAt(0));
+  got = frames(decoded);
+  assert.deepEqual(got[0], [0, "echo:txt"]);
+  assert.match(got[1][1], /grpc-status:0\r\n/);
+  // A server stream: each message, then the trailers.
+  res = await post("Stream", "application/grpc-web", webFrame("s"));
+  got = frames(new Uint8Array(await res.arrayBuffer()));
+  assert.deepEqual(got.slice(0, 3), [[0, "one:s"], [0, "two:s"], [0, "three:s"]]);
+  assert.match(got[3][1], /grpc-status:0/);
+  // A trailers-only answer keeps its status in the head.
+  res = await post("Fail", "application/grpc-web", webFrame("x"));
+  assert.equal(res.headers.get("grpc-status"), "5");
+  assert.equal(await res.text(), "");
+  // Text that is not base64: Prox's 400, as gRPC-Web says a failure (INTERNAL).
+  res = await post("Echo", "application/grpc-web-text", "not base64!");
+  assert.equal(res.status, 200);
+  assert.equal(res.headers.get("content-type"), "application/grpc-web-text");
+  assert.equal(res.headers.get("grpc-status"), "13");
+  assert.equal(res.headers.get("grpc-message"), "Bad request");
+  await res.body?.cancel();
 });
 
 interopTest(
