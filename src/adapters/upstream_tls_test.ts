@@ -264,3 +264,28 @@ Deno.test("upstream client over TLS: a failed handshake closes its connection (n
     await client.close();
   }
 });
+
+Deno.test("upstream client over TLS: upstream_protocol http1 keeps an origin that offers h2 on HTTP/1.1", async () => {
+  await using up = await startUpstream(() => new Response("over h1"), { cert, key });
+  const client = createUpstreamClient();
+  try {
+    const tls = { caCerts: [ca] };
+    // A request fetch could send over h2 as it is (as in the first test of this file).
+    const full = {
+      host: new URL(up.url).host,
+      "user-agent": "ua",
+      accept: "*/*",
+      "accept-language": "en",
+    };
+    const res = await client.send({ ...request(up.url, tls, full), protocol: "http1" });
+    assert.equal(await res.text(), "over h1");
+    // An HTTP/1.1 connection carried it; without the setting the same request goes over h2.
+    assert.deepEqual(client.stats().map((s) => s.open), [1]);
+    const h2 = await client.send(request(up.url, tls, full));
+    assert.equal(await h2.text(), "over h1");
+    assert.deepEqual(client.stats().map((s) => s.open), [1]);
+    assert.equal(client.pools().find((p) => p.origin === up.url)?.h2Streams, 0);
+  } finally {
+    await client.close();
+  }
+});
