@@ -27,6 +27,11 @@ function request(url: string, tls?: UpstreamTls, headers: HeadersInit = {}): Ups
   };
 }
 
+/** Fields with which fetch sends a request to `url`'s origin as built (see fetchSafe). */
+function fetchSafeFields(url: string) {
+  return { host: new URL(url).host, "user-agent": "ua", accept: "*/*", "accept-language": "en" };
+}
+
 async function gzip(s: string): Promise<Uint8Array<ArrayBuffer>> {
   const z = new Blob([s]).stream().pipeThrough(new CompressionStream("gzip"));
   return new Uint8Array(await new Response(z).arrayBuffer());
@@ -47,12 +52,7 @@ Deno.test("upstream client over TLS: custom CA, h2 when safe, HTTP/1.1 when fetc
     const tls = { caCerts: [ca] };
     // Every field fetch would add is there, Host is the origin's, no Accept-Encoding (identity
     // is asked for): fetch sends the request as built, over h2, and no h1 pool opens.
-    const full = {
-      host: new URL(up.url).host,
-      "user-agent": "ua",
-      accept: "*/*",
-      "accept-language": "en",
-    };
+    const full = fetchSafeFields(up.url);
     const h2 = await client.send(request(up.url, tls, full));
     assert.equal(h2.headers.get("x-host"), full.host);
     assert.deepEqual(new Uint8Array(await h2.arrayBuffer()), gz);
@@ -271,12 +271,7 @@ Deno.test("upstream client over TLS: upstream_protocol http1 keeps an origin tha
   try {
     const tls = { caCerts: [ca] };
     // A request fetch could send over h2 as it is (as in the first test of this file).
-    const full = {
-      host: new URL(up.url).host,
-      "user-agent": "ua",
-      accept: "*/*",
-      "accept-language": "en",
-    };
+    const full = fetchSafeFields(up.url);
     const res = await client.send({ ...request(up.url, tls, full), protocol: "http1" });
     assert.equal(await res.text(), "over h1");
     // An HTTP/1.1 connection carried it; without the setting the same request goes over h2.
