@@ -156,6 +156,43 @@ export function responseFields(status: number, headers: Headers): Field[] {
   return out;
 }
 
+/**
+ * Fields a trailer section must not carry (RFC 9110 §6.5.1: framing, routing, request modifiers,
+ * authentication, response control data, content metadata), as the HTTP/1.1 engine leaves out.
+ */
+const NOT_TRAILERS = new Set([
+  ...CONNECTION_HEADERS,
+  "content-length",
+  "content-type",
+  "content-encoding",
+  "content-range",
+  "trailer",
+  "te",
+  "host",
+  "authorization",
+  "set-cookie",
+  "cache-control",
+  "expires",
+  "location",
+  "date",
+  "retry-after",
+  "vary",
+  "age",
+]);
+
+/**
+ * The field list of a response's trailer section (RFC 9114 §4.1): an upstream's trailers without
+ * pseudo-fields, connection-specific fields (§4.2) or those a trailer must not hold.
+ */
+export function trailerFields(trailers: readonly (readonly [string, string])[]): Field[] {
+  const out: Field[] = [];
+  for (const [name, value] of trailers) {
+    const k = name.toLowerCase();
+    if (k.charCodeAt(0) !== 58 && !NOT_TRAILERS.has(k)) out.push([k, value]);
+  }
+  return out;
+}
+
 /** True when a response to `method` with `status` carries no content (RFC 9110 §6.4.1). */
 export function responseHasNoBody(method: string, status: number): boolean {
   return method === "HEAD" || status === 204 || status === 304 || (status >= 100 && status < 200);

@@ -1,8 +1,10 @@
 // One HTTP/3 request stream (RFC 9114 §4.1): HEADERS, DATA*, optional trailers, FIN in; the
-// shared Handler's Response out as HEADERS then DATA frames. The request body is pulled from
-// DATA frames only as the handler reads it, so QUIC flow control pushes back on the client.
+// shared Handler's Response out as HEADERS, DATA frames, then its upstream's trailers if any.
+// The request body is pulled from DATA frames only as the handler reads it, so QUIC flow control
+// pushes back on the client.
 
-import type { ClientInfo, Handler, Logger } from "../../ports.ts";
+import { BODY_BYTES } from "../../ports.ts";
+import type { ClientInfo, CountedResponse, Handler, Logger } from "../../ports.ts";
 import {
   encodeFrame,
   frameHeader,
@@ -19,6 +21,7 @@ import {
   type RequestHead,
   responseFields,
   responseHasNoBody,
+  trailerFields,
 } from "./message.ts";
 import { decodeFieldSection, encodeFieldSection, type Field, QpackError } from "./qpack.ts";
 import { StreamReader, TruncatedError } from "./stream_reader.ts";
@@ -465,6 +468,19 @@ async function writeResponse(
         } else await writer.write(fh);
         await writer.write(chunk);
       }
+    }
+    // The upstream's trailers (an HTTP/2 upstream's: gRPC's status), known now that the body
+    // ended, go last as a HEADERS frame (RFC 9114 §4.1).
+    const trailers = (res as CountedResponse)[BODY_BYTES]?.trailers;
+    const fields = trailers && trailers.length > 0 ? trailerFields(trailers) : [];
+    if (fields.length > 0) {
+      const frame = encodeFrame(FrameType.HEADERS, encodeFieldSection(fields));
+      if (pending) {
+        const buf = new Uint8Array(pending.length + frame.length);
+        buf.set(pending);
+        buf.set(frame, pending.length);
+        pending = buf;
+      } else pending = frame;
     }
     if (pending) await writer.write(pending);
     await writer.close();
