@@ -7,7 +7,8 @@ import { expand } from "../../domain/placeholders.ts";
 import type { PlaceholderValues } from "../../domain/placeholders.ts";
 import type { BodyRule, HeaderRules, JsonTemplate } from "../../domain/rules.ts";
 import type { ConditionInput } from "../../domain/conditions.ts";
-import type { Logger } from "../../ports.ts";
+import { BODY_BYTES } from "../../ports.ts";
+import type { CountedResponse, Logger } from "../../ports.ts";
 import { HeaderList } from "../../domain/header_list.ts";
 import type { HeaderMap } from "../../domain/header_list.ts";
 import type { RequestContext } from "../context.ts";
@@ -219,9 +220,11 @@ export function applyResponseRules(
   }
   const headers = new Headers(res.headers);
   let body: BodyInit | null = res.body;
+  let replaced = false;
   if (bodyRule) {
     const bytes = ruleBody(bodyRule, values);
     if (bytes) {
+      replaced = true;
       // The replaced body is let go (its upstream connection is released once cancelled).
       res.body?.cancel().catch(() => {});
       for (const h of STALE_BODY_HEADERS) headers.delete(h);
@@ -239,9 +242,14 @@ export function applyResponseRules(
     // The body rule labels what it wrote, as on the request side (and in the Rust Prox).
     if (bodyRule) headers.set("content-type", bodyRule.contentType);
   }
-  return new Response(nullBody ? null : body, {
+  const out: CountedResponse = new Response(nullBody ? null : body, {
     status,
     statusText: status === res.status ? res.statusText : undefined,
     headers,
   });
+  // A kept body streams on with its counter: the bytes the access log counts and an HTTP/2
+  // upstream's trailers (gRPC's status). A replaced body goes without: they described the old one.
+  const counter = replaced ? undefined : (res as CountedResponse)[BODY_BYTES];
+  if (counter) out[BODY_BYTES] = counter;
+  return out;
 }
