@@ -128,6 +128,10 @@ Deno.test("HTTP/3: an HTTP/2 upstream's trailer follows the body, without fields
   assert.equal(res.status, 200);
   assert.deepEqual(res.body, body);
   assert.deepEqual(res.trailers, [["x-bytes", "12"]]);
+  // An empty body: the trailers go out with the head, in the same write.
+  const empty = await h3.request("/up", { method: "POST", body: new Uint8Array(0) });
+  assert.equal(empty.body.length, 0);
+  assert.deepEqual(empty.trailers, [["x-bytes", "0"]]);
   // A HEAD has no body, so no trailers either (the head alone, then FIN).
   const head = await h3.request("/up", { method: "HEAD" });
   assert.equal(head.status, 200);
