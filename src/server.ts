@@ -369,10 +369,12 @@ export async function startServer(
     keepConfigCopy(copyPath, first.text, logger);
   }
   // Without its ACME certificate yet, only the plain-HTTP listener (redirects, challenges) serves.
+  // With DNS-01 and no plain-HTTP listener, nothing listens until then.
   const main = set.get("main");
+  const shown = main ?? set.listeners[0];
   logger.info(main ? "Prox listening" : "Prox started; HTTPS waits for its ACME certificate", {
-    addr: formatListenAddr(main ?? set.listeners[0]),
-    tls: (main ?? set.listeners[0]).tls,
+    addr: shown ? formatListenAddr(shown) : config.listen_addr,
+    tls: shown?.tls ?? true,
     routes: Object.keys(config.routes).length,
     worker: opts.worker?.index,
   });

@@ -63,7 +63,7 @@ export function createCertificates(initial: Config, deps: CertificateDeps): Cert
   let acme: AcmeController | null = null;
   let redirectStatus = initial.http_redirect?.status_code ?? 308;
   const start = (a: AcmeConfig, c: Config) => {
-    if (!a.http_listen_addr && !c.http_redirect) {
+    if (a.challenge !== "dns-01" && !a.http_listen_addr && !c.http_redirect) {
       logger.warn(
         "ACME HTTP-01 needs a plain-HTTP listener: set tls.acme.http_listen_addr or http_redirect",
       );

@@ -1,7 +1,7 @@
 // Automatic TLS with ACME: keeps one SAN certificate for `tls.acme.domains` valid. It loads the
 // stored certificate (no CA contact while it is valid), orders when it is missing or due
 // (renewal_days_before_expiry, with jitter; exponential back-off on failure), answers HTTP-01
-// challenges, and hands every new certificate to `onCertificate` (which swaps listeners live).
+// challenges (or publishes DNS-01 records through acme_dns.ts), and hands every new certificate to `onCertificate` (which swaps listeners live).
 // Instances sharing `storage_path` take turns through a lock file and load each other's result.
 
 import { X509Certificate } from "node:crypto";
@@ -69,6 +69,8 @@ export interface AcmeTuning {
   lockStaleMs?: number;
   /** Retries acme-client makes per request on network errors and 5xx. Default 3. */
   clientRetries?: number;
+  /** How often DNS-01 looks for its published record again. Default 2 s. */
+  dnsPollMs?: number;
 }
 
 /** Bound on pending challenge tokens held in memory (one per domain and order). */
@@ -267,7 +269,13 @@ export async function startAcme(
       await store.pruneChallenges({ maxAgeMs: 3_600_000, now: Date.now() });
       const ordered = config.domains;
       const pair = {
-        ...await orderCertificate(config, { store, sink, logger, retries: opts.clientRetries }),
+        ...await orderCertificate(config, {
+          store,
+          sink,
+          logger,
+          retries: opts.clientRetries,
+          dnsPollMs: opts.dnsPollMs,
+        }),
         directoryUrl: directoryUrl(config),
       };
       const f = certificateFacts(pair.cert);

@@ -5,6 +5,8 @@ import { createHash, createPrivateKey, createPublicKey } from "node:crypto";
 import type { Config } from "../config/schema.ts";
 import type { Logger } from "../ports.ts";
 import type { AcmeStore, CertificatePair } from "./acme_store.ts";
+import { awaitTxt, dnsPublisher } from "./acme_dns.ts";
+import { challengeRecord } from "../domain/acme_dns.ts";
 
 /** The `tls.acme` section. */
 export type AcmeConfig = NonNullable<NonNullable<Config["tls"]>["acme"]>;
@@ -26,13 +28,21 @@ export interface ChallengeSink {
   remove(token: string): Promise<void>;
 }
 
-type OrderOptions = { store: AcmeStore; sink: ChallengeSink; logger: Logger; retries?: number };
+type OrderOptions = {
+  store: AcmeStore;
+  sink: ChallengeSink;
+  logger: Logger;
+  retries?: number;
+  /** How often DNS-01 looks for its published record again. Default 2 s. */
+  dnsPollMs?: number;
+};
 
 /** The longest Retry-After (ms) of a rate-limit answer during the order in progress. */
 let retryAfterSeen = 0;
 
 /**
- * Orders one SAN certificate for every configured domain, answering HTTP-01 through `sink`.
+ * Orders one SAN certificate for every configured domain, answering HTTP-01 through `sink`, or
+ * DNS-01 through `tls.acme.dns`.
  * The certificate key is a fresh ECDSA P-256 key per order. A failure after the CA answered
  * "rate limited" carries its Retry-After (see `retryAfterOf`).
  */
@@ -129,22 +139,45 @@ async function placeOrder(config: AcmeConfig, opts: OrderOptions): Promise<Certi
     { commonName: config.domains[0], altNames: config.domains },
     await acme.crypto.createPrivateEcdsaKey(),
   );
+  const dns = config.challenge === "dns-01" ? config.dns : undefined;
+  const publisher = dns ? dnsPublisher(dns) : null;
   const auto = (c: typeof client) =>
     c.auto({
       csr,
       email: config.email,
       termsOfServiceAgreed: true,
-      challengePriority: ["http-01"],
-      // acme-client's own pre-check fetches http://<domain>:80 through the system resolver; the
-      // CA's validation is the one that counts.
+      challengePriority: [dns ? "dns-01" : "http-01"],
+      // acme-client's own pre-check fetches http://<domain>:80 (or asks the system resolver) itself;
+      // DNS-01 is checked below, on the servers that matter, and the CA's validation counts.
       skipChallengeVerification: true,
-      challengeCreateFn: async (_authz, challenge, keyAuthorization) => {
+      challengeCreateFn: async (authz, challenge, keyAuthorization) => {
+        if (challenge.type === "dns-01" && dns && publisher) {
+          // The value is the key authorization's SHA-256 (acme-client computes it, RFC 8555 §8.4).
+          const record = challengeRecord(authz.identifier.value);
+          await publisher.present(record, keyAuthorization);
+          logger.info("ACME DNS-01 record published", { record });
+          await awaitTxt(record, keyAuthorization, {
+            resolvers: dns.resolvers,
+            timeoutMs: dns.propagation_timeout,
+            logger,
+            pollMs: opts.dnsPollMs,
+          });
+          return;
+        }
         if (challenge.type !== "http-01") {
           throw new Error(`Cannot answer ACME challenge type ${challenge.type}`);
         }
         await sink.put(challenge.token, keyAuthorization);
       },
-      challengeRemoveFn: async (_authz, challenge) => {
+      challengeRemoveFn: async (authz, challenge, keyAuthorization) => {
+        if (challenge.type === "dns-01" && publisher) {
+          const record = challengeRecord(authz.identifier.value);
+          // acme-client swallows this error: a record left behind is worth a warning.
+          await publisher.cleanup(record, keyAuthorization).catch((err) =>
+            logger.warn("ACME DNS-01 record not removed", { record, error: String(err) })
+          );
+          return;
+        }
         await sink.remove(challenge.token);
       },
     });

@@ -33,7 +33,20 @@ export const Acme = z.object({
   storage_path: z.string().min(1).default("./acme_storage"),
   renewal_days_before_expiry: z.int().default(30),
   http_listen_addr: z.string().optional(),
-  challenge: z.enum(["http-01", "tls-alpn-01"]).default("http-01"),
+  challenge: z.enum(["http-01", "dns-01", "tls-alpn-01"]).default("http-01"),
+  dns: z.object({
+    // POST <webhook>/present and <webhook>/cleanup with {"fqdn", "value"} (lego's httpreq).
+    webhook: z.string().optional(),
+    headers: z.record(z.string(), z.string()).optional(),
+    // Sent as `Authorization: Bearer <value of the variable>`, read when an order starts.
+    token_env: z.string().min(1).optional(),
+    // Runs `<command…> present|cleanup <fqdn> <value>` (lego's exec).
+    command: z.array(z.string()).min(1).optional(),
+    // host:port of DNS servers to see the record on before the CA is asked to look; unset: the
+    // zone's authoritative servers, found through the system resolver.
+    resolvers: z.array(z.string()).optional(),
+    propagation_timeout: Duration.prefault("120s"),
+  }).strict().optional(),
 }).strict();
 
 export const Hsts = z.object({

@@ -4,6 +4,7 @@
 
 import { isLoopback, listenersOverlap, parseListenAddr } from "./listen.ts";
 import { isV4, parseCidr, parseIp } from "../domain/ip.ts";
+import { parseResolver } from "../domain/acme_dns.ts";
 import type { Cidr } from "../domain/ip.ts";
 import { parseRouteKey } from "../domain/router.ts";
 import { validateRateLimitStore } from "./redis_url.ts";
@@ -389,12 +390,22 @@ function validateAcme(
       "List the names to certify, e.g. domains: [example.com, www.example.com]",
     );
   }
+  const dns01 = acme.challenge === "dns-01";
   acme.domains.forEach((d, i) => {
-    if (d.startsWith("*.")) {
+    if (d.startsWith("*.") && !dns01) {
       err(
         [...base, "domains", i],
-        `Wildcard domain "${d}" needs DNS-01, which Prox does not support`,
+        `Wildcard domain "${d}" needs the DNS-01 challenge: a CA validates wildcards only through DNS`,
+        "Set challenge: dns-01 and a dns: section (webhook or command) that publishes the TXT record",
       );
+    } else if (d.startsWith("*.") && !DOMAIN.test(d.slice(2))) {
+      err(
+        [...base, "domains", i],
+        `Invalid wildcard domain "${d}"`,
+        "Use one leading label of *, such as *.example.com",
+      );
+    } else if (d.startsWith("*.")) {
+      // A valid wildcard under DNS-01.
     } else if (parseIp(d)) {
       // acme-client orders every name as a DNS identifier, which CAs refuse for an address.
       err(
@@ -440,6 +451,8 @@ function validateAcme(
       "Use challenge: http-01 (the default) with an HTTP listener on port 80",
     );
   }
+  validateAcmeDns(acme, opts);
+  if (dns01) return;
   const httpAddrs = [acme.http_listen_addr, opts.config.http_redirect?.listen_addr].filter(
     (a): a is string => a !== undefined,
   );
@@ -452,6 +465,78 @@ function validateAcme(
       [...base],
       "No HTTP listener on port 80: Let's Encrypt validates HTTP-01 challenges on port 80",
       'Set tls.acme.http_listen_addr: "0.0.0.0:80" (or http_redirect.listen_addr)',
+    );
+  }
+}
+
+/** `tls.acme.dns`: needed by DNS-01 (one way to publish the record), useless without it. */
+function validateAcmeDns(
+  acme: NonNullable<NonNullable<Config["tls"]>["acme"]>,
+  opts: { err: Report; warn: Report; env: ValidateEnv },
+): void {
+  const { err, warn } = opts;
+  const base = ["tls", "acme", "dns"];
+  const dns = acme.dns;
+  if (acme.challenge !== "dns-01") {
+    if (dns) {
+      warn(
+        base,
+        `dns has no effect with challenge: ${acme.challenge}`,
+        "Set challenge: dns-01 to publish TXT records through it, or remove dns",
+      );
+    }
+    return;
+  }
+  if (!dns || (dns.webhook === undefined) === (dns.command === undefined)) {
+    err(
+      dns ? base : ["tls", "acme", "challenge"],
+      dns
+        ? "DNS-01 publishes its TXT record through a webhook or a command: give exactly one"
+        : "challenge: dns-01 needs a dns: section saying how to publish the TXT record",
+      "Add dns: { webhook: https://dns-hook.internal/acme } (POST /present and /cleanup, as lego's httpreq) or dns: { command: [/usr/local/bin/dns-hook] } (run with present|cleanup <fqdn> <value>, as lego's exec)",
+    );
+  }
+  if (!dns) return;
+  if (dns.webhook !== undefined) {
+    let url: URL | null = null;
+    try {
+      url = new URL(dns.webhook);
+    } catch { /* reported below */ }
+    if (!url || (url.protocol !== "https:" && url.protocol !== "http:")) {
+      err(
+        [...base, "webhook"],
+        `Webhook URL "${dns.webhook}" is not an http(s) URL`,
+        "Use a URL such as https://dns-hook.internal/acme",
+      );
+    }
+  } else if (dns.headers !== undefined || dns.token_env !== undefined) {
+    warn(
+      [...base, dns.headers !== undefined ? "headers" : "token_env"],
+      "headers and token_env are sent to the webhook only; the command gets Prox's environment",
+      "Remove them, or read the secret from the environment in the command",
+    );
+  }
+  if (dns.token_env !== undefined && opts.env.env && opts.env.env(dns.token_env) === undefined) {
+    err(
+      [...base, "token_env"],
+      `Environment variable ${dns.token_env} is not set`,
+      `Export ${dns.token_env} to Prox (e.g. in its systemd unit: Environment=…)`,
+    );
+  }
+  (dns.resolvers ?? []).forEach((r, i) => {
+    if (typeof parseResolver(r) === "string") {
+      err(
+        [...base, "resolvers", i],
+        `DNS resolver "${r}" is not an IP address with an optional port`,
+        'Use an address such as "10.0.0.53", "10.0.0.53:53" or "[2001:db8::53]:53"',
+      );
+    }
+  });
+  if (dns.propagation_timeout <= 0) {
+    err(
+      [...base, "propagation_timeout"],
+      "propagation_timeout must be longer than 0s",
+      "Set it to how long the DNS provider may take, e.g. 120s",
     );
   }
 }

@@ -143,3 +143,69 @@ Deno.test("validateConfig warns when trusted_proxies or accept_proxy_protocol.fr
     [],
   );
 });
+
+Deno.test("validateConfig: DNS-01 needs one way to publish its record, and opens wildcards", () => {
+  const issues = (acme: string, env: Record<string, string> = {}) =>
+    loadConfigText(
+      BASE + "tls:\n  acme:\n    enabled: true\n    email: a@a.example\n" + acme,
+      { file: "c.yaml", env: { exists: () => true, env: (n) => env[n] } },
+    ).issues.map((i) => `${i.severity} ${i.path}: ${i.message}${i.hint ? ` (${i.hint})` : ""}`);
+  const hook = "    challenge: dns-01\n    dns: { webhook: https://dns.internal/acme }\n";
+  // A wildcard with DNS-01: no error, and no warning about a missing port 80 listener.
+  assert.deepEqual(issues(`    domains: [a.example, "*.a.example"]\n${hook}`), []);
+  // Without it, the error says what to set.
+  const http01 = issues(`    domains: ["*.a.example"]\n    http_listen_addr: "0.0.0.0:80"\n`);
+  assert.equal(http01.length, 1);
+  assert.match(
+    http01[0],
+    /^error tls\.acme\.domains\.0: Wildcard domain "\*\.a\.example" needs the DNS-01 challenge.*\(Set challenge: dns-01/,
+  );
+  assert.match(issues(`    domains: ["*.*.a.example"]\n${hook}`).join(), /Invalid wildcard domain/);
+  // dns-01 without dns, or with both ways, or neither.
+  assert.match(
+    issues("    domains: [a.example]\n    challenge: dns-01\n").join(),
+    /^error tls\.acme\.challenge: challenge: dns-01 needs a dns: section/,
+  );
+  const both = "    challenge: dns-01\n    dns: { webhook: https://h/x, command: [/bin/hook] }\n";
+  assert.match(
+    issues(`    domains: [a.example]\n${both}`).join(),
+    /^error tls\.acme\.dns: DNS-01 publishes its TXT record through a webhook or a command: give exactly one/,
+  );
+  // Bad webhook URL, resolvers, timeout, and an unset token variable.
+  const bad = issues(
+    "    domains: [a.example]\n    challenge: dns-01\n" +
+      '    dns: { webhook: "ftp://x", resolvers: ["10.0.0.53:53", "ns1.example", "[::1]:70000"], ' +
+      "propagation_timeout: 0s, token_env: NO_SUCH_VAR }\n",
+  );
+  assert.deepEqual(
+    bad.map((l) => l.replace(/ \(.*$/, "")),
+    // In the order of the file.
+    [
+      'error tls.acme.dns.webhook: Webhook URL "ftp://x" is not an http(s) URL',
+      'error tls.acme.dns.resolvers.1: DNS resolver "ns1.example" is not an IP address with an optional port',
+      'error tls.acme.dns.resolvers.2: DNS resolver "[::1]:70000" is not an IP address with an optional port',
+      "error tls.acme.dns.propagation_timeout: propagation_timeout must be longer than 0s",
+      "error tls.acme.dns.token_env: Environment variable NO_SUCH_VAR is not set",
+    ],
+  );
+  assert.deepEqual(
+    issues(
+      "    domains: [a.example]\n    challenge: dns-01\n    dns: { webhook: https://h/x, token_env: T }\n",
+      { T: "x" },
+    ),
+    [],
+  );
+  // dns beside http-01 does nothing; headers beside a command are not sent anywhere.
+  assert.match(
+    issues(
+      `    domains: [a.example]\n    http_listen_addr: "0.0.0.0:80"\n    dns: { command: [/bin/hook] }\n`,
+    ).join(),
+    /^warning tls\.acme\.dns: dns has no effect with challenge: http-01/,
+  );
+  assert.match(
+    issues(
+      "    domains: [a.example]\n    challenge: dns-01\n    dns: { command: [/bin/hook], headers: { A: b } }\n",
+    ).join(),
+    /^warning tls\.acme\.dns\.headers: headers and token_env are sent to the webhook only/,
+  );
+});

@@ -78,8 +78,9 @@ export async function tlsGet(
   port: number,
   ca: string,
   path = "/",
+  servername = DOMAINS[0],
 ): Promise<{ serial: string; names: string; status: number; body: string }> {
-  const socket = tls.connect({ host: "127.0.0.1", port, servername: DOMAINS[0], ca });
+  const socket = tls.connect({ host: "127.0.0.1", port, servername, ca });
   socket.setTimeout(10_000, () => socket.destroy(new Error("TLS request timed out")));
   try {
     await new Promise<void>((resolve, reject) => {
@@ -93,7 +94,7 @@ export async function tlsGet(
       socket.once("end", () => resolve());
       socket.once("error", reject);
     });
-    socket.write(`GET ${path} HTTP/1.1\r\nHost: ${DOMAINS[0]}\r\nConnection: close\r\n\r\n`);
+    socket.write(`GET ${path} HTTP/1.1\r\nHost: ${servername}\r\nConnection: close\r\n\r\n`);
     await ended;
     const raw = new TextDecoder().decode(
       chunks.reduce((a, c) => new Uint8Array([...a, ...c]), new Uint8Array()),

@@ -18,6 +18,10 @@ export interface Pebble extends AsyncDisposable {
   log(): string;
   /** Orders pebble has received ("POST /order-plz" requests). */
   orders(): number;
+  /** The DNS server pebble validates DNS-01 against (challtestsrv), as `127.0.0.1:port`. */
+  dns: string;
+  /** challtestsrv's management API (`/set-txt`, `/clear-txt`), as `http://127.0.0.1:port`. */
+  challtestsrv: string;
 }
 
 /** A child process whose output is kept; `exited` turns true when it ends. */
@@ -180,6 +184,8 @@ async function startOnce(opts: PebbleOptions): Promise<Pebble> {
       root,
       log: pebble.log,
       orders: () => pebble.log().split("\n").filter((l) => l.includes("POST /order-plz")).length,
+      dns: `127.0.0.1:${dnsPort}`,
+      challtestsrv: `http://127.0.0.1:${ctsMgmt}`,
       [Symbol.asyncDispose]: () => stopAll(procs),
     };
   } catch (err) {

@@ -1,0 +1,211 @@
+// DNS-01 for ACME orders: publishes the TXT record through the operator's webhook (lego's httpreq
+// protocol) or command (lego's exec), then waits until DNS servers answer with it before the CA
+// is asked to look, so that a slow provider costs a wait here rather than a failed validation
+// (which counts against the CA's rate limits).
+
+import type { Logger } from "../ports.ts";
+import type { AcmeConfig } from "./acme_order.ts";
+import { parseResolver, txtHolds, zoneCandidates } from "../domain/acme_dns.ts";
+import type { NameServer } from "../domain/acme_dns.ts";
+
+/** `tls.acme.dns`. */
+export type AcmeDnsConfig = NonNullable<AcmeConfig["dns"]>;
+
+/** Publishes and removes one TXT value (other values at the same name stay). */
+export interface DnsPublisher {
+  present(fqdn: string, value: string): Promise<void>;
+  cleanup(fqdn: string, value: string): Promise<void>;
+}
+
+/** How long one webhook call or command may take. */
+const HOOK_TIMEOUT_MS = 60_000;
+/** How much of a failed hook's output goes into the error. */
+const OUTPUT_CHARS = 300;
+
+const tail = (text: string) => {
+  const t = text.trim().replace(/\s+/g, " ");
+  return t.length > OUTPUT_CHARS ? `…${t.slice(-OUTPUT_CHARS)}` : t;
+};
+
+/** The publisher `dns` configures; `env` reads `token_env` (at each call: a rotated token is used). */
+export function dnsPublisher(
+  dns: AcmeDnsConfig,
+  env: (name: string) => string | undefined = (n) => Deno.env.get(n),
+): DnsPublisher {
+  if (dns.command) {
+    const [cmd, ...fixed] = dns.command;
+    const run = async (action: string, fqdn: string, value: string) => {
+      let out: Deno.CommandOutput;
+      try {
+        out = await new Deno.Command(cmd, {
+          args: [...fixed, action, fqdn, value],
+          stdin: "null",
+          stdout: "piped",
+          stderr: "piped",
+          signal: AbortSignal.timeout(HOOK_TIMEOUT_MS),
+        }).output();
+      } catch (err) {
+        throw new Error(`DNS command ${cmd} ${action} could not run: ${(err as Error).message}`);
+      }
+      if (!out.success) {
+        const dec = new TextDecoder();
+        const said = tail(dec.decode(out.stderr)) || tail(dec.decode(out.stdout));
+        const how = out.signal
+          ? `was killed (${out.signal}; ${HOOK_TIMEOUT_MS / 1000} s limit)`
+          : `exited with ${out.code}`;
+        throw new Error(`DNS command ${cmd} ${action} ${fqdn} ${how}${said ? `: ${said}` : ""}`);
+      }
+    };
+    return {
+      present: (fqdn, value) => run("present", fqdn, value),
+      cleanup: (fqdn, value) => run("cleanup", fqdn, value),
+    };
+  }
+  const base = dns.webhook!.replace(/\/+$/, "");
+  const call = async (action: string, fqdn: string, value: string) => {
+    const headers = new Headers(dns.headers ?? {});
+    headers.set("content-type", "application/json");
+    if (dns.token_env !== undefined) {
+      const token = env(dns.token_env);
+      if (!token) {
+        throw new Error(
+          `Environment variable ${dns.token_env} (tls.acme.dns.token_env) is not set`,
+        );
+      }
+      headers.set("authorization", `Bearer ${token}`);
+    }
+    const url = `${base}/${action}`;
+    let res: Response;
+    try {
+      res = await fetch(url, {
+        method: "POST",
+        headers,
+        body: JSON.stringify({ fqdn, value }),
+        signal: AbortSignal.timeout(HOOK_TIMEOUT_MS),
+      });
+    } catch (err) {
+      throw new Error(`DNS webhook ${url} could not be reached: ${(err as Error).message}`);
+    }
+    const text = await res.text().catch(() => "");
+    if (!res.ok) {
+      throw new Error(`DNS webhook ${url} answered ${res.status}${text ? `: ${tail(text)}` : ""}`);
+    }
+  };
+  return {
+    present: (fqdn, value) => call("present", fqdn, value),
+    cleanup: (fqdn, value) => call("cleanup", fqdn, value),
+  };
+}
+
+/** One TXT lookup (each record's strings); NXDOMAIN and an empty answer are `[]`. */
+export type TxtLookup = (name: string, server: NameServer) => Promise<string[][]>;
+/** Resolves a name's NS records, then addresses, through the system resolver. */
+export type ServerLookup = (name: string, type: "NS" | "A" | "AAAA") => Promise<string[]>;
+
+const LOOKUP_TIMEOUT_MS = 5_000;
+
+const denoTxt: TxtLookup = async (name, server) => {
+  try {
+    return await Deno.resolveDns(name, "TXT", {
+      nameServer: server,
+      signal: AbortSignal.timeout(LOOKUP_TIMEOUT_MS),
+    });
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return [];
+    throw err;
+  }
+};
+
+const denoLookup: ServerLookup = async (name, type) => {
+  try {
+    return await Deno.resolveDns(name, type, { signal: AbortSignal.timeout(LOOKUP_TIMEOUT_MS) });
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return [];
+    throw err;
+  }
+};
+
+/** The name servers of the zone that holds `record`, as addresses on port 53 (empty: none found). */
+export async function authoritativeServers(
+  record: string,
+  lookup: ServerLookup = denoLookup,
+): Promise<NameServer[]> {
+  for (const zone of zoneCandidates(record)) {
+    const names = await lookup(zone, "NS").catch(() => []);
+    if (names.length === 0) continue;
+    const out: NameServer[] = [];
+    for (const ns of names.slice(0, 8)) {
+      for (const type of ["A", "AAAA"] as const) {
+        for (const ipAddr of await lookup(ns, type).catch(() => [])) out.push({ ipAddr, port: 53 });
+      }
+    }
+    return out;
+  }
+  return [];
+}
+
+/**
+ * Waits until every server (`resolvers`, else the zone's authoritative servers) answers `value`
+ * for `fqdn`, polling; throws past `timeoutMs`, naming the servers that did not.
+ */
+export async function awaitTxt(
+  fqdn: string,
+  value: string,
+  opts: {
+    resolvers?: string[];
+    timeoutMs: number;
+    logger: Logger;
+    pollMs?: number;
+    txt?: TxtLookup;
+    lookup?: ServerLookup;
+    signal?: AbortSignal;
+  },
+): Promise<void> {
+  const name = fqdn.replace(/\.$/, "");
+  const txt = opts.txt ?? denoTxt;
+  let servers: NameServer[];
+  if (opts.resolvers && opts.resolvers.length > 0) {
+    servers = opts.resolvers.map(parseResolver).filter((s): s is NameServer =>
+      typeof s !== "string"
+    );
+  } else {
+    servers = await authoritativeServers(name, opts.lookup);
+    if (servers.length === 0) {
+      opts.logger.warn(
+        "ACME DNS-01: no authoritative name servers found; asking the CA without checking",
+        {
+          record: fqdn,
+        },
+      );
+      return;
+    }
+  }
+  const deadline = performance.now() + opts.timeoutMs;
+  const pollMs = opts.pollMs ?? 2_000;
+  let missing = servers;
+  let lastError = "";
+  for (;;) {
+    const seen = await Promise.all(missing.map(async (s) => {
+      try {
+        return txtHolds(await txt(name, s), value);
+      } catch (err) {
+        lastError = (err as Error).message;
+        return false;
+      }
+    }));
+    missing = missing.filter((_, i) => !seen[i]);
+    if (missing.length === 0) return;
+    const left = deadline - performance.now();
+    if (left <= 0 || opts.signal?.aborted) {
+      const where = missing.map((s) => `${s.ipAddr}:${s.port}`).join(", ");
+      throw new Error(
+        `ACME DNS-01: the TXT record ${fqdn} was not seen on ${where} within ${
+          Math.round(opts.timeoutMs / 1000)
+        } s${
+          lastError ? ` (last error: ${lastError})` : ""
+        }; raise tls.acme.dns.propagation_timeout if the provider is slow, or check resolvers`,
+      );
+    }
+    await new Promise((r) => setTimeout(r, Math.min(pollMs, left)));
+  }
+}
