@@ -285,7 +285,8 @@ export function createUpstreamClient(opts: UpstreamClientOptions = {}): PooledUp
   const sendH2c = async (key: string, req: UpstreamRequest): Promise<Response> => {
     if (h2cKeys.size > 1024) h2cKeys.clear();
     h2cKeys.add(key);
-    const signal = req.signal ?? req.clientSignal?.();
+    // The client's signal is looked up only when the request must wait for a slot.
+    const signal = req.signal ?? req.clientSignal;
     for (let attempt = 0;; attempt++) {
       const got = h2cSlots.acquire(key, signal);
       const release = got instanceof Promise ? await got : got;

@@ -13,7 +13,6 @@
 import { ProxyError } from "../domain/errors.ts";
 import { BODY_BYTES } from "../ports.ts";
 import type { BodyCounter, CountedResponse, UpstreamRequest } from "../ports.ts";
-import { timerDelay } from "../config/duration.ts";
 import type { Transport } from "./upstream_h1_conn.ts";
 import {
   ConnectionError,
@@ -49,6 +48,15 @@ const CONTROL_BUDGET = 1000;
 const CONTROL_PERIOD_MS = 10_000;
 /** Assumed until the upstream's SETTINGS say otherwise (RFC 9113 §6.5.2 sets no default). */
 const DEFAULT_MAX_STREAMS = 100;
+/**
+ * The client's timeouts are checked by one ticker over the streams in flight rather than a timer
+ * per stream (a timer, its clearing and an abort listener per request were 3–4 % of a gRPC call's
+ * CPU). A time field is UNSEEN after an event until the ticker's next look stamps its own time
+ * on it: no clock read per frame, and a timeout fires up to two ticks after it passed, never
+ * before. (UNSEEN is not an integer so the fields always hold doubles: see upstream_h1_conn.ts.)
+ */
+const TICK_MS = 25;
+const UNSEEN = -0.5;
 
 /** Fields that are this hop's, never sent in HTTP/2 (RFC 9113 §8.2.2). */
 const CONNECTION_SPECIFIC = new Set([
@@ -110,6 +118,17 @@ interface Stream {
   noContent: boolean;
   /** Longest pause in the response body (timeouts.idle; 0: none). */
   readonly idleMs: number;
+  /** Longest wait for the response head (timeouts.response_header; 0: none). */
+  readonly headMs: number;
+  /** When the request went (UNSEEN until the ticker's first look), for `headMs`. */
+  opened: number;
+  /** The client's signal, looked up once the exchange has lasted a tick (null: linked or none). */
+  lookUp: (() => AbortSignal) | null;
+  /** Ticker looks at the stream while `lookUp` waited. */
+  looks: number;
+  /** The linked signal and its listener, removed once the answer came or the stream ended. */
+  signal: AbortSignal | null;
+  onAbort: (() => void) | null;
   status: number;
   fields: [string, string][];
   /** Response body bytes not yet read by the client. */
@@ -123,7 +142,10 @@ interface Stream {
   closed: boolean;
   /** The upstream's window for this stream (what Prox may still send). */
   sendWindow: number;
-  /** When the upstream last sent a frame on this stream or opened a window for it. */
+  /**
+   * When the upstream last sent a frame on this stream, or a wait for it began (UNSEEN until
+   * the ticker stamps it), for `idleMs` while `wake` or `windowWake` waits.
+   */
   active: number;
   windowWake: (() => void) | null;
   /** Bytes the client read that the upstream has not been given window for yet. */
@@ -302,6 +324,12 @@ class Session {
       answered: false,
       noContent: head,
       idleMs: req.timeouts.idle,
+      headMs: req.timeouts.responseHeader,
+      opened: UNSEEN,
+      lookUp: null,
+      looks: 0,
+      signal: null,
+      onAbort: null,
       status: 0,
       fields: [],
       chunks: [],
@@ -311,7 +339,7 @@ class Session {
       localEnded: false,
       closed: false,
       sendWindow: this.#initialWindow,
-      active: 0,
+      active: UNSEEN,
       windowWake: null,
       unacked: 0,
       recvWindow: STREAM_WINDOW,
@@ -340,29 +368,10 @@ class Session {
     if (empty) s.localEnded = true;
     this.#flush();
 
-    const timeouts = req.timeouts;
-    const signal = req.signal ?? req.clientSignal?.();
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    if (timeouts.responseHeader > 0) {
-      timer = setTimeout(() => {
-        this.#cancel(
-          s,
-          new ProxyError(
-            "timeout",
-            `Upstream "${this.source}" sent no response head within ${timeouts.responseHeader} ms`,
-            { source: this.source },
-          ),
-        );
-      }, timerDelay(timeouts.responseHeader));
-    }
-    const onAbort = () => {
-      this.#cancel(
-        s,
-        new ProxyError("client_gone", "Client went away", { source: this.source }),
-      );
-    };
-    if (signal?.aborted) onAbort();
-    else signal?.addEventListener("abort", onAbort, { once: true });
+    // The signal of a deadline (timeouts.total, a per-try timeout) is linked at once; the
+    // client's own only once the exchange has lasted a tick (UpstreamRequest.clientSignal).
+    if (req.signal) this.#link(s, req.signal);
+    else if (req.clientSignal) s.lookUp = req.clientSignal;
 
     if (!empty) {
       this.#sendBody(s, body!).catch((err) => {
@@ -374,11 +383,60 @@ class Session {
         this.#cancel(s, e);
       });
     }
-    return answer.finally(() => {
-      clearTimeout(timer);
-      // While the body streams, a client that leaves cancels the body (and so the stream).
-      signal?.removeEventListener("abort", onAbort);
-    });
+    return answer;
+  }
+
+  /** Until the answer comes, a client that leaves (`signal`) ends the stream. */
+  #link(s: Stream, signal: AbortSignal): void {
+    s.lookUp = null;
+    if (s.closed) return;
+    const onAbort = () =>
+      this.#cancel(s, new ProxyError("client_gone", "Client went away", { source: this.source }));
+    if (signal.aborted) return onAbort();
+    s.signal = signal;
+    s.onAbort = onAbort;
+    signal.addEventListener("abort", onAbort, { once: true });
+  }
+
+  /** The answer came or the stream ended: while the body streams, a client that leaves cancels it. */
+  #unlink(s: Stream): void {
+    s.lookUp = null;
+    if (s.onAbort === null) return;
+    s.signal!.removeEventListener("abort", s.onAbort);
+    s.signal = null;
+    s.onAbort = null;
+  }
+
+  /** The ticker's look at the streams in flight (see TICK_MS); `now` is its clock reading. */
+  check(now: number): void {
+    for (const s of this.#streams.values()) {
+      if (!s.answered) {
+        if (s.lookUp !== null && ++s.looks >= 2) this.#link(s, s.lookUp());
+        if (s.headMs > 0) {
+          if (s.opened === UNSEEN) s.opened = now;
+          else if (now - s.opened >= s.headMs) {
+            this.#cancel(
+              s,
+              new ProxyError(
+                "timeout",
+                `Upstream "${this.source}" sent no response head within ${s.headMs} ms`,
+                { source: this.source },
+              ),
+            );
+            continue;
+          }
+        }
+      }
+      if (s.idleMs > 0 && (s.wake !== null || s.windowWake !== null)) {
+        if (s.active === UNSEEN) s.active = now;
+        else if (now - s.active >= s.idleMs) {
+          const msg = s.windowWake !== null
+            ? `Upstream "${this.source}" opened no window for the request body in ${s.idleMs} ms`
+            : `Upstream was idle for ${s.idleMs} ms`;
+          this.#cancel(s, new ProxyError("timeout", msg, { source: this.source }));
+        }
+      }
+    }
   }
 
   /** Sends a request body as DATA frames within the windows, END_STREAM on the last. */
@@ -445,27 +503,8 @@ class Session {
    * good (and hold its slot), also after a whole answer.
    */
   async #windowWait(s: Stream): Promise<void> {
-    s.active = performance.now();
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const arm = (ms: number) => {
-      timer = setTimeout(() => {
-        const quiet = performance.now() - s.active;
-        if (quiet < s.idleMs) return arm(s.idleMs - quiet);
-        this.#cancel(
-          s,
-          new ProxyError(
-            "timeout",
-            `Upstream "${this.source}" opened no window for the request body in ${s.idleMs} ms`,
-            { source: this.source },
-          ),
-        );
-      }, timerDelay(ms));
-    };
-    await new Promise<void>((resolve) => {
-      s.windowWake = resolve;
-      if (s.idleMs > 0) arm(s.idleMs);
-    });
-    clearTimeout(timer);
+    s.active = UNSEEN;
+    await new Promise<void>((resolve) => s.windowWake = resolve);
     s.windowWake = null;
   }
 
@@ -483,6 +522,7 @@ class Session {
   #end(s: Stream, err: ProxyError | null): void {
     if (s.closed) return;
     s.closed = true;
+    this.#unlink(s);
     this.#streams.delete(s.id);
     if (this.#streams.size === 0) {
       this.idleSince = performance.now();
@@ -509,7 +549,6 @@ class Session {
 
   /** The response body: what came, then more as the client reads (and gives window back). */
   #body(s: Stream): ReadableStream<Uint8Array> {
-    const idleMs = s.idleMs;
     return new ReadableStream<Uint8Array>({
       pull: async (c) => {
         for (;;) {
@@ -526,21 +565,8 @@ class Session {
             c.close();
             return;
           }
-          let timer: ReturnType<typeof setTimeout> | undefined;
-          await new Promise<void>((resolve) => {
-            s.wake = resolve;
-            if (idleMs > 0) {
-              timer = setTimeout(() => {
-                this.#cancel(
-                  s,
-                  new ProxyError("timeout", `Upstream was idle for ${idleMs} ms`, {
-                    source: this.source,
-                  }),
-                );
-              }, timerDelay(idleMs));
-            }
-          });
-          clearTimeout(timer);
+          s.active = UNSEEN;
+          await new Promise<void>((resolve) => s.wake = resolve);
           s.wake = null;
         }
       },
@@ -828,7 +854,7 @@ class Session {
     if (this.#recvWindow < 0) {
       throw new ConnectionError(ErrorCode.FLOW_CONTROL_ERROR, "DATA beyond the connection window");
     }
-    if (s !== undefined) s.active = performance.now();
+    if (s !== undefined) s.active = UNSEEN;
     if (s !== undefined && !s.remoteEnded) {
       s.recvWindow -= p.length;
       if (s.recvWindow < 0) {
@@ -929,7 +955,7 @@ class Session {
       }
       return; // decoded for the table's sake only
     }
-    s.active = performance.now();
+    s.active = UNSEEN;
     const fail = (msg: string) => {
       this.#out.u32(FrameType.RST_STREAM, id, ErrorCode.PROTOCOL_ERROR);
       this.#flush();
@@ -975,6 +1001,7 @@ class Session {
       res[BODY_BYTES] = s.counter;
       const settle = s.settle!;
       s.settle = null;
+      this.#unlink(s);
       settle(res);
       if (end) this.#maybeDone(s);
       return;
@@ -1029,6 +1056,24 @@ class Session {
 export function createH2cClient(opts: H2cClientOptions): H2cClient {
   const origins = new Map<string, Session[]>();
   let sweeper: ReturnType<typeof setInterval> | undefined;
+  /** Checks the timeouts of the streams in flight; runs while there are any (TICK_MS). */
+  let ticker: ReturnType<typeof setInterval> | undefined;
+
+  const tick = () => {
+    const now = performance.now();
+    let streams = 0;
+    for (const list of origins.values()) {
+      for (const s of list) {
+        if (s.streams === 0) continue;
+        s.check(now);
+        streams += s.streams;
+      }
+    }
+    if (streams === 0) {
+      clearInterval(ticker);
+      ticker = undefined;
+    }
+  };
 
   const sweep = () => {
     const now = performance.now();
@@ -1083,7 +1128,10 @@ export function createH2cClient(opts: H2cClientOptions): H2cClient {
         // requests cannot all see the last free stream.
         const list = origins.get(key);
         const open = list?.find((s) => s.open);
-        if (open) return open.request(req, release);
+        if (open) {
+          ticker ??= setInterval(tick, TICK_MS);
+          return open.request(req, release);
+        }
         // An upstream that said it takes no streams now (SETTINGS_MAX_CONCURRENT_STREAMS 0) would
         // say so on every new connection too: the request fails as not sent (another target may
         // take it) until that session raises its limit or is closed idle.
@@ -1129,6 +1177,8 @@ export function createH2cClient(opts: H2cClientOptions): H2cClient {
     async close(): Promise<void> {
       if (sweeper !== undefined) clearInterval(sweeper);
       sweeper = undefined;
+      clearInterval(ticker);
+      ticker = undefined;
       const all = [...origins.values()].flat();
       origins.clear();
       for (const s of all) s.shut();

@@ -732,3 +732,95 @@ Deno.test("h2c: pools() counts the client's own HTTP/2 connections (busy with st
     await client.close();
   }
 });
+
+Deno.test("h2c: a response body the upstream pauses past timeouts.idle fails with a timeout, the stream reset", async () => {
+  let reset = -1;
+  await using up = h2Server(async (p) => {
+    const r = (await p.request())!;
+    const w = new FrameWriter();
+    p.head(w, r.stream, [[":status", "200"]], false);
+    w.frame(FrameType.DATA, 0, r.stream, enc.encode("first"));
+    await p.send(w);
+    for (;;) {
+      const f = await p.frame();
+      if (f === null) return;
+      if (f.type === FrameType.RST_STREAM && f.stream === r.stream) reset = u32(f.payload);
+    }
+  });
+  const client = createUpstreamClient();
+  try {
+    const t0 = performance.now();
+    const res = await client.send(
+      request(`${up.url}/`, { protocol: "h2c", timeouts: { ...T, idle: 200 } }),
+    );
+    const reader = res.body!.getReader();
+    assert.equal(new TextDecoder().decode((await reader.read()).value), "first");
+    await assert.rejects(reader.read(), (e: Error) => /idle for 200 ms/.test(e.message));
+    assert.ok(performance.now() - t0 >= 200, "never before the idle timeout");
+    await waitFor(() => reset !== -1, { timeoutMs: 3_000, what: "a reset" });
+    assert.equal(reset, ErrorCode.CANCEL);
+  } finally {
+    await client.close();
+  }
+});
+
+for (const how of ["signal", "clientSignal"] as const) {
+  Deno.test(`h2c: a client that leaves before the answer head (${how}) resets the stream`, async () => {
+    let reset = -1;
+    await using up = h2Server(async (p) => {
+      const r = (await p.request())!;
+      for (;;) {
+        const f = await p.frame();
+        if (f === null) return;
+        if (f.type === FrameType.RST_STREAM && f.stream === r.stream) reset = u32(f.payload);
+      }
+    });
+    const client = createUpstreamClient();
+    try {
+      const ac = new AbortController();
+      let looked = false;
+      const lookUp = () => (looked = true, ac.signal);
+      const sent = client.send(
+        request(`${up.url}/`, {
+          protocol: "h2c",
+          ...(how === "signal" ? { signal: ac.signal } : { clientSignal: lookUp }),
+        }),
+      );
+      sent.catch(() => {});
+      await waitFor(() => client.pools().find((p) => p.h2Streams !== null)?.h2Streams === 1);
+      // A signal looked up only when needed: once the exchange has lasted a tick or two.
+      if (how === "clientSignal") await waitFor(() => looked);
+      ac.abort();
+      await rejects(sent, "client_gone");
+      await waitFor(() => reset !== -1, { timeoutMs: 3_000, what: "a reset" });
+      assert.equal(reset, ErrorCode.CANCEL);
+    } finally {
+      await client.close();
+    }
+  });
+}
+
+Deno.test("h2c: an exchange answered at once never looks up the client's signal (it costs per request)", async () => {
+  await using up = h2Server(async (p) => {
+    for (;;) {
+      const r = await p.request();
+      if (r === null) return;
+      const w = new FrameWriter();
+      p.head(w, r.stream, [[":status", "200"]], false);
+      w.frame(FrameType.DATA, Flag.END_STREAM, r.stream, enc.encode("ok"));
+      await p.send(w);
+    }
+  });
+  const client = createUpstreamClient();
+  try {
+    let lookUps = 0;
+    const clientSignal = () => (lookUps++, new AbortController().signal);
+    for (let i = 0; i < 5; i++) {
+      const res = await client.send(request(`${up.url}/`, { protocol: "h2c", clientSignal }));
+      assert.equal(await res.text(), "ok");
+    }
+    assert.equal(lookUps, 0);
+  } finally {
+    await client.close();
+  }
+});

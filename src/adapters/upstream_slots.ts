@@ -16,8 +16,11 @@ export type Release = () => void;
 
 /** Per-origin request slots. */
 export interface RequestSlots {
-  /** A slot for `key`: at once when one is free, else after waiting; rejects when shed. */
-  acquire(key: string, signal?: AbortSignal): Release | Promise<Release>;
+  /**
+   * A slot for `key`: at once when one is free, else after waiting; rejects when shed. `signal`
+   * (or the function that looks it up, called only when the request must wait) ends the wait.
+   */
+  acquire(key: string, signal?: AbortSignal | (() => AbortSignal)): Release | Promise<Release>;
   /** Requests in flight and waiting for `key` (tests and status). */
   stats(key: string): { active: number; queued: number };
 }
@@ -51,7 +54,7 @@ export function createRequestSlots(opts: UpstreamPoolOptions): RequestSlots {
   };
 
   return {
-    acquire(key, signal) {
+    acquire(key, lookUp) {
       let o = origins.get(key);
       if (!o) origins.set(key, o = { active: 0, waiters: [] });
       const origin = o;
@@ -64,6 +67,7 @@ export function createRequestSlots(opts: UpstreamPoolOptions): RequestSlots {
           `${origin.waiters.length} waiting`;
         return Promise.reject(overloaded(key, msg));
       }
+      const signal = typeof lookUp === "function" ? lookUp() : lookUp;
       if (signal?.aborted) return Promise.reject(leftQueue(signal, key));
       return new Promise<Release>((resolve, reject) => {
         let timer: ReturnType<typeof setTimeout> | undefined;
