@@ -100,6 +100,15 @@ export const HEAD_ROOM = 1024;
 /** A Response whose `RAW_BODY` may have room for its head in front (`HEADROOM`). */
 export type Roomy = RawBodied & { [HEADROOM]?: () => number };
 
+/**
+ * On an error of `UpstreamClient.send` that says `sentNothing`: the request's streamed body,
+ * whole, when the client took none of it yet (an HTTP/2 stream the upstream refused), so the
+ * request may go again with it. Whoever gets it owns it: sends it again or cancels it.
+ */
+export const UNREAD_BODY: unique symbol = Symbol("prox.unreadBody");
+/** An error that may carry an `UNREAD_BODY`. */
+export type UnreadBody = { [UNREAD_BODY]?: ReadableStream<Uint8Array> };
+
 /** A Response that may carry a `BODY_BYTES` counter. */
 export type CountedResponse = Response & { [BODY_BYTES]?: BodyCounter };
 

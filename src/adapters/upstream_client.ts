@@ -4,7 +4,8 @@
 // Connection setup, the stale-connection retry and the per-origin protocol choice live here.
 
 import { ProxyError } from "../domain/errors.ts";
-import type { UpstreamClient, UpstreamRequest, UpstreamTls } from "../ports.ts";
+import { UNREAD_BODY } from "../ports.ts";
+import type { UnreadBody, UpstreamClient, UpstreamRequest, UpstreamTls } from "../ports.ts";
 import { H1Connection } from "./upstream_h1_conn.ts";
 import type { Transport } from "./upstream_h1_conn.ts";
 import { exchange, STALE } from "./upstream_h1.ts";
@@ -294,9 +295,15 @@ export function createUpstreamClient(opts: UpstreamClientOptions = {}): PooledUp
         return await h2c.send(req, key, release);
       } catch (err) {
         // A stream the upstream did not process (refused, or past its GOAWAY) goes again once
-        // on another stream, when its body can be sent again (as a stale HTTP/1.1 connection's).
+        // on another stream, when its body can be sent again (as a stale HTTP/1.1 connection's):
+        // bytes, or a stream the client gave back unread (else forward's retry may have it).
         const again = err instanceof ProxyError && err.sentNothing && err.kind === "upstream_reset";
-        if (!again || attempt > 0 || req.body instanceof ReadableStream) throw err;
+        if (!again || attempt > 0) throw err;
+        if (req.body instanceof ReadableStream) {
+          const rest = (err as UnreadBody)[UNREAD_BODY];
+          if (rest === undefined) throw err;
+          req = { ...req, body: rest };
+        }
       }
     }
   };

@@ -11,8 +11,8 @@
 // ways within HTTP/2 flow control: what the upstream sends is let in as the client reads it.
 
 import { ProxyError } from "../domain/errors.ts";
-import { BODY_BYTES } from "../ports.ts";
-import type { BodyCounter, CountedResponse, UpstreamRequest } from "../ports.ts";
+import { BODY_BYTES, UNREAD_BODY } from "../ports.ts";
+import type { BodyCounter, CountedResponse, UnreadBody, UpstreamRequest } from "../ports.ts";
 import type { Transport } from "./upstream_h1_conn.ts";
 import {
   ConnectionError,
@@ -107,6 +107,15 @@ export interface H2cClient {
   close(): Promise<void>;
 }
 
+/** A streamed request body on its way to the upstream. */
+interface Upload {
+  readonly reader: ReadableStreamDefaultReader<Uint8Array>;
+  /** The read in progress, if any. */
+  reading: Promise<ReadableStreamReadResult<Uint8Array>> | null;
+  /** Some of the body was read (it is not kept: the request cannot go again). */
+  read: boolean;
+}
+
 interface Stream {
   readonly id: number;
   readonly source: string;
@@ -158,6 +167,8 @@ interface Stream {
   received: number;
   counter: BodyCounter;
   release: () => void;
+  /** The streamed request body while it goes (null: none, sent whole, or given back). */
+  upload: Upload | null;
 }
 
 function protocolError(source: string, msg: string): ProxyError {
@@ -347,6 +358,7 @@ class Session {
       received: 0,
       counter,
       release,
+      upload: null,
     };
     this.#streams.set(id, s);
     this.idleSince = 0.5;
@@ -447,20 +459,54 @@ class Session {
       await this.#data(s, body, true);
       return;
     }
-    const reader = body.getReader();
-    for (;;) {
-      if (s.closed) {
-        reader.cancel().catch(() => {});
-        return;
-      }
-      const r = await reader.read();
-      if (r.done) break;
-      if (r.value.byteLength > 0 && !await this.#data(s, r.value, false)) {
-        reader.cancel().catch(() => {});
-        return;
-      }
+    const up: Upload = { reader: body.getReader(), reading: null, read: false };
+    if (s.closed) {
+      up.reader.cancel().catch(() => {});
+      return;
     }
+    // From here on, the stream's end cancels the body (#end) unless it gives it back (#unsent).
+    s.upload = up;
+    for (;;) {
+      up.reading = up.reader.read();
+      const r = await up.reading;
+      if (s.upload !== up) return;
+      up.reading = null;
+      if (r.done) break;
+      if (r.value.byteLength === 0) continue;
+      up.read = true;
+      if (!await this.#data(s, r.value, false)) return;
+    }
+    s.upload = null;
     await this.#data(s, new Uint8Array(0), true);
+  }
+
+  /**
+   * The error of a stream the upstream did not process (REFUSED_STREAM, or past a GOAWAY's last
+   * stream, RFC 9113 §8.7): the request may go again. A streamed body none of which was read yet
+   * goes with it (UNREAD_BODY), whole, for the retry; one partly read is not kept and cannot.
+   */
+  #unsent(s: Stream, msg: string): ProxyError {
+    const e: ProxyError & UnreadBody = new ProxyError("upstream_reset", msg, {
+      source: this.source,
+      sentNothing: true,
+    });
+    const up = s.upload;
+    if (up !== null && !up.read) {
+      s.upload = null;
+      let first = up.reading;
+      const reader = up.reader;
+      e[UNREAD_BODY] = new ReadableStream<Uint8Array>({
+        async pull(c) {
+          // The read this stream's upload was waiting on (nothing of it was taken) comes first.
+          const r = await (first ?? reader.read());
+          first = null;
+          if (r.done) c.close();
+          else c.enqueue(r.value);
+        },
+        cancel: (why) => reader.cancel(why),
+      }, { highWaterMark: 0 });
+    }
+    return e;
   }
 
   /** `bytes` as DATA frames as the windows allow; false once the stream is gone. */
@@ -523,6 +569,11 @@ class Session {
     if (s.closed) return;
     s.closed = true;
     this.#unlink(s);
+    if (s.upload !== null) {
+      // The rest of a request body that goes nowhere now: the client is not left uploading.
+      s.upload.reader.cancel().catch(() => {});
+      s.upload = null;
+    }
     this.#streams.delete(s.id);
     if (this.#streams.size === 0) {
       this.idleSince = performance.now();
@@ -737,16 +788,15 @@ class Session {
           return this.#maybeDone(s);
         }
         // REFUSED_STREAM: nothing was processed, so the request may go again (§8.7).
-        const refused = code === ErrorCode.REFUSED_STREAM;
+        const refused = code === ErrorCode.REFUSED_STREAM && !s.answered;
         s.remoteEnded = true;
         s.localEnded = true;
+        const msg = `Upstream "${this.source}" reset the stream (HTTP/2 error ${code})`;
         return this.#end(
           s,
-          new ProxyError(
-            "upstream_reset",
-            `Upstream "${this.source}" reset the stream (HTTP/2 error ${code})`,
-            { source: this.source, sentNothing: refused && !s.answered },
-          ),
+          refused
+            ? this.#unsent(s, msg)
+            : new ProxyError("upstream_reset", msg, { source: this.source }),
         );
       }
       case FrameType.SETTINGS:
@@ -769,15 +819,7 @@ class Session {
         this.#lastProcessed = Math.min(this.#lastProcessed, last);
         // Streams above `last` were not processed: they may go again on another connection.
         for (const s of [...this.#streams.values()]) {
-          if (s.id > last) {
-            this.#end(
-              s,
-              new ProxyError("upstream_reset", `Upstream "${this.source}" is going away`, {
-                source: this.source,
-                sentNothing: true,
-              }),
-            );
-          }
+          if (s.id > last) this.#end(s, this.#unsent(s, `Upstream "${this.source}" is going away`));
         }
         if (this.#streams.size === 0) this.shut();
         return;
@@ -1032,12 +1074,14 @@ class Session {
       ? "closed the connection"
       : `failed: ${err instanceof Error ? err.message : String(err)}`;
     for (const s of [...this.#streams.values()]) {
-      const e = err instanceof ProxyError ? err : new ProxyError(
-        "upstream_reset",
-        `Upstream "${this.source}" ${msg}`,
+      const e = err instanceof ProxyError
+        ? err
         // Streams the upstream said it did not process may go again.
-        { source: this.source, sentNothing: s.id > this.#lastProcessed },
-      );
+        : s.id > this.#lastProcessed
+        ? this.#unsent(s, `Upstream "${this.source}" ${msg}`)
+        : new ProxyError("upstream_reset", `Upstream "${this.source}" ${msg}`, {
+          source: this.source,
+        });
       this.#end(s, e);
     }
   }

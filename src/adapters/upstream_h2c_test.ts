@@ -824,3 +824,105 @@ Deno.test("h2c: an exchange answered at once never looks up the client's signal 
     await client.close();
   }
 });
+
+for (const how of ["GOAWAY", "REFUSED_STREAM"] as const) {
+  Deno.test(`h2c: a streamed body the upstream did not process (${how}) before any of it was read goes again whole`, async () => {
+    let conns = 0;
+    let second!: () => void;
+    const secondSeen = new Promise<void>((r) => second = r);
+    await using up = h2Server(async (p) => {
+      conns++;
+      for (let n = 0;; n++) {
+        const r = await p.request();
+        if (r === null) return;
+        const w = new FrameWriter();
+        if (conns === 1 && n === 0) {
+          if (how === "GOAWAY") w.goaway(0, ErrorCode.NO_ERROR);
+          else w.u32(FrameType.RST_STREAM, r.stream, ErrorCode.REFUSED_STREAM);
+          await p.send(w);
+          if (how === "GOAWAY") return;
+          continue;
+        }
+        second();
+        let got = "";
+        for (;;) {
+          const f = await p.frame();
+          if (f === null) return;
+          if (f.type !== FrameType.DATA || f.stream !== r.stream) continue;
+          got += new TextDecoder().decode(f.payload);
+          if (f.flags & Flag.END_STREAM) break;
+        }
+        p.head(w, r.stream, [[":status", "200"]], false);
+        w.frame(FrameType.DATA, Flag.END_STREAM, r.stream, enc.encode(got));
+        await p.send(w);
+      }
+    });
+    const client = createUpstreamClient();
+    try {
+      // The body's first bytes come only once the request went again: none was read before.
+      const parts = ["hello ", "world"];
+      const body = new ReadableStream<Uint8Array>({
+        async pull(c) {
+          await secondSeen;
+          const part = parts.shift();
+          if (part === undefined) c.close();
+          else c.enqueue(enc.encode(part));
+        },
+      }, { highWaterMark: 0 });
+      const res = await client.send(
+        request(`${up.url}/`, { protocol: "h2c", method: "POST", body }),
+      );
+      assert.equal(res.status, 200);
+      assert.equal(await res.text(), "hello world");
+      assert.equal(conns, how === "GOAWAY" ? 2 : 1);
+    } finally {
+      await client.close();
+    }
+  });
+}
+
+Deno.test("h2c: a streamed body refused once some of it was read is not sent again (it is not kept)", async () => {
+  let streams = 0;
+  await using up = h2Server(async (p) => {
+    for (;;) {
+      const r = await p.request();
+      if (r === null) return;
+      const w = new FrameWriter();
+      if (++streams > 1) {
+        p.head(w, r.stream, [[":status", "204"]], true);
+        await p.send(w);
+        continue;
+      }
+      // Refused once the body's first bytes came.
+      for (;;) {
+        const f = await p.frame();
+        if (f === null) return;
+        if (f.type === FrameType.DATA && f.stream === r.stream && f.payload.length > 0) break;
+      }
+      w.u32(FrameType.RST_STREAM, r.stream, ErrorCode.REFUSED_STREAM);
+      await p.send(w);
+    }
+  });
+  const client = createUpstreamClient();
+  try {
+    let cancelled = false;
+    let sent = false;
+    const body = new ReadableStream<Uint8Array>({
+      pull(c): Promise<void> | void {
+        if (sent) return new Promise(() => {});
+        sent = true;
+        c.enqueue(enc.encode("hello"));
+      },
+      cancel: () => void (cancelled = true),
+    }, { highWaterMark: 0 });
+    await rejects(
+      client.send(request(`${up.url}/`, { protocol: "h2c", method: "POST", body })),
+      "upstream_reset",
+    );
+    assert.equal(streams, 1);
+    // The rest of the body is not left hanging: it is cancelled.
+    await waitFor(() => cancelled, { what: "the body cancelled" });
+  } finally {
+    await client.close();
+  }
+});

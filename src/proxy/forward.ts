@@ -5,15 +5,17 @@
 //   3. on failure decide: a connect failure with nothing sent is retried for any method; a reset
 //      or timeout before the response head only for idempotent methods (RFC 9110 §9.2.2), or
 //      POST with Idempotency-Key when opted in; always within `attempts` and the retry budget,
-//      and only when the request body could be kept for replay (body_replay.ts); a reset or
-//      timeout only on a target not tried yet;
+//      and only when the request body could be kept for replay (body_replay.ts) or the upstream
+//      client gave a streamed one back unread (UNREAD_BODY); a reset or timeout only on a target
+//      not tried yet;
 //   4. a response whose status is in `retries.on_status` goes the same way for idempotent
 //      requests while an untried target is left (else it is returned as it is).
 // Every outcome feeds passive health and the latency EWMA in the registry (state.ts).
 
 import { ProxyError, toProxyError } from "../domain/errors.ts";
 import type { PickInput } from "../domain/balancer.ts";
-import type { UpstreamRequest } from "../ports.ts";
+import { UNREAD_BODY } from "../ports.ts";
+import type { UnreadBody, UpstreamRequest } from "../ports.ts";
 import type { PipelineDeps, RequestContext } from "./context.ts";
 import { createUpstreamRegistry } from "./state.ts";
 import type { UpstreamRegistry } from "./state.ts";
@@ -63,6 +65,8 @@ export async function forward(
   const sticky = pool.sticky ? stickyIndex(ctx, pool.sticky) : -1;
   const random = deps.random ?? Math.random;
   let body: BodySource | undefined;
+  /** A streamed body the last attempt's upstream client gave back unread, for the next one. */
+  let unread: ReadableStream<Uint8Array> | undefined;
   let lastErr: ProxyError | undefined;
   /** The target a status retry already chose before giving up the response it retries. */
   let chosen: { i: number; why: string } | undefined;
@@ -86,14 +90,16 @@ export async function forward(
     body ??= req.body === null ? NO_BODY : await bodySource(req.body, ctx.req.headers, {
       // An upstream on Prox's own HTTP/2 client (gRPC) may answer while the body still streams,
       // and a client may wait for that answer before sending more (bidirectional streams): such
-      // a body goes on as it comes, never held back to be kept for a retry (it can still go to
-      // another target until its first byte is read, as after a failed connect).
+      // a body goes on as it comes, never held back to be kept for a retry (it can still go
+      // again until its first byte is read: after a failed connect, or given back unread by the
+      // client when the upstream refused its stream).
       wanted: pool.retries.attempts > 0 && req.protocol !== "h2c" && req.protocol !== "h2",
       idleMs: req.timeouts.idle,
       // timeouts.total (req.signal carries it) bounds the read too: 408 once it passes.
       deadline: req.signal && route.totalMs ? { signal: req.signal, ms: route.totalMs } : undefined,
     });
-    req.body = body.next();
+    req.body = unread ?? body.next();
+    unread = undefined;
     ctx.upstream = id;
     if (deps.logger.enabled?.("debug") ?? true) {
       deps.logger.debug("Upstream selected", {
@@ -130,7 +136,8 @@ export async function forward(
     } catch (err) {
       const e = toProxyError(err, id);
       const reason = retryReason(e, ctx.req, pool.retries);
-      let more = attempt < pool.retries.attempts && body.replayable;
+      const rest = (e as UnreadBody)[UNREAD_BODY];
+      let more = attempt < pool.retries.attempts && (body.replayable || rest !== undefined);
       // Any timeout, a connect timeout ("unsent") included: a blackholed target hangs every
       // connect as a hung one hangs every request.
       const untriedOnly = reason === "reset"
@@ -148,6 +155,8 @@ export async function forward(
         else more = false;
       }
       if (!reason || !more || !reg.tryRetry(route.id, pool.retries.budgetPercent)) {
+        // A body given back that goes nowhere: the client is not left uploading.
+        rest?.cancel(e).catch(() => {});
         const refused = reason && more ? reg.retryRefused(route.id) : null;
         if (refused !== null) {
           deps.logger.warn("Retry budget exhausted", {
@@ -160,6 +169,7 @@ export async function forward(
         throw e;
       }
       lastErr = e;
+      unread = rest;
       ctx.retries++;
       deps.metrics.retry(route.id, reason);
       deps.logger.info("Retrying upstream request", {

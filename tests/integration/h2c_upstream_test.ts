@@ -609,3 +609,79 @@ Deno.test("compress and cache on an h2c route keep the upstream's trailers on th
     await new Promise<void>((resolve) => server.close(() => resolve()));
   }
 });
+
+/**
+ * A node:http2 upstream that refuses its first `refuse` streams (REFUSED_STREAM): before reading
+ * anything of them, or (`afterData`) once their body's first bytes came; the others are echoed.
+ */
+function refusingUpstream(refuse: number, afterData = false) {
+  const server = http2.createServer();
+  let streams = 0;
+  const waiting: [number, () => void][] = [];
+  server.on("stream", (stream: http2.ServerHttp2Stream) => {
+    const n = ++streams;
+    for (const [at, wake] of waiting) if (n >= at) wake();
+    stream.on("error", () => {});
+    if (n <= refuse) {
+      const no = () => stream.close(http2.constants.NGHTTP2_REFUSED_STREAM);
+      if (afterData) stream.once("data", no);
+      else no();
+      return;
+    }
+    const got: Uint8Array[] = [];
+    stream.on("data", (c: Uint8Array) => got.push(c));
+    stream.on("end", () => {
+      stream.respond({ ":status": 200 });
+      stream.end(Buffer.concat(got));
+    });
+  });
+  const listening = new Promise<number>((resolve) =>
+    server.listen(0, "127.0.0.1", () => resolve((server.address() as { port: number }).port))
+  );
+  return {
+    listening,
+    streams: () => streams,
+    /** Resolves once the upstream has seen `n` streams. */
+    seen: (n: number) => new Promise<void>((r) => n <= streams ? r() : waiting.push([n, r])),
+    async [Symbol.asyncDispose]() {
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+Deno.test("h2c: a streamed body refused twice before any of it was read goes again whole (the client's retry, then the route's)", async () => {
+  await using up = refusingUpstream(2);
+  const port = await up.listening;
+  await using prox = await startProxy(config(`http://127.0.0.1:${port}`, false));
+  const enc = new TextEncoder();
+  const parts = ["hello ", "world"];
+  // The body's first bytes come only once the upstream saw its third stream.
+  const body = new ReadableStream<Uint8Array>({
+    async pull(c) {
+      await up.seen(3);
+      const part = parts.shift();
+      if (part === undefined) c.close();
+      else c.enqueue(enc.encode(part));
+    },
+  });
+  const res = await fetch(`${prox.url}/up`, { method: "POST", body });
+  assert.equal(res.status, 200);
+  assert.equal(await res.text(), "hello world");
+  assert.equal(up.streams(), 3);
+});
+
+Deno.test("h2c: a streamed body refused once some of it was read is not sent again (502)", async () => {
+  await using up = refusingUpstream(1, true);
+  const port = await up.listening;
+  await using prox = await startProxy(config(`http://127.0.0.1:${port}`, false));
+  const body = new ReadableStream<Uint8Array>({
+    start(c) {
+      c.enqueue(new TextEncoder().encode("hello"));
+      c.close();
+    },
+  });
+  const res = await fetch(`${prox.url}/up`, { method: "POST", body });
+  assert.equal(res.status, 502);
+  await res.body?.cancel();
+  assert.equal(up.streams(), 1);
+});
