@@ -77,6 +77,7 @@ export async function forward(
     chosen = undefined;
     if (pick === undefined) {
       // A retry with nowhere left to go reports what went wrong, not "no healthy upstream".
+      unread?.cancel(lastErr).catch(() => {});
       if (lastErr) throw lastErr;
       const why = `No available target for route "${route.id}"`;
       const e = new ProxyError("no_healthy_upstream", why, { source: route.id });

@@ -3,13 +3,14 @@
 import assert from "node:assert/strict";
 import { loadConfigText } from "../config/load.ts";
 import { ProxyError } from "../domain/errors.ts";
-import { noopMetrics, silentLogger } from "../ports.ts";
+import { noopMetrics, silentLogger, UNREAD_BODY } from "../ports.ts";
 import type { ClientInfo, Metrics, UpstreamRequest } from "../ports.ts";
 import { createHandler } from "./pipeline.ts";
 import { buildSnapshot } from "./snapshot.ts";
 import { createUpstreamRegistry } from "./state.ts";
 import { REPLAY_CAP } from "./body_replay.ts";
 import { healthCheckKey, stickyPolicy } from "./pool.ts";
+import { waitFor } from "../../tests/_harness.ts";
 
 const A = "http://10.0.0.1:8080";
 const B = "http://10.0.0.2:8080";
@@ -419,4 +420,52 @@ Deno.test("sticky: a max_age under a second does not set Max-Age=0, which delete
   assert.equal(attrs(0), "; Path=/; HttpOnly; SameSite=Lax", "0s: a session cookie, as unset");
   assert.equal(attrs(500), "; Path=/; Max-Age=1; HttpOnly; SameSite=Lax");
   assert.equal(attrs(3_600_000), "; Path=/; Max-Age=3600; HttpOnly; SameSite=Lax");
+});
+
+Deno.test("forward: a streamed body an upstream client gave back unread (UNREAD_BODY) goes to the next attempt, else is cancelled", async () => {
+  const giveBack = (req: UpstreamRequest) =>
+    Object.assign(
+      new ProxyError("upstream_reset", `Upstream "${req.origin.origin}" refused the stream`, {
+        sentNothing: true,
+      }),
+      { [UNREAD_BODY]: req.body as ReadableStream<Uint8Array> },
+    );
+  const streamed = (onCancel: () => void) => ({
+    method: "POST",
+    body: new ReadableStream<Uint8Array>({
+      start(c) {
+        c.enqueue(new TextEncoder().encode("payload"));
+      },
+      cancel: onCancel,
+    }),
+    duplex: "half",
+  } as RequestInit);
+  const h2c = (extra = "") => `type: proxy\ntarget: "${A}"\nupstream_protocol: h2c\n${extra}`;
+  const opts = { readBodyFirst: false };
+  // Given back: the next attempt gets it whole (an h2c route's streamed body is not kept).
+  const again = setup(h2c(), (req, n) => n === 1 ? giveBack(req) : ok(req), "", opts);
+  let cancelled = 0;
+  const body = new ReadableStream<Uint8Array>({
+    start(c) {
+      c.enqueue(new TextEncoder().encode("payload"));
+      c.close();
+    },
+  });
+  const r = await again.call({ method: "POST", body, duplex: "half" } as RequestInit);
+  assert.equal(r.status, 200);
+  assert.deepEqual(again.calls.map((c) => c.body), ["", "payload"]);
+  // No attempt left, or no target left (the lone one ejected): the body is cancelled, not left
+  // hanging with the client still uploading.
+  for (
+    const extra of [
+      "retries: { attempts: 0 }",
+      "passive_health: { failures: 1, panic_threshold_percent: 0 }\ntry_when_down: false",
+    ]
+  ) {
+    const none = setup(h2c(extra), giveBack, "", opts);
+    const before = cancelled;
+    assert.equal((await none.call(streamed(() => void cancelled++))).status, 502, extra);
+    await waitFor(() => cancelled > before, { what: `the body cancelled (${extra})` });
+    assert.equal(none.calls.length, 1, extra);
+  }
 });
