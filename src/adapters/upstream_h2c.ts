@@ -741,6 +741,7 @@ class Session {
         let off = 0;
         let len = p.length;
         if (flags & Flag.PADDED) {
+          if (len === 0) throw new ConnectionError(ErrorCode.FRAME_SIZE_ERROR, "HEADERS padding");
           const pad = p[0];
           off = 1;
           if (pad >= len) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "padding");
@@ -780,7 +781,12 @@ class Session {
       case FrameType.RST_STREAM: {
         if (p.length !== 4) throw new ConnectionError(ErrorCode.FRAME_SIZE_ERROR, "RST_STREAM");
         const s = this.#streams.get(id);
-        if (!s) return;
+        if (!s) {
+          if (this.#idle(id)) {
+            throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "RST_STREAM idle");
+          }
+          return;
+        }
         const code = (p[0] << 24 | p[1] << 16 | p[2] << 8 | p[3]) >>> 0;
         if (code === ErrorCode.NO_ERROR && s.remoteEnded) {
           // The answer is whole and the upstream wants no more of the request (RFC 9113 §8.1).
@@ -837,7 +843,12 @@ class Session {
           return;
         }
         const s = this.#streams.get(id);
-        if (!s) return;
+        if (!s) {
+          if (this.#idle(id)) {
+            throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "window of an idle stream");
+          }
+          return;
+        }
         if (inc === 0) {
           this.#out.u32(FrameType.RST_STREAM, id, ErrorCode.PROTOCOL_ERROR);
           this.#flush();
@@ -860,6 +871,14 @@ class Session {
         this.#spend();
         return;
     }
+  }
+
+  /**
+   * A stream never opened (RFC 9113 §5.1): stream 0, one Prox has not opened yet, or one of the
+   * server's (push is off). Frames other than PRIORITY on it are a connection error.
+   */
+  #idle(id: number): boolean {
+    return id === 0 || id >= this.#nextId || id % 2 === 0;
   }
 
   #onSettings(flags: number, id: number, p: Uint8Array): void {
@@ -915,7 +934,7 @@ class Session {
       s.unacked += unread;
     }
     if (s === undefined) {
-      if (id >= this.#nextId) {
+      if (this.#idle(id)) {
         throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "DATA on an idle stream");
       }
       return; // a stream Prox already reset or finished

@@ -536,6 +536,7 @@ Deno.test("h2c: a body shorter or longer than its content-length fails (RFC 9113
  */
 async function endsCalm(
   flood: (w: FrameWriter, stream: number, p: Peer) => void,
+  expected: number = ErrorCode.ENHANCE_YOUR_CALM,
 ): Promise<void> {
   let code = -1;
   await using up = h2Server(async (p) => {
@@ -553,7 +554,7 @@ async function endsCalm(
   try {
     await rejects(client.send(request(`${up.url}/`, { protocol: "h2c" })), "protocol");
     await waitFor(() => code !== -1);
-    assert.equal(code, ErrorCode.ENHANCE_YOUR_CALM);
+    assert.equal(code, expected);
   } finally {
     await client.close();
   }
@@ -924,5 +925,38 @@ Deno.test("h2c: a streamed body refused once some of it was read is not sent aga
     await waitFor(() => cancelled, { what: "the body cancelled" });
   } finally {
     await client.close();
+  }
+});
+
+Deno.test("h2c: RST_STREAM on stream 0 or an idle stream, WINDOW_UPDATE on an idle stream and a padded HEADERS without its pad length are connection errors (RFC 9113 §5.1, §6.2, §6.4)", async (t) => {
+  const cases: [string, (w: FrameWriter, stream: number) => void, number][] = [
+    [
+      "RST_STREAM on 0",
+      (w) => w.u32(FrameType.RST_STREAM, 0, ErrorCode.CANCEL),
+      ErrorCode.PROTOCOL_ERROR,
+    ],
+    [
+      "RST_STREAM idle",
+      (w, s) => w.u32(FrameType.RST_STREAM, s + 2, ErrorCode.CANCEL),
+      ErrorCode.PROTOCOL_ERROR,
+    ],
+    [
+      "RST_STREAM even",
+      (w) => w.u32(FrameType.RST_STREAM, 2, ErrorCode.CANCEL),
+      ErrorCode.PROTOCOL_ERROR,
+    ],
+    [
+      "WINDOW_UPDATE idle",
+      (w, s) => w.u32(FrameType.WINDOW_UPDATE, s + 2, 1),
+      ErrorCode.PROTOCOL_ERROR,
+    ],
+    [
+      "HEADERS padded, empty",
+      (w, s) => w.frame(FrameType.HEADERS, Flag.PADDED | Flag.END_HEADERS, s),
+      ErrorCode.FRAME_SIZE_ERROR,
+    ],
+  ];
+  for (const [name, bad, code] of cases) {
+    await t.step(name, () => endsCalm((w, stream) => bad(w, stream), code));
   }
 });
