@@ -685,3 +685,31 @@ Deno.test("h2c: a streamed body refused once some of it was read is not sent aga
   await res.body?.cancel();
   assert.equal(up.streams(), 1);
 });
+
+Deno.test("h2c: timeouts.total ends an exchange the upstream never answers (504), its stream reset", async () => {
+  const server = http2.createServer();
+  const resets: number[] = [];
+  // Never answers; notes how each stream ended.
+  server.on("stream", (stream: http2.ServerHttp2Stream) => {
+    stream.on("error", () => {});
+    stream.on("close", () => resets.push(stream.rstCode ?? -1));
+  });
+  const port = await new Promise<number>((resolve) =>
+    server.listen(0, "127.0.0.1", () => resolve((server.address() as { port: number }).port))
+  );
+  try {
+    await using prox = await startProxy(
+      config(`http://127.0.0.1:${port}`, false, "    timeouts: { total: 300ms }\n"),
+    );
+    const t0 = performance.now();
+    const res = await fetch(`${prox.url}/slow`);
+    await res.body?.cancel();
+    assert.equal(res.status, 504);
+    const ms = performance.now() - t0;
+    assert.ok(ms >= 300 && ms < 3_000, `at timeouts.total, not before or long after: ${ms} ms`);
+    await waitFor(() => resets.length === 1, { timeoutMs: 3_000, what: "the stream reset" });
+    assert.equal(resets[0], http2.constants.NGHTTP2_CANCEL);
+  } finally {
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  }
+});
