@@ -26,6 +26,34 @@ export const HOP_BY_HOP = [
   "proxy-authorization",
 ];
 
+/**
+ * Fields an upstream's trailer section does not pass on to a client: hop-by-hop ones, and those
+ * a trailer must not hold (RFC 9110 §6.5.1: framing, routing, request modifiers, authentication,
+ * response control data, content metadata). Lower case.
+ */
+const NOT_TRAILERS: ReadonlySet<string> = new Set([
+  ...HOP_BY_HOP,
+  "content-length",
+  "content-type",
+  "content-encoding",
+  "content-range",
+  "host",
+  "authorization",
+  "set-cookie",
+  "cache-control",
+  "expires",
+  "location",
+  "date",
+  "retry-after",
+  "vary",
+  "age",
+]);
+
+/** Whether a trailer field (lower-case name) goes on to the client: not a pseudo-field, not above. */
+export function trailerPasses(name: string): boolean {
+  return name.charCodeAt(0) !== 58 && !NOT_TRAILERS.has(name);
+}
+
 /** Removes hop-by-hop headers, including every header named in `Connection`. */
 export function stripHopByHop(h: HeaderMap, keepUpgrade = false): void {
   const named = h.get("connection");

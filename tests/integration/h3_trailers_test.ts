@@ -167,3 +167,32 @@ interopTest("gtlsclient sees an HTTP/2 upstream's trailer after the body over HT
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+interopTest(
+  "HTTP/2 listener: an HTTP/2 upstream's trailers leave out the same fields as HTTP/1.1 and HTTP/3",
+  ["curl"],
+  async () => {
+    await using up = trailerUpstream();
+    const port = await up.listening;
+    await using prox = await startProxy(config(`http://127.0.0.1:${port}`), {
+      keepListen: true,
+      tls: true,
+    });
+    const out = await run("curl", [
+      "-sS",
+      "--http2",
+      "--cacert",
+      `${TLS}/ca.pem`,
+      "-D",
+      "-",
+      "--data-binary",
+      "twelve bytes",
+      `https://localhost:${prox.port}/up`,
+    ], { timeoutMs: 30_000 });
+    assert.equal(out.code, 0, out.stderr);
+    // curl writes the trailers after the body, on the head's output (here the same).
+    assert.match(out.stdout, /^HTTP\/2 200/);
+    // It forwarded content-length, set-cookie and location as trailers before.
+    assert.match(out.stdout, /\r\n\r\ntwelve bytesx-bytes: 12\r\n$/);
+  },
+);

@@ -49,6 +49,7 @@ import { WireRequest } from "./wire_request.ts";
 import { readGate } from "./read_gate.ts";
 import type { Reader } from "./read_gate.ts";
 import { HeaderList } from "../../domain/header_list.ts";
+import { trailerPasses } from "../../domain/headers.ts";
 import { bodyFailed, EngineInfo, httpDate, unhandled } from "../engine_shared.ts";
 import { setImmediate } from "node:timers";
 import { H2Connection } from "../h2/connection.ts";
@@ -1243,34 +1244,6 @@ const FRAMING = new Set(["connection", "keep-alive", "transfer-encoding", "conte
 const TE_TRAILERS = /(?:^|,)[ \t]*trailers[ \t]*(?:[;,]|$)/i;
 
 /**
- * Fields a trailer section must not carry (RFC 9110 §6.5.1: framing, routing, request modifiers,
- * authentication, response control data, content metadata); the rest go on.
- */
-const NOT_TRAILERS = new Set([
-  "connection",
-  "keep-alive",
-  "proxy-connection",
-  "transfer-encoding",
-  "content-length",
-  "content-type",
-  "content-encoding",
-  "content-range",
-  "trailer",
-  "te",
-  "upgrade",
-  "host",
-  "authorization",
-  "set-cookie",
-  "cache-control",
-  "expires",
-  "location",
-  "date",
-  "retry-after",
-  "vary",
-  "age",
-]);
-
-/**
  * The last chunk of a chunked answer: with the upstream's trailers (an HTTP/2 upstream's, see
  * upstream_h2c.ts) when the client said it takes them, else bare.
  */
@@ -1279,7 +1252,7 @@ function lastChunk(res: Response, takes?: () => boolean): Uint8Array {
   if (!trailers || trailers.length === 0 || !takes?.()) return LAST_CHUNK;
   let text = "0\r\n";
   for (const [k, v] of trailers) {
-    if (!NOT_TRAILERS.has(k) && k.charCodeAt(0) !== 58) text += k + ": " + v + "\r\n";
+    if (trailerPasses(k)) text += k + ": " + v + "\r\n";
   }
   return headBytes(text + "\r\n");
 }

@@ -15,6 +15,7 @@
 import { setImmediate } from "node:timers";
 import { ProxyError } from "../../domain/errors.ts";
 import { HeaderList } from "../../domain/header_list.ts";
+import { trailerPasses } from "../../domain/headers.ts";
 import { BODY_BYTES as COUNTER, RAW_BODY } from "../../ports.ts";
 import type { CountedResponse, Handler, Logger, Metrics, RawBodied } from "../../ports.ts";
 import { WireRequest } from "../h1/wire_request.ts";
@@ -1040,7 +1041,8 @@ export class H2Connection {
     if (trailers !== undefined && trailers.length > 0 && !s.reset && !this.#closed) {
       const block = this.#encoder.begin();
       for (const [k, v] of trailers) {
-        if (!CONNECTION_SPECIFIC.has(k) && k.charCodeAt(0) !== 58) block.field(k, v);
+        // As the other engines: not the fields a trailer must not hold (RFC 9110 §6.5.1).
+        if (trailerPasses(k)) block.field(k, v);
       }
       this.#out.headers(s.id, block.block, true, max);
       s.localEnded = true;

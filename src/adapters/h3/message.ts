@@ -3,6 +3,7 @@
 // Pure: fields in, a validated head (or a MessageError carrying the status to answer) out.
 
 import type { Field } from "./qpack.ts";
+import { trailerPasses } from "../../domain/headers.ts";
 
 /** A malformed request (RFC 9114 §4.1.2): answer `status` (400, 431, 501) then end the stream. */
 export class MessageError extends Error {
@@ -157,30 +158,6 @@ export function responseFields(status: number, headers: Headers): Field[] {
 }
 
 /**
- * Fields a trailer section must not carry (RFC 9110 §6.5.1: framing, routing, request modifiers,
- * authentication, response control data, content metadata), as the HTTP/1.1 engine leaves out.
- */
-const NOT_TRAILERS = new Set([
-  ...CONNECTION_HEADERS,
-  "content-length",
-  "content-type",
-  "content-encoding",
-  "content-range",
-  "trailer",
-  "te",
-  "host",
-  "authorization",
-  "set-cookie",
-  "cache-control",
-  "expires",
-  "location",
-  "date",
-  "retry-after",
-  "vary",
-  "age",
-]);
-
-/**
  * The field list of a response's trailer section (RFC 9114 §4.1): an upstream's trailers without
  * pseudo-fields, connection-specific fields (§4.2) or those a trailer must not hold.
  */
@@ -188,7 +165,7 @@ export function trailerFields(trailers: readonly (readonly [string, string])[]):
   const out: Field[] = [];
   for (const [name, value] of trailers) {
     const k = name.toLowerCase();
-    if (k.charCodeAt(0) !== 58 && !NOT_TRAILERS.has(k)) out.push([k, value]);
+    if (trailerPasses(k)) out.push([k, value]);
   }
   return out;
 }
