@@ -60,7 +60,9 @@ export interface BodyCounter {
   request?: RequestTag;
   /**
    * The upstream's trailer fields, set before the body ends (an HTTP/2 upstream's; gRPC puts its
-   * status there). Prox's HTTP/2 engine sends them after the body; the other listeners drop them.
+   * status there). Prox's HTTP/2 and HTTP/3 engines send them after the body, its HTTP/1.1 engine
+   * in the last chunk to clients that sent `TE: trailers` (all without the fields `trailerPasses`
+   * refuses); Deno.serve (`http1_engine: deno`) drops them.
    */
   trailers?: [string, string][];
 }
