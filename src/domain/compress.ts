@@ -124,8 +124,20 @@ export function decideCompression(i: CompressInput, policy: CompressPolicy): Com
     i.status === 304
   ) return SKIP;
   if (!i.hasBody && i.method !== "HEAD") return SKIP;
-  if (i.contentType === null || !policy.types(mediaTypeOf(i.contentType))) return SKIP;
+  if (i.contentType === null) return SKIP;
+  const type = mediaTypeOf(i.contentType);
+  if (!policy.types(type) || isGrpc(type)) return SKIP;
   return negotiate(i, policy);
+}
+
+/**
+ * gRPC over HTTP/2 (`application/grpc`, `application/grpc+proto`, `+json`…) compresses its own
+ * messages (`grpc-encoding`); its clients do not undo a `Content-Encoding`, so such an answer is
+ * never compressed whatever the route's types (`application/*+json` matches `grpc+json`).
+ * gRPC-Web (`application/grpc-web…`) is HTTP that browsers decode as any other.
+ */
+function isGrpc(mediaType: string): boolean {
+  return mediaType === "application/grpc" || mediaType.startsWith("application/grpc+");
 }
 
 /**

@@ -91,3 +91,22 @@ Deno.test("varyWithAcceptEncoding and etagForEncoded", () => {
   assert.equal(etagForEncoded('"abc"'), 'W/"abc"');
   assert.equal(etagForEncoded('W/"abc"'), 'W/"abc"');
 });
+
+Deno.test("decideCompression never encodes native gRPC (its clients do not undo Content-Encoding); gRPC-Web is HTTP", () => {
+  // application/*+json (a default type) matches application/grpc+json.
+  assert.deepEqual(decide({ contentType: "application/grpc+json" }), { kind: "skip" });
+  const all = compressPolicy({ types: ["application/grpc", "application/grpc+proto", "*/*"] })!;
+  for (
+    const contentType of [
+      "application/grpc",
+      "application/GRPC+proto; x=1",
+      "application/grpc+json",
+    ]
+  ) {
+    assert.deepEqual(decide({ contentType }, all), { kind: "skip" }, contentType);
+  }
+  assert.deepEqual(decide({ contentType: "application/grpc-web-text" }, all), {
+    kind: "encode",
+    coding: "zstd",
+  });
+});
