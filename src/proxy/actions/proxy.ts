@@ -79,7 +79,9 @@ export function discard(body: ReadableStream<Uint8Array>, limit: number): void {
       }
     }
   };
-  pump().catch(() => {}).finally(() => reader.releaseLock());
+  // The lock is never released: nobody reads the body after this, and releaseLock() builds a
+  // TypeError (its stack included) for the reader's `closed` promise, ~5 µs a request.
+  pump().catch(() => {});
 }
 
 /** Builds the request headers sent upstream for a target. */
