@@ -309,8 +309,8 @@ async function readCapped(
       if (o.keep) chunks.push(r.value);
     }
   } finally {
+    // The lock stays: the body is read or cancelled, and releaseLock() builds a TypeError.
     signal.removeEventListener("abort", stop);
-    reader.releaseLock();
   }
   const out = new Uint8Array(o.keep ? got : 0);
   let at = 0;
@@ -357,8 +357,8 @@ async function readBody(
       chunks.push(r.value);
     }
   } finally {
+    // The lock stays: the body is read or cancelled, and releaseLock() builds a TypeError.
     signal.removeEventListener("abort", stop);
-    reader.releaseLock();
   }
   const out = new Uint8Array(got);
   let at = 0;
