@@ -45,6 +45,12 @@ export interface ClientInfo {
    * this error, logged and counted as over TCP. `method` is the client's ("-" when unknown).
    */
   refused?: { kind: ErrorKind; message: string; method: string };
+  /**
+   * The request target was `*` (asterisk-form, RFC 9112 §3.2.4; `:path` `*` over HTTP/2 and
+   * HTTP/3): a request about the server as a whole, which Prox answers itself (the URL says `/`).
+   * Known on Prox's own engines; Deno.serve hands it over as `/*`.
+   */
+  asterisk?: boolean;
 }
 
 /**

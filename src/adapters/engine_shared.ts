@@ -27,6 +27,8 @@ export function httpDate(): string {
  */
 export class EngineInfo implements ClientInfo {
   readonly writesItself = true;
+  /** The request target was `*` (ClientInfo.asterisk). */
+  asterisk = false;
   #state = 0; // 0: in work, 1: delivered, 2: not delivered
   #completed: Promise<void> | undefined;
   #resolve: (() => void) | undefined;

@@ -393,6 +393,18 @@ export function admit(ctx: RequestContext): Response | undefined {
   }
   // As nginx: TRACE would echo cookies and credentials back through every proxy on the way.
   if (method === "TRACE") return errorResponse("method_not_allowed", ctx.requestId);
+  if (ctx.info.asterisk) {
+    ctx.path = "*";
+    // Only OPTIONS takes `*` (RFC 9112 §3.2.4). It asks about the server as a whole, which no
+    // route or upstream stands for: answered here (as Go's servers, Caddy's among them, do),
+    // where it went upstream as `OPTIONS /*` or `OPTIONS /`, a question about another resource.
+    if (method !== "OPTIONS") {
+      return errorResponse("bad_request", ctx.requestId, {
+        message: "Only OPTIONS may have the request target *",
+      });
+    }
+    return new Response(null, { status: 200, headers: ASTERISK_ANSWER });
+  }
   const maxHeader = ctx.snapshot.config.limits.max_header_bytes;
   if (maxHeader !== undefined && headerBytes(ctx.req.headers) > maxHeader) {
     throw new ProxyError("header_too_large", `Request header fields exceed ${maxHeader} bytes`);
@@ -402,6 +414,12 @@ export function admit(ctx: RequestContext): Response | undefined {
   ctx.path = norm.path;
   return undefined;
 }
+
+/** The answer to `OPTIONS *`: the methods Prox passes on (TRACE and CONNECT it refuses). */
+const ASTERISK_ANSWER: HeadersInit = [
+  ["allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"],
+  ["content-length", "0"],
+];
 
 /** Errors the client's own request caused: each is in the access log already. */
 const CLIENT_FAULTS: ReadonlySet<string> = new Set([

@@ -279,6 +279,28 @@ export const KNOWN: Known[] = [
       }];
     },
   },
+  {
+    // RFC 9112 §3.2.4: `OPTIONS *` asks about the server as a whole. The engine answers it (200,
+    // Allow, no body; logged with path `*` and no route); Deno.serve hands it over as `/*`, which
+    // went upstream as a question about another resource.
+    name: "OPTIONS * is answered by Prox",
+    rewrite: (d, p, input) => {
+      if (!/(^|\n)OPTIONS \* HTTP\/1\.[01]\r?\n/.test(input)) return [d, p];
+      const i = p.answers.findIndex((a) =>
+        a.status === 200 && a.body === "" &&
+        a.fields.some(([k, v]) => k === "allow" && v.endsWith("OPTIONS"))
+      );
+      const line = d.upstream.findIndex((u) => /^OPTIONS \/\* HTTP\/1\.1$/.test(u.line));
+      const mine = p.access.find((r) => r.method === "OPTIONS" && r.path === "*");
+      if (i < 0 || line < 0 || !mine || d.answers[i]?.status !== 200) return [d, p];
+      return [{
+        ...d,
+        answers: d.answers.map((a, j) => j === i ? p.answers[i] : a),
+        upstream: d.upstream.filter((_, j) => j !== line),
+        access: d.access.map((r) => r.method === "OPTIONS" && r.path === "/*" ? mine : r),
+      }, p];
+    },
+  },
 ];
 
 /** Applies the known differences' rewrites (all, or all but `skip`) to Deno.serve's and the

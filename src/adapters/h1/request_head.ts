@@ -16,7 +16,7 @@ import { latin1 } from "../upstream_h1_wire.ts";
 /** A parsed request head. Field names are lowercase; values as sent, without surrounding OWS. */
 export interface RequestHead {
   method: string;
-  /** The origin-form request target as sent (`/p?q`). */
+  /** The origin-form request target as sent (`/p?q`), or `*` (asterisk-form, RFC 9112 §3.2.4). */
   target: string;
   names: string[];
   values: string[];
@@ -252,7 +252,9 @@ function parseHead(
   const http10 = minor === 48;
   const method = text.slice(0, sp1);
   const target = text.slice(sp1 + 1, sp2);
-  if (!clean && (!TCHAR.test(method) || !ORIGIN_FORM.test(target))) return null;
+  if (!clean && (!TCHAR.test(method) || !(ORIGIN_FORM.test(target) || target === "*"))) {
+    return null;
+  }
 
   const names: string[] = [];
   const values: string[] = [];

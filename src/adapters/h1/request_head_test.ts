@@ -116,7 +116,6 @@ Deno.test("parseRequestHead leaves odd bodies, upgrades and oddities to Deno.ser
     "GET / HTTP/1.00\r\nHost: a\r\n\r\n",
     "GET / HTTP/1.0\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
     "GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n",
-    "OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n",
     "CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n",
     // malformed or smuggling-shaped heads
     "\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",
@@ -272,4 +271,13 @@ Deno.test("HeadScan tells a head on its way that can no longer be the engine's, 
   assert.equal(s.viable(latin1("\x00"), 0, 1), false);
   s.reset();
   assert.equal(s.viable(b, 0, b.length), true);
+});
+
+Deno.test("parseRequestHead takes the asterisk-form (the pipeline answers OPTIONS * itself)", () => {
+  const head = parseRequestHead("OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n");
+  assert.equal(head?.target, "*");
+  assert.equal(head?.method, "OPTIONS");
+  // Any method: the pipeline answers 400 to those, rather than Deno.serve serving them as `/*`.
+  assert.equal(parseRequestHead("GET * HTTP/1.1\r\nHost: a\r\n\r\n")?.target, "*");
+  assert.equal(parseRequestHead("OPTIONS *x HTTP/1.1\r\nHost: a\r\n\r\n"), null);
 });

@@ -1152,7 +1152,7 @@ async function exchange(
   // exchange): only then is the socket read in the background.
   const req = new WireRequest(
     head.method,
-    (env.tls ? "https://" : "http://") + head.host + head.target,
+    (env.tls ? "https://" : "http://") + head.host + (head.target === "*" ? "/" : head.target),
     fields,
     () => c.watch(),
     body,
@@ -1161,6 +1161,7 @@ async function exchange(
   // The Host field as it came (the engine takes only origin-form targets), which the URL above
   // begins with, is the authority: identify() need not find it there again.
   const info = new EngineInfo(c.peer, env.localPort, "http/1.1", env.tls, head.host, head.http10);
+  if (head.target === "*") info.asterisk = true;
   env.counts.served++;
   const m = env.metrics;
   m?.connectionOpened("http/1.1");

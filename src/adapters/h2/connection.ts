@@ -133,6 +133,8 @@ class Stream implements Reader {
   /** This side sent END_STREAM or RST_STREAM. */
   localEnded = false;
   reset = false;
+  /** Its `:path` was `*` (ClientInfo.asterisk). */
+  asterisk = false;
   /** The request body's chunks not read yet. */
   queue: Uint8Array[] = [];
   queued = 0;
@@ -642,6 +644,7 @@ export class H2Connection {
       this.#flush();
     }
     const url = (this.#env.tls ? "https://" : "http://") + authority + (path === "*" ? "/" : path);
+    if (path === "*") s.asterisk = true;
     if (s.remoteEnded) return this.#begin(s, method, url, authority, fields, null, null);
     // With a body: the exchange begins once the frames read with its HEADERS are handled, so that
     // a small body that came whole with them is handed on as bytes, as the HTTP/1.1 engine does.
@@ -689,6 +692,7 @@ export class H2Connection {
       authority,
       false,
     );
+    if (s.asterisk) info.asterisk = true;
     const env = this.#env;
     env.served?.();
     env.metrics?.connectionOpened(info.protocol);

@@ -191,13 +191,18 @@ export async function serveRequest(
   /** The client's :method, for the log line of a request refused here ("-" when unknown). */
   let refusedMethod = "-";
   /** Runs the handler and writes its response; settles the access log's `completed`. */
-  const answer = async (req: Request, refused?: ClientInfo["refused"]) => {
+  const answer = async (req: Request, refused?: ClientInfo["refused"], asterisk?: true) => {
     // Settles once the response is written in full (or not): the access log waits for it.
     const completed = Promise.withResolvers<void>();
     completed.promise.catch(() => {});
     let res: Response;
     try {
-      res = await ctx.handler(req, { ...ctx.info, completed: completed.promise, refused });
+      res = await ctx.handler(req, {
+        ...ctx.info,
+        completed: completed.promise,
+        refused,
+        ...(asterisk ? { asterisk } : {}),
+      });
     } catch (err) {
       ctx.logger.error("HTTP/3 handler failed", { error: String(err) });
       res = new Response("Internal Server Error\n", { status: 500 });
@@ -255,7 +260,7 @@ export async function serveRequest(
       : null;
     const req = toRequest(head, body, signal);
     if (!hasBody) drainRest(r, fail);
-    await answer(req);
+    await answer(req, undefined, head.path === "*" || undefined);
     // Whatever request body the handler left unread is not wanted: STOP_SENDING (§4.1.1).
     await r.cancel();
   } catch (err) {
@@ -325,8 +330,8 @@ function toRequest(
     if (!headers.has("host")) headers.set("host", head.authority);
     // Fields are byte strings: raw UTF-8 in :path is percent-encoded byte by byte, as the
     // HTTP/1.1 listener does (the URL parser would encode each byte's char as UTF-8 again).
-    // `OPTIONS *` as Deno.serve hands it over TCP: `/*` (the URL has no other way to say it).
-    const path = head.path === "*" ? "/*" : head.path.replace(NON_ASCII, percentByte);
+    // `*` (OPTIONS about the server as a whole): the URL says `/`, ClientInfo.asterisk the rest.
+    const path = head.path === "*" ? "/" : head.path.replace(NON_ASCII, percentByte);
     return new Request(`${head.scheme}://${head.authority}${path}`, {
       method: head.method,
       headers,
