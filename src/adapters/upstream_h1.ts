@@ -12,7 +12,7 @@ import { responseWith } from "../proxy/respond.ts";
 import { WireResponse } from "../proxy/wire_response.ts";
 import { HeaderList } from "../domain/header_list.ts";
 import { streamedBytes } from "./gc_hint.ts";
-import { parseChunkSize, parseResponseHead, requestHead } from "./upstream_h1_wire.ts";
+import { latin1, parseChunkSize, parseResponseHead, requestHead } from "./upstream_h1_wire.ts";
 import { pumpBody, requestBytes } from "./upstream_h1_request.ts";
 import type { ResponseHead } from "./upstream_h1_wire.ts";
 import { MAX_TRAILERS } from "./h1/chunked.ts";
@@ -358,6 +358,13 @@ function bodyEnded(source: string): ProxyError {
   return new ProxyError("upstream_reset", `Upstream "${source}" ended the body early`, { source });
 }
 
+/** A trailer field's name: a token (RFC 9110 §5.1). */
+const TRAILER_NAME = /^[!#$%&'*+\-.^_`|~0-9a-z]+$/;
+/** What a field value must not hold (RFC 9110 §5.5): controls other than HTAB. */
+// deno-lint-ignore no-control-regex
+const BAD_TRAILER_VALUE = /[\x00-\x08\x0a-\x1f\x7f]/;
+const OWS_ENDS = /^[ \t]+|[ \t]+$/g;
+
 /** The streaming response body for "length", "chunked" and "close" framing. */
 function bodyStream(
   conn: H1Connection,
@@ -368,8 +375,10 @@ function bodyStream(
   let remaining = head.framing === "length" ? head.contentLength : 0;
   // chunked state: 0 size line, 1 data, 2 CRLF after data, 3 trailers, 4 ended
   let state = 0;
-  /** Bytes of trailer fields so far: bounded as a head is, though they are dropped. */
+  /** Bytes of trailer fields so far: bounded as a head is. */
   let trailerBytes = 0;
+  /** The trailer fields read so far, handed on (BodyCounter.trailers) when the body ends. */
+  let trailers: [string, string][] | null = null;
   let finished = false;
   const finish = (ok: boolean) => {
     if (finished) return;
@@ -479,8 +488,24 @@ function bodyStream(
         if (trailerBytes > MAX_TRAILERS) {
           throw new ProxyError("protocol", `Upstream trailer fields exceed ${MAX_TRAILERS} bytes`);
         }
+        if (!empty) {
+          // name ":" OWS value OWS (RFC 9112 §7.1.2, as a field line); one that is not is dropped,
+          // as the engines drop the fields a trailer must not hold.
+          const line = latin1(conn.buf, conn.start, conn.buf[lf - 1] === 13 ? lf - 1 : lf);
+          const colon = line.indexOf(":");
+          const name = line.slice(0, colon).toLowerCase();
+          const value = line.slice(colon + 1).replace(OWS_ENDS, "");
+          if (colon > 0 && TRAILER_NAME.test(name) && !BAD_TRAILER_VALUE.test(value)) {
+            (trailers ??= []).push([name, value]);
+          }
+        }
         conn.start = lf + 1;
-        if (empty) state = 4; // trailers (if any) are dropped
+        if (empty) {
+          state = 4;
+          // Passed on after the body (by the HTTP/2 and HTTP/3 engines, and the HTTP/1.1 one to
+          // clients that take them), as an HTTP/2 upstream's are.
+          if (trailers) counter.trailers = trailers;
+        }
       }
     }
   };
