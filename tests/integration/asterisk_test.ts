@@ -4,9 +4,12 @@
 // request target as given (`--request-target`); HTTP/3 through Prox's own client.
 import assert from "node:assert/strict";
 import { interopTest, ROOT, run, startUpstream, waitFor } from "../_harness.ts";
-import { startProxy } from "./_proxy.ts";
+import { onProxEngines, startProxy } from "./_proxy.ts";
 import { connectH3 } from "../../src/adapters/h3/client.ts";
 import { silentLogger } from "../../src/ports.ts";
+
+// Prox's own engines answer these (PROX_H1_ENGINE=deno runs the suite on Deno.serve).
+onProxEngines();
 
 const TLS = `${ROOT}/tests/fixtures/tls`;
 

@@ -3,7 +3,10 @@
 // that sent `TE: trailers`; fields a trailer must not hold, and malformed lines, left out.
 import assert from "node:assert/strict";
 import { interopTest, run } from "../_harness.ts";
-import { startProxy } from "./_proxy.ts";
+import { onProxEngines, startProxy } from "./_proxy.ts";
+
+// Prox's own engines answer these (PROX_H1_ENGINE=deno runs the suite on Deno.serve).
+onProxEngines();
 
 /** An upstream that answers every request with a chunked body and trailers, raw. */
 function chunkedUpstream() {

@@ -6,10 +6,13 @@ import assert from "node:assert/strict";
 import http2 from "node:http2";
 import * as grpc from "@grpc/grpc-js";
 import { interopTest, ROOT, run, waitFor } from "../_harness.ts";
-import { startProxy } from "./_proxy.ts";
+import { onProxEngines, startProxy } from "./_proxy.ts";
 import { serveGrpc } from "./_grpc.ts";
 import { connectH3 } from "../../src/adapters/h3/client.ts";
 import { silentLogger } from "../../src/ports.ts";
+
+// Prox's own engines answer these (PROX_H1_ENGINE=deno runs the suite on Deno.serve).
+onProxEngines();
 
 const TLS = `${ROOT}/tests/fixtures/tls`;
 const ca = Deno.readTextFileSync(`${TLS}/ca.pem`);
