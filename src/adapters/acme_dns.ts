@@ -125,24 +125,48 @@ const denoLookup: ServerLookup = async (name, type) => {
   }
 };
 
-/** The name servers of the zone that holds `record`, as addresses on port 53 (empty: none found). */
-export async function authoritativeServers(
+/** A zone's name server (`name`) and its addresses; a `resolvers` entry is one of its own. */
+export interface ServerGroup {
+  name: string | null;
+  addrs: NameServer[];
+}
+
+/** The name servers of the zone that holds `record`, each with its addresses on port 53. */
+export async function authoritativeGroups(
   record: string,
   lookup: ServerLookup = denoLookup,
-): Promise<NameServer[]> {
+): Promise<ServerGroup[]> {
   for (const zone of zoneCandidates(record)) {
     const names = await lookup(zone, "NS").catch(() => []);
     if (names.length === 0) continue;
-    const out: NameServer[] = [];
+    const out: ServerGroup[] = [];
     for (const ns of names.slice(0, 8)) {
+      const addrs: NameServer[] = [];
       for (const type of ["A", "AAAA"] as const) {
-        for (const ipAddr of await lookup(ns, type).catch(() => [])) out.push({ ipAddr, port: 53 });
+        for (const ipAddr of await lookup(ns, type).catch(() => [])) {
+          addrs.push({ ipAddr, port: 53 });
+        }
       }
+      if (addrs.length > 0) out.push({ name: ns.replace(/\.$/, ""), addrs });
     }
     return out;
   }
   return [];
 }
+
+/** The name servers of the zone that holds `record`, as addresses on port 53 (empty: none found). */
+export async function authoritativeServers(
+  record: string,
+  lookup: ServerLookup = denoLookup,
+): Promise<NameServer[]> {
+  return (await authoritativeGroups(record, lookup)).flatMap((g) => g.addrs);
+}
+
+const addrText = (s: NameServer) => s.ipAddr.includes(":") ? `[${s.ipAddr}]` : s.ipAddr;
+const groupText = (g: ServerGroup) =>
+  g.name === null
+    ? g.addrs.map((s) => `${addrText(s)}:${s.port}`).join(", ")
+    : `${g.name} (${g.addrs.map((s) => s.ipAddr).join(", ")})`;
 
 /**
  * Waits until every server (`resolvers`, else the zone's authoritative servers) answers `value`
@@ -163,13 +187,15 @@ export async function awaitTxt(
 ): Promise<void> {
   const name = fqdn.replace(/\.$/, "");
   const txt = opts.txt ?? denoTxt;
-  let servers: NameServer[];
+  // A name server counts once any of its addresses answers the value: a host without an IPv6
+  // route cannot reach the AAAA addresses most providers' servers have.
+  let servers: ServerGroup[];
   if (opts.resolvers && opts.resolvers.length > 0) {
     servers = opts.resolvers.map(parseResolver).filter((s): s is NameServer =>
       typeof s !== "string"
-    );
+    ).map((s) => ({ name: null, addrs: [s] }));
   } else {
-    servers = await authoritativeServers(name, opts.lookup);
+    servers = await authoritativeGroups(name, opts.lookup);
     if (servers.length === 0) {
       opts.logger.warn(
         "ACME DNS-01: no authoritative name servers found; asking the CA without checking",
@@ -185,19 +211,22 @@ export async function awaitTxt(
   let missing = servers;
   let lastError = "";
   for (;;) {
-    const seen = await Promise.all(missing.map(async (s) => {
-      try {
-        return txtHolds(await txt(name, s), value);
-      } catch (err) {
-        lastError = (err as Error).message;
-        return false;
-      }
+    const seen = await Promise.all(missing.map(async (g) => {
+      const each = await Promise.all(g.addrs.map(async (s) => {
+        try {
+          return txtHolds(await txt(name, s), value);
+        } catch (err) {
+          lastError = (err as Error).message;
+          return false;
+        }
+      }));
+      return each.some((b) => b);
     }));
     missing = missing.filter((_, i) => !seen[i]);
     if (missing.length === 0) return;
     const left = deadline - performance.now();
     if (left <= 0 || opts.signal?.aborted) {
-      const where = missing.map((s) => `${s.ipAddr}:${s.port}`).join(", ");
+      const where = missing.map(groupText).join("; ");
       throw new Error(
         `ACME DNS-01: the TXT record ${fqdn} was not seen on ${where} within ${
           Math.round(opts.timeoutMs / 1000)

@@ -74,3 +74,41 @@ Deno.test("awaitTxt: waits until every server answers the value; names the ones 
   });
   assert.match(quiet.warned.join(), /no authoritative name servers found/);
 });
+
+Deno.test("awaitTxt: a name server counts as seen through any of its addresses (no IPv6 route: its AAAA unreachable)", async () => {
+  const lookup: ServerLookup = (name, type) => {
+    if (type === "NS") return Promise.resolve(name === "example.com" ? ["ns1.dns.test"] : []);
+    if (type === "A") return Promise.resolve(["192.0.2.1"]);
+    if (type === "AAAA") return Promise.resolve(["2001:db8::1"]);
+    return Promise.resolve([]);
+  };
+  const asked: string[] = [];
+  const txt: TxtLookup = (_name, server) => {
+    asked.push(server.ipAddr);
+    return server.ipAddr.includes(":")
+      ? Promise.reject(new Error("Network is unreachable (os error 101)"))
+      : Promise.resolve([["v"]]);
+  };
+  await awaitTxt("_acme-challenge.example.com.", "v", {
+    timeoutMs: 200,
+    pollMs: 1,
+    logger: quiet,
+    lookup,
+    txt,
+  });
+  assert.ok(asked.includes("192.0.2.1"));
+  // Still, a server none of whose addresses shows the value is waited for, and named.
+  await assert.rejects(
+    awaitTxt("_acme-challenge.example.com.", "v", {
+      timeoutMs: 20,
+      pollMs: 1,
+      logger: quiet,
+      lookup,
+      txt: (_n, s) =>
+        s.ipAddr.includes(":")
+          ? Promise.reject(new Error("Network is unreachable"))
+          : Promise.resolve([["stale"]]),
+    }),
+    /was not seen on ns1\.dns\.test \(192\.0\.2\.1, 2001:db8::1\)/,
+  );
+});
