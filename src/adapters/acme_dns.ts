@@ -100,7 +100,10 @@ export function dnsPublisher(
 /** One TXT lookup (each record's strings); NXDOMAIN and an empty answer are `[]`. */
 export type TxtLookup = (name: string, server: NameServer) => Promise<string[][]>;
 /** Resolves a name's NS records, then addresses, through the system resolver. */
-export type ServerLookup = (name: string, type: "NS" | "A" | "AAAA") => Promise<string[]>;
+export type ServerLookup = (
+  name: string,
+  type: "NS" | "A" | "AAAA" | "CNAME",
+) => Promise<string[]>;
 
 const LOOKUP_TIMEOUT_MS = 5_000;
 
@@ -168,6 +171,17 @@ const groupText = (g: ServerGroup) =>
     ? g.addrs.map((s) => `${addrText(s)}:${s.port}`).join(", ")
     : `${g.name} (${g.addrs.map((s) => s.ipAddr).join(", ")})`;
 
+/** Where `name`'s CNAME chain ends (`name` itself without one), through the system resolver. */
+async function cnameTarget(name: string, lookup: ServerLookup): Promise<string> {
+  let at = name;
+  for (let hop = 0; hop < 8; hop++) {
+    const [next] = await lookup(at, "CNAME").catch(() => []);
+    if (!next) break;
+    at = next.replace(/\.$/, "").toLowerCase();
+  }
+  return at;
+}
+
 /**
  * Waits until every server (`resolvers`, else the zone's authoritative servers) answers `value`
  * for `fqdn`, polling; throws past `timeoutMs`, naming the servers that did not.
@@ -185,7 +199,7 @@ export async function awaitTxt(
     signal?: AbortSignal;
   },
 ): Promise<void> {
-  const name = fqdn.replace(/\.$/, "");
+  let name = fqdn.replace(/\.$/, "");
   const txt = opts.txt ?? denoTxt;
   // A name server counts once any of its addresses answers the value: a host without an IPv6
   // route cannot reach the AAAA addresses most providers' servers have.
@@ -195,6 +209,16 @@ export async function awaitTxt(
       typeof s !== "string"
     ).map((s) => ({ name: null, addrs: [s] }));
   } else {
+    // `_acme-challenge` CNAMEd to another zone (delegated validation, acme-dns): the CA follows
+    // it, and the CNAME's own zone's servers know nothing of the target.
+    const cname = await cnameTarget(name, opts.lookup ?? denoLookup);
+    if (cname !== name) {
+      opts.logger.info("ACME DNS-01: the record is a CNAME; looking for it there", {
+        record: fqdn,
+        target: `${cname}.`,
+      });
+      name = cname;
+    }
     servers = await authoritativeGroups(name, opts.lookup);
     if (servers.length === 0) {
       opts.logger.warn(
@@ -228,9 +252,9 @@ export async function awaitTxt(
     if (left <= 0 || opts.signal?.aborted) {
       const where = missing.map(groupText).join("; ");
       throw new Error(
-        `ACME DNS-01: the TXT record ${fqdn} was not seen on ${where} within ${
-          Math.round(opts.timeoutMs / 1000)
-        } s${
+        `ACME DNS-01: the TXT record ${fqdn}${
+          name === fqdn.replace(/\.$/, "") ? "" : ` (a CNAME to ${name}.)`
+        } was not seen on ${where} within ${Math.round(opts.timeoutMs / 1000)} s${
           lastError ? ` (last error: ${lastError})` : ""
         }; raise tls.acme.dns.propagation_timeout if the provider is slow, or check resolvers`,
       );

@@ -112,3 +112,111 @@ Deno.test("awaitTxt: a name server counts as seen through any of its addresses (
     /was not seen on ns1\.dns\.test \(192\.0\.2\.1, 2001:db8::1\)/,
   );
 });
+
+/**
+ * An authoritative DNS server for one zone on 127.0.0.x (UDP): answers its own names from
+ * `records` (a CNAME alone, as for a name delegated to another zone) and REFUSED for others.
+ */
+function zoneServer(
+  hostname: string,
+  zone: string,
+  records: Record<string, { cname?: string; txt?: string[] }>,
+) {
+  const sock = Deno.listenDatagram({ transport: "udp", hostname, port: 0 });
+  const enc = new TextEncoder();
+  const wire = (n: string) => [
+    ...n.replace(/\.$/, "").split(".").flatMap((l) => [l.length, ...enc.encode(l)]),
+    0,
+  ];
+  void (async () => {
+    for await (const [msg, addr] of sock) {
+      let i = 12;
+      const labels: string[] = [];
+      while (msg[i] !== 0) {
+        labels.push(new TextDecoder().decode(msg.slice(i + 1, i + 1 + msg[i])));
+        i += msg[i] + 1;
+      }
+      const qname = labels.join(".").toLowerCase();
+      const qtype = (msg[i + 1] << 8) | msg[i + 2];
+      const rec = records[qname];
+      const rr = (type: number, rdata: number[]) => [
+        ...wire(qname),
+        0,
+        type,
+        0,
+        1,
+        0,
+        0,
+        0,
+        60,
+        rdata.length >> 8,
+        rdata.length & 255,
+        ...rdata,
+      ];
+      const answers = rec?.cname
+        ? [rr(5, wire(rec.cname))]
+        : qtype === 16
+        ? (rec?.txt ?? []).map((t) => rr(16, [t.length, ...enc.encode(t)]))
+        : [];
+      const ours = qname === zone || qname.endsWith(`.${zone}`);
+      const rcode = !ours ? 5 : rec ? 0 : 3;
+      const head = [
+        msg[0],
+        msg[1],
+        0x84 | (msg[2] & 1),
+        rcode,
+        0,
+        1,
+        0,
+        answers.length,
+        0,
+        0,
+        0,
+        0,
+      ];
+      await sock.send(
+        new Uint8Array([...head, ...msg.slice(12, i + 5), ...answers.flat()]),
+        addr,
+      ).catch(() => {});
+    }
+  })().catch(() => {});
+  return {
+    port: (sock.addr as Deno.NetAddr).port,
+    [Symbol.dispose]: () => sock.close(),
+  };
+}
+
+Deno.test("awaitTxt: a record CNAMEd to another zone (delegated validation) is looked for where the CNAME points", async () => {
+  // example.com's servers hold only the CNAME; the validation zone's servers hold the TXT.
+  using own = zoneServer("127.0.0.1", "example.com", {
+    "_acme-challenge.example.com": { cname: "x1.acme.validation.test" },
+  });
+  using delegated = zoneServer("127.0.0.2", "acme.validation.test", {
+    "x1.acme.validation.test": { txt: ["v"] },
+  });
+  // The system resolver's view (recursive): the CNAME, and each zone's name server.
+  const lookup: ServerLookup = (name, type) => {
+    const table: Record<string, string[]> = {
+      "CNAME _acme-challenge.example.com": ["x1.acme.validation.test."],
+      "NS example.com": ["ns.example.com."],
+      "NS acme.validation.test": ["ns.validation.test."],
+      "A ns.example.com": ["127.0.0.1"],
+      "A ns.validation.test": ["127.0.0.2"],
+    };
+    return Promise.resolve(table[`${type} ${name.replace(/\.$/, "")}`] ?? []);
+  };
+  // Real DNS queries, to the test servers' ports instead of 53.
+  const ports: Record<string, number> = { "127.0.0.1": own.port, "127.0.0.2": delegated.port };
+  const txt: TxtLookup = (name, server) =>
+    Deno.resolveDns(name, "TXT", {
+      nameServer: { ipAddr: server.ipAddr, port: ports[server.ipAddr] },
+      signal: AbortSignal.timeout(2_000),
+    }).catch(() => []);
+  await awaitTxt("_acme-challenge.example.com.", "v", {
+    timeoutMs: 1_000,
+    pollMs: 20,
+    logger: quiet,
+    lookup,
+    txt,
+  });
+});
