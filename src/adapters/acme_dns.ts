@@ -27,32 +27,98 @@ const tail = (text: string) => {
   return t.length > OUTPUT_CHARS ? `…${t.slice(-OUTPUT_CHARS)}` : t;
 };
 
+/**
+ * Reads `stream` in the background keeping its last `max` bytes; `end(graceMs)` waits up to
+ * `graceMs` for it to close (a child the hook left running may hold it open), then stops reading.
+ */
+function keepTail(stream: ReadableStream<Uint8Array>, max = 4096) {
+  const reader = stream.getReader();
+  let chunks: Uint8Array[] = [];
+  let size = 0;
+  const loop = (async () => {
+    try {
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) return;
+        chunks.push(value);
+        size += value.length;
+        if (size > 2 * max) {
+          const all = new Uint8Array(size);
+          let at = 0;
+          for (const c of chunks) all.set(c, (at += c.length) - c.length);
+          chunks = [all.slice(size - max)];
+          size = max;
+        }
+      }
+    } catch { /* cancelled */ }
+  })();
+  return async (graceMs: number): Promise<string> => {
+    let t: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([loop, new Promise((r) => t = setTimeout(r, graceMs))]);
+    clearTimeout(t);
+    await reader.cancel().catch(() => {});
+    await loop;
+    const all = new Uint8Array(size);
+    let at = 0;
+    for (const c of chunks) all.set(c, (at += c.length) - c.length);
+    return new TextDecoder().decode(all.slice(Math.max(0, size - max)));
+  };
+}
+
+/** How long output still open after a hook exited is read (a child it left may hold it). */
+const OUTPUT_GRACE_MS = 200;
+
 /** The publisher `dns` configures; `env` reads `token_env` (at each call: a rotated token is used). */
 export function dnsPublisher(
   dns: AcmeDnsConfig,
   env: (name: string) => string | undefined = (n) => Deno.env.get(n),
+  opts: { timeoutMs?: number } = {},
 ): DnsPublisher {
+  const timeoutMs = opts.timeoutMs ?? HOOK_TIMEOUT_MS;
   if (dns.command) {
     const [cmd, ...fixed] = dns.command;
     const run = async (action: string, fqdn: string, value: string) => {
-      let out: Deno.CommandOutput;
+      let child: Deno.ChildProcess;
       try {
-        out = await new Deno.Command(cmd, {
+        // Its own process group (detached: a new session), so that the time limit ends the
+        // children it started too, not just the shell.
+        child = new Deno.Command(cmd, {
           args: [...fixed, action, fqdn, value],
           stdin: "null",
           stdout: "piped",
           stderr: "piped",
-          signal: AbortSignal.timeout(HOOK_TIMEOUT_MS),
-        }).output();
+          detached: true,
+        }).spawn();
       } catch (err) {
         throw new Error(`DNS command ${cmd} ${action} could not run: ${(err as Error).message}`);
       }
-      if (!out.success) {
-        const dec = new TextDecoder();
-        const said = tail(dec.decode(out.stderr)) || tail(dec.decode(out.stdout));
-        const how = out.signal
-          ? `was killed (${out.signal}; ${HOOK_TIMEOUT_MS / 1000} s limit)`
-          : `exited with ${out.code}`;
+      const stdout = keepTail(child.stdout);
+      const stderr = keepTail(child.stderr);
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      let status = await Promise.race([
+        child.status,
+        new Promise<null>((r) => timer = setTimeout(() => r(null), timeoutMs)),
+      ]);
+      clearTimeout(timer);
+      if (status === null) {
+        try {
+          Deno.kill(-child.pid, "SIGKILL");
+        } catch {
+          try {
+            child.kill("SIGKILL");
+          } catch { /* gone meanwhile */ }
+        }
+        status = await child.status;
+      }
+      const [out, errText] = await Promise.all([
+        stdout(OUTPUT_GRACE_MS),
+        stderr(OUTPUT_GRACE_MS),
+      ]);
+      if (!status.success) {
+        const said = tail(errText) || tail(out);
+        const how = status.signal
+          ? `was killed (${status.signal}; ${timeoutMs / 1000} s limit)`
+          : `exited with ${status.code}`;
         throw new Error(`DNS command ${cmd} ${action} ${fqdn} ${how}${said ? `: ${said}` : ""}`);
       }
     };
@@ -81,7 +147,7 @@ export function dnsPublisher(
         method: "POST",
         headers,
         body: JSON.stringify({ fqdn, value }),
-        signal: AbortSignal.timeout(HOOK_TIMEOUT_MS),
+        signal: AbortSignal.timeout(timeoutMs),
       });
     } catch (err) {
       throw new Error(`DNS webhook ${url} could not be reached: ${(err as Error).message}`);

@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
-import { authoritativeServers, awaitTxt } from "./acme_dns.ts";
+import { authoritativeServers, awaitTxt, dnsPublisher } from "./acme_dns.ts";
 import type { ServerLookup, TxtLookup } from "./acme_dns.ts";
 import type { Logger } from "../ports.ts";
+import { waitFor } from "../../tests/_harness.ts";
 
 const quiet: Logger & { warned: string[] } = {
   warned: [],
@@ -219,4 +220,61 @@ Deno.test("awaitTxt: a record CNAMEd to another zone (delegated validation) is l
     lookup,
     txt,
   });
+});
+
+/** Whether process `pid` still runs (a killed one may linger as a zombie until it is reaped). */
+function alive(pid: number): boolean {
+  try {
+    return !/^\d+ \(.*\) [ZX]/.test(Deno.readTextFileSync(`/proc/${pid}/stat`));
+  } catch {
+    return false;
+  }
+}
+
+Deno.test("dnsPublisher command: a hook that leaves a child holding its output returns when it exits", async () => {
+  const dir = await Deno.makeTempDir();
+  let pid = 0;
+  try {
+    const hook = `${dir}/hook.sh`;
+    // As a hook that starts a helper in the background (nohup …&) without redirecting it.
+    await Deno.writeTextFile(hook, `#!/bin/sh\nsleep 20 &\necho $! > ${dir}/pid\necho published\n`);
+    await Deno.chmod(hook, 0o755);
+    const started = performance.now();
+    await dnsPublisher({ command: [hook], propagation_timeout: 1_000 }, () => undefined, {
+      timeoutMs: 10_000,
+    }).present("_acme-challenge.example.com.", "v");
+    pid = Number(await Deno.readTextFile(`${dir}/pid`));
+    const ms = performance.now() - started;
+    assert.ok(ms < 5_000, `present took ${Math.round(ms)} ms`);
+  } finally {
+    if (pid && alive(pid)) Deno.kill(pid, "SIGKILL");
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("dnsPublisher command: a hung hook is killed at the time limit, with the children it started", async () => {
+  const dir = await Deno.makeTempDir();
+  let pid = 0;
+  try {
+    const hook = `${dir}/hook.sh`;
+    await Deno.writeTextFile(
+      hook,
+      `#!/bin/sh\necho "waiting for the provider" >&2\nsleep 20 &\necho $! > ${dir}/pid\nwait\n`,
+    );
+    await Deno.chmod(hook, 0o755);
+    const started = performance.now();
+    await assert.rejects(
+      dnsPublisher({ command: [hook], propagation_timeout: 1_000 }, () => undefined, {
+        timeoutMs: 300,
+      }).present("_acme-challenge.example.com.", "v"),
+      /hook\.sh present _acme-challenge\.example\.com\. was killed \(SIGKILL; 0\.3 s limit\): waiting for the provider$/,
+    );
+    const ms = performance.now() - started;
+    assert.ok(ms < 5_000, `present took ${Math.round(ms)} ms`);
+    pid = Number(await Deno.readTextFile(`${dir}/pid`));
+    await waitFor(() => !alive(pid), { timeoutMs: 2_000, what: "the hook's child to end" });
+  } finally {
+    if (pid && alive(pid)) Deno.kill(pid, "SIGKILL");
+    await Deno.remove(dir, { recursive: true });
+  }
 });
