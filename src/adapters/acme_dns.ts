@@ -65,6 +65,37 @@ function keepTail(stream: ReadableStream<Uint8Array>, max = 4096) {
   };
 }
 
+/** Up to `max` bytes of `body` read within `ms`, as text; the rest is cancelled. */
+async function readHead(
+  body: ReadableStream<Uint8Array> | null,
+  max: number,
+  ms: number,
+): Promise<string> {
+  if (!body) return "";
+  const reader = body.getReader();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  let t: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<null>((r) => t = setTimeout(() => r(null), ms));
+  try {
+    while (size < max) {
+      const got = await Promise.race([reader.read(), late]);
+      if (got === null || got.done) break;
+      chunks.push(got.value);
+      size += got.value.length;
+    }
+  } catch {
+    /* what arrived is enough */
+  } finally {
+    clearTimeout(t);
+    await reader.cancel().catch(() => {});
+  }
+  const all = new Uint8Array(size);
+  let at = 0;
+  for (const c of chunks) all.set(c, (at += c.length) - c.length);
+  return new TextDecoder().decode(all.slice(0, max));
+}
+
 /** How long output still open after a hook exited is read (a child it left may hold it). */
 const OUTPUT_GRACE_MS = 200;
 
@@ -148,14 +179,28 @@ export function dnsPublisher(
         headers,
         body: JSON.stringify({ fqdn, value }),
         signal: AbortSignal.timeout(timeoutMs),
+        redirect: "manual",
       });
     } catch (err) {
       throw new Error(`DNS webhook ${url} could not be reached: ${(err as Error).message}`);
     }
-    const text = await res.text().catch(() => "");
-    if (!res.ok) {
-      throw new Error(`DNS webhook ${url} answered ${res.status}${text ? `: ${tail(text)}` : ""}`);
+    if (res.ok) {
+      // Nothing in the answer matters: one that never ends must not hold the order.
+      await res.body?.cancel().catch(() => {});
+      return;
     }
+    const text = await readHead(res.body, 4096, 2_000);
+    const location = res.headers.get("location");
+    if (res.status >= 300 && res.status < 400 && location) {
+      // Followed, a 301-303 would turn the POST into a GET (and drop Authorization elsewhere):
+      // the hook would seem to have published a record it never saw.
+      throw new Error(
+        `DNS webhook ${url} answered ${res.status}, a redirect to ${
+          new URL(location, url).href
+        }: set tls.acme.dns.webhook to the URL it should be`,
+      );
+    }
+    throw new Error(`DNS webhook ${url} answered ${res.status}${text ? `: ${tail(text)}` : ""}`);
   };
   return {
     present: (fqdn, value) => call("present", fqdn, value),

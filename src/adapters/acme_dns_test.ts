@@ -278,3 +278,58 @@ Deno.test("dnsPublisher command: a hung hook is killed at the time limit, with t
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("dnsPublisher webhook: an answer whose body never ends is not waited for; an error body is cut short", async () => {
+  const enc = new TextEncoder();
+  const endless = () =>
+    new ReadableStream<Uint8Array>({
+      async pull(c) {
+        await new Promise((r) => setTimeout(r, 5));
+        c.enqueue(enc.encode("x".repeat(1024)));
+      },
+    });
+  await using server = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen() {} },
+    (req) =>
+      new Response(endless(), {
+        status: new URL(req.url).pathname.endsWith("/present") ? 200 : 502,
+      }),
+  );
+  const hook = dnsPublisher(
+    { webhook: `http://127.0.0.1:${server.addr.port}/dns`, propagation_timeout: 1_000 },
+    () => undefined,
+    { timeoutMs: 10_000 },
+  );
+  let started = performance.now();
+  await hook.present("_acme-challenge.example.com.", "v");
+  assert.ok(performance.now() - started < 3_000, "present waited for the body");
+  started = performance.now();
+  const err = await hook.cleanup("_acme-challenge.example.com.", "v").then(
+    () => assert.fail("cleanup succeeded"),
+    (e: Error) => e,
+  );
+  assert.ok(performance.now() - started < 3_000, "cleanup waited for the body");
+  assert.match(err.message, /\/dns\/cleanup answered 502: …x+$/);
+  assert.ok(err.message.length < 1_000);
+});
+
+Deno.test("dnsPublisher webhook: a redirect is not followed (it would turn the POST into a GET); the error says where it points", async () => {
+  let redirected = 0;
+  await using target = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, () => {
+    redirected++;
+    return new Response("ok");
+  });
+  await using server = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen() {} },
+    () => Response.redirect(`http://127.0.0.1:${target.addr.port}/acme/present`, 301),
+  );
+  const hook = dnsPublisher(
+    { webhook: `http://127.0.0.1:${server.addr.port}/dns`, propagation_timeout: 1_000 },
+    () => undefined,
+  );
+  await assert.rejects(
+    hook.present("_acme-challenge.example.com.", "v"),
+    /\/dns\/present answered 301, a redirect to http:\/\/127\.0\.0\.1:\d+\/acme\/present: set tls\.acme\.dns\.webhook to the URL it should be/,
+  );
+  assert.equal(redirected, 0);
+});
