@@ -99,6 +99,32 @@ async function readHead(
 /** How long output still open after a hook exited is read (a child it left may hold it). */
 const OUTPUT_GRACE_MS = 200;
 
+/** `url` with the password of its userinfo (sent as Basic auth) shown as `***`. */
+function withoutPassword(url: string): string {
+  try {
+    const u = new URL(url);
+    if (!u.password) return url;
+    u.password = "***";
+    return u.href;
+  } catch {
+    return url;
+  }
+}
+
+/** `text` without the password of `url` (as written or decoded) in it. */
+function scrub(url: string, text: string): string {
+  let password = "";
+  try {
+    password = new URL(url).password;
+  } catch { /* none */ }
+  if (!password) return text;
+  let decoded = password;
+  try {
+    decoded = decodeURIComponent(password);
+  } catch { /* as written */ }
+  return text.split(password).join("***").split(decoded).join("***");
+}
+
 /** The publisher `dns` configures; `env` reads `token_env` (at each call: a rotated token is used). */
 export function dnsPublisher(
   dns: AcmeDnsConfig,
@@ -172,6 +198,7 @@ export function dnsPublisher(
       headers.set("authorization", `Bearer ${token}`);
     }
     const url = `${base}/${action}`;
+    const shown = withoutPassword(url);
     let res: Response;
     try {
       res = await fetch(url, {
@@ -182,7 +209,9 @@ export function dnsPublisher(
         redirect: "manual",
       });
     } catch (err) {
-      throw new Error(`DNS webhook ${url} could not be reached: ${(err as Error).message}`);
+      throw new Error(
+        `DNS webhook ${shown} could not be reached: ${scrub(url, (err as Error).message)}`,
+      );
     }
     if (res.ok) {
       // Nothing in the answer matters: one that never ends must not hold the order.
@@ -195,12 +224,14 @@ export function dnsPublisher(
       // Followed, a 301-303 would turn the POST into a GET (and drop Authorization elsewhere):
       // the hook would seem to have published a record it never saw.
       throw new Error(
-        `DNS webhook ${url} answered ${res.status}, a redirect to ${
+        `DNS webhook ${shown} answered ${res.status}, a redirect to ${
           new URL(location, url).href
         }: set tls.acme.dns.webhook to the URL it should be`,
       );
     }
-    throw new Error(`DNS webhook ${url} answered ${res.status}${text ? `: ${tail(text)}` : ""}`);
+    throw new Error(
+      `DNS webhook ${shown} answered ${res.status}${text ? `: ${tail(text)}` : ""}`,
+    );
   };
   return {
     present: (fqdn, value) => call("present", fqdn, value),

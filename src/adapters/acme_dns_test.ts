@@ -333,3 +333,36 @@ Deno.test("dnsPublisher webhook: a redirect is not followed (it would turn the P
   );
   assert.equal(redirected, 0);
 });
+
+Deno.test("dnsPublisher webhook: a password in the URL (sent as Basic auth) stays out of its errors", async () => {
+  let auth: string | null = null;
+  await using server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, (req) => {
+    auth = req.headers.get("authorization");
+    return new Response("no such zone", { status: 404 });
+  });
+  const hook = dnsPublisher(
+    { webhook: `http://acme:pa55w0rd@127.0.0.1:${server.addr.port}/dns`, propagation_timeout: 1 },
+    () => undefined,
+  );
+  const err = await hook.present("_acme-challenge.example.com.", "v").then(
+    () => assert.fail("present succeeded"),
+    (e: Error) => e,
+  );
+  assert.equal(auth, `Basic ${btoa("acme:pa55w0rd")}`);
+  assert.match(
+    err.message,
+    /^DNS webhook http:\/\/acme:\*\*\*@127\.0\.0\.1:\d+\/dns\/present answered 404/,
+  );
+  assert.doesNotMatch(err.message, /pa55w0rd/);
+  // Nor when it cannot be reached.
+  const closed = dnsPublisher(
+    { webhook: `http://acme:pa55w0rd@127.0.0.1:1/dns`, propagation_timeout: 1 },
+    () => undefined,
+  );
+  const err2 = await closed.present("_acme-challenge.example.com.", "v").then(
+    () => assert.fail("present succeeded"),
+    (e: Error) => e,
+  );
+  assert.match(err2.message, /could not be reached/);
+  assert.doesNotMatch(err2.message, /pa55w0rd/);
+});
