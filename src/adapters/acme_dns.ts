@@ -184,7 +184,16 @@ export function dnsPublisher(
       cleanup: (fqdn, value) => run("cleanup", fqdn, value),
     };
   }
-  const base = dns.webhook!.replace(/\/+$/, "");
+  // The action goes on the path; a query string (or fragment) stays where it was.
+  const endpoint = (action: string) => {
+    try {
+      const u = new URL(dns.webhook!);
+      u.pathname = `${u.pathname.replace(/\/+$/, "")}/${action}`;
+      return u.href;
+    } catch {
+      return `${dns.webhook!.replace(/\/+$/, "")}/${action}`;
+    }
+  };
   const call = async (action: string, fqdn: string, value: string) => {
     const headers = new Headers(dns.headers ?? {});
     headers.set("content-type", "application/json");
@@ -197,7 +206,7 @@ export function dnsPublisher(
       }
       headers.set("authorization", `Bearer ${token}`);
     }
-    const url = `${base}/${action}`;
+    const url = endpoint(action);
     const shown = withoutPassword(url);
     let res: Response;
     try {

@@ -366,3 +366,19 @@ Deno.test("dnsPublisher webhook: a password in the URL (sent as Basic auth) stay
   assert.match(err2.message, /could not be reached/);
   assert.doesNotMatch(err2.message, /pa55w0rd/);
 });
+
+Deno.test("dnsPublisher webhook: /present and /cleanup go on the URL's path, its query string kept (as lego's JoinPath)", async () => {
+  const seen: string[] = [];
+  await using server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, (req) => {
+    const u = new URL(req.url);
+    seen.push(`${u.pathname}${u.search}`);
+    return new Response("ok");
+  });
+  const hook = dnsPublisher(
+    { webhook: `http://127.0.0.1:${server.addr.port}/dns/?zone=example`, propagation_timeout: 1 },
+    () => undefined,
+  );
+  await hook.present("_acme-challenge.example.com.", "v");
+  await hook.cleanup("_acme-challenge.example.com.", "v");
+  assert.deepEqual(seen, ["/dns/present?zone=example", "/dns/cleanup?zone=example"]);
+});
