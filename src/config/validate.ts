@@ -376,6 +376,22 @@ const EMAIL = /^[^@\s]+@[^@\s]+\.[^@\s]+$/;
 const DOMAIN =
   /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/i;
 
+/** The form to write an invalid ACME domain in: without a trailing dot, or in punycode. */
+function domainFix(d: string): string | null {
+  const wild = d.startsWith("*.") ? "*." : "";
+  const name = d.slice(wild.length);
+  if (name.endsWith(".") && DOMAIN.test(name.slice(0, -1))) {
+    return `Write it without the trailing dot: ${wild}${name.slice(0, -1)}`;
+  }
+  if (!/[^\u0020-\u007e]/.test(name)) return null;
+  try {
+    const ascii = new URL(`http://${name}/`).hostname;
+    return DOMAIN.test(ascii) ? `Write it in its ASCII (punycode) form: ${wild}${ascii}` : null;
+  } catch {
+    return null;
+  }
+}
+
 function validateAcme(
   acme: NonNullable<NonNullable<Config["tls"]>["acme"]>,
   opts: { err: Report; warn: Report; config: Config; env: ValidateEnv },
@@ -402,7 +418,7 @@ function validateAcme(
       err(
         [...base, "domains", i],
         `Invalid wildcard domain "${d}"`,
-        "Use one leading label of *, such as *.example.com",
+        domainFix(d) ?? "Use one leading label of *, such as *.example.com",
       );
     } else if (d.startsWith("*.")) {
       // A valid wildcard under DNS-01.
@@ -417,7 +433,7 @@ function validateAcme(
       err(
         [...base, "domains", i],
         `Invalid domain name "${d}"`,
-        "Use a plain host name such as example.com",
+        domainFix(d) ?? "Use a plain host name such as example.com",
       );
     }
   });
@@ -522,6 +538,22 @@ function validateAcmeDns(
       `Environment variable ${dns.token_env} is not set`,
       `Export ${dns.token_env} to Prox (e.g. in its systemd unit: Environment=…)`,
     );
+  }
+  // fetch refuses these at every order, with an error that names no key.
+  for (const [name, value] of Object.entries(dns.headers ?? {})) {
+    if (!/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/.test(name)) {
+      err(
+        [...base, "headers", name],
+        `"${name}" is not a valid header name`,
+        "Use letters, digits and -, such as X-Api-Key",
+      );
+    } else if (/[\r\n\0]/.test(value)) {
+      err(
+        [...base, "headers", name],
+        `The value of header ${name} contains a line break or NUL`,
+        "Put the value on one line",
+      );
+    }
   }
   (dns.resolvers ?? []).forEach((r, i) => {
     if (typeof parseResolver(r) === "string") {

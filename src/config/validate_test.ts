@@ -209,3 +209,34 @@ Deno.test("validateConfig: DNS-01 needs one way to publish its record, and opens
     /^warning tls\.acme\.dns\.headers: headers and token_env are sent to the webhook only/,
   );
 });
+
+Deno.test("validateConfig: DNS-01 webhook headers that fetch would refuse at every order are errors at load", () => {
+  const issues = (dns: string) =>
+    loadConfigText(
+      BASE + "tls:\n  acme:\n    enabled: true\n    email: a@a.example\n" +
+        `    domains: [a.example]\n    challenge: dns-01\n    dns: ${dns}\n`,
+      { file: "c.yaml", env: { exists: () => true, env: () => undefined } },
+    ).issues.map((i) => `${i.severity} ${i.path}: ${i.message}`);
+  assert.deepEqual(
+    issues('{ webhook: https://h/x, headers: { "X Api Key": k, X-Ok: "a\\nb" } }'),
+    [
+      'error tls.acme.dns.headers.X Api Key: "X Api Key" is not a valid header name',
+      "error tls.acme.dns.headers.X-Ok: The value of header X-Ok contains a line break or NUL",
+    ],
+  );
+  assert.deepEqual(issues('{ webhook: https://h/x, headers: { X-Api-Key: "k" } }'), []);
+});
+
+Deno.test("validateConfig: an ACME domain in Unicode or with a trailing dot gets the form to write instead", () => {
+  const issues = (domains: string) =>
+    loadConfigText(
+      BASE + "tls:\n  acme:\n    enabled: true\n    email: a@a.example\n" +
+        `    domains: ${domains}\n    challenge: dns-01\n    dns: { webhook: https://h/x }\n`,
+      { file: "c.yaml", env: { exists: () => true, env: () => undefined } },
+    ).issues.map((i) => `${i.severity} ${i.path}: ${i.message} (${i.hint})`);
+  assert.deepEqual(issues('["bücher.example", "*.bücher.example", "a.example."]'), [
+    'error tls.acme.domains.0: Invalid domain name "bücher.example" (Write it in its ASCII (punycode) form: xn--bcher-kva.example)',
+    'error tls.acme.domains.1: Invalid wildcard domain "*.bücher.example" (Write it in its ASCII (punycode) form: *.xn--bcher-kva.example)',
+    'error tls.acme.domains.2: Invalid domain name "a.example." (Write it without the trailing dot: a.example)',
+  ]);
+});
