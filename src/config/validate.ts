@@ -525,7 +525,21 @@ function validateAcmeDns(
         "Use a URL such as https://dns-hook.internal/acme",
       );
     }
-  } else if (dns.headers !== undefined || dns.token_env !== undefined) {
+  } else if (dns.command !== undefined && dns.command[0].trim() === "") {
+    err([...base, "command", 0], "The DNS command is empty", "Give the hook's path first");
+  } else if (
+    dns.command !== undefined && dns.command[0].includes("/") && !opts.env.exists(dns.command[0])
+  ) {
+    // Else the first order finds out, maybe at a renewal months from now.
+    err(
+      [...base, "command", 0],
+      `DNS command ${dns.command[0]} does not exist`,
+      "Give the hook's path (absolute, or relative to the working directory)",
+    );
+  }
+  if (
+    dns.webhook === undefined && (dns.headers !== undefined || dns.token_env !== undefined)
+  ) {
     warn(
       [...base, dns.headers !== undefined ? "headers" : "token_env"],
       "headers and token_env are sent to the webhook only; the command gets Prox's environment",

@@ -240,3 +240,22 @@ Deno.test("validateConfig: an ACME domain in Unicode or with a trailing dot gets
     'error tls.acme.domains.2: Invalid domain name "a.example." (Write it without the trailing dot: a.example)',
   ]);
 });
+
+Deno.test("validateConfig: a DNS-01 command that is not there is an error at load, not at the first order", () => {
+  const issues = (command: string) =>
+    loadConfigText(
+      BASE + "tls:\n  acme:\n    enabled: true\n    email: a@a.example\n" +
+        `    domains: [a.example]\n    challenge: dns-01\n    dns: { command: ${command} }\n`,
+      {
+        file: "c.yaml",
+        env: { exists: (p) => p === "/usr/local/bin/dns-hook", env: () => undefined },
+      },
+    ).issues.map((i) => `${i.severity} ${i.path}: ${i.message}`);
+  assert.deepEqual(issues("[/usr/local/bin/dns-hok, --zone, x]"), [
+    "error tls.acme.dns.command.0: DNS command /usr/local/bin/dns-hok does not exist",
+  ]);
+  assert.deepEqual(issues('[""]'), ["error tls.acme.dns.command.0: The DNS command is empty"]);
+  assert.deepEqual(issues("[/usr/local/bin/dns-hook]"), []);
+  // A bare name is looked up in PATH when it runs.
+  assert.deepEqual(issues("[dns-hook]"), []);
+});
