@@ -245,3 +245,49 @@ propagation_timeout: 1s`,
       }
     }),
 );
+
+interopTest(
+  "ACME DNS-01 with a wildcard first: stored under its name, reused by a restart (no new order), served for any name under it",
+  TOOLS,
+  () =>
+    withTempDir(async (dir) => {
+      await using pebble = await startPebble({ httpPort: freePort(), dir });
+      await using hook = startHook(pebble);
+      await using up = await startUpstream(() => new Response("hello again"));
+      const yaml = dnsYaml({
+        pebble,
+        storage: `${dir}/acme`,
+        upstream: up.url,
+        domains: ["*.Prox.test", "prox.test"],
+        dns: `webhook: "${hook.url}"
+resolvers: ["${pebble.dns}"]`,
+      });
+      const first = await start(yaml, { dnsPollMs: 50 });
+      let serial: string;
+      try {
+        await waitFor(() => first.acme!.current(), {
+          timeoutMs: 30_000,
+          what: `issuance (${first.acme!.status().lastError})`,
+        });
+        await waitFor(() => first.ready(), { what: "HTTPS listener" });
+        serial = (await tlsGet(first.port, pebble.root, "/", "a.prox.test"))
+          .serial;
+      } finally {
+        await first.shutdown();
+      }
+      assert.ok((await Deno.stat(`${dir}/acme/*.Prox.test.crt`)).isFile);
+      assert.equal(pebble.orders(), 1);
+      const logger = memoryLogger();
+      const second = await start(yaml, { dnsPollMs: 50 }, logger);
+      try {
+        await waitFor(() => second.ready(), { what: "HTTPS listener after the restart" });
+        const got = await tlsGet(second.port, pebble.root, "/", "b.prox.test");
+        assert.equal(got.status, 200);
+        assert.equal(got.serial, serial);
+        assert.equal(second.acme!.status().state, "ok");
+        assert.equal(pebble.orders(), 1, logger.lines.join("\n"));
+      } finally {
+        await second.shutdown();
+      }
+    }),
+);
