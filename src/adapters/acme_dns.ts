@@ -322,6 +322,33 @@ const groupText = (g: ServerGroup) =>
     ? g.addrs.map((s) => `${addrText(s)}:${s.port}`).join(", ")
     : `${g.name} (${g.addrs.map((s) => s.ipAddr).join(", ")})`;
 
+/**
+ * Where a hook publishes `record` (absolute): where its CNAME chain ends, as lego hands its hooks
+ * (EffectiveFQDN), so a delegated `_acme-challenge` is written in the zone it points to. Looked up
+ * on the first of `resolvers`, else through the system resolver.
+ */
+export async function effectiveRecord(
+  record: string,
+  resolvers?: string[],
+  lookup?: ServerLookup,
+): Promise<string> {
+  const server = resolvers?.map(parseResolver).find((s): s is NameServer => typeof s !== "string");
+  const viaResolver: ServerLookup = async (name, type) => {
+    try {
+      return await Deno.resolveDns(name, type as "CNAME", {
+        nameServer: server,
+        signal: AbortSignal.timeout(LOOKUP_TIMEOUT_MS),
+      });
+    } catch (err) {
+      if (err instanceof Deno.errors.NotFound) return [];
+      throw err;
+    }
+  };
+  const name = record.replace(/\.$/, "");
+  const end = await cnameTarget(name, lookup ?? (server ? viaResolver : denoLookup));
+  return end === name.toLowerCase() ? record : `${end}.`;
+}
+
 /** Where `name`'s CNAME chain ends (`name` itself without one), through the system resolver. */
 async function cnameTarget(name: string, lookup: ServerLookup): Promise<string> {
   let at = name;

@@ -5,7 +5,7 @@ import { createHash, createPrivateKey, createPublicKey } from "node:crypto";
 import type { Config } from "../config/schema.ts";
 import type { Logger } from "../ports.ts";
 import type { AcmeStore, CertificatePair } from "./acme_store.ts";
-import { awaitTxt, dnsPublisher } from "./acme_dns.ts";
+import { awaitTxt, dnsPublisher, effectiveRecord } from "./acme_dns.ts";
 import { challengeRecord } from "../domain/acme_dns.ts";
 
 /** The `tls.acme` section. */
@@ -141,6 +141,8 @@ async function placeOrder(config: AcmeConfig, opts: OrderOptions): Promise<Certi
   );
   const dns = config.challenge === "dns-01" ? config.dns : undefined;
   const publisher = dns ? dnsPublisher(dns) : null;
+  /** Where each DNS-01 value was published (its record's CNAME target), for its cleanup. */
+  const published = new Map<string, string>();
   const auto = (c: typeof client) =>
     c.auto({
       csr,
@@ -153,7 +155,11 @@ async function placeOrder(config: AcmeConfig, opts: OrderOptions): Promise<Certi
       challengeCreateFn: async (authz, challenge, keyAuthorization) => {
         if (challenge.type === "dns-01" && dns && publisher) {
           // The value is the key authorization's SHA-256 (acme-client computes it, RFC 8555 §8.4).
-          const record = challengeRecord(authz.identifier.value);
+          const record = await effectiveRecord(
+            challengeRecord(authz.identifier.value),
+            dns.resolvers,
+          );
+          published.set(keyAuthorization, record);
           await publisher.present(record, keyAuthorization);
           logger.info("ACME DNS-01 record published", { record });
           await awaitTxt(record, keyAuthorization, {
@@ -171,7 +177,8 @@ async function placeOrder(config: AcmeConfig, opts: OrderOptions): Promise<Certi
       },
       challengeRemoveFn: async (authz, challenge, keyAuthorization) => {
         if (challenge.type === "dns-01" && publisher) {
-          const record = challengeRecord(authz.identifier.value);
+          const record = published.get(keyAuthorization) ??
+            challengeRecord(authz.identifier.value);
           // acme-client swallows this error: a record left behind is worth a warning.
           await publisher.cleanup(record, keyAuthorization).catch((err) =>
             logger.warn("ACME DNS-01 record not removed", { record, error: String(err) })

@@ -291,3 +291,49 @@ resolvers: ["${pebble.dns}"]`,
       }
     }),
 );
+
+interopTest(
+  "ACME DNS-01 with _acme-challenge CNAMEd to another zone: the hook gets where it points (lego's EffectiveFQDN), and the CA follows it",
+  TOOLS,
+  () =>
+    withTempDir(async (dir) => {
+      await using pebble = await startPebble({ httpPort: freePort(), dir });
+      await using hook = startHook(pebble);
+      await using up = await startUpstream(() => new Response("hello delegated"));
+      // The delegation an operator sets up once, so that the hook's credentials cover only the
+      // validation zone.
+      const res = await fetch(`${pebble.challtestsrv}/set-cname`, {
+        method: "POST",
+        body: JSON.stringify({
+          host: "_acme-challenge.prox.test.",
+          target: "prox-test.acme.validation.test.",
+        }),
+      });
+      await res.body?.cancel();
+      assert.equal(res.status, 200);
+      const server = await start(
+        dnsYaml({
+          pebble,
+          storage: `${dir}/acme`,
+          upstream: up.url,
+          domains: ["prox.test"],
+          dns: `webhook: "${hook.url}"
+resolvers: ["${pebble.dns}"]
+propagation_timeout: 5s`,
+        }),
+        { dnsPollMs: 50 },
+      );
+      try {
+        await waitFor(() => server.acme!.current(), {
+          timeoutMs: 30_000,
+          what: `issuance (${server.acme!.status().lastError})`,
+        });
+        assert.deepEqual(
+          hook.calls.map((c) => `${c.action} ${c.fqdn}`),
+          ["present prox-test.acme.validation.test.", "cleanup prox-test.acme.validation.test."],
+        );
+      } finally {
+        await server.shutdown();
+      }
+    }),
+);
