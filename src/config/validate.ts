@@ -546,10 +546,11 @@ function validateAcmeDns(
       "Remove them, or read the secret from the environment in the command",
     );
   }
-  if (dns.token_env !== undefined && opts.env.env && opts.env.env(dns.token_env) === undefined) {
+  const token = dns.token_env !== undefined && opts.env.env ? opts.env.env(dns.token_env) : null;
+  if (token === undefined || token === "") {
     err(
       [...base, "token_env"],
-      `Environment variable ${dns.token_env} is not set`,
+      `Environment variable ${dns.token_env} is ${token === "" ? "empty" : "not set"}`,
       `Export ${dns.token_env} to Prox (e.g. in its systemd unit: Environment=…)`,
     );
   }

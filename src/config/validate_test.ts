@@ -259,3 +259,12 @@ Deno.test("validateConfig: a DNS-01 command that is not there is an error at loa
   // A bare name is looked up in PATH when it runs.
   assert.deepEqual(issues("[dns-hook]"), []);
 });
+
+Deno.test("validateConfig: a DNS-01 token_env set to nothing is an error at load (every order would fail on it)", () => {
+  const issues = loadConfigText(
+    BASE + "tls:\n  acme:\n    enabled: true\n    email: a@a.example\n" +
+      "    domains: [a.example]\n    challenge: dns-01\n    dns: { webhook: https://h/x, token_env: T }\n",
+    { file: "c.yaml", env: { exists: () => true, env: (n) => n === "T" ? "" : undefined } },
+  ).issues.map((i) => `${i.severity} ${i.path}: ${i.message}`);
+  assert.deepEqual(issues, ["error tls.acme.dns.token_env: Environment variable T is empty"]);
+});
