@@ -232,10 +232,12 @@ export function dnsPublisher(
     if (res.status >= 300 && res.status < 400 && location) {
       // Followed, a 301-303 would turn the POST into a GET (and drop Authorization elsewhere):
       // the hook would seem to have published a record it never saw.
+      let to = location;
+      try {
+        to = withoutPassword(new URL(location, url).href);
+      } catch { /* named as it came */ }
       throw new Error(
-        `DNS webhook ${shown} answered ${res.status}, a redirect to ${
-          new URL(location, url).href
-        }: set tls.acme.dns.webhook to the URL it should be`,
+        `DNS webhook ${shown} answered ${res.status}, a redirect to ${to}: set tls.acme.dns.webhook to the URL it should be`,
       );
     }
     throw new Error(

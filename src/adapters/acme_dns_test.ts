@@ -332,6 +332,18 @@ Deno.test("dnsPublisher webhook: a redirect is not followed (it would turn the P
     /\/dns\/present answered 301, a redirect to http:\/\/127\.0\.0\.1:\d+\/acme\/present: set tls\.acme\.dns\.webhook to the URL it should be/,
   );
   assert.equal(redirected, 0);
+  // A Location that is no URL is named as it came.
+  await using odd = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen() {} },
+    () => new Response(null, { status: 302, headers: { location: "http://[bad" } }),
+  );
+  await assert.rejects(
+    dnsPublisher(
+      { webhook: `http://127.0.0.1:${odd.addr.port}/dns`, propagation_timeout: 1_000 },
+      () => undefined,
+    ).present("_acme-challenge.example.com.", "v"),
+    /\/dns\/present answered 302, a redirect to http:\/\/\[bad: set tls\.acme\.dns\.webhook/,
+  );
 });
 
 Deno.test("dnsPublisher webhook: a password in the URL (sent as Basic auth) stays out of its errors", async () => {
