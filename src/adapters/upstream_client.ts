@@ -38,8 +38,9 @@ export interface UpstreamClientOptions extends Partial<UpstreamPoolOptions> {
   /** Offer h2 by ALPN to https upstreams (default true). */
   http2?: boolean;
   /**
-   * With tracing on: the trace context of the current request's span (otel.ts). HTTP/1.1
-   * requests carry it in place of the client's; over HTTP/2, fetch adds its own span's.
+   * With tracing on: the trace context of the current request's span (otel.ts). Requests over
+   * Prox's own clients (HTTP/1.1, h2c/h2) carry it in place of the client's; over HTTP/2 through
+   * fetch, fetch adds its own span's.
    */
   traceContext?: () => [string, string][];
 }
@@ -340,15 +341,18 @@ export function createUpstreamClient(opts: UpstreamClientOptions = {}): PooledUp
   };
 
   const trace = opts.traceContext;
-  const sendH1 = async (key: string, req: UpstreamRequest): Promise<Response> => {
-    if (trace) {
-      const fields = trace();
-      // Only when there is a span: without one the client's context goes on as it came.
-      if (fields.length > 0) {
-        req.headers.delete("tracestate");
-        for (const [k, v] of fields) req.headers.set(k, v);
-      }
+  /** Prox's span as the parent in place of the client's (Prox's own HTTP/1.1 and h2c clients). */
+  const traced = (req: UpstreamRequest) => {
+    if (!trace) return;
+    const fields = trace();
+    // Only when there is a span: without one the client's context goes on as it came.
+    if (fields.length > 0) {
+      req.headers.delete("tracestate");
+      for (const [k, v] of fields) req.headers.set(k, v);
     }
+  };
+  const sendH1 = async (key: string, req: UpstreamRequest): Promise<Response> => {
+    traced(req);
     const connect = connectH1(req);
     const signal = req.signal ? () => req.signal : req.clientSignal;
     // A connection that began with a PROXY header speaks for one client: never reused.
@@ -417,6 +421,7 @@ export function createUpstreamClient(opts: UpstreamClientOptions = {}): PooledUp
         return Promise.reject(new ProxyError("bad_request", msg, { sentNothing: true }));
       }
       if (req.protocol === "h2c" || req.protocol === "h2") {
+        traced(req);
         return sendH2c(`${req.protocol}://${keyOf(req.origin, req.tls)}`, req);
       }
       // Its own pool: the origin's limits apply apart from the connections without the header.

@@ -1,6 +1,7 @@
 // Tracing with Deno's OpenTelemetry (OTEL_DENO=true): an upstream reached over Prox's own HTTP/1.1
 // client gets Prox's server span as its parent, and the spans reach an OTLP receiver.
 import assert from "node:assert/strict";
+import * as http2 from "node:http2";
 import { startUpstream, waitFor } from "../_harness.ts";
 import { spawnProx } from "./_process.ts";
 import { startProxy } from "./_proxy.ts";
@@ -99,5 +100,40 @@ await s.shutdown();
     }
   } finally {
     await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("OTEL_DENO=true: an h2c upstream (Prox's own HTTP/2 client) gets Prox's span as parent", async () => {
+  const seen: { traceparent: unknown; tracestate: unknown }[] = [];
+  const server = http2.createServer();
+  server.on("stream", (stream: http2.ServerHttp2Stream, headers) => {
+    if (headers[":path"] === "/a") {
+      seen.push({ traceparent: headers.traceparent, tracestate: headers.tracestate });
+    }
+    stream.respond({ ":status": 200 });
+    stream.end("ok");
+  });
+  const port = await new Promise<number>((resolve) =>
+    server.listen(0, "127.0.0.1", () => resolve((server.address() as { port: number }).port))
+  );
+  try {
+    await using otlp = await startUpstream(() => new Response(null, { status: 200 }));
+    await using prox = await spawnProx(
+      `listen_addr: "127.0.0.1:{PORT}"
+routes:
+  "/": { type: proxy, target: "http://127.0.0.1:${port}", upstream_protocol: h2c }
+`,
+      { env: { OTEL_DENO: "true", OTEL_EXPORTER_OTLP_ENDPOINT: otlp.url } },
+    );
+    const res = await fetch(`http://127.0.0.1:${prox.port}/a`, { headers: incoming });
+    assert.equal(await res.text(), "ok");
+    assert.equal(seen.length, 1);
+    const m = /^00-([0-9a-f]{32})-([0-9a-f]{16})-01$/.exec(String(seen[0].traceparent));
+    assert.ok(m, `traceparent ${seen[0].traceparent}`);
+    assert.equal(m[1], TRACE);
+    // The client's span as the parent would hang the upstream's spans beside Prox's.
+    assert.notEqual(m[2], CLIENT_SPAN);
+  } finally {
+    await new Promise<void>((resolve) => server.close(() => resolve()));
   }
 });
