@@ -132,6 +132,14 @@ export function dnsPublisher(
   opts: { timeoutMs?: number } = {},
 ): DnsPublisher {
   const timeoutMs = opts.timeoutMs ?? HOOK_TIMEOUT_MS;
+  // One call at a time, as lego makes them: a hook that reads a name's values and writes them
+  // back (a wildcard and its base domain share the name) would lose one to the other.
+  let queue: Promise<unknown> = Promise.resolve();
+  const serial = (f: () => Promise<void>): Promise<void> => {
+    const next = queue.then(f);
+    queue = next.catch(() => {});
+    return next;
+  };
   if (dns.command) {
     const [cmd, ...fixed] = dns.command;
     const run = async (action: string, fqdn: string, value: string) => {
@@ -180,8 +188,8 @@ export function dnsPublisher(
       }
     };
     return {
-      present: (fqdn, value) => run("present", fqdn, value),
-      cleanup: (fqdn, value) => run("cleanup", fqdn, value),
+      present: (fqdn, value) => serial(() => run("present", fqdn, value)),
+      cleanup: (fqdn, value) => serial(() => run("cleanup", fqdn, value)),
     };
   }
   // The action goes on the path; a query string (or fragment) stays where it was.
@@ -245,8 +253,8 @@ export function dnsPublisher(
     );
   };
   return {
-    present: (fqdn, value) => call("present", fqdn, value),
-    cleanup: (fqdn, value) => call("cleanup", fqdn, value),
+    present: (fqdn, value) => serial(() => call("present", fqdn, value)),
+    cleanup: (fqdn, value) => serial(() => call("cleanup", fqdn, value)),
   };
 }
 

@@ -337,3 +337,58 @@ propagation_timeout: 5s`,
       }
     }),
 );
+
+interopTest(
+  "ACME DNS-01: hook calls come one at a time, as lego makes them (a hook that reads, then rewrites a name's values loses none)",
+  TOOLS,
+  () =>
+    withTempDir(async (dir) => {
+      await using pebble = await startPebble({ httpPort: freePort(), dir });
+      await using up = await startUpstream(() => new Response("hello serial"));
+      // A provider API without an "add one value" call: the hook reads the name's values, adds
+      // or removes its own, and writes them all back.
+      const script = `${dir}/dns-hook.sh`;
+      const state = `${dir}/values`;
+      await Deno.writeTextFile(
+        script,
+        `#!/bin/sh
+touch "${state}"
+values=$(cat "${state}")
+sleep 0.3
+case "$1" in
+  present) values=$(printf '%s\\n%s\\n' "$values" "$3" | grep . | sort -u) ;;
+  cleanup) values=$(printf '%s\\n' "$values" | grep -vx "$3") ;;
+esac
+printf '%s\\n' "$values" > "${state}"
+curl -sf -d "{\\"host\\":\\"$2\\"}" ${pebble.challtestsrv}/clear-txt
+for v in $values; do
+  curl -sf -d "{\\"host\\":\\"$2\\",\\"value\\":\\"$v\\"}" ${pebble.challtestsrv}/set-txt
+done
+exit 0
+`,
+      );
+      await Deno.chmod(script, 0o755);
+      const server = await start(
+        dnsYaml({
+          pebble,
+          storage: `${dir}/acme`,
+          upstream: up.url,
+          domains: ["prox.test", "*.prox.test"],
+          dns: `command: ["${script}"]
+resolvers: ["${pebble.dns}"]
+propagation_timeout: 3s`,
+        }),
+        { dnsPollMs: 50, retryBaseMs: 3_600_000 },
+      );
+      try {
+        const got = await waitFor(() => {
+          const s = server.acme!.status();
+          return server.acme!.current() ? "issued" : s.state === "failing" ? s.lastError : null;
+        }, { timeoutMs: 30_000, what: "the order's outcome" });
+        assert.equal(got, "issued");
+        assert.equal((await Deno.readTextFile(state)).trim(), "");
+      } finally {
+        await server.shutdown();
+      }
+    }),
+);
