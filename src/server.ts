@@ -122,13 +122,14 @@ export async function startServer(
   let accessLog = accessLogFor(config);
   // Pool limits are read once at start-up (a reload keeps the running pools).
   const pool = config.upstream_pool;
+  const traceContext = otelEnabled(denoEnv.env) ? await traceContextSource() : undefined;
   const ownClient = opts.upstream ? null : createUpstreamClient({
     maxConnectionsPerUpstream: pool.max_connections_per_upstream,
     maxIdlePerUpstream: pool.max_idle_per_upstream,
     idleTimeout: pool.idle_timeout,
     queueLimit: pool.queue_limit,
     queueTimeout: pool.queue_timeout,
-    traceContext: otelEnabled(denoEnv.env) ? await traceContextSource() : undefined,
+    traceContext,
   });
   const upstream = opts.upstream ?? ownClient!;
   const files: FileStore = opts.files ?? createDenoFileStore();
@@ -164,7 +165,7 @@ export async function startServer(
     onReload: opts.onReload,
   });
 
-  const websockets = createWebSocketProxy({ logger, metrics });
+  const websockets = createWebSocketProxy({ logger, metrics, traceContext });
   const mirrors = new MirrorTraffic();
   const pipelineDeps: PipelineDeps = {
     snapshot: () => current,

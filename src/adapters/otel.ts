@@ -22,3 +22,19 @@ export async function traceContextSource(): Promise<() => [string, string][]> {
     return Object.entries(carrier);
   };
 }
+
+/**
+ * Puts the current span's trace context on an upstream request's headers in place of the
+ * client's, so the upstream's spans hang off Prox's. Without a span (no trace source, or none
+ * active) the client's context goes on as it came.
+ */
+export function carryTraceContext(
+  headers: Pick<Headers, "delete" | "set">,
+  source: (() => [string, string][]) | undefined,
+): void {
+  if (!source) return;
+  const fields = source();
+  if (fields.length === 0) return;
+  headers.delete("tracestate");
+  for (const [k, v] of fields) headers.set(k, v);
+}

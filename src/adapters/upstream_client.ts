@@ -13,6 +13,7 @@ import { createConnectionPool, DEFAULT_POOL_OPTIONS } from "./upstream_pool.ts";
 import type { OriginStats, UpstreamPoolOptions } from "./upstream_pool.ts";
 import { createH2Client, fetchSafe } from "./upstream_h2.ts";
 import { createH2cClient } from "./upstream_h2c.ts";
+import { carryTraceContext } from "./otel.ts";
 import { createRequestSlots, releasedWithBody } from "./upstream_slots.ts";
 import { timerDelay } from "../config/duration.ts";
 
@@ -342,15 +343,7 @@ export function createUpstreamClient(opts: UpstreamClientOptions = {}): PooledUp
 
   const trace = opts.traceContext;
   /** Prox's span as the parent in place of the client's (Prox's own HTTP/1.1 and h2c clients). */
-  const traced = (req: UpstreamRequest) => {
-    if (!trace) return;
-    const fields = trace();
-    // Only when there is a span: without one the client's context goes on as it came.
-    if (fields.length > 0) {
-      req.headers.delete("tracestate");
-      for (const [k, v] of fields) req.headers.set(k, v);
-    }
-  };
+  const traced = (req: UpstreamRequest) => carryTraceContext(req.headers, trace);
   const sendH1 = async (key: string, req: UpstreamRequest): Promise<Response> => {
     traced(req);
     const connect = connectH1(req);

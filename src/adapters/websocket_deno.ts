@@ -20,6 +20,7 @@ import {
   upstreamClose,
 } from "./websocket_upstream.ts";
 import { trafficSeen } from "./gc_hint.ts";
+import { carryTraceContext } from "./otel.ts";
 import type { UpstreamSocket, WsData } from "./websocket_upstream.ts";
 import { MAX_TIMER_MS, timerDelay } from "../config/duration.ts";
 
@@ -35,6 +36,8 @@ export interface WebSocketProxyOptions {
   maxBuffered?: number;
   /** Monotonic milliseconds (idle timeout). */
   now?: () => number;
+  /** With tracing on: the current span's trace context for the upstream handshake (otel.ts). */
+  traceContext?: () => [string, string][];
 }
 
 interface Live {
@@ -78,6 +81,8 @@ export function createWebSocketProxy(opts: WebSocketProxyOptions): WebSocketProx
         close: null as { code: number; reason: string } | null,
       };
       settingUp.add(pending);
+      // The handshake is an HTTP/1.1 request: Prox's span as its parent, as for the others.
+      carryTraceContext(target.headers, opts.traceContext);
       let up: Awaited<ReturnType<typeof connectUpstream>>;
       try {
         up = await connectUpstream(target);
@@ -171,7 +176,7 @@ function errText(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
-type Env = Required<Omit<WebSocketProxyOptions, "logger" | "metrics">> & {
+type Env = Required<Omit<WebSocketProxyOptions, "logger" | "metrics" | "traceContext">> & {
   logger: Logger;
   metrics: Metrics;
   closing: { code: number; reason: string } | null;

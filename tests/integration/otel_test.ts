@@ -137,3 +137,35 @@ routes:
     await new Promise<void>((resolve) => server.close(() => resolve()));
   }
 });
+
+Deno.test("OTEL_DENO=true: a WebSocket upstream's handshake gets Prox's span as parent", async () => {
+  const seen: (string | null)[] = [];
+  await using up = await startUpstream((req) => {
+    if (req.headers.get("upgrade")?.toLowerCase() !== "websocket") return new Response("ok");
+    seen.push(req.headers.get("traceparent"));
+    const { socket, response } = Deno.upgradeWebSocket(req);
+    socket.onmessage = (e) => socket.send(e.data);
+    return response;
+  });
+  await using otlp = await startUpstream(() => new Response(null, { status: 200 }));
+  await using prox = await spawnProx(
+    `listen_addr: "127.0.0.1:{PORT}"\nroutes: { "/": { type: proxy, target: "${up.url}" } }\n`,
+    { env: { OTEL_DENO: "true", OTEL_EXPORTER_OTLP_ENDPOINT: otlp.url } },
+  );
+  const ws = new WebSocket(`ws://127.0.0.1:${prox.port}/ws`, { headers: incoming });
+  const echoed = await new Promise<string>((resolve, reject) => {
+    ws.onopen = () => ws.send("hi");
+    ws.onmessage = (e) => resolve(String(e.data));
+    ws.onerror = () => reject(new Error("WebSocket failed"));
+  });
+  const closed = new Promise((resolve) => ws.onclose = resolve);
+  ws.close();
+  await closed;
+  assert.equal(echoed, "hi");
+  assert.equal(seen.length, 1);
+  const m = /^00-([0-9a-f]{32})-([0-9a-f]{16})-01$/.exec(seen[0] ?? "");
+  assert.ok(m, `traceparent ${seen[0]}`);
+  assert.equal(m[1], TRACE);
+  // The handshake is an HTTP/1.1 request like the others: Prox's span, not the client's.
+  assert.notEqual(m[2], CLIENT_SPAN);
+});
