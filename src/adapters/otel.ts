@@ -26,15 +26,22 @@ export async function traceContextSource(): Promise<() => [string, string][]> {
 /**
  * Puts the current span's trace context on an upstream request's headers in place of the
  * client's, so the upstream's spans hang off Prox's. Without a span (no trace source, or none
- * active) the client's context goes on as it came.
+ * active) the client's context goes on as it came. Deno's server span keeps no tracestate: the
+ * client's goes on when the span continues its trace (W3C Trace Context §3.3: a participant
+ * "MUST send it"), and is dropped when the span began a new one (its traceparent was invalid).
  */
 export function carryTraceContext(
-  headers: Pick<Headers, "delete" | "set">,
+  headers: Pick<Headers, "delete" | "get" | "set">,
   source: (() => [string, string][]) | undefined,
 ): void {
   if (!source) return;
   const fields = source();
   if (fields.length === 0) return;
-  headers.delete("tracestate");
+  const parent = fields.find(([k]) => k === "traceparent")?.[1];
+  const theirs = headers.get("traceparent");
+  // Same trace id (characters 3 to 35 of version 00 and of later versions alike).
+  const continued = parent !== undefined && theirs !== null &&
+    theirs.slice(3, 35).toLowerCase() === parent.slice(3, 35);
+  if (!continued || fields.some(([k]) => k === "tracestate")) headers.delete("tracestate");
   for (const [k, v] of fields) headers.set(k, v);
 }

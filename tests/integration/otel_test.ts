@@ -61,7 +61,15 @@ Deno.test("OTEL_DENO=true: the upstream's parent is Prox's span, and the spans a
   assert.ok(m, `traceparent ${seen[0].traceparent}`);
   assert.equal(m[1], TRACE);
   assert.notEqual(m[2], CLIENT_SPAN);
-  assert.notEqual(seen[0].tracestate, "vendor=1, vendor=1");
+  // The client's tracestate goes on with its trace (W3C Trace Context §3.3: "MUST send it"), once.
+  assert.equal(seen[0].tracestate, "vendor=1");
+  // An invalid traceparent (version ff) starts a new trace, and its tracestate goes with it.
+  const bad = { traceparent: `ff-${TRACE}-${CLIENT_SPAN}-01`, tracestate: "vendor=2" };
+  await (await fetch(`http://127.0.0.1:${prox.port}/a`, { headers: bad })).text();
+  assert.equal(seen.length, 2);
+  assert.match(seen[1].traceparent ?? "", /^00-[0-9a-f]{32}-[0-9a-f]{16}-01$/);
+  assert.ok(!seen[1].traceparent?.includes(TRACE), `traceparent ${seen[1].traceparent}`);
+  assert.equal(seen[1].tracestate, null);
   // The span Prox made is exported with that trace id (OTLP protobuf: the 16 raw bytes).
   const traceBytes = Uint8Array.from(TRACE.match(/../g)!.map((h) => parseInt(h, 16)));
   const spanBytes = Uint8Array.from(m[2].match(/../g)!.map((h) => parseInt(h, 16)));
