@@ -380,10 +380,11 @@ export function createUpstreamClient(opts: UpstreamClientOptions = {}): PooledUp
     if (p === "h2" && bodiless && fetchSafe(req.headers, req.origin.host)) {
       // fetch takes its signal up front.
       if (!req.signal && req.clientSignal) req = { ...req, signal: req.clientSignal() };
-      // fetch adds the trace context of its own span; the client's would make a second one.
+      // fetch adds the traceparent of its own span; the client's would make a second one. The
+      // client's tracestate stays when Prox's span continues its trace (otel.ts).
       if (trace) {
+        traced(req);
         req.headers.delete("traceparent");
-        req.headers.delete("tracestate");
       }
       const got = h2Slots.acquire(key, req.signal);
       const release = got instanceof Promise ? await got : got;

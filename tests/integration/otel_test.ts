@@ -2,7 +2,7 @@
 // client gets Prox's server span as its parent, and the spans reach an OTLP receiver.
 import assert from "node:assert/strict";
 import * as http2 from "node:http2";
-import { startUpstream, waitFor } from "../_harness.ts";
+import { ROOT, startUpstream, waitFor } from "../_harness.ts";
 import { spawnProx } from "./_process.ts";
 import { startProxy } from "./_proxy.ts";
 import { otelEnabled } from "../../src/adapters/otel.ts";
@@ -176,4 +176,58 @@ Deno.test("OTEL_DENO=true: a WebSocket upstream's handshake gets Prox's span as 
   assert.equal(m[1], TRACE);
   // The handshake is an HTTP/1.1 request like the others: Prox's span, not the client's.
   assert.notEqual(m[2], CLIENT_SPAN);
+});
+
+Deno.test("OTEL_DENO=true: an HTTP/2 upstream reached through fetch keeps the client's tracestate", async () => {
+  const TLS = `${ROOT}/tests/fixtures/tls`;
+  const seen: { traceparent: string | null; tracestate: string | null }[] = [];
+  await using up = Deno.serve({
+    port: 0,
+    hostname: "127.0.0.1",
+    cert: Deno.readTextFileSync(`${TLS}/cert.pem`),
+    key: Deno.readTextFileSync(`${TLS}/key.pem`),
+    onListen() {},
+  }, (req) => {
+    if (new URL(req.url).pathname === "/a") {
+      seen.push({
+        traceparent: req.headers.get("traceparent"),
+        tracestate: req.headers.get("tracestate"),
+      });
+    }
+    return new Response("ok");
+  });
+  await using otlp = await startUpstream(() => new Response(null, { status: 200 }));
+  await using prox = await spawnProx(
+    `listen_addr: "127.0.0.1:{PORT}"
+routes: { "/": { type: proxy, target: "https://127.0.0.1:${up.addr.port}" } }
+`,
+    {
+      env: {
+        OTEL_DENO: "true",
+        OTEL_EXPORTER_OTLP_ENDPOINT: otlp.url,
+        DENO_CERT: `${TLS}/ca.pem`,
+      },
+    },
+  );
+  // Headers fetch would otherwise add: Prox then sends this request over fetch (upstream_h2.ts).
+  const headers = {
+    ...incoming,
+    "user-agent": "t",
+    accept: "*/*",
+    "accept-language": "en",
+    "accept-encoding": "identity",
+  };
+  for (let i = 0; i < 3; i++) {
+    const res = await fetch(`http://127.0.0.1:${prox.port}/a`, { headers });
+    assert.equal(await res.text(), "ok");
+  }
+  assert.equal(seen.length, 3);
+  for (const s of seen) {
+    const m = /^00-([0-9a-f]{32})-([0-9a-f]{16})-01$/.exec(s.traceparent ?? "");
+    assert.ok(m, `traceparent ${s.traceparent}`);
+    assert.equal(m[1], TRACE);
+    assert.notEqual(m[2], CLIENT_SPAN);
+    // W3C Trace Context §3.3: the tracestate goes on with its trace.
+    assert.equal(s.tracestate, "vendor=1");
+  }
 });
