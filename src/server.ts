@@ -10,7 +10,7 @@ import { createHandler, observedHandler, requestIdSource } from "./proxy/pipelin
 import type { PipelineDeps } from "./proxy/context.ts";
 import { createWebSocketProxy } from "./adapters/websocket_deno.ts";
 import { zlibCompressor } from "./adapters/compress_zlib.ts";
-import { otelEnabled, traceContextSource } from "./adapters/otel.ts";
+import { otelEnabled, serverSpans, traceContextSource } from "./adapters/otel.ts";
 import {
   createListenerSet,
   ListenError,
@@ -122,7 +122,10 @@ export async function startServer(
   let accessLog = accessLogFor(config);
   // Pool limits are read once at start-up (a reload keeps the running pools).
   const pool = config.upstream_pool;
-  const traceContext = otelEnabled(denoEnv.env) ? await traceContextSource() : undefined;
+  const traced = otelEnabled(denoEnv.env);
+  const traceContext = traced ? await traceContextSource() : undefined;
+  // HTTP/3 is served without Deno.serve, which makes the server spans over TCP.
+  const h3Spans = traced ? await serverSpans() : undefined;
   const ownClient = opts.upstream ? null : createUpstreamClient({
     maxConnectionsPerUpstream: pool.max_connections_per_upstream,
     maxIdlePerUpstream: pool.max_idle_per_upstream,
@@ -262,7 +265,7 @@ export async function startServer(
   let migrateHinted = false;
   // HTTP/3 beside the TLS listener; Alt-Svc is advertised only while it is actually up.
   const h3 = followH3({
-    handler: serveHandler,
+    handler: h3Spans ? h3Spans(serveHandler) : serveHandler,
     logger,
     metrics,
     current: (c) => !draining && config === c,

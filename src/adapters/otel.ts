@@ -2,6 +2,8 @@
 // Prox's own HTTP/1.1 upstream client: without this, the upstream's spans would hang off the
 // client's span, with Prox's server span beside them instead of between.
 
+import type { Handler } from "../ports.ts";
+
 /**
  * True when Deno's OpenTelemetry is on for this process: OTEL_DENO=true in any case, as Deno
  * reads it ("1" leaves Deno's off, and Prox must not act as if it were on).
@@ -44,4 +46,45 @@ export function carryTraceContext(
     theirs.slice(3, 35).toLowerCase() === parent.slice(3, 35);
   if (!continued || fields.some(([k]) => k === "tracestate")) headers.delete("tracestate");
   for (const [k, v] of fields) headers.set(k, v);
+}
+
+/**
+ * Wraps a handler so that each request gets a server span continuing the client's trace context,
+ * as Deno.serve makes for the requests it serves: for HTTP/3, which Prox's own engine serves on
+ * QUIC without Deno.serve. Loaded only when tracing is on.
+ */
+export async function serverSpans(): Promise<(handler: Handler) => Handler> {
+  const api = await import("@opentelemetry/api");
+  const tracer = api.trace.getTracer("prox");
+  const getter = {
+    keys: (h: Headers) => [...h.keys()],
+    get: (h: Headers, key: string) => h.get(key) ?? undefined,
+  };
+  return (handler) => (req, info) => {
+    const parent = api.propagation.extract(api.ROOT_CONTEXT, req.headers, getter);
+    const attributes = {
+      "http.request.method": req.method,
+      "url.full": req.url,
+      "network.protocol.name": "http",
+      "network.protocol.version": "3",
+    };
+    return tracer.startActiveSpan(
+      req.method,
+      { kind: api.SpanKind.SERVER, attributes },
+      parent,
+      async (span) => {
+        try {
+          const res = await handler(req, info);
+          span.setAttribute("http.response.status_code", res.status);
+          if (res.status >= 500) span.setStatus({ code: api.SpanStatusCode.ERROR });
+          return res;
+        } catch (err) {
+          span.setStatus({ code: api.SpanStatusCode.ERROR, message: String(err) });
+          throw err;
+        } finally {
+          span.end();
+        }
+      },
+    );
+  };
 }

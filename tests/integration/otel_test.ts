@@ -231,3 +231,57 @@ routes: { "/": { type: proxy, target: "https://127.0.0.1:${up.addr.port}" } }
     assert.equal(s.tracestate, "vendor=1");
   }
 });
+
+Deno.test("OTEL_DENO=true: an HTTP/3 request gets a server span, the upstream's parent", async () => {
+  if (!("QuicEndpoint" in Deno)) return;
+  const TLS = `${ROOT}/tests/fixtures/tls`;
+  const exported: Uint8Array[] = [];
+  await using otlp = await startUpstream(async (req) => {
+    if (new URL(req.url).pathname === "/v1/traces") exported.push(await req.bytes());
+    return new Response(null, { status: 200 });
+  });
+  const { up, seen } = await tracedUpstream();
+  await using _up = up;
+  await using prox = await spawnProx(
+    `listen_addr: "127.0.0.1:{PORT}"
+tls: { cert_path: "${TLS}/cert.pem", key_path: "${TLS}/key.pem" }
+protocols: { http3_enabled: true }
+health_check: { enabled: false }
+routes: { "/": { type: proxy, target: "${up.url}" } }
+`,
+    {
+      env: {
+        OTEL_DENO: "true",
+        OTEL_EXPORTER_OTLP_ENDPOINT: otlp.url,
+        OTEL_BSP_SCHEDULE_DELAY: "200",
+      },
+    },
+  );
+  const ca = Deno.readTextFileSync(`${TLS}/ca.pem`);
+  const { connectH3 } = await import("../../src/adapters/h3/client.ts");
+  let res: { status: number } | null = null;
+  // HTTP/3 comes up beside the TCP listener: retried until it answers.
+  await waitFor(async () => {
+    try {
+      await using h3 = await connectH3({ hostname: "127.0.0.1", port: prox.port, caCerts: [ca] });
+      res = await h3.request("/a", { headers: incoming });
+      return true;
+    } catch {
+      return false;
+    }
+  }, { timeoutMs: 10_000, what: "an HTTP/3 answer" });
+  assert.equal(res!.status, 200);
+  assert.equal(seen.length, 1);
+  const m = /^00-([0-9a-f]{32})-([0-9a-f]{16})-01$/.exec(seen[0].traceparent ?? "");
+  assert.ok(m, `traceparent ${seen[0].traceparent}`);
+  assert.equal(m[1], TRACE);
+  assert.notEqual(m[2], CLIENT_SPAN);
+  assert.equal(seen[0].tracestate, "vendor=1");
+  const spanBytes = Uint8Array.from(m[2].match(/../g)!.map((h) => parseInt(h, 16)));
+  const holds = (body: Uint8Array, part: Uint8Array) =>
+    body.some((_, i) => part.every((b, j) => body[i + j] === b));
+  await waitFor(() => exported.some((b) => holds(b, spanBytes)), {
+    timeoutMs: 20_000,
+    what: "an OTLP export holding Prox's HTTP/3 span",
+  });
+});
