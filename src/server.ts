@@ -124,8 +124,8 @@ export async function startServer(
   const pool = config.upstream_pool;
   const traced = otelEnabled(denoEnv.env);
   const traceContext = traced ? await traceContextSource() : undefined;
-  // HTTP/3 is served without Deno.serve, which makes the server spans over TCP.
-  const h3Spans = traced ? await serverSpans() : undefined;
+  // Server spans for the requests Prox's engines serve without Deno.serve, which makes them.
+  const spans = traced ? await serverSpans() : undefined;
   const ownClient = opts.upstream ? null : createUpstreamClient({
     maxConnectionsPerUpstream: pool.max_connections_per_upstream,
     maxIdlePerUpstream: pool.max_idle_per_upstream,
@@ -219,6 +219,7 @@ export async function startServer(
   let stopReducer = () => {};
   const set = createListenerSet({
     logger,
+    spans,
     drainMs: () => config.shutdown_timeout,
     // Deno.serve's drain closes them too (1001 "Server shutting down", whichever frame goes
     // first), unseen by the relay: logged as the client's close with 1005, the upstream told of
@@ -265,7 +266,7 @@ export async function startServer(
   let migrateHinted = false;
   // HTTP/3 beside the TLS listener; Alt-Svc is advertised only while it is actually up.
   const h3 = followH3({
-    handler: h3Spans ? h3Spans(serveHandler) : serveHandler,
+    handler: spans ? spans(serveHandler, "3") : serveHandler,
     logger,
     metrics,
     current: (c) => !draining && config === c,

@@ -204,6 +204,11 @@ export function createListenerSet(opts: {
   drainMs: () => number;
   /** Called for each listener a change replaces, before it drains. */
   onReplace?: (l: Listener) => void;
+  /**
+   * With tracing on: server spans for the requests of Prox's engines, which Deno.serve would make
+   * (otel.ts); only `accept_proxy_protocol` keeps the engines on then.
+   */
+  spans?: (handler: Handler) => Handler;
 }): ListenerSet {
   const { logger } = opts;
   let current = new Map<string, Entry>();
@@ -263,7 +268,7 @@ export function createListenerSet(opts: {
           try {
             listener = ownEngine(plan)
               ? listenH1(addr, {
-                handler: plan.handler,
+                handler: opts.spans ? opts.spans(plan.handler) : plan.handler,
                 logger,
                 reusePort: REUSE_PORT,
                 metrics: plan.metrics,

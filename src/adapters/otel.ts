@@ -50,24 +50,25 @@ export function carryTraceContext(
 
 /**
  * Wraps a handler so that each request gets a server span continuing the client's trace context,
- * as Deno.serve makes for the requests it serves: for HTTP/3, which Prox's own engine serves on
- * QUIC without Deno.serve. Loaded only when tracing is on.
+ * as Deno.serve makes for the requests it serves: for those Prox's own engines serve without
+ * Deno.serve (HTTP/3; HTTP/1.1 and HTTP/2 behind `accept_proxy_protocol`). `version`: the HTTP
+ * version when one engine serves only it. Loaded only when tracing is on.
  */
-export async function serverSpans(): Promise<(handler: Handler) => Handler> {
+export async function serverSpans(): Promise<(handler: Handler, version?: string) => Handler> {
   const api = await import("@opentelemetry/api");
   const tracer = api.trace.getTracer("prox");
   const getter = {
     keys: (h: Headers) => [...h.keys()],
     get: (h: Headers, key: string) => h.get(key) ?? undefined,
   };
-  return (handler) => (req, info) => {
+  return (handler, version) => (req, info) => {
     const parent = api.propagation.extract(api.ROOT_CONTEXT, req.headers, getter);
-    const attributes = {
+    const attributes: Record<string, string> = {
       "http.request.method": req.method,
       "url.full": req.url,
       "network.protocol.name": "http",
-      "network.protocol.version": "3",
     };
+    if (version) attributes["network.protocol.version"] = version;
     return tracer.startActiveSpan(
       req.method,
       { kind: api.SpanKind.SERVER, attributes },

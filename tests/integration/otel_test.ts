@@ -285,3 +285,32 @@ routes: { "/": { type: proxy, target: "${up.url}" } }
     what: "an OTLP export holding Prox's HTTP/3 span",
   });
 });
+
+Deno.test("OTEL_DENO=true: a request behind a PROXY protocol balancer gets a server span", async () => {
+  const { up, seen } = await tracedUpstream();
+  await using _up = up;
+  await using otlp = await startUpstream(() => new Response(null, { status: 200 }));
+  await using prox = await spawnProx(
+    `listen_addr: "127.0.0.1:{PORT}"
+accept_proxy_protocol: { from: ["127.0.0.1/32"] }
+health_check: { enabled: false }
+routes: { "/": { type: proxy, target: "${up.url}" } }
+`,
+    { env: { OTEL_DENO: "true", OTEL_EXPORTER_OTLP_ENDPOINT: otlp.url } },
+  );
+  // The readiness probe of spawnProx sent no header: that connection is simply closed.
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: prox.port });
+  await conn.write(new TextEncoder().encode(
+    `PROXY TCP4 192.0.2.7 127.0.0.1 40000 ${prox.port}\r\n` +
+      `GET /a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n` +
+      `traceparent: ${incoming.traceparent}\r\ntracestate: ${incoming.tracestate}\r\n\r\n`,
+  ));
+  const answer = new TextDecoder().decode(await new Response(conn.readable).bytes());
+  assert.match(answer, /^HTTP\/1\.1 200/);
+  assert.equal(seen.length, 1);
+  const m = /^00-([0-9a-f]{32})-([0-9a-f]{16})-01$/.exec(seen[0].traceparent ?? "");
+  assert.ok(m, `traceparent ${seen[0].traceparent}`);
+  assert.equal(m[1], TRACE);
+  assert.notEqual(m[2], CLIENT_SPAN);
+  assert.equal(seen[0].tracestate, "vendor=1");
+});
