@@ -125,6 +125,13 @@ function scrub(url: string, text: string): string {
   return text.split(password).join("***").split(decoded).join("***");
 }
 
+/** An error's message and its cause's ("fetch failed" alone does not say a certificate was refused). */
+function withCause(err: unknown): string {
+  const e = err as Error;
+  const cause = (e?.cause as Error | undefined)?.message;
+  return cause && cause !== e.message ? `${e.message}: ${cause}` : String(e?.message ?? err);
+}
+
 /** The publisher `dns` configures; `env` reads `token_env` (at each call: a rotated token is used). */
 export function dnsPublisher(
   dns: AcmeDnsConfig,
@@ -217,40 +224,51 @@ export function dnsPublisher(
     const url = endpoint(action);
     const shown = withoutPassword(url);
     let res: Response;
+    // A private CA (ca_cert), read at each call: a replaced file is used without a reload.
+    let client: Deno.HttpClient | undefined;
     try {
+      if (dns.ca_cert !== undefined) {
+        client = Deno.createHttpClient({ caCerts: [await Deno.readTextFile(dns.ca_cert)] });
+      }
       res = await fetch(url, {
         method: "POST",
         headers,
         body: JSON.stringify({ fqdn, value }),
         signal: AbortSignal.timeout(timeoutMs),
         redirect: "manual",
+        ...(client ? { client } : {}),
       });
     } catch (err) {
+      client?.close();
       throw new Error(
-        `DNS webhook ${shown} could not be reached: ${scrub(url, (err as Error).message)}`,
+        `DNS webhook ${shown} could not be reached: ${scrub(url, withCause(err))}`,
       );
     }
-    if (res.ok) {
-      // Nothing in the answer matters: one that never ends must not hold the order.
-      await res.body?.cancel().catch(() => {});
-      return;
-    }
-    const text = await readHead(res.body, 4096, 2_000);
-    const location = res.headers.get("location");
-    if (res.status >= 300 && res.status < 400 && location) {
-      // Followed, a 301-303 would turn the POST into a GET (and drop Authorization elsewhere):
-      // the hook would seem to have published a record it never saw.
-      let to = location;
-      try {
-        to = withoutPassword(new URL(location, url).href);
-      } catch { /* named as it came */ }
+    try {
+      if (res.ok) {
+        // Nothing in the answer matters: one that never ends must not hold the order.
+        await res.body?.cancel().catch(() => {});
+        return;
+      }
+      const text = await readHead(res.body, 4096, 2_000);
+      const location = res.headers.get("location");
+      if (res.status >= 300 && res.status < 400 && location) {
+        // Followed, a 301-303 would turn the POST into a GET (and drop Authorization elsewhere):
+        // the hook would seem to have published a record it never saw.
+        let to = location;
+        try {
+          to = withoutPassword(new URL(location, url).href);
+        } catch { /* named as it came */ }
+        throw new Error(
+          `DNS webhook ${shown} answered ${res.status}, a redirect to ${to}: set tls.acme.dns.webhook to the URL it should be`,
+        );
+      }
       throw new Error(
-        `DNS webhook ${shown} answered ${res.status}, a redirect to ${to}: set tls.acme.dns.webhook to the URL it should be`,
+        `DNS webhook ${shown} answered ${res.status}${text ? `: ${tail(text)}` : ""}`,
       );
+    } finally {
+      client?.close();
     }
-    throw new Error(
-      `DNS webhook ${shown} answered ${res.status}${text ? `: ${tail(text)}` : ""}`,
-    );
   };
   return {
     present: (fqdn, value) => serial(() => call("present", fqdn, value)),

@@ -394,3 +394,36 @@ Deno.test("dnsPublisher webhook: /present and /cleanup go on the URL's path, its
   await hook.cleanup("_acme-challenge.example.com.", "v");
   assert.deepEqual(seen, ["/dns/present?zone=example", "/dns/cleanup?zone=example"]);
 });
+
+Deno.test("dnsPublisher webhook: an https hook under a private CA is trusted through ca_cert, and only so", async () => {
+  const tls = new URL("../../tests/fixtures/tls/", import.meta.url).pathname;
+  const seen: string[] = [];
+  await using server = Deno.serve({
+    hostname: "127.0.0.1",
+    port: 0,
+    cert: await Deno.readTextFile(`${tls}cert.pem`),
+    key: await Deno.readTextFile(`${tls}key.pem`),
+    onListen() {},
+  }, async (req) => {
+    seen.push(`${new URL(req.url).pathname} ${(await req.json()).fqdn}`);
+    return new Response("ok");
+  });
+  const webhook = `https://localhost:${server.addr.port}/dns`;
+  const trusted = dnsPublisher(
+    { webhook, ca_cert: `${tls}ca.pem`, propagation_timeout: 1_000 },
+    () => undefined,
+  );
+  await trusted.present("_acme-challenge.example.com.", "v");
+  await trusted.cleanup("_acme-challenge.example.com.", "v");
+  assert.deepEqual(seen, [
+    "/dns/present _acme-challenge.example.com.",
+    "/dns/cleanup _acme-challenge.example.com.",
+  ]);
+  // Without it, the system roots do not know that CA.
+  const untrusted = dnsPublisher({ webhook, propagation_timeout: 1_000 }, () => undefined);
+  await assert.rejects(
+    untrusted.present("_acme-challenge.example.com.", "v"),
+    /DNS webhook https:\/\/localhost:\d+\/dns\/present could not be reached: .*(certificate|UnknownIssuer)/i,
+  );
+  assert.equal(seen.length, 2);
+});

@@ -38,6 +38,8 @@ export const Acme = z.object({
     // POST <webhook>/present and <webhook>/cleanup with {"fqdn", "value"} (lego's httpreq).
     webhook: z.string().optional(),
     headers: z.record(z.string(), z.string()).optional(),
+    // A private CA to trust for an https webhook, besides the system roots.
+    ca_cert: z.string().optional(),
     // Sent as `Authorization: Bearer <value of the variable>`, read when an order starts.
     token_env: z.string().min(1).optional(),
     // Runs `<command…> present|cleanup <fqdn> <value>` (lego's exec).

@@ -537,12 +537,21 @@ function validateAcmeDns(
       "Give the hook's path (absolute, or relative to the working directory)",
     );
   }
+  checkCaFile([...base, "ca_cert"], dns.ca_cert, { ...opts, peer: "the DNS webhook's" });
   if (
-    dns.webhook === undefined && (dns.headers !== undefined || dns.token_env !== undefined)
+    dns.webhook === undefined &&
+    (dns.headers !== undefined || dns.token_env !== undefined || dns.ca_cert !== undefined)
   ) {
     warn(
-      [...base, dns.headers !== undefined ? "headers" : "token_env"],
-      "headers and token_env are sent to the webhook only; the command gets Prox's environment",
+      [
+        ...base,
+        dns.headers !== undefined
+          ? "headers"
+          : dns.token_env !== undefined
+          ? "token_env"
+          : "ca_cert",
+      ],
+      "headers, token_env and ca_cert are for the webhook only; the command gets Prox's environment",
       "Remove them, or read the secret from the environment in the command",
     );
   }

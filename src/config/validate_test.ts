@@ -206,7 +206,7 @@ Deno.test("validateConfig: DNS-01 needs one way to publish its record, and opens
     issues(
       "    domains: [a.example]\n    challenge: dns-01\n    dns: { command: [/bin/hook], headers: { A: b } }\n",
     ).join(),
-    /^warning tls\.acme\.dns\.headers: headers and token_env are sent to the webhook only/,
+    /^warning tls\.acme\.dns\.headers: headers, token_env and ca_cert are for the webhook only/,
   );
 });
 
@@ -267,4 +267,21 @@ Deno.test("validateConfig: a DNS-01 token_env set to nothing is an error at load
     { file: "c.yaml", env: { exists: () => true, env: (n) => n === "T" ? "" : undefined } },
   ).issues.map((i) => `${i.severity} ${i.path}: ${i.message}`);
   assert.deepEqual(issues, ["error tls.acme.dns.token_env: Environment variable T is empty"]);
+});
+
+Deno.test("validateConfig: tls.acme.dns.ca_cert must name a CA file, and is for the webhook only", () => {
+  const issues = (dns: string) =>
+    loadConfigText(
+      BASE +
+        `tls:\n  acme:\n    enabled: true\n    email: a@a.example\n    domains: [a.example]\n    challenge: dns-01\n    dns: ${dns}\n`,
+      { file: "c.yaml", env: { exists: (p) => p !== "missing.pem" } },
+    ).issues.map((i) => `${i.severity} ${i.path}: ${i.message}`);
+  assert.deepEqual(issues("{ webhook: https://h/x, ca_cert: ca.pem }"), []);
+  assert.deepEqual(issues("{ webhook: https://h/x, ca_cert: missing.pem }"), [
+    "error tls.acme.dns.ca_cert: CA certificate file not found: missing.pem",
+  ]);
+  assert.match(
+    issues("{ command: [/bin/true], ca_cert: ca.pem }").join(),
+    /^warning tls\.acme\.dns\.ca_cert: headers, token_env and ca_cert are for the webhook only/,
+  );
 });
