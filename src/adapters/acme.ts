@@ -71,6 +71,8 @@ export interface AcmeTuning {
   clientRetries?: number;
   /** How often DNS-01 looks for its published record again. Default 2 s. */
   dnsPollMs?: number;
+  /** acme-client's first wait before looking at a pending authorization again. Default 5 s. */
+  pollMinMs?: number;
 }
 
 /** Bound on pending challenge tokens held in memory (one per domain and order). */
@@ -275,6 +277,7 @@ export async function startAcme(
           logger,
           retries: opts.clientRetries,
           dnsPollMs: opts.dnsPollMs,
+          pollMinMs: opts.pollMinMs,
         }),
         directoryUrl: directoryUrl(config),
       };

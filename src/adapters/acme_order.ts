@@ -35,6 +35,11 @@ type OrderOptions = {
   retries?: number;
   /** How often DNS-01 looks for its published record again. Default 2 s. */
   dnsPollMs?: number;
+  /**
+   * acme-client's first wait before it looks at a pending authorization or order again (it
+   * doubles up to 30 s). Default 5 s, acme-client's.
+   */
+  pollMinMs?: number;
 };
 
 /** The longest Retry-After (ms) of a rate-limit answer during the order in progress. */
@@ -106,9 +111,10 @@ async function placeOrder(config: AcmeConfig, opts: OrderOptions): Promise<Certi
     );
   }
   const contact = [`mailto:${config.email}`];
+  const backoff = opts.pollMinMs ? { backoffMin: opts.pollMinMs } : {};
 
   const register = async (): Promise<InstanceType<typeof acme.Client>> => {
-    const client = new acme.Client({ directoryUrl: url, accountKey });
+    const client = new acme.Client({ directoryUrl: url, accountKey, ...backoff });
     await client.createAccount({ termsOfServiceAgreed: true, contact });
     await store.writeAccount({
       directoryUrl: url,
@@ -128,7 +134,7 @@ async function placeOrder(config: AcmeConfig, opts: OrderOptions): Promise<Certi
     ? found
     : null;
   let client = stored
-    ? new acme.Client({ directoryUrl: url, accountKey, accountUrl: stored.accountUrl })
+    ? new acme.Client({ directoryUrl: url, accountKey, accountUrl: stored.accountUrl, ...backoff })
     : await register();
   if (stored && stored.email !== config.email) {
     await client.updateAccount({ contact });

@@ -105,14 +105,19 @@ interopTest(
 token_env: PROX_TEST_DNS_TOKEN
 resolvers: ["${pebble.dns}"]`,
         }),
-        { dnsPollMs: 50 },
+        { dnsPollMs: 50, pollMinMs: 200 },
         logger,
       );
       try {
-        await waitFor(() => server.acme!.current(), {
-          timeoutMs: 30_000,
-          what: `issuance (${server.acme!.status().lastError})`,
-        });
+        await waitFor(() => server.acme!.current(), { timeoutMs: 30_000, what: "issuance" })
+          .catch((err) => {
+            // What the order was doing: Prox's lines, the hook's calls, pebble's last lines.
+            throw new Error(
+              `${err.message}\n${JSON.stringify(server.acme!.status())}\n${
+                logger.lines.join("\n")
+              }\n${JSON.stringify(hook.calls)}\n${pebble.log().slice(-3000)}`,
+            );
+          });
         await waitFor(() => server.ready(), { what: "HTTPS listener" });
         // Any name under the wildcard is served with it, verified against pebble's root.
         const got = await tlsGet(server.port, pebble.root, "/", "anything.prox.test");
@@ -175,7 +180,7 @@ esac
           dns: `command: ["${script}"]
 resolvers: ["${pebble.dns}"]`,
         }),
-        { dnsPollMs: 50 },
+        { dnsPollMs: 50, pollMinMs: 200 },
       );
       try {
         await waitFor(() => server.acme!.current(), {
@@ -226,7 +231,7 @@ interopTest(
 resolvers: ["${pebble.dns}"]
 propagation_timeout: 1s`,
           }),
-          { dnsPollMs: 50, retryBaseMs: 3_600_000 },
+          { dnsPollMs: 50, pollMinMs: 200, retryBaseMs: 3_600_000 },
         );
         try {
           const status = await waitFor(() => {
@@ -262,7 +267,7 @@ interopTest(
         dns: `webhook: "${hook.url}"
 resolvers: ["${pebble.dns}"]`,
       });
-      const first = await start(yaml, { dnsPollMs: 50 });
+      const first = await start(yaml, { dnsPollMs: 50, pollMinMs: 200 });
       let serial: string;
       try {
         await waitFor(() => first.acme!.current(), {
@@ -278,7 +283,7 @@ resolvers: ["${pebble.dns}"]`,
       assert.ok((await Deno.stat(`${dir}/acme/*.Prox.test.crt`)).isFile);
       assert.equal(pebble.orders(), 1);
       const logger = memoryLogger();
-      const second = await start(yaml, { dnsPollMs: 50 }, logger);
+      const second = await start(yaml, { dnsPollMs: 50, pollMinMs: 200 }, logger);
       try {
         await waitFor(() => second.ready(), { what: "HTTPS listener after the restart" });
         const got = await tlsGet(second.port, pebble.root, "/", "b.prox.test");
@@ -321,7 +326,7 @@ interopTest(
 resolvers: ["${pebble.dns}"]
 propagation_timeout: 5s`,
         }),
-        { dnsPollMs: 50 },
+        { dnsPollMs: 50, pollMinMs: 200 },
       );
       try {
         await waitFor(() => server.acme!.current(), {
@@ -378,7 +383,7 @@ exit 0
 resolvers: ["${pebble.dns}"]
 propagation_timeout: 3s`,
         }),
-        { dnsPollMs: 50, retryBaseMs: 3_600_000 },
+        { dnsPollMs: 50, pollMinMs: 200, retryBaseMs: 3_600_000 },
       );
       try {
         const got = await waitFor(() => {
