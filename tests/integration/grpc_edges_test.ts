@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import * as grpc from "@grpc/grpc-js";
 import { startUpstream, waitFor } from "../_harness.ts";
 import { onProxEngines, startProxy } from "./_proxy.ts";
-import { serveGrpc } from "./_grpc.ts";
+import { ECHO, serveGrpc } from "./_grpc.ts";
 import { silentLogger } from "../../src/ports.ts";
 
 onProxEngines();
@@ -52,19 +52,6 @@ routes:
     await new Promise<void>((resolve) => server.close(() => resolve()));
   }
 });
-
-const same = (b: Buffer) => b;
-const ECHO = {
-  echo: {
-    path: "/test.Echo/Echo",
-    requestStream: false,
-    responseStream: false,
-    requestSerialize: same,
-    requestDeserialize: same,
-    responseSerialize: same,
-    responseDeserialize: same,
-  },
-};
 
 /** A grpc-js server whose /test.Echo/Echo answers "echo:" and the request's message. */
 function echoServer() {

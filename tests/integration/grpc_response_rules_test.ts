@@ -3,30 +3,16 @@
 // status; the access log keeps grpcStatus and the bytes sent), and curl sees the trailer after the
 // body; a rule that replaces the body drops them with it (they would describe a body that is gone).
 import assert from "node:assert/strict";
-import http2 from "node:http2";
 import * as grpc from "@grpc/grpc-js";
 import { interopTest, ROOT, run, waitFor } from "../_harness.ts";
 import { onProxEngines, startProxy } from "./_proxy.ts";
-import { serveGrpc } from "./_grpc.ts";
+import { ECHO, serveGrpc, trailerUpstream } from "./_grpc.ts";
 import { silentLogger } from "../../src/ports.ts";
 
 const TLS = `${ROOT}/tests/fixtures/tls`;
 
 // Trailers go out on Prox's own HTTP/2 engine only (Deno.serve cannot send them).
 onProxEngines();
-
-const same = (b: Buffer) => b;
-const ECHO = {
-  echo: {
-    path: "/test.Echo/Echo",
-    requestStream: false,
-    responseStream: false,
-    requestSerialize: same,
-    requestDeserialize: same,
-    responseSerialize: same,
-    responseDeserialize: same,
-  },
-};
 
 function config(target: string, rules: string, tls = false): string {
   return `${
@@ -84,32 +70,6 @@ Deno.test("a response_body rule that sets only content_type keeps a gRPC answer'
   // The body streamed through (no Content-Length): the counter told the log its size.
   assert.equal(lines[0].bytesOut, 5 + "echo:hi".length);
 });
-
-/** A node:http2 upstream (h2c): the body back, then a trailer with its length. */
-function trailerUpstream() {
-  const server = http2.createServer();
-  server.on("stream", (stream: http2.ServerHttp2Stream) => {
-    let n = 0;
-    stream.respond({ ":status": 200, "content-type": "application/octet-stream" }, {
-      waitForTrailers: true,
-    });
-    stream.on("wantTrailers", () => stream.sendTrailers({ "x-bytes": String(n) }));
-    stream.on("data", (c: Uint8Array) => {
-      n += c.length;
-      stream.write(c);
-    });
-    stream.on("end", () => stream.end());
-  });
-  const listening = new Promise<number>((resolve) =>
-    server.listen(0, "127.0.0.1", () => resolve((server.address() as { port: number }).port))
-  );
-  return {
-    listening,
-    async [Symbol.asyncDispose]() {
-      await new Promise<void>((resolve) => server.close(() => resolve()));
-    },
-  };
-}
 
 interopTest(
   "curl over TLS: response_body's content_type keeps the upstream's trailer; set_text drops it with the body",

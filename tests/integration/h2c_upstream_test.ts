@@ -7,7 +7,7 @@ import http2 from "node:http2";
 import * as grpc from "@grpc/grpc-js";
 import { interopTest, ROOT, run, waitFor } from "../_harness.ts";
 import { onProxEngines, startProxy } from "./_proxy.ts";
-import { serveGrpc } from "./_grpc.ts";
+import { serveGrpc, trailerUpstream } from "./_grpc.ts";
 import { loadConfigText } from "../../src/config/load.ts";
 import { silentLogger } from "../../src/ports.ts";
 
@@ -205,39 +205,10 @@ interopTest("upstream_protocol: h2 — HTTP/2 over TLS to the upstream, its trai
   assert.match(out.stdout, /\r\n\r\ntwelve bytesx-bytes: 12\r\n$/);
 });
 
-/** A node:http2 upstream (h2c) that streams each request body back, then a trailer. */
-function echoUpstream() {
-  const server = http2.createServer();
-  const seen: http2.IncomingHttpHeaders[] = [];
-  server.on("stream", (stream: http2.ServerHttp2Stream, headers) => {
-    seen.push(headers);
-    let n = 0;
-    stream.respond({ ":status": 200, "content-type": "application/octet-stream" }, {
-      waitForTrailers: true,
-    });
-    stream.on("wantTrailers", () => stream.sendTrailers({ "x-bytes": String(n) }));
-    stream.on("data", (c: Uint8Array) => {
-      n += c.length;
-      stream.write(c);
-    });
-    stream.on("end", () => stream.end());
-  });
-  const listening = new Promise<number>((resolve) =>
-    server.listen(0, "127.0.0.1", () => resolve((server.address() as { port: number }).port))
-  );
-  return {
-    listening,
-    seen,
-    async [Symbol.asyncDispose]() {
-      await new Promise<void>((resolve) => server.close(() => resolve()));
-    },
-  };
-}
-
 interopTest("curl over TLS: 1 MiB up and back through an h2c upstream, its trailer passed on", [
   "curl",
 ], async () => {
-  await using up = echoUpstream();
+  await using up = trailerUpstream();
   const port = await up.listening;
   await using prox = await startProxy(config(`http://127.0.0.1:${port}`, true));
   const dir = await Deno.makeTempDir();
@@ -273,7 +244,7 @@ interopTest("curl over TLS: 1 MiB up and back through an h2c upstream, its trail
 });
 
 Deno.test("active health checks of an h2c route speak h2c", async () => {
-  await using up = echoUpstream();
+  await using up = trailerUpstream();
   const port = await up.listening;
   await using prox = await startProxy(`health_check:
   enabled: true
@@ -476,7 +447,7 @@ interopTest(
     "curl",
   ],
   async () => {
-    await using up = echoUpstream();
+    await using up = trailerUpstream();
     const port = await up.listening;
     await using prox = await startProxy(config(`http://127.0.0.1:${port}`, false));
     const ask = (...extra: string[]) =>

@@ -3,32 +3,21 @@
 // section must not hold left out, RFC 9110 §6.5.1), read by Prox's own HTTP/3 client and by
 // ngtcp2's gtlsclient; the access log keeps grpcStatus as over TCP.
 import assert from "node:assert/strict";
-import http2 from "node:http2";
 import * as grpc from "@grpc/grpc-js";
 import { interopTest, ROOT, run, waitFor } from "../_harness.ts";
 import { onProxEngines, startProxy } from "./_proxy.ts";
-import { serveGrpc } from "./_grpc.ts";
+import { ECHO, serveGrpc, trailerUpstream } from "./_grpc.ts";
 import { connectH3 } from "../../src/adapters/h3/client.ts";
 import { silentLogger } from "../../src/ports.ts";
+
+/** Trailer fields a trailer section must not hold (RFC 9110 §6.5.1): left out by every listener. */
+const MUST_NOT = { "content-length": "999", "set-cookie": "sneaky=1", "location": "/elsewhere" };
 
 // Prox's own engines answer these (PROX_H1_ENGINE=deno runs the suite on Deno.serve).
 onProxEngines();
 
 const TLS = `${ROOT}/tests/fixtures/tls`;
 const ca = Deno.readTextFileSync(`${TLS}/ca.pem`);
-
-const same = (b: Buffer) => b;
-const ECHO = {
-  echo: {
-    path: "/test.Echo/Echo",
-    requestStream: false,
-    responseStream: false,
-    requestSerialize: same,
-    requestDeserialize: same,
-    responseSerialize: same,
-    responseDeserialize: same,
-  },
-};
 
 function config(target: string): string {
   return `listen_addr: "127.0.0.1:0"
@@ -54,38 +43,6 @@ function grpcFrame(text: string): Uint8Array {
   new DataView(out.buffer).setUint32(1, b.length);
   out.set(b, 5);
   return out;
-}
-
-/** A node:http2 upstream (h2c): the body back, then trailers, some a trailer must not hold. */
-function trailerUpstream() {
-  const server = http2.createServer();
-  server.on("stream", (stream: http2.ServerHttp2Stream) => {
-    let n = 0;
-    stream.respond({ ":status": 200, "content-type": "application/octet-stream" }, {
-      waitForTrailers: true,
-    });
-    stream.on("wantTrailers", () =>
-      stream.sendTrailers({
-        "x-bytes": String(n),
-        "content-length": "999",
-        "set-cookie": "sneaky=1",
-        "location": "/elsewhere",
-      }));
-    stream.on("data", (c: Uint8Array) => {
-      n += c.length;
-      stream.write(c);
-    });
-    stream.on("end", () => stream.end());
-  });
-  const listening = new Promise<number>((resolve) =>
-    server.listen(0, "127.0.0.1", () => resolve((server.address() as { port: number }).port))
-  );
-  return {
-    listening,
-    async [Symbol.asyncDispose]() {
-      await new Promise<void>((resolve) => server.close(() => resolve()));
-    },
-  };
 }
 
 Deno.test("HTTP/3: a gRPC upstream's trailers follow the body, and the access log keeps grpcStatus", async () => {
@@ -119,7 +76,7 @@ Deno.test("HTTP/3: a gRPC upstream's trailers follow the body, and the access lo
 });
 
 Deno.test("HTTP/3: an HTTP/2 upstream's trailer follows the body, without fields a trailer section must not hold", async () => {
-  await using up = trailerUpstream();
+  await using up = trailerUpstream(MUST_NOT);
   const port = await up.listening;
   await using prox = await startProxy(config(`http://127.0.0.1:${port}`), {
     keepListen: true,
@@ -144,7 +101,7 @@ Deno.test("HTTP/3: an HTTP/2 upstream's trailer follows the body, without fields
 interopTest("gtlsclient sees an HTTP/2 upstream's trailer after the body over HTTP/3", [
   "gtlsclient",
 ], async () => {
-  await using up = trailerUpstream();
+  await using up = trailerUpstream(MUST_NOT);
   const port = await up.listening;
   await using prox = await startProxy(config(`http://127.0.0.1:${port}`), {
     keepListen: true,
@@ -175,7 +132,7 @@ interopTest(
   "HTTP/2 listener: an HTTP/2 upstream's trailers leave out the same fields as HTTP/1.1 and HTTP/3",
   ["curl"],
   async () => {
-    await using up = trailerUpstream();
+    await using up = trailerUpstream(MUST_NOT);
     const port = await up.listening;
     await using prox = await startProxy(config(`http://127.0.0.1:${port}`), {
       keepListen: true,
