@@ -298,14 +298,19 @@ const denoTxt: TxtLookup = async (name, server) => {
   }
 };
 
-const denoLookup: ServerLookup = async (name, type) => {
+/** Lookups on `server`, or through the system resolver; NXDOMAIN is `[]`. */
+const lookupOn = (server?: NameServer): ServerLookup => async (name, type) => {
   try {
-    return await Deno.resolveDns(name, type, { signal: AbortSignal.timeout(LOOKUP_TIMEOUT_MS) });
+    return await Deno.resolveDns(name, type as "NS", {
+      ...(server ? { nameServer: server } : {}),
+      signal: AbortSignal.timeout(LOOKUP_TIMEOUT_MS),
+    });
   } catch (err) {
     if (err instanceof Deno.errors.NotFound) return [];
     throw err;
   }
 };
+const denoLookup = lookupOn();
 
 /** A zone's name server (`name`) and its addresses; a `resolvers` entry is one of its own. */
 export interface ServerGroup {
@@ -336,14 +341,6 @@ export async function authoritativeGroups(
   return [];
 }
 
-/** The name servers of the zone that holds `record`, as addresses on port 53 (empty: none found). */
-export async function authoritativeServers(
-  record: string,
-  lookup: ServerLookup = denoLookup,
-): Promise<NameServer[]> {
-  return (await authoritativeGroups(record, lookup)).flatMap((g) => g.addrs);
-}
-
 const addrText = (s: NameServer) => s.ipAddr.includes(":") ? `[${s.ipAddr}]` : s.ipAddr;
 const groupText = (g: ServerGroup) =>
   g.name === null
@@ -361,19 +358,8 @@ export async function effectiveRecord(
   lookup?: ServerLookup,
 ): Promise<string> {
   const server = resolvers?.map(parseResolver).find((s): s is NameServer => typeof s !== "string");
-  const viaResolver: ServerLookup = async (name, type) => {
-    try {
-      return await Deno.resolveDns(name, type as "CNAME", {
-        nameServer: server,
-        signal: AbortSignal.timeout(LOOKUP_TIMEOUT_MS),
-      });
-    } catch (err) {
-      if (err instanceof Deno.errors.NotFound) return [];
-      throw err;
-    }
-  };
   const name = record.replace(/\.$/, "");
-  const end = await cnameTarget(name, lookup ?? (server ? viaResolver : denoLookup));
+  const end = await cnameTarget(name, lookup ?? lookupOn(server));
   return end === name.toLowerCase() ? record : `${end}.`;
 }
 

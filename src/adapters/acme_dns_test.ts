@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { authoritativeServers, awaitTxt, dnsPublisher } from "./acme_dns.ts";
+import { authoritativeGroups, awaitTxt, dnsPublisher } from "./acme_dns.ts";
 import type { ServerLookup, TxtLookup } from "./acme_dns.ts";
 import type { Logger } from "../ports.ts";
 import { waitFor } from "../../tests/_harness.ts";
@@ -15,7 +15,7 @@ const quiet: Logger & { warned: string[] } = {
   error() {},
 };
 
-Deno.test("authoritativeServers: the closest zone with NS records, its servers' addresses on port 53", async () => {
+Deno.test("authoritativeGroups: the closest zone with NS records, its servers' addresses on port 53", async () => {
   const asked: string[] = [];
   const lookup: ServerLookup = (name, type) => {
     asked.push(`${type} ${name}`);
@@ -28,12 +28,12 @@ Deno.test("authoritativeServers: the closest zone with NS records, its servers' 
     // A lookup error (no AAAA) is a server without that family, not a failure.
     return Promise.reject(new Error("no AAAA"));
   };
-  assert.deepEqual(await authoritativeServers("_acme-challenge.a.example.com", lookup), [
-    { ipAddr: "192.0.2.1", port: 53 },
-    { ipAddr: "192.0.2.2", port: 53 },
+  assert.deepEqual(await authoritativeGroups("_acme-challenge.a.example.com", lookup), [
+    { name: "ns1.dns.test", addrs: [{ ipAddr: "192.0.2.1", port: 53 }] },
+    { name: "ns2.dns.test", addrs: [{ ipAddr: "192.0.2.2", port: 53 }] },
   ]);
   assert.deepEqual(asked.slice(0, 2), ["NS a.example.com", "NS example.com"]);
-  assert.deepEqual(await authoritativeServers("x.invalid", () => Promise.resolve([])), []);
+  assert.deepEqual(await authoritativeGroups("x.invalid", () => Promise.resolve([])), []);
 });
 
 Deno.test("awaitTxt: waits until every server answers the value; names the ones that never did", async () => {
