@@ -1,0 +1,147 @@
+// Reads the server name (SNI) from the first bytes a TLS client sends, without terminating TLS:
+// what `tcp` entries with `sni` route on (TLS passthrough). Pure: bytes in, a verdict out. The
+// caller keeps reading and calls again while the answer is "more", up to a byte and time bound.
+// RFC 8446 §5.1 (records; a handshake message may span several), §4.1.2 (ClientHello),
+// RFC 6066 §3 (server_name).
+
+/** How many bytes a ClientHello may take (records included) before the connection is refused. */
+export const MAX_HELLO_BYTES = 16 * 1024;
+
+/** What the bytes read so far say. */
+export type HelloPeek =
+  /** A ClientHello may still follow: read more. */
+  | { kind: "more" }
+  /** A whole ClientHello; `serverName` lowercased without a final dot, null when it names none. */
+  | { kind: "hello"; serverName: string | null }
+  /** Not a TLS ClientHello, malformed, or larger than the bound. */
+  | { kind: "invalid"; reason: string };
+
+const HANDSHAKE = 22;
+const CLIENT_HELLO = 1;
+const SERVER_NAME_EXT = 0;
+const HOST_NAME = 0;
+/** RFC 8446 §5.1: a plaintext record's fragment is at most 2^14 bytes. */
+const MAX_FRAGMENT = 16384;
+
+/**
+ * Looks for a complete ClientHello in `buf` (everything the client sent so far). Rejects early
+ * what cannot become one: another record type (plain HTTP, SSLv2), a record version other than
+ * 3.x, or a ClientHello declared larger than `maxBytes`.
+ */
+export function peekClientHello(buf: Uint8Array, maxBytes = MAX_HELLO_BYTES): HelloPeek {
+  if (buf.length >= 1 && buf[0] !== HANDSHAKE) return invalid("not a TLS handshake record");
+  if (buf.length >= 2 && buf[1] !== 3) return invalid("not a TLS record version (3.x)");
+  // The handshake bytes carried by the complete records so far, reassembled.
+  const parts: Uint8Array[] = [];
+  let held = 0;
+  let at = 0;
+  while (at + 5 <= buf.length) {
+    const type = buf[at];
+    const len = (buf[at + 3] << 8) | buf[at + 4];
+    if (type !== HANDSHAKE) return invalid("a non-handshake record before the ClientHello ended");
+    if (buf[at + 1] !== 3) return invalid("not a TLS record version (3.x)");
+    if (len === 0 || len > MAX_FRAGMENT) return invalid(`a handshake record of ${len} bytes`);
+    // A record still arriving counts for the message header only (an early size verdict).
+    const complete = at + 5 + len <= buf.length;
+    const frag = buf.subarray(at + 5, Math.min(at + 5 + len, buf.length));
+    parts.push(frag);
+    held += frag.length;
+    at += 5 + len;
+    if (held < 4) continue;
+    const hs = parts[0].length < 4 ? concat(parts, held) : parts[0];
+    if (hs[0] !== CLIENT_HELLO) return invalid("the first handshake message is not a ClientHello");
+    const bodyLen = (hs[1] << 16) | (hs[2] << 8) | hs[3];
+    if (bodyLen + 4 > maxBytes) {
+      return invalid(`a ClientHello of ${bodyLen + 4} bytes (the limit is ${maxBytes})`);
+    }
+    if (complete && held >= 4 + bodyLen) {
+      const whole = parts.length === 1 ? parts[0] : concat(parts, held);
+      return parseHello(whole.subarray(4, 4 + bodyLen));
+    }
+  }
+  if (buf.length >= maxBytes) return invalid(`no complete ClientHello in ${maxBytes} bytes`);
+  return { kind: "more" };
+}
+
+function invalid(reason: string): HelloPeek {
+  return { kind: "invalid", reason };
+}
+
+function concat(parts: Uint8Array[], total: number): Uint8Array {
+  const out = new Uint8Array(total);
+  let o = 0;
+  for (const p of parts) {
+    out.set(p, o);
+    o += p.length;
+  }
+  return out;
+}
+
+/** The ClientHello body (§4.1.2) → its server name. */
+function parseHello(b: Uint8Array): HelloPeek {
+  let p = 2 + 32; // legacy_version, random
+  if (p + 1 > b.length) return invalid("a truncated ClientHello");
+  p += 1 + b[p]; // legacy_session_id
+  if (p + 2 > b.length) return invalid("a truncated ClientHello");
+  const suites = (b[p] << 8) | b[p + 1];
+  if (suites < 2 || suites % 2) return invalid("a ClientHello without cipher suites");
+  p += 2 + suites;
+  if (p + 1 > b.length) return invalid("a truncated ClientHello");
+  const compression = b[p];
+  if (compression < 1) return invalid("a ClientHello without compression methods");
+  p += 1 + compression;
+  if (p > b.length) return invalid("a truncated ClientHello");
+  // No extensions at all (SSL 3.0 style): valid, without a name.
+  if (p === b.length) return { kind: "hello", serverName: null };
+  if (p + 2 > b.length) return invalid("a truncated ClientHello");
+  const extEnd = p + 2 + ((b[p] << 8) | b[p + 1]);
+  if (extEnd !== b.length) return invalid("ClientHello extensions of the wrong length");
+  p += 2;
+  while (p + 4 <= extEnd) {
+    const type = (b[p] << 8) | b[p + 1];
+    const len = (b[p + 2] << 8) | b[p + 3];
+    p += 4;
+    if (p + len > extEnd) return invalid("a ClientHello extension of the wrong length");
+    if (type === SERVER_NAME_EXT) return serverName(b.subarray(p, p + len));
+    p += len;
+  }
+  if (p !== extEnd) return invalid("ClientHello extensions of the wrong length");
+  return { kind: "hello", serverName: null };
+}
+
+/** The server_name extension's data (RFC 6066 §3) → its host_name. */
+function serverName(d: Uint8Array): HelloPeek {
+  if (d.length < 2 || ((d[0] << 8) | d[1]) !== d.length - 2) {
+    return invalid("a server_name extension of the wrong length");
+  }
+  let p = 2;
+  while (p + 3 <= d.length) {
+    const type = d[p];
+    const len = (d[p + 1] << 8) | d[p + 2];
+    p += 3;
+    if (p + len > d.length) return invalid("a server_name entry of the wrong length");
+    if (type === HOST_NAME) {
+      const name = hostName(d.subarray(p, p + len));
+      return name === null
+        ? invalid("a server_name that is not a DNS name")
+        : { kind: "hello", serverName: name };
+    }
+    p += len;
+  }
+  return { kind: "hello", serverName: null };
+}
+
+/** Letters, digits, `-`, `_` and dots, 1–253 bytes (RFC 6066: ASCII, no trailing dot). */
+function hostName(bytes: Uint8Array): string | null {
+  if (bytes.length === 0 || bytes.length > 254) return null;
+  let s = "";
+  for (const c of bytes) {
+    const ok = (c >= 0x61 && c <= 0x7a) || (c >= 0x41 && c <= 0x5a) || (c >= 0x30 && c <= 0x39) ||
+      c === 0x2d || c === 0x5f || c === 0x2e;
+    if (!ok) return null;
+    s += String.fromCharCode(c >= 0x41 && c <= 0x5a ? c + 32 : c);
+  }
+  if (s.endsWith(".")) s = s.slice(0, -1);
+  if (s === "" || s.startsWith(".") || s.includes("..")) return null;
+  return s;
+}
