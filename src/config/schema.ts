@@ -16,8 +16,10 @@ import {
   Size,
   Timeouts,
 } from "./schema_route.ts";
+import { TcpEntries } from "./schema_tcp.ts";
 
 export * from "./schema_route.ts";
+export * from "./schema_tcp.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Top level
@@ -200,6 +202,8 @@ export const Config = z.object({
   forward_auth: ForwardAuth.optional(),
   /** Client IP allow/deny lists for every route without its own `ip_access`. */
   ip_access: IpAccess.optional(),
+  /** Layer-4 listeners relaying raw TCP (or TLS by SNI, unterminated) to targets: schema_tcp.ts. */
+  tcp: TcpEntries.optional(),
 }).strict();
 
 /** The resolved configuration: defaults applied, durations in ms, sizes in bytes. */

@@ -14,6 +14,7 @@ import type { ConfigIssue, ParseResult } from "./parse.ts";
 import { validatePages } from "./validate_pages.ts";
 import { checkHeadBody, checkRegex, checkStatus, validateRoutes } from "./validate_route.ts";
 import { validateAccess } from "./validate_access.ts";
+import { validateTcp } from "./validate_tcp.ts";
 import type { Report } from "./validate_route.ts";
 import { dotted, sortIssues } from "./parse.ts";
 import type { CertificateNames } from "./cert_names.ts";
@@ -149,6 +150,9 @@ export function validateConfig(
   if (acmeHttp !== undefined && acmeHttp !== config.http_redirect?.listen_addr) {
     listeners.push([acmePath, acmeHttp]);
   }
+  for (const [name, e] of Object.entries(config.tcp ?? {})) {
+    listeners.push([["tcp", name, "listen_addr"], e.listen_addr]);
+  }
   for (let i = 1; i < listeners.length; i++) {
     const [path, text] = listeners[i];
     const a = parseListenAddr(text);
@@ -170,6 +174,7 @@ export function validateConfig(
   validateRoutes(config, { err, warn, env: opts.env });
   validatePages(config, { err, warn, env: opts.env });
   validateAccess(config, { err, warn, env: opts.env });
+  validateTcp(config, { err, warn });
 
   // Health checks and trusted proxies
   const hc = config.health_check;

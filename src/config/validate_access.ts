@@ -21,6 +21,9 @@ export function validateAccess(
   opts: { err: Report; warn: Report; env: ValidateEnv },
 ): void {
   if (config.ip_access) checkIpAccess(config.ip_access, ["ip_access"], opts);
+  for (const [name, e] of Object.entries(config.tcp ?? {})) {
+    if (e.ip_access) checkIpAccess(e.ip_access, ["tcp", name, "ip_access"], opts);
+  }
   for (const [key, route] of Object.entries(config.routes)) {
     if (route.ip_access) checkIpAccess(route.ip_access, ["routes", key, "ip_access"], opts);
     if (route.basic_auth) checkBasicAuth(route.basic_auth, ["routes", key, "basic_auth"], opts);

@@ -1,0 +1,85 @@
+// Cross-field rules of the top-level `tcp` entries: addresses, targets, `targets` versus `sni`,
+// SNI keys and multi-worker ports. Listener clashes with the HTTP listeners are checked with the
+// others in validate.ts; `ip_access` lists in validate_access.ts.
+
+import { parseListenAddr } from "./listen.ts";
+import type { Config } from "./schema.ts";
+import type { Report } from "./validate_route.ts";
+import { parseHostPort, sniKeyProblem } from "../domain/tcp_route.ts";
+
+/** Checks every entry of `config.tcp`. */
+export function validateTcp(config: Config, o: { err: Report; warn: Report }): void {
+  for (const [name, e] of Object.entries(config.tcp ?? {})) {
+    const at = (...p: (string | number)[]) => ["tcp", name, ...p];
+    const addr = parseListenAddr(e.listen_addr);
+    if (typeof addr === "string") o.err(at("listen_addr"), addr);
+    else if (config.workers > 1 && addr.port === 0) {
+      o.err(
+        at("listen_addr"),
+        `workers: ${config.workers} needs a fixed port in "${e.listen_addr}": with port 0 each ` +
+          "worker would listen on a different port",
+        "Give the port explicitly, e.g. 0.0.0.0:5433",
+      );
+    }
+    if (e.targets && e.sni) {
+      o.err(
+        at("sni"),
+        `tcp.${name} has both targets and sni`,
+        "Keep targets to relay every connection to them, or sni to route TLS by server name",
+      );
+    } else if (!e.targets && !e.sni) {
+      o.err(
+        at(),
+        `tcp.${name} has neither targets nor sni`,
+        'Add targets: ["10.0.0.5:5432"], or sni: { "db.example.com": ["10.0.0.7:443"] }',
+      );
+    }
+    if (e.default && !e.sni) {
+      o.err(
+        at("default"),
+        `tcp.${name}.default is for sni entries (ClientHellos no sni key matches)`,
+        "Move these addresses into targets, or add an sni table",
+      );
+    }
+    const checkTargets = (list: string[] | undefined, ...p: (string | number)[]) =>
+      list?.forEach((t, i) => {
+        const r = parseHostPort(t);
+        if (typeof r === "string") o.err(at(...p, i), r);
+      });
+    checkTargets(e.targets, "targets");
+    checkTargets(e.default, "default");
+    const seen = new Map<string, string>();
+    for (const [key, targets] of Object.entries(e.sni ?? {})) {
+      const problem = sniKeyProblem(key);
+      if (problem) {
+        o.err(at("sni", key), `Invalid sni key: ${problem}`);
+        continue;
+      }
+      const norm = key.toLowerCase().replace(/\.$/, "");
+      const twin = seen.get(norm);
+      if (twin !== undefined) {
+        o.err(
+          at("sni", key),
+          `sni keys "${twin}" and "${key}" name the same server (names are case-insensitive)`,
+          "Keep one of them",
+        );
+      }
+      seen.set(norm, key);
+      checkTargets(targets, "sni", key);
+    }
+    if (e.timeouts.connect === 0) {
+      o.err(
+        at("timeouts", "connect"),
+        "timeouts.connect of 0s would fail every connection",
+        'Give the time a target may take to accept, e.g. "5s"',
+      );
+    }
+    if (e.sni && e.timeouts.client_hello === 0) {
+      o.err(
+        at("timeouts", "client_hello"),
+        "timeouts.client_hello of 0s would refuse every client",
+        'Give the time a client may take to send its ClientHello, e.g. "5s"',
+      );
+    }
+  }
+}
