@@ -41,6 +41,9 @@ import {
   targetPools,
 } from "./adapters/admin_status.ts";
 import { createDenoFileStore } from "./adapters/files_deno.ts";
+import { createTcpListeners } from "./adapters/tcp_listeners.ts";
+import type { StagedTcp } from "./adapters/tcp_listeners.ts";
+import { createTcpMetrics, tcpAccessLogOf } from "./adapters/tcp_observe.ts";
 import { explainRequest } from "./proxy/explain.ts";
 import { createRateLimitStores, keysPerRoute, limiterIds } from "./adapters/rate_limit_stores.ts";
 import type { AccessRecord, Clock, FileStore, Logger, LogLevel } from "./ports.ts";
@@ -216,6 +219,20 @@ export async function startServer(
   // Only one process can own the UDP port and the admin port: with workers, worker 0 does.
   const exclusive = opts.worker?.exclusive ?? true;
 
+  // Layer-4 listeners (`tcp`): their own access lines and metrics, on the same log and registry.
+  const tcpAccessFor = (c: Config) =>
+    tcpAccessLogOf(c.log.access_log, { logger: opts.logger, sink: accessSink.sink });
+  let tcpAccess = tcpAccessFor(config);
+  const tcpMetrics = prom ? createTcpMetrics(prom.registry, () => tcp.active()) : null;
+  const tcp = createTcpListeners({
+    logger,
+    metrics: tcpMetrics,
+    access: () => tcpAccess,
+    random: Math.random,
+    drainMs: () => config.shutdown_timeout,
+  });
+  tcpMetrics?.retain(Object.keys(config.tcp ?? {}));
+
   let stopReducer = () => {};
   const set = createListenerSet({
     logger,
@@ -300,6 +317,12 @@ export async function startServer(
     await certs.close();
     throw located(err);
   }
+  try {
+    tcp.stage(config).commit();
+  } catch (err) {
+    await Promise.all([set.shutdown(1_000), certs.close()]);
+    throw located(err);
+  }
   certs.applied(config, firstPlans);
   await syncH3(config, mainTls(firstPlans));
   const limiterKeys = () => keysPerRoute(rateLimits, current.router.entries.map((e) => e.value));
@@ -335,7 +358,7 @@ export async function startServer(
     metricsText,
     metricsContentType: prom?.contentType,
     status: () =>
-      buildStatus(current, {
+      Object.assign(buildStatus(current, {
         recorder,
         now: Date.now(),
         startedAt,
@@ -349,13 +372,13 @@ export async function startServer(
         limiterKeys: limiterKeys(),
         caches: caches.sizes(),
         acme: certs.acme?.status() ?? null,
-      }),
+      }), config.tcp ? { tcp: tcp.views() } : {}),
   };
   try {
     await admin.sync(exclusive ? config.admin?.listen_addr ?? null : null);
   } catch (err) {
     // A held admin port fails the start: nothing may stay bound or running behind it.
-    await Promise.all([set.shutdown(1_000), h3.shutdown(1_000), certs.close()]);
+    await Promise.all([set.shutdown(1_000), h3.shutdown(1_000), certs.close(), tcp.shutdown(0)]);
     throw located(err, "admin");
   }
   started = true;
@@ -466,10 +489,18 @@ export async function startServer(
       await certs.follow(applied);
       const plans = await certs.plansFor(applied);
       const staged = await set.stage(plans);
+      let stagedTcp: StagedTcp;
+      try {
+        stagedTcp = tcp.stage(applied);
+      } catch (err) {
+        await staged.abort();
+        throw err;
+      }
       // The admin listener moves before the swap too: an address it cannot bind fails the reload.
       try {
         await admin.sync(exclusive ? applied.admin?.listen_addr ?? null : null);
       } catch (err) {
+        stagedTcp.abort();
         await staged.abort();
         throw new ListenError(err instanceof Error ? err.message : String(err), "admin");
       }
@@ -479,6 +510,8 @@ export async function startServer(
       config = applied;
       current = snap;
       staged.commit();
+      stagedTcp.commit();
+      tcpMetrics?.retain(Object.keys(config.tcp ?? {}));
       // WebSockets on routes the reload left unchanged stay connected; the others get 1001.
       websockets.retain(
         (id) => JSON.stringify(prev.routes[id]) === JSON.stringify(config.routes[id]),
@@ -492,6 +525,7 @@ export async function startServer(
       health.update(current);
       const certificateChange = certs.applied(config, plans);
       accessLog = accessLogFor(config);
+      tcpAccess = tcpAccessFor(config);
       // Side systems that may fail (UDP bind, Redis) log their own errors; the reload stands.
       await syncH3(config, mainTls(plans)).catch((err) =>
         logger.error("HTTP/3 did not follow the reload", { error: String(err) })
@@ -523,7 +557,7 @@ export async function startServer(
       logger.info("Config reloaded", {
         version,
         trigger,
-        listenersChanged: staged.bound,
+        listenersChanged: staged.bound + stagedTcp.bound,
         changes: changes.length ? changes : "none",
       });
       return reloads.settle({ ok: true, version, issues: next.issues, at, trigger, changes });
@@ -555,6 +589,8 @@ export async function startServer(
     // The listeners stop accepting at once; one that a reload or certificate swap binds from
     // now on is closed at its commit.
     const listeners = set.shutdown(grace);
+    // tcp connections get the same grace, then are cut.
+    const tcpDrained = tcp.shutdown(grace);
     // A reload or certificate swap under way finishes first, but one that is stuck (a config on
     // a hung network file system) must not hold the drain past its deadline.
     await within(grace, Promise.all([applying, reloads.idle()]));
@@ -562,7 +598,7 @@ export async function startServer(
     // Long-lived streams (WebSockets) are told to go away while requests drain.
     const hooks = Promise.allSettled(shutdownHooks.map((h) => h({ deadline, reason })));
     // HTTP/3 sends GOAWAY and drains under the same grace.
-    await Promise.all([listeners, h3.shutdown(left), hooks, acmeClosed]);
+    await Promise.all([listeners, h3.shutdown(left), hooks, acmeClosed, tcpDrained]);
     // Mirror copies never hold the process: those still under way are abandoned.
     mirrors.closeAll();
     await upstream.close();
@@ -595,6 +631,7 @@ export async function startServer(
     get h3() {
       return h3.listener;
     },
+    tcpAddr: (name) => tcp.addr(name),
     get acme() {
       return certs.acme;
     },

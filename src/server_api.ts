@@ -74,6 +74,8 @@ export interface ProxServer {
   readonly upstreams: UpstreamRegistry;
   /** The HTTP/3 listener (UDP, same port as the TLS listener), when it is up. */
   readonly h3: H3Listener | null;
+  /** The bound address of a `tcp` entry's listener (its real port when configured with 0). */
+  tcpAddr(name: string): { hostname: string; port: number } | undefined;
   /** The ACME certificate keeper, when `tls.acme` is enabled. */
   readonly acme: AcmeController | null;
 }

@@ -137,6 +137,7 @@ export function listenKey(planId: string): string[] {
   if (planId === "http_redirect") return ["http_redirect", "listen_addr"];
   if (planId === "acme_http") return ["tls", "acme", "http_listen_addr"];
   if (planId === "admin") return ["admin", "listen_addr"];
+  if (planId.startsWith("tcp:")) return ["tcp", planId.slice(4), "listen_addr"];
   return ["listen_addr"];
 }
 

@@ -1,0 +1,397 @@
+// One `tcp` entry's connections: accept, check ip_access and max_connections, with `sni` read the
+// ClientHello (without answering it), connect to a target (round robin; a failed connect moves to
+// the next), send the PROXY header and the bytes already read, then relay both ways until both
+// sides have finished (a FIN is passed on with closeWrite), an error, or the idle timeout.
+
+import type { ListenAddr } from "../config/listen.ts";
+import { formatListenAddr } from "../config/listen.ts";
+import type { TcpEntryConfig } from "../config/schema.ts";
+import { compileIpAccess, ipVerdict } from "../domain/ip_access.ts";
+import type { IpAccess } from "../domain/ip_access.ts";
+import { createSelector } from "../domain/balancer.ts";
+import type { Selector } from "../domain/balancer.ts";
+import { compileSni, matchSni, parseHostPort } from "../domain/tcp_route.ts";
+import type { HostPort, SniTable } from "../domain/tcp_route.ts";
+import { MAX_HELLO_BYTES, peekClientHello } from "../domain/tls_client_hello.ts";
+import { proxyHeader } from "../domain/proxy_protocol.ts";
+import type { Logger } from "../ports.ts";
+import type { TcpMetrics, TcpOutcome, TcpRecord } from "./tcp_observe.ts";
+import { timerDelay } from "../config/duration.ts";
+
+/** Targets tried in turn for one connection. */
+interface TargetGroup {
+  targets: readonly HostPort[];
+  /** `host:port` as written, for logs. */
+  labels: readonly string[];
+  selector: Selector;
+}
+
+/** An entry compiled for its connections; `print` tells a changed entry from an unchanged one. */
+export interface TcpPlan {
+  name: string;
+  entry: TcpEntryConfig;
+  print: string;
+  access: IpAccess | null;
+  plain: TargetGroup | null;
+  sni: SniTable<TargetGroup> | null;
+}
+
+/** Compiles one entry (validated: its targets parse). */
+export function compileTcp(name: string, entry: TcpEntryConfig): TcpPlan {
+  const group = (list: string[]): TargetGroup => ({
+    targets: list.map((t) => parseHostPort(t) as HostPort),
+    labels: list,
+    selector: createSelector(
+      "round_robin",
+      list.map((id) => ({ id, weight: 1, backup: false })),
+    ),
+  });
+  const sni = entry.sni
+    ? compileSni(
+      Object.fromEntries(Object.entries(entry.sni).map(([k, v]) => [k, group(v)])),
+      entry.default ? group(entry.default) : undefined,
+    )
+    : null;
+  return {
+    name,
+    entry,
+    print: JSON.stringify(entry),
+    access: entry.ip_access ? compileIpAccess(entry.ip_access) : null,
+    plain: entry.targets ? group(entry.targets) : null,
+    sni,
+  };
+}
+
+/** A connection being relayed; `cut` closes it now with that outcome. */
+export interface LiveConn {
+  cut(outcome: TcpOutcome): void;
+  readonly done: Promise<void>;
+}
+
+/** What the connections of a listener share with the rest of Prox. */
+export interface TcpDeps {
+  logger: Logger;
+  metrics: TcpMetrics | null;
+  access: () => ((rec: TcpRecord) => void) | undefined;
+  random: () => number;
+}
+
+/** A bound tcp listener. */
+export interface TcpListener {
+  readonly addr: ListenAddr;
+  /** Stops accepting (connections go on). */
+  close(): void;
+}
+
+const EMPTY = new Uint8Array(0);
+const CHUNK = 64 * 1024;
+const AVAILABLE = { available: true, inFlight: 0, latencyMs: 0 };
+
+/**
+ * Binds `addr` and relays each connection under the plan `plan()` returns when it arrives (a
+ * reload that changes the entry but not its address swaps the plan). Connections join `conns`
+ * while they last.
+ */
+export function listenTcp(
+  addr: ListenAddr,
+  o: { plan: () => TcpPlan; conns: Set<LiveConn>; reusePort: boolean; deps: TcpDeps },
+): TcpListener {
+  const listener = Deno.listen({
+    hostname: addr.hostname,
+    port: addr.port,
+    ...(o.reusePort ? { reusePort: true } : {}),
+  });
+  const bound = { hostname: addr.hostname, port: (listener.addr as Deno.NetAddr).port };
+  let closed = false;
+  void (async () => {
+    let delay = 100;
+    while (!closed) {
+      let conn: Deno.TcpConn;
+      try {
+        conn = await listener.accept();
+      } catch (err) {
+        if (closed) return;
+        // EMFILE and the like: keep the port and try again, backing off.
+        o.deps.logger.error("TCP listener could not accept; trying again", {
+          name: o.plan().name,
+          addr: formatListenAddr(bound),
+          error: String(err),
+          retryInMs: delay,
+        });
+        await new Promise((r) => setTimeout(r, delay));
+        delay = Math.min(delay * 2, 5000);
+        continue;
+      }
+      delay = 100;
+      relay(conn, o.plan(), o);
+    }
+  })();
+  return {
+    addr: bound,
+    close() {
+      if (closed) return;
+      closed = true;
+      try {
+        listener.close();
+      } catch { /* already closed */ }
+    },
+  };
+}
+
+function closeQuietly(c: Deno.Conn | null): void {
+  try {
+    c?.close();
+  } catch { /* already closed */ }
+}
+
+/** Relays one accepted connection to its end, then logs and counts it once. */
+function relay(
+  conn: Deno.TcpConn,
+  plan: TcpPlan,
+  o: { conns: Set<LiveConn>; deps: TcpDeps },
+): void {
+  const { deps } = o;
+  const { entry, name } = plan;
+  const started = performance.now();
+  const time = Date.now();
+  const remote = conn.remoteAddr as Deno.NetAddr;
+  const local = conn.localAddr as Deno.NetAddr;
+  let upstream: Deno.TcpConn | null = null;
+  let target: string | null = null;
+  let serverName: string | null | undefined;
+  let bytesIn = 0;
+  let bytesOut = 0;
+  let outcome: TcpOutcome | null = null;
+  let error: string | undefined;
+  let lastActive = started;
+  /** Ends the connection with `why` (the first reason given wins). */
+  const end = (why: TcpOutcome, message?: string) => {
+    if (outcome === null) {
+      outcome = why;
+      error = message;
+    }
+    closeQuietly(conn);
+    closeQuietly(upstream);
+  };
+  const finish = () => {
+    const rec: TcpRecord = {
+      time,
+      name,
+      clientIp: remote.hostname,
+      clientPort: remote.port,
+      target,
+      ...(plan.sni ? { serverName: serverName ?? null } : {}),
+      bytesIn,
+      bytesOut,
+      durationMs: performance.now() - started,
+      outcome: outcome ?? "closed",
+      ...(error !== undefined ? { error } : {}),
+    };
+    deps.metrics?.connection(name, rec.outcome);
+    deps.access()?.(rec);
+  };
+
+  if (o.conns.size >= entry.max_connections) {
+    end("over_limit", `${entry.max_connections} connections are open`);
+    finish();
+    return;
+  }
+  if (plan.access && !ipVerdict(plan.access, remote.hostname).allowed) {
+    end("denied", "ip_access");
+    finish();
+    return;
+  }
+  let settle = () => {};
+  const live: LiveConn = {
+    cut: (why) => end(why, why === "shutdown" ? "cut by shutdown or reload" : undefined),
+    done: new Promise<void>((r) => settle = r),
+  };
+  o.conns.add(live);
+  let timer: ReturnType<typeof setTimeout> | undefined;
+
+  const run = async () => {
+    let first: Uint8Array = EMPTY;
+    let group = plan.plain;
+    if (plan.sni) {
+      const hello = await readHello(conn, entry.timeouts.client_hello);
+      bytesIn += hello.bytes.length;
+      if (outcome !== null) return;
+      if (hello.kind !== "hello") return end(hello.kind, hello.reason);
+      serverName = hello.serverName;
+      first = hello.bytes;
+      group = matchSni(plan.sni, hello.serverName);
+      if (!group) {
+        return end("no_route", `no sni key matches ${hello.serverName ?? "(no server name)"}`);
+      }
+    }
+    const connected = await connectAny(group!, entry.timeouts.connect, {
+      random: deps.random,
+      logger: deps.logger,
+      name,
+    });
+    if ("error" in connected) return end("connect_failed", connected.error);
+    upstream = connected.conn;
+    target = connected.target;
+    // Cut (shutdown, reload) while connecting: the new connection goes too.
+    if (outcome !== null) return end(outcome);
+    conn.setNoDelay(true);
+    upstream.setNoDelay(true);
+    const header = entry.proxy_protocol
+      ? proxyHeader(entry.proxy_protocol, {
+        source: { ip: remote.hostname, port: remote.port },
+        destination: { ip: local.hostname, port: local.port },
+      })
+      : EMPTY;
+    if (header.length || first.length) await writeAll(upstream, concat(header, first));
+    lastActive = performance.now();
+    const idle = entry.timeouts.idle;
+    if (idle > 0) {
+      const check = () => {
+        const left = lastActive + idle - performance.now();
+        if (left <= 0) return end("idle_timeout", `no byte either way for ${idle} ms`);
+        timer = setTimeout(check, timerDelay(left + 1));
+      };
+      timer = setTimeout(check, timerDelay(idle));
+    }
+    const fail = (err: unknown) => end("reset", err instanceof Error ? err.message : String(err));
+    const up = upstream;
+    await Promise.all([
+      pump(conn, up, (n) => {
+        bytesIn += n;
+        lastActive = performance.now();
+        deps.metrics?.bytes(name, "received", n);
+      }).catch(fail),
+      pump(up, conn, (n) => {
+        bytesOut += n;
+        lastActive = performance.now();
+        deps.metrics?.bytes(name, "sent", n);
+      }).catch(fail),
+    ]);
+  };
+  void run().catch((err) => end("reset", err instanceof Error ? err.message : String(err)))
+    .finally(() => {
+      clearTimeout(timer);
+      end("closed");
+      o.conns.delete(live);
+      finish();
+      settle();
+    });
+}
+
+/** Copies `from` to `to` until `from` ends, then passes the end on (FIN, with closeWrite). */
+async function pump(
+  from: Deno.TcpConn,
+  to: Deno.TcpConn,
+  counted: (n: number) => void,
+): Promise<void> {
+  const buf = new Uint8Array(CHUNK);
+  for (;;) {
+    const n = await from.read(buf);
+    if (n === null) break;
+    counted(n);
+    await writeAll(to, buf.subarray(0, n));
+  }
+  try {
+    await to.closeWrite();
+  } catch { /* the peer is gone already: its own direction reports it */ }
+}
+
+async function writeAll(to: Deno.Conn, bytes: Uint8Array): Promise<void> {
+  let off = 0;
+  while (off < bytes.length) off += await to.write(bytes.subarray(off));
+}
+
+function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
+  if (a.length === 0) return b;
+  const out = new Uint8Array(a.length + b.length);
+  out.set(a);
+  out.set(b, a.length);
+  return out;
+}
+
+type Hello =
+  | { kind: "hello"; serverName: string | null; bytes: Uint8Array; reason?: undefined }
+  | { kind: "bad_hello" | "hello_timeout"; reason: string; bytes: Uint8Array };
+
+/** Reads until the bytes hold a whole ClientHello, at most MAX_HELLO_BYTES and `timeoutMs`. */
+async function readHello(conn: Deno.TcpConn, timeoutMs: number): Promise<Hello> {
+  const buf = new Uint8Array(MAX_HELLO_BYTES);
+  let len = 0;
+  let late = false;
+  const timer = setTimeout(() => {
+    late = true;
+    closeQuietly(conn);
+  }, timerDelay(timeoutMs));
+  try {
+    for (;;) {
+      let n: number | null;
+      try {
+        n = await conn.read(buf.subarray(len));
+      } catch (err) {
+        if (late) break;
+        throw err;
+      }
+      if (n === null) {
+        if (late) break;
+        return {
+          kind: "bad_hello",
+          reason: "the client closed before a whole ClientHello",
+          bytes: buf.subarray(0, len),
+        };
+      }
+      len += n;
+      const peek = peekClientHello(buf.subarray(0, len));
+      if (peek.kind === "hello") {
+        return { kind: "hello", serverName: peek.serverName, bytes: buf.slice(0, len) };
+      }
+      if (peek.kind === "invalid") {
+        return { kind: "bad_hello", reason: peek.reason, bytes: buf.subarray(0, len) };
+      }
+    }
+    return {
+      kind: "hello_timeout",
+      reason: `no whole ClientHello within ${timeoutMs} ms`,
+      bytes: buf.subarray(0, len),
+    };
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Connects to the group's targets in turn (round robin); the first that accepts wins. */
+async function connectAny(
+  group: TargetGroup,
+  timeoutMs: number,
+  o: { random: () => number; logger: Logger; name: string },
+): Promise<{ conn: Deno.TcpConn; target: string } | { error: string }> {
+  const tried = new Set<number>();
+  const failures: string[] = [];
+  for (;;) {
+    const i = group.selector.pick({ load: () => AVAILABLE, exclude: tried, random: o.random });
+    if (i === undefined) break;
+    tried.add(i);
+    const t = group.targets[i];
+    const ac = new AbortController();
+    const timer = setTimeout(() => ac.abort(), timerDelay(timeoutMs));
+    try {
+      const conn = await Deno.connect({ hostname: t.host, port: t.port, signal: ac.signal });
+      return { conn, target: group.labels[i] };
+    } catch (err) {
+      const why = ac.signal.aborted
+        ? `no answer within ${timeoutMs} ms`
+        : err instanceof Error
+        ? err.message
+        : String(err);
+      failures.push(`${group.labels[i]}: ${why}`);
+      o.logger.warn("Cannot connect to tcp target", {
+        name: o.name,
+        target: group.labels[i],
+        error: why,
+        next: tried.size < group.targets.length,
+      });
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+  return { error: `Cannot connect to any target (${failures.join("; ")})` };
+}

@@ -1,0 +1,234 @@
+// `tcp` entries against real peers: relaying with half-close, PROXY headers, connect failover,
+// idle timeout, max_connections, ip_access, and the access-log line of each connection.
+
+import assert from "node:assert/strict";
+import { startProxy } from "./_proxy.ts";
+import { recordingLogger } from "./_ws.ts";
+import {
+  accessRecords,
+  dec,
+  enc,
+  exchange,
+  nthAccess,
+  openFds,
+  rawUpstream,
+  readAll,
+  writeAll,
+} from "./_tcp.ts";
+import { waitFor } from "../_harness.ts";
+
+const base = `
+health_check: { enabled: false }
+routes:
+  "/": { type: proxy, target: "http://127.0.0.1:9" }
+`;
+
+function tcpPort(p: { server: { tcpAddr(n: string): { port: number } | undefined } }, name = "db") {
+  return p.server.tcpAddr(name)!.port;
+}
+
+Deno.test("tcp relays both ways and passes the client's FIN on (half-close)", async () => {
+  // The upstream answers only once it has read to the end: the answer proves the FIN arrived.
+  await using up = rawUpstream({ reply: (got) => enc.encode(`${dec.decode(got)}!`) });
+  const logger = recordingLogger();
+  await using prox = await startProxy(
+    `${base}tcp:\n  db:\n    listen_addr: "127.0.0.1:0"\n    targets: ["${up.addr}"]\n`,
+    { logger },
+  );
+  const port = tcpPort(prox);
+  const big = "x".repeat(300_000);
+  assert.equal(await exchange(port, big), `${big}!`);
+  const rec = await nthAccess(logger.records, 1);
+  assert.equal(rec.name, "db");
+  assert.equal(rec.outcome, "closed");
+  assert.equal(rec.target, up.addr);
+  assert.equal(rec.bytesIn, 300_000);
+  assert.equal(rec.bytesOut, 300_001);
+  assert.equal(rec.clientIp, "127.0.0.1");
+  assert.equal(typeof rec.durationMs, "number");
+  assert.equal("serverName" in rec, false);
+});
+
+Deno.test("tcp keeps a half-closed upstream direction open until the upstream ends", async () => {
+  // The client sends its FIN first but keeps reading: an interactive upstream still answers.
+  await using up = rawUpstream({ stream: true });
+  await using prox = await startProxy(
+    `${base}tcp:\n  db:\n    listen_addr: "127.0.0.1:0"\n    targets: ["${up.addr}"]\n`,
+  );
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: tcpPort(prox) });
+  await writeAll(conn, enc.encode("ping"));
+  const buf = new Uint8Array(4);
+  let got = 0;
+  while (got < 4) got += (await conn.read(buf.subarray(got)))!;
+  assert.equal(dec.decode(buf), "ping");
+  await conn.closeWrite();
+  // The upstream saw the FIN and closed: the client's read ends.
+  assert.equal((await readAll(conn)).length, 0);
+  conn.close();
+});
+
+Deno.test("tcp sends a PROXY header (v1 and v2) before the client's bytes", async () => {
+  for (const version of ["v1", "v2"]) {
+    await using up = rawUpstream({ reply: () => enc.encode("ok") });
+    await using prox = await startProxy(
+      `${base}tcp:\n  db:\n    listen_addr: "127.0.0.1:0"\n    targets: ["${up.addr}"]\n` +
+        `    proxy_protocol: ${version}\n`,
+    );
+    const port = tcpPort(prox);
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    const clientPort = (conn.localAddr as Deno.NetAddr).port;
+    await writeAll(conn, enc.encode("HELLO"));
+    await conn.closeWrite();
+    assert.equal(dec.decode(await readAll(conn)), "ok");
+    conn.close();
+    const got = await waitFor(() => up.received[0]);
+    if (version === "v1") {
+      assert.equal(
+        dec.decode(got),
+        `PROXY TCP4 127.0.0.1 127.0.0.1 ${clientPort} ${port}\r\nHELLO`,
+      );
+    } else {
+      const sig = [0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a];
+      assert.deepEqual([...got.subarray(0, 12)], sig);
+      assert.equal(got[12], 0x21); // v2, PROXY
+      assert.equal(got[13], 0x11); // TCP over IPv4
+      assert.deepEqual([...got.subarray(16, 24)], [127, 0, 0, 1, 127, 0, 0, 1]);
+      assert.equal((got[24] << 8) | got[25], clientPort);
+      assert.equal((got[26] << 8) | got[27], port);
+      assert.equal(dec.decode(got.subarray(28)), "HELLO");
+    }
+  }
+});
+
+Deno.test("tcp moves to the next target when a connect fails, in round-robin turns", async () => {
+  await using up = rawUpstream({ reply: () => enc.encode("up") });
+  const dead = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const deadAddr = `127.0.0.1:${(dead.addr as Deno.NetAddr).port}`;
+  dead.close(); // refused from now on
+  const logger = recordingLogger();
+  await using prox = await startProxy(
+    `${base}tcp:\n  db:\n    listen_addr: "127.0.0.1:0"\n` +
+      `    targets: ["${deadAddr}", "${up.addr}"]\n`,
+    { logger },
+  );
+  const port = tcpPort(prox);
+  for (let i = 1; i <= 3; i++) {
+    assert.equal(await exchange(port, "x"), "up");
+    const rec = await nthAccess(logger.records, i);
+    assert.equal(rec.outcome, "closed");
+    assert.equal(rec.target, up.addr);
+  }
+  assert.equal(up.accepted, 3);
+  // The dead target was tried on the turns that were its own (the 1st and 3rd).
+  const tries = logger.records.filter((r) => r.msg === "Cannot connect to tcp target");
+  assert.equal(tries.length, 2);
+  assert.equal(tries[0].target, deadAddr);
+});
+
+Deno.test("tcp closes a connection when every target refuses (connect_failed)", async () => {
+  const dead = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const deadAddr = `127.0.0.1:${(dead.addr as Deno.NetAddr).port}`;
+  dead.close();
+  const logger = recordingLogger();
+  await using prox = await startProxy(
+    `${base}tcp:\n  db:\n    listen_addr: "127.0.0.1:0"\n    targets: ["${deadAddr}"]\n`,
+    { logger },
+  );
+  assert.equal(await exchange(tcpPort(prox), "x"), "");
+  const rec = await nthAccess(logger.records, 1);
+  assert.equal(rec.outcome, "connect_failed");
+  assert.equal(rec.target, null);
+  assert.match(String(rec.error), /Cannot connect to any target/);
+});
+
+Deno.test("tcp closes both sides after idle timeout without a byte either way", async () => {
+  await using up = rawUpstream({ stream: true });
+  const logger = recordingLogger();
+  await using prox = await startProxy(
+    `${base}tcp:\n  db:\n    listen_addr: "127.0.0.1:0"\n    targets: ["${up.addr}"]\n` +
+      `    timeouts: { idle: 300ms }\n`,
+    { logger },
+  );
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: tcpPort(prox) });
+  const t0 = performance.now();
+  // Traffic keeps it open past one idle period.
+  for (let i = 0; i < 4; i++) {
+    await writeAll(conn, enc.encode("k"));
+    assert.equal((await conn.read(new Uint8Array(1)))!, 1);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  assert.equal((await readAll(conn)).length, 0); // then closed by Prox
+  const elapsed = performance.now() - t0;
+  conn.close();
+  assert.ok(elapsed >= 600, `closed after ${elapsed} ms`);
+  const rec = await nthAccess(logger.records, 1);
+  assert.equal(rec.outcome, "idle_timeout");
+  assert.equal(rec.bytesIn, 4);
+  await waitFor(() => up.open === 0, { what: "the upstream side closed too" });
+});
+
+Deno.test("tcp max_connections closes connections past the limit at once", async () => {
+  await using up = rawUpstream({ stream: true });
+  const logger = recordingLogger();
+  await using prox = await startProxy(
+    `${base}tcp:\n  db:\n    listen_addr: "127.0.0.1:0"\n    targets: ["${up.addr}"]\n` +
+      `    max_connections: 2\n`,
+    { logger },
+  );
+  const port = tcpPort(prox);
+  const open: Deno.Conn[] = [];
+  for (let i = 0; i < 2; i++) {
+    const c = await Deno.connect({ hostname: "127.0.0.1", port });
+    await writeAll(c, enc.encode("a"));
+    assert.equal(await c.read(new Uint8Array(1)), 1);
+    open.push(c);
+  }
+  assert.equal(await exchange(port, "x"), "");
+  assert.equal((await nthAccess(logger.records, 1)).outcome, "over_limit");
+  open.pop()!.close();
+  await nthAccess(logger.records, 2);
+  const c = await Deno.connect({ hostname: "127.0.0.1", port });
+  await writeAll(c, enc.encode("b"));
+  assert.equal(await c.read(new Uint8Array(1)), 1);
+  c.close();
+  for (const o of open) o.close();
+  await waitFor(() => accessRecords(logger.records).length === 4);
+});
+
+Deno.test("tcp ip_access refuses a denied client before connecting upstream", async () => {
+  await using up = rawUpstream();
+  const logger = recordingLogger();
+  await using prox = await startProxy(
+    `${base}tcp:\n  db:\n    listen_addr: "127.0.0.1:0"\n    targets: ["${up.addr}"]\n` +
+      `    ip_access: { deny: ["127.0.0.0/8"] }\n`,
+    { logger },
+  );
+  assert.equal(await exchange(tcpPort(prox), "x"), "");
+  assert.equal((await nthAccess(logger.records, 1)).outcome, "denied");
+  assert.equal(up.accepted, 0);
+});
+
+Deno.test("tcp leaves no descriptor behind after many short connections", async () => {
+  await using up = rawUpstream({ reply: () => enc.encode("k") });
+  const logger = recordingLogger();
+  await using prox = await startProxy(
+    `${base}tcp:\n  db:\n    listen_addr: "127.0.0.1:0"\n    targets: ["${up.addr}"]\n`,
+    { logger },
+  );
+  const port = tcpPort(prox);
+  assert.equal(await exchange(port, "warm"), "k");
+  await nthAccess(logger.records, 1);
+  const before = openFds();
+  const N = 300;
+  for (let i = 0; i < N; i += 30) {
+    await Promise.all(Array.from({ length: 30 }, () => exchange(port, "x")));
+  }
+  // A client that resets mid-relay, and one that never sends anything before it leaves.
+  const reset = await Deno.connect({ hostname: "127.0.0.1", port });
+  reset.close();
+  await waitFor(() => accessRecords(logger.records).length === N + 2, { what: "every record" });
+  await waitFor(() => up.open === 0);
+  await waitFor(() => openFds() <= before, {
+    what: `descriptors back to ${before} (now ${openFds()})`,
+  });
+});
