@@ -139,6 +139,8 @@ export interface UpstreamTls {
   insecureSkipVerify?: boolean;
   /** SNI / verification name, when it must differ from the URL host. */
   serverName?: string;
+  /** PEM certificate chain and private key presented when the upstream asks (mutual TLS). */
+  client?: { cert: string; key: string };
 }
 
 /**

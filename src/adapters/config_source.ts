@@ -6,7 +6,7 @@ import { loadConfigText } from "../config/load.ts";
 import type { LoadResult } from "../config/load.ts";
 import { pemBlock, wholeChain } from "./pem_chain.ts";
 import type { ConfigIssue } from "../config/parse.ts";
-import type { Config } from "../config/schema.ts";
+import type { Config, UpstreamTlsConfig } from "../config/schema.ts";
 import { pageFiles } from "../config/validate_pages.ts";
 import { jwtFiles } from "../config/validate_jwt.ts";
 import type { CertificateNames } from "../config/cert_names.ts";
@@ -492,14 +492,14 @@ export async function readReferencedFiles(config: Config): Promise<Map<string, s
   for (const page of pageFiles(config)) {
     files.set(page, utf8.decode(await readFileCapped(page)));
   }
+  const tlsFiles = async (tls: UpstreamTlsConfig | undefined) => {
+    for (const file of [tls?.ca_cert, tls?.client_cert, tls?.client_key]) {
+      if (file && !files.has(file)) files.set(file, lossy.decode(await readFileCapped(file)));
+    }
+  };
   for (const route of Object.values(config.routes)) {
-    if ("tls" in route && route.tls?.ca_cert && !files.has(route.tls.ca_cert)) {
-      files.set(route.tls.ca_cert, lossy.decode(await readFileCapped(route.tls.ca_cert)));
-    }
-    const auth = route.forward_auth || undefined;
-    if (auth?.tls?.ca_cert && !files.has(auth.tls.ca_cert)) {
-      files.set(auth.tls.ca_cert, lossy.decode(await readFileCapped(auth.tls.ca_cert)));
-    }
+    if ("tls" in route) await tlsFiles(route.tls);
+    await tlsFiles((route.forward_auth || undefined)?.tls);
     const htpasswd = route.basic_auth?.users_file;
     if (htpasswd !== undefined && !files.has(htpasswd)) {
       files.set(htpasswd, lossy.decode(await readFileCapped(htpasswd)));
@@ -508,7 +508,6 @@ export async function readReferencedFiles(config: Config): Promise<Map<string, s
       if (!files.has(keyFile)) files.set(keyFile, lossy.decode(await readFileCapped(keyFile)));
     }
   }
-  const ca = config.forward_auth?.tls?.ca_cert;
-  if (ca && !files.has(ca)) files.set(ca, lossy.decode(await readFileCapped(ca)));
+  await tlsFiles(config.forward_auth?.tls);
   return files;
 }

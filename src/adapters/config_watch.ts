@@ -7,7 +7,7 @@
 // a change that arrives during the debounce or while `onChange` runs is never dropped: it
 // either is in the content read, or it schedules another round.
 
-import type { Config } from "../config/schema.ts";
+import type { Config, UpstreamTlsConfig } from "../config/schema.ts";
 import { pageFiles } from "../config/validate_pages.ts";
 import { jwtFiles } from "../config/validate_jwt.ts";
 import type { Logger } from "../ports.ts";
@@ -129,14 +129,17 @@ function namesFor(path: string): string[] {
 
 /**
  * What a config depends on: its own file, TLS certificate and key, upstream and forward_auth CA
- * files, error pages, htpasswd files, jwt_auth secret and key files. */
+ * files and client certificates and keys, error pages, htpasswd files, jwt_auth secret and key
+ * files. */
 export function configFiles(configPath: string | null, c: Config): string[] {
+  const upstreamTls = (tls: UpstreamTlsConfig | undefined) =>
+    [tls?.ca_cert, tls?.client_cert, tls?.client_key].filter((f): f is string => !!f);
   return [
     ...(configPath ? [configPath] : []),
     ...tlsPaths(c),
-    ...Object.values(c.routes).flatMap((r) => "tls" in r && r.tls?.ca_cert ? [r.tls.ca_cert] : []),
+    ...Object.values(c.routes).flatMap((r) => "tls" in r ? upstreamTls(r.tls) : []),
     ...[c.forward_auth, ...Object.values(c.routes).map((r) => r.forward_auth)]
-      .flatMap((a) => a && a.tls?.ca_cert ? [a.tls.ca_cert] : []),
+      .flatMap((a) => a ? upstreamTls(a.tls) : []),
     ...pageFiles(c),
     ...Object.values(c.routes).flatMap((r) => r.basic_auth?.users_file ?? []),
     ...Object.values(c.routes).flatMap(jwtFiles),

@@ -83,13 +83,7 @@ export function healthJobs(snapshot: Snapshot): ProbeJob[] {
           healthy: Math.max(1, g.healthy_threshold),
           unhealthy: Math.max(1, g.unhealthy_threshold),
         },
-        tls: route.tls
-          ? {
-            caCerts: compiled.get(key)?.caCerts,
-            insecureSkipVerify: route.tls.insecure_skip_verify,
-            serverName: route.tls.server_name,
-          }
-          : undefined,
+        tls: compiled.get(key)?.upstreamTls,
         proxyHeader: route.proxy_protocol ? proxyHeader(route.proxy_protocol, null) : undefined,
         protocol: route.upstream_protocol,
         grpcService: r?.grpc_service,

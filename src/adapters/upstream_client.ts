@@ -77,33 +77,36 @@ export function originOfKey(key: string): string {
   return new URL(key.split("|")[0]).origin;
 }
 
-// CA lists get small ids for pool keys: by identity (fast), else by content, since every reload
-// builds new lists: keyed by identity alone, each reload started new pools beside the old ones.
-const caIds = new WeakMap<string[], number>();
-const caIdsByPem = new Map<string, number>();
-let nextCaId = 1;
+// CA lists and client certificates get small ids for pool keys: by identity (fast), else by
+// content, since every reload builds new ones: keyed by identity alone, each reload started new
+// pools beside the old ones.
+const pemIds = new WeakMap<object, number>();
+const pemIdsByText = new Map<string, number>();
+let nextPemId = 1;
 
-function caIdOf(caCerts: string[]): number {
-  let id = caIds.get(caCerts);
+function pemIdOf(o: object, text: () => string): number {
+  let id = pemIds.get(o);
   if (id === undefined) {
-    const pem = caCerts.join("\n");
-    id = caIdsByPem.get(pem);
+    const pem = text();
+    id = pemIdsByText.get(pem);
     if (id === undefined) {
-      if (caIdsByPem.size >= 1024) caIdsByPem.clear(); // bounded: CA files that kept changing
-      caIdsByPem.set(pem, id = nextCaId++);
+      if (pemIdsByText.size >= 1024) pemIdsByText.clear(); // bounded: files that kept changing
+      pemIdsByText.set(pem, id = nextPemId++);
     }
-    caIds.set(caCerts, id);
+    pemIds.set(o, id);
   }
   return id;
 }
 
-/** Pool key: origin plus whatever TLS setting changes who we trust. */
+/** Pool key: origin plus whatever TLS setting changes who we trust or who we say we are. */
 function keyOf(url: URL, tls: UpstreamTls | undefined): string {
   if (url.protocol === "http:") return url.host;
   let key = "https://" + url.host;
   if (tls) {
-    const ca = tls.caCerts ? caIdOf(tls.caCerts) : 0;
+    const ca = tls.caCerts ? pemIdOf(tls.caCerts, () => tls.caCerts!.join("\n")) : 0;
     key += `|${tls.insecureSkipVerify ? 1 : 0}|${tls.serverName ?? ""}|${ca}`;
+    const c = tls.client;
+    if (c) key += `|c${pemIdOf(c, () => `${c.cert}\n${c.key}`)}`;
   }
   return key;
 }
@@ -144,19 +147,20 @@ export async function connectUpstream(
   let tcp: Deno.TcpConn | undefined;
   let tlsConn: Deno.TlsConn | undefined;
   try {
-    if (https && o.tls?.insecureSkipVerify) {
-      // node:tls connects by itself (config validation refuses the combination).
-      if (o.proxyHeader) throw new Error("proxy_protocol cannot go with insecure_skip_verify");
-      // node:tls costs ~10 MB of resident memory; only insecure_skip_verify needs it.
-      const { connectInsecureTls } = await import("./upstream_tls_node.ts");
-      const t = await connectInsecureTls({
+    if (https && (o.tls?.insecureSkipVerify || o.tls?.client)) {
+      // node:tls costs ~10 MB of resident memory; only these two settings need it.
+      const { connectNodeTls } = await import("./upstream_tls_node.ts");
+      return await connectNodeTls({
         hostname,
         port,
         serverName: o.tls.serverName,
         alpn: o.alpn ?? ["http/1.1"],
         signal: ac.signal,
+        verify: !o.tls.insecureSkipVerify,
+        caCerts: o.tls.caCerts,
+        client: o.tls.client,
+        proxyHeader: o.proxyHeader,
       });
-      return t;
     }
     tcp = await Deno.connect({ hostname, port, signal: ac.signal });
     tcp.setNoDelay(true);

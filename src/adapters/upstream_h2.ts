@@ -6,7 +6,7 @@
 import { ProxyError } from "../domain/errors.ts";
 import type { HeaderMap } from "../domain/header_list.ts";
 import { HOP_BY_HOP, stripHopByHop } from "../domain/headers.ts";
-import type { UpstreamClient, UpstreamRequest } from "../ports.ts";
+import type { UpstreamClient, UpstreamRequest, UpstreamTls } from "../ports.ts";
 import { timerDelay } from "../config/duration.ts";
 import { readClientChunk } from "../proxy/body_replay.ts";
 
@@ -165,16 +165,32 @@ function keepingFailure(
 /** A fetch-based client forced to HTTP/2 (used for origins that chose h2 by ALPN). */
 export function createH2Client(): UpstreamClient {
   const clients = new Map<string, Deno.HttpClient>();
+  // A snapshot's TLS settings are one object for all its requests: their key is made once.
+  const keys = new WeakMap<UpstreamTls, string>();
   const clientFor = (req: UpstreamRequest): Deno.HttpClient => {
-    const ca = req.tls?.caCerts;
-    const key = ca ? ca.join("\n") : "";
+    const tls = req.tls;
+    let key = "";
+    if (tls) {
+      key = keys.get(tls) ?? "";
+      if (!key) {
+        const c = tls.client;
+        key = `${tls.caCerts?.join("\n") ?? ""}|${c ? `${c.cert}|${c.key}` : ""}`;
+        keys.set(tls, key);
+      }
+    }
     let c = clients.get(key);
     if (!c) {
       if (clients.size >= 64) {
         for (const old of clients.values()) old.close();
         clients.clear();
       }
-      c = Deno.createHttpClient({ allowHost: true, caCerts: ca, http1: false, http2: true });
+      c = Deno.createHttpClient({
+        allowHost: true,
+        caCerts: tls?.caCerts,
+        http1: false,
+        http2: true,
+        ...tls?.client,
+      });
       clients.set(key, c);
     }
     return c;

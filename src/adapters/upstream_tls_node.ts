@@ -1,42 +1,80 @@
-// TLS without certificate verification (`insecure_skip_verify`, for development upstreams with
-// self-signed certificates). Deno.connectTls cannot skip verification, node:tls can; this adapts
-// a node:tls socket to the byte Transport the HTTP/1.1 client reads and writes.
+// TLS through node:tls, for what Deno's own TLS client cannot do: skip certificate verification
+// (`insecure_skip_verify`, for development upstreams with self-signed certificates), and present
+// a client certificate on a connection Prox opened itself (`client_cert`: Deno.startTls takes
+// none, and Deno.connectTls, which does, gives no TCP_NODELAY and no way to write a PROXY
+// protocol header first or to verify a name other than the one it connects to). This adapts a
+// node:tls socket to the byte Transport the HTTP/1.1 and HTTP/2 clients read and write.
 
-import { isIP } from "node:net";
+import { connect as connectTcp, isIP } from "node:net";
+import type { Socket } from "node:net";
 import { connect } from "node:tls";
 import type { TLSSocket } from "node:tls";
 import type { Transport } from "./upstream_h1_conn.ts";
 
 const HIGH_WATER = 256 * 1024;
 
-/** Connects with TLS, accepting any certificate; resolves once the handshake is done. */
-export function connectInsecureTls(
-  o: { hostname: string; port: number; serverName?: string; alpn: string[]; signal: AbortSignal },
+/** Connects with TLS; resolves once the handshake is done. */
+export function connectNodeTls(
+  o: {
+    hostname: string;
+    port: number;
+    serverName?: string;
+    alpn: string[];
+    signal: AbortSignal;
+    /** False: any certificate is accepted (`insecure_skip_verify`). */
+    verify: boolean;
+    /** Trusted besides the system's roots. */
+    caCerts?: string[];
+    client?: { cert: string; key: string };
+    /** Written first, before TLS (`proxy_protocol`). */
+    proxyHeader?: Uint8Array;
+  },
 ): Promise<{ transport: Transport; alpn: string | null }> {
   const name = o.serverName ?? o.hostname;
   return new Promise((resolve, reject) => {
-    const sock: TLSSocket = connect({
-      host: o.hostname,
-      port: o.port,
-      // No SNI for an IP (RFC 6066 §3): node:tls refuses one ("fd00::2" has letters in it).
-      servername: isIP(name) ? undefined : name,
-      rejectUnauthorized: false,
-      ALPNProtocols: o.alpn,
+    if (o.signal.aborted) return reject(new Error("aborted"));
+    let sock: TLSSocket | undefined;
+    let settled = false;
+    const raw = connectTcp({ host: o.hostname, port: o.port }, () => {
+      raw.setNoDelay(true);
+      if (!o.proxyHeader) return tls(raw);
+      raw.write(o.proxyHeader, (err?: Error | null) => err ? fail(err) : tls(raw));
     });
-    const onAbort = () => sock.destroy(new Error("aborted"));
-    o.signal.addEventListener("abort", onAbort, { once: true });
     const fail = (err: Error) => {
+      if (settled) return;
+      settled = true;
       o.signal.removeEventListener("abort", onAbort);
+      sock?.destroy();
+      raw.destroy();
       reject(err);
     };
-    sock.once("error", fail);
-    sock.once("secureConnect", () => {
-      o.signal.removeEventListener("abort", onAbort);
-      sock.off("error", fail);
-      sock.setNoDelay(true);
-      const alpn = typeof sock.alpnProtocol === "string" ? sock.alpnProtocol : null;
-      resolve({ transport: adapt(sock), alpn });
-    });
+    const onAbort = () => fail(new Error("aborted"));
+    o.signal.addEventListener("abort", onAbort, { once: true });
+    raw.once("error", fail);
+    const tls = (socket: Socket) => {
+      const s = connect({
+        socket,
+        // No SNI for an IP (RFC 6066 §3): node:tls refuses one ("fd00::2" has letters in it).
+        servername: isIP(name) ? undefined : name,
+        // The name verified when there is no SNI to carry it.
+        host: name,
+        rejectUnauthorized: o.verify,
+        ca: o.verify && o.caCerts ? o.caCerts : undefined,
+        cert: o.client?.cert,
+        key: o.client?.key,
+        ALPNProtocols: o.alpn,
+      });
+      sock = s;
+      s.once("error", fail);
+      s.once("secureConnect", () => {
+        if (settled) return;
+        settled = true;
+        o.signal.removeEventListener("abort", onAbort);
+        s.off("error", fail);
+        const alpn = typeof s.alpnProtocol === "string" ? s.alpnProtocol : null;
+        resolve({ transport: adapt(s), alpn });
+      });
+    };
   });
 }
 

@@ -166,7 +166,9 @@ function handshakeError(err: unknown, url: URL, timedOut: boolean): Refusal | Pr
  */
 export function connectUpstream(target: WebSocketProxyRequest): Promise<UpstreamSocket | Refusal> {
   if (target.proxyHeader) return openRelayed(target, target.proxyHeader);
-  return target.tls?.caCerts?.length || !HAS_STREAM ? openWithClient(target) : openStream(target);
+  return target.tls?.caCerts?.length || target.tls?.client || !HAS_STREAM
+    ? openWithClient(target)
+    : openStream(target);
 }
 
 /** `proxy_protocol`: through a relay that sends the PROXY header first (websocket_relay.ts). */
@@ -284,7 +286,8 @@ async function openWithClient(
   t: WebSocketProxyRequest,
   relay?: WebSocketRelay,
 ): Promise<UpstreamSocket | Refusal> {
-  const client = relay?.client ?? Deno.createHttpClient({ caCerts: t.tls?.caCerts });
+  const client = relay?.client ??
+    Deno.createHttpClient({ caCerts: t.tls?.caCerts, ...t.tls?.client });
   const ws = new WebSocket(t.url.href, { protocols: t.protocols, headers: t.headers, client });
   ws.binaryType = "arraybuffer";
   let handlers: UpstreamHandlers | null = null;

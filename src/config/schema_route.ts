@@ -379,6 +379,10 @@ const SERVER_NAME = /^([a-z0-9_]([a-z0-9_-]*[a-z0-9_])?\.)*[a-z0-9_]([a-z0-9_-]*
 export const UpstreamTlsConfig = z.object({
   ca_cert: z.string().optional(),
   insecure_skip_verify: z.boolean().default(false),
+  /** PEM certificate (chain) Prox presents to upstreams that ask for one (mutual TLS). */
+  client_cert: z.string().optional(),
+  /** PEM private key of `client_cert`. */
+  client_key: z.string().optional(),
   // Checked here: a malformed one failed every request with "Invalid hostname".
   server_name: z.string().refine(
     (s) => SERVER_NAME.test(s) || (s.includes(":") && URL.canParse(`http://[${s}]`)),
@@ -866,6 +870,7 @@ export type BodyRulesConfig = z.output<typeof BodyRules>;
 export type ConditionConfig = z.output<typeof Condition>;
 export type HealthCheckConfig = z.output<typeof HealthCheck>;
 export type TimeoutsConfig = z.output<typeof Timeouts>;
+export type UpstreamTlsConfig = z.output<typeof UpstreamTlsConfig>;
 export type TargetConfig = z.output<typeof Target>;
 export type CompressConfig = z.output<typeof Compress>;
 export type CacheConfig = z.output<typeof Cache>;

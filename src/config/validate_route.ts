@@ -13,7 +13,7 @@ import { numericHostSurprise } from "./schema_route.ts";
 import type { ValidateEnv } from "./validate.ts";
 import { warnRedirectLoops } from "./validate_redirect.ts";
 import { warnForwardAuthLoops } from "./validate_forward_auth.ts";
-import { checkUpstreamCaFiles } from "./validate_tls.ts";
+import { checkUpstreamTlsFiles } from "./validate_tls.ts";
 
 /** Reports an issue at a config path, with an optional hint. */
 export type Report = (p: (string | number)[], m: string, h?: string) => void;
@@ -276,17 +276,6 @@ export function validateRoutes(
       }
     }
     if (
-      (route.type === "proxy" || route.type === "load_balance") && route.proxy_protocol &&
-      route.tls?.insecure_skip_verify
-    ) {
-      err(
-        ["routes", key, "proxy_protocol"],
-        "proxy_protocol cannot be combined with tls.insecure_skip_verify: the TLS client that " +
-          "skips verification cannot send bytes before its handshake",
-        "Trust the upstream's CA with tls.ca_cert instead",
-      );
-    }
-    if (
       (route.type === "proxy" || route.type === "load_balance") &&
       (route.upstream_protocol === "h2c" || route.upstream_protocol === "h2")
     ) {
@@ -415,7 +404,7 @@ export function validateRoutes(
   }
   warnRedirectLoops(config, { warn, skip: badKeys });
   warnForwardAuthLoops(config, { warn, skip: badKeys });
-  checkUpstreamCaFiles(config, { err, env: opts.env });
+  checkUpstreamTlsFiles(config, { err, env: opts.env });
 
   // Status selectors and patterns are compiled at start-up: report what would not compile.
   for (const [key, r] of Object.entries(config.routes)) {

@@ -2,7 +2,7 @@
 // environment's `certificate` reader) and the HSTS header's preload requirements.
 
 import { uncoveredHosts } from "./cert_names.ts";
-import type { Config } from "./schema.ts";
+import type { Config, UpstreamTlsConfig } from "./schema.ts";
 import type { Report } from "./validate_route.ts";
 import type { ValidateEnv } from "./validate.ts";
 
@@ -108,19 +108,96 @@ export function validateHsts(
 /**
  * Errors for a `tls.ca_cert` (a route's upstream, a forward_auth service) that is not there:
  * start-up failed reading it ("readfile './ca.pem'") after `prox validate` had said valid. One
- * that holds no PEM certificate failed every request to the upstream instead (502).
+ * that holds no PEM certificate failed every request to the upstream instead (502). Also the
+ * client certificate and key (`client_cert`, `client_key`) presented to upstreams.
  */
-export function checkUpstreamCaFiles(
+export function checkUpstreamTlsFiles(
   config: Config,
   opts: { err: Report; env: ValidateEnv },
 ): void {
-  const check = (path: (string | number)[], ca: string | undefined) =>
-    checkCaFile([...path, "tls", "ca_cert"], ca, { ...opts, peer: "the upstream's" });
-  check(["forward_auth"], config.forward_auth?.tls?.ca_cert);
+  const check = (path: (string | number)[], tls: UpstreamTlsConfig | undefined) => {
+    if (!tls) return;
+    checkCaFile([...path, "tls", "ca_cert"], tls.ca_cert, { ...opts, peer: "the upstream's" });
+    checkClientPair([...path, "tls"], tls, opts);
+  };
+  check(["forward_auth"], config.forward_auth?.tls);
   for (const [key, route] of Object.entries(config.routes)) {
-    if ("tls" in route) check(["routes", key], route.tls?.ca_cert);
-    if (route.forward_auth) check(["routes", key, "forward_auth"], route.forward_auth.tls?.ca_cert);
+    if ("tls" in route) check(["routes", key], route.tls);
+    if (route.forward_auth) check(["routes", key, "forward_auth"], route.forward_auth.tls);
   }
+}
+
+/**
+ * A client certificate without its key (or the other way round), either file missing, or one
+ * that holds no PEM of its kind: each failed every handshake with the upstream (502).
+ */
+function checkClientPair(
+  at: (string | number)[],
+  tls: UpstreamTlsConfig,
+  opts: { err: Report; env: ValidateEnv },
+): void {
+  const { client_cert: cert, client_key: key } = tls;
+  if (cert === undefined && key === undefined) return;
+  if (cert === undefined || key === undefined) {
+    const missing = cert === undefined ? "client_cert" : "client_key";
+    opts.err(
+      [...at, cert === undefined ? "client_key" : "client_cert"],
+      `tls.${missing} is missing: a client certificate needs its private key and the other way ` +
+        "round",
+      `Add tls.${missing} (a PEM file)`,
+    );
+    return;
+  }
+  const pem = (k: "client_cert" | "client_key", file: string, marker: RegExp, kind: string) => {
+    if (!opts.env.exists(file)) {
+      opts.err(
+        [...at, k],
+        `${kind} file not found: ${file}`,
+        "Fix the path (a relative one starts from the working directory of prox)",
+      );
+      return;
+    }
+    const st = opts.env.stat?.(file);
+    if (st?.isDirectory) {
+      opts.err([...at, k], `${file} is a directory, not a PEM file`, `Name the PEM file`);
+      return;
+    }
+    if (st?.isFile === false) return;
+    const read = opts.env.readText?.(file);
+    if (read === undefined) return;
+    if ("error" in read) {
+      const binary = / is not UTF-8 text$/.test(read.error);
+      opts.err(
+        [...at, k],
+        binary ? `${file} is binary (DER), not PEM` : read.error,
+        binary
+          ? `Convert it: openssl ${
+            k === "client_cert" ? "x509" : "pkey"
+          } -inform DER -in ${file} ` +
+            `-out ${k === "client_cert" ? "client.pem" : "client.key"}`
+          : read.hint,
+      );
+    } else if (k === "client_key" && read.text.includes("-----BEGIN ENCRYPTED PRIVATE KEY-----")) {
+      opts.err(
+        [...at, k],
+        `${file} is encrypted: Prox cannot ask for its passphrase`,
+        `Decrypt it into a file only Prox can read: openssl pkey -in ${file} -out client.key`,
+      );
+    } else if (!marker.test(read.text)) {
+      const swapped = k === "client_cert"
+        ? /-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(read.text)
+        : read.text.includes("-----BEGIN CERTIFICATE-----");
+      opts.err(
+        [...at, k],
+        `${file} holds no PEM ${kind.toLowerCase()} (${
+          k === "client_cert" ? "-----BEGIN CERTIFICATE-----" : "-----BEGIN PRIVATE KEY-----"
+        })${swapped ? `: it holds a ${k === "client_cert" ? "private key" : "certificate"}` : ""}`,
+        swapped ? "Swap tls.client_cert and tls.client_key" : `Name the PEM ${kind.toLowerCase()}`,
+      );
+    }
+  };
+  pem("client_cert", cert, /-----BEGIN CERTIFICATE-----/, "Client certificate");
+  pem("client_key", key, /-----BEGIN (RSA |EC )?PRIVATE KEY-----/, "Client key");
 }
 
 /**

@@ -218,7 +218,14 @@ export function healthCheckKey(
     r?.method ?? g.method,
     r?.expected_status ?? g.expected_status,
     r?.body_match ?? g.body_match ?? null,
-    tls ? [tls.ca_cert ?? null, tls.insecure_skip_verify, tls.server_name ?? null] : null,
+    tls
+      ? [
+        tls.ca_cert ?? null,
+        tls.insecure_skip_verify,
+        tls.server_name ?? null,
+        tls.client_cert ?? null,
+      ]
+      : null,
     ...probeFields(config, o.route),
     o.route.proxy_protocol ?? null,
     o.route.upstream_protocol ?? null,

@@ -7,7 +7,8 @@ import type { Router } from "../domain/router.ts";
 import { parseCidr } from "../domain/ip.ts";
 import type { Cidr } from "../domain/ip.ts";
 import type { Config, RouteConfig, TimeoutsConfig } from "../config/schema.ts";
-import type { UpstreamTimeouts } from "../ports.ts";
+import type { UpstreamTimeouts, UpstreamTls } from "../ports.ts";
+import { upstreamTlsOf } from "./upstream_tls.ts";
 import { compileRouteRules } from "../domain/rules.ts";
 import type { RouteRulesSpec } from "../domain/rules.ts";
 import type { RouteRules } from "./filters/rules.ts";
@@ -43,8 +44,11 @@ export interface CompiledRoute {
   totalMs?: number;
   /** Upstream target URLs (proxy: one; load_balance: all; others: none). */
   targets: string[];
-  /** PEM CA certificates from the route's `tls.ca_cert`, read by the server before building. */
-  caCerts?: string[];
+  /**
+   * The route's `tls` with its CA and client certificate files, which the server read before
+   * building; undefined without `tls`.
+   */
+  upstreamTls?: UpstreamTls;
   /** Compiled header and body rules. */
   rules: RouteRules;
   /** The route's rate limits, in order; empty when it has none (filters/rate_limit.ts). */
@@ -221,10 +225,7 @@ export function buildSnapshot(
         route.intercept_upstream,
     };
     if (compiled.errorPages.length > 0) hasErrorPages = true;
-    const ca = "tls" in route && route.tls?.ca_cert
-      ? opts.files?.get(route.tls.ca_cert)
-      : undefined;
-    if (ca) compiled.caCerts = [ca];
+    if ("tls" in route) compiled.upstreamTls = upstreamTlsOf(route.tls, opts.files);
     return { key, prefix, hosts, value: compiled };
   });
   const trusted = config.trusted_proxies.map(parseCidr).filter((c): c is Cidr => c !== null);

@@ -309,13 +309,7 @@ export async function proxyAction(
       headers,
       body: replaced ? replaced.bytes : body,
       timeouts: compiled.timeouts,
-      tls: route.tls
-        ? {
-          insecureSkipVerify: route.tls.insecure_skip_verify,
-          serverName: route.tls.server_name,
-          caCerts: compiled.caCerts,
-        }
-        : undefined,
+      tls: compiled.upstreamTls,
       signal: deadline?.signal,
       clientSignal: deadline ? undefined : () => ctx.req.signal,
       proxyHeader: pp,

@@ -187,13 +187,7 @@ export async function websocketAction(
       body: null,
       proxyHeader: pp,
       timeouts: compiled.timeouts,
-      tls: route.tls
-        ? {
-          insecureSkipVerify: route.tls.insecure_skip_verify,
-          serverName: route.tls.server_name,
-          caCerts: compiled.caCerts,
-        }
-        : undefined,
+      tls: compiled.upstreamTls,
     };
   };
   // An upgraded connection stays in its target's in-flight count until it ends, so that

@@ -12,6 +12,7 @@ import { HeaderList } from "../../domain/header_list.ts";
 import type { HeaderMap } from "../../domain/header_list.ts";
 import { ProxyError, proxyStatusFor, toProxyError } from "../../domain/errors.ts";
 import type { UpstreamTls } from "../../ports.ts";
+import { upstreamTlsOf } from "../upstream_tls.ts";
 import type { PipelineDeps, RequestContext } from "../context.ts";
 import { errorResponse, PASSED_ON } from "../respond.ts";
 import type { PassedOn } from "../respond.ts";
@@ -58,7 +59,6 @@ export function compileForwardAuth(
 ): CompiledForwardAuth | null {
   const c = route.forward_auth === false ? undefined : route.forward_auth ?? opts.top;
   if (!c) return null;
-  const ca = c.tls?.ca_cert ? opts.files?.get(c.tls.ca_cert) : undefined;
   const u = new URL(c.url);
   const lower = (names: readonly string[]) => [...new Set(names.map((n) => n.toLowerCase()))];
   return {
@@ -72,13 +72,7 @@ export function compileForwardAuth(
     preserveMethod: c.preserve_method,
     sendBody: c.send_body,
     maxBody: c.max_body,
-    tls: c.tls
-      ? {
-        insecureSkipVerify: c.tls.insecure_skip_verify,
-        serverName: c.tls.server_name,
-        caCerts: ca === undefined ? undefined : [ca],
-      }
-      : undefined,
+    tls: upstreamTlsOf(c.tls, opts.files),
   };
 }
 

@@ -1,0 +1,278 @@
+// Mutual TLS to upstreams (`tls.client_cert` and `tls.client_key`): Prox presents a client
+// certificate to a Node.js upstream that refuses connections without one signed by the test CA,
+// over HTTP/1.1 (Prox's own client through node:tls, with `server_name`, with a PROXY protocol
+// header first, with `insecure_skip_verify`), over HTTP/2 (fetch), to a WebSocket upstream, to a
+// forward_auth service and in health checks.
+import assert from "node:assert/strict";
+import { interopTest, ROOT, waitFor } from "../_harness.ts";
+import { startProxy } from "./_proxy.ts";
+
+const TLS = `${ROOT}/tests/fixtures/tls`;
+const CLIENT = `client_cert: "${TLS}/cert.pem", client_key: "${TLS}/key.pem"`;
+
+/**
+ * Node.js servers that ask for a client certificate and refuse a handshake without one the test
+ * CA signed: HTTPS (HTTP/1.1, with a WebSocket upgrade that sends one text message) and HTTP/2.
+ * Each answer names the client certificate's subject CN, the HTTP version and the path.
+ */
+async function mtlsUpstream() {
+  const script = `
+    const https = require("node:https");
+    const http2 = require("node:http2");
+    const crypto = require("node:crypto");
+    const fs = require("node:fs");
+    const opts = {
+      cert: fs.readFileSync(${JSON.stringify(`${TLS}/cert.pem`)}),
+      key: fs.readFileSync(${JSON.stringify(`${TLS}/key.pem`)}),
+      ca: fs.readFileSync(${JSON.stringify(`${TLS}/ca.pem`)}),
+      requestCert: true,
+      rejectUnauthorized: true,
+    };
+    const who = (socket) => socket.getPeerCertificate().subject.CN;
+    const answer = (req, res) => {
+      res.setHeader("content-type", "application/json");
+      res.end(JSON.stringify({ cn: who(req.socket), version: req.httpVersion, path: req.url }));
+    };
+    const h1 = https.createServer(opts, answer);
+    h1.on("upgrade", (req, socket) => {
+      const accept = crypto.createHash("sha1")
+        .update(req.headers["sec-websocket-key"] + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11")
+        .digest("base64");
+      const msg = Buffer.from("hello " + who(socket));
+      socket.write("HTTP/1.1 101 Switching Protocols\\r\\nUpgrade: websocket\\r\\n" +
+        "Connection: Upgrade\\r\\nSec-WebSocket-Accept: " + accept + "\\r\\n\\r\\n");
+      socket.write(Buffer.concat([Buffer.from([0x81, msg.length]), msg]));
+      socket.on("data", () => {});
+    });
+    const h2 = http2.createSecureServer({ ...opts, allowHTTP1: false }, answer);
+    h1.listen(0, "127.0.0.1", () => h2.listen(0, "127.0.0.1", () =>
+      console.log(h1.address().port + " " + h2.address().port)));
+  `;
+  const child = new Deno.Command("node", { args: ["-e", script], stdout: "piped" }).spawn();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let out = "";
+  while (!out.includes("\n")) {
+    const r = await reader.read();
+    if (r.done) throw new Error("node exited before listening");
+    out += r.value;
+  }
+  const [h1, h2] = out.trim().split(" ").map(Number);
+  return {
+    h1,
+    h2,
+    async [Symbol.asyncDispose]() {
+      child.kill();
+      await reader.cancel();
+      await child.status;
+    },
+  };
+}
+
+/**
+ * A TCP front for `port` that takes the PROXY protocol v1 line off each connection, keeps it,
+ * and relays the rest (the TLS handshake onwards) unchanged.
+ */
+function proxyProtocolFront(port: number) {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const lines: string[] = [];
+  const conns = new Set<Deno.Conn>();
+  const relay = async (client: Deno.Conn) => {
+    const buf = new Uint8Array(256);
+    let got = 0;
+    let end = -1;
+    while (end < 0) {
+      const n = await client.read(buf.subarray(got));
+      if (n === null) return client.close();
+      got += n;
+      end = buf.subarray(0, got).findIndex((b, i) => b === 13 && buf[i + 1] === 10);
+    }
+    lines.push(new TextDecoder().decode(buf.subarray(0, end)));
+    const up = await Deno.connect({ hostname: "127.0.0.1", port });
+    conns.add(up);
+    await up.write(buf.subarray(end + 2, got));
+    await Promise.allSettled([
+      client.readable.pipeTo(up.writable),
+      up.readable.pipeTo(client.writable),
+    ]);
+  };
+  (async () => {
+    for await (const c of listener) {
+      conns.add(c);
+      relay(c).catch(() => {});
+    }
+  })().catch(() => {});
+  return {
+    port: (listener.addr as Deno.NetAddr).port,
+    lines,
+    [Symbol.dispose]() {
+      listener.close();
+      for (const c of conns) {
+        try {
+          c.close();
+        } catch { /* closed */ }
+      }
+    },
+  };
+}
+
+function config(target: string, tls: string, extra = "") {
+  return `
+health_check: { enabled: false }
+routes:
+  /:
+    type: proxy
+    target: "${target}"
+    tls: { ${tls} }
+${extra}`;
+}
+
+interopTest("client_cert: an upstream that requires a client certificate gets Prox's", [
+  "node",
+], async () => {
+  await using up = await mtlsUpstream();
+  await using prox = await startProxy(
+    config(`https://localhost:${up.h1}`, `ca_cert: "${TLS}/ca.pem", ${CLIENT}`) +
+      `  /none:
+    type: proxy
+    target: "https://localhost:${up.h1}"
+    tls: { ca_cert: "${TLS}/ca.pem" }
+  /expired:
+    type: proxy
+    target: "https://localhost:${up.h1}"
+    tls: { ca_cert: "${TLS}/ca.pem", client_cert: "${TLS}/expired.pem", client_key: "${TLS}/expired.key" }
+  /untrusted:
+    type: proxy
+    target: "https://localhost:${up.h1}"
+    tls: { ${CLIENT} }
+`,
+  );
+  const res = await fetch(`${prox.url}/x?y=1`, { method: "POST", body: "b" });
+  assert.equal(res.status, 200);
+  assert.deepEqual(await res.json(), { cn: "localhost", version: "1.1", path: "/x?y=1" });
+  // Kept alive: the second request reuses the pooled connection and its certificate.
+  const again = await fetch(`${prox.url}/x`);
+  assert.equal((await again.json()).cn, "localhost");
+  // Without a certificate, with an expired one, and (certificate or not) with the upstream's
+  // certificate unverifiable: no answer from the upstream.
+  for (const path of ["/none", "/expired", "/untrusted"]) {
+    const r = await fetch(`${prox.url}${path}`);
+    await r.body?.cancel();
+    assert.equal(r.status, 502, path);
+  }
+});
+
+interopTest("client_cert with server_name: the name verified is server_name, not the IP", [
+  "node",
+], async () => {
+  await using up = await mtlsUpstream();
+  const route = (key: string, name: string) =>
+    `  ${key}:
+    type: proxy
+    target: "https://127.0.0.1:${up.h1}"
+    tls: { ca_cert: "${TLS}/ca.pem", server_name: ${name}, ${CLIENT} }
+`;
+  await using prox = await startProxy(
+    `health_check: { enabled: false }\nroutes:\n${route("/", "localhost")}` +
+      route("/other", "other.test"),
+  );
+  const res = await fetch(`${prox.url}/`);
+  assert.equal(res.status, 200);
+  assert.equal((await res.json()).cn, "localhost");
+  const other = await fetch(`${prox.url}/other`);
+  await other.body?.cancel();
+  assert.equal(other.status, 502); // the certificate does not name other.test
+});
+
+interopTest("client_cert over HTTP/2: an upstream that picks h2 by ALPN gets the certificate", [
+  "node",
+], async () => {
+  await using up = await mtlsUpstream();
+  await using prox = await startProxy(
+    config(`https://localhost:${up.h2}`, `ca_cert: "${TLS}/ca.pem", ${CLIENT}`),
+  );
+  // A request fetch sends as built goes over HTTP/2 (see README, "TLS upstreams").
+  const h = {
+    "user-agent": "t",
+    accept: "*/*",
+    "accept-language": "en",
+    "accept-encoding": "identity",
+  };
+  await waitFor(async () => {
+    const res = await fetch(`${prox.url}/h2`, { headers: h });
+    const body = await res.json();
+    assert.equal(res.status, 200);
+    assert.equal(body.cn, "localhost");
+    return body.version === "2.0" ? body : null;
+  });
+});
+
+interopTest("client_cert with proxy_protocol and insecure_skip_verify: header first, then TLS", [
+  "node",
+], async () => {
+  await using up = await mtlsUpstream();
+  using front = proxyProtocolFront(up.h1);
+  await using prox = await startProxy(
+    config(
+      `https://localhost:${front.port}`,
+      `insecure_skip_verify: true, ${CLIENT}`,
+      "    proxy_protocol: v1\n",
+    ),
+  );
+  const res = await fetch(`${prox.url}/pp`);
+  assert.equal(res.status, 200);
+  assert.equal((await res.json()).cn, "localhost");
+  // The destination is the listener's port with the unspecified address (README).
+  assert.match(front.lines[0], /^PROXY TCP4 127\.0\.0\.1 0\.0\.0\.0 \d+ \d+$/);
+});
+
+interopTest("client_cert on websocket routes, forward_auth and health checks", [
+  "node",
+], async () => {
+  await using up = await mtlsUpstream();
+  const tls = `{ ca_cert: "${TLS}/ca.pem", ${CLIENT} }`;
+  await using prox = await startProxy(`
+health_check: { enabled: true, interval_secs: 1, path: /health }
+routes:
+  /ws:
+    type: websocket
+    target: "wss://localhost:${up.h1}"
+    tls: ${tls}
+  /auth:
+    type: proxy
+    target: "https://localhost:${up.h1}"
+    tls: ${tls}
+    forward_auth:
+      url: "https://localhost:${up.h1}/verify"
+      tls: ${tls}
+  /noauth:
+    type: proxy
+    target: "https://localhost:${up.h1}"
+    tls: ${tls}
+    forward_auth:
+      url: "https://localhost:${up.h1}/verify"
+      tls: { ca_cert: "${TLS}/ca.pem" }
+  /bare:
+    type: proxy
+    target: "https://127.0.0.1:${up.h1}"
+    tls: { ca_cert: "${TLS}/ca.pem", server_name: localhost }
+`);
+  const ws = new WebSocket(`ws://127.0.0.1:${prox.port}/ws`);
+  const msg = await new Promise<string>((resolve, reject) => {
+    ws.onmessage = (e) => resolve(String(e.data));
+    ws.onerror = () => reject(new Error("WebSocket failed"));
+  });
+  ws.close();
+  assert.equal(msg, "hello localhost");
+  const auth = await fetch(`${prox.url}/auth/x`);
+  assert.equal(auth.status, 200);
+  assert.equal((await auth.json()).path, "/x"); // the route's prefix is stripped
+  // The same service asked without a certificate cannot be reached: refused.
+  const noauth = await fetch(`${prox.url}/noauth/x`);
+  await noauth.body?.cancel();
+  assert.notEqual(noauth.status, 200);
+  assert.ok(noauth.status >= 500, String(noauth.status));
+  // The probes carry the certificate: its target is up once the one probed without is down.
+  const status = (id: string) => prox.server.upstreams.list().find((u) => u.id === id)?.status;
+  await waitFor(() => status(`https://127.0.0.1:${up.h1}`) === "down", { what: "bare down" });
+  assert.equal(status(`https://localhost:${up.h1}`), "up");
+});
