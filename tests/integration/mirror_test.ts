@@ -290,6 +290,38 @@ routes:
   assert.equal(shadow.seen[0].headers.get("content-length") ?? "0", "0");
 });
 
+Deno.test("mirror: body: false copies an upload as Content-Length: 0 (RFC 9110 §8.6), chunked or not", async () => {
+  await using primary = await startPrimary([]);
+  await using shadow = await startShadow();
+  const metrics = recordingMetrics();
+  await using prox = await startProxy(
+    `health_check: { enabled: false }
+routes:
+  "/": { type: proxy, target: "${primary.url}", mirror: { target: "${shadow.url}", body: false } }
+`,
+    { metrics },
+  );
+  // A PUT or POST without a length is refused by servers such as nginx (411 Length Required).
+  const sized = await fetch(`${prox.url}/sized`, { method: "PUT", body: "x".repeat(100) });
+  assert.equal(await sized.text(), "primary read 100");
+  const streamed = await fetch(`${prox.url}/streamed`, {
+    method: "POST",
+    body: new Blob(["y".repeat(200)]).stream(),
+    duplex: "half",
+  } as RequestInit);
+  assert.equal(await streamed.text(), "primary read 200");
+  await waitFor(() => shadow.seen.length === 2, { what: "the bodiless copies" });
+  for (const copy of shadow.seen) {
+    assert.equal(copy.body, "", copy.path);
+    assert.equal(copy.headers.get("content-length"), "0", copy.path);
+    assert.equal(copy.headers.get("transfer-encoding"), null, copy.path);
+  }
+  // A request without a body is copied without one, and without a length it did not have.
+  await (await fetch(`${prox.url}/get`)).body?.cancel();
+  await waitFor(() => shadow.seen.length === 3, { what: "the GET's copy" });
+  assert.equal(shadow.seen[2].headers.get("content-length"), null);
+});
+
 Deno.test("mirror: a reload changes the mirror target, and removing it stops the copies", async () => {
   await using primary = await startPrimary([]);
   await using a = await startShadow();
