@@ -113,6 +113,16 @@ export function normalizeOrigin(entry: string): { origin: string } | { problem: 
         "label, e.g. https://*.example.com)",
     };
   }
+  if (p[1] === "http://" || p[1] === "https://") {
+    // As browsers serialize it (WHATWG URL): `[::1]` for `[0:0::1]`, `127.0.0.1` for
+    // `127.000.000.001`, `:3000` for `:03000`, no default port; else it would never match.
+    const url = URL.parse(probe);
+    if (!url || url.host === "") {
+      return { problem: `"${entry}" is not an origin: its host is no valid host name or address` };
+    }
+    const origin = `${p[1]}${url.host}`;
+    return { origin: wild ? origin.replace("://x.", "://*.") : origin };
+  }
   const port = p[3] === DEFAULT_PORTS[p[1]] ? "" : p[3] ?? "";
   return { origin: `${p[1]}${wild ? "*." : ""}${p[2].slice(wild ? 2 : 0)}${port}` };
 }

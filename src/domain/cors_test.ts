@@ -24,6 +24,22 @@ const spec = (o: Partial<CorsSpec>): CorsSpec => ({
   ...o,
 });
 
+Deno.test("normalizeOrigin writes hosts and ports as browsers serialize them (WHATWG URL)", () => {
+  // Written another way, the entry would never equal the Origin a browser sends.
+  const same = (entry: string, origin: string) =>
+    assert.deepEqual(normalizeOrigin(entry), { origin }, entry);
+  same("http://[0:0:0:0:0:0:0:1]:3000", "http://[::1]:3000");
+  same("https://[2001:DB8::0:1]", "https://[2001:db8::1]");
+  same("http://127.000.000.001:8080", "http://127.0.0.1:8080");
+  same("https://app.example.com:0443", "https://app.example.com");
+  same("http://localhost:03000", "http://localhost:3000");
+  same("https://*.example.com:08443", "https://*.example.com:8443");
+  const entry = normalizeOrigin("http://[0:0::1]:3000");
+  assert.ok("origin" in entry);
+  const policy = compileCors(spec({ allow_origins: [entry.origin] }));
+  assert.ok(originAllowed(policy, "http://[::1]:3000"));
+});
+
 Deno.test("normalizeOrigin lower-cases, drops a default port, refuses paths and null", () => {
   assert.deepEqual(normalizeOrigin("HTTPS://App.Example.com"), {
     origin: "https://app.example.com",
