@@ -162,9 +162,10 @@ function copyOf(
 ): UpstreamRequest {
   const req = a.build(target);
   req.headers.set("host", a.policy.preserveHost && ctx.host ? ctx.host : req.origin.host);
-  // A request that had a body is copied with a length, 0 when its body is not copied (`body:
-  // false`): a PUT or POST without one is refused by some servers (nginx: 411; RFC 9110 §8.6).
-  if (bytes || req.body !== null) {
+  // A request that had a body or a length is copied with a length, 0 when its body is not copied
+  // (`body: false`): a PUT or POST without one is refused by some servers (nginx: 411; RFC 9110
+  // §8.6).
+  if (bytes || req.body !== null || req.headers.has("content-length")) {
     req.headers.set("content-length", String(bytes?.byteLength ?? 0));
   } else req.headers.delete("content-length");
   req.body = bytes;

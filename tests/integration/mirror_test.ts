@@ -320,6 +320,11 @@ routes:
   await (await fetch(`${prox.url}/get`)).body?.cancel();
   await waitFor(() => shadow.seen.length === 3, { what: "the GET's copy" });
   assert.equal(shadow.seen[2].headers.get("content-length"), null);
+  // An empty PUT (Content-Length: 0) keeps its length.
+  const empty = await fetch(`${prox.url}/empty`, { method: "PUT", body: "" });
+  assert.equal(await empty.text(), "primary read 0");
+  await waitFor(() => shadow.seen.length === 4, { what: "the empty PUT's copy" });
+  assert.equal(shadow.seen[3].headers.get("content-length"), "0");
 });
 
 Deno.test("mirror: a reload changes the mirror target, and removing it stops the copies", async () => {
