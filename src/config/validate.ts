@@ -12,6 +12,7 @@ import type { Config } from "./schema.ts";
 import { workersIssues } from "./workers_rules.ts";
 import type { ConfigIssue, ParseResult } from "./parse.ts";
 import { validatePages } from "./validate_pages.ts";
+import { checkRedirectTargets } from "./validate_redirect.ts";
 import { checkHeadBody, checkRegex, checkStatus, validateRoutes } from "./validate_route.ts";
 import { validateAccess } from "./validate_access.ts";
 import { validateTcp } from "./validate_tcp.ts";
@@ -173,6 +174,7 @@ export function validateConfig(
 
   validateRoutes(config, { err, warn, env: opts.env });
   validatePages(config, { err, warn, env: opts.env });
+  checkRedirectTargets(config, { err });
   validateAccess(config, { err, warn, env: opts.env });
   validateTcp(config, { err, warn });
 

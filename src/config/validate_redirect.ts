@@ -43,3 +43,22 @@ export function warnRedirectLoops(
     );
   }
 }
+
+/** A target with a scheme and an authority (`ftp://…`, `myapp://…`): an absolute URL. */
+const ABSOLUTE = /^[a-z][a-z0-9+.-]*:\/\//i;
+/** http and https targets, which validate_route.ts checks already. */
+const HTTP = /^https?:\/\//i;
+
+/**
+ * An error at each redirect route whose target of another scheme than http(s) is no URL
+ * (`ftp://a b`): the redirect action parses it per request, and every request failed with a 500.
+ */
+export function checkRedirectTargets(config: Config, opts: { err: Report }): void {
+  for (const [key, route] of Object.entries(config.routes)) {
+    if (route.type !== "redirect" || route.exact) continue;
+    const target = route.target.replace(/[?#].*$/, "");
+    if (ABSOLUTE.test(target) && !HTTP.test(target) && !URL.canParse(target)) {
+      opts.err(["routes", key, "target"], `Invalid redirect URL "${route.target}"`);
+    }
+  }
+}
