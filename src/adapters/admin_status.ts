@@ -2,6 +2,7 @@
 // targets), a recorder that sits on the Metrics port and remembers each backend's last health
 // change with its reason and each certificate's expiry, and the server's reload history.
 
+import { isUnixTarget, originName, unixOrigin } from "../domain/upstream_origin.ts";
 import { X509Certificate } from "node:crypto";
 import type { Metrics } from "../ports.ts";
 import type { Snapshot } from "../proxy/snapshot.ts";
@@ -74,7 +75,7 @@ export function targetPools(
   for (const t of targets) {
     let origin: string;
     try {
-      origin = new URL(t).origin;
+      origin = isUnixTarget(t) ? originName(unixOrigin(t)) : new URL(t).origin;
     } catch {
       continue;
     }

@@ -2,6 +2,7 @@
 // of a round run concurrently, each with its own timeout, so one slow backend delays nobody.
 // Results go to the upstream registry, which applies the thresholds and logs transitions.
 
+import { isUnixTarget, originHost, originName, unixOrigin } from "../domain/upstream_origin.ts";
 import type { Snapshot } from "../proxy/snapshot.ts";
 import { statusMatcher } from "../domain/health.ts";
 import type { ActiveThresholds } from "../domain/health.ts";
@@ -21,7 +22,9 @@ export interface ProbeJob {
   id: string;
   /** Which of the target's checks this is (healthCheckKey): routes with the same one share it. */
   check: string;
-  url: URL;
+  /** The target's origin (`unix:` for a socket) and the probe's request target (path, query). */
+  origin: URL;
+  target: string;
   method: "GET" | "HEAD";
   expect: (status: number) => boolean;
   bodyMatch?: RegExp;
@@ -67,13 +70,18 @@ export function healthJobs(snapshot: Snapshot): ProbeJob[] {
       const check = healthCheckKey(config, { route, target: id });
       if (check === null || jobs.has(jobKey(id, check))) continue;
       const path = config.backend_health_paths[id] ?? r?.path ?? g.path;
-      const url = probeUrl(id, path);
+      const { origin, target } = probeTarget(id, path);
       const [host, extra] = probeFields(config, route);
       jobs.set(jobKey(id, check), {
         id,
         check,
-        url,
-        headers: [["host", host ?? url.host], ["user-agent", "prox-health-check"], ...extra],
+        origin,
+        target,
+        headers: [
+          ["host", host ?? originHost(origin)],
+          ["user-agent", "prox-health-check"],
+          ...extra,
+        ],
         method: r?.method ?? g.method,
         expect: statusMatcher(r?.expected_status ?? g.expected_status),
         bodyMatch: body === undefined ? undefined : toRegExp(body),
@@ -99,10 +107,16 @@ export function jobKey(id: string, check: string): string {
 }
 
 /** The target's origin and path (as requests use them: no query or fragment) + the health path. */
-function probeUrl(target: string, path: string): URL {
-  const t = new URL(target);
+function probeTarget(id: string, path: string): { origin: URL; target: string } {
+  const slash = path.startsWith("/") ? path : `/${path}`;
+  if (isUnixTarget(id)) {
+    const u = new URL(`http://h${slash}`);
+    return { origin: unixOrigin(id), target: u.pathname + u.search };
+  }
+  const t = new URL(id);
   const base = t.pathname.replace(/\/+$/, "");
-  return new URL(`${t.protocol}//${t.host}${base}${path.startsWith("/") ? path : `/${path}`}`);
+  const u = new URL(`${t.protocol}//${t.host}${base}${slash}`);
+  return { origin: new URL(u.origin), target: u.pathname + u.search };
 }
 
 function toRegExp(s: string): RegExp {
@@ -173,8 +187,8 @@ export function startHealthChecks(
         ({ ok, reason } = await grpcProbe(client, job, ac.signal));
       } else {
         const res = await client.send({
-          origin: new URL(job.url.origin),
-          target: job.url.pathname + job.url.search,
+          origin: job.origin,
+          target: job.target,
           method: job.method,
           headers: probeHeaders(job.headers),
           body: null,
@@ -211,11 +225,16 @@ export function startHealthChecks(
     if (closed || (ac.signal.aborted && !timedOut) || jobs.get(key) === undefined) return;
     deps.registry.probe(id, ok, {
       check: job.check,
-      path: job.grpcService !== undefined ? GRPC_HEALTH_PATH : job.url.pathname,
+      path: job.grpcService !== undefined ? GRPC_HEALTH_PATH : job.target.replace(/\?.*/s, ""),
       thresholds: job.thresholds,
       reason,
     });
-    deps.logger.debug("Health probe", { upstream: id, url: job.url.href, ok, reason });
+    deps.logger.debug("Health probe", {
+      upstream: id,
+      url: originName(job.origin) + job.target,
+      ok,
+      reason,
+    });
   };
 
   // At most PROBE_CONCURRENCY probes at once; a round with more targets streams through them.
@@ -320,7 +339,7 @@ async function grpcProbe(
   const body = grpcHealthRequest(job.grpcService!);
   headers.set("content-length", String(body.byteLength));
   const res = await client.send({
-    origin: new URL(job.url.origin),
+    origin: job.origin,
     target: GRPC_HEALTH_PATH,
     method: "POST",
     headers,

@@ -16,6 +16,7 @@ import { createH2cClient } from "./upstream_h2c.ts";
 import { carryTraceContext } from "./otel.ts";
 import { createRequestSlots, releasedWithBody } from "./upstream_slots.ts";
 import { timerDelay } from "../config/duration.ts";
+import { originName, socketPath } from "../domain/upstream_origin.ts";
 
 /** Options of the upstream client (pool limits from config `upstream_pool`). */
 export interface UpstreamClientOptions extends Partial<UpstreamPoolOptions> {
@@ -73,6 +74,7 @@ export interface UpstreamPoolStats {
 
 /** The upstream origin of a pool key made by keyOf (an http key is the bare host). */
 export function originOfKey(key: string): string {
+  if (key.startsWith("unix:")) return key.split("|")[0];
   if (!key.startsWith("https://")) return new URL(`http://${key.split("|")[0]}`).origin;
   return new URL(key.split("|")[0]).origin;
 }
@@ -101,6 +103,7 @@ function pemIdOf(o: object, text: () => string): number {
 /** Pool key: origin plus whatever TLS setting changes who we trust or who we say we are. */
 function keyOf(url: URL, tls: UpstreamTls | undefined): string {
   if (url.protocol === "http:") return url.host;
+  if (url.protocol === "unix:") return url.href;
   let key = "https://" + url.host;
   if (tls) {
     const ca = tls.caCerts ? pemIdOf(tls.caCerts, () => tls.caCerts!.join("\n")) : 0;
@@ -130,7 +133,7 @@ export async function connectUpstream(
   const hostname = url.hostname.startsWith("[") ? url.hostname.slice(1, -1) : url.hostname;
   const https = url.protocol === "https:";
   const port = url.port ? Number(url.port) : https ? 443 : 80;
-  const origin = url.origin;
+  const origin = originName(url);
   const gone = () =>
     new ProxyError("client_gone", "Client went away", { source: origin, sentNothing: true });
   if (o.signal?.aborted) throw gone();
@@ -162,13 +165,18 @@ export async function connectUpstream(
         proxyHeader: o.proxyHeader,
       });
     }
+    if (url.protocol === "unix:") {
+      // HTTP over a Unix domain socket: no TCP, no TLS (nothing crosses a network).
+      const unix = await raceConnect(
+        Deno.connect({ transport: "unix", path: socketPath(url) }),
+        ac.signal,
+      );
+      if (o.proxyHeader) await writeAll(unix, o.proxyHeader);
+      return { transport: unix, alpn: null };
+    }
     tcp = await Deno.connect({ hostname, port, signal: ac.signal });
     tcp.setNoDelay(true);
-    if (o.proxyHeader) {
-      for (let n = 0; n < o.proxyHeader.byteLength;) {
-        n += await tcp.write(o.proxyHeader.subarray(n));
-      }
-    }
+    if (o.proxyHeader) await writeAll(tcp, o.proxyHeader);
     if (!https) return { transport: tcp, alpn: null };
     tlsConn = await Deno.startTls(tcp, {
       hostname: o.tls?.serverName ?? hostname,
@@ -207,6 +215,30 @@ export async function connectUpstream(
     clearTimeout(timer);
     o.signal?.removeEventListener("abort", cancel);
   }
+}
+
+async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
+  for (let n = 0; n < bytes.byteLength;) n += await conn.write(bytes.subarray(n));
+}
+
+/**
+ * A connect that takes no signal (Unix sockets): rejects when `signal` aborts, and closes the
+ * connection if it comes after all.
+ */
+function raceConnect<C extends Deno.Conn>(p: Promise<C>, signal: AbortSignal): Promise<C> {
+  if (signal.aborted) {
+    p.then((c) => c.close(), () => {});
+    return Promise.reject(new Error("aborted"));
+  }
+  let onAbort = () => {};
+  const aborted = new Promise<never>((_, reject) => {
+    onAbort = () => {
+      p.then((c) => c.close(), () => {});
+      reject(new Error("aborted"));
+    };
+    signal.addEventListener("abort", onAbort, { once: true });
+  });
+  return Promise.race([p, aborted]).finally(() => signal.removeEventListener("abort", onAbort));
 }
 
 /** `p`, or a `client_gone` rejection as soon as `signal` aborts. */
@@ -279,8 +311,8 @@ export function createUpstreamClient(opts: UpstreamClientOptions = {}): PooledUp
         transport.close();
         throw new ProxyError(
           "protocol",
-          `Upstream "${req.origin.origin}" did not choose h2 by ALPN (upstream_protocol: h2)`,
-          { source: req.origin.origin, sentNothing: true, retryable: false },
+          `Upstream "${originName(req.origin)}" did not choose h2 by ALPN (upstream_protocol: h2)`,
+          { source: originName(req.origin), sentNothing: true, retryable: false },
         );
       }
       return transport;
@@ -321,7 +353,7 @@ export function createUpstreamClient(opts: UpstreamClientOptions = {}): PooledUp
       signal: req.signal,
       proxyHeader: req.proxyHeader,
     });
-    return new H1Connection(transport, req.origin.origin);
+    return new H1Connection(transport, originName(req.origin));
   };
 
   const protocolOf = (key: string, req: UpstreamRequest): "h1" | "h2" | Promise<"h1" | "h2"> => {

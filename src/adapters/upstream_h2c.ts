@@ -11,6 +11,7 @@
 // ways within HTTP/2 flow control: what the upstream sends is let in as the client reads it.
 
 import { ProxyError } from "../domain/errors.ts";
+import { originHost, originName } from "../domain/upstream_origin.ts";
 import { BODY_BYTES, UNREAD_BODY } from "../ports.ts";
 import type { BodyCounter, CountedResponse, UnreadBody, UpstreamRequest } from "../ports.ts";
 import type { Transport } from "./upstream_h1_conn.ts";
@@ -367,7 +368,7 @@ class Session {
     const enc = this.#enc.begin()
       .field(":method", req.method)
       .field(":scheme", req.origin.protocol === "https:" ? "https" : "http")
-      .field(":authority", req.headers.get("host") ?? req.origin.host)
+      .field(":authority", req.headers.get("host") ?? originHost(req.origin))
       .field(":path", req.target);
     req.headers.forEach((v, k) => {
       if (!CONNECTION_SPECIFIC.has(k)) enc.field(k, v);
@@ -1172,7 +1173,7 @@ export function createH2cClient(opts: H2cClientOptions): H2cClient {
         // a burst does not open streams the upstream would refuse.
         let assumed = DEFAULT_MAX_STREAMS;
         for (const o of l) if (o.settled) assumed = Math.min(assumed, o.maxStreams);
-        const s = new Session(conn, req.origin.origin, opts, Math.max(1, assumed));
+        const s = new Session(conn, originName(req.origin), opts, Math.max(1, assumed));
         l.push(s);
         origins.set(key, l);
         sweeper ??= setInterval(sweep, 1000);

@@ -103,6 +103,38 @@ export const HttpUrl = z.string().trim().refine((s) => HTTP_URL.test(s) && URL.c
   },
 });
 
+/**
+ * `unix:/path/app.sock` (or a relative path): an upstream listening on a Unix domain socket. Not
+ * `unix://…`, which would read as a host named by the path.
+ */
+const UNIX_URL = /^unix:(?!\/\/)[^\0\s]+$/;
+
+/** Why a target that is no URL Prox takes was probably meant as a Unix socket, and its form. */
+function unixHint(s: string): string | undefined {
+  // nginx: http://unix:/run/app.sock:/path; Caddy: unix//run/app.sock; URIs: unix:///run/app.sock
+  const m = /^https?:\/\/unix:(\/[^:]+)(:.*)?$/i.exec(s) ?? /^unix(?::\/)?\/(\/.+)$/i.exec(s);
+  if (!m) return undefined;
+  const path = m[2] && m[2] !== ":" && m[2] !== ":/" ? m[2].slice(1) : undefined;
+  return `a Unix socket is written unix:${m[1]}` +
+    (path ? ` (a path for the upstream goes in path_rewrite: ${path})` : "");
+}
+
+/** A proxy or load_balance target: an http(s) URL, or `unix:` and a socket path. */
+export const UpstreamUrl = z.string().trim().refine(
+  (s) => UNIX_URL.test(s) || (HTTP_URL.test(s) && URL.canParse(s) && !unixHint(s)),
+  {
+    error: (iss) => {
+      const s = String(iss.input);
+      const why = unixHint(s) ?? (HTTP_URL.test(s) ? authorityProblem(s) : undefined);
+      return `Invalid URL ${JSON.stringify(s)}: ${
+        why ?? (/^unix/i.test(s)
+          ? "write unix: and the socket's path, e.g. unix:/run/app.sock"
+          : "use an absolute URL starting with http:// or https://, e.g. http://127.0.0.1:8080")
+      }`;
+    },
+  },
+);
+
 // ---------------------------------------------------------------------------------------------
 // Conditions and header/body rules (seed: path_matches, method_is, has_header)
 
@@ -714,9 +746,9 @@ const upstreamCommon = {
 };
 
 export const Target = z.union([
-  HttpUrl,
+  UpstreamUrl,
   z.object({
-    url: HttpUrl,
+    url: UpstreamUrl,
     weight: z.int().min(1).max(1000).default(1),
     backup: z.boolean().default(false),
   }).strict(),
@@ -734,7 +766,7 @@ export const STRATEGIES = [
 
 const ProxyRoute = z.object({
   type: z.literal("proxy"),
-  target: HttpUrl,
+  target: UpstreamUrl,
   ...upstreamCommon,
   /**
    * On by default for a single target, as in nginx (a lone server is never considered

@@ -389,6 +389,18 @@ export function validateRoutes(
         );
       }
     }
+    for (const [at, u] of targetUrls) {
+      if (!u.startsWith("unix:") || at[0] === "mirror") continue;
+      const path = u.slice("unix:".length);
+      if (!opts.env.exists(path)) {
+        warn(
+          ["routes", key, ...at],
+          `No Unix socket at ${path} yet: requests get 502 until the upstream listens there`,
+          "Start the upstream first, or fix the path (a relative one starts from the working " +
+            "directory of prox)",
+        );
+      }
+    }
     if (route.type === "load_balance") {
       const urls = route.targets.map((t) => typeof t === "string" ? t : t.url);
       urls.forEach((u, i) => {

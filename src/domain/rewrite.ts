@@ -1,6 +1,8 @@
 // Request path normalization and the upstream URL (target + rewritten path + query, byte for
 // byte). Pure string work; the router matches on the normalized path this returns.
 
+import { isUnixTarget, unixOrigin } from "./upstream_origin.ts";
+
 /** A normalized request path, or the reason it cannot be normalized (→ 400). */
 export type NormalizedPath = { ok: true; path: string } | { ok: false; reason: string };
 
@@ -195,11 +197,15 @@ const targets = new Map<string, { url: URL; base: string }>();
 function parseTarget(target: string): { url: URL; base: string } {
   let t = targets.get(target);
   if (!t) {
-    const u = new URL(target);
-    t = {
-      url: new URL(`${u.protocol}//${u.host}`),
-      base: u.pathname === "/" ? "" : u.pathname.replace(/\/+$/, ""),
-    };
+    if (isUnixTarget(target)) {
+      t = { url: unixOrigin(target), base: "" };
+    } else {
+      const u = new URL(target);
+      t = {
+        url: new URL(`${u.protocol}//${u.host}`),
+        base: u.pathname === "/" ? "" : u.pathname.replace(/\/+$/, ""),
+      };
+    }
     if (targets.size >= 4096) targets.clear(); // bounded: reloads may bring new targets
     targets.set(target, t);
   }

@@ -3,6 +3,7 @@
 // upstream URL and header building, redirect and static actions); this file only calls them on a
 // made-up request and reports what they said. Nothing here runs on the live request path.
 
+import { originHost } from "../domain/upstream_origin.ts";
 import { explainMatch } from "../domain/router.ts";
 import type { RouteVerdict } from "../domain/router.ts";
 import { toProxyError } from "../domain/errors.ts";
@@ -258,7 +259,7 @@ export async function explainRequest(
       const chosen = pick.url ?? targets[0];
       const to = targetOf(ctx, cfg, chosen);
       const wire = ws ? toWebSocketUrl(to.origin.href) : to.origin;
-      const origin = `${wire.protocol}//${wire.host}`;
+      const origin = wire.protocol === "unix:" ? `${wire.href}:` : `${wire.protocol}//${wire.host}`;
       out.upstream = {
         policy: out.upstream?.policy ?? "websocket",
         targets: out.upstream?.targets ?? [{ url: targets[0], backup: false, available: null }],
@@ -298,7 +299,7 @@ export async function explainRequest(
       if (!ws && m) {
         const urls = m.targets.map((t) => {
           const c = targetOf(ctx, cfg, t);
-          return `${c.origin.protocol}//${c.origin.host}${c.path}`;
+          return `${c.origin.protocol}//${originHost(c.origin)}${c.path}`;
         });
         out.notes.push(
           `Mirrored: ${m.percent}% of requests are copied to ${urls.join(", ")} (answer dropped)`,

@@ -13,6 +13,7 @@
 // Every outcome feeds passive health and the latency EWMA in the registry (state.ts).
 
 import { ProxyError, toProxyError } from "../domain/errors.ts";
+import { originName } from "../domain/upstream_origin.ts";
 import type { PickInput } from "../domain/balancer.ts";
 import { UNREAD_BODY } from "../ports.ts";
 import type { UnreadBody, UpstreamRequest } from "../ports.ts";
@@ -249,8 +250,8 @@ async function sendOnce(
         new ProxyError(
           "timeout",
           queued
-            ? `No connection to upstream "${req.origin.origin}" within ${perTry} ms`
-            : `Upstream "${req.origin.origin}" sent no response within ${perTry} ms`,
+            ? `No connection to upstream "${originName(req.origin)}" within ${perTry} ms`
+            : `Upstream "${originName(req.origin)}" sent no response within ${perTry} ms`,
           { source: id, cause: err, sentNothing: queued },
         ),
       )

@@ -2,6 +2,7 @@
 // body with a size cap) and hand it to forward(). The response head comes back without
 // hop-by-hop fields: the upstream client drops them (see UpstreamClient in ports.ts).
 
+import { originHost } from "../../domain/upstream_origin.ts";
 import {
   BROWSER_HEADERS,
   dropUnderscoredNames,
@@ -91,7 +92,7 @@ export function upstreamHeaders(
   target: URL,
 ): HeaderList {
   // A Host the request passed (pipeline.ts checks it), or the target's from the config.
-  const hostField = route.preserve_host && ctx.host ? ctx.host : target.host;
+  const hostField = route.preserve_host && ctx.host ? ctx.host : originHost(target);
   const forwardInfo = {
     peer: ctx.info.remoteAddr.hostname,
     trustedPeer: ctx.trustedPeer,
