@@ -12,6 +12,9 @@ const ANY_HOST = "host.invalid";
 /**
  * Warns at each redirect route whose relative target (a path on this site) the same route
  * matches again: `/old` → `/old/new` sends `/old/x` to `/old/new/x`, then to `/old/new/new/x`.
+ * Likewise an absolute target on one of the route's own hosts, with the scheme Prox serves
+ * (`https` with `tls`, else `http`): `example.com/` → `https://example.com`. A route for every
+ * host is not warned about then (the target may be another server's).
  */
 export function warnRedirectLoops(
   config: Config,
@@ -23,15 +26,28 @@ export function warnRedirectLoops(
     return { key, prefix, hosts, value: key };
   });
   const router = compileRouter(entries);
+  const scheme = config.tls ? "https" : "http";
   for (const e of entries) {
     const route = config.routes[e.key];
     if (opts.skip.has(e.key)) continue;
-    if (route.type !== "redirect" || !/^\/(?!\/)/.test(route.target)) continue;
-    const path = normalizePrefix(route.target.replace(/[?#].*$/, ""));
-    // The redirected request comes back to the same host: one of the route's, or any other.
-    const hosts = e.hosts.length > 0
-      ? e.hosts.map((h) => h.startsWith("*.") ? "x" + h.slice(1) : h)
-      : [ANY_HOST];
+    if (route.type !== "redirect") continue;
+    const bare = route.target.replace(/[?#].*$/, "");
+    let path: string;
+    let hosts: string[];
+    if (/^\/(?!\/)/.test(bare)) {
+      path = normalizePrefix(bare);
+      // The redirected request comes back to the same host: one of the route's, or any other.
+      hosts = e.hosts.length > 0
+        ? e.hosts.map((h) => h.startsWith("*.") ? "x" + h.slice(1) : h)
+        : [ANY_HOST];
+    } else {
+      const url = e.hosts.length > 0 && new RegExp(`^${scheme}://`, "i").test(bare)
+        ? URL.parse(bare)
+        : null;
+      if (!url) continue;
+      path = normalizePrefix(url.pathname);
+      hosts = [url.hostname];
+    }
     if (!hosts.some((h) => router.match(h, path)?.value === e.key)) continue;
     opts.warn(
       ["routes", e.key, "target"],

@@ -22,3 +22,51 @@ Deno.test("validate: a redirect target with a scheme that is no URL is an error 
     assert.deepEqual(issues(`  /x: { type: redirect, target: "${target}" }\n`), [], target);
   }
 });
+
+const TLS = 'listen_addr: "127.0.0.1:3000"\ntls: { cert_path: c.pem, key_path: k.pem }\nroutes:\n';
+const tlsIssues = (routes: string) =>
+  loadConfigText(`${TLS}${routes}`, { file: "c.yaml", env: { exists: () => true } }).issues
+    .map(formatIssue);
+
+Deno.test("validate: an absolute redirect target on one of the route's own hosts that the route serves again is a loop warning", () => {
+  // `https://example.com` answered from example.com itself: the browser gives up after ~20 hops.
+  assert.deepEqual(
+    tlsIssues('  "example.com/": { type: redirect, target: "https://example.com" }\n'),
+    [
+      'c.yaml:4:37: warning: routes.example.com/.target: Redirect target "https://example.com" ' +
+      "is served by this route again: every request to it redirects in a loop\n" +
+      '  fix: Point it outside "/"',
+    ],
+  );
+  assert.match(
+    tlsIssues(
+      '  /old: { type: redirect, target: "HTTPS://WWW.Example.com:8443/old/x?y", hosts: [www.example.com] }\n',
+    ).join(),
+    /Redirect target "HTTPS:\/\/WWW\.Example\.com:8443\/old\/x\?y" is served by this route again/,
+  );
+  assert.match(
+    tlsIssues('  /: { type: redirect, target: "https://a.example/", hosts: ["*.example"] }\n')
+      .join(),
+    /is served by this route again/,
+  );
+  // Without tls Prox serves http: an http target on its host loops, an https one is elsewhere
+  // (Prox on port 80 sending its hosts to another server's HTTPS).
+  assert.match(
+    issues('  "example.com/": { type: redirect, target: "http://example.com/" }\n').join(),
+    /is served by this route again/,
+  );
+  assert.deepEqual(
+    issues('  "example.com/": { type: redirect, target: "https://example.com/" }\n'),
+    [],
+  );
+  // Not loops: another host (www. to the apex, the usual canonical-host redirect), another
+  // path with its own route, a route for every host (the target may be another server), or
+  // http from an https site (the http_redirect listener's business).
+  const fine = [
+    '  "www.example.com/": { type: redirect, target: "https://example.com" }\n',
+    '  "example.com/": { type: redirect, target: "https://example.com/app" }\n  "example.com/app": { type: static, root: . }\n',
+    '  /old: { type: redirect, target: "https://example.com/old" }\n',
+    '  "example.com/": { type: redirect, target: "http://example.com/" }\n',
+  ];
+  for (const routes of fine) assert.deepEqual(tlsIssues(routes), [], routes);
+});
