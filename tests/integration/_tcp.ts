@@ -30,6 +30,8 @@ export function rawUpstream(
     reply?: (got: Uint8Array) => Uint8Array;
     stream?: boolean;
     tls?: boolean;
+    /** Sent first on each connection, which is then closed (a server that speaks first). */
+    greet?: string;
   } = {},
 ): RawUpstream {
   const listener = opts.tls
@@ -59,6 +61,7 @@ export function rawUpstream(
     up.open++;
     conns.add(conn);
     try {
+      if (opts.greet !== undefined) return await writeAll(conn, enc.encode(opts.greet));
       const chunks: Uint8Array[] = [];
       const buf = new Uint8Array(65536);
       for (;;) {
@@ -111,10 +114,20 @@ export function concatAll(chunks: Uint8Array[]): Uint8Array {
   return out;
 }
 
-/** Reads `conn` until it ends; returns the bytes (a reset counts as the end). */
-export async function readAll(conn: Deno.Conn): Promise<Uint8Array> {
+/**
+ * Reads `conn` until it ends; returns the bytes (a reset counts as the end). Throws when it has
+ * not ended within `timeoutMs` (a FIN that never came), closing it.
+ */
+export async function readAll(conn: Deno.Conn, timeoutMs = 10_000): Promise<Uint8Array> {
   const chunks: Uint8Array[] = [];
   const buf = new Uint8Array(65536);
+  let late = false;
+  const timer = setTimeout(() => {
+    late = true;
+    try {
+      conn.close();
+    } catch { /* closed */ }
+  }, timeoutMs);
   try {
     for (;;) {
       const n = await conn.read(buf);
@@ -122,6 +135,8 @@ export async function readAll(conn: Deno.Conn): Promise<Uint8Array> {
       chunks.push(buf.slice(0, n));
     }
   } catch { /* reset */ }
+  clearTimeout(timer);
+  if (late) throw new Error(`The connection did not end within ${timeoutMs} ms`);
   return concatAll(chunks);
 }
 
@@ -133,7 +148,9 @@ export async function exchange(port: number, text: string | Uint8Array): Promise
     await conn.closeWrite();
     return dec.decode(await readAll(conn));
   } finally {
-    conn.close();
+    try {
+      conn.close();
+    } catch { /* closed by readAll's deadline */ }
   }
 }
 
