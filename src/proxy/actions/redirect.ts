@@ -29,9 +29,12 @@ export function redirectLocation(
   } else {
     location = rest ? joinPath(target, rest) : target;
   }
-  // An empty query of the client's ("/r/x?") adds nothing to the target's: no dangling "&".
-  const mergedQuery = targetQuery && query.length > 1
+  // An empty query of the client's ("/r/x?") adds nothing to the target's, nor a target's bare
+  // "?" to the client's: no dangling "&".
+  const mergedQuery = targetQuery.length > 1 && query.length > 1
     ? `${targetQuery}&${query.slice(1)}`
+    : query.length > 1
+    ? query
     : targetQuery || query;
   // What a header cannot carry as it is (a space, "é" or "€" in a relative target or a query; "€"
   // made every answer a 500) goes percent-encoded as UTF-8, as a browser would send it.
