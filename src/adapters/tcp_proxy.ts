@@ -84,7 +84,8 @@ export interface TcpListener {
 }
 
 const EMPTY = new Uint8Array(0);
-const CHUNK = 64 * 1024;
+/** Per direction and connection (nginx's proxy_buffer_size is 16k too): 10,000 take 320 MiB. */
+const CHUNK = 16 * 1024;
 const AVAILABLE = { available: true, inFlight: 0, latencyMs: 0 };
 
 /**
@@ -138,6 +139,12 @@ export function listenTcp(
   };
 }
 
+/** IPv4 clients of a dual-stack listener (`::ffff:10.0.0.1`) named as IPv4, as the HTTP side does. */
+function plainAddr(a: Deno.NetAddr): { hostname: string; port: number } {
+  const h = a.hostname;
+  return { hostname: h.startsWith("::ffff:") && h.includes(".") ? h.slice(7) : h, port: a.port };
+}
+
 function closeQuietly(c: Deno.Conn | null): void {
   try {
     c?.close();
@@ -154,8 +161,8 @@ function relay(
   const { entry, name } = plan;
   const started = performance.now();
   const time = Date.now();
-  const remote = conn.remoteAddr as Deno.NetAddr;
-  const local = conn.localAddr as Deno.NetAddr;
+  const remote = plainAddr(conn.remoteAddr as Deno.NetAddr);
+  const local = plainAddr(conn.localAddr as Deno.NetAddr);
   let upstream: Deno.TcpConn | null = null;
   let target: string | null = null;
   let serverName: string | null | undefined;
