@@ -232,3 +232,18 @@ Deno.test("tcp leaves no descriptor behind after many short connections", async 
     what: `descriptors back to ${before} (now ${openFds()})`,
   });
 });
+
+Deno.test("tcp names IPv4 clients of a dual-stack listener as IPv4 (log, PROXY header)", async () => {
+  await using up = rawUpstream({ reply: () => enc.encode("ok") });
+  const logger = recordingLogger();
+  await using prox = await startProxy(
+    `${base}tcp:\n  db:\n    listen_addr: "[::]:0"\n    targets: ["${up.addr}"]\n` +
+      `    proxy_protocol: v1\n`,
+    { logger },
+  );
+  const port = tcpPort(prox);
+  assert.equal(await exchange(port, "x"), "ok");
+  const got = dec.decode(await waitFor(() => up.received[0]));
+  assert.match(got, new RegExp(`^PROXY TCP4 127\\.0\\.0\\.1 127\\.0\\.0\\.1 \\d+ ${port}\\r\\nx$`));
+  assert.equal((await nthAccess(logger.records, 1)).clientIp, "127.0.0.1");
+});
