@@ -14,17 +14,21 @@ import type { Logger } from "../ports.ts";
  * ClientHello, or too large), `hello_timeout`, `shutdown` (cut by the drain deadline or a reload
  * that removed its entry).
  */
-export type TcpOutcome =
-  | "closed"
-  | "reset"
-  | "idle_timeout"
-  | "connect_failed"
-  | "denied"
-  | "over_limit"
-  | "no_route"
-  | "bad_hello"
-  | "hello_timeout"
-  | "shutdown";
+export type TcpOutcome = typeof TCP_OUTCOMES[number];
+
+/** Every outcome (the `outcome` label's values). */
+export const TCP_OUTCOMES = [
+  "closed",
+  "reset",
+  "idle_timeout",
+  "connect_failed",
+  "denied",
+  "over_limit",
+  "no_route",
+  "bad_hello",
+  "hello_timeout",
+  "shutdown",
+] as const;
 
 /** One closed connection, as the access log writes it. */
 export interface TcpRecord {
@@ -63,9 +67,7 @@ export function createTcpMetrics(
   const registers = [registry];
   const connections = new Counter({
     name: "prox_tcp_connections_total",
-    help: "Connections to tcp listeners by entry and how they ended (closed, reset, " +
-      "idle_timeout, connect_failed, denied, over_limit, no_route, bad_hello, hello_timeout, " +
-      "shutdown)",
+    help: `Connections to tcp listeners by entry and how they ended (${TCP_OUTCOMES.join(", ")})`,
     labelNames: ["name", "outcome"] as const,
     registers,
   });
@@ -105,7 +107,8 @@ export function createTcpMetrics(
       names = new Set(list);
       for (const name of before) {
         if (names.has(name)) continue;
-        connections.remove({ name });
+        // prom-client removes a series by its whole label set only.
+        for (const outcome of TCP_OUTCOMES) connections.remove({ name, outcome });
         for (const direction of ["received", "sent"]) {
           bytes.remove({ name, direction });
           children.delete(`${direction}|${name}`);
