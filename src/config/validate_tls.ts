@@ -148,9 +148,14 @@ function checkClientPair(
     );
     return;
   }
+  let failed = false;
+  const fail: Report = (p, m, h) => {
+    failed = true;
+    opts.err(p, m, h);
+  };
   const pem = (k: "client_cert" | "client_key", file: string, marker: RegExp, kind: string) => {
     if (!opts.env.exists(file)) {
-      opts.err(
+      fail(
         [...at, k],
         `${kind} file not found: ${file}`,
         "Fix the path (a relative one starts from the working directory of prox)",
@@ -159,7 +164,7 @@ function checkClientPair(
     }
     const st = opts.env.stat?.(file);
     if (st?.isDirectory) {
-      opts.err([...at, k], `${file} is a directory, not a PEM file`, `Name the PEM file`);
+      fail([...at, k], `${file} is a directory, not a PEM file`, `Name the PEM file`);
       return;
     }
     if (st?.isFile === false) return;
@@ -167,7 +172,7 @@ function checkClientPair(
     if (read === undefined) return;
     if ("error" in read) {
       const binary = / is not UTF-8 text$/.test(read.error);
-      opts.err(
+      fail(
         [...at, k],
         binary ? `${file} is binary (DER), not PEM` : read.error,
         binary
@@ -178,7 +183,7 @@ function checkClientPair(
           : read.hint,
       );
     } else if (k === "client_key" && read.text.includes("-----BEGIN ENCRYPTED PRIVATE KEY-----")) {
-      opts.err(
+      fail(
         [...at, k],
         `${file} is encrypted: Prox cannot ask for its passphrase`,
         `Decrypt it into a file only Prox can read: openssl pkey -in ${file} -out client.key`,
@@ -187,7 +192,7 @@ function checkClientPair(
       const swapped = k === "client_cert"
         ? /-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(read.text)
         : read.text.includes("-----BEGIN CERTIFICATE-----");
-      opts.err(
+      fail(
         [...at, k],
         `${file} holds no PEM ${kind.toLowerCase()} (${
           k === "client_cert" ? "-----BEGIN CERTIFICATE-----" : "-----BEGIN PRIVATE KEY-----"
@@ -198,6 +203,17 @@ function checkClientPair(
   };
   pem("client_cert", cert, /-----BEGIN CERTIFICATE-----/, "Client certificate");
   pem("client_key", key, /-----BEGIN (RSA |EC )?PRIVATE KEY-----/, "Client key");
+  // A key of another certificate (a rotation that replaced one file of the two): every handshake
+  // failed with "unsupported protocol", was retried and counted against the upstream's health.
+  const pair = failed ? undefined : opts.env.certificate?.(cert, key);
+  if (pair && "keyMatches" in pair && !pair.keyMatches) {
+    opts.err(
+      [...at, "client_key"],
+      `${key} is not the private key of the certificate in ${cert}`,
+      "Name the key the certificate was made for: `openssl x509 -noout -pubkey -in CERT` and " +
+        "`openssl pkey -pubout -in KEY` print the same public key",
+    );
+  }
 }
 
 /**

@@ -6,6 +6,8 @@
 import assert from "node:assert/strict";
 import { interopTest, ROOT, waitFor } from "../_harness.ts";
 import { startProxy } from "./_proxy.ts";
+import { loadConfigText } from "../../src/config/load.ts";
+import { denoEnv } from "../../src/adapters/config_source.ts";
 
 const TLS = `${ROOT}/tests/fixtures/tls`;
 const CLIENT = `client_cert: "${TLS}/cert.pem", client_key: "${TLS}/key.pem"`;
@@ -275,4 +277,19 @@ routes:
   const status = (id: string) => prox.server.upstreams.list().find((u) => u.id === id)?.status;
   await waitFor(() => status(`https://127.0.0.1:${up.h1}`) === "down", { what: "bare down" });
   assert.equal(status(`https://localhost:${up.h1}`), "up");
+});
+
+Deno.test("validate: a client_key that is not client_cert's private key is an error", () => {
+  // Every handshake failed ("unsupported protocol"), was retried and counted against the upstream.
+  const issues = (cert: string, key: string) =>
+    loadConfigText(
+      config("https://localhost:8443", `client_cert: "${cert}", client_key: "${key}"`)
+        .replace("health_check", 'listen_addr: "127.0.0.1:3000"\nhealth_check'),
+      { file: "c.yaml", env: denoEnv },
+    ).issues.map((i) => `${i.path}: ${i.message}`);
+  assert.deepEqual(issues(`${TLS}/cert.pem`, `${TLS}/key.pem`), []);
+  assert.deepEqual(issues(`${TLS}/cert.pem`, `${TLS}/expired.key`), [
+    `routes./.tls.client_key: ${TLS}/expired.key is not the private key of the certificate in ` +
+    `${TLS}/cert.pem`,
+  ]);
 });
