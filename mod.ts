@@ -349,6 +349,16 @@ function summary(c: Config): string[] {
     ]),
     `  http/3:        ${c.protocols.http3_enabled ? "on" : "off"}`,
     `  admin:         ${c.admin ? c.admin.listen_addr : "off"}`,
+    // Layer-4 listeners: `name addr → targets` (or the number of sni names).
+    ...Object.entries(c.tcp ?? {}).map(([name, e]) =>
+      `  tcp:           ${name} ${e.listen_addr} → ${
+        e.targets
+          ? e.targets.join(", ")
+          : `sni (${plural(Object.keys(e.sni ?? {}).length, "name")}${
+            e.default ? " + default" : ""
+          })`
+      }`
+    ),
     ...pagesSummary(c),
     ...auth,
   ];

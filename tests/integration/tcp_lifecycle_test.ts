@@ -173,15 +173,19 @@ Deno.test("tcp connections show in /metrics and /status on the admin listener", 
   }
 });
 
-Deno.test("prox validate locates tcp errors at file:line:col", async () => {
+Deno.test("prox validate locates tcp errors at file:line:col, and lists valid entries", async () => {
   const dir = await Deno.makeTempDir({ prefix: "prox-tcp-" });
   const file = `${dir}/bad.yaml`;
+  const entry = (targets: string) =>
+    `tcp:\n  db:\n    listen_addr: "127.0.0.1:0"\n    targets: ${targets}\n`;
+  await Deno.writeTextFile(file, head() + entry(`["10.0.0.5"]`));
   await Deno.writeTextFile(
-    file,
-    head() + `tcp:\n  db:\n    listen_addr: "127.0.0.1:0"\n    targets: ["10.0.0.5"]\n`,
+    `${dir}/ok.yaml`,
+    head() + entry(`["10.0.0.5:5432", "db:5432"]`) +
+      `  tls:\n    listen_addr: "127.0.0.1:0"\n    sni: { "a.example.com": ["10.0.0.7:443"] }\n`,
   );
-  try {
-    const r = await run(Deno.execPath(), [
+  const validate = (path: string) =>
+    run(Deno.execPath(), [
       "run",
       "-A",
       "--config",
@@ -189,8 +193,14 @@ Deno.test("prox validate locates tcp errors at file:line:col", async () => {
       `${ROOT}/mod.ts`,
       "validate",
       "-c",
-      file,
+      path,
     ], { env: { NO_COLOR: "1" }, timeoutMs: 30_000 });
+  try {
+    const ok = await validate(`${dir}/ok.yaml`);
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.match(ok.stdout, /^ {2}tcp: {11}db 127\.0\.0\.1:0 → 10\.0\.0\.5:5432, db:5432$/m);
+    assert.match(ok.stdout, /^ {2}tcp: {11}tls 127\.0\.0\.1:0 → sni \(1 name\)$/m);
+    const r = await validate(file);
     assert.equal(r.code, 1);
     assert.match(
       r.stderr,
