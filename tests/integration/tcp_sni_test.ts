@@ -5,7 +5,18 @@
 import assert from "node:assert/strict";
 import { startProxy } from "./_proxy.ts";
 import { recordingLogger } from "./_ws.ts";
-import { CA, CERT, dec, enc, exchange, KEY, nthAccess, rawUpstream, writeAll } from "./_tcp.ts";
+import {
+  CA,
+  CERT,
+  dec,
+  enc,
+  exchange,
+  KEY,
+  nthAccess,
+  rawUpstream,
+  readAll,
+  writeAll,
+} from "./_tcp.ts";
 import { interopTest, ROOT, run, startUpstream } from "../_harness.ts";
 
 const base = `
@@ -165,3 +176,46 @@ interopTest(
     assert.equal(r.stdout, "served by the upstream", r.stderr);
   },
 );
+
+/** A ClientHello naming `name`, in records of at most `size` bytes (as tls_client_hello_test). */
+function clientHello(name: string, size: number): Uint8Array {
+  const u16 = (n: number) => [n >> 8, n & 0xff];
+  const sni = [...enc.encode(name)];
+  const entry = [0, ...u16(sni.length), ...sni];
+  const ext = [0, 0, ...u16(entry.length + 2), ...u16(entry.length), ...entry];
+  const body = [3, 3, ...new Array(32).fill(7), 0, ...u16(2), 0x13, 0x01, 1, 0];
+  body.push(...u16(ext.length), ...ext);
+  const hs = [1, 0, ...u16(body.length), ...body];
+  const out: number[] = [];
+  for (let i = 0; i < hs.length; i += size) {
+    const frag = hs.slice(i, i + size);
+    out.push(22, 3, 1, ...u16(frag.length), ...frag);
+  }
+  return new Uint8Array(out);
+}
+
+Deno.test("tcp sni reads a ClientHello split over segments and records, and sends it on unchanged", async () => {
+  await using up = rawUpstream({ reply: () => enc.encode("answer") });
+  await using prox = await startProxy(
+    `${base}tcp:\n  tls:\n    listen_addr: "127.0.0.1:0"\n` +
+      `    sni: { "split.example.com": ["${up.addr}"] }\n`,
+  );
+  const hello = clientHello("split.example.com", 7);
+  const conn = await Deno.connect({
+    hostname: "127.0.0.1",
+    port: prox.server.tcpAddr("tls")!.port,
+  });
+  conn.setNoDelay(true);
+  for (const [from, to] of [[0, 3], [3, 20], [20, hello.length]]) {
+    await writeAll(conn, hello.subarray(from, to));
+    // Not a wait for a condition: a pause so that each piece leaves as its own TCP segment.
+    await new Promise((r) => setTimeout(r, 30));
+  }
+  await writeAll(conn, enc.encode("after the hello"));
+  await conn.closeWrite();
+  assert.equal(dec.decode(await readAll(conn)), "answer");
+  conn.close();
+  const got = up.received[0];
+  assert.deepEqual(got.subarray(0, hello.length), hello);
+  assert.equal(dec.decode(got.subarray(hello.length)), "after the hello");
+});
