@@ -74,7 +74,7 @@ export interface UpstreamPoolStats {
 
 /** The upstream origin of a pool key made by keyOf (an http key is the bare host). */
 export function originOfKey(key: string): string {
-  if (key.startsWith("unix:")) return key.split("|")[0];
+  if (key.startsWith("unix:")) return originName(new URL(key.split("|")[0]));
   if (!key.startsWith("https://")) return new URL(`http://${key.split("|")[0]}`).origin;
   return new URL(key.split("|")[0]).origin;
 }

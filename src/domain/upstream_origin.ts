@@ -9,19 +9,27 @@ export function isUnixTarget(target: string): boolean {
   return target.startsWith("unix:");
 }
 
-/** The origin URL of `unix:<path>`. */
+/**
+ * The origin URL of `unix:<path>`. `#` and `?` are escaped too (encodeURI leaves them): they
+ * would start a fragment or query, and `/tmp/a#b.sock` connected to `/tmp/a`.
+ */
 export function unixOrigin(target: string): URL {
-  return new URL("unix:" + encodeURI(target.slice("unix:".length)));
+  return new URL("unix:" + encodeURI(target.slice("unix:".length)).replace(/[#?]/g, escape1));
 }
+
+const escape1 = (c: string) => c === "#" ? "%23" : "%3F";
 
 /** The file system path of a unix origin's socket. */
 export function socketPath(origin: URL): string {
-  return decodeURI(origin.pathname);
+  return decodeURIComponent(origin.pathname);
 }
 
-/** How logs, errors and `/status` name an origin: `https://host:port`, or `unix:/path`. */
+/**
+ * How logs, errors and `/status` name an origin: `https://host:port`, or `unix:/path` as the
+ * config wrote it.
+ */
 export function originName(origin: URL): string {
-  return origin.protocol === "unix:" ? origin.href : origin.origin;
+  return origin.protocol === "unix:" ? "unix:" + socketPath(origin) : origin.origin;
 }
 
 /** The Host a request to the origin carries unless `preserve_host`: `localhost` on a socket. */

@@ -105,6 +105,31 @@ routes:
   await Deno.remove(dir, { recursive: true });
 });
 
+Deno.test("unix targets: a socket path with # and ? in it is the file named, in /status too", async () => {
+  const dir = await Deno.makeTempDir();
+  await using up = unixUpstream(dir, "a#b?c=%2F");
+  await using prox = await startProxy(`
+health_check: { enabled: true, interval_secs: 1, path: /health }
+routes:
+  /:
+    type: proxy
+    target: "unix:${up.path}"
+`);
+  const res = await fetch(`${prox.url}/x?q=1`);
+  assert.equal(res.status, 200);
+  assert.deepEqual(await res.json(), {
+    name: "a#b?c=%2F",
+    path: "/x",
+    search: "?q=1",
+    host: "localhost",
+    xff: "127.0.0.1",
+    bytes: 0,
+  });
+  const status = (id: string) => prox.server.upstreams.list().find((u) => u.id === id)?.status;
+  await waitFor(() => status(`unix:${up.path}`) === "up", { what: "probed up" });
+  await Deno.remove(dir, { recursive: true });
+});
+
 interopTest(
   "unix targets: upstream_protocol h2c over a socket (node:http2)",
   ["node"],
