@@ -1,0 +1,42 @@
+import assert from "node:assert/strict";
+import { loadConfigText } from "./load.ts";
+
+const BASE = `listen_addr: "0.0.0.0:8080"
+health_check: { enabled: false }
+routes: { "/": { type: proxy, target: "http://127.0.0.1:3000" } }
+`;
+
+/** The errors of BASE plus `yaml`, as `path: message`. */
+const errors = (yaml: string) =>
+  loadConfigText(BASE + yaml, { file: "c.yaml", env: { exists: () => true } }).issues
+    .filter((i) => i.severity === "error").map((i) => `${i.path}: ${i.message}`);
+
+Deno.test("validateTcp: with workers a tcp listener needs a fixed port", () => {
+  const tcp = `tcp: { db: { listen_addr: "127.0.0.1:0", targets: ["10.0.0.5:5432"] } }\n`;
+  assert.deepEqual(errors(tcp), []);
+  assert.deepEqual(errors(`workers: 2\n${tcp}`), [
+    'tcp.db.listen_addr: workers: 2 needs a fixed port in "127.0.0.1:0": with port 0 each ' +
+    "worker would listen on a different port",
+  ]);
+});
+
+Deno.test("validateTcp: client_hello may not be 0s on an sni entry, and is free elsewhere", () => {
+  const sni = `sni: { "a.example.com": ["10.0.0.7:443"] }`;
+  const entry = (keys: string) =>
+    `tcp: { e: { listen_addr: "0.0.0.0:8443", ${keys}, timeouts: { client_hello: 0s } } }\n`;
+  assert.deepEqual(errors(entry(sni)), [
+    "tcp.e.timeouts.client_hello: timeouts.client_hello of 0s would refuse every client",
+  ]);
+  assert.deepEqual(errors(entry(`targets: ["10.0.0.5:1"]`)), []);
+});
+
+Deno.test("validateTcp: an IPv6 tcp listener on [::] clashes with an IPv4 one of its port", () => {
+  const yaml = `tcp:
+  a: { listen_addr: "[::]:5432", targets: ["10.0.0.5:5432"] }
+  b: { listen_addr: "10.0.0.1:5432", targets: ["10.0.0.6:5432"] }
+`;
+  assert.deepEqual(errors(yaml), [
+    "tcp.b.listen_addr: tcp.b.listen_addr (10.0.0.1:5432) is the same address as " +
+    "tcp.a.listen_addr ([::]:5432)",
+  ]);
+});
