@@ -9,22 +9,14 @@ import type { TcpEntryConfig } from "../config/schema.ts";
 import { compileIpAccess, ipVerdict } from "../domain/ip_access.ts";
 import type { IpAccess } from "../domain/ip_access.ts";
 import { createSelector } from "../domain/balancer.ts";
-import type { Selector } from "../domain/balancer.ts";
 import { compileSni, matchSni, parseHostPort } from "../domain/tcp_route.ts";
 import type { HostPort, SniTable } from "../domain/tcp_route.ts";
-import { MAX_HELLO_BYTES, peekClientHello } from "../domain/tls_client_hello.ts";
 import { proxyHeader } from "../domain/proxy_protocol.ts";
 import type { Logger } from "../ports.ts";
 import type { TcpMetrics, TcpOutcome, TcpRecord } from "./tcp_observe.ts";
+import { closeQuietly, connectAny, readHello } from "./tcp_open.ts";
+import type { TargetGroup } from "./tcp_open.ts";
 import { timerDelay } from "../config/duration.ts";
-
-/** Targets tried in turn for one connection. */
-interface TargetGroup {
-  targets: readonly HostPort[];
-  /** `host:port` as written, for logs. */
-  labels: readonly string[];
-  selector: Selector;
-}
 
 /** An entry compiled for its connections; `print` tells a changed entry from an unchanged one. */
 export interface TcpPlan {
@@ -86,7 +78,6 @@ export interface TcpListener {
 const EMPTY = new Uint8Array(0);
 /** Per direction and connection (nginx's proxy_buffer_size is 16k too): 10,000 take 320 MiB. */
 const CHUNK = 16 * 1024;
-const AVAILABLE = { available: true, inFlight: 0, latencyMs: 0 };
 
 /**
  * Binds `addr` and relays each connection under the plan `plan()` returns when it arrives (a
@@ -143,12 +134,6 @@ export function listenTcp(
 function plainAddr(a: Deno.NetAddr): { hostname: string; port: number } {
   const h = a.hostname;
   return { hostname: h.startsWith("::ffff:") && h.includes(".") ? h.slice(7) : h, port: a.port };
-}
-
-function closeQuietly(c: Deno.Conn | null): void {
-  try {
-    c?.close();
-  } catch { /* already closed */ }
 }
 
 /** Relays one accepted connection to its end, then logs and counts it once. */
@@ -314,91 +299,4 @@ function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
   out.set(a);
   out.set(b, a.length);
   return out;
-}
-
-type Hello =
-  | { kind: "hello"; serverName: string | null; bytes: Uint8Array; reason?: undefined }
-  | { kind: "bad_hello" | "hello_timeout"; reason: string; bytes: Uint8Array };
-
-/** Reads until the bytes hold a whole ClientHello, at most MAX_HELLO_BYTES and `timeoutMs`. */
-async function readHello(conn: Deno.TcpConn, timeoutMs: number): Promise<Hello> {
-  const buf = new Uint8Array(MAX_HELLO_BYTES);
-  let len = 0;
-  let late = false;
-  const timer = setTimeout(() => {
-    late = true;
-    closeQuietly(conn);
-  }, timerDelay(timeoutMs));
-  try {
-    for (;;) {
-      let n: number | null;
-      try {
-        n = await conn.read(buf.subarray(len));
-      } catch (err) {
-        if (late) break;
-        throw err;
-      }
-      if (n === null) {
-        if (late) break;
-        return {
-          kind: "bad_hello",
-          reason: "the client closed before a whole ClientHello",
-          bytes: buf.subarray(0, len),
-        };
-      }
-      len += n;
-      const peek = peekClientHello(buf.subarray(0, len));
-      if (peek.kind === "hello") {
-        return { kind: "hello", serverName: peek.serverName, bytes: buf.slice(0, len) };
-      }
-      if (peek.kind === "invalid") {
-        return { kind: "bad_hello", reason: peek.reason, bytes: buf.subarray(0, len) };
-      }
-    }
-    return {
-      kind: "hello_timeout",
-      reason: `no whole ClientHello within ${timeoutMs} ms`,
-      bytes: buf.subarray(0, len),
-    };
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-/** Connects to the group's targets in turn (round robin); the first that accepts wins. */
-async function connectAny(
-  group: TargetGroup,
-  timeoutMs: number,
-  o: { random: () => number; logger: Logger; name: string },
-): Promise<{ conn: Deno.TcpConn; target: string } | { error: string }> {
-  const tried = new Set<number>();
-  const failures: string[] = [];
-  for (;;) {
-    const i = group.selector.pick({ load: () => AVAILABLE, exclude: tried, random: o.random });
-    if (i === undefined) break;
-    tried.add(i);
-    const t = group.targets[i];
-    const ac = new AbortController();
-    const timer = setTimeout(() => ac.abort(), timerDelay(timeoutMs));
-    try {
-      const conn = await Deno.connect({ hostname: t.host, port: t.port, signal: ac.signal });
-      return { conn, target: group.labels[i] };
-    } catch (err) {
-      const why = ac.signal.aborted
-        ? `no answer within ${timeoutMs} ms`
-        : err instanceof Error
-        ? err.message
-        : String(err);
-      failures.push(`${group.labels[i]}: ${why}`);
-      o.logger.warn("Cannot connect to tcp target", {
-        name: o.name,
-        target: group.labels[i],
-        error: why,
-        next: tried.size < group.targets.length,
-      });
-    } finally {
-      clearTimeout(timer);
-    }
-  }
-  return { error: `Cannot connect to any target (${failures.join("; ")})` };
 }

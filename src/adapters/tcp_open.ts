@@ -1,0 +1,114 @@
+// The steps before a tcp connection is relayed: with `sni`, reading the ClientHello (bounded in
+// bytes and time, not answered), and connecting to a target of the group, in round-robin turns,
+// moving to the next on a refused or slow connect.
+
+import type { Selector } from "../domain/balancer.ts";
+import type { HostPort } from "../domain/tcp_route.ts";
+import { MAX_HELLO_BYTES, peekClientHello } from "../domain/tls_client_hello.ts";
+import type { Logger } from "../ports.ts";
+import { timerDelay } from "../config/duration.ts";
+
+/** Targets tried in turn for one connection. */
+export interface TargetGroup {
+  targets: readonly HostPort[];
+  /** `host:port` as written, for logs. */
+  labels: readonly string[];
+  selector: Selector;
+}
+
+const AVAILABLE = { available: true, inFlight: 0, latencyMs: 0 };
+
+/** Closes a connection that may be closed already. */
+export function closeQuietly(c: Deno.Conn | null): void {
+  try {
+    c?.close();
+  } catch { /* already closed */ }
+}
+
+/** What the client sent first: a ClientHello and its bytes, or why there is none. */
+export type Hello =
+  | { kind: "hello"; serverName: string | null; bytes: Uint8Array; reason?: undefined }
+  | { kind: "bad_hello" | "hello_timeout"; reason: string; bytes: Uint8Array };
+
+/** Reads until the bytes hold a whole ClientHello, at most MAX_HELLO_BYTES and `timeoutMs`. */
+export async function readHello(conn: Deno.TcpConn, timeoutMs: number): Promise<Hello> {
+  const buf = new Uint8Array(MAX_HELLO_BYTES);
+  let len = 0;
+  let late = false;
+  const timer = setTimeout(() => {
+    late = true;
+    closeQuietly(conn);
+  }, timerDelay(timeoutMs));
+  try {
+    for (;;) {
+      let n: number | null;
+      try {
+        n = await conn.read(buf.subarray(len));
+      } catch (err) {
+        if (late) break;
+        throw err;
+      }
+      if (n === null) {
+        if (late) break;
+        return {
+          kind: "bad_hello",
+          reason: "the client closed before a whole ClientHello",
+          bytes: buf.subarray(0, len),
+        };
+      }
+      len += n;
+      const peek = peekClientHello(buf.subarray(0, len));
+      if (peek.kind === "hello") {
+        return { kind: "hello", serverName: peek.serverName, bytes: buf.slice(0, len) };
+      }
+      if (peek.kind === "invalid") {
+        return { kind: "bad_hello", reason: peek.reason, bytes: buf.subarray(0, len) };
+      }
+    }
+    return {
+      kind: "hello_timeout",
+      reason: `no whole ClientHello within ${timeoutMs} ms`,
+      bytes: buf.subarray(0, len),
+    };
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Connects to the group's targets in turn (round robin); the first that accepts wins. */
+export async function connectAny(
+  group: TargetGroup,
+  timeoutMs: number,
+  o: { random: () => number; logger: Logger; name: string },
+): Promise<{ conn: Deno.TcpConn; target: string } | { error: string }> {
+  const tried = new Set<number>();
+  const failures: string[] = [];
+  for (;;) {
+    const i = group.selector.pick({ load: () => AVAILABLE, exclude: tried, random: o.random });
+    if (i === undefined) break;
+    tried.add(i);
+    const t = group.targets[i];
+    const ac = new AbortController();
+    const timer = setTimeout(() => ac.abort(), timerDelay(timeoutMs));
+    try {
+      const conn = await Deno.connect({ hostname: t.host, port: t.port, signal: ac.signal });
+      return { conn, target: group.labels[i] };
+    } catch (err) {
+      const why = ac.signal.aborted
+        ? `no answer within ${timeoutMs} ms`
+        : err instanceof Error
+        ? err.message
+        : String(err);
+      failures.push(`${group.labels[i]}: ${why}`);
+      o.logger.warn("Cannot connect to tcp target", {
+        name: o.name,
+        target: group.labels[i],
+        error: why,
+        next: tried.size < group.targets.length,
+      });
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+  return { error: `Cannot connect to any target (${failures.join("; ")})` };
+}
