@@ -72,14 +72,22 @@ export function connectNodeTls(
         o.signal.removeEventListener("abort", onAbort);
         s.off("error", fail);
         const alpn = typeof s.alpnProtocol === "string" ? s.alpnProtocol : null;
-        resolve({ transport: adapt(s), alpn });
+        resolve({ transport: adapt(s, o.client !== undefined), alpn });
       });
     };
   });
 }
 
-function adapt(sock: TLSSocket): Transport {
+/**
+ * The socket as a Transport. `presented`: a client certificate went out. Under TLS 1.3 the
+ * upstream judges it after the client's handshake is done, and one that refuses it closes the
+ * connection; node:tls in Deno drops its alert (certificate_required, certificate_expired…), so
+ * an end before the first byte says what it most likely means.
+ */
+function adapt(sock: TLSSocket, presented: boolean): Transport {
   const chunks: Uint8Array[] = [];
+  let received = false;
+  let closedHere = false;
   let queued = 0;
   let ended = false;
   let error: Error | null = null;
@@ -90,6 +98,7 @@ function adapt(sock: TLSSocket): Transport {
     w?.();
   };
   sock.on("data", (b: Uint8Array) => {
+    received = true;
     chunks.push(b);
     queued += b.byteLength;
     if (queued > HIGH_WATER) sock.pause();
@@ -111,6 +120,12 @@ function adapt(sock: TLSSocket): Transport {
     async read(p: Uint8Array): Promise<number | null> {
       while (chunks.length === 0) {
         if (error) throw error;
+        if (ended && presented && !received && !closedHere) {
+          throw new Error(
+            "nothing after the TLS handshake: it may have refused the client certificate " +
+              "(tls.client_cert)",
+          );
+        }
         if (ended) return null;
         await new Promise<void>((r) => wake = r);
       }
@@ -134,6 +149,7 @@ function adapt(sock: TLSSocket): Transport {
       });
     },
     close(): void {
+      closedHere = true;
       ended = true;
       sock.destroy();
       notify();

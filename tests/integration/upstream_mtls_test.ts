@@ -8,6 +8,7 @@ import { interopTest, ROOT, waitFor } from "../_harness.ts";
 import { startProxy } from "./_proxy.ts";
 import { loadConfigText } from "../../src/config/load.ts";
 import { denoEnv } from "../../src/adapters/config_source.ts";
+import { memoryLogger } from "./_acme.ts";
 
 const TLS = `${ROOT}/tests/fixtures/tls`;
 const CLIENT = `client_cert: "${TLS}/cert.pem", client_key: "${TLS}/key.pem"`;
@@ -292,4 +293,30 @@ Deno.test("validate: a client_key that is not client_cert's private key is an er
     `routes./.tls.client_key: ${TLS}/expired.key is not the private key of the certificate in ` +
     `${TLS}/cert.pem`,
   ]);
+});
+
+interopTest("client_cert refused by the upstream: the log says the certificate may be why", [
+  "node",
+], async () => {
+  await using up = await mtlsUpstream();
+  const logger = memoryLogger();
+  await using prox = await startProxy(
+    config(
+      `https://localhost:${up.h1}`,
+      `ca_cert: "${TLS}/ca.pem", client_cert: "${TLS}/expired.pem", ` +
+        `client_key: "${TLS}/expired.key"`,
+    ),
+    { logger },
+  );
+  // TLS 1.3: the upstream checks the certificate after the client's handshake is done, and
+  // closes the connection (node:tls in Deno does not pass on its alert).
+  const res = await fetch(`${prox.url}/x`);
+  await res.body?.cancel();
+  assert.equal(res.status, 502);
+  const line = logger.lines.find((l) => l.startsWith("warn Request failed"));
+  assert.match(
+    line ?? "",
+    /refused the client certificate \(tls\.client_cert\)/,
+    logger.lines.join("\n"),
+  );
 });
