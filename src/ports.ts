@@ -359,6 +359,8 @@ export interface Metrics {
   ejection(backend: string): void;
   connectionOpened(protocol: Protocol | "websocket"): void;
   connectionClosed(protocol: Protocol | "websocket"): void;
+  /** A client connection closed as it was accepted: `limits.max_connections(_per_ip)` reached. */
+  connectionRefused(limit: "max_connections" | "max_connections_per_ip"): void;
   websocketMessageTooBig(route: string): void;
   /** One mirror copy's outcome (a route's `mirror`; one per copy, a copy per mirror target). */
   mirror(route: string, result: MirrorResult): void;
@@ -401,6 +403,7 @@ export const noopMetrics: Metrics = {
   forwardAuth() {},
   ejection() {},
   connectionOpened() {},
+  connectionRefused() {},
   connectionClosed() {},
   websocketMessageTooBig() {},
   mirror() {},

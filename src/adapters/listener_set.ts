@@ -8,6 +8,7 @@ import type { Config } from "../config/schema.ts";
 import type { Handler, Logger, Metrics } from "../ports.ts";
 import { listen } from "./http_serve.ts";
 import { listenH1 } from "./h1/server.ts";
+import type { ConnectionLimits } from "./h1/server.ts";
 import type { AcceptProxyProtocol } from "./h1/proxy_accept.ts";
 import { parseCidr } from "../domain/ip.ts";
 import type { Cidr } from "../domain/ip.ts";
@@ -40,6 +41,8 @@ export interface ListenerPlan {
   maxFrame?: number;
   /** `accept_proxy_protocol` (Prox's engine only: it reads the header before HTTP or TLS). */
   proxyProtocol?: AcceptProxyProtocol;
+  /** `limits.max_connections` and `max_connections_per_ip` (Prox's engine only). */
+  connectionLimits?: ConnectionLimits;
 }
 
 /**
@@ -89,6 +92,9 @@ export function listenerPlans(
       http2: c.protocols.http2_enabled,
       maxStreams: c.protocols.http2_max_concurrent_streams || undefined,
       maxFrame: c.protocols.http2_max_frame_size || undefined,
+      connectionLimits: c.limits.max_connections || c.limits.max_connections_per_ip
+        ? { total: c.limits.max_connections, perIp: c.limits.max_connections_per_ip }
+        : undefined,
       ...o.tls,
       ...proxied,
     }]
@@ -189,7 +195,9 @@ function fingerprint(plan: ListenerPlan): string {
     ownEngine(plan)
       ? `prox|${plan.idleMs ?? ""}|${plan.http2 ?? ""}|${plan.maxStreams ?? ""}|${
         plan.maxFrame ?? ""
-      }|${JSON.stringify(plan.proxyProtocol ?? null)}`
+      }|${JSON.stringify(plan.proxyProtocol ?? null)}|${
+        JSON.stringify(plan.connectionLimits ?? null)
+      }`
       : "deno"
   }`;
 }
@@ -280,6 +288,7 @@ export function createListenerSet(opts: {
                 maxStreams: plan.maxStreams,
                 maxFrame: plan.maxFrame,
                 proxyProtocol: plan.proxyProtocol,
+                connectionLimits: plan.connectionLimits,
               })
               : listen(addr, {
                 handler: plan.handler,

@@ -191,6 +191,13 @@ export function createPromMetrics(
       for (const p in active) this.set({ protocol: p }, active[p]);
     },
   });
+  const refused = new Counter({
+    name: "prox_connections_refused_total",
+    help: "Client connections closed as they were accepted, by the limit reached " +
+      "(limits.max_connections, limits.max_connections_per_ip)",
+    labelNames: ["limit"] as const,
+    registers,
+  });
   const rateLimitHits = new Counter({
     name: "prox_rate_limit_hits_total",
     help: "Rate limiter decisions by route and action (allowed, limited, shadow_limited, error)",
@@ -558,6 +565,9 @@ export function createPromMetrics(
     },
     connectionClosed(protocol) {
       active[protocol]--;
+    },
+    connectionRefused(limit) {
+      refused.inc({ limit });
     },
     websocketMessageTooBig(route) {
       if (gone.has(route)) return;

@@ -146,6 +146,10 @@ export const Limits = z.object({
   max_request_body: Size.optional(),
   /** Request header fields larger than this (names + values) get 431; unset: the listener's own limits. */
   max_header_bytes: Size.optional(),
+  /** Client connections the main listener keeps open at once (per worker); more are closed. */
+  max_connections: z.int().min(1).optional(),
+  /** Client connections from one address the main listener keeps open at once (per worker). */
+  max_connections_per_ip: z.int().min(1).optional(),
 }).strict();
 
 /** The top-level `cache`: a byte bound all routes' response caches share. */

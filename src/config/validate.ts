@@ -374,6 +374,27 @@ export function validateConfig(
       "Leave it out, or remove http1_engine: deno",
     );
   }
+  for (const k of ["max_connections", "max_connections_per_ip"] as const) {
+    if (config.limits[k] === undefined) continue;
+    if (config.protocols.http1_engine === "deno") {
+      warn(
+        ["limits", k],
+        `${k} has no effect with http1_engine: deno: Deno's HTTP server shows Prox no connections`,
+        "Remove http1_engine: deno, or cap connections in front of Prox",
+      );
+    } else if (
+      k === "max_connections_per_ip" && config.trusted_proxies.length > 0 &&
+      !config.accept_proxy_protocol
+    ) {
+      warn(
+        ["limits", k],
+        "max_connections_per_ip counts connections by their TCP peer: behind trusted_proxies " +
+          "that is the proxy, whose connections carry many clients",
+        "Have the proxy send a PROXY protocol header (accept_proxy_protocol), whose client " +
+          "address is counted instead, or leave the limit to the proxy",
+      );
+    }
+  }
   for (const w of workersIssues(config)) add(w.severity, w.path, w.message, w.hint);
   sortIssues(issues);
   return issues;

@@ -133,6 +133,12 @@ const ascii = new TextEncoder();
 /** How long a TLS client may take over its handshake before its connection is closed. */
 const HANDSHAKE_MS = 10_000;
 
+/** `limits.max_connections` and `max_connections_per_ip`: what one listener keeps open at once. */
+export interface ConnectionLimits {
+  total?: number;
+  perIp?: number;
+}
+
 /**
  * Starts the engine on `addr`; throws as Deno.listen does when the address cannot be bound. With
  * `cert` and `key` it listens with TLS and serves HTTP/2 (chosen by ALPN) with Prox's own HTTP/2
@@ -157,6 +163,8 @@ export function listenH1(
     maxFrame?: number;
     /** `accept_proxy_protocol`: peers whose connections begin with a PROXY header. */
     proxyProtocol?: AcceptProxyProtocol;
+    /** Connections past these are closed as they are accepted. */
+    connectionLimits?: ConnectionLimits;
   },
 ): Listener {
   const tls = opts.cert !== undefined || opts.key !== undefined;
@@ -411,7 +419,7 @@ export function listenH1(
     const c = new Conn(conn, peer, first);
     conns.add(c);
     crowd(conns.size + h2s.size);
-    c.served = serve(c, env).finally(() => {
+    return c.served = serve(c, env).finally(() => {
       conns.delete(c);
       c.close();
     });
@@ -452,7 +460,7 @@ export function listenH1(
     if (alpn === "h2") {
       const r = conn.remoteAddr as Deno.NetAddr;
       await serveH2(conn, peer ?? { hostname: unmapped(r.hostname), port: r.port });
-    } else serveH1(conn, peer);
+    } else await serveH1(conn, peer);
   };
   /** Relays a client connection to the TLS listener on 127.0.0.1, noting its client first. */
   const relayToTls = async (
@@ -518,8 +526,80 @@ export function listenH1(
       return;
     }
     if (closed) return closeQuietly(conn);
-    if (tlsOnLoopback) await relayToTls(conn, got.client, got.rest);
-    else serveH1(conn, got.client ?? undefined, got.rest);
+    // The per-address limit counts the client the header names, not the balancer.
+    const ip = limits?.perIp !== undefined && got.client ? got.client.hostname : null;
+    if (ip !== null && !takeIp(conn, ip)) return;
+    try {
+      if (tlsOnLoopback) await relayToTls(conn, got.client, got.rest);
+      else await serveH1(conn, got.client ?? undefined, got.rest);
+    } finally {
+      if (ip !== null) countIp(ip, -1);
+    }
+  };
+
+  // Connection limits: the connections open (each until its serving ends) and their addresses.
+  const limits = opts.connectionLimits;
+  let open = 0;
+  /** Open connections by client address; an address leaves at 0 (bounded by the connections). */
+  const perIp = new Map<string, number>();
+  const countIp = (ip: string, d: number) => {
+    const n = (perIp.get(ip) ?? 0) + d;
+    if (n > 0) perIp.set(ip, n);
+    else perIp.delete(ip);
+  };
+  /** Refusals: when the next may be logged, and how many were not. */
+  const refusals = { until: 0, suppressed: 0 };
+  const refuse = (
+    conn: Deno.Conn,
+    limit: "max_connections" | "max_connections_per_ip",
+    ip: string,
+  ) => {
+    closeQuietly(conn);
+    opts.metrics?.connectionRefused(limit);
+    // A flood refuses thousands a second: one line per 10 s, with the count.
+    const now = Date.now();
+    if (now < refusals.until) refusals.suppressed++;
+    else {
+      opts.logger.warn("Connection refused: limit reached", {
+        limit: `limits.${limit}`,
+        max: limit === "max_connections" ? limits?.total : limits?.perIp,
+        peer: ip,
+        ...(refusals.suppressed ? { suppressedSinceLast: refusals.suppressed } : {}),
+      });
+      refusals.until = now + 10_000;
+      refusals.suppressed = 0;
+    }
+  };
+  /** Counts one more connection from `ip`, or refuses it (false) past `max_connections_per_ip`. */
+  const takeIp = (conn: Deno.Conn, ip: string): boolean => {
+    if ((perIp.get(ip) ?? 0) >= limits!.perIp!) {
+      refuse(conn, "max_connections_per_ip", ip);
+      return false;
+    }
+    countIp(ip, 1);
+    return true;
+  };
+  /** Serves `conn` within the limits: counted until its serving ends, or refused at once. */
+  const serveLimited = async (conn: Deno.Conn) => {
+    const peer = unmapped((conn.remoteAddr as Deno.NetAddr).hostname);
+    if (limits!.total !== undefined && open >= limits!.total) {
+      return refuse(conn, "max_connections", peer);
+    }
+    const proxied = pp !== undefined && sendsProxyHeader(pp, conn);
+    const ip = !proxied && limits!.perIp !== undefined ? peer : null;
+    if (ip !== null && !takeIp(conn, ip)) return;
+    open++;
+    try {
+      if (proxied) await serveProxied(conn);
+      else if (tlsOnLoopback) await relayToTls(conn, null, NO_BYTES);
+      else if (tls) await serveTls(conn as Deno.TlsConn);
+      else await serveH1(conn);
+    } catch {
+      // Each path ends its connection itself; nothing is left to do here.
+    } finally {
+      open--;
+      if (ip !== null) countIp(ip, -1);
+    }
   };
 
   const accepting = (async () => {
@@ -545,7 +625,8 @@ export function listenH1(
         retriedAt = Date.now();
         continue;
       }
-      if (pp && sendsProxyHeader(pp, conn)) void serveProxied(conn);
+      if (limits) void serveLimited(conn);
+      else if (pp && sendsProxyHeader(pp, conn)) void serveProxied(conn);
       else if (tlsOnLoopback) void relayToTls(conn, null, NO_BYTES);
       else if (tls) void serveTls(conn as Deno.TlsConn);
       else serveH1(conn);

@@ -1,0 +1,163 @@
+// limits.max_connections and limits.max_connections_per_ip on Prox's own engines: connections
+// past a limit are closed as they are accepted, over plain HTTP, TLS and from a balancer that
+// sends PROXY protocol headers (counted by the client it names), and counted in
+// prox_connections_refused_total.
+import assert from "node:assert/strict";
+import { ROOT, startUpstream, waitFor } from "../_harness.ts";
+import { onProxEngines, startProxy } from "./_proxy.ts";
+import { readFrom } from "./_raw_client.ts";
+import { loadConfigText } from "../../src/config/load.ts";
+
+onProxEngines();
+
+const TLS = `${ROOT}/tests/fixtures/tls`;
+const enc = new TextEncoder();
+const GET = "GET / HTTP/1.1\r\nHost: t\r\n\r\n";
+
+/** A connection that got one answer and stays open (keep-alive): counted by Prox for sure. */
+async function held(port: number, prefix = ""): Promise<Deno.Conn> {
+  const c = await Deno.connect({ hostname: "127.0.0.1", port });
+  await c.write(enc.encode(prefix + GET));
+  assert.match(await readFrom(c, /\r\n\r\nok$/), /^HTTP\/1\.1 200/);
+  return c;
+}
+
+/** The status line of a GET on a new connection, or "" when Prox closed it unanswered. */
+async function ask(port: number, prefix = ""): Promise<string> {
+  const c = await Deno.connect({ hostname: "127.0.0.1", port });
+  try {
+    await c.write(enc.encode(prefix + GET.replace("\r\n\r\n", "\r\nConnection: close\r\n\r\n")))
+      .catch(() => {});
+    const out = await readFrom(c);
+    return out.slice(0, Math.max(0, out.indexOf("\r\n")));
+  } finally {
+    try {
+      c.close();
+    } catch { /* closed */ }
+  }
+}
+
+function config(upstream: string, limits: string, extra = "") {
+  return `
+health_check: { enabled: false }
+admin: { listen_addr: "127.0.0.1:0" }
+limits: { ${limits} }
+${extra}routes:
+  /: { type: proxy, target: "${upstream}" }
+`;
+}
+
+async function refusedCount(admin: number, limit: string): Promise<number> {
+  const text = await (await fetch(`http://127.0.0.1:${admin}/metrics`)).text();
+  const m = new RegExp(`^prox_connections_refused_total\\{limit="${limit}"\\} (\\d+)`, "m")
+    .exec(text);
+  return m ? Number(m[1]) : 0;
+}
+
+Deno.test("max_connections_per_ip: a third connection from one address is closed unanswered", async () => {
+  await using up = await startUpstream(() => new Response("ok"));
+  await using prox = await startProxy(config(up.url, "max_connections_per_ip: 2"));
+  const a = await held(prox.port);
+  const b = await held(prox.port);
+  assert.equal(await ask(prox.port), "");
+  assert.equal(await refusedCount(prox.server.admin!.port, "max_connections_per_ip"), 1);
+  // One closes: its place is free again once Prox has seen it go.
+  a.close();
+  await waitFor(async () => (await ask(prox.port)) === "HTTP/1.1 200 OK", {
+    what: "a connection admitted again",
+  });
+  b.close();
+});
+
+Deno.test("max_connections: past the total, connections are closed; the admin port is apart", async () => {
+  await using up = await startUpstream(() => new Response("ok"));
+  await using prox = await startProxy(config(up.url, "max_connections: 1"));
+  const a = await held(prox.port);
+  assert.equal(await ask(prox.port), "");
+  assert.equal(await ask(prox.port), "");
+  assert.equal(await refusedCount(prox.server.admin!.port, "max_connections"), 2);
+  a.close();
+  await waitFor(async () => (await ask(prox.port)) === "HTTP/1.1 200 OK", {
+    what: "a connection admitted again",
+  });
+});
+
+Deno.test("max_connections_per_ip over TLS: the handshake of one too many fails", async () => {
+  await using up = await startUpstream(() => new Response("ok"));
+  await using prox = await startProxy(
+    config(
+      up.url,
+      "max_connections_per_ip: 1",
+      `tls: { cert_path: "${TLS}/cert.pem", key_path: "${TLS}/key.pem" }\n`,
+    ),
+  );
+  const caCerts = [await Deno.readTextFile(`${TLS}/ca.pem`)];
+  const open = async () => {
+    const c = await Deno.connectTls({ hostname: "localhost", port: prox.port, caCerts });
+    await c.handshake();
+    return c;
+  };
+  const first = await open();
+  await first.write(enc.encode(GET));
+  assert.match(await readFrom(first, /\r\n\r\nok$/), /^HTTP\/1\.1 200/);
+  await assert.rejects(async () => {
+    const c = await open();
+    try {
+      await c.write(enc.encode(GET.replace("\r\n\r\n", "\r\nConnection: close\r\n\r\n")));
+      if ((await readFrom(c)) === "") throw new Error("closed");
+    } finally {
+      c.close();
+    }
+  });
+  first.close();
+  await waitFor(async () => {
+    try {
+      (await open()).close();
+      return true;
+    } catch {
+      return false;
+    }
+  }, { what: "a TLS connection admitted again" });
+});
+
+Deno.test("max_connections_per_ip behind accept_proxy_protocol counts the client each header names", async () => {
+  await using up = await startUpstream(() => new Response("ok"));
+  await using prox = await startProxy(
+    config(
+      up.url,
+      "max_connections_per_ip: 1",
+      'accept_proxy_protocol: { from: ["127.0.0.1/32"] }\n',
+    ),
+  );
+  const from = (ip: string) => `PROXY TCP4 ${ip} 127.0.0.1 5000 80\r\n`;
+  const a = await held(prox.port, from("192.0.2.1"));
+  // Same balancer, another client: admitted; the first client again: refused.
+  const b = await held(prox.port, from("192.0.2.2"));
+  assert.equal(await ask(prox.port, from("192.0.2.1")), "");
+  a.close();
+  b.close();
+});
+
+Deno.test("validate: connection limits with http1_engine: deno, and per address behind a proxy", () => {
+  const warnings = (extra: string) =>
+    loadConfigText(
+      `listen_addr: "127.0.0.1:3000"\nroutes:\n  /: { type: static, root: . }\n${extra}`,
+      { file: "c.yaml", env: { exists: () => true } },
+    ).issues.map((i) => i.message);
+  assert.deepEqual(warnings("limits: { max_connections: 100, max_connections_per_ip: 10 }\n"), []);
+  assert.match(
+    warnings("limits: { max_connections: 100 }\nprotocols: { http1_engine: deno }\n").join(),
+    /max_connections has no effect with http1_engine: deno/,
+  );
+  assert.match(
+    warnings('limits: { max_connections_per_ip: 10 }\ntrusted_proxies: ["10.0.0.0/8"]\n').join(),
+    /counts connections by their TCP peer: behind trusted_proxies/,
+  );
+  assert.deepEqual(
+    warnings(
+      'limits: { max_connections_per_ip: 10 }\ntrusted_proxies: ["10.0.0.0/8"]\n' +
+        'accept_proxy_protocol: { from: ["10.0.0.0/8"] }\n',
+    ),
+    [],
+  );
+});
