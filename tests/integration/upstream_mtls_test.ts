@@ -9,6 +9,8 @@ import { startProxy } from "./_proxy.ts";
 import { loadConfigText } from "../../src/config/load.ts";
 import { denoEnv } from "../../src/adapters/config_source.ts";
 import { memoryLogger } from "./_acme.ts";
+import { startServer } from "../../src/server.ts";
+import { silentLogger } from "../../src/ports.ts";
 
 const TLS = `${ROOT}/tests/fixtures/tls`;
 const CLIENT = `client_cert: "${TLS}/cert.pem", client_key: "${TLS}/key.pem"`;
@@ -319,4 +321,66 @@ interopTest("client_cert refused by the upstream: the log says the certificate m
     /refused the client certificate \(tls\.client_cert\)/,
     logger.lines.join("\n"),
   );
+});
+
+interopTest("client_cert: a rotated certificate file is what new connections present", [
+  "node",
+], async () => {
+  await using up = await mtlsUpstream();
+  const dir = await Deno.makeTempDir();
+  try {
+    const install = async (cert: string, key: string) => {
+      // The key first: the pair is checked, and a reload between the two writes is refused.
+      await Deno.writeTextFile(`${dir}/client.key`, await Deno.readTextFile(`${TLS}/${key}`));
+      await Deno.writeTextFile(`${dir}/client.pem`, await Deno.readTextFile(`${TLS}/${cert}`));
+    };
+    await install("expired.pem", "expired.key");
+    const tls = `{ ca_cert: "${TLS}/ca.pem", client_cert: "${dir}/client.pem", ` +
+      `client_key: "${dir}/client.key" }`;
+    await Deno.writeTextFile(
+      `${dir}/config.yaml`,
+      `listen_addr: "127.0.0.1:0"
+health_check: { enabled: false }
+routes:
+  /h1:
+    type: proxy
+    target: "https://localhost:${up.h1}"
+    tls: ${tls}
+  /h2:
+    type: proxy
+    target: "https://localhost:${up.h2}"
+    tls: ${tls}
+`,
+    );
+    const server = await startServer({ path: `${dir}/config.yaml` }, {
+      logger: silentLogger,
+      watchDebounceMs: 20,
+    });
+    try {
+      const get = async (path: string) => {
+        // As built, so that it goes over HTTP/2 (see "client_cert over HTTP/2").
+        const headers = {
+          "user-agent": "t",
+          accept: "*/*",
+          "accept-language": "en",
+          "accept-encoding": "identity",
+        };
+        const res = await fetch(`http://127.0.0.1:${server.port}${path}`, { headers });
+        if (res.status !== 200) return (await res.body?.cancel(), res.status);
+        const body = await res.json();
+        return `${body.cn} ${body.version}`;
+      };
+      assert.equal(await get("/h1"), 502);
+      assert.equal(await get("/h2"), 502);
+      await install("cert.pem", "key.pem");
+      await waitFor(async () => await get("/h1") === "localhost 1.1", {
+        what: "h1 with the new one",
+      });
+      assert.equal(await get("/h2"), "localhost 2.0");
+    } finally {
+      await server.shutdown();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
