@@ -389,6 +389,18 @@ export function validateRoutes(
         );
       }
     }
+    // A client certificate (or a CA) on a route reached over plain HTTP was never used.
+    if (
+      "tls" in route && route.tls && targetUrls.length > 0 &&
+      !targetUrls.some(([, u]) => /^(https|wss):\/\//i.test(u))
+    ) {
+      warn(
+        ["routes", key, "tls"],
+        "tls has no effect: no target of the route is https:// (http:// and unix: targets are " +
+          "reached without TLS)",
+        "Use an https:// target, or remove tls",
+      );
+    }
     for (const [at, u] of targetUrls) {
       if (!u.startsWith("unix:") || at[0] === "mirror") continue;
       const path = u.slice("unix:".length);

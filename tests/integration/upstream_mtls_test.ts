@@ -384,3 +384,44 @@ routes:
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("validate: tls on a route none of whose targets is https warns that it does nothing", () => {
+  // A client certificate on an http:// or unix: target was never presented, without a word.
+  const warnings = (routes: string) =>
+    loadConfigText(`listen_addr: "127.0.0.1:3000"\nroutes:\n${routes}`, {
+      file: "c.yaml",
+      env: { exists: () => true },
+    }).issues.map((i) => `${i.path}: ${i.message}`);
+  const tls = "tls: { server_name: a.test }";
+  assert.deepEqual(warnings(`  /: { type: proxy, target: "http://127.0.0.1:8080", ${tls} }\n`), [
+    "routes./.tls: tls has no effect: no target of the route is https:// (http:// and unix: " +
+    "targets are reached without TLS)",
+  ]);
+  assert.equal(warnings(`  /: { type: proxy, target: "unix:/run/a.sock", ${tls} }\n`).length, 1);
+  assert.equal(
+    warnings(`  /: { type: websocket, target: "ws://127.0.0.1:8080", tls: {} }\n`).length,
+    1,
+  );
+  assert.deepEqual(
+    warnings(`  /: { type: proxy, target: "https://127.0.0.1:8443", ${tls} }\n`),
+    [],
+  );
+  assert.deepEqual(
+    warnings(`  /: { type: websocket, target: "wss://127.0.0.1:8443", tls: {} }\n`),
+    [],
+  );
+  // A mirror to an https target takes the route's tls.
+  assert.deepEqual(
+    warnings(
+      `  /: { type: proxy, target: "http://127.0.0.1:8080", ${tls}, ` +
+        `mirror: { target: "https://127.0.0.1:8443" } }\n`,
+    ),
+    [],
+  );
+  assert.deepEqual(
+    warnings(
+      `  /: { type: load_balance, targets: ["http://127.0.0.1:1", "https://127.0.0.1:2"], ${tls} }\n`,
+    ),
+    [],
+  );
+});
