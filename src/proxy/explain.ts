@@ -3,7 +3,7 @@
 // upstream URL and header building, redirect and static actions); this file only calls them on a
 // made-up request and reports what they said. Nothing here runs on the live request path.
 
-import { originHost } from "../domain/upstream_origin.ts";
+import { originHost, originName } from "../domain/upstream_origin.ts";
 import { explainMatch } from "../domain/router.ts";
 import type { RouteVerdict } from "../domain/router.ts";
 import { toProxyError } from "../domain/errors.ts";
@@ -259,7 +259,9 @@ export async function explainRequest(
       const chosen = pick.url ?? targets[0];
       const to = targetOf(ctx, cfg, chosen);
       const wire = ws ? toWebSocketUrl(to.origin.href) : to.origin;
-      const origin = wire.protocol === "unix:" ? `${wire.href}:` : `${wire.protocol}//${wire.host}`;
+      const origin = wire.protocol === "unix:"
+        ? `${originName(wire)}:`
+        : `${wire.protocol}//${wire.host}`;
       out.upstream = {
         policy: out.upstream?.policy ?? "websocket",
         targets: out.upstream?.targets ?? [{ url: targets[0], backup: false, available: null }],

@@ -406,3 +406,12 @@ Deno.test("fields named with underscores are dropped on the way upstream, WebSoc
   });
   assert.deepEqual(kept.requestHeaders?.removed, []);
 });
+
+Deno.test("explainRequest names a unix target's socket as the config writes it", async () => {
+  const e = await explainer(`
+routes:
+  "/a": { type: proxy, target: "unix:/run/a#1.sock", path_rewrite: /v1 }
+`)({ method: "GET", url: "http://example.com/a/x?q=1" });
+  assert.equal(e.upstream?.url, "unix:/run/a#1.sock:/v1/x?q=1");
+  assert.deepEqual(e.requestHeaders!.changed, [["host", "example.com", "localhost"]]);
+});
