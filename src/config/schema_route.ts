@@ -105,9 +105,10 @@ export const HttpUrl = z.string().trim().refine((s) => HTTP_URL.test(s) && URL.c
 
 /**
  * `unix:/path/app.sock` (or a relative path): an upstream listening on a Unix domain socket. Not
- * `unix://…`, which would read as a host named by the path.
+ * `unix://…`, which would read as a host named by the path. A space may be in the path, a control
+ * character not.
  */
-const UNIX_URL = /^unix:(?!\/\/)[^\0\s]+$/;
+const UNIX_URL = /^unix:(?!\/\/)[^\0\t\n\v\f\r]+$/;
 
 /** Why a target that is no URL Prox takes was probably meant as a Unix socket, and its form. */
 function unixHint(s: string): string | undefined {

@@ -105,9 +105,9 @@ routes:
   await Deno.remove(dir, { recursive: true });
 });
 
-Deno.test("unix targets: a socket path with # and ? in it is the file named, in /status too", async () => {
+Deno.test("unix targets: a socket path with a space, # and ? in it is the file named, in /status too", async () => {
   const dir = await Deno.makeTempDir();
-  await using up = unixUpstream(dir, "a#b?c=%2F");
+  await using up = unixUpstream(dir, "a #b?c=%2F");
   await using prox = await startProxy(`
 health_check: { enabled: true, interval_secs: 1, path: /health }
 routes:
@@ -118,7 +118,7 @@ routes:
   const res = await fetch(`${prox.url}/x?q=1`);
   assert.equal(res.status, 200);
   assert.deepEqual(await res.json(), {
-    name: "a#b?c=%2F",
+    name: "a #b?c=%2F",
     path: "/x",
     search: "?q=1",
     host: "localhost",
@@ -175,6 +175,9 @@ Deno.test("validate: unix targets, the forms of nginx, Caddy and URIs, and a mis
     ).issues.map((i) => i.message);
   assert.deepEqual(issues("unix:/run/app.sock"), []);
   assert.deepEqual(issues("unix:./app.sock"), []);
+  // A space is as good in a socket's path as in any other (macOS "Application Support").
+  assert.deepEqual(issues("unix:/run/my app/app.sock"), []);
+  assert.match(issues("unix:/run/a\\tb.sock").join(), /write unix: and the socket's path/);
   assert.deepEqual(issues("http://unix:/run/app.sock:/v1"), [
     'Invalid URL "http://unix:/run/app.sock:/v1": a Unix socket is written unix:/run/app.sock ' +
     "(a path for the upstream goes in path_rewrite: /v1)",
