@@ -171,7 +171,14 @@ export async function connectUpstream(
         Deno.connect({ transport: "unix", path: socketPath(url) }),
         ac.signal,
       );
-      if (o.proxyHeader) await writeAll(unix, o.proxyHeader);
+      if (o.proxyHeader) {
+        try {
+          await writeAll(unix, o.proxyHeader);
+        } catch (err) {
+          unix.close(); // a socket closed at once (EPIPE) stayed open, one descriptor per try
+          throw err;
+        }
+      }
       return { transport: unix, alpn: null };
     }
     tcp = await Deno.connect({ hostname, port, signal: ac.signal });

@@ -130,6 +130,42 @@ routes:
   await Deno.remove(dir, { recursive: true });
 });
 
+Deno.test("unix targets: a socket closed at once under proxy_protocol leaks no descriptor", async () => {
+  // Writing the PROXY header failed (EPIPE) and the connection was left open: one descriptor
+  // per attempt, until Prox could accept no more.
+  const dir = await Deno.makeTempDir();
+  const path = `${dir}/shut.sock`;
+  const listener = Deno.listen({ transport: "unix", path });
+  const accepting = (async () => {
+    for await (const c of listener) c.close();
+  })().catch(() => {});
+  try {
+    await using prox = await startProxy(`
+health_check: { enabled: false }
+routes:
+  /:
+    type: proxy
+    target: "unix:${path}"
+    proxy_protocol: v1
+`);
+    using client = Deno.createHttpClient({ poolMaxIdlePerHost: 0 });
+    const fds = () => [...Deno.readDirSync("/proc/self/fd")].length;
+    const get = async () => {
+      const res = await fetch(`${prox.url}/`, { client });
+      await res.body?.cancel();
+      return res.status;
+    };
+    assert.equal(await get(), 502);
+    const before = fds();
+    for (let i = 0; i < 10; i++) assert.equal(await get(), 502);
+    assert.ok(fds() - before < 5, `${fds() - before} more descriptors after 10 requests`);
+  } finally {
+    listener.close();
+    await accepting;
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 interopTest(
   "unix targets: upstream_protocol h2c over a socket (node:http2)",
   ["node"],
