@@ -386,6 +386,12 @@ export const JwtAuth = z.object({
 
 /** The access-control keys every route type takes. */
 const accessKeys = {
+  /**
+   * A conditional route (key `/api#name`): it takes a request of its prefix only when this holds
+   * (a condition, or a list that must all hold); otherwise the route it shares the prefix with, or
+   * a shorter prefix, does.
+   */
+  match: z.union([Condition, z.array(Condition).min(1).max(16)]).optional(),
   /** Replaces the top-level `ip_access` for this route (`{}`: no restriction). */
   ip_access: IpAccess.optional(),
   basic_auth: BasicAuth.optional(),

@@ -5,7 +5,7 @@ import { statusMatcher } from "../domain/health.ts";
 import { parseCidr } from "../domain/ip.ts";
 import { parseRouteKey } from "../domain/router.ts";
 import { normalizePath } from "../domain/rewrite.ts";
-import { compileRouteRules, fieldValueProblem } from "../domain/rules.ts";
+import { compileMatch, compileRouteRules, fieldValueProblem } from "../domain/rules.ts";
 import type { RouteRulesSpec, RuleProblem } from "../domain/rules.ts";
 import type { CacheConfig, Config, RateLimitConfig } from "./schema.ts";
 import { mirrorUrls, validateMirror } from "./validate_mirror.ts";
@@ -73,11 +73,28 @@ export function validateRoutes(
       badKeys.add(key);
       continue;
     }
-    if (/[?#]/.test(key)) {
+    const hash = key.indexOf("#");
+    if (key.includes("?") || (hash >= 0 && !route.match)) {
       err(
         ["routes", key],
-        `Route "${key}" contains "?" or "#": routes match the path only, never the query`,
-        "Use a condition (query_has) in a rule, or a separate route on the path",
+        key.includes("?")
+          ? `Route "${key}" contains "?": routes match the path only, never the query`
+          : `Route "${key}" has a name after "#" but no match: a name tells apart routes of one ` +
+            "prefix that a request's method, headers or query choose between",
+        key.includes("?")
+          ? "Use match: { query_has: … } on the route, or a condition in a rule"
+          : `Add match (e.g. match: { has_header: { name: X-Canary } }), or write "${
+            key.slice(0, hash)
+          }"`,
+      );
+      badKeys.add(key);
+      continue;
+    }
+    if (hash >= 0 && !/^#[A-Za-z0-9_.-]+$/.test(key.slice(hash))) {
+      err(
+        ["routes", key],
+        `Route "${key}": the name after "#" may hold letters, digits, "_", "." and "-"`,
+        `e.g. "${key.slice(0, hash)}#canary"`,
       );
       badKeys.add(key);
       continue;
@@ -135,7 +152,8 @@ export function validateRoutes(
     const hosts = [...(host ? [host] : []), ...(route.hosts ?? [])].map((h) =>
       h.toLowerCase().replace(/\.$/, "")
     );
-    for (const h of hosts.length > 0 ? new Set(hosts) : [""]) {
+    // Conditional routes share their prefix with others by design.
+    for (const h of route.match ? [] : hosts.length > 0 ? new Set(hosts) : [""]) {
       const norm = `${h}|${prefix}`;
       const other = seen.get(norm);
       if (other !== undefined) {
@@ -181,6 +199,7 @@ export function validateRoutes(
       env: opts.env.env ?? (() => undefined),
       problems,
     });
+    if (route.match) compileMatch(route.match, problems);
     for (const p of problems) {
       (p.warning ? warn : err)(["routes", key, ...p.path], p.message, p.hint);
     }

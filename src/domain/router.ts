@@ -4,24 +4,36 @@
 import { normalizeEscapes } from "./rewrite.ts";
 
 /** A route as the router sees it: where it came from and what it matches. */
-export interface RouteEntry<T> {
-  /** The key as written in the config (`/api`, `example.com/api`). */
+export interface RouteEntry<T, R = unknown> {
+  /** The key as written in the config (`/api`, `example.com/api`, `/api#canary`). */
   key: string;
   /** Normalized prefix: starts with `/`, no trailing slash except for `/` itself. */
   prefix: string;
   /** Lower-case host patterns (`example.com`, `*.example.com`); empty = any host. */
   hosts: string[];
+  /**
+   * A conditional route's `match`: the route takes a request only when it holds. Among routes of
+   * one prefix and host rank, one whose match holds comes before one without (the first written
+   * of several); when none holds and none is unconditional, a shorter prefix takes the request.
+   */
+  when?: (request: R) => boolean;
   value: T;
 }
 
 /** A compiled router. */
-export interface Router<T> {
-  match(host: string, path: string): RouteEntry<T> | undefined;
-  readonly entries: readonly RouteEntry<T>[];
+export interface Router<T, R = unknown> {
+  /** `request` is what conditional routes look at; without it none of them matches. */
+  match(host: string, path: string, request?: R): RouteEntry<T, R> | undefined;
+  readonly entries: readonly RouteEntry<T, R>[];
 }
 
-/** Splits a route key into host and prefix: `example.com/api` → [example.com, /api]. */
+/**
+ * Splits a route key into host and prefix: `example.com/api` → [example.com, /api]; the name of a
+ * conditional route (`/api#canary`) is not part of its prefix.
+ */
 export function parseRouteKey(key: string): { host?: string; prefix: string } {
+  const hash = key.indexOf("#");
+  if (hash >= 0) key = key.slice(0, hash);
   if (key.startsWith("/")) return { prefix: normalizePrefix(key) };
   const slash = key.indexOf("/");
   const host = (slash < 0 ? key : key.slice(0, slash)).toLowerCase();
@@ -88,23 +100,33 @@ function hostScore(patterns: string[], host: string): number {
  * `/api/` and `/api/x`, never `/apix`); among equal prefixes an exact host beats a wildcard,
  * which beats a route without hosts.
  */
-export function compileRouter<T>(entries: RouteEntry<T>[]): Router<T> {
-  const byPrefix = new Map<string, RouteEntry<T>[]>();
+export function compileRouter<T, R = unknown>(entries: RouteEntry<T, R>[]): Router<T, R> {
+  const byPrefix = new Map<string, RouteEntry<T, R>[]>();
   for (const e of entries) {
     const list = byPrefix.get(e.prefix) ?? [];
     // As hostOnly reads requests: "Example.com." is example.com (else it never matched).
     list.push({ ...e, hosts: e.hosts.map((h) => h.toLowerCase().replace(/\.$/, "")) });
     byPrefix.set(e.prefix, list);
   }
-  const pick = (list: RouteEntry<T>[] | undefined, host: string) => {
+  const pick = (list: RouteEntry<T, R>[] | undefined, host: string, request: R | undefined) => {
     if (!list) return undefined;
-    let best: RouteEntry<T> | undefined;
+    let best: RouteEntry<T, R> | undefined;
     let bestScore = -1;
+    /** Whether `best` is a conditional route whose match held: it beats others of its rank. */
+    let bestHeld = false;
     for (const e of list) {
       const s = hostScore(e.hosts, host);
-      if (s > bestScore) {
+      if (e.when === undefined) {
+        if (s > bestScore) {
+          best = e;
+          bestScore = s;
+          bestHeld = false;
+        }
+      } else if (s >= 0 && (s > bestScore || (s === bestScore && !bestHeld))) {
+        if (request === undefined || !e.when(request)) continue;
         best = e;
         bestScore = s;
+        bestHeld = true;
       }
     }
     return bestScore >= 0 ? best : undefined;
@@ -117,7 +139,7 @@ export function compileRouter<T>(entries: RouteEntry<T>[]): Router<T> {
   const hosted = entries.some((e) => e.hosts.length > 0);
   return {
     entries,
-    match(hostHeader: string, path: string) {
+    match(hostHeader: string, path: string, request?: R) {
       const host = hosted ? hostOnly(hostHeader) : "";
       // Try the whole path, then each shorter prefix ending before a `/`.
       let end = path.length <= longest + 1 ? path.length : path.lastIndexOf("/", longest + 1);
@@ -126,12 +148,12 @@ export function compileRouter<T>(entries: RouteEntry<T>[]): Router<T> {
         const trimmed = candidate.length > 1 && candidate.endsWith("/")
           ? candidate.slice(0, -1)
           : candidate;
-        const hit = pick(byPrefix.get(trimmed), host);
+        const hit = pick(byPrefix.get(trimmed), host, request);
         if (hit) return hit;
         end = path.lastIndexOf("/", end - 1);
         if (end === 0) break;
       }
-      return pick(byPrefix.get("/"), host);
+      return pick(byPrefix.get("/"), host, request);
     },
   };
 }
@@ -148,9 +170,9 @@ export interface RouteVerdict {
  * every other entry gets the reason it lost, from the same rules: a prefix that is not a segment
  * prefix of the path, a host pattern that does not fit, a shorter prefix, a less specific host.
  */
-export function explainMatch<T>(
-  entries: readonly RouteEntry<T>[],
-  o: { host: string; path: string; winner: RouteEntry<T> | undefined },
+export function explainMatch<T, R>(
+  entries: readonly RouteEntry<T, R>[],
+  o: { host: string; path: string; winner: RouteEntry<T, R> | undefined; request?: R },
 ): RouteVerdict[] {
   const host = hostOnly(o.host);
   const kinds = ["any host", "a wildcard host", "the exact host"];
@@ -161,12 +183,21 @@ export function explainMatch<T>(
     const onPath = e.prefix === "/" || o.path === e.prefix || o.path.startsWith(e.prefix + "/");
     if (w && e.key === w.key) {
       const by = e.hosts.length > 0 ? ` and ${kinds[score]} (${e.hosts.join(", ")})` : "";
-      return { key: e.key, matched: true, reason: `longest matching prefix ${e.prefix}${by}` };
+      const held = e.when ? "; its match holds" : "";
+      return {
+        key: e.key,
+        matched: true,
+        reason: `longest matching prefix ${e.prefix}${by}${held}`,
+      };
     }
     let reason: string;
     if (!onPath) reason = `prefix ${e.prefix} does not match path ${o.path}`;
     else if (score < 0) reason = `host ${host} is not one of ${e.hosts.join(", ")}`;
-    else if (w && w.prefix.length > e.prefix.length) {
+    else if (e.when && (o.request === undefined || !e.when(o.request))) {
+      reason = "its match does not hold for this request";
+    } else if (e.when && w?.when && w.prefix === e.prefix) {
+      reason = `${w.key} comes first and its match holds too`;
+    } else if (w && w.prefix.length > e.prefix.length) {
       reason = `prefix ${e.prefix} is shorter than ${w.prefix}`;
     } else if (w) reason = `${kinds[wScore]} of ${w.key} beats ${kinds[score]}`;
     else reason = "not chosen";

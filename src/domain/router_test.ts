@@ -103,3 +103,35 @@ Deno.test("router takes IPv6 literal hosts, in the key or in hosts, as the Host 
   assert.equal(r.match("[2001:db8::7]:443", "/y/z")?.value, "/y");
   assert.equal(r.match("[2001:db8::8]:443", "/y/z")?.value, "/");
 });
+
+Deno.test("router: conditional routes of a prefix come before the unconditional one, in order", () => {
+  type Req = { canary: boolean; post: boolean };
+  const e = (key: string, when?: (r: Req) => boolean, hosts: string[] = []) => ({
+    key,
+    ...parseRouteKey(key),
+    hosts: [...hosts, ...(parseRouteKey(key).host ? [parseRouteKey(key).host!] : [])],
+    when,
+    value: key,
+  });
+  const r = compileRouter<string, Req>([
+    e("/"),
+    e("/api"),
+    e("/api#canary", (q) => q.canary),
+    e("/api#post", (q) => q.post),
+    e("example.com/api"),
+    e("/only#c", (q) => q.canary),
+  ]);
+  const at = (host: string, path: string, req?: Req) => r.match(host, path, req)?.value;
+  const none = { canary: false, post: false };
+  assert.equal(at("a.test", "/api/x", none), "/api");
+  assert.equal(at("a.test", "/api/x", { canary: true, post: false }), "/api#canary");
+  assert.equal(at("a.test", "/api/x", { canary: false, post: true }), "/api#post");
+  assert.equal(at("a.test", "/api/x", { canary: true, post: true }), "/api#canary");
+  // A host rank above wins over a conditional route of any host.
+  assert.equal(at("example.com", "/api/x", { canary: true, post: false }), "example.com/api");
+  // No request to look at: conditional routes take nothing; none holds: a shorter prefix.
+  assert.equal(at("a.test", "/api/x"), "/api");
+  assert.equal(at("a.test", "/only/x", none), "/");
+  assert.equal(at("a.test", "/only/x", { canary: true, post: false }), "/only#c");
+  assert.deepEqual(parseRouteKey("example.com/api#v2"), { host: "example.com", prefix: "/api" });
+});

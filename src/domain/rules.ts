@@ -128,9 +128,14 @@ function template(text: string, path: (string | number)[], c: Ctx): Template {
 const NEVER_HELD = "Fix it or remove the condition (the Rust Prox loaded it, but the condition " +
   "never held, so the rule never applied)";
 
-function condition(spec: ConditionSpec | undefined, c: Ctx): Predicate {
+function condition(
+  spec: ConditionSpec | undefined,
+  c: Ctx,
+  /** Where the condition is (`match` on a route), and whether the Rust Prox had it there. */
+  at: { base: (string | number)[]; seed: boolean } = { base: ["condition"], seed: true },
+): Predicate {
   if (!spec) return () => true;
-  const base = ["condition"];
+  const base = at.base;
   // The third item: the key existed in the Rust Prox (whose configs may hold a broken regex).
   const regexes: [string | undefined, (string | number)[], boolean][] = [
     [spec.path_matches, [...base, "path_matches"], true],
@@ -153,7 +158,7 @@ function condition(spec: ConditionSpec | undefined, c: Ctx): Predicate {
       // A Rust flag Prox cannot express worked in the Rust Prox; anything else never compiled.
       const hint = re.includes("Rust flag")
         ? undefined
-        : seedKey
+        : seedKey && at.seed
         ? NEVER_HELD
         : "Fix the regular expression or remove the condition";
       c.problems.push({ path, message: re, hint });
@@ -161,7 +166,9 @@ function condition(spec: ConditionSpec | undefined, c: Ctx): Predicate {
   }
   for (const h of [spec.has_header, spec.response_has_header]) {
     if (h && !TOKEN.test(h.name)) {
-      const hint = h === spec.has_header ? NEVER_HELD : "Use a header name, such as X-Error-Type";
+      const hint = h === spec.has_header && at.seed
+        ? NEVER_HELD
+        : "Use a header name, such as X-Error-Type";
       c.problems.push({ path: base, message: `Invalid header name "${h.name}"`, hint });
     }
   }
@@ -193,8 +200,12 @@ function condition(spec: ConditionSpec | undefined, c: Ctx): Predicate {
       if (spec[k] !== undefined) {
         c.problems.push({
           path: [...base, k],
-          message: `${k} can only be used on response rules`,
-          hint: "Move this rule to response_headers or response_body",
+          message: at.seed
+            ? `${k} can only be used on response rules`
+            : `${k} cannot choose a route: there is no response yet`,
+          hint: at.seed
+            ? "Move this rule to response_headers or response_body"
+            : "Match on the request: method_is, has_header, query_has, path_matches",
         });
       }
     }
@@ -507,4 +518,18 @@ export function compileRouteRules(
     c.flush();
   }
   return out;
+}
+
+/**
+ * A route's `match`: one condition, or a list that must all hold; its problems are reported at
+ * `match` (`match.1.has_header` in a list).
+ */
+export function compileMatch(
+  spec: ConditionSpec | ConditionSpec[],
+  problems: RuleProblem[],
+): Predicate {
+  const c: Ctx = { side: "request", env: () => undefined, problems };
+  if (!Array.isArray(spec)) return condition(spec, c, { base: ["match"], seed: false });
+  const all = spec.map((one, i) => condition(one, c, { base: ["match", i], seed: false }));
+  return (input) => all.every((p) => p(input));
 }

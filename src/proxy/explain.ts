@@ -170,8 +170,13 @@ export async function explainRequest(
   if (refused) return await answered(out, refused, ctx);
 
   const entries = ctx.snapshot.router.entries;
-  const match = ctx.snapshot.router.match(ctx.host, ctx.path);
-  out.routes = explainMatch(entries, { host: ctx.host, path: ctx.path, winner: match });
+  const match = ctx.snapshot.router.match(ctx.host, ctx.path, ctx);
+  out.routes = explainMatch(entries, {
+    host: ctx.host,
+    path: ctx.path,
+    winner: match,
+    request: ctx,
+  });
   const hidden = paramRefusal(ctx, match);
   if (hidden) return await answered(out, hidden, ctx);
   if (!match) {

@@ -203,7 +203,7 @@ async function handle(ctx: RequestContext, deps: PipelineDeps): Promise<Response
   const refused = admit(ctx);
   if (refused) return refused;
 
-  const match = ctx.snapshot.router.match(ctx.host, ctx.path);
+  const match = ctx.snapshot.router.match(ctx.host, ctx.path, ctx);
   const hidden = paramRefusal(ctx, match);
   if (hidden) return hidden;
   if (!match) {
@@ -342,11 +342,11 @@ function compressed(ctx: RequestContext, deps: PipelineDeps, res: Response): Res
  */
 export function paramRefusal(
   ctx: RequestContext,
-  match: RouteEntry<unknown> | undefined,
+  match: RouteEntry<unknown, RequestContext> | undefined,
 ): Response | undefined {
   if (
     ctx.path.includes(";") && !match?.prefix.includes(";") &&
-    ctx.snapshot.router.match(ctx.host, withoutParams(ctx.path)) !== match
+    ctx.snapshot.router.match(ctx.host, withoutParams(ctx.path), ctx) !== match
   ) {
     return errorResponse("bad_request", ctx.requestId, {
       message: "Path parameter (;) in a segment a route names",
@@ -357,7 +357,7 @@ export function paramRefusal(
   if (
     ctx.path.includes("%") && ENCODED_SEPARATOR.test(ctx.path) &&
     !ENCODED_SEPARATOR.test(match?.prefix ?? "") &&
-    ctx.snapshot.router.match(ctx.host, ctx.path.replace(ENCODED_SEPARATORS, "/")) !== match
+    ctx.snapshot.router.match(ctx.host, ctx.path.replace(ENCODED_SEPARATORS, "/"), ctx) !== match
   ) {
     return errorResponse("bad_request", ctx.requestId, {
       message: "Encoded slash (%2F or %5C) in a segment a route names",

@@ -3,13 +3,15 @@
 // one they pinned.
 
 import { compileRouter, parseRouteKey } from "../domain/router.ts";
-import type { Router } from "../domain/router.ts";
+import type { RouteEntry, Router } from "../domain/router.ts";
+import { compileMatch, compileRouteRules } from "../domain/rules.ts";
+import { requestInput } from "./filters/rules.ts";
+import type { RequestContext } from "./context.ts";
 import { parseCidr } from "../domain/ip.ts";
 import type { Cidr } from "../domain/ip.ts";
 import type { Config, RouteConfig, TimeoutsConfig } from "../config/schema.ts";
 import type { UpstreamTimeouts, UpstreamTls } from "../ports.ts";
 import { upstreamTlsOf } from "./upstream_tls.ts";
-import { compileRouteRules } from "../domain/rules.ts";
 import type { RouteRulesSpec } from "../domain/rules.ts";
 import type { RouteRules } from "./filters/rules.ts";
 import { compileRateLimits } from "./filters/rate_limit.ts";
@@ -83,7 +85,7 @@ export interface CompiledRoute {
 export interface Snapshot {
   version: number;
   config: Config;
-  router: Router<CompiledRoute>;
+  router: Router<CompiledRoute, RequestContext>;
   trusted: readonly Cidr[];
   /** The top-level `ip_access` (also for requests no route matches), null without one. */
   ipAccess: IpAccess | null;
@@ -226,7 +228,17 @@ export function buildSnapshot(
     };
     if (compiled.errorPages.length > 0) hasErrorPages = true;
     if ("tls" in route) compiled.upstreamTls = upstreamTlsOf(route.tls, opts.files);
-    return { key, prefix, hosts, value: compiled };
+    const entry: RouteEntry<CompiledRoute, RequestContext> = {
+      key,
+      prefix,
+      hosts,
+      value: compiled,
+    };
+    if (route.match) {
+      const holds = compileMatch(route.match, []);
+      entry.when = (ctx) => holds(requestInput(ctx, ctx.req.headers));
+    }
+    return entry;
   });
   const trusted = config.trusted_proxies.map(parseCidr).filter((c): c is Cidr => c !== null);
   return Object.freeze({
