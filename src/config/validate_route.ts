@@ -423,7 +423,16 @@ export function validateRoutes(
     for (const [at, u] of targetUrls) {
       if (!u.startsWith("unix:") || at[0] === "mirror") continue;
       const path = u.slice("unix:".length);
-      if (!opts.env.exists(path)) {
+      // sun_path holds 108 bytes with the final NUL: Deno.connect refuses a longer path (502).
+      const bytes = new TextEncoder().encode(path).byteLength;
+      if (bytes > 107) {
+        err(
+          ["routes", key, ...at],
+          `Unix socket path ${path} is ${bytes} bytes long: a Unix socket's path can be at most 107`,
+          "Have the upstream listen at a shorter path, or write one relative to the working " +
+            "directory of prox",
+        );
+      } else if (!opts.env.exists(path)) {
         warn(
           ["routes", key, ...at],
           `No Unix socket at ${path} yet: requests get 502 until the upstream listens there`,

@@ -220,6 +220,12 @@ Deno.test("validate: unix targets, the forms of nginx, Caddy and URIs, and a mis
   ]);
   assert.match(issues("unix:///run/app.sock").join(), /is written unix:\/run\/app\.sock/);
   assert.match(issues("unix//run/app.sock").join(), /is written unix:\/run\/app\.sock/);
+  // The kernel takes 107 bytes of path (sun_path): a longer one failed every request with a 502.
+  const long = `/run/${"é".repeat(50)}.sock`;
+  assert.deepEqual(issues(`unix:${long}`), [
+    `Unix socket path ${long} is 110 bytes long: a Unix socket's path can be at most 107`,
+  ]);
+  assert.deepEqual(issues(`unix:/run/${"a".repeat(97)}.sock`), []);
   assert.deepEqual(issues("unix:/run/app.sock", false), [
     "No Unix socket at /run/app.sock yet: requests get 502 until the upstream listens there",
   ]);
