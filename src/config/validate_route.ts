@@ -456,7 +456,7 @@ export function validateRoutes(
   }
   warnRedirectLoops(config, { warn, skip: badKeys });
   warnForwardAuthLoops(config, { warn, skip: badKeys });
-  checkUpstreamTlsFiles(config, { err, env: opts.env });
+  checkUpstreamTlsFiles(config, { err, warn, env: opts.env });
 
   // Status selectors and patterns are compiled at start-up: report what would not compile.
   for (const [key, r] of Object.entries(config.routes)) {

@@ -113,7 +113,7 @@ export function validateHsts(
  */
 export function checkUpstreamTlsFiles(
   config: Config,
-  opts: { err: Report; env: ValidateEnv },
+  opts: { err: Report; warn?: Report; env: ValidateEnv },
 ): void {
   const check = (path: (string | number)[], tls: UpstreamTlsConfig | undefined) => {
     if (!tls) return;
@@ -134,7 +134,7 @@ export function checkUpstreamTlsFiles(
 function checkClientPair(
   at: (string | number)[],
   tls: UpstreamTlsConfig,
-  opts: { err: Report; env: ValidateEnv },
+  opts: { err: Report; warn?: Report; env: ValidateEnv },
 ): void {
   const { client_cert: cert, client_key: key } = tls;
   if (cert === undefined && key === undefined) return;
@@ -213,6 +213,22 @@ function checkClientPair(
       "Name the key the certificate was made for: `openssl x509 -noout -pubkey -in CERT` and " +
         "`openssl pkey -pubout -in KEY` print the same public key",
     );
+  }
+  // Out of its validity every upstream that checks it refuses the handshake (502).
+  const now = opts.env.now?.();
+  if (pair && "keyMatches" in pair && now !== undefined && opts.warn) {
+    const when = pair.notAfter <= now
+      ? `expired on ${new Date(pair.notAfter).toISOString()}`
+      : pair.notBefore !== undefined && pair.notBefore > now
+      ? `is not valid before ${new Date(pair.notBefore).toISOString()}`
+      : null;
+    if (when) {
+      opts.warn(
+        [...at, "client_cert"],
+        `Client certificate ${cert} ${when}`,
+        "Upstreams that ask for it refuse it: renew it",
+      );
+    }
   }
 }
 

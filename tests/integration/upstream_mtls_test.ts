@@ -282,7 +282,7 @@ routes:
   assert.equal(status(`https://localhost:${up.h1}`), "up");
 });
 
-Deno.test("validate: a client_key that is not client_cert's private key is an error", () => {
+Deno.test("validate: a client_key not client_cert's is an error, an expired client_cert a warning", () => {
   // Every handshake failed ("unsupported protocol"), was retried and counted against the upstream.
   const issues = (cert: string, key: string) =>
     loadConfigText(
@@ -291,6 +291,11 @@ Deno.test("validate: a client_key that is not client_cert's private key is an er
       { file: "c.yaml", env: denoEnv },
     ).issues.map((i) => `${i.path}: ${i.message}`);
   assert.deepEqual(issues(`${TLS}/cert.pem`, `${TLS}/key.pem`), []);
+  // Expired: upstreams refuse it (every request a 502), and a reload to it went through quietly.
+  assert.deepEqual(issues(`${TLS}/expired.pem`, `${TLS}/expired.key`), [
+    `routes./.tls.client_cert: Client certificate ${TLS}/expired.pem expired on ` +
+    "2020-02-01T00:00:00.000Z",
+  ]);
   assert.deepEqual(issues(`${TLS}/cert.pem`, `${TLS}/expired.key`), [
     `routes./.tls.client_key: ${TLS}/expired.key is not the private key of the certificate in ` +
     `${TLS}/cert.pem`,
