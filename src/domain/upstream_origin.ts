@@ -34,5 +34,8 @@ export function originName(origin: URL): string {
 
 /** The Host a request to the origin carries unless `preserve_host`: `localhost` on a socket. */
 export function originHost(origin: URL): string {
-  return origin.protocol === "unix:" ? "localhost" : origin.host;
+  // Every request asks: an http(s) origin answers with its host alone (reading `protocol` too
+  // would build a string per request); only a unix one has none.
+  const host = origin.host;
+  return host !== "" || origin.protocol !== "unix:" ? host : "localhost";
 }
