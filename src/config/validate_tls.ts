@@ -209,9 +209,9 @@ function checkClientPair(
   if (pair && "keyMatches" in pair && !pair.keyMatches) {
     opts.err(
       [...at, "client_key"],
-      `${key} is not the private key of the certificate in ${cert}`,
-      "Name the key the certificate was made for: `openssl x509 -noout -pubkey -in CERT` and " +
-        "`openssl pkey -pubout -in KEY` print the same public key",
+      `${key} is not the private key of the first certificate in ${cert}`,
+      "client_cert starts with the client's own certificate, then its intermediates; for a pair, " +
+        "`openssl x509 -noout -pubkey -in CERT` and `openssl pkey -pubout -in KEY` print the same",
     );
   }
   // Out of its validity every upstream that checks it refuses the handshake (502).

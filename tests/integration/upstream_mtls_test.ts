@@ -296,8 +296,19 @@ Deno.test("validate: a client_key not client_cert's is an error, an expired clie
     `routes./.tls.client_cert: Client certificate ${TLS}/expired.pem expired on ` +
     "2020-02-01T00:00:00.000Z",
   ]);
+  // The leaf must come first: the CA's certificate before it was taken for the client's.
+  const dir = Deno.makeTempDirSync();
+  Deno.writeTextFileSync(
+    `${dir}/chain.pem`,
+    Deno.readTextFileSync(`${TLS}/ca.pem`) + Deno.readTextFileSync(`${TLS}/cert.pem`),
+  );
+  assert.match(
+    issues(`${dir}/chain.pem`, `${TLS}/key.pem`).join(),
+    /not the private key of the first/,
+  );
+  Deno.removeSync(dir, { recursive: true });
   assert.deepEqual(issues(`${TLS}/cert.pem`, `${TLS}/expired.key`), [
-    `routes./.tls.client_key: ${TLS}/expired.key is not the private key of the certificate in ` +
+    `routes./.tls.client_key: ${TLS}/expired.key is not the private key of the first certificate in ` +
     `${TLS}/cert.pem`,
   ]);
 });
