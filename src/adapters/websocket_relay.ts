@@ -1,8 +1,10 @@
-// `proxy_protocol` for WebSocket upstreams. Deno's WebSocket client opens its own connection, so
-// it is pointed (Deno.createHttpClient's `proxy: { transport: "unix" }`) at a relay made for this
-// one connection: a Unix socket in a private directory whose single connection goes to the
-// upstream with the PROXY header first, then TLS for wss (the client speaks plain HTTP to a proxy
-// socket), its request line turned from the absolute form Deno sends a proxy back into the path.
+// `proxy_protocol`, `tls.insecure_skip_verify` and `tls.server_name` for WebSocket upstreams.
+// Deno's WebSocket client opens its own connection, so it is pointed (Deno.createHttpClient's
+// `proxy: { transport: "unix" }`) at a relay made for this one connection: a Unix socket in a
+// private directory whose single connection goes to the upstream as Prox's own client connects
+// (the PROXY header first, then TLS for wss as the route's `tls` says; the client speaks plain
+// HTTP to a proxy socket), its request line turned from the absolute form Deno sends a proxy back
+// into the path.
 
 import { ProxyError } from "../domain/errors.ts";
 import type { UpstreamTls } from "../ports.ts";
@@ -24,7 +26,7 @@ export interface WebSocketRelay {
  */
 export async function startRelay(
   url: URL,
-  o: { proxyHeader: Uint8Array; tls?: UpstreamTls; connectTimeout: number },
+  o: { proxyHeader?: Uint8Array; tls?: UpstreamTls; connectTimeout: number },
 ): Promise<WebSocketRelay> {
   const { dir, listener } = await relaySocket();
   const path = `${dir}/${SOCKET}`;

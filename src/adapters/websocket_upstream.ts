@@ -165,19 +165,22 @@ function handshakeError(err: unknown, url: URL, timedOut: boolean): Refusal | Pr
  * the handshake with another status; rejects with a ProxyError when it cannot be reached.
  */
 export function connectUpstream(target: WebSocketProxyRequest): Promise<UpstreamSocket | Refusal> {
-  if (target.proxyHeader) return openRelayed(target, target.proxyHeader);
+  // What Deno's WebSocket client cannot do itself (a PROXY header first, TLS without
+  // verification or to another name), Prox's connection through the relay does.
+  const tls = target.tls;
+  if (target.proxyHeader || tls?.insecureSkipVerify || tls?.serverName) return openRelayed(target);
   return target.tls?.caCerts?.length || target.tls?.client || !HAS_STREAM
     ? openWithClient(target)
     : openStream(target);
 }
 
-/** `proxy_protocol`: through a relay that sends the PROXY header first (websocket_relay.ts). */
-async function openRelayed(
-  t: WebSocketProxyRequest,
-  proxyHeader: Uint8Array,
-): Promise<UpstreamSocket | Refusal> {
+/**
+ * Through a relay that connects as Prox's own upstream client does (websocket_relay.ts): the
+ * PROXY header first (`proxy_protocol`), then TLS as the route's `tls` says.
+ */
+async function openRelayed(t: WebSocketProxyRequest): Promise<UpstreamSocket | Refusal> {
   const relay = await startRelay(t.url, {
-    proxyHeader,
+    proxyHeader: t.proxyHeader,
     tls: t.tls,
     connectTimeout: t.connectTimeout,
   });

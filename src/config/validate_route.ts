@@ -269,16 +269,6 @@ export function validateRoutes(
       }
     }
     if (route.type === "websocket") {
-      for (const k of ["insecure_skip_verify", "server_name"] as const) {
-        if (!route.tls?.[k]) continue;
-        warn(
-          ["routes", key, "tls", k],
-          `tls.${k} has no effect on websocket routes: Deno's WebSocket client cannot set it`,
-          k === "server_name"
-            ? "The target's host is the verification name"
-            : "Trust the upstream's CA with tls.ca_cert instead",
-        );
-      }
       if (route.max_frame_size !== undefined) {
         warn(
           ["routes", key, "max_frame_size"],

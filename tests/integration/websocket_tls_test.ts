@@ -70,6 +70,40 @@ routes:
   assert.equal((await connectAndWaitClose(`${strict.ws}/`)).code, 1014);
 });
 
+Deno.test("wss upstream: tls.insecure_skip_verify and tls.server_name apply to WebSockets", async () => {
+  await using up = await wssUpstream({
+    cert: Deno.readTextFileSync(cert.cert),
+    key: Deno.readTextFileSync(cert.key),
+  });
+  const ip = up.url.replace("localhost", "127.0.0.1");
+  const echoes = async (proxy: { ws: string }) => {
+    const ws = await connect(`${proxy.ws}/`);
+    const end = closed(ws);
+    const got = messages(ws, 1);
+    ws.send("through the relay");
+    const first = await Promise.race([
+      got,
+      end.then((c) => Promise.reject(new Error(`closed with ${c.code}`))),
+    ]);
+    assert.equal(first[0].data.toString(), "through the relay");
+    ws.close(1000);
+    await end;
+  };
+  // Unverified: the test CA is not trusted, yet the handshake goes on.
+  await using insecure = await startWsProxy(wsRoute(up.url, "tls: { insecure_skip_verify: true }"));
+  await echoes(insecure);
+  // To the address, verified against the name the certificate holds.
+  await using named = await startWsProxy(
+    wsRoute(ip, `tls: { ca_cert: "${TLS}/ca.pem", server_name: localhost }`),
+  );
+  await echoes(named);
+  // A name the certificate does not hold is refused as before (1014: bad gateway for WebSockets).
+  await using wrong = await startWsProxy(
+    wsRoute(ip, `tls: { ca_cert: "${TLS}/ca.pem", server_name: other.test }`),
+  );
+  assert.equal((await connectAndWaitClose(`${wrong.ws}/`)).code, 1014);
+});
+
 const PAGE = `<!doctype html><title>ws</title><body><p id="out">pending</p><script>
 const out = document.getElementById("out");
 const ws = new WebSocket("ws://" + location.host + "/live/feed", ["chat.v1"]);
