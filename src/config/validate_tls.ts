@@ -182,7 +182,11 @@ function checkClientPair(
             `-out ${k === "client_cert" ? "client.pem" : "client.key"}`
           : read.hint,
       );
-    } else if (k === "client_key" && read.text.includes("-----BEGIN ENCRYPTED PRIVATE KEY-----")) {
+    } else if (
+      k === "client_key" &&
+      // PKCS#8, or the traditional form (openssl genrsa -traditional -aes256, openssl ec -aes256)
+      /-----BEGIN ENCRYPTED PRIVATE KEY-----|^Proc-Type: 4,ENCRYPTED/m.test(read.text)
+    ) {
       fail(
         [...at, k],
         `${file} is encrypted: Prox cannot ask for its passphrase`,

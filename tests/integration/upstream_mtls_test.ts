@@ -306,6 +306,17 @@ Deno.test("validate: a client_key not client_cert's is an error, an expired clie
     issues(`${dir}/chain.pem`, `${TLS}/key.pem`).join(),
     /not the private key of the first/,
   );
+  // An encrypted key in the traditional form (openssl genrsa -aes256 -traditional, openssl ec
+  // -aes256) has no ENCRYPTED in its BEGIN line: it passed, and every handshake failed.
+  Deno.writeTextFileSync(
+    `${dir}/enc.key`,
+    "-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\n" +
+      "DEK-Info: AES-256-CBC,11C29E052639D181C3169F681282EB77\n\nAAAA\n" +
+      "-----END RSA PRIVATE KEY-----\n",
+  );
+  assert.deepEqual(issues(`${TLS}/cert.pem`, `${dir}/enc.key`), [
+    `routes./.tls.client_key: ${dir}/enc.key is encrypted: Prox cannot ask for its passphrase`,
+  ]);
   Deno.removeSync(dir, { recursive: true });
   assert.deepEqual(issues(`${TLS}/cert.pem`, `${TLS}/expired.key`), [
     `routes./.tls.client_key: ${TLS}/expired.key is not the private key of the first certificate in ` +
