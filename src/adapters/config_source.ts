@@ -185,6 +185,7 @@ function readCertificatePair(
     names: CertificateNames;
     keyType: string;
     missingIssuer?: string;
+    version: number;
   }
   | PairIssue {
   let cert: X509Certificate;
@@ -251,7 +252,26 @@ function readCertificatePair(
       ? `ec ${key.asymmetricKeyDetails?.namedCurve}`
       : key.asymmetricKeyType ?? "unknown",
     missingIssuer: missingIssuer(pem, cert),
+    version: x509Version(cert.raw),
   };
+}
+
+/**
+ * A DER certificate's version (RFC 5280 §4.1): 1 when its TBSCertificate has no explicit `[0]`
+ * version field (`openssl x509 -req` without extensions makes such certificates), else 1 + its
+ * value.
+ */
+function x509Version(der: Uint8Array): number {
+  // Skips a tag and its length (short or long form); returns where the content starts.
+  const inside = (at: number) => {
+    const len = der[at + 1];
+    return at + 2 + (len & 0x80 ? len & 0x7f : 0);
+  };
+  const tbs = inside(0);
+  const first = inside(tbs);
+  if (der[first] !== 0xa0) return 1;
+  const integer = inside(first); // INTEGER inside the explicit tag
+  return der[inside(integer)] + 1;
 }
 
 /**

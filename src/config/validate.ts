@@ -50,6 +50,8 @@ export interface ValidateEnv {
     keyType?: string;
     /** The issuer of a lone certificate whose intermediate should follow it in the file. */
     missingIssuer?: string;
+    /** X.509 version (1 or 3): rustls, so Deno's HTTP client, takes no v1 client certificate. */
+    version?: number;
   } | {
     error: string;
     field: "cert_path" | "key_path";

@@ -218,6 +218,15 @@ function checkClientPair(
         "`openssl x509 -noout -pubkey -in CERT` and `openssl pkey -pubout -in KEY` print the same",
     );
   }
+  if (pair && "keyMatches" in pair && pair.version === 1 && opts.warn) {
+    opts.warn(
+      [...at, "client_cert"],
+      `Client certificate ${cert} is X.509 version 1: Deno's HTTP client cannot present it, so ` +
+        "requests that go over HTTP/2 and WebSocket connections to the upstream fail",
+      "Issue it again as version 3: openssl x509 -req … -extfile <(echo " +
+        "extendedKeyUsage=clientAuth)",
+    );
+  }
   // Out of its validity every upstream that checks it refuses the handshake (502).
   const now = opts.env.now?.();
   if (pair && "keyMatches" in pair && now !== undefined && opts.warn) {

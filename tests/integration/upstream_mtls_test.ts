@@ -452,3 +452,59 @@ Deno.test("validate: tls on a route none of whose targets is https warns that it
     [],
   );
 });
+
+interopTest("validate: an X.509 v1 client_cert warns that HTTP/2 and WebSocket upstreams fail", [
+  "openssl",
+], async () => {
+  // `openssl x509 -req` without -extfile (the tutorials' way) makes a v1 certificate: Deno's
+  // HTTP client refuses to load it ("invalid peer certificate: UnsupportedCertVersion").
+  const dir = await Deno.makeTempDir();
+  try {
+    const sh = (args: string[]) => new Deno.Command("openssl", { args, stderr: "null" }).output();
+    await sh([
+      "req",
+      "-newkey",
+      "ec",
+      "-pkeyopt",
+      "ec_paramgen_curve:prime256v1",
+      "-nodes",
+      "-keyout",
+      `${dir}/v1.key`,
+      "-out",
+      `${dir}/v1.csr`,
+      "-subj",
+      "/CN=v1",
+    ]);
+    await sh([
+      "x509",
+      "-req",
+      "-in",
+      `${dir}/v1.csr`,
+      "-CA",
+      `${TLS}/ca.pem`,
+      "-CAkey",
+      `${TLS}/ca.key`,
+      "-set_serial",
+      "7",
+      "-days",
+      "30",
+      "-out",
+      `${dir}/v1.pem`,
+    ]);
+    const issues = loadConfigText(
+      `listen_addr: "127.0.0.1:3000"\n` +
+        config(
+          "https://localhost:8443",
+          `client_cert: "${dir}/v1.pem", client_key: "${dir}/v1.key"`,
+        ),
+      { file: "c.yaml", env: denoEnv },
+    ).issues.map((i) => `${i.severity} ${i.path}: ${i.message}`);
+    assert.deepEqual(issues, [
+      `warning routes./.tls.client_cert: Client certificate ${dir}/v1.pem is X.509 version 1: ` +
+      "Deno's HTTP client cannot present it, so requests that go over HTTP/2 and WebSocket " +
+      "connections to the upstream fail",
+    ]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
