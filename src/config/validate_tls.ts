@@ -120,10 +120,21 @@ export function checkUpstreamTlsFiles(
     checkCaFile([...path, "tls", "ca_cert"], tls.ca_cert, { ...opts, peer: "the upstream's" });
     checkClientPair([...path, "tls"], tls, opts);
   };
-  check(["forward_auth"], config.forward_auth?.tls);
+  // A client certificate (or a CA) for a service reached over plain HTTP was never used.
+  const auth = (path: (string | number)[], a: { url: string; tls?: UpstreamTlsConfig }) => {
+    check(path, a.tls);
+    if (a.tls && !/^https:\/\//i.test(a.url)) {
+      opts.warn?.(
+        [...path, "tls"],
+        "tls has no effect: the forward_auth url is not https://",
+        "Use an https:// url, or remove tls",
+      );
+    }
+  };
+  if (config.forward_auth) auth(["forward_auth"], config.forward_auth);
   for (const [key, route] of Object.entries(config.routes)) {
     if ("tls" in route) check(["routes", key], route.tls);
-    if (route.forward_auth) check(["routes", key, "forward_auth"], route.forward_auth.tls);
+    if (route.forward_auth) auth(["routes", key, "forward_auth"], route.forward_auth);
   }
 }
 

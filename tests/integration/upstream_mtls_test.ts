@@ -451,6 +451,23 @@ Deno.test("validate: tls on a route none of whose targets is https warns that it
     ),
     [],
   );
+  // forward_auth alike.
+  assert.deepEqual(
+    warnings(
+      `  /: { type: proxy, target: "https://127.0.0.1:8443", ` +
+        `forward_auth: { url: "http://127.0.0.1:9000/auth", ${tls} } }\n`,
+    ),
+    [
+      "routes./.forward_auth.tls: tls has no effect: the forward_auth url is not https://",
+    ],
+  );
+  assert.deepEqual(
+    warnings(
+      `  /: { type: proxy, target: "https://127.0.0.1:8443", ` +
+        `forward_auth: { url: "https://127.0.0.1:9000/auth", ${tls} } }\n`,
+    ),
+    [],
+  );
 });
 
 interopTest("validate: an X.509 v1 client_cert warns that HTTP/2 and WebSocket upstreams fail", [
