@@ -156,6 +156,8 @@ export const Condition = z.object({
     z.string(),
     z.object({ name: z.string().min(1), value_matches: z.string().optional() }).strict(),
   ]).optional(),
+  /** The client's address (as trusted_proxies resolve it) is one of these addresses or blocks. */
+  client_ip: z.union([z.string(), z.array(z.string()).min(1)]).optional(),
   status_is: z.union([StatusSelector, z.array(StatusSelector).min(1)]).optional(),
   response_has_header: HeaderMatch.optional(),
 }).strict();

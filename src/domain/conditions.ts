@@ -3,6 +3,8 @@
 
 import { fromRustSyntax } from "./rust_regex.ts";
 import { withoutIgnoreCase } from "./regex_fold.ts";
+import { cidrContains, parseCidr, parseIp } from "./ip.ts";
+import type { Cidr } from "./ip.ts";
 
 /** What a condition can look at. Response fields are absent on the request side. */
 export interface ConditionInput {
@@ -17,6 +19,8 @@ export interface ConditionInput {
    * absolute-form target a Host field is ignored (RFC 9112 §3.2.2), as routing ignores it.
    */
   authority?: string;
+  /** The client's address as Prox resolved it (behind `trusted_proxies`, the one they name). */
+  clientIp?: string;
   status?: number;
   responseHeaders?: Headers;
 }
@@ -27,6 +31,7 @@ export interface ConditionSpec {
   method_is?: string | string[];
   has_header?: { name: string; value_matches?: string };
   query_has?: string | { name: string; value_matches?: string };
+  client_ip?: string | string[];
   status_is?: number | string | (number | string)[];
   response_has_header?: { name: string; value_matches?: string };
 }
@@ -137,6 +142,15 @@ export function compileCondition(spec: ConditionSpec | undefined): Predicate {
       const vs = queryValues(i.query, q.name);
       return vs.length > 0 &&
         (re === undefined || vs.some((v) => re instanceof RegExp && re.test(v)));
+    });
+  }
+  if (spec.client_ip !== undefined) {
+    const blocks = (Array.isArray(spec.client_ip) ? spec.client_ip : [spec.client_ip])
+      .map(parseCidr)
+      .filter((c): c is Cidr => c !== null);
+    checks.push((i) => {
+      const a = i.clientIp === undefined ? null : parseIp(i.clientIp);
+      return a !== null && blocks.some((b) => cidrContains(b, a));
     });
   }
   if (spec.status_is !== undefined) {

@@ -111,3 +111,17 @@ Deno.test("has_header on Host sees the request's authority, not a Host field tha
   // Without an authority (a response's fields), the field is what is there.
   assert.equal(c(input({ headers })), true);
 });
+
+Deno.test("client_ip: addresses and blocks, IPv4 and IPv6, a missing address never holds", () => {
+  const p = compileCondition({ client_ip: ["10.0.0.0/8", "2001:db8::/32", "192.0.2.7"] });
+  const at = (clientIp?: string) =>
+    p({ method: "GET", path: "/", query: "", headers: new Headers(), clientIp });
+  assert.equal(at("10.1.2.3"), true);
+  assert.equal(at("192.0.2.7"), true);
+  assert.equal(at("192.0.2.8"), false);
+  assert.equal(at("2001:db8::1"), true);
+  assert.equal(at("2001:db9::1"), false);
+  assert.equal(at("::ffff:10.0.0.1"), true); // IPv4-mapped is IPv4
+  assert.equal(at(undefined), false);
+  assert.equal(compileCondition({ client_ip: "::1" })(input({ clientIp: "::1" })), true);
+});

@@ -6,6 +6,7 @@ import type { ConditionSpec, Predicate } from "./conditions.ts";
 import { compileTemplate, REQUEST_PLACEHOLDERS, RESPONSE_PLACEHOLDERS } from "./placeholders.ts";
 import type { Template } from "./placeholders.ts";
 import { suggest } from "./suggest.ts";
+import { parseCidr } from "./ip.ts";
 
 /** RFC 9110 §5.1 field-name token. */
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
@@ -187,6 +188,17 @@ function condition(
         hint: "Give several methods as a list: [GET, POST]",
       });
     }
+  }
+  if (spec.client_ip !== undefined) {
+    const list = Array.isArray(spec.client_ip) ? spec.client_ip : [spec.client_ip];
+    list.forEach((text, i) => {
+      if (parseCidr(text) !== null) return;
+      c.problems.push({
+        path: Array.isArray(spec.client_ip) ? [...base, "client_ip", i] : [...base, "client_ip"],
+        message: `Invalid address or CIDR block "${text}"`,
+        hint: 'Write an address or a block, e.g. "10.0.0.0/8" or "2001:db8::/32"',
+      });
+    });
   }
   if (spec.status_is !== undefined) {
     const sels = Array.isArray(spec.status_is) ? spec.status_is : [spec.status_is];

@@ -32,6 +32,14 @@ routes:
     type: proxy
     target: "${up.host}"
     match: { query_has: host }
+  "/ip#far":
+    type: proxy
+    target: "${up.writes}"
+    match: { client_ip: ["10.0.0.0/8", "2001:db8::/32"] }
+  "/ip#near":
+    type: proxy
+    target: "${up.host}"
+    match: { client_ip: 127.0.0.1 }
   "/beta#q":
     type: proxy
     target: "${up.v2}"
@@ -69,6 +77,8 @@ Deno.test("match: method, header and query choose between routes of one prefix",
     assert.equal(await to("/api/x?host", { headers: { host: "example.com" } }), "host");
     assert.equal(await to("/api/x?host", { headers: { host: "other.test" } }), "v1");
     assert.equal(await to("/api/x", { headers: { host: "example.com" } }), "v1");
+    // The client's address: this test's is 127.0.0.1.
+    assert.equal(await to("/ip/x"), "host");
     // A list must all hold; else a shorter prefix takes the request.
     assert.equal(await to("/beta/x?beta=1"), "v2");
     assert.equal(await to("/beta/x?beta=0"), "fallback");
@@ -136,6 +146,11 @@ Deno.test("validate: #names need match, match looks at the request only", () => 
   assert.match(
     issues('  "/a#b": { type: static, root: ., match: { status_is: 404 } }\n').join(),
     /status_is cannot choose a route: there is no response yet/,
+  );
+  assert.match(
+    issues('  "/a#b": { type: static, root: ., match: { client_ip: [10.0.0.0/8, 10.0.0.0/33] } }\n')
+      .join(),
+    /Invalid address or CIDR block "10\.0\.0\.0\/33"/,
   );
   assert.match(
     issues(

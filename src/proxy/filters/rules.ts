@@ -68,6 +68,7 @@ export function requestInput(ctx: RequestContext, headers: Headers): ConditionIn
     query: ctx.query.slice(1),
     headers,
     authority: ctx.host,
+    clientIp: ctx.clientIp,
   };
 }
 
@@ -197,6 +198,7 @@ export function applyResponseRules(
       path: ctx.path,
       query: ctx.query.slice(1),
       headers: res.headers,
+      clientIp: ctx.clientIp,
       status: res.status,
       responseHeaders: res.headers,
     }
