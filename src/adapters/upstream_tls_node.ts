@@ -46,6 +46,15 @@ export function connectNodeTls(
     const fail = (err: Error) => {
       if (settled) return;
       settled = true;
+      // TLS 1.2 judges the client certificate inside the handshake, and node:tls in Deno drops
+      // the upstream's alert: an end after its hello (bytes came) is most likely a refusal.
+      if (o.client && raw.bytesRead > 0 && /disconnected before secure TLS/i.test(err.message)) {
+        err = new Error(
+          "the upstream ended the TLS handshake after its hello: it may not accept the client " +
+            "certificate (tls.client_cert)",
+          { cause: err },
+        );
+      }
       o.signal.removeEventListener("abort", onAbort);
       sock?.destroy();
       raw.destroy();
@@ -125,7 +134,7 @@ function adapt(sock: TLSSocket, presented: boolean): Transport {
         if (error) throw error;
         if (ended && presented && !received && !closedHere) {
           throw new Error(
-            "nothing after the TLS handshake: it may have refused the client certificate " +
+            "nothing after the TLS handshake: it may not accept the client certificate " +
               "(tls.client_cert)",
           );
         }
