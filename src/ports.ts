@@ -373,8 +373,13 @@ export interface Metrics {
   /**
    * The certificate served now and its notAfter (ms since the epoch); it replaces the one reported
    * before (a reload may rename or remove it). null: no certificate, or its expiry is unreadable.
+   * `more`: the `tls.sni` certificates served beside it, by file name.
    */
-  certificateExpiry(name: string, notAfterMs: number | null): void;
+  certificateExpiry(
+    name: string,
+    notAfterMs: number | null,
+    more?: { name: string; notAfterMs: number | null }[],
+  ): void;
 }
 
 /**

@@ -5,7 +5,7 @@
 
 import type { Config } from "./config/schema.ts";
 import type { Handler, Logger, Metrics } from "./ports.ts";
-import { listenerPlans, readTlsFiles } from "./adapters/listener_set.ts";
+import { listenerPlans, readSniFiles, readTlsFiles } from "./adapters/listener_set.ts";
 import type { ListenerPlan } from "./adapters/listener_set.ts";
 import { certificateNotAfter } from "./adapters/admin_status.ts";
 import { startAcme } from "./adapters/acme.ts";
@@ -95,6 +95,7 @@ export function createCertificates(initial: Config, deps: CertificateDeps): Cert
     async plansFor(c) {
       return listenerPlans(c, {
         tls: acmeOf(c) ? acme?.current() ?? served : await readTlsFiles(c),
+        sni: await readSniFiles(c),
         serve: deps.serve,
         redirect,
         metrics: deps.metrics,
@@ -107,7 +108,15 @@ export function createCertificates(initial: Config, deps: CertificateDeps): Cert
       served = cert ? { cert, key } : null;
       const notAfter = cert ? certificateNotAfter(cert) : null;
       const name = c.tls?.cert_path ?? (acmeOf(c) ? `acme:${acmeOf(c)!.domains[0]}` : "main");
-      deps.metrics.certificateExpiry(name, notAfter);
+      const sni = plans.find((p) => p.id === "main")?.sni ?? [];
+      deps.metrics.certificateExpiry(
+        name,
+        notAfter,
+        sni.map((s, i) => ({
+          name: c.tls?.sni?.[i]?.cert_path ?? `sni:${i}`,
+          notAfterMs: certificateNotAfter(s.cert),
+        })),
+      );
       if (!changed) return null;
       const until = notAfter === null ? "" : `: valid until ${new Date(notAfter).toISOString()}`;
       return `TLS certificate changed (${name}${until})`;

@@ -175,10 +175,12 @@ export function createStatusRecorder(inner: Metrics, opts: { now: () => number }
         if (!health.has(b)) health.set(b, { healthy: true, since: opts.now(), reason: ASSUMED });
       }
     },
-    certificateExpiry(name, notAfterMs) {
-      inner.certificateExpiry(name, notAfterMs);
+    certificateExpiry(name, notAfterMs, more = []) {
+      inner.certificateExpiry(name, notAfterMs, more);
       certs.clear();
-      if (notAfterMs !== null) certs.set(name, notAfterMs);
+      for (const c of [{ name, notAfterMs }, ...more]) {
+        if (c.notAfterMs !== null) certs.set(c.name, c.notAfterMs);
+      }
     },
   };
   return { metrics, health: (url) => health.get(url), certificates: () => certs };

@@ -8,7 +8,7 @@ import type { Config } from "../config/schema.ts";
 import type { Handler, Logger, Metrics } from "../ports.ts";
 import { listen } from "./http_serve.ts";
 import { listenH1 } from "./h1/server.ts";
-import type { ConnectionLimits } from "./h1/server.ts";
+import type { ConnectionLimits, SniCertificate } from "./h1/server.ts";
 import type { AcceptProxyProtocol } from "./h1/proxy_accept.ts";
 import { parseCidr } from "../domain/ip.ts";
 import type { Cidr } from "../domain/ip.ts";
@@ -43,6 +43,8 @@ export interface ListenerPlan {
   proxyProtocol?: AcceptProxyProtocol;
   /** `limits.max_connections` and `max_connections_per_ip` (Prox's engine only). */
   connectionLimits?: ConnectionLimits;
+  /** `tls.sni`: more certificates, chosen by the name a client asks for (Prox's engine only). */
+  sni?: SniCertificate[];
 }
 
 /**
@@ -54,6 +56,8 @@ export function listenerPlans(
   c: Config,
   o: {
     tls: { cert?: string; key?: string } | null;
+    /** `tls.sni`'s certificates, read (readSniFiles). */
+    sni?: SniCertificate[];
     serve: Handler;
     redirect: Handler;
     metrics: Metrics;
@@ -95,6 +99,7 @@ export function listenerPlans(
       connectionLimits: c.limits.max_connections || c.limits.max_connections_per_ip
         ? { total: c.limits.max_connections, perIp: c.limits.max_connections_per_ip }
         : undefined,
+      ...(o.sni && o.sni.length > 0 ? { sni: o.sni } : {}),
       ...o.tls,
       ...proxied,
     }]
@@ -197,7 +202,7 @@ function fingerprint(plan: ListenerPlan): string {
         plan.maxFrame ?? ""
       }|${JSON.stringify(plan.proxyProtocol ?? null)}|${
         JSON.stringify(plan.connectionLimits ?? null)
-      }`
+      }|${(plan.sni ?? []).map((c) => c.cert + c.key).join("|")}`
       : "deno"
   }`;
 }
@@ -289,6 +294,7 @@ export function createListenerSet(opts: {
                 maxFrame: plan.maxFrame,
                 proxyProtocol: plan.proxyProtocol,
                 connectionLimits: plan.connectionLimits,
+                sni: plan.sni,
               })
               : listen(addr, {
                 handler: plan.handler,
@@ -367,7 +373,10 @@ export function createListenerSet(opts: {
 
 /** TLS certificate and key files the config names (watched for live rotation). */
 export function tlsPaths(c: Config): string[] {
-  return c.tls?.cert_path && c.tls.key_path ? [c.tls.cert_path, c.tls.key_path] : [];
+  return [
+    ...(c.tls?.cert_path && c.tls.key_path ? [c.tls.cert_path, c.tls.key_path] : []),
+    ...(c.tls?.sni ?? []).flatMap((e) => [e.cert_path, e.key_path]),
+  ];
 }
 
 /** Reads the certificate and key the config names (none: plain TCP). */
@@ -390,6 +399,23 @@ export async function readTlsFiles(c: Config): Promise<{ cert?: string; key?: st
     );
   }
   return { cert, key };
+}
+
+/**
+ * `tls.sni`'s pairs, read as readTlsFiles reads the main one, each with the names its first
+ * certificate's subjectAltName holds (what clients verify, so what the choice goes by).
+ */
+export async function readSniFiles(c: Config): Promise<SniCertificate[]> {
+  const out: SniCertificate[] = [];
+  for (const entry of c.tls?.sni ?? []) {
+    const { cert, key } = await readTlsFiles({ tls: entry } as Config);
+    const x = new X509Certificate(pemBlock(cert!, "CERTIFICATE")!);
+    const entries = (x.subjectAltName ?? "").split(", ");
+    const of = (prefix: string) =>
+      entries.filter((e) => e.startsWith(prefix)).map((e) => e.slice(prefix.length));
+    out.push({ cert: cert!, key: key!, names: { dns: of("DNS:"), ip: of("IP Address:") } });
+  }
+  return out;
 }
 
 /** False only when both parse and the key is not the first certificate's (else the bind says). */

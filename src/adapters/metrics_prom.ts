@@ -585,10 +585,12 @@ export function createPromMetrics(
         configVersion.set(version);
       }
     },
-    certificateExpiry(name, notAfterMs) {
-      // Only the certificate served now: a stale series would keep expiry alerts firing.
+    certificateExpiry(name, notAfterMs, more = []) {
+      // Only the certificates served now: a stale series would keep expiry alerts firing.
       certExpiry.reset();
-      if (notAfterMs !== null) certExpiry.set({ name }, notAfterMs / 1000);
+      for (const c of [{ name, notAfterMs }, ...more]) {
+        if (c.notAfterMs !== null) certExpiry.set({ name: c.name }, c.notAfterMs / 1000);
+      }
     },
   };
 }

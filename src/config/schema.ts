@@ -64,6 +64,12 @@ export const Tls = z.object({
   key_path: z.string().min(1).optional(),
   acme: Acme.optional(),
   hsts: Hsts.optional(),
+  /**
+   * More certificates, each served to clients that ask (by SNI) for a name its subjectAltName
+   * holds; the certificate above (or ACME's) serves every other name and clients without SNI.
+   */
+  sni: z.array(z.object({ cert_path: z.string().min(1), key_path: z.string().min(1) }).strict())
+    .min(1).max(32).optional(),
 }).strict();
 
 export const Http3Config = z.object({

@@ -19,7 +19,7 @@ import { validateTcp } from "./validate_tcp.ts";
 import type { Report } from "./validate_route.ts";
 import { dotted, sortIssues } from "./parse.ts";
 import type { CertificateNames } from "./cert_names.ts";
-import { checkCaFile, validateHsts, validatePair } from "./validate_tls.ts";
+import { checkCaFile, validateHsts, validatePair, validateSni } from "./validate_tls.ts";
 
 /** What validation may ask of the outside world. */
 export interface ValidateEnv {
@@ -297,6 +297,7 @@ export function validateConfig(
         "Remove either cert_path/key_path or acme",
       );
     } else if (manual) {
+      const others = tls.sni ? validateSni(tls.sni, { err, warn, env: opts.env, config }) : [];
       const before = issues.length;
       if (!tls.cert_path) {
         err(
@@ -321,7 +322,7 @@ export function validateConfig(
         err(["tls", "key_path"], `Private key file is empty: ${tls.key_path}`);
       }
       if (issues.length === before) {
-        validatePair(tls.cert_path!, tls.key_path!, { err, warn, env: opts.env, config });
+        validatePair(tls.cert_path!, tls.key_path!, { err, warn, env: opts.env, config, others });
       }
     } else if (!tls.acme) {
       err(
@@ -336,6 +337,7 @@ export function validateConfig(
       );
     } else {
       validateAcme(tls.acme, { err, warn, config, env: opts.env });
+      if (tls.sni) validateSni(tls.sni, { err, warn, env: opts.env, config });
     }
     if (tls.hsts) validateHsts(tls.hsts, warn);
   }
@@ -374,6 +376,20 @@ export function validateConfig(
       "http1_idle_timeout has no effect here: it applies to Prox's own engines, and Deno's " +
         "HTTP server closes no idle connection",
       "Leave it out, or remove http1_engine: deno",
+    );
+  }
+  if (tls?.sni && config.protocols.http1_engine === "deno") {
+    err(
+      ["tls", "sni"],
+      "tls.sni needs Prox's own engines: Deno's HTTP server takes one certificate",
+      "Remove http1_engine: deno",
+    );
+  } else if (tls?.sni && config.protocols.http3_enabled) {
+    warn(
+      ["tls", "sni"],
+      "HTTP/3 serves only the main certificate (Deno's QUIC takes one): clients that ask HTTP/3 " +
+        "for a name only a tls.sni certificate holds fail there and fall back to HTTP/2",
+      "Put the names in the main certificate, or leave HTTP/3 off",
     );
   }
   for (const k of ["max_connections", "max_connections_per_ip"] as const) {

@@ -1,7 +1,8 @@
 // TLS settings that need more than the schema: the certificate files' contents (through the
 // environment's `certificate` reader) and the HSTS header's preload requirements.
 
-import { uncoveredHosts } from "./cert_names.ts";
+import { certificateCovers, uncoveredHosts } from "./cert_names.ts";
+import type { CertificateNames } from "./cert_names.ts";
 import type { Config, UpstreamTlsConfig } from "./schema.ts";
 import type { Report } from "./validate_route.ts";
 import type { ValidateEnv } from "./validate.ts";
@@ -19,14 +20,24 @@ const BROWSERS_REFUSE: Record<string, [string, string]> = {
 export function validatePair(
   certPath: string,
   keyPath: string,
-  o: { err: Report; warn: Report; env: ValidateEnv; config: Config },
-): void {
+  o: {
+    err: Report;
+    warn: Report;
+    env: ValidateEnv;
+    config: Config;
+    /** Where the pair is written (`tls`, or `tls.sni.N`). */
+    at?: (string | number)[];
+    /** The names of the other certificates served beside it (`tls.sni`); null: not checked. */
+    others?: CertificateNames[] | null;
+  },
+): CertificateNames | undefined {
+  const at = o.at ?? ["tls"];
   const pair = o.env.certificate?.(certPath, keyPath);
   if (!pair) return;
-  if ("error" in pair) return o.err(["tls", pair.field], pair.error, pair.hint);
+  if ("error" in pair) return void o.err([...at, pair.field], pair.error, pair.hint);
   if (!pair.keyMatches) {
-    return o.err(
-      ["tls", "key_path"],
+    return void o.err(
+      [...at, "key_path"],
       `Private key ${keyPath} does not belong to the first certificate in ${certPath}`,
       "cert_path must start with the server's own certificate, then its intermediates",
     );
@@ -34,7 +45,7 @@ export function validatePair(
   const refusedBy = BROWSERS_REFUSE[pair.keyType ?? ""];
   if (refusedBy) {
     o.warn(
-      ["tls", "key_path"],
+      [...at, "key_path"],
       `Private key ${keyPath} is ${refusedBy[0]}, which ${
         refusedBy[1]
       } not accept in TLS: their handshakes fail`,
@@ -45,7 +56,7 @@ export function validatePair(
   }
   if (pair.missingIssuer) {
     o.warn(
-      ["tls", "cert_path"],
+      [...at, "cert_path"],
       `Certificate ${certPath} holds only the server's certificate, without the intermediate that issued it (${pair.missingIssuer}): clients that do not download it themselves (curl, Android, API clients) fail`,
       "Name the full chain: the certificate, then its intermediates (certbot: fullchain.pem, not cert.pem)",
     );
@@ -53,33 +64,66 @@ export function validatePair(
   const now = o.env.now?.();
   if (now !== undefined && pair.notAfter <= now) {
     o.warn(
-      ["tls", "cert_path"],
+      [...at, "cert_path"],
       `Certificate ${certPath} expired on ${new Date(pair.notAfter).toISOString()}`,
       "Clients reject it: renew it (or use tls.acme)",
     );
   } else if (now !== undefined && pair.notBefore !== undefined && pair.notBefore > now) {
     o.warn(
-      ["tls", "cert_path"],
+      [...at, "cert_path"],
       `Certificate ${certPath} is not valid before ${new Date(pair.notBefore).toISOString()}`,
       "Clients reject it until then: check the issuing machine's clock, or serve the previous certificate",
     );
   }
   if (pair.names && pair.names.dns.length === 0 && pair.names.ip.length === 0) {
     // `openssl req -x509 -subj /CN=example.com` without -addext: the tutorials' certificate.
-    return o.warn(
-      ["tls", "cert_path"],
+    return void o.warn(
+      [...at, "cert_path"],
       `Certificate ${certPath} has no subjectAltName: browsers and TLS libraries ignore the subject's CN and reject it for every host`,
       'Issue it with the names in subjectAltName (openssl req -x509 … -addext "subjectAltName=DNS:example.com")',
     );
   }
+  if (o.others === null) return pair.names;
   for (const u of pair.names ? uncoveredHosts(o.config.routes, pair.names) : []) {
+    if (o.others?.some((names) => certificateCovers(names, u.host))) continue;
     o.warn(
       u.index === undefined ? ["routes", u.route] : ["routes", u.route, "hosts", u.index],
       `Certificate ${certPath} does not name ${u.host}: HTTPS clients reject it for that host`,
       `Use a certificate whose subjectAltName includes it (\`openssl x509 -noout -ext subjectAltName -in ${certPath}\` lists its names)`,
     );
   }
+  return pair.names;
 }
+
+/**
+ * `tls.sni`: each pair's files as the main pair's, and a certificate that names nothing the main
+ * one does not is never chosen. Returns the names of those that could be read.
+ */
+export function validateSni(
+  sni: NonNullable<NonNullable<Config["tls"]>["sni"]>,
+  o: { err: Report; warn: Report; env: ValidateEnv; config: Config },
+): CertificateNames[] {
+  const out: CertificateNames[] = [];
+  sni.forEach((entry, i) => {
+    const at = ["tls", "sni", i];
+    let missing = false;
+    for (const [k, what] of [["cert_path", "Certificate"], ["key_path", "Private key"]] as const) {
+      if (!o.env.exists(entry[k])) {
+        o.err([...at, k], `${what} file not found: ${entry[k]}`, FILE_HINT);
+        missing = true;
+      } else if (o.env.stat?.(entry[k])?.size === 0) {
+        o.err([...at, k], `${what} file is empty: ${entry[k]}`);
+        missing = true;
+      }
+    }
+    if (missing) return;
+    const names = validatePair(entry.cert_path, entry.key_path, { ...o, at, others: null });
+    if (names) out.push(names);
+  });
+  return out;
+}
+
+const FILE_HINT = "Fix the path (a relative one starts from the working directory of prox)";
 
 const YEAR_MS = 365 * 24 * 3600 * 1000;
 

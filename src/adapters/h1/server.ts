@@ -54,6 +54,9 @@ import { bodyFailed, EngineInfo, httpDate, unhandled } from "../engine_shared.ts
 import { setImmediate } from "node:timers";
 import { H2Connection } from "../h2/connection.ts";
 import { PREFACE } from "../h2/frames.ts";
+import { peekClientHello } from "../../domain/tls_client_hello.ts";
+import { certificateCovers } from "../../config/cert_names.ts";
+import type { CertificateNames } from "../../config/cert_names.ts";
 import { readProxied, sendsProxyHeader } from "./proxy_accept.ts";
 import type { AcceptProxyProtocol, Proxied } from "./proxy_accept.ts";
 import type { H2Env } from "../h2/connection.ts";
@@ -133,6 +136,13 @@ const ascii = new TextEncoder();
 /** How long a TLS client may take over its handshake before its connection is closed. */
 const HANDSHAKE_MS = 10_000;
 
+/** A `tls.sni` certificate: served to clients that ask for a name its subjectAltName holds. */
+export interface SniCertificate {
+  cert: string;
+  key: string;
+  names: CertificateNames;
+}
+
 /** `limits.max_connections` and `max_connections_per_ip`: what one listener keeps open at once. */
 export interface ConnectionLimits {
   total?: number;
@@ -165,17 +175,22 @@ export function listenH1(
     proxyProtocol?: AcceptProxyProtocol;
     /** Connections past these are closed as they are accepted. */
     connectionLimits?: ConnectionLimits;
+    /** More certificates, chosen by the ClientHello's server name (with `cert` and `key`). */
+    sni?: SniCertificate[];
   },
 ): Listener {
   const tls = opts.cert !== undefined || opts.key !== undefined;
   const pp = opts.proxyProtocol;
+  const sni = tls && opts.sni && opts.sni.length > 0 ? opts.sni : null;
   // With PROXY headers and TLS, the header comes before the TLS handshake, which Deno.listenTls
   // would take for its own: the port is plain TCP, and each connection is relayed, after its
   // header, to a TLS listener on 127.0.0.1 (Deno has no server-side TLS on an open connection).
-  const tlsOnLoopback = tls && pp !== undefined;
-  const tlsOptions = () => ({
-    cert: opts.cert!,
-    key: opts.key!,
+  // With several certificates likewise (Deno.listenTls takes one): the ClientHello's server name
+  // picks the loopback listener, one per certificate.
+  const tlsOnLoopback = tls && (pp !== undefined || sni !== null);
+  const tlsOptions = (pair: { cert?: string; key?: string } = opts) => ({
+    cert: pair.cert!,
+    key: pair.key!,
     alpnProtocols: opts.http2 === false ? ["http/1.1"] : ["h2", "http/1.1"],
   });
   const server: Deno.Listener = tls && !tlsOnLoopback
@@ -191,12 +206,16 @@ export function listenH1(
       reusePort: opts.reusePort,
     });
   const local = server.addr as Deno.NetAddr;
-  let tlsInner: Deno.TlsListener | null = null;
+  /** The loopback TLS listeners: the main certificate's, then one per `sni` certificate. */
+  const tlsInners: Deno.TlsListener[] = [];
   try {
     if (tlsOnLoopback) {
-      tlsInner = Deno.listenTls({ hostname: "127.0.0.1", port: 0, ...tlsOptions() });
+      for (const pair of [opts, ...(sni ?? [])]) {
+        tlsInners.push(Deno.listenTls({ hostname: "127.0.0.1", port: 0, ...tlsOptions(pair) }));
+      }
     }
   } catch (err) {
+    for (const l of tlsInners) closeQuietly(l);
     closeQuietly(server);
     throw err;
   }
@@ -467,6 +486,8 @@ export function listenH1(
     conn: Deno.Conn,
     client: { hostname: string; port: number } | null,
     first: Uint8Array,
+    /** Which loopback listener (certificate): tlsInners' index. */
+    index = 0,
   ) => {
     tlsRelayed.add(conn);
     let to: Deno.TcpConn | null = null;
@@ -474,7 +495,7 @@ export function listenH1(
     try {
       to = await Deno.connect({
         hostname: "127.0.0.1",
-        port: (tlsInner!.addr as Deno.NetAddr).port,
+        port: (tlsInners[index].addr as Deno.NetAddr).port,
       });
       to.setNoDelay(true);
       (conn as Partial<Deno.TcpConn>).setNoDelay?.(true);
@@ -492,6 +513,45 @@ export function listenH1(
       closeQuietly(conn);
       tlsRelayed.delete(conn);
     }
+  };
+
+  /**
+   * A TLS client on the public port while the TLS is done on loopback: with `sni`, its ClientHello
+   * is read first (up to 16 KiB, within the handshake's time) and its server name picks the
+   * certificate's listener: the first `sni` certificate naming it, else the main one.
+   */
+  const relayTlsClient = async (
+    conn: Deno.Conn,
+    client: { hostname: string; port: number } | null,
+    first: Uint8Array,
+  ) => {
+    if (!sni) return await relayToTls(conn, client, first);
+    handshaking.add(conn);
+    let bytes = first;
+    let peek = peekClientHello(bytes);
+    const timer = setTimeout(() => closeQuietly(conn), HANDSHAKE_MS);
+    try {
+      while (peek.kind === "more") {
+        const chunk = new Uint8Array(4096);
+        const n = await conn.read(chunk);
+        if (n === null) return closeQuietly(conn);
+        const more = new Uint8Array(bytes.length + n);
+        more.set(bytes);
+        more.set(chunk.subarray(0, n), bytes.length);
+        bytes = more;
+        peek = peekClientHello(bytes);
+      }
+    } catch {
+      return closeQuietly(conn); // reset, or closed by the timer
+    } finally {
+      clearTimeout(timer);
+      handshaking.delete(conn);
+    }
+    const name = peek.kind === "hello" ? peek.serverName : null;
+    if (closed) return closeQuietly(conn);
+    // Not TLS or no name: the main certificate's listener, which answers as before.
+    const index = name === null ? 0 : 1 + sni.findIndex((c) => certificateCovers(c.names, name));
+    await relayToTls(conn, client, bytes, index);
   };
 
   /** PROXY header failures: when the next may be logged, and how many were not. */
@@ -530,7 +590,7 @@ export function listenH1(
     const ip = limits?.perIp !== undefined && got.client ? got.client.hostname : null;
     if (ip !== null && !takeIp(conn, ip)) return;
     try {
-      if (tlsOnLoopback) await relayToTls(conn, got.client, got.rest);
+      if (tlsOnLoopback) await relayTlsClient(conn, got.client, got.rest);
       else await serveH1(conn, got.client ?? undefined, got.rest);
     } finally {
       if (ip !== null) countIp(ip, -1);
@@ -591,7 +651,7 @@ export function listenH1(
     open++;
     try {
       if (proxied) await serveProxied(conn);
-      else if (tlsOnLoopback) await relayToTls(conn, null, NO_BYTES);
+      else if (tlsOnLoopback) await relayTlsClient(conn, null, NO_BYTES);
       else if (tls) await serveTls(conn as Deno.TlsConn);
       else await serveH1(conn);
     } catch {
@@ -627,27 +687,29 @@ export function listenH1(
       }
       if (limits) void serveLimited(conn);
       else if (pp && sendsProxyHeader(pp, conn)) void serveProxied(conn);
-      else if (tlsOnLoopback) void relayToTls(conn, null, NO_BYTES);
+      else if (tlsOnLoopback) void relayTlsClient(conn, null, NO_BYTES);
       else if (tls) void serveTls(conn as Deno.TlsConn);
       else serveH1(conn);
     }
   })();
   // The loopback TLS listener's own loop: only connections the relay made (from 127.0.0.1, on a
   // port it noted) are served; another local process connecting there is closed.
-  const acceptingTls = tlsInner && (async () => {
-    while (!closed) {
-      let conn: Deno.TlsConn;
-      try {
-        conn = await tlsInner!.accept();
-      } catch {
-        if (closed) return;
-        await new Promise((r) => setTimeout(r, 100)); // out of descriptors: as above, later
-        continue;
+  const acceptingTls = tlsInners.map((tlsInner) =>
+    (async () => {
+      while (!closed) {
+        let conn: Deno.TlsConn;
+        try {
+          conn = await tlsInner.accept();
+        } catch {
+          if (closed) return;
+          await new Promise((r) => setTimeout(r, 100)); // out of descriptors: as above, later
+          continue;
+        }
+        const r = conn.remoteAddr as Deno.NetAddr;
+        void serveTls(conn, () => r.hostname === "127.0.0.1" ? tlsPeers.get(r.port) : undefined);
       }
-      const r = conn.remoteAddr as Deno.NetAddr;
-      void serveTls(conn, () => r.hostname === "127.0.0.1" ? tlsPeers.get(r.port) : undefined);
-    }
-  })();
+    })()
+  );
 
   return {
     hostname: local.hostname,
@@ -661,7 +723,7 @@ export function listenH1(
       draining = true;
       graceEnd = Date.now() + HEAD_GRACE_MS;
       closeQuietly(server);
-      if (tlsInner) closeQuietly(tlsInner);
+      for (const l of tlsInners) closeQuietly(l);
       // Idle connections go now; busy ones after their current answer (`connection: close`).
       // One waiting for a turn may have a request in the kernel: it takes a last look first.
       // One with half a head has HEAD_GRACE_MS for the rest (serve() reads no longer then).
@@ -674,7 +736,7 @@ export function listenH1(
       }, HEAD_GRACE_MS);
       await inner.shutdown(o);
       await accepting;
-      await acceptingTls;
+      await Promise.all(acceptingTls);
       // Until each connection's serve() has ended, not merely its socket closed: one that waits
       // for a turn gets it only as other turns end (read_gate.ts), and a loop over promises
       // already settled would spin without ever letting them.
@@ -689,7 +751,7 @@ export function listenH1(
       closed = true;
       draining = true;
       closeQuietly(server);
-      if (tlsInner) closeQuietly(tlsInner);
+      for (const l of tlsInners) closeQuietly(l);
       clearInterval(sweeper);
       clearTimeout(graceTimer);
       for (const c of tlsRelayed) closeQuietly(c);
