@@ -7,6 +7,9 @@ import { interopTest, ROOT, run, startUpstream } from "../_harness.ts";
 import { onProxEngines, startProxy } from "./_proxy.ts";
 import { readFrom } from "./_raw_client.ts";
 import { loadConfigText } from "../../src/config/load.ts";
+import { startServer } from "../../src/server.ts";
+import { silentLogger } from "../../src/ports.ts";
+import { withTempDir } from "./_acme.ts";
 
 onProxEngines();
 
@@ -123,4 +126,37 @@ Deno.test("validate: tls.sni files, the names they add, and Deno.serve", () => {
     ).join(),
     /error: tls\.sni needs Prox's own engines/,
   );
+});
+
+Deno.test("tls.sni: a certificate file replaced on disk is served after the reload", async () => {
+  await withTempDir(async (dir) => {
+    await using up = await startUpstream(() => new Response("ok"));
+    // other.test's slot holds the main certificate at first: asking for other.test fails.
+    await Deno.copyFile(`${TLS}/cert.pem`, `${dir}/sni.pem`);
+    await Deno.copyFile(`${TLS}/key.pem`, `${dir}/sni.key`);
+    const file = `${dir}/prox.yaml`;
+    await Deno.writeTextFile(
+      file,
+      `listen_addr: "127.0.0.1:0"
+health_check: { enabled: false }
+tls:
+  cert_path: "${TLS}/cert.pem"
+  key_path: "${TLS}/key.pem"
+  sni: [{ cert_path: "${dir}/sni.pem", key_path: "${dir}/sni.key" }]
+routes:
+  /: { type: proxy, target: "${up.url}" }
+`,
+    );
+    const server = await startServer({ path: file }, { logger: silentLogger, watch: false });
+    try {
+      await assert.rejects(() => getAs(server.port, "other.test"));
+      await Deno.copyFile(`${TLS}/other.pem`, `${dir}/sni.pem`);
+      await Deno.copyFile(`${TLS}/other.key`, `${dir}/sni.key`);
+      const r = await server.reload();
+      assert.ok(r.ok, JSON.stringify(r.issues));
+      assert.equal(await getAs(server.port, "other.test"), "HTTP/1.1 200 OK ok");
+    } finally {
+      await server.shutdown();
+    }
+  });
 });
