@@ -209,48 +209,30 @@ function checkClientPair(
     opts.err(p, m, h);
   };
   const pem = (k: "client_cert" | "client_key", file: string, marker: RegExp, kind: string) => {
-    if (!opts.env.exists(file)) {
-      fail(
-        [...at, k],
-        `${kind} file not found: ${file}`,
-        "Fix the path (a relative one starts from the working directory of prox)",
-      );
-      return;
-    }
-    const st = opts.env.stat?.(file);
-    if (st?.isDirectory) {
-      fail([...at, k], `${file} is a directory, not a PEM file`, `Name the PEM file`);
-      return;
-    }
-    if (st?.isFile === false) return;
-    const read = opts.env.readText?.(file);
-    if (read === undefined) return;
-    if ("error" in read) {
-      const binary = / is not UTF-8 text$/.test(read.error);
-      fail(
-        [...at, k],
-        binary ? `${file} is binary (DER), not PEM` : read.error,
-        binary
-          ? `Convert it: openssl ${
-            k === "client_cert" ? "x509" : "pkey"
-          } -inform DER -in ${file} ` +
-            `-out ${k === "client_cert" ? "client.pem" : "client.key"}`
-          : read.hint,
-      );
-    } else if (
+    const text = readPem([...at, k], file, {
+      err: fail,
+      env: opts.env,
+      what: kind,
+      directoryHint: "Name the PEM file",
+      der: `openssl ${k === "client_cert" ? "x509" : "pkey"} -inform DER -in ${file} -out ${
+        k === "client_cert" ? "client.pem" : "client.key"
+      }`,
+    });
+    if (text === undefined) return;
+    if (
       k === "client_key" &&
       // PKCS#8, or the traditional form (openssl genrsa -traditional -aes256, openssl ec -aes256)
-      /-----BEGIN ENCRYPTED PRIVATE KEY-----|^Proc-Type: 4,ENCRYPTED/m.test(read.text)
+      /-----BEGIN ENCRYPTED PRIVATE KEY-----|^Proc-Type: 4,ENCRYPTED/m.test(text)
     ) {
       fail(
         [...at, k],
         `${file} is encrypted: Prox cannot ask for its passphrase`,
         `Decrypt it into a file only Prox can read: openssl pkey -in ${file} -out client.key`,
       );
-    } else if (!marker.test(read.text)) {
+    } else if (!marker.test(text)) {
       const swapped = k === "client_cert"
-        ? /-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(read.text)
-        : read.text.includes("-----BEGIN CERTIFICATE-----");
+        ? /-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(text)
+        : text.includes("-----BEGIN CERTIFICATE-----");
       fail(
         [...at, k],
         `${file} holds no PEM ${kind.toLowerCase()} (${
@@ -311,31 +293,13 @@ export function checkCaFile(
 ): void {
   if (ca === undefined) return;
   const hint = `Name the PEM file of the CA that issued ${opts.peer} certificate`;
-  if (!opts.env.exists(ca)) {
-    opts.err(
-      at,
-      `CA certificate file not found: ${ca}`,
-      "Fix the path (a relative one starts from the working directory of prox)",
-    );
-    return;
-  }
-  const st = opts.env.stat?.(ca);
-  if (st?.isDirectory) {
-    opts.err(at, `CA certificate ${ca} is a directory, not a PEM file`, hint);
-    return;
-  }
-  // A pipe (`<(…)`, a FIFO) gives its text once, to the start-up that reads it.
-  if (st?.isFile === false) return;
-  const read = opts.env.readText?.(ca);
-  if (read === undefined) return;
-  if ("error" in read) {
-    const binary = / is not UTF-8 text$/.test(read.error);
-    opts.err(
-      at,
-      binary ? `${ca} is binary (DER), not PEM` : read.error,
-      binary ? `Convert it: openssl x509 -inform DER -in ${ca} -out ca.pem` : read.hint,
-    );
-  } else if (!read.text.includes("-----BEGIN CERTIFICATE-----")) {
+  const text = readPem(at, ca, {
+    ...opts,
+    what: "CA certificate",
+    directoryHint: hint,
+    der: `openssl x509 -inform DER -in ${ca} -out ca.pem`,
+  });
+  if (text !== undefined && !text.includes("-----BEGIN CERTIFICATE-----")) {
     opts.err(
       at,
       `${ca} holds no PEM certificate (-----BEGIN CERTIFICATE-----): ${opts.peer} certificate ` +
@@ -343,4 +307,38 @@ export function checkCaFile(
       hint,
     );
   }
+}
+
+/**
+ * A PEM file's text, or undefined when it is missing, a directory or not UTF-8 (each reported at
+ * `at`), or cannot be read here (a pipe, or no reader).
+ */
+function readPem(
+  at: (string | number)[],
+  file: string,
+  o: { err: Report; env: ValidateEnv; what: string; directoryHint: string; der: string },
+): string | undefined {
+  if (!o.env.exists(file)) {
+    o.err(at, `${o.what} file not found: ${file}`, FILE_HINT);
+    return undefined;
+  }
+  const st = o.env.stat?.(file);
+  if (st?.isDirectory) {
+    o.err(at, `${o.what} ${file} is a directory, not a PEM file`, o.directoryHint);
+    return undefined;
+  }
+  // A pipe (`<(…)`, a FIFO) gives its text once, to the start-up that reads it.
+  if (st?.isFile === false) return undefined;
+  const read = o.env.readText?.(file);
+  if (read === undefined) return undefined;
+  if ("error" in read) {
+    const binary = / is not UTF-8 text$/.test(read.error);
+    o.err(
+      at,
+      binary ? `${file} is binary (DER), not PEM` : read.error,
+      binary ? `Convert it: ${o.der}` : read.hint,
+    );
+    return undefined;
+  }
+  return read.text;
 }
