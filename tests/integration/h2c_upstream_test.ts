@@ -7,6 +7,7 @@ import http2 from "node:http2";
 import * as grpc from "@grpc/grpc-js";
 import { interopTest, ROOT, run, waitFor } from "../_harness.ts";
 import { onProxEngines, startProxy } from "./_proxy.ts";
+import { nodeServer } from "./_node.ts";
 import { serveGrpc, trailerUpstream } from "./_grpc.ts";
 import { loadConfigText } from "../../src/config/load.ts";
 import { silentLogger } from "../../src/ports.ts";
@@ -156,22 +157,8 @@ async function nodeTlsUpstream() {
     });
     server.listen(0, "127.0.0.1", () => console.log(server.address().port));
   `;
-  const child = new Deno.Command("node", { args: ["-e", script], stdout: "piped" }).spawn();
-  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let out = "";
-  while (!out.includes("\n")) {
-    const r = await reader.read();
-    if (r.done) throw new Error("node exited before listening");
-    out += r.value;
-  }
-  return {
-    port: Number(out.trim()),
-    async [Symbol.asyncDispose]() {
-      child.kill();
-      await reader.cancel();
-      await child.status;
-    },
-  };
+  const node = await nodeServer(script);
+  return { port: Number(node.line), [Symbol.asyncDispose]: () => node[Symbol.asyncDispose]() };
 }
 
 interopTest("upstream_protocol: h2 — HTTP/2 over TLS to the upstream, its trailer passed on", [

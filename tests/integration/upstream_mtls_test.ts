@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import { interopTest, ROOT, waitFor } from "../_harness.ts";
 import { startProxy } from "./_proxy.ts";
+import { nodeServer } from "./_node.ts";
 import { loadConfigText } from "../../src/config/load.ts";
 import { denoEnv } from "../../src/adapters/config_source.ts";
 import { memoryLogger } from "./_acme.ts";
@@ -53,24 +54,9 @@ async function mtlsUpstream() {
     h1.listen(0, "127.0.0.1", () => h2.listen(0, "127.0.0.1", () =>
       console.log(h1.address().port + " " + h2.address().port)));
   `;
-  const child = new Deno.Command("node", { args: ["-e", script], stdout: "piped" }).spawn();
-  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let out = "";
-  while (!out.includes("\n")) {
-    const r = await reader.read();
-    if (r.done) throw new Error("node exited before listening");
-    out += r.value;
-  }
-  const [h1, h2] = out.trim().split(" ").map(Number);
-  return {
-    h1,
-    h2,
-    async [Symbol.asyncDispose]() {
-      child.kill();
-      await reader.cancel();
-      await child.status;
-    },
-  };
+  const node = await nodeServer(script);
+  const [h1, h2] = node.line.split(" ").map(Number);
+  return { h1, h2, [Symbol.asyncDispose]: () => node[Symbol.asyncDispose]() };
 }
 
 /**
@@ -544,10 +530,9 @@ interopTest("client_cert refused in a TLS 1.2 handshake: the log says the certif
     }, (req, res) => res.end("ok"));
     s.listen(0, "127.0.0.1", () => console.log(s.address().port));
   `;
-  const child = new Deno.Command("node", { args: ["-e", script], stdout: "piped" }).spawn();
-  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  try {
-    const port = Number((await reader.read()).value);
+  await using node = await nodeServer(script);
+  const port = Number(node.line);
+  {
     const logger = memoryLogger();
     await using prox = await startProxy(
       config(
@@ -569,9 +554,5 @@ interopTest("client_cert refused in a TLS 1.2 handshake: the log says the certif
       /may not accept the client certificate \(tls\.client_cert\)/,
       logger.lines.join("\n"),
     );
-  } finally {
-    child.kill();
-    await reader.cancel();
-    await child.status;
   }
 });

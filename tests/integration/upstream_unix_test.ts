@@ -4,6 +4,7 @@
 import assert from "node:assert/strict";
 import { interopTest, waitFor } from "../_harness.ts";
 import { startProxy } from "./_proxy.ts";
+import { nodeServer } from "./_node.ts";
 import { loadConfigText } from "../../src/config/load.ts";
 
 /** A Deno.serve upstream on a fresh socket path; answers with what it received. */
@@ -180,10 +181,9 @@ interopTest(
     });
     server.listen(${JSON.stringify(path)}, () => console.log("up"));
   `;
-    const child = new Deno.Command("node", { args: ["-e", script], stdout: "piped" }).spawn();
-    const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
     try {
-      assert.equal((await reader.read()).value?.trim(), "up");
+      await using node = await nodeServer(script);
+      assert.equal(node.line, "up");
       await using prox = await startProxy(`
 health_check: { enabled: false }
 routes:
@@ -195,9 +195,6 @@ routes:
       const res = await fetch(`${prox.url}/x`);
       assert.deepEqual(await res.json(), { version: "2.0", authority: "localhost" });
     } finally {
-      child.kill();
-      await reader.cancel();
-      await child.status;
       await Deno.remove(dir, { recursive: true });
     }
   },
