@@ -35,6 +35,8 @@ export function peekClientHello(buf: Uint8Array, maxBytes = MAX_HELLO_BYTES): He
   const parts: Uint8Array[] = [];
   let held = 0;
   let at = 0;
+  /** The ClientHello's declared body length, once its 4-byte header has arrived. */
+  let bodyLen = -1;
   while (at + 5 <= buf.length) {
     const type = buf[at];
     const len = (buf[at + 3] << 8) | buf[at + 4];
@@ -48,11 +50,16 @@ export function peekClientHello(buf: Uint8Array, maxBytes = MAX_HELLO_BYTES): He
     held += frag.length;
     at += 5 + len;
     if (held < 4) continue;
-    const hs = parts[0].length < 4 ? concat(parts, held) : parts[0];
-    if (hs[0] !== CLIENT_HELLO) return invalid("the first handshake message is not a ClientHello");
-    const bodyLen = (hs[1] << 16) | (hs[2] << 8) | hs[3];
-    if (bodyLen + 4 > maxBytes) {
-      return invalid(`a ClientHello of ${bodyLen + 4} bytes (the limit is ${maxBytes})`);
+    if (bodyLen < 0) {
+      // Read once (records of 1 byte must not make every later record copy the ones before).
+      const hs = parts[0].length < 4 ? concat(parts, held) : parts[0];
+      if (hs[0] !== CLIENT_HELLO) {
+        return invalid("the first handshake message is not a ClientHello");
+      }
+      bodyLen = (hs[1] << 16) | (hs[2] << 8) | hs[3];
+      if (bodyLen + 4 > maxBytes) {
+        return invalid(`a ClientHello of ${bodyLen + 4} bytes (the limit is ${maxBytes})`);
+      }
     }
     if (complete && held >= 4 + bodyLen) {
       const whole = parts.length === 1 ? parts[0] : concat(parts, held);

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { MAX_HELLO_BYTES, peekClientHello } from "./tls_client_hello.ts";
 
 const enc = new TextEncoder();
+const EMPTY = new Uint8Array(0);
 const u16 = (n: number) => [n >> 8, n & 0xff];
 const u24 = (n: number) => [n >> 16, (n >> 8) & 0xff, n & 0xff];
 
@@ -113,4 +114,17 @@ Deno.test("peekClientHello bounds the bytes it waits for", () => {
     kind: "invalid",
     reason: `no complete ClientHello in ${MAX_HELLO_BYTES} bytes`,
   });
+});
+
+Deno.test("peekClientHello stays linear when every byte of the ClientHello is its own record", () => {
+  // 2,700 one-byte records (16 KiB), peeked after each as the connection reads them: the header
+  // was reassembled again for every record, ~100 ms a peek, minutes of one core per connection.
+  const hs = handshake(helloBody([padding(2600), sniExt("slow.example.com")]));
+  const buf = records(hs, 1);
+  const deadline = performance.now() + 5000;
+  let last = peekClientHello(EMPTY);
+  for (let end = 6; end <= buf.length && performance.now() < deadline; end += 6) {
+    last = peekClientHello(buf.subarray(0, end));
+  }
+  assert.deepEqual(last, { kind: "hello", serverName: "slow.example.com" });
 });
