@@ -207,6 +207,7 @@ function relay(
     if (plan.sni) {
       const hello = await readHello(conn, entry.timeouts.client_hello);
       bytesIn += hello.bytes.length;
+      if (hello.bytes.length) deps.metrics?.bytes(name, "received", hello.bytes.length);
       if (outcome !== null) return;
       if (hello.kind !== "hello") return end(hello.kind, hello.reason);
       serverName = hello.serverName;

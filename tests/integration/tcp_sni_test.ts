@@ -219,3 +219,27 @@ Deno.test("tcp sni reads a ClientHello split over segments and records, and send
   assert.deepEqual(got.subarray(0, hello.length), hello);
   assert.equal(dec.decode(got.subarray(hello.length)), "after the hello");
 });
+
+Deno.test("tcp sni counts the ClientHello in prox_tcp_bytes_total received, as the access log does", async () => {
+  await using up = rawUpstream({ reply: () => enc.encode("answer") });
+  await using prox = await startProxy(
+    `${base}admin: { listen_addr: "127.0.0.1:0" }\ntcp:\n  tls:\n` +
+      `    listen_addr: "127.0.0.1:0"\n    sni: { "m.example.com": ["${up.addr}"] }\n`,
+  );
+  const hello = clientHello("m.example.com", 16384);
+  const conn = await Deno.connect({
+    hostname: "127.0.0.1",
+    port: prox.server.tcpAddr("tls")!.port,
+  });
+  await writeAll(conn, hello);
+  await writeAll(conn, enc.encode("after"));
+  await conn.closeWrite();
+  assert.equal(dec.decode(await readAll(conn)), "answer");
+  conn.close();
+  assert.equal(up.received[0].length, hello.length + 5);
+  const metrics = await (await fetch(`http://127.0.0.1:${prox.server.admin!.port}/metrics`)).text();
+  const received = metrics.match(
+    /^prox_tcp_bytes_total\{name="tls",direction="received"\} (\d+)$/m,
+  );
+  assert.equal(Number(received?.[1]), hello.length + 5, "received: the ClientHello and the rest");
+});
