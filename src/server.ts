@@ -54,6 +54,7 @@ import { TokenCaches } from "./proxy/filters/jwt_auth.ts";
 import { CacheStores } from "./proxy/cache_stores.ts";
 import { purgeCache } from "./proxy/cache_purge.ts";
 import { configuredTargets, unwatchedTargets } from "./proxy/pool.ts";
+import { createNotifier, notifyingMetrics } from "./adapters/notify.ts";
 import { startHealthChecks } from "./adapters/health_check.ts";
 import { followH3 } from "./adapters/h3_follow.ts";
 import { ALT_SVC_MAX_AGE, altSvcValue } from "./adapters/h3/mod.ts";
@@ -115,7 +116,11 @@ export async function startServer(
   const startedAt = Date.now();
   const prom = opts.metrics ? null : createPromMetrics({ version: opts.version });
   const recorder = createStatusRecorder(opts.metrics ?? prom!, { now: Date.now });
-  const metrics = recorder.metrics;
+  // Webhook notifications: from one process (with workers, worker 0, which runs the admin side).
+  const notifier = (opts.worker?.index ?? 0) === 0
+    ? createNotifier({ config: () => config.notify, logger })
+    : null;
+  const metrics = notifier ? notifyingMetrics(recorder.metrics, notifier) : recorder.metrics;
   // An injected logger (tests, embedding) also receives the access records, as "access" lines.
   const accessSink = createBufferedSink();
   /** Access records of responses still being delivered (written as incomplete at exit). */
@@ -358,21 +363,24 @@ export async function startServer(
     metricsText,
     metricsContentType: prom?.contentType,
     status: () =>
-      Object.assign(buildStatus(current, {
-        recorder,
-        now: Date.now(),
-        startedAt,
-        version: opts.version ?? "dev",
-        ready: !draining && set.get("main") !== undefined,
-        draining,
-        lastReload: reloads.last(),
-        listeners: listenerViews(set.named(), { h3: h3.listener, admin: admin.listener }),
-        upstreamViews: upstreams.list(),
-        pools: ownClient?.pools(),
-        limiterKeys: limiterKeys(),
-        caches: caches.sizes(),
-        acme: certs.acme?.status() ?? null,
-      }), config.tcp ? { tcp: tcp.views() } : {}),
+      Object.assign(
+        buildStatus(current, {
+          recorder,
+          now: Date.now(),
+          startedAt,
+          version: opts.version ?? "dev",
+          ready: !draining && set.get("main") !== undefined,
+          draining,
+          lastReload: reloads.last(),
+          listeners: listenerViews(set.named(), { h3: h3.listener, admin: admin.listener }),
+          upstreamViews: upstreams.list(),
+          pools: ownClient?.pools(),
+          limiterKeys: limiterKeys(),
+          caches: caches.sizes(),
+          acme: certs.acme?.status() ?? null,
+        }),
+        config.tcp ? { tcp: tcp.views() } : {},
+      ),
   };
   try {
     await admin.sync(exclusive ? config.admin?.listen_addr ?? null : null);
@@ -610,6 +618,9 @@ export async function startServer(
     // answered without reading it, from any client of the admin port): exit cuts it.
     await within(SETTLE_MS, admin.shutdown());
     stopReducer();
+    // A notification under way (the last reload's, a target's) gets what is left of the settle.
+    if (notifier) await within(SETTLE_MS, notifier.settled());
+    notifier?.close();
     // Responses the drain timeout cut never settle: their lines are written now, incomplete.
     for (const cut of [...accessPending]) cut();
     accessSink.flush();

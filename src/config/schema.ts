@@ -175,6 +175,27 @@ export const AcceptProxyProtocol = z.object({
   timeout: Duration.prefault("5s"),
 }).strict();
 
+/** The events `notify` can send (all by default). */
+export const NOTIFY_EVENTS = [
+  "backend_down",
+  "backend_up",
+  "reload",
+  "reload_failed",
+  "certificate_changed",
+] as const;
+
+/** `notify`: events POSTed as JSON to a webhook (src/adapters/notify.ts). */
+export const Notify = z.object({
+  webhook: z.string().trim().refine((s) => /^https?:\/\/[^/?#\s]+/i.test(s) && URL.canParse(s), {
+    error: (iss) =>
+      `Invalid webhook URL ${JSON.stringify(iss.input)}: an http:// or https:// URL, e.g. ` +
+      "https://hooks.slack.com/services/…",
+  }),
+  events: z.array(z.enum(NOTIFY_EVENTS)).min(1).optional(),
+  headers: z.record(z.string(), z.string()).optional(),
+  timeout: Duration.prefault("5s"),
+}).strict();
+
 export const Config = z.object({
   listen_addr: z.string(),
   routes: z.record(z.string(), Route),
@@ -202,6 +223,8 @@ export const Config = z.object({
   passive_health: PassiveHealth.default(PassiveHealth.parse({})),
   http_redirect: HttpRedirect.optional(),
   workers: z.int().min(1).max(64).default(1),
+  /** Events (a target down or up, a reload, a certificate swapped) POSTed to a webhook. */
+  notify: Notify.optional(),
   /** Response compression for every proxy, load_balance and static route without its own. */
   compress: Compress.optional(),
   /** A byte bound the routes' response caches (`cache` on a route) share. */

@@ -1,0 +1,191 @@
+// `notify`: what an operator wants to hear about without watching dashboards (a target going
+// down or coming back, a reload refused, a certificate swapped) POSTed as JSON to a webhook: a
+// chat's incoming webhook (Slack and Mattermost show `text`), an alert router, a script. Events are
+// taken from the Metrics calls that already report them (a wrapper, as the status recorder is),
+// queued (bounded), sent one at a time with a timeout and one retry; a failed delivery is logged,
+// never in the way of traffic.
+
+import type { Config } from "../config/schema.ts";
+import type { NOTIFY_EVENTS } from "../config/schema.ts";
+import type { Logger, Metrics } from "../ports.ts";
+import { timerDelay } from "../config/duration.ts";
+
+/** An event a webhook can be told about (`notify.events`; all by default). */
+export type NotifyEvent = typeof NOTIFY_EVENTS[number];
+
+/** Events waiting to be sent at most; more are dropped (and counted in the next one sent). */
+export const QUEUE_MAX = 100;
+/** The pause before the one retry of a failed delivery. */
+const RETRY_MS = 1_000;
+
+/** A message for the webhook. */
+interface Note {
+  event: NotifyEvent;
+  text: string;
+  fields: Record<string, unknown>;
+  time: number;
+}
+
+/** Sends events to the current config's webhook; `settled` resolves once the queue is empty. */
+export interface Notifier {
+  send(event: NotifyEvent, text: string, fields: Record<string, unknown>): void;
+  settled(): Promise<void>;
+  close(): void;
+}
+
+/** A notifier following `config()` (reloads may add, change or remove `notify`). */
+export function createNotifier(o: {
+  config: () => Config["notify"];
+  logger: Logger;
+  now?: () => number;
+  /** The instance's name in each message (the host name; tests pass their own). */
+  instance?: string;
+}): Notifier {
+  const now = o.now ?? Date.now;
+  const instance = o.instance ?? hostname();
+  const queue: Note[] = [];
+  let dropped = 0;
+  let running: Promise<void> | null = null;
+  let closed = false;
+  const failures = { until: 0, suppressed: 0 };
+
+  const deliver = async (n: Note, extraDropped: number) => {
+    const c = o.config();
+    if (!c) return;
+    const body = JSON.stringify({
+      event: n.event,
+      text: `prox ${instance}: ${n.text}`,
+      time: new Date(n.time).toISOString(),
+      instance,
+      ...n.fields,
+      ...(extraDropped > 0 ? { droppedBefore: extraDropped } : {}),
+    });
+    for (let attempt = 0;; attempt++) {
+      try {
+        const res = await fetch(c.webhook, {
+          method: "POST",
+          headers: { "content-type": "application/json", ...c.headers },
+          body,
+          redirect: "manual",
+          signal: AbortSignal.timeout(timerDelay(c.timeout)),
+        });
+        await res.body?.cancel();
+        if (res.status >= 200 && res.status < 300) return;
+        throw new Error(`the webhook answered ${res.status}`);
+      } catch (err) {
+        if (attempt === 0 && !closed) {
+          await new Promise((r) => setTimeout(r, RETRY_MS));
+          continue;
+        }
+        // A webhook that is down fails every event: one line per minute, with the count.
+        const t = now();
+        if (t < failures.until) failures.suppressed++;
+        else {
+          o.logger.warn("Notification not delivered", {
+            event: n.event,
+            error: err instanceof Error ? err.message : String(err),
+            ...(failures.suppressed ? { suppressedSinceLast: failures.suppressed } : {}),
+          });
+          failures.until = t + 60_000;
+          failures.suppressed = 0;
+        }
+        return;
+      }
+    }
+  };
+
+  const drain = async () => {
+    while (queue.length > 0 && !closed) {
+      const n = queue.shift()!;
+      const lost = dropped;
+      dropped = 0;
+      await deliver(n, lost);
+    }
+    running = null;
+  };
+
+  return {
+    send(event, text, fields) {
+      const c = o.config();
+      if (closed || !c || (c.events && !c.events.includes(event))) return;
+      if (queue.length >= QUEUE_MAX) {
+        dropped++;
+        return;
+      }
+      queue.push({ event, text, fields, time: now() });
+      running ??= drain();
+    },
+    settled: () => running ?? Promise.resolve(),
+    close() {
+      closed = true;
+      queue.length = 0;
+    },
+  };
+}
+
+/**
+ * `inner` with the events the notifier sends taken from its calls: a target's health changing
+ * (the first report of each is its starting state, not news), a reload's outcome, a certificate
+ * that replaced another.
+ */
+export function notifyingMetrics(inner: Metrics, n: Notifier): Metrics {
+  /** Each target's last reported health (bounded by the targets of the configs served). */
+  const health = new Map<string, boolean>();
+  let certificate: string | null = null;
+  /** The first report is the start-up's config: no reload. */
+  let started = false;
+  return {
+    ...inner,
+    backendHealth(backend, healthy, reason) {
+      inner.backendHealth(backend, healthy, reason);
+      const before = health.get(backend);
+      if (before === healthy) return;
+      if (before === undefined && health.size >= 10_000) return;
+      health.set(backend, healthy);
+      if (before === undefined && healthy) return; // assumed up at start: no news
+      n.send(
+        healthy ? "backend_up" : "backend_down",
+        `upstream ${backend} is ${healthy ? "up again" : "down"}${reason ? ` (${reason})` : ""}`,
+        { backend, reason: reason ?? null },
+      );
+    },
+    backendsConfigured(backends) {
+      inner.backendsConfigured(backends);
+      const keep = new Set(backends);
+      for (const b of health.keys()) if (!keep.has(b)) health.delete(b);
+    },
+    configReload(result) {
+      inner.configReload(result);
+      if (!started) return void (started = true);
+      n.send(
+        result.ok ? "reload" : "reload_failed",
+        result.ok
+          ? `config version ${result.version} applied`
+          : "config reload refused; the previous config keeps serving (see the log for why)",
+        { ok: result.ok, version: result.version },
+      );
+    },
+    certificateExpiry(name, notAfterMs, more) {
+      inner.certificateExpiry(name, notAfterMs, more);
+      const print = `${name}|${notAfterMs}`;
+      if (certificate !== null && print !== certificate) {
+        n.send(
+          "certificate_changed",
+          `certificate ${name} now served${
+            notAfterMs === null ? "" : `, valid until ${new Date(notAfterMs).toISOString()}`
+          }`,
+          { name, notAfter: notAfterMs === null ? null : new Date(notAfterMs).toISOString() },
+        );
+      }
+      certificate = print;
+    },
+  };
+}
+
+function hostname(): string {
+  try {
+    return Deno.hostname();
+  } catch {
+    return "prox";
+  }
+}

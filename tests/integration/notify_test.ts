@@ -1,0 +1,109 @@
+// `notify`: a real webhook receiver gets a target's going down and coming back (from real health
+// checks), a refused and an applied reload, with the configured headers; a receiver that fails
+// once gets the event on the retry; `events` filters.
+import assert from "node:assert/strict";
+import { freePort, waitFor } from "../_harness.ts";
+import { startServer } from "../../src/server.ts";
+import { silentLogger } from "../../src/ports.ts";
+import { withTempDir } from "./_acme.ts";
+import { createNotifier } from "../../src/adapters/notify.ts";
+
+/** A webhook receiver keeping every JSON body and its Authorization; `fail` answers 500 first. */
+function receiver(o: { failFirst?: number } = {}) {
+  const got: { body: Record<string, unknown>; auth: string | null }[] = [];
+  let failures = o.failFirst ?? 0;
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, async (req) => {
+    const body = await req.json();
+    if (failures > 0) {
+      failures--;
+      return new Response("busy", { status: 500 });
+    }
+    got.push({ body, auth: req.headers.get("authorization") });
+    return new Response(null, { status: 204 });
+  });
+  return {
+    url: `http://127.0.0.1:${server.addr.port}/hook`,
+    got,
+    events: () => got.map((g) => g.body.event),
+    async [Symbol.asyncDispose]() {
+      await server.shutdown();
+    },
+  };
+}
+
+Deno.test("notify: a target down and up again, reloads refused and applied, reach the webhook", async () => {
+  await using hook = receiver();
+  const port = freePort(); // nothing listens there yet: the target starts down
+  await withTempDir(async (dir) => {
+    const file = `${dir}/prox.yaml`;
+    const yaml = (extra = "") =>
+      `listen_addr: "127.0.0.1:0"
+health_check: { interval_secs: 1, timeout_secs: 1, unhealthy_threshold: 1, healthy_threshold: 1 }
+notify:
+  webhook: "${hook.url}"
+  headers: { Authorization: "Bearer t0k" }
+routes:
+  /: { type: proxy, target: "http://127.0.0.1:${port}" }
+${extra}`;
+    await Deno.writeTextFile(file, yaml());
+    const server = await startServer({ path: file }, { logger: silentLogger, watch: false });
+    try {
+      await waitFor(() => hook.events().includes("backend_down"), { what: "backend_down" });
+      const down = hook.got.find((g) => g.body.event === "backend_down")!;
+      assert.equal(down.auth, "Bearer t0k");
+      assert.equal(down.body.backend, `http://127.0.0.1:${port}`);
+      assert.match(String(down.body.text), /^prox \S+: upstream http:\/\/127\.0\.0\.1:\d+ is down/);
+      await using _up = await startUpstreamOn(port);
+      await waitFor(() => hook.events().includes("backend_up"), { what: "backend_up" });
+      // A reload refused, then one applied.
+      await Deno.writeTextFile(file, yaml("  /x: { type: nonsense }\n"));
+      assert.equal((await server.reload()).ok, false);
+      await Deno.writeTextFile(file, yaml("  /y: { type: static, root: . }\n"));
+      assert.equal((await server.reload()).ok, true);
+      await waitFor(() => hook.events().includes("reload"), { what: "reload" });
+      const events = hook.events();
+      assert.ok(
+        events.indexOf("reload_failed") >= 0 &&
+          events.indexOf("reload_failed") < events.indexOf("reload"),
+      );
+      // Start-up is no reload, and an up target at start is no news.
+      assert.equal(events.filter((e) => e === "reload").length, 1);
+      assert.equal(events.filter((e) => e === "backend_up").length, 1);
+    } finally {
+      await server.shutdown();
+    }
+  });
+});
+
+/** An upstream on a given port (the one the config named before it listened). */
+function startUpstreamOn(port: number) {
+  const server = Deno.serve(
+    { hostname: "127.0.0.1", port, onListen() {} },
+    () => new Response("ok"),
+  );
+  return Promise.resolve({
+    async [Symbol.asyncDispose]() {
+      await server.shutdown();
+    },
+  });
+}
+
+Deno.test("notify: one retry after a failed delivery; events filters; a full queue drops", async () => {
+  await using hook = receiver({ failFirst: 1 });
+  let config = { webhook: hook.url, timeout: 2000, events: ["backend_down" as const] };
+  const n = createNotifier({ config: () => config, logger: silentLogger, instance: "t" });
+  n.send("backend_up", "ignored", {});
+  n.send("backend_down", "a is down", { backend: "a" });
+  await n.settled();
+  assert.deepEqual(hook.events(), ["backend_down"]);
+  assert.equal(hook.got[0].body.text, "prox t: a is down");
+  // Unfiltered: every event; more than the queue holds at once are dropped, and the next one
+  // sent says how many.
+  config = { webhook: hook.url, timeout: 2000, events: undefined as never };
+  for (let i = 0; i < 150; i++) n.send("reload", `r${i}`, {});
+  await n.settled();
+  const reloads = hook.got.filter((g) => g.body.event === "reload");
+  assert.ok(reloads.length <= 101 && reloads.length >= 100, String(reloads.length));
+  assert.ok(reloads.some((g) => Number(g.body.droppedBefore) > 0));
+  n.close();
+});
