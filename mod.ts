@@ -46,6 +46,7 @@ import { explainCommand, requestFromArgs } from "./src/adapters/explain_cli.ts";
 import { routeTestsCommand } from "./src/adapters/route_tests.ts";
 import { replayCommand } from "./src/adapters/replay_cli.ts";
 import { COMMAND_HELP, HELP, VERSION, WELCOME_CONFIG, WELCOME_HTML } from "./src/cli_text.ts";
+import { quickConfig } from "./src/cli_quick.ts";
 
 export { VERSION } from "./src/cli_text.ts";
 export { startServer } from "./src/server.ts";
@@ -62,6 +63,8 @@ const COMMANDS = [
   "schema",
   "hash-password",
   "top",
+  "proxy",
+  "static",
   "help",
 ];
 
@@ -91,6 +94,11 @@ export async function main(args: string[]): Promise<number> {
         token: { type: "string" },
         interval: { type: "string" },
         once: { type: "boolean" },
+        from: { type: "string" },
+        to: { type: "string", multiple: true },
+        spa: { type: "boolean" },
+        "preserve-host": { type: "boolean" },
+        "print-config": { type: "boolean" },
         help: { type: "boolean", short: "h" },
         version: { type: "boolean", short: "V" },
       },
@@ -116,7 +124,11 @@ export async function main(args: string[]): Promise<number> {
   }
   if (
     command !== "replay" && positionals.length >
-      (command === "help" || command === "test" ? 2 : command === "explain" ? 3 : 1)
+      (command === "help" || command === "test" || command === "static"
+        ? 2
+        : command === "explain"
+        ? 3
+        : 1)
   ) {
     const arg = String(positionals.at(-1));
     console.error(`prox: unexpected argument "${arg}"${asConfig(arg, command)}`);
@@ -230,6 +242,35 @@ export async function main(args: string[]): Promise<number> {
           for (let at = 0; at < bytes.length;) at += Deno.stdout.writeSync(bytes.subarray(at));
         },
         err: (s) => console.error(s),
+      });
+    }
+    case "proxy":
+    case "static": {
+      if (values.config !== undefined) {
+        console.error(`prox ${command} makes its own config: -c is for prox serve`);
+        return 2;
+      }
+      const quick = quickConfig({
+        command,
+        rest: positionals.slice(1),
+        from: values.from,
+        to: values.to,
+        spa: values.spa,
+        preserveHost: values["preserve-host"],
+      });
+      if ("error" in quick) {
+        console.error(quick.error);
+        console.error(`Run \`prox help ${command}\` for usage.`);
+        return 2;
+      }
+      if (values["print-config"]) {
+        console.log(quick.text);
+        return 0;
+      }
+      return await serveCommand(undefined, {
+        takeover: false,
+        watch: false,
+        preset: { text: quick.text, name: `(prox ${command})` },
       });
     }
     case "schema": {
@@ -441,6 +482,8 @@ function embeddedSource(): { source: ConfigSource; files?: FileStore } {
 interface ServeOptions {
   /** `--workers N`: overrides the config's `workers`. */
   workers?: number;
+  /** The config itself (`prox proxy`, `prox static`): nothing to read or watch. */
+  preset?: ConfigSource;
   pidFile?: string;
   takeover: boolean;
   watch: boolean;
@@ -453,7 +496,8 @@ async function serveCommand(configArg: string | undefined, opts: ServeOptions): 
   let source: ConfigSource;
   let files: FileStore | undefined;
   let piped = false;
-  if (configArg === undefined && !exists("config.yaml")) {
+  if (opts.preset) source = opts.preset;
+  else if (configArg === undefined && !exists("config.yaml")) {
     ({ source, files } = embeddedSource());
     // Once, by the process the user started (workers run the same command line).
     if (!workerRole()) {

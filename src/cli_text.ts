@@ -17,6 +17,10 @@ Usage:
                                          which logged requests FILE would route elsewhere
   prox top [-c FILE | --admin URL] [--token T] [--interval 1s] [--once] [--format text|json]
                                          live view of a running Prox from its admin listener
+  prox proxy --to URL... [--from ADDR] [--preserve-host] [--print-config]
+                                         proxy ADDR (default 127.0.0.1:8080) to URL, no config
+  prox static [DIR] [--from ADDR] [--spa] [--print-config]
+                                         serve the files of DIR (default .), no config
   prox schema                            print the config's JSON Schema (for editors)
   prox hash-password                     read a password, print its bcrypt hash (basic_auth)
   prox help [COMMAND]                    show help
@@ -42,6 +46,11 @@ Options:
                        exit (zero-downtime upgrade; both share the port with SO_REUSEPORT)
       --no-watch       serve: do not reload when the config or TLS files change
       --workers N      serve: N worker processes sharing the port (overrides workers:)
+      --from ADDR      proxy, static: listen address (8080: 127.0.0.1:8080, :8080: all)
+      --to URL         proxy: a target (3000, host:port, a URL or unix:/path; repeatable)
+      --spa            static: serve index.html for paths no file has (single-page apps)
+      --preserve-host  proxy: send the client's Host upstream
+      --print-config   proxy, static: print the config they run, and exit
   -h, --help           show help
   -V, --version        show the version
 
@@ -152,6 +161,26 @@ the token or is not Prox's at the first poll (later, a failed poll is shown and 
 
 Example:
   PROX_ADMIN_TOKEN=s3cret prox top --admin 10.0.0.5:9090 --interval 2s`,
+  proxy: `Usage: prox proxy --to URL... [--from ADDR] [--preserve-host] [--print-config]
+
+Proxies every request on ADDR (default 127.0.0.1:8080; 8080 is 127.0.0.1:8080, :8080 every
+interface) to URL, with no config file: 3000 or :3000 is http://127.0.0.1:3000, host:port gets
+http://, a URL or unix:/path/app.sock is used as written. Several --to share the load (round
+robin; one that fails requests is left out for a while). --print-config prints the config it runs (to start a config.yaml from)
+and exits. SIGTERM/Ctrl-C drains and stops.
+
+Examples:
+  prox proxy --to 3000
+  prox proxy --from :443 --to http://10.0.0.5:8080 --to http://10.0.0.6:8080 --print-config`,
+  static: `Usage: prox static [DIR] [--from ADDR] [--spa] [--print-config]
+
+Serves the files of DIR (default: the working directory) on ADDR (default 127.0.0.1:8080), with
+no config file: index.html for directories, compression, Range, ETag and Last-Modified, no
+dotfiles, nothing outside DIR. --spa answers paths without a file with index.html (single-page
+apps). --print-config prints the config it runs and exits.
+
+Example:
+  prox static ./dist --from 5000 --spa`,
   schema: `Usage: prox schema
 
 Prints a JSON Schema of the config. Point the YAML language server at it for completion:
