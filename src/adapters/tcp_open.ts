@@ -75,15 +75,19 @@ export async function readHello(conn: Deno.TcpConn, timeoutMs: number): Promise<
   }
 }
 
-/** Connects to the group's targets in turn (round robin); the first that accepts wins. */
+/**
+ * Connects to the group's targets in turn (round robin); the first that accepts wins. `cancel`
+ * (the connection cut by shutdown or reload) stops the attempt under way and the turns.
+ */
 export async function connectAny(
   group: TargetGroup,
   timeoutMs: number,
-  o: { random: () => number; logger: Logger; name: string },
+  o: { random: () => number; logger: Logger; name: string; cancel: AbortSignal },
 ): Promise<{ conn: Deno.TcpConn; target: string } | { error: string }> {
   const tried = new Set<number>();
   const failures: string[] = [];
   for (;;) {
+    if (o.cancel.aborted) return { error: "cut while connecting" };
     const i = group.selector.pick({ load: () => AVAILABLE, exclude: tried, random: o.random });
     if (i === undefined) break;
     tried.add(i);
@@ -91,9 +95,11 @@ export async function connectAny(
     const ac = new AbortController();
     const timer = setTimeout(() => ac.abort(), timerDelay(timeoutMs));
     try {
-      const conn = await Deno.connect({ hostname: t.host, port: t.port, signal: ac.signal });
+      const signal = AbortSignal.any([ac.signal, o.cancel]);
+      const conn = await Deno.connect({ hostname: t.host, port: t.port, signal });
       return { conn, target: group.labels[i] };
     } catch (err) {
+      if (o.cancel.aborted) return { error: "cut while connecting" };
       const why = ac.signal.aborted
         ? `no answer within ${timeoutMs} ms`
         : err instanceof Error

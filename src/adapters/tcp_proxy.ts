@@ -156,11 +156,14 @@ function relay(
   let outcome: TcpOutcome | null = null;
   let error: string | undefined;
   let lastActive = started;
+  /** Aborts a connect under way when the connection ends first. */
+  const stop = new AbortController();
   /** Ends the connection with `why` (the first reason given wins). */
   const end = (why: TcpOutcome, message?: string) => {
     if (outcome === null) {
       outcome = why;
       error = message;
+      stop.abort();
     }
     closeQuietly(conn);
     closeQuietly(upstream);
@@ -221,6 +224,7 @@ function relay(
       random: deps.random,
       logger: deps.logger,
       name,
+      cancel: stop.signal,
     });
     if ("error" in connected) return end("connect_failed", connected.error);
     upstream = connected.conn;

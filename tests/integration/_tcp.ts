@@ -171,3 +171,32 @@ export function nthAccess(
 export function openFds(): number {
   return [...Deno.readDirSync("/proc/self/fd")].length;
 }
+
+/**
+ * An address whose connects hang (a target that is down behind a firewall): a listener that never
+ * accepts, its accept queue filled, so that Linux drops further SYNs.
+ */
+export async function blackhole(): Promise<{ addr: string } & AsyncDisposable> {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  const fillers: Deno.Conn[] = [];
+  for (;;) {
+    const ac = new AbortController();
+    const timer = setTimeout(() => ac.abort(), 200);
+    try {
+      fillers.push(await Deno.connect({ hostname: "127.0.0.1", port, signal: ac.signal }));
+    } catch {
+      break; // this connect hung: the queue is full
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+  return {
+    addr: `127.0.0.1:${port}`,
+    [Symbol.asyncDispose]() {
+      for (const c of fillers) c.close();
+      listener.close();
+      return Promise.resolve();
+    },
+  };
+}

@@ -6,6 +6,7 @@ import { startServer } from "../../src/server.ts";
 import { recordingLogger } from "./_ws.ts";
 import {
   accessRecords,
+  blackhole,
   dec,
   enc,
   exchange,
@@ -239,4 +240,31 @@ tcp:
     const lines = prox.output().split("\n").filter((l) => l.includes('"tcp access"'));
     return lines.length === 20 && lines.every((l) => JSON.parse(l).outcome === "closed");
   }, { what: "20 JSON access lines" });
+});
+
+Deno.test("tcp shutdown does not wait out a connect to a target that does not answer", async () => {
+  await using hole = await blackhole();
+  const logger = recordingLogger();
+  const server = await startServer({
+    text: head(`admin: { listen_addr: "127.0.0.1:0" }`).replace("400ms", "100ms") +
+      `tcp:\n  db:\n    listen_addr: "127.0.0.1:0"\n    targets: ["${hole.addr}"]\n` +
+      `    timeouts: { connect: 20s }\n`,
+    name: "t.yaml",
+  }, { logger });
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.tcpAddr("db")!.port });
+  try {
+    const admin = `http://127.0.0.1:${server.admin!.port}`;
+    await waitFor(async () => (await (await fetch(`${admin}/status`)).json()).tcp[0].active === 1, {
+      what: "the connection accepted",
+    });
+    const t0 = performance.now();
+    await server.shutdown();
+    const took = performance.now() - t0;
+    assert.ok(took < 5000, `shutdown took ${Math.round(took)} ms (shutdown_timeout: 100ms)`);
+    const rec = await nthAccess(logger.records, 1);
+    assert.equal(rec.outcome, "shutdown");
+    assert.equal(rec.target, null);
+  } finally {
+    conn.close();
+  }
 });
