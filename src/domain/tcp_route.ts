@@ -50,10 +50,25 @@ export function sniKeyProblem(key: string): string | null {
   if (name.includes("*")) {
     return `"${key}" has a * that is not a whole first label: write *.example.com`;
   }
+  if (/[^ -~]/.test(name)) {
+    const ascii = aLabels(name);
+    return `"${key}" is not in the ASCII form clients send (RFC 6066 §3)` +
+      (ascii ? `: write "${key.startsWith("*.") ? "*." : ""}${ascii}"` : "");
+  }
   if (!NAME.test(name.replace(/\.$/, "")) || /^\d+(\.\d+){3}\.?$/.test(name)) {
     return `"${key}" is not a DNS name (clients send no IP address in SNI, RFC 6066 §3)`;
   }
   return null;
+}
+
+/** An internationalized name in its A-label (`xn--`) form, or null when it is not a name. */
+function aLabels(name: string): string | null {
+  try {
+    const host = new URL(`http://${name}/`).hostname;
+    return NAME.test(host.replace(/\.$/, "")) ? host : null;
+  } catch {
+    return null;
+  }
 }
 
 /** An `sni` table compiled for lookups. */

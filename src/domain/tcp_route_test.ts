@@ -25,6 +25,10 @@ Deno.test("sniKeyProblem accepts names and one-label wildcards", () => {
   assert.match(sniKeyProblem("*db.example.com")!, /whole first label/);
   assert.match(sniKeyProblem("10.0.0.1")!, /not a DNS name/);
   assert.match(sniKeyProblem("db example")!, /not a DNS name/);
+  // An IDN as written: clients send its ASCII (A-label) form, which the message gives.
+  assert.match(sniKeyProblem("bücher.example.com")!, /"xn--bcher-kva\.example\.com"/);
+  assert.match(sniKeyProblem("*.bücher.example.com")!, /"\*\.xn--bcher-kva\.example\.com"/);
+  assert.doesNotMatch(sniKeyProblem("bücher.example.com")!, /IP address/);
 });
 
 Deno.test("matchSni prefers the exact name, then the wildcard of one label, then the default", () => {
