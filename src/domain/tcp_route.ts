@@ -50,7 +50,7 @@ export function sniKeyProblem(key: string): string | null {
   if (name.includes("*")) {
     return `"${key}" has a * that is not a whole first label: write *.example.com`;
   }
-  if (/[^ -~]/.test(name)) {
+  if (/[\u0080-\u{10ffff}]/u.test(name)) {
     const ascii = aLabels(name);
     return `"${key}" is not in the ASCII form clients send (RFC 6066 §3)` +
       (ascii ? `: write "${key.startsWith("*.") ? "*." : ""}${ascii}"` : "");
