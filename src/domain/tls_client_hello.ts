@@ -148,7 +148,8 @@ function hostName(bytes: Uint8Array): string | null {
     if (!ok) return null;
     s += String.fromCharCode(c >= 0x41 && c <= 0x5a ? c + 32 : c);
   }
+  if (s.startsWith(".") || s.includes("..")) return null;
   if (s.endsWith(".")) s = s.slice(0, -1);
-  if (s === "" || s.startsWith(".") || s.includes("..")) return null;
+  if (s === "") return null;
   return s;
 }

@@ -92,6 +92,8 @@ Deno.test("peekClientHello refuses malformed bodies and names", () => {
   assert.equal(bad(helloBody([sniExt("bad name.example.com")])), "invalid", "a space");
   assert.equal(bad(helloBody([sniExt("ünï.example")])), "invalid", "not ASCII");
   assert.equal(bad(helloBody([sniExt("a..b")])), "invalid", "empty label");
+  assert.equal(bad(helloBody([sniExt("x.example.com..")])), "invalid", "two final dots");
+  assert.equal(bad(helloBody([sniExt(".")])), "invalid", "the root alone");
   assert.equal(bad(helloBody([[0, [0, 9, 0, 0, 1, 120]]])), "invalid", "server_name list length");
   const noSuites = [3, 3, ...new Array(32).fill(7), 0, 0, 0, 1, 0];
   assert.equal(bad(noSuites), "invalid", "no cipher suites");
