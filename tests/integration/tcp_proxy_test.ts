@@ -6,6 +6,7 @@ import { startProxy } from "./_proxy.ts";
 import { recordingLogger } from "./_ws.ts";
 import {
   accessRecords,
+  blackhole,
   dec,
   enc,
   exchange,
@@ -123,6 +124,22 @@ Deno.test("tcp moves to the next target when a connect fails, in round-robin tur
   const tries = logger.records.filter((r) => r.msg === "Cannot connect to tcp target");
   assert.equal(tries.length, 2);
   assert.equal(tries[0].target, deadAddr);
+});
+
+Deno.test("tcp moves to the next target when a connect does not answer within timeouts.connect", async () => {
+  await using up = rawUpstream({ reply: () => enc.encode("up") });
+  await using hole = await blackhole();
+  const logger = recordingLogger();
+  await using prox = await startProxy(
+    `${base}tcp:\n  db:\n    listen_addr: "127.0.0.1:0"\n` +
+      `    targets: ["${hole.addr}", "${up.addr}"]\n    timeouts: { connect: 300ms }\n`,
+    { logger },
+  );
+  assert.equal(await exchange(tcpPort(prox), "x"), "up");
+  const rec = await nthAccess(logger.records, 1);
+  assert.equal(rec.target, up.addr);
+  const tries = logger.records.filter((r) => r.msg === "Cannot connect to tcp target");
+  assert.deepEqual(tries.map((r) => [r.target, r.error]), [[hole.addr, "no answer within 300 ms"]]);
 });
 
 Deno.test("tcp closes a connection when every target refuses (connect_failed)", async () => {
