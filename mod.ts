@@ -97,6 +97,7 @@ export async function main(args: string[]): Promise<number> {
         from: { type: "string" },
         to: { type: "string", multiple: true },
         spa: { type: "boolean" },
+        browse: { type: "boolean" },
         "preserve-host": { type: "boolean" },
         "print-config": { type: "boolean" },
         help: { type: "boolean", short: "h" },
@@ -256,6 +257,7 @@ export async function main(args: string[]): Promise<number> {
         from: values.from,
         to: values.to,
         spa: values.spa,
+        browse: values.browse,
         preserveHost: values["preserve-host"],
       });
       if ("error" in quick) {

@@ -11,6 +11,7 @@ export interface QuickArgs {
   from?: string;
   to?: string[];
   spa?: boolean;
+  browse?: boolean;
   preserveHost?: boolean;
 }
 
@@ -35,6 +36,7 @@ export function quickConfig(a: QuickArgs): { text: string } | { error: string } 
   const head = `# Made by \`prox ${a.command}\`; save it as config.yaml to go on from here.\n` +
     `listen_addr: ${q(listenOf(a.from))}\n`;
   if (a.command === "proxy") {
+    if (a.spa || a.browse) return { error: "prox proxy: --spa and --browse are for prox static" };
     const targets = (a.to ?? []).map(targetOf);
     if (targets.length === 0) {
       return { error: "prox proxy needs --to: where to send requests (e.g. --to localhost:3000)" };
@@ -55,10 +57,14 @@ export function quickConfig(a: QuickArgs): { text: string } | { error: string } 
   if (a.to || a.preserveHost) {
     return { error: "prox static serves files: --to and --preserve-host are for prox proxy" };
   }
+  if (a.spa && a.browse) {
+    return { error: "prox static: --spa and --browse each answer for a missing page; pick one" };
+  }
   if (a.rest.length > 1) return { error: `prox static: unexpected argument "${a.rest[1]}"` };
   const root = a.rest[0] ?? ".";
   return {
     text: head + "routes:\n  /:\n    type: static\n" + `    root: ${q(root)}\n` +
-      "    compress: true\n" + (a.spa ? '    spa_fallback: "index.html"\n' : ""),
+      "    compress: true\n" + (a.spa ? '    spa_fallback: "index.html"\n' : "") +
+      (a.browse ? "    browse: true\n" : ""),
   };
 }

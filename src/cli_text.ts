@@ -19,7 +19,7 @@ Usage:
                                          live view of a running Prox from its admin listener
   prox proxy --to URL... [--from ADDR] [--preserve-host] [--print-config]
                                          proxy ADDR (default 127.0.0.1:8080) to URL, no config
-  prox static [DIR] [--from ADDR] [--spa] [--print-config]
+  prox static [DIR] [--from ADDR] [--spa | --browse] [--print-config]
                                          serve the files of DIR (default .), no config
   prox schema                            print the config's JSON Schema (for editors)
   prox hash-password                     read a password, print its bcrypt hash (basic_auth)
@@ -49,6 +49,7 @@ Options:
       --from ADDR      proxy, static: listen address (8080: 127.0.0.1:8080, :8080: all)
       --to URL         proxy: a target (3000, host:port, a URL or unix:/path; repeatable)
       --spa            static: serve index.html for paths no file has (single-page apps)
+      --browse         static: list a directory that has no index.html
       --preserve-host  proxy: send the client's Host upstream
       --print-config   proxy, static: print the config they run, and exit
   -h, --help           show help
@@ -172,12 +173,13 @@ and exits. SIGTERM/Ctrl-C drains and stops.
 Examples:
   prox proxy --to 3000
   prox proxy --from :443 --to http://10.0.0.5:8080 --to http://10.0.0.6:8080 --print-config`,
-  static: `Usage: prox static [DIR] [--from ADDR] [--spa] [--print-config]
+  static: `Usage: prox static [DIR] [--from ADDR] [--spa | --browse] [--print-config]
 
 Serves the files of DIR (default: the working directory) on ADDR (default 127.0.0.1:8080), with
 no config file: index.html for directories, compression, Range, ETag and Last-Modified, no
 dotfiles, nothing outside DIR. --spa answers paths without a file with index.html (single-page
-apps). --print-config prints the config it runs and exits.
+apps); --browse lists a directory that has no index.html. --print-config prints the config it
+runs and exits.
 
 Example:
   prox static ./dist --from 5000 --spa`,

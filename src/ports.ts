@@ -5,6 +5,7 @@ import type { RateLimitDecision, RateLimitPolicy } from "./domain/rate_limit.ts"
 import type { HeaderMap } from "./domain/header_list.ts";
 import type { ContentCoding } from "./domain/compress.ts";
 import type { ErrorKind, RequestTag } from "./domain/errors.ts";
+import type { DirEntry } from "./domain/dir_listing.ts";
 
 /** The protocol a request arrived on. */
 export type Protocol = "http/1.1" | "h2" | "h2c" | "h3";
@@ -250,6 +251,17 @@ export interface FileStore {
     handle?: string,
     room?: number,
   ): Promise<ReadableStream<Uint8Array> | Uint8Array<ArrayBuffer> | null>;
+  /**
+   * A directory's entries (a static route's `browse`), each as `stat` sees it: entries that
+   * resolve outside the root (a symlink out of it) or cannot be read are left out. At most
+   * `max`; `truncated` says there were more. Null when the directory is not there. Optional: a
+   * store without it lists nothing.
+   */
+  list?(
+    root: string,
+    relPath: string,
+    max: number,
+  ): Promise<{ entries: DirEntry[]; truncated: boolean } | null>;
 }
 
 /** Milliseconds since the epoch, and a monotonic clock for durations. */

@@ -13,6 +13,7 @@
 
 import { streamedBytes } from "./gc_hint.ts";
 import { FileChangedError, type FileStat, type FileStore } from "../ports.ts";
+import type { DirEntry } from "../domain/dir_listing.ts";
 
 /** Bytes read per chunk when streaming a file. */
 const CHUNK = 64 * 1024;
@@ -187,6 +188,40 @@ export function createDenoFileStore(): FileStore {
       } catch (err) {
         return isAbsent(err) ? Promise.resolve(null) : Promise.reject(err);
       }
+    },
+
+    async list(root, relPath, max) {
+      const real = resolveInside(root, relPath);
+      if (real === null) return null;
+      const entries: DirEntry[] = [];
+      let truncated = false;
+      try {
+        for await (const e of Deno.readDir(real)) {
+          if (entries.length >= max) {
+            truncated = true;
+            break;
+          }
+          // As stat sees it: a symlink is followed, and one out of the root is left out.
+          const child = resolveInside(root, relPath === "" ? e.name : `${relPath}/${e.name}`);
+          if (child === null) continue;
+          try {
+            const st = Deno.statSync(child);
+            if (!st.isFile && !st.isDirectory) continue; // sockets, FIFOs, devices
+            entries.push({
+              name: e.name,
+              isDirectory: st.isDirectory,
+              size: st.isFile ? st.size : 0,
+              mtime: st.mtime ? st.mtime.getTime() : null,
+            });
+          } catch (err) {
+            if (!isAbsent(err)) throw err;
+          }
+        }
+      } catch (err) {
+        if (isAbsent(err)) return null;
+        throw err;
+      }
+      return { entries, truncated };
     },
 
     async open(root, relPath, range, handle, room = 0) {

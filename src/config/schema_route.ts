@@ -838,6 +838,8 @@ const StaticRoute = z.object({
   cache_control: z.string().optional(),
   precompressed: z.boolean().default(false),
   show_dotfiles: z.boolean().default(false),
+  /** A directory without its index file gets a listing of its entries (HTML, or JSON). */
+  browse: z.boolean().optional(),
   compress: Compress.optional(),
   response_headers: HeaderRules.optional(),
   response_body: BodyRules.optional(),

@@ -21,6 +21,7 @@ import { errorResponse, responseWith } from "../respond.ts";
 import { REPRESENTATION } from "../filters/compress.ts";
 import type { RepresentingResponse } from "../filters/compress.ts";
 import { contentTypeFor } from "./static_types.ts";
+import { LISTING_MAX, renderListing } from "../../domain/dir_listing.ts";
 import { HeaderList } from "../../domain/header_list.ts";
 import { WireResponse } from "../wire_response.ts";
 
@@ -47,6 +48,8 @@ export interface StaticOptions {
   cacheControl?: string;
   precompressed?: boolean;
   showDotfiles?: boolean;
+  /** A directory without its index file is answered with a listing of its entries. */
+  browse?: boolean;
   /**
    * The request's wall-clock time (ms): no Last-Modified is dated later, whatever the file's
    * mtime says (RFC 9110 §8.8.2.1). Absent: the mtime as it is.
@@ -116,9 +119,14 @@ export async function serveStatic(req: Request, opts: StaticOptions): Promise<Re
         return new Response(null, { status: 308, headers: { location } });
       }
       const index = configPath(opts.index ?? "index.html");
+      const dir = rel;
       rel = rel === "" ? index : `${rel}/${index}`;
       st = await opts.files.stat(opts.root, rel);
       viaIndex = true;
+      if (!st?.isFile && opts.browse && opts.files.list) {
+        const listing = await listDirectory(req, dir, segments, opts);
+        if (listing) return listing;
+      }
     }
     // A file named with a trailing slash (`/a.txt/`) is not that file.
     if (st?.isFile && (viaIndex || !slash)) {
@@ -126,6 +134,41 @@ export async function serveStatic(req: Request, opts: StaticOptions): Promise<Re
     }
   }
   return await notFound(req, opts, segments);
+}
+
+/** `browse`: the directory's entries (dotfiles only with `show_dotfiles`), HTML or JSON. */
+async function listDirectory(
+  req: Request,
+  dir: string,
+  segments: string[],
+  opts: StaticOptions,
+): Promise<Response | null> {
+  const listed = await opts.files.list!(opts.root, dir, LISTING_MAX);
+  if (!listed) return null;
+  const entries = opts.showDotfiles
+    ? listed.entries
+    : listed.entries.filter((e) => !e.name.startsWith("."));
+  const accept = req.headers.get("accept") ?? "";
+  const json = /application\/json/i.test(accept) && !/text\/html/i.test(accept);
+  const path = joinPath(opts.prefix, segments.join("/")).replace(/\/*$/, "/");
+  const { body, contentType } = renderListing({
+    path,
+    entries,
+    truncated: listed.truncated,
+    parent: segments.length > 0,
+    json,
+  });
+  const bytes = new TextEncoder().encode(body);
+  return new Response(req.method === "HEAD" ? null : bytes, {
+    status: 200,
+    headers: {
+      "content-type": contentType,
+      "content-length": String(bytes.byteLength),
+      // A listing changes with the directory: revalidated every time, and by Accept.
+      "cache-control": "no-cache",
+      vary: "Accept",
+    },
+  });
 }
 
 /**
@@ -292,6 +335,7 @@ export async function staticAction(
     cacheControl: route.cache_control,
     precompressed: route.precompressed,
     showDotfiles: route.show_dotfiles,
+    browse: route.browse,
     lean: ctx.info.writesItself === true && ctx.route?.compress === null &&
       !ctx.route.rules.responseBody && !ctx.snapshot.hasErrorPages,
   });

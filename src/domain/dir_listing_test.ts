@@ -1,0 +1,24 @@
+import assert from "node:assert/strict";
+import { LISTING_MAX, renderListing } from "./dir_listing.ts";
+
+Deno.test("renderListing: sizes, dates, a cut listing said, a path with markup escaped", () => {
+  const { body, contentType } = renderListing({
+    path: "/<x>/",
+    entries: [
+      { name: "big.iso", isDirectory: false, size: 5 * 1024 ** 3, mtime: 0 },
+      { name: "small", isDirectory: false, size: 12, mtime: null },
+      { name: "k", isDirectory: false, size: 1536, mtime: 0 },
+    ],
+    truncated: true,
+    parent: true,
+    json: false,
+  });
+  assert.equal(contentType, "text/html; charset=utf-8");
+  assert.match(body, /<title>Index of \/&lt;x&gt;\/<\/title>/);
+  assert.match(body, />5\.0 GiB</);
+  assert.match(body, />1\.5 KiB</);
+  assert.match(body, />12 B</);
+  assert.match(body, />1970-01-01 00:00:00</);
+  assert.match(body, new RegExp(`Only the first ${LISTING_MAX} entries`));
+  assert.ok(body.indexOf('href="../"') < body.indexOf("big.iso"));
+});
