@@ -34,6 +34,13 @@ export function validateTcp(config: Config, o: { err: Report; warn: Report }): v
         'Add targets: ["10.0.0.5:5432"], or sni: { "db.example.com": ["10.0.0.7:443"] }',
       );
     }
+    if (e.sni && Object.keys(e.sni).length === 0 && !e.default) {
+      o.err(
+        at("sni"),
+        `tcp.${name}.sni names no server and there is no default: every connection would be closed`,
+        'Add a server name, e.g. sni: { "db.example.com": ["10.0.0.7:443"] }, or a default',
+      );
+    }
     if (e.default && !e.sni) {
       o.err(
         at("default"),

@@ -40,3 +40,11 @@ Deno.test("validateTcp: an IPv6 tcp listener on [::] clashes with an IPv4 one of
     "tcp.a.listen_addr ([::]:5432)",
   ]);
 });
+
+Deno.test("validateTcp: an empty sni table needs a default (else every connection is closed)", () => {
+  const entry = (keys: string) => `tcp: { e: { listen_addr: "0.0.0.0:8443", ${keys} } }\n`;
+  assert.deepEqual(errors(entry("sni: {}")), [
+    "tcp.e.sni: tcp.e.sni names no server and there is no default: every connection would be closed",
+  ]);
+  assert.deepEqual(errors(entry(`sni: {}, default: ["10.0.0.9:443"]`)), []);
+});
