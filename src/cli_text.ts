@@ -203,5 +203,6 @@ export const WELCOME_HTML =
   `<!doctype html><html><head><meta charset="utf-8"><title>Prox</title></head>
 <body><h1>Prox is running</h1><p>No config.yaml was found, so Prox serves this page from its
 embedded default config. Write a config.yaml and run <code>prox validate</code>, then
-<code>prox serve</code>.</p></body></html>
+<code>prox serve</code>; or, with no config at all, <code>prox proxy --to 3000</code> puts Prox in
+front of your app on port 3000 and <code>prox static ./dist</code> serves a directory.</p></body></html>
 `;
