@@ -3,7 +3,7 @@
 // balancer that sends PROXY protocol headers, and after a reload that adds one; with real clients
 // (Deno's TLS, curl) that verify the certificate they get against the test CA.
 import assert from "node:assert/strict";
-import { interopTest, ROOT, run, startUpstream } from "../_harness.ts";
+import { interopTest, ROOT, run, startUpstream, waitFor } from "../_harness.ts";
 import { onProxEngines, startProxy } from "./_proxy.ts";
 import { readFrom } from "./_raw_client.ts";
 import { loadConfigText } from "../../src/config/load.ts";
@@ -159,4 +159,93 @@ routes:
       await server.shutdown();
     }
   });
+});
+
+/**
+ * This process's 127.0.0.1 sockets in /proc/net/tcp: listening ports, and established [local,
+ * remote] pairs.
+ */
+function loopbackSockets(): { listening: Set<number>; established: [number, number][] } {
+  const own = new Set<string>();
+  for (const e of Deno.readDirSync("/proc/self/fd")) {
+    try {
+      const m = /^socket:\[(\d+)\]$/.exec(Deno.readLinkSync(`/proc/self/fd/${e.name}`));
+      if (m) own.add(m[1]);
+    } catch { /* closed meanwhile */ }
+  }
+  const listening = new Set<number>();
+  const established: [number, number][] = [];
+  for (const line of Deno.readTextFileSync("/proc/net/tcp").split("\n").slice(1)) {
+    const f = line.trim().split(/\s+/);
+    if (f.length < 10 || !own.has(f[9]) || !f[1].startsWith("0100007F:")) continue;
+    const [local, remote] = [parseInt(f[1].slice(9), 16), parseInt(f[2].slice(9), 16)];
+    if (f[3] === "0A") listening.add(local);
+    if (f[3] === "01" && f[2].startsWith("0100007F:")) established.push([local, remote]);
+  }
+  return { listening, established };
+}
+
+Deno.test({
+  name: "tls.sni: a relay's port to one certificate's listener names no client at another's",
+  ignore: Deno.build.os !== "linux",
+  fn: async () => {
+    // Linux gives connect() the same local port for different destinations: relays to two
+    // loopback listeners may share one, and each listener must know only its own relays.
+    await using up = await startUpstream((req) => new Response(req.headers.get("x-forwarded-for")));
+    const before = loopbackSockets().listening;
+    await using prox = await startProxy(
+      config(up.url, 'accept_proxy_protocol: { from: ["127.0.0.1/32"] }\n'),
+      { tls: true },
+    );
+    const ours = [...loopbackSockets().listening].filter((p) => !before.has(p) && p !== prox.port);
+    // A ClientHello for the main certificate, from a real client.
+    const catcher = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const tcp = await Deno.connect({ hostname: "127.0.0.1", port: catcher.addr.port });
+    const client = await Deno.startTls(tcp, { hostname: "localhost", caCerts: [CA] });
+    const done = client.handshake().catch(() => {});
+    const caught = await catcher.accept();
+    const hello = new Uint8Array(16384);
+    const n = (await caught.read(hello))!;
+    caught.close();
+    catcher.close();
+    await done;
+    client.close();
+    // Its relay waits for the rest of the handshake, from a port of its own.
+    const victim = await Deno.connect({ hostname: "127.0.0.1", port: prox.port });
+    await victim.write(enc.encode("PROXY TCP4 192.0.2.77 127.0.0.1 5000 443\r\n"));
+    await victim.write(hello.subarray(0, n));
+    const [relayPort, mainPort] = await waitFor(() =>
+      loopbackSockets().established.find(([, r]) => ours.includes(r))
+    );
+    // The other certificate's listener: the one of Prox's that completes its handshake.
+    let sniPort = 0;
+    for (const p of ours.filter((p) => p !== mainPort)) {
+      const c = await Deno.startTls(await Deno.connect({ hostname: "127.0.0.1", port: p }), {
+        hostname: "other.test",
+        caCerts: [CA],
+      });
+      if (await c.handshake().then(() => true, () => false)) sniPort = p;
+      c.close();
+    }
+    assert.ok(sniPort > 0);
+    // A local connection to it from the relay's port (the kernel's next ports, in turn).
+    let from: Deno.TcpConn | null = null;
+    for (let i = 0; i < 40_000 && !from; i++) {
+      const c = await Deno.connect({ hostname: "127.0.0.1", port: sniPort });
+      if (c.localAddr.port === relayPort) from = c;
+      else c.close();
+    }
+    assert.ok(from, "the kernel gave no connection the relay's port");
+    const tls = await Deno.startTls(from, { hostname: "other.test", caCerts: [CA] });
+    try {
+      await tls.handshake();
+      await tls.write(
+        enc.encode("GET / HTTP/1.1\r\nHost: other.test\r\nConnection: close\r\n\r\n"),
+      );
+      assert.equal(await readFrom(tls), "", "served as the relayed client 192.0.2.77");
+    } finally {
+      tls.close();
+      victim.close();
+    }
+  },
 });

@@ -219,9 +219,11 @@ export function listenH1(
     closeQuietly(server);
     throw err;
   }
-  // The clients of the connections relayed to it, by the relay's source port (one entry per
-  // relayed connection open: bounded by the connections).
-  const tlsPeers = new Map<number, { hostname: string; port: number }>();
+  // The clients of the connections relayed to each, by the relay's source port (one entry per
+  // relayed connection open: bounded by the connections). One map per listener: Linux gives
+  // connect() the same local port for different destinations, so relays to two of them may
+  // share one.
+  const tlsPeers = tlsInners.map(() => new Map<number, { hostname: string; port: number }>());
   /** The client connections relayed to it (closed with the listener). */
   const tlsRelayed = new Set<Deno.Conn>();
   // The relay's Deno.serve; its connections' source ports name the clients they carry (one
@@ -501,14 +503,14 @@ export function listenH1(
       (conn as Partial<Deno.TcpConn>).setNoDelay?.(true);
       key = (to.localAddr as Deno.NetAddr).port;
       const r = conn.remoteAddr as Deno.NetAddr;
-      tlsPeers.set(key, client ?? { hostname: unmapped(r.hostname), port: r.port });
+      tlsPeers[index].set(key, client ?? { hostname: unmapped(r.hostname), port: r.port });
       if (first.length > 0) await writeAll(socketWriter(to), first);
       void pipe(conn, to, true);
       await pipe(to, conn, false);
     } catch {
       // Either side went away, or the TLS listener is gone (closing): both close below.
     } finally {
-      if (key >= 0) tlsPeers.delete(key);
+      if (key >= 0) tlsPeers[index].delete(key);
       if (to) closeQuietly(to);
       closeQuietly(conn);
       tlsRelayed.delete(conn);
@@ -694,7 +696,7 @@ export function listenH1(
   })();
   // The loopback TLS listener's own loop: only connections the relay made (from 127.0.0.1, on a
   // port it noted) are served; another local process connecting there is closed.
-  const acceptingTls = tlsInners.map((tlsInner) =>
+  const acceptingTls = tlsInners.map((tlsInner, i) =>
     (async () => {
       while (!closed) {
         let conn: Deno.TlsConn;
@@ -706,7 +708,7 @@ export function listenH1(
           continue;
         }
         const r = conn.remoteAddr as Deno.NetAddr;
-        void serveTls(conn, () => r.hostname === "127.0.0.1" ? tlsPeers.get(r.port) : undefined);
+        void serveTls(conn, () => r.hostname === "127.0.0.1" ? tlsPeers[i].get(r.port) : undefined);
       }
     })()
   );
