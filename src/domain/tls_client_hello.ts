@@ -104,16 +104,23 @@ function parseHello(b: Uint8Array): HelloPeek {
   const extEnd = p + 2 + ((b[p] << 8) | b[p + 1]);
   if (extEnd !== b.length) return invalid("ClientHello extensions of the wrong length");
   p += 2;
+  // The whole list is read: a second server_name (which the target might read instead of the
+  // one routed on) makes the ClientHello invalid (RFC 8446 §4.2: one extension of a type).
+  let found: HelloPeek | null = null;
   while (p + 4 <= extEnd) {
     const type = (b[p] << 8) | b[p + 1];
     const len = (b[p + 2] << 8) | b[p + 3];
     p += 4;
     if (p + len > extEnd) return invalid("a ClientHello extension of the wrong length");
-    if (type === SERVER_NAME_EXT) return serverName(b.subarray(p, p + len));
+    if (type === SERVER_NAME_EXT) {
+      if (found) return invalid("two server_name extensions");
+      found = serverName(b.subarray(p, p + len));
+      if (found.kind === "invalid") return found;
+    }
     p += len;
   }
   if (p !== extEnd) return invalid("ClientHello extensions of the wrong length");
-  return { kind: "hello", serverName: null };
+  return found ?? { kind: "hello", serverName: null };
 }
 
 /** The server_name extension's data (RFC 6066 §3) → its host_name. */
@@ -122,20 +129,22 @@ function serverName(d: Uint8Array): HelloPeek {
     return invalid("a server_name extension of the wrong length");
   }
   let p = 2;
+  let found: string | null = null;
   while (p + 3 <= d.length) {
     const type = d[p];
     const len = (d[p + 1] << 8) | d[p + 2];
     p += 3;
     if (p + len > d.length) return invalid("a server_name entry of the wrong length");
     if (type === HOST_NAME) {
-      const name = hostName(d.subarray(p, p + len));
-      return name === null
-        ? invalid("a server_name that is not a DNS name")
-        : { kind: "hello", serverName: name };
+      // RFC 6066 §3: no more than one name of a type.
+      if (found !== null) return invalid("two host_name entries in server_name");
+      found = hostName(d.subarray(p, p + len));
+      if (found === null) return invalid("a server_name that is not a DNS name");
     }
     p += len;
   }
-  return { kind: "hello", serverName: null };
+  if (p !== d.length) return invalid("a server_name entry of the wrong length");
+  return { kind: "hello", serverName: found };
 }
 
 /** Letters, digits, `-`, `_` and dots, 1–253 bytes (RFC 6066: ASCII, no trailing dot). */

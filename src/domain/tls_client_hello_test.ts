@@ -95,6 +95,23 @@ Deno.test("peekClientHello refuses malformed bodies and names", () => {
   assert.equal(bad(helloBody([sniExt("x.example.com..")])), "invalid", "two final dots");
   assert.equal(bad(helloBody([sniExt(".")])), "invalid", "the root alone");
   assert.equal(bad(helloBody([[0, [0, 9, 0, 0, 1, 120]]])), "invalid", "server_name list length");
+  // Two names where the target may read another than Prox routed on (RFC 8446 §4.2: one
+  // extension of a type; RFC 6066 §3: one name of a type).
+  assert.equal(
+    bad(helloBody([sniExt("public.example.com"), sniExt("admin.internal")])),
+    "invalid",
+    "two server_name extensions",
+  );
+  const twoNames = (a: string, b: string): [number, number[]] => {
+    const e = (n: string) => [0, ...u16(n.length), ...enc.encode(n)];
+    const list = [...e(a), ...e(b)];
+    return [0, [...u16(list.length), ...list]];
+  };
+  assert.equal(
+    bad(helloBody([twoNames("public.example.com", "admin.internal")])),
+    "invalid",
+    "two host_name entries",
+  );
   const noSuites = [3, 3, ...new Array(32).fill(7), 0, 0, 0, 1, 0];
   assert.equal(bad(noSuites), "invalid", "no cipher suites");
 });
