@@ -701,8 +701,17 @@ export const ForwardAuth = z.object({
 /** A route's `forward_auth`: its own check, or `false` to skip the top-level one. */
 export const RouteForwardAuth = z.union([z.literal(false), ForwardAuth]);
 
+/**
+ * `path_regex`: the first rule whose `match` finds something in the request path replaces that
+ * with `replace` (`$1`, `$<name>`); anchor it (`^…$`) to replace the whole path. No match: the
+ * prefix is stripped and `path_rewrite` applies as ever.
+ */
+const PathRegexRule = z.object({ match: z.string().min(1), replace: z.string() }).strict();
+const PathRegexRules = z.union([PathRegexRule, z.array(PathRegexRule).min(1).max(32)]);
+
 const upstreamCommon = {
   path_rewrite: z.string().optional(),
+  path_regex: PathRegexRules.optional(),
   rate_limit: RateLimit.optional(),
   /** More limits, all enforced in order (e.g. 10 per second and 1000 per day). */
   rate_limits: z.array(RateLimit).min(1).max(8).optional(),
@@ -877,6 +886,7 @@ const WebSocketRoute = z.object({
     },
   }),
   path_rewrite: z.string().optional(),
+  path_regex: PathRegexRules.optional(),
   rate_limit: RateLimit.optional(),
   /** More limits, all enforced in order (e.g. 10 per second and 1000 per day). */
   rate_limits: z.array(RateLimit).min(1).max(8).optional(),

@@ -5,6 +5,7 @@ import { statusMatcher } from "../domain/health.ts";
 import { parseCidr } from "../domain/ip.ts";
 import { parseRouteKey } from "../domain/router.ts";
 import { normalizePath } from "../domain/rewrite.ts";
+import { compileRegex } from "../domain/conditions.ts";
 import { compileMatch, compileRouteRules, fieldValueProblem } from "../domain/rules.ts";
 import type { RouteRulesSpec, RuleProblem } from "../domain/rules.ts";
 import type { CacheConfig, Config, RateLimitConfig } from "./schema.ts";
@@ -193,6 +194,29 @@ export function validateRoutes(
           "Write the path they resolve to",
         );
       }
+    }
+    if ("path_regex" in route && route.path_regex) {
+      const list = Array.isArray(route.path_regex) ? route.path_regex : [route.path_regex];
+      list.forEach((r, i) => {
+        const at = Array.isArray(route.path_regex)
+          ? ["routes", key, "path_regex", i]
+          : ["routes", key, "path_regex"];
+        const re = compileRegex(r.match);
+        if (typeof re === "string") err([...at, "match"], re);
+        if (!/^[/$]/.test(r.replace)) {
+          err(
+            [...at, "replace"],
+            `replace "${r.replace}" is no path: the upstream's path starts with /`,
+            `Write "/${r.replace}"`,
+          );
+        } else if (/[?#]/.test(r.replace)) {
+          err(
+            [...at, "replace"],
+            'replace cannot hold "?" or "#": the upstream gets the client\'s query string',
+            "Match on the query with a conditional route (match: { query_has: … }) instead",
+          );
+        }
+      });
     }
     const problems: RuleProblem[] = [];
     compileRouteRules(route as RouteRulesSpec, {

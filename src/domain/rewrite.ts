@@ -153,6 +153,12 @@ export function stripPrefix(path: string, prefix: string): string {
   return path.slice(prefix.length);
 }
 
+/** A `path_regex` rule: the part of the path `re` matches is replaced (`$1`, `$<name>`). */
+export interface PathRegex {
+  re: RegExp;
+  replace: string;
+}
+
 /** Where a request goes upstream: the target's origin and the request target on the wire. */
 export interface UpstreamTarget {
   /** Scheme, host and port of the target (its path is not used). Shared: never change it. */
@@ -176,12 +182,24 @@ const QUERY_NEEDS_URL = /[^\x21-\x7e]/;
  */
 export function upstreamTarget(
   target: string,
-  opts: { path: string; prefix: string; rewrite?: string; query: string },
+  opts: {
+    path: string;
+    prefix: string;
+    rewrite?: string;
+    query: string;
+    /** `path_regex`: the first rule whose regex matches the path replaces what it matched. */
+    regex?: readonly PathRegex[];
+  },
 ): UpstreamTarget {
   const t = parseTarget(target);
-  const rest = stripPrefix(opts.path, opts.prefix);
-  const rewrite = opts.rewrite && opts.rewrite !== "/" ? opts.rewrite.replace(/\/+$/, "") : "";
-  let path = joinPath(joinPath(t.base, rewrite), rest);
+  let path: string;
+  const rule = opts.regex?.find((r) => r.re.test(opts.path));
+  if (rule) path = joinPath(t.base, opts.path.replace(rule.re, rule.replace));
+  else {
+    const rest = stripPrefix(opts.path, opts.prefix);
+    const rewrite = opts.rewrite && opts.rewrite !== "/" ? opts.rewrite.replace(/\/+$/, "") : "";
+    path = joinPath(joinPath(t.base, rewrite), rest);
+  }
   if (path === "") path = "/";
   if (!path.startsWith("/")) path = "/" + path;
   if (PATH_NEEDS_URL.test(path) || QUERY_NEEDS_URL.test(opts.query)) {

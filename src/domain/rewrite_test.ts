@@ -137,3 +137,29 @@ Deno.test("wireQuery encodes only what a request line cannot hold", () => {
   assert.equal(wireQuery("?a b\tc"), "?a%20b%09c");
   assert.equal(wireQuery(""), "");
 });
+
+Deno.test("upstreamTarget: path_regex replaces what it matches, first rule wins, query kept", () => {
+  const regex = [
+    { re: /^\/api\/v1\/users\/(\d+)$/, replace: "/users/$1" },
+    { re: /^\/api\/v1\/(?<rest>.*)$/, replace: "/v1/$<rest>" },
+    { re: /\.php$/, replace: "" },
+  ];
+  const at = (path: string, target = "http://b:8080") =>
+    upstreamTarget(target, { path, prefix: "/api", query: "?q=1", rewrite: "/x", regex }).path;
+  assert.equal(at("/api/v1/users/42"), "/users/42?q=1");
+  assert.equal(at("/api/v1/orders/7"), "/v1/orders/7?q=1");
+  assert.equal(at("/api/index.php"), "/api/index?q=1"); // the matched part only
+  assert.equal(at("/api/v1/users/42", "http://b:8080/base"), "/base/users/42?q=1");
+  // No rule matches: prefix stripped and path_rewrite as ever.
+  assert.equal(at("/api/other"), "/x/other?q=1");
+  // A replacement with a dot segment is resolved, as a path_rewrite's is.
+  assert.equal(
+    upstreamTarget("http://b", {
+      path: "/a/b",
+      prefix: "/",
+      query: "",
+      regex: [{ re: /^\/a\/(.*)$/, replace: "/x/../$1" }],
+    }).path,
+    "/b",
+  );
+});

@@ -2,6 +2,8 @@
 // reload builds a whole new Snapshot and swaps it in one assignment; in-flight requests keep the
 // one they pinned.
 
+import { compileRegex } from "../domain/conditions.ts";
+import type { PathRegex } from "../domain/rewrite.ts";
 import { compileRouter, parseRouteKey } from "../domain/router.ts";
 import type { RouteEntry, Router } from "../domain/router.ts";
 import { compileMatch, compileRouteRules } from "../domain/rules.ts";
@@ -51,6 +53,8 @@ export interface CompiledRoute {
    * building; undefined without `tls`.
    */
   upstreamTls?: UpstreamTls;
+  /** `path_regex`, compiled (rules whose regex does not compile are left out: validate says so). */
+  pathRegex?: PathRegex[];
   /** Compiled header and body rules. */
   rules: RouteRules;
   /** The route's rate limits, in order; empty when it has none (filters/rate_limit.ts). */
@@ -228,6 +232,12 @@ export function buildSnapshot(
     };
     if (compiled.errorPages.length > 0) hasErrorPages = true;
     if ("tls" in route) compiled.upstreamTls = upstreamTlsOf(route.tls, opts.files);
+    if ("path_regex" in route && route.path_regex) {
+      compiled.pathRegex = [route.path_regex].flat().flatMap((r) => {
+        const re = compileRegex(r.match);
+        return typeof re === "string" ? [] : [{ re, replace: r.replace }];
+      });
+    }
     const entry: RouteEntry<CompiledRoute, RequestContext> = {
       key,
       prefix,

@@ -152,6 +152,7 @@ export function targetOf(
     prefix: ctx.route!.prefix,
     rewrite: route.path_rewrite,
     query: ctx.query,
+    regex: ctx.route!.pathRegex,
   });
 }
 
