@@ -99,7 +99,9 @@ export function listenerPlans(
       connectionLimits: c.limits.max_connections || c.limits.max_connections_per_ip
         ? { total: c.limits.max_connections, perIp: c.limits.max_connections_per_ip }
         : undefined,
-      ...(o.sni && o.sni.length > 0 ? { sni: o.sni } : {}),
+      // Only Prox's engine serves more than one certificate (Deno.serve takes one): `sni` keeps
+      // it on where tracing or PROX_H1_ENGINE=deno would put Deno.serve there.
+      ...(o.sni && o.sni.length > 0 ? { sni: o.sni, engine: "prox" as const } : {}),
       ...o.tls,
       ...proxied,
     }]

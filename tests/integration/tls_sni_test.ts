@@ -249,3 +249,17 @@ Deno.test({
     }
   },
 });
+
+Deno.test("tls.sni: served where Deno.serve would take the listener (PROX_H1_ENGINE=deno, tracing)", async () => {
+  // OTEL_DENO=true puts the listeners on Deno.serve as PROX_H1_ENGINE=deno does, and Deno.serve
+  // takes one certificate: the others were dropped without a word.
+  await using up = await startUpstream(() => new Response("ok"));
+  Deno.env.set("PROX_H1_ENGINE", "deno");
+  try {
+    await using prox = await startProxy(config(up.url), { tls: true });
+    assert.equal(await getAs(prox.port, "other.test"), "HTTP/1.1 200 OK ok");
+    assert.equal(await getAs(prox.port, "localhost"), "HTTP/1.1 200 OK ok");
+  } finally {
+    Deno.env.delete("PROX_H1_ENGINE");
+  }
+});
