@@ -542,17 +542,22 @@ routes:
   const plain = await fetch(`${prox.url}/fat`);
   assert.equal(await plain.text(), "body=");
   // Nor is it answered from the store once there is an entry.
-  const again = await run("curl", [
-    "-sS",
-    "--http2-prior-knowledge",
-    "-X",
-    "GET",
-    "--data-binary",
-    "q=two",
-    "-D",
-    "-",
-    `${prox.url}/fat`,
-  ]);
-  assert.match(again.stdout, /^HTTP\/2 501 /);
+  const fatAgain = () =>
+    run("curl", [
+      "-sS",
+      "--http2-prior-knowledge",
+      "-X",
+      "GET",
+      "--data-binary",
+      "q=two",
+      "-D",
+      "-",
+      `${prox.url}/fat`,
+    ]);
+  let again = await fatAgain();
+  // Once in a few hundred CI runs curl 7.88 printed nothing for this (its stderr was not kept):
+  // once more, and its stderr says why if that fails too.
+  if (again.code !== 0 && again.stdout === "") again = await fatAgain();
+  assert.match(again.stdout, /^HTTP\/2 501 /, again.stderr);
   assert.doesNotMatch(again.stdout, /body=/);
 });
