@@ -556,8 +556,7 @@ routes:
     ]);
   let again = await fatAgain();
   // Once (a CI run of 2026-11-28, not reproduced in 17 runs) curl printed nothing for this, its
-  // stderr not kept:
-  // once more, and its stderr says why if that fails too.
+  // stderr not kept: once more, and its stderr says why if that fails too.
   if (again.code !== 0 && again.stdout === "") again = await fatAgain();
   assert.match(again.stdout, /^HTTP\/2 501 /, again.stderr);
   assert.doesNotMatch(again.stdout, /body=/);
