@@ -6,6 +6,20 @@ import { parseListenAddr } from "./listen.ts";
 import type { Config } from "./schema.ts";
 import type { Report } from "./validate_route.ts";
 import { parseHostPort, sniKeyProblem } from "../domain/tcp_route.ts";
+import type { HostPort } from "../domain/tcp_route.ts";
+import type { ListenAddr } from "./listen.ts";
+
+/** Whether `t` reaches the listener `addr` itself (its address, or loopback on a wildcard). */
+function isOwnListener(addr: ListenAddr, t: HostPort): boolean {
+  if (addr.port === 0 || t.port !== addr.port) return false;
+  const host = t.host.toLowerCase().replace(/\.$/, "");
+  const v4Loopback = host === "localhost" || /^127\.\d+\.\d+\.\d+$/.test(host);
+  const loopback = v4Loopback || host === "::1";
+  // [::] takes IPv4 too (dual-stack); 0.0.0.0 IPv4 alone.
+  return host === addr.hostname || (addr.hostname === "::" && loopback) ||
+    (addr.hostname === "0.0.0.0" && v4Loopback) ||
+    (host === "localhost" && (addr.hostname === "::1" || addr.hostname.startsWith("127.")));
+}
 
 /** Checks every entry of `config.tcp`. */
 export function validateTcp(config: Config, o: { err: Report; warn: Report }): void {
@@ -52,6 +66,14 @@ export function validateTcp(config: Config, o: { err: Report; warn: Report }): v
       list?.forEach((t, i) => {
         const r = parseHostPort(t);
         if (typeof r === "string") o.err(at(...p, i), r);
+        else if (typeof addr !== "string" && isOwnListener(addr, r)) {
+          o.err(
+            at(...p, i),
+            `tcp target ${t} is this entry's own listener (${e.listen_addr}): each connection ` +
+              "would open another until no descriptor is left",
+            "Name the upstream's address",
+          );
+        }
       });
     checkTargets(e.targets, "targets");
     checkTargets(e.default, "default");

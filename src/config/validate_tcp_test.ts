@@ -48,3 +48,32 @@ Deno.test("validateTcp: an empty sni table needs a default (else every connectio
   ]);
   assert.deepEqual(errors(entry(`sni: {}, default: ["10.0.0.9:443"]`)), []);
 });
+
+Deno.test("validateTcp: a target that is the entry's own listener is refused (each connection would open another)", () => {
+  const entry = (listen: string, target: string) =>
+    `tcp: { e: { listen_addr: "${listen}", targets: ["10.0.0.5:1", "${target}"] } }\n`;
+  const loop = (listen: string, target: string) =>
+    `tcp.e.targets.1: tcp target ${target} is this entry's own listener (${listen}): ` +
+    "each connection would open another until no descriptor is left";
+  assert.deepEqual(errors(entry("127.0.0.1:5433", "127.0.0.1:5433")), [
+    loop("127.0.0.1:5433", "127.0.0.1:5433"),
+  ]);
+  assert.deepEqual(errors(entry("0.0.0.0:5433", "localhost:5433")), [
+    loop("0.0.0.0:5433", "localhost:5433"),
+  ]);
+  assert.deepEqual(errors(entry("[::]:5433", "[::1]:5433")), [loop("[::]:5433", "[::1]:5433")]);
+  assert.deepEqual(errors(entry("0.0.0.0:5433", "127.0.0.2:5433")), [
+    loop("0.0.0.0:5433", "127.0.0.2:5433"),
+  ]);
+  // Another port, another address: no loop.
+  assert.deepEqual(errors(entry("127.0.0.1:5433", "127.0.0.1:5432")), []);
+  assert.deepEqual(errors(entry("10.0.0.1:5433", "127.0.0.1:5433")), []);
+  assert.deepEqual(errors(entry("0.0.0.0:5433", "[::1]:5433")), []);
+  assert.deepEqual(errors(entry("[::]:5433", "127.0.0.1:5433")), [
+    loop("[::]:5433", "127.0.0.1:5433"),
+  ]);
+  // In the sni table and the default too.
+  const sni = `tcp: { e: { listen_addr: "[::]:8443", sni: { "a.example.com": ` +
+    `["127.0.0.1:8443"] }, default: ["[::1]:8443"] } }\n`;
+  assert.equal(errors(sni).length, 2);
+});
