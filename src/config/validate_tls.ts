@@ -2,6 +2,7 @@
 // environment's `certificate` reader) and the HSTS header's preload requirements.
 
 import { certificateCovers, uncoveredHosts } from "./cert_names.ts";
+import { parseRouteKey } from "../domain/router.ts";
 import type { CertificateNames } from "./cert_names.ts";
 import type { Config, UpstreamTlsConfig } from "./schema.ts";
 import type { Report } from "./validate_route.ts";
@@ -96,14 +97,18 @@ export function validatePair(
 }
 
 /**
- * `tls.sni`: each pair's files as the main pair's, and a certificate that names nothing the main
- * one does not is never chosen. Returns the names of those that could be read.
+ * `tls.sni`: each pair's files as the main pair's; one whose every name an earlier one holds is
+ * never chosen, and one that holds none of the routes' hosts (when every route names its hosts)
+ * serves nothing. Returns the names of those that could be read.
  */
 export function validateSni(
   sni: NonNullable<NonNullable<Config["tls"]>["sni"]>,
   o: { err: Report; warn: Report; env: ValidateEnv; config: Config },
 ): CertificateNames[] {
   const out: CertificateNames[] = [];
+  const hosts = routeHosts(o.config.routes);
+  /** Where each of `out` is written (tls.sni's index). */
+  const written: number[] = [];
   sni.forEach((entry, i) => {
     const at = ["tls", "sni", i];
     let missing = false;
@@ -118,9 +123,48 @@ export function validateSni(
     }
     if (missing) return;
     const names = validatePair(entry.cert_path, entry.key_path, { ...o, at, others: null });
-    if (names) out.push(names);
+    if (!names || names.dns.length + names.ip.length === 0) return;
+    const own = [...names.dns, ...names.ip.map((ip) => ip.includes(":") ? `[${ip}]` : ip)];
+    const first = out.findIndex((earlier) => own.every((n) => certificateCovers(earlier, n)));
+    if (first >= 0) {
+      o.warn(
+        [...at, "cert_path"],
+        `Certificate ${entry.cert_path} is never chosen: tls.sni.${
+          written[first]
+        } comes first and holds every name it holds`,
+        "Remove it, or put it before the other",
+      );
+    } else if (hosts.length > 0 && !hosts.some((h) => coversHost(names, h))) {
+      o.warn(
+        [...at, "cert_path"],
+        `Certificate ${entry.cert_path} holds none of the routes' hosts: it is served only for names no route answers`,
+        `Add a route for its names (\`openssl x509 -noout -ext subjectAltName -in ${entry.cert_path}\` lists them), or remove it`,
+      );
+    }
+    out.push(names);
+    written.push(i);
   });
   return out;
+}
+
+/** The routes' hosts, or none when a route answers every host (its key names none). */
+function routeHosts(routes: Config["routes"]): string[] {
+  const out: string[] = [];
+  for (const [key, route] of Object.entries(routes)) {
+    const own = parseRouteKey(key).host;
+    if (!own && !route.hosts?.length) return [];
+    if (own) out.push(own);
+    out.push(...(route.hosts ?? []));
+  }
+  return out;
+}
+
+/** Whether a client asking for `host` (`*.a.example`: any name under it) may get the names. */
+function coversHost(names: CertificateNames, host: string): boolean {
+  const h = host.toLowerCase().replace(/\.$/, "");
+  if (!h.startsWith("*.")) return certificateCovers(names, h);
+  return certificateCovers(names, h) ||
+    names.dns.some((n) => n.toLowerCase().replace(/\.$/, "").endsWith(h.slice(1)));
 }
 
 const FILE_HINT = "Fix the path (a relative one starts from the working directory of prox)";

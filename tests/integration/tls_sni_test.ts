@@ -7,6 +7,7 @@ import { interopTest, ROOT, run, startUpstream, waitFor } from "../_harness.ts";
 import { onProxEngines, startProxy } from "./_proxy.ts";
 import { readFrom } from "./_raw_client.ts";
 import { loadConfigText } from "../../src/config/load.ts";
+import { denoEnv } from "../../src/adapters/config_source.ts";
 import { startServer } from "../../src/server.ts";
 import { silentLogger } from "../../src/ports.ts";
 import { withTempDir } from "./_acme.ts";
@@ -262,4 +263,38 @@ Deno.test("tls.sni: served where Deno.serve would take the listener (PROX_H1_ENG
   } finally {
     Deno.env.delete("PROX_H1_ENGINE");
   }
+});
+
+Deno.test("validate: a tls.sni certificate that is never chosen, or serves no route's host", () => {
+  const OTHER = `{ cert_path: "${TLS}/other.pem", key_path: "${TLS}/other.key" }`;
+  const MAIN = `{ cert_path: "${TLS}/cert.pem", key_path: "${TLS}/key.pem" }`;
+  const issues = (sni: string, routes: string) =>
+    loadConfigText(
+      `listen_addr: "127.0.0.1:3000"\ntls: { cert_path: "${TLS}/cert.pem", key_path: "${TLS}/key.pem", sni: [${sni}] }\n` +
+        `routes:\n${routes}`,
+      { file: "c.yaml", env: denoEnv },
+    ).issues.map((i) => `${i.severity} ${i.path}: ${i.message}`);
+  const both =
+    "  other.test/: { type: static, root: . }\n  localhost/: { type: static, root: . }\n";
+  assert.deepEqual(issues(OTHER, both), []);
+  // Every name it holds an earlier one holds: the earlier one is always chosen.
+  assert.match(
+    issues(`${OTHER}, ${OTHER}`, both).join("\n"),
+    /warning tls\.sni\.1\.cert_path: .*never chosen/,
+  );
+  // The main certificate's names: chosen before it for them, which is not an error.
+  assert.deepEqual(issues(`${OTHER}, ${MAIN}`, both), []);
+  // Every route names its hosts, and it holds none of them.
+  assert.match(
+    issues(OTHER, "  localhost/: { type: static, root: . }\n").join("\n"),
+    /warning tls\.sni\.0\.cert_path: .*holds none of the routes' hosts/,
+  );
+  assert.deepEqual(
+    issues(OTHER, "  localhost/: { type: static, root: . }\n  /: { type: static, root: . }\n"),
+    [],
+  );
+  assert.deepEqual(
+    issues(OTHER, '  localhost/: { type: static, root: ., hosts: ["a.other.test"] }\n'),
+    [],
+  );
 });
