@@ -76,6 +76,8 @@ export interface TcpListener {
 }
 
 const EMPTY = new Uint8Array(0);
+/** A TLS alert record (RFC 8446 §6): fatal (2), unrecognized_name (112). */
+const UNRECOGNIZED_NAME = new Uint8Array([21, 3, 3, 0, 2, 2, 112]);
 /** Per direction and connection (nginx's proxy_buffer_size is 16k too): 10,000 take 320 MiB. */
 const CHUNK = 16 * 1024;
 
@@ -217,6 +219,8 @@ function relay(
       first = hello.bytes;
       group = matchSni(plan.sni, hello.serverName);
       if (!group) {
+        // RFC 6066 §3: a fatal unrecognized_name alert, which clients name, rather than an EOF.
+        await writeAll(conn, UNRECOGNIZED_NAME).catch(() => {});
         return end("no_route", `no sni key matches ${hello.serverName ?? "(no server name)"}`);
       }
     }

@@ -243,3 +243,19 @@ Deno.test("tcp sni counts the ClientHello in prox_tcp_bytes_total received, as t
   );
   assert.equal(Number(received?.[1]), hello.length + 5, "received: the ClientHello and the rest");
 });
+
+Deno.test("tcp sni answers a server name nothing matches with the unrecognized_name alert (RFC 6066 §3)", async () => {
+  await using prox = await startProxy(
+    `${base}tcp:\n  tls:\n    listen_addr: "127.0.0.1:0"\n` +
+      `    sni: { "db.example.com": ["127.0.0.1:9"] }\n`,
+  );
+  const port = prox.server.tcpAddr("tls")!.port;
+  // Deno's TLS client names the alert.
+  const err = await tlsPing(port, "other.example.com").then(() => null, (e: Error) => e);
+  assert.match(String(err), /UnrecognisedName|unrecognized.name/i);
+  // On the wire: one fatal alert record, then the end.
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  await writeAll(conn, clientHello("other.example.com", 16384));
+  assert.deepEqual([...await readAll(conn)], [21, 3, 3, 0, 2, 2, 112]);
+  conn.close();
+});
