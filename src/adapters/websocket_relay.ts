@@ -18,6 +18,11 @@ const MAX_LINE = 16 * 1024;
 export interface WebSocketRelay {
   client: Deno.HttpClient;
   close(): void;
+  /**
+   * Why the relay could not reach the upstream, if it could not: Deno's client sees only its
+   * relay connection closed (and, retrying, the socket gone: "No such file or directory").
+   */
+  failure(): ProxyError | null;
 }
 
 /**
@@ -33,6 +38,7 @@ export async function startRelay(
   let local: Deno.Conn | null = null;
   let up: Transport | null = null;
   let closed = false;
+  let failure: ProxyError | null = null;
   const cleanup = () => {
     try {
       listener.close();
@@ -60,10 +66,13 @@ export async function startRelay(
     }));
     if (closed) return close();
     await relayBytes(local, up);
-  })().catch(() => {}).finally(close);
+  })().catch((err) => {
+    // Noted before the relay's connection closes, which is all Deno's client sees of it.
+    if (!up && err instanceof ProxyError) failure = err;
+  }).finally(close);
   // The client speaks plain HTTP to a proxy socket, wss too: TLS is the relay's (o.tls).
   const client = Deno.createHttpClient({ proxy: { transport: "unix", path } });
-  return { client, close };
+  return { client, close, failure: () => failure };
 }
 
 const SOCKET = "relay.sock";

@@ -188,7 +188,22 @@ async function openRelayed(t: WebSocketProxyRequest): Promise<UpstreamSocket | R
     return await openWithClient(t, relay);
   } catch (err) {
     relay.close();
-    throw err;
+    // The relay's own error says why (refused, a certificate, a timeout), of the ws(s) URL.
+    const f = relay.failure();
+    if (!f || !(err instanceof ProxyError)) throw err;
+    const where = `"${t.url.protocol}//${t.url.host}"`;
+    throw new ProxyError(
+      f.kind,
+      f.message.replace(
+        /^Cannot connect to upstream "[^"]*"/,
+        `Cannot connect to upstream ${where}`,
+      ),
+      {
+        source: t.url.href,
+        sentNothing: true,
+        cause: f,
+      },
+    );
   }
 }
 

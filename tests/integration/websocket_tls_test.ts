@@ -104,6 +104,33 @@ Deno.test("wss upstream: tls.insecure_skip_verify and tls.server_name apply to W
   assert.equal((await connectAndWaitClose(`${wrong.ws}/`)).code, 1014);
 });
 
+Deno.test("wss upstream through the relay: the log says why the upstream failed, not the relay's socket", async () => {
+  await using up = await wssUpstream({
+    cert: Deno.readTextFileSync(cert.cert),
+    key: Deno.readTextFileSync(cert.key),
+  });
+  const ip = up.url.replace("localhost", "127.0.0.1");
+  // A port nobody listens on: bound and closed again.
+  const gone = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (gone.addr as Deno.NetAddr).port;
+  gone.close();
+  const cases: [string, string, RegExp][] = [
+    [ip, `tls: { ca_cert: "${TLS}/ca.pem", server_name: other.test }`, /certificate/i],
+    [`wss://127.0.0.1:${port}`, "tls: { insecure_skip_verify: true }", /refused/i],
+  ];
+  for (const [target, tls, why] of cases) {
+    const logger = recordingLogger();
+    await using proxy = await startWsProxy(wsRoute(target, tls), { logger });
+    assert.equal((await connectAndWaitClose(`${proxy.ws}/`)).code, 1014);
+    const line = logger.records.find((r) => r.msg === "WebSocket upstream unreachable");
+    assert.ok(line, "a warning line");
+    const error = String(line.error);
+    assert.match(error, why);
+    assert.doesNotMatch(error, /No such file|os error 2/);
+    assert.match(error, new RegExp(`^Cannot connect to upstream "${target}"`));
+  }
+});
+
 const PAGE = `<!doctype html><title>ws</title><body><p id="out">pending</p><script>
 const out = document.getElementById("out");
 const ws = new WebSocket("ws://" + location.host + "/live/feed", ["chat.v1"]);
