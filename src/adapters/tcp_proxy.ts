@@ -220,7 +220,10 @@ function relay(
       group = matchSni(plan.sni, hello.serverName);
       if (!group) {
         // RFC 6066 §3: a fatal unrecognized_name alert, which clients name, rather than an EOF.
-        await writeAll(conn, UNRECOGNIZED_NAME).catch(() => {});
+        await writeAll(conn, UNRECOGNIZED_NAME).then(() => {
+          bytesOut += UNRECOGNIZED_NAME.length;
+          deps.metrics?.bytes(name, "sent", UNRECOGNIZED_NAME.length);
+        }, () => {});
         return end("no_route", `no sni key matches ${hello.serverName ?? "(no server name)"}`);
       }
     }

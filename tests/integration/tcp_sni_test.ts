@@ -245,9 +245,11 @@ Deno.test("tcp sni counts the ClientHello in prox_tcp_bytes_total received, as t
 });
 
 Deno.test("tcp sni answers a server name nothing matches with the unrecognized_name alert (RFC 6066 §3)", async () => {
+  const logger = recordingLogger();
   await using prox = await startProxy(
     `${base}tcp:\n  tls:\n    listen_addr: "127.0.0.1:0"\n` +
       `    sni: { "db.example.com": ["127.0.0.1:9"] }\n`,
+    { logger },
   );
   const port = prox.server.tcpAddr("tls")!.port;
   // Deno's TLS client names the alert.
@@ -258,4 +260,7 @@ Deno.test("tcp sni answers a server name nothing matches with the unrecognized_n
   await writeAll(conn, clientHello("other.example.com", 16384));
   assert.deepEqual([...await readAll(conn)], [21, 3, 3, 0, 2, 2, 112]);
   conn.close();
+  // The alert's bytes are the connection's bytesOut.
+  const rec = await nthAccess(logger.records, 2);
+  assert.deepEqual([rec.outcome, rec.bytesOut], ["no_route", 7]);
 });
