@@ -223,12 +223,30 @@ function pathAndQuery(rec: LoggedRequest): string {
 
 /**
  * Per route, what its decision depends on that the access log does not hold. Only these
- * routes' outcomes are uncertain: routing itself reads the host and path, which are logged.
+ * routes' outcomes are uncertain: routing reads the host, path, method, query and client, which
+ * are logged, and other headers only in a conditional route's `match`.
  */
 export function routeDoubts(snapshot: Snapshot): Map<string, string[]> {
   const doubts = new Map<string, string[]>();
-  for (const { value: r } of snapshot.router.entries) {
+  // Conditional routes whose match reads a header the log does not hold (it holds Host), by
+  // prefix: they and the routes of their prefix decide on what is not replayed.
+  const byHeader = new Map<string, string[]>();
+  for (const e of snapshot.router.entries) {
+    const m = e.value.config.match;
+    const reads = (Array.isArray(m) ? m : m ? [m] : []).some((c) =>
+      c.has_header !== undefined && c.has_header.name.toLowerCase() !== "host"
+    );
+    if (reads) byHeader.set(e.prefix, [...(byHeader.get(e.prefix) ?? []), e.key]);
+  }
+  for (const { value: r, prefix } of snapshot.router.entries) {
     const d: string[] = [];
+    const matched = byHeader.get(prefix);
+    if (matched) {
+      d.push(
+        `${MATCH_DOUBT} ${matched.join(", ")} may have held for a logged request ` +
+          "and not for its replay, or the other way",
+      );
+    }
     if (r.basicAuth) {
       d.push(
         "basic_auth: credentials are not logged; a logged authUser counts as signed in, " +
@@ -254,6 +272,9 @@ export function routeDoubts(snapshot: Snapshot): Map<string, string[]> {
   }
   return doubts;
 }
+
+/** The start of the doubt of routes chosen by a `match` on headers (MATCH_DOUBT). */
+const MATCH_DOUBT = "match: request headers are not logged (but Host); replayed without them,";
 
 /** What replay assumes for every request (said in its report). */
 export const ASSUMPTIONS = [
@@ -317,6 +338,13 @@ export class Replayer {
     };
     note(now.route, this.#doubts);
     if (old) note(old.route, this.#againstDoubts);
+    // The logged route's match on headers decided the logged request, wherever the replay goes.
+    const logged = rec.route === null ? undefined : this.#doubts.get(rec.route);
+    for (const reason of logged ?? []) {
+      if (reason.startsWith(MATCH_DOUBT)) {
+        doubts.set(`${rec.route}\n${reason}`, [rec.route!, reason]);
+      }
+    }
     const notFound = now.notFound && (old ? !old.notFound : rec.route !== null);
     this.tally.add(change, { notFound, doubts: [...doubts.values()] });
   }

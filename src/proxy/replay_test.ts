@@ -270,3 +270,51 @@ routes:
   assert.deepEqual([r.tally.unchanged, r.tally.changed], [3, 0]);
   assert.match(r.tally.uncertain()[0].reason, /^jwt_auth: tokens are not logged/);
 });
+
+Deno.test("Replayer: a conditional route that reads headers makes its prefix's decisions uncertain", async () => {
+  const r = new Replayer(deps(`
+routes:
+  "/":
+    type: proxy
+    target: "http://10.0.0.1:80"
+  "/api":
+    type: proxy
+    target: "http://10.0.0.2:80"
+  "/api#canary":
+    type: proxy
+    target: "http://10.0.0.3:80"
+    match: { has_header: { name: X-Canary } }
+  "/beta#q":
+    type: proxy
+    target: "http://10.0.0.4:80"
+    match: [{ method_is: GET }, { has_header: { name: Cookie, value_matches: "beta=1" } }]
+  "/w#writes":
+    type: proxy
+    target: "http://10.0.0.5:80"
+    match: { method_is: POST }
+`));
+  // Logged on the canary route (the header held), replayed without the header.
+  await r.line(
+    line({ path: "/api/a", route: "/api#canary", upstream: "http://10.0.0.3:80" }),
+    "log:1",
+  );
+  // Logged on /beta#q, replayed to / (a shorter prefix) without the cookie.
+  await r.line(
+    line({ path: "/beta/a", route: "/beta#q", upstream: "http://10.0.0.4:80" }),
+    "log:2",
+  );
+  // method_is is decided by what is logged: certain.
+  await r.line(
+    line({ method: "POST", path: "/w/a", route: "/w#writes", upstream: "http://10.0.0.5:80" }),
+    "log:3",
+  );
+  // The replay went to /api, which shares its prefix with the canary: uncertain too.
+  assert.deepEqual(r.tally.uncertain().map((u) => u.route).sort(), [
+    "/api",
+    "/api#canary",
+    "/beta#q",
+  ]);
+  for (const u of r.tally.uncertain()) {
+    assert.match(u.reason, /^match: request headers are not logged/);
+  }
+});
