@@ -162,6 +162,43 @@ routes:
   });
 });
 
+/** The first flight of a real TLS client (Deno's) asking for `name`: its ClientHello. */
+async function clientHello(name: string): Promise<Uint8Array> {
+  const catcher = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const tcp = await Deno.connect({ hostname: "127.0.0.1", port: catcher.addr.port });
+  const client = await Deno.startTls(tcp, { hostname: name, caCerts: [CA] });
+  const done = client.handshake().catch(() => {});
+  const caught = await catcher.accept();
+  const hello = new Uint8Array(16384);
+  const n = (await caught.read(hello))!;
+  caught.close();
+  catcher.close();
+  await done;
+  client.close();
+  return hello.slice(0, n);
+}
+
+Deno.test("tls.sni: a client that stops after its ClientHello is closed when its 10 s are up", async () => {
+  // Deno cannot close a TLS connection mid-handshake; the relay's own socket to the client it can.
+  await using prox = await startProxy(config("http://127.0.0.1:9"), { tls: true });
+  await Promise.all(["other.test", "localhost"].map(async (name) => {
+    const c = await Deno.connect({ hostname: "127.0.0.1", port: prox.port });
+    const started = Date.now();
+    await c.write(await clientHello(name));
+    let open = false;
+    const guard = setTimeout(() => {
+      open = true;
+      c.close();
+    }, 20_000);
+    const got = await readFrom(c).finally(() => clearTimeout(guard));
+    assert.ok(!open, `${name}: still open after 20 s`);
+    c.close();
+    assert.ok(got.length > 0, "the ServerHello came");
+    const took = Date.now() - started;
+    assert.ok(took >= 9_000 && took < 12_000, `${name}: closed after ${took} ms`);
+  }));
+});
+
 /**
  * This process's 127.0.0.1 sockets in /proc/net/tcp: listening ports, and established [local,
  * remote] pairs.
@@ -199,22 +236,12 @@ Deno.test({
       { tls: true },
     );
     const ours = [...loopbackSockets().listening].filter((p) => !before.has(p) && p !== prox.port);
-    // A ClientHello for the main certificate, from a real client.
-    const catcher = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-    const tcp = await Deno.connect({ hostname: "127.0.0.1", port: catcher.addr.port });
-    const client = await Deno.startTls(tcp, { hostname: "localhost", caCerts: [CA] });
-    const done = client.handshake().catch(() => {});
-    const caught = await catcher.accept();
-    const hello = new Uint8Array(16384);
-    const n = (await caught.read(hello))!;
-    caught.close();
-    catcher.close();
-    await done;
-    client.close();
-    // Its relay waits for the rest of the handshake, from a port of its own.
+    // A ClientHello for the main certificate: its relay waits for the rest of the handshake,
+    // from a port of its own.
+    const hello = await clientHello("localhost");
     const victim = await Deno.connect({ hostname: "127.0.0.1", port: prox.port });
     await victim.write(enc.encode("PROXY TCP4 192.0.2.77 127.0.0.1 5000 443\r\n"));
-    await victim.write(hello.subarray(0, n));
+    await victim.write(hello);
     const [relayPort, mainPort] = await waitFor(() =>
       loopbackSockets().established.find(([, r]) => ours.includes(r))
     );

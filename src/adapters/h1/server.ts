@@ -223,7 +223,10 @@ export function listenH1(
   // relayed connection open: bounded by the connections). One map per listener: Linux gives
   // connect() the same local port for different destinations, so relays to two of them may
   // share one.
-  const tlsPeers = tlsInners.map(() => new Map<number, { hostname: string; port: number }>());
+  // Each entry also stops the relay's handshake timer once the TLS listener has done the handshake.
+  const tlsPeers = tlsInners.map(() =>
+    new Map<number, { client: { hostname: string; port: number }; handshaken: () => void }>()
+  );
   /** The client connections relayed to it (closed with the listener). */
   const tlsRelayed = new Set<Deno.Conn>();
   // The relay's Deno.serve; its connections' source ports name the clients they carry (one
@@ -483,17 +486,24 @@ export function listenH1(
       await serveH2(conn, peer ?? { hostname: unmapped(r.hostname), port: r.port });
     } else await serveH1(conn, peer);
   };
-  /** Relays a client connection to the TLS listener on 127.0.0.1, noting its client first. */
+  /**
+   * Relays a client connection to the TLS listener on 127.0.0.1, noting its client first. Deno
+   * cannot close a TLS connection in its handshake (the listener's timer does not end it), so the
+   * relay closes the client's socket when the handshake is not done by `deadline`.
+   */
   const relayToTls = async (
     conn: Deno.Conn,
     client: { hostname: string; port: number } | null,
     first: Uint8Array,
     /** Which loopback listener (certificate): tlsInners' index. */
     index = 0,
+    /** When the handshake must be done (Date.now() time). */
+    deadline = Date.now() + HANDSHAKE_MS,
   ) => {
     tlsRelayed.add(conn);
     let to: Deno.TcpConn | null = null;
     let key = -1;
+    const timer = setTimeout(() => closeQuietly(conn), Math.max(0, deadline - Date.now()));
     try {
       to = await Deno.connect({
         hostname: "127.0.0.1",
@@ -503,13 +513,17 @@ export function listenH1(
       (conn as Partial<Deno.TcpConn>).setNoDelay?.(true);
       key = (to.localAddr as Deno.NetAddr).port;
       const r = conn.remoteAddr as Deno.NetAddr;
-      tlsPeers[index].set(key, client ?? { hostname: unmapped(r.hostname), port: r.port });
+      tlsPeers[index].set(key, {
+        client: client ?? { hostname: unmapped(r.hostname), port: r.port },
+        handshaken: () => clearTimeout(timer),
+      });
       if (first.length > 0) await writeAll(socketWriter(to), first);
       void pipe(conn, to, true);
       await pipe(to, conn, false);
     } catch {
       // Either side went away, or the TLS listener is gone (closing): both close below.
     } finally {
+      clearTimeout(timer);
       if (key >= 0) tlsPeers[index].delete(key);
       if (to) closeQuietly(to);
       closeQuietly(conn);
@@ -527,7 +541,8 @@ export function listenH1(
     client: { hostname: string; port: number } | null,
     first: Uint8Array,
   ) => {
-    if (!sni) return await relayToTls(conn, client, first);
+    const deadline = Date.now() + HANDSHAKE_MS;
+    if (!sni) return await relayToTls(conn, client, first, 0, deadline);
     handshaking.add(conn);
     let bytes = first;
     let peek = peekClientHello(bytes);
@@ -553,7 +568,7 @@ export function listenH1(
     if (closed) return closeQuietly(conn);
     // Not TLS or no name: the main certificate's listener, which answers as before.
     const index = name === null ? 0 : 1 + sni.findIndex((c) => certificateCovers(c.names, name));
-    await relayToTls(conn, client, bytes, index);
+    await relayToTls(conn, client, bytes, index, deadline);
   };
 
   /** PROXY header failures: when the next may be logged, and how many were not. */
@@ -708,7 +723,11 @@ export function listenH1(
           continue;
         }
         const r = conn.remoteAddr as Deno.NetAddr;
-        void serveTls(conn, () => r.hostname === "127.0.0.1" ? tlsPeers[i].get(r.port) : undefined);
+        void serveTls(conn, () => {
+          const relayed = r.hostname === "127.0.0.1" ? tlsPeers[i].get(r.port) : undefined;
+          relayed?.handshaken();
+          return relayed?.client;
+        });
       }
     })()
   );
