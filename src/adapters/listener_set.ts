@@ -99,6 +99,13 @@ export function listenerPlans(
       connectionLimits: c.limits.max_connections || c.limits.max_connections_per_ip
         ? { total: c.limits.max_connections, perIp: c.limits.max_connections_per_ip }
         : undefined,
+      // Only Prox's engine counts connections (Deno.serve shows none): the limits keep it on
+      // where tracing or PROX_H1_ENGINE=deno would put Deno.serve there (a config's own
+      // http1_engine: deno is warned about by validate).
+      ...((c.limits.max_connections || c.limits.max_connections_per_ip) &&
+          c.protocols.http1_engine !== "deno"
+        ? { engine: "prox" as const }
+        : {}),
       // Only Prox's engine serves more than one certificate (Deno.serve takes one): `sni` keeps
       // it on where tracing or PROX_H1_ENGINE=deno would put Deno.serve there.
       ...(o.sni && o.sni.length > 0 ? { sni: o.sni, engine: "prox" as const } : {}),

@@ -161,3 +161,22 @@ Deno.test("validate: connection limits with http1_engine: deno, and per address 
     [],
   );
 });
+
+Deno.test("connection limits hold where Deno.serve would take the listener (tracing, PROX_H1_ENGINE=deno)", async () => {
+  // OTEL_DENO=true puts the main listener on Deno.serve, which shows Prox no connections: the
+  // limits were dropped without a word.
+  await using up = await startUpstream(() => new Response("ok"));
+  for (const [name, value] of [["OTEL_DENO", "true"], ["PROX_H1_ENGINE", "deno"]]) {
+    const before = Deno.env.get(name);
+    Deno.env.set(name, value);
+    try {
+      await using prox = await startProxy(config(up.url, "max_connections_per_ip: 1"));
+      const a = await held(prox.port);
+      assert.equal(await ask(prox.port), "", name);
+      a.close();
+    } finally {
+      if (before === undefined) Deno.env.delete(name);
+      else Deno.env.set(name, before);
+    }
+  }
+});
