@@ -126,7 +126,13 @@ export function validateSni(
     if (!names || names.dns.length + names.ip.length === 0) return;
     const own = [...names.dns, ...names.ip.map((ip) => ip.includes(":") ? `[${ip}]` : ip)];
     const first = out.findIndex((earlier) => own.every((n) => certificateCovers(earlier, n)));
-    if (first >= 0) {
+    if (names.dns.length === 0) {
+      o.warn(
+        [...at, "cert_path"],
+        `Certificate ${entry.cert_path} holds IP addresses only: clients connecting to an address send no server name (RFC 6066 §3), so they get the main certificate`,
+        "Put the addresses in the main certificate (cert_path), which such clients get",
+      );
+    } else if (first >= 0) {
       o.warn(
         [...at, "cert_path"],
         `Certificate ${entry.cert_path} is never chosen: tls.sni.${

@@ -325,3 +325,28 @@ Deno.test("validate: a tls.sni certificate that is never chosen, or serves no ro
     [],
   );
 });
+
+Deno.test("validate: a tls.sni certificate for IP addresses only is not chosen by clients", () => {
+  // Clients send no server name when they connect to an address (RFC 6066 §3).
+  const issues = (ip: string[], dns: string[] = []) =>
+    loadConfigText(
+      `listen_addr: "127.0.0.1:3000"\ntls: { cert_path: main.pem, key_path: main.key, sni: [{ cert_path: ip.pem, key_path: ip.key }] }\n` +
+        `routes:\n  /: { type: static, root: . }\n`,
+      {
+        file: "c.yaml",
+        env: {
+          exists: () => true,
+          certificate: (cert) => ({
+            notAfter: Date.now() + 1e10,
+            keyMatches: true,
+            names: cert === "ip.pem" ? { dns, ip } : { dns: ["example.com"], ip: [] },
+          }),
+        },
+      },
+    ).issues.map((i) => `${i.severity} ${i.path}: ${i.message}`);
+  assert.match(
+    issues(["10.0.0.1"]).join("\n"),
+    /warning tls\.sni\.0\.cert_path: .*get the main certificate/,
+  );
+  assert.deepEqual(issues(["10.0.0.1"], ["internal.example"]), []);
+});
