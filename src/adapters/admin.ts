@@ -72,6 +72,11 @@ export function redactSecrets(value: unknown, key = ""): unknown {
   ) {
     return REDACTED;
   }
+  // A webhook URL (Slack, Discord, Teams) carries its credential in the path: only the origin shows.
+  if (key === "webhook" && typeof value === "string") {
+    const m = /^([a-z][a-z0-9+.-]*:\/\/)(?:[^/?#]*@)?([^/?#@]*)/i.exec(value);
+    return m ? `${m[1]}${m[2]}/${REDACTED}` : REDACTED;
+  }
   // basic_auth's bcrypt hashes sit under user names: an offline guessing attack needs them.
   if (typeof value === "string" && BCRYPT_HASH.test(value)) return REDACTED;
   if (Array.isArray(value)) return value.map((v) => redactSecrets(v));

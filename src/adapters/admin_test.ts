@@ -337,3 +337,17 @@ Deno.test("admin POST /cache/purge: token required, one of url, prefix, route or
     tag: "a,b,c",
   }]);
 });
+
+Deno.test("redactSecrets: a notify webhook's path and query are its credential", () => {
+  const out = JSON.stringify(redactSecrets({
+    notify: {
+      webhook: "https://hooks.slack.com/services/T000/B000/XXXXSECRET?x=1",
+      timeout: 5000,
+    },
+  }));
+  assert.ok(!out.includes("XXXXSECRET"), out);
+  assert.ok(out.includes("https://hooks.slack.com/"), out);
+  assert.deepEqual(redactSecrets({ webhook: "https://u:pw@h.example/x" }), {
+    webhook: "https://h.example/[redacted]",
+  });
+});
