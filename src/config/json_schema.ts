@@ -8,7 +8,9 @@ import { Config } from "./schema.ts";
 const DESCRIPTIONS: Record<string, string> = {
   listen_addr: "Listener address as IP:PORT, e.g. 127.0.0.1:3000, 0.0.0.0:443 or [::]:443",
   routes:
-    "Route key → route. Keys are path prefixes matched on segment boundaries (longest wins), optionally preceded by a host: example.com/api",
+    "Route key → route. Keys are path prefixes matched on segment boundaries (longest wins), optionally preceded by a host: example.com/api; a conditional route (with match) adds a name: /api#canary",
+  match:
+    "Conditional route (key /prefix#name): takes its prefix's requests only when this condition holds (method_is, has_header, query_has, path_matches, client_ip), or a list that must all hold; else the prefix's route without match, or a shorter prefix",
   type: "Route type: proxy, load_balance, static, redirect or websocket",
   target: "Upstream URL (proxy, websocket) or redirect destination",
   targets: "Upstream URLs, or objects {url, weight, backup}",

@@ -48,3 +48,14 @@ Deno.test("jsonSchema gives ip_access and basic_auth hover text on every route t
     assert.match(auth.properties.users.description!, /bcrypt/);
   }
 });
+
+Deno.test("jsonSchema gives match hover text on every route type, and route keys their #name", () => {
+  type Node = { description?: string; properties: Record<string, Node> };
+  const s = jsonSchema() as {
+    properties: { routes: Node & { additionalProperties: { oneOf: Node[] } } };
+  };
+  assert.match(s.properties.routes.description!, /\/api#canary/);
+  for (const route of s.properties.routes.additionalProperties.oneOf) {
+    assert.match(route.properties.match.description!, /^Conditional route/);
+  }
+});
