@@ -43,7 +43,8 @@ export interface Certificates {
   plansFor(c: Config): Promise<ListenerPlan[]>;
   /**
    * A config now serves with these plans: its expiry metric, redirect status. Returns a line for
-   * the reload's changes when the main listener's certificate is another than before, else null.
+   * the reload's changes when the main listener's certificate, or a tls.sni one of the same file,
+   * is another than before, else null.
    */
   applied(c: Config, plans: ListenerPlan[]): string | null;
   close(): Promise<void>;
@@ -73,6 +74,8 @@ export function createCertificates(initial: Config, deps: CertificateDeps): Cert
   // What the main listener serves now: a switch to ACME keeps serving it until ACME's first
   // certificate arrives, rather than taking HTTPS down while it orders.
   let served: { cert: string; key?: string } | null = null;
+  /** The tls.sni certificates served now, by file name. */
+  let servedSni = new Map<string, string>();
   const redirect = deps.observe(redirectHandler({
     acme: () => acme,
     status: () => redirectStatus,
@@ -108,18 +111,22 @@ export function createCertificates(initial: Config, deps: CertificateDeps): Cert
       served = cert ? { cert, key } : null;
       const notAfter = cert ? certificateNotAfter(cert) : null;
       const name = c.tls?.cert_path ?? (acmeOf(c) ? `acme:${acmeOf(c)!.domains[0]}` : "main");
-      const sni = plans.find((p) => p.id === "main")?.sni ?? [];
-      deps.metrics.certificateExpiry(
-        name,
-        notAfter,
-        sni.map((s, i) => ({
-          name: c.tls?.sni?.[i]?.cert_path ?? `sni:${i}`,
-          notAfterMs: certificateNotAfter(s.cert),
-        })),
-      );
-      if (!changed) return null;
-      const until = notAfter === null ? "" : `: valid until ${new Date(notAfter).toISOString()}`;
-      return `TLS certificate changed (${name}${until})`;
+      const sni = (plans.find((p) => p.id === "main")?.sni ?? []).map((s, i) => ({
+        name: c.tls?.sni?.[i]?.cert_path ?? `sni:${i}`,
+        cert: s.cert,
+        notAfterMs: certificateNotAfter(s.cert),
+      }));
+      deps.metrics.certificateExpiry(name, notAfter, sni);
+      const until = (ms: number | null) =>
+        ms === null ? "" : `: valid until ${new Date(ms).toISOString()}`;
+      // The tls.sni certificates rotated on disk under the same file name are news too.
+      const rotated = sni.filter((s) => servedSni.has(s.name) && servedSni.get(s.name) !== s.cert);
+      servedSni = new Map(sni.map((s) => [s.name, s.cert]));
+      const lines = [
+        ...(changed ? [`${name}${until(notAfter)}`] : []),
+        ...rotated.map((s) => `${s.name}${until(s.notAfterMs)}`),
+      ];
+      return lines.length ? `TLS certificate changed (${lines.join("; ")})` : null;
     },
     async close() {
       await acme?.close();

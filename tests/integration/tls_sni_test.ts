@@ -155,6 +155,11 @@ routes:
       await Deno.copyFile(`${TLS}/other.key`, `${dir}/sni.key`);
       const r = await server.reload();
       assert.ok(r.ok, JSON.stringify(r.issues));
+      // The reload says which certificate changed, as for the main one.
+      assert.match(
+        String(r.changes),
+        /TLS certificate changed \([^)]*\/sni\.pem: valid until 2126/,
+      );
       assert.equal(await getAs(server.port, "other.test"), "HTTP/1.1 200 OK ok");
     } finally {
       await server.shutdown();
