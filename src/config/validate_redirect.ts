@@ -23,7 +23,10 @@ export function warnRedirectLoops(
   const entries: RouteEntry<string>[] = Object.keys(config.routes).map((key) => {
     const { host, prefix } = parseRouteKey(key);
     const hosts = [...(host ? [host] : []), ...(config.routes[key].hosts ?? [])];
-    return { key, prefix, hosts, value: key };
+    // A conditional route takes a request only when its match holds, which the redirected
+    // request may not (a query or header the redirect drops): it serves no target for sure.
+    const when = config.routes[key].match ? { when: () => false } : {};
+    return { key, prefix, hosts, value: key, ...when };
   });
   const router = compileRouter(entries);
   const scheme = config.tls ? "https" : "http";

@@ -70,3 +70,20 @@ Deno.test("validate: an absolute redirect target on one of the route's own hosts
   ];
   for (const routes of fine) assert.deepEqual(tlsIssues(routes), [], routes);
 });
+
+Deno.test("validate: a conditional redirect (match) is no certain loop, wherever it is written", () => {
+  // Redirecting a legacy query away: the redirected request no longer has it, and goes to "/".
+  const legacy = '  "/#legacy": { type: redirect, target: "/", match: { query_has: legacy } }\n';
+  const proxy = '  /: { type: proxy, target: "http://127.0.0.1:8080" }\n';
+  assert.deepEqual(issues(legacy + proxy), []);
+  assert.deepEqual(issues(proxy + legacy), []);
+  // An unconditional redirect whose target only a conditional route names loops when that
+  // route's match does not hold: warned as before.
+  assert.match(
+    issues(
+      '  /a: { type: redirect, target: "/a/b" }\n' +
+        '  "/a/b#c": { type: proxy, target: "http://127.0.0.1:8080", match: { method_is: POST } }\n',
+    ).join(),
+    /is served by this route again/,
+  );
+});
