@@ -194,8 +194,10 @@ export function upstreamTarget(
   const t = parseTarget(target);
   let path: string;
   const rule = opts.regex?.find((r) => r.re.test(opts.path));
-  if (rule) path = joinPath(t.base, opts.path.replace(rule.re, rule.replace));
-  else {
+  if (rule) {
+    const replaced = opts.path.replace(rule.re, resolveDots(rule.replace));
+    path = joinPath(t.base, tidyRegexPath(replaced));
+  } else {
     const rest = stripPrefix(opts.path, opts.prefix);
     const rewrite = opts.rewrite && opts.rewrite !== "/" ? opts.rewrite.replace(/\/+$/, "") : "";
     path = joinPath(joinPath(t.base, rewrite), rest);
@@ -207,6 +209,39 @@ export function upstreamTarget(
     return { origin: t.url, path: u.pathname + u.search };
   }
   return { origin: t.url, path: path + opts.query };
+}
+
+/** A dot segment, its dots plain or percent-encoded. */
+const DOT_SEGMENT = /^(?:\.|%2e){1,2}$/i;
+
+/**
+ * A `replace` with its own dot segments resolved (`/x/../$1` is `/$1`): those are the config's
+ * word; a dot segment a capture brings is not (tidyRegexPath).
+ */
+function resolveDots(template: string): string {
+  if (!/(?:^|\/)(?:\.|%2e){1,2}(?:\/|$)/i.test(template)) return template;
+  const segs = template.split("/");
+  const out: string[] = [];
+  segs.forEach((seg, i) => {
+    if (!DOT_SEGMENT.test(seg)) return void out.push(seg);
+    if (seg.length > 1 && seg !== "%2e" && seg !== "%2E" && out.length > 1) out.pop();
+    if (i === segs.length - 1) out.push("");
+  });
+  return out.join("/");
+}
+
+/**
+ * A `path_regex` result as a client path is after normalization: no empty segment (`//x` reads
+ * as another host to whatever builds a URL of it) and no dot segment (a capture of `...json`'s
+ * `..` must not climb out of the replacement); those segments are dropped, a trailing slash kept.
+ */
+function tidyRegexPath(p: string): string {
+  if (!p.includes("//") && !/\/(?:\.|%2e)/i.test("/" + p)) return p;
+  const segs = p.split("/");
+  const last = segs[segs.length - 1];
+  const kept = segs.filter((s) => s !== "" && !DOT_SEGMENT.test(s));
+  const trailing = last === "" || DOT_SEGMENT.test(last);
+  return "/" + kept.join("/") + (trailing && kept.length > 0 ? "/" : "");
 }
 
 const targets = new Map<string, { url: URL; base: string }>();

@@ -40,3 +40,26 @@ Deno.test("validate: path_regex regexes compile, replacements are paths without 
   assert.match(issues('{ match: "^/a", replace: "b" }').join(), /is no path/);
   assert.match(issues('[{ match: "^/a", replace: "/b?x=1" }]').join(), /cannot hold "\?"/);
 });
+
+Deno.test("path_regex: a result never climbs out of its replacement, nor starts with //", async () => {
+  await using up = await startUpstream((req) => new Response(new URL(req.url).pathname));
+  await using prox = await startProxy(`
+health_check: { enabled: false }
+routes:
+  /api:
+    type: proxy
+    target: "${up.url}/svc"
+    path_regex: { match: '^/api/(.*)\\.json$', replace: "/public/$1" }
+  /b:
+    type: proxy
+    target: "${up.url}"
+    path_regex: { match: '^/b', replace: "/" }
+`);
+  const get = async (path: string) => await (await fetch(`${prox.url}${path}`)).text();
+  // "/api/...json" captures "..": a dot segment no client could send (normalization took it).
+  assert.equal(await get("/api/...json"), "/svc/public/");
+  assert.equal(await get("/api/x/...json"), "/svc/public/x/");
+  assert.equal(await get("/api/a.b.json"), "/svc/public/a.b");
+  // "//evil.example/x" reads as another host to a Location or URL built from it.
+  assert.equal(await get("/b/evil.example/x"), "/evil.example/x");
+});
