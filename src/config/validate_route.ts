@@ -34,6 +34,8 @@ export function validateRoutes(
     );
   }
   const seen = new Map<string, string>();
+  /** Conditional routes by hosts, prefix and match. */
+  const seenMatch = new Map<string, string>();
   const badKeys = new Set<string>();
   for (const key of keys) {
     const route = config.routes[key];
@@ -166,6 +168,20 @@ export function validateRoutes(
         break;
       }
       seen.set(norm, key);
+    }
+    if (route.match) {
+      // Of two with the same prefix, hosts and match, the first written always wins.
+      const norm = `${[...new Set(hosts)].sort().join(",")}|${prefix}|${
+        JSON.stringify(route.match)
+      }`;
+      const other = seenMatch.get(norm);
+      if (other !== undefined) {
+        warn(
+          ["routes", key, "match"],
+          `Route "${key}" never takes a request: "${other}" comes first with the same match`,
+          "Change its match, or remove one of them",
+        );
+      } else seenMatch.set(norm, key);
     }
     if ("path_rewrite" in route && route.path_rewrite !== undefined) {
       if (route.path_rewrite === "") {

@@ -164,4 +164,12 @@ Deno.test("validate: #names need match, match looks at the request only", () => 
     issues('  /a: { type: static, root: . }\n  "/a/": { type: static, root: . }\n').join(),
     /match the same requests/,
   );
+  // A conditional route after one of its prefix and hosts with the same match never takes a
+  // request (the first written wins): a copy left unchanged.
+  const twin = (name: string, hosts = "") =>
+    `  "/a#${name}": { type: static, root: ., match: { method_is: GET }${hosts} }\n`;
+  assert.deepEqual(issues(twin("b") + twin("c")), [
+    'warning: Route "/a#c" never takes a request: "/a#b" comes first with the same match',
+  ]);
+  assert.deepEqual(issues(twin("b") + twin("c", ", hosts: [example.com]")), []);
 });
