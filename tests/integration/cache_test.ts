@@ -495,7 +495,9 @@ routes:
   }
 });
 
-Deno.test("cache: a GET with a body (HTTP/2 DATA) is not stored for the GETs without one", async () => {
+interopTest("cache: a GET with a body (HTTP/2 DATA) is not stored for the GETs without one", [
+  "nghttp",
+], async () => {
   // Apps that merge body and query parameters (PHP's $_REQUEST, Rails, Express with a body
   // parser) answer a GET by its body, which is no part of the key: such an answer must not be
   // stored for everyone (a "fat GET"). Prox's own HTTP/2 engine has a GET's DATA, and it is
@@ -528,36 +530,34 @@ health_check: { enabled: false }
 routes:
   "/": { type: proxy, target: "${up.url}", cache: true }
 `);
-  const fat = await run("curl", [
-    "-sS",
-    "--http2-prior-knowledge",
-    "-X",
-    "GET",
-    "--data-binary",
-    "q=evil",
-    `${prox.url}/fat`,
-  ]);
-  assert.equal(fat.code, 0, fat.stderr);
-  assert.match(fat.stdout, /^Not implemented\n/);
-  const plain = await fetch(`${prox.url}/fat`);
-  assert.equal(await plain.text(), "body=");
-  // Nor is it answered from the store once there is an entry.
-  const fatAgain = () =>
-    run("curl", [
-      "-sS",
-      "--http2-prior-knowledge",
-      "-X",
-      "GET",
-      "--data-binary",
-      "q=two",
-      "-D",
-      "-",
+  // nghttp, not curl: after a complete answer to a request whose body is still coming, Prox's
+  // HTTP/2 engine ends the stream with RST_STREAM NO_ERROR, which RFC 9113 §8.1 says a client must
+  // not take as a failure, and curl 7.88 (Debian 12) does: it reported a stream error about one
+  // time in three, with the 501 received.
+  const dir = await Deno.makeTempDir();
+  const fatGet = async (body: string) => {
+    await Deno.writeTextFile(`${dir}/body`, body);
+    return await run("nghttp", [
+      "-v",
+      "-d",
+      `${dir}/body`,
+      "-H",
+      ":method: GET",
       `${prox.url}/fat`,
     ]);
-  let again = await fatAgain();
-  // Once (a CI run of 2026-11-28, not reproduced in 17 runs) curl printed nothing for this, its
-  // stderr not kept: once more, and its stderr says why if that fails too.
-  if (again.code !== 0 && again.stdout === "") again = await fatAgain();
-  assert.match(again.stdout, /^HTTP\/2 501 /, again.stderr);
-  assert.doesNotMatch(again.stdout, /body=/);
+  };
+  try {
+    const fat = await fatGet("q=evil");
+    assert.equal(fat.code, 0, fat.stderr);
+    assert.match(fat.stdout, /:status: 501/);
+    assert.match(fat.stdout, /Not implemented/);
+    const plain = await fetch(`${prox.url}/fat`);
+    assert.equal(await plain.text(), "body=");
+    // Nor is it answered from the store once there is an entry.
+    const again = await fatGet("q=two");
+    assert.match(again.stdout, /:status: 501/);
+    assert.doesNotMatch(again.stdout, /body=/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
