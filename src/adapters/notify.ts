@@ -48,6 +48,8 @@ export function createNotifier(o: {
   let running: Promise<void> | null = null;
   let closed = false;
   const failures = { until: 0, suppressed: 0 };
+  /** Aborted by close(): a delivery under way (or its retry's pause) ends with the process. */
+  const stop = new AbortController();
 
   const deliver = async (n: Note, extraDropped: number) => {
     const c = o.config();
@@ -67,14 +69,24 @@ export function createNotifier(o: {
           headers: { "content-type": "application/json", ...c.headers },
           body,
           redirect: "manual",
-          signal: AbortSignal.timeout(timerDelay(c.timeout)),
+          signal: AbortSignal.any([stop.signal, AbortSignal.timeout(timerDelay(c.timeout))]),
         });
         await res.body?.cancel();
         if (res.status >= 200 && res.status < 300) return;
         throw new Error(`the webhook answered ${res.status}`);
       } catch (err) {
-        if (attempt === 0 && !closed) {
-          await new Promise((r) => setTimeout(r, RETRY_MS));
+        if (closed) return;
+        if (attempt === 0) {
+          await new Promise<void>((r) => {
+            const timer = setTimeout(done, RETRY_MS);
+            stop.signal.addEventListener("abort", done, { once: true });
+            function done() {
+              clearTimeout(timer);
+              stop.signal.removeEventListener("abort", done);
+              r();
+            }
+          });
+          if (closed) return;
           continue;
         }
         // A webhook that is down fails every event: one line per minute, with the count.
@@ -119,6 +131,7 @@ export function createNotifier(o: {
     close() {
       closed = true;
       queue.length = 0;
+      stop.abort();
     },
   };
 }

@@ -107,3 +107,43 @@ Deno.test("notify: one retry after a failed delivery; events filters; a full que
   assert.ok(reloads.some((g) => Number(g.body.droppedBefore) > 0));
   n.close();
 });
+
+Deno.test("notify: a webhook that never answers is let go at shutdown, and not tried again", async () => {
+  let requests = 0;
+  let aborted = false;
+  const hook = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, (req) => {
+    requests++;
+    // Holds the delivery open until Prox gives up on it.
+    return new Promise<Response>((resolve) => {
+      req.signal.addEventListener("abort", () => {
+        aborted = true;
+        resolve(new Response(null, { status: 204 }));
+      });
+    });
+  });
+  try {
+    await withTempDir(async (dir) => {
+      const file = `${dir}/prox.yaml`;
+      const yaml = (extra = "") =>
+        `listen_addr: "127.0.0.1:0"
+health_check: { enabled: false }
+notify: { webhook: "http://127.0.0.1:${hook.addr.port}/hook", timeout: 60s }
+routes:
+  /: { type: static, root: . }
+${extra}`;
+      await Deno.writeTextFile(file, yaml());
+      const server = await startServer({ path: file }, { logger: silentLogger, watch: false });
+      await Deno.writeTextFile(file, yaml("  /x: { type: nonsense }\n"));
+      assert.equal((await server.reload()).ok, false);
+      await waitFor(() => requests === 1, { what: "the delivery under way" });
+      const t0 = Date.now();
+      await server.shutdown();
+      assert.ok(Date.now() - t0 < 5_000, `shutdown took ${Date.now() - t0} ms`);
+      // The delivery is cancelled, not left to its 60 s timeout (and then a retry).
+      await waitFor(() => aborted, { what: "the delivery cancelled", timeoutMs: 3_000 });
+      assert.equal(requests, 1);
+    });
+  } finally {
+    await hook.shutdown();
+  }
+});
