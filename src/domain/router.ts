@@ -195,8 +195,12 @@ export function explainMatch<T, R>(
     else if (score < 0) reason = `host ${host} is not one of ${e.hosts.join(", ")}`;
     else if (e.when && (o.request === undefined || !e.when(o.request))) {
       reason = "its match does not hold for this request";
+    } else if (w && w.prefix === e.prefix && wScore > score) {
+      reason = `${kinds[wScore]} of ${w.key} beats ${kinds[score]}`;
     } else if (e.when && w?.when && w.prefix === e.prefix) {
       reason = `${w.key} comes first and its match holds too`;
+    } else if (w?.when && w.prefix === e.prefix) {
+      reason = `${w.key}'s match holds: a route with match comes before one without`;
     } else if (w && w.prefix.length > e.prefix.length) {
       reason = `prefix ${e.prefix} is shorter than ${w.prefix}`;
     } else if (w) reason = `${kinds[wScore]} of ${w.key} beats ${kinds[score]}`;

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { compileRouter, hostOnly, parseRouteKey, withoutParams } from "./router.ts";
+import { compileRouter, explainMatch, hostOnly, parseRouteKey, withoutParams } from "./router.ts";
 import type { RouteEntry } from "./router.ts";
 
 function router(keys: [string, string[]?][]) {
@@ -134,4 +134,37 @@ Deno.test("router: conditional routes of a prefix come before the unconditional 
   assert.equal(at("a.test", "/only/x", none), "/");
   assert.equal(at("a.test", "/only/x", { canary: true, post: false }), "/only#c");
   assert.deepEqual(parseRouteKey("example.com/api#v2"), { host: "example.com", prefix: "/api" });
+});
+
+Deno.test("explainMatch: why a route lost to a conditional route (its match, or the host rank)", () => {
+  type Req = { canary: boolean };
+  const e = (key: string, when?: (r: Req) => boolean) => ({
+    key,
+    ...parseRouteKey(key),
+    hosts: parseRouteKey(key).host ? [parseRouteKey(key).host!] : [],
+    when,
+    value: key,
+  });
+  const entries = [
+    e("/api"),
+    e("/api#a", (q) => q.canary),
+    e("example.com/api#b", (q) => q.canary),
+    e("/api#c", (q) => q.canary),
+  ];
+  const r = compileRouter<string, Req>(entries);
+  const why = (host: string) => {
+    const request = { canary: true };
+    const winner = r.match(host, "/api/x", request);
+    return Object.fromEntries(
+      explainMatch(entries, { host, path: "/api/x", winner, request }).map((
+        v,
+      ) => [v.key, v.reason]),
+    );
+  };
+  const any = why("a.test");
+  assert.equal(any["/api"], "/api#a's match holds: a route with match comes before one without");
+  assert.equal(any["/api#c"], "/api#a comes first and its match holds too");
+  const exact = why("example.com");
+  assert.equal(exact["/api#a"], "the exact host of example.com/api#b beats any host");
+  assert.equal(exact["/api"], "the exact host of example.com/api#b beats any host");
 });
