@@ -66,3 +66,27 @@ routes:
     await Deno.remove(base, { recursive: true });
   }
 });
+
+Deno.test("static browse: every link listed is one the route serves (a backslash in a name is not)", async () => {
+  const root = await Deno.makeTempDir({ prefix: "prox-browse-" });
+  try {
+    for (const n of ["back\\slash.txt", "a#b?c%d.txt", "nl\nx.txt"]) {
+      await Deno.writeTextFile(`${root}/${n}`, "abc");
+    }
+    await using prox = await startProxy(`
+health_check: { enabled: false }
+routes:
+  /: { type: static, root: "${root}", browse: true }
+`);
+    const page = await (await fetch(`${prox.url}/`)).text();
+    const links = [...page.matchAll(/href="([^"]*)"/g)].map((m) => m[1]);
+    assert.equal(links.length, 2, links.join());
+    for (const link of links) {
+      const res = await fetch(`${prox.url}/${link}`);
+      assert.equal(res.status, 200, link);
+      assert.equal(await res.text(), "abc");
+    }
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+});

@@ -145,9 +145,10 @@ async function listDirectory(
 ): Promise<Response | null> {
   const listed = await opts.files.list!(opts.root, dir, LISTING_MAX);
   if (!listed) return null;
-  const entries = opts.showDotfiles
-    ? listed.entries
-    : listed.entries.filter((e) => !e.name.startsWith("."));
+  // A name with a backslash is one the route refuses to serve (decodeSegments): no dead link.
+  const entries = listed.entries.filter((e) =>
+    !e.name.includes("\\") && (opts.showDotfiles || !e.name.startsWith("."))
+  );
   const accept = req.headers.get("accept") ?? "";
   const json = /application\/json/i.test(accept) && !/text\/html/i.test(accept);
   const path = joinPath(opts.prefix, segments.join("/")).replace(/\/*$/, "/");
