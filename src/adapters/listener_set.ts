@@ -8,7 +8,7 @@ import type { Config } from "../config/schema.ts";
 import type { Handler, Logger, Metrics } from "../ports.ts";
 import { listen } from "./http_serve.ts";
 import { listenH1 } from "./h1/server.ts";
-import type { ConnectionLimits, SniCertificate } from "./h1/server.ts";
+import type { ConnectionCounts, ConnectionLimits, SniCertificate } from "./h1/server.ts";
 import type { AcceptProxyProtocol } from "./h1/proxy_accept.ts";
 import { parseCidr } from "../domain/ip.ts";
 import type { Cidr } from "../domain/ip.ts";
@@ -241,6 +241,13 @@ export function createListenerSet(opts: {
   // Shutdowns still running after their drain timed out (one per listener at most).
   const overdue = new Set<Promise<void>>();
   let closed = false;
+  // The connections the listeners of each plan hold against `limits` (one entry per plan).
+  const connectionCounts = new Map<string, ConnectionCounts>();
+  const countsOf = (id: string): ConnectionCounts => {
+    let c = connectionCounts.get(id);
+    if (!c) connectionCounts.set(id, c = { open: 0, perIp: new Map() });
+    return c;
+  };
 
   const drain = (l: Listener, graceMs: number): Promise<void> => {
     let timer: ReturnType<typeof setTimeout> | undefined;
@@ -302,7 +309,11 @@ export function createListenerSet(opts: {
                 maxStreams: plan.maxStreams,
                 maxFrame: plan.maxFrame,
                 proxyProtocol: plan.proxyProtocol,
-                connectionLimits: plan.connectionLimits,
+                // Counted across the listeners of this plan: a replaced one's still count.
+                connectionLimits: plan.connectionLimits && {
+                  ...plan.connectionLimits,
+                  counts: countsOf(plan.id),
+                },
                 sni: plan.sni,
               })
               : listen(addr, {

@@ -7,6 +7,8 @@ import { ROOT, startUpstream, waitFor } from "../_harness.ts";
 import { onProxEngines, startProxy } from "./_proxy.ts";
 import { readFrom } from "./_raw_client.ts";
 import { loadConfigText } from "../../src/config/load.ts";
+import { startServer } from "../../src/server.ts";
+import { silentLogger } from "../../src/ports.ts";
 
 onProxEngines();
 
@@ -178,5 +180,50 @@ Deno.test("connection limits hold where Deno.serve would take the listener (trac
       if (before === undefined) Deno.env.delete(name);
       else Deno.env.set(name, before);
     }
+  }
+});
+
+Deno.test("connection limits count across a reload that replaces the listener", async () => {
+  // A reload that binds the listener again (here a new idle timeout; a certificate renewal does
+  // the same) left the old one's connections uncounted: a client got its share again.
+  let release = () => {};
+  const held = new Promise<void>((r) => release = r);
+  let reached = () => {};
+  const arrived = new Promise<void>((r) => reached = r);
+  await using up = await startUpstream(async (req) => {
+    if (new URL(req.url).pathname === "/slow") {
+      reached();
+      await held;
+    }
+    return new Response("ok");
+  });
+  const file = await Deno.makeTempFile({ suffix: ".yaml" });
+  const write = (idle: string) =>
+    Deno.writeTextFile(
+      file,
+      `listen_addr: "127.0.0.1:0"\nprotocols: { http1_idle_timeout: ${idle} }\n` +
+        config(up.url, "max_connections_per_ip: 1"),
+    );
+  await write("60s");
+  const server = await startServer({ path: file }, { logger: silentLogger });
+  try {
+    const a = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+    await a.write(enc.encode("GET /slow HTTP/1.1\r\nHost: t\r\n\r\n"));
+    await arrived;
+    await write("61s");
+    const r = await server.reload();
+    assert.ok(r.ok, JSON.stringify(r));
+    // The slow exchange goes on on the old listener, and still counts.
+    assert.equal(await ask(server.port), "");
+    release();
+    assert.match(await readFrom(a, /\r\n\r\nok$/), /^HTTP\/1\.1 200/);
+    a.close();
+    await waitFor(async () => (await ask(server.port)) === "HTTP/1.1 200 OK", {
+      what: "a connection admitted once the old one closed",
+    });
+  } finally {
+    release();
+    await server.shutdown();
+    await Deno.remove(file);
   }
 });

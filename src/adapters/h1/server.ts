@@ -147,6 +147,17 @@ export interface SniCertificate {
 export interface ConnectionLimits {
   total?: number;
   perIp?: number;
+  /**
+   * The connections counted, shared by the listeners a reload replaces one with (the old one's
+   * still count until they close); a listener of its own without it.
+   */
+  counts?: ConnectionCounts;
+}
+
+/** Connections open (each until its serving ends), and by client address (one entry per address with any). */
+export interface ConnectionCounts {
+  open: number;
+  perIp: Map<string, number>;
 }
 
 /**
@@ -616,9 +627,9 @@ export function listenH1(
 
   // Connection limits: the connections open (each until its serving ends) and their addresses.
   const limits = opts.connectionLimits;
-  let open = 0;
+  const held: ConnectionCounts = limits?.counts ?? { open: 0, perIp: new Map() };
   /** Open connections by client address; an address leaves at 0 (bounded by the connections). */
-  const perIp = new Map<string, number>();
+  const perIp = held.perIp;
   const countIp = (ip: string, d: number) => {
     const n = (perIp.get(ip) ?? 0) + d;
     if (n > 0) perIp.set(ip, n);
@@ -659,13 +670,13 @@ export function listenH1(
   /** Serves `conn` within the limits: counted until its serving ends, or refused at once. */
   const serveLimited = async (conn: Deno.Conn) => {
     const peer = unmapped((conn.remoteAddr as Deno.NetAddr).hostname);
-    if (limits!.total !== undefined && open >= limits!.total) {
+    if (limits!.total !== undefined && held.open >= limits!.total) {
       return refuse(conn, "max_connections", peer);
     }
     const proxied = pp !== undefined && sendsProxyHeader(pp, conn);
     const ip = !proxied && limits!.perIp !== undefined ? peer : null;
     if (ip !== null && !takeIp(conn, ip)) return;
-    open++;
+    held.open++;
     try {
       if (proxied) await serveProxied(conn);
       else if (tlsOnLoopback) await relayTlsClient(conn, null, NO_BYTES);
@@ -674,7 +685,7 @@ export function listenH1(
     } catch {
       // Each path ends its connection itself; nothing is left to do here.
     } finally {
-      open--;
+      held.open--;
       if (ip !== null) countIp(ip, -1);
     }
   };
