@@ -273,6 +273,19 @@ Deno.test("validate warns when forward_auth asks Prox itself on a route that is 
   assert.deepEqual(warnings(routes(", forward_auth: false")), []);
   // Another port is another server.
   assert.deepEqual(warnings(routes("").replace(":3000/", ":4180/")), []);
+  // A conditional route takes the check only when its match holds: the route without match (or
+  // a shorter prefix) is the one that surely does, wherever the conditional one is written.
+  const cond = (checked: boolean) =>
+    `  "/oauth2#office": { type: proxy, target: "http://127.0.0.1:4181", match: { client_ip: 10.0.0.0/8 }${
+      checked ? "" : ", forward_auth: false"
+    } }\n`;
+  const [first, ...rest] = routes(", forward_auth: false").split("\n");
+  assert.deepEqual(warnings([cond(true) + first, ...rest].join("\n")), []);
+  const [a, ...b] = routes("").split("\n");
+  assert.match(
+    warnings([cond(false) + a, ...b].join("\n")).join(),
+    /its route "\/oauth2" is checked/,
+  );
 });
 
 Deno.test("validate: a forward_auth tls.ca_cert that is not there is an error at its line", () => {

@@ -29,7 +29,10 @@ export function warnForwardAuthLoops(
     .map((key) => {
       const { host, prefix } = parseRouteKey(key);
       const hosts = [...(host ? [host] : []), ...(config.routes[key].hosts ?? [])];
-      return { key, prefix, hosts, value: key };
+      // A conditional route takes the check only when its match holds; the route that surely
+      // does is the one without match, or a shorter prefix.
+      const when = config.routes[key].match ? { when: () => false } : {};
+      return { key, prefix, hosts, value: key, ...when };
     });
   const router = compileRouter(entries);
   const ownUrl = (text: string): URL | undefined => {
