@@ -219,7 +219,19 @@ export function validateRoutes(
           : ["routes", key, "path_regex"];
         const re = compileRegex(r.match);
         if (typeof re === "string") err([...at, "match"], re);
-        if (!/^[/$]/.test(r.replace)) {
+        const missing = typeof re === "string" ? null : missingGroup(re, r.replace);
+        if (missing) {
+          // JavaScript leaves such a reference as written: "${id}" went upstream as "$%7Bid%7D".
+          err(
+            [...at, "replace"],
+            `replace refers to ${missing}: the match has no group ${
+              missing.replace(/^\$\{?<?|[>}]$/g, "")
+            }`,
+            missing.startsWith("${")
+              ? `Write $<${missing.slice(2, -1)}> (JavaScript's form of Rust's \${name})`
+              : "Refer to a group of the match: $1 by number, $<name> by name (write $$ for a $)",
+          );
+        } else if (!/^[/$]/.test(r.replace)) {
           err(
             [...at, "replace"],
             `replace "${r.replace}" is no path: the upstream's path starts with /`,
@@ -729,4 +741,27 @@ function sizeText(n: number): string {
   if (n >= 1 << 20 && n % (1 << 20) === 0) return `${n / (1 << 20)} MiB`;
   if (n >= 1024 && n % 1024 === 0) return `${n / 1024} KiB`;
   return `${n} bytes`;
+}
+
+/**
+ * The first `$…` reference in a `path_regex` replace that names no group of `re` (`$2` with one
+ * group, `$<id>` without that name, Rust's `${id}`), or null. `$$`, `$&`, `` $` `` and `$'` are
+ * JavaScript's own.
+ */
+function missingGroup(re: RegExp, replace: string): string | null {
+  const m = new RegExp(`${re.source}|`, re.flags.replace(/[gy]/g, "")).exec("")!;
+  const groups = m.length - 1;
+  const names = new Set(Object.keys(m.groups ?? {}));
+  for (const ref of replace.matchAll(/\$(\$|[&`']|\d{1,2}|<[^>]*>|\{[^}]*\}|)/g)) {
+    const r = ref[1];
+    if (r === "$" || r === "&" || r === "`" || r === "'") continue;
+    if (/^\d/.test(r)) {
+      // "$10" with fewer than ten groups is $1 and a 0, as JavaScript reads it.
+      const n = Number(r) <= groups ? Number(r) : Number(r[0]);
+      if (n === 0 || n > groups) return `$${r}`;
+    } else if (r.startsWith("<")) {
+      if (!names.has(r.slice(1, -1))) return `$${r}`;
+    } else if (r.startsWith("{")) return `$${r}`;
+  }
+  return null;
 }

@@ -63,3 +63,16 @@ routes:
   // "//evil.example/x" reads as another host to a Location or URL built from it.
   assert.equal(await get("/b/evil.example/x"), "/evil.example/x");
 });
+
+Deno.test("validate: a replace naming a group the match does not have is an error", () => {
+  const issues = (rule: string) =>
+    loadConfigText(
+      `listen_addr: "127.0.0.1:3000"\nroutes:\n  /: { type: proxy, target: "http://b", path_regex: ${rule} }\n`,
+      { file: "c.yaml", env: { exists: () => true } },
+    ).issues.map((i) => `${i.message} ${i.hint ?? ""}`);
+  assert.deepEqual(issues(`{ match: '^/u/(?P<id>\\d+)$', replace: "/users/$<id>/$1$$" }`), []);
+  // Rust's replacement syntax (${id}) would go upstream as written.
+  assert.match(issues(`{ match: '^/u/(?P<id>\\d+)$', replace: "/users/\${id}" }`).join(), /\$<id>/);
+  assert.match(issues(`{ match: '^/u/(\\d+)$', replace: "/users/$2" }`).join(), /no group 2/);
+  assert.match(issues(`{ match: '^/u/(\\d+)$', replace: "/users/$<id>" }`).join(), /no group/);
+});
