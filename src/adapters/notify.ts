@@ -144,7 +144,7 @@ export function createNotifier(o: {
 export function notifyingMetrics(inner: Metrics, n: Notifier): Metrics {
   /** Each target's last reported health (bounded by the targets of the configs served). */
   const health = new Map<string, boolean>();
-  let certificate: string | null = null;
+  let certificates: Map<string, number | null> | null = null;
   /** The first report is the start-up's config: no reload. */
   let started = false;
   return {
@@ -180,17 +180,21 @@ export function notifyingMetrics(inner: Metrics, n: Notifier): Metrics {
     },
     certificateExpiry(name, notAfterMs, more) {
       inner.certificateExpiry(name, notAfterMs, more);
-      const print = `${name}|${notAfterMs}`;
-      if (certificate !== null && print !== certificate) {
+      // The main certificate and each tls.sni one, by name: one replaced (renewed, or its file
+      // swapped) or newly served is news; one no longer served (null) is not.
+      const now = new Map([
+        [name, notAfterMs],
+        ...(more ?? []).map((c) => [c.name, c.notAfterMs] as const),
+      ]);
+      for (const [cert, until] of certificates === null ? [] : now) {
+        if (until === null || certificates!.get(cert) === until) continue;
         n.send(
           "certificate_changed",
-          `certificate ${name} now served${
-            notAfterMs === null ? "" : `, valid until ${new Date(notAfterMs).toISOString()}`
-          }`,
-          { name, notAfter: notAfterMs === null ? null : new Date(notAfterMs).toISOString() },
+          `certificate ${cert} now served, valid until ${new Date(until).toISOString()}`,
+          { name: cert, notAfter: new Date(until).toISOString() },
         );
       }
-      certificate = print;
+      certificates = now;
     },
   };
 }

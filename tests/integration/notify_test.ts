@@ -6,7 +6,8 @@ import { freePort, waitFor } from "../_harness.ts";
 import { startServer } from "../../src/server.ts";
 import { silentLogger } from "../../src/ports.ts";
 import { withTempDir } from "./_acme.ts";
-import { createNotifier } from "../../src/adapters/notify.ts";
+import { createNotifier, notifyingMetrics } from "../../src/adapters/notify.ts";
+import { noopMetrics } from "../../src/ports.ts";
 
 /** A webhook receiver keeping every JSON body and its Authorization; `fail` answers 500 first. */
 function receiver(o: { failFirst?: number } = {}) {
@@ -146,4 +147,26 @@ ${extra}`;
   } finally {
     await hook.shutdown();
   }
+});
+
+Deno.test("notify: certificate_changed for each certificate replaced (tls.sni too), not for one removed", async () => {
+  await using hook = receiver();
+  const n = createNotifier({
+    config: () => ({ webhook: hook.url, timeout: 2000 }),
+    logger: silentLogger,
+    instance: "t",
+  });
+  const m = notifyingMetrics(noopMetrics, n);
+  const day = 86_400_000;
+  m.certificateExpiry("main.pem", 10 * day, [{ name: "b.pem", notAfterMs: 20 * day }]);
+  m.certificateExpiry("main.pem", 10 * day, [{ name: "b.pem", notAfterMs: 20 * day }]);
+  // b.pem's file replaced by a renewed one: that is news; main.pem unchanged is not.
+  m.certificateExpiry("main.pem", 10 * day, [{ name: "b.pem", notAfterMs: 50 * day }]);
+  // TLS turned off by a reload: no certificate is served, none "now served".
+  m.certificateExpiry("main", null, []);
+  await n.settled();
+  assert.deepEqual(hook.got.map((g) => [g.body.event, g.body.name]), [
+    ["certificate_changed", "b.pem"],
+  ]);
+  n.close();
 });
