@@ -167,8 +167,8 @@ Example:
 Proxies every request on ADDR (default 127.0.0.1:8080; 8080 is 127.0.0.1:8080, :8080 every
 interface) to URL, with no config file: 3000 or :3000 is http://127.0.0.1:3000, host:port gets
 http://, a URL or unix:/path/app.sock is used as written. Several --to share the load (round
-robin; one that fails requests is left out for a while). --print-config prints the config it runs (to start a config.yaml from)
-and exits. SIGTERM/Ctrl-C drains and stops.
+robin; one that fails requests is left out for a while). --print-config prints the config it
+runs (to start a config.yaml from) and exits. SIGTERM/Ctrl-C drains and stops.
 
 Examples:
   prox proxy --to 3000

@@ -107,3 +107,11 @@ Deno.test("prox proxy/static: --print-config gives a valid config; usage errors 
   assert.equal((await cli(["static", "--to", "3000"])).code, 2);
   assert.equal((await cli(["proxy", "-c", "x.yaml", "--to", "1"])).code, 2);
 });
+
+Deno.test("prox help proxy/static: lines fit a 100-column terminal", async () => {
+  const { COMMAND_HELP } = await import("../../src/cli_text.ts");
+  for (const command of ["proxy", "static"] as const) {
+    const help = (COMMAND_HELP as Record<string, string>)[command];
+    for (const line of help.split("\n")) assert.ok(line.length <= 100, `${command}: ${line}`);
+  }
+});
