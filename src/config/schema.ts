@@ -187,9 +187,9 @@ export const NOTIFY_EVENTS = [
 /** `notify`: events POSTed as JSON to a webhook (src/adapters/notify.ts). */
 export const Notify = z.object({
   webhook: z.string().trim().refine((s) => /^https?:\/\/[^/?#\s]+/i.test(s) && URL.canParse(s), {
-    error: (iss) =>
-      `Invalid webhook URL ${JSON.stringify(iss.input)}: an http:// or https:// URL, e.g. ` +
-      "https://hooks.slack.com/services/…",
+    // Not echoed: a chat's webhook URL carries its credential (the position says which line).
+    error: () =>
+      "Invalid webhook URL: an http:// or https:// URL, e.g. https://hooks.slack.com/services/…",
   }),
   events: z.array(z.enum(NOTIFY_EVENTS)).min(1).optional(),
   headers: z.record(z.string(), z.string()).optional(),

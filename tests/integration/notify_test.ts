@@ -170,3 +170,15 @@ Deno.test("notify: certificate_changed for each certificate replaced (tls.sni to
   ]);
   n.close();
 });
+
+Deno.test("notify: an invalid webhook URL is located, not echoed (it may carry a credential)", async () => {
+  const { loadConfigText } = await import("../../src/config/load.ts");
+  const secret = "htps://hooks.example/T0/B0/s3cr3t";
+  const issues = loadConfigText(
+    `listen_addr: "127.0.0.1:1"\nnotify: { webhook: "${secret}" }\nroutes:\n  /: { type: static, root: . }\n`,
+    { file: "c.yaml", env: { exists: () => true } },
+  ).issues.map((i) => `${i.line}:${i.col} ${i.message}`);
+  assert.equal(issues.length, 1);
+  assert.match(issues[0], /^2:\d+ Invalid webhook URL/);
+  assert.doesNotMatch(issues[0], /s3cr3t/);
+});
