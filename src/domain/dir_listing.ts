@@ -2,6 +2,8 @@
 // HTML for browsers, JSON for scripts. Pure: entries in, a body out. Names are the file system's,
 // so every one is escaped for HTML and percent-encoded in its link.
 
+import { escapeValue } from "./error_pages.ts";
+
 /** One entry of a directory, as the file store saw it. */
 export interface DirEntry {
   name: string;
@@ -14,14 +16,7 @@ export interface DirEntry {
 /** Entries listed at most; a directory with more says the listing is cut. */
 export const LISTING_MAX = 1_000;
 
-const HTML_ESCAPES: Record<string, string> = {
-  "&": "&amp;",
-  "<": "&lt;",
-  ">": "&gt;",
-  '"': "&quot;",
-  "'": "&#39;",
-};
-const html = (s: string) => s.replace(/[&<>"']/g, (c) => HTML_ESCAPES[c]);
+const html = (s: string) => escapeValue(s, "html");
 
 /** Directories first, then files, each by name (code point order: the same on every machine). */
 export function sortEntries(entries: DirEntry[]): DirEntry[] {
