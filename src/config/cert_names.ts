@@ -21,9 +21,13 @@ const canonicalIp = (text: string) => {
 
 /**
  * True when a client connecting to `host` (a name, an IPv4 address or a bracketed IPv6 one)
- * accepts the certificate.
+ * accepts the certificate; with `exactly`, only when an entry names it without a wildcard.
  */
-export function certificateCovers(names: CertificateNames, host: string): boolean {
+export function certificateCovers(
+  names: CertificateNames,
+  host: string,
+  exactly = false,
+): boolean {
   const h = host.toLowerCase().replace(/\.$/, "");
   if (IPV4.test(h) || h.startsWith("[")) {
     return names.ip.some((ip) => canonicalIp(ip) === canonicalIp(h));
@@ -32,8 +36,18 @@ export function certificateCovers(names: CertificateNames, host: string): boolea
     const name = n.toLowerCase().replace(/\.$/, "");
     if (!name.startsWith("*.")) return name === h;
     const dot = h.indexOf(".");
-    return dot > 0 && h.slice(dot + 1) === name.slice(2);
+    return !exactly && dot > 0 && h.slice(dot + 1) === name.slice(2);
   });
+}
+
+/**
+ * Which of `certificates` serves a client asking for `host`: the first that names it exactly,
+ * else the first whose wildcard holds it (nginx, Caddy and HAProxy prefer the exact name too);
+ * -1 when none holds it.
+ */
+export function chooseCertificate(certificates: readonly CertificateNames[], host: string): number {
+  const exact = certificates.findIndex((c) => certificateCovers(c, host, true));
+  return exact >= 0 ? exact : certificates.findIndex((c) => certificateCovers(c, host));
 }
 
 /**

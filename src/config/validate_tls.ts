@@ -125,7 +125,11 @@ export function validateSni(
     const names = validatePair(entry.cert_path, entry.key_path, { ...o, at, others: null });
     if (!names || names.dns.length + names.ip.length === 0) return;
     const own = [...names.dns, ...names.ip.map((ip) => ip.includes(":") ? `[${ip}]` : ip)];
-    const first = out.findIndex((earlier) => own.every((n) => certificateCovers(earlier, n)));
+    // An exact name is chosen over an earlier wildcard (chooseCertificate), a wildcard only over
+    // a later one.
+    const first = out.findIndex((earlier) =>
+      own.every((n) => certificateCovers(earlier, n, !n.startsWith("*.")))
+    );
     if (names.dns.length === 0) {
       o.warn(
         [...at, "cert_path"],

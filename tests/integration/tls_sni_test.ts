@@ -297,6 +297,36 @@ Deno.test("tls.sni: served where Deno.serve would take the listener (PROX_H1_ENG
   }
 });
 
+interopTest("tls.sni: a name one certificate holds exactly beats another's wildcard", [
+  "openssl",
+], async () => {
+  // other.pem holds *.other.test and comes first; www-other.pem holds www.other.test itself.
+  await using up = await startUpstream(() => new Response("ok"));
+  const www = `    - { cert_path: "${TLS}/www-other.pem", key_path: "${TLS}/other.key" }\n`;
+  await using prox = await startProxy(config(up.url).replace("routes:", `${www}routes:`), {
+    tls: true,
+  });
+  /** The subjectAltName of the certificate served to a ClientHello naming `name`. */
+  const served = async (name: string) => {
+    const hello = await run("openssl", [
+      "s_client",
+      "-connect",
+      `127.0.0.1:${prox.port}`,
+      "-servername",
+      name,
+      "-showcerts",
+    ], { stdin: "" });
+    const pem = hello.stdout.match(/-----BEGIN CERTIFICATE-----[^]*?-----END CERTIFICATE-----/);
+    assert.ok(pem, `no certificate for ${name}: ${hello.stderr}`);
+    const x = await run("openssl", ["x509", "-noout", "-ext", "subjectAltName"], { stdin: pem[0] });
+    return x.stdout.split("\n")[1].trim();
+  };
+  assert.equal(await served("www.other.test"), "DNS:www.other.test");
+  assert.equal(await served("api.other.test"), "DNS:other.test, DNS:*.other.test");
+  assert.equal(await served("other.test"), "DNS:other.test, DNS:*.other.test");
+  assert.match(await served("localhost"), /^DNS:localhost, /);
+});
+
 Deno.test("validate: a tls.sni certificate that is never chosen, or serves no route's host", () => {
   const OTHER = `{ cert_path: "${TLS}/other.pem", key_path: "${TLS}/other.key" }`;
   const MAIN = `{ cert_path: "${TLS}/cert.pem", key_path: "${TLS}/key.pem" }`;
@@ -314,6 +344,14 @@ Deno.test("validate: a tls.sni certificate that is never chosen, or serves no ro
     issues(`${OTHER}, ${OTHER}`, both).join("\n"),
     /warning tls\.sni\.1\.cert_path: .*never chosen/,
   );
+  // An exact name an earlier wildcard holds: the exact one is chosen for it.
+  const WWW = `{ cert_path: "${TLS}/www-other.pem", key_path: "${TLS}/other.key" }`;
+  const www = `${both}  www.other.test/: { type: static, root: . }\n`;
+  assert.deepEqual(issues(`${OTHER}, ${WWW}`, www), []);
+  // A wildcard behind an exact name of an earlier one: chosen for the other names under it.
+  assert.deepEqual(issues(`${WWW}, ${OTHER}`, www), []);
+  // The same exact name twice: the later one is never chosen.
+  assert.match(issues(`${WWW}, ${WWW}`, www).join("\n"), /tls\.sni\.1\.cert_path: .*never chosen/);
   // The main certificate's names: chosen before it for them, which is not an error.
   assert.deepEqual(issues(`${OTHER}, ${MAIN}`, both), []);
   // Every route names its hosts, and it holds none of them.

@@ -55,7 +55,7 @@ import { setImmediate } from "node:timers";
 import { H2Connection } from "../h2/connection.ts";
 import { PREFACE } from "../h2/frames.ts";
 import { peekClientHello } from "../../domain/tls_client_hello.ts";
-import { certificateCovers } from "../../config/cert_names.ts";
+import { chooseCertificate } from "../../config/cert_names.ts";
 import type { CertificateNames } from "../../config/cert_names.ts";
 import { readProxied, sendsProxyHeader } from "./proxy_accept.ts";
 import type { AcceptProxyProtocol, Proxied } from "./proxy_accept.ts";
@@ -193,6 +193,7 @@ export function listenH1(
   const tls = opts.cert !== undefined || opts.key !== undefined;
   const pp = opts.proxyProtocol;
   const sni = tls && opts.sni && opts.sni.length > 0 ? opts.sni : null;
+  const sniNames = (sni ?? []).map((c) => c.names);
   // With PROXY headers and TLS, the header comes before the TLS handshake, which Deno.listenTls
   // would take for its own: the port is plain TCP, and each connection is relayed, after its
   // header, to a TLS listener on 127.0.0.1 (Deno has no server-side TLS on an open connection).
@@ -545,7 +546,7 @@ export function listenH1(
   /**
    * A TLS client on the public port while the TLS is done on loopback: with `sni`, its ClientHello
    * is read first (up to 16 KiB, within the handshake's time) and its server name picks the
-   * certificate's listener: the first `sni` certificate naming it, else the main one.
+   * certificate's listener: the `sni` certificate chooseCertificate picks, else the main one.
    */
   const relayTlsClient = async (
     conn: Deno.Conn,
@@ -578,7 +579,7 @@ export function listenH1(
     const name = peek.kind === "hello" ? peek.serverName : null;
     if (closed) return closeQuietly(conn);
     // Not TLS or no name: the main certificate's listener, which answers as before.
-    const index = name === null ? 0 : 1 + sni.findIndex((c) => certificateCovers(c.names, name));
+    const index = name === null ? 0 : 1 + chooseCertificate(sniNames, name);
     await relayToTls(conn, client, bytes, index, deadline);
   };
 
