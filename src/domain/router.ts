@@ -24,6 +24,12 @@ export interface RouteEntry<T, R = unknown> {
 export interface Router<T, R = unknown> {
   /** `request` is what conditional routes look at; without it none of them matches. */
   match(host: string, path: string, request?: R): RouteEntry<T, R> | undefined;
+  /**
+   * Every route a request for `host` and `path` may be routed to, whatever else it carries: at
+   * each prefix from the longest, the unconditional route that would answer, then the
+   * conditional ones that could beat it, down to the first prefix with an unconditional route.
+   */
+  candidates(host: string, path: string): RouteEntry<T, R>[];
   readonly entries: readonly RouteEntry<T, R>[];
 }
 
@@ -154,6 +160,35 @@ export function compileRouter<T, R = unknown>(entries: RouteEntry<T, R>[]): Rout
         if (end === 0) break;
       }
       return pick(byPrefix.get("/"), host, request);
+    },
+    candidates(hostHeader: string, path: string) {
+      const host = hosted ? hostOnly(hostHeader) : "";
+      const out: RouteEntry<T, R>[] = [];
+      // The prefixes match() tries, in its order (not on the hot path: a generator is fine).
+      const prefixes = function* () {
+        let end = path.length <= longest + 1 ? path.length : path.lastIndexOf("/", longest + 1);
+        while (end > 0) {
+          const c = path.slice(0, end);
+          yield c.length > 1 && c.endsWith("/") ? c.slice(0, -1) : c;
+          end = path.lastIndexOf("/", end - 1);
+        }
+        yield "/";
+      };
+      const seen = new Set<string>();
+      for (const prefix of prefixes()) {
+        const list = byPrefix.get(prefix);
+        if (!list || seen.has(prefix)) continue;
+        seen.add(prefix);
+        // As pick() ranks them: a conditional route of the unconditional one's rank or above.
+        const plain = pick(list, host, undefined);
+        const floor = plain ? hostScore(plain.hosts, host) : 0;
+        if (plain) out.push(plain);
+        for (const e of list) {
+          if (e.when !== undefined && hostScore(e.hosts, host) >= floor) out.push(e);
+        }
+        if (plain) break;
+      }
+      return out;
     },
   };
 }

@@ -134,6 +134,21 @@ Deno.test("router: conditional routes of a prefix come before the unconditional 
   assert.equal(at("a.test", "/only/x", none), "/");
   assert.equal(at("a.test", "/only/x", { canary: true, post: false }), "/only#c");
   assert.deepEqual(parseRouteKey("example.com/api#v2"), { host: "example.com", prefix: "/api" });
+  // Every route a request may reach, whatever it carries (a cache purge by URL goes to each).
+  const may = (host: string, path: string) => r.candidates(host, path).map((c) => c.value);
+  assert.deepEqual(may("a.test", "/api/x"), ["/api", "/api#canary", "/api#post"]);
+  assert.deepEqual(may("example.com", "/api/x"), ["example.com/api"]);
+  assert.deepEqual(may("a.test", "/only/x"), ["/only#c", "/"]);
+  assert.deepEqual(may("a.test", "/"), ["/"]);
+  const conditionalOnly = compileRouter<string, Req>([
+    e("/#c", (q) => q.canary),
+    e("/#p", (q) => q.post),
+  ]);
+  assert.deepEqual(conditionalOnly.candidates("a.test", "/").map((c) => c.value), ["/#c", "/#p"]);
+  assert.deepEqual(conditionalOnly.candidates("a.test", "/x/y").map((c) => c.value), [
+    "/#c",
+    "/#p",
+  ]);
 });
 
 Deno.test("explainMatch: why a route lost to a conditional route (its match, or the host rank)", () => {

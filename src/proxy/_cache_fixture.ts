@@ -24,7 +24,7 @@ export const T0 = Date.UTC(2026, 10, 27, 0, 0, 0);
  */
 export function setup(
   answer: (r: UpstreamRequest, n: number) => Response | Promise<Response>,
-  opts: { cache?: string; extra?: string; top?: string } = {},
+  opts: { cache?: string; extra?: string; top?: string; routes?: string } = {},
 ) {
   const yaml = `listen_addr: "127.0.0.1:0"
 health_check: { enabled: false }
@@ -35,7 +35,7 @@ routes:
     target: "http://10.1.1.1/base"
     cache: ${opts.cache ?? "true"}
     ${opts.extra ?? ""}
-`;
+${opts.routes ?? ""}`;
   const { config, issues } = loadConfigText(yaml, { file: "t.yaml", env: { exists: () => true } });
   assert.ok(config, JSON.stringify(issues));
   const snapshot = buildSnapshot(config, { version: 1 });

@@ -1,7 +1,8 @@
 // Purging the routes' response caches (the admin API's `POST /cache/purge`): one URL with all its
 // Vary variants, every entry under a URL prefix, or a route's whole store. A URL is routed as a
 // request for it would be (host, normalized path, the route's path_rewrite), so the key it drops
-// is the one its requests are stored under, for http and https alike.
+// is the one its requests are stored under, for http and https alike; with conditional routes,
+// from each route of its prefix a request for it may take.
 
 import type { ClientInfo, Metrics } from "../ports.ts";
 import type { Snapshot } from "./snapshot.ts";
@@ -84,26 +85,34 @@ export function purgeCache(
   // The query as written, as a request's is keyed: the URL parser would write ' and " as %27 and
   // %22, which is another entry (a client that sends them raw, as curl does, is keyed raw).
   ctx.query = wireQuery(rawQuery(text));
-  const match = snapshot.router.match(ctx.host, ctx.path);
-  if (!match?.value.cache) {
+  // Every route a request for the URL may take (conditional routes look at fields a URL lacks),
+  // each store once: the unconditional route first, which names the purge.
+  const routes = [...new Set(snapshot.router.candidates(ctx.host, ctx.path).map((c) => c.value))]
+    .filter((r) => r.cache);
+  if (routes.length === 0) {
     return {
       ok: false,
       status: 404,
       error: `Cannot purge: no route with a cache answers ${url.host}${ctx.path}`,
     };
   }
-  const route = match.value;
-  ctx.route = route;
-  const store = route.cache!.store;
-  // Its requests may come over http or https (or say which in X-Forwarded-Proto): both go.
-  let purged = 0;
-  for (const scheme of ["http", "https"] as const) {
-    ctx.scheme = scheme;
-    const key = primaryKey(ctx, route.config as UpstreamRoute);
-    purged += prefix ? store.invalidatePrefix(key) : store.invalidate(key);
+  const query = ctx.query;
+  let total = 0;
+  for (const route of routes) {
+    ctx.route = route;
+    ctx.query = query;
+    const store = route.cache!.store;
+    // Its requests may come over http or https (or say which in X-Forwarded-Proto): both go.
+    let purged = 0;
+    for (const scheme of ["http", "https"] as const) {
+      ctx.scheme = scheme;
+      const key = primaryKey(ctx, route.config as UpstreamRoute);
+      purged += prefix ? store.invalidatePrefix(key) : store.invalidate(key);
+    }
+    metrics.cachePurge(route.id, prefix ? "prefix" : "url", purged);
+    total += purged;
   }
-  metrics.cachePurge(route.id, prefix ? "prefix" : "url", purged);
-  return { ok: true, route: route.id, purged };
+  return { ok: true, route: routes[0].id, purged: total };
 }
 
 /** identify() reads the clock for the request's start time, which a purge never uses. */

@@ -171,3 +171,58 @@ Deno.test("purgeCache: an answer fetched before a purge is not stored after it",
   assert.equal(next.text, "new");
   assert.equal(c.sent.length, 2);
 });
+
+Deno.test("purgeCache by URL or prefix reaches the conditional routes of its prefix too", async () => {
+  const c = setup(
+    (r, n) => new Response(`${r.target} #${n}`, { headers: { "cache-control": "max-age=60" } }),
+    {
+      routes: `  "/#canary":
+    type: proxy
+    target: "http://10.1.1.2"
+    cache: true
+    match: { has_header: { name: X-Canary, value_matches: "^1$" } }
+  "/api":
+    type: proxy
+    target: "http://10.1.1.3"
+    cache: true
+  "/api#beta":
+    type: proxy
+    target: "http://10.1.1.4"
+    cache: true
+    match: { has_header: { name: Cookie, value_matches: "beta=1" } }
+  "/api#nocache":
+    type: proxy
+    target: "http://10.1.1.5"
+    match: { query_has: { name: nocache } }
+`,
+    },
+  );
+  const store = (id: string) =>
+    c.snapshot.router.entries.find((e) => e.value.id === id)!.value.cache!.store;
+  const purges: [string, string, number][] = [];
+  const metrics: Metrics = { ...noopMetrics, cachePurge: (...a) => void purges.push(a) };
+  const purge = (input: Parameters<typeof purgeCache>[0]) =>
+    purgeCache(input, { snapshot: c.snapshot, metrics });
+  await c.get("/page");
+  await c.get("/page", { headers: { "x-canary": "1" } });
+  await c.get("/api/x");
+  await c.get("/api/x", { headers: { cookie: "beta=1" } });
+  assert.deepEqual([
+    store("/").size,
+    store("/#canary").size,
+    store("/api").size,
+    store("/api#beta").size,
+  ], [1, 1, 1, 1]);
+  // Which of the routes a request takes depends on its fields: the URL goes from each that may.
+  assert.deepEqual(purge({ url: "http://example.com/page" }), { ok: true, route: "/", purged: 2 });
+  assert.deepEqual([store("/").size, store("/#canary").size], [0, 0]);
+  assert.deepEqual(purges, [["/", "url", 1], ["/#canary", "url", 1]]);
+  // /api answers unconditionally below its own prefix: "/" and "/#canary" never see /api/x.
+  assert.deepEqual(purge({ prefix: "http://example.com/api/" }), {
+    ok: true,
+    route: "/api",
+    purged: 2,
+  });
+  assert.deepEqual([store("/api").size, store("/api#beta").size], [0, 0]);
+  assert.deepEqual(purges.slice(2), [["/api", "prefix", 1], ["/api#beta", "prefix", 1]]);
+});
