@@ -96,6 +96,18 @@ export function purgeCache(
       error: `Cannot purge: no route with a cache answers ${url.host}${ctx.path}`,
     };
   }
+  // A prefix no path_regex rule maps may still be stored under rewritten paths (the rules map
+  // longer paths): what to drop cannot be told, so nothing is.
+  const unmapped = prefix &&
+    routes.find((r) => r.pathRegex?.length && !r.pathRegex.some((x) => x.re.test(ctx.path)));
+  if (unmapped) {
+    return {
+      ok: false,
+      status: 400,
+      error:
+        `Cannot purge by prefix: route "${unmapped.id}" rewrites paths with path_regex and none of its rules maps ${ctx.path}; purge by ?url=, ?route= or ?tag=`,
+    };
+  }
   const query = ctx.query;
   let total = 0;
   for (const route of routes) {

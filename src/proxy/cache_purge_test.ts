@@ -226,3 +226,25 @@ Deno.test("purgeCache by URL or prefix reaches the conditional routes of its pre
   assert.deepEqual([store("/api").size, store("/api#beta").size], [0, 0]);
   assert.deepEqual(purges.slice(2), [["/api", "prefix", 1], ["/api#beta", "prefix", 1]]);
 });
+
+Deno.test("purgeCache by prefix on a path_regex route: mapped when a rule maps it, else 400", async () => {
+  const c = setup(
+    (r, n) => new Response(`${r.target} #${n}`, { headers: { "cache-control": "max-age=60" } }),
+    {
+      extra:
+        `path_regex: [{ match: '^/u/(.*)$', replace: "/users/$1" }, { match: '^/p/(\\d+)$', replace: "/posts/$1" }]`,
+    },
+  );
+  const store = c.snapshot.router.entries[0].value.cache!.store;
+  const purge = (input: Parameters<typeof purgeCache>[0]) =>
+    purgeCache(input, { snapshot: c.snapshot, metrics: noopMetrics });
+  for (const p of ["/u/1/a", "/u/2", "/p/7"]) await c.get(p);
+  assert.equal(c.sent.map((r) => r.target).join(" ").includes("/base/users/1/a"), true);
+  assert.deepEqual(purge({ prefix: "http://example.com/u/" }), { ok: true, route: "/", purged: 2 });
+  // /p/ itself is no path the rules map: what its requests are stored under cannot be told.
+  const p = purge({ prefix: "http://example.com/p/" });
+  assert.equal(p.ok === false && p.status, 400);
+  assert.match(p.ok === false ? p.error : "", /path_regex.*\?url=/);
+  assert.equal(store.size, 1);
+  assert.deepEqual(purge({ url: "http://example.com/p/7" }), { ok: true, route: "/", purged: 1 });
+});
