@@ -166,6 +166,23 @@ routes:
   }
 });
 
+interopTest('HTTP/2 Cookie fields go upstream as one line joined by "; " (RFC 9113 §8.2.3)', [
+  "nghttp",
+], async () => {
+  const up = recordingUpstream();
+  await using _up = up.server;
+  await using prox = await startProxy(`
+health_check: { enabled: false }
+routes:
+  "/": { type: proxy, target: "${up.server.url}" }
+`);
+  // HTTP/2 clients may split Cookie into one field per crumb; an HTTP/1.1 upstream takes one line.
+  const out = await run("nghttp", ["-H", "cookie: a=1", "-H", "cookie: b=2", `${prox.url}/c`]);
+  assert.equal(out.code, 0, out.stderr);
+  assert.equal(up.seen.length, 1);
+  assert.deepEqual(up.seen[0].match(/^cookie:.*$/gim), ["cookie: a=1; b=2"]);
+});
+
 Deno.test("unsupported framing and methods get 501 or 405, never reach the upstream", async () => {
   const up = recordingUpstream();
   await using _up = up.server;
