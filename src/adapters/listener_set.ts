@@ -39,6 +39,8 @@ export interface ListenerPlan {
   /** `protocols.http2_max_concurrent_streams` and `http2_max_frame_size` (Prox's engine only). */
   maxStreams?: number;
   maxFrame?: number;
+  /** `protocols.websocket_enabled`: the HTTP/2 engine offers extended CONNECT (RFC 8441). */
+  websocket?: boolean;
   /** `accept_proxy_protocol` (Prox's engine only: it reads the header before HTTP or TLS). */
   proxyProtocol?: AcceptProxyProtocol;
   /** `limits.max_connections` and `max_connections_per_ip` (Prox's engine only). */
@@ -96,6 +98,7 @@ export function listenerPlans(
       http2: c.protocols.http2_enabled,
       maxStreams: c.protocols.http2_max_concurrent_streams || undefined,
       maxFrame: c.protocols.http2_max_frame_size || undefined,
+      websocket: c.protocols.websocket_enabled,
       connectionLimits: c.limits.max_connections || c.limits.max_connections_per_ip
         ? { total: c.limits.max_connections, perIp: c.limits.max_connections_per_ip }
         : undefined,
@@ -209,7 +212,7 @@ function fingerprint(plan: ListenerPlan): string {
     ownEngine(plan)
       ? `prox|${plan.idleMs ?? ""}|${plan.http2 ?? ""}|${plan.maxStreams ?? ""}|${
         plan.maxFrame ?? ""
-      }|${JSON.stringify(plan.proxyProtocol ?? null)}|${
+      }|${plan.websocket ?? ""}|${JSON.stringify(plan.proxyProtocol ?? null)}|${
         JSON.stringify(plan.connectionLimits ?? null)
       }|${(plan.sni ?? []).map((c) => c.cert + c.key).join("|")}`
       : "deno"
@@ -308,6 +311,7 @@ export function createListenerSet(opts: {
                 http2: plan.http2,
                 maxStreams: plan.maxStreams,
                 maxFrame: plan.maxFrame,
+                websocket: plan.websocket,
                 proxyProtocol: plan.proxyProtocol,
                 // Counted across the listeners of this plan: a replaced one's still count.
                 connectionLimits: plan.connectionLimits && {

@@ -8,6 +8,9 @@
 // pause: the socket from `Deno.upgradeWebSocket` delivers messages as events. That direction,
 // and both directions of the custom-CA upstream (which cannot pause either), are capped at
 // `maxBuffered` bytes queued; beyond it the connection is closed with 1013 (Try Again Later).
+//
+// A WebSocket that came by HTTP/2's extended CONNECT (RFC 8441) carries its own upgrade
+// (h2/websocket.ts): a socket on the HTTP/2 stream, relayed the same way.
 
 import { ProxyError } from "../domain/errors.ts";
 import type { Logger, Metrics, WebSocketProxy, WebSocketProxyRequest } from "../ports.ts";
@@ -23,6 +26,8 @@ import { trafficSeen } from "./gc_hint.ts";
 import { carryTraceContext } from "./otel.ts";
 import type { UpstreamSocket, WsData } from "./websocket_upstream.ts";
 import { MAX_TIMER_MS, timerDelay } from "../config/duration.ts";
+import { WS_UPGRADE } from "./h2/websocket.ts";
+import type { ClientSocket, H2WebSocket, Upgradable } from "./h2/websocket.ts";
 
 /** Tuning for the relay; the defaults suit most deployments. */
 export interface WebSocketProxyOptions {
@@ -108,13 +113,21 @@ export function createWebSocketProxy(opts: WebSocketProxyOptions): WebSocketProx
         up.close(1000, "Client went away");
         throw clientGone();
       }
-      let upgrade: Deno.WebSocketUpgrade;
+      let upgrade: { socket: ClientSocket; response: Response };
       try {
         // Deno pings after idleTimeout / 2 s of silence and closes after as long again without a
         // pong, on timers that fire at once past 2^31 - 1 ms: a ping_interval of 25 days or more
         // closed every WebSocket right after it opened.
         const ping = Math.min(target.limits.pingInterval, PING_MAX_MS);
-        upgrade = Deno.upgradeWebSocket(req, { idleTimeout: ping > 0 ? (2 * ping) / 1000 : 0 });
+        const idleTimeout = ping > 0 ? (2 * ping) / 1000 : 0;
+        const own = (req as Upgradable)[WS_UPGRADE];
+        upgrade = own
+          ? own({
+            idleTimeout,
+            maxMessage: target.limits.maxMessageSize,
+            maxFrame: target.limits.maxFrameSize,
+          })
+          : Deno.upgradeWebSocket(req, { idleTimeout });
         // Set here rather than with the `protocol` option: Deno only finds the protocol in a
         // request list separated by ", " exactly, and `ws` (among others) sends "a,b".
         if (up.protocol) upgrade.response.headers.set("sec-websocket-protocol", up.protocol);
@@ -130,7 +143,10 @@ export function createWebSocketProxy(opts: WebSocketProxyOptions): WebSocketProx
     },
     reject(req, code, reason) {
       if (req.signal.aborted) throw clientGone();
-      const { socket, response } = Deno.upgradeWebSocket(req, { idleTimeout: 0 });
+      const own = (req as Upgradable)[WS_UPGRADE];
+      const { socket, response } = own
+        ? own({ idleTimeout: 0, maxMessage: 1 << 20, maxFrame: 0 })
+        : Deno.upgradeWebSocket(req, { idleTimeout: 0 });
       socket.onopen = () => socket.close(code, clip(reason));
       return response;
     },
@@ -184,7 +200,7 @@ type Env = Required<Omit<WebSocketProxyOptions, "logger" | "metrics" | "traceCon
 
 /** Wires one client socket to one upstream socket until either side closes. */
 function relay(
-  client: WebSocket,
+  client: ClientSocket,
   up: UpstreamSocket,
   t: WebSocketProxyRequest,
   env: Env,
@@ -247,13 +263,13 @@ function relay(
     closeUpstream(1001, "Client handshake did not complete");
   }, HANDSHAKE_MS);
 
-  const tooBig = (from: string, data: WsData) => {
+  const tooBig = (from: string, data: WsData, size?: number) => {
     env.metrics.websocketMessageTooBig(t.route);
     env.logger.info("WebSocket message too big", {
       route: t.route,
       from,
       limit: maxMsg,
-      size: typeof data === "string" ? data.length : data.byteLength,
+      size: size ?? (typeof data === "string" ? data.length : data.byteLength),
     });
     shut(1009, "Message too big");
   };
@@ -334,6 +350,13 @@ function relay(
     if (up.buffered() > cap) shut(1013, "Upstream is not reading fast enough");
   };
   client.onerror = () => {};
+  // A socket on an HTTP/2 stream sees a message too big from its frames' lengths, before it
+  // has taken the message in.
+  if ("ontoobig" in client) {
+    (client as H2WebSocket).ontoobig = (size) => {
+      if (!done) tooBig("client", new Uint8Array(0), size);
+    };
+  }
   let closeSeen = false;
   client.onclose = (e: CloseEvent) => {
     clearTimeout(closeWait);

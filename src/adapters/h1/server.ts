@@ -182,6 +182,8 @@ export function listenH1(
     maxStreams?: number;
     /** SETTINGS_MAX_FRAME_SIZE for HTTP/2 (`protocols.http2_max_frame_size`). */
     maxFrame?: number;
+    /** WebSockets over HTTP/2 by extended CONNECT (`protocols.websocket_enabled`). */
+    websocket?: boolean;
     /** `accept_proxy_protocol`: peers whose connections begin with a PROXY header. */
     proxyProtocol?: AcceptProxyProtocol;
     /** Connections past these are closed as they are accepted. */
@@ -325,6 +327,7 @@ export function listenH1(
     served: () => counts.http2Served++,
     maxStreams: opts.maxStreams,
     maxFrame: opts.maxFrame,
+    websocket: opts.websocket,
   };
   /** Serves an HTTP/2 connection to its end; `first`: what was read of it already. */
   const serveH2 = async (

@@ -8,9 +8,11 @@
 // bodies are credited back as the pipeline reads them, so a connection buffers at most its window;
 // answers wait for the client's windows); CONTINUATION; stream limits (REFUSED_STREAM past
 // MAX_CONCURRENT_STREAMS, ENHANCE_YOUR_CALM for a client that resets streams faster than they
-// finish); PING; GOAWAY both ways, for a drain and for an idle connection. No server push, no
-// extended CONNECT (WebSockets over HTTP/2 are not offered: clients then use HTTP/1.1 for them),
-// no priorities (PRIORITY frames are read and ignored, as RFC 9113 allows).
+// finish); PING; GOAWAY both ways, for a drain and for an idle connection; WebSockets by
+// extended CONNECT (RFC 8441, with `protocols.websocket_enabled`): the request goes to the
+// pipeline as the HTTP/1.1 handshake it stands for, and its stream carries the WebSocket
+// (websocket.ts). No server push, no other CONNECT, no priorities (PRIORITY frames are read and
+// ignored, as RFC 9113 allows).
 
 import { setImmediate } from "node:timers";
 import { ProxyError } from "../../domain/errors.ts";
@@ -36,6 +38,8 @@ import {
   settingsOf,
 } from "./frames.ts";
 import { HpackDecoder, HpackEncoder, HpackError } from "./hpack.ts";
+import { H2WebSocket, WS_UPGRADE } from "./websocket.ts";
+import type { Upgradable } from "./websocket.ts";
 
 /** Streams a client may have open at once (nginx: 128; Deno.serve: 200). */
 export const MAX_STREAMS = 128;
@@ -92,7 +96,13 @@ const SCHEME = /^[A-Za-z][A-Za-z0-9+.-]*$/;
 /** The schemes Prox serves (any case, RFC 3986 §3.1). */
 const HTTP_SCHEME = /^https?$/i;
 /** Each request pseudo-field's bit, to find one given twice (even empty the first time). */
-const PSEUDO = new Map([[":method", 1], [":scheme", 2], [":path", 4], [":authority", 8]]);
+const PSEUDO = new Map([
+  [":method", 1],
+  [":scheme", 2],
+  [":path", 4],
+  [":authority", 8],
+  [":protocol", 16],
+]);
 
 /** What a connection needs from its listener. */
 export interface H2Env {
@@ -109,6 +119,11 @@ export interface H2Env {
   maxStreams?: number;
   /** SETTINGS_MAX_FRAME_SIZE: the largest frame the client may send (16 KiB when not given). */
   maxFrame?: number;
+  /**
+   * SETTINGS_ENABLE_CONNECT_PROTOCOL (RFC 8441 §3): WebSockets by extended CONNECT
+   * (`protocols.websocket_enabled`).
+   */
+  websocket?: boolean;
 }
 
 /** The socket a connection runs on. */
@@ -260,6 +275,7 @@ export class H2Connection {
       [Setting.INITIAL_WINDOW_SIZE, STREAM_WINDOW],
       [Setting.MAX_HEADER_LIST_SIZE, MAX_HEADER_LIST],
       [Setting.ENABLE_PUSH, 0],
+      ...(this.#env.websocket ? [[Setting.ENABLE_CONNECT_PROTOCOL, 1] as [number, number]] : []),
       ...(this.#maxFrameIn !== MAX_FRAME_IN
         ? [[Setting.MAX_FRAME_SIZE, this.#maxFrameIn] as [number, number]]
         : []),
@@ -560,7 +576,7 @@ export class H2Connection {
 
   /** Checks a request's fields and starts its exchange (or resets a malformed one). */
   #request(s: Stream, names: string[], values: string[]): void {
-    let method = "", scheme = "", path = "", authority = "";
+    let method = "", scheme = "", path = "", authority = "", protocol = "";
     const fields = new HeaderList();
     let cookie: string | null = null;
     let regular = false;
@@ -572,11 +588,14 @@ export class H2Connection {
         // Pseudo-fields come first, once each (RFC 9113 §8.3).
         const bit = PSEUDO.get(n) ?? 0;
         if (regular || bit === 0 || pseudo & bit) return this.#malformed(s);
+        // :protocol only where SETTINGS_ENABLE_CONNECT_PROTOCOL was sent (RFC 8441 §4).
+        if (bit === 16 && !this.#env.websocket) return this.#malformed(s);
         pseudo |= bit;
         if (bit === 1) method = v;
         else if (bit === 2) scheme = v;
         else if (bit === 4) path = v;
-        else authority = v;
+        else if (bit === 8) authority = v;
+        else protocol = v;
         continue;
       }
       regular = true;
@@ -614,8 +633,12 @@ export class H2Connection {
       }
       fields.appendChecked(n, v);
     }
-    if (method === "CONNECT") {
-      // No tunnels (and no extended CONNECT): refused as Deno.serve's HTTP/2 does.
+    if (pseudo & 16) {
+      // An extended CONNECT (RFC 8441 §4); :protocol on another method is malformed.
+      if (method !== "CONNECT") return this.#malformed(s);
+      method = "GET";
+    } else if (method === "CONNECT") {
+      // No tunnels: refused as Deno.serve's HTTP/2 does.
       return this.#answerRefusal(s, 405, "CONNECT is not supported\n");
     }
     if (
@@ -637,13 +660,17 @@ export class H2Connection {
       return this.#answerRefusal(s, 400, "The request's :scheme is not http or https\n");
     }
     if (cookie !== null) fields.appendChecked("cookie", cookie);
+    const url = (this.#env.tls ? "https://" : "http://") + authority + (path === "*" ? "/" : path);
+    if (pseudo & 16) {
+      if (path === "*") return this.#malformed(s);
+      return this.#extendedConnect(s, protocol, url, authority, fields);
+    }
     if (s.remoteEnded && s.declared > 0) return this.#malformed(s);
     if (expectContinue && !s.remoteEnded) {
       // The client may hold its body back until a 100: sent at once, as Deno.serve does.
       this.#out.headers(s.id, this.#encoder.begin().status(100).block, false, this.#peerMaxFrame);
       this.#flush();
     }
-    const url = (this.#env.tls ? "https://" : "http://") + authority + (path === "*" ? "/" : path);
     if (path === "*") s.asterisk = true;
     if (s.remoteEnded) return this.#begin(s, method, url, authority, fields, null, null);
     // With a body: the exchange begins once the frames read with its HEADERS are handled, so that
@@ -665,6 +692,67 @@ export class H2Connection {
     });
   }
 
+  /**
+   * A WebSocket by extended CONNECT (RFC 8441 §4–5): handed to the pipeline as the HTTP/1.1
+   * handshake it stands for (GET with Upgrade), so routing, access control, limits and the
+   * WebSocket proxy apply as they do there; the proxy upgrades it with the request's own upgrade
+   * (WS_UPGRADE), whose socket runs on the stream (#tunnel).
+   */
+  #extendedConnect(
+    s: Stream,
+    protocol: string,
+    url: string,
+    authority: string,
+    fields: HeaderList,
+  ): void {
+    if (s.declared >= 0) return this.#malformed(s);
+    if (protocol.toLowerCase() !== "websocket") {
+      return this.#answerRefusal(s, 501, "The only :protocol served is websocket\n");
+    }
+    // A tunnel whose client has already ended its side carries nothing.
+    if (s.remoteEnded) return this.#answerRefusal(s, 400, "The CONNECT stream is closed\n");
+    if (fields.get("sec-websocket-version")?.trim() !== "13") {
+      // RFC 6455 §4.4: the versions this side speaks (no 426 in HTTP/2, which has no Upgrade).
+      return this.#answerRefusal(s, 400, "Unsupported Sec-WebSocket-Version\n", {
+        "sec-websocket-version": "13",
+      });
+    }
+    // No extension is negotiated over HTTP/2 (websocket.ts): the offer is dropped.
+    fields.delete("sec-websocket-extensions");
+    fields.appendChecked("connection", "Upgrade");
+    fields.appendChecked("upgrade", "websocket");
+    // HTTP/2 has no key and no Accept (RFC 8441 §5); the pipeline checks an HTTP/1.1 handshake's.
+    fields.set("sec-websocket-key", wsKey());
+    const slot: { socket: H2WebSocket | null } = { socket: null };
+    this.#begin(s, "GET", url, authority, fields, null, null, slot);
+  }
+
+  /**
+   * Serves a WebSocket's stream: the 200 (no END_STREAM) with the answer's fields, then the
+   * socket runs until both sides are done (or the stream is reset). True when it ended cleanly.
+   */
+  async #tunnel(s: Stream, res: Response, socket: H2WebSocket): Promise<boolean> {
+    if (s.reset || this.#closed) {
+      socket.abandon();
+      return false;
+    }
+    const enc = this.#encoder.begin().status(200);
+    let date = false;
+    res.headers.forEach((v, k) => {
+      if (CONNECTION_SPECIFIC.has(k) || k === "content-length" || k === "sec-websocket-accept") {
+        return;
+      }
+      if (k === "date") date = true;
+      enc.field(k, v);
+    });
+    if (!date) enc.field("date", httpDate());
+    this.#out.headers(s.id, enc.block, false, this.#peerMaxFrame);
+    this.#flush();
+    socket.open();
+    await socket.done;
+    return !s.reset;
+  }
+
   /** Starts the exchanges whose HEADERS came in the frames just handled. */
   #startPending(): void {
     const pending = this.#pending;
@@ -682,8 +770,24 @@ export class H2Connection {
     fields: HeaderList,
     bytes: Uint8Array<ArrayBuffer> | null,
     body: ReadableStream<Uint8Array> | null,
+    ws?: { socket: H2WebSocket | null },
   ): void {
     const req = new WireRequest(method, url, fields, () => s.signal, bytes, body);
+    if (ws) {
+      (req as Upgradable)[WS_UPGRADE] = (opts) => {
+        if (ws.socket) throw new Error("Cannot upgrade a stream twice");
+        const socket = ws.socket = new H2WebSocket({
+          readable: this.#bodyStream(s),
+          write: (bytes, end) => this.#send(s, bytes, end),
+          cancel: () => {
+            this.#resetStream(s.id, ErrorCode.CANCEL);
+            this.#dropBody(s);
+            s.abort();
+          },
+        }, opts);
+        return { socket, response: socket.response };
+      };
+    }
     const info = new EngineInfo(
       this.peer,
       this.#env.localPort,
@@ -710,6 +814,14 @@ export class H2Connection {
       } catch (err) {
         res = unhandled(env.logger, err);
       }
+      const socket = ws?.socket;
+      if (socket && res === socket.response) {
+        // A WebSocket's turn ends with its handshake: it may last for days.
+        readGate.leave(s);
+        ok = await this.#tunnel(s, res, socket);
+        return;
+      }
+      socket?.abandon();
       ok = await this.#respond(s, res, method === "HEAD");
     })().catch(() => {}).finally(() => {
       readGate.leave(s);
@@ -727,8 +839,16 @@ export class H2Connection {
   }
 
   /** An answer the engine gives itself, without the pipeline. */
-  #answerRefusal(s: Stream, status: number, text: string): void {
-    const res = new Response(text, { status, headers: { "content-type": "text/plain" } });
+  #answerRefusal(
+    s: Stream,
+    status: number,
+    text: string,
+    headers: Record<string, string> = {},
+  ): void {
+    const res = new Response(text, {
+      status,
+      headers: { "content-type": "text/plain", ...headers },
+    });
     this.#respond(s, res, false).catch(() => {}).finally(() => this.#finish(s));
   }
 
@@ -1200,4 +1320,9 @@ export class H2Connection {
     } catch { /* already closed */ }
     if (this.#onIdle) this.#onIdle();
   }
+}
+
+/** A Sec-WebSocket-Key for the pipeline's handshake check; it goes nowhere (RFC 6455 §4.1). */
+function wsKey(): string {
+  return btoa(String.fromCharCode(...crypto.getRandomValues(new Uint8Array(16))));
 }
