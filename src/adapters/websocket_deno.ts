@@ -94,7 +94,7 @@ export function createWebSocketProxy(opts: WebSocketProxyOptions): WebSocketProx
       } finally {
         settingUp.delete(pending);
       }
-      if ("refused" in up) return refusal(up.refused);
+      if ("refused" in up) return refusal(up.refused, WS_UPGRADE in req);
       // Deno's client accepts a subprotocol it did not offer (RFC 6455 §4.1 says fail): the
       // client got a 101 naming it, which it must refuse, and the upstream a dangling socket.
       if (up.protocol && !target.protocols.includes(up.protocol)) {
@@ -180,8 +180,11 @@ function clientGone(): ProxyError {
 }
 
 /** The client's answer when the upstream refused the upgrade with an HTTP status. */
-function refusal(status: number): Response {
-  const s = status >= 200 && status <= 599 && status !== 101 ? status : 502;
+function refusal(status: number, h2: boolean): Response {
+  // Over HTTP/2 a 2xx is the WebSocket's success (RFC 8441 §5): an upstream's 200 is a 502 there.
+  const s = status >= 200 && status <= 599 && status !== 101 && !(h2 && status < 300)
+    ? status
+    : 502;
   return new Response(`Upstream refused the WebSocket upgrade (status ${status})\n`, {
     status: s,
     headers: { "content-type": "text/plain; charset=utf-8", "cache-control": "no-store" },

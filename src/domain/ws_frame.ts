@@ -22,7 +22,10 @@ export type WsEvent =
   | { type: "pong"; data: Uint8Array }
   /** `code` 1005: a close frame without a code (RFC 6455 §7.1.5). */
   | { type: "close"; code: number; reason: string }
-  /** A message past `maxMessage` (1009); `size` is what was known of it (at least limit + 1). */
+  /**
+   * A message past `maxMessage` (1009); `size` is what was known of it (at least limit + 1). The
+   * rest of it is passed over.
+   */
   | { type: "too_big"; size: number }
   /** 1002 (protocol error) or 1007 (invalid UTF-8): fail the connection (RFC 6455 §7.1.7). */
   | { type: "error"; code: 1002 | 1007; reason: string };
@@ -46,7 +49,7 @@ export function utf8(bytes: Uint8Array): string | null {
 
 /**
  * Parses frames as bytes arrive. `masked`: frames must be masked (a server reading a client,
- * RFC 6455 §5.1) or must not be. After an "error" or "too_big" event it parses nothing more.
+ * RFC 6455 §5.1) or must not be. After an "error" or "close" event it parses nothing more.
  */
 export class WsParser {
   #buf: Uint8Array<ArrayBuffer> = new Uint8Array(0);
@@ -57,6 +60,10 @@ export class WsParser {
   #parts: Uint8Array[] = [];
   #msgSize = 0;
   #failed = false;
+  /** Bytes of a message too big still to be passed over (its frames are not kept). */
+  #skip = 0;
+  /** The message too big goes on in continuation frames, passed over too. */
+  #dropping = false;
 
   constructor(readonly opts: { maxMessage: number; masked: boolean }) {}
 
@@ -71,6 +78,12 @@ export class WsParser {
     if (this.#failed) return out;
     this.#append(chunk);
     while (!this.#failed) {
+      if (this.#skip > 0) {
+        const n = Math.min(this.#skip, this.#end - this.#start);
+        this.#start += n;
+        this.#skip -= n;
+        if (this.#skip > 0) break;
+      }
       const ev = this.#next(out);
       if (ev === "need") break;
     }
@@ -142,11 +155,18 @@ export class WsParser {
         (b[s + 6] * 2 ** 24 + ((b[s + 7] << 16) | (b[s + 8] << 8) | b[s + 9]));
       at = 10;
     }
-    if (!control && this.#msgSize + len > this.opts.maxMessage) {
-      // Known from the header: the payload is not waited for, nor kept.
-      return this.#fail(out, { type: "too_big", size: this.#msgSize + len });
-    }
     const head = at + (masked ? 4 : 0);
+    if (!control && (this.#dropping || this.#msgSize + len > this.opts.maxMessage)) {
+      // Known from the header: the payload is not waited for, nor kept, and the frames after
+      // the message (a close) are read as ever.
+      if (!this.#dropping) out.push({ type: "too_big", size: this.#msgSize + len });
+      this.#parts = [];
+      this.#msgSize = 0;
+      this.#dropping = !fin;
+      this.#msgOp = fin ? 0 : this.#msgOp || op;
+      this.#skip = head + len;
+      return "ok";
+    }
     if (avail < head + len) return "need";
     const payload = b.slice(s + head, s + head + len);
     if (masked) {

@@ -136,6 +136,15 @@ Deno.test("WsParser reports a message past maxMessage from its header, before it
     q.push(encodeFrame(Op.CONTINUATION, new Uint8Array(60), { mask: MASK }).subarray(0, 2)),
     [{ type: "too_big", size: 120 }],
   );
+  // The rest of a message too big is passed over; the frames after it are read.
+  const r = server(100);
+  const big = encodeFrame(Op.BINARY, new Uint8Array(500), { mask: MASK, more: true });
+  const more = encodeFrame(Op.CONTINUATION, new Uint8Array(500), { mask: MASK });
+  const close = encodeFrame(Op.CLOSE, closePayload(1000), { mask: MASK });
+  assert.deepEqual(r.push(big.subarray(0, 20)), [{ type: "too_big", size: 500 }]);
+  assert.deepEqual(r.push(big.subarray(20)), []);
+  assert.deepEqual(r.push(more), []);
+  assert.deepEqual(r.push(close), [{ type: "close", code: 1000, reason: "" }]);
   // Exactly the limit passes.
   assert.equal(
     server(100).push(encodeFrame(Op.BINARY, new Uint8Array(100), { mask: MASK }))[0].type,

@@ -77,8 +77,10 @@ readline.createInterface({ input: process.stdin }).on("line", (line) => {
       const req = session.request({
         ":method": c.method ?? "CONNECT",
         ...(c.protocol === null ? {} : { ":protocol": c.protocol ?? "websocket" }),
-        ":path": c.path ?? "/",
-        ":scheme": c.scheme ?? (url.startsWith("https") ? "https" : "http"),
+        ...(c.protocol === null ? {} : {
+          ":path": c.path ?? "/",
+          ":scheme": c.scheme ?? (url.startsWith("https") ? "https" : "http"),
+        }),
         ":authority": c.authority ?? "localhost",
         "sec-websocket-version": "13",
         ...(c.headers ?? {}),

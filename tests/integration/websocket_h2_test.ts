@@ -3,15 +3,20 @@
 // `ws` upstream: what is announced, what is carried both ways, limits, closes, refusals,
 // multiplexing with ordinary requests, flow control, reloads.
 import assert from "node:assert/strict";
-import { interopTest, ROOT, waitFor } from "../_harness.ts";
+import { interopTest, ROOT, startUpstream, waitFor } from "../_harness.ts";
 import { onProxEngines } from "./_proxy.ts";
-import { recordingLogger, startWsProxy, wsUpstream } from "./_ws.ts";
+import { closed, echo, recordingLogger, startWsProxy, wsRoute, wsUpstream } from "./_ws.ts";
 import { h2wsClient, on } from "./_h2ws.ts";
 import type { H2WsClient } from "./_h2ws.ts";
 
 const TLS_DIR = `${ROOT}/tests/fixtures/tls`;
 const TLS = { cert: `${TLS_DIR}/cert.pem`, key: `${TLS_DIR}/key.pem` };
 const CA = `${TLS_DIR}/ca.pem`;
+
+/** An HTTP upstream that answers `body` to everything. */
+function startUpstreamText(body: string) {
+  return startUpstream(() => new Response(body));
+}
 
 // The engine is under test, even when the suite runs on Deno.serve.
 onProxEngines();
@@ -72,3 +77,143 @@ for (const h2c of [false, true]) {
     },
   );
 }
+
+interopTest("HTTP/2 WebSocket: the upstream's subprotocol choice reaches the client", [
+  "node",
+], async () => {
+  await using up = await wsUpstream(echo, {
+    handleProtocols: (offered: Set<string>) => offered.has("v2.chat") ? "v2.chat" : false,
+  });
+  await using prox = await startWsProxy(wsRoute(up.url), { tls: TLS });
+  await using c = await client(prox.port);
+  c.send({ op: "open", id: 1, headers: { "sec-websocket-protocol": "v1.chat, v2.chat" } });
+  const res = await c.next(on("response", 1));
+  assert.equal(res.status, 200);
+  assert.equal((res.headers as Record<string, string>)["sec-websocket-protocol"], "v2.chat");
+  assert.equal(up.requests[0].headers["sec-websocket-protocol"], "v1.chat, v2.chat");
+  c.send({ op: "text", id: 1, data: "x" });
+  assert.equal((await c.next(on("text", 1))).data, "x");
+});
+
+interopTest("HTTP/2 WebSocket: a message past max_message_size closes both sides with 1009", [
+  "node",
+], async () => {
+  let upstreamClose: Promise<{ code: number; reason: string }> | undefined;
+  await using up = await wsUpstream((ws) => {
+    upstreamClose = closed(ws);
+    echo(ws);
+  });
+  await using prox = await startWsProxy(wsRoute(up.url, "max_message_size: 1000"), { tls: TLS });
+  await using c = await client(prox.port);
+  c.send({ op: "open", id: 1 });
+  await c.next(on("response", 1));
+  c.send({ op: "binary", id: 1, size: 1000 });
+  assert.equal((await c.next(on("binary", 1))).size, 1000);
+  // 100 KiB: refused from its frame header, before its payload is taken in.
+  c.send({ op: "binary", id: 1, size: 100_000 });
+  const cl = await c.next(on("close", 1));
+  assert.equal(cl.code, 1009);
+  c.send({ op: "close", id: 1, code: 1009 });
+  await c.next(on("end", 1));
+  assert.deepEqual(prox.tooBig, ["/"]);
+  const u = await waitFor(() => upstreamClose);
+  assert.match((await u).reason, /1009/);
+});
+
+interopTest("HTTP/2 WebSocket: the upstream's close reaches the client, then END_STREAM", [
+  "node",
+], async () => {
+  await using up = await wsUpstream((ws) => ws.on("message", () => ws.close(4001, "bye")));
+  await using prox = await startWsProxy(wsRoute(up.url), { tls: TLS });
+  await using c = await client(prox.port);
+  c.send({ op: "open", id: 1 });
+  await c.next(on("response", 1));
+  c.send({ op: "text", id: 1, data: "close please" });
+  const cl = await c.next(on("close", 1));
+  assert.deepEqual([cl.code, cl.reason], [4001, "bye"]);
+  // The client answers the close; Prox's side then ends.
+  c.send({ op: "close", id: 1, code: 4001 });
+  await c.next(on("end", 1));
+  c.send({ op: "end", id: 1 });
+  assert.equal((await c.next(on("stream_close", 1))).rstCode, 0);
+});
+
+interopTest("HTTP/2 WebSocket: refusals (upstream's status, not a WebSocket route, bad requests)", [
+  "node",
+], async () => {
+  await using up = await wsUpstream(echo, {
+    verifyClient: (_info: unknown, cb: (ok: boolean, code?: number) => void) => cb(false, 403),
+  });
+  await using prox = await startWsProxy(
+    `routes:
+  "/ws":
+    type: websocket
+    target: "${up.url}"
+  "/static":
+    type: static
+    root: "${ROOT}/static"
+`,
+    { tls: TLS },
+  );
+  await using c = await client(prox.port);
+  // The upstream's 403 is the client's.
+  c.send({ op: "open", id: 1, path: "/ws" });
+  const refused = await c.next(on("response", 1));
+  assert.equal(refused.status, 403);
+  await c.next(on("end", 1));
+  // A static route does not serve WebSockets: not a 200 that would open one.
+  c.send({ op: "open", id: 3, path: "/static/" });
+  const notWs = await c.next(on("response", 3));
+  assert.equal(notWs.status, 400);
+  assert.match((await c.next(on("end", 3))).body as string, /does not serve WebSockets/);
+  // Sec-WebSocket-Version other than 13: 400 naming 13 (RFC 6455 §4.4).
+  c.send({ op: "open", id: 5, path: "/ws", headers: { "sec-websocket-version": "8" } });
+  const version = await c.next(on("response", 5));
+  assert.equal(version.status, 400);
+  assert.equal((version.headers as Record<string, string>)["sec-websocket-version"], "13");
+  // Another :protocol: 501; a CONNECT without :protocol: 405, as before.
+  c.send({ op: "open", id: 7, path: "/ws", protocol: "webtransport" });
+  assert.equal((await c.next(on("response", 7))).status, 501);
+  c.send({ op: "open", id: 9, protocol: null });
+  assert.equal((await c.next(on("response", 9))).status, 405);
+  // An ordinary request on the same connection is still served.
+  c.send({ op: "get", id: 11, path: "/static/" });
+  assert.equal((await c.next(on("get", 11))).status, 200);
+});
+
+interopTest("HTTP/2 WebSocket: several WebSockets and ordinary requests share one connection", [
+  "node",
+], async () => {
+  await using up = await wsUpstream();
+  await using http = await startUpstreamText("plain answer");
+  await using prox = await startWsProxy(
+    `routes:
+  "/ws":
+    type: websocket
+    target: "${up.url}"
+  "/":
+    type: proxy
+    target: "${http.url}"
+`,
+    { tls: TLS },
+  );
+  await using c = await client(prox.port);
+  const ids = [1, 3, 5, 7, 9];
+  for (const id of ids) c.send({ op: "open", id, path: "/ws" });
+  for (const id of ids) assert.equal((await c.next(on("response", id))).status, 200);
+  for (let round = 0; round < 3; round++) {
+    for (const id of ids) c.send({ op: "text", id, data: `${id}:${round}` });
+    c.send({ op: "get", id: 100 + round, path: "/plain" });
+  }
+  for (let round = 0; round < 3; round++) {
+    for (const id of ids) assert.equal((await c.next(on("text", id))).data, `${id}:${round}`);
+    const g = await c.next(on("get", 100 + round));
+    assert.deepEqual([g.status, g.body], [200, "plain answer"]);
+  }
+  assert.equal(up.sockets.size, ids.length);
+  // The client resets one stream: its upstream is let go, the others go on.
+  c.send({ op: "reset", id: 3 });
+  await waitFor(() => up.sockets.size === ids.length - 1);
+  c.send({ op: "text", id: 5, data: "still here" });
+  assert.equal((await c.next(on("text", 5))).data, "still here");
+});

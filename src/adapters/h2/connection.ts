@@ -822,6 +822,15 @@ export class H2Connection {
         return;
       }
       socket?.abandon();
+      if (ws && res.status >= 200 && res.status < 300) {
+        // An extended CONNECT answered 2xx without an upgrade (a static or redirect route serves
+        // it as a GET): a 2xx would tell the client its WebSocket is open (RFC 8441 §5).
+        await res.body?.cancel().catch(() => {});
+        res = new Response("This route does not serve WebSockets\n", {
+          status: 400,
+          headers: { "content-type": "text/plain" },
+        });
+      }
       ok = await this.#respond(s, res, method === "HEAD");
     })().catch(() => {}).finally(() => {
       readGate.leave(s);
