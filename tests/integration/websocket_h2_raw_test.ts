@@ -1,0 +1,244 @@
+// WebSockets over HTTP/2 (RFC 8441) against a raw HTTP/2 client on h2c: what a client that
+// breaks the rules gets, SETTINGS_ENABLE_CONNECT_PROTOCOL with and without
+// `protocols.websocket_enabled`, and flow control with a client that grants no window.
+import assert from "node:assert/strict";
+import { waitFor } from "../_harness.ts";
+import { onProxEngines } from "./_proxy.ts";
+import { startWsProxy, wsRoute, wsUpstream } from "./_ws.ts";
+import {
+  ErrorCode,
+  Flag,
+  FRAME_HEADER,
+  FrameType,
+  FrameWriter,
+  PREFACE,
+  Setting,
+} from "../../src/adapters/h2/frames.ts";
+import { HpackDecoder, HpackEncoder } from "../../src/adapters/h2/hpack.ts";
+import { closePayload, encodeFrame, Op, WsParser } from "../../src/domain/ws_frame.ts";
+import type { WsEvent } from "../../src/domain/ws_frame.ts";
+
+onProxEngines();
+
+interface Frame {
+  type: number;
+  flags: number;
+  id: number;
+  payload: Uint8Array;
+}
+
+const u32 = (p: Uint8Array) => ((p[0] << 24) | (p[1] << 16) | (p[2] << 8) | p[3]) >>> 0;
+const MASK = new Uint8Array([9, 8, 7, 6]);
+
+/** A raw h2c client (prior knowledge) that reads every frame into `frames`. */
+class RawH2c {
+  readonly out = new FrameWriter();
+  readonly enc = new HpackEncoder();
+  readonly dec = new HpackDecoder();
+  frames: Frame[] = [];
+  #buf = new Uint8Array(0);
+  #reading: Promise<void>;
+
+  constructor(readonly conn: Deno.TcpConn) {
+    this.#reading = this.#read();
+  }
+
+  static async open(port: number, settings: [number, number][] = []): Promise<RawH2c> {
+    const c = new RawH2c(await Deno.connect({ hostname: "127.0.0.1", port }));
+    await c.conn.write(PREFACE);
+    c.out.settings(settings);
+    await c.flush();
+    return c;
+  }
+
+  async #read(): Promise<void> {
+    const chunk = new Uint8Array(64 * 1024);
+    try {
+      for (;;) {
+        const n = await this.conn.read(chunk);
+        if (n === null) break;
+        const next = new Uint8Array(this.#buf.length + n);
+        next.set(this.#buf);
+        next.set(chunk.subarray(0, n), this.#buf.length);
+        this.#buf = next;
+        while (this.#buf.length >= FRAME_HEADER) {
+          const b = this.#buf;
+          const len = (b[0] << 16) | (b[1] << 8) | b[2];
+          if (b.length < FRAME_HEADER + len) break;
+          const id = ((b[5] & 0x7f) << 24) | (b[6] << 16) | (b[7] << 8) | b[8];
+          this.frames.push({ type: b[3], flags: b[4], id, payload: b.slice(9, 9 + len) });
+          this.#buf = b.slice(FRAME_HEADER + len);
+        }
+      }
+    } catch { /* reset */ }
+  }
+
+  async flush(): Promise<void> {
+    const bytes = this.out.take();
+    for (let off = 0; off < bytes.length;) off += await this.conn.write(bytes.subarray(off));
+    this.out.giveBack(bytes);
+  }
+
+  /** An extended CONNECT on `id` with the pseudo-fields given (and version 13). */
+  connect(id: number, pseudo: [string, string][], extra: [string, string][] = []): void {
+    this.enc.begin();
+    this.enc.field(":method", "CONNECT");
+    for (const [n, v] of pseudo) this.enc.field(n, v);
+    this.enc.field("sec-websocket-version", "13");
+    for (const [n, v] of extra) this.enc.field(n, v);
+    this.out.headers(id, this.enc.block, false, 16384);
+  }
+
+  on(id: number, type: number): Frame[] {
+    return this.frames.filter((f) => f.id === id && f.type === type);
+  }
+
+  status(id: number): string | undefined {
+    const h = this.on(id, FrameType.HEADERS)[0];
+    if (!h) return undefined;
+    let status: string | undefined;
+    this.dec.decode(h.payload, (n, v) => n === ":status" && (status = v));
+    return status;
+  }
+
+  /** The server's first SETTINGS, as a map. */
+  settings(): Map<number, number> {
+    const f = this.frames.find((f) => f.type === FrameType.SETTINGS && !(f.flags & Flag.ACK));
+    const m = new Map<number, number>();
+    for (let i = 0; f && i + 6 <= f.payload.length; i += 6) {
+      m.set((f.payload[i] << 8) | f.payload[i + 1], u32(f.payload.subarray(i + 2, i + 6)));
+    }
+    return m;
+  }
+
+  async close(): Promise<void> {
+    try {
+      this.conn.close();
+    } catch { /* closed */ }
+    await this.#reading;
+  }
+}
+
+const FULL: [string, string][] = [
+  [":protocol", "websocket"],
+  [":scheme", "http"],
+  [":path", "/"],
+  [":authority", "localhost"],
+];
+
+Deno.test("HTTP/2 WebSocket: extended CONNECT without :path, :scheme or :authority is reset PROTOCOL_ERROR", async () => {
+  await using up = await wsUpstream();
+  await using prox = await startWsProxy(wsRoute(up.url));
+  const c = await RawH2c.open(prox.port);
+  try {
+    await waitFor(() => c.settings().size > 0);
+    assert.equal(c.settings().get(Setting.ENABLE_CONNECT_PROTOCOL), 1);
+    let id = 1;
+    for (const missing of [":path", ":scheme", ":authority"]) {
+      c.connect(id, FULL.filter(([n]) => n !== missing));
+      id += 2;
+    }
+    // :protocol on a GET is malformed too (RFC 8441 §4).
+    c.enc.begin().field(":method", "GET");
+    for (const [n, v] of FULL) c.enc.field(n, v);
+    c.out.headers(id, c.enc.block, true, 16384);
+    await c.flush();
+    await waitFor(() => c.on(id, FrameType.RST_STREAM).length > 0);
+    for (let s = 1; s <= id; s += 2) {
+      const rst = c.on(s, FrameType.RST_STREAM);
+      assert.equal(rst.length, 1, `stream ${s}`);
+      assert.equal(u32(rst[0].payload), ErrorCode.PROTOCOL_ERROR, `stream ${s}`);
+    }
+    assert.equal(up.requests.length, 0);
+  } finally {
+    await c.close();
+  }
+});
+
+Deno.test("HTTP/2 WebSocket: websocket_enabled: false announces no extended CONNECT and refuses :protocol", async () => {
+  await using up = await wsUpstream();
+  await using prox = await startWsProxy(
+    `protocols: { websocket_enabled: false }\n${wsRoute(up.url)}`,
+  );
+  const c = await RawH2c.open(prox.port);
+  try {
+    await waitFor(() => c.settings().size > 0);
+    assert.equal(c.settings().has(Setting.ENABLE_CONNECT_PROTOCOL), false);
+    c.connect(1, FULL);
+    await c.flush();
+    await waitFor(() => c.on(1, FrameType.RST_STREAM).length > 0);
+    assert.equal(u32(c.on(1, FrameType.RST_STREAM)[0].payload), ErrorCode.PROTOCOL_ERROR);
+  } finally {
+    await c.close();
+  }
+});
+
+Deno.test("HTTP/2 WebSocket: a client that grants no window holds the upstream back (no unbounded buffering)", async () => {
+  const MSG = 64 * 1024;
+  const COUNT = 512; // 32 MiB
+  /** Messages the upstream has handed to its socket (one at a time, each once written). */
+  let written = 0;
+  await using up = await wsUpstream((ws) => {
+    ws.on("message", () => {
+      const next = () => {
+        if (written === COUNT) return;
+        const chunk = new Uint8Array(MSG);
+        chunk[0] = written & 0xff;
+        ws.send(chunk, (err) => {
+          if (err) return;
+          written++;
+          next();
+        });
+      };
+      next();
+    });
+  });
+  await using prox = await startWsProxy(wsRoute(up.url));
+  // A stream window of 16 KiB and the connection's 64 KiB, never raised until the end.
+  const c = await RawH2c.open(prox.port, [[Setting.INITIAL_WINDOW_SIZE, 16384]]);
+  try {
+    c.connect(1, FULL);
+    await c.flush();
+    await waitFor(() => c.status(1));
+    assert.equal(c.status(1), "200");
+    c.out.frame(
+      FrameType.DATA,
+      0,
+      1,
+      encodeFrame(Op.TEXT, new TextEncoder().encode("go"), { mask: MASK }),
+    );
+    await c.flush();
+    // The upstream's writes stop: Prox stopped reading it, and the socket buffers filled.
+    let last = -1, since = Date.now();
+    await waitFor(() => {
+      if (written !== last) [last, since] = [written, Date.now()];
+      return Date.now() - since > 500 || written === COUNT;
+    }, { timeoutMs: 20_000 });
+    assert.ok(written < COUNT / 2, `the upstream was held back (${written} of ${COUNT} written)`);
+    const data = () => c.on(1, FrameType.DATA).reduce((n, f) => n + f.payload.length, 0);
+    assert.ok(data() <= 16384, `at most the stream window sent (${data()})`);
+    // Window granted: every message arrives, in order.
+    c.out.u32(FrameType.WINDOW_UPDATE, 0, 0x7fffffff - 65535);
+    c.out.u32(FrameType.WINDOW_UPDATE, 1, 0x7fffffff - 16384);
+    await c.flush();
+    const parser = new WsParser({ maxMessage: 1 << 20, masked: false });
+    const got: WsEvent[] = [];
+    let seen = 0;
+    await waitFor(() => {
+      const frames = c.on(1, FrameType.DATA);
+      for (; seen < frames.length; seen++) got.push(...parser.push(frames[seen].payload));
+      return got.length >= COUNT;
+    }, { timeoutMs: 30_000, what: "all messages" });
+    assert.equal(got.length, COUNT);
+    got.forEach((e, i) => {
+      assert.equal(e.type, "binary");
+      assert.equal((e as { data: Uint8Array }).data[0], i & 0xff);
+    });
+    // The client closes; Prox answers and ends the stream.
+    c.out.frame(FrameType.DATA, 0, 1, encodeFrame(Op.CLOSE, closePayload(1000), { mask: MASK }));
+    await c.flush();
+    await waitFor(() => c.on(1, FrameType.DATA).some((f) => f.flags & Flag.END_STREAM));
+  } finally {
+    await c.close();
+  }
+});
