@@ -3,7 +3,7 @@
 // `ws` upstream: what is announced, what is carried both ways, limits, closes, refusals,
 // multiplexing with ordinary requests, flow control, reloads.
 import assert from "node:assert/strict";
-import { interopTest, ROOT, startUpstream, waitFor } from "../_harness.ts";
+import { chromiumDumpDom, interopTest, ROOT, startUpstream, waitFor } from "../_harness.ts";
 import { onProxEngines } from "./_proxy.ts";
 import { closed, echo, recordingLogger, startWsProxy, wsRoute, wsUpstream } from "./_ws.ts";
 import { h2wsClient, on } from "./_h2ws.ts";
@@ -216,4 +216,88 @@ interopTest("HTTP/2 WebSocket: several WebSockets and ordinary requests share on
   await waitFor(() => up.sockets.size === ids.length - 1);
   c.send({ op: "text", id: 5, data: "still here" });
   assert.equal((await c.next(on("text", 5))).data, "still here");
+});
+
+interopTest("HTTP/2 WebSocket: a reload closes those of a changed route and keeps the others", [
+  "node",
+], async () => {
+  await using up = await wsUpstream();
+  await using other = await wsUpstream();
+  const routes = (changed: string) =>
+    `routes:\n  "/keep":\n    type: websocket\n    target: "${up.url}"\n  "/change":\n    type: websocket\n    target: "${changed}"\n`;
+  await using prox = await startWsProxy(routes(up.url), { tls: TLS, file: true });
+  await using c = await client(prox.port);
+  c.send({ op: "open", id: 1, path: "/keep" });
+  c.send({ op: "open", id: 3, path: "/change" });
+  await c.next(on("response", 1));
+  await c.next(on("response", 3));
+  await prox.reload(routes(other.url));
+  const cl = await c.next(on("close", 3));
+  assert.deepEqual([cl.code, cl.reason], [1001, "Route changed by a config reload"]);
+  c.send({ op: "close", id: 3, code: 1001 });
+  await c.next(on("end", 3));
+  c.send({ op: "text", id: 1, data: "kept" });
+  assert.equal((await c.next(on("text", 1))).data, "kept");
+  // Shutdown closes the rest with 1001 (closeAll).
+  const shut = prox.server.shutdown();
+  assert.equal((await c.next(on("close", 1))).code, 1001);
+  c.send({ op: "close", id: 1, code: 1001 });
+  await shut;
+});
+
+const PAGE = `<!doctype html><title>ws</title><body><p id="out">pending</p><script>
+const out = document.getElementById("out");
+const ws = new WebSocket("wss://" + location.host + "/live/feed", ["chat.v1"]);
+ws.binaryType = "arraybuffer";
+ws.onopen = () => { ws.send("hello over h2"); ws.send(new Uint8Array([9, 8, 7])); };
+const got = [];
+ws.onmessage = (e) => {
+  got.push(typeof e.data === "string" ? e.data : "bytes:" + new Uint8Array(e.data).join(","));
+  if (got.length === 2) ws.close(4000, "page done");
+};
+ws.onclose = (e) => { out.textContent = "done " + ws.protocol + " " + got.join("|") + " " + e.code; };
+ws.onerror = () => { out.textContent = "error"; };
+</script><script src="/wait.js"></script></body>`;
+
+interopTest("headless Chromium opens its WebSocket over HTTP/2 (RFC 8441) when Prox announces it", [
+  "chromium",
+], async () => {
+  const upstreamSaw: string[] = [];
+  await using up = await wsUpstream((ws) => {
+    ws.on("message", (data, binary) => {
+      upstreamSaw.push(binary ? "binary" : data.toString());
+      ws.send(data, { binary });
+    });
+    ws.on("close", (code, reason) => upstreamSaw.push(`close ${code} ${reason}`));
+  }, { handleProtocols: (p: Set<string>) => p.has("chat.v1") ? "chat.v1" : false });
+  // /wait.js holds the page's load (and so --dump-dom) until the WebSocket has closed.
+  await using page = await startUpstream(async (req) => {
+    if (new URL(req.url).pathname !== "/wait.js") {
+      return new Response(PAGE, { headers: { "content-type": "text/html; charset=utf-8" } });
+    }
+    await waitFor(() => upstreamSaw.some((s) => s.startsWith("close")), { timeoutMs: 20_000 })
+      .catch(() => {});
+    await new Promise((r) => setTimeout(r, 200)); // the page's onclose runs
+    return new Response("", { headers: { "content-type": "text/javascript" } });
+  });
+  const logger = recordingLogger();
+  await using prox = await startWsProxy(
+    `routes:\n  "/":\n    type: proxy\n    target: "${page.url}"\n  "/live":\n    type: websocket\n    target: "${up.url}"\n`,
+    { tls: TLS, logger },
+  );
+  const spki = Deno.readTextFileSync(`${TLS_DIR}/spki.txt`).trim();
+  const out = await chromiumDumpDom(`https://localhost:${prox.port}/`, {
+    extra: [
+      `--ignore-certificate-errors-spki-list=${spki}`,
+      "--host-resolver-rules=MAP localhost 127.0.0.1, MAP * ~NOTFOUND",
+    ],
+  });
+  assert.equal(out.code, 0, out.stderr.slice(-2000));
+  assert.match(out.stdout, /<p id="out">done chat\.v1 hello over h2\|bytes:9,8,7 4000<\/p>/);
+  await waitFor(() => upstreamSaw.includes("close 4000 page done"));
+  // The access log says which protocol carried the handshake: HTTP/2's extended CONNECT.
+  const access = logger.records.filter((r) => r.msg === "access" && r.path === "/live/feed");
+  assert.equal(access.length, 1, JSON.stringify(logger.records.filter((r) => r.msg === "access")));
+  assert.equal(access[0].protocol, "h2");
+  assert.equal(access[0].status, 101);
 });
