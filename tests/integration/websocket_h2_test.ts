@@ -301,3 +301,30 @@ interopTest("headless Chromium opens its WebSocket over HTTP/2 (RFC 8441) when P
   assert.equal(access[0].protocol, "h2");
   assert.equal(access[0].status, 101);
 });
+
+interopTest("HTTP/2 WebSocket: the route's ip_access and rate limit apply as over HTTP/1.1", [
+  "node",
+], async () => {
+  await using up = await wsUpstream();
+  await using prox = await startWsProxy(
+    `routes:
+  "/denied":
+    type: websocket
+    target: "${up.url}"
+    ip_access: { deny: ["127.0.0.1/32"] }
+  "/limited":
+    type: websocket
+    target: "${up.url}"
+    rate_limit: { requests: 1, period: 1m, by: ip }
+`,
+    { tls: TLS },
+  );
+  await using c = await client(prox.port);
+  c.send({ op: "open", id: 1, path: "/denied" });
+  assert.equal((await c.next(on("response", 1))).status, 403);
+  c.send({ op: "open", id: 3, path: "/limited" });
+  assert.equal((await c.next(on("response", 3))).status, 200);
+  c.send({ op: "open", id: 5, path: "/limited" });
+  assert.equal((await c.next(on("response", 5))).status, 429);
+  assert.equal(up.requests.length, 1);
+});
