@@ -10,7 +10,8 @@
 // `maxBuffered` bytes queued; beyond it the connection is closed with 1013 (Try Again Later).
 //
 // A WebSocket that came by HTTP/2's extended CONNECT (RFC 8441) carries its own upgrade
-// (h2/websocket.ts): a socket on the HTTP/2 stream, relayed the same way.
+// (h2/websocket.ts): a socket on the HTTP/2 stream, relayed the same way, except that client →
+// upstream pauses too (the stream is not read while the upstream is behind).
 
 import { ProxyError } from "../domain/errors.ts";
 import type { Logger, Metrics, WebSocketProxy, WebSocketProxyRequest } from "../ports.ts";
@@ -311,6 +312,15 @@ function relay(
     }
   };
 
+  /** Waits for the upstream's queue to go down to lowWater (polled as `drained` does). */
+  const upstreamDrained = async () => {
+    let wait = 2;
+    while (!done && up.buffered() > env.lowWater) {
+      await new Promise((r) => setTimeout(r, wait));
+      wait = Math.min(wait * 2, 100);
+    }
+  };
+
   client.binaryType = "arraybuffer";
   client.onopen = () => {
     opened = true;
@@ -356,9 +366,13 @@ function relay(
   // A socket on an HTTP/2 stream sees a message too big from its frames' lengths, before it
   // has taken the message in.
   if ("ontoobig" in client) {
-    (client as H2WebSocket).ontoobig = (size) => {
+    const h2 = client as H2WebSocket;
+    h2.ontoobig = (size) => {
       if (!done) tooBig("client", new Uint8Array(0), size);
     };
+    // And it can pause: while the upstream has more than highWater queued, the client's stream
+    // is not read, so HTTP/2 flow control holds the client back (no 1013 that way).
+    h2.hold = () => up.buffered() > env.highWater ? upstreamDrained() : undefined;
   }
   let closeSeen = false;
   client.onclose = (e: CloseEvent) => {

@@ -242,3 +242,62 @@ Deno.test("HTTP/2 WebSocket: a client that grants no window holds the upstream b
     await c.close();
   }
 });
+
+Deno.test("HTTP/2 WebSocket: an upstream that does not read holds the client back by its window, not 1013", async () => {
+  const MSG = 64 * 1024;
+  const COUNT = 400; // 25 MiB, past the 16 MiB a client that cannot pause may queue
+  let upSocket: { pause(): void; resume(): void } | undefined;
+  let received = 0;
+  await using up = await wsUpstream((ws) => {
+    // deno-lint-ignore no-explicit-any
+    upSocket = (ws as any)._socket;
+    upSocket!.pause();
+    ws.on("message", () => received++);
+  });
+  await using prox = await startWsProxy(wsRoute(up.url));
+  const c = await RawH2c.open(prox.port);
+  try {
+    c.connect(1, FULL);
+    await c.flush();
+    await waitFor(() => c.status(1));
+    // Sends as the windows allow: the stream's 256 KiB and the connection's 1 MiB, plus what
+    // Prox credits back.
+    const credit = () =>
+      c.frames.filter((f) => f.type === FrameType.WINDOW_UPDATE && (f.id === 0 || f.id === 1))
+        .reduce((m, f) => (m[f.id] += u32(f.payload), m), [65535, 65535] as number[]);
+    const initial = [1 << 20, 256 * 1024];
+    const sentBytes = [0, 0];
+    const frame = encodeFrame(Op.BINARY, new Uint8Array(MSG), { mask: MASK });
+    let sent = 0;
+    let stuckSince = Date.now();
+    while (sent < COUNT) {
+      const got = credit();
+      const room = Math.min(
+        initial[0] + got[0] - 65535 - sentBytes[0],
+        initial[1] + got[1] - 65535 - sentBytes[1],
+      );
+      if (room >= frame.length) {
+        for (let off = 0; off < frame.length; off += 16384) {
+          c.out.frame(FrameType.DATA, 0, 1, frame.subarray(off, off + 16384));
+        }
+        await c.flush();
+        sentBytes[0] += frame.length;
+        sentBytes[1] += frame.length;
+        sent++;
+        stuckSince = Date.now();
+        continue;
+      }
+      // No window: Prox stopped reading the stream. Held for half a second is held.
+      if (Date.now() - stuckSince > 500) break;
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    assert.ok(sent < COUNT, `the client was held back (${sent} of ${COUNT} sent)`);
+    assert.equal(c.on(1, FrameType.DATA).length, 0, "no close (1013) from Prox");
+    // The upstream reads again: everything sent arrives, and the client may go on.
+    upSocket!.resume();
+    await waitFor(() => received === sent, { timeoutMs: 20_000 });
+    await waitFor(() => credit()[1] + initial[1] - 65535 - sentBytes[1] >= frame.length);
+  } finally {
+    await c.close();
+  }
+});

@@ -2,9 +2,9 @@
 // the WebSocket proxy (websocket_deno.ts) in place of Deno.upgradeWebSocket's socket, with the
 // part of the WebSocket API the proxy uses. The stream's DATA frames carry RFC 6455 frames both
 // ways (domain/ws_frame.ts): the client's masked, Prox's not. HTTP/2 flow control does the pushing
-// back: the client's bytes are credited to its window as they are read, and what Prox sends waits
-// for the client's window (bufferedAmount counts it meanwhile, which the proxy watches to pause
-// its upstream). END_STREAM follows the close handshake; RST_STREAM(CANCEL) is the abort.
+// back: the client's bytes are credited to its window as they are read (not while `hold` says the
+// upstream is behind), and what Prox sends waits for the client's window (bufferedAmount counts it
+// meanwhile, which the proxy watches to pause its upstream). END_STREAM follows the close handshake; RST_STREAM(CANCEL) is the abort.
 // No extension is offered (permessage-deflate is not taken over HTTP/2).
 
 import { closePayload, encodeFrame, encodeMessage, Op, WsParser } from "../../domain/ws_frame.ts";
@@ -73,6 +73,11 @@ export class H2WebSocket implements ClientSocket {
   onerror: ((e: Event) => void) | null = null;
   /** A client message past maxMessage (the proxy counts it and closes with 1009). */
   ontoobig: ((size: number) => void) | null = null;
+  /**
+   * Asked after the client's messages are delivered: a promise holds the reading (and so the
+   * client's window) until it settles, while the other side cannot take more.
+   */
+  hold: (() => Promise<void> | undefined) | null = null;
   readonly done: Promise<void>;
   /** The 200 the engine writes for it (its status reads 101, as Deno's upgrade answer's). */
   readonly response: Response;
@@ -260,6 +265,8 @@ export class H2WebSocket implements ClientSocket {
         this.#lastHeard = performance.now();
         if (this.#closeSeen) continue; // after a close, nothing is read (RFC 6455 §5.5.1)
         for (const ev of this.#parser.push(r.value)) this.#event(ev);
+        const held = this.hold?.();
+        if (held) await held;
       }
       // END_STREAM: the client is done sending (RFC 8441 §5: as TCP's FIN).
       if (!this.#closeSeen) {
