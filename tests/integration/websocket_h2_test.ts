@@ -328,3 +328,28 @@ interopTest("HTTP/2 WebSocket: the route's ip_access and rate limit apply as ove
   assert.equal((await c.next(on("response", 5))).status, 429);
   assert.equal(up.requests.length, 1);
 });
+
+interopTest("HTTP/2 WebSocket: upgrades on a load_balance route are balanced over its targets", [
+  "node",
+], async () => {
+  await using a = await wsUpstream();
+  await using b = await wsUpstream();
+  await using prox = await startWsProxy(
+    `routes:
+  "/":
+    type: load_balance
+    strategy: round_robin
+    targets: ["http://127.0.0.1:${a.port}", "http://127.0.0.1:${b.port}"]
+`,
+    { tls: TLS },
+  );
+  await using c = await client(prox.port);
+  for (const id of [1, 3, 5, 7]) {
+    c.send({ op: "open", id, path: "/app" });
+    assert.equal((await c.next(on("response", id))).status, 200);
+    c.send({ op: "text", id, data: `via ${id}` });
+    assert.equal((await c.next(on("text", id))).data, `via ${id}`);
+  }
+  assert.deepEqual([a.requests.length, b.requests.length], [2, 2]);
+  assert.equal(a.requests[0].url, "/app");
+});
