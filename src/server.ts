@@ -73,6 +73,9 @@ import { keepConfigCopy, readConfigCopy } from "./adapters/config_copy.ts";
 import { createCertificates, mainTls } from "./server_tls.ts";
 import { appliedConfig, createReloads, restartOnlyChanges } from "./server_reload.ts";
 import { ConfigError } from "./server_api.ts";
+import { createDiscovery } from "./adapters/discovery.ts";
+import { withDiscovered } from "./config/discovered.ts";
+import type { Discovered } from "./config/discovered.ts";
 import type {
   ProxServer,
   ReloadResult,
@@ -145,16 +148,27 @@ export async function startServer(
   const upstream = opts.upstream ?? ownClient!;
   const files: FileStore = opts.files ?? createDenoFileStore();
 
+  // `discover` routes: the config as loaded (rawConfig) has none of their targets; `config` and
+  // the snapshot have the addresses DNS gave (applyDiscovered swaps them in as they change).
+  let rawConfig = config;
+  let discoverReady = false;
+  const discovery = createDiscovery({ logger, onChange: () => applyDiscovered() });
+  await discovery.prepare(rawConfig);
+  config = withDiscovered(rawConfig, discovery.foundFor(rawConfig));
+  /** What the serving snapshot's discovered targets came from. */
+  let builtFound = foundText(discovery.foundFor(rawConfig));
   let version = 1;
   // Owned across reloads: the response caches of routes a reload leaves unchanged keep entries.
   const caches = new CacheStores();
   // ... and so do the verified tokens of jwt_auth routes whose keys and settings did not change.
   const tokens = new TokenCaches();
+  /** The files the serving snapshot was built with (a change of discovered targets reuses them). */
+  let builtFiles = await readReferencedFiles(config);
   let current = buildSnapshot(config, {
     caches,
     tokens,
     version,
-    files: await readReferencedFiles(config),
+    files: builtFiles,
     env: denoEnv.env,
   });
   // Owned across reloads: limits whose id (route + shape) did not change keep their counters.
@@ -319,12 +333,14 @@ export async function startServer(
   try {
     (await set.stage(firstPlans)).commit();
   } catch (err) {
+    discovery.close();
     await certs.close();
     throw located(err);
   }
   try {
     tcp.stage(config).commit();
   } catch (err) {
+    discovery.close();
     await Promise.all([set.shutdown(1_000), certs.close()]);
     throw located(err);
   }
@@ -386,12 +402,16 @@ export async function startServer(
     await admin.sync(exclusive ? config.admin?.listen_addr ?? null : null);
   } catch (err) {
     // A held admin port fails the start: nothing may stay bound or running behind it.
+    discovery.close();
     await Promise.all([set.shutdown(1_000), h3.shutdown(1_000), certs.close(), tcp.shutdown(0)]);
     throw located(err, "admin");
   }
   started = true;
   // Only once listening: a start-up that fails leaves no prober behind.
   const health = startHealthChecks(current, { registry: upstreams, logger });
+  // Addresses that changed while starting are swapped in now.
+  discoverReady = true;
+  applyDiscovered();
   stopReducer = startMemoryReducer({
     idleMs: () => config.memory.reduce_after_idle,
     aboveBytes: () => config.memory.reduce_above,
@@ -484,12 +504,18 @@ export async function startServer(
         return reloads.settle({ ok: false, version, issues: next.issues, at, trigger });
       }
       // Keys read once at start-up keep their running values (so /config shows what applies).
-      const applied = appliedConfig(config, next.config);
+      const loaded = appliedConfig(config, next.config);
+      // New or changed `discover` settings are looked up before the swap (the loops of the
+      // serving config go on: a reload that fails still needs them).
+      await discovery.prepare(loaded);
+      const foundNow = discovery.foundFor(loaded);
+      const applied = withDiscovered(loaded, foundNow);
+      const files = await readReferencedFiles(applied);
       const snap = buildSnapshot(applied, {
         caches,
         tokens,
         version: version + 1,
-        files: await readReferencedFiles(applied),
+        files,
         altSvc: current.altSvc,
         env: denoEnv.env,
       });
@@ -514,15 +540,19 @@ export async function startServer(
       }
       // The swap: from here on nothing may fail the reload (the new config is serving).
       version++;
-      const prev = config;
+      const prev = rawConfig;
+      rawConfig = loaded;
       config = applied;
       current = snap;
+      builtFiles = files;
+      builtFound = foundText(foundNow);
+      discovery.retain(rawConfig);
       staged.commit();
       stagedTcp.commit();
       tcpMetrics?.retain(Object.keys(config.tcp ?? {}));
       // WebSockets on routes the reload left unchanged stay connected; the others get 1001.
       websockets.retain(
-        (id) => JSON.stringify(prev.routes[id]) === JSON.stringify(config.routes[id]),
+        (id) => JSON.stringify(prev.routes[id]) === JSON.stringify(rawConfig.routes[id]),
         1001,
         "Route changed by a config reload",
       );
@@ -559,7 +589,7 @@ export async function startServer(
       }
       // A certificate rotated on disk changes no key of the config, but it is what changed.
       const changes = [
-        ...configChanges(prev, config),
+        ...configChanges(prev, rawConfig),
         ...certificateChange ? [certificateChange] : [],
       ];
       logger.info("Config reloaded", {
@@ -568,8 +598,12 @@ export async function startServer(
         listenersChanged: staged.bound + stagedTcp.bound,
         changes: changes.length ? changes : "none",
       });
+      // Addresses that changed while the reload ran.
+      applyDiscovered();
       return reloads.settle({ ok: true, version, issues: next.issues, at, trigger, changes });
     } catch (err) {
+      // Lookups the rejected config started are not needed.
+      discovery.retain(rawConfig);
       // ACME may have followed the rejected config (domains it removed): back to the serving one.
       await certs.follow(config).catch(() => {});
       // Shutdown began while it ran (the listeners refuse a new bind): skipped, not failed.
@@ -577,6 +611,33 @@ export async function startServer(
       const message = `Cannot reload: ${err instanceof Error ? err.message : String(err)}`;
       return failed(message, err instanceof ListenError ? listenKey(err.planId) : undefined);
     }
+  }
+
+  /**
+   * Swaps in a snapshot whose `discover` routes have the addresses found now, when they differ
+   * from the serving one's (no await between build and swap: a reload cannot come in between).
+   */
+  function applyDiscovered(): void {
+    if (!discoverReady || draining) return;
+    const found = discovery.foundFor(rawConfig);
+    const text = foundText(found);
+    if (text === builtFound) return;
+    const next = withDiscovered(rawConfig, found);
+    const snap = buildSnapshot(next, {
+      caches,
+      tokens,
+      version,
+      files: builtFiles,
+      altSvc: current.altSvc,
+      env: denoEnv.env,
+    });
+    config = next;
+    current = snap;
+    builtFound = text;
+    upstreams.retain(configuredTargets(config), Object.keys(config.routes));
+    upstreams.release(unwatchedTargets(config));
+    health.update(current);
+    metrics.backendsConfigured(targetsOf(snap));
   }
 
   let stopping: Promise<void> | null = null;
@@ -587,6 +648,7 @@ export async function startServer(
     websockets.closeAll(1001, "Server shutting down");
     if (current.altSvc) current = Object.freeze({ ...current, altSvc: null });
     watch?.close();
+    discovery.close();
     await health.close();
     // An ACME order in flight gets up to 2 s to finish and store its certificate, while the
     // listeners drain rather than before: they stop accepting at once.
@@ -696,4 +758,9 @@ function issueAt(file: string): ConfigIssue {
 function configuredPort(listenAddr: string): number {
   const a = parseListenAddr(listenAddr);
   return typeof a === "string" ? 443 : a.port;
+}
+
+/** What `discover` found, as text to compare (route order is the config's). */
+function foundText(found: Discovered): string {
+  return JSON.stringify([...found]);
 }

@@ -78,7 +78,7 @@ export function healthJobs(snapshot: Snapshot): ProbeJob[] {
         origin,
         target,
         headers: [
-          ["host", host ?? originHost(origin)],
+          ["host", host ?? compiled.get(key)?.upstreamHost ?? originHost(origin)],
           ["user-agent", "prox-health-check"],
           ...extra,
         ],

@@ -816,10 +816,28 @@ export const Sticky = z.union([
   }).strict(),
 ]);
 
+/**
+ * Targets found in DNS (Caddy's `dynamic a`, nginx's `resolve`, Envoy's STRICT_DNS): every A and
+ * AAAA address of the URL's host name is a target with its scheme, port and path, looked up again
+ * every `refresh`; requests carry the name as Host (and TLS server name).
+ */
+export const Discover = z.object({
+  dns: UpstreamUrl.refine((s) => /^https?:\/\//i.test(s), {
+    error: "discover.dns is an http:// or https:// URL with a host name, e.g. http://app:8080",
+  }),
+  refresh: Duration.prefault("30s"),
+  /** The most addresses taken (the first in sorted order); the rest are left out, with a warning. */
+  max_targets: z.int().min(1).max(1024).default(64),
+  /** The DNS server asked (`ip` or `ip:port`, e.g. Consul's `127.0.0.1:8600`), not the system's. */
+  resolver: z.string().optional(),
+}).strict();
+
 const LoadBalanceRoute = z.object({
   type: z.literal("load_balance"),
   sticky: Sticky.optional(),
-  targets: z.array(Target).min(1, "Load balance routes must have at least one target"),
+  /** At least one, unless `discover` finds them (validate_route.ts). */
+  targets: z.array(Target).default([]),
+  discover: Discover.optional(),
   strategy: z.enum(STRATEGIES).default("round_robin"),
   /**
    * Slow start: a target back from being down or ejected, or added by a reload, takes a share of
@@ -831,7 +849,16 @@ const LoadBalanceRoute = z.object({
     name: z.string().optional(),
   }).strict().optional(),
   ...upstreamCommon,
-}).strict();
+}).strict().superRefine((r, ctx) => {
+  // Here rather than in validate: reported with the other errors of the route.
+  if (Array.isArray(r.targets) && r.targets.length === 0 && !r.discover) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["targets"],
+      message: "Load balance routes must have at least one target",
+    });
+  }
+}, { when: (p) => typeof p.value === "object" && p.value !== null });
 
 const StaticRoute = z.object({
   type: z.literal("static"),

@@ -2,7 +2,7 @@
 // static files, websocket and load-balancing options, status selectors, patterns and rate limits.
 
 import { statusMatcher } from "../domain/health.ts";
-import { parseCidr } from "../domain/ip.ts";
+import { parseCidr, parseIp } from "../domain/ip.ts";
 import { parseRouteKey } from "../domain/router.ts";
 import { normalizePath } from "../domain/rewrite.ts";
 import { compileRegex } from "../domain/conditions.ts";
@@ -410,7 +410,15 @@ export function validateRoutes(
     // Credentials in a target URL are never sent, and the URL is shown by /status and used as a
     // metrics label: refuse them rather than publish a password.
     const targetUrls: [(string | number)[], string][] = route.type === "load_balance"
-      ? route.targets.map((t, i) => [["targets", i], typeof t === "string" ? t : t.url])
+      ? [
+        ...route.targets.map((t, i): [(string | number)[], string] => [
+          ["targets", i],
+          typeof t === "string" ? t : t.url,
+        ]),
+        ...(route.discover
+          ? [[["discover", "dns"], route.discover.dns] as [string[], string]]
+          : []),
+      ]
       : route.type === "proxy" || route.type === "websocket"
       ? [[["target"], route.target]]
       : [];
@@ -483,6 +491,7 @@ export function validateRoutes(
         );
       }
     }
+    if (route.type === "load_balance") validateDiscover(key, route, { err, warn });
     if (route.type === "load_balance") {
       const urls = route.targets.map((t) => typeof t === "string" ? t : t.url);
       urls.forEach((u, i) => {
@@ -543,7 +552,7 @@ export function validateRoutes(
         } }`,
       );
     }
-    if (r.targets.every((t) => typeof t !== "string" && t.backup)) {
+    if (r.targets.length > 0 && r.targets.every((t) => typeof t !== "string" && t.backup)) {
       err(["routes", key, "targets"], "Every target is a backup", "Leave at least one primary");
     }
   }
@@ -764,4 +773,62 @@ function missingGroup(re: RegExp, replace: string): string | null {
     } else if (r.startsWith("{")) return `$${r}`;
   }
   return null;
+}
+
+/** Not both `targets` and `discover`, and what `discover` needs to find any. */
+function validateDiscover(
+  key: string,
+  route: Extract<Config["routes"][string], { type: "load_balance" }>,
+  o: { err: Report; warn: Report },
+): void {
+  const d = route.discover;
+  // A route with neither is a schema error (schema_route.ts).
+  if (!d) return;
+  if (route.targets.length > 0) {
+    o.err(
+      ["routes", key, "discover"],
+      "A route takes its targets from targets or from discover, not both",
+      "Remove targets (discover finds them all), or use a route of its own for each",
+    );
+  }
+  const host = hostOfUrl(d.dns);
+  if (host !== null && (parseIp(host.replace(/^\[|\]$/g, "")) !== null)) {
+    o.err(
+      ["routes", key, "discover", "dns"],
+      `discover.dns names the address ${host}: there is nothing to look up`,
+      `Write the address as a target (targets: [${d.dns}]), or a host name here`,
+    );
+  }
+  if (d.resolver !== undefined && parseResolver(d.resolver) === null) {
+    o.err(
+      ["routes", key, "discover", "resolver"],
+      `Invalid resolver "${d.resolver}": an IP address, with a port if not 53`,
+      'Write e.g. "10.0.0.2", "127.0.0.1:8600" or "[fd00::53]:53"',
+    );
+  }
+  if (d.refresh < 1000) {
+    o.err(
+      ["routes", key, "discover", "refresh"],
+      "discover.refresh must be at least 1s",
+      "Use e.g. refresh: 30s",
+    );
+  }
+}
+
+/** The host of an http(s) URL as written (`[::1]` with brackets), or null. */
+function hostOfUrl(u: string): string | null {
+  try {
+    return new URL(u).hostname;
+  } catch {
+    return null;
+  }
+}
+
+/** `ip` or `ip:port` (`[v6]:port`) → address and port, or null when it is neither. */
+export function parseResolver(text: string): { ipAddr: string; port: number } | null {
+  const m = /^\[([0-9a-fA-F:.]+)\](?::(\d{1,5}))?$/.exec(text) ??
+    /^([0-9.]+)(?::(\d{1,5}))?$/.exec(text) ?? /^([0-9a-fA-F:]*:[0-9a-fA-F:]*)()$/.exec(text);
+  if (!m || parseIp(m[1]) === null) return null;
+  const port = m[2] ? Number(m[2]) : 53;
+  return port >= 1 && port <= 65535 ? { ipAddr: m[1], port } : null;
 }

@@ -44,9 +44,19 @@ export const BYPASS = ["range", "if-match", "if-unmodified-since", "if-range"];
 
 export type UpstreamRoute = ProxyRouteConfig | LoadBalanceRouteConfig;
 
+/**
+ * The target whose path the key takes: the first, or a `discover` route's URL (its targets are
+ * its addresses, which come and go; their path is the URL's).
+ */
+function keyTarget(ctx: RequestContext, route: UpstreamRoute): string {
+  return route.type === "load_balance" && route.discover
+    ? route.discover.dns
+    : ctx.route!.targets[0];
+}
+
 /** The URI part of the cache key: scheme, host and the upstream path with its full query. */
 export function primaryKey(ctx: RequestContext, route: UpstreamRoute): string {
-  const target = targetOf(ctx, route, ctx.route!.targets[0]).path;
+  const target = targetOf(ctx, route, keyTarget(ctx, route)).path;
   return `${ctx.scheme} ${keyHost(ctx.host, ctx.scheme)} ${target}`;
 }
 
@@ -186,7 +196,7 @@ export function upstreamView(
     if (name === FORWARDED) return ctx.trustedPeer ? trustedForwarding(ctx.req.headers) : null;
     if (PROX_WRITTEN.has(name) || name.startsWith("x-forwarded-")) {
       if (!full) {
-        const to = targetOf(ctx, route, ctx.route!.targets[0]);
+        const to = targetOf(ctx, route, keyTarget(ctx, route));
         full = upstreamHeaders(ctx, route, to.origin);
         if (rule) applyHeaderRules(rule, full, opts());
       }

@@ -45,7 +45,10 @@ export class CacheStores {
     const c = route.cache;
     if (c === undefined || c === false) return null;
     const o = c === true ? DEFAULTS : c;
-    const fingerprint = JSON.stringify(route);
+    // The addresses `discover` finds are not the route's settings: their change keeps the store.
+    const fingerprint = JSON.stringify(
+      "discover" in route && route.discover ? { ...route, targets: undefined } : route,
+    );
     let held = this.#stores.get(id);
     if (!held || held.fingerprint !== fingerprint || held.pool !== this.#pool) {
       // The old store is left as it is until the new snapshot serves (retain empties it then):

@@ -82,7 +82,12 @@ export async function forward(
       if (lastErr) throw lastErr;
       const why = `No available target for route "${route.id}"`;
       const e = new ProxyError("no_healthy_upstream", why, { source: route.id });
-      e.retryAfter = retryAfter(pool, reg, now);
+      const cfg = route.config;
+      // No target at all (`discover` found none yet): its next lookup may bring one.
+      e.retryAfter = retryAfter(pool, reg, now) ??
+        (cfg.type === "load_balance" && cfg.discover
+          ? Math.ceil(cfg.discover.refresh / 1000)
+          : undefined);
       throw e;
     }
     const i = pick.i;
@@ -391,15 +396,20 @@ export function choose(
 /**
  * Seconds until some target of a pool with none available may be back (`Retry-After` of the
  * 503): the soonest end of an ejection or, for a target health checks hold down, the soonest its
- * next probes can bring it back. At least 1.
+ * next probes can bring it back. At least 1; undefined when no target may come back by itself
+ * (none at all).
  */
-export function retryAfter(pool: RoutePool, reg: UpstreamRegistry, now: number): number {
+export function retryAfter(
+  pool: RoutePool,
+  reg: UpstreamRegistry,
+  now: number,
+): number | undefined {
   let soonest = Infinity;
   for (let i = 0; i < pool.ids.length; i++) {
     const ms = reg.backIn(pool.ids[i], { at: now, check: pool.checks[i], ...pool.probes });
     if (ms < soonest) soonest = ms;
   }
-  return Math.max(1, Math.ceil(soonest / 1000));
+  return Number.isFinite(soonest) ? Math.max(1, Math.ceil(soonest / 1000)) : undefined;
 }
 
 /** Why this failure may be retried, or null. */

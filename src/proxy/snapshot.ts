@@ -14,6 +14,7 @@ import type { Cidr } from "../domain/ip.ts";
 import type { Config, RouteConfig, TimeoutsConfig } from "../config/schema.ts";
 import type { UpstreamTimeouts, UpstreamTls } from "../ports.ts";
 import { upstreamTlsOf } from "./upstream_tls.ts";
+import { discoveredHost } from "../config/discovered.ts";
 import type { RouteRulesSpec } from "../domain/rules.ts";
 import type { RouteRules } from "./filters/rules.ts";
 import { compileRateLimits } from "./filters/rate_limit.ts";
@@ -48,6 +49,8 @@ export interface CompiledRoute {
   totalMs?: number;
   /** Upstream target URLs (proxy: one; load_balance: all; others: none). */
   targets: string[];
+  /** `discover`: the name and port requests carry as Host (targets are its addresses). */
+  upstreamHost?: string;
   /**
    * The route's `tls` with its CA and client certificate files, which the server read before
    * building; undefined without `tls`.
@@ -232,6 +235,21 @@ export function buildSnapshot(
     };
     if (compiled.errorPages.length > 0) hasErrorPages = true;
     if ("tls" in route) compiled.upstreamTls = upstreamTlsOf(route.tls, opts.files);
+    const named = discoveredHost(route);
+    if (named !== undefined) {
+      // Discovered targets are addresses: requests name the service (Host, TLS server name).
+      compiled.upstreamHost = named;
+      if (named && /^https:/i.test((route as { discover: { dns: string } }).discover.dns)) {
+        const tls = compiled.upstreamTls;
+        compiled.upstreamTls = Object.freeze({
+          insecureSkipVerify: tls?.insecureSkipVerify ?? false,
+          caCerts: tls?.caCerts,
+          client: tls?.client,
+          serverName: tls?.serverName ??
+            new URL(`https://${named}`).hostname.replace(/^\[|\]$/g, ""),
+        });
+      }
+    }
     if ("path_regex" in route && route.path_regex) {
       compiled.pathRegex = [route.path_regex].flat().flatMap((r) => {
         const re = compileRegex(r.match);

@@ -92,7 +92,9 @@ export function upstreamHeaders(
   target: URL,
 ): HeaderList {
   // A Host the request passed (pipeline.ts checks it), or the target's from the config.
-  const hostField = route.preserve_host && ctx.host ? ctx.host : originHost(target);
+  const hostField = route.preserve_host && ctx.host
+    ? ctx.host
+    : ctx.route?.upstreamHost ?? originHost(target);
   const forwardInfo = {
     peer: ctx.info.remoteAddr.hostname,
     trustedPeer: ctx.trustedPeer,

@@ -1,0 +1,204 @@
+// `discover` on load_balance routes: looks up the A and AAAA records of each route's
+// `discover.dns` host, at start-up and every `refresh`, and says when what it found changed (the
+// server then rebuilds the routes' targets: src/config/discovered.ts). A lookup that fails keeps
+// what was found before (a DNS blip must not empty a route); an answer without records (NXDOMAIN,
+// or no A/AAAA) is an answer: the route has no targets until the name has addresses again.
+
+import type { Config } from "../config/schema.ts";
+import type { Discovered } from "../config/discovered.ts";
+import { parseResolver } from "../config/validate_route.ts";
+import type { Logger } from "../ports.ts";
+
+/** A/AAAA lookup of `name`, on `server` or the system's resolvers; no records is `[]`. */
+export type AddressLookup = (
+  name: string,
+  type: "A" | "AAAA",
+  server: { ipAddr: string; port: number } | undefined,
+  signal: AbortSignal,
+) => Promise<string[]>;
+
+const LOOKUP_TIMEOUT_MS = 5_000;
+/** After a failed lookup with nothing found yet, the next comes sooner than `refresh`. */
+const RETRY_MS = 2_000;
+
+const denoLookup: AddressLookup = async (name, type, server, signal) => {
+  try {
+    return await Deno.resolveDns(name, type, {
+      ...(server ? { nameServer: server } : {}),
+      signal: AbortSignal.any([signal, AbortSignal.timeout(LOOKUP_TIMEOUT_MS)]),
+    });
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return [];
+    throw err;
+  }
+};
+
+type DiscoverConfig = NonNullable<
+  Extract<Config["routes"][string], { type: "load_balance" }>["discover"]
+>;
+
+interface Loop {
+  timer?: number;
+  stopped: boolean;
+  /** Aborts a lookup under way when the loop stops. */
+  abort: AbortController;
+  /** The first lookup (start-up and reloads wait for it). */
+  first: Promise<void>;
+}
+
+export interface Discovery {
+  /** Route id → the addresses found last for `config`'s `discover` (sorted, `max_targets`). */
+  foundFor(config: Config): Discovered;
+  /**
+   * Starts a lookup loop for each `discover` of `config` not running yet and waits for their
+   * first lookups; stops none (the serving config may still need them: see retain).
+   */
+  prepare(config: Config): Promise<void>;
+  /** Stops the loops `config` (the one now serving) does not need. */
+  retain(config: Config): void;
+  close(): void;
+}
+
+/** One loop per route and `discover` setting: a reload that changes it starts another. */
+const loopKey = (id: string, d: DiscoverConfig) => `${id}\n${JSON.stringify(d)}`;
+
+/** The `discover` of each load_balance route of `config` that has one. */
+function discoversOf(config: Config): [string, DiscoverConfig][] {
+  return Object.entries(config.routes).flatMap(([id, r]) =>
+    r.type === "load_balance" && r.discover ? [[id, r.discover] as [string, DiscoverConfig]] : []
+  );
+}
+
+/** Compares IPv4 before IPv6, then numerically (10.0.0.2 before 10.0.0.10). */
+function byAddress(a: string, b: string): number {
+  const v6 = Number(a.includes(":")) - Number(b.includes(":"));
+  if (v6 !== 0) return v6;
+  const pa = a.split(/[.:]/), pb = b.split(/[.:]/);
+  for (let i = 0; i < Math.max(pa.length, pb.length); i++) {
+    const base = a.includes(":") ? 16 : 10;
+    const d = (parseInt(pa[i] ?? "", base) || 0) - (parseInt(pb[i] ?? "", base) || 0);
+    if (d !== 0) return d;
+  }
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+export function createDiscovery(o: {
+  logger: Logger;
+  /** Called after the addresses of a route changed (not for the first lookups `prepare` awaits). */
+  onChange: () => void;
+  lookup?: AddressLookup;
+}): Discovery {
+  const lookup = o.lookup ?? denoLookup;
+  /** By loop key: the addresses found last. */
+  const found = new Map<string, readonly string[]>();
+  const loops = new Map<string, Loop>();
+  /** Loop keys whose last lookup failed (logged once until one succeeds). */
+  const failing = new Set<string>();
+
+  /** One lookup for route `id`; true when what it found changed. */
+  const once = async (id: string, d: DiscoverConfig, key: string, loop: Loop): Promise<boolean> => {
+    const name = new URL(d.dns).hostname.replace(/^\[|\]$/g, "");
+    const server = d.resolver ? parseResolver(d.resolver) ?? undefined : undefined;
+    const answers = await Promise.allSettled([
+      lookup(name, "A", server, loop.abort.signal),
+      lookup(name, "AAAA", server, loop.abort.signal),
+    ]);
+    if (loop.stopped) return false;
+    const failed = answers.filter((a) => a.status === "rejected") as PromiseRejectedResult[];
+    const had = found.get(key);
+    if (failed.length > 0) {
+      if (!failing.has(key)) {
+        failing.add(key);
+        o.logger.warn("DNS lookup for discover failed; the route keeps the targets it had", {
+          route: id,
+          name,
+          targets: had?.length ?? 0,
+          error: String(failed[0].reason?.message ?? failed[0].reason),
+        });
+      }
+      // Keep what was found; with nothing yet, take what did answer.
+      if (had !== undefined || failed.length === 2) return false;
+    } else if (failing.delete(key)) {
+      o.logger.info("DNS lookup for discover answers again", { route: id, name });
+    }
+    const all = answers.flatMap((a) => a.status === "fulfilled" ? a.value : []);
+    const sorted = [...new Set(all)].sort(byAddress);
+    if (sorted.length > d.max_targets && had?.length !== d.max_targets) {
+      o.logger.warn("discover found more addresses than max_targets; the rest are left out", {
+        route: id,
+        name,
+        found: sorted.length,
+        max_targets: d.max_targets,
+      });
+    }
+    const next = sorted.slice(0, d.max_targets);
+    if (had !== undefined && had.join(" ") === next.join(" ")) return false;
+    found.set(key, next);
+    o.logger.info("Discovered targets changed", {
+      route: id,
+      name,
+      targets: next.length,
+      added: next.filter((a) => !had?.includes(a)),
+      removed: (had ?? []).filter((a) => !next.includes(a)),
+    });
+    return true;
+  };
+
+  const start = (id: string, d: DiscoverConfig, key: string): Loop => {
+    const loop: Loop = { stopped: false, abort: new AbortController(), first: Promise.resolve() };
+    const failed = (err: unknown) =>
+      o.logger.error("discover lookup failed", { route: id, error: String(err) });
+    const schedule = () => {
+      if (loop.stopped) return;
+      const delay = !found.has(key) && failing.has(key) ? Math.min(RETRY_MS, d.refresh) : d.refresh;
+      const timer = setTimeout(() => {
+        void once(id, d, key, loop).then((changed) => changed && !loop.stopped && o.onChange())
+          .catch(failed).finally(schedule);
+      }, delay);
+      Deno.unrefTimer(timer as unknown as number);
+      loop.timer = timer as unknown as number;
+    };
+    loop.first = once(id, d, key, loop).then(() => {}, failed).finally(schedule);
+    return loop;
+  };
+
+  const stop = (key: string) => {
+    const loop = loops.get(key);
+    if (!loop) return;
+    loop.stopped = true;
+    clearTimeout(loop.timer);
+    loop.abort.abort();
+    loops.delete(key);
+    found.delete(key);
+    failing.delete(key);
+  };
+
+  return {
+    foundFor(config) {
+      const out = new Map<string, readonly string[]>();
+      for (const [id, d] of discoversOf(config)) {
+        const f = found.get(loopKey(id, d));
+        if (f) out.set(id, f);
+      }
+      return out;
+    },
+    async prepare(config) {
+      const firsts: Promise<void>[] = [];
+      for (const [id, d] of discoversOf(config)) {
+        const key = loopKey(id, d);
+        if (loops.has(key)) continue;
+        const loop = start(id, d, key);
+        loops.set(key, loop);
+        firsts.push(loop.first);
+      }
+      await Promise.all(firsts);
+    },
+    retain(config) {
+      const keep = new Set(discoversOf(config).map(([id, d]) => loopKey(id, d)));
+      for (const key of [...loops.keys()]) if (!keep.has(key)) stop(key);
+    },
+    close() {
+      for (const key of [...loops.keys()]) stop(key);
+    },
+  };
+}

@@ -1,0 +1,68 @@
+// A DNS server for tests whose A records the test sets: pebble-challtestsrv (Let's Encrypt's mock
+// DNS, from Debian's pebble package) on loopback, with no default answers, so a name has exactly
+// the addresses the test gave it (none: NXDOMAIN).
+
+import { freePort, waitFor } from "../_harness.ts";
+
+export interface MockDns extends AsyncDisposable {
+  /** `127.0.0.1:port`, for `discover.resolver`. */
+  server: string;
+  /** Sets the A records of `host` (replacing those it had; none clears them). */
+  setA(host: string, addresses: string[]): Promise<void>;
+  /** Stops the server (lookups then fail), before the test ends. */
+  stop(): Promise<void>;
+}
+
+export async function startMockDns(): Promise<MockDns> {
+  for (let attempt = 1;; attempt++) {
+    const dnsPort = freePort();
+    const mgmtPort = freePort();
+    const child = new Deno.Command("pebble-challtestsrv", {
+      args: [
+        ...["-defaultIPv4", "", "-defaultIPv6", ""],
+        ...["-dns01", `127.0.0.1:${dnsPort}`, "-http01", "", "-https01", "", "-tlsalpn01", ""],
+        ...["-management", `127.0.0.1:${mgmtPort}`],
+      ],
+      stdout: "null",
+      stderr: "null",
+    }).spawn();
+    let exited = false;
+    const status = child.status.then(() => void (exited = true));
+    const mgmt = `http://127.0.0.1:${mgmtPort}`;
+    const post = async (path: string, body: unknown) => {
+      const res = await fetch(`${mgmt}${path}`, { method: "POST", body: JSON.stringify(body) });
+      await res.body?.cancel();
+      if (!res.ok) throw new Error(`challtestsrv ${path}: ${res.status}`);
+    };
+    const ready = await waitFor(
+      async () =>
+        exited
+          ? "exited"
+          : await post("/clear-a", { host: "ready.test" }).then(() => "up", () => null),
+      { what: "challtestsrv", timeoutMs: 10_000 },
+    );
+    if (ready === "exited") {
+      // A port taken between freePort() and the bind.
+      if (attempt < 3) continue;
+      throw new Error("pebble-challtestsrv exited at start");
+    }
+    let stopped = false;
+    const stop = async () => {
+      if (stopped) return;
+      stopped = true;
+      try {
+        child.kill("SIGTERM");
+      } catch { /* gone */ }
+      await status;
+    };
+    return {
+      server: `127.0.0.1:${dnsPort}`,
+      async setA(host, addresses) {
+        await post("/clear-a", { host });
+        if (addresses.length > 0) await post("/add-a", { host, addresses });
+      },
+      stop,
+      [Symbol.asyncDispose]: stop,
+    };
+  }
+}

@@ -1,0 +1,199 @@
+// `discover` on load_balance routes: the A records of a name are the targets, followed as DNS
+// changes, with a real DNS server (pebble-challtestsrv) and upstreams on several loopback
+// addresses sharing one port, as replicas of a service behind one name do.
+import assert from "node:assert/strict";
+import { interopTest, waitFor } from "../_harness.ts";
+import { startProxy } from "./_proxy.ts";
+import { startMockDns } from "./_dns.ts";
+import { recordingLogger } from "./_ws.ts";
+import { loadConfigText } from "../../src/config/load.ts";
+import { startServer } from "../../src/server.ts";
+import { withTempDir } from "./_acme.ts";
+
+/** Upstreams on 127.0.0.2 and 127.0.0.3 with one port, answering their address and Host. */
+function replicas(addresses = ["127.0.0.2", "127.0.0.3"]) {
+  for (let attempt = 0;; attempt++) {
+    const servers: Deno.HttpServer[] = [];
+    try {
+      let port = 0;
+      for (const hostname of addresses) {
+        const s = Deno.serve(
+          { hostname, port, onListen: () => {} },
+          (req) => new Response(`${hostname} ${req.headers.get("host")}`),
+        );
+        servers.push(s);
+        port = s.addr.port;
+      }
+      return {
+        port,
+        async [Symbol.asyncDispose]() {
+          await Promise.all(servers.map((s) => s.shutdown()));
+        },
+      };
+    } catch (err) {
+      // The port the first got is taken on another address: try another.
+      for (const s of servers) void s.shutdown();
+      if (attempt === 5 || !(err instanceof Deno.errors.AddrInUse)) throw err;
+    }
+  }
+}
+
+const config = (dns: string, port: number, extra = "") => `
+health_check: { enabled: false }
+routes:
+  /:
+    type: load_balance
+    discover: { dns: "http://app.test:${port}", refresh: 1s, resolver: "${dns}" }
+${extra}`;
+
+/** Who answered `n` requests, as a sorted set of "address host" lines. */
+async function answers(url: string, n = 6): Promise<string[]> {
+  const seen = new Set<string>();
+  for (let i = 0; i < n; i++) {
+    const res = await fetch(url);
+    seen.add(`${res.status} ${await res.text()}`);
+  }
+  return [...seen].sort();
+}
+
+interopTest("discover: the name's addresses are the targets, followed as DNS changes", [
+  "pebble-challtestsrv",
+], async () => {
+  await using dns = await startMockDns();
+  await using up = replicas();
+  await dns.setA("app.test", ["127.0.0.2"]);
+  const logger = recordingLogger();
+  await using prox = await startProxy(config(dns.server, up.port), { logger });
+  // Found before the first request; the upstream gets the name as Host.
+  assert.deepEqual(await answers(prox.url), [`200 127.0.0.2 app.test:${up.port}`]);
+  // A second replica: both get requests after the next lookup (round robin).
+  await dns.setA("app.test", ["127.0.0.2", "127.0.0.3"]);
+  await waitFor(async () => (await answers(prox.url)).length === 2, { what: "both replicas" });
+  assert.deepEqual(await answers(prox.url), [
+    `200 127.0.0.2 app.test:${up.port}`,
+    `200 127.0.0.3 app.test:${up.port}`,
+  ]);
+  // The first one gone from DNS: no more requests for it.
+  await dns.setA("app.test", ["127.0.0.3"]);
+  await waitFor(
+    async () => (await answers(prox.url)).join() === `200 127.0.0.3 app.test:${up.port}`,
+    {
+      what: "only 127.0.0.3",
+    },
+  );
+  const changed = logger.records.filter((r) => r.msg === "Discovered targets changed");
+  assert.deepEqual(changed.map((r) => [r.added, r.removed]), [
+    [["127.0.0.2"], []],
+    [["127.0.0.3"], []],
+    [[], ["127.0.0.2"]],
+  ]);
+  // No address at all (NXDOMAIN): the route has no target, and says so.
+  await dns.setA("app.test", []);
+  const empty = await waitFor(async () => {
+    const res = await fetch(prox.url);
+    await res.body?.cancel();
+    return res.status === 503 ? res : null;
+  }, { what: "503 without addresses" });
+  // Its next lookup may bring one: Retry-After is the refresh.
+  assert.equal(empty.headers.get("retry-after"), "1");
+  await dns.setA("app.test", ["127.0.0.2"]);
+  await waitFor(async () => (await fetch(prox.url).then((r) => r.text())).startsWith("127.0.0.2"));
+});
+
+interopTest("discover: a DNS server that stops answering leaves the targets as they were", [
+  "pebble-challtestsrv",
+], async () => {
+  const dns = await startMockDns();
+  await using up = replicas();
+  await dns.setA("app.test", ["127.0.0.2", "127.0.0.3"]);
+  const logger = recordingLogger();
+  await using prox = await startProxy(config(dns.server, up.port), { logger });
+  await dns.stop();
+  await waitFor(
+    () =>
+      logger.records.find((r) =>
+        r.msg === "DNS lookup for discover failed; the route keeps the targets it had"
+      ),
+    { what: "a failed lookup" },
+  );
+  assert.deepEqual((await answers(prox.url)).map((a) => a.split(" ")[1]), [
+    "127.0.0.2",
+    "127.0.0.3",
+  ]);
+  // Logged once, not at every refresh.
+  const failures = () =>
+    logger.records.filter((r) => String(r.msg).startsWith("DNS lookup for discover failed"));
+  assert.equal(failures().length, 1);
+  assert.equal(failures()[0].targets, 2);
+});
+
+interopTest("discover: a reload keeps the addresses found (no request without a target)", [
+  "pebble-challtestsrv",
+], async () => {
+  await using dns = await startMockDns();
+  await using up = replicas(["127.0.0.2"]);
+  await dns.setA("app.test", ["127.0.0.2"]);
+  await withTempDir(async (dir) => {
+    const path = `${dir}/prox.yaml`;
+    const text = `listen_addr: "127.0.0.1:0"\n${config(dns.server, up.port)}`;
+    await Deno.writeTextFile(path, text);
+    const server = await startServer({ path }, { watch: false, logger: recordingLogger() });
+    try {
+      const url = `http://127.0.0.1:${server.port}`;
+      assert.equal((await fetch(url).then((r) => r.text())).split(" ")[0], "127.0.0.2");
+      await Deno.writeTextFile(path, text + `  /other: { type: static, root: "${dir}" }\n`);
+      const r = await server.reload();
+      assert.ok(r.ok, JSON.stringify(r));
+      // At once after the swap, without waiting for a lookup.
+      const res = await fetch(url);
+      assert.equal(res.status, 200);
+      assert.equal((await res.text()).split(" ")[0], "127.0.0.2");
+      // A changed discover (another name) is looked up before the swap.
+      await dns.setA("api.test", ["127.0.0.2"]);
+      await Deno.writeTextFile(path, text.replace("app.test", "api.test"));
+      assert.ok((await server.reload()).ok);
+      assert.equal(
+        await fetch(url).then((r) => r.text()),
+        `127.0.0.2 api.test:${up.port}`,
+      );
+    } finally {
+      await server.shutdown();
+    }
+  });
+});
+
+Deno.test("validate: discover or targets, a host name, a resolver address, refresh ≥ 1s", () => {
+  const issues = (route: string) =>
+    loadConfigText(
+      `listen_addr: "127.0.0.1:3000"\nroutes:\n  /: { type: load_balance, ${route} }\n`,
+      {
+        file: "c.yaml",
+        env: { exists: () => true },
+      },
+    ).issues.filter((i) => i.severity === "error").map((i) =>
+      `${i.line}:${i.col} ${i.path}: ${i.message}`
+    );
+  assert.deepEqual(issues('discover: { dns: "http://app:8080" }'), []);
+  assert.match(
+    issues("strategy: random").join(),
+    /routes\.\/\.targets: Load balance routes must have at least one target/,
+  );
+  assert.match(
+    issues('targets: ["http://a"], discover: { dns: "http://app" }').join(),
+    /routes\.\/\.discover: A route takes its targets from targets or from discover, not both/,
+  );
+  assert.match(
+    issues('discover: { dns: "http://10.0.0.1:80" }').join(),
+    /names the address 10\.0\.0\.1/,
+  );
+  assert.match(issues('discover: { dns: "http://[::1]:80" }').join(), /names the address/);
+  assert.match(issues('discover: { dns: "unix:/run/a.sock" }').join(), /discover\.dns is an http/);
+  assert.match(
+    issues('discover: { dns: "http://app", resolver: "dns.google" }').join(),
+    /Invalid resolver/,
+  );
+  assert.deepEqual(issues('discover: { dns: "http://app", resolver: "[fd00::53]:5353" }'), []);
+  assert.deepEqual(issues('discover: { dns: "http://app", resolver: "10.0.0.2" }'), []);
+  assert.match(issues('discover: { dns: "http://app", refresh: 100ms }').join(), /at least 1s/);
+  assert.match(issues('discover: { dns: "http://u:p@app" }').join(), /credentials/);
+});
