@@ -21,7 +21,7 @@ TEST_FLAGS ?=
 # A regex from the config (`path_matches`, `value_matches`) that backtracks too much on a hostile
 # request (`(a+)+$` against 40 a's: minutes, with every connection of the process waiting) is
 # finished by V8's linear-time engine instead (src/domain/regex_fold.ts; see the README).
-V8_FLAGS := --v8-flags=--expose-gc,--no-allocation-site-pretenuring,--no-maglev,--no-memory-reducer,--no-scavenger-updates-allocation-limit,--enable-experimental-regexp-engine-on-excessive-backtracks
+V8_FLAGS := --v8-flags=--expose-gc,--no-allocation-site-pretenuring,--no-maglev,--no-memory-reducer,--no-scavenger-updates-allocation-limit,--enable-experimental-regexp-engine-on-excessive-backtracks,--enable-experimental-regexp-engine
 
 run: deno
 	$(DENO) run -A $(V8_FLAGS) mod.ts serve --config $(CONFIG)

@@ -5,7 +5,7 @@ import { statusMatcher } from "../domain/health.ts";
 import { parseCidr, parseIp } from "../domain/ip.ts";
 import { parseRouteKey } from "../domain/router.ts";
 import { normalizePath } from "../domain/rewrite.ts";
-import { compileRegex } from "../domain/conditions.ts";
+import { BACKTRACK_HINT, backtrackRisk, compileRegex } from "../domain/conditions.ts";
 import { compileMatch, compileRouteRules, fieldValueProblem } from "../domain/rules.ts";
 import type { RouteRulesSpec, RuleProblem } from "../domain/rules.ts";
 import type { CacheConfig, Config, RateLimitConfig } from "./schema.ts";
@@ -219,6 +219,10 @@ export function validateRoutes(
           : ["routes", key, "path_regex"];
         const re = compileRegex(r.match);
         if (typeof re === "string") err([...at, "match"], re);
+        const risk = typeof re === "string" ? null : backtrackRisk(re);
+        if (risk) {
+          warn([...at, "match"], `Regular expression /${r.match}/: ${risk}`, BACKTRACK_HINT);
+        }
         const missing = typeof re === "string" ? null : missingGroup(re, r.replace);
         if (missing) {
           // JavaScript leaves such a reference as written: "${id}" went upstream as "$%7Bid%7D".

@@ -79,6 +79,42 @@ export function compileRegex(source: string): RegExp | string {
   }
 }
 
+/**
+ * Whether this runtime can tell which regexes V8's linear-time engine runs: its `l` flag exists
+ * under `--enable-experimental-regexp-engine`, one of the V8 flags Prox ships with.
+ */
+const LINEAR_KNOWN = (() => {
+  try {
+    new RegExp("", "l");
+    return true;
+  } catch {
+    return false;
+  }
+})();
+
+/**
+ * Why `re` (as compileRegex made it) falls outside V8's linear-time engine, which the shipped V8
+ * flags let finish a regex that backtracks catastrophically on a hostile request; null when it
+ * does not, or when this runtime cannot tell.
+ */
+export function backtrackRisk(re: RegExp): string | null {
+  if (!LINEAR_KNOWN) return null;
+  try {
+    new RegExp(re.source, re.flags.replace(/[dgy]/g, "") + "l");
+    return null;
+  } catch {
+    return "V8's linear-time engine cannot run it (a backreference, a lookahead, \\p{…} or " +
+      "another Unicode-mode construct, a mid-pattern (?i:…), or (?i) with a character beyond " +
+      "ASCII), so a request that makes it backtrack catastrophically can keep Prox busy for " +
+      "minutes while every other request waits";
+  }
+}
+
+/** The fix backtrackRisk's warnings give. */
+export const BACKTRACK_HINT =
+  "Rewrite it without those constructs (e.g. a lookahead as a second condition), or keep it if " +
+  "no repetition in it can match the same text in several ways";
+
 function headerTest(spec: { name: string; value_matches?: string }) {
   const re = spec.value_matches !== undefined ? compileRegex(spec.value_matches) : undefined;
   const name = spec.name.toLowerCase();

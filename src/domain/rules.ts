@@ -1,7 +1,13 @@
 // Header and body rules compiled once per config: templates, conditions and header names checked,
 // every problem returned with its key path so `prox validate` can locate it.
 
-import { compileCondition, compileRegex, parseStatusSelector } from "./conditions.ts";
+import {
+  BACKTRACK_HINT,
+  backtrackRisk,
+  compileCondition,
+  compileRegex,
+  parseStatusSelector,
+} from "./conditions.ts";
 import type { ConditionSpec, Predicate } from "./conditions.ts";
 import { compileTemplate, REQUEST_PLACEHOLDERS, RESPONSE_PLACEHOLDERS } from "./placeholders.ts";
 import type { Template } from "./placeholders.ts";
@@ -163,6 +169,16 @@ function condition(
         ? NEVER_HELD
         : "Fix the regular expression or remove the condition";
       c.problems.push({ path, message: re, hint });
+    } else {
+      const risk = backtrackRisk(re);
+      if (risk) {
+        c.problems.push({
+          path,
+          message: `Regular expression /${src}/: ${risk}`,
+          hint: BACKTRACK_HINT,
+          warning: true,
+        });
+      }
     }
   }
   for (const h of [spec.has_header, spec.response_has_header]) {

@@ -53,6 +53,46 @@ Deno.test("prox validate reads error pages: a missing one is located, found ones
   }
 });
 
+Deno.test("prox validate warns of a regex V8's linear-time engine cannot run (with the shipped V8 flags)", async () => {
+  // The flag that lets Prox tell: shipped with the others (Makefile, deno.json's serve task).
+  const shipped =
+    /^V8_FLAGS := --v8-flags=(\S+)$/m.exec(await Deno.readTextFile(`${ROOT}/Makefile`))![1];
+  assert.ok(shipped.split(",").includes("--enable-experimental-regexp-engine"), shipped);
+  assert.ok((await Deno.readTextFile(`${ROOT}/deno.json`)).includes(`--v8-flags=${shipped} `));
+  const dir = await tempDir({
+    "c.yaml": String.raw`listen_addr: "127.0.0.1:8080"
+health_check: { enabled: false }
+routes:
+  /:
+    type: proxy
+    target: "http://127.0.0.1:9"
+    path_regex: { match: "^/(a+)+(?=x)$", replace: /b }
+    request_headers: { condition: { path_matches: '^/(\w+)/\1$' }, set: { X-Twice: "1" } }
+    response_headers: { condition: { path_matches: '^/(a+)+$' }, set: { X-Linear: "1" } }
+`,
+  });
+  try {
+    const out = await run(Deno.execPath(), [
+      ...["run", "-A", `--v8-flags=${shipped}`, "--config", `${ROOT}/deno.json`],
+      ...[`${ROOT}/mod.ts`, "validate", "-c", `${dir}/c.yaml`],
+    ], { env: { NO_COLOR: "1" }, timeoutMs: 30_000 });
+    assert.equal(out.code, 0, out.stderr);
+    const warnings = out.stderr.split("\n").filter((l) => l.includes("linear-time engine"));
+    assert.equal(warnings.length, 2, out.stderr);
+    assert.match(
+      warnings[0],
+      /c\.yaml:\d+:\d+: warning: routes\.\/\.path_regex\.match: Regular expression \/\^\/\(a\+\)\+\(\?=x\)\$\//,
+    );
+    assert.match(
+      warnings[1],
+      /request_headers\.condition\.path_matches: Regular expression \/\^\/\(\\w\+\)\/\\1\$\//,
+    );
+    assert.match(out.stderr, /fix: Rewrite it without those constructs/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("prox --version prints the version and exits 0", async () => {
   const r = await prox(["--version"]);
   assert.equal(r.code, 0);
