@@ -720,6 +720,9 @@ async function workerServe(
       // So does a cache purge: each worker has its own caches.
       onPurge: (input) =>
         void link?.send({ type: "purge", worker: role.index, pid: Deno.pid, input }),
+      // And a drained target: each worker balances on its own.
+      onDrain: (target, drained) =>
+        void link?.send({ type: "target", worker: role.index, pid: Deno.pid, target, drained }),
     });
     link = await connectSupervisor(role);
     await link.send({ type: "ready", worker: role.index, pid: Deno.pid });
@@ -744,6 +747,16 @@ async function workerServe(
           ...cmd.input,
           purged: r.purged,
         });
+      }
+    } else if (cmd.type === "target") {
+      // A target a reload since removed (or not yet loaded here) is no longer anyone's.
+      if (s.drainTarget(cmd.target, cmd.drained)) {
+        s.logger.info(
+          cmd.drained
+            ? "Target drained as worker 0's admin API asked"
+            : "Target undrained as worker 0's admin API asked",
+          { target: cmd.target },
+        );
       }
     } else if (cmd.type === "force") {
       opts.signals.exitNow("The supervisor got a second signal: exiting now");

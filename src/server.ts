@@ -376,6 +376,17 @@ export async function startServer(
       }
       return r;
     },
+    drainTarget: (target, on) => {
+      if (!drainTarget(target, on)) return null;
+      logger.info(
+        on ? "Target drained through the admin API" : "Target undrained through the admin API",
+        {
+          target,
+        },
+      );
+      opts.onDrain?.(target, on);
+      return { target, drained: on, inFlight: upstreams.get(target).inFlight };
+    },
     metricsText,
     metricsContentType: prom?.contentType,
     status: () =>
@@ -640,6 +651,11 @@ export async function startServer(
     metrics.backendsConfigured(targetsOf(snap));
   }
 
+  /** Drains a configured target (or undrains it); false when no route has it. */
+  function drainTarget(target: string, on: boolean): boolean {
+    return upstreams.drain(target, on);
+  }
+
   let stopping: Promise<void> | null = null;
   async function stop(reason: string): Promise<void> {
     draining = true;
@@ -717,6 +733,7 @@ export async function startServer(
     draining: () => draining,
     onShutdown: (hook) => void shutdownHooks.push(hook),
     purgeCache: (input) => purgeCache(input, { snapshot: current, metrics }),
+    drainTarget,
     reload: (o) => reloads.request(o?.trigger ?? "api"),
     shutdown(o) {
       stopping ??= stop(o?.reason ?? "shutdown");

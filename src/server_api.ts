@@ -62,6 +62,11 @@ export interface ProxServer {
   /** Drops response cache entries (the admin `POST /cache/purge`; a worker at its sibling's word). */
   purgeCache(input: PurgeInput): PurgeResult;
   /**
+   * Drains a target or puts it back (the admin `POST /upstreams/drain`, `/upstreams/undrain`; a
+   * worker at its sibling's word); false when no route has it.
+   */
+  drainTarget(target: string, on: boolean): boolean;
+  /**
    * Graceful and idempotent: readiness false, stop accepting (HTTP/2 GOAWAY), let in-flight
    * requests finish up to shutdown_timeout, then close what remains.
    */
@@ -108,6 +113,8 @@ export interface StartOptions {
   onReload?: (result: ReloadResult) => void;
   /** Called after a purge through the admin API (workers pass it on to their siblings). */
   onPurge?: (input: PurgeInput) => void;
+  /** Called after the admin API drained or undrained a target (with workers: tell the others). */
+  onDrain?: (target: string, on: boolean) => void;
   /** ACME timing (tests: a shifted clock, short check intervals). */
   acme?: AcmeTuning;
   /**

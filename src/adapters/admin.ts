@@ -41,6 +41,14 @@ export interface AdminCallbacks {
   metricsText(): Promise<string>;
   /** `POST /cache/purge`: drops response cache entries (proxy/cache_purge.ts). */
   purgeCache?(input: PurgeInput): PurgeResult;
+  /**
+   * `POST /upstreams/drain` and `/upstreams/undrain`: takes a target out of rotation (its
+   * requests in flight finish) or puts it back; null when no route has that target.
+   */
+  drainTarget?(
+    target: string,
+    on: boolean,
+  ): { target: string; drained: boolean; inFlight: number } | null;
   /** `GET /explain`: one request explained against the live config and health. */
   explain?(req: ExplainRequest): Promise<Explanation>;
   metricsContentType?: string;
@@ -251,6 +259,31 @@ export function createAdminApp(
     c.header("allow", "POST");
     return c.json({ error: "Method not allowed: use POST /cache/purge" }, 405);
   });
+  // ?target=<a target as the config names it>: no new requests for it while drained (HAProxy's
+  // `set server … state drain`); /status shows its requests in flight until they are done.
+  for (const [path, on] of [["/upstreams/drain", true], ["/upstreams/undrain", false]] as const) {
+    app.post(path, (c) => {
+      if (!cb.drainTarget) return c.json({ error: "Not found: draining is not available" }, 404);
+      const target = c.req.query("target");
+      if (!target) {
+        return c.json({
+          error: `Bad request: give the target, as in POST ${path}?target=http://10.0.0.1:8080`,
+        }, 400);
+      }
+      if (target.length > PURGE_MAX) {
+        return c.json({ error: `Bad request: target longer than ${PURGE_MAX} characters` }, 400);
+      }
+      const r = cb.drainTarget(target, on);
+      return r ? c.json(r) : c.json(
+        { error: `Not found: no route has the target "${target}" (see GET /status)` },
+        404,
+      );
+    });
+    app.get(path, (c) => {
+      c.header("allow", "POST");
+      return c.json({ error: `Method not allowed: use POST ${path}` }, 405);
+    });
+  }
   app.get("/status", (c) => c.json(cb.status()));
   // ?url=…&method=…&header=Name:%20value (repeated)&client_ip=…
   app.get("/explain", async (c) => {

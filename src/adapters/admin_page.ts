@@ -54,7 +54,7 @@ function render(s) {
   table("upstreams", ["Upstream", "Health", "Since", "Reason", "In flight", "Latency", "Connections", "Routes"], s.upstreams.map((u) =>
     [$("code", u.url), $("span", u.healthy === null ? "unknown" : u.healthy ? "up" : "down",
       u.healthy === null ? "unk" : u.healthy ? "up" : "down"), ago(u.since),
-      (u.reason ?? "") + (u.ejectedForMs > 0 ? " (ejected " + Math.ceil(u.ejectedForMs / 1000) + "s more)" : "") +
+      (u.drained ? "drained (admin API) " : "") + (u.reason ?? "") + (u.ejectedForMs > 0 ? " (ejected " + Math.ceil(u.ejectedForMs / 1000) + "s more)" : "") +
         (u.slowStart ?? []).map((r) => " (slow start on " + r.route + ": " + r.weightPercent + " % of its weight)").join(""),
       u.inFlight ?? "", u.latencyMs === null ? "" : u.latencyMs + " ms", pool(u.pool), u.routes.join(", ")]));
   table("limiters", ["Route", "Keys"], Object.entries(s.limiterKeys).map(([k, v]) => [k, v]));

@@ -28,6 +28,8 @@ export interface UpstreamStatus {
   latencyMs: number | null;
   /** Milliseconds left in a passive ejection, 0 when not ejected. */
   ejectedForMs: number;
+  /** Drained through the admin API: no new requests (`inFlight` counts down those it has). */
+  drained: boolean;
   /** Routes whose `slow_start` still ramps this target up: the share of its weight it takes. */
   slowStart: { route: string; weightPercent: number }[];
   /** The connection pool of this target's origin (shared by targets of one origin), if known. */
@@ -96,6 +98,7 @@ export interface UpstreamView {
   ejectedForMs: number;
   /** How long ago it came back from down or an ejection, or was added by a reload; null: never. */
   backForMs?: number | null;
+  drained?: boolean;
 }
 
 /** One route as configured. */
@@ -378,6 +381,7 @@ export function buildStatus(
       inFlight: v?.inFlight ?? null,
       latencyMs: v ? Math.round(v.latencyMs * 10) / 10 : null,
       ejectedForMs: v?.ejectedForMs ?? 0,
+      drained: v?.drained ?? false,
       slowStart: ramps(rs, v?.backForMs),
       pool: pools.get(url) ?? null,
     };

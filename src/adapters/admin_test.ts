@@ -29,6 +29,7 @@ const STATUS: StatusJson = {
     inFlight: 0,
     latencyMs: 1.5,
     ejectedForMs: 0,
+    drained: false,
     slowStart: [],
     pool: { busy: 1, idle: 2, waiting: 0, opened: 5, reused: 40, h2Streams: null },
   }],

@@ -20,7 +20,9 @@ export type ControlMessage =
   | { type: "alive"; worker: number; pid: number }
   /** Worker 0 applied (`ok`) or refused a reload: the others follow only what it applied. */
   | { type: "reload"; worker: number; pid: number; trigger: string; ok: boolean }
-  | { type: "purge"; worker: number; pid: number; input: PurgeInput };
+  | { type: "purge"; worker: number; pid: number; input: PurgeInput }
+  /** Worker 0's admin API drained (or undrained) a target: every worker follows. */
+  | { type: "target"; worker: number; pid: number; target: string; drained: boolean };
 
 /** A purge as a worker passes it on, or null when `v` is none (one url, prefix, route or tag). */
 export function purgeInput(v: unknown): PurgeInput | null {
@@ -134,17 +136,31 @@ export function startHeartbeat(link: SupervisorLink, role: WorkerRole): () => vo
 export type SupervisorCommand =
   | { type: "drain"; signal: Deno.Signal }
   | { type: "force" }
-  | { type: "purge"; input: PurgeInput };
+  | { type: "purge"; input: PurgeInput }
+  | { type: "target"; target: string; drained: boolean };
 
 /** The line that carries `cmd` to a worker's stdin. */
 export function commandLine(cmd: SupervisorCommand): string {
   if (cmd.type === "purge") return `purge ${JSON.stringify(cmd.input)}\n`;
+  if (cmd.type === "target") {
+    return `target ${JSON.stringify({ target: cmd.target, drained: cmd.drained })}\n`;
+  }
   return cmd.type === "drain" ? `drain ${cmd.signal}\n` : "force\n";
 }
 
 const COMMAND_SIGNALS: Deno.Signal[] = ["SIGTERM", "SIGINT", "SIGUSR1", "SIGUSR2"];
 
 function parseCommand(line: string): SupervisorCommand | null {
+  if (line.startsWith("target ")) {
+    try {
+      const v = JSON.parse(line.slice(7));
+      return typeof v?.target === "string" && typeof v.drained === "boolean"
+        ? { type: "target", target: v.target, drained: v.drained }
+        : null;
+    } catch {
+      return null;
+    }
+  }
   if (line.startsWith("purge ")) {
     try {
       const input = purgeInput(JSON.parse(line.slice(6)));
@@ -224,6 +240,10 @@ function parseMessage(line: string): ControlMessage | null {
     if (m.type === "reload") {
       const { worker, pid } = m;
       return { type: "reload", worker, pid, trigger: String(m.trigger), ok: m.ok === true };
+    }
+    if (m.type === "target" && typeof m.target === "string" && typeof m.drained === "boolean") {
+      const { worker, pid, target, drained } = m;
+      return { type: "target", worker, pid, target, drained };
     }
     const input = m.type === "purge" ? purgeInput(m.input) : null;
     if (input) return { type: "purge", worker: m.worker, pid: m.pid, input };

@@ -256,6 +256,8 @@ export function startSupervisor(count: number, opts: {
     slot.timer = setTimeout(() => spawn(slot), delay);
   };
 
+  /** Targets drained through worker 0's admin API and not undrained since. */
+  const drainedTargets = new Set<string>();
   const onMessage = (msg: ControlMessage) => {
     const slot = slots[msg.worker];
     if (!slot || slot.child?.pid !== msg.pid) return;
@@ -263,6 +265,10 @@ export function startSupervisor(count: number, opts: {
     if (msg.type === "alive") return;
     if (msg.type === "ready") {
       slot.ready = true;
+      // A restarted worker starts with no target drained: the ones drained before.
+      for (const target of drainedTargets) {
+        void tell(slot, { type: "target", target, drained: true });
+      }
       if (slot.reloadPending) {
         slot.reloadPending = false;
         send(slot, "SIGHUP");
@@ -286,6 +292,13 @@ export function startSupervisor(count: number, opts: {
     } else if (msg.type === "purge") {
       // A cache purge through worker 0's admin API: each worker has its own caches.
       for (const s of slots) if (s !== slot) void tell(s, { type: "purge", input: msg.input });
+    } else if (msg.type === "target") {
+      // A target drained through worker 0's admin API: each worker balances on its own. Kept
+      // here too, for workers started later (bounded by the config's targets, as worker 0 is).
+      if (msg.drained) drainedTargets.add(msg.target);
+      else drainedTargets.delete(msg.target);
+      const cmd = { type: "target", target: msg.target, drained: msg.drained } as const;
+      for (const s of slots) if (s !== slot) void tell(s, cmd);
     }
   };
   // A worker that listens but whose event loop is stuck keeps getting its share of the new

@@ -387,7 +387,8 @@ export function choose(
   if (!pool.tryWhenDown) return undefined;
   i = pool.selector.pick({
     ...input,
-    load: (j) => ({ ...load(j), available: true }),
+    // Except a drained one: it is out on purpose.
+    load: (j) => ({ ...load(j), available: !reg.drained(pool.ids[j]) }),
     exclude: r.tried.size < pool.ids.length ? r.tried : undefined,
   });
   return i === undefined ? undefined : { i, why: "try_when_down: no target available" };

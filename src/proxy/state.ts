@@ -97,6 +97,8 @@ export interface UpstreamView {
   latencyMs: number;
   /** How long ago it came back (see UpstreamState.backAt), or null: never left, or still out. */
   backForMs: number | null;
+  /** Taken out of rotation through the admin API (drain): no new requests, its own finish. */
+  drained: boolean;
 }
 
 /** The registry; one per process, shared by every snapshot. */
@@ -109,6 +111,13 @@ export interface UpstreamRegistry {
    * (only passive health does), omitted for any check (down while one is).
    */
   available(id: string, at?: number, check?: string | null): boolean;
+  /**
+   * Drains a target (`on`: no new requests, whatever its health, until undrained) or puts it
+   * back (ramping with slow start); false when the config names no such target.
+   */
+  drain(id: string, on: boolean): boolean;
+  /** True while the target is drained. */
+  drained(id: string): boolean;
   /** Records an active probe result of one of the target's checks; logs and exports transitions. */
   probe(
     id: string,
@@ -208,6 +217,8 @@ export function createUpstreamRegistry(
   const selectors = new Map<string, { signature: string; selector: Selector }>();
   /** The configured targets as of the last retain(), or null before the first. */
   let configured: Set<string> | null = null;
+  /** Targets drained through the admin API; only configured ones (retain drops the others). */
+  const drainedIds = new Set<string>();
   /** Removed by a reload: a request or probe that started before it must not bring it back. */
   const retired = (id: string) => configured !== null && !configured.has(id);
   const now = () => deps.clock.monotonic();
@@ -301,6 +312,7 @@ export function createUpstreamRegistry(
   return {
     get,
     available(id, at, check) {
+      if (drainedIds.size > 0 && drainedIds.has(id)) return false;
       const s = states.get(id);
       if (!s) return true;
       const t = at ?? now();
@@ -489,10 +501,23 @@ export function createUpstreamRegistry(
       if (selectors.size < MAX_TARGETS || kept) selectors.set(route, { ...o, selector });
       return selector;
     },
+    drain(id, on) {
+      if (configured !== null && !configured.has(id)) return false;
+      if (on) {
+        drainedIds.add(id);
+        get(id);
+      } else if (drainedIds.delete(id)) {
+        // Back in rotation: it ramps up as a target back from being down does (slow_start).
+        get(id).backAt = now();
+      }
+      return true;
+    },
+    drained: (id) => drainedIds.has(id),
     retain(ids, routes) {
       const before = configured;
       const keep = configured = new Set(ids);
       for (const k of states.keys()) if (!keep.has(k)) states.delete(k);
+      for (const k of drainedIds) if (!keep.has(k)) drainedIds.delete(k);
       // Added by a reload (not by the first call, at start-up): new to the pool, it ramps up.
       if (before !== null) {
         const t = now();
@@ -513,6 +538,7 @@ export function createUpstreamRegistry(
         inFlight: s.inFlight,
         latencyMs: decayed(s, t),
         backForMs: t >= backFrom(s) && backFrom(s) > -Infinity ? t - backFrom(s) : null,
+        drained: drainedIds.has(s.id),
       }));
     },
   };

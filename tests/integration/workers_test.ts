@@ -503,3 +503,57 @@ Deno.test("workers: a cache purge through worker 0's admin API empties every wor
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("workers: a target drained through worker 0's admin API is drained in every worker, and in one restarted later", async () => {
+  await using a = await startUpstream(() => new Response("a"));
+  await using b = await startUpstream(() => new Response("b"));
+  const dir = await Deno.makeTempDir({ prefix: "prox-workers-test-" });
+  try {
+    const port = freePort();
+    const admin = freePort();
+    await Deno.writeTextFile(
+      `${dir}/config.yaml`,
+      [
+        `listen_addr: "127.0.0.1:${port}"`,
+        "workers: 2",
+        "shutdown_timeout: 5s",
+        "health_check:\n  enabled: false",
+        `admin:\n  listen_addr: "127.0.0.1:${admin}"`,
+        `routes:\n  "/":\n    type: load_balance\n    targets: ["${a.url}", "${b.url}"]`,
+        "",
+      ].join("\n"),
+    );
+    await using p = serve(["-c", `${dir}/config.yaml`, "--no-watch"]);
+    await p.waitForOutput("Prox listening with workers");
+    /** What each worker answered, over fresh connections, until each answered 4 times. */
+    const answers = async () => {
+      const by = new Map<string, string[]>();
+      await waitFor(async () => {
+        const r = await hit(`http://127.0.0.1:${port}/`);
+        by.set(r.worker, [...(by.get(r.worker) ?? []), r.body]);
+        return by.size === 2 && [...by.values()].every((l) => l.length >= 4);
+      }, { what: "four answers from each worker", intervalMs: 1 });
+      // Round robin in each worker: both targets within four answers unless one is drained.
+      return [...by].sort().map(([w, l]) => `${w}: ${[...new Set(l)].sort().join(" ")}`);
+    };
+    assert.deepEqual(await answers(), ["0: a b", "1: a b"]);
+    const res = await fetch(`http://127.0.0.1:${admin}/upstreams/drain?target=${a.url}`, {
+      method: "POST",
+    });
+    assert.equal(res.status, 200);
+    await res.body?.cancel();
+    await p.waitForOutput("Target drained as worker 0's admin API asked");
+    assert.deepEqual(await answers(), ["0: b", "1: b"]);
+    // A worker restarted since gets it drained too.
+    Deno.kill(workerPids(p)[1], "SIGKILL");
+    await p.waitForOutput("Worker restarted");
+    await p.waitForOutput((out) =>
+      out.split("Target drained as worker 0's admin API asked").length === 3
+    );
+    assert.deepEqual(await answers(), ["0: b", "1: b"]);
+    p.signal("SIGTERM");
+    assert.equal((await p.status).code, 0, p.output());
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
