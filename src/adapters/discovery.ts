@@ -1,11 +1,13 @@
 // `discover` on load_balance routes: looks up the A and AAAA records of each route's
-// `discover.dns` host, at start-up and every `refresh`, and says when what it found changed (the
+// `discover.dns` host (or the SRV records of `discover.srv`, then their hosts' addresses), at
+// start-up and every `refresh`, and says when what it found changed (the
 // server then rebuilds the routes' targets: src/config/discovered.ts). A lookup that fails keeps
 // what was found before (a DNS blip must not empty a route); an answer without records (NXDOMAIN,
 // or no A/AAAA) is an answer: the route has no targets until the name has addresses again.
 
 import type { Config } from "../config/schema.ts";
-import type { Discovered } from "../config/discovered.ts";
+import { foundName } from "../config/discovered.ts";
+import type { Discovered, Found } from "../config/discovered.ts";
 import { parseResolver } from "../config/validate_route.ts";
 import type { Logger } from "../ports.ts";
 
@@ -17,6 +19,13 @@ export type AddressLookup = (
   signal: AbortSignal,
 ) => Promise<string[]>;
 
+/** SRV lookup of `name` (RFC 2782), as AddressLookup; no records is `[]`. */
+export type SrvLookup = (
+  name: string,
+  server: { ipAddr: string; port: number } | undefined,
+  signal: AbortSignal,
+) => Promise<Deno.SrvRecord[]>;
+
 const LOOKUP_TIMEOUT_MS = 5_000;
 /** After a failed lookup with nothing found yet, the next comes sooner than `refresh`. */
 const RETRY_MS = 2_000;
@@ -24,6 +33,18 @@ const RETRY_MS = 2_000;
 const denoLookup: AddressLookup = async (name, type, server, signal) => {
   try {
     return await Deno.resolveDns(name, type, {
+      ...(server ? { nameServer: server } : {}),
+      signal: AbortSignal.any([signal, AbortSignal.timeout(LOOKUP_TIMEOUT_MS)]),
+    });
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return [];
+    throw err;
+  }
+};
+
+const denoSrv: SrvLookup = async (name, server, signal) => {
+  try {
+    return await Deno.resolveDns(name, "SRV", {
       ...(server ? { nameServer: server } : {}),
       signal: AbortSignal.any([signal, AbortSignal.timeout(LOOKUP_TIMEOUT_MS)]),
     });
@@ -87,44 +108,103 @@ export function createDiscovery(o: {
   /** Called after the addresses of a route changed (not for the first lookups `prepare` awaits). */
   onChange: () => void;
   lookup?: AddressLookup;
+  srvLookup?: SrvLookup;
 }): Discovery {
   const lookup = o.lookup ?? denoLookup;
-  /** By loop key: the addresses found last. */
-  const found = new Map<string, readonly string[]>();
+  const srvLookup = o.srvLookup ?? denoSrv;
+  /** By loop key: the targets found last. */
+  const found = new Map<string, readonly Found[]>();
   const loops = new Map<string, Loop>();
   /** Loop keys whose last lookup failed (logged once until one succeeds). */
   const failing = new Set<string>();
 
-  /** One lookup for route `id`; true when what it found changed. */
-  const once = async (id: string, d: DiscoverConfig, key: string, loop: Loop): Promise<boolean> => {
-    const name = new URL(d.dns).hostname.replace(/^\[|\]$/g, "");
+  /** A name's A and AAAA addresses, with the lookups that failed. */
+  const addresses = async (name: string, d: DiscoverConfig, signal: AbortSignal) => {
     const server = d.resolver ? parseResolver(d.resolver) ?? undefined : undefined;
     const answers = await Promise.allSettled([
-      lookup(name, "A", server, loop.abort.signal),
-      lookup(name, "AAAA", server, loop.abort.signal),
+      lookup(name, "A", server, signal),
+      lookup(name, "AAAA", server, signal),
     ]);
+    return {
+      found: answers.flatMap((a) => a.status === "fulfilled" ? a.value : []),
+      failed: answers.flatMap((a) => a.status === "rejected" ? [a.reason as unknown] : []),
+    };
+  };
+
+  /** What `d` finds now: targets, and the lookups that failed (none found when all did). */
+  const lookUp = async (d: DiscoverConfig, signal: AbortSignal) => {
+    if (d.dns !== undefined) {
+      const name = new URL(d.dns).hostname.replace(/^\[|\]$/g, "");
+      const r = await addresses(name, d, signal);
+      return {
+        name,
+        targets: r.found.map((address): Found => ({ address })),
+        failed: r.failed,
+        total: r.failed.length === 2,
+      };
+    }
+    const name = d.srv!;
+    const server = d.resolver ? parseResolver(d.resolver) ?? undefined : undefined;
+    let records: Deno.SrvRecord[];
+    try {
+      records = await srvLookup(name, server, signal);
+    } catch (err) {
+      return { name, targets: [], failed: [err], total: true };
+    }
+    // RFC 2782: the lowest priority first; the others stand in (backups). Each host looked up
+    // once, at most max_targets of them.
+    const lowest = Math.min(...records.map((r) => r.priority));
+    const hosts = [...new Set(records.map((r) => r.target.replace(/\.$/, "")))]
+      .filter((h) => h !== "").slice(0, d.max_targets);
+    const looked = new Map(
+      await Promise.all(hosts.map(async (h) => [h, await addresses(h, d, signal)] as const)),
+    );
+    const targets: Found[] = [];
+    const failed: unknown[] = [];
+    for (const r of records) {
+      const a = looked.get(r.target.replace(/\.$/, ""));
+      if (!a) continue;
+      failed.push(...a.failed);
+      for (const address of a.found) {
+        targets.push({
+          address,
+          port: r.port,
+          weight: Math.min(1000, Math.max(1, r.weight)),
+          backup: r.priority !== lowest,
+        });
+      }
+    }
+    return { name, targets, failed, total: false };
+  };
+
+  /** One lookup for route `id`; true when what it found changed. */
+  const once = async (id: string, d: DiscoverConfig, key: string, loop: Loop): Promise<boolean> => {
+    const { name, targets, failed, total } = await lookUp(d, loop.abort.signal);
     if (loop.stopped) return false;
-    const failed = answers.filter((a) => a.status === "rejected") as PromiseRejectedResult[];
     const had = found.get(key);
     if (failed.length > 0) {
       if (!failing.has(key)) {
         failing.add(key);
+        const reason = failed[0] as { message?: string } | undefined;
         o.logger.warn("DNS lookup for discover failed; the route keeps the targets it had", {
           route: id,
           name,
           targets: had?.length ?? 0,
-          error: String(failed[0].reason?.message ?? failed[0].reason),
+          error: String(reason?.message ?? reason),
         });
       }
       // Keep what was found; with nothing yet, take what did answer.
-      if (had !== undefined || failed.length === 2) return false;
+      if (had !== undefined || total) return false;
     } else if (failing.delete(key)) {
       o.logger.info("DNS lookup for discover answers again", { route: id, name });
     }
-    const all = answers.flatMap((a) => a.status === "fulfilled" ? a.value : []);
-    const sorted = [...new Set(all)].sort(byAddress);
+    // One target per address and port (a host named by two records counts once).
+    const unique = new Map(targets.map((t) => [foundName(t), t]));
+    const sorted = [...unique.values()].sort((a, b) =>
+      byAddress(a.address, b.address) || (a.port ?? 0) - (b.port ?? 0)
+    );
     if (sorted.length > d.max_targets && had?.length !== d.max_targets) {
-      o.logger.warn("discover found more addresses than max_targets; the rest are left out", {
+      o.logger.warn("discover found more targets than max_targets; the rest are left out", {
         route: id,
         name,
         found: sorted.length,
@@ -132,14 +212,17 @@ export function createDiscovery(o: {
       });
     }
     const next = sorted.slice(0, d.max_targets);
-    if (had !== undefined && had.join(" ") === next.join(" ")) return false;
+    if (had !== undefined && JSON.stringify(had) === JSON.stringify(next)) return false;
     found.set(key, next);
+    const names = (l: readonly Found[]) => l.map(foundName);
+    const before = new Set(names(had ?? []));
+    const now = new Set(names(next));
     o.logger.info("Discovered targets changed", {
       route: id,
       name,
       targets: next.length,
-      added: next.filter((a) => !had?.includes(a)),
-      removed: (had ?? []).filter((a) => !next.includes(a)),
+      added: [...now].filter((n) => !before.has(n)),
+      removed: [...before].filter((n) => !now.has(n)),
     });
     return true;
   };
@@ -175,7 +258,7 @@ export function createDiscovery(o: {
 
   return {
     foundFor(config) {
-      const out = new Map<string, readonly string[]>();
+      const out = new Map<string, readonly Found[]>();
       for (const [id, d] of discoversOf(config)) {
         const f = found.get(loopKey(id, d));
         if (f) out.set(id, f);

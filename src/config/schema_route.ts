@@ -822,9 +822,20 @@ export const Sticky = z.union([
  * every `refresh`; requests carry the name as Host (and TLS server name).
  */
 export const Discover = z.object({
+  /** Exactly one of `dns` and `srv` (validate_route.ts). */
   dns: UpstreamUrl.refine((s) => /^https?:\/\//i.test(s), {
     error: "discover.dns is an http:// or https:// URL with a host name, e.g. http://app:8080",
-  }),
+  }).optional(),
+  /**
+   * An SRV name (RFC 2782, `_service._proto.domain`, as Consul and Kubernetes publish): each
+   * record's target host's addresses at the record's port, its weight the target's weight, the
+   * records of higher priority numbers backups.
+   */
+  srv: z.string().regex(/^_[^.]+\._(tcp|udp)\.[^.]/i, {
+    error: "discover.srv is an SRV name: _service._tcp.domain, e.g. _http._tcp.api.service.consul",
+  }).optional(),
+  /** With `srv`: how the targets are spoken to. */
+  scheme: z.enum(["http", "https"]).default("http"),
   refresh: Duration.prefault("30s"),
   /** The most addresses taken (the first in sorted order); the rest are left out, with a warning. */
   max_targets: z.int().min(1).max(1024).default(64),

@@ -419,7 +419,7 @@ export function validateRoutes(
           ["targets", i],
           typeof t === "string" ? t : t.url,
         ]),
-        ...(route.discover
+        ...(route.discover?.dns
           ? [[["discover", "dns"], route.discover.dns] as [string[], string]]
           : []),
       ]
@@ -795,7 +795,23 @@ function validateDiscover(
       "Remove targets (discover finds them all), or use a route of its own for each",
     );
   }
-  const host = hostOfUrl(d.dns);
+  if ((d.dns === undefined) === (d.srv === undefined)) {
+    o.err(
+      ["routes", key, "discover"],
+      d.dns === undefined
+        ? "discover needs dns (a URL whose name has the addresses) or srv (an SRV name)"
+        : "discover takes dns or srv, not both",
+      'Write e.g. discover: { dns: "http://app:8080" } or discover: { srv: "_http._tcp.app.service.consul" }',
+    );
+  }
+  if (d.srv === undefined && d.scheme !== "http") {
+    o.warn(
+      ["routes", key, "discover", "scheme"],
+      "discover.scheme has no effect with dns: the URL's scheme applies",
+      "Remove scheme, or write https:// in dns",
+    );
+  }
+  const host = d.dns === undefined ? null : hostOfUrl(d.dns);
   if (host !== null && (parseIp(host.replace(/^\[|\]$/g, "")) !== null)) {
     o.err(
       ["routes", key, "discover", "dns"],

@@ -2,6 +2,7 @@
 // gets them (after request rules, with the fields Prox writes), the fields that pass the cache by,
 // and what the cache would do with it, for `prox explain`.
 
+import { discoverUrl } from "../config/discovered.ts";
 import {
   parseCacheControl,
   requestNeeds,
@@ -50,7 +51,7 @@ export type UpstreamRoute = ProxyRouteConfig | LoadBalanceRouteConfig;
  */
 function keyTarget(ctx: RequestContext, route: UpstreamRoute): string {
   return route.type === "load_balance" && route.discover
-    ? route.discover.dns
+    ? discoverUrl(route.discover)
     : ctx.route!.targets[0];
 }
 

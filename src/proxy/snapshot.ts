@@ -14,7 +14,7 @@ import type { Cidr } from "../domain/ip.ts";
 import type { Config, RouteConfig, TimeoutsConfig } from "../config/schema.ts";
 import type { UpstreamTimeouts, UpstreamTls } from "../ports.ts";
 import { upstreamTlsOf } from "./upstream_tls.ts";
-import { discoveredHost } from "../config/discovered.ts";
+import { discoveredHost, discoverUrl } from "../config/discovered.ts";
 import type { RouteRulesSpec } from "../domain/rules.ts";
 import type { RouteRules } from "./filters/rules.ts";
 import { compileRateLimits } from "./filters/rate_limit.ts";
@@ -239,7 +239,10 @@ export function buildSnapshot(
     if (named !== undefined) {
       // Discovered targets are addresses: requests name the service (Host, TLS server name).
       compiled.upstreamHost = named;
-      if (named && /^https:/i.test((route as { discover: { dns: string } }).discover.dns)) {
+      if (
+        named && route.type === "load_balance" && route.discover &&
+        /^https:/i.test(discoverUrl(route.discover))
+      ) {
         const tls = compiled.upstreamTls;
         compiled.upstreamTls = Object.freeze({
           insecureSkipVerify: tls?.insecureSkipVerify ?? false,

@@ -66,3 +66,67 @@ export async function startMockDns(): Promise<MockDns> {
     };
   }
 }
+
+/** dnsmasq serving fixed records (SRV among them) on 127.0.0.1, until disposed. */
+export interface Dnsmasq extends AsyncDisposable {
+  /** `127.0.0.1:port`, for `discover.resolver`. */
+  server: string;
+}
+
+/**
+ * Starts dnsmasq (Debian's dnsmasq-base) with only the records given: `srv` as dnsmasq's
+ * `--srv-host` (`_http._tcp.app.test,h1.test,8080,0,10`: name, target, port, priority, weight),
+ * `hosts` as `--host-record` (`h1.test,127.0.0.1`). Nothing else is answered.
+ */
+export async function startDnsmasq(o: { srv: string[]; hosts: string[] }): Promise<Dnsmasq> {
+  for (let attempt = 1;; attempt++) {
+    const port = freePort();
+    const child = new Deno.Command("dnsmasq", {
+      args: [
+        ...["--keep-in-foreground", "--no-resolv", "--no-hosts", "--no-dhcp-interface=lo"],
+        ...[`--port=${port}`, "--listen-address=127.0.0.1", "--bind-interfaces"],
+        ...["--user=root", "--pid-file=", "--log-facility=-"],
+        ...o.srv.map((r) => `--srv-host=${r}`),
+        ...o.hosts.map((r) => `--host-record=${r}`),
+      ],
+      stdout: "null",
+      stderr: "piped",
+    }).spawn();
+    let log = "";
+    const done = (async () => {
+      for await (const c of child.stderr.pipeThrough(new TextDecoderStream())) log += c;
+    })();
+    let exited = false;
+    const status = child.status.then(() => void (exited = true));
+    const probe = async () => {
+      try {
+        await Deno.resolveDns(o.hosts[0].split(",")[0], "A", {
+          nameServer: { ipAddr: "127.0.0.1", port },
+          signal: AbortSignal.timeout(500),
+        });
+        return true;
+      } catch {
+        return null;
+      }
+    };
+    const up = await waitFor(async () => exited ? "exited" : await probe(), {
+      what: "dnsmasq",
+      timeoutMs: 10_000,
+    });
+    if (up === "exited") {
+      await done;
+      if (attempt < 3 && log.includes("in use")) continue;
+      throw new Error(`dnsmasq exited: ${log}`);
+    }
+    return {
+      server: `127.0.0.1:${port}`,
+      async [Symbol.asyncDispose]() {
+        try {
+          child.kill("SIGTERM");
+        } catch { /* gone */ }
+        await status;
+        await done;
+      },
+    };
+  }
+}

@@ -2,9 +2,9 @@
 // changes, with a real DNS server (pebble-challtestsrv) and upstreams on several loopback
 // addresses sharing one port, as replicas of a service behind one name do.
 import assert from "node:assert/strict";
-import { interopTest, waitFor } from "../_harness.ts";
+import { interopTest, startUpstream, waitFor } from "../_harness.ts";
 import { startProxy } from "./_proxy.ts";
-import { startMockDns } from "./_dns.ts";
+import { startDnsmasq, startMockDns } from "./_dns.ts";
 import { recordingLogger } from "./_ws.ts";
 import { loadConfigText } from "../../src/config/load.ts";
 import { startServer } from "../../src/server.ts";
@@ -162,6 +162,51 @@ interopTest("discover: a reload keeps the addresses found (no request without a 
   });
 });
 
+interopTest(
+  "discover srv: each record's host at its port, weighted, higher priorities as backups",
+  [
+    "dnsmasq",
+  ],
+  async () => {
+    await using a = await startUpstream((req) => new Response(`a ${req.headers.get("host")}`));
+    await using b = await startUpstream((req) => new Response(`b ${req.headers.get("host")}`));
+    await using c = await startUpstream((req) => new Response(`c ${req.headers.get("host")}`));
+    const port = (u: string) => new URL(u).port;
+    await using dns = await startDnsmasq({
+      srv: [
+        `_http._tcp.app.test,ha.test,${port(a.url)},0,10`,
+        `_http._tcp.app.test,hb.test,${port(b.url)},0,30`,
+        `_http._tcp.app.test,hc.test,${port(c.url)},5,10`,
+      ],
+      hosts: ["ha.test,127.0.0.1", "hb.test,127.0.0.1", "hc.test,127.0.0.1"],
+    });
+    await using prox = await startProxy(`
+health_check: { enabled: false }
+routes:
+  /:
+    type: load_balance
+    strategy: weighted_round_robin
+    discover: { srv: "_http._tcp.app.test", resolver: "${dns.server}" }
+`);
+    const route = prox.server.snapshot().config.routes["/"];
+    assert.deepEqual(
+      route.type === "load_balance" && route.targets,
+      [
+        { url: `http://127.0.0.1:${port(a.url)}`, weight: 10, backup: false },
+        { url: `http://127.0.0.1:${port(b.url)}`, weight: 30, backup: false },
+        { url: `http://127.0.0.1:${port(c.url)}`, weight: 10, backup: true },
+      ].sort((x, y) => Number(port(x.url)) - Number(port(y.url))),
+    );
+    // Weighted 1:3 over the primaries; the backup idle while they are up; Host is the service.
+    const counts = new Map<string, number>();
+    for (let i = 0; i < 8; i++) {
+      const body = await fetch(prox.url).then((r) => r.text());
+      counts.set(body, (counts.get(body) ?? 0) + 1);
+    }
+    assert.deepEqual([...counts].sort(), [["a app.test", 2], ["b app.test", 6]]);
+  },
+);
+
 Deno.test("validate: discover or targets, a host name, a resolver address, refresh ≥ 1s", () => {
   const issues = (route: string) =>
     loadConfigText(
@@ -196,4 +241,14 @@ Deno.test("validate: discover or targets, a host name, a resolver address, refre
   assert.deepEqual(issues('discover: { dns: "http://app", resolver: "10.0.0.2" }'), []);
   assert.match(issues('discover: { dns: "http://app", refresh: 100ms }').join(), /at least 1s/);
   assert.match(issues('discover: { dns: "http://u:p@app" }').join(), /credentials/);
+  assert.deepEqual(issues('discover: { srv: "_http._tcp.app.service.consul", scheme: https }'), []);
+  assert.match(
+    issues('discover: { srv: "app.service.consul" }').join(),
+    /discover\.srv is an SRV name/,
+  );
+  assert.match(issues("discover: { refresh: 5s }").join(), /discover needs dns .* or srv/);
+  assert.match(
+    issues('discover: { dns: "http://a", srv: "_h._tcp.a" }').join(),
+    /dns or srv, not both/,
+  );
 });
