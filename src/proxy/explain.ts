@@ -417,7 +417,10 @@ function pickTarget(
     websocket: false,
   };
   if (!live) out.notes.push("Health is not known offline: every target counts as up");
-  else if (pool.slowStartMs > 0) {
+  for (const id of live ? pool.ids : []) {
+    if (reg.drained(id)) out.notes.push(`${id} is drained (admin API): it takes no new requests`);
+  }
+  if (live && pool.slowStartMs > 0) {
     pool.ids.forEach((id, i) => {
       const r = reg.ramp(id, pool.slowStartMs, now);
       if (r < 1 && out.upstream!.targets[i].available) {

@@ -62,6 +62,16 @@ Deno.test("admin drain: no new requests for a drained target, its own finish, un
     assert.equal(res.status, 200);
     assert.deepEqual(await res.json(), { target: a.url, drained: true, inFlight: 1 });
     assert.deepEqual(await answers(p, "/lb"), ["200 b"]);
+    // prox explain (the admin API's) says why A is out.
+    const why = await (await fetch(`${admin}/explain?url=http://x/lb`, { headers: auth })).json();
+    assert.ok(
+      why.notes.includes(`${a.url} is drained (admin API): it takes no new requests`),
+      JSON.stringify(why),
+    );
+    assert.equal(
+      why.upstream.targets.find((t: { url: string }) => t.url === a.url).available,
+      false,
+    );
     // A proxy route's only target drained: 503, even with try_when_down (on by default there).
     const one = await fetch(`http://127.0.0.1:${p.port}/one`);
     assert.equal(one.status, 503);
