@@ -301,3 +301,51 @@ Deno.test("HTTP/2 WebSocket: an upstream that does not read holds the client bac
     await c.close();
   }
 });
+
+Deno.test("HTTP/2 WebSocket: a ping flood from a client that grants no window queues one pong, for the latest ping (RFC 6455 §5.5.3)", async () => {
+  let heard = "";
+  await using up = await wsUpstream((ws) => ws.on("message", (m) => heard = String(m)));
+  await using prox = await startWsProxy(wsRoute(up.url));
+  const c = await RawH2c.open(prox.port, [[Setting.INITIAL_WINDOW_SIZE, 0]]);
+  try {
+    c.connect(1, FULL);
+    await c.flush();
+    await waitFor(() => c.status(1));
+    assert.equal(c.status(1), "200");
+    const PINGS = 5000;
+    for (let i = 0; i < PINGS; i++) {
+      const p = new Uint8Array(4);
+      new DataView(p.buffer).setUint32(0, i);
+      c.out.frame(FrameType.DATA, 0, 1, encodeFrame(Op.PING, p, { mask: MASK }));
+    }
+    c.out.frame(
+      FrameType.DATA,
+      0,
+      1,
+      encodeFrame(Op.TEXT, new TextEncoder().encode("after"), { mask: MASK }),
+    );
+    await c.flush();
+    // The message after the pings reached the upstream: every ping was read.
+    await waitFor(() => heard === "after");
+    assert.equal(c.on(1, FrameType.DATA).length, 0);
+    c.out.u32(FrameType.WINDOW_UPDATE, 1, 1 << 20);
+    await c.flush();
+    const parser = new WsParser({ maxMessage: 1 << 20, masked: false });
+    const pongs: number[] = [];
+    let seen = 0;
+    await waitFor(() => {
+      const frames = c.on(1, FrameType.DATA);
+      for (; seen < frames.length; seen++) {
+        for (const e of parser.push(frames[seen].payload)) {
+          if (e.type === "pong") {
+            pongs.push(new DataView(e.data.buffer, e.data.byteOffset).getUint32(0));
+          }
+        }
+      }
+      return pongs.at(-1) === PINGS - 1;
+    }, { what: "the pong of the last ping" });
+    assert.ok(pongs.length <= 3, `pongs queued while the window was shut: ${pongs.length}`);
+  } finally {
+    await c.close();
+  }
+});

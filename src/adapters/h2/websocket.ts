@@ -87,6 +87,11 @@ export class H2WebSocket implements ClientSocket {
   readonly #parser: WsParser;
   /** Frames to write; `counted`: a data frame, in bufferedAmount until written. */
   #queue: { bytes: Uint8Array; counted: boolean }[] = [];
+  /**
+   * The pong queued and not written yet: a later ping replaces its payload (RFC 6455 §5.5.3), so
+   * that a client flooding pings while it grants no window queues one pong, not one per ping.
+   */
+  #pong: { bytes: Uint8Array; counted: boolean } | null = null;
   #pumping = false;
   /** END_STREAM goes out after the queue. */
   #endQueued = false;
@@ -178,11 +183,13 @@ export class H2WebSocket implements ClientSocket {
   }
 
   /** Queues a frame; `data` frames count in bufferedAmount. */
-  #enqueue(frame: Uint8Array, data: boolean): void {
-    if (this.#localEnded || this.#endQueued) return;
+  #enqueue(frame: Uint8Array, data: boolean): { bytes: Uint8Array; counted: boolean } | null {
+    if (this.#localEnded || this.#endQueued) return null;
     if (data) this.bufferedAmount += frame.length;
-    this.#queue.push({ bytes: frame, counted: data });
+    const entry = { bytes: frame, counted: data };
+    this.#queue.push(entry);
     void this.#pump();
+    return entry;
   }
 
   async #pump(): Promise<void> {
@@ -191,6 +198,7 @@ export class H2WebSocket implements ClientSocket {
     try {
       while (this.#queue.length > 0 || (this.#endQueued && !this.#localEnded)) {
         const frame = this.#queue.shift();
+        if (frame === this.#pong) this.#pong = null;
         const end = this.#endQueued && this.#queue.length === 0;
         const ok = await this.#io.write(frame?.bytes ?? NO_BYTES, end);
         if (frame?.counted) this.bufferedAmount -= frame.bytes.length;
@@ -304,7 +312,13 @@ export class H2WebSocket implements ClientSocket {
         return;
       }
       case "ping":
-        if (!this.#closeSent) this.#enqueue(encodeFrame(Op.PONG, ev.data), false);
+        if (this.#closeSent) return;
+        if (this.#pong) this.#pong.bytes = encodeFrame(Op.PONG, ev.data);
+        else {
+          const pong = this.#enqueue(encodeFrame(Op.PONG, ev.data), false);
+          // Not taken for writing at once (the pump was idle): later pings may replace it.
+          if (pong && this.#queue.at(-1) === pong) this.#pong = pong;
+        }
         return;
       case "pong":
         this.#pingSince = 0;
