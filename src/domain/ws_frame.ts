@@ -178,7 +178,8 @@ export class WsParser {
     this.#start = s + head + len;
     if (control) return this.#control(op, payload, out);
     if (op !== Op.CONTINUATION) this.#msgOp = op;
-    this.#parts.push(payload);
+    // An empty fragment adds nothing: kept, a client's endless empty frames would grow #parts.
+    if (len > 0) this.#parts.push(payload);
     this.#msgSize += len;
     if (!fin) return "ok";
     const whole = this.#parts.length === 1 ? this.#parts[0] : concat(this.#parts, this.#msgSize);

@@ -173,3 +173,18 @@ Deno.test("validCloseCode follows RFC 6455 §7.4 and the IANA registry", () => {
     assert.ok(!validCloseCode(c), String(c));
   }
 });
+
+Deno.test("WsParser: empty continuation frames keep nothing (a message of a million of them stays bounded)", () => {
+  const p = new WsParser({ maxMessage: 1 << 20, masked: true });
+  const mask = new Uint8Array([1, 2, 3, 4]);
+  p.push(encodeFrame(Op.TEXT, new TextEncoder().encode("a"), { mask, more: true }));
+  const empty = encodeFrame(Op.CONTINUATION, new Uint8Array(0), { mask, more: true });
+  const chunk = new Uint8Array(empty.length * 10_000);
+  for (let i = 0; i < 10_000; i++) chunk.set(empty, i * empty.length);
+  const before = Deno.memoryUsage().heapUsed;
+  for (let i = 0; i < 100; i++) assert.deepEqual(p.push(chunk), []);
+  const grown = Deno.memoryUsage().heapUsed - before;
+  assert.ok(grown < 20 * 1024 * 1024, `heap grew ${grown} bytes for a message of one byte`);
+  const last = p.push(encodeFrame(Op.CONTINUATION, new TextEncoder().encode("b"), { mask }));
+  assert.deepEqual(last, [{ type: "text", data: "ab" }]);
+});
