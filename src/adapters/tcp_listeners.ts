@@ -101,8 +101,11 @@ export function createTcpListeners(deps: TcpDeps & { drainMs: () => number }): T
       const keep: { state: EntryState; plan: TcpPlan }[] = [];
       try {
         for (const [name, entry] of Object.entries(config.tcp ?? {})) {
-          const plan = compileTcp(name, entry);
           const old = current.get(name);
+          // An unchanged entry keeps its plan, and with it its targets' passive health.
+          const plan = old && old.plan.print === JSON.stringify(entry)
+            ? old.plan
+            : compileTcp(name, entry);
           if (old && old.plan.entry.listen_addr === entry.listen_addr) {
             keep.push({ state: old, plan });
             next.set(name, old);

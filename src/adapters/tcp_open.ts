@@ -6,6 +6,8 @@ import type { Selector } from "../domain/balancer.ts";
 import type { HostPort } from "../domain/tcp_route.ts";
 import { MAX_HELLO_BYTES, peekClientHello } from "../domain/tls_client_hello.ts";
 import type { Logger } from "../ports.ts";
+import { eject, mayEject, recordOutcome } from "../domain/health.ts";
+import type { PassiveHealth, PassivePolicy } from "../domain/health.ts";
 import { timerDelay } from "../config/duration.ts";
 
 /** Targets tried in turn for one connection. */
@@ -14,9 +16,35 @@ export interface TargetGroup {
   /** `host:port` as written, for logs. */
   labels: readonly string[];
   selector: Selector;
+  /** Each target's failed connects and ejection (`passive_health`), in this process. */
+  health: PassiveHealth[];
+  policy: PassivePolicy;
 }
 
 const AVAILABLE = { available: true, inFlight: 0, latencyMs: 0 };
+const OUT = { available: false, inFlight: 0, latencyMs: 0 };
+
+/** Records a connect's outcome for target `i` of `group`; an ejection is logged. */
+function connectOutcome(
+  group: TargetGroup,
+  i: number,
+  ok: boolean,
+  o: { logger: Logger; name: string; now: number },
+): void {
+  const r = recordOutcome(group.health[i], ok, { now: o.now, policy: group.policy });
+  group.health[i] = r.state;
+  if (!r.eject) return;
+  const inNow = group.health.filter((h) => o.now >= h.ejectedUntil).length;
+  if (!mayEject(inNow, group.health.length, group.policy.panicPercent)) return;
+  const e = eject(r.state, { now: o.now, policy: group.policy });
+  group.health[i] = e.state;
+  o.logger.warn("tcp target ejected after failed connects", {
+    name: o.name,
+    target: group.labels[i],
+    failures: r.state.failures,
+    ejectedForMs: e.durationMs,
+  });
+}
 
 /** Closes a connection that may be closed already. */
 export function closeQuietly(c: Deno.Conn | null): void {
@@ -88,7 +116,11 @@ export async function connectAny(
   const failures: string[] = [];
   for (;;) {
     if (o.cancel.aborted) return { error: "cut while connecting" };
-    const i = group.selector.pick({ load: () => AVAILABLE, exclude: tried, random: o.random });
+    const now = Date.now();
+    // Ejected targets only when every other was tried (a wrong ejection must not refuse all).
+    const load = (j: number) => now >= group.health[j].ejectedUntil ? AVAILABLE : OUT;
+    const i = group.selector.pick({ load, exclude: tried, random: o.random }) ??
+      group.selector.pick({ load: () => AVAILABLE, exclude: tried, random: o.random });
     if (i === undefined) break;
     tried.add(i);
     const t = group.targets[i];
@@ -97,9 +129,11 @@ export async function connectAny(
     try {
       const signal = AbortSignal.any([ac.signal, o.cancel]);
       const conn = await Deno.connect({ hostname: t.host, port: t.port, signal });
+      connectOutcome(group, i, true, { ...o, now: Date.now() });
       return { conn, target: group.labels[i] };
     } catch (err) {
       if (o.cancel.aborted) return { error: "cut while connecting" };
+      connectOutcome(group, i, false, { ...o, now: Date.now() });
       const why = ac.signal.aborted
         ? `no answer within ${timeoutMs} ms`
         : err instanceof Error

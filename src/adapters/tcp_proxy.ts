@@ -16,6 +16,7 @@ import type { Logger } from "../ports.ts";
 import type { TcpMetrics, TcpOutcome, TcpRecord } from "./tcp_observe.ts";
 import { closeQuietly, connectAny, readHello } from "./tcp_open.ts";
 import type { TargetGroup } from "./tcp_open.ts";
+import { PASSIVE_INITIAL } from "../domain/health.ts";
 import { timerDelay } from "../config/duration.ts";
 
 /** An entry compiled for its connections; `print` tells a changed entry from an unchanged one. */
@@ -30,6 +31,15 @@ export interface TcpPlan {
 
 /** Compiles one entry (validated: its targets parse). */
 export function compileTcp(name: string, entry: TcpEntryConfig): TcpPlan {
+  const p = entry.passive_health;
+  const policy = {
+    enabled: p.enabled,
+    failures: p.failures,
+    windowMs: p.window,
+    baseEjectionMs: p.base_ejection,
+    maxEjectionMs: p.max_ejection,
+    panicPercent: p.panic_threshold_percent,
+  };
   const group = (list: string[]): TargetGroup => ({
     targets: list.map((t) => parseHostPort(t) as HostPort),
     labels: list,
@@ -37,6 +47,8 @@ export function compileTcp(name: string, entry: TcpEntryConfig): TcpPlan {
       "round_robin",
       list.map((id) => ({ id, weight: 1, backup: false })),
     ),
+    health: list.map(() => PASSIVE_INITIAL),
+    policy,
   });
   const sni = entry.sni
     ? compileSni(

@@ -3,7 +3,7 @@
 // name without terminating TLS (passthrough). Cross-field rules: validate_tcp.ts.
 
 import { z } from "zod";
-import { Duration, IpAccess } from "./schema_route.ts";
+import { Duration, IpAccess, PassiveHealth } from "./schema_route.ts";
 
 /** Upstream addresses, `host:port`, tried in turn (round robin; a failed connect moves on). */
 const Targets = z.array(z.string()).min(1);
@@ -33,6 +33,11 @@ export const TcpEntry = z.object({
   max_connections: z.int().positive().default(10_000),
   /** Client IP allow/deny lists, as the HTTP `ip_access`. */
   ip_access: IpAccess.optional(),
+  /**
+   * Failed connects to a target (refused, or no answer within `timeouts.connect`) take it out of
+   * the turns for a while, as the HTTP routes' `passive_health` (no `statuses` here).
+   */
+  passive_health: PassiveHealth.omit({ statuses: true }).prefault({}),
 }).strict();
 
 /** The `tcp` map: entry name → entry. */

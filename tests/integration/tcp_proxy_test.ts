@@ -142,6 +142,56 @@ Deno.test("tcp moves to the next target when a connect does not answer within ti
   assert.deepEqual(tries.map((r) => [r.target, r.error]), [[hole.addr, "no answer within 300 ms"]]);
 });
 
+Deno.test("tcp passive_health: a target whose connects fail leaves the turns (no more connect timeouts), unless it is the last", async () => {
+  await using up = rawUpstream({ reply: () => enc.encode("up") });
+  await using hole = await blackhole();
+  const logger = recordingLogger();
+  await using prox = await startProxy(
+    `${base}tcp:
+  db:
+    listen_addr: "127.0.0.1:0"
+` +
+      `    targets: ["${hole.addr}", "${up.addr}"]
+    timeouts: { connect: 200ms }
+` +
+      `    passive_health: { failures: 2, base_ejection: 1m }
+`,
+    { logger },
+  );
+  for (let i = 0; i < 6; i++) assert.equal(await exchange(tcpPort(prox), "x"), "up");
+  // Its own turns (1st and 3rd) cost a connect timeout each; then it is out.
+  const tries = logger.records.filter((r) => r.msg === "Cannot connect to tcp target");
+  assert.deepEqual(tries.map((r) => r.target), [hole.addr, hole.addr]);
+  const ejected = logger.records.filter((r) =>
+    r.msg === "tcp target ejected after failed connects"
+  );
+  assert.deepEqual(ejected.map((r) => [r.target, r.ejectedForMs]), [[hole.addr, 60_000]]);
+  assert.equal(up.accepted, 6);
+  // A reload that leaves the entry as it was keeps the ejection.
+  assert.ok((await prox.server.reload()).ok);
+  for (let i = 0; i < 2; i++) assert.equal(await exchange(tcpPort(prox), "x"), "up");
+  assert.equal(logger.records.filter((r) => r.msg === "Cannot connect to tcp target").length, 2);
+});
+
+Deno.test("tcp passive_health: a lone failing target is still tried (never ejected past the panic threshold)", async () => {
+  const dead = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const deadAddr = `127.0.0.1:${(dead.addr as Deno.NetAddr).port}`;
+  dead.close();
+  const logger = recordingLogger();
+  await using prox = await startProxy(
+    `${base}tcp:
+  db:
+    listen_addr: "127.0.0.1:0"
+    targets: ["${deadAddr}"]
+` +
+      `    passive_health: { failures: 1 }
+`,
+    { logger },
+  );
+  for (let i = 0; i < 3; i++) assert.equal(await exchange(tcpPort(prox), "x"), "");
+  assert.equal(logger.records.filter((r) => r.msg === "Cannot connect to tcp target").length, 3);
+});
+
 Deno.test("tcp closes a connection when every target refuses (connect_failed)", async () => {
   const dead = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const deadAddr = `127.0.0.1:${(dead.addr as Deno.NetAddr).port}`;
