@@ -243,6 +243,7 @@ export class H2WebSocket implements ClientSocket {
     this.readyState = CLOSED;
     if (this.#fired) return;
     this.#fired = true;
+    clearTimeout(this.#closeTimer);
     clearInterval(this.#pingTimer);
     this.onclose?.(new CloseEvent("close", { code, reason, wasClean: code !== 1006 }));
   }

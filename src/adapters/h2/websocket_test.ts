@@ -34,7 +34,7 @@ function stream() {
       fail(new Error("reset"));
     },
   };
-  return { io, got, state, push, end };
+  return { io, got, state, push, end, fail: (e: Error) => fail(e) };
 }
 
 /** Waits for `cond`, a few macrotasks at most. */
@@ -142,4 +142,36 @@ Deno.test("H2WebSocket reports a message too big to ontoobig without taking it i
   s.push(big.subarray(8));
   s.push(encodeFrame(Op.CLOSE, closePayload(1009), { mask: MASK }));
   await until(() => s.state.ended);
+});
+
+Deno.test("H2WebSocket: a stream reset while its close waits for the client's leaves no timer", async () => {
+  // Timers counted while they are pending (Deno's test sanitizer does not look at them).
+  const pending = new Set<unknown>();
+  const [realSet, realClear] = [globalThis.setTimeout, globalThis.clearTimeout];
+  globalThis.setTimeout = ((fn: () => void, ms?: number) => {
+    const id = realSet(() => {
+      pending.delete(id);
+      fn();
+    }, ms);
+    pending.add(id);
+    return id;
+  }) as typeof setTimeout;
+  globalThis.clearTimeout = ((id?: number) => {
+    pending.delete(id);
+    realClear(id);
+  }) as typeof clearTimeout;
+  try {
+    const s = stream();
+    const { ws, closes } = open(s);
+    ws.close(1000, "bye");
+    await until(() => s.got.some((e) => e.type === "close"));
+    s.fail(new Error("reset"));
+    await ws.done;
+    assert.deepEqual(closes, [{ code: 1006, reason: "" }]);
+    assert.equal(pending.size, 0, "the close's wait (5 s) is still pending");
+  } finally {
+    for (const id of pending) realClear(id as number);
+    globalThis.setTimeout = realSet;
+    globalThis.clearTimeout = realClear;
+  }
 });
