@@ -349,3 +349,48 @@ Deno.test("HTTP/2 WebSocket: a ping flood from a client that grants no window qu
     await c.close();
   }
 });
+
+Deno.test("HTTP/2 WebSocket: WebSockets held back by their upstream do not use up the connection's window", async () => {
+  const sockets: { pause(): void; resume(): void }[] = [];
+  await using up = await wsUpstream((ws) => {
+    // deno-lint-ignore no-explicit-any
+    const sock = (ws as any)._socket;
+    sock.pause();
+    sockets.push(sock);
+  });
+  await using prox = await startWsProxy(wsRoute(up.url));
+  const c = await RawH2c.open(prox.port);
+  try {
+    const ids = [1, 3, 5, 7, 9, 11];
+    for (const id of ids) c.connect(id, FULL);
+    await c.flush();
+    await waitFor(() => ids.every((id) => c.status(id) === "200"));
+    const granted = (id: number) =>
+      c.on(id, FrameType.WINDOW_UPDATE).reduce((n, f) => n + u32(f.payload), 0);
+    const sent = new Map<number, number>([[0, 0], ...ids.map((id) => [id, 0] as [number, number])]);
+    const room = (id: number) => (id === 0 ? 65535 : 256 * 1024) + granted(id) - sent.get(id)!;
+    const frame = encodeFrame(Op.BINARY, new Uint8Array(16 * 1024 - 8), { mask: MASK });
+    let stuckSince = Date.now();
+    // Each WebSocket sends as its window and the connection's allow, until Prox stops reading.
+    while (Date.now() - stuckSince < 500) {
+      let wrote = false;
+      for (const id of ids) {
+        if (Math.min(room(0), room(id)) < frame.length) continue;
+        c.out.frame(FrameType.DATA, 0, id, frame);
+        sent.set(id, sent.get(id)! + frame.length);
+        sent.set(0, sent.get(0)! + frame.length);
+        wrote = true;
+      }
+      if (wrote) {
+        await c.flush();
+        stuckSince = Date.now();
+      } else await new Promise((r) => setTimeout(r, 10));
+    }
+    assert.ok(ids.every((id) => room(id) < frame.length), "every WebSocket is held back");
+    // What the stalled WebSockets hold is theirs: the connection can still carry other streams.
+    assert.ok(room(0) >= 256 * 1024, `the connection's window left: ${room(0)}`);
+    for (const s of sockets) s.resume();
+  } finally {
+    await c.close();
+  }
+});

@@ -158,6 +158,12 @@ class Stream implements Reader {
   /** The body's error, once it failed (a reset, a bad length). */
   failure: Error | null = null;
   bodyCancelled = false;
+  /**
+   * A WebSocket's stream (extended CONNECT): its DATA is credited to the connection's window as
+   * it arrives, so that WebSockets held back for days by their upstreams hold only their own
+   * windows, not the connection's that every other stream needs.
+   */
+  tunnel = false;
   /** The Content-Length the request declared (-1: none), and the body bytes so far. */
   declared = -1;
   received = 0;
@@ -724,6 +730,7 @@ export class H2Connection {
     // HTTP/2 has no key and no Accept (RFC 8441 §5); the pipeline checks an HTTP/1.1 handshake's.
     fields.set("sec-websocket-key", wsKey());
     const slot: { socket: H2WebSocket | null } = { socket: null };
+    s.tunnel = true;
     this.#begin(s, "GET", url, authority, fields, null, null, slot);
   }
 
@@ -918,14 +925,14 @@ export class H2Connection {
   /** Body bytes nobody will read: the connection's window gets them back at once. */
   #dropBody(s: Stream): void {
     if (s.queued > 0) {
-      this.#creditConnection(s.queued);
+      if (!s.tunnel) this.#creditConnection(s.queued);
       s.queue = [];
       s.queued = 0;
     }
   }
 
   #credit(s: Stream, n: number): void {
-    this.#creditConnection(n);
+    if (!s.tunnel) this.#creditConnection(n);
     if (s.remoteEnded || s.reset) return;
     s.unacked += n;
     if (s.unacked >= STREAM_WINDOW / 2) {
@@ -983,6 +990,7 @@ export class H2Connection {
       else {
         s.queue.push(data.slice());
         s.queued += data.length;
+        if (s.tunnel) this.#creditConnection(data.length);
       }
     }
     if (flags & Flag.END_STREAM) this.#bodyEnded(s);
