@@ -30,6 +30,9 @@ export type WsEvent =
   /** 1002 (protocol error) or 1007 (invalid UTF-8): fail the connection (RFC 6455 §7.1.7). */
   | { type: "error"; code: 1002 | 1007; reason: string };
 
+/** The read buffer kept between frames; a bigger one, grown for a big frame, is let go. */
+const KEEP_BUFFER = 64 * 1024;
+
 const UTF8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
 /** Whether a close code may be received (RFC 6455 §7.4.1 and IANA's registry: 1012–1014). */
@@ -72,6 +75,11 @@ export class WsParser {
     return this.#end - this.#start + this.#msgSize;
   }
 
+  /** Bytes the parser keeps allocated for frames not complete yet. */
+  get capacity(): number {
+    return this.#buf.length;
+  }
+
   /** Takes `chunk` and returns the events of the frames it completed. */
   push(chunk: Uint8Array): WsEvent[] {
     const out: WsEvent[] = [];
@@ -87,7 +95,11 @@ export class WsParser {
       const ev = this.#next(out);
       if (ev === "need") break;
     }
-    if (this.#start === this.#end) this.#start = this.#end = 0;
+    if (this.#start === this.#end) {
+      this.#start = this.#end = 0;
+      // The room a big frame needed is not kept for a socket that may idle for days.
+      if (this.#buf.length > KEEP_BUFFER) this.#buf = new Uint8Array(0);
+    }
     return out;
   }
 

@@ -188,3 +188,19 @@ Deno.test("WsParser: empty continuation frames keep nothing (a message of a mill
   const last = p.push(encodeFrame(Op.CONTINUATION, new TextEncoder().encode("b"), { mask }));
   assert.deepEqual(last, [{ type: "text", data: "ab" }]);
 });
+
+Deno.test("WsParser: the buffer a big frame needed is let go once the frame is read", () => {
+  const p = server(4 << 20);
+  const big = encodeFrame(Op.BINARY, new Uint8Array(2 << 20), { mask: MASK });
+  // As HTTP/2 DATA brings it: 16 KiB at a time, the frame whole only at the end.
+  let events: WsEvent[] = [];
+  for (let off = 0; off < big.length; off += 16384) {
+    events = events.concat(p.push(big.subarray(off, off + 16384)));
+  }
+  assert.equal(events.length, 1);
+  assert.ok(p.capacity <= 64 * 1024, `the parser keeps ${p.capacity} bytes for nothing`);
+  // It still parses what comes next.
+  assert.deepEqual(p.push(encodeFrame(Op.TEXT, enc.encode("next"), { mask: MASK })), [
+    { type: "text", data: "next" },
+  ]);
+});
