@@ -17,6 +17,7 @@ import type { TcpMetrics, TcpOutcome, TcpRecord } from "./tcp_observe.ts";
 import { closeQuietly, connectAny, readHello } from "./tcp_open.ts";
 import type { TargetGroup } from "./tcp_open.ts";
 import { PASSIVE_INITIAL } from "../domain/health.ts";
+import { passivePolicyOf } from "../proxy/pool.ts";
 import { timerDelay } from "../config/duration.ts";
 
 /** An entry compiled for its connections; `print` tells a changed entry from an unchanged one. */
@@ -31,15 +32,7 @@ export interface TcpPlan {
 
 /** Compiles one entry (validated: its targets parse). */
 export function compileTcp(name: string, entry: TcpEntryConfig): TcpPlan {
-  const p = entry.passive_health;
-  const policy = {
-    enabled: p.enabled,
-    failures: p.failures,
-    windowMs: p.window,
-    baseEjectionMs: p.base_ejection,
-    maxEjectionMs: p.max_ejection,
-    panicPercent: p.panic_threshold_percent,
-  };
+  const policy = passivePolicyOf(entry.passive_health);
   const group = (list: string[]): TargetGroup => ({
     targets: list.map((t) => parseHostPort(t) as HostPort),
     labels: list,

@@ -177,14 +177,7 @@ export function buildPool(
         onStatus: r.on_status.length > 0 ? statusMatcher(r.on_status) : null,
       }
       : DEFAULT_RETRIES,
-    passive: {
-      enabled: p.enabled,
-      failures: p.failures,
-      windowMs: p.window,
-      baseEjectionMs: p.base_ejection,
-      maxEjectionMs: p.max_ejection,
-      panicPercent: p.panic_threshold_percent,
-    },
+    passive: passivePolicyOf(p),
     failStatus: p.statuses.length > 0 ? statusMatcher(p.statuses) : null,
     tryWhenDown: cfg.try_when_down,
     checks: targets.map((t) => healthCheckKey(config, { route: cfg, target: t.id })),
@@ -278,4 +271,18 @@ export function configuredTargets(config: Config): string[] {
     }
   }
   return [...ids];
+}
+
+/** `passive_health` (a route's, the top level's or a tcp entry's) as the health domain takes it. */
+export function passivePolicyOf(
+  p: Omit<NonNullable<Config["passive_health"]>, "statuses">,
+): PassivePolicy {
+  return {
+    enabled: p.enabled,
+    failures: p.failures,
+    windowMs: p.window,
+    baseEjectionMs: p.base_ejection,
+    maxEjectionMs: p.max_ejection,
+    panicPercent: p.panic_threshold_percent,
+  };
 }
