@@ -7,15 +7,9 @@ import { interopTest, ROOT, run, startUpstream, waitFor } from "../_harness.ts";
 import { onProxEngines, startProxy } from "./_proxy.ts";
 import { rawServer, readRequest, write, writeAll } from "../_upstream_peers.ts";
 import { recordingLogger } from "./_ws.ts";
-import {
-  ErrorCode,
-  Flag,
-  FRAME_HEADER,
-  FrameType,
-  FrameWriter,
-  PREFACE,
-} from "../../src/adapters/h2/frames.ts";
-import { HpackDecoder, HpackEncoder } from "../../src/adapters/h2/hpack.ts";
+import { RawH2Client } from "./_raw_h2.ts";
+import { ErrorCode, Flag, FrameType, FrameWriter, PREFACE } from "../../src/adapters/h2/frames.ts";
+import { HpackDecoder } from "../../src/adapters/h2/hpack.ts";
 import { H2Connection } from "../../src/adapters/h2/connection.ts";
 import type { H2Env, H2Socket } from "../../src/adapters/h2/connection.ts";
 import { silentLogger } from "../../src/ports.ts";
@@ -159,27 +153,8 @@ interopTest("http2_enabled: false offers only HTTP/1.1 by ALPN", ["curl"], async
   assert.equal(out.stdout, "ok 1.1", out.stderr);
 });
 
-interface Frame {
-  type: number;
-  flags: number;
-  id: number;
-  payload: Uint8Array;
-}
-
 /** A raw HTTP/2 client over TLS, for what no well-behaved client sends. */
-class RawH2 {
-  readonly out = new FrameWriter();
-  readonly enc = new HpackEncoder();
-  readonly dec = new HpackDecoder();
-  #buf = new Uint8Array(0);
-  frames: Frame[] = [];
-  closed = false;
-  #reading: Promise<void>;
-
-  private constructor(readonly conn: Deno.TlsConn) {
-    this.#reading = this.#read();
-  }
-
+class RawH2 extends RawH2Client {
   /** A connection that has sent the preface, and its SETTINGS unless `settings` is false. */
   static async open(port: number, o: { settings?: boolean } = {}): Promise<RawH2> {
     const conn = await Deno.connectTls({
@@ -199,41 +174,6 @@ class RawH2 {
     return c;
   }
 
-  async #read(): Promise<void> {
-    const chunk = new Uint8Array(64 * 1024);
-    try {
-      for (;;) {
-        const n = await this.conn.read(chunk);
-        if (n === null) break;
-        const next = new Uint8Array(this.#buf.length + n);
-        next.set(this.#buf);
-        next.set(chunk.subarray(0, n), this.#buf.length);
-        this.#buf = next;
-        while (this.#buf.length >= FRAME_HEADER) {
-          const b = this.#buf;
-          const len = (b[0] << 16) | (b[1] << 8) | b[2];
-          if (b.length < FRAME_HEADER + len) break;
-          const id = ((b[5] & 0x7f) << 24) | (b[6] << 16) | (b[7] << 8) | b[8];
-          this.frames.push({
-            type: b[3],
-            flags: b[4],
-            id,
-            payload: b.slice(FRAME_HEADER, FRAME_HEADER + len),
-          });
-          this.#buf = b.slice(FRAME_HEADER + len);
-        }
-      }
-    } catch {
-      // reset by the server
-    }
-    this.closed = true;
-  }
-
-  async flush(): Promise<void> {
-    const bytes = this.out.take();
-    for (let off = 0; off < bytes.length;) off += await this.conn.write(bytes.subarray(off));
-  }
-
   /** HEADERS for a GET of `path` on stream `id`, with `extra` fields as given (any case). */
   request(id: number, path: string, extra: [string, string][] = [], end = true): void {
     this.enc.begin();
@@ -241,27 +181,6 @@ class RawH2 {
     this.enc.field(":authority", "localhost");
     for (const [n, v] of extra) this.enc.field(n, v);
     this.out.headers(id, this.enc.block, end, 16384);
-  }
-
-  /** The frames of `type` on stream `id` seen so far. */
-  on(id: number, type: number): Frame[] {
-    return this.frames.filter((f) => f.id === id && f.type === type);
-  }
-
-  /** The status of stream `id`'s answer, once its HEADERS came. */
-  status(id: number): string | undefined {
-    const h = this.on(id, FrameType.HEADERS)[0];
-    if (!h) return undefined;
-    let status: string | undefined;
-    this.dec.decode(h.payload, (n, v) => n === ":status" && (status = v));
-    return status;
-  }
-
-  async close(): Promise<void> {
-    try {
-      this.conn.close();
-    } catch { /* closed */ }
-    await this.#reading;
   }
 }
 

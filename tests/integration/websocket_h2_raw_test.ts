@@ -4,79 +4,25 @@
 import assert from "node:assert/strict";
 import { waitFor } from "../_harness.ts";
 import { onProxEngines } from "./_proxy.ts";
+import { RawH2Client } from "./_raw_h2.ts";
 import { startWsProxy, wsRoute, wsUpstream } from "./_ws.ts";
-import {
-  ErrorCode,
-  Flag,
-  FRAME_HEADER,
-  FrameType,
-  FrameWriter,
-  PREFACE,
-  Setting,
-} from "../../src/adapters/h2/frames.ts";
-import { HpackDecoder, HpackEncoder } from "../../src/adapters/h2/hpack.ts";
+import { ErrorCode, Flag, FrameType, PREFACE, Setting } from "../../src/adapters/h2/frames.ts";
 import { closePayload, encodeFrame, Op, WsParser } from "../../src/domain/ws_frame.ts";
 import type { WsEvent } from "../../src/domain/ws_frame.ts";
 
 onProxEngines();
 
-interface Frame {
-  type: number;
-  flags: number;
-  id: number;
-  payload: Uint8Array;
-}
-
 const u32 = (p: Uint8Array) => ((p[0] << 24) | (p[1] << 16) | (p[2] << 8) | p[3]) >>> 0;
 const MASK = new Uint8Array([9, 8, 7, 6]);
 
 /** A raw h2c client (prior knowledge) that reads every frame into `frames`. */
-class RawH2c {
-  readonly out = new FrameWriter();
-  readonly enc = new HpackEncoder();
-  readonly dec = new HpackDecoder();
-  frames: Frame[] = [];
-  #buf = new Uint8Array(0);
-  #reading: Promise<void>;
-
-  constructor(readonly conn: Deno.TcpConn) {
-    this.#reading = this.#read();
-  }
-
+class RawH2c extends RawH2Client {
   static async open(port: number, settings: [number, number][] = []): Promise<RawH2c> {
     const c = new RawH2c(await Deno.connect({ hostname: "127.0.0.1", port }));
     await c.conn.write(PREFACE);
     c.out.settings(settings);
     await c.flush();
     return c;
-  }
-
-  async #read(): Promise<void> {
-    const chunk = new Uint8Array(64 * 1024);
-    try {
-      for (;;) {
-        const n = await this.conn.read(chunk);
-        if (n === null) break;
-        const next = new Uint8Array(this.#buf.length + n);
-        next.set(this.#buf);
-        next.set(chunk.subarray(0, n), this.#buf.length);
-        this.#buf = next;
-        while (this.#buf.length >= FRAME_HEADER) {
-          const b = this.#buf;
-          const len = (b[0] << 16) | (b[1] << 8) | b[2];
-          if (b.length < FRAME_HEADER + len) break;
-          const id = ((b[5] & 0x7f) << 24) | (b[6] << 16) | (b[7] << 8) | b[8];
-          this.frames.push({ type: b[3], flags: b[4], id, payload: b.slice(9, 9 + len) });
-          this.#buf = b.slice(FRAME_HEADER + len);
-        }
-      }
-    } catch { /* reset */ }
-  }
-
-  async flush(): Promise<void> {
-    const bytes = this.out.take();
-    for (let off = 0; off < bytes.length;) off += await this.conn.write(bytes.subarray(off));
-    this.out.giveBack(bytes);
   }
 
   /** An extended CONNECT on `id` with the pseudo-fields given (and version 13). */
@@ -89,18 +35,6 @@ class RawH2c {
     this.out.headers(id, this.enc.block, false, 16384);
   }
 
-  on(id: number, type: number): Frame[] {
-    return this.frames.filter((f) => f.id === id && f.type === type);
-  }
-
-  status(id: number): string | undefined {
-    const h = this.on(id, FrameType.HEADERS)[0];
-    if (!h) return undefined;
-    let status: string | undefined;
-    this.dec.decode(h.payload, (n, v) => n === ":status" && (status = v));
-    return status;
-  }
-
   /** The server's first SETTINGS, as a map. */
   settings(): Map<number, number> {
     const f = this.frames.find((f) => f.type === FrameType.SETTINGS && !(f.flags & Flag.ACK));
@@ -109,13 +43,6 @@ class RawH2c {
       m.set((f.payload[i] << 8) | f.payload[i + 1], u32(f.payload.subarray(i + 2, i + 6)));
     }
     return m;
-  }
-
-  async close(): Promise<void> {
-    try {
-      this.conn.close();
-    } catch { /* closed */ }
-    await this.#reading;
   }
 }
 
