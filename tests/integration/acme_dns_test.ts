@@ -38,8 +38,13 @@ routes:
 `;
 }
 
-/** Sets challtestsrv's TXT values for `host` to exactly `values`. */
-async function setTxt(pebble: Pebble, host: string, values: Iterable<string>): Promise<void> {
+/** Sets challtestsrv's TXT values for `host` to exactly `values` (with `keep`, adds them). */
+async function setTxt(
+  pebble: Pebble,
+  host: string,
+  values: Iterable<string>,
+  o: { keep?: boolean } = {},
+): Promise<void> {
   const post = async (path: string, body: unknown) => {
     const res = await fetch(`${pebble.challtestsrv}${path}`, {
       method: "POST",
@@ -48,7 +53,7 @@ async function setTxt(pebble: Pebble, host: string, values: Iterable<string>): P
     await res.body?.cancel();
     assert.equal(res.status, 200, `challtestsrv ${path}`);
   };
-  await post("/clear-txt", { host });
+  if (!o.keep) await post("/clear-txt", { host });
   for (const value of values) await post("/set-txt", { host, value });
 }
 
@@ -70,10 +75,16 @@ function startHook(pebble: Pebble, opts: { fail?: boolean; publish?: boolean } =
     if (action === "present") set.add(value);
     else set.delete(value);
     records.set(fqdn, set);
-    // One update at a time: two at one name would interleave their clear and set.
+    // One update at a time: two at one name would interleave their clear and set. A present
+    // adds its value without a clear: the CA may be checking the name's other value (a wildcard
+    // and its base domain share one name), which a clear would hide for a moment.
     if (opts.publish !== false) {
       const values = [...set];
-      await (queue = queue.then(() => setTxt(pebble, fqdn, values)));
+      await (queue = queue.then(() =>
+        action === "present"
+          ? setTxt(pebble, fqdn, [value], { keep: true })
+          : setTxt(pebble, fqdn, values)
+      ));
     }
     return new Response("ok");
   });
