@@ -170,6 +170,48 @@ Deno.test("HTTP/2 WebSocket: a client that grants no window holds the upstream b
   }
 });
 
+/**
+ * Sends `count` binary messages of `size` bytes on stream 1 as the windows allow (the stream's
+ * 256 KiB and the connection's 1 MiB that Prox grants, plus what it credits back), until Prox
+ * stops crediting for half a second: the number sent, and whether one more fits now.
+ */
+async function sendUntilHeld(
+  c: RawH2c,
+  count: number,
+  size: number,
+): Promise<{ sent: number; canSend: () => boolean }> {
+  const credit = () =>
+    c.frames.filter((f) => f.type === FrameType.WINDOW_UPDATE && (f.id === 0 || f.id === 1))
+      .reduce((m, f) => (m[f.id] += u32(f.payload), m), [65535, 65535] as number[]);
+  const initial = [1 << 20, 256 * 1024];
+  const sentBytes = [0, 0];
+  const frame = encodeFrame(Op.BINARY, new Uint8Array(size), { mask: MASK });
+  const room = () =>
+    Math.min(
+      initial[0] + credit()[0] - 65535 - sentBytes[0],
+      initial[1] + credit()[1] - 65535 - sentBytes[1],
+    );
+  let sent = 0;
+  let stuckSince = Date.now();
+  while (sent < count) {
+    if (room() >= frame.length) {
+      for (let off = 0; off < frame.length; off += 16384) {
+        c.out.frame(FrameType.DATA, 0, 1, frame.subarray(off, off + 16384));
+      }
+      await c.flush();
+      sentBytes[0] += frame.length;
+      sentBytes[1] += frame.length;
+      sent++;
+      stuckSince = Date.now();
+      continue;
+    }
+    // No window: Prox stopped reading the stream. Held for half a second is held.
+    if (Date.now() - stuckSince > 500) break;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  return { sent, canSend: () => room() >= frame.length };
+}
+
 Deno.test("HTTP/2 WebSocket: an upstream that does not read holds the client back by its window, not 1013", async () => {
   const MSG = 64 * 1024;
   const COUNT = 400; // 25 MiB, past the 16 MiB a client that cannot pause may queue
@@ -187,43 +229,51 @@ Deno.test("HTTP/2 WebSocket: an upstream that does not read holds the client bac
     c.connect(1, FULL);
     await c.flush();
     await waitFor(() => c.status(1));
-    // Sends as the windows allow: the stream's 256 KiB and the connection's 1 MiB, plus what
-    // Prox credits back.
-    const credit = () =>
-      c.frames.filter((f) => f.type === FrameType.WINDOW_UPDATE && (f.id === 0 || f.id === 1))
-        .reduce((m, f) => (m[f.id] += u32(f.payload), m), [65535, 65535] as number[]);
-    const initial = [1 << 20, 256 * 1024];
-    const sentBytes = [0, 0];
-    const frame = encodeFrame(Op.BINARY, new Uint8Array(MSG), { mask: MASK });
-    let sent = 0;
-    let stuckSince = Date.now();
-    while (sent < COUNT) {
-      const got = credit();
-      const room = Math.min(
-        initial[0] + got[0] - 65535 - sentBytes[0],
-        initial[1] + got[1] - 65535 - sentBytes[1],
-      );
-      if (room >= frame.length) {
-        for (let off = 0; off < frame.length; off += 16384) {
-          c.out.frame(FrameType.DATA, 0, 1, frame.subarray(off, off + 16384));
-        }
-        await c.flush();
-        sentBytes[0] += frame.length;
-        sentBytes[1] += frame.length;
-        sent++;
-        stuckSince = Date.now();
-        continue;
-      }
-      // No window: Prox stopped reading the stream. Held for half a second is held.
-      if (Date.now() - stuckSince > 500) break;
-      await new Promise((r) => setTimeout(r, 10));
-    }
+    const { sent, canSend } = await sendUntilHeld(c, COUNT, MSG);
     assert.ok(sent < COUNT, `the client was held back (${sent} of ${COUNT} sent)`);
     assert.equal(c.on(1, FrameType.DATA).length, 0, "no close (1013) from Prox");
     // The upstream reads again: everything sent arrives, and the client may go on.
     upSocket!.resume();
     await waitFor(() => received === sent, { timeoutMs: 20_000 });
-    await waitFor(() => credit()[1] + initial[1] - 65535 - sentBytes[1] >= frame.length);
+    await waitFor(canSend);
+  } finally {
+    await c.close();
+  }
+});
+
+Deno.test("HTTP/2 WebSocket: a client held back by its upstream longer than ping_interval is not closed for not answering pings", async () => {
+  let upSocket: { pause(): void; resume(): void } | undefined;
+  let received = 0;
+  await using up = await wsUpstream((ws) => {
+    // deno-lint-ignore no-explicit-any
+    upSocket = (ws as any)._socket;
+    upSocket!.pause();
+    ws.on("message", () => received++);
+  });
+  // Pings after 200 ms of silence, a close 200 ms after an unanswered one.
+  await using prox = await startWsProxy(wsRoute(up.url, "ping_interval: 200ms"));
+  const c = await RawH2c.open(prox.port);
+  const parser = new WsParser({ maxMessage: 1 << 20, masked: false });
+  const events: WsEvent[] = [];
+  let seen = 0;
+  const read = () => {
+    const frames = c.on(1, FrameType.DATA);
+    for (; seen < frames.length; seen++) events.push(...parser.push(frames[seen].payload));
+    return events;
+  };
+  try {
+    c.connect(1, FULL);
+    await c.flush();
+    await waitFor(() => c.status(1));
+    const { sent } = await sendUntilHeld(c, 400, 64 * 1024);
+    assert.ok(sent < 400, `the client was held back (${sent} sent)`);
+    // The client has no window to answer a ping with. Held for four ping intervals (the half
+    // second sendUntilHeld waited, and as long again), Prox has not given up on it.
+    await new Promise((r) => setTimeout(r, 500));
+    assert.deepEqual(read().filter((e) => e.type === "close"), [], "no close while held");
+    upSocket!.resume();
+    await waitFor(() => received === sent, { timeoutMs: 20_000 });
+    assert.deepEqual(read().filter((e) => e.type === "close"), [], "no close once released");
   } finally {
     await c.close();
   }

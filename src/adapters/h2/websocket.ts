@@ -104,6 +104,11 @@ export class H2WebSocket implements ClientSocket {
   #pingTimer: ReturnType<typeof setInterval> | undefined;
   #lastHeard = 0;
   #pingSince = 0;
+  /**
+   * Reading is held (the upstream is behind): the client's window is shut, so it cannot answer a
+   * ping, and its silence is Prox's doing. The keep-alive waits until the hold ends.
+   */
+  #holding = false;
   #readDone = false;
   #resolveDone!: () => void;
   #reader: ReadableStreamDefaultReader<Uint8Array> | null = null;
@@ -162,7 +167,7 @@ export class H2WebSocket implements ClientSocket {
   }
 
   #keepAlive(half: number): void {
-    if (this.readyState !== OPEN) return;
+    if (this.readyState !== OPEN || this.#holding) return;
     const now = performance.now();
     if (this.#pingSince > 0) {
       if (now - this.#pingSince >= half) {
@@ -275,7 +280,18 @@ export class H2WebSocket implements ClientSocket {
         if (this.#closeSeen) continue; // after a close, nothing is read (RFC 6455 §5.5.1)
         for (const ev of this.#parser.push(r.value)) this.#event(ev);
         const held = this.hold?.();
-        if (held) await held;
+        if (held) {
+          this.#holding = true;
+          try {
+            await held;
+          } finally {
+            this.#holding = false;
+          }
+          // A ping sent before the hold is answered behind what the client sent then, or it is
+          // asked again: the silence starts now.
+          this.#lastHeard = performance.now();
+          this.#pingSince = 0;
+        }
       }
       // END_STREAM: the client is done sending (RFC 8441 §5: as TCP's FIN).
       if (!this.#closeSeen) {
