@@ -52,6 +52,28 @@ export interface ClientInfo {
    * Known on Prox's own engines; Deno.serve hands it over as `/*`.
    */
   asterisk?: boolean;
+  /**
+   * The certificate the client presented and Prox verified (`tls.client_auth`); absent without
+   * client authentication or when the client presented none (`verify_if_given`).
+   */
+  clientCert?: ClientCert;
+}
+
+/** A client's verified TLS certificate, as the `{tls_client_*}` placeholders give it. */
+export interface ClientCert {
+  /** Distinguished name, RFC 4514 order ("CN=alice,O=Example"). */
+  subject: string;
+  issuer: string;
+  /** Serial number, upper-case hex. */
+  serial: string;
+  /** SHA-256 of the DER certificate, lower-case hex. */
+  fingerprint: string;
+  /** subjectAltName as OpenSSL prints it ("DNS:a.example, URI:spiffe://…"); "" without one. */
+  san: string;
+  /** notAfter, ISO 8601. */
+  notAfter: string;
+  /** The certificate, PEM. */
+  pem: string;
 }
 
 /**
@@ -322,6 +344,8 @@ export interface AccessRecord {
   referer: string | null;
   /** The user `basic_auth` let in; absent on routes without it. */
   authUser?: string;
+  /** The subject of the client's verified certificate (`tls.client_auth`); absent without one. */
+  tlsClient?: string;
   /**
    * A gRPC answer's `grpc-status` (from its trailers, or the head of a trailers-only answer): a
    * failed call is an HTTP 200. Absent on other answers.

@@ -5,7 +5,12 @@
 
 import type { Config } from "./config/schema.ts";
 import type { Handler, Logger, Metrics } from "./ports.ts";
-import { listenerPlans, readSniFiles, readTlsFiles } from "./adapters/listener_set.ts";
+import {
+  listenerPlans,
+  readClientAuth,
+  readSniFiles,
+  readTlsFiles,
+} from "./adapters/listener_set.ts";
 import type { ListenerPlan } from "./adapters/listener_set.ts";
 import { certificateNotAfter } from "./adapters/admin_status.ts";
 import { startAcme } from "./adapters/acme.ts";
@@ -99,6 +104,7 @@ export function createCertificates(initial: Config, deps: CertificateDeps): Cert
       return listenerPlans(c, {
         tls: acmeOf(c) ? acme?.current() ?? served : await readTlsFiles(c),
         sni: await readSniFiles(c),
+        clientAuth: await readClientAuth(c),
         serve: deps.serve,
         redirect,
         metrics: deps.metrics,

@@ -4,7 +4,7 @@
 
 import { ProxyError } from "../domain/errors.ts";
 import { FileChangedError } from "../ports.ts";
-import type { ClientInfo, Logger, Protocol } from "../ports.ts";
+import type { ClientCert, ClientInfo, Logger, Protocol } from "../ports.ts";
 
 let dateAt = 0;
 let dateText = "";
@@ -42,6 +42,11 @@ export class EngineInfo implements ClientInfo {
     readonly authority: string,
     readonly http10: boolean,
   ) {}
+
+  /** The client's certificate (tls.client_auth): h1/server.ts puts it on the client's address. */
+  get clientCert(): ClientCert | undefined {
+    return (this.remoteAddr as { clientCert?: ClientCert }).clientCert;
+  }
 
   get completed(): Promise<void> {
     if (this.#completed) return this.#completed;

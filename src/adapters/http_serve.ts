@@ -6,7 +6,7 @@ import { formatListenAddr } from "../config/listen.ts";
 import type { ListenAddr } from "../config/listen.ts";
 import { ProxyError } from "../domain/errors.ts";
 import { FileChangedError } from "../ports.ts";
-import type { ClientInfo, Handler, Logger, Metrics, Protocol } from "../ports.ts";
+import type { ClientCert, ClientInfo, Handler, Logger, Metrics, Protocol } from "../ports.ts";
 import { recent } from "../proxy/recent.ts";
 
 /**
@@ -91,7 +91,14 @@ export function listen(
     peerOf?: (
       relay: Deno.NetAddr,
     ) =>
-      | { hostname: string; port: number; protocol?: Protocol; http10?: boolean; tls?: boolean }
+      | {
+        hostname: string;
+        port: number;
+        protocol?: Protocol;
+        http10?: boolean;
+        tls?: boolean;
+        clientCert?: ClientCert;
+      }
       | undefined;
     /** Bind again on a new ephemeral port, not the same one, after the accept loop failed. */
     anyPort?: boolean;
@@ -153,6 +160,9 @@ export function listen(
         tls: secure,
         completed: info.completed,
       };
+      // A client certificate the engine's TLS listener verified (tls.client_auth).
+      const cert = opts.peerOf ? (remote as { clientCert?: ClientCert }).clientCert : undefined;
+      if (cert) ci.clientCert = cert;
       // A request without an authority (no Host) gets `localhost:<this listener's port>` from
       // Deno: a relayed one names the port its client connected to, as on the default engine.
       if (opts.localPort !== undefined && !req.headers.has("host")) {

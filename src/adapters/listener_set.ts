@@ -9,6 +9,7 @@ import type { Handler, Logger, Metrics } from "../ports.ts";
 import { listen } from "./http_serve.ts";
 import { listenH1 } from "./h1/server.ts";
 import type { ConnectionCounts, ConnectionLimits, SniCertificate } from "./h1/server.ts";
+import type { ClientAuth } from "./h1/tls_client_auth.ts";
 import type { AcceptProxyProtocol } from "./h1/proxy_accept.ts";
 import { parseCidr } from "../domain/ip.ts";
 import type { Cidr } from "../domain/ip.ts";
@@ -47,6 +48,8 @@ export interface ListenerPlan {
   connectionLimits?: ConnectionLimits;
   /** `tls.sni`: more certificates, chosen by the name a client asks for (Prox's engine only). */
   sni?: SniCertificate[];
+  /** `tls.client_auth`, its CA file read (Prox's engine only). */
+  clientAuth?: ClientAuth;
 }
 
 /**
@@ -60,6 +63,8 @@ export function listenerPlans(
     tls: { cert?: string; key?: string } | null;
     /** `tls.sni`'s certificates, read (readSniFiles). */
     sni?: SniCertificate[];
+    /** `tls.client_auth`, read (readClientAuth). */
+    clientAuth?: ClientAuth;
     serve: Handler;
     redirect: Handler;
     metrics: Metrics;
@@ -112,6 +117,8 @@ export function listenerPlans(
       // Only Prox's engine serves more than one certificate (Deno.serve takes one): `sni` keeps
       // it on where tracing or PROX_H1_ENGINE=deno would put Deno.serve there.
       ...(o.sni && o.sni.length > 0 ? { sni: o.sni, engine: "prox" as const } : {}),
+      // Likewise client certificates, which Deno.serve cannot ask for.
+      ...(o.clientAuth ? { clientAuth: o.clientAuth, engine: "prox" as const } : {}),
       ...o.tls,
       ...proxied,
     }]
@@ -214,7 +221,9 @@ function fingerprint(plan: ListenerPlan): string {
         plan.maxFrame ?? ""
       }|${plan.websocket ?? ""}|${JSON.stringify(plan.proxyProtocol ?? null)}|${
         JSON.stringify(plan.connectionLimits ?? null)
-      }|${(plan.sni ?? []).map((c) => c.cert + c.key).join("|")}`
+      }|${(plan.sni ?? []).map((c) => c.cert + c.key).join("|")}|${
+        plan.clientAuth ? `${plan.clientAuth.required}|${plan.clientAuth.ca}` : ""
+      }`
       : "deno"
   }`;
 }
@@ -319,6 +328,7 @@ export function createListenerSet(opts: {
                   counts: countsOf(plan.id),
                 },
                 sni: plan.sni,
+                clientAuth: plan.clientAuth,
               })
               : listen(addr, {
                 handler: plan.handler,
@@ -400,7 +410,20 @@ export function tlsPaths(c: Config): string[] {
   return [
     ...(c.tls?.cert_path && c.tls.key_path ? [c.tls.cert_path, c.tls.key_path] : []),
     ...(c.tls?.sni ?? []).flatMap((e) => [e.cert_path, e.key_path]),
+    ...(c.tls?.client_auth ? [c.tls.client_auth.ca_cert] : []),
   ];
+}
+
+/** `tls.client_auth` with its CA file read; undefined without it. */
+export async function readClientAuth(c: Config): Promise<ClientAuth | undefined> {
+  const auth = c.tls?.client_auth;
+  if (!auth) return undefined;
+  const ca = (await Deno.readTextFile(auth.ca_cert)).replaceAll("\uFEFF", "");
+  // A CA file truncated by a rotation would let node:tls verify against nothing at all.
+  if (!ca.includes("-----BEGIN CERTIFICATE-----")) {
+    throw new Error(`CA certificate file holds no PEM certificate: ${auth.ca_cert}`);
+  }
+  return { ca, required: auth.mode === "require" };
 }
 
 /** Reads the certificate and key the config names (none: plain TCP). */

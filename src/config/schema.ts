@@ -70,6 +70,14 @@ export const Tls = z.object({
    */
   sni: z.array(z.object({ cert_path: z.string().min(1), key_path: z.string().min(1) }).strict())
     .min(1).max(32).optional(),
+  /**
+   * Mutual TLS: clients present a certificate issued by one of `ca_cert`'s CAs (`require`), or may
+   * present none (`verify_if_given`: one they present must verify).
+   */
+  client_auth: z.object({
+    ca_cert: z.string().min(1),
+    mode: z.enum(["require", "verify_if_given"]).default("require"),
+  }).strict().optional(),
 }).strict();
 
 export const Http3Config = z.object({

@@ -378,6 +378,27 @@ export function validateConfig(
       "Leave it out, or remove http1_engine: deno",
     );
   }
+  if (tls?.client_auth) {
+    const ca = ["tls", "client_auth", "ca_cert"];
+    checkCaFile(ca, tls.client_auth.ca_cert, { err, env: opts.env, peer: "a client's" });
+    if (config.protocols.http1_engine === "deno") {
+      err(
+        ["tls", "client_auth"],
+        "tls.client_auth needs Prox's own engines: Deno's HTTP server cannot ask clients for " +
+          "certificates",
+        "Remove http1_engine: deno",
+      );
+    }
+    // A client that reached the same routes over HTTP/3 would need no certificate.
+    if (config.protocols.http3_enabled) {
+      err(
+        ["protocols", "http3_enabled"],
+        "HTTP/3 cannot ask clients for certificates (Deno's QUIC has no client authentication): " +
+          "with tls.client_auth, a client would reach the routes over HTTP/3 without one",
+        "Leave HTTP/3 off (remove http3_enabled: true) while tls.client_auth is set",
+      );
+    }
+  }
   if (tls?.sni && config.protocols.http1_engine === "deno") {
     err(
       ["tls", "sni"],

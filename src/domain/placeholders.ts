@@ -15,6 +15,14 @@ export const REQUEST_PLACEHOLDERS = [
   "request_id",
   "route",
   "auth_user",
+  // The client's verified certificate (tls.client_auth); "" without one.
+  "tls_client_subject",
+  "tls_client_issuer",
+  "tls_client_serial",
+  "tls_client_fingerprint",
+  "tls_client_san",
+  "tls_client_not_after",
+  "tls_client_cert",
 ] as const;
 export const RESPONSE_PLACEHOLDERS = [...REQUEST_PLACEHOLDERS, "upstream", "status"] as const;
 

@@ -116,7 +116,7 @@ function template(text: string, path: (string | number)[], c: Ctx): Template {
           ? `For an environment variable write {env.${name}}`
           : suggest(name, allowed)
           ? `Did you mean {${suggest(name, allowed)}}?`
-          : `Placeholders: ${allowed.map((a) => `{${a}}`).join(", ")}, {env.NAME}`,
+          : `Placeholders: ${listPlaceholders(allowed)}, {env.NAME}`,
       });
     }
     return r.template;
@@ -560,4 +560,11 @@ export function compileMatch(
   if (!Array.isArray(spec)) return condition(spec, c, { base: ["match"], seed: false });
   const all = spec.map((one, i) => condition(one, c, { base: ["match", i], seed: false }));
   return (input) => all.every((p) => p(input));
+}
+
+/** The names for a hint, the client certificate's seven as one `{tls_client_*}`. */
+function listPlaceholders(allowed: readonly string[]): string {
+  const shown = allowed.filter((a) => !a.startsWith("tls_client_"));
+  if (shown.length < allowed.length) shown.push("tls_client_*");
+  return shown.map((a) => `{${a}}`).join(", ");
 }

@@ -544,6 +544,9 @@ function record(ctx: RequestContext, deps: PipelineDeps, res: Response, label?: 
     ...(ctx.authUser === undefined ? {} : { authUser: ctx.authUser }),
   };
   if (ctx.cache !== undefined) base.cache = ctx.cache;
+  // Who the client's certificate says it is (tls.client_auth).
+  const cert = ctx.info.clientCert;
+  if (cert !== undefined) base.tlsClient = cert.subject;
   // The closure keeps only what it needs (not ctx, which holds the whole request).
   const { clock } = deps;
   const grpcAnswer = res.headers.has("grpc-status");

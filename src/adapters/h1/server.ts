@@ -22,6 +22,7 @@ import type { ListenAddr } from "../../config/listen.ts";
 import { ProxyError } from "../../domain/errors.ts";
 import { BODY_BYTES, HEADROOM, RAW_BODY } from "../../ports.ts";
 import type {
+  ClientCert,
   CountedResponse,
   Handler,
   Logger,
@@ -58,6 +59,8 @@ import { peekClientHello } from "../../domain/tls_client_hello.ts";
 import { chooseCertificate } from "../../config/cert_names.ts";
 import type { CertificateNames } from "../../config/cert_names.ts";
 import { readProxied, sendsProxyHeader } from "./proxy_accept.ts";
+import { listenClientAuth } from "./tls_client_auth.ts";
+import type { ClientAuth, ClientAuthConn, ClientAuthListener } from "./tls_client_auth.ts";
 import type { AcceptProxyProtocol, Proxied } from "./proxy_accept.ts";
 import type { H2Env } from "../h2/connection.ts";
 
@@ -190,6 +193,8 @@ export function listenH1(
     connectionLimits?: ConnectionLimits;
     /** More certificates, chosen by the ClientHello's server name (with `cert` and `key`). */
     sni?: SniCertificate[];
+    /** `tls.client_auth`: clients present certificates (with `cert` and `key`). */
+    clientAuth?: ClientAuth;
   },
 ): Listener {
   const tls = opts.cert !== undefined || opts.key !== undefined;
@@ -201,7 +206,9 @@ export function listenH1(
   // header, to a TLS listener on 127.0.0.1 (Deno has no server-side TLS on an open connection).
   // With several certificates likewise (Deno.listenTls takes one): the ClientHello's server name
   // picks the loopback listener, one per certificate.
-  const tlsOnLoopback = tls && (pp !== undefined || sni !== null);
+  // With client certificates too: Deno's TLS server cannot ask for them, node:tls's can.
+  const clientAuth = tls ? opts.clientAuth : undefined;
+  const tlsOnLoopback = tls && (pp !== undefined || sni !== null || clientAuth !== undefined);
   const tlsOptions = (pair: { cert?: string; key?: string } = opts) => ({
     cert: pair.cert!,
     key: pair.key!,
@@ -221,11 +228,20 @@ export function listenH1(
     });
   const local = server.addr as Deno.NetAddr;
   /** The loopback TLS listeners: the main certificate's, then one per `sni` certificate. */
-  const tlsInners: Deno.TlsListener[] = [];
+  const tlsInners: (Deno.TlsListener | ClientAuthListener)[] = [];
   try {
     if (tlsOnLoopback) {
       for (const pair of [opts, ...(sni ?? [])]) {
-        tlsInners.push(Deno.listenTls({ hostname: "127.0.0.1", port: 0, ...tlsOptions(pair) }));
+        tlsInners.push(
+          clientAuth
+            ? listenClientAuth({ cert: pair.cert!, key: pair.key! }, {
+              auth: clientAuth,
+              alpnProtocols: tlsOptions(pair).alpnProtocols,
+              onRefused: (reason) =>
+                opts.logger.debug("TLS client certificate refused", { reason }),
+            })
+            : Deno.listenTls({ hostname: "127.0.0.1", port: 0, ...tlsOptions(pair) }),
+        );
       }
     }
   } catch (err) {
@@ -247,7 +263,14 @@ export function listenH1(
   // entry per relayed connection open: bounded by the connections).
   const peers = new Map<
     number,
-    { hostname: string; port: number; protocol: Protocol; http10: boolean; tls: boolean }
+    {
+      hostname: string;
+      port: number;
+      protocol: Protocol;
+      http10: boolean;
+      tls: boolean;
+      clientCert?: ClientCert;
+    }
   >();
   const inner = listen({ hostname: "127.0.0.1", port: 0 }, {
     handler: opts.handler,
@@ -449,7 +472,7 @@ export function listenH1(
   };
 
   /** Connections still in their TLS handshake (closed with the listener). */
-  const handshaking = new Set<Deno.Conn>();
+  const handshaking = new Set<Deno.Conn | ClientAuthConn>();
   const serveH1 = (
     conn: Deno.Conn,
     peer?: { hostname: string; port: number },
@@ -469,7 +492,7 @@ export function listenH1(
    * the bytes the relay sends only after it noted the client); undefined: not one of the relay's.
    */
   const serveTls = async (
-    conn: Deno.TlsConn,
+    conn: Deno.TlsConn | ClientAuthConn,
     relayed?: () => { hostname: string; port: number } | undefined,
   ) => {
     handshaking.add(conn);
@@ -491,15 +514,24 @@ export function listenH1(
       handshaking.delete(conn);
     }
     if (closed) return closeQuietly(conn);
-    let peer: { hostname: string; port: number } | undefined;
+    let peer: { hostname: string; port: number; clientCert?: ClientCert } | undefined;
     if (relayed) {
       peer = relayed();
       if (!peer) return closeQuietly(conn);
     }
+    // A verified client certificate rides on the client's address into every request's
+    // ClientInfo (EngineInfo.clientCert), relayed ones included.
+    const cert = "clientCert" in conn ? conn.clientCert : null;
+    if (cert) {
+      const r = conn.remoteAddr as Deno.NetAddr;
+      peer = { ...(peer ?? { hostname: unmapped(r.hostname), port: r.port }), clientCert: cert };
+    }
+    // (A ClientAuthConn has the parts of Deno.Conn the engines use.)
+    const c = conn as Deno.Conn;
     if (alpn === "h2") {
       const r = conn.remoteAddr as Deno.NetAddr;
-      await serveH2(conn, peer ?? { hostname: unmapped(r.hostname), port: r.port });
-    } else await serveH1(conn, peer);
+      await serveH2(c, peer ?? { hostname: unmapped(r.hostname), port: r.port });
+    } else await serveH1(c, peer);
   };
   /**
    * Relays a client connection to the TLS listener on 127.0.0.1, noting its client first. Deno
@@ -520,9 +552,11 @@ export function listenH1(
     let key = -1;
     const timer = setTimeout(() => closeQuietly(conn), Math.max(0, deadline - Date.now()));
     try {
+      const inner = tlsInners[index];
       to = await Deno.connect({
         hostname: "127.0.0.1",
-        port: (tlsInners[index].addr as Deno.NetAddr).port,
+        // node:tls's listener (client_auth) is bound in the background.
+        port: "addr" in inner ? (inner.addr as Deno.NetAddr).port : await inner.port,
       });
       to.setNoDelay(true);
       (conn as Partial<Deno.TcpConn>).setNoDelay?.(true);
@@ -729,7 +763,7 @@ export function listenH1(
   const acceptingTls = tlsInners.map((tlsInner, i) =>
     (async () => {
       while (!closed) {
-        let conn: Deno.TlsConn;
+        let conn: Deno.TlsConn | ClientAuthConn;
         try {
           conn = await tlsInner.accept();
         } catch {

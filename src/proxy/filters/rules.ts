@@ -50,6 +50,21 @@ export function placeholderValues(ctx: RequestContext, status?: number): Placeho
         return ctx.route?.id ?? "";
       case "auth_user":
         return authUserValue(ctx.authUser);
+      case "tls_client_subject":
+        return ctx.info.clientCert?.subject ?? "";
+      case "tls_client_issuer":
+        return ctx.info.clientCert?.issuer ?? "";
+      case "tls_client_serial":
+        return ctx.info.clientCert?.serial ?? "";
+      case "tls_client_fingerprint":
+        return ctx.info.clientCert?.fingerprint ?? "";
+      case "tls_client_san":
+        return ctx.info.clientCert?.san ?? "";
+      case "tls_client_not_after":
+        return ctx.info.clientCert?.notAfter ?? "";
+      case "tls_client_cert":
+        // URL-encoded PEM, one header line (nginx's $ssl_client_escaped_cert).
+        return ctx.info.clientCert ? encodeURIComponent(ctx.info.clientCert.pem) : "";
       case "upstream":
         return ctx.upstream ?? "";
       case "status":

@@ -1,0 +1,242 @@
+// Mutual TLS (`tls.client_auth`): Deno's TLS server (Deno.listenTls, Deno.serve) cannot ask a
+// client for a certificate, node:tls's server can (its `requestCert` and `ca` reach rustls's
+// client verifier). The engine relays each client connection to such a server on 127.0.0.1, as it
+// does for `tls.sni`, and serves the decrypted connections it hands over, wrapped here in the
+// parts of Deno.TlsConn the engines use (read, write, close, remoteAddr, handshake).
+
+import type tls from "node:tls";
+import type { ClientCert } from "../../ports.ts";
+
+/** `tls.client_auth`, with the CA file read. */
+export interface ClientAuth {
+  /** PEM: the CAs a client's certificate must chain to. */
+  ca: string;
+  /** `require`: a client without a certificate fails the handshake; else it may present none. */
+  required: boolean;
+}
+
+/** A decrypted connection, as the engines read and write a Deno.TlsConn. */
+export interface ClientAuthConn {
+  readonly remoteAddr: Deno.NetAddr;
+  /** The client's verified certificate; null when it presented none (`verify_if_given`). */
+  readonly clientCert: ClientCert | null;
+  handshake(): Promise<{ alpnProtocol: string | null }>;
+  read(p: Uint8Array): Promise<number | null>;
+  write(p: Uint8Array): Promise<number>;
+  closeWrite(): Promise<void>;
+  close(): void;
+}
+
+/** What the engine accepts from: a loopback listener whose port is known once it is bound. */
+export interface ClientAuthListener {
+  /** Resolves with the bound port (node's listen binds in the background). */
+  readonly port: Promise<number>;
+  accept(): Promise<ClientAuthConn>;
+  close(): void;
+}
+
+/** Bytes read and not yet taken past which the socket is paused. */
+const HIGH_WATER = 256 * 1024;
+
+/** A node TLSSocket read and written as a Deno connection. */
+class NodeTlsConn implements ClientAuthConn {
+  readonly remoteAddr: Deno.NetAddr;
+  readonly clientCert: ClientCert | null;
+  readonly #socket: tls.TLSSocket;
+  readonly #alpn: string | null;
+  #chunks: Uint8Array[] = [];
+  #queued = 0;
+  #ended = false;
+  #failed: Error | null = null;
+  #wake: (() => void) | null = null;
+
+  constructor(socket: tls.TLSSocket, clientCert: ClientCert | null) {
+    this.#socket = socket;
+    this.clientCert = clientCert;
+    this.#alpn = typeof socket.alpnProtocol === "string" ? socket.alpnProtocol : null;
+    this.remoteAddr = {
+      transport: "tcp",
+      hostname: socket.remoteAddress ?? "127.0.0.1",
+      port: socket.remotePort ?? 0,
+    };
+    socket.on("data", (chunk: Uint8Array) => {
+      this.#chunks.push(chunk);
+      this.#queued += chunk.length;
+      if (this.#queued > HIGH_WATER) socket.pause();
+      this.#notify();
+    });
+    socket.on("end", () => {
+      this.#ended = true;
+      this.#notify();
+    });
+    socket.on("close", () => {
+      this.#ended = true;
+      this.#notify();
+    });
+    socket.on("error", (err: Error) => {
+      this.#failed ??= err;
+      this.#notify();
+    });
+  }
+
+  #notify(): void {
+    const wake = this.#wake;
+    this.#wake = null;
+    wake?.();
+  }
+
+  handshake(): Promise<{ alpnProtocol: string | null }> {
+    // Handed over by 'secureConnection': the handshake is done.
+    return Promise.resolve({ alpnProtocol: this.#alpn });
+  }
+
+  async read(p: Uint8Array): Promise<number | null> {
+    while (this.#chunks.length === 0) {
+      if (this.#failed) throw this.#failed;
+      if (this.#ended) return null;
+      await new Promise<void>((resolve) => this.#wake = resolve);
+    }
+    const first = this.#chunks[0];
+    const n = Math.min(p.length, first.length);
+    p.set(first.subarray(0, n));
+    if (n === first.length) this.#chunks.shift();
+    else this.#chunks[0] = first.subarray(n);
+    this.#queued -= n;
+    if (this.#queued <= HIGH_WATER / 4 && this.#socket.isPaused()) this.#socket.resume();
+    return n;
+  }
+
+  write(p: Uint8Array): Promise<number> {
+    if (this.#failed) return Promise.reject(this.#failed);
+    // Copied: the engines reuse their buffers once a write has resolved, and node may still hold
+    // a reference to what it queued.
+    const copy = p.slice();
+    return new Promise((resolve, reject) => {
+      this.#socket.write(copy, (err) => err ? reject(err) : resolve(p.length));
+    });
+  }
+
+  closeWrite(): Promise<void> {
+    return new Promise((resolve) => this.#socket.end(resolve));
+  }
+
+  close(): void {
+    this.#socket.destroy();
+    this.#ended = true;
+    this.#notify();
+  }
+}
+
+/** The fields of a node peer certificate Prox reads. */
+interface PeerCertificate {
+  raw?: Uint8Array;
+  subject?: Record<string, string | string[]>;
+  issuer?: Record<string, string | string[]>;
+  serialNumber?: string;
+  fingerprint256?: string;
+  subjectaltname?: string;
+  valid_to?: string;
+}
+
+/** A distinguished name as RFC 4514 writes it (most specific first), values escaped. */
+function dn(name: Record<string, string | string[]> | undefined): string {
+  if (!name) return "";
+  const esc = (v: string) =>
+    v.replace(/([,+"\\<>;=])/g, "\\$1").replace(/^([ #])/, "\\$1").replace(/ $/, "\\ ");
+  return Object.entries(name).reverse()
+    .flatMap(([k, v]) => (Array.isArray(v) ? v : [v]).map((x) => `${k}=${esc(x)}`))
+    .join(",");
+}
+
+/** What the routes see of a verified client certificate. */
+export function clientCertOf(cert: PeerCertificate): ClientCert | null {
+  if (!cert.raw || cert.raw.length === 0) return null;
+  const b64 = btoa(String.fromCharCode(...cert.raw));
+  const pem = `-----BEGIN CERTIFICATE-----\n${
+    b64.match(/.{1,64}/g)!.join("\n")
+  }\n-----END CERTIFICATE-----\n`;
+  const notAfter = cert.valid_to ? new Date(cert.valid_to) : null;
+  return {
+    subject: dn(cert.subject),
+    issuer: dn(cert.issuer),
+    serial: (cert.serialNumber ?? "").toUpperCase(),
+    fingerprint: (cert.fingerprint256 ?? "").replaceAll(":", "").toLowerCase(),
+    san: cert.subjectaltname ?? "",
+    notAfter: notAfter && !isNaN(notAfter.getTime()) ? notAfter.toISOString() : "",
+    pem,
+  };
+}
+
+/**
+ * Listens on 127.0.0.1 (a free port) with `cert` and `key`, asking every client for a certificate
+ * that `auth.ca` verifies. Connections come out of `accept` once their handshake is done; one that
+ * fails it (no certificate where one is required, or one that does not verify) is closed by TLS.
+ */
+export function listenClientAuth(
+  pair: { cert: string; key: string },
+  opts: {
+    auth: ClientAuth;
+    alpnProtocols: string[];
+    /** A handshake refused (the client's certificate, or its absence). */
+    onRefused?: (reason: string) => void;
+  },
+): ClientAuthListener {
+  const ready: ClientAuthConn[] = [];
+  const waiting: { resolve: (c: ClientAuthConn) => void; reject: (e: Error) => void }[] = [];
+  let closed = false;
+  let server: tls.Server | null = null;
+  const onSecure = (socket: tls.TLSSocket) => {
+    socket.on("error", () => {});
+    if (closed) return void socket.destroy();
+    const cert = clientCertOf(socket.getPeerCertificate(true) as unknown as PeerCertificate);
+    // With verify_if_given node hands over a client whose certificate did not verify too
+    // (`authorized` false): only one that presented none goes on.
+    if (!socket.authorized && (cert !== null || opts.auth.required)) {
+      opts.onRefused?.(String(socket.authorizationError ?? "unverified certificate"));
+      return void socket.destroy();
+    }
+    const conn = new NodeTlsConn(socket, cert);
+    const w = waiting.shift();
+    if (w) w.resolve(conn);
+    else ready.push(conn);
+  };
+  // node:tls is loaded only for a listener that asks for client certificates.
+  const port = (async () => {
+    const { createServer } = await import("node:tls");
+    if (closed) throw new Error("Listener closed");
+    const s = server = createServer({
+      cert: pair.cert,
+      key: pair.key,
+      ca: opts.auth.ca,
+      requestCert: true,
+      rejectUnauthorized: opts.auth.required,
+      ALPNProtocols: opts.alpnProtocols,
+    });
+    s.on("secureConnection", onSecure);
+    s.on("tlsClientError", (err: Error) => opts.onRefused?.(err.message));
+    await new Promise<void>((resolve, reject) => {
+      s.once("listening", resolve);
+      s.once("error", reject);
+      s.listen(0, "127.0.0.1");
+    });
+    s.on("error", () => {});
+    return (s.address() as { port: number }).port;
+  })();
+  port.catch(() => {});
+  return {
+    port,
+    accept() {
+      if (closed) return Promise.reject(new Error("Listener closed"));
+      const c = ready.shift();
+      if (c) return Promise.resolve(c);
+      return new Promise((resolve, reject) => waiting.push({ resolve, reject }));
+    },
+    close() {
+      if (closed) return;
+      closed = true;
+      server?.close();
+      for (const c of ready.splice(0)) c.close();
+      for (const w of waiting.splice(0)) w.reject(new Error("Listener closed"));
+    },
+  };
+}

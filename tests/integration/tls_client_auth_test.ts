@@ -1,0 +1,250 @@
+// Mutual TLS on the main listener (`tls.client_auth`): clients present a certificate the CA file
+// vouches for, the routes and upstreams see who they are through the `{tls_client_*}`
+// placeholders, and a client without one (or with a stranger's) is refused in the handshake.
+// Clients: Deno's fetch (rustls) with a client certificate, curl over HTTP/1.1 and HTTP/2.
+import assert from "node:assert/strict";
+import { X509Certificate } from "node:crypto";
+import { interopTest, ROOT, run, startUpstream, waitFor } from "../_harness.ts";
+import { startProxy } from "./_proxy.ts";
+import { loadConfigText } from "../../src/config/load.ts";
+import { denoEnv } from "../../src/adapters/config_source.ts";
+import { startServer } from "../../src/server.ts";
+import { silentLogger } from "../../src/ports.ts";
+import type { Logger } from "../../src/ports.ts";
+
+const TLS = `${ROOT}/tests/fixtures/tls`;
+const CA = Deno.readTextFileSync(`${TLS}/ca.pem`);
+const ALICE = { cert: Deno.readTextFileSync(`${TLS}/alice.pem`), key: `${TLS}/alice.key` };
+
+/** The upstream echoes what Prox told it of the client, as JSON. */
+const config = (upstream: string, mode = "require", extra = "") => `
+health_check: { enabled: false }
+tls:
+  cert_path: "${TLS}/cert.pem"
+  key_path: "${TLS}/key.pem"
+  client_auth: { ca_cert: "${TLS}/ca.pem", mode: ${mode} }
+${extra}routes:
+  /:
+    type: proxy
+    target: "${upstream}"
+    request_headers:
+      set:
+        X-Client-Subject: "{tls_client_subject}"
+        X-Client-Issuer: "{tls_client_issuer}"
+        X-Client-Serial: "{tls_client_serial}"
+        X-Client-Fingerprint: "{tls_client_fingerprint}"
+        X-Client-San: "{tls_client_san}"
+        X-Client-Cert: "{tls_client_cert}"
+`;
+
+const echo = () =>
+  startUpstream((req) =>
+    Response.json(Object.fromEntries([...req.headers].filter(([k]) => k.startsWith("x-client-"))))
+  );
+
+/** A Deno HTTP client that trusts the test CA and presents `who`'s certificate, if any. */
+function client(who?: { cert: string; key: string }): Deno.HttpClient {
+  return Deno.createHttpClient({
+    caCerts: [CA],
+    ...(who ? { cert: who.cert, key: Deno.readTextFileSync(who.key) } : {}),
+  });
+}
+
+Deno.test("tls.client_auth require: a client certificate from the CA gets through, and the upstream learns who it is", async () => {
+  await using up = await echo();
+  const access: Record<string, unknown>[] = [];
+  const logger: Logger = {
+    ...silentLogger,
+    info: (m, f) => void (m === "access" && access.push(f!)),
+  };
+  await using prox = await startProxy(config(up.url), { tls: true, logger });
+  using alice = client(ALICE);
+  const res = await fetch(`https://localhost:${prox.port}/`, {
+    client: alice,
+    // A client's own claim is replaced by what the certificate says.
+    headers: { "X-Client-Subject": "CN=admin" },
+  });
+  assert.equal(res.status, 200);
+  const seen = await res.json();
+  const x = new X509Certificate(ALICE.cert);
+  assert.equal(seen["x-client-subject"], "CN=alice,O=Prox Test");
+  assert.equal(seen["x-client-issuer"], "CN=Prox Test CA");
+  assert.equal(seen["x-client-serial"], x.serialNumber.toUpperCase());
+  assert.equal(seen["x-client-fingerprint"], x.fingerprint256.replaceAll(":", "").toLowerCase());
+  assert.equal(seen["x-client-san"], "URI:spiffe://prox.test/alice");
+  // The PEM, URL-encoded on one line: the same certificate.
+  const pem = decodeURIComponent(seen["x-client-cert"]);
+  assert.equal(new X509Certificate(pem).fingerprint256, x.fingerprint256);
+  // The access line names the client.
+  await waitFor(() => access.length === 1);
+  assert.equal(access[0].tlsClient, "CN=alice,O=Prox Test");
+});
+
+Deno.test("tls.client_auth require: no certificate, or one the CA did not issue, fails the handshake", async () => {
+  await using up = await echo();
+  await using prox = await startProxy(config(up.url), { tls: true });
+  using anonymous = client();
+  await assert.rejects(
+    () => fetch(`https://localhost:${prox.port}/`, { client: anonymous }).then((r) => r.text()),
+    TypeError,
+  );
+  using stranger = client({
+    cert: Deno.readTextFileSync(`${TLS}/stranger.pem`),
+    key: `${TLS}/stranger.key`,
+  });
+  await assert.rejects(
+    () => fetch(`https://localhost:${prox.port}/`, { client: stranger }).then((r) => r.text()),
+    TypeError,
+  );
+  // The listener still serves a client that has one.
+  using alice = client(ALICE);
+  const res = await fetch(`https://localhost:${prox.port}/`, { client: alice });
+  assert.equal((await res.json())["x-client-subject"], "CN=alice,O=Prox Test");
+});
+
+Deno.test("tls.client_auth verify_if_given: a client may present none, but not a stranger's", async () => {
+  await using up = await echo();
+  await using prox = await startProxy(config(up.url, "verify_if_given"), { tls: true });
+  using anonymous = client();
+  const res = await fetch(`https://localhost:${prox.port}/`, {
+    client: anonymous,
+    headers: { "X-Client-Subject": "CN=admin" },
+  });
+  assert.equal(res.status, 200);
+  // No certificate: the placeholders are empty, and the client's own claim is gone.
+  assert.equal((await res.json())["x-client-subject"], "");
+  using alice = client(ALICE);
+  const res2 = await fetch(`https://localhost:${prox.port}/`, { client: alice });
+  assert.equal((await res2.json())["x-client-subject"], "CN=alice,O=Prox Test");
+  using stranger = client({
+    cert: Deno.readTextFileSync(`${TLS}/stranger.pem`),
+    key: `${TLS}/stranger.key`,
+  });
+  await assert.rejects(
+    () => fetch(`https://localhost:${prox.port}/`, { client: stranger }).then((r) => r.text()),
+    TypeError,
+  );
+});
+
+interopTest("tls.client_auth with curl over HTTP/1.1 and HTTP/2", ["curl"], async () => {
+  await using up = await echo();
+  await using prox = await startProxy(config(up.url), { tls: true });
+  for (const version of ["--http1.1", "--http2"]) {
+    const out = await run("curl", [
+      "-sS",
+      version,
+      "--cacert",
+      `${TLS}/ca.pem`,
+      "--cert",
+      `${TLS}/alice.pem`,
+      "--key",
+      `${TLS}/alice.key`,
+      "-w",
+      "\n%{http_version}",
+      `https://localhost:${prox.port}/`,
+    ]);
+    const [body, httpVersion] = out.stdout.trim().split("\n");
+    assert.equal(httpVersion, version === "--http2" ? "2" : "1.1", out.stderr);
+    assert.equal(JSON.parse(body)["x-client-subject"], "CN=alice,O=Prox Test");
+    const refused = await run("curl", [
+      "-sS",
+      version,
+      "--cacert",
+      `${TLS}/ca.pem`,
+      `https://localhost:${prox.port}/`,
+    ]);
+    assert.notEqual(refused.code, 0, `${version} without a certificate: ${refused.stdout}`);
+  }
+  // An absolute-form request line is relayed to Deno.serve, which hears of the certificate from
+  // the engine as of the client's address.
+  const relayed = () => prox.server.listeners[0].counts!.relayed;
+  const before = relayed();
+  const out = await run("curl", [
+    "-sS",
+    "--http1.1",
+    "--cacert",
+    `${TLS}/ca.pem`,
+    "--cert",
+    `${TLS}/alice.pem`,
+    "--key",
+    `${TLS}/alice.key`,
+    "--request-target",
+    `https://localhost:${prox.port}/`,
+    `https://localhost:${prox.port}/`,
+  ]);
+  assert.equal(relayed(), before + 1, "relayed to Deno.serve");
+  assert.equal(JSON.parse(out.stdout)["x-client-subject"], "CN=alice,O=Prox Test", out.stderr);
+});
+
+Deno.test("tls.client_auth: a reload turns it on and off on the running listener", async () => {
+  await using up = await echo();
+  const file = await Deno.makeTempFile({ suffix: ".yaml" });
+  const write = (auth: boolean) =>
+    Deno.writeTextFile(
+      file,
+      `listen_addr: "127.0.0.1:0"\n${config(up.url)}`.replace(
+        / {2}client_auth: .*\n/,
+        auth ? "$&" : "",
+      ),
+    );
+  await write(false);
+  const server = await startServer({ path: file }, { logger: silentLogger, watch: false });
+  try {
+    const url = `https://localhost:${server.port}/`;
+    using anonymous = client();
+    const get = async () => (await (await fetch(url, { client: anonymous })).json());
+    assert.equal((await get())["x-client-subject"], "");
+    await write(true);
+    assert.equal((await server.reload()).ok, true);
+    // The new listener asks for a certificate; a pooled connection of the old one may serve once.
+    anonymous.close();
+    using again = client();
+    await assert.rejects(() => fetch(url, { client: again }).then((r) => r.text()), TypeError);
+    using alice = client(ALICE);
+    const res = await fetch(url, { client: alice });
+    assert.equal((await res.json())["x-client-subject"], "CN=alice,O=Prox Test");
+    await write(false);
+    assert.equal((await server.reload()).ok, true);
+    using third = client();
+    const res2 = await fetch(url, { client: third });
+    assert.equal((await res2.json())["x-client-subject"], "");
+  } finally {
+    await server.shutdown();
+    await Deno.remove(file);
+  }
+});
+
+Deno.test("validate: tls.client_auth's CA file, HTTP/3 and Deno.serve", () => {
+  const issues = (tls: string, extra = "") =>
+    loadConfigText(
+      `listen_addr: "127.0.0.1:0"\n${extra}tls:\n  cert_path: "${TLS}/cert.pem"\n  key_path: "${TLS}/key.pem"\n${tls}routes:\n  /: { type: static, root: "." }\n`,
+      { env: denoEnv, file: "t.yaml" },
+    ).issues.filter((i) => i.severity === "error").map((i) => `${i.path}: ${i.message}`);
+  assert.deepEqual(issues(`  client_auth: { ca_cert: "${TLS}/ca.pem" }\n`), []);
+  assert.match(
+    issues(`  client_auth: { ca_cert: "${TLS}/none.pem" }\n`).join("\n"),
+    /tls\.client_auth\.ca_cert: CA certificate file not found/,
+  );
+  assert.match(
+    issues(`  client_auth: { ca_cert: "${TLS}/README.md" }\n`).join("\n"),
+    /holds no PEM certificate/,
+  );
+  assert.match(
+    issues(
+      `  client_auth: { ca_cert: "${TLS}/ca.pem" }\n`,
+      "protocols: { http3_enabled: true }\n",
+    ).join("\n"),
+    /protocols\.http3_enabled: HTTP\/3 cannot ask clients for certificates/,
+  );
+  assert.match(
+    issues(
+      `  client_auth: { ca_cert: "${TLS}/ca.pem" }\n`,
+      "protocols: { http1_engine: deno }\n",
+    ).join("\n"),
+    /tls\.client_auth: tls\.client_auth needs Prox's own engines/,
+  );
+  assert.match(
+    issues(`  client_auth: { ca_cert: "${TLS}/ca.pem", mode: optional }\n`).join("\n"),
+    /mode/,
+  );
+});
