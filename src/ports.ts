@@ -428,7 +428,8 @@ export type AccessDenial =
   | "credentials_missing"
   | "credentials_wrong"
   | "throttled"
-  | "cors_origin";
+  | "cors_origin"
+  | "client_cert";
 
 /** A Metrics that records nothing. */
 export const noopMetrics: Metrics = {

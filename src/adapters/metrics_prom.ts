@@ -240,7 +240,7 @@ export function createPromMetrics(
   const accessDenied = new Counter({
     name: "prox_access_denied_total",
     help: "Requests refused by access control, by route and reason (ip, credentials_missing, " +
-      "credentials_wrong, throttled, cors_origin)",
+      "credentials_wrong, throttled, cors_origin, client_cert)",
     labelNames: ["route", "reason"] as const,
     registers,
   });

@@ -386,6 +386,19 @@ export const JwtAuth = z.object({
   jwks_max_refresh: Duration.prefault("1h"),
 }).strict();
 
+/**
+ * Who may use the route by their TLS client certificate (`tls.client_auth`): a request without a
+ * verified one, or whose certificate fails a given test, gets 403. `{}`: any verified certificate.
+ */
+export const ClientCertRule = z.object({
+  /** Regular expression on the subject DN, as `{tls_client_subject}` writes it (CN=…,O=…). */
+  subject_matches: z.string().optional(),
+  /** Regular expression on the subjectAltName list, as `{tls_client_san}` writes it. */
+  san_matches: z.string().optional(),
+  /** SHA-256 fingerprints (hex, colons allowed) of the certificates let in. */
+  fingerprints: z.array(z.string()).min(1).optional(),
+}).strict();
+
 /** The access-control keys every route type takes. */
 const accessKeys = {
   /**
@@ -398,6 +411,7 @@ const accessKeys = {
   ip_access: IpAccess.optional(),
   basic_auth: BasicAuth.optional(),
   jwt_auth: JwtAuth.optional(),
+  client_cert: ClientCertRule.optional(),
 };
 
 /** `cors`, on the route types whose answers a page's script reads (not websocket). */
@@ -972,5 +986,6 @@ export type ErrorPageConfig = z.output<typeof ErrorPage>;
 export type ForwardAuthConfig = z.output<typeof ForwardAuth>;
 export type IpAccessConfig = z.output<typeof IpAccess>;
 export type BasicAuthConfig = z.output<typeof BasicAuth>;
+export type ClientCertConfig = z.output<typeof ClientCertRule>;
 export type CorsConfig = z.output<typeof Cors>;
 export type JwtAuthConfig = z.output<typeof JwtAuth>;

@@ -5,6 +5,7 @@ import { formatEntry, parseAccessEntry } from "../domain/ip_access.ts";
 import { bcryptCost, HASH_HINT, hashProblem, parseHtpasswd } from "../domain/htpasswd.ts";
 import type {
   BasicAuthConfig,
+  ClientCertConfig,
   Config,
   CorsConfig,
   HeaderRulesConfig,
@@ -14,6 +15,8 @@ import { CORS_RESPONSE_FIELDS, unescapedDot } from "../domain/cors.ts";
 import type { ValidateEnv } from "./validate.ts";
 import type { Report } from "./validate_route.ts";
 import { checkJwtAuth } from "./validate_jwt.ts";
+import { BACKTRACK_HINT, backtrackRisk, compileRegex } from "../domain/conditions.ts";
+import { isSha256Fingerprint } from "../domain/client_cert.ts";
 
 /** Checks the top-level `ip_access` and every route's, and every route's `basic_auth` and `jwt_auth`. */
 export function validateAccess(
@@ -28,11 +31,52 @@ export function validateAccess(
     if (route.ip_access) checkIpAccess(route.ip_access, ["routes", key, "ip_access"], opts);
     if (route.basic_auth) checkBasicAuth(route.basic_auth, ["routes", key, "basic_auth"], opts);
     if (route.jwt_auth) checkJwtAuth(route, ["routes", key, "jwt_auth"], opts);
+    if (route.client_cert) {
+      checkClientCert(route.client_cert, ["routes", key, "client_cert"], { ...opts, config });
+    }
     if ("cors" in route && route.cors) checkCors(route.cors, ["routes", key, "cors"], opts);
     if ("cors" in route && route.cors && "response_headers" in route && route.response_headers) {
       checkCorsRules(route.response_headers, ["routes", key, "response_headers"], opts);
     }
   }
+}
+
+/**
+ * A route's `client_cert`: its regexes and fingerprints, and a listener that asks for
+ * certificates at all (without `tls.client_auth` no request has one, and every one gets 403).
+ */
+function checkClientCert(
+  rule: ClientCertConfig,
+  path: (string | number)[],
+  o: { err: Report; warn: Report; config: Config },
+): void {
+  if (!o.config.tls?.client_auth) {
+    o.err(
+      path,
+      "client_cert needs tls.client_auth: without it no client presents a certificate, and " +
+        "every request would be refused",
+      "Add tls: { client_auth: { ca_cert: <your clients' CA>, mode: verify_if_given } }",
+    );
+  }
+  for (const k of ["subject_matches", "san_matches"] as const) {
+    const src = rule[k];
+    if (src === undefined) continue;
+    const re = compileRegex(src);
+    if (typeof re === "string") o.err([...path, k], re);
+    else {
+      const risk = backtrackRisk(re);
+      if (risk) o.warn([...path, k], `Regular expression /${src}/: ${risk}`, BACKTRACK_HINT);
+    }
+  }
+  rule.fingerprints?.forEach((f, i) => {
+    if (!isSha256Fingerprint(f)) {
+      o.err(
+        [...path, "fingerprints", i],
+        `"${f}" is no SHA-256 fingerprint (64 hex digits, colons allowed)`,
+        "openssl x509 -in client.pem -noout -fingerprint -sha256 prints it",
+      );
+    }
+  });
 }
 
 /** `allow_origin_regex` entries whose unescaped `.` admits look-alike names anyone can register. */

@@ -191,6 +191,12 @@ export async function explainRequest(
   const cfg = route.config;
   out.action = cfg.type;
   if (!admitted(out, ctx, route.ipAccess)) return await answered(out, forbidden(ctx), ctx);
+  if (route.clientCert) {
+    // No certificate is at hand here, as no token is for jwt_auth.
+    out.notes.push(
+      "client_cert: a request without a client certificate the rule admits gets 403; taken as admitted",
+    );
+  }
   if (route.cors) {
     out.notes.push(corsNote(ctx, route.cors));
     if (isPreflight(req.method, req.headers)) {

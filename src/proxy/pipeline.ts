@@ -34,7 +34,7 @@ import { staticAction } from "./actions/static.ts";
 import { isWebSocketUpgrade, websocketAction } from "./actions/websocket.ts";
 import { applyRateLimit } from "./filters/rate_limit.ts";
 import { applyForwardAuth } from "./filters/forward_auth.ts";
-import { checkIpAccess } from "./filters/ip_access.ts";
+import { checkIpAccess, forbidden } from "./filters/ip_access.ts";
 import { checkBasicAuth } from "./filters/basic_auth.ts";
 import { checkJwtAuth, takeQueryToken } from "./filters/jwt_auth.ts";
 import { applyCompression } from "./filters/compress.ts";
@@ -221,6 +221,11 @@ async function handle(ctx: RequestContext, deps: PipelineDeps): Promise<Response
   if (route.ipAccess) {
     const denied = checkIpAccess(ctx, deps, route.ipAccess);
     if (denied) return denied;
+  }
+  // Whose TLS client certificate may use the route (the listener verified it): 403 as ip_access.
+  if (route.clientCert && !route.clientCert(ctx.info.clientCert)) {
+    deps.metrics.accessDenied(route.id, "client_cert");
+    return forbidden(ctx);
   }
   // A preflight carries no credentials and costs no upstream: answered before limits and auth.
   if (route.cors && isPreflight(ctx.req.method, ctx.req.headers)) {

@@ -3,6 +3,8 @@
 // one they pinned.
 
 import { compileRegex } from "../domain/conditions.ts";
+import { compileClientCert } from "../domain/client_cert.ts";
+import type { CertCheck } from "../domain/client_cert.ts";
 import type { PathRegex } from "../domain/rewrite.ts";
 import { compileRouter, parseRouteKey } from "../domain/router.ts";
 import type { RouteEntry, Router } from "../domain/router.ts";
@@ -86,6 +88,8 @@ export interface CompiledRoute {
   cors: CorsPolicy | null;
   /** The route's `jwt_auth`, null without one. */
   jwtAuth: CompiledJwtAuth | null;
+  /** The route's `client_cert`: whose TLS client certificates may use it; null without one. */
+  clientCert: CertCheck | null;
 }
 
 /** Everything the pipeline reads for one request. Never mutated after build. */
@@ -216,6 +220,7 @@ export function buildSnapshot(
             : opts.files?.get(route.basic_auth.users_file),
         )
         : null,
+      clientCert: route.client_cert ? compileClientCert(route.client_cert) : null,
       jwtAuth: route.jwt_auth
         ? compileJwtAuth(route.jwt_auth, {
           files: opts.files,

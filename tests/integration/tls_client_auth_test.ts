@@ -214,6 +214,44 @@ Deno.test("tls.client_auth: a reload turns it on and off on the running listener
   }
 });
 
+Deno.test("client_cert on a route: only the certificates it names get through, others 403", async () => {
+  await using up = await echo();
+  const alice = new X509Certificate(ALICE.cert).fingerprint256;
+  await using prox = await startProxy(
+    config(
+      up.url,
+      "verify_if_given",
+      `admin: { listen_addr: "127.0.0.1:0" }\n`,
+    ).replace(
+      "routes:\n",
+      `routes:
+  /alice: { type: proxy, target: "${up.url}", client_cert: { subject_matches: "^CN=alice,", san_matches: 'spiffe://prox\\.test/' } }
+  /bob: { type: proxy, target: "${up.url}", client_cert: { subject_matches: "^CN=bob," } }
+  /print: { type: proxy, target: "${up.url}", client_cert: { fingerprints: ["${alice}"] } }
+  /any: { type: proxy, target: "${up.url}", client_cert: {} }
+`,
+    ),
+    { tls: true },
+  );
+  const status = async (c: Deno.HttpClient, path: string) => {
+    const res = await fetch(`https://localhost:${prox.port}${path}`, { client: c });
+    await res.body?.cancel();
+    return res.status;
+  };
+  using anonymous = client();
+  using aliceClient = client(ALICE);
+  assert.deepEqual(
+    await Promise.all(["/alice", "/bob", "/print", "/any", "/"].map((p) => status(aliceClient, p))),
+    [200, 403, 200, 200, 200],
+  );
+  assert.deepEqual(
+    await Promise.all(["/alice", "/bob", "/print", "/any", "/"].map((p) => status(anonymous, p))),
+    [403, 403, 403, 403, 200],
+  );
+  const metrics = await (await fetch(`http://127.0.0.1:${prox.server.admin!.port}/metrics`)).text();
+  assert.match(metrics, /prox_access_denied_total\{route="\/any",reason="client_cert"\} 1/);
+});
+
 Deno.test("validate: tls.client_auth's CA file, HTTP/3 and Deno.serve", () => {
   const issues = (tls: string, extra = "") =>
     loadConfigText(
@@ -246,5 +284,29 @@ Deno.test("validate: tls.client_auth's CA file, HTTP/3 and Deno.serve", () => {
   assert.match(
     issues(`  client_auth: { ca_cert: "${TLS}/ca.pem", mode: optional }\n`).join("\n"),
     /mode/,
+  );
+  // A route's client_cert: its regexes, its fingerprints, and a listener that asks.
+  const routeIssues = (rule: string, auth = true) =>
+    loadConfigText(
+      `listen_addr: "127.0.0.1:0"\ntls:\n  cert_path: "${TLS}/cert.pem"\n  key_path: "${TLS}/key.pem"\n` +
+        (auth ? `  client_auth: { ca_cert: "${TLS}/ca.pem" }\n` : "") +
+        `routes:\n  /: { type: static, root: ".", client_cert: ${rule} }\n`,
+      { env: denoEnv, file: "t.yaml" },
+    ).issues.filter((i) => i.severity === "error").map((i) => `${i.path}: ${i.message}`);
+  assert.deepEqual(
+    routeIssues(`{ subject_matches: "^CN=a", fingerprints: ["${"AB:".repeat(31)}AB"] }`),
+    [],
+  );
+  assert.match(
+    routeIssues("{}", false).join(),
+    /routes\.\/\.client_cert: client_cert needs tls\.client_auth/,
+  );
+  assert.match(
+    routeIssues(`{ subject_matches: "(" }`).join(),
+    /client_cert\.subject_matches: Invalid regular expression/,
+  );
+  assert.match(
+    routeIssues(`{ fingerprints: ["abc"] }`).join(),
+    /client_cert\.fingerprints\.0: "abc" is no SHA-256 fingerprint/,
   );
 });
