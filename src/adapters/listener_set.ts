@@ -10,6 +10,7 @@ import { listen } from "./http_serve.ts";
 import { listenH1 } from "./h1/server.ts";
 import type { ConnectionCounts, ConnectionLimits, SniCertificate } from "./h1/server.ts";
 import type { ClientAuth } from "./h1/tls_client_auth.ts";
+import { revocationCheck } from "../domain/crl.ts";
 import type { AcceptProxyProtocol } from "./h1/proxy_accept.ts";
 import { parseCidr } from "../domain/ip.ts";
 import type { Cidr } from "../domain/ip.ts";
@@ -222,7 +223,9 @@ function fingerprint(plan: ListenerPlan): string {
       }|${plan.websocket ?? ""}|${JSON.stringify(plan.proxyProtocol ?? null)}|${
         JSON.stringify(plan.connectionLimits ?? null)
       }|${(plan.sni ?? []).map((c) => c.cert + c.key).join("|")}|${
-        plan.clientAuth ? `${plan.clientAuth.required}|${plan.clientAuth.ca}` : ""
+        plan.clientAuth
+          ? `${plan.clientAuth.required}|${plan.clientAuth.ca}|${plan.clientAuth.crlText ?? ""}`
+          : ""
       }`
       : "deno"
   }`;
@@ -411,6 +414,7 @@ export function tlsPaths(c: Config): string[] {
     ...(c.tls?.cert_path && c.tls.key_path ? [c.tls.cert_path, c.tls.key_path] : []),
     ...(c.tls?.sni ?? []).flatMap((e) => [e.cert_path, e.key_path]),
     ...(c.tls?.client_auth ? [c.tls.client_auth.ca_cert] : []),
+    ...(c.tls?.client_auth?.crl_file ? [c.tls.client_auth.crl_file] : []),
   ];
 }
 
@@ -423,7 +427,12 @@ export async function readClientAuth(c: Config): Promise<ClientAuth | undefined>
   if (!ca.includes("-----BEGIN CERTIFICATE-----")) {
     throw new Error(`CA certificate file holds no PEM certificate: ${auth.ca_cert}`);
   }
-  return { ca, required: auth.mode === "require" };
+  if (!auth.crl_file) return { ca, required: auth.mode === "require" };
+  const crlText = await Deno.readTextFile(auth.crl_file);
+  // Throws for a file that holds no list (a rotation half done): the reload fails and the
+  // listener keeps the lists it has.
+  const crl = revocationCheck(crlText);
+  return { ca, required: auth.mode === "require", crl, crlText };
 }
 
 /** Reads the certificate and key the config names (none: plain TCP). */

@@ -76,6 +76,8 @@ export const Tls = z.object({
    */
   client_auth: z.object({
     ca_cert: z.string().min(1),
+    /** PEM certificate revocation lists: a certificate on its issuer's list is refused. */
+    crl_file: z.string().min(1).optional(),
     mode: z.enum(["require", "verify_if_given"]).default("require"),
   }).strict().optional(),
 }).strict();

@@ -19,7 +19,13 @@ import { validateTcp } from "./validate_tcp.ts";
 import type { Report } from "./validate_route.ts";
 import { dotted, sortIssues } from "./parse.ts";
 import type { CertificateNames } from "./cert_names.ts";
-import { checkCaFile, validateHsts, validatePair, validateSni } from "./validate_tls.ts";
+import {
+  checkCaFile,
+  checkCrlFile,
+  validateHsts,
+  validatePair,
+  validateSni,
+} from "./validate_tls.ts";
 
 /** What validation may ask of the outside world. */
 export interface ValidateEnv {
@@ -381,6 +387,11 @@ export function validateConfig(
   if (tls?.client_auth) {
     const ca = ["tls", "client_auth", "ca_cert"];
     checkCaFile(ca, tls.client_auth.ca_cert, { err, env: opts.env, peer: "a client's" });
+    checkCrlFile(["tls", "client_auth", "crl_file"], tls.client_auth.crl_file, {
+      err,
+      warn,
+      env: opts.env,
+    });
     if (config.protocols.http1_engine === "deno") {
       err(
         ["tls", "client_auth"],

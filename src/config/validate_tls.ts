@@ -6,6 +6,7 @@ import { parseRouteKey } from "../domain/router.ts";
 import type { CertificateNames } from "./cert_names.ts";
 import type { Config, UpstreamTlsConfig } from "./schema.ts";
 import type { Report } from "./validate_route.ts";
+import { revocationCheck } from "../domain/crl.ts";
 import type { ValidateEnv } from "./validate.ts";
 
 /** Keys Deno's TLS serves but browsers refuse: what the key is, which browsers refuse it. */
@@ -359,6 +360,44 @@ export function checkCaFile(
       `${ca} holds no PEM certificate (-----BEGIN CERTIFICATE-----): ${opts.peer} certificate ` +
         "would be rejected",
       hint,
+    );
+  }
+}
+
+/**
+ * `tls.client_auth.crl_file`: PEM revocation lists that decode; one past its next update is
+ * warned about (clients it would have revoked since may still get in).
+ */
+export function checkCrlFile(
+  at: (string | number)[],
+  file: string | undefined,
+  opts: { err: Report; warn: Report; env: ValidateEnv },
+): void {
+  if (file === undefined) return;
+  const text = readPem(at, file, {
+    ...opts,
+    what: "Certificate revocation list",
+    directoryHint: "Name the PEM file of the revocation lists (-----BEGIN X509 CRL-----)",
+    der: `openssl crl -inform DER -in ${file} -out crl.pem`,
+  });
+  if (text === undefined) return;
+  try {
+    const check = revocationCheck(text);
+    const now = opts.env.now?.();
+    if (now !== undefined && check.nextUpdate !== null && check.nextUpdate < now) {
+      opts.warn(
+        at,
+        `${file} is out of date: its issuer promised a new list by ${
+          new Date(check.nextUpdate).toISOString()
+        }`,
+        "Fetch the current list from the CA and replace the file (Prox reloads it)",
+      );
+    }
+  } catch (e) {
+    opts.err(
+      at,
+      `${file} holds no usable revocation list: ${e instanceof Error ? e.message : e}`,
+      "Name a PEM file of X509 CRLs (openssl crl -in it -noout -text shows one)",
     );
   }
 }

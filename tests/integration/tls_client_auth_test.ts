@@ -252,6 +252,25 @@ Deno.test("client_cert on a route: only the certificates it names get through, o
   assert.match(metrics, /prox_access_denied_total\{route="\/any",reason="client_cert"\} 1/);
 });
 
+Deno.test("tls.client_auth crl_file: a revoked certificate is refused, another from the CA is not", async () => {
+  await using up = await echo();
+  await using prox = await startProxy(
+    config(up.url).replace(
+      `ca_cert: "${TLS}/ca.pem"`,
+      `ca_cert: "${TLS}/ca.pem", crl_file: "${TLS}/alice-revoked.crl"`,
+    ),
+    { tls: true },
+  );
+  using alice = client(ALICE); // serial 6, on the list
+  await assert.rejects(
+    () => fetch(`https://localhost:${prox.port}/`, { client: alice }).then((r) => r.text()),
+    TypeError,
+  );
+  using other = client({ cert: Deno.readTextFileSync(`${TLS}/cert.pem`), key: `${TLS}/key.pem` });
+  const res = await fetch(`https://localhost:${prox.port}/`, { client: other });
+  assert.equal((await res.json())["x-client-subject"], "CN=localhost");
+});
+
 Deno.test("validate: tls.client_auth's CA file, HTTP/3 and Deno.serve", () => {
   const issues = (tls: string, extra = "") =>
     loadConfigText(
@@ -284,6 +303,14 @@ Deno.test("validate: tls.client_auth's CA file, HTTP/3 and Deno.serve", () => {
   assert.match(
     issues(`  client_auth: { ca_cert: "${TLS}/ca.pem", mode: optional }\n`).join("\n"),
     /mode/,
+  );
+  const crl = (file: string) =>
+    issues(`  client_auth: { ca_cert: "${TLS}/ca.pem", crl_file: "${file}" }\n`).join("\n");
+  assert.equal(crl(`${TLS}/alice-revoked.crl`), "");
+  assert.match(crl(`${TLS}/none.crl`), /crl_file: Certificate revocation list file not found/);
+  assert.match(
+    crl(`${TLS}/ca.pem`),
+    /crl_file: .*ca\.pem holds no usable revocation list: no X509 CRL/,
   );
   // A route's client_cert: its regexes, its fingerprints, and a listener that asks.
   const routeIssues = (rule: string, auth = true) =>

@@ -6,6 +6,7 @@
 
 import type tls from "node:tls";
 import type { ClientCert } from "../../ports.ts";
+import type { RevocationCheck } from "../../domain/crl.ts";
 
 /** `tls.client_auth`, with the CA file read. */
 export interface ClientAuth {
@@ -13,6 +14,10 @@ export interface ClientAuth {
   ca: string;
   /** `require`: a client without a certificate fails the handshake; else it may present none. */
   required: boolean;
+  /** `crl_file`'s lists (node:tls's `crl` option is ignored on Deno: checked here). */
+  crl?: RevocationCheck;
+  /** The CRL file's text (a change starts a new listener). */
+  crlText?: string;
 }
 
 /** A decrypted connection, as the engines read and write a Deno.TlsConn. */
@@ -188,11 +193,16 @@ export function listenClientAuth(
   const onSecure = (socket: tls.TLSSocket) => {
     socket.on("error", () => {});
     if (closed) return void socket.destroy();
-    const cert = clientCertOf(socket.getPeerCertificate(true) as unknown as PeerCertificate);
+    const peer = socket.getPeerCertificate(true) as unknown as PeerCertificate;
+    const cert = clientCertOf(peer);
     // With verify_if_given node hands over a client whose certificate did not verify too
     // (`authorized` false): only one that presented none goes on.
     if (!socket.authorized && (cert !== null || opts.auth.required)) {
       opts.onRefused?.(String(socket.authorizationError ?? "unverified certificate"));
+      return void socket.destroy();
+    }
+    if (cert !== null && opts.auth.crl?.revoked(peer.raw!)) {
+      opts.onRefused?.(`certificate revoked (serial ${cert.serial}, ${cert.subject})`);
       return void socket.destroy();
     }
     const conn = new NodeTlsConn(socket, cert);

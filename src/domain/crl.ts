@@ -1,0 +1,165 @@
+// Certificate revocation lists (RFC 5280 §5) for `tls.client_auth.crl_file`: which certificates
+// their issuers have revoked, keyed by issuer name (its DER bytes) and serial number. Deno's
+// node:tls takes a `crl` option and ignores it, so Prox reads the lists itself and checks each
+// verified client certificate against them. Only what that needs is decoded (DER, definite
+// lengths); the list's signature is not checked: the file is the operator's, as the CA file is.
+
+/** One DER element: its tag, and where its contents lie in the buffer. */
+interface Der {
+  tag: number;
+  start: number;
+  end: number;
+  /** Where the whole element (tag and length included) began. */
+  from: number;
+}
+
+/** Reads the element at `pos` of `buf` (throws on a truncated or indefinite-length one). */
+function readDer(buf: Uint8Array, pos: number): Der {
+  const from = pos;
+  if (pos + 2 > buf.length) throw new Error("truncated DER element");
+  const tag = buf[pos++];
+  let len = buf[pos++];
+  if (len & 0x80) {
+    const n = len & 0x7f;
+    if (n === 0 || n > 4 || pos + n > buf.length) throw new Error("unsupported DER length");
+    len = 0;
+    for (let i = 0; i < n; i++) len = len * 256 + buf[pos++];
+  }
+  if (pos + len > buf.length) throw new Error("truncated DER element");
+  return { tag, start: pos, end: pos + len, from };
+}
+
+/** The elements inside a constructed one. */
+function children(buf: Uint8Array, el: Der): Der[] {
+  const out: Der[] = [];
+  for (let pos = el.start; pos < el.end;) {
+    const c = readDer(buf, pos);
+    out.push(c);
+    pos = c.end;
+  }
+  return out;
+}
+
+const SEQUENCE = 0x30;
+const INTEGER = 0x02;
+const UTC_TIME = 0x17;
+const GENERALIZED_TIME = 0x18;
+
+const hex = (b: Uint8Array) => Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+
+/** A serial number's INTEGER contents as upper-case hex without leading zeros ("06" → "6"). */
+function serialHex(bytes: Uint8Array): string {
+  return hex(bytes).replace(/^0+(?=.)/, "").toUpperCase();
+}
+
+/** An ASN.1 UTCTime or GeneralizedTime (the forms RFC 5280 §4.1.2.5 allows) as ms. */
+function timeOf(buf: Uint8Array, el: Der): number {
+  const s = new TextDecoder().decode(buf.subarray(el.start, el.end));
+  const m = el.tag === UTC_TIME
+    ? /^(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})Z$/.exec(s)
+    : /^(\d{4})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})Z$/.exec(s);
+  if (!m) throw new Error(`unsupported time "${s}"`);
+  let year = Number(m[1]);
+  if (el.tag === UTC_TIME) year += year >= 50 ? 1900 : 2000;
+  return Date.UTC(year, Number(m[2]) - 1, Number(m[3]), Number(m[4]), Number(m[5]), Number(m[6]));
+}
+
+/** One decoded list. */
+export interface Crl {
+  /** The issuer's Name, DER, as hex (what a certificate's issuer field holds byte for byte). */
+  issuer: string;
+  /** Revoked serial numbers, upper-case hex without leading zeros. */
+  revoked: Set<string>;
+  /** When the issuer promised the next list (ms), null when it did not say. */
+  nextUpdate: number | null;
+}
+
+/** Decodes one DER CertificateList; throws with the reason when it is not one. */
+export function parseCrl(der: Uint8Array): Crl {
+  const list = readDer(der, 0);
+  if (list.tag !== SEQUENCE) throw new Error("not a CertificateList");
+  const tbs = children(der, list)[0];
+  if (!tbs || tbs.tag !== SEQUENCE) throw new Error("not a CertificateList");
+  const f = children(der, tbs);
+  let i = 0;
+  if (f[i]?.tag === INTEGER) i++; // version
+  i++; // signature algorithm
+  const issuer = f[i++];
+  if (!issuer || issuer.tag !== SEQUENCE) throw new Error("no issuer name");
+  i++; // thisUpdate
+  let nextUpdate: number | null = null;
+  if (f[i] && (f[i].tag === UTC_TIME || f[i].tag === GENERALIZED_TIME)) {
+    nextUpdate = timeOf(der, f[i++]);
+  }
+  const revoked = new Set<string>();
+  if (f[i]?.tag === SEQUENCE) {
+    for (const entry of children(der, f[i])) {
+      const serial = children(der, entry)[0];
+      if (!serial || serial.tag !== INTEGER) throw new Error("a revoked entry without a serial");
+      revoked.add(serialHex(der.subarray(serial.start, serial.end)));
+    }
+  }
+  return { issuer: hex(der.subarray(issuer.from, issuer.end)), revoked, nextUpdate };
+}
+
+/** The issuer Name (DER, hex) and serial number of a DER certificate (RFC 5280 §4.1). */
+export function certificateIssuerSerial(der: Uint8Array): { issuer: string; serial: string } {
+  const cert = readDer(der, 0);
+  const tbs = children(der, cert)[0];
+  if (!tbs || tbs.tag !== SEQUENCE) throw new Error("not a certificate");
+  const f = children(der, tbs);
+  let i = 0;
+  if (f[i]?.tag === 0xa0) i++; // [0] version
+  const serial = f[i++];
+  i++; // signature algorithm
+  const issuer = f[i];
+  if (!serial || serial.tag !== INTEGER || !issuer) throw new Error("not a certificate");
+  return {
+    issuer: hex(der.subarray(issuer.from, issuer.end)),
+    serial: serialHex(der.subarray(serial.start, serial.end)),
+  };
+}
+
+/** The DER blocks of a PEM text with the given label ("X509 CRL"). */
+export function pemBlocks(text: string, label: string): Uint8Array[] {
+  const re = new RegExp(`-----BEGIN ${label}-----([^-]*)-----END ${label}-----`, "g");
+  return [...text.matchAll(re)].map((m) =>
+    Uint8Array.from(atob(m[1].replace(/\s+/g, "")), (c) => c.charCodeAt(0))
+  );
+}
+
+/** Checks certificates against a set of lists. */
+export interface RevocationCheck {
+  /** Whether the DER certificate is on its issuer's list. */
+  revoked(der: Uint8Array): boolean;
+  /** How many lists, and the earliest promised next update (ms, null: none said). */
+  readonly lists: number;
+  readonly nextUpdate: number | null;
+}
+
+/** Builds the check from a PEM file's text (one or more lists); throws when one is not a list. */
+export function revocationCheck(text: string): RevocationCheck {
+  const blocks = pemBlocks(text, "X509 CRL");
+  if (blocks.length === 0) throw new Error("no X509 CRL in it (-----BEGIN X509 CRL-----)");
+  const byIssuer = new Map<string, Set<string>>();
+  let nextUpdate: number | null = null;
+  for (const b of blocks) {
+    const crl = parseCrl(b);
+    const set = byIssuer.get(crl.issuer) ?? new Set<string>();
+    for (const s of crl.revoked) set.add(s);
+    byIssuer.set(crl.issuer, set);
+    if (crl.nextUpdate !== null) nextUpdate = Math.min(nextUpdate ?? Infinity, crl.nextUpdate);
+  }
+  return {
+    lists: blocks.length,
+    nextUpdate,
+    revoked(der) {
+      try {
+        const { issuer, serial } = certificateIssuerSerial(der);
+        return byIssuer.get(issuer)?.has(serial) ?? false;
+      } catch {
+        return true; // a certificate that cannot be read is not let in
+      }
+    },
+  };
+}

@@ -1,0 +1,33 @@
+import assert from "node:assert/strict";
+import { certificateIssuerSerial, parseCrl, pemBlocks, revocationCheck } from "./crl.ts";
+
+const TLS = new URL("../../tests/fixtures/tls/", import.meta.url);
+const read = (name: string) => Deno.readTextFileSync(new URL(name, TLS));
+const der = (name: string) => pemBlocks(read(name), "CERTIFICATE")[0];
+
+Deno.test("parseCrl reads the issuer, the revoked serials and the next update of an openssl list", () => {
+  const crl = parseCrl(pemBlocks(read("alice-revoked.crl"), "X509 CRL")[0]);
+  assert.deepEqual([...crl.revoked], ["6"]);
+  // The list's issuer is the test CA: the same Name bytes as the certificates it issued.
+  assert.equal(crl.issuer, certificateIssuerSerial(der("alice.pem")).issuer);
+  assert.ok(crl.nextUpdate !== null && crl.nextUpdate > Date.UTC(2100, 0, 1));
+});
+
+Deno.test("revocationCheck: a certificate on its issuer's list is revoked, others are not", () => {
+  const check = revocationCheck(read("alice-revoked.crl"));
+  assert.equal(check.lists, 1);
+  assert.equal(check.revoked(der("alice.pem")), true);
+  assert.equal(check.revoked(der("cert.pem")), false); // same CA, serial not listed
+  // Another issuer's certificate: not on this list.
+  assert.equal(check.revoked(der("stranger.pem")), false);
+  // Bytes that are no certificate are not let in.
+  assert.equal(check.revoked(new Uint8Array([0x30, 0x03, 0x02, 0x01])), true);
+});
+
+Deno.test("revocationCheck refuses a file without a list, or a list it cannot read", () => {
+  assert.throws(() => revocationCheck(read("ca.pem")), /no X509 CRL/);
+  assert.throws(
+    () => revocationCheck("-----BEGIN X509 CRL-----\nMAMCAQE=\n-----END X509 CRL-----\n"),
+    /CertificateList|truncated/,
+  );
+});
