@@ -143,17 +143,30 @@ interface PeerCertificate {
   valid_to?: string;
 }
 
+/**
+ * Control characters as RFC 4514's `\XX`: a value holding one would make a header rule that sends
+ * it skip (Deno cannot send it), and leave a client's own header of that name in place.
+ */
+function controlsEscaped(v: string): string {
+  return v.replace(
+    /[\x00-\x1f\x7f]/g,
+    (c) => "\\" + c.charCodeAt(0).toString(16).padStart(2, "0").toUpperCase(),
+  );
+}
+
 /** A distinguished name as RFC 4514 writes it (most specific first), values escaped. */
 function dn(name: Record<string, string | string[]> | undefined): string {
   if (!name) return "";
   const esc = (v: string) =>
-    v.replace(/([,+"\\<>;=])/g, "\\$1").replace(/^([ #])/, "\\$1").replace(/ $/, "\\ ");
+    controlsEscaped(
+      v.replace(/([,+"\\<>;=])/g, "\\$1").replace(/^([ #])/, "\\$1").replace(/ $/, "\\ "),
+    );
   return Object.entries(name).reverse()
     .flatMap(([k, v]) => (Array.isArray(v) ? v : [v]).map((x) => `${k}=${esc(x)}`))
     .join(",");
 }
 
-/** What the routes see of a verified client certificate. */
+/** What the routes see of a verified client certificate (exported for its test). */
 export function clientCertOf(cert: PeerCertificate): ClientCert | null {
   if (!cert.raw || cert.raw.length === 0) return null;
   const b64 = btoa(String.fromCharCode(...cert.raw));
@@ -166,7 +179,7 @@ export function clientCertOf(cert: PeerCertificate): ClientCert | null {
     issuer: dn(cert.issuer),
     serial: (cert.serialNumber ?? "").toUpperCase(),
     fingerprint: (cert.fingerprint256 ?? "").replaceAll(":", "").toLowerCase(),
-    san: cert.subjectaltname ?? "",
+    san: controlsEscaped(cert.subjectaltname ?? ""),
     notAfter: notAfter && !isNaN(notAfter.getTime()) ? notAfter.toISOString() : "",
     pem,
   };
