@@ -18,6 +18,7 @@ function targetsOf(r: RouteConfig): string[] {
       return r.targets.map((t) => typeof t === "string" ? t : t.url);
     case "static":
     case "redirect":
+    case "respond":
       return [];
   }
 }

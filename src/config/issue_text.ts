@@ -5,7 +5,14 @@ import type { z } from "zod";
 import { suggest } from "./suggest.ts";
 
 /** The route types, in the order messages list them. */
-export const ROUTE_TYPES = ["proxy", "load_balance", "static", "redirect", "websocket"];
+export const ROUTE_TYPES = [
+  "proxy",
+  "load_balance",
+  "static",
+  "redirect",
+  "websocket",
+  "respond",
+];
 
 /** Keys every route type has or most do: one of them in `routes` or at the top level is mis-indented. */
 export const ROUTE_KEYS = new Set([

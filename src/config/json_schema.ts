@@ -65,6 +65,10 @@ const DESCRIPTIONS: Record<string, string> = {
   proxy_protocol:
     "Send a PROXY protocol header (v1 text or v2 binary) with the client's address first on each upstream connection (not reused across requests)",
   root: "Directory served by a static route",
+  client_auth:
+    "Mutual TLS: clients present a certificate from ca_cert (mode require or verify_if_given; crl_file: revocation lists)",
+  client_cert:
+    "Only clients whose verified TLS certificate matches (subject_matches, san_matches, fingerprints) may use the route; others get 403",
   status_code: "Status code of a redirect or a rate-limited response",
   cache:
     "In-memory response cache (RFC 9111) for proxy and load_balance routes: true, or max_size, max_entries, max_object_size, default_ttl, stale_while_revalidate; at the top level, max_size: the bytes all route caches share",

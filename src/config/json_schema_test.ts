@@ -17,7 +17,14 @@ Deno.test("jsonSchema describes the required keys, route types and hover text", 
   const routeTypes = s.properties.routes.additionalProperties!.oneOf.map((o) =>
     (o as { properties: { type: { const: string } } }).properties.type.const
   );
-  assert.deepEqual(routeTypes, ["proxy", "load_balance", "static", "redirect", "websocket"]);
+  assert.deepEqual(routeTypes, [
+    "proxy",
+    "load_balance",
+    "static",
+    "redirect",
+    "websocket",
+    "respond",
+  ]);
   const proxy = s.properties.routes.additionalProperties!.oneOf[0] as {
     properties: Record<string, { description?: string }>;
   };

@@ -87,7 +87,7 @@ Deno.test("parseConfig reports empty keys, routes and files where they are", () 
 Deno.test("parseConfig says what to write instead of naming schema types", () => {
   assert.deepEqual(problems(`${HEAD}  /:\n    target: http://h\n`), [
     'c.yaml:3:3: error: routes./.type: Missing required key "type"\n  fix: Add type: proxy, ' +
-    "load_balance, static, redirect, websocket",
+    "load_balance, static, redirect, websocket, respond",
   ]);
   // One mistake, one error: the misspelt required key is not also "missing".
   assert.deepEqual(problems(`${HEAD}  /:\n    type: proxy\n    traget: http://h\n`), [
@@ -310,7 +310,7 @@ Deno.test("parseConfig says which route types have a key another type was given"
     'c.yaml:6:5: error: routes./s.cache: Unknown key "cache" on a static route: it is a key of ' +
     'proxy and load_balance routes\n  fix: Did you mean "cache_control"? Else remove it',
     'c.yaml:10:5: error: routes./w.compress: Unknown key "compress" on a websocket route: it is a ' +
-    "key of proxy, load_balance and static routes\n  fix: Remove it",
+    "key of proxy, load_balance, static and respond routes\n  fix: Remove it",
   ]);
 });
 

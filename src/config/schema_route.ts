@@ -953,6 +953,31 @@ const WebSocketRoute = z.object({
   ...accessKeys,
 }).strict();
 
+/**
+ * A fixed answer from Prox itself (Caddy's `respond`, nginx's `return`): a health endpoint, a
+ * maintenance page, a path closed off.
+ */
+const RespondRoute = z.object({
+  type: z.literal("respond"),
+  status: z.int().min(200).max(599).default(200),
+  body: z.string().optional().describe(
+    "The answer's body ({request_id}, {host} and the other placeholders expanded); none by default",
+  ),
+  content_type: z.string().optional().describe(
+    "Content-Type of the body (default text/plain; charset=utf-8)",
+  ),
+  rate_limit: RateLimit.optional(),
+  rate_limits: z.array(RateLimit).min(1).max(8).optional(),
+  hosts: z.array(z.string().min(1)).optional(),
+  forward_auth: RouteForwardAuth.optional(),
+  response_headers: HeaderRules.optional(),
+  response_body: BodyRules.optional(),
+  compress: Compress.optional(),
+  error_pages: ErrorPages.optional(),
+  ...accessKeys,
+  ...corsKey,
+}).strict();
+
 /** One route, tagged by `type`. */
 export const Route = z.discriminatedUnion("type", [
   ProxyRoute,
@@ -960,6 +985,7 @@ export const Route = z.discriminatedUnion("type", [
   StaticRoute,
   RedirectRoute,
   WebSocketRoute,
+  RespondRoute,
 ]);
 
 /** One resolved route. */
@@ -969,6 +995,7 @@ export type LoadBalanceRouteConfig = z.output<typeof LoadBalanceRoute>;
 export type StaticRouteConfig = z.output<typeof StaticRoute>;
 export type RedirectRouteConfig = z.output<typeof RedirectRoute>;
 export type WebSocketRouteConfig = z.output<typeof WebSocketRoute>;
+export type RespondRouteConfig = z.output<typeof RespondRoute>;
 export type RateLimitConfig = z.output<typeof RateLimit>;
 export type HeaderRulesConfig = z.output<typeof HeaderRules>;
 export type BodyRulesConfig = z.output<typeof BodyRules>;

@@ -276,6 +276,18 @@ export function validateRoutes(
           : `Start it with / for a path on this site (/${route.target}) or with https:// for another`,
       );
     }
+    if (route.type === "respond" && [204, 205, 304].includes(route.status)) {
+      // No content on these (RFC 9110 §15.3.5, §15.3.6, §15.4.5): a body would never be sent.
+      for (const k of ["body", "content_type"] as const) {
+        if (route[k] !== undefined) {
+          err(
+            ["routes", key, k],
+            `A ${route.status} answer has no content: ${k} would never be sent`,
+            `Remove ${k}, or answer with another status`,
+          );
+        }
+      }
+    }
     validateRateLimits(route, ["routes", key], { err, warn });
     if ((route.type === "proxy" || route.type === "load_balance") && route.cache) {
       validateCache(route.cache, ["routes", key, "cache"], { err, warn });

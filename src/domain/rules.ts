@@ -505,6 +505,9 @@ export interface RouteRulesSpec {
   response_headers?: HeaderRulesSpec;
   request_body?: BodyRulesSpec;
   response_body?: BodyRulesSpec;
+  /** A `respond` route's own body and its type: its answer's body, before `response_body`. */
+  body?: string;
+  content_type?: string;
 }
 
 /** Compiled rules of a route; problems carry paths relative to the route. */
@@ -516,6 +519,8 @@ export function compileRouteRules(
   responseHeaders?: HeaderRules;
   requestBody?: BodyRule;
   responseBody?: BodyRule;
+  /** A `respond` route's `body` (with its `content_type`). */
+  ownBody?: BodyRule;
 } {
   const sub = (slot: string, side: "request" | "response") => {
     const problems: RuleProblem[] = [];
@@ -544,6 +549,18 @@ export function compileRouteRules(
     if (slot === "request_body") out.requestBody = compileBodyRule(spec, c);
     if (slot === "response_body") out.responseBody = compileBodyRule(spec, c);
     c.flush();
+  }
+  if (route.body !== undefined || route.content_type !== undefined) {
+    const problems: RuleProblem[] = [];
+    const spec = { set_text: route.body ?? "", content_type: route.content_type };
+    out.ownBody = compileBodyRule(spec, { side: "response", env: opts.env, problems });
+    // Said where they are written: `body`, not the set_text it stands for.
+    for (const p of problems) {
+      opts.problems.push({
+        ...p,
+        path: p.path[0] === "set_text" ? ["body", ...p.path.slice(1)] : p.path,
+      });
+    }
   }
   return out;
 }

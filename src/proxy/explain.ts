@@ -35,6 +35,7 @@ import { clientAddresses, requestHeaderRule, targetOf, upstreamHeaders } from ".
 import { applyHeaderRules, placeholderValues } from "./filters/rules.ts";
 import { cacheNote } from "./cache_request.ts";
 import { redirectAction } from "./actions/redirect.ts";
+import { respondAction } from "./actions/respond.ts";
 import { staticAction } from "./actions/static.ts";
 import { handshakeHeaders, isWebSocketUpgrade, toWebSocketUrl } from "./actions/websocket.ts";
 
@@ -253,6 +254,8 @@ export async function explainRequest(
   switch (cfg.type) {
     case "redirect":
       return await answered(out, redirectAction(ctx, cfg), ctx);
+    case "respond":
+      return await answered(out, respondAction(ctx, cfg, route.rules.ownBody), ctx);
     case "static":
       return await staticAnswer(out, ctx, { deps: pdeps, route: cfg });
     case "websocket":

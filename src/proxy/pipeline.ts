@@ -29,6 +29,7 @@ import { cachedProxy } from "./cache.ts";
 import { grpcWebAction, grpcWebKind, WEB_STATUS } from "./actions/grpc_web.ts";
 import type { WebCounter } from "./actions/grpc_web.ts";
 import { redirectAction } from "./actions/redirect.ts";
+import { respondAction } from "./actions/respond.ts";
 import { applyResponseRules } from "./filters/rules.ts";
 import { staticAction } from "./actions/static.ts";
 import { isWebSocketUpgrade, websocketAction } from "./actions/websocket.ts";
@@ -289,6 +290,17 @@ async function handle(ctx: RequestContext, deps: PipelineDeps): Promise<Response
       );
     case "redirect":
       return redirectAction(ctx, cfg);
+    case "respond":
+      return compressed(
+        ctx,
+        deps,
+        applyResponseRules(
+          ctx,
+          respondAction(ctx, cfg, route.rules.ownBody),
+          route.rules,
+          deps.logger,
+        ),
+      );
     case "static":
       return compressed(
         ctx,

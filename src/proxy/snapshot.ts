@@ -134,6 +134,7 @@ function targetsOf(route: RouteConfig): string[] {
       return [route.target];
     case "static":
     case "redirect":
+    case "respond":
       return [];
   }
 }
@@ -144,6 +145,7 @@ function compressOf(route: RouteConfig, config: Config) {
     case "proxy":
     case "load_balance":
     case "static":
+    case "respond":
       return route.compress ?? config.compress;
     case "redirect":
     case "websocket":

@@ -20,6 +20,8 @@ export interface RouteRules {
   responseHeaders?: HeaderRules;
   requestBody?: BodyRule;
   responseBody?: BodyRule;
+  /** A `respond` route's `body`. */
+  ownBody?: BodyRule;
 }
 
 /** For rules of fixed text only, which expand nothing. */
