@@ -214,6 +214,41 @@ Deno.test("tls.client_auth: a reload turns it on and off on the running listener
   }
 });
 
+Deno.test("tls.client_auth: a new CA file takes effect at the next reload, a broken one fails it", async () => {
+  await using up = await echo();
+  const dir = await Deno.makeTempDir();
+  const ca = `${dir}/clients-ca.pem`;
+  await Deno.copyFile(`${TLS}/ca.pem`, ca);
+  const file = `${dir}/prox.yaml`;
+  await Deno.writeTextFile(
+    file,
+    `listen_addr: "127.0.0.1:0"\n${config(up.url)}`.replace(
+      `ca_cert: "${TLS}/ca.pem"`,
+      `ca_cert: "${ca}"`,
+    ),
+  );
+  const server = await startServer({ path: file }, { logger: silentLogger, watch: false });
+  try {
+    const url = `https://localhost:${server.port}/`;
+    const as = async (who: { cert: string; key: string }) => {
+      using c = client(who);
+      return (await (await fetch(url, { client: c })).json())["x-client-subject"];
+    };
+    assert.equal(await as(ALICE), "CN=alice,O=Prox Test");
+    // The clients' CA is rotated to one that did not issue alice's certificate.
+    await Deno.copyFile(`${TLS}/stranger.pem`, ca);
+    assert.equal((await server.reload()).ok, true);
+    await assert.rejects(() => as(ALICE), TypeError);
+    // A file truncated mid-rotation fails the reload; the listener keeps the CA it has.
+    await Deno.writeTextFile(ca, "");
+    assert.equal((await server.reload()).ok, false);
+    await assert.rejects(() => as(ALICE), TypeError);
+  } finally {
+    await server.shutdown();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("client_cert on a route: only the certificates it names get through, others 403", async () => {
   await using up = await echo();
   const alice = new X509Certificate(ALICE.cert).fingerprint256;
