@@ -48,12 +48,15 @@ export function followH3(opts: {
   let retry: ReturnType<typeof setTimeout> | undefined;
   let retryMs = 250;
   let stopped = false;
+  /** The config's connection limits, which the listener reads per connection (live). */
+  let limits: { total?: number; perIp?: number } = {};
 
   async function sync(
     main: { hostname: string; port: number } | undefined,
     c: Config,
     tls: { cert?: string; key?: string },
   ): Promise<void> {
+    limits = { total: c.limits.max_connections, perIp: c.limits.max_connections_per_ip };
     // No TCP TLS listener yet (ACME before its first certificate): nothing to stand beside.
     if (stopped || !main) return;
     const was = h3;
@@ -95,6 +98,7 @@ export function followH3(opts: {
         logger,
         metrics: opts.metrics,
         options: c.protocols.http3_config,
+        connectionLimits: () => limits,
       });
       at = where;
       material = tls.cert! + tls.key!;

@@ -7,6 +7,7 @@ import { H3Connection } from "./connection.ts";
 import { H3Error } from "./frames.ts";
 import { timerDelay } from "../../config/duration.ts";
 import { formatListenAddr } from "../../config/listen.ts";
+import { unmapped } from "../http_serve.ts";
 
 /**
  * The seed's `protocols.http3_config` keys. Deno 2.9.6 offers only some QUIC knobs:
@@ -128,6 +129,11 @@ export interface H3ListenerOptions {
   /** Counts connections as protocol "h3" (optional). */
   metrics?: Metrics;
   options?: H3Options;
+  /**
+   * `limits.max_connections` and `max_connections_per_ip`, read at each connection (a reload
+   * changes them live); counted apart from the TCP listener's (a browser keeps one of each).
+   */
+  connectionLimits?: () => { total?: number; perIp?: number };
 }
 
 function listen(opts: H3ListenerOptions): H3Listener {
@@ -160,6 +166,21 @@ function listen(opts: H3ListenerOptions): H3Listener {
   let refused = 0;
   let refusedLoggedAt = -Infinity;
   let handshaking = 0;
+  /** Open connections by client address; an address leaves at 0 (bounded by the connections). */
+  const perIp = new Map<string, number>();
+  const countIp = (ip: string, d: number) => {
+    const n = (perIp.get(ip) ?? 0) + d;
+    if (n > 0) perIp.set(ip, n);
+    else perIp.delete(ip);
+  };
+  /** Refusals logged at most every REFUSED_LOG_MS, with a count (a flood is not a log flood). */
+  const refusedLog = (what: Record<string, unknown>) => {
+    refused++;
+    if (Date.now() - refusedLoggedAt < REFUSED_LOG_MS) return;
+    logger.warn("HTTP/3 connections refused: limit reached", { ...what, refused });
+    refusedLoggedAt = Date.now();
+    refused = 0;
+  };
 
   const acceptLoop = (async () => {
     for (;;) {
@@ -171,15 +192,16 @@ function listen(opts: H3ListenerOptions): H3Listener {
       }
       // Handshakes count too: each holds ~15 KB until it completes or times out, and Initials
       // that never finish (spoofed sources) would otherwise pile up without bound.
-      if (stopping || paused || connections.size + handshaking >= maxConnections) {
+      const asked = opts.connectionLimits?.();
+      const total = Math.min(maxConnections, asked?.total ?? Infinity);
+      if (stopping || paused || connections.size + handshaking >= total) {
         incoming.refuse();
         if (!stopping && !paused) {
-          refused++;
-          if (Date.now() - refusedLoggedAt >= REFUSED_LOG_MS) {
-            logger.warn("HTTP/3 connections refused: limit reached", { maxConnections, refused });
-            refusedLoggedAt = Date.now();
-            refused = 0;
+          // limits.max_connections's refusal, as on TCP; http3_config's own is only logged.
+          if (asked?.total !== undefined && total === asked.total) {
+            opts.metrics?.connectionRefused("max_connections");
           }
+          refusedLog({ maxConnections: total });
         }
         continue;
       }
@@ -188,6 +210,18 @@ function listen(opts: H3ListenerOptions): H3Listener {
       const accepted = (incoming.accept<false>() as Promise<Deno.QuicConn>)
         .finally(() => handshaking--);
       accepted.then((conn) => {
+        // The client's address is known once the handshake is done (a QUIC source address
+        // before it may be spoofed): past max_connections_per_ip the connection is closed with
+        // H3_EXCESSIVE_LOAD (RFC 9114 §8.1), as TCP ones are refused.
+        const ip = unmapped((conn.remoteAddr as Deno.NetAddr).hostname);
+        const perIpMax = opts.connectionLimits?.().perIp;
+        if (perIpMax !== undefined && (perIp.get(ip) ?? 0) >= perIpMax) {
+          conn.close({ closeCode: H3Error.EXCESSIVE_LOAD, reason: "Too many connections" });
+          opts.metrics?.connectionRefused("max_connections_per_ip");
+          refusedLog({ maxConnectionsPerIp: perIpMax, peer: ip });
+          return;
+        }
+        countIp(ip, 1);
         const c = new H3Connection(conn, {
           handler: opts.handler,
           logger,
@@ -198,6 +232,7 @@ function listen(opts: H3ListenerOptions): H3Listener {
         opts.metrics?.connectionOpened("h3");
         c.closed.finally(() => {
           connections.delete(c);
+          countIp(ip, -1);
           opts.metrics?.connectionClosed("h3");
         });
         c.serve().catch((err) => logger.debug("HTTP/3 connection ended", { error: String(err) }));
