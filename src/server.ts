@@ -242,7 +242,9 @@ export async function startServer(
   const tcpAccessFor = (c: Config) =>
     tcpAccessLogOf(c.log.access_log, { logger: opts.logger, sink: accessSink.sink });
   let tcpAccess = tcpAccessFor(config);
-  const tcpMetrics = prom ? createTcpMetrics(prom.registry, () => tcp.active()) : null;
+  const tcpMetrics = prom
+    ? createTcpMetrics(prom.registry, () => tcp.active(), () => tcp.health())
+    : null;
   const tcp = createTcpListeners({
     logger,
     metrics: tcpMetrics,

@@ -10,6 +10,8 @@ import { timerDelay } from "../config/duration.ts";
 import { bindHint, ListenError, REUSE_PORT } from "./listener_set.ts";
 import { compileTcp, listenTcp } from "./tcp_proxy.ts";
 import type { LiveConn, TcpDeps, TcpListener, TcpPlan } from "./tcp_proxy.ts";
+import { startTcpHealth } from "./tcp_health.ts";
+import type { TcpHealthChecker, TcpTargetHealth } from "./tcp_health.ts";
 
 /** What `/status` shows of one entry. */
 export interface TcpView {
@@ -19,6 +21,8 @@ export interface TcpView {
   max_connections: number;
   targets?: string[];
   sni?: string[];
+  /** With `health_check`: each target's state (up, down, unknown before its first probe). */
+  health?: Record<string, TcpTargetHealth["status"]>;
 }
 
 /** A change bound but not applied yet. */
@@ -36,6 +40,8 @@ export interface TcpListeners {
   /** Open connections per entry name (removed entries still finishing included). */
   active(): Map<string, number>;
   views(): TcpView[];
+  /** The checked targets' states, by entry (`health_check`; for prox_tcp_target_up). */
+  health(): { name: string; target: string; status: TcpTargetHealth["status"] }[];
   /** The bound address of an entry (its real port when configured with port 0). */
   addr(name: string): ListenAddr | undefined;
   /** Stops accepting, waits up to `graceMs` for connections to end, then cuts the rest. */
@@ -46,6 +52,8 @@ interface EntryState {
   plan: TcpPlan;
   listener: TcpListener;
   conns: Set<LiveConn>;
+  /** The plan's health checker (`health_check`), null without. */
+  checker: TcpHealthChecker | null;
 }
 
 /** Plan ids of tcp listeners in ListenError (`tcp:<name>`; listener_set's listenKey reads them). */
@@ -76,7 +84,15 @@ export function createTcpListeners(deps: TcpDeps & { drainMs: () => number }): T
       );
     }
   };
+  /** The checker `plan` needs, kept when the plan is the one `from` had. */
+  const checkerFor = (plan: TcpPlan, from: EntryState | undefined) => {
+    if (from && from.plan === plan) return from.checker;
+    from?.checker?.stop();
+    return plan.entry.health_check ? startTcpHealth(plan, { logger: deps.logger }) : null;
+  };
   const retire = (s: EntryState) => {
+    s.checker?.stop();
+    s.checker = null;
     s.listener.close();
     if (s.conns.size === 0) return;
     leaving.add(s);
@@ -127,8 +143,13 @@ export function createTcpListeners(deps: TcpDeps & { drainMs: () => number }): T
         commit() {
           if (done) return;
           done = true;
-          for (const k of keep) k.state.plan = k.plan;
+          for (const k of keep) {
+            k.state.checker = checkerFor(k.plan, k.state);
+            k.state.plan = k.plan;
+          }
           for (const f of fresh) {
+            f.state.checker = checkerFor(f.state.plan, f.old);
+            if (f.old) f.old.checker = null;
             f.old?.listener.close();
             deps.logger.info("TCP listening", {
               name: f.state.plan.name,
@@ -163,11 +184,21 @@ export function createTcpListeners(deps: TcpDeps & { drainMs: () => number }): T
         max_connections: s.plan.entry.max_connections,
         ...(s.plan.entry.targets ? { targets: s.plan.entry.targets } : {}),
         ...(s.plan.entry.sni ? { sni: Object.keys(s.plan.entry.sni) } : {}),
+        ...(s.checker
+          ? { health: Object.fromEntries(s.checker.states().map((h) => [h.target, h.status])) }
+          : {}),
       })),
+    health: () =>
+      [...current.values()].flatMap((s) =>
+        (s.checker?.states() ?? []).map((h) => ({ name: s.plan.name, ...h }))
+      ),
     addr: (name) => current.get(name)?.listener.addr,
     async shutdown(graceMs) {
       closed = true;
-      for (const s of current.values()) s.listener.close();
+      for (const s of current.values()) {
+        s.checker?.stop();
+        s.listener.close();
+      }
       for (const t of cutTimers) clearTimeout(t);
       cutTimers.clear();
       const all = () => [...leaving, ...current.values()].flatMap((s) => [...s.conns]);

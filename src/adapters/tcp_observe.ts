@@ -59,10 +59,11 @@ export interface TcpMetrics {
   retain(names: readonly string[]): void;
 }
 
-/** Registers the tcp metrics on `registry`; `active()` is read at scrape time. */
+/** Registers the tcp metrics on `registry`; `active()` and `health()` are read at scrape time. */
 export function createTcpMetrics(
   registry: Registry,
   active: () => ReadonlyMap<string, number>,
+  health: () => { name: string; target: string; status: string }[] = () => [],
 ): TcpMetrics {
   const registers = [registry];
   const connections = new Counter({
@@ -85,6 +86,22 @@ export function createTcpMetrics(
     collect() {
       this.reset();
       for (const [name, n] of active()) this.set({ name }, n);
+    },
+  });
+  // Only the entries with health_check, each target once (labels bounded by the config).
+  new Gauge({
+    name: "prox_tcp_target_up",
+    help: "Whether a tcp entry's health checks find the target up (1) or down (0); absent " +
+      "before its first probe",
+    labelNames: ["name", "target"] as const,
+    registers,
+    collect() {
+      this.reset();
+      for (const h of health()) {
+        if (h.status !== "unknown") {
+          this.set({ name: h.name, target: h.target }, h.status === "up" ? 1 : 0);
+        }
+      }
     },
   });
   let names: Set<string> | null = null;

@@ -7,7 +7,7 @@ import type { HostPort } from "../domain/tcp_route.ts";
 import { MAX_HELLO_BYTES, peekClientHello } from "../domain/tls_client_hello.ts";
 import type { Logger } from "../ports.ts";
 import { eject, mayEject, recordOutcome } from "../domain/health.ts";
-import type { PassiveHealth, PassivePolicy } from "../domain/health.ts";
+import type { ActiveHealth, PassiveHealth, PassivePolicy } from "../domain/health.ts";
 import { timerDelay } from "../config/duration.ts";
 
 /** Targets tried in turn for one connection. */
@@ -19,6 +19,8 @@ export interface TargetGroup {
   /** Each target's failed connects and ejection (`passive_health`), in this process. */
   health: PassiveHealth[];
   policy: PassivePolicy;
+  /** Each target's `health_check` state (tcp_health.ts); `unknown` without checks. */
+  active: ActiveHealth[];
 }
 
 const AVAILABLE = { available: true, inFlight: 0, latencyMs: 0 };
@@ -117,8 +119,10 @@ export async function connectAny(
   for (;;) {
     if (o.cancel.aborted) return { error: "cut while connecting" };
     const now = Date.now();
-    // Ejected targets only when every other was tried (a wrong ejection must not refuse all).
-    const load = (j: number) => now >= group.health[j].ejectedUntil ? AVAILABLE : OUT;
+    // Ejected targets, and those health checks marked down, only when every other was tried (a
+    // wrong verdict must not refuse all).
+    const load = (j: number) =>
+      now >= group.health[j].ejectedUntil && group.active[j].status !== "down" ? AVAILABLE : OUT;
     const i = group.selector.pick({ load, exclude: tried, random: o.random }) ??
       group.selector.pick({ load: () => AVAILABLE, exclude: tried, random: o.random });
     if (i === undefined) break;

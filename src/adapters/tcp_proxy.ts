@@ -16,7 +16,7 @@ import type { Logger } from "../ports.ts";
 import type { TcpMetrics, TcpOutcome, TcpRecord } from "./tcp_observe.ts";
 import { closeQuietly, connectAny, readHello } from "./tcp_open.ts";
 import type { TargetGroup } from "./tcp_open.ts";
-import { PASSIVE_INITIAL } from "../domain/health.ts";
+import { ACTIVE_INITIAL, PASSIVE_INITIAL } from "../domain/health.ts";
 import { passivePolicyOf } from "../proxy/pool.ts";
 import { timerDelay } from "../config/duration.ts";
 
@@ -42,6 +42,7 @@ export function compileTcp(name: string, entry: TcpEntryConfig): TcpPlan {
     ),
     health: list.map(() => PASSIVE_INITIAL),
     policy,
+    active: list.map(() => ACTIVE_INITIAL),
   });
   const sni = entry.sni
     ? compileSni(

@@ -17,6 +17,21 @@ export const TcpTimeouts = z.object({
   client_hello: Duration.prefault("5s"),
 }).strict();
 
+/**
+ * Active health checks of a tcp entry's targets: a TCP connect to each, every `interval`; a target
+ * whose connects keep failing leaves the turns until they succeed again (nginx's stream
+ * `health_check`, HAProxy's `check`).
+ */
+export const TcpHealthCheck = z.object({
+  interval: Duration.prefault("10s"),
+  /** A connect not done within it fails. */
+  timeout: Duration.prefault("2s"),
+  /** Consecutive failed connects that mark a target down. */
+  unhealthy_threshold: z.int().positive().default(3),
+  /** Consecutive successful connects that bring a target back. */
+  healthy_threshold: z.int().positive().default(2),
+}).strict();
+
 /** One `tcp` entry; its key names it in logs, metrics and `/status`. */
 export const TcpEntry = z.object({
   listen_addr: z.string(),
@@ -38,6 +53,8 @@ export const TcpEntry = z.object({
    * the turns for a while, as the HTTP routes' `passive_health` (no `statuses` here).
    */
   passive_health: PassiveHealth.omit({ statuses: true }).prefault({}),
+  /** Off unless set: connects to every target on a timer (see TcpHealthCheck). */
+  health_check: TcpHealthCheck.optional(),
 }).strict();
 
 /** The `tcp` map: entry name → entry. */

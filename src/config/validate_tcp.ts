@@ -48,6 +48,25 @@ export function validateTcp(config: Config, o: { err: Report; warn: Report }): v
         'Add targets: ["10.0.0.5:5432"], or sni: { "db.example.com": ["10.0.0.7:443"] }',
       );
     }
+    const hc = e.health_check;
+    if (hc && hc.interval < 1000) {
+      o.err(
+        at("health_check", "interval"),
+        `A health check every ${hc.interval} ms connects to each target ${
+          Math.round(1000 / Math.max(hc.interval, 1))
+        } times a second`,
+        "Use 1s or more (10s is usual)",
+      );
+    } else if (hc && hc.timeout >= hc.interval) {
+      o.err(
+        at("health_check", "timeout"),
+        `timeout (${hc.timeout} ms) must be shorter than interval (${hc.interval} ms): a probe ` +
+          "would still be connecting when the next begins",
+        "Shorten timeout, or lengthen interval",
+      );
+    } else if (hc && hc.timeout === 0) {
+      o.err(at("health_check", "timeout"), "timeout 0s would fail every probe", "Use e.g. 2s");
+    }
     if (e.sni && Object.keys(e.sni).length === 0 && !e.default) {
       o.err(
         at("sni"),

@@ -32,11 +32,12 @@ export function rawUpstream(
     tls?: boolean;
     /** Sent first on each connection, which is then closed (a server that speaks first). */
     greet?: string;
+    /** The port to listen on (one an earlier upstream had, to bring a target back); 0: any. */
+    port?: number;
   } = {},
 ): RawUpstream {
-  const listener = opts.tls
-    ? Deno.listenTls({ hostname: "127.0.0.1", port: 0, cert: CERT, key: KEY })
-    : Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const at = { hostname: "127.0.0.1", port: opts.port ?? 0 };
+  const listener = opts.tls ? Deno.listenTls({ ...at, cert: CERT, key: KEY }) : Deno.listen(at);
   const port = (listener.addr as Deno.NetAddr).port;
   const conns = new Set<Deno.Conn>();
   const handlers = new Set<Promise<void>>();

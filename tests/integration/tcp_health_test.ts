@@ -1,0 +1,87 @@
+// `health_check` on tcp entries against real peers: a target that stops accepting is marked down
+// by the probes and left out of the turns (no connect is tried on it), shown in /status and
+// prox_tcp_target_up, and comes back once it accepts again; and what validate says.
+import assert from "node:assert/strict";
+import { startProxy } from "./_proxy.ts";
+import { recordingLogger } from "./_ws.ts";
+import { enc, exchange, rawUpstream } from "./_tcp.ts";
+import { waitFor } from "../_harness.ts";
+import { loadConfigText } from "../../src/config/load.ts";
+
+const base = `
+health_check: { enabled: false }
+admin: { listen_addr: "127.0.0.1:0" }
+routes:
+  "/": { type: proxy, target: "http://127.0.0.1:9" }
+`;
+
+Deno.test("tcp health_check: a target that stops accepting leaves the turns until it accepts again", async () => {
+  await using b = rawUpstream({ reply: () => enc.encode("b") });
+  // `a` on a port of its own, closed and opened again on the same port below.
+  let a: ReturnType<typeof rawUpstream> | null = rawUpstream({ reply: () => enc.encode("a") });
+  const aPort = a.port;
+  const aAddr = a.addr;
+  const logger = recordingLogger();
+  await using prox = await startProxy(
+    `${base}tcp:
+  db:
+    listen_addr: "127.0.0.1:0"
+    targets: ["${aAddr}", "${b.addr}"]
+    health_check: { interval: 1s, timeout: 500ms, unhealthy_threshold: 1, healthy_threshold: 1 }
+`,
+    { logger },
+  );
+  try {
+    const port = prox.server.tcpAddr("db")!.port;
+    const admin = `http://127.0.0.1:${prox.server.admin!.port}`;
+    const status = async () =>
+      ((await (await fetch(`${admin}/status`)).json()).tcp as {
+        health?: Record<string, string>;
+      }[])[0]
+        .health;
+    const up = async () => await (await fetch(`${admin}/metrics`)).text();
+    await waitFor(async () => (await status())?.[aAddr] === "up", { what: "a probed up" });
+    assert.match(await up(), new RegExp(`prox_tcp_target_up\\{name="db",target="${aAddr}"\\} 1`));
+
+    await a[Symbol.asyncDispose]();
+    a = null;
+    await waitFor(
+      () => logger.records.some((r) => r.msg === "tcp target marked down by health check"),
+      { what: "a marked down" },
+    );
+    assert.equal((await status())?.[aAddr], "down");
+    assert.equal((await status())?.[b.addr], "up");
+    assert.match(await up(), new RegExp(`prox_tcp_target_up\\{name="db",target="${aAddr}"\\} 0`));
+    // Every connection goes to b, and none tries a first.
+    for (let i = 0; i < 4; i++) assert.equal(await exchange(port, "x"), "b");
+    assert.equal(logger.records.filter((r) => r.msg === "Cannot connect to tcp target").length, 0);
+
+    a = rawUpstream({ reply: () => enc.encode("a"), port: aPort });
+    await waitFor(
+      () => logger.records.some((r) => r.msg === "tcp target back up: health check passed"),
+      { what: "a back up" },
+    );
+    const answers = new Set<string>();
+    for (let i = 0; i < 4; i++) answers.add(await exchange(port, "x"));
+    assert.deepEqual([...answers].sort(), ["a", "b"]);
+  } finally {
+    await a?.[Symbol.asyncDispose]();
+  }
+});
+
+Deno.test("validate: tcp health_check interval and timeout", () => {
+  const issues = (hc: string) =>
+    loadConfigText(
+      `listen_addr: "127.0.0.1:0"\nroutes:\n  /: { type: static, root: . }\n` +
+        `tcp:\n  db:\n    listen_addr: "127.0.0.1:0"\n    targets: ["127.0.0.1:5432"]\n` +
+        `    health_check: ${hc}\n`,
+      { file: "t.yaml", env: { exists: () => true } },
+    ).issues.map((i) => `${i.severity} ${i.path}: ${i.message}`);
+  assert.deepEqual(issues("{}"), []);
+  assert.match(issues("{ interval: 200ms }").join(), /error tcp\.db\.health_check\.interval/);
+  assert.match(
+    issues("{ interval: 2s, timeout: 2s }").join(),
+    /error tcp\.db\.health_check\.timeout: timeout \(2000 ms\) must be shorter than interval/,
+  );
+  assert.match(issues("{ intervall: 2s }").join(), /Unknown key "intervall"/);
+});
