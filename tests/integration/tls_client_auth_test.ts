@@ -100,6 +100,14 @@ Deno.test("tls.client_auth require: no certificate, or one the CA did not issue,
   using alice = client(ALICE);
   const res = await fetch(`https://localhost:${prox.port}/`, { client: alice });
   assert.equal((await res.json())["x-client-subject"], "CN=alice,O=Prox Test");
+  // A request the engine refuses itself is answered (then its side of the connection is ended).
+  using once = client(ALICE);
+  const long = await fetch(`https://localhost:${prox.port}/`, {
+    client: once,
+    headers: { "x-big": "x".repeat(70_000) },
+  });
+  assert.equal(long.status, 431);
+  await long.body?.cancel();
 });
 
 Deno.test("tls.client_auth verify_if_given: a client may present none, but not a stranger's", async () => {

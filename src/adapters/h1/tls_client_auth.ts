@@ -122,7 +122,12 @@ class NodeTlsConn implements ClientAuthConn {
   }
 
   closeWrite(): Promise<void> {
-    return new Promise((resolve) => this.#socket.end(resolve));
+    // (A destroyed socket may never call end's callback: its close settles it too.)
+    if (this.#socket.destroyed) return Promise.resolve();
+    return new Promise((resolve) => {
+      this.#socket.once("close", () => resolve());
+      this.#socket.end(() => resolve());
+    });
   }
 
   close(): void {
