@@ -351,6 +351,21 @@ export function listenH1(
     maxStreams: opts.maxStreams,
     maxFrame: opts.maxFrame,
     websocket: opts.websocket,
+    // Each WebSocket on an HTTP/2 connection counts against max_connections_per_ip as the
+    // connection it would be over HTTP/1.1 (one connection may carry http2_max_concurrent_streams).
+    wsSlot: opts.connectionLimits?.perIp === undefined ? undefined : (ip) => {
+      if ((perIp.get(ip) ?? 0) >= opts.connectionLimits!.perIp!) {
+        opts.metrics?.connectionRefused("max_connections_per_ip");
+        return null;
+      }
+      countIp(ip, 1);
+      let given = false;
+      return () => {
+        if (given) return;
+        given = true;
+        countIp(ip, -1);
+      };
+    },
   };
   /** Serves an HTTP/2 connection to its end; `first`: what was read of it already. */
   const serveH2 = async (

@@ -124,6 +124,12 @@ export interface H2Env {
    * (`protocols.websocket_enabled`).
    */
   websocket?: boolean;
+  /**
+   * `max_connections_per_ip` for WebSockets: each counts as a connection of its client's address
+   * (as over HTTP/1.1, where each is one). Takes a place (its release), null past the limit;
+   * absent without the limit.
+   */
+  wsSlot?: (ip: string) => (() => void) | null;
 }
 
 /** The socket a connection runs on. */
@@ -164,6 +170,8 @@ class Stream implements Reader {
    * windows, not the connection's that every other stream needs.
    */
   tunnel = false;
+  /** Gives back the WebSocket's place under max_connections_per_ip (wsSlot). */
+  release: (() => void) | null = null;
   /** The Content-Length the request declared (-1: none), and the body bytes so far. */
   declared = -1;
   received = 0;
@@ -723,6 +731,15 @@ export class H2Connection {
         "sec-websocket-version": "13",
       });
     }
+    // Past max_connections_per_ip (each WebSocket counts as a connection): refused as a request
+    // over the limit would be, the connection and its other streams untouched.
+    const release = this.#env.wsSlot?.(this.peer.hostname);
+    if (release === null) {
+      return this.#answerRefusal(s, 429, "Too many connections from your address\n", {
+        "retry-after": "10",
+      });
+    }
+    s.release = release ?? null;
     // No extension is negotiated over HTTP/2 (websocket.ts): the offer is dropped.
     fields.delete("sec-websocket-extensions");
     fields.appendChecked("connection", "Upgrade");
@@ -841,6 +858,8 @@ export class H2Connection {
       ok = await this.#respond(s, res, method === "HEAD");
     })().catch(() => {}).finally(() => {
       readGate.leave(s);
+      s.release?.();
+      s.release = null;
       info.settle(ok);
       env.metrics?.connectionClosed(info.protocol);
       this.#finish(s);
