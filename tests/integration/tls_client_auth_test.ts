@@ -42,6 +42,14 @@ const echo = () =>
     Response.json(Object.fromEntries([...req.headers].filter(([k]) => k.startsWith("x-client-"))))
   );
 
+const STRANGER = { cert: Deno.readTextFileSync(`${TLS}/stranger.pem`), key: `${TLS}/stranger.key` };
+
+/** Asserts that a GET to `url` presenting `who`'s certificate (or none) fails its handshake. */
+async function refused(url: string, who?: { cert: string; key: string }): Promise<void> {
+  using c = client(who);
+  await assert.rejects(() => fetch(url, { client: c }).then((r) => r.text()), TypeError);
+}
+
 /** A Deno HTTP client that trusts the test CA and presents `who`'s certificate, if any. */
 function client(who?: { cert: string; key: string }): Deno.HttpClient {
   return Deno.createHttpClient({
@@ -83,19 +91,8 @@ Deno.test("tls.client_auth require: a client certificate from the CA gets throug
 Deno.test("tls.client_auth require: no certificate, or one the CA did not issue, fails the handshake", async () => {
   await using up = await echo();
   await using prox = await startProxy(config(up.url), { tls: true });
-  using anonymous = client();
-  await assert.rejects(
-    () => fetch(`https://localhost:${prox.port}/`, { client: anonymous }).then((r) => r.text()),
-    TypeError,
-  );
-  using stranger = client({
-    cert: Deno.readTextFileSync(`${TLS}/stranger.pem`),
-    key: `${TLS}/stranger.key`,
-  });
-  await assert.rejects(
-    () => fetch(`https://localhost:${prox.port}/`, { client: stranger }).then((r) => r.text()),
-    TypeError,
-  );
+  await refused(`https://localhost:${prox.port}/`);
+  await refused(`https://localhost:${prox.port}/`, STRANGER);
   // The listener still serves a client that has one.
   using alice = client(ALICE);
   const res = await fetch(`https://localhost:${prox.port}/`, { client: alice });
@@ -124,14 +121,7 @@ Deno.test("tls.client_auth verify_if_given: a client may present none, but not a
   using alice = client(ALICE);
   const res2 = await fetch(`https://localhost:${prox.port}/`, { client: alice });
   assert.equal((await res2.json())["x-client-subject"], "CN=alice,O=Prox Test");
-  using stranger = client({
-    cert: Deno.readTextFileSync(`${TLS}/stranger.pem`),
-    key: `${TLS}/stranger.key`,
-  });
-  await assert.rejects(
-    () => fetch(`https://localhost:${prox.port}/`, { client: stranger }).then((r) => r.text()),
-    TypeError,
-  );
+  await refused(`https://localhost:${prox.port}/`, STRANGER);
 });
 
 interopTest("tls.client_auth with curl over HTTP/1.1 and HTTP/2", ["curl"], async () => {
@@ -206,8 +196,7 @@ Deno.test("tls.client_auth: a reload turns it on and off on the running listener
     assert.equal((await server.reload()).ok, true);
     // The new listener asks for a certificate; a pooled connection of the old one may serve once.
     anonymous.close();
-    using again = client();
-    await assert.rejects(() => fetch(url, { client: again }).then((r) => r.text()), TypeError);
+    await refused(url);
     using alice = client(ALICE);
     const res = await fetch(url, { client: alice });
     assert.equal((await res.json())["x-client-subject"], "CN=alice,O=Prox Test");
@@ -246,11 +235,11 @@ Deno.test("tls.client_auth: a new CA file takes effect at the next reload, a bro
     // The clients' CA is rotated to one that did not issue alice's certificate.
     await Deno.copyFile(`${TLS}/stranger.pem`, ca);
     assert.equal((await server.reload()).ok, true);
-    await assert.rejects(() => as(ALICE), TypeError);
+    await refused(url, ALICE);
     // A file truncated mid-rotation fails the reload; the listener keeps the CA it has.
     await Deno.writeTextFile(ca, "");
     assert.equal((await server.reload()).ok, false);
-    await assert.rejects(() => as(ALICE), TypeError);
+    await refused(url, ALICE);
   } finally {
     await server.shutdown();
     await Deno.remove(dir, { recursive: true });
@@ -304,11 +293,7 @@ Deno.test("tls.client_auth crl_file: a revoked certificate is refused, another f
     ),
     { tls: true },
   );
-  using alice = client(ALICE); // serial 6, on the list
-  await assert.rejects(
-    () => fetch(`https://localhost:${prox.port}/`, { client: alice }).then((r) => r.text()),
-    TypeError,
-  );
+  await refused(`https://localhost:${prox.port}/`, ALICE); // serial 6, on the list
   using other = client({ cert: Deno.readTextFileSync(`${TLS}/cert.pem`), key: `${TLS}/key.pem` });
   const res = await fetch(`https://localhost:${prox.port}/`, { client: other });
   assert.equal((await res.json())["x-client-subject"], "CN=localhost");

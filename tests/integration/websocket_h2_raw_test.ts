@@ -212,17 +212,30 @@ async function sendUntilHeld(
   return { sent, canSend: () => room() >= frame.length };
 }
 
+/** A `ws` upstream that reads nothing until `resume()`, counting the messages it then gets. */
+async function pausedUpstream() {
+  let socket: { pause(): void; resume(): void } | undefined;
+  const counts = { received: 0 };
+  const up = await wsUpstream((ws) => {
+    // deno-lint-ignore no-explicit-any
+    socket = (ws as any)._socket;
+    socket!.pause();
+    ws.on("message", () => counts.received++);
+  });
+  return {
+    url: up.url,
+    get received() {
+      return counts.received;
+    },
+    resume: () => socket!.resume(),
+    [Symbol.asyncDispose]: () => up[Symbol.asyncDispose](),
+  };
+}
+
 Deno.test("HTTP/2 WebSocket: an upstream that does not read holds the client back by its window, not 1013", async () => {
   const MSG = 64 * 1024;
   const COUNT = 400; // 25 MiB, past the 16 MiB a client that cannot pause may queue
-  let upSocket: { pause(): void; resume(): void } | undefined;
-  let received = 0;
-  await using up = await wsUpstream((ws) => {
-    // deno-lint-ignore no-explicit-any
-    upSocket = (ws as any)._socket;
-    upSocket!.pause();
-    ws.on("message", () => received++);
-  });
+  await using up = await pausedUpstream();
   await using prox = await startWsProxy(wsRoute(up.url));
   const c = await RawH2c.open(prox.port);
   try {
@@ -233,8 +246,8 @@ Deno.test("HTTP/2 WebSocket: an upstream that does not read holds the client bac
     assert.ok(sent < COUNT, `the client was held back (${sent} of ${COUNT} sent)`);
     assert.equal(c.on(1, FrameType.DATA).length, 0, "no close (1013) from Prox");
     // The upstream reads again: everything sent arrives, and the client may go on.
-    upSocket!.resume();
-    await waitFor(() => received === sent, { timeoutMs: 20_000 });
+    up.resume();
+    await waitFor(() => up.received === sent, { timeoutMs: 20_000 });
     await waitFor(canSend);
   } finally {
     await c.close();
@@ -242,14 +255,7 @@ Deno.test("HTTP/2 WebSocket: an upstream that does not read holds the client bac
 });
 
 Deno.test("HTTP/2 WebSocket: a client held back by its upstream longer than ping_interval is not closed for not answering pings", async () => {
-  let upSocket: { pause(): void; resume(): void } | undefined;
-  let received = 0;
-  await using up = await wsUpstream((ws) => {
-    // deno-lint-ignore no-explicit-any
-    upSocket = (ws as any)._socket;
-    upSocket!.pause();
-    ws.on("message", () => received++);
-  });
+  await using up = await pausedUpstream();
   // Pings after 200 ms of silence, a close 200 ms after an unanswered one.
   await using prox = await startWsProxy(wsRoute(up.url, "ping_interval: 200ms"));
   const c = await RawH2c.open(prox.port);
@@ -271,8 +277,8 @@ Deno.test("HTTP/2 WebSocket: a client held back by its upstream longer than ping
     // second sendUntilHeld waited, and as long again), Prox has not given up on it.
     await new Promise((r) => setTimeout(r, 500));
     assert.deepEqual(read().filter((e) => e.type === "close"), [], "no close while held");
-    upSocket!.resume();
-    await waitFor(() => received === sent, { timeoutMs: 20_000 });
+    up.resume();
+    await waitFor(() => up.received === sent, { timeoutMs: 20_000 });
     assert.deepEqual(read().filter((e) => e.type === "close"), [], "no close once released");
   } finally {
     await c.close();
