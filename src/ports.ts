@@ -523,6 +523,8 @@ export interface WebSocketProxyRequest {
   tls?: UpstreamTls;
   /** A PROXY protocol header to send first on the upstream connection (`proxy_protocol`). */
   proxyHeader?: Uint8Array;
+  /** The handshake's Host when not the URL's (a `discover` route's service name). */
+  host?: string;
   limits: WebSocketLimits;
   /** For the log line written when the connection ends. */
   requestId?: string;

@@ -13,6 +13,8 @@ import type { Transport } from "./upstream_h1_conn.ts";
 
 /** The longest request line the relay rewrites (Deno's handshake sends far less). */
 const MAX_LINE = 16 * 1024;
+/** The longest handshake head the relay rewrites a Host field in. */
+const MAX_HEAD = 256 * 1024;
 
 /** A relay for one WebSocket connection; `close` ends it (and its connection, if any). */
 export interface WebSocketRelay {
@@ -31,7 +33,7 @@ export interface WebSocketRelay {
  */
 export async function startRelay(
   url: URL,
-  o: { proxyHeader?: Uint8Array; tls?: UpstreamTls; connectTimeout: number },
+  o: { proxyHeader?: Uint8Array; tls?: UpstreamTls; connectTimeout: number; host?: string },
 ): Promise<WebSocketRelay> {
   const { dir, listener } = await relaySocket();
   const path = `${dir}/${SOCKET}`;
@@ -65,7 +67,7 @@ export async function startRelay(
       proxyHeader: o.proxyHeader,
     }));
     if (closed) return close();
-    await relayBytes(local, up);
+    await relayBytes(local, up, o.host);
   })().catch((err) => {
     // Noted before the relay's connection closes, which is all Deno's client sees of it.
     if (!up && err instanceof ProxyError) failure = err;
@@ -106,10 +108,17 @@ async function relaySocket(): Promise<{ dir: string; listener: Deno.Listener }> 
   }
 }
 
-/** Copies both ways until either side ends; the first line loses its absolute-form target. */
-async function relayBytes(local: Deno.Conn, up: Transport): Promise<void> {
+/**
+ * Copies both ways until either side ends; the first line loses its absolute-form target, and
+ * with `host` the handshake's Host field is that (Deno's client sends the URL's).
+ */
+async function relayBytes(local: Deno.Conn, up: Transport, host?: string): Promise<void> {
   const buf = new Uint8Array(64 * 1024);
   let head = new Uint8Array(0);
+  // The request line, or with `host` the whole head (Deno's handshake carries the client's
+  // fields, bounded by the listener's header limits).
+  const end = (b: Uint8Array) => host === undefined ? b.indexOf(10) : headEnd(b);
+  const limit = host === undefined ? MAX_LINE : MAX_HEAD;
   for (;;) {
     const n = await local.read(buf);
     if (n === null) return;
@@ -117,19 +126,23 @@ async function relayBytes(local: Deno.Conn, up: Transport): Promise<void> {
     joined.set(head);
     joined.set(buf.subarray(0, n), head.length);
     head = joined;
-    const lf = head.indexOf(10);
-    if (lf >= 0) break;
-    if (head.length > MAX_LINE) throw new ProxyError("protocol", "WebSocket request line too long");
+    if (end(head) >= 0) break;
+    if (head.length > limit) throw new ProxyError("protocol", "WebSocket request head too long");
   }
-  const lf = head.indexOf(10);
-  const line = new TextDecoder().decode(head.subarray(0, lf));
+  const cut = end(head);
+  // One character a byte, so that a field's non-ASCII bytes go on as they came.
+  let text = "";
+  for (let i = 0; i < cut; i += 8192) {
+    text += String.fromCharCode(...head.subarray(i, Math.min(cut, i + 8192)));
+  }
   // "GET http://host:port/path HTTP/1.1" → "GET /path HTTP/1.1" (RFC 9112 §3.2.1 origin form).
-  const fixed = line.replace(
+  let fixed = text.replace(
     /^(\S+) [a-z]+:\/\/[^/\s]*(\/\S*)? /i,
     (_, m, p) => `${m} ${p ?? "/"} `,
   );
-  await writeAll(up, new TextEncoder().encode(fixed));
-  await writeAll(up, head.subarray(lf));
+  if (host !== undefined) fixed = fixed.replace(/\r\nhost:[^\r\n]*/i, `\r\nhost: ${host}`);
+  await writeAll(up, Uint8Array.from(fixed, (c) => c.charCodeAt(0)));
+  await writeAll(up, head.subarray(cut));
   const pump = async (from: { read(p: Uint8Array): Promise<number | null> }, to: Transport) => {
     const b = new Uint8Array(64 * 1024);
     for (;;) {
@@ -139,6 +152,14 @@ async function relayBytes(local: Deno.Conn, up: Transport): Promise<void> {
     }
   };
   await Promise.race([pump(local, up), pump(up, local)]);
+}
+
+/** Where the head's blank line starts (its last field's CRLF kept), or -1. */
+function headEnd(b: Uint8Array): number {
+  for (let i = 0; i + 3 < b.length; i++) {
+    if (b[i] === 13 && b[i + 1] === 10 && b[i + 2] === 13 && b[i + 3] === 10) return i;
+  }
+  return -1;
 }
 
 async function writeAll(to: Transport, bytes: Uint8Array): Promise<void> {

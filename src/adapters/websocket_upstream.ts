@@ -166,9 +166,11 @@ function handshakeError(err: unknown, url: URL, timedOut: boolean): Refusal | Pr
  */
 export function connectUpstream(target: WebSocketProxyRequest): Promise<UpstreamSocket | Refusal> {
   // What Deno's WebSocket client cannot do itself (a PROXY header first, TLS without
-  // verification or to another name), Prox's connection through the relay does.
+  // verification or to another name, a Host of its own), Prox's connection through the relay does.
   const tls = target.tls;
-  if (target.proxyHeader || tls?.insecureSkipVerify || tls?.serverName) return openRelayed(target);
+  if (target.proxyHeader || tls?.insecureSkipVerify || tls?.serverName || target.host) {
+    return openRelayed(target);
+  }
   return target.tls?.caCerts?.length || target.tls?.client || !HAS_STREAM
     ? openWithClient(target)
     : openStream(target);
@@ -183,6 +185,7 @@ async function openRelayed(t: WebSocketProxyRequest): Promise<UpstreamSocket | R
     proxyHeader: t.proxyHeader,
     tls: t.tls,
     connectTimeout: t.connectTimeout,
+    host: t.host,
   });
   try {
     return await openWithClient(t, relay);

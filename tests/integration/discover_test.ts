@@ -252,3 +252,30 @@ Deno.test("validate: discover or targets, a host name, a resolver address, refre
     /dns or srv, not both/,
   );
 });
+
+interopTest("discover: a WebSocket upgrade names the service as Host, not the address", [
+  "pebble-challtestsrv",
+], async () => {
+  await using dns = await startMockDns();
+  await dns.setA("app.test", ["127.0.0.2"]);
+  const up = Deno.serve({ hostname: "127.0.0.2", port: 0, onListen: () => {} }, (req) => {
+    const host = req.headers.get("host") ?? "";
+    const { socket, response } = Deno.upgradeWebSocket(req);
+    socket.onopen = () => socket.send(host);
+    return response;
+  });
+  try {
+    await using prox = await startProxy(config(dns.server, up.addr.port));
+    const ws = new WebSocket(prox.url.replace(/^http/, "ws"));
+    const first = await new Promise<string>((resolve, reject) => {
+      ws.onmessage = (e) => resolve(String(e.data));
+      ws.onerror = () => reject(new Error("WebSocket failed"));
+    });
+    const closed = new Promise((r) => ws.onclose = r);
+    ws.close();
+    await closed;
+    assert.equal(first, `app.test:${up.addr.port}`);
+  } finally {
+    await up.shutdown();
+  }
+});

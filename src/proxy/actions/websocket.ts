@@ -220,6 +220,8 @@ export async function websocketAction(
         connectTimeout: u.timeouts.connect,
         tls: u.tls,
         proxyHeader: u.proxyHeader,
+        // Discovered targets are addresses: the handshake names the service, as requests do.
+        host: compiled.upstreamHost,
         limits,
         requestId: ctx.requestId,
         localPort: ctx.info.localPort,
