@@ -26,7 +26,14 @@ import { formatIssue } from "./config/load.ts";
 import { configChanges } from "./config/diff.ts";
 import type { LoadResult } from "./config/load.ts";
 import { createUpstreamClient } from "./adapters/upstream_client.ts";
-import { accessLogOf, createBufferedSink, createJsonLogger } from "./adapters/log_json.ts";
+import {
+  accessLogOf,
+  createBufferedSink,
+  createJsonLogger,
+  stdioSink,
+} from "./adapters/log_json.ts";
+import { openAccessLogFile } from "./adapters/log_file.ts";
+import type { AccessLogFile } from "./adapters/log_file.ts";
 import {
   createPromMetrics,
   PLAIN_HTTP_ROUTE,
@@ -124,12 +131,34 @@ export async function startServer(
     ? createNotifier({ config: () => config.notify, logger })
     : null;
   const metrics = notifier ? notifyingMetrics(recorder.metrics, notifier) : recorder.metrics;
-  // An injected logger (tests, embedding) also receives the access records, as "access" lines.
-  const accessSink = createBufferedSink();
+  // `log.access_log_file`: the file access lines go to instead of stdout (reloads may change it).
+  let accessFile: AccessLogFile | null = null;
+  const followAccessFile = (c: Config) => {
+    const path = c.log.access_log_file ?? null;
+    if ((accessFile?.path ?? null) === path) return;
+    const old = accessFile;
+    try {
+      accessFile = path === null ? null : openAccessLogFile(path, { logger });
+    } catch (err) {
+      // Validation checked its directory; one that went since keeps the lines where they went.
+      logger.error("Cannot open the access log file", { path, error: String(err) });
+      return;
+    }
+    void old?.close(5_000);
+  };
+  followAccessFile(config);
+  // An injected logger (tests, embedding) also receives the access records, as "access" lines,
+  // unless they go to a file.
+  const accessSink = createBufferedSink({
+    sink: (line, stream) => accessFile ? accessFile.write(line) : stdioSink(line, stream),
+  });
   /** Access records of responses still being delivered (written as incomplete at exit). */
   const accessPending = new Set<() => void>();
   const accessLogFor = (c: Config) =>
-    accessLogOf(c.log.access_log, { logger: opts.logger, sink: accessSink.sink });
+    accessLogOf(c.log.access_log, {
+      logger: c.log.access_log_file ? undefined : opts.logger,
+      sink: accessSink.sink,
+    });
   let accessLog = accessLogFor(config);
   // Pool limits are read once at start-up (a reload keeps the running pools).
   const pool = config.upstream_pool;
@@ -240,7 +269,10 @@ export async function startServer(
 
   // Layer-4 listeners (`tcp`): their own access lines and metrics, on the same log and registry.
   const tcpAccessFor = (c: Config) =>
-    tcpAccessLogOf(c.log.access_log, { logger: opts.logger, sink: accessSink.sink });
+    tcpAccessLogOf(c.log.access_log, {
+      logger: c.log.access_log_file ? undefined : opts.logger,
+      sink: accessSink.sink,
+    });
   let tcpAccess = tcpAccessFor(config);
   const tcpMetrics = prom
     ? createTcpMetrics(prom.registry, () => tcp.active(), () => tcp.health())
@@ -575,6 +607,7 @@ export async function startServer(
       upstreams.release(unwatchedTargets(config));
       health.update(current);
       const certificateChange = certs.applied(config, plans);
+      followAccessFile(config);
       accessLog = accessLogFor(config);
       tcpAccess = tcpAccessFor(config);
       // Side systems that may fail (UDP bind, Redis) log their own errors; the reload stands.
@@ -704,6 +737,7 @@ export async function startServer(
     // Responses the drain timeout cut never settle: their lines are written now, incomplete.
     for (const cut of [...accessPending]) cut();
     accessSink.flush();
+    await accessFile?.close(2_000);
     logger.info("Stopped", { reason });
   }
 

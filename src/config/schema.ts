@@ -126,6 +126,8 @@ export const MetricsConfig = z.object({
 export const LogConfig = z.object({
   level: z.enum(["debug", "info", "warn", "error"]).default("info"),
   access_log: z.union([z.boolean(), z.enum(["json", "common", "combined"])]).default("json"),
+  /** Access lines (HTTP and tcp) appended to this file instead of stdout; rotations followed. */
+  access_log_file: z.string().min(1).optional(),
 }).strict();
 
 export const RateLimitStore = z.object({

@@ -292,6 +292,30 @@ export function validateConfig(
     );
   }
 
+  // The access log file's directory must be there (the file is created in it).
+  const logFile = config.log.access_log_file;
+  if (logFile !== undefined) {
+    const slash = logFile.lastIndexOf("/");
+    const dir = slash < 0 ? "." : slash === 0 ? "/" : logFile.slice(0, slash);
+    const st = opts.env.stat?.(logFile);
+    if (st?.isDirectory) {
+      err(["log", "access_log_file"], `${logFile} is a directory`, "Name a file in it");
+    } else if (opts.env.stat && !opts.env.stat(dir)?.isDirectory) {
+      err(
+        ["log", "access_log_file"],
+        `The access log's directory does not exist: ${dir}`,
+        `Create it (mkdir -p ${dir}), or ${FILE_HINT.toLowerCase()}`,
+      );
+    }
+    if (config.log.access_log === false) {
+      warn(
+        ["log", "access_log_file"],
+        "access_log_file has no effect with access_log: false",
+        "Remove it, or turn access_log on",
+      );
+    }
+  }
+
   // TLS
   const tls = config.tls;
   if (tls) {
