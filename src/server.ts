@@ -147,6 +147,7 @@ export async function startServer(
     void old?.close(5_000);
   };
   followAccessFile(config);
+  const closeAccessFile = (ms: number) => accessFile?.close(ms);
   // An injected logger (tests, embedding) also receives the access records, as "access" lines,
   // unless they go to a file.
   const accessSink = createBufferedSink({
@@ -368,14 +369,14 @@ export async function startServer(
     (await set.stage(firstPlans)).commit();
   } catch (err) {
     discovery.close();
-    await certs.close();
+    await Promise.all([certs.close(), closeAccessFile(0)]);
     throw located(err);
   }
   try {
     tcp.stage(config).commit();
   } catch (err) {
     discovery.close();
-    await Promise.all([set.shutdown(1_000), certs.close()]);
+    await Promise.all([set.shutdown(1_000), certs.close(), closeAccessFile(0)]);
     throw located(err);
   }
   certs.applied(config, firstPlans);
@@ -448,7 +449,13 @@ export async function startServer(
   } catch (err) {
     // A held admin port fails the start: nothing may stay bound or running behind it.
     discovery.close();
-    await Promise.all([set.shutdown(1_000), h3.shutdown(1_000), certs.close(), tcp.shutdown(0)]);
+    await Promise.all([
+      set.shutdown(1_000),
+      h3.shutdown(1_000),
+      certs.close(),
+      tcp.shutdown(0),
+      closeAccessFile(0),
+    ]);
     throw located(err, "admin");
   }
   started = true;
@@ -737,7 +744,7 @@ export async function startServer(
     // Responses the drain timeout cut never settle: their lines are written now, incomplete.
     for (const cut of [...accessPending]) cut();
     accessSink.flush();
-    await accessFile?.close(2_000);
+    await closeAccessFile(2_000);
     logger.info("Stopped", { reason });
   }
 
