@@ -2,7 +2,8 @@
 // `discover.dns` host (or the SRV records of `discover.srv`, then their hosts' addresses), at
 // start-up and every `refresh`, and says when what it found changed (the
 // server then rebuilds the routes' targets: src/config/discovered.ts). A lookup that fails keeps
-// what was found before (a DNS blip must not empty a route); an answer without records (NXDOMAIN,
+// what it found before (a DNS blip must not empty a route; a failed AAAA keeps the IPv6 addresses
+// while the A answers are followed); an answer without records (NXDOMAIN,
 // or no A/AAAA) is an answer: the route has no targets until the name has addresses again.
 
 import type { Config } from "../config/schema.ts";
@@ -118,7 +119,7 @@ export function createDiscovery(o: {
   /** Loop keys whose last lookup failed (logged once until one succeeds). */
   const failing = new Set<string>();
 
-  /** A name's A and AAAA addresses, with the lookups that failed. */
+  /** A name's A and AAAA addresses, with the lookups that failed (and whether A, AAAA did). */
   const addresses = async (name: string, d: DiscoverConfig, signal: AbortSignal) => {
     const server = d.resolver ? parseResolver(d.resolver) ?? undefined : undefined;
     const answers = await Promise.allSettled([
@@ -128,10 +129,18 @@ export function createDiscovery(o: {
     return {
       found: answers.flatMap((a) => a.status === "fulfilled" ? a.value : []),
       failed: answers.flatMap((a) => a.status === "rejected" ? [a.reason as unknown] : []),
+      v4Failed: answers[0].status === "rejected",
+      v6Failed: answers[1].status === "rejected",
     };
   };
+  /** Whether `f`'s address is of the family whose lookup failed. */
+  const ofFailed = (f: Found, a: { v4Failed: boolean; v6Failed: boolean }) =>
+    f.address.includes(":") ? a.v6Failed : a.v4Failed;
 
-  /** What `d` finds now: targets, and the lookups that failed (none found when all did). */
+  /**
+   * What `d` finds now: targets, the lookups that failed (none found when all did), and which
+   * targets found before those failures leave unanswered (`keep`: they stay).
+   */
   const lookUp = async (d: DiscoverConfig, signal: AbortSignal) => {
     if (d.dns !== undefined) {
       const name = new URL(d.dns).hostname.replace(/^\[|\]$/g, "");
@@ -141,6 +150,7 @@ export function createDiscovery(o: {
         targets: r.found.map((address): Found => ({ address })),
         failed: r.failed,
         total: r.failed.length === 2,
+        keep: (f: Found) => ofFailed(f, r),
       };
     }
     const name = d.srv!;
@@ -149,7 +159,7 @@ export function createDiscovery(o: {
     try {
       records = await srvLookup(name, server, signal);
     } catch (err) {
-      return { name, targets: [], failed: [err], total: true };
+      return { name, targets: [], failed: [err], total: true, keep: () => true };
     }
     // RFC 2782: the lowest priority first; the others stand in (backups). Each host looked up
     // once, at most max_targets of them.
@@ -161,10 +171,14 @@ export function createDiscovery(o: {
     );
     const targets: Found[] = [];
     const failed: unknown[] = [];
+    /** Ports of records whose host's A (4) or AAAA (6) lookup failed. */
+    const unanswered = { 4: new Set<number>(), 6: new Set<number>() };
     for (const r of records) {
       const a = looked.get(r.target.replace(/\.$/, ""));
       if (!a) continue;
       failed.push(...a.failed);
+      if (a.v4Failed) unanswered[4].add(r.port);
+      if (a.v6Failed) unanswered[6].add(r.port);
       for (const address of a.found) {
         targets.push({
           address,
@@ -174,12 +188,13 @@ export function createDiscovery(o: {
         });
       }
     }
-    return { name, targets, failed, total: false };
+    const keep = (f: Found) => unanswered[f.address.includes(":") ? 6 : 4].has(f.port ?? -1);
+    return { name, targets, failed, total: false, keep };
   };
 
   /** One lookup for route `id`; true when what it found changed. */
   const once = async (id: string, d: DiscoverConfig, key: string, loop: Loop): Promise<boolean> => {
-    const { name, targets, failed, total } = await lookUp(d, loop.abort.signal);
+    const { name, targets, failed, total, keep } = await lookUp(d, loop.abort.signal);
     if (loop.stopped) return false;
     const had = found.get(key);
     if (failed.length > 0) {
@@ -193,8 +208,10 @@ export function createDiscovery(o: {
           error: String(reason?.message ?? reason),
         });
       }
-      // Keep what was found; with nothing yet, take what did answer.
-      if (had !== undefined || total) return false;
+      if (total) return false;
+      // What did answer is taken; what the failed lookups found before stays (a resolver that
+      // fails AAAA must not stop the route following its A records).
+      targets.push(...(had ?? []).filter(keep));
     } else if (failing.delete(key)) {
       o.logger.info("DNS lookup for discover answers again", { route: id, name });
     }

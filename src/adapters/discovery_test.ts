@@ -1,0 +1,62 @@
+import assert from "node:assert/strict";
+import { createDiscovery } from "./discovery.ts";
+import type { AddressLookup } from "./discovery.ts";
+import type { Config } from "../config/schema.ts";
+import { silentLogger } from "../ports.ts";
+import { waitFor } from "../../tests/_harness.ts";
+
+/** A config with one discover route (only what discovery reads). */
+const configOf = (discover: Record<string, unknown>) =>
+  ({
+    routes: {
+      "/": { type: "load_balance", discover: { max_targets: 64, refresh: 20, ...discover } },
+    },
+  }) as unknown as Config;
+
+Deno.test("discovery: a name whose AAAA lookup keeps failing still follows its A records", async () => {
+  let a = ["10.0.0.1"];
+  const lookup: AddressLookup = (_name, type) =>
+    type === "A" ? Promise.resolve(a) : Promise.reject(new Error("SERVFAIL"));
+  const d = createDiscovery({ logger: silentLogger, onChange: () => {}, lookup });
+  const config = configOf({ dns: "http://app.test:8080" });
+  try {
+    await d.prepare(config);
+    assert.deepEqual(d.foundFor(config).get("/"), [{ address: "10.0.0.1" }]);
+    a = ["10.0.0.2"];
+    await waitFor(() => d.foundFor(config).get("/")?.[0]?.address === "10.0.0.2", {
+      what: "the new A record",
+      timeoutMs: 2_000,
+    });
+  } finally {
+    d.close();
+  }
+});
+
+Deno.test("discovery: a failed AAAA lookup keeps the IPv6 addresses found before", async () => {
+  let a = ["10.0.0.1"], aaaaFails = false;
+  const lookup: AddressLookup = (_name, type) =>
+    type === "A"
+      ? Promise.resolve(a)
+      : aaaaFails
+      ? Promise.reject(new Error("timed out"))
+      : Promise.resolve(["fd00::1"]);
+  const d = createDiscovery({ logger: silentLogger, onChange: () => {}, lookup });
+  const config = configOf({ dns: "http://app.test:8080" });
+  try {
+    await d.prepare(config);
+    assert.deepEqual(d.foundFor(config).get("/"), [{ address: "10.0.0.1" }, {
+      address: "fd00::1",
+    }]);
+    aaaaFails = true;
+    a = ["10.0.0.2"];
+    await waitFor(() => d.foundFor(config).get("/")?.[0]?.address === "10.0.0.2", {
+      what: "the new A record",
+      timeoutMs: 2_000,
+    });
+    assert.deepEqual(d.foundFor(config).get("/"), [{ address: "10.0.0.2" }, {
+      address: "fd00::1",
+    }]);
+  } finally {
+    d.close();
+  }
+});
