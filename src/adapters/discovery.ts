@@ -60,6 +60,9 @@ type DiscoverConfig = NonNullable<
 >;
 
 interface Loop {
+  /** The route and its `discover`. */
+  id: string;
+  d: DiscoverConfig;
   timer?: number;
   stopped: boolean;
   /** Aborts a lookup under way when the loop stops. */
@@ -245,7 +248,23 @@ export function createDiscovery(o: {
   };
 
   const start = (id: string, d: DiscoverConfig, key: string): Loop => {
-    const loop: Loop = { stopped: false, abort: new AbortController(), first: Promise.resolve() };
+    const loop: Loop = {
+      id,
+      d,
+      stopped: false,
+      abort: new AbortController(),
+      first: Promise.resolve(),
+    };
+    // A reload changing only refresh, max_targets or resolver looks up the same name: until that
+    // answers, what the route's running loop found stands (a reload during a DNS outage must not
+    // empty the route).
+    for (const [k, l] of loops) {
+      const had = found.get(k);
+      if (l.id === id && l.d.dns === d.dns && l.d.srv === d.srv && had) {
+        found.set(key, had.slice(0, d.max_targets));
+        break;
+      }
+    }
     const failed = (err: unknown) =>
       o.logger.error("discover lookup failed", { route: id, error: String(err) });
     const schedule = () => {

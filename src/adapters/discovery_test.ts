@@ -60,3 +60,26 @@ Deno.test("discovery: a failed AAAA lookup keeps the IPv6 addresses found before
     d.close();
   }
 });
+
+Deno.test("discovery: a reload changing refresh while DNS fails keeps the route's targets", async () => {
+  let down = false;
+  const lookup: AddressLookup = (_name, type) =>
+    down
+      ? Promise.reject(new Error("timed out"))
+      : Promise.resolve(type === "A" ? ["10.0.0.1"] : []);
+  const d = createDiscovery({ logger: silentLogger, onChange: () => {}, lookup });
+  const before = configOf({ dns: "http://app.test:8080", refresh: 60_000 });
+  const after = configOf({ dns: "http://app.test:8080", refresh: 30_000, max_targets: 10 });
+  const other = configOf({ dns: "http://api.test:8080", refresh: 30_000 });
+  try {
+    await d.prepare(before);
+    down = true;
+    await d.prepare(after);
+    await d.prepare(other);
+    assert.deepEqual(d.foundFor(after).get("/"), [{ address: "10.0.0.1" }]);
+    // Another name is another service: nothing of the old one's.
+    assert.equal(d.foundFor(other).get("/"), undefined);
+  } finally {
+    d.close();
+  }
+});
