@@ -271,6 +271,17 @@ export async function explainRequest(
         pick = pickTarget(ctx, deps, out);
       }
       const chosen = pick.url ?? targets[0];
+      if (chosen === undefined && cfg.type === "load_balance" && cfg.discover) {
+        // Found by DNS, and none is known (none found, or not looked up: `prox explain`).
+        const d = cfg.discover;
+        out.notes.push(
+          `No target known: the targets come from DNS (discover ${d.dns ?? d.srv}); until a ` +
+            `lookup finds one, requests get 503 with Retry-After ${Math.ceil(d.refresh / 1000)}` +
+            " (prox explain does not look up DNS; the admin API's /explain shows the live ones)",
+        );
+        out.answer = { status: 503 };
+        return out;
+      }
       const to = targetOf(ctx, cfg, chosen);
       const wire = ws ? toWebSocketUrl(to.origin.href) : to.origin;
       const origin = wire.protocol === "unix:"
