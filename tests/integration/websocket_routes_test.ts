@@ -322,3 +322,25 @@ Deno.test("a finished WebSocket is logged once with who closed it and message co
   assert.equal(rec.route, "/");
   assert.ok(typeof rec.requestId === "string" && rec.requestId.length > 0);
 });
+
+Deno.test("preserve_host: a WebSocket upgrade carries the client's Host upstream", async () => {
+  await using up = await startUpstream((req) => {
+    const host = req.headers.get("host") ?? "";
+    const { socket, response } = Deno.upgradeWebSocket(req);
+    socket.onmessage = () => socket.send(host);
+    return response;
+  });
+  await using prox = await startWsProxy(`
+routes:
+  "/app":
+    type: proxy
+    target: "${up.url}"
+    preserve_host: true
+`);
+  const ws = await connect(`${prox.ws}/app/socket`);
+  const got = messages(ws, 1);
+  ws.send("hi");
+  assert.equal((await got)[0].data.toString(), new URL(prox.http).host);
+  ws.close();
+  await closed(ws);
+});

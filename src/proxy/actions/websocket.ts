@@ -220,8 +220,11 @@ export async function websocketAction(
         connectTimeout: u.timeouts.connect,
         tls: u.tls,
         proxyHeader: u.proxyHeader,
-        // Discovered targets are addresses: the handshake names the service, as requests do.
-        host: compiled.upstreamHost,
+        // The client's Host with preserve_host (pipeline.ts checked it); discovered targets are
+        // addresses: the handshake names the service, as requests do.
+        host: route.type !== "websocket" && route.preserve_host && ctx.host
+          ? ctx.host
+          : compiled.upstreamHost,
         limits,
         requestId: ctx.requestId,
         localPort: ctx.info.localPort,
