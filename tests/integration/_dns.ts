@@ -9,6 +9,10 @@ export interface MockDns extends AsyncDisposable {
   server: string;
   /** Sets the A records of `host` (replacing those it had; none clears them). */
   setA(host: string, addresses: string[]): Promise<void>;
+  /** Replaces the AAAA records of `host`. */
+  setAAAA(host: string, addresses: string[]): Promise<void>;
+  /** Makes `host` a CNAME of `target`. */
+  setCname(host: string, target: string): Promise<void>;
   /** Stops the server (lookups then fail), before the test ends. */
   stop(): Promise<void>;
 }
@@ -61,6 +65,11 @@ export async function startMockDns(): Promise<MockDns> {
         await post("/clear-a", { host });
         if (addresses.length > 0) await post("/add-a", { host, addresses });
       },
+      async setAAAA(host, addresses) {
+        await post("/clear-aaaa", { host });
+        if (addresses.length > 0) await post("/add-aaaa", { host, addresses });
+      },
+      setCname: (host, target) => post("/set-cname", { host, target }),
       stop,
       [Symbol.asyncDispose]: stop,
     };

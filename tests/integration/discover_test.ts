@@ -279,3 +279,32 @@ interopTest("discover: a WebSocket upgrade names the service as Host, not the ad
     await up.shutdown();
   }
 });
+
+interopTest("discover: IPv6 addresses behind a CNAME, bracketed, with the name as Host", [
+  "pebble-challtestsrv",
+], async () => {
+  await using dns = await startMockDns();
+  const up = Deno.serve(
+    { hostname: "::1", port: 0, onListen: () => {} },
+    (req) => new Response(`v6 ${req.headers.get("host")}`),
+  );
+  try {
+    await dns.setCname("app.test", "real.test");
+    await dns.setAAAA("real.test", ["::1"]);
+    await using prox = await startProxy(`
+health_check: { enabled: false }
+routes:
+  /:
+    type: load_balance
+    discover: { dns: "http://app.test:${up.addr.port}", refresh: 1s, resolver: "${dns.server}" }
+`);
+    const route = prox.server.snapshot().config.routes["/"];
+    assert.deepEqual(route.type === "load_balance" && route.targets, [
+      `http://[::1]:${up.addr.port}`,
+    ]);
+    const res = await fetch(prox.url);
+    assert.equal(await res.text(), `v6 app.test:${up.addr.port}`);
+  } finally {
+    await up.shutdown();
+  }
+});
