@@ -720,9 +720,12 @@ async function workerServe(
       // So does a cache purge: each worker has its own caches.
       onPurge: (input) =>
         void link?.send({ type: "purge", worker: role.index, pid: Deno.pid, input }),
-      // And a drained target: each worker balances on its own.
-      onDrain: (target, drained) =>
-        void link?.send({ type: "target", worker: role.index, pid: Deno.pid, target, drained }),
+      // And a drained target (worker 0's admin API; the others follow it): each worker balances
+      // on its own.
+      onDrain: (target, drained) => {
+        if (!role.exclusive) return;
+        void link?.send({ type: "target", worker: role.index, pid: Deno.pid, target, drained });
+      },
     });
     link = await connectSupervisor(role);
     await link.send({ type: "ready", worker: role.index, pid: Deno.pid });

@@ -608,7 +608,7 @@ export async function startServer(
         1001,
         "Route changed by a config reload",
       );
-      upstreams.retain(configuredTargets(config), Object.keys(config.routes));
+      forgetDrains(upstreams.retain(configuredTargets(config), Object.keys(config.routes)));
       caches.retain(config);
       tokens.retain(config.routes);
       upstreams.release(unwatchedTargets(config));
@@ -687,10 +687,22 @@ export async function startServer(
     config = next;
     current = snap;
     builtFound = text;
-    upstreams.retain(configuredTargets(config), Object.keys(config.routes));
+    forgetDrains(upstreams.retain(configuredTargets(config), Object.keys(config.routes)));
     upstreams.release(unwatchedTargets(config));
     health.update(current);
     metrics.backendsConfigured(targetsOf(snap));
+  }
+
+  /**
+   * Drained targets the config (or DNS) no longer has lose their drain: said, and passed on as
+   * an undrain (with workers, the supervisor then stops replaying it to restarted workers, which
+   * would drain it there alone once it is back).
+   */
+  function forgetDrains(targets: string[]): void {
+    for (const target of targets) {
+      logger.info("A drained target left the config: its drain ends", { target });
+      opts.onDrain?.(target, false);
+    }
   }
 
   /** Drains a configured target (or undrains it); false when no route has it. */

@@ -113,7 +113,10 @@ export interface StartOptions {
   onReload?: (result: ReloadResult) => void;
   /** Called after a purge through the admin API (workers pass it on to their siblings). */
   onPurge?: (input: PurgeInput) => void;
-  /** Called after the admin API drained or undrained a target (with workers: tell the others). */
+  /**
+   * Called after the admin API drained or undrained a target, and with `on` false when a drained
+   * target left the config (with workers: tell the others).
+   */
   onDrain?: (target: string, on: boolean) => void;
   /** ACME timing (tests: a shifted clock, short check intervals). */
   acme?: AcmeTuning;

@@ -292,7 +292,7 @@ export function startSupervisor(count: number, opts: {
     } else if (msg.type === "purge") {
       // A cache purge through worker 0's admin API: each worker has its own caches.
       for (const s of slots) if (s !== slot) void tell(s, { type: "purge", input: msg.input });
-    } else if (msg.type === "target") {
+    } else if (msg.type === "target" && slot.index === 0) {
       // A target drained through worker 0's admin API: each worker balances on its own. Kept
       // here too, for workers started later (bounded by the config's targets, as worker 0 is).
       if (msg.drained) drainedTargets.add(msg.target);

@@ -194,8 +194,11 @@ export interface UpstreamRegistry {
    * is unchanged, so a reload does not restart every rotation at the first target.
    */
   selector(route: string, o: { signature: string; make: () => Selector }): Selector;
-  /** Forgets targets and routes no longer configured; late results for them are ignored. */
-  retain(ids: Iterable<string>, routes: Iterable<string>): void;
+  /**
+   * Forgets targets and routes no longer configured; late results for them are ignored. Returns
+   * the drained targets it forgot (their drain ends with them).
+   */
+  retain(ids: Iterable<string>, routes: Iterable<string>): string[];
   list(): UpstreamView[];
 }
 
@@ -517,7 +520,8 @@ export function createUpstreamRegistry(
       const before = configured;
       const keep = configured = new Set(ids);
       for (const k of states.keys()) if (!keep.has(k)) states.delete(k);
-      for (const k of drainedIds) if (!keep.has(k)) drainedIds.delete(k);
+      const forgot = [...drainedIds].filter((k) => !keep.has(k));
+      for (const k of forgot) drainedIds.delete(k);
       // Added by a reload (not by the first call, at start-up): new to the pool, it ramps up.
       if (before !== null) {
         const t = now();
@@ -526,6 +530,7 @@ export function createUpstreamRegistry(
       const keepRoutes = new Set(routes);
       for (const k of budgets.keys()) if (!keepRoutes.has(k)) budgets.delete(k);
       for (const k of selectors.keys()) if (!keepRoutes.has(k)) selectors.delete(k);
+      return forgot;
     },
     list() {
       const t = now();

@@ -19,10 +19,14 @@ routes:
   /one: { type: proxy, target: "${a}" }
 ${extra}`;
 
-async function withProx(text: string, fn: (p: ProxServer, file: string) => Promise<void>) {
+async function withProx(
+  text: string,
+  fn: (p: ProxServer, file: string) => Promise<void>,
+  onDrain?: (target: string, on: boolean) => void,
+) {
   const file = await Deno.makeTempFile({ suffix: ".yaml" });
   await Deno.writeTextFile(file, text);
-  const server = await startServer({ path: file }, { logger: silentLogger, watch: false });
+  const server = await startServer({ path: file }, { logger: silentLogger, watch: false, onDrain });
   try {
     await fn(server, file);
   } finally {
@@ -139,4 +143,24 @@ Deno.test("admin drain: a reload keeps a drained target drained, and forgets one
     assert.ok((await p.reload()).ok);
     assert.deepEqual(await answers(p, "/lb"), ["200 a", "200 b"]);
   });
+});
+
+Deno.test("admin drain: a drain the config's change forgets is passed on as an undrain (workers)", async () => {
+  await using a = await startUpstream(() => new Response("a"));
+  await using b = await startUpstream(() => new Response("b"));
+  const told: string[] = [];
+  await withProx(yaml(a.url, b.url), async (p, file) => {
+    const admin = `http://127.0.0.1:${p.admin!.port}`;
+    await (await fetch(`${admin}/upstreams/drain?target=${a.url}`, {
+      method: "POST",
+      headers: auth,
+    })).body?.cancel();
+    // Removed: the supervisor must not replay its drain to a worker restarted after it is back.
+    await Deno.writeTextFile(
+      file,
+      yaml(b.url, b.url).replace(`["${b.url}", "${b.url}"]`, `["${b.url}"]`),
+    );
+    assert.ok((await p.reload()).ok);
+    assert.deepEqual(told, [`${a.url} true`, `${a.url} false`]);
+  }, (target, on) => told.push(`${target} ${on}`));
 });
