@@ -752,8 +752,9 @@ async function workerServe(
         });
       }
     } else if (cmd.type === "target") {
-      // A target a reload since removed (or not yet loaded here) is no longer anyone's.
-      if (s.drainTarget(cmd.target, cmd.drained)) {
+      // A target a reload since removed is no longer anyone's; one this worker's own DNS lookup
+      // (discover) has not found yet is drained once found.
+      if (s.drainTarget(cmd.target, cmd.drained, { ahead: true })) {
         s.logger.info(
           cmd.drained
             ? "Target drained as worker 0's admin API asked"

@@ -706,8 +706,8 @@ export async function startServer(
   }
 
   /** Drains a configured target (or undrains it); false when no route has it. */
-  function drainTarget(target: string, on: boolean): boolean {
-    return upstreams.drain(target, on);
+  function drainTarget(target: string, on: boolean, o?: { ahead?: boolean }): boolean {
+    return upstreams.drain(target, on, o);
   }
 
   let stopping: Promise<void> | null = null;

@@ -63,9 +63,10 @@ export interface ProxServer {
   purgeCache(input: PurgeInput): PurgeResult;
   /**
    * Drains a target or puts it back (the admin `POST /upstreams/drain`, `/upstreams/undrain`; a
-   * worker at its sibling's word); false when no route has it.
+   * worker at its sibling's word); false when no route has it (with `ahead`, its drain then
+   * waits for a route to have it: see UpstreamRegistry.drain).
    */
-  drainTarget(target: string, on: boolean): boolean;
+  drainTarget(target: string, on: boolean, o?: { ahead?: boolean }): boolean;
   /**
    * Graceful and idempotent: readiness false, stop accepting (HTTP/2 GOAWAY), let in-flight
    * requests finish up to shutdown_timeout, then close what remains.

@@ -58,6 +58,8 @@ export interface UpstreamState {
 const EWMA_TAU_MS = 10_000;
 /** Hard cap on tracked targets; normally bounded by the config through retain(). */
 const MAX_TARGETS = 10_000;
+/** Hard cap on drains asked ahead of their target (see drain's `ahead`). */
+const MAX_AHEAD = 1_024;
 /** Hard cap on distinct active checks of one target; normally bounded by the config. */
 const MAX_CHECKS = 1_000;
 /** Retry budget window: ten one-second buckets. */
@@ -113,9 +115,11 @@ export interface UpstreamRegistry {
   available(id: string, at?: number, check?: string | null): boolean;
   /**
    * Drains a target (`on`: no new requests, whatever its health, until undrained) or puts it
-   * back (ramping with slow start); false when the config names no such target.
+   * back (ramping with slow start); false when the config names no such target. With `ahead`,
+   * such a target's drain waits for the config to name it (a worker whose own DNS lookup has not
+   * found a target worker 0 drained yet).
    */
-  drain(id: string, on: boolean): boolean;
+  drain(id: string, on: boolean, o?: { ahead?: boolean }): boolean;
   /** True while the target is drained. */
   drained(id: string): boolean;
   /** Records an active probe result of one of the target's checks; logs and exports transitions. */
@@ -222,6 +226,8 @@ export function createUpstreamRegistry(
   let configured: Set<string> | null = null;
   /** Targets drained through the admin API; only configured ones (retain drops the others). */
   const drainedIds = new Set<string>();
+  /** Drains asked `ahead` for targets not configured yet (bounded: the oldest go first). */
+  const aheadIds = new Set<string>();
   /** Removed by a reload: a request or probe that started before it must not bring it back. */
   const retired = (id: string) => configured !== null && !configured.has(id);
   const now = () => deps.clock.monotonic();
@@ -504,8 +510,16 @@ export function createUpstreamRegistry(
       if (selectors.size < MAX_TARGETS || kept) selectors.set(route, { ...o, selector });
       return selector;
     },
-    drain(id, on) {
-      if (configured !== null && !configured.has(id)) return false;
+    drain(id, on, o) {
+      if (configured !== null && !configured.has(id)) {
+        aheadIds.delete(id);
+        if (on && o?.ahead) {
+          if (aheadIds.size >= MAX_AHEAD) aheadIds.delete(aheadIds.values().next().value!);
+          aheadIds.add(id);
+        }
+        return false;
+      }
+      aheadIds.delete(id);
       if (on) {
         drainedIds.add(id);
         get(id);
@@ -522,6 +536,11 @@ export function createUpstreamRegistry(
       for (const k of states.keys()) if (!keep.has(k)) states.delete(k);
       const forgot = [...drainedIds].filter((k) => !keep.has(k));
       for (const k of forgot) drainedIds.delete(k);
+      for (const k of aheadIds) {
+        if (!keep.has(k)) continue;
+        aheadIds.delete(k);
+        drainedIds.add(k);
+      }
       // Added by a reload (not by the first call, at start-up): new to the pool, it ramps up.
       if (before !== null) {
         const t = now();

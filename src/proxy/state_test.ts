@@ -341,3 +341,14 @@ Deno.test("registry: carryCheck starts a new check from the one it replaces, els
   reg.carryCheck("c", "z", []);
   assert.equal(reg.available("c", undefined, "z"), true);
 });
+
+Deno.test("registry: a drain asked ahead applies once the target is configured (a worker whose DNS lookup has not found it yet)", () => {
+  const { reg } = registry();
+  reg.retain(["a"], ["/"]);
+  assert.equal(reg.drain("b", true, { ahead: true }), false);
+  assert.equal(reg.drain("c", true, { ahead: true }), false);
+  assert.equal(reg.drain("c", false, { ahead: true }), false);
+  assert.equal(reg.drain("d", true), false);
+  reg.retain(["a", "b", "c", "d"], ["/"]);
+  assert.deepEqual(["a", "b", "c", "d"].map((id) => reg.drained(id)), [false, true, false, false]);
+});
