@@ -165,9 +165,13 @@ export function createDiscovery(o: {
       return { name, targets: [], failed: [err], total: true, keep: () => true };
     }
     // RFC 2782: the lowest priority first; the others stand in (backups). Each host looked up
-    // once, at most max_targets of them.
+    // once, at most max_targets of them: the lowest priorities' first, then by name, so that the
+    // same ones are kept whatever order the answer came in (DNS servers rotate it).
     const lowest = Math.min(...records.map((r) => r.priority));
-    const hosts = [...new Set(records.map((r) => r.target.replace(/\.$/, "")))]
+    const ranked = [...records].sort((a, b) =>
+      a.priority - b.priority || (a.target < b.target ? -1 : a.target > b.target ? 1 : 0)
+    );
+    const hosts = [...new Set(ranked.map((r) => r.target.replace(/\.$/, "")))]
       .filter((h) => h !== "").slice(0, d.max_targets);
     const looked = new Map(
       await Promise.all(hosts.map(async (h) => [h, await addresses(h, d, signal)] as const)),
@@ -231,7 +235,12 @@ export function createDiscovery(o: {
         max_targets: d.max_targets,
       });
     }
-    const next = sorted.slice(0, d.max_targets);
+    // Past max_targets, backups go first (then the highest addresses); the rest keep their order.
+    const kept = new Set(
+      [...sorted.filter((t) => !t.backup), ...sorted.filter((t) => t.backup)]
+        .slice(0, d.max_targets),
+    );
+    const next = sorted.filter((t) => kept.has(t));
     if (had !== undefined && JSON.stringify(had) === JSON.stringify(next)) return false;
     found.set(key, next);
     const names = (l: readonly Found[]) => l.map(foundName);

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { createDiscovery } from "./discovery.ts";
-import type { AddressLookup } from "./discovery.ts";
+import type { AddressLookup, SrvLookup } from "./discovery.ts";
 import type { Config } from "../config/schema.ts";
 import { silentLogger } from "../ports.ts";
 import { waitFor } from "../../tests/_harness.ts";
@@ -79,6 +79,64 @@ Deno.test("discovery: a reload changing refresh while DNS fails keeps the route'
     assert.deepEqual(d.foundFor(after).get("/"), [{ address: "10.0.0.1" }]);
     // Another name is another service: nothing of the old one's.
     assert.equal(d.foundFor(other).get("/"), undefined);
+  } finally {
+    d.close();
+  }
+});
+
+Deno.test("discovery srv: past max_targets, the hosts kept are the same whatever the answer's order", async () => {
+  const records = [
+    { priority: 10, weight: 1, port: 80, target: "backup.test." },
+    { priority: 0, weight: 1, port: 80, target: "b.test." },
+    { priority: 0, weight: 1, port: 80, target: "a.test." },
+    { priority: 0, weight: 1, port: 80, target: "c.test." },
+  ];
+  const ip: Record<string, string> = {
+    "a.test": "10.0.0.1",
+    "b.test": "10.0.0.2",
+    "c.test": "10.0.0.3",
+    "backup.test": "10.0.0.9",
+  };
+  let turn = 0;
+  const srvLookup: SrvLookup = () => {
+    // Each answer rotated, as DNS servers do.
+    turn++;
+    return Promise.resolve(records.map((_, i) => records[(i + turn) % records.length]));
+  };
+  const lookup: AddressLookup = (name, type) =>
+    Promise.resolve(type === "A" && ip[name] ? [ip[name]] : []);
+  let changes = 0;
+  const d = createDiscovery({ logger: silentLogger, onChange: () => changes++, lookup, srvLookup });
+  const config = configOf({ srv: "_http._tcp.app.test", scheme: "http", max_targets: 2 });
+  try {
+    await d.prepare(config);
+    const first = d.foundFor(config).get("/")?.map((f) => f.address);
+    assert.deepEqual(first, ["10.0.0.1", "10.0.0.2"]);
+    await waitFor(() => turn >= 6, { what: "more lookups", timeoutMs: 2_000 });
+    assert.equal(changes, 0);
+  } finally {
+    d.close();
+  }
+});
+
+Deno.test("discovery srv: past max_targets, backups are left out before primaries", async () => {
+  const srvLookup: SrvLookup = () =>
+    Promise.resolve([
+      { priority: 0, weight: 1, port: 80, target: "a.test." },
+      { priority: 1, weight: 1, port: 80, target: "backup.test." },
+    ]);
+  const lookup: AddressLookup = (name, type) =>
+    Promise.resolve(
+      type !== "A" ? [] : name === "a.test" ? ["10.0.0.5", "10.0.0.6"] : ["10.0.0.1"],
+    );
+  const d = createDiscovery({ logger: silentLogger, onChange: () => {}, lookup, srvLookup });
+  const config = configOf({ srv: "_http._tcp.app.test", scheme: "http", max_targets: 2 });
+  try {
+    await d.prepare(config);
+    assert.deepEqual(d.foundFor(config).get("/")?.map((f) => [f.address, f.backup]), [
+      ["10.0.0.5", false],
+      ["10.0.0.6", false],
+    ]);
   } finally {
     d.close();
   }
