@@ -284,6 +284,15 @@ export async function startServer(
     access: () => tcpAccess,
     random: Math.random,
     drainMs: () => config.shutdown_timeout,
+    // As the routes' targets: backend_down and backend_up (from worker 0, which notifies).
+    onTargetHealth: notifier
+      ? (c) =>
+        notifier.send(
+          c.up ? "backend_up" : "backend_down",
+          `tcp target ${c.target} of ${c.name} is ${c.up ? "up again" : "down"} (${c.reason})`,
+          { backend: `tcp://${c.target}`, tcp: c.name, reason: c.reason },
+        )
+      : undefined,
   });
   tcpMetrics?.retain(Object.keys(config.tcp ?? {}));
 

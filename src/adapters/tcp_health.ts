@@ -9,7 +9,7 @@ import { applyProbe } from "../domain/health.ts";
 import type { ActiveHealth } from "../domain/health.ts";
 import type { Logger } from "../ports.ts";
 import { timerDelay } from "../config/duration.ts";
-import type { TcpPlan } from "./tcp_proxy.ts";
+import type { TcpPlan, TcpTargetChange } from "./tcp_proxy.ts";
 import type { TargetGroup } from "./tcp_open.ts";
 
 /** One target's state as `/status` and the metrics show it. */
@@ -37,7 +37,11 @@ export function groupsOf(plan: TcpPlan): TargetGroup[] {
 /** Starts probing the targets of `plan` (its `entry.health_check` set); the first round at once. */
 export function startTcpHealth(
   plan: TcpPlan,
-  o: { logger: Logger; connect?: typeof Deno.connect },
+  o: {
+    logger: Logger;
+    connect?: typeof Deno.connect;
+    onChange?: (change: TcpTargetChange) => void;
+  },
 ): TcpHealthChecker {
   const hc = plan.entry.health_check!;
   const connect = o.connect ?? Deno.connect;
@@ -91,12 +95,16 @@ export function startTcpHealth(
         reason,
         failures: out.state.failures,
       });
+      const why = `${out.state.failures} failed connect(s): ${reason}`;
+      o.onChange?.({ name: plan.name, target: label, up: false, reason: why });
     } else if (out.transition === "up" && prev.status === "down") {
       o.logger.info("tcp target back up: health check passed", {
         name: plan.name,
         target: label,
         successes: out.state.successes,
       });
+      const why = `${out.state.successes} successful connect(s)`;
+      o.onChange?.({ name: plan.name, target: label, up: true, reason: why });
     }
   };
   const round = () => {

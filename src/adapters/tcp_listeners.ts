@@ -88,7 +88,9 @@ export function createTcpListeners(deps: TcpDeps & { drainMs: () => number }): T
   const checkerFor = (plan: TcpPlan, from: EntryState | undefined) => {
     if (from && from.plan === plan) return from.checker;
     from?.checker?.stop();
-    return plan.entry.health_check ? startTcpHealth(plan, { logger: deps.logger }) : null;
+    return plan.entry.health_check
+      ? startTcpHealth(plan, { logger: deps.logger, onChange: deps.onTargetHealth })
+      : null;
   };
   const retire = (s: EntryState) => {
     s.checker?.stop();

@@ -72,6 +72,16 @@ export interface TcpDeps {
   metrics: TcpMetrics | null;
   access: () => ((rec: TcpRecord) => void) | undefined;
   random: () => number;
+  /** A target's health checks changed their verdict (`health_check`; notify). */
+  onTargetHealth?: (change: TcpTargetChange) => void;
+}
+
+/** A tcp target marked down, or back up, by health checks. */
+export interface TcpTargetChange {
+  name: string;
+  target: string;
+  up: boolean;
+  reason: string;
 }
 
 /** A bound tcp listener. */

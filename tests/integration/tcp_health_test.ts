@@ -69,6 +69,40 @@ Deno.test("tcp health_check: a target that stops accepting leaves the turns unti
   }
 });
 
+Deno.test("tcp health_check: a target going down and coming back is notified as backend_down and backend_up", async () => {
+  const got: Record<string, unknown>[] = [];
+  const hook = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, async (req) => {
+    got.push(await req.json());
+    return new Response(null, { status: 204 });
+  });
+  // Nothing listens on the target's port yet: it starts down.
+  const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (probe.addr as Deno.NetAddr).port;
+  probe.close();
+  let target: ReturnType<typeof rawUpstream> | null = null;
+  try {
+    await using _prox = await startProxy(
+      `${base}notify: { webhook: "http://127.0.0.1:${hook.addr.port}/" }
+tcp:
+  db:
+    listen_addr: "127.0.0.1:0"
+    targets: ["127.0.0.1:${port}"]
+    health_check: { interval: 1s, timeout: 500ms, unhealthy_threshold: 1, healthy_threshold: 1 }
+`,
+    );
+    await waitFor(() => got.some((b) => b.event === "backend_down"), { what: "backend_down" });
+    const down = got.find((b) => b.event === "backend_down")!;
+    assert.equal(down.backend, `tcp://127.0.0.1:${port}`);
+    assert.equal(down.tcp, "db");
+    assert.match(String(down.text), /tcp target 127\.0\.0\.1:\d+ of db is down \(1 failed connect/);
+    target = rawUpstream({ reply: () => enc.encode("x"), port });
+    await waitFor(() => got.some((b) => b.event === "backend_up"), { what: "backend_up" });
+  } finally {
+    await target?.[Symbol.asyncDispose]();
+    await hook.shutdown();
+  }
+});
+
 Deno.test("validate: tcp health_check interval and timeout", () => {
   const issues = (hc: string) =>
     loadConfigText(
