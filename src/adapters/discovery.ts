@@ -10,6 +10,7 @@ import type { Config } from "../config/schema.ts";
 import { foundName } from "../config/discovered.ts";
 import type { Discovered, Found } from "../config/discovered.ts";
 import { parseResolver } from "../config/validate_route.ts";
+import { timerDelay } from "../config/duration.ts";
 import type { Logger } from "../ports.ts";
 
 /** A/AAAA lookup of `name`, on `server` or the system's resolvers; no records is `[]`. */
@@ -278,7 +279,10 @@ export function createDiscovery(o: {
       o.logger.error("discover lookup failed", { route: id, error: String(err) });
     const schedule = () => {
       if (loop.stopped) return;
-      const delay = !found.has(key) && failing.has(key) ? Math.min(RETRY_MS, d.refresh) : d.refresh;
+      // A refresh past setTimeout's longest delay waits that long (it would fire at once).
+      const delay = !found.has(key) && failing.has(key)
+        ? Math.min(RETRY_MS, d.refresh)
+        : timerDelay(d.refresh);
       const timer = setTimeout(() => {
         void once(id, d, key, loop).then((changed) => changed && !loop.stopped && o.onChange())
           .catch(failed).finally(schedule);

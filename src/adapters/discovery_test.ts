@@ -141,3 +141,20 @@ Deno.test("discovery srv: past max_targets, backups are left out before primarie
     d.close();
   }
 });
+
+Deno.test("discovery: a refresh past setTimeout's longest delay (30d) waits, not loops", async () => {
+  let lookups = 0;
+  const lookup: AddressLookup = (_name, type) => {
+    if (type === "A") lookups++;
+    return Promise.resolve(type === "A" ? ["10.0.0.1"] : []);
+  };
+  const d = createDiscovery({ logger: silentLogger, onChange: () => {}, lookup });
+  const config = configOf({ dns: "http://app.test:8080", refresh: 30 * 86_400_000 });
+  try {
+    await d.prepare(config);
+    await new Promise((r) => setTimeout(r, 50));
+    assert.equal(lookups, 1);
+  } finally {
+    d.close();
+  }
+});
