@@ -174,6 +174,31 @@ interopTest("tls.client_auth with curl over HTTP/1.1 and HTTP/2", ["curl"], asyn
   assert.equal(JSON.parse(out.stdout)["x-client-subject"], "CN=alice,O=Prox Test", out.stderr);
 });
 
+interopTest("tls.client_auth: a connection Prox closes ends with TLS close_notify (openssl)", [
+  "openssl",
+], async () => {
+  await using up = await echo();
+  await using prox = await startProxy(config(up.url), { tls: true });
+  const out = await run("openssl", [
+    "s_client",
+    "-connect",
+    `127.0.0.1:${prox.port}`,
+    "-servername",
+    "localhost",
+    "-CAfile",
+    `${TLS}/ca.pem`,
+    "-cert",
+    `${TLS}/alice.pem`,
+    "-key",
+    `${TLS}/alice.key`,
+    "-quiet",
+    "-ign_eof",
+  ], { stdin: "GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n" });
+  assert.match(out.stdout, /"x-client-subject":"CN=alice,O=Prox Test"/);
+  // Without close_notify OpenSSL 3 reports the end of TCP as a truncated answer.
+  assert.doesNotMatch(out.stderr, /unexpected eof/, out.stderr);
+});
+
 Deno.test("tls.client_auth: a reload turns it on and off on the running listener", async () => {
   await using up = await echo();
   const file = await Deno.makeTempFile({ suffix: ".yaml" });

@@ -40,6 +40,9 @@ export interface ClientAuthListener {
   close(): void;
 }
 
+/** How long a closed connection's last bytes (and TLS close_notify) may take to go out. */
+const CLOSE_MS = 5_000;
+
 /** Bytes read and not yet taken past which the socket is paused. */
 const HIGH_WATER = 256 * 1024;
 
@@ -131,9 +134,20 @@ class NodeTlsConn implements ClientAuthConn {
   }
 
   close(): void {
-    this.#socket.destroy();
+    // The TLS close_notify first, as Deno's TLS connections send it (a client that sees the TCP
+    // end without it may report a truncated answer: OpenSSL's "unexpected eof"); the socket is
+    // destroyed once that is written, or at once when it cannot be.
+    const socket = this.#socket;
     this.#ended = true;
     this.#notify();
+    if (socket.destroyed) return;
+    // (After closeWrite the end is queued already: destroying now would drop it.) A peer that does
+    // not take what is queued has CLOSE_MS, then the socket goes.
+    const timer = setTimeout(() => socket.destroy(), CLOSE_MS);
+    socket.once("close", () => clearTimeout(timer));
+    if (!socket.writableEnded) socket.end();
+    if (socket.writableFinished) socket.destroy();
+    else socket.once("finish", () => socket.destroy());
   }
 }
 
