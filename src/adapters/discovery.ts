@@ -155,6 +155,7 @@ export function createDiscovery(o: {
         failed: r.failed,
         total: r.failed.length === 2,
         keep: (f: Found) => ofFailed(f, r),
+        more: false,
       };
     }
     const name = d.srv!;
@@ -163,46 +164,70 @@ export function createDiscovery(o: {
     try {
       records = await srvLookup(name, server, signal);
     } catch (err) {
-      return { name, targets: [], failed: [err], total: true, keep: () => true };
+      return { name, targets: [], failed: [err], total: true, keep: () => true, more: false };
     }
     // RFC 2782: the lowest priority first; the others stand in (backups). Each host looked up
-    // once, at most max_targets of them: the lowest priorities' first, then by name, so that the
-    // same ones are kept whatever order the answer came in (DNS servers rotate it).
+    // once, at most max_targets of them: the lowest priorities' first, then by name (and port),
+    // so that the same ones are kept whatever order the answer came in (DNS servers rotate it).
     const lowest = Math.min(...records.map((r) => r.priority));
     const ranked = [...records].sort((a, b) =>
-      a.priority - b.priority || (a.target < b.target ? -1 : a.target > b.target ? 1 : 0)
+      a.priority - b.priority || (a.target < b.target ? -1 : a.target > b.target ? 1 : 0) ||
+      a.port - b.port
     );
-    const hosts = [...new Set(ranked.map((r) => r.target.replace(/\.$/, "")))]
-      .filter((h) => h !== "").slice(0, d.max_targets);
+    const named = [...new Set(ranked.map((r) => r.target.replace(/\.$/, "")))]
+      .filter((h) => h !== "");
+    const hosts = named.slice(0, d.max_targets);
+    // Each host's first max_targets addresses (in address order): a hostile or broken DNS
+    // answering thousands of records for thousands of addresses must not make millions of targets.
     const looked = new Map(
-      await Promise.all(hosts.map(async (h) => [h, await addresses(h, d, signal)] as const)),
+      await Promise.all(hosts.map(async (h) => {
+        const a = await addresses(h, d, signal);
+        const found = [...new Set(a.found)].sort(byAddress).slice(0, d.max_targets);
+        return [h, { ...a, found }] as const;
+      })),
     );
     const targets: Found[] = [];
+    const names = new Set<string>();
     const failed: unknown[] = [];
+    const failedHosts = new Set<string>();
+    let more = named.length > hosts.length;
     /** Ports of records whose host's A (4) or AAAA (6) lookup failed. */
     const unanswered = { 4: new Set<number>(), 6: new Set<number>() };
-    for (const r of records) {
-      const a = looked.get(r.target.replace(/\.$/, ""));
+    for (const r of ranked) {
+      const host = r.target.replace(/\.$/, "");
+      const a = looked.get(host);
       if (!a) continue;
-      failed.push(...a.failed);
+      if (a.failed.length > 0 && !failedHosts.has(host)) {
+        failedHosts.add(host);
+        failed.push(...a.failed);
+      }
       if (a.v4Failed) unanswered[4].add(r.port);
       if (a.v6Failed) unanswered[6].add(r.port);
+      // Taken in rank order (primaries first) up to max_targets.
       for (const address of a.found) {
-        targets.push({
+        const t: Found = {
           address,
           port: r.port,
           weight: Math.min(1000, Math.max(1, r.weight)),
           backup: r.priority !== lowest,
-        });
+        };
+        const n = foundName(t);
+        if (names.has(n)) continue;
+        if (names.size >= d.max_targets) {
+          more = true;
+          break;
+        }
+        names.add(n);
+        targets.push(t);
       }
     }
     const keep = (f: Found) => unanswered[f.address.includes(":") ? 6 : 4].has(f.port ?? -1);
-    return { name, targets, failed, total: false, keep };
+    return { name, targets, failed, total: false, keep, more };
   };
 
   /** One lookup for route `id`; true when what it found changed. */
   const once = async (id: string, d: DiscoverConfig, key: string, loop: Loop): Promise<boolean> => {
-    const { name, targets, failed, total, keep } = await lookUp(d, loop.abort.signal);
+    const { name, targets, failed, total, keep, more } = await lookUp(d, loop.abort.signal);
     if (loop.stopped) return false;
     const had = found.get(key);
     if (failed.length > 0) {
@@ -228,11 +253,11 @@ export function createDiscovery(o: {
     const sorted = [...unique.values()].sort((a, b) =>
       byAddress(a.address, b.address) || (a.port ?? 0) - (b.port ?? 0)
     );
-    if (sorted.length > d.max_targets && had?.length !== d.max_targets) {
+    if ((sorted.length > d.max_targets || more) && had?.length !== d.max_targets) {
       o.logger.warn("discover found more targets than max_targets; the rest are left out", {
         route: id,
         name,
-        found: sorted.length,
+        found: more ? `more than ${d.max_targets}` : sorted.length,
         max_targets: d.max_targets,
       });
     }
