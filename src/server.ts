@@ -420,8 +420,12 @@ export async function startServer(
       }
       return r;
     },
-    drainTarget: (target, on) => {
-      if (!drainTarget(target, on)) return null;
+    drainTarget: (asked, on) => {
+      // As written in the config, or with the trailing slash the config has (or has not):
+      // `http://10.0.0.5:8080/` is the same target as `http://10.0.0.5:8080`.
+      const target = [asked, asked.endsWith("/") ? asked.slice(0, -1) : `${asked}/`]
+        .find((t) => drainTarget(t, on));
+      if (target === undefined) return null;
       logger.info(
         on ? "Target drained through the admin API" : "Target undrained through the admin API",
         {

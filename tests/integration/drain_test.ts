@@ -113,6 +113,17 @@ Deno.test("admin drain: a target no route has is 404, none given 400, GET 405, n
       /^404 Not found: no route has the target "http:\/\/10\.9\.9\.9"/,
     );
     assert.match(await call("/upstreams/drain"), /^400 Bad request: give the target/);
+    // The target with a trailing slash the config does not have is the same target.
+    const slashed = await fetch(`${admin}/upstreams/drain?target=${a.url}/`, {
+      method: "POST",
+      headers: auth,
+    });
+    assert.deepEqual(await slashed.json(), { target: a.url, drained: true, inFlight: 0 });
+    const back = await fetch(`${admin}/upstreams/undrain?target=${a.url}/`, {
+      method: "POST",
+      headers: auth,
+    });
+    assert.equal((await back.json()).drained, false);
     assert.match(await call("/upstreams/undrain", { headers: auth }), /^405 /);
     assert.match(await call(`/upstreams/drain?target=${a.url}`, { method: "POST" }), /^401 /);
     assert.deepEqual(await answers(p, "/lb"), ["200 a", "200 b"]);
