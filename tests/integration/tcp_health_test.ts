@@ -7,6 +7,7 @@ import { recordingLogger } from "./_ws.ts";
 import { enc, exchange, rawUpstream } from "./_tcp.ts";
 import { waitFor } from "../_harness.ts";
 import { loadConfigText } from "../../src/config/load.ts";
+import { startServer } from "../../src/server.ts";
 
 const base = `
 health_check: { enabled: false }
@@ -118,4 +119,59 @@ Deno.test("validate: tcp health_check interval and timeout", () => {
     /error tcp\.db\.health_check\.timeout: timeout \(2000 ms\) must be shorter than interval/,
   );
   assert.match(issues("{ intervall: 2s }").join(), /Unknown key "intervall"/);
+});
+
+Deno.test("tcp health_check across reloads: an unchanged entry keeps its states, a changed one probes afresh, a removed one is gone", async () => {
+  await using up = rawUpstream({ reply: () => enc.encode("up") });
+  const hole = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const dead = `127.0.0.1:${(hole.addr as Deno.NetAddr).port}`;
+  hole.close();
+  const dir = await Deno.makeTempDir({ prefix: "prox-tcp-health-" });
+  const file = `${dir}/config.yaml`;
+  const write = (entry: string) =>
+    Deno.writeTextFile(file, `listen_addr: "127.0.0.1:0"${base}${entry}`);
+  const db = (connect: string) =>
+    `tcp:\n  db:\n    listen_addr: "127.0.0.1:0"\n    targets: ["${dead}", "${up.addr}"]\n` +
+    `    timeouts: { connect: ${connect} }\n` +
+    `    health_check: { interval: 1h, unhealthy_threshold: 1, healthy_threshold: 1 }\n`;
+  await write(db("5s"));
+  const logger = recordingLogger();
+  const server = await startServer({ path: file }, { logger, watch: false });
+  try {
+    const admin = `http://127.0.0.1:${server.admin!.port}`;
+    const rows = async () =>
+      (await (await fetch(`${admin}/status`)).json()).tcp as {
+        name: string;
+        health?: Record<string, string>;
+      }[];
+    const downs = () =>
+      logger.records.filter((r) => r.msg === "tcp target marked down by health check").length;
+    await waitFor(async () => (await rows())[0].health?.[up.addr] === "up", { what: "up probed" });
+    await waitFor(() => downs() === 1, { what: "dead marked down" });
+    assert.equal(up.accepted, 1); // the first round's probe
+
+    // Unchanged: no new round (interval 1h), dead stays down and out of the turns.
+    assert.ok((await server.reload({ trigger: "test" })).ok);
+    assert.deepEqual((await rows())[0].health, { [dead]: "down", [up.addr]: "up" });
+    const port = server.tcpAddr("db")!.port;
+    for (let i = 0; i < 3; i++) assert.equal(await exchange(port, "x"), "up");
+    assert.equal(up.accepted, 4, "no probe since the reload");
+    assert.equal(downs(), 1);
+    assert.equal(logger.records.filter((r) => r.msg === "Cannot connect to tcp target").length, 0);
+
+    // Changed: a new checker, whose first round finds dead down again.
+    await write(db("4s"));
+    assert.ok((await server.reload({ trigger: "test" })).ok);
+    await waitFor(() => downs() === 2, { what: "dead marked down by the new checker" });
+    await waitFor(() => up.accepted === 5, { what: "the new checker's probe of up" });
+
+    // Removed: no row, no gauge.
+    await write("");
+    assert.ok((await server.reload({ trigger: "test" })).ok);
+    assert.equal((await rows())?.length ?? 0, 0);
+    assert.doesNotMatch(await (await fetch(`${admin}/metrics`)).text(), /prox_tcp_target_up\{/);
+  } finally {
+    await server.shutdown();
+    await Deno.remove(dir, { recursive: true });
+  }
 });
