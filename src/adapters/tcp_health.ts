@@ -1,7 +1,7 @@
 // Active health checks of a tcp entry's targets (`health_check`): every `interval` a TCP connect
 // to each distinct target of the entry (its `targets`, or every `sni` group's and `default`'s),
-// closed at once; `unhealthy_threshold` failures in a row mark a target down, `healthy_threshold`
-// successes bring it back (domain/health.ts). connectAny (tcp_open.ts) passes over a down target
+// closed at once (after `send` and the `expect`ed answer, with those); `unhealthy_threshold`
+// failures in a row mark a target down, `healthy_threshold` successes bring it back (domain/health.ts). connectAny (tcp_open.ts) passes over a down target
 // while another is left. One checker per entry plan: a reload that keeps the entry unchanged keeps
 // its checker and states, one that changes it starts afresh.
 
@@ -32,6 +32,30 @@ export function groupsOf(plan: TcpPlan): TargetGroup[] {
   const all = new Set<TargetGroup>([...sni.exact.values(), ...sni.wildcard.values()]);
   if (sni.fallback) all.add(sni.fallback);
   return [...all];
+}
+
+/** The most of a target's answer searched for `expect`. */
+const MAX_ANSWER = 4096;
+
+/** Writes `send`, then reads until the answer contains `expect`; throws why it did not. */
+async function converse(conn: Deno.Conn, send?: string, expect?: string): Promise<void> {
+  if (send !== undefined) {
+    const bytes = new TextEncoder().encode(send);
+    for (let off = 0; off < bytes.length;) off += await conn.write(bytes.subarray(off));
+  }
+  if (expect === undefined) return;
+  const dec = new TextDecoder();
+  const buf = new Uint8Array(MAX_ANSWER);
+  let got = "";
+  while (!got.includes(expect)) {
+    const said = got === "" ? "" : ` (it answered ${JSON.stringify(got.slice(0, 64))})`;
+    if (got.length >= MAX_ANSWER) {
+      throw new Error(`no ${JSON.stringify(expect)} in the first ${MAX_ANSWER} bytes${said}`);
+    }
+    const n = await conn.read(buf);
+    if (n === null) throw new Error(`closed before answering ${JSON.stringify(expect)}${said}`);
+    got += dec.decode(buf.subarray(0, n), { stream: true });
+  }
 }
 
 /** Starts probing the targets of `plan` (its `entry.health_check` set); the first round at once. */
@@ -71,7 +95,15 @@ export function startTcpHealth(
     let reason = "";
     try {
       const conn = await connect({ hostname: host, port, signal: ac.signal });
-      conn.close();
+      // Past the connect, the timeout ends a conversation by closing the connection.
+      const cut = () => conn.close();
+      ac.signal.addEventListener("abort", cut, { once: true });
+      try {
+        await converse(conn, hc.send, hc.expect);
+      } finally {
+        ac.signal.removeEventListener("abort", cut);
+        if (!ac.signal.aborted) conn.close();
+      }
     } catch (err) {
       reason = ac.signal.aborted
         ? `no answer within ${hc.timeout} ms`

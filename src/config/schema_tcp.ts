@@ -30,6 +30,10 @@ export const TcpHealthCheck = z.object({
   unhealthy_threshold: z.int().positive().default(3),
   /** Consecutive successful connects that bring a target back. */
   healthy_threshold: z.int().positive().default(2),
+  /** Written once connected (HAProxy's `tcp-check send`), e.g. "PING\r\n". */
+  send: z.string().min(1).optional(),
+  /** Text the target's answer must contain within `timeout` (HAProxy's `tcp-check expect string`). */
+  expect: z.string().min(1).optional(),
 }).strict();
 
 /** One `tcp` entry; its key names it in logs, metrics and `/status`. */

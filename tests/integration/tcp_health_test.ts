@@ -119,6 +119,8 @@ Deno.test("validate: tcp health_check interval and timeout", () => {
     /error tcp\.db\.health_check\.timeout: timeout \(2000 ms\) must be shorter than interval/,
   );
   assert.match(issues("{ intervall: 2s }").join(), /Unknown key "intervall"/);
+  assert.deepEqual(issues('{ send: "PING\\r\\n", expect: "+PONG" }'), []);
+  assert.match(issues('{ expect: "" }').join(), /error tcp\.db\.health_check\.expect/);
 });
 
 Deno.test("tcp health_check across reloads: an unchanged entry keeps its states, a changed one probes afresh, a removed one is gone", async () => {
@@ -174,4 +176,65 @@ Deno.test("tcp health_check across reloads: an unchanged entry keeps its states,
     await server.shutdown();
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+/** A server answering "+PONG\r\n" to what it is sent first (a Redis that is up). */
+function pongServer(): { addr: string } & AsyncDisposable {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const conns = new Set<Deno.Conn>();
+  const serving = (async () => {
+    for await (const conn of listener) {
+      conns.add(conn);
+      void (async () => {
+        try {
+          const buf = new Uint8Array(64);
+          if (await conn.read(buf) !== null) await conn.write(enc.encode("+PONG\r\n"));
+          while (await conn.read(buf) !== null) { /* until the prober closes */ }
+        } catch { /* closed */ }
+        conns.delete(conn);
+        conn.close();
+      })();
+    }
+  })();
+  return {
+    addr: `127.0.0.1:${(listener.addr as Deno.NetAddr).port}`,
+    async [Symbol.asyncDispose]() {
+      listener.close();
+      for (const c of conns) c.close();
+      await serving.catch(() => {});
+    },
+  };
+}
+
+Deno.test("tcp health_check send/expect: a target that accepts but does not answer what is expected is down", async () => {
+  await using pong = pongServer();
+  // Accepts and echoes "PING\r\n": never "+PONG".
+  await using echo = rawUpstream({ stream: true });
+  const logger = recordingLogger();
+  await using prox = await startProxy(
+    `${base}tcp:
+  redis:
+    listen_addr: "127.0.0.1:0"
+    targets: ["${echo.addr}", "${pong.addr}"]
+    health_check: { interval: 5s, timeout: 500ms, unhealthy_threshold: 1, healthy_threshold: 1, send: "PING\\r\\n", expect: "+PONG" }
+`,
+    { logger },
+  );
+  const admin = `http://127.0.0.1:${prox.server.admin!.port}`;
+  const health = async () =>
+    ((await (await fetch(`${admin}/status`)).json()).tcp as { health?: Record<string, string> }[])[
+      0
+    ]
+      .health;
+  await waitFor(async () => (await health())?.[echo.addr] === "down", { what: "echo down" });
+  assert.equal((await health())?.[pong.addr], "up");
+  const down = logger.records.find((r) => r.msg === "tcp target marked down by health check")!;
+  assert.equal(down.target, echo.addr);
+  assert.equal(down.reason, "no answer within 500 ms");
+  assert.deepEqual(echo.received.map((b) => new TextDecoder().decode(b)), ["PING\r\n"]);
+  // Connections go to pong only, without trying echo first.
+  const accepted = echo.accepted;
+  const port = prox.server.tcpAddr("redis")!.port;
+  for (let i = 0; i < 3; i++) assert.equal(await exchange(port, "PING\r\n"), "+PONG\r\n");
+  assert.equal(echo.accepted, accepted);
 });
