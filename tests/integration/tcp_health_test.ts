@@ -221,11 +221,10 @@ Deno.test("tcp health_check send/expect: a target that accepts but does not answ
     { logger },
   );
   const admin = `http://127.0.0.1:${prox.server.admin!.port}`;
-  const health = async () =>
-    ((await (await fetch(`${admin}/status`)).json()).tcp as { health?: Record<string, string> }[])[
-      0
-    ]
-      .health;
+  const health = async () => {
+    const rows = (await (await fetch(`${admin}/status`)).json()).tcp;
+    return (rows as { health?: Record<string, string> }[])[0].health;
+  };
   await waitFor(async () => (await health())?.[echo.addr] === "down", { what: "echo down" });
   assert.equal((await health())?.[pong.addr], "up");
   const down = logger.records.find((r) => r.msg === "tcp target marked down by health check")!;
@@ -237,4 +236,33 @@ Deno.test("tcp health_check send/expect: a target that accepts but does not answ
   const port = prox.server.tcpAddr("redis")!.port;
   for (let i = 0; i < 3; i++) assert.equal(await exchange(port, "PING\r\n"), "+PONG\r\n");
   assert.equal(echo.accepted, accepted);
+});
+
+Deno.test("tcp health_check with sni: every name's targets and default's are probed, each once", async () => {
+  await using up = rawUpstream({ reply: () => enc.encode("up") });
+  const closed = () => {
+    const hole = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    hole.close();
+    return `127.0.0.1:${(hole.addr as Deno.NetAddr).port}`;
+  };
+  const [dead, deadB] = [closed(), closed()];
+  await using prox = await startProxy(
+    `${base}tcp:
+  tls:
+    listen_addr: "127.0.0.1:0"
+    sni: { "a.example": ["${dead}", "${up.addr}"], "*.b.example": ["${deadB}"] }
+    default: ["${up.addr}", "${dead}"]
+    health_check: { interval: 1h, unhealthy_threshold: 1, healthy_threshold: 1 }
+`,
+  );
+  const admin = `http://127.0.0.1:${prox.server.admin!.port}`;
+  const health = async () => {
+    const rows = (await (await fetch(`${admin}/status`)).json()).tcp;
+    return (rows as { health?: Record<string, string> }[])[0].health;
+  };
+  await waitFor(async () => (await health())?.[dead] === "down", { what: "dead down" });
+  await waitFor(async () => (await health())?.[deadB] === "down", { what: "deadB down" });
+  await waitFor(async () => (await health())?.[up.addr] === "up", { what: "up up" });
+  assert.deepEqual(Object.keys((await health())!).sort(), [dead, deadB, up.addr].sort());
+  assert.equal(up.accepted, 1, "a target named in two groups is probed once a round");
 });
