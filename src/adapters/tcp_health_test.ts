@@ -1,0 +1,81 @@
+// startTcpHealth with a scripted connect: send/expect over answers split across reads or too long,
+// and stop() ending a probe still in flight without changing a state after.
+import assert from "node:assert/strict";
+import { startTcpHealth } from "./tcp_health.ts";
+import { compileTcp } from "./tcp_proxy.ts";
+import { TcpEntry } from "../config/schema_tcp.ts";
+import { recordingLogger } from "../../tests/integration/_ws.ts";
+import { waitFor } from "../../tests/_harness.ts";
+
+const enc = new TextEncoder();
+
+/** A plan for one target with `health_check` (thresholds 1). */
+function plan(hc: Record<string, unknown>) {
+  return compileTcp(
+    "redis",
+    TcpEntry.parse({
+      listen_addr: "127.0.0.1:0",
+      targets: ["127.0.0.1:6379"],
+      health_check: { interval: "1h", unhealthy_threshold: 1, healthy_threshold: 1, ...hc },
+    }),
+  );
+}
+
+/** A connect whose connection answers `chunks` one read each, then its end. */
+function answering(chunks: string[], written: string[]): typeof Deno.connect {
+  return (() => {
+    const left = chunks.map((c) => enc.encode(c));
+    const conn = {
+      write: (b: Uint8Array) => {
+        written.push(new TextDecoder().decode(b));
+        return Promise.resolve(b.length);
+      },
+      read: (buf: Uint8Array) => {
+        const next = left.shift();
+        if (!next) return Promise.resolve(null);
+        buf.set(next);
+        return Promise.resolve(next.length);
+      },
+      close: () => {},
+    };
+    return Promise.resolve(conn as unknown as Deno.TcpConn);
+  }) as unknown as typeof Deno.connect;
+}
+
+Deno.test("tcp health send/expect: an answer split across reads matches; a long one without it fails", async () => {
+  const written: string[] = [];
+  const logger = recordingLogger();
+  const p = plan({ send: "PING\r\n", expect: "+PONG" });
+  const c = startTcpHealth(p, { logger, connect: answering(["+PO", "NG\r\n"], written) });
+  await waitFor(() => c.states()[0].status === "up", { what: "up" });
+  c.stop();
+  assert.deepEqual(written, ["PING\r\n"]);
+
+  const long = plan({ expect: "+PONG" });
+  const d = startTcpHealth(long, {
+    logger,
+    connect: answering(["x".repeat(3000), "y".repeat(3000)], []),
+  });
+  await waitFor(() => d.states()[0].status === "down", { what: "down" });
+  d.stop();
+  const down = logger.records.find((r) => r.msg === "tcp target marked down by health check")!;
+  assert.match(String(down.reason), /^no "\+PONG" in the first 4096 bytes \(it answered "xxx/);
+});
+
+Deno.test("tcp health: stop() aborts a probe still connecting, and no state changes after", async () => {
+  let signal: AbortSignal | undefined;
+  const connect = ((o: { signal?: AbortSignal }) => {
+    signal = o.signal;
+    return new Promise((_, reject) =>
+      o.signal!.addEventListener("abort", () => reject(new Error("aborted")))
+    );
+  }) as unknown as typeof Deno.connect;
+  const logger = recordingLogger();
+  const c = startTcpHealth(plan({}), { logger, connect });
+  assert.equal(signal?.aborted, false);
+  c.stop();
+  assert.equal(signal?.aborted, true);
+  await new Promise((r) => setTimeout(r, 0));
+  assert.equal(c.states()[0].status, "unknown");
+  assert.equal(logger.records.length, 0);
+});
