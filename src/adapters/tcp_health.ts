@@ -2,8 +2,9 @@
 // to each distinct target of the entry (its `targets`, or every `sni` group's and `default`'s),
 // closed at once (after `send` and the `expect`ed answer, with those); `unhealthy_threshold`
 // failures in a row mark a target down, `healthy_threshold` successes bring it back
-// (domain/health.ts). connectAny (tcp_open.ts) passes over a down target while another is left. One checker per entry plan: a reload that keeps the entry unchanged keeps
-// its checker and states, one that changes it starts afresh.
+// (domain/health.ts). connectAny (tcp_open.ts) passes over a down target while another is left.
+// One checker per entry plan: a reload that keeps the entry unchanged keeps its checker and
+// states, one that changes it starts afresh.
 
 import { applyProbe } from "../domain/health.ts";
 import type { ActiveHealth } from "../domain/health.ts";
