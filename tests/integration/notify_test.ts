@@ -1,6 +1,6 @@
 // `notify`: a real webhook receiver gets a target's going down and coming back (from real health
 // checks), a refused and an applied reload, with the configured headers; a receiver that fails
-// once gets the event on the retry; `events` filters.
+// once gets the event on the retry; `events` filters; a passive ejection is down until it ends.
 import assert from "node:assert/strict";
 import { freePort, waitFor } from "../_harness.ts";
 import { startServer } from "../../src/server.ts";
@@ -181,4 +181,53 @@ Deno.test("notify: an invalid webhook URL is located, not echoed (it may carry a
   assert.equal(issues.length, 1);
   assert.match(issues[0], /^2:\d+ Invalid webhook URL/);
   assert.doesNotMatch(issues[0], /s3cr3t/);
+});
+
+Deno.test("notify: a passive ejection of a target health checks call up is down, then up once when it ends", async () => {
+  await using hook = receiver();
+  // Health probes (any path but /fail) pass; requests to /fail get 503, which ejects.
+  const up = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen() {} },
+    (req) => new Response("x", { status: new URL(req.url).pathname === "/fail" ? 503 : 200 }),
+  );
+  const target = `http://127.0.0.1:${up.addr.port}`;
+  await withTempDir(async (dir) => {
+    const file = `${dir}/prox.yaml`;
+    await Deno.writeTextFile(
+      file,
+      `listen_addr: "127.0.0.1:0"
+health_check: { interval_secs: 1, timeout_secs: 1, unhealthy_threshold: 1, healthy_threshold: 1 }
+passive_health: { failures: 1, statuses: [503], base_ejection: 2s, panic_threshold_percent: 0 }
+notify: { webhook: "${hook.url}" }
+routes:
+  /: { type: proxy, target: "${target}" }
+`,
+    );
+    const server = await startServer({ path: file }, { logger: silentLogger, watch: false });
+    try {
+      const url = `http://127.0.0.1:${server.port}`;
+      // A probe has passed (the target is known up) before the ejection.
+      await waitFor(() => server.upstreams.list().some((u) => u.status === "up"), {
+        what: "target up",
+      });
+      const res = await fetch(`${url}/fail`);
+      await res.body?.cancel();
+      await waitFor(() => hook.events().includes("backend_down"), { what: "backend_down" });
+      const down = hook.got.find((g) => g.body.event === "backend_down")!;
+      assert.equal(down.body.backend, target);
+      assert.match(String(down.body.reason), /ejected/);
+      // Probes keep passing during the ejection: no backend_up until it ends.
+      await waitFor(() => hook.events().includes("backend_up"), { what: "backend_up" });
+      const events = hook.events();
+      assert.deepEqual(events.filter((e) => e !== "reload"), ["backend_down", "backend_up"]);
+      const back = hook.got.find((g) => g.body.event === "backend_up")!;
+      assert.ok(
+        Date.parse(String(back.body.time)) - Date.parse(String(down.body.time)) >= 1500,
+        "backend_up came before the ejection ended",
+      );
+    } finally {
+      await server.shutdown();
+      await up.shutdown();
+    }
+  });
 });
