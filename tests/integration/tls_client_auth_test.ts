@@ -42,6 +42,15 @@ const echo = () =>
     Response.json(Object.fromEntries([...req.headers].filter(([k]) => k.startsWith("x-client-"))))
   );
 
+/** curl's arguments to trust the test CA and present alice's certificate. */
+const CURL_AS_ALICE = [
+  "--cacert",
+  `${TLS}/ca.pem`,
+  "--cert",
+  `${TLS}/alice.pem`,
+  "--key",
+  `${TLS}/alice.key`,
+];
 const STRANGER = { cert: Deno.readTextFileSync(`${TLS}/stranger.pem`), key: `${TLS}/stranger.key` };
 
 /** Asserts that a GET to `url` presenting `who`'s certificate (or none) fails its handshake. */
@@ -131,12 +140,7 @@ interopTest("tls.client_auth with curl over HTTP/1.1 and HTTP/2", ["curl"], asyn
     const out = await run("curl", [
       "-sS",
       version,
-      "--cacert",
-      `${TLS}/ca.pem`,
-      "--cert",
-      `${TLS}/alice.pem`,
-      "--key",
-      `${TLS}/alice.key`,
+      ...CURL_AS_ALICE,
       "-w",
       "\n%{http_version}",
       `https://localhost:${prox.port}/`,
@@ -160,12 +164,7 @@ interopTest("tls.client_auth with curl over HTTP/1.1 and HTTP/2", ["curl"], asyn
   const out = await run("curl", [
     "-sS",
     "--http1.1",
-    "--cacert",
-    `${TLS}/ca.pem`,
-    "--cert",
-    `${TLS}/alice.pem`,
-    "--key",
-    `${TLS}/alice.key`,
+    ...CURL_AS_ALICE,
     "--request-target",
     `https://localhost:${prox.port}/`,
     `https://localhost:${prox.port}/`,
