@@ -1,8 +1,9 @@
 // limits.max_connections_per_ip and max_connections on HTTP/3: a client address past its limit
 // has its QUIC connection closed with H3_EXCESSIVE_LOAD once the handshake has shown its address,
-// counted in prox_connections_refused_total as on TCP; a reload changes the limits live.
+// counted in prox_connections_refused_total as on TCP; a reload changes the limits live; ngtcp2's
+// gtlsclient sees the close code.
 import assert from "node:assert/strict";
-import { ROOT, waitFor } from "../_harness.ts";
+import { interopTest, ROOT, run, waitFor } from "../_harness.ts";
 import { connectH3 } from "../../src/adapters/h3/client.ts";
 import { startServer } from "../../src/server.ts";
 import { silentLogger } from "../../src/ports.ts";
@@ -70,3 +71,42 @@ Deno.test("HTTP/3: a client address past max_connections_per_ip is closed with H
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+interopTest(
+  "HTTP/3: gtlsclient past max_connections_per_ip gets CONNECTION_CLOSE H3_EXCESSIVE_LOAD",
+  ["gtlsclient"],
+  async () => {
+    const dir = await Deno.makeTempDir();
+    const file = `${dir}/prox.yaml`;
+    await Deno.writeTextFile(file, config(1));
+    const server = await startServer({ path: file }, { logger: silentLogger, watch: false });
+    const first = await connectH3({ hostname: "127.0.0.1", port: server.h3!.port, caCerts: [ca] });
+    try {
+      const port = String(server.h3!.port);
+      const gtls = async () => {
+        const r = await run("gtlsclient", [
+          ...["--exit-on-all-streams-close", "--timeout=5s", "127.0.0.1", port],
+          `https://localhost:${port}/`,
+        ], { timeoutMs: 30_000 });
+        return r.stdout + r.stderr;
+      };
+      assert.equal((await first.request("/")).status, 307);
+      // The address's one connection is held: gtlsclient's handshake completes, then Prox closes.
+      const refused = await gtls();
+      assert.match(
+        refused,
+        /CONNECTION_CLOSE\(0x1d\) error_code=\S*\(0x107\).*Too many connections/,
+      );
+      assert.doesNotMatch(refused, /\[:status: 307\]/);
+      // Once the held one closes, the address may connect again.
+      first.close();
+      await waitFor(async () => /\[:status: 307\]/.test(await gtls()), {
+        what: "gtlsclient served once the first connection closed",
+      });
+    } finally {
+      first.close();
+      await server.shutdown();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);
