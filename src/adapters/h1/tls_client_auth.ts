@@ -168,6 +168,7 @@ interface PeerCertificate {
  */
 function controlsEscaped(v: string): string {
   return v.replace(
+    // deno-lint-ignore no-control-regex
     /[\x00-\x1f\x7f]/g,
     (c) => "\\" + c.charCodeAt(0).toString(16).padStart(2, "0").toUpperCase(),
   );
