@@ -4,9 +4,12 @@
 // 1. Streamed bodies. Every chunk of a streamed body is a fresh ArrayBuffer whose memory lives
 //    outside the V8 heap and is freed only when a collection finds the chunk dead; with V8's
 //    default young generation that happens rarely while a body streams, so a 1 GiB transfer would
-//    hold tens of MiB of dead chunks. A minor GC is requested after every 16 MiB of body data:
-//    one scavenge per 16 MiB costs well under a millisecond, where shrinking the young generation
-//    for everything (--max-semi-space-size) doubled the CPU of small requests.
+//    hold tens of MiB of dead chunks. A minor GC is requested after every 4 MiB of body data:
+//    one scavenge costs well under a millisecond, where shrinking the young generation for
+//    everything (--max-semi-space-size) doubled the CPU of small requests. 4 MiB rather than 16:
+//    1 GiB each way then peaks near 115 MiB RSS instead of 145-152, and the 64 KiB benchmark
+//    took less CPU, not more (bench/decompose.ts --path /64k: 52.6 against 56.6 µs per request;
+//    2 MiB saved no more memory).
 // 2. After a burst. Under many concurrent requests, objects outlive scavenges, are promoted and
 //    die in the old generation, and nothing collects them once traffic stops: RSS stayed at its
 //    peak (about 290 MiB after 1,000 connections) for as long as the process idled. Once requests
@@ -22,7 +25,7 @@
 //    requests; src/proxy/recent.ts keeps the last request's objects alive so that none is
 //    discarded (README, "Benchmark").
 
-const STEP = 16 * 1024 * 1024;
+const STEP = 4 * 1024 * 1024;
 /** Requests (and WebSocket messages) since the last reduction before idling triggers one. */
 const BURST = 2_000;
 /** How often the idle check runs (ms). */
