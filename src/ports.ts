@@ -130,6 +130,14 @@ export const HEADROOM: unique symbol = Symbol("prox.headroom");
 export const HEAD_ROOM = 1024;
 /** A Response whose `RAW_BODY` may have room for its head in front (`HEADROOM`). */
 export type Roomy = RawBodied & { [HEADROOM]?: () => number };
+/**
+ * Called by a listener once it wrote a `RAW_BODY`'s bytes to the socket and holds them no more:
+ * a buffer the upstream client lent (adapters/buffer_pool.ts) goes back for the next answer. A
+ * body asked for as a stream (a rule, the cache) was handed on and is not given back.
+ */
+export const RELEASE: unique symbol = Symbol("prox.release");
+/** A Response whose `RAW_BODY` may go back to the pool it came from (`RELEASE`). */
+export type Releasable = RawBodied & { [RELEASE]?: () => void };
 
 /**
  * On an error of `UpstreamClient.send` that says `sentNothing`: the request's streamed body,

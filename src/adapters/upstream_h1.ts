@@ -12,6 +12,7 @@ import { responseWith } from "../proxy/respond.ts";
 import { WireResponse } from "../proxy/wire_response.ts";
 import { HeaderList } from "../domain/header_list.ts";
 import { streamedBytes } from "./gc_hint.ts";
+import { BufferPool } from "./buffer_pool.ts";
 import { latin1, parseChunkSize, parseResponseHead, requestHead } from "./upstream_h1_wire.ts";
 import { pumpBody, requestBytes } from "./upstream_h1_request.ts";
 import type { ResponseHead } from "./upstream_h1_wire.ts";
@@ -36,6 +37,12 @@ export const STALE = Symbol("stale");
 const READ_SIZE = 64 * 1024;
 /** Room past the body's end in a direct read, so bytes the upstream sent beyond it are seen. */
 const SLACK = 16;
+/**
+ * Buffers for the engine's whole answers up to 64 KiB (with room for the head), which it gives
+ * back once written (ports.ts RELEASE): 64 of them, 4.1 MiB at most.
+ */
+const pool = new BufferPool(HEAD_ROOM + 64 * 1024 + SLACK, 64);
+const giveBack = (buf: ArrayBuffer) => pool.give(buf);
 
 /**
  * Sends `req` on `conn` and resolves with the response. `release(reusable)` runs once, when the
@@ -174,16 +181,18 @@ export async function exchange(
     res.framing === "length" &&
     res.contentLength <= (req.lean ? limits.oneChunkLimit : limits.bufferLimit)
   ) {
+    // A lean answer's buffer may come from the pool and go back once the engine wrote it.
+    const pooled = room > 0 && room + res.contentLength + SLACK <= pool.size;
     let bytes: Uint8Array<ArrayBuffer>;
     try {
-      bytes = await readWhole(conn, res.contentLength, room);
+      bytes = await readWhole(conn, res.contentLength, room, pooled);
     } catch (err) {
       conn.fail(null);
       responded(false);
       throw err instanceof ProxyError ? err : ioErrorMid(source, err);
     }
     responded(true);
-    return respond(res, bytes, req.lean, room);
+    return respond(res, bytes, req.lean, room, pooled ? giveBack : undefined);
   }
   const counter: BodyCounter = { bytes: 0, ended: false };
   const stream = bodyStream(conn, res, {
@@ -227,6 +236,7 @@ function respond(
   body: BodyInit | null,
   lean?: boolean,
   room = 0,
+  release?: (buf: ArrayBuffer) => void,
 ): Response {
   if (head.status > 599) {
     throw new ProxyError("protocol", `Upstream sent status ${head.status}`);
@@ -259,6 +269,7 @@ function respond(
         h,
         stream,
         bytes ? room : 0,
+        bytes ? release : undefined,
       ) as unknown as Response;
     }
     const res: RawBodied = responseWith(body, { status: head.status, statusText }, head.headers);
@@ -335,14 +346,22 @@ async function readHead(
   }
 }
 
-/** Reads exactly `len` body bytes into one array, `room` bytes into its buffer. */
+/**
+ * Reads exactly `len` body bytes into one array, `room` bytes into its buffer: a buffer of the
+ * pool's when `pooled` (which holds room + len + SLACK), else a fresh one.
+ */
 async function readWhole(
   conn: H1Connection,
   len: number,
   room = 0,
+  pooled = false,
 ): Promise<Uint8Array<ArrayBuffer>> {
-  const out = new Uint8Array(room + len + SLACK);
-  streamedBytes(len);
+  let out: Uint8Array<ArrayBuffer>;
+  if (pooled) out = new Uint8Array(pool.take(), 0, room + len + SLACK);
+  else {
+    out = new Uint8Array(room + len + SLACK);
+    streamedBytes(len); // garbage once sent (a pooled buffer is not)
+  }
   let got = Math.min(conn.end - conn.start, len);
   out.set(conn.buf.subarray(conn.start, conn.start + got), room);
   conn.start += got;

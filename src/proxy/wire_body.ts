@@ -4,7 +4,7 @@
 // until then.
 
 import { HeaderList } from "../domain/header_list.ts";
-import { HEADROOM, RAW_BODY } from "../ports.ts";
+import { HEADROOM, RAW_BODY, RELEASE } from "../ports.ts";
 
 export class WireBody {
   #bytes: Uint8Array<ArrayBuffer> | null;
@@ -14,9 +14,31 @@ export class WireBody {
   /** Free bytes in front of #bytes in their buffer (`HEADROOM`), until claimed. */
   #room: number;
 
-  constructor(bytes: Uint8Array<ArrayBuffer> | null, readonly headers: HeaderList, room = 0) {
+  /** Takes #bytes's buffer back for reuse (`RELEASE`), while nobody else was given the bytes. */
+  #release: ((buf: ArrayBuffer) => void) | undefined;
+
+  constructor(
+    bytes: Uint8Array<ArrayBuffer> | null,
+    readonly headers: HeaderList,
+    room = 0,
+    release?: (buf: ArrayBuffer) => void,
+  ) {
     this.#bytes = bytes;
     this.#room = room;
+    this.#release = release;
+  }
+
+  /**
+   * The listener wrote the bytes as they came (`RAW_BODY`) and holds them no more: their buffer
+   * goes back to whoever lent it, and this body is empty from now on.
+   */
+  [RELEASE](): void {
+    const release = this.#release;
+    const bytes = this.#bytes;
+    this.#release = undefined;
+    if (release === undefined || bytes === null || this.#stream !== undefined) return;
+    this.#bytes = null;
+    release(bytes.buffer);
   }
 
   /** Claims the room in front of the bytes as they came (ports.ts `HEADROOM`). */
@@ -35,6 +57,7 @@ export class WireBody {
     if (this.#stream !== undefined) return this.#stream;
     const bytes = this.#bytes;
     this.#bytes = null;
+    this.#release = undefined; // the stream's reader gets the bytes: never reused
     return this.#stream = bytes === null ? null : new ReadableStream<Uint8Array>({
       start(c) {
         c.enqueue(bytes);

@@ -22,8 +22,9 @@ export class WireResponse extends WireBody {
     headers: HeaderList,
     stream?: ReadableStream<Uint8Array>,
     room = 0,
+    release?: (buf: ArrayBuffer) => void,
   ) {
-    super(bytes, headers, room);
+    super(bytes, headers, room, release);
     this.adopt(stream);
   }
 

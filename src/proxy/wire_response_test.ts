@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { HeaderList } from "../domain/header_list.ts";
-import { RAW_BODY } from "../ports.ts";
-import type { RawBodied } from "../ports.ts";
+import { RAW_BODY, RELEASE } from "../ports.ts";
+import type { RawBodied, Releasable } from "../ports.ts";
 import { WireResponse } from "./wire_response.ts";
 
 const enc = new TextEncoder();
@@ -48,4 +48,33 @@ Deno.test("WireResponse has the Response fields the pipeline reads, and clones a
   void streamed.body;
   const twin = streamed.clone();
   assert.deepEqual(await Promise.all([streamed.text(), twin.text()]), ["tee", "tee"]);
+});
+
+Deno.test("WireResponse gives its buffer back once written (RELEASE), never after its body was handed on", async () => {
+  const given: ArrayBuffer[] = [];
+  const lent = (text: string) => {
+    const bytes = enc.encode(text);
+    return new WireResponse(bytes, 200, "OK", new HeaderList(), undefined, 0, (b) => given.push(b));
+  };
+  // Written as it came: the buffer goes back, and the answer holds nothing any more.
+  const written = lent("one");
+  const raw = (written as unknown as RawBodied)[RAW_BODY]!;
+  (written as unknown as Releasable)[RELEASE]!();
+  assert.deepEqual(given, [raw.buffer]);
+  assert.equal((written as unknown as RawBodied)[RAW_BODY], undefined);
+  (written as unknown as Releasable)[RELEASE]!(); // once only
+  assert.equal(given.length, 1);
+  // Asked for as a stream (a rule, the cache): its reader owns the bytes, which are not reused.
+  const streamed = lent("two");
+  const body = streamed.body!;
+  (streamed as unknown as Releasable)[RELEASE]!();
+  assert.equal(given.length, 1);
+  assert.equal(await new Response(body).text(), "two");
+  // A clone copies; the original may still go back, the copy never does.
+  const original = lent("three");
+  const copy = original.clone();
+  (original as unknown as Releasable)[RELEASE]!();
+  (copy as unknown as Releasable)[RELEASE]!();
+  assert.equal(given.length, 2);
+  assert.equal(await copy.text(), "three");
 });

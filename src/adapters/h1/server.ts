@@ -20,7 +20,7 @@ import { crowd } from "../gc_hint.ts";
 import { formatListenAddr } from "../../config/listen.ts";
 import type { ListenAddr } from "../../config/listen.ts";
 import { ProxyError } from "../../domain/errors.ts";
-import { BODY_BYTES, HEADROOM, RAW_BODY } from "../../ports.ts";
+import { BODY_BYTES, HEADROOM, RAW_BODY, RELEASE } from "../../ports.ts";
 import type {
   ClientCert,
   CountedResponse,
@@ -29,6 +29,7 @@ import type {
   Metrics,
   Protocol,
   RawBodied,
+  Releasable,
   Roomy,
 } from "../../ports.ts";
 import { latin1 } from "../upstream_h1_wire.ts";
@@ -1537,12 +1538,15 @@ async function writeResponse(
       );
       headInto(text, out);
       await writeAll(c.write, out);
+      // Written: a buffer the upstream client lent goes back (ports.ts RELEASE).
+      (res as Releasable)[RELEASE]?.();
       return true;
     }
     const h = headBytes(text);
     const out = new Uint8Array(h.byteLength + raw.byteLength);
     out.set(h);
     out.set(raw, h.byteLength);
+    (res as Releasable)[RELEASE]?.(); // copied
     await writeAll(c.write, out);
     return true;
   }
