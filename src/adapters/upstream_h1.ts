@@ -38,11 +38,19 @@ const READ_SIZE = 64 * 1024;
 /** Room past the body's end in a direct read, so bytes the upstream sent beyond it are seen. */
 const SLACK = 16;
 /**
- * Buffers for the engine's whole answers up to 64 KiB (with room for the head), which it gives
- * back once written (ports.ts RELEASE): 64 of them, 4.1 MiB at most.
+ * Buffers for the engines' whole answers (with room for the head), which they give back once
+ * written (ports.ts RELEASE): up to 4 KiB (128 kept, 0.6 MiB at most) and up to 64 KiB (64 kept,
+ * 4.1 MiB). Two sizes, so that a small answer whose buffer does not come back (a client gone
+ * mid-write) costs a small fresh one: a fresh 64 KiB buffer for each 100-byte answer doubled the
+ * CPU of HTTP/2 requests before its engine gave them back.
  */
-const pool = new BufferPool(HEAD_ROOM + 64 * 1024 + SLACK, 64);
-const giveBack = (buf: ArrayBuffer) => pool.give(buf);
+const SMALL_POOL = new BufferPool(HEAD_ROOM + 4 * 1024 + SLACK, 128);
+const LARGE_POOL = new BufferPool(HEAD_ROOM + 64 * 1024 + SLACK, 64);
+const giveBack = (buf: ArrayBuffer) =>
+  (buf.byteLength === SMALL_POOL.size ? SMALL_POOL : LARGE_POOL).give(buf);
+/** The pool whose buffers hold `bytes` (room, body and SLACK), if any. */
+const poolFor = (bytes: number) =>
+  bytes <= SMALL_POOL.size ? SMALL_POOL : bytes <= LARGE_POOL.size ? LARGE_POOL : undefined;
 
 /**
  * Sends `req` on `conn` and resolves with the response. `release(reusable)` runs once, when the
@@ -181,18 +189,18 @@ export async function exchange(
     res.framing === "length" &&
     res.contentLength <= (req.lean ? limits.oneChunkLimit : limits.bufferLimit)
   ) {
-    // A lean answer's buffer may come from the pool and go back once the engine wrote it.
-    const pooled = room > 0 && room + res.contentLength + SLACK <= pool.size;
+    // A lean answer's buffer may come from a pool and go back once the engine wrote it.
+    const pool = room > 0 ? poolFor(room + res.contentLength + SLACK) : undefined;
     let bytes: Uint8Array<ArrayBuffer>;
     try {
-      bytes = await readWhole(conn, res.contentLength, room, pooled);
+      bytes = await readWhole(conn, res.contentLength, room, pool);
     } catch (err) {
       conn.fail(null);
       responded(false);
       throw err instanceof ProxyError ? err : ioErrorMid(source, err);
     }
     responded(true);
-    return respond(res, bytes, req.lean, room, pooled ? giveBack : undefined);
+    return respond(res, bytes, req.lean, room, pool ? giveBack : undefined);
   }
   const counter: BodyCounter = { bytes: 0, ended: false };
   const stream = bodyStream(conn, res, {
@@ -347,17 +355,17 @@ async function readHead(
 }
 
 /**
- * Reads exactly `len` body bytes into one array, `room` bytes into its buffer: a buffer of the
- * pool's when `pooled` (which holds room + len + SLACK), else a fresh one.
+ * Reads exactly `len` body bytes into one array, `room` bytes into its buffer: a buffer of
+ * `pool`'s when given (one holds room + len + SLACK), else a fresh one.
  */
 async function readWhole(
   conn: H1Connection,
   len: number,
   room = 0,
-  pooled = false,
+  pool?: BufferPool,
 ): Promise<Uint8Array<ArrayBuffer>> {
   let out: Uint8Array<ArrayBuffer>;
-  if (pooled) out = new Uint8Array(pool.take(), 0, room + len + SLACK);
+  if (pool) out = new Uint8Array(pool.take(), 0, room + len + SLACK);
   else {
     out = new Uint8Array(room + len + SLACK);
     streamedBytes(len); // garbage once sent (a pooled buffer is not)

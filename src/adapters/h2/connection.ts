@@ -18,8 +18,15 @@ import { setImmediate } from "node:timers";
 import { ProxyError } from "../../domain/errors.ts";
 import { HeaderList } from "../../domain/header_list.ts";
 import { trailerPasses } from "../../domain/headers.ts";
-import { BODY_BYTES as COUNTER, RAW_BODY } from "../../ports.ts";
-import type { CountedResponse, Handler, Logger, Metrics, RawBodied } from "../../ports.ts";
+import { BODY_BYTES as COUNTER, RAW_BODY, RELEASE } from "../../ports.ts";
+import type {
+  CountedResponse,
+  Handler,
+  Logger,
+  Metrics,
+  RawBodied,
+  Releasable,
+} from "../../ports.ts";
 import { WireRequest } from "../h1/wire_request.ts";
 import { readGate } from "../h1/read_gate.ts";
 import type { Reader } from "../h1/read_gate.ts";
@@ -1146,9 +1153,13 @@ export class H2Connection {
       if (raw.byteLength === 0) {
         s.localEnded = true;
         this.#flush();
+        (res as Releasable)[RELEASE]?.();
         return true;
       }
-      return await this.#send(s, raw, true);
+      const sent = await this.#send(s, raw, true);
+      // Framed (copied) or abandoned: a buffer the upstream client lent goes back (ports.ts RELEASE).
+      (res as Releasable)[RELEASE]?.();
+      return sent;
     }
     const body = res.body;
     if (head || noContent || body === null) {
