@@ -36,10 +36,11 @@ import {
   connectSupervisor,
   followSupervisor,
   leaveDirectory,
+  MAX_HEALTH_TARGET,
   startHeartbeat,
   workerRole,
 } from "./src/adapters/worker_link.ts";
-import type { WorkerRole } from "./src/adapters/worker_link.ts";
+import type { ControlMessage, WorkerRole } from "./src/adapters/worker_link.ts";
 import { createWorkerMetrics, metricsSocket } from "./src/adapters/worker_metrics.ts";
 import { workersIssues } from "./src/config/workers_rules.ts";
 import { explainCommand, requestFromArgs } from "./src/adapters/explain_cli.ts";
@@ -694,6 +695,7 @@ async function workerServe(
   opts: { watch: boolean; takeover: boolean; signals: SignalTrap; files?: FileStore },
 ): Promise<number> {
   let link: Awaited<ReturnType<typeof connectSupervisor>> | null = null;
+  const early: ControlMessage[] = [];
   let server;
   const metrics = createWorkerMetrics({ ...role, logger: createJsonLogger() });
   try {
@@ -726,9 +728,25 @@ async function workerServe(
         if (!role.exclusive) return;
         void link?.send({ type: "target", worker: role.index, pid: Deno.pid, target, drained });
       },
+      // The other workers' views of targets reach worker 0, which notifies (`notify`): a change
+      // seen before the link is up waits for it.
+      onHealth: role.exclusive ? undefined : (backend, healthy, reason) => {
+        if (backend.length > MAX_HEALTH_TARGET) return;
+        const msg = {
+          type: "health",
+          worker: role.index,
+          pid: Deno.pid,
+          backend,
+          healthy,
+          reason: reason ?? null,
+        } as const;
+        if (link) void link.send(msg).catch(() => {});
+        else if (early.length < 100) early.push(msg);
+      },
     });
     link = await connectSupervisor(role);
     await link.send({ type: "ready", worker: role.index, pid: Deno.pid });
+    for (const msg of early.splice(0)) void link.send(msg).catch(() => {});
   } catch (err) {
     opts.signals.release();
     if (err instanceof ConfigError) printIssues(err.issues);
@@ -762,6 +780,8 @@ async function workerServe(
           { target: cmd.target },
         );
       }
+    } else if (cmd.type === "health") {
+      s.workerHealth(cmd.worker, cmd.backend, cmd.healthy, cmd.reason ?? undefined);
     } else if (cmd.type === "force") {
       opts.signals.exitNow("The supervisor got a second signal: exiting now");
     } else opts.signals.drain(cmd.signal);

@@ -61,7 +61,7 @@ import { TokenCaches } from "./proxy/filters/jwt_auth.ts";
 import { CacheStores } from "./proxy/cache_stores.ts";
 import { purgeCache } from "./proxy/cache_purge.ts";
 import { configuredTargets, unwatchedTargets } from "./proxy/pool.ts";
-import { createNotifier, notifyingMetrics } from "./adapters/notify.ts";
+import { createNotifier, notifyingMetrics, reportingHealth } from "./adapters/notify.ts";
 import { startHealthChecks } from "./adapters/health_check.ts";
 import { followH3 } from "./adapters/h3_follow.ts";
 import { ALT_SVC_MAX_AGE, altSvcValue } from "./adapters/h3/mod.ts";
@@ -130,7 +130,10 @@ export async function startServer(
   const notifier = (opts.worker?.index ?? 0) === 0
     ? createNotifier({ config: () => config.notify, logger })
     : null;
-  const metrics = notifier ? notifyingMetrics(recorder.metrics, notifier) : recorder.metrics;
+  const notifying = notifier ? notifyingMetrics(recorder.metrics, notifier) : null;
+  // The other workers tell worker 0 (through the supervisor) what their own views of targets are.
+  const metrics = notifying ??
+    (opts.onHealth ? reportingHealth(recorder.metrics, opts.onHealth) : recorder.metrics);
   // `log.access_log_file`: the file access lines go to instead of stdout (reloads may change it).
   let accessFile: AccessLogFile | null = null;
   const followAccessFile = (c: Config) => {
@@ -802,6 +805,10 @@ export async function startServer(
     onShutdown: (hook) => void shutdownHooks.push(hook),
     purgeCache: (input) => purgeCache(input, { snapshot: current, metrics }),
     drainTarget,
+    workerHealth(worker, backend, healthy, reason) {
+      if (backend === null) notifying?.workerGone(worker);
+      else notifying?.workerHealth(worker, backend, healthy, reason);
+    },
     reload: (o) => reloads.request(o?.trigger ?? "api"),
     shutdown(o) {
       stopping ??= stop(o?.reason ?? "shutdown");

@@ -68,6 +68,11 @@ export interface ProxServer {
    */
   drainTarget(target: string, on: boolean, o?: { ahead?: boolean }): boolean;
   /**
+   * With `workers: N`, in worker 0 (which notifies): another worker's view of a target changed
+   * (`backend` null: that worker exited, and holds nothing down any more). Elsewhere a no-op.
+   */
+  workerHealth(worker: number, backend: string | null, healthy: boolean, reason?: string): void;
+  /**
    * Graceful and idempotent: readiness false, stop accepting (HTTP/2 GOAWAY), let in-flight
    * requests finish up to shutdown_timeout, then close what remains.
    */
@@ -119,6 +124,11 @@ export interface StartOptions {
    * target left the config (with workers: tell the others).
    */
   onDrain?: (target: string, on: boolean) => void;
+  /**
+   * With `workers: N`, in the workers other than 0: called when this worker's view of a target's
+   * health changes (its own passive ejections and health checks), for worker 0 to notify.
+   */
+  onHealth?: (backend: string, healthy: boolean, reason?: string) => void;
   /** ACME timing (tests: a shifted clock, short check intervals). */
   acme?: AcmeTuning;
   /**

@@ -136,36 +136,89 @@ export function createNotifier(o: {
   };
 }
 
+/** Targets whose health a notifier follows at most (a config's targets are far fewer). */
+const MAX_FOLLOWED = 10_000;
+
+/** Metrics that notify, and take the other workers' views of targets (`workers: N`). */
+export interface NotifyingMetrics extends Metrics {
+  /**
+   * Worker `worker`'s (not this process's) view of `backend` changed: its own passive ejections
+   * and health checks. A target is down while any worker holds it down.
+   */
+  workerHealth(worker: number, backend: string, healthy: boolean, reason?: string): void;
+  /** Worker `worker` exited: the targets it held down are no longer held down by it. */
+  workerGone(worker: number): void;
+}
+
 /**
  * `inner` with the events the notifier sends taken from its calls: a target's health changing
  * (the first report of each is its starting state, not news), a reload's outcome, a certificate
- * that replaced another.
+ * that replaced another. With workers, a target is down while this process or any other worker
+ * (`workerHealth`) holds it down, and up again once none does: one notification per change.
  */
-export function notifyingMetrics(inner: Metrics, n: Notifier): Metrics {
-  /** Each target's last reported health (bounded by the targets of the configs served). */
+export function notifyingMetrics(inner: Metrics, n: Notifier): NotifyingMetrics {
+  /** Each target's last health as this process reported it (bounded: MAX_FOLLOWED). */
   const health = new Map<string, boolean>();
+  /** The other workers holding each target down (bounded by the same targets). */
+  const heldBy = new Map<string, Set<number>>();
+  /** What was last told of each target: true up, false down (absent: up, and no news). */
+  const told = new Map<string, boolean>();
   let certificates: Map<string, number | null> | null = null;
   /** The first report is the start-up's config: no reload. */
   let started = false;
+  /** Tells of `backend`'s health when what all views add up to changed. */
+  const settle = (backend: string, reason: string | undefined, worker?: number) => {
+    const down = health.get(backend) === false || (heldBy.get(backend)?.size ?? 0) > 0;
+    const before = told.get(backend) ?? true;
+    if (before === !down) return;
+    if (!told.has(backend) && told.size >= MAX_FOLLOWED) return;
+    told.set(backend, !down);
+    const by = worker === undefined ? "" : ` (worker ${worker})`;
+    n.send(
+      down ? "backend_down" : "backend_up",
+      `upstream ${backend} is ${down ? "down" : "up again"}${reason ? ` (${reason})` : ""}${by}`,
+      worker === undefined
+        ? { backend, reason: reason ?? null }
+        : { backend, reason: reason ?? null, worker },
+    );
+  };
   return {
     ...inner,
     backendHealth(backend, healthy, reason) {
       inner.backendHealth(backend, healthy, reason);
       const before = health.get(backend);
       if (before === healthy) return;
-      if (before === undefined && health.size >= 10_000) return;
+      if (before === undefined && health.size >= MAX_FOLLOWED) return;
       health.set(backend, healthy);
-      if (before === undefined && healthy) return; // assumed up at start: no news
-      n.send(
-        healthy ? "backend_up" : "backend_down",
-        `upstream ${backend} is ${healthy ? "up again" : "down"}${reason ? ` (${reason})` : ""}`,
-        { backend, reason: reason ?? null },
-      );
+      settle(backend, reason); // a first report of up is the starting state: no news
+    },
+    workerHealth(worker, backend, healthy, reason) {
+      let held = heldBy.get(backend);
+      if (!healthy) {
+        if (!held) {
+          if (heldBy.size >= MAX_FOLLOWED) return;
+          heldBy.set(backend, held = new Set());
+        }
+        held.add(worker);
+      } else if (held) {
+        held.delete(worker);
+        if (held.size === 0) heldBy.delete(backend);
+      }
+      settle(backend, reason, worker);
+    },
+    workerGone(worker) {
+      for (const [backend, held] of heldBy) {
+        if (!held.delete(worker)) continue;
+        if (held.size === 0) heldBy.delete(backend);
+        settle(backend, `worker ${worker} exited`);
+      }
     },
     backendsConfigured(backends) {
       inner.backendsConfigured(backends);
       const keep = new Set(backends);
       for (const b of health.keys()) if (!keep.has(b)) health.delete(b);
+      for (const b of heldBy.keys()) if (!keep.has(b)) heldBy.delete(b);
+      for (const b of told.keys()) if (!keep.has(b)) told.delete(b);
     },
     configReload(result) {
       inner.configReload(result);
@@ -195,6 +248,39 @@ export function notifyingMetrics(inner: Metrics, n: Notifier): Metrics {
         );
       }
       certificates = now;
+    },
+  };
+}
+
+/**
+ * `inner` that also tells `report` when a target's health changes (a worker other than 0 telling
+ * worker 0, which notifies). Bounded as notifyingMetrics is.
+ */
+export function reportingHealth(
+  inner: Metrics,
+  report: (backend: string, healthy: boolean, reason?: string) => void,
+): Metrics {
+  const health = new Map<string, boolean>();
+  return {
+    ...inner,
+    backendHealth(backend, healthy, reason) {
+      inner.backendHealth(backend, healthy, reason);
+      const before = health.get(backend);
+      if (before === healthy) return;
+      if (before === undefined && health.size >= MAX_FOLLOWED) return;
+      health.set(backend, healthy);
+      if (before === undefined && healthy) return; // up at start: worker 0 assumes as much
+      report(backend, healthy, reason);
+    },
+    backendsConfigured(backends) {
+      inner.backendsConfigured(backends);
+      const keep = new Set(backends);
+      for (const [b, healthy] of health) {
+        if (keep.has(b)) continue;
+        health.delete(b);
+        // Worker 0 may have heard this worker hold it down after its own reload dropped it.
+        if (!healthy) report(b, true, "no longer configured");
+      }
     },
   };
 }

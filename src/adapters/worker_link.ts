@@ -22,7 +22,21 @@ export type ControlMessage =
   | { type: "reload"; worker: number; pid: number; trigger: string; ok: boolean }
   | { type: "purge"; worker: number; pid: number; input: PurgeInput }
   /** Worker 0's admin API drained (or undrained) a target: every worker follows. */
-  | { type: "target"; worker: number; pid: number; target: string; drained: boolean };
+  | { type: "target"; worker: number; pid: number; target: string; drained: boolean }
+  /** Another worker's view of a target changed (passive ejection, health checks): for worker 0. */
+  | {
+    type: "health";
+    worker: number;
+    pid: number;
+    backend: string;
+    healthy: boolean;
+    reason: string | null;
+  };
+
+/** The longest reason a health line carries (the lines are bounded: MAX_LINE). */
+const MAX_REASON = 300;
+/** The longest target a health line carries (longer ones are not passed on). */
+export const MAX_HEALTH_TARGET = 2048;
 
 /** A purge as a worker passes it on, or null when `v` is none (one url, prefix, route or tag). */
 export function purgeInput(v: unknown): PurgeInput | null {
@@ -137,11 +151,26 @@ export type SupervisorCommand =
   | { type: "drain"; signal: Deno.Signal }
   | { type: "force" }
   | { type: "purge"; input: PurgeInput }
-  | { type: "target"; target: string; drained: boolean };
+  | { type: "target"; target: string; drained: boolean }
+  /**
+   * To worker 0: worker `worker`'s view of `backend` (null: that worker exited, and holds no
+   * target down any more).
+   */
+  | {
+    type: "health";
+    worker: number;
+    backend: string | null;
+    healthy: boolean;
+    reason: string | null;
+  };
 
 /** The line that carries `cmd` to a worker's stdin. */
 export function commandLine(cmd: SupervisorCommand): string {
   if (cmd.type === "purge") return `purge ${JSON.stringify(cmd.input)}\n`;
+  if (cmd.type === "health") {
+    const { worker, backend, healthy, reason } = cmd;
+    return `health ${JSON.stringify({ worker, backend, healthy, reason })}\n`;
+  }
   if (cmd.type === "target") {
     return `target ${JSON.stringify({ target: cmd.target, drained: cmd.drained })}\n`;
   }
@@ -150,7 +179,26 @@ export function commandLine(cmd: SupervisorCommand): string {
 
 const COMMAND_SIGNALS: Deno.Signal[] = ["SIGTERM", "SIGINT", "SIGUSR1", "SIGUSR2"];
 
-function parseCommand(line: string): SupervisorCommand | null {
+/** One line of the supervisor's, or null when it is none (exported for the tests). */
+export function parseCommand(line: string): SupervisorCommand | null {
+  if (line.startsWith("health ")) {
+    try {
+      const v = JSON.parse(line.slice(7));
+      return Number.isInteger(v?.worker) && v.worker > 0 &&
+          (v.backend === null || typeof v.backend === "string") &&
+          typeof v.healthy === "boolean" && (v.reason === null || typeof v.reason === "string")
+        ? {
+          type: "health",
+          worker: v.worker,
+          backend: v.backend,
+          healthy: v.healthy,
+          reason: v.reason,
+        }
+        : null;
+    } catch {
+      return null;
+    }
+  }
   if (line.startsWith("target ")) {
     try {
       const v = JSON.parse(line.slice(7));
@@ -230,7 +278,8 @@ export async function readControlLines(
   } catch { /* already closed */ }
 }
 
-function parseMessage(line: string): ControlMessage | null {
+/** One line of a worker's, or null when it is none (exported for the tests). */
+export function parseMessage(line: string): ControlMessage | null {
   try {
     const m = JSON.parse(line);
     if (!m || typeof m.worker !== "number" || typeof m.pid !== "number") return null;
@@ -244,6 +293,14 @@ function parseMessage(line: string): ControlMessage | null {
     if (m.type === "target" && typeof m.target === "string" && typeof m.drained === "boolean") {
       const { worker, pid, target, drained } = m;
       return { type: "target", worker, pid, target, drained };
+    }
+    if (
+      m.type === "health" && typeof m.backend === "string" && typeof m.healthy === "boolean" &&
+      m.backend.length <= MAX_HEALTH_TARGET
+    ) {
+      const reason = typeof m.reason === "string" ? m.reason.slice(0, MAX_REASON) : null;
+      const { worker, pid, backend, healthy } = m;
+      return { type: "health", worker, pid, backend, healthy, reason };
     }
     const input = m.type === "purge" ? purgeInput(m.input) : null;
     if (input) return { type: "purge", worker: m.worker, pid: m.pid, input };

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { commandLine, purgeInput } from "./worker_link.ts";
+import { commandLine, parseCommand, parseMessage, purgeInput } from "./worker_link.ts";
 
 Deno.test("purgeInput takes exactly one url, prefix or route string", () => {
   assert.deepEqual(purgeInput({ url: "http://h/x" }), { url: "http://h/x" });
@@ -9,4 +9,40 @@ Deno.test("purgeInput takes exactly one url, prefix or route string", () => {
     assert.equal(purgeInput(bad), null, JSON.stringify(bad));
   }
   assert.equal(commandLine({ type: "purge", input: { route: "/a" } }), 'purge {"route":"/a"}\n');
+});
+
+Deno.test("a worker's view of a target goes to the supervisor and on to worker 0 as bounded lines", () => {
+  const line = JSON.stringify({
+    type: "health",
+    worker: 1,
+    pid: 7,
+    backend: "http://10.0.0.5:8080",
+    healthy: false,
+    reason: "x".repeat(1000),
+  });
+  const msg = parseMessage(line);
+  assert.ok(msg?.type === "health");
+  assert.equal(msg.backend, "http://10.0.0.5:8080");
+  assert.equal(msg.reason!.length, 300); // the reason is cut, the line stays short
+  assert.equal(parseMessage(JSON.stringify({ ...JSON.parse(line), healthy: "no" })), null);
+  assert.equal(
+    parseMessage(JSON.stringify({ ...JSON.parse(line), backend: "h".repeat(5000) })),
+    null,
+  );
+  const cmd = {
+    type: "health",
+    worker: 1,
+    backend: "http://10.0.0.5:8080",
+    healthy: false,
+    reason: "ejected",
+  } as const;
+  assert.deepEqual(parseCommand(commandLine(cmd).trimEnd()), cmd);
+  // A worker gone: no target, nothing held down by it any more.
+  const gone = { type: "health", worker: 2, backend: null, healthy: true, reason: null } as const;
+  assert.deepEqual(parseCommand(commandLine(gone).trimEnd()), gone);
+  assert.equal(
+    parseCommand('health {"worker":0,"backend":null,"healthy":true,"reason":null}'),
+    null,
+  );
+  assert.equal(parseCommand("health {"), null);
 });

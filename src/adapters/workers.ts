@@ -82,6 +82,8 @@ interface Slot {
 
 /** Longest Unix socket path Linux accepts (sun_path is 108 bytes with the final NUL). */
 const MAX_SOCKET_PATH = 107;
+/** Targets a worker may hold down at once, as the supervisor keeps them (configs have fewer). */
+const MAX_HELD = 10_000;
 
 /**
  * The supervisor's temporary directory and its control socket. Fails with the fix in the message
@@ -243,6 +245,11 @@ export function startSupervisor(count: number, opts: {
       void shutdown("startup failure");
       return;
     }
+    // What it held down, it holds no more (its successor tells anew).
+    if (slot.index !== 0) {
+      heldDown.delete(slot.index);
+      toZero({ type: "health", worker: slot.index, backend: null, healthy: true, reason: null });
+    }
     const ranMs = Date.now() - slot.startedAt;
     slot.failures = ranMs >= stableMs ? 1 : slot.failures + 1;
     const delay = Math.min(backoffMs * 2 ** (slot.failures - 1), maxBackoffMs);
@@ -258,6 +265,14 @@ export function startSupervisor(count: number, opts: {
 
   /** Targets drained through worker 0's admin API and not undrained since. */
   const drainedTargets = new Set<string>();
+  /**
+   * The targets each other worker holds down, as it told (passive ejections, health checks):
+   * passed on to worker 0, which notifies, and again to a worker 0 restarted. Bounded per worker.
+   */
+  const heldDown = new Map<number, Map<string, string | null>>();
+  const toZero = (cmd: SupervisorCommand) => {
+    if (slots[0]) void tell(slots[0], cmd);
+  };
   const onMessage = (msg: ControlMessage) => {
     const slot = slots[msg.worker];
     if (!slot || slot.child?.pid !== msg.pid) return;
@@ -268,6 +283,14 @@ export function startSupervisor(count: number, opts: {
       // A restarted worker starts with no target drained: the ones drained before.
       for (const target of drainedTargets) {
         void tell(slot, { type: "target", target, drained: true });
+      }
+      // A worker 0 started again knows nothing of what the others hold down.
+      if (slot.index === 0 && started) {
+        for (const [worker, held] of heldDown) {
+          for (const [backend, reason] of held) {
+            void tell(slot, { type: "health", worker, backend, healthy: false, reason });
+          }
+        }
       }
       if (slot.reloadPending) {
         slot.reloadPending = false;
@@ -299,6 +322,14 @@ export function startSupervisor(count: number, opts: {
       else drainedTargets.delete(msg.target);
       const cmd = { type: "target", target: msg.target, drained: msg.drained } as const;
       for (const s of slots) if (s !== slot) void tell(s, cmd);
+    } else if (msg.type === "health" && slot.index !== 0) {
+      let held = heldDown.get(slot.index);
+      if (!msg.healthy) {
+        if (!held) heldDown.set(slot.index, held = new Map());
+        if (held.size < MAX_HELD || held.has(msg.backend)) held.set(msg.backend, msg.reason);
+      } else held?.delete(msg.backend);
+      const { backend, healthy, reason } = msg;
+      toZero({ type: "health", worker: slot.index, backend, healthy, reason });
     }
   };
   // A worker that listens but whose event loop is stuck keeps getting its share of the new

@@ -557,3 +557,69 @@ Deno.test("workers: a target drained through worker 0's admin API is drained in 
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("workers: a passive ejection in worker 1 is notified by worker 0, down then up once; a killed worker's hold ends", async () => {
+  const got: Record<string, unknown>[] = [];
+  const hook = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, async (req) => {
+    got.push(await req.json());
+    return new Response(null, { status: 204 });
+  });
+  // Requests to /fail get 503, which ejects the target (passive health) in the worker serving it.
+  await using up = await startUpstream((req) =>
+    new Response("x", { status: new URL(req.url).pathname === "/fail" ? 503 : 200 })
+  );
+  const dir = await Deno.makeTempDir({ prefix: "prox-workers-test-" });
+  try {
+    const port = freePort();
+    await Deno.writeTextFile(
+      `${dir}/config.yaml`,
+      [
+        `listen_addr: "127.0.0.1:${port}"`,
+        "workers: 2",
+        "shutdown_timeout: 5s",
+        // Probes (of /) pass: they tell when an ejection ended (else the next request would).
+        "health_check: { interval_secs: 1, timeout_secs: 1, unhealthy_threshold: 1, healthy_threshold: 1 }",
+        "passive_health: { failures: 1, statuses: [503], base_ejection: 2s, panic_threshold_percent: 0 }",
+        `notify: { webhook: "http://127.0.0.1:${hook.addr.port}/hook" }`,
+        `routes:\n  "/":\n    type: proxy\n    target: "${up.url}"`,
+        "",
+      ].join("\n"),
+    );
+    await using p = serve(["-c", `${dir}/config.yaml`, "--no-watch"]);
+    await p.waitForOutput("Prox listening with workers");
+    /** A /fail answered by worker 1: a connection that worker 1 accepted, kept for the /fail. */
+    const ejectInWorker1 = () =>
+      waitFor(async () => {
+        const client = Deno.createHttpClient({});
+        try {
+          const first = await fetch(`http://127.0.0.1:${port}/`, { client });
+          await first.body?.cancel();
+          if (first.headers.get("x-prox-worker") !== "1") return false;
+          const fail = await fetch(`http://127.0.0.1:${port}/fail`, { client });
+          await fail.body?.cancel();
+          assert.equal(fail.headers.get("x-prox-worker"), "1");
+          return true;
+        } finally {
+          client.close();
+        }
+      }, { what: "a /fail answered by worker 1", intervalMs: 1 });
+    await ejectInWorker1();
+    const events = () => got.map((g) => `${g.event} ${g.worker ?? "-"}`);
+    await waitFor(() => got.length >= 2, { what: `backend_down and backend_up: ${events()}` });
+    assert.deepEqual(events(), ["backend_down 1", "backend_up 1"]);
+    assert.equal(got[0].backend, up.url);
+    assert.match(String(got[0].reason), /ejected/);
+    // Ejected again (for longer: 4 s), then worker 1 is killed: what it held down it holds no
+    // more.
+    await ejectInWorker1();
+    await waitFor(() => got.length >= 3, { what: "a second backend_down" });
+    Deno.kill(workerPids(p)[1], "SIGKILL");
+    await waitFor(() => got.length >= 4, { what: "backend_up after worker 1 exited" });
+    assert.deepEqual(events().slice(2), ["backend_down 1", "backend_up -"]);
+    p.signal("SIGTERM");
+    assert.equal((await p.status).code, 0, p.output());
+  } finally {
+    await hook.shutdown();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
