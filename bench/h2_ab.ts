@@ -1,3 +1,4 @@
+// deno-lint-ignore-file no-console
 // An A/B of Prox builds on the HTTP/2 scenario of `make bench` (h2load over TLS, 10 connections
 // × 10 streams, the realistic config, Prox pinned to core 0, h2load and the nginx backend to core
 // 1), alternating the builds, medians of CPU µs per request:
