@@ -5,6 +5,7 @@ import { createPrivateKey, X509Certificate } from "node:crypto";
 import { loadConfigText } from "../config/load.ts";
 import type { LoadResult } from "../config/load.ts";
 import { pemBlock, wholeChain } from "./pem_chain.ts";
+import { unsignedLists } from "./crl_verify.ts";
 import type { ConfigIssue } from "../config/parse.ts";
 import type { Config, UpstreamTlsConfig } from "../config/schema.ts";
 import { pageFiles } from "../config/validate_pages.ts";
@@ -40,6 +41,7 @@ export const denoEnv = {
     }
   },
   certificate: readCertificatePair,
+  unsignedLists,
   readText(path: string): { text: string } | { error: string; hint: string } {
     try {
       return { text: utf8.decode(readFileCappedSync(path)) };

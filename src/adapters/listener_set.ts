@@ -11,6 +11,7 @@ import { listenH1 } from "./h1/server.ts";
 import type { ConnectionCounts, ConnectionLimits, SniCertificate } from "./h1/server.ts";
 import type { ClientAuth } from "./h1/tls_client_auth.ts";
 import { revocationCheck } from "../domain/crl.ts";
+import { unsignedLists } from "./crl_verify.ts";
 import type { AcceptProxyProtocol } from "./h1/proxy_accept.ts";
 import { parseCidr } from "../domain/ip.ts";
 import type { Cidr } from "../domain/ip.ts";
@@ -432,6 +433,11 @@ export async function readClientAuth(c: Config): Promise<ClientAuth | undefined>
   // Throws for a file that holds no list (a rotation half done): the reload fails and the
   // listener keeps the lists it has.
   const crl = revocationCheck(crlText);
+  // A list from another CA, or altered after signing, is refused as `prox validate` refuses it.
+  const refused = unsignedLists(crlText, ca);
+  if (refused.length > 0) {
+    throw new Error(`Revocation list file ${auth.crl_file}: ${refused.join("; ")}`);
+  }
   return { ca, required: auth.mode === "require", crl, crlText };
 }
 

@@ -65,6 +65,11 @@ export interface ValidateEnv {
   };
   /** The wall clock (ms since the epoch) for the expiry warning; omitted: not checked. */
   now?: () => number;
+  /**
+   * Why revocation lists (PEM text) are not all signed by a certificate of a CA file (PEM text),
+   * one line per list refused (empty: all verify); omitted: not checked.
+   */
+  unsignedLists?: (crlText: string, caText: string) => string[];
 }
 
 /** The fix for a trusted block that holds every client of an address family. */
@@ -415,6 +420,7 @@ export function validateConfig(
       err,
       warn,
       env: opts.env,
+      caFile: tls.client_auth.ca_cert,
     });
     if (config.protocols.http1_engine === "deno") {
       err(

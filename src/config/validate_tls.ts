@@ -365,13 +365,14 @@ export function checkCaFile(
 }
 
 /**
- * `tls.client_auth.crl_file`: PEM revocation lists that decode; one past its next update is
- * warned about (clients it would have revoked since may still get in).
+ * `tls.client_auth.crl_file`: PEM revocation lists that decode, each signed by a certificate of
+ * `caFile`; one past its next update is warned about (clients it would have revoked since may
+ * still get in).
  */
 export function checkCrlFile(
   at: (string | number)[],
   file: string | undefined,
-  opts: { err: Report; warn: Report; env: ValidateEnv },
+  opts: { err: Report; warn: Report; env: ValidateEnv; caFile?: string },
 ): void {
   if (file === undefined) return;
   const text = readPem(at, file, {
@@ -383,6 +384,17 @@ export function checkCrlFile(
   if (text === undefined) return;
   try {
     const check = revocationCheck(text);
+    const ca = opts.caFile === undefined ? undefined : opts.env.readText?.(opts.caFile);
+    // (A CA file that cannot be read is ca_cert's error.)
+    if (ca && "text" in ca && opts.env.unsignedLists) {
+      for (const why of opts.env.unsignedLists(text, ca.text)) {
+        opts.err(
+          at,
+          `${file}: ${why}`,
+          `Use the list the CA of ca_cert publishes (openssl crl -in ${file} -CAfile ${opts.caFile} -noout says "verify OK")`,
+        );
+      }
+    }
     const now = opts.env.now?.();
     if (now !== undefined && check.nextUpdate !== null && check.nextUpdate < now) {
       opts.warn(

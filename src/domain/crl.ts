@@ -2,7 +2,8 @@
 // their issuers have revoked, keyed by issuer name (its DER bytes) and serial number. Deno's
 // node:tls takes a `crl` option and ignores it, so Prox reads the lists itself and checks each
 // verified client certificate against them. Only what that needs is decoded (DER, definite
-// lengths); the list's signature is not checked: the file is the operator's, as the CA file is.
+// lengths). Each list's signature is checked against the CA file's certificates where the list
+// is loaded (adapters/crl_verify.ts, with node:crypto): `signedParts` hands it what that needs.
 
 /** One DER element: its tag, and where its contents lie in the buffer. */
 interface Der {
@@ -100,6 +101,89 @@ export function parseCrl(der: Uint8Array): Crl {
     }
   }
   return { issuer: hex(der.subarray(issuer.from, issuer.end)), revoked, nextUpdate };
+}
+
+/** A dotted OID from an OBJECT IDENTIFIER's contents (X.690 §8.19). */
+function oidOf(bytes: Uint8Array): string {
+  if (bytes.length === 0) throw new Error("an empty OBJECT IDENTIFIER");
+  // The first byte holds the first two arcs (X * 40 + Y; X is 2 from 80 on).
+  const x = bytes[0] < 40 ? 0 : bytes[0] < 80 ? 1 : 2;
+  const parts = [x, bytes[0] - 40 * x];
+  let n = 0;
+  for (let i = 1; i < bytes.length; i++) {
+    n = n * 128 + (bytes[i] & 0x7f);
+    if (!(bytes[i] & 0x80)) {
+      parts.push(n);
+      n = 0;
+    }
+  }
+  return parts.join(".");
+}
+
+const OBJECT_IDENTIFIER = 0x06;
+const BIT_STRING = 0x03;
+
+/** What checking a CertificateList's signature takes (RFC 5280 §5.1.1). */
+export interface SignedParts {
+  /** The issuer's Name, DER, as hex (as `Crl.issuer`). */
+  issuer: string;
+  /** The issuer's common name (CN), for messages; null when it has none. */
+  issuerName: string | null;
+  /** tbsCertList, DER: what was signed. */
+  tbs: Uint8Array;
+  /** signatureAlgorithm's OID, dotted ("1.2.840.113549.1.1.11"). */
+  algorithm: string;
+  /** signatureValue's bits. */
+  signature: Uint8Array;
+}
+
+/** The signed parts of one DER CertificateList; throws with the reason when it is not one. */
+export function signedParts(der: Uint8Array): SignedParts {
+  const list = readDer(der, 0);
+  if (list.tag !== SEQUENCE) throw new Error("not a CertificateList");
+  const [tbs, alg, sig] = children(der, list);
+  if (!tbs || tbs.tag !== SEQUENCE || !alg || alg.tag !== SEQUENCE || sig?.tag !== BIT_STRING) {
+    throw new Error("not a CertificateList");
+  }
+  const oid = children(der, alg)[0];
+  if (!oid || oid.tag !== OBJECT_IDENTIFIER) throw new Error("no signature algorithm");
+  const f = children(der, tbs);
+  const issuer = f[f[0]?.tag === INTEGER ? 2 : 1];
+  if (!issuer || issuer.tag !== SEQUENCE) throw new Error("no issuer name");
+  // The BIT STRING's first byte counts the unused bits of its last: 0 for a signature.
+  if (sig.end - sig.start < 2 || der[sig.start] !== 0) throw new Error("a malformed signature");
+  return {
+    issuer: hex(der.subarray(issuer.from, issuer.end)),
+    issuerName: commonName(der, issuer),
+    tbs: der.subarray(tbs.from, tbs.end),
+    algorithm: oidOf(der.subarray(oid.start, oid.end)),
+    signature: der.subarray(sig.start + 1, sig.end),
+  };
+}
+
+/** The CN of a Name (RFC 5280 §4.1.2.4), if it has one; null otherwise. */
+function commonName(der: Uint8Array, name: Der): string | null {
+  for (const rdn of children(der, name)) {
+    for (const atv of children(der, rdn)) {
+      const [type, value] = children(der, atv);
+      if (type?.tag !== OBJECT_IDENTIFIER || !value) continue;
+      if (oidOf(der.subarray(type.start, type.end)) !== "2.5.4.3") continue;
+      return new TextDecoder().decode(der.subarray(value.start, value.end));
+    }
+  }
+  return null;
+}
+
+/** The subject Name (DER, hex) of a DER certificate: what a list it signed names as issuer. */
+export function certificateSubject(der: Uint8Array): string {
+  const cert = readDer(der, 0);
+  const tbs = children(der, cert)[0];
+  if (!tbs || tbs.tag !== SEQUENCE) throw new Error("not a certificate");
+  const f = children(der, tbs);
+  // [0] version, serial, signature, issuer, validity, subject
+  const subject = f[(f[0]?.tag === 0xa0 ? 1 : 0) + 4];
+  if (!subject || subject.tag !== SEQUENCE) throw new Error("not a certificate");
+  return hex(der.subarray(subject.from, subject.end));
 }
 
 /** The issuer Name (DER, hex) and serial number of a DER certificate (RFC 5280 §4.1). */

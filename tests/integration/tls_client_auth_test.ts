@@ -6,9 +6,11 @@ import assert from "node:assert/strict";
 import { X509Certificate } from "node:crypto";
 import { interopTest, ROOT, run, startUpstream, waitFor } from "../_harness.ts";
 import { startProxy } from "./_proxy.ts";
+import { pemBlocks } from "../../src/domain/crl.ts";
 import { loadConfigText } from "../../src/config/load.ts";
 import { denoEnv } from "../../src/adapters/config_source.ts";
 import { startServer } from "../../src/server.ts";
+import type { ConfigError } from "../../src/server.ts";
 import { silentLogger } from "../../src/ports.ts";
 import type { Logger } from "../../src/ports.ts";
 
@@ -323,6 +325,53 @@ Deno.test("tls.client_auth crl_file: a revoked certificate is refused, another f
   assert.equal((await res.json())["x-client-subject"], "CN=localhost");
 });
 
+Deno.test("tls.client_auth crl_file: a list not signed by ca_cert stops the start, and a reload keeps the lists served", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "prox-crl-" });
+  try {
+    // The test CA's list with one byte of its revoked serial changed after signing.
+    const der = pemBlocks(Deno.readTextFileSync(`${TLS}/alice-revoked.crl`), "X509 CRL")[0];
+    const forged = der.slice();
+    for (let i = der.length - 3; i > 0; i--) {
+      if (der[i] === 0x02 && der[i + 1] === 0x01 && der[i + 2] === 0x06) { // INTEGER 6: alice
+        forged[i + 2] = 0x05;
+        break;
+      }
+    }
+    assert.notDeepEqual(forged, der);
+    const forgedPem = `-----BEGIN X509 CRL-----\n${
+      btoa(String.fromCharCode(...forged))
+    }\n-----END X509 CRL-----\n`;
+    const crlFile = `${dir}/list.crl`;
+    await Deno.writeTextFile(crlFile, forgedPem);
+    await using up = await echo();
+    const yaml = config(up.url).replace(
+      `ca_cert: "${TLS}/ca.pem"`,
+      `ca_cert: "${TLS}/ca.pem", crl_file: "${crlFile}"`,
+    );
+    // Refused at start as `prox validate` refuses it: located at the key, with the reason.
+    await assert.rejects(startProxy(yaml, { tls: true }), (e: unknown) => {
+      const issues = (e as ConfigError).issues ?? [];
+      return issues.some((i) =>
+        i.path === "tls.client_auth.crl_file" &&
+        /list\.crl: the list of "Prox Test CA" does not verify with its issuer's key/.test(
+          i.message,
+        )
+      );
+    });
+    // Started with the genuine list; the forged one written over it is refused on reload, and
+    // alice stays revoked.
+    await Deno.copyFile(`${TLS}/alice-revoked.crl`, crlFile);
+    await using prox = await startProxy(yaml, { tls: true });
+    await refused(`https://localhost:${prox.port}/`, ALICE);
+    await Deno.writeTextFile(crlFile, forgedPem);
+    const r = await prox.server.reload();
+    assert.equal(r.ok, false);
+    await refused(`https://localhost:${prox.port}/`, ALICE);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("validate: tls.client_auth's CA file, HTTP/3 and Deno.serve", () => {
   const issues = (tls: string, extra = "") =>
     loadConfigText(
@@ -363,6 +412,13 @@ Deno.test("validate: tls.client_auth's CA file, HTTP/3 and Deno.serve", () => {
   assert.match(
     crl(`${TLS}/ca.pem`),
     /crl_file: .*ca\.pem holds no usable revocation list: no X509 CRL/,
+  );
+  // A list must be signed by a certificate of ca_cert: the test CA's list against another CA.
+  assert.match(
+    issues(
+      `  client_auth: { ca_cert: "${TLS}/stranger.pem", crl_file: "${TLS}/alice-revoked.crl" }\n`,
+    ).join("\n"),
+    /crl_file: .*alice-revoked\.crl: the list of "Prox Test CA" is not from a CA in ca_cert/,
   );
   // A route's client_cert: its regexes, its fingerprints, and a listener that asks.
   const routeIssues = (rule: string, auth = true) =>

@@ -1,0 +1,62 @@
+// Checks that each revocation list of `tls.client_auth.crl_file` is signed by a certificate of
+// the CA file (RFC 5280 §6.3.3 (f)), with node:crypto: a list from another CA, or one altered
+// after signing, is refused with the issuer's name, where OpenSSL-based servers (nginx's
+// ssl_crl) refuse it too. Lists whose issuer a CA file certificate names are checked with that
+// certificate's key; the decoding is domain/crl.ts's.
+
+import { verify, X509Certificate } from "node:crypto";
+import { certificateSubject, pemBlocks, signedParts } from "../domain/crl.ts";
+
+/** node:crypto's digest for each signature algorithm an X.509 CRL may carry (null: none). */
+const ALGORITHMS: Record<string, string | null> = {
+  "1.2.840.113549.1.1.5": "sha1", // sha1WithRSAEncryption
+  "1.2.840.113549.1.1.11": "sha256", // sha256WithRSAEncryption
+  "1.2.840.113549.1.1.12": "sha384",
+  "1.2.840.113549.1.1.13": "sha512",
+  "1.2.840.10045.4.1": "sha1", // ecdsa-with-SHA1
+  "1.2.840.10045.4.3.2": "sha256", // ecdsa-with-SHA256
+  "1.2.840.10045.4.3.3": "sha384",
+  "1.2.840.10045.4.3.4": "sha512",
+  "1.3.101.112": null, // Ed25519
+  "1.3.101.113": null, // Ed448
+};
+
+/**
+ * Why the lists of `crlText` (PEM) are not all signed by a certificate of `caText` (PEM), one
+ * line per list refused; empty when every list verified. Throws when a list cannot be decoded
+ * (domain/crl.ts's message).
+ */
+export function unsignedLists(crlText: string, caText: string): string[] {
+  const cas: { subject: string; cert: X509Certificate }[] = [];
+  for (const der of pemBlocks(caText, "CERTIFICATE")) {
+    try {
+      cas.push({ subject: certificateSubject(der), cert: new X509Certificate(der) });
+    } catch { /* not a certificate node:crypto reads: it signs nothing here */ }
+  }
+  const refused: string[] = [];
+  for (const der of pemBlocks(crlText, "X509 CRL")) {
+    const list = signedParts(der);
+    const name = list.issuerName === null
+      ? "a list without a CN"
+      : `the list of "${list.issuerName}"`;
+    if (!(list.algorithm in ALGORITHMS)) {
+      refused.push(`${name} is signed with an algorithm Prox does not check (${list.algorithm})`);
+      continue;
+    }
+    const signers = cas.filter((c) => c.subject === list.issuer);
+    if (signers.length === 0) {
+      refused.push(`${name} is not from a CA in ca_cert (no certificate there is its issuer)`);
+      continue;
+    }
+    const digest = ALGORITHMS[list.algorithm];
+    const ok = signers.some((c) => {
+      try {
+        return verify(digest, list.tbs, c.cert.publicKey, list.signature);
+      } catch {
+        return false; // a key of another kind than the algorithm's
+      }
+    });
+    if (!ok) refused.push(`${name} does not verify with its issuer's key in ca_cert`);
+  }
+  return refused;
+}

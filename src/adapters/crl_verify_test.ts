@@ -1,0 +1,51 @@
+import assert from "node:assert/strict";
+import { unsignedLists } from "./crl_verify.ts";
+import { pemBlocks } from "../domain/crl.ts";
+
+const TLS = new URL("../../tests/fixtures/tls/", import.meta.url).pathname;
+const CRL = Deno.readTextFileSync(`${TLS}alice-revoked.crl`);
+const CA = Deno.readTextFileSync(`${TLS}ca.pem`);
+
+/** `der` as a PEM X509 CRL. */
+const pem = (der: Uint8Array) =>
+  `-----BEGIN X509 CRL-----\n${btoa(String.fromCharCode(...der))}\n-----END X509 CRL-----\n`;
+
+/** Where `needle` last occurs in `hay`. */
+function lastIndexOf(hay: Uint8Array, needle: number[]): number {
+  outer: for (let i = hay.length - needle.length; i >= 0; i--) {
+    for (let j = 0; j < needle.length; j++) if (hay[i + j] !== needle[j]) continue outer;
+    return i;
+  }
+  return -1;
+}
+
+Deno.test("unsignedLists: the test CA's list verifies (ECDSA P-256, SHA-256) with its certificate", () => {
+  assert.deepEqual(unsignedLists(CRL, CA), []);
+  // Among other certificates of the file too.
+  const others = Deno.readTextFileSync(`${TLS}stranger.pem`) + CA;
+  assert.deepEqual(unsignedLists(CRL, others), []);
+});
+
+Deno.test("unsignedLists: a list from another CA, one altered after signing, one of an unknown algorithm", () => {
+  assert.deepEqual(unsignedLists(CRL, Deno.readTextFileSync(`${TLS}stranger.pem`)), [
+    'the list of "Prox Test CA" is not from a CA in ca_cert (no certificate there is its issuer)',
+  ]);
+  const der = pemBlocks(CRL, "X509 CRL")[0];
+  // alice's serial (6) on the list made 7: the signature no longer covers what the list says.
+  const serial = lastIndexOf(der, [0x02, 0x01, 0x06]);
+  assert.ok(serial > 0);
+  const altered = der.slice();
+  altered[serial + 2] = 0x07;
+  assert.deepEqual(unsignedLists(pem(altered), CA), [
+    `the list of "Prox Test CA" does not verify with its issuer's key in ca_cert`,
+  ]);
+  // The outer signatureAlgorithm (ecdsa-with-SHA256, the last of its two copies) made unknown.
+  const oid = lastIndexOf(der, [0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02]);
+  const odd = der.slice();
+  odd[oid + 9] = 0x09;
+  assert.deepEqual(unsignedLists(pem(odd), CA), [
+    'the list of "Prox Test CA" is signed with an algorithm Prox does not check (1.2.840.10045.4.3.9)',
+  ]);
+  // Two lists: each is judged.
+  assert.equal(unsignedLists(CRL + pem(altered), CA).length, 1);
+});
