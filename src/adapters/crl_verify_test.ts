@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { unsignedLists } from "./crl_verify.ts";
 import { pemBlocks } from "../domain/crl.ts";
+import { interopTest, run } from "../../tests/_harness.ts";
 
 const TLS = new URL("../../tests/fixtures/tls/", import.meta.url).pathname;
 const CRL = Deno.readTextFileSync(`${TLS}alice-revoked.crl`);
@@ -49,3 +50,72 @@ Deno.test("unsignedLists: a list from another CA, one altered after signing, one
   // Two lists: each is judged.
   assert.equal(unsignedLists(CRL + pem(altered), CA).length, 1);
 });
+
+interopTest(
+  "unsignedLists: lists openssl signs with RSA (SHA-256) and Ed25519 verify; crossed, they do not",
+  [
+    "openssl",
+  ],
+  async () => {
+    const dir = await Deno.makeTempDir({ prefix: "prox-crl-" });
+    try {
+      const made: Record<string, { ca: string; crl: string }> = {};
+      for (const [name, key] of [["rsa", "rsa:2048"], ["ed25519", "ed25519"]]) {
+        const at = (f: string) => `${dir}/${name}.${f}`;
+        const ok = async (args: string[]) => {
+          const r = await run("openssl", args);
+          assert.equal(r.code, 0, r.stderr);
+        };
+        await ok([
+          "req",
+          "-x509",
+          "-newkey",
+          key,
+          "-nodes",
+          "-keyout",
+          at("key"),
+          "-out",
+          at("pem"),
+          "-subj",
+          `/CN=${name} CA`,
+          "-days",
+          "1",
+          "-addext",
+          "basicConstraints=critical,CA:TRUE",
+          "-addext",
+          "keyUsage=critical,keyCertSign,cRLSign",
+        ]); // deno-fmt-ignore
+        await Deno.writeTextFile(at("idx"), "");
+        await Deno.writeTextFile(at("num"), "01\n");
+        await Deno.writeTextFile(
+          at("cnf"),
+          `[ca]\ndefault_ca = d\n[d]\ndatabase = ${at("idx")}\ndefault_md = default\n` +
+            `crlnumber = ${at("num")}\ndefault_crl_days = 1\n`,
+        );
+        await ok([
+          "ca",
+          "-batch",
+          "-config",
+          at("cnf"),
+          "-cert",
+          at("pem"),
+          "-keyfile",
+          at("key"),
+          "-gencrl",
+          "-out",
+          at("crl"),
+        ]); // deno-fmt-ignore
+        made[name] = { ca: await Deno.readTextFile(at("pem")), crl: await Deno.readTextFile(at("crl")) };
+      }
+      assert.deepEqual(unsignedLists(made.rsa.crl, made.rsa.ca), []);
+      assert.deepEqual(unsignedLists(made.ed25519.crl, made.ed25519.ca), []);
+      assert.equal(unsignedLists(made.rsa.crl, made.ed25519.ca).length, 1);
+      assert.deepEqual(
+        unsignedLists(made.rsa.crl + made.ed25519.crl, made.ed25519.ca + made.rsa.ca),
+        [],
+      );
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);
