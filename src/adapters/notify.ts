@@ -139,6 +139,24 @@ export function createNotifier(o: {
 /** Targets whose health a notifier follows at most (a config's targets are far fewer). */
 const MAX_FOLLOWED = 10_000;
 
+const SAME = Symbol("same");
+
+/**
+ * Keeps `healthy` as `backend`'s last reported health (at most MAX_FOLLOWED targets): what it was
+ * before (undefined: its first report), or SAME when it did not change or there is no room.
+ */
+function recordHealth(
+  health: Map<string, boolean>,
+  backend: string,
+  healthy: boolean,
+): boolean | undefined | typeof SAME {
+  const before = health.get(backend);
+  if (before === healthy) return SAME;
+  if (before === undefined && health.size >= MAX_FOLLOWED) return SAME;
+  health.set(backend, healthy);
+  return before;
+}
+
 /** Metrics that notify, and take the other workers' views of targets (`workers: N`). */
 export interface NotifyingMetrics extends Metrics {
   /**
@@ -186,10 +204,7 @@ export function notifyingMetrics(inner: Metrics, n: Notifier): NotifyingMetrics 
     ...inner,
     backendHealth(backend, healthy, reason) {
       inner.backendHealth(backend, healthy, reason);
-      const before = health.get(backend);
-      if (before === healthy) return;
-      if (before === undefined && health.size >= MAX_FOLLOWED) return;
-      health.set(backend, healthy);
+      if (recordHealth(health, backend, healthy) === SAME) return;
       settle(backend, reason); // a first report of up is the starting state: no news
     },
     workerHealth(worker, backend, healthy, reason) {
@@ -265,11 +280,8 @@ export function reportingHealth(
     ...inner,
     backendHealth(backend, healthy, reason) {
       inner.backendHealth(backend, healthy, reason);
-      const before = health.get(backend);
-      if (before === healthy) return;
-      if (before === undefined && health.size >= MAX_FOLLOWED) return;
-      health.set(backend, healthy);
-      if (before === undefined && healthy) return; // up at start: worker 0 assumes as much
+      const before = recordHealth(health, backend, healthy);
+      if (before === SAME || (before === undefined && healthy)) return; // up at start: no news
       report(backend, healthy, reason);
     },
     backendsConfigured(backends) {
