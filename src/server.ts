@@ -703,7 +703,14 @@ export async function startServer(
     config = next;
     current = snap;
     builtFound = text;
-    forgetDrains(upstreams.retain(configuredTargets(config), Object.keys(config.routes)));
+    // A drained target DNS no longer answers stays drained should it come back (a flap, an
+    // address handed out again): kept ahead (bounded), as for a worker that has not found it yet.
+    for (const target of upstreams.retain(configuredTargets(config), Object.keys(config.routes))) {
+      upstreams.drain(target, true, { ahead: true });
+      logger.info("A drained target left the DNS answer: drained again if it comes back", {
+        target,
+      });
+    }
     upstreams.release(unwatchedTargets(config));
     health.update(current);
     metrics.backendsConfigured(targetsOf(snap));

@@ -308,3 +308,48 @@ routes:
     await up.shutdown();
   }
 });
+
+interopTest("discover: a drained target that leaves DNS and comes back is drained still", [
+  "pebble-challtestsrv",
+], async () => {
+  await using dns = await startMockDns();
+  await using up = replicas();
+  await dns.setA("app.test", ["127.0.0.2", "127.0.0.3"]);
+  const logger = recordingLogger();
+  await using prox = await startProxy(
+    config(dns.server, up.port, `admin: { listen_addr: "127.0.0.1:0" }\n`),
+    { logger },
+  );
+  const admin = `http://127.0.0.1:${prox.server.admin!.port}`;
+  const target = `http://127.0.0.2:${up.port}`;
+  const res = await fetch(`${admin}/upstreams/drain?target=${target}`, { method: "POST" });
+  assert.equal(res.status, 200, await res.text());
+  const only3 = [`200 127.0.0.3 app.test:${up.port}`];
+  assert.deepEqual(await answers(prox.url), only3);
+  // Gone from DNS, then back (a flap): it must not take requests again unasked.
+  await dns.setA("app.test", ["127.0.0.3"]);
+  const left = await waitFor(
+    () =>
+      logger.records.findIndex((r) =>
+        r.msg === "A drained target left the DNS answer: drained again if it comes back" &&
+        r.target === target
+      ) + 1,
+    { what: "the drained target gone from DNS" },
+  );
+  await dns.setA("app.test", ["127.0.0.2", "127.0.0.3"]);
+  await waitFor(
+    () =>
+      logger.records.slice(left).some((r) =>
+        r.msg === "Discovered targets changed" && (r.added as string[]).includes("127.0.0.2")
+      ),
+    { what: "127.0.0.2 found again" },
+  );
+  assert.deepEqual(await answers(prox.url, 12), only3);
+  // /status says so.
+  const status = JSON.stringify(await fetch(`${admin}/status`).then((r) => r.json()));
+  assert.match(status, new RegExp(`"${target}"[^}]*"drained":true`));
+  // Undrained through the admin API, it takes requests again.
+  const back = await fetch(`${admin}/upstreams/undrain?target=${target}`, { method: "POST" });
+  assert.equal(back.status, 200, await back.text());
+  await waitFor(async () => (await answers(prox.url)).length === 2, { what: "both replicas" });
+});
