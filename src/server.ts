@@ -300,6 +300,7 @@ export async function startServer(
   tcpMetrics?.retain(Object.keys(config.tcp ?? {}));
 
   let stopReducer = () => {};
+  let stopSettle = () => {};
   const set = createListenerSet({
     logger,
     spans,
@@ -480,6 +481,10 @@ export async function startServer(
   // Addresses that changed while starting are swapped in now.
   discoverReady = true;
   applyDiscovered();
+  // Ejections that ran out are announced within a second, with traffic or without.
+  const settleTimer = setInterval(() => upstreams.settleAll(), 1000);
+  Deno.unrefTimer(settleTimer);
+  stopSettle = () => clearInterval(settleTimer);
   stopReducer = startMemoryReducer({
     idleMs: () => config.memory.reduce_after_idle,
     aboveBytes: () => config.memory.reduce_above,
@@ -773,6 +778,7 @@ export async function startServer(
     // answered without reading it, from any client of the admin port): exit cuts it.
     await within(SETTLE_MS, admin.shutdown());
     stopReducer();
+    stopSettle();
     // A notification under way (the last reload's, a target's) gets what is left of the settle.
     if (notifier) await within(SETTLE_MS, notifier.settled());
     notifier?.close();

@@ -204,6 +204,12 @@ export interface UpstreamRegistry {
    */
   retain(ids: Iterable<string>, routes: Iterable<string>): string[];
   list(): UpstreamView[];
+  /**
+   * Announces (log, health metric, notification) the ejections that have run out: without it an
+   * ejection's end is seen only when a request or a probe next looks at the target, and a target
+   * nobody sends requests to stayed down on the dashboards.
+   */
+  settleAll(): void;
 }
 
 interface Budget {
@@ -550,6 +556,10 @@ export function createUpstreamRegistry(
       for (const k of budgets.keys()) if (!keepRoutes.has(k)) budgets.delete(k);
       for (const k of selectors.keys()) if (!keepRoutes.has(k)) selectors.delete(k);
       return forgot;
+    },
+    settleAll() {
+      const t = now();
+      for (const s of states.values()) settle(s, t);
     },
     list() {
       const t = now();

@@ -231,3 +231,41 @@ routes:
     }
   });
 });
+
+Deno.test("notify: with health checks off, an ejection's end is told when it ends, with no request after it", async () => {
+  await using hook = receiver();
+  const up = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen() {} },
+    () => new Response("x", { status: 503 }),
+  );
+  const target = `http://127.0.0.1:${up.addr.port}`;
+  await withTempDir(async (dir) => {
+    const file = `${dir}/prox.yaml`;
+    await Deno.writeTextFile(
+      file,
+      `listen_addr: "127.0.0.1:0"
+health_check: { enabled: false }
+passive_health: { failures: 1, statuses: [503], base_ejection: 1s, panic_threshold_percent: 0 }
+notify: { webhook: "${hook.url}" }
+routes:
+  /: { type: proxy, target: "${target}" }
+`,
+    );
+    const server = await startServer({ path: file }, { logger: silentLogger, watch: false });
+    try {
+      const res = await fetch(`http://127.0.0.1:${server.port}/`);
+      await res.body?.cancel();
+      await waitFor(() => hook.events().includes("backend_down"), { what: "backend_down" });
+      // No request after the ejection: its end is seen by the once-a-second look all the same.
+      await waitFor(() => hook.events().includes("backend_up"), { what: "backend_up" });
+      const [down, back] = ["backend_down", "backend_up"].map((e) =>
+        hook.got.find((g) => g.body.event === e)!
+      );
+      assert.match(String(back.body.reason), /ejection ended/);
+      assert.ok(Date.parse(String(back.body.time)) - Date.parse(String(down.body.time)) >= 900);
+    } finally {
+      await server.shutdown();
+      await up.shutdown();
+    }
+  });
+});
