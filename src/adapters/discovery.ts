@@ -122,6 +122,34 @@ export function createDiscovery(o: {
   const loops = new Map<string, Loop>();
   /** Loop keys whose last lookup failed (logged once until one succeeds). */
   const failing = new Set<string>();
+  /**
+   * By loop key, with `hold`: each target an answer held, and when one last did (bounded: at most
+   * 4 × max_targets per key, the longest unseen dropped first).
+   */
+  const seen = new Map<string, Map<string, { t: Found; at: number }>>();
+  /** `targets` with those answers held within `d.hold` before (and remembers what they hold). */
+  const held = (key: string, d: DiscoverConfig, targets: Found[]): Found[] => {
+    if (d.hold <= 0) return targets;
+    const now = Date.now();
+    let m = seen.get(key);
+    if (!m) seen.set(key, m = new Map());
+    for (const t of targets) {
+      const n = foundName(t);
+      m.delete(n); // re-inserted: the map stays in order of when each was last seen
+      m.set(n, { t, at: now });
+    }
+    const here = new Set(targets.map(foundName));
+    const out = [...targets];
+    for (const [n, e] of m) {
+      if (now - e.at > d.hold) m.delete(n);
+      else if (!here.has(n)) out.push(e.t);
+    }
+    for (const n of m.keys()) {
+      if (m.size <= 4 * d.max_targets) break;
+      m.delete(n);
+    }
+    return out;
+  };
 
   /** A name's A and AAAA addresses, with the lookups that failed (and whether A, AAAA did). */
   const addresses = async (name: string, d: DiscoverConfig, signal: AbortSignal) => {
@@ -249,7 +277,7 @@ export function createDiscovery(o: {
       o.logger.info("DNS lookup for discover answers again", { route: id, name });
     }
     // One target per address and port (a host named by two records counts once).
-    const unique = new Map(targets.map((t) => [foundName(t), t]));
+    const unique = new Map(held(key, d, targets).map((t) => [foundName(t), t]));
     const sorted = [...unique.values()].sort((a, b) =>
       byAddress(a.address, b.address) || (a.port ?? 0) - (b.port ?? 0)
     );
@@ -327,6 +355,7 @@ export function createDiscovery(o: {
     loop.abort.abort();
     loops.delete(key);
     found.delete(key);
+    seen.delete(key);
     failing.delete(key);
   };
 

@@ -851,6 +851,12 @@ export const Discover = z.object({
   /** With `srv`: how the targets are spoken to. */
   scheme: z.enum(["http", "https"]).default("http"),
   refresh: Duration.prefault("30s"),
+  /**
+   * How long an address stays a target after the answers stopped holding it (0: not at all): for
+   * a DNS that answers a different subset of a larger set at each lookup (Route 53 multivalue
+   * answers), whose addresses would otherwise come and go at every refresh.
+   */
+  hold: Duration.prefault("0s"),
   /** The most addresses taken (the first in sorted order); the rest are left out, with a warning. */
   max_targets: z.int().min(1).max(1024).default(64),
   /** The DNS server asked (`ip` or `ip:port`, e.g. Consul's `127.0.0.1:8600`), not the system's. */

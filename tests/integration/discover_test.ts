@@ -353,3 +353,38 @@ interopTest("discover: a drained target that leaves DNS and comes back is draine
   assert.equal(back.status, 200, await back.text());
   await waitFor(async () => (await answers(prox.url)).length === 2, { what: "both replicas" });
 });
+
+interopTest("discover: hold keeps an address a target for its duration after answers dropped it", [
+  "pebble-challtestsrv",
+], async () => {
+  await using dns = await startMockDns();
+  await using up = replicas();
+  await dns.setA("app.test", ["127.0.0.2"]);
+  const logger = recordingLogger();
+  await using prox = await startProxy(
+    config(dns.server, up.port).replace("refresh: 1s", "refresh: 1s, hold: 4s"),
+    { logger },
+  );
+  const changes = () => logger.records.filter((r) => r.msg === "Discovered targets changed");
+  // A DNS answering one of two addresses at a time (as Route 53 multivalue answers do): held,
+  // both stay targets.
+  await dns.setA("app.test", ["127.0.0.3"]);
+  await waitFor(async () => (await answers(prox.url)).length === 2, { what: "both replicas" });
+  assert.deepEqual(changes().map((r) => [r.added, r.removed]), [
+    [["127.0.0.2"], []],
+    [["127.0.0.3"], []],
+  ]);
+  // No address at all: each stays until `hold` has passed since an answer last held it (127.0.0.2
+  // first: the answers dropped it before 127.0.0.3).
+  const since = Date.now();
+  await dns.setA("app.test", []);
+  await waitFor(() => changes().length === 4, { what: "both gone after hold", timeoutMs: 15_000 });
+  assert.deepEqual(changes().slice(2).map((r) => [r.added, r.removed]), [
+    [[], ["127.0.0.2"]],
+    [[], ["127.0.0.3"]],
+  ]);
+  assert.ok(Date.now() - since >= 3_000, `removed after ${Date.now() - since} ms, hold is 4 s`);
+  const res = await fetch(prox.url);
+  await res.body?.cancel();
+  assert.equal(res.status, 503);
+});
