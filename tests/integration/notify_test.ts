@@ -4,6 +4,7 @@
 import assert from "node:assert/strict";
 import { freePort, waitFor } from "../_harness.ts";
 import { startServer } from "../../src/server.ts";
+import type { ProxServer } from "../../src/server.ts";
 import { silentLogger } from "../../src/ports.ts";
 import { withTempDir } from "./_acme.ts";
 import { createNotifier, notifyingMetrics } from "../../src/adapters/notify.ts";
@@ -183,89 +184,93 @@ Deno.test("notify: an invalid webhook URL is located, not echoed (it may carry a
   assert.doesNotMatch(issues[0], /s3cr3t/);
 });
 
-Deno.test("notify: a passive ejection of a target health checks call up is down, then up once when it ends", async () => {
-  await using hook = receiver();
-  // Health probes (any path but /fail) pass; requests to /fail get 503, which ejects.
+/**
+ * Runs `fn` against a Prox (from a file) that notifies `hook`, with one proxy route to an upstream
+ * answering 503 where `fails(path)` says (which ejects it: one failure is enough) and 200
+ * elsewhere; `health` is the config's health_check line, `ejection` the base ejection.
+ */
+async function withPassiveProx(
+  hook: { url: string },
+  o: { health: string; ejection: string; fails: (path: string) => boolean },
+  fn: (server: ProxServer, target: string) => Promise<void>,
+): Promise<void> {
   const up = Deno.serve(
     { hostname: "127.0.0.1", port: 0, onListen() {} },
-    (req) => new Response("x", { status: new URL(req.url).pathname === "/fail" ? 503 : 200 }),
+    (req) => new Response("x", { status: o.fails(new URL(req.url).pathname) ? 503 : 200 }),
   );
   const target = `http://127.0.0.1:${up.addr.port}`;
-  await withTempDir(async (dir) => {
-    const file = `${dir}/prox.yaml`;
-    await Deno.writeTextFile(
-      file,
-      `listen_addr: "127.0.0.1:0"
-health_check: { interval_secs: 1, timeout_secs: 1, unhealthy_threshold: 1, healthy_threshold: 1 }
-passive_health: { failures: 1, statuses: [503], base_ejection: 2s, panic_threshold_percent: 0 }
+  try {
+    await withTempDir(async (dir) => {
+      const file = `${dir}/prox.yaml`;
+      await Deno.writeTextFile(
+        file,
+        `listen_addr: "127.0.0.1:0"
+health_check: ${o.health}
+passive_health: { failures: 1, statuses: [503], base_ejection: ${o.ejection}, panic_threshold_percent: 0 }
 notify: { webhook: "${hook.url}" }
 routes:
   /: { type: proxy, target: "${target}" }
 `,
-    );
-    const server = await startServer({ path: file }, { logger: silentLogger, watch: false });
-    try {
-      const url = `http://127.0.0.1:${server.port}`;
-      // A probe has passed (the target is known up) before the ejection.
-      await waitFor(() => server.upstreams.list().some((u) => u.status === "up"), {
-        what: "target up",
-      });
-      const res = await fetch(`${url}/fail`);
-      await res.body?.cancel();
-      await waitFor(() => hook.events().includes("backend_down"), { what: "backend_down" });
-      const down = hook.got.find((g) => g.body.event === "backend_down")!;
-      assert.equal(down.body.backend, target);
-      assert.match(String(down.body.reason), /ejected/);
-      // Probes keep passing during the ejection: no backend_up until it ends.
-      await waitFor(() => hook.events().includes("backend_up"), { what: "backend_up" });
-      const events = hook.events();
-      assert.deepEqual(events.filter((e) => e !== "reload"), ["backend_down", "backend_up"]);
-      const back = hook.got.find((g) => g.body.event === "backend_up")!;
-      assert.ok(
-        Date.parse(String(back.body.time)) - Date.parse(String(down.body.time)) >= 1500,
-        "backend_up came before the ejection ended",
       );
-    } finally {
-      await server.shutdown();
-      await up.shutdown();
-    }
+      const server = await startServer({ path: file }, { logger: silentLogger, watch: false });
+      try {
+        await fn(server, target);
+      } finally {
+        await server.shutdown();
+      }
+    });
+  } finally {
+    await up.shutdown();
+  }
+}
+
+Deno.test("notify: a passive ejection of a target health checks call up is down, then up once when it ends", async () => {
+  await using hook = receiver();
+  // Health probes (any path but /fail) pass; requests to /fail get 503, which ejects.
+  await withPassiveProx(hook, {
+    health: "{ interval_secs: 1, timeout_secs: 1, unhealthy_threshold: 1, healthy_threshold: 1 }",
+    ejection: "2s",
+    fails: (path) => path === "/fail",
+  }, async (server, target) => {
+    const url = `http://127.0.0.1:${server.port}`;
+    // A probe has passed (the target is known up) before the ejection.
+    await waitFor(() => server.upstreams.list().some((u) => u.status === "up"), {
+      what: "target up",
+    });
+    const res = await fetch(`${url}/fail`);
+    await res.body?.cancel();
+    await waitFor(() => hook.events().includes("backend_down"), { what: "backend_down" });
+    const down = hook.got.find((g) => g.body.event === "backend_down")!;
+    assert.equal(down.body.backend, target);
+    assert.match(String(down.body.reason), /ejected/);
+    // Probes keep passing during the ejection: no backend_up until it ends.
+    await waitFor(() => hook.events().includes("backend_up"), { what: "backend_up" });
+    const events = hook.events();
+    assert.deepEqual(events.filter((e) => e !== "reload"), ["backend_down", "backend_up"]);
+    const back = hook.got.find((g) => g.body.event === "backend_up")!;
+    assert.ok(
+      Date.parse(String(back.body.time)) - Date.parse(String(down.body.time)) >= 1500,
+      "backend_up came before the ejection ended",
+    );
   });
 });
 
 Deno.test("notify: with health checks off, an ejection's end is told when it ends, with no request after it", async () => {
   await using hook = receiver();
-  const up = Deno.serve(
-    { hostname: "127.0.0.1", port: 0, onListen() {} },
-    () => new Response("x", { status: 503 }),
-  );
-  const target = `http://127.0.0.1:${up.addr.port}`;
-  await withTempDir(async (dir) => {
-    const file = `${dir}/prox.yaml`;
-    await Deno.writeTextFile(
-      file,
-      `listen_addr: "127.0.0.1:0"
-health_check: { enabled: false }
-passive_health: { failures: 1, statuses: [503], base_ejection: 1s, panic_threshold_percent: 0 }
-notify: { webhook: "${hook.url}" }
-routes:
-  /: { type: proxy, target: "${target}" }
-`,
+  await withPassiveProx(hook, {
+    health: "{ enabled: false }",
+    ejection: "1s",
+    fails: () => true,
+  }, async (server) => {
+    const res = await fetch(`http://127.0.0.1:${server.port}/`);
+    await res.body?.cancel();
+    await waitFor(() => hook.events().includes("backend_down"), { what: "backend_down" });
+    // No request after the ejection: its end is seen by the once-a-second look all the same.
+    await waitFor(() => hook.events().includes("backend_up"), { what: "backend_up" });
+    const [down, back] = ["backend_down", "backend_up"].map((e) =>
+      hook.got.find((g) => g.body.event === e)!
     );
-    const server = await startServer({ path: file }, { logger: silentLogger, watch: false });
-    try {
-      const res = await fetch(`http://127.0.0.1:${server.port}/`);
-      await res.body?.cancel();
-      await waitFor(() => hook.events().includes("backend_down"), { what: "backend_down" });
-      // No request after the ejection: its end is seen by the once-a-second look all the same.
-      await waitFor(() => hook.events().includes("backend_up"), { what: "backend_up" });
-      const [down, back] = ["backend_down", "backend_up"].map((e) =>
-        hook.got.find((g) => g.body.event === e)!
-      );
-      assert.match(String(back.body.reason), /ejection ended/);
-      assert.ok(Date.parse(String(back.body.time)) - Date.parse(String(down.body.time)) >= 900);
-    } finally {
-      await server.shutdown();
-      await up.shutdown();
-    }
+    assert.match(String(back.body.reason), /ejection ended/);
+    assert.ok(Date.parse(String(back.body.time)) - Date.parse(String(down.body.time)) >= 900);
   });
 });
