@@ -129,7 +129,7 @@ export function createDiscovery(o: {
   const seen = new Map<string, Map<string, { t: Found; at: number }>>();
   /** `targets` with those answers held within `d.hold` before (and remembers what they hold). */
   const held = (key: string, d: DiscoverConfig, targets: Found[]): Found[] => {
-    if (d.hold <= 0) return targets;
+    if (!(d.hold > 0)) return targets; // (0, or absent from a config built by hand)
     const now = Date.now();
     let m = seen.get(key);
     if (!m) seen.set(key, m = new Map());
