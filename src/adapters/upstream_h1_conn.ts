@@ -6,6 +6,7 @@ import { socketReader, socketWriter } from "./socket_read.ts";
 import type { SocketRead, SocketWrite } from "./socket_read.ts";
 import { SlotSet } from "../domain/slot_set.ts";
 import { ProxyError } from "../domain/errors.ts";
+import { HEAD_ROOM } from "../ports.ts";
 
 /** The byte stream under a connection (Deno.Conn and the node:tls adapter both fit). */
 export interface Transport {
@@ -15,6 +16,11 @@ export interface Transport {
 }
 
 const INITIAL_BUFFER = 16 * 1024;
+/**
+ * Where reads into an empty buffer start: the bytes in front are room for the head of the answer
+ * a buffer handed on (`handOver`) is written with, as for the upstream client's pooled buffers.
+ */
+export const BASE = HEAD_ROOM;
 /** Bytes of the buffer a request head (and a small body after it) is written from. */
 export const WRITE_BUFFER = 8 * 1024;
 
@@ -69,10 +75,10 @@ export class H1Connection {
   readonly source: string;
   /** Its place among the connections the shared ticker watches (-1: not watched). */
   slot = -1;
-  /** Read buffer; unread bytes are buf[start, end). */
+  /** Read buffer; unread bytes are buf[start, end), reads into an empty one start at BASE. */
   buf: Uint8Array = new Uint8Array(INITIAL_BUFFER);
-  start = 0;
-  end = 0;
+  start = BASE;
+  end = BASE;
   /** Requests sent on this connection so far. */
   uses = 0;
   /**
@@ -149,8 +155,8 @@ export class H1Connection {
     this.idleSince = since;
     this.#onDead = onDead;
     if (this.#pending !== null) return; // parked already (handed over): the read goes on
-    this.start = this.end = 0;
-    const p = this.#read(this.buf);
+    this.start = this.end = BASE;
+    const p = this.#read(this.buf.subarray(BASE));
     this.#pending = p;
     p.then(this.#idleRead, this.#idleReadFailed);
   }
@@ -247,12 +253,12 @@ export class H1Connection {
 
   /** Reads more bytes into the buffer; false at end of stream. */
   async fill(maxBuffer: number): Promise<boolean> {
-    if (this.start === this.end) this.start = this.end = 0;
+    if (this.start === this.end) this.start = this.end = BASE;
     else if (this.end === this.buf.length) {
-      if (this.start > 0) {
-        this.buf.copyWithin(0, this.start, this.end);
-        this.end -= this.start;
-        this.start = 0;
+      if (this.start > BASE) {
+        this.buf.copyWithin(BASE, this.start, this.end);
+        this.end -= this.start - BASE;
+        this.start = BASE;
       } else {
         if (this.buf.length >= maxBuffer) {
           throw new ProxyError("protocol", `Upstream "${this.source}" sent an oversized head`, {
@@ -308,10 +314,47 @@ export class H1Connection {
   async readBody(into: Uint8Array, want: number): Promise<number | null> {
     const n = await this.readInto(into);
     if (n === null || n <= want) return n;
-    this.buf.set(into.subarray(want, n));
-    this.start = 0;
-    this.end = n - want;
+    this.buf.set(into.subarray(want, n), BASE);
+    this.start = BASE;
+    this.end = BASE + n - want;
     return want;
+  }
+
+  /** Nothing of a response has been read since the connection was parked or opened. */
+  get nothingRead(): boolean {
+    return this.end === BASE;
+  }
+
+  /**
+   * Moves the unread bytes into `buffer` (larger than the buffer in use), which reads go into from
+   * now on. Not while a read into the old one is pending (a parked connection's): false then.
+   */
+  enlarge(buffer: ArrayBuffer): boolean {
+    if (this.#pending !== null || buffer.byteLength <= this.buf.byteLength) return false;
+    const buf = new Uint8Array(buffer);
+    buf.set(this.buf.subarray(this.start, this.end), BASE);
+    this.end = BASE + this.end - this.start;
+    this.start = BASE;
+    this.buf = buf;
+    return true;
+  }
+
+  /**
+   * Hands on the `len` unread bytes at `start` as a view of the buffer they are in, which this
+   * connection then no longer uses: what follows them moves into `next`, a buffer of the same
+   * size, which reads go into from now on. The caller owns the old buffer (it may go back to a
+   * pool once the view is written).
+   */
+  handOver(len: number, next: ArrayBuffer): Uint8Array<ArrayBuffer> {
+    const old = this.buf;
+    const out = new Uint8Array(old.buffer as ArrayBuffer, old.byteOffset + this.start, len);
+    const buf = new Uint8Array(next);
+    const after = this.start + len;
+    buf.set(old.subarray(after, this.end), BASE);
+    this.end = BASE + this.end - after;
+    this.start = BASE;
+    this.buf = buf;
+    return out;
   }
 
   /**
