@@ -2,8 +2,9 @@
 // An A/B of Prox builds on the HTTP/2 scenario of `make bench` (h2load over TLS, 10 connections
 // × 10 streams, the realistic config, Prox pinned to core 0, h2load and the nginx backend to core
 // 1), alternating the builds, medians of CPU µs per request:
-//   deno run -A bench/h2_ab.ts --roots DIR,DIR [--rounds 5] [--seconds 4] [--path /100b]
-// Each DIR is a checkout of Prox (e.g. `git archive <rev> | tar -x -C DIR`).
+//   deno run -A bench/h2_ab.ts --roots DIR,DIR [--rounds 5] [--seconds 4] [--path /100b] [--grpc]
+// Each DIR is a checkout of Prox (e.g. `git archive <rev> | tar -x -C DIR`). `--grpc`: the gRPC
+// scenario instead (unary calls over h2c to the route with `upstream_protocol: h2c`).
 import { parseArgs } from "node:util";
 import { freePort, proxConfig, startBackend, waitPort } from "./procs.ts";
 import { measure } from "./load.ts";
@@ -15,6 +16,7 @@ const { values: o } = parseArgs({
     rounds: { type: "string", default: "5" },
     seconds: { type: "string", default: "4" },
     path: { type: "string", default: "/100b" },
+    grpc: { type: "boolean", default: false },
   },
 });
 if (!o.roots) throw new Error("--roots DIR,DIR is required");
@@ -25,7 +27,10 @@ const runs: { name: string; port: number; child: Deno.ChildProcess; cpu: number[
 for (const root of o.roots.split(",").map((r) => r.replace(/\/$/, ""))) {
   const port = freePort();
   const conf = `${dir}/${runs.length}.yaml`;
-  await Deno.writeTextFile(conf, proxConfig({ port, backend: backend.port, tls: true }));
+  await Deno.writeTextFile(
+    conf,
+    proxConfig({ port, backend: backend.port, tls: !o.grpc, backendH2c: backend.h2cPort }),
+  );
   const v8 = /^V8_FLAGS := (.+)$/m.exec(Deno.readTextFileSync(`${root}/Makefile`))![1];
   const child = new Deno.Command("taskset", {
     args: [
@@ -48,13 +53,32 @@ for (const root of o.roots.split(",").map((r) => r.replace(/\/$/, ""))) {
   await waitPort(port, root);
   runs.push({ name: root, port, child, cpu: [] });
 }
+// As run.ts sends it: a gRPC message of 5 bytes of framing and 15 of payload.
+const grpcData = `${dir}/grpc-request.bin`;
+await Deno.writeFile(grpcData, Uint8Array.from([0, 0, 0, 0, 15, ...new Uint8Array(15)]));
 const load = (r: typeof runs[0], seconds: number) =>
-  measure("h2load", `https://127.0.0.1:${r.port}${o.path}`, {
-    pid: r.child.pid,
-    core: "1",
-    seconds,
-    connections: 10,
-  });
+  measure(
+    "h2load",
+    o.grpc ? `http://127.0.0.1:${r.port}/grpc.Bench/Call` : `https://127.0.0.1:${r.port}${o.path}`,
+    {
+      pid: r.child.pid,
+      core: "1",
+      seconds,
+      connections: 10,
+      ...(o.grpc
+        ? {
+          h2loadArgs: [
+            "-H",
+            "content-type: application/grpc",
+            "-H",
+            "te: trailers",
+            "-d",
+            grpcData,
+          ],
+        }
+        : {}),
+    },
+  );
 for (const r of runs) await load(r, 2); // warm-up
 for (let i = 0; i < Number(o.rounds); i++) {
   for (const r of runs) {
