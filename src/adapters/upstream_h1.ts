@@ -5,8 +5,14 @@
 // The connection is released exactly once, reusable only when both bodies ended cleanly.
 
 import { ProxyError, tagRequest } from "../domain/errors.ts";
-import { BODY_BYTES, HEAD_ROOM, RAW_BODY } from "../ports.ts";
-import type { BodyCounter, CountedResponse, RawBodied, UpstreamRequest } from "../ports.ts";
+import { BODY_BYTES, HEAD_ROOM, LEND_CHUNKS, RAW_BODY } from "../ports.ts";
+import type {
+  BodyCounter,
+  ChunkLending,
+  CountedResponse,
+  RawBodied,
+  UpstreamRequest,
+} from "../ports.ts";
 import { H1Connection } from "./upstream_h1_conn.ts";
 import { responseWith } from "../proxy/respond.ts";
 import { WireResponse } from "../proxy/wire_response.ts";
@@ -464,13 +470,28 @@ function bodyStream(
     conn.start += n;
     return out;
   };
+  /**
+   * The buffers of LARGE_POOL's lent out as chunks, once the stream's reader said it gives them
+   * back (LEND_CHUNKS); null before: fresh buffers, garbage once written.
+   */
+  let lent: Set<ArrayBuffer> | null = null;
   const direct = async (max: number): Promise<Uint8Array | null> => {
     const want = Math.min(max, READ_SIZE);
-    const chunk = new Uint8Array(want + SLACK);
+    const pooled = lent !== null;
+    const chunk = pooled
+      ? new Uint8Array(LARGE_POOL.take(), 0, want + SLACK)
+      : new Uint8Array(want + SLACK);
     const n = await conn.readBody(chunk, want);
     if (n === null) return null;
-    streamedBytes(n);
-    return n < 4096 ? chunk.slice(0, n) : chunk.subarray(0, n);
+    if (n < 4096) {
+      const small = chunk.slice(0, n);
+      if (pooled) LARGE_POOL.give(chunk.buffer);
+      else streamedBytes(n);
+      return small;
+    }
+    if (pooled) lent!.add(chunk.buffer);
+    else streamedBytes(n);
+    return chunk.subarray(0, n);
   };
   const needLine = async (): Promise<number> => {
     for (;;) {
@@ -582,7 +603,7 @@ function bodyStream(
       }
     }
   };
-  return new ReadableStream<Uint8Array>({
+  const stream: ChunkLending = new ReadableStream<Uint8Array>({
     async pull(ctl) {
       conn.waitingOnReader = false;
       try {
@@ -610,6 +631,14 @@ function bodyStream(
       finish(false);
     },
   }, { highWaterMark: 0 });
+  stream[LEND_CHUNKS] = () => {
+    const out = lent ??= new Set();
+    return (chunk) => {
+      const buffer = chunk.buffer as ArrayBuffer;
+      if (out.delete(buffer)) LARGE_POOL.give(buffer);
+    };
+  };
+  return stream;
 }
 
 /**

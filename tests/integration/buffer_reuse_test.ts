@@ -1,6 +1,7 @@
 // Prox's HTTP/1.1 engine reuses the buffer a whole answer (up to 64 KiB) was read into once it
-// wrote it (adapters/buffer_pool.ts): answers of many sizes at once must each arrive as sent, and
-// a body the cache kept or a rule read must not be overwritten by a later answer.
+// wrote it (adapters/buffer_pool.ts), and the buffers of a larger answer's chunks: answers of many
+// sizes at once must each arrive as sent, and a body the cache kept or a rule read must not be
+// overwritten by a later answer.
 
 import assert from "node:assert/strict";
 import { interopTest, run, startUpstream } from "../_harness.ts";
@@ -37,7 +38,21 @@ routes:
   assert.equal(ruled.text, body(40000, "r"));
 
   const letters = "abdefghijklmnopqstuvwxyz";
-  const sizes = [1, 100, 1023, 1024, 4096, 4097, 30_000, 64 * 1024 - 1, 64 * 1024, 64 * 1024 + 1];
+  // Past 64 KiB answers stream, in chunks read into kept buffers (ports.ts LEND_CHUNKS).
+  const sizes = [
+    1,
+    100,
+    1023,
+    1024,
+    4096,
+    4097,
+    30_000,
+    64 * 1024 - 1,
+    64 * 1024,
+    64 * 1024 + 1,
+    300_000,
+    1_048_576,
+  ];
   const jobs: { path: string; want: string }[] = [];
   for (let i = 0; i < 240; i++) {
     const size = sizes[i % sizes.length];
@@ -92,4 +107,27 @@ routes: { "/": { type: proxy, target: "${up.url}" } }
   const got = new Map<string, number>();
   for (const ch of r.stdout) got.set(ch, (got.get(ch) ?? 0) + 1);
   assert.deepEqual(got, want);
+});
+
+Deno.test("pooled answer buffers: a chunk still being written to a slow client is not reused", async () => {
+  await using up = await startUpstream((req) => {
+    const [, size, ch] = new URL(req.url).pathname.split("/").slice(-3);
+    return new Response(body(Number(size), ch));
+  });
+  await using prox = await startProxy(`
+health_check: { enabled: false }
+routes: { "/": { type: proxy, target: "${up.url}" } }
+`);
+  // More than the sockets hold: Prox's writes to the client that does not read stay pending,
+  // holding their chunks, while answers to another client take buffers of the same pool.
+  const SIZE = 24 * 1024 * 1024;
+  const slow = await fetch(`${prox.url}/${SIZE}/s`);
+  for (const ch of "abc") {
+    const fast = await fetch(`${prox.url}/${SIZE}/${ch}`);
+    assert.ok((await fast.text()) === body(SIZE, ch), `fast answer ${ch}`);
+  }
+  const got = new Uint8Array(await slow.arrayBuffer());
+  assert.equal(got.length, SIZE);
+  const wrong = got.findIndex((b) => b !== 115); // "s"
+  assert.equal(wrong, -1, `byte ${wrong} of the slow answer is ${String.fromCharCode(got[wrong])}`);
 });

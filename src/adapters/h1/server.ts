@@ -17,11 +17,13 @@
 // address and the protocol the connection began in.
 
 import { crowd } from "../gc_hint.ts";
+import { BufferPool } from "../buffer_pool.ts";
 import { formatListenAddr } from "../../config/listen.ts";
 import type { ListenAddr } from "../../config/listen.ts";
 import { ProxyError } from "../../domain/errors.ts";
-import { BODY_BYTES, HEADROOM, RAW_BODY, RELEASE } from "../../ports.ts";
+import { BODY_BYTES, HEADROOM, LEND_CHUNKS, RAW_BODY, RELEASE } from "../../ports.ts";
 import type {
+  ChunkLending,
   ClientCert,
   CountedResponse,
   Handler,
@@ -1575,9 +1577,11 @@ async function writeResponse(
   if (declared >= 0) text += `content-length: ${declared}\r\n`;
   else if (!toEnd) text += "transfer-encoding: chunked\r\n";
   if (!toEnd) text += persistence;
+  // Chunks of the upstream client's, pooled when given back once written (ports.ts LEND_CHUNKS).
+  const written = (body as ChunkLending)[LEND_CHUNKS]?.();
   const reader = body.getReader();
   // Head and body go out together as far as they are there together (see Coalesced).
-  const out = new Coalesced(c.write);
+  const out = new Coalesced(c.write, written);
   out.add(headBytes(text + "\r\n"));
   const flush = async () => {
     try {
@@ -1668,7 +1672,11 @@ async function writeResponse(
 class Coalesced {
   #parts: Uint8Array[] = [];
   size = 0;
-  constructor(readonly write: SocketWrite) {}
+  /** `written`: called with each part once written (or copied), when given. */
+  constructor(
+    readonly write: SocketWrite,
+    readonly written?: (part: Uint8Array) => void,
+  ) {}
 
   add(bytes: Uint8Array): void {
     if (bytes.byteLength === 0) return;
@@ -1681,8 +1689,12 @@ class Coalesced {
     if (this.size === 0) return;
     const parts = this.#parts;
     let bytes = parts[0];
+    // Parts that came together are joined in a kept buffer, where one fits (a fresh one each
+    // time was zero-filled, and garbage for the collector at every flush of a large answer).
+    let join: ArrayBuffer | undefined;
     if (parts.length > 1) {
-      bytes = new Uint8Array(this.size);
+      join = this.size <= JOINS.size ? JOINS.take() : undefined;
+      bytes = join ? new Uint8Array(join, 0, this.size) : new Uint8Array(this.size);
       let at = 0;
       for (const p of parts) {
         bytes.set(p, at);
@@ -1695,7 +1707,10 @@ class Coalesced {
       await writeAll(this.write, bytes);
     } catch (err) {
       throw new WriteFailed(err);
+    } finally {
+      if (join) JOINS.give(join);
     }
+    if (this.written) { for (const p of parts) this.written(p); }
   }
 }
 
@@ -1708,6 +1723,11 @@ class WriteFailed extends Error {
 
 /** Held bytes of a streamed answer past this go out without waiting for more. */
 const FLUSH_AT = 16 * 1024;
+/**
+ * Buffers to join a flush's parts in: held bytes reach FLUSH_AT, and the last part added may be a
+ * whole read of the upstream client's (64 KiB, or what its connection's buffer held).
+ */
+const JOINS = new BufferPool(FLUSH_AT + 80 * 1024, 16);
 const CRLF = ascii.encode("\r\n");
 const AFTER_IO = Symbol("after I/O");
 /**
