@@ -92,7 +92,7 @@ routes: { "/": { type: proxy, target: "${up.url}" } }
 `);
   // One letter per stream, all on one connection (h2c, prior knowledge): nghttp prints the
   // bodies as their DATA frames come, interleaved, so each letter's count is what is checked.
-  const sizes = [100, 4096, 4097, 20_000, 64 * 1024];
+  const sizes = [100, 4096, 4097, 20_000, 64 * 1024, 300_000];
   const letters = "abcdefghijklmnopqrstuvwxyz";
   const want = new Map<string, number>();
   const urls: string[] = [];

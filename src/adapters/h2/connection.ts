@@ -18,8 +18,9 @@ import { setImmediate } from "node:timers";
 import { ProxyError } from "../../domain/errors.ts";
 import { HeaderList } from "../../domain/header_list.ts";
 import { trailerPasses } from "../../domain/headers.ts";
-import { BODY_BYTES as COUNTER, RAW_BODY, RELEASE } from "../../ports.ts";
+import { BODY_BYTES as COUNTER, LEND_CHUNKS, RAW_BODY, RELEASE } from "../../ports.ts";
 import type {
+  ChunkLending,
   CountedResponse,
   Handler,
   Logger,
@@ -1175,6 +1176,8 @@ export class H2Connection {
     if (declared >= 0) enc.field("content-length", String(declared));
     this.#out.headers(s.id, enc.block, false, max);
     this.#flush();
+    // The upstream client's chunks go back once framed (copied): ports.ts LEND_CHUNKS.
+    const framed = (body as ChunkLending)[LEND_CHUNKS]?.();
     const reader = body.getReader();
     const cancel = () => reader.cancel(s.signal.reason).catch(() => {});
     s.signal.addEventListener("abort", cancel, { once: true });
@@ -1197,7 +1200,9 @@ export class H2Connection {
           reader.cancel().catch(() => {});
           return false;
         }
-        if (!await this.#send(s, bytes, false)) {
+        const ok = await this.#send(s, bytes, false);
+        framed?.(bytes);
+        if (!ok) {
           reader.cancel().catch(() => {});
           return false;
         }
