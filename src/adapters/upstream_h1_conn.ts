@@ -21,6 +21,12 @@ const INITIAL_BUFFER = 16 * 1024;
  * a buffer handed on (`handOver`) is written with, as for the upstream client's pooled buffers.
  */
 export const BASE = HEAD_ROOM;
+/**
+ * Connections at once whose buffer was made larger (`enlarge`, 73 KiB each with the upstream
+ * client's: 37 MiB at most); past it they keep theirs, and answers are copied out of it.
+ */
+export const MAX_LARGE = 512;
+let large = 0;
 /** Bytes of the buffer a request head (and a small body after it) is written from. */
 export const WRITE_BUFFER = 8 * 1024;
 
@@ -102,6 +108,8 @@ export class H1Connection {
   stopUpload: (() => void) | null = null;
   #failure: ProxyError | null = null;
   #wbuf: Uint8Array | null = null;
+  /** Counted among the MAX_LARGE (`enlarge`), until it fails. */
+  #large = false;
   /** Reads of `transport` (socket_read.ts: 0 at end of stream). */
   readonly #read: SocketRead;
   /** Writes to `transport`. */
@@ -135,6 +143,10 @@ export class H1Connection {
   /** Closes the connection, remembering `err` as the reason the current exchange fails. */
   fail(err: ProxyError | null): void {
     if (err && !this.#failure) this.#failure = err;
+    if (this.#large) {
+      this.#large = false;
+      large--;
+    }
     if (this.dead) return;
     this.dead = true;
     this.disarm();
@@ -327,10 +339,16 @@ export class H1Connection {
 
   /**
    * Moves the unread bytes into `buffer` (larger than the buffer in use), which reads go into from
-   * now on. Not while a read into the old one is pending (a parked connection's): false then.
+   * now on. Not while a read into the old one is pending (a parked connection's), nor past
+   * MAX_LARGE such connections: false then.
    */
   enlarge(buffer: ArrayBuffer): boolean {
     if (this.#pending !== null || buffer.byteLength <= this.buf.byteLength) return false;
+    if (!this.#large) {
+      if (large >= MAX_LARGE || this.dead) return false;
+      large++;
+      this.#large = true;
+    }
     const buf = new Uint8Array(buffer);
     buf.set(this.buf.subarray(this.start, this.end), BASE);
     this.end = BASE + this.end - this.start;

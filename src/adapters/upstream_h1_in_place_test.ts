@@ -5,6 +5,7 @@
 // interim answer first, and bytes past the body must not break it.
 import assert from "node:assert/strict";
 import { createUpstreamClient } from "./upstream_client.ts";
+import { H1Connection, MAX_LARGE } from "./upstream_h1_conn.ts";
 import { rawServer, readRequest, request, write } from "../../tests/_upstream_peers.ts";
 import { HEAD_ROOM, HEADROOM, RAW_BODY, RELEASE } from "../ports.ts";
 import type { Releasable, Roomy } from "../ports.ts";
@@ -107,4 +108,24 @@ Deno.test("upstream client: a long head, an interim answer or bytes past the bod
       await client.close();
     }
   }
+});
+
+Deno.test("upstream connections: at most MAX_LARGE at once read into a larger buffer", () => {
+  // A transport whose reads never end: the connections are only made larger and failed here.
+  const transport = {
+    read: () => new Promise<number | null>(() => {}),
+    write: (p: Uint8Array) => Promise.resolve(p.byteLength),
+    close: () => {},
+  };
+  const buffer = new ArrayBuffer(80 * 1024);
+  const conns = Array.from({ length: MAX_LARGE + 1 }, () => new H1Connection(transport, "t"));
+  const made = conns.map((c) => c.enlarge(buffer));
+  // (Connections of other tests in this process may hold places too.)
+  assert.ok(made.filter(Boolean).length <= MAX_LARGE);
+  assert.equal(made[MAX_LARGE], false);
+  assert.equal(conns[MAX_LARGE].buf.byteLength, 16 * 1024);
+  // A connection that ends gives its place back.
+  conns[made.indexOf(true)].fail(null);
+  assert.equal(conns[MAX_LARGE].enlarge(buffer), true);
+  for (const c of conns) c.fail(null);
 });
