@@ -110,6 +110,8 @@ export class H1Connection {
   #wbuf: Uint8Array | null = null;
   /** Counted among the MAX_LARGE (`enlarge`), until it fails. */
   #large = false;
+  /** `buf` past BASE, where a parked connection's read goes: made once per buffer, not per park. */
+  #idleView: Uint8Array | null = null;
   /** Reads of `transport` (socket_read.ts: 0 at end of stream). */
   readonly #read: SocketRead;
   /** Writes to `transport`. */
@@ -168,7 +170,7 @@ export class H1Connection {
     this.#onDead = onDead;
     if (this.#pending !== null) return; // parked already (handed over): the read goes on
     this.start = this.end = BASE;
-    const p = this.#read(this.buf.subarray(BASE));
+    const p = this.#read(this.#idleView ??= this.buf.subarray(BASE));
     this.#pending = p;
     p.then(this.#idleRead, this.#idleReadFailed);
   }
@@ -280,6 +282,7 @@ export class H1Connection {
         const bigger = new Uint8Array(Math.min(this.buf.length * 2, maxBuffer));
         bigger.set(this.buf.subarray(0, this.end));
         this.buf = bigger;
+        this.#idleView = null;
       }
     }
     let p = this.#pending;
@@ -354,6 +357,7 @@ export class H1Connection {
     this.end = BASE + this.end - this.start;
     this.start = BASE;
     this.buf = buf;
+    this.#idleView = null;
     return true;
   }
 
@@ -372,6 +376,7 @@ export class H1Connection {
     this.end = BASE + this.end - after;
     this.start = BASE;
     this.buf = buf;
+    this.#idleView = null;
     return out;
   }
 
