@@ -10,6 +10,25 @@ import { startProxy } from "./_proxy.ts";
 /** `size` bytes of the letter `ch` (a-z), as the upstream sends for /<size>/<ch>. */
 const body = (size: number, ch: string) => ch.repeat(size);
 
+/** Prox with one proxy route to an upstream that answers /<size>/<ch> with `body(size, ch)`. */
+async function lettersProxy() {
+  const up = await startUpstream((req) => {
+    const [, size, ch] = new URL(req.url).pathname.split("/").slice(-3);
+    return new Response(body(Number(size), ch));
+  });
+  const prox = await startProxy(`
+health_check: { enabled: false }
+routes: { "/": { type: proxy, target: "${up.url}" } }
+`);
+  return {
+    url: prox.url,
+    async [Symbol.asyncDispose]() {
+      await prox[Symbol.asyncDispose]();
+      await up[Symbol.asyncDispose]();
+    },
+  };
+}
+
 Deno.test("pooled answer buffers: concurrent answers, cached and rewritten bodies arrive intact", async () => {
   await using up = await startUpstream((req) => {
     const [, size, ch] = new URL(req.url).pathname.split("/").slice(-3);
@@ -82,14 +101,7 @@ routes:
 interopTest("pooled answer buffers: HTTP/2 streams at once on one connection arrive intact", [
   "nghttp",
 ], async () => {
-  await using up = await startUpstream((req) => {
-    const [, size, ch] = new URL(req.url).pathname.split("/").slice(-3);
-    return new Response(body(Number(size), ch));
-  });
-  await using prox = await startProxy(`
-health_check: { enabled: false }
-routes: { "/": { type: proxy, target: "${up.url}" } }
-`);
+  await using prox = await lettersProxy();
   // One letter per stream, all on one connection (h2c, prior knowledge): nghttp prints the
   // bodies as their DATA frames come, interleaved, so each letter's count is what is checked.
   const sizes = [100, 4096, 4097, 20_000, 64 * 1024, 300_000];
@@ -110,14 +122,7 @@ routes: { "/": { type: proxy, target: "${up.url}" } }
 });
 
 Deno.test("pooled answer buffers: a chunk still being written to a slow client is not reused", async () => {
-  await using up = await startUpstream((req) => {
-    const [, size, ch] = new URL(req.url).pathname.split("/").slice(-3);
-    return new Response(body(Number(size), ch));
-  });
-  await using prox = await startProxy(`
-health_check: { enabled: false }
-routes: { "/": { type: proxy, target: "${up.url}" } }
-`);
+  await using prox = await lettersProxy();
   // More than the sockets hold: Prox's writes to the client that does not read stay pending,
   // holding their chunks, while answers to another client take buffers of the same pool.
   const SIZE = 24 * 1024 * 1024;
