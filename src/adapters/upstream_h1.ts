@@ -205,9 +205,10 @@ export async function exchange(
     let bytes: Uint8Array<ArrayBuffer>;
     try {
       if (pool === LARGE_POOL && inPlace) {
-        // Read on into the connection's own buffer, behind the head it came with, and handed on.
-        room = conn.start;
+        // Read on into the connection's own buffer, behind the head it came with, and handed on:
+        // all in front of the body is free (HEAD_ROOM at least, and the upstream's head).
         bytes = await readInPlace(conn, res.contentLength);
+        room = bytes.byteOffset;
       } else bytes = await readWhole(conn, res.contentLength, room, pool);
     } catch (err) {
       conn.fail(null);
