@@ -139,16 +139,17 @@ export const RELEASE: unique symbol = Symbol("prox.release");
 /** A Response whose `RAW_BODY` may go back to the pool it came from (`RELEASE`). */
 export type Releasable = RawBodied & { [RELEASE]?: () => void };
 /**
- * On a streamed response body whose chunks may be views of pooled buffers (the upstream client's
- * reads of a large answer): a listener that reads the stream itself and writes each chunk to the
- * socket calls it once, before its first read, and gets the function it must call with each
- * chunk once written and held no more. Only then are the chunks pooled (a stream that a rule, the
- * cache or a tee reads is another object, whose chunks are never reused).
+ * On a body stream whose chunks may be views of pooled buffers (the upstream client's reads of a
+ * large answer, the HTTP/1.1 engine's of a large request body): whoever reads the stream itself
+ * and writes each chunk to a socket calls it once, before its first read, and gets the function
+ * it must call with each chunk once written and held no more (true: its buffer went back). Only
+ * then are the chunks pooled; a stream that a rule, the cache or a tee reads is another object,
+ * whose chunks are never reused, and a wrapper that passes chunks on untouched may pass this on.
  */
 export const LEND_CHUNKS: unique symbol = Symbol("prox.lendChunks");
 /** A body stream that may lend its chunks (`LEND_CHUNKS`). */
 export type ChunkLending = ReadableStream<Uint8Array> & {
-  [LEND_CHUNKS]?: () => (chunk: Uint8Array) => void;
+  [LEND_CHUNKS]?: () => (chunk: Uint8Array) => boolean;
 };
 
 /**

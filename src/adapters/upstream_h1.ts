@@ -636,7 +636,9 @@ function bodyStream(
     const out = lent ??= new Set();
     return (chunk) => {
       const buffer = chunk.buffer as ArrayBuffer;
-      if (out.delete(buffer)) LARGE_POOL.give(buffer);
+      if (!out.delete(buffer)) return false;
+      LARGE_POOL.give(buffer);
+      return true;
     };
   };
   return stream;

@@ -2,6 +2,8 @@
 // given as bytes when it is small) and the streaming of a body of unknown or large size.
 
 import { ProxyError } from "../domain/errors.ts";
+import { LEND_CHUNKS } from "../ports.ts";
+import type { ChunkLending } from "../ports.ts";
 import type { H1Connection } from "./upstream_h1_conn.ts";
 import { streamedBytes } from "./gc_hint.ts";
 import { headBytes, headInto } from "./upstream_h1_wire.ts";
@@ -46,6 +48,8 @@ export async function pumpBody(
   body: ReadableStream<Uint8Array>,
   o: { chunked: boolean; declared: number },
 ): Promise<void> {
+  // The engine's chunks of a large body go back once written (ports.ts LEND_CHUNKS).
+  const written = (body as ChunkLending)[LEND_CHUNKS]?.();
   const reader = body.getReader();
   let sent = 0;
   conn.stopUpload = () => reader.cancel().catch(() => {});
@@ -66,7 +70,6 @@ export async function pumpBody(
       const chunk = r.value;
       if (chunk.byteLength === 0) continue;
       sent += chunk.byteLength;
-      streamedBytes(chunk.byteLength);
       if (o.chunked) {
         // One write per chunk: size line, data and CRLF together (no small-packet ping-pong).
         const size = encoder.encode(chunk.byteLength.toString(16) + "\r\n");
@@ -74,12 +77,15 @@ export async function pumpBody(
         framed.set(size);
         framed.set(chunk, size.byteLength);
         framed.set(CRLF, size.byteLength + chunk.byteLength);
+        if (!written?.(chunk)) streamedBytes(chunk.byteLength);
         await conn.write(framed);
       } else {
         if (sent > o.declared) {
           throw new ProxyError("bad_request", "Request body longer than its Content-Length");
         }
         await conn.write(chunk);
+        // Garbage now unless its buffer went back: the collector is asked to keep up (gc_hint.ts).
+        if (!written?.(chunk)) streamedBytes(chunk.byteLength);
       }
     }
     if (o.chunked) await conn.write(LAST_CHUNK);

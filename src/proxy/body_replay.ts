@@ -2,8 +2,8 @@
 // (in-flight accounting for load-aware policies). Web streams only.
 
 import { ProxyError } from "../domain/errors.ts";
-import { BODY_BYTES } from "../ports.ts";
-import type { CountedResponse } from "../ports.ts";
+import { BODY_BYTES, LEND_CHUNKS } from "../ports.ts";
+import type { ChunkLending, CountedResponse } from "../ports.ts";
 
 /** Largest request body kept in memory so the request can be replayed on another target. */
 export const REPLAY_CAP = 64 * 1024;
@@ -389,6 +389,8 @@ function once(body: ReadableStream<Uint8Array>): BodySource {
       return (reader ?? body).cancel(reason);
     },
   }, { highWaterMark: 0 });
+  // Chunks pass untouched: whoever reads this may take over the lending of the body's own.
+  (tracked as ChunkLending)[LEND_CHUNKS] = (body as ChunkLending)[LEND_CHUNKS];
   return {
     get replayable() {
       return !touched && !tracked.locked;

@@ -15,8 +15,8 @@
 import { ProxyError, toProxyError } from "../domain/errors.ts";
 import { originName } from "../domain/upstream_origin.ts";
 import type { PickInput } from "../domain/balancer.ts";
-import { UNREAD_BODY } from "../ports.ts";
-import type { UnreadBody, UpstreamRequest } from "../ports.ts";
+import { LEND_CHUNKS, UNREAD_BODY } from "../ports.ts";
+import type { ChunkLending, UnreadBody, UpstreamRequest } from "../ports.ts";
 import type { PipelineDeps, RequestContext } from "./context.ts";
 import { createUpstreamRegistry } from "./state.ts";
 import type { UpstreamRegistry } from "./state.ts";
@@ -330,7 +330,7 @@ function watchEnd(
 ): ReadableStream<Uint8Array> {
   let reader: ReadableStreamDefaultReader<Uint8Array> | undefined;
   let cancelled = false;
-  return new ReadableStream<Uint8Array>({
+  const watched: ChunkLending = new ReadableStream<Uint8Array>({
     async pull(c) {
       reader ??= body.getReader();
       const r = await reader.read();
@@ -345,6 +345,9 @@ function watchEnd(
       return (reader ?? body).cancel(reason);
     },
   }, { highWaterMark: 0 });
+  // Chunks pass untouched: the upstream client may take over the lending of the body's own.
+  watched[LEND_CHUNKS] = (body as ChunkLending)[LEND_CHUNKS];
+  return watched;
 }
 
 /** Picks an untried available target; else a tried one; else (try_when_down) any; with why. */

@@ -136,3 +136,43 @@ Deno.test("pooled answer buffers: a chunk still being written to a slow client i
   const wrong = got.findIndex((b) => b !== 115); // "s"
   assert.equal(wrong, -1, `byte ${wrong} of the slow answer is ${String.fromCharCode(got[wrong])}`);
 });
+
+Deno.test("pooled request body buffers: a chunk still being written to a slow upstream is not reused", async () => {
+  // Each upload is answered with how many of its bytes are not its letter (the last path part).
+  const slowEntered = Promise.withResolvers<void>();
+  const fastDone = Promise.withResolvers<void>();
+  await using up = await startUpstream(async (req) => {
+    const path = new URL(req.url).pathname;
+    const letter = path.charCodeAt(path.length - 1);
+    if (path.startsWith("/slow")) {
+      slowEntered.resolve();
+      await fastDone.promise; // the body waits in the sockets meanwhile
+    }
+    let wrong = 0;
+    let size = 0;
+    for await (const chunk of req.body!) {
+      size += chunk.byteLength;
+      for (const b of chunk) if (b !== letter) wrong++;
+    }
+    return new Response(`${size} ${wrong}`);
+  });
+  await using prox = await startProxy(`
+health_check: { enabled: false }
+timeouts: { idle: 60s }
+routes: { "/": { type: proxy, target: "${up.url}" } }
+`);
+  // More than the sockets hold: Prox's writes of this body stay pending, holding their chunks,
+  // while the bodies of other uploads are read into buffers of the same pool.
+  const SIZE = 24 * 1024 * 1024;
+  const upload = (path: string, ch: string) =>
+    fetch(`${prox.url}${path}`, { method: "POST", body: new TextEncoder().encode(ch.repeat(SIZE)) })
+      .then((r) => r.text());
+  const slow = upload("/slow/s", "s");
+  await slowEntered.promise;
+  try {
+    for (const ch of "abc") assert.equal(await upload(`/fast/${ch}`, ch), `${SIZE} 0`, ch);
+  } finally {
+    fastDone.resolve();
+  }
+  assert.equal(await slow, `${SIZE} 0`);
+});

@@ -126,6 +126,15 @@ export function relayBufferBytes(): number {
 const NO_BYTES = new Uint8Array(0);
 /** The most a streamed request body's read takes from the socket at once. */
 const BODY_CHUNK = 64 * 1024;
+/** Buffers for reads of request bodies whose reader gives them back (ports.ts LEND_CHUNKS). */
+const BODY_CHUNKS = new BufferPool(BODY_CHUNK, 32);
+/** Gives a chunk's buffer back to BODY_CHUNKS if it is one of those `lent` (once). */
+const lendFrom = (lent: Set<ArrayBuffer>) => (chunk: Uint8Array): boolean => {
+  const buffer = chunk.buffer as ArrayBuffer;
+  if (!lent.delete(buffer)) return false;
+  BODY_CHUNKS.give(buffer);
+  return true;
+};
 /**
  * A body the answer came before (a refusal, a 413, an upstream that answered early) is read and
  * dropped after it, so the next request starts where it should: up to SKIP_BYTES (a chunked body,
@@ -1088,11 +1097,16 @@ export class Conn implements Reader {
   #stream(expectContinue: boolean): ReadableStream<Uint8Array> {
     // Nothing of the body here yet: the client waits for a 100 (which the first read sends).
     this.awaitsContinue = expectContinue && this.start === this.end;
-    return new ReadableStream<Uint8Array>({
+    /**
+     * The buffers of BODY_CHUNKS lent out as chunks, once the stream's reader said it gives them
+     * back (ports.ts LEND_CHUNKS); null before: fresh buffers.
+     */
+    let lent: Set<ArrayBuffer> | null = null;
+    const stream: ChunkLending = new ReadableStream<Uint8Array>({
       pull: async (ctl) => {
         let chunk: Uint8Array | null;
         try {
-          chunk = await this.#bodyChunk();
+          chunk = await this.#bodyChunk(lent);
         } catch (err) {
           ctl.error(err);
           return;
@@ -1110,16 +1124,21 @@ export class Conn implements Reader {
       },
       // Whatever is left is dropped after the answer (skipBody) or goes with the connection.
     }, { highWaterMark: 0 });
+    stream[LEND_CHUNKS] = () => lendFrom(lent ??= new Set());
+    return stream;
   }
 
-  /** The next piece of the body (null: the client left first), after any read in progress. */
-  #bodyChunk(): Promise<Uint8Array | null> {
-    const next = this.#bodyRead.then(() => this.#readBody());
+  /**
+   * The next piece of the body (null: the client left first), after any read in progress; a read
+   * into its own buffer takes one of BODY_CHUNKS when `lent` (and adds it there).
+   */
+  #bodyChunk(lent: Set<ArrayBuffer> | null): Promise<Uint8Array | null> {
+    const next = this.#bodyRead.then(() => this.#readBody(lent));
     this.#bodyRead = next.catch(() => {});
     return next;
   }
 
-  async #readBody(): Promise<Uint8Array | null> {
+  async #readBody(lent: Set<ArrayBuffer> | null): Promise<Uint8Array | null> {
     if (!this.bodyPending) return NO_BYTES;
     if (this.awaitsContinue) {
       // Only now, as nginx does: an answer that comes before the body is read (a 413, a refusal)
@@ -1131,7 +1150,7 @@ export class Conn implements Reader {
         return this.#clientGone();
       }
     }
-    if (this.#chunked) return await this.#readChunked(this.#chunked);
+    if (this.#chunked) return await this.#readChunked(this.#chunked, lent);
     if (this.start < this.end) {
       const n = Math.min(this.bodyLeft, this.end - this.start);
       const out = this.buf.slice(this.start, this.start + n);
@@ -1139,7 +1158,7 @@ export class Conn implements Reader {
       this.bodyLeft -= n;
       return out;
     }
-    const out = await this.#readDirect(this.bodyLeft);
+    const out = await this.#readDirect(this.bodyLeft, lent);
     if (out) this.bodyLeft -= out.byteLength;
     return out;
   }
@@ -1148,17 +1167,23 @@ export class Conn implements Reader {
    * One read of up to `want` (at most BODY_CHUNK) body bytes into a buffer of their own; null,
    * and the request's signal aborted, when the client left.
    */
-  async #readDirect(want: number): Promise<Uint8Array | null> {
+  async #readDirect(want: number, lent: Set<ArrayBuffer> | null): Promise<Uint8Array | null> {
     if (want <= 0) return NO_BYTES; // (an empty buffer would read as the end of the stream)
-    const chunk = new Uint8Array(Math.min(want, BODY_CHUNK));
+    const size = Math.min(want, BODY_CHUNK);
+    const chunk = lent ? new Uint8Array(BODY_CHUNKS.take(), 0, size) : new Uint8Array(size);
     let n: number;
     try {
       n = await this.#read(chunk);
     } catch {
       n = 0;
     }
-    if (n === 0) return this.#clientGone();
-    return n < 4096 && n < chunk.length ? chunk.slice(0, n) : chunk.subarray(0, n);
+    if (n === 0 || (n < 4096 && n < chunk.length)) {
+      const out = n === 0 ? null : chunk.slice(0, n);
+      if (lent) BODY_CHUNKS.give(chunk.buffer);
+      return out ?? this.#clientGone();
+    }
+    lent?.add(chunk.buffer);
+    return chunk.subarray(0, n);
   }
 
   /** The client's stream ended mid-body: the request's signal aborts. */
@@ -1173,7 +1198,10 @@ export class Conn implements Reader {
    * chunk's data read straight from the socket (never past that chunk), else the buffer filled
    * again. NO_BYTES at the body's end, null when the client left first.
    */
-  async #readChunked(d: ChunkedDecoder): Promise<Uint8Array | null> {
+  async #readChunked(
+    d: ChunkedDecoder,
+    lent: Set<ArrayBuffer> | null,
+  ): Promise<Uint8Array | null> {
     for (;;) {
       if (d.done) return NO_BYTES;
       if (this.start < this.end) {
@@ -1192,7 +1220,7 @@ export class Conn implements Reader {
       }
       if (d.dataLeft >= 4096) {
         // A large chunk's data: read into its own buffer, as a Content-Length body's is.
-        const out = await this.#readDirect(d.dataLeft);
+        const out = await this.#readDirect(d.dataLeft, lent);
         if (out) d.took(out.byteLength);
         return out;
       }
@@ -1216,11 +1244,15 @@ export class Conn implements Reader {
     // On a connection that closes anyway, enough for the client to read its answer will do.
     let budget = this.#chunked && keep ? Infinity : SKIP_BYTES;
     const timer = setTimeout(() => this.close(), SKIP_MS);
+    // Dropped as read: the buffers go straight back.
+    const skipped = new Set<ArrayBuffer>();
+    const drop = lendFrom(skipped);
     try {
       while (this.bodyPending && budget > 0) {
-        const chunk = await this.#bodyChunk();
+        const chunk = await this.#bodyChunk(skipped);
         if (chunk === null) return false;
         budget -= chunk.byteLength;
+        drop(chunk);
       }
       return !this.bodyPending;
     } catch {
