@@ -408,8 +408,8 @@ const SMALL_BODY = SMALL_POOL.size - HEAD_ROOM - SLACK;
  * `start` (and SLACK); a smaller one is swapped for one of its first. A read that takes what is
  * there in one go matters beyond the copy it saves: the last part of an answer that a backend
  * holds back (Nagle's algorithm, a corked sendfile) comes only once this side acknowledges the
- * rest, which Linux does at once when a read empties the socket's queue, and up to 40 ms later
- * when two reads do (a 64 KiB answer through a 16 KiB first read: p99 40 ms, 3 ms in one read).
+ * rest, which Linux did up to 40 ms later when the first part took two reads (a 64 KiB answer
+ * through a 16 KiB first read: p99 40 ms; 3 ms in one read, the rest read for at once).
  */
 function enlarged(conn: H1Connection, len: number): boolean {
   if (conn.buf.byteLength < LARGE_POOL.size) {
