@@ -505,8 +505,10 @@ export class H2Connection {
     }
     const fragment = this.#unpad(flags, p, flags & Flag.PRIORITY ? 5 : 0);
     const end = (flags & Flag.END_STREAM) !== 0;
+    // A whole block is decoded where it was read (a copy would cost a new ArrayBuffer, 0.2–0.7
+    // µs in Deno); one that CONTINUATIONs complete is copied and kept until then.
+    if (flags & Flag.END_HEADERS) return this.#blockDone(id, end, fragment);
     this.#block = { stream: id, end, buf: fragment.slice(), size: fragment.length };
-    if (flags & Flag.END_HEADERS) this.#blockDone();
   }
 
   #continuation(flags: number, id: number, p: Uint8Array): void {
@@ -528,21 +530,20 @@ export class H2Connection {
     }
     b.buf.set(p, b.size);
     b.size = size;
-    if (flags & Flag.END_HEADERS) this.#blockDone();
+    if (!(flags & Flag.END_HEADERS)) return;
+    this.#block = null;
+    this.#blockDone(id, b.end, b.buf.subarray(0, size));
   }
 
-  #blockDone(): void {
-    const b = this.#block!;
-    this.#block = null;
-    const block = b.buf.subarray(0, b.size);
-    const id = b.stream;
+  /** A field block is complete: `end` when its HEADERS frame ended the stream. */
+  #blockDone(id: number, end: boolean, block: Uint8Array): void {
     const existing = this.#streams.get(id);
     if (existing || id <= this.#lastStream) {
       // Trailers (or HEADERS on a stream already closed, which may have crossed our RST_STREAM):
       // decoded for the table's sake, dropped.
       this.#decoder.decode(block, () => {}, MAX_HEADER_LIST);
       if (!existing) return;
-      if (!b.end) return this.#streamError(id, ErrorCode.PROTOCOL_ERROR);
+      if (!end) return this.#streamError(id, ErrorCode.PROTOCOL_ERROR);
       this.#bodyEnded(existing);
       return;
     }
@@ -569,7 +570,7 @@ export class H2Connection {
     this.#controlBudget = Math.min(this.#controlBudget + 10, 10 * CONTROL_BUDGET);
     const s = new Stream(id, this.#peerWindow);
     this.#streams.set(id, s);
-    s.remoteEnded = b.end;
+    s.remoteEnded = end;
     this.#startWork();
     if (!within) {
       this.#answerRefusal(s, 431, "Request header fields too large\n");

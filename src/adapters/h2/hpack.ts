@@ -4,7 +4,7 @@
 // needs the client's table size and every answer's block stands alone. Huffman coding is shared
 // with QPACK (h3/huffman.ts).
 
-import { huffmanDecode, HuffmanError } from "../h3/huffman.ts";
+import { huffmanDecodeText, HuffmanError } from "../h3/huffman.ts";
 
 /** A block that cannot be decoded: a COMPRESSION_ERROR for the connection (RFC 9113 §4.3). */
 export class HpackError extends Error {
@@ -114,8 +114,7 @@ function readString(buf: Uint8Array, o: { at: number }): string {
   o.at = end;
   if (!huffman) return latin1(buf, from, end);
   try {
-    const raw = huffmanDecode(buf.subarray(from, end));
-    return latin1(raw, 0, raw.length);
+    return huffmanDecodeText(buf.subarray(from, end));
   } catch (err) {
     if (err instanceof HuffmanError) throw new HpackError(err.message);
     throw err;

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { decodeVarint, encodeVarint, varintLength } from "./varint.ts";
 import { StreamReader, TruncatedError } from "./stream_reader.ts";
-import { huffmanDecode, huffmanEncode, HuffmanError } from "./huffman.ts";
+import { huffmanDecode, huffmanDecodeText, huffmanEncode, HuffmanError } from "./huffman.ts";
 import {
   bytesToString,
   decodeFieldSection,
@@ -104,6 +104,21 @@ Deno.test("huffmanDecode rejects bad padding and EOS", () => {
   assert.throws(() => huffmanDecode(hex("1fff")), HuffmanError);
   // a full EOS symbol (30 ones)
   assert.throws(() => huffmanDecode(hex("ffffffff")), HuffmanError);
+});
+
+Deno.test("huffmanDecodeText gives each byte as one character, at any length", () => {
+  const all = Uint8Array.from({ length: 256 }, (_, i) => i);
+  assert.equal(huffmanDecodeText(huffmanEncode(all)), bytesToString(all));
+  assert.equal(huffmanDecodeText(hex("f1e3c2e5f23a6ba0ab90f4ff")), "www.example.com");
+  // Past its kept buffer (4 KiB of output) and across 4 KiB parts; and a short one after that
+  // (the kept buffer still serves, nothing of the long one shows).
+  for (const n of [2_500, 4_096, 4_097, 9_000, 3]) {
+    const text = Array.from({ length: n }, (_, i) => String.fromCharCode(32 + (i * 7) % 95))
+      .join("");
+    assert.equal(huffmanDecodeText(huffmanEncode(ascii(text))), text, `${n} characters`);
+  }
+  assert.throws(() => huffmanDecodeText(hex("18")), HuffmanError);
+  assert.throws(() => huffmanDecodeText(hex("ffffffff")), HuffmanError);
 });
 
 Deno.test("decodePrefixInt reads the RFC 7541 C.1 examples", () => {

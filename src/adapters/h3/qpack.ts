@@ -2,7 +2,7 @@
 // QPACK_MAX_TABLE_CAPACITY=0 and QPACK_BLOCKED_STREAMS=0, so a conforming peer never refers to
 // a dynamic table: static references and literals (plain or Huffman) are the whole language.
 
-import { huffmanDecode, huffmanEncode, huffmanEncodedLength, HuffmanError } from "./huffman.ts";
+import { huffmanDecodeText, huffmanEncode, huffmanEncodedLength, HuffmanError } from "./huffman.ts";
 import { STATIC_EXACT, STATIC_NAME, STATIC_TABLE } from "./qpack_static.ts";
 
 /** A field line as [name, value]; values are byte strings (one char per byte). */
@@ -72,7 +72,7 @@ function decodeString(
   const raw = buf.subarray(len.next, end);
   if (!huffman) return { value: bytesToString(raw), next: end };
   try {
-    return { value: bytesToString(huffmanDecode(raw)), next: end };
+    return { value: huffmanDecodeText(raw), next: end };
   } catch (err) {
     if (err instanceof HuffmanError) throw new QpackError(err.message);
     throw err;
