@@ -87,6 +87,8 @@ const BAD_VALUE = /[\0\r\n]|^[ \t]|[ \t]$/;
 
 /** Statuses a Fetch Response must not have a body with. */
 const NULL_BODY = new Set([204, 205, 304]);
+/** The empty DATA frame that ends a request body. */
+const NO_BYTES = new Uint8Array(0);
 
 export interface H2cClientOptions {
   /** Largest response field block (decoded, as SETTINGS_MAX_HEADER_LIST_SIZE counts). */
@@ -478,7 +480,7 @@ class Session {
       if (!await this.#data(s, r.value, false)) return;
     }
     s.upload = null;
-    await this.#data(s, new Uint8Array(0), true);
+    await this.#data(s, NO_BYTES, true);
   }
 
   /**
@@ -750,9 +752,11 @@ class Session {
         }
         if (flags & Flag.PRIORITY) off += 5;
         if (off > len) throw new ConnectionError(ErrorCode.FRAME_SIZE_ERROR, "short HEADERS");
-        const block = p.slice(off, len);
         const end = (flags & Flag.END_STREAM) !== 0;
-        if (flags & Flag.END_HEADERS) return this.#onFields(id, end, block);
+        // A whole block is decoded where it was read (a copy costs a new ArrayBuffer, 0.2–0.7 µs
+        // in Deno); the first part of one that CONTINUATIONs complete is copied and kept.
+        if (flags & Flag.END_HEADERS) return this.#onFields(id, end, p.subarray(off, len));
+        const block = p.slice(off, len);
         this.#pending = { stream: id, end, parts: [block], bytes: block.length, frames: 0 };
         return;
       }

@@ -302,23 +302,31 @@ Deno.test("bodies without content-length reach the upstream whole, with it or af
     c.enc.begin().field(":method", "POST").field(":scheme", "https").field(":path", "/small");
     c.out.headers(1, c.enc.field(":authority", "localhost").block, false, 16384);
     c.out.frame(FrameType.DATA, Flag.END_STREAM, 1, new TextEncoder().encode("hello"));
-    c.enc.begin().field(":method", "POST").field(":scheme", "https").field(":path", "/late");
+    // Two DATA frames in the same write: one body of both.
+    c.enc.begin().field(":method", "POST").field(":scheme", "https").field(":path", "/two");
     c.out.headers(3, c.enc.field(":authority", "localhost").block, false, 16384);
-    c.out.frame(FrameType.DATA, 0, 3, new TextEncoder().encode("first "));
+    c.out.frame(FrameType.DATA, 0, 3, new TextEncoder().encode("two "));
+    c.out.frame(FrameType.DATA, Flag.END_STREAM, 3, new TextEncoder().encode("parts"));
+    c.enc.begin().field(":method", "POST").field(":scheme", "https").field(":path", "/late");
+    c.out.headers(5, c.enc.field(":authority", "localhost").block, false, 16384);
+    c.out.frame(FrameType.DATA, 0, 5, new TextEncoder().encode("first "));
     await c.flush();
-    // Stream 1's answer shows that the frames sent with stream 3's HEADERS were handled.
+    // Stream 1's answer shows that the frames sent with stream 5's HEADERS were handled.
     await waitFor(() => c.on(1, FrameType.DATA).some((f) => f.flags & Flag.END_STREAM), {
       what: "stream 1's answer",
     });
-    c.out.frame(FrameType.DATA, Flag.END_STREAM, 3, new TextEncoder().encode("last"));
+    c.out.frame(FrameType.DATA, Flag.END_STREAM, 5, new TextEncoder().encode("last"));
     await c.flush();
     const text = (id: number) =>
       c.on(id, FrameType.DATA).map((f) => new TextDecoder().decode(f.payload)).join("");
-    await waitFor(() => c.on(3, FrameType.DATA).some((f) => f.flags & Flag.END_STREAM), {
-      what: "stream 3's answer",
-    });
+    for (const id of [3, 5]) {
+      await waitFor(() => c.on(id, FrameType.DATA).some((f) => f.flags & Flag.END_STREAM), {
+        what: `stream ${id}'s answer`,
+      });
+    }
     assert.equal(text(1), "5 null hello");
-    assert.equal(text(3), "10 null first last");
+    assert.equal(text(3), "9 null two parts");
+    assert.equal(text(5), "10 null first last");
   } finally {
     await c.close();
   }
