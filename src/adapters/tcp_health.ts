@@ -10,6 +10,7 @@ import { applyProbe } from "../domain/health.ts";
 import type { ActiveHealth } from "../domain/health.ts";
 import type { Logger } from "../ports.ts";
 import { timerDelay } from "../config/duration.ts";
+import { hexBytes, indexOfBytes, toHex } from "../domain/hex_bytes.ts";
 import type { TcpPlan, TcpTargetChange } from "./tcp_proxy.ts";
 import type { TargetGroup } from "./tcp_open.ts";
 
@@ -38,24 +39,56 @@ export function groupsOf(plan: TcpPlan): TargetGroup[] {
 /** The most of a target's answer searched for `expect`. */
 const MAX_ANSWER = 4096;
 
-/** Writes `send`, then reads until the answer contains `expect`; throws why it did not. */
-async function converse(conn: Deno.Conn, send?: string, expect?: string): Promise<void> {
-  if (send !== undefined) {
-    const bytes = new TextEncoder().encode(send);
-    for (let off = 0; off < bytes.length;) off += await conn.write(bytes.subarray(off));
+/** What a probe writes and looks for, as bytes, and how a failure names them. */
+interface Conversation {
+  send: Uint8Array | null;
+  expect: Uint8Array | null;
+  /** `expect` as the config wrote it (text, or hex). */
+  expected: string;
+  /** Shows what the target answered: as text for `expect`, as hex for `expect_hex`. */
+  show(answer: Uint8Array): string;
+}
+
+/** The conversation a health_check asks for (text as UTF-8, hex as its bytes). */
+function conversationOf(hc: TcpPlan["entry"]["health_check"] & object): Conversation {
+  const utf8 = new TextEncoder();
+  const send = hc.send_hex !== undefined
+    ? hexBytes(hc.send_hex)
+    : hc.send !== undefined
+    ? utf8.encode(hc.send)
+    : null;
+  if (hc.expect_hex !== undefined) {
+    return {
+      send,
+      expect: hexBytes(hc.expect_hex),
+      expected: `bytes ${toHex(hexBytes(hc.expect_hex))}`,
+      show: (a) => toHex(a.subarray(0, 32)),
+    };
   }
-  if (expect === undefined) return;
-  const dec = new TextDecoder();
+  return {
+    send,
+    expect: hc.expect === undefined ? null : utf8.encode(hc.expect),
+    expected: JSON.stringify(hc.expect),
+    show: (a) => JSON.stringify(new TextDecoder().decode(a).slice(0, 64)),
+  };
+}
+
+/** Writes `send`, then reads until the answer contains `expect`; throws why it did not. */
+async function converse(conn: Deno.Conn, c: Conversation): Promise<void> {
+  if (c.send !== null) {
+    for (let off = 0; off < c.send.length;) off += await conn.write(c.send.subarray(off));
+  }
+  if (c.expect === null) return;
   const buf = new Uint8Array(MAX_ANSWER);
-  let got = "";
-  while (!got.includes(expect)) {
-    const said = got === "" ? "" : ` (it answered ${JSON.stringify(got.slice(0, 64))})`;
-    if (got.length >= MAX_ANSWER) {
-      throw new Error(`no ${JSON.stringify(expect)} in the first ${MAX_ANSWER} bytes${said}`);
+  let got = 0;
+  while (indexOfBytes(buf.subarray(0, got), c.expect) < 0) {
+    const said = got === 0 ? "" : ` (it answered ${c.show(buf.subarray(0, got))})`;
+    if (got === MAX_ANSWER) {
+      throw new Error(`no ${c.expected} in the first ${MAX_ANSWER} bytes${said}`);
     }
-    const n = await conn.read(buf);
-    if (n === null) throw new Error(`closed before answering ${JSON.stringify(expect)}${said}`);
-    got += dec.decode(buf.subarray(0, n), { stream: true });
+    const n = await conn.read(buf.subarray(got));
+    if (n === null) throw new Error(`closed before answering ${c.expected}${said}`);
+    got += n;
   }
 }
 
@@ -69,6 +102,7 @@ export function startTcpHealth(
   },
 ): TcpHealthChecker {
   const hc = plan.entry.health_check!;
+  const conversation = conversationOf(hc);
   const connect = o.connect ?? Deno.connect;
   const groups = groupsOf(plan);
   // Each distinct `host:port` once, with every (group, index) it stands at.
@@ -100,7 +134,7 @@ export function startTcpHealth(
       const cut = () => conn.close();
       ac.signal.addEventListener("abort", cut, { once: true });
       try {
-        await converse(conn, hc.send, hc.expect);
+        await converse(conn, conversation);
       } finally {
         ac.signal.removeEventListener("abort", cut);
         if (!ac.signal.aborted) conn.close();

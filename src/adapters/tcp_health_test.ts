@@ -30,11 +30,14 @@ function answering(chunks: string[], written: string[]): typeof Deno.connect {
         written.push(new TextDecoder().decode(b));
         return Promise.resolve(b.length);
       },
+      // As a socket's read: at most what `buf` holds, the rest on the next read.
       read: (buf: Uint8Array) => {
         const next = left.shift();
         if (!next) return Promise.resolve(null);
-        buf.set(next);
-        return Promise.resolve(next.length);
+        const n = Math.min(next.length, buf.length);
+        buf.set(next.subarray(0, n));
+        if (n < next.length) left.unshift(next.subarray(n));
+        return Promise.resolve(n);
       },
       close: () => {},
     };
@@ -60,6 +63,18 @@ Deno.test("tcp health send/expect: an answer split across reads matches; a long 
   d.stop();
   const down = logger.records.find((r) => r.msg === "tcp target marked down by health check")!;
   assert.match(String(down.reason), /^no "\+PONG" in the first 4096 bytes \(it answered "xxx/);
+});
+
+Deno.test("tcp health send_hex/expect_hex: a failure shows the expected and the answered bytes in hex", async () => {
+  const written: string[] = [];
+  const logger = recordingLogger();
+  const p = plan({ send_hex: "50 49", expect_hex: "4E" });
+  const c = startTcpHealth(p, { logger, connect: answering(["\x00\x01R"], written) });
+  await waitFor(() => c.states()[0].status === "down", { what: "down" });
+  c.stop();
+  assert.deepEqual(written, ["PI"]);
+  const down = logger.records.find((r) => r.msg === "tcp target marked down by health check")!;
+  assert.equal(down.reason, "closed before answering bytes 4e (it answered 000152)");
 });
 
 Deno.test("tcp health: stop() aborts a probe still connecting, and no state changes after", async () => {

@@ -34,6 +34,13 @@ export const TcpHealthCheck = z.object({
   send: z.string().min(1).optional(),
   /** Text the target's answer must contain within `timeout` (HAProxy's `tcp-check expect string`). */
   expect: z.string().min(1).optional(),
+  /**
+   * Bytes written once connected, in hex ("00000008 04d2162f": spaces allowed), for a binary
+   * protocol (HAProxy's `tcp-check send-binary`); instead of `send`.
+   */
+  send_hex: z.string().min(1).optional(),
+  /** Bytes, in hex, the answer must contain (`tcp-check expect binary`); instead of `expect`. */
+  expect_hex: z.string().min(1).optional(),
 }).strict();
 
 /** One `tcp` entry; its key names it in logs, metrics and `/status`. */

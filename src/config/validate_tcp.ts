@@ -8,6 +8,7 @@ import type { Report } from "./validate_route.ts";
 import { parseHostPort, sniKeyProblem } from "../domain/tcp_route.ts";
 import type { HostPort } from "../domain/tcp_route.ts";
 import type { ListenAddr } from "./listen.ts";
+import { hexProblem } from "../domain/hex_bytes.ts";
 
 /** Whether `t` reaches the listener `addr` itself (its address, or loopback on a wildcard). */
 function isOwnListener(addr: ListenAddr, t: HostPort): boolean {
@@ -66,6 +67,23 @@ export function validateTcp(config: Config, o: { err: Report; warn: Report }): v
       );
     } else if (hc && hc.timeout === 0) {
       o.err(at("health_check", "timeout"), "timeout 0s would fail every probe", "Use e.g. 2s");
+    }
+    for (const [text, hex] of [["send", "send_hex"], ["expect", "expect_hex"]] as const) {
+      if (hc?.[text] !== undefined && hc[hex] !== undefined) {
+        o.err(
+          at("health_check", hex),
+          `${text} and ${hex} are both set: the probe ${text}s one or the other`,
+          `Keep ${text} for text, ${hex} for bytes`,
+        );
+      }
+      const why = hc?.[hex] === undefined ? null : hexProblem(hc[hex]);
+      if (why !== null) {
+        o.err(
+          at("health_check", hex),
+          `${hex} ${why}`,
+          'Write bytes as pairs of hex digits, spaces allowed: "00000008 04d2162f"',
+        );
+      }
     }
     if (e.sni && Object.keys(e.sni).length === 0 && !e.default) {
       o.err(

@@ -121,6 +121,19 @@ Deno.test("validate: tcp health_check interval and timeout", () => {
   assert.match(issues("{ intervall: 2s }").join(), /Unknown key "intervall"/);
   assert.deepEqual(issues('{ send: "PING\\r\\n", expect: "+PONG" }'), []);
   assert.match(issues('{ expect: "" }').join(), /error tcp\.db\.health_check\.expect/);
+  assert.deepEqual(issues('{ send_hex: "00000008 04d2162f", expect_hex: "4e" }'), []);
+  assert.match(
+    issues('{ send: "PING", send_hex: "50" }').join(),
+    /error tcp\.db\.health_check\.send_hex: send and send_hex are both set/,
+  );
+  assert.match(
+    issues('{ expect_hex: "0x4e" }').join(),
+    /error tcp\.db\.health_check\.expect_hex: expect_hex has "x", which is not a hex digit/,
+  );
+  assert.match(
+    issues('{ expect_hex: "4e5" }').join(),
+    /error tcp\.db\.health_check\.expect_hex: expect_hex has 3 digits: a byte takes two/,
+  );
 });
 
 Deno.test("tcp health_check across reloads: an unchanged entry keeps its states, a changed one probes afresh, a removed one is gone", async () => {
@@ -180,6 +193,11 @@ Deno.test("tcp health_check across reloads: an unchanged entry keeps its states,
 
 /** A server answering "+PONG\r\n" to what it is sent first (a Redis that is up). */
 function pongServer(): { addr: string } & AsyncDisposable {
+  return answerServer(enc.encode("+PONG\r\n"));
+}
+
+/** A server answering `answer` to what it is sent first, then holding the connection. */
+function answerServer(answer: Uint8Array): { addr: string } & AsyncDisposable {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const conns = new Set<Deno.Conn>();
   const serving = (async () => {
@@ -188,7 +206,7 @@ function pongServer(): { addr: string } & AsyncDisposable {
       void (async () => {
         try {
           const buf = new Uint8Array(64);
-          if (await conn.read(buf) !== null) await conn.write(enc.encode("+PONG\r\n"));
+          if (await conn.read(buf) !== null) await conn.write(answer);
           while (await conn.read(buf) !== null) { /* until the prober closes */ }
         } catch { /* closed */ }
         conns.delete(conn);
@@ -236,6 +254,36 @@ Deno.test("tcp health_check send/expect: a target that accepts but does not answ
   const port = prox.server.tcpAddr("redis")!.port;
   for (let i = 0; i < 3; i++) assert.equal(await exchange(port, "PING\r\n"), "+PONG\r\n");
   assert.equal(echo.accepted, accepted);
+});
+
+Deno.test("tcp health_check send_hex/expect_hex: bytes go out as written, and the answer's bytes decide", async () => {
+  // PostgreSQL's SSLRequest (length 8, code 80877103), answered "N" (no TLS) by a server that is up.
+  await using pg = answerServer(Uint8Array.of(0x4e));
+  // Accepts and echoes: never an "N".
+  await using echo = rawUpstream({ stream: true });
+  const logger = recordingLogger();
+  await using prox = await startProxy(
+    `${base}tcp:
+  pg:
+    listen_addr: "127.0.0.1:0"
+    targets: ["${echo.addr}", "${pg.addr}"]
+    health_check: { interval: 5s, timeout: 500ms, unhealthy_threshold: 1, healthy_threshold: 1, send_hex: "00000008 04d2162f", expect_hex: "4e" }
+`,
+    { logger },
+  );
+  const admin = `http://127.0.0.1:${prox.server.admin!.port}`;
+  const health = async () => {
+    const rows = (await (await fetch(`${admin}/status`)).json()).tcp;
+    return (rows as { health?: Record<string, string> }[])[0].health;
+  };
+  await waitFor(async () => (await health())?.[echo.addr] === "down", { what: "echo down" });
+  assert.equal((await health())?.[pg.addr], "up");
+  // Byte for byte (0xd2 as one byte, not as UTF-8's two), as the echo saw the probe's connection
+  // end.
+  await waitFor(() => echo.received.length > 0, { what: "the probe's bytes at the echo" });
+  assert.deepEqual([...echo.received[0]], [0, 0, 0, 8, 4, 0xd2, 0x16, 0x2f]);
+  const down = logger.records.find((r) => r.msg === "tcp target marked down by health check")!;
+  assert.equal(down.target, echo.addr);
 });
 
 Deno.test("tcp health_check with sni: every name's targets and default's are probed, each once", async () => {
