@@ -2,11 +2,11 @@
 // Where Prox makes ArrayBuffers under load: runs it with the bench's config (alloc_preload.ts
 // preloaded, pinned to core 0), loads it for 4 s (wrk over HTTP/1.1, or h2load over TLS with
 // `--h2`; `--grpc`: unary gRPC calls over h2c, as the bench's gRPC scenario), and prints the
-// allocations per request by call site (one in 64 sampled). `--post BYTES`: POSTs with a body of
-// that size to /post over HTTP/1.1.
+// allocations per request (start-up's counted in) by call site (one in 64 sampled at random).
+// `--post BYTES`: POSTs with a body of that size to /post over HTTP/1.1.
 //   deno run -A bench/alloc_sites.ts [--h2 | --grpc | --post BYTES] [--path /100b]
 import { parseArgs } from "node:util";
-import { freePort, proxConfig, startBackend } from "./procs.ts";
+import { freePort, proxConfig, startBackend, waitPort } from "./procs.ts";
 import { ROOT } from "../tests/_harness.ts";
 
 const { values: o } = parseArgs({
@@ -47,15 +47,7 @@ const child = new Deno.Command("taskset", {
   stdout: "null",
   stderr: "piped",
 }).spawn();
-for (let i = 0;; i++) {
-  try {
-    (await Deno.connect({ hostname: "127.0.0.1", port })).close();
-    break;
-  } catch (err) {
-    if (i > 200) throw err;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
+await waitPort(port, "prox");
 const post = Number(o.post);
 const script = `${dir}/post.lua`;
 await Deno.writeTextFile(script, `wrk.method = "POST"\nwrk.body = string.rep("x", ${post})\n`);
