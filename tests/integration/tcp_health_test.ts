@@ -224,17 +224,19 @@ function answerServer(answer: Uint8Array): { addr: string } & AsyncDisposable {
   };
 }
 
-Deno.test("tcp health_check send/expect: a target that accepts but does not answer what is expected is down", async () => {
-  await using pong = pongServer();
-  // Accepts and echoes "PING\r\n": never "+PONG".
-  await using echo = rawUpstream({ stream: true });
+/**
+ * A tcp entry `name` of `echo` (which never answers as `probe` expects) and `up`, probed every 5 s
+ * (timeout 500 ms, thresholds 1) with `probe`'s keys; resolves once `echo` is down.
+ */
+async function echoDown(name: string, echo: string, up: string, probe: Record<string, string>) {
   const logger = recordingLogger();
-  await using prox = await startProxy(
+  const keys = Object.entries(probe).map(([k, v]) => `${k}: ${JSON.stringify(v)}`).join(", ");
+  const prox = await startProxy(
     `${base}tcp:
-  redis:
+  ${name}:
     listen_addr: "127.0.0.1:0"
-    targets: ["${echo.addr}", "${pong.addr}"]
-    health_check: { interval: 5s, timeout: 500ms, unhealthy_threshold: 1, healthy_threshold: 1, send: "PING\\r\\n", expect: "+PONG" }
+    targets: ["${echo}", "${up}"]
+    health_check: { interval: 5s, timeout: 500ms, unhealthy_threshold: 1, healthy_threshold: 1, ${keys} }
 `,
     { logger },
   );
@@ -243,11 +245,29 @@ Deno.test("tcp health_check send/expect: a target that accepts but does not answ
     const rows = (await (await fetch(`${admin}/status`)).json()).tcp;
     return (rows as { health?: Record<string, string> }[])[0].health;
   };
-  await waitFor(async () => (await health())?.[echo.addr] === "down", { what: "echo down" });
-  assert.equal((await health())?.[pong.addr], "up");
+  try {
+    await waitFor(async () => (await health())?.[echo] === "down", { what: "echo down" });
+  } catch (err) {
+    await prox[Symbol.asyncDispose]();
+    throw err;
+  }
+  return { prox, logger, health, [Symbol.asyncDispose]: () => prox[Symbol.asyncDispose]() };
+}
+
+Deno.test("tcp health_check send/expect: a target that accepts but does not answer what is expected is down", async () => {
+  await using pong = pongServer();
+  // Accepts and echoes "PING\r\n": never "+PONG".
+  await using echo = rawUpstream({ stream: true });
+  await using probed = await echoDown("redis", echo.addr, pong.addr, {
+    send: "PING\r\n",
+    expect: "+PONG",
+  });
+  const { prox, logger } = probed;
+  assert.equal((await probed.health())?.[pong.addr], "up");
   const down = logger.records.find((r) => r.msg === "tcp target marked down by health check")!;
   assert.equal(down.target, echo.addr);
   assert.equal(down.reason, "no answer within 500 ms");
+  await waitFor(() => echo.received.length > 0, { what: "the probe's bytes at the echo" });
   assert.deepEqual(echo.received.map((b) => new TextDecoder().decode(b)), ["PING\r\n"]);
   // Connections go to pong only, without trying echo first.
   const accepted = echo.accepted;
@@ -261,28 +281,18 @@ Deno.test("tcp health_check send_hex/expect_hex: bytes go out as written, and th
   await using pg = answerServer(Uint8Array.of(0x4e));
   // Accepts and echoes: never an "N".
   await using echo = rawUpstream({ stream: true });
-  const logger = recordingLogger();
-  await using prox = await startProxy(
-    `${base}tcp:
-  pg:
-    listen_addr: "127.0.0.1:0"
-    targets: ["${echo.addr}", "${pg.addr}"]
-    health_check: { interval: 5s, timeout: 500ms, unhealthy_threshold: 1, healthy_threshold: 1, send_hex: "00000008 04d2162f", expect_hex: "4e" }
-`,
-    { logger },
-  );
-  const admin = `http://127.0.0.1:${prox.server.admin!.port}`;
-  const health = async () => {
-    const rows = (await (await fetch(`${admin}/status`)).json()).tcp;
-    return (rows as { health?: Record<string, string> }[])[0].health;
-  };
-  await waitFor(async () => (await health())?.[echo.addr] === "down", { what: "echo down" });
-  assert.equal((await health())?.[pg.addr], "up");
+  await using probed = await echoDown("pg", echo.addr, pg.addr, {
+    send_hex: "00000008 04d2162f",
+    expect_hex: "4e",
+  });
+  assert.equal((await probed.health())?.[pg.addr], "up");
   // Byte for byte (0xd2 as one byte, not as UTF-8's two), as the echo saw the probe's connection
   // end.
   await waitFor(() => echo.received.length > 0, { what: "the probe's bytes at the echo" });
   assert.deepEqual([...echo.received[0]], [0, 0, 0, 8, 4, 0xd2, 0x16, 0x2f]);
-  const down = logger.records.find((r) => r.msg === "tcp target marked down by health check")!;
+  const down = probed.logger.records.find((r) =>
+    r.msg === "tcp target marked down by health check"
+  )!;
   assert.equal(down.target, echo.addr);
 });
 
