@@ -6,7 +6,7 @@
 // `--post BYTES`: POSTs with a body of that size to /post over HTTP/1.1.
 //   deno run -A bench/alloc_sites.ts [--h2 | --grpc | --post BYTES] [--path /100b]
 import { parseArgs } from "node:util";
-import { freePort, proxConfig, startBackend, waitPort } from "./procs.ts";
+import { freePort, proxConfig, spawn, startBackend } from "./procs.ts";
 import { ROOT } from "../tests/_harness.ts";
 
 const { values: o } = parseArgs({
@@ -29,10 +29,9 @@ await Deno.writeTextFile(
 // As run.ts sends it: a gRPC message of 5 bytes of framing and 15 of payload.
 const grpcData = `${dir}/grpc-request.bin`;
 await Deno.writeFile(grpcData, Uint8Array.from([0, 0, 0, 0, 15, ...new Uint8Array(15)]));
-const child = new Deno.Command("taskset", {
-  args: [
-    "-c",
-    "0",
+const child = await spawn("prox", {
+  core: "0",
+  cmd: [
     Deno.execPath(),
     "run",
     "-A",
@@ -43,11 +42,10 @@ const child = new Deno.Command("taskset", {
     "-c",
     conf,
   ],
-  env: { ...Deno.env.toObject(), PROX_LOG_LEVEL: "warn", PROX_H1_ENGINE: "" },
-  stdout: "null",
+  ports: [port],
+  env: { PROX_LOG_LEVEL: "warn", PROX_H1_ENGINE: "" },
   stderr: "piped",
-}).spawn();
-await waitPort(port, "prox");
+});
 const post = Number(o.post);
 const script = `${dir}/post.lua`;
 await Deno.writeTextFile(script, `wrk.method = "POST"\nwrk.body = string.rep("x", ${post})\n`);

@@ -16,7 +16,7 @@
 // per request). `--cpu-prof DIR` profiles each variant and prints the
 // functions taking the most self time per request.
 import { parseArgs } from "node:util";
-import { freePort, proxConfig, startBackend, waitPort } from "./procs.ts";
+import { freePort, proxConfig, spawn, startBackend } from "./procs.ts";
 import { measure } from "./load.ts";
 import { V8_FLAGS } from "../tests/integration/_process.ts";
 import { ROOT } from "../tests/_harness.ts";
@@ -93,21 +93,19 @@ for (const root of roots) {
     const prof = profDir ? `${profDir}/${runs.length}` : undefined;
     const env = Deno.env.toObject();
     delete env.PROX_H1_ENGINE; // the variant says which engine
-    const child = new Deno.Command("taskset", {
-      args: [
-        "-c",
-        "0",
+    const child = await spawn(variant, {
+      core: "0",
+      cmd: [
         Deno.execPath(),
         "run",
         "-A",
         ...(prof ? ["--cpu-prof", `--cpu-prof-dir=${prof}`] : []),
         ...args,
       ],
+      ports: [port],
       env: { ...env, PROX_LOG_LEVEL: "warn" },
-      stdout: "null",
       stderr: "inherit",
-    }).spawn();
-    await waitPort(port, variant);
+    });
     const name = roots.length > 1 ? `${root.split("/").pop()}:${variant}` : variant;
     runs.push({ name, port, child, cpu: [], requests: 0, prof });
   }

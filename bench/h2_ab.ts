@@ -6,7 +6,7 @@
 // Each DIR is a checkout of Prox (e.g. `git archive <rev> | tar -x -C DIR`). `--grpc`: the gRPC
 // scenario instead (unary calls over h2c to the route with `upstream_protocol: h2c`).
 import { parseArgs } from "node:util";
-import { freePort, proxConfig, startBackend, waitPort } from "./procs.ts";
+import { freePort, proxConfig, spawn, startBackend } from "./procs.ts";
 import { measure } from "./load.ts";
 
 const { values: o } = parseArgs({
@@ -32,10 +32,9 @@ for (const root of o.roots.split(",").map((r) => r.replace(/\/$/, ""))) {
     proxConfig({ port, backend: backend.port, tls: !o.grpc, backendH2c: backend.h2cPort }),
   );
   const v8 = /^V8_FLAGS := (.+)$/m.exec(Deno.readTextFileSync(`${root}/Makefile`))![1];
-  const child = new Deno.Command("taskset", {
-    args: [
-      "-c",
-      "0",
+  const child = await spawn(root, {
+    core: "0",
+    cmd: [
       Deno.execPath(),
       "run",
       "-A",
@@ -46,11 +45,10 @@ for (const root of o.roots.split(",").map((r) => r.replace(/\/$/, ""))) {
       "-c",
       conf,
     ],
+    ports: [port],
     env: { PROX_LOG_LEVEL: "warn" },
-    stdout: "null",
     stderr: "inherit",
-  }).spawn();
-  await waitPort(port, root);
+  });
   runs.push({ name: root, port, child, cpu: [] });
 }
 // As run.ts sends it: a gRPC message of 5 bytes of framing and 15 of payload.

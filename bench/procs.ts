@@ -83,9 +83,21 @@ export async function waitPort(port: number, what: string): Promise<void> {
 }
 
 /** Starts `cmd` pinned to `core`, waits for its ports. */
-async function spawn(
+/**
+ * Starts `cmd` pinned to `core` (taskset) and waits until each of `ports` answers; a process whose
+ * ports never do is killed. Its stdout is discarded, its stderr too unless `stderr` says otherwise
+ * (`env` adds to this process's environment).
+ */
+export async function spawn(
   name: string,
-  o: { core: string; cmd: string[]; ports: number[]; cwd?: string; env?: Record<string, string> },
+  o: {
+    core: string;
+    cmd: string[];
+    ports: number[];
+    cwd?: string;
+    env?: Record<string, string>;
+    stderr?: "inherit" | "piped" | "null";
+  },
 ): Promise<Deno.ChildProcess> {
   const child = new Deno.Command("taskset", {
     args: ["-c", o.core, ...o.cmd],
@@ -93,9 +105,14 @@ async function spawn(
     env: o.env,
     stdin: "null",
     stdout: "null",
-    stderr: "null",
+    stderr: o.stderr ?? "null",
   }).spawn();
-  for (const p of o.ports) await waitPort(p, name);
+  try {
+    for (const p of o.ports) await waitPort(p, name);
+  } catch (err) {
+    await stopper(child, "SIGKILL")();
+    throw err;
+  }
   return child;
 }
 

@@ -8,7 +8,7 @@
 // size to /post instead of GETs; the backend answers them), PROFILE_H2=1 (HTTP/2 over TLS with
 // h2load, 10 connections × 10 streams, as in the bench; `prox` and `client` only), PROFILE_DENO=1
 // (`prox` on Deno.serve, `protocols.http1_engine: deno`, instead of its own HTTP/1.1 engine).
-import { freePort, proxConfig, startBackend, TLS } from "./procs.ts";
+import { freePort, proxConfig, spawn, startBackend, TLS } from "./procs.ts";
 import { ROOT } from "../tests/_harness.ts";
 
 const which = Deno.args[0] ?? "prox";
@@ -56,30 +56,14 @@ const args = which === "prox" || which === "static"
     TLS.key,
   ]
   : [`${ROOT}/bench/client_proxy.ts`, String(port), String(backend.port)];
-const child = new Deno.Command("taskset", {
-  args: [
-    "-c",
-    "0",
-    Deno.execPath(),
-    "run",
-    "-A",
-    `--cpu-prof`,
-    `--cpu-prof-dir=${dir}/prof`,
-    ...args,
-  ],
+const child = await spawn(which, {
+  core: "0",
+  cmd: [Deno.execPath(), "run", "-A", `--cpu-prof`, `--cpu-prof-dir=${dir}/prof`, ...args],
+  ports: [port],
   // PROX_H1_ENGINE in the caller's environment would override the config's engine.
-  env: { ...Deno.env.toObject(), PROX_LOG_LEVEL: "warn", PROX_H1_ENGINE: "" },
-  stdout: "null",
+  env: { PROX_LOG_LEVEL: "warn", PROX_H1_ENGINE: "" },
   stderr: "inherit",
-}).spawn();
-for (let i = 0; i < 200; i++) {
-  try {
-    (await Deno.connect({ hostname: "127.0.0.1", port })).close();
-    break;
-  } catch {
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
+});
 const path = Deno.args[2] ?? (post > 0 ? "/post" : "/100b");
 const out = await new Deno.Command("taskset", {
   args: h2

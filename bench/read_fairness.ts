@@ -14,7 +14,7 @@
 // reading or answering at once, the rest waiting in order: src/adapters/h1/read_gate.ts).
 // Internal: `read_fairness.ts --serve listen|gated|serve PORT` is the server.
 import { parseWrk } from "./load.ts";
-import { freePort, waitPort } from "./procs.ts";
+import { freePort, spawn } from "./procs.ts";
 import { readGate } from "../src/adapters/h1/read_gate.ts";
 
 const BODY = "x".repeat(100);
@@ -53,22 +53,13 @@ if (Deno.args[0] === "--serve") {
   const counts = (Deno.args[1] ?? "50,100,125,150,200,400,1000").split(",").map(Number);
   const run = async (mode: string, connections: number) => {
     const port = freePort();
-    const server = new Deno.Command("taskset", {
-      args: [
-        "-c",
-        "0",
-        Deno.execPath(),
-        "run",
-        "-A",
-        import.meta.filename!,
-        "--serve",
-        mode,
-        String(port),
-      ],
-      stdout: "null",
-    }).spawn();
+    const server = await spawn(`the ${mode} server`, {
+      core: "0",
+      cmd: [Deno.execPath(), "run", "-A", import.meta.filename!, "--serve", mode, String(port)],
+      ports: [port],
+      stderr: "inherit",
+    });
     try {
-      await waitPort(port, `the ${mode} server`);
       const out = await new Deno.Command("taskset", {
         args: [
           "-c",
