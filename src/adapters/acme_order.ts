@@ -114,8 +114,26 @@ async function placeOrder(config: AcmeConfig, opts: OrderOptions): Promise<Certi
   const backoff = opts.pollMinMs ? { backoffMin: opts.pollMinMs } : {};
 
   const register = async (): Promise<InstanceType<typeof acme.Client>> => {
-    const client = new acme.Client({ directoryUrl: url, accountKey, ...backoff });
-    await client.createAccount({ termsOfServiceAgreed: true, contact });
+    const externalAccountBinding = eabOf(config);
+    const client = new acme.Client({
+      directoryUrl: url,
+      accountKey,
+      ...backoff,
+      ...(externalAccountBinding ? { externalAccountBinding } : {}),
+    });
+    try {
+      await client.createAccount({ termsOfServiceAgreed: true, contact });
+    } catch (err) {
+      // The CA's own words ("externalAccountRequired", "external account binding JWS
+      // verification error") name no key of Prox's.
+      const why = errorText(err);
+      if (!/external ?account/i.test(why)) throw err;
+      throw new Error(
+        externalAccountBinding
+          ? `The ACME CA ${url} refused the external account binding of kid "${externalAccountBinding.kid}": check tls.acme.eab's kid and MAC key against its account page (${why})`
+          : `The ACME CA ${url} requires external account binding: set tls.acme.eab { kid, hmac_key } to the EAB credentials from its account page (${why})`,
+      );
+    }
     await store.writeAccount({
       directoryUrl: url,
       accountUrl: client.getAccountUrl(),
@@ -217,6 +235,29 @@ async function placeOrder(config: AcmeConfig, opts: OrderOptions): Promise<Certi
     await store.writeAccount({ ...stored, email: config.email, keyId });
   }
   return { cert, key: key.toString() };
+}
+
+/**
+ * `tls.acme.eab` as acme-client takes it, the MAC key read now (a rotated variable is used), or
+ * undefined without one. An unset or empty variable fails the order, naming it.
+ */
+export function eabOf(
+  config: AcmeConfig,
+  env: (name: string) => string | undefined = (n) => Deno.env.get(n),
+): { kid: string; hmacKey: string } | undefined {
+  const eab = config.eab;
+  if (!eab) return undefined;
+  const name = eab.hmac_key_env;
+  const hmacKey = name === undefined ? eab.hmac_key : env(name);
+  if (!hmacKey) {
+    const what = name === undefined
+      ? "tls.acme.eab.hmac_key is empty"
+      : `Environment variable ${name} (tls.acme.eab.hmac_key_env) is ${
+        hmacKey === "" ? "empty" : "not set"
+      }`;
+    throw new Error(`${what}: the ACME account cannot be registered without its MAC key`);
+  }
+  return { kid: eab.kid, hmacKey };
 }
 
 /** A readable message from acme-client/axios errors (which hide the CA's problem document). */

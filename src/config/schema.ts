@@ -36,6 +36,14 @@ export const Acme = z.object({
   renewal_days_before_expiry: z.int().default(30),
   http_listen_addr: z.string().optional(),
   challenge: z.enum(["http-01", "dns-01", "tls-alpn-01"]).default("http-01"),
+  // External account binding (RFC 8555 §7.3.4), which ZeroSSL and Google Trust Services require:
+  // the key id and base64url MAC key from the CA's account page, the key given or read from the
+  // environment when an account is registered.
+  eab: z.object({
+    kid: z.string().min(1),
+    hmac_key: z.string().optional(),
+    hmac_key_env: z.string().min(1).optional(),
+  }).strict().optional(),
   dns: z.object({
     // POST <webhook>/present and <webhook>/cleanup with {"fqdn", "value"} (lego's httpreq).
     webhook: z.string().optional(),

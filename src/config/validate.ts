@@ -576,6 +576,7 @@ function validateAcme(
     );
   }
   validateAcmeDns(acme, opts);
+  validateAcmeEab(acme, opts);
   if (dns01) return;
   const httpAddrs = [acme.http_listen_addr, opts.config.http_redirect?.listen_addr].filter(
     (a): a is string => a !== undefined,
@@ -589,6 +590,48 @@ function validateAcme(
       [...base],
       "No HTTP listener on port 80: Let's Encrypt validates HTTP-01 challenges on port 80",
       'Set tls.acme.http_listen_addr: "0.0.0.0:80" (or http_redirect.listen_addr)',
+    );
+  }
+}
+
+/** A MAC key as CAs hand them out: base64url (ZeroSSL, pebble), or base64 with padding. */
+const EAB_KEY = /^(?:[A-Za-z0-9_-]+|[A-Za-z0-9+/]+={0,2})$/;
+
+/** `tls.acme.eab`: a key id and one MAC key (given, or named by an environment variable). */
+function validateAcmeEab(
+  acme: NonNullable<NonNullable<Config["tls"]>["acme"]>,
+  opts: { err: Report; env: ValidateEnv },
+): void {
+  const eab = acme.eab;
+  if (!eab) return;
+  const base = ["tls", "acme", "eab"];
+  if ((eab.hmac_key === undefined) === (eab.hmac_key_env === undefined)) {
+    opts.err(
+      base,
+      "External account binding needs its MAC key: give exactly one of hmac_key and hmac_key_env",
+      "Copy the EAB HMAC key from the CA's account page into hmac_key, or export it and name the variable in hmac_key_env",
+    );
+    return;
+  }
+  const fromEnv = eab.hmac_key_env !== undefined;
+  const key = fromEnv ? opts.env.env?.(eab.hmac_key_env!) : eab.hmac_key!;
+  const path = [...base, fromEnv ? "hmac_key_env" : "hmac_key"];
+  const where = fromEnv ? `Environment variable ${eab.hmac_key_env}` : "hmac_key";
+  if (key === undefined && fromEnv && opts.env.env) {
+    opts.err(
+      path,
+      `Environment variable ${eab.hmac_key_env} is not set`,
+      `Export ${eab.hmac_key_env} to Prox (e.g. in its systemd unit: Environment=…)`,
+    );
+  } else if (key !== undefined && !EAB_KEY.test(key)) {
+    // acme-client's base64 decoding skips what is not base64: a stray quote or space would sign
+    // with another key, and the CA would only say the binding's signature is wrong.
+    opts.err(
+      path,
+      key === ""
+        ? `${where} is empty`
+        : `${where} is not a base64url MAC key (letters, digits, - and _ only)`,
+      "Copy the EAB HMAC key exactly as the CA shows it, without quotes or spaces",
     );
   }
 }

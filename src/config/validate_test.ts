@@ -285,3 +285,39 @@ Deno.test("validateConfig: tls.acme.dns.ca_cert must name a CA file, and is for 
     /^warning tls\.acme\.dns\.ca_cert: headers, token_env and ca_cert are for the webhook only/,
   );
 });
+
+Deno.test("validateConfig: tls.acme.eab needs one well-formed MAC key, given or from a set variable", () => {
+  const issues = (eab: string) =>
+    loadConfigText(
+      BASE +
+        `tls:\n  acme:\n    enabled: true\n    email: a@a.example\n    domains: [a.example]\n    ca_url: https://ca.example/dir\n    eab: ${eab}\n`,
+      {
+        file: "c.yaml",
+        env: { exists: () => true, env: (n) => ({ K: "zWNDZM6e_Q-G", E: "" })[n] },
+      },
+    ).issues.map((i) => `${i.severity} ${i.path}: ${i.message}`);
+  assert.deepEqual(issues("{ kid: kid-1, hmac_key: zWNDZM6eQGHWpSRT-al5_IUYFTu7 }"), []);
+  // Standard base64 with padding, as some CAs show it.
+  assert.deepEqual(issues('{ kid: kid-1, hmac_key: "zWND+M6e/Q==" }'), []);
+  assert.deepEqual(issues("{ kid: kid-1, hmac_key_env: K }"), []);
+  assert.deepEqual(issues("{ kid: kid-1 }"), [
+    "error tls.acme.eab: External account binding needs its MAC key: give exactly one of hmac_key and hmac_key_env",
+  ]);
+  assert.deepEqual(issues("{ kid: kid-1, hmac_key: abc, hmac_key_env: K }"), [
+    "error tls.acme.eab: External account binding needs its MAC key: give exactly one of hmac_key and hmac_key_env",
+  ]);
+  // A quote or a space copied with the key: acme-client would sign with other bytes.
+  assert.deepEqual(issues(`{ kid: kid-1, hmac_key: "'zWNDZM6e'" }`), [
+    "error tls.acme.eab.hmac_key: hmac_key is not a base64url MAC key (letters, digits, - and _ only)",
+  ]);
+  assert.deepEqual(issues('{ kid: kid-1, hmac_key: "" }'), [
+    "error tls.acme.eab.hmac_key: hmac_key is empty",
+  ]);
+  assert.deepEqual(issues("{ kid: kid-1, hmac_key_env: NOPE }"), [
+    "error tls.acme.eab.hmac_key_env: Environment variable NOPE is not set",
+  ]);
+  assert.deepEqual(issues("{ kid: kid-1, hmac_key_env: E }"), [
+    "error tls.acme.eab.hmac_key_env: Environment variable E is empty",
+  ]);
+  assert.match(issues("{ hmac_key: abc }").join(), /^error tls\.acme\.eab\.kid/);
+});

@@ -22,6 +22,8 @@ export function acmeYaml(
     httpPort: number;
     upstream: string;
     extra?: string;
+    /** More lines of `tls.acme` (YAML, at its indentation). */
+    acmeExtra?: string;
     domains?: string[];
   },
 ): string {
@@ -37,6 +39,7 @@ tls:
     ca_cert: "${PEBBLE_TLS_CA}"
     storage_path: "${o.storage}"
     http_listen_addr: "127.0.0.1:${o.httpPort}"
+${o.acmeExtra ?? ""}
 routes:
   "/":
     type: proxy

@@ -67,6 +67,8 @@ export interface PebbleOptions {
   dir: string;
   /** Lifetime of issued certificates (default 5 years). */
   validitySeconds?: number;
+  /** External account binding keys (kid → base64url MAC key): pebble then requires EAB. */
+  eab?: Record<string, string>;
   /** Picks pebble's own ports (DNS, ACME, management, …, in that order); freePort by default. */
   pickPort?: () => number;
 }
@@ -126,7 +128,8 @@ async function startOnce(opts: PebbleOptions): Promise<Pebble> {
       httpPort: opts.httpPort,
       tlsPort,
       ocspResponderURL: "",
-      externalAccountBindingRequired: false,
+      externalAccountBindingRequired: opts.eab !== undefined,
+      ...(opts.eab ? { externalAccountMACKeys: opts.eab } : {}),
       ...(opts.validitySeconds ? { certificateValidityPeriod: opts.validitySeconds } : {}),
     },
   };
