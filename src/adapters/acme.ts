@@ -4,7 +4,7 @@
 // challenges (or publishes DNS-01 records through acme_dns.ts), and hands every new certificate to `onCertificate` (which swaps listeners live).
 // Instances sharing `storage_path` take turns through a lock file and load each other's result.
 
-import { X509Certificate } from "node:crypto";
+import { createHash, X509Certificate } from "node:crypto";
 import type { Logger } from "../ports.ts";
 import { ProxyError } from "../domain/errors.ts";
 import { renewalAt, renewalReason, retryDelay, sanNames } from "../domain/acme_schedule.ts";
@@ -80,10 +80,14 @@ const MAX_TOKENS = 1000;
 
 /**
  * What an order is for: the `tls.acme` settings, without where this instance listens or mounts
- * the store (a changed order is not held off by another's back-off).
+ * the store (a changed order is not held off by another's back-off). A digest: the key goes into
+ * the shared back-off record, and the settings hold secrets (an EAB MAC key, a DNS webhook's
+ * headers).
  */
 const orderKeyOf = (config: AcmeConfig) =>
-  JSON.stringify({ ...config, http_listen_addr: 0, storage_path: 0 });
+  createHash("sha256")
+    .update(JSON.stringify({ ...config, http_listen_addr: 0, storage_path: 0 }))
+    .digest("base64url");
 
 /** Reads a certificate's facts from its PEM (the leaf: first certificate of the chain). */
 export function certificateFacts(pem: string): CertificateFacts | null {

@@ -437,3 +437,30 @@ Deno.test("ACME: an expired stored certificate is served while the order fails, 
     }
   });
 });
+
+Deno.test("ACME: the shared back-off record names the failed order by a digest, not by its settings (which hold an EAB key)", async () => {
+  await withTempDir(async (dir) => {
+    await using up = await startUpstream(() => new Response("never"));
+    const secret = "c2VjcmV0LW1hYy1rZXktbm90LWZvci1kaXNr";
+    const yaml = acmeYaml({
+      ca: `https://127.0.0.1:${freePort()}/dir`,
+      storage: `${dir}/acme`,
+      httpPort: freePort(),
+      upstream: up.url,
+      acmeExtra: `    eab: { kid: kid-1, hmac_key: ${secret} }`,
+    });
+    const server = await start(yaml, { retryBaseMs: 60_000, clientRetries: 0 });
+    try {
+      await waitFor(() => server.acme!.status().failures === 1, { what: "the failed order" });
+      const record = await waitFor(
+        () => Deno.readTextFile(`${dir}/acme/order.backoff.json`).catch(() => null),
+        { what: "the back-off record" },
+      );
+      assert.equal(JSON.parse(record).failures, 1);
+      assert.ok(!record.includes(secret), record);
+      assert.ok(!record.includes("kid-1"), record);
+    } finally {
+      await server.shutdown();
+    }
+  });
+});
