@@ -63,7 +63,7 @@ export interface AdminListener {
 
 // Header names included: `X-Auth`, `X-Access-Key`, Azure's `Ocp-Apim-Subscription-Key`…
 const SECRET_KEY =
-  /token|password|passwd|secret|auth|cookie|credential|signature|(?:api|access|private|subscription)[-_]?key/i;
+  /token|password|passwd|secret|auth|cookie|credential|signature|(?:api|access|private|subscription|hmac)[-_]?key/i;
 const REDACTED = "[redacted]";
 const BCRYPT_HASH = /^\$2[abxy]?\$\d\d\$/;
 

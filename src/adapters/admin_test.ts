@@ -197,6 +197,11 @@ Deno.test("redactSecrets and authorized edge cases", () => {
     redactSecrets({ forward_auth: false, x: { copy_response_cookies: true, auth_token: "t" } }),
     { forward_auth: false, x: { copy_response_cookies: true, auth_token: "[redacted]" } },
   );
+  // tls.acme.eab's MAC key (and its variable's name, as token_env's).
+  assert.deepEqual(
+    redactSecrets({ eab: { kid: "k", hmac_key: "abc", hmac_key_env: "EAB_KEY" } }),
+    { eab: { kid: "k", hmac_key: "[redacted]", hmac_key_env: "[redacted]" } },
+  );
   assert.equal(redactSecrets("redis://:p@ss@h:6379/0"), "redis://:[redacted]@h:6379/0");
   assert.equal(redactSecrets("redis://u:p@s@s@h"), "redis://u:[redacted]@h");
   const headers = {
