@@ -10,6 +10,7 @@ import { ProxyError } from "../domain/errors.ts";
 import { renewalAt, renewalReason, retryDelay, sanNames } from "../domain/acme_schedule.ts";
 import type { CertificateFacts } from "../domain/acme_schedule.ts";
 import { openAcmeStore } from "./acme_store.ts";
+import { openRedisAcmeStore } from "./acme_store_redis.ts";
 import type { AcmeStore, CertificatePair, OrderLock } from "./acme_store.ts";
 import { directoryUrl, errorText, orderCertificate, retryAfterOf } from "./acme_order.ts";
 import type { AcmeConfig } from "./acme_order.ts";
@@ -86,8 +87,16 @@ const MAX_TOKENS = 1000;
  */
 const orderKeyOf = (config: AcmeConfig) =>
   createHash("sha256")
-    .update(JSON.stringify({ ...config, http_listen_addr: 0, storage_path: 0 }))
+    .update(JSON.stringify({ ...config, http_listen_addr: 0, storage_path: 0, redis: 0 }))
     .digest("base64url");
+
+/** The store `config` names: Redis (`redis`), else the directory `storage_path`. */
+function openStore(config: AcmeConfig): Promise<AcmeStore> {
+  const name = config.domains[0];
+  return config.redis
+    ? Promise.resolve(openRedisAcmeStore(config.redis, { name }))
+    : openAcmeStore(config.storage_path, { name });
+}
 
 /** Reads a certificate's facts from its PEM (the leaf: first certificate of the chain). */
 export function certificateFacts(pem: string): CertificateFacts | null {
@@ -119,13 +128,16 @@ export async function startAcme(
   const random = opts.random ?? Math.random;
   const checkMs = opts.checkIntervalMs ?? 600_000;
   let config = initial;
-  let store: AcmeStore = await openAcmeStore(config.storage_path, { name: config.domains[0] });
+  let store: AcmeStore = await openStore(config);
   const tokens = new Map<string, string>();
   let current: CertificatePair | null = null;
   let facts: CertificateFacts | null = null;
   let jitter = random();
   let loadedStamp: string | null = null;
   let failures = 0;
+  /** Passes in a row that failed outside an order (the store did not answer). */
+  let checkFailures = 0;
+  let checkError: string | null = null;
   /** performance.now() before which a failed order is not retried. */
   let retryAt = 0;
   /** The order (`orderKeyOf`) that failed: a config changed since is not held off by it. */
@@ -200,9 +212,18 @@ export async function startAcme(
       rerun = true;
       return running;
     }
-    running = pass().catch((err) => {
-      logger.error("ACME check failed", { error: errorText(err) });
-      schedule(checkMs);
+    running = pass().then(() => {
+      checkFailures = 0;
+      if (lastError === checkError) lastError = null;
+    }, (err) => {
+      // The store did not answer (Redis down, the volume gone): looked at again soon, backing
+      // off as after a failed order, not at the next periodic check 10 min away.
+      checkFailures++;
+      lastError = checkError = errorText(err);
+      state = "failing";
+      const delay = retryDelay(checkFailures, { random: random(), baseMs: opts.retryBaseMs });
+      logger.error("ACME check failed", { error: lastError, retryInMs: Math.min(delay, checkMs) });
+      schedule(delay);
     }).finally(() => {
       running = null;
       if (rerun && !closed) {
@@ -329,7 +350,10 @@ export async function startAcme(
     } finally {
       clearInterval(heartbeat);
       held = null;
-      await lock.release();
+      // It expires by itself (staleMs): an order's outcome stands whatever became of the store.
+      await lock.release().catch((err) =>
+        logger.warn("Cannot release the ACME order lock", { error: errorText(err) })
+      );
     }
   }
 
@@ -364,6 +388,7 @@ export async function startAcme(
     },
     async configure(next) {
       const moved = next.storage_path !== config.storage_path ||
+        JSON.stringify(next.redis) !== JSON.stringify(config.redis) ||
         next.domains[0] !== config.domains[0];
       // Only a changed tls.acme may fix what failed: a reload of other keys keeps the back-off
       // (a config edited in a loop must not hammer the CA into its rate limits).
@@ -371,7 +396,10 @@ export async function startAcme(
       config = next;
       if (changed) retryAt = 0;
       if (moved) {
-        store = await openAcmeStore(config.storage_path, { name: config.domains[0] });
+        const old = store;
+        store = await openStore(config);
+        // An order in flight keeps the store it began with until it ends.
+        void (running ?? Promise.resolve()).then(() => old.close?.());
         loadedStamp = null;
         // What is served now is stored under the new name too: a restart must not begin with
         // an older file there.
@@ -413,6 +441,7 @@ export async function startAcme(
         clearInterval(held.heartbeat);
         await held.lock.release().catch(() => {});
       }
+      await store.close?.();
     },
   };
 }

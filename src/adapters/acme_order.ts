@@ -100,14 +100,18 @@ async function placeOrder(config: AcmeConfig, opts: OrderOptions): Promise<Certi
   } catch {
     // acme-client would only say "invalid PEM public key", naming no file.
     throw new Error(
-      `Cannot use the ACME account key ${store.dir}/account.key: it is not a PEM private key (remove it to register a new account)`,
+      `Cannot use the ACME account key ${
+        store.where("account.key")
+      }: it is not a PEM private key (remove it to register a new account)`,
     );
   }
   // acme-client signs with RS256 or ES256/384/512 only; another key failed every order with
   // "Unsupported crypto operation".
   if (keyType !== "rsa" && keyType !== "ec") {
     throw new Error(
-      `Cannot use the ACME account key ${store.dir}/account.key: it is an ${keyType} key, and Prox signs ACME requests with ECDSA or RSA keys only (remove it to register a new account)`,
+      `Cannot use the ACME account key ${
+        store.where("account.key")
+      }: it is an ${keyType} key, and Prox signs ACME requests with ECDSA or RSA keys only (remove it to register a new account)`,
     );
   }
   const contact = [`mailto:${config.email}`];

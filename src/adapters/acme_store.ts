@@ -44,9 +44,10 @@ export interface SharedBackoff {
   error: string;
 }
 
-/** The storage directory. */
+/** Where the ACME state is kept: the storage directory, or Redis (acme_store_redis.ts). */
 export interface AcmeStore {
-  readonly dir: string;
+  /** Where `item` (e.g. `account.key`) is, for messages. */
+  where(item: string): string;
   readAccountKey(): Promise<string | null>;
   /** Writes the account key unless one exists; returns the key that is stored afterwards. */
   createAccountKey(pem: string): Promise<string>;
@@ -67,6 +68,8 @@ export interface AcmeStore {
   writeBackoff(backoff: SharedBackoff | null): Promise<void>;
   /** Takes the order lock, or returns null when another live instance holds it. */
   tryLock(opts: { staleMs: number; now: number }): Promise<OrderLock | null>;
+  /** Lets go of what the store holds open (a connection); none for the directory. */
+  close?(): Promise<void>;
 }
 
 /** RFC 8555 §8.3: tokens are base64url; anything else is never a file name. */
@@ -97,7 +100,7 @@ export async function openAcmeStore(
   };
 
   return {
-    dir,
+    where: (item) => `${dir}/${item}`,
     readAccountKey: () => readOrNull(`${dir}/account.key`),
     async createAccountKey(pem) {
       try {

@@ -38,6 +38,8 @@ const DESCRIPTIONS: Record<string, string> = {
   cert_path: "PEM certificate chain file",
   key_path: "PEM private key file",
   acme: "Automatic certificates from an ACME CA (Let's Encrypt) with HTTP-01",
+  redis:
+    "ACME state (account, certificate, challenges, order lock, back-off) in Redis instead of storage_path: {url, prefix, timeout}, for instances that share no file system",
   eab:
     "External account binding for CAs that require it (ZeroSSL, Google Trust Services): kid and hmac_key (or hmac_key_env) from the CA's account page",
   health_check: "Active health checks of upstream targets",

@@ -34,6 +34,13 @@ export const Acme = z.object({
   // Empty, its files went to the file system root ("" + "/account.key").
   storage_path: z.string().min(1).default("./acme_storage"),
   renewal_days_before_expiry: z.int().default(30),
+  // The ACME state in Redis instead of storage_path: instances that share no file system share
+  // the account, the certificate, pending challenges, the order lock and the back-off there.
+  redis: z.object({
+    url: z.string().min(1),
+    prefix: z.string().default("prox:acme:"),
+    timeout: Duration.prefault("5s"),
+  }).strict().optional(),
   http_listen_addr: z.string().optional(),
   challenge: z.enum(["http-01", "dns-01", "tls-alpn-01"]).default("http-01"),
   // External account binding (RFC 8555 §7.3.4), which ZeroSSL and Google Trust Services require:

@@ -7,7 +7,7 @@ import { isV4, parseCidr, parseIp } from "../domain/ip.ts";
 import { parseResolver } from "../domain/acme_dns.ts";
 import type { Cidr } from "../domain/ip.ts";
 import { parseRouteKey } from "../domain/router.ts";
-import { validateRateLimitStore } from "./redis_url.ts";
+import { redisUrlProblem, validateRateLimitStore } from "./redis_url.ts";
 import type { Config } from "./schema.ts";
 import { workersIssues } from "./workers_rules.ts";
 import type { ConfigIssue, ParseResult } from "./parse.ts";
@@ -577,6 +577,20 @@ function validateAcme(
   }
   validateAcmeDns(acme, opts);
   validateAcmeEab(acme, opts);
+  const problem = acme.redis && redisUrlProblem(acme.redis.url);
+  if (problem) {
+    err(
+      [...base, "redis", "url"],
+      problem,
+      'Use e.g. url: "redis://127.0.0.1:6379" (rediss:// for TLS)',
+    );
+  } else if (acme.redis && acme.redis.timeout <= 0) {
+    err(
+      [...base, "redis", "timeout"],
+      "timeout must be greater than 0",
+      "E.g. timeout: 5s (how long an ACME step waits for Redis)",
+    );
+  }
   if (dns01) return;
   const httpAddrs = [acme.http_listen_addr, opts.config.http_redirect?.listen_addr].filter(
     (a): a is string => a !== undefined,

@@ -321,3 +321,21 @@ Deno.test("validateConfig: tls.acme.eab needs one well-formed MAC key, given or 
   ]);
   assert.match(issues("{ hmac_key: abc }").join(), /^error tls\.acme\.eab\.kid/);
 });
+
+Deno.test("validateConfig: tls.acme.redis needs a Redis URL the client can use and a timeout", () => {
+  const issues = (redis: string) =>
+    loadConfigText(
+      BASE +
+        `tls:\n  acme:\n    enabled: true\n    email: a@a.example\n    domains: [a.example]\n    ca_url: https://ca.example/dir\n    redis: ${redis}\n`,
+      { file: "c.yaml", env: { exists: () => true } },
+    ).issues.map((i) => `${i.severity} ${i.path}: ${i.message}`);
+  assert.deepEqual(issues('{ url: "rediss://:pw@redis.internal:6380/2" }'), []);
+  assert.match(
+    issues('{ url: "http://:secret@redis.internal" }').join(),
+    /^error tls\.acme\.redis\.url: /,
+  );
+  assert.ok(!issues('{ url: "http://:secret@redis.internal" }').join().includes("secret"));
+  assert.deepEqual(issues('{ url: "redis://h", timeout: 0s }'), [
+    "error tls.acme.redis.timeout: timeout must be greater than 0",
+  ]);
+});

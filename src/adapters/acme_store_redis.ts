@@ -1,0 +1,166 @@
+// ACME state in Redis (`tls.acme.redis`), for instances that share no file system (containers,
+// hosts behind one load balancer): the same AcmeStore as the storage directory, one key per file.
+//   <prefix>account.key, <prefix>account.json   the ACME account
+//   <prefix>cert:<first-domain>                  {cert, key, directoryUrl, stamp} as one JSON value
+//   <prefix>challenge:<token>                    HTTP-01 key authorizations (expire after an hour)
+//   <prefix>lock                                 the ordering instance's id (expires when stale)
+//   <prefix>backoff                              the back-off after a failed order
+// Each value is written by one command, so a reader never sees half a certificate pair.
+
+import { Redis } from "ioredis";
+import { pairMatches, TOKEN } from "./acme_store.ts";
+import type { AcmeStore, SharedBackoff, StoredAccount } from "./acme_store.ts";
+import { wholeChain } from "./pem_chain.ts";
+import { redactUrl } from "./store_redis.ts";
+import { timerDelay } from "../config/duration.ts";
+
+/** `tls.acme.redis`. */
+export interface AcmeRedisConfig {
+  url: string;
+  prefix: string;
+  /** Per-command timeout (ms). */
+  timeout: number;
+}
+
+/** How long a challenge's key authorization is kept (an order takes minutes at most). */
+const CHALLENGE_TTL_MS = 3_600_000;
+
+/** Deletes or extends the lock only while it is still this holder's. */
+const RELEASE = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0`;
+const REFRESH = `if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0`;
+
+/** An AcmeStore in Redis; `close` disconnects. Connects lazily: opening never waits for Redis. */
+export function openRedisAcmeStore(
+  config: AcmeRedisConfig,
+  opts: { name: string },
+): AcmeStore & { close(): Promise<void> } {
+  const timeout = timerDelay(config.timeout);
+  const redis = new Redis(config.url, {
+    lazyConnect: true,
+    // Commands wait for a (re)connection, each at most `timeout`; an outage fails the order,
+    // which backs off as any failure does.
+    maxRetriesPerRequest: 1,
+    commandTimeout: timeout,
+    connectTimeout: Math.max(timeout, 1_000),
+    retryStrategy: (times: number) => Math.min(100 * 2 ** Math.min(times, 5), 2_000),
+  });
+  // Errors reach the caller through rejected commands; without a listener ioredis prints them.
+  redis.on("error", () => {});
+  const shown = redactUrl(config.url);
+  const key = (item: string) => `${config.prefix}${item}`;
+  const certKey = key(`cert:${opts.name}`);
+  const challengeKey = (token: string) => {
+    if (!TOKEN.test(token)) throw new Error(`Invalid ACME challenge token "${token}"`);
+    return key(`challenge:${token}`);
+  };
+  /** A command's failure says where Redis is (the URL without its password). */
+  const run = async <T>(what: string, p: Promise<T>): Promise<T> => {
+    try {
+      return await p;
+    } catch (err) {
+      throw new Error(`Cannot ${what} in Redis at ${shown}: ${(err as Error).message}`);
+    }
+  };
+  const json = async (item: string) => {
+    const text = await run(`read ${item}`, redis.get(key(item)));
+    try {
+      return text ? JSON.parse(text) : null;
+    } catch {
+      return null;
+    }
+  };
+  const readPair = async () => {
+    const text = await run("read the ACME certificate", redis.get(certKey));
+    try {
+      const p = text ? JSON.parse(text) : null;
+      return typeof p?.cert === "string" && typeof p.key === "string" ? p : null;
+    } catch {
+      return null;
+    }
+  };
+
+  return {
+    where: (item) => `Redis key ${key(item)} at ${shown}`,
+    readAccountKey: () => run("read the ACME account key", redis.get(key("account.key"))),
+    async createAccountKey(pem) {
+      await run("store the ACME account key", redis.set(key("account.key"), pem, "NX"));
+      return (await run("read the ACME account key", redis.get(key("account.key")))) ?? pem;
+    },
+    async readAccount() {
+      const a = await json("account.json");
+      return typeof a?.accountUrl === "string" && typeof a?.directoryUrl === "string"
+        ? a as StoredAccount
+        : null;
+    },
+    async writeAccount(account) {
+      await run("store the ACME account", redis.set(key("account.json"), JSON.stringify(account)));
+    },
+    async readCertificate() {
+      const p = await readPair();
+      // A truncated chain would stop the listener; null orders a new one.
+      if (!p || !wholeChain(p.cert) || !pairMatches(p.cert, p.key)) return null;
+      return typeof p.directoryUrl === "string"
+        ? { cert: p.cert, key: p.key, directoryUrl: p.directoryUrl }
+        : { cert: p.cert, key: p.key };
+    },
+    async writeCertificate(pair) {
+      const value = JSON.stringify({ ...pair, stamp: crypto.randomUUID() });
+      await run("store the ACME certificate", redis.set(certKey, value));
+    },
+    async certificateStamp() {
+      const p = await readPair();
+      return p ? String(p.stamp ?? p.cert.length) : null;
+    },
+    async writeChallenge(token, keyAuthorization) {
+      const k = challengeKey(token);
+      await run("store an ACME challenge", redis.set(k, keyAuthorization, "PX", CHALLENGE_TTL_MS));
+    },
+    readChallenge: (token) =>
+      TOKEN.test(token)
+        ? run("read an ACME challenge", redis.get(challengeKey(token)))
+        : Promise.resolve(null),
+    async removeChallenge(token) {
+      await run("remove an ACME challenge", redis.del(challengeKey(token)));
+    },
+    // Challenges expire by themselves.
+    pruneChallenges: () => Promise.resolve(),
+    async readBackoff() {
+      const b = await json("backoff");
+      return typeof b?.key === "string" && Number.isFinite(b.failures) &&
+          Number.isFinite(b.retryAt)
+        ? { key: b.key, failures: b.failures, retryAt: b.retryAt, error: String(b.error) }
+        : null;
+    },
+    async writeBackoff(backoff: SharedBackoff | null) {
+      const k = key("backoff");
+      await run<unknown>(
+        "store the ACME back-off",
+        backoff ? redis.set(k, JSON.stringify(backoff)) : redis.del(k),
+      );
+    },
+    // Staleness is Redis's expiry (its clock, not the caller's `now`): a holder that stops
+    // refreshing loses the lock `staleMs` later.
+    async tryLock({ staleMs }) {
+      const id = crypto.randomUUID();
+      const lockKey = key("lock");
+      const ms = String(Math.max(1, Math.ceil(staleMs)));
+      const got = await run("take the ACME order lock", redis.set(lockKey, id, "PX", ms, "NX"));
+      if (got !== "OK") return null;
+      return {
+        async refresh() {
+          await run("refresh the ACME order lock", redis.eval(REFRESH, 1, lockKey, id, ms));
+        },
+        async release() {
+          await run("release the ACME order lock", redis.eval(RELEASE, 1, lockKey, id));
+        },
+      };
+    },
+    close() {
+      redis.disconnect();
+      return Promise.resolve();
+    },
+  };
+}

@@ -1,0 +1,131 @@
+import assert from "node:assert/strict";
+import { interopTest, waitFor } from "../../tests/_harness.ts";
+import { startRedis } from "../../tests/_redis.ts";
+import { openRedisAcmeStore } from "./acme_store_redis.ts";
+
+const TLS = new URL("../../tests/fixtures/tls/", import.meta.url).pathname;
+const cert = Deno.readTextFileSync(`${TLS}cert.pem`);
+const key = Deno.readTextFileSync(`${TLS}key.pem`);
+const ca = Deno.readTextFileSync(`${TLS}ca.pem`);
+const caKey = Deno.readTextFileSync(`${TLS}ca.key`);
+
+interopTest(
+  "openRedisAcmeStore keeps the pair, account, challenges and back-off where a second instance reads them",
+  ["redis-server"],
+  async () => {
+    await using redis = await startRedis();
+    const config = { url: redis.url, prefix: "t:acme:", timeout: 2_000 };
+    const a = openRedisAcmeStore(config, { name: "example.com" });
+    const b = openRedisAcmeStore(config, { name: "example.com" });
+    const other = openRedisAcmeStore({ ...config, prefix: "u:" }, { name: "example.com" });
+    try {
+      assert.equal(await b.readCertificate(), null);
+      assert.equal(await b.certificateStamp(), null);
+      await a.writeCertificate({ cert: cert + ca, key, directoryUrl: "https://ca/dir" });
+      assert.deepEqual(await b.readCertificate(), {
+        cert: cert + ca,
+        key,
+        directoryUrl: "https://ca/dir",
+      });
+      const stamp = await b.certificateStamp();
+      assert.notEqual(stamp, null);
+      assert.equal(await other.readCertificate(), null, "another prefix is another store");
+      // Rewritten with the same bytes, the stamp still changes: instances load it again.
+      await a.writeCertificate({ cert: cert + ca, key, directoryUrl: "https://ca/dir" });
+      assert.notEqual(await b.certificateStamp(), stamp);
+      // A key of another certificate, or a chain cut short, is never loaded.
+      await a.writeCertificate({ cert, key: caKey });
+      assert.equal(await b.readCertificate(), null);
+      await a.writeCertificate({ cert: cert + ca.slice(0, 200), key });
+      assert.equal(await b.readCertificate(), null);
+
+      assert.equal(await a.readAccountKey(), null);
+      assert.equal(await a.createAccountKey("first"), "first");
+      assert.equal(await b.createAccountKey("second"), "first");
+      await a.writeAccount({
+        directoryUrl: "https://ca/dir",
+        accountUrl: "https://ca/a/1",
+        email: "e@x.io",
+      });
+      assert.equal((await b.readAccount())?.accountUrl, "https://ca/a/1");
+
+      await a.writeChallenge("tok_en-1", "tok_en-1.thumb");
+      assert.equal(await b.readChallenge("tok_en-1"), "tok_en-1.thumb");
+      assert.equal(await b.readChallenge("../lock"), null);
+      await assert.rejects(a.writeChallenge("a:b", "x"), /Invalid ACME challenge token/);
+      await b.removeChallenge("tok_en-1");
+      assert.equal(await a.readChallenge("tok_en-1"), null);
+
+      const backoff = { key: "k", failures: 2, retryAt: 1_800_000_000_000, error: "CA down" };
+      await a.writeBackoff(backoff);
+      assert.deepEqual(await b.readBackoff(), backoff);
+      await b.writeBackoff(null);
+      assert.equal(await a.readBackoff(), null);
+      assert.equal(a.where("account.key"), `Redis key t:acme:account.key at ${redis.url}`);
+    } finally {
+      await Promise.all([a.close(), b.close(), other.close()]);
+    }
+  },
+);
+
+interopTest(
+  "openRedisAcmeStore lock: one holder at a time, a holder that stops refreshing loses it, a lost lock's release frees nobody's",
+  ["redis-server"],
+  async () => {
+    await using redis = await startRedis();
+    const config = { url: redis.url, prefix: "t:", timeout: 2_000 };
+    const a = openRedisAcmeStore(config, { name: "x" });
+    const b = openRedisAcmeStore(config, { name: "x" });
+    try {
+      const now = Date.now();
+      const held = await a.tryLock({ staleMs: 60_000, now });
+      assert.ok(held);
+      assert.equal(await b.tryLock({ staleMs: 60_000, now }), null);
+      await held.release();
+      // Short-lived: refreshed, it outlives its first expiry; left alone, it expires.
+      const brief = await a.tryLock({ staleMs: 300, now });
+      assert.ok(brief);
+      const t0 = performance.now();
+      while (performance.now() - t0 < 600) {
+        await brief.refresh();
+        assert.equal(await b.tryLock({ staleMs: 300, now }), null);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      const taken = await waitFor(() => b.tryLock({ staleMs: 60_000, now }), {
+        what: "the unrefreshed lock to expire",
+      });
+      await brief.release();
+      await brief.refresh();
+      assert.equal(await a.tryLock({ staleMs: 60_000, now }), null, "b still holds it");
+      await taken.release();
+      const again = await a.tryLock({ staleMs: 60_000, now });
+      assert.ok(again);
+      await again.release();
+    } finally {
+      await Promise.all([a.close(), b.close()]);
+    }
+  },
+);
+
+interopTest(
+  "openRedisAcmeStore: a Redis that is down fails the step with a message naming it, without its password",
+  ["redis-server"],
+  async () => {
+    await using redis = await startRedis();
+    const url = `redis://:hunter2@127.0.0.1:${redis.port}`;
+    const store = openRedisAcmeStore({ url, prefix: "t:", timeout: 300 }, { name: "x" });
+    try {
+      redis.pause(true);
+      const err = await store.readAccountKey().then(() => null, (e: Error) => e);
+      redis.pause(false);
+      assert.ok(err);
+      assert.match(
+        err.message,
+        /^Cannot read the ACME account key in Redis at redis:\/\/:\*\*\*@127/,
+      );
+      assert.ok(!err.message.includes("hunter2"));
+    } finally {
+      await store.close();
+    }
+  },
+);

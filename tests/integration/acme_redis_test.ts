@@ -1,0 +1,122 @@
+// ACME state in Redis (tls.acme.redis) with Debian's pebble and redis-server: two instances with
+// no storage directory in common place one order and serve its certificate, an instance started
+// later serves it from Redis without an order, and a challenge another instance stored in Redis
+// is answered on the HTTP-01 listener.
+import assert from "node:assert/strict";
+import { interopTest, waitFor } from "../_harness.ts";
+import { startRedis } from "../_redis.ts";
+import { startUpstream } from "../_harness.ts";
+import type { AcmeTuning } from "../../src/adapters/acme.ts";
+import { openRedisAcmeStore } from "../../src/adapters/acme_store_redis.ts";
+import { freePort, startPebble } from "./_pebble.ts";
+import { acmeYaml, DOMAINS, start, tlsGet, TOOLS, withTempDir } from "./_acme.ts";
+
+interopTest(
+  "ACME with tls.acme.redis: instances sharing only Redis place one order, a later one loads it, challenges are shared",
+  [...TOOLS, "redis-server"],
+  () =>
+    withTempDir(async (dir) => {
+      const httpPort = freePort();
+      await using pebble = await startPebble({ httpPort, dir });
+      await using redis = await startRedis();
+      await using up = await startUpstream(() => new Response("via redis"));
+      const redisLine = `    redis: { url: "${redis.url}", prefix: "prox:acme:" }`;
+      // Each instance its own storage_path, which must stay unused.
+      const yaml = (name: string) =>
+        acmeYaml({
+          ca: pebble.directoryUrl,
+          storage: `${dir}/${name}`,
+          httpPort,
+          upstream: up.url,
+          acmeExtra: redisLine,
+        });
+      const tuning: AcmeTuning = { lockPollMs: 50, checkIntervalMs: 1_000 };
+      // Both bind the challenge port (SO_REUSEPORT): the CA's validation requests reach either.
+      const [a, b] = await Promise.all([start(yaml("a"), tuning), start(yaml("b"), tuning)]);
+      let serial: string;
+      try {
+        await waitFor(() => a.ready() && b.ready(), { timeoutMs: 30_000, what: "both HTTPS" });
+        const [ra, rb] = [await tlsGet(a.port, pebble.root), await tlsGet(b.port, pebble.root)];
+        assert.equal(ra.status, 200);
+        assert.equal(rb.status, 200);
+        assert.equal(ra.serial, rb.serial);
+        serial = ra.serial;
+        assert.equal(a.acme!.status().orders + b.acme!.status().orders, 1);
+        assert.equal(pebble.orders(), 1);
+
+        // A key authorization another instance stored is answered here (and nothing else is).
+        const store = openRedisAcmeStore({ url: redis.url, prefix: "prox:acme:", timeout: 2_000 }, {
+          name: DOMAINS[0],
+        });
+        try {
+          await store.writeChallenge("shared-token_1", "shared-token_1.thumbprint");
+          const res = await fetch(
+            `http://127.0.0.1:${httpPort}/.well-known/acme-challenge/shared-token_1`,
+          );
+          assert.equal(res.status, 200);
+          assert.equal(await res.text(), "shared-token_1.thumbprint");
+          const none = await fetch(`http://127.0.0.1:${httpPort}/.well-known/acme-challenge/other`);
+          assert.equal(none.status, 404);
+          await none.body?.cancel();
+          assert.equal(await store.readBackoff(), null);
+        } finally {
+          await store.close();
+        }
+      } finally {
+        await Promise.all([a.shutdown(), b.shutdown()]);
+      }
+      for (const name of ["a", "b"]) {
+        const files = [...Deno.readDirSync(dir)].map((e) => e.name);
+        assert.ok(!files.includes(name), `storage_path ${name} was created: ${files}`);
+      }
+
+      // A new instance serves the stored certificate at once, without contacting the CA.
+      const c = await start(yaml("c"), tuning);
+      try {
+        assert.ok(c.ready());
+        const got = await tlsGet(c.port, pebble.root);
+        assert.equal(got.serial, serial);
+        assert.equal(c.acme!.status().orders, 0);
+        assert.equal(pebble.orders(), 1);
+      } finally {
+        await c.shutdown();
+      }
+    }),
+);
+
+interopTest(
+  "ACME with tls.acme.redis: a Redis that does not answer at start-up is tried again soon, and the order goes out once it does",
+  [...TOOLS, "redis-server"],
+  () =>
+    withTempDir(async (dir) => {
+      const httpPort = freePort();
+      await using pebble = await startPebble({ httpPort, dir });
+      await using redis = await startRedis();
+      await using up = await startUpstream(() => new Response("after the outage"));
+      const yaml = acmeYaml({
+        ca: pebble.directoryUrl,
+        storage: `${dir}/unused`,
+        httpPort,
+        upstream: up.url,
+        acmeExtra: `    redis: { url: "${redis.url}", timeout: 200ms }`,
+      });
+      redis.pause(true);
+      let paused = true;
+      // The periodic check is 10 min away: only the retry after a failed check can order in time.
+      const server = await start(yaml, { retryBaseMs: 200, checkIntervalMs: 600_000 });
+      try {
+        await waitFor(() => server.acme!.status().lastError, { what: "a failed check" });
+        assert.equal(server.acme!.status().state, "failing");
+        assert.match(server.acme!.status().lastError!, /in Redis at redis:\/\/127\.0\.0\.1:/);
+        redis.pause(false);
+        paused = false;
+        await waitFor(() => server.ready(), { timeoutMs: 30_000, what: "HTTPS after the outage" });
+        assert.equal((await tlsGet(server.port, pebble.root)).status, 200);
+        assert.equal(server.acme!.status().lastError, null);
+        assert.equal(pebble.orders(), 1);
+      } finally {
+        if (paused) redis.pause(false);
+        await server.shutdown();
+      }
+    }),
+);
