@@ -105,14 +105,29 @@ export function certificateFacts(pem: string): CertificateFacts | null {
     const notAfter = Date.parse(x.validTo);
     const notBefore = Date.parse(x.validFrom);
     if (!Number.isFinite(notAfter)) return null;
+    const keyType = keyTypeOf(x);
     return {
       notAfter,
       ...(Number.isFinite(notBefore) ? { notBefore } : {}),
       names: sanNames(x.subjectAltName),
+      ...(keyType ? { keyType } : {}),
     };
   } catch {
     return null;
   }
+}
+
+/** A certificate's public key as `tls.acme.key_type` names it, or undefined for another kind. */
+function keyTypeOf(x: X509Certificate): string | undefined {
+  const k = x.publicKey;
+  const d = k.asymmetricKeyDetails;
+  if (k.asymmetricKeyType === "rsa") return d?.modulusLength ? `rsa${d.modulusLength}` : undefined;
+  if (k.asymmetricKeyType !== "ec") return undefined;
+  return d?.namedCurve === "prime256v1"
+    ? "p256"
+    : d?.namedCurve === "secp384r1"
+    ? "p384"
+    : undefined;
 }
 
 /** Opens the store, loads a stored certificate and starts the renewal loop (does not block on it). */
@@ -174,8 +189,16 @@ export async function startAcme(
     await install(pair, f, "storage");
   }
 
-  const covers = (f: CertificateFacts) =>
-    renewalReason(f, { domains: config.domains, now: 0, renewAt: Infinity }) !== "domains";
+  /** Holds every configured name, with a key of the configured type. */
+  const covers = (f: CertificateFacts) => {
+    const why = renewalReason(f, {
+      domains: config.domains,
+      now: 0,
+      renewAt: Infinity,
+      keyType: config.key_type,
+    });
+    return why !== "domains" && why !== "key_type";
+  };
 
   async function install(pair: CertificatePair, f: CertificateFacts, from: string) {
     current = pair;
@@ -246,6 +269,7 @@ export async function startAcme(
           domains: config.domains,
           now: now(),
           renewAt: facts ? renewAtFor(facts) : 0,
+          keyType: config.key_type,
         });
     if (!reason()) {
       state = "ok";

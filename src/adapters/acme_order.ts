@@ -48,7 +48,7 @@ let retryAfterSeen = 0;
 /**
  * Orders one SAN certificate for every configured domain, answering HTTP-01 through `sink`, or
  * DNS-01 through `tls.acme.dns`.
- * The certificate key is a fresh ECDSA P-256 key per order. A failure after the CA answered
+ * The certificate key is a fresh key of `key_type` per order. A failure after the CA answered
  * "rate limited" carries its Retry-After (see `retryAfterOf`).
  */
 export async function orderCertificate(
@@ -163,9 +163,12 @@ async function placeOrder(config: AcmeConfig, opts: OrderOptions): Promise<Certi
     await store.writeAccount({ ...stored, email: config.email });
   }
 
+  const kt = config.key_type ?? "p256";
   const [key, csr] = await acme.crypto.createCsr(
     { commonName: config.domains[0], altNames: config.domains },
-    await acme.crypto.createPrivateEcdsaKey(),
+    kt.startsWith("rsa")
+      ? await acme.crypto.createPrivateRsaKey(Number(kt.slice(3)))
+      : await acme.crypto.createPrivateEcdsaKey(kt === "p384" ? "P-384" : "P-256"),
   );
   const dns = config.challenge === "dns-01" ? config.dns : undefined;
   const publisher = dns ? dnsPublisher(dns) : null;

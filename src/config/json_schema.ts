@@ -38,6 +38,7 @@ const DESCRIPTIONS: Record<string, string> = {
   cert_path: "PEM certificate chain file",
   key_path: "PEM private key file",
   acme: "Automatic certificates from an ACME CA (Let's Encrypt) with HTTP-01",
+  key_type: "The ACME certificate's key: p256 (default), p384, rsa2048, rsa3072 or rsa4096",
   redis:
     "ACME state (account, certificate, challenges, order lock, back-off) in Redis instead of storage_path: {url, prefix, timeout}, for instances that share no file system",
   eab:

@@ -34,6 +34,8 @@ export const Acme = z.object({
   // Empty, its files went to the file system root ("" + "/account.key").
   storage_path: z.string().min(1).default("./acme_storage"),
   renewal_days_before_expiry: z.int().default(30),
+  // The certificate's key: ECDSA P-256 (what browsers prefer), P-384, or RSA for old clients.
+  key_type: z.enum(["p256", "p384", "rsa2048", "rsa3072", "rsa4096"]).default("p256"),
   // The ACME state in Redis instead of storage_path: instances that share no file system share
   // the account, the certificate, pending challenges, the order lock and the back-off there.
   redis: z.object({

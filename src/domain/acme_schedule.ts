@@ -12,6 +12,8 @@ export interface CertificateFacts {
   notBefore?: number;
   /** DNS names in its subjectAltName. */
   names: readonly string[];
+  /** Its public key as `tls.acme.key_type` names it (p256, rsa2048…), when known. */
+  keyType?: string;
 }
 
 /**
@@ -39,11 +41,12 @@ export function renewalAt(
  */
 export function renewalReason(
   facts: CertificateFacts | null,
-  opts: { domains: readonly string[]; now: number; renewAt: number },
-): "missing" | "domains" | "expired" | "due" | null {
+  opts: { domains: readonly string[]; now: number; renewAt: number; keyType?: string },
+): "missing" | "domains" | "key_type" | "expired" | "due" | null {
   if (!facts) return "missing";
   const names = new Set(facts.names.map((n) => n.toLowerCase()));
   if (!opts.domains.every((d) => names.has(d.toLowerCase()))) return "domains";
+  if (opts.keyType && facts.keyType && facts.keyType !== opts.keyType) return "key_type";
   if (opts.now >= facts.notAfter) return "expired";
   if (opts.now >= opts.renewAt) return "due";
   return null;

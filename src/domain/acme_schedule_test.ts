@@ -32,6 +32,15 @@ Deno.test("renewalReason keeps a valid certificate covering every domain", () =>
   assert.equal(renewalReason(facts, { ...base, domains: ["c.example"], now: 0 }), "domains");
   assert.equal(renewalReason(facts, { ...base, now: 70 * DAY }), "due");
   assert.equal(renewalReason(facts, { ...base, now: 100 * DAY }), "expired");
+  // A key of another type than configured is replaced; one whose type is unknown is not.
+  const rsa = { ...facts, keyType: "rsa2048" };
+  assert.equal(renewalReason(rsa, { ...base, now: 10 * DAY, keyType: "p256" }), "key_type");
+  assert.equal(renewalReason(rsa, { ...base, now: 10 * DAY, keyType: "rsa2048" }), null);
+  assert.equal(renewalReason(facts, { ...base, now: 10 * DAY, keyType: "p256" }), null);
+  assert.equal(
+    renewalReason(rsa, { ...base, domains: ["c.example"], now: 0, keyType: "p256" }),
+    "domains",
+  );
 });
 
 Deno.test("retryDelay doubles per failure within [50 %, 100 %] and is capped", () => {

@@ -82,7 +82,7 @@ export async function tlsGet(
   ca: string,
   path = "/",
   servername = DOMAINS[0],
-): Promise<{ serial: string; names: string; status: number; body: string }> {
+): Promise<{ serial: string; names: string; key: string; status: number; body: string }> {
   const socket = tls.connect({ host: "127.0.0.1", port, servername, ca });
   socket.setTimeout(10_000, () => socket.destroy(new Error("TLS request timed out")));
   try {
@@ -103,7 +103,11 @@ export async function tlsGet(
       chunks.reduce((a, c) => new Uint8Array([...a, ...c]), new Uint8Array()),
     );
     const status = Number(raw.match(/^HTTP\/1\.1 (\d{3})/)?.[1] ?? 0);
-    return { serial: peer.serialNumber, names: peer.subjectaltname ?? "", status, body: raw };
+    // The served key as `rsa 2048` or `ec secp384r1`.
+    const pub = new X509Certificate(peer.raw).publicKey;
+    const d = pub.asymmetricKeyDetails;
+    const key = `${pub.asymmetricKeyType} ${d?.namedCurve ?? d?.modulusLength}`;
+    return { serial: peer.serialNumber, names: peer.subjectaltname ?? "", key, status, body: raw };
   } finally {
     socket.destroy();
   }
