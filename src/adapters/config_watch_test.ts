@@ -21,6 +21,8 @@ Deno.test("watchFiles sees a save by rename (new inode) and reports the changed 
     onChange: (c) => void calls.push(c),
   });
   try {
+    // The baseline is read in the background: a save before it is read would be the baseline.
+    await w.ready;
     await Deno.writeTextFile(`${dir}/.config.yaml.swp`, "v1");
     await Deno.rename(`${dir}/.config.yaml.swp`, file);
     await waitFor(() => calls.length === 1, { what: "one change" });
@@ -46,6 +48,7 @@ Deno.test("watchFiles debounces a burst into one call and never drops a change m
     },
   });
   try {
+    await w.ready;
     for (let i = 1; i <= 5; i++) await Deno.writeTextFile(file, `burst ${i}`);
     await entered.promise;
     entered = Promise.withResolvers<void>();
