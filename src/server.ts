@@ -439,6 +439,14 @@ export async function startServer(
       opts.onDrain?.(target, on);
       return { target, drained: on, inFlight: upstreams.get(target).inFlight };
     },
+    renewCertificate: () => {
+      const acme = certs.acme;
+      if (!acme) return null;
+      if (acme.status().state === "ordering") return { started: false, acme: acme.status() };
+      logger.info("ACME renewal forced through the admin API", { domains: acme.status().domains });
+      void acme.renewNow();
+      return { started: true, acme: acme.status() };
+    },
     metricsText,
     metricsContentType: prom?.contentType,
     status: () =>

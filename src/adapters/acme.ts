@@ -161,6 +161,8 @@ export async function startAcme(
   let lastError: string | null = null;
   let state: AcmeStatus["state"] = "ok";
   let forced = false;
+  /** A forced order not yet attempted: it goes out whatever back-off holds. */
+  let urgent = false;
   let closed = false;
   let timer: ReturnType<typeof setTimeout> | undefined;
   let running: Promise<void> | null = null;
@@ -278,7 +280,10 @@ export async function startAcme(
     // Back-off outlives the periodic check (which still picks up certificates from storage).
     // A reload that changed tls.acme while the failed order was in flight is not held off.
     const wait = retryFor === orderKeyOf(config) ? retryAt - performance.now() : 0;
-    if (!forced && wait > 0) return schedule(wait);
+    // Only the first attempt of a forced order skips the back-off: one that failed retries on it.
+    const skipBackoff = urgent;
+    urgent = false;
+    if (!skipBackoff && wait > 0) return schedule(wait);
     const staleMs = opts.lockStaleMs ?? 600_000;
     const lock = await store.tryLock({ staleMs, now: Date.now() });
     if (!lock) {
@@ -300,7 +305,7 @@ export async function startAcme(
       if (shared?.key === orderKey) {
         failures = Math.max(failures, shared.failures);
         const left = shared.retryAt - Date.now();
-        if (!forced && left > 0) {
+        if (!skipBackoff && left > 0) {
           state = "failing";
           lastError = shared.error;
           retryAt = performance.now() + left;
@@ -437,6 +442,7 @@ export async function startAcme(
     },
     renewNow() {
       forced = true;
+      urgent = true;
       return check();
     },
     status: () => ({

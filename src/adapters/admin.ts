@@ -16,6 +16,7 @@ import { statusPage } from "./admin_page.ts";
 import type { StatusJson } from "./admin_status.ts";
 import type { ExplainRequest, Explanation } from "../proxy/explain.ts";
 import type { PurgeInput, PurgeResult } from "../proxy/cache_purge.ts";
+import type { AcmeStatus } from "./acme.ts";
 import { requestFromArgs } from "./explain_cli.ts";
 
 export { isLoopback };
@@ -49,6 +50,11 @@ export interface AdminCallbacks {
     target: string,
     on: boolean,
   ): { target: string; drained: boolean; inFlight: number } | null;
+  /**
+   * `POST /acme/renew`: orders a new ACME certificate now (`started`: false when an order is in
+   * progress already); null without `tls.acme`.
+   */
+  renewCertificate?(): { started: boolean; acme: AcmeStatus } | null;
   /** `GET /explain`: one request explained against the live config and health. */
   explain?(req: ExplainRequest): Promise<Explanation>;
   metricsContentType?: string;
@@ -284,6 +290,18 @@ export function createAdminApp(
       return c.json({ error: `Method not allowed: use POST ${path}` }, 405);
     });
   }
+  // A certificate to replace before it is due (a key that leaked, a CA's mass revocation).
+  app.post("/acme/renew", (c) => {
+    const r = cb.renewCertificate?.() ?? null;
+    if (!r) return c.json({ error: "Not found: tls.acme is not enabled" }, 404);
+    return r.started
+      ? c.json({ renewing: true, acme: r.acme }, 202)
+      : c.json({ error: "Conflict: an ACME order is in progress", acme: r.acme }, 409);
+  });
+  app.get("/acme/renew", (c) => {
+    c.header("allow", "POST");
+    return c.json({ error: "Method not allowed: use POST /acme/renew" }, 405);
+  });
   app.get("/status", (c) => c.json(cb.status()));
   // ?url=…&method=…&header=Name:%20value (repeated)&client_ip=…
   app.get("/explain", async (c) => {

@@ -357,3 +357,46 @@ Deno.test("redactSecrets: a notify webhook's path and query are its credential",
     webhook: "https://h.example/[redacted]",
   });
 });
+
+Deno.test("admin POST /acme/renew: 202 when an order starts, 409 during one, 404 without ACME, GET 405, token required", async () => {
+  const acme = {
+    state: "ok" as const,
+    domains: ["a.example"],
+    notAfter: 1,
+    renewAt: 0,
+    failures: 0,
+    lastError: null,
+    orders: 0,
+    retryInMs: null,
+  };
+  let started = true;
+  let asked = 0;
+  const cb = fake({
+    renewCertificate: () => (asked++, { started, acme }),
+  });
+  await withAdmin(cb, "t", async (base) => {
+    const post = (auth = "Bearer t") =>
+      fetch(`${base}/acme/renew`, { method: "POST", headers: { authorization: auth } });
+    const denied = await post("Bearer nope");
+    assert.equal(denied.status, 401);
+    await denied.body?.cancel();
+    assert.equal(asked, 0);
+    const ok = await post();
+    assert.equal(ok.status, 202);
+    assert.deepEqual(await ok.json(), { renewing: true, acme });
+    started = false;
+    const busy = await post();
+    assert.equal(busy.status, 409);
+    assert.match((await busy.json()).error, /an ACME order is in progress/);
+    const get = await fetch(`${base}/acme/renew`, { headers: { authorization: "Bearer t" } });
+    assert.equal(get.status, 405);
+    assert.equal(get.headers.get("allow"), "POST");
+    await get.body?.cancel();
+    assert.equal(asked, 2);
+  });
+  await withAdmin(fake({ renewCertificate: () => null }), undefined, async (base) => {
+    const none = await fetch(`${base}/acme/renew`, { method: "POST" });
+    assert.equal(none.status, 404);
+    assert.match((await none.json()).error, /tls\.acme is not enabled/);
+  });
+});
