@@ -445,3 +445,71 @@ Deno.test("validate: tls.client_auth's CA file, HTTP/3 and Deno.serve", () => {
     /client_cert\.fingerprints\.0: "abc" is no SHA-256 fingerprint/,
   );
 });
+
+/**
+ * Makes, in `dir`, a root CA, an intermediate it issued (int.pem), a client certificate the
+ * intermediate issued (leaf.pem, leaf.key; chain.pem with the intermediate) and the root's list
+ * revoking the intermediate (root.crl).
+ */
+async function revokedIntermediate(dir: string): Promise<void> {
+  const script = `set -e
+cd "${dir}"
+p256() { openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes "$@"; }
+p256 -x509 -days 1 -keyout root.key -out root.pem -subj /CN=Root \\
+  -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign
+p256 -keyout int.key -out int.csr -subj /CN=Intermediate
+printf 'basicConstraints=critical,CA:TRUE\\nkeyUsage=critical,keyCertSign,cRLSign\\n' > int.ext
+openssl x509 -req -in int.csr -CA root.pem -CAkey root.key -set_serial 0x1122 -days 1 \\
+  -extfile int.ext -out int.pem
+p256 -keyout leaf.key -out leaf.csr -subj /CN=bob
+printf 'basicConstraints=critical,CA:FALSE\\nextendedKeyUsage=clientAuth\\n' > leaf.ext
+openssl x509 -req -in leaf.csr -CA int.pem -CAkey int.key -set_serial 7 -days 1 \\
+  -extfile leaf.ext -out leaf.pem
+cat leaf.pem int.pem > chain.pem
+printf '[ca]\\ndefault_ca=d\\n[d]\\ndatabase=idx\\ndefault_md=sha256\\ncrlnumber=num\\ndefault_crl_days=1\\n' > crl.cnf
+touch idx && echo 01 > num
+openssl ca -batch -config crl.cnf -cert root.pem -keyfile root.key -revoke int.pem
+openssl ca -batch -config crl.cnf -cert root.pem -keyfile root.key -gencrl -out root.crl
+`;
+  const r = await run("bash", ["-c", script]);
+  assert.equal(r.code, 0, r.stderr);
+}
+
+interopTest(
+  "tls.client_auth crl_file: a certificate whose intermediate the root's list revokes is refused",
+  [
+    "openssl",
+  ],
+  async () => {
+    const dir = await Deno.makeTempDir({ prefix: "prox-crl-chain-" });
+    try {
+      await revokedIntermediate(dir);
+      await using up = await echo();
+      const leaf = { cert: Deno.readTextFileSync(`${dir}/chain.pem`), key: `${dir}/leaf.key` };
+      for (const ca of ["root.pem", "int.pem root.pem"]) {
+        // The intermediate comes from the client (ca_cert: the root), or from ca_cert itself.
+        const caFile = `${dir}/ca.pem`;
+        await Deno.writeTextFile(
+          caFile,
+          ca.split(" ").map((f) => Deno.readTextFileSync(`${dir}/${f}`)).join(""),
+        );
+        const yaml = config(up.url).replace(
+          `ca_cert: "${TLS}/ca.pem"`,
+          `ca_cert: "${caFile}", crl_file: "${dir}/root.crl"`,
+        );
+        await using prox = await startProxy(yaml, { tls: true });
+        await refused(`https://localhost:${prox.port}/`, leaf);
+        // Without the list the same client gets through: the refusal is the revocation's.
+        await using open = await startProxy(
+          yaml.replace(`, crl_file: "${dir}/root.crl"`, ""),
+          { tls: true },
+        );
+        using c = client(leaf);
+        const res = await fetch(`https://localhost:${open.port}/`, { client: c });
+        assert.equal((await res.json())["x-client-subject"], "CN=bob", ca);
+      }
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);

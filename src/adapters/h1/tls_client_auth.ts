@@ -160,6 +160,27 @@ interface PeerCertificate {
   fingerprint256?: string;
   subjectaltname?: string;
   valid_to?: string;
+  /** The next certificate up the verified chain (detailed); itself for the trust anchor. */
+  issuerCertificate?: PeerCertificate;
+}
+
+/** How many certificates up a chain are looked at for revocation (OpenSSL's default depth). */
+const MAX_CHAIN = 100;
+
+/**
+ * The first certificate of `peer`'s chain (the client's, then each issuer up to the trust anchor,
+ * which no list can revoke) that `crl` holds revoked; null when none is.
+ */
+function revokedInChain(peer: PeerCertificate, crl: RevocationCheck): PeerCertificate | null {
+  let c: PeerCertificate | undefined = peer;
+  for (let depth = 0; c?.raw && depth < MAX_CHAIN; depth++) {
+    const next: PeerCertificate | undefined = c.issuerCertificate;
+    // An intermediate the root's list revokes revokes whatever it issued (RFC 5280 §6.3).
+    if (next !== c && crl.revoked(c.raw)) return c;
+    if (next === c) break;
+    c = next;
+  }
+  return null;
 }
 
 /**
@@ -234,8 +255,13 @@ export function listenClientAuth(
       opts.onRefused?.(String(socket.authorizationError ?? "unverified certificate"));
       return void socket.destroy();
     }
-    if (cert !== null && opts.auth.crl?.revoked(peer.raw!)) {
-      opts.onRefused?.(`certificate revoked (serial ${cert.serial}, ${cert.subject})`);
+    const revoked = cert !== null && opts.auth.crl ? revokedInChain(peer, opts.auth.crl) : null;
+    if (revoked !== null) {
+      const which = revoked === peer ? cert! : clientCertOf(revoked);
+      opts.onRefused?.(
+        `certificate revoked (serial ${which?.serial}, ${which?.subject})` +
+          (revoked === peer ? "" : ` in the chain of ${cert!.subject}`),
+      );
       return void socket.destroy();
     }
     const conn = new NodeTlsConn(socket, cert);
