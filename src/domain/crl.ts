@@ -6,7 +6,7 @@
 // is loaded (adapters/crl_verify.ts, with node:crypto): `signedParts` hands it what that needs.
 
 /** One DER element: its tag, and where its contents lie in the buffer. */
-interface Der {
+export interface Der {
   tag: number;
   start: number;
   end: number;
@@ -15,7 +15,7 @@ interface Der {
 }
 
 /** Reads the element at `pos` of `buf` (throws on a truncated or indefinite-length one). */
-function readDer(buf: Uint8Array, pos: number): Der {
+export function readDer(buf: Uint8Array, pos: number): Der {
   const from = pos;
   if (pos + 2 > buf.length) throw new Error("truncated DER element");
   const tag = buf[pos++];
@@ -31,7 +31,7 @@ function readDer(buf: Uint8Array, pos: number): Der {
 }
 
 /** The elements inside a constructed one. */
-function children(buf: Uint8Array, el: Der): Der[] {
+export function children(buf: Uint8Array, el: Der): Der[] {
   const out: Der[] = [];
   for (let pos = el.start; pos < el.end;) {
     const c = readDer(buf, pos);
@@ -104,7 +104,7 @@ export function parseCrl(der: Uint8Array): Crl {
 }
 
 /** A dotted OID from an OBJECT IDENTIFIER's contents (X.690 §8.19). */
-function oidOf(bytes: Uint8Array): string {
+export function oidOf(bytes: Uint8Array): string {
   if (bytes.length === 0) throw new Error("an empty OBJECT IDENTIFIER");
   // The first byte holds the first two arcs (X * 40 + Y; X is 2 from 80 on).
   const x = bytes[0] < 40 ? 0 : bytes[0] < 80 ? 1 : 2;

@@ -513,3 +513,61 @@ interopTest(
     }
   },
 );
+
+/**
+ * A client certificate the test CA issues in `dir` (`name`.pem, `name`.key), with the extensions
+ * section `ext` (openssl x509 -extfile).
+ */
+async function issue(dir: string, name: string, subject: string, ext: string) {
+  await Deno.writeTextFile(`${dir}/${name}.ext`, ext);
+  const script = `set -e
+cd "${dir}"
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout ${name}.key \\
+  -out ${name}.csr -subj '${subject}' -multivalue-rdn -utf8
+openssl x509 -req -in ${name}.csr -CA "${TLS}/ca.pem" -CAkey "${TLS}/ca.key" -set_serial 0x${
+    crypto.randomUUID().slice(0, 8)
+  } \\
+  -days 1 -extfile ${name}.ext -extensions x -out ${name}.pem
+`;
+  const r = await run("bash", ["-c", script]);
+  assert.equal(r.code, 0, r.stderr);
+  return { cert: await Deno.readTextFile(`${dir}/${name}.pem`), key: `${dir}/${name}.key` };
+}
+
+interopTest('client_cert san_matches: one subjectAltName holding ", URI:…" does not read as two', [
+  "openssl",
+], async () => {
+  const dir = await Deno.makeTempDir({ prefix: "prox-san-" });
+  try {
+    // One URI whose text is "spiffe://prox.test/dev, URI:spiffe://prox.test/ops", and one email.
+    // The route admits a list that holds the name URI:spiffe://prox.test/ops, at its start or
+    // after another name's ", ".
+    const mallory = await issue(
+      dir,
+      "mallory",
+      "/CN=mallory",
+      "[x]\nbasicConstraints=critical,CA:FALSE\nextendedKeyUsage=clientAuth\nsubjectAltName=@alt\n" +
+        '[alt]\nURI.1 = spiffe://prox.test/dev, URI:spiffe://prox.test/ops\nemail.1 = "a, DNS:b"@c.test\n',
+    );
+    await using up = await echo();
+    await using prox = await startProxy(
+      config(up.url).replace(
+        "routes:\n",
+        `routes:\n  /ops: { type: proxy, target: "${up.url}", client_cert: { san_matches: '(^|, )URI:spiffe://prox\\.test/ops(,|$)' } }\n`,
+      ),
+      { tls: true },
+    );
+    using c = client(mallory);
+    const ops = await fetch(`https://localhost:${prox.port}/ops`, { client: c });
+    await ops.body?.cancel();
+    assert.equal(ops.status, 403);
+    // The upstream sees each value quoted, as Node.js writes one holding a comma.
+    const res = await fetch(`https://localhost:${prox.port}/`, { client: c });
+    assert.equal(
+      (await res.json())["x-client-san"],
+      'URI:"spiffe://prox.test/dev\\u002c URI:spiffe://prox.test/ops", email:"a\\u002c DNS:b@c.test"',
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
