@@ -1,7 +1,9 @@
 // A client certificate's names as `{tls_client_subject}`, `{tls_client_issuer}` and
 // `{tls_client_san}` write them, decoded from its DER (RFC 5280 §4.1, §4.2.1.6): Deno's node:tls
 // joins the subjectAltName values with ", " unescaped, so a value holding ", URI:…" read as a
-// second name to a route's `san_matches` (Node.js quotes such values since CVE-2021-44532).
+// second name to a route's `san_matches` (Node.js quotes such values since CVE-2021-44532); and
+// its subject leaves out the attributes it has no name for (DC, UID) and groups repeated ones
+// out of order, so two different subjects could read the same to `subject_matches`.
 
 import { children, type Der, oidOf, readDer } from "./crl.ts";
 import { formatIp, isV4 } from "./ip.ts";
@@ -77,6 +79,18 @@ function generalName(der: Uint8Array, g: Der): string {
   }
 }
 
+/** A DER certificate's subject and issuer as RFC 4514 writes them (`distinguishedName`). */
+export function certificateNames(der: Uint8Array): { subject: string; issuer: string } {
+  const tbs = children(der, readDer(der, 0))[0];
+  if (!tbs) throw new Error("not a certificate");
+  const f = children(der, tbs);
+  // [0] version, serial, signature, issuer, validity, subject
+  const at = f[0]?.tag === 0xa0 ? 1 : 0;
+  const issuer = f[at + 2], subject = f[at + 4];
+  if (issuer?.tag !== 0x30 || subject?.tag !== 0x30) throw new Error("not a certificate");
+  return { subject: distinguishedName(der, subject), issuer: distinguishedName(der, issuer) };
+}
+
 /** The subjectAltName list of a DER certificate, ", " between names; "" without one. */
 export function subjectAltNames(der: Uint8Array): string {
   const ext = extensions(der).find((e) => e.oid === SUBJECT_ALT_NAME);
@@ -127,7 +141,10 @@ function stringOf(der: Uint8Array, v: Der): string | null {
   }
 }
 
-/** Control characters, which a header cannot carry, as RFC 4514's \XX. */
+/**
+ * Control characters as RFC 4514's \XX: a value holding one would make a header rule that sends
+ * it skip (Deno cannot send it), and leave a client's own header of that name in place.
+ */
 // deno-lint-ignore no-control-regex
 const CONTROLS = /[\x00-\x1f\x7f]/g;
 

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import { subjectAltNames } from "./x509_names.ts";
-import { pemBlocks } from "./crl.ts";
+import { certificateNames, distinguishedName, subjectAltNames } from "./x509_names.ts";
+import { pemBlocks, readDer } from "./crl.ts";
 
 const TLS = new URL("../../tests/fixtures/tls/", import.meta.url).pathname;
 const der = (file: string) => pemBlocks(Deno.readTextFileSync(`${TLS}${file}`), "CERTIFICATE")[0];
@@ -54,4 +54,53 @@ Deno.test("subjectAltNames quotes a value holding a comma, a quote or a control 
     ])),
     "IP Address:10.0.0.1, IP Address:2001:db8::1, IP Address:::ffff:10.0.0.1",
   );
+});
+
+/** A Name (DER) of the RDNs given, each a list of [OID bytes, string tag, value]. */
+function name(rdns: [number[], number, string][][]): Uint8Array {
+  const tlv = (tag: number, body: number[]) => [tag, body.length, ...body];
+  const utf8 = (s: string) => [...new TextEncoder().encode(s)];
+  return new Uint8Array(tlv(
+    0x30,
+    rdns.flatMap((rdn) =>
+      tlv(
+        0x31,
+        rdn.flatMap(([oid, tag, v]) => tlv(0x30, [...tlv(0x06, oid), ...tlv(tag, utf8(v))])),
+      )
+    ),
+  ));
+}
+
+const CN = [0x55, 0x04, 0x03], O = [0x55, 0x04, 0x0a], OU = [0x55, 0x04, 0x0b];
+const DC = [0x09, 0x92, 0x26, 0x89, 0x93, 0xf2, 0x2c, 0x64, 0x01, 0x19];
+const UID = [0x09, 0x92, 0x26, 0x89, 0x93, 0xf2, 0x2c, 0x64, 0x01, 0x01];
+
+Deno.test("distinguishedName writes a Name as RFC 4514 does: most specific first, every attribute", () => {
+  const dn = (rdns: [number[], number, string][][]) => {
+    const der = name(rdns);
+    return distinguishedName(der, readDer(der, 0));
+  };
+  // DC and UID kept; repeated OUs in their own places; a multi-valued RDN joined by "+".
+  assert.equal(
+    dn([
+      [[DC, 0x16, "com"]],
+      [[DC, 0x16, "example"]],
+      [[O, 0x0c, "Acme, Inc."]],
+      [[OU, 0x0c, "a"]],
+      [[CN, 0x0c, "alice"], [UID, 0x0c, "42"]],
+      [[OU, 0x0c, "b"]],
+    ]),
+    "OU=b,CN=alice+UID=42,OU=a,O=Acme\\, Inc.,DC=example,DC=com",
+  );
+  // Escapes (RFC 4514 §2.4), control characters as \XX (a header cannot carry them).
+  assert.equal(dn([[[CN, 0x0c, " #x\r\nX-Admin: 1+y "]]]), "CN=\\ #x\\0D\\0AX-Admin: 1\\+y\\ ");
+  // An attribute without a short name: its OID, the value's DER in hex (§2.4).
+  assert.equal(dn([[[[0x55, 0x04, 0x48], 0x0c, "r"]]]), "2.5.4.72=#0c0172");
+});
+
+Deno.test("certificateNames reads a certificate's subject and issuer", () => {
+  assert.deepEqual(certificateNames(der("alice.pem")), {
+    subject: "CN=alice,O=Prox Test",
+    issuer: "CN=Prox Test CA",
+  });
 });

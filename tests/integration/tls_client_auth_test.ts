@@ -571,3 +571,43 @@ interopTest('client_cert san_matches: one subjectAltName holding ", URI:…" doe
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+interopTest("client_cert subject_matches: every attribute of the subject counts (DC too)", [
+  "openssl",
+], async () => {
+  const dir = await Deno.makeTempDir({ prefix: "prox-dn-" });
+  try {
+    // Another alice of the same CA, in another domain (DC).
+    const other = await issue(
+      dir,
+      "other",
+      "/DC=com/DC=elsewhere/O=Prox Test/CN=alice",
+      "[x]\nbasicConstraints=critical,CA:FALSE\nextendedKeyUsage=clientAuth\n",
+    );
+    await using up = await echo();
+    await using prox = await startProxy(
+      config(up.url).replace(
+        "routes:\n",
+        `routes:\n  /alice: { type: proxy, target: "${up.url}", client_cert: { subject_matches: "^CN=alice,O=Prox Test$" } }\n`,
+      ),
+      { tls: true },
+    );
+    const get = async (who: { cert: string; key: string }, path: string) => {
+      using c = client(who);
+      return await fetch(`https://localhost:${prox.port}${path}`, { client: c });
+    };
+    const status = async (who: { cert: string; key: string }) => {
+      const res = await get(who, "/alice");
+      await res.body?.cancel();
+      return res.status;
+    };
+    assert.equal(await status(ALICE), 200);
+    assert.equal(await status(other), 403);
+    assert.equal(
+      (await (await get(other, "/")).json())["x-client-subject"],
+      "CN=alice,O=Prox Test,DC=elsewhere,DC=com",
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -7,7 +7,7 @@
 import type tls from "node:tls";
 import type { ClientCert } from "../../ports.ts";
 import type { RevocationCheck } from "../../domain/crl.ts";
-import { subjectAltNames } from "../../domain/x509_names.ts";
+import { certificateNames, subjectAltNames } from "../../domain/x509_names.ts";
 
 /** `tls.client_auth`, with the CA file read. */
 export interface ClientAuth {
@@ -155,11 +155,8 @@ class NodeTlsConn implements ClientAuthConn {
 /** The fields of a node peer certificate Prox reads. */
 interface PeerCertificate {
   raw?: Uint8Array;
-  subject?: Record<string, string | string[]>;
-  issuer?: Record<string, string | string[]>;
   serialNumber?: string;
   fingerprint256?: string;
-  subjectaltname?: string;
   valid_to?: string;
   /** The next certificate up the verified chain (detailed); itself for the trust anchor. */
   issuerCertificate?: PeerCertificate;
@@ -185,27 +182,15 @@ function revokedInChain(peer: PeerCertificate, crl: RevocationCheck): PeerCertif
 }
 
 /**
- * Control characters as RFC 4514's `\XX`: a value holding one would make a header rule that sends
- * it skip (Deno cannot send it), and leave a client's own header of that name in place.
+ * The subject and issuer as RFC 4514 writes them, read from the certificate (node's objects leave
+ * out DC and UID and group repeated attributes); one that cannot be read says so.
  */
-function controlsEscaped(v: string): string {
-  return v.replace(
-    // deno-lint-ignore no-control-regex
-    /[\x00-\x1f\x7f]/g,
-    (c) => "\\" + c.charCodeAt(0).toString(16).padStart(2, "0").toUpperCase(),
-  );
-}
-
-/** A distinguished name as RFC 4514 writes it (most specific first), values escaped. */
-function dn(name: Record<string, string | string[]> | undefined): string {
-  if (!name) return "";
-  const esc = (v: string) =>
-    controlsEscaped(
-      v.replace(/([,+"\\<>;=])/g, "\\$1").replace(/^([ #])/, "\\$1").replace(/ $/, "\\ "),
-    );
-  return Object.entries(name).reverse()
-    .flatMap(([k, v]) => (Array.isArray(v) ? v : [v]).map((x) => `${k}=${esc(x)}`))
-    .join(",");
+function namesOf(raw: Uint8Array): { subject: string; issuer: string } {
+  try {
+    return certificateNames(raw);
+  } catch {
+    return { subject: "<unreadable>", issuer: "<unreadable>" };
+  }
 }
 
 /** The subjectAltName list of a DER certificate; one that cannot be read says so. */
@@ -226,8 +211,7 @@ export function clientCertOf(cert: PeerCertificate): ClientCert | null {
   }\n-----END CERTIFICATE-----\n`;
   const notAfter = cert.valid_to ? new Date(cert.valid_to) : null;
   return {
-    subject: dn(cert.subject),
-    issuer: dn(cert.issuer),
+    ...namesOf(cert.raw),
     serial: (cert.serialNumber ?? "").toUpperCase(),
     fingerprint: (cert.fingerprint256 ?? "").replaceAll(":", "").toLowerCase(),
     // (Not node's subjectaltname: Deno's leaves a value holding ", " ambiguous.)
