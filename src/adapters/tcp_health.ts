@@ -130,9 +130,12 @@ export function startTcpHealth(
     let reason = "";
     try {
       const conn = await connect({ hostname: host, port, signal: ac.signal });
-      // Past the connect, the timeout ends a conversation by closing the connection.
+      // Past the connect, the timeout ends a conversation by closing the connection. (A connect
+      // done as the timeout fired resolves all the same: its abort is past, and a target that
+      // never answered held the probe, and every later one of its target, for ever.)
       const cut = () => conn.close();
-      ac.signal.addEventListener("abort", cut, { once: true });
+      if (ac.signal.aborted) cut();
+      else ac.signal.addEventListener("abort", cut, { once: true });
       try {
         await converse(conn, conversation);
       } finally {

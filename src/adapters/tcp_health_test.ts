@@ -94,3 +94,36 @@ Deno.test("tcp health: stop() aborts a probe still connecting, and no state chan
   assert.equal(c.states()[0].status, "unknown");
   assert.equal(logger.records.length, 0);
 });
+
+Deno.test("tcp health: a connect that completes as the timeout fires still ends in the timeout", async () => {
+  // The connection comes just as the probe gives up on it (Deno.connect may resolve after its
+  // signal aborted), and its target never answers: the probe must not wait for ever.
+  // As a socket's: a read ends when the connection is closed, and one after fails.
+  let isClosed = false, wake: (() => void) | undefined;
+  const conn = {
+    write: (b: Uint8Array) =>
+      isClosed ? Promise.reject(new Deno.errors.BadResource()) : Promise.resolve(b.length),
+    read: () =>
+      isClosed
+        ? Promise.reject(new Deno.errors.BadResource())
+        : new Promise<null>((_, reject) => wake = () => reject(new Deno.errors.BadResource())),
+    close: () => {
+      isClosed = true;
+      wake?.();
+    },
+  };
+  const connect =
+    ((o: { signal: AbortSignal }) =>
+      new Promise((resolve) =>
+        o.signal.addEventListener("abort", () => resolve(conn as unknown as Deno.TcpConn))
+      )) as unknown as typeof Deno.connect;
+  const logger = recordingLogger();
+  const c = startTcpHealth(plan({ timeout: "10ms", send: "PING\r\n", expect: "+PONG" }), {
+    logger,
+    connect,
+  });
+  await waitFor(() => c.states()[0].status === "down", { what: "down" });
+  c.stop();
+  const down = logger.records.find((r) => r.msg === "tcp target marked down by health check")!;
+  assert.equal(down.reason, "no answer within 10 ms");
+});
