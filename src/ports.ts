@@ -546,6 +546,11 @@ export interface WebSocketProxyRequest {
   proxyHeader?: Uint8Array;
   /** The handshake's Host when not the URL's (a `discover` route's service name). */
   host?: string;
+  /**
+   * A `unix:` target's origin: the connection goes to its socket (through the relay, Deno's
+   * client having no Unix transport of its own), `url` giving the path and Host.
+   */
+  unix?: URL;
   limits: WebSocketLimits;
   /** For the log line written when the connection ends. */
   requestId?: string;

@@ -33,7 +33,14 @@ export interface WebSocketRelay {
  */
 export async function startRelay(
   url: URL,
-  o: { proxyHeader?: Uint8Array; tls?: UpstreamTls; connectTimeout: number; host?: string },
+  o: {
+    proxyHeader?: Uint8Array;
+    tls?: UpstreamTls;
+    connectTimeout: number;
+    host?: string;
+    /** A `unix:` target's origin, connected to instead of `url`'s host. */
+    unix?: URL;
+  },
 ): Promise<WebSocketRelay> {
   const { dir, listener } = await relaySocket();
   const path = `${dir}/${SOCKET}`;
@@ -60,7 +67,7 @@ export async function startRelay(
   (async () => {
     local = await listener.accept();
     cleanup(); // one connection only
-    const origin = new URL(url.href.replace(/^ws/, "http"));
+    const origin = o.unix ?? new URL(url.href.replace(/^ws/, "http"));
     ({ transport: up } = await connectUpstream(origin, {
       tls: o.tls,
       timeoutMs: o.connectTimeout,

@@ -8,6 +8,7 @@
 // Deno's client API only sends close codes 1000 and 3000–4999 (WHATWG rule); see `upstreamClose`.
 
 import { ProxyError } from "../domain/errors.ts";
+import { originName } from "../domain/upstream_origin.ts";
 import type { WebSocketProxyRequest } from "../ports.ts";
 import { timerDelay } from "../config/duration.ts";
 import { startRelay } from "./websocket_relay.ts";
@@ -168,7 +169,9 @@ export function connectUpstream(target: WebSocketProxyRequest): Promise<Upstream
   // What Deno's WebSocket client cannot do itself (a PROXY header first, TLS without
   // verification or to another name, a Host of its own), Prox's connection through the relay does.
   const tls = target.tls;
-  if (target.proxyHeader || tls?.insecureSkipVerify || tls?.serverName || target.host) {
+  if (
+    target.proxyHeader || tls?.insecureSkipVerify || tls?.serverName || target.host || target.unix
+  ) {
     return openRelayed(target);
   }
   return target.tls?.caCerts?.length || target.tls?.client || !HAS_STREAM
@@ -182,6 +185,7 @@ export function connectUpstream(target: WebSocketProxyRequest): Promise<Upstream
  */
 async function openRelayed(t: WebSocketProxyRequest): Promise<UpstreamSocket | Refusal> {
   const relay = await startRelay(t.url, {
+    unix: t.unix,
     proxyHeader: t.proxyHeader,
     tls: t.tls,
     connectTimeout: t.connectTimeout,
@@ -194,7 +198,7 @@ async function openRelayed(t: WebSocketProxyRequest): Promise<UpstreamSocket | R
     // The relay's own error says why (refused, a certificate, a timeout), of the ws(s) URL.
     const f = relay.failure();
     if (!f || !(err instanceof ProxyError)) throw err;
-    const where = `"${t.url.protocol}//${t.url.host}"`;
+    const where = `"${t.unix ? originName(t.unix) : `${t.url.protocol}//${t.url.host}`}"`;
     throw new ProxyError(
       f.kind,
       f.message.replace(

@@ -5,6 +5,7 @@ import assert from "node:assert/strict";
 import { interopTest, waitFor } from "../_harness.ts";
 import { startProxy } from "./_proxy.ts";
 import { nodeServer } from "./_node.ts";
+import { connectAndWaitClose, recordingLogger } from "./_ws.ts";
 import { loadConfigText } from "../../src/config/load.ts";
 
 /** A Deno.serve upstream on a fresh socket path; answers with what it received. */
@@ -81,6 +82,49 @@ routes:
   ).exec(metrics);
   assert.ok(reused && Number(reused[1]) >= 1, metrics.slice(0, 400));
   await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("unix targets: a WebSocket upgrade on a proxy route reaches the upstream's socket", async () => {
+  const dir = await Deno.makeTempDir();
+  const path = `${dir}/ws.sock`;
+  const logger = recordingLogger();
+  const up = Deno.serve({ path, onListen() {} }, (req) => {
+    const seen = `${new URL(req.url).pathname} ${req.headers.get("host")}`;
+    const { socket, response } = Deno.upgradeWebSocket(req);
+    socket.onmessage = (e) => socket.send(`${seen}: ${e.data}`);
+    return response;
+  });
+  try {
+    await using prox = await startProxy(
+      `
+health_check: { enabled: false }
+routes:
+  /chat: { type: proxy, target: "unix:${path}", path_rewrite: /ws }
+  /gone: { type: proxy, target: "unix:${dir}/none.sock" }
+`,
+      { logger },
+    );
+    const ws = new WebSocket(`ws://127.0.0.1:${prox.port}/chat/room`);
+    const answer = await new Promise<string>((resolve, reject) => {
+      ws.onopen = () => ws.send("hi");
+      ws.onmessage = (e) => resolve(e.data);
+      ws.onerror = (e) => reject(new Error((e as ErrorEvent).message));
+    });
+    assert.equal(answer, "/ws/room localhost: hi");
+    const closed = new Promise((r) => ws.onclose = r);
+    ws.close();
+    await closed;
+    // No socket there: an unreachable upstream, as for a TCP one (1014), not a 500.
+    assert.deepEqual(await connectAndWaitClose(`ws://127.0.0.1:${prox.port}/gone`), {
+      code: 1014,
+      reason: "Bad gateway",
+    });
+    const line = logger.records.find((r) => r.msg === "WebSocket upstream unreachable");
+    assert.match(String(line?.error), /^Cannot connect to upstream "unix:.*\/none\.sock": /);
+  } finally {
+    await up.shutdown();
+    await Deno.remove(dir, { recursive: true });
+  }
 });
 
 Deno.test("unix targets: load_balance over two sockets, health checks mark the dead one down", async () => {

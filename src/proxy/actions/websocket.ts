@@ -212,8 +212,11 @@ export async function websocketAction(
   const client: UpstreamClient = {
     send: (u) => {
       const t = target(ctx.upstream!);
+      // A unix: origin has no URL origin ("null"): the handshake names localhost, as requests do.
+      const unix = u.origin.protocol === "unix:";
       return ws.proxy(original, {
-        url: toWebSocketUrl(u.origin.origin + u.target),
+        url: toWebSocketUrl((unix ? "http://localhost" : u.origin.origin) + u.target),
+        ...(unix ? { unix: u.origin } : {}),
         headers: u.headers instanceof Headers ? u.headers : new Headers([...u.headers]),
         protocols,
         route: compiled.id,
