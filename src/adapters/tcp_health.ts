@@ -10,6 +10,7 @@ import { applyProbe } from "../domain/health.ts";
 import type { ActiveHealth } from "../domain/health.ts";
 import type { Logger } from "../ports.ts";
 import { timerDelay } from "../config/duration.ts";
+import { HEALTH_ANSWER_BYTES } from "../config/schema_tcp.ts";
 import { hexBytes, indexOfBytes, toHex } from "../domain/hex_bytes.ts";
 import type { TcpPlan, TcpTargetChange } from "./tcp_proxy.ts";
 import type { TargetGroup } from "./tcp_open.ts";
@@ -37,7 +38,7 @@ export function groupsOf(plan: TcpPlan): TargetGroup[] {
 }
 
 /** The most of a target's answer searched for `expect`. */
-const MAX_ANSWER = 4096;
+const MAX_ANSWER = HEALTH_ANSWER_BYTES;
 
 /** What a probe writes and looks for, as bytes, and how a failure names them. */
 interface Conversation {

@@ -43,6 +43,9 @@ export const TcpHealthCheck = z.object({
   expect_hex: z.string().min(1).optional(),
 }).strict();
 
+/** How much of a target's answer a health check searches for `expect` (its first 4 KiB). */
+export const HEALTH_ANSWER_BYTES = 4096;
+
 /** One `tcp` entry; its key names it in logs, metrics and `/status`. */
 export const TcpEntry = z.object({
   listen_addr: z.string(),

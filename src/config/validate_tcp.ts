@@ -8,7 +8,8 @@ import type { Report } from "./validate_route.ts";
 import { parseHostPort, sniKeyProblem } from "../domain/tcp_route.ts";
 import type { HostPort } from "../domain/tcp_route.ts";
 import type { ListenAddr } from "./listen.ts";
-import { hexProblem } from "../domain/hex_bytes.ts";
+import { hexBytes, hexProblem } from "../domain/hex_bytes.ts";
+import { HEALTH_ANSWER_BYTES } from "./schema_tcp.ts";
 
 /** Whether `t` reaches the listener `addr` itself (its address, or loopback on a wildcard). */
 function isOwnListener(addr: ListenAddr, t: HostPort): boolean {
@@ -84,6 +85,21 @@ export function validateTcp(config: Config, o: { err: Report; warn: Report }): v
           'Write bytes as pairs of hex digits, spaces allowed: "00000008 04d2162f"',
         );
       }
+    }
+    // An answer is searched in its first 4 KiB: a longer expect could never be found there, and
+    // every probe would fail.
+    const expected = hc?.expect_hex !== undefined && hexProblem(hc.expect_hex) === null
+      ? ["expect_hex", hexBytes(hc.expect_hex).length] as const
+      : hc?.expect !== undefined
+      ? ["expect", new TextEncoder().encode(hc.expect).length] as const
+      : null;
+    if (expected !== null && expected[1] > HEALTH_ANSWER_BYTES) {
+      o.err(
+        at("health_check", expected[0]),
+        `${expected[0]} is ${expected[1]} bytes long: a probe looks for it in the first ` +
+          `${HEALTH_ANSWER_BYTES} bytes of the answer, so every probe would fail`,
+        "Expect a shorter part of the answer, e.g. its first line",
+      );
     }
     if (e.sni && Object.keys(e.sni).length === 0 && !e.default) {
       o.err(

@@ -77,3 +77,17 @@ Deno.test("validateTcp: a target that is the entry's own listener is refused (ea
     `["127.0.0.1:8443"] }, default: ["[::1]:8443"] } }\n`;
   assert.equal(errors(sni).length, 2);
 });
+
+Deno.test("validateTcp: an expect longer than the 4 KiB of answer a probe searches is refused", () => {
+  const entry = (hc: string) =>
+    `tcp: { db: { listen_addr: "127.0.0.1:5433", targets: ["10.0.0.5:5432"], health_check: { ${hc} } } }\n`;
+  assert.deepEqual(errors(entry(`expect: "${"x".repeat(4096)}"`)), []);
+  assert.deepEqual(errors(entry(`expect: "${"é".repeat(2049)}"`)), [
+    "tcp.db.health_check.expect: expect is 4098 bytes long: a probe looks for it in the first " +
+    "4096 bytes of the answer, so every probe would fail",
+  ]);
+  assert.deepEqual(errors(entry(`expect_hex: "${"00 ".repeat(4097)}"`)), [
+    "tcp.db.health_check.expect_hex: expect_hex is 4097 bytes long: a probe looks for it in the " +
+    "first 4096 bytes of the answer, so every probe would fail",
+  ]);
+});
