@@ -611,3 +611,23 @@ interopTest("client_cert subject_matches: every attribute of the subject counts 
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("tls.client_auth: a client that ends its side after its request still gets the answer", async () => {
+  await using up = await echo();
+  await using prox = await startProxy(config(up.url), { tls: true });
+  // As Deno's own TLS listener answers it (HTTP/1.0 clients and `nc -N`-like tools do this).
+  const conn = await Deno.connectTls({
+    hostname: "localhost",
+    port: prox.port,
+    caCerts: [CA],
+    cert: ALICE.cert,
+    key: Deno.readTextFileSync(ALICE.key),
+  });
+  await conn.write(
+    new TextEncoder().encode("GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"),
+  );
+  await conn.closeWrite(); // close_notify, then FIN
+  const answer = await new Response(conn.readable).text();
+  assert.match(answer, /^HTTP\/1\.1 200 OK\r\n/);
+  assert.match(answer, /"x-client-subject":"CN=alice,O=Prox Test"/);
+});

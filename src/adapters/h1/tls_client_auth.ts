@@ -274,6 +274,9 @@ export function listenClientAuth(
       ca: opts.auth.ca,
       requestCert: true,
       rejectUnauthorized: opts.auth.required,
+      // A client that ends its side after its request (close_notify, then FIN) still gets the
+      // answer, as on Deno's TLS listener: node would otherwise end this side at once, unwritten.
+      allowHalfOpen: true,
       ALPNProtocols: opts.alpnProtocols,
     });
     s.on("secureConnection", onSecure);
