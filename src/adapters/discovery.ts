@@ -320,11 +320,14 @@ export function createDiscovery(o: {
     };
     // A reload changing only refresh, max_targets or resolver looks up the same name: until that
     // answers, what the route's running loop found stands (a reload during a DNS outage must not
-    // empty the route).
+    // empty the route), and so do the addresses it holds (`hold`: dropped at the first answer
+    // that left them out, they came and went at each reload).
     for (const [k, l] of loops) {
       const had = found.get(k);
       if (l.id === id && l.d.dns === d.dns && l.d.srv === d.srv && had) {
         found.set(key, had.slice(0, d.max_targets));
+        const held = seen.get(k);
+        if (held) seen.set(key, new Map(held));
         break;
       }
     }

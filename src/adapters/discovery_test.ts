@@ -183,3 +183,24 @@ Deno.test("discovery srv: thousands of records for thousands of addresses stay a
     d.close();
   }
 });
+
+Deno.test("discovery hold: a reload changing refresh keeps the addresses held, and their hold", async () => {
+  // A DNS that answers one of two addresses at each lookup (Route 53 multivalue).
+  let a = ["10.0.0.1"];
+  const lookup: AddressLookup = (_name, type) => Promise.resolve(type === "A" ? a : []);
+  const d = createDiscovery({ logger: silentLogger, onChange: () => {}, lookup });
+  const before = configOf({ dns: "http://app.test:8080", hold: 3_600_000 });
+  const after = configOf({ dns: "http://app.test:8080", refresh: 60_000, hold: 3_600_000 });
+  const addresses = (c: Config) => d.foundFor(c).get("/")?.map((f) => f.address);
+  try {
+    await d.prepare(before);
+    assert.deepEqual(addresses(before), ["10.0.0.1"]);
+    a = ["10.0.0.2"];
+    await waitFor(() => addresses(before)?.length === 2, { what: "both held", timeoutMs: 2_000 });
+    // A reload changing refresh: its first lookup answers one address, and the other stays held.
+    await d.prepare(after);
+    assert.deepEqual(addresses(after), ["10.0.0.1", "10.0.0.2"]);
+  } finally {
+    d.close();
+  }
+});
