@@ -103,20 +103,27 @@ export function parseCrl(der: Uint8Array): Crl {
   return { issuer: hex(der.subarray(issuer.from, issuer.end)), revoked, nextUpdate };
 }
 
-/** A dotted OID from an OBJECT IDENTIFIER's contents (X.690 §8.19). */
+/**
+ * A dotted OID from an OBJECT IDENTIFIER's contents (X.690 §8.19). Throws on one DER does not
+ * allow (a subidentifier padded with 0x80, or cut short): such bytes could read as another OID
+ * (55 80 04 03 as CN's 2.5.4.3) where other parsers see none.
+ */
 export function oidOf(bytes: Uint8Array): string {
   if (bytes.length === 0) throw new Error("an empty OBJECT IDENTIFIER");
-  // The first byte holds the first two arcs (X * 40 + Y; X is 2 from 80 on).
-  const x = bytes[0] < 40 ? 0 : bytes[0] < 80 ? 1 : 2;
-  const parts = [x, bytes[0] - 40 * x];
+  const parts: number[] = [];
   let n = 0;
-  for (let i = 1; i < bytes.length; i++) {
+  for (let i = 0; i < bytes.length; i++) {
+    if (n === 0 && bytes[i] === 0x80) throw new Error("a non-minimal OBJECT IDENTIFIER");
     n = n * 128 + (bytes[i] & 0x7f);
-    if (!(bytes[i] & 0x80)) {
-      parts.push(n);
-      n = 0;
-    }
+    if (bytes[i] & 0x80) continue;
+    if (parts.length === 0) {
+      // The first subidentifier holds the first two arcs (X * 40 + Y; X is 2 from 80 on).
+      const x = n < 40 ? 0 : n < 80 ? 1 : 2;
+      parts.push(x, n - 40 * x);
+    } else parts.push(n);
+    n = 0;
   }
+  if (bytes[bytes.length - 1] & 0x80) throw new Error("a truncated OBJECT IDENTIFIER");
   return parts.join(".");
 }
 

@@ -104,3 +104,13 @@ Deno.test("certificateNames reads a certificate's subject and issuer", () => {
     issuer: "CN=Prox Test CA",
   });
 });
+
+Deno.test("distinguishedName: an attribute type DER does not allow is not read as another", () => {
+  // 55 80 04 03 would read as CN (2.5.4.3) with its padding skipped; 88 37 is 2.999.
+  for (const [oid, want] of [[[0x55, 0x80, 0x04, 0x03], null], [[0x88, 0x37], "2.999=#0c0178"]]) {
+    const der = name([[[oid as number[], 0x0c, "x"]]]);
+    const read = () => distinguishedName(der, readDer(der, 0));
+    if (want === null) assert.throws(read);
+    else assert.equal(read(), want);
+  }
+});
