@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { unsignedLists } from "./crl_verify.ts";
-import { pemBlocks } from "../domain/crl.ts";
+import { pemBlocks, revocationCheck } from "../domain/crl.ts";
 import { interopTest, run } from "../../tests/_harness.ts";
 
 const TLS = new URL("../../tests/fixtures/tls/", import.meta.url).pathname;
@@ -119,3 +119,55 @@ interopTest(
     }
   },
 );
+
+interopTest("revocationCheck: a delta or an indirect list is refused, a partial one is read", [
+  "openssl",
+], async () => {
+  const dir = await Deno.makeTempDir({ prefix: "prox-crl-ext-" });
+  try {
+    // A CA, a certificate it revokes, and its lists with each critical extension.
+    const script = `set -e
+cd "${dir}"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \\
+  -keyout ca.key -out ca.pem -subj /CN=CA -addext keyUsage=critical,keyCertSign,cRLSign
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout a.key -out a.csr \\
+  -subj /CN=a
+openssl x509 -req -in a.csr -CA ca.pem -CAkey ca.key -set_serial 0x1122 -days 1 -out a.pem
+cat > ca.cnf <<X
+[ca]
+default_ca = d
+[d]
+database = idx
+default_md = sha256
+crlnumber = num
+default_crl_days = 1
+[delta]
+2.5.29.27 = critical,ASN1:INTEGER:1
+[indirect]
+issuingDistributionPoint = critical,@indirect_idp
+[indirect_idp]
+indirectCRL = TRUE
+[partial]
+issuingDistributionPoint = critical,@partial_idp
+[partial_idp]
+fullname = URI:http://crl.example/ca.crl
+onlysomereasons = keyCompromise
+X
+touch idx && echo 01 > num
+openssl ca -batch -config ca.cnf -cert ca.pem -keyfile ca.key -revoke a.pem
+for e in delta indirect partial; do
+  openssl ca -batch -config ca.cnf -cert ca.pem -keyfile ca.key -gencrl -crlexts $e -out $e.crl
+done
+`;
+    const r = await run("bash", ["-c", script]);
+    assert.equal(r.code, 0, r.stderr);
+    const list = (name: string) => Deno.readTextFileSync(`${dir}/${name}.crl`);
+    // Read as a complete list, the delta let in every certificate its base revokes.
+    assert.throws(() => revocationCheck(list("delta")), /^Error: the list is a delta CRL/);
+    assert.throws(() => revocationCheck(list("indirect")), /^Error: the list is an indirect CRL/);
+    const a = pemBlocks(Deno.readTextFileSync(`${dir}/a.pem`), "CERTIFICATE")[0];
+    assert.equal(revocationCheck(list("partial")).revoked(a), true);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

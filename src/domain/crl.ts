@@ -94,13 +94,56 @@ export function parseCrl(der: Uint8Array): Crl {
   }
   const revoked = new Set<string>();
   if (f[i]?.tag === SEQUENCE) {
-    for (const entry of children(der, f[i])) {
-      const serial = children(der, entry)[0];
+    for (const entry of children(der, f[i++])) {
+      const [serial, , exts] = children(der, entry);
       if (!serial || serial.tag !== INTEGER) throw new Error("a revoked entry without a serial");
+      // certificateIssuer (an indirect list's entry of another CA) is the critical one there is.
+      if (exts?.tag === SEQUENCE) refuseCritical(der, exts, "an entry");
       revoked.add(serialHex(der.subarray(serial.start, serial.end)));
     }
   }
+  if (f[i]?.tag === 0xa0 && children(der, f[i])[0]?.tag === SEQUENCE) {
+    refuseCritical(der, children(der, f[i])[0], "the list");
+  }
   return { issuer: hex(der.subarray(issuer.from, issuer.end)), revoked, nextUpdate };
+}
+
+const ISSUING_DISTRIBUTION_POINT = "2.5.29.28";
+
+/** Why a list with each critical extension Prox does not process cannot be read. */
+const UNPROCESSED: Record<string, string> = {
+  "2.5.29.27": "is a delta CRL (deltaCRLIndicator): it lists only the changes since its base " +
+    "list, which Prox needs instead",
+  "2.5.29.29": "names another CA in an entry (certificateIssuer): Prox reads a CA's own lists only",
+};
+
+/**
+ * Throws for a critical extension in `exts` (Extensions, RFC 5280 §4.1) that Prox does not
+ * process: RFC 5280 §5.2, §5.3 forbid using such a list (read as a complete one, a delta list
+ * let in what its base revokes). An issuing distribution point is read (a list of only some
+ * certificates or reasons still revokes those it names), unless it makes the list indirect.
+ */
+function refuseCritical(der: Uint8Array, exts: Der, where: string): void {
+  for (const ext of children(der, exts)) {
+    const [id, critical, value] = children(der, ext);
+    if (id?.tag !== OBJECT_IDENTIFIER) throw new Error("a malformed extension");
+    if (critical?.tag !== BOOLEAN || der[critical.start] === 0) continue;
+    const oid = oidOf(der.subarray(id.start, id.end));
+    if (oid === ISSUING_DISTRIBUTION_POINT && value?.tag === OCTET_STRING) {
+      // indirectCRL [4] BOOLEAN TRUE: its entries may be other CAs' certificates.
+      const idp = readDer(der, value.start);
+      if (!children(der, idp).some((c) => c.tag === 0x84 && der[c.start] !== 0)) continue;
+      throw new Error(
+        `${where} is an indirect CRL (issuingDistributionPoint): its entries may be other CAs' ` +
+          "certificates, which Prox cannot tell apart",
+      );
+    }
+    throw new Error(
+      `${where} ${
+        UNPROCESSED[oid] ?? `has a critical extension Prox does not process (${oid})`
+      }: RFC 5280 §5.2 forbids using it`,
+    );
+  }
 }
 
 /**
@@ -129,6 +172,8 @@ export function oidOf(bytes: Uint8Array): string {
 
 const OBJECT_IDENTIFIER = 0x06;
 const BIT_STRING = 0x03;
+const BOOLEAN = 0x01;
+const OCTET_STRING = 0x04;
 
 /** What checking a CertificateList's signature takes (RFC 5280 §5.1.1). */
 export interface SignedParts {
