@@ -289,10 +289,13 @@ export function createDiscovery(o: {
         max_targets: d.max_targets,
       });
     }
-    // Past max_targets, backups go first (then the highest addresses); the rest keep their order.
+    // Past max_targets, backups go first, then the addresses only `hold` keeps (replicas replaced
+    // by higher addresses must not leave the live ones out for the gone ones), then the highest
+    // addresses; the rest keep their order.
+    const answered = new Set(targets.map(foundName));
+    const rank = (t: Found) => (t.backup ? 2 : 0) + (answered.has(foundName(t)) ? 0 : 1);
     const kept = new Set(
-      [...sorted.filter((t) => !t.backup), ...sorted.filter((t) => t.backup)]
-        .slice(0, d.max_targets),
+      [...sorted].sort((a, b) => rank(a) - rank(b)).slice(0, d.max_targets),
     );
     const next = sorted.filter((t) => kept.has(t));
     if (had !== undefined && JSON.stringify(had) === JSON.stringify(next)) return false;

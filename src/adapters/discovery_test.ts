@@ -204,3 +204,24 @@ Deno.test("discovery hold: a reload changing refresh keeps the addresses held, a
     d.close();
   }
 });
+
+Deno.test("discovery hold: past max_targets the addresses the last answer holds come before held ones", async () => {
+  // The replicas were replaced: the old address is held, the new one is the only one answering.
+  let a = ["10.0.0.5"], lookups = 0;
+  const lookup: AddressLookup = (_name, type) =>
+    Promise.resolve(type === "A" ? (lookups++, a) : []);
+  const d = createDiscovery({ logger: silentLogger, onChange: () => {}, lookup });
+  const config = configOf({ dns: "http://app.test:8080", hold: 3_600_000, max_targets: 1 });
+  const addresses = () => d.foundFor(config).get("/")?.map((f) => f.address);
+  try {
+    await d.prepare(config);
+    assert.deepEqual(addresses(), ["10.0.0.5"]);
+    a = ["10.0.0.9"];
+    // A lookup under way after it: the one answering 10.0.0.9 is taken.
+    const after = lookups + 1;
+    await waitFor(() => lookups > after, { what: "the next lookups", timeoutMs: 2_000 });
+    assert.deepEqual(addresses(), ["10.0.0.9"]);
+  } finally {
+    d.close();
+  }
+});
