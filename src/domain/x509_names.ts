@@ -79,6 +79,23 @@ function generalName(der: Uint8Array, g: Der): string {
   }
 }
 
+const KEY_USAGE = "2.5.29.15";
+const BIT_STRING = 0x03;
+
+/**
+ * Whether a certificate may sign, as a TLS client's CertificateVerify does: a keyUsage extension,
+ * when present, must assert digitalSignature (RFC 5280 §4.2.1.3, RFC 8446 §4.4.2.4). Deno's TLS
+ * ignores keyUsage; OpenSSL-based servers refuse such a client. False for a malformed extension.
+ */
+export function keyUsageAllowsSigning(der: Uint8Array): boolean {
+  const ext = extensions(der).find((e) => e.oid === KEY_USAGE);
+  if (!ext) return true;
+  const bits = readDer(ext.value, 0);
+  // The first content byte counts the unused bits; digitalSignature is the first bit after it.
+  if (bits.tag !== BIT_STRING || bits.end - bits.start < 2) return false;
+  return (ext.value[bits.start + 1] & 0x80) !== 0;
+}
+
 /** A DER certificate's subject and issuer as RFC 4514 writes them (`distinguishedName`). */
 export function certificateNames(der: Uint8Array): { subject: string; issuer: string } {
   const tbs = children(der, readDer(der, 0))[0];

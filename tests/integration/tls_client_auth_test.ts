@@ -631,3 +631,58 @@ Deno.test("tls.client_auth: a client that ends its side after its request still 
   assert.match(answer, /^HTTP\/1\.1 200 OK\r\n/);
   assert.match(answer, /"x-client-subject":"CN=alice,O=Prox Test"/);
 });
+
+interopTest(
+  "tls.client_auth: a certificate whose keyUsage does not allow signing is refused, as OpenSSL refuses it",
+  [
+    "openssl",
+  ],
+  async () => {
+    const dir = await Deno.makeTempDir({ prefix: "prox-ku-" });
+    try {
+      const base = "[x]\nbasicConstraints=critical,CA:FALSE\nextendedKeyUsage=clientAuth\n";
+      // An encryption-only key (keyEncipherment): RFC 5280 §4.2.1.3 bars it from signing the
+      // handshake. One that may sign, and one without keyUsage at all, are taken.
+      const encrypting = await issue(
+        dir,
+        "enc",
+        "/CN=enc",
+        `${base}keyUsage=critical,keyEncipherment\n`,
+      );
+      const signing = await issue(
+        dir,
+        "sig",
+        "/CN=sig",
+        `${base}keyUsage=critical,digitalSignature\n`,
+      );
+      const plain = await issue(dir, "plain", "/CN=plain", base);
+      await using up = await echo();
+      const refusals: string[] = [];
+      const logger: Logger = {
+        ...silentLogger,
+        enabled: () => true,
+        debug: (m, f) =>
+          void (m === "TLS client certificate refused" && refusals.push(String(f?.reason))),
+      };
+      await using prox = await startProxy(config(up.url), { tls: true, logger });
+      const status = async (who: { cert: string; key: string }) => {
+        using c = client(who);
+        try {
+          const res = await fetch(`https://localhost:${prox.port}/`, { client: c });
+          await res.body?.cancel();
+          return res.status;
+        } catch {
+          return 0; // the connection was closed
+        }
+      };
+      assert.equal(await status(signing), 200);
+      assert.equal(await status(plain), 200);
+      assert.equal(await status(encrypting), 0);
+      assert.deepEqual(refusals, [
+        "certificate's keyUsage does not allow digital signatures (CN=enc; RFC 5280 §4.2.1.3)",
+      ]);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);

@@ -7,7 +7,11 @@
 import type tls from "node:tls";
 import type { ClientCert } from "../../ports.ts";
 import type { RevocationCheck } from "../../domain/crl.ts";
-import { certificateNames, subjectAltNames } from "../../domain/x509_names.ts";
+import {
+  certificateNames,
+  keyUsageAllowsSigning,
+  subjectAltNames,
+} from "../../domain/x509_names.ts";
 
 /** `tls.client_auth`, with the CA file read. */
 export interface ClientAuth {
@@ -221,6 +225,15 @@ export function clientCertOf(cert: PeerCertificate): ClientCert | null {
   };
 }
 
+/** A client certificate's keyUsage allows the signature its TLS handshake made. */
+function signs(raw: Uint8Array): boolean {
+  try {
+    return keyUsageAllowsSigning(raw);
+  } catch {
+    return false;
+  }
+}
+
 /**
  * Listens on 127.0.0.1 (a free port) with `cert` and `key`, asking every client for a certificate
  * that `auth.ca` verifies. Connections come out of `accept` once their handshake is done; one that
@@ -248,6 +261,12 @@ export function listenClientAuth(
     // (`authorized` false): only one that presented none goes on.
     if (!socket.authorized && (cert !== null || opts.auth.required)) {
       opts.onRefused?.(String(socket.authorizationError ?? "unverified certificate"));
+      return void socket.destroy();
+    }
+    if (cert !== null && !signs(peer.raw!)) {
+      opts.onRefused?.(
+        `certificate's keyUsage does not allow digital signatures (${cert.subject}; RFC 5280 §4.2.1.3)`,
+      );
       return void socket.destroy();
     }
     const revoked = cert !== null && opts.auth.crl ? revokedInChain(peer, opts.auth.crl) : null;
