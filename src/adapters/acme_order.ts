@@ -114,7 +114,9 @@ async function placeOrder(config: AcmeConfig, opts: OrderOptions): Promise<Certi
       }: it is an ${keyType} key, and Prox signs ACME requests with ECDSA or RSA keys only (remove it to register a new account)`,
     );
   }
-  const contact = [`mailto:${config.email}`];
+  // None without an email: Let's Encrypt no longer mails about expiry (2025), and RFC 8555
+  // §7.3 makes the contact optional.
+  const contact = config.email ? [`mailto:${config.email}`] : [];
   const backoff = opts.pollMinMs ? { backoffMin: opts.pollMinMs } : {};
 
   const register = async (): Promise<InstanceType<typeof acme.Client>> => {
@@ -126,7 +128,10 @@ async function placeOrder(config: AcmeConfig, opts: OrderOptions): Promise<Certi
       ...(externalAccountBinding ? { externalAccountBinding } : {}),
     });
     try {
-      await client.createAccount({ termsOfServiceAgreed: true, contact });
+      await client.createAccount({
+        termsOfServiceAgreed: true,
+        ...(contact.length > 0 ? { contact } : {}),
+      });
     } catch (err) {
       // The CA's own words ("externalAccountRequired", "external account binding JWS
       // verification error") name no key of Prox's.
@@ -177,7 +182,7 @@ async function placeOrder(config: AcmeConfig, opts: OrderOptions): Promise<Certi
   const auto = (c: typeof client) =>
     c.auto({
       csr,
-      email: config.email,
+      ...(config.email ? { email: config.email } : {}),
       termsOfServiceAgreed: true,
       challengePriority: [dns ? "dns-01" : "http-01"],
       // acme-client's own pre-check fetches http://<domain>:80 (or asks the system resolver) itself;

@@ -14,7 +14,8 @@ import { wholeChain } from "./pem_chain.ts";
 export interface StoredAccount {
   directoryUrl: string;
   accountUrl: string;
-  email: string;
+  /** The contact it was registered or last updated with (none: no email configured). */
+  email?: string;
   /** The account key's SPKI SHA-256 (base64url): an account of another key is not used. */
   keyId?: string;
 }

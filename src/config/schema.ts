@@ -27,7 +27,8 @@ export * from "./schema_tcp.ts";
 export const Acme = z.object({
   enabled: z.boolean(),
   domains: z.array(z.string()),
-  email: z.string(),
+  // Optional: the account's contact (the Rust Prox required it).
+  email: z.string().optional(),
   staging: z.boolean().default(false),
   ca_url: z.string().optional(),
   ca_cert: z.string().optional(),

@@ -545,7 +545,7 @@ function validateAcme(
       );
     }
   });
-  if (!EMAIL.test(acme.email)) {
+  if (acme.email !== undefined && !EMAIL.test(acme.email)) {
     err(
       [...base, "email"],
       `Invalid email address "${acme.email}"`,

@@ -25,6 +25,8 @@ export function acmeYaml(
     /** More lines of `tls.acme` (YAML, at its indentation). */
     acmeExtra?: string;
     domains?: string[];
+    /** The account's email; null: none. */
+    email?: string | null;
   },
 ): string {
   return `listen_addr: "127.0.0.1:0"
@@ -34,8 +36,10 @@ tls:
   acme:
     enabled: true
     domains: ${JSON.stringify(o.domains ?? DOMAINS)}
-    email: "ops@prox.test"
-    ca_url: "${o.ca}"
+${
+    o.email === null ? "" : `    email: "${o.email ?? "ops@prox.test"}"
+`
+  }    ca_url: "${o.ca}"
     ca_cert: "${PEBBLE_TLS_CA}"
     storage_path: "${o.storage}"
     http_listen_addr: "127.0.0.1:${o.httpPort}"

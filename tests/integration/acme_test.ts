@@ -488,3 +488,33 @@ interopTest(
       }
     }),
 );
+
+interopTest(
+  "ACME without an email registers an account without a contact and issues",
+  TOOLS,
+  () =>
+    withTempDir(async (dir) => {
+      const httpPort = freePort();
+      await using pebble = await startPebble({ httpPort, dir });
+      await using up = await startUpstream(() => new Response("no email"));
+      const storage = `${dir}/acme`;
+      const yaml = acmeYaml({
+        ca: pebble.directoryUrl,
+        storage,
+        httpPort,
+        upstream: up.url,
+        email: null,
+      });
+      assert.ok(!yaml.includes("email"));
+      const server = await start(yaml);
+      try {
+        await waitFor(() => server.ready(), { timeoutMs: 30_000, what: "the certificate" });
+        assert.equal((await tlsGet(server.port, pebble.root)).status, 200);
+        const account = JSON.parse(await Deno.readTextFile(`${storage}/account.json`));
+        assert.equal(account.email, undefined);
+        assert.match(account.accountUrl, /^https:\/\/127\.0\.0\.1:\d+\//);
+      } finally {
+        await server.shutdown();
+      }
+    }),
+);
