@@ -354,12 +354,26 @@ function exists(path: string): boolean {
   }
 }
 
+/** Where an ACME certificate comes from and how: the CA, its key, where the state is kept. */
+function acmeDetails(a: NonNullable<NonNullable<Config["tls"]>["acme"]>): string {
+  let ca = a.staging ? "Let's Encrypt staging" : "Let's Encrypt";
+  if (a.ca_url) {
+    try {
+      ca = new URL(a.ca_url).host;
+    } catch {
+      ca = a.ca_url;
+    }
+  }
+  const store = a.redis ? "state in Redis" : `state in ${a.storage_path}`;
+  return `from ${ca}${a.eab ? " (EAB)" : ""}, ${a.challenge}, ${a.key_type} key, ${store}`;
+}
+
 function summary(c: Config): string[] {
   const byType = new Map<string, number>();
   for (const r of Object.values(c.routes)) byType.set(r.type, (byType.get(r.type) ?? 0) + 1);
   const types = [...byType].map(([t, n]) => `${n} ${t}`).join(", ");
   const tls = c.tls?.acme
-    ? `ACME (${c.tls.acme.domains.join(", ")})`
+    ? `ACME (${c.tls.acme.domains.join(", ")}) ${acmeDetails(c.tls.acme)}`
     : c.tls
     ? "certificate files"
     : "off";

@@ -859,3 +859,34 @@ Deno.test("prox validate says a users_file that is a directory is one (not to gr
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("prox validate says where an ACME certificate comes from, with which key, and where its state is", async () => {
+  const acme = (extra: string) =>
+    `listen_addr: "127.0.0.1:8443"\nhealth_check: { enabled: false }\ntls:\n  acme:\n` +
+    `    enabled: true\n    domains: [a.example]\n    http_listen_addr: "127.0.0.1:8080"\n${extra}` +
+    `routes: { "/": { type: proxy, target: "http://127.0.0.1:9000" } }\n`;
+  const dir = await tempDir({
+    "le.yaml": acme("    storage_path: /var/lib/prox/acme\n"),
+    "zerossl.yaml": acme(
+      "    ca_url: https://acme.zerossl.com/v2/DV90\n    eab: { kid: k, hmac_key: abc_-1 }\n" +
+        '    key_type: rsa2048\n    redis: { url: "redis://127.0.0.1:6379" }\n',
+    ),
+  });
+  try {
+    const line = async (file: string) => {
+      const r = await prox(["validate", "-c", `${dir}/${file}`]);
+      assert.equal(r.code, 0, r.stderr);
+      return r.stdout.match(/^ {2}tls: +(.*)$/m)?.[1];
+    };
+    assert.equal(
+      await line("le.yaml"),
+      "ACME (a.example) from Let's Encrypt, http-01, p256 key, state in /var/lib/prox/acme",
+    );
+    assert.equal(
+      await line("zerossl.yaml"),
+      "ACME (a.example) from acme.zerossl.com (EAB), http-01, rsa2048 key, state in Redis",
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
