@@ -608,8 +608,11 @@ function validateAcme(
   }
 }
 
-/** A MAC key as CAs hand them out: base64url (ZeroSSL, pebble), or base64 with padding. */
-const EAB_KEY = /^(?:[A-Za-z0-9_-]+|[A-Za-z0-9+/]+={0,2})$/;
+/**
+ * A MAC key as CAs and their tools hand them out: base64url (ZeroSSL, pebble), base64, either with
+ * padding (Terraform's b64url_mac_key). acme-client's decoder takes both alphabets alike.
+ */
+const EAB_KEY = /^[A-Za-z0-9+/_-]+={0,2}$/;
 
 /** `tls.acme.eab`: a key id and one MAC key (given, or named by an environment variable). */
 function validateAcmeEab(

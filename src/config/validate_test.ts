@@ -299,6 +299,8 @@ Deno.test("validateConfig: tls.acme.eab needs one well-formed MAC key, given or 
   assert.deepEqual(issues("{ kid: kid-1, hmac_key: zWNDZM6eQGHWpSRT-al5_IUYFTu7 }"), []);
   // Standard base64 with padding, as some CAs show it.
   assert.deepEqual(issues('{ kid: kid-1, hmac_key: "zWND+M6e/Q==" }'), []);
+  // Base64url with its padding, as Terraform's google_public_ca_external_account_key gives it.
+  assert.deepEqual(issues('{ kid: kid-1, hmac_key: "zWND-M6e_Q==" }'), []);
   assert.deepEqual(issues("{ kid: kid-1, hmac_key_env: K }"), []);
   assert.deepEqual(issues("{ kid: kid-1 }"), [
     "error tls.acme.eab: External account binding needs its MAC key: give exactly one of hmac_key and hmac_key_env",
