@@ -25,6 +25,13 @@ export interface AcmeRedisConfig {
 /** How long a challenge's key authorization is kept (an order takes minutes at most). */
 const CHALLENGE_TTL_MS = 3_600_000;
 
+/**
+ * Takes the lock; a lock key without expiry (set by hand, restored without its TTL) gets one, so
+ * that it goes stale as a lock file does instead of holding every order off for good.
+ */
+const TAKE = `if redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2], 'NX') then return 1 end
+if redis.call('PTTL', KEYS[1]) == -1 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0`;
 /** Deletes or extends the lock only while it is still this holder's. */
 const RELEASE = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0`;
@@ -147,8 +154,8 @@ export function openRedisAcmeStore(
       const id = crypto.randomUUID();
       const lockKey = key("lock");
       const ms = String(Math.max(1, Math.ceil(staleMs)));
-      const got = await run("take the ACME order lock", redis.set(lockKey, id, "PX", ms, "NX"));
-      if (got !== "OK") return null;
+      const got = await run("take the ACME order lock", redis.eval(TAKE, 1, lockKey, id, ms));
+      if (got !== 1) return null;
       return {
         async refresh() {
           await run("refresh the ACME order lock", redis.eval(REFRESH, 1, lockKey, id, ms));

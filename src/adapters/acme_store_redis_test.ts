@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { interopTest, waitFor } from "../../tests/_harness.ts";
 import { startRedis } from "../../tests/_redis.ts";
+import { Redis } from "ioredis";
 import { openRedisAcmeStore } from "./acme_store_redis.ts";
 
 const TLS = new URL("../../tests/fixtures/tls/", import.meta.url).pathname;
@@ -126,6 +127,31 @@ interopTest(
       assert.ok(!err.message.includes("hunter2"));
     } finally {
       await store.close();
+    }
+  },
+);
+
+interopTest(
+  "openRedisAcmeStore lock: a lock key without expiry (set by hand, restored without its TTL) goes stale as a lock file does",
+  ["redis-server"],
+  async () => {
+    await using redis = await startRedis();
+    const raw = new Redis(redis.url, { lazyConnect: true });
+    const store = openRedisAcmeStore({ url: redis.url, prefix: "t:", timeout: 2_000 }, {
+      name: "x",
+    });
+    try {
+      await raw.set("t:lock", "left-by-hand");
+      const now = Date.now();
+      assert.equal(await store.tryLock({ staleMs: 200, now }), null);
+      const taken = await waitFor(() => store.tryLock({ staleMs: 200, now }), {
+        what: "the lock without expiry to go stale",
+      });
+      await taken.release();
+      assert.equal(await raw.exists("t:lock"), 0);
+    } finally {
+      await store.close();
+      raw.disconnect();
     }
   },
 );
