@@ -431,8 +431,13 @@ export async function startAcme(
         void (running ?? Promise.resolve()).then(() => old.close?.());
         loadedStamp = null;
         // What is served now is stored under the new name too: a restart must not begin with
-        // an older file there.
-        if (current && facts && covers(facts)) {
+        // an older file there. Unless the new store holds a later one of the same CA (another
+        // instance renewed there; instances are moved one by one): it is loaded instead.
+        const there = current && await store.readCertificate().catch(() => null);
+        const later = there && certificateFacts(there.cert);
+        const keep = later && facts && covers(later) && later.notAfter > facts.notAfter &&
+          there.directoryUrl === current?.directoryUrl;
+        if (current && facts && covers(facts) && !keep) {
           await store.writeCertificate(current).then(async () => {
             loadedStamp = await store.certificateStamp();
           }, (err) => logger.warn("Cannot store the ACME certificate", { error: errorText(err) }));

@@ -9,7 +9,8 @@ import { startUpstream } from "../_harness.ts";
 import type { AcmeTuning } from "../../src/adapters/acme.ts";
 import { openRedisAcmeStore } from "../../src/adapters/acme_store_redis.ts";
 import { freePort, startPebble } from "./_pebble.ts";
-import { acmeYaml, DOMAINS, start, tlsGet, TOOLS, withTempDir } from "./_acme.ts";
+import { acmeYaml, DOMAINS, memoryLogger, start, tlsGet, TOOLS, withTempDir } from "./_acme.ts";
+import { startServer } from "../../src/server.ts";
 
 interopTest(
   "ACME with tls.acme.redis: instances sharing only Redis place one order, a later one loads it, challenges are shared",
@@ -117,6 +118,70 @@ interopTest(
       } finally {
         if (paused) redis.pause(false);
         await server.shutdown();
+      }
+    }),
+);
+
+/** A self-signed certificate for DOMAINS valid for `days`, and its key (PEM). */
+async function selfSigned(dir: string, days: number) {
+  const [cert, key] = [`${dir}/${days}.crt`, `${dir}/${days}.key`];
+  const out = await new Deno.Command("openssl", {
+    args: [
+      ...["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"],
+      ...["-keyout", key, "-out", cert, "-days", String(days), "-subj", `/CN=${DOMAINS[0]}`],
+      ...["-addext", `subjectAltName=${DOMAINS.map((d) => `DNS:${d}`).join(",")}`],
+    ],
+    stderr: "piped",
+  }).output();
+  assert.ok(out.success, new TextDecoder().decode(out.stderr));
+  return { cert: await Deno.readTextFile(cert), key: await Deno.readTextFile(key) };
+}
+
+interopTest(
+  "ACME: a reload onto Redis that holds a later certificate (another instance renewed) serves it, and does not put the older one in hand back",
+  ["redis-server", "openssl"],
+  () =>
+    withTempDir(async (dir) => {
+      await using redis = await startRedis();
+      await using up = await startUpstream(() => new Response("moved"));
+      const ca = `https://127.0.0.1:${freePort()}/dir`; // never asked: both are far from due
+      const older = { ...await selfSigned(dir, 80), directoryUrl: ca };
+      const newer = { ...await selfSigned(dir, 89), directoryUrl: ca };
+      const storage = `${dir}/acme`;
+      await Deno.mkdir(storage);
+      await Deno.writeTextFile(`${storage}/${DOMAINS[0]}.crt`, older.cert);
+      await Deno.writeTextFile(`${storage}/${DOMAINS[0]}.key`, older.key);
+      await Deno.writeTextFile(
+        `${storage}/${DOMAINS[0]}.meta.json`,
+        JSON.stringify({ directoryUrl: ca }),
+      );
+      const config = { url: redis.url, prefix: "prox:acme:", timeout: 2_000 };
+      const store = openRedisAcmeStore(config, { name: DOMAINS[0] });
+      const file = `${dir}/prox.yaml`;
+      const yaml = (acmeExtra?: string) =>
+        acmeYaml({ ca, storage, httpPort: freePort(), upstream: up.url, acmeExtra });
+      try {
+        await store.writeCertificate(newer);
+        await Deno.writeTextFile(file, yaml());
+        const server = await startServer({ path: file }, {
+          logger: memoryLogger(),
+          watch: false,
+          acme: { retryBaseMs: 600_000, clientRetries: 0 },
+        });
+        try {
+          assert.equal(server.acme!.current()?.cert, older.cert);
+          await Deno.writeTextFile(file, yaml(`    redis: { url: "${redis.url}" }`));
+          assert.ok((await server.reload()).ok);
+          await waitFor(() => server.acme!.current()?.cert === newer.cert, {
+            what: "the later certificate from Redis",
+          });
+          assert.equal((await store.readCertificate())?.cert, newer.cert);
+          assert.equal(server.acme!.status().orders, 0);
+        } finally {
+          await server.shutdown();
+        }
+      } finally {
+        await store.close();
       }
     }),
 );
