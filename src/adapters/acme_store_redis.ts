@@ -154,7 +154,13 @@ export function openRedisAcmeStore(
       const id = crypto.randomUUID();
       const lockKey = key("lock");
       const ms = String(Math.max(1, Math.ceil(staleMs)));
-      const got = await run("take the ACME order lock", redis.eval(TAKE, 1, lockKey, id, ms));
+      const got = await run("take the ACME order lock", redis.eval(TAKE, 1, lockKey, id, ms))
+        .catch((err) => {
+          // A take that timed out may still run once a slow Redis gets to it, leaving a lock
+          // nobody holds until it is stale (10 min); the release queued behind it undoes that.
+          redis.eval(RELEASE, 1, lockKey, id).catch(() => {});
+          throw err;
+        });
       if (got !== 1) return null;
       return {
         async refresh() {

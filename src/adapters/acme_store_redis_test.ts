@@ -155,3 +155,29 @@ interopTest(
     }
   },
 );
+
+interopTest(
+  "openRedisAcmeStore lock: a take that timed out but reached Redis later leaves no lock behind (others are not held off until it is stale)",
+  ["redis-server"],
+  async () => {
+    await using redis = await startRedis();
+    const config = { url: redis.url, prefix: "t:", timeout: 300 };
+    const a = openRedisAcmeStore(config, { name: "x" });
+    const b = openRedisAcmeStore({ ...config, timeout: 2_000 }, { name: "x" });
+    let paused = false;
+    try {
+      await a.readAccountKey(); // connected: the take is sent, and runs once Redis resumes
+      redis.pause(paused = true);
+      const now = Date.now();
+      await assert.rejects(a.tryLock({ staleMs: 60_000, now }), /take the ACME order lock/);
+      redis.pause(paused = false);
+      const taken = await waitFor(() => b.tryLock({ staleMs: 60_000, now }), {
+        what: "the lock the timed-out take left",
+      });
+      await taken.release();
+    } finally {
+      if (paused) redis.pause(false);
+      await Promise.all([a.close(), b.close()]);
+    }
+  },
+);
