@@ -169,6 +169,8 @@ export async function startAcme(
   /** The order lock while this instance orders, and the timer that keeps it fresh. */
   let held: { lock: OrderLock; heartbeat: ReturnType<typeof setInterval> } | null = null;
   let rerun = false;
+  /** A certificate issued here that the store did not take (Redis down): stored on a later pass. */
+  let unstored: CertificatePair | null = null;
   let signalReady: () => void = () => {};
   const readyPromise = new Promise<void>((r) => signalReady = r);
 
@@ -259,7 +261,19 @@ export async function startAcme(
     return running;
   }
 
+  /** Stores the certificate issued here that the store has not taken yet. */
+  async function storeIssued(): Promise<void> {
+    const pair = unstored;
+    if (!pair) return;
+    await store.writeCertificate(pair);
+    if (unstored === pair) unstored = null;
+    loadedStamp = await store.certificateStamp();
+    await store.writeBackoff(null);
+  }
+
   async function pass(): Promise<void> {
+    // First: until then the store holds an older certificate, which must not replace it.
+    await storeIssued();
     await loadStored();
     // A certificate from another directory (staging → production, a new ca_url) is replaced.
     const reason = () =>
@@ -295,6 +309,8 @@ export async function startAcme(
     const heartbeat = setInterval(() => void lock.refresh().catch(() => {}), staleMs / 3);
     held = { lock, heartbeat };
     const orderKey = orderKeyOf(config);
+    /** Why the issued certificate was not stored: the pass fails (retried soon), not the order. */
+    let unsaved: { err: unknown } | null = null;
     try {
       await loadStored(); // it may have finished just before we took the lock
       const why = reason();
@@ -337,9 +353,10 @@ export async function startAcme(
       };
       const f = certificateFacts(pair.cert);
       if (!f) throw new Error("Cannot read the certificate the CA issued");
-      await store.writeCertificate(pair);
-      await store.writeBackoff(null);
-      loadedStamp = await store.certificateStamp();
+      // Served even when the store does not take it: thrown away, it was ordered again after the
+      // back-off, spending the CA's duplicate-certificate limit (5 a week at Let's Encrypt).
+      unstored = pair;
+      unsaved = await storeIssued().then(() => null, (err) => ({ err }));
       forced = false;
       failures = 0;
       retryAt = 0;
@@ -347,6 +364,7 @@ export async function startAcme(
       state = "ok";
       logger.info("ACME certificate issued", { ms: Math.round(performance.now() - started) });
       await install(pair, f, "order");
+      if (unsaved) throw unsaved;
       // Served all the same, but ordering again at once would loop: back off as after a failure.
       // (Domains a reload added meanwhile are ordered at once: `configure` reruns the check.)
       const still = renewalReason(f, { domains: ordered, now: now(), renewAt: renewAtFor(f) });
@@ -355,6 +373,7 @@ export async function startAcme(
       }
       schedule(renewAtFor(f) - now());
     } catch (err) {
+      if (unsaved && err === unsaved) throw unsaved.err;
       failures++;
       lastError = errorText(err);
       state = "failing";
@@ -437,8 +456,10 @@ export async function startAcme(
         const later = there && certificateFacts(there.cert);
         const keep = later && facts && covers(later) && later.notAfter > facts.notAfter &&
           there.directoryUrl === current?.directoryUrl;
-        if (current && facts && covers(facts) && !keep) {
+        if (keep) unstored = null;
+        else if (current && facts && covers(facts)) {
           await store.writeCertificate(current).then(async () => {
+            unstored = null;
             loadedStamp = await store.certificateStamp();
           }, (err) => logger.warn("Cannot store the ACME certificate", { error: errorText(err) }));
         }

@@ -4,6 +4,7 @@
 // is answered on the HTTP-01 listener.
 import assert from "node:assert/strict";
 import { interopTest, waitFor } from "../_harness.ts";
+import { Redis } from "ioredis";
 import { startRedis } from "../_redis.ts";
 import { startUpstream } from "../_harness.ts";
 import type { AcmeTuning } from "../../src/adapters/acme.ts";
@@ -182,6 +183,55 @@ interopTest(
         }
       } finally {
         await store.close();
+      }
+    }),
+);
+
+interopTest(
+  "ACME with tls.acme.redis: a certificate issued while Redis refuses to store it is served, not thrown away, and stored once Redis takes it",
+  [...TOOLS, "redis-server"],
+  () =>
+    withTempDir(async (dir) => {
+      const httpPort = freePort();
+      await using pebble = await startPebble({ httpPort, dir });
+      await using redis = await startRedis();
+      await using up = await startUpstream(() => new Response("issued"));
+      const raw = new Redis(redis.url, { lazyConnect: true });
+      const store = openRedisAcmeStore({ url: redis.url, prefix: "prox:acme:", timeout: 2_000 }, {
+        name: DOMAINS[0],
+      });
+      // Everything but the certificate can be written (as when Redis fails at that moment).
+      const acl = (keys: string[]) => raw.call("ACL", "SETUSER", "default", "resetkeys", ...keys);
+      await acl(["~prox:acme:lock", "~prox:acme:backoff", "~prox:acme:account.*"].concat(
+        "~prox:acme:challenge:*",
+        "%R~prox:acme:cert:*",
+      ));
+      const server = await start(
+        acmeYaml({
+          ca: pebble.directoryUrl,
+          storage: `${dir}/unused`,
+          httpPort,
+          upstream: up.url,
+          acmeExtra: `    redis: { url: "${redis.url}" }`,
+        }),
+        { retryBaseMs: 200, lockPollMs: 50, clientRetries: 0 },
+      );
+      try {
+        await waitFor(() => server.ready(), { timeoutMs: 30_000, what: "HTTPS with the issued" });
+        const served = server.acme!.current()!.cert;
+        assert.equal((await tlsGet(server.port, pebble.root)).status, 200);
+        assert.equal(await store.readCertificate(), null);
+        assert.match(server.acme!.status().lastError ?? "", /store the ACME certificate.*NOPERM/);
+        await acl(["allkeys"]);
+        await waitFor(async () => (await store.readCertificate())?.cert === served, {
+          what: "the served certificate stored",
+        });
+        await waitFor(() => server.acme!.status().lastError === null, { what: "no error" });
+        assert.equal(pebble.orders(), 1);
+      } finally {
+        await server.shutdown();
+        await store.close();
+        raw.disconnect();
       }
     }),
 );
