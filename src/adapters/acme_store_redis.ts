@@ -63,16 +63,19 @@ export function openRedisAcmeStore(
     if (!TOKEN.test(token)) throw new Error(`Invalid ACME challenge token "${token}"`);
     return key(`challenge:${token}`);
   };
-  /** A command's failure says where Redis is (the URL without its password). */
-  const run = async <T>(what: string, p: Promise<T>): Promise<T> => {
+  /** A command's failure says where Redis is (the URL without its password) and its key. */
+  const run = async <T>(what: string, k: string, p: Promise<T>): Promise<T> => {
     try {
       return await p;
     } catch (err) {
-      throw new Error(`Cannot ${what} in Redis at ${shown}: ${(err as Error).message}`);
+      const why = (err as Error).message;
+      // The prefix is shared with another application, which keeps hashes or lists there.
+      const hint = /^WRONGTYPE/.test(why) ? "; give tls.acme.redis.prefix a value of its own" : "";
+      throw new Error(`Cannot ${what} in Redis at ${shown} (key ${k}): ${why}${hint}`);
     }
   };
   const json = async (item: string) => {
-    const text = await run(`read ${item}`, redis.get(key(item)));
+    const text = await run(`read ${item}`, key(item), redis.get(key(item)));
     try {
       return text ? JSON.parse(text) : null;
     } catch {
@@ -80,7 +83,7 @@ export function openRedisAcmeStore(
     }
   };
   const readPair = async () => {
-    const text = await run("read the ACME certificate", redis.get(certKey));
+    const text = await run("read the ACME certificate", certKey, redis.get(certKey));
     try {
       const p = text ? JSON.parse(text) : null;
       return typeof p?.cert === "string" && typeof p.key === "string" ? p : null;
@@ -91,10 +94,19 @@ export function openRedisAcmeStore(
 
   return {
     where: (item) => `Redis key ${key(item)} at ${shown}`,
-    readAccountKey: () => run("read the ACME account key", redis.get(key("account.key"))),
+    readAccountKey: () =>
+      run("read the ACME account key", key("account.key"), redis.get(key("account.key"))),
     async createAccountKey(pem) {
-      await run("store the ACME account key", redis.set(key("account.key"), pem, "NX"));
-      return (await run("read the ACME account key", redis.get(key("account.key")))) ?? pem;
+      await run(
+        "store the ACME account key",
+        key("account.key"),
+        redis.set(key("account.key"), pem, "NX"),
+      );
+      return (await run(
+        "read the ACME account key",
+        key("account.key"),
+        redis.get(key("account.key")),
+      )) ?? pem;
     },
     async readAccount() {
       const a = await json("account.json");
@@ -103,7 +115,11 @@ export function openRedisAcmeStore(
         : null;
     },
     async writeAccount(account) {
-      await run("store the ACME account", redis.set(key("account.json"), JSON.stringify(account)));
+      await run(
+        "store the ACME account",
+        key("account.json"),
+        redis.set(key("account.json"), JSON.stringify(account)),
+      );
     },
     async readCertificate() {
       const p = await readPair();
@@ -115,7 +131,7 @@ export function openRedisAcmeStore(
     },
     async writeCertificate(pair) {
       const value = JSON.stringify({ ...pair, stamp: crypto.randomUUID() });
-      await run("store the ACME certificate", redis.set(certKey, value));
+      await run("store the ACME certificate", certKey, redis.set(certKey, value));
     },
     async certificateStamp() {
       const p = await readPair();
@@ -123,14 +139,18 @@ export function openRedisAcmeStore(
     },
     async writeChallenge(token, keyAuthorization) {
       const k = challengeKey(token);
-      await run("store an ACME challenge", redis.set(k, keyAuthorization, "PX", CHALLENGE_TTL_MS));
+      await run(
+        "store an ACME challenge",
+        k,
+        redis.set(k, keyAuthorization, "PX", CHALLENGE_TTL_MS),
+      );
     },
     readChallenge: (token) =>
       TOKEN.test(token)
-        ? run("read an ACME challenge", redis.get(challengeKey(token)))
+        ? run("read an ACME challenge", challengeKey(token), redis.get(challengeKey(token)))
         : Promise.resolve(null),
     async removeChallenge(token) {
-      await run("remove an ACME challenge", redis.del(challengeKey(token)));
+      await run("remove an ACME challenge", challengeKey(token), redis.del(challengeKey(token)));
     },
     // Challenges expire by themselves.
     pruneChallenges: () => Promise.resolve(),
@@ -145,6 +165,7 @@ export function openRedisAcmeStore(
       const k = key("backoff");
       await run<unknown>(
         "store the ACME back-off",
+        k,
         backoff ? redis.set(k, JSON.stringify(backoff)) : redis.del(k),
       );
     },
@@ -154,7 +175,11 @@ export function openRedisAcmeStore(
       const id = crypto.randomUUID();
       const lockKey = key("lock");
       const ms = String(Math.max(1, Math.ceil(staleMs)));
-      const got = await run("take the ACME order lock", redis.eval(TAKE, 1, lockKey, id, ms))
+      const got = await run(
+        "take the ACME order lock",
+        lockKey,
+        redis.eval(TAKE, 1, lockKey, id, ms),
+      )
         .catch((err) => {
           // A take that timed out may still run once a slow Redis gets to it, leaving a lock
           // nobody holds until it is stale (10 min); the release queued behind it undoes that.
@@ -164,10 +189,14 @@ export function openRedisAcmeStore(
       if (got !== 1) return null;
       return {
         async refresh() {
-          await run("refresh the ACME order lock", redis.eval(REFRESH, 1, lockKey, id, ms));
+          await run(
+            "refresh the ACME order lock",
+            lockKey,
+            redis.eval(REFRESH, 1, lockKey, id, ms),
+          );
         },
         async release() {
-          await run("release the ACME order lock", redis.eval(RELEASE, 1, lockKey, id));
+          await run("release the ACME order lock", lockKey, redis.eval(RELEASE, 1, lockKey, id));
         },
       };
     },

@@ -181,3 +181,28 @@ interopTest(
     }
   },
 );
+
+interopTest(
+  "openRedisAcmeStore: a key holding another type of value (another application's) fails the step with a message naming the key",
+  ["redis-server"],
+  async () => {
+    await using redis = await startRedis();
+    const raw = new Redis(redis.url, { lazyConnect: true });
+    const store = openRedisAcmeStore({ url: redis.url, prefix: "app:", timeout: 2_000 }, {
+      name: "example.com",
+    });
+    try {
+      await raw.hset("app:cert:example.com", "field", "value");
+      const err = await store.certificateStamp().then(() => null, (e: Error) => e);
+      assert.ok(err);
+      assert.match(
+        err.message,
+        /^Cannot read the ACME certificate in Redis at redis:\/\/127\.0\.0\.1:\d+ \(key app:cert:example\.com\): WRONGTYPE/,
+      );
+      assert.match(err.message, /tls\.acme\.redis\.prefix/);
+    } finally {
+      await store.close();
+      raw.disconnect();
+    }
+  },
+);
