@@ -11,7 +11,7 @@ import { Redis } from "ioredis";
 import { pairMatches, TOKEN } from "./acme_store.ts";
 import type { AcmeStore, SharedBackoff, StoredAccount } from "./acme_store.ts";
 import { wholeChain } from "./pem_chain.ts";
-import { redactUrl } from "./store_redis.ts";
+import { deadAfterMs, redactUrl } from "./store_redis.ts";
 import { timerDelay } from "../config/duration.ts";
 
 /** `tls.acme.redis`. */
@@ -51,6 +51,9 @@ export function openRedisAcmeStore(
     // which backs off as any failure does.
     maxRetriesPerRequest: 1,
     commandTimeout: timeout,
+    // A connection that owes answers and stays silent is dead (a failover, a dropped NAT entry):
+    // replaced, rather than failing every step until TCP gives up on it (~15 min).
+    socketTimeout: deadAfterMs(timeout),
     connectTimeout: Math.max(timeout, 1_000),
     retryStrategy: (times: number) => Math.min(100 * 2 ** Math.min(times, 5), 2_000),
   });

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { interopTest, waitFor } from "../../tests/_harness.ts";
-import { startRedis } from "../../tests/_redis.ts";
+import { startRedis, startRelay } from "../../tests/_redis.ts";
 import { Redis } from "ioredis";
 import { openRedisAcmeStore } from "./acme_store_redis.ts";
 
@@ -203,6 +203,31 @@ interopTest(
     } finally {
       await store.close();
       raw.disconnect();
+    }
+  },
+);
+
+interopTest(
+  "openRedisAcmeStore replaces a connection that stops answering without closing (black hole: a failover, a dropped NAT entry)",
+  ["redis-server"],
+  async () => {
+    await using redis = await startRedis();
+    await using relay = startRelay(redis.port);
+    const store = openRedisAcmeStore({ url: relay.url, prefix: "t:", timeout: 100 }, {
+      name: "x",
+    });
+    try {
+      await store.createAccountKey("pem");
+      relay.blackhole();
+      await assert.rejects(store.readAccountKey(), /timed out/);
+      // Without a socket timeout every step failed until TCP gave up on it (~15 min).
+      await waitFor(() => store.readAccountKey().catch(() => null), {
+        what: "an answer over a new connection",
+        timeoutMs: 6_000,
+        intervalMs: 50,
+      });
+    } finally {
+      await store.close();
     }
   },
 );

@@ -268,7 +268,7 @@ function isDecision(out: unknown): out is [number, number, number, number] {
 }
 
 /** How long a connection may owe answers without Redis sending anything before it is replaced. */
-function deadAfterMs(timeoutMs: number): number {
+export function deadAfterMs(timeoutMs: number): number {
   return timerDelay(Math.max(2_000, 10 * timeoutMs));
 }
 

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { interopTest, waitFor } from "../../tests/_harness.ts";
-import { startRedis } from "../../tests/_redis.ts";
+import { startRedis, startRelay } from "../../tests/_redis.ts";
 import { createRedisStore, redactUrl } from "./store_redis.ts";
 import { ALGORITHMS, decide, policyOf } from "../domain/rate_limit.ts";
 import type { RateLimitState } from "../domain/rate_limit.ts";
@@ -226,57 +226,6 @@ interopTest(
     }
   },
 );
-
-/**
- * A TCP relay to `port` whose `blackhole()` makes the connections open now swallow every byte
- * while staying open, as a half-open connection or a dropped NAT entry does; new ones relay.
- */
-function startRelay(port: number) {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const conns = new Set<Deno.Conn>();
-  const pairs: { dead: boolean }[] = [];
-  const pump = async (from: Deno.Conn, to: Deno.Conn, pair: { dead: boolean }) => {
-    const buf = new Uint8Array(16_384);
-    try {
-      for (let n; (n = await from.read(buf)) !== null;) {
-        if (!pair.dead) await to.write(buf.subarray(0, n));
-      }
-    } catch { /* closed */ }
-  };
-  const tasks: Promise<void>[] = [];
-  const accepting = (async () => {
-    for await (const client of listener) {
-      const server = await Deno.connect({ hostname: "127.0.0.1", port });
-      conns.add(client).add(server);
-      const pair = { dead: false };
-      pairs.push(pair);
-      tasks.push(pump(client, server, pair), pump(server, client, pair));
-    }
-  })();
-  return {
-    url: `redis://127.0.0.1:${(listener.addr as Deno.NetAddr).port}`,
-    blackhole: () => pairs.forEach((p) => p.dead = true),
-    /** Closes every connection open now (a Redis host that went away). */
-    cut: () => {
-      for (const c of conns) {
-        try {
-          c.close();
-        } catch { /* closed */ }
-      }
-      conns.clear();
-    },
-    async [Symbol.asyncDispose]() {
-      listener.close();
-      await accepting;
-      for (const c of conns) {
-        try {
-          c.close();
-        } catch { /* closed */ }
-      }
-      await Promise.all(tasks);
-    },
-  };
-}
 
 interopTest(
   "createRedisStore replaces a connection that stops answering without closing (black hole)",
