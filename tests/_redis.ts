@@ -55,6 +55,7 @@ export async function startRedis(opts: { port?: number } = {}): Promise<TestRedi
 /**
  * A TCP relay to `port` whose `blackhole()` makes the connections open now swallow every byte
  * while staying open, as a half-open connection or a dropped NAT entry does; new ones relay.
+ * `retarget` sends new connections to another port (a failover behind one address).
  */
 export function startRelay(port: number) {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
@@ -81,6 +82,7 @@ export function startRelay(port: number) {
   return {
     url: `redis://127.0.0.1:${(listener.addr as Deno.NetAddr).port}`,
     blackhole: () => pairs.forEach((p) => p.dead = true),
+    retarget: (to: number) => port = to,
     /** Closes every connection open now (a Redis host that went away). */
     cut: () => {
       for (const c of conns) {

@@ -54,6 +54,10 @@ export function openRedisAcmeStore(
     // A connection that owes answers and stays silent is dead (a failover, a dropped NAT entry):
     // replaced, rather than failing every step until TCP gives up on it (~15 min).
     socketTimeout: deadAfterMs(timeout),
+    // After a failover behind one address (a DNS name, a VIP, a Kubernetes service), the old
+    // primary answers writes with READONLY on the open connection for good: a new one reaches
+    // the new primary (the failed step is retried as any other).
+    reconnectOnError: (err: Error) => /^READONLY/.test(err.message),
     connectTimeout: Math.max(timeout, 1_000),
     retryStrategy: (times: number) => Math.min(100 * 2 ** Math.min(times, 5), 2_000),
   });

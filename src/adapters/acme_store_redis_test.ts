@@ -231,3 +231,33 @@ interopTest(
     }
   },
 );
+
+interopTest(
+  "openRedisAcmeStore: after a failover behind one address (the old primary now a replica, READONLY), writes reach the new primary",
+  ["redis-server"],
+  async () => {
+    await using old = await startRedis();
+    await using primary = await startRedis();
+    await using relay = startRelay(old.port);
+    const raw = new Redis(old.url, { lazyConnect: true });
+    const store = openRedisAcmeStore({ url: relay.url, prefix: "t:", timeout: 2_000 }, {
+      name: "x",
+    });
+    const backoff = { key: "k", failures: 1, retryAt: 1_800_000_000_000, error: "CA down" };
+    try {
+      await store.writeBackoff(backoff);
+      await raw.call("REPLICAOF", "127.0.0.1", String(primary.port));
+      relay.retarget(primary.port);
+      await assert.rejects(store.writeBackoff(backoff), /READONLY/);
+      // The connection to the replica stayed open: every write failed until it dropped.
+      await waitFor(() => store.writeBackoff(backoff).then(() => true, () => false), {
+        what: "a write on the new primary",
+      });
+    } finally {
+      await store.close();
+      // A primary waits for its replica on SIGTERM.
+      await raw.call("REPLICAOF", "NO", "ONE");
+      raw.disconnect();
+    }
+  },
+);
