@@ -169,8 +169,11 @@ export async function startAcme(
   /** The order lock while this instance orders, and the timer that keeps it fresh. */
   let held: { lock: OrderLock; heartbeat: ReturnType<typeof setInterval> } | null = null;
   let rerun = false;
-  /** A certificate issued here that the store did not take (Redis down): stored on a later pass. */
-  let unstored: CertificatePair | null = null;
+  /**
+   * A certificate the store has not taken yet (Redis down): one issued here, or the one served
+   * when a reload moved to another store. Stored first thing on the next pass.
+   */
+  let unstored: { pair: CertificatePair; ordered: boolean } | null = null;
   let signalReady: () => void = () => {};
   const readyPromise = new Promise<void>((r) => signalReady = r);
 
@@ -261,14 +264,24 @@ export async function startAcme(
     return running;
   }
 
-  /** Stores the certificate issued here that the store has not taken yet. */
+  /**
+   * Stores `unstored`. One served when the store changed is not put over a later certificate of
+   * the same CA there (another instance renewed; instances are moved one by one): that one loads.
+   */
   async function storeIssued(): Promise<void> {
-    const pair = unstored;
-    if (!pair) return;
-    await store.writeCertificate(pair);
-    if (unstored === pair) unstored = null;
-    loadedStamp = await store.certificateStamp();
-    await store.writeBackoff(null);
+    const pending = unstored;
+    if (!pending) return;
+    const { pair } = pending;
+    const there = pending.ordered ? null : await store.readCertificate();
+    const later = there && certificateFacts(there.cert);
+    const keep = later && covers(later) && there.directoryUrl === pair.directoryUrl &&
+      later.notAfter > (certificateFacts(pair.cert)?.notAfter ?? 0);
+    if (!keep) {
+      await store.writeCertificate(pair);
+      loadedStamp = await store.certificateStamp();
+    }
+    if (unstored === pending) unstored = null;
+    if (pending.ordered) await store.writeBackoff(null);
   }
 
   async function pass(): Promise<void> {
@@ -355,7 +368,7 @@ export async function startAcme(
       if (!f) throw new Error("Cannot read the certificate the CA issued");
       // Served even when the store does not take it: thrown away, it was ordered again after the
       // back-off, spending the CA's duplicate-certificate limit (5 a week at Let's Encrypt).
-      unstored = pair;
+      unstored = { pair, ordered: true };
       unsaved = await storeIssued().then(() => null, (err) => ({ err }));
       forced = false;
       failures = 0;
@@ -449,19 +462,11 @@ export async function startAcme(
         // An order in flight keeps the store it began with until it ends.
         void (running ?? Promise.resolve()).then(() => old.close?.());
         loadedStamp = null;
-        // What is served now is stored under the new name too: a restart must not begin with
-        // an older file there. Unless the new store holds a later one of the same CA (another
-        // instance renewed there; instances are moved one by one): it is loaded instead.
-        const there = current && await store.readCertificate().catch(() => null);
-        const later = there && certificateFacts(there.cert);
-        const keep = later && facts && covers(later) && later.notAfter > facts.notAfter &&
-          there.directoryUrl === current?.directoryUrl;
-        if (keep) unstored = null;
-        else if (current && facts && covers(facts)) {
-          await store.writeCertificate(current).then(async () => {
-            unstored = null;
-            loadedStamp = await store.certificateStamp();
-          }, (err) => logger.warn("Cannot store the ACME certificate", { error: errorText(err) }));
+        // What is served now is stored under the new name too (by the pass below, retried while
+        // the store does not answer): a restart must not begin with an older file there, nor may
+        // the pass load an older one it holds.
+        if (current && facts && covers(facts)) {
+          unstored = { pair: current, ordered: unstored?.ordered ?? false };
         }
       }
       void check();

@@ -235,3 +235,58 @@ interopTest(
       }
     }),
 );
+
+interopTest(
+  "ACME: a reload onto a Redis that does not answer at that moment stores the certificate served there once it does, rather than loading the older one it holds",
+  ["redis-server", "openssl"],
+  () =>
+    withTempDir(async (dir) => {
+      await using redis = await startRedis();
+      await using up = await startUpstream(() => new Response("moved"));
+      const ca = `https://127.0.0.1:${freePort()}/dir`; // never asked: both are far from due
+      const older = { ...await selfSigned(dir, 80), directoryUrl: ca };
+      const newer = { ...await selfSigned(dir, 89), directoryUrl: ca };
+      const storage = `${dir}/acme`;
+      await Deno.mkdir(storage);
+      await Deno.writeTextFile(`${storage}/${DOMAINS[0]}.crt`, newer.cert);
+      await Deno.writeTextFile(`${storage}/${DOMAINS[0]}.key`, newer.key);
+      await Deno.writeTextFile(
+        `${storage}/${DOMAINS[0]}.meta.json`,
+        JSON.stringify({ directoryUrl: ca }),
+      );
+      const config = { url: redis.url, prefix: "prox:acme:", timeout: 2_000 };
+      const store = openRedisAcmeStore(config, { name: DOMAINS[0] });
+      const file = `${dir}/prox.yaml`;
+      const yaml = (acmeExtra?: string) =>
+        acmeYaml({ ca, storage, httpPort: freePort(), upstream: up.url, acmeExtra });
+      let paused = false;
+      try {
+        await store.writeCertificate(older); // left by an instance that has not renewed yet
+        await Deno.writeTextFile(file, yaml());
+        const server = await startServer({ path: file }, {
+          logger: memoryLogger(),
+          watch: false,
+          acme: { retryBaseMs: 200, clientRetries: 0 },
+        });
+        try {
+          assert.equal(server.acme!.current()?.cert, newer.cert);
+          await Deno.writeTextFile(
+            file,
+            yaml(`    redis: { url: "${redis.url}", timeout: 200ms }`),
+          );
+          redis.pause(paused = true);
+          assert.ok((await server.reload()).ok);
+          redis.pause(paused = false);
+          await waitFor(async () => (await store.readCertificate())?.cert === newer.cert, {
+            what: "the served certificate stored in Redis",
+          });
+          assert.equal(server.acme!.current()?.cert, newer.cert);
+        } finally {
+          await server.shutdown();
+        }
+      } finally {
+        if (paused) redis.pause(false);
+        await store.close();
+      }
+    }),
+);
