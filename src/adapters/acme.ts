@@ -83,12 +83,16 @@ const MAX_TOKENS = 1000;
  * What an order is for: the `tls.acme` settings, without where this instance listens or mounts
  * the store (a changed order is not held off by another's back-off). A digest: the key goes into
  * the shared back-off record, and the settings hold secrets (an EAB MAC key, a DNS webhook's
- * headers).
+ * headers). With the values of the variables the order reads: a MAC key or token fixed there
+ * (and restarted) is a changed order as much as one fixed in the file.
  */
-const orderKeyOf = (config: AcmeConfig) =>
-  createHash("sha256")
-    .update(JSON.stringify({ ...config, http_listen_addr: 0, storage_path: 0, redis: 0 }))
+const orderKeyOf = (config: AcmeConfig) => {
+  const env = (name: string | undefined) => name === undefined ? null : Deno.env.get(name) ?? null;
+  const secrets = [env(config.eab?.hmac_key_env), env(config.dns?.token_env)];
+  return createHash("sha256")
+    .update(JSON.stringify({ ...config, http_listen_addr: 0, storage_path: 0, redis: 0, secrets }))
     .digest("base64url");
+};
 
 /** The store `config` names: Redis (`redis`), else the directory `storage_path`. */
 function openStore(config: AcmeConfig): Promise<AcmeStore> {

@@ -70,3 +70,47 @@ interopTest(
       }
     }),
 );
+
+interopTest(
+  "ACME external account binding: a MAC key fixed in its variable and restarted is not held off by the back-off of the wrong key's failure",
+  TOOLS,
+  () =>
+    withTempDir(async (dir) => {
+      const httpPort = freePort();
+      const key = macKey();
+      await using pebble = await startPebble({ httpPort, dir, eab: { "kid-prox": key } });
+      await using up = await startUpstream(() => new Response("fixed"));
+      const variable = "PROX_TEST_EAB_KEY_FIXED";
+      const yaml = acmeYaml({
+        ca: pebble.directoryUrl,
+        storage: `${dir}/acme`,
+        httpPort,
+        upstream: up.url,
+        acmeExtra: `    eab: { kid: kid-prox, hmac_key_env: ${variable} }`,
+      });
+      const tuning = { retryBaseMs: 600_000, clientRetries: 0 };
+      Deno.env.set(variable, macKey());
+      try {
+        const wrong = await start(yaml, tuning);
+        try {
+          await waitFor(() => wrong.acme!.status().failures === 1, { what: "the refused key" });
+        } finally {
+          await wrong.shutdown();
+        }
+        // The same config file: only the variable changed (as a key inline in it would have).
+        Deno.env.set(variable, key);
+        const server = await start(yaml, tuning);
+        try {
+          await waitFor(() => server.ready(), {
+            timeoutMs: 30_000,
+            what: "HTTPS with the fixed key",
+          });
+          assert.equal(pebble.orders(), 1);
+        } finally {
+          await server.shutdown();
+        }
+      } finally {
+        Deno.env.delete(variable);
+      }
+    }),
+);
