@@ -11,7 +11,7 @@ import { Redis } from "ioredis";
 import { pairMatches, TOKEN } from "./acme_store.ts";
 import type { AcmeStore, SharedBackoff, StoredAccount } from "./acme_store.ts";
 import { wholeChain } from "./pem_chain.ts";
-import { deadAfterMs, redactUrl } from "./store_redis.ts";
+import { deadAfterMs, reasonOf, redactUrl } from "./store_redis.ts";
 import { timerDelay } from "../config/duration.ts";
 
 /** `tls.acme.redis`. */
@@ -62,7 +62,10 @@ export function openRedisAcmeStore(
     retryStrategy: (times: number) => Math.min(100 * 2 ** Math.min(times, 5), 2_000),
   });
   // Errors reach the caller through rejected commands; without a listener ioredis prints them.
-  redis.on("error", () => {});
+  // The last one says why the connection is down (refused, no such host, certificate…).
+  let down = "";
+  redis.on("error", (err: unknown) => down = reasonOf(err));
+  redis.on("ready", () => down = "");
   const shown = redactUrl(config.url);
   const key = (item: string) => `${config.prefix}${item}`;
   const certKey = key(`cert:${opts.name}`);
@@ -75,7 +78,11 @@ export function openRedisAcmeStore(
     try {
       return await p;
     } catch (err) {
-      const why = (err as Error).message;
+      let why = (err as Error).message;
+      // ioredis's words for "no connection to send it on" name no cause.
+      if (why.startsWith("Reached the max retries per request")) {
+        why = `not connected (${down || "connection lost"})`;
+      }
       // The prefix is shared with another application, which keeps hashes or lists there.
       const hint = /^WRONGTYPE/.test(why) ? "; give tls.acme.redis.prefix a value of its own" : "";
       throw new Error(`Cannot ${what} in Redis at ${shown} (key ${k}): ${why}${hint}`);

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { interopTest, waitFor } from "../../tests/_harness.ts";
+import { freePort, interopTest, waitFor } from "../../tests/_harness.ts";
 import { startRedis, startRelay } from "../../tests/_redis.ts";
 import { Redis } from "ioredis";
 import { openRedisAcmeStore } from "./acme_store_redis.ts";
@@ -258,6 +258,32 @@ interopTest(
       // A primary waits for its replica on SIGTERM.
       await raw.call("REPLICAOF", "NO", "ONE");
       raw.disconnect();
+    }
+  },
+);
+
+interopTest(
+  "openRedisAcmeStore: a Redis it cannot connect to fails the step saying why (refused), not 'max retries per request'",
+  ["redis-server"],
+  async () => {
+    const port = freePort(); // nothing listens there
+    const store = openRedisAcmeStore({
+      url: `redis://127.0.0.1:${port}`,
+      prefix: "t:",
+      timeout: 1_000,
+    }, {
+      name: "x",
+    });
+    try {
+      const err = await store.readAccountKey().then(() => null, (e: Error) => e);
+      assert.ok(err);
+      assert.match(
+        err.message,
+        /^Cannot read the ACME account key in Redis at .*: not connected \(.*ECONNREFUSED/,
+      );
+      assert.doesNotMatch(err.message, /max retries/);
+    } finally {
+      await store.close();
     }
   },
 );

@@ -167,7 +167,7 @@ export function redactUrl(url: string): string {
 }
 
 /** Reads a connection error for a message: Node errors may carry only a code, or several errors. */
-function reasonOf(err: unknown): string {
+export function reasonOf(err: unknown): string {
   if (!(err instanceof Error)) return String(err);
   const code = (err as { code?: unknown }).code;
   const inner = err instanceof AggregateError ? err.errors.find((e) => e instanceof Error) : null;
