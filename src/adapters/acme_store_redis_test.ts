@@ -166,7 +166,10 @@ interopTest(
     const b = openRedisAcmeStore({ ...config, timeout: 2_000 }, { name: "x" });
     let paused = false;
     try {
-      await a.readAccountKey(); // connected: the take is sent, and runs once Redis resumes
+      // Connected: the take is sent, and runs once Redis resumes.
+      await waitFor(() => a.readAccountKey().then(() => true, () => false), {
+        what: "a connection",
+      });
       redis.pause(paused = true);
       const now = Date.now();
       await assert.rejects(a.tryLock({ staleMs: 60_000, now }), /take the ACME order lock/);
