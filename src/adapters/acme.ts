@@ -506,7 +506,10 @@ export async function startAcme(
         clearInterval(held.heartbeat);
         await held.lock.release().catch(() => {});
       }
-      await store.close?.();
+      // Its store (a Redis connection) stays open until then, for its result or back-off.
+      const last = store;
+      if (running) void running.then(() => last.close?.());
+      else await last.close?.();
     },
   };
 }

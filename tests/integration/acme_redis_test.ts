@@ -290,3 +290,54 @@ interopTest(
       }
     }),
 );
+
+interopTest(
+  "ACME with tls.acme.redis: an order abandoned at shutdown still stores its outcome (its back-off) in Redis, as in storage_path, and then lets go of Redis",
+  ["redis-server"],
+  () =>
+    withTempDir(async (dir) => {
+      await using redis = await startRedis();
+      await using up = await startUpstream(() => new Response("never"));
+      // A CA that accepts connections and never answers.
+      const ca = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+      const conns: Deno.Conn[] = [];
+      const accepting = (async () => {
+        for await (const c of ca) conns.push(c);
+      })();
+      const server = await start(
+        acmeYaml({
+          ca: `https://127.0.0.1:${(ca.addr as Deno.NetAddr).port}/dir`,
+          storage: `${dir}/unused`,
+          httpPort: freePort(),
+          upstream: up.url,
+          acmeExtra: `    redis: { url: "${redis.url}" }`,
+        }),
+        { retryBaseMs: 600_000, clientRetries: 0 },
+      );
+      try {
+        await waitFor(() => server.acme!.status().state === "ordering" && conns.length > 0, {
+          what: "an order in flight",
+        });
+      } finally {
+        await server.shutdown();
+      }
+      // The abandoned order fails now.
+      ca.close();
+      for (const c of conns) c.close();
+      await accepting;
+      await waitFor(() => server.acme!.status().failures === 1, { what: "the abandoned order" });
+      const raw = new Redis(redis.url, { lazyConnect: true });
+      try {
+        const record = await waitFor(() => raw.get("prox:acme:backoff"), {
+          what: "the abandoned order's back-off in Redis",
+        });
+        assert.equal(JSON.parse(record).failures, 1);
+        const clients = async () => String(await raw.call("CLIENT", "LIST")).trim().split("\n");
+        await waitFor(async () => (await clients()).length === 1, {
+          what: "the server's connection closed",
+        });
+      } finally {
+        raw.disconnect();
+      }
+    }),
+);
