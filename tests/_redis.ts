@@ -26,8 +26,11 @@ async function ping(port: number): Promise<boolean> {
 /** Starts redis-server (on `port`, else a free one) and waits until it answers PING. */
 export async function startRedis(opts: { port?: number } = {}): Promise<TestRedis> {
   const port = opts.port ?? freePort();
+  // Its working directory, where a replica writes the RDB it syncs (dump.rdb), whatever --save says.
+  const dir = await Deno.makeTempDir({ prefix: "prox-redis-" });
   const child = new Deno.Command("redis-server", {
     args: ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+    cwd: dir,
     stdout: "null",
     stderr: "null",
   }).spawn();
@@ -36,6 +39,7 @@ export async function startRedis(opts: { port?: number } = {}): Promise<TestRedi
   } catch (err) {
     child.kill("SIGKILL");
     await child.status;
+    await Deno.remove(dir, { recursive: true });
     throw err;
   }
   return {
@@ -48,6 +52,7 @@ export async function startRedis(opts: { port?: number } = {}): Promise<TestRedi
         child.kill("SIGTERM");
       } catch { /* already gone */ }
       await child.status;
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
     },
   };
 }
