@@ -23,13 +23,18 @@ async function ping(port: number): Promise<boolean> {
   }
 }
 
-/** Starts redis-server (on `port`, else a free one) and waits until it answers PING. */
-export async function startRedis(opts: { port?: number } = {}): Promise<TestRedis> {
+/** Starts redis-server (on `port`, else a free one, with `args` added) and waits until it answers PING. */
+export async function startRedis(
+  opts: { port?: number; args?: string[] } = {},
+): Promise<TestRedis> {
   const port = opts.port ?? freePort();
   // Its working directory, where a replica writes the RDB it syncs (dump.rdb), whatever --save says.
   const dir = await Deno.makeTempDir({ prefix: "prox-redis-" });
   const child = new Deno.Command("redis-server", {
-    args: ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+    args: [
+      ...["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+      ...opts.args ?? [],
+    ],
     cwd: dir,
     stdout: "null",
     stderr: "null",

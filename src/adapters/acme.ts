@@ -95,10 +95,11 @@ const orderKeyOf = (config: AcmeConfig) => {
 };
 
 /** The store `config` names: Redis (`redis`), else the directory `storage_path`. */
-function openStore(config: AcmeConfig): Promise<AcmeStore> {
+function openStore(config: AcmeConfig, logger: Logger): Promise<AcmeStore> {
   const name = config.domains[0];
+  const warn = (msg: string, fields: Record<string, unknown>) => logger.warn(msg, fields);
   return config.redis
-    ? Promise.resolve(openRedisAcmeStore(config.redis, { name }))
+    ? Promise.resolve(openRedisAcmeStore(config.redis, { name, warn }))
     : openAcmeStore(config.storage_path, { name });
 }
 
@@ -147,7 +148,7 @@ export async function startAcme(
   const random = opts.random ?? Math.random;
   const checkMs = opts.checkIntervalMs ?? 600_000;
   let config = initial;
-  let store: AcmeStore = await openStore(config);
+  let store: AcmeStore = await openStore(config, logger);
   const tokens = new Map<string, string>();
   let current: CertificatePair | null = null;
   let facts: CertificateFacts | null = null;
@@ -462,7 +463,7 @@ export async function startAcme(
       if (changed) retryAt = 0;
       if (moved) {
         const old = store;
-        store = await openStore(config);
+        store = await openStore(config, logger);
         // An order in flight keeps the store it began with until it ends.
         void (running ?? Promise.resolve()).then(() => old.close?.());
         loadedStamp = null;

@@ -42,7 +42,7 @@ return 0`;
 /** An AcmeStore in Redis; `close` disconnects. Connects lazily: opening never waits for Redis. */
 export function openRedisAcmeStore(
   config: AcmeRedisConfig,
-  opts: { name: string },
+  opts: { name: string; warn?: (msg: string, fields: Record<string, unknown>) => void },
 ): AcmeStore & { close(): Promise<void> } {
   const timeout = timerDelay(config.timeout);
   const redis = new Redis(config.url, {
@@ -65,8 +65,24 @@ export function openRedisAcmeStore(
   // The last one says why the connection is down (refused, no such host, certificate…).
   let down = "";
   redis.on("error", (err: unknown) => down = reasonOf(err));
-  redis.on("ready", () => down = "");
   const shown = redactUrl(config.url);
+  let warned = false;
+  redis.on("ready", () => {
+    down = "";
+    // A cache's policy (allkeys-lru, the default of some managed Redis) drops keys without expiry
+    // when memory runs short: the account key (a new account, a new EAB key) and the certificate.
+    if (warned || !opts.warn) return;
+    redis.info("memory").then((info) => {
+      const policy = /^maxmemory_policy:(\S+)/m.exec(info)?.[1];
+      if (warned || !policy?.startsWith("allkeys-")) return;
+      warned = true;
+      opts.warn?.("Redis may evict the ACME account key and certificate when its memory is full", {
+        redis: shown,
+        policy,
+        hint: "Set maxmemory-policy to noeviction or volatile-lru, or use a Redis of its own",
+      });
+    }, () => {});
+  });
   const key = (item: string) => `${config.prefix}${item}`;
   const certKey = key(`cert:${opts.name}`);
   const challengeKey = (token: string) => {

@@ -341,3 +341,35 @@ interopTest(
       }
     }),
 );
+
+interopTest(
+  "ACME with tls.acme.redis: a Redis that evicts any key when full (maxmemory-policy allkeys-*, a cache's) is named in a warning",
+  ["redis-server"],
+  () =>
+    withTempDir(async (dir) => {
+      await using redis = await startRedis({ args: ["--maxmemory-policy", "allkeys-lru"] });
+      await using up = await startUpstream(() => new Response("never"));
+      const logger = memoryLogger();
+      const server = await start(
+        acmeYaml({
+          ca: `https://127.0.0.1:${freePort()}/dir`,
+          storage: `${dir}/unused`,
+          httpPort: freePort(),
+          upstream: up.url,
+          acmeExtra: `    redis: { url: "${redis.url}" }`,
+        }),
+        { retryBaseMs: 600_000, clientRetries: 0 },
+        logger,
+      );
+      try {
+        const line = await waitFor(
+          () => logger.lines.find((l) => l.startsWith("warn") && l.includes("allkeys-lru")),
+          { what: "the warning" },
+        );
+        assert.match(line, /evict/);
+        assert.ok(line.includes(redis.url), line);
+      } finally {
+        await server.shutdown();
+      }
+    }),
+);
