@@ -190,6 +190,10 @@ export function createRedisStore(options: RedisStoreOptions): RedisRateLimitStor
       // half-open or black-holed connection stays "ready" until TCP gives up, up to ~15 min):
       // drop it and reconnect.
       socketTimeout: deadAfterMs(opts.timeoutMs),
+      // After a failover behind one address (a DNS name, a VIP, a Kubernetes service), the old
+      // primary answers every script (they write) with READONLY on the open connection for good,
+      // and on_error decided every request: a new connection reaches the new primary.
+      reconnectOnError: (err: Error) => /^READONLY/.test(err.message),
       connectTimeout: Math.max(opts.timeoutMs, 1_000),
       retryStrategy: (times: number) => Math.min(100 * 2 ** Math.min(times, 5), 2_000),
     });

@@ -411,3 +411,37 @@ interopTest(
     }
   },
 );
+
+interopTest(
+  "createRedisStore: after a failover behind one address (the old primary now a replica, READONLY), decisions reach the new primary",
+  ["redis-server"],
+  async () => {
+    await using old = await startRedis();
+    await using primary = await startRedis();
+    await using relay = startRelay(old.port);
+    const store = createRedisStore({ url: relay.url, prefix: "f:", timeoutMs: 2_000 });
+    const policy = policyOf("gcra", { requests: 1_000, periodMs: 1_000 });
+    const q = { limiter: "L", policy, now: 0, maxKeys: 10 };
+    const admin = await Deno.connect({ hostname: "127.0.0.1", port: old.port });
+    const command = async (text: string) => {
+      await admin.write(new TextEncoder().encode(text));
+      const buf = new Uint8Array(256);
+      return new TextDecoder().decode(buf.subarray(0, (await admin.read(buf)) ?? 0));
+    };
+    try {
+      assert.equal((await store.consume("a", q)).allowed, true);
+      assert.match(await command(`REPLICAOF 127.0.0.1 ${primary.port}\r\n`), /^\+OK/);
+      relay.retarget(primary.port);
+      await assert.rejects(store.consume("a", q), /READONLY/);
+      // The connection to the replica stayed open: every decision failed until it dropped.
+      await waitFor(() => store.consume("a", q).then((d) => d.allowed, () => false), {
+        what: "a decision on the new primary",
+      });
+    } finally {
+      await store.close();
+      // A primary waits for its replica on SIGTERM.
+      await command("REPLICAOF NO ONE\r\n");
+      admin.close();
+    }
+  },
+);
