@@ -617,3 +617,55 @@ routes:
     Deno.env.delete("PROX_TEST_JWT_EARLY");
   }
 });
+
+Deno.test("jwt_auth: a query token stays out of the access log of a request refused before routing", async () => {
+  await using up = await echo();
+  Deno.env.set("PROX_TEST_JWT_ADMIT", SECRET);
+  try {
+    const access: Record<string, unknown>[] = [];
+    const logger = {
+      ...silentLogger,
+      info: (m: string, f?: Record<string, unknown>) => void (m === "access" && access.push(f!)),
+    };
+    await using prox = await startProxy(
+      `health_check: { enabled: false }
+limits: { max_header_bytes: 2000 }
+routes:
+  "/a":
+    type: proxy
+    target: "${up.url}"
+    jwt_auth: { secret_env: PROX_TEST_JWT_ADMIT, query_param: access_token }
+  "/a/admin":
+    type: proxy
+    target: "${up.url}"
+    jwt_auth: { secret_env: PROX_TEST_JWT_ADMIT, query_param: access_token }
+`,
+      { logger },
+    );
+    /** The status line of a raw HTTP/1.1 exchange (fetch sends no TRACE). */
+    const exchange = async (head: string) => {
+      const c = await Deno.connect({ hostname: "127.0.0.1", port: prox.port });
+      try {
+        await c.write(enc.encode(head));
+        const buf = new Uint8Array(4096);
+        const n = await c.read(buf);
+        return new TextDecoder().decode(buf.subarray(0, n ?? 0)).split("\r\n")[0];
+      } finally {
+        c.close();
+      }
+    };
+    const q = "?access_token=eyJ.secret.sig&k=v";
+    // TRACE, a header section over the limit, a path parameter: answered before any route is.
+    assert.match(await exchange(`TRACE /a/x${q} HTTP/1.1\r\nHost: a\r\n\r\n`), / 405 /);
+    const big = `X-Big: ${"b".repeat(3000)}\r\n`;
+    assert.match(await exchange(`GET /a/x${q} HTTP/1.1\r\nHost: a\r\n${big}\r\n`), / 431 /);
+    assert.match(await exchange(`GET /a/admin;x${q} HTTP/1.1\r\nHost: a\r\n\r\n`), / 400 /);
+    await waitFor(() => access.length === 3);
+    assert.deepEqual(access.map((l) => [l.status, l.query]), [[405, "k=v"], [431, "k=v"], [
+      400,
+      "k=v",
+    ]]);
+  } finally {
+    Deno.env.delete("PROX_TEST_JWT_ADMIT");
+  }
+});

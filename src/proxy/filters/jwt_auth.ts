@@ -160,6 +160,29 @@ export function takeQueryToken(ctx: RequestContext, auth: CompiledJwtAuth): void
   if (ctx.query !== "") ctx.query = withoutParam(ctx.query, auth.queryParam);
 }
 
+/** Per config: the `query_param` of every jwt_auth that strips its token. */
+const tokenParams = new WeakMap<object, readonly string[]>();
+
+/**
+ * The query to log for a request answered before its route was known (TRACE, a header section
+ * over the limit, a path parameter that would pick another route): no route could take its token
+ * out, so every stripped jwt_auth token parameter goes.
+ */
+export function queryWithoutTokens(
+  query: string,
+  config: { routes: Readonly<Record<string, { jwt_auth?: JwtAuthConfig }>> },
+): string {
+  let names = tokenParams.get(config);
+  if (!names) {
+    const all = Object.values(config.routes).map((r) => r.jwt_auth)
+      .filter((a) => a?.strip_token && a.query_param !== undefined)
+      .map((a) => a!.query_param!);
+    tokenParams.set(config, names = [...new Set(all)]);
+  }
+  for (const name of names) if (query !== "") query = withoutParam(query, name);
+  return query;
+}
+
 /** The request's token: `Authorization: Bearer` first, then the cookie, then the query. */
 export function findToken(ctx: RequestContext, auth: CompiledJwtAuth): Found | null {
   const header = bearerToken(ctx.req.headers.get("authorization"));
