@@ -131,6 +131,14 @@ function checkBasicAuth(
   const { err, warn } = opts;
   if (CONTROL.test(auth.realm)) {
     err([...path, "realm"], "realm contains a control character", "Use printable text");
+  } else if (/[\u0100-\uffff]/.test(auth.realm)) {
+    // A Headers value cannot hold them: every challenge, so every request without credentials,
+    // would fail with 500.
+    err(
+      [...path, "realm"],
+      "realm has characters a header field cannot carry (beyond Latin-1)",
+      "Use ASCII text: the realm goes in the WWW-Authenticate field",
+    );
   }
   const costs: [(string | number)[], number][] = [];
   for (const [user, hash] of Object.entries(auth.users)) {

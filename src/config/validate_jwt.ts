@@ -43,6 +43,14 @@ export function checkJwtAuth(
   const { err } = opts;
   if (CONTROL.test(auth.realm)) {
     err([...path, "realm"], "realm contains a control character", "Use printable text");
+  } else if (/[\u0100-\uffff]/.test(auth.realm)) {
+    // A Headers value cannot hold them: every challenge, so every request without credentials,
+    // would fail with 500.
+    err(
+      [...path, "realm"],
+      "realm has characters a header field cannot carry (beyond Latin-1)",
+      "Use ASCII text: the realm goes in the WWW-Authenticate field",
+    );
   }
   if (route.basic_auth) {
     err(

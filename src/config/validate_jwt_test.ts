@@ -131,3 +131,28 @@ routes:
     /c.yaml:7:19: error: routes.\/api.rate_limit.by: by: jwt_claim needs jwt_auth on the route/,
   );
 });
+
+Deno.test("validate: a realm beyond Latin-1 is refused (the challenge field could not be sent: 500)", () => {
+  const hint = "Use ASCII text: the realm goes in the WWW-Authenticate field";
+  assert.deepEqual(issues('{ secret_env: JWT, realm: "Zone 🚀" }', { env: { JWT: SECRET } }), [
+    "c.yaml:6:34: error: routes./api.jwt_auth.realm: realm has characters a header field cannot " +
+    `carry (beyond Latin-1)\n  fix: ${hint}`,
+  ]);
+  // Latin-1 goes as its bytes, as the Rust Prox sent it.
+  assert.deepEqual(issues('{ secret_env: JWT, realm: "Zoné" }', { env: { JWT: SECRET } }), []);
+  const hash = "$2y$05$AYw6TXrwl9Rc4rj86MFm9eehdwDZG3Q6N1P71NCqe/9kbg8p0mn3a";
+  const r = loadConfigText(
+    `listen_addr: "127.0.0.1:0"
+routes:
+  /:
+    type: respond
+    status: 200
+    basic_auth: { realm: "Zone 🚀", users: { alice: "${hash}" } }
+`,
+    { file: "c.yaml", env: { exists: () => true } },
+  );
+  assert.deepEqual(r.issues.map(formatIssue), [
+    "c.yaml:6:19: error: routes./.basic_auth.realm: realm has characters a header field cannot " +
+    `carry (beyond Latin-1)\n  fix: ${hint}`,
+  ]);
+});
