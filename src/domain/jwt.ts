@@ -184,9 +184,15 @@ function quoted(s: string): string {
  */
 export function bearerChallenge(realm: string, reason?: string): string {
   const base = `Bearer realm=${quoted(realm)}`;
-  return reason === undefined
+  // RFC 6750 §3: printable ASCII but `"` and `\`. The reason may name a required claim, which
+  // can be any JSON text: beyond Latin-1 a Headers value cannot even hold it (500, not 401).
+  const description = reason?.toWellFormed().replace(
+    /[^\x20\x21\x23-\x5b\x5d-\x7e]/gu,
+    encodeURIComponent,
+  );
+  return description === undefined
     ? base
-    : `${base}, error="invalid_token", error_description=${quoted(reason)}`;
+    : `${base}, error="invalid_token", error_description="${description}"`;
 }
 
 /**

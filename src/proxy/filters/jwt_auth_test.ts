@@ -94,3 +94,24 @@ Deno.test("TokenCaches: verified tokens outlive a reload that changes nothing th
   tokens.retain({ "/api": {} });
   assert.notEqual(build(SECRET, JwtAuth.parse({ secret_env: "S", issuer: "x" })), other);
 });
+
+Deno.test("checkJwtAuth: a required claim named beyond ASCII is refused with 401, its name escaped", async () => {
+  const auth = compileJwtAuth(
+    JwtAuth.parse({ secret_env: "S", required_claims: { "ロール": "admin", 'a"b\\c': 1 } }),
+    { env: () => SECRET },
+  );
+  const token = await hs256({ sub: "a", exp: wall / 1000 + 60, "ロール": "guest" });
+  // It threw (a Headers value beyond Latin-1): every such token got 500, not 401.
+  const res = await checkJwtAuth(ctxWith(token), deps, auth);
+  assert.equal(res?.status, 401);
+  const challenge = res!.headers.get("www-authenticate")!;
+  assert.match(challenge, /error_description="The %E3%83%AD%E3%83%BC%E3%83%AB claim is missing/);
+  // RFC 6750 §3: error_description holds printable ASCII but `"` and `\`.
+  const other = await hs256({ sub: "a", exp: wall / 1000 + 60, "ロール": "admin" });
+  const res2 = await checkJwtAuth(ctxWith(other), deps, auth);
+  assert.equal(res2?.status, 401);
+  assert.match(
+    res2!.headers.get("www-authenticate")!,
+    /error_description="The a%22b%5Cc claim is missing or not accepted"$/,
+  );
+});
