@@ -685,6 +685,19 @@ const NOT_COPYABLE = new Set([
   "trailer",
 ]);
 
+/** Hop-by-hop fields (RFC 9110 §7.6.1), never named in `copy_request_headers`; Proxy-Authorization
+ * is meant for the auth service, which stands in for a proxy. */
+const NOT_SENT = new Set([
+  "connection",
+  "keep-alive",
+  "proxy-connection",
+  "te",
+  "trailer",
+  "transfer-encoding",
+  "upgrade",
+  "proxy-authenticate",
+]);
+
 /** Asks an auth service before the route's action: 2xx lets the request through. */
 export const ForwardAuth = z.object({
   /** The auth service; its path and query are requested as written. */
@@ -692,7 +705,15 @@ export const ForwardAuth = z.object({
   /** The whole check (a `send_body` body read, the answer); past it 503 (408 for the body). */
   timeout: Duration.prefault("5s"),
   /** Client fields sent along (`*`: every one but hop-by-hop fields). */
-  copy_request_headers: z.array(FieldName).default([...FORWARD_AUTH_REQUEST_HEADERS]),
+  copy_request_headers: z.array(
+    // Named ones are sent as named: Transfer-Encoding would frame a subrequest without a body,
+    // Connection let the client name fields for a proxy before the auth service to drop.
+    FieldName.refine((n) => !NOT_SENT.has(n.toLowerCase()), {
+      error: (iss) =>
+        `"${iss.input}" cannot be copied onto the auth request: it describes the client's ` +
+        "connection to Prox, not the request",
+    }),
+  ).default([...FORWARD_AUTH_REQUEST_HEADERS]),
   /** Fields of the auth service's 2xx set on the upstream request (client copies removed). */
   copy_response_headers: z.array(
     FieldName.refine((n) => n !== "*" && !NOT_COPYABLE.has(n.toLowerCase()), {

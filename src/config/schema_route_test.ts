@@ -249,6 +249,20 @@ Deno.test("parseConfig points at a bad forward_auth key and says what it takes",
     route("{ url: http://a, copy_response_headers: [Content-Length] }").join(),
     /c\.yaml:6:60: error: .*"Content-Length" cannot be copied onto the upstream request/,
   );
+  // Sent as named, they framed or steered the subrequest: Transfer-Encoding: chunked went on a
+  // GET without a body (the auth service waits for chunks, or reads the next check as one), and
+  // Connection let the client name fields for the auth service's proxy to drop.
+  for (const name of ["Transfer-Encoding", "Connection", "TE", "Upgrade", "Proxy-Connection"]) {
+    assert.match(
+      route(`{ url: http://a, copy_request_headers: [Cookie, ${name}] }`).join(),
+      new RegExp(`copy_request_headers\\.1: "${name}" cannot be copied onto the auth request`),
+      name,
+    );
+  }
+  assert.deepEqual(
+    route("{ url: http://a, copy_request_headers: [Cookie, Proxy-Authorization] }"),
+    [],
+  );
   assert.match(
     route("{ url: http://a, copy_request_headers: [x y] }").join(),
     /forward_auth\.copy_request_headers\.0: Use a header field name/,
