@@ -10,7 +10,6 @@ import { ProxyError } from "../domain/errors.ts";
 import { renewalAt, renewalReason, retryDelay, sanNames } from "../domain/acme_schedule.ts";
 import type { CertificateFacts } from "../domain/acme_schedule.ts";
 import { openAcmeStore } from "./acme_store.ts";
-import { openRedisAcmeStore } from "./acme_store_redis.ts";
 import type { AcmeStore, CertificatePair, OrderLock } from "./acme_store.ts";
 import { directoryUrl, errorText, orderCertificate, retryAfterOf } from "./acme_order.ts";
 import type { AcmeConfig } from "./acme_order.ts";
@@ -94,13 +93,16 @@ const orderKeyOf = (config: AcmeConfig) => {
     .digest("base64url");
 };
 
-/** The store `config` names: Redis (`redis`), else the directory `storage_path`. */
-function openStore(config: AcmeConfig, logger: Logger): Promise<AcmeStore> {
+/**
+ * The store `config` names: Redis (`redis`), else the directory `storage_path`. The Redis one
+ * (and ioredis with it) is imported only then, as the rate-limit store is.
+ */
+async function openStore(config: AcmeConfig, logger: Logger): Promise<AcmeStore> {
   const name = config.domains[0];
   const warn = (msg: string, fields: Record<string, unknown>) => logger.warn(msg, fields);
-  return config.redis
-    ? Promise.resolve(openRedisAcmeStore(config.redis, { name, warn }))
-    : openAcmeStore(config.storage_path, { name });
+  if (!config.redis) return await openAcmeStore(config.storage_path, { name });
+  const { openRedisAcmeStore } = await import("./acme_store_redis.ts");
+  return openRedisAcmeStore(config.redis, { name, warn });
 }
 
 /** Reads a certificate's facts from its PEM (the leaf: first certificate of the chain). */
