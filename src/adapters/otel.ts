@@ -48,6 +48,30 @@ export function carryTraceContext(
   for (const [k, v] of fields) headers.set(k, v);
 }
 
+/** Query parameters whose values are credentials (jwt_auth's access_token, signed URLs' sig…). */
+const SECRET_PARAM = /token|sig|signature|secret|password|passwd|auth|credential|key|code|jwt/i;
+
+/**
+ * A URL for a span's `url.full`: credentials in the query replaced by REDACTED, as OpenTelemetry's
+ * semantic conventions ask (a span exported to a tracing backend must not carry a bearer token).
+ */
+export function scrubbedUrl(url: string): string {
+  const q = url.indexOf("?");
+  if (q < 0) return url;
+  const end = url.indexOf("#", q);
+  const query = url.slice(q + 1, end < 0 ? undefined : end);
+  const scrubbed = query.split("&").map((part) => {
+    const eq = part.indexOf("=");
+    if (eq < 0) return part;
+    let name = part.slice(0, eq);
+    try {
+      name = decodeURIComponent(name.replaceAll("+", " "));
+    } catch { /* an undecodable name is judged as it is */ }
+    return SECRET_PARAM.test(name) ? `${part.slice(0, eq)}=REDACTED` : part;
+  }).join("&");
+  return url.slice(0, q + 1) + scrubbed + (end < 0 ? "" : url.slice(end));
+}
+
 /**
  * Wraps a handler so that each request gets a server span continuing the client's trace context,
  * as Deno.serve makes for the requests it serves: for those Prox's own engines serve without
@@ -65,7 +89,7 @@ export async function serverSpans(): Promise<(handler: Handler, version?: string
     const parent = api.propagation.extract(api.ROOT_CONTEXT, req.headers, getter);
     const attributes: Record<string, string> = {
       "http.request.method": req.method,
-      "url.full": req.url,
+      "url.full": scrubbedUrl(req.url),
       "network.protocol.name": "http",
     };
     if (version) attributes["network.protocol.version"] = version;

@@ -314,3 +314,42 @@ routes: { "/": { type: proxy, target: "${up.url}" } }
   assert.notEqual(m[2], CLIENT_SPAN);
   assert.equal(seen[0].tracestate, "vendor=1");
 });
+
+Deno.test("OTEL_DENO=true: Prox's own server span records url.full with the query's credentials redacted", async () => {
+  const exported: Uint8Array[] = [];
+  await using otlp = await startUpstream(async (req) => {
+    if (new URL(req.url).pathname === "/v1/traces") exported.push(await req.bytes());
+    return new Response(null, { status: 200 });
+  });
+  const { up } = await tracedUpstream();
+  await using _up = up;
+  await using prox = await spawnProx(
+    `listen_addr: "127.0.0.1:{PORT}"
+accept_proxy_protocol: { from: ["127.0.0.1/32"] }
+health_check: { enabled: false }
+routes: { "/": { type: proxy, target: "${up.url}" } }
+`,
+    {
+      env: {
+        OTEL_DENO: "true",
+        OTEL_EXPORTER_OTLP_ENDPOINT: otlp.url,
+        OTEL_BSP_SCHEDULE_DELAY: "200",
+      },
+    },
+  );
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: prox.port });
+  await conn.write(new TextEncoder().encode(
+    `PROXY TCP4 192.0.2.7 127.0.0.1 40000 ${prox.port}\r\n` +
+      `GET /a?page=2&access_token=SECRET-TOKEN-42 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`,
+  ));
+  assert.match(
+    new TextDecoder().decode(await new Response(conn.readable).bytes()),
+    /^HTTP\/1\.1 200/,
+  );
+  const text = () => exported.map((b) => new TextDecoder().decode(b)).join("");
+  await waitFor(() => text().includes("/a?page=2&access_token=REDACTED"), {
+    timeoutMs: 20_000,
+    what: "an OTLP export holding the span's url.full",
+  });
+  assert.ok(!text().includes("SECRET-TOKEN-42"));
+});
