@@ -11,7 +11,7 @@ import type {
   HeaderRulesConfig,
   IpAccessConfig,
 } from "./schema.ts";
-import { CORS_RESPONSE_FIELDS, unescapedDot } from "../domain/cors.ts";
+import { CORS_RESPONSE_FIELDS, originRegex, suffixAdmitted, unescapedDot } from "../domain/cors.ts";
 import type { ValidateEnv } from "./validate.ts";
 import type { Report } from "./validate_route.ts";
 import { checkJwtAuth } from "./validate_jwt.ts";
@@ -82,6 +82,19 @@ function checkClientCert(
 /** `allow_origin_regex` entries whose unescaped `.` admits look-alike names anyone can register. */
 function checkCors(cors: CorsConfig, path: (string | number)[], o: { warn: Report }): void {
   cors.allow_origin_regex?.forEach((src, i) => {
+    const re = originRegex(src);
+    const other = typeof re === "string" ? undefined : suffixAdmitted(re, src);
+    if (other !== undefined) {
+      o.warn(
+        [...path, "allow_origin_regex", i],
+        `/${src}/ admits ${other}, another site (its host may be followed by anything)` +
+          (cors.allow_credentials
+            ? ": with allow_credentials it could read a signed-in user's data"
+            : ""),
+        String.raw`End the host where it ends: https://([a-z0-9-]+\.)?example\.com(:\d+)?`,
+      );
+      return;
+    }
     const at = unescapedDot(src);
     if (at === undefined) return;
     const look = `${src.slice(0, at)}x${src.slice(at + 1)}`.replaceAll("\\", "");

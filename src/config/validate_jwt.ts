@@ -125,6 +125,14 @@ export function checkJwtAuth(
       "Set audience to the value your IdP puts in aud for this API (and issuer to its iss)",
     );
   }
+  if (auth.jwks_url !== undefined && auth.jwks_min_refresh < 1_000) {
+    // Each token with a made-up kid (or an IdP answering no-cache) then fetches the set again.
+    opts.warn(
+      [...path, "jwks_min_refresh"],
+      "jwks_min_refresh under 1s lets tokens with made-up key ids have the JWK Set fetched back to back",
+      "Keep the default 30s, or a few seconds at least",
+    );
+  }
   if (auth.jwks_min_refresh > auth.jwks_max_refresh) {
     err(
       [...path, "jwks_min_refresh"],

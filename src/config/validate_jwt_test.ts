@@ -156,3 +156,16 @@ routes:
     `carry (beyond Latin-1)\n  fix: ${hint}`,
   ]);
 });
+
+Deno.test("validate jwt_auth: a jwks_min_refresh under a second is warned about (refetch floods)", () => {
+  const base = "jwks_url: https://idp.example/jwks.json, audience: api";
+  assert.deepEqual(issues(`{ ${base}, jwks_min_refresh: 5s }`), []);
+  assert.deepEqual(
+    issues(`{ ${base}, jwks_min_refresh: 0s }`).map((l) => l.replace(/:\d+:\d+:/, ":")),
+    [
+      "c.yaml: warning: routes./api.jwt_auth.jwks_min_refresh: jwks_min_refresh under 1s lets tokens " +
+      "with made-up key ids have the JWK Set fetched back to back\n  fix: Keep the default 30s, or a " +
+      "few seconds at least",
+    ],
+  );
+});

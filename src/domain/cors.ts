@@ -182,6 +182,25 @@ export function strangerAdmitted(re: RegExp): string | undefined {
 }
 
 /**
+ * An origin on another site that `re` (an `allow_origin_regex`, compiled from `source`) admits
+ * because its host may be followed by more: `https://example\.com.*` admits
+ * `https://example.com.attacker.invalid`, a name under a domain anyone can register. Probed with
+ * each literal host the source names; undefined when none is admitted so.
+ */
+export function suffixAdmitted(re: RegExp, source: string): string | undefined {
+  const hosts = source.replaceAll("\\.", ".").match(/[a-z0-9-]+(?:\.[a-z0-9-]+)+/gi) ?? [];
+  for (const host of hosts) {
+    for (const scheme of ["https://", "http://"]) {
+      for (const tail of [".attacker.invalid", "attacker.invalid", "-attacker.invalid"]) {
+        const origin = `${scheme}${host}${tail}`;
+        if (re.test(origin)) return origin;
+      }
+    }
+  }
+  return undefined;
+}
+
+/**
  * The first `.` in `source` that is not escaped, in a class or before a quantifier: it matches any
  * character, so `https://app.example.com` admits `https://appxexample.com`, a name anyone can
  * register. Undefined when there is none.

@@ -10,6 +10,7 @@ import {
   preflightVary,
   responseFields,
   strangerAdmitted,
+  suffixAdmitted,
   unescapedDot,
   variesByOrigin,
 } from "./cors.ts";
@@ -227,4 +228,16 @@ Deno.test("mergeVary adds a name once and leaves * alone", () => {
   assert.equal(mergeVary("Accept-Encoding", "Origin"), "Accept-Encoding, Origin");
   assert.equal(mergeVary("accept-encoding, origin", "Origin"), "accept-encoding, origin");
   assert.equal(mergeVary("*", "Origin"), "*");
+});
+
+Deno.test("suffixAdmitted finds another site an origin regex admits after its host, and none for a host that ends", () => {
+  const probe = (src: string) => suffixAdmitted(originRegex(src) as RegExp, src);
+  assert.equal(probe(String.raw`https://example\.com.*`), "https://example.com.attacker.invalid");
+  assert.equal(
+    probe(String.raw`https://app\.example\.com\S*`),
+    "https://app.example.com.attacker.invalid",
+  );
+  assert.equal(probe(String.raw`https://([a-z0-9-]+\.)?example\.com(:\d+)?`), undefined);
+  assert.equal(probe(String.raw`https://.*\.example\.com`), undefined);
+  assert.equal(probe(String.raw`http://(localhost|127\.0\.0\.1):\d+`), undefined);
 });
