@@ -102,6 +102,8 @@ export function authRequestHeaders(ctx: RequestContext, auth: CompiledForwardAut
     src.forEach((v, k) => {
       if (
         !HOP.has(k) && !named.includes(k) && k !== "host" && k !== "content-length" &&
+        // The client's 100-continue handshake is with Prox; the subrequest's body goes at once.
+        k !== "expect" &&
         !(spoofable && forwardingField(k)) && (underscores || !k.includes("_"))
       ) h.append(k, v);
     });
