@@ -7,6 +7,7 @@ import { parseDuration, parseSize } from "./duration.ts";
 import { COMPRESS_CODINGS, TYPE_PATTERN } from "../domain/compress.ts";
 import { normalizeOrigin, originRegex, strangerAdmitted } from "../domain/cors.ts";
 import { JWT_ALGS } from "../domain/jwt.ts";
+import { HOP_BY_HOP } from "../domain/headers.ts";
 
 /** A duration string ("500ms", "30s", "1h30m", "1d") resolved to milliseconds. */
 export const Duration = z.string({
@@ -687,16 +688,7 @@ const NOT_COPYABLE = new Set([
 
 /** Hop-by-hop fields (RFC 9110 §7.6.1), never named in `copy_request_headers`; Proxy-Authorization
  * is meant for the auth service, which stands in for a proxy. */
-const NOT_SENT = new Set([
-  "connection",
-  "keep-alive",
-  "proxy-connection",
-  "te",
-  "trailer",
-  "transfer-encoding",
-  "upgrade",
-  "proxy-authenticate",
-]);
+const NOT_SENT = new Set(HOP_BY_HOP.filter((h) => h !== "proxy-authorization"));
 
 /** Asks an auth service before the route's action: 2xx lets the request through. */
 export const ForwardAuth = z.object({

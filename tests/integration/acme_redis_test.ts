@@ -138,6 +138,35 @@ async function selfSigned(dir: string, days: number) {
   return { cert: await Deno.readTextFile(cert), key: await Deno.readTextFile(key) };
 }
 
+/**
+ * A store move's set-up: two self-signed certificates of one CA, both far from due, `onDisk` in
+ * storage_path (the store Prox starts on); a Redis store under the default prefix, and a config
+ * file with ACME on the directory (`yaml(acmeExtra)` moves it).
+ */
+async function storeMove(
+  dir: string,
+  o: { redis: string; upstream: string; onDisk: "older" | "newer" },
+) {
+  const ca = `https://127.0.0.1:${freePort()}/dir`; // never asked: both are far from due
+  const older = { ...await selfSigned(dir, 80), directoryUrl: ca };
+  const newer = { ...await selfSigned(dir, 89), directoryUrl: ca };
+  const storage = `${dir}/acme`;
+  await Deno.mkdir(storage);
+  const disk = o.onDisk === "older" ? older : newer;
+  await Deno.writeTextFile(`${storage}/${DOMAINS[0]}.crt`, disk.cert);
+  await Deno.writeTextFile(`${storage}/${DOMAINS[0]}.key`, disk.key);
+  await Deno.writeTextFile(
+    `${storage}/${DOMAINS[0]}.meta.json`,
+    JSON.stringify({ directoryUrl: ca }),
+  );
+  const config = { url: o.redis, prefix: "prox:acme:", timeout: 2_000 };
+  const store = openRedisAcmeStore(config, { name: DOMAINS[0] });
+  const file = `${dir}/prox.yaml`;
+  const yaml = (acmeExtra?: string) =>
+    acmeYaml({ ca, storage, httpPort: freePort(), upstream: o.upstream, acmeExtra });
+  return { older, newer, store, file, yaml };
+}
+
 interopTest(
   "ACME: a reload onto Redis that holds a later certificate (another instance renewed) serves it, and does not put the older one in hand back",
   ["redis-server", "openssl"],
@@ -145,22 +174,10 @@ interopTest(
     withTempDir(async (dir) => {
       await using redis = await startRedis();
       await using up = await startUpstream(() => new Response("moved"));
-      const ca = `https://127.0.0.1:${freePort()}/dir`; // never asked: both are far from due
-      const older = { ...await selfSigned(dir, 80), directoryUrl: ca };
-      const newer = { ...await selfSigned(dir, 89), directoryUrl: ca };
-      const storage = `${dir}/acme`;
-      await Deno.mkdir(storage);
-      await Deno.writeTextFile(`${storage}/${DOMAINS[0]}.crt`, older.cert);
-      await Deno.writeTextFile(`${storage}/${DOMAINS[0]}.key`, older.key);
-      await Deno.writeTextFile(
-        `${storage}/${DOMAINS[0]}.meta.json`,
-        JSON.stringify({ directoryUrl: ca }),
+      const { older, newer, store, file, yaml } = await storeMove(
+        dir,
+        { redis: redis.url, upstream: up.url, onDisk: "older" },
       );
-      const config = { url: redis.url, prefix: "prox:acme:", timeout: 2_000 };
-      const store = openRedisAcmeStore(config, { name: DOMAINS[0] });
-      const file = `${dir}/prox.yaml`;
-      const yaml = (acmeExtra?: string) =>
-        acmeYaml({ ca, storage, httpPort: freePort(), upstream: up.url, acmeExtra });
       try {
         await store.writeCertificate(newer);
         await Deno.writeTextFile(file, yaml());
@@ -243,22 +260,10 @@ interopTest(
     withTempDir(async (dir) => {
       await using redis = await startRedis();
       await using up = await startUpstream(() => new Response("moved"));
-      const ca = `https://127.0.0.1:${freePort()}/dir`; // never asked: both are far from due
-      const older = { ...await selfSigned(dir, 80), directoryUrl: ca };
-      const newer = { ...await selfSigned(dir, 89), directoryUrl: ca };
-      const storage = `${dir}/acme`;
-      await Deno.mkdir(storage);
-      await Deno.writeTextFile(`${storage}/${DOMAINS[0]}.crt`, newer.cert);
-      await Deno.writeTextFile(`${storage}/${DOMAINS[0]}.key`, newer.key);
-      await Deno.writeTextFile(
-        `${storage}/${DOMAINS[0]}.meta.json`,
-        JSON.stringify({ directoryUrl: ca }),
+      const { older, newer, store, file, yaml } = await storeMove(
+        dir,
+        { redis: redis.url, upstream: up.url, onDisk: "newer" },
       );
-      const config = { url: redis.url, prefix: "prox:acme:", timeout: 2_000 };
-      const store = openRedisAcmeStore(config, { name: DOMAINS[0] });
-      const file = `${dir}/prox.yaml`;
-      const yaml = (acmeExtra?: string) =>
-        acmeYaml({ ca, storage, httpPort: freePort(), upstream: up.url, acmeExtra });
       let paused = false;
       try {
         await store.writeCertificate(older); // left by an instance that has not renewed yet
