@@ -17,38 +17,68 @@ export interface MockDns extends AsyncDisposable {
   stop(): Promise<void>;
 }
 
-export async function startMockDns(): Promise<MockDns> {
+/** `pickPort` picks its DNS port, then its management port (freePort by default). */
+export async function startMockDns(
+  opts: { pickPort?: () => number } = {},
+): Promise<MockDns> {
+  const pick = opts.pickPort ?? freePort;
   for (let attempt = 1;; attempt++) {
-    const dnsPort = freePort();
-    const mgmtPort = freePort();
+    const dnsPort = pick();
+    let mgmtPort = pick();
+    while (mgmtPort === dnsPort) mgmtPort = pick();
     const child = new Deno.Command("pebble-challtestsrv", {
       args: [
         ...["-defaultIPv4", "", "-defaultIPv6", ""],
         ...["-dns01", `127.0.0.1:${dnsPort}`, "-http01", "", "-https01", "", "-tlsalpn01", ""],
         ...["-management", `127.0.0.1:${mgmtPort}`],
       ],
-      stdout: "null",
-      stderr: "null",
+      stdout: "piped",
+      stderr: "piped",
     }).spawn();
+    // challtestsrv logs a failed bind (on stdout) and keeps running (a CI run once waited out
+    // its 10 s on a taken management port), so its log is read for that.
+    let log = "";
+    const drain = async (s: ReadableStream<Uint8Array>) => {
+      for await (const c of s.pipeThrough(new TextDecoderStream())) log = (log + c).slice(-20_000);
+    };
+    const logged = Promise.all([drain(child.stdout), drain(child.stderr)]);
     let exited = false;
     const status = child.status.then(() => void (exited = true));
     const mgmt = `http://127.0.0.1:${mgmtPort}`;
     const post = async (path: string, body: unknown) => {
-      const res = await fetch(`${mgmt}${path}`, { method: "POST", body: JSON.stringify(body) });
+      const res = await fetch(`${mgmt}${path}`, {
+        method: "POST",
+        body: JSON.stringify(body),
+        // Something else on the port that accepts and never answers cannot hold a test up.
+        signal: AbortSignal.timeout(2_000),
+      });
       await res.body?.cancel();
       if (!res.ok) throw new Error(`challtestsrv ${path}: ${res.status}`);
     };
+    // Up when its management API answers and its DNS server (UDP) gives the address just set.
+    const probe = async () => {
+      await post("/add-a", { host: "ready.test", addresses: ["127.0.0.9"] });
+      const got = await Deno.resolveDns("ready.test", "A", {
+        nameServer: { ipAddr: "127.0.0.1", port: dnsPort },
+        signal: AbortSignal.timeout(1_000),
+      });
+      await post("/clear-a", { host: "ready.test" });
+      return got.includes("127.0.0.9") ? "up" : null;
+    };
     const ready = await waitFor(
-      async () =>
-        exited
-          ? "exited"
-          : await post("/clear-a", { host: "ready.test" }).then(() => "up", () => null),
+      async () => exited || log.includes("address already in use") ? "taken" : await probe(),
       { what: "challtestsrv", timeoutMs: 10_000 },
-    );
-    if (ready === "exited") {
+    ).catch((err: Error) => err);
+    if (ready !== "up") {
+      try {
+        child.kill("SIGTERM");
+      } catch { /* gone */ }
+      await status;
+      await logged;
+      if (ready instanceof Error) throw new Error(`${ready.message} (challtestsrv log: ${log})`);
       // A port taken between freePort() and the bind.
       if (attempt < 3) continue;
-      throw new Error("pebble-challtestsrv exited at start");
+      throw new Error(`pebble-challtestsrv could not start: ${log}`);
     }
     let stopped = false;
     const stop = async () => {
@@ -58,6 +88,7 @@ export async function startMockDns(): Promise<MockDns> {
         child.kill("SIGTERM");
       } catch { /* gone */ }
       await status;
+      await logged;
     };
     return {
       server: `127.0.0.1:${dnsPort}`,

@@ -82,15 +82,17 @@ const START_MS = 30_000;
 const EXITED = Symbol("exited");
 
 /**
- * Waits until `ready()` holds while `proc` runs. A process that exits fails at once, as
- * PortTaken when one of its ports was taken (pebble and challtestsrv exit on a failed bind).
+ * Waits until `ready()` holds while `proc` runs. A process that exits, or logs a failed bind,
+ * fails at once, as PortTaken when one of its ports was taken.
  */
 async function whileRunning<T>(
   proc: Logged,
   what: string,
   ready: () => T | Promise<T>,
 ): Promise<NonNullable<T>> {
-  const got = await waitFor(async () => proc.exited() ? EXITED : await ready(), {
+  // challtestsrv logs a failed bind and runs on without that listener; pebble exits.
+  const failed = () => proc.exited() || proc.log().includes("address already in use");
+  const got = await waitFor(async () => failed() ? EXITED : await ready(), {
     what,
     timeoutMs: START_MS,
   }).catch((err) => {
@@ -98,6 +100,9 @@ async function whileRunning<T>(
     throw new Error(`${err.message} (${what} log: ${proc.log()})`);
   });
   if (got !== EXITED) return got as NonNullable<T>;
+  try {
+    proc.child.kill("SIGTERM");
+  } catch { /* exited */ }
   await proc.done;
   const log = proc.log();
   if (log.includes("address already in use")) throw new PortTaken(`${what}: ${log}`);
@@ -156,7 +161,22 @@ async function startOnce(opts: PebbleOptions): Promise<Pebble> {
   /** A GET to pebble that a listener which accepts and never answers cannot hold up. */
   const get = (url: string) => fetch(url, { client, signal: AbortSignal.timeout(2_000) });
   try {
-    await whileRunning(dns, "challtestsrv", () => dns.log().includes("Starting management server"));
+    // Up when its management API answers and its DNS server resolves a name (every name is
+    // 127.0.0.1 here); it logs "Starting management server" before binding.
+    await whileRunning(dns, "challtestsrv", async () => {
+      const res = await fetch(`http://127.0.0.1:${ctsMgmt}/clear-txt`, {
+        method: "POST",
+        body: JSON.stringify({ host: "_acme-challenge.ready.test." }),
+        signal: AbortSignal.timeout(2_000),
+      });
+      await res.body?.cancel();
+      if (!res.ok) return null;
+      const got = await Deno.resolveDns("ready.test", "A", {
+        nameServer: { ipAddr: "127.0.0.1", port: dnsPort },
+        signal: AbortSignal.timeout(1_000),
+      });
+      return got.includes("127.0.0.1");
+    });
     const pebble = spawnLogged("pebble", [
       "-config",
       configPath,

@@ -1,6 +1,7 @@
 // The pebble helper itself: the ACME tests depend on it starting every time.
 import assert from "node:assert/strict";
 import { interopTest } from "../_harness.ts";
+import { startMockDns } from "./_dns.ts";
 import { freePort, PEBBLE_TLS_CA, startPebble } from "./_pebble.ts";
 import { TOOLS, withTempDir } from "./_acme.ts";
 
@@ -26,3 +27,41 @@ interopTest(
       assert.ok(Date.now() - started < 20_000, `took ${Date.now() - started} ms`);
     }),
 );
+
+// challtestsrv logs a failed bind and runs on without that listener (no exit to notice).
+for (const [pick, what] of [[4, "management API"], [1, "DNS server"]] as const) {
+  interopTest(
+    `startPebble takes other ports when challtestsrv's ${what} port is taken`,
+    TOOLS,
+    () =>
+      withTempDir(async (dir) => {
+        using held = Deno.listen({ hostname: "127.0.0.1", port: freePort() });
+        let picks = 0;
+        const pickPort = () => ++picks === pick ? held.addr.port : freePort();
+        const started = Date.now();
+        await using pebble = await startPebble({ httpPort: freePort(), dir, pickPort });
+        assert.ok(picks >= 10, `a second set of ports was picked (${picks} picks)`);
+        assert.notEqual(new URL(pebble.challtestsrv).port, String(held.addr.port));
+        assert.notEqual(pebble.dns, `127.0.0.1:${held.addr.port}`);
+        assert.ok(Date.now() - started < 20_000, `took ${Date.now() - started} ms`);
+      }),
+  );
+  interopTest(
+    `startMockDns takes other ports when its ${what} port is taken`,
+    ["pebble-challtestsrv"],
+    async () => {
+      using held = Deno.listen({ hostname: "127.0.0.1", port: freePort() });
+      let picks = 0;
+      // startMockDns picks the DNS port first, then the management port.
+      const pickPort = () => ++picks === (pick === 1 ? 1 : 2) ? held.addr.port : freePort();
+      await using dns = await startMockDns({ pickPort });
+      assert.ok(picks >= 4, `a second set of ports was picked (${picks} picks)`);
+      assert.notEqual(dns.server, `127.0.0.1:${held.addr.port}`);
+      await dns.setA("app.test", ["127.0.0.7"]);
+      const got = await Deno.resolveDns("app.test", "A", {
+        nameServer: { ipAddr: "127.0.0.1", port: Number(dns.server.split(":")[1]) },
+      });
+      assert.deepEqual(got, ["127.0.0.7"]);
+    },
+  );
+}
