@@ -225,7 +225,9 @@ function fingerprint(plan: ListenerPlan): string {
         JSON.stringify(plan.connectionLimits ?? null)
       }|${(plan.sni ?? []).map((c) => c.cert + c.key).join("|")}|${
         plan.clientAuth
-          ? `${plan.clientAuth.required}|${plan.clientAuth.ca}|${plan.clientAuth.crlText ?? ""}`
+          ? `${plan.clientAuth.required}|${plan.clientAuth.refuseStale}|${plan.clientAuth.ca}|${
+            plan.clientAuth.crlText ?? ""
+          }`
           : ""
       }`
       : "deno"
@@ -438,7 +440,13 @@ export async function readClientAuth(c: Config): Promise<ClientAuth | undefined>
   if (refused.length > 0) {
     throw new Error(`Revocation list file ${auth.crl_file}: ${refused.join("; ")}`);
   }
-  return { ca, required: auth.mode === "require", crl, crlText };
+  return {
+    ca,
+    required: auth.mode === "require",
+    crl,
+    crlText,
+    refuseStale: auth.crl_expired === "refuse",
+  };
 }
 
 /** Reads the certificate and key the config names (none: plain TCP). */

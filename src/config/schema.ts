@@ -96,6 +96,11 @@ export const Tls = z.object({
     ca_cert: z.string().min(1),
     /** PEM certificate revocation lists: a certificate on its issuer's list is refused. */
     crl_file: z.string().min(1).optional(),
+    /**
+     * A client certificate whose issuer's list is past its next update: `refuse` (as nginx and
+     * HAProxy do: a revocation since is not in it) or `allow`.
+     */
+    crl_expired: z.enum(["refuse", "allow"]).default("refuse"),
     mode: z.enum(["require", "verify_if_given"]).default("require"),
   }).strict().optional(),
 }).strict();

@@ -421,6 +421,7 @@ export function validateConfig(
       warn,
       env: opts.env,
       caFile: tls.client_auth.ca_cert,
+      allowExpired: tls.client_auth.crl_expired === "allow",
     });
     if (config.protocols.http1_engine === "deno") {
       err(

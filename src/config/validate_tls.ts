@@ -366,13 +366,13 @@ export function checkCaFile(
 
 /**
  * `tls.client_auth.crl_file`: PEM revocation lists that decode, each signed by a certificate of
- * `caFile`; one past its next update is warned about (clients it would have revoked since may
- * still get in).
+ * `caFile`; one past its next update is warned about (its issuer's clients are refused, or with
+ * `crl_expired: allow` ones it would have revoked since may get in).
  */
 export function checkCrlFile(
   at: (string | number)[],
   file: string | undefined,
-  opts: { err: Report; warn: Report; env: ValidateEnv; caFile?: string },
+  opts: { err: Report; warn: Report; env: ValidateEnv; caFile?: string; allowExpired?: boolean },
 ): void {
   if (file === undefined) return;
   const text = readPem(at, file, {
@@ -401,7 +401,9 @@ export function checkCrlFile(
         at,
         `${file} is out of date: its issuer promised a new list by ${
           new Date(check.nextUpdate).toISOString()
-        }`,
+        }` + (opts.allowExpired
+          ? " (crl_expired: allow: clients it would have revoked since may still get in)"
+          : ": client certificates from that issuer are refused until it is replaced"),
         "Fetch the current list from the CA and replace the file (Prox reloads it)",
       );
     }

@@ -268,6 +268,12 @@ export function pemBlocks(text: string, label: string): Uint8Array[] {
 export interface RevocationCheck {
   /** Whether the DER certificate is on its issuer's list. */
   revoked(der: Uint8Array): boolean;
+  /**
+   * When the certificate's issuer promised a list newer than every one of its lists here (ms),
+   * if that is before `now`: the list is out of date, and a revocation since is not in it. Null
+   * when it is current, when the issuer has no list here, or when its list names no next update.
+   */
+  staleSince(der: Uint8Array, now: number): number | null;
   /** How many lists, and the earliest promised next update (ms, null: none said). */
   readonly lists: number;
   readonly nextUpdate: number | null;
@@ -278,12 +284,15 @@ export function revocationCheck(text: string): RevocationCheck {
   const blocks = pemBlocks(text, "X509 CRL");
   if (blocks.length === 0) throw new Error("no X509 CRL in it (-----BEGIN X509 CRL-----)");
   const byIssuer = new Map<string, Set<string>>();
+  /** Per issuer, the latest next update its lists promise (Infinity: one promised none). */
+  const dueBy = new Map<string, number>();
   let nextUpdate: number | null = null;
   for (const b of blocks) {
     const crl = parseCrl(b);
     const set = byIssuer.get(crl.issuer) ?? new Set<string>();
     for (const s of crl.revoked) set.add(s);
     byIssuer.set(crl.issuer, set);
+    dueBy.set(crl.issuer, Math.max(dueBy.get(crl.issuer) ?? -Infinity, crl.nextUpdate ?? Infinity));
     if (crl.nextUpdate !== null) nextUpdate = Math.min(nextUpdate ?? Infinity, crl.nextUpdate);
   }
   return {
@@ -296,6 +305,15 @@ export function revocationCheck(text: string): RevocationCheck {
       } catch {
         return true; // a certificate that cannot be read is not let in
       }
+    },
+    staleSince(der, now) {
+      let due: number | undefined;
+      try {
+        due = dueBy.get(certificateIssuerSerial(der).issuer);
+      } catch {
+        return null; // revoked() refuses it
+      }
+      return due !== undefined && due < now ? due : null;
     },
   };
 }

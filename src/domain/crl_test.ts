@@ -24,6 +24,19 @@ Deno.test("revocationCheck: a certificate on its issuer's list is revoked, other
   assert.equal(check.revoked(new Uint8Array([0x30, 0x03, 0x02, 0x01])), true);
 });
 
+Deno.test("revocationCheck.staleSince: past its issuer's latest next update, for that issuer's certificates only", () => {
+  const text = read("alice-revoked.crl");
+  const check = revocationCheck(text);
+  const due = check.nextUpdate!;
+  assert.ok(due > Date.now());
+  assert.equal(check.staleSince(der("cert.pem"), Date.now()), null);
+  assert.equal(check.staleSince(der("cert.pem"), due + 1), due);
+  assert.equal(check.staleSince(der("cert.pem"), due), null); // due, not yet past
+  // An issuer without a list here has none to be out of date.
+  assert.equal(check.staleSince(der("stranger.pem"), due + 1), null);
+  assert.equal(check.staleSince(new Uint8Array([0x30, 0x03, 0x02, 0x01]), due + 1), null);
+});
+
 Deno.test("revocationCheck refuses a file without a list, or a list it cannot read", () => {
   assert.throws(() => revocationCheck(read("ca.pem")), /no X509 CRL/);
   assert.throws(

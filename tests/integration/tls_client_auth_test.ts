@@ -515,6 +515,93 @@ interopTest(
 );
 
 /**
+ * The test CA's list (revoking nothing) in `dir`/`name`, with the given thisUpdate and nextUpdate
+ * (openssl's YYYYMMDDHHMMSSZ).
+ */
+async function caList(dir: string, name: string, from: string, to: string): Promise<string> {
+  const script = `set -e
+cd "${dir}"
+printf '[ca]\ndefault_ca=d\n[d]\ndatabase=idx-${name}\ndefault_md=sha256\ncrlnumber=num-${name}\n' > ${name}.cnf
+touch idx-${name} && echo 01 > num-${name}
+openssl ca -batch -config ${name}.cnf -cert "${TLS}/ca.pem" -keyfile "${TLS}/ca.key" -gencrl \
+  -crl_lastupdate ${from} -crl_nextupdate ${to} -out ${name}
+`;
+  const r = await run("bash", ["-c", script]);
+  assert.equal(r.code, 0, r.stderr);
+  return Deno.readTextFileSync(`${dir}/${name}`);
+}
+
+interopTest(
+  "tls.client_auth crl_expired: a certificate whose issuer's list is out of date is refused, or let in with allow",
+  ["openssl"],
+  async () => {
+    const dir = await Deno.makeTempDir({ prefix: "prox-crl-stale-" });
+    try {
+      const old = await caList(dir, "old.crl", "20200101000000Z", "20200108000000Z");
+      const current = await caList(dir, "new.crl", "20200101000000Z", "20991231000000Z");
+      const crlFile = `${dir}/list.crl`;
+      await Deno.writeTextFile(crlFile, old);
+      await using up = await echo();
+      const localhost = { cert: Deno.readTextFileSync(`${TLS}/cert.pem`), key: `${TLS}/key.pem` };
+      const yaml = (extra: string) =>
+        config(up.url).replace(
+          `ca_cert: "${TLS}/ca.pem"`,
+          `ca_cert: "${TLS}/ca.pem", crl_file: "${crlFile}"${extra}`,
+        );
+      const refusals: string[] = [];
+      const logger: Logger = {
+        ...silentLogger,
+        debug: (msg, fields) => void refusals.push(`${msg} ${JSON.stringify(fields ?? {})}`),
+      };
+      {
+        await using prox = await startProxy(yaml(""), { tls: true, logger });
+        await refused(`https://localhost:${prox.port}/`, localhost);
+        await waitFor(
+          () =>
+            refusals.some((r) =>
+              r.includes("revocation list out of date since 2020-01-08T00:00:00.000Z")
+            ),
+          { what: "the refusal's log line" },
+        );
+      }
+      {
+        await using prox = await startProxy(yaml(", crl_expired: allow"), { tls: true });
+        using c = client(localhost);
+        const res = await fetch(`https://localhost:${prox.port}/`, { client: c });
+        assert.equal((await res.json())["x-client-subject"], "CN=localhost");
+      }
+      {
+        // The same issuer's later list beside the old one: the issuer is up to date.
+        await Deno.writeTextFile(crlFile, old + current);
+        await using prox = await startProxy(yaml(""), { tls: true });
+        using c = client(localhost);
+        const res = await fetch(`https://localhost:${prox.port}/`, { client: c });
+        assert.equal((await res.json())["x-client-subject"], "CN=localhost");
+      }
+      // prox validate warns about the old list alone, saying what follows under each setting.
+      const warnings = async (extra: string) => {
+        await Deno.writeTextFile(crlFile, old);
+        return loadConfigText(
+          `listen_addr: "127.0.0.1:0"\ntls:\n  cert_path: "${TLS}/cert.pem"\n  key_path: "${TLS}/key.pem"\n  client_auth: { ca_cert: "${TLS}/ca.pem", crl_file: "${crlFile}"${extra} }\nroutes:\n  /: { type: static, root: "." }\n`,
+          { env: denoEnv, file: "t.yaml" },
+        ).issues.map((i) => `${i.severity} ${i.path}: ${i.message}`).join("\n");
+      };
+      assert.match(
+        await warnings(""),
+        /^warning tls\.client_auth\.crl_file: .*list\.crl is out of date: its issuer promised a new list by 2020-01-08T00:00:00\.000Z: client certificates from that issuer are refused/m,
+      );
+      assert.match(
+        await warnings(", crl_expired: allow"),
+        /crl_expired: allow: clients it would have revoked since may still get in/,
+      );
+      assert.doesNotMatch(await warnings(", crl_expired: allow"), /^error/m);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);
+
+/**
  * A client certificate the test CA issues in `dir` (`name`.pem, `name`.key), with the extensions
  * section `ext` (openssl x509 -extfile).
  */

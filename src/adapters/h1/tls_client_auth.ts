@@ -21,6 +21,8 @@ export interface ClientAuth {
   required: boolean;
   /** `crl_file`'s lists (node:tls's `crl` option is ignored on Deno: checked here). */
   crl?: RevocationCheck;
+  /** `crl_expired: refuse`: a certificate whose issuer's list is past its next update is refused. */
+  refuseStale?: boolean;
   /** The CRL file's text (a change starts a new listener). */
   crlText?: string;
 }
@@ -171,15 +173,24 @@ const MAX_CHAIN = 100;
 
 /**
  * The first certificate of `peer`'s chain (the client's, then each issuer up to the trust anchor,
- * which no list can revoke) that `crl` holds revoked; null when none is.
+ * which no list can revoke) that `crl` holds revoked, or (`refuseStale`) whose issuer's list is
+ * past its next update at `now`; null when none is.
  */
-function revokedInChain(peer: PeerCertificate, crl: RevocationCheck): PeerCertificate | null {
+function refusedInChain(
+  peer: PeerCertificate,
+  crl: RevocationCheck,
+  refuseStale: boolean,
+  now: number,
+): { cert: PeerCertificate; staleSince: number | null } | null {
   let c: PeerCertificate | undefined = peer;
   for (let depth = 0; c?.raw && depth < MAX_CHAIN; depth++) {
     const next: PeerCertificate | undefined = c.issuerCertificate;
-    // An intermediate the root's list revokes revokes whatever it issued (RFC 5280 §6.3).
-    if (next !== c && crl.revoked(c.raw)) return c;
     if (next === c) break;
+    // An intermediate the root's list revokes revokes whatever it issued (RFC 5280 §6.3).
+    if (crl.revoked(c.raw)) return { cert: c, staleSince: null };
+    // A list out of date cannot say this certificate was not revoked since (RFC 5280 §6.3.3).
+    const stale = refuseStale ? crl.staleSince(c.raw, now) : null;
+    if (stale !== null) return { cert: c, staleSince: stale };
     c = next;
   }
   return null;
@@ -269,12 +280,19 @@ export function listenClientAuth(
       );
       return void socket.destroy();
     }
-    const revoked = cert !== null && opts.auth.crl ? revokedInChain(peer, opts.auth.crl) : null;
-    if (revoked !== null) {
-      const which = revoked === peer ? cert! : clientCertOf(revoked);
+    const refused = cert !== null && opts.auth.crl
+      ? refusedInChain(peer, opts.auth.crl, opts.auth.refuseStale ?? false, Date.now())
+      : null;
+    if (refused !== null) {
+      const which = refused.cert === peer ? cert! : clientCertOf(refused.cert);
+      const what = refused.staleSince === null
+        ? "certificate revoked"
+        : `certificate's issuer's revocation list out of date since ${
+          new Date(refused.staleSince).toISOString()
+        }`;
       opts.onRefused?.(
-        `certificate revoked (serial ${which?.serial}, ${which?.subject})` +
-          (revoked === peer ? "" : ` in the chain of ${cert!.subject}`),
+        `${what} (serial ${which?.serial}, ${which?.subject})` +
+          (refused.cert === peer ? "" : ` in the chain of ${cert!.subject}`),
       );
       return void socket.destroy();
     }
