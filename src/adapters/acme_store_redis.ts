@@ -11,12 +11,14 @@ import { Redis } from "ioredis";
 import { pairMatches, TOKEN } from "./acme_store.ts";
 import type { AcmeStore, SharedBackoff, StoredAccount } from "./acme_store.ts";
 import { wholeChain } from "./pem_chain.ts";
-import { deadAfterMs, reasonOf, redactUrl } from "./store_redis.ts";
+import { deadAfterMs, passwordFromEnv, reasonOf, redactUrl } from "./store_redis.ts";
 import { timerDelay } from "../config/duration.ts";
 
 /** `tls.acme.redis`. */
 export interface AcmeRedisConfig {
   url: string;
+  /** The environment variable holding the password, when not in the url. */
+  password_env?: string;
   prefix: string;
   /** Per-command timeout (ms). */
   timeout: number;
@@ -46,6 +48,7 @@ export function openRedisAcmeStore(
 ): AcmeStore & { close(): Promise<void> } {
   const timeout = timerDelay(config.timeout);
   const redis = new Redis(config.url, {
+    ...passwordFromEnv(config.password_env),
     lazyConnect: true,
     // Commands wait for a (re)connection, each at most `timeout`; an outage fails the order,
     // which backs off as any failure does.

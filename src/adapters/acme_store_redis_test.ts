@@ -293,3 +293,25 @@ interopTest(
     }
   },
 );
+
+interopTest(
+  "openRedisAcmeStore password_env: the password comes from the environment",
+  ["redis-server"],
+  async () => {
+    await using redis = await startRedis({ args: ["--requirepass", "acme-pw"] });
+    const name = `PROX_TEST_ACME_REDIS_PW_${crypto.randomUUID().slice(0, 8)}`;
+    Deno.env.set(name, "acme-pw");
+    const config = { url: redis.url, prefix: "pw:", timeout: 2_000 };
+    const withPw = openRedisAcmeStore({ ...config, password_env: name }, { name: "a.example" });
+    const without = openRedisAcmeStore(config, { name: "a.example" });
+    try {
+      assert.equal(await withPw.createAccountKey("k1"), "k1");
+      assert.equal(await withPw.readAccountKey(), "k1");
+      await assert.rejects(() => without.readAccountKey(), /NOAUTH/);
+    } finally {
+      Deno.env.delete(name);
+      await withPw.close();
+      await without.close();
+    }
+  },
+);

@@ -91,15 +91,22 @@ export function createRateLimitStores(): RateLimitStores {
         await retire(old);
         return;
       }
-      const sig = JSON.stringify([cfg.url, cfg.prefix, cfg.timeout, cfg.pool_size]);
+      const sig = JSON.stringify([
+        cfg.url,
+        cfg.password_env,
+        cfg.prefix,
+        cfg.timeout,
+        cfg.pool_size,
+      ]);
       if (redis?.sig === sig) return;
-      const { createRedisStore } = await import("./store_redis.ts");
+      const { createRedisStore, passwordFromEnv } = await import("./store_redis.ts");
       if (redis?.sig === sig) return; // a concurrent configure() got there first
       const old = redis;
       redis = {
         sig,
         store: createRedisStore({
           url: cfg.url,
+          ...passwordFromEnv(cfg.password_env),
           prefix: cfg.prefix,
           timeoutMs: cfg.timeout,
           poolSize: cfg.pool_size,

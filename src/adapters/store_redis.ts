@@ -12,6 +12,8 @@ import { timerDelay } from "../config/duration.ts";
 export interface RedisStoreOptions {
   /** `redis://[user:pass@]host:port[/db]` or `rediss://…` for TLS. */
   url: string;
+  /** The password, when not in the url (`password_env`). */
+  password?: string;
   /** Prepended to every key (e.g. `prox:rl:`). */
   prefix: string;
   /** Per-command timeout in ms; a slower answer counts as an error. */
@@ -151,6 +153,12 @@ const SCRIPTS = {
 
 type ScriptFn = (key: string, ...args: string[]) => Promise<[number, number, number, number]>;
 
+/** The password `password_env` names, read from Prox's environment (validation required it). */
+export function passwordFromEnv(name: string | undefined): { password?: string } {
+  const password = name === undefined ? undefined : Deno.env.get(name);
+  return password === undefined ? {} : { password };
+}
+
 /** Redacts the password from a Redis URL for messages. */
 export function redactUrl(url: string): string {
   try {
@@ -181,6 +189,7 @@ export function createRedisStore(options: RedisStoreOptions): RedisRateLimitStor
   const shown = redactUrl(opts.url);
   const clients = Array.from({ length: Math.max(1, opts.poolSize ?? 1) }, () => {
     const c = new Redis(opts.url, {
+      ...(opts.password !== undefined ? { password: opts.password } : {}),
       lazyConnect: true,
       enableOfflineQueue: false,
       enableAutoPipelining: true,

@@ -40,7 +40,8 @@ const DESCRIPTIONS: Record<string, string> = {
   acme: "Automatic certificates from an ACME CA (Let's Encrypt) with HTTP-01",
   key_type: "The ACME certificate's key: p256 (default), p384, rsa2048, rsa3072 or rsa4096",
   redis:
-    "ACME state (account, certificate, challenges, order lock, back-off) in Redis instead of storage_path: {url, prefix, timeout}, for instances that share no file system",
+    "ACME state (account, certificate, challenges, order lock, back-off) in Redis instead of storage_path: {url, password_env, prefix, timeout}, for instances that share no file system",
+  password_env: "Environment variable holding the Redis password (instead of putting it in url)",
   eab:
     "External account binding for CAs that require it (ZeroSSL, Google Trust Services): kid and hmac_key (or hmac_key_env) from the CA's account page",
   health_check: "Active health checks of upstream targets",

@@ -8,9 +8,12 @@ import type { Report } from "./validate_route.ts";
 /** Cross-field rules of `rate_limit_store`. */
 export function validateRateLimitStore(
   store: Config["rate_limit_store"],
-  opts: { err: Report; warn: Report },
+  opts: { err: Report; warn: Report; env?: (name: string) => string | undefined },
 ): void {
   const problem = store.url ? redisUrlProblem(store.url) : "url is required when type is redis";
+  if (store.type === "redis" && !problem) {
+    checkPasswordEnv(["rate_limit_store"], store.url!, store.password_env, opts);
+  }
   if (store.type === "redis" && problem) {
     opts.err(
       ["rate_limit_store", store.url ? "url" : "type"],
@@ -31,6 +34,37 @@ export function validateRateLimitStore(
       ["rate_limit_store", "url"],
       "url is ignored: type is memory (the default)",
       "Add type: redis to share the counters through Redis",
+    );
+  }
+}
+
+/**
+ * `password_env` (at `base`): a variable that is set (when the environment can be read here),
+ * and a url that gives no password of its own (which would be the one sent: which one is meant?).
+ */
+export function checkPasswordEnv(
+  base: string[],
+  url: string,
+  name: string | undefined,
+  opts: { err: Report; env?: (name: string) => string | undefined },
+): void {
+  if (name === undefined) return;
+  let inUrl = false;
+  try {
+    const u = new URL(url);
+    inUrl = u.password !== "" || [...u.searchParams.keys()].some((k) => k === "password");
+  } catch { /* the url's own error */ }
+  if (inUrl) {
+    opts.err(
+      [...base, "password_env"],
+      "Both the url and password_env give the Redis password",
+      `Take the password out of the url (redis://user@host:6379, or redis://host:6379) and keep it in ${name}`,
+    );
+  } else if (opts.env && opts.env(name) === undefined) {
+    opts.err(
+      [...base, "password_env"],
+      `Environment variable ${name} is not set`,
+      `Export ${name} to Prox (e.g. in its systemd unit: Environment=…)`,
     );
   }
 }

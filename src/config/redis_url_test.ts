@@ -75,3 +75,41 @@ routes:
     "\n  fix: E.g. timeout: 100ms (how long a request waits for Redis before on_error applies)",
   ]);
 });
+
+Deno.test("validate: password_env is set, and the url gives no password besides", () => {
+  const issues = (store: string, acme: string, vars: Record<string, string> = {}) =>
+    loadConfigText(
+      `listen_addr: "127.0.0.1:3000"
+rate_limit_store: ${store}
+tls:
+  acme: { enabled: true, domains: [a.example], ca_url: "https://ca.example/dir", redis: ${acme} }
+routes:
+  "/": { type: static, root: "." }
+`,
+      { file: "c.yaml", env: { exists: () => true, env: (n) => vars[n] } },
+    ).issues.filter((i) => i.path.endsWith("password_env")).map((i) =>
+      `${i.severity} ${i.path}: ${i.message}`
+    );
+  const store = (url: string) => `{ type: redis, url: "${url}", password_env: RL_PW }`;
+  const acme = (url: string) => `{ url: "${url}", password_env: ACME_PW }`;
+  assert.deepEqual(
+    issues(store("redis://cache:6379"), acme("rediss://user@cache:6380/1"), {
+      RL_PW: "a",
+      ACME_PW: "",
+    }),
+    [],
+  );
+  assert.deepEqual(issues(store("redis://cache:6379"), acme("redis://cache:6379")), [
+    "error rate_limit_store.password_env: Environment variable RL_PW is not set",
+    "error tls.acme.redis.password_env: Environment variable ACME_PW is not set",
+  ]);
+  const both = issues(
+    store("redis://:hunter2@cache:6379"),
+    acme("redis://cache:6379/0?password=hunter2"),
+    { RL_PW: "a", ACME_PW: "b" },
+  );
+  assert.deepEqual(both, [
+    "error rate_limit_store.password_env: Both the url and password_env give the Redis password",
+    "error tls.acme.redis.password_env: Both the url and password_env give the Redis password",
+  ]);
+});

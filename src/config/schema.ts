@@ -41,6 +41,8 @@ export const Acme = z.object({
   // the account, the certificate, pending challenges, the order lock and the back-off there.
   redis: z.object({
     url: z.string().min(1),
+    // The password read from this environment variable instead of the url (kept out of the file).
+    password_env: z.string().min(1).optional(),
     prefix: z.string().default("prox:acme:"),
     timeout: Duration.prefault("5s"),
   }).strict().optional(),
@@ -156,6 +158,8 @@ export const LogConfig = z.object({
 export const RateLimitStore = z.object({
   type: z.enum(["memory", "redis"]).default("memory"),
   url: z.string().optional(),
+  /** The password read from this environment variable instead of the url. */
+  password_env: z.string().min(1).optional(),
   prefix: z.string().default("prox:rl:"),
   on_error: z.enum(["allow", "deny"]).default("allow"),
   timeout: Duration.prefault("100ms"),

@@ -7,7 +7,7 @@ import { isV4, parseCidr, parseIp } from "../domain/ip.ts";
 import { parseResolver } from "../domain/acme_dns.ts";
 import type { Cidr } from "../domain/ip.ts";
 import { parseRouteKey } from "../domain/router.ts";
-import { redisUrlProblem, validateRateLimitStore } from "./redis_url.ts";
+import { checkPasswordEnv, redisUrlProblem, validateRateLimitStore } from "./redis_url.ts";
 import type { Config } from "./schema.ts";
 import { workersIssues } from "./workers_rules.ts";
 import type { ConfigIssue, ParseResult } from "./parse.ts";
@@ -183,7 +183,7 @@ export function validateConfig(
     }
   }
 
-  validateRateLimitStore(config.rate_limit_store, { err, warn });
+  validateRateLimitStore(config.rate_limit_store, { err, warn, env: opts.env.env });
 
   validateRoutes(config, { err, warn, env: opts.env });
   validatePages(config, { err, warn, env: opts.env });
@@ -591,6 +591,12 @@ function validateAcme(
       "timeout must be greater than 0",
       "E.g. timeout: 5s (how long an ACME step waits for Redis)",
     );
+  }
+  if (acme.redis && !problem) {
+    checkPasswordEnv([...base, "redis"], acme.redis.url, acme.redis.password_env, {
+      err,
+      env: opts.env.env,
+    });
   }
   if (dns01) return;
   const httpAddrs = [acme.http_listen_addr, opts.config.http_redirect?.listen_addr].filter(

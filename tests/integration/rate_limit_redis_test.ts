@@ -176,3 +176,44 @@ routes:
     );
   },
 );
+
+interopTest(
+  "rate_limit_store password_env: the password comes from the environment, not the url",
+  ["redis-server"],
+  async () => {
+    const password = "s3cret p@ss:/word";
+    await using redis = await startRedis({ args: ["--requirepass", password] });
+    await using up = await startUpstream(() => new Response("ok"));
+    const name = `PROX_TEST_REDIS_PW_${crypto.randomUUID().slice(0, 8)}`;
+    Deno.env.set(name, password);
+    try {
+      const yaml = (extra: string) => `
+rate_limit_store: { type: redis, url: "${redis.url}", timeout: 2s, on_error: deny${extra} }
+routes:
+  "/": { type: proxy, target: "${up.url}", rate_limit: { by: ip, requests: 2, period: 1d } }
+`;
+      const statuses = async (url: string) => {
+        const out: number[] = [];
+        for (let i = 0; i < 3; i++) {
+          const res = await fetch(url);
+          await res.body?.cancel();
+          out.push(res.status);
+        }
+        return out;
+      };
+      {
+        // Redis counts (on_error: deny would refuse the first request had AUTH failed).
+        await using prox = await startProxy(yaml(`, password_env: ${name}`));
+        assert.deepEqual(await statuses(prox.url), [200, 200, 429]);
+      }
+      {
+        // Without it Redis refuses every command (NOAUTH) and on_error decides.
+        await using prox = await startProxy(yaml(", prefix: other"));
+        const got = await statuses(prox.url);
+        assert.ok(got.every((s) => s !== 200), `${got}`);
+      }
+    } finally {
+      Deno.env.delete(name);
+    }
+  },
+);
