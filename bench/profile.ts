@@ -7,7 +7,8 @@
 // with one proxy route instead of the bench's config), PROFILE_POST=BYTES (POST bodies of that
 // size to /post instead of GETs; the backend answers them), PROFILE_H2=1 (HTTP/2 over TLS with
 // h2load, 10 connections × 10 streams, as in the bench; `prox` and `client` only), PROFILE_DENO=1
-// (`prox` on Deno.serve, `protocols.http1_engine: deno`, instead of its own HTTP/1.1 engine).
+// (`prox` on Deno.serve, `protocols.http1_engine: deno`, instead of its own HTTP/1.1 engine),
+// PROFILE_SAVE=FILE (the V8 CPU profile kept there).
 import { freePort, proxConfig, spawn, startBackend, TLS } from "./procs.ts";
 import { ROOT } from "../tests/_harness.ts";
 
@@ -109,7 +110,11 @@ console.log(
 child.kill("SIGINT");
 await child.status;
 for await (const f of Deno.readDir(`${dir}/prof`)) {
-  const prof = JSON.parse(await Deno.readTextFile(`${dir}/prof/${f.name}`));
+  const text = await Deno.readTextFile(`${dir}/prof/${f.name}`);
+  // PROFILE_SAVE=FILE keeps the profile (for Chrome's DevTools, or another look).
+  const save = Deno.env.get("PROFILE_SAVE");
+  if (save) await Deno.writeTextFile(save, text);
+  const prof = JSON.parse(text);
   const self = new Map<string, number>();
   const byId = new Map<
     number,
