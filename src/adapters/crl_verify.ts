@@ -45,7 +45,9 @@ export function unsignedLists(crlText: string, caText: string): string[] {
     }
     const signers = cas.filter((c) => c.subject === list.issuer);
     if (signers.length === 0) {
-      refused.push(`${name} is not from a CA in ca_cert (no certificate there is its issuer)`);
+      refused.push(
+        `${name} is not from a CA in ca_cert (no certificate there is its issuer: for an intermediate's list, add the intermediate to ca_cert)`,
+      );
       continue;
     }
     const digest = ALGORITHMS[list.algorithm];

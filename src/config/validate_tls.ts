@@ -391,7 +391,7 @@ export function checkCrlFile(
         opts.err(
           at,
           `${file}: ${why}`,
-          `Use the list the CA of ca_cert publishes (openssl crl -in ${file} -CAfile ${opts.caFile} -noout says "verify OK")`,
+          `Use the list a CA of ca_cert publishes (openssl crl -in ${file} -CAfile ${opts.caFile} -noout says "verify OK"); an intermediate's list needs the intermediate's certificate in ca_cert beside the root`,
         );
       }
     }

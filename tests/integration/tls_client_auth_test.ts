@@ -448,8 +448,8 @@ Deno.test("validate: tls.client_auth's CA file, HTTP/3 and Deno.serve", () => {
 
 /**
  * Makes, in `dir`, a root CA, an intermediate it issued (int.pem), a client certificate the
- * intermediate issued (leaf.pem, leaf.key; chain.pem with the intermediate) and the root's list
- * revoking the intermediate (root.crl).
+ * intermediate issued (leaf.pem, leaf.key; chain.pem with the intermediate), the root's list
+ * revoking the intermediate (root.crl) and the intermediate's list revoking the leaf (int.crl).
  */
 async function revokedIntermediate(dir: string): Promise<void> {
   const script = `set -e
@@ -470,6 +470,9 @@ printf '[ca]\\ndefault_ca=d\\n[d]\\ndatabase=idx\\ndefault_md=sha256\\ncrlnumber
 touch idx && echo 01 > num
 openssl ca -batch -config crl.cnf -cert root.pem -keyfile root.key -revoke int.pem
 openssl ca -batch -config crl.cnf -cert root.pem -keyfile root.key -gencrl -out root.crl
+sed 's/=idx/=idx2/; s/=num/=num2/' crl.cnf > int-crl.cnf && touch idx2 && echo 01 > num2
+openssl ca -batch -config int-crl.cnf -cert int.pem -keyfile int.key -revoke leaf.pem
+openssl ca -batch -config int-crl.cnf -cert int.pem -keyfile int.key -gencrl -out int.crl
 `;
   const r = await run("bash", ["-c", script]);
   assert.equal(r.code, 0, r.stderr);
@@ -508,6 +511,52 @@ interopTest(
         const res = await fetch(`https://localhost:${open.port}/`, { client: c });
         assert.equal((await res.json())["x-client-subject"], "CN=bob", ca);
       }
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);
+
+interopTest(
+  "tls.client_auth crl_file: an intermediate's list needs the intermediate in ca_cert, and then revokes its leaves",
+  ["openssl"],
+  async () => {
+    const dir = await Deno.makeTempDir({ prefix: "prox-crl-int-" });
+    try {
+      await revokedIntermediate(dir);
+      await using up = await echo();
+      const caFile = `${dir}/ca.pem`;
+      const yaml = config(up.url).replace(
+        `ca_cert: "${TLS}/ca.pem"`,
+        `ca_cert: "${caFile}", crl_file: "${dir}/int.crl"`,
+      );
+      // The root alone: the list's issuer is nowhere in ca_cert, and the error says what to add.
+      await Deno.copyFile(`${dir}/root.pem`, caFile);
+      const res = loadConfigText(`listen_addr: "127.0.0.1:0"\n${yaml}`, {
+        env: denoEnv,
+        file: "t.yaml",
+      });
+      const issue = res.issues.find((i) => i.path === "tls.client_auth.crl_file");
+      assert.match(issue?.message ?? "", /the list of "Intermediate" is not from a CA in ca_cert/);
+      assert.match(
+        issue?.hint ?? "",
+        /an intermediate's list needs the intermediate's certificate in ca_cert/,
+      );
+      // With the intermediate beside the root, its list applies: the leaf (serial 7) is refused.
+      await Deno.writeTextFile(
+        caFile,
+        Deno.readTextFileSync(`${dir}/int.pem`) + Deno.readTextFileSync(`${dir}/root.pem`),
+      );
+      const leaf = { cert: Deno.readTextFileSync(`${dir}/chain.pem`), key: `${dir}/leaf.key` };
+      await using prox = await startProxy(yaml, { tls: true });
+      await refused(`https://localhost:${prox.port}/`, leaf);
+      // Without the list the same client gets through: the refusal is the revocation's.
+      await using open = await startProxy(yaml.replace(`, crl_file: "${dir}/int.crl"`, ""), {
+        tls: true,
+      });
+      using c = client(leaf);
+      const ok = await fetch(`https://localhost:${open.port}/`, { client: c });
+      assert.equal((await ok.json())["x-client-subject"], "CN=bob");
     } finally {
       await Deno.remove(dir, { recursive: true });
     }
