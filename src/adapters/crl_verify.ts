@@ -7,8 +7,8 @@
 import { verify, X509Certificate } from "node:crypto";
 import { certificateSubject, pemBlocks, signedParts } from "../domain/crl.ts";
 
-/** node:crypto's digest for each signature algorithm an X.509 CRL may carry (null: none). */
-const ALGORITHMS: Record<string, string | null> = {
+/** node:crypto's digest for each signature algorithm an X.509 CRL or OCSP answer may carry (null: none). */
+export const ALGORITHMS: Record<string, string | null> = {
   "1.2.840.113549.1.1.5": "sha1", // sha1WithRSAEncryption
   "1.2.840.113549.1.1.11": "sha256", // sha256WithRSAEncryption
   "1.2.840.113549.1.1.12": "sha384",

@@ -11,6 +11,7 @@ import { listenH1 } from "./h1/server.ts";
 import type { ConnectionCounts, ConnectionLimits, SniCertificate } from "./h1/server.ts";
 import type { ClientAuth } from "./h1/tls_client_auth.ts";
 import { revocationCheck } from "../domain/crl.ts";
+import { createOcspChecker } from "./ocsp_check.ts";
 import { unsignedLists } from "./crl_verify.ts";
 import type { AcceptProxyProtocol } from "./h1/proxy_accept.ts";
 import { parseCidr } from "../domain/ip.ts";
@@ -225,9 +226,9 @@ function fingerprint(plan: ListenerPlan): string {
         JSON.stringify(plan.connectionLimits ?? null)
       }|${(plan.sni ?? []).map((c) => c.cert + c.key).join("|")}|${
         plan.clientAuth
-          ? `${plan.clientAuth.required}|${plan.clientAuth.refuseStale}|${plan.clientAuth.ca}|${
-            plan.clientAuth.crlText ?? ""
-          }`
+          ? `${plan.clientAuth.required}|${plan.clientAuth.refuseStale}|${
+            JSON.stringify(plan.clientAuth.ocsp?.config ?? null)
+          }|${plan.clientAuth.ca}|${plan.clientAuth.crlText ?? ""}`
           : ""
       }`
       : "deno"
@@ -430,7 +431,8 @@ export async function readClientAuth(c: Config): Promise<ClientAuth | undefined>
   if (!ca.includes("-----BEGIN CERTIFICATE-----")) {
     throw new Error(`CA certificate file holds no PEM certificate: ${auth.ca_cert}`);
   }
-  if (!auth.crl_file) return { ca, required: auth.mode === "require" };
+  const ocsp = auth.ocsp ? { ocsp: createOcspChecker(auth.ocsp) } : {};
+  if (!auth.crl_file) return { ca, required: auth.mode === "require", ...ocsp };
   const crlText = await Deno.readTextFile(auth.crl_file);
   // Throws for a file that holds no list (a rotation half done): the reload fails and the
   // listener keeps the lists it has.
@@ -446,6 +448,7 @@ export async function readClientAuth(c: Config): Promise<ClientAuth | undefined>
     crl,
     crlText,
     refuseStale: auth.crl_expired === "refuse",
+    ...ocsp,
   };
 }
 

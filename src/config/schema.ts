@@ -103,6 +103,19 @@ export const Tls = z.object({
      * HAProxy do: a revocation since is not in it) or `allow`.
      */
     crl_expired: z.enum(["refuse", "allow"]).default("refuse"),
+    /**
+     * OCSP (RFC 6960): each client certificate's status asked of its responder (authorityInfoAccess,
+     * or `responder`) at the handshake; answers kept until their nextUpdate (an hour at most).
+     */
+    ocsp: z.object({
+      /** `leaf`: the client's certificate; `chain`: its intermediates too. */
+      check: z.enum(["leaf", "chain"]).default("leaf"),
+      responder: z.string().min(1).optional(),
+      timeout: Duration.prefault("3s"),
+      /** A status that cannot be learned (no responder, no answer, a bad one). */
+      on_error: z.enum(["refuse", "allow"]).default("refuse"),
+      cache_size: z.int().min(0).max(1_000_000).default(10_000),
+    }).strict().optional(),
     mode: z.enum(["require", "verify_if_given"]).default("require"),
   }).strict().optional(),
 }).strict();

@@ -423,6 +423,31 @@ export function validateConfig(
       caFile: tls.client_auth.ca_cert,
       allowExpired: tls.client_auth.crl_expired === "allow",
     });
+    const ocsp = tls.client_auth.ocsp;
+    if (ocsp?.responder !== undefined && !/^https?:\/\/[^/]/i.test(ocsp.responder)) {
+      err(
+        ["tls", "client_auth", "ocsp", "responder"],
+        `"${ocsp.responder}" is no http:// or https:// URL`,
+        "E.g. responder: http://ocsp.example.com (the CA's OCSP URL; unset: each certificate's own)",
+      );
+    } else if (ocsp?.responder !== undefined) {
+      try {
+        new URL(ocsp.responder);
+      } catch {
+        err(
+          ["tls", "client_auth", "ocsp", "responder"],
+          `"${ocsp.responder}" is no valid URL`,
+          "E.g. responder: http://ocsp.example.com",
+        );
+      }
+    }
+    if (ocsp && ocsp.timeout <= 0) {
+      err(
+        ["tls", "client_auth", "ocsp", "timeout"],
+        "timeout must be greater than 0",
+        "E.g. timeout: 3s (how long a handshake waits for the responder)",
+      );
+    }
     if (config.protocols.http1_engine === "deno") {
       err(
         ["tls", "client_auth"],

@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import { X509Certificate } from "node:crypto";
 import { interopTest, ROOT, run, startUpstream, waitFor } from "../_harness.ts";
 import { startProxy } from "./_proxy.ts";
+import { startOcsp } from "../_ocsp.ts";
 import { pemBlocks } from "../../src/domain/crl.ts";
 import { loadConfigText } from "../../src/config/load.ts";
 import { denoEnv } from "../../src/adapters/config_source.ts";
@@ -817,6 +818,152 @@ interopTest(
       assert.deepEqual(refusals, [
         "certificate's keyUsage does not allow digital signatures (CN=enc; RFC 5280 §4.2.1.3)",
       ]);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);
+
+interopTest(
+  "tls.client_auth ocsp: a certificate its responder says is revoked is refused, a good one served, the answer kept",
+  ["openssl"],
+  async () => {
+    const dir = await Deno.makeTempDir({ prefix: "prox-ocsp-" });
+    try {
+      await using ocsp = await startOcsp({
+        dir,
+        valid: [`${TLS}/cert.pem`],
+        revoked: [`${TLS}/alice.pem`],
+        nmin: 10,
+      });
+      await using up = await echo();
+      const refusals: string[] = [];
+      const logger: Logger = {
+        ...silentLogger,
+        debug: (msg, fields) => void refusals.push(`${msg} ${JSON.stringify(fields ?? {})}`),
+      };
+      await using prox = await startProxy(
+        config(up.url).replace(
+          `ca_cert: "${TLS}/ca.pem"`,
+          `ca_cert: "${TLS}/ca.pem", ocsp: { responder: "${ocsp.url}" }`,
+        ),
+        { tls: true, logger },
+      );
+      await refused(`https://localhost:${prox.port}/`, ALICE);
+      await waitFor(() => refusals.some((r) => /certificate revoked on \d{4}-.*OCSP/.test(r)), {
+        what: "the refusal's log line",
+      });
+      const localhost = { cert: Deno.readTextFileSync(`${TLS}/cert.pem`), key: `${TLS}/key.pem` };
+      for (let i = 0; i < 3; i++) {
+        using c = client(localhost);
+        const res = await fetch(`https://localhost:${prox.port}/`, { client: c });
+        assert.equal((await res.json())["x-client-subject"], "CN=localhost");
+      }
+      // One request per certificate: the answers (nextUpdate in 10 min) are kept.
+      assert.equal(ocsp.requests(), 2);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);
+
+Deno.test("tls.client_auth ocsp: a responder that cannot be asked refuses clients, or lets them in with on_error: allow (logged)", async () => {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const down = `http://127.0.0.1:${l.addr.port}/`;
+  l.close();
+  await using up = await echo();
+  const warnings: string[] = [];
+  const logger: Logger = {
+    ...silentLogger,
+    warn: (msg, fields) => void warnings.push(`${msg} ${JSON.stringify(fields ?? {})}`),
+  };
+  const yaml = (extra: string) =>
+    config(up.url).replace(
+      `ca_cert: "${TLS}/ca.pem"`,
+      `ca_cert: "${TLS}/ca.pem", ocsp: { responder: "${down}"${extra} }`,
+    );
+  {
+    await using prox = await startProxy(yaml(""), { tls: true });
+    await refused(`https://localhost:${prox.port}/`, ALICE);
+  }
+  await using prox = await startProxy(yaml(", on_error: allow"), { tls: true, logger });
+  using c = client(ALICE);
+  const res = await fetch(`https://localhost:${prox.port}/`, { client: c });
+  assert.match((await res.json())["x-client-subject"], /^CN=alice,/);
+  assert.equal(warnings.filter((w) => w.includes("OCSP status not learned")).length, 1);
+  assert.match(warnings.join("\n"), /could not be asked/);
+});
+
+Deno.test("validate: tls.client_auth.ocsp's responder and timeout", () => {
+  const issues = (ocsp: string) =>
+    loadConfigText(
+      `listen_addr: "127.0.0.1:0"\ntls:\n  cert_path: "${TLS}/cert.pem"\n  key_path: "${TLS}/key.pem"\n  client_auth: { ca_cert: "${TLS}/ca.pem", ocsp: ${ocsp} }\nroutes:\n  /: { type: static, root: "." }\n`,
+      { env: denoEnv, file: "t.yaml" },
+    ).issues.map((i) => `${i.severity} ${i.path}: ${i.message}`);
+  assert.deepEqual(issues("{}"), []);
+  assert.deepEqual(issues('{ responder: "http://ocsp.example.com", check: chain }'), []);
+  assert.deepEqual(issues('{ responder: "ldap://ocsp.example.com" }'), [
+    'error tls.client_auth.ocsp.responder: "ldap://ocsp.example.com" is no http:// or https:// URL',
+  ]);
+  assert.deepEqual(issues("{ timeout: 0s }"), [
+    "error tls.client_auth.ocsp.timeout: timeout must be greater than 0",
+  ]);
+  assert.match(issues("{ on_error: ignore }").join(), /on_error/);
+});
+
+interopTest(
+  "tls.client_auth ocsp check: chain asks about the intermediate too, at the responder it names",
+  ["openssl"],
+  async () => {
+    const dir = await Deno.makeTempDir({ prefix: "prox-ocsp-chain-" });
+    const sh = async (script: string) => {
+      const r = await run("bash", ["-c", `set -e\ncd "${dir}"\n${script}`]);
+      assert.equal(r.code, 0, r.stderr);
+    };
+    try {
+      const p256 = "openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+      // The root's responder knows the intermediate as revoked; the intermediate names it.
+      await using rootOcsp = await startOcsp({
+        dir,
+        ca: `${dir}/root.pem`,
+        caKey: `${dir}/root.key`,
+        revoked: [`${dir}/int.pem`],
+        prepare: (url) =>
+          sh(`${p256} -x509 -days 1 -keyout root.key -out root.pem -subj /CN=Root \\
+  -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign
+${p256} -keyout int.key -out int.csr -subj /CN=Intermediate
+printf 'basicConstraints=critical,CA:TRUE\\nkeyUsage=critical,keyCertSign,cRLSign\\nauthorityInfoAccess=OCSP;URI:${url}\\n' > int.ext
+openssl x509 -req -in int.csr -CA root.pem -CAkey root.key -set_serial 0x2211 -days 1 -extfile int.ext -out int.pem`),
+      });
+      // The intermediate's responder knows the leaf as good; the leaf names it.
+      await using intOcsp = await startOcsp({
+        dir,
+        ca: `${dir}/int.pem`,
+        caKey: `${dir}/int.key`,
+        valid: [`${dir}/leaf.pem`],
+        prepare: (url) =>
+          sh(`${p256} -keyout leaf.key -out leaf.csr -subj /CN=bob
+printf 'extendedKeyUsage=clientAuth\\nauthorityInfoAccess=OCSP;URI:${url}\\n' > leaf.ext
+openssl x509 -req -in leaf.csr -CA int.pem -CAkey int.key -set_serial 9 -days 1 -extfile leaf.ext -out leaf.pem
+cat leaf.pem int.pem > chain.pem`),
+      });
+      await using up = await echo();
+      const leaf = { cert: Deno.readTextFileSync(`${dir}/chain.pem`), key: `${dir}/leaf.key` };
+      const yaml = (check: string) =>
+        config(up.url).replace(
+          `ca_cert: "${TLS}/ca.pem"`,
+          `ca_cert: "${dir}/root.pem", ocsp: { check: ${check} }`,
+        );
+      {
+        await using prox = await startProxy(yaml("leaf"), { tls: true });
+        using c = client(leaf);
+        const res = await fetch(`https://localhost:${prox.port}/`, { client: c });
+        assert.equal((await res.json())["x-client-subject"], "CN=bob");
+        assert.deepEqual([intOcsp.requests(), rootOcsp.requests()], [1, 0]);
+      }
+      await using prox = await startProxy(yaml("chain"), { tls: true });
+      await refused(`https://localhost:${prox.port}/`, leaf);
+      assert.deepEqual([intOcsp.requests(), rootOcsp.requests()], [2, 1]);
     } finally {
       await Deno.remove(dir, { recursive: true });
     }

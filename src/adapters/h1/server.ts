@@ -241,6 +241,7 @@ export function listenH1(
   const local = server.addr as Deno.NetAddr;
   /** The loopback TLS listeners: the main certificate's, then one per `sni` certificate. */
   const tlsInners: (Deno.TlsListener | ClientAuthListener)[] = [];
+  let ocspWarnedAt = -Infinity;
   try {
     if (tlsOnLoopback) {
       for (const pair of [opts, ...(sni ?? [])]) {
@@ -251,6 +252,15 @@ export function listenH1(
               alpnProtocols: tlsOptions(pair).alpnProtocols,
               onRefused: (reason) =>
                 opts.logger.debug("TLS client certificate refused", { reason }),
+              onOcspError: (reason) => {
+                // Once a minute at most: a responder that is down would say so per handshake.
+                const t = Date.now();
+                if (t - ocspWarnedAt < 60_000) return;
+                ocspWarnedAt = t;
+                opts.logger.warn("OCSP status not learned; client let in (ocsp.on_error: allow)", {
+                  reason,
+                });
+              },
             })
             : Deno.listenTls({ hostname: "127.0.0.1", port: 0, ...tlsOptions(pair) }),
         );

@@ -7,6 +7,7 @@
 import type tls from "node:tls";
 import type { ClientCert } from "../../ports.ts";
 import type { RevocationCheck } from "../../domain/crl.ts";
+import type { OcspChecker } from "../ocsp_check.ts";
 import {
   certificateNames,
   keyUsageAllowsSigning,
@@ -23,6 +24,8 @@ export interface ClientAuth {
   crl?: RevocationCheck;
   /** `crl_expired: refuse`: a certificate whose issuer's list is past its next update is refused. */
   refuseStale?: boolean;
+  /** `ocsp`: each certificate's status asked of its responder before the connection is served. */
+  ocsp?: OcspChecker;
   /** The CRL file's text (a change starts a new listener). */
   crlText?: string;
 }
@@ -197,6 +200,32 @@ function refusedInChain(
 }
 
 /**
+ * Why OCSP refuses `peer`'s chain (its leaf, or with `check: chain` each certificate below the
+ * trust anchor, asked about in turn), or null; an error that `on_error: allow` lets through goes
+ * to `onError`.
+ */
+async function ocspVerdict(
+  peer: PeerCertificate,
+  ocsp: OcspChecker,
+  onError?: (reason: string) => void,
+): Promise<string | null> {
+  let c: PeerCertificate | undefined = peer;
+  for (let depth = 0; c?.raw && depth < MAX_CHAIN; depth++) {
+    const issuer: PeerCertificate | undefined = c.issuerCertificate;
+    if (issuer === c) break; // the trust anchor: no one above it to ask
+    if (!issuer?.raw) return "OCSP: the certificate's issuer is not in its verified chain";
+    const v = await ocsp.check(c.raw, issuer.raw);
+    if (v.error !== undefined && v.refused === null) onError?.(v.error);
+    if (v.refused !== null) {
+      return c === peer ? v.refused : `${v.refused} (an intermediate: ${namesOf(c.raw).subject})`;
+    }
+    if (ocsp.mode === "leaf") break;
+    c = issuer;
+  }
+  return null;
+}
+
+/**
  * The subject and issuer as RFC 4514 writes them, read from the certificate (node's objects leave
  * out DC and UID and group repeated attributes); one that cannot be read says so.
  */
@@ -257,6 +286,8 @@ export function listenClientAuth(
     alpnProtocols: string[];
     /** A handshake refused (the client's certificate, or its absence). */
     onRefused?: (reason: string) => void;
+    /** An OCSP status not learned, the client let in (`on_error: allow`). */
+    onOcspError?: (reason: string) => void;
   },
 ): ClientAuthListener {
   const ready: ClientAuthConn[] = [];
@@ -297,9 +328,19 @@ export function listenClientAuth(
       return void socket.destroy();
     }
     const conn = new NodeTlsConn(socket, cert);
-    const w = waiting.shift();
-    if (w) w.resolve(conn);
-    else ready.push(conn);
+    const handOver = () => {
+      if (closed || socket.destroyed) return void socket.destroy();
+      const w = waiting.shift();
+      if (w) w.resolve(conn);
+      else ready.push(conn);
+    };
+    if (cert === null || !opts.auth.ocsp) return handOver();
+    // The connection (its first bytes kept by the conn) waits for the responder's word.
+    void ocspVerdict(peer, opts.auth.ocsp, opts.onOcspError).then((refused) => {
+      if (refused === null) return handOver();
+      opts.onRefused?.(refused);
+      socket.destroy();
+    });
   };
   // node:tls is loaded only for a listener that asks for client certificates.
   const port = (async () => {
