@@ -2,7 +2,8 @@ import assert from "node:assert/strict";
 import { interopTest, run } from "../../tests/_harness.ts";
 import { startOcsp } from "../../tests/_ocsp.ts";
 import { pemBlocks } from "../domain/crl.ts";
-import { ocspCertFields } from "../domain/ocsp.ts";
+import { createHash } from "node:crypto";
+import { ocspCertFields, ocspRequest } from "../domain/ocsp.ts";
 import { createOcspChecker, type OcspConfig } from "./ocsp_check.ts";
 
 const TLS = new URL("../../tests/fixtures/tls/", import.meta.url).pathname;
@@ -162,5 +163,28 @@ openssl x509 -req -in aia.csr -CA "${TLS}ca.pem" -CAkey "${TLS}ca.key" -set_seri
       } finally {
         viaDelegate.close();
       }
+    }),
+);
+
+interopTest(
+  "OCSP: the request is byte for byte the one openssl ocsp -no_nonce makes",
+  ["openssl"],
+  () =>
+    inDir(async (dir) => {
+      const r = await run("openssl", [
+        "ocsp",
+        ...["-issuer", `${TLS}ca.pem`, "-cert", `${TLS}alice.pem`, "-no_nonce"],
+        ...["-reqout", `${dir}/req.der`],
+      ]);
+      assert.equal(r.code, 0, r.stderr);
+      const alice = ocspCertFields(ALICE);
+      const ca = ocspCertFields(CA);
+      const sha1 = (b: Uint8Array) => new Uint8Array(createHash("sha1").update(b).digest());
+      const ours = ocspRequest({
+        issuerNameHash: sha1(alice.issuerName),
+        issuerKeyHash: sha1(ca.publicKey),
+        serial: alice.serial,
+      });
+      assert.deepEqual(Array.from(ours), Array.from(await Deno.readFile(`${dir}/req.der`)));
     }),
 );
