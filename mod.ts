@@ -396,6 +396,7 @@ function summary(c: Config): string[] {
     }`,
     `  routes:        ${Object.keys(c.routes).length} (${types})`,
     `  tls:           ${tls}`,
+    ...clientAuthSummary(c),
     `  health checks: ${
       c.health_check.enabled ? `every ${Math.max(1, c.health_check.interval_secs)}s` : "off"
     }`,
@@ -419,6 +420,25 @@ function summary(c: Config): string[] {
     ),
     ...pagesSummary(c),
     ...auth,
+  ];
+}
+
+/** The `client certs` line: the mode and how revocation is checked (lists, OCSP). */
+function clientAuthSummary(c: Config): string[] {
+  const a = c.tls?.client_auth;
+  if (!a) return [];
+  const checks = [
+    a.crl_file ? `CRLs (${a.crl_file}; out of date: ${a.crl_expired})` : "",
+    a.ocsp
+      ? `OCSP (${a.ocsp.check}, ${
+        a.ocsp.responder ?? "each certificate's responder"
+      }; on error: ${a.ocsp.on_error})`
+      : "",
+  ].filter((x) => x !== "");
+  return [
+    `  client certs:  ${a.mode} (${a.ca_cert}); revocation: ${
+      checks.length > 0 ? checks.join(", ") : "not checked"
+    }`,
   ];
 }
 

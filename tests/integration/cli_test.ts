@@ -53,6 +53,34 @@ Deno.test("prox validate reads error pages: a missing one is located, found ones
   }
 });
 
+Deno.test("prox validate sums up tls.client_auth: its mode and how revocation is checked", async () => {
+  const dir = await tempDir({});
+  const tls = `${ROOT}/tests/fixtures/tls`;
+  const yaml = (auth: string) =>
+    VALID(8443) +
+    `tls:\n  cert_path: ${tls}/cert.pem\n  key_path: ${tls}/key.pem\n  client_auth: ${auth}\n`;
+  try {
+    const line = async (auth: string) => {
+      await Deno.writeTextFile(`${dir}/c.yaml`, yaml(auth));
+      const out = await prox(["validate", "-c", `${dir}/c.yaml`]);
+      assert.equal(out.code, 0, out.stderr);
+      return out.stdout.split("\n").find((l) => l.startsWith("  client certs:"));
+    };
+    assert.equal(
+      await line(`{ ca_cert: ${tls}/ca.pem }`),
+      `  client certs:  require (${tls}/ca.pem); revocation: not checked`,
+    );
+    assert.equal(
+      await line(
+        `{ ca_cert: ${tls}/ca.pem, mode: verify_if_given, crl_file: ${tls}/alice-revoked.crl, ocsp: { check: chain } }`,
+      ),
+      `  client certs:  verify_if_given (${tls}/ca.pem); revocation: CRLs (${tls}/alice-revoked.crl; out of date: refuse), OCSP (chain, each certificate's responder; on error: refuse)`,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("prox validate warns of a regex V8's linear-time engine cannot run (with the shipped V8 flags)", async () => {
   // The flag that lets Prox tell: shipped with the others (Makefile, deno.json's serve task).
   const shipped =
