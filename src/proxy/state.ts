@@ -409,6 +409,9 @@ export function createUpstreamRegistry(
         const tier = opts.backups?.has(p) ? backup : primary;
         const o = states.get(p);
         tier.total++;
+        // A drained target takes no requests: it keeps no traffic in rotation (the failing one
+        // itself is the one the rule weighs taking out).
+        if (p !== id && drainedIds.has(p)) return;
         if (!o || isAvailable(activeOf(o, opts.checks?.[i]), o.passive, t)) tier.available++;
       });
       const available = primary.available + backup.available;

@@ -352,3 +352,24 @@ Deno.test("registry: a drain asked ahead applies once the target is configured (
   reg.retain(["a", "b", "c", "d"], ["/"]);
   assert.deepEqual(["a", "b", "c", "d"].map((id) => reg.drained(id)), [false, true, false, false]);
 });
+
+Deno.test("registry: the panic rule counts a drained target as unavailable", () => {
+  // A drained target takes no requests: counted as available, it let the last target in
+  // rotation be ejected, and the route answered 503 for the whole cool-down.
+  const { reg } = registry();
+  const policy = {
+    enabled: true,
+    failures: 1,
+    windowMs: 10_000,
+    baseEjectionMs: 30_000,
+    maxEjectionMs: 300_000,
+    panicPercent: 50,
+  };
+  reg.retain(["a", "b"], ["/"]);
+  reg.drain("b", true);
+  reg.outcome("a", false, { pool: ["a", "b"], policy, reason: "refused" });
+  assert.ok(reg.available("a"), "the one target in rotation is kept in");
+  reg.drain("b", false);
+  reg.outcome("a", false, { pool: ["a", "b"], policy, reason: "refused" });
+  assert.ok(!reg.available("a"), "with b back in rotation, a may be ejected");
+});
