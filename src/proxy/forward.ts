@@ -401,7 +401,7 @@ export function choose(
  * Seconds until some target of a pool with none available may be back (`Retry-After` of the
  * 503): the soonest end of an ejection or, for a target health checks hold down, the soonest its
  * next probes can bring it back. At least 1; undefined when no target may come back by itself
- * (none at all).
+ * (none at all, or all drained).
  */
 export function retryAfter(
   pool: RoutePool,

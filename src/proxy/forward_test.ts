@@ -74,7 +74,7 @@ function setup(routeYaml: string, script: Script, top = "", opts = { readBodyFir
   });
   const call = async (init: RequestInit = {}, path = "/x") => {
     const res = await handler(new Request(`http://proxy.test${path}`, init), info);
-    return { status: res.status, text: await res.text() };
+    return { status: res.status, text: await res.text(), headers: res.headers };
   };
   /** Marks `target` down by the route's own active check (the route must have checks on). */
   const probeDown = (target: string) => {
@@ -390,6 +390,27 @@ Deno.test("forward: no available target answers 503 without sending", async () =
   const r = await s.call();
   assert.equal(r.status, 503);
   assert.equal(s.calls.length, 0);
+});
+
+Deno.test("forward: a drained target does not make Retry-After 1 s", async () => {
+  // A drained target comes back only when undrained: it gave `Retry-After: 1` (back in 0 ms)
+  // whatever the other targets' ejections said, inviting clients to hammer the route.
+  const s = setup(
+    `type: load_balance\ntargets: ["${A}", "${B}"]`,
+    () => new Response(null, { status: 503 }),
+    "passive_health: { failures: 1, statuses: [503], base_ejection: 30s, panic_threshold_percent: 0 }",
+  );
+  s.upstreams.retain([A, B], ["/"]);
+  s.upstreams.drain(B, true);
+  assert.equal((await s.call()).status, 503, "A answers 503 and is ejected");
+  const r = await s.call();
+  assert.equal(r.status, 503);
+  assert.equal(s.calls.length, 1, "nothing left to send to");
+  assert.equal(r.headers.get("retry-after"), "30", "when A's ejection ends");
+  s.upstreams.drain(A, true);
+  const none = await s.call();
+  assert.equal(none.status, 503);
+  assert.equal(none.headers.get("retry-after"), null, "every target drained: no time to give");
 });
 
 Deno.test("forward: consistent_hash by cookie keeps a session on one target", async () => {

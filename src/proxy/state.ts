@@ -166,7 +166,7 @@ export interface UpstreamRegistry {
   /**
    * How long (ms) until an unavailable target may be back: the rest of its ejection or, while
    * health checks (`check`, as in available()) hold it down, the probes it still needs to pass
-   * (`healthy` in a row, `intervalMs` apart).
+   * (`healthy` in a row, `intervalMs` apart). Infinity for a drained target.
    */
   backIn(
     id: string,
@@ -463,6 +463,8 @@ export function createUpstreamRegistry(
       s.latencyAt = t;
     },
     backIn(id, o) {
+      // Back only when undrained: no time can be given.
+      if (drainedIds.has(id)) return Infinity;
       const s = states.get(id);
       if (!s) return 0;
       const a = activeOf(s, o.check);
