@@ -16,6 +16,9 @@ import { warnRedirectLoops } from "./validate_redirect.ts";
 import { warnForwardAuthLoops } from "./validate_forward_auth.ts";
 import { checkUpstreamTlsFiles } from "./validate_tls.ts";
 
+/** A header field name or cookie name: a token (RFC 9110 §5.6.2). */
+const HASH_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+
 /** Reports an issue at a config path, with an optional hint. */
 export type Report = (p: (string | number)[], m: string, h?: string) => void;
 
@@ -566,6 +569,18 @@ export function validateRoutes(
         `e.g. hash_on: { type: ${r.hash_on.type}, name: ${
           r.hash_on.type === "cookie" ? "session" : "x-user-id"
         } }`,
+      );
+    }
+    // Not a token (RFC 9110 §5.1, RFC 6265 §4.1.1): a header name made every request throw (500),
+    // and a cookie name could never match, so no request had a key.
+    if (r.hash_on?.name && r.hash_on.type !== "ip" && !HASH_NAME.test(r.hash_on.name)) {
+      const what = r.hash_on.type === "header" ? "a header field name" : "a cookie name";
+      err(
+        ["routes", key, "hash_on", "name"],
+        `hash_on name "${r.hash_on.name}" is not ${what}`,
+        `Use letters, digits and - _ . (e.g. ${
+          r.hash_on.type === "header" ? "x-user-id" : "session"
+        })`,
       );
     }
     if (r.targets.length > 0 && r.targets.every((t) => typeof t !== "string" && t.backup)) {
