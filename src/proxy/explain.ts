@@ -429,7 +429,9 @@ function pickTarget(
     targets: pool.ids.map((id, i) => ({
       url: id,
       backup: pool.backups.has(id),
-      available: live ? reg.available(id, now, pool.checks[i]) : null,
+      available: live
+        ? reg.available(id, now, pool.checks[i], { passive: pool.passive.enabled })
+        : null,
     })),
     pick: null,
     pickReason: "",

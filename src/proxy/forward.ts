@@ -34,6 +34,9 @@ const IDEMPOTENT = new Set(["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"])
 const PER_TRY = new WeakSet<ProxyError>();
 const perTryTimeout = (e: ProxyError) => (PER_TRY.add(e), e);
 
+/** A route with passive health off sees no ejection (see UpstreamRegistry.available). */
+const NO_PASSIVE = Object.freeze({ passive: false });
+
 /** Error kinds that count against a target's passive health. */
 const TARGET_FAULTS = new Set(["connect", "timeout", "upstream_reset", "protocol"]);
 
@@ -364,10 +367,12 @@ export function choose(
   },
 ): { i: number; why: string } | undefined {
   const at = r.now;
+  // Passive health off on this route: other routes' ejections do not gate it.
+  const passive = pool.passive.enabled ? undefined : NO_PASSIVE;
   const load = (i: number) => {
     const s = reg.get(pool.ids[i]);
     return {
-      available: reg.available(s.id, at, pool.checks[i]),
+      available: reg.available(s.id, at, pool.checks[i], passive),
       inFlight: s.inFlight,
       latencyMs: reg.latency(s.id, at),
     };
@@ -410,7 +415,12 @@ export function retryAfter(
 ): number | undefined {
   let soonest = Infinity;
   for (let i = 0; i < pool.ids.length; i++) {
-    const ms = reg.backIn(pool.ids[i], { at: now, check: pool.checks[i], ...pool.probes });
+    const ms = reg.backIn(pool.ids[i], {
+      at: now,
+      check: pool.checks[i],
+      passive: pool.passive.enabled,
+      ...pool.probes,
+    });
     if (ms < soonest) soonest = ms;
   }
   return Number.isFinite(soonest) ? Math.max(1, Math.ceil(soonest / 1000)) : undefined;

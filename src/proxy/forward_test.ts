@@ -413,6 +413,27 @@ Deno.test("forward: a drained target does not make Retry-After 1 s", async () =>
   assert.equal(none.headers.get("retry-after"), null, "every target drained: no time to give");
 });
 
+Deno.test("forward: a route with passive health off is not gated by another route's ejections", async () => {
+  // As a route with health checks off is gated only by passive health: a target that another
+  // route's failures ejected (its statuses, its path) still takes this route's requests.
+  const s = setup(lb("passive_health: { enabled: false }"), ok);
+  const policy = {
+    enabled: true,
+    failures: 1,
+    windowMs: 10_000,
+    baseEjectionMs: 30_000,
+    maxEjectionMs: 300_000,
+    panicPercent: 0,
+  };
+  for (const t of [A, B, C]) {
+    s.upstreams.outcome(t, false, { pool: [A, B, C], policy, reason: "status 500 on /other" });
+  }
+  assert.ok(!s.upstreams.available(A), "ejected for the routes that watch it");
+  const seen = [];
+  for (let i = 0; i < 3; i++) seen.push((await s.call()).text);
+  assert.deepEqual(seen, [A, B, C]);
+});
+
 Deno.test("forward: consistent_hash by cookie keeps a session on one target", async () => {
   const s = setup(lb("strategy: consistent_hash\nhash_on: { type: cookie, name: sid }"), ok);
   const first = (await s.call({ headers: { cookie: "a=1; sid=abc" } })).text;

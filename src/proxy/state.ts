@@ -110,9 +110,15 @@ export interface UpstreamRegistry {
   /**
    * `at`: the monotonic time now, when the caller has it (saves a clock read per call). `check`:
    * the route's check of the target (its probe results decide), null for a route without checks
-   * (only passive health does), omitted for any check (down while one is).
+   * (only passive health does), omitted for any check (down while one is). `passive: false`:
+   * the route has passive health off, so ejections (other routes') do not gate it.
    */
-  available(id: string, at?: number, check?: string | null): boolean;
+  available(
+    id: string,
+    at?: number,
+    check?: string | null,
+    o?: { passive?: boolean },
+  ): boolean;
   /**
    * Drains a target (`on`: no new requests, whatever its health, until undrained) or puts it
    * back (ramping with slow start); false when the config names no such target. With `ahead`,
@@ -170,7 +176,14 @@ export interface UpstreamRegistry {
    */
   backIn(
     id: string,
-    o: { at?: number; check?: string | null; intervalMs: number; healthy: number },
+    o: {
+      at?: number;
+      check?: string | null;
+      /** False: the route has passive health off (its ejections do not count). */
+      passive?: boolean;
+      intervalMs: number;
+      healthy: number;
+    },
   ): number;
   /** Latency sample in ms (response head). */
   observe(id: string, ms: number, at?: number): void;
@@ -326,13 +339,13 @@ export function createUpstreamRegistry(
 
   return {
     get,
-    available(id, at, check) {
+    available(id, at, check, o) {
       if (drainedIds.size > 0 && drainedIds.has(id)) return false;
       const s = states.get(id);
       if (!s) return true;
       const t = at ?? now();
       settle(s, t);
-      return isAvailable(activeOf(s, check), s.passive, t);
+      return isAvailable(activeOf(s, check), o?.passive === false ? PASSIVE_INITIAL : s.passive, t);
     },
     probe(id, ok, opts) {
       if (retired(id)) return;
@@ -469,6 +482,7 @@ export function createUpstreamRegistry(
       if (!s) return 0;
       const a = activeOf(s, o.check);
       if (a.status === "down") return Math.max(1, o.healthy - a.successes) * o.intervalMs;
+      if (o.passive === false) return 0;
       return Math.max(0, s.passive.ejectedUntil - (o.at ?? now()));
     },
     ramp(id, windowMs, at) {
