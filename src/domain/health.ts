@@ -82,6 +82,8 @@ export interface PassiveHealth {
   ejectedUntil: number;
   /** Ejections so far; each doubles the cool-down up to the maximum. */
   ejections: number;
+  /** When an ejection that unEject() ended (early, or after it ran out) ended: for the decay. */
+  endedAt?: number;
 }
 
 /** A target with no passive history. */
@@ -123,8 +125,11 @@ export function eject(
   opts: { now: number; policy: PassivePolicy },
 ): { state: PassiveHealth; durationMs: number } {
   const { now, policy } = opts;
-  // A target that stayed in for a whole max cool-down since its last ejection starts over.
-  const quiet = state.ejections > 0 && now - state.ejectedUntil > policy.maxEjectionMs;
+  // A target that stayed in for a whole max cool-down since its last ejection starts over. An
+  // ejection ended early has ejectedUntil 0: its end is endedAt (measured from 0, the decay
+  // depended on the uptime: past max_ejection, every such ejection started over at the base).
+  const ended = state.ejectedUntil > 0 ? state.ejectedUntil : state.endedAt ?? -Infinity;
+  const quiet = state.ejections > 0 && now - ended > policy.maxEjectionMs;
   const prior = quiet ? 0 : state.ejections;
   const durationMs = Math.min(
     policy.baseEjectionMs * 2 ** Math.min(prior, 30),
@@ -141,11 +146,14 @@ export function eject(
   };
 }
 
-/** Clears an ejection early (an active probe saw the target recover). */
-export function unEject(state: PassiveHealth): PassiveHealth {
-  return state.ejectedUntil === 0 && state.failures === 0
-    ? state
-    : { ...state, failures: 0, times: PASSIVE_INITIAL.times, ejectedUntil: 0 };
+/**
+ * Clears an ejection early (an active probe saw the target recover) at `now`, which the decay of
+ * the next ejection counts from.
+ */
+export function unEject(state: PassiveHealth, now: number): PassiveHealth {
+  if (state.ejectedUntil === 0 && state.failures === 0) return state;
+  const endedAt = state.ejectedUntil > 0 ? Math.min(state.ejectedUntil, now) : state.endedAt;
+  return { ...state, failures: 0, times: PASSIVE_INITIAL.times, ejectedUntil: 0, endedAt };
 }
 
 /**

@@ -109,7 +109,7 @@ Deno.test("eject: the cool-down doubles on repeated ejection, capped, and decays
   // In service for longer than the max cool-down: back to the base duration.
   const later = eject(s, { now: s.ejectedUntil + 300_001, policy });
   assert.equal(later.durationMs, 30_000);
-  assert.equal(unEject(s).ejectedUntil, 0);
+  assert.equal(unEject(s, now).ejectedUntil, 0);
 });
 
 Deno.test("recordOutcome: no new ejection request while already ejected", () => {

@@ -391,7 +391,7 @@ export function createUpstreamRegistry(
         // Back from down or from an ejection (the first result of an unprobed target that
         // requests did not eject is no return).
         if ((prev.status === "down" || t < s.passive.ejectedUntil) && up) s.backAt = t;
-        s.passive = unEject(s.passive);
+        s.passive = unEject(s.passive, t);
         s.ejected = false;
         if (prev.status === "down") {
           deps.logger.info("Upstream recovered: health check passed", {
@@ -519,7 +519,7 @@ export function createUpstreamRegistry(
       for (const id of ids) {
         const s = states.get(id);
         if (!s || t >= s.passive.ejectedUntil) continue;
-        s.passive = unEject(s.passive);
+        s.passive = unEject(s.passive, t);
         s.ejected = false;
         s.backAt = t;
         if (s.active.status === "down") continue;

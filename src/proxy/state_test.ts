@@ -373,3 +373,43 @@ Deno.test("registry: the panic rule counts a drained target as unavailable", () 
   reg.outcome("a", false, { pool: ["a", "b"], policy, reason: "refused" });
   assert.ok(!reg.available("a"), "with b back in rotation, a may be ejected");
 });
+
+Deno.test("registry: an ejection that health checks ended early still doubles the next one, whatever the uptime", () => {
+  // The decay measured the quiet spell from ejectedUntil, which an early end set to 0: once the
+  // process had run longer than max_ejection, every such ejection started over at the base.
+  for (const uptime of [1_000, 10_000_000]) {
+    const { reg, advance } = registry();
+    advance(uptime);
+    const policy = {
+      enabled: true,
+      failures: 1,
+      windowMs: 10_000,
+      baseEjectionMs: 10_000,
+      maxEjectionMs: 60_000,
+      panicPercent: 0,
+    };
+    const th = { thresholds: { healthy: 1, unhealthy: 1 }, reason: "test" };
+    const fail = () => reg.outcome("a", false, { pool: ["a", "b"], policy, reason: "refused" });
+    const ejectedFor = () => reg.list().find((v) => v.id === "a")!.ejectedForMs;
+    reg.probe("a", true, th);
+    fail();
+    assert.equal(ejectedFor(), 10_000);
+    advance(2_000);
+    reg.probe("a", false, th);
+    reg.probe("a", true, th); // back up: the ejection ends early
+    assert.equal(ejectedFor(), 0);
+    advance(1_000);
+    fail();
+    assert.equal(
+      ejectedFor(),
+      20_000,
+      `uptime ${uptime}: ejected again soon after, for twice as long`,
+    );
+    advance(20_000);
+    reg.probe("a", false, th);
+    reg.probe("a", true, th);
+    advance(61_000);
+    fail();
+    assert.equal(ejectedFor(), 10_000, `uptime ${uptime}: after a quiet spell, the base again`);
+  }
+});
