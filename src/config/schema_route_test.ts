@@ -236,6 +236,33 @@ Deno.test("validate: slow_start takes a duration and warns under strategy first"
   );
 });
 
+Deno.test("validate: weights warn under the strategies that ignore them (round_robin, the default, and first)", () => {
+  // round_robin gives each target a turn whatever its weight: `weight: 3` under the default
+  // strategy sent that target a third of the traffic of three, silently.
+  const issues = (targets: string, extra = "") =>
+    loadConfigText(
+      `${HEAD}  /:\n    type: load_balance\n    targets: ${targets}\n${extra}`,
+      { file: "c.yaml", env: { exists: () => true } },
+    ).issues.map(formatIssue);
+  const weighted = "[http://a, { url: http://b, weight: 3 }]";
+  assert.deepEqual(issues(weighted), [
+    "c.yaml:5:5: warning: routes./.targets: weight has no effect with strategy round_robin: " +
+    "each available target takes its turn\n" +
+    "  fix: Use strategy weighted_round_robin for shares by weight (or random, " +
+    "least_connections, power_of_two, consistent_hash)",
+  ]);
+  assert.match(
+    issues(weighted, "    strategy: first\n").join(),
+    /weight has no effect with strategy first/,
+  );
+  for (const s of ["weighted_round_robin", "random", "least_connections", "consistent_hash"]) {
+    assert.deepEqual(issues(weighted, `    strategy: ${s}\n`), [], s);
+  }
+  // Equal weights (or only a backup's) change nothing: no warning.
+  assert.deepEqual(issues("[{ url: http://a, weight: 2 }, { url: http://b, weight: 2 }]"), []);
+  assert.deepEqual(issues("[http://a, { url: http://b, backup: true }]"), []);
+});
+
 Deno.test("parseConfig points at a bad forward_auth key and says what it takes", () => {
   const route = (fa: string) =>
     problems(`${HEAD}  /:\n    type: static\n    root: .\n    forward_auth: ${fa}\n`);

@@ -559,6 +559,25 @@ export function validateRoutes(
         "Remove slow_start, or use a strategy that shares load (e.g. round_robin)",
       );
     }
+    // Weights that differ within a tier (primaries, backups) mean shares the strategy ignores.
+    const tiers = [false, true].map((backup) =>
+      new Set(
+        r.targets.filter((t) => typeof t === "string" ? !backup : t.backup === backup)
+          .map((t) => typeof t === "string" ? 1 : t.weight),
+      )
+    );
+    if ((r.strategy === "round_robin" || r.strategy === "first") && tiers.some((w) => w.size > 1)) {
+      warn(
+        ["routes", key, "targets"],
+        `weight has no effect with strategy ${r.strategy}: ${
+          r.strategy === "first"
+            ? "the first available target takes all"
+            : "each available target takes its turn"
+        }`,
+        "Use strategy weighted_round_robin for shares by weight (or random, least_connections, " +
+          "power_of_two, consistent_hash)",
+      );
+    }
     if (r.hash_on && r.strategy !== "consistent_hash") {
       warn(["routes", key, "hash_on"], `hash_on has no effect with strategy ${r.strategy}`);
     }
