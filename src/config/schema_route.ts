@@ -555,7 +555,9 @@ export const RouteHealthCheck = z.object({
 export const PassiveHealth = z.object({
   enabled: z.boolean().default(true),
   /** Consecutive failures (connect errors or `statuses`) within `window` that eject a target. */
-  failures: z.int().positive().default(5),
+  // At most 1,000: each failure keeps the streak's times (a million made every failed request
+  // copy up to that many under a high error rate).
+  failures: z.int().positive().max(1_000).default(5),
   window: Duration.prefault("10s"),
   statuses: z.array(StatusSelector).default([]),
   base_ejection: Duration.prefault("30s"),

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { parseConfig } from "./parse.ts";
 import { formatIssue, loadConfigText } from "./load.ts";
+import { PassiveHealth } from "./schema_route.ts";
 
 const HEAD = 'listen_addr: "127.0.0.1:3000"\nroutes:\n';
 
@@ -419,4 +420,9 @@ Deno.test("validate: tls.client_cert needs client_key, and each file the right P
     issues("client_cert: c.pem, client_key: enc.pem", "forward_auth").join(),
     /forward_auth\.tls\.client_key: enc\.pem is encrypted: Prox cannot ask for its passphrase/,
   );
+});
+
+Deno.test("passive_health.failures is at most 1,000 (each failure keeps the streak's times)", () => {
+  assert.equal(PassiveHealth.safeParse({ failures: 1_000 }).success, true);
+  assert.equal(PassiveHealth.safeParse({ failures: 1_001 }).success, false);
 });
