@@ -842,6 +842,13 @@ export const Sticky = z.union([
     /** Unset: Secure when the request came over HTTPS (or X-Forwarded-Proto: https, trusted). */
     secure: z.boolean().optional(),
     http_only: z.boolean().default(true),
+    /**
+     * An environment variable holding a secret that keys the cookie's value (HMAC-SHA256): without
+     * it the value is a plain hash of route and target, which one who knows the route can match
+     * against guessed target addresses. Every instance and worker needs the same secret.
+     */
+    secret_env: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "Use an environment variable name")
+      .optional(),
   }).strict(),
 ]);
 

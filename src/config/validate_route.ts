@@ -578,6 +578,14 @@ export function validateRoutes(
           "power_of_two, consistent_hash)",
       );
     }
+    const stickySecret = typeof r.sticky === "object" ? r.sticky.secret_env : undefined;
+    if (stickySecret !== undefined && opts.env.env && !opts.env.env(stickySecret)) {
+      err(
+        ["routes", key, "sticky", "secret_env"],
+        `Environment variable ${stickySecret} is not set`,
+        `Export ${stickySecret} to Prox, the same value on every instance (e.g. openssl rand -hex 32)`,
+      );
+    }
     if (r.hash_on && r.strategy !== "consistent_hash") {
       warn(["routes", key, "hash_on"], `hash_on has no effect with strategy ${r.strategy}`);
     }

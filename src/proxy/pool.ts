@@ -3,6 +3,7 @@
 // CompiledRoute; the registry keeps the targets' runtime state across reloads, and the selector of a
 // pool whose strategy and targets did not change.
 
+import { createHmac } from "node:crypto";
 import { createSelector, hash32 } from "../domain/balancer.ts";
 import type { Policy, PoolTarget, Selector } from "../domain/balancer.ts";
 import { statusMatcher } from "../domain/health.ts";
@@ -76,6 +77,7 @@ export function stickyPolicy(
   routeId: string,
   ids: readonly string[],
   spec: StickyConfig | undefined,
+  secret?: string,
 ): StickyPolicy | null {
   if (spec === undefined || spec === false) return null;
   // `sticky: true`: the schema's defaults.
@@ -90,7 +92,12 @@ export function stickyPolicy(
   attributes += `; SameSite=${o.same_site[0].toUpperCase()}${o.same_site.slice(1)}`;
   return {
     cookie: o.cookie,
-    values: ids.map((id) => hash32(`${routeId}\n${id}`).toString(16).padStart(8, "0")),
+    // Keyed (sticky.secret_env): a value no one without the secret can match to an address.
+    values: ids.map((id) =>
+      secret
+        ? createHmac("sha256", secret).update(`${routeId}\n${id}`).digest("hex").slice(0, 16)
+        : hash32(`${routeId}\n${id}`).toString(16).padStart(8, "0")
+    ),
     attributes,
     // SameSite=None is refused by browsers without Secure.
     secure: o.same_site === "none" ? true : o.secure ?? null,
@@ -166,7 +173,7 @@ export function buildPool(
       ? cfg.hash_on ?? (policy === "consistent_hash" ? { type: "ip" } : undefined)
       : undefined,
     sticky: cfg.type === "load_balance"
-      ? stickyPolicy(route.id, targets.map((t) => t.id), cfg.sticky)
+      ? stickyPolicy(route.id, targets.map((t) => t.id), cfg.sticky, route.stickySecret)
       : null,
     retries: r
       ? {

@@ -62,6 +62,8 @@ export interface CompiledRoute {
   pathRegex?: PathRegex[];
   /** Compiled header and body rules. */
   rules: RouteRules;
+  /** `sticky.secret_env`'s value, which keys the sticky cookie's value (pool.ts). */
+  stickySecret?: string;
   /** The route's rate limits, in order; empty when it has none (filters/rate_limit.ts). */
   rateLimits: CompiledRateLimit[];
   /** The limits run before authentication: all but `by: jwt_claim` ones, in order. */
@@ -223,6 +225,10 @@ export function buildSnapshot(
         )
         : null,
       clientCert: route.client_cert ? compileClientCert(route.client_cert) : null,
+      stickySecret: route.type === "load_balance" && typeof route.sticky === "object" &&
+          route.sticky.secret_env !== undefined
+        ? opts.env?.(route.sticky.secret_env)
+        : undefined,
       jwtAuth: route.jwt_auth
         ? compileJwtAuth(route.jwt_auth, {
           files: opts.files,

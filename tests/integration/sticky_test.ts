@@ -72,3 +72,53 @@ routes:
   await plain.text();
   assert.doesNotMatch(plain.headers.getSetCookie()[2], /Secure/);
 });
+
+Deno.test("sticky secret_env: the cookie's value is keyed by the secret (an HMAC), and still keeps the client", async () => {
+  await using a = new Backend("a").start();
+  await using b = new Backend("b").start();
+  const name = `PROX_TEST_STICKY_${crypto.randomUUID().slice(0, 8)}`;
+  const yaml = (extra: string) => `
+health_check: { enabled: false }
+routes:
+  "/":
+    type: load_balance
+    targets: ["${a.url}", "${b.url}"]
+    sticky: { cookie: srv${extra} }
+`;
+  /** Each target's cookie value under `yaml`. */
+  const values = async (text: string) => {
+    await using prox = await startProxy(text);
+    const out = new Map<string, string>();
+    for (let i = 0; i < 2; i++) {
+      const res = await fetch(`${prox.url}/x`);
+      out.set(await res.text(), res.headers.get("set-cookie")!.split(";")[0]);
+    }
+    // The cookie keeps its client on the target that set it.
+    for (const [target, cookie] of out) {
+      for (let k = 0; k < 3; k++) {
+        const res = await fetch(`${prox.url}/x`, { headers: { cookie } });
+        assert.equal(await res.text(), target);
+      }
+    }
+    return out;
+  };
+  try {
+    const plain = await values(yaml(""));
+    Deno.env.set(name, "first secret");
+    const keyed = await values(yaml(`, secret_env: ${name}`));
+    assert.match(keyed.get("a")!, /^srv=[0-9a-f]{16}$/);
+    assert.notEqual(keyed.get("a"), plain.get("a"));
+    // The same secret gives the same values (other instances, restarts); another secret others.
+    assert.deepEqual(await values(yaml(`, secret_env: ${name}`)), keyed);
+    Deno.env.set(name, "second secret");
+    assert.notEqual((await values(yaml(`, secret_env: ${name}`))).get("a"), keyed.get("a"));
+  } finally {
+    Deno.env.delete(name);
+  }
+  // Unset: the config is refused, naming the variable.
+  await assert.rejects(
+    () => startProxy(yaml(`, secret_env: ${name}`)),
+    (e: { issues?: { message: string }[] }) =>
+      e.issues?.some((i) => i.message === `Environment variable ${name} is not set`) ?? false,
+  );
+});
