@@ -969,3 +969,53 @@ cat leaf.pem int.pem > chain.pem`),
     }
   },
 );
+
+interopTest(
+  "tls.client_auth ocsp: the issuer is the one that signed the certificate, not a look-alike the client sends along",
+  ["openssl"],
+  async () => {
+    const dir = await Deno.makeTempDir({ prefix: "prox-ocsp-fake-" });
+    try {
+      // A CA of the client's making with the test CA's name and key identifier, and a responder
+      // (as a forger on the plain-HTTP path would be) that signs "good" for alice with its key.
+      const r = await run("bash", [
+        "-c",
+        `set -e\ncd "${dir}"\nski=$(openssl x509 -in "${TLS}/ca.pem" -noout -ext subjectKeyIdentifier | tail -1 | tr -d ' ')
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \\
+  -keyout fake.key -out fake.pem -subj "/CN=Prox Test CA" -addext "subjectKeyIdentifier=$ski" \\
+  -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign`,
+      ]);
+      assert.equal(r.code, 0, r.stderr);
+      await using forged = await startOcsp({
+        dir,
+        ca: `${dir}/fake.pem`,
+        caKey: `${dir}/fake.key`,
+        valid: [`${TLS}/alice.pem`],
+      });
+      // The CA's own responder says alice is good.
+      await using real = await startOcsp({ dir, valid: [`${TLS}/alice.pem`] });
+      await using up = await echo();
+      const aliceAndFake = {
+        cert: ALICE.cert + Deno.readTextFileSync(`${dir}/fake.pem`),
+        key: ALICE.key,
+      };
+      const yaml = (url: string) =>
+        config(up.url).replace(
+          `ca_cert: "${TLS}/ca.pem"`,
+          `ca_cert: "${TLS}/ca.pem", ocsp: { responder: "${url}" }`,
+        );
+      {
+        await using prox = await startProxy(yaml(forged.url), { tls: true });
+        await refused(`https://localhost:${prox.port}/`, aliceAndFake);
+        await refused(`https://localhost:${prox.port}/`, ALICE);
+      }
+      // The look-alike changes nothing for the real answer: asked about the CA's certificate.
+      await using prox = await startProxy(yaml(real.url), { tls: true });
+      using c = client(aliceAndFake);
+      const res = await fetch(`https://localhost:${prox.port}/`, { client: c });
+      assert.match((await res.json())["x-client-subject"], /^CN=alice,/);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);

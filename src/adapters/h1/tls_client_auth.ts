@@ -8,6 +8,8 @@ import type tls from "node:tls";
 import type { ClientCert } from "../../ports.ts";
 import type { RevocationCheck } from "../../domain/crl.ts";
 import type { OcspChecker } from "../ocsp_check.ts";
+import { chainBuilder, type SignedChain } from "./client_chain.ts";
+import { X509Certificate } from "node:crypto";
 import {
   certificateNames,
   keyUsageAllowsSigning,
@@ -171,58 +173,73 @@ interface PeerCertificate {
   issuerCertificate?: PeerCertificate;
 }
 
-/** How many certificates up a chain are looked at for revocation (OpenSSL's default depth). */
-const MAX_CHAIN = 100;
-
 /**
- * The first certificate of `peer`'s chain (the client's, then each issuer up to the trust anchor,
- * which no list can revoke) that `crl` holds revoked, or (`refuseStale`) whose issuer's list is
- * past its next update at `now`; null when none is.
+ * The first certificate of `chain` (the client's, then each issuer up to the trust anchor, which
+ * no list can revoke) that `crl` holds revoked, or (`refuseStale`) whose issuer's list is past its
+ * next update at `now`; null when none is.
  */
 function refusedInChain(
-  peer: PeerCertificate,
+  chain: SignedChain,
   crl: RevocationCheck,
   refuseStale: boolean,
   now: number,
-): { cert: PeerCertificate; staleSince: number | null } | null {
-  let c: PeerCertificate | undefined = peer;
-  for (let depth = 0; c?.raw && depth < MAX_CHAIN; depth++) {
-    const next: PeerCertificate | undefined = c.issuerCertificate;
-    if (next === c) break;
+): { cert: Uint8Array; staleSince: number | null } | null {
+  const below = chain.selfSigned ? chain.certs.slice(0, -1) : chain.certs;
+  for (const c of below) {
     // An intermediate the root's list revokes revokes whatever it issued (RFC 5280 §6.3).
-    if (crl.revoked(c.raw)) return { cert: c, staleSince: null };
+    if (crl.revoked(c)) return { cert: c, staleSince: null };
     // A list out of date cannot say this certificate was not revoked since (RFC 5280 §6.3.3).
-    const stale = refuseStale ? crl.staleSince(c.raw, now) : null;
+    const stale = refuseStale ? crl.staleSince(c, now) : null;
     if (stale !== null) return { cert: c, staleSince: stale };
-    c = next;
   }
   return null;
 }
 
 /**
- * Why OCSP refuses `peer`'s chain (its leaf, or with `check: chain` each certificate below the
- * trust anchor, asked about in turn), or null; an error that `on_error: allow` lets through goes
- * to `onError`.
+ * Why OCSP refuses `chain` (its leaf, or with `check: chain` each certificate below the trust
+ * anchor, asked about in turn), or null; an error that `on_error: allow` lets through goes to
+ * `onError`.
  */
 async function ocspVerdict(
-  peer: PeerCertificate,
+  chain: SignedChain,
   ocsp: OcspChecker,
   onError?: (reason: string) => void,
 ): Promise<string | null> {
-  let c: PeerCertificate | undefined = peer;
-  for (let depth = 0; c?.raw && depth < MAX_CHAIN; depth++) {
-    const issuer: PeerCertificate | undefined = c.issuerCertificate;
-    if (issuer === c) break; // the trust anchor: no one above it to ask
-    if (!issuer?.raw) return "OCSP: the certificate's issuer is not in its verified chain";
-    const v = await ocsp.check(c.raw, issuer.raw);
+  const { certs } = chain;
+  // A certificate of ca_cert that signed itself: no one above it to ask.
+  if (certs.length === 1 && chain.selfSigned) return null;
+  for (let i = 0; i < certs.length - (chain.selfSigned ? 1 : 0); i++) {
+    const issuer = certs[i + 1];
+    if (!issuer) return "OCSP: the certificate's issuer is not in its verified chain";
+    const v = await ocsp.check(certs[i], issuer);
     if (v.error !== undefined && v.refused === null) onError?.(v.error);
     if (v.refused !== null) {
-      return c === peer ? v.refused : `${v.refused} (an intermediate: ${namesOf(c.raw).subject})`;
+      return i === 0 ? v.refused : `${v.refused} (an intermediate: ${namesOf(certs[i]).subject})`;
     }
     if (ocsp.mode === "leaf") break;
-    c = issuer;
   }
   return null;
+}
+
+/** The certificates of node's detailed peer certificate (the client's, then what it links). */
+function sentChain(peer: PeerCertificate): Uint8Array[] {
+  const out: Uint8Array[] = [];
+  let c: PeerCertificate | undefined = peer;
+  for (let depth = 0; c?.raw && depth < 100; depth++) {
+    out.push(c.raw);
+    if (c.issuerCertificate === c) break;
+    c = c.issuerCertificate;
+  }
+  return out;
+}
+
+/** A certificate's serial (upper-case hex) and subject, for a log line. */
+function serialAndSubject(raw: Uint8Array): string {
+  try {
+    return `serial ${new X509Certificate(raw).serialNumber.toUpperCase()}, ${namesOf(raw).subject}`;
+  } catch {
+    return "<unreadable>";
+  }
 }
 
 /**
@@ -294,6 +311,7 @@ export function listenClientAuth(
   const waiting: { resolve: (c: ClientAuthConn) => void; reject: (e: Error) => void }[] = [];
   let closed = false;
   let server: tls.Server | null = null;
+  const chainOf = chainBuilder(opts.auth.ca);
   const onSecure = (socket: tls.TLSSocket) => {
     socket.on("error", () => {});
     if (closed) return void socket.destroy();
@@ -311,19 +329,24 @@ export function listenClientAuth(
       );
       return void socket.destroy();
     }
-    const refused = cert !== null && opts.auth.crl
-      ? refusedInChain(peer, opts.auth.crl, opts.auth.refuseStale ?? false, Date.now())
+    const chain = cert !== null && (opts.auth.crl || opts.auth.ocsp)
+      ? chainOf(peer.raw!, sentChain(peer).slice(1))
+      : null;
+    const refused = chain !== null && opts.auth.crl
+      ? refusedInChain(chain, opts.auth.crl, opts.auth.refuseStale ?? false, Date.now())
       : null;
     if (refused !== null) {
-      const which = refused.cert === peer ? cert! : clientCertOf(refused.cert);
       const what = refused.staleSince === null
         ? "certificate revoked"
         : `certificate's issuer's revocation list out of date since ${
           new Date(refused.staleSince).toISOString()
         }`;
+      const leaf = refused.cert === chain!.certs[0];
       opts.onRefused?.(
-        `${what} (serial ${which?.serial}, ${which?.subject})` +
-          (refused.cert === peer ? "" : ` in the chain of ${cert!.subject}`),
+        `${what} (${
+          leaf ? `serial ${cert!.serial}, ${cert!.subject}` : serialAndSubject(refused.cert)
+        })` +
+          (leaf ? "" : ` in the chain of ${cert!.subject}`),
       );
       return void socket.destroy();
     }
@@ -334,9 +357,9 @@ export function listenClientAuth(
       if (w) w.resolve(conn);
       else ready.push(conn);
     };
-    if (cert === null || !opts.auth.ocsp) return handOver();
+    if (chain === null || !opts.auth.ocsp) return handOver();
     // The connection (its first bytes kept by the conn) waits for the responder's word.
-    void ocspVerdict(peer, opts.auth.ocsp, opts.onOcspError).then((refused) => {
+    void ocspVerdict(chain, opts.auth.ocsp, opts.onOcspError).then((refused) => {
       if (refused === null) return handOver();
       opts.onRefused?.(refused);
       socket.destroy();

@@ -1,0 +1,80 @@
+// The chain of a client's certificate as revocation checks (crl_file, ocsp) must walk it: each
+// certificate followed by the one whose key signed it. node:tls's detailed peer certificate links
+// the certificates the client sent by name, so a client could slip in a look-alike issuer (the
+// CA's name, a key of its own) and have an OCSP answer checked against that key, or have a
+// revoked intermediate's place taken by another. Here a link holds only when the signature
+// verifies, and the CAs of ca_cert are tried before what the client sent.
+
+import { createHash, X509Certificate } from "node:crypto";
+import { pemBlocks } from "../../domain/crl.ts";
+
+/** How many certificates up a chain are followed (OpenSSL's default depth). */
+const MAX_CHAIN = 100;
+/** Signature checks remembered (each costs about a millisecond). */
+const MAX_REMEMBERED = 4_096;
+
+/** A client certificate's chain, linked by signatures. */
+export interface SignedChain {
+  /** DER: the client's certificate, then each issuer that signed the one before. */
+  certs: Uint8Array[];
+  /** Whether the last one signed itself (a root: no one above it to ask or list it). */
+  selfSigned: boolean;
+}
+
+/** Builds chains for clients verified against `caPem` (ca_cert). */
+export function chainBuilder(caPem: string): (leaf: Uint8Array, sent: Uint8Array[]) => SignedChain {
+  const trusted = pemBlocks(caPem, "CERTIFICATE").map((der) => parsed(der)).filter((c) =>
+    c !== null
+  );
+  const signedBy = new Map<string, boolean>();
+  const verifies = (child: Parsed, parent: Parsed): boolean => {
+    if (child.x.issuer !== parent.x.subject) return false;
+    const key = `${child.id}:${parent.id}`;
+    let ok = signedBy.get(key);
+    if (ok === undefined) {
+      try {
+        ok = child.x.verify(parent.x.publicKey);
+      } catch {
+        ok = false;
+      }
+      if (signedBy.size >= MAX_REMEMBERED) signedBy.delete(signedBy.keys().next().value!);
+      signedBy.set(key, ok);
+    }
+    return ok;
+  };
+  return (leafDer, sentDer) => {
+    const leaf = parsed(leafDer);
+    if (leaf === null) return { certs: [leafDer], selfSigned: false };
+    const candidates = [
+      ...trusted,
+      ...sentDer.map((d) => parsed(d)).filter((c) => c !== null),
+    ];
+    const certs = [leaf.der];
+    const seen = new Set([leaf.id]);
+    let c = leaf;
+    for (let depth = 0; depth < MAX_CHAIN; depth++) {
+      if (verifies(c, c)) return { certs, selfSigned: true };
+      const issuer = candidates.find((p) => !seen.has(p.id) && verifies(c, p));
+      if (!issuer) break;
+      certs.push(issuer.der);
+      seen.add(issuer.id);
+      c = issuer;
+    }
+    return { certs, selfSigned: false };
+  };
+}
+
+interface Parsed {
+  der: Uint8Array;
+  x: X509Certificate;
+  /** SHA-256 of the DER, hex. */
+  id: string;
+}
+
+function parsed(der: Uint8Array): Parsed | null {
+  try {
+    return { der, x: new X509Certificate(der), id: createHash("sha256").update(der).digest("hex") };
+  } catch {
+    return null;
+  }
+}
