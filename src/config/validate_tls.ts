@@ -396,14 +396,15 @@ export function checkCrlFile(
       }
     }
     const now = opts.env.now?.();
-    if (now !== undefined && check.nextUpdate !== null && check.nextUpdate < now) {
+    // Per issuer: an old list beside a current one of the same CA leaves it up to date.
+    const due = now === undefined ? null : check.outOfDate(now);
+    if (due !== null) {
       opts.warn(
         at,
-        `${file} is out of date: its issuer promised a new list by ${
-          new Date(check.nextUpdate).toISOString()
-        }` + (opts.allowExpired
-          ? " (crl_expired: allow: clients it would have revoked since may still get in)"
-          : ": client certificates from that issuer are refused until it is replaced"),
+        `${file} is out of date: its issuer promised a new list by ${new Date(due).toISOString()}` +
+          (opts.allowExpired
+            ? " (crl_expired: allow: clients it would have revoked since may still get in)"
+            : ": client certificates from that issuer are refused until it is replaced"),
         "Fetch the current list from the CA and replace the file (Prox reloads it)",
       );
     }

@@ -274,6 +274,12 @@ export interface RevocationCheck {
    * when it is current, when the issuer has no list here, or when its list names no next update.
    */
   staleSince(der: Uint8Array, now: number): number | null;
+  /**
+   * The earliest of the issuers' promised updates (each issuer's latest) that is before `now`,
+   * or null: whether any issuer's clients are refused as `staleSince` says (a list that a newer
+   * one of its issuer replaces does not count).
+   */
+  outOfDate(now: number): number | null;
   /** How many lists, and the earliest promised next update (ms, null: none said). */
   readonly lists: number;
   readonly nextUpdate: number | null;
@@ -305,6 +311,10 @@ export function revocationCheck(text: string): RevocationCheck {
       } catch {
         return true; // a certificate that cannot be read is not let in
       }
+    },
+    outOfDate(now) {
+      const past = [...dueBy.values()].filter((due) => due < now);
+      return past.length === 0 ? null : Math.min(...past);
     },
     staleSince(der, now) {
       let due: number | undefined;

@@ -35,6 +35,8 @@ Deno.test("revocationCheck.staleSince: past its issuer's latest next update, for
   // An issuer without a list here has none to be out of date.
   assert.equal(check.staleSince(der("stranger.pem"), due + 1), null);
   assert.equal(check.staleSince(new Uint8Array([0x30, 0x03, 0x02, 0x01]), due + 1), null);
+  assert.equal(check.outOfDate(Date.now()), null);
+  assert.equal(check.outOfDate(due + 1), due);
 });
 
 Deno.test("revocationCheck refuses a file without a list, or a list it cannot read", () => {

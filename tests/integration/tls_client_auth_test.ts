@@ -1019,3 +1019,32 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 
     }
   },
 );
+
+interopTest(
+  "validate: crl_file's out-of-date warning is per issuer: an old list beside a current one of the same CA is no warning",
+  ["openssl"],
+  async () => {
+    const dir = await Deno.makeTempDir({ prefix: "prox-crl-stale-validate-" });
+    try {
+      const old = await caList(dir, "old.crl", "20200101000000Z", "20200108000000Z");
+      const current = await caList(dir, "new.crl", "20200101000000Z", "20991231000000Z");
+      const crlFile = `${dir}/list.crl`;
+      const issues = async (lists: string) => {
+        await Deno.writeTextFile(crlFile, lists);
+        return loadConfigText(
+          `listen_addr: "127.0.0.1:0"\ntls:\n  cert_path: "${TLS}/cert.pem"\n  key_path: "${TLS}/key.pem"\n  client_auth: { ca_cert: "${TLS}/ca.pem", crl_file: "${crlFile}" }\nroutes:\n  /: { type: static, root: "." }\n`,
+          { env: denoEnv, file: "t.yaml" },
+        ).issues.map((i) => `${i.severity} ${i.path}: ${i.message}`);
+      };
+      // Its clients are let in (the test above): nothing to warn about.
+      assert.deepEqual(await issues(old + current), []);
+      assert.deepEqual(await issues(current + old), []);
+      assert.match(
+        (await issues(old)).join("\n"),
+        /list\.crl is out of date: its issuer promised a new list by 2020-01-08T00:00:00\.000Z: client certificates from that issuer are refused/,
+      );
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);
