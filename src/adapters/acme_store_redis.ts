@@ -11,7 +11,7 @@ import { Redis } from "ioredis";
 import { pairMatches, TOKEN } from "./acme_store.ts";
 import type { AcmeStore, SharedBackoff, StoredAccount } from "./acme_store.ts";
 import { wholeChain } from "./pem_chain.ts";
-import { deadAfterMs, passwordFromEnv, reasonOf, redactUrl } from "./store_redis.ts";
+import { deadAfterMs, passwordFromEnv, reasonOf, redactUrl, redisTarget } from "./store_redis.ts";
 import { timerDelay } from "../config/duration.ts";
 
 /** `tls.acme.redis`. */
@@ -47,8 +47,9 @@ export function openRedisAcmeStore(
   opts: { name: string; warn?: (msg: string, fields: Record<string, unknown>) => void },
 ): AcmeStore & { close(): Promise<void> } {
   const timeout = timerDelay(config.timeout);
-  const redis = new Redis(config.url, {
-    ...passwordFromEnv(config.password_env),
+  const [url, auth] = redisTarget(config.url, passwordFromEnv(config.password_env).password);
+  const redis = new Redis(url, {
+    ...auth,
     lazyConnect: true,
     // Commands wait for a (re)connection, each at most `timeout`; an outage fails the order,
     // which backs off as any failure does.

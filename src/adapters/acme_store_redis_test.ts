@@ -315,3 +315,28 @@ interopTest(
     }
   },
 );
+
+interopTest(
+  "openRedisAcmeStore password_env with an ACL user in the url: the user's password is the variable's",
+  ["redis-server"],
+  async () => {
+    await using redis = await startRedis({
+      args: ["--requirepass", "default-pw", "--user", "prox", "on", ">acme-pw", "~*", "+@all"],
+    });
+    const name = `PROX_TEST_ACME_REDIS_PW_${crypto.randomUUID().slice(0, 8)}`;
+    Deno.env.set(name, "acme-pw");
+    const store = openRedisAcmeStore({
+      url: `redis://prox@127.0.0.1:${redis.port}`,
+      password_env: name,
+      prefix: "pw:",
+      timeout: 2_000,
+    }, { name: "a.example" });
+    try {
+      assert.equal(await store.createAccountKey("k1"), "k1");
+      assert.equal(await store.readAccountKey(), "k1");
+    } finally {
+      Deno.env.delete(name);
+      await store.close();
+    }
+  },
+);

@@ -159,6 +159,29 @@ export function passwordFromEnv(name: string | undefined): { password?: string }
   return password === undefined ? {} : { password };
 }
 
+/**
+ * The url and auth options to give ioredis for `password` (password_env's). ioredis takes the
+ * url's user and password before its options, and a url with a user and no password
+ * (`redis://prox@host`) gives an empty password that would win: the user goes with the password
+ * as options, out of the url.
+ */
+export function redisTarget(
+  url: string,
+  password: string | undefined,
+): [string, { username?: string; password?: string }] {
+  if (password === undefined) return [url, {}];
+  try {
+    const u = new URL(url);
+    if (u.username === "" && u.password === "") return [url, { password }];
+    const username = decodeURIComponent(u.username);
+    u.username = "";
+    u.password = "";
+    return [u.href, username === "" ? { password } : { username, password }];
+  } catch {
+    return [url, { password }]; // (validation refuses such a url)
+  }
+}
+
 /** Redacts the password from a Redis URL for messages. */
 export function redactUrl(url: string): string {
   try {
@@ -188,8 +211,9 @@ export function createRedisStore(options: RedisStoreOptions): RedisRateLimitStor
   const opts = { ...options, timeoutMs: timerDelay(options.timeoutMs) };
   const shown = redactUrl(opts.url);
   const clients = Array.from({ length: Math.max(1, opts.poolSize ?? 1) }, () => {
-    const c = new Redis(opts.url, {
-      ...(opts.password !== undefined ? { password: opts.password } : {}),
+    const [url, auth] = redisTarget(opts.url, opts.password);
+    const c = new Redis(url, {
+      ...auth,
       lazyConnect: true,
       enableOfflineQueue: false,
       enableAutoPipelining: true,

@@ -445,3 +445,27 @@ interopTest(
     }
   },
 );
+
+interopTest(
+  "createRedisStore password with an ACL user in the url: sent as that user's",
+  ["redis-server"],
+  async () => {
+    await using redis = await startRedis({
+      args: ["--requirepass", "default-pw", "--user", "prox", "on", ">rl-pw", "~*", "+@all"],
+    });
+    const store = createRedisStore({
+      url: `redis://prox@127.0.0.1:${redis.port}`,
+      password: "rl-pw",
+      prefix: "u:",
+      timeoutMs: 2_000,
+    });
+    try {
+      const policy = policyOf("fixed_window", { requests: 1, periodMs: 60_000 });
+      const q = { limiter: "L", policy, now: 0, maxKeys: 10 };
+      assert.equal((await store.consume("a", q)).allowed, true);
+      assert.equal((await store.consume("a", q)).allowed, false);
+    } finally {
+      await store.close();
+    }
+  },
+);
