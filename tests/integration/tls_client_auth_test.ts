@@ -1048,3 +1048,49 @@ interopTest(
     }
   },
 );
+
+interopTest(
+  "tls.client_auth ocsp check: chain with an intermediate as ca_cert: it is the trust anchor, not an issuer missing",
+  ["openssl"],
+  async () => {
+    const dir = await Deno.makeTempDir({ prefix: "prox-ocsp-anchor-" });
+    const sh = async (script: string) => {
+      const r = await run("bash", ["-c", `set -e\ncd "${dir}"\n${script}`]);
+      assert.equal(r.code, 0, r.stderr);
+    };
+    try {
+      const p256 = "openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+      await sh(`${p256} -x509 -days 1 -keyout root.key -out root.pem -subj /CN=Root \\
+  -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign
+${p256} -keyout int.key -out int.csr -subj /CN=Intermediate
+printf 'basicConstraints=critical,CA:TRUE\\nkeyUsage=critical,keyCertSign,cRLSign\\n' > int.ext
+openssl x509 -req -in int.csr -CA root.pem -CAkey root.key -set_serial 0x3311 -days 1 -extfile int.ext -out int.pem`);
+      // The intermediate's responder knows the leaf as good; the leaf names it.
+      await using intOcsp = await startOcsp({
+        dir,
+        ca: `${dir}/int.pem`,
+        caKey: `${dir}/int.key`,
+        valid: [`${dir}/leaf.pem`],
+        prepare: (url) =>
+          sh(`${p256} -keyout leaf.key -out leaf.csr -subj /CN=carol
+printf 'extendedKeyUsage=clientAuth\\nauthorityInfoAccess=OCSP;URI:${url}\\n' > leaf.ext
+openssl x509 -req -in leaf.csr -CA int.pem -CAkey int.key -set_serial 10 -days 1 -extfile leaf.ext -out leaf.pem`),
+      });
+      await using up = await echo();
+      const leaf = { cert: Deno.readTextFileSync(`${dir}/leaf.pem`), key: `${dir}/leaf.key` };
+      await using prox = await startProxy(
+        config(up.url).replace(
+          `ca_cert: "${TLS}/ca.pem"`,
+          `ca_cert: "${dir}/int.pem", ocsp: { check: chain }`,
+        ),
+        { tls: true },
+      );
+      using c = client(leaf);
+      const res = await fetch(`https://localhost:${prox.port}/`, { client: c });
+      assert.equal((await res.json())["x-client-subject"], "CN=carol");
+      assert.equal(intOcsp.requests(), 1);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);

@@ -19,6 +19,8 @@ export interface SignedChain {
   certs: Uint8Array[];
   /** Whether the last one signed itself (a root: no one above it to ask or list it). */
   selfSigned: boolean;
+  /** Whether the last one is a certificate of ca_cert (a trust anchor, with or without a root). */
+  trusted: boolean;
 }
 
 /** Builds chains for clients verified against `caPem` (ca_cert). */
@@ -44,7 +46,7 @@ export function chainBuilder(caPem: string): (leaf: Uint8Array, sent: Uint8Array
   };
   return (leafDer, sentDer) => {
     const leaf = parsed(leafDer);
-    if (leaf === null) return { certs: [leafDer], selfSigned: false };
+    if (leaf === null) return { certs: [leafDer], selfSigned: false, trusted: false };
     const candidates = [
       ...trusted,
       ...sentDer.map((d) => parsed(d)).filter((c) => c !== null),
@@ -52,15 +54,20 @@ export function chainBuilder(caPem: string): (leaf: Uint8Array, sent: Uint8Array
     const certs = [leaf.der];
     const seen = new Set([leaf.id]);
     let c = leaf;
+    const done = (selfSigned: boolean) => ({
+      certs,
+      selfSigned,
+      trusted: trusted.some((t) => t.id === c.id),
+    });
     for (let depth = 0; depth < MAX_CHAIN; depth++) {
-      if (verifies(c, c)) return { certs, selfSigned: true };
+      if (verifies(c, c)) return done(true);
       const issuer = candidates.find((p) => !seen.has(p.id) && verifies(c, p));
       if (!issuer) break;
       certs.push(issuer.der);
       seen.add(issuer.id);
       c = issuer;
     }
-    return { certs, selfSigned: false };
+    return done(false);
   };
 }
 

@@ -206,10 +206,11 @@ async function ocspVerdict(
   onError?: (reason: string) => void,
 ): Promise<string | null> {
   const { certs } = chain;
-  // A certificate of ca_cert that signed itself: no one above it to ask.
-  if (certs.length === 1 && chain.selfSigned) return null;
-  for (let i = 0; i < certs.length - (chain.selfSigned ? 1 : 0); i++) {
+  for (let i = 0; i < certs.length; i++) {
     const issuer = certs[i + 1];
+    // A root, or a certificate of ca_cert without its issuer (an intermediate as the trust
+    // anchor): no one above it to ask.
+    if (!issuer && (chain.selfSigned || chain.trusted)) return null;
     if (!issuer) return "OCSP: the certificate's issuer is not in its verified chain";
     const v = await ocsp.check(certs[i], issuer);
     if (v.error !== undefined && v.refused === null) onError?.(v.error);
