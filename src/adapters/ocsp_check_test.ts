@@ -188,3 +188,30 @@ interopTest(
       assert.deepEqual(Array.from(ours), Array.from(await Deno.readFile(`${dir}/req.der`)));
     }),
 );
+
+interopTest(
+  "OCSP: a certificate with a private extension that is not DER inside is asked about like another",
+  ["openssl"],
+  () =>
+    inDir(async (dir) => {
+      // RFC 5280 wants DER in every extnValue, but an extension no one processes is not read
+      // (OpenSSL takes such a certificate).
+      const r = await run("bash", [
+        "-c",
+        `set -e
+cd "${dir}"
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout p.key -out p.csr -subj /CN=priv
+printf 'extendedKeyUsage=clientAuth\\n1.3.6.1.4.1.99999.1=DER:FFFF\\n' > p.ext
+openssl x509 -req -in p.csr -CA "${TLS}ca.pem" -CAkey "${TLS}ca.key" -set_serial 77 -days 1 -extfile p.ext -out p.pem
+`,
+      ]);
+      assert.equal(r.code, 0, r.stderr);
+      await using ocsp = await startOcsp({ dir, valid: [`${dir}/p.pem`] });
+      const checker = createOcspChecker(config({ responder: ocsp.url }));
+      try {
+        assert.deepEqual(await checker.check(der(`${dir}/p.pem`), CA), { refused: null });
+      } finally {
+        checker.close();
+      }
+    }),
+);

@@ -94,7 +94,10 @@ export function ocspCertFields(der: Uint8Array): OcspCertFields {
     const value = e[e[1]?.tag === BOOLEAN ? 2 : 1];
     if (e[0]?.tag !== OBJECT_IDENTIFIER || value?.tag !== OCTET_STRING) continue;
     const oid = oidOf(der.subarray(e[0].start, e[0].end));
+    // Only the two extensions read here are decoded: another's value may be anything.
+    if (oid !== AUTHORITY_INFO_ACCESS && oid !== EXTENDED_KEY_USAGE) continue;
     const inner = readDer(der, value.start);
+    if (inner.end > value.end) throw new Error("an extension longer than its value");
     if (oid === AUTHORITY_INFO_ACCESS && inner.tag === SEQUENCE) {
       for (const ad of children(der, inner)) {
         const [method, location] = children(der, ad);
