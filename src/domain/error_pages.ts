@@ -8,6 +8,8 @@ import type { PlaceholderValues, Template } from "./placeholders.ts";
 import { parseStatusSelector } from "./conditions.ts";
 import { suggest } from "./suggest.ts";
 import { fieldValueProblem } from "./rules.ts";
+import { escapeFor, escapeValue } from "./escape.ts";
+import type { PageEscape } from "./escape.ts";
 
 /** Placeholders a page may use: the request's, the status and its short reason (no upstream). */
 export const PAGE_PLACEHOLDERS = [...REQUEST_PLACEHOLDERS, "status", "reason"] as const;
@@ -50,50 +52,8 @@ export function pageSelector(key: string): [number, number][] | string {
   return ranges;
 }
 
-/**
- * How inserted values are escaped: for HTML or XML, inside a JSON string, not at all (plain
- * text), or percent-encoded beyond a safe set for any other type (a script or style sheet, where
- * a quote or `<` could end a string or an element).
- */
-export type PageEscape = "html" | "json" | "none" | "url";
-
-/** The escaping a media type needs. */
-export function escapeFor(type: string): PageEscape {
-  const t = type.toLowerCase();
-  if (t.includes("html") || t.includes("xml")) return "html";
-  if (t.includes("json")) return "json";
-  return t.split(";")[0].trim() === "text/plain" ? "none" : "url";
-}
-
-/** What the "url" escaping leaves as it is: no quote, backslash, backtick, `<` or `>`. */
-const URL_UNSAFE = /[^A-Za-z0-9 ._~:/?#@!$&()*+,;=%-]/gu;
-const utf8 = new TextEncoder();
-
-const HTML_ESCAPES: Record<string, string> = {
-  "&": "&amp;",
-  "<": "&lt;",
-  ">": "&gt;",
-  '"': "&quot;",
-  "'": "&#39;",
-};
-
-/** `value` made safe to insert into a page of the given escaping. */
-export function escapeValue(value: string, mode: PageEscape): string {
-  switch (mode) {
-    case "html":
-      return value.replace(/[&<>"']/g, (c) => HTML_ESCAPES[c]);
-    case "json":
-      return JSON.stringify(value).slice(1, -1).replace(/</g, "\\u003c");
-    case "url":
-      return value.replace(URL_UNSAFE, (c) => {
-        let out = "";
-        for (const b of utf8.encode(c)) out += "%" + b.toString(16).toUpperCase().padStart(2, "0");
-        return out;
-      });
-    case "none":
-      return value;
-  }
-}
+export { escapeFor, escapeValue } from "./escape.ts";
+export type { PageEscape } from "./escape.ts";
 
 /** One page, ready to render. */
 export interface PageVariant {

@@ -13,6 +13,8 @@ import { compileTemplate, REQUEST_PLACEHOLDERS, RESPONSE_PLACEHOLDERS } from "./
 import type { Template } from "./placeholders.ts";
 import { suggest } from "./suggest.ts";
 import { parseCidr } from "./ip.ts";
+import { escapeFor } from "./escape.ts";
+import type { PageEscape } from "./escape.ts";
 
 /** RFC 9110 §5.1 field-name token. */
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
@@ -81,7 +83,14 @@ export type JsonTemplate =
 export interface BodyRule {
   when: Predicate;
   /** `keep`: only the content type changes. */
-  body: { kind: "text"; v: Template } | { kind: "json"; v: JsonTemplate } | { kind: "keep" };
+  body:
+    /**
+     * `escape`: how a placeholder's value is escaped for `contentType` (a client's `{query}` in
+     * an HTML or JSON body must not add markup or members), as error pages escape theirs.
+     */
+    | { kind: "text"; v: Template; escape: PageEscape }
+    | { kind: "json"; v: JsonTemplate }
+    | { kind: "keep" };
   contentType: string;
 }
 
@@ -474,11 +483,9 @@ export function compileBodyRule(
     }
   }
   if (spec.set_text !== undefined) {
-    return {
-      when,
-      body: { kind: "text", v: template(spec.set_text, ["set_text"], c) },
-      contentType: spec.content_type ?? "text/plain; charset=utf-8",
-    };
+    const contentType = spec.content_type ?? "text/plain; charset=utf-8";
+    const v = template(spec.set_text, ["set_text"], c);
+    return { when, body: { kind: "text", v, escape: escapeFor(contentType) }, contentType };
   }
   if (spec.set_json !== undefined) {
     return {

@@ -4,6 +4,7 @@
 
 import { authUserValue } from "./basic_auth.ts";
 import { expand } from "../../domain/placeholders.ts";
+import { escapeValue } from "../../domain/escape.ts";
 import type { PlaceholderValues } from "../../domain/placeholders.ts";
 import type { BodyRule, HeaderRules, JsonTemplate } from "../../domain/rules.ts";
 import type { ConditionInput } from "../../domain/conditions.ts";
@@ -158,8 +159,13 @@ export function ruleBody(
   values: PlaceholderValues,
 ): Uint8Array<ArrayBuffer> | null {
   switch (rule.body.kind) {
-    case "text":
-      return new TextEncoder().encode(expand(rule.body.v, values));
+    case "text": {
+      const mode = rule.body.escape;
+      const v = rule.body.v.constant || mode === "none"
+        ? values
+        : (name: string) => escapeValue(values(name), mode);
+      return new TextEncoder().encode(expand(rule.body.v, v));
+    }
     case "json":
       return new TextEncoder().encode(JSON.stringify(buildJson(rule.body.v, values)));
     case "keep":

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import { applyHeaderRules } from "./rules.ts";
-import { compileHeaderRules } from "../../domain/rules.ts";
+import { applyHeaderRules, ruleBody } from "./rules.ts";
+import { compileBodyRule, compileHeaderRules } from "../../domain/rules.ts";
 import { HeaderList } from "../../domain/header_list.ts";
 import type { Logger } from "../../ports.ts";
 
@@ -64,4 +64,27 @@ Deno.test("header rules of fixed text apply as compiled; a placeholder or condit
     conditional.when({ method: "GET", path: "/", query: "", headers: new Headers() }),
     false,
   );
+});
+
+Deno.test("ruleBody escapes placeholder values for the body's content type, as error pages do", () => {
+  const body = (set_text: string, content_type?: string) => {
+    const rule = compileBodyRule({ set_text, content_type }, {
+      side: "response",
+      env: () => undefined,
+      problems: [],
+    })!;
+    const values = (n: string) => n === "query" ? `q=<script>alert("1")</script>&'x'` : "";
+    return new TextDecoder().decode(ruleBody(rule, values)!);
+  };
+  // A client's query reflected into an HTML answer must not run as script (reflected XSS).
+  assert.equal(
+    body("<p>{query}</p>", "text/html; charset=utf-8"),
+    "<p>q=&lt;script&gt;alert(&quot;1&quot;)&lt;/script&gt;&amp;&#39;x&#39;</p>",
+  );
+  // Nor end a JSON string and add members of its own.
+  assert.deepEqual(JSON.parse(body('{"q":"{query}"}', "application/json")), {
+    q: `q=<script>alert("1")</script>&'x'`,
+  });
+  // Plain text (the default) is sent as it is; the config's own text is never escaped.
+  assert.equal(body("<{query}>"), `<q=<script>alert("1")</script>&'x'>`);
 });
