@@ -231,16 +231,33 @@ function resolveDots(template: string): string {
 }
 
 /**
+ * A segment a server may take for a dot segment: `.` or `..` (also percent-encoded), one with a
+ * parameter (`..;x`, which Tomcat, Jetty and Spring read as `..`), or one that decodes to one
+ * beside a slash or backslash (`..%2Fx`). normalizePath refuses or resolves these in a client's
+ * path; a capture that starts mid-segment (`item-(.*)` on `item-..;`) can still bring one.
+ */
+function dotLike(seg: string): boolean {
+  if (DOT_SEGMENT.test(seg)) return true;
+  const decoded = seg.includes("%")
+    ? seg.replace(PCT, (_, h) => String.fromCharCode(parseInt(h, 16)))
+    : seg;
+  if (DOT_PARAM.test(decoded)) return true;
+  return /[/\\]/.test(decoded) &&
+    decoded.split(/[/\\]/).some((p) => p === "." || p === ".." || DOT_PARAM.test(p));
+}
+
+/**
  * A `path_regex` result as a client path is after normalization: no empty segment (`//x` reads
  * as another host to whatever builds a URL of it) and no dot segment (a capture of `...json`'s
- * `..` must not climb out of the replacement); those segments are dropped, a trailing slash kept.
+ * `..` must not climb out of the replacement, nor one of `item-..;`'s `..;`: see dotLike); those
+ * segments are dropped, a trailing slash kept.
  */
 function tidyRegexPath(p: string): string {
-  if (!p.includes("//") && !/\/(?:\.|%2e)/i.test("/" + p)) return p;
+  if (!p.includes("//") && !/\/(?:\.|%2e)|%2F|%5C/i.test("/" + p)) return p;
   const segs = p.split("/");
   const last = segs[segs.length - 1];
-  const kept = segs.filter((s) => s !== "" && !DOT_SEGMENT.test(s));
-  const trailing = last === "" || DOT_SEGMENT.test(last);
+  const kept = segs.filter((s) => s !== "" && !dotLike(s));
+  const trailing = last === "" || dotLike(last);
   return "/" + kept.join("/") + (trailing && kept.length > 0 ? "/" : "");
 }
 

@@ -163,3 +163,26 @@ Deno.test("upstreamTarget: path_regex replaces what it matches, first rule wins,
     "/b",
   );
 });
+
+Deno.test("upstreamTarget: a capture that starts mid-segment brings no dot segment, with a parameter or behind an encoded slash", () => {
+  const at = (raw: string) => {
+    const n = normalizePath(raw);
+    assert.ok(n.ok, raw); // each passes normalization: `item-..;` is no dot segment
+    return upstreamTarget("http://b", {
+      path: n.path,
+      prefix: "/api",
+      query: "?q=1",
+      regex: [{ re: /^\/api\/item-(.*)$/, replace: "/items/$1" }],
+    }).path;
+  };
+  // Tomcat, Jetty and Spring read `..;x` as `..`: /items/..;/admin is their /admin.
+  assert.equal(at("/api/item-..;/admin"), "/items/admin?q=1");
+  assert.equal(at("/api/item-..;x=1/admin"), "/items/admin?q=1");
+  assert.equal(at("/api/item-.%3B/admin"), "/items/admin?q=1");
+  // Decoded by Go, Spring and others into `../admin`.
+  assert.equal(at("/api/item-..%2Fadmin"), "/items/?q=1");
+  assert.equal(at("/api/item-..%5Cadmin"), "/items/?q=1");
+  // What only looks like one goes on as it came.
+  assert.equal(at("/api/item-...;x/a..b"), "/items/...;x/a..b?q=1");
+  assert.equal(at("/api/item-a;b/..x"), "/items/a;b/..x?q=1");
+});
