@@ -161,6 +161,12 @@ export const UNREAD_BODY: unique symbol = Symbol("prox.unreadBody");
 /** An error that may carry an `UNREAD_BODY`. */
 export type UnreadBody = { [UNREAD_BODY]?: ReadableStream<Uint8Array> };
 
+/**
+ * The reason a response rule cancels the upstream's body with when it replaces it: nobody reads
+ * it, but a cache filling an entry from it reads on and stores it (cache_response.ts teeBody).
+ */
+export const BODY_REPLACED: unique symbol = Symbol("prox.bodyReplaced");
+
 /** A Response that may carry a `BODY_BYTES` counter. */
 export type CountedResponse = Response & { [BODY_BYTES]?: BodyCounter };
 

@@ -494,3 +494,33 @@ Deno.test("cache: a 304 to a client's own condition does not stop requests from 
   }
   assert.equal(c.sent.length, 2);
 });
+
+Deno.test("cache: an answer whose body a response_body rule replaces is stored, and the rule applies to hits", async () => {
+  // The upstream's body comes after its head, as over a network.
+  const gate = Promise.withResolvers<void>();
+  const c = setup(() =>
+    new Response(
+      new ReadableStream<Uint8Array>({
+        async start(ctl) {
+          await gate.promise;
+          ctl.enqueue(new TextEncoder().encode("orig"));
+          ctl.close();
+        },
+      }),
+      { headers: { "cache-control": "max-age=60" } },
+    ), {
+    extra: 'response_body: { set_text: "replaced {request_id}" }',
+  });
+  const first = await c.get("/b");
+  assert.match(first.text, /^replaced /);
+  gate.resolve();
+  // The rule let the upstream's body go; the cache still reads it to its end and stores it.
+  await waitFor(async () => /hit/.test((await c.get("/b")).res.headers.get("cache-status")!), {
+    what: "a hit",
+    timeoutMs: 2000,
+  });
+  const hit = await c.get("/b");
+  assert.match(hit.text, /^replaced /);
+  assert.notEqual(hit.text, first.text); // expanded for each request
+  assert.equal(c.sent.length, 1);
+});

@@ -13,7 +13,7 @@ import {
 import { parseHttpDate } from "../domain/conditional.ts";
 import type { StoredResponse } from "../domain/response_cache.ts";
 import { tagRequest } from "../domain/errors.ts";
-import { BODY_BYTES } from "../ports.ts";
+import { BODY_BYTES, BODY_REPLACED } from "../ports.ts";
 import type { BodyCounter, CountedResponse } from "../ports.ts";
 import type { RequestContext } from "./context.ts";
 
@@ -217,8 +217,10 @@ export function teeBody(
       gone = true;
       queue = [];
       take(queued);
-      // Requests waiting for this entry keep it coming; else the upstream is let go.
-      if (pumping && o.waits()) return;
+      // Requests waiting for this entry keep it coming, and so does a response rule that replaced
+      // the body (the entry is the upstream's answer; the rule applies to each hit); else the
+      // upstream is let go. Either way no more than the entry's limit is read.
+      if (pumping && (o.waits() || reason === BODY_REPLACED)) return;
       settle(null);
       return reader.cancel(reason).catch(() => {});
     },

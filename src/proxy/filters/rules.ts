@@ -8,7 +8,7 @@ import { escapeValue } from "../../domain/escape.ts";
 import type { PlaceholderValues } from "../../domain/placeholders.ts";
 import type { BodyRule, HeaderRules, JsonTemplate } from "../../domain/rules.ts";
 import type { ConditionInput } from "../../domain/conditions.ts";
-import { BODY_BYTES } from "../../ports.ts";
+import { BODY_BYTES, BODY_REPLACED } from "../../ports.ts";
 import type { CountedResponse, Logger } from "../../ports.ts";
 import { HeaderList } from "../../domain/header_list.ts";
 import type { HeaderMap } from "../../domain/header_list.ts";
@@ -250,8 +250,9 @@ export function applyResponseRules(
     const bytes = ruleBody(bodyRule, values);
     if (bytes) {
       replaced = true;
-      // The replaced body is let go (its upstream connection is released once cancelled).
-      res.body?.cancel().catch(() => {});
+      // The replaced body is let go (its upstream connection is released once cancelled), unless
+      // the route's cache is storing it: rules apply to hits as to fresh answers.
+      res.body?.cancel(BODY_REPLACED).catch(() => {});
       for (const h of STALE_BODY_HEADERS) headers.delete(h);
       // A 416's `Content-Range: bytes */N` gives the representation's length, which a replaced
       // error body does not change (RFC 9110 §15.5.17).
