@@ -118,6 +118,21 @@ export function validateRoutes(
       badKeys.add(key);
       continue;
     }
+    // `/api/*` or `/*` (a glob elsewhere) is a prefix here, with a literal `*`: it takes almost
+    // nothing, and `/api` everything under /api.
+    const { prefix: keyPrefix } = parseRouteKey(key);
+    if (keyPrefix.includes("*")) {
+      const slash = key.indexOf("/");
+      const before = keyPrefix.slice(0, keyPrefix.indexOf("*"));
+      const plain = before.slice(0, before.lastIndexOf("/")) || "/";
+      warn(
+        ["routes", key],
+        `Route "${key}": "*" is no wildcard in a path: a route key is a prefix, and this one ` +
+          `takes only paths with a literal "*"`,
+        `Write "${key.slice(0, slash)}${plain}" for every path under it (and match: ` +
+          "{ path_matches: … } for more than a prefix)",
+      );
+    }
     if (/^[^/]*:\d+\//.test(key)) {
       err(
         ["routes", key],
