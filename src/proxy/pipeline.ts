@@ -405,11 +405,13 @@ export function admit(ctx: RequestContext): Response | undefined {
     return errorResponse("bad_request", ctx.requestId, { message: ctx.invalid });
   }
   const method = ctx.req.method;
-  if (method === "CONNECT") {
+  if (method === "CONNECT" || isMethod(method, "CONNECT")) {
     return errorResponse("not_implemented", ctx.requestId, { message: "CONNECT is not supported" });
   }
   // As nginx: TRACE would echo cookies and credentials back through every proxy on the way.
-  if (method === "TRACE") return errorResponse("method_not_allowed", ctx.requestId);
+  if (method === "TRACE" || isMethod(method, "TRACE")) {
+    return errorResponse("method_not_allowed", ctx.requestId);
+  }
   if (ctx.info.asterisk) {
     ctx.path = "*";
     // Only OPTIONS takes `*` (RFC 9112 §3.2.4). It asks about the server as a whole, which no
@@ -430,6 +432,15 @@ export function admit(ctx: RequestContext): Response | undefined {
   if (!norm.ok) return errorResponse("bad_request", ctx.requestId, { message: norm.reason });
   ctx.path = norm.path;
   return undefined;
+}
+
+/**
+ * `method` is `upper` in another case (`trace`, `Connect`): a distinct method for RFC 9110 §9.1,
+ * but one an upstream that ignores case (Jetty's legacy modes) takes for `upper`. Only methods of
+ * its length are upper-cased (the others cost a length check).
+ */
+function isMethod(method: string, upper: string): boolean {
+  return method.length === upper.length && method.toUpperCase() === upper;
 }
 
 /** The answer to `OPTIONS *`: the methods Prox passes on (TRACE and CONNECT it refuses). */

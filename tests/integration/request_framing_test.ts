@@ -207,6 +207,36 @@ Deno.test("unsupported framing and methods get 501 or 405, never reach the upstr
   assert.deepEqual(up.seen, []);
 });
 
+Deno.test("TRACE and CONNECT in another case (trace, Connect) get 405 and 501 too, on both engines", async () => {
+  // An upstream that reads methods without regard to case (Jetty's legacy compliance modes) would
+  // take `trace` for TRACE and echo the cookies and credentials Prox refuses TRACE to protect.
+  const up = recordingUpstream();
+  await using _up = up.server;
+  for (const engine of ["prox", "deno"]) {
+    await using prox = await startProxy(`
+protocols: { http1_engine: ${engine} }
+health_check: { enabled: false }
+routes: { "/": { type: proxy, target: "${up.server.url}" } }
+`);
+    const send = (method: string) =>
+      rawExchange(
+        prox.port,
+        `${method} /x HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n`,
+      );
+    for (const m of ["trace", "Trace"]) {
+      assert.match(await send(m), /^HTTP\/1\.1 405 /, `${engine}: ${m}`);
+    }
+    for (const m of ["connect", "Connect"]) {
+      assert.match(await send(m), /^HTTP\/1\.1 501 /, `${engine}: ${m}`);
+    }
+    assert.deepEqual(up.seen, [], engine);
+    // Other methods go on as they came.
+    assert.match(await send("purge"), /^HTTP\/1\.1 200 /, engine);
+    assert.equal(up.seen.length, 1, engine);
+    up.seen.length = 0;
+  }
+});
+
 Deno.test("the request target's authority picks the route, not a different Host", async () => {
   const up = recordingUpstream();
   await using _up = up.server;
