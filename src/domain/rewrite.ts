@@ -178,7 +178,8 @@ const QUERY_NEEDS_URL = /[^\x21-\x7e]/;
  * that, and the query string is appended byte for byte (URL parsing would re-encode `'`, `"`,
  * `<` and `>` in it, which breaks signed URLs). A path from a client was normalized by the
  * pipeline; only a configured rewrite can bring characters that still need encoding or a dot
- * segment, and a query bytes no request line may hold: then path and query go through URL parsing.
+ * segment: then the path goes through URL parsing; the query's bytes no request line may hold
+ * are percent-encoded (wireQuery), the rest of it is left as it is.
  */
 export function upstreamTarget(
   target: string,
@@ -204,11 +205,13 @@ export function upstreamTarget(
   }
   if (path === "") path = "/";
   if (!path.startsWith("/")) path = "/" + path;
-  if (PATH_NEEDS_URL.test(path) || QUERY_NEEDS_URL.test(opts.query)) {
-    const u = new URL("http://h" + path + opts.query);
-    return { origin: t.url, path: u.pathname + u.search };
+  if (PATH_NEEDS_URL.test(path)) {
+    // The path alone: the client's query stays as it came (a `?` a rewrite wrote goes before it).
+    const u = new URL("http://h" + path);
+    path = u.pathname + u.search;
   }
-  return { origin: t.url, path: path + opts.query };
+  const query = QUERY_NEEDS_URL.test(opts.query) ? wireQuery(opts.query) : opts.query;
+  return { origin: t.url, path: path + query };
 }
 
 /** A dot segment, its dots plain or percent-encoded. */

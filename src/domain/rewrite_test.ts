@@ -77,8 +77,12 @@ Deno.test("upstreamTarget passes the query on byte for byte", () => {
   assert.equal(t("?"), "/base/x?");
   // Bytes no request line may hold are encoded, as URL parsing does.
   assert.equal(t("?q=\u00e9 x"), "/base/x?q=%C3%A9%20x");
-  // A configured rewrite with characters to encode or dot segments goes through URL parsing.
-  assert.equal(t("?a='1'", "/v 2"), "/base/v%202/x?a=%271%27");
+  // A configured rewrite with characters to encode or dot segments goes through URL parsing,
+  // the query still as it came (a signed URL's signature must still match).
+  assert.equal(t("?a='1'", "/v 2"), "/base/v%202/x?a='1'");
+  assert.equal(t("?a='1'&b=\u00e9", "/v 2"), "/base/v%202/x?a='1'&b=%C3%A9");
+  // A `?` the rewrite itself writes begins the query; the client's follows.
+  assert.equal(t("?a='1'", "/v 2?x=1&"), "/base/v%202?x=1&/x?a='1'");
   assert.equal(t("", "/v1/../v2"), "/base/v2/x");
   const shared = upstreamTarget("http://b:8080/base", { path: "/", prefix: "/", query: "" });
   assert.equal(shared.origin.href, "http://b:8080/");
