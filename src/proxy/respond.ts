@@ -48,6 +48,8 @@ export function errorResponse(
   const body = encoder.encode(exact ? message : `${message}\nrequest id: ${requestId}\n`);
   const headers = new Headers(opts.headers);
   headers.set("content-type", "text/plain; charset=utf-8");
+  // Some messages quote what the client sent (up to 40 bytes): never to be sniffed as HTML.
+  headers.set("x-content-type-options", "nosniff");
   // Declared, so the access log's bytesOut counts this body (it reads Content-Length).
   headers.set("content-length", String(body.byteLength));
   headers.set("x-request-id", requestId);

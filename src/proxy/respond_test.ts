@@ -21,3 +21,9 @@ Deno.test("grpcErrorResponse: a trailers-only answer, its message percent-encode
   assert.equal(msg, "%F0%9F%98%80".repeat(1024));
   assert.equal(long.headers.get("content-type"), "application/grpc-web");
 });
+
+Deno.test("errorResponse: text that may quote the client is marked nosniff", () => {
+  const res = errorResponse("bad_request", "id-3", { message: 'Invalid Content-Length "<b>"' });
+  assert.equal(res.headers.get("x-content-type-options"), "nosniff");
+  assert.equal(res.headers.get("content-type"), "text/plain; charset=utf-8");
+});
