@@ -669,6 +669,18 @@ export function checkRegex(err: Report, path: (string | number)[], re: string | 
   }
 }
 
+/** Fields that carry a client address: keys a client chooses (rate limits by header). */
+const CLIENT_ADDRESS_FIELDS: ReadonlySet<string> = new Set([
+  "x-forwarded-for",
+  "x-real-ip",
+  "forwarded",
+  "true-client-ip",
+  "x-client-ip",
+  "x-cluster-client-ip",
+  "cf-connecting-ip",
+  "fastly-client-ip",
+]);
+
 /** Cross-field rules of a route's `rate_limit` and `rate_limits`. */
 function validateRateLimits(
   route: { rate_limit?: RateLimitConfig; rate_limits?: RateLimitConfig[]; jwt_auth?: unknown },
@@ -702,6 +714,17 @@ function validateRateLimits(
       rl.header_name !== undefined && !/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/.test(rl.header_name)
     ) {
       err([...path, "header_name"], `Invalid header name "${rl.header_name}"`);
+    } else if (
+      rl.header_name !== undefined && CLIENT_ADDRESS_FIELDS.has(rl.header_name.toLowerCase())
+    ) {
+      // The client writes these (a proxy in front appends to X-Forwarded-For, after the client's
+      // own first entry, which is the key): a fresh value per request is a fresh quota.
+      warn(
+        [...path, "header_name"],
+        `${rl.header_name} names the client's address only as a client sets it: each request can ` +
+          "name a key of its own and skip the limit",
+        "Use by: ip, with trusted_proxies naming the proxies in front (their X-Forwarded-For is read)",
+      );
     }
     if (rl.period <= 0) {
       // As the seed: a zero period would make every request a new window (no limit at all).

@@ -128,6 +128,28 @@ routes:
   ]);
 });
 
+Deno.test("rate_limit config: by header of a client-address field warns that a client picks its key", () => {
+  const text = (name: string) =>
+    `listen_addr: "127.0.0.1:0"
+routes:
+  "/":
+    type: redirect
+    target: "https://example.com/x"
+    rate_limit: { by: header, header_name: ${name}, on_missing_key: deny, requests: 1, period: 1s }
+`;
+  for (const name of ["X-Forwarded-For", "x-real-ip", "Forwarded", "True-Client-IP"]) {
+    const out = loadConfigText(text(name), { file: "t.yaml", env: { exists: () => true } });
+    const msgs = out.issues.map((i) => `${i.severity}: ${i.path}: ${i.message}`);
+    assert.equal(msgs.length, 1, `${name}: ${msgs.join("\n")}`);
+    assert.match(
+      msgs[0],
+      /^warning: routes\.\/\.rate_limit\.header_name: .* a client sets it: each request can name a key of its own/,
+    );
+  }
+  const key = loadConfigText(text("X-API-Key"), { file: "t.yaml", env: { exists: () => true } });
+  assert.deepEqual(key.issues, []);
+});
+
 Deno.test("rate_limits config: names must be unique and well-formed", () => {
   const text = `listen_addr: "127.0.0.1:0"
 routes:
