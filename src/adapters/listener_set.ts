@@ -107,9 +107,9 @@ export function listenerPlans(
       maxStreams: c.protocols.http2_max_concurrent_streams || undefined,
       maxFrame: c.protocols.http2_max_frame_size || undefined,
       websocket: c.protocols.websocket_enabled,
-      connectionLimits: c.limits.max_connections || c.limits.max_connections_per_ip
-        ? { total: c.limits.max_connections, perIp: c.limits.max_connections_per_ip }
-        : undefined,
+      // Set without limits too, so Prox's engine counts the connections from the start: a reload
+      // that adds a limit (as one does under a flood) counts those already open against it.
+      connectionLimits: { total: c.limits.max_connections, perIp: c.limits.max_connections_per_ip },
       // Only Prox's engine counts connections (Deno.serve shows none): the limits keep it on
       // where tracing or PROX_H1_ENGINE=deno would put Deno.serve there (a config's own
       // http1_engine: deno is warned about by validate).

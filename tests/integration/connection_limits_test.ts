@@ -227,3 +227,43 @@ Deno.test("connection limits count across a reload that replaces the listener", 
     await Deno.remove(file);
   }
 });
+
+Deno.test("connection limits a reload adds count the connections already open", async () => {
+  // Limits are what one adds under a flood: the connections open before (a slow exchange here)
+  // went uncounted, so each address got its whole share on top of them.
+  let release = () => {};
+  const held = new Promise<void>((r) => release = r);
+  let reached = () => {};
+  const arrived = new Promise<void>((r) => reached = r);
+  await using up = await startUpstream(async (req) => {
+    if (new URL(req.url).pathname === "/slow") {
+      reached();
+      await held;
+    }
+    return new Response("ok");
+  });
+  const file = await Deno.makeTempFile({ suffix: ".yaml" });
+  const write = (limits: string) =>
+    Deno.writeTextFile(file, `listen_addr: "127.0.0.1:0"\n` + config(up.url, limits));
+  await write("");
+  const server = await startServer({ path: file }, { logger: silentLogger });
+  try {
+    const a = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+    await a.write(enc.encode("GET /slow HTTP/1.1\r\nHost: t\r\n\r\n"));
+    await arrived;
+    await write("max_connections_per_ip: 1");
+    const r = await server.reload();
+    assert.ok(r.ok, JSON.stringify(r));
+    assert.equal(await ask(server.port), "", "the address has its one connection open");
+    release();
+    assert.match(await readFrom(a, /\r\n\r\nok$/), /^HTTP\/1\.1 200/);
+    a.close();
+    await waitFor(async () => (await ask(server.port)) === "HTTP/1.1 200 OK", {
+      what: "a connection admitted once the old one closed",
+    });
+  } finally {
+    release();
+    await server.shutdown();
+    await Deno.remove(file);
+  }
+});

@@ -375,8 +375,10 @@ export function listenH1(
     websocket: opts.websocket,
     // Each WebSocket on an HTTP/2 connection counts against max_connections_per_ip as the
     // connection it would be over HTTP/1.1 (one connection may carry http2_max_concurrent_streams).
-    wsSlot: opts.connectionLimits?.perIp === undefined ? undefined : (ip) => {
-      if ((perIp.get(ip) ?? 0) >= opts.connectionLimits!.perIp!) {
+    // Counted without a limit too: a reload may add one, and they count against it then.
+    wsSlot: opts.connectionLimits === undefined ? undefined : (ip) => {
+      const max = opts.connectionLimits!.perIp;
+      if (max !== undefined && (perIp.get(ip) ?? 0) >= max) {
         opts.metrics?.connectionRefused("max_connections_per_ip");
         return null;
       }
@@ -690,7 +692,7 @@ export function listenH1(
     }
     if (closed) return closeQuietly(conn);
     // The per-address limit counts the client the header names, not the balancer.
-    const ip = limits?.perIp !== undefined && got.client ? got.client.hostname : null;
+    const ip = limits !== undefined && got.client ? got.client.hostname : null;
     if (ip !== null && !takeIp(conn, ip)) return;
     try {
       if (tlsOnLoopback) await relayTlsClient(conn, got.client, got.rest);
@@ -735,7 +737,7 @@ export function listenH1(
   };
   /** Counts one more connection from `ip`, or refuses it (false) past `max_connections_per_ip`. */
   const takeIp = (conn: Deno.Conn, ip: string): boolean => {
-    if ((perIp.get(ip) ?? 0) >= limits!.perIp!) {
+    if (limits!.perIp !== undefined && (perIp.get(ip) ?? 0) >= limits!.perIp) {
       refuse(conn, "max_connections_per_ip", ip);
       return false;
     }
@@ -749,7 +751,8 @@ export function listenH1(
       return refuse(conn, "max_connections", peer);
     }
     const proxied = pp !== undefined && sendsProxyHeader(pp, conn);
-    const ip = !proxied && limits!.perIp !== undefined ? peer : null;
+    // Counted per address without a limit too (a reload may add one: they count against it).
+    const ip = !proxied ? peer : null;
     if (ip !== null && !takeIp(conn, ip)) return;
     held.open++;
     try {
