@@ -209,7 +209,7 @@ export const RateLimit = z.object({
   shadow: z.boolean().default(false),
   /** IPv6 clients are grouped by this prefix length. */
   ipv6_prefix: z.int().min(1).max(128).default(64),
-  /** Most keys kept per route (LRU); the memory bound. */
+  /** Most keys this limit keeps (LRU); the memory bound. */
   max_keys: z.int().positive().default(100_000),
   /** Client IPs or CIDR blocks never limited (e.g. internal monitoring). */
   exempt_ips: z.array(z.string()).default([]),
