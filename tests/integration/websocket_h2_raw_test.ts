@@ -314,6 +314,33 @@ Deno.test("HTTP/2 WebSocket: each counts against max_connections_per_ip as its o
   }
 });
 
+Deno.test("HTTP/2 WebSocket: each counts against max_connections as its own connection would", async () => {
+  await using up = await wsUpstream(() => {});
+  // One HTTP/2 connection carried up to http2_max_concurrent_streams WebSockets past the total.
+  await using prox = await startWsProxy(`limits: { max_connections: 3 }\n${wsRoute(up.url)}`);
+  const c = await RawH2c.open(prox.port);
+  try {
+    for (const id of [1, 3, 5]) c.connect(id, FULL);
+    await c.flush();
+    await waitFor(() => c.status(1) && c.status(3) && c.status(5));
+    assert.deepEqual([c.status(1), c.status(3), c.status(5)], ["200", "200", "503"]);
+    // A WebSocket that ends gives its place back.
+    c.out.u32(FrameType.RST_STREAM, 1, ErrorCode.CANCEL);
+    await c.flush();
+    let next = 7;
+    await waitFor(async () => {
+      const id = next;
+      next += 2;
+      c.connect(id, FULL);
+      await c.flush();
+      await waitFor(() => c.status(id));
+      return c.status(id) === "200";
+    }, { what: "a WebSocket once the first has ended" });
+  } finally {
+    await c.close();
+  }
+});
+
 Deno.test("HTTP/2 WebSocket: a ping flood from a client that grants no window queues one pong, for the latest ping (RFC 6455 §5.5.3)", async () => {
   let heard = "";
   await using up = await wsUpstream((ws) => ws.on("message", (m) => heard = String(m)));

@@ -373,20 +373,27 @@ export function listenH1(
     maxStreams: opts.maxStreams,
     maxFrame: opts.maxFrame,
     websocket: opts.websocket,
-    // Each WebSocket on an HTTP/2 connection counts against max_connections_per_ip as the
-    // connection it would be over HTTP/1.1 (one connection may carry http2_max_concurrent_streams).
-    // Counted without a limit too: a reload may add one, and they count against it then.
+    // Each WebSocket on an HTTP/2 connection counts against max_connections and
+    // max_connections_per_ip as the connection it would be over HTTP/1.1 (one connection may
+    // carry http2_max_concurrent_streams of them, each holding an upstream connection). Counted
+    // without a limit too: a reload may add one, and they count against it then.
     wsSlot: opts.connectionLimits === undefined ? undefined : (ip) => {
-      const max = opts.connectionLimits!.perIp;
+      const { total, perIp: max } = opts.connectionLimits!;
+      if (total !== undefined && held.open >= total) {
+        opts.metrics?.connectionRefused("max_connections");
+        return "max_connections";
+      }
       if (max !== undefined && (perIp.get(ip) ?? 0) >= max) {
         opts.metrics?.connectionRefused("max_connections_per_ip");
-        return null;
+        return "max_connections_per_ip";
       }
+      held.open++;
       countIp(ip, 1);
       let given = false;
       return () => {
         if (given) return;
         given = true;
+        held.open--;
         countIp(ip, -1);
       };
     },

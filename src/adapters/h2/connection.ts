@@ -133,11 +133,11 @@ export interface H2Env {
    */
   websocket?: boolean;
   /**
-   * `max_connections_per_ip` for WebSockets: each counts as a connection of its client's address
-   * (as over HTTP/1.1, where each is one). Takes a place (its release), null past the limit;
-   * absent without the limit.
+   * `max_connections` and `max_connections_per_ip` for WebSockets: each counts as a connection,
+   * of its client's address too (as over HTTP/1.1, where each is one). Takes a place (its
+   * release), or names the limit it is past.
    */
-  wsSlot?: (ip: string) => (() => void) | null;
+  wsSlot?: (ip: string) => (() => void) | "max_connections" | "max_connections_per_ip";
 }
 
 /** The socket a connection runs on. */
@@ -747,10 +747,14 @@ export class H2Connection {
     // Past max_connections_per_ip (each WebSocket counts as a connection): refused as a request
     // over the limit would be, the connection and its other streams untouched.
     const release = this.#env.wsSlot?.(this.peer.hostname);
-    if (release === null) {
+    if (release === "max_connections_per_ip") {
       return this.#answerRefusal(s, 429, "Too many connections from your address\n", {
         "retry-after": "10",
       });
+    }
+    // The listener's total: no fault of this client's (503, as an overloaded upstream pool).
+    if (release === "max_connections") {
+      return this.#answerRefusal(s, 503, "Too many connections\n", { "retry-after": "10" });
     }
     s.release = release ?? null;
     // No extension is negotiated over HTTP/2 (websocket.ts): the offer is dropped.
