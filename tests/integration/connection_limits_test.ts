@@ -267,3 +267,32 @@ Deno.test("connection limits a reload adds count the connections already open", 
     await Deno.remove(file);
   }
 });
+
+Deno.test("http1_idle_timeout closes a silent connection though the wall clock stepped back", async () => {
+  // The idle sweep read the wall clock: stepped back (NTP, a restored VM) by an hour, it kept a
+  // connection that sends nothing (a slowloris) open for that hour, its place under the limits too.
+  await using up = await startUpstream(() => new Response("ok"));
+  await using prox = await startProxy(
+    config(up.url, "max_connections: 1", "protocols: { http1_idle_timeout: 1s }\n"),
+  );
+  const silent = await Deno.connect({ hostname: "127.0.0.1", port: prox.port });
+  const realNow = Date.now;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    // Counted once another connection is refused: Prox holds it, stamped with the time it came.
+    await waitFor(async () => (await ask(prox.port)) === "", { what: "the silent one counted" });
+    // The idle sweep (every second) stamps a waiting connection with its clock; no sign shows it
+    // ran, so this waits past one sweep before the clock steps (without it the test can only pass).
+    await new Promise((r) => setTimeout(r, 1_500));
+    Date.now = () => realNow() - 3_600_000;
+    const outcome = await Promise.race([
+      readFrom(silent).then(() => "closed"),
+      new Promise<string>((r) => timer = setTimeout(() => r("still open"), 8_000)),
+    ]);
+    assert.equal(outcome, "closed");
+  } finally {
+    clearTimeout(timer);
+    Date.now = realNow;
+    silent.close();
+  }
+});

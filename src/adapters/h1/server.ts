@@ -349,7 +349,9 @@ export function listenH1(
   let closed = false;
   const idleMs = opts.idleMs === 0 ? Infinity : opts.idleMs ?? IDLE_MS;
   const sweeper = setInterval(() => {
-    const now = Date.now();
+    // The monotonic clock: a wall clock stepped back (NTP, a restored VM) kept connections stamped
+    // before the step open for as long as the step; stepped forward, it closed every idle one.
+    const now = performance.now();
     for (const c of conns) {
       if (c.waitingSince === WAITING_UNSTAMPED) c.waitingSince = now;
       else if (c.waitingSince > 0 && now - c.waitingSince > idleMs) c.close();
@@ -913,12 +915,12 @@ export class Conn implements Reader {
   start = 0;
   end = 0;
   /**
-   * When the connection began waiting for a request head (Date.now() time; 0: busy with one;
-   * WAITING_UNSTAMPED: waiting, until the idle sweep stamps it).
+   * When the connection began waiting for a request head (performance.now() time; 0: busy with
+   * one; WAITING_UNSTAMPED: waiting, until the idle sweep stamps it).
    */
-  waitingSince = Date.now();
+  waitingSince = performance.now();
   /**
-   * Relayed: since when Deno.serve has sent the client nothing (Date.now() time, or
+   * Relayed: since when Deno.serve has sent the client nothing (performance.now() time, or
    * WAITING_UNSTAMPED until the idle sweep stamps it); 0 once it switched protocols. Before a
    * relay NOT_RELAYED, not 0, so that the field holds a double from the start (an integer field
    * that took its first clock reading later would give every Conn a new hidden class).

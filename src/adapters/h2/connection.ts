@@ -246,8 +246,8 @@ export class H2Connection {
   #controlBudget = CONTROL_BUDGET;
   /** When the current budget period began. */
   #controlSince = Date.now();
-  /** When the connection last had no stream in work (0: busy). */
-  idleSince = Date.now();
+  /** When the connection last had no stream in work (performance.now() time; 0: busy). */
+  idleSince = performance.now();
   /** Resolves when run() has ended. */
   done: Promise<void> = Promise.resolve();
   #onIdle: (() => void) | null = null;
@@ -586,7 +586,7 @@ export class H2Connection {
 
   #endWork(): void {
     if (--this.#inWork > 0) return;
-    this.idleSince = Date.now();
+    this.idleSince = performance.now();
     if (!this.#writing && this.#out.length === 0) this.#out.release();
     if (this.#onIdle) {
       const f = this.#onIdle;
@@ -1248,7 +1248,7 @@ export class H2Connection {
       if (n <= 0 && left > 0) {
         // Waits for a WINDOW_UPDATE (or the client's going).
         this.#windowWaiters.add(s);
-        s.waitingSince = Date.now();
+        s.waitingSince = performance.now();
         await new Promise<void>((resolve) => s.windowWake = resolve);
         s.waitingSince = 0;
         s.windowWake = null;
@@ -1321,7 +1321,7 @@ export class H2Connection {
           this.#lateResets = [];
         }
         const out = this.#out.take();
-        this.#writeSince = Date.now();
+        this.#writeSince = performance.now();
         for (let off = 0; off < out.length;) {
           off += await this.#io.write(off === 0 ? out : out.subarray(off));
         }
