@@ -717,12 +717,13 @@ function validateRateLimits(
     } else if (
       rl.header_name !== undefined && CLIENT_ADDRESS_FIELDS.has(rl.header_name.toLowerCase())
     ) {
-      // The client writes these (a proxy in front appends to X-Forwarded-For, after the client's
-      // own first entry, which is the key): a fresh value per request is a fresh quota.
+      // The client writes these, unless a proxy in front replaces them (one that appends to
+      // X-Forwarded-For leaves the client's own first entry, which is the key): a fresh value per
+      // request is a fresh quota.
       warn(
         [...path, "header_name"],
-        `${rl.header_name} names the client's address only as a client sets it: each request can ` +
-          "name a key of its own and skip the limit",
+        `${rl.header_name} is a field a client sets (unless a proxy in front replaces it): each ` +
+          "request can name a key of its own and skip the limit",
         "Use by: ip, with trusted_proxies naming the proxies in front (their X-Forwarded-For is read)",
       );
     }

@@ -143,7 +143,7 @@ routes:
     assert.equal(msgs.length, 1, `${name}: ${msgs.join("\n")}`);
     assert.match(
       msgs[0],
-      /^warning: routes\.\/\.rate_limit\.header_name: .* a client sets it: each request can name a key of its own/,
+      /^warning: routes\.\/\.rate_limit\.header_name: .* a client sets \(unless a proxy in front replaces it\): each request can name a key of its own/,
     );
   }
   const key = loadConfigText(text("X-API-Key"), { file: "t.yaml", env: { exists: () => true } });
