@@ -152,14 +152,15 @@ export async function forward(
       // connect as a hung one hangs every request.
       const untriedOnly = reason === "reset"
         ? !e.staleConnection
-        : e.kind === "timeout" && !PER_TRY.has(e);
+        : reason === "overloaded" || e.kind === "timeout" && !PER_TRY.has(e);
       if (reason && more && untriedOnly) {
         // Only to a target not tried yet: a hung target (a proxy route's only one) would make the
         // client wait a timeout per attempt, three times the configured one by default, and a
         // request that makes its target close the connection (a crash) would be sent to it again
-        // and again (nginx never retries a server within a request). A reused connection the
-        // upstream closed before answering (its idle timeout) says nothing against the target,
-        // and a per-try timeout is what the route asked to retry on: the same target included.
+        // and again (nginx never retries a server within a request), and a target whose pool
+        // shed it would shed it again at once. A reused connection the upstream closed before
+        // answering (its idle timeout) says nothing against the target, and a per-try timeout is
+        // what the route asked to retry on: the same target included.
         const next = choose(pool, reg, { tried, key, random, now: deps.clock.monotonic() });
         if (next && !tried.has(next.i)) chosen = next;
         else more = false;
@@ -428,6 +429,8 @@ export function retryAfter(
 
 /** Why this failure may be retried, or null. */
 function retryReason(e: ProxyError, req: Request, policy: RetryPolicy): string | null {
+  // Shed by Prox's own pool (its queue full): the target never saw it, another may have room.
+  if (e.kind === "overloaded" && e.sentNothing) return "overloaded";
   if (e.kind !== "connect" && e.kind !== "upstream_reset" && e.kind !== "timeout") return null;
   // Nothing reached the upstream (refused, connect timeout): safe for every method.
   if (e.sentNothing && e.retryable) return e.kind === "connect" ? "connect" : "unsent";

@@ -434,6 +434,28 @@ Deno.test("forward: a route with passive health off is not gated by another rout
   assert.deepEqual(seen, [A, B, C]);
 });
 
+Deno.test("forward: a request its target's full pool shed goes to a target it has not tried", async () => {
+  // Shed with nothing sent (upstream_pool's queue full): the other targets, idle, were not asked,
+  // so a slow target's share of the requests got 503 while the rest of the pool had room.
+  const shed = (req: UpstreamRequest) =>
+    new ProxyError("overloaded", `Upstream "${req.origin.origin}" has 1 requests waiting`, {
+      sentNothing: true,
+      retryable: false,
+    });
+  const s = setup(lb(), (req) => req.origin.origin === A ? shed(req) : ok(req));
+  const r = await s.call({ method: "POST", body: "payload" });
+  assert.equal(r.status, 200);
+  assert.equal(s.calls[0].origin, A);
+  assert.deepEqual(s.calls.map((c) => c.body), ["payload", "payload"]);
+  assert.deepEqual(s.retries, ["overloaded"]);
+  // A lone target is not asked again at once: 503 (with Retry-After) as before.
+  const alone = setup(`type: proxy\ntarget: "${A}"`, shed);
+  const a = await alone.call();
+  assert.equal(a.status, 503);
+  assert.equal(alone.calls.length, 1);
+  assert.deepEqual(alone.retries, []);
+});
+
 Deno.test("forward: consistent_hash by cookie keeps a session on one target", async () => {
   const s = setup(lb("strategy: consistent_hash\nhash_on: { type: cookie, name: sid }"), ok);
   const first = (await s.call({ headers: { cookie: "a=1; sid=abc" } })).text;
