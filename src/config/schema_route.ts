@@ -197,7 +197,10 @@ export const RateLimit = z.object({
   requests: z.int().positive(),
   period: Duration,
   burst: z.int().positive().optional(),
-  status_code: z.int().min(400).max(599).default(429),
+  // Not 499: nginx's "client closed request", which no client is ever sent (Prox sends 400).
+  status_code: z.int().min(400).max(599).refine((n) => n !== 499, {
+    error: "499 is no status a client can be sent (nginx logs it for a client that left); use 429",
+  }).default(429),
   message: z.string().default("Too Many Requests"),
   algorithm: z.enum(["token_bucket", "fixed_window", "sliding_window", "gcra"]).default(
     "token_bucket",

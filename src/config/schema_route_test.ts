@@ -426,3 +426,12 @@ Deno.test("passive_health.failures is at most 1,000 (each failure keeps the stre
   assert.equal(PassiveHealth.safeParse({ failures: 1_000 }).success, true);
   assert.equal(PassiveHealth.safeParse({ failures: 1_001 }).success, false);
 });
+
+Deno.test("rate_limit status_code 499 is refused (no client is sent it)", () => {
+  const issues = loadConfigText(
+    `listen_addr: "127.0.0.1:0"\nroutes:\n  /: { type: static, root: ".", rate_limit: { by: ip, requests: 1, period: 1s, status_code: 499 } }\n`,
+    { file: "c.yaml", env: { exists: () => true } },
+  ).issues.filter((i) => i.severity === "error").map(formatIssue);
+  assert.equal(issues.length, 1);
+  assert.match(issues[0], /status_code: 499 is no status a client can be sent/);
+});
