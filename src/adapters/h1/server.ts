@@ -254,7 +254,7 @@ export function listenH1(
                 opts.logger.debug("TLS client certificate refused", { reason }),
               onOcspError: (reason) => {
                 // Once a minute at most: a responder that is down would say so per handshake.
-                const t = Date.now();
+                const t = performance.now();
                 if (t - ocspWarnedAt < 60_000) return;
                 ocspWarnedAt = t;
                 opts.logger.warn("OCSP status not learned; client let in (ocsp.on_error: allow)", {
@@ -461,7 +461,7 @@ export function listenH1(
         // While draining, the fallback listener has stopped accepting already: a request whose
         // head came in after the drain began is refused with a 503, which is no fault. Out of
         // descriptors, every relay fails: one line per 10 s, with the count held back.
-        const now = Date.now();
+        const now = performance.now();
         if (!draining && now < relayFailures.until) relayFailures.suppressed++;
         else if (!draining) {
           const more = relayFailures.suppressed
@@ -685,7 +685,7 @@ export function listenH1(
       // rotation): no fault of the balancer's.
       if (closed) return;
       // A misconfigured balancer fails every connection: one line per 10 s, with the count.
-      const now = Date.now();
+      const now = performance.now();
       if (now < ppFailures.until) ppFailures.suppressed++;
       else {
         const r = conn.remoteAddr as Deno.NetAddr;
@@ -731,7 +731,7 @@ export function listenH1(
     closeQuietly(conn);
     opts.metrics?.connectionRefused(limit);
     // A flood refuses thousands a second: one line per 10 s, with the count.
-    const now = Date.now();
+    const now = performance.now();
     if (now < refusals.until) refusals.suppressed++;
     else {
       opts.logger.warn("Connection refused: limit reached", {

@@ -244,8 +244,9 @@ export class H2Connection {
   #peerGone = false;
   /** Control frames left before the client counts as flooding (refilled by requests). */
   #controlBudget = CONTROL_BUDGET;
-  /** When the current budget period began. */
-  #controlSince = Date.now();
+  /** When the current budget period began (performance.now(): a wall clock stepped back would
+   * stretch a period, and pings would count against one budget for as long as the step). */
+  #controlSince = performance.now();
   /** When the connection last had no stream in work (performance.now() time; 0: busy). */
   idleSince = performance.now();
   /** Resolves when run() has ended. */
@@ -434,7 +435,7 @@ export class H2Connection {
 
   #spend(): void {
     if (--this.#controlBudget >= 0) return;
-    const now = Date.now();
+    const now = performance.now();
     if (now - this.#controlSince >= CONTROL_PERIOD_MS) {
       this.#controlSince = now;
       this.#controlBudget = CONTROL_BUDGET - 1;

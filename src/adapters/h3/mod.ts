@@ -176,9 +176,9 @@ function listen(opts: H3ListenerOptions): H3Listener {
   /** Refusals logged at most every REFUSED_LOG_MS, with a count (a flood is not a log flood). */
   const refusedLog = (what: Record<string, unknown>) => {
     refused++;
-    if (Date.now() - refusedLoggedAt < REFUSED_LOG_MS) return;
+    if (performance.now() - refusedLoggedAt < REFUSED_LOG_MS) return;
     logger.warn("HTTP/3 connections refused: limit reached", { ...what, refused });
-    refusedLoggedAt = Date.now();
+    refusedLoggedAt = performance.now();
     refused = 0;
   };
 
