@@ -151,7 +151,11 @@ export function identify(
   // `http://a.test@example.test/` names example.test, which a person reads as a.test: an error
   // (RFC 9110 §4.2.4; RFC 9113 §8.3.1 forbids it in :authority).
   else if (host !== null && host.includes("@")) invalid = "Userinfo in the request target";
-  else if (host !== null && host !== hostField && !HOST_FIELD.test(host)) host = null;
+  // An authority Host could not be (`a"b`, `a{b}`: HTTP/2 and 3's :authority, an absolute-form
+  // target) is refused as such a Host is, not routed and sent on in X-Forwarded-Host.
+  else if (host !== null && host !== hostField && !HOST_FIELD.test(host)) {
+    invalid = "Invalid authority in the request target";
+  }
   if (invalid === null && (path === null || host === null)) {
     try {
       const url = new URL(req.url);

@@ -188,6 +188,38 @@ Deno.test("a request target with userinfo (http://user@host/) gets 400 (RFC 9110
   assert.equal(new URL(seen[0]).pathname, "/ex/x");
 });
 
+interopTest(
+  "an authority no Host could hold (a\"b, a{b}) gets 400 over HTTP/1.1's absolute form and HTTP/2's :authority",
+  ["curl"],
+  async () => {
+    const seen: string[] = [];
+    await using up = await startUpstream((req) => {
+      seen.push(req.url);
+      return new Response("ok");
+    });
+    await using prox = await startProxy(proxyRoute(up.url));
+    for (const host of ['a"b', "a{b}"]) {
+      const raw = await rawExchange(
+        prox.port,
+        `GET http://${host}/x HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n`,
+      );
+      assert.match(raw, /^HTTP\/1\.1 400 /, host);
+      // curl sends the Host field as HTTP/2's :authority.
+      const h2 = await run("curl", [
+        ...["-s", "-o", "/dev/null", "-w", "%{http_version} %{http_code}"],
+        ...["--http2-prior-knowledge", "-H", `Host: ${host}`, `http://127.0.0.1:${prox.port}/x`],
+      ]);
+      assert.equal(h2.stdout, "2 400", host);
+    }
+    assert.deepEqual(seen, [], "none reaches an upstream");
+    const ok = await run("curl", [
+      ...["-s", "-o", "/dev/null", "-w", "%{http_code}", "--http2-prior-knowledge"],
+      ...["-H", "Host: a.test", `http://127.0.0.1:${prox.port}/x`],
+    ]);
+    assert.equal(ok.stdout, "200");
+  },
+);
+
 Deno.test("timeouts longer than a timer can wait mean long, not at once", async () => {
   // An upstream that takes 100 ms: long enough for a timer that fires at once to matter.
   await using up = await startUpstream(async () => {
