@@ -447,6 +447,14 @@ export function validateConfig(
         "timeout must be greater than 0",
         "E.g. timeout: 3s (how long a handshake waits for the responder)",
       );
+    } else if (ocsp && ocsp.timeout > 30_000) {
+      // Each connection of a client whose answer is not kept waits that long for a responder
+      // that does not answer, its socket held meanwhile.
+      warn(
+        ["tls", "client_auth", "ocsp", "timeout"],
+        `A handshake may wait ${Math.round(ocsp.timeout / 1000)} s for the OCSP responder`,
+        "E.g. timeout: 3s; clients give up on a silent server long before",
+      );
     }
     if (config.protocols.http1_engine === "deno") {
       err(

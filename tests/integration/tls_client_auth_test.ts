@@ -908,6 +908,9 @@ Deno.test("validate: tls.client_auth.ocsp's responder and timeout", () => {
   assert.deepEqual(issues("{ timeout: 0s }"), [
     "error tls.client_auth.ocsp.timeout: timeout must be greater than 0",
   ]);
+  assert.deepEqual(issues("{ timeout: 2m }"), [
+    "warning tls.client_auth.ocsp.timeout: A handshake may wait 120 s for the OCSP responder",
+  ]);
   assert.match(issues("{ on_error: ignore }").join(), /on_error/);
 });
 

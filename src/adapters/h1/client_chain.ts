@@ -10,6 +10,11 @@ import { pemBlocks } from "../../domain/crl.ts";
 
 /** How many certificates up a chain are followed (OpenSSL's default depth). */
 const MAX_CHAIN = 100;
+/**
+ * The certificates a client sent that are looked at (real chains hold 1-4): past them, a client
+ * sending hundreds of look-alike issuers would cost a signature check each per handshake.
+ */
+const MAX_SENT = 16;
 /** Signature checks remembered (each costs about a millisecond). */
 const MAX_REMEMBERED = 4_096;
 
@@ -49,7 +54,8 @@ export function chainBuilder(caPem: string): (leaf: Uint8Array, sent: Uint8Array
     if (leaf === null) return { certs: [leafDer], selfSigned: false, trusted: false };
     const candidates = [
       ...trusted,
-      ...sentDer.map((d) => parsed(d)).filter((c) => c !== null),
+      // At most MAX_SENT of what the client sent: each look-alike issuer costs a signature check.
+      ...sentDer.slice(0, MAX_SENT).map((d) => parsed(d)).filter((c) => c !== null),
     ];
     const certs = [leaf.der];
     const seen = new Set([leaf.id]);
