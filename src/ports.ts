@@ -424,6 +424,8 @@ export interface Metrics {
   connectionClosed(protocol: Protocol | "websocket"): void;
   /** A client connection closed as it was accepted: `limits.max_connections(_per_ip)` reached. */
   connectionRefused(limit: "max_connections" | "max_connections_per_ip"): void;
+  /** A client refused by `tls.client_auth` (its certificate, or its absence), by why. */
+  tlsClientRefused(reason: string): void;
   websocketMessageTooBig(route: string): void;
   /** One mirror copy's outcome (a route's `mirror`; one per copy, a copy per mirror target). */
   mirror(route: string, result: MirrorResult): void;
@@ -473,6 +475,7 @@ export const noopMetrics: Metrics = {
   ejection() {},
   connectionOpened() {},
   connectionRefused() {},
+  tlsClientRefused() {},
   connectionClosed() {},
   websocketMessageTooBig() {},
   mirror() {},

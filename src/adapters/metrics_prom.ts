@@ -198,6 +198,13 @@ export function createPromMetrics(
     labelNames: ["limit"] as const,
     registers,
   });
+  const tlsRefused = new Counter({
+    name: "prox_tls_client_refused_total",
+    help: "Clients tls.client_auth refused, by why (handshake, no_certificate, unverified, " +
+      "key_usage, crl_revoked, crl_expired, ocsp_revoked, ocsp_unknown, ocsp_error)",
+    labelNames: ["reason"] as const,
+    registers,
+  });
   const rateLimitHits = new Counter({
     name: "prox_rate_limit_hits_total",
     help: "Rate limiter decisions by route and action (allowed, limited, shadow_limited, error)",
@@ -568,6 +575,9 @@ export function createPromMetrics(
     },
     connectionRefused(limit) {
       refused.inc({ limit });
+    },
+    tlsClientRefused(reason) {
+      tlsRefused.inc({ reason });
     },
     websocketMessageTooBig(route) {
       if (gone.has(route)) return;

@@ -30,8 +30,15 @@ export interface OcspConfig {
   cache_size: number;
 }
 
-/** A certificate's verdict: null when it may go on, else why not. */
-export type OcspVerdict = { refused: string | null; error?: string };
+/**
+ * A certificate's verdict: `refused` null when it may go on, else why not; `kind` says which
+ * refusal (for the metric), `error` a status not learned (refused or let in by on_error).
+ */
+export type OcspVerdict = {
+  refused: string | null;
+  error?: string;
+  kind?: "revoked" | "unknown" | "error";
+};
 
 /** How long an answer without nextUpdate, or a failure, is kept. */
 const NO_NEXT_UPDATE_MS = 5 * 60_000;
@@ -76,7 +83,9 @@ export function createOcspChecker(
   };
 
   const failed = (error: string): OcspVerdict =>
-    config.on_error === "allow" ? { refused: null, error } : { refused: error, error };
+    config.on_error === "allow"
+      ? { refused: null, error }
+      : { refused: error, error, kind: "error" };
 
   async function ask(cert: Uint8Array, issuer: Uint8Array): Promise<[OcspVerdict, number]> {
     const c = ocspCertFields(cert);
@@ -148,9 +157,12 @@ export function createOcspChecker(
         const at = single.revokedAt === null
           ? ""
           : ` on ${new Date(single.revokedAt).toISOString()}`;
-        return [{ refused: `certificate revoked${at} (OCSP, ${url})` }, keep];
+        return [{ refused: `certificate revoked${at} (OCSP, ${url})`, kind: "revoked" }, keep];
       }
-      return [{ refused: `the OCSP responder ${url} does not know the certificate` }, keep];
+      return [{
+        refused: `the OCSP responder ${url} does not know the certificate`,
+        kind: "unknown",
+      }, keep];
     } catch (err) {
       return [
         failed(`the answer of ${url} could not be read: ${(err as Error).message}`),
@@ -173,6 +185,7 @@ export function createOcspChecker(
       } catch (err) {
         return Promise.resolve({
           refused: `a certificate Prox cannot read: ${(err as Error).message}`,
+          kind: "error",
         });
       }
       const hit = cache.get(key);

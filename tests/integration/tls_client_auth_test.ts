@@ -1097,3 +1097,42 @@ openssl x509 -req -in leaf.csr -CA int.pem -CAkey int.key -set_serial 10 -days 1
     }
   },
 );
+
+interopTest(
+  "prox_tls_client_refused_total counts each refusal by why (handshake, crl_revoked, ocsp_unknown)",
+  ["openssl"],
+  async () => {
+    const dir = await Deno.makeTempDir({ prefix: "prox-refused-" });
+    try {
+      // A responder that knows no certificate: every status asked is unknown.
+      await using ocsp = await startOcsp({ dir });
+      await using up = await echo();
+      await using prox = await startProxy(
+        config(up.url, "require", `admin: { listen_addr: "127.0.0.1:0" }\n`).replace(
+          `ca_cert: "${TLS}/ca.pem"`,
+          `ca_cert: "${TLS}/ca.pem", crl_file: "${TLS}/alice-revoked.crl", ocsp: { responder: "${ocsp.url}" }`,
+        ),
+        { tls: true },
+      );
+      const url = `https://localhost:${prox.port}/`;
+      await refused(url, ALICE); // on the list
+      await refused(url, { cert: Deno.readTextFileSync(`${TLS}/cert.pem`), key: `${TLS}/key.pem` });
+      await refused(url, STRANGER); // another CA: TLS refuses it
+      await refused(url); // none
+      const count = async (reason: string) => {
+        const text = await (await fetch(`http://127.0.0.1:${prox.server.admin!.port}/metrics`))
+          .text();
+        return Number(
+          new RegExp(`^prox_tls_client_refused_total\\{reason="${reason}"\\} (\\d+)`, "m")
+            .exec(text)?.[1] ?? 0,
+        );
+      };
+      await waitFor(async () => await count("handshake") === 2, { what: "two handshakes refused" });
+      assert.equal(await count("crl_revoked"), 1);
+      assert.equal(await count("ocsp_unknown"), 1);
+      assert.equal(await count("ocsp_revoked"), 0);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);

@@ -250,8 +250,10 @@ export function listenH1(
             ? listenClientAuth({ cert: pair.cert!, key: pair.key! }, {
               auth: clientAuth,
               alpnProtocols: tlsOptions(pair).alpnProtocols,
-              onRefused: (reason) =>
-                opts.logger.debug("TLS client certificate refused", { reason }),
+              onRefused: (reason, kind) => {
+                opts.metrics?.tlsClientRefused(kind);
+                opts.logger.debug("TLS client certificate refused", { reason, kind });
+              },
               onOcspError: (reason) => {
                 // Once a minute at most: a responder that is down would say so per handshake.
                 const t = performance.now();

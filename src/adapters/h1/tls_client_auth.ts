@@ -32,6 +32,23 @@ export interface ClientAuth {
   crlText?: string;
 }
 
+/**
+ * Why a client was refused, as `prox_tls_client_refused_total` counts it: the handshake failed
+ * (no certificate where one is required, an unknown CA: TLS's own refusals), none was presented
+ * or it did not verify (verify_if_given), its keyUsage, crl_file (revoked, or its list out of
+ * date), OCSP (revoked, unknown, or no status learned under on_error: refuse).
+ */
+export type ClientRefusal =
+  | "handshake"
+  | "no_certificate"
+  | "unverified"
+  | "key_usage"
+  | "crl_revoked"
+  | "crl_expired"
+  | "ocsp_revoked"
+  | "ocsp_unknown"
+  | "ocsp_error";
+
 /** A decrypted connection, as the engines read and write a Deno.TlsConn. */
 export interface ClientAuthConn {
   readonly remoteAddr: Deno.NetAddr;
@@ -204,18 +221,32 @@ async function ocspVerdict(
   chain: SignedChain,
   ocsp: OcspChecker,
   onError?: (reason: string) => void,
-): Promise<string | null> {
+): Promise<{ reason: string; kind: ClientRefusal } | null> {
   const { certs } = chain;
   for (let i = 0; i < certs.length; i++) {
     const issuer = certs[i + 1];
     // A root, or a certificate of ca_cert without its issuer (an intermediate as the trust
     // anchor): no one above it to ask.
     if (!issuer && (chain.selfSigned || chain.trusted)) return null;
-    if (!issuer) return "OCSP: the certificate's issuer is not in its verified chain";
+    if (!issuer) {
+      return {
+        reason: "OCSP: the certificate's issuer is not in its verified chain",
+        kind: "ocsp_error",
+      };
+    }
     const v = await ocsp.check(certs[i], issuer);
     if (v.error !== undefined && v.refused === null) onError?.(v.error);
     if (v.refused !== null) {
-      return i === 0 ? v.refused : `${v.refused} (an intermediate: ${namesOf(certs[i]).subject})`;
+      return {
+        reason: i === 0
+          ? v.refused
+          : `${v.refused} (an intermediate: ${namesOf(certs[i]).subject})`,
+        kind: v.kind === "revoked"
+          ? "ocsp_revoked"
+          : v.kind === "unknown"
+          ? "ocsp_unknown"
+          : "ocsp_error",
+      };
     }
     if (ocsp.mode === "leaf") break;
   }
@@ -302,8 +333,8 @@ export function listenClientAuth(
   opts: {
     auth: ClientAuth;
     alpnProtocols: string[];
-    /** A handshake refused (the client's certificate, or its absence). */
-    onRefused?: (reason: string) => void;
+    /** A handshake refused (the client's certificate, or its absence), and which refusal. */
+    onRefused?: (reason: string, kind: ClientRefusal) => void;
     /** An OCSP status not learned, the client let in (`on_error: allow`). */
     onOcspError?: (reason: string) => void;
   },
@@ -321,12 +352,16 @@ export function listenClientAuth(
     // With verify_if_given node hands over a client whose certificate did not verify too
     // (`authorized` false): only one that presented none goes on.
     if (!socket.authorized && (cert !== null || opts.auth.required)) {
-      opts.onRefused?.(String(socket.authorizationError ?? "unverified certificate"));
+      opts.onRefused?.(
+        String(socket.authorizationError ?? "unverified certificate"),
+        cert === null ? "no_certificate" : "unverified",
+      );
       return void socket.destroy();
     }
     if (cert !== null && !signs(peer.raw!)) {
       opts.onRefused?.(
         `certificate's keyUsage does not allow digital signatures (${cert.subject}; RFC 5280 §4.2.1.3)`,
+        "key_usage",
       );
       return void socket.destroy();
     }
@@ -348,6 +383,7 @@ export function listenClientAuth(
           leaf ? `serial ${cert!.serial}, ${cert!.subject}` : serialAndSubject(refused.cert)
         })` +
           (leaf ? "" : ` in the chain of ${cert!.subject}`),
+        refused.staleSince === null ? "crl_revoked" : "crl_expired",
       );
       return void socket.destroy();
     }
@@ -362,7 +398,7 @@ export function listenClientAuth(
     // The connection (its first bytes kept by the conn) waits for the responder's word.
     void ocspVerdict(chain, opts.auth.ocsp, opts.onOcspError).then((refused) => {
       if (refused === null) return handOver();
-      opts.onRefused?.(refused);
+      opts.onRefused?.(refused.reason, refused.kind);
       socket.destroy();
     });
   };
@@ -382,7 +418,7 @@ export function listenClientAuth(
       ALPNProtocols: opts.alpnProtocols,
     });
     s.on("secureConnection", onSecure);
-    s.on("tlsClientError", (err: Error) => opts.onRefused?.(err.message));
+    s.on("tlsClientError", (err: Error) => opts.onRefused?.(err.message, "handshake"));
     await new Promise<void>((resolve, reject) => {
       s.once("listening", resolve);
       s.once("error", reject);
