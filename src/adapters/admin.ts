@@ -96,7 +96,14 @@ export function redactSecrets(value: unknown, key = ""): unknown {
   if (Array.isArray(value)) return value.map((v) => redactSecrets(v));
   if (value !== null && typeof value === "object") {
     const out: Record<string, unknown> = {};
-    for (const [k, v] of Object.entries(value)) out[k] = redactSecrets(v, k);
+    // A webhook's headers (notify, tls.acme.dns) are there to carry its credential, under any name
+    // (`X-Honeycomb-Team`, `DD-APPLICATION-KEY`): every value is hidden, the names stay.
+    const hook = "webhook" in value;
+    for (const [k, v] of Object.entries(value)) {
+      out[k] = hook && k === "headers" && v !== null && typeof v === "object"
+        ? Object.fromEntries(Object.keys(v).map((h) => [h, REDACTED]))
+        : redactSecrets(v, k);
+    }
     return out;
   }
   if (typeof value !== "string" || !/^[a-z][a-z0-9+.-]*:\/\//i.test(value)) return value;

@@ -400,3 +400,25 @@ Deno.test("admin POST /acme/renew: 202 when an order starts, 409 during one, 404
     assert.match((await none.json()).error, /tls\.acme is not enabled/);
   });
 });
+
+Deno.test("redactSecrets: a webhook's headers are its credentials, whatever their names", () => {
+  const out = JSON.stringify(redactSecrets({
+    notify: {
+      webhook: "https://api.honeycomb.io/1/events/x",
+      headers: { "X-Honeycomb-Team": "HONEYSECRET" },
+    },
+    tls: {
+      acme: {
+        dns: {
+          webhook: "https://dns.example/hook",
+          headers: { "DD-APPLICATION-KEY": "DDSECRET", "X-Zone": "ZONEVALUE" },
+        },
+      },
+    },
+    // Elsewhere (no webhook beside them) header values stay visible unless their name says secret.
+    health_check: { headers: { "X-Probe": "visible" } },
+  }));
+  assert.ok(!/HONEYSECRET|DDSECRET|ZONEVALUE/.test(out), out);
+  assert.ok(out.includes('"X-Honeycomb-Team":"[redacted]"'), out);
+  assert.ok(out.includes('"X-Probe":"visible"'), out);
+});
