@@ -18,8 +18,9 @@ import type { ExplainRequest, Explanation } from "../proxy/explain.ts";
 import type { PurgeInput, PurgeResult } from "../proxy/cache_purge.ts";
 import type { AcmeStatus } from "./acme.ts";
 import { requestFromArgs } from "./explain_cli.ts";
+import { REDACTED, redactSecrets, SECRET_KEY } from "../config/secret_names.ts";
 
-export { isLoopback };
+export { isLoopback, redactSecrets };
 
 /** The outcome of `POST /config/reload` as the server reports it. */
 export interface AdminReloadResult {
@@ -65,66 +66,6 @@ export interface AdminListener {
   readonly hostname: string;
   readonly port: number;
   shutdown(): Promise<void>;
-}
-
-// Header names included: `X-Auth`, `X-Access-Key`, Azure's `Ocp-Apim-Subscription-Key`…
-const SECRET_KEY =
-  /token|password|passwd|secret|auth|cookie|credential|signature|(?:api|access|private|subscription|hmac)[-_]?key/i;
-const REDACTED = "[redacted]";
-const BCRYPT_HASH = /^\$2[abxy]?\$\d\d\$/;
-
-/**
- * Copies a config with secret values replaced: keys that name secrets (token, password,
- * authorization…), bcrypt hashes and passwords inside URLs (`redis://:pw@host`).
- */
-export function redactSecrets(value: unknown, key = ""): unknown {
-  // A boolean is a switch, never a secret: `forward_auth: false` and `copy_response_cookies:
-  // true` were shown as "[redacted]".
-  if (
-    key && SECRET_KEY.test(key) && value !== null && typeof value !== "object" &&
-    typeof value !== "boolean"
-  ) {
-    return REDACTED;
-  }
-  // A webhook URL (Slack, Discord, Teams) carries its credential in the path: only the origin shows.
-  if (key === "webhook" && typeof value === "string") {
-    const m = /^([a-z][a-z0-9+.-]*:\/\/)(?:[^/?#]*@)?([^/?#@]*)/i.exec(value);
-    return m ? `${m[1]}${m[2]}/${REDACTED}` : REDACTED;
-  }
-  // basic_auth's bcrypt hashes sit under user names: an offline guessing attack needs them.
-  if (typeof value === "string" && BCRYPT_HASH.test(value)) return REDACTED;
-  if (Array.isArray(value)) return value.map((v) => redactSecrets(v));
-  if (value !== null && typeof value === "object") {
-    const out: Record<string, unknown> = {};
-    // A webhook's headers (notify, tls.acme.dns) are there to carry its credential, under any name
-    // (`X-Honeycomb-Team`, `DD-APPLICATION-KEY`): every value is hidden, the names stay.
-    const hook = "webhook" in value;
-    for (const [k, v] of Object.entries(value)) {
-      out[k] = hook && k === "headers" && v !== null && typeof v === "object"
-        ? Object.fromEntries(Object.keys(v).map((h) => [h, REDACTED]))
-        : redactSecrets(v, k);
-    }
-    return out;
-  }
-  if (typeof value !== "string" || !/^[a-z][a-z0-9+.-]*:\/\//i.test(value)) return value;
-  let url = value;
-  // Up to the last "@" of the authority: URL parsers take a password with a raw "@" whole.
-  if (/^[a-z][a-z0-9+.-]*:\/\/[^/@]*:[^/]*@/i.test(url)) {
-    url = url.replace(/^([a-z][a-z0-9+.-]*:\/\/[^/@:]*):[^/]*@/i, `$1:${REDACTED}@`);
-  }
-  // A secret in the query: ioredis takes `redis://h:6379/0?password=pw` as the password.
-  return url.replace(
-    /([?&])([^=&#]*)=([^&#]*)/g,
-    (all, sep, name) => SECRET_KEY.test(safeDecode(name)) ? `${sep}${name}=${REDACTED}` : all,
-  );
-}
-
-function safeDecode(s: string): string {
-  try {
-    return decodeURIComponent(s);
-  } catch {
-    return s;
-  }
 }
 
 const encoder = new TextEncoder();

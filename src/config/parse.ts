@@ -1,6 +1,7 @@
 // Config text → resolved Config, or every problem at once with file:line:col. Pure: takes the
 // text and a file name for messages, never reads files.
 
+import { maskSecretsInLine } from "./secret_names.ts";
 import { isPair, isScalar, LineCounter, parseDocument, visit } from "yaml";
 import type { Document, Pair } from "yaml";
 import type { z } from "zod";
@@ -374,7 +375,8 @@ const EXCERPT_WIDTH = 100;
 
 function excerpt(text: string, line: number, col: number): string {
   // Tabs as one space each, so the caret stays under its column; no CR of a CRLF file.
-  let src = (text.split(/\r?\n/)[line - 1] ?? "").replaceAll("\t", " ");
+  // Secrets on the line are masked: the issue goes to logs and to the admin API's reload answer.
+  let src = maskSecretsInLine((text.split(/\r?\n/)[line - 1] ?? "").replaceAll("\t", " "));
   let at = Math.max(0, col - 1);
   if (src.length > EXCERPT_WIDTH) {
     const start = Math.max(0, Math.min(at - 40, src.length - EXCERPT_WIDTH));

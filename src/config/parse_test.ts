@@ -435,3 +435,27 @@ Deno.test("parseConfig refuses http2_max_concurrent_streams past a SETTINGS valu
     "got 4294967296",
   ]);
 });
+
+Deno.test("parseConfig: a syntax error's excerpt masks a secret on its line, the caret in place", () => {
+  const cases = [
+    'listen_addr: "127.0.0.1:0"\nadmin:\n  token: "S3CRETTOK\n  listen_addr: x\nroutes: {}\n',
+    'listen_addr: "127.0.0.1:0"\nadmin: { token: S3CRETTOK, listen_addr: [x }\nroutes: {}\n',
+    'listen_addr: "127.0.0.1:0"\nadmin:\n  token: [S3CRETTOK\nroutes: {}\n',
+    'listen_addr: "127.0.0.1:0"\nrate_limit_store: { url: "redis://:S3CRETPW@r:6379", x: [ }\n',
+    'listen_addr: "127.0.0.1:0"\nroutes:\n  "/":\n    basic_auth: { users: { a: "$2y$05$S3CRETHASH" }\n',
+  ];
+  for (const text of cases) {
+    const issues = parseConfig(text, "c.yaml").issues;
+    assert.ok(issues.length > 0 && issues[0].excerpt, text);
+    const excerpt = issues[0].excerpt!;
+    assert.ok(!excerpt.includes("S3CRET"), excerpt);
+    // Masked character for character: the caret still points at the column the message names.
+    const [src, caret] = excerpt.split("\n");
+    const line = text.split("\n")[issues[0].line - 1];
+    assert.equal(src.length - src.indexOf("| ") - 2, line.length, excerpt);
+    assert.equal(caret.indexOf("^") - caret.indexOf("| ") - 2, issues[0].col - 1, excerpt);
+  }
+  // Other values on the line stay as written.
+  const other = parseConfig('listen_addr: "127.0.0.1:0"\nadmin: { listen_addr: [x }\n', "c.yaml");
+  assert.match(other.issues[0].excerpt!, /listen_addr: \[x \}/);
+});
