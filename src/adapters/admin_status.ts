@@ -10,6 +10,7 @@ import { parseRouteKey } from "../domain/router.ts";
 import { rampFactor } from "../domain/balancer.ts";
 import { formatListenAddr } from "../config/listen.ts";
 import type { AcmeStatus } from "./acme.ts";
+import { redactSecrets } from "../config/secret_names.ts";
 import type { EngineCounts } from "./http_serve.ts";
 
 /** One upstream target and its health as last reported. */
@@ -234,10 +235,10 @@ function describeAccess(
   const auth = r.compiled?.basicAuth;
   if (auth) parts.push(`basic_auth: ${auth.users.size} user${auth.users.size === 1 ? "" : "s"}`);
   if (jwt) {
-    // Where its keys come from (never the secret itself).
-    parts.push(
-      `jwt_auth: ${jwt.jwks_url ?? jwt.key_file ?? jwt.secret_file ?? `$${jwt.secret_env}`}`,
-    );
+    // Where its keys come from (never the secret itself, nor a password or key in the URL: as
+    // redacted as in /config).
+    const jwks = jwt.jwks_url === undefined ? undefined : String(redactSecrets(jwt.jwks_url));
+    parts.push(`jwt_auth: ${jwks ?? jwt.key_file ?? jwt.secret_file ?? `$${jwt.secret_env}`}`);
   }
   const route = config.routes[r.id];
   const cors = "cors" in route ? route.cors : undefined;

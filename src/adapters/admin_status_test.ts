@@ -214,3 +214,32 @@ Deno.test("targetPools sums an origin's pool keys for each target of that origin
   assert.deepEqual(pools.get("http://c:3"), zero);
   assert.equal(pools.get("unix:/run/x.sock")?.opened ?? 0, 0);
 });
+
+Deno.test("buildStatus names a route's JWK Set URL without the credentials it may carry", () => {
+  const yaml = `listen_addr: "127.0.0.1:0"
+routes:
+  "/":
+    type: proxy
+    target: "http://a:1"
+    jwt_auth: { jwks_url: "https://svc:IDPPASSWORD@idp.example/jwks?api_key=IDPKEY&v=1", audience: x }
+`;
+  const parsed = parseConfig(yaml, "t.yaml");
+  assert.ok(parsed.config, JSON.stringify(parsed.issues));
+  const s = buildStatus(buildSnapshot(parsed.config, { version: 1 }), {
+    recorder: createStatusRecorder(noopMetrics, { now: () => 0 }),
+    now: 0,
+    startedAt: 0,
+    version: "x",
+    ready: true,
+    draining: false,
+    lastReload: null,
+    listeners: [],
+    limiterKeys: {},
+  });
+  const access = s.routes[0].access ?? "";
+  assert.ok(!/IDPPASSWORD|IDPKEY/.test(JSON.stringify(s)), access);
+  assert.match(
+    access,
+    /^jwt_auth: https:\/\/svc:\[redacted\]@idp\.example\/jwks\?api_key=\[redacted\]&v=1$/,
+  );
+});
