@@ -18,6 +18,7 @@ import type { ExplainRequest, Explanation } from "../proxy/explain.ts";
 import type { PurgeInput, PurgeResult } from "../proxy/cache_purge.ts";
 import type { AcmeStatus } from "./acme.ts";
 import { requestFromArgs } from "./explain_cli.ts";
+import { denoEnv } from "./config_source.ts";
 import { REDACTED, redactSecrets, SECRET_KEY } from "../config/secret_names.ts";
 
 export { isLoopback, redactSecrets };
@@ -261,10 +262,13 @@ export function createAdminApp(
     });
     if (typeof req === "string") return c.json({ error: `Bad request: ${req}` }, 400);
     const e = await cb.explain(req);
-    // Header rules may add credentials from {env.…}: shown redacted, as in /config.
+    // Header rules may add credentials from {env.…}, which /config shows as the placeholder:
+    // a value holding one is hidden whatever its header's name, as is one a secret's name holds.
     const h = e.requestHeaders;
     if (h) {
-      const hide = (k: string, v: string) => SECRET_KEY.test(k) ? REDACTED : v;
+      const secrets = envValues(cb.effectiveConfig());
+      const hide = (k: string, v: string) =>
+        SECRET_KEY.test(k) || secrets.some((s) => v.includes(s)) ? REDACTED : v;
       h.added = h.added.map(([k, v]) => [k, hide(k, v)]);
       h.changed = h.changed.map(([k, a, b]) => [k, hide(k, a), hide(k, b)]);
     }
@@ -299,6 +303,23 @@ export function createAdminApp(
     return c.json({ error: "Internal error" }, 500);
   });
   return app;
+}
+
+/** Shorter values are not credentials, and would hide any header holding those few characters. */
+const ENV_SECRET_MIN = 4;
+
+/** The values of the `{env.NAME}` variables `config` names (at least ENV_SECRET_MIN long). */
+function envValues(config: unknown): string[] {
+  const names = new Set<string>();
+  for (const m of JSON.stringify(config ?? null).matchAll(/\{env\.([^{}\s"\\]+)\}/g)) {
+    names.add(m[1]);
+  }
+  const out: string[] = [];
+  for (const name of names) {
+    const v = denoEnv.env(name);
+    if (v !== undefined && v.length >= ENV_SECRET_MIN) out.push(v);
+  }
+  return out;
 }
 
 /** True when a Host field names localhost or an IP address (never a name DNS could rebind). */

@@ -422,3 +422,39 @@ Deno.test("redactSecrets: a webhook's headers are its credentials, whatever thei
   assert.ok(out.includes('"X-Honeycomb-Team":"[redacted]"'), out);
   assert.ok(out.includes('"X-Probe":"visible"'), out);
 });
+
+Deno.test("admin GET /explain hides a header value a rule took from {env.NAME}, whatever the header's name", async () => {
+  const name = "PROX_ADMIN_TEST_EXPLAIN_SECRET";
+  Deno.env.set(name, "env-secret-4711");
+  try {
+    const cb = fake({
+      effectiveConfig: () => ({
+        routes: { "/": { request_headers: { set: { "X-Internal": `k={env.${name}}` } } } },
+      }),
+      explain: () =>
+        Promise.resolve({
+          requestHeaders: {
+            added: [["x-internal", "k=env-secret-4711"], ["x-plain", "visible"]],
+            changed: [["x-changed", "a", "env-secret-4711"]],
+            removed: [],
+          },
+        } as never),
+    });
+    await withAdmin(cb, "t", async (base) => {
+      const res = await fetch(`${base}/explain?url=http://h/`, {
+        headers: { authorization: "Bearer t" },
+      });
+      const text = await res.text();
+      assert.equal(res.status, 200, text);
+      assert.ok(!text.includes("env-secret-4711"), text);
+      const e = JSON.parse(text);
+      assert.deepEqual(e.requestHeaders.added, [["x-internal", "[redacted]"], [
+        "x-plain",
+        "visible",
+      ]]);
+      assert.deepEqual(e.requestHeaders.changed, [["x-changed", "a", "[redacted]"]]);
+    });
+  } finally {
+    Deno.env.delete(name);
+  }
+});
