@@ -441,6 +441,7 @@ Deno.test("parseConfig: a syntax error's excerpt masks a secret on its line, the
     'listen_addr: "127.0.0.1:0"\nadmin:\n  token: "S3CRETTOK\n  listen_addr: x\nroutes: {}\n',
     'listen_addr: "127.0.0.1:0"\nadmin: { token: S3CRETTOK, listen_addr: [x }\nroutes: {}\n',
     'listen_addr: "127.0.0.1:0"\nadmin:\n  token: [S3CRETTOK\nroutes: {}\n',
+    '{"listen_addr":"127.0.0.1:0","admin":{"token":"S3CRETTOK","listen_addr":[}}\n',
     'listen_addr: "127.0.0.1:0"\nrate_limit_store: { url: "redis://:S3CRETPW@r:6379", x: [ }\n',
     'listen_addr: "127.0.0.1:0"\nroutes:\n  "/":\n    basic_auth: { users: { a: "$2y$05$S3CRETHASH" }\n',
   ];

@@ -9,9 +9,10 @@ export const SECRET_KEY =
 /** A bcrypt hash (basic_auth's users): an offline guessing attack needs only it. */
 export const BCRYPT_HASH = /^\$2[abxy]?\$\d\d\$/;
 
-// `key: value` in block or flow style; the value up to a flow separator or a comment.
+// `key: value` in block or flow style (`"key":value` too, as JSON writes it); the value up to a
+// flow separator or a comment.
 const PAIR =
-  /(["']?)([^\s"':{},[\]#]+)\1(\s*:\s+)("[^"]*"?|'[^']*'?|\[[^\]#]*\]?|[^,{}[\]#\s][^,{}[\]#]*)/g;
+  /(["']?)([^\s"':{},[\]#]+)\1(\s*:\s*)("[^"]*"?|'[^']*'?|\[[^\]#]*\]?|[^,{}[\]#\s][^,{}[\]#]*)/g;
 // A URL's password (`redis://:pw@host`), up to the last "@" before the path.
 const URL_PASSWORD = /([a-z][a-z0-9+.-]*:\/\/[^/@:\s"']*:)([^/\s"']*)(@)/gi;
 // A bcrypt hash anywhere on the line.
