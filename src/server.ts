@@ -561,7 +561,14 @@ export async function startServer(
     const skipped = (): ReloadResult => {
       const message = "Cannot reload: shutting down";
       logger.info("Reload skipped: shutting down", { trigger });
-      return { ok: false, version, issues: [{ ...issueAt(file), message }], at, trigger };
+      return {
+        ok: false,
+        version,
+        issues: [{ ...issueAt(file), message }],
+        at,
+        trigger,
+        skipped: true,
+      };
     };
     if (draining) return skipped();
     try {

@@ -23,6 +23,8 @@ export interface ReloadResult {
   trigger?: string;
   /** What a successful reload changed, one line each (config/diff.ts); empty: nothing. */
   changes?: string[];
+  /** Not tried: the server is shutting down (no config fault; the admin API answers 503). */
+  skipped?: true;
 }
 
 /** Reload counters (`prox_config_reload_total{result}`, last-success timestamp). */

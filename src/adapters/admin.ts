@@ -29,6 +29,8 @@ export interface AdminReloadResult {
   version: number;
   at: number;
   issues: readonly unknown[];
+  /** Not tried: shutting down. */
+  skipped?: true;
 }
 
 /** What the admin app needs from the server; the admin's own contract. */
@@ -110,6 +112,14 @@ function originHost(origin: string): string | null {
   }
 }
 
+/** The admin API's endpoints and the methods each takes (a known path asked otherwise: 405). */
+const ADMIN_METHODS = new Map<string, string>([
+  ...["/", "/healthz", "/readyz", "/metrics", "/config", "/config/history", "/status", "/explain"]
+    .map((p) => [p, "GET, HEAD"] as [string, string]),
+  ...["/config/reload", "/cache/purge", "/upstreams/drain", "/upstreams/undrain", "/acme/renew"]
+    .map((p) => [p, "POST"] as [string, string]),
+]);
+
 /** The longest url, prefix or route a purge takes. */
 const PURGE_MAX = 2000;
 
@@ -169,7 +179,8 @@ export function createAdminApp(
   app.post("/config/reload", async (c) => {
     const r = await cb.reload();
     opts.logger?.info("Reload requested through the admin API", { ok: r.ok, version: r.version });
-    return c.json(r, r.ok ? 200 : 422);
+    // Shutting down is no fault of the config's: 503, not 422.
+    return c.json(r, r.ok ? 200 : r.skipped ? 503 : 422);
   });
   app.get("/config/history", (c) => c.json(cb.reloadHistory?.() ?? []));
   // Not a GET: it changes state (a link or a prefetch must not reload). 405 says which method.
@@ -283,8 +294,17 @@ export function createAdminApp(
     );
     return c.html(statusPage(cb.status(), { nonce }));
   });
-  app.notFound((c) =>
-    c.json({
+  app.notFound((c) => {
+    // A known endpoint asked with another method: 405 with the methods it takes (RFC 9110 §15.5.6).
+    const allow = ADMIN_METHODS.get(c.req.path);
+    if (allow) {
+      c.header("allow", allow);
+      return c.json(
+        { error: `Method not allowed: ${c.req.method} ${c.req.path} takes ${allow}` },
+        405,
+      );
+    }
+    return c.json({
       error: `Not found: ${c.req.method} ${c.req.path}`,
       endpoints: [
         "GET /",
@@ -296,8 +316,8 @@ export function createAdminApp(
         "POST /config/reload",
         "POST /cache/purge",
       ],
-    }, 404)
-  );
+    }, 404);
+  });
   app.onError((err, c) => {
     opts.logger?.error("Admin request failed", { path: c.req.path, error: String(err) });
     return c.json({ error: "Internal error" }, 500);

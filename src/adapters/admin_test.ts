@@ -170,6 +170,44 @@ Deno.test("startAdmin POST /config/reload reports the result and refuses cross-o
     assert.equal(r.status, 422);
     assert.equal((await r.json()).issues[0].message, "bad");
   });
+  // Shutting down: no fault of the config's.
+  const stopping = fake({
+    reload: () =>
+      Promise.resolve({
+        ok: false,
+        version: 3,
+        at: 0,
+        issues: [{ message: "Cannot reload: shutting down" }],
+        skipped: true as const,
+      }),
+  });
+  await withAdmin(stopping, undefined, async (base) => {
+    const r = await fetch(`${base}/config/reload`, { method: "POST" });
+    assert.equal(r.status, 503);
+    assert.equal((await r.json()).issues[0].message, "Cannot reload: shutting down");
+  });
+});
+
+Deno.test("startAdmin: a known endpoint asked with another method is 405 with Allow, an unknown one 404", async () => {
+  const cb = fake();
+  await withAdmin(cb, "tok-1", async (base) => {
+    const auth = { authorization: "Bearer tok-1" };
+    const ask = async (method: string, path: string) => {
+      const r = await fetch(`${base}${path}`, { method, headers: auth });
+      await r.body?.cancel();
+      return `${r.status} ${r.headers.get("allow")}`;
+    };
+    assert.equal(await ask("PUT", "/config/reload"), "405 POST");
+    assert.equal(await ask("DELETE", "/cache/purge"), "405 POST");
+    assert.equal(await ask("DELETE", "/status"), "405 GET, HEAD");
+    assert.equal(await ask("POST", "/metrics"), "405 GET, HEAD");
+    assert.equal(await ask("PUT", "/nothing"), "404 null");
+    // Without the token: 401 first, whatever the method.
+    const anon = await fetch(`${base}/config/reload`, { method: "PUT" });
+    assert.equal(anon.status, 401);
+    await anon.body?.cancel();
+    assert.equal(cb.reloads, 0);
+  });
 });
 
 Deno.test("startAdmin GET /config redacts tokens, auth headers and URL passwords", async () => {
