@@ -7,7 +7,7 @@ import { loadConfigText } from "../config/load.ts";
 import { buildSnapshot } from "./snapshot.ts";
 import { createHandler } from "./pipeline.ts";
 import { noopMetrics, silentLogger } from "../ports.ts";
-import type { AccessRecord, ClientInfo, Metrics, UpstreamRequest } from "../ports.ts";
+import type { AccessRecord, ClientInfo, Compressor, Metrics, UpstreamRequest } from "../ports.ts";
 
 export const info: ClientInfo = {
   remoteAddr: { hostname: "192.0.2.7", port: 4000 },
@@ -24,7 +24,14 @@ export const T0 = Date.UTC(2026, 10, 27, 0, 0, 0);
  */
 export function setup(
   answer: (r: UpstreamRequest, n: number) => Response | Promise<Response>,
-  opts: { cache?: string; extra?: string; top?: string; routes?: string } = {},
+  opts: {
+    cache?: string;
+    extra?: string;
+    top?: string;
+    routes?: string;
+    /** For routes with `compress`. */
+    compressor?: Compressor;
+  } = {},
 ) {
   const yaml = `listen_addr: "127.0.0.1:0"
 health_check: { enabled: false }
@@ -65,6 +72,7 @@ ${opts.routes ?? ""}`;
     metrics,
     access: (rec) => access.push(rec),
     random: () => 0.5,
+    compressor: opts.compressor,
   });
   const get = async (path: string, init: RequestInit = {}) => {
     const res = await handler(new Request(`http://example.com${path}`, init), info);

@@ -16,6 +16,8 @@ import { tagRequest } from "../domain/errors.ts";
 import { BODY_BYTES, BODY_REPLACED } from "../ports.ts";
 import type { BodyCounter, CountedResponse } from "../ports.ts";
 import type { RequestContext } from "./context.ts";
+import { REPRESENTATION } from "./filters/compress.ts";
+import type { RepresentingResponse } from "./filters/compress.ts";
 
 /** Cache-Status member name (RFC 9211 §2). */
 export const NAME = "prox";
@@ -258,7 +260,16 @@ export function fromStore(
       const v = headers.get(name);
       if (v !== null) h.set(name, v);
     }
-    return new Response(null, { status: 304, headers: h });
+    const res: RepresentingResponse = new Response(null, { status: 304, headers: h });
+    // For `compress`: the Vary and ETag of the stored 200, as it would send it (a PNG or a body
+    // under min_length is not compressed, and its 304 must not say otherwise).
+    const length = headers.get("content-length");
+    res[REPRESENTATION] = {
+      contentType: headers.get("content-type"),
+      contentEncoding: headers.get("content-encoding"),
+      length: length !== null && /^\d+$/.test(length) ? Number(length) : entry.body.byteLength,
+    };
+    return res;
   }
   const init = { status: entry.status, statusText: entry.statusText, headers };
   if (NULL_BODY.has(entry.status)) return new Response(null, init);

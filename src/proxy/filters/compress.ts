@@ -20,7 +20,8 @@ import { mutableHeaders } from "./rules.ts";
  */
 export const REPRESENTATION: unique symbol = Symbol("prox.representation");
 export interface Representation {
-  contentType: string;
+  /** Null: the 200 names no type, and so is never compressed. */
+  contentType: string | null;
   contentEncoding: string | null;
   length: number;
 }
@@ -89,6 +90,7 @@ export function applyCompression(
 function notModified(ctx: RequestContext, res: Response, policy: CompressPolicy): Response {
   const h = res.headers;
   const rep = (res as RepresentingResponse)[REPRESENTATION];
+  if (rep && rep.contentType === null) return res;
   const decision = decideNotModified({
     method: ctx.req.method,
     acceptEncoding: ctx.req.headers.get("accept-encoding"),
