@@ -9,6 +9,7 @@ import {
   varyNames,
 } from "../domain/cache_control.ts";
 import type { Directives } from "../domain/cache_control.ts";
+import { httpDate } from "../domain/conditional.ts";
 import type { StoredResponse } from "../domain/response_cache.ts";
 import { entrySize, keyHash, parseTags } from "../domain/response_cache.ts";
 import type { CountedResponse } from "../ports.ts";
@@ -97,12 +98,16 @@ export function notModified(
   }
   const fresh: [string, string][] = [];
   o.res.headers.forEach((v, k) => TAG_FIELDS.includes(k) || fresh.push([k, v]));
+  const responseTime = deps.clock.now();
+  // A 304 without Date is dated when it arrived (RFC 9110 §6.6.1): the stored 200's Date would
+  // else date the refreshed entry, stale again at once and served with that old Age.
+  if (!o.res.headers.has("date")) fresh.push(["date", httpDate(responseTime)]);
   const headers = mergeNotModified(entry.headers, fresh);
   const updated = describe(headers, {
     status: entry.status,
     statusText: entry.statusText,
     requestTime: o.requestTime,
-    responseTime: deps.clock.now(),
+    responseTime,
     defaultTtl: policy.defaultTtl,
     defaultSwr: policy.defaultSwr,
   });

@@ -613,3 +613,26 @@ Deno.test("cache: max-stale serves a stale entry as a hit unless the answer forb
   assert.match(must.res.headers.get("cache-status")!, /^prox; fwd=stale/);
   assert.equal(c.sent.length, 4);
 });
+
+Deno.test("cache: a 304 without Date dates the refreshed entry by its arrival, not the old Date", async () => {
+  // RFC 9110 §6.6.1: a recipient caching a response without Date records when it arrived; the
+  // stored 200's Date would else date the refreshed entry, stale again at once, with a wrong Age.
+  const c = setup((_r, n) =>
+    n === 1
+      ? new Response("v1", {
+        headers: { "cache-control": "max-age=60", etag: '"v1"', date: date(T0) },
+      })
+      : new Response(null, { status: 304, headers: { "cache-control": "max-age=60" } })
+  );
+  await c.get("/d");
+  c.clock.t += 120_000;
+  const again = await c.get("/d");
+  assert.equal(again.res.headers.get("cache-status"), "prox; fwd=stale; fwd-status=304");
+  assert.equal(again.res.headers.get("age"), "0");
+  assert.equal(again.res.headers.get("date"), date(T0 + 120_000));
+  c.clock.t += 10_000;
+  const hit = await c.get("/d");
+  assert.equal(hit.res.headers.get("cache-status"), "prox; hit; ttl=50");
+  assert.equal(hit.res.headers.get("age"), "10");
+  assert.equal(c.sent.length, 2);
+});
