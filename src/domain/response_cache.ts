@@ -253,11 +253,18 @@ export class ResponseCache {
     return true;
   }
 
-  /** Replaces the stored value of an entry in place (after a 304), keeping its place and size. */
+  /**
+   * Replaces the stored value of an entry in place (after a 304), keeping its place in the LRU
+   * order; one that alone no longer fits the byte bound is dropped, as `set` would refuse it.
+   */
   update(primary: string, vary: string, value: StoredResponse): void {
     const node = this.#entries.get(`${primary}\n${vary}`);
     if (!node) return;
     const size = entrySize(node.key, value);
+    if (size > this.capacity) {
+      this.#remove(node);
+      return;
+    }
     this.#bytes += size - node.size;
     if (this.#pool) this.#pool.bytes += size - node.size;
     node.size = size;

@@ -87,6 +87,23 @@ Deno.test("ResponseCache.update evicts others when the refreshed entry outgrows 
   assert.ok(cache.bytes <= cache.maxBytes);
 });
 
+Deno.test("ResponseCache.update drops an entry that alone outgrows the bound", () => {
+  // A 304's fields may add kilobytes: the refreshed entry must not hold the store past max_size
+  // (as set refuses such an entry), alone or in a shared pool.
+  const one = entrySize("a\n", stored(100));
+  const cache = new ResponseCache({ maxBytes: one + 50, maxEntries: 100 });
+  cache.set("a", { names: [], vary: "", value: stored(100) });
+  cache.update("a", "", stored(100, [["x-grown", "y".repeat(200)]]));
+  assert.equal(cache.get("a", ""), undefined);
+  assert.equal(cache.bytes, 0);
+  const pool = new CachePool(one + 50);
+  const shared = new ResponseCache({ maxBytes: 1e9, maxEntries: 100, pool });
+  shared.set("a", { names: [], vary: "", value: stored(100) });
+  shared.update("a", "", stored(100, [["x-grown", "y".repeat(200)]]));
+  assert.equal(shared.size, 0);
+  assert.equal(pool.bytes, 0);
+});
+
 Deno.test("ResponseCache.invalidatePrefix drops every variant of the keys under a prefix", () => {
   const cache = new ResponseCache({ maxBytes: 1e9, maxEntries: 100 });
   for (const k of ["http h /s/a", "http h /s/b", "http h /t"]) {
