@@ -228,9 +228,14 @@ export function admit(
   });
   const tags = parseTags(surrogateKey, cacheTag);
   if (tags.length > 0) value.tags = tags;
-  if (value.lifetime <= value.initialAge && value.etag === null && value.lastModified === null) {
-    // Stale on arrival and nothing to revalidate it with (max-age=0, an Expires in the past):
-    // it could only ever be fetched again.
+  if (
+    (value.noCache || value.lifetime <= value.initialAge) && value.etag === null &&
+    value.lastModified === null
+  ) {
+    // Stale on arrival, or no-cache (revalidated before every use, whatever default_ttl gives
+    // it), and nothing to revalidate it with: it could only ever be fetched again, and storing
+    // it would only make requests for it wait for each other (an event stream's, for as long as
+    // it runs).
     if (x.stale !== undefined) x.policy.store.delete(x.primary, x.stale);
     x.release?.(true);
     return withStatus(res, status);
