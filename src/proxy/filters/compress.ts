@@ -65,9 +65,11 @@ export function applyCompression(
   const etag = headers.get("etag");
   if (etag !== null) headers.set("etag", etagForEncoded(etag));
   const init = { status: res.status, statusText: res.statusText, headers };
-  if (res.body === null) {
+  if (res.body === null || ctx.req.method === "HEAD") {
     // HEAD: the fields a GET would get. An empty stream, not null, or Deno.serve would claim
-    // `content-length: 0`.
+    // `content-length: 0`; never the engine's, whose end bytes (a gzip trailer) would make a
+    // body of an answer to HEAD that comes as an empty stream (one from the cache).
+    res.body?.cancel().catch(() => {});
     return new Response(new ReadableStream({ start: (c) => c.close() }), init);
   }
   const counter: BodyCounter = { bytes: 0, ended: false };
