@@ -56,6 +56,42 @@ const CURL_AS_ALICE = [
 ];
 const STRANGER = { cert: Deno.readTextFileSync(`${TLS}/stranger.pem`), key: `${TLS}/stranger.key` };
 
+/** An EC P-256 key and request (or self-signed certificate, with -x509): openssl's arguments. */
+const P256 = "openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+
+/**
+ * A bash script making, in its directory, a root CA (root.pem, root.key) and an intermediate it
+ * issued (int.pem, int.key) with serial `serial` and the extensions lines `ext` besides CA:TRUE.
+ */
+const rootAndIntermediate = (serial: string, ext = "") =>
+  `${P256} -x509 -days 1 -keyout root.key -out root.pem -subj /CN=Root \\
+  -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign
+${P256} -keyout int.key -out int.csr -subj /CN=Intermediate
+printf 'basicConstraints=critical,CA:TRUE\\nkeyUsage=critical,keyCertSign,cRLSign\\n${ext}' > int.ext
+openssl x509 -req -in int.csr -CA root.pem -CAkey root.key -set_serial ${serial} -days 1 \\
+  -extfile int.ext -out int.pem
+`;
+
+/**
+ * Runs `fn` with a temporary directory (removed after) and `sh`, which runs a bash script there
+ * (`set -e`) and fails the test when it fails.
+ */
+async function inTempDir(
+  prefix: string,
+  fn: (dir: string, sh: (script: string) => Promise<void>) => Promise<void>,
+): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix });
+  const sh = async (script: string) => {
+    const r = await run("bash", ["-c", `set -e\ncd "${dir}"\n${script}`]);
+    assert.equal(r.code, 0, r.stderr);
+  };
+  try {
+    await fn(dir, sh);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
 /** Asserts that a GET to `url` presenting `who`'s certificate (or none) fails its handshake. */
 async function refused(url: string, who?: { cert: string; key: string }): Promise<void> {
   using c = client(who);
@@ -455,14 +491,7 @@ Deno.test("validate: tls.client_auth's CA file, HTTP/3 and Deno.serve", () => {
 async function revokedIntermediate(dir: string): Promise<void> {
   const script = `set -e
 cd "${dir}"
-p256() { openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes "$@"; }
-p256 -x509 -days 1 -keyout root.key -out root.pem -subj /CN=Root \\
-  -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign
-p256 -keyout int.key -out int.csr -subj /CN=Intermediate
-printf 'basicConstraints=critical,CA:TRUE\\nkeyUsage=critical,keyCertSign,cRLSign\\n' > int.ext
-openssl x509 -req -in int.csr -CA root.pem -CAkey root.key -set_serial 0x1122 -days 1 \\
-  -extfile int.ext -out int.pem
-p256 -keyout leaf.key -out leaf.csr -subj /CN=bob
+${rootAndIntermediate("0x1122")}${P256} -keyout leaf.key -out leaf.csr -subj /CN=bob
 printf 'basicConstraints=critical,CA:FALSE\\nextendedKeyUsage=clientAuth\\n' > leaf.ext
 openssl x509 -req -in leaf.csr -CA int.pem -CAkey int.key -set_serial 7 -days 1 \\
   -extfile leaf.ext -out leaf.pem
@@ -484,9 +513,8 @@ interopTest(
   [
     "openssl",
   ],
-  async () => {
-    const dir = await Deno.makeTempDir({ prefix: "prox-crl-chain-" });
-    try {
+  () =>
+    inTempDir("prox-crl-chain-", async (dir) => {
       await revokedIntermediate(dir);
       await using up = await echo();
       const leaf = { cert: Deno.readTextFileSync(`${dir}/chain.pem`), key: `${dir}/leaf.key` };
@@ -512,18 +540,14 @@ interopTest(
         const res = await fetch(`https://localhost:${open.port}/`, { client: c });
         assert.equal((await res.json())["x-client-subject"], "CN=bob", ca);
       }
-    } finally {
-      await Deno.remove(dir, { recursive: true });
-    }
-  },
+    }),
 );
 
 interopTest(
   "tls.client_auth crl_file: an intermediate's list needs the intermediate in ca_cert, and then revokes its leaves",
   ["openssl"],
-  async () => {
-    const dir = await Deno.makeTempDir({ prefix: "prox-crl-int-" });
-    try {
+  () =>
+    inTempDir("prox-crl-int-", async (dir) => {
       await revokedIntermediate(dir);
       await using up = await echo();
       const caFile = `${dir}/ca.pem`;
@@ -558,10 +582,7 @@ interopTest(
       using c = client(leaf);
       const ok = await fetch(`https://localhost:${open.port}/`, { client: c });
       assert.equal((await ok.json())["x-client-subject"], "CN=bob");
-    } finally {
-      await Deno.remove(dir, { recursive: true });
-    }
-  },
+    }),
 );
 
 /**
@@ -584,9 +605,8 @@ openssl ca -batch -config ${name}.cnf -cert "${TLS}/ca.pem" -keyfile "${TLS}/ca.
 interopTest(
   "tls.client_auth crl_expired: a certificate whose issuer's list is out of date is refused, or let in with allow",
   ["openssl"],
-  async () => {
-    const dir = await Deno.makeTempDir({ prefix: "prox-crl-stale-" });
-    try {
+  () =>
+    inTempDir("prox-crl-stale-", async (dir) => {
       const old = await caList(dir, "old.crl", "20200101000000Z", "20200108000000Z");
       const current = await caList(dir, "new.crl", "20200101000000Z", "20991231000000Z");
       const crlFile = `${dir}/list.crl`;
@@ -645,10 +665,7 @@ interopTest(
         /crl_expired: allow: clients it would have revoked since may still get in/,
       );
       assert.doesNotMatch(await warnings(", crl_expired: allow"), /^error/m);
-    } finally {
-      await Deno.remove(dir, { recursive: true });
-    }
-  },
+    }),
 );
 
 /**
@@ -774,9 +791,8 @@ interopTest(
   [
     "openssl",
   ],
-  async () => {
-    const dir = await Deno.makeTempDir({ prefix: "prox-ku-" });
-    try {
+  () =>
+    inTempDir("prox-ku-", async (dir) => {
       const base = "[x]\nbasicConstraints=critical,CA:FALSE\nextendedKeyUsage=clientAuth\n";
       // An encryption-only key (keyEncipherment): RFC 5280 §4.2.1.3 bars it from signing the
       // handshake. One that may sign, and one without keyUsage at all, are taken.
@@ -818,18 +834,14 @@ interopTest(
       assert.deepEqual(refusals, [
         "certificate's keyUsage does not allow digital signatures (CN=enc; RFC 5280 §4.2.1.3)",
       ]);
-    } finally {
-      await Deno.remove(dir, { recursive: true });
-    }
-  },
+    }),
 );
 
 interopTest(
   "tls.client_auth ocsp: a certificate its responder says is revoked is refused, a good one served, the answer kept",
   ["openssl"],
-  async () => {
-    const dir = await Deno.makeTempDir({ prefix: "prox-ocsp-" });
-    try {
+  () =>
+    inTempDir("prox-ocsp-", async (dir) => {
       await using ocsp = await startOcsp({
         dir,
         valid: [`${TLS}/cert.pem`],
@@ -861,10 +873,7 @@ interopTest(
       }
       // One request per certificate: the answers (nextUpdate in 10 min) are kept.
       assert.equal(ocsp.requests(), 2);
-    } finally {
-      await Deno.remove(dir, { recursive: true });
-    }
-  },
+    }),
 );
 
 Deno.test("tls.client_auth ocsp: a responder that cannot be asked refuses clients, or lets them in with on_error: allow (logged)", async () => {
@@ -917,14 +926,8 @@ Deno.test("validate: tls.client_auth.ocsp's responder and timeout", () => {
 interopTest(
   "tls.client_auth ocsp check: chain asks about the intermediate too, at the responder it names",
   ["openssl"],
-  async () => {
-    const dir = await Deno.makeTempDir({ prefix: "prox-ocsp-chain-" });
-    const sh = async (script: string) => {
-      const r = await run("bash", ["-c", `set -e\ncd "${dir}"\n${script}`]);
-      assert.equal(r.code, 0, r.stderr);
-    };
-    try {
-      const p256 = "openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+  () =>
+    inTempDir("prox-ocsp-chain-", async (dir, sh) => {
       // The root's responder knows the intermediate as revoked; the intermediate names it.
       await using rootOcsp = await startOcsp({
         dir,
@@ -932,11 +935,7 @@ interopTest(
         caKey: `${dir}/root.key`,
         revoked: [`${dir}/int.pem`],
         prepare: (url) =>
-          sh(`${p256} -x509 -days 1 -keyout root.key -out root.pem -subj /CN=Root \\
-  -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign
-${p256} -keyout int.key -out int.csr -subj /CN=Intermediate
-printf 'basicConstraints=critical,CA:TRUE\\nkeyUsage=critical,keyCertSign,cRLSign\\nauthorityInfoAccess=OCSP;URI:${url}\\n' > int.ext
-openssl x509 -req -in int.csr -CA root.pem -CAkey root.key -set_serial 0x2211 -days 1 -extfile int.ext -out int.pem`),
+          sh(rootAndIntermediate("0x2211", `authorityInfoAccess=OCSP;URI:${url}\\n`)),
       });
       // The intermediate's responder knows the leaf as good; the leaf names it.
       await using intOcsp = await startOcsp({
@@ -945,7 +944,7 @@ openssl x509 -req -in int.csr -CA root.pem -CAkey root.key -set_serial 0x2211 -d
         caKey: `${dir}/int.key`,
         valid: [`${dir}/leaf.pem`],
         prepare: (url) =>
-          sh(`${p256} -keyout leaf.key -out leaf.csr -subj /CN=bob
+          sh(`${P256} -keyout leaf.key -out leaf.csr -subj /CN=bob
 printf 'extendedKeyUsage=clientAuth\\nauthorityInfoAccess=OCSP;URI:${url}\\n' > leaf.ext
 openssl x509 -req -in leaf.csr -CA int.pem -CAkey int.key -set_serial 9 -days 1 -extfile leaf.ext -out leaf.pem
 cat leaf.pem int.pem > chain.pem`),
@@ -967,18 +966,14 @@ cat leaf.pem int.pem > chain.pem`),
       await using prox = await startProxy(yaml("chain"), { tls: true });
       await refused(`https://localhost:${prox.port}/`, leaf);
       assert.deepEqual([intOcsp.requests(), rootOcsp.requests()], [2, 1]);
-    } finally {
-      await Deno.remove(dir, { recursive: true });
-    }
-  },
+    }),
 );
 
 interopTest(
   "tls.client_auth ocsp: the issuer is the one that signed the certificate, not a look-alike the client sends along",
   ["openssl"],
-  async () => {
-    const dir = await Deno.makeTempDir({ prefix: "prox-ocsp-fake-" });
-    try {
+  () =>
+    inTempDir("prox-ocsp-fake-", async (dir) => {
       // A CA of the client's making with the test CA's name and key identifier, and a responder
       // (as a forger on the plain-HTTP path would be) that signs "good" for alice with its key.
       const r = await run("bash", [
@@ -1017,18 +1012,14 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 
       using c = client(aliceAndFake);
       const res = await fetch(`https://localhost:${prox.port}/`, { client: c });
       assert.match((await res.json())["x-client-subject"], /^CN=alice,/);
-    } finally {
-      await Deno.remove(dir, { recursive: true });
-    }
-  },
+    }),
 );
 
 interopTest(
   "validate: crl_file's out-of-date warning is per issuer: an old list beside a current one of the same CA is no warning",
   ["openssl"],
-  async () => {
-    const dir = await Deno.makeTempDir({ prefix: "prox-crl-stale-validate-" });
-    try {
+  () =>
+    inTempDir("prox-crl-stale-validate-", async (dir) => {
       const old = await caList(dir, "old.crl", "20200101000000Z", "20200108000000Z");
       const current = await caList(dir, "new.crl", "20200101000000Z", "20991231000000Z");
       const crlFile = `${dir}/list.crl`;
@@ -1046,28 +1037,15 @@ interopTest(
         (await issues(old)).join("\n"),
         /list\.crl is out of date: its issuer promised a new list by 2020-01-08T00:00:00\.000Z: client certificates from that issuer are refused/,
       );
-    } finally {
-      await Deno.remove(dir, { recursive: true });
-    }
-  },
+    }),
 );
 
 interopTest(
   "tls.client_auth ocsp check: chain with an intermediate as ca_cert: it is the trust anchor, not an issuer missing",
   ["openssl"],
-  async () => {
-    const dir = await Deno.makeTempDir({ prefix: "prox-ocsp-anchor-" });
-    const sh = async (script: string) => {
-      const r = await run("bash", ["-c", `set -e\ncd "${dir}"\n${script}`]);
-      assert.equal(r.code, 0, r.stderr);
-    };
-    try {
-      const p256 = "openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
-      await sh(`${p256} -x509 -days 1 -keyout root.key -out root.pem -subj /CN=Root \\
-  -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign
-${p256} -keyout int.key -out int.csr -subj /CN=Intermediate
-printf 'basicConstraints=critical,CA:TRUE\\nkeyUsage=critical,keyCertSign,cRLSign\\n' > int.ext
-openssl x509 -req -in int.csr -CA root.pem -CAkey root.key -set_serial 0x3311 -days 1 -extfile int.ext -out int.pem`);
+  () =>
+    inTempDir("prox-ocsp-anchor-", async (dir, sh) => {
+      await sh(rootAndIntermediate("0x3311"));
       // The intermediate's responder knows the leaf as good; the leaf names it.
       await using intOcsp = await startOcsp({
         dir,
@@ -1075,7 +1053,7 @@ openssl x509 -req -in int.csr -CA root.pem -CAkey root.key -set_serial 0x3311 -d
         caKey: `${dir}/int.key`,
         valid: [`${dir}/leaf.pem`],
         prepare: (url) =>
-          sh(`${p256} -keyout leaf.key -out leaf.csr -subj /CN=carol
+          sh(`${P256} -keyout leaf.key -out leaf.csr -subj /CN=carol
 printf 'extendedKeyUsage=clientAuth\\nauthorityInfoAccess=OCSP;URI:${url}\\n' > leaf.ext
 openssl x509 -req -in leaf.csr -CA int.pem -CAkey int.key -set_serial 10 -days 1 -extfile leaf.ext -out leaf.pem`),
       });
@@ -1092,18 +1070,14 @@ openssl x509 -req -in leaf.csr -CA int.pem -CAkey int.key -set_serial 10 -days 1
       const res = await fetch(`https://localhost:${prox.port}/`, { client: c });
       assert.equal((await res.json())["x-client-subject"], "CN=carol");
       assert.equal(intOcsp.requests(), 1);
-    } finally {
-      await Deno.remove(dir, { recursive: true });
-    }
-  },
+    }),
 );
 
 interopTest(
   "prox_tls_client_refused_total counts each refusal by why (handshake, crl_revoked, ocsp_unknown)",
   ["openssl"],
-  async () => {
-    const dir = await Deno.makeTempDir({ prefix: "prox-refused-" });
-    try {
+  () =>
+    inTempDir("prox-refused-", async (dir) => {
       // A responder that knows no certificate: every status asked is unknown.
       await using ocsp = await startOcsp({ dir });
       await using up = await echo();
@@ -1131,8 +1105,5 @@ interopTest(
       assert.equal(await count("crl_revoked"), 1);
       assert.equal(await count("ocsp_unknown"), 1);
       assert.equal(await count("ocsp_revoked"), 0);
-    } finally {
-      await Deno.remove(dir, { recursive: true });
-    }
-  },
+    }),
 );
