@@ -105,6 +105,8 @@ export interface StoreInput {
   authorized: boolean;
   /** A freshness lifetime (ms) for responses without one; undefined: none (heuristics off). */
   defaultTtl?: number;
+  /** The response is an event stream (text/event-stream): a live feed, never a stored answer. */
+  eventStream?: boolean;
 }
 
 /**
@@ -119,6 +121,8 @@ export function unstorableReason(i: StoreInput): string | null {
   if (i.response.has("private")) return "private";
   if (i.varyStar) return "vary *";
   if (i.hasSetCookie) return "set-cookie";
+  // Stored, it would lock its key while it runs (others wait) and replay old events as new.
+  if (i.eventStream) return "event stream";
   const r = i.response;
   if (
     i.authorized && !r.has("public") && !r.has("s-maxage") && !r.has("must-revalidate")

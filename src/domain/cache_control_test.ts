@@ -87,6 +87,8 @@ Deno.test("unstorableReason follows RFC 9111 §3 for a shared cache", () => {
     authorized: false,
   };
   assert.equal(unstorableReason(base), null);
+  // An event stream is a live feed, whatever its freshness says.
+  assert.equal(unstorableReason({ ...base, eventStream: true }), "event stream");
   assert.equal(unstorableReason({ ...base, status: 206 }), "status");
   assert.equal(unstorableReason({ ...base, status: 500 }), "status");
   assert.equal(unstorableReason({ ...base, response: parseCacheControl("private") }), "private");

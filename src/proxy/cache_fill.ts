@@ -195,6 +195,7 @@ export function admit(
       hasExpires: h.has("expires"),
       varyStar: names[0] === "*",
       hasSetCookie: h.has("set-cookie"),
+      eventStream: /^\s*text\/event-stream\s*(;|$)/i.test(h.get("content-type") ?? ""),
       // A request forward_auth or jwt_auth let through carries an identity as one with
       // Authorization does (RFC 9111 §3.5): its answer is shared only when it says so (public,
       // s-maxage…).
