@@ -196,10 +196,13 @@ export function acceptedEncodings(value: string | null, offered: readonly string
     if (!name) continue;
     let weight = 1;
     for (const p of params) {
-      const kv = /^\s*q\s*=\s*([0-9.]+)\s*$/.exec(p);
-      if (kv) weight = Number(kv[1]);
+      const kv = /^\s*q\s*=\s*(.*?)\s*$/.exec(p);
+      if (!kv) continue;
+      // A qvalue is 0 to 1 with up to three decimals (RFC 9110 §12.4.2); another (q=-1, q=abc,
+      // q=2) does not say the coding is welcome: not taken as q=1.
+      weight = /^(?:0(?:\.\d{0,3})?|1(?:\.0{0,3})?)$/.test(kv[1]) ? Number(kv[1]) : 0;
     }
-    if (!Number.isNaN(weight)) q.set(name.trim(), weight);
+    q.set(name.trim(), weight);
   }
   const star = q.get("*");
   return offered

@@ -121,6 +121,11 @@ Deno.test("acceptedEncodings orders by q-value and honours q=0 and *", () => {
   assert.deepEqual(acceptedEncodings("*;q=0, identity", offered), []);
   assert.deepEqual(acceptedEncodings("identity", offered), []);
   assert.deepEqual(acceptedEncodings("x-gzip", offered), ["gzip"]);
+  // A qvalue that is none (negative, not a number, over 1, four decimals) welcomes nothing.
+  for (const bad of ["-1", "abc", "2", "0.1234", "1.5", ""]) {
+    assert.deepEqual(acceptedEncodings(`br;q=${bad}, gzip;q=0.1`, offered), ["gzip"], bad);
+  }
+  assert.deepEqual(acceptedEncodings("br;Q=0.5, gzip;q=1.000", offered), ["gzip", "br"]);
 });
 
 Deno.test("parseHttpDate takes the three HTTP-date forms and nothing else", () => {
