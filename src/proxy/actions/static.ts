@@ -206,8 +206,9 @@ async function pickVariant(
   req: Request,
   rel: string,
   opts: StaticOptions,
+  o: { evenForRange?: boolean } = {},
 ): Promise<{ rel: string; st: FileStat; coding: string } | null> {
-  if (!opts.precompressed || req.headers.has("range")) return null;
+  if (!opts.precompressed || (req.headers.has("range") && !o.evenForRange)) return null;
   const codings = acceptedEncodings(req.headers.get("accept-encoding"), Object.keys(CODINGS));
   for (const coding of codings) {
     const st = await opts.files.stat(opts.root, rel + CODINGS[coding]);
@@ -273,8 +274,16 @@ async function serveFile(
   let range = { start: 0, end: size - 1 };
   let status: number = opts.status;
   if (opts.status === 200) {
-    fields.push(["accept-ranges", "bytes"]);
-    const asked = req.method === "GET" && ifRangeAllows(req.headers.get("if-range"), v, opts.now)
+    // Ranges are served of the identity file only: a compressed answer offers none.
+    if (!file.coding) fields.push(["accept-ranges", "bytes"]);
+    const ifRange = req.headers.get("if-range");
+    // An If-Range date cannot tell the identity file from a compressed sibling of the same mtime
+    // this client would have been sent: resumed with identity bytes, its download would be
+    // corrupt. The whole file then, as for a validator that does not match.
+    const dateOfSibling = ifRange !== null && !/^\s*(W\/)?"/.test(ifRange) &&
+      req.headers.has("range") &&
+      await pickVariant(req, rel, opts, { evenForRange: true }) !== null;
+    const asked = req.method === "GET" && !dateOfSibling && ifRangeAllows(ifRange, v, opts.now)
       ? parseRange(req.headers.get("range"), size)
       : { kind: "full" as const };
     if (asked.kind === "unsatisfiable") {

@@ -277,6 +277,29 @@ Deno.test("serveStatic picks precompressed siblings by Accept-Encoding and varie
   assert.equal(ranged.body, "console");
 });
 
+Deno.test("serveStatic: a compressed sibling offers no ranges, and an If-Range date it could stand for gets the whole file", async () => {
+  const br = await get("/app.js", { precompressed: true, headers: { "accept-encoding": "br" } });
+  assert.equal(br.h.get("accept-ranges"), null);
+  const plain = await get("/app.js", { precompressed: true });
+  assert.equal(plain.h.get("accept-ranges"), "bytes");
+  // A client resuming the br answer by its date (the same mtime as app.js): identity bytes would
+  // be appended to compressed ones.
+  const date = br.h.get("last-modified")!;
+  const resumed = await get("/app.js", {
+    precompressed: true,
+    headers: { "accept-encoding": "br", range: "bytes=2-", "if-range": date },
+  });
+  assert.equal(resumed.status, 200);
+  assert.equal(resumed.body, "console.log(1)");
+  // Without a sibling it may have been sent, the date holds: a 206.
+  const identity = await get("/app.js", {
+    precompressed: true,
+    headers: { range: "bytes=0-6", "if-range": date },
+  });
+  assert.equal(identity.status, 206);
+  assert.equal(identity.body, "console");
+});
+
 Deno.test("serveStatic falls back to the SPA entry, then the custom 404 page", async () => {
   const spa = await get("/app/route/42", { spaFallback: "index.html" });
   assert.equal(spa.status, 200);
