@@ -11,6 +11,8 @@ import type { Logger } from "../ports.ts";
 
 /** How often the path is checked for a rotation. */
 const CHECK_MS = 1_000;
+/** How often a reopen that keeps failing is logged again. */
+const REWARN_MS = 600_000;
 
 /** An open access-log file that follows its path across rotations. */
 export interface AccessLogFile {
@@ -35,7 +37,10 @@ globalThis.addEventListener("unload", () => {
 });
 
 /** Opens `path` for appending (created 0640 when absent); throws as Deno.openSync does. */
-export function openAccessLogFile(path: string, o: { logger: Logger }): AccessLogFile {
+export function openAccessLogFile(
+  path: string,
+  o: { logger: Logger; /** Tests: the rotation check's period. */ checkMs?: number },
+): AccessLogFile {
   const openFile = () => Deno.openSync(path, { append: true, create: true, mode: 0o640 });
   let file = openFile();
   let ino = file.statSync().ino;
@@ -58,6 +63,8 @@ export function openAccessLogFile(path: string, o: { logger: Logger }): AccessLo
         f.close();
       } catch { /* closed */ }
     });
+  /** When "Cannot reopen" was last logged (performance.now()). */
+  let warnedAt = -Infinity;
   const check = setInterval(() => {
     if (!follows) return;
     let now: number | null;
@@ -75,10 +82,17 @@ export function openAccessLogFile(path: string, o: { logger: Logger }): AccessLo
       writer = writerFor(next);
       o.logger.info("Access log file reopened", { path });
     } catch (err) {
-      // The directory is gone or not writable: lines go on to the file still open.
-      o.logger.warn("Cannot reopen the access log file", { path, error: String(err) });
+      // The directory is gone or not writable: lines go on to the file still open. Said once,
+      // then every 10 minutes while it lasts (the check runs every CHECK_MS).
+      const t = performance.now();
+      if (t - warnedAt >= REWARN_MS) {
+        warnedAt = t;
+        o.logger.warn("Cannot reopen the access log file", { path, error: String(err) });
+      }
+      return;
     }
-  }, CHECK_MS);
+    warnedAt = -Infinity;
+  }, o.checkMs ?? CHECK_MS);
   Deno.unrefTimer(check);
 
   const self: AccessLogFile = {
