@@ -99,30 +99,41 @@ async function readHead(
 /** How long output still open after a hook exited is read (a child it left may hold it). */
 const OUTPUT_GRACE_MS = 200;
 
-/** `url` with the password of its userinfo (sent as Basic auth) shown as `***`. */
+/**
+ * `url` with the password of its userinfo (sent as Basic auth) and every query value (a provider's
+ * `?api_key=…`) shown as `***`.
+ */
 function withoutPassword(url: string): string {
   try {
     const u = new URL(url);
-    if (!u.password) return url;
-    u.password = "***";
-    return u.href;
+    if (!u.password && !u.search) return url;
+    if (u.password) u.password = "***";
+    for (const k of [...u.searchParams.keys()]) u.searchParams.set(k, "***");
+    return u.href.replaceAll("%2A%2A%2A", "***");
   } catch {
     return url;
   }
 }
 
-/** `text` without the password of `url` (as written or decoded) in it. */
+/** `text` without the password or a query value of `url` (as written or decoded) in it. */
 function scrub(url: string, text: string): string {
-  let password = "";
+  const secrets: string[] = [];
   try {
-    password = new URL(url).password;
+    const u = new URL(url);
+    if (u.password) secrets.push(u.password);
+    // Short values ("1", "json") are no secrets and would blot out the message.
+    for (const v of u.searchParams.values()) if (v.length >= 4) secrets.push(v);
   } catch { /* none */ }
-  if (!password) return text;
-  let decoded = password;
-  try {
-    decoded = decodeURIComponent(password);
-  } catch { /* as written */ }
-  return text.split(password).join("***").split(decoded).join("***");
+  for (const s of secrets) {
+    let decoded = s;
+    try {
+      decoded = decodeURIComponent(s);
+    } catch { /* as written */ }
+    text = text.split(s).join("***").split(decoded).join("***");
+    const encoded = encodeURIComponent(s);
+    if (encoded !== s) text = text.split(encoded).join("***");
+  }
+  return text;
 }
 
 /** An error's message and its cause's ("fetch failed" alone does not say a certificate was refused). */

@@ -377,6 +377,20 @@ Deno.test("dnsPublisher webhook: a password in the URL (sent as Basic auth) stay
   );
   assert.match(err2.message, /could not be reached/);
   assert.doesNotMatch(err2.message, /pa55w0rd/);
+  // A provider's key in the query is kept out as well.
+  const keyed = dnsPublisher(
+    { webhook: `http://127.0.0.1:1/dns?api_key=k3y-s3cret&fmt=1`, propagation_timeout: 1 },
+    () => undefined,
+  );
+  const err3 = await keyed.present("_acme-challenge.example.com.", "v").then(
+    () => assert.fail("present succeeded"),
+    (e: Error) => e,
+  );
+  assert.match(
+    err3.message,
+    /^DNS webhook http:\/\/127\.0\.0\.1:1\/dns\/present\?api_key=\*\*\*&fmt=\*\*\* could not be reached/,
+  );
+  assert.doesNotMatch(err3.message, /k3y-s3cret/);
 });
 
 Deno.test("dnsPublisher webhook: /present and /cleanup go on the URL's path, its query string kept (as lego's JoinPath)", async () => {
