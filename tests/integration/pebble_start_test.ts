@@ -30,12 +30,30 @@ interopTest(
 
 // challtestsrv logs a failed bind and runs on without that listener (no exit to notice).
 for (const [pick, what] of [[4, "management API"], [1, "DNS server"]] as const) {
+  /**
+   * A port held as challtestsrv's would be: its DNS port over UDP too (held over TCP alone, its
+   * UDP server answers the readiness probe, and only the TCP bind's log line, which may come
+   * after the probe, says it failed).
+   */
+  const hold = () => {
+    const tcp = Deno.listen({ hostname: "127.0.0.1", port: freePort() });
+    const udp = pick === 1
+      ? Deno.listenDatagram({ hostname: "127.0.0.1", port: tcp.addr.port, transport: "udp" })
+      : null;
+    return {
+      addr: tcp.addr,
+      [Symbol.dispose]() {
+        tcp.close();
+        udp?.close();
+      },
+    };
+  };
   interopTest(
     `startPebble takes other ports when challtestsrv's ${what} port is taken`,
     TOOLS,
     () =>
       withTempDir(async (dir) => {
-        using held = Deno.listen({ hostname: "127.0.0.1", port: freePort() });
+        using held = hold();
         let picks = 0;
         const pickPort = () => ++picks === pick ? held.addr.port : freePort();
         const started = Date.now();
@@ -50,7 +68,7 @@ for (const [pick, what] of [[4, "management API"], [1, "DNS server"]] as const) 
     `startMockDns takes other ports when its ${what} port is taken`,
     ["pebble-challtestsrv"],
     async () => {
-      using held = Deno.listen({ hostname: "127.0.0.1", port: freePort() });
+      using held = hold();
       let picks = 0;
       // startMockDns picks the DNS port first, then the management port.
       const pickPort = () => ++picks === (pick === 1 ? 1 : 2) ? held.addr.port : freePort();
