@@ -61,6 +61,8 @@ const DESCRIPTIONS: Record<string, string> = {
   shutdown_timeout: "How long a graceful shutdown waits for in-flight requests",
   admin: "Admin listener (metrics, status, reload), off the public port",
   preserve_host: "Send the client's Host header upstream instead of the target's",
+  rewrite_location:
+    "Give the client an upstream's Location or Refresh that points at the target itself as the route's path (default true; nginx proxy_redirect default)",
   mirror:
     "Copies of the requests to a shadow upstream (answers dropped): target, percent, body, max_body, max_in_flight, timeout",
   hosts: "Host names this route answers for (exact or *.example.com)",

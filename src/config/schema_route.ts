@@ -753,6 +753,12 @@ const upstreamCommon = {
   response_body: BodyRules.optional(),
   hosts: z.array(z.string().min(1)).optional(),
   preserve_host: z.boolean().default(false),
+  /**
+   * An upstream's `Location` or `Refresh` that points at the target itself (its scheme, host and
+   * port, a path under its path and `path_rewrite`) goes to the client as the route's path
+   * (nginx's `proxy_redirect default`); `false` passes them on as they came.
+   */
+  rewrite_location: z.boolean().default(true),
   /** The seed's browser-like default headers (User-Agent, Accept…), now opt-in. */
   browser_headers: z.boolean().default(false),
   /** Add an RFC 7239 Forwarded header. */

@@ -267,7 +267,7 @@ function tidyRegexPath(p: string): string {
 const targets = new Map<string, { url: URL; base: string }>();
 
 /** Origin and path of a target URL, parsed once (targets come from the config: few and fixed). */
-function parseTarget(target: string): { url: URL; base: string } {
+export function parseTarget(target: string): { url: URL; base: string } {
   let t = targets.get(target);
   if (!t) {
     if (isUnixTarget(target)) {

@@ -11,6 +11,7 @@ import {
   withoutHopByHop,
 } from "../../domain/headers.ts";
 import { upstreamTarget } from "../../domain/rewrite.ts";
+import { reverseLocation, reverseRefresh } from "../../domain/location_rewrite.ts";
 import type { UpstreamTarget } from "../../domain/rewrite.ts";
 import type { HeaderList } from "../../domain/header_list.ts";
 import type { HeaderRules } from "../../domain/rules.ts";
@@ -34,6 +35,8 @@ import {
 } from "../filters/rules.ts";
 import { timerDelay } from "../../config/duration.ts";
 import { applyAuthHeaders } from "../filters/forward_auth.ts";
+import { mutableHeaders } from "../filters/rules.ts";
+import { WireResponse } from "../wire_response.ts";
 
 /** The protocol version a Via entry names (RFC 9110 §7.6.3). */
 const VIA_VERSION: Record<Protocol, string> = { "http/1.1": "1.1", h2: "2", h2c: "2", h3: "3" };
@@ -342,8 +345,44 @@ export async function proxyAction(
     if (deadline?.expired() && !client) throw deadline.error(ctx.upstream ?? "");
     throw err;
   }
+  if (route.rewrite_location && !compiled.pathRegex) res = relocated(ctx, route, res);
   // The client has dropped hop-by-hop fields already (see UpstreamClient).
   return deadline ? withDeadline(res, deadline) : res;
+}
+
+/**
+ * `rewrite_location`: a Location or Refresh of the answering target's own URL becomes the path
+ * the client asks Prox for (src/domain/location_rewrite.ts). Not on `path_regex` routes, whose
+ * mapping has no way back.
+ */
+function relocated(ctx: RequestContext, route: UpstreamRoute, res: Response): Response {
+  const h = res.headers;
+  if (!h.has("location") && !h.has("refresh")) return res;
+  const compiled = ctx.route!;
+  const map = {
+    target: ctx.upstream!,
+    prefix: compiled.prefix,
+    rewrite: route.path_rewrite,
+    host: compiled.upstreamHost,
+  };
+  const location = h.get("location");
+  const refresh = h.get("refresh");
+  const newLocation = location === null ? undefined : reverseLocation(location, map);
+  const newRefresh = refresh === null ? undefined : reverseRefresh(refresh, map);
+  if (newLocation === undefined && newRefresh === undefined) return res;
+  let out = res;
+  if (!(res instanceof WireResponse) && !mutableHeaders(res)) {
+    out = new Response(res.body, {
+      status: res.status,
+      statusText: res.statusText,
+      headers: new Headers(h),
+    });
+    const counter = (res as CountedResponse)[BODY_BYTES];
+    if (counter) (out as CountedResponse)[BODY_BYTES] = counter;
+  }
+  if (newLocation !== undefined) out.headers.set("location", newLocation);
+  if (newRefresh !== undefined) out.headers.set("refresh", newRefresh);
+  return out;
 }
 
 /** A deadline for the whole upstream exchange (`timeouts.total`), linked to the client's signal. */
