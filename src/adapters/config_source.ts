@@ -11,6 +11,7 @@ import type { Config, UpstreamTlsConfig } from "../config/schema.ts";
 import { pageFiles } from "../config/validate_pages.ts";
 import { jwtFiles } from "../config/validate_jwt.ts";
 import type { CertificateNames } from "../config/cert_names.ts";
+import { mustStaple } from "../domain/x509_names.ts";
 
 /** Where the config comes from: a file, or embedded text when no file exists. */
 export type ConfigSource = { path: string } | { text: string; name: string };
@@ -187,6 +188,7 @@ function readCertificatePair(
     names: CertificateNames;
     keyType: string;
     missingIssuer?: string;
+    mustStaple: boolean;
     version: number;
   }
   | PairIssue {
@@ -254,6 +256,13 @@ function readCertificatePair(
       ? `ec ${key.asymmetricKeyDetails?.namedCurve}`
       : key.asymmetricKeyType ?? "unknown",
     missingIssuer: missingIssuer(pem, cert),
+    mustStaple: (() => {
+      try {
+        return mustStaple(cert.raw);
+      } catch {
+        return false; // a malformed extension list: the listener decides about it
+      }
+    })(),
     version: x509Version(cert.raw),
   };
 }

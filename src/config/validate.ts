@@ -56,6 +56,8 @@ export interface ValidateEnv {
     keyType?: string;
     /** The issuer of a lone certificate whose intermediate should follow it in the file. */
     missingIssuer?: string;
+    /** The certificate asks clients to require a stapled OCSP answer (RFC 7633 must-staple). */
+    mustStaple?: boolean;
     /** X.509 version (1 or 3): rustls, so Deno's HTTP client, takes no v1 client certificate. */
     version?: number;
   } | {

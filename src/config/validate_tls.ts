@@ -63,6 +63,13 @@ export function validatePair(
       "Name the full chain: the certificate, then its intermediates (certbot: fullchain.pem, not cert.pem)",
     );
   }
+  if (pair.mustStaple) {
+    o.warn(
+      [...at, "cert_path"],
+      `Certificate ${certPath} asks clients to require a stapled OCSP answer (TLS Feature status_request, "OCSP must-staple"), which Prox cannot send: Firefox refuses it`,
+      "Issue it without must-staple (certbot: without --must-staple; openssl: without tlsfeature=status_request)",
+    );
+  }
   const now = o.env.now?.();
   if (now !== undefined && pair.notAfter <= now) {
     o.warn(

@@ -96,6 +96,24 @@ export function keyUsageAllowsSigning(der: Uint8Array): boolean {
   return (ext.value[bits.start + 1] & 0x80) !== 0;
 }
 
+const TLS_FEATURE = "1.3.6.1.5.5.7.1.24";
+/** TLS Feature `status_request` (RFC 7633 §4.2: the extension's number, RFC 6066's OCSP). */
+const STATUS_REQUEST = 5;
+
+/**
+ * Whether a certificate asks clients to require a stapled OCSP answer ("OCSP must-staple": a TLS
+ * Feature extension listing status_request, RFC 7633). False for a malformed extension.
+ */
+export function mustStaple(der: Uint8Array): boolean {
+  const ext = extensions(der).find((e) => e.oid === TLS_FEATURE);
+  if (!ext) return false;
+  const list = readDer(ext.value, 0);
+  if (list.tag !== 0x30) return false;
+  return children(ext.value, list).some((n) =>
+    n.tag === 0x02 && n.end - n.start === 1 && ext.value[n.start] === STATUS_REQUEST
+  );
+}
+
 /** A DER certificate's subject and issuer as RFC 4514 writes them (`distinguishedName`). */
 export function certificateNames(der: Uint8Array): { subject: string; issuer: string } {
   const tbs = children(der, readDer(der, 0))[0];

@@ -185,3 +185,27 @@ interopTest(
       ]);
     }),
 );
+
+interopTest(
+  "a must-staple certificate (Prox cannot staple OCSP answers) is warned about",
+  ["openssl"],
+  () =>
+    withTempDir(async (dir) => {
+      for (
+        const [name, ext] of [["plain", []], ["staple", ["-addext", "tlsfeature=status_request"]]]
+      ) {
+        await openssl(
+          ...["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"],
+          ...["-keyout", `${dir}/${name}.key`, "-out", `${dir}/${name}.pem`, "-days", "30"],
+          ...["-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost", ...ext],
+        );
+      }
+      const issues = (name: string) =>
+        issuesOf(config(`${dir}/${name}.pem`, `${dir}/${name}.key`), (i) =>
+          `${i.path}: ${i.message}`);
+      assert.deepEqual(await issues("plain"), []);
+      assert.deepEqual(await issues("staple"), [
+        `tls.cert_path: Certificate ${dir}/staple.pem asks clients to require a stapled OCSP answer (TLS Feature status_request, "OCSP must-staple"), which Prox cannot send: Firefox refuses it`,
+      ]);
+    }),
+);
