@@ -14,6 +14,7 @@ import {
   PassiveHealth,
   Route,
   Size,
+  StatusSelector,
   Timeouts,
 } from "./schema_route.ts";
 import { TcpEntries } from "./schema_tcp.ts";
@@ -166,6 +167,15 @@ export const LogConfig = z.object({
   access_log: z.union([z.boolean(), z.enum(["json", "common", "combined"])]).default("json"),
   /** Access lines (HTTP and tcp) appended to this file instead of stdout; rotations followed. */
   access_log_file: z.string().min(1).optional(),
+  /**
+   * Only HTTP requests that meet one of these get an access line (Traefik's access-log filters,
+   * nginx's `access_log … if=`): a status listed, a duration of at least `min_duration`, a retry.
+   */
+  access_log_filter: z.object({
+    status: z.array(StatusSelector).min(1).optional(),
+    min_duration: Duration.optional(),
+    retried: z.boolean().default(false),
+  }).strict().optional(),
 }).strict();
 
 export const RateLimitStore = z.object({

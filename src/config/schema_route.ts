@@ -403,7 +403,7 @@ export const ClientCertRule = z.object({
   fingerprints: z.array(z.string()).min(1).optional(),
 }).strict();
 
-/** The access-control keys every route type takes. */
+/** The access-control keys every route type takes (and `access_log`). */
 const accessKeys = {
   /**
    * A conditional route (key `/api#name`): it takes a request of its prefix only when this holds
@@ -416,6 +416,8 @@ const accessKeys = {
   basic_auth: BasicAuth.optional(),
   jwt_auth: JwtAuth.optional(),
   client_cert: ClientCertRule.optional(),
+  /** `false`: no access line for this route's requests (nginx `access_log off` in a location). */
+  access_log: z.boolean().optional(),
 };
 
 /** `cors`, on the route types whose answers a page's script reads (not websocket). */

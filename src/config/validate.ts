@@ -253,6 +253,17 @@ export function validateConfig(
   checkRegex(err, ["health_check", "body_match"], hc.body_match);
   checkHeadBody(err, ["health_check"], hc);
   checkStatus(err, ["passive_health", "statuses"], config.passive_health.statuses);
+  const alf = config.log.access_log_filter;
+  if (alf) {
+    if (alf.status) checkStatus(err, ["log", "access_log_filter", "status"], alf.status);
+    if (!alf.status && alf.min_duration === undefined && !alf.retried) {
+      err(
+        ["log", "access_log_filter"],
+        "An access_log_filter without status, min_duration or retried: true lets no line through",
+        'List what to log, e.g. { status: ["5xx"], min_duration: 1s }, or use access_log: false',
+      );
+    }
+  }
 
   config.trusted_proxies.forEach((c, i) => {
     const block = parseCidr(c);

@@ -341,3 +341,17 @@ Deno.test("validateConfig: tls.acme.redis needs a Redis URL the client can use a
     "error tls.acme.redis.timeout: timeout must be greater than 0",
   ]);
 });
+
+Deno.test("validateConfig: an access_log_filter must name something to log, with valid statuses", () => {
+  const errors = (yaml: string) =>
+    loadConfigText(BASE + yaml, { file: "c.yaml", env: { exists: () => true } }).issues
+      .filter((i) => i.severity === "error").map((i) => `${i.path}: ${i.message}`);
+  assert.deepEqual(errors("log: { access_log_filter: { status: [5xx], retried: true } }\n"), []);
+  assert.deepEqual(errors("log: { access_log_filter: { min_duration: 1s } }\n"), []);
+  assert.deepEqual(errors("log: { access_log_filter: {} }\n"), [
+    "log.access_log_filter: An access_log_filter without status, min_duration or retried: true lets no line through",
+  ]);
+  assert.deepEqual(errors("log: { access_log_filter: { status: [5xy] } }\n"), [
+    'log.access_log_filter.status: Cannot read status selector "5xy": use 200, "2xx" or "200-299"',
+  ]);
+});

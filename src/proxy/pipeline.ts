@@ -549,6 +549,8 @@ function record(ctx: RequestContext, deps: PipelineDeps, res: Response, label?: 
   if (counted) counted.request = { requestId: ctx.requestId, route: ctx.route?.id ?? null };
   const access = deps.access;
   if (!access || deps.accessEnabled?.() === false) return;
+  // A route's `access_log: false` (metrics above still count its requests).
+  if (ctx.route?.config.access_log === false) return;
   // HEAD, 204 and 304 carry no body, whatever Content-Length says; 499: the client had left.
   const noBody = method === "HEAD" || res.status === 204 || res.status === 304 ||
     status === 499;
@@ -584,7 +586,10 @@ function record(ctx: RequestContext, deps: PipelineDeps, res: Response, label?: 
   const { clock } = deps;
   const grpcAnswer = res.headers.has("grpc-status");
   const start = ctx.start;
+  const filter = ctx.snapshot.accessFilter;
   const write = (sent: boolean) => {
+    const durationMs = clock.monotonic() - start;
+    if (filter && !filter(status, durationMs, base.retries)) return;
     // Deno.serve may report a body the client abandoned as sent; the counter knows better.
     const delivered = sent && (counted?.ended ?? true);
     // Known once the body ended: the trailers came before its end.
@@ -594,7 +599,7 @@ function record(ctx: RequestContext, deps: PipelineDeps, res: Response, label?: 
     access({
       ...base,
       bytesOut: delivered && declared !== null ? Number(declared) : counted?.bytes ?? 0,
-      durationMs: clock.monotonic() - start,
+      durationMs,
       ...(delivered ? {} : { incomplete: true as const }),
       ...(grpc === null ? {} : { grpcStatus: grpc.slice(0, 16) }),
     });

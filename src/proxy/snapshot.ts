@@ -3,6 +3,7 @@
 // one they pinned.
 
 import { compileRegex } from "../domain/conditions.ts";
+import { statusMatcher } from "../domain/health.ts";
 import { compileClientCert } from "../domain/client_cert.ts";
 import type { CertCheck } from "../domain/client_cert.ts";
 import type { PathRegex } from "../domain/rewrite.ts";
@@ -108,6 +109,20 @@ export interface Snapshot {
   errorPages: PageTable;
   /** True when any page is configured: only then does an error answer look for one. */
   hasErrorPages: boolean;
+  /** `log.access_log_filter`: whether a request gets its access line; absent: every one does. */
+  accessFilter?: AccessFilter;
+}
+
+/** Whether a request with this status, duration (ms) and retries gets an access line. */
+export type AccessFilter = (status: number, ms: number, retries: number) => boolean;
+
+/** `log.access_log_filter` compiled: any criterion it names lets a line through. */
+export function accessFilterOf(spec: Config["log"]["access_log_filter"]): AccessFilter | undefined {
+  if (!spec) return undefined;
+  const status = spec.status ? statusMatcher(spec.status) : () => false;
+  const min = spec.min_duration ?? Infinity;
+  const retried = spec.retried;
+  return (s, ms, retries) => status(s) || ms >= min || (retried && retries > 0);
 }
 
 /** Default upstream timeouts (ms) when neither the route nor the top level sets one. */
@@ -294,5 +309,6 @@ export function buildSnapshot(
     altSvc: opts.altSvc ?? null,
     errorPages,
     hasErrorPages,
+    accessFilter: accessFilterOf(config.log.access_log_filter),
   });
 }

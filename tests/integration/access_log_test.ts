@@ -219,3 +219,53 @@ routes:
     [["/q/a", "b=1&c=%20x"], ["/q/none", ""], ["/q/empty", ""]],
   );
 });
+
+Deno.test("access log: access_log_filter keeps the lines it names; a route's access_log: false none", async () => {
+  const dead = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const deadUrl = `http://127.0.0.1:${(dead.addr as Deno.NetAddr).port}`;
+  dead.close();
+  await using up = await startUpstream(async (req) => {
+    const path = new URL(req.url).pathname;
+    if (path === "/slow") await new Promise((r) => setTimeout(r, 300));
+    return new Response("x", { status: path === "/fail" ? 500 : path === "/missing" ? 404 : 200 });
+  });
+  const { lines, logger } = recorder();
+  await using p = await startProxy(
+    `health_check: { enabled: false }
+log:
+  access_log: json
+  access_log_filter: { status: ["404", "5xx"], min_duration: 250ms, retried: true }
+routes:
+  "/": { type: proxy, target: "${up.url}" }
+  "/quiet": { type: proxy, target: "${up.url}", path_rewrite: /fail, access_log: false }
+  "/lb":
+    type: load_balance
+    targets: ["${deadUrl}", "${up.url}"]
+    strategy: first
+    retries: { attempts: 1 }
+`,
+    { logger },
+  );
+  const statuses: string[] = [];
+  // The 404 last: its line is the one to wait for.
+  for (const path of ["/ok", "/fail", "/slow", "/quiet", "/lb/x", "/missing"]) {
+    const res = await fetch(`${p.url}${path}`);
+    await res.body?.cancel();
+    statuses.push(`${path} ${res.status}`);
+  }
+  assert.deepEqual(statuses, [
+    "/ok 200",
+    "/fail 500",
+    "/slow 200",
+    "/quiet 500",
+    "/lb/x 200",
+    "/missing 404",
+  ]);
+  await waitFor(() => lines.some((l) => l.status === 404), { what: "the 404's access line" });
+  assert.deepEqual(lines.map((l) => `${l.path} ${l.status} ${l.retries}`), [
+    "/fail 500 0",
+    "/slow 200 0",
+    "/lb/x 200 1",
+    "/missing 404 0",
+  ]);
+});
