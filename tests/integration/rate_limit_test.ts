@@ -153,9 +153,11 @@ routes:
   assert.equal(await statuses(2, `${prox.url}/q?key=a&x=1`), "200,429");
   assert.equal(await statuses(1, `${prox.url}/q?key=b`), "200");
   assert.equal(await statuses(1, `${prox.url}/q?other=1`), "429");
-  // Sent twice with different values (the app may read the other one): no key, so not a fresh
-  // bucket per request either. The same value twice is that key.
+  // Sent twice with different values (the app may read either): both count, so a fresh junk
+  // value beside the used one is no fresh bucket. The same value twice is that key.
   assert.equal(await statuses(2, `${prox.url}/q?key=r1&key=b`), "429,429");
+  assert.equal(await statuses(1, `${prox.url}/q?key=b&key=r2`), "429");
+  assert.equal(await statuses(1, `${prox.url}/q?key=r3&key=r4`), "200");
   assert.equal(await statuses(1, `${prox.url}/q?key=c&key=c`), "200");
   assert.equal(await statuses(1, `${prox.url}/c`, { cookie: "session=r1; session=abc" }), "429");
   assert.equal(await statuses(1, `${prox.url}/c`, { cookie: "session=g; session=g" }), "200");

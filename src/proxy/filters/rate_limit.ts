@@ -129,41 +129,71 @@ export function limitField(
 
 /** The client key for a request, or null when the configured source is absent. */
 export function clientKey(limit: CompiledRateLimit, ctx: RequestContext): string | null {
+  return clientKeys(limit, ctx)[0] ?? null;
+}
+
+/**
+ * The client keys a request counts against: none when the configured source is absent, else one;
+ * two for a cookie or query parameter sent more than once, its first and last values when they
+ * differ. Apps read the first (Go, Java, Express, nginx's `$arg_`) or the last (PHP and Django
+ * queries): both are charged, so neither a junk value beside the real one nor a duplicate name
+ * skips the limit (read as missing, `k=a&k=b` was not limited at all with on_missing_key: allow).
+ */
+export function clientKeys(limit: CompiledRateLimit, ctx: RequestContext): string[] {
   const c = limit.config;
   switch (c.by) {
     case "ip":
-      return `ip:${ipGroupKey(ctx.clientIp, c.ipv6_prefix)}`;
+      return [`ip:${ipGroupKey(ctx.clientIp, c.ipv6_prefix)}`];
     case "route":
-      return "route";
+      return ["route"];
     case "header": {
       // Host is the request's authority: HTTP/2 and HTTP/3 requests carry no Host field (RFC 9113
       // §8.3.1), so keying the field let them skip the limit (or be refused, on_missing_key: deny).
-      if (c.header_name?.toLowerCase() === "host") return ctx.host === "" ? null : `h:${ctx.host}`;
+      if (c.header_name?.toLowerCase() === "host") return ctx.host === "" ? [] : [`h:${ctx.host}`];
       // A field sent twice arrives joined with ", ". Apps that read one value (Go, Java, Rust,
       // Starlette) read the first: keying the whole line gave `key, <junk>` a fresh bucket each.
       const line = ctx.req.headers.get(c.header_name ?? "");
       const comma = line?.indexOf(",") ?? -1;
       const v = comma < 0 ? line : line!.slice(0, comma).trimEnd();
-      return v === null || v === "" ? null : `h:${v}`;
+      return v === null || v === "" ? [] : [`h:${v}`];
     }
-    case "cookie": {
-      const v = cookieValue(ctx.req.headers.get("cookie"), c.cookie_name ?? "");
-      return v === null || v === "" ? null : `c:${v}`;
-    }
+    case "cookie":
+      return firstAndLast(cookieValues(ctx.req.headers.get("cookie"), c.cookie_name ?? ""), "c:");
     case "jwt_claim": {
       // Set by jwt_auth, which runs before these limits (pipeline.ts); a string or a number.
       const v = ctx.jwtClaims?.[c.claim ?? ""];
-      return typeof v === "string" && v !== "" || typeof v === "number" ? `j:${v}` : null;
+      return typeof v === "string" && v !== "" || typeof v === "number" ? [`j:${v}`] : [];
     }
     case "query": {
-      // Sent twice with different values, the key is ambiguous: the app may read the last one
-      // (PHP, Django) while a fresh first one would put every request in a new bucket.
       // As sent: jwt_auth's token parameter, out of `query` from the start, may be the key.
       const all = new URLSearchParams(ctx.jwtQuery ?? ctx.query).getAll(c.query_param ?? "");
-      const v = all.length > 0 && all.every((x) => x === all[0]) ? all[0] : null;
-      return v === null || v === "" ? null : `q:${v}`;
+      return firstAndLast(all, "q:");
     }
   }
+}
+
+/** The first and the last non-empty value (one key when they are equal), prefixed. */
+function firstAndLast(values: string[], prefix: string): string[] {
+  const set = values.filter((v) => v !== "");
+  if (set.length === 0) return [];
+  const first = set[0];
+  const last = set[set.length - 1];
+  return first === last ? [prefix + first] : [prefix + first, prefix + last];
+}
+
+/** Every value of cookie `name` in a Cookie header (RFC 6265 §5.4), in order, unquoted. */
+export function cookieValues(header: string | null, name: string): string[] {
+  if (!header) return [];
+  const out: string[] = [];
+  for (const part of header.split(";")) {
+    const eq = part.indexOf("=");
+    if (eq < 0) continue;
+    if (part.slice(0, eq).trim() !== name) continue;
+    let v = part.slice(eq + 1).trim();
+    if (v.length >= 2 && v.startsWith('"') && v.endsWith('"')) v = v.slice(1, -1);
+    out.push(v);
+  }
+  return out;
 }
 
 /**
@@ -171,18 +201,8 @@ export function clientKey(limit: CompiledRateLimit, ctx: RequestContext): string
  * there twice with different values, which apps resolve differently (first or last wins).
  */
 export function cookieValue(header: string | null, name: string): string | null {
-  if (!header) return null;
-  let found: string | null = null;
-  for (const part of header.split(";")) {
-    const eq = part.indexOf("=");
-    if (eq < 0) continue;
-    if (part.slice(0, eq).trim() !== name) continue;
-    let v = part.slice(eq + 1).trim();
-    if (v.length >= 2 && v.startsWith('"') && v.endsWith('"')) v = v.slice(1, -1);
-    if (found !== null && v !== found) return null;
-    found = v;
-  }
-  return found;
+  const all = cookieValues(header, name);
+  return all.length > 0 && all.every((v) => v === all[0]) ? all[0] : null;
 }
 
 /**
@@ -248,8 +268,8 @@ async function checkOne(
   const { limit, store } = opts;
   if (limit.exempt.length > 0 && isExempt(limit.exempt, ctx.clientIp)) return null;
   const c = limit.config;
-  const raw = clientKey(limit, ctx);
-  if (raw === null) {
+  const keys = clientKeys(limit, ctx);
+  if (keys.length === 0) {
     if (c.on_missing_key === "allow") return null;
     if (c.shadow) return shadowDenied(ctx, deps, limit);
     deps.metrics.rateLimit(limit.route, "limited");
@@ -259,15 +279,18 @@ async function checkOne(
   // A shadow limit never blocks, not even when the store fails with on_error: deny.
   const failOpen = onError === "allow" || c.shadow;
   if (opts.failed) return failOpen ? STORE_FAILED : deny(ctx, limit, null);
-  const key = raw.length > MAX_KEY_CHARS ? `#${await sha256(raw)}` : raw;
-  let decision: RateLimitDecision;
+  let decision: RateLimitDecision | undefined;
   try {
-    decision = await store.consume(key, {
-      limiter: limit.id,
-      policy: limit.policy,
-      now: limiterNow(deps),
-      maxKeys: c.max_keys,
-    });
+    for (const raw of keys) {
+      const key = raw.length > MAX_KEY_CHARS ? `#${await sha256(raw)}` : raw;
+      const d = await store.consume(key, {
+        limiter: limit.id,
+        policy: limit.policy,
+        now: limiterNow(deps),
+        maxKeys: c.max_keys,
+      });
+      decision = decision ? stricter(decision, d) : d;
+    }
   } catch (err) {
     deps.metrics.rateLimit(limit.route, "error");
     logThrottled(
@@ -282,10 +305,21 @@ async function checkOne(
     );
     return failOpen ? STORE_FAILED : deny(ctx, limit, null);
   }
+  if (!decision) return null; // (keys is not empty)
   if (decision.allowed) return decision;
   if (c.shadow) return shadowDenied(ctx, deps, limit);
   deps.metrics.rateLimit(limit.route, "limited");
   return deny(ctx, limit, decision);
+}
+
+/** Two keys' decisions as one: refused when either is, with the less quota left. */
+function stricter(a: RateLimitDecision, b: RateLimitDecision): RateLimitDecision {
+  return {
+    allowed: a.allowed && b.allowed,
+    remaining: Math.min(a.remaining, b.remaining),
+    resetMs: Math.max(a.resetMs, b.resetMs),
+    retryAfterMs: Math.max(a.retryAfterMs, b.retryAfterMs),
+  };
 }
 
 /** A refusal in shadow mode: counted and logged (throttled), never sent. */

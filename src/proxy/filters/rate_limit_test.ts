@@ -14,7 +14,7 @@ import { buildSnapshot } from "../snapshot.ts";
 import { createHandler } from "../pipeline.ts";
 import { noopMetrics, silentLogger } from "../../ports.ts";
 import type { ClientInfo } from "../../ports.ts";
-import type { RequestContext } from "../context.ts";
+import type { PipelineDeps, RequestContext } from "../context.ts";
 import { createMemoryStore } from "../../adapters/store_memory.ts";
 
 const cfg = (over: Record<string, unknown>) =>
@@ -276,4 +276,58 @@ routes:
   assert.equal(await both.status(), 429);
   assert.equal(both.asked.length, 1);
   assert.deepEqual(both.hits, ["error"]);
+});
+
+/** A handler for `routes` (YAML lines under `routes:`) with an in-memory store, and a status getter. */
+function handlerOf(routes: string, store: Partial<PipelineDeps> = {}) {
+  const { config, issues } = loadConfigText(`listen_addr: "127.0.0.1:0"\n${routes}`, {
+    file: "t.yaml",
+    env: { exists: () => true },
+  });
+  assert.ok(config, JSON.stringify(issues));
+  const snapshot = buildSnapshot(config, { version: 1 });
+  const handler = createHandler({
+    snapshot: () => snapshot,
+    upstream: { send: () => Promise.reject(new Error("unused")), close: () => Promise.resolve() },
+    files: { stat: () => Promise.resolve(null), open: () => Promise.resolve(null) },
+    clock: { now: () => 1_800_000_000_000, monotonic: () => 0 },
+    logger: silentLogger,
+    metrics: noopMetrics,
+    rateLimits: createMemoryStore(),
+    random: () => 0.5,
+    ...store,
+  });
+  const send = async (url: string, headers: HeadersInit = {}) => {
+    const res = await handler(new Request(url, { headers }), {
+      remoteAddr: { hostname: "192.0.2.7", port: 4000 },
+      localPort: 80,
+      protocol: "http/1.1",
+      tls: false,
+    });
+    await res.body?.cancel();
+    return res;
+  };
+  return { send, status: async (url: string, h: HeadersInit = {}) => (await send(url, h)).status };
+}
+
+Deno.test("applyRateLimit: a cookie or query key sent twice counts against its first and last values", async () => {
+  const { status } = handlerOf(`routes:
+  "/q": { type: redirect, target: "/x", rate_limit: { by: query, query_param: k, requests: 1, period: 1h } }
+  "/c": { type: redirect, target: "/x", rate_limit: { by: cookie, cookie_name: s, requests: 1, period: 1h } }
+`);
+  assert.equal(await status("http://h/q?k=a"), 307);
+  assert.equal(await status("http://h/q?k=a"), 429);
+  // Sent twice beside a junk value (the app reads the first or the last): still a's quota. Read
+  // as a missing key, these were not limited at all (on_missing_key: allow, the default).
+  assert.equal(await status("http://h/q?k=a&k=junk1"), 429);
+  assert.equal(await status("http://h/q?k=junk2&k=a"), 429);
+  assert.equal(await status("http://h/q?k=&k=a"), 429);
+  assert.equal(await status("http://h/q?k=b&k=b"), 307);
+  assert.equal(await status("http://h/q?k=b"), 429);
+  const c = (v: string) => ({ cookie: v });
+  assert.equal(await status("http://h/c", c("s=a")), 307);
+  assert.equal(await status("http://h/c", c("s=a; s=junk1")), 429);
+  assert.equal(await status("http://h/c", c("s=junk2; x=1; s=a")), 429);
+  assert.equal(await status("http://h/c", c("s=d; s=e")), 307); // both fresh: both counted
+  assert.equal(await status("http://h/c", c("s=e")), 429);
 });
