@@ -278,7 +278,7 @@ async function checkOne(
   const onError = ctx.snapshot.config.rate_limit_store.on_error;
   // A shadow limit never blocks, not even when the store fails with on_error: deny.
   const failOpen = onError === "allow" || c.shadow;
-  if (opts.failed) return failOpen ? STORE_FAILED : deny(ctx, limit, null);
+  if (opts.failed) return failOpen ? STORE_FAILED : deny(ctx, limit, STORE_DOWN);
   let decision: RateLimitDecision | undefined;
   try {
     for (const raw of keys) {
@@ -303,7 +303,7 @@ async function checkOne(
         error: err instanceof Error ? err.message : String(err),
       },
     );
-    return failOpen ? STORE_FAILED : deny(ctx, limit, null);
+    return failOpen ? STORE_FAILED : deny(ctx, limit, STORE_DOWN);
   }
   if (!decision) return null; // (keys is not empty)
   if (decision.allowed) return decision;
@@ -343,14 +343,26 @@ export function isExempt(exempt: readonly Cidr[], ip: string): boolean {
 /** rate_limit.message when the config sets none (config/schema_route.ts). */
 const DEFAULT_MESSAGE = "Too Many Requests";
 
-/** The limit response: configured status and message, Retry-After (RFC 9110 §10.2.3). */
+/**
+ * Retry-After (s) of a refusal because the store failed (on_error: deny): the Redis client tries
+ * to connect again at least this often. Without one, clients retried at once, all of them.
+ */
+const STORE_RETRY_AFTER_S = 2;
+/** deny()'s decision when the store could not decide. */
+const STORE_DOWN = Symbol("store down");
+
+/**
+ * The limit response: configured status and message, Retry-After (RFC 9110 §10.2.3) unless the
+ * key is missing (`decision` null: waiting would not help).
+ */
 function deny(
   ctx: RequestContext,
   limit: CompiledRateLimit,
-  decision: RateLimitDecision | null,
+  decision: RateLimitDecision | typeof STORE_DOWN | null,
 ): Response {
   const headers = new Headers();
-  if (decision) {
+  if (decision === STORE_DOWN) headers.set("retry-after", String(STORE_RETRY_AFTER_S));
+  else if (decision) {
     const seconds = Math.max(1, Math.ceil(decision.retryAfterMs / 1000));
     headers.set("retry-after", String(seconds));
     if (limit.config.headers) {

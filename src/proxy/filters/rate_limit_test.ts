@@ -331,3 +331,29 @@ Deno.test("applyRateLimit: a cookie or query key sent twice counts against its f
   assert.equal(await status("http://h/c", c("s=d; s=e")), 307); // both fresh: both counted
   assert.equal(await status("http://h/c", c("s=e")), 429);
 });
+
+Deno.test("applyRateLimit: a refusal because the store failed (on_error: deny) carries Retry-After", async () => {
+  const { send } = handlerOf(
+    `rate_limit_store: { type: redis, url: "redis://127.0.0.1:1", on_error: deny }
+routes:
+  "/": { type: redirect, target: "/x", rate_limit: { by: ip, requests: 5, period: 1m } }
+  "/s":
+    type: redirect
+    target: "/x"
+    rate_limit: { by: ip, requests: 5, period: 1m, shadow: true }
+    rate_limits: [{ by: ip, requests: 50, period: 1h }]
+  "/k": { type: redirect, target: "/x", rate_limit: { by: header, header_name: K, on_missing_key: deny, requests: 5, period: 1m } }
+`,
+    { rateLimits: { consume: () => Promise.reject(new Error("Cannot reach Redis: down")) } },
+  );
+  const res = await send("http://h/");
+  assert.equal(res.status, 429);
+  // RFC 9110 §10.2.3: without it, clients retry at once and keep the store's outage busy.
+  assert.equal(res.headers.get("retry-after"), "2");
+  assert.equal(res.headers.get("ratelimit"), null); // no quota to announce: none was read
+  // A later limit refusing after a shadow one saw the failure (the store is not asked again).
+  const after = await send("http://h/s");
+  assert.deepEqual([after.status, after.headers.get("retry-after")], [429, "2"]);
+  // A missing key is no outage: retrying later would not help.
+  assert.equal((await send("http://h/k")).headers.get("retry-after"), null);
+});
