@@ -70,6 +70,42 @@ export function createRateLimitStores(): RateLimitStores {
     return Promise.resolve();
   };
 
+  // configure() calls, chained; close() sets `closed` (a configure after it opens nothing).
+  let queue: Promise<void> = Promise.resolve();
+  let closed = false;
+  const apply = async (cfg: StoreConfig, ids: ReadonlySet<string>): Promise<void> => {
+    memory.retain(ids);
+    if (closed || cfg.type === "memory" || !cfg.url) {
+      const old = redis;
+      redis = null;
+      await retire(old);
+      return;
+    }
+    const sig = JSON.stringify([
+      cfg.url,
+      cfg.password_env,
+      cfg.prefix,
+      cfg.timeout,
+      cfg.pool_size,
+    ]);
+    if (redis?.sig === sig) return;
+    const { createRedisStore, passwordFromEnv } = await import("./store_redis.ts");
+    if (closed) return;
+    const old = redis;
+    redis = {
+      sig,
+      store: createRedisStore({
+        url: cfg.url,
+        ...passwordFromEnv(cfg.password_env),
+        prefix: cfg.prefix,
+        timeoutMs: cfg.timeout,
+        poolSize: cfg.pool_size,
+      }),
+      inflight: 0,
+    };
+    await retire(old);
+  };
+
   return {
     memory,
     get redis() {
@@ -83,39 +119,16 @@ export function createRateLimitStores(): RateLimitStores {
         if (--e.inflight === 0 && retiring.has(e)) void closeEntry(e);
       });
     },
-    async configure(cfg, ids) {
-      memory.retain(ids);
-      if (cfg.type === "memory" || !cfg.url) {
-        const old = redis;
-        redis = null;
-        await retire(old);
-        return;
-      }
-      const sig = JSON.stringify([
-        cfg.url,
-        cfg.password_env,
-        cfg.prefix,
-        cfg.timeout,
-        cfg.pool_size,
-      ]);
-      if (redis?.sig === sig) return;
-      const { createRedisStore, passwordFromEnv } = await import("./store_redis.ts");
-      if (redis?.sig === sig) return; // a concurrent configure() got there first
-      const old = redis;
-      redis = {
-        sig,
-        store: createRedisStore({
-          url: cfg.url,
-          ...passwordFromEnv(cfg.password_env),
-          prefix: cfg.prefix,
-          timeoutMs: cfg.timeout,
-          poolSize: cfg.pool_size,
-        }),
-        inflight: 0,
-      };
-      await retire(old);
+    configure(cfg, ids) {
+      // One at a time, in call order: the one called last is the config serving (the Redis
+      // module's import let an earlier call finish after a later one, and install its store).
+      const run = queue.then(() => apply(cfg, ids));
+      queue = run.catch(() => {});
+      return run;
     },
     async close() {
+      closed = true;
+      await queue;
       const all = [...retiring, ...(redis ? [redis] : [])];
       redis = null;
       await Promise.all(all.map(closeEntry));

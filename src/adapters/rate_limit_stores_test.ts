@@ -77,3 +77,33 @@ interopTest(
     }
   },
 );
+
+Deno.test("createRateLimitStores: overlapping configure() calls apply in call order", async () => {
+  const stores = createRateLimitStores();
+  try {
+    const ids = new Set<string>();
+    const memory = RateLimitStore.parse({});
+    const redis = RateLimitStore.parse({ type: "redis", url: "redis://127.0.0.1:1" });
+    // The first still loads the Redis module when the second (memory) comes: the second is
+    // the config now serving, and must win (the first used to install Redis after it).
+    const first = stores.configure(redis, ids);
+    await stores.configure(memory, ids);
+    await first;
+    assert.equal(stores.redis, false);
+  } finally {
+    await stores.close();
+  }
+});
+
+Deno.test("createRateLimitStores: a configure() under way when close() is called opens nothing", async () => {
+  const stores = createRateLimitStores();
+  const pending = stores.configure(
+    RateLimitStore.parse({ type: "redis", url: "redis://127.0.0.1:1" }),
+    new Set(),
+  );
+  await stores.close();
+  await pending.catch(() => {});
+  // A Redis store opened after close() kept its connections (and the process) alive: the
+  // test's resource sanitizer fails on them.
+  assert.equal(stores.redis, false);
+});
