@@ -33,7 +33,7 @@ import { respondAction } from "./actions/respond.ts";
 import { applyResponseRules } from "./filters/rules.ts";
 import { staticAction } from "./actions/static.ts";
 import { isWebSocketUpgrade, websocketAction } from "./actions/websocket.ts";
-import { applyRateLimit } from "./filters/rate_limit.ts";
+import { applyRateLimit, renameClashingPolicies } from "./filters/rate_limit.ts";
 import { applyForwardAuth } from "./filters/forward_auth.ts";
 import { checkIpAccess, forbidden } from "./filters/ip_access.ts";
 import { checkBasicAuth } from "./filters/basic_auth.ts";
@@ -525,6 +525,7 @@ function finish(ctx: RequestContext, res: Response): Response {
     add.push(["strict-transport-security", v]);
   }
   if (add.length === 0 && !dropAltSvc) return res;
+  renameClashingPolicies(add, res.headers.get("ratelimit-policy"));
   try {
     for (const [k, v] of add) LISTS.has(k) ? res.headers.append(k, v) : res.headers.set(k, v);
     if (dropAltSvc) res.headers.delete("alt-svc");

@@ -127,6 +127,41 @@ export function limitField(
   return `"${opts.name ?? "default"}";r=${sfInt(remaining)};t=${sfInt(seconds)}`;
 }
 
+/**
+ * Renames Prox's policies in `add` (the fields queued for the response) that the upstream's own
+ * `RateLimit-Policy` (`upstream`) names too, as `prox-<name>`: appended beside them, two policies
+ * of one name (an app's "default" and Prox's) could not be told apart, nor their RateLimit items.
+ */
+export function renameClashingPolicies(add: [string, string][], upstream: string | null): void {
+  if (!upstream) return;
+  const theirs = new Set(upstream.split(",").map(policyName));
+  const renamed = new Map<string, string>();
+  for (const [k, v] of add) {
+    if (k !== "ratelimit-policy") continue;
+    for (const name of v.split(",").map(policyName)) {
+      if (!theirs.has(name)) continue;
+      let next = `prox-${name}`;
+      while (theirs.has(next)) next = `prox-${next}`;
+      renamed.set(name, next);
+    }
+  }
+  if (renamed.size === 0) return;
+  for (const entry of add) {
+    if (entry[0] !== "ratelimit-policy" && entry[0] !== "ratelimit") continue;
+    entry[1] = entry[1].split(", ").map((m) => {
+      const to = renamed.get(policyName(m));
+      return to === undefined ? m : `"${to}"${m.slice(m.indexOf(";"))}`;
+    }).join(", ");
+  }
+}
+
+/** The name of one member of a RateLimit(-Policy) list: its string (or token) before `;`. */
+function policyName(member: string): string {
+  const semi = member.indexOf(";");
+  const item = (semi < 0 ? member : member.slice(0, semi)).trim();
+  return item.startsWith('"') && item.endsWith('"') && item.length >= 2 ? item.slice(1, -1) : item;
+}
+
 /** The client key for a request, or null when the configured source is absent. */
 export function clientKey(limit: CompiledRateLimit, ctx: RequestContext): string | null {
   return clientKeys(limit, ctx)[0] ?? null;

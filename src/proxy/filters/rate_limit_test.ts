@@ -357,3 +357,37 @@ routes:
   // A missing key is no outage: retrying later would not help.
   assert.equal((await send("http://h/k")).headers.get("retry-after"), null);
 });
+
+Deno.test("applyRateLimit: Prox's policy names stay apart from the upstream's own", async () => {
+  const { send } = handlerOf(
+    `routes:
+  "/": { type: proxy, target: "http://127.0.0.1:9", rate_limit: { by: ip, requests: 5, period: 1m } }
+`,
+    {
+      upstream: {
+        send: () =>
+          Promise.resolve(
+            new Response("ok", {
+              headers: {
+                "ratelimit-policy": '"default";q=1000;w=3600',
+                "ratelimit": '"default";r=998;t=3000',
+              },
+            }),
+          ),
+        close: () => Promise.resolve(),
+      },
+    },
+  );
+  const res = await send("http://h/");
+  assert.equal(res.status, 200);
+  // Two policies named "default" in one field: a client cannot tell which quota is which.
+  const names = (v: string | null) => (v ?? "").split(",").map((m) => m.trim().split(";")[0]);
+  const policies = names(res.headers.get("ratelimit-policy"));
+  assert.equal(new Set(policies).size, policies.length, res.headers.get("ratelimit-policy")!);
+  assert.deepEqual(names(res.headers.get("ratelimit")), policies);
+  assert.equal(
+    res.headers.get("ratelimit-policy"),
+    '"default";q=1000;w=3600, "prox-default";q=5;w=60',
+  );
+  assert.equal(res.headers.get("ratelimit"), '"default";r=998;t=3000, "prox-default";r=4;t=12');
+});
