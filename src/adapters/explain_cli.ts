@@ -146,7 +146,11 @@ export function formatExplanation(e: Explanation): string {
     for (const s of e.responseRules) lines.push(`  ${s}`);
   }
   for (const l of e.rateLimits) {
-    const key = l.exempt ? "exempt" : l.key === null ? "no key (on_missing_key decides)" : l.key;
+    const key = l.exempt
+      ? "exempt"
+      : l.keys.length === 0
+      ? "no key (on_missing_key decides)"
+      : l.keys.join(" and ");
     lines.push(`Rate limit ${l.policy} by ${l.by}: key ${key}`);
   }
   for (const n of e.notes) lines.push(`Note: ${n}`);

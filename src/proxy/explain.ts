@@ -17,7 +17,7 @@ import { admit, identify, paramRefusal } from "./pipeline.ts";
 import { errorResponse, OWN_ERROR } from "./respond.ts";
 import type { OwnError } from "./respond.ts";
 import { pageFor } from "./error_pages.ts";
-import { clientKey, isExempt } from "./filters/rate_limit.ts";
+import { clientKeys, isExempt } from "./filters/rate_limit.ts";
 import type { CompiledForwardAuth } from "./filters/forward_auth.ts";
 import { forbidden, verdictText } from "./filters/ip_access.ts";
 import { unauthorized } from "./filters/basic_auth.ts";
@@ -107,7 +107,15 @@ export interface Explanation {
   };
   /** The route's response header rules (their conditions are checked on the real response). */
   responseRules: string[];
-  rateLimits: { name: string; policy: string; by: string; key: string | null; exempt: boolean }[];
+  /** `key`: the first of `keys`, the keys the request counts against (two for `k=a&k=b`). */
+  rateLimits: {
+    name: string;
+    policy: string;
+    by: string;
+    key: string | null;
+    keys: string[];
+    exempt: boolean;
+  }[];
   notes: string[];
 }
 
@@ -218,11 +226,13 @@ export async function explainRequest(
   }
 
   for (const limit of route.rateLimits) {
+    const keys = clientKeys(limit, ctx);
     out.rateLimits.push({
       name: limit.name,
       policy: limit.policyField,
       by: limit.config.by,
-      key: clientKey(limit, ctx),
+      key: keys[0] ?? null,
+      keys,
       exempt: limit.exempt.length > 0 && isExempt(limit.exempt, ctx.clientIp),
     });
   }

@@ -98,6 +98,13 @@ Deno.test("explainRequest gives the upstream URL, the pick and the header diff",
   assert.deepEqual(e.rateLimits.map((l) => [l.by, l.key]), [["header", "h:k1"]]);
 });
 
+Deno.test("explainRequest lists both keys a query parameter sent twice counts against", async () => {
+  const e = await explainer(`routes:
+  "/": { type: redirect, target: "/x", rate_limit: { by: query, query_param: k, requests: 1, period: 1s } }
+`)({ method: "GET", url: "http://example.com/?k=a&k=b" });
+  assert.deepEqual(e.rateLimits.map((l) => [l.key, l.keys]), [["q:a", ["q:a", "q:b"]]]);
+});
+
 Deno.test("explainRequest uses live health: a target marked down is not picked", async () => {
   const reg = createUpstreamRegistry({ clock, logger: silentLogger, metrics: noopMetrics });
   const { config } = loadConfigText(`listen_addr: "127.0.0.1:0"\n${API}`, {
