@@ -90,6 +90,7 @@ routes:
           else {
             assert.equal(res.status, 503);
             assert.match(body, /^limiter down/);
+            assert.equal(res.headers.get("retry-after"), "2");
           }
         }
         assert.deepEqual(errors, ["/:error", "/:error", "/:error"]);
