@@ -61,6 +61,8 @@ const DESCRIPTIONS: Record<string, string> = {
   shutdown_timeout: "How long a graceful shutdown waits for in-flight requests",
   admin: "Admin listener (metrics, status, reload), off the public port",
   preserve_host: "Send the client's Host header upstream instead of the target's",
+  concurrency_limit:
+    "Requests in progress at once per client (by: ip, header, cookie, query, jwt_claim) or per route: max; past it status_code (429)",
   access_log_filter:
     "Only HTTP requests that meet one of these get an access line: status (selectors), min_duration, retried: true",
   rewrite_location:

@@ -218,6 +218,30 @@ export const RateLimit = z.object({
   exempt_ips: z.array(z.string()).default([]),
 }).strict();
 
+/**
+ * Requests of one client (or of the route, `by: route`) in progress at once (Traefik's
+ * `inFlightReq`, nginx's `limit_conn`, which counts HTTP/2 requests): past `max`, the request is
+ * answered `status_code` at once. A slot is held until the answer is delivered. Per process: each
+ * of `workers: N` counts its own (proxy/filters/concurrency.ts).
+ */
+export const ConcurrencyLimit = z.object({
+  max: z.int().positive().max(1_000_000),
+  by: z.enum(["ip", "header", "route", "cookie", "query", "jwt_claim"]).default("ip"),
+  header_name: z.string().optional(),
+  claim: z.string().min(1).optional(),
+  cookie_name: z.string().optional(),
+  query_param: z.string().optional(),
+  status_code: z.int().min(400).max(599).refine((n) => n !== 499, {
+    error: "499 is no status a client can be sent (nginx logs it for a client that left); use 429",
+  }).default(429),
+  message: z.string().default("Too Many Requests"),
+  on_missing_key: z.enum(["allow", "deny"]).default("allow"),
+  /** Count and log but never refuse. */
+  shadow: z.boolean().default(false),
+  ipv6_prefix: z.int().min(1).max(128).default(64),
+  exempt_ips: z.array(z.string()).default([]),
+}).strict();
+
 // ---------------------------------------------------------------------------------------------
 // Access control (every route type; proxy/filters/ip_access.ts, README "Access control")
 
@@ -749,6 +773,8 @@ const upstreamCommon = {
   rate_limit: RateLimit.optional(),
   /** More limits, all enforced in order (e.g. 10 per second and 1000 per day). */
   rate_limits: z.array(RateLimit).min(1).max(8).optional(),
+  /** Requests in progress at once, per client or route (ConcurrencyLimit). */
+  concurrency_limit: ConcurrencyLimit.optional(),
   request_headers: HeaderRules.optional(),
   response_headers: HeaderRules.optional(),
   request_body: BodyRules.optional(),
@@ -930,6 +956,8 @@ const StaticRoute = z.object({
   rate_limit: RateLimit.optional(),
   /** More limits, all enforced in order (e.g. 10 per second and 1000 per day). */
   rate_limits: z.array(RateLimit).min(1).max(8).optional(),
+  /** Requests in progress at once, per client or route (ConcurrencyLimit). */
+  concurrency_limit: ConcurrencyLimit.optional(),
   hosts: z.array(z.string().min(1)).optional(),
   forward_auth: RouteForwardAuth.optional(),
   index: z.string().default("index.html"),
@@ -955,6 +983,8 @@ const RedirectRoute = z.object({
   rate_limit: RateLimit.optional(),
   /** More limits, all enforced in order (e.g. 10 per second and 1000 per day). */
   rate_limits: z.array(RateLimit).min(1).max(8).optional(),
+  /** Requests in progress at once, per client or route (ConcurrencyLimit). */
+  concurrency_limit: ConcurrencyLimit.optional(),
   hosts: z.array(z.string().min(1)).optional(),
   forward_auth: RouteForwardAuth.optional(),
   /** Redirect to `target` exactly, without appending the remaining path and query. */
@@ -981,6 +1011,8 @@ const WebSocketRoute = z.object({
   rate_limit: RateLimit.optional(),
   /** More limits, all enforced in order (e.g. 10 per second and 1000 per day). */
   rate_limits: z.array(RateLimit).min(1).max(8).optional(),
+  /** Requests in progress at once, per client or route (ConcurrencyLimit). */
+  concurrency_limit: ConcurrencyLimit.optional(),
   hosts: z.array(z.string().min(1)).optional(),
   forward_auth: RouteForwardAuth.optional(),
   max_frame_size: z.int().positive().optional(),
@@ -1007,6 +1039,8 @@ const RespondRoute = z.object({
   ),
   rate_limit: RateLimit.optional(),
   rate_limits: z.array(RateLimit).min(1).max(8).optional(),
+  /** Requests in progress at once, per client or route (ConcurrencyLimit). */
+  concurrency_limit: ConcurrencyLimit.optional(),
   hosts: z.array(z.string().min(1)).optional(),
   forward_auth: RouteForwardAuth.optional(),
   response_headers: HeaderRules.optional(),
@@ -1036,6 +1070,7 @@ export type RedirectRouteConfig = z.output<typeof RedirectRoute>;
 export type WebSocketRouteConfig = z.output<typeof WebSocketRoute>;
 export type RespondRouteConfig = z.output<typeof RespondRoute>;
 export type RateLimitConfig = z.output<typeof RateLimit>;
+export type ConcurrencyLimitConfig = z.output<typeof ConcurrencyLimit>;
 export type HeaderRulesConfig = z.output<typeof HeaderRules>;
 export type BodyRulesConfig = z.output<typeof BodyRules>;
 export type ConditionConfig = z.output<typeof Condition>;

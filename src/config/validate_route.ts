@@ -9,6 +9,7 @@ import { BACKTRACK_HINT, backtrackRisk, compileRegex } from "../domain/condition
 import { compileMatch, compileRouteRules, fieldValueProblem } from "../domain/rules.ts";
 import type { RouteRulesSpec, RuleProblem } from "../domain/rules.ts";
 import type { CacheConfig, Config, RateLimitConfig } from "./schema.ts";
+import type { ConcurrencyLimitConfig } from "./schema_route.ts";
 import { mirrorUrls, validateMirror } from "./validate_mirror.ts";
 import { numericHostSurprise } from "./schema_route.ts";
 import type { ValidateEnv } from "./validate.ts";
@@ -307,6 +308,9 @@ export function validateRoutes(
       }
     }
     validateRateLimits(route, ["routes", key], { err, warn });
+    if ("concurrency_limit" in route && route.concurrency_limit) {
+      validateConcurrency(route, ["routes", key, "concurrency_limit"], { err, warn });
+    }
     if ((route.type === "proxy" || route.type === "load_balance") && route.cache) {
       validateCache(route.cache, ["routes", key, "cache"], { err, warn });
       const shared = config.cache?.max_size;
@@ -789,6 +793,57 @@ function validateRateLimits(
     }
   }
 }
+
+/** A route's `concurrency_limit`: the key its `by` needs, and its exempt addresses. */
+function validateConcurrency(
+  route: { concurrency_limit?: ConcurrencyLimitConfig; jwt_auth?: unknown },
+  path: (string | number)[],
+  opts: { err: Report; warn: Report },
+): void {
+  const { err, warn } = opts;
+  const cl = route.concurrency_limit!;
+  const needs = { header: "header_name", cookie: "cookie_name", query: "query_param" } as const;
+  const field = needs[cl.by as keyof typeof needs] ?? (cl.by === "jwt_claim" ? "claim" : undefined);
+  if (field && !cl[field]) {
+    err(path, `${field} is required with by: ${cl.by}`, `E.g. ${field}: ${EXAMPLE_KEY[field]}`);
+  }
+  if (cl.header_name !== undefined && !/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/.test(cl.header_name)) {
+    err([...path, "header_name"], `Invalid header name "${cl.header_name}"`);
+  }
+  if (cl.by === "jwt_claim" && !route.jwt_auth) {
+    err(
+      [...path, "by"],
+      "by: jwt_claim needs jwt_auth on the route: there is no token to read the claim from",
+      "Add jwt_auth to the route, or limit by ip",
+    );
+  }
+  for (const k of ["header_name", "cookie_name", "query_param", "claim"] as const) {
+    if (cl[k] !== undefined && k !== field) warn([...path, k], `${k} is ignored with by: ${cl.by}`);
+  }
+  cl.exempt_ips.forEach((c, i) => {
+    if (!parseCidr(c)) {
+      err(
+        [...path, "exempt_ips", i],
+        `Invalid CIDR "${c}"`,
+        "Use an address or a block, e.g. 10.0.0.0/8 or ::1",
+      );
+    }
+  });
+  if (["header", "cookie", "query"].includes(cl.by) && cl.on_missing_key === "allow") {
+    warn(
+      [...path, "by"],
+      `Requests without the ${cl.by} are not limited (on_missing_key: allow)`,
+      "Set on_missing_key: deny so a client cannot skip the limit by omitting it",
+    );
+  }
+}
+
+const EXAMPLE_KEY = {
+  header_name: "X-Api-Key",
+  cookie_name: "session",
+  query_param: "api_key",
+  claim: "sub",
+} as const;
 
 /** A route's `hosts` entry: a host name (or IP address) or `*.domain`. */
 const HOST_PATTERN =

@@ -355,3 +355,26 @@ Deno.test("validateConfig: an access_log_filter must name something to log, with
     'log.access_log_filter.status: Cannot read status selector "5xy": use 200, "2xx" or "200-299"',
   ]);
 });
+
+Deno.test("validateConcurrency: the key its `by` needs, jwt_auth for claims, valid exempt_ips", () => {
+  const issues = (limit: string) =>
+    loadConfigText(
+      `listen_addr: "127.0.0.1:8443"\nhealth_check: { enabled: false }\nroutes:\n  "/": { type: proxy, target: "http://127.0.0.1:3000", concurrency_limit: ${limit} }\n`,
+      { file: "c.yaml", env: { exists: () => true } },
+    ).issues.map((i) => `${i.severity} ${i.path}: ${i.message}`);
+  assert.deepEqual(issues("{ max: 10 }"), []);
+  assert.deepEqual(issues("{ max: 10, by: header }"), [
+    "error routes./.concurrency_limit: header_name is required with by: header",
+    "warning routes./.concurrency_limit.by: Requests without the header are not limited (on_missing_key: allow)",
+  ]);
+  assert.deepEqual(issues("{ max: 10, by: jwt_claim, claim: sub }"), [
+    "error routes./.concurrency_limit.by: by: jwt_claim needs jwt_auth on the route: there is no token to read the claim from",
+  ]);
+  assert.deepEqual(issues('{ max: 10, header_name: X-Key, exempt_ips: ["10.0.0.0/33"] }'), [
+    "warning routes./.concurrency_limit.header_name: header_name is ignored with by: ip",
+    'error routes./.concurrency_limit.exempt_ips.0: Invalid CIDR "10.0.0.0/33"',
+  ]);
+  assert.deepEqual(issues("{ max: 10, by: cookie, cookie_name: s }"), [
+    "warning routes./.concurrency_limit.by: Requests without the cookie are not limited (on_missing_key: allow)",
+  ]);
+});

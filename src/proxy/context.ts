@@ -54,6 +54,8 @@ export interface RequestContext {
   cache?: "hit" | "updating" | "miss" | "stale" | "revalidated" | "bypass";
   /** Response headers that filters want added (e.g. RateLimit), applied before responding. */
   extraResponseHeaders: [string, string][];
+  /** Gives back the request's `concurrency_limit` slot (set once one was taken). */
+  release?: () => void;
   /** Why the request cannot be served (a malformed Host or URL: 400 before routing), or null. */
   invalid: string | null;
   /** Fields forward auth took from the auth service's 2xx for the upstream request. */

@@ -31,6 +31,7 @@ import type { WebCounter } from "./actions/grpc_web.ts";
 import { redirectAction } from "./actions/redirect.ts";
 import { respondAction } from "./actions/respond.ts";
 import { applyResponseRules } from "./filters/rules.ts";
+import { takeSlot } from "./filters/concurrency.ts";
 import { staticAction } from "./actions/static.ts";
 import { isWebSocketUpgrade, websocketAction } from "./actions/websocket.ts";
 import { applyRateLimit, renameClashingPolicies } from "./filters/rate_limit.ts";
@@ -78,6 +79,7 @@ export function createHandler(deps: PipelineDeps): Handler {
     res = finish(ctx, res);
     dropUnreadBody(ctx);
     record(ctx, deps, res);
+    if (ctx.release) releaseWhenDelivered(ctx, res);
     recent.context = ctx;
     recent.response = res;
     return res;
@@ -257,6 +259,11 @@ async function handle(ctx: RequestContext, deps: PipelineDeps): Promise<Response
     const denied = await applyForwardAuth(ctx, deps);
     if (denied) return denied;
   }
+  if (route.concurrency) {
+    // Last: a request another filter refuses takes no slot.
+    const refused = takeSlot(ctx, deps, route.concurrency);
+    if (refused) return refused;
+  }
 
   const cfg = route.config;
   switch (cfg.type) {
@@ -314,6 +321,17 @@ async function handle(ctx: RequestContext, deps: PipelineDeps): Promise<Response
     case "websocket":
       return await websocketAction(ctx, deps, cfg);
   }
+}
+
+/**
+ * A `concurrency_limit` slot is given back once the answer has been delivered (or abandoned); a
+ * WebSocket's at its 101, which hands the connection over.
+ */
+function releaseWhenDelivered(ctx: RequestContext, res: Response): void {
+  const release = ctx.release!;
+  const done = ctx.info.completed;
+  if (!done || res.status === 101) return release();
+  done.then(release, release);
 }
 
 /** Most of an unread request body drained after Prox answered without it (then cancelled). */

@@ -21,6 +21,8 @@ import { discoveredHost, discoverUrl } from "../config/discovered.ts";
 import type { RouteRulesSpec } from "../domain/rules.ts";
 import type { RouteRules } from "./filters/rules.ts";
 import { compileRateLimits } from "./filters/rate_limit.ts";
+import { compileConcurrency } from "./filters/concurrency.ts";
+import type { CompiledConcurrency } from "./filters/concurrency.ts";
 import type { CompiledRateLimit } from "./filters/rate_limit.ts";
 import { compressPolicy } from "../domain/compress.ts";
 import { compileForwardAuth } from "./filters/forward_auth.ts";
@@ -71,6 +73,8 @@ export interface CompiledRoute {
   firstLimits: CompiledRateLimit[];
   /** `by: jwt_claim` limits, run after jwt_auth (they need its claims); usually empty. */
   claimLimits: CompiledRateLimit[];
+  /** `concurrency_limit`, null without one (filters/concurrency.ts). */
+  concurrency: CompiledConcurrency | null;
   /** Response compression (`compress`), null when the route does not compress. */
   compress: CompressPolicy | null;
   /** Traffic mirroring (`mirror` on proxy and load_balance routes), null without it. */
@@ -222,6 +226,9 @@ export function buildSnapshot(
       rateLimits,
       firstLimits: rateLimits.filter((l) => l.config.by !== "jwt_claim"),
       claimLimits: rateLimits.filter((l) => l.config.by === "jwt_claim"),
+      concurrency: "concurrency_limit" in route && route.concurrency_limit
+        ? compileConcurrency(key, route.concurrency_limit)
+        : null,
       compress: compressPolicy(compressOf(route, config)),
       mirror: route.type === "proxy" || route.type === "load_balance"
         ? mirrorPolicy(route.mirror)

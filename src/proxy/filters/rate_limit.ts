@@ -27,6 +27,12 @@ export interface CompiledRateLimit {
   exempt: readonly Cidr[];
 }
 
+/** Where a limit's client key comes from (rate limits and concurrency limits alike). */
+export type KeySource = Pick<
+  RateLimitConfig,
+  "by" | "header_name" | "claim" | "cookie_name" | "query_param" | "ipv6_prefix"
+>;
+
 /** Keys longer than this are stored as a SHA-256 digest (bounded memory per key). */
 const MAX_KEY_CHARS = 64;
 /** Store failures and shadow denials are logged at most once per interval per limiter. */
@@ -174,7 +180,7 @@ export function clientKey(limit: CompiledRateLimit, ctx: RequestContext): string
  * queries): both are charged, so neither a junk value beside the real one nor a duplicate name
  * skips the limit (read as missing, `k=a&k=b` was not limited at all with on_missing_key: allow).
  */
-export function clientKeys(limit: CompiledRateLimit, ctx: RequestContext): string[] {
+export function clientKeys(limit: { config: KeySource }, ctx: RequestContext): string[] {
   const c = limit.config;
   switch (c.by) {
     case "ip":
