@@ -40,6 +40,12 @@ export type OcspVerdict = {
   kind?: "revoked" | "unknown" | "error";
 };
 
+/** The verdict of a check its checker's `close` cut short (or that came after it). */
+const CLOSED: OcspVerdict = {
+  refused: "the listener closed before the OCSP status was learned",
+  kind: "error",
+};
+
 /** How long an answer without nextUpdate, or a failure, is kept. */
 const NO_NEXT_UPDATE_MS = 5 * 60_000;
 const FAILURE_MS = 5_000;
@@ -117,6 +123,9 @@ export function createOcspChecker(
       }
       body = await readCapped(res);
     } catch (err) {
+      // Closed (a reload replaced the listener, or shutdown): the connection goes unserved either
+      // way, so no on_error applies and nothing is kept.
+      if (closing.signal.aborted) return [CLOSED, 0];
       const why = err instanceof Error && err.name === "TimeoutError"
         ? `no answer within ${config.timeout} ms`
         : err instanceof Error
@@ -178,6 +187,7 @@ export function createOcspChecker(
       return cache.size;
     },
     check(cert, issuer) {
+      if (closing.signal.aborted) return Promise.resolve(CLOSED);
       let key: string;
       try {
         const c = ocspCertFields(cert);
@@ -193,7 +203,7 @@ export function createOcspChecker(
       const pending = inflight.get(key);
       if (pending) return pending;
       const p = ask(cert, issuer).then(([verdict, keepMs]) => {
-        if (keepMs > 0) remember(key, verdict, now() + keepMs);
+        if (keepMs > 0 && !closing.signal.aborted) remember(key, verdict, now() + keepMs);
         return verdict;
       }, (err) => failed(`OCSP check failed: ${(err as Error).message}`)).finally(() =>
         inflight.delete(key)

@@ -215,3 +215,32 @@ openssl x509 -req -in p.csr -CA "${TLS}ca.pem" -CAkey "${TLS}ca.key" -set_serial
       }
     }),
 );
+
+Deno.test("OCSP: close ends a request in flight at once, refused whatever on_error says, and kept nowhere", async () => {
+  const silent = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const held: Deno.Conn[] = [];
+  const accepting = (async () => {
+    for await (const conn of silent) held.push(conn);
+  })();
+  const checker = createOcspChecker(
+    config({
+      responder: `http://127.0.0.1:${silent.addr.port}/`,
+      timeout: 60_000,
+      on_error: "allow",
+    }),
+  );
+  try {
+    const pending = checker.check(LOCALHOST, CA);
+    while (held.length === 0) await new Promise((r) => setTimeout(r, 10));
+    checker.close();
+    const v = await pending;
+    assert.match(v.refused ?? "", /listener closed/);
+    assert.equal(checker.cached, 0);
+    assert.match((await checker.check(LOCALHOST, CA)).refused ?? "", /listener closed/);
+  } finally {
+    checker.close();
+    silent.close();
+    await accepting.catch(() => {});
+    for (const conn of held) conn.close();
+  }
+});

@@ -1107,3 +1107,59 @@ interopTest(
       assert.equal(await count("ocsp_revoked"), 0);
     }),
 );
+
+Deno.test("tls.client_auth ocsp: a reload that replaces the listener, and the shutdown, abort the OCSP requests in flight", async () => {
+  // A responder that takes each request and never answers: only Prox can end the exchange.
+  const hang = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const open: { ended: boolean }[] = [];
+  const accepting = (async () => {
+    for await (const conn of hang) {
+      const entry = { ended: false };
+      open.push(entry);
+      void (async () => {
+        const buf = new Uint8Array(4096);
+        try {
+          while (await conn.read(buf) !== null) { /* the request, unanswered */ }
+        } catch { /* reset */ }
+        entry.ended = true;
+        conn.close();
+      })();
+    }
+  })();
+  await using up = await echo();
+  const file = await Deno.makeTempFile({ suffix: ".yaml" });
+  // A timeout far past waitFor's 10 s: the requests must end because Prox ends them.
+  const write = (timeout: string) =>
+    Deno.writeTextFile(
+      file,
+      `listen_addr: "127.0.0.1:0"\n${config(up.url)}`.replace(
+        `ca_cert: "${TLS}/ca.pem"`,
+        `ca_cert: "${TLS}/ca.pem", ocsp: { responder: "http://127.0.0.1:${hang.addr.port}/", timeout: ${timeout} }`,
+      ),
+    );
+  await write("25s");
+  const server = await startServer({ path: file }, { logger: silentLogger, watch: false });
+  const url = `https://localhost:${server.port}/`;
+  const attempt = async () => {
+    using c = client(ALICE);
+    await fetch(url, { client: c }).then((r) => r.text()).catch(() => {});
+  };
+  try {
+    const first = attempt();
+    await waitFor(() => open.length === 1, { what: "the first OCSP request" });
+    await write("20s"); // another client_auth: a new listener, the old one drains
+    assert.equal((await server.reload()).ok, true);
+    await waitFor(() => open[0].ended, { what: "the replaced listener's OCSP request to end" });
+    await first;
+    const second = attempt();
+    await waitFor(() => open.length === 2, { what: "the second OCSP request" });
+    await server.shutdown();
+    await waitFor(() => open[1].ended, { what: "the OCSP request to end at shutdown" });
+    await second;
+  } finally {
+    await server.shutdown();
+    hang.close();
+    await accepting.catch(() => {});
+    await Deno.remove(file);
+  }
+});

@@ -270,6 +270,7 @@ export function listenH1(
     }
   } catch (err) {
     for (const l of tlsInners) closeQuietly(l);
+    clientAuth?.ocsp?.close();
     closeQuietly(server);
     throw err;
   }
@@ -845,6 +846,8 @@ export function listenH1(
       graceEnd = Date.now() + HEAD_GRACE_MS;
       closeQuietly(server);
       for (const l of tlsInners) closeQuietly(l);
+      // OCSP requests in flight end now (their connections are closed unserved), not at timeout.
+      clientAuth?.ocsp?.close();
       // Idle connections go now; busy ones after their current answer (`connection: close`).
       // One waiting for a turn may have a request in the kernel: it takes a last look first.
       // One with half a head has HEAD_GRACE_MS for the rest (serve() reads no longer then).
@@ -873,6 +876,7 @@ export function listenH1(
       draining = true;
       closeQuietly(server);
       for (const l of tlsInners) closeQuietly(l);
+      clientAuth?.ocsp?.close();
       clearInterval(sweeper);
       clearTimeout(graceTimer);
       for (const c of tlsRelayed) closeQuietly(c);

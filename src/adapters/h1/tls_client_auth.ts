@@ -397,6 +397,8 @@ export function listenClientAuth(
     if (chain === null || !opts.auth.ocsp) return handOver();
     // The connection (its first bytes kept by the conn) waits for the responder's word.
     void ocspVerdict(chain, opts.auth.ocsp, opts.onOcspError).then((refused) => {
+      // The listener closed meanwhile (its checker aborted the request): no verdict to report.
+      if (closed) return void socket.destroy();
       if (refused === null) return handOver();
       opts.onRefused?.(refused.reason, refused.kind);
       socket.destroy();
