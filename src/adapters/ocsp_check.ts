@@ -48,6 +48,12 @@ const CLOSED: OcspVerdict = {
 
 /** How long an answer without nextUpdate, or a failure, is kept. */
 const NO_NEXT_UPDATE_MS = 5 * 60_000;
+/**
+ * How long after its thisUpdate an answer without nextUpdate is taken (plus SKEW_MS), as
+ * OpenSSL's OCSP_check_validity does with a maxsec (`openssl ocsp -status_age 3600`); nginx
+ * passes none. Responders that sign each answer when asked date it now.
+ */
+const NO_NEXT_UPDATE_MAX_AGE_MS = 3_600_000;
 const FAILURE_MS = 5_000;
 /** The longest an answer is kept, whatever its nextUpdate says (nginx keeps one an hour). */
 const MAX_KEEP_MS = 3_600_000;
@@ -157,8 +163,23 @@ export function createOcspChecker(
       if (single.nextUpdate !== null && single.nextUpdate < t - SKEW_MS) {
         return [failed(`the answer of ${url} is out of date`), FAILURE_MS];
       }
+      // Without nextUpdate the status is fresh at thisUpdate (RFC 6960 §2.4); without a bound
+      // a "good" answer, once recorded, could be replayed over plain HTTP for good.
+      const staleAt = single.thisUpdate + NO_NEXT_UPDATE_MAX_AGE_MS;
+      if (single.nextUpdate === null && staleAt < t - SKEW_MS) {
+        return [
+          failed(
+            `the answer of ${url} is out of date: it names no nextUpdate, and its thisUpdate (${
+              new Date(single.thisUpdate).toISOString()
+            }) is over an hour old`,
+          ),
+          FAILURE_MS,
+        ];
+      }
       const keep = Math.min(
-        single.nextUpdate === null ? NO_NEXT_UPDATE_MS : Math.max(single.nextUpdate - t, 0),
+        single.nextUpdate === null
+          ? Math.min(NO_NEXT_UPDATE_MS, Math.max(staleAt + SKEW_MS - t, 0))
+          : Math.max(single.nextUpdate - t, 0),
         MAX_KEEP_MS,
       );
       if (single.status === "good") return [{ refused: null }, keep];

@@ -244,3 +244,30 @@ Deno.test("OCSP: close ends a request in flight at once, refused whatever on_err
     for (const conn of held) conn.close();
   }
 });
+
+interopTest(
+  "OCSP: an answer without nextUpdate is current for an hour from its thisUpdate, not forever",
+  ["openssl"],
+  () =>
+    inDir(async (dir) => {
+      // No -nmin: openssl's answers carry thisUpdate (now) and no nextUpdate.
+      await using ocsp = await startOcsp({ dir, valid: [`${TLS}cert.pem`] });
+      const at = (offsetMs: number) =>
+        createOcspChecker(config({ responder: ocsp.url, cache_size: 0 }), {
+          now: () => Date.now() + offsetMs,
+        });
+      const fresh = at(50 * 60_000);
+      const replayed = at(2 * 3_600_000);
+      try {
+        // Seen by a clock 50 min ahead the answer is 50 min old: taken; by one 2 h ahead: not.
+        assert.deepEqual(await fresh.check(LOCALHOST, CA), { refused: null });
+        assert.match(
+          (await replayed.check(LOCALHOST, CA)).refused ?? "",
+          /is out of date: it names no nextUpdate, and its thisUpdate \(.*\) is over an hour old/,
+        );
+      } finally {
+        fresh.close();
+        replayed.close();
+      }
+    }),
+);
