@@ -201,7 +201,7 @@ export function createPromMetrics(
   const tlsRefused = new Counter({
     name: "prox_tls_client_refused_total",
     help: "Clients tls.client_auth refused, by why (handshake, no_certificate, unverified, " +
-      "key_usage, crl_revoked, crl_expired, ocsp_revoked, ocsp_unknown, ocsp_error)",
+      "key_usage, crl_revoked, crl_expired, crl_missing, ocsp_revoked, ocsp_unknown, ocsp_error)",
     labelNames: ["reason"] as const,
     registers,
   });

@@ -78,7 +78,7 @@ const DESCRIPTIONS: Record<string, string> = {
     "Send a PROXY protocol header (v1 text or v2 binary) with the client's address first on each upstream connection (not reused across requests)",
   root: "Directory served by a static route",
   client_auth:
-    "Mutual TLS: clients present a certificate from ca_cert (mode require or verify_if_given; crl_file: revocation lists; crl_expired: refuse or allow a certificate whose issuer's list is out of date; ocsp: ask each certificate's OCSP responder)",
+    "Mutual TLS: clients present a certificate from ca_cert (mode require or verify_if_given; crl_file: revocation lists, one per CA of the chain; crl_expired: refuse or allow a certificate whose issuer's list is out of date; ocsp: ask each certificate's OCSP responder)",
   client_cert:
     "Only clients whose verified TLS certificate matches (subject_matches, san_matches, fingerprints) may use the route; others get 403",
   status_code: "Status code of a redirect or a rate-limited response",

@@ -97,7 +97,11 @@ export const Tls = z.object({
    */
   client_auth: z.object({
     ca_cert: z.string().min(1),
-    /** PEM certificate revocation lists: a certificate on its issuer's list is refused. */
+    /**
+     * PEM certificate revocation lists: a certificate on its issuer's list is refused, and so is
+     * one of the chain whose issuer has no list here (as nginx: give the root's and each
+     * intermediate's).
+     */
     crl_file: z.string().min(1).optional(),
     /**
      * A client certificate whose issuer's list is past its next update: `refuse` (as nginx and

@@ -6,7 +6,12 @@ import { parseRouteKey } from "../domain/router.ts";
 import type { CertificateNames } from "./cert_names.ts";
 import type { Config, UpstreamTlsConfig } from "./schema.ts";
 import type { Report } from "./validate_route.ts";
-import { revocationCheck } from "../domain/crl.ts";
+import {
+  certificateCommonName,
+  certificateSubject,
+  pemBlocks,
+  revocationCheck,
+} from "../domain/crl.ts";
 import type { ValidateEnv } from "./validate.ts";
 
 /** Keys Deno's TLS serves but browsers refuse: what the key is, which browsers refuse it. */
@@ -402,6 +407,7 @@ export function checkCrlFile(
         );
       }
     }
+    if (ca && "text" in ca) missingLists(at, file, ca.text, check.issuers, opts.warn);
     const now = opts.env.now?.();
     // Per issuer: an old list beside a current one of the same CA leaves it up to date.
     const due = now === undefined ? null : check.outOfDate(now);
@@ -420,6 +426,40 @@ export function checkCrlFile(
       at,
       `${file} holds no usable revocation list: ${e instanceof Error ? e.message : e}`,
       "Name a PEM file of X509 CRLs (openssl crl -in it -noout -text shows one)",
+    );
+  }
+}
+
+/**
+ * Warns about each certificate of ca_cert without a list in `crl_file`: a client whose chain holds
+ * a certificate it issued is refused, as nginx's ssl_crl refuses it (every certificate below the
+ * trust anchor is checked: OpenSSL's X509_V_FLAG_CRL_CHECK_ALL, "unable to get certificate CRL").
+ */
+function missingLists(
+  at: (string | number)[],
+  file: string,
+  caText: string,
+  issuers: ReadonlySet<string>,
+  warn: Report,
+): void {
+  for (const der of pemBlocks(caText, "CERTIFICATE")) {
+    let subject: string;
+    let name: string | null;
+    try {
+      subject = certificateSubject(der);
+      name = certificateCommonName(der);
+    } catch {
+      continue; // ca_cert's own check says what is wrong with it
+    }
+    if (issuers.has(subject)) continue;
+    const who = name === null ? "a CA of ca_cert without a CN" : `"${name}" (a CA of ca_cert)`;
+    warn(
+      at,
+      `${file} has no list of ${who}: client certificates whose chain holds a certificate it ` +
+        "issued are refused (nothing says that one was not revoked)",
+      `Add the CRL of ${
+        name === null ? "that CA" : `"${name}"`
+      } to the file (e.g. cat root.crl intermediate.crl > ${file}), or remove the CA from ca_cert if it issues no client chains`,
     );
   }
 }

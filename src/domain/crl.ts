@@ -228,6 +228,15 @@ function commonName(der: Uint8Array, name: Der): string | null {
 
 /** The subject Name (DER, hex) of a DER certificate: what a list it signed names as issuer. */
 export function certificateSubject(der: Uint8Array): string {
+  return hex(subjectOf(der).bytes);
+}
+
+/** The subject's CN of a DER certificate (for messages); null when it has none. */
+export function certificateCommonName(der: Uint8Array): string | null {
+  return commonName(der, subjectOf(der).el);
+}
+
+function subjectOf(der: Uint8Array): { el: Der; bytes: Uint8Array } {
   const cert = readDer(der, 0);
   const tbs = children(der, cert)[0];
   if (!tbs || tbs.tag !== SEQUENCE) throw new Error("not a certificate");
@@ -235,7 +244,7 @@ export function certificateSubject(der: Uint8Array): string {
   // [0] version, serial, signature, issuer, validity, subject
   const subject = f[(f[0]?.tag === 0xa0 ? 1 : 0) + 4];
   if (!subject || subject.tag !== SEQUENCE) throw new Error("not a certificate");
-  return hex(der.subarray(subject.from, subject.end));
+  return { el: subject, bytes: der.subarray(subject.from, subject.end) };
 }
 
 /** The issuer Name (DER, hex) and serial number of a DER certificate (RFC 5280 §4.1). */
@@ -268,6 +277,13 @@ export function pemBlocks(text: string, label: string): Uint8Array[] {
 export interface RevocationCheck {
   /** Whether the DER certificate is on its issuer's list. */
   revoked(der: Uint8Array): boolean;
+  /**
+   * Whether the DER certificate's issuer has a list here: without one nothing says it was not
+   * revoked (OpenSSL's "unable to get certificate CRL", which nginx's ssl_crl refuses).
+   */
+  listed(der: Uint8Array): boolean;
+  /** The issuers that have a list here (their Name, DER, as hex: `certificateSubject`'s). */
+  readonly issuers: ReadonlySet<string>;
   /**
    * When the certificate's issuer promised a list newer than every one of its lists here (ms),
    * if that is before `now`: the list is out of date, and a revocation since is not in it. Null
@@ -304,6 +320,14 @@ export function revocationCheck(text: string): RevocationCheck {
   return {
     lists: blocks.length,
     nextUpdate,
+    issuers: new Set(byIssuer.keys()),
+    listed(der) {
+      try {
+        return byIssuer.has(certificateIssuerSerial(der).issuer);
+      } catch {
+        return false;
+      }
+    },
     revoked(der) {
       try {
         const { issuer, serial } = certificateIssuerSerial(der);

@@ -22,6 +22,13 @@ Deno.test("revocationCheck: a certificate on its issuer's list is revoked, other
   assert.equal(check.revoked(der("stranger.pem")), false);
   // Bytes that are no certificate are not let in.
   assert.equal(check.revoked(new Uint8Array([0x30, 0x03, 0x02, 0x01])), true);
+  // Whose issuer has a list here: the CA's certificates; not a stranger's, nor an unreadable one.
+  assert.deepEqual(
+    [der("alice.pem"), der("stranger.pem"), new Uint8Array([0x30, 0x00])].map((d) =>
+      check.listed(d)
+    ),
+    [true, false, false],
+  );
 });
 
 Deno.test("revocationCheck.staleSince: past its issuer's latest next update, for that issuer's certificates only", () => {

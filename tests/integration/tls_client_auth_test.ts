@@ -1163,3 +1163,72 @@ Deno.test("tls.client_auth ocsp: a reload that replaces the listener, and the sh
     await Deno.remove(file);
   }
 });
+
+interopTest(
+  "tls.client_auth crl_file: a certificate of the chain whose issuer has no list there is refused, as nginx refuses it",
+  ["openssl"],
+  () =>
+    inTempDir("prox-crl-missing-", async (dir, sh) => {
+      // Root → intermediate → leaf, and each CA's list, revoking nothing.
+      await sh(
+        `${rootAndIntermediate("0x4411")}${P256} -keyout leaf.key -out leaf.csr -subj /CN=dave
+printf 'basicConstraints=critical,CA:FALSE\\nextendedKeyUsage=clientAuth\\n' > leaf.ext
+openssl x509 -req -in leaf.csr -CA int.pem -CAkey int.key -set_serial 11 -days 1 \\
+  -extfile leaf.ext -out leaf.pem
+cat leaf.pem int.pem > chain.pem
+cat int.pem root.pem > ca.pem
+for ca in root int; do
+  printf "[ca]\\ndefault_ca=d\\n[d]\\ndatabase=idx-$ca\\ndefault_md=sha256\\ncrlnumber=num-$ca\\ndefault_crl_days=1\\n" > $ca.cnf
+  touch idx-$ca && echo 01 > num-$ca
+  openssl ca -batch -config $ca.cnf -cert $ca.pem -keyfile $ca.key -gencrl -out $ca.crl
+done
+cat root.crl int.crl > both.crl`,
+      );
+      await using up = await echo();
+      const refusals: string[] = [];
+      const logger: Logger = {
+        ...silentLogger,
+        enabled: () => true,
+        debug: (m, f) =>
+          void (m === "TLS client certificate refused" &&
+            refusals.push(`${f?.kind}: ${f?.reason}`)),
+      };
+      const leaf = { cert: Deno.readTextFileSync(`${dir}/chain.pem`), key: `${dir}/leaf.key` };
+      const yaml = (crl: string) =>
+        config(up.url).replace(
+          `ca_cert: "${TLS}/ca.pem"`,
+          `ca_cert: "${dir}/ca.pem", crl_file: "${dir}/${crl}"`,
+        );
+      {
+        // Both lists: nothing revoked, the client gets through.
+        await using prox = await startProxy(yaml("both.crl"), { tls: true, logger });
+        using c = client(leaf);
+        const res = await fetch(`https://localhost:${prox.port}/`, { client: c });
+        assert.equal((await res.json())["x-client-subject"], "CN=dave");
+      }
+      for (const [crl, missing] of [["int.crl", "CN=Intermediate"], ["root.crl", "CN=dave"]]) {
+        // The root's list missing (the intermediate cannot be checked), or the intermediate's
+        // (the leaf cannot): refused, saying whose list to add.
+        await using prox = await startProxy(yaml(crl), { tls: true, logger });
+        await refused(`https://localhost:${prox.port}/`, leaf);
+        await waitFor(
+          () => refusals.some((r) => r.startsWith("crl_missing: ") && r.includes(missing)),
+          {
+            what: `the refusal of ${crl}`,
+          },
+        );
+      }
+      // prox validate says which CA of ca_cert has no list, and what follows.
+      const warnings = loadConfigText(`listen_addr: "127.0.0.1:0"\n${yaml("int.crl")}`, {
+        env: denoEnv,
+        file: "t.yaml",
+      }).issues.filter((i) => i.path === "tls.client_auth.crl_file").map((i) =>
+        `${i.severity}: ${i.message} (${i.hint})`
+      );
+      assert.equal(warnings.length, 1, warnings.join("\n"));
+      assert.match(
+        warnings[0],
+        /^warning: .*int\.crl has no list of "Root" \(a CA of ca_cert\): client certificates whose chain holds a certificate it issued are refused .*\(Add the CRL of "Root" to the file/,
+      );
+    }),
+);

@@ -35,8 +35,8 @@ export interface ClientAuth {
 /**
  * Why a client was refused, as `prox_tls_client_refused_total` counts it: the handshake failed
  * (no certificate where one is required, an unknown CA: TLS's own refusals), none was presented
- * or it did not verify (verify_if_given), its keyUsage, crl_file (revoked, or its list out of
- * date), OCSP (revoked, unknown, or no status learned under on_error: refuse).
+ * or it did not verify (verify_if_given), its keyUsage, crl_file (revoked, its list out of
+ * date, or a certificate of its chain whose issuer has no list there), OCSP (revoked, unknown, or no status learned under on_error: refuse).
  */
 export type ClientRefusal =
   | "handshake"
@@ -45,6 +45,7 @@ export type ClientRefusal =
   | "key_usage"
   | "crl_revoked"
   | "crl_expired"
+  | "crl_missing"
   | "ocsp_revoked"
   | "ocsp_unknown"
   | "ocsp_error";
@@ -190,24 +191,35 @@ interface PeerCertificate {
   issuerCertificate?: PeerCertificate;
 }
 
+/** Why a certificate of a client's chain is refused by `crl_file`. */
+type CrlRefusal =
+  | { cert: Uint8Array; why: "revoked" }
+  | { cert: Uint8Array; why: "missing" }
+  | { cert: Uint8Array; why: "stale"; since: number };
+
 /**
  * The first certificate of `chain` (the client's, then each issuer up to the trust anchor, which
- * no list can revoke) that `crl` holds revoked, or (`refuseStale`) whose issuer's list is past its
- * next update at `now`; null when none is.
+ * ca_cert vouches for and no list here can revoke) that `crl` holds revoked, whose issuer has no
+ * list there (nginx's ssl_crl checks every certificate, X509_V_FLAG_CRL_CHECK_ALL, and refuses
+ * one it cannot: "unable to get certificate CRL"), or (`refuseStale`) whose issuer's list is
+ * past its next update at `now`; null when none is.
  */
 function refusedInChain(
   chain: SignedChain,
   crl: RevocationCheck,
   refuseStale: boolean,
   now: number,
-): { cert: Uint8Array; staleSince: number | null } | null {
-  const below = chain.selfSigned ? chain.certs.slice(0, -1) : chain.certs;
+): CrlRefusal | null {
+  const below = chain.selfSigned || chain.trusted ? chain.certs.slice(0, -1) : chain.certs;
+  // An intermediate the root's list revokes revokes whatever it issued (RFC 5280 §6.3); a
+  // revocation is the reason given before a list missing further along.
+  const revoked = below.find((c) => crl.revoked(c));
+  if (revoked) return { cert: revoked, why: "revoked" };
   for (const c of below) {
-    // An intermediate the root's list revokes revokes whatever it issued (RFC 5280 §6.3).
-    if (crl.revoked(c)) return { cert: c, staleSince: null };
+    if (!crl.listed(c)) return { cert: c, why: "missing" };
     // A list out of date cannot say this certificate was not revoked since (RFC 5280 §6.3.3).
     const stale = refuseStale ? crl.staleSince(c, now) : null;
-    if (stale !== null) return { cert: c, staleSince: stale };
+    if (stale !== null) return { cert: c, why: "stale", since: stale };
   }
   return null;
 }
@@ -372,18 +384,27 @@ export function listenClientAuth(
       ? refusedInChain(chain, opts.auth.crl, opts.auth.refuseStale ?? false, Date.now())
       : null;
     if (refused !== null) {
-      const what = refused.staleSince === null
+      const what = refused.why === "revoked"
         ? "certificate revoked"
-        : `certificate's issuer's revocation list out of date since ${
-          new Date(refused.staleSince).toISOString()
-        }`;
+        : refused.why === "stale"
+        ? `certificate's issuer's revocation list out of date since ${
+          new Date(refused.since).toISOString()
+        }`
+        : `no revocation list of the certificate's issuer (${
+          namesOf(refused.cert).issuer
+        }) in crl_file, so it cannot be checked`;
       const leaf = refused.cert === chain!.certs[0];
       opts.onRefused?.(
         `${what} (${
           leaf ? `serial ${cert!.serial}, ${cert!.subject}` : serialAndSubject(refused.cert)
         })` +
-          (leaf ? "" : ` in the chain of ${cert!.subject}`),
-        refused.staleSince === null ? "crl_revoked" : "crl_expired",
+          (leaf ? "" : ` in the chain of ${cert!.subject}`) +
+          (refused.why === "missing" ? ": add that CA's CRL to crl_file" : ""),
+        refused.why === "revoked"
+          ? "crl_revoked"
+          : refused.why === "stale"
+          ? "crl_expired"
+          : "crl_missing",
       );
       return void socket.destroy();
     }
