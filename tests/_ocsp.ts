@@ -26,6 +26,10 @@ export async function startOcsp(o: {
   signer?: { cert: string; key: string };
   /** -nmin: minutes to nextUpdate (none: no nextUpdate). */
   nmin?: number;
+  /** -rsigopt values: how the answers are signed ("rsa_padding_mode:pss"). */
+  rsigopt?: string[];
+  /** -rmd: the answers' signature digest ("sha384"). */
+  rmd?: string;
   /** Runs with the responder's URL known, before the index is read (to issue certificates naming it). */
   prepare?: (url: string) => Promise<void>;
 }): Promise<TestOcsp> {
@@ -95,6 +99,8 @@ async function startResponder(
       "ocsp",
       ...["-port", "0", "-index", db, "-CA", ca, "-rsigner", signer.cert, "-rkey", signer.key],
       ...(o.nmin !== undefined ? ["-nmin", String(o.nmin)] : []),
+      ...(o.rsigopt ?? []).flatMap((v) => ["-rsigopt", v]),
+      ...(o.rmd !== undefined ? ["-rmd", o.rmd] : []),
     ],
     stdout: "piped",
     stderr: "piped",

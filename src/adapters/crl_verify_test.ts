@@ -171,3 +171,36 @@ done
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+interopTest(
+  "unsignedLists: a list openssl signs with RSA-PSS verifies, with the parameters it names",
+  [
+    "openssl",
+  ],
+  async () => {
+    const dir = await Deno.makeTempDir({ prefix: "prox-crl-pss-" });
+    try {
+      const r = await run("bash", [
+        "-c",
+        `set -e
+cd "${dir}"
+openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -subj "/CN=PSS CA" -days 1 \\
+  -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign
+touch idx && echo 01 > num
+printf '[ca]\\ndefault_ca = d\\n[d]\\ndatabase = idx\\ndefault_md = sha384\\ncrlnumber = num\\ndefault_crl_days = 1\\n' > cnf
+openssl ca -batch -config cnf -cert ca.pem -keyfile ca.key -gencrl -out pss.crl \\
+  -sigopt rsa_padding_mode:pss -sigopt rsa_pss_saltlen:20
+openssl ca -batch -config cnf -cert ca.pem -keyfile ca.key -gencrl -out pss-digest.crl \\
+  -sigopt rsa_padding_mode:pss -sigopt rsa_pss_saltlen:digest
+openssl crl -in pss.crl -noout -text | grep -q "Salt Length: 0x14"`,
+      ]);
+      assert.equal(r.code, 0, r.stderr);
+      const ca = await Deno.readTextFile(`${dir}/ca.pem`);
+      for (const f of ["pss.crl", "pss-digest.crl"]) {
+        assert.deepEqual(unsignedLists(await Deno.readTextFile(`${dir}/${f}`), ca), [], f);
+      }
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);

@@ -5,7 +5,7 @@
 // cache, so that a client's handshakes cost one request per hour, not one each. The encoding is
 // domain/ocsp.ts's; hashes and signatures are node:crypto's.
 
-import { createHash, verify, X509Certificate } from "node:crypto";
+import { createHash, X509Certificate } from "node:crypto";
 import {
   type CertId,
   ocspCertFields,
@@ -13,7 +13,7 @@ import {
   parseOcspResponse,
   RESPONSE_STATUS,
 } from "../domain/ocsp.ts";
-import { ALGORITHMS } from "./crl_verify.ts";
+import { signatureVerifies } from "./crl_verify.ts";
 import { timerDelay } from "../config/duration.ts";
 
 /** `tls.client_auth.ocsp`. */
@@ -259,21 +259,6 @@ async function readCapped(res: Response): Promise<Uint8Array> {
   return out;
 }
 
-/** Whether `key` made `signature` over `tbs` with `algorithm`. */
-function verifies(
-  algorithm: string,
-  tbs: Uint8Array,
-  key: X509Certificate["publicKey"],
-  signature: Uint8Array,
-): boolean {
-  if (!(algorithm in ALGORITHMS)) return false;
-  try {
-    return verify(ALGORITHMS[algorithm], tbs, key, signature);
-  } catch {
-    return false;
-  }
-}
-
 /**
  * Who signed the answer, if it is one it may trust (RFC 6960 §4.2.2.2): the issuer itself, or a
  * certificate sent along that the issuer issued for signing OCSP answers and that is valid now.
@@ -285,7 +270,7 @@ function signerOf(
   now: number,
 ): X509Certificate | null {
   const issuer = new X509Certificate(issuerDer);
-  if (verifies(answer.algorithm, answer.tbs, issuer.publicKey, answer.signature)) return issuer;
+  if (signatureVerifies(answer, answer.tbs, issuer.publicKey, answer.signature)) return issuer;
   for (const der of answer.certs) {
     try {
       const fields = ocspCertFields(der);
@@ -294,7 +279,7 @@ function signerOf(
       const delegate = new X509Certificate(der);
       if (!delegate.verify(issuer.publicKey)) continue;
       if (Date.parse(delegate.validFrom) > now || Date.parse(delegate.validTo) < now) continue;
-      if (verifies(answer.algorithm, answer.tbs, delegate.publicKey, answer.signature)) {
+      if (signatureVerifies(answer, answer.tbs, delegate.publicKey, answer.signature)) {
         return delegate;
       }
     } catch { /* not a certificate it can use */ }

@@ -271,3 +271,66 @@ interopTest(
       }
     }),
 );
+
+interopTest(
+  "OCSP: an answer signed with RSA-PSS is checked with the parameters it names",
+  ["openssl"],
+  () =>
+    inDir(async (dir) => {
+      // An RSA CA and a client certificate it issued (the test CA's key is EC).
+      const r = await run("bash", [
+        "-c",
+        `set -e
+cd "${dir}"
+openssl req -x509 -newkey rsa:2048 -nodes -days 1 -keyout rsa-ca.key -out rsa-ca.pem -subj /CN=RSA-CA \\
+  -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout leaf.key -out leaf.csr -subj /CN=erin
+printf 'extendedKeyUsage=clientAuth\\n' > leaf.ext
+openssl x509 -req -in leaf.csr -CA rsa-ca.pem -CAkey rsa-ca.key -set_serial 0x77 -days 1 -extfile leaf.ext -out leaf.pem
+openssl req -x509 -newkey rsa:2048 -nodes -days 1 -keyout other.key -out other.pem -subj /CN=RSA-CA`,
+      ]);
+      assert.equal(r.code, 0, r.stderr);
+      const ca = der(`${dir}/rsa-ca.pem`);
+      const leaf = der(`${dir}/leaf.pem`);
+      const responder = (rsigopt: string[], rmd?: string) =>
+        startOcsp({
+          dir,
+          ca: `${dir}/rsa-ca.pem`,
+          caKey: `${dir}/rsa-ca.key`,
+          valid: [`${dir}/leaf.pem`],
+          rsigopt,
+          rmd,
+        });
+      for (
+        const [opts, rmd] of [
+          [["rsa_padding_mode:pss"], undefined],
+          [["rsa_padding_mode:pss", "rsa_pss_saltlen:20"], "sha384"],
+          [["rsa_padding_mode:pss", "rsa_pss_saltlen:0"], "sha512"],
+          [[], undefined], // PKCS #1 v1.5, as before
+        ] as const
+      ) {
+        await using ocsp = await responder([...opts], rmd);
+        const checker = createOcspChecker(config({ responder: ocsp.url }));
+        try {
+          assert.deepEqual(await checker.check(leaf, ca), { refused: null }, opts.join(" "));
+        } finally {
+          checker.close();
+        }
+      }
+      // Another RSA key's PSS signature is still not the CA's.
+      await using forged = await startOcsp({
+        dir,
+        ca: `${dir}/rsa-ca.pem`,
+        caKey: `${dir}/rsa-ca.key`,
+        valid: [`${dir}/leaf.pem`],
+        signer: { cert: `${dir}/other.pem`, key: `${dir}/other.key` },
+        rsigopt: ["rsa_padding_mode:pss"],
+      });
+      const checker = createOcspChecker(config({ responder: forged.url }));
+      try {
+        assert.match((await checker.check(leaf, ca)).refused ?? "", /not signed by/);
+      } finally {
+        checker.close();
+      }
+    }),
+);

@@ -175,6 +175,71 @@ const BIT_STRING = 0x03;
 const BOOLEAN = 0x01;
 const OCTET_STRING = 0x04;
 
+/** RSASSA-PSS (RFC 4055 §3.1): its AlgorithmIdentifier carries the parameters below. */
+export const RSASSA_PSS = "1.2.840.113549.1.1.10";
+const MGF1 = "1.2.840.113549.1.1.8";
+const SHA1 = "1.3.14.3.2.26";
+
+/** RSASSA-PSS-params (RFC 4055 §3.1), defaults filled in: OIDs dotted. */
+export interface PssParams {
+  /** The message digest. */
+  hash: string;
+  /** The mask generation function's (MGF1's) digest. */
+  mgfHash: string;
+  saltLength: number;
+  /** trailerField: 1 (0xBC) is the only one defined. */
+  trailer: number;
+}
+
+/**
+ * The RSASSA-PSS parameters of a signature AlgorithmIdentifier `alg` (RFC 4055 §3.1: absent
+ * fields are SHA-1, MGF1 with SHA-1, a 20-byte salt, trailer 1); throws on malformed ones.
+ */
+export function pssParams(der: Uint8Array, alg: Der): PssParams {
+  const out: PssParams = { hash: SHA1, mgfHash: SHA1, saltLength: 20, trailer: 1 };
+  const params = children(der, alg)[1];
+  if (params === undefined) throw new Error("RSASSA-PSS without parameters");
+  if (params.tag !== SEQUENCE) throw new Error("malformed RSASSA-PSS parameters");
+  const algOid = (el: Der | undefined): string => {
+    const oid = el?.tag === SEQUENCE ? children(der, el)[0] : undefined;
+    if (oid?.tag !== OBJECT_IDENTIFIER) throw new Error("malformed RSASSA-PSS parameters");
+    return oidOf(der.subarray(oid.start, oid.end));
+  };
+  const int = (el: Der | undefined): number => {
+    if (el?.tag !== INTEGER || el.end - el.start < 1 || el.end - el.start > 3) {
+      throw new Error("malformed RSASSA-PSS parameters");
+    }
+    let n = 0;
+    for (let i = el.start; i < el.end; i++) n = n * 256 + der[i];
+    if (der[el.start] & 0x80) throw new Error("malformed RSASSA-PSS parameters"); // negative
+    return n;
+  };
+  for (const field of children(der, params)) {
+    const inner = children(der, field)[0];
+    switch (field.tag) {
+      case 0xa0:
+        out.hash = algOid(inner);
+        break;
+      case 0xa1: {
+        if (algOid(inner) !== MGF1) {
+          throw new Error("RSASSA-PSS with a mask function other than MGF1");
+        }
+        out.mgfHash = algOid(children(der, inner!)[1]);
+        break;
+      }
+      case 0xa2:
+        out.saltLength = int(inner);
+        break;
+      case 0xa3:
+        out.trailer = int(inner);
+        break;
+      default:
+        throw new Error("malformed RSASSA-PSS parameters");
+    }
+  }
+  return out;
+}
+
 /** What checking a CertificateList's signature takes (RFC 5280 §5.1.1). */
 export interface SignedParts {
   /** The issuer's Name, DER, as hex (as `Crl.issuer`). */
@@ -185,6 +250,8 @@ export interface SignedParts {
   tbs: Uint8Array;
   /** signatureAlgorithm's OID, dotted ("1.2.840.113549.1.1.11"). */
   algorithm: string;
+  /** Its parameters when it is RSASSA-PSS, else null. */
+  pss: PssParams | null;
   /** signatureValue's bits. */
   signature: Uint8Array;
 }
@@ -204,11 +271,13 @@ export function signedParts(der: Uint8Array): SignedParts {
   if (!issuer || issuer.tag !== SEQUENCE) throw new Error("no issuer name");
   // The BIT STRING's first byte counts the unused bits of its last: 0 for a signature.
   if (sig.end - sig.start < 2 || der[sig.start] !== 0) throw new Error("a malformed signature");
+  const algorithm = oidOf(der.subarray(oid.start, oid.end));
   return {
     issuer: hex(der.subarray(issuer.from, issuer.end)),
     issuerName: commonName(der, issuer),
     tbs: der.subarray(tbs.from, tbs.end),
-    algorithm: oidOf(der.subarray(oid.start, oid.end)),
+    algorithm,
+    pss: algorithm === RSASSA_PSS ? pssParams(der, alg) : null,
     signature: der.subarray(sig.start + 1, sig.end),
   };
 }

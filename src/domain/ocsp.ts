@@ -3,7 +3,15 @@
 // decoded (DER, definite lengths). Hashing and signature checks are the adapter's
 // (adapters/ocsp_check.ts, with node:crypto): this hands it the bytes they cover.
 
-import { children, type Der, oidOf, readDer } from "./crl.ts";
+import {
+  children,
+  type Der,
+  oidOf,
+  type PssParams,
+  pssParams,
+  readDer,
+  RSASSA_PSS,
+} from "./crl.ts";
 
 const SEQUENCE = 0x30;
 const INTEGER = 0x02;
@@ -161,6 +169,8 @@ export interface OcspResponse {
   tbs: Uint8Array;
   /** signatureAlgorithm's OID, dotted. */
   algorithm: string;
+  /** Its parameters when it is RSASSA-PSS, else null. */
+  pss: PssParams | null;
   /** The signature's bits. */
   signature: Uint8Array;
   /** The responder: by name (its subject, DER) or by key (SHA-1 of its public key bits). */
@@ -202,6 +212,7 @@ export function parseOcspResponse(der: Uint8Array): OcspResponse {
     status,
     tbs: new Uint8Array(0),
     algorithm: "",
+    pss: null,
     signature: new Uint8Array(0),
     responder: { keyHash: new Uint8Array(0) },
     certs: [],
@@ -277,10 +288,12 @@ export function parseOcspResponse(der: Uint8Array): OcspResponse {
       revokedAt,
     });
   }
+  const algorithm = oidOf(der.subarray(oid.start, oid.end));
   return {
     status,
     tbs: der.subarray(tbs.from, tbs.end),
-    algorithm: oidOf(der.subarray(oid.start, oid.end)),
+    algorithm,
+    pss: algorithm === RSASSA_PSS ? pssParams(der, alg) : null,
     signature: der.subarray(sig.start + 1, sig.end),
     responder,
     certs,
