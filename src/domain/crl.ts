@@ -373,6 +373,16 @@ export interface RevocationCheck {
 /** Builds the check from a PEM file's text (one or more lists); throws when one is not a list. */
 export function revocationCheck(text: string): RevocationCheck {
   const blocks = pemBlocks(text, "X509 CRL");
+  // A list cut short (a file caught while it is written) would be skipped, and its issuer's
+  // revocations with it: the file is refused instead (a reload then keeps the lists served).
+  const begun = text.split("-----BEGIN X509 CRL-----").length - 1;
+  if (begun > blocks.length) {
+    throw new Error(
+      `${begun} list${begun === 1 ? " begins" : "s begin"}, ${blocks.length} end${
+        blocks.length === 1 ? "s" : ""
+      } (-----END X509 CRL-----): the file is incomplete or damaged`,
+    );
+  }
   if (blocks.length === 0) throw new Error("no X509 CRL in it (-----BEGIN X509 CRL-----)");
   const byIssuer = new Map<string, Set<string>>();
   /** Per issuer, the latest next update its lists promise (Infinity: one promised none). */

@@ -59,6 +59,14 @@ Deno.test("revocationCheck refuses a file without a list, or a list it cannot re
     () => revocationCheck("-----BEGIN X509 CRL-----\nMAMCAQE=\n-----END X509 CRL-----\n"),
     /CertificateList|truncated/,
   );
+  // A file caught mid-write (cron's second list cut short): not read as the first list alone,
+  // which would drop the second issuer's revocations.
+  const list = read("alice-revoked.crl");
+  assert.throws(
+    () => revocationCheck(list + list.slice(0, list.length / 2)),
+    /2 lists begin, 1 ends/,
+  );
+  assert.throws(() => revocationCheck(list.slice(0, -30)), /1 list begins, 0 end/);
 });
 
 Deno.test("pssParams: RFC 4055's defaults, the fields given, and malformed parameters refused", () => {
