@@ -79,10 +79,17 @@ export interface OcspChecker {
 
 export function createOcspChecker(
   config: OcspConfig,
-  opts: { fetch?: typeof fetch; now?: () => number } = {},
+  opts: {
+    fetch?: typeof fetch;
+    /** The wall clock (ms), which answers' dates are compared with. */
+    now?: () => number;
+    /** A monotonic clock (ms), which answers are kept by: a wall clock set back keeps them longer. */
+    elapsed?: () => number;
+  } = {},
 ): OcspChecker {
   const doFetch = opts.fetch ?? fetch;
   const now = opts.now ?? Date.now;
+  const elapsed = opts.elapsed ?? (() => performance.now());
   const cache = new Map<string, { verdict: OcspVerdict; until: number }>();
   const inflight = new Map<string, Promise<OcspVerdict>>();
   const closing = new AbortController();
@@ -220,11 +227,11 @@ export function createOcspChecker(
         });
       }
       const hit = cache.get(key);
-      if (hit && hit.until > now()) return Promise.resolve(hit.verdict);
+      if (hit && hit.until > elapsed()) return Promise.resolve(hit.verdict);
       const pending = inflight.get(key);
       if (pending) return pending;
       const p = ask(cert, issuer).then(([verdict, keepMs]) => {
-        if (keepMs > 0 && !closing.signal.aborted) remember(key, verdict, now() + keepMs);
+        if (keepMs > 0 && !closing.signal.aborted) remember(key, verdict, elapsed() + keepMs);
         return verdict;
       }, (err) => failed(`OCSP check failed: ${(err as Error).message}`)).finally(() =>
         inflight.delete(key)

@@ -334,3 +334,31 @@ openssl req -x509 -newkey rsa:2048 -nodes -days 1 -keyout other.key -out other.p
       }
     }),
 );
+
+interopTest(
+  "OCSP: answers are kept by a monotonic clock: the wall clock set back does not keep them longer",
+  ["openssl"],
+  () =>
+    inDir(async (dir) => {
+      await using ocsp = await startOcsp({ dir, valid: [`${TLS}cert.pem`], nmin: 10 });
+      let wall = Date.now();
+      let mono = 0;
+      const checker = createOcspChecker(config({ responder: ocsp.url }), {
+        now: () => wall,
+        elapsed: () => mono,
+      });
+      try {
+        assert.deepEqual(await checker.check(LOCALHOST, CA), { refused: null });
+        mono += 5 * 60_000; // 5 min on: kept (nextUpdate in 10 min)
+        assert.deepEqual(await checker.check(LOCALHOST, CA), { refused: null });
+        assert.equal(ocsp.requests(), 1);
+        // The wall clock set back a day (a VM restored, NTP stepping), 11 min on: asked again.
+        wall -= 86_400_000;
+        mono += 6 * 60_000;
+        await checker.check(LOCALHOST, CA);
+        assert.equal(ocsp.requests(), 2);
+      } finally {
+        checker.close();
+      }
+    }),
+);
