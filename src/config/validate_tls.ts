@@ -8,6 +8,7 @@ import type { Config, UpstreamTlsConfig } from "./schema.ts";
 import type { Report } from "./validate_route.ts";
 import {
   certificateCommonName,
+  certificateIsCa,
   certificateSubject,
   pemBlocks,
   revocationCheck,
@@ -446,6 +447,8 @@ function missingLists(
     let subject: string;
     let name: string | null;
     try {
+      // (A client's own certificate pinned in ca_cert issues no chain that needs a list.)
+      if (!certificateIsCa(der)) continue;
       subject = certificateSubject(der);
       name = certificateCommonName(der);
     } catch {

@@ -305,6 +305,25 @@ export function certificateCommonName(der: Uint8Array): string | null {
   return commonName(der, subjectOf(der).el);
 }
 
+/** Whether a DER certificate's basicConstraints says it is a CA (RFC 5280 §4.2.1.9). */
+export function certificateIsCa(der: Uint8Array): boolean {
+  const cert = readDer(der, 0);
+  const tbs = children(der, cert)[0];
+  if (!tbs || tbs.tag !== SEQUENCE) throw new Error("not a certificate");
+  const exts = children(der, tbs).find((e) => e.tag === 0xa3);
+  const list = exts ? children(der, exts)[0] : undefined;
+  for (const ext of list?.tag === SEQUENCE ? children(der, list) : []) {
+    const e = children(der, ext);
+    if (e[0]?.tag !== OBJECT_IDENTIFIER) continue;
+    if (oidOf(der.subarray(e[0].start, e[0].end)) !== "2.5.29.19") continue;
+    const value = e[e[1]?.tag === BOOLEAN ? 2 : 1];
+    if (value?.tag !== OCTET_STRING) return false;
+    const [ca] = children(der, readDer(der, value.start));
+    return ca?.tag === BOOLEAN && der[ca.start] !== 0;
+  }
+  return false;
+}
+
 function subjectOf(der: Uint8Array): { el: Der; bytes: Uint8Array } {
   const cert = readDer(der, 0);
   const tbs = children(der, cert)[0];

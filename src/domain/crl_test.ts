@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import {
+  certificateIsCa,
   certificateIssuerSerial,
   parseCrl,
   pemBlocks,
@@ -67,6 +68,12 @@ Deno.test("revocationCheck refuses a file without a list, or a list it cannot re
     /2 lists begin, 1 ends/,
   );
   assert.throws(() => revocationCheck(list.slice(0, -30)), /1 list begins, 0 end/);
+});
+
+Deno.test("certificateIsCa: the CA's certificate is one, a client's is not", () => {
+  assert.equal(certificateIsCa(der("ca.pem")), true);
+  assert.equal(certificateIsCa(der("alice.pem")), false);
+  assert.throws(() => certificateIsCa(new Uint8Array([0x30, 0x00])), /not a certificate/);
 });
 
 Deno.test("pssParams: RFC 4055's defaults, the fields given, and malformed parameters refused", () => {

@@ -1232,3 +1232,17 @@ cat root.crl int.crl > both.crl`,
       );
     }),
 );
+
+Deno.test("validate: crl_file's missing-list warning is about CAs of ca_cert, not a client certificate pinned there", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "prox-crl-pinned-" });
+  try {
+    await Deno.writeTextFile(`${dir}/ca.pem`, CA + ALICE.cert);
+    const issues = loadConfigText(
+      `listen_addr: "127.0.0.1:0"\ntls:\n  cert_path: "${TLS}/cert.pem"\n  key_path: "${TLS}/key.pem"\n  client_auth: { ca_cert: "${dir}/ca.pem", crl_file: "${TLS}/alice-revoked.crl" }\nroutes:\n  /: { type: static, root: "." }\n`,
+      { env: denoEnv, file: "t.yaml" },
+    ).issues.map((i) => `${i.severity} ${i.path}: ${i.message}`);
+    assert.deepEqual(issues, []);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
