@@ -5,13 +5,8 @@
 // certificate's key; the decoding is domain/crl.ts's.
 
 import { constants, verify, X509Certificate } from "node:crypto";
-import {
-  certificateSubject,
-  pemBlocks,
-  type PssParams,
-  RSASSA_PSS,
-  signedParts,
-} from "../domain/crl.ts";
+import { certificateSubject, pemBlocks, signedParts } from "../domain/crl.ts";
+import { type PssParams, RSASSA_PSS } from "../domain/der.ts";
 
 /** node:crypto's digest for each signature algorithm an X.509 CRL or OCSP answer may carry (null: none). */
 export const ALGORITHMS: Record<string, string | null> = {

@@ -11,7 +11,7 @@ import {
   pssParams,
   readDer,
   RSASSA_PSS,
-} from "./crl.ts";
+} from "./der.ts";
 
 const SEQUENCE = 0x30;
 const INTEGER = 0x02;

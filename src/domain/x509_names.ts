@@ -5,7 +5,7 @@
 // its subject leaves out the attributes it has no name for (DC, UID) and groups repeated ones
 // out of order, so two different subjects could read the same to `subject_matches`.
 
-import { children, type Der, oidOf, readDer } from "./crl.ts";
+import { children, type Der, oidOf, readDer } from "./der.ts";
 import { formatIp, isV4 } from "./ip.ts";
 
 const OBJECT_IDENTIFIER = 0x06;

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { certificateNames, distinguishedName, subjectAltNames } from "./x509_names.ts";
-import { pemBlocks, readDer } from "./crl.ts";
+import { pemBlocks } from "./crl.ts";
+import { readDer } from "./der.ts";
 
 const TLS = new URL("../../tests/fixtures/tls/", import.meta.url).pathname;
 const der = (file: string) => pemBlocks(Deno.readTextFileSync(`${TLS}${file}`), "CERTIFICATE")[0];
