@@ -236,6 +236,20 @@ export async function explainRequest(
       exempt: limit.exempt.length > 0 && isExempt(limit.exempt, ctx.clientIp),
     });
   }
+  if (route.concurrency) {
+    const c = route.concurrency.config;
+    const key = clientKeys(route.concurrency, ctx)[0];
+    const exempt = route.concurrency.exempt.length > 0 &&
+      isExempt(route.concurrency.exempt, ctx.clientIp);
+    out.notes.push(
+      exempt
+        ? "concurrency_limit: this client address is exempt"
+        : key === undefined
+        ? `concurrency_limit: no ${c.by} key (on_missing_key: ${c.on_missing_key})`
+        : `concurrency_limit: at most ${c.max} requests in progress at once for key ${key}` +
+          ` (by ${c.by}; past it ${c.status_code}${c.shadow ? ", shadow: logged only" : ""})`,
+    );
+  }
   if (route.forwardAuth) out.notes.push(forwardAuthNote(route.forwardAuth, req.method));
   if ("response_headers" in cfg && cfg.response_headers) {
     const r = cfg.response_headers;

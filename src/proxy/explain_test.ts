@@ -422,3 +422,22 @@ routes:
   assert.equal(e.upstream?.url, "unix:/run/a#1.sock:/v1/x?q=1");
   assert.deepEqual(e.requestHeaders!.changed, [["host", "example.com", "localhost"]]);
 });
+
+Deno.test("explainRequest notes a route's concurrency_limit and the key a request counts against", async () => {
+  const explain = explainer(`
+routes:
+  "/api":
+    type: proxy
+    target: "http://10.0.0.1:8080"
+    concurrency_limit: { max: 3, by: header, header_name: X-Key, on_missing_key: deny }
+`);
+  const keyed = await explain({ method: "GET", url: "http://h/api/x", headers: [["x-key", "k1"]] });
+  assert.ok(
+    keyed.notes.includes(
+      "concurrency_limit: at most 3 requests in progress at once for key h:k1 (by header; past it 429)",
+    ),
+    JSON.stringify(keyed.notes),
+  );
+  const bare = await explain({ method: "GET", url: "http://h/api/x" });
+  assert.ok(bare.notes.includes("concurrency_limit: no header key (on_missing_key: deny)"));
+});
