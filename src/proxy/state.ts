@@ -56,7 +56,10 @@ export interface UpstreamState {
  * so a target that had one slow answer is tried again instead of starving.
  */
 const EWMA_TAU_MS = 10_000;
-/** Hard cap on tracked targets; normally bounded by the config through retain(). */
+/**
+ * Cap on tracked targets before the first retain() (a registry without a config); afterwards the
+ * config bounds them.
+ */
 const MAX_TARGETS = 10_000;
 /** Hard cap on drains asked ahead of their target (see drain's `ahead`). */
 const MAX_AHEAD = 1_024;
@@ -252,31 +255,40 @@ export function createUpstreamRegistry(
   const now = () => deps.clock.monotonic();
 
   const get = (id: string): UpstreamState => {
-    let s = states.get(id);
-    if (!s) {
-      if (states.size >= MAX_TARGETS) {
-        for (const [k, v] of states) {
-          if (v.inFlight === 0) {
-            states.delete(k);
-            break;
-          }
+    const found = states.get(id);
+    if (found) {
+      // Before the config is known the cap evicts the least recently used: kept in use order.
+      if (configured === null) {
+        states.delete(id);
+        states.set(id, found);
+      }
+      return found;
+    }
+    // Once the config is known only its targets are kept (retired), so it bounds the map: a
+    // configured target is never evicted (that forgot a target known down, which then took
+    // requests again, once sixteen discover routes of 1,024 targets passed the cap).
+    if (configured === null && states.size >= MAX_TARGETS) {
+      for (const [k, v] of states) {
+        if (v.inFlight === 0) {
+          states.delete(k);
+          break;
         }
       }
-      s = {
-        id,
-        checks: new Map(),
-        active: ACTIVE_INITIAL,
-        passive: PASSIVE_INITIAL,
-        inFlight: 0,
-        latencyMs: 0,
-        latencyAt: 0,
-        ejected: false,
-        backAt: -Infinity,
-        panicLoggedAt: -Infinity,
-        panicQuiet: 0,
-      };
-      if (!retired(id)) states.set(id, s);
     }
+    const s: UpstreamState = {
+      id,
+      checks: new Map(),
+      active: ACTIVE_INITIAL,
+      passive: PASSIVE_INITIAL,
+      inFlight: 0,
+      latencyMs: 0,
+      latencyAt: 0,
+      ejected: false,
+      backAt: -Infinity,
+      panicLoggedAt: -Infinity,
+      panicQuiet: 0,
+    };
+    if (!retired(id)) states.set(id, s);
     return s;
   };
 

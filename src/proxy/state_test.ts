@@ -413,3 +413,28 @@ Deno.test("registry: an ejection that health checks ended early still doubles th
     assert.equal(ejectedFor(), 10_000, `uptime ${uptime}: after a quiet spell, the base again`);
   }
 });
+
+Deno.test("registry: past 10,000 targets, a configured target's state is never evicted", () => {
+  const { reg } = registry();
+  // Sixteen discover routes at max_targets 1024 hold more targets than the old hard cap.
+  const ids = Array.from({ length: 10_050 }, (_, i) => `http://10.${i >> 8 & 255}.${i & 255}.1:80`);
+  reg.retain(ids, []);
+  const th = { thresholds: { healthy: 1, unhealthy: 1 }, reason: "refused" };
+  reg.probe(ids[0], false, th);
+  assert.ok(!reg.available(ids[0]));
+  // Every target looked at once (a request's pick reads each of its pool's targets).
+  for (const id of ids) reg.get(id);
+  assert.ok(!reg.available(ids[0]), "the down target stays down: its state was kept");
+  assert.equal(reg.list().length, ids.length);
+});
+
+Deno.test("registry: before the config is known, the cap evicts the least recently used target", () => {
+  const { reg } = registry();
+  const th = { thresholds: { healthy: 1, unhealthy: 1 }, reason: "refused" };
+  reg.probe("first", false, th);
+  for (let i = 0; i < 9_999; i++) reg.get(`t${i}`);
+  reg.get("first"); // used again: now the most recent
+  reg.get("new"); // at the cap: the least recently used one (t0) goes
+  assert.ok(!reg.available("first"), "a target still in use keeps its state");
+  assert.ok(!reg.list().some((u) => u.id === "t0"));
+});
