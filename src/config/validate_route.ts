@@ -952,6 +952,19 @@ function validateDiscover(
       'Write e.g. discover: { dns: "http://app:8080" } or discover: { srv: "_http._tcp.app.service.consul" }',
     );
   }
+  // RFC 2782 weights become target weights, which these strategies ignore (as targets' do).
+  if (d.srv !== undefined && (route.strategy === "round_robin" || route.strategy === "first")) {
+    o.warn(
+      ["routes", key, "discover", "srv"],
+      `The SRV records' weights have no effect with strategy ${route.strategy}: ${
+        route.strategy === "first"
+          ? "the first available target takes all"
+          : "each available target takes its turn"
+      } (their priorities still make backups)`,
+      "Use strategy weighted_round_robin for shares by weight (or random, least_connections, " +
+        "power_of_two, consistent_hash)",
+    );
+  }
   if (d.srv === undefined && d.scheme !== "http") {
     o.warn(
       ["routes", key, "discover", "scheme"],

@@ -207,6 +207,27 @@ routes:
   },
 );
 
+Deno.test("validate: SRV weights warn under the strategies that ignore them (round_robin, the default, and first)", () => {
+  // Discovered targets are not validated: an SRV record's weight 30 beside one of 10 was taken
+  // as a share under weighted_round_robin and silently dropped under the default strategy.
+  const warnings = (route: string) =>
+    loadConfigText(
+      `listen_addr: "127.0.0.1:3000"\nroutes:\n  /: { type: load_balance, ${route} }\n`,
+      { file: "c.yaml", env: { exists: () => true } },
+    ).issues.filter((i) => i.severity === "warning").map((i) => `${i.path}: ${i.message}`);
+  const srv = 'discover: { srv: "_http._tcp.app.service.consul" }';
+  assert.deepEqual(warnings(srv), [
+    "routes./.discover.srv: The SRV records' weights have no effect with strategy round_robin: " +
+    "each available target takes its turn (their priorities still make backups)",
+  ]);
+  assert.match(warnings(`strategy: first, ${srv}`).join(), /no effect with strategy first/);
+  for (const s of ["weighted_round_robin", "random", "least_connections", "power_of_two"]) {
+    assert.deepEqual(warnings(`strategy: ${s}, ${srv}`), [], s);
+  }
+  // Addresses of a dns name carry no weights.
+  assert.deepEqual(warnings('discover: { dns: "http://app:8080" }'), []);
+});
+
 Deno.test("validate: discover or targets, a host name, a resolver address, refresh ≥ 1s", () => {
   const issues = (route: string) =>
     loadConfigText(
