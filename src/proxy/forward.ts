@@ -57,7 +57,16 @@ export function registryOf(deps: PipelineDeps): UpstreamRegistry {
 export async function forward(
   ctx: RequestContext,
   deps: PipelineDeps,
-  opts: { build: (target: string) => UpstreamRequest },
+  opts: {
+    build: (target: string) => UpstreamRequest;
+    /**
+     * The request body is a stream (no declared length, or one over the replay cap): its first
+     * REPLAY_CAP bytes are read before a target is chosen, as a declared length's are (proxy.ts),
+     * so a slow upload does not go to a target chosen when it began (drained, down or ejected
+     * since), nor stays uncounted by least_connections while it trickles in.
+     */
+    streamedBody?: boolean;
+  },
 ): Promise<Response> {
   const route = ctx.route!;
   const reg = registryOf(deps);
@@ -74,6 +83,24 @@ export async function forward(
   let lastErr: ProxyError | undefined;
   /** The target a status retry already chose before giving up the response it retries. */
   let chosen: { i: number; why: string } | undefined;
+  /** A request built before a target was chosen (to read its body), for the first target. */
+  let early: UpstreamRequest | undefined;
+  const prepare = (req: UpstreamRequest) =>
+    req.body === null ? NO_BODY : bodySource(req.body, ctx.req.headers, {
+      // An upstream on Prox's own HTTP/2 client (gRPC) may answer while the body still streams,
+      // and a client may wait for that answer before sending more (bidirectional streams): such
+      // a body goes on as it comes, never held back to be kept for a retry (it can still go
+      // again until its first byte is read: after a failed connect, or given back unread by the
+      // client when the upstream refused its stream).
+      wanted: pool.retries.attempts > 0 && req.protocol !== "h2c" && req.protocol !== "h2",
+      idleMs: req.timeouts.idle,
+      // timeouts.total (req.signal carries it) bounds the read too: 408 once it passes.
+      deadline: req.signal && route.totalMs ? { signal: req.signal, ms: route.totalMs } : undefined,
+    });
+  if (opts.streamedBody && pool.ids.length > 0) {
+    early = opts.build(pool.ids[0]);
+    body = await prepare(early);
+  }
 
   for (let attempt = 0;; attempt++) {
     const now = attempt === 0 ? ctx.start : deps.clock.monotonic();
@@ -96,18 +123,9 @@ export async function forward(
     const i = pick.i;
     tried.add(i);
     const id = pool.ids[i];
-    const req = opts.build(id);
-    body ??= req.body === null ? NO_BODY : await bodySource(req.body, ctx.req.headers, {
-      // An upstream on Prox's own HTTP/2 client (gRPC) may answer while the body still streams,
-      // and a client may wait for that answer before sending more (bidirectional streams): such
-      // a body goes on as it comes, never held back to be kept for a retry (it can still go
-      // again until its first byte is read: after a failed connect, or given back unread by the
-      // client when the upstream refused its stream).
-      wanted: pool.retries.attempts > 0 && req.protocol !== "h2c" && req.protocol !== "h2",
-      idleMs: req.timeouts.idle,
-      // timeouts.total (req.signal carries it) bounds the read too: 408 once it passes.
-      deadline: req.signal && route.totalMs ? { signal: req.signal, ms: route.totalMs } : undefined,
-    });
+    const req = early && i === 0 ? early : opts.build(id);
+    early = undefined;
+    body ??= await prepare(req);
     req.body = unread ?? body.next();
     unread = undefined;
     ctx.upstream = id;

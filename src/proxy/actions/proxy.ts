@@ -336,7 +336,10 @@ export async function proxyAction(
   if (mirror && !replaced) body = mirror.body;
   let res: Response;
   try {
-    res = await forward(ctx, deps, { build });
+    res = await forward(ctx, deps, {
+      build,
+      streamedBody: !replaced && body instanceof ReadableStream,
+    });
   } catch (err) {
     mirror?.abandon();
     deadline?.clear();
