@@ -559,3 +559,17 @@ Deno.test("forward: a chunked body is read before a target is chosen, as a decla
   assert.equal(r.status, 200);
   assert.deepEqual(s.calls.map((c) => [c.origin, c.body]), [[B, "part one, part two"]]);
 });
+
+Deno.test("forward: passive health counts each attempt, so one request retried on a target twice counts two (README)", async () => {
+  // Both targets refuse: attempts A, B, then a tried one again (no untried target left), B by the
+  // rotation.
+  const s = setup(
+    `type: load_balance\ntargets: ["${A}", "${B}"]\nretries: { attempts: 2 }`,
+    connectErr,
+    "passive_health: { failures: 2, base_ejection: 10s, panic_threshold_percent: 0 }",
+  );
+  assert.equal((await s.call({ method: "POST", body: "x" })).status, 502);
+  assert.deepEqual(s.calls.map((c) => c.origin), [A, B, B]);
+  assert.ok(!s.upstreams.available(B), "two failed attempts of one request eject B");
+  assert.ok(s.upstreams.available(A), "one failed attempt does not eject A");
+});
