@@ -26,6 +26,11 @@ export interface PickInput {
   load(i: number): TargetLoad;
   /** Indices to skip (targets already tried by this request). */
   exclude?: ReadonlySet<number>;
+  /**
+   * A retry's pick, which keeps the rotation as it is; by default, one with targets to skip. Set
+   * it for a retry that may go to any target (every one tried already).
+   */
+  retry?: boolean;
   /** Affinity key for consistent_hash (client IP, header or cookie value). */
   key?: string;
   /** Uniform random source in [0, 1). */
@@ -154,7 +159,7 @@ function roundRobin(pool: readonly PoolTarget[]): Choose {
 
 /** A pick for a retry: policies keep their rotation state for first attempts. */
 function isRetry(input: PickInput): boolean {
-  return input.exclude !== undefined && input.exclude.size > 0;
+  return input.retry ?? (input.exclude !== undefined && input.exclude.size > 0);
 }
 
 /** Uniform when weights are equal, else proportional to weight. */

@@ -408,7 +408,8 @@ export function choose(
   let i = pool.selector.pick(input);
   if (i !== undefined) return { i, why: r.tried.size > 0 ? "untried target" : "policy" };
   if (r.tried.size > 0) {
-    i = pool.selector.pick({ ...input, exclude: undefined });
+    // Still a retry: it takes no other request's turn.
+    i = pool.selector.pick({ ...input, exclude: undefined, retry: true });
     if (i !== undefined) return { i, why: "only tried targets available" };
   }
   if (!pool.tryWhenDown) return undefined;
@@ -417,6 +418,7 @@ export function choose(
     // Except a drained one: it is out on purpose.
     load: (j) => ({ ...load(j), available: !reg.drained(pool.ids[j]) }),
     exclude: r.tried.size < pool.ids.length ? r.tried : undefined,
+    retry: r.tried.size > 0,
   });
   return i === undefined ? undefined : { i, why: "try_when_down: no target available" };
 }

@@ -573,3 +573,17 @@ Deno.test("forward: passive health counts each attempt, so one request retried o
   assert.ok(!s.upstreams.available(B), "two failed attempts of one request eject B");
   assert.ok(s.upstreams.available(A), "one failed attempt does not eject A");
 });
+
+Deno.test("forward: a retry to a tried target does not use up another request's round_robin turn", async () => {
+  const s = setup(
+    `type: load_balance\ntargets: ["${A}", "${B}"]\nretries: { attempts: 2 }`,
+    (req, n) => n <= 3 ? connectErr(req) : ok(req),
+    "passive_health: { enabled: false }",
+  );
+  // A, B, then B again: the first attempt took A's turn, the retries none.
+  assert.equal((await s.call({ method: "POST", body: "x" })).status, 502);
+  assert.deepEqual(s.calls.map((c) => c.origin), [A, B, B]);
+  // So the next request has B's turn (the retry to a tried target moved the rotation past it).
+  assert.equal((await s.call()).text, B);
+  assert.equal((await s.call()).text, A);
+});
