@@ -91,8 +91,9 @@ export async function forward(
       // and a client may wait for that answer before sending more (bidirectional streams): such
       // a body goes on as it comes, never held back to be kept for a retry (it can still go
       // again until its first byte is read: after a failed connect, or given back unread by the
-      // client when the upstream refused its stream).
-      wanted: pool.retries.attempts > 0 && req.protocol !== "h2c" && req.protocol !== "h2",
+      // client when the upstream refused its stream). Any other is read first, retries or not (as
+      // a declared length's, in proxy.ts): a slow upload holds no target while it comes.
+      wanted: req.protocol !== "h2c" && req.protocol !== "h2",
       idleMs: req.timeouts.idle,
       // timeouts.total (req.signal carries it) bounds the read too: 408 once it passes.
       deadline: req.signal && route.totalMs ? { signal: req.signal, ms: route.totalMs } : undefined,

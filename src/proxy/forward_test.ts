@@ -537,27 +537,29 @@ Deno.test("forward: a streamed body an upstream client gave back unread (UNREAD_
 Deno.test("forward: a chunked body is read before a target is chosen, as a declared length's is", async () => {
   // The pick came first, then the body was read: a slow upload went to the target chosen when it
   // began, drained (or marked down, or ejected) meanwhile, and least_connections did not count
-  // it while it trickled in. A declared length's body is read first (proxy.ts).
-  const s = setup(lb(), ok);
-  const enc = new TextEncoder();
-  let asked = () => {};
-  const more = new Promise<void>((r) => asked = r);
-  let ctl!: ReadableStreamDefaultController<Uint8Array>;
-  const body = new ReadableStream<Uint8Array>({
-    start: (c) => void (ctl = c),
-    // Called once the first chunk (queued) is taken and more is wanted.
-    pull: () => asked(),
-  }, { highWaterMark: 0 });
-  ctl.enqueue(enc.encode("part one, "));
-  const res = s.call({ method: "POST", body });
-  // Prox asks for the rest of the body: the upload is under way. The operator drains A now.
-  await more;
-  assert.ok(s.upstreams.drain(A, true));
-  ctl.enqueue(enc.encode("part two"));
-  ctl.close();
-  const r = await res;
-  assert.equal(r.status, 200);
-  assert.deepEqual(s.calls.map((c) => [c.origin, c.body]), [[B, "part one, part two"]]);
+  // it while it trickled in. A declared length's body is read first (proxy.ts), retries or not.
+  for (const extra of ["", "retries: { attempts: 0 }"]) {
+    const s = setup(lb(extra), ok);
+    const enc = new TextEncoder();
+    let asked = () => {};
+    const more = new Promise<void>((r) => asked = r);
+    let ctl!: ReadableStreamDefaultController<Uint8Array>;
+    const body = new ReadableStream<Uint8Array>({
+      start: (c) => void (ctl = c),
+      // Called once the first chunk (queued) is taken and more is wanted.
+      pull: () => asked(),
+    }, { highWaterMark: 0 });
+    ctl.enqueue(enc.encode("part one, "));
+    const res = s.call({ method: "POST", body });
+    // Prox asks for the rest of the body: the upload is under way. The operator drains A now.
+    await more;
+    assert.ok(s.upstreams.drain(A, true));
+    ctl.enqueue(enc.encode("part two"));
+    ctl.close();
+    const r = await res;
+    assert.equal(r.status, 200);
+    assert.deepEqual(s.calls.map((c) => [c.origin, c.body]), [[B, "part one, part two"]], extra);
+  }
 });
 
 Deno.test("forward: passive health counts each attempt, so one request retried on a target twice counts two (README)", async () => {

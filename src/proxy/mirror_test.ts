@@ -4,6 +4,7 @@ import { ProxyError } from "../domain/errors.ts";
 import { buildSnapshot } from "./snapshot.ts";
 import { createHandler } from "./pipeline.ts";
 import { MirrorTraffic } from "./mirror.ts";
+import { REPLAY_CAP } from "./body_replay.ts";
 import { noopMetrics, silentLogger } from "../ports.ts";
 import type { ClientInfo, MirrorResult, UpstreamRequest } from "../ports.ts";
 
@@ -145,14 +146,16 @@ Deno.test("mirror sends each target a copy; preserve_host keeps the client's Hos
 Deno.test("mirror drops a copy whose streamed body the failed upstream never read", async () => {
   const t = setup(
     `    type: proxy\n    target: "http://primary"\n    retries: { attempts: 0 }\n` +
-      `    mirror: { target: "http://shadow" }`,
+      `    mirror: { target: "http://shadow", max_body: 1MiB }`,
     {
       primary: () => Promise.reject(new ProxyError("connect", "refused", { sentNothing: true })),
     },
   );
-  // A chunked upload (no Content-Length): it streams, copied as it passes.
+  // A chunked upload (no Content-Length) over the replay cap: what follows the cap streams,
+  // copied as it passes (a smaller one is read whole before the upstream is chosen, and copied).
   const body = new ReadableStream<Uint8Array>({
     start(c) {
+      c.enqueue(new Uint8Array(REPLAY_CAP));
       c.enqueue(new TextEncoder().encode("abc"));
       c.close();
     },
