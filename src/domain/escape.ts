@@ -45,3 +45,15 @@ export function escapeValue(value: string, mode: PageEscape): string {
       return value;
   }
 }
+
+/**
+ * JSON text with `<`, `>`, `&`, U+2028 and U+2029 written as `\uXXXX` (as Go's encoding/json does):
+ * the same JSON value, but no markup when served as HTML or embedded in a `<script>` element.
+ * These characters only occur inside JSON strings, where the escape means the same character.
+ */
+export function htmlSafeJson(json: string): string {
+  return json.replace(
+    /[<>&\u2028\u2029]/g,
+    (c) => "\\u" + c.charCodeAt(0).toString(16).padStart(4, "0"),
+  );
+}

@@ -4,7 +4,7 @@
 
 import { authUserValue } from "./basic_auth.ts";
 import { expand } from "../../domain/placeholders.ts";
-import { escapeValue } from "../../domain/escape.ts";
+import { escapeValue, htmlSafeJson } from "../../domain/escape.ts";
 import type { PlaceholderValues } from "../../domain/placeholders.ts";
 import type { BodyRule, HeaderRules, JsonTemplate } from "../../domain/rules.ts";
 import type { ConditionInput } from "../../domain/conditions.ts";
@@ -167,7 +167,8 @@ export function ruleBody(
       return new TextEncoder().encode(expand(rule.body.v, v));
     }
     case "json":
-      return new TextEncoder().encode(JSON.stringify(buildJson(rule.body.v, values)));
+      // Whatever its content_type: a placeholder's `</script>` or `<img …>` adds no markup.
+      return new TextEncoder().encode(htmlSafeJson(JSON.stringify(buildJson(rule.body.v, values))));
     case "keep":
       return null;
   }

@@ -88,3 +88,24 @@ Deno.test("ruleBody escapes placeholder values for the body's content type, as e
   // Plain text (the default) is sent as it is; the config's own text is never escaped.
   assert.equal(body("<{query}>"), `<q=<script>alert("1")</script>&'x'>`);
 });
+
+Deno.test("ruleBody: a set_json body holds no `<`, `>` or `&`, so a placeholder adds no markup served as HTML", () => {
+  const body = (set_json: unknown, content_type?: string) => {
+    const rule = compileBodyRule({ set_json, content_type }, {
+      side: "response",
+      env: () => undefined,
+      problems: [],
+    })!;
+    const values = (n: string) => n === "query" ? `</script><img src=x onerror=alert(1)>&amp;` : "";
+    return new TextDecoder().decode(ruleBody(rule, values)!);
+  };
+  for (const type of ["text/html; charset=utf-8", "application/json", undefined]) {
+    const text = body({ q: "{query}", "<b>": ["a\u2028b"] }, type);
+    // The same JSON value, written as Go's encoding/json writes it (\u003c, \u003e, \u0026).
+    assert.deepEqual(JSON.parse(text), {
+      q: `</script><img src=x onerror=alert(1)>&amp;`,
+      "<b>": ["a\u2028b"],
+    });
+    assert.doesNotMatch(text, /[<>&\u2028\u2029]/, text);
+  }
+});
