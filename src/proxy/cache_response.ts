@@ -296,7 +296,8 @@ const NOT_MODIFIED_FIELDS = [
 
 /**
  * True when the client's If-None-Match or If-Modified-Since is satisfied by the stored entry
- * (RFC 9111 §4.3.2): a 304 then answers instead of the body.
+ * (RFC 9111 §4.3.2): a 304 then answers instead of the body. The client's own fields, not as a
+ * request_headers rule rewrote them for the upstream (as nginx): only the client knows its copy.
  */
 function clientCondition(headers: Headers, entry: StoredResponse): boolean {
   const inm = headers.get("if-none-match");

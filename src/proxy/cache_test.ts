@@ -372,6 +372,25 @@ Deno.test("cache: the client's own conditional gets 304 from a stored entry", as
   assert.equal(c.sent.length, 1);
 });
 
+Deno.test("cache: a stored entry's 304 answers the client's own conditional, not a request_headers rule's", async () => {
+  // As nginx's cache does: a 304 tells the client its copy holds, and only the client knows which
+  // copy it has. A rule that removes If-None-Match for the upstream leaves the client's 304 as it
+  // is; a rule that adds one must not send a bodiless 304 to a client that has nothing.
+  const answer = () =>
+    new Response("x", { headers: { "cache-control": "max-age=60", etag: '"t"' } });
+  const removed = setup(answer, { extra: "request_headers: { remove: [If-None-Match] }" });
+  await removed.get("/c");
+  const inm = await removed.get("/c", { headers: { "if-none-match": '"t"' } });
+  assert.equal(inm.res.status, 304);
+  assert.equal(removed.sent.length, 1);
+  const added = setup(answer, { extra: `request_headers: { set: { If-None-Match: '"t"' } }` });
+  await added.get("/c");
+  const plain = await added.get("/c");
+  assert.equal(plain.res.status, 200);
+  assert.equal(plain.text, "x");
+  assert.equal(added.sent.length, 1);
+});
+
 Deno.test("cache: an unsafe request invalidates the stored URI", async () => {
   const c = setup((r, n) =>
     new Response(`${r.method} ${n}`, { headers: { "cache-control": "max-age=60" } })
