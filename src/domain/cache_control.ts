@@ -151,7 +151,7 @@ export interface Timing {
  * Current age = this + (now - responseTime).
  */
 export function initialAge(t: Timing): number {
-  const date = t.date === null ? null : parseHttpDate(t.date);
+  const date = t.date === null ? null : parseHttpDate(t.date, t.responseTime);
   const apparent = date === null ? 0 : Math.max(0, t.responseTime - date);
   // A list (a chain that appended its own) counts by its first member; an invalid one is ignored
   // (RFC 9111 §5.1); one too large is 2^31 s (§1.2.2).
@@ -179,9 +179,9 @@ export function freshnessLifetime(
     return (deltaSeconds(response, name) ?? 0) * 1000;
   }
   if (t.expires !== null) {
-    const exp = parseHttpDate(t.expires);
+    const exp = parseHttpDate(t.expires, t.responseTime);
     if (exp === null) return 0;
-    const date = t.date === null ? null : parseHttpDate(t.date);
+    const date = t.date === null ? null : parseHttpDate(t.date, t.responseTime);
     return Math.max(0, exp - (date ?? t.responseTime));
   }
   return defaultTtl ?? 0;

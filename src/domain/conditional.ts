@@ -43,9 +43,10 @@ const ASCTIME_DATE =
 /**
  * An HTTP-date (RFC 9110 §5.6.7: IMF-fixdate, or the obsolete RFC 850 and asctime forms) in ms
  * since the epoch; null for anything else, which a recipient must then ignore (§13.1.3).
- * (`Date.parse` took "2099" or a date without a zone, read in the server's local time.)
+ * (`Date.parse` took "2099" or a date without a zone, read in the server's local time.) `now`
+ * (ms) places an RFC 850 date's two-digit year: the domain reads no clock.
  */
-export function parseHttpDate(value: string): number | null {
+export function parseHttpDate(value: string, now: number): number | null {
   let d: string, mon: string, y: number, h: string, mi: string, s: string;
   let m = IMF_FIXDATE.exec(value);
   if (m) {
@@ -54,9 +55,9 @@ export function parseHttpDate(value: string): number | null {
   } else if ((m = RFC850_DATE.exec(value))) {
     [, d, mon, , h, mi, s] = m;
     // Two-digit years: the most recent year with those digits that is not > 50 years ahead.
-    const now = new Date().getUTCFullYear();
-    y = Math.floor(now / 100) * 100 + Number(m[3]);
-    if (y > now + 50) y -= 100;
+    const year = new Date(now).getUTCFullYear();
+    y = Math.floor(year / 100) * 100 + Number(m[3]);
+    if (y > year + 50) y -= 100;
   } else if ((m = ASCTIME_DATE.exec(value))) {
     [, mon, d, h, mi, s] = m;
     y = Number(m[6]);
@@ -94,9 +95,14 @@ export type Precondition = "proceed" | "not_modified" | "failed";
 
 /**
  * Evaluates If-Match, If-Unmodified-Since, If-None-Match and If-Modified-Since in the order of
- * RFC 9110 §13.2.2 for a GET or HEAD of an existing representation.
+ * RFC 9110 §13.2.2 for a GET or HEAD of an existing representation; `now` (ms) as for
+ * parseHttpDate.
  */
-export function evaluatePreconditions(headers: Headers, v: Validators): Precondition {
+export function evaluatePreconditions(
+  headers: Headers,
+  v: Validators,
+  o: { now: number },
+): Precondition {
   const mtimeSec = v.mtime === null ? null : Math.floor(v.mtime / 1000);
   const ifMatch = headers.get("if-match");
   if (ifMatch !== null) {
@@ -104,7 +110,7 @@ export function evaluatePreconditions(headers: Headers, v: Validators): Precondi
     if (!tags.includes("*") && !tags.some((t) => strongMatch(t, v.etag))) return "failed";
   } else {
     const ius = headers.get("if-unmodified-since");
-    const since = ius === null ? null : parseHttpDate(ius);
+    const since = ius === null ? null : parseHttpDate(ius, o.now);
     if (since !== null && mtimeSec !== null && mtimeSec > Math.floor(since / 1000)) return "failed";
   }
   const inm = headers.get("if-none-match");
@@ -114,7 +120,7 @@ export function evaluatePreconditions(headers: Headers, v: Validators): Precondi
     return "proceed";
   }
   const ims = headers.get("if-modified-since");
-  const since = ims === null ? null : parseHttpDate(ims);
+  const since = ims === null ? null : parseHttpDate(ims, o.now);
   if (since !== null && mtimeSec !== null && mtimeSec <= Math.floor(since / 1000)) {
     return "not_modified";
   }
@@ -128,11 +134,11 @@ export function evaluatePreconditions(headers: Headers, v: Validators): Precondi
  * (§8.8.2.2). A file changed twice within its mtime's second keeps its date, so a range of the
  * first version must not be spliced onto the second: within that second the whole file goes.
  */
-export function ifRangeAllows(value: string | null, v: Validators, now = Infinity): boolean {
+export function ifRangeAllows(value: string | null, v: Validators, now: number): boolean {
   if (value === null) return true;
   const s = value.trim();
   if (s.startsWith('"') || s.startsWith("W/")) return strongMatch(s, v.etag);
-  const t = parseHttpDate(s);
+  const t = parseHttpDate(s, now);
   if (t === null || v.mtime === null) return false;
   const sec = Math.floor(v.mtime / 1000);
   return Math.floor(t / 1000) === sec && sec < Math.floor(now / 1000);

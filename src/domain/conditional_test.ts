@@ -11,6 +11,8 @@ import {
 
 const MTIME = Date.UTC(2026, 10, 25, 12, 0, 0, 345);
 const V = { etag: weakEtag(1000, MTIME), mtime: MTIME };
+/** A request a minute after the file changed. */
+const LATER = MTIME + 60_000;
 const h = (init: Record<string, string>) => new Headers(init);
 
 Deno.test("weakEtag changes with size and mtime", () => {
@@ -25,42 +27,68 @@ Deno.test("weakEtag changes with size and mtime", () => {
 });
 
 Deno.test("evaluatePreconditions answers If-None-Match with weak comparison", () => {
-  assert.equal(evaluatePreconditions(h({ "if-none-match": V.etag }), V), "not_modified");
-  const strongForm = V.etag.slice(2);
   assert.equal(
-    evaluatePreconditions(h({ "if-none-match": `"x", ${strongForm}` }), V),
+    evaluatePreconditions(h({ "if-none-match": V.etag }), V, { now: LATER }),
     "not_modified",
   );
-  assert.equal(evaluatePreconditions(h({ "if-none-match": "*" }), V), "not_modified");
-  assert.equal(evaluatePreconditions(h({ "if-none-match": 'W/"other"' }), V), "proceed");
+  const strongForm = V.etag.slice(2);
+  assert.equal(
+    evaluatePreconditions(h({ "if-none-match": `"x", ${strongForm}` }), V, { now: LATER }),
+    "not_modified",
+  );
+  assert.equal(
+    evaluatePreconditions(h({ "if-none-match": "*" }), V, { now: LATER }),
+    "not_modified",
+  );
+  assert.equal(
+    evaluatePreconditions(h({ "if-none-match": 'W/"other"' }), V, { now: LATER }),
+    "proceed",
+  );
 });
 
 Deno.test("evaluatePreconditions uses If-Modified-Since only without If-None-Match", () => {
   const same = httpDate(MTIME);
   const before = httpDate(MTIME - 5000);
-  assert.equal(evaluatePreconditions(h({ "if-modified-since": same }), V), "not_modified");
-  assert.equal(evaluatePreconditions(h({ "if-modified-since": before }), V), "proceed");
-  assert.equal(evaluatePreconditions(h({ "if-modified-since": "garbage" }), V), "proceed");
   assert.equal(
-    evaluatePreconditions(h({ "if-none-match": 'W/"other"', "if-modified-since": same }), V),
+    evaluatePreconditions(h({ "if-modified-since": same }), V, { now: LATER }),
+    "not_modified",
+  );
+  assert.equal(
+    evaluatePreconditions(h({ "if-modified-since": before }), V, { now: LATER }),
+    "proceed",
+  );
+  assert.equal(
+    evaluatePreconditions(h({ "if-modified-since": "garbage" }), V, { now: LATER }),
+    "proceed",
+  );
+  assert.equal(
+    evaluatePreconditions(h({ "if-none-match": 'W/"other"', "if-modified-since": same }), V, {
+      now: LATER,
+    }),
     "proceed",
   );
 });
 
 Deno.test("evaluatePreconditions fails If-Match and If-Unmodified-Since", () => {
-  assert.equal(evaluatePreconditions(h({ "if-match": V.etag }), V), "failed");
-  assert.equal(evaluatePreconditions(h({ "if-match": "*" }), V), "proceed");
+  assert.equal(evaluatePreconditions(h({ "if-match": V.etag }), V, { now: LATER }), "failed");
+  assert.equal(evaluatePreconditions(h({ "if-match": "*" }), V, { now: LATER }), "proceed");
   const before = httpDate(MTIME - 5000);
-  assert.equal(evaluatePreconditions(h({ "if-unmodified-since": before }), V), "failed");
-  assert.equal(evaluatePreconditions(h({ "if-unmodified-since": httpDate(MTIME) }), V), "proceed");
+  assert.equal(
+    evaluatePreconditions(h({ "if-unmodified-since": before }), V, { now: LATER }),
+    "failed",
+  );
+  assert.equal(
+    evaluatePreconditions(h({ "if-unmodified-since": httpDate(MTIME) }), V, { now: LATER }),
+    "proceed",
+  );
 });
 
 Deno.test("ifRangeAllows accepts the exact date and never a weak tag", () => {
-  assert.equal(ifRangeAllows(null, V), true);
-  assert.equal(ifRangeAllows(httpDate(MTIME), V), true);
-  assert.equal(ifRangeAllows(httpDate(MTIME - 1000), V), false);
-  assert.equal(ifRangeAllows(V.etag, V), false);
-  assert.equal(ifRangeAllows('"abc"', V), false);
+  assert.equal(ifRangeAllows(null, V, LATER), true);
+  assert.equal(ifRangeAllows(httpDate(MTIME), V, LATER), true);
+  assert.equal(ifRangeAllows(httpDate(MTIME - 1000), V, LATER), false);
+  assert.equal(ifRangeAllows(V.etag, V, LATER), false);
+  assert.equal(ifRangeAllows('"abc"', V, LATER), false);
 });
 
 Deno.test("ifRangeAllows takes a date only once its second has passed (a strong validator)", () => {
@@ -128,20 +156,32 @@ Deno.test("acceptedEncodings orders by q-value and honours q=0 and *", () => {
   assert.deepEqual(acceptedEncodings("br;Q=0.5, gzip;q=1.000", offered), ["gzip", "br"]);
 });
 
+Deno.test("parseHttpDate reads an RFC 850 two-digit year against the `now` it is given", () => {
+  // RFC 9110 §5.6.7: a year more than 50 years ahead of now is the most recent past one.
+  const at = (year: number) => Date.UTC(year, 0, 1);
+  const date = "Sunday, 06-Nov-94 08:49:37 GMT";
+  assert.equal(parseHttpDate(date, at(2026)), Date.UTC(1994, 10, 6, 8, 49, 37));
+  assert.equal(parseHttpDate(date, at(2050)), Date.UTC(2094, 10, 6, 8, 49, 37));
+  assert.equal(parseHttpDate("Monday, 01-Jan-44 00:00:00 GMT", at(2093)), Date.UTC(2044, 0, 1));
+  // 50 years ahead is still ahead; 51 is the past century.
+  assert.equal(parseHttpDate("Friday, 01-Jan-76 00:00:00 GMT", at(2026)), Date.UTC(2076, 0, 1));
+  assert.equal(parseHttpDate("Friday, 01-Jan-77 00:00:00 GMT", at(2026)), Date.UTC(1977, 0, 1));
+});
+
 Deno.test("parseHttpDate takes the three HTTP-date forms and nothing else", () => {
   const t = Date.UTC(1994, 10, 6, 8, 49, 37);
-  assert.equal(parseHttpDate("Sun, 06 Nov 1994 08:49:37 GMT"), t);
-  assert.equal(parseHttpDate("Sunday, 06-Nov-94 08:49:37 GMT"), t);
-  assert.equal(parseHttpDate("Sun Nov  6 08:49:37 1994"), t);
-  assert.equal(parseHttpDate(httpDate(MTIME)), Math.floor(MTIME / 1000) * 1000);
+  assert.equal(parseHttpDate("Sun, 06 Nov 1994 08:49:37 GMT", LATER), t);
+  assert.equal(parseHttpDate("Sunday, 06-Nov-94 08:49:37 GMT", LATER), t);
+  assert.equal(parseHttpDate("Sun Nov  6 08:49:37 1994", LATER), t);
+  assert.equal(parseHttpDate(httpDate(MTIME), LATER), Math.floor(MTIME / 1000) * 1000);
   // Date.parse accepts all of these; RFC 9110 §13.1.3 says to ignore them.
   for (const bad of ["2099", "Dec 31 2099", "1", "Sun, 06 Nov 1994 08:49:37", "garbage", ""]) {
-    assert.equal(parseHttpDate(bad), null, bad);
+    assert.equal(parseHttpDate(bad, LATER), null, bad);
   }
-  assert.equal(parseHttpDate("Mon, 31 Feb 2025 00:00:00 GMT"), null, "no 31 February");
-  assert.equal(parseHttpDate("Sun, 06 Foo 1994 08:49:37 GMT"), null);
+  assert.equal(parseHttpDate("Mon, 31 Feb 2025 00:00:00 GMT", LATER), null, "no 31 February");
+  assert.equal(parseHttpDate("Sun, 06 Foo 1994 08:49:37 GMT", LATER), null);
   assert.equal(
-    evaluatePreconditions(h({ "if-modified-since": "2099" }), V),
+    evaluatePreconditions(h({ "if-modified-since": "2099" }), V, { now: LATER }),
     "proceed",
     "not a 304 for a date that is not one",
   );

@@ -254,7 +254,7 @@ export function fromStore(
   // Digits up to 2^31 (RFC 9111 §1.2.2), never String()'s "1e+23".
   headers.set("age", String(Math.min(Math.floor(o.age / 1000), 2 ** 31)));
   headers.append("cache-status", o.status);
-  if (entry.status === 200 && clientCondition(ctx.req.headers, entry)) {
+  if (entry.status === 200 && clientCondition(ctx.req.headers, entry, ctx.startWall)) {
     const h = new Headers();
     for (const name of NOT_MODIFIED_FIELDS) {
       const v = headers.get(name);
@@ -299,7 +299,7 @@ const NOT_MODIFIED_FIELDS = [
  * (RFC 9111 §4.3.2): a 304 then answers instead of the body. The client's own fields, not as a
  * request_headers rule rewrote them for the upstream (as nginx): only the client knows its copy.
  */
-function clientCondition(headers: Headers, entry: StoredResponse): boolean {
+function clientCondition(headers: Headers, entry: StoredResponse, now: number): boolean {
   const inm = headers.get("if-none-match");
   if (inm !== null) {
     if (entry.etag === null) return false;
@@ -308,8 +308,8 @@ function clientCondition(headers: Headers, entry: StoredResponse): boolean {
   }
   const ims = headers.get("if-modified-since");
   if (ims === null || entry.lastModified === null) return false;
-  const since = parseHttpDate(ims.trim());
-  const modified = parseHttpDate(entry.lastModified.trim());
+  const since = parseHttpDate(ims.trim(), now);
+  const modified = parseHttpDate(entry.lastModified.trim(), now);
   return since !== null && modified !== null && modified <= since;
 }
 

@@ -246,6 +246,7 @@ Deno.test("static files over HTTP/3: HEAD length without body, range, 3 MiB body
         query: "",
         files,
         requestId: "h3",
+        now: Date.now(),
       }),
     logger: silentLogger,
     options: { max_idle_timeout: 5000, max_field_section_size: 8192 },

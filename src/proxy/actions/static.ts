@@ -52,9 +52,9 @@ export interface StaticOptions {
   browse?: boolean;
   /**
    * The request's wall-clock time (ms): no Last-Modified is dated later, whatever the file's
-   * mtime says (RFC 9110 §8.8.2.1). Absent: the mtime as it is.
+   * mtime says (RFC 9110 §8.8.2.1), and an RFC 850 date's two-digit year is read against it.
    */
-  now?: number;
+  now: number;
   /** Set on the one new attempt made when the file changed between stat and open. */
   again?: boolean;
   /**
@@ -235,7 +235,7 @@ async function serveFile(
   // cache given the future date would get 304s for every deploy until that date. The validators
   // compare the real mtime, so it never matches a date sent before it (no stale 304, no 206).
   if (file.st.mtime !== null) {
-    const lm = opts.now !== undefined && file.st.mtime > opts.now ? opts.now : file.st.mtime;
+    const lm = file.st.mtime > opts.now ? opts.now : file.st.mtime;
     fields.push(["last-modified", httpDate(lm)]);
     // Capped at now, it is dated by the answer's own Date: Deno.serve's Date field is refreshed
     // once a second and may still name the second before.
@@ -249,7 +249,7 @@ async function serveFile(
   if (opts.status === 404) fields.push(["cache-control", "no-store"]);
 
   if (opts.status === 200) {
-    const pre = evaluatePreconditions(req.headers, v);
+    const pre = evaluatePreconditions(req.headers, v, { now: opts.now });
     if (pre === "not_modified") {
       const res: RepresentingResponse = responseWith(null, { status: 304 }, fields);
       // For `compress`: the Vary and ETag of the 200 depend on what it would have been.

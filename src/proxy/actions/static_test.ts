@@ -7,6 +7,8 @@ import { WireResponse } from "../wire_response.ts";
 import { httpDate } from "../../domain/conditional.ts";
 
 const MTIME = Date.UTC(2026, 0, 2, 3, 4, 5);
+/** A request's time, a day after the files changed (unless a test gives its own). */
+const NOW = MTIME + 86_400_000;
 const enc = new TextEncoder();
 
 /** An in-memory FileStore over `path → content` (directories implied), counting opens. */
@@ -76,6 +78,7 @@ async function get(
     query: "",
     requestId: "rid",
     ...opts,
+    now: opts.now ?? NOW,
     files,
   });
   const body = await res.text();
@@ -413,6 +416,7 @@ Deno.test("serveStatic answers a listener that writes itself with the bytes and 
       requestId: "rid",
       files: bytesStore(leaveRoom),
       lean: true,
+      now: NOW,
     }) as unknown as Roomy;
     assert.equal(new TextDecoder().decode(again[RAW_BODY]), "0123456789");
     assert.equal(again[HEADROOM]!(), leaveRoom ? HEAD_ROOM : 0);
