@@ -53,7 +53,24 @@ export function openAccessLogFile(
         }),
     });
   let writer: QueuedWriter = writerFor(file);
+  /** close() was called; lines still join the queue it drains, in order. */
+  let closing = false;
+  /** The file is closed: a line is appended on its own (a response that ended at shutdown). */
   let closed = false;
+  /** Lines lost after close because the path could not be appended to. */
+  let lost = 0;
+  const appendLate = (chunk: string) => {
+    try {
+      Deno.writeTextFileSync(path, chunk, { append: true, create: true, mode: 0o640 });
+    } catch (err) {
+      lost += chunk.split("\n").length - 1 || 1;
+      o.logger.warn("Access log line dropped: written after the file closed, and cannot append", {
+        path,
+        dropped: lost,
+        error: String(err),
+      });
+    }
+  };
   // Without inodes (Windows) a move cannot be told from here: copytruncate rotation only.
   const follows = ino !== null;
   /** Files rotated away, closed once what was queued for them is written. */
@@ -98,14 +115,17 @@ export function openAccessLogFile(
   const self: AccessLogFile = {
     path,
     write: (chunk) => {
-      if (!closed) writer.write(chunk);
+      if (closed) appendLate(chunk);
+      else writer.write(chunk);
     },
     async close(timeoutMs) {
-      if (closed) return;
-      closed = true;
+      if (closing) return;
+      closing = true;
       clearInterval(check);
       open.delete(self);
       await writer.drain(timeoutMs);
+      // Set at once with the close: a line from now on is appended by itself, none is lost.
+      closed = true;
       try {
         file.close();
       } catch { /* closed */ }

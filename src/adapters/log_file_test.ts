@@ -21,3 +21,36 @@ Deno.test("access log file: a directory gone is said once, not at every check", 
     await f.close(1_000);
   }
 });
+
+Deno.test("access log file: lines written while it closes or after are written, in order", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "prox-logfile-" });
+  const path = `${dir}/access.log`;
+  const f = openAccessLogFile(path, { logger: silentLogger });
+  try {
+    f.write("one\n");
+    const closing = f.close(1_000);
+    // A response that ends during the drain at shutdown, or after the file closed (before: both
+    // dropped without a word).
+    f.write("two\n");
+    await closing;
+    f.write("three\n");
+    assert.equal(await Deno.readTextFile(path), "one\ntwo\nthree\n");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("access log file: a line that cannot be written after close is said, with its count", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "prox-logfile-" });
+  const warned: [string, Record<string, unknown> | undefined][] = [];
+  const f = openAccessLogFile(`${dir}/access.log`, {
+    logger: { ...silentLogger, warn: (m, fields) => void warned.push([m, fields]) },
+  });
+  await f.close(1_000);
+  await Deno.remove(dir, { recursive: true });
+  f.write("late\n");
+  f.write("later\n");
+  assert.equal(warned.length, 2);
+  assert.match(warned[0][0], /Access log line dropped/);
+  assert.equal(warned[1][1]?.dropped, 2);
+});
