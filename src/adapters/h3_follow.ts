@@ -49,14 +49,18 @@ export function followH3(opts: {
   let retryMs = 250;
   let stopped = false;
   /** The config's connection limits, which the listener reads per connection (live). */
-  let limits: { total?: number; perIp?: number } = {};
+  let limits: { total?: number; perIp?: number; ipv6Prefix?: number } = {};
 
   async function sync(
     main: { hostname: string; port: number } | undefined,
     c: Config,
     tls: { cert?: string; key?: string },
   ): Promise<void> {
-    limits = { total: c.limits.max_connections, perIp: c.limits.max_connections_per_ip };
+    limits = {
+      total: c.limits.max_connections,
+      perIp: c.limits.max_connections_per_ip,
+      ipv6Prefix: c.limits.ipv6_prefix,
+    };
     // No TCP TLS listener yet (ACME before its first certificate): nothing to stand beside.
     if (stopped || !main) return;
     const was = h3;

@@ -109,7 +109,11 @@ export function listenerPlans(
       websocket: c.protocols.websocket_enabled,
       // Set without limits too, so Prox's engine counts the connections from the start: a reload
       // that adds a limit (as one does under a flood) counts those already open against it.
-      connectionLimits: { total: c.limits.max_connections, perIp: c.limits.max_connections_per_ip },
+      connectionLimits: {
+        total: c.limits.max_connections,
+        perIp: c.limits.max_connections_per_ip,
+        ipv6Prefix: c.limits.ipv6_prefix,
+      },
       // Only Prox's engine counts connections (Deno.serve shows none): the limits keep it on
       // where tracing or PROX_H1_ENGINE=deno would put Deno.serve there (a config's own
       // http1_engine: deno is warned about by validate).

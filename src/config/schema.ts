@@ -222,6 +222,11 @@ export const Limits = z.object({
   max_connections: z.int().min(1).optional(),
   /** Client connections from one address the main listener keeps open at once (per worker). */
   max_connections_per_ip: z.int().min(1).optional(),
+  /**
+   * How max_connections_per_ip counts IPv6 clients: by their first this many bits (unset: 64, one
+   * subscriber, as rate limits' ipv6_prefix; 128: per address, as nginx's limit_conn).
+   */
+  ipv6_prefix: z.int().min(1).max(128).optional(),
 }).strict();
 
 /** The top-level `cache`: a byte bound all routes' response caches share. */

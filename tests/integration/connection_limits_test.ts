@@ -140,6 +140,30 @@ Deno.test("max_connections_per_ip behind accept_proxy_protocol counts the client
   b.close();
 });
 
+Deno.test("max_connections_per_ip counts an IPv6 client by its /64 (limits.ipv6_prefix)", async () => {
+  await using up = await startUpstream(() => new Response("ok"));
+  const from = (ip: string) => `PROXY TCP6 ${ip} ::1 5000 80\r\n`;
+  const pp = 'accept_proxy_protocol: { from: ["127.0.0.1/32"] }\n';
+  {
+    await using prox = await startProxy(config(up.url, "max_connections_per_ip: 1", pp));
+    const a = await held(prox.port, from("2001:db8:0:1::1"));
+    // Another address of the same /64 (one subscriber's): refused, as rate limits group them
+    // (before: each of its 2^64 addresses had a budget of its own).
+    assert.equal(await ask(prox.port, from("2001:db8:0:1::2")), "");
+    const b = await held(prox.port, from("2001:db8:0:2::1"));
+    a.close();
+    b.close();
+  }
+  await using per = await startProxy(
+    config(up.url, "max_connections_per_ip: 1, ipv6_prefix: 128", pp),
+  );
+  const a = await held(per.port, from("2001:db8:0:1::1"));
+  const b = await held(per.port, from("2001:db8:0:1::2"));
+  assert.equal(await ask(per.port, from("2001:db8:0:1::1")), "");
+  a.close();
+  b.close();
+});
+
 Deno.test("validate: connection limits with http1_engine: deno, and per address behind a proxy", () => {
   const warnings = (extra: string) =>
     loadConfigText(

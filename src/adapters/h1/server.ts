@@ -53,6 +53,7 @@ import { WireRequest } from "./wire_request.ts";
 import { readGate } from "./read_gate.ts";
 import type { Reader } from "./read_gate.ts";
 import { HeaderList } from "../../domain/header_list.ts";
+import { ipGroupKey } from "../../domain/ip.ts";
 import { trailerPasses } from "../../domain/headers.ts";
 import { bodyFailed, EngineInfo, httpDate, unhandled } from "../engine_shared.ts";
 import { setImmediate } from "node:timers";
@@ -162,6 +163,8 @@ export interface SniCertificate {
 export interface ConnectionLimits {
   total?: number;
   perIp?: number;
+  /** `limits.ipv6_prefix`: an IPv6 client is counted by its first this many bits (64 unset). */
+  ipv6Prefix?: number;
   /**
    * The connections counted, shared by the listeners a reload replaces one with (the old one's
    * still count until they close); a listener of its own without it.
@@ -388,7 +391,7 @@ export function listenH1(
         opts.metrics?.connectionRefused("max_connections");
         return "max_connections";
       }
-      if (max !== undefined && (perIp.get(ip) ?? 0) >= max) {
+      if (max !== undefined && (perIp.get(group(ip)) ?? 0) >= max) {
         opts.metrics?.connectionRefused("max_connections_per_ip");
         return "max_connections_per_ip";
       }
@@ -719,10 +722,13 @@ export function listenH1(
   const held: ConnectionCounts = limits?.counts ?? { open: 0, perIp: new Map() };
   /** Open connections by client address; an address leaves at 0 (bounded by the connections). */
   const perIp = held.perIp;
+  /** The address an IPv6 client is counted by: its /64 unless ipv6_prefix says (a subscriber's). */
+  const group = (ip: string) => ipGroupKey(ip, limits?.ipv6Prefix ?? 64);
   const countIp = (ip: string, d: number) => {
-    const n = (perIp.get(ip) ?? 0) + d;
-    if (n > 0) perIp.set(ip, n);
-    else perIp.delete(ip);
+    const key = group(ip);
+    const n = (perIp.get(key) ?? 0) + d;
+    if (n > 0) perIp.set(key, n);
+    else perIp.delete(key);
   };
   /** Refusals: when the next may be logged, and how many were not. */
   const refusals = { until: 0, suppressed: 0 };
@@ -749,7 +755,7 @@ export function listenH1(
   };
   /** Counts one more connection from `ip`, or refuses it (false) past `max_connections_per_ip`. */
   const takeIp = (conn: Deno.Conn, ip: string): boolean => {
-    if (limits!.perIp !== undefined && (perIp.get(ip) ?? 0) >= limits!.perIp) {
+    if (limits!.perIp !== undefined && (perIp.get(group(ip)) ?? 0) >= limits!.perIp) {
       refuse(conn, "max_connections_per_ip", ip);
       return false;
     }

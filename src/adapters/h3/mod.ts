@@ -8,6 +8,7 @@ import { H3Error } from "./frames.ts";
 import { timerDelay } from "../../config/duration.ts";
 import { formatListenAddr } from "../../config/listen.ts";
 import { unmapped } from "../http_serve.ts";
+import { ipGroupKey } from "../../domain/ip.ts";
 
 /**
  * The seed's `protocols.http3_config` keys. Deno 2.9.6 offers only some QUIC knobs:
@@ -133,7 +134,7 @@ export interface H3ListenerOptions {
    * `limits.max_connections` and `max_connections_per_ip`, read at each connection (a reload
    * changes them live); counted apart from the TCP listener's (a browser keeps one of each).
    */
-  connectionLimits?: () => { total?: number; perIp?: number };
+  connectionLimits?: () => { total?: number; perIp?: number; ipv6Prefix?: number };
 }
 
 function listen(opts: H3ListenerOptions): H3Listener {
@@ -214,14 +215,17 @@ function listen(opts: H3ListenerOptions): H3Listener {
         // before it may be spoofed): past max_connections_per_ip the connection is closed with
         // H3_EXCESSIVE_LOAD (RFC 9114 §8.1), as TCP ones are refused.
         const ip = unmapped((conn.remoteAddr as Deno.NetAddr).hostname);
-        const perIpMax = opts.connectionLimits?.().perIp;
-        if (perIpMax !== undefined && (perIp.get(ip) ?? 0) >= perIpMax) {
+        const asked = opts.connectionLimits?.();
+        const perIpMax = asked?.perIp;
+        // An IPv6 client by its /64 (limits.ipv6_prefix), as on TCP; kept for the release.
+        const key = ipGroupKey(ip, asked?.ipv6Prefix ?? 64);
+        if (perIpMax !== undefined && (perIp.get(key) ?? 0) >= perIpMax) {
           conn.close({ closeCode: H3Error.EXCESSIVE_LOAD, reason: "Too many connections" });
           opts.metrics?.connectionRefused("max_connections_per_ip");
           refusedLog({ maxConnectionsPerIp: perIpMax, peer: ip });
           return;
         }
-        countIp(ip, 1);
+        countIp(key, 1);
         const c = new H3Connection(conn, {
           handler: opts.handler,
           logger,
@@ -232,7 +236,7 @@ function listen(opts: H3ListenerOptions): H3Listener {
         opts.metrics?.connectionOpened("h3");
         c.closed.finally(() => {
           connections.delete(c);
-          countIp(ip, -1);
+          countIp(key, -1);
           opts.metrics?.connectionClosed("h3");
         });
         c.serve().catch((err) => logger.debug("HTTP/3 connection ended", { error: String(err) }));
