@@ -87,6 +87,11 @@ export function corpus(): Input[] {
   ];
   for (const t of targets) out.push(one(`target ${t.slice(0, 40)}`, req("GET", t)));
   out.push(one("asterisk target", req("OPTIONS", "*")));
+  // Only OPTIONS takes `*` (RFC 9112 §3.2.4); methods are case-sensitive (RFC 9110 §9.1), so
+  // `options *` is refused as `GET *` is, and the connection after it closes on both engines.
+  for (const m of ["GET", "HEAD", "FOO", "options", "Options"]) {
+    out.push(one(`asterisk target with ${m}`, req(m, "*") + req("GET", "/m")));
+  }
   out.push(one("absolute-form", req("GET", "http://b.test/x")));
   out.push(
     one("absolute-form with another Host", req("GET", "http://b.test/x", [], { host: "a.test" })),

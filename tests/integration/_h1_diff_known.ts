@@ -280,6 +280,27 @@ export const KNOWN: Known[] = [
     },
   },
   {
+    // RFC 9112 §3.2.4: only OPTIONS takes the target `*` (`options *` neither: methods are
+    // case-sensitive, RFC 9110 §9.1). The engine answers another method's 400 itself (a body
+    // saying why, a request id, an access line); Deno.serve a bare 400. Both close the connection.
+    name: "`*` with another method gets the engine's own 400",
+    rewrite: (d, p, input) => {
+      const i = p.answers.length - 1;
+      const a = p.answers[i], b = d.answers[i];
+      const mine = (r: Record<string, unknown>) => r.path === "*" && r.status === 400;
+      if (
+        !/(^|\n)(?!OPTIONS )[^ \r\n]+ \* HTTP\/1\.[01]\r?\n/.test(input) || !a || !b ||
+        a.status !== 400 || !hasClose(a) || !p.access.some(mine) || b.status !== 400 ||
+        b.body !== "" || d.answers.length !== i + 1 || p.end !== "closed"
+      ) return [d, p];
+      return [d, {
+        ...p,
+        answers: [...p.answers.slice(0, i), b],
+        access: p.access.filter((r) => !mine(r)),
+      }];
+    },
+  },
+  {
     // RFC 9112 §3.2.4: `OPTIONS *` asks about the server as a whole. The engine answers it (200,
     // Allow, no body; logged with path `*` and no route); Deno.serve hands it over as `/*`, which
     // went upstream as a question about another resource.

@@ -1470,8 +1470,12 @@ async function exchange(
   }
   // More body known to be left than is dropped after the answer, a body the client may hold back
   // until a 100 that never came (RFC 9110 §10.1.1), or one that stopped coming (a 408, which
-  // closes the connection, RFC 9110 §15.5.9): the connection closes after the answer.
-  const keep = !head.close && !env.draining() && !c.broken && c.bodyKnownLeft <= SKIP_BYTES &&
+  // closes the connection, RFC 9110 §15.5.9): the connection closes after the answer. So does
+  // a `*` target with a method other than OPTIONS (`GET *`, `options *`: methods are
+  // case-sensitive, RFC 9110 §9.1), as Deno.serve and nginx close after such a request line.
+  const badAsterisk = info.asterisk && head.method !== "OPTIONS";
+  const keep = !head.close && !badAsterisk && !env.draining() && !c.broken &&
+    c.bodyKnownLeft <= SKIP_BYTES &&
     !(c.bodyPending && (c.awaitsContinue || res.status === 408));
   let ok = false;
   const w = {
