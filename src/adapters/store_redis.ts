@@ -33,6 +33,26 @@ export interface RedisStoreOptions {
  */
 export const MAX_WAITING = 1024;
 
+/**
+ * The oldest Redis the scripts run on: they read TIME and then write, which Redis allows only
+ * under effects replication, its default from 5.0 (HSET of several fields needs 4.0).
+ */
+export const REDIS_MIN_VERSION = "5.0";
+
+/**
+ * Why the Redis whose `INFO server` answer is `info` cannot run the rate-limit scripts, or null
+ * (also when it names no version: a compatible server is tried).
+ */
+export function redisTooOld(info: string): string | null {
+  const m = /^redis_version:(\d+)\.(\d+)(\S*)/m.exec(info);
+  if (!m) return null;
+  const [major, minor] = REDIS_MIN_VERSION.split(".").map(Number);
+  const got = [Number(m[1]), Number(m[2])];
+  if (got[0] > major || (got[0] === major && got[1] >= minor)) return null;
+  return `Redis ${m[1]}.${m[2]}${m[3]} is too old: rate_limit_store needs Redis ` +
+    `${REDIS_MIN_VERSION} or later (its scripts read TIME, then write)`;
+}
+
 /** A RateLimitStore backed by Redis; close() disconnects. */
 export interface RedisRateLimitStore extends RateLimitStore {
   close(): Promise<void>;
@@ -232,9 +252,14 @@ export function createRedisStore(options: RedisStoreOptions): RedisRateLimitStor
     });
     // Errors surface through rejected commands; without a listener ioredis prints to the console.
     // The last one says why the connection is down (refused, WRONGPASS, certificate…).
-    const entry = { c, first: Promise.resolve(), lastError: "" };
+    // `tooOld`: the Redis this connection reached cannot run the scripts (redisTooOld).
+    const entry = { c, first: Promise.resolve(), lastError: "", tooOld: "" };
     c.on("error", (err: unknown) => entry.lastError = reasonOf(err));
-    c.on("ready", () => entry.lastError = "");
+    c.on("ready", () => {
+      entry.lastError = "";
+      // Asked at each connection (a failover may reach another Redis); a failure says nothing.
+      c.info("server").then((info) => entry.tooOld = redisTooOld(info) ?? "", () => {});
+    });
     // A Redis that shuts down closes the connection without an error.
     c.on("close", () => entry.lastError ||= "connection closed");
     for (const [name, lua] of Object.entries(SCRIPTS)) {
@@ -264,6 +289,8 @@ export function createRedisStore(options: RedisStoreOptions): RedisRateLimitStor
       const args = [String(p.requests), String(p.periodMs), String(p.burst)];
       if (opts.clock === "caller") args.push(String(Math.floor(q.now)));
       let out: [number, number, number, number];
+      // Every decision would fail with a script error: said as what it is.
+      if (conn.tooOld) throw new Error(`Cannot use Redis at "${shown}": ${conn.tooOld}`);
       try {
         if (client.status !== "ready") {
           const why = conn.lastError ? `: ${conn.lastError}` : "";

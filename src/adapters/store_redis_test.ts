@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { interopTest, waitFor } from "../../tests/_harness.ts";
 import { startRedis, startRelay } from "../../tests/_redis.ts";
-import { createRedisStore, redactUrl } from "./store_redis.ts";
+import { createRedisStore, redactUrl, redisTooOld } from "./store_redis.ts";
 import { ALGORITHMS, decide, policyOf } from "../domain/rate_limit.ts";
 import type { RateLimitState } from "../domain/rate_limit.ts";
 
@@ -132,6 +132,16 @@ interopTest(
     }
   },
 );
+
+Deno.test("redisTooOld names a Redis before 5.0 and lets later or unnamed ones be tried", () => {
+  const info = (v: string) => `# Server\r\nredis_version:${v}\r\nredis_mode:standalone\r\n`;
+  for (const v of ["5.0.0", "6.2.14", "7.4.1", "10.0.0"]) {
+    assert.equal(redisTooOld(info(v)), null, v);
+  }
+  assert.match(redisTooOld(info("4.0.14"))!, /^Redis 4\.0\.14 is too old: .* 5\.0 or later/);
+  assert.match(redisTooOld(info("3.2.12"))!, /^Redis 3\.2\.12 /);
+  assert.equal(redisTooOld("# Server\r\nvalkey_version:8.0.1\r\n"), null);
+});
 
 Deno.test("redactUrl hides the password", () => {
   assert.equal(redactUrl("redis://u:secret@h:6379/0"), "redis://u:***@h:6379/0");
@@ -282,7 +292,10 @@ const delay = (ms: number) => new Promise((r) => setTimeout(r, ms));
  * commands get +OK) and answers the rate-limit scripts (EVALSHA, EVAL) with `script`'s reply
  * (never when null). `infoDelayMs` delays the answer to INFO, which ioredis waits for to be ready.
  */
-function startFakeRedis(script: string | null, opts: { infoDelayMs?: number } = {}) {
+function startFakeRedis(
+  script: string | null,
+  opts: { infoDelayMs?: number; version?: string } = {},
+) {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const conns = new Set<Deno.Conn>();
   const enc = new TextEncoder();
@@ -300,7 +313,7 @@ function startFakeRedis(script: string | null, opts: { infoDelayMs?: number } = 
           const args = Array.from({ length: count }, (_, i) => lines[2 + 2 * i]);
           buf = lines.slice(1 + 2 * count).join("\r\n");
           const cmd = args[0].toUpperCase();
-          const info = "# Server\r\nredis_version:7.0.0\r\nloading:0\r\n";
+          const info = `# Server\r\nredis_version:${opts.version ?? "7.0.0"}\r\nloading:0\r\n`;
           if (cmd === "INFO" && opts.infoDelayMs) await delay(opts.infoDelayMs);
           const reply = cmd === "INFO"
             ? `$${info.length}\r\n${info}\r\n`
@@ -368,6 +381,35 @@ Deno.test("createRedisStore: an answer that is not a decision fails (no NaN in t
       resetMs: 1_500,
       retryAfterMs: 1_500,
     });
+  } finally {
+    await store.close();
+  }
+});
+
+Deno.test("createRedisStore: a Redis older than 5.0 is refused by name, with the version needed", async () => {
+  // Redis 4 runs the scripts' TIME-then-write only with effects replication, the default from 5.0:
+  // it refused every decision with "Write commands not allowed after non deterministic commands".
+  const policy = policyOf("token_bucket", { requests: 5, periodMs: 1_000 });
+  const q = { limiter: "L", policy, now: 0, maxKeys: 10 };
+  const decision = "*4\r\n:1\r\n:4\r\n:200\r\n:0\r\n";
+  {
+    await using fake = startFakeRedis(decision, { version: "4.0.14" });
+    const store = createRedisStore({ url: fake.url, prefix: "g:", timeoutMs: 2_000 });
+    try {
+      let why = "";
+      await waitFor(async () => {
+        why = await store.consume("a", q).then(() => "", (err: Error) => err.message);
+        return why !== "";
+      }, { what: "the version refused" });
+      assert.match(why, /^Cannot use Redis at "[^"]+": Redis 4\.0\.14 is too old: .*5\.0 or later/);
+    } finally {
+      await store.close();
+    }
+  }
+  await using fake = startFakeRedis(decision, { version: "5.0.0" });
+  const store = createRedisStore({ url: fake.url, prefix: "g:", timeoutMs: 2_000 });
+  try {
+    assert.equal((await store.consume("a", q)).allowed, true);
   } finally {
     await store.close();
   }

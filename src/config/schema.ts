@@ -182,6 +182,7 @@ export const LogConfig = z.object({
   }).strict().optional(),
 }).strict();
 
+/** Where rate-limit counters live: in memory, or in Redis 5.0 or later (shared by instances). */
 export const RateLimitStore = z.object({
   type: z.enum(["memory", "redis"]).default("memory"),
   url: z.string().optional(),
