@@ -589,6 +589,11 @@ export const PassiveHealth = z.object({
   failures: z.int().positive().max(1_000).default(5),
   window: Duration.prefault("10s"),
   statuses: z.array(StatusSelector).default([]),
+  /**
+   * An answer whose head takes longer than this counts as a failure too (Caddy's
+   * `unhealthy_latency`): a target that has become slow is ejected as one that errors.
+   */
+  max_latency: Duration.optional(),
   base_ejection: Duration.prefault("30s"),
   max_ejection: Duration.prefault("5m"),
   /** Never eject when fewer than this percentage of targets would remain available. */

@@ -319,10 +319,14 @@ async function sendOnce(
   ctx.upstreamMs = ms;
   reg.observe(id, ms, end);
   deps.metrics.backendRequest(id, ctx.route!.id, res.status, ms / 1000);
-  const bad = pool.passive.enabled && (pool.failStatus?.(res.status) ?? false);
+  const badStatus = pool.passive.enabled && (pool.failStatus?.(res.status) ?? false);
+  const slow = pool.passive.enabled && ms > pool.failLatencyMs;
+  const bad = badStatus || slow;
   // A good answer with no failure streak to end changes nothing: no outcome to record.
   if (pool.passive.enabled && (bad || state.passive.failures > 0)) {
-    const reason = `status ${res.status}`;
+    const reason = badStatus || !slow
+      ? `status ${res.status}`
+      : `answer after ${Math.round(ms)} ms (passive_health.max_latency ${pool.failLatencyMs} ms)`;
     reg.outcome(id, !bad, {
       pool: pool.ids,
       backups: pool.backups,

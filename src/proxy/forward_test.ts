@@ -589,3 +589,32 @@ Deno.test("forward: a retry to a tried target does not use up another request's 
   assert.equal((await s.call()).text, B);
   assert.equal((await s.call()).text, A);
 });
+
+Deno.test("forward: passive_health.max_latency counts a slow answer head as a failure", async () => {
+  let s!: ReturnType<typeof setup>;
+  // A answers after 300 ms (the injected clock), B at once.
+  s = setup(
+    `type: load_balance\ntargets: ["${A}", "${B}"]\nstrategy: first`,
+    (req) => {
+      if (req.origin.origin === A) s.advance(300);
+      return ok(req);
+    },
+    "passive_health: { failures: 2, max_latency: 250ms, panic_threshold_percent: 0 }",
+  );
+  assert.equal((await s.call()).text, A, "slow, but answered: the client gets it");
+  assert.ok(s.upstreams.available(A), "one slow answer of two allowed");
+  assert.equal((await s.call()).text, A);
+  assert.ok(!s.upstreams.available(A), "two slow answers in a row eject A");
+  assert.equal((await s.call()).text, B, "first goes on to B");
+  // At the limit, not over it: no failure.
+  const fast = setup(
+    `type: proxy\ntarget: "${A}"`,
+    (req) => {
+      fast.advance(250);
+      return ok(req);
+    },
+    "passive_health: { failures: 1, max_latency: 250ms, panic_threshold_percent: 0 }",
+  );
+  await fast.call();
+  assert.ok(fast.upstreams.available(A));
+});

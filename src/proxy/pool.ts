@@ -42,6 +42,8 @@ export interface RoutePool {
   passive: PassivePolicy;
   /** Upstream statuses that count as failures for passive health, or null. */
   failStatus: ((status: number) => boolean) | null;
+  /** `passive_health.max_latency` in ms: a slower answer head is a failure (Infinity: none). */
+  failLatencyMs: number;
   tryWhenDown: boolean;
   /**
    * The active check this route applies to each target (healthCheckKey), by index; null where the
@@ -186,6 +188,7 @@ export function buildPool(
       : DEFAULT_RETRIES,
     passive: passivePolicyOf(p),
     failStatus: p.statuses.length > 0 ? statusMatcher(p.statuses) : null,
+    failLatencyMs: p.max_latency ?? Infinity,
     tryWhenDown: cfg.try_when_down,
     checks: targets.map((t) => healthCheckKey(config, { route: cfg, target: t.id })),
     trackBody: LOAD_AWARE.has(policy),
