@@ -765,15 +765,7 @@ function validateRateLimits(
     if (rl.by === "query" && !rl.query_param) {
       err(path, "query_param is required when rate limiting by query", "E.g. query_param: api_key");
     }
-    rl.exempt_ips.forEach((c, i) => {
-      if (!parseCidr(c)) {
-        err(
-          [...path, "exempt_ips", i],
-          `Invalid CIDR "${c}"`,
-          "Use an address or a block, e.g. 10.0.0.0/8 or ::1",
-        );
-      }
-    });
+    checkExemptIps(err, path, rl.exempt_ips);
     if (
       rl.burst !== undefined &&
       (rl.algorithm === "fixed_window" || rl.algorithm === "sliding_window")
@@ -820,7 +812,19 @@ function validateConcurrency(
   for (const k of ["header_name", "cookie_name", "query_param", "claim"] as const) {
     if (cl[k] !== undefined && k !== field) warn([...path, k], `${k} is ignored with by: ${cl.by}`);
   }
-  cl.exempt_ips.forEach((c, i) => {
+  checkExemptIps(err, path, cl.exempt_ips);
+  if (["header", "cookie", "query"].includes(cl.by) && cl.on_missing_key === "allow") {
+    warn(
+      [...path, "by"],
+      `Requests without the ${cl.by} are not limited (on_missing_key: allow)`,
+      "Set on_missing_key: deny so a client cannot skip the limit by omitting it",
+    );
+  }
+}
+
+/** A limit's `exempt_ips`: each an address or a CIDR block. */
+function checkExemptIps(err: Report, path: (string | number)[], list: readonly string[]): void {
+  list.forEach((c, i) => {
     if (!parseCidr(c)) {
       err(
         [...path, "exempt_ips", i],
@@ -829,13 +833,6 @@ function validateConcurrency(
       );
     }
   });
-  if (["header", "cookie", "query"].includes(cl.by) && cl.on_missing_key === "allow") {
-    warn(
-      [...path, "by"],
-      `Requests without the ${cl.by} are not limited (on_missing_key: allow)`,
-      "Set on_missing_key: deny so a client cannot skip the limit by omitting it",
-    );
-  }
 }
 
 const EXAMPLE_KEY = {
