@@ -67,6 +67,11 @@ export function readKeyFile(text: string): KeyRead {
     const weak = rsa === null ? "an RSA key that cannot be read" : rsaWeakness(rsa.n, rsa.e);
     if (weak !== null) return { error: weak, hint: WEAK_HINT };
   }
+  if (kind === "ed25519") {
+    // RFC 8410 §4: the SPKI's BIT STRING holds the 32-byte key last.
+    const weak = ed25519Weakness(block.der.length === 44 ? block.der.subarray(12) : null);
+    if (weak !== null) return { error: weak, hint: WEAK_HINT };
+  }
   return { keys: [{ kind, format: "spki", der: block.der }] };
 }
 
@@ -143,6 +148,7 @@ function jwkWeakness(jwk: Record<string, unknown>): string | null {
     const e = base64UrlDecode(jwk.e as string);
     return n === null || e === null ? "an RSA key that cannot be read" : rsaWeakness(n, e);
   }
+  if (jwk.kty === "OKP") return ed25519Weakness(base64UrlDecode(jwk.x as string));
   if (jwk.kty === "oct") {
     const k = base64UrlDecode(jwk.k as string);
     if (k === null) return "an HMAC key that cannot be read";
@@ -167,6 +173,35 @@ function rsaWeakness(n: Uint8Array, e: Uint8Array): string | null {
     return "an RSA key whose public exponent is not an odd number of 3 or more (RFC 8017 §3.1)";
   }
   return null;
+}
+
+/**
+ * The Ed25519 points of small order (RFC 8032 §5.1.3 encodings: y little-endian, the top bit x's
+ * sign, which is ignored here), libsodium's list: the identity, the points of order 2, 4 and 8,
+ * and y = p, p + 1, which decode to two of them.
+ */
+const SMALL_ORDER_ED25519 = [
+  "0000000000000000000000000000000000000000000000000000000000000000",
+  "0100000000000000000000000000000000000000000000000000000000000000",
+  "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",
+  "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",
+  "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+  "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+  "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+];
+
+/**
+ * Why an Ed25519 public key is unfit, or null. A point of small order makes `R` = that point (the
+ * identity: 01 00…) and `S` = 0 a valid signature of every message under WebCrypto's check, so
+ * anyone could sign tokens, as with RSA's e = 1.
+ */
+function ed25519Weakness(x: Uint8Array | null): string | null {
+  if (x === null || x.length !== 32) return "an Ed25519 key that cannot be read";
+  const hex = Array.from(x, (b, i) => (i === 31 ? b & 0x7f : b).toString(16).padStart(2, "0"))
+    .join("");
+  return SMALL_ORDER_ED25519.includes(hex)
+    ? "an Ed25519 key of small order (it verifies forged signatures)"
+    : null;
 }
 
 /** The bit length of an unsigned big-endian integer. */

@@ -50,3 +50,49 @@ Deno.test("readJwks and readKeyFile: RSA keys under 2048 bits, e below 3 and sho
   const k32 = btoa("k".repeat(32)).replaceAll("=", "");
   assert.ok("keys" in readJwks(JSON.stringify({ kty: "oct", k: k32 })));
 });
+
+/** The eight small-order Ed25519 points as libsodium lists them (y; the top bit is x's sign). */
+const SMALL_ORDER = [
+  "0000000000000000000000000000000000000000000000000000000000000000", // order 4
+  "0100000000000000000000000000000000000000000000000000000000000000", // the identity
+  "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05", // order 8
+  "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a", // order 8
+  "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f", // order 2 (y = p - 1)
+  "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f", // y = p: 0, order 4
+  "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f", // y = p + 1: the identity
+];
+const hexBytes = (h: string) => Uint8Array.from(h.match(/../g)!, (x) => parseInt(x, 16));
+const b64url = (b: Uint8Array) =>
+  btoa(String.fromCharCode(...b)).replaceAll("=", "").replaceAll("+", "-").replaceAll("/", "_");
+/** Ed25519 SubjectPublicKeyInfo: the algorithm identifier, then the 32-byte key. */
+const ed25519Pem = (key: Uint8Array) => {
+  const der = new Uint8Array([...hexBytes("302a300506032b6570032100"), ...key]);
+  return `-----BEGIN PUBLIC KEY-----\n${
+    btoa(String.fromCharCode(...der))
+  }\n-----END PUBLIC KEY-----\n`;
+};
+
+Deno.test("readJwks and readKeyFile: small-order Ed25519 keys, which verify forged signatures, are refused", async () => {
+  for (const hex of SMALL_ORDER) {
+    for (const sign of [0, 0x80]) {
+      const key = hexBytes(hex);
+      key[31] |= sign;
+      const jwk = readJwks(JSON.stringify({ kty: "OKP", crv: "Ed25519", x: b64url(key) }));
+      assert.ok("error" in jwk, `${hex} ${sign}`);
+      assert.match(jwk.error, /Ed25519 key of small order/);
+      const pem = readKeyFile(ed25519Pem(key));
+      assert.ok("error" in pem, `${hex} ${sign}`);
+      assert.match(pem.error, /Ed25519 key of small order/);
+    }
+  }
+  const pair = await crypto.subtle.generateKey({ name: "Ed25519" }, true, [
+    "sign",
+    "verify",
+  ]) as CryptoKeyPair;
+  const good = new Uint8Array(await crypto.subtle.exportKey("raw", pair.publicKey));
+  assert.ok("keys" in readJwks(JSON.stringify({ kty: "OKP", crv: "Ed25519", x: b64url(good) })));
+  assert.ok("keys" in readKeyFile(ed25519Pem(good)));
+  // A short or long x is no Ed25519 key either.
+  const short = readJwks(JSON.stringify({ kty: "OKP", crv: "Ed25519", x: b64url(good.slice(1)) }));
+  assert.ok("error" in short);
+});

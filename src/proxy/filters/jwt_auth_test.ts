@@ -115,3 +115,16 @@ Deno.test("checkJwtAuth: a required claim named beyond ASCII is refused with 401
     /error_description="The a%22b%5Cc claim is missing or not accepted"$/,
   );
 });
+
+Deno.test("checkJwtAuth: a small-order Ed25519 key in key_file does not let a forged token in", async () => {
+  // The identity point: WebCrypto accepts R = identity, S = 0 as its signature of any message.
+  const x = new Uint8Array(32);
+  x[0] = 1;
+  const files = new Map([["k.jwk", JSON.stringify({ kty: "OKP", crv: "Ed25519", x: b64(x) })]]);
+  const auth = compileJwtAuth(JwtAuth.parse({ key_file: "k.jwk" }), { files });
+  const header = b64(enc.encode('{"alg":"EdDSA"}'));
+  const payload = b64(enc.encode(JSON.stringify({ sub: "admin", exp: wall / 1000 + 60 })));
+  const forged = `${header}.${payload}.${b64(new Uint8Array([1, ...new Uint8Array(63)]))}`;
+  const res = await checkJwtAuth(ctxWith(forged), deps, auth);
+  assert.equal(res?.status, 401);
+});
