@@ -115,14 +115,25 @@ export function readJwks(text: string): KeyRead {
 
 /**
  * An HMAC secret from text (an env var or a file; one trailing newline dropped), or why it is
- * unfit: too short for HS256, or a PEM key (an asymmetric key belongs in key_file).
+ * unfit: too short for HS256, or a key of another kind (a PEM block anywhere in it, a JWK or JWK
+ * Set, an OpenSSH public key). A public key used as an HMAC secret lets anyone who reads it sign
+ * HS256 tokens; it belongs in key_file.
  */
 export function readSecret(text: string): { key: KeySpec } | { error: string; hint: string } {
   const secret = text.replace(/\r?\n$/, "");
-  if (secret.startsWith("-----BEGIN")) {
+  const hint = "Put a public key in key_file (PEM, JWK or JWK Set); secret_env and secret_file " +
+    "are for HS256/384/512";
+  // Anywhere: openssl writes "subject=…" or "Bag Attributes" lines before the block.
+  if (/-----BEGIN [A-Z0-9 ]+-----/.test(secret)) {
+    return { error: "holds a PEM key, not an HMAC secret", hint };
+  }
+  if (isJwkText(secret)) return { error: "holds a JWK or JWK Set, not an HMAC secret", hint };
+  if (
+    /^\s*(ssh-(rsa|dss|ed25519)|ecdsa-sha2-nistp\d+|sk-[a-z0-9-]+@openssh\.com) AAAA/.test(secret)
+  ) {
     return {
-      error: "holds a PEM key, not an HMAC secret",
-      hint: "Put a public key in key_file; secret_env and secret_file are for HS256/384/512",
+      error: "holds an SSH public key, not an HMAC secret",
+      hint: "JWT keys are PEM or JWK: ssh-keygen -e -m PKCS8 -f key.pub > key.pem, in key_file",
     };
   }
   const bytes = new TextEncoder().encode(secret);
@@ -241,6 +252,17 @@ function spkiRsa(der: Uint8Array): { n: Uint8Array; e: Uint8Array } | null {
   const e = n?.tag === 0x02 ? derAt(der, n.end) : null;
   if (e?.tag !== 0x02) return null;
   return { n: der.subarray(n!.start, n!.end), e: der.subarray(e.start, e.end) };
+}
+
+/** True for the text of a JSON JWK (an object with `kty`) or JWK Set (with a `keys` list). */
+function isJwkText(text: string): boolean {
+  if (!text.trimStart().startsWith("{")) return false;
+  try {
+    const doc: unknown = JSON.parse(text);
+    return isObject(doc) && (typeof doc.kty === "string" || Array.isArray(doc.keys));
+  } catch {
+    return false;
+  }
 }
 
 function isObject(v: unknown): v is Record<string, unknown> {

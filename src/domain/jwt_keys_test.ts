@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { readJwks, readKeyFile } from "./jwt_keys.ts";
+import { readJwks, readKeyFile, readSecret } from "./jwt_keys.ts";
 
 const rsa = async (bits: number) => {
   const pair = await crypto.subtle.generateKey(
@@ -95,4 +95,32 @@ Deno.test("readJwks and readKeyFile: small-order Ed25519 keys, which verify forg
   // A short or long x is no Ed25519 key either.
   const short = readJwks(JSON.stringify({ kty: "OKP", crv: "Ed25519", x: b64url(good.slice(1)) }));
   assert.ok("error" in short);
+});
+
+Deno.test("readSecret: a public key in any form is no HMAC secret (anyone could sign with it)", async () => {
+  const { jwk, pem } = await rsa(2048);
+  const jwks = JSON.stringify({ keys: [{ ...jwk, kid: "k1", use: "sig" }] }, null, 2);
+  for (
+    const [text, why] of [
+      [pem, /PEM key/],
+      // A PEM block after other text: openssl's "subject=…" or "Bag Attributes" lines, a newline.
+      [`subject=CN = idp\n${pem}`, /PEM key/],
+      [`\n${pem}`, /PEM key/],
+      [JSON.stringify(jwk), /JWK/],
+      [jwks, /JWK/],
+      [`${jwks}\n`, /JWK/],
+      [
+        `ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGq4kq1d3zv0m1c8f0xXl0x2Pj3n0QbQ7d2b4tG1h3yz user@host`,
+        /SSH/,
+      ],
+    ] as const
+  ) {
+    const s = readSecret(text);
+    assert.ok("error" in s, text.slice(0, 40));
+    assert.match(s.error, why);
+  }
+  // Random secrets pass, also one that starts with a brace.
+  assert.ok("key" in readSecret("k".repeat(32)));
+  assert.ok("key" in readSecret(`{${"k".repeat(40)}`));
+  assert.ok("key" in readSecret(JSON.stringify({ secret: "k".repeat(40) })));
 });

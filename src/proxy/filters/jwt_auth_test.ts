@@ -128,3 +128,30 @@ Deno.test("checkJwtAuth: a small-order Ed25519 key in key_file does not let a fo
   const res = await checkJwtAuth(ctxWith(forged), deps, auth);
   assert.equal(res?.status, 401);
 });
+
+Deno.test("checkJwtAuth: a public JWK Set given as secret_file does not verify HS256 tokens", async () => {
+  // The IdP's public set saved where the HMAC secret goes: anyone who fetches the same bytes
+  // could sign HS256 tokens with them (the algorithm confusion, by configuration).
+  const pair = await crypto.subtle.generateKey(
+    { name: "ECDSA", namedCurve: "P-256" },
+    true,
+    ["sign", "verify"],
+  ) as CryptoKeyPair;
+  const jwk = await crypto.subtle.exportKey("jwk", pair.publicKey);
+  const text = JSON.stringify({ keys: [{ kty: jwk.kty, crv: jwk.crv, x: jwk.x, y: jwk.y }] });
+  const files = new Map([["jwks.json", text]]);
+  const auth = compileJwtAuth(JwtAuth.parse({ secret_file: "jwks.json" }), { files });
+  const input = `${b64(enc.encode('{"alg":"HS256"}'))}.${
+    b64(enc.encode(JSON.stringify({ sub: "admin", exp: wall / 1000 + 60 })))
+  }`;
+  const key = await crypto.subtle.importKey(
+    "raw",
+    enc.encode(text),
+    { name: "HMAC", hash: "SHA-256" },
+    false,
+    ["sign"],
+  );
+  const sig = new Uint8Array(await crypto.subtle.sign("HMAC", key, enc.encode(input)));
+  const res = await checkJwtAuth(ctxWith(`${input}.${b64(sig)}`), deps, auth);
+  assert.equal(res?.status, 401);
+});
