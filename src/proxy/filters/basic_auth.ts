@@ -2,15 +2,16 @@
 // (RFC 7617) against bcrypt hashes from the config and an htpasswd file.
 //
 // A bcrypt check costs milliseconds of CPU on the event loop that serves every request, so:
-// - a successful check is remembered, keyed by an HMAC (per-process random key) of user, hash and
-//   password, so a client's later requests cost one HMAC; a changed hash misses the cache;
+// - a successful check is remembered, keyed by the hash and an HMAC (per-process random key) of
+//   user and password, so a client's later requests cost two HMACs; a changed hash misses it;
 // - concurrent requests with the same credentials share one check;
 // - each client address (IPv6 by /64) gets at most BURST checks, then one per REFILL_MS; the
 //   process runs at most GLOBAL_BURST, then GLOBAL_PER_SECOND, and MAX_IN_FLIGHT at once (many
 //   addresses must not add up to a saturated event loop): beyond that, 429 without checking;
 // - an unknown user is checked against a real user's hash, so timing does not tell who exists:
 //   one picked by a keyed hash of the name (users' costs may differ: htpasswd -B writes cost 5,
-//   prox hash-password 10), the same for every try of that name.
+//   prox hash-password 10), the same for every try of that name. The pick's HMAC is computed for
+//   known users too, so not even a 429 (which costs no bcrypt) takes longer for a made-up name.
 
 import { basicChallenge, parseBasicAuthorization } from "../../domain/basic_auth.ts";
 import { parseHtpasswd } from "../../domain/htpasswd.ts";
@@ -135,11 +136,20 @@ export async function checkBasicAuth(
   }
   const hash = auth.users.get(creds.user);
   const state = stateOf(deps);
+  const key = await state.key;
+  // The same keyed hashes for every user, known or not, side by side: a refusal (a 429 costs no
+  // bcrypt and can be timed as often as a client likes) must not take longer for a name that
+  // does not exist.
+  const [secret, decoy] = await Promise.all([
+    mac(key, [creds.user, creds.password]),
+    decoyHash(key, auth.hashes, creds.user),
+  ]);
   // An unknown user costs a check against a real hash too, and always fails.
-  const against = hash ?? await decoyHash(await state.key, auth.hashes, creds.user);
+  const against = hash ?? decoy;
   let ok = false;
   if (against !== undefined) {
-    const id = await mac(await state.key, [creds.user, against, creds.password]);
+    // The hash in the key: a changed hash misses the remembered successes.
+    const id = `${against}\0${secret}`;
     if (hash !== undefined && state.ok.has(id)) ok = true;
     else {
       const verdict = await verifyBounded(ctx, deps, {

@@ -219,6 +219,38 @@ Deno.test("basic_auth limits password checks per client address, then refills", 
   assert.ok(t.denials.includes("throttled"));
 });
 
+Deno.test("basic_auth: a refusal costs the same keyed hashes for a known and an unknown user", async () => {
+  // Once a client is throttled its 429s cost no bcrypt and no budget: any difference in the work
+  // before the verdict (an unknown user's decoy pick was one HMAC more) is timed for free, as
+  // often as the client likes, and tells which users exist.
+  const t = setup();
+  for (let i = 0; i < BURST; i++) await t.get(basic("alice", `guess${i}`));
+  const sign = crypto.subtle.sign;
+  let macs = 0;
+  crypto.subtle.sign = function (...args: Parameters<SubtleCrypto["sign"]>) {
+    macs++;
+    return sign.apply(this, args);
+  };
+  const cost = async (user: string) => {
+    macs = 0;
+    assert.equal((await t.get(basic(user, "guess"))).res.status, 429);
+    return macs;
+  };
+  try {
+    assert.equal(await cost("alice"), await cost("mallory"));
+    // Without throttling too: a 401 for a wrong password and for an unknown user.
+    t.advance(GLOBAL_BURST * 1000 / GLOBAL_PER_SECOND);
+    const other = async (user: string, ip: string) => {
+      macs = 0;
+      assert.equal((await t.get(basic(user, "guess"), ip)).res.status, 401);
+      return macs;
+    };
+    assert.equal(await other("alice", "192.0.2.20"), await other("mallory", "192.0.2.21"));
+  } finally {
+    crypto.subtle.sign = sign;
+  }
+});
+
 Deno.test("basic_auth: many client addresses together get GLOBAL_PER_SECOND checks after a burst", async () => {
   const t = setup();
   const client = (i: number) => `198.51.${i >> 8}.${i & 255}`;
