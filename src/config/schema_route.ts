@@ -710,8 +710,12 @@ export const FORWARD_AUTH_REQUEST_HEADERS = [
   "X-Requested-With",
 ] as const;
 
-/** Fields that describe a message's framing or hop: never copied from the auth service's 2xx. */
+/**
+ * Fields that describe a message's framing or hop, or Expect (an upstream told to expect the body
+ * may answer at once and read it as its next request): never copied from the auth service's 2xx.
+ */
 const NOT_COPYABLE = new Set([
+  "expect",
   "host",
   "content-length",
   "transfer-encoding",

@@ -277,6 +277,13 @@ Deno.test("parseConfig points at a bad forward_auth key and says what it takes",
     route("{ url: http://a, copy_response_headers: [Content-Length] }").join(),
     /c\.yaml:6:60: error: .*"Content-Length" cannot be copied onto the upstream request/,
   );
+  // Expect on the upstream request: told to expect the body, an upstream may answer at once and
+  // read the body as its next request, whose answer goes to another client (Prox drops a
+  // client's Expect for that reason; header rules cannot set it).
+  assert.match(
+    route("{ url: http://a, copy_response_headers: [X-User, Expect] }").join(),
+    /copy_response_headers\.1: "Expect" cannot be copied onto the upstream request/,
+  );
   // Sent as named, they framed or steered the subrequest: Transfer-Encoding: chunked went on a
   // GET without a body (the auth service waits for chunks, or reads the next check as one), and
   // Connection let the client name fields for the auth service's proxy to drop.

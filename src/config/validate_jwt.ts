@@ -17,8 +17,12 @@ export function jwtFiles(route: RouteConfig): string[] {
 }
 
 const FILE_HINT = "Fix the path (a relative one starts from the working directory of prox)";
-/** Fields a claim may not be copied into: framing, routing, or the credentials themselves. */
+/**
+ * Fields a claim may not be copied into: framing, routing, the credentials themselves, or Expect
+ * (an upstream told to expect the body may answer at once and read it as its next request).
+ */
 const RESERVED = new Set([
+  "expect",
   "host",
   "content-length",
   "transfer-encoding",

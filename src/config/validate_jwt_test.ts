@@ -98,6 +98,12 @@ Deno.test("validate jwt_auth: algorithms no key verifies, clashing headers, basi
   assert.equal(clash.length, 2);
   assert.match(clash[0], /claims_to_headers.email: Claims sub and email both go to x-user/);
   assert.match(clash[1], /claims_to_headers.role: Claims cannot be sent as Authorization/);
+  // Expect would have the upstream wait for a body, or read it as the next request.
+  assert.match(
+    issues("{ secret_env: JWT, claims_to_headers: { nick: Expect } }", { env: { JWT: SECRET } })
+      .join(),
+    /claims_to_headers.nick: Claims cannot be sent as Expect/,
+  );
   assert.match(
     issues("{ secret_env: JWT }", {
       env: { JWT: SECRET },
