@@ -60,7 +60,11 @@ export class WsParser {
   #end = 0;
   /** The data message being assembled from fragments (its opcode, 0: none). */
   #msgOp = 0;
-  #parts: Uint8Array[] = [];
+  /**
+   * Its bytes so far, unmasked into one buffer grown by doubling (up to maxMessage): a buffer
+   * per fragment cost a client's message of one-byte frames some 200 bytes of memory per byte.
+   */
+  #msg: Uint8Array<ArrayBuffer> = new Uint8Array(0);
   #msgSize = 0;
   #failed = false;
   /** Bytes of a message too big still to be passed over (its frames are not kept). */
@@ -172,7 +176,7 @@ export class WsParser {
       // Known from the header: the payload is not waited for, nor kept, and the frames after
       // the message (a close) are read as ever.
       if (!this.#dropping) out.push({ type: "too_big", size: this.#msgSize + len });
-      this.#parts = [];
+      this.#msg = new Uint8Array(0);
       this.#msgSize = 0;
       this.#dropping = !fin;
       this.#msgOp = fin ? 0 : this.#msgOp || op;
@@ -180,23 +184,33 @@ export class WsParser {
       return "ok";
     }
     if (avail < head + len) return "need";
-    const payload = b.slice(s + head, s + head + len);
-    if (masked) {
-      const m0 = b[s + at], m1 = b[s + at + 1], m2 = b[s + at + 2], m3 = b[s + at + 3];
-      for (let i = 0; i < len; i++) {
-        payload[i] ^= (i & 3) === 0 ? m0 : (i & 3) === 1 ? m1 : (i & 3) === 2 ? m2 : m3;
+    const from = s + head;
+    const mask = masked ? b.subarray(s + at, s + at + 4) : null;
+    this.#start = from + len;
+    let whole: Uint8Array<ArrayBuffer>;
+    if (control || (fin && this.#msgSize === 0)) {
+      // A control frame, or a message in one frame (the usual case): one copy, unmasked.
+      whole = b.slice(from, from + len);
+      if (mask) unmask(whole, 0, len, mask);
+      if (control) return this.#control(op, whole, out);
+    } else {
+      const size = this.#msgSize + len; // at most maxMessage (checked above)
+      if (size > this.#msg.length) {
+        const grown = new Uint8Array(
+          Math.min(this.opts.maxMessage, Math.max(size, 2 * this.#msg.length, 1024)),
+        );
+        grown.set(this.#msg.subarray(0, this.#msgSize));
+        this.#msg = grown;
       }
+      this.#msg.set(b.subarray(from, from + len), this.#msgSize);
+      if (mask) unmask(this.#msg, this.#msgSize, len, mask);
+      this.#msgSize = size;
+      if (op !== Op.CONTINUATION) this.#msgOp = op;
+      if (!fin) return "ok";
+      whole = this.#msg.length === size ? this.#msg : this.#msg.slice(0, size);
     }
-    this.#start = s + head + len;
-    if (control) return this.#control(op, payload, out);
-    if (op !== Op.CONTINUATION) this.#msgOp = op;
-    // An empty fragment adds nothing: kept, a client's endless empty frames would grow #parts.
-    if (len > 0) this.#parts.push(payload);
-    this.#msgSize += len;
-    if (!fin) return "ok";
-    const whole = this.#parts.length === 1 ? this.#parts[0] : concat(this.#parts, this.#msgSize);
-    const msgOp = this.#msgOp;
-    this.#parts = [];
+    const msgOp = op === Op.CONTINUATION ? this.#msgOp : op;
+    this.#msg = new Uint8Array(0);
     this.#msgSize = 0;
     this.#msgOp = 0;
     if (msgOp === Op.BINARY) {
@@ -243,14 +257,12 @@ export class WsParser {
   }
 }
 
-function concat(parts: Uint8Array[], size: number): Uint8Array {
-  const out = new Uint8Array(size);
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
+/** XORs `len` bytes of `buf` from `at` with the frame's masking key (RFC 6455 §5.3). */
+function unmask(buf: Uint8Array, at: number, len: number, mask: Uint8Array): void {
+  const m0 = mask[0], m1 = mask[1], m2 = mask[2], m3 = mask[3];
+  for (let i = 0; i < len; i++) {
+    buf[at + i] ^= (i & 3) === 0 ? m0 : (i & 3) === 1 ? m1 : (i & 3) === 2 ? m2 : m3;
   }
-  return out;
 }
 
 /**
