@@ -100,12 +100,16 @@ export function createWebSocketProxy(opts: WebSocketProxyOptions): WebSocketProx
       // client got a 101 naming it, which it must refuse, and the upstream a dangling socket.
       if (up.protocol && !target.protocols.includes(up.protocol)) {
         up.close(1000, "Subprotocol not offered");
-        return new Response(
+        return badGateway(
           `Upstream chose a WebSocket subprotocol the client did not offer ("${up.protocol}")\n`,
-          {
-            status: 502,
-            headers: { "content-type": "text/plain; charset=utf-8", "cache-control": "no-store" },
-          },
+        );
+      }
+      // Nor does it refuse an extension it did not offer (it offers none; §4.1 says fail): the
+      // upstream's compressed frames (RSV1) then failed the connection mid-session.
+      if (up.extensions) {
+        up.close(1000, "Extension not offered");
+        return badGateway(
+          `Upstream chose a WebSocket extension Prox did not offer ("${up.extensions}")\n`,
         );
       }
       if (req.signal.aborted) {
@@ -178,6 +182,14 @@ export function createWebSocketProxy(opts: WebSocketProxyOptions): WebSocketProx
  */
 function clientGone(): ProxyError {
   return new ProxyError("client_gone", "Client went away during the WebSocket handshake");
+}
+
+/** A 502 for an upstream whose 101 the client would have had to refuse. */
+function badGateway(text: string): Response {
+  return new Response(text, {
+    status: 502,
+    headers: { "content-type": "text/plain; charset=utf-8", "cache-control": "no-store" },
+  });
 }
 
 /** The client's answer when the upstream refused the upgrade with an HTTP status. */

@@ -27,6 +27,8 @@ export interface UpstreamHandlers {
 export interface UpstreamSocket {
   /** Subprotocol the upstream selected, or "". */
   readonly protocol: string;
+  /** Extensions the upstream's 101 named (none were offered), or "". */
+  readonly extensions: string;
   /** True when awaiting `message` pauses reading from the upstream. */
   readonly pausable: boolean;
   /** Starts delivering events (messages that arrived earlier are delivered first). */
@@ -261,6 +263,7 @@ async function openStream(t: WebSocketProxyRequest): Promise<UpstreamSocket | Re
   });
   return {
     protocol: conn.protocol,
+    extensions: conn.extensions,
     pausable: true,
     start(h) {
       const reader = conn.readable.getReader();
@@ -357,6 +360,7 @@ async function openWithClient(
   }
   return {
     protocol: ws.protocol,
+    extensions: ws.extensions,
     pausable: false,
     start(h) {
       handlers = h;

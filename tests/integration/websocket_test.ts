@@ -85,6 +85,26 @@ Deno.test("an upstream choosing a subprotocol the client did not offer gets the 
   assert.deepEqual(await waitFor(() => upstreamSaw[0]), "Subprotocol not offered");
 });
 
+Deno.test("an upstream choosing an extension Prox did not offer gets the client a 502", async () => {
+  const upstreamSaw: string[] = [];
+  await using up = await wsUpstream((ws) => {
+    ws.on("close", (_code, reason) => upstreamSaw.push(reason.toString()));
+  });
+  // Prox offers no extension upstream: a 101 naming one (RFC 6455 §4.1: the client must fail the
+  // connection) was taken, and the upstream's compressed frames then failed the session (1011).
+  up.server.on(
+    "headers",
+    (headers) => headers.push("Sec-WebSocket-Extensions: permessage-deflate"),
+  );
+  await using prox = await startWsProxy(wsRoute(up.url));
+  await assert.rejects(connect(`${prox.ws}/`), (err: { status?: number; body?: string }) => {
+    assert.equal(err.status, 502);
+    assert.match(err.body ?? "", /permessage-deflate/);
+    return true;
+  });
+  assert.deepEqual(await waitFor(() => upstreamSaw[0]), "Extension not offered");
+});
+
 Deno.test("websocket close codes and reasons propagate both ways", async () => {
   const upstreamSaw: { code: number; reason: string }[] = [];
   await using up = await wsUpstream((ws) => {
