@@ -276,7 +276,10 @@ export class H2WebSocket implements ClientSocket {
       for (;;) {
         const r = await reader.read();
         if (r.done) break;
+        // Any bytes answer a ping, as on Deno's sockets: a pong cannot overtake the frame the
+        // ping arrived in the middle of (a big message on a slow link outlasted the wait).
         this.#lastHeard = performance.now();
+        this.#pingSince = 0;
         if (this.#closeSeen) continue; // after a close, nothing is read (RFC 6455 §5.5.1)
         for (const ev of this.#parser.push(r.value)) this.#event(ev);
         const held = this.hold?.();

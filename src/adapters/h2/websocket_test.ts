@@ -128,6 +128,26 @@ Deno.test("H2WebSocket pings an idle client and gives up on one that does not an
   assert.ok(s.state.cancelled, "the stream is reset (CANCEL)");
 });
 
+Deno.test("H2WebSocket: a client still sending after a ping is not given up on (its pong waits behind its frame)", async () => {
+  const s = stream();
+  // A ping after 50 ms without a frame; without an answer, the close 50 ms after that.
+  const { ws, closes, messages } = open(s, 0.1);
+  await until(() => s.got.some((e) => e.type === "ping"));
+  // The client had begun a frame the ping arrived in the middle of: its pong can only follow the
+  // frame's last byte (RFC 6455 §5.4). As Deno's socket does, bytes coming in are an answer.
+  const frame = encodeFrame(Op.BINARY, new Uint8Array(600), { mask: MASK });
+  for (let off = 0; off < frame.length && !s.state.cancelled; off += 30) {
+    s.push(frame.subarray(off, off + 30));
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  assert.deepEqual(closes, [], "closed while the client was sending");
+  await until(() => messages.length === 1);
+  ws.close(1000, "done");
+  s.push(encodeFrame(Op.CLOSE, closePayload(1000), { mask: MASK }));
+  await ws.done;
+  assert.deepEqual(closes, [{ code: 1000, reason: "" }]);
+});
+
 Deno.test("H2WebSocket reports a message too big to ontoobig without taking it in", async () => {
   const s = stream();
   const { ws } = open(s);
