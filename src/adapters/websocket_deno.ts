@@ -27,7 +27,7 @@ import { trafficSeen } from "./gc_hint.ts";
 import { carryTraceContext } from "./otel.ts";
 import type { UpstreamSocket, WsData } from "./websocket_upstream.ts";
 import { MAX_TIMER_MS, timerDelay } from "../config/duration.ts";
-import { WS_UPGRADE } from "./h2/websocket.ts";
+import { closeWaitMs, WS_UPGRADE } from "./h2/websocket.ts";
 import type { ClientSocket, H2WebSocket, Upgradable } from "./h2/websocket.ts";
 
 /** Tuning for the relay; the defaults suit most deployments. */
@@ -241,6 +241,8 @@ function relay(
   /** The close Prox sent the client (logged: the client's answer may differ, or be cut off). */
   let sent: { code: number; reason: string } | null = null;
   let closeWait: ReturnType<typeof setTimeout> | undefined;
+  /** The client took nothing of its queue for too long (see `drained`). */
+  let stalled = false;
   /** 1005: a close frame without a code, as the upstream sent it (RFC 6455 §7.1.5). */
   const closeClient = (code: number, reason: string) => {
     if (client.readyState === CONNECTING) pendingClose ??= { code, reason };
@@ -249,10 +251,14 @@ function relay(
       if (code === 1005) client.close();
       else client.close(code, sent.reason);
       // A client that never answers (gone without a FIN, or not reading) is dropped: Deno
-      // waited for good, the connection counted as open and in flight on its target.
+      // waited for good, the connection counted as open and in flight on its target. One
+      // still reading what was queued before the close gets the time that takes at 64 KiB/s
+      // (it was cut off with its last messages), unless it is given up on for not reading.
       closeWait = setTimeout(() => {
-        if (!dropConnection(client)) finish(1006, "Client did not answer the close");
-      }, CLOSE_WAIT_MS);
+        if (dropConnection(client)) return;
+        (client as Partial<H2WebSocket>).drop?.();
+        finish(1006, "Client did not answer the close");
+      }, stalled ? CLOSE_WAIT_MS : closeWaitMs(client.bufferedAmount));
     }
   };
   const closeUpstream = (code: number, reason: string) => {
@@ -316,6 +322,7 @@ function relay(
       const now = env.now();
       if (client.bufferedAmount < level) [level, since] = [client.bufferedAmount, now];
       else if (stallMs > 0 && now - since >= stallMs && !done) {
+        stalled = true;
         shut(1001, "Client stopped reading");
         // Deno reports no close until the client reads again (its connection is dropped
         // CLOSE_WAIT_MS after the close, see closeClient): the proxied connection ends here.

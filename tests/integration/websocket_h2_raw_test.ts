@@ -433,3 +433,52 @@ Deno.test("HTTP/2 WebSocket: WebSockets held back by their upstream do not use u
     await c.close();
   }
 });
+
+Deno.test("HTTP/2 WebSocket: a slow client still taking what came before the upstream's close gets it all, and the close", async () => {
+  const MSG = 64 * 1024;
+  const COUNT = 4;
+  await using up = await wsUpstream((ws) => {
+    ws.on("message", () => {
+      for (let i = 0; i < COUNT; i++) ws.send(new Uint8Array(MSG).fill(i));
+      ws.close(1000, "done");
+    });
+  });
+  await using prox = await startWsProxy(wsRoute(up.url));
+  // A stream window of 16 KiB, not raised until Prox has waited the 5 s it gives an idle client
+  // to answer a close: 240 KiB are still queued before the close frame then (under 4 s at the
+  // 64 KiB/s Prox allows a slow client), and the client has not had them yet.
+  const c = await RawH2c.open(prox.port, [[Setting.INITIAL_WINDOW_SIZE, 16384]]);
+  try {
+    c.connect(1, FULL);
+    await c.flush();
+    await waitFor(() => c.status(1));
+    c.out.frame(
+      FrameType.DATA,
+      0,
+      1,
+      encodeFrame(Op.TEXT, new TextEncoder().encode("go"), { mask: MASK }),
+    );
+    await c.flush();
+    await waitFor(() => up.sockets.size === 0, { what: "the upstream's close handshake" });
+    await new Promise((r) => setTimeout(r, 5_500));
+    assert.equal(c.on(1, FrameType.RST_STREAM).length, 0, "the stream was reset");
+    c.out.u32(FrameType.WINDOW_UPDATE, 0, 0x7fffffff - 65535);
+    c.out.u32(FrameType.WINDOW_UPDATE, 1, 0x7fffffff - 16384);
+    await c.flush();
+    const parser = new WsParser({ maxMessage: 1 << 20, masked: false });
+    const got: WsEvent[] = [];
+    let seen = 0;
+    await waitFor(() => {
+      const frames = c.on(1, FrameType.DATA);
+      for (; seen < frames.length; seen++) got.push(...parser.push(frames[seen].payload));
+      return got.some((e) => e.type === "close") || c.on(1, FrameType.RST_STREAM).length > 0;
+    }, { what: "the close" });
+    assert.deepEqual(got.map((e) => e.type), ["binary", "binary", "binary", "binary", "close"]);
+    assert.deepEqual(got[4], { type: "close", code: 1000, reason: "done" });
+    c.out.frame(FrameType.DATA, 0, 1, encodeFrame(Op.CLOSE, closePayload(1000), { mask: MASK }));
+    await c.flush();
+    await waitFor(() => c.on(1, FrameType.DATA).some((f) => f.flags & Flag.END_STREAM));
+  } finally {
+    await c.close();
+  }
+});

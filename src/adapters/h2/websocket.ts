@@ -55,6 +55,16 @@ export interface WsStream {
 const CONNECTING = 0, OPEN = 1, CLOSING = 2, CLOSED = 3;
 /** How long a close waits for the client's close (websocket_upstream.ts: CLOSE_WAIT_MS). */
 const CLOSE_WAIT_MS = 5_000;
+/** Bytes per second a slow client is given to take what was queued before a close. */
+const MIN_RATE = 64 << 10;
+
+/**
+ * How long a close frame queued behind `queued` bytes waits for the client's answer: the client
+ * must read those first (RFC 6455 §5.5.1), so a slow one got cut off with its last messages.
+ */
+export function closeWaitMs(queued: number): number {
+  return CLOSE_WAIT_MS + Math.ceil((queued / MIN_RATE) * 1000);
+}
 /** The reason Deno gives for a client that did not answer a ping (websocket_deno.ts reads it). */
 const PING_TIMEOUT = "No response from ping frame.";
 const NO_BYTES = new Uint8Array(0);
@@ -163,7 +173,12 @@ export class H2WebSocket implements ClientSocket {
     this.#sendClose(code, reason);
     if (this.#closeSeen) return this.#endLocal();
     // A client that does not answer the close is cut off.
-    this.#closeTimer = setTimeout(() => this.#abort(1006, ""), CLOSE_WAIT_MS);
+    this.#closeTimer = setTimeout(() => this.#abort(1006, ""), closeWaitMs(this.bufferedAmount));
+  }
+
+  /** Gives up on the client at once (RST_STREAM(CANCEL)): it stopped reading. */
+  drop(): void {
+    if (this.readyState !== CLOSED) this.#abort(1006, "");
   }
 
   #keepAlive(half: number): void {
