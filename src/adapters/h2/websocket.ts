@@ -113,7 +113,14 @@ export class H2WebSocket implements ClientSocket {
   #closeTimer: ReturnType<typeof setTimeout> | undefined;
   #pingTimer: ReturnType<typeof setInterval> | undefined;
   #lastHeard = 0;
+  /**
+   * When the ping went out, 0: none waits for its pong. Queued behind data the client has not had
+   * the window for, it cannot be answered before it is written (Deno's sockets count the wait
+   * from then too): until then, from when that data would be taken at 64 KiB/s.
+   */
   #pingSince = 0;
+  /** The ping queued and not written yet. */
+  #pingQueued: { bytes: Uint8Array; counted: boolean } | null = null;
   /**
    * Reading is held (the upstream is behind): the client's window is shut, so it cannot answer a
    * ping, and its silence is Prox's doing. The keep-alive waits until the hold ends.
@@ -190,9 +197,9 @@ export class H2WebSocket implements ClientSocket {
         this.#sendClose(1001, PING_TIMEOUT);
         this.#abort(1001, PING_TIMEOUT);
       }
-    } else if (now - this.#lastHeard >= half) {
-      this.#pingSince = now;
-      this.#enqueue(encodeFrame(Op.PING, NO_BYTES), false);
+    } else if (this.#pingQueued === null && now - this.#lastHeard >= half) {
+      this.#pingSince = now + (this.bufferedAmount / MIN_RATE) * 1000;
+      this.#pingQueued = this.#enqueue(encodeFrame(Op.PING, NO_BYTES), false);
     }
   }
 
@@ -223,6 +230,10 @@ export class H2WebSocket implements ClientSocket {
         const ok = await this.#io.write(frame?.bytes ?? NO_BYTES, end);
         if (frame?.counted) this.bufferedAmount -= frame.bytes.length;
         if (!ok) return this.#abort(1006, "");
+        if (frame !== undefined && frame === this.#pingQueued) {
+          this.#pingQueued = null;
+          if (this.#pingSince > 0) this.#pingSince = performance.now();
+        }
         if (end) {
           this.#localEnded = true;
           this.#queue = [];

@@ -148,6 +148,33 @@ Deno.test("H2WebSocket: a client still sending after a ping is not given up on (
   assert.deepEqual(closes, [{ code: 1000, reason: "" }]);
 });
 
+Deno.test("H2WebSocket: a ping waiting behind data the client has no window for is not counted as unanswered", async () => {
+  const s = stream();
+  // The client's window is shut: nothing is written until `release` (a slow reader).
+  let release!: () => void;
+  const gate = new Promise<void>((r) => release = r);
+  const write = s.io.write;
+  s.io.write = async (bytes, last) => {
+    await gate;
+    return write(bytes, last);
+  };
+  const { ws, closes } = open(s, 0.1);
+  ws.send(new Uint8Array(64 * 1024));
+  // A ping is due after 50 ms of the client's silence; it cannot reach the client before the
+  // message ahead of it, so the client cannot answer it either. Deno's sockets count the wait
+  // for the pong from when the ping is written; Prox, at most from when the 64 KiB ahead of it
+  // would be taken at 64 KiB/s (1 s).
+  await new Promise((r) => setTimeout(r, 300));
+  assert.deepEqual(closes, [], "closed for not answering a ping it was never sent");
+  release();
+  await until(() => s.got.some((e) => e.type === "ping"));
+  s.push(encodeFrame(Op.PONG, new Uint8Array(0), { mask: MASK }));
+  ws.close(1000, "done");
+  s.push(encodeFrame(Op.CLOSE, closePayload(1000), { mask: MASK }));
+  await ws.done;
+  assert.deepEqual(closes, [{ code: 1000, reason: "" }]);
+});
+
 Deno.test("H2WebSocket reports a message too big to ontoobig without taking it in", async () => {
   const s = stream();
   const { ws } = open(s);
