@@ -248,6 +248,8 @@ function relay(
     if (client.readyState === CONNECTING) pendingClose ??= { code, reason };
     else if (client.readyState === OPEN) {
       sent ??= { code, reason: clip(reason) };
+      // Read first: Deno's socket says 0 once closing, with its queue still to be written.
+      const queued = client.bufferedAmount;
       if (code === 1005) client.close();
       else client.close(code, sent.reason);
       // A client that never answers (gone without a FIN, or not reading) is dropped: Deno
@@ -258,7 +260,7 @@ function relay(
         if (dropConnection(client)) return;
         (client as Partial<H2WebSocket>).drop?.();
         finish(1006, "Client did not answer the close");
-      }, stalled ? CLOSE_WAIT_MS : closeWaitMs(client.bufferedAmount));
+      }, stalled ? CLOSE_WAIT_MS : closeWaitMs(queued));
     }
   };
   const closeUpstream = (code: number, reason: string) => {
@@ -357,7 +359,11 @@ function relay(
         client.send(data);
         if (client.bufferedAmount <= env.highWater) return;
         if (up.pausable) await drained();
-        else if (client.bufferedAmount > cap) shut(1013, "Client is not reading fast enough");
+        else if (client.bufferedAmount > cap) {
+          // Its close waits behind all that: given up on after 5 s, as a client not reading.
+          stalled = true;
+          shut(1013, "Client is not reading fast enough");
+        }
       },
       closed(code, reason) {
         upstreamDone = true;

@@ -207,6 +207,13 @@ Deno.test("custom-CA upstream cannot be paused: a client that stops reading gets
   const rec = await waitFor(() => logger.records.find((r) => r.msg === "WebSocket closed by Prox"));
   assert.equal(rec.code, 1013);
   assert.equal(rec.reason, "Client is not reading fast enough");
+  // Its close waits behind the 16 MiB it did not read: the client is let go of 5 s later, not
+  // given the time those take at 64 KiB/s (4 min) as a client still reading would be.
+  const end = await waitFor(
+    () => logger.records.find((r) => r.msg === "WebSocket closed"),
+    { timeoutMs: 15_000, what: "the connection dropped" },
+  );
+  assert.equal(end.code, 1013);
   ws.terminate();
   await c;
 });
