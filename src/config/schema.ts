@@ -176,7 +176,7 @@ export const LogConfig = z.object({
    * nginx's `access_log … if=`): a status listed, a duration of at least `min_duration`, a retry.
    */
   access_log_filter: z.object({
-    status: z.array(StatusSelector).min(1).optional(),
+    status: z.union([StatusSelector, z.array(StatusSelector).min(1)]).optional(),
     min_duration: Duration.optional(),
     retried: z.boolean().default(false),
   }).strict().optional(),

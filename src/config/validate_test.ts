@@ -348,6 +348,7 @@ Deno.test("validateConfig: an access_log_filter must name something to log, with
       .filter((i) => i.severity === "error").map((i) => `${i.path}: ${i.message}`);
   assert.deepEqual(errors("log: { access_log_filter: { status: [5xx], retried: true } }\n"), []);
   assert.deepEqual(errors("log: { access_log_filter: { min_duration: 1s } }\n"), []);
+  assert.deepEqual(errors('log: { access_log_filter: { status: "5xx" } }\n'), []);
   assert.deepEqual(errors("log: { access_log_filter: {} }\n"), [
     "log.access_log_filter: An access_log_filter without status, min_duration or retried: true lets no line through",
   ]);
