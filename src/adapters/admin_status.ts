@@ -211,9 +211,10 @@ export function certificateNotAfter(pem: string): number | null {
 
 function describeLimit(route: Snapshot["config"]["routes"][string]): string | null {
   const all = [...(route.rate_limit ? [route.rate_limit] : []), ...(route.rate_limits ?? [])];
-  if (all.length === 0) return null;
-  return all.map((r) => `${r.requests} per ${r.period / 1000}s by ${r.by} (${r.algorithm})`)
-    .join("; ");
+  const parts = all.map((r) => `${r.requests} per ${r.period / 1000}s by ${r.by} (${r.algorithm})`);
+  const c = route.concurrency_limit;
+  if (c) parts.push(`at most ${c.max} in progress at once by ${c.by}`);
+  return parts.length === 0 ? null : parts.join("; ");
 }
 
 /** A route's access control in words: its (or the top level's) ip_access, basic_auth, jwt_auth, cors. */
