@@ -591,9 +591,8 @@ Deno.test("forward: a retry to a tried target does not use up another request's 
 });
 
 Deno.test("forward: passive_health.max_latency counts a slow answer head as a failure", async () => {
-  let s!: ReturnType<typeof setup>;
   // A answers after 300 ms (the injected clock), B at once.
-  s = setup(
+  const s: ReturnType<typeof setup> = setup(
     `type: load_balance\ntargets: ["${A}", "${B}"]\nstrategy: first`,
     (req) => {
       if (req.origin.origin === A) s.advance(300);
