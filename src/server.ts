@@ -386,7 +386,7 @@ export async function startServer(
     throw located(err);
   }
   try {
-    tcp.stage(config).commit();
+    tcp.stage(config, builtFiles).commit();
   } catch (err) {
     discovery.close();
     await Promise.all([set.shutdown(1_000), certs.close(), closeAccessFile(0)]);
@@ -613,7 +613,7 @@ export async function startServer(
       const staged = await set.stage(plans);
       let stagedTcp: StagedTcp;
       try {
-        stagedTcp = tcp.stage(applied);
+        stagedTcp = tcp.stage(applied, files);
       } catch (err) {
         await staged.abort();
         throw err;

@@ -10,6 +10,7 @@ import type { ConfigIssue } from "../config/parse.ts";
 import type { Config, UpstreamTlsConfig } from "../config/schema.ts";
 import { pageFiles } from "../config/validate_pages.ts";
 import { jwtFiles } from "../config/validate_jwt.ts";
+import { ipAccessFiles } from "../config/validate_access.ts";
 import type { CertificateNames } from "../config/cert_names.ts";
 import { mustStaple } from "../domain/x509_names.ts";
 
@@ -540,5 +541,8 @@ export async function readReferencedFiles(config: Config): Promise<Map<string, s
     }
   }
   await tlsFiles(config.forward_auth?.tls);
+  for (const list of ipAccessFiles(config)) {
+    if (!files.has(list)) files.set(list, lossy.decode(await readFileCapped(list)));
+  }
   return files;
 }

@@ -10,6 +10,7 @@
 import type { Config, UpstreamTlsConfig } from "../config/schema.ts";
 import { pageFiles } from "../config/validate_pages.ts";
 import { jwtFiles } from "../config/validate_jwt.ts";
+import { ipAccessFiles } from "../config/validate_access.ts";
 import type { Logger } from "../ports.ts";
 import { tlsPaths } from "./listener_set.ts";
 
@@ -130,7 +131,7 @@ function namesFor(path: string): string[] {
 /**
  * What a config depends on: its own file, TLS certificate and key, upstream and forward_auth CA
  * files and client certificates and keys, error pages, htpasswd files, jwt_auth secret and key
- * files. */
+ * files, ip_access list files. */
 export function configFiles(configPath: string | null, c: Config): string[] {
   const upstreamTls = (tls: UpstreamTlsConfig | undefined) =>
     [tls?.ca_cert, tls?.client_cert, tls?.client_key].filter((f): f is string => !!f);
@@ -143,6 +144,7 @@ export function configFiles(configPath: string | null, c: Config): string[] {
     ...pageFiles(c),
     ...Object.values(c.routes).flatMap((r) => r.basic_auth?.users_file ?? []),
     ...Object.values(c.routes).flatMap(jwtFiles),
+    ...ipAccessFiles(c),
   ];
 }
 

@@ -8,7 +8,7 @@ import type { ListenAddr } from "../config/listen.ts";
 import type { Config } from "../config/schema.ts";
 import { timerDelay } from "../config/duration.ts";
 import { bindHint, ListenError, REUSE_PORT } from "./listener_set.ts";
-import { compileTcp, listenTcp } from "./tcp_proxy.ts";
+import { compileTcp, listenTcp, tcpPrint } from "./tcp_proxy.ts";
 import type { LiveConn, TcpDeps, TcpListener, TcpPlan } from "./tcp_proxy.ts";
 import { startTcpHealth } from "./tcp_health.ts";
 import type { TcpHealthChecker, TcpTargetHealth } from "./tcp_health.ts";
@@ -36,7 +36,8 @@ export interface StagedTcp {
 /** The tcp listeners of the config in use. */
 export interface TcpListeners {
   /** Binds the listeners `config` adds or moves; throws a ListenError (binding nothing). */
-  stage(config: Config): StagedTcp;
+  /** `files`: the list files of the entries' `ip_access` (readReferencedFiles). */
+  stage(config: Config, files?: ReadonlyMap<string, string>): StagedTcp;
   /** Open connections per entry name (removed entries still finishing included). */
   active(): Map<string, number>;
   views(): TcpView[];
@@ -112,7 +113,7 @@ export function createTcpListeners(deps: TcpDeps & { drainMs: () => number }): T
   };
 
   return {
-    stage(config) {
+    stage(config, files) {
       if (closed) throw new Error("Cannot bind tcp listeners: shutting down");
       const next = new Map<string, EntryState>();
       const fresh: { state: EntryState; old?: EntryState }[] = [];
@@ -121,9 +122,9 @@ export function createTcpListeners(deps: TcpDeps & { drainMs: () => number }): T
         for (const [name, entry] of Object.entries(config.tcp ?? {})) {
           const old = current.get(name);
           // An unchanged entry keeps its plan, and with it its targets' passive health.
-          const plan = old && old.plan.print === JSON.stringify(entry)
+          const plan = old && old.plan.print === tcpPrint(entry, files)
             ? old.plan
-            : compileTcp(name, entry);
+            : compileTcp(name, entry, files);
           if (old && old.plan.entry.listen_addr === entry.listen_addr) {
             keep.push({ state: old, plan });
             next.set(name, old);

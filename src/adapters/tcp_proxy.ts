@@ -6,7 +6,8 @@
 import type { ListenAddr } from "../config/listen.ts";
 import { formatListenAddr } from "../config/listen.ts";
 import type { TcpEntryConfig } from "../config/schema.ts";
-import { compileIpAccess, ipVerdict } from "../domain/ip_access.ts";
+import { compileIpAccess, ipVerdict, withListFiles } from "../domain/ip_access.ts";
+import { listFilesOf } from "../config/validate_access.ts";
 import type { IpAccess } from "../domain/ip_access.ts";
 import { createSelector } from "../domain/balancer.ts";
 import { compileSni, matchSni, parseHostPort } from "../domain/tcp_route.ts";
@@ -31,7 +32,20 @@ export interface TcpPlan {
 }
 
 /** Compiles one entry (validated: its targets parse). */
-export function compileTcp(name: string, entry: TcpEntryConfig): TcpPlan {
+/**
+ * What decides a plan: the entry and the content of its `ip_access` list files (an unchanged
+ * print keeps the plan, and with it its targets' passive health, across a reload).
+ */
+export function tcpPrint(entry: TcpEntryConfig, files?: ReadonlyMap<string, string>): string {
+  const lists = listFilesOf(entry.ip_access);
+  return JSON.stringify(lists.length === 0 ? entry : [entry, lists.map((f) => files?.get(f))]);
+}
+
+export function compileTcp(
+  name: string,
+  entry: TcpEntryConfig,
+  files?: ReadonlyMap<string, string>,
+): TcpPlan {
   const policy = passivePolicyOf(entry.passive_health);
   const group = (list: string[]): TargetGroup => ({
     targets: list.map((t) => parseHostPort(t) as HostPort),
@@ -53,8 +67,10 @@ export function compileTcp(name: string, entry: TcpEntryConfig): TcpPlan {
   return {
     name,
     entry,
-    print: JSON.stringify(entry),
-    access: entry.ip_access ? compileIpAccess(entry.ip_access) : null,
+    print: tcpPrint(entry, files),
+    access: entry.ip_access
+      ? compileIpAccess(withListFiles(entry.ip_access, (f) => files?.get(f)))
+      : null,
     plain: entry.targets ? group(entry.targets) : null,
     sni,
   };

@@ -1,7 +1,7 @@
 // Cross-field rules of access control: `ip_access` (top level and per route), `basic_auth` and
 // `cors` beside the route's header rules.
 
-import { formatEntry, parseAccessEntry } from "../domain/ip_access.ts";
+import { formatEntry, listFileLines, parseAccessEntry } from "../domain/ip_access.ts";
 import { bcryptCost, HASH_HINT, hashProblem, parseHtpasswd } from "../domain/htpasswd.ts";
 import type {
   BasicAuthConfig,
@@ -17,6 +17,24 @@ import type { Report } from "./validate_route.ts";
 import { checkJwtAuth } from "./validate_jwt.ts";
 import { BACKTRACK_HINT, backtrackRisk, compileRegex } from "../domain/conditions.ts";
 import { isSha256Fingerprint } from "../domain/client_cert.ts";
+
+/** The list files (`allow_file`, `deny_file`) of one `ip_access`. */
+export function listFilesOf(lists: IpAccessConfig | undefined): string[] {
+  if (!lists) return [];
+  const of = (f: string | string[] | undefined) => typeof f === "string" ? [f] : f ?? [];
+  return [...of(lists.allow_file), ...of(lists.deny_file)];
+}
+
+/** Every list file the config's `ip_access` blocks name (top level, routes, tcp entries). */
+export function ipAccessFiles(config: Config): string[] {
+  return [
+    ...new Set([
+      ...listFilesOf(config.ip_access),
+      ...Object.values(config.routes).flatMap((r) => listFilesOf(r.ip_access)),
+      ...Object.values(config.tcp ?? {}).flatMap((e) => listFilesOf(e.ip_access)),
+    ]),
+  ];
+}
 
 /** Checks the top-level `ip_access` and every route's, and every route's `basic_auth` and `jwt_auth`. */
 export function validateAccess(
@@ -229,8 +247,35 @@ function checkBasicAuth(
 function checkIpAccess(
   lists: IpAccessConfig,
   path: (string | number)[],
-  opts: { err: Report; warn: Report },
+  opts: { err: Report; warn: Report; env: ValidateEnv },
 ): void {
+  for (const key of ["allow_file", "deny_file"] as const) {
+    const files = typeof lists[key] === "string" ? [lists[key] as string] : lists[key] ?? [];
+    files.forEach((file, i) => {
+      const at = typeof lists[key] === "string" ? [...path, key] : [...path, key, i];
+      if (!opts.env.exists(file)) {
+        return opts.err(
+          at,
+          `List file not found: ${file}`,
+          "Fix the path (a relative one starts from the working directory of prox)",
+        );
+      }
+      const read = opts.env.readText?.(file);
+      if (read === undefined) return;
+      if ("error" in read) {
+        return opts.err(at, read.error, read.hint.replace("the page", "the file"));
+      }
+      for (const l of listFileLines(read.text)) {
+        if ("problem" in l) {
+          opts.err(
+            at,
+            `${file}:${l.line}: ${l.problem}`,
+            "One address or CIDR block per line (e.g. 203.0.113.0/24); # starts a comment",
+          );
+        }
+      }
+    });
+  }
   const denied = new Map<string, string>();
   for (const text of lists.deny) {
     const e = parseAccessEntry(text);

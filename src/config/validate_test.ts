@@ -379,3 +379,19 @@ Deno.test("validateConcurrency: the key its `by` needs, jwt_auth for claims, val
     "warning routes./.concurrency_limit.by: Requests without the cookie are not limited (on_missing_key: allow)",
   ]);
 });
+
+Deno.test("validateAccess: ip_access list files must exist and hold one entry per line", () => {
+  const files: Record<string, string> = { "block.txt": "# ok\n10.0.0.0/8\n\nbogus\n" };
+  const issues = (ip: string) =>
+    loadConfigText(BASE + `ip_access: ${ip}\n`, {
+      file: "c.yaml",
+      env: { exists: (p) => p in files, readText: (p) => ({ text: files[p] }) },
+    }).issues.map((i) => `${i.severity} ${i.path}: ${i.message}`);
+  assert.deepEqual(issues("{ deny_file: block.txt }"), [
+    'error ip_access.deny_file: block.txt:4: Invalid address or CIDR block "bogus"',
+  ]);
+  assert.deepEqual(issues("{ allow_file: [block.txt, gone.txt] }"), [
+    'error ip_access.allow_file.0: block.txt:4: Invalid address or CIDR block "bogus"',
+    "error ip_access.allow_file.1: List file not found: gone.txt",
+  ]);
+});

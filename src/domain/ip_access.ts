@@ -114,6 +114,57 @@ function insert(t: Trie, e: { bytes: Uint8Array; bits: number }, rule: Trie["rul
   t.rules.push(rule);
 }
 
+/** One entry of a list file, or why a line is not one. */
+export type FileLine = { line: number; entry: string } | { line: number; problem: string };
+
+/**
+ * The entries of an `allow_file` / `deny_file`: one address, CIDR block or `all` per line; `#`
+ * starts a comment (whole line or after an entry), blank lines are skipped, and so is a trailing
+ * `;` (a line of an nginx include: `deny 10.0.0.0/8;` reads as `10.0.0.0/8`).
+ */
+export function listFileLines(text: string): FileLine[] {
+  const out: FileLine[] = [];
+  const lines = text.split("\n");
+  for (let i = 0; i < lines.length; i++) {
+    const hash = lines[i].indexOf("#");
+    let s = (hash < 0 ? lines[i] : lines[i].slice(0, hash)).trim();
+    if (s === "") continue;
+    s = s.replace(/;\s*$/, "").replace(/^(?:allow|deny)\s+/i, "").trim();
+    out.push(
+      parseAccessEntry(s)
+        ? { line: i + 1, entry: s }
+        : { line: i + 1, problem: `Invalid address or CIDR block "${s.slice(0, 60)}"` },
+    );
+  }
+  return out;
+}
+
+/**
+ * `allow` and `deny` with the entries of `allow_file` and `deny_file` added (`read` gives a
+ * file's text; a file it does not have adds nothing, and a line that is no entry is skipped:
+ * validate reports both).
+ */
+export function withListFiles(
+  lists: {
+    allow: readonly string[];
+    deny: readonly string[];
+    allow_file?: string | readonly string[];
+    deny_file?: string | readonly string[];
+  },
+  read: (file: string) => string | undefined,
+): { allow: string[]; deny: string[] } {
+  const from = (files: string | readonly string[] | undefined): string[] =>
+    (typeof files === "string" ? [files] : files ?? []).flatMap((f) => {
+      const text = read(f);
+      if (text === undefined) return [];
+      return listFileLines(text).flatMap((l) => "entry" in l ? [l.entry] : []);
+    });
+  return {
+    allow: [...lists.allow, ...from(lists.allow_file)],
+    deny: [...lists.deny, ...from(lists.deny_file)],
+  };
+}
+
 /** Compiles `allow` and `deny` (entries that do not parse are skipped: validate reports them). */
 export function compileIpAccess(
   lists: { allow: readonly string[]; deny: readonly string[] },

@@ -1,5 +1,12 @@
 import assert from "node:assert/strict";
-import { compileIpAccess, formatEntry, ipVerdict, parseAccessEntry } from "./ip_access.ts";
+import {
+  compileIpAccess,
+  formatEntry,
+  ipVerdict,
+  listFileLines,
+  parseAccessEntry,
+  withListFiles,
+} from "./ip_access.ts";
 
 const verdict = (allow: string[], deny: string[], ip: string) =>
   ipVerdict(compileIpAccess({ allow, deny }), ip);
@@ -123,4 +130,34 @@ Deno.test("ipVerdict reads dotted quads exactly (fast path) and odd forms like p
   for (const odd of ["10.0.0", "10.0.0.1.2", "10..0.1", "10.0.0.256", "1000.0.0.1", "10.0.0.1 "]) {
     assert.equal(ipVerdict(access, odd).allowed, odd === "10.0.0.1 ", odd);
   }
+});
+
+Deno.test("listFileLines reads one entry per line, with comments, blanks and nginx's form", () => {
+  const text = "# blocklist\n203.0.113.0/24\n\n  198.51.100.7  # one host\ndeny 10.0.0.0/8;\n" +
+    "2001:db8::/32\nnot-an-ip\r\n192.0.2.0/33\n";
+  assert.deepEqual(listFileLines(text.replace("\r", "")), [
+    { line: 2, entry: "203.0.113.0/24" },
+    { line: 4, entry: "198.51.100.7" },
+    { line: 5, entry: "10.0.0.0/8" },
+    { line: 6, entry: "2001:db8::/32" },
+    { line: 7, problem: 'Invalid address or CIDR block "not-an-ip"' },
+    { line: 8, problem: 'Invalid address or CIDR block "192.0.2.0/33"' },
+  ]);
+  // CRLF files read the same.
+  assert.deepEqual(listFileLines("10.0.0.1\r\n10.0.0.2\r\n"), [
+    { line: 1, entry: "10.0.0.1" },
+    { line: 2, entry: "10.0.0.2" },
+  ]);
+});
+
+Deno.test("withListFiles adds the files' entries to the inline lists", () => {
+  const files = new Map([["a.txt", "10.0.0.0/8\nbad\n"], ["b.txt", "10.1.0.0/16\n"]]);
+  const lists = withListFiles(
+    { allow: ["192.0.2.1"], deny: [], allow_file: "b.txt", deny_file: ["a.txt", "missing.txt"] },
+    (f) => files.get(f),
+  );
+  assert.deepEqual(lists, { allow: ["192.0.2.1", "10.1.0.0/16"], deny: ["10.0.0.0/8"] });
+  const access = compileIpAccess(lists);
+  assert.equal(ipVerdict(access, "10.1.2.3").allowed, true);
+  assert.equal(ipVerdict(access, "10.2.0.1").allowed, false);
 });

@@ -14,7 +14,7 @@ import { requestInput } from "./filters/rules.ts";
 import type { RequestContext } from "./context.ts";
 import { parseCidr } from "../domain/ip.ts";
 import type { Cidr } from "../domain/ip.ts";
-import type { Config, RouteConfig, TimeoutsConfig } from "../config/schema.ts";
+import type { Config, IpAccessConfig, RouteConfig, TimeoutsConfig } from "../config/schema.ts";
 import type { UpstreamTimeouts, UpstreamTls } from "../ports.ts";
 import { upstreamTlsOf } from "./upstream_tls.ts";
 import { discoveredHost, discoverUrl } from "../config/discovered.ts";
@@ -27,7 +27,7 @@ import type { CompiledRateLimit } from "./filters/rate_limit.ts";
 import { compressPolicy } from "../domain/compress.ts";
 import { compileForwardAuth } from "./filters/forward_auth.ts";
 import type { CompiledForwardAuth } from "./filters/forward_auth.ts";
-import { compileIpAccess } from "../domain/ip_access.ts";
+import { compileIpAccess, withListFiles } from "../domain/ip_access.ts";
 import type { IpAccess } from "../domain/ip_access.ts";
 import { compileBasicAuth } from "./filters/basic_auth.ts";
 import type { CompiledBasicAuth } from "./filters/basic_auth.ts";
@@ -174,10 +174,18 @@ function compressOf(route: RouteConfig, config: Config) {
   }
 }
 
-/** Compiled lists, or null when they restrict nothing (both empty). */
-function accessOf(lists: { allow: string[]; deny: string[] } | undefined): IpAccess | null {
-  if (!lists || (lists.allow.length === 0 && lists.deny.length === 0)) return null;
-  return compileIpAccess(lists);
+/**
+ * Compiled lists with their files' entries (read by the server), or null when they restrict
+ * nothing (all empty).
+ */
+function accessOf(
+  lists: IpAccessConfig | undefined,
+  files: ReadonlyMap<string, string> | undefined,
+): IpAccess | null {
+  if (!lists) return null;
+  const all = withListFiles(lists, (f) => files?.get(f));
+  if (all.allow.length === 0 && all.deny.length === 0) return null;
+  return compileIpAccess(all);
 }
 
 /** Builds a snapshot; throws only on programming errors (validation has already run). */
@@ -208,7 +216,7 @@ export function buildSnapshot(
       : [];
   const errorPages = pages(config.error_pages);
   let hasErrorPages = errorPages.length > 0;
-  const ipAccess = accessOf(config.ip_access);
+  const ipAccess = accessOf(config.ip_access, opts.files);
   const entries = Object.entries(config.routes).map(([key, route]) => {
     const { host, prefix } = parseRouteKey(key);
     const hosts = [...(host ? [host] : []), ...(route.hosts ?? []).map((h) => h.toLowerCase())];
@@ -237,7 +245,7 @@ export function buildSnapshot(
         ? caches.policyFor(key, route)
         : null,
       forwardAuth: compileForwardAuth(route, { top: config.forward_auth, files: opts.files }),
-      ipAccess: route.ip_access ? accessOf(route.ip_access) : ipAccess,
+      ipAccess: route.ip_access ? accessOf(route.ip_access, opts.files) : ipAccess,
       basicAuth: route.basic_auth
         ? compileBasicAuth(
           route.basic_auth,

@@ -4,6 +4,7 @@
 import assert from "node:assert/strict";
 import { interopTest, ROOT, run, startUpstream, waitFor } from "../_harness.ts";
 import { startProxy } from "./_proxy.ts";
+import { startServer } from "../../src/server.ts";
 import { connect, wsUpstream } from "./_ws.ts";
 import { connectH3 } from "../../src/adapters/h3/client.ts";
 import { silentLogger } from "../../src/ports.ts";
@@ -193,4 +194,70 @@ routes:
   assert.match(ok.body, /^# HELP /m);
   // the routes keep their own lists
   assert.equal((await get(`${prox.url}/x`, "192.0.2.1")).status, 200);
+});
+
+Deno.test("ip_access deny_file and allow_file: entries from files, reloaded when a file changes (HTTP and tcp)", async () => {
+  await using up = await startUpstream(() => new Response("ok"));
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeTextFile(`${dir}/block.txt`, "# blocklist\n203.0.113.0/24\n127.0.0.1\n");
+    await Deno.writeTextFile(`${dir}/office.txt`, "192.0.2.0/24\n");
+    await Deno.writeTextFile(
+      `${dir}/config.yaml`,
+      `listen_addr: "127.0.0.1:0"
+health_check: { enabled: false }
+routes:
+  "/": { type: proxy, target: "${up.url}", ip_access: { deny_file: "${dir}/block.txt" } }
+  "/office":
+    type: proxy
+    target: "${up.url}"
+    ip_access: { allow_file: ["${dir}/office.txt"], allow: ["10.0.0.0/8"] }
+tcp:
+  t: { listen_addr: "127.0.0.1:0", targets: ["${
+        up.url.replace("http://", "")
+      }"], ip_access: { deny_file: "${dir}/block.txt" } }
+`,
+    );
+    let reloads = 0;
+    const server = await startServer({ path: `${dir}/config.yaml` }, {
+      logger: silentLogger,
+      watchDebounceMs: 20,
+      onReload: (r) => void (r.ok && reloads++),
+    });
+    try {
+      const status = async (path: string) => {
+        const res = await fetch(`http://127.0.0.1:${server.port}${path}`);
+        await res.body?.cancel();
+        return res.status;
+      };
+      // Over tcp: a refused client's connection is closed before anything is relayed.
+      const tcpAnswer = async () => {
+        const port = server.tcpAddr("t")!.port;
+        const c = await Deno.connect({ hostname: "127.0.0.1", port });
+        try {
+          await c.write(
+            new TextEncoder().encode("GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"),
+          );
+          return new TextDecoder().decode(await new Response(c.readable).arrayBuffer());
+        } catch {
+          return "";
+        }
+      };
+      assert.equal(await status("/x"), 403, "127.0.0.1 is in block.txt");
+      assert.equal(await status("/office/x"), 403, "127.0.0.1 is in neither allow list");
+      assert.equal(await tcpAnswer(), "");
+      await Deno.writeTextFile(`${dir}/block.txt`, "203.0.113.0/24\n");
+      await Deno.writeTextFile(`${dir}/office.txt`, "192.0.2.0/24\n127.0.0.0/8 # us\n");
+      await waitFor(async () => (await status("/office/x")) === 200, {
+        what: "both files reloaded",
+      });
+      assert.equal(await status("/x"), 200);
+      assert.match(await tcpAnswer(), /^HTTP\/1\.1 200/);
+      assert.ok(reloads >= 1);
+    } finally {
+      await server.shutdown();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
