@@ -4,6 +4,7 @@
 
 import { isUnixTarget, originName, unixOrigin } from "../domain/upstream_origin.ts";
 import { X509Certificate } from "node:crypto";
+import { listFilesOf } from "../config/validate_access.ts";
 import type { Metrics } from "../ports.ts";
 import type { Snapshot } from "../proxy/snapshot.ts";
 import { parseRouteKey } from "../domain/router.ts";
@@ -226,11 +227,14 @@ function describeAccess(
   const own = config.routes[r.id].ip_access;
   const lists = own ?? config.ip_access;
   const parts: string[] = [];
-  if (lists && (lists.allow.length > 0 || lists.deny.length > 0)) {
+  const files = listFilesOf(lists);
+  if (lists && (lists.allow.length > 0 || lists.deny.length > 0 || files.length > 0)) {
     parts.push(
       `ip_access${
         own ? "" : " (top level)"
-      }: allow ${lists.allow.length}, deny ${lists.deny.length}`,
+      }: allow ${lists.allow.length}, deny ${lists.deny.length}${
+        files.length > 0 ? ` (and from ${files.join(", ")})` : ""
+      }`,
     );
   }
   const auth = r.compiled?.basicAuth;

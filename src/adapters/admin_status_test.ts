@@ -24,7 +24,7 @@ routes:
   "/old":
     type: redirect
     target: "/new"
-    ip_access: { allow: [10.0.0.0/8] }
+    ip_access: { allow: [10.0.0.0/8], deny_file: /etc/prox/block.txt }
     cors:
       allow_origins: ["https://a.example.com", "https://*.example.org"]
       allow_origin_regex: ['http://localhost:\\d+']
@@ -115,7 +115,7 @@ Deno.test("buildStatus lists routes with hosts and targets, upstreams with their
   assert.equal(api.access, "ip_access (top level): allow 0, deny 1; basic_auth: 2 users");
   assert.equal(
     s.routes.find((r) => r.id === "/old")!.access,
-    "ip_access: allow 1, deny 0; cors: https://a.example.com, https://*.example.org, " +
+    "ip_access: allow 1, deny 0 (and from /etc/prox/block.txt); cors: https://a.example.com, https://*.example.org, " +
       "/http://localhost:\\d+/ (credentials)",
   );
   const a = s.upstreams.find((u) => u.url === "http://a:1")!;
