@@ -501,6 +501,11 @@ export const Retries = z.object({
   idempotency_key: z.boolean().default(false),
   /** Upstream statuses retried on another target (idempotent requests only), e.g. [502, 503]. */
   on_status: z.array(StatusSelector).default([]),
+  /**
+   * A pause before each retry: `backoff`, doubling per retry up to 10 s, each drawn between half
+   * and all of it (jitter); unset: none. Rides out an app restarting behind a lone target.
+   */
+  backoff: Duration.optional(),
 }).strict();
 
 /** An HTTP field name (RFC 9110 §5.1: a token). */

@@ -83,6 +83,8 @@ export async function forward(
   let lastErr: ProxyError | undefined;
   /** The target a status retry already chose before giving up the response it retries. */
   let chosen: { i: number; why: string } | undefined;
+  /** The last attempt's deadline signal (timeouts.total), which a backoff pause also ends at. */
+  let lastSignal: AbortSignal | undefined;
   /** A request built before a target was chosen (to read its body), for the first target. */
   let early: UpstreamRequest | undefined;
   const prepare = (req: UpstreamRequest) =>
@@ -104,6 +106,15 @@ export async function forward(
   }
 
   for (let attempt = 0;; attempt++) {
+    if (attempt > 0 && pool.retries.backoffMs) {
+      const signal = lastSignal ?? ctx.req.signal;
+      try {
+        await backoff(pool.retries.backoffMs, attempt, { random, signal });
+      } catch (err) {
+        unread?.cancel(err).catch(() => {}); // a body given back goes nowhere now
+        throw err;
+      }
+    }
     const now = attempt === 0 ? ctx.start : deps.clock.monotonic();
     const pick = chosen ?? choose(pool, reg, { tried, key, random, now, prefer: sticky });
     chosen = undefined;
@@ -125,6 +136,7 @@ export async function forward(
     tried.add(i);
     const id = pool.ids[i];
     const req = early && i === 0 ? early : opts.build(id);
+    lastSignal = req.signal;
     early = undefined;
     body ??= await prepare(req);
     req.body = unread ?? body.next();
@@ -212,6 +224,45 @@ export async function forward(
       });
     }
   }
+}
+
+/** Longest pause before a retry (`retries.backoff` doubles up to it). */
+const MAX_BACKOFF_MS = 10_000;
+
+/**
+ * The pause before retry `n` (1, 2, …): `baseMs` doubled n - 1 times, capped, and of that a share
+ * between half and all, by `r` in [0, 1].
+ */
+export function backoffDelay(baseMs: number, n: number, r: number): number {
+  const full = Math.min(MAX_BACKOFF_MS, baseMs * 2 ** Math.min(n - 1, 20));
+  return full / 2 + r * full / 2;
+}
+
+/**
+ * Waits backoffDelay; ends early with the client's departure or the deadline (its reason thrown).
+ */
+function backoff(
+  baseMs: number,
+  n: number,
+  o: { random: () => number; signal: AbortSignal },
+): Promise<void> {
+  const ms = backoffDelay(baseMs, n, o.random());
+  const gone = () =>
+    o.signal.reason instanceof ProxyError
+      ? o.signal.reason
+      : new ProxyError("client_gone", "The client went away during a retry's pause");
+  if (o.signal.aborted) return Promise.reject(gone());
+  return new Promise((resolve, reject) => {
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(gone());
+    };
+    const timer = setTimeout(() => {
+      o.signal.removeEventListener("abort", onAbort);
+      resolve();
+    }, ms);
+    o.signal.addEventListener("abort", onAbort, { once: true });
+  });
 }
 
 /** One attempt: in-flight accounting, per-try timeout, latency and passive-health outcome. */

@@ -10,6 +10,7 @@ import { buildSnapshot } from "./snapshot.ts";
 import { createUpstreamRegistry } from "./state.ts";
 import { REPLAY_CAP } from "./body_replay.ts";
 import { healthCheckKey, stickyPolicy } from "./pool.ts";
+import { backoffDelay } from "./forward.ts";
 import { waitFor } from "../../tests/_harness.ts";
 
 const A = "http://10.0.0.1:8080";
@@ -616,4 +617,36 @@ Deno.test("forward: passive_health.max_latency counts a slow answer head as a fa
   );
   await fast.call();
   assert.ok(fast.upstreams.available(A));
+});
+
+Deno.test("forward: retries.backoff pauses before a retry, and a client that leaves ends the pause", async () => {
+  const s = setup(
+    `type: proxy\ntarget: "${A}"\nretries: { attempts: 2, backoff: 10s }`,
+    connectErr,
+  );
+  const ac = new AbortController();
+  const res = s.call({ signal: ac.signal });
+  await waitFor(() => s.calls.length === 1, { what: "the first attempt" });
+  ac.abort();
+  const r = await res;
+  // Without the pause the retries would have gone at once (three connects, then 502).
+  assert.equal(s.calls.length, 1, "no retry while the pause ran");
+  assert.equal(r.status, 400); // client_gone: logged 499, seen by nobody
+  assert.match(r.text, /Client closed request/);
+  // A short one: the retry goes after it.
+  const quick = setup(
+    `type: proxy\ntarget: "${A}"\nretries: { backoff: 1ms }`,
+    (req, n) => n === 1 ? connectErr(req) : ok(req),
+  );
+  assert.equal((await quick.call()).status, 200);
+  assert.equal(quick.calls.length, 2);
+});
+
+Deno.test("backoffDelay doubles per retry, capped at 10 s, drawn between half and all of it", () => {
+  assert.deepEqual([1, 2, 3, 4].map((n) => backoffDelay(100, n, 1)), [100, 200, 400, 800]);
+  assert.deepEqual([1, 2, 3].map((n) => backoffDelay(100, n, 0)), [50, 100, 200]);
+  assert.equal(backoffDelay(100, 3, 0.5), 300);
+  assert.equal(backoffDelay(4_000, 5, 1), 10_000);
+  assert.equal(backoffDelay(4_000, 5, 0), 5_000);
+  assert.equal(backoffDelay(1, 60, 1), 10_000, "no overflow for many retries");
 });

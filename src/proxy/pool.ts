@@ -26,6 +26,8 @@ export interface RetryPolicy {
   idempotencyKey: boolean;
   /** Upstream statuses that send an idempotent request to another target, or null. */
   onStatus: ((status: number) => boolean) | null;
+  /** `backoff` in ms: the pause before the first retry, doubling after (0: none). */
+  backoffMs?: number;
 }
 
 /** Everything forward() needs about a route's targets. */
@@ -183,6 +185,7 @@ export function buildPool(
         perTryMs: r.per_try_timeout,
         budgetPercent: r.budget_percent,
         idempotencyKey: r.idempotency_key,
+        backoffMs: r.backoff ?? 0,
         onStatus: r.on_status.length > 0 ? statusMatcher(r.on_status) : null,
       }
       : DEFAULT_RETRIES,
