@@ -6,7 +6,9 @@
 //   SIGUSR2          the same, logged as a takeover (sent by `prox serve --takeover`)
 //   SIGUSR1          the same (the Rust Prox's "restart", which only stopped it)
 //   SIGHUP           reload the config
-//   a second stop signal exits at once with code 1
+//   a second stop signal exits at once with code 1, unless it is SIGUSR2: a takeover's
+//   successor signals whatever the pid file names, which may be a Prox already draining
+//   (stopped by SIGTERM a moment before), and that drain must go on
 //
 // A worker of `workers: N` is also told to drain by its supervisor (`drain`, over its stdin
 // pipe, not a signal): under systemd's default KillMode=control-group the worker gets the
@@ -53,6 +55,11 @@ export function trapSignals(opts: { logger: Logger }): SignalTrap {
     void told.finally(() => Deno.exit(1));
   };
   const stop = (signal: Deno.Signal) => {
+    if (signalled && signal === "SIGUSR2") {
+      const log = server?.logger ?? opts.logger;
+      log.info("Takeover signal while already draining: the drain goes on", { signal });
+      return;
+    }
     if (signalled) return exitNow("Second signal: exiting now", signal);
     signalled = true;
     drain(signal);

@@ -668,6 +668,45 @@ Deno.test("SIGHUP reloads the config (file watch off); a second SIGTERM forces e
   }
 });
 
+Deno.test("SIGUSR2 (a takeover) reaching a Prox already draining after SIGTERM does not cut its drain", async () => {
+  const gate = Promise.withResolvers<void>();
+  let arrived = 0;
+  await using up = await startUpstream(async () => {
+    arrived++;
+    await gate.promise;
+    return new Response("late");
+  });
+  const port = freePort();
+  const dir = await tempDir({
+    "config.yaml": `shutdown_timeout: 60s\n` + VALID(port) +
+      `  "/slow":\n    type: proxy\n    target: "${up.url}"\n`,
+  });
+  const client = Deno.createHttpClient({});
+  try {
+    await using p = spawnProx(["serve", "--no-watch"], { cwd: dir });
+    await p.waitForOutput("Prox listening");
+    const pending = fetch(`http://127.0.0.1:${port}/slow`, { client }).then(
+      async (r) => `${r.status} ${await r.text()}`,
+      (e) => `failed: ${e}`,
+    );
+    await waitFor(() => arrived === 1, { what: "request at the upstream" });
+    p.signal("SIGTERM");
+    await p.waitForOutput("Draining");
+    // A successor started with --takeover while this one drains (its pid is still in the pid
+    // file) tells it to drain: it already does, and the request in flight must still finish.
+    p.signal("SIGUSR2");
+    await p.waitForOutput("already draining");
+    gate.resolve();
+    assert.equal(await pending, "200 late");
+    assert.equal((await p.status).code, 0, p.output());
+    assert.doesNotMatch(p.output(), /Second signal/);
+  } finally {
+    gate.resolve();
+    client.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("shutdown_timeout bounds the drain: a hung request is cut and the process exits 0", async () => {
   const gate = Promise.withResolvers<void>();
   let arrived = 0;
