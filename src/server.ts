@@ -66,6 +66,7 @@ import { startHealthChecks } from "./adapters/health_check.ts";
 import { followH3 } from "./adapters/h3_follow.ts";
 import { ALT_SVC_MAX_AGE, altSvcValue } from "./adapters/h3/mod.ts";
 import {
+  ConfigReadError,
   configReadError,
   denoEnv,
   loadSource,
@@ -547,13 +548,15 @@ export async function startServer(
     const at = Date.now();
     const file = "path" in source ? source.path : source.name;
     let locate: LoadResult["locate"];
-    const failed = (message: string, key?: string[]): ReloadResult => {
+    const failed = (message: string, key?: string[], hint?: string): ReloadResult => {
       const issue: ConfigIssue = key && locate
         ? { ...issueAt(file), ...locate(key), path: key.join("."), message }
-        : { ...issueAt(file), message };
+        : { ...issueAt(file), message, ...(hint ? { hint } : {}) };
       logger.error("Reload failed; the current config keeps serving", {
         trigger,
         error: key && locate ? formatIssue(issue) : message,
+        // A file that cannot be read: the fix `prox serve` prints for it at start.
+        ...(hint ? { fix: hint } : {}),
       });
       return reloads.settle({ ok: false, version, issues: [issue], at, trigger });
     };
@@ -698,7 +701,11 @@ export async function startServer(
       // Shutdown began while it ran (the listeners refuse a new bind): skipped, not failed.
       if (draining) return skipped();
       const message = `Cannot reload: ${err instanceof Error ? err.message : String(err)}`;
-      return failed(message, err instanceof ListenError ? listenKey(err.planId) : undefined);
+      return failed(
+        message,
+        err instanceof ListenError ? listenKey(err.planId) : undefined,
+        err instanceof ConfigReadError ? err.hint : undefined,
+      );
     }
   }
 

@@ -201,6 +201,35 @@ Deno.test("reload of a deleted config says so plainly and keeps serving", async 
   }
 });
 
+Deno.test("reload of a symlinked config repointed at nothing says why and the fix, and keeps serving", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "prox-dangling-" });
+  const file = `${dir}/config.yaml`;
+  await Deno.writeTextFile(`${dir}/v1.yaml`, config("127.0.0.1:0"));
+  await Deno.symlink(`${dir}/v1.yaml`, file);
+  const logger = captureLogger();
+  const server = await startServer({ path: file }, { logger, watch: false });
+  try {
+    // A release script repoints the link before the new version's file is in place.
+    await Deno.remove(file);
+    await Deno.symlink(`${dir}/v2.yaml`, file);
+    const result = await server.reload({ trigger: "test" });
+    assert.equal(result.ok, false);
+    assert.equal(
+      result.issues[0].message,
+      `Cannot reload: Cannot read config "${file}": it is a symbolic link to "${dir}/v2.yaml", which does not exist`,
+    );
+    // The fix `prox serve` prints for the same file at start, in the issue and in the log line.
+    const fix = "create that file, or point the link (or --config) at the config file";
+    assert.equal(result.issues[0].hint, fix);
+    const line = logger.lines.find((l) => l.includes("Reload failed"));
+    assert.ok(line?.includes(fix), line ?? "no Reload failed line");
+    assert.equal(await answers(`http://127.0.0.1:${server.port}/`), 307);
+  } finally {
+    await server.shutdown();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("reload of a config grown over 4 MiB is refused, said plainly, and the old one keeps serving", async () => {
   const dir = await Deno.makeTempDir({ prefix: "prox-big-" });
   const file = `${dir}/config.yaml`;
