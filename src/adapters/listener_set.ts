@@ -219,6 +219,8 @@ interface Entry {
   listener: Listener;
   /** Identity of what was bound: configured address + TLS material. */
   print: string;
+  /** The limits its engine reads per connection: a reload changes them in place. */
+  limits?: ConnectionLimits;
 }
 
 function fingerprint(plan: ListenerPlan): string {
@@ -227,8 +229,11 @@ function fingerprint(plan: ListenerPlan): string {
       ? `prox|${plan.idleMs ?? ""}|${plan.http2 ?? ""}|${plan.maxStreams ?? ""}|${
         plan.maxFrame ?? ""
       }|${plan.websocket ?? ""}|${JSON.stringify(plan.proxyProtocol ?? null)}|${
-        JSON.stringify(plan.connectionLimits ?? null)
-      }|${(plan.sni ?? []).map((c) => c.cert + c.key).join("|")}|${
+        // The two limits change live (`live` below); how addresses are grouped does not: the
+        // open connections are counted under their groups.
+        plan.connectionLimits?.ipv6Prefix ?? ""}|${
+        (plan.sni ?? []).map((c) => c.cert + c.key).join("|")
+      }|${
         plan.clientAuth
           ? `${plan.clientAuth.required}|${plan.clientAuth.refuseStale}|${
             JSON.stringify(plan.clientAuth.ocsp?.config ?? null)
@@ -270,6 +275,13 @@ export function createListenerSet(opts: {
     let c = connectionCounts.get(id);
     if (!c) connectionCounts.set(id, c = { open: 0, perIp: new Map() });
     return c;
+  };
+
+  /** Puts a kept listener's new limits where its engine reads them. */
+  const live = (e: Entry) => {
+    if (!e.limits || !e.plan.connectionLimits) return;
+    e.limits.total = e.plan.connectionLimits.total;
+    e.limits.perIp = e.plan.connectionLimits.perIp;
   };
 
   const drain = (l: Listener, graceMs: number): Promise<void> => {
@@ -318,6 +330,11 @@ export function createListenerSet(opts: {
             old.plan.addr.port === plan.addr.port;
           const addr = sameAddr ? { ...plan.addr, port: old.listener.port } : plan.addr;
           let listener: Listener;
+          // Counted across the listeners of this plan: a replaced one's still count.
+          const limits = plan.connectionLimits && {
+            ...plan.connectionLimits,
+            counts: countsOf(plan.id),
+          };
           try {
             listener = ownEngine(plan)
               ? listenH1(addr, {
@@ -333,11 +350,7 @@ export function createListenerSet(opts: {
                 maxFrame: plan.maxFrame,
                 websocket: plan.websocket,
                 proxyProtocol: plan.proxyProtocol,
-                // Counted across the listeners of this plan: a replaced one's still count.
-                connectionLimits: plan.connectionLimits && {
-                  ...plan.connectionLimits,
-                  counts: countsOf(plan.id),
-                },
+                connectionLimits: limits,
                 sni: plan.sni,
                 clientAuth: plan.clientAuth,
               })
@@ -358,7 +371,7 @@ export function createListenerSet(opts: {
               plan.id,
             );
           }
-          const entry = { plan, listener, print };
+          const entry = { plan, listener, print, limits };
           fresh.push(entry);
           next.set(plan.id, entry);
         }
@@ -378,6 +391,9 @@ export function createListenerSet(opts: {
             next.get(e.plan.id)?.listener !== e.listener
           );
           current = next;
+          // `max_connections` and `max_connections_per_ip` of a kept listener change live, as on
+          // HTTP/3, not by a new listener (which would close every WebSocket on it).
+          for (const e of next.values()) live(e);
           for (const e of fresh) {
             logger.info("Listener started", {
               id: e.plan.id,

@@ -320,3 +320,55 @@ Deno.test("http1_idle_timeout closes a silent connection though the wall clock s
     silent.close();
   }
 });
+
+Deno.test("a reload that changes max_connections applies it live: open connections and WebSockets stay", async () => {
+  // Limits are tightened under a flood: that must not disconnect every WebSocket client (a
+  // replaced listener closes them with 1001) nor the keep-alive connections in use.
+  await using up = await startUpstream((req) => {
+    if (req.headers.get("upgrade") !== "websocket") return new Response("ok");
+    const { socket, response } = Deno.upgradeWebSocket(req);
+    socket.onmessage = (e) => socket.send(e.data);
+    return response;
+  });
+  const file = await Deno.makeTempFile({ suffix: ".yaml" });
+  const write = (limits: string) =>
+    Deno.writeTextFile(file, `listen_addr: "127.0.0.1:0"\n` + config(up.url, limits));
+  await write("max_connections: 100, max_connections_per_ip: 100");
+  const server = await startServer({ path: file }, { logger: silentLogger });
+  const ws = new WebSocket(`ws://127.0.0.1:${server.port}/ws`);
+  const closes: number[] = [];
+  ws.onclose = (e) => closes.push(e.code);
+  const echoed = (text: string) =>
+    new Promise<string>((resolve, reject) => {
+      ws.onmessage = (e) => resolve(String(e.data));
+      ws.onerror = () => reject(new Error("WebSocket error"));
+      ws.send(text);
+    });
+  let a: Deno.Conn | undefined;
+  try {
+    await new Promise((resolve, reject) => {
+      ws.onopen = resolve;
+      ws.onerror = () => reject(new Error("WebSocket did not open"));
+    });
+    assert.equal(await echoed("before"), "before");
+    a = await held(server.port);
+    await write("max_connections: 100, max_connections_per_ip: 2");
+    const r = await server.reload();
+    assert.ok(r.ok, JSON.stringify(r));
+    // The WebSocket and the keep-alive connection count against the new limit at once.
+    assert.equal(await ask(server.port), "", "the address has its two connections open");
+    assert.equal(await echoed("after"), "after");
+    await a.write(enc.encode(GET));
+    assert.match(await readFrom(a, /\r\n\r\nok$/), /^HTTP\/1\.1 200/);
+    assert.deepEqual(closes, []);
+  } finally {
+    a?.close();
+    if (ws.readyState !== WebSocket.CLOSED) {
+      const gone = new Promise((r) => ws.addEventListener("close", r));
+      ws.close();
+      await gone;
+    }
+    await server.shutdown();
+    await Deno.remove(file);
+  }
+});
