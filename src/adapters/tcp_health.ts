@@ -1,6 +1,7 @@
 // Active health checks of a tcp entry's targets (`health_check`): every `interval` a TCP connect
 // to each distinct target of the entry (its `targets`, or every `sni` group's and `default`'s),
-// closed at once (after `send` and the `expect`ed answer, with those); `unhealthy_threshold`
+// closed at once (after `send` and the `expect`ed answer, with those; with `proxy_protocol` the
+// probe's LOCAL / UNKNOWN header comes first); `unhealthy_threshold`
 // failures in a row mark a target down, `healthy_threshold` successes bring it back
 // (domain/health.ts). connectAny (tcp_open.ts) passes over a down target while another is left.
 // One checker per entry plan: a reload that keeps the entry unchanged keeps its checker and
@@ -14,6 +15,7 @@ import { HEALTH_ANSWER_BYTES } from "../config/schema_tcp.ts";
 import { hexBytes, indexOfBytes, toHex } from "../domain/hex_bytes.ts";
 import type { TcpPlan, TcpTargetChange } from "./tcp_proxy.ts";
 import type { TargetGroup } from "./tcp_open.ts";
+import { proxyHeader } from "../domain/proxy_protocol.ts";
 
 /** One target's state as `/status` and the metrics show it. */
 export interface TcpTargetHealth {
@@ -50,14 +52,21 @@ interface Conversation {
   show(answer: Uint8Array): string;
 }
 
-/** The conversation a health_check asks for (text as UTF-8, hex as its bytes). */
-function conversationOf(hc: TcpPlan["entry"]["health_check"] & object): Conversation {
+/**
+ * The conversation a health_check asks for (text as UTF-8, hex as its bytes). With the entry's
+ * `proxy_protocol`, the probe's own header (v1 UNKNOWN, v2 LOCAL) comes first, as on the HTTP
+ * side and HAProxy's checks: the upstream reads one before anything on every connection.
+ */
+function conversationOf(entry: TcpPlan["entry"]): Conversation {
+  const hc = entry.health_check!;
   const utf8 = new TextEncoder();
-  const send = hc.send_hex !== undefined
+  const body = hc.send_hex !== undefined
     ? hexBytes(hc.send_hex)
     : hc.send !== undefined
     ? utf8.encode(hc.send)
     : null;
+  const header = entry.proxy_protocol ? proxyHeader(entry.proxy_protocol, null) : null;
+  const send = header === null ? body : body === null ? header : concat(header, body);
   if (hc.expect_hex !== undefined) {
     return {
       send,
@@ -72,6 +81,13 @@ function conversationOf(hc: TcpPlan["entry"]["health_check"] & object): Conversa
     expected: JSON.stringify(hc.expect),
     show: (a) => JSON.stringify(new TextDecoder().decode(a).slice(0, 64)),
   };
+}
+
+function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
+  const out = new Uint8Array(a.length + b.length);
+  out.set(a);
+  out.set(b, a.length);
+  return out;
 }
 
 /** Writes `send`, then reads until the answer contains `expect`; throws why it did not. */
@@ -103,7 +119,7 @@ export function startTcpHealth(
   },
 ): TcpHealthChecker {
   const hc = plan.entry.health_check!;
-  const conversation = conversationOf(hc);
+  const conversation = conversationOf(plan.entry);
   const connect = o.connect ?? Deno.connect;
   const groups = groupsOf(plan);
   // Each distinct `host:port` once, with every (group, index) it stands at.

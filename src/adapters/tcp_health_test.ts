@@ -127,3 +127,36 @@ Deno.test("tcp health: a connect that completes as the timeout fires still ends 
   const down = logger.records.find((r) => r.msg === "tcp target marked down by health check")!;
   assert.equal(down.reason, "no answer within 10 ms");
 });
+
+Deno.test("tcp health with proxy_protocol: a probe begins with the header an upstream expects (v1 UNKNOWN, v2 LOCAL)", async () => {
+  // An upstream behind `proxy_protocol` (nginx `listen … proxy_protocol`, HAProxy `accept-proxy`)
+  // reads a header first on every connection: a probe without one is a broken connection to it,
+  // and `send` would be read as a malformed header (HAProxy sends it on checks too).
+  const withPp = (version: "v1" | "v2", hc: Record<string, unknown>) =>
+    compileTcp(
+      "redis",
+      TcpEntry.parse({
+        listen_addr: "127.0.0.1:0",
+        targets: ["127.0.0.1:6379"],
+        proxy_protocol: version,
+        health_check: { interval: "1h", unhealthy_threshold: 1, healthy_threshold: 1, ...hc },
+      }),
+    );
+  const v1: string[] = [];
+  const a = startTcpHealth(withPp("v1", { send: "PING\r\n", expect: "+PONG" }), {
+    logger: recordingLogger(),
+    connect: answering(["+PONG\r\n"], v1),
+  });
+  await waitFor(() => a.states()[0].status === "up", { what: "up" });
+  a.stop();
+  assert.equal(v1.join(""), "PROXY UNKNOWN\r\nPING\r\n");
+
+  const v2: string[] = [];
+  const b = startTcpHealth(withPp("v2", {}), {
+    logger: recordingLogger(),
+    connect: answering([], v2),
+  });
+  await waitFor(() => b.states()[0].status === "up", { what: "up" });
+  b.stop();
+  assert.equal(v2.join(""), "\r\n\r\n\0\r\nQUIT\n\x20\0\0\0");
+});

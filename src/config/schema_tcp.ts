@@ -20,7 +20,8 @@ export const TcpTimeouts = z.object({
 /**
  * Active health checks of a tcp entry's targets: a TCP connect to each, every `interval`; a target
  * whose connects keep failing leaves the turns until they succeed again (nginx's stream
- * `health_check`, HAProxy's `check`).
+ * `health_check`, HAProxy's `check`). With `proxy_protocol`, a probe sends the LOCAL / UNKNOWN header
+ * first.
  */
 export const TcpHealthCheck = z.object({
   interval: Duration.prefault("10s"),
