@@ -53,6 +53,8 @@ interface EntryState {
   plan: TcpPlan;
   listener: TcpListener;
   conns: Set<LiveConn>;
+  /** Open connections by client address (IPv6 by /64), for max_connections_per_ip. */
+  perIp: Map<string, number>;
   /** The plan's health checker (`health_check`), null without. */
   checker: TcpHealthChecker | null;
 }
@@ -68,12 +70,16 @@ export function createTcpListeners(deps: TcpDeps & { drainMs: () => number }): T
   const cutTimers = new Set<ReturnType<typeof setTimeout>>();
   let closed = false;
 
-  const bind = (plan: TcpPlan, state: { plan: TcpPlan; conns: Set<LiveConn> }) => {
+  const bind = (
+    plan: TcpPlan,
+    state: { plan: TcpPlan; conns: Set<LiveConn>; perIp: Map<string, number> },
+  ) => {
     const addr = parseListenAddr(plan.entry.listen_addr) as ListenAddr;
     try {
       return listenTcp(addr, {
         plan: () => state.plan,
         conns: state.conns,
+        perIp: state.perIp,
         reusePort: REUSE_PORT,
         deps,
       });
@@ -130,8 +136,12 @@ export function createTcpListeners(deps: TcpDeps & { drainMs: () => number }): T
             next.set(name, old);
             continue;
           }
-          // Its connections stay with the entry (max_connections counts them) across the move.
-          const state = { plan, conns: old?.conns ?? new Set<LiveConn>() } as EntryState;
+          // Its connections stay with the entry (the limits count them) across the move.
+          const state = {
+            plan,
+            conns: old?.conns ?? new Set<LiveConn>(),
+            perIp: old?.perIp ?? new Map<string, number>(),
+          } as EntryState;
           state.listener = bind(plan, state);
           fresh.push({ state, old });
           next.set(name, state);

@@ -8,6 +8,7 @@ import { formatListenAddr } from "../config/listen.ts";
 import type { TcpEntryConfig } from "../config/schema.ts";
 import { compileIpAccess, ipVerdict, withListFiles } from "../domain/ip_access.ts";
 import { listFilesOf } from "../config/validate_access.ts";
+import { ipGroupKey } from "../domain/ip.ts";
 import type { IpAccess } from "../domain/ip_access.ts";
 import { createSelector } from "../domain/balancer.ts";
 import { compileSni, matchSni, parseHostPort } from "../domain/tcp_route.ts";
@@ -31,7 +32,6 @@ export interface TcpPlan {
   sni: SniTable<TargetGroup> | null;
 }
 
-/** Compiles one entry (validated: its targets parse). */
 /**
  * What decides a plan: the entry and the content of its `ip_access` list files (an unchanged
  * print keeps the plan, and with it its targets' passive health, across a reload).
@@ -41,6 +41,7 @@ export function tcpPrint(entry: TcpEntryConfig, files?: ReadonlyMap<string, stri
   return JSON.stringify(lists.length === 0 ? entry : [entry, lists.map((f) => files?.get(f))]);
 }
 
+/** Compiles one entry (validated: its targets parse). */
 export function compileTcp(
   name: string,
   entry: TcpEntryConfig,
@@ -115,12 +116,18 @@ const CHUNK = 16 * 1024;
 
 /**
  * Binds `addr` and relays each connection under the plan `plan()` returns when it arrives (a
- * reload that changes the entry but not its address swaps the plan). Connections join `conns`
- * while they last.
+ * reload that changes the entry but not its address swaps the plan). Connections join `conns`,
+ * and count in `perIp` by client address (IPv6 by /64), while they last.
  */
 export function listenTcp(
   addr: ListenAddr,
-  o: { plan: () => TcpPlan; conns: Set<LiveConn>; reusePort: boolean; deps: TcpDeps },
+  o: {
+    plan: () => TcpPlan;
+    conns: Set<LiveConn>;
+    perIp: Map<string, number>;
+    reusePort: boolean;
+    deps: TcpDeps;
+  },
 ): TcpListener {
   const listener = Deno.listen({
     hostname: addr.hostname,
@@ -174,7 +181,7 @@ function plainAddr(a: Deno.NetAddr): { hostname: string; port: number } {
 function relay(
   conn: Deno.TcpConn,
   plan: TcpPlan,
-  o: { conns: Set<LiveConn>; deps: TcpDeps },
+  o: { conns: Set<LiveConn>; perIp: Map<string, number>; deps: TcpDeps },
 ): void {
   const { deps } = o;
   const { entry, name } = plan;
@@ -230,6 +237,16 @@ function relay(
     finish();
     return;
   }
+  // Counted with a limit or without (a reload may set one: the open ones count against it).
+  const ipKey = ipGroupKey(remote.hostname);
+  const fromIp = o.perIp.get(ipKey) ?? 0;
+  const perIp = entry.max_connections_per_ip;
+  if (perIp !== undefined && fromIp >= perIp) {
+    end("over_limit", `${fromIp} connections from ${ipKey} are open`);
+    finish();
+    return;
+  }
+  o.perIp.set(ipKey, fromIp + 1);
   let settle = () => {};
   const live: LiveConn = {
     cut: (why) => end(why, why === "shutdown" ? "cut by shutdown or reload" : undefined),
@@ -309,6 +326,9 @@ function relay(
       clearTimeout(timer);
       end("closed");
       o.conns.delete(live);
+      const left = (o.perIp.get(ipKey) ?? 1) - 1;
+      if (left > 0) o.perIp.set(ipKey, left);
+      else o.perIp.delete(ipKey);
       finish();
       settle();
     });

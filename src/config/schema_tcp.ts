@@ -61,6 +61,11 @@ export const TcpEntry = z.object({
   timeouts: TcpTimeouts.prefault({}),
   /** Open connections past which new ones are closed at once (per worker). */
   max_connections: z.int().positive().default(10_000),
+  /**
+   * Open connections from one client address past which its new ones are closed at once (per
+   * worker; IPv6 clients counted by their /64). Unset: no limit but max_connections.
+   */
+  max_connections_per_ip: z.int().positive().optional(),
   /** Client IP allow/deny lists, as the HTTP `ip_access`. */
   ip_access: IpAccess.optional(),
   /**

@@ -262,6 +262,46 @@ Deno.test("tcp max_connections closes connections past the limit at once", async
   await waitFor(() => accessRecords(logger.records).length === 4);
 });
 
+Deno.test("tcp max_connections_per_ip closes one address's connections past its limit, others go on", async () => {
+  // Without it one client holds every slot of max_connections (an sni entry's for free: a
+  // connection that sends nothing holds one for timeouts.client_hello).
+  await using up = rawUpstream({ stream: true });
+  const logger = recordingLogger();
+  await using prox = await startProxy(
+    `${base}tcp:\n  db:\n    listen_addr: "[::]:0"\n    targets: ["${up.addr}"]\n` +
+      `    max_connections_per_ip: 2\n`,
+    { logger },
+  );
+  const port = tcpPort(prox);
+  const echo = async (c: Deno.Conn) => {
+    await writeAll(c, enc.encode("a"));
+    assert.equal(await c.read(new Uint8Array(1)), 1);
+  };
+  const open: Deno.Conn[] = [];
+  for (let i = 0; i < 2; i++) {
+    const c = await Deno.connect({ hostname: "127.0.0.1", port });
+    await echo(c);
+    open.push(c);
+  }
+  assert.equal(await exchange(port, "x"), "");
+  const refused = await nthAccess(logger.records, 1);
+  assert.equal(refused.outcome, "over_limit");
+  assert.match(String(refused.error), /2 connections from 127\.0\.0\.1 are open/);
+  // Another address is not held back by it.
+  const v6 = await Deno.connect({ hostname: "::1", port });
+  await echo(v6);
+  v6.close();
+  await nthAccess(logger.records, 2);
+  // One of the address's connections ends: it may open another.
+  open.pop()!.close();
+  await nthAccess(logger.records, 3);
+  const c = await Deno.connect({ hostname: "127.0.0.1", port });
+  await echo(c);
+  c.close();
+  for (const o of open) o.close();
+  await waitFor(() => accessRecords(logger.records).length === 5);
+});
+
 Deno.test("tcp ip_access refuses a denied client before connecting upstream", async () => {
   await using up = rawUpstream();
   const logger = recordingLogger();
