@@ -57,3 +57,14 @@ Deno.test("createTcpMetrics counts outcomes and bytes, and drops entries a reloa
   assert.doesNotMatch(text, /name="old"/);
   assert.match(text, /^prox_tcp_bytes_total\{name="pg",direction="received"\} 15$/m);
 });
+
+Deno.test("every metric createTcpMetrics registers has a row in monitoring/README.md's table", async () => {
+  // As metrics_prom_test checks createPromMetrics' (the tcp series are registered apart).
+  const registry = new Registry();
+  createTcpMetrics(registry, () => new Map());
+  const names = [...(await registry.metrics()).matchAll(/^# TYPE (prox_\w+) /gm)].map((m) => m[1]);
+  assert.equal(names.length, 4, names.join());
+  const table = await Deno.readTextFile(new URL("../../monitoring/README.md", import.meta.url));
+  const missing = names.filter((n) => !table.includes("| `" + n + "` "));
+  assert.deepEqual(missing, [], "add a row for each to monitoring/README.md");
+});
