@@ -4,7 +4,7 @@
 
 import type { Selector } from "../domain/balancer.ts";
 import type { HostPort } from "../domain/tcp_route.ts";
-import { MAX_HELLO_BYTES, peekClientHello } from "../domain/tls_client_hello.ts";
+import { helloScan, MAX_HELLO_BYTES, peekClientHello } from "../domain/tls_client_hello.ts";
 import type { Logger } from "../ports.ts";
 import { eject, mayEject, recordOutcome } from "../domain/health.ts";
 import type { ActiveHealth, PassiveHealth, PassivePolicy } from "../domain/health.ts";
@@ -65,6 +65,8 @@ export async function readHello(conn: Deno.TcpConn, timeoutMs: number): Promise<
   const buf = new Uint8Array(MAX_HELLO_BYTES);
   let len = 0;
   let late = false;
+  // Each record is read once however many reads bring it (one byte each, from a hostile client).
+  const scan = helloScan();
   const timer = setTimeout(() => {
     late = true;
     closeQuietly(conn);
@@ -87,7 +89,7 @@ export async function readHello(conn: Deno.TcpConn, timeoutMs: number): Promise<
         };
       }
       len += n;
-      const peek = peekClientHello(buf.subarray(0, len));
+      const peek = peekClientHello(buf.subarray(0, len), MAX_HELLO_BYTES, scan);
       if (peek.kind === "hello") {
         return { kind: "hello", serverName: peek.serverName, bytes: buf.slice(0, len) };
       }

@@ -59,7 +59,7 @@ import { bodyFailed, EngineInfo, httpDate, unhandled } from "../engine_shared.ts
 import { setImmediate } from "node:timers";
 import { H2Connection } from "../h2/connection.ts";
 import { PREFACE } from "../h2/frames.ts";
-import { peekClientHello } from "../../domain/tls_client_hello.ts";
+import { helloScan, MAX_HELLO_BYTES, peekClientHello } from "../../domain/tls_client_hello.ts";
 import { chooseCertificate } from "../../config/cert_names.ts";
 import type { CertificateNames } from "../../config/cert_names.ts";
 import { readProxied, sendsProxyHeader } from "./proxy_accept.ts";
@@ -648,7 +648,9 @@ export function listenH1(
     if (!sni) return await relayToTls(conn, client, first, 0, deadline);
     handshaking.add(conn);
     let bytes = first;
-    let peek = peekClientHello(bytes);
+    // Each record is read once however many reads bring it (one byte each, from a hostile client).
+    const scan = helloScan();
+    let peek = peekClientHello(bytes, MAX_HELLO_BYTES, scan);
     const timer = setTimeout(() => closeQuietly(conn), HANDSHAKE_MS);
     try {
       while (peek.kind === "more") {
@@ -659,7 +661,7 @@ export function listenH1(
         more.set(bytes);
         more.set(chunk.subarray(0, n), bytes.length);
         bytes = more;
-        peek = peekClientHello(bytes);
+        peek = peekClientHello(bytes, MAX_HELLO_BYTES, scan);
       }
     } catch {
       return closeQuietly(conn); // reset, or closed by the timer
