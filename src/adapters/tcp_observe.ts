@@ -11,8 +11,9 @@ import type { Logger } from "../ports.ts";
  * How a connection ended: `closed` (both sides finished), `reset` (a read or write failed
  * mid-relay), `idle_timeout`, `connect_failed` (no target accepted), `denied` (ip_access),
  * `over_limit` (max_connections), `no_route` (no sni key and no default), `bad_hello` (not a TLS
- * ClientHello, or too large), `hello_timeout`, `shutdown` (cut by the drain deadline or a reload
- * that removed its entry).
+ * ClientHello, or too large), `hello_timeout`, `bad_proxy_header` (`accept_proxy_protocol`: no
+ * valid header in time), `shutdown` (cut by the drain deadline or a reload that removed its
+ * entry).
  */
 export type TcpOutcome = typeof TCP_OUTCOMES[number];
 
@@ -27,6 +28,7 @@ export const TCP_OUTCOMES = [
   "no_route",
   "bad_hello",
   "hello_timeout",
+  "bad_proxy_header",
   "shutdown",
 ] as const;
 

@@ -60,10 +60,19 @@ export type Hello =
   | { kind: "hello"; serverName: string | null; bytes: Uint8Array; reason?: undefined }
   | { kind: "bad_hello" | "hello_timeout"; reason: string; bytes: Uint8Array };
 
-/** Reads until the bytes hold a whole ClientHello, at most MAX_HELLO_BYTES and `timeoutMs`. */
-export async function readHello(conn: Deno.TcpConn, timeoutMs: number): Promise<Hello> {
+/**
+ * Reads until the bytes hold a whole ClientHello, at most MAX_HELLO_BYTES and `timeoutMs`; `first`
+ * are bytes of it read already (after a PROXY header).
+ */
+export async function readHello(
+  conn: Deno.TcpConn,
+  timeoutMs: number,
+  first: Uint8Array = new Uint8Array(0),
+): Promise<Hello> {
   const buf = new Uint8Array(MAX_HELLO_BYTES);
-  let len = 0;
+  const pre = first.subarray(0, MAX_HELLO_BYTES);
+  buf.set(pre);
+  let len = pre.length;
   let late = false;
   // Each record is read once however many reads bring it (one byte each, from a hostile client).
   const scan = helloScan();
@@ -73,6 +82,15 @@ export async function readHello(conn: Deno.TcpConn, timeoutMs: number): Promise<
   }, timerDelay(timeoutMs));
   try {
     for (;;) {
+      if (len > 0) {
+        const peek = peekClientHello(buf.subarray(0, len), MAX_HELLO_BYTES, scan);
+        if (peek.kind === "hello") {
+          return { kind: "hello", serverName: peek.serverName, bytes: buf.slice(0, len) };
+        }
+        if (peek.kind === "invalid") {
+          return { kind: "bad_hello", reason: peek.reason, bytes: buf.subarray(0, len) };
+        }
+      }
       let n: number | null;
       try {
         n = await conn.read(buf.subarray(len));
@@ -89,13 +107,6 @@ export async function readHello(conn: Deno.TcpConn, timeoutMs: number): Promise<
         };
       }
       len += n;
-      const peek = peekClientHello(buf.subarray(0, len), MAX_HELLO_BYTES, scan);
-      if (peek.kind === "hello") {
-        return { kind: "hello", serverName: peek.serverName, bytes: buf.slice(0, len) };
-      }
-      if (peek.kind === "invalid") {
-        return { kind: "bad_hello", reason: peek.reason, bytes: buf.subarray(0, len) };
-      }
     }
     return {
       kind: "hello_timeout",

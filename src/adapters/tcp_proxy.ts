@@ -1,14 +1,19 @@
-// One `tcp` entry's connections: accept, check ip_access and max_connections, with `sni` read the
-// ClientHello (without answering it), connect to a target (round robin; a failed connect moves to
-// the next), send the PROXY header and the bytes already read, then relay both ways until both
-// sides have finished (a FIN is passed on with closeWrite), an error, or the idle timeout.
+// One `tcp` entry's connections: accept, with `accept_proxy_protocol` read a balancer's PROXY
+// header (its client is the client from then on), check ip_access and the connection limits, with
+// `sni` read the ClientHello (without answering it), connect to a target (round robin; a failed
+// connect moves to the next), send the PROXY header and the bytes already read, then relay both
+// ways until both sides have finished (a FIN is passed on with closeWrite), an error, or the idle
+// timeout.
 
 import type { ListenAddr } from "../config/listen.ts";
 import { formatListenAddr } from "../config/listen.ts";
 import type { TcpEntryConfig } from "../config/schema.ts";
 import { compileIpAccess, ipVerdict, withListFiles } from "../domain/ip_access.ts";
 import { listFilesOf } from "../config/validate_access.ts";
-import { ipGroupKey } from "../domain/ip.ts";
+import { ipGroupKey, parseCidr } from "../domain/ip.ts";
+import type { Cidr } from "../domain/ip.ts";
+import { readProxied, sendsProxyHeader } from "./h1/proxy_accept.ts";
+import type { AcceptProxyProtocol } from "./h1/proxy_accept.ts";
 import type { IpAccess } from "../domain/ip_access.ts";
 import { createSelector } from "../domain/balancer.ts";
 import { compileSni, matchSni, parseHostPort } from "../domain/tcp_route.ts";
@@ -28,6 +33,8 @@ export interface TcpPlan {
   entry: TcpEntryConfig;
   print: string;
   access: IpAccess | null;
+  /** `accept_proxy_protocol`: the balancers whose connections begin with a PROXY header. */
+  acceptProxy: AcceptProxyProtocol | null;
   plain: TargetGroup | null;
   sni: SniTable<TargetGroup> | null;
 }
@@ -71,6 +78,12 @@ export function compileTcp(
     print: tcpPrint(entry, files),
     access: entry.ip_access
       ? compileIpAccess(withListFiles(entry.ip_access, (f) => files?.get(f)))
+      : null,
+    acceptProxy: entry.accept_proxy_protocol
+      ? {
+        from: entry.accept_proxy_protocol.from.map((c) => parseCidr(c) as Cidr),
+        timeoutMs: entry.accept_proxy_protocol.timeout,
+      }
       : null,
     plain: entry.targets ? group(entry.targets) : null,
     sni,
@@ -187,7 +200,8 @@ function relay(
   const { entry, name } = plan;
   const started = performance.now();
   const time = Date.now();
-  const remote = plainAddr(conn.remoteAddr as Deno.NetAddr);
+  /** The client: the connection's peer, or the one a balancer's PROXY header names. */
+  let client = plainAddr(conn.remoteAddr as Deno.NetAddr);
   const local = plainAddr(conn.localAddr as Deno.NetAddr);
   let upstream: Deno.TcpConn | null = null;
   let target: string | null = null;
@@ -213,8 +227,8 @@ function relay(
     const rec: TcpRecord = {
       time,
       name,
-      clientIp: remote.hostname,
-      clientPort: remote.port,
+      clientIp: client.hostname,
+      clientPort: client.port,
       target,
       ...(plan.sni ? { serverName: serverName ?? null } : {}),
       bytesIn,
@@ -232,21 +246,32 @@ function relay(
     finish();
     return;
   }
-  if (plan.access && !ipVerdict(plan.access, remote.hostname).allowed) {
-    end("denied", "ip_access");
+  /** The client's key in `perIp` once counted there. */
+  let ipKey: string | null = null;
+  /** Why the client may not go on (ip_access, max_connections_per_ip); else counts it, null. */
+  const refusal = (): [TcpOutcome, string] | null => {
+    if (plan.access && !ipVerdict(plan.access, client.hostname).allowed) {
+      return ["denied", "ip_access"];
+    }
+    // Counted with a limit or without (a reload may set one: the open ones count against it).
+    const key = ipGroupKey(client.hostname);
+    const fromIp = o.perIp.get(key) ?? 0;
+    const perIp = entry.max_connections_per_ip;
+    if (perIp !== undefined && fromIp >= perIp) {
+      return ["over_limit", `${fromIp} connections from ${key} are open`];
+    }
+    o.perIp.set(key, fromIp + 1);
+    ipKey = key;
+    return null;
+  };
+  // A balancer's connection is judged by the client its header names, once read.
+  const proxied = plan.acceptProxy !== null && sendsProxyHeader(plan.acceptProxy, conn);
+  const refused = proxied ? null : refusal();
+  if (refused) {
+    end(...refused);
     finish();
     return;
   }
-  // Counted with a limit or without (a reload may set one: the open ones count against it).
-  const ipKey = ipGroupKey(remote.hostname);
-  const fromIp = o.perIp.get(ipKey) ?? 0;
-  const perIp = entry.max_connections_per_ip;
-  if (perIp !== undefined && fromIp >= perIp) {
-    end("over_limit", `${fromIp} connections from ${ipKey} are open`);
-    finish();
-    return;
-  }
-  o.perIp.set(ipKey, fromIp + 1);
   let settle = () => {};
   const live: LiveConn = {
     cut: (why) => end(why, why === "shutdown" ? "cut by shutdown or reload" : undefined),
@@ -256,10 +281,25 @@ function relay(
   let timer: ReturnType<typeof setTimeout> | undefined;
 
   const run = async () => {
-    let first: Uint8Array = EMPTY;
+    /** The client's bytes read with a PROXY header. */
+    let pre: Uint8Array = EMPTY;
+    if (proxied) {
+      const got = await readProxied(conn, plan.acceptProxy!.timeoutMs);
+      if (outcome !== null) return;
+      if (typeof got === "string") return end("bad_proxy_header", got);
+      if (got.client) client = got.client;
+      pre = got.rest;
+      const refused = refusal();
+      if (refused) return end(...refused);
+    }
+    let first: Uint8Array = pre;
     let group = plan.plain;
+    if (!plan.sni && pre.length) {
+      bytesIn += pre.length;
+      deps.metrics?.bytes(name, "received", pre.length);
+    }
     if (plan.sni) {
-      const hello = await readHello(conn, entry.timeouts.client_hello);
+      const hello = await readHello(conn, entry.timeouts.client_hello, pre);
       bytesIn += hello.bytes.length;
       if (hello.bytes.length) deps.metrics?.bytes(name, "received", hello.bytes.length);
       if (outcome !== null) return;
@@ -291,7 +331,7 @@ function relay(
     upstream.setNoDelay(true);
     const header = entry.proxy_protocol
       ? proxyHeader(entry.proxy_protocol, {
-        source: { ip: remote.hostname, port: remote.port },
+        source: { ip: client.hostname, port: client.port },
         destination: { ip: local.hostname, port: local.port },
       })
       : EMPTY;
@@ -326,9 +366,11 @@ function relay(
       clearTimeout(timer);
       end("closed");
       o.conns.delete(live);
-      const left = (o.perIp.get(ipKey) ?? 1) - 1;
-      if (left > 0) o.perIp.set(ipKey, left);
-      else o.perIp.delete(ipKey);
+      if (ipKey !== null) {
+        const left = (o.perIp.get(ipKey) ?? 1) - 1;
+        if (left > 0) o.perIp.set(ipKey, left);
+        else o.perIp.delete(ipKey);
+      }
       finish();
       settle();
     });

@@ -47,6 +47,18 @@ export const TcpHealthCheck = z.object({
 /** How much of a target's answer a health check searches for `expect` (its first 4 KiB). */
 export const HEALTH_ANSWER_BYTES = 4096;
 
+/**
+ * Load balancers in front of the entry (AWS NLB, HAProxy `send-proxy`) whose connections begin
+ * with a PROXY protocol header (v1 or v2) naming the client, as the top-level
+ * `accept_proxy_protocol` for the HTTP listeners (nginx stream `listen … proxy_protocol`).
+ */
+export const TcpAcceptProxyProtocol = z.object({
+  /** Their addresses or CIDR blocks; connections from anyone else carry no header. */
+  from: z.array(z.string()).min(1),
+  /** How long such a connection may take to send its header before it is closed ("0s": no limit). */
+  timeout: Duration.prefault("5s"),
+}).strict();
+
 /** One `tcp` entry; its key names it in logs, metrics and `/status`. */
 export const TcpEntry = z.object({
   listen_addr: z.string(),
@@ -58,6 +70,8 @@ export const TcpEntry = z.object({
   default: Targets.optional(),
   /** A PROXY protocol header first to the upstream, with the client's address. */
   proxy_protocol: z.enum(["v1", "v2"]).optional(),
+  /** Off unless set: the PROXY header balancers in `from` send first names the client. */
+  accept_proxy_protocol: TcpAcceptProxyProtocol.optional(),
   timeouts: TcpTimeouts.prefault({}),
   /** Open connections past which new ones are closed at once (per worker). */
   max_connections: z.int().positive().default(10_000),

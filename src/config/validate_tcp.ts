@@ -10,6 +10,7 @@ import type { HostPort } from "../domain/tcp_route.ts";
 import type { ListenAddr } from "./listen.ts";
 import { hexBytes, hexProblem } from "../domain/hex_bytes.ts";
 import { HEALTH_ANSWER_BYTES } from "./schema_tcp.ts";
+import { parseCidr } from "../domain/ip.ts";
 
 /** Whether `t` reaches the listener `addr` itself (its address, or loopback on a wildcard). */
 function isOwnListener(addr: ListenAddr, t: HostPort): boolean {
@@ -149,6 +150,15 @@ export function validateTcp(config: Config, o: { err: Report; warn: Report }): v
       seen.set(norm, key);
       checkTargets(targets, "sni", key);
     }
+    e.accept_proxy_protocol?.from.forEach((c, i) => {
+      if (!parseCidr(c)) {
+        o.err(
+          at("accept_proxy_protocol", "from", i),
+          `Invalid CIDR "${c}"`,
+          "Use the load balancer's address or block, e.g. 10.0.0.0/8 or ::1",
+        );
+      }
+    });
     if (e.timeouts.connect === 0) {
       o.err(
         at("timeouts", "connect"),

@@ -49,6 +49,24 @@ Deno.test("validateConfig: accept_proxy_protocol takes addresses or blocks, on P
   assert.match(empty, /^error accept_proxy_protocol\.from/);
 });
 
+Deno.test("validateConfig: a tcp entry's accept_proxy_protocol takes addresses or blocks, on either engine", () => {
+  const issues = (yaml: string) =>
+    loadConfigText(BASE + yaml, { file: "c.yaml", env: { exists: () => true } }).issues
+      .map((i) => `${i.severity} ${i.path}: ${i.message}`);
+  const entry = (from: string) =>
+    `tcp:\n  db:\n    listen_addr: "127.0.0.1:5433"\n    targets: ["10.0.0.5:5432"]\n` +
+    `    accept_proxy_protocol: { from: ${from} }\n`;
+  // The tcp listener reads the header itself: Deno.serve's engine is no matter.
+  assert.deepEqual(
+    issues(entry(`["10.0.0.0/8", "::1"]`) + "protocols: { http1_engine: deno }\n"),
+    [],
+  );
+  assert.deepEqual(issues(entry(`["10.0.0.0/33"]`)), [
+    'error tcp.db.accept_proxy_protocol.from.0: Invalid CIDR "10.0.0.0/33"',
+  ]);
+  assert.match(issues(entry("[]")).join("\n"), /^error tcp\.db\.accept_proxy_protocol\.from/);
+});
+
 Deno.test("validateConfig refuses a route key with a dot segment: requests never hold one", () => {
   const issues = (key: string) =>
     loadConfigText(

@@ -101,6 +101,95 @@ Deno.test("tcp sends a PROXY header (v1 and v2) before the client's bytes", asyn
   }
 });
 
+Deno.test("tcp accept_proxy_protocol: a balancer's header names the client for ip_access, the log and the header sent on", async () => {
+  // An entry behind a TCP load balancer (AWS NLB, HAProxy send-proxy): the balancer's header
+  // comes first, in one write with the client's bytes or apart, and is not relayed.
+  await using up = rawUpstream({ reply: () => enc.encode("ok") });
+  const logger = recordingLogger();
+  await using prox = await startProxy(
+    `${base}tcp:\n  db:\n    listen_addr: "127.0.0.1:0"\n    targets: ["${up.addr}"]\n` +
+      `    proxy_protocol: v1\n` +
+      `    accept_proxy_protocol: { from: ["127.0.0.1"], timeout: 300ms }\n` +
+      `    ip_access: { deny: ["198.51.100.0/24"] }\n`,
+    { logger },
+  );
+  const port = tcpPort(prox);
+  const proxied = async (parts: string[]) => {
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    for (const p of parts) await writeAll(conn, enc.encode(p));
+    await conn.closeWrite();
+    const answer = dec.decode(await readAll(conn));
+    conn.close();
+    return answer;
+  };
+  assert.equal(await proxied(["PROXY TCP4 203.0.113.7 10.0.0.1 5555 5433\r\nHELLO"]), "ok");
+  assert.equal(
+    dec.decode(await waitFor(() => up.received[0])),
+    `PROXY TCP4 203.0.113.7 127.0.0.1 5555 ${port}\r\nHELLO`,
+  );
+  const first = await nthAccess(logger.records, 1);
+  assert.equal(first.clientIp, "203.0.113.7");
+  assert.equal(first.clientPort, 5555);
+  assert.equal(first.bytesIn, 5);
+  // Split across writes; the balancer's own probe (LOCAL) keeps the connection's address.
+  assert.equal(await proxied(["PROXY TCP4 203.0.113.8 10.0.0.1 ", "6666 5433\r\n", "HI"]), "ok");
+  assert.equal((await nthAccess(logger.records, 2)).clientIp, "203.0.113.8");
+  const local = [
+    0x0d,
+    0x0a,
+    0x0d,
+    0x0a,
+    0x00,
+    0x0d,
+    0x0a,
+    0x51,
+    0x55,
+    0x49,
+    0x54,
+    0x0a,
+    0x20,
+    0,
+    0,
+    0,
+  ];
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  await writeAll(conn, new Uint8Array(local));
+  await conn.closeWrite();
+  assert.equal(dec.decode(await readAll(conn)), "ok");
+  conn.close();
+  assert.equal((await nthAccess(logger.records, 3)).clientIp, "127.0.0.1");
+  // ip_access judges the client the header names.
+  assert.equal(await proxied(["PROXY TCP4 198.51.100.9 10.0.0.1 1 5433\r\nX"]), "");
+  assert.equal((await nthAccess(logger.records, 4)).outcome, "denied");
+  // No header, a broken one, or none in time: closed, nothing relayed.
+  assert.equal(await proxied(["HELLO\r\n"]), "");
+  const bad = await nthAccess(logger.records, 5);
+  assert.equal(bad.outcome, "bad_proxy_header");
+  assert.equal(bad.error, "no PROXY protocol header");
+  const slow = await Deno.connect({ hostname: "127.0.0.1", port });
+  await writeAll(slow, enc.encode("PROXY TCP4"));
+  assert.equal((await readAll(slow)).length, 0);
+  slow.close();
+  const late = await nthAccess(logger.records, 6);
+  assert.equal(late.outcome, "bad_proxy_header");
+  assert.equal(late.error, "no PROXY header within 300 ms");
+  assert.equal(up.accepted, 3);
+});
+
+Deno.test("tcp accept_proxy_protocol: peers not in from send no header and are served as themselves", async () => {
+  await using up = rawUpstream({ reply: (got) => got });
+  const logger = recordingLogger();
+  await using prox = await startProxy(
+    `${base}tcp:\n  db:\n    listen_addr: "127.0.0.1:0"\n    targets: ["${up.addr}"]\n` +
+      `    accept_proxy_protocol: { from: ["10.0.0.0/8"] }\n`,
+    { logger },
+  );
+  // A header from a peer the entry does not trust is the client's own bytes, relayed as they are.
+  const text = "PROXY TCP4 203.0.113.7 10.0.0.1 5555 5433\r\nHELLO";
+  assert.equal(await exchange(tcpPort(prox), text), text);
+  assert.equal((await nthAccess(logger.records, 1)).clientIp, "127.0.0.1");
+});
+
 Deno.test("tcp moves to the next target when a connect fails, in round-robin turns", async () => {
   await using up = rawUpstream({ reply: () => enc.encode("up") });
   const dead = Deno.listen({ hostname: "127.0.0.1", port: 0 });

@@ -17,7 +17,7 @@ import {
   readAll,
   writeAll,
 } from "./_tcp.ts";
-import { interopTest, ROOT, run, startUpstream } from "../_harness.ts";
+import { interopTest, ROOT, run, startUpstream, waitFor } from "../_harness.ts";
 
 const base = `
 health_check: { enabled: false }
@@ -263,4 +263,33 @@ Deno.test("tcp sni answers a server name nothing matches with the unrecognized_n
   // The alert's bytes are the connection's bytesOut.
   const rec = await nthAccess(logger.records, 2);
   assert.deepEqual([rec.outcome, rec.bytesOut], ["no_route", 7]);
+});
+
+Deno.test("tcp sni with accept_proxy_protocol reads the ClientHello after the balancer's header", async () => {
+  await using up = rawUpstream({ reply: () => enc.encode("answer") });
+  const logger = recordingLogger();
+  await using prox = await startProxy(
+    `${base}tcp:\n  tls:\n    listen_addr: "127.0.0.1:0"\n` +
+      `    sni: { "db.example.com": ["${up.addr}"] }\n` +
+      `    accept_proxy_protocol: { from: ["127.0.0.1"] }\n`,
+    { logger },
+  );
+  const port = prox.server.tcpAddr("tls")!.port;
+  const hello = clientHello("db.example.com", 50);
+  const header = enc.encode("PROXY TCP4 203.0.113.7 10.0.0.1 5555 443\r\n");
+  // The header and the ClientHello's first bytes in one write, the rest later.
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  const both = new Uint8Array(header.length + hello.length);
+  both.set(header);
+  both.set(hello, header.length);
+  await writeAll(conn, both.subarray(0, header.length + 20));
+  await writeAll(conn, both.subarray(header.length + 20));
+  await conn.closeWrite();
+  assert.equal(dec.decode(await readAll(conn)), "answer");
+  conn.close();
+  assert.deepEqual(await waitFor(() => up.received[0]), hello);
+  const rec = await nthAccess(logger.records, 1);
+  assert.equal(rec.clientIp, "203.0.113.7");
+  assert.equal(rec.serverName, "db.example.com");
+  assert.equal(rec.bytesIn, hello.length);
 });
