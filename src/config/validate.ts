@@ -3,9 +3,8 @@
 // `exists` callback.
 
 import { isLoopback, listenersOverlap, parseListenAddr } from "./listen.ts";
-import { isV4, parseCidr, parseIp } from "../domain/ip.ts";
+import { parseCidr, parseIp } from "../domain/ip.ts";
 import { parseResolver } from "../domain/acme_dns.ts";
-import type { Cidr } from "../domain/ip.ts";
 import { parseRouteKey } from "../domain/router.ts";
 import { checkPasswordEnv, redisUrlProblem, validateRateLimitStore } from "./redis_url.ts";
 import type { Config } from "./schema.ts";
@@ -16,6 +15,7 @@ import { checkRedirectTargets } from "./validate_redirect.ts";
 import { checkHeadBody, checkRegex, checkStatus, validateRoutes } from "./validate_route.ts";
 import { validateAccess } from "./validate_access.ts";
 import { validateTcp } from "./validate_tcp.ts";
+import { TRUST_FEW, wholeFamily } from "./trusted_blocks.ts";
 import type { Report } from "./validate_route.ts";
 import { dotted, sortIssues } from "./parse.ts";
 import type { CertificateNames } from "./cert_names.ts";
@@ -72,18 +72,6 @@ export interface ValidateEnv {
    * one line per list refused (empty: all verify); omitted: not checked.
    */
   unsignedLists?: (crlText: string, caText: string) => string[];
-}
-
-/** The fix for a trusted block that holds every client of an address family. */
-const TRUST_FEW =
-  "List only the addresses of the load balancers or CDN in front (e.g. 10.0.0.0/8); keep this " +
-  "only if no client can reach Prox but through them";
-
-/** "IPv4" or "IPv6" when `block` holds every address of that family (0.0.0.0/0, ::/0), or null. */
-function wholeFamily(block: Cidr): "IPv4" | "IPv6" | null {
-  // IPv4 blocks are stored mapped (::ffff:0:0/96 is 0.0.0.0/0); an IPv6 one never holds IPv4.
-  if (block.bits === 96 && isV4(block.addr)) return "IPv4";
-  return block.bits === 0 ? "IPv6" : null;
 }
 
 /** The fix for a file a config names that is not there. */

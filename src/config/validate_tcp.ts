@@ -11,6 +11,7 @@ import type { ListenAddr } from "./listen.ts";
 import { hexBytes, hexProblem } from "../domain/hex_bytes.ts";
 import { HEALTH_ANSWER_BYTES } from "./schema_tcp.ts";
 import { parseCidr } from "../domain/ip.ts";
+import { TRUST_FEW, wholeFamily } from "./trusted_blocks.ts";
 
 /** Whether `t` reaches the listener `addr` itself (its address, or loopback on a wildcard). */
 function isOwnListener(addr: ListenAddr, t: HostPort): boolean {
@@ -151,11 +152,21 @@ export function validateTcp(config: Config, o: { err: Report; warn: Report }): v
       checkTargets(targets, "sni", key);
     }
     e.accept_proxy_protocol?.from.forEach((c, i) => {
-      if (!parseCidr(c)) {
+      const block = parseCidr(c);
+      if (!block) {
         o.err(
           at("accept_proxy_protocol", "from", i),
           `Invalid CIDR "${c}"`,
           "Use the load balancer's address or block, e.g. 10.0.0.0/8 or ::1",
+        );
+      } else if (wholeFamily(block)) {
+        o.warn(
+          at("accept_proxy_protocol", "from", i),
+          `"${c}" trusts every ${
+            wholeFamily(block)
+          } client: each can set its own address through ` +
+            "a PROXY protocol header (what ip_access, max_connections_per_ip and the access log see)",
+          TRUST_FEW,
         );
       }
     });

@@ -65,6 +65,16 @@ Deno.test("validateConfig: a tcp entry's accept_proxy_protocol takes addresses o
     'error tcp.db.accept_proxy_protocol.from.0: Invalid CIDR "10.0.0.0/33"',
   ]);
   assert.match(issues(entry("[]")).join("\n"), /^error tcp\.db\.accept_proxy_protocol\.from/);
+  // As the top-level one: a block of every address lets any client name its own.
+  const all = issues(entry(`["0.0.0.0/0", "::/0"]`)).join("\n");
+  assert.match(
+    all,
+    /^warning tcp\.db\.accept_proxy_protocol\.from\.0: "0\.0\.0\.0\/0" trusts every IPv4 client/m,
+  );
+  assert.match(
+    all,
+    /^warning tcp\.db\.accept_proxy_protocol\.from\.1: "::\/0" trusts every IPv6 client/m,
+  );
 });
 
 Deno.test("validateConfig refuses a route key with a dot segment: requests never hold one", () => {
