@@ -38,11 +38,13 @@ export interface HelloScan {
   held: number;
   /** The ClientHello's declared body length, once its 4-byte header has arrived; else -1. */
   bodyLen: number;
+  /** Records looked at by all calls so far (one still arriving each time it is seen). */
+  looks: number;
 }
 
 /** A scan from the first byte. */
 export function helloScan(): HelloScan {
-  return { at: 0, parts: [], held: 0, bodyLen: -1 };
+  return { at: 0, parts: [], held: 0, bodyLen: -1, looks: 0 };
 }
 
 /**
@@ -59,6 +61,7 @@ export function peekClientHello(
   if (buf.length >= 1 && buf[0] !== HANDSHAKE) return invalid("not a TLS handshake record");
   if (buf.length >= 2 && buf[1] !== 3) return invalid("not a TLS record version (3.x)");
   while (scan.at + 5 <= buf.length) {
+    scan.looks++;
     const at = scan.at;
     const type = buf[at];
     const len = (buf[at + 3] << 8) | buf[at + 4];
