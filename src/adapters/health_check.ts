@@ -2,6 +2,7 @@
 // of a round run concurrently, each with its own timeout, so one slow backend delays nobody.
 // Results go to the upstream registry, which applies the thresholds and logs transitions.
 
+import { ProxyError } from "../domain/errors.ts";
 import { isUnixTarget, originHost, originName, unixOrigin } from "../domain/upstream_origin.ts";
 import type { Snapshot } from "../proxy/snapshot.ts";
 import { statusMatcher } from "../domain/health.ts";
@@ -182,6 +183,8 @@ export function startHealthChecks(
     }, timerDelay(job.timeoutMs));
     let ok = false;
     let reason: string;
+    /** The probe failed on this host (descriptors or ports ran out), not at the target. */
+    let local = false;
     try {
       if (job.grpcService !== undefined) {
         ({ ok, reason } = await grpcProbe(client, job, ac.signal));
@@ -209,6 +212,7 @@ export function startHealthChecks(
       // A failure after a good status (the body_match read timed out, or the body was cut) fails
       // the probe too: a target that hangs or dies mid-answer is not healthy.
       ok = false;
+      local = err instanceof ProxyError && err.local;
       // The client's errors say what failed (connect, reset, a malformed answer…).
       reason = timedOut
         ? `no answer within ${job.timeoutMs} ms`
@@ -223,6 +227,12 @@ export function startHealthChecks(
     // Cancelled by close() or by a reload that stopped checking this target: a late result must
     // not mark down a target nobody probes any more (nothing would ever bring it back).
     if (closed || (ac.signal.aborted && !timedOut) || jobs.get(key) === undefined) return;
+    // A probe Prox's own host could not make (descriptors or ports ran out) says nothing of the
+    // target: no verdict, logged once per round at most by the caller's debug line.
+    if (local) {
+      deps.logger.debug("Health probe not made: the host ran short", { upstream: id, reason });
+      return;
+    }
     deps.registry.probe(id, ok, {
       check: job.check,
       path: job.grpcService !== undefined ? GRPC_HEALTH_PATH : job.target.replace(/\?.*/s, ""),

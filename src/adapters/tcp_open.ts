@@ -2,6 +2,7 @@
 // bytes and time, not answered), and connecting to a target of the group, in round-robin turns,
 // moving to the next on a refused or slow connect.
 
+import { localConnectFailure } from "../domain/errors.ts";
 import type { Selector } from "../domain/balancer.ts";
 import type { HostPort } from "../domain/tcp_route.ts";
 import { helloScan, MAX_HELLO_BYTES, peekClientHello } from "../domain/tls_client_hello.ts";
@@ -150,7 +151,11 @@ export async function connectAny(
       return { conn, target: group.labels[i] };
     } catch (err) {
       if (o.cancel.aborted) return { error: "cut while connecting" };
-      connectOutcome(group, i, false, { ...o, now: Date.now() });
+      const message = err instanceof Error ? err.message : String(err);
+      // This host's descriptors or ports ran out: nothing against the target.
+      if (ac.signal.aborted || !localConnectFailure(message)) {
+        connectOutcome(group, i, false, { ...o, now: Date.now() });
+      }
       const why = ac.signal.aborted
         ? `no answer within ${timeoutMs} ms`
         : err instanceof Error

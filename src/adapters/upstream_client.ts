@@ -3,7 +3,7 @@
 // choose h2 by ALPN, but only for requests whose bytes fetch cannot alter (see upstream_h2.ts).
 // Connection setup, the stale-connection retry and the per-origin protocol choice live here.
 
-import { ProxyError } from "../domain/errors.ts";
+import { localConnectFailure, ProxyError } from "../domain/errors.ts";
 import { UNREAD_BODY } from "../ports.ts";
 import type { UnreadBody, UpstreamClient, UpstreamRequest, UpstreamTls } from "../ports.ts";
 import { H1Connection } from "./upstream_h1_conn.ts";
@@ -213,11 +213,13 @@ export async function connectUpstream(
       );
     }
     const msg = err instanceof Error ? err.message : String(err);
-    throw new ProxyError("connect", `Cannot connect to upstream "${origin}": ${reason(msg)}`, {
+    const e = new ProxyError("connect", `Cannot connect to upstream "${origin}": ${reason(msg)}`, {
       source: origin,
       sentNothing: true,
       cause: err,
     });
+    e.local = localConnectFailure(msg);
+    throw e;
   } finally {
     clearTimeout(timer);
     o.signal?.removeEventListener("abort", cancel);

@@ -37,6 +37,12 @@ export class ProxyError extends Error {
    * likely its idle timeout racing this request, no sign that the request made it fail.
    */
   staleConnection = false;
+  /**
+   * Prox's own host failed the connect, not the target: file descriptors, ephemeral ports or
+   * buffers ran out (EMFILE, ENFILE, EADDRNOTAVAIL, ENOBUFS). Passive and active health do not
+   * hold it against the target.
+   */
+  local = false;
   /** The request whose response body failed with this error (see `tagRequest`). */
   request?: RequestTag;
   /** Seconds until a retry may succeed, sent as `Retry-After` (RFC 9110 §10.2.3) with a 503. */
@@ -54,6 +60,16 @@ export class ProxyError extends Error {
     this.sentNothing = opts.sentNothing ?? false;
     this.retryable = opts.retryable ?? this.sentNothing;
   }
+}
+
+/**
+ * Whether a connect error's message is one of the local host's resources running out (Deno's
+ * messages end in "(os error N)": ENFILE 23, EMFILE 24, EADDRNOTAVAIL 99, ENOBUFS 105 on Linux),
+ * rather than anything the target did.
+ */
+export function localConnectFailure(message: string): boolean {
+  return /\(os error (?:23|24|99|105)\)|too many open files|cannot assign requested address|no buffer space/i
+    .test(message);
 }
 
 /** Which request an error belongs to, so a warning can be tied to its access-log line. */

@@ -344,7 +344,9 @@ async function sendOnce(
     const reason = req.signal?.aborted ? req.signal.reason : undefined;
     const overdue = reason instanceof ProxyError && reason.kind === "timeout";
     const slowClient = uploading && (overdue || e.kind === "timeout");
-    const spared = queued || slowClient;
+    // Prox's own descriptors or ports ran out: no sign against the target (every target would be
+    // ejected while the host is short, and stay so after).
+    const spared = queued || slowClient || e.local;
     // A timeout counts as the target's slowest answer (/status shows it, power_of_two avoids
     // it); a fast failure (a refused connection) is no sign of a fast target.
     if ((e.kind === "timeout" || overdue) && !spared) reg.observe(id, ms, end);

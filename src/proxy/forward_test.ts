@@ -650,3 +650,30 @@ Deno.test("backoffDelay doubles per retry, capped at 10 s, drawn between half an
   assert.equal(backoffDelay(4_000, 5, 0), 5_000);
   assert.equal(backoffDelay(1, 60, 1), 10_000, "no overflow for many retries");
 });
+
+Deno.test("forward: a connect that fails on Prox's own host (EMFILE) is not held against the target", async () => {
+  const emfile = (req: UpstreamRequest) => {
+    const e = new ProxyError(
+      "connect",
+      `Cannot connect to upstream "${req.origin.origin}": Too many open files (os error 24)`,
+      { sentNothing: true },
+    );
+    e.local = true;
+    return e;
+  };
+  const s = setup(
+    `type: proxy\ntarget: "${A}"\nretries: { attempts: 0 }`,
+    emfile,
+    "passive_health: { failures: 1, panic_threshold_percent: 0 }",
+  );
+  assert.equal((await s.call()).status, 502);
+  assert.ok(s.upstreams.available(A), "not ejected for the host's own shortage");
+  // The same failure from the target (refused) ejects it.
+  const t = setup(
+    `type: proxy\ntarget: "${A}"\nretries: { attempts: 0 }`,
+    connectErr,
+    "passive_health: { failures: 1, panic_threshold_percent: 0 }",
+  );
+  assert.equal((await t.call()).status, 502);
+  assert.ok(!t.upstreams.available(A));
+});
