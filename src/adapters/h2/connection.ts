@@ -67,6 +67,10 @@ const MAX_FRAME_IN = 16 * 1024;
 export const MAX_HEADER_LIST = 64 * 1024;
 /** The most a field block (HEADERS and its CONTINUATIONs) may take on the wire. */
 const MAX_BLOCK = MAX_HEADER_LIST + 16 * 1024;
+/** Streams closed early whose way of closing a connection remembers (H2Connection.#ended). */
+const ENDED_KEPT = 256;
+/** Ranges of stream ids passed over that a connection remembers. */
+const SKIPPED_KEPT = 16;
 /** Frames waiting for a write past this hold up the streams that write them. */
 const WRITE_HIGH = 256 * 1024;
 /**
@@ -242,6 +246,15 @@ export class H2Connection {
   #closed = false;
   /** The client sent GOAWAY: no new streams, and the connection ends when the last one does. */
   #peerGone = false;
+  /**
+   * How the streams that did not simply end on both sides closed, the last ENDED_KEPT of them:
+   * true where this side ended or reset it first (what the client sent before it knew is ignored),
+   * false where the client reset it (any more of its frames on it are STREAM_CLOSED, RFC 9113
+   * §5.1). A closed stream not here answers STREAM_CLOSED too.
+   */
+  readonly #ended = new Map<number, boolean>();
+  /** Stream ids the client passed over (never opened), as [from, to] pairs, the last few. */
+  #skipped: number[] = [];
   /** Control frames left before the client counts as flooding (refilled by requests). */
   #controlBudget = CONTROL_BUDGET;
   /** When the current budget period began (performance.now(): a wall clock stepped back would
@@ -431,7 +444,13 @@ export class H2Connection {
   #pending: Array<() => void> = [];
 
   /** A field block being gathered from HEADERS and CONTINUATION frames (`buf` up to `size`). */
-  #block: { stream: number; end: boolean; buf: Uint8Array; size: number } | null = null;
+  #block: {
+    stream: number;
+    end: boolean;
+    buf: Uint8Array;
+    size: number;
+    selfDependent: boolean;
+  } | null = null;
 
   #spend(): void {
     if (--this.#controlBudget >= 0) return;
@@ -456,6 +475,8 @@ export class H2Connection {
         if (id === 0) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "PRIORITY on stream 0");
         this.#spend();
         if (p.length !== 5) return this.#streamError(id, ErrorCode.FRAME_SIZE_ERROR);
+        // A stream cannot depend on itself (RFC 9113 §5.3.1).
+        if (dependency(p, 0) === id) return this.#streamError(id, ErrorCode.PROTOCOL_ERROR);
         return;
       case FrameType.RST_STREAM:
         return this.#rstStream(id, p);
@@ -506,10 +527,19 @@ export class H2Connection {
     }
     const fragment = this.#unpad(flags, p, flags & Flag.PRIORITY ? 5 : 0);
     const end = (flags & Flag.END_STREAM) !== 0;
+    // A stream cannot depend on itself (RFC 9113 §5.3.1): its block is still decoded.
+    const selfDependent = (flags & Flag.PRIORITY) !== 0 &&
+      dependency(p, flags & Flag.PADDED ? 1 : 0) === id;
     // A whole block is decoded where it was read (a copy would cost a new ArrayBuffer, 0.2–0.7
     // µs in Deno); one that CONTINUATIONs complete is copied and kept until then.
-    if (flags & Flag.END_HEADERS) return this.#blockDone(id, end, fragment);
-    this.#block = { stream: id, end, buf: fragment.slice(), size: fragment.length };
+    if (flags & Flag.END_HEADERS) return this.#blockDone(id, end, fragment, selfDependent);
+    this.#block = {
+      stream: id,
+      end,
+      buf: fragment.slice(),
+      size: fragment.length,
+      selfDependent,
+    };
   }
 
   #continuation(flags: number, id: number, p: Uint8Array): void {
@@ -533,20 +563,39 @@ export class H2Connection {
     b.size = size;
     if (!(flags & Flag.END_HEADERS)) return;
     this.#block = null;
-    this.#blockDone(id, b.end, b.buf.subarray(0, size));
+    this.#blockDone(id, b.end, b.buf.subarray(0, size), b.selfDependent);
   }
 
   /** A field block is complete: `end` when its HEADERS frame ended the stream. */
-  #blockDone(id: number, end: boolean, block: Uint8Array): void {
+  #blockDone(id: number, end: boolean, block: Uint8Array, selfDependent = false): void {
     const existing = this.#streams.get(id);
     if (existing || id <= this.#lastStream) {
       // Trailers (or HEADERS on a stream already closed, which may have crossed our RST_STREAM):
-      // decoded for the table's sake, dropped.
-      this.#decoder.decode(block, () => {}, MAX_HEADER_LIST);
-      if (!existing) return;
-      if (!end) return this.#streamError(id, ErrorCode.PROTOCOL_ERROR);
+      // decoded for the table's sake, checked, dropped.
+      let bad = selfDependent;
+      this.#decoder.decode(block, (n) => {
+        // No pseudo-fields, and names as in a request (RFC 9113 §8.1, §8.2.1).
+        if (!FIELD_NAME.test(n)) bad = true;
+      }, MAX_HEADER_LIST);
+      if (!existing) {
+        if (this.#skippedOver(id)) {
+          // Not a stream that was ever opened: a new one must have a larger id (§5.1.1).
+          throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "Stream id below the last");
+        }
+        return this.#onClosed(id, false);
+      }
+      // A stream this side reset: what the client sent before it knew is ignored.
+      if (existing.reset) return;
+      // The client ended its side already (half-closed, §5.1).
+      if (existing.remoteEnded) return this.#streamError(id, ErrorCode.STREAM_CLOSED);
+      if (!end || bad) return this.#streamError(id, ErrorCode.PROTOCOL_ERROR);
       this.#bodyEnded(existing);
       return;
+    }
+    if (id > this.#lastStream + 2) {
+      // The ids passed over are closed now, never to be opened (§5.1.1).
+      if (this.#skipped.length >= 2 * SKIPPED_KEPT) this.#skipped.splice(0, 2);
+      this.#skipped.push(this.#lastStream + 1, id - 2);
     }
     this.#lastStream = id;
     const names: string[] = [];
@@ -558,11 +607,10 @@ export class H2Connection {
     if (this.#goawaySent || this.#env.draining()) {
       // After our GOAWAY, streams past its last id are not served (the client retries them).
       if (!this.#goawaySent) this.goaway();
-      return this.#resetStream(id, ErrorCode.REFUSED_STREAM);
+      return this.#refuse(id, ErrorCode.REFUSED_STREAM);
     }
-    if (this.#streams.size >= this.#maxStreams) {
-      return this.#resetStream(id, ErrorCode.REFUSED_STREAM);
-    }
+    if (this.#streams.size >= this.#maxStreams) return this.#refuse(id, ErrorCode.REFUSED_STREAM);
+    if (selfDependent) return this.#refuse(id, ErrorCode.PROTOCOL_ERROR);
     if (this.#inWork >= this.#maxInWork) {
       throw new ConnectionError(ErrorCode.ENHANCE_YOUR_CALM, "Streams reset faster than served");
     }
@@ -907,6 +955,8 @@ export class H2Connection {
 
   /** The stream's work is over: it leaves the map once both sides ended. */
   #finish(s: Stream): void {
+    // Ended or reset by this side before the client ended it: frames in flight are ignored.
+    if ((s.reset || !s.remoteEnded) && !this.#ended.has(s.id)) this.#remember(s.id, true);
     if (!s.remoteEnded) {
       // The answer is complete while the client still sends: it may stop (RFC 9113 §8.1). The
       // RST_STREAM goes in a write after the answer's: in the same one, curl (7.88) took it for
@@ -1004,7 +1054,8 @@ export class H2Connection {
         throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "DATA on an idle stream");
       }
       this.#creditConnection(p.length);
-      if (s === undefined) return; // a stream reset or finished: its data is dropped
+      // A stream closed: its data is dropped.
+      if (s === undefined) return this.#onClosed(id, p.length === 0);
       return this.#streamError(id, ErrorCode.STREAM_CLOSED);
     }
     s.recvWindow -= p.length;
@@ -1057,6 +1108,7 @@ export class H2Connection {
     }
     const s = this.#streams.get(id);
     if (!s) return;
+    if (!s.reset) this.#remember(id, false);
     this.#dropBody(s);
     s.abort();
     // Closed: it no longer counts against MAX_CONCURRENT_STREAMS, though its work may go on a
@@ -1119,6 +1171,39 @@ export class H2Connection {
     if (s === undefined) return;
     this.#dropBody(s);
     s.abort();
+  }
+
+  /** A new stream not served: reset with `code`, and what comes on it after ignored. */
+  #refuse(id: number, code: number): void {
+    this.#remember(id, true);
+    this.#resetStream(id, code);
+  }
+
+  #remember(id: number, ours: boolean): void {
+    if (this.#ended.size >= ENDED_KEPT) {
+      this.#ended.delete(this.#ended.keys().next().value!);
+    }
+    this.#ended.set(id, ours);
+  }
+
+  #skippedOver(id: number): boolean {
+    const r = this.#skipped;
+    for (let i = 0; i < r.length; i += 2) if (id >= r[i] && id <= r[i + 1]) return true;
+    return false;
+  }
+
+  /**
+   * DATA or HEADERS on a closed stream: ignored where this side reset it (they crossed its
+   * RST_STREAM), else a stream error STREAM_CLOSED (RFC 9113 §5.1); either counts against the
+   * flood budget where it costs work without data.
+   */
+  #onClosed(id: number, empty: boolean): void {
+    if (this.#ended.get(id) === true) {
+      if (empty) this.#spend();
+      return;
+    }
+    this.#spend();
+    this.#resetStream(id, ErrorCode.STREAM_CLOSED);
   }
 
   #resetStream(id: number, code: number): void {
@@ -1382,6 +1467,11 @@ export class H2Connection {
     } catch { /* already closed */ }
     if (this.#onIdle) this.#onIdle();
   }
+}
+
+/** The stream a priority block at `at` of `p` depends on (RFC 9113 §6.3). */
+function dependency(p: Uint8Array, at: number): number {
+  return ((p[at] & 0x7f) << 24) | (p[at + 1] << 16) | (p[at + 2] << 8) | p[at + 3];
 }
 
 /** A Sec-WebSocket-Key for the pipeline's handshake check; it goes nowhere (RFC 6455 §4.1). */

@@ -1,0 +1,231 @@
+// Stream states of Prox's own HTTP/2 engine (RFC 9113 §5.1, §5.3.1, §8.1), as h2spec checks
+// them, with a raw h2c client: frames on streams the client closed or ended, stream ids that go
+// back, a stream that depends on itself, trailers that are malformed, while frames in flight on a
+// stream this side reset are still ignored.
+import assert from "node:assert/strict";
+import { startUpstream, waitFor } from "../_harness.ts";
+import { onProxEngines, startProxy } from "./_proxy.ts";
+import { RawH2Client } from "./_raw_h2.ts";
+import { ErrorCode, Flag, FrameType, PREFACE } from "../../src/adapters/h2/frames.ts";
+
+// These tests are of the engine itself, even when the suite runs on Deno.serve.
+onProxEngines();
+
+function config(upstream: string): string {
+  return `health_check: { enabled: false }
+routes:
+  "/":
+    type: proxy
+    target: "${upstream}"
+`;
+}
+
+/** An upstream that holds every request until `release()`, counting those that arrived. */
+async function heldUpstream() {
+  let release!: () => void;
+  const held = new Promise<void>((r) => release = r);
+  const state = { arrived: 0 };
+  const up = await startUpstream(async () => {
+    state.arrived++;
+    await held;
+    return new Response("late");
+  });
+  return Object.assign(up, { release, state });
+}
+
+/** A raw client with prior knowledge (h2c), for what no well-behaved client sends. */
+class RawH2c extends RawH2Client {
+  static async open(port: number): Promise<RawH2c> {
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    const c = new RawH2c(conn);
+    await conn.write(PREFACE);
+    c.out.settings([]);
+    await c.flush();
+    return c;
+  }
+
+  /** HEADERS for `method` `path` on stream `id` (END_STREAM when `end`). */
+  request(id: number, path: string, end = true, method = "GET", flags = 0, prefix?: Uint8Array) {
+    this.enc.begin().field(":method", method).field(":scheme", "http").field(":path", path);
+    this.enc.field(":authority", "localhost");
+    const block = this.enc.block;
+    if (prefix === undefined && flags === 0) return this.out.headers(id, block, end, 16384);
+    const p = new Uint8Array((prefix?.length ?? 0) + block.length);
+    if (prefix) p.set(prefix);
+    p.set(block, prefix?.length ?? 0);
+    this.out.frame(
+      FrameType.HEADERS,
+      flags | Flag.END_HEADERS | (end ? Flag.END_STREAM : 0),
+      id,
+      p,
+    );
+  }
+
+  /** A field block of `fields` as one HEADERS frame on `id`. */
+  fields(id: number, fields: [string, string][], end: boolean): void {
+    this.enc.begin();
+    for (const [n, v] of fields) this.enc.field(n, v);
+    this.out.headers(id, this.enc.block, end, 16384);
+  }
+
+  /** The error code of the RST_STREAM on `id`, or of the GOAWAY, whichever came. */
+  error(id: number): number | undefined {
+    const f = this.on(id, FrameType.RST_STREAM)[0] ?? this.on(0, FrameType.GOAWAY)[0];
+    if (!f) return undefined;
+    return u32(f.type === FrameType.GOAWAY ? f.payload.subarray(4) : f.payload);
+  }
+
+  goaway(): number | undefined {
+    const g = this.on(0, FrameType.GOAWAY)[0];
+    return g && u32(g.payload.subarray(4));
+  }
+
+  /** Waits until the server has handled everything sent so far (its ack of a PING). */
+  async settled(): Promise<void> {
+    const before = this.frames.filter((f) => f.type === FrameType.PING).length;
+    this.out.frame(FrameType.PING, 0, 0, new Uint8Array(8));
+    await this.flush();
+    await waitFor(
+      () => this.closed || this.frames.filter((f) => f.type === FrameType.PING).length > before,
+      { what: "the PING ack" },
+    );
+  }
+}
+
+const u32 = (p: Uint8Array) => ((p[0] << 24) | (p[1] << 16) | (p[2] << 8) | p[3]) >>> 0;
+
+Deno.test("HEADERS on a stream whose request has ended is STREAM_CLOSED (RFC 9113 §5.1)", async () => {
+  await using up = await heldUpstream();
+  await using prox = await startProxy(config(up.url));
+  const c = await RawH2c.open(prox.port);
+  try {
+    c.request(1, "/held");
+    await c.flush();
+    await waitFor(() => up.state.arrived === 1, { what: "the request upstream" });
+    // Half-closed (remote): a second field block that ends the stream again.
+    c.fields(1, [["x-trailer", "1"]], true);
+    await c.flush();
+    await waitFor(() => c.error(1) !== undefined, { what: "the stream error" });
+    assert.equal(c.error(1), ErrorCode.STREAM_CLOSED);
+  } finally {
+    up.release();
+    await c.close();
+  }
+});
+
+Deno.test("DATA or HEADERS on a stream the client reset, or that both sides ended, is STREAM_CLOSED", async () => {
+  await using up = await startUpstream(() => new Response("ok"));
+  await using prox = await startProxy(config(up.url));
+  for (const type of [FrameType.DATA, FrameType.HEADERS]) {
+    const c = await RawH2c.open(prox.port);
+    try {
+      // Stream 1: the client resets it; stream 3: answered, both sides ended.
+      c.request(1, "/reset", false, "POST");
+      c.out.u32(FrameType.RST_STREAM, 1, ErrorCode.CANCEL);
+      c.request(3, "/done");
+      await c.flush();
+      await waitFor(() => c.on(3, FrameType.DATA).some((f) => f.flags & Flag.END_STREAM), {
+        what: "stream 3's answer",
+      });
+      for (const id of [1, 3]) {
+        if (type === FrameType.DATA) {
+          c.out.frame(FrameType.DATA, Flag.END_STREAM, id, Uint8Array.of(1));
+        } else c.fields(id, [["x-late", "1"]], true);
+      }
+      await c.flush();
+      await waitFor(() => c.error(1) !== undefined && c.error(3) !== undefined, {
+        what: `the errors (type ${type})`,
+      });
+      assert.equal(c.error(1), ErrorCode.STREAM_CLOSED, `type ${type}, stream 1`);
+      assert.equal(c.error(3), ErrorCode.STREAM_CLOSED, `type ${type}, stream 3`);
+    } finally {
+      await c.close();
+    }
+  }
+});
+
+Deno.test("frames in flight on a stream this side reset are ignored", async () => {
+  await using up = await startUpstream(() => new Response("ok"));
+  await using prox = await startProxy(config(up.url));
+  const c = await RawH2c.open(prox.port);
+  try {
+    // Stream 1 is malformed (reset by the engine); the client's DATA and trailers on it crossed
+    // the RST_STREAM, and must be ignored (RFC 9113 §5.1, "closed").
+    c.fields(1, [[":method", "POST"], [":path", "/"], [":authority", "localhost"]], false);
+    c.out.frame(FrameType.DATA, 0, 1, new Uint8Array(100));
+    c.fields(1, [["x-trailer", "1"]], true);
+    c.request(3, "/after");
+    await c.flush();
+    await waitFor(() => c.on(3, FrameType.DATA).length > 0, { what: "stream 3's answer" });
+    await c.settled();
+    assert.equal(c.on(1, FrameType.RST_STREAM).length, 1);
+    assert.equal(u32(c.on(1, FrameType.RST_STREAM)[0].payload), ErrorCode.PROTOCOL_ERROR);
+    assert.equal(c.goaway(), undefined);
+  } finally {
+    await c.close();
+  }
+});
+
+Deno.test("a new stream with an id below one already opened is a connection PROTOCOL_ERROR", async () => {
+  await using up = await startUpstream(() => new Response("ok"));
+  await using prox = await startProxy(config(up.url));
+  const c = await RawH2c.open(prox.port);
+  try {
+    c.request(5, "/five");
+    c.request(3, "/three");
+    await c.flush();
+    await waitFor(() => c.goaway() !== undefined, { what: "GOAWAY" });
+    assert.equal(c.goaway(), ErrorCode.PROTOCOL_ERROR);
+    assert.equal(c.status(3), undefined);
+  } finally {
+    await c.close();
+  }
+});
+
+Deno.test("a stream that depends on itself is a stream PROTOCOL_ERROR (RFC 9113 §5.3.1)", async () => {
+  await using up = await startUpstream(() => new Response("ok"));
+  await using prox = await startProxy(config(up.url));
+  const c = await RawH2c.open(prox.port);
+  try {
+    // HEADERS whose priority names stream 1 itself; PRIORITY for stream 3 on stream 3.
+    c.request(1, "/self", true, "GET", Flag.PRIORITY, Uint8Array.of(0, 0, 0, 1, 16));
+    c.out.frame(FrameType.PRIORITY, 0, 3, Uint8Array.of(0, 0, 0, 3, 16));
+    c.request(5, "/fine");
+    await c.flush();
+    await waitFor(() => c.on(5, FrameType.DATA).length > 0, { what: "stream 5's answer" });
+    await c.settled();
+    assert.equal(c.status(1), undefined);
+    assert.equal(c.error(1), ErrorCode.PROTOCOL_ERROR);
+    assert.equal(c.error(3), ErrorCode.PROTOCOL_ERROR);
+    assert.equal(c.goaway(), undefined);
+  } finally {
+    await c.close();
+  }
+});
+
+Deno.test("trailers with a pseudo-field or an upper-case name are malformed (RFC 9113 §8.1)", async () => {
+  await using up = await heldUpstream();
+  await using prox = await startProxy(config(up.url));
+  const c = await RawH2c.open(prox.port);
+  try {
+    c.request(1, "/pseudo", false, "POST");
+    c.request(3, "/upper", false, "POST");
+    c.request(5, "/fine", false, "POST");
+    for (const id of [1, 3, 5]) c.out.frame(FrameType.DATA, 0, id, Uint8Array.of(1));
+    c.fields(1, [[":path", "/again"]], true);
+    c.fields(3, [["X-Upper", "1"]], true);
+    c.fields(5, [["x-fine", "1"]], true);
+    await c.flush();
+    await waitFor(() => c.error(1) !== undefined && c.error(3) !== undefined, {
+      what: "the stream errors",
+    });
+    assert.equal(c.error(1), ErrorCode.PROTOCOL_ERROR);
+    assert.equal(c.error(3), ErrorCode.PROTOCOL_ERROR);
+    up.release();
+    await waitFor(() => c.status(5) !== undefined, { what: "stream 5's answer" });
+    assert.equal(c.status(5), "200");
+  } finally {
+    up.release();
+    await c.close();
+  }
+});
