@@ -1,7 +1,7 @@
 // Stream states of Prox's own HTTP/2 engine (RFC 9113 §5.1, §5.3.1, §8.1), as h2spec checks
 // them, with a raw h2c client: frames on streams the client closed or ended, stream ids that go
 // back, a stream that depends on itself, trailers that are malformed, while frames in flight on a
-// stream this side reset are still ignored.
+// stream this side reset are still ignored; and WINDOW_UPDATE floods.
 import assert from "node:assert/strict";
 import { startUpstream, waitFor } from "../_harness.ts";
 import { onProxEngines, startProxy } from "./_proxy.ts";
@@ -73,6 +73,11 @@ class RawH2c extends RawH2Client {
     const f = this.on(id, FrameType.RST_STREAM)[0] ?? this.on(0, FrameType.GOAWAY)[0];
     if (!f) return undefined;
     return u32(f.type === FrameType.GOAWAY ? f.payload.subarray(4) : f.payload);
+  }
+
+  /** The body bytes stream `id` has got. */
+  data(id: number): number {
+    return this.on(id, FrameType.DATA).reduce((n, f) => n + f.payload.length, 0);
   }
 
   goaway(): number | undefined {
@@ -226,6 +231,53 @@ Deno.test("trailers with a pseudo-field or an upper-case name are malformed (RFC
     assert.equal(c.status(5), "200");
   } finally {
     up.release();
+    await c.close();
+  }
+});
+
+Deno.test("a flood of WINDOW_UPDATEs that let no DATA go out ends the connection with ENHANCE_YOUR_CALM", async () => {
+  await using up = await startUpstream(() => new Response(new Uint8Array(1 << 20)));
+  await using prox = await startProxy(config(up.url));
+  const c = await RawH2c.open(prox.port);
+  try {
+    // The streams' windows are 0: each connection WINDOW_UPDATE wakes every answer waiting for
+    // window, and none can send (the cost of a frame times the streams, for 13 bytes).
+    c.out.settings([[0x4, 0]]);
+    for (let id = 1; id < 200; id += 2) c.request(id, `/big${id}`);
+    await c.flush();
+    await c.settled();
+    for (let i = 0; i < 5000; i++) c.out.u32(FrameType.WINDOW_UPDATE, 0, 1);
+    await c.flush().catch(() => {});
+    await waitFor(() => c.goaway() !== undefined, { what: "GOAWAY" });
+    assert.equal(c.goaway(), ErrorCode.ENHANCE_YOUR_CALM);
+  } finally {
+    await c.close();
+  }
+});
+
+Deno.test("a client reading a long answer through a 1 KiB window may send the WINDOW_UPDATEs it needs", async () => {
+  await using up = await startUpstream(() => new Response(new Uint8Array(512 << 10)));
+  await using prox = await startProxy(config(up.url));
+  const c = await RawH2c.open(prox.port);
+  try {
+    // A 1 KiB stream window, given back (and the connection's) after each 512 bytes read.
+    c.out.settings([[0x4, 1024]]);
+    c.request(1, "/big");
+    await c.flush();
+    let credited = 0;
+    await waitFor(async () => {
+      const got = c.data(1);
+      if (got - credited >= 512) {
+        c.out.u32(FrameType.WINDOW_UPDATE, 1, got - credited);
+        c.out.u32(FrameType.WINDOW_UPDATE, 0, got - credited);
+        credited = got;
+        await c.flush();
+      }
+      return c.closed || c.on(1, FrameType.DATA).some((f) => f.flags & Flag.END_STREAM);
+    }, { what: "the whole answer", timeoutMs: 60_000, intervalMs: 1 });
+    assert.equal(c.goaway(), undefined);
+    assert.equal(c.data(1), 512 << 10);
+  } finally {
     await c.close();
   }
 });

@@ -81,6 +81,13 @@ const WRITE_HIGH = 256 * 1024;
  */
 const CONTROL_BUDGET = 1000;
 const CONTROL_PERIOD_MS = 10_000;
+/**
+ * WINDOW_UPDATEs allowed beyond 10 for each DATA frame sent (as Envoy's
+ * max_inbound_window_update_frames_per_data_frame_sent): a client asks for more only as it reads
+ * what came. Each wakes the answers waiting for window, so a flood of them that lets no DATA go
+ * out (their streams' own windows shut) costs a frame's work times the streams.
+ */
+const UPDATE_BUDGET = 1000;
 
 const NO_BYTES = new Uint8Array(0);
 /** Fields that do not exist in HTTP/2 (RFC 9113 §8.2.2): a request with one is malformed. */
@@ -255,6 +262,8 @@ export class H2Connection {
   readonly #ended = new Map<number, boolean>();
   /** Stream ids the client passed over (never opened), as [from, to] pairs, the last few. */
   #skipped: number[] = [];
+  /** WINDOW_UPDATEs left before the client counts as flooding (refilled by DATA sent). */
+  #updateBudget = UPDATE_BUDGET;
   /** Control frames left before the client counts as flooding (refilled by requests). */
   #controlBudget = CONTROL_BUDGET;
   /** When the current budget period began (performance.now(): a wall clock stepped back would
@@ -1135,6 +1144,9 @@ export class H2Connection {
   #windowUpdate(id: number, p: Uint8Array): void {
     if (p.length !== 4) throw new ConnectionError(ErrorCode.FRAME_SIZE_ERROR, "WINDOW_UPDATE size");
     const inc = ((p[0] & 0x7f) << 24 | (p[1] << 16) | (p[2] << 8) | p[3]) >>> 0;
+    if (--this.#updateBudget < 0) {
+      throw new ConnectionError(ErrorCode.ENHANCE_YOUR_CALM, "Too many WINDOW_UPDATEs");
+    }
     if (id === 0) {
       if (inc === 0) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "Zero window update");
       this.#sendWindow += inc;
@@ -1350,6 +1362,7 @@ export class H2Connection {
       );
       s.sendWindow -= n;
       this.#sendWindow -= n;
+      if (this.#updateBudget < 10 * UPDATE_BUDGET) this.#updateBudget += 10;
       off += n;
       if (last && end) s.localEnded = true;
       this.#flush();
