@@ -11,8 +11,9 @@ import { ErrorCode, Flag, FrameType, PREFACE } from "../../src/adapters/h2/frame
 // These tests are of the engine itself, even when the suite runs on Deno.serve.
 onProxEngines();
 
-function config(upstream: string): string {
+function config(upstream: string, protocols = ""): string {
   return `health_check: { enabled: false }
+${protocols ? `protocols: { ${protocols} }` : ""}
 routes:
   "/":
     type: proxy
@@ -278,6 +279,26 @@ Deno.test("a client reading a long answer through a 1 KiB window may send the WI
     assert.equal(c.goaway(), undefined);
     assert.equal(c.data(1), 512 << 10);
   } finally {
+    await c.close();
+  }
+});
+
+Deno.test("a flood of HEADERS past the stream limit ends the connection with ENHANCE_YOUR_CALM", async () => {
+  await using up = await heldUpstream();
+  await using prox = await startProxy(config(up.url, "http2_max_concurrent_streams: 1"));
+  const c = await RawH2c.open(prox.port);
+  try {
+    c.request(1, "/held");
+    await c.flush();
+    await waitFor(() => up.state.arrived === 1, { what: "the request upstream" });
+    // Each new stream is refused (RST_STREAM REFUSED_STREAM, CVE-2019-9514): work and a frame
+    // for each, with no request served to pay for it.
+    for (let id = 3; id < 6000; id += 2) c.request(id, "/refused");
+    await c.flush().catch(() => {});
+    await waitFor(() => c.goaway() !== undefined, { what: "GOAWAY" });
+    assert.equal(c.goaway(), ErrorCode.ENHANCE_YOUR_CALM);
+  } finally {
+    up.release();
     await c.close();
   }
 });

@@ -1185,8 +1185,13 @@ export class H2Connection {
     s.abort();
   }
 
-  /** A new stream not served: reset with `code`, and what comes on it after ignored. */
+  /**
+   * A new stream not served: reset with `code`, and what comes on it after ignored. Each costs
+   * work and a frame with no request served to earn it: it counts against the flood budget (a
+   * client that opens streams past the limit again and again, CVE-2019-9514).
+   */
   #refuse(id: number, code: number): void {
+    this.#spend();
     this.#remember(id, true);
     this.#resetStream(id, code);
   }
