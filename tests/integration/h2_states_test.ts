@@ -302,3 +302,28 @@ Deno.test("a flood of HEADERS past the stream limit ends the connection with ENH
     await c.close();
   }
 });
+
+Deno.test("a client that sends a WINDOW_UPDATE with each request keeps its connection, answers without DATA too", async () => {
+  await using up = await startUpstream(() => new Response(null, { status: 204 }));
+  await using prox = await startProxy(config(up.url));
+  const c = await RawH2c.open(prox.port);
+  try {
+    // As a client that widens each stream's window as it opens it: 1,200 requests answered by
+    // HEADERS alone, each with its WINDOW_UPDATE, in batches within the stream limit.
+    for (let batch = 0; batch < 12; batch++) {
+      const ids = Array.from({ length: 100 }, (_, i) => 2 * (batch * 100 + i) + 1);
+      for (const id of ids) {
+        c.request(id, `/r${id}`);
+        c.out.u32(FrameType.WINDOW_UPDATE, id, 1 << 20);
+      }
+      await c.flush();
+      await waitFor(() => c.closed || ids.every((id) => c.status(id) !== undefined), {
+        what: `batch ${batch}`,
+      });
+    }
+    assert.equal(c.goaway(), undefined);
+    assert.equal(c.status(2399), "204");
+  } finally {
+    await c.close();
+  }
+});

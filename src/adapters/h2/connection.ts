@@ -83,8 +83,8 @@ const CONTROL_BUDGET = 1000;
 const CONTROL_PERIOD_MS = 10_000;
 /**
  * WINDOW_UPDATEs allowed beyond 10 for each DATA frame sent (as Envoy's
- * max_inbound_window_update_frames_per_data_frame_sent): a client asks for more only as it reads
- * what came. Each wakes the answers waiting for window, so a flood of them that lets no DATA go
+ * max_inbound_window_update_frames_per_data_frame_sent) and 10 for each request: a client asks
+ * for more as it reads what came, or widens a stream's window as it opens it. Each wakes the answers waiting for window, so a flood of them that lets no DATA go
  * out (their streams' own windows shut) costs a frame's work times the streams.
  */
 const UPDATE_BUDGET = 1000;
@@ -626,6 +626,8 @@ export class H2Connection {
     // Each request earns the client some control frames (a browser pings and updates its windows
     // as it goes).
     this.#controlBudget = Math.min(this.#controlBudget + 10, 10 * CONTROL_BUDGET);
+    // And WINDOW_UPDATEs (one that widens each stream as it opens, answered without DATA or not).
+    if (this.#updateBudget < 10 * UPDATE_BUDGET) this.#updateBudget += 10;
     const s = new Stream(id, this.#peerWindow);
     this.#streams.set(id, s);
     s.remoteEnded = end;
