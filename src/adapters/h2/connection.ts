@@ -606,6 +606,10 @@ export class H2Connection {
       if (this.#skipped.length >= 2 * SKIPPED_KEPT) this.#skipped.splice(0, 2);
       this.#skipped.push(this.#lastStream + 1, id - 2);
     }
+    // After our GOAWAY, streams past its last id are not served (the client retries them); a
+    // drain's GOAWAY sent now names the streams before this one (RFC 9113 §6.8).
+    const refused = this.#goawaySent || this.#env.draining();
+    if (refused && !this.#goawaySent) this.goaway();
     this.#lastStream = id;
     const names: string[] = [];
     const values: string[] = [];
@@ -613,11 +617,7 @@ export class H2Connection {
       names.push(n);
       values.push(v);
     }, MAX_HEADER_LIST);
-    if (this.#goawaySent || this.#env.draining()) {
-      // After our GOAWAY, streams past its last id are not served (the client retries them).
-      if (!this.#goawaySent) this.goaway();
-      return this.#refuse(id, ErrorCode.REFUSED_STREAM);
-    }
+    if (refused) return this.#refuse(id, ErrorCode.REFUSED_STREAM);
     if (this.#streams.size >= this.#maxStreams) return this.#refuse(id, ErrorCode.REFUSED_STREAM);
     if (selfDependent) return this.#refuse(id, ErrorCode.PROTOCOL_ERROR);
     if (this.#inWork >= this.#maxInWork) {

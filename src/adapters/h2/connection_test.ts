@@ -1,0 +1,75 @@
+import assert from "node:assert/strict";
+import { silentLogger } from "../../ports.ts";
+import { H2Connection } from "./connection.ts";
+import type { H2Env, H2Socket } from "./connection.ts";
+import { ErrorCode, FRAME_HEADER, FrameType, FrameWriter, PREFACE } from "./frames.ts";
+
+/** A socket that feeds `feed` to the engine, keeps what it writes, and ends when closed. */
+class FakeSocket implements H2Socket {
+  written: number[] = [];
+  #fed = false;
+  #end: (() => void) | null = null;
+
+  constructor(readonly feed: Uint8Array) {}
+
+  read(p: Uint8Array): Promise<number> {
+    if (!this.#fed) {
+      this.#fed = true;
+      p.set(this.feed);
+      return Promise.resolve(this.feed.length);
+    }
+    return new Promise((resolve) => this.#end = () => resolve(0));
+  }
+
+  write(p: Uint8Array): Promise<number> {
+    this.written.push(...p);
+    return Promise.resolve(p.length);
+  }
+
+  close(): void {
+    this.#end?.();
+  }
+
+  /** The frames written: [type, stream, payload]. */
+  frames(): Array<[number, number, Uint8Array]> {
+    const b = Uint8Array.from(this.written);
+    const out: Array<[number, number, Uint8Array]> = [];
+    for (let at = 0; at + FRAME_HEADER <= b.length;) {
+      const len = (b[at] << 16) | (b[at + 1] << 8) | b[at + 2];
+      const id = ((b[at + 5] & 0x7f) << 24) | (b[at + 6] << 16) | (b[at + 7] << 8) | b[at + 8];
+      out.push([b[at + 3], id, b.subarray(at + FRAME_HEADER, at + FRAME_HEADER + len)]);
+      at += FRAME_HEADER + len;
+    }
+    return out;
+  }
+}
+
+const u32 = (p: Uint8Array) => ((p[0] << 24) | (p[1] << 16) | (p[2] << 8) | p[3]) >>> 0;
+
+Deno.test("H2Connection: a stream refused for a drain is not named in the drain's GOAWAY", async () => {
+  // A connection whose first request comes once its listener drains (it was set up meanwhile):
+  // the GOAWAY's last stream is the last that may be served (RFC 9113 §6.8), not the one refused.
+  const w = new FrameWriter();
+  w.frame(FrameType.SETTINGS, 0, 0);
+  // :method GET, :scheme http, :path /, :authority (literal "a").
+  w.headers(1, Uint8Array.of(0x82, 0x86, 0x84, 0x41, 0x01, 0x61), true, 16384);
+  const frames = w.take();
+  const feed = new Uint8Array(PREFACE.length + frames.length);
+  feed.set(PREFACE);
+  feed.set(frames, PREFACE.length);
+  const socket = new FakeSocket(feed);
+  const env: H2Env = {
+    handler: () => Promise.resolve(new Response("x")),
+    logger: silentLogger,
+    localPort: 0,
+    tls: false,
+    draining: () => true,
+  };
+  const conn = new H2Connection(socket, env, { hostname: "127.0.0.1", port: 1 });
+  await conn.run();
+  const out = socket.frames();
+  const goaway = out.find(([type]) => type === FrameType.GOAWAY);
+  const rst = out.find(([type, id]) => type === FrameType.RST_STREAM && id === 1);
+  assert.equal(rst && u32(rst[2]), ErrorCode.REFUSED_STREAM);
+  assert.equal(goaway && u32(goaway[2]), 0);
+});
