@@ -38,7 +38,9 @@ function authority(scheme: string, raw: string): string {
  */
 export function reverseLocation(value: string, map: LocationMap): string | undefined {
   if (isUnixTarget(map.target)) return undefined;
-  const m = ABSOLUTE.exec(value.trim());
+  // Tabs and line breaks are dropped wherever they are, as URL parsers do (WHATWG URL): left in,
+  // `/\t/evil.test` would pass the checks below and reach a browser as `//evil.test`.
+  const m = ABSOLUTE.exec(value.trim().replace(/[\t\n\r]/g, ""));
   if (!m) return undefined;
   const scheme = m[1].toLowerCase();
   // Userinfo names another authority than it seems to: left alone.

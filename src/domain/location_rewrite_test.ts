@@ -58,6 +58,27 @@ Deno.test("reverseLocation never makes a path into another host", () => {
   );
 });
 
+Deno.test("reverseLocation: a tab or line break between slashes does not make another host", () => {
+  // URL parsers drop tabs and line breaks anywhere (WHATWG URL), so `/\t/evil.test` is
+  // `//evil.test` to a browser: another host, where the absolute URL stayed on the upstream's.
+  const map = at("http://h:8");
+  for (
+    const v of [
+      "http://h:8/\t/evil.test/x",
+      "http://h:8/\n/evil.test/x",
+      "http://h:8/\t\\evil.test",
+    ]
+  ) {
+    const out = reverseLocation(v, map);
+    assert.ok(out !== undefined, v);
+    assert.equal(new URL(out, "https://prox.example/").host, "prox.example", `${v} -> ${out}`);
+  }
+  assert.equal(reverseLocation("http://h:8/\t/evil.test/x", map), "/evil.test/x");
+  assert.equal(reverseLocation("http://h:8/base/\t/x", at("http://h:8/base")), "/x");
+  const refresh = reverseRefresh("0; url=http://h:8/\t/evil.test", map);
+  assert.equal(refresh, "0; url=/evil.test");
+});
+
 Deno.test("reverseLocation takes the Host the route sends upstream as the upstream's too", () => {
   const map = { ...at("http://10.0.0.7:8080", "/svc"), host: "api.internal:8080" };
   assert.equal(reverseLocation("http://API.internal:8080/x", map), "/svc/x");
