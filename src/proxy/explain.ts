@@ -238,7 +238,9 @@ export async function explainRequest(
   }
   if (route.concurrency) {
     const c = route.concurrency.config;
-    const key = clientKeys(route.concurrency, ctx)[0];
+    // A cookie or query key sent twice holds a slot of each of its two values.
+    const keys = clientKeys(route.concurrency, ctx);
+    const key = keys.length === 0 ? undefined : keys.join(" and ");
     const exempt = route.concurrency.exempt.length > 0 &&
       isExempt(route.concurrency.exempt, ctx.clientIp);
     out.notes.push(

@@ -441,3 +441,20 @@ routes:
   const bare = await explain({ method: "GET", url: "http://h/api/x" });
   assert.ok(bare.notes.includes("concurrency_limit: no header key (on_missing_key: deny)"));
 });
+
+Deno.test("explainRequest names both keys a concurrency_limit query key sent twice holds", async () => {
+  const explain = explainer(`
+routes:
+  "/api":
+    type: proxy
+    target: "http://10.0.0.1:8080"
+    concurrency_limit: { max: 3, by: query, query_param: k }
+`);
+  const e = await explain({ method: "GET", url: "http://h/api/x?k=a&k=b" });
+  assert.ok(
+    e.notes.includes(
+      "concurrency_limit: at most 3 requests in progress at once for key q:a and q:b (by query; past it 429)",
+    ),
+    JSON.stringify(e.notes),
+  );
+});

@@ -106,3 +106,44 @@ routes:
   }
   for (const r of [k1, k2, f1, f2]) assert.equal((await r).status, 200, await (await r).text());
 });
+
+Deno.test("concurrency_limit: a query key sent twice holds a slot of each value", async () => {
+  await using up = await heldUpstream();
+  await using prox = await startProxy(`
+health_check: { enabled: false }
+routes:
+  "/":
+    type: proxy
+    target: "${up.url}"
+    concurrency_limit: { max: 1, by: query, query_param: k, on_missing_key: deny }
+`);
+  const letGo = () => {
+    for (const w of up.waiting) {
+      w.head();
+      w.body();
+    }
+  };
+  /** The status of a request to `/quick` (answered at once when let in). */
+  const quick = async (q: string) => {
+    const res = await fetch(`${prox.url}/quick?${q}`);
+    await res.body?.cancel();
+    return res.status;
+  };
+  const held = fetch(`${prox.url}/a?k=real`);
+  const other = fetch(`${prox.url}/c?k=one&k=two`);
+  try {
+    await waitFor(() => up.waiting.length === 2, { what: "both held requests upstream" });
+    // An app that reads the last value (PHP, Django) sees k=real: a fresh first value beside it
+    // must not make room for another request of that key.
+    assert.equal(await quick("k=junk&k=real"), 429);
+    // Both values are held while a request with two is in progress.
+    assert.equal(await quick("k=one"), 429);
+    assert.equal(await quick("k=two"), 429);
+  } finally {
+    letGo();
+  }
+  assert.equal(await (await held).text(), "first last");
+  assert.equal(await (await other).text(), "first last");
+  // All given back: each value has its slot again.
+  await waitFor(async () => await quick("k=two&k=real") === 200, { what: "slots given back" });
+});

@@ -43,9 +43,11 @@ export function takeSlot(
 ): Response | null {
   const c = limit.config;
   if (limit.exempt.length > 0 && isExempt(limit.exempt, ctx.clientIp)) return null;
-  // A cookie or query parameter sent twice counts against its first value only: one slot.
-  const key = clientKeys(limit, ctx)[0];
-  if (key === undefined) {
+  // A cookie or query parameter sent twice with two values holds a slot of each (its first and
+  // last, as rate limits charge both): apps read one or the other, so a fresh junk value beside
+  // the real one must not make room for another request of the real one.
+  const keys = clientKeys(limit, ctx);
+  if (keys.length === 0) {
     if (c.on_missing_key === "allow" || c.shadow) return null;
     deps.metrics.rateLimit(limit.route, "limited");
     return refuse(ctx, c, false);
@@ -54,21 +56,25 @@ export function takeSlot(
   if (!routes) states.set(deps, routes = new Map());
   let counts = routes.get(limit.route);
   if (!counts) routes.set(limit.route, counts = new Map());
-  const now = counts.get(key) ?? 0;
-  if (now >= c.max) {
+  if (keys.some((k) => (counts.get(k) ?? 0) >= c.max)) {
     deps.metrics.rateLimit(limit.route, c.shadow ? "shadow_limited" : "limited");
-    if (!c.shadow) return refuse(ctx, c, true);
+    if (!c.shadow) {
+      if (counts.size === 0) routes.delete(limit.route);
+      return refuse(ctx, c, true);
+    }
     logShadow(ctx, deps, limit);
   }
-  counts.set(key, now + 1);
+  for (const k of keys) counts.set(k, (counts.get(k) ?? 0) + 1);
   const map = counts;
   let released = false;
   ctx.release = () => {
     if (released) return;
     released = true;
-    const left = (map.get(key) ?? 1) - 1;
-    if (left > 0) return void map.set(key, left);
-    map.delete(key);
+    for (const k of keys) {
+      const left = (map.get(k) ?? 1) - 1;
+      if (left > 0) map.set(k, left);
+      else map.delete(k);
+    }
     if (map.size === 0 && routes.get(limit.route) === map) routes.delete(limit.route);
   };
   return null;
