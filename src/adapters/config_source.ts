@@ -257,13 +257,7 @@ function readCertificatePair(
       ? `ec ${key.asymmetricKeyDetails?.namedCurve}`
       : key.asymmetricKeyType ?? "unknown",
     missingIssuer: missingIssuer(pem, cert),
-    mustStaple: (() => {
-      try {
-        return mustStaple(cert.raw);
-      } catch {
-        return false; // a malformed extension list: the listener decides about it
-      }
-    })(),
+    mustStaple: mustStaple(cert.raw), // false for a malformed extension list
     version: x509Version(cert.raw),
   };
 }

@@ -105,13 +105,17 @@ const STATUS_REQUEST = 5;
  * Feature extension listing status_request, RFC 7633). False for a malformed extension.
  */
 export function mustStaple(der: Uint8Array): boolean {
-  const ext = extensions(der).find((e) => e.oid === TLS_FEATURE);
-  if (!ext) return false;
-  const list = readDer(ext.value, 0);
-  if (list.tag !== 0x30) return false;
-  return children(ext.value, list).some((n) =>
-    n.tag === 0x02 && n.end - n.start === 1 && ext.value[n.start] === STATUS_REQUEST
-  );
+  try {
+    const ext = extensions(der).find((e) => e.oid === TLS_FEATURE);
+    if (!ext) return false;
+    const list = readDer(ext.value, 0);
+    if (list.tag !== 0x30) return false;
+    return children(ext.value, list).some((n) =>
+      n.tag === 0x02 && n.end - n.start === 1 && ext.value[n.start] === STATUS_REQUEST
+    );
+  } catch {
+    return false; // malformed: the listener decides about such a certificate
+  }
 }
 
 /** A DER certificate's subject and issuer as RFC 4514 writes them (`distinguishedName`). */

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { certificateNames, distinguishedName, subjectAltNames } from "./x509_names.ts";
+import { certificateNames, distinguishedName, mustStaple, subjectAltNames } from "./x509_names.ts";
 import { pemBlocks } from "./crl.ts";
 import { readDer } from "./der.ts";
 
@@ -113,5 +113,37 @@ Deno.test("distinguishedName: an attribute type DER does not allow is not read a
     const read = () => distinguishedName(der, readDer(der, 0));
     if (want === null) assert.throws(read);
     else assert.equal(read(), want);
+  }
+});
+
+/** A certificate (DER) holding only a TLS Feature extension (1.3.6.1.5.5.7.1.24) of `value`. */
+function withTlsFeature(value: number[]): Uint8Array {
+  const tlv = (tag: number, body: number[]) => [tag, body.length, ...body];
+  const ext = tlv(0x30, [
+    ...tlv(0x06, [0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x01, 0x18]),
+    ...tlv(0x04, value),
+  ]);
+  const tbs = tlv(0x30, [
+    ...tlv(0xa0, tlv(0x02, [2])),
+    ...tlv(0x02, [1]),
+    ...[0, 0, 0, 0, 0].flatMap(() => tlv(0x30, [])),
+    ...tlv(0xa3, tlv(0x30, ext)),
+  ]);
+  return new Uint8Array(tlv(0x30, tbs));
+}
+
+Deno.test("mustStaple reads a TLS Feature listing status_request, and is false for a malformed one", () => {
+  const tlv = (tag: number, body: number[]) => [tag, body.length, ...body];
+  assert.equal(mustStaple(withTlsFeature(tlv(0x30, tlv(0x02, [5])))), true);
+  assert.equal(
+    mustStaple(withTlsFeature(tlv(0x30, [...tlv(0x02, [17]), ...tlv(0x02, [5])]))),
+    true,
+  );
+  assert.equal(mustStaple(withTlsFeature(tlv(0x30, tlv(0x02, [17])))), false);
+  assert.equal(mustStaple(der("cert.pem")), false);
+  // As its comment says: false, not an exception (a list cut short, an empty value, a length
+  // past the end), so that whoever asks needs no try of its own.
+  for (const bad of [[], [0x30], [0x30, 0x05, 0x02, 0x01, 0x05], [0x30, 0x03, 0x02, 0x05, 0x05]]) {
+    assert.equal(mustStaple(withTlsFeature(bad)), false, JSON.stringify(bad));
   }
 });
