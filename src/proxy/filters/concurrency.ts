@@ -58,10 +58,7 @@ export function takeSlot(
   if (!counts) routes.set(limit.route, counts = new Map());
   if (keys.some((k) => (counts.get(k) ?? 0) >= c.max)) {
     deps.metrics.rateLimit(limit.route, c.shadow ? "shadow_limited" : "limited");
-    if (!c.shadow) {
-      if (counts.size === 0) routes.delete(limit.route);
-      return refuse(ctx, c, true);
-    }
+    if (!c.shadow) return refuse(ctx, c, true);
     logShadow(ctx, deps, limit);
   }
   for (const k of keys) counts.set(k, (counts.get(k) ?? 0) + 1);
