@@ -56,7 +56,17 @@ export function reverseLocation(value: string, map: LocationMap): string | undef
   if (base === "/") base = "";
   // A backslash the URL parser takes for a slash: such a path is left as it came.
   if (m[3] !== "" && !m[3].startsWith("/")) return undefined;
-  const path = m[3] === "" ? "/" : m[3];
+  // Dot segments resolved first (`.`, `..`, `%2e`, between backslashes too), as the client's URL
+  // parser will: `/base/../admin` is the upstream's `/admin`, outside the target's path, and
+  // as `/app/../admin` it would reach another route.
+  let path = "/";
+  if (m[3] !== "") {
+    try {
+      path = new URL("http://h" + m[3]).pathname;
+    } catch {
+      return undefined;
+    }
+  }
   if (base !== "" && path !== base && !path.startsWith(base + "/")) return undefined;
   const prefix = map.prefix === "/" ? "" : map.prefix;
   let out = prefix + path.slice(base.length);

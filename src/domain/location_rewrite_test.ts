@@ -93,3 +93,18 @@ Deno.test("reverseRefresh rewrites the URL in a Refresh field", () => {
   assert.equal(reverseRefresh("5", map), undefined);
   assert.equal(reverseRefresh("5; url=http://other/next", map), undefined);
 });
+
+Deno.test("reverseLocation resolves dot segments before it decides a path is under the target's", () => {
+  // `http://h:8/base/../admin` is `/admin` upstream, outside the target's path: rewritten to
+  // `/app/../admin` it sent the client to Prox's `/admin`, another route.
+  const map = at("http://h:8/base", "/app");
+  for (
+    const v of ["/base/../admin", "/base/%2e%2e/admin", "/base/.%2E/admin", "/base\\..\\admin"]
+  ) {
+    assert.equal(reverseLocation(`http://h:8${v}`, map), undefined, v);
+  }
+  assert.equal(reverseLocation("http://h:8/base/x/../y", map), "/app/y");
+  assert.equal(reverseLocation("http://h:8/base/./y?a=1", map), "/app/y?a=1");
+  // Under a root target, a dot segment above the root stays at it (as URL parsers resolve it).
+  assert.equal(reverseLocation("http://h:8/../x", at("http://h:8", "/app")), "/app/x");
+});
