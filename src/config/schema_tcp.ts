@@ -84,9 +84,10 @@ export const TcpEntry = z.object({
   ip_access: IpAccess.optional(),
   /**
    * Failed connects to a target (refused, or no answer within `timeouts.connect`) take it out of
-   * the turns for a while, as the HTTP routes' `passive_health` (no `statuses` here).
+   * the turns for a while, as the HTTP routes' `passive_health` (no `statuses` or `max_latency`
+   * here: a connection has no answer to time).
    */
-  passive_health: PassiveHealth.omit({ statuses: true }).prefault({}),
+  passive_health: PassiveHealth.omit({ statuses: true, max_latency: true }).prefault({}),
   /** Off unless set: connects to every target on a timer (see TcpHealthCheck). */
   health_check: TcpHealthCheck.optional(),
 }).strict();

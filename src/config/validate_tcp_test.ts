@@ -91,3 +91,11 @@ Deno.test("validateTcp: an expect longer than the 4 KiB of answer a probe search
     "first 4096 bytes of the answer, so every probe would fail",
   ]);
 });
+
+Deno.test("validateTcp: passive_health.max_latency is refused on a tcp entry (a connect has no answer)", () => {
+  const yaml = `tcp: { db: { listen_addr: "127.0.0.1:5432", targets: ["10.0.0.5:5432"], ` +
+    `passive_health: { max_latency: 2s } } }\n`;
+  const out = errors(yaml);
+  assert.equal(out.length, 1, out.join("\n"));
+  assert.match(out[0], /^tcp\.db\.passive_health\.max_latency: /);
+});
