@@ -602,7 +602,8 @@ export const PassiveHealth = z.object({
   statuses: z.array(StatusSelector).default([]),
   /**
    * An answer whose head takes longer than this counts as a failure too (Caddy's
-   * `unhealthy_latency`): a target that has become slow is ejected as one that errors.
+   * `unhealthy_latency`): a target that has become slow is ejected as one that errors. Timed
+   * from the end of a streamed upload; 0s: no limit.
    */
   max_latency: Duration.optional(),
   base_ejection: Duration.prefault("30s"),

@@ -300,10 +300,13 @@ async function sendOnce(
   // client's slow upload rather than the target's fault. The per-try timeout starts once it has
   // (as Envoy's): a slow client's upload took it for the target's and got 504 every time.
   let uploading = false;
+  /** When the streamed body had all gone: `max_latency` times the target from there. */
+  let uploaded = -Infinity;
   if (req.body instanceof ReadableStream) {
     uploading = true;
     req.body = watchEnd(req.body, () => {
       uploading = false;
+      uploaded = deps.clock.monotonic();
       arm();
     });
   } else arm();
@@ -373,13 +376,18 @@ async function sendOnce(
   reg.observe(id, ms, end);
   deps.metrics.backendRequest(id, ctx.route!.id, res.status, ms / 1000);
   const badStatus = pool.passive.enabled && (pool.failStatus?.(res.status) ?? false);
-  const slow = pool.passive.enabled && ms > pool.failLatencyMs;
+  // Timed from the end of a streamed upload (a slow client's upload is not the target's time);
+  // an answer that came before the upload ended is not slow.
+  const waited = uploading ? 0 : end - Math.max(t0, uploaded);
+  const slow = pool.passive.enabled && waited > pool.failLatencyMs;
   const bad = badStatus || slow;
   // A good answer with no failure streak to end changes nothing: no outcome to record.
   if (pool.passive.enabled && (bad || state.passive.failures > 0)) {
     const reason = badStatus || !slow
       ? `status ${res.status}`
-      : `answer after ${Math.round(ms)} ms (passive_health.max_latency ${pool.failLatencyMs} ms)`;
+      : `answer after ${
+        Math.round(waited)
+      } ms (passive_health.max_latency ${pool.failLatencyMs} ms)`;
     reg.outcome(id, !bad, {
       pool: pool.ids,
       backups: pool.backups,

@@ -676,4 +676,53 @@ Deno.test("forward: a connect that fails on Prox's own host (EMFILE) is not held
   );
   assert.equal((await t.call()).status, 502);
   assert.ok(!t.upstreams.available(A));
+
+Deno.test("forward: passive_health.max_latency times from the end of a streamed upload", async () => {
+  // A client's upload that takes 1 s is the client's time, not the target's (as per_try_timeout
+  // starts once the body has gone): a target that answers at once must not count as slow.
+  const big = "u".repeat(REPLAY_CAP * 2);
+  const top = "passive_health: { failures: 1, max_latency: 250ms, panic_threshold_percent: 0 }";
+  const upload = (uploadMs: number, answerMs: number) => {
+    const s: ReturnType<typeof setup> = setup(
+      `type: proxy\ntarget: "${A}"`,
+      async (req) => {
+        assert.ok(req.body instanceof ReadableStream);
+        const reader = req.body.getReader();
+        let first = true;
+        for (let r = await reader.read(); !r.done; r = await reader.read()) {
+          if (first) s.advance(uploadMs);
+          first = false;
+        }
+        req.body = null; // read here
+        s.advance(answerMs);
+        return ok(req);
+      },
+      top,
+      { readBodyFirst: false },
+    );
+    return s;
+  };
+  const slowClient = upload(1_000, 0);
+  const r = await slowClient.call({ method: "PUT", body: new Blob([big]).stream() });
+  assert.equal(r.status, 200);
+  assert.ok(slowClient.upstreams.available(A), "a slow upload is not the target's latency");
+  const slowTarget = upload(0, 300);
+  assert.equal(
+    (await slowTarget.call({ method: "PUT", body: new Blob([big]).stream() })).status,
+    200,
+  );
+  assert.ok(!slowTarget.upstreams.available(A), "300 ms after the upload ended is slow");
+});
+
+Deno.test("forward: passive_health.max_latency 0s is no limit (as Caddy's unhealthy_latency 0)", async () => {
+  const s = setup(
+    `type: proxy\ntarget: "${A}"`,
+    (req) => {
+      s.advance(5);
+      return ok(req);
+    },
+    "passive_health: { failures: 1, max_latency: 0s, panic_threshold_percent: 0 }",
+  );
+  assert.equal((await s.call()).status, 200);
+  assert.ok(s.upstreams.available(A), "0s does not make every answer a failure");
 });

@@ -44,7 +44,7 @@ export interface RoutePool {
   passive: PassivePolicy;
   /** Upstream statuses that count as failures for passive health, or null. */
   failStatus: ((status: number) => boolean) | null;
-  /** `passive_health.max_latency` in ms: a slower answer head is a failure (Infinity: none). */
+  /** `passive_health.max_latency` in ms: a slower answer head is a failure (Infinity: none, 0s). */
   failLatencyMs: number;
   tryWhenDown: boolean;
   /**
@@ -191,7 +191,8 @@ export function buildPool(
       : DEFAULT_RETRIES,
     passive: passivePolicyOf(p),
     failStatus: p.statuses.length > 0 ? statusMatcher(p.statuses) : null,
-    failLatencyMs: p.max_latency ?? Infinity,
+    // 0s: no limit, as Caddy's `unhealthy_latency` (not "every answer is a failure").
+    failLatencyMs: p.max_latency ? p.max_latency : Infinity,
     tryWhenDown: cfg.try_when_down,
     checks: targets.map((t) => healthCheckKey(config, { route: cfg, target: t.id })),
     trackBody: LOAD_AWARE.has(policy),
