@@ -249,10 +249,14 @@ function checkIpAccess(
   path: (string | number)[],
   opts: { err: Report; warn: Report; env: ValidateEnv },
 ): void {
+  /** Entries the allow files hold, and whether one of them has a problem reported. */
+  let allowEntries = 0;
+  let allowTrouble = false;
   for (const key of ["allow_file", "deny_file"] as const) {
     const files = typeof lists[key] === "string" ? [lists[key] as string] : lists[key] ?? [];
     files.forEach((file, i) => {
       const at = typeof lists[key] === "string" ? [...path, key] : [...path, key, i];
+      if (key === "allow_file") allowTrouble = true; // until the file has been read whole
       if (!opts.env.exists(file)) {
         return opts.err(
           at,
@@ -265,16 +269,31 @@ function checkIpAccess(
       if ("error" in read) {
         return opts.err(at, read.error, read.hint.replace("the page", "the file"));
       }
+      let bad = false;
       for (const l of listFileLines(read.text)) {
         if ("problem" in l) {
+          bad = true;
           opts.err(
             at,
             `${file}:${l.line}: ${l.problem}`,
             "One address or CIDR block per line (e.g. 203.0.113.0/24); # starts a comment",
           );
-        }
+        } else if (key === "allow_file") allowEntries++;
       }
+      if (key === "allow_file" && !bad) allowTrouble = false;
     });
+  }
+  if (lists.allow_file !== undefined && lists.allow.length === 0 && allowEntries === 0) {
+    const files = typeof lists.allow_file === "string" ? [lists.allow_file] : lists.allow_file;
+    if (!allowTrouble) {
+      opts.err(
+        [...path, "allow_file"],
+        `${files.join(", ")} ${
+          files.length === 1 ? "holds" : "hold"
+        } no entry: an allow list of none would refuse every client`,
+        "Add entries, or remove allow_file; replace a feed whole (write a new file, then rename it over the old one)",
+      );
+    }
   }
   const denied = new Map<string, string>();
   for (const text of lists.deny) {

@@ -423,3 +423,19 @@ Deno.test("validateAccess: ip_access list files must exist and hold one entry pe
     "error ip_access.allow_file.1: List file not found: gone.txt",
   ]);
 });
+
+Deno.test("validateAccess: an allow_file list that holds no entry at all is an error", () => {
+  const files: Record<string, string> = { "empty.txt": "# nothing\n", "one.txt": "10.0.0.1\n" };
+  const issues = (ip: string) =>
+    loadConfigText(BASE + `ip_access: ${ip}\n`, {
+      file: "c.yaml",
+      env: { exists: (p) => p in files, readText: (p) => ({ text: files[p] }) },
+    }).issues.map((i) => `${i.severity} ${i.path}: ${i.message}`);
+  assert.deepEqual(issues("{ allow_file: empty.txt }"), [
+    "error ip_access.allow_file: empty.txt holds no entry: an allow list of none would refuse every client",
+  ]);
+  // Entries elsewhere in the allow list: an empty file among them is fine, and so is a deny file.
+  assert.deepEqual(issues("{ allow_file: [empty.txt, one.txt] }"), []);
+  assert.deepEqual(issues('{ allow_file: empty.txt, allow: ["10.0.0.2"] }'), []);
+  assert.deepEqual(issues("{ deny_file: empty.txt }"), []);
+});

@@ -142,7 +142,8 @@ export function listFileLines(text: string): FileLine[] {
 /**
  * `allow` and `deny` with the entries of `allow_file` and `deny_file` added (`read` gives a
  * file's text; a file it does not have adds nothing, and a line that is no entry is skipped:
- * validate reports both).
+ * validate reports both). `allowListed`: an `allow_file` is named, so the lists are an allow
+ * list even when its files came up empty (a feed read mid-rewrite must not let everyone in).
  */
 export function withListFiles(
   lists: {
@@ -152,7 +153,7 @@ export function withListFiles(
     deny_file?: string | readonly string[];
   },
   read: (file: string) => string | undefined,
-): { allow: string[]; deny: string[] } {
+): { allow: string[]; deny: string[]; allowListed: boolean } {
   const from = (files: string | readonly string[] | undefined): string[] =>
     (typeof files === "string" ? [files] : files ?? []).flatMap((f) => {
       const text = read(f);
@@ -162,12 +163,16 @@ export function withListFiles(
   return {
     allow: [...lists.allow, ...from(lists.allow_file)],
     deny: [...lists.deny, ...from(lists.deny_file)],
+    allowListed: lists.allow_file !== undefined,
   };
 }
 
-/** Compiles `allow` and `deny` (entries that do not parse are skipped: validate reports them). */
+/**
+ * Compiles `allow` and `deny` (entries that do not parse are skipped: validate reports them).
+ * `allowListed`: refuse clients no entry names even with `allow` empty (withListFiles).
+ */
 export function compileIpAccess(
-  lists: { allow: readonly string[]; deny: readonly string[] },
+  lists: { allow: readonly string[]; deny: readonly string[]; allowListed?: boolean },
 ): IpAccess {
   const v4 = newTrie();
   const v6 = newTrie();
@@ -182,7 +187,7 @@ export function compileIpAccess(
   };
   for (const t of lists.allow) add(t, true);
   for (const t of lists.deny) add(t, false);
-  return { v4, v6, defaultDeny: lists.allow.length > 0, all };
+  return { v4, v6, defaultDeny: lists.allow.length > 0 || lists.allowListed === true, all };
 }
 
 /**

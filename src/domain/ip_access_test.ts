@@ -156,8 +156,25 @@ Deno.test("withListFiles adds the files' entries to the inline lists", () => {
     { allow: ["192.0.2.1"], deny: [], allow_file: "b.txt", deny_file: ["a.txt", "missing.txt"] },
     (f) => files.get(f),
   );
-  assert.deepEqual(lists, { allow: ["192.0.2.1", "10.1.0.0/16"], deny: ["10.0.0.0/8"] });
+  assert.deepEqual(lists, {
+    allow: ["192.0.2.1", "10.1.0.0/16"],
+    deny: ["10.0.0.0/8"],
+    allowListed: true,
+  });
   const access = compileIpAccess(lists);
   assert.equal(ipVerdict(access, "10.1.2.3").allowed, true);
   assert.equal(ipVerdict(access, "10.2.0.1").allowed, false);
+});
+
+Deno.test("withListFiles: an allow_file with no entries (a feed caught mid-rewrite) still refuses", () => {
+  // Fail closed: an allow list that came up empty must not let everyone in.
+  for (const text of ["", "# none yet\n", "10.0.0.\n"]) {
+    const access = compileIpAccess(
+      withListFiles({ allow: [], deny: [], allow_file: "a" }, () => text),
+    );
+    assert.equal(ipVerdict(access, "192.0.2.1").allowed, false, JSON.stringify(text));
+  }
+  // A deny file with no entries refuses nobody.
+  const open = compileIpAccess(withListFiles({ allow: [], deny: [], deny_file: "d" }, () => ""));
+  assert.equal(ipVerdict(open, "192.0.2.1").allowed, true);
 });

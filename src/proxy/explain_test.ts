@@ -457,4 +457,21 @@ routes:
     ),
     JSON.stringify(e.notes),
   );
+
+Deno.test("explainRequest: a route's allow_file read empty (a feed mid-rewrite) refuses, not admits", async () => {
+  const { config, issues } = loadConfigText(
+    `listen_addr: "127.0.0.1:0"
+routes:
+  "/": { type: proxy, target: http://10.0.0.1:8080, ip_access: { allow_file: office.txt } }
+`,
+    { file: "t.yaml", env: { exists: () => true } },
+  );
+  assert.ok(config, JSON.stringify(issues));
+  // Validated with entries; read again for the snapshot while being rewritten: empty.
+  const snapshot = buildSnapshot(config, { version: 1, files: new Map([["office.txt", ""]]) });
+  const out = await explainRequest(
+    { method: "GET", url: "http://x/", clientIp: "192.0.2.1" },
+    { snapshot, files, clock, logger: silentLogger },
+  );
+  assert.equal(out.answer?.status, 403);
 });

@@ -184,7 +184,7 @@ function accessOf(
 ): IpAccess | null {
   if (!lists) return null;
   const all = withListFiles(lists, (f) => files?.get(f));
-  if (all.allow.length === 0 && all.deny.length === 0) return null;
+  if (all.allow.length === 0 && all.deny.length === 0 && !all.allowListed) return null;
   return compileIpAccess(all);
 }
 
