@@ -41,12 +41,14 @@ export function validateAccess(
   config: Config,
   opts: { err: Report; warn: Report; env: ValidateEnv },
 ): void {
-  if (config.ip_access) checkIpAccess(config.ip_access, ["ip_access"], opts);
+  // Each list file is read and checked once, however many lists name it.
+  const lists = { ...opts, listFiles: new Map<string, ListFileCheck>() };
+  if (config.ip_access) checkIpAccess(config.ip_access, ["ip_access"], lists);
   for (const [name, e] of Object.entries(config.tcp ?? {})) {
-    if (e.ip_access) checkIpAccess(e.ip_access, ["tcp", name, "ip_access"], opts);
+    if (e.ip_access) checkIpAccess(e.ip_access, ["tcp", name, "ip_access"], lists);
   }
   for (const [key, route] of Object.entries(config.routes)) {
-    if (route.ip_access) checkIpAccess(route.ip_access, ["routes", key, "ip_access"], opts);
+    if (route.ip_access) checkIpAccess(route.ip_access, ["routes", key, "ip_access"], lists);
     if (route.basic_auth) checkBasicAuth(route.basic_auth, ["routes", key, "basic_auth"], opts);
     if (route.jwt_auth) checkJwtAuth(route, ["routes", key, "jwt_auth"], opts);
     if (route.client_cert) {
@@ -243,11 +245,64 @@ function checkBasicAuth(
   }
 }
 
+/**
+ * What a list file held, once read (a file named by many routes is read and told of once);
+ * `trouble`: a problem with it was reported, or its content is unknown.
+ */
+type ListFileCheck = { entries: number; trouble: boolean };
+
+/** The most bad lines of one list file reported one by one (a feed of the wrong format). */
+const MAX_BAD_LINES = 10;
+
+/** Reads and checks one list file, reporting its problems at `at`. */
+function checkListFile(
+  file: string,
+  at: (string | number)[],
+  opts: { err: Report; env: ValidateEnv },
+): ListFileCheck {
+  if (!opts.env.exists(file)) {
+    opts.err(
+      at,
+      `List file not found: ${file}`,
+      "Fix the path (a relative one starts from the working directory of prox)",
+    );
+    return { entries: 0, trouble: true };
+  }
+  const read = opts.env.readText?.(file);
+  // No reader (a unit test's env): nothing to say of the content.
+  if (read === undefined) return { entries: 0, trouble: true };
+  if ("error" in read) {
+    opts.err(at, read.error, read.hint.replace("the page", "the file"));
+    return { entries: 0, trouble: true };
+  }
+  let entries = 0;
+  let bad = 0;
+  for (const l of listFileLines(read.text)) {
+    if (!("problem" in l)) {
+      entries++;
+    } else if (++bad <= MAX_BAD_LINES) {
+      opts.err(
+        at,
+        `${file}:${l.line}: ${l.problem}`,
+        "One address or CIDR block per line (e.g. 203.0.113.0/24); # starts a comment",
+      );
+    }
+  }
+  if (bad > MAX_BAD_LINES) {
+    opts.err(
+      at,
+      `${file}: ${bad - MAX_BAD_LINES} more lines are no entry`,
+      "One address or CIDR block per line (e.g. 203.0.113.0/24); # starts a comment",
+    );
+  }
+  return { entries, trouble: bad > 0 };
+}
+
 /** Entries that do not parse (errors), host bits past the prefix and entries in both lists. */
 function checkIpAccess(
   lists: IpAccessConfig,
   path: (string | number)[],
-  opts: { err: Report; warn: Report; env: ValidateEnv },
+  opts: { err: Report; warn: Report; env: ValidateEnv; listFiles: Map<string, ListFileCheck> },
 ): void {
   /** Entries the allow files hold, and whether one of them has a problem reported. */
   let allowEntries = 0;
@@ -256,31 +311,14 @@ function checkIpAccess(
     const files = typeof lists[key] === "string" ? [lists[key] as string] : lists[key] ?? [];
     files.forEach((file, i) => {
       const at = typeof lists[key] === "string" ? [...path, key] : [...path, key, i];
-      if (key === "allow_file") allowTrouble = true; // until the file has been read whole
-      if (!opts.env.exists(file)) {
-        return opts.err(
-          at,
-          `List file not found: ${file}`,
-          "Fix the path (a relative one starts from the working directory of prox)",
-        );
+      let check = opts.listFiles.get(file);
+      if (!check) {
+        check = checkListFile(file, at, opts);
+        opts.listFiles.set(file, check);
       }
-      const read = opts.env.readText?.(file);
-      if (read === undefined) return;
-      if ("error" in read) {
-        return opts.err(at, read.error, read.hint.replace("the page", "the file"));
-      }
-      let bad = false;
-      for (const l of listFileLines(read.text)) {
-        if ("problem" in l) {
-          bad = true;
-          opts.err(
-            at,
-            `${file}:${l.line}: ${l.problem}`,
-            "One address or CIDR block per line (e.g. 203.0.113.0/24); # starts a comment",
-          );
-        } else if (key === "allow_file") allowEntries++;
-      }
-      if (key === "allow_file" && !bad) allowTrouble = false;
+      if (key !== "allow_file") return;
+      allowEntries += check.entries;
+      allowTrouble ||= check.trouble;
     });
   }
   if (lists.allow_file !== undefined && lists.allow.length === 0 && allowEntries === 0) {

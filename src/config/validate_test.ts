@@ -439,3 +439,31 @@ Deno.test("validateAccess: an allow_file list that holds no entry at all is an e
   assert.deepEqual(issues('{ allow_file: empty.txt, allow: ["10.0.0.2"] }'), []);
   assert.deepEqual(issues("{ deny_file: empty.txt }"), []);
 });
+
+Deno.test("validateAccess: a list file named many times is read once, and its bad lines told once, at most 10", () => {
+  const bad = Array.from({ length: 1_000 }, (_, i) => `host-${i}.example\n`).join("");
+  const files: Record<string, string> = { "feed.txt": "10.0.0.0/8\n", "bad.txt": bad };
+  const reads: string[] = [];
+  const issues = (yaml: string) =>
+    loadConfigText(BASE.replace(/^routes:.*\n/m, "") + yaml, {
+      file: "c.yaml",
+      env: {
+        exists: (p) => p in files,
+        readText: (p) => (reads.push(p), { text: files[p] }),
+      },
+    }).issues.map((i) => `${i.path}: ${i.message}`);
+  const routes = [1, 2, 3].map((i) =>
+    `  "/r${i}": { type: proxy, target: "http://127.0.0.1:1", ip_access: { deny_file: feed.txt } }`
+  ).join("\n");
+  assert.deepEqual(issues(`ip_access: { deny_file: feed.txt }\nroutes:\n${routes}\n`), []);
+  assert.deepEqual(reads, ["feed.txt"]);
+  const out = issues(
+    `ip_access: { deny_file: bad.txt }\nroutes:\n${routes.replaceAll("feed", "bad")}\n`,
+  );
+  assert.equal(out.length, 11, out.slice(0, 3).join("\n"));
+  assert.equal(
+    out[0],
+    'ip_access.deny_file: bad.txt:1: Invalid address or CIDR block "host-0.example"',
+  );
+  assert.equal(out[10], "ip_access.deny_file: bad.txt: 990 more lines are no entry");
+});

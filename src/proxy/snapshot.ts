@@ -183,6 +183,26 @@ function accessOf(
   files: ReadonlyMap<string, string> | undefined,
 ): IpAccess | null {
   if (!lists) return null;
+  // The same lists (a feed named by many routes, or a route's equal to the top level's) are
+  // compiled once per snapshot: a 500,000-line file costs seconds and tens of MB each time.
+  const key = JSON.stringify(lists);
+  const cache = files ? compiledFor.get(files) : undefined;
+  if (cache?.has(key)) return cache.get(key)!;
+  const compiled = compileAccess(lists, files);
+  if (files) {
+    if (!cache) compiledFor.set(files, new Map([[key, compiled]]));
+    else cache.set(key, compiled);
+  }
+  return compiled;
+}
+
+/** Compiled lists by their config, per files map (one build's: its files do not change). */
+const compiledFor = new WeakMap<ReadonlyMap<string, string>, Map<string, IpAccess | null>>();
+
+function compileAccess(
+  lists: IpAccessConfig,
+  files: ReadonlyMap<string, string> | undefined,
+): IpAccess | null {
   const all = withListFiles(lists, (f) => files?.get(f));
   if (all.allow.length === 0 && all.deny.length === 0 && !all.allowListed) return null;
   return compileIpAccess(all);
