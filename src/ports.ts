@@ -222,6 +222,12 @@ export interface UpstreamRequest {
    */
   clientSignal?: () => AbortSignal;
   /**
+   * Called when a request that had to wait in Prox's own pool (`upstream_pool`: every connection
+   * busy, or an HTTP/2 origin's streams) is let go on, before a new connection is opened; not
+   * called for one that had its connection at once. The wait is Prox's, not the target's.
+   */
+  onConnection?: () => void;
+  /**
    * A PROXY protocol header (`proxy_protocol`) to send first on a new connection, before TLS;
    * such a connection carries this one request only (its address is this client's).
    */

@@ -337,7 +337,7 @@ export function createUpstreamClient(opts: UpstreamClientOptions = {}): PooledUp
     const signal = req.signal ?? req.clientSignal;
     for (let attempt = 0;; attempt++) {
       const got = h2cSlots.acquire(key, signal);
-      const release = got instanceof Promise ? await got : got;
+      const release = got instanceof Promise ? await waited(got, req) : got;
       try {
         return await h2c.send(req, key, release);
       } catch (err) {
@@ -396,7 +396,11 @@ export function createUpstreamClient(opts: UpstreamClientOptions = {}): PooledUp
     // A connection that began with a PROXY header speaks for one client: never reused.
     const own = req.proxyHeader !== undefined;
     for (let attempt = 0;; attempt++) {
-      const got = pool.acquire(key, connect, { fresh: own || attempt > 0, signal });
+      const got = pool.acquire(key, connect, {
+        fresh: own || attempt > 0,
+        signal,
+        granted: req.onConnection,
+      });
       const conn = got instanceof Promise ? await got : got;
       try {
         return await exchange(
@@ -432,7 +436,7 @@ export function createUpstreamClient(opts: UpstreamClientOptions = {}): PooledUp
         req.headers.delete("traceparent");
       }
       const got = h2Slots.acquire(key, req.signal);
-      const release = got instanceof Promise ? await got : got;
+      const release = got instanceof Promise ? await waited(got, req) : got;
       try {
         return releasedWithBody(await h2.send(req), release);
       } catch (err) {
@@ -533,4 +537,11 @@ export function createUpstreamClient(opts: UpstreamClientOptions = {}): PooledUp
       await Promise.all([h2.close(), h2c.close()]);
     },
   };
+}
+
+/** A slot a request waited for: tells the request it has one (UpstreamRequest.onConnection). */
+async function waited<T>(slot: Promise<T>, req: UpstreamRequest): Promise<T> {
+  const got = await slot;
+  req.onConnection?.();
+  return got;
 }

@@ -422,3 +422,28 @@ Deno.test("upstream client sends a non-idempotent request once, even on a reused
     await client.close();
   }
 });
+
+Deno.test("upstream pool: onConnection tells a request that waited for a connection when it has one", async () => {
+  const gates: (() => void)[] = [];
+  await using up = await startUpstream(async (req) => {
+    await new Promise<void>((r) => gates.push(r));
+    return new Response(new URL(req.url).pathname);
+  });
+  const client = createUpstreamClient({ maxConnectionsPerUpstream: 1 });
+  try {
+    const told: string[] = [];
+    const a = client.send(request(`${up.url}/a`, { onConnection: () => told.push("a") }));
+    await waitFor(() => gates.length === 1);
+    const b = client.send(request(`${up.url}/b`, { onConnection: () => told.push("b") }));
+    await waitFor(() => client.stats()[0]?.queued === 1);
+    assert.deepEqual(told, [], "a had a connection at once; b is still waiting");
+    gates.shift()!();
+    assert.equal(await (await a).text(), "/a");
+    await waitFor(() => gates.length === 1);
+    assert.deepEqual(told, ["b"]);
+    gates.shift()!();
+    assert.equal(await (await b).text(), "/b");
+  } finally {
+    await client.close();
+  }
+});

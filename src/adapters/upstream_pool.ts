@@ -88,6 +88,8 @@ export interface ConnectionPool {
       fresh?: boolean;
       /** The client's signal, looked up only when the request has to wait. */
       signal?: () => AbortSignal | undefined;
+      /** Called when a request that had to wait is let go on (UpstreamRequest.onConnection). */
+      granted?: () => void;
     },
   ): H1Connection | Promise<H1Connection>;
   /** Gives a connection back; it is parked or handed on only when `reusable`. */
@@ -358,6 +360,7 @@ export function createConnectionPool(opts: UpstreamPoolOptions): ConnectionPool 
           since: performance.now(),
           grant(conn) {
             signal?.removeEventListener("abort", onAbort);
+            a.granted?.();
             if (conn) resolve(conn);
             else opened(o, connect).then(resolve, reject);
           },

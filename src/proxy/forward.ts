@@ -310,6 +310,9 @@ async function sendOnce(
       arm();
     });
   } else arm();
+  // A wait for a connection in Prox's own pool is not the target's time either (max_latency).
+  let connected = -Infinity;
+  req.onConnection = () => void (connected = deps.clock.monotonic());
   state.inFlight++;
   recent.upstreamRequest = req;
   const t0 = deps.clock.monotonic();
@@ -376,9 +379,9 @@ async function sendOnce(
   reg.observe(id, ms, end);
   deps.metrics.backendRequest(id, ctx.route!.id, res.status, ms / 1000);
   const badStatus = pool.passive.enabled && (pool.failStatus?.(res.status) ?? false);
-  // Timed from the end of a streamed upload (a slow client's upload is not the target's time);
-  // an answer that came before the upload ended is not slow.
-  const waited = uploading ? 0 : end - Math.max(t0, uploaded);
+  // Timed from the end of a streamed upload (a slow client's upload is not the target's time)
+  // or of a wait in Prox's own pool; an answer that came before the upload ended is not slow.
+  const waited = uploading ? 0 : end - Math.max(t0, uploaded, connected);
   const slow = pool.passive.enabled && waited > pool.failLatencyMs;
   const bad = badStatus || slow;
   // A good answer with no failure streak to end changes nothing: no outcome to record.

@@ -726,3 +726,18 @@ Deno.test("forward: passive_health.max_latency 0s is no limit (as Caddy's unheal
   assert.equal((await s.call()).status, 200);
   assert.ok(s.upstreams.available(A), "0s does not make every answer a failure");
 });
+
+Deno.test("forward: passive_health.max_latency does not count the wait for a connection in Prox's own pool", async () => {
+  // upstream_pool full: the request waits 1 s in Prox's queue, then the target answers at once.
+  const s: ReturnType<typeof setup> = setup(
+    `type: proxy\ntarget: "${A}"`,
+    (req) => {
+      s.advance(1_000);
+      req.onConnection?.();
+      return ok(req);
+    },
+    "passive_health: { failures: 1, max_latency: 250ms, panic_threshold_percent: 0 }",
+  );
+  assert.equal((await s.call()).status, 200);
+  assert.ok(s.upstreams.available(A), "Prox's own queue is not the target's latency");
+});
