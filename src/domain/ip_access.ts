@@ -15,7 +15,16 @@ import { formatIp, isV4, parseIp } from "./ip.ts";
 export interface IpVerdict {
   allowed: boolean;
   rule: string | null;
+  /** The list file (`allow_file`, `deny_file`) and line the deciding entry came from. */
+  file?: string;
+  line?: number;
 }
+
+/** An entry of the lists: as written in the config, or a line of a list file. */
+export type ListItem = string | { text: string; file: string; line: number };
+
+/** A compiled entry: what it says and where it was written (a list file's line). */
+type Rule = { allow: boolean; text: string; file?: string; line?: number };
 
 /** The compiled lists: one trie per family. */
 export interface IpAccess {
@@ -24,7 +33,7 @@ export interface IpAccess {
   /** True when `allow` has entries: a client matching none is refused. */
   readonly defaultDeny: boolean;
   /** The `all` entry (deny when in both lists), null without one: it alone covers any address. */
-  readonly all: { allow: boolean; text: string } | null;
+  readonly all: Rule | null;
 }
 
 /** Node i's children are `zero[i]`/`one[i]` (0: none; the root is 0); `rule[i]` its entry. */
@@ -33,7 +42,7 @@ interface Trie {
   one: number[];
   /** Index into `rules`, -1 when no entry ends at this node. */
   at: number[];
-  rules: { allow: boolean; text: string }[];
+  rules: Rule[];
 }
 
 /** One parsed `allow`/`deny` entry: family, the address bytes of that family and prefix length. */
@@ -153,12 +162,14 @@ export function withListFiles(
     deny_file?: string | readonly string[];
   },
   read: (file: string) => string | undefined,
-): { allow: string[]; deny: string[]; allowListed: boolean } {
-  const from = (files: string | readonly string[] | undefined): string[] =>
-    (typeof files === "string" ? [files] : files ?? []).flatMap((f) => {
-      const text = read(f);
+): { allow: ListItem[]; deny: ListItem[]; allowListed: boolean } {
+  const from = (files: string | readonly string[] | undefined): ListItem[] =>
+    (typeof files === "string" ? [files] : files ?? []).flatMap((file) => {
+      const text = read(file);
       if (text === undefined) return [];
-      return listFileLines(text).flatMap((l) => "entry" in l ? [l.entry] : []);
+      return listFileLines(text).flatMap((l) =>
+        "entry" in l ? [{ text: l.entry, file, line: l.line }] : []
+      );
     });
   return {
     allow: [...lists.allow, ...from(lists.allow_file)],
@@ -172,15 +183,18 @@ export function withListFiles(
  * `allowListed`: refuse clients no entry names even with `allow` empty (withListFiles).
  */
 export function compileIpAccess(
-  lists: { allow: readonly string[]; deny: readonly string[]; allowListed?: boolean },
+  lists: { allow: readonly ListItem[]; deny: readonly ListItem[]; allowListed?: boolean },
 ): IpAccess {
   const v4 = newTrie();
   const v6 = newTrie();
   let all: IpAccess["all"] = null;
-  const add = (text: string, allow: boolean) => {
+  const add = (item: ListItem, allow: boolean) => {
+    const text = typeof item === "string" ? item : item.text;
     const e = parseAccessEntry(text);
     if (!e) return;
-    const rule = { allow, text: text.trim() };
+    const rule: Rule = typeof item === "string"
+      ? { allow, text: text.trim() }
+      : { allow, text: text.trim(), file: item.file, line: item.line };
     if (e.all && (all === null || all.allow)) all = rule;
     if (e.all || e.v4) insert(v4, { bytes: e.bytes.slice(0, 4), bits: e.bits }, rule);
     if (e.all || !e.v4) insert(v6, e, rule);
@@ -201,9 +215,7 @@ export function ipVerdict(access: IpAccess, ip: string): IpVerdict {
   const addr = parseIp(ip);
   if (addr === null) {
     const all = access.all;
-    return all
-      ? { allowed: all.allow, rule: all.text }
-      : { allowed: !access.defaultDeny, rule: null };
+    return all ? verdictOf(all) : { allowed: !access.defaultDeny, rule: null };
   }
   return isV4(addr)
     ? walk(access, access.v4, { quad: -1, bytes: addr.subarray(12), max: 32 })
@@ -226,8 +238,13 @@ function walk(
     if (t.at[node] >= 0) best = t.at[node];
   }
   if (best < 0) return { allowed: !access.defaultDeny, rule: null };
-  const r = t.rules[best];
-  return { allowed: r.allow, rule: r.text };
+  return verdictOf(t.rules[best]);
+}
+
+function verdictOf(r: Rule): IpVerdict {
+  return r.file === undefined
+    ? { allowed: r.allow, rule: r.text }
+    : { allowed: r.allow, rule: r.text, file: r.file, line: r.line };
 }
 
 /** `a.b.c.d` (decimal, 0-255, no leading zeros but "0") as a 32-bit number, else -1. */

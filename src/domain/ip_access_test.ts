@@ -157,8 +157,8 @@ Deno.test("withListFiles adds the files' entries to the inline lists", () => {
     (f) => files.get(f),
   );
   assert.deepEqual(lists, {
-    allow: ["192.0.2.1", "10.1.0.0/16"],
-    deny: ["10.0.0.0/8"],
+    allow: ["192.0.2.1", { text: "10.1.0.0/16", file: "b.txt", line: 1 }],
+    deny: [{ text: "10.0.0.0/8", file: "a.txt", line: 1 }],
     allowListed: true,
   });
   const access = compileIpAccess(lists);

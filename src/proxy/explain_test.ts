@@ -497,3 +497,29 @@ Deno.test("buildSnapshot: routes naming the same list file share one compiled li
   for (const l of lists.slice(0, 3)) assert.equal(l, snapshot.ipAccess);
   assert.notEqual(lists[3], snapshot.ipAccess);
 });
+
+Deno.test("explainRequest names the list file and line of an ip_access entry that decided", async () => {
+  const { config, issues } = loadConfigText(
+    `listen_addr: "127.0.0.1:0"
+ip_access: { deny_file: block.txt, allow: [all] }
+routes:
+  "/": { type: proxy, target: http://10.0.0.1:8080 }
+`,
+    { file: "t.yaml", env: { exists: () => true } },
+  );
+  assert.ok(config, JSON.stringify(issues));
+  const snapshot = buildSnapshot(config, {
+    version: 1,
+    files: new Map([["block.txt", "# feed\n198.51.100.0/24\n203.0.113.0/24 # spam\n"]]),
+  });
+  const notes = async (clientIp: string) =>
+    (await explainRequest(
+      { method: "GET", url: "http://x/", clientIp },
+      { snapshot, files, clock, logger: silentLogger },
+    )).notes[0];
+  assert.equal(
+    await notes("203.0.113.5"),
+    "ip_access refuses client 203.0.113.5: 203.0.113.0/24 (block.txt:3) denies it",
+  );
+  assert.equal(await notes("192.0.2.1"), "ip_access admits client 192.0.2.1: all allows it");
+});

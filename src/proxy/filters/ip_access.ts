@@ -48,6 +48,8 @@ export function refuseBeforeRoutes(
 export function verdictText(v: IpVerdict, ip: string): string {
   const by = v.rule === null
     ? v.allowed ? "no entry names it (no allow list)" : "no allow entry names it"
-    : `${v.rule} ${v.allowed ? "allows" : "denies"} it`;
+    : `${v.rule}${v.file === undefined ? "" : ` (${v.file}:${v.line})`} ${
+      v.allowed ? "allows" : "denies"
+    } it`;
   return `ip_access ${v.allowed ? "admits" : "refuses"} client ${ip}: ${by}`;
 }
