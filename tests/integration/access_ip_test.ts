@@ -261,3 +261,58 @@ tcp:
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("ip_access list files: a reload that meets a bad line keeps the lists served and names file:line", async () => {
+  await using up = await startUpstream(() => new Response("ok"));
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeTextFile(`${dir}/block.txt`, "127.0.0.1\n");
+    await Deno.writeTextFile(
+      `${dir}/config.yaml`,
+      `listen_addr: "127.0.0.1:0"
+health_check: { enabled: false }
+routes:
+  "/": { type: proxy, target: "${up.url}", ip_access: { deny_file: "${dir}/block.txt" } }
+tcp:
+  t: { listen_addr: "127.0.0.1:0", targets: ["${
+        up.url.replace("http://", "")
+      }"], ip_access: { deny_file: "${dir}/block.txt" } }
+`,
+    );
+    const failures: string[] = [];
+    const server = await startServer({ path: `${dir}/config.yaml` }, {
+      logger: silentLogger,
+      watchDebounceMs: 20,
+      onReload: (r) => void (!r.ok && failures.push(...r.issues.map((i) => i.message))),
+    });
+    try {
+      const status = async () => {
+        const res = await fetch(`http://127.0.0.1:${server.port}/x`);
+        await res.body?.cancel();
+        return res.status;
+      };
+      const tcpRefused = async () => {
+        const c = await Deno.connect({ hostname: "127.0.0.1", port: server.tcpAddr("t")!.port });
+        try {
+          await c.write(new TextEncoder().encode("GET / HTTP/1.1\r\nHost: t\r\n\r\n"));
+          return (await new Response(c.readable).arrayBuffer()).byteLength === 0;
+        } catch {
+          return true;
+        }
+      };
+      assert.equal(await status(), 403);
+      assert.ok(await tcpRefused());
+      // A half-written feed: the entry that would let 127.0.0.1 in is not applied, nor is the
+      // removal of 127.0.0.1.
+      await Deno.writeTextFile(`${dir}/block.txt`, "# new\n203.0.113.0/24\n10.0.0.\n");
+      await waitFor(() => failures.length > 0, { what: "the reload refused" });
+      assert.match(failures[0], /block\.txt:3: Invalid address or CIDR block "10\.0\.0\."/);
+      assert.equal(await status(), 403, "the old list still serves");
+      assert.ok(await tcpRefused());
+    } finally {
+      await server.shutdown();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
