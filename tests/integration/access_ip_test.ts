@@ -304,7 +304,9 @@ tcp:
       assert.ok(await tcpRefused());
       // A half-written feed: the entry that would let 127.0.0.1 in is not applied, nor is the
       // removal of 127.0.0.1.
-      await Deno.writeTextFile(`${dir}/block.txt`, "# new\n203.0.113.0/24\n10.0.0.\n");
+      // Written whole (then renamed over it): the watch never sees an empty file between.
+      await Deno.writeTextFile(`${dir}/block.tmp`, "# new\n203.0.113.0/24\n10.0.0.\n");
+      await Deno.rename(`${dir}/block.tmp`, `${dir}/block.txt`);
       await waitFor(() => failures.length > 0, { what: "the reload refused" });
       assert.match(failures[0], /block\.txt:3: Invalid address or CIDR block "10\.0\.0\."/);
       assert.equal(await status(), 403, "the old list still serves");
