@@ -457,6 +457,7 @@ routes:
     ),
     JSON.stringify(e.notes),
   );
+});
 
 Deno.test("explainRequest: a route's allow_file read empty (a feed mid-rewrite) refuses, not admits", async () => {
   const { config, issues } = loadConfigText(

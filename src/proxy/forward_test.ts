@@ -676,6 +676,7 @@ Deno.test("forward: a connect that fails on Prox's own host (EMFILE) is not held
   );
   assert.equal((await t.call()).status, 502);
   assert.ok(!t.upstreams.available(A));
+});
 
 Deno.test("forward: passive_health.max_latency times from the end of a streamed upload", async () => {
   // A client's upload that takes 1 s is the client's time, not the target's (as per_try_timeout
