@@ -56,6 +56,8 @@ export interface RequestContext {
   extraResponseHeaders: [string, string][];
   /** Gives back the request's `concurrency_limit` slot (set once one was taken). */
   release?: () => void;
+  /** An upgraded WebSocket holds that slot until it ends (websocket.ts gives it back then). */
+  slotHeldBySession?: boolean;
   /** Why the request cannot be served (a malformed Host or URL: 400 before routing), or null. */
   invalid: string | null;
   /** Fields forward auth took from the auth service's 2xx for the upstream request. */

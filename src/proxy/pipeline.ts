@@ -65,6 +65,17 @@ export function createHandler(deps: PipelineDeps): Handler {
     } catch (err) {
       res = failure(ctx, deps, await resetOr(err, req), faults);
     }
+    try {
+      return respond(ctx, res);
+    } catch (err) {
+      // A slot taken must not outlive a bug on the way out (none is known to throw here).
+      ctx.release?.();
+      throw err;
+    }
+  };
+  /** The response side every answer takes: gRPC errors, error pages, CORS, Alt-Svc, the log. */
+  function respond(ctx: RequestContext, res: Response): Response {
+    const req = ctx.req;
     // A gRPC client reads Prox's own failures as gRPC statuses; logs and metrics keep the HTTP one.
     if (res.status >= 400 && (res as OwnError)[OWN_ERROR]) {
       const grpc = grpcRequestType(req.headers.get("content-type"));
@@ -83,7 +94,7 @@ export function createHandler(deps: PipelineDeps): Handler {
     recent.context = ctx;
     recent.response = res;
     return res;
-  };
+  }
 }
 
 /**
@@ -324,10 +335,11 @@ async function handle(ctx: RequestContext, deps: PipelineDeps): Promise<Response
 }
 
 /**
- * A `concurrency_limit` slot is given back once the answer has been delivered (or abandoned); a
- * WebSocket's at its 101, which hands the connection over.
+ * A `concurrency_limit` slot is given back once the answer has been delivered (or abandoned); an
+ * upgraded WebSocket's when the session ends (websocket.ts).
  */
 function releaseWhenDelivered(ctx: RequestContext, res: Response): void {
+  if (ctx.slotHeldBySession && res.status === 101) return;
   const release = ctx.release!;
   const done = ctx.info.completed;
   if (!done || res.status === 101) return release();

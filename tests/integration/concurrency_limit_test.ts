@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
 import { startUpstream, waitFor } from "../_harness.ts";
 import { startProxy } from "./_proxy.ts";
+import { closed, connect, startWsProxy, wsRoute, wsUpstream } from "./_ws.ts";
+import type { WsClient } from "./_ws.ts";
 
 /**
  * An upstream whose answers wait until the test lets them go, head first, then the body (but
@@ -146,4 +148,23 @@ routes:
   assert.equal(await (await other).text(), "first last");
   // All given back: each value has its slot again.
   await waitFor(async () => await quick("k=two&k=real") === 200, { what: "slots given back" });
+});
+
+Deno.test("concurrency_limit: a WebSocket holds its slot for the session, given back when it closes", async () => {
+  await using up = await wsUpstream();
+  await using prox = await startWsProxy(wsRoute(up.url, "concurrency_limit: { max: 1, by: ip }"));
+  const first = await connect(prox.ws);
+  // The session is in progress: a second upgrade from the same address is refused.
+  const refused = await connect(prox.ws).then(() => 0, (e) => e.status);
+  assert.equal(refused, 429);
+  first.close(1000);
+  await closed(first);
+  // Given back once Prox has seen the session end (its close handshake is asynchronous).
+  let second: WsClient | undefined;
+  await waitFor(async () => {
+    second = await connect(prox.ws).catch(() => undefined);
+    return second !== undefined;
+  }, { what: "a slot free after the first session closed" });
+  second!.close(1000);
+  await closed(second!);
 });

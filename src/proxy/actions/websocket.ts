@@ -200,11 +200,16 @@ export async function websocketAction(
       onEnd() {
         if (held && !ended) state.inFlight--;
         ended = true;
+        // A concurrency_limit slot the upgraded connection held (below) is given back with it.
+        if (held) ctx.release?.();
       },
       opened(res: Response) {
         if (res.status !== 101 || ended) return res;
         held = true;
         state.inFlight++;
+        // The session is the request in progress: its concurrency_limit slot stays taken until
+        // it ends (Traefik's inFlightReq and nginx's limit_conn count a WebSocket as long).
+        if (ctx.release) ctx.slotHeldBySession = true;
         return res;
       },
     };
