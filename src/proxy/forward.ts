@@ -312,7 +312,10 @@ async function sendOnce(
   } else arm();
   // A wait for a connection in Prox's own pool is not the target's time either (max_latency).
   let connected = -Infinity;
-  req.onConnection = () => void (connected = deps.clock.monotonic());
+  // Only where max_latency reads it: no closure per request otherwise.
+  if (pool.failLatencyMs !== Infinity) {
+    req.onConnection = () => void (connected = deps.clock.monotonic());
+  }
   state.inFlight++;
   recent.upstreamRequest = req;
   const t0 = deps.clock.monotonic();
