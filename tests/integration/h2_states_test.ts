@@ -327,3 +327,29 @@ Deno.test("a client that sends a WINDOW_UPDATE with each request keeps its conne
     await c.close();
   }
 });
+
+Deno.test("te: Trailers in another case is trailers (a coding name ignores case); te: gzip is malformed", async () => {
+  await using up = await startUpstream(() => new Response("ok"));
+  await using prox = await startProxy(config(up.url));
+  const c = await RawH2c.open(prox.port);
+  try {
+    const base: [string, string][] = [
+      [":method", "GET"],
+      [":scheme", "http"],
+      [":path", "/"],
+      [":authority", "localhost"],
+    ];
+    c.fields(1, [...base, ["te", "trailers"]], true);
+    c.fields(3, [...base, ["te", "Trailers"]], true);
+    c.fields(5, [...base, ["te", "gzip"]], true);
+    await c.flush();
+    await waitFor(() => c.status(1) && c.status(3) && c.error(5) !== undefined, {
+      what: "two answers and a reset",
+    });
+    assert.equal(c.status(1), "200");
+    assert.equal(c.status(3), "200");
+    assert.equal(c.error(5), ErrorCode.PROTOCOL_ERROR);
+  } finally {
+    await c.close();
+  }
+});

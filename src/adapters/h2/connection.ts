@@ -686,7 +686,8 @@ export class H2Connection {
         return this.#malformed(s);
       }
       if (n === "te") {
-        if (v !== "trailers") return this.#malformed(s);
+        // A coding name, case-insensitive (RFC 9110 §10.1.4): nghttp2 takes "Trailers" too.
+        if (v.toLowerCase() !== "trailers") return this.#malformed(s);
         continue;
       }
       if (n === "cookie") {
