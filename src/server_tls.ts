@@ -13,7 +13,7 @@ import {
 } from "./adapters/listener_set.ts";
 import type { ListenerPlan } from "./adapters/listener_set.ts";
 import { certificateNotAfter } from "./adapters/admin_status.ts";
-import { startAcme } from "./adapters/acme.ts";
+import { CHALLENGE_PREFIX, startAcme } from "./adapters/acme.ts";
 import type { AcmeConfig, AcmeController, AcmeTuning } from "./adapters/acme.ts";
 import { redirectHandler } from "./adapters/https_redirect.ts";
 
@@ -86,6 +86,14 @@ export function createCertificates(initial: Config, deps: CertificateDeps): Cert
     status: () => redirectStatus,
     httpsPort: deps.httpsPort,
   }));
+  // A CA follows a redirect to https (RFC 8555 §8.3; Let's Encrypt does, to port 443): one made
+  // in front of Prox (a load balancer, a CDN) brings HTTP-01 to the HTTPS listener. Pending
+  // tokens are answered there too, as Caddy does; other paths under the prefix go to the routes.
+  const serveWithChallenges: Handler = async (req, info) =>
+    (req.method === "GET" || req.method === "HEAD") &&
+      new URL(req.url).pathname.startsWith(CHALLENGE_PREFIX)
+      ? await acme?.knownChallenge(req) ?? await deps.serve(req, info)
+      : await deps.serve(req, info);
   return {
     get acme() {
       return acme;
@@ -105,7 +113,7 @@ export function createCertificates(initial: Config, deps: CertificateDeps): Cert
         tls: acmeOf(c) ? acme?.current() ?? served : await readTlsFiles(c),
         sni: await readSniFiles(c),
         clientAuth: await readClientAuth(c),
-        serve: deps.serve,
+        serve: acmeOf(c) ? serveWithChallenges : deps.serve,
         redirect,
         metrics: deps.metrics,
       });

@@ -45,6 +45,11 @@ export interface AcmeController {
    * rejects with a `not_found` ProxyError for a token it does not know.
    */
   answerChallenge(req: Request): Promise<Response>;
+  /**
+   * The answer to a request for a pending HTTP-01 token (memory, then the shared store), or null
+   * for any other request: the HTTPS listener passes those to its routes.
+   */
+  knownChallenge(req: Request): Promise<Response | null>;
   /** Applies a reloaded `tls.acme`; new domains order a new certificate in the background. */
   configure(config: AcmeConfig): Promise<void>;
   /** Orders a new certificate now, even if the current one is not due. */
@@ -437,6 +442,15 @@ export async function startAcme(
     },
   };
 
+  async function knownChallenge(req: Request): Promise<Response | null> {
+    const path = new URL(req.url).pathname;
+    if (!path.startsWith(CHALLENGE_PREFIX)) return null;
+    const token = path.slice(CHALLENGE_PREFIX.length);
+    const keyAuth = tokens.get(token) ?? await store.readChallenge(token).catch(() => null);
+    if (keyAuth === undefined || keyAuth === null) return null;
+    return new Response(keyAuth, { headers: { "content-type": "application/octet-stream" } });
+  }
+
   // A stored certificate is served from the first moment, without contacting the CA.
   await loadStored().catch((err) =>
     logger.warn("Cannot load the stored ACME certificate", { error: errorText(err) })
@@ -447,13 +461,11 @@ export async function startAcme(
     current: () => current,
     ready: () => readyPromise,
     async answerChallenge(req) {
-      const token = new URL(req.url).pathname.slice(CHALLENGE_PREFIX.length);
-      const keyAuth = tokens.get(token) ?? await store.readChallenge(token).catch(() => null);
-      if (keyAuth === undefined || keyAuth === null) {
-        throw new ProxyError("not_found", "Not found");
-      }
-      return new Response(keyAuth, { headers: { "content-type": "application/octet-stream" } });
+      const answer = await knownChallenge(req);
+      if (!answer) throw new ProxyError("not_found", "Not found");
+      return answer;
     },
+    knownChallenge,
     async configure(next) {
       const moved = next.storage_path !== config.storage_path ||
         JSON.stringify(next.redis) !== JSON.stringify(config.redis) ||

@@ -464,3 +464,45 @@ Deno.test("ACME: the shared back-off record names the failed order by a digest, 
     }
   });
 });
+
+Deno.test("ACME: an HTTP-01 challenge that reaches the HTTPS listener (a CA following a redirect to https) is answered; an unknown token goes to the routes", async () => {
+  await withTempDir(async (dir) => {
+    await using up = await startUpstream((req) =>
+      new Response(`upstream ${new URL(req.url).pathname}`)
+    );
+    const tls = `${ROOT}/tests/fixtures/tls`;
+    // A certificate in hand (not for the domains: an order is due, and fails), and a challenge
+    // another instance published in the shared store.
+    await Deno.mkdir(`${dir}/acme/challenges`, { recursive: true });
+    await Deno.copyFile(`${tls}/cert.pem`, `${dir}/acme/${DOMAINS[0]}.crt`);
+    await Deno.copyFile(`${tls}/key.pem`, `${dir}/acme/${DOMAINS[0]}.key`);
+    await Deno.writeTextFile(`${dir}/acme/challenges/tok_1`, "tok_1.thumbprint");
+    const server = await start(
+      acmeYaml({
+        ca: `https://127.0.0.1:${freePort()}/dir`,
+        storage: `${dir}/acme`,
+        httpPort: freePort(),
+        upstream: up.url,
+      }),
+      { retryBaseMs: 600_000, clientRetries: 0 },
+    );
+    const client = Deno.createHttpClient({ caCerts: [Deno.readTextFileSync(`${tls}/ca.pem`)] });
+    try {
+      await waitFor(() => server.ready(), { what: "HTTPS listener" });
+      const known = await fetch(
+        `https://localhost:${server.port}/.well-known/acme-challenge/tok_1`,
+        { client },
+      );
+      assert.equal(known.status, 200);
+      assert.equal(await known.text(), "tok_1.thumbprint");
+      const other = await fetch(
+        `https://localhost:${server.port}/.well-known/acme-challenge/certbot-token`,
+        { client },
+      );
+      assert.equal(await other.text(), "upstream /.well-known/acme-challenge/certbot-token");
+    } finally {
+      client.close();
+      await server.shutdown();
+    }
+  });
+});
