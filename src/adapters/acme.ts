@@ -365,6 +365,9 @@ export async function startAcme(
       orders++;
       await store.pruneChallenges({ maxAgeMs: 3_600_000, now: Date.now() });
       const ordered = config.domains;
+      // Where it is ordered from, read now: a reload may change ca_url while the order is in
+      // flight, and the certificate it brings is still the old directory's (replaced next pass).
+      const from = directoryUrl(config);
       const pair = {
         ...await orderCertificate(config, {
           store,
@@ -374,7 +377,7 @@ export async function startAcme(
           dnsPollMs: opts.dnsPollMs,
           pollMinMs: opts.pollMinMs,
         }),
-        directoryUrl: directoryUrl(config),
+        directoryUrl: from,
       };
       const f = certificateFacts(pair.cert);
       if (!f) throw new Error("Cannot read the certificate the CA issued");

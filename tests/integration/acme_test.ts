@@ -207,6 +207,57 @@ interopTest(
 );
 
 interopTest(
+  "ACME: a reload that changes ca_url while an order is in flight: the certificate it brings is from the old directory, and is replaced",
+  TOOLS,
+  () =>
+    withTempDir(async (dir) => {
+      // Pebble validates through a gate held shut until the reload is done: the order is in flight.
+      const proxHttp = freePort();
+      let open!: () => void;
+      const opened = new Promise<void>((r) => open = r);
+      let validations = 0;
+      await using gate = await startUpstream(async (req) => {
+        validations++;
+        await opened;
+        const u = new URL(req.url);
+        const res = await fetch(`http://127.0.0.1:${proxHttp}${u.pathname}`);
+        return new Response(await res.text(), { status: res.status });
+      });
+      const httpPort = Number(new URL(gate.url).port);
+      await Deno.mkdir(`${dir}/a`);
+      await Deno.mkdir(`${dir}/b`);
+      await using staging = await startPebble({ httpPort, dir: `${dir}/a` });
+      await using production = await startPebble({ httpPort, dir: `${dir}/b` });
+      await using up = await startUpstream(() => new Response("switched"));
+      const file = `${dir}/prox.yaml`;
+      const base = { storage: `${dir}/acme`, httpPort: proxHttp, upstream: up.url };
+      await Deno.writeTextFile(file, acmeYaml({ ...base, ca: staging.directoryUrl }));
+      const server = await startServer({ path: file }, {
+        logger: memoryLogger(),
+        watch: false,
+        acme: { pollMinMs: 50 },
+      });
+      try {
+        await waitFor(() => validations > 0, { timeoutMs: 30_000, what: "a staging validation" });
+        await Deno.writeTextFile(file, acmeYaml({ ...base, ca: production.directoryUrl }));
+        assert.ok((await server.reload()).ok);
+        open();
+        await waitFor(() => tlsGet(server.port, production.root).then(() => true, () => false), {
+          timeoutMs: 30_000,
+          what: "the production certificate",
+        });
+        assert.equal(staging.orders(), 1);
+        assert.equal(production.orders(), 1);
+        const meta = JSON.parse(await Deno.readTextFile(`${dir}/acme/${DOMAINS[0]}.meta.json`));
+        assert.equal(meta.directoryUrl, production.directoryUrl);
+      } finally {
+        open();
+        await server.shutdown();
+      }
+    }),
+);
+
+interopTest(
   "ACME: a 24-hour certificate is renewed with a third of its life left, not ordered again at once",
   TOOLS,
   () =>
