@@ -89,11 +89,18 @@ export function createCertificates(initial: Config, deps: CertificateDeps): Cert
   // A CA follows a redirect to https (RFC 8555 §8.3; Let's Encrypt does, to port 443): one made
   // in front of Prox (a load balancer, a CDN) brings HTTP-01 to the HTTPS listener. Pending
   // tokens are answered there too, as Caddy does; other paths under the prefix go to the routes.
-  const serveWithChallenges: Handler = async (req, info) =>
-    (req.method === "GET" || req.method === "HEAD") &&
-      new URL(req.url).pathname.startsWith(CHALLENGE_PREFIX)
-      ? await acme?.knownChallenge(req) ?? await deps.serve(req, info)
-      : await deps.serve(req, info);
+  // Always this handler (ACME or not): a listener kept across a switch to ACME keeps its handler.
+  // (A substring test first: no URL parse per request on the hot path.)
+  const serveWithChallenges: Handler = async (req, info) => {
+    const a = acme;
+    if (
+      a && req.url.includes(CHALLENGE_PREFIX) && (req.method === "GET" || req.method === "HEAD")
+    ) {
+      const answer = await a.knownChallenge(req);
+      if (answer) return answer;
+    }
+    return await deps.serve(req, info);
+  };
   return {
     get acme() {
       return acme;
@@ -113,7 +120,7 @@ export function createCertificates(initial: Config, deps: CertificateDeps): Cert
         tls: acmeOf(c) ? acme?.current() ?? served : await readTlsFiles(c),
         sni: await readSniFiles(c),
         clientAuth: await readClientAuth(c),
-        serve: acmeOf(c) ? serveWithChallenges : deps.serve,
+        serve: serveWithChallenges,
         redirect,
         metrics: deps.metrics,
       });
