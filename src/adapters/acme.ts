@@ -205,6 +205,20 @@ export async function startAcme(
     // Nor trade it for one that lacks a configured name (an old file under a new first domain,
     // an instance with fewer domains): the next pass orders one that covers them all.
     if (current && facts && covers(facts) && !covers(f)) return;
+    // Nor for one from another directory while ours is from the configured one: instances moved
+    // to a new ca_url (or off staging) one by one would otherwise load each other's certificate,
+    // serve it, and order their own again, in turn, every few minutes into the CA's limits.
+    const wanted = directoryUrl(config);
+    if (
+      current?.directoryUrl === wanted && pair.directoryUrl && pair.directoryUrl !== wanted &&
+      facts && covers(facts)
+    ) {
+      logger.info("ACME stored certificate is from another ACME directory; keeping this one", {
+        stored: pair.directoryUrl,
+        directory: wanted,
+      });
+      return;
+    }
     await install(pair, f, "storage");
   }
 

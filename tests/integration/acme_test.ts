@@ -207,6 +207,44 @@ interopTest(
 );
 
 interopTest(
+  "ACME: instances sharing storage_path on two directories (a ca_url change rolled out one by one) keep their own certificates, not ordering each other's away",
+  TOOLS,
+  () =>
+    withTempDir(async (dir) => {
+      const httpPort = freePort();
+      await Deno.mkdir(`${dir}/a`);
+      await Deno.mkdir(`${dir}/b`);
+      await using staging = await startPebble({ httpPort, dir: `${dir}/a` });
+      await using production = await startPebble({ httpPort, dir: `${dir}/b` });
+      await using up = await startUpstream(() => new Response("rolling"));
+      const base = { storage: `${dir}/acme`, httpPort, upstream: up.url };
+      const tuning: AcmeTuning = { lockPollMs: 50, checkIntervalMs: 50 };
+      const logA = memoryLogger();
+      const a = await start(acmeYaml({ ...base, ca: staging.directoryUrl }), tuning, logA);
+      let b: Awaited<ReturnType<typeof start>> | null = null;
+      try {
+        await waitFor(() => a.ready(), { timeoutMs: 30_000, what: "the staging certificate" });
+        // The instance already moved to production replaces the stored staging certificate.
+        b = await start(acmeYaml({ ...base, ca: production.directoryUrl }), tuning);
+        await waitFor(() => tlsGet(b!.port, production.root).then(() => true, () => false), {
+          timeoutMs: 30_000,
+          what: "the production certificate",
+        });
+        // The one still on staging sees it in the store, and keeps its own.
+        await waitFor(
+          () => logA.lines.some((l) => l.includes("from another ACME directory")),
+          { timeoutMs: 10_000, what: "instance A passing over the production certificate" },
+        );
+        assert.equal((await tlsGet(a.port, staging.root)).status, 200);
+        assert.equal(staging.orders(), 1);
+        assert.equal(production.orders(), 1);
+      } finally {
+        await Promise.all([a.shutdown(), b?.shutdown()]);
+      }
+    }),
+);
+
+interopTest(
   "ACME: a reload that changes ca_url while an order is in flight: the certificate it brings is from the old directory, and is replaced",
   TOOLS,
   () =>
