@@ -327,7 +327,12 @@ export async function startAcme(
           keyType: config.key_type,
         });
     if (!reason()) {
+      // Nothing to order (another instance's certificate came from the store, or a reload undid
+      // what failed): a failed order of this one's is no longer news, nor is its back-off.
       state = "ok";
+      failures = 0;
+      retryAt = 0;
+      lastError = null;
       return schedule(renewAtFor(facts!) - now());
     }
     // Back-off outlives the periodic check (which still picks up certificates from storage).

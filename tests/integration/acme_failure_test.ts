@@ -506,3 +506,36 @@ Deno.test("ACME: an HTTP-01 challenge that reaches the HTTPS listener (a CA foll
     }
   });
 });
+
+Deno.test("ACME: once another instance's certificate from the store makes an order unneeded, /status no longer shows this instance's failed order and its countdown", async () => {
+  await withTempDir(async (dir) => {
+    await using up = await startUpstream(() => new Response("never"));
+    const tls = `${ROOT}/tests/fixtures/tls`;
+    const ca = `https://127.0.0.1:${freePort()}/dir`;
+    const storage = `${dir}/acme`;
+    const server = await start(
+      acmeYaml({ ca, storage, httpPort: freePort(), upstream: up.url, domains: ["localhost"] }),
+      { retryBaseMs: 600_000, clientRetries: 0, checkIntervalMs: 20 },
+    );
+    try {
+      await waitFor(() => server.acme!.status().failures === 1, { what: "the failed order" });
+      assert.ok(server.acme!.status().retryInMs! > 0);
+      // Another instance sharing the storage got the certificate.
+      await Deno.writeTextFile(
+        `${storage}/localhost.meta.json`,
+        JSON.stringify({ directoryUrl: ca }),
+      );
+      await Deno.copyFile(`${tls}/key.pem`, `${storage}/localhost.key`);
+      await Deno.copyFile(`${tls}/cert.pem`, `${storage}/localhost.crt`);
+      await waitFor(() => server.ready() && server.acme!.status().state === "ok", {
+        what: "the stored certificate",
+      });
+      const status = server.acme!.status();
+      assert.equal(status.failures, 0);
+      assert.equal(status.lastError, null);
+      assert.equal(status.retryInMs, null);
+    } finally {
+      await server.shutdown();
+    }
+  });
+});
