@@ -424,9 +424,13 @@ export async function startAcme(
       failures++;
       lastError = errorText(err);
       state = "failing";
-      // At least as long as the CA asked (rate limits: Retry-After).
+      // Never past the expiry of the certificate in hand: at most half the time it has left (a
+      // 24 h certificate due with 8 h left saw its back-off grow past them after 9 failures).
+      // At least as long as the CA asked, though (rate limits: Retry-After).
+      const left = facts ? facts.notAfter - now() : 0;
+      const maxMs = left > 0 ? Math.min(24 * 3_600_000, Math.max(left / 2, 60_000)) : undefined;
       const delay = Math.max(
-        retryDelay(failures, { random: random(), baseMs: opts.retryBaseMs }),
+        retryDelay(failures, { random: random(), baseMs: opts.retryBaseMs, maxMs }),
         retryAfterOf(err),
       );
       logger.error("Cannot obtain ACME certificate", {

@@ -2,6 +2,7 @@
 // shutdown), a corrupt account key, and reloads around ACME (back-off kept, rejected reloads,
 // a switch from certificate files). Pebble-backed scenarios are in acme_test.ts.
 import assert from "node:assert/strict";
+import { X509Certificate } from "node:crypto";
 import { ROOT, startUpstream, waitFor } from "../_harness.ts";
 import { startServer } from "../../src/server.ts";
 import { freePort } from "./_pebble.ts";
@@ -534,6 +535,41 @@ Deno.test("ACME: once another instance's certificate from the store makes an ord
       assert.equal(status.failures, 0);
       assert.equal(status.lastError, null);
       assert.equal(status.retryInMs, null);
+    } finally {
+      await server.shutdown();
+    }
+  });
+});
+
+Deno.test("ACME: a failed renewal of a certificate about to expire is retried before it expires, however long the back-off has grown", async () => {
+  await withTempDir(async (dir) => {
+    await using up = await startUpstream(() => new Response("never"));
+    const tls = `${ROOT}/tests/fixtures/tls`;
+    const ca = `https://127.0.0.1:${freePort()}/dir`;
+    const storage = `${dir}/acme`;
+    await Deno.mkdir(`${storage}/challenges`, { recursive: true });
+    await Deno.writeTextFile(
+      `${storage}/localhost.meta.json`,
+      JSON.stringify({ directoryUrl: ca }),
+    );
+    await Deno.copyFile(`${tls}/key.pem`, `${storage}/localhost.key`);
+    await Deno.copyFile(`${tls}/cert.pem`, `${storage}/localhost.crt`);
+    const notAfter = Date.parse(
+      new X509Certificate(Deno.readTextFileSync(`${tls}/cert.pem`)).validTo,
+    );
+    const hour = 3_600_000;
+    const server = await start(
+      acmeYaml({ ca, storage, httpPort: freePort(), upstream: up.url, domains: ["localhost"] }),
+      // An hour left; a back-off that has grown to 3 h (halved by random 0: 1.5 h).
+      { now: () => notAfter - hour, random: () => 0, retryBaseMs: 3 * hour, clientRetries: 0 },
+    );
+    try {
+      await waitFor(() => server.acme!.status().failures === 1, { what: "the failed renewal" });
+      const { retryInMs } = server.acme!.status();
+      assert.ok(
+        retryInMs !== null && retryInMs < hour,
+        `next try in ${retryInMs} ms, expiry in 1 h`,
+      );
     } finally {
       await server.shutdown();
     }
