@@ -91,15 +91,16 @@ export function createCertificates(initial: Config, deps: CertificateDeps): Cert
   // tokens are answered there too, as Caddy does; other paths under the prefix go to the routes.
   // Always this handler (ACME or not): a listener kept across a switch to ACME keeps its handler.
   // (A substring test first: no URL parse per request on the hot path.)
-  const serveWithChallenges: Handler = async (req, info) => {
+  // Not async: every request takes this way, and the common one is `deps.serve`'s own promise,
+  // without another promise and turn of its own.
+  const serveWithChallenges: Handler = (req, info) => {
     const a = acme;
     if (
       a && req.url.includes(CHALLENGE_PREFIX) && (req.method === "GET" || req.method === "HEAD")
     ) {
-      const answer = await a.knownChallenge(req);
-      if (answer) return answer;
+      return a.knownChallenge(req).then((answer) => answer ?? deps.serve(req, info));
     }
-    return await deps.serve(req, info);
+    return deps.serve(req, info);
   };
   return {
     get acme() {
