@@ -501,3 +501,39 @@ Deno.test("startH3Listener sends the more urgent response first (RFC 9218 priori
     },
   );
 });
+
+Deno.test("startH3Listener decodes a GET's trailers: a dynamic table reference is QPACK_DECOMPRESSION_FAILED", async () => {
+  // The handler answers only once the request is gone, so the trailers are read before it.
+  const handler: Handler = (req) =>
+    new Promise((resolve) => {
+      const done = () => resolve(new Response("late"));
+      if (req.signal.aborted) done();
+      else req.signal.addEventListener("abort", done, { once: true });
+    });
+  await withListener(handler, async (l) => {
+    await using c = await client(l.port);
+    const get = encodeFieldSection([
+      [":method", "GET"],
+      [":scheme", "https"],
+      [":authority", "localhost"],
+      [":path", "/"],
+    ]);
+    // Trailers whose field line refers to the dynamic table we announced as empty (RFC 9204
+    // §2.2.3): the same section as a POST's trailers or a request head closes the connection.
+    const raw = Uint8Array.of(
+      ...encodeFrame(FrameType.HEADERS, get),
+      ...encodeFrame(FrameType.HEADERS, Uint8Array.of(0x00, 0x00, 0x80)),
+    );
+    const answered = c.request("/", { raw }).catch(() => {});
+    // Without the check the request waits forever (keep-alive frames hold the connection).
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const info = await Promise.race([
+      c.conn.closed.then((i) => String(i.closeCode), (e) => String(e)),
+      new Promise<string>((r) => timer = setTimeout(() => r("still open after 5 s"), 5000)),
+    ]);
+    clearTimeout(timer);
+    c.conn.close();
+    await answered;
+    assert.match(info, new RegExp(`${H3Error.QPACK_DECOMPRESSION_FAILED}|0x200`), info);
+  });
+});

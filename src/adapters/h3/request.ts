@@ -259,7 +259,7 @@ export async function serveRequest(
       ? bodyStream(r, { ctx, contentLength: head.contentLength, onError: fail, onFirstRead })
       : null;
     const req = toRequest(head, body, signal);
-    if (!hasBody) drainRest(r, fail);
+    if (!hasBody) drainRest(r, ctx.maxFieldSectionSize, fail);
     await answer(req, undefined, head.path === "*" || undefined);
     // Whatever request body the handler left unread is not wanted: STOP_SENDING (§4.1.1).
     await r.cancel();
@@ -349,7 +349,11 @@ function toRequest(
 }
 
 /** Reads and discards whatever follows the head of a bodyless request, watching for errors. */
-function drainRest(r: StreamReader, fail: (err: unknown) => void): void {
+function drainRest(
+  r: StreamReader,
+  maxFieldSectionSize: number,
+  fail: (err: unknown) => void,
+): void {
   // Normally nothing but the FIN is left: a read of Deno's 64 KiB would wait for it, and a
   // cancelled one kept its buffer until the connection's next event (64 KiB per connection).
   r.smallReads(512);
@@ -364,7 +368,15 @@ function drainRest(r: StreamReader, fail: (err: unknown) => void): void {
       if (trailers && type <= FrameType.HEADERS) {
         throw new H3ConnectionError(H3Error.FRAME_UNEXPECTED, "Frame after trailers");
       }
-      if (type === FrameType.HEADERS) trailers = true;
+      if (type === FrameType.HEADERS) {
+        // Decoded and checked as a body's trailers are (then dropped): a QPACK error is the
+        // connection's (RFC 9204 §2.2.3), a malformed section ends the request (§4.1.2).
+        const fields = await readFields(r, len, maxFieldSectionSize);
+        if (fields === null) throw new MessageError(431, "Trailers too large");
+        parseTrailers(fields);
+        trailers = true;
+        continue;
+      }
       if (unexpectedOnRequest(type)) {
         throw new H3ConnectionError(
           H3Error.FRAME_UNEXPECTED,
