@@ -206,3 +206,13 @@ Deno.test("parseSettings keeps GREASE, rejects duplicates and HTTP/2 settings", 
   assert.throws(() => parseSettings(encodeSettings([[0x02, 1]]).subarray(2)), H3ConnectionError);
   assert.throws(() => parseSettings(hex("0640")), H3ConnectionError);
 });
+
+Deno.test("parseSettings rejects a boolean setting other than 0 or 1 (RFC 9297 §2.1.1, RFC 9220 §3)", () => {
+  for (const id of [0x08, 0x33]) {
+    assert.equal(parseSettings(encodeSettings([[id, 1]]).subarray(2)).get(id), 1);
+    assert.throws(
+      () => parseSettings(encodeSettings([[id, 2]]).subarray(2)),
+      (e) => e instanceof H3ConnectionError && e.code === 0x109,
+    );
+  }
+});

@@ -34,6 +34,12 @@ export const Setting = {
 /** HTTP/2 setting ids that must not appear in HTTP/3 (RFC 9114 §7.2.4.1): H3_SETTINGS_ERROR. */
 export const HTTP2_ONLY_SETTINGS: ReadonlySet<number> = new Set([0x02, 0x03, 0x04, 0x05]);
 
+/** Settings whose value is 0 or 1, anything else H3_SETTINGS_ERROR (RFC 9220 §3, RFC 9297 §2.1.1). */
+const BOOLEAN_SETTINGS: ReadonlySet<number> = new Set([
+  Setting.ENABLE_CONNECT_PROTOCOL,
+  Setting.H3_DATAGRAM,
+]);
+
 /** Application error codes (RFC 9114 §8.1, RFC 9204 §6). */
 export const H3Error = {
   NO_ERROR: 0x100,
@@ -107,8 +113,9 @@ export function encodeGoaway(id: number): Uint8Array {
 }
 
 /**
- * Parses a SETTINGS payload. Duplicates and HTTP/2-only ids are H3_SETTINGS_ERROR; unknown ids
- * (GREASE included) are kept but carry no meaning (RFC 9114 §7.2.4).
+ * Parses a SETTINGS payload. Duplicates, HTTP/2-only ids and a boolean setting other than 0 or 1
+ * are H3_SETTINGS_ERROR; unknown ids (GREASE included) are kept but carry no meaning (RFC 9114
+ * §7.2.4).
  */
 export function parseSettings(payload: Uint8Array): Map<number, number> {
   const out = new Map<number, number>();
@@ -127,6 +134,12 @@ export function parseSettings(payload: Uint8Array): Map<number, number> {
       throw new H3ConnectionError(
         H3Error.SETTINGS_ERROR,
         `Duplicate setting 0x${id.value.toString(16)}`,
+      );
+    }
+    if (BOOLEAN_SETTINGS.has(id.value) && val.value > 1) {
+      throw new H3ConnectionError(
+        H3Error.SETTINGS_ERROR,
+        `Setting 0x${id.value.toString(16)} must be 0 or 1, not ${val.value}`,
       );
     }
     out.set(id.value, val.value);
