@@ -117,7 +117,9 @@ export function parseRequestHead(
   if (scheme !== "https" && scheme !== "http") {
     throw new MessageError(400, `Unsupported :scheme "${scheme}"`);
   }
-  if (!(path.startsWith("/") || (path === "*" && method === "OPTIONS"))) {
+  // Whitespace is no part of a request target (RFC 3986 §2): the URL parser would drop a tab
+  // and encode a space, serving another path than the client sent.
+  if (!(path.startsWith("/") || (path === "*" && method === "OPTIONS")) || /\s/.test(path)) {
     throw new MessageError(400, `Invalid :path "${path}"`);
   }
   const host = headers.find(([k]) => k === "host")?.[1];

@@ -116,3 +116,10 @@ Deno.test("parseUrgency reads u from RFC 9218 priority values", () => {
   assert.equal(parseUrgency("u=-1"), null);
   assert.equal(parseUrgency(""), null);
 });
+
+Deno.test("parseRequestHead refuses whitespace in :path, as the HTTP/1.1 and HTTP/2 engines do", () => {
+  // The URL parser would drop a tab ("/ad\tmin" became /admin) and encode a space.
+  for (const path of ["/ad\tmin", "/a b", "/a?b= 1"]) {
+    assert.equal(status([...base.slice(0, 3), [":path", path]]), 400, JSON.stringify(path));
+  }
+});
