@@ -537,3 +537,33 @@ Deno.test("startH3Listener decodes a GET's trailers: a dynamic table reference i
     assert.match(info, new RegExp(`${H3Error.QPACK_DECOMPRESSION_FAILED}|0x200`), info);
   });
 });
+
+Deno.test("startH3Listener: request trailers past max_field_section_size are a 431, as a head is", async () => {
+  let seen: unknown;
+  await withListener(async (req) => {
+    try {
+      await req.arrayBuffer();
+      return new Response("read");
+    } catch (err) {
+      seen = err;
+      return new Response(null, { status: err instanceof ProxyError ? statusFor(err.kind) : 500 });
+    }
+  }, async (l) => {
+    await using c = await client(l.port);
+    const post = encodeFieldSection([
+      [":method", "POST"],
+      [":scheme", "https"],
+      [":authority", "localhost"],
+      [":path", "/up"],
+    ]);
+    const raw = Uint8Array.of(
+      ...encodeFrame(FrameType.HEADERS, post),
+      ...encodeFrame(FrameType.DATA, new Uint8Array(3)),
+      ...encodeFrame(FrameType.HEADERS, encodeFieldSection([["x-big", "a".repeat(9000)]])),
+    );
+    const res = await c.request("/up", { raw });
+    assert.ok(seen instanceof ProxyError, String(seen));
+    assert.equal(seen.kind, "header_too_large");
+    assert.equal(res.status, 431);
+  });
+});

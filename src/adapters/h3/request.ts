@@ -145,7 +145,8 @@ function bodyStream(
         // signal stays as it is: aborting it told an upstream exchange watching it that the
         // client had gone, which logged 499 for an answered request.
         if (err instanceof MessageError) {
-          return c.error(new ProxyError("bad_request", err.message, { cause: err }));
+          // Its own status (trailers past the limit: 431, as a head), not always 400.
+          return c.error(new ProxyError(refusalKind(err.status), err.message, { cause: err }));
         }
         onError(err);
         c.error(err);
