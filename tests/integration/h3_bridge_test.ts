@@ -5,8 +5,9 @@ import { ProxyError, statusFor } from "../../src/domain/errors.ts";
 import { interopTest, ROOT, run, waitFor } from "../_harness.ts";
 import { altSvcValue, type H3Listener, startH3Listener } from "../../src/adapters/h3/mod.ts";
 import { connectH3 } from "../../src/adapters/h3/client.ts";
-import { encodeFrame, FrameType, H3Error } from "../../src/adapters/h3/frames.ts";
-import { encodeFieldSection } from "../../src/adapters/h3/qpack.ts";
+import { encodeFrame, frameHeader, FrameType, H3Error } from "../../src/adapters/h3/frames.ts";
+import { decodeFieldSection, encodeFieldSection } from "../../src/adapters/h3/qpack.ts";
+import { StreamReader } from "../../src/adapters/h3/stream_reader.ts";
 import type { ClientInfo, Handler } from "../../src/ports.ts";
 import { noopMetrics, silentLogger } from "../../src/ports.ts";
 
@@ -565,5 +566,35 @@ Deno.test("startH3Listener: request trailers past max_field_section_size are a 4
     assert.ok(seen instanceof ProxyError, String(seen));
     assert.equal(seen.kind, "header_too_large");
     assert.equal(res.status, 431);
+  });
+});
+
+Deno.test("startH3Listener answers 431 to an oversized HEADERS frame without reading it all", async () => {
+  await withListener((_req, info) => {
+    const status = info.refused ? statusFor(info.refused.kind) : 200;
+    return Promise.resolve(new Response(null, { status }));
+  }, async (l) => {
+    await using c = await client(l.port);
+    const s = await c.conn.createBidirectionalStream();
+    const w = s.writable.getWriter();
+    // A HEADERS frame declared at 1 GiB (max_field_section_size is 8192), its first KiB sent:
+    // the answer is known now, and waiting for the rest would take a client's gigabyte (or,
+    // from one that sends no more, hold the stream to request_header_timeout and answer nothing).
+    await w.write(frameHeader(FrameType.HEADERS, 2 ** 30));
+    await w.write(new Uint8Array(1024));
+    const r = new StreamReader(s.readable);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const status = await Promise.race([
+      (async () => {
+        assert.equal(await r.varint(), FrameType.HEADERS);
+        const fields = decodeFieldSection(await r.exact((await r.varint())!))!;
+        return fields.find(([k]) => k === ":status")?.[1];
+      })(),
+      new Promise<string>((res) => timer = setTimeout(() => res("no answer after 5 s"), 5000)),
+    ]);
+    clearTimeout(timer);
+    await r.cancel();
+    w.releaseLock();
+    assert.equal(status, "431");
   });
 });

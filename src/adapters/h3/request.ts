@@ -54,12 +54,13 @@ function unexpectedOnRequest(type: number): boolean {
     HTTP2_ONLY_FRAMES.has(type);
 }
 
-/** Reads a HEADERS payload and decodes it; QPACK errors are connection errors. */
+/**
+ * Reads a HEADERS payload and decodes it; QPACK errors are connection errors. Null, read no
+ * further, when it is larger than `max`: the refusal is known, and the rest of a frame declared
+ * at a gigabyte is not waited for (the stream is cancelled once refused).
+ */
 async function readFields(r: StreamReader, len: number, max: number): Promise<Field[] | null> {
-  if (len > max) {
-    await r.skip(len, "HEADERS frame");
-    return null;
-  }
+  if (len > max) return null;
   const payload = await r.exact(len, "HEADERS frame");
   try {
     return decodeFieldSection(payload, { maxSize: max });
