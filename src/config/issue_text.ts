@@ -2,6 +2,7 @@
 // a mapping, got a list") and, when the value suggests it, how to fix it (quotes, a typo).
 
 import type { z } from "zod";
+import { parseDuration } from "./duration.ts";
 import { suggest } from "./suggest.ts";
 
 /** The route types, in the order messages list them. */
@@ -113,6 +114,38 @@ export function hintFor(
     if (issue.values.some((v) => String(v) === value)) return `Remove the quotes: ${value}`;
     const guess = suggest(value, issue.values.map(String));
     if (guess) return `Did you mean "${guess}"?`;
+  }
+  // `listen_addr: 3000` as nginx's `listen 3000;`: Prox binds the address it is given.
+  if (
+    issue.code === "invalid_type" && issue.expected === "string" &&
+    /listen_addr$/.test(String(path.at(-1))) && Number.isInteger(value) &&
+    (value as number) >= 0 && (value as number) <= 65535
+  ) {
+    return `Name the address too, in quotes: "0.0.0.0:${value}" (every IPv4 address), ` +
+      `"[::]:${value}" (every address) or "127.0.0.1:${value}" (this machine only)`;
+  }
+  // `timeout_secs: 2s`: the key's name already says the unit.
+  if (
+    issue.code === "invalid_type" && (issue.expected === "number" || issue.expected === "int") &&
+    typeof value === "string" && String(path.at(-1)).endsWith("_secs")
+  ) {
+    const ms = parseDuration(value);
+    if (typeof ms === "number") {
+      return ms % 1000 === 0
+        ? `Write the number of seconds alone: ${ms / 1000}`
+        : "Write a whole number of seconds, e.g. 1";
+    }
+  }
+  // `routes:` as a list of `- path: /api` items (as Traefik and Kubernetes Ingress write them).
+  if (
+    issue.code === "invalid_type" && Array.isArray(value) && path.length === 1 &&
+    path[0] === "routes"
+  ) {
+    const first = value[0] as Record<string, unknown> | null | undefined;
+    const key = typeof first?.path === "string" ? first.path : "/api";
+    const type = typeof first?.type === "string" ? first.type : "proxy";
+    return `Key each route by its path instead of a list item: "${key}": { type: ${type}, ` +
+      `target: … } (README "Routes")`;
   }
   if (issue.code === "invalid_type" && typeof value === "string") {
     const numeric = (issue.expected === "number" || issue.expected === "int") &&

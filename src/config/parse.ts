@@ -99,7 +99,15 @@ export function parseConfig(text: string, file = "config.yaml"): ParseResult {
   }
   if (typeof raw !== "object" || Array.isArray(raw)) {
     const message = "The config must be a mapping of keys such as listen_addr and routes";
-    issues.push(wholeFile(file, message));
+    const first = Array.isArray(raw) ? raw[0] : undefined;
+    const key = first && typeof first === "object" && !Array.isArray(first)
+      ? Object.keys(first)[0]
+      : undefined;
+    const hint = key !== undefined
+      ? `Remove the "- " before ${key}: the top-level keys are written at the start of their ` +
+        "lines, without a list dash"
+      : 'Check that --config names the config file; it starts with keys, e.g. listen_addr: "127.0.0.1:3000"';
+    issues.push(wholeFile(file, message, hint));
     return { issues, locate };
   }
   // A route key with nothing under it is a mistake (the Rust Prox refused it too), not "absent".

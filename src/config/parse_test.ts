@@ -460,3 +460,52 @@ Deno.test("parseConfig: a syntax error's excerpt masks a secret on its line, the
   const other = parseConfig('listen_addr: "127.0.0.1:0"\nadmin: { listen_addr: [x }\n', "c.yaml");
   assert.match(other.issues[0].excerpt!, /listen_addr: \[x \}/);
 });
+
+Deno.test("parseConfig gives a fix for a listen address written as a bare port", () => {
+  const route = "routes:\n  /: { type: static, root: . }\n";
+  assert.deepEqual(problems(`listen_addr: 3000\nadmin: { listen_addr: 9090 }\n${route}`), [
+    "c.yaml:1:1: error: listen_addr: Expected a string, got number 3000\n  fix: Name the " +
+    'address too, in quotes: "0.0.0.0:3000" (every IPv4 address), "[::]:3000" (every address) ' +
+    'or "127.0.0.1:3000" (this machine only)',
+    "c.yaml:2:10: error: admin.listen_addr: Expected a string, got number 9090\n  fix: Name the " +
+    'address too, in quotes: "0.0.0.0:9090" (every IPv4 address), "[::]:9090" (every address) ' +
+    'or "127.0.0.1:9090" (this machine only)',
+  ]);
+});
+
+Deno.test("parseConfig says to write seconds alone where a key counts seconds (timeout_secs: 2s)", () => {
+  const hc = "health_check: { interval_secs: 1m, timeout_secs: 2s, healthy_threshold: 2s }\n";
+  assert.deepEqual(problems(`${hc}${HEAD}  /: { type: static, root: . }\n`), [
+    'c.yaml:1:17: error: health_check.interval_secs: Expected a number, got string "1m"\n' +
+    "  fix: Write the number of seconds alone: 60",
+    'c.yaml:1:36: error: health_check.timeout_secs: Expected a number, got string "2s"\n' +
+    "  fix: Write the number of seconds alone: 2",
+    'c.yaml:1:54: error: health_check.healthy_threshold: Expected a number, got string "2s"',
+  ]);
+  assert.deepEqual(
+    problems(`health_check: { timeout_secs: 500ms }\n${HEAD}  /: { type: static, root: . }\n`),
+    [
+      'c.yaml:1:17: error: health_check.timeout_secs: Expected a number, got string "500ms"\n' +
+      "  fix: Write a whole number of seconds, e.g. 1",
+    ],
+  );
+});
+
+Deno.test("parseConfig says how to write a list given where a mapping belongs", () => {
+  assert.deepEqual(problems('- listen_addr: "127.0.0.1:3000"\n  routes: {}\n'), [
+    "c.yaml:1:1: error: The config must be a mapping of keys such as listen_addr and routes\n" +
+    '  fix: Remove the "- " before listen_addr: the top-level keys are written at the start of ' +
+    "their lines, without a list dash",
+  ]);
+  assert.deepEqual(problems("hello\n"), [
+    "c.yaml:1:1: error: The config must be a mapping of keys such as listen_addr and routes\n" +
+    "  fix: Check that --config names the config file; it starts with keys, e.g. " +
+    'listen_addr: "127.0.0.1:3000"',
+  ]);
+  const list = 'listen_addr: "127.0.0.1:3000"\nroutes:\n  - path: /api\n    type: proxy\n' +
+    "    target: http://127.0.0.1:8080\n";
+  assert.deepEqual(problems(list), [
+    "c.yaml:2:1: error: routes: Expected a mapping, got a list\n  fix: Key each route by its " +
+    'path instead of a list item: "/api": { type: proxy, target: … } (README "Routes")',
+  ]);
+});
