@@ -316,7 +316,7 @@ function toIssues(
         ? "Give it a value (an empty key counts as absent)"
         : issue.code === "invalid_value"
         ? `Add ${key}: one of ${issue.values.map(String).join(", ")}`
-        : undefined,
+        : missingHint(path, raw),
     }];
   }
   if (isMissingType(issue, path, raw)) {
@@ -350,6 +350,29 @@ function toIssues(
     message: describe(issue),
     hint: hintFor(issue, path, raw),
   }];
+}
+
+/** What to write for a required key a new config most often lacks. */
+function missingHint(path: (string | number)[], raw: unknown): string | undefined {
+  const key = path.join(".");
+  if (key === "listen_addr") {
+    return 'Add listen_addr: "127.0.0.1:3000" (IP:PORT; "0.0.0.0:3000" listens on every IPv4 address)';
+  }
+  if (key === "routes") {
+    return 'Add routes: with one route per path, e.g. "/": { type: proxy, target: "http://127.0.0.1:8080" }';
+  }
+  if (path.length !== 3 || path[0] !== "routes") return undefined;
+  const type = (valueAt(raw, path.slice(0, -1)) as { type?: unknown } | undefined)?.type;
+  if (path[2] === "root" && type === "static") {
+    return "Add root: the directory to serve, e.g. ./public";
+  }
+  if (path[2] !== "target") return undefined;
+  if (type === "redirect") {
+    return "Add target: where to send the client, e.g. https://example.com/new or /new";
+  }
+  if (type === "proxy") return "Add target: the upstream's URL, e.g. http://127.0.0.1:8080";
+  if (type === "websocket") return "Add target: the upstream's URL, e.g. ws://127.0.0.1:8080";
+  return undefined;
 }
 
 /**

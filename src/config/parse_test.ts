@@ -509,3 +509,26 @@ Deno.test("parseConfig says how to write a list given where a mapping belongs", 
     'path instead of a list item: "/api": { type: proxy, target: … } (README "Routes")',
   ]);
 });
+
+Deno.test("parseConfig says what to add for a missing listen_addr, routes, target or root", () => {
+  assert.deepEqual(problems("routes:\n  /a: { type: redirect }\n  /b: { type: proxy }\n"), [
+    'c.yaml:1:1: error: listen_addr: Missing required key "listen_addr"\n  fix: Add ' +
+    'listen_addr: "127.0.0.1:3000" (IP:PORT; "0.0.0.0:3000" listens on every IPv4 address)',
+    'c.yaml:2:3: error: routes./a.target: Missing required key "target"\n  fix: Add target: ' +
+    "where to send the client, e.g. https://example.com/new or /new",
+    'c.yaml:3:3: error: routes./b.target: Missing required key "target"\n  fix: Add target: ' +
+    "the upstream's URL, e.g. http://127.0.0.1:8080",
+  ]);
+  const more = 'listen_addr: "127.0.0.1:3000"\nroutes:\n  /c: { type: static }\n' +
+    "  /d: { type: websocket }\n";
+  assert.deepEqual(problems(more), [
+    'c.yaml:3:3: error: routes./c.root: Missing required key "root"\n  fix: Add root: the ' +
+    "directory to serve, e.g. ./public",
+    'c.yaml:4:3: error: routes./d.target: Missing required key "target"\n  fix: Add target: ' +
+    "the upstream's URL, e.g. ws://127.0.0.1:8080",
+  ]);
+  assert.deepEqual(problems('listen_addr: "127.0.0.1:3000"\n'), [
+    'c.yaml:1:1: error: routes: Missing required key "routes"\n  fix: Add routes: with one ' +
+    'route per path, e.g. "/": { type: proxy, target: "http://127.0.0.1:8080" }',
+  ]);
+});
