@@ -143,6 +143,12 @@ function concat(chunks: Uint8Array[], total: number): Uint8Array {
 
 type PairIssue = { error: string; field: "cert_path" | "key_path"; hint?: string };
 
+/** The files a certificate directory usually holds (certbot, Kubernetes TLS secrets, others). */
+const PEM_NAMES: Record<PairIssue["field"], string[]> = {
+  cert_path: ["fullchain.pem", "cert.pem", "tls.crt", "server.crt"],
+  key_path: ["privkey.pem", "key.pem", "tls.key", "server.key"],
+};
+
 /** A certificate or key file's text, or why it cannot be read (permissions, a directory). */
 function readPem(path: string, field: PairIssue["field"]): string | PairIssue {
   try {
@@ -150,6 +156,26 @@ function readPem(path: string, field: PairIssue["field"]): string | PairIssue {
   } catch (err) {
     if (err instanceof FileTooLarge) {
       return { field, error: `Cannot read ${path}: ${err.message}`, hint: TOO_LARGE_HINT };
+    }
+    // `key_path: /etc/letsencrypt/live/example.com`: the directory, not the file in it.
+    if (err instanceof Deno.errors.IsADirectory) {
+      const inside = PEM_NAMES[field].map((n) => `${path.replace(/\/+$/, "")}/${n}`)
+        .find((p) => {
+          try {
+            return Deno.statSync(p).isFile;
+          } catch {
+            return false;
+          }
+        });
+      return {
+        field,
+        error: `${path} is a directory, not a file`,
+        hint: inside
+          ? `Name the file itself: ${inside}`
+          : `Name the file itself (${
+            field === "key_path" ? "a PEM private key" : "a PEM certificate chain"
+          })`,
+      };
     }
     return {
       field,

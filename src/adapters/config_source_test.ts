@@ -49,6 +49,32 @@ Deno.test("denoEnv.certificate says when cert_path and key_path are swapped", ()
   assert.match(plain.hint!, /BEGIN CERTIFICATE/);
 });
 
+Deno.test("denoEnv.certificate says a directory named as cert_path or key_path is one, and names the file in it", async () => {
+  const dir = new URL("../../tests/fixtures/config/certs/", import.meta.url).pathname;
+  // certbot's layout: /etc/letsencrypt/live/<name>/{fullchain,privkey}.pem.
+  const live = await Deno.makeTempDir({ prefix: "prox-live-" });
+  try {
+    await Deno.copyFile(`${dir}cert.pem`, `${live}/fullchain.pem`);
+    await Deno.copyFile(`${dir}key.pem`, `${live}/privkey.pem`);
+    // Only "Cannot read …: Is a directory (os error 21)" was said, without a fix.
+    const key = denoEnv.certificate(`${live}/fullchain.pem`, live);
+    assert.ok("error" in key);
+    assert.equal(key.field, "key_path");
+    assert.equal(key.error, `${live} is a directory, not a file`);
+    assert.equal(key.hint, `Name the file itself: ${live}/privkey.pem`);
+    const cert = denoEnv.certificate(live, `${live}/privkey.pem`);
+    assert.ok("error" in cert);
+    assert.equal(cert.field, "cert_path");
+    assert.equal(cert.hint, `Name the file itself: ${live}/fullchain.pem`);
+    await Deno.remove(`${live}/privkey.pem`);
+    const none = denoEnv.certificate(`${live}/fullchain.pem`, `${live}/`);
+    assert.ok("error" in none);
+    assert.equal(none.hint, "Name the file itself (a PEM private key)");
+  } finally {
+    await Deno.remove(live, { recursive: true });
+  }
+});
+
 Deno.test("denoEnv.certificate says an encrypted key needs decrypting", async () => {
   const dir = new URL("../../tests/fixtures/config/certs/", import.meta.url).pathname;
   const tmp = await Deno.makeTempDir({ prefix: "prox-enc-key-" });
