@@ -532,3 +532,21 @@ Deno.test("parseConfig says what to add for a missing listen_addr, routes, targe
     'route per path, e.g. "/": { type: proxy, target: "http://127.0.0.1:8080" }',
   ]);
 });
+
+Deno.test("parseConfig explains a ': ' inside a plain value, a key without a colon and a line between two indents", () => {
+  const route = `${HEAD}  /api:\n    type: respond\n`;
+  assert.deepEqual(problems(`${route}    body: Error: not found # the page\n`), [
+    'c.yaml:5:11: error: YAML syntax error: The value holds ": ", which YAML reads as the start ' +
+    'of another key\n  fix: Quote the value: body: "Error: not found"',
+  ]);
+  assert.deepEqual(problems(`${route}    status\n`), [
+    'c.yaml:5:5: error: YAML syntax error: "status" has no colon after it\n  fix: Write ' +
+    "status: and its value, or remove the line",
+  ]);
+  // Between the route's keys (4 spaces) and the routes (2): which one was meant is for the user.
+  assert.deepEqual(problems(`${route}   status: 404\n`), [
+    "c.yaml:5:4: error: YAML syntax error: Line 5 is indented 3 spaces, which lines up with no " +
+    "key above it\n  fix: Indent it 4 spaces like line 4 (a key of that mapping), or 2 like " +
+    "line 3",
+  ]);
+});

@@ -153,7 +153,26 @@ function explain(
       );
     case "TAB_AS_INDENT":
       return syntax(err.message, "Indent with spaces: YAML does not allow tabs there");
+    case "BLOCK_AS_IMPLICIT_KEY": {
+      // `body: Error: not found`: the second ": " would start a mapping inside the value.
+      const line = text.split(/\r?\n/)[lc.linePos(at).line - 1] ?? "";
+      const m = /^\s*(?:- )?([^\s:#"'][^:#]*?):\s+(.*?)\s*(?:\s#.*)?$/.exec(line);
+      if (!m || !/: /.test(m[2]) || /^["'[{]/.test(m[2])) return syntax(err.message, GENERIC_HINT);
+      const quoted = m[2].replaceAll("\\", "\\\\").replaceAll('"', '\\"');
+      return syntax(
+        'The value holds ": ", which YAML reads as the start of another key',
+        `Quote the value: ${m[1]}: "${quoted}"`,
+      );
+    }
     case "MISSING_CHAR": {
+      // `status` alone on its line: a key without its colon.
+      const word = /^([A-Za-z_][\w.-]*)[ \t]*(?:#.*)?(?:\r?\n|$)/.exec(text.slice(at))?.[1];
+      if (/^Implicit map keys need to be followed by map values/.test(err.message) && word) {
+        return syntax(
+          `"${word}" has no colon after it`,
+          `Write ${word}: and its value, or remove the line`,
+        );
+      }
       const quoted = /quote$/.test(err.message) ? openQuote(doc, at) : undefined;
       if (quoted === undefined) return syntax(err.message, GENERIC_HINT);
       return syntax(
@@ -163,6 +182,19 @@ function explain(
       );
     }
     case "BAD_INDENT": {
+      if (/^All mapping items must start at the same column/.test(err.message)) {
+        const between = betweenIndents(text, lc.linePos(at).line - 1);
+        if (between) {
+          const { line, indent, deeper, shallower } = between;
+          const spaces = (n: number) => n === 1 ? "1 space" : `${n} spaces`;
+          return syntax(
+            `Line ${line} is indented ${spaces(indent)}, which lines up with no key above it`,
+            `Indent it ${spaces(deeper.indent)} like line ${deeper.line} (a key of that mapping)` +
+              (shallower ? `, or ${shallower.indent} like line ${shallower.line}` : ""),
+            lc.lineStarts[line - 1] + indent,
+          );
+        }
+      }
       const close = /end with an? ([\]}])$/.exec(err.message)?.[1];
       const open = close ? openFlow(doc, at) : undefined;
       if (open === undefined) return syntax(err.message, GENERIC_HINT);
@@ -208,6 +240,38 @@ function explain(
       return syntax(err.message, quote ?? GENERIC_HINT);
     }
   }
+}
+
+/**
+ * A line (index `i`) indented less than the line above it but more than the key that holds that
+ * line: the nearest key columns above and below its indentation, with their 1-based lines.
+ */
+function betweenIndents(text: string, i: number): {
+  line: number;
+  indent: number;
+  deeper: { indent: number; line: number };
+  shallower?: { indent: number; line: number };
+} | undefined {
+  const lines = text.split(/\r?\n/);
+  const column = (l: string) => l.length - l.trimStart().length;
+  // The column of the keys a line holds: after its list dashes (`- path: /a`).
+  const keyColumn = (l: string) => column(l) + (/^(?:- +)*/.exec(l.trimStart())?.[0].length ?? 0);
+  const indent = column(lines[i] ?? "");
+  const levels: { indent: number; line: number }[] = [];
+  for (let j = i - 1; j >= 0; j--) {
+    const l = lines[j];
+    if (l.trim() === "" || l.trimStart().startsWith("#")) continue;
+    const min = levels.at(-1)?.indent ?? Infinity;
+    if (column(l) < min || levels.length === 0) levels.push({ indent: keyColumn(l), line: j + 1 });
+    if (column(l) === 0) break;
+  }
+  const deeper = levels.filter((l) => l.indent > indent).at(-1);
+  // Dedented from the line above, yet onto no column of a key that holds it.
+  if (!deeper || levels[0].indent <= indent || levels.some((l) => l.indent === indent)) {
+    return undefined;
+  }
+  const shallower = levels.find((l) => l.indent < indent);
+  return { line: i + 1, indent, deeper, shallower };
 }
 
 /** The start of the innermost flow collection (`{…}`, `[…]`) open before `at`. */
