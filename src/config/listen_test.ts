@@ -77,6 +77,20 @@ Deno.test("validateConfig: listeners are compared as addresses, not as text", ()
   ]);
   assert.match(issues("[0:0::1]:8080").join(), /is the same address as listen_addr/);
   assert.deepEqual(issues("[::2]:8080"), []);
+  // Two addresses, one port: "the same address" was said of 127.0.0.1 and 0.0.0.0.
+  assert.deepEqual(issues("127.0.0.1:8080"), [
+    "admin.listen_addr (127.0.0.1:8080) shares port 8080 with listen_addr (0.0.0.0:8080), " +
+    "which listens on every IPv4 address",
+  ]);
+  const any = loadConfigText(
+    'listen_addr: "127.0.0.1:8080"\nadmin: { listen_addr: "[::]:8080", token: t }\n' +
+      "routes: { /: { type: static, root: . } }\n",
+    { file: "c.yaml", env },
+  );
+  assert.deepEqual(any.issues.map((i) => i.message), [
+    "admin.listen_addr ([::]:8080) listens on every address, so on listen_addr's port 8080 " +
+    "(127.0.0.1:8080) too",
+  ]);
   const v4 = loadConfigText(
     'listen_addr: "0.0.0.0:8080"\nadmin: { listen_addr: "[::1]:8080" }\n' +
       "routes: { /: { type: static, root: . } }\n",

@@ -164,9 +164,16 @@ export function validateConfig(
     for (const [other, otherText] of listeners.slice(0, i)) {
       const b = parseListenAddr(otherText);
       if (typeof b !== "string" && listenersOverlap(a, b)) {
+        const every = (h: string) => h === "::" ? "every address" : "every IPv4 address";
         err(
           path,
-          `${dotted(path)} (${text}) is the same address as ${dotted(other)} (${otherText})`,
+          a.hostname === b.hostname
+            ? `${dotted(path)} (${text}) is the same address as ${dotted(other)} (${otherText})`
+            : a.hostname === "::" || a.hostname === "0.0.0.0"
+            ? `${dotted(path)} (${text}) listens on ${every(a.hostname)}, so on ` +
+              `${dotted(other)}'s port ${a.port} (${otherText}) too`
+            : `${dotted(path)} (${text}) shares port ${a.port} with ${dotted(other)} ` +
+              `(${otherText}), which listens on ${every(b.hostname)}`,
           "Give each listener its own port",
         );
       }

@@ -36,8 +36,8 @@ Deno.test("validateTcp: an IPv6 tcp listener on [::] clashes with an IPv4 one of
   b: { listen_addr: "10.0.0.1:5432", targets: ["10.0.0.6:5432"] }
 `;
   assert.deepEqual(errors(yaml), [
-    "tcp.b.listen_addr: tcp.b.listen_addr (10.0.0.1:5432) is the same address as " +
-    "tcp.a.listen_addr ([::]:5432)",
+    "tcp.b.listen_addr: tcp.b.listen_addr (10.0.0.1:5432) shares port 5432 with " +
+    "tcp.a.listen_addr ([::]:5432), which listens on every address",
   ]);
 });
 
