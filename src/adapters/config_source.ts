@@ -367,7 +367,37 @@ export async function loadSource(
   }
   const decoded = decodeConfig(bytes, file);
   if ("issue" in decoded) return { issues: [decoded.issue] };
-  return { ...loadConfigText(decoded.text, { file, env: denoEnv }), text: decoded.text };
+  const loaded = loadConfigText(decoded.text, { file, env: denoEnv });
+  if (!stdin) besideConfig(loaded.issues, source.path);
+  return { ...loaded, text: decoded.text };
+}
+
+/**
+ * A relative path is looked up from the working directory (README "Config reference"), so
+ * `prox serve -c /etc/prox/prox.yaml` started elsewhere (a service manager starts in `/`) misses
+ * `./certs/…` kept beside the config. Where the missing path is there beside the config, the fix
+ * says so instead of only "fix the path".
+ */
+function besideConfig(issues: ConfigIssue[], configPath: string): void {
+  const slash = configPath.lastIndexOf("/");
+  if (slash < 0) return;
+  const dir = configPath.startsWith("/")
+    ? configPath.slice(0, slash) || "/"
+    : `${Deno.cwd()}/${configPath.slice(0, slash)}`;
+  for (const issue of issues) {
+    if (!issue.hint || !/working directory/.test(issue.hint)) continue;
+    const missing = / not found: (.+)$/.exec(issue.message)?.[1];
+    if (!missing || missing.startsWith("/")) continue;
+    const beside = `${dir.replace(/\/+$/, "")}/${missing.replace(/^(?:\.\/)+/, "")}`;
+    try {
+      Deno.statSync(beside);
+    } catch {
+      continue;
+    }
+    if (Deno.realPathSync(dir) === Deno.cwd()) return;
+    issue.hint = `${missing} is looked up from the working directory (${Deno.cwd()}), not from ` +
+      `the config's; it is there beside the config: write ${beside}, or start prox in ${dir}`;
+  }
 }
 
 /** Config bytes as text, or the issue that locates the first byte that is not UTF-8. */

@@ -75,6 +75,37 @@ Deno.test("denoEnv.certificate says a directory named as cert_path or key_path i
   }
 });
 
+Deno.test("loadSource says a relative path not found from the working directory is next to the config", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "prox-cfgdir-" });
+  try {
+    await Deno.mkdir(`${dir}/site-beside-config`);
+    const path = `${dir}/prox.yaml`;
+    await Deno.writeTextFile(
+      path,
+      'listen_addr: "127.0.0.1:0"\nroutes:\n  /: { type: static, root: ./site-beside-config }\n' +
+        "  /b: { type: static, root: ./nowhere-at-all }\n",
+    );
+    const r = await loadSource({ path });
+    assert.deepEqual(r.issues.map((i) => [i.line, i.message, i.hint]), [
+      [
+        3,
+        "Directory not found: ./site-beside-config",
+        // It said only that relative paths start from the working directory.
+        `./site-beside-config is looked up from the working directory (${Deno.cwd()}), not from ` +
+        `the config's; it is there beside the config: write ${dir}/site-beside-config, or start ` +
+        `prox in ${dir}`,
+      ],
+      [
+        4,
+        "Directory not found: ./nowhere-at-all",
+        "Create it or fix the path (relative to the working directory)",
+      ],
+    ]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("denoEnv.certificate says an encrypted key needs decrypting", async () => {
   const dir = new URL("../../tests/fixtures/config/certs/", import.meta.url).pathname;
   const tmp = await Deno.makeTempDir({ prefix: "prox-enc-key-" });
