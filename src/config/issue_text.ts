@@ -158,6 +158,28 @@ export function hintFor(
       return "Write true or false (YAML 1.2 reads yes/no/on/off as strings)";
     }
   }
+  // `compress: yes` where true, false or a mapping is taken (a union of them).
+  if (
+    issue.code === "invalid_union" && typeof value === "string" &&
+    /^(yes|no|on|off|y|n)$/i.test(value) && unionExpects(issue, "boolean")
+  ) {
+    return "Write true or false (YAML 1.2 reads yes/no/on/off as strings)";
+  }
+  // `- X-A: a` items where a mapping belongs (request_headers, error_pages…).
+  if (
+    issue.code === "invalid_type" && (issue.expected === "record" || issue.expected === "object") &&
+    Array.isArray(value) && value.length > 0 &&
+    value.every((v) =>
+      v !== null && typeof v === "object" && !Array.isArray(v) && Object.keys(v).length === 1
+    )
+  ) {
+    const [k, v] = Object.entries(value[0] as Record<string, unknown>)[0] ?? [];
+    if (k !== undefined && (v === null || typeof v !== "object")) {
+      return `Remove the "- " before each entry: a mapping is written ${k}: ${
+        v ?? ""
+      }, one per line`;
+    }
+  }
   if (value === null && typeof path.at(-1) === "number") {
     return "An empty list item: remove its - line or give it a value";
   }
@@ -174,6 +196,14 @@ export function hintFor(
     if (guess) return `Did you mean "${guess}"?`;
   }
   return undefined;
+}
+
+/** Whether one branch of a union wanted a value of zod type `type` (boolean, string…). */
+function unionExpects(issue: z.core.$ZodIssue, type: string): boolean {
+  const branches = (issue as { errors?: z.core.$ZodIssue[][] }).errors ?? [];
+  return branches.some((b) =>
+    b[0]?.code === "invalid_type" && (b[0] as { expected: string }).expected === type
+  );
 }
 
 function kindOf(v: unknown): string {

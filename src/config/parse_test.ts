@@ -550,3 +550,21 @@ Deno.test("parseConfig explains a ': ' inside a plain value, a key without a col
     "line 3",
   ]);
 });
+
+Deno.test("parseConfig suggests a key's plural for its singular (retry: retries)", () => {
+  const text = `${HEAD}  /:\n    type: proxy\n    target: http://a\n    retry: { attempts: 3 }\n`;
+  assert.deepEqual(problems(text), [
+    'c.yaml:6:5: error: routes./.retry: Unknown key "retry"\n  fix: Did you mean "retries"?',
+  ]);
+});
+
+Deno.test("parseConfig says yes/no is no boolean where a mapping is allowed too, and to drop list dashes", () => {
+  const text = `compress: yes\n${HEAD}  /:\n    type: proxy\n    target: http://a\n` +
+    "    request_headers:\n      - X-A: a\n      - X-B: b\n";
+  assert.deepEqual(problems(text), [
+    'c.yaml:1:1: error: compress: Expected true or false or a mapping, got string "yes"\n' +
+    "  fix: Write true or false (YAML 1.2 reads yes/no/on/off as strings)",
+    "c.yaml:7:5: error: routes./.request_headers: Expected a mapping, got a list\n  fix: " +
+    'Remove the "- " before each entry: a mapping is written X-A: a, one per line',
+  ]);
+});

@@ -34,5 +34,9 @@ export function suggest(input: string, candidates: readonly string[]): string | 
     const l = c.toLowerCase();
     return Math.min(l.length, lower.length) >= 3 && (l.startsWith(lower) || lower.startsWith(l));
   });
-  return stem.length === 1 ? stem[0] : undefined;
+  if (stem.length === 1) return stem[0];
+  // The singular or plural of one candidate: "retry" for retries, "header" for headers.
+  const singular = (w: string) => w.replace(/ies$/, "y").replace(/s$/, "");
+  const number = candidates.filter((c) => singular(c.toLowerCase()) === singular(lower));
+  return number.length === 1 && lower.length >= 3 ? number[0] : undefined;
 }
