@@ -126,9 +126,9 @@ interopTest(
         new RegExp(`openssl pkey -inform DER -in ${dir}/key.der -out key.pem`),
       );
       // A directory (or a file Prox may not read) was "Cannot read a PEM certificate", with a
-      // hint about the PEM format.
+      // hint about the PEM format; then "Is a directory (os error 21)", with none.
       assert.deepEqual(await issues(dir, `${TLS}/key.pem`), [
-        `tls.cert_path: Cannot read ${dir}: Is a directory (os error 21) / undefined`,
+        `tls.cert_path: ${dir} is a directory, not a file / Name the file itself (a PEM certificate chain)`,
       ]);
     }),
 );
