@@ -3,6 +3,7 @@
 // deno-lint-ignore-file no-console
 
 import { parseArgs } from "node:util";
+import { suggest } from "./src/domain/suggest.ts";
 import { formatIssue } from "./src/config/load.ts";
 import type { ConfigIssue } from "./src/config/parse.ts";
 import type { Config } from "./src/config/schema.ts";
@@ -71,42 +72,50 @@ const COMMANDS = [
 
 /** Runs the CLI with the given arguments; returns the exit code (serve returns on shutdown). */
 export async function main(args: string[]): Promise<number> {
+  const options = {
+    config: { type: "string", short: "c" },
+    format: { type: "string" },
+    "log-level": { type: "string" },
+    "pid-file": { type: "string" },
+    takeover: { type: "boolean" },
+    "no-watch": { type: "boolean" },
+    workers: { type: "string" },
+    header: { type: "string", short: "H", multiple: true },
+    "client-ip": { type: "string" },
+    against: { type: "string" },
+    json: { type: "boolean" },
+    "fail-on-change": { type: "boolean" },
+    samples: { type: "string" },
+    admin: { type: "string" },
+    token: { type: "string" },
+    interval: { type: "string" },
+    once: { type: "boolean" },
+    from: { type: "string" },
+    to: { type: "string", multiple: true },
+    spa: { type: "boolean" },
+    browse: { type: "boolean" },
+    "preserve-host": { type: "boolean" },
+    "print-config": { type: "boolean" },
+    help: { type: "boolean", short: "h" },
+    version: { type: "boolean", short: "V" },
+  } as const;
   let parsed;
   try {
-    parsed = parseArgs({
-      args,
-      allowPositionals: true,
-      strict: true,
-      options: {
-        config: { type: "string", short: "c" },
-        format: { type: "string" },
-        "log-level": { type: "string" },
-        "pid-file": { type: "string" },
-        takeover: { type: "boolean" },
-        "no-watch": { type: "boolean" },
-        workers: { type: "string" },
-        header: { type: "string", short: "H", multiple: true },
-        "client-ip": { type: "string" },
-        against: { type: "string" },
-        json: { type: "boolean" },
-        "fail-on-change": { type: "boolean" },
-        samples: { type: "string" },
-        admin: { type: "string" },
-        token: { type: "string" },
-        interval: { type: "string" },
-        once: { type: "boolean" },
-        from: { type: "string" },
-        to: { type: "string", multiple: true },
-        spa: { type: "boolean" },
-        browse: { type: "boolean" },
-        "preserve-host": { type: "boolean" },
-        "print-config": { type: "boolean" },
-        help: { type: "boolean", short: "h" },
-        version: { type: "boolean", short: "V" },
-      },
-    });
+    parsed = parseArgs({ args, allowPositionals: true, strict: true, options });
   } catch (err) {
-    console.error(`prox: ${err instanceof Error ? err.message : String(err)}`);
+    const message = err instanceof Error ? err.message : String(err);
+    // node:util's own text tells to pass "--formt" after "--" as a positional argument.
+    const option = /^Unknown option '(-[^']*)'/.exec(message)?.[1];
+    if (option !== undefined) {
+      console.error(`prox: unknown option "${option}"`);
+      const guess = option.startsWith("--")
+        ? suggest(option.slice(2), Object.keys(options))
+        : undefined;
+      if (guess) console.error(`Did you mean --${guess}?`);
+      console.error("Run `prox --help` for usage.");
+      return 2;
+    }
+    console.error(`prox: ${message}`);
     console.error("Run `prox --help` for usage.");
     return 2;
   }

@@ -167,6 +167,13 @@ Deno.test("prox usage errors exit 2: unknown option, unknown command, --takeover
   const unknown = await prox(["serve", "--bogus"]);
   assert.equal(unknown.code, 2);
   assert.match(unknown.stderr, /bogus/);
+  // node:util's text told to place "--formt" after "--" as a positional argument.
+  const typo = await prox(["validate", "--formt", "json"]);
+  assert.equal(typo.code, 2);
+  assert.equal(
+    typo.stderr,
+    'prox: unknown option "--formt"\nDid you mean --format?\nRun `prox --help` for usage.\n',
+  );
   const cmd = await prox(["frobnicate"]);
   assert.equal(cmd.code, 2);
   assert.match(cmd.stderr, /unknown command "frobnicate"/);
