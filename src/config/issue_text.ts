@@ -113,7 +113,9 @@ export function hintFor(
   if (issue.code === "invalid_value" && typeof value === "string") {
     if (issue.values.some((v) => String(v) === value)) return `Remove the quotes: ${value}`;
     const guess = suggest(value, issue.values.map(String));
-    if (guess) return `Did you mean "${guess}"?`;
+    // `status_code: 301s`: the number itself, unquoted ("301" is refused as a string).
+    const number = issue.values.some((v) => typeof v === "number" && String(v) === guess);
+    if (guess) return number ? `Did you mean ${guess}?` : `Did you mean "${guess}"?`;
   }
   // `listen_addr: 3000` as nginx's `listen 3000;`: Prox binds the address it is given.
   if (

@@ -275,8 +275,13 @@ function toIssues(
     return issue.keys.map((key) => {
       const keyPath = [...path, key];
       const known = knownKeysAt(raw, path);
+      // `headers:` for request_headers and response_headers: both named, neither chosen.
+      const suffixed = known.filter((k) => k.endsWith(`_${key.toLowerCase()}`));
       const guess = suggest(key, known);
       const elsewhere = path.length === 2 && path[0] === "routes" ? routeTypesWithKey(key) : [];
+      // `rate_limit:` at the top level, as Caddy and Traefik have global ones: Prox's is per route.
+      const routeOnly = path.length === 0 && !ROUTE_KEYS.has(key) &&
+        routeTypesWithKey(key).length > 0;
       return {
         ...base,
         ...pos(offsetOf(doc, keyPath)),
@@ -287,8 +292,12 @@ function toIssues(
           : `Unknown key "${key}"`,
         hint: elsewhere.length
           ? (guess ? `Did you mean "${guess}"? Else remove it` : "Remove it")
+          : routeOnly
+          ? `${key} is a key of a route, not of the top level: put it under each route that needs it`
           : guess
           ? `Did you mean "${guess}"?`
+          : suffixed.length > 1 && suffixed.length <= 3
+          ? `Did you mean ${suffixed.map((k) => `"${k}"`).join(" or ")}?`
           : path.length === 0 && anchored(pairAt(doc, keyPath))
           ? "Shared settings for aliases go under a top-level key starting with x- " +
             `(e.g. x-${key}), which Prox ignores`

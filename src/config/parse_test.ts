@@ -568,3 +568,19 @@ Deno.test("parseConfig says yes/no is no boolean where a mapping is allowed too,
     'Remove the "- " before each entry: a mapping is written X-A: a, one per line',
   ]);
 });
+
+Deno.test("parseConfig: a route key at the top level, headers for two keys, a number's typo unquoted", () => {
+  const text = "rate_limit: { by: ip, requests: 10, period: 1s }\n" +
+    `${HEAD}  /:\n    type: proxy\n    target: http://a\n    headers: { Host: a }\n` +
+    "  /old:\n    type: redirect\n    target: https://example.com/new\n    status_code: 301s\n";
+  assert.deepEqual(problems(text), [
+    // It said 'Did you mean "rate_limit_store"?', a Redis connection.
+    'c.yaml:1:1: error: rate_limit: Unknown key "rate_limit"\n  fix: rate_limit is a key of ' +
+    "a route, not of the top level: put it under each route that needs it",
+    'c.yaml:7:5: error: routes./.headers: Unknown key "headers"\n  fix: Did you mean ' +
+    '"request_headers" or "response_headers" or "browser_headers"?',
+    // It said 'Did you mean "301"?', which is refused as a string.
+    "c.yaml:11:5: error: routes./old.status_code: Invalid value: expected one of 301, 302, 303, " +
+    "307, 308\n  fix: Did you mean 301?",
+  ]);
+});
