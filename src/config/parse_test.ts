@@ -206,8 +206,9 @@ Deno.test("loadConfigText warns when metrics on the main listener hide a route's
 
 Deno.test("parseConfig says to quote a value YAML reads as something else", () => {
   assert.deepEqual(problems("listen_addr: [::]:3000\nroutes: {}\n"), [
-    "c.yaml:1:18: error: YAML syntax error: Unexpected scalar at node end\n  fix: If [::]:3000 " +
-    'is meant as text, quote it: "[::]:3000"',
+    "c.yaml:1:14: error: YAML syntax error: A plain value cannot start with [: YAML reads [::] " +
+    "as a list, then cannot read what follows\n  fix: If [::]:3000 is meant as text, quote it: " +
+    '"[::]:3000"',
   ]);
   assert.deepEqual(problems(`${HEAD}  /: { type: static, root: @app }\n`), [
     "c.yaml:3:28: error: YAML syntax error: Plain value cannot start with reserved character @\n" +
@@ -582,5 +583,12 @@ Deno.test("parseConfig: a route key at the top level, headers for two keys, a nu
     // It said 'Did you mean "301"?', which is refused as a string.
     "c.yaml:11:5: error: routes./old.status_code: Invalid value: expected one of 301, 302, 303, " +
     "307, 308\n  fix: Did you mean 301?",
+  ]);
+});
+
+Deno.test("parseConfig points at an unquoted [::]:443 from its start, and says YAML reads a list", () => {
+  assert.deepEqual(problems("listen_addr: [::]:443\nroutes:\n  /: { type: static, root: . }\n"), [
+    "c.yaml:1:14: error: YAML syntax error: A plain value cannot start with [: YAML reads [::] " +
+    'as a list, then cannot read what follows\n  fix: If [::]:443 is meant as text, quote it: "[::]:443"',
   ]);
 });

@@ -237,6 +237,19 @@ function explain(
       const quote = value && !/^[|>][-+0-9]*$/.test(value)
         ? `If ${value} is meant as text, quote it: "${value.replaceAll('"', '\\"')}"`
         : undefined;
+      // `[::]:443`: the caret was at ":443", after a list YAML had read whole.
+      const flow = !here && value && /^Unexpected scalar at node end/.test(err.message)
+        ? /^(\[[^\]]*\]|\{[^}]*\})./.exec(value)?.[1]
+        : undefined;
+      if (flow && value && quote) {
+        const start = lc.lineStarts[lc.linePos(at).line - 1] + line.indexOf(value);
+        return syntax(
+          `A plain value cannot start with ${flow[0]}: YAML reads ${flow} as a ` +
+            `${flow[0] === "[" ? "list" : "mapping"}, then cannot read what follows`,
+          quote,
+          start,
+        );
+      }
       return syntax(err.message, quote ?? GENERIC_HINT);
     }
   }
