@@ -173,8 +173,12 @@ function copyOf(
   if (req.tls) req.tls = { ...req.tls, serverName: undefined };
   // The route's proxy_protocol is its upstream's listener setting, not the mirror's.
   req.proxyHeader = undefined;
-  // So is its upstream_protocol: the mirror speaks HTTP/1.1 (or h2 by ALPN).
-  req.protocol = undefined;
+  // Its upstream_protocol goes along where the mirror's scheme can take it: a gRPC shadow listens
+  // as the route's targets do (h2c for http://, h2 for https://), and HTTP/1.1 reached none. Else
+  // the mirror speaks HTTP/1.1 (or h2 by ALPN).
+  const p = req.protocol;
+  const https = req.origin.protocol === "https:";
+  if ((p === "h2c" && https) || (p === "h2" && !https)) req.protocol = undefined;
   return req;
 }
 

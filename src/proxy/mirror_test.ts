@@ -23,6 +23,7 @@ interface Seen {
   headers: Map<string, string>;
   body: string | null;
   tls?: UpstreamRequest["tls"];
+  protocol?: UpstreamRequest["protocol"];
 }
 
 async function bodyText(body: UpstreamRequest["body"]): Promise<string | null> {
@@ -55,6 +56,7 @@ function setup(
           headers: new Map(req.headers),
           body: null,
           tls: req.tls,
+          protocol: req.protocol,
         };
         if (req.origin.hostname === "primary" && o.primary) return o.primary(req);
         s.body = await bodyText(req.body);
@@ -228,4 +230,30 @@ Deno.test("mirror keeps the route's TLS trust for an https mirror but not its se
   assert.equal(primary.tls?.serverName, "primary.internal");
   assert.equal(copy.tls?.insecureSkipVerify, true);
   assert.equal(copy.tls?.serverName, undefined);
+});
+
+Deno.test("mirror of an h2c route (gRPC) speaks h2c to an http mirror; h2 only to an https one", async () => {
+  const t = setup(`    type: proxy
+    target: "http://primary"
+    upstream_protocol: h2c
+    mirror: { target: ["http://shadow", "https://secure"] }`);
+  const res = await t.handler(
+    new Request("http://h/api/test.Echo/Echo", {
+      method: "POST",
+      body: new Uint8Array([0, 0, 0, 0, 1, 7]),
+      headers: { "content-type": "application/grpc", te: "trailers" },
+    }),
+    info,
+  );
+  await res.body?.cancel();
+  await settled();
+  const [primary] = t.seen.filter((s) => s.origin === "http://primary");
+  const [copy] = t.shadow();
+  const [secure] = t.seen.filter((s) => s.origin === "https://secure");
+  assert.equal(primary.protocol, "h2c");
+  // A gRPC shadow listens with h2c as the route's targets do: HTTP/1.1 reached none of them.
+  assert.equal(copy.protocol, "h2c");
+  // h2c cannot go over TLS: the https mirror chooses by ALPN.
+  assert.equal(secure.protocol, undefined);
+  assert.deepEqual(t.results, ["mirrored", "mirrored"]);
 });
