@@ -8,7 +8,9 @@
 // STREAMS allows, and a new session opens when every one is full or going away (GOAWAY). The
 // pool's admission (at most `maxConnectionsPerUpstream` requests in flight per origin, then a
 // bounded queue) is applied per request by the caller (upstream_slots.ts). Bodies stream both
-// ways within HTTP/2 flow control: what the upstream sends is let in as the client reads it.
+// ways within HTTP/2 flow control: what the upstream sends on a stream is let in as its client
+// reads it (at most STREAM_WINDOW held per stream); the connection's window is given back as
+// frames arrive (as grpc-go does), so a client that does not read stalls only its own stream.
 
 import { ProxyError } from "../domain/errors.ts";
 import { originHost, originName } from "../domain/upstream_origin.ts";
@@ -32,7 +34,10 @@ import { HpackDecoder, HpackEncoder, HpackError } from "./h2/hpack.ts";
 
 /** The stream window Prox gives the upstream for each response body (SETTINGS). */
 const STREAM_WINDOW = 1024 * 1024;
-/** The connection window Prox gives the upstream, over all its streams. */
+/**
+ * The connection window Prox gives the upstream, over all its streams; given back as DATA arrives
+ * (what Prox holds is bounded per stream), so it only paces the connection.
+ */
 const CONNECTION_WINDOW = 8 * 1024 * 1024;
 /** Frames Prox takes: the default SETTINGS_MAX_FRAME_SIZE, which it does not raise. */
 const MAX_FRAME = 16 * 1024;
@@ -625,19 +630,14 @@ class Session {
         }
       },
       cancel: () => {
-        // What was let in and will not be read is the connection's window again.
-        let unread = 0;
-        for (const chunk of s.chunks) unread += chunk.byteLength;
         s.chunks.length = 0;
-        this.#ackConnection(unread);
         this.#cancel(s, new ProxyError("client_gone", "Client went away", { source: this.source }));
       },
     }, { highWaterMark: 0 });
   }
 
-  /** The client read `n` bytes: window goes back once half of one was read. */
+  /** The client read `n` bytes: the stream's window goes back once half of it was read. */
   #ack(s: Stream, n: number): void {
-    this.#ackConnection(n);
     if (this.closed || s.remoteEnded || s.closed) return;
     s.unacked += n;
     if (s.unacked >= STREAM_WINDOW / 2) {
@@ -920,6 +920,10 @@ class Session {
     if (this.#recvWindow < 0) {
       throw new ConnectionError(ErrorCode.FLOW_CONTROL_ERROR, "DATA beyond the connection window");
     }
+    // The connection's window goes back as frames arrive, not as clients read: what a stream
+    // holds for its client is bounded by its own window. Given back as read, ten clients that
+    // did not read took all of it, and every other stream on the connection stalled.
+    this.#ackConnection(p.length);
     if (s !== undefined) s.active = UNSEEN;
     if (s !== undefined && !s.remoteEnded) {
       s.recvWindow -= p.length;
@@ -927,17 +931,12 @@ class Session {
         this.#out.u32(FrameType.RST_STREAM, id, ErrorCode.FLOW_CONTROL_ERROR);
         this.#flush();
         s.localEnded = s.remoteEnded = true;
-        this.#ackConnection(p.length);
         return this.#end(s, protocolError(this.source, "sent DATA beyond the stream window"));
       }
     }
-    // What no client reads (padding, a stream that is over) is given back at once.
-    const unread = s === undefined || s.remoteEnded || s.closed ? p.length : p.length - (len - off);
-    this.#ackConnection(unread);
-    if (s !== undefined && !s.remoteEnded && unread > 0) {
-      // Padding of a live stream: its window too (#ack does so for the stream as well).
-      s.unacked += unread;
-    }
+    // Padding of a live stream is no client's to read: its window is given back with the rest.
+    const padding = p.length - (len - off);
+    if (s !== undefined && !s.remoteEnded && padding > 0) s.unacked += padding;
     if (s === undefined) {
       if (this.#idle(id)) {
         throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "DATA on an idle stream");

@@ -507,6 +507,63 @@ Deno.test("h2c: a body the client cancels gives its unread bytes back to the con
   }
 });
 
+Deno.test("h2c: answers whose clients do not read hold only their own stream windows, not the connection's (other streams go on)", async () => {
+  let window = 65535;
+  let granted = () => {};
+  const SIZE = 1024 * 1024 - 16384;
+  const N = 10;
+  await using up = h2Server(async (p) => {
+    const requests: number[] = [];
+    let wake = () => {};
+    const reader = (async () => {
+      for (;;) {
+        const f = await p.frame();
+        if (f === null) {
+          granted(); // the client closed before its ACK: nothing more to wait for
+          return;
+        }
+        if (f.type === FrameType.WINDOW_UPDATE && f.stream === 0) window += u32(f.payload);
+        if (f.type === FrameType.HEADERS) {
+          p.dec.decode(f.payload, () => {});
+          requests.push(f.stream);
+        }
+        if (f.type === FrameType.PING && (f.flags & Flag.ACK)) granted();
+        wake();
+      }
+    })();
+    for (let n = 0; n < N; n++) {
+      while (requests.length === 0) await new Promise<void>((r) => wake = r);
+      const id = requests.shift()!;
+      // Within its stream's window, as much as the connection window allows.
+      const size = Math.min(SIZE, window);
+      window -= size;
+      const w = new FrameWriter();
+      p.head(w, id, [[":status", "200"]], false);
+      for (let off = 0; off < size; off += 16384) {
+        w.frame(FrameType.DATA, 0, id, new Uint8Array(Math.min(16384, size - off)));
+      }
+      w.frame(FrameType.PING, 0, 0, new Uint8Array(8));
+      const acked = new Promise<void>((r) => granted = r);
+      await p.send(w);
+      await acked; // every DATA frame was read by Prox
+    }
+    await reader;
+  });
+  const client = createUpstreamClient();
+  const answers: Response[] = [];
+  try {
+    // Ten slow clients, none reading: each answer holds at most its stream's 1 MiB in Prox.
+    for (let n = 0; n < N; n++) {
+      answers.push(await client.send(request(`${up.url}/`, { protocol: "h2c" })));
+    }
+    // The connection's window is not theirs to take: another stream's answer can still come.
+    await waitFor(() => window >= SIZE, { timeoutMs: 3_000, what: `window ${window}` });
+  } finally {
+    for (const res of answers) await res.body!.cancel();
+    await client.close();
+  }
+});
+
 Deno.test("h2c: a body shorter or longer than its content-length fails (RFC 9113 §8.1.1)", async () => {
   await using up = h2Server(async (p) => {
     for (;;) {
