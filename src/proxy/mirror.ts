@@ -84,6 +84,8 @@ export interface MirrorJob {
   body: Body;
   /** The upstream exchange failed: copies still waiting for the body are dropped. */
   abandon(): void;
+  /** Copies are still waiting for the body to pass. */
+  readonly waiting: boolean;
 }
 
 /**
@@ -137,11 +139,11 @@ export function startMirror(
     const bytes = policy.body ? body as Uint8Array<ArrayBuffer> | null : null;
     if (bytes && bytes.byteLength > policy.maxBody) settle(null, "dropped_body_too_large");
     else settle(bytes);
-    return { body, abandon() {} };
+    return { body, abandon() {}, waiting: false };
   }
   if (a.length > policy.maxBody) {
     settle(null, "dropped_body_too_large");
-    return { body, abandon() {} };
+    return { body, abandon() {}, waiting: false };
   }
   return {
     body: tap(
@@ -150,6 +152,9 @@ export function startMirror(
       settle,
     ),
     abandon: () => settle(null, "dropped_body_incomplete"),
+    get waiting() {
+      return pending;
+    },
   };
 }
 

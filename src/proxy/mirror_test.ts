@@ -257,3 +257,33 @@ Deno.test("mirror of an h2c route (gRPC) speaks h2c to an http mirror; h2 only t
   assert.equal(secure.protocol, undefined);
   assert.deepEqual(t.results, ["mirrored", "mirrored"]);
 });
+
+Deno.test("mirror gives its slot back when the upstream answers without reading the streamed body", async () => {
+  const t = setup(
+    `    type: proxy\n    target: "http://primary"\n    mirror: { target: "http://shadow", max_body: 1MiB }`,
+    // An answer before the upload (a 413, a gRPC error status): the body is never read.
+    { primary: () => Promise.resolve(new Response("no", { status: 413 })) },
+  );
+  const body = new ReadableStream<Uint8Array>({
+    pull(c) {
+      c.enqueue(new Uint8Array(REPLAY_CAP));
+    },
+  });
+  let delivered = () => {};
+  const completed = new Promise<void>((r) => delivered = r);
+  const res = await t.handler(
+    new Request("http://h/api", {
+      method: "POST",
+      body,
+      headers: { "transfer-encoding": "chunked" },
+    }),
+    { ...info, protocol: "h2", completed },
+  );
+  assert.equal(res.status, 413);
+  await res.body?.cancel();
+  delivered();
+  await settled();
+  assert.equal(t.shadow().length, 0);
+  assert.deepEqual(t.results, ["dropped_body_incomplete"]);
+  assert.equal(t.mirrors.slots.routes, 0, "the slot is given back");
+});

@@ -348,6 +348,13 @@ export async function proxyAction(
     if (deadline?.expired() && !client) throw deadline.error(ctx.upstream ?? "");
     throw err;
   }
+  if (mirror?.waiting) {
+    // An upstream may answer without reading the whole body (nothing in UpstreamClient makes it):
+    // once the answer is delivered the body will not pass whole, and copies still waiting for it
+    // are dropped. They held their slots for good, until mirroring on the route stopped.
+    const abandon = () => mirror.abandon();
+    ctx.info.completed?.then(abandon, abandon);
+  }
   if (route.rewrite_location && !compiled.pathRegex) res = relocated(ctx, route, res);
   // The client has dropped hop-by-hop fields already (see UpstreamClient).
   return deadline ? withDeadline(res, deadline) : res;
