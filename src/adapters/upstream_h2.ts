@@ -204,7 +204,10 @@ export function createH2Client(): UpstreamClient {
       if (req.signal?.aborted) onAbort();
       req.signal?.addEventListener("abort", onAbort, { once: true });
       const t = req.timeouts;
-      const limit = t.connect > 0 && t.responseHeader > 0 ? t.connect + t.responseHeader : 0;
+      // fetch does not tell when it has connected: the head's wait includes the connect's. With
+      // `connect: 0s` (no connect limit) it is response_header alone: it was no limit at all, and
+      // an upstream that never answered held the request for good.
+      const limit = t.responseHeader > 0 ? t.responseHeader + Math.max(t.connect, 0) : 0;
       const timer = limit > 0
         ? setTimeout(() =>
           ctl.abort(

@@ -284,3 +284,30 @@ Deno.test("upstream client over TLS: upstream_protocol http1 keeps an origin tha
     await client.close();
   }
 });
+
+Deno.test("upstream client over TLS: timeouts.connect 0s (none) keeps the h2 response-header timeout", async () => {
+  let answer = () => {};
+  const gate = new Promise<void>((r) => answer = r);
+  await using up = await startUpstream(async () => {
+    await gate;
+    return new Response("late");
+  }, { cert, key });
+  const client = createUpstreamClient();
+  try {
+    const req = request(up.url, { caCerts: [ca] }, fetchSafeFields(up.url));
+    req.timeouts = { connect: 0, responseHeader: 300, idle: 5_000 };
+    // The test's own limit: a client that leaves (not a timeout) fails the test, not hangs it.
+    req.signal = AbortSignal.timeout(4_000);
+    const t0 = performance.now();
+    await assert.rejects(client.send(req), (err: unknown) => {
+      assert.ok(err instanceof ProxyError, String(err));
+      assert.equal(err.kind, "timeout");
+      return true;
+    });
+    assert.ok(performance.now() - t0 < 4_000, "cut by the header timeout, not the test's");
+    assert.deepEqual(client.stats(), [], "over h2");
+  } finally {
+    answer();
+    await client.close();
+  }
+});
