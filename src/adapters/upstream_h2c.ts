@@ -137,7 +137,7 @@ interface Stream {
   readonly idleMs: number;
   /** Longest wait for the response head (timeouts.response_header; 0: none). */
   readonly headMs: number;
-  /** When the request went (UNSEEN until the ticker's first look), for `headMs`. */
+  /** When the request had all gone (UNSEEN until the ticker's first look then), for `headMs`. */
   opened: number;
   /** The client's signal, looked up once the exchange has lasted a tick (null: linked or none). */
   lookUp: (() => AbortSignal) | null;
@@ -432,7 +432,10 @@ class Session {
     for (const s of this.#streams.values()) {
       if (!s.answered) {
         if (s.lookUp !== null && ++s.looks >= 2) this.#link(s, s.lookUp());
-        if (s.headMs > 0) {
+        // The head is waited for from the request's end, as the HTTP/1.1 client does (and
+        // nginx): a gRPC client stream whose server answers once it has all of it was cut at
+        // response_header while it still uploaded. A stalled upload ends by timeouts.idle.
+        if (s.headMs > 0 && s.localEnded) {
           if (s.opened === UNSEEN) s.opened = now;
           else if (now - s.opened >= s.headMs) {
             this.#cancel(
@@ -447,9 +450,17 @@ class Session {
           }
         }
       }
-      if (s.idleMs > 0 && (s.wake !== null || s.windowWake !== null)) {
+      // Waiting on the client's body counts too: with the answer's head still to come, nothing
+      // else ends a client that stops sending (408, as the HTTP/1.1 client's idle timeout does).
+      const uploading = s.upload !== null && s.upload.reading !== null;
+      if (s.idleMs > 0 && (s.wake !== null || s.windowWake !== null || uploading)) {
         if (s.active === UNSEEN) s.active = now;
         else if (now - s.active >= s.idleMs) {
+          if (s.windowWake === null && s.wake === null && !s.answered) {
+            const msg = `The request body paused for more than ${s.idleMs} ms (timeouts.idle)`;
+            this.#cancel(s, new ProxyError("request_timeout", msg));
+            continue;
+          }
           const msg = s.windowWake !== null
             ? `Upstream "${this.source}" opened no window for the request body in ${s.idleMs} ms`
             : `Upstream was idle for ${s.idleMs} ms`;
@@ -475,10 +486,12 @@ class Session {
     // From here on, the stream's end cancels the body (#end) unless it gives it back (#unsent).
     s.upload = up;
     for (;;) {
+      s.active = UNSEEN; // a wait for the client begins (see check)
       up.reading = up.reader.read();
       const r = await up.reading;
       if (s.upload !== up) return;
       up.reading = null;
+      s.active = UNSEEN;
       if (r.done) break;
       if (r.value.byteLength === 0) continue;
       up.read = true;

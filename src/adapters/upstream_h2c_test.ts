@@ -273,6 +273,76 @@ Deno.test("h2c: an upstream that answers in HTTP/1.1 fails with a clear protocol
   }
 });
 
+Deno.test("h2c: timeouts.response_header counts from the request's end, not while its body still streams (a gRPC client stream)", async () => {
+  await using up = h2Server(async (p) => {
+    let got = "";
+    for (;;) {
+      const f = await p.frame();
+      if (f === null) return;
+      if (f.type === FrameType.HEADERS) p.dec.decode(f.payload, () => {});
+      if (f.type === FrameType.DATA) got += new TextDecoder().decode(f.payload);
+      // A gRPC server that answers a client stream once it has all of it.
+      if (f.type === FrameType.DATA && (f.flags & Flag.END_STREAM)) {
+        const w = new FrameWriter();
+        p.head(w, f.stream, [[":status", "200"]], false);
+        w.frame(FrameType.DATA, Flag.END_STREAM, f.stream, enc.encode(`got:${got}`));
+        await p.send(w);
+      }
+    }
+  });
+  const client = createUpstreamClient();
+  try {
+    // An upload that lasts four times the head timeout, a message every 100 ms.
+    let n = 0;
+    const body = new ReadableStream<Uint8Array>({
+      async pull(c) {
+        if (n > 0) await new Promise((r) => setTimeout(r, 100));
+        if (n === 6) return c.close();
+        c.enqueue(enc.encode(String(n++)));
+      },
+    });
+    const timeouts = { ...T, responseHeader: 150 };
+    const res = await client.send(
+      request(`${up.url}/`, { protocol: "h2c", method: "POST", body, timeouts }),
+    );
+    assert.equal(await res.text(), "got:012345");
+  } finally {
+    await client.close();
+  }
+});
+
+Deno.test("h2c: an unanswered request whose body stops coming ends at timeouts.idle (408), the stream reset", async () => {
+  let reset = -1;
+  await using up = h2Server(async (p) => {
+    const r = (await p.request())!;
+    for (;;) {
+      const f = await p.frame();
+      if (f === null) return;
+      if (f.type === FrameType.RST_STREAM && f.stream === r.stream) {
+        reset = new DataView(f.payload.buffer).getUint32(0);
+      }
+    }
+  });
+  const client = createUpstreamClient();
+  try {
+    const body = new ReadableStream<Uint8Array>({
+      start: (c) => c.enqueue(enc.encode("first, then nothing")),
+    });
+    const req = request(`${up.url}/`, {
+      protocol: "h2c",
+      method: "POST",
+      body,
+      timeouts: { ...T, responseHeader: 100, idle: 200 },
+      // The test's own limit: a client that leaves fails it (client_gone), not hangs it.
+      signal: AbortSignal.timeout(4_000),
+    });
+    await rejects(client.send(req), "request_timeout");
+    await waitFor(() => reset === ErrorCode.CANCEL);
+  } finally {
+    await client.close();
+  }
+});
+
 Deno.test("h2c: no answer head within timeouts.response_header is a timeout, the stream reset", async () => {
   let reset = -1;
   await using up = h2Server(async (p) => {
