@@ -336,12 +336,17 @@ async function readHead(
   o: { method: string; max: number },
 ): Promise<ResponseHead> {
   let interim = 0;
+  // Bytes of the head so far found to hold no end of it (kept relative to `start`, which a fill
+  // may move): each read is searched once, not the whole head again (quadratic in the reads).
+  let scanned = 0;
   for (;;) {
     const head = parseResponseHead(conn.buf, conn.start, conn.end, {
       maxBytes: o.max,
       method: o.method,
+      scanned,
     });
     if (head === null) {
+      scanned = conn.end - conn.start;
       if (!(await conn.fill(o.max + 1024))) {
         throw new ProxyError(
           "upstream_reset",
@@ -354,6 +359,7 @@ async function readHead(
       continue;
     }
     conn.start += head.size;
+    scanned = 0;
     if (head.status >= 200) return head;
     if (head.status === 101) {
       throw new ProxyError("protocol", `Upstream "${conn.source}" switched protocols unasked`, {

@@ -134,9 +134,13 @@ export function encodeRequestHead(
   return headBytes(requestHead(method, target, opts));
 }
 
-/** Position just after the empty line ending a head in buf[start, end), or -1 if incomplete. */
-export function findHeadEnd(buf: Uint8Array, start: number, end: number): number {
-  let i = start;
+/**
+ * Position just after the empty line ending a head in buf[start, end), or -1 if incomplete.
+ * `from` (start ≤ from ≤ end): where to look on from, when buf[start, from) was looked at before
+ * and held no end (whether an LF ends the head depends only on the bytes before it).
+ */
+export function findHeadEnd(buf: Uint8Array, start: number, end: number, from = start): number {
+  let i = from;
   while (i < end) {
     const lf = buf.indexOf(10, i);
     if (lf < 0 || lf >= end) return -1;
@@ -162,9 +166,17 @@ export function parseResponseHead(
   buf: Uint8Array,
   start: number,
   end: number,
-  opts: { maxBytes: number; method: string },
+  opts: {
+    maxBytes: number;
+    method: string;
+    /**
+     * Bytes from `start` an earlier call looked at and found no end of the head in: the search
+     * goes on after them, so a head that arrives in many reads is scanned once, not per read.
+     */
+    scanned?: number;
+  },
 ): ResponseHead | null {
-  const headEnd = findHeadEnd(buf, start, end);
+  const headEnd = findHeadEnd(buf, start, end, start + (opts.scanned ?? 0));
   if (headEnd < 0) {
     if (end - start > opts.maxBytes) {
       throw protocolError(`Upstream response header exceeds ${opts.maxBytes} bytes`);
