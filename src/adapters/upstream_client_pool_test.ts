@@ -447,3 +447,41 @@ Deno.test("upstream pool: onConnection tells a request that waited for a connect
     await client.close();
   }
 });
+
+Deno.test("upstream client closes a reused connection the upstream closed after taking the request", async () => {
+  // The close reached the read kept pending since the connection was parked after it was handed
+  // out again: that marked it dead without closing it, and fail() closes only a live one, so the
+  // socket stayed open (one descriptor per stale connection met, with the upstream in CLOSE_WAIT).
+  let conns = 0;
+  const seenClosed = Promise.withResolvers<boolean>();
+  await using srv = rawServer(async (c) => {
+    if (conns++ > 0) {
+      await readRequest(c);
+      await write(c, "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+      return;
+    }
+    await readRequest(c);
+    await write(c, "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+    // Takes the second request, then ends its side (its idle timeout, just then).
+    await readRequest(c);
+    await (c as Deno.TcpConn).closeWrite();
+    // Prox closing its side ends this read; a descriptor left open keeps it waiting.
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const closed = await Promise.race([
+      c.read(new Uint8Array(16)).then((n) => n === null, () => true),
+      new Promise<false>((r) => timer = setTimeout(() => r(false), 2_000)),
+    ]);
+    clearTimeout(timer);
+    seenClosed.resolve(closed);
+  });
+  const client = createUpstreamClient();
+  try {
+    assert.equal(await (await client.send(request(srv.url))).text(), "ok");
+    // Found closed: sent once more on a new connection.
+    assert.equal(await (await client.send(request(srv.url))).text(), "ok");
+    assert.equal(conns, 2);
+    assert.equal(await seenClosed.promise, true, "Prox closed the stale connection");
+  } finally {
+    await client.close();
+  }
+});

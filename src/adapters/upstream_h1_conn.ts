@@ -107,6 +107,8 @@ export class H1Connection {
   /** Set while a request body is read from the client: stops that read when the connection ends. */
   stopUpload: (() => void) | null = null;
   #failure: ProxyError | null = null;
+  /** `fail` has closed the transport. */
+  #closed = false;
   #wbuf: Uint8Array | null = null;
   /** Counted among the MAX_LARGE (`enlarge`), until it fails. */
   #large = false;
@@ -149,7 +151,10 @@ export class H1Connection {
       this.#large = false;
       large--;
     }
-    if (this.dead) return;
+    // Not `dead`: a connection can be found closing (the idle read's end of stream after it was
+    // handed out) before it is failed, and it must still be closed here.
+    if (this.#closed) return;
+    this.#closed = true;
     this.dead = true;
     this.disarm();
     try {
