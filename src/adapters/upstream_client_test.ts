@@ -5,8 +5,8 @@ import assert from "node:assert/strict";
 import { startUpstream } from "../../tests/_harness.ts";
 import { createUpstreamClient } from "./upstream_client.ts";
 import { WireResponse } from "../proxy/wire_response.ts";
-import { HEADROOM, RAW_BODY } from "../ports.ts";
-import type { RawBodied, Roomy } from "../ports.ts";
+import { BODY_BYTES, HEADROOM, RAW_BODY } from "../ports.ts";
+import type { CountedResponse, RawBodied, Roomy } from "../ports.ts";
 import {
   rawServer,
   readRequest,
@@ -532,4 +532,41 @@ Deno.test("upstream client scans a head that arrives line by line once, not agai
   }
   assert.equal(Uint8Array.prototype.indexOf, indexOf, "restored");
   assert.ok(looks < 10 * lines, `${looks} searches for ${lines} lines`);
+});
+
+Deno.test("upstream client takes a trailer field longer than a chunk-size line, within the trailers' limit", async () => {
+  // A trailer line was held to a chunk-size line's 4 KiB when it came in more than one read: an
+  // 8 KiB field (a long grpc-message, a signature) cut off a body that had arrived whole, though
+  // the trailers' limit is 64 KiB (and the same line in one read passed).
+  const long = "m".repeat(8_000);
+  let gate = Promise.withResolvers<void>();
+  await using srv = rawServer(async (c) => {
+    for (let head; (head = await readRequest(c));) {
+      const line = `x-long: ${"m".repeat(head.includes("/over") ? 70_000 : 8_000)}\r\n\r\n`;
+      // The line in two parts, the second once the client has taken the body.
+      await write(c, `HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n`);
+      await write(c, line.slice(0, 6_000));
+      await gate.promise;
+      await write(c, line.slice(6_000));
+    }
+  });
+  const client = createUpstreamClient();
+  try {
+    const res = await client.send(request(`${srv.url}/`));
+    const reader = res.body!.getReader();
+    assert.equal(dec.decode((await reader.read()).value), "ok");
+    gate.resolve();
+    assert.equal((await reader.read()).done, true);
+    const counted = (res as CountedResponse)[BODY_BYTES]!;
+    assert.deepEqual(counted.trailers, [["x-long", long]]);
+    // Past the trailers' limit, the body still ends in an error.
+    gate = Promise.withResolvers<void>();
+    gate.resolve();
+    const over = await client.send(request(`${srv.url}/over`));
+    const err = await rejects(over.text(), "protocol");
+    assert.match(err.message, /trailer fields exceed 65536 bytes/);
+  } finally {
+    gate.resolve();
+    await client.close();
+  }
 });

@@ -501,10 +501,19 @@ function bodyStream(
     return chunk.subarray(0, n);
   };
   const needLine = async (): Promise<number> => {
+    // Bytes after `start` already searched (relative: a fill may move `start`).
+    let seen = 0;
     for (;;) {
-      const lf = conn.buf.indexOf(10, conn.start);
+      const lf = conn.buf.indexOf(10, conn.start + seen);
       if (lf >= 0 && lf < conn.end) return lf;
-      if (conn.end - conn.start > 4096) {
+      seen = conn.end - conn.start;
+      // A chunk-size line is bounded on its own; a trailer line by what is left of the trailers'
+      // limit (whether it came in one read or in several).
+      if (state === 3) {
+        if (trailerBytes + conn.end - conn.start > MAX_TRAILERS) {
+          throw new ProxyError("protocol", `Upstream trailer fields exceed ${MAX_TRAILERS} bytes`);
+        }
+      } else if (conn.end - conn.start > 4096) {
         throw new ProxyError("protocol", "Chunk header line from upstream too long");
       }
       if (!(await conn.fill(conn.buf.length + 8192))) throw bodyEnded(conn.source);
