@@ -159,6 +159,24 @@ export function hintFor(
     if (issue.expected === "boolean" && /^(yes|no|on|off|y|n)$/i.test(value)) {
       return "Write true or false (YAML 1.2 reads yes/no/on/off as strings)";
     }
+    // `workers: two`: a number in words.
+    const word = NUMBER_WORDS.indexOf(value.trim().toLowerCase());
+    if ((issue.expected === "number" || issue.expected === "int") && word >= 0) {
+      return `Write it in digits: ${word}`;
+    }
+  }
+  // `hosts: { a: b }` where a list belongs: the mapping's keys and values as its items.
+  if (
+    issue.code === "invalid_type" && issue.expected === "array" && value !== null &&
+    typeof value === "object" && !Array.isArray(value)
+  ) {
+    // `hosts: { a.example, b.example }` is a mapping of keys without values: they were the items.
+    const entries = Object.entries(value as Record<string, unknown>);
+    const keysOnly = entries.length > 0 && entries.every(([, v]) => v === null);
+    return keysOnly
+      ? `Write a list, in square brackets: [${entries.slice(0, 3).map(([k]) => k).join(", ")}]`
+      : `Write a list: ${String(path.at(-1))}: [first, second], or one item per line starting ` +
+        `with "- "`;
   }
   // `compress: yes` where true, false or a mapping is taken (a union of them).
   if (
@@ -199,6 +217,23 @@ export function hintFor(
   }
   return undefined;
 }
+
+/** Numbers people write in words where a count belongs (`workers: two`). */
+const NUMBER_WORDS = [
+  "zero",
+  "one",
+  "two",
+  "three",
+  "four",
+  "five",
+  "six",
+  "seven",
+  "eight",
+  "nine",
+  "ten",
+  "eleven",
+  "twelve",
+];
 
 /** Whether one branch of a union wanted a value of zod type `type` (boolean, string…). */
 function unionExpects(issue: z.core.$ZodIssue, type: string): boolean {

@@ -294,6 +294,9 @@ function toIssues(
           ? (guess ? `Did you mean "${guess}"? Else remove it` : "Remove it")
           : routeOnly
           ? `${key} is a key of a route, not of the top level: put it under each route that needs it`
+          : path.length === 2 && path[0] === "routes" && ROUTE_TYPES.includes(key)
+          ? `A route's kind goes in type: write type: ${key}, with its keys beside type (not ` +
+            `under ${key}:)`
           : guess
           ? `Did you mean "${guess}"?`
           : suffixed.length > 1 && suffixed.length <= 3

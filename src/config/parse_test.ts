@@ -592,3 +592,23 @@ Deno.test("parseConfig points at an unquoted [::]:443 from its start, and says Y
     'as a list, then cannot read what follows\n  fix: If [::]:443 is meant as text, quote it: "[::]:443"',
   ]);
 });
+
+Deno.test("parseConfig gives a fix for a count in words, a mapping for a list, a route type as a key", () => {
+  const route = '  /a: { type: proxy, target: "http://127.0.0.1:8080"';
+  assert.deepEqual(problems(`workers: two\n${HEAD}${route} }\n`), [
+    'c.yaml:1:1: error: workers: Expected a number, got string "two"\n  fix: Write it in digits: 2',
+  ]);
+  assert.deepEqual(problems(`${HEAD}${route}, hosts: { a.example, b.example } }\n`), [
+    "c.yaml:3:55: error: routes./a.hosts: Expected a list, got a mapping\n" +
+    "  fix: Write a list, in square brackets: [a.example, b.example]",
+  ]);
+  assert.deepEqual(problems(`${HEAD}${route}, hosts: { a: b } }\n`), [
+    "c.yaml:3:55: error: routes./a.hosts: Expected a list, got a mapping\n" +
+    '  fix: Write a list: hosts: [first, second], or one item per line starting with "- "',
+  ]);
+  assert.deepEqual(problems(`${HEAD}${route}, load_balance: { targets: [] } }\n`), [
+    'c.yaml:3:55: error: routes./a.load_balance: Unknown key "load_balance"\n' +
+    "  fix: A route's kind goes in type: write type: load_balance, with its keys beside type " +
+    "(not under load_balance:)",
+  ]);
+});

@@ -28,6 +28,14 @@ import {
 } from "./validate_tls.ts";
 
 /** What validation may ask of the outside world. */
+/** An empty certificate or key file: what belongs in it (a copy or a renewal cut short). */
+export const EMPTY_CERT_HINT =
+  "It should hold the PEM certificate, then its intermediates (-----BEGIN CERTIFICATE-----): " +
+  "copy it again, or point cert_path at the full chain (certbot: fullchain.pem)";
+export const EMPTY_KEY_HINT =
+  "It should hold the PEM private key (-----BEGIN PRIVATE KEY-----): copy it again, or point " +
+  "key_path at it (certbot: privkey.pem)";
+
 export interface ValidateEnv {
   /** True when the path exists (relative paths are relative to the working directory). */
   exists(path: string): boolean;
@@ -351,7 +359,7 @@ export function validateConfig(
       } else if (!opts.env.exists(tls.cert_path)) {
         err(["tls", "cert_path"], `Certificate file not found: ${tls.cert_path}`, FILE_HINT);
       } else if (opts.env.stat?.(tls.cert_path)?.size === 0) {
-        err(["tls", "cert_path"], `Certificate file is empty: ${tls.cert_path}`);
+        err(["tls", "cert_path"], `Certificate file is empty: ${tls.cert_path}`, EMPTY_CERT_HINT);
       }
       if (!tls.key_path) {
         err(
@@ -362,7 +370,7 @@ export function validateConfig(
       } else if (!opts.env.exists(tls.key_path)) {
         err(["tls", "key_path"], `Private key file not found: ${tls.key_path}`, FILE_HINT);
       } else if (opts.env.stat?.(tls.key_path)?.size === 0) {
-        err(["tls", "key_path"], `Private key file is empty: ${tls.key_path}`);
+        err(["tls", "key_path"], `Private key file is empty: ${tls.key_path}`, EMPTY_KEY_HINT);
       }
       if (issues.length === before) {
         validatePair(tls.cert_path!, tls.key_path!, { err, warn, env: opts.env, config, others });

@@ -14,6 +14,7 @@ import {
   revocationCheck,
 } from "../domain/crl.ts";
 import type { ValidateEnv } from "./validate.ts";
+import { EMPTY_CERT_HINT, EMPTY_KEY_HINT } from "./validate.ts";
 
 /** Keys Deno's TLS serves but browsers refuse: what the key is, which browsers refuse it. */
 const BROWSERS_REFUSE: Record<string, [string, string]> = {
@@ -131,7 +132,11 @@ export function validateSni(
         o.err([...at, k], `${what} file not found: ${entry[k]}`, FILE_HINT);
         missing = true;
       } else if (o.env.stat?.(entry[k])?.size === 0) {
-        o.err([...at, k], `${what} file is empty: ${entry[k]}`);
+        o.err(
+          [...at, k],
+          `${what} file is empty: ${entry[k]}`,
+          k === "cert_path" ? EMPTY_CERT_HINT : EMPTY_KEY_HINT,
+        );
         missing = true;
       }
     }
