@@ -1,7 +1,8 @@
 // `concurrency_limit`: requests of one client (or of the route) in progress at once. A slot is
 // taken after the route's other filters let the request in, and given back when its answer has
-// been delivered (pipeline.ts), or a WebSocket ends (websocket.ts). Counts live per pipeline and route id, so a reload keeps them; a
-// key whose count falls to zero is dropped, so the maps hold only requests in flight.
+// been delivered (pipeline.ts), or when a WebSocket ends (websocket.ts). Counts live per pipeline
+// and route id, so a reload keeps them; a key whose count falls to zero is dropped, so the maps
+// hold only requests in flight.
 
 import type { ConcurrencyLimitConfig } from "../../config/schema_route.ts";
 import { parseCidr } from "../../domain/ip.ts";
