@@ -64,7 +64,7 @@ const DESCRIPTIONS: Record<string, string> = {
   concurrency_limit:
     "Requests in progress at once per client (by: ip, header, cookie, query, jwt_claim) or per route: max; past it status_code (429)",
   access_log_filter:
-    "Only HTTP requests that meet one of these get an access line: status (selectors), min_duration, retried: true",
+    "Only HTTP requests that meet one of these get an access line: status (selectors), min_duration, retried: true, failed: true (cut short, or a failed gRPC call)",
   rewrite_location:
     "Give the client an upstream's Location or Refresh that points at the target itself as the route's path (default true; nginx proxy_redirect default)",
   mirror:

@@ -173,12 +173,15 @@ export const LogConfig = z.object({
   access_log_file: z.string().min(1).optional(),
   /**
    * Only HTTP requests that meet one of these get an access line (Traefik's access-log filters,
-   * nginx's `access_log … if=`): a status listed, a duration of at least `min_duration`, a retry.
+   * nginx's `access_log … if=`): a status listed, a duration of at least `min_duration`, a retry,
+   * an answer that failed whatever its status (`failed`).
    */
   access_log_filter: z.object({
     status: z.union([StatusSelector, z.array(StatusSelector).min(1)]).optional(),
     min_duration: Duration.optional(),
     retried: z.boolean().default(false),
+    /** An answer cut short (`incomplete`), or a gRPC call whose grpc-status is not 0. */
+    failed: z.boolean().default(false),
   }).strict().optional(),
 }).strict();
 

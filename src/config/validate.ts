@@ -259,10 +259,11 @@ export function validateConfig(
   const alf = config.log.access_log_filter;
   if (alf) {
     if (alf.status) checkStatus(err, ["log", "access_log_filter", "status"], alf.status);
-    if (!alf.status && alf.min_duration === undefined && !alf.retried) {
+    if (!alf.status && alf.min_duration === undefined && !alf.retried && !alf.failed) {
       err(
         ["log", "access_log_filter"],
-        "An access_log_filter without status, min_duration or retried: true lets no line through",
+        "An access_log_filter without status, min_duration, retried: true or failed: true lets no " +
+          "line through",
         'List what to log, e.g. { status: ["5xx"], min_duration: 1s }, or use access_log: false',
       );
     }

@@ -378,7 +378,7 @@ Deno.test("validateConfig: an access_log_filter must name something to log, with
   assert.deepEqual(errors("log: { access_log_filter: { min_duration: 1s } }\n"), []);
   assert.deepEqual(errors('log: { access_log_filter: { status: "5xx" } }\n'), []);
   assert.deepEqual(errors("log: { access_log_filter: {} }\n"), [
-    "log.access_log_filter: An access_log_filter without status, min_duration or retried: true lets no line through",
+    "log.access_log_filter: An access_log_filter without status, min_duration, retried: true or failed: true lets no line through",
   ]);
   assert.deepEqual(errors("log: { access_log_filter: { status: [5xy] } }\n"), [
     'log.access_log_filter.status: Cannot read status selector "5xy": use 200, "2xx" or "200-299"',

@@ -620,13 +620,17 @@ function record(ctx: RequestContext, deps: PipelineDeps, res: Response, label?: 
   const filter = ctx.snapshot.accessFilter;
   const write = (sent: boolean) => {
     const durationMs = clock.monotonic() - start;
-    if (filter && !filter(status, durationMs, base.retries)) return;
     // Deno.serve may report a body the client abandoned as sent; the counter knows better.
     const delivered = sent && (counted?.ended ?? true);
     // Known once the body ended: the trailers came before its end.
     const grpc = counted?.trailers?.find(([k]) => k === "grpc-status")?.[1] ??
       (counted as WebCounter | undefined)?.[WEB_STATUS] ??
       (grpcAnswer ? res.headers.get("grpc-status") : null);
+    if (filter) {
+      // Failed whatever its HTTP status: cut short, or a gRPC call's status other than OK.
+      const failed = !delivered || (grpc !== null && grpc.trim() !== "0");
+      if (!filter(status, durationMs, base.retries, failed)) return;
+    }
     access({
       ...base,
       bytesOut: delivered && declared !== null ? Number(declared) : counted?.bytes ?? 0,

@@ -117,16 +117,24 @@ export interface Snapshot {
   accessFilter?: AccessFilter;
 }
 
-/** Whether a request with this status, duration (ms) and retries gets an access line. */
-export type AccessFilter = (status: number, ms: number, retries: number) => boolean;
+/**
+ * Whether a request with this status, duration (ms) and retries gets an access line; `failed`:
+ * its answer was cut short, or a gRPC call's status was not OK.
+ */
+export type AccessFilter = (
+  status: number,
+  ms: number,
+  retries: number,
+  failed: boolean,
+) => boolean;
 
 /** `log.access_log_filter` compiled: any criterion it names lets a line through. */
 export function accessFilterOf(spec: Config["log"]["access_log_filter"]): AccessFilter | undefined {
   if (!spec) return undefined;
   const status = spec.status ? statusMatcher(spec.status) : () => false;
   const min = spec.min_duration ?? Infinity;
-  const retried = spec.retried;
-  return (s, ms, retries) => status(s) || ms >= min || (retried && retries > 0);
+  const { retried, failed } = spec;
+  return (s, ms, retries, f) => status(s) || ms >= min || (retried && retries > 0) || (failed && f);
 }
 
 /** Default upstream timeouts (ms) when neither the route nor the top level sets one. */

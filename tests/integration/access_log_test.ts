@@ -269,3 +269,44 @@ routes:
     "/missing 404 0",
   ]);
 });
+
+Deno.test("access log: access_log_filter failed: true keeps an answer cut short, whatever its status", async () => {
+  // The answer's chunks come only as the test lets them: the client leaves after the first.
+  const more = Promise.withResolvers<void>();
+  await using up = await startUpstream((req) => {
+    if (new URL(req.url).pathname !== "/stream") return new Response("ok");
+    return new Response(
+      new ReadableStream<Uint8Array>({
+        async start(ctl) {
+          ctl.enqueue(new Uint8Array(1000));
+          await more.promise;
+          ctl.enqueue(new Uint8Array(1000));
+          ctl.close();
+        },
+      }),
+    );
+  });
+  const { lines, logger } = recorder();
+  await using p = await startProxy(
+    `health_check: { enabled: false }
+log: { access_log: json, access_log_filter: { failed: true } }
+routes:
+  "/": { type: proxy, target: "${up.url}" }
+`,
+    { logger },
+  );
+  const ok = await fetch(`${p.url}/ok`);
+  assert.equal(await ok.text(), "ok");
+  const ac = new AbortController();
+  const res = await fetch(`${p.url}/stream`, { signal: ac.signal });
+  const reader = res.body!.getReader();
+  await reader.read();
+  ac.abort();
+  await reader.cancel().catch(() => {});
+  more.resolve();
+  await waitFor(() => lines.some((l) => l.path === "/stream"), { what: "the cut answer's line" });
+  // A 200 both, but only the one cut short is kept ("/ok" was delivered first, whole).
+  assert.deepEqual(lines.map((l) => `${l.path} ${l.status} ${l.incomplete}`), [
+    "/stream 200 true",
+  ]);
+});
