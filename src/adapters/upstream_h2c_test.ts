@@ -112,6 +112,15 @@ function h2Server(onConn: (p: Peer, n: number) => Promise<void>, settings?: [num
 
 const enc = new TextEncoder();
 
+/** Reads the peer's frames to the connection's end, passing on the code of `stream`'s RST_STREAM. */
+async function watchReset(p: Peer, stream: number, reset: (code: number) => void): Promise<void> {
+  for (;;) {
+    const f = await p.frame();
+    if (f === null) return;
+    if (f.type === FrameType.RST_STREAM && f.stream === stream) reset(u32(f.payload));
+  }
+}
+
 Deno.test("h2c: the answer's body and trailers come through, and the request is HTTP/2's", async () => {
   const seen: Map<string, string>[] = [];
   await using up = h2Server(async (p) => {
@@ -315,13 +324,7 @@ Deno.test("h2c: an unanswered request whose body stops coming ends at timeouts.i
   let reset = -1;
   await using up = h2Server(async (p) => {
     const r = (await p.request())!;
-    for (;;) {
-      const f = await p.frame();
-      if (f === null) return;
-      if (f.type === FrameType.RST_STREAM && f.stream === r.stream) {
-        reset = new DataView(f.payload.buffer).getUint32(0);
-      }
-    }
+    await watchReset(p, r.stream, (code) => reset = code);
   });
   const client = createUpstreamClient();
   try {
@@ -347,13 +350,7 @@ Deno.test("h2c: no answer head within timeouts.response_header is a timeout, the
   let reset = -1;
   await using up = h2Server(async (p) => {
     const r = (await p.request())!;
-    for (;;) {
-      const f = await p.frame();
-      if (f === null) return;
-      if (f.type === FrameType.RST_STREAM && f.stream === r.stream) {
-        reset = new DataView(f.payload.buffer).getUint32(0);
-      }
-    }
+    await watchReset(p, r.stream, (code) => reset = code);
   });
   const client = createUpstreamClient();
   try {
@@ -736,11 +733,7 @@ Deno.test("h2c: a request body the upstream never opens its window for ends at t
     const w = new FrameWriter();
     p.head(w, r.stream, [[":status", "200"]], true);
     await p.send(w);
-    for (;;) {
-      const f = await p.frame();
-      if (f === null) return;
-      if (f.type === FrameType.RST_STREAM && f.stream === r.stream) reset = u32(f.payload);
-    }
+    await watchReset(p, r.stream, (code) => reset = code);
   });
   const client = createUpstreamClient();
   try {
@@ -869,11 +862,7 @@ Deno.test("h2c: a response body the upstream pauses past timeouts.idle fails wit
     p.head(w, r.stream, [[":status", "200"]], false);
     w.frame(FrameType.DATA, 0, r.stream, enc.encode("first"));
     await p.send(w);
-    for (;;) {
-      const f = await p.frame();
-      if (f === null) return;
-      if (f.type === FrameType.RST_STREAM && f.stream === r.stream) reset = u32(f.payload);
-    }
+    await watchReset(p, r.stream, (code) => reset = code);
   });
   const client = createUpstreamClient();
   try {
@@ -897,11 +886,7 @@ for (const how of ["signal", "clientSignal"] as const) {
     let reset = -1;
     await using up = h2Server(async (p) => {
       const r = (await p.request())!;
-      for (;;) {
-        const f = await p.frame();
-        if (f === null) return;
-        if (f.type === FrameType.RST_STREAM && f.stream === r.stream) reset = u32(f.payload);
-      }
+      await watchReset(p, r.stream, (code) => reset = code);
     });
     const client = createUpstreamClient();
     try {
