@@ -94,9 +94,9 @@ const DESCRIPTIONS: Record<string, string> = {
   allow: "ip_access: addresses and CIDR blocks let in; with any, clients not named are refused",
   deny: "ip_access: addresses and CIDR blocks refused (deny wins over the same block in allow)",
   allow_file:
-    "ip_access: a file (or list of files) of more allow entries, one per line, # comments; re-read when it changes",
+    "ip_access: a file (or list of files) of more allow entries, one per line, # or ; comments; re-read when it changes",
   deny_file:
-    "ip_access: a file (or list of files) of more deny entries, one per line, # comments; re-read when it changes",
+    "ip_access: a file (or list of files) of more deny entries, one per line, # or ; comments; re-read when it changes",
   basic_auth:
     "HTTP Basic authentication: realm, users (user → bcrypt hash), users_file, forward_authorization",
   realm: "Shown by the browser's login prompt (WWW-Authenticate realm)",

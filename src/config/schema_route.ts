@@ -253,7 +253,7 @@ export const IpAccess = z.object({
   allow: z.array(z.string()).default([]),
   deny: z.array(z.string()).default([]),
   /**
-   * Files of more entries, one per line (`#` comments; read at load and reload, and watched): a
+   * Files of more entries, one per line (`#` or `;` comments; read at load and reload, and watched): a
    * blocklist, a country's blocks. A path or a list of paths.
    */
   allow_file: z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]).optional(),

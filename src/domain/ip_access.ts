@@ -127,18 +127,18 @@ function insert(t: Trie, e: { bytes: Uint8Array; bits: number }, rule: Trie["rul
 export type FileLine = { line: number; entry: string } | { line: number; problem: string };
 
 /**
- * The entries of an `allow_file` / `deny_file`: one address, CIDR block or `all` per line; `#`
- * starts a comment (whole line or after an entry), blank lines are skipped, and so is a trailing
- * `;` (a line of an nginx include: `deny 10.0.0.0/8;` reads as `10.0.0.0/8`).
+ * The entries of an `allow_file` / `deny_file`: one address, CIDR block or `all` per line; `#` or
+ * `;` starts a comment (whole line or after an entry: Spamhaus DROP's `1.10.16.0/20 ; SBL256894`,
+ * an nginx include's `deny 10.0.0.0/8;`, which reads as `10.0.0.0/8`), blank lines are skipped.
  */
 export function listFileLines(text: string): FileLine[] {
   const out: FileLine[] = [];
   const lines = text.split("\n");
   for (let i = 0; i < lines.length; i++) {
-    const hash = lines[i].indexOf("#");
-    let s = (hash < 0 ? lines[i] : lines[i].slice(0, hash)).trim();
+    const cut = lines[i].search(/[#;]/);
+    let s = (cut < 0 ? lines[i] : lines[i].slice(0, cut)).trim();
     if (s === "") continue;
-    s = s.replace(/;\s*$/, "").replace(/^(?:allow|deny)\s+/i, "").trim();
+    s = s.replace(/^(?:allow|deny)\s+/i, "").trim();
     out.push(
       parseAccessEntry(s)
         ? { line: i + 1, entry: s }

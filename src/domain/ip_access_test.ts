@@ -143,6 +143,10 @@ Deno.test("listFileLines reads one entry per line, with comments, blanks and ngi
     { line: 7, problem: 'Invalid address or CIDR block "not-an-ip"' },
     { line: 8, problem: 'Invalid address or CIDR block "192.0.2.0/33"' },
   ]);
+  // Spamhaus DROP's format: `;` comments, after an entry too.
+  assert.deepEqual(listFileLines("; Spamhaus DROP List\n1.10.16.0/20 ; SBL256894\n"), [
+    { line: 2, entry: "1.10.16.0/20" },
+  ]);
   // CRLF files read the same.
   assert.deepEqual(listFileLines("10.0.0.1\r\n10.0.0.2\r\n"), [
     { line: 1, entry: "10.0.0.1" },
