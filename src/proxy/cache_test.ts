@@ -656,64 +656,39 @@ Deno.test("cache: a 304 without Date dates the refreshed entry by its arrival, n
   assert.equal(c.sent.length, 2);
 });
 
-Deno.test("cache: a no-cache answer without validators is not stored under default_ttl, nor waited for", async () => {
-  // It may never be served without the origin and cannot be revalidated: storing it only held
-  // the key, so that each request for it (an event stream's subscribers) waited for the one
-  // fetching it, up to COLLAPSE_WAIT_MS, while the stream ran.
-  const streams: ReadableStreamDefaultController<Uint8Array>[] = [];
-  const c = setup(
-    () =>
-      new Response(new ReadableStream({ start: (ctl) => void streams.push(ctl) }), {
-        headers: { "content-type": "text/event-stream", "cache-control": "no-cache" },
-      }),
-    { cache: "{ default_ttl: 30s }" },
-  );
-  const first = await c.handler(new Request("http://example.com/events"), info);
-  assert.doesNotMatch(first.headers.get("cache-status")!, /stored/);
-  const second = c.handler(
-    new Request("http://example.com/events"),
-    info,
-  );
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const late = new Promise<"late">((r) => timer = setTimeout(() => r("late"), 2_000));
-  const won = await Promise.race([second, late]);
-  clearTimeout(timer);
-  assert.notEqual(won, "late", "the second subscriber waited for the first one's stream");
-  assert.equal(c.sent.length, 2);
-  for (const ctl of streams) ctl.close();
-  await first.body!.cancel();
-  await (await second).body!.cancel();
-  assert.equal(c.snapshot.router.entries[0].value.cache!.store.size, 0);
-});
-
-Deno.test("cache: an event stream is never stored, even fresh for a minute, nor waited for", async () => {
-  // A live feed: stored, it held its key while it ran (every other subscriber waited) and, once
-  // ended under max_object_size, was replayed as new events.
-  const streams: ReadableStreamDefaultController<Uint8Array>[] = [];
-  const c = setup(
-    () =>
-      new Response(new ReadableStream({ start: (ctl) => void streams.push(ctl) }), {
-        headers: {
-          "content-type": "text/event-stream; charset=utf-8",
-          "cache-control": "max-age=60",
-        },
-      }),
-    { cache: "{ default_ttl: 30s }" },
-  );
-  const first = await c.handler(new Request("http://example.com/events"), info);
-  assert.doesNotMatch(first.headers.get("cache-status")!, /stored/);
-  const second = c.handler(
-    new Request("http://example.com/events"),
-    info,
-  );
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const late = new Promise<"late">((r) => timer = setTimeout(() => r("late"), 2_000));
-  const won = await Promise.race([second, late]);
-  clearTimeout(timer);
-  assert.notEqual(won, "late", "the second subscriber waited for the first one's stream");
-  assert.equal(c.sent.length, 2);
-  for (const ctl of streams) ctl.close();
-  await first.body!.cancel();
-  await (await second).body!.cancel();
-  assert.equal(c.snapshot.router.entries[0].value.cache!.store.size, 0);
+Deno.test("cache: a no-cache answer without validators, or an event stream, is not stored nor waited for", async () => {
+  // A no-cache answer without validators may never be served without the origin and cannot be
+  // revalidated; an event stream is a live feed, even fresh for a minute. Stored, either held its
+  // key while it ran, so that each other request for it (an event stream's subscribers) waited
+  // for the one fetching it, up to COLLAPSE_WAIT_MS; an ended feed was replayed as new events.
+  for (
+    const headers of [
+      { "content-type": "text/event-stream", "cache-control": "no-cache" },
+      { "content-type": "text/event-stream; charset=utf-8", "cache-control": "max-age=60" },
+    ]
+  ) {
+    const streams: ReadableStreamDefaultController<Uint8Array>[] = [];
+    const c = setup(
+      () =>
+        new Response(new ReadableStream({ start: (ctl) => void streams.push(ctl) }), { headers }),
+      { cache: "{ default_ttl: 30s }" },
+    );
+    const first = await c.handler(new Request("http://example.com/events"), info);
+    assert.doesNotMatch(first.headers.get("cache-status")!, /stored/);
+    const second = c.handler(new Request("http://example.com/events"), info);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const late = new Promise<"late">((r) => timer = setTimeout(() => r("late"), 2_000));
+    const won = await Promise.race([second, late]);
+    clearTimeout(timer);
+    assert.notEqual(
+      won,
+      "late",
+      `the second request waited for the first one's (${headers["cache-control"]})`,
+    );
+    assert.equal(c.sent.length, 2);
+    for (const ctl of streams) ctl.close();
+    await first.body!.cancel();
+    await (await second).body!.cancel();
+    assert.equal(c.snapshot.router.entries[0].value.cache!.store.size, 0);
+  }
 });
