@@ -11,6 +11,7 @@
 // PROFILE_SAVE=FILE (the V8 CPU profile kept there).
 import { freePort, proxConfig, spawn, startBackend, TLS } from "./procs.ts";
 import { ROOT } from "../tests/_harness.ts";
+import { V8_FLAGS } from "../tests/integration/_process.ts";
 
 const which = Deno.args[0] ?? "prox";
 const seconds = Number(Deno.args[1] ?? 5);
@@ -43,7 +44,8 @@ if (post > 0) {
   );
 }
 const args = which === "prox" || which === "static"
-  ? [`--config=${ROOT}/deno.json`, `${ROOT}/mod.ts`, "serve", "-c", conf]
+  // With the V8 flags Prox ships with (the Makefile's), as the bench runs it.
+  ? [V8_FLAGS, `--config=${ROOT}/deno.json`, `${ROOT}/mod.ts`, "serve", "-c", conf]
   : which === "bare"
   ? [`${ROOT}/bench/bare_proxy.ts`, String(port), String(backend.port)]
   : h2
