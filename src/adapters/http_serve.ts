@@ -49,6 +49,11 @@ export interface Listener {
   shutdown(opts?: { bodyWaitMs?: number }): Promise<void>;
   /** Closes at once. */
   close(): Promise<void>;
+  /**
+   * `tls.client_auth` (Prox's engine): closes the open connections whose client certificate the
+   * revocation lists now in place list as revoked; returns how many.
+   */
+  recheckClients?(): number;
 }
 
 /**

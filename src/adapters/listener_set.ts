@@ -221,6 +221,8 @@ interface Entry {
   print: string;
   /** The limits its engine reads per connection: a reload changes them in place. */
   limits?: ConnectionLimits;
+  /** `tls.client_auth` as its engine reads it per handshake: a reload changes the lists in place. */
+  auth?: ClientAuth;
 }
 
 function fingerprint(plan: ListenerPlan): string {
@@ -235,9 +237,11 @@ function fingerprint(plan: ListenerPlan): string {
         (plan.sni ?? []).map((c) => c.cert + c.key).join("|")
       }|${
         plan.clientAuth
-          ? `${plan.clientAuth.required}|${plan.clientAuth.refuseStale}|${
+          // The revocation lists change live (`live` below): a list renewed every few hours
+          // must not close every connection and WebSocket.
+          ? `${plan.clientAuth.required}|${
             JSON.stringify(plan.clientAuth.ocsp?.config ?? null)
-          }|${plan.clientAuth.ca}|${plan.clientAuth.crlText ?? ""}`
+          }|${plan.clientAuth.ca}`
           : ""
       }`
       : "deno"
@@ -282,6 +286,19 @@ export function createListenerSet(opts: {
     if (!e.limits || !e.plan.connectionLimits) return;
     e.limits.total = e.plan.connectionLimits.total;
     e.limits.perIp = e.plan.connectionLimits.perIp;
+  };
+  /** Puts a kept listener's new revocation lists where its handshakes read them. */
+  const liveLists = (e: Entry) => {
+    const next = e.plan.clientAuth;
+    if (!e.auth || !next) return;
+    const renewed = e.auth.crl !== next.crl;
+    e.auth.crl = next.crl;
+    e.auth.refuseStale = next.refuseStale;
+    // A client the new lists revoke is not served on: its connections (and WebSockets) close.
+    const cut = renewed ? e.listener.recheckClients?.() ?? 0 : 0;
+    if (cut > 0) {
+      logger.info("Connections of revoked client certificates closed", { id: e.plan.id, cut });
+    }
   };
 
   const drain = (l: Listener, graceMs: number): Promise<void> => {
@@ -335,6 +352,8 @@ export function createListenerSet(opts: {
             ...plan.connectionLimits,
             counts: countsOf(plan.id),
           };
+          // A copy, which later reloads update: the plan is replaced at each.
+          const auth = plan.clientAuth && { ...plan.clientAuth };
           try {
             listener = ownEngine(plan)
               ? listenH1(addr, {
@@ -352,7 +371,7 @@ export function createListenerSet(opts: {
                 proxyProtocol: plan.proxyProtocol,
                 connectionLimits: limits,
                 sni: plan.sni,
-                clientAuth: plan.clientAuth,
+                clientAuth: auth,
               })
               : listen(addr, {
                 handler: plan.handler,
@@ -371,7 +390,7 @@ export function createListenerSet(opts: {
               plan.id,
             );
           }
-          const entry = { plan, listener, print, limits };
+          const entry = { plan, listener, print, limits, auth };
           fresh.push(entry);
           next.set(plan.id, entry);
         }
@@ -393,7 +412,10 @@ export function createListenerSet(opts: {
           current = next;
           // `max_connections` and `max_connections_per_ip` of a kept listener change live, as on
           // HTTP/3, not by a new listener (which would close every WebSocket on it).
-          for (const e of next.values()) live(e);
+          for (const e of next.values()) {
+            live(e);
+            liveLists(e);
+          }
           for (const e of fresh) {
             logger.info("Listener started", {
               id: e.plan.id,
@@ -466,7 +488,6 @@ export async function readClientAuth(c: Config): Promise<ClientAuth | undefined>
     ca,
     required: auth.mode === "require",
     crl,
-    crlText,
     refuseStale: auth.crl_expired === "refuse",
     ...ocsp,
   };

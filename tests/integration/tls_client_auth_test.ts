@@ -409,6 +409,74 @@ Deno.test("tls.client_auth crl_file: a list not signed by ca_cert stops the star
   }
 });
 
+Deno.test("tls.client_auth crl_file: a renewed list takes effect at the reload, closing only the connections of the clients it revokes", async () => {
+  await inTempDir("prox-crl-live-", async (dir, sh) => {
+    // The test CA's list revoking nobody, then its list revoking alice written over it.
+    await sh(
+      `printf '[ca]\\ndefault_ca=d\\n[d]\\ndatabase=idx\\ndefault_md=sha256\\ncrlnumber=num\\ndefault_crl_days=1\\n' > crl.cnf
+touch idx && echo 01 > num
+openssl ca -batch -config crl.cnf -cert "${TLS}/ca.pem" -keyfile "${TLS}/ca.key" -gencrl -out list.crl`,
+    );
+    await using up = await echo();
+    const file = `${dir}/prox.yaml`;
+    await Deno.writeTextFile(
+      file,
+      `listen_addr: "127.0.0.1:0"\n${config(up.url)}`.replace(
+        `ca_cert: "${TLS}/ca.pem"`,
+        `ca_cert: "${TLS}/ca.pem", crl_file: "${dir}/list.crl"`,
+      ),
+    );
+    const server = await startServer({ path: file }, { logger: silentLogger, watch: false });
+    /** A keep-alive connection presenting `who`'s certificate, and a GET on it (its answer). */
+    const connect = async (who: { cert: string; key: string }) => {
+      const conn = await Deno.connectTls({
+        hostname: "localhost",
+        port: server.port,
+        caCerts: [CA],
+        cert: who.cert,
+        key: Deno.readTextFileSync(who.key),
+      });
+      const ask = async () => {
+        await conn.write(new TextEncoder().encode("GET / HTTP/1.1\r\nHost: localhost\r\n\r\n"));
+        let text = "";
+        const buf = new Uint8Array(16384);
+        // The answer is JSON with Content-Length: read until its body is whole.
+        while (!/\r\n\r\n[\s\S]*\}$/.test(text)) {
+          const n = await conn.read(buf).catch(() => null);
+          if (n === null) return text + "<EOF>";
+          text += new TextDecoder().decode(buf.subarray(0, n));
+        }
+        return text;
+      };
+      return { conn, ask };
+    };
+    const alice = await connect(ALICE);
+    const other = await connect({
+      cert: Deno.readTextFileSync(`${TLS}/cert.pem`),
+      key: `${TLS}/key.pem`,
+    });
+    try {
+      assert.match(await alice.ask(), /^HTTP\/1\.1 200[\s\S]*CN=alice/);
+      assert.match(await other.ask(), /^HTTP\/1\.1 200[\s\S]*CN=localhost/);
+      await Deno.copyFile(`${TLS}/alice-revoked.crl`, `${dir}/list.crl`);
+      assert.equal((await server.reload()).ok, true);
+      // A new handshake with alice's certificate is refused now, and her open connection is
+      // closed...
+      await refused(`https://localhost:${server.port}/`, ALICE);
+      assert.equal(await alice.ask(), "<EOF>");
+      // ...while another client's connection is neither closed nor told to close (a new listener
+      // would have drained it, and with it every WebSocket of every client).
+      const again = await other.ask();
+      assert.match(again, /^HTTP\/1\.1 200[\s\S]*CN=localhost/);
+      assert.doesNotMatch(again, /\r\nconnection: close\r\n/i);
+    } finally {
+      alice.conn.close();
+      other.conn.close();
+      await server.shutdown();
+    }
+  });
+});
+
 Deno.test("validate: tls.client_auth's CA file, HTTP/3 and Deno.serve", () => {
   const issues = (tls: string, extra = "") =>
     loadConfigText(

@@ -847,6 +847,11 @@ export function listenH1(
     tls,
     engine: "prox",
     counts,
+    recheckClients() {
+      let cut = 0;
+      for (const l of tlsInners) if ("recheck" in l) cut += l.recheck();
+      return cut;
+    },
     async shutdown(o) {
       if (closed) return;
       closed = true;

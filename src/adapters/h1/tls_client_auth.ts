@@ -22,14 +22,15 @@ export interface ClientAuth {
   ca: string;
   /** `require`: a client without a certificate fails the handshake; else it may present none. */
   required: boolean;
-  /** `crl_file`'s lists (node:tls's `crl` option is ignored on Deno: checked here). */
+  /**
+   * `crl_file`'s lists (node:tls's `crl` option is ignored on Deno: checked here). Read at each
+   * handshake: a reload puts new lists here without a new listener.
+   */
   crl?: RevocationCheck;
   /** `crl_expired: refuse`: a certificate whose issuer's list is past its next update is refused. */
   refuseStale?: boolean;
   /** `ocsp`: each certificate's status asked of its responder before the connection is served. */
   ocsp?: OcspChecker;
-  /** The CRL file's text (a change starts a new listener). */
-  crlText?: string;
 }
 
 /**
@@ -67,6 +68,11 @@ export interface ClientAuthListener {
   /** Resolves with the bound port (node's listen binds in the background). */
   readonly port: Promise<number>;
   accept(): Promise<ClientAuthConn>;
+  /**
+   * Closes the open connections whose certificate (or a certificate of its chain) `auth.crl`
+   * now lists as revoked (a reload's new lists); returns how many.
+   */
+  recheck(): number;
   close(): void;
 }
 
@@ -356,6 +362,8 @@ export function listenClientAuth(
   let closed = false;
   let server: tls.Server | null = null;
   const chainOf = chainBuilder(opts.auth.ca);
+  /** The open connections that presented a certificate, with it (bounded by the connections). */
+  const open = new Map<tls.TLSSocket, { peer: PeerCertificate; cert: ClientCert }>();
   const onSecure = (socket: tls.TLSSocket) => {
     socket.on("error", () => {});
     if (closed) return void socket.destroy();
@@ -409,6 +417,10 @@ export function listenClientAuth(
       return void socket.destroy();
     }
     const conn = new NodeTlsConn(socket, cert);
+    if (cert !== null) {
+      open.set(socket, { peer, cert });
+      socket.once("close", () => open.delete(socket));
+    }
     const handOver = () => {
       if (closed || socket.destroyed) return void socket.destroy();
       const w = waiting.shift();
@@ -458,6 +470,35 @@ export function listenClientAuth(
       const c = ready.shift();
       if (c) return Promise.resolve(c);
       return new Promise((resolve, reject) => waiting.push({ resolve, reject }));
+    },
+    recheck() {
+      const crl = opts.auth.crl;
+      if (!crl) return 0;
+      let cut = 0;
+      for (const [socket, { peer, cert }] of open) {
+        let chain: ReturnType<typeof chainOf>;
+        try {
+          chain = chainOf(peer.raw!, sentChain(peer).slice(1));
+        } catch {
+          continue;
+        }
+        // Only a revocation ends a connection: a list gone stale or missing refuses new
+        // handshakes, but does not say that this client may no longer be served.
+        const refused = refusedInChain(chain, crl, false, 0);
+        if (refused?.why !== "revoked") continue;
+        const revoked = refused.cert;
+        const leaf = revoked === chain.certs[0];
+        opts.onRefused?.(
+          `certificate revoked by a new revocation list, open connection closed (${
+            leaf ? `serial ${cert.serial}, ${cert.subject}` : serialAndSubject(revoked)
+          })` + (leaf ? "" : ` in the chain of ${cert.subject}`),
+          "crl_revoked",
+        );
+        open.delete(socket);
+        socket.destroy();
+        cut++;
+      }
+      return cut;
     },
     close() {
       if (closed) return;
