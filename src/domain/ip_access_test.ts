@@ -182,3 +182,60 @@ Deno.test("withListFiles: an allow_file with no entries (a feed caught mid-rewri
   const open = compileIpAccess(withListFiles({ allow: [], deny: [], deny_file: "d" }, () => ""));
   assert.equal(ipVerdict(open, "192.0.2.1").allowed, true);
 });
+
+Deno.test("ipVerdict over many random IPv4 blocks agrees with a scan of every entry", () => {
+  // A small seeded generator: the same lists each run.
+  let seed = 12345;
+  const rand = (n: number) => {
+    seed = (seed * 1103515245 + 12345) % 2147483648;
+    return seed % n;
+  };
+  // Blocks crowded into a few /8s (so they nest, touch and repeat), edges of the space too.
+  const quad = () => `${[10, 11, 0, 255][rand(4)]}.${rand(4)}.${rand(256)}.${rand(256)}`;
+  const entry = () => {
+    const bits = [0, 1, 8, 9, 16, 23, 24, 30, 31, 32][rand(10)];
+    return bits === 32 && rand(2) ? quad() : `${quad()}/${bits}`;
+  };
+  for (let round = 0; round < 20; round++) {
+    const allow = Array.from({ length: rand(40) }, entry);
+    const deny = Array.from({ length: rand(40) }, entry);
+    // Repeats across and within the lists.
+    if (allow.length > 0 && rand(2)) deny.push(allow[rand(allow.length)]);
+    if (deny.length > 0 && rand(2)) deny.push(deny[rand(deny.length)]);
+    if (allow.length > 0 && rand(2)) allow.push(allow[rand(allow.length)]);
+    const compiled = compileIpAccess({ allow, deny });
+    const toNum = (ip: string) => ip.split(".").reduce((n, p) => n * 256 + Number(p), 0);
+    const entries = [
+      ...allow.map((t) => ({ t, allow: true })),
+      ...deny.map((t) => ({ t, allow: false })),
+    ]
+      .map((x) => {
+        const e = parseAccessEntry(x.t)!;
+        return { ...x, start: toNum(Array.from(e.bytes).join(".")), bits: e.bits };
+      });
+    for (let k = 0; k < 300; k++) {
+      // Addresses at and around the blocks' edges, and anywhere.
+      const near = entries.length > 0 && rand(3) > 0 ? entries[rand(entries.length)] : null;
+      const n = near
+        ? (near.start + [0, -1, 1, 2 ** (32 - near.bits) - 1, 2 ** (32 - near.bits)][rand(5)] +
+          2 ** 32) % 2 ** 32
+        : rand(2 ** 31) * 2 + rand(2);
+      const ip = [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join(".");
+      // The longest block containing it; of equal ones the first deny, else the last allow.
+      let best: (typeof entries)[0] | null = null;
+      for (const e of entries) {
+        const size = 2 ** (32 - e.bits);
+        if (n < e.start || n >= e.start + size) continue;
+        if (
+          best === null || e.bits > best.bits ||
+          (e.bits === best.bits && best.allow)
+        ) best = e;
+      }
+      const got = ipVerdict(compiled, ip);
+      const want = best === null
+        ? { allowed: allow.length === 0, rule: null }
+        : { allowed: best.allow, rule: best.t };
+      assert.deepEqual(got, want, `${ip} with allow ${allow} deny ${deny}`);
+    }
+  }
+});
