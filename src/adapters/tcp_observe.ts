@@ -41,7 +41,10 @@ export interface TcpRecord {
   clientPort: number;
   /** The target that accepted (`host:port`), null when none did or none was tried. */
   target: string | null;
-  /** With `sni`: the ClientHello's server name (null: none sent); absent otherwise. */
+  /**
+   * With `sni`: the ClientHello's server name (null: none sent; one not a DNS name as sent,
+   * escaped); absent otherwise.
+   */
   serverName?: string | null;
   /** Bytes from the client (ClientHello included), and bytes to it. */
   bytesIn: number;

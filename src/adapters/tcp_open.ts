@@ -58,7 +58,14 @@ export function closeQuietly(c: Deno.Conn | null): void {
 
 /** What the client sent first: a ClientHello and its bytes, or why there is none. */
 export type Hello =
-  | { kind: "hello"; serverName: string | null; bytes: Uint8Array; reason?: undefined }
+  | {
+    kind: "hello";
+    serverName: string | null;
+    /** A server name that is not a DNS name, escaped (`serverName` is then null). */
+    invalidName?: string;
+    bytes: Uint8Array;
+    reason?: undefined;
+  }
   | { kind: "bad_hello" | "hello_timeout"; reason: string; bytes: Uint8Array };
 
 /**
@@ -86,7 +93,8 @@ export async function readHello(
       if (len > 0) {
         const peek = peekClientHello(buf.subarray(0, len), MAX_HELLO_BYTES, scan);
         if (peek.kind === "hello") {
-          return { kind: "hello", serverName: peek.serverName, bytes: buf.slice(0, len) };
+          const { serverName, invalidName } = peek;
+          return { kind: "hello", serverName, invalidName, bytes: buf.slice(0, len) };
         }
         if (peek.kind === "invalid") {
           return { kind: "bad_hello", reason: peek.reason, bytes: buf.subarray(0, len) };

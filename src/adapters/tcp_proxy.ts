@@ -304,9 +304,13 @@ function relay(
       if (hello.bytes.length) deps.metrics?.bytes(name, "received", hello.bytes.length);
       if (outcome !== null) return;
       if (hello.kind !== "hello") return end(hello.kind, hello.reason);
-      serverName = hello.serverName;
+      // A name that is not a DNS name is logged as sent and routed as no name (`default`).
+      serverName = hello.invalidName ?? hello.serverName;
       first = hello.bytes;
       group = matchSni(plan.sni, hello.serverName);
+      if (!group && hello.invalidName !== undefined) {
+        return end("bad_hello", "a server_name that is not a DNS name, and no default");
+      }
       if (!group) {
         // RFC 6066 §3: a fatal unrecognized_name alert, which clients name, rather than an EOF.
         await writeAll(conn, UNRECOGNIZED_NAME).then(() => {

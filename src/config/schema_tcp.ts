@@ -66,7 +66,7 @@ export const TcpEntry = z.object({
   targets: Targets.optional(),
   /** TLS passthrough: server name (or `*.` wildcard of one label) → targets. */
   sni: z.record(z.string(), Targets).optional(),
-  /** With `sni`: where a ClientHello without a name, or with no matching one, goes. */
+  /** With `sni`: where a ClientHello without a (DNS) name, or with no matching one, goes. */
   default: Targets.optional(),
   /** A PROXY protocol header first to the upstream, with the client's address. */
   proxy_protocol: z.enum(["v1", "v2"]).optional(),

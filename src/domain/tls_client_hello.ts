@@ -11,8 +11,12 @@ export const MAX_HELLO_BYTES = 16 * 1024;
 export type HelloPeek =
   /** A ClientHello may still follow: read more. */
   | { kind: "more" }
-  /** A whole ClientHello; `serverName` lowercased without a final dot, null when it names none. */
-  | { kind: "hello"; serverName: string | null }
+  /**
+   * A whole ClientHello; `serverName` lowercased without a final dot, null when it names none or
+   * a name that is not a DNS name (an IP literal, bad characters), which is then `invalidName`:
+   * the bytes sent, non-printable ones as `\xNN`, at most 254.
+   */
+  | { kind: "hello"; serverName: string | null; invalidName?: string }
   /** Not a TLS ClientHello, malformed, or larger than the bound. */
   | { kind: "invalid"; reason: string };
 
@@ -158,6 +162,7 @@ function serverName(d: Uint8Array): HelloPeek {
   }
   let p = 2;
   let found: string | null = null;
+  let invalidName: string | undefined;
   while (p + 3 <= d.length) {
     const type = d[p];
     const len = (d[p + 1] << 8) | d[p + 2];
@@ -165,14 +170,32 @@ function serverName(d: Uint8Array): HelloPeek {
     if (p + len > d.length) return invalid("a server_name entry of the wrong length");
     if (type === HOST_NAME) {
       // RFC 6066 §3: no more than one name of a type.
-      if (found !== null) return invalid("two host_name entries in server_name");
-      found = hostName(d.subarray(p, p + len));
-      if (found === null) return invalid("a server_name that is not a DNS name");
+      if (found !== null || invalidName !== undefined) {
+        return invalid("two host_name entries in server_name");
+      }
+      const name = d.subarray(p, p + len);
+      found = hostName(name);
+      // Not a DNS name: a ClientHello without a usable name (routed to `default`, as nginx's
+      // ssl_preread and HAProxy's req.ssl_sni would), not a malformed one.
+      if (found === null) invalidName = printable(name.subarray(0, 254));
     }
     p += len;
   }
   if (p !== d.length) return invalid("a server_name entry of the wrong length");
-  return { kind: "hello", serverName: found };
+  return invalidName === undefined
+    ? { kind: "hello", serverName: found }
+    : { kind: "hello", serverName: null, invalidName };
+}
+
+/** Printable ASCII as it is; other bytes and `\` as `\xNN` (for logs). */
+function printable(bytes: Uint8Array): string {
+  let s = "";
+  for (const c of bytes) {
+    s += c >= 0x20 && c < 0x7f && c !== 0x5c
+      ? String.fromCharCode(c)
+      : `\\x${c.toString(16).padStart(2, "0")}`;
+  }
+  return s;
 }
 
 /** Letters, digits, `-`, `_` and dots, 1–253 bytes (RFC 6066: ASCII, no trailing dot). */

@@ -84,16 +84,35 @@ Deno.test("peekClientHello refuses garbage at once", () => {
   for (const [what, buf] of cases) assert.equal(peekClientHello(buf).kind, "invalid", what);
 });
 
+Deno.test("peekClientHello gives a server name that is not a DNS name as none, with what was sent", () => {
+  // A well-formed ClientHello whose host_name is no DNS name (RFC 6066 §3 allows none but a DNS
+  // name; clients send IP literals and worse): it is a ClientHello without a usable name, which
+  // `default` takes, as nginx's ssl_preread map and HAProxy's req.ssl_sni would.
+  const peek = (name: string) => peekClientHello(records(handshake(helloBody([sniExt(name)]))));
+  const cases: [string, string, string][] = [
+    ["bad name.example.com", "bad name.example.com", "a space"],
+    ["ünï.example", "\\xc3\\xbcn\\xc3\\xaf.example", "not ASCII, escaped"],
+    ["a..b", "a..b", "empty label"],
+    ["x.example.com..", "x.example.com..", "two final dots"],
+    [".", ".", "the root alone"],
+    ["::1", "::1", "an IPv6 literal"],
+    ["[fd00::2]", "[fd00::2]", "an IPv6 literal in brackets"],
+    ["a\\b\n", "a\\x5cb\\x0a", "a backslash and a control byte, escaped"],
+  ];
+  for (const [name, sent, what] of cases) {
+    assert.deepEqual(peek(name), { kind: "hello", serverName: null, invalidName: sent }, what);
+  }
+  // An empty host_name too, and one past 254 bytes (shown cut).
+  assert.deepEqual(peek(""), { kind: "hello", serverName: null, invalidName: "" });
+  const long = peek("a".repeat(300));
+  assert.equal(long.kind === "hello" && long.invalidName, "a".repeat(254));
+});
+
 Deno.test("peekClientHello refuses malformed bodies and names", () => {
   const bad = (body: number[]) => peekClientHello(records(handshake(body))).kind;
   const good = helloBody([sniExt("x.example.com")]);
   assert.equal(bad(good.slice(0, 20)), "invalid", "truncated body");
   assert.equal(bad([...good, 0]), "invalid", "extensions shorter than the body");
-  assert.equal(bad(helloBody([sniExt("bad name.example.com")])), "invalid", "a space");
-  assert.equal(bad(helloBody([sniExt("ünï.example")])), "invalid", "not ASCII");
-  assert.equal(bad(helloBody([sniExt("a..b")])), "invalid", "empty label");
-  assert.equal(bad(helloBody([sniExt("x.example.com..")])), "invalid", "two final dots");
-  assert.equal(bad(helloBody([sniExt(".")])), "invalid", "the root alone");
   assert.equal(bad(helloBody([[0, [0, 9, 0, 0, 1, 120]]])), "invalid", "server_name list length");
   // Two names where the target may read another than Prox routed on (RFC 8446 §4.2: one
   // extension of a type; RFC 6066 §3: one name of a type).

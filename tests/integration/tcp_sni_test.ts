@@ -293,3 +293,40 @@ Deno.test("tcp sni with accept_proxy_protocol reads the ClientHello after the ba
   assert.equal(rec.serverName, "db.example.com");
   assert.equal(rec.bytesIn, hello.length);
 });
+
+Deno.test("tcp sni sends a ClientHello whose server name is no DNS name to default; without one it is closed", async () => {
+  await using named = rawUpstream({ reply: () => enc.encode("named") });
+  await using fallback = rawUpstream({ reply: () => enc.encode("default") });
+  const logger = recordingLogger();
+  await using prox = await startProxy(
+    `${base}tcp:\n  tls:\n    listen_addr: "127.0.0.1:0"\n` +
+      `    sni: { "db.example.com": ["${named.addr}"] }\n    default: ["${fallback.addr}"]\n` +
+      `  strict:\n    listen_addr: "127.0.0.1:0"\n` +
+      `    sni: { "db.example.com": ["${named.addr}"] }\n`,
+    { logger },
+  );
+  /** Sends a ClientHello naming `name` and what the target answers, to the entry's port. */
+  const send = async (entry: string, name: string) => {
+    const conn = await Deno.connect({
+      hostname: "127.0.0.1",
+      port: prox.server.tcpAddr(entry)!.port,
+    });
+    await writeAll(conn, clientHello(name, 16384));
+    await conn.closeWrite();
+    const got = dec.decode(await readAll(conn));
+    conn.close();
+    return got;
+  };
+  // An IPv6 literal (RFC 6066 §3 allows no literal) and a name with a space: well-formed
+  // ClientHellos a target may still accept, as nginx and HAProxy send them on to their default.
+  assert.equal(await send("tls", "::1"), "default");
+  const first = await nthAccess(logger.records, 1);
+  assert.deepEqual([first.outcome, first.serverName], ["closed", "::1"]);
+  assert.equal(await send("tls", "bad name"), "default");
+  assert.equal(fallback.accepted, 2);
+  // Without a default: closed before any target is asked, as before.
+  assert.equal(await send("strict", "::1"), "");
+  const closed = await nthAccess(logger.records, 3);
+  assert.deepEqual([closed.outcome, closed.serverName], ["bad_hello", "::1"]);
+  assert.equal(named.accepted, 0);
+});
