@@ -21,6 +21,7 @@ import type { HostPort, SniTable } from "../domain/tcp_route.ts";
 import { proxyHeader } from "../domain/proxy_protocol.ts";
 import type { Logger } from "../ports.ts";
 import type { TcpMetrics, TcpOutcome, TcpRecord } from "./tcp_observe.ts";
+import { ACCEPT_BACKOFF_INITIAL, acceptFailed } from "../domain/accept_backoff.ts";
 import { closeQuietly, connectAny, readHello } from "./tcp_open.ts";
 import type { TargetGroup } from "./tcp_open.ts";
 import { ACTIVE_INITIAL, PASSIVE_INITIAL } from "../domain/health.ts";
@@ -150,25 +151,29 @@ export function listenTcp(
   const bound = { hostname: addr.hostname, port: (listener.addr as Deno.NetAddr).port };
   let closed = false;
   void (async () => {
-    let delay = 100;
+    let backoff = ACCEPT_BACKOFF_INITIAL;
     while (!closed) {
       let conn: Deno.TcpConn;
       try {
         conn = await listener.accept();
       } catch (err) {
         if (closed) return;
-        // EMFILE and the like: keep the port and try again, backing off.
-        o.deps.logger.error("TCP listener could not accept; trying again", {
-          name: o.plan().name,
-          addr: formatListenAddr(bound),
-          error: String(err),
-          retryInMs: delay,
-        });
-        await new Promise((r) => setTimeout(r, delay));
-        delay = Math.min(delay * 2, 5000);
+        // EMFILE and the like: keep the port and try again, backing off; an accept that works in
+        // between does not reset it (accept_backoff.ts), and the line is logged once a minute.
+        const r = acceptFailed(backoff, Date.now());
+        backoff = r.state;
+        if (r.log) {
+          o.deps.logger.error("TCP listener could not accept; trying again", {
+            name: o.plan().name,
+            addr: formatListenAddr(bound),
+            error: String(err),
+            retryInMs: r.delayMs,
+            ...(r.suppressed ? { notLogged: r.suppressed } : {}),
+          });
+        }
+        await new Promise((res) => setTimeout(res, r.delayMs));
         continue;
       }
-      delay = 100;
       relay(conn, o.plan(), o);
     }
   })();

@@ -67,6 +67,7 @@ import { listenClientAuth } from "./tls_client_auth.ts";
 import type { ClientAuth, ClientAuthConn, ClientAuthListener } from "./tls_client_auth.ts";
 import type { AcceptProxyProtocol, Proxied } from "./proxy_accept.ts";
 import type { H2Env } from "../h2/connection.ts";
+import { ACCEPT_BACKOFF_INITIAL, acceptFailed } from "../../domain/accept_backoff.ts";
 
 /**
  * The read buffer a connection waits for its next request with, unless its requests needed more
@@ -789,9 +790,7 @@ export function listenH1(
   };
 
   const accepting = (async () => {
-    let delay = 100;
-    /** When accepting was last tried again after a failure. */
-    let retriedAt = -Infinity;
+    let backoff = ACCEPT_BACKOFF_INITIAL;
     while (!closed) {
       let conn: Deno.Conn;
       try {
@@ -800,15 +799,19 @@ export function listenH1(
         if (closed) return;
         // EMFILE and the like: keep the port and try again, backing off. An accept that works
         // between failures (a descriptor came free) does not reset the back-off, or each freed
-        // descriptor would cost an error line: only five seconds without a failure do.
-        delay = Date.now() - retriedAt < 5000 ? Math.min(delay * 2, 5000) : 100;
-        opts.logger.error("Listener could not accept; trying again", {
-          addr: formatListenAddr(local),
-          error: String(err),
-          retryInMs: delay,
-        });
-        await new Promise((r) => setTimeout(r, delay));
-        retriedAt = Date.now();
+        // descriptor would cost an error line: only five seconds without a failure do; the line
+        // is logged once a minute (accept_backoff.ts).
+        const r = acceptFailed(backoff, Date.now());
+        backoff = r.state;
+        if (r.log) {
+          opts.logger.error("Listener could not accept; trying again", {
+            addr: formatListenAddr(local),
+            error: String(err),
+            retryInMs: r.delayMs,
+            ...(r.suppressed ? { notLogged: r.suppressed } : {}),
+          });
+        }
+        await new Promise((res) => setTimeout(res, r.delayMs));
         continue;
       }
       if (limits) void serveLimited(conn);
