@@ -93,12 +93,20 @@ export function createCertificates(initial: Config, deps: CertificateDeps): Cert
   // (A substring test first: no URL parse per request on the hot path.)
   // Not async: every request takes this way, and the common one is `deps.serve`'s own promise,
   // without another promise and turn of its own.
+  // An answered challenge is access-logged (and counted) as the plain-HTTP listener's are: it
+  // never reaches the pipeline, which logs the rest.
+  const answers = new WeakMap<Request, Response>();
+  const loggedAnswer = deps.observe((req) => Promise.resolve(answers.get(req)!));
   const serveWithChallenges: Handler = (req, info) => {
     const a = acme;
     if (
       a && req.url.includes(CHALLENGE_PREFIX) && (req.method === "GET" || req.method === "HEAD")
     ) {
-      return a.knownChallenge(req).then((answer) => answer ?? deps.serve(req, info));
+      return a.knownChallenge(req).then((answer) => {
+        if (!answer) return deps.serve(req, info);
+        answers.set(req, answer);
+        return loggedAnswer(req, info);
+      });
     }
     return deps.serve(req, info);
   };

@@ -466,7 +466,7 @@ Deno.test("ACME: the shared back-off record names the failed order by a digest, 
   });
 });
 
-Deno.test("ACME: an HTTP-01 challenge that reaches the HTTPS listener (a CA following a redirect to https) is answered; an unknown token goes to the routes", async () => {
+Deno.test("ACME: an HTTP-01 challenge that reaches the HTTPS listener (a CA following a redirect to https) is answered and access-logged; an unknown token goes to the routes", async () => {
   await withTempDir(async (dir) => {
     await using up = await startUpstream((req) =>
       new Response(`upstream ${new URL(req.url).pathname}`)
@@ -478,15 +478,23 @@ Deno.test("ACME: an HTTP-01 challenge that reaches the HTTPS listener (a CA foll
     await Deno.copyFile(`${tls}/cert.pem`, `${dir}/acme/${DOMAINS[0]}.crt`);
     await Deno.copyFile(`${tls}/key.pem`, `${dir}/acme/${DOMAINS[0]}.key`);
     await Deno.writeTextFile(`${dir}/acme/challenges/tok_1`, "tok_1.thumbprint");
+    const logger = memoryLogger();
+    const httpPort = freePort();
     const server = await start(
       acmeYaml({
         ca: `https://127.0.0.1:${freePort()}/dir`,
         storage: `${dir}/acme`,
-        httpPort: freePort(),
+        httpPort,
         upstream: up.url,
       }),
       { retryBaseMs: 600_000, clientRetries: 0 },
+      logger,
     );
+    /** The access records so far, as objects. */
+    const access = () =>
+      logger.lines.filter((l) => l.startsWith("info access ")).map((l) =>
+        JSON.parse(l.slice("info access ".length)) as Record<string, unknown>
+      );
     const client = Deno.createHttpClient({ caCerts: [Deno.readTextFileSync(`${tls}/ca.pem`)] });
     try {
       await waitFor(() => server.ready(), { what: "HTTPS listener" });
@@ -501,6 +509,20 @@ Deno.test("ACME: an HTTP-01 challenge that reaches the HTTPS listener (a CA foll
         { client },
       );
       assert.equal(await other.text(), "upstream /.well-known/acme-challenge/certbot-token");
+      // The same challenge on the plain-HTTP listener, which always logged it.
+      const plain = await fetch(`http://localhost:${httpPort}/.well-known/acme-challenge/tok_1`);
+      assert.equal(await plain.text(), "tok_1.thumbprint");
+      // Each request logged once: the answered challenges as the plain listener's are
+      // (no route), the unknown token by its route.
+      const lines = await waitFor(() => access().length >= 3 ? access() : null, {
+        what: "three access records",
+      });
+      const seen = lines.map((l) => [l.path, l.status, l.route, l.tls]);
+      assert.deepEqual(seen.map(String).sort(), [
+        "/.well-known/acme-challenge/certbot-token,200,/,true",
+        "/.well-known/acme-challenge/tok_1,200,,false",
+        "/.well-known/acme-challenge/tok_1,200,,true",
+      ]);
     } finally {
       client.close();
       await server.shutdown();
