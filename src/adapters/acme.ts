@@ -474,7 +474,14 @@ export async function startAcme(
     const token = path.slice(CHALLENGE_PREFIX.length);
     const keyAuth = tokens.get(token) ?? await store.readChallenge(token).catch(() => null);
     if (keyAuth === undefined || keyAuth === null) return null;
-    return new Response(keyAuth, { headers: { "content-type": "application/octet-stream" } });
+    // With its length: the access log's bytesOut reads it (a string body declares none).
+    const body = new TextEncoder().encode(keyAuth);
+    return new Response(body, {
+      headers: {
+        "content-type": "application/octet-stream",
+        "content-length": String(body.byteLength),
+      },
+    });
   }
 
   // A stored certificate is served from the first moment, without contacting the CA.

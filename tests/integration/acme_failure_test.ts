@@ -523,6 +523,9 @@ Deno.test("ACME: an HTTP-01 challenge that reaches the HTTPS listener (a CA foll
         "/.well-known/acme-challenge/tok_1,200,,false",
         "/.well-known/acme-challenge/tok_1,200,,true",
       ]);
+      // The answer's bytes, as for any other answer ("tok_1.thumbprint").
+      const answered = lines.filter((l) => l.route === null).map((l) => l.bytesOut);
+      assert.deepEqual(answered, [16, 16]);
     } finally {
       client.close();
       await server.shutdown();
