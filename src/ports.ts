@@ -57,6 +57,17 @@ export interface ClientInfo {
    * client authentication or when the client presented none (`verify_if_given`).
    */
   clientCert?: ClientCert;
+  /**
+   * Sends a 103 Early Hints with `fields` to the client ahead of the answer (RFC 8297). Present
+   * on Prox's own HTTP/1.1 and HTTP/2 engines only (Deno.serve and HTTP/3 cannot send a 1xx);
+   * does nothing for an HTTP/1.0 client (RFC 9110 §15.2) or once the answer is on its way.
+   */
+  earlyHints?(fields: [string, string][]): void;
+}
+
+/** Where an upstream's 103 Early Hints go: the client's listener (ClientInfo.earlyHints). */
+export interface EarlyHintsSink {
+  earlyHints(fields: [string, string][]): void;
 }
 
 /** A client's verified TLS certificate, as the `{tls_client_*}` placeholders give it. */
@@ -245,6 +256,11 @@ export interface UpstreamRequest {
    * streamed, may come as a WireResponse (proxy/wire_response.ts).
    */
   lean?: boolean;
+  /**
+   * Given the upstream's 103 Early Hints (without hop-by-hop fields), as they come before the
+   * answer; unset, interim answers are dropped. Never called once the answer's head came.
+   */
+  hints?: EarlyHintsSink;
 }
 
 /**

@@ -29,6 +29,13 @@ export class EngineInfo implements ClientInfo {
   readonly writesItself = true;
   /** The request target was `*` (ClientInfo.asterisk). */
   asterisk = false;
+  /**
+   * Where `earlyHints` writes (the HTTP/1.1 connection, or the HTTP/2 connection with the stream
+   * as `#hintsKey`): set by the engine for a client that can take a 1xx, null once the answer is
+   * on its way. Objects that exist anyway: no closure per request.
+   */
+  #hintsTo: HintsWriter | null = null;
+  #hintsKey: unknown = null;
   #state = 0; // 0: in work, 1: delivered, 2: not delivered
   #completed: Promise<void> | undefined;
   #resolve: (() => void) | undefined;
@@ -42,6 +49,22 @@ export class EngineInfo implements ClientInfo {
     readonly authority: string,
     readonly http10: boolean,
   ) {}
+
+  /** Lets `earlyHints` write to `to` (with `key`) until `hintsDone`. */
+  hintsTo(to: HintsWriter, key: unknown): void {
+    this.#hintsTo = to;
+    this.#hintsKey = key;
+  }
+
+  /** The answer's head is next: an upstream's late 103 (a mirror's, say) is not written. */
+  hintsDone(): void {
+    this.#hintsTo = null;
+    this.#hintsKey = null;
+  }
+
+  earlyHints(fields: [string, string][]): void {
+    this.#hintsTo?.writeEarlyHints(this.#hintsKey, fields);
+  }
 
   /** The client's certificate (tls.client_auth): h1/server.ts puts it on the client's address. */
   get clientCert(): ClientCert | undefined {
@@ -66,6 +89,11 @@ export class EngineInfo implements ClientInfo {
     if (ok) this.#resolve?.();
     else this.#reject?.(GONE());
   }
+}
+
+/** An engine connection that writes a 103 Early Hints (RFC 8297) for one of its exchanges. */
+export interface HintsWriter {
+  writeEarlyHints(key: unknown, fields: [string, string][]): void;
 }
 
 const GONE = () => new Error("client went away");

@@ -1,7 +1,8 @@
 // One request/response exchange on an HTTP/1.1 connection (RFC 9112): write the head as given,
 // with a body given as bytes, or stream the request body (Content-Length as declared, else
-// chunked; see upstream_h1_request.ts), skip 1xx, parse the head, and hand back a Response whose
-// body streams (small Content-Length bodies are read at once, those up to 64 KiB into one chunk).
+// chunked; see upstream_h1_request.ts), pass a 103's fields on (early_hints.ts) and skip other
+// 1xx, parse the head, and hand back a Response whose body streams (small Content-Length bodies
+// are read at once, those up to 64 KiB into one chunk).
 // The connection is released exactly once, reusable only when both bodies ended cleanly.
 
 import { ProxyError, tagRequest } from "../domain/errors.ts";
@@ -10,6 +11,7 @@ import type {
   BodyCounter,
   ChunkLending,
   CountedResponse,
+  EarlyHintsSink,
   RawBodied,
   UpstreamRequest,
 } from "../ports.ts";
@@ -23,6 +25,7 @@ import { latin1, parseChunkSize, parseResponseHead, requestHead } from "./upstre
 import { pumpBody, requestBytes } from "./upstream_h1_request.ts";
 import type { ResponseHead } from "./upstream_h1_wire.ts";
 import { MAX_TRAILERS } from "./h1/chunked.ts";
+import { MAX_INTERIM, passHints } from "./early_hints.ts";
 
 /** Limits for one exchange. */
 export interface ExchangeLimits {
@@ -152,7 +155,11 @@ export async function exchange(
 
   let res: ResponseHead;
   try {
-    res = await readHead(conn, { method: req.method, max: limits.maxHeaderBytes });
+    res = await readHead(conn, {
+      method: req.method,
+      max: limits.maxHeaderBytes,
+      hints: req.hints,
+    });
   } catch (err) {
     conn.fail(null);
     part(false);
@@ -324,16 +331,12 @@ function ioErrorMid(source: string, err: unknown): ProxyError {
 }
 
 /**
- * Interim (1xx) answers taken before a final one. RFC 9110 §15.2 sets no number, but an upstream
- * that sends them for ever would keep this loop parsing until the response-header timeout
- * (a minute by default); real servers send one or two (100 Continue, 103 Early Hints).
+ * Reads response heads until a final (non-1xx) one (RFC 9110 §15.2); the fields of a 103 go to
+ * `o.hints` when given (early_hints.ts), other interim answers are dropped.
  */
-const MAX_INTERIM = 32;
-
-/** Reads response heads until a final (non-1xx) one (RFC 9110 §15.2). */
 async function readHead(
   conn: H1Connection,
-  o: { method: string; max: number },
+  o: { method: string; max: number; hints: EarlyHintsSink | undefined },
 ): Promise<ResponseHead> {
   let interim = 0;
   // Bytes of the head so far found to hold no end of it (kept relative to `start`, which a fill
@@ -373,6 +376,7 @@ async function readHead(
         { source: conn.source },
       );
     }
+    if (head.status === 103 && o.hints) passHints(o.hints, head.headers);
   }
 }
 

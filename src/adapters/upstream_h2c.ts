@@ -15,7 +15,14 @@
 import { ProxyError } from "../domain/errors.ts";
 import { originHost, originName } from "../domain/upstream_origin.ts";
 import { BODY_BYTES, UNREAD_BODY } from "../ports.ts";
-import type { BodyCounter, CountedResponse, UnreadBody, UpstreamRequest } from "../ports.ts";
+import type {
+  BodyCounter,
+  CountedResponse,
+  EarlyHintsSink,
+  UnreadBody,
+  UpstreamRequest,
+} from "../ports.ts";
+import { MAX_INTERIM, passHints } from "./early_hints.ts";
 import type { Transport } from "./upstream_h1_conn.ts";
 import {
   ConnectionError,
@@ -177,6 +184,9 @@ interface Stream {
   release: () => void;
   /** The streamed request body while it goes (null: none, sent whole, or given back). */
   upload: Upload | null;
+  /** Where a 103's fields go (UpstreamRequest.hints; null: dropped), and 103s passed so far. */
+  hints: EarlyHintsSink | null;
+  hinted: number;
 }
 
 function protocolError(source: string, msg: string): ProxyError {
@@ -367,6 +377,8 @@ class Session {
       counter,
       release,
       upload: null,
+      hints: req.hints ?? null,
+      hinted: 0,
     };
     this.#streams.set(id, s);
     this.idleSince = 0.5;
@@ -1045,9 +1057,13 @@ class Session {
     if (!s.answered) {
       if (status < 0) return fail("sent a response without a valid :status");
       if (status < 200) {
-        // Interim answers (100, 103) are not passed on; 101 is not HTTP/2 (§8.6).
+        // A 103's fields go to the client (early_hints.ts), up to MAX_INTERIM of them; other
+        // interim answers (100) end here; 101 is not HTTP/2 (§8.6).
         if (status === 101 || end) return fail(`sent a ${status} answer`);
         this.#spend(); // as many as it likes would cost Prox work for nothing
+        if (status === 103 && s.hints !== null && ++s.hinted <= MAX_INTERIM) {
+          passHints(s.hints, fields);
+        }
         return;
       }
       s.answered = true;

@@ -1072,3 +1072,31 @@ Deno.test("h2c: RST_STREAM on stream 0 or an idle stream, WINDOW_UPDATE on an id
     await t.step(name, () => endsCalm((w, stream) => bad(w, stream), code));
   }
 });
+
+Deno.test("h2c: a 103's fields go to the request's hints (without content-length), a 100's do not", async () => {
+  await using up = h2Server(async (p) => {
+    const r = (await p.request())!;
+    const w = new FrameWriter();
+    p.head(w, r.stream, [[":status", "100"], ["x-interim", "1"]], false);
+    p.head(w, r.stream, [[":status", "103"], ["link", "</a.css>; rel=preload"], [
+      "content-length",
+      "0",
+    ]], false);
+    p.head(w, r.stream, [[":status", "200"], ["content-length", "2"]], false);
+    w.frame(FrameType.DATA, Flag.END_STREAM, r.stream, enc.encode("ok"));
+    await p.send(w);
+    await p.frame(); // until Prox closes
+  });
+  const got: [string, string][][] = [];
+  const client = createUpstreamClient();
+  try {
+    const res = await client.send(
+      request(`${up.url}/`, { protocol: "h2c", hints: { earlyHints: (f) => got.push(f) } }),
+    );
+    assert.equal(res.status, 200);
+    assert.equal(await res.text(), "ok");
+    assert.deepEqual(got, [[["link", "</a.css>; rel=preload"]]]);
+  } finally {
+    await client.close();
+  }
+});

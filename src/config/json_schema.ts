@@ -67,6 +67,8 @@ const DESCRIPTIONS: Record<string, string> = {
     "Only HTTP requests that meet one of these get an access line: status (selectors), min_duration, retried: true, failed: true (cut short, or a failed gRPC call)",
   rewrite_location:
     "Give the client an upstream's Location or Refresh that points at the target itself as the route's path (default true; nginx proxy_redirect default)",
+  early_hints:
+    "Pass an upstream's 103 Early Hints on to HTTP/1.1 and HTTP/2 clients (default true; not on http1_engine: deno, HTTP/3 or to HTTP/1.0 clients)",
   mirror:
     "Copies of the requests to a shadow upstream (answers dropped): target, percent, body, max_body, max_in_flight, timeout",
   hosts: "Host names this route answers for (exact or *.example.com)",

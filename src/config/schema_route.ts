@@ -808,6 +808,11 @@ const upstreamCommon = {
    * (nginx's `proxy_redirect default`); `false` passes them on as they came.
    */
   rewrite_location: z.boolean().default(true),
+  /**
+   * An upstream's 103 Early Hints (RFC 8297) go on to HTTP/1.1 and HTTP/2 clients of Prox's own
+   * engines, as Caddy does (unset: true); `false` drops them, as nginx does without `early_hints`.
+   */
+  early_hints: z.boolean().optional(),
   /** The seed's browser-like default headers (User-Agent, Accept…), now opt-in. */
   browser_headers: z.boolean().default(false),
   /** Add an RFC 7239 Forwarded header. */

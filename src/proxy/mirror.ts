@@ -245,6 +245,7 @@ async function send(
   );
   req.signal = ac.signal;
   req.clientSignal = undefined;
+  req.hints = undefined; // the shadow's 103s are not the client's
   req.timeouts = {
     connect: Math.min(req.timeouts.connect || ms, ms),
     responseHeader: ms,

@@ -56,6 +56,7 @@ import { HeaderList } from "../../domain/header_list.ts";
 import { ipGroupKey } from "../../domain/ip.ts";
 import { trailerPasses } from "../../domain/headers.ts";
 import { bodyFailed, EngineInfo, httpDate, unhandled } from "../engine_shared.ts";
+import type { HintsWriter } from "../engine_shared.ts";
 import { setImmediate } from "node:timers";
 import { H2Connection } from "../h2/connection.ts";
 import { PREFACE } from "../h2/frames.ts";
@@ -922,7 +923,7 @@ interface Env {
  * One client connection: its read buffer (unconsumed bytes in `buf[start..end)`) and state.
  * Exported for tests.
  */
-export class Conn implements Reader {
+export class Conn implements Reader, HintsWriter {
   buf = new Uint8Array(KEEP_SIZE);
   /** The buffer this connection waits for its next request with (need()). */
   keep = KEEP_SIZE;
@@ -975,6 +976,8 @@ export class Conn implements Reader {
    * back until the first read of it sends one.
    */
   awaitsContinue = false;
+  /** Interim answers (100, 103) still being written: the answer's head waits for them. */
+  interimWrites: Promise<void> | null = null;
   /** The body read in progress, if any: reads of the body never overlap. */
   #bodyRead: Promise<unknown> = Promise.resolve();
   /** Settles when serve() has ended for this connection (and it left `conns`). */
@@ -1189,7 +1192,7 @@ export class Conn implements Reader {
       // goes out without the client having sent it. Deno.serve sends the 100 at once.
       this.awaitsContinue = false;
       try {
-        await writeAll(this.write, CONTINUE);
+        await this.#writeInterim(CONTINUE);
       } catch {
         return this.#clientGone();
       }
@@ -1342,6 +1345,27 @@ export class Conn implements Reader {
     return this.#left?.signal.aborted === true;
   }
 
+  /** Writes an interim answer after those before it; rejects when the write failed. */
+  #writeInterim(bytes: Uint8Array): Promise<void> {
+    const before = this.interimWrites;
+    const w = before === null
+      ? writeAll(this.write, bytes)
+      : before.then(() => writeAll(this.write, bytes));
+    this.interimWrites = w.catch(() => {});
+    return w;
+  }
+
+  /**
+   * A 103 Early Hints for the exchange in progress (EngineInfo.earlyHints, RFC 8297), which the
+   * answer's head then waits for. A failed write is the answer's to find.
+   */
+  writeEarlyHints(_key: unknown, fields: [string, string][]): void {
+    if (this.left || this.#closed) return;
+    let text = "HTTP/1.1 103 Early Hints\r\n";
+    for (let i = 0; i < fields.length; i++) text += fields[i][0] + ": " + fields[i][1] + "\r\n";
+    this.#writeInterim(headBytes(text + "\r\n")).catch(() => {});
+  }
+
   /** Marks the start (true) or end (false) of an exchange. */
   exchanging(busy: boolean): void {
     this.#busy = busy;
@@ -1469,6 +1493,8 @@ async function exchange(
   // begins with, is the authority: identify() need not find it there again.
   const info = new EngineInfo(c.peer, env.localPort, "http/1.1", env.tls, head.host, head.http10);
   if (head.target === "*") info.asterisk = true;
+  // An HTTP/1.0 client cannot take a 1xx (RFC 9110 §15.2).
+  if (!head.http10) info.hintsTo(c, null);
   env.counts.served++;
   const m = env.metrics;
   m?.connectionOpened("http/1.1");
@@ -1477,6 +1503,11 @@ async function exchange(
     res = await env.handler(req as unknown as Request, info);
   } catch (err) {
     res = unhandled(env.logger, err);
+  }
+  info.hintsDone();
+  if (c.interimWrites !== null) {
+    await c.interimWrites;
+    c.interimWrites = null;
   }
   // More body known to be left than is dropped after the answer, a body the client may hold back
   // until a 100 that never came (RFC 9110 §10.1.1), or one that stopped coming (a 408, which

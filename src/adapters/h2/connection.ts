@@ -899,6 +899,7 @@ export class H2Connection {
       false,
     );
     if (s.asterisk) info.asterisk = true;
+    if (!ws) info.hintsTo(this, s);
     const env = this.#env;
     env.served?.();
     env.metrics?.connectionOpened(info.protocol);
@@ -916,6 +917,7 @@ export class H2Connection {
       } catch (err) {
         res = unhandled(env.logger, err);
       }
+      info.hintsDone();
       const socket = ws?.socket;
       if (socket && res === socket.response) {
         // A WebSocket's turn ends with its handshake: it may last for days.
@@ -942,6 +944,22 @@ export class H2Connection {
       env.metrics?.connectionClosed(info.protocol);
       this.#finish(s);
     });
+  }
+
+  /**
+   * A 103 Early Hints on stream `key` before its answer (EngineInfo.earlyHints, RFC 8297): a
+   * field block without END_STREAM, as the 100 is. Names go lower case (RFC 9113 §8.2.1).
+   */
+  writeEarlyHints(key: unknown, fields: [string, string][]): void {
+    const s = key as Stream;
+    if (s.reset || s.localEnded || this.#closed) return;
+    const enc = this.#encoder.begin().status(103);
+    for (let i = 0; i < fields.length; i++) {
+      const name = fields[i][0].toLowerCase();
+      if (!CONNECTION_SPECIFIC.has(name)) enc.field(name, fields[i][1]);
+    }
+    this.#out.headers(s.id, enc.block, false, this.#peerMaxFrame);
+    this.#flush();
   }
 
   /** A malformed request: the stream is reset with PROTOCOL_ERROR (RFC 9113 §8.1.1). */

@@ -20,7 +20,7 @@ import { proxyHeader } from "../../domain/proxy_protocol.ts";
 import type { ProxiedAddresses } from "../../domain/proxy_protocol.ts";
 import type { LoadBalanceRouteConfig, ProxyRouteConfig } from "../../config/schema.ts";
 import { BODY_BYTES, RAW_BODY } from "../../ports.ts";
-import type { CountedResponse, Protocol, UpstreamRequest } from "../../ports.ts";
+import type { CountedResponse, EarlyHintsSink, Protocol, UpstreamRequest } from "../../ports.ts";
 import type { PipelineDeps, RequestContext } from "../context.ts";
 import { forward } from "../forward.ts";
 import { startMirror } from "../mirror.ts";
@@ -290,6 +290,13 @@ export async function proxyAction(
   // when nothing on the way needs a Fetch Response.
   const lean = ctx.info.writesItself === true && compiled.cache === null &&
     compiled.compress === null && !compiled.rules.responseBody && !ctx.snapshot.hasErrorPages;
+  // An upstream's 103 Early Hints go to a client whose listener can send one (RFC 8297): not
+  // Deno.serve's, HTTP/3's or an HTTP/1.0 client's (RFC 9110 §15.2). The listener's ClientInfo
+  // takes them itself: no closure per request.
+  const hints = route.early_hints !== false && ctx.info.earlyHints !== undefined &&
+      ctx.info.http10 !== true
+    ? ctx.info as EarlyHintsSink
+    : undefined;
   // One header for every try of this request: the client's address.
   const pp = route.proxy_protocol
     ? proxyHeader(route.proxy_protocol, clientAddresses(ctx))
@@ -322,6 +329,7 @@ export async function proxyAction(
       proxyHeader: pp,
       protocol: route.upstream_protocol,
       lean,
+      hints,
     };
   };
   const mirror = compiled.mirror
