@@ -7,7 +7,7 @@ import { rawServer, readRequest, write } from "../_upstream_peers.ts";
 import { onProxEngines, startProxy } from "./_proxy.ts";
 import { rawExchange } from "./_raw_client.ts";
 import { RawH2Client } from "./_raw_h2.ts";
-import { waitFor } from "../_harness.ts";
+import { interopTest, run, waitFor } from "../_harness.ts";
 import { Flag, FrameType, PREFACE } from "../../src/adapters/h2/frames.ts";
 
 // The engine is chosen per test (http1_engine), whatever PROX_H1_ENGINE says.
@@ -128,5 +128,23 @@ Deno.test("early hints: an HTTP/2 client gets the 103 as a field block of its ow
     assert.deepEqual(blocks[1].fields[0], [":status", "200"]);
   } finally {
     await c.close();
+  }
+});
+
+interopTest("early hints: curl -v sees the 103 before the 200 over HTTP/1.1 and HTTP/2", [
+  "curl",
+], async () => {
+  await using up = hintingUpstream();
+  await using prox = await startProxy(config(up.url));
+  for (
+    const [flag, version] of [["--http1.1", "HTTP/1.1"], ["--http2-prior-knowledge", "HTTP/2"]]
+  ) {
+    const out = await run("curl", ["-sv", flag, `${prox.url}/`]);
+    assert.equal(out.code, 0, out.stderr);
+    assert.equal(out.stdout, "hello");
+    const hints = out.stderr.indexOf(`< ${version} 103`);
+    assert.ok(hints >= 0, out.stderr);
+    assert.ok(out.stderr.indexOf(`< ${version} 200`) > hints, out.stderr);
+    assert.match(out.stderr, /< link: <\/a\.css>; rel=preload/i);
   }
 });
