@@ -19,6 +19,7 @@ const ca = Deno.readTextFileSync(`${TLS}/ca.pem`);
 async function withListener(
   handler: Handler,
   fn: (l: H3Listener) => Promise<void>,
+  options: { request_header_timeout?: number } = {},
 ): Promise<void> {
   const l = await startH3Listener({
     hostname: "127.0.0.1",
@@ -27,7 +28,7 @@ async function withListener(
     key,
     handler,
     logger: silentLogger,
-    options: { max_idle_timeout: 5000, max_field_section_size: 8192 },
+    options: { max_idle_timeout: 5000, max_field_section_size: 8192, ...options },
   });
   try {
     await fn(l);
@@ -185,6 +186,74 @@ Deno.test("startH3Listener answers malformed requests with 400, 431 and 501", as
     assert.equal((await c.request("/", { raw })).status, 200);
     assert.equal(calls, 1);
   });
+});
+
+Deno.test("startH3Listener refuses a GET or HEAD that carries content (501), as over HTTP/1.1 and HTTP/2, rather than dropping it", async () => {
+  let calls = 0;
+  const refusals: string[] = [];
+  await withListener((_req, info) => {
+    if (!info.refused) calls++;
+    else refusals.push(`${info.refused.method} ${info.refused.kind}`);
+    const status = info.refused ? statusFor(info.refused.kind) : 200;
+    return Promise.resolve(new Response(null, { status }));
+  }, async (l) => {
+    await using c = await client(l.port);
+    const head = (method: string) =>
+      encodeFrame(
+        FrameType.HEADERS,
+        encodeFieldSection([
+          [":method", method],
+          [":scheme", "https"],
+          [":authority", "localhost"],
+          [":path", "/"],
+        ]),
+      );
+    const data = (n: number) => encodeFrame(FrameType.DATA, new Uint8Array(n));
+    // Content with the head, and content after it (the client's own writes: HEADERS, DATA, FIN).
+    const withBody = Uint8Array.of(...head("GET"), ...data(3));
+    assert.equal((await c.request("/", { raw: withBody })).status, 501);
+    assert.equal((await c.request("/", { method: "HEAD", body: new Uint8Array(2) })).status, 501);
+    // No content: an empty DATA frame and a GET whose stream ends after its head go on.
+    assert.equal(
+      (await c.request("/", { raw: Uint8Array.of(...head("GET"), ...data(0)) })).status,
+      200,
+    );
+    assert.equal((await c.request("/")).status, 200);
+    assert.equal(calls, 2);
+    assert.deepEqual(refusals, ["GET not_implemented", "HEAD not_implemented"]);
+  });
+});
+
+Deno.test("startH3Listener: content after a GET whose stream stayed open went on fails the request, not dropped", async () => {
+  const called = Promise.withResolvers<void>();
+  let aborted = false;
+  // The handler answers only once the request is gone.
+  const handler: Handler = (req) => {
+    called.resolve();
+    return new Promise((resolve) => {
+      req.signal.addEventListener("abort", () => {
+        aborted = true;
+        resolve(new Response("late"));
+      }, { once: true });
+    });
+  };
+  await withListener(handler, async (l) => {
+    await using c = await client(l.port);
+    const stream = await c.conn.createBidirectionalStream();
+    const w = stream.writable.getWriter();
+    const get = encodeFieldSection([
+      [":method", "GET"],
+      [":scheme", "https"],
+      [":authority", "localhost"],
+      [":path", "/"],
+    ]);
+    await w.write(encodeFrame(FrameType.HEADERS, get));
+    await called.promise; // past request_header_timeout without an end: it went on
+    await w.write(encodeFrame(FrameType.DATA, new Uint8Array(3)));
+    await waitFor(() => aborted, { what: "the request failed" });
+    await w.close().catch(() => {});
+    await stream.readable.cancel().catch(() => {});
+  }, { request_header_timeout: 50 });
 });
 
 Deno.test("startH3Listener checks content-length against the DATA received", async () => {

@@ -260,8 +260,30 @@ export async function serveRequest(
     const body = hasBody
       ? bodyStream(r, { ctx, contentLength: head.contentLength, onError: fail, onFirstRead })
       : null;
+    if (!hasBody) {
+      // A GET or HEAD that carries content is refused (501), as on HTTP/1.1 and HTTP/2: a Web
+      // Request cannot take it on, and forwarding the request without it would change it. Known
+      // once the stream ends or a DATA frame with content comes (clients end a GET's stream with
+      // its head); one still open after the header timeout goes on, and content after that
+      // fails it rather than being dropped.
+      const look = { late: false };
+      const rest = drainRest(r, { maxFieldSectionSize: ctx.maxFieldSectionSize, fail, look });
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const carries = await Promise.race([
+        rest,
+        new Promise<false>((resolve) => {
+          timer = setTimeout(() => {
+            look.late = true;
+            resolve(false);
+          }, timerDelay(ctx.headerTimeoutMs));
+        }),
+      ]);
+      clearTimeout(timer);
+      if (carries) {
+        throw new MessageError(501, `A ${method} request with a body cannot be forwarded`);
+      }
+    }
     const req = toRequest(head, body, signal);
-    if (!hasBody) drainRest(r, ctx.maxFieldSectionSize, fail);
     await answer(req, undefined, head.path === "*" || undefined);
     // Whatever request body the handler left unread is not wanted: STOP_SENDING (§4.1.1).
     await r.cancel();
@@ -350,20 +372,25 @@ function toRequest(
   }
 }
 
-/** Reads and discards whatever follows the head of a bodyless request, watching for errors. */
+/**
+ * Reads and discards whatever follows the head of a GET or HEAD, watching for errors. Resolves
+ * false at the stream's end (or a failure, which goes to `fail`), true at the first DATA frame
+ * with content; content once `look.late` (the request went on without waiting) fails it.
+ */
 function drainRest(
   r: StreamReader,
-  maxFieldSectionSize: number,
-  fail: (err: unknown) => void,
-): void {
+  o: { maxFieldSectionSize: number; fail: (err: unknown) => void; look: { late: boolean } },
+): Promise<boolean> {
   // Normally nothing but the FIN is left: a read of Deno's 64 KiB would wait for it, and a
   // cancelled one kept its buffer until the connection's next event (64 KiB per connection).
   r.smallReads(512);
+  let settle!: (carries: boolean) => void;
+  const known = new Promise<boolean>((resolve) => settle = resolve);
   (async () => {
     let trailers = false;
     for (;;) {
       const type = await r.varint("frame type");
-      if (type === null) return;
+      if (type === null) return settle(false);
       const len = await r.varint("frame length");
       if (len === null) throw new H3ConnectionError(H3Error.FRAME_ERROR, "Truncated frame header");
       // Nothing but unknown frames may follow the trailers (RFC 9114 §4.1), as in bodyStream.
@@ -373,7 +400,7 @@ function drainRest(
       if (type === FrameType.HEADERS) {
         // Decoded and checked as a body's trailers are (then dropped): a QPACK error is the
         // connection's (RFC 9204 §2.2.3), a malformed section ends the request (§4.1.2).
-        const fields = await readFields(r, len, maxFieldSectionSize);
+        const fields = await readFields(r, len, o.maxFieldSectionSize);
         if (fields === null) throw new MessageError(431, "Trailers too large");
         parseTrailers(fields);
         trailers = true;
@@ -385,9 +412,17 @@ function drainRest(
           `Frame 0x${type.toString(16)} on a request stream`,
         );
       }
+      if (type === FrameType.DATA && len > 0) {
+        if (o.look.late) throw new MessageError(501, "Request body after the request went on");
+        settle(true);
+      }
       await r.skip(len);
     }
-  })().catch(fail);
+  })().catch((err) => {
+    settle(false);
+    o.fail(err);
+  });
+  return known;
 }
 
 let dateSecond = -1;
