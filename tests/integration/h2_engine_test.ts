@@ -894,6 +894,33 @@ Deno.test("a GET or HEAD with a body gets 501 as on HTTP/1.1, with content-lengt
   }
 });
 
+Deno.test("a GET or HEAD whose stream ends with an empty DATA frame sent apart from its HEADERS goes on", async () => {
+  let reached = 0;
+  await using up = await startUpstream(() => (reached++, new Response("fine")));
+  await using prox = await startProxy(config(up.url), { keepListen: true, tls: true });
+  const c = await RawH2.open(prox.port);
+  try {
+    // HEADERS without END_STREAM, as some clients send a GET (a body publisher that turns out
+    // empty), and the empty DATA that ends the stream in a later write.
+    for (const [id, method] of [[1, "GET"], [3, "HEAD"]] as const) {
+      c.enc.begin().field(":method", method).field(":scheme", "https").field(":path", `/${id}`);
+      c.enc.field(":authority", "localhost");
+      c.out.headers(id, c.enc.block, false, 16384);
+    }
+    await c.flush();
+    // What is tested is a frame arriving later than the head: nothing to await but time.
+    await new Promise((r) => setTimeout(r, 50));
+    c.out.frame(FrameType.DATA, Flag.END_STREAM, 1, new Uint8Array(0));
+    c.out.frame(FrameType.DATA, Flag.END_STREAM, 3, new Uint8Array(0));
+    await c.flush();
+    await waitFor(() => [1, 3].every((id) => c.status(id)), { what: "two answers" });
+    assert.deepEqual([1, 3].map((id) => c.status(id)), ["200", "200"]);
+    assert.equal(reached, 2);
+  } finally {
+    await c.close();
+  }
+});
+
 Deno.test("a :scheme other than http or https gets 400, on the engine and on Deno.serve's HTTP/2", async () => {
   let arrived = 0;
   await using up = await startUpstream(() => (arrived++, new Response("fine")));

@@ -231,8 +231,11 @@ export async function proxyAction(
   };
   if (body instanceof ReadableStream && length < 0 && te === null) {
     // Looked at rather than dropped even when the head says there is none: an HTTP/2 request
-    // that carries a Host field passes for HTTP/1.1 (protocolOf).
-    const known = ctx.info.protocol === "http/1.1";
+    // that carries a Host field passes for HTTP/1.1 (protocolOf). A GET or HEAD whose HEADERS
+    // did not end its stream is waited for (up to timeouts.idle): whether it carries content
+    // decides between forwarding it and a 501, and the empty DATA frame that ends it may come in
+    // a later packet.
+    const known = ctx.info.protocol === "http/1.1" || bodiless;
     const idleMs = compiled.timeouts.idle;
     body = await early(nullIfEmpty(body, { idleMs, known, deadline: bodyDeadline }));
   }
