@@ -2,6 +2,7 @@
 // §12.5.3). Pure: the pipeline asks, an adapter compresses.
 
 import { acceptedEncodings } from "./conditional.ts";
+import { isGrpcType } from "./grpc.ts";
 
 /** The content codings Prox can apply, in its default order of preference. */
 export const COMPRESS_CODINGS = ["zstd", "br", "gzip"] as const;
@@ -126,18 +127,11 @@ export function decideCompression(i: CompressInput, policy: CompressPolicy): Com
   if (!i.hasBody && i.method !== "HEAD") return SKIP;
   if (i.contentType === null) return SKIP;
   const type = mediaTypeOf(i.contentType);
-  if (!policy.types(type) || isGrpc(type)) return SKIP;
+  // gRPC compresses its own messages (`grpc-encoding`); its clients do not undo a
+  // `Content-Encoding`, so such an answer is never compressed whatever the route's types
+  // (`application/*+json` matches `grpc+json`). gRPC-Web is HTTP that browsers decode.
+  if (!policy.types(type) || isGrpcType(type)) return SKIP;
   return negotiate(i, policy);
-}
-
-/**
- * gRPC over HTTP/2 (`application/grpc`, `application/grpc+proto`, `+json`…) compresses its own
- * messages (`grpc-encoding`); its clients do not undo a `Content-Encoding`, so such an answer is
- * never compressed whatever the route's types (`application/*+json` matches `grpc+json`).
- * gRPC-Web (`application/grpc-web…`) is HTTP that browsers decode as any other.
- */
-function isGrpc(mediaType: string): boolean {
-  return mediaType === "application/grpc" || mediaType.startsWith("application/grpc+");
 }
 
 /**

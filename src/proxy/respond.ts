@@ -3,6 +3,7 @@
 
 import { proxyStatusFor, reasonFor, statusFor } from "../domain/errors.ts";
 import type { ErrorKind } from "../domain/errors.ts";
+import { grpcStatusFields } from "../domain/grpc.ts";
 
 const encoder = new TextEncoder();
 
@@ -128,18 +129,8 @@ export function grpcErrorResponse(res: Response & OwnError, type: string): Respo
   const headers = new Headers(res.headers);
   headers.delete("content-length");
   headers.set("content-type", type);
-  headers.set("grpc-status", String(GRPC_STATUS[own.kind] ?? 2));
-  // Percent-encoded as gRPC wants it (printable ASCII but `%` as is).
-  // At most 1 KiB of the message before encoding (a rate limit's own text may be long; grpc-js
-  // refuses heads over 8 KiB), cut on a character, not inside one.
-  const text = own.message.length > 1024 ? [...own.message].slice(0, 1024).join("") : own.message;
-  headers.set("grpc-message", text.replace(/[^\x20-\x24\x26-\x7e]/gu, pctEncode));
+  for (const [k, v] of grpcStatusFields(GRPC_STATUS[own.kind] ?? 2, own.message)) headers.set(k, v);
   const out: Response & OwnError = new Response(null, { status: 200, headers });
   out[OWN_ERROR] = own;
   return out;
-}
-
-function pctEncode(c: string): string {
-  return Array.from(encoder.encode(c), (b) => `%${b.toString(16).toUpperCase().padStart(2, "0")}`)
-    .join("");
 }
