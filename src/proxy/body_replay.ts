@@ -217,7 +217,9 @@ class WatchedRead implements BodyWait {
     if (this.overdue) {
       throw new ProxyError(
         "request_timeout",
-        `The request body did not come whole within ${this.deadline!.ms} ms (timeouts.total)`,
+        `The request body did not come whole within ${Math.round(this.deadline!.ms)} ms (${
+          this.deadline!.what ?? "timeouts.total"
+        })`,
       );
     }
     if (this.expired || r === undefined) {
@@ -242,6 +244,8 @@ class WatchedRead implements BodyWait {
 export interface BodyDeadline {
   signal: AbortSignal;
   ms: number;
+  /** What set it, for the message: `timeouts.total` unless said (a gRPC call's grpc-timeout). */
+  what?: string;
 }
 
 /**

@@ -23,7 +23,7 @@ import type { UpstreamRegistry } from "./state.ts";
 import { poolOf } from "./pool.ts";
 import { recent } from "./recent.ts";
 import { bodySource, NO_BODY, onBodyEnd } from "./body_replay.ts";
-import type { BodySource } from "./body_replay.ts";
+import type { BodyDeadline, BodySource } from "./body_replay.ts";
 import type { RetryPolicy, RoutePool, StickyPolicy } from "./pool.ts";
 import { timerDelay } from "../config/duration.ts";
 
@@ -66,6 +66,8 @@ export async function forward(
      * since), nor stays uncounted by least_connections while it trickles in.
      */
     streamedBody?: boolean;
+    /** The exchange's deadline (proxy.ts), which a body read before a target is chosen obeys. */
+    deadline?: BodyDeadline;
   },
 ): Promise<Response> {
   const route = ctx.route!;
@@ -97,8 +99,9 @@ export async function forward(
       // a declared length's, in proxy.ts): a slow upload holds no target while it comes.
       wanted: req.protocol !== "h2c" && req.protocol !== "h2",
       idleMs: req.timeouts.idle,
-      // timeouts.total (req.signal carries it) bounds the read too: 408 once it passes.
-      deadline: req.signal && route.totalMs ? { signal: req.signal, ms: route.totalMs } : undefined,
+      // timeouts.total or a gRPC call's deadline (req.signal carries it) bounds the read too:
+      // 408 once it passes.
+      deadline: opts.deadline,
     });
   if (opts.streamedBody && pool.ids.length > 0) {
     early = opts.build(pool.ids[0]);

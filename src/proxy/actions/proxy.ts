@@ -16,6 +16,7 @@ import type { UpstreamTarget } from "../../domain/rewrite.ts";
 import type { HeaderList } from "../../domain/header_list.ts";
 import type { HeaderRules } from "../../domain/rules.ts";
 import { ProxyError } from "../../domain/errors.ts";
+import { formatGrpcTimeout, parseGrpcTimeout } from "../../domain/grpc.ts";
 import { proxyHeader } from "../../domain/proxy_protocol.ts";
 import type { ProxiedAddresses } from "../../domain/proxy_protocol.ts";
 import type { LoadBalanceRouteConfig, ProxyRouteConfig } from "../../config/schema.ts";
@@ -37,6 +38,7 @@ import { timerDelay } from "../../config/duration.ts";
 import { applyAuthHeaders } from "../filters/forward_auth.ts";
 import { mutableHeaders } from "../filters/rules.ts";
 import { WireResponse } from "../wire_response.ts";
+import { grpcRequestType } from "../respond.ts";
 
 /** The protocol version a Via entry names (RFC 9110 §7.6.3). */
 const VIA_VERSION: Record<Protocol, string> = { "http/1.1": "1.1", h2: "2", h2c: "2", h3: "3" };
@@ -218,8 +220,10 @@ export async function proxyAction(
   const compiled = ctx.route!;
   // `timeouts.total` from here: a body read before an upstream is chosen counts too (a client
   // trickling it in got no answer for as long as timeouts.idle per byte allowed: 408 at total).
-  const deadline = compiled.totalMs ? startDeadline(ctx.req.signal, compiled.totalMs) : undefined;
-  const bodyDeadline = deadline && { signal: deadline.signal, ms: compiled.totalMs! };
+  // A gRPC call's own deadline (grpc-timeout, counted from its arrival) when that comes first.
+  const call = callDeadline(ctx, deps, route);
+  const deadline = call ? startDeadline(ctx.req.signal, call) : undefined;
+  const bodyDeadline = deadline && { signal: deadline.signal, ms: call!.ms, what: call!.what };
   /** A read of the client's body before forward(): the deadline ends with its failure. */
   const early = async <T>(read: Promise<T>): Promise<T> => {
     try {
@@ -309,6 +313,8 @@ export async function proxyAction(
     const headers = upstreamHeaders(ctx, route, to.origin);
     if (headerRule) applyHeaderRules(headerRule, headers, ruleOpts);
     opts?.headers?.(headers);
+    // The upstream is told the time left (as Envoy): never more than the client gave.
+    if (call?.grpc) headers.set("grpc-timeout", grpcTimeLeft(call, deps, route));
     if (replaced) {
       for (const h of STALE_BODY_HEADERS) headers.delete(h);
       headers.set("content-type", replaced.contentType);
@@ -350,6 +356,7 @@ export async function proxyAction(
     res = await forward(ctx, deps, {
       build,
       streamedBody: !replaced && body instanceof ReadableStream,
+      deadline: bodyDeadline,
     });
   } catch (err) {
     mirror?.abandon();
@@ -406,6 +413,57 @@ function relocated(ctx: RequestContext, route: UpstreamRoute, res: Response): Re
   return out;
 }
 
+/**
+ * How long the exchange may take from now: `timeouts.total`, or a gRPC call's `grpc-timeout`
+ * (what is left of it) when that is shorter. `grpc` is set when the call sent one (its upstream
+ * is then told the time left, from `at`, the deadline on the monotonic clock).
+ */
+interface CallDeadline {
+  ms: number;
+  at: number;
+  what: string;
+  grpc: boolean;
+}
+
+/**
+ * The exchange's deadline, if any. `grpc-timeout` (PROTOCOL-HTTP2.md) is read only on routes
+ * that can carry gRPC (`upstream_protocol` h2c or h2, or `grpc_web`), and honoured only on a
+ * gRPC request: no other request reads a field more. A malformed one is ignored (as Envoy);
+ * one that has run out already (`0n`) fails the call at once (DEADLINE_EXCEEDED).
+ */
+function callDeadline(
+  ctx: RequestContext,
+  deps: PipelineDeps,
+  route: UpstreamRoute,
+): CallDeadline | undefined {
+  const total = ctx.route!.totalMs;
+  const grpcRoute = route.upstream_protocol === "h2c" || route.upstream_protocol === "h2" ||
+    route.grpc_web;
+  const field = grpcRoute ? ctx.req.headers.get("grpc-timeout") : null;
+  const sent = field === null ? undefined : parseGrpcTimeout(field);
+  if (sent === undefined || grpcRequestType(ctx.req.headers.get("content-type")) === null) {
+    // (`at` is read only for a gRPC call's field.)
+    return total ? { ms: total, at: 0, what: "timeouts.total", grpc: false } : undefined;
+  }
+  const now = deps.clock.monotonic();
+  // Prox's own time so far (filters, an auth check) counts: the client's clock runs from its send.
+  const left = sent - (now - ctx.start);
+  if (total && total <= left) {
+    return { ms: total, at: now + total, what: "timeouts.total", grpc: true };
+  }
+  if (left <= 0) {
+    throw new ProxyError("timeout", `The call's grpc-timeout (${field}) passed before it was sent`);
+  }
+  return { ms: left, at: now + left, what: `grpc-timeout ${field}`, grpc: true };
+}
+
+/** The `grpc-timeout` an upstream gets: the time left, or the route's per-try timeout if less. */
+function grpcTimeLeft(call: CallDeadline, deps: PipelineDeps, route: UpstreamRoute): string {
+  const left = call.at - deps.clock.monotonic();
+  const perTry = route.retries?.per_try_timeout;
+  return formatGrpcTimeout(perTry && perTry < left ? perTry : left);
+}
+
 /** A deadline for the whole upstream exchange (`timeouts.total`), linked to the client's signal. */
 interface Deadline {
   signal: AbortSignal;
@@ -415,14 +473,17 @@ interface Deadline {
   clear(): void;
 }
 
-function startDeadline(client: AbortSignal, ms: number): Deadline {
+function startDeadline(client: AbortSignal, call: CallDeadline): Deadline {
   const ac = new AbortController();
   const listeners: (() => void)[] = [];
   let expired = false;
+  const { ms, what } = call;
   const error = (source: string) =>
-    new ProxyError("timeout", `No complete upstream response within ${ms} ms (timeouts.total)`, {
-      source,
-    });
+    new ProxyError(
+      "timeout",
+      `No complete upstream response within ${Math.round(ms)} ms (${what})`,
+      { source },
+    );
   const onClient = () => ac.abort(client.reason);
   client.addEventListener("abort", onClient, { once: true });
   const timer = setTimeout(() => {
