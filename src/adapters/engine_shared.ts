@@ -1,10 +1,11 @@
 // What Prox's own engines (h1/server.ts, h2/connection.ts) share around an exchange: the Date
 // field of their answers, a request's ClientInfo and its `completed` promise, and what becomes of
-// a handler that throws or a body that fails.
+// a handler that throws or a body that fails (a gRPC call's timeout ends it with trailers).
 
-import { ProxyError } from "../domain/errors.ts";
-import { FileChangedError } from "../ports.ts";
-import type { ClientCert, ClientInfo, Logger, Protocol } from "../ports.ts";
+import { ProxyError, reasonFor } from "../domain/errors.ts";
+import { DEADLINE_EXCEEDED, grpcStatusFields, isGrpcType } from "../domain/grpc.ts";
+import { BODY_BYTES, FileChangedError } from "../ports.ts";
+import type { ClientCert, ClientInfo, CountedResponse, Logger, Protocol } from "../ports.ts";
 
 let dateAt = 0;
 let dateText = "";
@@ -113,6 +114,23 @@ export function bodyFailed(logger: Logger, err: unknown): void {
   } else if (err instanceof FileChangedError) {
     logger.warn("Response body failed", { error: err.message });
   } else logger.error("Unhandled error in request handler", { error: String(err) });
+}
+
+/**
+ * A gRPC answer whose body failed on a timeout after its head went out (the call's grpc-timeout,
+ * the route's `timeouts.total` or `idle`): its counter now carries trailers `grpc-status: 4`
+ * (DEADLINE_EXCEEDED) and `grpc-message: Gateway timeout`, and true says the engine may end the stream with
+ * them, as the call's end a gRPC client reads, rather than a reset it reports as a broken stream
+ * (UNAVAILABLE or INTERNAL). Only on the failure path: no answer pays for it otherwise.
+ */
+export function deadlineTrailers(res: Response, err: unknown): boolean {
+  if (!(err instanceof ProxyError) || err.kind !== "timeout") return false;
+  if (!isGrpcType(res.headers.get("content-type"))) return false;
+  const counted = res as CountedResponse;
+  const counter = counted[BODY_BYTES] ??= { bytes: 0, ended: false };
+  // The reason Prox's own timeout answers give (the error's text may name an upstream).
+  counter.trailers = grpcStatusFields(DEADLINE_EXCEEDED, reasonFor(err.kind));
+  return true;
 }
 
 /**

@@ -1,12 +1,14 @@
 // gRPC deadlines through Prox (PROTOCOL-HTTP2.md "grpc-timeout"): the client's grpc-timeout
 // bounds the call with the route's timeouts, goes upstream as the time left, and a call that
-// runs out before the answer's head ends as gRPC does (trailers-only grpc-status 4,
-// DEADLINE_EXCEEDED), never a plain 504. node:http2 on both sides, on 127.0.0.1:0.
+// runs out ends as gRPC does (grpc-status 4, DEADLINE_EXCEEDED): trailers-only before the answer's
+// head, trailers after part of its body, never a plain 504 or a reset. node:http2 on both sides,
+// on 127.0.0.1:0.
 import http2 from "node:http2";
 import assert from "node:assert/strict";
 import { waitFor } from "../_harness.ts";
 import { onProxEngines, startProxy } from "./_proxy.ts";
 import { parseGrpcTimeout } from "../../src/domain/grpc.ts";
+import { silentLogger } from "../../src/ports.ts";
 
 onProxEngines();
 
@@ -45,6 +47,12 @@ async function upstream(answer: (s: http2.ServerHttp2Stream) => void = () => {})
     },
   };
 }
+
+/** Answers the head and one message at once, then nothing more (a stalled server stream). */
+const stallAfterOne = (s: http2.ServerHttp2Stream) => {
+  s.respond({ ":status": 200, "content-type": "application/grpc" });
+  s.write(frame("one"));
+};
 
 function route(port: number, timeouts = "") {
   return `health_check: { enabled: false }
@@ -153,4 +161,69 @@ Deno.test("grpc-timeout: only gRPC requests are bound by it (another type's fiel
   assert.equal(got.head[":status"], 200);
   assert.equal(got.head["grpc-status"], undefined);
   assert.equal(up.seen[0]["grpc-timeout"], "1n");
+});
+
+Deno.test("grpc-timeout: a deadline that passes mid-stream ends the call with trailers grpc-status 4, not a reset", async () => {
+  await using up = await upstream(stallAfterOne);
+  const lines: Record<string, unknown>[] = [];
+  const logger = {
+    ...silentLogger,
+    info: (m: string, f?: Record<string, unknown>) => m === "access" && lines.push(f!),
+  };
+  await using prox = await startProxy(
+    route(up.port, "{ total: 30s }") + "log: { access_log: json }\n",
+    { logger },
+  );
+  const got = await call(prox.port, { "grpc-timeout": "300m" });
+  assert.equal(got.head[":status"], 200);
+  assert.equal(got.body, "one");
+  assert.equal(got.rst, 0);
+  assert.equal(got.trailers?.["grpc-status"], "4");
+  assert.equal(got.trailers?.["grpc-message"], "Gateway timeout");
+  await waitFor(() => up.closed() === 1);
+  // The access log says how the call ended.
+  await waitFor(() => lines.length === 1);
+  assert.equal(lines[0].grpcStatus, "4");
+});
+
+for (const [what, timeouts] of [["idle", "{ idle: 300ms }"], ["total", "{ total: 300ms }"]]) {
+  Deno.test(`gRPC: the route's timeouts.${what} passing mid-stream ends the call with trailers grpc-status 4, not a reset`, async () => {
+    await using up = await upstream(stallAfterOne);
+    await using prox = await startProxy(route(up.port, timeouts));
+    const got = await call(prox.port, {});
+    assert.equal(got.body, "one");
+    assert.equal(got.rst, 0);
+    assert.equal(got.trailers?.["grpc-status"], "4");
+    await waitFor(() => up.closed() === 1);
+  });
+}
+
+Deno.test("gRPC over HTTP/1.1 with TE: trailers: a deadline mid-stream ends the chunked body with grpc-status 4 in its trailer section", async () => {
+  await using up = await upstream(stallAfterOne);
+  await using prox = await startProxy(route(up.port, "{ total: 30s }"));
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: prox.port });
+  try {
+    const body = frame("hi");
+    await conn.write(new TextEncoder().encode(
+      "POST /test.Echo/Echo HTTP/1.1\r\nhost: a\r\ncontent-type: application/grpc\r\n" +
+        `te: trailers\r\ngrpc-timeout: 300m\r\ncontent-length: ${body.length}\r\n\r\n`,
+    ));
+    await conn.write(body);
+    let text = "";
+    const buf = new Uint8Array(4096);
+    for (;;) {
+      const n = await conn.read(buf);
+      if (n === null) break;
+      text += new TextDecoder().decode(buf.subarray(0, n));
+      if (text.endsWith("\r\n0\r\n\r\n") || /\r\n0\r\n(?:.+\r\n)+\r\n$/.test(text)) break;
+    }
+    assert.match(text, /^HTTP\/1\.1 200/);
+    assert.match(text, /one/);
+    assert.match(
+      text,
+      /\r\n0\r\ngrpc-status: 4\r\ngrpc-message: Gateway timeout\r\n\r\n$/,
+    );
+  } finally {
+    conn.close();
+  }
 });

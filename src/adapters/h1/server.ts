@@ -55,7 +55,7 @@ import type { Reader } from "./read_gate.ts";
 import { HeaderList } from "../../domain/header_list.ts";
 import { ipGroupKey } from "../../domain/ip.ts";
 import { trailerPasses } from "../../domain/headers.ts";
-import { bodyFailed, EngineInfo, httpDate, unhandled } from "../engine_shared.ts";
+import { bodyFailed, deadlineTrailers, EngineInfo, httpDate, unhandled } from "../engine_shared.ts";
 import type { HintsWriter } from "../engine_shared.ts";
 import { setImmediate } from "node:timers";
 import { H2Connection } from "../h2/connection.ts";
@@ -1730,6 +1730,12 @@ async function writeResponse(
         next?.catch(() => {});
         reader.cancel(err.cause).catch(() => {});
         throw err.cause;
+      }
+      // A gRPC call that timed out, to a client that takes trailers: grpc-status 4 in the last
+      // chunk's trailer section (below).
+      if (declared < 0 && !toEnd && o.trailers?.() && deadlineTrailers(res, err)) {
+        left?.removeEventListener("abort", cancel);
+        break;
       }
       // The body failed after the head went out (an upstream that reset mid-body): the client
       // sees a short answer (no last chunk, or fewer bytes than declared) and the connection ends.

@@ -31,7 +31,7 @@ import type {
 import { WireRequest } from "../h1/wire_request.ts";
 import { readGate } from "../h1/read_gate.ts";
 import type { Reader } from "../h1/read_gate.ts";
-import { bodyFailed, EngineInfo, httpDate, unhandled } from "../engine_shared.ts";
+import { bodyFailed, deadlineTrailers, EngineInfo, httpDate, unhandled } from "../engine_shared.ts";
 import {
   ConnectionError,
   ErrorCode,
@@ -1321,6 +1321,8 @@ export class H2Connection {
         try {
           chunk = await reader.read();
         } catch (err) {
+          // A gRPC call that timed out ends with grpc-status 4 in its trailers (sent below).
+          if (declared < 0 && !s.reset && deadlineTrailers(res, err)) break;
           // The body failed after the head went out: the stream is reset, as the client must
           // not take a short answer for a whole one.
           if (!s.reset) bodyFailed(this.#env.logger, err);

@@ -26,6 +26,7 @@ import {
 import { decodeFieldSection, encodeFieldSection, type Field, QpackError } from "./qpack.ts";
 import { StreamReader, TruncatedError } from "./stream_reader.ts";
 import { timerDelay } from "../../config/duration.ts";
+import { deadlineTrailers } from "../engine_shared.ts";
 import { type ErrorKind, ProxyError } from "../../domain/errors.ts";
 
 /** What a request stream needs from its connection. */
@@ -488,6 +489,8 @@ async function writeResponse(
       try {
         ({ value: chunk, done } = await reader.read());
       } catch (err) {
+        // A gRPC call that timed out ends with grpc-status 4 in its trailers (sent below).
+        if (!res.headers.has("content-length") && deadlineTrailers(res, err)) break;
         if (pending) await writer.write(pending).catch(() => {});
         if (res.headers.has("content-length")) await writer.abort().catch(() => {});
         else opts.ctx.closeConnection(H3Error.INTERNAL_ERROR, "Response body failed");
