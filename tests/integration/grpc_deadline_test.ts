@@ -13,7 +13,7 @@ import { silentLogger } from "../../src/ports.ts";
 onProxEngines();
 
 /** A gRPC message frame of `text`. */
-function frame(text: string): Uint8Array {
+function frame(text: string): Uint8Array<ArrayBuffer> {
   const msg = new TextEncoder().encode(text);
   const b = new Uint8Array(5 + msg.length);
   new DataView(b.buffer).setUint32(1, msg.length);
@@ -226,4 +226,27 @@ Deno.test("gRPC over HTTP/1.1 with TE: trailers: a deadline mid-stream ends the 
   } finally {
     conn.close();
   }
+});
+
+Deno.test("gRPC-Web: a grpc-timeout that passes mid-stream ends the body with a trailer frame of grpc-status 4", async () => {
+  await using up = await upstream(stallAfterOne);
+  await using prox = await startProxy(route(up.port) + "    grpc_web: true\n");
+  const res = await fetch(`${prox.url}/test.Echo/Echo`, {
+    method: "POST",
+    headers: { "content-type": "application/grpc-web", "grpc-timeout": "300m" },
+    body: frame("hi"),
+  });
+  assert.equal(res.status, 200);
+  const body = new Uint8Array(await res.arrayBuffer());
+  const frames: [number, string][] = [];
+  for (let at = 0; at < body.length;) {
+    const len = new DataView(body.buffer, at + 1, 4).getUint32(0);
+    frames.push([body[at], new TextDecoder().decode(body.subarray(at + 5, at + 5 + len))]);
+    at += 5 + len;
+  }
+  assert.deepEqual(frames, [
+    [0, "one"],
+    [0x80, "grpc-status:4\r\ngrpc-message:Gateway timeout\r\n"],
+  ]);
+  await waitFor(() => up.closed() === 1);
 });

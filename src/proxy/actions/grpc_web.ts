@@ -5,7 +5,8 @@
 // neither a browser's fetch nor HTTP/1.1 hands trailers to a page. As Envoy's grpc_web filter
 // and Traefik's grpcWeb middleware do.
 
-import { ProxyError } from "../../domain/errors.ts";
+import { ProxyError, reasonFor } from "../../domain/errors.ts";
+import { DEADLINE_EXCEEDED, grpcStatusFields } from "../../domain/grpc.ts";
 import { BODY_BYTES } from "../../ports.ts";
 import { readClientChunk } from "../body_replay.ts";
 import type { BodyCounter, CountedResponse } from "../../ports.ts";
@@ -94,10 +95,21 @@ export function grpcWebResponse(res: Response, kind: GrpcWebKind): Response {
     const encoder = kind.text ? new Base64Stream() : null;
     /** A read already started (or done) that the next pull takes. */
     let next: Promise<ReadableStreamReadResult<Uint8Array>> | undefined;
+    /** The trailers of a call a timeout cut short. */
+    let late: [string, string][] | undefined;
     out = new Response(
       new ReadableStream<Uint8Array>({
         async pull(c) {
-          const r = await (next ?? reader.read());
+          let r: ReadableStreamReadResult<Uint8Array>;
+          try {
+            r = await (next ?? reader.read());
+          } catch (err) {
+            // A call cut by a timeout (its grpc-timeout, the route's total or idle) after its
+            // head went out ends with DEADLINE_EXCEEDED in the trailer frame, as over HTTP/2.
+            if (!(err instanceof ProxyError) || err.kind !== "timeout") throw err;
+            r = { done: true, value: undefined };
+            late = grpcStatusFields(DEADLINE_EXCEEDED, reasonFor("timeout"));
+          }
           next = undefined;
           if (!r.done) {
             let bytes = encoder ? encoder.push(r.value) : r.value;
@@ -105,7 +117,8 @@ export function grpcWebResponse(res: Response, kind: GrpcWebKind): Response {
               // A message ended off a base64 group: what comes at once (the trailers of a unary
               // answer) joins it, else the rest goes now, padded.
               const read = reader.read();
-              const soon = await settledNow(read);
+              // (A read that fails is taken by the next pull.)
+              const soon = await settledNow(read).catch(() => undefined);
               if (soon === undefined) {
                 bytes = concat(bytes, encoder.flush());
                 next = read;
@@ -118,7 +131,7 @@ export function grpcWebResponse(res: Response, kind: GrpcWebKind): Response {
           // the body only, as Envoy's filter clears them: the listeners would send them again
           // as HTTP trailers (HTTP/2, or a TE: trailers HTTP/1.1 client). The access log keeps
           // the status.
-          const trailers = counter?.trailers ?? [];
+          const trailers = late ?? counter?.trailers ?? [];
           if (counter) {
             (counter as WebCounter)[WEB_STATUS] = trailers.find(([k]) => k === "grpc-status")?.[1];
             counter.trailers = [];
