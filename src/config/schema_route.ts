@@ -460,7 +460,10 @@ export const Timeouts = z.object({
   connect: Duration.optional(),
   response_header: Duration.optional(),
   idle: Duration.optional(),
-  /** The whole upstream exchange, retries and response body included (504 before the head). */
+  /**
+   * The whole upstream exchange, retries and response body included (504 before the head). A
+   * gRPC call's `grpc-timeout` may shorten it, never lengthen it.
+   */
   total: Duration.optional(),
 }).strict();
 
