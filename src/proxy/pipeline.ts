@@ -389,15 +389,19 @@ function compressed(ctx: RequestContext, deps: PipelineDeps, res: Response): Res
 /**
  * Phase 4's guard: a path parameter or an encoded slash must not choose the route. `/api/admin;x` matched `/api`
  * (not the route `/api/admin`), and a Java upstream, dropping `;x`, served its `/admin` to it.
- * A route whose key holds a `;` itself is taken at its word.
+ * A route whose key holds a `;` itself is taken at its word. The path is read as such an upstream
+ * reads it by the routes' `match` too: `path_matches: ^/admin(/|$)` must not miss `/admin;x`.
  */
 export function paramRefusal(
   ctx: RequestContext,
   match: RouteEntry<unknown, RequestContext> | undefined,
 ): Response | undefined {
+  const router = ctx.snapshot.router;
+  /** The route for the path as an upstream reads it (conditions seeing that path). */
+  const routeOf = (path: string) => router.match(ctx.host, path, { ...ctx, path });
   if (
     ctx.path.includes(";") && !match?.prefix.includes(";") &&
-    ctx.snapshot.router.match(ctx.host, withoutParams(ctx.path), ctx) !== match
+    routeOf(withoutParams(ctx.path)) !== match
   ) {
     return errorResponse("bad_request", ctx.requestId, {
       message: "Path parameter (;) in a segment a route names",
@@ -408,7 +412,7 @@ export function paramRefusal(
   if (
     ctx.path.includes("%") && ENCODED_SEPARATOR.test(ctx.path) &&
     !ENCODED_SEPARATOR.test(match?.prefix ?? "") &&
-    ctx.snapshot.router.match(ctx.host, ctx.path.replace(ENCODED_SEPARATORS, "/"), ctx) !== match
+    routeOf(ctx.path.replace(ENCODED_SEPARATORS, "/")) !== match
   ) {
     return errorResponse("bad_request", ctx.requestId, {
       message: "Encoded slash (%2F or %5C) in a segment a route names",

@@ -287,3 +287,27 @@ routes: { "/": { type: proxy, target: "http://10.1.1.1", max_request_body: 10 } 
   assert.equal(warned[1].kind, "body_too_large");
   assert.equal(warned[1].suppressedSinceLast, 4);
 });
+
+Deno.test("createHandler refuses a ; or an encoded slash that moves a request off a route chosen by path_matches", async () => {
+  // The route for /admin is a conditional one on "/": `/admin;x` failed its path_matches and went
+  // to the open route, whose Tomcat, Jetty or Spring upstream drops ";x" and serves /admin (and
+  // a Go or Spring one decodes /admin%2Fy to /admin/y): past the admin route's auth.
+  const { handler } = handlerFor(
+    `routes:
+  /: { type: respond, body: "open" }
+  "/#admin": { type: respond, status: 403, match: { path_matches: "^/admin(/|$)" } }
+`,
+    () => Promise.reject(new Error("unused")),
+  );
+  for (const path of ["/admin;x", "/admin;x/y", "/admin%2Fy", "/admin%5Cy"]) {
+    const res = await handler(new Request(`http://h${path}`), info);
+    assert.equal(res.status, 400, path);
+    await res.body?.cancel();
+  }
+  // Where the parameter or the escape leaves the route as it is, the request goes on.
+  for (const [path, status] of [["/other;x", 200], ["/admin/y;x", 403], ["/x%2Fadmin", 200]]) {
+    const res = await handler(new Request(`http://h${path}`), info);
+    assert.equal(res.status, status, String(path));
+    await res.body?.cancel();
+  }
+});
