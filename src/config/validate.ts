@@ -192,7 +192,7 @@ export function validateConfig(
 
   validateRoutes(config, { err, warn, env: opts.env });
   validatePages(config, { err, warn, env: opts.env });
-  checkRedirectTargets(config, { err });
+  checkRedirectTargets(config, { err, warn });
   validateAccess(config, { err, warn, env: opts.env });
   validateTcp(config, { err, warn });
 

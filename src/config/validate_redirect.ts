@@ -72,9 +72,20 @@ const HTTP = /^https?:\/\//i;
  * An error at each redirect route whose target of another scheme than http(s) is no URL
  * (`ftp://a b`): the redirect action parses it per request, and every request failed with a 500.
  */
-export function checkRedirectTargets(config: Config, opts: { err: Report }): void {
+export function checkRedirectTargets(config: Config, opts: { err: Report; warn: Report }): void {
   for (const [key, route] of Object.entries(config.routes)) {
-    if (route.type !== "redirect" || route.exact) continue;
+    if (route.type !== "redirect") continue;
+    // `https://{host}{uri}` (Caddy's redir) is text here: clients went to a host named "{host}".
+    // `{env.NAME}` is warned about with the other strings that do not expand it (parse.ts).
+    const placeholder = /\{(?!env\.)[A-Za-z_][A-Za-z0-9_.]*\}/.exec(route.target);
+    if (placeholder) {
+      opts.warn(
+        ["routes", key, "target"],
+        `${placeholder[0]} is no placeholder in a redirect target: it is sent as written`,
+        "Write the host itself; the rest of the path and the query follow the target (keep_query)",
+      );
+    }
+    if (route.exact) continue;
     const target = route.target.replace(/[?#].*$/, "");
     if (ABSOLUTE.test(target) && !HTTP.test(target) && !URL.canParse(target)) {
       opts.err(["routes", key, "target"], `Invalid redirect URL "${route.target}"`);

@@ -87,3 +87,15 @@ Deno.test("validate: a conditional redirect (match) is no certain loop, wherever
     /is served by this route again/,
   );
 });
+
+Deno.test("validate: a placeholder in a redirect target is warned about (it is sent as written)", () => {
+  // Caddy's `redir https://{host}{uri}` written here loaded without a word, and every client was
+  // sent to a host named "{host}" (or a path holding "{uri}").
+  assert.deepEqual(issues('  /x: { type: redirect, target: "https://{host}/new" }\n'), [
+    "c.yaml:3:25: warning: routes./x.target: {host} is no placeholder in a redirect target: " +
+    "it is sent as written\n  fix: Write the host itself; the rest of the path and the query " +
+    "follow the target (keep_query)",
+  ]);
+  assert.equal(issues('  /x: { type: redirect, target: "/new{uri}" }\n').length, 1);
+  assert.deepEqual(issues('  /x: { type: redirect, target: "/new/{}/a" }\n'), []);
+});
