@@ -6,6 +6,7 @@ import { parseCidr, parseIp } from "../domain/ip.ts";
 import { parseRouteKey } from "../domain/router.ts";
 import { normalizePath } from "../domain/rewrite.ts";
 import { BACKTRACK_HINT, backtrackRisk, compileRegex } from "../domain/conditions.ts";
+import { CLIENT_ADDRESS_FIELDS } from "../domain/headers.ts";
 import { compileMatch, compileRouteRules, fieldValueProblem } from "../domain/rules.ts";
 import type { RouteRulesSpec, RuleProblem } from "../domain/rules.ts";
 import type { CacheConfig, Config, RateLimitConfig } from "./schema.ts";
@@ -672,18 +673,6 @@ export function checkRegex(err: Report, path: (string | number)[], re: string | 
     err(path, `Invalid regular expression ${why}`);
   }
 }
-
-/** Fields that carry a client address: keys a client chooses (rate limits by header). */
-const CLIENT_ADDRESS_FIELDS: ReadonlySet<string> = new Set([
-  "x-forwarded-for",
-  "x-real-ip",
-  "forwarded",
-  "true-client-ip",
-  "x-client-ip",
-  "x-cluster-client-ip",
-  "cf-connecting-ip",
-  "fastly-client-ip",
-]);
 
 /** Cross-field rules of a route's `rate_limit` and `rate_limits`. */
 function validateRateLimits(

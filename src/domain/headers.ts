@@ -13,6 +13,22 @@ import type { HeaderMap } from "./header_list.ts";
  */
 export const HOST_FIELD = /^(?:\[[0-9A-Za-z:.%]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]+)(?::[0-9]*)?$/;
 
+/**
+ * Fields that carry a client address, which the client writes as it likes (the first entries of
+ * X-Forwarded-For even behind a proxy that appends): no key for a rate limit, no condition to
+ * choose by; `client_ip` is the address Prox resolved. Lower case.
+ */
+export const CLIENT_ADDRESS_FIELDS: ReadonlySet<string> = new Set([
+  "x-forwarded-for",
+  "x-real-ip",
+  "forwarded",
+  "true-client-ip",
+  "x-client-ip",
+  "x-cluster-client-ip",
+  "cf-connecting-ip",
+  "fastly-client-ip",
+]);
+
 /** Connection-specific headers never forwarded (RFC 9110 §7.6.1), plus the proxy auth pair. */
 export const HOP_BY_HOP = [
   "connection",

@@ -13,6 +13,7 @@ import { compileTemplate, REQUEST_PLACEHOLDERS, RESPONSE_PLACEHOLDERS } from "./
 import type { Template } from "./placeholders.ts";
 import { suggest } from "./suggest.ts";
 import { parseCidr } from "./ip.ts";
+import { CLIENT_ADDRESS_FIELDS } from "./headers.ts";
 import { escapeFor } from "./escape.ts";
 import type { PageEscape } from "./escape.ts";
 
@@ -197,6 +198,21 @@ function condition(
         : "Use a header name, such as X-Error-Type";
       c.problems.push({ path: base, message: `Invalid header name "${h.name}"`, hint });
     }
+  }
+  // The field as the client wrote it (Prox replaces it only on the way upstream): "10.1.1.1" in
+  // X-Forwarded-For passed a condition meant for the office network.
+  const asked = spec.has_header?.name;
+  if (
+    c.side === "request" && asked !== undefined && CLIENT_ADDRESS_FIELDS.has(asked.toLowerCase())
+  ) {
+    c.problems.push({
+      path: [...base, "has_header"],
+      warning: true,
+      message: `has_header reads ${asked} as the client sent it: any client can write an address ` +
+        "there",
+      hint: "Use client_ip, the address Prox resolved (from the connection, or behind " +
+        "trusted_proxies from the entries they added)",
+    });
   }
   const methods = spec.method_is === undefined
     ? []

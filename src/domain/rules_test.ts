@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { compileRouteRules } from "./rules.ts";
+import { compileMatch, compileRouteRules } from "./rules.ts";
 import type { RouteRulesSpec, RuleProblem } from "./rules.ts";
 
 function problems(spec: RouteRulesSpec): string[] {
@@ -256,4 +256,35 @@ Deno.test("compileRouteRules ignores, with a warning, an append of Host to the u
   assert.deepEqual(rules.requestHeaders?.append.map(([n]) => n), ["x-ok"]);
   assert.deepEqual(rules.requestHeaders?.fixed?.append, [["x-ok", "1"]]);
   assert.deepEqual(rules.responseHeaders?.append.map(([n]) => n), ["host"]);
+});
+
+Deno.test("compileMatch and request rules warn that has_header on X-Forwarded-For reads what the client wrote", () => {
+  // `match: { has_header: { name: X-Forwarded-For, value_matches: "^10\\." } }` took any client
+  // that sent "X-Forwarded-For: 10.1.1.1" (the condition reads the field as it came; only the
+  // upstream gets it replaced): client_ip is the address Prox resolved.
+  const out: RuleProblem[] = [];
+  compileMatch([{ method_is: "GET" }, {
+    has_header: { name: "X-Forwarded-For", value_matches: "^10\\." },
+  }], out);
+  compileRouteRules({
+    request_headers: { condition: { has_header: { name: "x-real-ip" } }, set: { "X-A": "1" } },
+    // On a response rule has_header reads the upstream's answer: no such warning.
+    response_headers: {
+      condition: { response_has_header: { name: "Forwarded" } },
+      set: { "X-B": "1" },
+    },
+  }, { env: () => undefined, problems: out });
+  assert.deepEqual(out.map((p) => [p.path.join("."), p.warning, p.message]), [
+    [
+      "match.1.has_header",
+      true,
+      "has_header reads X-Forwarded-For as the client sent it: any client can write an address there",
+    ],
+    [
+      "request_headers.condition.has_header",
+      true,
+      "has_header reads x-real-ip as the client sent it: any client can write an address there",
+    ],
+  ]);
+  assert.match(out[0].hint ?? "", /client_ip/);
 });
