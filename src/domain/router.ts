@@ -68,12 +68,22 @@ export function withoutParams(path: string): string {
   return path.replace(/;[^/]*/g, "");
 }
 
-/** Strips a port and a trailing dot and lower-cases a Host header value. */
+/**
+ * Strips a port and a trailing dot and lower-cases a Host header value; an IPv6 address in the
+ * compressed form route hosts are written in (`[0:0::1]` is `[::1]`, RFC 5952 as URL parsing
+ * writes it).
+ */
 export function hostOnly(hostHeader: string): string {
   let h = hostHeader.trim().toLowerCase();
   if (h.startsWith("[")) {
     const end = h.indexOf("]");
-    return end > 0 ? h.slice(0, end + 1) : h;
+    if (end < 0) return h;
+    h = h.slice(0, end + 1);
+    try {
+      return new URL(`http://${h}`).host;
+    } catch {
+      return h; // no address: compared as it came, so it matches no route's
+    }
   }
   const colon = h.lastIndexOf(":");
   if (colon >= 0) h = h.slice(0, colon);

@@ -102,6 +102,12 @@ Deno.test("router takes IPv6 literal hosts, in the key or in hosts, as the Host 
   assert.equal(r.match("127.0.0.1:3000", "/v6/a")?.value, "/");
   assert.equal(r.match("[2001:db8::7]:443", "/y/z")?.value, "/y");
   assert.equal(r.match("[2001:db8::8]:443", "/y/z")?.value, "/");
+  // The same address written longer (curl sends it as typed; nothing made it "/"'s).
+  assert.equal(r.match("[0:0::1]:3000", "/v6/a")?.value, "[::1]/v6");
+  assert.equal(r.match("[2001:DB8:0:0:0:0:0:7]", "/y/z")?.value, "/y");
+  assert.equal(hostOnly("[0000::0001]:80"), "[::1]");
+  assert.equal(hostOnly("[::ffff:127.0.0.1]"), "[::ffff:7f00:1]");
+  assert.equal(hostOnly("[zz::1]"), "[zz::1]"); // not an address: compared as it came
 });
 
 Deno.test("router: conditional routes of a prefix come before the unconditional one, in order", () => {
