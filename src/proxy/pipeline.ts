@@ -397,12 +397,16 @@ export function paramRefusal(
   match: RouteEntry<unknown, RequestContext> | undefined,
 ): Response | undefined {
   const router = ctx.snapshot.router;
-  /** The route for the path as an upstream reads it (conditions seeing that path). */
-  const routeOf = (path: string) => router.match(ctx.host, path, { ...ctx, path });
-  if (
-    ctx.path.includes(";") && !match?.prefix.includes(";") &&
-    routeOf(withoutParams(ctx.path)) !== match
-  ) {
+  /**
+   * Whether the path as an upstream reads it goes to another route (conditions seeing that path),
+   * unless the route taken is a conditional one whose match holds only with what the upstream
+   * drops (`path_matches: ";jsessionid="`): it names it, as a key holding `;` does.
+   */
+  const moves = (path: string) => {
+    const view = { ...ctx, path };
+    return router.match(ctx.host, path, view) !== match && !(match?.when && !match.when(view));
+  };
+  if (ctx.path.includes(";") && !match?.prefix.includes(";") && moves(withoutParams(ctx.path))) {
     return errorResponse("bad_request", ctx.requestId, {
       message: "Path parameter (;) in a segment a route names",
     });
@@ -412,7 +416,7 @@ export function paramRefusal(
   if (
     ctx.path.includes("%") && ENCODED_SEPARATOR.test(ctx.path) &&
     !ENCODED_SEPARATOR.test(match?.prefix ?? "") &&
-    routeOf(ctx.path.replace(ENCODED_SEPARATORS, "/")) !== match
+    moves(ctx.path.replace(ENCODED_SEPARATORS, "/"))
   ) {
     return errorResponse("bad_request", ctx.requestId, {
       message: "Encoded slash (%2F or %5C) in a segment a route names",
