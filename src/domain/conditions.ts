@@ -4,6 +4,7 @@
 import { fromRustSyntax } from "./rust_regex.ts";
 import { withoutIgnoreCase } from "./regex_fold.ts";
 import { cidrContains, parseCidr, parseIp } from "./ip.ts";
+import { hostOnly } from "./router.ts";
 import type { Cidr } from "./ip.ts";
 
 /** What a condition can look at. Response fields are absent on the request side. */
@@ -123,6 +124,9 @@ function headerTest(spec: { name: string; value_matches?: string }) {
     if (v === null || v === undefined) return false;
     if (re === undefined) return true;
     if (!(re instanceof RegExp)) return false;
+    // The authority as sent, or the host as routing reads it (lower case, no port or final dot):
+    // `^internal\.example\.com$` must not miss "INTERNAL.example.com." and send it elsewhere.
+    if (name === "host" && authority !== undefined) return re.test(v) || re.test(hostOnly(v));
     // Each Set-Cookie is its own field (RFC 6265 §3): joined with ", " they read as one cookie.
     if (name === "set-cookie") return h!.getSetCookie().some((c) => re.test(c));
     return re.test(v);

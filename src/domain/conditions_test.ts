@@ -112,6 +112,32 @@ Deno.test("has_header on Host sees the request's authority, not a Host field tha
   assert.equal(c(input({ headers })), true);
 });
 
+Deno.test("has_header on Host holds for the host as routing reads it too (case, port, final dot)", () => {
+  // A conditional route fenced by `^internal\.example\.com$` was skipped for "INTERNAL.example.com",
+  // "internal.example.com." or "internal.example.com:80", which every upstream takes for that
+  // host: the request went to the route for everyone else (nginx's server_name and Traefik's
+  // HostRegexp read the host lower-cased, without port or final dot).
+  const c = compileCondition({
+    has_header: { name: "Host", value_matches: "^internal\\.example\\.com$" },
+  });
+  for (
+    const authority of [
+      "internal.example.com",
+      "INTERNAL.example.com",
+      "internal.example.com.",
+      "internal.example.com:80",
+      "Internal.Example.Com.:8443",
+    ]
+  ) {
+    assert.equal(c(input({ authority })), true, authority);
+  }
+  assert.equal(c(input({ authority: "internal.example.com.evil" })), false);
+  // A pattern of the authority as sent (its port) holds as before.
+  const port = compileCondition({ has_header: { name: "Host", value_matches: ":8443$" } });
+  assert.equal(port(input({ authority: "a.test:8443" })), true);
+  assert.equal(port(input({ authority: "a.test" })), false);
+});
+
 Deno.test("client_ip: addresses and blocks, IPv4 and IPv6, a missing address never holds", () => {
   const p = compileCondition({ client_ip: ["10.0.0.0/8", "2001:db8::/32", "192.0.2.7"] });
   const at = (clientIp?: string) =>
