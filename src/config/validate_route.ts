@@ -5,7 +5,12 @@ import { statusMatcher } from "../domain/health.ts";
 import { parseCidr, parseIp } from "../domain/ip.ts";
 import { parseRouteKey } from "../domain/router.ts";
 import { normalizePath } from "../domain/rewrite.ts";
-import { BACKTRACK_HINT, backtrackRisk, compileRegex } from "../domain/conditions.ts";
+import {
+  BACKTRACK_HINT,
+  backtrackRisk,
+  compileRegex,
+  encodedPathProblem,
+} from "../domain/conditions.ts";
 import { CLIENT_ADDRESS_FIELDS } from "../domain/headers.ts";
 import { compileMatch, compileRouteRules, fieldValueProblem } from "../domain/rules.ts";
 import type { RouteRulesSpec, RuleProblem } from "../domain/rules.ts";
@@ -239,6 +244,8 @@ export function validateRoutes(
           : ["routes", key, "path_regex"];
         const re = compileRegex(r.match);
         if (typeof re === "string") err([...at, "match"], re);
+        const encoded = encodedPathProblem(r.match, "path_regex");
+        if (encoded) warn([...at, "match"], encoded.message, encoded.hint);
         const risk = typeof re === "string" ? null : backtrackRisk(re);
         if (risk) {
           warn([...at, "match"], `Regular expression /${r.match}/: ${risk}`, BACKTRACK_HINT);

@@ -467,3 +467,22 @@ Deno.test("validateAccess: a list file named many times is read once, and its ba
   );
   assert.equal(out[10], "ip_access.deny_file: bad.txt: 990 more lines are no entry");
 });
+
+Deno.test("validateConfig warns of a path_regex match holding a character paths carry percent-encoded", () => {
+  const said = loadConfigText(
+    `listen_addr: "127.0.0.1:8443"
+health_check: { enabled: false }
+routes:
+  /:
+    type: proxy
+    target: "http://127.0.0.1:3000"
+    path_regex: { match: "^/über/(.*)$", replace: "/uber/$1" }
+`,
+    { file: "c.yaml", env: { exists: () => true } },
+  ).issues.filter((i) => i.severity === "warning").map((i) => `${i.path}: ${i.message}`);
+  // `/über/x` arrives as /%C3%BCber/x: the rule never applied and the path went upstream as it came.
+  assert.deepEqual(said, [
+    'routes./.path_regex.match: path_regex holds "ü", which request paths carry percent-encoded ' +
+    "as UTF-8 (%C3%BC): the regex never matches it there",
+  ]);
+});

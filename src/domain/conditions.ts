@@ -81,6 +81,25 @@ export function compileRegex(source: string): RegExp | string {
 }
 
 /**
+ * Why a regex over request paths cannot match a character it names: one beyond ASCII (`é`),
+ * which paths carry percent-encoded as UTF-8 (`%C3%A9`: routes and conditions match paths as they
+ * arrive); null when it names none. `key` names the config key in the message.
+ */
+export function encodedPathProblem(
+  source: string,
+  key: string,
+): { message: string; hint: string } | null {
+  const ch = /[\u0080-\u{10ffff}]/u.exec(source)?.[0];
+  if (ch === undefined || !ch.isWellFormed()) return null;
+  const escaped = encodeURIComponent(ch);
+  return {
+    message: `${key} holds "${ch}", which request paths carry percent-encoded as UTF-8 ` +
+      `(${escaped}): the regex never matches it there`,
+    hint: `Write ${escaped} for ${ch} (escapes in upper case, as paths are matched)`,
+  };
+}
+
+/**
  * Whether this runtime can tell which regexes V8's linear-time engine runs: its `l` flag exists
  * under `--enable-experimental-regexp-engine`, one of the V8 flags Prox ships with.
  */

@@ -6,6 +6,7 @@ import {
   backtrackRisk,
   compileCondition,
   compileRegex,
+  encodedPathProblem,
   parseStatusSelector,
 } from "./conditions.ts";
 import type { ConditionSpec, Predicate } from "./conditions.ts";
@@ -168,6 +169,10 @@ function condition(
       false,
     ],
   ];
+  if (spec.path_matches !== undefined) {
+    const encoded = encodedPathProblem(spec.path_matches, "path_matches");
+    if (encoded) c.problems.push({ path: [...base, "path_matches"], warning: true, ...encoded });
+  }
   for (const [src, path, seedKey] of regexes) {
     if (src === undefined) continue;
     const re = compileRegex(src);

@@ -288,3 +288,18 @@ Deno.test("compileMatch and request rules warn that has_header on X-Forwarded-Fo
   ]);
   assert.match(out[0].hint ?? "", /client_ip/);
 });
+
+Deno.test("compileMatch warns of a path_matches character that request paths carry percent-encoded", () => {
+  // `^/café` never held: paths are matched as they arrive, `/caf%C3%A9`, so a conditional route
+  // fenced by it took nothing and every such request went to the route beside it.
+  const out: RuleProblem[] = [];
+  compileMatch({ path_matches: "^/café(/|$)" }, out);
+  compileMatch({ path_matches: "^/caf%C3%A9(/|$)" }, out);
+  assert.deepEqual(out.map((p) => [p.path.join("."), p.warning, p.message, p.hint]), [[
+    "match.path_matches",
+    true,
+    'path_matches holds "é", which request paths carry percent-encoded as UTF-8 (%C3%A9): the ' +
+    "regex never matches it there",
+    "Write %C3%A9 for é (escapes in upper case, as paths are matched)",
+  ]]);
+});
