@@ -135,6 +135,9 @@ export const BACKTRACK_HINT =
   "Rewrite it without those constructs (e.g. a lookahead as a second condition), or keep it if " +
   "no repetition in it can match the same text in several ways";
 
+/** A host's final dot, before its port if it has one (`a.test.:80`). */
+const FINAL_DOT = /\.(?=:[0-9]*$|$)/;
+
 function headerTest(spec: { name: string; value_matches?: string }) {
   const re = spec.value_matches !== undefined ? compileRegex(spec.value_matches) : undefined;
   const name = spec.name.toLowerCase();
@@ -143,9 +146,13 @@ function headerTest(spec: { name: string; value_matches?: string }) {
     if (v === null || v === undefined) return false;
     if (re === undefined) return true;
     if (!(re instanceof RegExp)) return false;
-    // The authority as sent, or the host as routing reads it (lower case, no port or final dot):
-    // `^internal\.example\.com$` must not miss "INTERNAL.example.com." and send it elsewhere.
-    if (name === "host" && authority !== undefined) return re.test(v) || re.test(hostOnly(v));
+    // The authority in lower case without a final dot (its port kept), or the host as routing
+    // reads it (no port either): `^internal\.example\.com$` must not miss "INTERNAL.example.com.:80"
+    // and send it elsewhere, nor `^(?!internal\.)` take it. Hosts are case-insensitive (RFC 9110
+    // §4.2.3), and every upstream takes these for the same host.
+    if (name === "host" && authority !== undefined) {
+      return re.test(v.toLowerCase().replace(FINAL_DOT, "")) || re.test(hostOnly(v));
+    }
     // Each Set-Cookie is its own field (RFC 6265 §3): joined with ", " they read as one cookie.
     if (name === "set-cookie") return h!.getSetCookie().some((c) => re.test(c));
     return re.test(v);

@@ -132,6 +132,14 @@ Deno.test("has_header on Host holds for the host as routing reads it too (case, 
     assert.equal(c(input({ authority })), true, authority);
   }
   assert.equal(c(input({ authority: "internal.example.com.evil" })), false);
+  // Nor does a pattern that keeps a host out let its other spellings past.
+  const notInternal = compileCondition({
+    has_header: { name: "Host", value_matches: "^(?!internal\\.)" },
+  });
+  for (const authority of ["INTERNAL.example.com", "internal.example.com.:80", "Internal.x"]) {
+    assert.equal(notInternal(input({ authority })), false, authority);
+  }
+  assert.equal(notInternal(input({ authority: "www.example.com" })), true);
   // A pattern of the authority as sent (its port) holds as before.
   const port = compileCondition({ has_header: { name: "Host", value_matches: ":8443$" } });
   assert.equal(port(input({ authority: "a.test:8443" })), true);
