@@ -398,11 +398,13 @@ export function paramRefusal(
 ): Response | undefined {
   const router = ctx.snapshot.router;
   /**
-   * Whether the path as an upstream reads it goes to another route (conditions seeing that path),
-   * unless the route taken is a conditional one whose match holds only with what the upstream
-   * drops (`path_matches: ";jsessionid="`): it names it, as a key holding `;` does.
+   * Whether the path as an upstream reads it goes to another route: by its segments (another key),
+   * or by conditions seeing that path, unless the route taken is a conditional one whose match
+   * holds only with what the upstream drops (`path_matches: ";jsessionid="`): it names it, as a
+   * key holding `;` does.
    */
   const moves = (path: string) => {
+    if (router.match(ctx.host, path, ctx) !== match) return true;
     const view = { ...ctx, path };
     return router.match(ctx.host, path, view) !== match && !(match?.when && !match.when(view));
   };

@@ -297,10 +297,14 @@ Deno.test("createHandler refuses a ; or an encoded slash that moves a request of
   /: { type: respond, body: "open" }
   "/#admin": { type: respond, status: 403, match: { path_matches: "^/admin(/|$)" } }
   "/#legacy": { type: respond, status: 202, match: { path_matches: ";jsessionid=" } }
+  /secret: { type: respond, status: 401 }
 `,
     () => Promise.reject(new Error("unused")),
   );
-  for (const path of ["/admin;x", "/admin;x/y", "/admin%2Fy", "/admin%5Cy"]) {
+  // Nor may such a route's match take a path whose segments name another route's key.
+  for (
+    const path of ["/admin;x", "/admin;x/y", "/admin%2Fy", "/admin%5Cy", "/secret;jsessionid=1"]
+  ) {
     const res = await handler(new Request(`http://h${path}`), info);
     assert.equal(res.status, 400, path);
     await res.body?.cancel();
