@@ -503,29 +503,57 @@ function startDeadline(client: AbortSignal, call: CallDeadline): Deadline {
   };
 }
 
-/** Errors the response body (and cancels the upstream's) when the deadline passes mid-body. */
+/**
+ * Errors the response body (and cancels the upstream's) when the deadline passes mid-body. A
+ * pulled stream rather than a TransformStream: pipeThrough's loop cost a gRPC call with a deadline
+ * about 20 µs more (a third of its CPU).
+ */
 function withDeadline(res: Response, deadline: Deadline): Response {
   if (!res.body) {
     deadline.clear();
     return res;
   }
-  let ctl: TransformStreamDefaultController<Uint8Array> | undefined;
-  const body = res.body.pipeThrough(
-    new TransformStream<Uint8Array, Uint8Array>({
-      start(c) {
-        ctl = c;
-      },
-      flush() {
-        deadline.clear();
-      },
-      // A client that leaves (or an upstream body that fails) ends the deadline too: its timer
-      // would otherwise hold the exchange until `timeouts.total` passed.
-      cancel() {
-        deadline.clear();
-      },
-    }),
-  );
-  deadline.onExpire(() => ctl?.error(deadline.error("")));
+  const reader = res.body.getReader();
+  let ctl: ReadableStreamDefaultController<Uint8Array> | undefined;
+  /** The body ended, failed, was cancelled or ran out of time: the deadline is over. */
+  let over = false;
+  const end = () => {
+    over = true;
+    deadline.clear();
+  };
+  const body = new ReadableStream<Uint8Array>({
+    start(c) {
+      ctl = c;
+    },
+    async pull(c) {
+      let r: ReadableStreamReadResult<Uint8Array>;
+      try {
+        r = await reader.read();
+      } catch (err) {
+        if (over) return;
+        end();
+        return c.error(err);
+      }
+      if (over) return; // expired meanwhile: the body has its error already
+      if (r.done) {
+        end();
+        c.close();
+      } else c.enqueue(r.value);
+    },
+    // A client that leaves (or an upstream body that fails) ends the deadline too: its timer
+    // would otherwise hold the exchange until `timeouts.total` passed.
+    cancel(reason) {
+      end();
+      return reader.cancel(reason);
+    },
+  });
+  deadline.onExpire(() => {
+    if (over) return;
+    over = true;
+    const err = deadline.error("");
+    ctl?.error(err);
+    reader.cancel(err).catch(() => {});
+  });
   const out: CountedResponse = new Response(body, {
     status: res.status,
     statusText: res.statusText,
