@@ -1,16 +1,18 @@
 // FileStore on the local file system (Deno.realPath/stat/open). Containment is decided on the
 // real path: whatever the request path says, a file is served only when its fully resolved path
-// (symlinks followed) lies inside the resolved root. Nothing is opened to answer `stat`, so
-// HEAD, 304 and 416 never hold a file descriptor; `open` closes the file when its stream ends,
-// errors or is cancelled.
+// (symlinks followed) lies inside the resolved root, and `open` checks again what it opened (a
+// name swapped for a symlink between the two must not lead out: openInside). Nothing is opened
+// to answer `stat`, so HEAD, 304 and 416 never hold a file descriptor; `open` closes the file
+// when its stream ends, errors or is cancelled.
 // Metadata calls (realpath, stat, open) are synchronous: on local disks they take microseconds,
 // while each async op costs a thread-pool round trip (measured here: 18-37 µs async vs 2-6 µs
-// sync per call). A GET of a small file makes five: realpath of the file, stat, then open, read
-// and close. The root's own real path is kept for a second (see `rootOf`), and `open` trusts the
+// sync per call). A GET of a small file makes six: realpath of the file, stat, then open, the
+// readlink of its descriptor, read and close. The root's own real path is kept for a second (see `rootOf`), and `open` trusts the
 // size `stat` saw. Files up to 64 KiB are read whole the same way (one read from the page cache);
 // larger ones stream asynchronously. A root on a slow network file system would stall the event
 // loop during those calls.
 
+import fs from "node:fs";
 import { streamedBytes } from "./gc_hint.ts";
 import { FileChangedError, type FileStat, type FileStore } from "../ports.ts";
 import type { DirEntry } from "../domain/dir_listing.ts";
@@ -27,7 +29,8 @@ function isAbsent(err: unknown): boolean {
   if (err instanceof Deno.errors.PermissionDenied) return true;
   if (err instanceof Deno.errors.FilesystemLoop) return true;
   const code = (err as { code?: string } | null)?.code;
-  return code === "ENAMETOOLONG" || code === "ELOOP" || code === "ENOTDIR" || code === "EACCES";
+  return code === "ENOENT" || code === "ENAMETOOLONG" || code === "ELOOP" || code === "ENOTDIR" ||
+    code === "EACCES";
 }
 
 /** How long a root's resolved real path is trusted before it is resolved again (ms). */
@@ -91,29 +94,59 @@ function toFileStat(st: Deno.FileInfo, real: string): FileStat {
 }
 
 /**
- * Reads `len` bytes from `start` at once and closes the file. A bytes body takes Deno.serve's
- * fast path; a resource-backed stream costs more than the read itself for small files.
+ * Reads `len` bytes from `start` of a descriptor at once (pread: no seek). A bytes body takes
+ * Deno.serve's fast path; a resource-backed stream costs more than the read itself for small files.
  */
 function readSmall(
-  file: Deno.FsFile,
+  fd: number,
   path: string,
   start: number,
   len: number,
   room = 0,
 ): Uint8Array<ArrayBuffer> {
-  try {
-    if (start > 0) file.seekSync(start, Deno.SeekMode.Start);
-    const out = new Uint8Array(room + len);
-    let got = 0;
-    while (got < len) {
-      const n = file.readSync(out.subarray(room + got));
-      if (n === null) throw new FileChangedError(path);
-      got += n;
+  const out = new Uint8Array(room + len);
+  let got = 0;
+  while (got < len) {
+    let n: number;
+    try {
+      n = fs.readSync(fd, out, room + got, len - got, start + got);
+    } catch (err) {
+      // A FIFO put in the file's place (opened without blocking): not the file stat saw.
+      if ((err as { code?: string }).code === "EAGAIN") throw new FileChangedError(path);
+      throw err;
     }
-    return room === 0 ? out : out.subarray(room);
-  } finally {
-    file.close();
+    if (n === 0) throw new FileChangedError(path);
+    got += n;
   }
+  return room === 0 ? out : out.subarray(room);
+}
+
+/** Flags for opening a file to serve: no symlink as the last component, never blocking (a FIFO). */
+const OPEN_FLAGS = fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK;
+
+/**
+ * Opens `real` (a resolved path) and checks what was opened, by the path the kernel gives its
+ * descriptor, against the root: between the realpath that resolved it and this open, a name on
+ * the way may have become a symlink out of the root (a user who may write in the root renaming
+ * in a loop). A descriptor, or null when what opened lies outside. Where /proc does not show it
+ * (not Linux), O_NOFOLLOW still refuses a last component swapped for a symlink.
+ */
+function openInside(root: string, real: string): number | null {
+  const fd = fs.openSync(real, OPEN_FLAGS);
+  let opened: string;
+  try {
+    opened = Deno.readLinkSync(`/proc/self/fd/${fd}`);
+  } catch {
+    return fd;
+  }
+  if (opened === real) return fd;
+  const now = performance.now();
+  // Renamed within the root since, or deleted (" (deleted)" after the path) after the open.
+  if (inside(opened, rootOf(root, now, false)) || inside(opened, rootOf(root, now, true))) {
+    return fd;
+  }
+  fs.closeSync(fd);
+  return null;
 }
 
 /** A stream of bytes [start, end] of an open file; the file is closed on end, error or cancel. */
@@ -178,6 +211,43 @@ function rangeStream(
   }, { highWaterMark: 0 });
 }
 
+/**
+ * A stream of bytes [start, end] of a large file, on a Deno file (whose `readable` Deno.serve
+ * sends from Rust), opened again by path: only when it is the very file `checked` describes
+ * (opened and checked by openInside), else null. Opened asynchronously: a FIFO put there since
+ * blocks a pool thread, never the event loop.
+ */
+async function openLarge(
+  real: string,
+  checked: { dev: number; ino: number },
+  start: number,
+  end: number,
+  range: { start: number; end: number } | undefined,
+): Promise<ReadableStream<Uint8Array> | null> {
+  const file = await Deno.open(real, { read: true });
+  try {
+    const st = file.statSync();
+    // (A platform that gives no inode numbers has no /proc either: nothing to compare.)
+    if (st.ino !== null && (st.dev !== checked.dev || st.ino !== checked.ino)) {
+      file.close();
+      return null;
+    }
+    // Only when the caller's range still ends at EOF: if the file grew since the caller's
+    // stat (and Content-Length), the bounded stream below sends exactly what was announced.
+    if (end === st.size - 1 && (!range || range.end === end)) {
+      // To the end of the file: Deno.serve streams a resource-backed body from Rust without
+      // JS chunks (measured: half the CPU and flat RSS for 1 GiB). It closes the file at EOF
+      // or when the client goes away.
+      if (start > 0) await file.seek(start, Deno.SeekMode.Start);
+      return file.readable;
+    }
+    return rangeStream(file, real, start, end);
+  } catch (err) {
+    file.close();
+    throw err;
+  }
+}
+
 /** The Deno file-system FileStore used by `prox serve`. */
 export function createDenoFileStore(): FileStore {
   return {
@@ -229,51 +299,36 @@ export function createDenoFileStore(): FileStore {
     async open(root, relPath, range, handle, room = 0) {
       // The handle is the real path of a regular file that `stat` resolved and checked against
       // this root for the same request: resolving and checking again cost a realpath call and a
-      // stat (about 7 µs) per file served.
+      // stat (about 7 µs) per file served. What is opened is checked all the same (openInside).
       const real = handle ?? resolveInside(root, relPath);
       if (real === null) return null;
-      let file: Deno.FsFile;
+      let fd: number | null;
       try {
-        // Never open anything but a regular file: opening a FIFO would block.
-        if (handle === undefined && !Deno.statSync(real).isFile) return null;
-        file = Deno.openSync(real, { read: true });
+        fd = openInside(root, real);
       } catch (err) {
         if (isAbsent(err)) return null;
         throw err;
       }
-      // With a handle the range lies within the size `stat` saw; a small one is read as it is,
-      // without asking for the size again: a file that shrank since then fails in readSmall.
-      if (handle !== undefined && range && range.end - range.start < SMALL) {
-        return readSmall(file, real, range.start, range.end - range.start + 1, room);
-      }
+      if (fd === null) return null;
       try {
-        const st = file.statSync();
-        if (!st.isFile) {
-          file.close();
-          return null;
+        // With a handle the range lies within the size `stat` saw; a small one is read as it is,
+        // without asking for the size again: a file that shrank since then fails in readSmall.
+        if (handle !== undefined && range && range.end - range.start < SMALL) {
+          return readSmall(fd, real, range.start, range.end - range.start + 1, room);
         }
+        const st = fs.fstatSync(fd);
+        // Never anything but a regular file (a FIFO, a device).
+        if (!st.isFile()) return null;
         const start = range?.start ?? 0;
         // The caller announced this range (Content-Length, ETag): a file that shrank below it
         // since must fail, not go out short under those headers (a bytes body would even get
         // its Content-Length corrected by Deno.serve, and look complete).
-        if (range && range.end > st.size - 1) {
-          throw new FileChangedError(real);
-        }
+        if (range && range.end > st.size - 1) throw new FileChangedError(real);
         const end = range ? range.end : st.size - 1;
-        if (end - start < SMALL) return readSmall(file, real, start, end - start + 1, room);
-        // Only when the caller's range still ends at EOF: if the file grew since the caller's
-        // stat (and Content-Length), the bounded stream below sends exactly what was announced.
-        if (end === st.size - 1 && (!range || range.end === end)) {
-          // To the end of the file: Deno.serve streams a resource-backed body from Rust without
-          // JS chunks (measured: half the CPU and flat RSS for 1 GiB). It closes the file at EOF
-          // or when the client goes away.
-          if (start > 0) await file.seek(start, Deno.SeekMode.Start);
-          return file.readable;
-        }
-        return rangeStream(file, real, start, end);
-      } catch (err) {
-        file.close();
-        throw err;
+        if (end - start < SMALL) return readSmall(fd, real, start, end - start + 1, room);
+        return await openLarge(real, { dev: st.dev, ino: st.ino }, start, end, range);
+      } finally {
+        fs.closeSync(fd);
       }
     },
   };

@@ -198,3 +198,43 @@ Deno.test("createDenoFileStore follows a root symlink pointed elsewhere at the n
   await Deno.symlink(`${t.root}/a.txt`, `${t.base}/release-2/old-link`);
   assert.equal(await fs.stat(current, "old-link"), null);
 });
+
+Deno.test("createDenoFileStore open serves nothing out of the root when a file or directory was swapped for a symlink after stat", async () => {
+  await using t = await tree();
+  // Secrets as long as the files they stand in for, so a read of the announced length succeeds.
+  await Deno.writeTextFile(`${t.base}/secret.txt`, "TOP SECRET");
+  await Deno.writeTextFile(`${t.base}/outside/b.txt`, "KEY");
+  const big = new Uint8Array(200_000).fill(0x61);
+  await Deno.writeFile(`${t.root}/big.bin`, big);
+  await Deno.writeFile(`${t.base}/outside/big.bin`, new Uint8Array(200_000).fill(0x53));
+  const fs = createDenoFileStore();
+  const before = openFds();
+  // A user who may write in the root swaps names between the route's stat and its open (a
+  // rename loop wins that race now and then): the file itself, a directory on its path, a large
+  // file on the streaming path, and each without the handle stat gave.
+  const cases: [string, () => Promise<void>][] = [
+    ["a.txt", async () => {
+      await Deno.remove(`${t.root}/a.txt`);
+      await Deno.symlink("../secret.txt", `${t.root}/a.txt`);
+    }],
+    ["sub/b.txt", async () => {
+      await Deno.rename(`${t.root}/sub`, `${t.root}/sub-away`);
+      await Deno.symlink("../outside", `${t.root}/sub`);
+    }],
+    ["big.bin", async () => {
+      await Deno.rename(`${t.root}/big.bin`, `${t.root}/big-away.bin`);
+      await Deno.symlink("../outside/big.bin", `${t.root}/big.bin`);
+    }],
+  ];
+  for (const [rel, swap] of cases) {
+    const st = (await fs.stat(t.root, rel))!;
+    assert.equal(st.isFile, true, rel);
+    await swap();
+    for (const handle of [st.handle, undefined]) {
+      const got = await fs.open(t.root, rel, { start: 0, end: st.size - 1 }, handle);
+      const bytes = got === null ? null : new Uint8Array(await new Response(got).arrayBuffer());
+      assert.equal(bytes, null, `${rel} (${handle ? "handle" : "no handle"}): out of the root`);
+    }
+  }
+  assert.equal(openFds(), before, "nothing left open");
+});
