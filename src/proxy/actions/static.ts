@@ -2,8 +2,9 @@
 // answers Allow), ETag/Last-Modified with 304 and 412, one byte range (206/416; several ranges
 // get the whole file), index file for directories, a 308 to the slash form (route prefix and
 // query kept) for directories named without one, optional precompressed `.br`/`.zst`/`.gz` siblings,
-// SPA fallback, custom 404 page, Cache-Control. Dotfiles are hidden unless `show_dotfiles`
-// (`/.well-known/` stays visible, RFC 8615). HEAD, 304 and 416 never open the file.
+// SPA fallback, custom 404 page, directory listings (`browse`), Cache-Control. Dotfiles are
+// hidden unless `show_dotfiles` (`/.well-known/` stays visible, RFC 8615). HEAD, 304 and 416
+// never open the file.
 
 import {
   acceptedEncodings,
