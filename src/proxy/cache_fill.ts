@@ -143,17 +143,23 @@ function opaqueTag(tag: string): string {
 }
 
 /**
- * The request fields an answer is keyed by: its Vary's, and Origin for one that echoes an origin
- * in Access-Control-Allow-Origin (an app that forgets `Vary: Origin`, a common slip, would
- * otherwise have one origin's answer served to the others).
+ * The request fields an answer is keyed by: its Vary's, and the ones an upstream commonly forgets
+ * to name: Origin for one that echoes an origin in Access-Control-Allow-Origin (without
+ * `Vary: Origin`, one origin's answer would be served to the others), and Accept-Encoding for one
+ * it compressed (nginx's `gzip on` sends no Vary unless `gzip_vary on`: its gzip bytes would be
+ * served to clients that accept none).
  */
 function keyNames(get: (name: string) => string | null): string[] {
   const names = varyNames(get("vary"));
+  if (names[0] === "*") return names;
+  const more: string[] = [];
   const acao = get("access-control-allow-origin");
-  if (acao !== null && acao !== "*" && names[0] !== "*" && !names.includes("origin")) {
-    return [...names, "origin"].sort();
+  if (acao !== null && acao !== "*" && !names.includes("origin")) more.push("origin");
+  const coding = get("content-encoding")?.trim().toLowerCase();
+  if (coding && coding !== "identity" && !names.includes("accept-encoding")) {
+    more.push("accept-encoding");
   }
-  return names;
+  return more.length === 0 ? names : [...names, ...more].sort();
 }
 
 /**

@@ -355,6 +355,38 @@ Deno.test("cache: an answer echoing the Origin without Vary: Origin is kept per 
   assert.equal(star.sent.length, 1);
 });
 
+Deno.test("cache: an answer compressed by the upstream without Vary: Accept-Encoding is kept per Accept-Encoding", async () => {
+  // An upstream that compresses for clients that accept it and forgets Vary (nginx's `gzip on`
+  // without `gzip_vary on`, its default): a client that asked for no coding must not be handed
+  // the gzip bytes stored for another.
+  const c = setup((r) => {
+    const gzip = /gzip/.test(r.headers.get("accept-encoding") ?? "");
+    return new Response(gzip ? "GZIP BYTES" : "plain text", {
+      headers: { "cache-control": "max-age=60", ...(gzip ? { "content-encoding": "gzip" } : {}) },
+    });
+  });
+  const a = await c.get("/z", { headers: { "accept-encoding": "gzip" } });
+  assert.equal(a.res.headers.get("content-encoding"), "gzip");
+  assert.equal((await c.get("/z", { headers: { "accept-encoding": "gzip" } })).text, "GZIP BYTES");
+  assert.equal(c.sent.length, 1, "a hit for the same Accept-Encoding");
+  for (const ae of ["identity", "br", null]) {
+    const b = await c.get("/z", ae === null ? {} : { headers: { "accept-encoding": ae } });
+    assert.equal(b.res.headers.get("content-encoding"), null, `Accept-Encoding: ${ae}`);
+    assert.equal(b.text, "plain text", `Accept-Encoding: ${ae}`);
+  }
+  // Once a plain answer is stored, a gzip client may get it (it is no less right for them).
+  const d = await c.get("/z", { headers: { "accept-encoding": "gzip" } });
+  assert.equal(
+    d.text,
+    d.res.headers.get("content-encoding") === "gzip" ? "GZIP BYTES" : "plain text",
+  );
+  // An identity answer is the same for every client: one entry, whatever the client accepts.
+  const plain = setup(() => new Response("x", { headers: { "cache-control": "max-age=60" } }));
+  await plain.get("/p", { headers: { "accept-encoding": "gzip" } });
+  await plain.get("/p", { headers: { "accept-encoding": "br" } });
+  assert.equal(plain.sent.length, 1);
+});
+
 Deno.test("cache: the client's own conditional gets 304 from a stored entry", async () => {
   const c = setup(() =>
     new Response("x", {
