@@ -121,6 +121,9 @@ function readSmall(
   return room === 0 ? out : out.subarray(room);
 }
 
+/** Whether /proc/self/fd tells what a descriptor opened (false once it did not). */
+let procFd = true;
+
 /** Flags for opening a file to serve: no symlink as the last component, never blocking (a FIFO). */
 const OPEN_FLAGS = fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK;
 
@@ -133,10 +136,13 @@ const OPEN_FLAGS = fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constant
  */
 function openInside(root: string, real: string): number | null {
   const fd = fs.openSync(real, OPEN_FLAGS);
+  if (!procFd) return fd;
   let opened: string;
   try {
     opened = Deno.readLinkSync(`/proc/self/fd/${fd}`);
   } catch {
+    // No /proc here (macOS, a chroot without it): not asked again, a throw costs microseconds.
+    procFd = false;
     return fd;
   }
   if (opened === real) return fd;
