@@ -129,19 +129,23 @@ export function evaluatePreconditions(
 
 /**
  * True when a Range request may be honoured under its If-Range (RFC 9110 §13.1.5): absent, an
- * entity tag that matches strongly (never, for our weak tags), or exactly the Last-Modified date
- * when that date is a strong validator: dated in a second before `now`, the answer's Date
- * (§8.8.2.2). A file changed twice within its mtime's second keeps its date, so a range of the
- * first version must not be spliced onto the second: within that second the whole file goes.
+ * entity tag that matches strongly, or exactly the Last-Modified date when that date is a strong
+ * validator: dated in a second before `now`, the answer's Date (§8.8.2.2). A file changed twice
+ * within its mtime's second keeps its date, so a range of the first version must not be spliced
+ * onto the second: within that second the whole file goes. The representation's own weak tag
+ * (weakEtag: its size and the millisecond of its change) counts as its date does: exactly it,
+ * once that second has passed. Chrome's cache sends a stored weak ETag in If-Range (for a
+ * Last-Modified a minute older than Date), and nginx compares If-Range byte for byte.
  */
 export function ifRangeAllows(value: string | null, v: Validators, now: number): boolean {
   if (value === null) return true;
   const s = value.trim();
-  if (s.startsWith('"') || s.startsWith("W/")) return strongMatch(s, v.etag);
+  const settled = v.mtime !== null && Math.floor(v.mtime / 1000) < Math.floor(now / 1000);
+  if (s.startsWith("W/")) return settled && s === v.etag;
+  if (s.startsWith('"')) return strongMatch(s, v.etag);
   const t = parseHttpDate(s, now);
   if (t === null || v.mtime === null) return false;
-  const sec = Math.floor(v.mtime / 1000);
-  return Math.floor(t / 1000) === sec && sec < Math.floor(now / 1000);
+  return Math.floor(t / 1000) === Math.floor(v.mtime / 1000) && settled;
 }
 
 /** What a Range header asks of a representation of `size` bytes. */

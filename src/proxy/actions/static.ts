@@ -15,6 +15,8 @@ import {
   weakEtag,
 } from "../../domain/conditional.ts";
 import { joinPath, stripPrefix } from "../../domain/rewrite.ts";
+import { decideCompression } from "../../domain/compress.ts";
+import type { CompressPolicy } from "../../domain/compress.ts";
 import type { StaticRouteConfig } from "../../config/schema.ts";
 import { FileChangedError, type FileStat, type FileStore, HEAD_ROOM } from "../../ports.ts";
 import type { PipelineDeps, RequestContext } from "../context.ts";
@@ -51,6 +53,8 @@ export interface StaticOptions {
   showDotfiles?: boolean;
   /** A directory without its index file is answered with a listing of its entries. */
   browse?: boolean;
+  /** The route's `compress` (null or absent: it sends files as they are). */
+  compress?: CompressPolicy | null;
   /**
    * The request's wall-clock time (ms): no Last-Modified is dated later, whatever the file's
    * mtime says (RFC 9110 §8.8.2.1), and an RFC 850 date's two-digit year is read against it.
@@ -218,6 +222,26 @@ async function pickVariant(
   return null;
 }
 
+/** Whether the route's `compress` would encode this file's 200 for this request's client. */
+function compressedForClient(
+  req: Request,
+  rel: string,
+  size: number,
+  opts: StaticOptions,
+): boolean {
+  if (!opts.compress) return false;
+  return decideCompression({
+    method: "GET",
+    acceptEncoding: req.headers.get("accept-encoding"),
+    status: 200,
+    contentType: contentTypeFor(rel),
+    contentEncoding: null,
+    contentLength: String(size),
+    cacheControl: opts.cacheControl ?? null,
+    hasBody: true,
+  }, opts.compress).kind === "encode";
+}
+
 async function serveFile(
   req: Request,
   rel: string,
@@ -284,7 +308,11 @@ async function serveFile(
     const dateOfSibling = ifRange !== null && !/^\s*(W\/)?"/.test(ifRange) &&
       req.headers.has("range") &&
       await pickVariant(req, rel, opts, { evenForRange: true }) !== null;
-    const asked = req.method === "GET" && !dateOfSibling && ifRangeAllows(ifRange, v, opts.now)
+    // The same goes for the file's own tag and date when the route compresses its 200 for this
+    // client: the compressed answer carries both.
+    const asked = req.method === "GET" && !dateOfSibling &&
+        !(ifRange !== null && compressedForClient(req, rel, size, opts)) &&
+        ifRangeAllows(ifRange, v, opts.now)
       ? parseRange(req.headers.get("range"), size)
       : { kind: "full" as const };
     if (asked.kind === "unsatisfiable") {
@@ -347,6 +375,7 @@ export async function staticAction(
     precompressed: route.precompressed,
     showDotfiles: route.show_dotfiles,
     browse: route.browse,
+    compress: deps.compressor ? ctx.route?.compress : null,
     lean: ctx.info.writesItself === true && ctx.route?.compress === null &&
       !ctx.route.rules.responseBody && !ctx.snapshot.hasErrorPages,
   });
