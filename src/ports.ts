@@ -341,6 +341,12 @@ export interface Clock {
   monotonic(): number;
 }
 
+/**
+ * Calls `fn` once after `ms`; returns a function that stops it. The server's does not keep the
+ * process alive (a paced body's wait must not hold a shutdown).
+ */
+export type Timer = (fn: () => void, ms: number) => () => void;
+
 /** Log levels in increasing severity. */
 export type LogLevel = "debug" | "info" | "warn" | "error";
 

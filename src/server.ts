@@ -53,7 +53,7 @@ import type { StagedTcp } from "./adapters/tcp_listeners.ts";
 import { createTcpMetrics, tcpAccessLogOf } from "./adapters/tcp_observe.ts";
 import { explainRequest } from "./proxy/explain.ts";
 import { createRateLimitStores, keysPerRoute, limiterIds } from "./adapters/rate_limit_stores.ts";
-import type { AccessRecord, Clock, FileStore, Logger, LogLevel } from "./ports.ts";
+import type { AccessRecord, Clock, FileStore, Logger, LogLevel, Timer } from "./ports.ts";
 import { createUpstreamRegistry } from "./proxy/state.ts";
 import { MirrorTraffic } from "./proxy/mirror.ts";
 import { JwksCache } from "./proxy/jwks.ts";
@@ -98,6 +98,12 @@ export { ConfigError };
 export type { ProxServer, ReloadResult, ReloadStats, ShutdownHook, StartOptions };
 
 const realClock: Clock = { now: () => Date.now(), monotonic: () => performance.now() };
+/** A route `bandwidth`'s waits: they must not keep a process that is exiting alive. */
+const unrefTimer: Timer = (fn, ms) => {
+  const id = setTimeout(fn, ms);
+  Deno.unrefTimer(id);
+  return () => clearTimeout(id);
+};
 /** After the drain deadline: how long the 503s of requests cut from their upstream may take. */
 const SETTLE_MS = 500;
 
@@ -245,6 +251,7 @@ export async function startServer(
     websocket: websockets,
     mirrors,
     compressor: zlibCompressor,
+    timer: unrefTimer,
   };
   const handler = createHandler(pipelineDeps);
   const targetsOf = (

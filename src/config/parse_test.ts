@@ -341,7 +341,7 @@ Deno.test("parseConfig refuses a duration or size too large to count (it became 
 Deno.test("parseConfig does not call an inherited name (constructor) a key of every route type", () => {
   assert.deepEqual(problems(`${HEAD}  /: { type: proxy, target: http://a, constructor: 1 }\n`), [
     'c.yaml:3:39: error: routes./.constructor: Unknown key "constructor"\n  fix: Allowed keys ' +
-    "here: type, target, path_rewrite, path_regex, rate_limit, rate_limits, concurrency_limit, request_headers, response_headers, " +
+    "here: type, target, path_rewrite, path_regex, rate_limit, rate_limits, concurrency_limit, bandwidth, request_headers, response_headers, " +
     "request_body, response_body, hosts, preserve_host, rewrite_location, early_hints, browser_headers, forwarded, timeouts, " +
     "max_request_body, tls, retries, health_check, passive_health, try_when_down, compress, mirror, " +
     "cache, error_pages, intercept_upstream, proxy_protocol, upstream_protocol, grpc_web, match, ip_access, basic_auth, jwt_auth, client_cert, access_log, cors, " +

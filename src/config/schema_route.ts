@@ -242,6 +242,38 @@ export const ConcurrencyLimit = z.object({
   exempt_ips: z.array(z.string()).default([]),
 }).strict();
 
+/** A rate in bytes per second: a size ("1MiB", 1048576), optionally written with "/s". */
+const BytesPerSecond = z.union([z.number(), z.string()]).transform((s, ctx) => {
+  const v = parseSize(typeof s === "string" ? s.replace(/\s*\/\s*s(ec)?\s*$/i, "") : s);
+  if (typeof v === "string") {
+    ctx.addIssue({
+      code: "custom",
+      message: /too large/.test(v)
+        ? v
+        : `Invalid rate ${JSON.stringify(s)}: use bytes per second, e.g. 1MiB, 500KiB or 1MiB/s`,
+    });
+    return z.NEVER;
+  }
+  if (v === 0) {
+    ctx.addIssue({
+      code: "custom",
+      message: "A rate of 0 would send nothing: remove bandwidth for no limit",
+    });
+    return z.NEVER;
+  }
+  return v;
+});
+
+/**
+ * Response bandwidth per answer (nginx's `limit_rate` and `limit_rate_after`, HAProxy's
+ * `bwlim-out`): the body goes to the client at no more than `rate` bytes per second once the
+ * first `after` bytes went at full speed (proxy/filters/bandwidth.ts).
+ */
+export const Bandwidth = z.object({
+  rate: BytesPerSecond,
+  after: Size.prefault(0),
+}).strict();
+
 // ---------------------------------------------------------------------------------------------
 // Access control (every route type; proxy/filters/ip_access.ts, README "Access control")
 
@@ -799,6 +831,8 @@ const upstreamCommon = {
   rate_limits: z.array(RateLimit).min(1).max(8).optional(),
   /** Requests in progress at once, per client or route (ConcurrencyLimit). */
   concurrency_limit: ConcurrencyLimit.optional(),
+  /** Each answer's body at no more than `rate` per second after `after` bytes (Bandwidth). */
+  bandwidth: Bandwidth.optional(),
   request_headers: HeaderRules.optional(),
   response_headers: HeaderRules.optional(),
   request_body: BodyRules.optional(),
@@ -998,6 +1032,8 @@ const StaticRoute = z.object({
   /** A directory without its index file gets a listing of its entries (HTML, or JSON). */
   browse: z.boolean().optional(),
   compress: Compress.optional(),
+  /** Each answer's body at no more than `rate` per second after `after` bytes (Bandwidth). */
+  bandwidth: Bandwidth.optional(),
   response_headers: HeaderRules.optional(),
   response_body: BodyRules.optional(),
   error_pages: ErrorPages.optional(),
@@ -1100,6 +1136,7 @@ export type WebSocketRouteConfig = z.output<typeof WebSocketRoute>;
 export type RespondRouteConfig = z.output<typeof RespondRoute>;
 export type RateLimitConfig = z.output<typeof RateLimit>;
 export type ConcurrencyLimitConfig = z.output<typeof ConcurrencyLimit>;
+export type BandwidthConfig = z.output<typeof Bandwidth>;
 export type HeaderRulesConfig = z.output<typeof HeaderRules>;
 export type BodyRulesConfig = z.output<typeof BodyRules>;
 export type ConditionConfig = z.output<typeof Condition>;

@@ -442,3 +442,33 @@ Deno.test("rate_limit status_code 499 is refused (no client is sent it)", () => 
   assert.equal(issues.length, 1);
   assert.match(issues[0], /status_code: 499 is no status a client can be sent/);
 });
+
+Deno.test("parseConfig reads a route's bandwidth: sizes per second, after defaulting to 0", () => {
+  const bandwidth = (v: string) => {
+    const r = parseConfig(`${HEAD}  /dl: { type: proxy, target: http://a, bandwidth: ${v} }\n`);
+    const route = r.config?.routes["/dl"];
+    return route && "bandwidth" in route ? route.bandwidth : r.issues.map((i) => i.message);
+  };
+  assert.deepEqual(bandwidth("{ rate: 1MiB/s, after: 10MiB }"), {
+    rate: 1024 * 1024,
+    after: 10 * 1024 * 1024,
+  });
+  assert.deepEqual(bandwidth("{ rate: 500KB }"), { rate: 500_000, after: 0 });
+  assert.deepEqual(bandwidth("{ rate: 65536 }"), { rate: 65536, after: 0 });
+  assert.deepEqual(bandwidth("{ rate: 0 }"), [
+    "A rate of 0 would send nothing: remove bandwidth for no limit",
+  ]);
+  assert.deepEqual(bandwidth("{ rate: 10mbit }"), [
+    'Invalid rate "10mbit": use bytes per second, e.g. 1MiB, 500KiB or 1MiB/s',
+  ]);
+  assert.deepEqual(bandwidth("{ rate: 1MiB, burst: 1MiB }"), ['Unknown key "burst"']);
+  // Static routes take it too; a redirect has no body to pace.
+  const ok = parseConfig(`${HEAD}  /f: { type: static, root: ., bandwidth: { rate: 1MiB } }\n`);
+  assert.deepEqual(ok.issues, []);
+  const no = parseConfig(
+    `${HEAD}  /r: { type: redirect, target: /x, bandwidth: { rate: 1MiB } }\n`,
+  );
+  assert.deepEqual(no.issues.map((i) => i.message), [
+    'Unknown key "bandwidth" on a redirect route: it is a key of proxy, load_balance and static routes',
+  ]);
+});

@@ -319,6 +319,16 @@ export function validateRoutes(
     if ("concurrency_limit" in route && route.concurrency_limit) {
       validateConcurrency(route, ["routes", key, "concurrency_limit"], { err, warn });
     }
+    if ("bandwidth" in route && route.bandwidth && route.bandwidth.rate < 1024) {
+      // Bytes, not bits and not KiB: `rate: 512` sends a 10 MiB file in almost six hours.
+      const rate = route.bandwidth.rate;
+      warn(
+        ["routes", key, "bandwidth", "rate"],
+        `bandwidth rate ${rate} is ${rate} bytes per second: a 1 MiB answer takes ` +
+          `${Math.round((1 << 20) / rate / 60)} minutes`,
+        `Write a unit if more was meant, e.g. ${rate}KiB`,
+      );
+    }
     if ((route.type === "proxy" || route.type === "load_balance") && route.cache) {
       validateCache(route.cache, ["routes", key, "cache"], { err, warn });
       const shared = config.cache?.max_size;

@@ -486,3 +486,17 @@ routes:
     "as UTF-8 (%C3%BC): the regex never matches it there",
   ]);
 });
+
+Deno.test("validateConfig warns about a bandwidth rate below 1 KiB per second (bytes, not KiB)", () => {
+  const said = (rate: string) =>
+    loadConfigText(
+      `listen_addr: "127.0.0.1:8443"\nhealth_check: { enabled: false }\nroutes:\n` +
+        `  /dl: { type: proxy, target: "http://127.0.0.1:3000", bandwidth: { rate: ${rate} } }\n`,
+      { file: "c.yaml", env: { exists: () => true } },
+    ).issues.map((i) => `${i.severity} ${i.path}: ${i.message} (${i.hint})`);
+  assert.deepEqual(said("512"), [
+    "warning routes./dl.bandwidth.rate: bandwidth rate 512 is 512 bytes per second: a 1 MiB " +
+    "answer takes 34 minutes (Write a unit if more was meant, e.g. 512KiB)",
+  ]);
+  assert.deepEqual(said("1KiB"), []);
+});

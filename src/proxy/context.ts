@@ -15,6 +15,7 @@ import type {
   Metrics,
   PasswordCheck,
   RateLimitStore,
+  Timer,
   UpstreamClient,
   WebSocketProxy,
 } from "../ports.ts";
@@ -118,4 +119,6 @@ export interface PipelineDeps {
   mirrors?: MirrorTraffic;
   /** Applies content codings for routes with `compress`; without it nothing is compressed. */
   compressor?: Compressor;
+  /** Waits of a route's `bandwidth` (filters/bandwidth.ts); setTimeout without it. */
+  timer?: Timer;
 }

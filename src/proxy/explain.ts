@@ -3,6 +3,7 @@
 // upstream URL and header building, redirect and static actions); this file only calls them on a
 // made-up request and reports what they said. Nothing here runs on the live request path.
 
+import { bandwidthText } from "../domain/bandwidth.ts";
 import { originHost, originName } from "../domain/upstream_origin.ts";
 import { explainMatch } from "../domain/router.ts";
 import type { RouteVerdict } from "../domain/router.ts";
@@ -270,6 +271,14 @@ export async function explainRequest(
     out.notes.push(
       `Responses of ${c.minLength} bytes or more of a compressible type are compressed ` +
         `(${c.codings.join(", ")}, as Accept-Encoding allows)`,
+    );
+  }
+
+  if (route.bandwidth) {
+    out.notes.push(
+      `bandwidth: each answer's body goes to the client at most ${
+        bandwidthText(route.bandwidth)
+      } (each response on its own)`,
     );
   }
 

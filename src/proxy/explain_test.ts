@@ -57,6 +57,7 @@ routes:
     type: static
     root: /srv/www
     compress: { algorithms: [gzip], min_length: 100 }
+    bandwidth: { rate: 512KiB, after: 10MiB }
 `;
 
 Deno.test("explainRequest names the longest prefix and why every other route lost", async () => {
@@ -138,6 +139,14 @@ Deno.test("explainRequest answers redirects, static files and misses as Prox wou
   const s = await ex({ method: "GET", url: "http://x/assets/app.js" });
   assert.deepEqual(s.answer, { status: 200, file: "/srv/www/app.js" });
   assert.ok(s.notes.some((n) => n.includes("100 bytes or more") && n.includes("(gzip,")));
+  assert.ok(
+    s.notes.some((n) =>
+      n.startsWith(
+        "bandwidth: each answer's body goes to the client at most 512 KiB/s after the first 10 MiB",
+      )
+    ),
+    JSON.stringify(s.notes),
+  );
   const gone = await ex({ method: "GET", url: "http://x/assets/none.js" });
   assert.equal(gone.answer?.status, 404);
   const none = await ex({ method: "GET", url: "http://x/nothing" });

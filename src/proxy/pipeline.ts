@@ -7,7 +7,8 @@
 //      JWT auth, forward auth, rules)   (filters/)
 //   6. action: proxy | load_balance (through the route's cache, cache.ts) | static | redirect |
 //      websocket   (actions/)
-//   7. response filters (header/body rules, compression, error pages, CORS, Alt-Svc, HSTS)
+//   7. response filters (header/body rules, compression, error pages, CORS, Alt-Svc, HSTS,
+//      bandwidth)
 //   8. log + metrics, exactly once
 // Errors become responses in one place (respond.ts + domain/errors.ts statusFor).
 
@@ -40,6 +41,7 @@ import { checkIpAccess, forbidden } from "./filters/ip_access.ts";
 import { checkBasicAuth } from "./filters/basic_auth.ts";
 import { checkJwtAuth, queryWithoutTokens, takeQueryToken } from "./filters/jwt_auth.ts";
 import { applyCompression } from "./filters/compress.ts";
+import { pacedResponse } from "./filters/bandwidth.ts";
 import { answerPreflight, withCors } from "./filters/cors.ts";
 import { isPreflight } from "../domain/cors.ts";
 
@@ -85,9 +87,19 @@ export function createHandler(deps: PipelineDeps): Handler {
       }
     }
     if (ctx.snapshot.hasErrorPages && res.status >= 400) res = withErrorPage(ctx, res);
-    const cors = ctx.route?.cors;
+    const route = ctx.route;
+    const cors = route?.cors;
     if (cors) res = withCors(ctx, res, cors);
     res = finish(ctx, res);
+    // 7d: last, so the bytes paced are the bytes sent (compressed, or an error page's).
+    const bandwidth = route?.bandwidth;
+    if (bandwidth) {
+      res = pacedResponse(res, bandwidth, {
+        method: ctx.req.method,
+        clock: deps.clock,
+        timer: deps.timer,
+      });
+    }
     dropUnreadBody(ctx);
     record(ctx, deps, res);
     if (ctx.release) releaseWhenDelivered(ctx, res);

@@ -324,3 +324,29 @@ Deno.test("createHandler refuses a ; or an encoded slash that moves a request of
     await res.body?.cancel();
   }
 });
+
+Deno.test("createHandler paces the answers of a route with bandwidth, and only those", async () => {
+  const sent: Response[] = [];
+  const { handler } = handlerFor(
+    `health_check: { enabled: false }
+routes:
+  /paced: { type: proxy, target: "http://10.1.1.1", bandwidth: { rate: 1MiB, after: 1KiB } }
+  /plain: { type: proxy, target: "http://10.1.1.1" }`,
+    () => {
+      const res = new Response(new Uint8Array(4096), { headers: { "content-length": "4096" } });
+      sent.push(res);
+      return Promise.resolve(res);
+    },
+  );
+  const plain = await handler(new Request("http://h/plain/x"), info);
+  // Without bandwidth the upstream's answer goes on as it came: no stream wrapped around it.
+  assert.equal(plain, sent[0]);
+  await plain.body?.cancel();
+  const paced = await handler(new Request("http://h/paced/x"), info);
+  assert.notEqual(paced, sent[1]);
+  assert.equal(paced.headers.get("content-length"), "4096");
+  assert.equal((await paced.bytes()).byteLength, 4096);
+  // A HEAD has no body to pace: its answer is left as it is.
+  const small = await handler(new Request("http://h/paced/x", { method: "HEAD" }), info);
+  assert.equal(small, sent[2]);
+});

@@ -34,6 +34,7 @@ import type { CompiledBasicAuth } from "./filters/basic_auth.ts";
 import { compileJwtAuth } from "./filters/jwt_auth.ts";
 import type { CompiledJwtAuth, TokenCaches } from "./filters/jwt_auth.ts";
 import type { CompressPolicy } from "../domain/compress.ts";
+import type { BandwidthPolicy } from "../domain/bandwidth.ts";
 import { mirrorPolicy } from "./mirror.ts";
 import { compilePages } from "../domain/error_pages.ts";
 import type { PageTable } from "../domain/error_pages.ts";
@@ -77,6 +78,8 @@ export interface CompiledRoute {
   concurrency: CompiledConcurrency | null;
   /** Response compression (`compress`), null when the route does not compress. */
   compress: CompressPolicy | null;
+  /** `bandwidth`: how fast each answer's body goes out (filters/bandwidth.ts); null: unpaced. */
+  bandwidth: BandwidthPolicy | null;
   /** Traffic mirroring (`mirror` on proxy and load_balance routes), null without it. */
   mirror: MirrorPolicy | null;
   /** The response cache (`cache`), null when the route has none (proxy/cache.ts). */
@@ -266,6 +269,9 @@ export function buildSnapshot(
         ? compileConcurrency(key, route.concurrency_limit)
         : null,
       compress: compressPolicy(compressOf(route, config)),
+      bandwidth: "bandwidth" in route && route.bandwidth
+        ? { rate: route.bandwidth.rate, after: route.bandwidth.after }
+        : null,
       mirror: route.type === "proxy" || route.type === "load_balance"
         ? mirrorPolicy(route.mirror)
         : null,
