@@ -62,7 +62,7 @@ const DESCRIPTIONS: Record<string, string> = {
   admin: "Admin listener (metrics, status, reload), off the public port",
   preserve_host: "Send the client's Host header upstream instead of the target's",
   bandwidth:
-    "How fast each answer's body goes to the client: rate (bytes per second, e.g. 1MiB), after (bytes sent at full speed first, e.g. 10MiB); nginx limit_rate and limit_rate_after",
+    "How fast each answer's body goes to the client: rate (bytes per second, e.g. 1MiB), after (bytes each answer sends at full speed first, e.g. 10MiB), per (response, the default; client or route: their answers in progress share rate); nginx limit_rate and limit_rate_after",
   concurrency_limit:
     "Requests in progress at once per client (by: ip, header, cookie, query, jwt_claim) or per route: max; past it status_code (429)",
   access_log_filter:

@@ -265,13 +265,19 @@ const BytesPerSecond = z.union([z.number(), z.string()]).transform((s, ctx) => {
 });
 
 /**
- * Response bandwidth per answer (nginx's `limit_rate` and `limit_rate_after`, HAProxy's
- * `bwlim-out`): the body goes to the client at no more than `rate` bytes per second once the
- * first `after` bytes went at full speed (proxy/filters/bandwidth.ts).
+ * Response bandwidth (nginx's `limit_rate` and `limit_rate_after`, HAProxy's `bwlim-out`): the
+ * body goes to the client at no more than `rate` bytes per second once the first `after` bytes
+ * went at full speed (proxy/filters/bandwidth.ts).
  */
 export const Bandwidth = z.object({
   rate: BytesPerSecond,
+  /** Bytes each answer sends at full speed first. */
   after: Size.prefault(0),
+  /**
+   * Whose answers share `rate`: each its own (`response`, as nginx), a client's together
+   * (`client`: its address, an IPv6 one by its /64), or all of the route's (`route`).
+   */
+  per: z.enum(["response", "client", "route"]).default("response"),
 }).strict();
 
 // ---------------------------------------------------------------------------------------------

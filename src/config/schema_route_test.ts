@@ -452,9 +452,18 @@ Deno.test("parseConfig reads a route's bandwidth: sizes per second, after defaul
   assert.deepEqual(bandwidth("{ rate: 1MiB/s, after: 10MiB }"), {
     rate: 1024 * 1024,
     after: 10 * 1024 * 1024,
+    per: "response",
   });
-  assert.deepEqual(bandwidth("{ rate: 500KB }"), { rate: 500_000, after: 0 });
-  assert.deepEqual(bandwidth("{ rate: 65536 }"), { rate: 65536, after: 0 });
+  assert.deepEqual(bandwidth("{ rate: 500KB, per: client }"), {
+    rate: 500_000,
+    after: 0,
+    per: "client",
+  });
+  assert.deepEqual(bandwidth("{ rate: 65536, per: route }"), {
+    rate: 65536,
+    after: 0,
+    per: "route",
+  });
   assert.deepEqual(bandwidth("{ rate: 0 }"), [
     "A rate of 0 would send nothing: remove bandwidth for no limit",
   ]);

@@ -3,12 +3,16 @@
 // `rate` bytes per second once the first `after` bytes went at full speed. Pure: the caller passes
 // the time (ms, monotonic) and waits; proxy/filters/bandwidth.ts paces the stream with it.
 
+/** Whose answers share one `rate`: each response its own, a client's, or the whole route's. */
+export type BandwidthScope = "response" | "client" | "route";
+
 /** A route's resolved `bandwidth`. */
 export interface BandwidthPolicy {
   /** Bytes per second, at least 1. */
   rate: number;
-  /** Bytes sent at full speed first (0: paced from the first byte). */
+  /** Bytes each response sends at full speed first (0: paced from the first byte). */
   after: number;
+  per: BandwidthScope;
 }
 
 /**
@@ -18,17 +22,23 @@ export interface BandwidthPolicy {
 export const CATCH_UP_MS = 50;
 
 /**
- * The pacing state of one response: `free` bytes still allowed at full speed, and `due`, the
- * time at which the bytes paced so far have been sent at `rate` (NaN before the first).
+ * The time at which the bytes paced so far have been sent at `rate` (NaN before the first): one
+ * response's own, or shared by the responses of a client or route (`per`), whose pieces then
+ * take turns, each reserving its time after the others' (GCRA's theoretical arrival time).
  */
-export interface Pace {
-  free: number;
+export interface Bucket {
   due: number;
 }
 
-/** A fresh pace for one response under `policy`. */
-export function startPace(policy: BandwidthPolicy): Pace {
-  return { free: policy.after, due: NaN };
+/** The pacing state of one response: `free` bytes still allowed at full speed, and its bucket. */
+export interface Pace {
+  free: number;
+  bucket: Bucket;
+}
+
+/** A fresh pace for one response under `policy`, in `bucket` when it shares one. */
+export function startPace(policy: BandwidthPolicy, bucket: Bucket = { due: NaN }): Pace {
+  return { free: policy.after, bucket };
 }
 
 /**
@@ -59,10 +69,11 @@ export function takeBytes(
     if (n === 0) return 0;
   }
   const now = o.now;
+  const bucket = pace.bucket;
   // The first paced bytes start the clock: no credit for the time the free bytes took.
-  let due = pace.due !== pace.due ? now : Math.max(pace.due, now - CATCH_UP_MS);
+  let due = bucket.due !== bucket.due ? now : Math.max(bucket.due, now - CATCH_UP_MS);
   due += n * 1000 / policy.rate;
-  pace.due = due;
+  bucket.due = due;
   return due > now ? due - now : 0;
 }
 
@@ -74,7 +85,7 @@ export function sliceFor(policy: BandwidthPolicy): number {
   return Math.max(256, Math.floor(policy.rate / 8));
 }
 
-/** "1 MiB/s after 10 MiB": a policy as people read it (explain, logs). */
+/** "1 MiB/s after the first 10 MiB": a policy as people read it (explain). */
 export function bandwidthText(policy: BandwidthPolicy): string {
   const rate = `${sizeWords(policy.rate)}/s`;
   return policy.after > 0 ? `${rate} after the first ${sizeWords(policy.after)}` : rate;

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import type { BandwidthPolicy } from "./bandwidth.ts";
 import {
   bandwidthText,
   CATCH_UP_MS,
@@ -16,7 +17,7 @@ const MiB = 1024 * KiB;
  * (plus `late` ms per wait): the time the last piece went, and each piece's send time.
  */
 function simulate(
-  policy: { rate: number; after: number },
+  policy: BandwidthPolicy,
   o: { total: number; chunk: number; late?: number },
 ): { end: number; sends: { at: number; bytes: number }[] } {
   const pace = startPace(policy);
@@ -39,7 +40,7 @@ function simulate(
 }
 
 Deno.test("takeBytes lets the first `after` bytes go at once, then paces at `rate`", () => {
-  const policy = { rate: MiB, after: 64 * KiB };
+  const policy: BandwidthPolicy = { rate: MiB, after: 64 * KiB, per: "response" };
   const { end, sends } = simulate(policy, { total: 256 * KiB, chunk: 16 * KiB });
   // 64 KiB free, then 192 KiB at 1 MiB/s: 187.5 ms.
   assert.equal(end - 1000, 187.5);
@@ -48,7 +49,7 @@ Deno.test("takeBytes lets the first `after` bytes go at once, then paces at `rat
 });
 
 Deno.test("takeBytes: bytes sent never run ahead of after + rate × elapsed", () => {
-  const policy = { rate: 100 * KiB, after: 10 * KiB };
+  const policy: BandwidthPolicy = { rate: 100 * KiB, after: 10 * KiB, per: "response" };
   const { sends } = simulate(policy, { total: 300 * KiB, chunk: 64 * KiB });
   let sent = 0;
   for (const s of sends) {
@@ -59,7 +60,7 @@ Deno.test("takeBytes: bytes sent never run ahead of after + rate × elapsed", ()
 });
 
 Deno.test("nextPiece cuts a chunk where the free allowance ends, then into slices", () => {
-  const policy = { rate: 80 * KiB, after: 1000 };
+  const policy: BandwidthPolicy = { rate: 80 * KiB, after: 1000, per: "response" };
   const pace = startPace(policy);
   const slice = sliceFor(policy);
   assert.equal(slice, 10 * KiB);
@@ -67,11 +68,11 @@ Deno.test("nextPiece cuts a chunk where the free allowance ends, then into slice
   assert.equal(takeBytes(pace, policy, { n: 1000, now: 0 }), 0);
   assert.equal(nextPiece(pace, 63 * KiB, slice), 10 * KiB);
   // A slow rate still sends pieces of 256 bytes at least.
-  assert.equal(sliceFor({ rate: 100, after: 0 }), 256);
+  assert.equal(sliceFor({ rate: 100, after: 0, per: "response" }), 256);
 });
 
 Deno.test("takeBytes forgives lateness up to CATCH_UP_MS, so timers firing late keep the rate", () => {
-  const policy = { rate: MiB, after: 0 };
+  const policy: BandwidthPolicy = { rate: MiB, after: 0, per: "response" };
   // Each timer fires 5 ms late: within the catch-up, the whole still takes 1 s (plus the last
   // wait's lateness), not 1 s + 5 ms per piece.
   const { end } = simulate(policy, { total: MiB, chunk: 64 * KiB, late: 5 });
@@ -80,7 +81,7 @@ Deno.test("takeBytes forgives lateness up to CATCH_UP_MS, so timers firing late 
 });
 
 Deno.test("takeBytes gives a client that stalled no more than CATCH_UP_MS of burst", () => {
-  const policy = { rate: MiB, after: 0 };
+  const policy: BandwidthPolicy = { rate: MiB, after: 0, per: "response" };
   const pace = startPace(policy);
   assert.equal(takeBytes(pace, policy, { n: 64 * KiB, now: 0 }), 62.5);
   // The client read nothing for 10 s: the next piece is not free, only 50 ms are forgiven.
@@ -89,7 +90,26 @@ Deno.test("takeBytes gives a client that stalled no more than CATCH_UP_MS of bur
 });
 
 Deno.test("bandwidthText says the policy as people write it", () => {
-  assert.equal(bandwidthText({ rate: MiB, after: 10 * MiB }), "1 MiB/s after the first 10 MiB");
-  assert.equal(bandwidthText({ rate: 1_000_000, after: 0 }), "976.56 KiB/s");
-  assert.equal(bandwidthText({ rate: 500, after: 0 }), "500 B/s");
+  assert.equal(
+    bandwidthText({ rate: MiB, after: 10 * MiB, per: "response" }),
+    "1 MiB/s after the first 10 MiB",
+  );
+  assert.equal(bandwidthText({ rate: 1_000_000, after: 0, per: "response" }), "976.56 KiB/s");
+  assert.equal(bandwidthText({ rate: 500, after: 0, per: "response" }), "500 B/s");
+});
+
+Deno.test("takeBytes: responses sharing a bucket (per client or route) share its rate", () => {
+  const policy: BandwidthPolicy = { rate: 100 * KiB, after: 0, per: "client" };
+  const bucket = { due: NaN };
+  const a = startPace(policy, bucket);
+  const b = startPace(policy, bucket);
+  // Their pieces take turns: each waits for the other's too, so together they get the rate.
+  assert.equal(takeBytes(a, policy, { n: 10 * KiB, now: 0 }), 100);
+  assert.equal(takeBytes(b, policy, { n: 10 * KiB, now: 0 }), 200);
+  assert.equal(takeBytes(a, policy, { n: 10 * KiB, now: 100 }), 200);
+  // `after` stays each response's own.
+  const c = startPace({ ...policy, after: 5 * KiB }, bucket);
+  assert.equal(takeBytes(c, policy, { n: 5 * KiB, now: 100 }), 0);
+  // A fresh bucket for a response of another client: no wait but its own.
+  assert.equal(takeBytes(startPace(policy), policy, { n: 10 * KiB, now: 100 }), 100);
 });

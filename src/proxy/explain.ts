@@ -278,7 +278,7 @@ export async function explainRequest(
     out.notes.push(
       `bandwidth: each answer's body goes to the client at most ${
         bandwidthText(route.bandwidth)
-      } (each response on its own)`,
+      } (${SCOPE_TEXT[route.bandwidth.per]})`,
     );
   }
 
@@ -613,3 +613,10 @@ export function forwardAuthNote(auth: CompiledForwardAuth, method: string): stri
   }, timeout ${auth.timeoutMs} ms): a 2xx lets the request through${copied}; any other ` +
     "answer goes to the client instead; no answer: 503";
 }
+
+/** How `bandwidth.per` reads in a note. */
+const SCOPE_TEXT = {
+  response: "each response on its own",
+  client: "shared by the client's answers in progress, by address (IPv6: its /64)",
+  route: "shared by all of the route's answers in progress",
+} as const;

@@ -57,7 +57,7 @@ routes:
     type: static
     root: /srv/www
     compress: { algorithms: [gzip], min_length: 100 }
-    bandwidth: { rate: 512KiB, after: 10MiB }
+    bandwidth: { rate: 512KiB, after: 10MiB, per: client }
 `;
 
 Deno.test("explainRequest names the longest prefix and why every other route lost", async () => {
@@ -142,7 +142,7 @@ Deno.test("explainRequest answers redirects, static files and misses as Prox wou
   assert.ok(
     s.notes.some((n) =>
       n.startsWith(
-        "bandwidth: each answer's body goes to the client at most 512 KiB/s after the first 10 MiB",
+        "bandwidth: each answer's body goes to the client at most 512 KiB/s after the first 10 MiB (shared by the client's answers",
       )
     ),
     JSON.stringify(s.notes),

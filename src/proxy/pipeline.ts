@@ -41,7 +41,7 @@ import { checkIpAccess, forbidden } from "./filters/ip_access.ts";
 import { checkBasicAuth } from "./filters/basic_auth.ts";
 import { checkJwtAuth, queryWithoutTokens, takeQueryToken } from "./filters/jwt_auth.ts";
 import { applyCompression } from "./filters/compress.ts";
-import { pacedResponse } from "./filters/bandwidth.ts";
+import { pacedAnswer } from "./filters/bandwidth.ts";
 import { answerPreflight, withCors } from "./filters/cors.ts";
 import { isPreflight } from "../domain/cors.ts";
 
@@ -93,13 +93,7 @@ export function createHandler(deps: PipelineDeps): Handler {
     res = finish(ctx, res);
     // 7d: last, so the bytes paced are the bytes sent (compressed, or an error page's).
     const bandwidth = route?.bandwidth;
-    if (bandwidth) {
-      res = pacedResponse(res, bandwidth, {
-        method: ctx.req.method,
-        clock: deps.clock,
-        timer: deps.timer,
-      });
-    }
+    if (bandwidth) res = pacedAnswer(ctx, deps, res, bandwidth);
     dropUnreadBody(ctx);
     record(ctx, deps, res);
     if (ctx.release) releaseWhenDelivered(ctx, res);

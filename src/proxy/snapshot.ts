@@ -270,7 +270,7 @@ export function buildSnapshot(
         : null,
       compress: compressPolicy(compressOf(route, config)),
       bandwidth: "bandwidth" in route && route.bandwidth
-        ? { rate: route.bandwidth.rate, after: route.bandwidth.after }
+        ? { rate: route.bandwidth.rate, after: route.bandwidth.after, per: route.bandwidth.per }
         : null,
       mirror: route.type === "proxy" || route.type === "load_balance"
         ? mirrorPolicy(route.mirror)

@@ -24,6 +24,7 @@ async function setup(head = "") {
   const up = await startUpstream((req) => {
     const path = new URL(req.url).pathname;
     if (path === "/file") return new Response(FILE);
+    if (path === "/half") return new Response(FILE.subarray(0, 128 * KiB));
     if (path === "/endless") {
       return new Response(
         new ReadableStream<Uint8Array>({
@@ -50,6 +51,10 @@ routes:
   "/fast":
     type: proxy
     target: "${up.url}"
+  "/shared":
+    type: proxy
+    target: "${up.url}"
+    bandwidth: { rate: 1MiB, per: client }
   "/files":
     type: static
     root: "${root}"
@@ -170,4 +175,17 @@ routes:
   await assert.rejects(async () => {
     for (;;) if ((await reader.read()).done) throw new Error("ended as if complete");
   });
+});
+
+Deno.test("bandwidth per: client: a client's downloads at once share the rate", async () => {
+  await using s = await setup();
+  // Two of 128 KiB at once: 256 KiB at 1 MiB/s together is 250 ms (each alone would take 125).
+  const both = await Promise.all([
+    download(`${s.proxy.url}/shared/half`),
+    download(`${s.proxy.url}/shared/half`),
+  ]);
+  for (const d of both) {
+    assert.deepEqual(d.bytes, FILE.subarray(0, 128 * KiB));
+    assert.ok(d.totalMs >= 200, `one of two came in ${d.totalMs} ms`);
+  }
 });

@@ -6,11 +6,13 @@
 // both the wait and the upstream's body.
 
 import { nextPiece, sliceFor, startPace, takeBytes } from "../../domain/bandwidth.ts";
-import type { BandwidthPolicy } from "../../domain/bandwidth.ts";
+import type { BandwidthPolicy, Bucket } from "../../domain/bandwidth.ts";
+import { ipGroupKey } from "../../domain/ip.ts";
 import { tagRequest } from "../../domain/errors.ts";
 import { BODY_BYTES } from "../../ports.ts";
 import type { BodyCounter, Clock, CountedResponse, Timer } from "../../ports.ts";
 import { WireResponse } from "../wire_response.ts";
+import type { PipelineDeps, RequestContext } from "../context.ts";
 
 /** setTimeout, for callers without the server's (whose timers do not hold the process). */
 const plainTimer: Timer = (fn, ms) => {
@@ -18,14 +20,76 @@ const plainTimer: Timer = (fn, ms) => {
   return () => clearTimeout(id);
 };
 
+/** A bucket shared by the answers of one client or of the route, and how to give it back. */
+export interface Share {
+  bucket: Bucket;
+  release: () => void;
+}
+
+/** Shared buckets per pipeline: route id → key → bucket and the answers using it. */
+const shares = new WeakMap<PipelineDeps, Map<string, Map<string, Bucket & { users: number }>>>();
+
+/**
+ * A route's `bandwidth` on its answer (pipeline.ts, last of the response filters). With `per:
+ * client` or `route` the answer paces in a bucket it shares; a bucket is kept while an answer
+ * uses it, so the map holds only keys with downloads in progress.
+ */
+export function pacedAnswer(
+  ctx: RequestContext,
+  deps: PipelineDeps,
+  res: Response,
+  policy: BandwidthPolicy,
+): Response {
+  return pacedResponse(res, policy, {
+    method: ctx.req.method,
+    clock: deps.clock,
+    timer: deps.timer,
+    share: policy.per === "response" ? undefined : () => shareOf(ctx, deps, policy),
+  });
+}
+
+/** How many clients (or routes) have shared buckets in use: the map's size, for tests. */
+export function sharesInUse(deps: PipelineDeps): number {
+  let n = 0;
+  for (const keys of shares.get(deps)?.values() ?? []) n += keys.size;
+  return n;
+}
+
+function shareOf(ctx: RequestContext, deps: PipelineDeps, policy: BandwidthPolicy): Share {
+  const id = ctx.route!.id;
+  // A client as rate limits key one by default: its address, an IPv6 one by its /64.
+  const key = policy.per === "route" ? "" : ipGroupKey(ctx.clientIp, 64);
+  let routes = shares.get(deps);
+  if (!routes) shares.set(deps, routes = new Map());
+  let keys = routes.get(id);
+  if (!keys) routes.set(id, keys = new Map());
+  let bucket = keys.get(key);
+  if (!bucket) keys.set(key, bucket = { due: NaN, users: 0 });
+  bucket.users++;
+  const b = bucket;
+  const map = keys;
+  let released = false;
+  const release = () => {
+    if (released) return;
+    released = true;
+    if (--b.users > 0 || map.get(key) !== b) return;
+    map.delete(key);
+    if (map.size === 0 && routes.get(id) === map) routes.delete(id);
+  };
+  // Given back when the body ends or is cancelled, else when the listener is done with it.
+  ctx.info.completed?.then(release, release);
+  return { bucket: b, release };
+}
+
 /**
  * `res` with its body paced under `policy`; `res` itself when there is nothing to pace (no body,
  * HEAD, or a declared length within `after`: such an answer keeps the listener's fast paths).
+ * `share` is asked for only when the body is paced.
  */
 export function pacedResponse(
   res: Response,
   policy: BandwidthPolicy,
-  o: { method: string; clock: Clock; timer?: Timer },
+  o: { method: string; clock: Clock; timer?: Timer; share?: () => Share },
 ): Response {
   const status = res.status;
   if (o.method === "HEAD" || status < 200 || status === 204 || status === 304) return res;
@@ -37,7 +101,14 @@ export function pacedResponse(
   const inner = (res as CountedResponse)[BODY_BYTES];
   // The upstream's trailers (an HTTP/2 upstream's) still go on after the body.
   if (inner) Object.defineProperty(counter, "trailers", { get: () => inner.trailers });
-  const paced = pacedBody(body, policy, { clock: o.clock, timer: o.timer ?? plainTimer, counter });
+  const share = o.share?.();
+  const paced = pacedBody(body, policy, {
+    clock: o.clock,
+    timer: o.timer ?? plainTimer,
+    counter,
+    bucket: share?.bucket,
+    done: share?.release,
+  });
   // The HTTP/1.1 engine's stand-in keeps its field list (no Headers made and checked again).
   const out: CountedResponse = res instanceof WireResponse
     ? new WireResponse(null, status, res.statusText, res.headers, paced) as unknown as Response
@@ -54,10 +125,19 @@ export function pacedResponse(
 export function pacedBody(
   body: ReadableStream<Uint8Array>,
   policy: BandwidthPolicy,
-  o: { clock: Clock; timer: Timer; counter: BodyCounter },
+  o: {
+    clock: Clock;
+    timer: Timer;
+    counter: BodyCounter;
+    /** A bucket shared with other answers (`per`); its own without. */
+    bucket?: Bucket;
+    /** Called once when the body ends, fails or is cancelled. */
+    done?: () => void;
+  },
 ): ReadableStream<Uint8Array> {
   const reader = body.getReader();
-  const pace = startPace(policy);
+  const pace = startPace(policy, o.bucket);
+  const done = o.done ?? (() => {});
   const slice = sliceFor(policy);
   const counter = o.counter;
   /** What is left of the chunk read last. */
@@ -87,6 +167,7 @@ export function pacedBody(
             const r = await reader.read();
             if (r.done) {
               counter.ended = true;
+              done();
               ctl.close();
               return;
             }
@@ -109,6 +190,7 @@ export function pacedBody(
         }
       } catch (err) {
         // The upstream body failed: the response ends with it (and the wait, if any, is over).
+        done();
         reader.cancel(err).catch(() => {});
         throw tagRequest(err, counter.request);
       }
@@ -117,6 +199,7 @@ export function pacedBody(
       // The client left (or the listener gave up on it): no more waiting, no more upstream.
       cancelled = true;
       held = null;
+      done();
       (stopWait as (() => void) | null)?.();
       return reader.cancel(reason);
     },

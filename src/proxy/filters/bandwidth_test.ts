@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { pacedBody, pacedResponse } from "./bandwidth.ts";
+import { pacedAnswer, pacedBody, pacedResponse, sharesInUse } from "./bandwidth.ts";
+import type { PipelineDeps, RequestContext } from "../context.ts";
 import { BODY_BYTES } from "../../ports.ts";
 import type { BodyCounter, Clock, CountedResponse, Timer } from "../../ports.ts";
 
@@ -61,7 +62,10 @@ Deno.test("pacedBody sends `after` bytes at once, then at `rate`, all of the bod
   const t = fakeTime();
   const { stream } = source(16, 16 * KiB); // 256 KiB
   const counter: BodyCounter = { bytes: 0, ended: false };
-  const body = pacedBody(stream, { rate: KiB * KiB, after: 64 * KiB }, { ...t, counter });
+  const body = pacedBody(stream, { rate: KiB * KiB, after: 64 * KiB, per: "response" as const }, {
+    ...t,
+    counter,
+  });
   const sends = await drain(body, t);
   const total = sends.reduce((a, s) => a + s.bytes, 0);
   assert.equal(total, 256 * KiB);
@@ -75,7 +79,10 @@ Deno.test("pacedBody reads the upstream only as the client reads (no read-ahead)
   const t = fakeTime();
   const { stream, seen } = source(100, 64 * KiB);
   const counter: BodyCounter = { bytes: 0, ended: false };
-  const body = pacedBody(stream, { rate: 64 * KiB, after: 0 }, { ...t, counter });
+  const body = pacedBody(stream, { rate: 64 * KiB, after: 0, per: "response" as const }, {
+    ...t,
+    counter,
+  });
   const reader = body.getReader();
   const first = reader.read();
   for (let i = 0; i < 5; i++) await Promise.resolve();
@@ -90,7 +97,10 @@ Deno.test("pacedBody: a client that leaves mid-wait stops the timer and cancels 
   const t = fakeTime();
   const { stream, seen } = source(100, 64 * KiB);
   const counter: BodyCounter = { bytes: 0, ended: false };
-  const body = pacedBody(stream, { rate: 64 * KiB, after: 0 }, { ...t, counter });
+  const body = pacedBody(stream, { rate: 64 * KiB, after: 0, per: "response" as const }, {
+    ...t,
+    counter,
+  });
   const reader = body.getReader();
   const read = reader.read();
   for (let i = 0; i < 5; i++) await Promise.resolve();
@@ -110,13 +120,16 @@ Deno.test("pacedBody passes an upstream failure on to the client", async () => {
     },
   });
   const counter: BodyCounter = { bytes: 0, ended: false };
-  const body = pacedBody(failing, { rate: KiB, after: 0 }, { ...t, counter });
+  const body = pacedBody(failing, { rate: KiB, after: 0, per: "response" as const }, {
+    ...t,
+    counter,
+  });
   await assert.rejects(body.getReader().read(), /upstream reset/);
 });
 
 Deno.test("pacedResponse leaves answers with nothing to pace as they are", async () => {
   const t = fakeTime();
-  const policy = { rate: KiB, after: 10 * KiB };
+  const policy = { rate: KiB, after: 10 * KiB, per: "response" as const };
   const small = new Response("x".repeat(100), { headers: { "content-length": "100" } });
   assert.equal(pacedResponse(small, policy, { method: "GET", ...t }), small);
   const head = new Response(null, { status: 200 });
@@ -142,4 +155,37 @@ Deno.test("pacedResponse leaves answers with nothing to pace as they are", async
   assert.equal(out[BODY_BYTES]?.bytes, 32 * KiB);
   assert.equal(out[BODY_BYTES]?.ended, true);
   assert.deepEqual(out[BODY_BYTES]?.trailers, [["grpc-status", "0"]]);
+});
+
+Deno.test("pacedAnswer: per client, a client's answers share one bucket, kept while in use", async () => {
+  const t = fakeTime();
+  const deps = { clock: t.clock, timer: t.timer } as PipelineDeps;
+  const policy = { rate: 64 * KiB, after: 0, per: "client" as const };
+  const answer = (clientIp: string) => {
+    const ctx = {
+      req: new Request("http://h/dl"),
+      info: {},
+      route: { id: "/dl" },
+      clientIp,
+    } as unknown as RequestContext;
+    return pacedAnswer(ctx, deps, new Response(source(1, 8 * KiB).stream), policy);
+  };
+  const a = answer("192.0.2.1").body!.getReader();
+  const b = answer("192.0.2.1").body!.getReader();
+  const c = answer("2001:db8::1").body!.getReader();
+  const d = answer("2001:db8::2").body!.getReader(); // the same /64: the same client
+  assert.equal(sharesInUse(deps), 2);
+  const reads = [a.read(), b.read(), c.read(), d.read()];
+  for (let i = 0; i < 5; i++) await Promise.resolve();
+  // Each 8 KiB piece is an eighth of a second at 64 KiB/s: the second of a client waits for both.
+  assert.deepEqual(t.waits.map((w) => w.ms), [125, 250, 125, 250]);
+  for (const w of t.waits) w.fire();
+  await Promise.all(reads);
+  // Ended or cancelled, the answers give their buckets back: nothing is kept for idle clients.
+  assert.equal((await a.read()).done, true);
+  assert.equal((await c.read()).done, true);
+  assert.equal(sharesInUse(deps), 2);
+  await b.cancel();
+  await d.cancel();
+  assert.equal(sharesInUse(deps), 0);
 });
