@@ -15,7 +15,8 @@ import { CLIENT_ADDRESS_FIELDS } from "../domain/headers.ts";
 import { compileMatch, compileRouteRules, fieldValueProblem } from "../domain/rules.ts";
 import type { RouteRulesSpec, RuleProblem } from "../domain/rules.ts";
 import type { CacheConfig, Config, RateLimitConfig } from "./schema.ts";
-import type { ConcurrencyLimitConfig } from "./schema_route.ts";
+import type { BandwidthConfig, ConcurrencyLimitConfig, RouteConfig } from "./schema_route.ts";
+import { bandwidthText } from "../domain/bandwidth.ts";
 import { mirrorUrls, validateMirror } from "./validate_mirror.ts";
 import { numericHostSurprise } from "./schema_route.ts";
 import type { ValidateEnv } from "./validate.ts";
@@ -319,15 +320,11 @@ export function validateRoutes(
     if ("concurrency_limit" in route && route.concurrency_limit) {
       validateConcurrency(route, ["routes", key, "concurrency_limit"], { err, warn });
     }
-    if ("bandwidth" in route && route.bandwidth && route.bandwidth.rate < 1024) {
-      // Bytes, not bits and not KiB: `rate: 512` sends a 10 MiB file in almost six hours.
-      const rate = route.bandwidth.rate;
-      warn(
-        ["routes", key, "bandwidth", "rate"],
-        `bandwidth rate ${rate} is ${rate} bytes per second: a 1 MiB answer takes ` +
-          `${Math.round((1 << 20) / rate / 60)} minutes`,
-        `Write a unit if more was meant, e.g. ${rate}KiB`,
-      );
+    if ("bandwidth" in route && route.bandwidth) {
+      warnSlowBandwidth(route, ["routes", key, "bandwidth", "rate"], {
+        idle: config.timeouts.idle,
+        warn,
+      });
     }
     if ((route.type === "proxy" || route.type === "load_balance") && route.cache) {
       validateCache(route.cache, ["routes", key, "cache"], { err, warn });
@@ -901,6 +898,46 @@ function validateCache(
 }
 
 /** A byte count as it would be written: 2 MiB, 512 KiB or 1000 bytes. */
+/** The most an upstream read hands on at once (adapters/upstream_h1.ts READ_SIZE). */
+const UPSTREAM_READ = 64 * 1024;
+/** `timeouts.idle` when neither the route nor the top level sets it (proxy/snapshot.ts). */
+const DEFAULT_IDLE_MS = 60_000;
+
+/**
+ * A `bandwidth` rate below 1 KiB/s (bytes, not bits and not KiB: `rate: 512` sends a 10 MiB file
+ * in almost six hours), or one at which an upstream read takes longer to send than
+ * `timeouts.idle`, after which the upstream client ends the exchange as a client that stalled.
+ */
+function warnSlowBandwidth(
+  route: RouteConfig,
+  at: (string | number)[],
+  o: { idle: number | undefined; warn: Report },
+): void {
+  const policy = (route as { bandwidth: BandwidthConfig }).bandwidth;
+  const rate = policy.rate;
+  if (rate < 1024) {
+    o.warn(
+      at,
+      `bandwidth rate ${rate} is ${rate} bytes per second: a 1 MiB answer takes ` +
+        `${Math.round((1 << 20) / rate / 60)} minutes`,
+      `Write a unit if more was meant, e.g. ${rate}KiB`,
+    );
+    return;
+  }
+  if (route.type !== "proxy" && route.type !== "load_balance") return;
+  const idle = route.timeouts?.idle ?? o.idle ?? DEFAULT_IDLE_MS;
+  const readMs = UPSTREAM_READ / rate * 1000;
+  if (idle === 0 || readMs <= idle) return;
+  const s = Math.ceil(readMs / 1000);
+  o.warn(
+    at,
+    `At ${bandwidthText(policy)} one upstream read of up to 64 KiB takes ${s} s to send, ` +
+      `longer than timeouts.idle (${idle / 1000} s), which then ends the download as a client ` +
+      "that read nothing",
+    `Raise timeouts.idle above ${s} s, or the rate`,
+  );
+}
+
 function sizeText(n: number): string {
   if (n >= 1 << 20 && n % (1 << 20) === 0) return `${n / (1 << 20)} MiB`;
   if (n >= 1024 && n % 1024 === 0) return `${n / 1024} KiB`;

@@ -498,5 +498,27 @@ Deno.test("validateConfig warns about a bandwidth rate below 1 KiB per second (b
     "warning routes./dl.bandwidth.rate: bandwidth rate 512 is 512 bytes per second: a 1 MiB " +
     "answer takes 34 minutes (Write a unit if more was meant, e.g. 512KiB)",
   ]);
-  assert.deepEqual(said("1KiB"), []);
+  assert.deepEqual(said("2KiB"), []);
+});
+
+Deno.test("validateConfig warns when a bandwidth rate is too slow for the route's timeouts.idle", () => {
+  // An upstream read (up to 64 KiB) that the client takes longer than timeouts.idle to read
+  // ends the download ("the client read none of the response"), paced or not.
+  const said = (route: string, top = "") =>
+    loadConfigText(
+      `listen_addr: "127.0.0.1:8443"\nhealth_check: { enabled: false }\n${top}routes:\n` +
+        `  /dl: { type: proxy, target: "http://127.0.0.1:3000", ${route} }\n`,
+      { file: "c.yaml", env: { exists: () => true } },
+    ).issues.map((i) => `${i.severity} ${i.path}: ${i.message} (${i.hint})`);
+  assert.deepEqual(said("bandwidth: { rate: 16KiB }, timeouts: { idle: 2s }"), [
+    "warning routes./dl.bandwidth.rate: At 16 KiB/s one upstream read of up to 64 KiB takes 4 s " +
+    "to send, longer than timeouts.idle (2 s), which then ends the download as a client that " +
+    "read nothing (Raise timeouts.idle above 4 s, or the rate)",
+  ]);
+  assert.equal(said("bandwidth: { rate: 16KiB }", "timeouts: { idle: 3s }\n").length, 1);
+  assert.deepEqual(said("bandwidth: { rate: 16KiB }, timeouts: { idle: 5s }"), []);
+  assert.deepEqual(said("bandwidth: { rate: 16KiB }, timeouts: { idle: 0s }"), []);
+  // The default idle (60 s) is enough from about 1.1 KiB/s.
+  assert.deepEqual(said("bandwidth: { rate: 2KiB }"), []);
+  assert.equal(said("bandwidth: { rate: 1KiB }").length, 1);
 });
