@@ -2,6 +2,7 @@
 // targets), a recorder that sits on the Metrics port and remembers each backend's last health
 // change with its reason and each certificate's expiry, and the server's reload history.
 
+import { bandwidthText } from "../domain/bandwidth.ts";
 import { isUnixTarget, originName, unixOrigin } from "../domain/upstream_origin.ts";
 import { X509Certificate } from "node:crypto";
 import { listFilesOf } from "../config/validate_access.ts";
@@ -215,6 +216,10 @@ function describeLimit(route: Snapshot["config"]["routes"][string]): string | nu
   const parts = all.map((r) => `${r.requests} per ${r.period / 1000}s by ${r.by} (${r.algorithm})`);
   const c = route.concurrency_limit;
   if (c) parts.push(`at most ${c.max} in progress at once by ${c.by}`);
+  const bw = "bandwidth" in route ? route.bandwidth : undefined;
+  if (bw) {
+    parts.push(`bandwidth ${bandwidthText(bw)}${bw.per === "response" ? "" : `, per ${bw.per}`}`);
+  }
   return parts.length === 0 ? null : parts.join("; ");
 }
 

@@ -16,6 +16,7 @@ routes:
     targets: ["http://a:1", { url: "http://b:2", weight: 2 }]
     rate_limit: { by: ip, requests: 10, period: 1m }
     concurrency_limit: { max: 4, by: header, header_name: X-Key, on_missing_key: deny }
+    bandwidth: { rate: 2MiB, after: 1MiB, per: client }
     basic_auth: { users: { a: "$2y$05$${"a".repeat(53)}", b: "$2y$05$${"b".repeat(53)}" } }
   "example.com/":
     type: proxy
@@ -110,7 +111,8 @@ Deno.test("buildStatus lists routes with hosts and targets, upstreams with their
   assert.deepEqual(api.targets, ["http://a:1", "http://b:2"]);
   assert.equal(
     api.rateLimit,
-    "10 per 60s by ip (token_bucket); at most 4 in progress at once by header",
+    "10 per 60s by ip (token_bucket); at most 4 in progress at once by header; " +
+      "bandwidth 2 MiB/s after the first 1 MiB, per client",
   );
   assert.equal(api.access, "ip_access (top level): allow 0, deny 1; basic_auth: 2 users");
   assert.equal(
