@@ -165,6 +165,8 @@ export function pacedBody(
           let chunk = held;
           if (chunk === null) {
             const r = await reader.read();
+            // Cancelled while the upstream was slow: the read ended with it, no body did.
+            if (cancelled) return;
             if (r.done) {
               counter.ended = true;
               done();

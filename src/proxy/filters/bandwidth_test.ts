@@ -189,3 +189,31 @@ Deno.test("pacedAnswer: per client, a client's answers share one bucket, kept wh
   await d.cancel();
   assert.equal(sharesInUse(deps), 0);
 });
+
+Deno.test("pacedBody: a client that leaves while the upstream is slow is not counted as delivered", async () => {
+  const t = fakeTime();
+  let cancelled = false;
+  // An upstream that has sent nothing yet.
+  const stalled = new ReadableStream<Uint8Array>({
+    pull: () => new Promise(() => {}),
+    cancel: () => {
+      cancelled = true;
+    },
+  }, { highWaterMark: 0 });
+  let done = 0;
+  const counter: BodyCounter = { bytes: 0, ended: false };
+  const body = pacedBody(stalled, { rate: KiB, after: 0, per: "response" as const }, {
+    ...t,
+    counter,
+    done: () => done++,
+  });
+  const reader = body.getReader();
+  const read = reader.read();
+  for (let i = 0; i < 5; i++) await Promise.resolve();
+  await reader.cancel();
+  assert.equal((await read).done, true);
+  for (let i = 0; i < 5; i++) await Promise.resolve();
+  assert.equal(cancelled, true);
+  assert.equal(counter.ended, false);
+  assert.equal(done, 1);
+});
