@@ -1,11 +1,11 @@
 // The request head parser of Prox's own HTTP/1.1 engine (server.ts). It takes only the plainest
 // requests: HTTP/1.1 (or a later minor version, served as 1.1) or HTTP/1.0, an origin-form
-// target, one Host, well-formed fields, no upgrade, no Expect but `100-continue`, and no body but
-// one framed by a single Content-Length in plain digits or (HTTP/1.1) by `Transfer-Encoding:
-// chunked` alone, on a method other than GET and HEAD, whose bodies the pipeline refuses as on
-// Deno.serve. Everything else (another transfer coding,
-// both framings, a WebSocket or h2c upgrade, the HTTP/2 preface, a request without Host, an odd
-// or malformed head) is not judged here at all: the engine relays that connection to
+// target, one Host, well-formed fields, no upgrade on a GET (another method's Upgrade is ignored),
+// no Expect but `100-continue`, and no body but one framed by a single Content-Length in plain
+// digits or (HTTP/1.1) by `Transfer-Encoding: chunked` alone, on a method other than GET and
+// HEAD, whose bodies the pipeline refuses as on Deno.serve. Everything else (another transfer
+// coding, both framings, a WebSocket or h2c upgrade, the HTTP/2 preface, a request without Host,
+// an odd or malformed head) is not judged here at all: the engine relays that connection to
 // Deno.serve, which answers it as it answers every request with `http1_engine: deno`. So where a
 // request ends is decided here only when no parser could read it otherwise, which is where two
 // parsers that disagree let requests be smuggled (RFC 9112 §11.2). No Deno APIs: bytes or text
@@ -305,7 +305,12 @@ function parseHead(
         break;
       case "upgrade":
       case "http2-settings":
-        return null;
+        // Only a GET opens a WebSocket or h2c (Deno.serve's to judge). Any other method's Upgrade
+        // is ignored (RFC 9110 §7.8), as nginx does, and goes no further (hop-by-hop):
+        // Deno.serve answers a bare 400 to a POST with `Connection: Upgrade`, which
+        // `curl --http2 -d` over plain HTTP sends (`Upgrade: h2c`).
+        if (method === "GET") return null;
+        break;
       case "connection":
         if (CLOSE.test(value)) close = true;
         if (http10 && KEEP_ALIVE.test(value)) keepAlive = true;

@@ -153,6 +153,28 @@ Deno.test("parseRequestHead leaves odd bodies, upgrades and oddities to Deno.ser
   }
 });
 
+Deno.test("parseRequestHead ignores the Upgrade of a request other than GET (curl --http2 -d)", () => {
+  // Deno.serve answers a bare 400 to a POST with `Connection: Upgrade` (curl --http2 -d over plain
+  // HTTP sends `Upgrade: h2c`); nginx serves it over HTTP/1.1 (RFC 9110 §7.8 lets a server ignore
+  // Upgrade). Only a GET can open a WebSocket or h2c: any other method's is the engine's.
+  const h2c = "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n" +
+    "HTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n";
+  for (const method of ["POST", "PUT", "PATCH", "DELETE", "OPTIONS"]) {
+    const text = `${method} /u HTTP/1.1\r\nHost: a\r\n${h2c}Content-Length: 5\r\n\r\n`;
+    const h = parseRequestHead(text);
+    assert.deepEqual([h?.method, h?.contentLength, h?.chunked], [method, 5, false], method);
+    assert.ok(h?.names.includes("upgrade"), "kept: the proxy drops it as hop-by-hop");
+    const b = bytes(`xx${text}yy`);
+    assert.deepEqual(parseRequestHeadAt(b, 2, b.length - 2), h);
+  }
+  const ws = "POST /u HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\n" +
+    "Transfer-Encoding: chunked\r\n\r\n";
+  assert.equal(parseRequestHead(ws)?.chunked, true);
+  // A GET's upgrade is still Deno.serve's; a HEAD's is ignored too.
+  assert.equal(parseRequestHead(`GET / HTTP/1.1\r\nHost: a\r\n${h2c}\r\n`), null);
+  assert.equal(parseRequestHead(`HEAD / HTTP/1.1\r\nHost: a\r\n${h2c}\r\n`)?.method, "HEAD");
+});
+
 Deno.test("parseRequestHeadAt reads a head's bytes as latin-1, ASCII or not", () => {
   const ascii = "GET /p?q=1 HTTP/1.1\r\nHost: a\r\nX-Tab:\tx y\t\r\nAccept: */*\r\n\r\n";
   const b = bytes(`zz${ascii}GET /next`);
