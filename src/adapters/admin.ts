@@ -157,6 +157,15 @@ export function createAdminApp(
     if (!token && opts.loopback && !open.has(c.req.path) && !localHost(host)) {
       return c.json({ error: "Forbidden: use an address or localhost as the host" }, 403);
     }
+    // Elsewhere (0.0.0.0 takes loopback connections too, a LAN address LAN browsers reach) a
+    // scraper may name the host (`prox:9090`), but a browser's request (it sends Origin or
+    // Sec-Fetch-*) for a name may come from a page that name was rebound from.
+    if (!token && !open.has(c.req.path) && !localHost(host) && fromBrowser(c.req.raw.headers)) {
+      return c.json({
+        error: "Forbidden: from a browser, use an address or localhost as the host, or set " +
+          "admin.token",
+      }, 403);
+    }
     // A browser holding Basic credentials must not be driven into a reload by another site.
     const origin = c.req.header("origin");
     if (c.req.method === "POST" && origin && originHost(origin) !== host) {
@@ -340,6 +349,11 @@ function envValues(config: unknown): string[] {
     if (v !== undefined && v.length >= ENV_SECRET_MIN) out.push(v);
   }
   return out;
+}
+
+/** True when a request comes from a browser: fetch metadata (Sec-Fetch-*) or Origin. */
+function fromBrowser(h: Headers): boolean {
+  return h.has("origin") || h.has("sec-fetch-site") || h.has("sec-fetch-mode");
 }
 
 /** True when a Host field names localhost or an IP address (never a name DNS could rebind). */

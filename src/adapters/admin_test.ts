@@ -120,6 +120,40 @@ Deno.test("startAdmin without a token refuses a host name DNS could rebind to lo
   });
 });
 
+Deno.test("startAdmin on 0.0.0.0 without a token refuses a browser's request for a rebound name", async () => {
+  // 0.0.0.0 takes loopback connections too (a container's admin published on the host's
+  // 127.0.0.1): a page whose name DNS rebinds to 127.0.0.1 reaches it as its own origin.
+  const cb = fake();
+  const admin = startAdmin({ hostname: "0.0.0.0", port: 0 }, {
+    callbacks: cb,
+    logger: silentLogger,
+  });
+  const base = `http://127.0.0.1:${admin.port}`;
+  const client = Deno.createHttpClient({ allowHost: true });
+  const as = async (host: string, headers: Record<string, string>, method = "GET") => {
+    const path = method === "POST" ? "/config/reload" : "/config";
+    const res = await fetch(`${base}${path}`, { method, headers: { host, ...headers }, client });
+    await res.body?.cancel();
+    return res.status;
+  };
+  try {
+    const evil = `evil.example:${admin.port}`;
+    // The page's same-origin fetch, and its same-origin POST (Origin then equals Host).
+    assert.equal(
+      await as(evil, { "sec-fetch-site": "same-origin", "sec-fetch-mode": "cors" }),
+      403,
+    );
+    assert.equal(await as(evil, { origin: `http://${evil}` }, "POST"), 403);
+    assert.equal(cb.reloads, 0);
+    // A scraper or curl naming the host (docker compose's `prox:9090`) is no browser.
+    assert.equal(await as(`prox:${admin.port}`, {}), 200);
+    // A browser on the address itself.
+    assert.equal(await as(`127.0.0.1:${admin.port}`, { "sec-fetch-site": "none" }), 200);
+  } finally {
+    client.close();
+    await admin.shutdown();
+  }
+});
 Deno.test("startAdmin requires the token except on probes; Basic with the token works", async () => {
   await withAdmin(fake({ ready: () => false }), "tok-123", async (base) => {
     const denied = await fetch(`${base}/metrics`);
