@@ -6,15 +6,25 @@
 //   SIGUSR2          the same, logged as a takeover (sent by `prox serve --takeover`)
 //   SIGUSR1          the same (the Rust Prox's "restart", which only stopped it)
 //   SIGHUP           reload the config
-//   a second stop signal exits at once with code 1, unless it is SIGUSR2: a takeover's
-//   successor signals whatever the pid file names, which may be a Prox already draining
-//   (stopped by SIGTERM a moment before), and that drain must go on
+//   a second stop signal exits at once with code 1 (queued log lines get EXIT_FLUSH_MS), unless
+//   it is SIGUSR2: a takeover's successor signals whatever the pid file names, which may be a
+//   Prox already draining (stopped by SIGTERM a moment before), and that drain must go on
 //
 // A worker of `workers: N` is also told to drain by its supervisor (`drain`, over its stdin
 // pipe, not a signal): under systemd's default KillMode=control-group the worker gets the
 // SIGTERM itself as well, and that one must not count as a second signal.
 
 import type { Logger } from "../ports.ts";
+import { flushStdio } from "./log_json.ts";
+
+/**
+ * How long a forced exit waits for queued log lines: a stdout nobody reads (journald under
+ * load) would otherwise block the exit's synchronous flush for good.
+ */
+const EXIT_FLUSH_MS = 250;
+
+/** Exits with code 1 once the queued log lines are written, or after EXIT_FLUSH_MS without. */
+const exitOne = () => void flushStdio(EXIT_FLUSH_MS).finally(() => Deno.exit(1));
 
 /** What the trap needs from a running server. */
 export interface Stoppable {
@@ -49,10 +59,10 @@ export function trapSignals(opts: { logger: Logger }): SignalTrap {
   const exitNow = (msg: string, signal?: Deno.Signal) => {
     (server?.logger ?? opts.logger).warn(msg, { signal });
     const told = server?.force?.();
-    if (!told) Deno.exit(1);
+    if (!told) return exitOne();
     // Exits once the workers were told (a pipe write), or after 1 s whatever happened.
-    setTimeout(() => Deno.exit(1), 1000);
-    void told.finally(() => Deno.exit(1));
+    setTimeout(exitOne, 1000);
+    void told.finally(exitOne);
   };
   const stop = (signal: Deno.Signal) => {
     if (signalled && signal === "SIGUSR2") {

@@ -303,3 +303,60 @@ routes: { "/": { type: proxy, target: "${up.url}" } }
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("a second SIGTERM ends a draining Prox even while its stdout is not read", async () => {
+  // A request the upstream never answers keeps the drain going: the second signal must end it.
+  const held = Promise.withResolvers<void>();
+  let arrived = false;
+  await using up = await startUpstream(async (req) => {
+    if (new URL(req.url).pathname !== "/hang") return new Response("ok");
+    arrived = true;
+    await held.promise;
+    return new Response("late");
+  });
+  const { child, dir, port } = await spawnUnread(
+    "stdout",
+    `listen_addr: "127.0.0.1:{PORT}"
+health_check: { enabled: false }
+shutdown_timeout: 60s
+routes: { "/": { type: proxy, target: "${up.url}" } }
+`,
+  );
+  const hung = fetch(`http://127.0.0.1:${port}/hang`).then((r) => r.body?.cancel(), () => {});
+  try {
+    // Several pipes' worth of access lines that nobody reads.
+    const ua = "u".repeat(3000);
+    for (let i = 0; i < 100; i++) {
+      const res = await fetch(`http://127.0.0.1:${port}/n${i}`, { headers: { "user-agent": ua } });
+      await res.body?.cancel();
+    }
+    await waitFor(() => arrived, { what: "the request that holds the drain" });
+    child.kill("SIGTERM");
+    // Draining: the listener no longer takes connections.
+    await waitFor(async () => {
+      try {
+        (await Deno.connect({ hostname: "127.0.0.1", port })).close();
+        return false;
+      } catch {
+        return true;
+      }
+    }, { what: "the drain to begin" });
+    child.kill("SIGTERM");
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const ended = await Promise.race([
+      child.status.then((s) => s.code),
+      new Promise<string>((r) => timer = setTimeout(() => r("still running"), 10_000)),
+    ]);
+    clearTimeout(timer);
+    assert.equal(ended, 1);
+  } finally {
+    try {
+      child.kill("SIGKILL");
+    } catch { /* exited */ }
+    held.resolve();
+    await hung;
+    await child.stdout.cancel().catch(() => {});
+    await child.status;
+    await Deno.remove(dir, { recursive: true });
+  }
+});
