@@ -19,10 +19,14 @@ import type { PassedOn } from "../respond.ts";
 import { readClientChunk } from "../body_replay.ts";
 import { withoutCookie } from "./jwt_auth.ts";
 import { timerDelay } from "../../config/duration.ts";
+import { redactSecrets } from "../../config/secret_names.ts";
 
 /** A route's forward auth, ready to run. */
 export interface CompiledForwardAuth {
-  /** The auth service URL as configured (logs, `prox explain`). */
+  /**
+   * The auth service URL for logs and `prox explain`, with a password and secret query values
+   * redacted as `/config` shows them (the subrequest goes to `origin` + `target`).
+   */
   url: string;
   origin: URL;
   /** Path and query of the subrequest, as written in `url`. */
@@ -62,7 +66,7 @@ export function compileForwardAuth(
   const u = new URL(c.url);
   const lower = (names: readonly string[]) => [...new Set(names.map((n) => n.toLowerCase()))];
   return {
-    url: c.url,
+    url: String(redactSecrets(c.url)),
     origin: new URL(u.origin),
     target: `${u.pathname}${u.search}`,
     timeoutMs: c.timeout,

@@ -6,6 +6,7 @@ import { noopMetrics, silentLogger } from "../../ports.ts";
 import type { ClientInfo, Metrics, UpstreamRequest } from "../../ports.ts";
 import { ProxyError } from "../../domain/errors.ts";
 import { AUTH_BODY_CAP } from "./forward_auth.ts";
+import { forwardAuthNote } from "../explain.ts";
 import { setup as setupCache } from "../_cache_fixture.ts";
 
 const info: ClientInfo = {
@@ -335,4 +336,47 @@ Deno.test("forward_auth + cache: an answer to a checked request is stored only w
   assert.equal((await c.get("/me", { headers: { cookie: "u=alice" } })).text, "hello alice");
   assert.equal((await c.get("/me", { headers: { cookie: "u=bob" } })).text, "hello bob");
   assert.deepEqual(c.results, ["miss", "miss"]);
+});
+
+Deno.test("applyForwardAuth logs and explains the auth service without its URL's password or secret query", async () => {
+  const { config, issues } = loadConfigText(
+    `listen_addr: "127.0.0.1:0"
+health_check: { enabled: false }
+routes:
+  "/":
+    type: proxy
+    target: "http://app"
+    forward_auth: { url: "http://user:pa55word@auth/check?api_key=K3YVALUE&scope=web" }
+`,
+    { file: "t.yaml", env: { exists: () => true } },
+  );
+  assert.ok(config, JSON.stringify(issues));
+  const snapshot = buildSnapshot(config, { version: 1 });
+  const warned: unknown[] = [];
+  const handler = createHandler({
+    snapshot: () => snapshot,
+    upstream: {
+      send: (r) =>
+        r.origin.host === "auth"
+          ? Promise.reject(new ProxyError("connect", "Cannot connect: connection refused"))
+          : Promise.resolve(new Response("app")),
+      close: () => Promise.resolve(),
+    },
+    files: { stat: () => Promise.resolve(null), open: () => Promise.resolve(null) },
+    clock: { now: () => 1_700_000_000_000, monotonic: () => 0 },
+    logger: { ...silentLogger, warn: (m, f) => void warned.push([m, f]) },
+    metrics: noopMetrics,
+    random: () => 0.5,
+  });
+  const res = await handler(new Request("http://h/x"), info);
+  await res.body?.cancel();
+  assert.equal(res.status, 503);
+  const logged = JSON.stringify(warned);
+  assert.match(logged, /Forward auth failed/);
+  assert.match(logged, /auth\/check\?api_key=/, logged);
+  const note = forwardAuthNote(snapshot.router.entries[0].value.forwardAuth!, "GET");
+  for (const text of [logged, note]) {
+    assert.doesNotMatch(text, /pa55word|K3YVALUE/, text);
+    assert.match(text, /scope=web/, text);
+  }
 });
