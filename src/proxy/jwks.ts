@@ -13,6 +13,7 @@ import type { JwtAlg } from "../domain/jwt.ts";
 import { readJwks } from "../domain/jwt_keys.ts";
 import type { KeySpec } from "../domain/jwt_keys.ts";
 import type { Clock, JwksFetcher, Logger } from "../ports.ts";
+import { redactSecrets } from "../config/secret_names.ts";
 
 /** A verification key; imported into crypto.subtle on first use, once per algorithm. */
 export class VerifyKey {
@@ -131,6 +132,8 @@ export class JwksCache {
 
   #refresh(url: string, e: SetEntry, bounds: JwksBounds): Promise<void> {
     e.fetchedAt = this.#clock.monotonic();
+    // Logged as /config and /status show it: a password or an api_key in the URL hidden.
+    const shown = String(redactSecrets(url));
     const run = this.#fetch(url, bounds).then(
       (got) => {
         // A new or rotated set is said at info (an operator tracing a 401 looks for it); the
@@ -140,7 +143,7 @@ export class JwksCache {
         e.keys = got.keys;
         e.staleAt = this.#clock.monotonic() + got.keepMs;
         this.#logger.log(changed ? "info" : "debug", "JWK Set fetched", {
-          url,
+          url: shown,
           kids: kids(got.keys),
           keepSeconds: Math.round(got.keepMs / 1000),
         });
@@ -149,7 +152,7 @@ export class JwksCache {
         // The last good keys stay; the next try waits jwks_min_refresh.
         e.staleAt = this.#clock.monotonic() + bounds.minMs;
         this.#logger.warn("Cannot fetch JWK Set; keeping the last good keys", {
-          url,
+          url: shown,
           keys: e.keys?.length ?? 0,
           error: err instanceof Error ? err.message : String(err),
         });

@@ -26,7 +26,11 @@ function setup(answers: (() => JwksAnswer | Promise<JwksAnswer>)[]) {
       },
     },
     clock: { now: () => t, monotonic: () => t },
-    logger: { ...silentLogger, log: (level, msg, f) => logged.push([level, msg, f]) },
+    logger: {
+      ...silentLogger,
+      log: (level, msg, f) => logged.push([level, msg, f]),
+      warn: (msg, f) => logged.push(["warn", msg, f]),
+    },
   });
   return { cache, calls, logged, tick: (ms: number) => t += ms };
 }
@@ -108,4 +112,19 @@ Deno.test("JwksCache: an HMAC (oct) key in a fetched set is not used: anyone can
     cacheControl: null,
   })]);
   assert.equal(await only.cache.keys("u", { bounds }), null);
+});
+
+Deno.test("JwksCache: logs the URL with a secret query value or password redacted", async () => {
+  const { cache, logged, tick } = setup([ok("max-age=60")]);
+  const url = "https://idp.example/jwks?api_key=K3YVALUE&tenant=t1";
+  await cache.keys(url, { bounds });
+  tick(60_000);
+  // The refresh fails (the script has no more answers): warned, the keys held stay.
+  assert.equal((await cache.keys(url, { bounds }))?.length, 1);
+  await new Promise((r) => setTimeout(r, 0)); // the background refresh lands
+  const text = JSON.stringify(logged);
+  assert.match(text, /JWK Set fetched/);
+  assert.match(text, /Cannot fetch JWK Set/);
+  assert.doesNotMatch(text, /K3YVALUE/, text);
+  assert.match(text, /tenant=t1/, text);
 });
