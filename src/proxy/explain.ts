@@ -9,6 +9,7 @@ import { explainMatch } from "../domain/router.ts";
 import type { RouteVerdict } from "../domain/router.ts";
 import { toProxyError } from "../domain/errors.ts";
 import { noopMetrics } from "../ports.ts";
+import { redactSecrets } from "../config/secret_names.ts";
 import type { ClientInfo, Clock, FileStore, Logger } from "../ports.ts";
 import type { PipelineDeps, RequestContext } from "./context.ts";
 import type { Snapshot } from "./snapshot.ts";
@@ -433,7 +434,9 @@ async function jwtNote(
     return jwtRefusal(ctx, auth);
   }
   if (auth.jwksUrl !== undefined) {
-    out.notes.push(`jwt_auth: the token is checked against ${auth.jwksUrl} on a live request only`);
+    // As /status names it: a password or an api_key in the URL hidden.
+    const jwks = String(redactSecrets(auth.jwksUrl));
+    out.notes.push(`jwt_auth: the token is checked against ${jwks} on a live request only`);
     return undefined;
   }
   const refused = await checkJwtAuth(ctx, pipelineDeps(o.deps), auth);

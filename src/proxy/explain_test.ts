@@ -533,3 +533,21 @@ routes:
   );
   assert.equal(await notes("192.0.2.1"), "ip_access admits client 192.0.2.1: all allows it");
 });
+
+Deno.test("explainRequest names a jwks_url without its secret query value", async () => {
+  const explain = explainer(`
+routes:
+  "/":
+    type: proxy
+    target: "http://10.0.0.1:8080"
+    jwt_auth: { jwks_url: "https://idp.example/jwks?api_key=K3YVALUE&tenant=t1", audience: app }
+`);
+  const e = await explain({
+    method: "GET",
+    url: "http://h/x",
+    headers: [["authorization", "Bearer a.b.c"]],
+  });
+  const text = JSON.stringify(e.notes);
+  assert.match(text, /jwks\?api_key=.*tenant=t1/, text);
+  assert.doesNotMatch(text, /K3YVALUE/, text);
+});
