@@ -162,6 +162,16 @@ function keepingFailure(
   }, { highWaterMark: 0 });
 }
 
+/**
+ * Why fetch failed: its TypeError says only "fetch failed" and the reason is in its cause, which
+ * starts "error sending request for url (…)": that URL (the client's query) is left out.
+ */
+function fetchReason(err: unknown): string {
+  const cause = err instanceof Error && err.cause instanceof Error ? err.cause.message : "";
+  const text = cause || (err instanceof Error ? err.message : String(err));
+  return text.replace(/^error sending request for url \(.*?\): /, "");
+}
+
 /** A fetch-based client forced to HTTP/2 (used for origins that chose h2 by ALPN). */
 export function createH2Client(): UpstreamClient {
   const clients = new Map<string, Deno.HttpClient>();
@@ -240,8 +250,10 @@ export function createH2Client(): UpstreamClient {
       } catch (err) {
         if (ctl.signal.aborted && ctl.signal.reason instanceof ProxyError) throw ctl.signal.reason;
         if (failed.error) throw failed.error;
-        const msg = err instanceof Error ? err.message : String(err);
-        const refused = /refused|connect|dns|resolve|unreachable|certificate/i.test(msg);
+        const msg = fetchReason(err);
+        // hyper's connect phase says "(Connect)" (refused, DNS, the TLS handshake); "connection
+        // closed" or a reset is later, once the request may have gone out.
+        const refused = /\(Connect\)|refused|dns error|unreachable|certificate/i.test(msg);
         throw new ProxyError(
           refused ? "connect" : "upstream_reset",
           `Cannot reach upstream "${origin}": ${msg}`,
