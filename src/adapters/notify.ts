@@ -95,7 +95,7 @@ export function createNotifier(o: {
         else {
           o.logger.warn("Notification not delivered", {
             event: n.event,
-            error: err instanceof Error ? err.message : String(err),
+            error: failureText(err),
             ...(failures.suppressed ? { suppressedSinceLast: failures.suppressed } : {}),
           });
           failures.until = t + 60_000;
@@ -134,6 +134,17 @@ export function createNotifier(o: {
       stop.abort();
     },
   };
+}
+
+/**
+ * Why a delivery failed. fetch says only "fetch failed", with the reason in its cause, which
+ * starts "error sending request for url (…)": the webhook's URL, whose path is its credential,
+ * is left out.
+ */
+function failureText(err: unknown): string {
+  const cause = err instanceof Error && err.cause instanceof Error ? err.cause.message : "";
+  const text = cause || (err instanceof Error ? err.message : String(err));
+  return text.replace(/^error sending request for url \(.*?\): /, "");
 }
 
 /** Targets whose health a notifier follows at most (a config's targets are far fewer). */

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
-import { notifyingMetrics, reportingHealth } from "./notify.ts";
+import { createNotifier, notifyingMetrics, reportingHealth } from "./notify.ts";
 import type { Notifier } from "./notify.ts";
-import { noopMetrics } from "../ports.ts";
+import { noopMetrics, silentLogger } from "../ports.ts";
 
 function recorder() {
   const sent: { event: string; fields: Record<string, unknown> }[] = [];
@@ -59,4 +59,26 @@ Deno.test("reportingHealth tells changes only, and an end for a target held down
     `${A} false probe failed`,
     `${B} true no longer configured`,
   ]);
+});
+
+Deno.test("createNotifier says why a delivery failed, without the webhook's secret path or query", async () => {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  l.close();
+  const warned: unknown[] = [];
+  const n = createNotifier({
+    config: () => ({
+      webhook: `http://127.0.0.1:${port}/services/T000/S3CRETPATH?token=S3CRETQUERY`,
+      timeout: 2_000,
+    }),
+    logger: { ...silentLogger, warn: (m, f) => void warned.push([m, f]) },
+    instance: "test",
+  });
+  n.send("reload", "prox test: reloaded", {});
+  await n.settled(); // the delivery, its one retry a second later, and the warning
+  n.close();
+  const text = JSON.stringify(warned);
+  assert.match(text, /Notification not delivered/);
+  assert.match(text, /refused/i, text);
+  assert.doesNotMatch(text, /S3CRET/, text);
 });
