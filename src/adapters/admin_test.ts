@@ -304,6 +304,11 @@ Deno.test("redactSecrets and authorized edge cases", () => {
     "redis://:[redacted]@h/?Pass%77ord=[redacted]#f",
   );
   assert.equal(redactSecrets("http://h/?q=1"), "http://h/?q=1");
+  // Query credentials by their usual names: Google's ?key=, a signed URL's sig, an OAuth code.
+  assert.equal(
+    redactSecrets("https://idp.example/jwks?key=AIzaS3CRET&sig=S1G&code=C0DE&v=1"),
+    "https://idp.example/jwks?key=[redacted]&sig=[redacted]&code=[redacted]&v=1",
+  );
   assert.equal(authorized(undefined, "t"), false);
   assert.equal(authorized("Bearer t", "t"), true);
   assert.equal(authorized("bearer  t", "t"), true);

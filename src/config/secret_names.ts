@@ -6,6 +6,12 @@
 export const SECRET_KEY =
   /token|password|passwd|secret|auth|cookie|credential|signature|(?:api|access|private|subscription|hmac)[-_]?key/i;
 
+/**
+ * A URL query parameter whose value is a credential: a secret's name, or the names APIs use for
+ * one (Google's `key`, a signed URL's `sig`, an OAuth `code`), as OpenTelemetry scrubs them.
+ */
+const SECRET_PARAM = /^(?:key|sig|code|jwt)$/i;
+
 /** A bcrypt hash (basic_auth's users): an offline guessing attack needs only it. */
 export const BCRYPT_HASH = /^\$2[abxy]?\$\d\d\$/;
 
@@ -80,7 +86,10 @@ export function redactSecrets(value: unknown, key = ""): unknown {
   // A secret in the query: ioredis takes `redis://h:6379/0?password=pw` as the password.
   return url.replace(
     /([?&])([^=&#]*)=([^&#]*)/g,
-    (all, sep, name) => SECRET_KEY.test(safeDecode(name)) ? `${sep}${name}=${REDACTED}` : all,
+    (all, sep, name) => {
+      const n = safeDecode(name);
+      return SECRET_KEY.test(n) || SECRET_PARAM.test(n) ? `${sep}${name}=${REDACTED}` : all;
+    },
   );
 }
 
