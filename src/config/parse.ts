@@ -19,7 +19,7 @@ import {
   valueAt,
 } from "./issue_text.ts";
 import { dropIgnoredSeedKeys } from "./seed_keys.ts";
-import { hasPath, offsetOf, pairAt } from "./yaml_locate.ts";
+import { hasPath, nodeAt, offsetOf, pairAt } from "./yaml_locate.ts";
 import { syntaxProblems } from "./yaml_syntax.ts";
 
 /** One located problem in a config file. */
@@ -158,7 +158,10 @@ export function parseConfig(text: string, file = "config.yaml"): ParseResult {
   }
   // jitless: zod's fast path compiles a parser per object schema (new Function) on first use,
   // which cost about 15 ms of every start-up for a config parsed once or twice.
-  const result = Config.safeParse(input, { reportInput: true, jitless: true });
+  let result = Config.safeParse(input, { reportInput: true, jitless: true });
+  if (!result.success && plainScalarsAsText(result.error.issues, input, doc, text)) {
+    result = Config.safeParse(input, { reportInput: true, jitless: true });
+  }
   if (result.success && !issues.some((i) => i.severity === "error")) {
     // Only a key of the schema can be absent and defaulted (not a route key or a header name).
     const written = (path: (string | number)[]) =>
@@ -441,11 +444,14 @@ interface RawJson {
 function keepExactJsonIntegers(doc: Document, text: string): void {
   visit(doc, {
     Scalar(_key, node, path) {
-      if (typeof node.value !== "number" || Number.isSafeInteger(node.value) || !node.range) return;
+      if (typeof node.value !== "number" || !node.range) return;
       const src = text.slice(node.range[0], node.range[1]);
-      if (!/^[-+]?[0-9]+$/.test(src)) return;
+      // `zip: 01234`: digits after a leading zero are text in YAML 1.2, as serde_yaml read them.
+      const zeroLed = node.type === "PLAIN" && /^[-+]?0[0-9]+$/.test(src);
+      if (!zeroLed && (Number.isSafeInteger(node.value) || !/^[-+]?[0-9]+$/.test(src))) return;
       const under = path.some((p) => isPair(p) && isScalar(p.key) && p.key.value === "set_json");
-      if (under) node.value = (JSON as unknown as RawJson).rawJSON(BigInt(src).toString());
+      if (!under) return;
+      node.value = zeroLed ? src : (JSON as unknown as RawJson).rawJSON(BigInt(src).toString());
     },
   });
 }
@@ -471,6 +477,39 @@ function scalarsAsWritten(doc: Document, text: string): void {
       if (header || body) node.value = text.slice(node.range[0], node.range[1]);
     },
   });
+}
+
+/**
+ * A plain number or boolean where the schema takes text (`message: 429`, `value_matches: true`,
+ * `storage_path: 2024`) is that text, as the Rust Prox's serde_yaml read any plain scalar into a
+ * string field: such configs loaded there and must load here. Sets each in `input` to its text as
+ * written; true when any was. (`listen_addr: 3000` is left to its own, better message.)
+ */
+function plainScalarsAsText(
+  issues: z.core.$ZodIssue[],
+  input: Record<string, unknown>,
+  doc: Document,
+  text: string,
+): boolean {
+  let changed = false;
+  for (const issue of issues) {
+    const value = issue.input;
+    if (issue.code !== "invalid_type" || issue.expected !== "string") continue;
+    if (typeof value !== "number" && typeof value !== "boolean") continue;
+    const path = issue.path as (string | number)[];
+    if (path.length === 0 || /listen_addr$/.test(String(path.at(-1)))) continue;
+    const node = nodeAt(doc, path);
+    if (!isScalar(node) || node.type !== "PLAIN" || !node.range) continue;
+    let parent: unknown = input;
+    for (const key of path.slice(0, -1)) parent = (parent as Record<string, unknown>)?.[key];
+    if (!parent || typeof parent !== "object") continue;
+    (parent as Record<string | number, unknown>)[path.at(-1)!] = text.slice(
+      node.range[0],
+      node.range[1],
+    );
+    changed = true;
+  }
+  return changed;
 }
 
 /** The `type` of the route at `path` in the raw config, for messages. */

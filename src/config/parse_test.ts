@@ -612,3 +612,32 @@ Deno.test("parseConfig gives a fix for a count in words, a mapping for a list, a
     "(not under load_balance:)",
   ]);
 });
+
+Deno.test("parseConfig reads a plain number or boolean where text is expected as its text", () => {
+  // serde_yaml (the Rust Prox) read any plain scalar into a string field: these configs loaded.
+  const text = `${HEAD}  /:\n    type: proxy\n    target: http://127.0.0.1:1\n` +
+    "    rate_limit: { by: ip, requests: 1, period: 1m, message: 429 }\n" +
+    "    response_body:\n      condition: { has_header: { name: X-Debug, value_matches: true } }\n" +
+    "      set_json: { zip: 01234, n: 10, big: 12345678901234567890 }\n" +
+    "  /b:\n    type: proxy\n    target: http://127.0.0.1:2\n" +
+    "    request_body: { condition: { path_matches: 2024 }, set_text: x }\n";
+  const r = parseConfig(text, "c.yaml");
+  assert.deepEqual(r.issues, []);
+  const route = JSON.parse(JSON.stringify(r.config!.routes["/"]));
+  assert.equal(route.rate_limit.message, "429");
+  assert.equal(route.response_body.condition.has_header.value_matches, "true");
+  assert.equal(
+    JSON.stringify(
+      (r.config!.routes["/"] as { response_body: { set_json: unknown } })
+        .response_body.set_json,
+    ),
+    '{"zip":"01234","n":10,"big":12345678901234567890}',
+  );
+  const b = JSON.parse(JSON.stringify(r.config!.routes["/b"]));
+  assert.equal(b.request_body.condition.path_matches, "2024");
+  // listen_addr: 3000 keeps its own fix (a port alone is no address).
+  assert.match(
+    problems(`listen_addr: 3000\nroutes:\n  /: { type: redirect, target: /x }\n`)[0],
+    /Name the address too/,
+  );
+});

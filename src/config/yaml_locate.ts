@@ -77,3 +77,11 @@ export function pairAt(doc: Document, path: (string | number)[]): Pair | undefin
 export function hasPath(doc: Document, path: (string | number)[]): boolean {
   return walk(doc, path).length === path.length;
 }
+
+/** The value node at `path` (through aliases and merge keys), when the source holds it. */
+export function nodeAt(doc: Document, path: (string | number)[]): unknown {
+  const steps = walk(doc, path);
+  if (steps.length !== path.length) return undefined;
+  const node = steps.at(-1)?.node;
+  return isAlias(node) ? node.resolve(doc) : node;
+}
