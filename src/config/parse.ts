@@ -49,6 +49,9 @@ export interface ParseResult {
 
 /** Parses YAML text into a validated Config. */
 export function parseConfig(text: string, file = "config.yaml"): ParseResult {
+  // A CR alone ends a line (YAML 1.2 §5.4, and libyaml, which the Rust Prox used); the parser
+  // reads only LF and CRLF. Same length, so offsets stay those of the file.
+  text = text.replace(/\r(?!\n)/g, "\n");
   const lc = new LineCounter();
   // Merge keys (`<<: *defaults`) as most YAML tools read them, though YAML 1.2 dropped them.
   const doc = parseDocument(text, {

@@ -658,3 +658,15 @@ Deno.test("parseConfig reads a mapping of many keys in linear time, duplicates s
     "rename the duplicate",
   ]);
 });
+
+Deno.test("parseConfig reads a file whose lines end in CR alone as YAML (and libyaml) do", () => {
+  // Classic Mac line ends: YAML 1.2 §5.4 counts a lone CR as a line break; the seed loaded it.
+  const text =
+    `${HEAD}  /a:\n    type: redirect\n    target: https://example.com\n    status_code: 301\n`;
+  const r = parseConfig(text.replaceAll("\n", "\r"), "c.yaml");
+  assert.deepEqual(r.issues, []);
+  assert.deepEqual(r.config, parseConfig(text, "c.yaml").config);
+  // Located by line as with LF.
+  const bad = text.replace("301", "305").replaceAll("\n", "\r");
+  assert.match(problems(bad)[0], /^c\.yaml:6:5: error: routes\.\/a\.status_code/);
+});
