@@ -2,7 +2,7 @@
 // text and a file name for messages, never reads files.
 
 import { maskSecretsInLine } from "./secret_names.ts";
-import { isPair, isScalar, LineCounter, parseDocument, visit } from "yaml";
+import { isAlias, isMap, isPair, isScalar, isSeq, LineCounter, parseDocument, visit } from "yaml";
 import type { Document, Pair } from "yaml";
 import type { z } from "zod";
 import { Config } from "./schema.ts";
@@ -89,6 +89,14 @@ export function parseConfig(text: string, file = "config.yaml"): ParseResult {
   scalarsAsWritten(doc, text);
   let raw: unknown;
   try {
+    // A few aliases of one large value (a list of 100,000 items) pass the alias count below,
+    // and the copies made of them afterwards ran out of memory: what aliases add is bounded.
+    const added = aliasedValues(doc);
+    if (added > MAX_ALIASED_VALUES) {
+      throw new Error(
+        `they repeat ${added} values, over the ${MAX_ALIASED_VALUES} an alias may add`,
+      );
+    }
     // The limit guards against alias bombs; one anchor reused by a few hundred routes is fine.
     raw = doc.toJS({ maxAliasCount: 10_000 });
   } catch (err) {
@@ -190,6 +198,35 @@ export function parseConfig(text: string, file = "config.yaml"): ParseResult {
   }
   sortIssues(issues);
   return { issues, locate };
+}
+
+/** The most values (scalars, lists, mappings) aliases may repeat in a config, all together. */
+const MAX_ALIASED_VALUES = 1_000_000;
+
+/**
+ * How many values the aliases (`*name`, merge keys too) repeat: the values of the document once
+ * every alias is replaced by what it names, less those written. Linear in the text: the size of
+ * each anchored value is counted once.
+ */
+function aliasedValues(doc: Document): number {
+  const sizes = new Map<unknown, number>();
+  let written = 0;
+  const size = (node: unknown): number => {
+    if (isAlias(node)) {
+      written++;
+      const target = node.resolve(doc);
+      return target === undefined ? 1 : size(target);
+    }
+    const known = sizes.get(node);
+    if (known !== undefined) return known;
+    let n = 1;
+    written++;
+    if (isMap(node)) { for (const p of node.items) n += size(p.key) + size(p.value); }
+    else if (isSeq(node)) { for (const item of node.items) n += size(item); }
+    sizes.set(node, n);
+    return n;
+  };
+  return size(doc.contents) - written;
 }
 
 /** An issue about the whole file (reported at its start). */

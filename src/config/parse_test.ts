@@ -670,3 +670,25 @@ Deno.test("parseConfig reads a file whose lines end in CR alone as YAML (and lib
   const bad = text.replace("301", "305").replaceAll("\n", "\r");
   assert.match(problems(bad)[0], /^c\.yaml:6:5: error: routes\.\/a\.status_code/);
 });
+
+Deno.test("parseConfig refuses aliases that repeat a large value many times (bounded memory)", () => {
+  // 40 KB of text: 300 aliases of one list of 20,000 items are 6 million values once expanded
+  // (2,000 aliases of 100,000 items ran Prox out of memory); the alias count let them through.
+  const list = Array.from({ length: 20_000 }, () => "1").join(",");
+  const refs = Array.from({ length: 300 }, () => "*big").join(",");
+  const bomb = `x-big: &big [${list}]\nx-many: [${refs}]\n${HEAD}` +
+    "  /: { type: redirect, target: https://example.com }\n";
+  const started = performance.now();
+  const issues = problems(bomb);
+  const took = performance.now() - started;
+  assert.deepEqual(issues, [
+    "c.yaml:1:1: error: YAML aliases expand too far: they repeat 6000000 values, over the " +
+    "1000000 an alias may add\n  fix: Use fewer aliases (*name) or smaller anchored values",
+  ]);
+  assert.ok(took < 5_000, `took ${Math.round(took)} ms`);
+  // An anchored route reused by a few hundred routes is fine.
+  const shared = "x-route: &route\n  type: proxy\n  target: http://127.0.0.1:8080\n" +
+    "  timeouts: { connect: 2s, total: 30s }\n  request_headers: { add: { X-A: a, X-B: b } }\n";
+  const routes = Array.from({ length: 500 }, (_, i) => `  /r${i}: *route\n`).join("");
+  assert.deepEqual(parseConfig(`${shared}${HEAD}${routes}`, "c.yaml").issues, []);
+});
