@@ -19,7 +19,7 @@ import {
   valueAt,
 } from "./issue_text.ts";
 import { dropIgnoredSeedKeys } from "./seed_keys.ts";
-import { hasPath, nodeAt, offsetOf, pairAt } from "./yaml_locate.ts";
+import { hasPath, nodeAt, offsetOf, pairAt, resolveAliasesOnce } from "./yaml_locate.ts";
 import { syntaxProblems } from "./yaml_syntax.ts";
 
 /** One located problem in a config file. */
@@ -64,6 +64,7 @@ export function parseConfig(text: string, file = "config.yaml"): ParseResult {
     // Its notes go to the console otherwise; what matters is reported as issues.
     logLevel: "error",
   });
+  resolveAliasesOnce(doc);
   const pos = (offset: number) => {
     const p = lc.linePos(offset);
     return { line: p.line, col: p.col };
