@@ -72,6 +72,23 @@ export function parseConfig(text: string, file = "config.yaml"): ParseResult {
   const locate = (path: (string | number)[]) => pos(offsetOf(doc, path));
   const issues: ConfigIssue[] = [];
 
+  // Copied from a web page or a word processor: a non-breaking space in the indentation is no
+  // space to YAML, so the line became a key of its own (`Unknown key "  "/""`) or a syntax error.
+  for (const m of text.matchAll(/^[ \t]*\u00a0/gm)) {
+    const at = pos(m.index + m[0].length - 1);
+    issues.push({
+      severity: "error",
+      file,
+      ...at,
+      path: "",
+      message: "The line is indented with a non-breaking space (U+00A0), which YAML does not " +
+        "read as a space",
+      hint: "Replace the non-breaking spaces with ordinary ones (they come with text copied " +
+        "from a web page or a word processor)",
+      excerpt: excerpt(text, at.line, at.col),
+    });
+  }
+  if (issues.length > 0) return { issues, locate };
   for (const p of syntaxProblems(doc, text, lc)) {
     const at = pos(p.offset);
     issues.push({

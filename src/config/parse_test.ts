@@ -706,3 +706,17 @@ Deno.test("parseConfig resolves many aliases in linear time", () => {
   assert.match(issues[0], /^c\.yaml:1:1: error: YAML aliases expand too far/);
   assert.ok(took < 5_000, `took ${Math.round(took)} ms`);
 });
+
+Deno.test("parseConfig says a line is indented with a non-breaking space (copied from a page)", () => {
+  const text = `${HEAD}\u00a0 /:\n    type: redirect\n    target: https://example.com\n`;
+  assert.deepEqual(problems(text), [
+    "c.yaml:3:1: error: The line is indented with a non-breaking space (U+00A0), which YAML " +
+    "does not read as a space\n  fix: Replace the non-breaking spaces with ordinary ones (they " +
+    "come with text copied from a web page or a word processor)",
+  ]);
+  // Inside a value it is text like any other.
+  assert.deepEqual(
+    parseConfig(`${HEAD}  /:\n    type: respond\n    body: "a\u00a0b"\n`).issues,
+    [],
+  );
+});
