@@ -49,6 +49,39 @@ export interface ParseResult {
 
 /** Parses YAML text into a validated Config. */
 export function parseConfig(text: string, file = "config.yaml"): ParseResult {
+  try {
+    return parseConfigText(text, file);
+  } catch (err) {
+    // `- - - …` thousands deep: the parser (or a walk of what it read) ran out of stack.
+    if (!(err instanceof RangeError) || !/call stack/.test(err.message)) throw err;
+    const at = deepestLine(text.replace(/\r(?!\n)/g, "\n"));
+    return {
+      issues: [{
+        severity: "error",
+        file,
+        ...at,
+        path: "",
+        message: "YAML syntax error: The value nests too deeply (lists or mappings inside each " +
+          "other thousands of times)",
+        hint: "Write it with a few levels of nesting",
+      }],
+      locate: () => ({ line: 1, col: 1 }),
+    };
+  }
+}
+
+/** The line that opens the most lists or mappings (`- - - …`), and where its first one starts. */
+function deepestLine(text: string): { line: number; col: number } {
+  let best = { line: 1, col: 1, depth: -1 };
+  text.split(/\r?\n/).forEach((l, i) => {
+    const lead = /^[ \t]*/.exec(l)![0].length;
+    const depth = /^(?:[-?:][ \t]+|[[{][ \t]*)*/.exec(l.slice(lead))![0].length;
+    if (depth > best.depth) best = { line: i + 1, col: lead + 1, depth };
+  });
+  return { line: best.line, col: best.col };
+}
+
+function parseConfigText(text: string, file: string): ParseResult {
   // A CR alone ends a line (YAML 1.2 §5.4, and libyaml, which the Rust Prox used); the parser
   // reads only LF and CRLF. Same length, so offsets stay those of the file.
   text = text.replace(/\r(?!\n)/g, "\n");
@@ -118,6 +151,7 @@ export function parseConfig(text: string, file = "config.yaml"): ParseResult {
     // The limit guards against alias bombs; one anchor reused by a few hundred routes is fine.
     raw = doc.toJS({ maxAliasCount: 10_000 });
   } catch (err) {
+    if (err instanceof RangeError && /call stack/.test(err.message)) throw err;
     const why = firstLine(String((err as Error).message ?? err));
     const hint = "Use fewer aliases (*name) or smaller anchored values";
     issues.push(wholeFile(file, `YAML aliases expand too far: ${why}`, hint));

@@ -720,3 +720,14 @@ Deno.test("parseConfig says a line is indented with a non-breaking space (copied
     [],
   );
 });
+
+Deno.test("parseConfig says lists nested thousands deep nest too deeply (the parser overflowed)", () => {
+  // `- - - …` 10,000 deep (20 KB): the YAML parser ran out of stack, and prox validate said the
+  // operating system refused to read the file.
+  const text = `x-deep:\n  ${"- ".repeat(10_000)}1\n${HEAD}` +
+    "  /: { type: redirect, target: https://example.com }\n";
+  assert.deepEqual(problems(text), [
+    "c.yaml:2:3: error: YAML syntax error: The value nests too deeply (lists or mappings inside " +
+    "each other thousands of times)\n  fix: Write it with a few levels of nesting",
+  ]);
+});
