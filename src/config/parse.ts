@@ -70,6 +70,45 @@ export function parseConfig(text: string, file = "config.yaml"): ParseResult {
   }
 }
 
+/** What YAML does not allow in a file (1.2 §5.1, c-printable; libyaml refused them too). */
+// deno-lint-ignore no-control-regex
+const CONTROL = /[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x84\x86-\x9f\ufffe\uffff]/g;
+
+/**
+ * The raw control characters in the text, one issue per line: a BEL in a route key made a route
+ * no request can reach, a NUL went out in a body, and UTF-16 without a byte-order mark (a NUL
+ * after each character) read as a config that is no mapping.
+ */
+function controlCharacters(
+  text: string,
+  file: string,
+  pos: (offset: number) => Pos,
+): ConfigIssue[] {
+  const out: ConfigIssue[] = [];
+  const utf16 = (text.match(/\0/g)?.length ?? 0) * 4 >= text.length;
+  let line = 0;
+  for (const m of text.matchAll(CONTROL)) {
+    const at = pos(m.index);
+    if (at.line === line) continue;
+    line = at.line;
+    const code = m[0].charCodeAt(0).toString(16).toUpperCase().padStart(4, "0");
+    out.push({
+      severity: "error",
+      file,
+      ...at,
+      path: "",
+      message: `The config holds a control character (U+${code}), which YAML does not allow in ` +
+        "a file",
+      hint: utf16
+        ? "The file looks like UTF-16 (Notepad's \"Unicode\", PowerShell's > and Out-File): " +
+          "save it as UTF-8"
+        : 'Remove it; inside a double-quoted value write it as an escape ("\\0", "\\x07")',
+    });
+    if (utf16 || out.length >= 20) break;
+  }
+  return out;
+}
+
 /** The line that opens the most lists or mappings (`- - - …`), and where its first one starts. */
 function deepestLine(text: string): { line: number; col: number } {
   let best = { line: 1, col: 1, depth: -1 };
@@ -121,6 +160,7 @@ function parseConfigText(text: string, file: string): ParseResult {
       excerpt: excerpt(text, at.line, at.col),
     });
   }
+  issues.push(...controlCharacters(text, file, pos));
   if (issues.length > 0) return { issues, locate };
   for (const p of syntaxProblems(doc, text, lc)) {
     const at = pos(p.offset);

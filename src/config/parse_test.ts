@@ -731,3 +731,29 @@ Deno.test("parseConfig says lists nested thousands deep nest too deeply (the par
     "each other thousands of times)\n  fix: Write it with a few levels of nesting",
   ]);
 });
+
+Deno.test("parseConfig refuses control characters in the text, as YAML (and libyaml) do", () => {
+  // A BEL in a route key made a route no request can reach; a NUL went out in a body.
+  const text =
+    `${HEAD}  /a:\n    type: respond\n    body: "a\u0000b"\n  /x\u0007:\n    type: respond\n`;
+  assert.deepEqual(problems(text), [
+    "c.yaml:5:13: error: The config holds a control character (U+0000), which YAML does not " +
+    'allow in a file\n  fix: Remove it; inside a double-quoted value write it as an escape ("\\0", ' +
+    '"\\x07")',
+    "c.yaml:6:5: error: The config holds a control character (U+0007), which YAML does not " +
+    'allow in a file\n  fix: Remove it; inside a double-quoted value write it as an escape ("\\0", ' +
+    '"\\x07")',
+  ]);
+  // Written as escapes they are text like any other.
+  assert.deepEqual(
+    parseConfig(`${HEAD}  /a:\n    type: respond\n    body: "a\\x07b"\n`).issues,
+    [],
+  );
+  // UTF-16 without a byte-order mark decodes as UTF-8 with a NUL after each character.
+  const utf16 = [...'listen_addr: "127.0.0.1:3000"\n'].map((c) => `${c}\u0000`).join("");
+  assert.deepEqual(problems(utf16), [
+    "c.yaml:1:2: error: The config holds a control character (U+0000), which YAML does not " +
+    "allow in a file\n  fix: The file looks like UTF-16 (Notepad's \"Unicode\", PowerShell's " +
+    "> and Out-File): save it as UTF-8",
+  ]);
+});
