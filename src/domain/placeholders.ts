@@ -85,6 +85,10 @@ export function compileTemplate(
   for (const m of text.matchAll(/\{(env\.[^{}]*)\}/g)) {
     if (!/^env\.[A-Za-z_][A-Za-z0-9_.]*$/.test(m[1])) kept.push(m[1]);
   }
+  // `${NAME:-default}`, `${NAME?}`: shell syntax, no placeholder either (`${NAME}` is one above).
+  for (const m of text.matchAll(/\$\{([A-Za-z_][A-Za-z0-9_]*[^A-Za-z0-9_.{}][^{}]*)\}/g)) {
+    kept.push(m[1]);
+  }
   if (unknown.length) return { ok: false, unknown };
   return {
     ok: true,

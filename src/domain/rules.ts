@@ -117,12 +117,18 @@ function template(text: string, path: (string | number)[], c: Ctx): Template {
   if (r.ok) {
     for (const name of r.literal) {
       const envName = /^env\.([A-Za-z_][A-Za-z0-9_]*)/.exec(name)?.[1];
+      // `${NAME:-default}` as a shell writes it.
+      const shell = text.includes(`\${${name}}`)
+        ? /^([A-Za-z_][A-Za-z0-9_]*)[^A-Za-z0-9_]/.exec(name)?.[1]
+        : undefined;
       c.problems.push({
         path,
         warning: true,
         message: `{${name}} is no placeholder: sent as it is`,
         hint: envName
           ? `{env.NAME} takes no default or other syntax: write {env.${envName}} and set ${envName}`
+          : shell
+          ? `For an environment variable write {env.${shell}} (it takes no default) and set ${shell}`
           : text.includes(`\${${name}}`)
           ? `For an environment variable write {env.${name}}`
           : suggest(name, allowed)

@@ -224,7 +224,9 @@ Deno.test("compileRouteRules warns about one header set twice in different case"
 Deno.test("compileRouteRules says {env.NAME} takes no shell syntax ({env.X:-d}, ${X})", () => {
   const out: RuleProblem[] = [];
   compileRouteRules({
-    request_headers: { add: { "X-A": "{env.NOPE:-fallback}", "X-B": "${NOPE}" } },
+    request_headers: {
+      add: { "X-A": "{env.NOPE:-fallback}", "X-B": "${NOPE}", "X-C": "${NOPE:-fallback}" },
+    },
   }, { env: () => undefined, problems: out });
   // {env.NOPE:-fallback} was sent as it is without a word.
   assert.deepEqual(out.map((p) => [p.warning, p.message, p.hint]), [
@@ -237,6 +239,12 @@ Deno.test("compileRouteRules says {env.NAME} takes no shell syntax ({env.X:-d}, 
       true,
       "{NOPE} is no placeholder: sent as it is",
       "For an environment variable write {env.NOPE}",
+    ],
+    // ${NOPE:-fallback} too went out as it is without a word.
+    [
+      true,
+      "{NOPE:-fallback} is no placeholder: sent as it is",
+      "For an environment variable write {env.NOPE} (it takes no default) and set NOPE",
     ],
   ]);
 });
