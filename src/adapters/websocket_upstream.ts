@@ -170,9 +170,12 @@ function handshakeError(err: unknown, url: URL, timedOut: boolean): Refusal | Pr
 export function connectUpstream(target: WebSocketProxyRequest): Promise<UpstreamSocket | Refusal> {
   // What Deno's WebSocket client cannot do itself (a PROXY header first, TLS without
   // verification or to another name, a Host of its own), Prox's connection through the relay does.
+  // So does a client certificate with a CA file: Deno's client adds tls.ca_cert to the default
+  // roots, where node:tls trusts it alone (README: then it is the whole trust, as over HTTP/1.1).
   const tls = target.tls;
   if (
-    target.proxyHeader || tls?.insecureSkipVerify || tls?.serverName || target.host || target.unix
+    target.proxyHeader || tls?.insecureSkipVerify || tls?.serverName || target.host ||
+    target.unix || (tls?.client && tls.caCerts?.length)
   ) {
     return openRelayed(target);
   }
