@@ -424,6 +424,13 @@ export function createUpstreamClient(opts: UpstreamClientOptions = {}): PooledUp
     // The probe is shared: a request whose signal aborts (timeouts.total, per-try timeout) stops
     // waiting for it, while it goes on for the others.
     if (typeof p !== "string") p = await (req.signal ? untilAborted(p, req.signal, key) : p);
+    // fetch's client adds tls.ca_cert to the system roots and DENO_CERT; with a client certificate
+    // the CA file is the whole trust (node:tls, as the probe and HTTP/1.1 have it): Prox's own
+    // HTTP/2 client, on node:tls connections, carries these requests.
+    if (p === "h2" && req.tls?.client && req.tls.caCerts?.length) {
+      traced(req);
+      return sendH2c(`h2://${key}`, req);
+    }
     // fetch refuses a GET or HEAD with a body (a request_body rule can give one): HTTP/1.1 then.
     const bodiless = req.body === null || (req.method !== "GET" && req.method !== "HEAD");
     if (p === "h2" && bodiless && fetchSafe(req.headers, req.origin.host)) {

@@ -3,7 +3,7 @@
 // a CA through DENO_CERT, as a system root would be, and the route names another.
 
 import assert from "node:assert/strict";
-import { ROOT, waitFor } from "../_harness.ts";
+import { interopTest, ROOT, run, waitFor } from "../_harness.ts";
 import { freePort, spawnProx } from "./_cli_process.ts";
 import { closed, connect, messages, wssUpstream } from "./_ws.ts";
 
@@ -73,3 +73,170 @@ routes:
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+/** Runs openssl with `args` in `cwd`; fails the test if it fails. */
+async function openssl(cwd: string, ...args: string[]): Promise<void> {
+  const out = await run("openssl", args, { cwd });
+  assert.equal(out.code, 0, out.stderr);
+}
+
+/** A CA of its own (`other-ca.pem`) and a leaf for localhost it signed (`other.pem`/`.key`). */
+async function otherCa(dir: string): Promise<void> {
+  const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+  await openssl(
+    dir,
+    "req",
+    "-x509",
+    ...ec,
+    "-keyout",
+    "other-ca.key",
+    "-out",
+    "other-ca.pem",
+    "-days",
+    "2",
+    "-subj",
+    "/CN=Other Test CA",
+    "-addext",
+    "basicConstraints=critical,CA:TRUE",
+    "-addext",
+    "keyUsage=critical,keyCertSign",
+  );
+  await openssl(
+    dir,
+    "req",
+    ...ec,
+    "-keyout",
+    "other.key",
+    "-out",
+    "other.csr",
+    "-subj",
+    "/CN=localhost",
+  );
+  await Deno.writeTextFile(`${dir}/ext`, "subjectAltName=DNS:localhost\n");
+  await openssl(
+    dir,
+    "x509",
+    "-req",
+    "-in",
+    "other.csr",
+    "-CA",
+    "other-ca.pem",
+    "-CAkey",
+    "other-ca.key",
+    "-CAcreateserial",
+    "-out",
+    "other.pem",
+    "-extfile",
+    "ext",
+    "-days",
+    "2",
+  );
+}
+
+/**
+ * A TCP front that sends its first connection to `first` and every later one to `later`: an
+ * upstream address whose certificate changes between connections (a DNS change, an attacker).
+ */
+function switchingFront(first: number, later: number) {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const conns: Deno.Conn[] = [];
+  let n = 0;
+  const pipes: Promise<unknown>[] = [];
+  (async () => {
+    for await (const down of listener) {
+      const port = n++ === 0 ? first : later;
+      conns.push(down);
+      pipes.push(
+        (async () => {
+          const up = await Deno.connect({ hostname: "127.0.0.1", port });
+          conns.push(up);
+          await Promise.allSettled([
+            down.readable.pipeTo(up.writable),
+            up.readable.pipeTo(down.writable),
+          ]);
+        })().catch(() => {}),
+      );
+    }
+  })().catch(() => {});
+  return {
+    port: (listener.addr as Deno.NetAddr).port,
+    async [Symbol.asyncDispose]() {
+      listener.close();
+      for (const c of conns) {
+        try {
+          c.close();
+        } catch { /* closed */ }
+      }
+      await Promise.allSettled(pipes);
+    },
+  };
+}
+
+interopTest(
+  "h2 upstream with client_cert: a certificate from outside tls.ca_cert is refused after ALPN chose h2",
+  [
+    "openssl",
+  ],
+  async () => {
+    const dir = await Deno.makeTempDir({ prefix: "prox-uptls-h2-" });
+    try {
+      await otherCa(dir);
+      const serve = (name: string, cert: string, key: string) =>
+        Deno.serve(
+          { hostname: "127.0.0.1", port: 0, cert, key, onListen() {} },
+          () => new Response(name),
+        );
+      // The route's CA signed A's certificate; B's comes from the CA the process trusts.
+      await using a = serve(
+        "A",
+        Deno.readTextFileSync(`${TLS}/cert.pem`),
+        Deno.readTextFileSync(`${TLS}/key.pem`),
+      );
+      await using b = serve(
+        "B",
+        Deno.readTextFileSync(`${dir}/other.pem`),
+        Deno.readTextFileSync(`${dir}/other.key`),
+      );
+      await using front = switchingFront(a.addr.port, b.addr.port);
+      const port = freePort();
+      await Deno.writeTextFile(
+        `${dir}/prox.yaml`,
+        `listen_addr: "127.0.0.1:${port}"
+health_check: { enabled: false }
+routes:
+  "/":
+    type: proxy
+    target: "https://localhost:${front.port}"
+    tls: { ca_cert: "${TLS}/ca.pem", client_cert: "${TLS}/alice.pem", client_key: "${TLS}/alice.key" }
+`,
+      );
+      await using prox = spawnProx(["serve", "-c", "prox.yaml"], {
+        cwd: dir,
+        env: {
+          DENO_CERT: `${dir}/other-ca.pem`,
+          ...(Deno.env.get("PROX_H1_ENGINE")
+            ? { PROX_H1_ENGINE: Deno.env.get("PROX_H1_ENGINE")! }
+            : {}),
+        },
+      });
+      // A request fetch would send as built (README, "TLS upstreams"): h2 once ALPN chose it.
+      const headers = {
+        "user-agent": "t",
+        accept: "*/*",
+        "accept-language": "en",
+        "accept-encoding": "identity",
+      };
+      const res = await waitFor(() => fetch(`http://127.0.0.1:${port}/`, { headers }), {
+        timeoutMs: 15_000,
+        what: `Prox to answer\n${prox.output()}`,
+      });
+      const body = await res.text();
+      // The ALPN probe went to A (verified under ca.pem alone); the request's connection to B must
+      // be verified the same way.
+      assert.notEqual(body, "B", "B's certificate was accepted through the process-wide roots");
+      assert.equal(res.status, 502, body);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);
