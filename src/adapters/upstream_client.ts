@@ -419,7 +419,11 @@ export function createUpstreamClient(opts: UpstreamClientOptions = {}): PooledUp
   };
 
   /** An https origin that may speak HTTP/2: asks (or remembers) what ALPN chose. */
-  const sendEither = async (key: string, req: UpstreamRequest): Promise<Response> => {
+  const sendEither = async (
+    key: string,
+    req: UpstreamRequest,
+    again = false,
+  ): Promise<Response> => {
     let p = protocolOf(key, req);
     // The probe is shared: a request whose signal aborts (timeouts.total, per-try timeout) stops
     // waiting for it, while it goes on for the others.
@@ -448,6 +452,15 @@ export function createUpstreamClient(opts: UpstreamClientOptions = {}): PooledUp
         return releasedWithBody(await h2.send(req), release);
       } catch (err) {
         release();
+        // No answer over h2: the origin may no longer speak it (a redeploy, an L4 balancer in
+        // front of mixed backends), and fetch's client, which offers h2 alone, would fail there
+        // for good. ALPN is asked again, for this request too when no connection opened.
+        const kind = err instanceof ProxyError ? err.kind : null;
+        if (kind === "connect" || kind === "upstream_reset" || kind === "protocol") {
+          if (protocols.get(key) === "h2") protocols.delete(key);
+          const replayable = req.body === null || req.body instanceof Uint8Array;
+          if (kind === "connect" && !again && replayable) return sendEither(key, req, true);
+        }
         throw err;
       }
     }

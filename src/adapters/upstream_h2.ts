@@ -251,9 +251,10 @@ export function createH2Client(): UpstreamClient {
         if (ctl.signal.aborted && ctl.signal.reason instanceof ProxyError) throw ctl.signal.reason;
         if (failed.error) throw failed.error;
         const msg = fetchReason(err);
-        // hyper's connect phase says "(Connect)" (refused, DNS, the TLS handshake); "connection
-        // closed" or a reset is later, once the request may have gone out.
-        const refused = /\(Connect\)|refused|dns error|unreachable|certificate/i.test(msg);
+        // hyper's connect phase says "(Connect)" (refused, DNS, the TLS handshake): no connection
+        // opened. Not "connection error detected" or a reset, later, once the request may have
+        // gone out.
+        const refused = /\(Connect\)|refused|dns error|resolve|unreachable|certificate/i.test(msg);
         throw new ProxyError(
           refused ? "connect" : "upstream_reset",
           `Cannot reach upstream "${origin}": ${msg}`,

@@ -311,3 +311,125 @@ Deno.test("upstream client over TLS: timeouts.connect 0s (none) keeps the h2 res
     await client.close();
   }
 });
+
+/**
+ * A TLS listener that speaks HTTP/1.1 only and answers `body`: with `alpn`, ALPN offers only that
+ * (rustls then refuses a client that offers h2 alone); without, it takes no part in ALPN (as
+ * nginx without http2).
+ */
+function h1OnlyUpstream(body: string, alpn?: string[]) {
+  const listener = Deno.listenTls({
+    hostname: "127.0.0.1",
+    port: 0,
+    cert,
+    key,
+    alpnProtocols: alpn,
+  });
+  const conns = new Set<Deno.Conn>();
+  const served = (async () => {
+    for await (const conn of listener) {
+      conns.add(conn);
+      (async () => {
+        const buf = new Uint8Array(16 * 1024);
+        let head = "";
+        for (;;) {
+          const n = await conn.read(buf);
+          if (n === null) break;
+          head += new TextDecoder().decode(buf.subarray(0, n));
+          while (head.includes("\r\n\r\n")) {
+            head = head.slice(head.indexOf("\r\n\r\n") + 4);
+            await conn.write(
+              new TextEncoder().encode(
+                `HTTP/1.1 200 OK\r\ncontent-length: ${body.length}\r\n\r\n${body}`,
+              ),
+            );
+          }
+        }
+      })().catch(() => {}).finally(() => {
+        conns.delete(conn);
+        try {
+          conn.close();
+        } catch { /* closed */ }
+      });
+    }
+  })().catch(() => {});
+  return {
+    port: (listener.addr as Deno.NetAddr).port,
+    async [Symbol.asyncDispose]() {
+      listener.close();
+      for (const c of conns) c.close();
+      await served;
+    },
+  };
+}
+
+/** Sends the first connection to port `first`, every later one to `later` (pipes both ways). */
+function switchingFront(first: number, later: number) {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const conns: Deno.Conn[] = [];
+  const pipes: Promise<unknown>[] = [];
+  let n = 0;
+  const accepted = (async () => {
+    for await (const down of listener) {
+      const port = n++ === 0 ? first : later;
+      conns.push(down);
+      pipes.push(
+        Deno.connect({ hostname: "127.0.0.1", port }).then((up) => {
+          conns.push(up);
+          return Promise.allSettled([
+            down.readable.pipeTo(up.writable),
+            up.readable.pipeTo(down.writable),
+          ]);
+        }).catch(() => {}),
+      );
+    }
+  })().catch(() => {});
+  return {
+    url: `https://localhost:${(listener.addr as Deno.NetAddr).port}`,
+    async [Symbol.asyncDispose]() {
+      listener.close();
+      await accepted;
+      for (const c of conns) {
+        try {
+          c.close();
+        } catch { /* closed */ }
+      }
+      await Promise.allSettled(pipes);
+    },
+  };
+}
+
+for (const alpn of [["http/1.1"], undefined]) {
+  Deno.test(`upstream client over TLS: an origin that chose h2 and now speaks only HTTP/1.1 is asked again (ALPN ${alpn ?? "none"})`, async () => {
+    // The ALPN probe meets an h2 server; the connections after it one that speaks only HTTP/1.1
+    // (a redeploy, or an L4 balancer in front of mixed backends).
+    await using h2 = await startUpstream(() => new Response("over h2"), { cert, key });
+    await using h1 = h1OnlyUpstream("over h1", alpn);
+    await using front = switchingFront(h2.port, h1.port);
+    const client = createUpstreamClient();
+    try {
+      const send = async () => {
+        const req = request(front.url, { caCerts: [ca] }, fetchSafeFields(front.url));
+        try {
+          const res = await client.send(req);
+          return `${res.status} ${await res.text()}`;
+        } catch (err) {
+          return (err as Error).message;
+        }
+      };
+      // Refused in the handshake (no connection opened over h2), this one goes again after a new
+      // probe; one the upstream answered the h2 preface on may have been read: it fails, saying
+      // why (fetch's own message is only "fetch failed").
+      const first = await send();
+      if (alpn) assert.equal(first, "200 over h1");
+      else {assert.match(
+          first,
+          /^Cannot reach upstream "https:\/\/localhost:\d+": connection error/,
+        );}
+      // The origin does not stay h2 for good.
+      assert.equal(await send(), "200 over h1", `first: ${first}`);
+    } finally {
+      await client.close();
+    }
+  });
+}
