@@ -272,6 +272,11 @@ function raceAbort<T>(p: Promise<T>, signal: AbortSignal, onAbort: () => void): 
 function reason(msg: string): string {
   if (/refused/i.test(msg)) return "connection refused";
   if (/reset/i.test(msg)) return "connection reset";
+  // An answer that is no TLS record (rustls: InvalidContentType; OpenSSL: wrong version number):
+  // most often an https:// target whose port serves plain HTTP.
+  if (/InvalidContentType|wrong version number/i.test(msg)) {
+    return `no TLS there, the port may serve plain HTTP (an http:// target?) (${msg})`;
+  }
   if (/certificate|invalid peer|UnknownIssuer|NotValidForName/i.test(msg)) {
     return `TLS certificate rejected (${msg})`;
   }

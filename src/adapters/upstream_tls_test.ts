@@ -433,3 +433,21 @@ for (const alpn of [["http/1.1"], undefined]) {
     }
   });
 }
+
+Deno.test("upstream client over TLS: an https target whose port speaks plain HTTP says so", async () => {
+  await using plain = await startUpstream(() => new Response("plain"));
+  const client = createUpstreamClient();
+  try {
+    const url = plain.url.replace("http:", "https:");
+    for (const tls of [undefined, { insecureSkipVerify: true }]) {
+      await assert.rejects(
+        client.send(request(`${url}/`, tls)),
+        (e) =>
+          e instanceof ProxyError && e.kind === "connect" &&
+          e.message.startsWith(`Cannot connect to upstream "${url}": no TLS there`),
+      );
+    }
+  } finally {
+    await client.close();
+  }
+});
