@@ -19,6 +19,12 @@ export function createJwksFetcher(client?: Deno.HttpClient): JwksFetcher {
       } catch (err) {
         throw new Error(fetchFailure(err, { signal, timeoutMs: opts.timeoutMs }));
       }
+      // fetch follows a redirect from https to http: keys that sign tokens would then come over
+      // an unprotected connection (what validate warns about for an http jwks_url).
+      if (/^https:/i.test(url) && res.url.startsWith("http:")) {
+        await res.body?.cancel().catch(() => {});
+        throw new Error(`JWK Set redirected from https to http (${res.url}): refused`);
+      }
       const reader = res.body?.getReader();
       const chunks: Uint8Array[] = [];
       let size = 0;

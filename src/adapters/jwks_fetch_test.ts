@@ -44,3 +44,32 @@ Deno.test("JwksFetcher: a failure says why (an unknown certificate issuer, no an
     release();
   }
 });
+
+Deno.test("JwksFetcher: an https JWK Set redirected to http is refused (its keys would cross unprotected)", async () => {
+  await using plain = await startUpstream(() => Response.json({ keys: ["from http"] }));
+  await using idp = await startUpstream((req) => {
+    const path = new URL(req.url).pathname;
+    return path === "/moved"
+      ? Response.redirect(`https://localhost:${idp.port}/jwks`, 302)
+      : path === "/jwks"
+      ? Response.json({ keys: [] })
+      : Response.redirect(`${plain.url}/jwks`, 302);
+  }, {
+    cert: Deno.readTextFileSync(`${TLS}/cert.pem`),
+    key: Deno.readTextFileSync(`${TLS}/key.pem`),
+  });
+  const client = Deno.createHttpClient({ caCerts: [Deno.readTextFileSync(`${TLS}/ca.pem`)] });
+  try {
+    const jwks = createJwksFetcher(client);
+    const base = `https://localhost:${idp.port}`;
+    // Redirects within https are followed (IdPs move their keys).
+    const moved = await jwks.fetch(`${base}/moved`, { timeoutMs: 2000, maxBytes: 1000 });
+    assert.equal(moved.body, '{"keys":[]}');
+    await assert.rejects(
+      jwks.fetch(`${base}/down`, { timeoutMs: 2000, maxBytes: 1000 }),
+      /redirected from https to http/,
+    );
+  } finally {
+    client.close();
+  }
+});
