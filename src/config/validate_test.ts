@@ -522,3 +522,20 @@ Deno.test("validateConfig warns when a bandwidth rate is too slow for the route'
   assert.deepEqual(said("bandwidth: { rate: 2KiB }"), []);
   assert.equal(said("bandwidth: { rate: 1KiB }").length, 1);
 });
+
+Deno.test("validateConfig warns that tls.ca_cert does nothing beside insecure_skip_verify: true", () => {
+  const route = (tls: string) =>
+    `  "/api": { type: proxy, target: "https://10.0.0.7:8443", tls: { ${tls} } }\n`;
+  const said = (tls: string) =>
+    loadConfigText(
+      `listen_addr: "127.0.0.1:8443"\nhealth_check: { enabled: false }\nroutes:\n${route(tls)}`,
+      { file: "c.yaml", env: { exists: () => true } },
+    ).issues.filter((i) => i.severity === "warning").map((i) => `${i.path}: ${i.message}`);
+  // A CA added while skip-verify stayed on: nothing is verified, whatever the CA says.
+  assert.deepEqual(said("ca_cert: ca.pem, insecure_skip_verify: true"), [
+    "routes./api.tls.insecure_skip_verify: tls.ca_cert is not used: insecure_skip_verify: true " +
+    "accepts any certificate",
+  ]);
+  assert.deepEqual(said("ca_cert: ca.pem"), []);
+  assert.deepEqual(said("insecure_skip_verify: true"), []);
+});

@@ -236,6 +236,14 @@ export function checkUpstreamTlsFiles(
     if (!tls) return;
     checkCaFile([...path, "tls", "ca_cert"], tls.ca_cert, { ...opts, peer: "the upstream's" });
     checkClientPair([...path, "tls"], tls, opts);
+    // A CA added while skip-verify stayed on reads as verified, and nothing is.
+    if (tls.ca_cert !== undefined && tls.insecure_skip_verify) {
+      opts.warn?.(
+        [...path, "tls", "insecure_skip_verify"],
+        "tls.ca_cert is not used: insecure_skip_verify: true accepts any certificate",
+        "Remove insecure_skip_verify to verify the upstream against ca_cert",
+      );
+    }
   };
   // A client certificate (or a CA) for a service reached over plain HTTP was never used.
   const auth = (path: (string | number)[], a: { url: string; tls?: UpstreamTlsConfig }) => {
