@@ -272,6 +272,20 @@ function raceAbort<T>(p: Promise<T>, signal: AbortSignal, onAbort: () => void): 
 function reason(msg: string): string {
   if (/refused/i.test(msg)) return "connection refused";
   if (/reset/i.test(msg)) return "connection reset";
+  const tls = tlsFailure(msg);
+  if (tls) return tls;
+  // Deno.connect says "failed to lookup address information"; node:tls (insecure_skip_verify)
+  // "getaddrinfo ENOTFOUND host" or EAI_AGAIN.
+  if (/lookup|resolve|dns|name or service|getaddrinfo/i.test(msg)) {
+    return `cannot resolve host (${msg})`;
+  }
+  return msg;
+}
+
+/**
+ * A TLS handshake failure said plainly (also for WebSocket upstreams), or null for another one.
+ */
+export function tlsFailure(msg: string): string | null {
   // An answer that is no TLS record (rustls: InvalidContentType; OpenSSL: wrong version number):
   // most often an https:// target whose port serves plain HTTP.
   if (/InvalidContentType|wrong version number/i.test(msg)) {
@@ -280,12 +294,7 @@ function reason(msg: string): string {
   if (/certificate|invalid peer|UnknownIssuer|NotValidForName/i.test(msg)) {
     return `TLS certificate rejected (${msg})`;
   }
-  // Deno.connect says "failed to lookup address information"; node:tls (insecure_skip_verify)
-  // "getaddrinfo ENOTFOUND host" or EAI_AGAIN.
-  if (/lookup|resolve|dns|name or service|getaddrinfo/i.test(msg)) {
-    return `cannot resolve host (${msg})`;
-  }
-  return msg;
+  return null;
 }
 
 /**

@@ -12,6 +12,7 @@ import { originName } from "../domain/upstream_origin.ts";
 import type { WebSocketProxyRequest } from "../ports.ts";
 import { timerDelay } from "../config/duration.ts";
 import { startRelay } from "./websocket_relay.ts";
+import { tlsFailure } from "./upstream_client.ts";
 import type { WebSocketRelay } from "./websocket_relay.ts";
 
 /** One message as relayed: text stays a string, binary is bytes. */
@@ -155,7 +156,7 @@ function handshakeError(err: unknown, url: URL, timedOut: boolean): Refusal | Pr
     ? `cannot resolve host (${detail})`
     : /^tcp connect error/i.test(detail)
     ? `connection failed (${detail})`
-    : detail;
+    : tlsFailure(detail) ?? detail;
   return new ProxyError("connect", `Cannot connect to upstream ${where}: ${reason}`, {
     source: url.href,
     sentNothing: true,

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { byteLength, clip, exceeds, upstreamClose } from "./websocket_upstream.ts";
+import type { UpstreamTls, WebSocketProxyRequest } from "../ports.ts";
+import { byteLength, clip, connectUpstream, exceeds, upstreamClose } from "./websocket_upstream.ts";
 
 Deno.test("upstreamClose passes 1000 and 3000-4999, maps other codes to 1000 with the code, keeps 1005 (no code)", () => {
   assert.deepEqual(upstreamClose(1000, "bye"), { code: 1000, reason: "bye" });
@@ -33,4 +34,46 @@ Deno.test("exceeds measures text in UTF-8 bytes and binary in bytes", () => {
   assert.equal(exceeds(new Uint8Array(10), 10), false);
   assert.equal(exceeds(new Uint8Array(11), 10), true);
   assert.equal(byteLength("é"), 2);
+});
+
+Deno.test("connectUpstream: a wss upstream's TLS failure is worded as HTTP upstreams' are", async () => {
+  const dir = new URL("../../tests/fixtures/tls/", import.meta.url);
+  const read = (f: string) => Deno.readTextFileSync(new URL(f, dir));
+  const upgrade = (req: Request) => Deno.upgradeWebSocket(req).response;
+  await using signed = Deno.serve({
+    hostname: "127.0.0.1",
+    port: 0,
+    cert: read("cert.pem"),
+    key: read("key.pem"),
+    onListen() {},
+  }, upgrade);
+  await using plain = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, upgrade);
+  const limits = {
+    maxMessageSize: 1 << 20,
+    maxFrameSize: 1 << 20,
+    idleTimeout: 0,
+    pingInterval: 0,
+  } as unknown as WebSocketProxyRequest["limits"];
+  const fails = (port: number, tls?: UpstreamTls) =>
+    connectUpstream({
+      url: new URL(`wss://localhost:${port}/`),
+      headers: new Headers(),
+      protocols: [],
+      route: "/",
+      connectTimeout: 2_000,
+      tls,
+      limits,
+    }).then(() => "opened", (e: Error) => e.message);
+  const at = (port: number) => `Cannot connect to upstream "wss://localhost:${port}": `;
+  // Deno's own clients (the default one, and the one with a CA file).
+  for (const tls of [undefined, { caCerts: [read("stranger.pem")] }]) {
+    assert.match(
+      await fails(signed.addr.port, tls),
+      new RegExp(`^${at(signed.addr.port)}TLS certificate rejected \\(.*UnknownIssuer`),
+    );
+    assert.match(
+      await fails(plain.addr.port, tls),
+      new RegExp(`^${at(plain.addr.port)}no TLS there, the port may serve plain HTTP`),
+    );
+  }
 });
