@@ -287,12 +287,7 @@ routes: { "/": { type: proxy, target: "${up.url}" } }
       await res.body?.cancel();
     }
     child.kill("SIGTERM");
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const ended = await Promise.race([
-      child.status.then((s) => s.code),
-      new Promise<string>((r) => timer = setTimeout(() => r("still running"), 10_000)),
-    ]);
-    clearTimeout(timer);
+    const ended = await exitCode(child);
     assert.equal(ended, 0);
   } finally {
     try {
@@ -342,12 +337,7 @@ routes: { "/": { type: proxy, target: "${up.url}" } }
       }
     }, { what: "the drain to begin" });
     child.kill("SIGTERM");
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const ended = await Promise.race([
-      child.status.then((s) => s.code),
-      new Promise<string>((r) => timer = setTimeout(() => r("still running"), 10_000)),
-    ]);
-    clearTimeout(timer);
+    const ended = await exitCode(child);
     assert.equal(ended, 1);
   } finally {
     try {
@@ -360,3 +350,14 @@ routes: { "/": { type: proxy, target: "${up.url}" } }
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+/** The exit code of `child`, or "still running" when it has not exited within 10 s. */
+async function exitCode(child: Deno.ChildProcess): Promise<number | string> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const ended = await Promise.race([
+    child.status.then((s) => s.code),
+    new Promise<string>((r) => timer = setTimeout(() => r("still running"), 10_000)),
+  ]);
+  clearTimeout(timer);
+  return ended;
+}
