@@ -20,7 +20,7 @@ import {
 import { formatListenAddr, parseListenAddr } from "./config/listen.ts";
 import { timerDelay } from "./config/duration.ts";
 import { startMemoryReducer, trafficSeen } from "./adapters/gc_hint.ts";
-import { configFiles, filePrint, watchFiles } from "./adapters/config_watch.ts";
+import { configFiles, filePrint, textPrint, watchFiles } from "./adapters/config_watch.ts";
 import type { FileWatch } from "./adapters/config_watch.ts";
 import { formatIssue } from "./config/load.ts";
 import { configChanges } from "./config/diff.ts";
@@ -115,12 +115,16 @@ export async function startServer(
   // Taken before the read: a save made while starting is seen once the watch runs.
   const watching = opts.watch ?? "path" in source;
   const configPath = "path" in source ? source.path : null;
-  const before = watching && configPath ? await filePrint(configPath) : null;
+  let before = watching && configPath ? await filePrint(configPath) : null;
   // A restarted worker starts from the config its siblings run, whatever the file holds now.
   const copyPath = opts.worker?.configCopy;
   // Workers other than 0 follow it: they reload the text it kept, and never write it.
   const follower = opts.worker !== undefined && !opts.worker.exclusive;
   const copied = copyPath ? readConfigCopy(copyPath) : null;
+  // Worker 0 (which alone watches) loaded the copy, not the file: a file saved while it was down
+  // differs from the copy and is reloaded once the watch runs (the file's print taken as loaded
+  // lost that save, a fix saved during a crash loop included).
+  if (before !== null && copied !== null) before = await textPrint(copied);
   const first = await loadSource(
     copied !== null ? { text: copied, name: configPath ?? "config" } : source,
   );

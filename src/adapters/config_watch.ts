@@ -64,6 +64,16 @@ function absolute(path: string): string {
 /** Files bigger than this are told apart by size and modification time, not read whole. */
 const HASHED_BYTES = 64 * 1024 * 1024;
 
+/** The print `filePrint` gives a file holding `text` (UTF-8). */
+export function textPrint(text: string): Promise<string> {
+  return bytesPrint(new TextEncoder().encode(text));
+}
+
+async function bytesPrint(bytes: Uint8Array<ArrayBuffer>): Promise<string> {
+  const digest = await crypto.subtle.digest("SHA-256", bytes);
+  return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
 /** A file's content fingerprint (SHA-256), or why it has none (missing, unreadable). */
 export async function filePrint(path: string): Promise<string> {
   try {
@@ -72,9 +82,7 @@ export async function filePrint(path: string): Promise<string> {
       // A config replaced by a log or an image: the reload refuses it (4 MiB at most) anyway.
       return `(large: ${st.size} bytes, modified ${st.mtime?.getTime()}, inode ${st.ino})`;
     }
-    const bytes = await Deno.readFile(path);
-    const digest = await crypto.subtle.digest("SHA-256", bytes);
-    return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
+    return await bytesPrint(await Deno.readFile(path));
   } catch (err) {
     return err instanceof Deno.errors.NotFound ? "(missing)" : `(unreadable: ${err})`;
   }

@@ -422,6 +422,23 @@ Deno.test("workers: a file change reloads worker 0, and the others apply what it
   assert.equal((await p.status).code, 0, p.output());
 });
 
+Deno.test("workers: a file saved while worker 0 (which alone watches) is down is applied once it is back", async () => {
+  await using f = await fixture();
+  await using p = serve(["-c", `${f.dir}/config.yaml`]);
+  await p.waitForOutput("Prox listening with workers");
+  const [leader] = workerPids(p);
+  // SIGKILL: it runs no more code, so the save below reaches no watcher of its.
+  Deno.kill(leader, "SIGKILL");
+  await f.write("b");
+  await p.waitForOutput("Worker restarted");
+  // It restarts from the config the others run, and used to take the saved file as what it
+  // loaded: the save was never applied (a fix saved during a crash loop, too).
+  await p.waitForOutput((o) => o.split("Config reloaded").length - 1 === 2);
+  await seenWorkers(f.url, ["0", "1"], "site b\n");
+  p.signal("SIGTERM");
+  assert.equal((await p.status).code, 0, p.output());
+});
+
 Deno.test("workers: a SIGHUP while worker 0 (which reloads first) waits to be restarted reaches every worker", async () => {
   await using f = await fixture();
   await using p = serve(["-c", `${f.dir}/config.yaml`, "--no-watch"]);
