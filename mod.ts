@@ -787,7 +787,16 @@ async function workerServe(
         else if (early.length < 100) early.push(msg);
       },
     });
-    link = await connectSupervisor(role);
+    try {
+      link = await connectSupervisor(role);
+    } catch (err) {
+      // The supervisor died while this worker started (its socket refuses, or is gone): nobody
+      // else will remove its directory, where this worker may be the last one.
+      const gone = err instanceof Deno.errors.ConnectionRefused ||
+        err instanceof Deno.errors.NotFound;
+      if (gone) leaveDirectory(role, [metricsSocket(role.dir, role.index)]);
+      throw err;
+    }
     await link.send({ type: "ready", worker: role.index, pid: Deno.pid });
     for (const msg of early.splice(0)) void link.send(msg).catch(() => {});
   } catch (err) {

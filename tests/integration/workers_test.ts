@@ -305,6 +305,21 @@ Deno.test("workers: when the supervisor is killed (SIGKILL), the last worker to 
   assert.deepEqual([...Deno.readDirSync(tmp)].map((e) => e.name), [], "left behind");
 });
 
+Deno.test("workers: when the supervisor is killed (SIGKILL) before its workers listen, they exit and leave nothing in TMPDIR", async () => {
+  await using f = await fixture();
+  const tmp = `${f.dir}/tmp`;
+  await Deno.mkdir(tmp);
+  await using p = spawnProx(["serve", "-c", `${f.dir}/config.yaml`], { env: { TMPDIR: tmp } });
+  // Spawned, and far from listening (Deno alone takes longer to load Prox).
+  await waitFor(() => childrenOf(p.pid).length === 2, { what: "two workers", intervalMs: 1 });
+  p.signal("SIGKILL");
+  // The workers hold the output pipes: the status comes once they all exited.
+  await p.status;
+  assert.ok(!p.output().includes("Prox listening with workers"), "killed too late");
+  assert.match(p.output(), /Cannot start worker/);
+  assert.deepEqual([...Deno.readDirSync(tmp)].map((e) => e.name), [], "left behind");
+});
+
 Deno.test("workers: SIGTERM to the supervisor and its workers at once (systemd's KillMode=control-group) drains, not forces", async () => {
   const release = Promise.withResolvers<void>();
   let arrived = 0;
