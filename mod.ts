@@ -760,7 +760,17 @@ async function workerServe(
       onReload: (r) => {
         if (!role.exclusive) return;
         const trigger = r.trigger ?? "api";
-        void link?.send({ type: "reload", worker: role.index, pid: Deno.pid, trigger, ok: r.ok });
+        const msg = {
+          type: "reload",
+          worker: role.index,
+          pid: Deno.pid,
+          trigger,
+          ok: r.ok,
+        } as const;
+        // One made before the link is up (a restarted worker 0 reloading a file saved while it
+        // was down) waits for it, as health changes do.
+        if (link) void link.send(msg).catch(() => {});
+        else early.push(msg);
       },
       // So does a cache purge: each worker has its own caches.
       onPurge: (input) =>
