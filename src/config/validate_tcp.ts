@@ -30,15 +30,8 @@ export function validateTcp(config: Config, o: { err: Report; warn: Report }): v
   for (const [name, e] of Object.entries(config.tcp ?? {})) {
     const at = (...p: (string | number)[]) => ["tcp", name, ...p];
     const addr = parseListenAddr(e.listen_addr);
+    // Port 0 with workers > 1: workers_rules.ts.
     if (typeof addr === "string") o.err(at("listen_addr"), addr);
-    else if (config.workers > 1 && addr.port === 0) {
-      o.err(
-        at("listen_addr"),
-        `workers: ${config.workers} needs a fixed port in "${e.listen_addr}": with port 0 each ` +
-          "worker would listen on a different port",
-        "Give the port explicitly, e.g. 0.0.0.0:5433",
-      );
-    }
     if (e.targets && e.sni) {
       o.err(
         at("sni"),

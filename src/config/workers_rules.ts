@@ -19,7 +19,7 @@ export function workersIssues(config: Config): WorkersIssue[] {
   const n = config.workers;
   if (n <= 1) return [];
   const issues: WorkersIssue[] = [];
-  const fixedPort = (path: string[], text: string) => {
+  const fixedPort = (path: string[], text: string, example = "0.0.0.0:8080") => {
     const addr = parseListenAddr(text);
     if (typeof addr !== "string" && addr.port === 0) {
       issues.push({
@@ -27,13 +27,18 @@ export function workersIssues(config: Config): WorkersIssue[] {
         path,
         message: `workers: ${n} needs a fixed port in "${text}": with port 0 each worker would ` +
           "listen on a different port",
-        hint: "Give the port explicitly, e.g. 0.0.0.0:8080",
+        hint: `Give the port explicitly, e.g. ${example}`,
       });
     }
   };
   fixedPort(["listen_addr"], config.listen_addr);
   if (config.http_redirect) {
     fixedPort(["http_redirect", "listen_addr"], config.http_redirect.listen_addr);
+  }
+  // And every tcp (layer 4) listener (checked here, not only in validate, for a --workers
+  // override of a config validated with workers: 1).
+  for (const [name, e] of Object.entries(config.tcp ?? {})) {
+    fixedPort(["tcp", name, "listen_addr"], e.listen_addr, "0.0.0.0:5433");
   }
   // Every worker binds the ACME challenge listener too.
   const acme = config.tls?.acme;

@@ -57,3 +57,12 @@ Deno.test("workersIssues: port 0 for tls.acme.http_listen_addr is an error with 
   const e = r.issues.find((i) => i.path === "tls.acme.http_listen_addr" && i.severity === "error");
   assert.match(e?.message ?? JSON.stringify(r.issues), /workers: 2 needs a fixed port/);
 });
+
+Deno.test("workersIssues: a tcp listener on port 0 is an error with workers > 1, also for a --workers override", () => {
+  // `prox serve --workers 2` checks a config loaded (and validated) with its own workers: 1.
+  const r = load(base('tcp: { db: { listen_addr: "127.0.0.1:0", targets: ["10.0.0.5:5432"] } }\n'));
+  assert.ok(r.config, JSON.stringify(r.issues));
+  const e = workersIssues({ ...r.config, workers: 2 }).find((i) => i.severity === "error");
+  assert.deepEqual(e?.path, ["tcp", "db", "listen_addr"]);
+  assert.match(e!.message, /workers: 2 needs a fixed port in "127.0.0.1:0"/);
+});
