@@ -4,7 +4,7 @@
 
 import { parseArgs } from "node:util";
 import { suggest } from "./src/domain/suggest.ts";
-import { formatIssue } from "./src/config/load.ts";
+import { formatIssue, loadConfigText } from "./src/config/load.ts";
 import type { ConfigIssue } from "./src/config/parse.ts";
 import type { Config } from "./src/config/schema.ts";
 import { ConfigError, loadSource, startServer } from "./src/server.ts";
@@ -12,6 +12,7 @@ import {
   ConfigReadError,
   configReadError,
   decodeConfig,
+  denoEnv,
   readCapped,
   readConfigBytes,
   STDIN_NAME,
@@ -598,9 +599,9 @@ async function serveCommand(configArg: string | undefined, opts: ServeOptions): 
     if (workers > 1) {
       const sup = startSupervisor(workers, {
         logger: createJsonLogger(),
-        // Workers drain within shutdown_timeout (as read at start-up) and then exit; one that has
-        // not after 10 s more is stuck.
-        drainDeadlineMs: shutdownMs + 10_000,
+        // Workers drain within shutdown_timeout (the one they run: a reload may have changed
+        // it) and then exit; one that has not after 10 s more is stuck.
+        drainDeadlineMs: (applied) => shutdownTimeoutOf(applied, source) ?? shutdownMs + 10_000,
       });
       server = sup;
       try {
@@ -729,6 +730,14 @@ async function workerCount(
     );
   }
   return { workers: config.workers, shutdownMs };
+}
+
+/** The drain deadline for the config text the workers applied: its shutdown_timeout + 10 s. */
+function shutdownTimeoutOf(applied: string | null, source: ConfigSource): number | null {
+  if (applied === null) return null;
+  const file = "path" in source ? source.path : source.name;
+  const config = loadConfigText(applied, { file, env: denoEnv }).config;
+  return config ? config.shutdown_timeout + 10_000 : null;
 }
 
 /** Serves as worker `role.index` of a supervisor: no pid file, reports readiness. */

@@ -82,7 +82,12 @@ export function workerRole(): WorkerRole | null {
 
 /** Where the workers keep the config they last applied (restarted workers start from it). */
 export function appliedConfigPath(role: WorkerRole): string {
-  return `${role.dir}/config.applied.yaml`;
+  return appliedConfigIn(role.dir);
+}
+
+/** The same, for the supervisor's directory `dir`. */
+export function appliedConfigIn(dir: string): string {
+  return `${dir}/config.applied.yaml`;
 }
 
 /**

@@ -13,7 +13,8 @@
 // supervisor disappears (their stdin, a pipe from the supervisor, reaches EOF).
 
 import type { Logger } from "../ports.ts";
-import { commandLine, readControlLines } from "./worker_link.ts";
+import { appliedConfigIn, commandLine, readControlLines } from "./worker_link.ts";
+import { readConfigCopy } from "./config_copy.ts";
 import type { ControlMessage, SupervisorCommand } from "./worker_link.ts";
 import { COUNT_ENV, SOCKET_ENV, WORKER_ENV } from "./worker_link.ts";
 import { metricsSocket } from "./worker_metrics.ts";
@@ -126,9 +127,11 @@ export function startSupervisor(count: number, opts: {
   /**
    * How long a drain may take before the workers still running are killed (SIGKILL): the
    * config's shutdown_timeout plus a grace, so a worker whose event loop is stuck cannot hold
-   * the supervisor forever. Default: no limit.
+   * the supervisor forever. A function is asked when the drain begins, with the config text the
+   * workers last applied (null when none kept one), since a reload may have changed the timeout.
+   * Default: no limit.
    */
-  drainDeadlineMs?: number;
+  drainDeadlineMs?: number | ((applied: string | null) => number);
   /**
    * A listening worker silent this long (no heartbeat: its event loop is stuck) is killed and
    * restarted like a crashed one (default 10 s; workers beat every second).
@@ -364,24 +367,27 @@ export function startSupervisor(count: number, opts: {
   async function shutdown(reason: string): Promise<void> {
     stopping ??= (async () => {
       const signal: Deno.Signal = reason === "takeover" ? "SIGUSR2" : "SIGTERM";
-      logger.info("Draining workers", { reason, workers: live().length });
+      const deadlineMs = typeof opts.drainDeadlineMs === "function"
+        ? opts.drainDeadlineMs(readConfigCopy(appliedConfigIn(dir)))
+        : opts.drainDeadlineMs;
+      logger.info("Draining workers", { reason, workers: live().length, deadlineMs });
       for (const s of slots) {
         clearTimeout(s.timer);
         void tell(s, { type: "drain", signal });
       }
       let deadline: ReturnType<typeof setTimeout> | undefined;
-      if (opts.drainDeadlineMs !== undefined) {
+      if (deadlineMs !== undefined) {
         deadline = setTimeout(() => {
           const stuck = live();
           if (stuck.length === 0) return;
           logger.error("Workers still running past the drain deadline: killing them", {
             workers: stuck.map((s) => s.index),
             pids: stuck.map((s) => s.child?.pid),
-            deadlineMs: opts.drainDeadlineMs,
+            deadlineMs,
           });
           failed = true;
           for (const s of stuck) send(s, "SIGKILL");
-        }, opts.drainDeadlineMs);
+        }, deadlineMs);
       }
       await Promise.all(slots.map((s) => s.exited));
       clearTimeout(deadline);

@@ -375,6 +375,25 @@ function childrenOf(ppid: number): number[] {
   return kids;
 }
 
+Deno.test("workers: a drain may take the shutdown_timeout the workers run, one a reload raised included", async () => {
+  await using f = await fixture();
+  const text = await Deno.readTextFile(`${f.dir}/config.yaml`);
+  const timeout = (t: string) =>
+    Deno.writeTextFile(`${f.dir}/config.yaml`, text.replace("shutdown_timeout: 5s", t));
+  await timeout("shutdown_timeout: 1s");
+  await using p = serve(["-c", `${f.dir}/config.yaml`, "--no-watch"]);
+  await p.waitForOutput("Prox listening with workers");
+  await timeout("shutdown_timeout: 40s");
+  p.signal("SIGHUP");
+  await p.waitForOutput((o) => o.split("Config reloaded").length - 1 === 2);
+  p.signal("SIGTERM");
+  await p.waitForOutput("Draining workers");
+  const line = p.output().split("\n").find((l) => l.includes("Draining workers"))!;
+  // The workers were killed 10 s past the start-up value (1 s), cutting what the 40 s allowed.
+  assert.equal(JSON.parse(line).deadlineMs, 50_000, line);
+  assert.equal((await p.status).code, 0, p.output());
+});
+
 Deno.test("workers: a SIGHUP while a worker restarts does not kill it; it reloads once it listens", async () => {
   await using f = await fixture();
   await using p = serve(["-c", `${f.dir}/config.yaml`, "--no-watch"]);
