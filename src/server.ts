@@ -77,7 +77,8 @@ import { withWorkerHeader } from "./adapters/worker_link.ts";
 import { bcryptPasswords } from "./adapters/password_bcrypt.ts";
 import { createJwksFetcher } from "./adapters/jwks_fetch.ts";
 import { refuseBeforeRoutes } from "./proxy/filters/ip_access.ts";
-import { keepConfigCopy, readConfigCopy } from "./adapters/config_copy.ts";
+import { keepConfigCopy, readConfigCopy, stageConfigCopy } from "./adapters/config_copy.ts";
+import type { StagedCopy } from "./adapters/config_copy.ts";
 import { createCertificates, mainTls } from "./server_tls.ts";
 import { appliedConfig, createReloads, restartOnlyChanges } from "./server_reload.ts";
 import { ConfigError } from "./server_api.ts";
@@ -632,10 +633,23 @@ export async function startServer(
         await staged.abort();
         throw err;
       }
+      // Worker 0 keeps the text for the other workers (they reload it, and restart from it): one
+      // it cannot keep would have them serve the previous text, so it fails the reload.
+      let copy: StagedCopy | null = null;
+      try {
+        if (copyPath && !follower && next.text !== undefined) {
+          copy = stageConfigCopy(copyPath, next.text, logger);
+        }
+      } catch (err) {
+        stagedTcp.abort();
+        await staged.abort();
+        throw err;
+      }
       // The admin listener moves before the swap too: an address it cannot bind fails the reload.
       try {
         await admin.sync(exclusive ? applied.admin?.listen_addr ?? null : null);
       } catch (err) {
+        copy?.abort();
         stagedTcp.abort();
         await staged.abort();
         throw new ListenError(err instanceof Error ? err.message : String(err), "admin");
@@ -687,9 +701,7 @@ export async function startServer(
       for (const key of exclusive ? restartOnlyChanges(prev, next.config) : []) {
         logger.warn(`${key} changed; it applies when Prox restarts (--takeover)`);
       }
-      if (copyPath && !follower && next.text !== undefined) {
-        keepConfigCopy(copyPath, next.text, logger);
-      }
+      copy?.commit();
       // A certificate rotated on disk changes no key of the config, but it is what changed.
       const changes = [
         ...configChanges(prev, rawConfig),

@@ -29,3 +29,44 @@ export function keepConfigCopy(path: string, text: string, logger: Logger): void
     });
   }
 }
+
+/** A copy written beside its place; `commit` renames it over the kept one, `abort` removes it. */
+export interface StagedCopy {
+  commit(): void;
+  abort(): void;
+}
+
+/**
+ * Writes `text` beside `path` ahead of a reload's swap. Throws when it cannot (TMPDIR full or
+ * unwritable): the other workers would reload the text kept before and serve another config than
+ * worker 0, so the reload must fail instead.
+ */
+export function stageConfigCopy(path: string, text: string, logger: Logger): StagedCopy {
+  const tmp = `${path}.${Deno.pid}.tmp`;
+  const remove = () => {
+    try {
+      Deno.removeSync(tmp);
+    } catch { /* never written */ }
+  };
+  try {
+    Deno.writeTextFileSync(tmp, text, { mode: 0o600 });
+  } catch (err) {
+    remove();
+    const why = (err as Error).message;
+    throw new Error(`Cannot keep the applied config for the other workers in "${tmp}": ${why}`);
+  }
+  return {
+    commit() {
+      try {
+        Deno.renameSync(tmp, path);
+      } catch (err) {
+        remove();
+        logger.warn("Cannot keep the applied config for restarted workers", {
+          path,
+          error: String(err),
+        });
+      }
+    },
+    abort: remove,
+  };
+}

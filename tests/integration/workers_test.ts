@@ -394,6 +394,41 @@ Deno.test("workers: a drain may take the shutdown_timeout the workers run, one a
   assert.equal((await p.status).code, 0, p.output());
 });
 
+Deno.test("workers: a reload whose config worker 0 cannot keep for the others (TMPDIR full, unwritable) is applied by none", async () => {
+  await using f = await fixture();
+  const tmp = `${f.dir}/tmp`;
+  await Deno.mkdir(tmp);
+  Deno.env.set("TMPDIR", tmp);
+  let p: ProxProcess;
+  try {
+    p = serve(["-c", `${f.dir}/config.yaml`, "--no-watch"]);
+  } finally {
+    Deno.env.delete("TMPDIR");
+  }
+  await using _p = p;
+  await p.waitForOutput("Prox listening with workers");
+  const [leader] = workerPids(p);
+  const [dir] = [...Deno.readDirSync(tmp)].map((e) => `${tmp}/${e.name}`);
+  // Where worker 0 writes the copy before renaming it: a directory there fails the write.
+  await Deno.mkdir(`${dir}/config.applied.yaml.${leader}.tmp`);
+  await f.write("b");
+  p.signal("SIGHUP");
+  await p.waitForOutput((o) =>
+    o.includes("Reload failed") || o.split("Config reloaded").length - 1 === 2
+  );
+  // The others reloaded the copy worker 0 kept before: it served b, they a.
+  const bodies = new Map<string, string>();
+  await waitFor(async () => {
+    const r = await hit(f.url);
+    bodies.set(r.worker, r.body);
+    return bodies.size === 2;
+  }, { what: "answers from both workers", intervalMs: 1 });
+  assert.deepEqual(Object.fromEntries(bodies), { 0: "site a\n", 1: "site a\n" });
+  assert.match(p.output(), /Cannot keep the applied config for the other workers/);
+  p.signal("SIGTERM");
+  assert.equal((await p.status).code, 0, p.output());
+});
+
 Deno.test("workers: a SIGHUP while a worker restarts does not kill it; it reloads once it listens", async () => {
   await using f = await fixture();
   await using p = serve(["-c", `${f.dir}/config.yaml`, "--no-watch"]);
