@@ -188,7 +188,7 @@ export function startSupervisor(count: number, opts: {
     }
     slot.child = child;
     slot.stdin = child.stdin.getWriter();
-    slot.startedAt = Date.now();
+    slot.startedAt = performance.now();
     slot.ready = false;
     slot.killed = false;
     slot.exited = child.status.then((status) => onExit(slot, child, status));
@@ -253,7 +253,7 @@ export function startSupervisor(count: number, opts: {
       heldDown.delete(slot.index);
       toZero({ type: "health", worker: slot.index, backend: null, healthy: true, reason: null });
     }
-    const ranMs = Date.now() - slot.startedAt;
+    const ranMs = Math.round(performance.now() - slot.startedAt);
     slot.failures = ranMs >= stableMs ? 1 : slot.failures + 1;
     const delay = Math.min(backoffMs * 2 ** (slot.failures - 1), maxBackoffMs);
     logger.error("Worker exited unexpectedly; restarting it", {
@@ -279,7 +279,7 @@ export function startSupervisor(count: number, opts: {
   const onMessage = (msg: ControlMessage) => {
     const slot = slots[msg.worker];
     if (!slot || slot.child?.pid !== msg.pid) return;
-    slot.lastSeen = Date.now();
+    slot.lastSeen = performance.now();
     if (msg.type === "alive") return;
     if (msg.type === "ready") {
       slot.ready = true;
@@ -337,9 +337,23 @@ export function startSupervisor(count: number, opts: {
   };
   // A worker that listens but whose event loop is stuck keeps getting its share of the new
   // connections (SO_REUSEPORT), which then hang: kill it, and onExit restarts it with back-off.
+  // Monotonic time: a wall clock stepped forward (NTP, a VM resumed) made every worker look silent.
+  const period = Math.min(1000, hangMs / 2, startMs / 2);
+  let lastTick = performance.now();
   const watchdog = setInterval(() => {
+    const now = performance.now();
+    const late = now - lastTick - period;
+    lastTick = now;
     if (stopping) return;
-    const now = Date.now();
+    // This process itself did not run (SIGSTOP, a frozen cgroup): the beats sent meanwhile are
+    // still unread, and silence measured across that gap says nothing of the workers (it killed
+    // them all). The gap is not counted against them.
+    if (late > period) {
+      for (const s of slots) {
+        s.lastSeen += late;
+        s.startedAt += late;
+      }
+    }
     for (const s of slots) {
       if (s.child && !s.ready && !s.killed && now - s.startedAt >= startMs) {
         logger.error("Worker did not start listening in time: killing it", {
@@ -354,12 +368,12 @@ export function startSupervisor(count: number, opts: {
       logger.error("Worker stopped responding: killing it", {
         worker: s.index,
         pid: s.child.pid,
-        silentMs: now - s.lastSeen,
+        silentMs: Math.round(now - s.lastSeen),
       });
       s.killed = true;
       send(s, "SIGKILL");
     }
-  }, Math.min(1000, hangMs / 2, startMs / 2));
+  }, period);
   const accepting = (async () => {
     for await (const conn of control) void readControlLines(conn, onMessage);
   })().catch(() => {});

@@ -126,3 +126,69 @@ Deno.test("supervisor: a worker that never reports listening is killed after sta
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+// A worker that reports listening and then beats every BEAT_MS (a real one: every second).
+const BEATING_WORKER = `
+const conn = await Deno.connect({ transport: "unix", path: Deno.env.get("${SOCKET_ENV}") });
+const worker = Number(Deno.env.get("${WORKER_ENV}"));
+const send = (type) =>
+  conn.write(new TextEncoder().encode(JSON.stringify({ type, worker, pid: Deno.pid }) + "\\n"));
+await send("ready");
+setInterval(() => void send("alive").catch(() => {}), Number(Deno.env.get("BEAT_MS")));
+// A drain (any line), or the supervisor gone: exit.
+for await (const _ of Deno.stdin.readable) break;
+Deno.exit(0);
+`;
+
+/** Starts 2 workers beating every `beatMs` under a supervisor whose watchdog waits `hangMs`. */
+async function beatingWorkers(beatMs: number, hangMs: number) {
+  const dir = await Deno.makeTempDir({ prefix: "prox-beating-worker-" });
+  const script = `${dir}/beating.ts`;
+  await Deno.writeTextFile(script, BEATING_WORKER);
+  const errors: string[] = [];
+  const logger: Logger = { ...silentLogger, error: (m) => void errors.push(m) };
+  Deno.env.set("BEAT_MS", String(beatMs)); // inherited by the workers
+  const sup = startSupervisor(2, {
+    logger,
+    command: { cmd: Deno.execPath(), args: ["run", "-A", script] },
+    hangMs,
+  });
+  Deno.env.delete("BEAT_MS");
+  await sup.ready;
+  return {
+    sup,
+    errors,
+    async [Symbol.asyncDispose]() {
+      await sup.shutdown({ reason: "test" });
+      await Deno.remove(dir, { recursive: true });
+    },
+  };
+}
+
+/** Waits `ms` of the event loop (several watchdog periods: what must not happen has had time). */
+const periods = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+Deno.test("supervisor: a wall clock stepped forward (NTP, a VM resumed) does not make live workers look silent", async () => {
+  // Beats far apart: the watchdog (every second) looks before the next one arrives.
+  await using w = await beatingWorkers(5000, 10_000);
+  const pids = w.sup.pids();
+  const realNow = Date.now;
+  Date.now = () => realNow() + 60_000;
+  try {
+    await periods(1500);
+  } finally {
+    Date.now = realNow;
+  }
+  assert.deepEqual(w.errors, []);
+  assert.deepEqual(w.sup.pids(), pids);
+});
+
+Deno.test("supervisor: after the supervisor itself did not run for a while (SIGSTOP, a frozen cgroup) live workers are not killed", async () => {
+  await using w = await beatingWorkers(100, 1000);
+  const pids = w.sup.pids();
+  // Blocks this process (the supervisor) for twice hangMs; the workers beat on meanwhile.
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 2000);
+  await periods(1500);
+  assert.deepEqual(w.errors, []);
+  assert.deepEqual(w.sup.pids(), pids);
+});
