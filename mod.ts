@@ -588,7 +588,7 @@ async function serveCommand(configArg: string | undefined, opts: ServeOptions): 
   }
   let server: ProxServerLike;
   try {
-    const { workers, shutdownMs } = await workerCount(source, opts.workers);
+    const { workers, shutdownMs, text } = await workerCount(source, opts.workers);
     // `-c /dev/stdin < config.yaml` is a regular file, yet each worker opening that path gets its
     // own stdin, the supervisor's command pipe: they waited on it forever, and so did SIGTERM.
     if (workers > 1 && (piped || OWN_DESCRIPTOR.test(configArg ?? ""))) {
@@ -599,6 +599,7 @@ async function serveCommand(configArg: string | undefined, opts: ServeOptions): 
     if (workers > 1) {
       const sup = startSupervisor(workers, {
         logger: createJsonLogger(),
+        config: text,
         // Workers drain within shutdown_timeout (the one they run: a reload may have changed
         // it) and then exit; one that has not after 10 s more is stuck.
         drainDeadlineMs: (applied) => shutdownTimeoutOf(applied, source) ?? shutdownMs + 10_000,
@@ -708,7 +709,7 @@ type ProxServerLike = Supervisor | Stoppable;
 async function workerCount(
   source: ConfigSource,
   flag: number | undefined,
-): Promise<{ workers: number; shutdownMs: number }> {
+): Promise<{ workers: number; shutdownMs: number; text?: string }> {
   if (flag === 1) return { workers: 1, shutdownMs: 0 };
   const loaded = await loadSource(source);
   if (!loaded.config) throw new ConfigError(loaded.issues);
@@ -729,7 +730,7 @@ async function workerCount(
       "workers > 1 needs SO_REUSEPORT: Linux and Deno's unstable net API (--unstable-net)",
     );
   }
-  return { workers: config.workers, shutdownMs };
+  return { workers: config.workers, shutdownMs, text: loaded.text };
 }
 
 /** The drain deadline for the config text the workers applied: its shutdown_timeout + 10 s. */

@@ -14,7 +14,7 @@
 
 import type { Logger } from "../ports.ts";
 import { appliedConfigIn, commandLine, readControlLines } from "./worker_link.ts";
-import { readConfigCopy } from "./config_copy.ts";
+import { keepConfigCopy, readConfigCopy } from "./config_copy.ts";
 import type { ControlMessage, SupervisorCommand } from "./worker_link.ts";
 import { COUNT_ENV, SOCKET_ENV, WORKER_ENV } from "./worker_link.ts";
 import { metricsSocket } from "./worker_metrics.ts";
@@ -119,6 +119,12 @@ function openControl(count: number) {
 export function startSupervisor(count: number, opts: {
   logger: Logger;
   command?: SelfCommand;
+  /**
+   * The config text the supervisor checked: every worker starts from it (kept where restarted
+   * workers find the applied config), not from the file, which a save may have changed since,
+   * or between two workers' reads. Worker 0 then reloads a file that differs.
+   */
+  config?: string;
   /** First restart delay (default 100 ms); doubles per crash in a row up to `maxBackoffMs`. */
   backoffMs?: number;
   maxBackoffMs?: number;
@@ -151,6 +157,7 @@ export function startSupervisor(count: number, opts: {
   const hangMs = opts.hangMs ?? 10_000;
   const startMs = opts.startMs ?? 60_000;
   const { dir, socketPath, control } = openControl(count);
+  if (opts.config !== undefined) keepConfigCopy(appliedConfigIn(dir), opts.config, logger);
   const ready = Promise.withResolvers<void>();
   let started = false;
   let stopping: Promise<void> | null = null;

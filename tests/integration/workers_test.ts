@@ -508,6 +508,23 @@ Deno.test("workers: a file saved while worker 0 (which alone watches) is down is
   assert.equal((await p.status).code, 0, p.output());
 });
 
+Deno.test("workers: the workers start from the config the supervisor checked, not from a file saved meanwhile", async () => {
+  await using f = await fixture();
+  await using p = serve(["-c", `${f.dir}/config.yaml`]);
+  // Spawned, and far from reading the file (Deno alone takes longer to load Prox): each worker
+  // read it for itself, so a save now gave them another config than the one checked, or one
+  // per worker (a save between their reads).
+  await waitFor(() => childrenOf(p.pid).length === 2, { what: "two workers", intervalMs: 1 });
+  await Deno.writeTextFile(`${f.dir}/config.yaml`, "routes: [\n");
+  await p.waitForOutput((o) => o.includes("Prox listening with workers") || o.includes("Cannot"));
+  assert.match(p.output(), /Prox listening with workers/);
+  // Worker 0 then finds the file changed, as a save made after the start.
+  await p.waitForOutput("Reload rejected");
+  await seenWorkers(f.url, ["0", "1"], "site a\n");
+  p.signal("SIGTERM");
+  assert.equal((await p.status).code, 0, p.output());
+});
+
 Deno.test("workers: a SIGHUP while worker 0 (which reloads first) waits to be restarted reaches every worker", async () => {
   await using f = await fixture();
   await using p = serve(["-c", `${f.dir}/config.yaml`, "--no-watch"]);
