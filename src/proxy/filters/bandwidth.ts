@@ -99,8 +99,14 @@ export function pacedResponse(
   if (body === null) return res;
   const counter: BodyCounter = { bytes: 0, ended: false };
   const inner = (res as CountedResponse)[BODY_BYTES];
-  // The upstream's trailers (an HTTP/2 upstream's) still go on after the body.
-  if (inner) Object.defineProperty(counter, "trailers", { get: () => inner.trailers });
+  // The upstream's trailers (an HTTP/2 upstream's) still go on after the body, and trailers an
+  // engine sets (a gRPC call past its deadline, engine_shared.ts deadlineTrailers) are kept.
+  if (inner) {
+    Object.defineProperty(counter, "trailers", {
+      get: () => inner.trailers,
+      set: (v: [string, string][] | undefined) => inner.trailers = v,
+    });
+  }
   const share = o.share?.();
   const paced = pacedBody(body, policy, {
     clock: o.clock,

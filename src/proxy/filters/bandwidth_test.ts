@@ -2,6 +2,8 @@ import assert from "node:assert/strict";
 import { pacedAnswer, pacedBody, pacedResponse, sharesInUse } from "./bandwidth.ts";
 import type { PipelineDeps, RequestContext } from "../context.ts";
 import { BODY_BYTES } from "../../ports.ts";
+import { ProxyError } from "../../domain/errors.ts";
+import { deadlineTrailers } from "../../adapters/engine_shared.ts";
 import type { BodyCounter, Clock, CountedResponse, Timer } from "../../ports.ts";
 
 const KiB = 1024;
@@ -216,4 +218,28 @@ Deno.test("pacedBody: a client that leaves while the upstream is slow is not cou
   assert.equal(cancelled, true);
   assert.equal(counter.ended, false);
   assert.equal(done, 1);
+});
+
+Deno.test("pacedResponse: a gRPC answer whose deadline passes mid-body can still end with trailers", async () => {
+  // The engines end such a call with grpc-status 4 in the counter's trailers (deadlineTrailers):
+  // the paced answer's counter must take them, not throw (its trailers were a getter only).
+  const t = fakeTime();
+  const policy = { rate: KiB, after: 0, per: "response" as const };
+  const timeout = new ProxyError("timeout", "No complete upstream response within 100 ms");
+  const failing = new ReadableStream<Uint8Array>({
+    pull(c) {
+      c.error(timeout);
+    },
+  });
+  const inner: BodyCounter = { bytes: 0, ended: false };
+  const res: CountedResponse = new Response(failing, {
+    headers: { "content-type": "application/grpc" },
+  });
+  res[BODY_BYTES] = inner;
+  const out = pacedResponse(res, policy, { method: "POST", ...t }) as CountedResponse;
+  let err: unknown;
+  await out.body!.getReader().read().catch((e) => err = e);
+  assert.equal(err, timeout);
+  assert.equal(deadlineTrailers(out, err), true);
+  assert.deepEqual(out[BODY_BYTES]?.trailers?.[0], ["grpc-status", "4"]);
 });
