@@ -485,7 +485,10 @@ function startDeadline(client: AbortSignal, call: CallDeadline): Deadline {
       { source },
     );
   const onClient = () => ac.abort(client.reason);
-  client.addEventListener("abort", onClient, { once: true });
+  // A client gone already (while a filter waited) fires no event: its upstream request is over
+  // before it starts, as it is on a route without a deadline.
+  if (client.aborted) onClient();
+  else client.addEventListener("abort", onClient, { once: true });
   const timer = setTimeout(() => {
     expired = true;
     ac.abort(error(""));

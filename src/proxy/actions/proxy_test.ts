@@ -124,3 +124,26 @@ routes:
     assert.equal(sent, want, `${set}, Host: ${host}`);
   }
 });
+
+Deno.test("a client gone before its request is forwarded under timeouts.total: the upstream request is aborted too", async () => {
+  // The deadline's signal replaces the client's on the upstream request: a client that left
+  // earlier (while a filter waited) must abort it as a client leaving later does.
+  const seen: boolean[] = [];
+  const h = handlerFor(
+    `health_check: { enabled: false }
+routes:
+  "/":
+    type: proxy
+    target: "http://10.1.1.1"
+    timeouts: { total: 30s }`,
+    (r) => {
+      seen.push(r.signal?.aborted === true || r.clientSignal?.().aborted === true);
+      return Promise.resolve(new Response("ok"));
+    },
+  );
+  const ac = new AbortController();
+  ac.abort(new Error("client went away"));
+  const res = await h(new Request("http://example.com/x", { signal: ac.signal }), info);
+  await res.body?.cancel();
+  assert.ok(seen.every((aborted) => aborted), `upstream asked with a live signal: ${seen}`);
+});
