@@ -18,9 +18,16 @@ export const MAX_INTERIM = 32;
 const FIELD_CTL = /[^\t\x20-\x7e\x80-\xff]/;
 
 /**
+ * A field name (a token, RFC 9110 §5.1). An HTTP/1.1 upstream's parser passes other names on for
+ * the final answer's Headers to refuse; a 103's would reach the client as they came (a bare CR
+ * that an HTTP/1.1 client reads as a line of its own, a name an HTTP/2 client resets for).
+ */
+const FIELD_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+
+/**
  * Hands a 103's fields to `sink`. The upstream client already dropped the hop-by-hop ones
- * (RFC 9110 §7.6.1); a Content-Length, which no 1xx may carry (RFC 9110 §8.6), and values no
- * engine can write are left out too. A 103 with nothing left is not passed on (as nginx does).
+ * (RFC 9110 §7.6.1); a Content-Length, which no 1xx may carry (RFC 9110 §8.6), and names and
+ * values no engine can write are left out too. A 103 with nothing left is not passed on (as nginx does).
  * A sink that throws does not fail the exchange: the hints are advice.
  */
 export function passHints(sink: EarlyHintsSink, fields: readonly [string, string][]): void {
@@ -28,7 +35,7 @@ export function passHints(sink: EarlyHintsSink, fields: readonly [string, string
   for (let i = 0; i < fields.length; i++) {
     const f = fields[i];
     if (f[0].length === 14 && f[0].toLowerCase() === "content-length") continue;
-    if (FIELD_CTL.test(f[1])) continue;
+    if (FIELD_CTL.test(f[1]) || !FIELD_NAME.test(f[0])) continue;
     out.push(f);
   }
   if (out.length === 0) return;
