@@ -4,7 +4,7 @@
 // Its error answers (a bad Host, an unknown challenge token) are thrown as ProxyErrors: the
 // pipeline's observedHandler turns them into Prox's error answer, with the operator's page.
 
-import type { Handler } from "../ports.ts";
+import type { ClientInfo, Handler } from "../ports.ts";
 import { ProxyError } from "../domain/errors.ts";
 import { HOST_FIELD } from "../domain/headers.ts";
 import { authorityOf, wireQuery } from "../domain/rewrite.ts";
@@ -17,7 +17,8 @@ export function redirectHandler(o: {
   status: () => number;
   httpsPort: () => number;
 }): Handler {
-  return (req) => {
+  return (req, info) => {
+    if (madeUpAuthority(req, info)) throw new ProxyError("bad_request", "Missing Host header");
     const acme = o.acme();
     // A Host that is not a host ("a b") makes URL parsing throw: httpsRedirect refuses it (400).
     return acme && authorityIn(req) !== null &&
@@ -44,6 +45,19 @@ export function httpsRedirect(req: Request, opts: { status: number; httpsPort: n
     status: opts.status,
     headers: { location: `https://${host}${port}${wireQuery(target || "/")}` },
   });
+}
+
+/**
+ * True for a request that named no host: HTTP/1.1 without Host (RFC 9112 §3.2: 400), or HTTP/1.0
+ * without it. Deno.serve makes up `localhost:<its port>` for those, which a redirect would send the
+ * client to, and counts them as h2c (protocolOf); HTTP/2's authority is `:authority`, without a
+ * Host field, so only that made-up one tells them apart (an h2c client naming exactly it, as no
+ * browser does, is refused too).
+ */
+function madeUpAuthority(req: Request, info: ClientInfo): boolean {
+  if (req.headers.has("host")) return false;
+  if (info.protocol === "http/1.1") return true;
+  return info.authority === undefined && authorityOf(req.url) === `localhost:${info.localPort}`;
 }
 
 /** The request URL's authority when it and the Host field are a host and an optional port. */

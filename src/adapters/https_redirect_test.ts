@@ -57,10 +57,11 @@ Deno.test("redirectHandler: an unknown ACME challenge token gets the top-level 4
   const { handler, records } = plainListener(
     `error_pages: { 404: { body: "<h1>{status}: {uri_path}</h1>", content_type: text/html } }`,
   );
-  const known = await handler(new Request("http://a.test/.well-known/acme-challenge/known"), info);
+  const at = (url: string) => new Request(url, { headers: { host: new URL(url).host } });
+  const known = await handler(at("http://a.test/.well-known/acme-challenge/known"), info);
   assert.equal(known.status, 200);
   assert.equal(await known.text(), "key-auth");
-  const res = await handler(new Request("http://a.test/.well-known/acme-challenge/nope"), info);
+  const res = await handler(at("http://a.test/.well-known/acme-challenge/nope"), info);
   assert.equal(res.status, 404);
   assert.equal(res.headers.get("content-type"), "text/html");
   assert.equal(res.headers.get("x-request-id"), "7fffffff-000001");
@@ -79,7 +80,7 @@ Deno.test("redirectHandler: without pages, a bad Host is Prox's short 400 with t
   );
   assert.equal(res.status, 400);
   assert.equal(await res.text(), "Invalid Host header\nrequest id: 7fffffff-000000\n");
-  const ok = await handler(new Request("http://a.test/p?q"), info);
+  const ok = await handler(new Request("http://a.test/p?q", { headers: { host: "a.test" } }), info);
   assert.equal(ok.status, 308);
   assert.equal(ok.headers.get("location"), "https://a.test:8443/p?q");
 });
@@ -106,6 +107,39 @@ Deno.test("redirect listener with ACME on: a Host that is not a host gets 400, n
     assert.equal(await ask("a b", "/x"), "HTTP/1.1 400 Bad Request");
     assert.equal(await ask("a.test", "/.well-known/acme-challenge/known"), "HTTP/1.1 200 OK");
     assert.equal(await ask("a.test", "/x"), "HTTP/1.1 308 Permanent Redirect");
+  } finally {
+    await l.close();
+  }
+});
+
+Deno.test("redirect listener: a request without Host gets 400, not a redirect to Deno's made-up localhost", async () => {
+  const { handler } = plainListener("");
+  // Deno.serve names `localhost:<its port>` for a request without Host: that went into Location.
+  for (const protocol of ["http/1.1", "h2c"] as const) {
+    const at = { ...info, protocol, localPort: 8081 };
+    const res = await handler(new Request("http://localhost:8081/p"), at);
+    assert.equal(res.status, 400);
+    assert.match(await res.text(), /^Missing Host header\n/);
+  }
+  // Over HTTP/2 the authority is :authority, and no Host field comes.
+  const h2 = await handler(new Request("http://a.test/p"), { ...info, protocol: "h2c" });
+  assert.equal(h2.status, 308);
+  assert.equal(h2.headers.get("location"), "https://a.test:8443/p");
+  const l = listen({ hostname: "127.0.0.1", port: 0 }, { handler, logger: silentLogger });
+  try {
+    for (const version of ["1.1", "1.0"]) {
+      const c = await Deno.connect({ hostname: "127.0.0.1", port: l.port });
+      try {
+        await c.write(new TextEncoder().encode(`GET /p HTTP/${version}\r\n\r\n`));
+        const buf = new Uint8Array(1024);
+        const n = await c.read(buf);
+        const head = new TextDecoder().decode(buf.subarray(0, n ?? 0));
+        assert.match(head, /^HTTP\/1\.[01] 400 /, head);
+        assert.doesNotMatch(head, /location:/i);
+      } finally {
+        c.close();
+      }
+    }
   } finally {
     await l.close();
   }
