@@ -3,8 +3,9 @@
 //   preflight carries no credentials), and never reach the upstream: 204 with the fields for an
 //   admitted origin, 403 without any for another.
 // - Every other answer of the route (the upstream's, a cached one, Prox's own 401/429/502 and error
-//   pages) gets the fields for an admitted origin, set per request after the cache, and
-//   `Vary: Origin`; the upstream's own Access-Control-* fields are removed (Prox's answer wins).
+//   pages) gets the fields for an admitted origin (with `*`, whether it sent one or not), set per
+//   request after the cache, and `Vary: Origin` unless they are the same for everyone; the
+//   upstream's own Access-Control-* fields are removed (Prox's answer wins).
 
 import {
   CORS_RESPONSE_FIELDS,
@@ -62,10 +63,13 @@ export function answerPreflight(
 export function withCors(ctx: RequestContext, res: Response, policy: CorsPolicy): Response {
   if (res.status === 101 || ctx.corsPreflight || ctx.ipRefused) return res;
   const origin = ctx.req.headers.get("origin");
-  const add = origin !== null && originAllowed(policy, origin)
-    ? responseFields(policy, origin)
-    : undefined;
   const vary = variesByOrigin(policy);
+  // `*` without credentials is the same for everyone, a request without Origin too: a cache (the
+  // browser's, a CDN) may hand the answer to a later cross-origin fetch (Fetch standard, "CORS
+  // protocol and HTTP caches").
+  const add = !vary || origin !== null && originAllowed(policy, origin)
+    ? responseFields(policy, origin ?? "*")
+    : undefined;
   const h = res.headers;
   let stray = false;
   for (const name of CORS_RESPONSE_FIELDS) if (h.has(name)) stray = true;
@@ -99,8 +103,11 @@ export function corsNote(ctx: RequestContext, policy: CorsPolicy): string {
   const h = ctx.req.headers;
   const origin = h.get("origin");
   if (origin === null) {
-    return "cors: no Origin (not a cross-origin request), so no Access-Control-* fields" +
-      (variesByOrigin(policy) ? "; Vary: Origin is added" : "");
+    return variesByOrigin(policy)
+      ? "cors: no Origin (not a cross-origin request), so no Access-Control-* fields; Vary: " +
+        "Origin is added"
+      : "cors: no Origin, but every origin is allowed: the answer gets " +
+        responseFields(policy, "*").map(([k, v]) => `${k}: ${v}`).join("; ");
   }
   const allowed = originAllowed(policy, origin);
   if (isPreflight(ctx.req.method, h)) {

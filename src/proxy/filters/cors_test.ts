@@ -229,3 +229,20 @@ Deno.test("cors: prox explain shows the preflight answer and the decision", asyn
   }, deps);
   assert.ok(other.notes.some((n) => n.includes("https://evil.test is not listed")));
 });
+
+Deno.test("cors: allow_origins * answers Access-Control-Allow-Origin: * with or without Origin", async () => {
+  const s = setup();
+  // A navigation, an <img> or a same-origin call sends no Origin. Its answer had no CORS field
+  // and no Vary: Origin, so a browser or CDN cache served it to a later cross-origin fetch, which
+  // the browser then refused (Fetch standard, "CORS protocol and HTTP caches").
+  for (const headers of [{}, { origin: "https://any.test" }] as Record<string, string>[]) {
+    const res = await s.call("/down/x", { headers });
+    assert.equal(res.status, 502);
+    assert.equal(res.headers.get("access-control-allow-origin"), "*");
+    assert.equal(res.headers.get("vary"), null);
+  }
+  // A list of origins still answers only those, and says it varies by Origin.
+  const listed = await s.call("/old/x");
+  assert.equal(listed.headers.get("access-control-allow-origin"), null);
+  assert.equal(listed.headers.get("vary"), "Origin");
+});
