@@ -57,7 +57,7 @@ export function httpsRedirect(req: Request, opts: { status: number; httpsPort: n
 function madeUpAuthority(req: Request, info: ClientInfo): boolean {
   if (req.headers.has("host")) return false;
   if (info.protocol === "http/1.1") return true;
-  return info.authority === undefined && authorityOf(req.url) === `localhost:${info.localPort}`;
+  return (info.authority ?? authorityOf(req.url)) === `localhost:${info.localPort}`;
 }
 
 /** The request URL's authority when it and the Host field are a host and an optional port. */

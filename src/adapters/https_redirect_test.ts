@@ -121,6 +121,9 @@ Deno.test("redirect listener: a request without Host gets 400, not a redirect to
     assert.equal(res.status, 400);
     assert.match(await res.text(), /^Missing Host header\n/);
   }
+  // Relayed by Prox's engine (accept_proxy_protocol): the listener names the made-up authority.
+  const relayed = { ...info, protocol: "h2c" as const, localPort: 80, authority: "localhost:80" };
+  assert.equal((await handler(new Request("http://localhost:9999/p"), relayed)).status, 400);
   // Over HTTP/2 the authority is :authority, and no Host field comes.
   const h2 = await handler(new Request("http://a.test/p"), { ...info, protocol: "h2c" });
   assert.equal(h2.status, 308);
