@@ -956,3 +956,60 @@ Deno.test("a :scheme other than http or https gets 400, on the engine and on Den
     arrived = 0;
   }
 });
+
+Deno.test("a GET whose HEADERS did not end its stream: content gets 501 at once, silence 408 at timeouts.idle; Deno.serve's HTTP/2 answers both at once", async () => {
+  let reached = 0;
+  await using up = await startUpstream(() => (reached++, new Response("fine")));
+  for (const engine of ["prox", "deno"]) {
+    const text = config(up.url, `http1_engine: ${engine}`).replace(
+      `target: "${up.url}"`,
+      `target: "${up.url}"\n    timeouts: { idle: 1s }`,
+    );
+    await using prox = await startProxy(text, { keepListen: true, tls: true });
+    const c = await RawH2.open(prox.port);
+    reached = 0;
+    try {
+      // Stream 1: content follows, the stream left open. Stream 3: nothing follows.
+      c.request(1, "/1", [], false);
+      c.out.frame(FrameType.DATA, 0, 1, new TextEncoder().encode("hello"));
+      c.request(3, "/3", [], false);
+      await c.flush();
+      await waitFor(() => c.status(1), { what: "the answer with content" });
+      // 501 and not 408: content decides at once. Deno.serve's Request has no body for a GET (the
+      // Fetch API): it goes on without it.
+      assert.equal(c.status(1), engine === "prox" ? "501" : "200", engine);
+      await waitFor(() => c.status(3), { what: "the answer to silence" });
+      assert.equal(c.status(3), engine === "prox" ? "408" : "200", engine);
+      // Both streams are over on the server's side (END_STREAM or RST_STREAM).
+      for (const id of [1, 3]) {
+        await waitFor(
+          () =>
+            c.on(id, FrameType.RST_STREAM).length > 0 ||
+            c.frames.some((f) => f.id === id && (f.flags & Flag.END_STREAM) !== 0),
+          { what: `stream ${id} ended (${engine})` },
+        );
+      }
+      assert.equal(reached, engine === "prox" ? 0 : 2, engine);
+    } finally {
+      await c.close();
+    }
+  }
+});
+
+Deno.test("a GET whose HEADERS did not end its stream is answered with timeouts.idle 0s too (408 at 30 s), not held for ever", async () => {
+  await using up = await startUpstream(() => new Response("fine"));
+  const text = config(up.url).replace(
+    `target: "${up.url}"`,
+    `target: "${up.url}"\n    timeouts: { idle: 0s }`,
+  );
+  await using prox = await startProxy(text, { keepListen: true, tls: true });
+  const c = await RawH2.open(prox.port);
+  try {
+    c.request(1, "/", [], false);
+    await c.flush();
+    await waitFor(() => c.status(1), { what: "an answer", timeoutMs: 45_000, intervalMs: 200 });
+    assert.equal(c.status(1), "408");
+  } finally {
+    await c.close();
+  }
+});

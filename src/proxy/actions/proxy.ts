@@ -40,6 +40,12 @@ import { mutableHeaders } from "../filters/rules.ts";
 import { WireResponse } from "../wire_response.ts";
 import { grpcRequestType } from "../respond.ts";
 
+/**
+ * How long an HTTP/2 or HTTP/3 GET or HEAD whose stream is still open is waited for when the
+ * route's `timeouts.idle` is `0s` (none): then 408.
+ */
+const BODILESS_END_MS = 30_000;
+
 /** The protocol version a Via entry names (RFC 9110 §7.6.3). */
 const VIA_VERSION: Record<Protocol, string> = { "http/1.1": "1.1", h2: "2", h2c: "2", h3: "3" };
 
@@ -240,7 +246,11 @@ export async function proxyAction(
     // decides between forwarding it and a 501, and the empty DATA frame that ends it may come in
     // a later packet.
     const known = ctx.info.protocol === "http/1.1" || bodiless;
-    const idleMs = compiled.timeouts.idle;
+    // With `timeouts.idle: 0s` (none) such a stream, never ended, was held for ever (stream,
+    // handler and all): the wait for its end is bounded as HTTP/3 bounds a head's (30 s).
+    const idleMs = compiled.timeouts.idle > 0 || ctx.info.protocol === "http/1.1" || !bodiless
+      ? compiled.timeouts.idle
+      : BODILESS_END_MS;
     body = await early(nullIfEmpty(body, { idleMs, known, deadline: bodyDeadline }));
   }
   if (bodiless && body !== null) {
