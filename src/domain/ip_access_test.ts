@@ -192,9 +192,13 @@ Deno.test("ipVerdict over many random IPv4 blocks agrees with a scan of every en
   };
   // Blocks crowded into a few /8s (so they nest, touch and repeat), edges of the space too.
   const quad = () => `${[10, 11, 0, 255][rand(4)]}.${rand(4)}.${rand(256)}.${rand(256)}`;
+  // Now and then `all`, an IPv4-mapped IPv6 block (the IPv4 one), spaces around.
   const entry = () => {
+    if (rand(25) === 0) return rand(2) ? "all" : " ALL ";
     const bits = [0, 1, 8, 9, 16, 23, 24, 30, 31, 32][rand(10)];
-    return bits === 32 && rand(2) ? quad() : `${quad()}/${bits}`;
+    if (rand(10) === 0) return `::ffff:${quad()}/${96 + bits}`;
+    const e = bits === 32 && rand(2) ? quad() : `${quad()}/${bits}`;
+    return rand(10) === 0 ? ` ${e}\t` : e;
   };
   for (let round = 0; round < 20; round++) {
     const allow = Array.from({ length: rand(40) }, entry);
@@ -211,7 +215,8 @@ Deno.test("ipVerdict over many random IPv4 blocks agrees with a scan of every en
     ]
       .map((x) => {
         const e = parseAccessEntry(x.t)!;
-        return { ...x, start: toNum(Array.from(e.bytes).join(".")), bits: e.bits };
+        const start = e.all ? 0 : toNum(Array.from(e.bytes).join("."));
+        return { ...x, t: x.t.trim(), start, bits: e.bits };
       });
     for (let k = 0; k < 300; k++) {
       // Addresses at and around the blocks' edges, and anywhere.
@@ -220,7 +225,9 @@ Deno.test("ipVerdict over many random IPv4 blocks agrees with a scan of every en
         ? (near.start + [0, -1, 1, 2 ** (32 - near.bits) - 1, 2 ** (32 - near.bits)][rand(5)] +
           2 ** 32) % 2 ** 32
         : rand(2 ** 31) * 2 + rand(2);
-      const ip = [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join(".");
+      const dotted = [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join(".");
+      // A client on a dual-stack socket is an IPv4-mapped address: the same verdict.
+      const ip = rand(5) === 0 ? `::ffff:${dotted}` : dotted;
       // The longest block containing it; of equal ones the first deny, else the last allow.
       let best: (typeof entries)[0] | null = null;
       for (const e of entries) {
