@@ -996,7 +996,13 @@ Deno.test("a GET whose HEADERS did not end its stream: content gets 501 at once,
   }
 });
 
-Deno.test("a GET whose HEADERS did not end its stream is answered with timeouts.idle 0s too (408 at 30 s), not held for ever", async () => {
+Deno.test({
+  name:
+    "a GET whose HEADERS did not end its stream is answered with timeouts.idle 0s too (408 at 30 s), not held for ever",
+  // The file runs on Prox's engines in both passes of .ci/run (onProxEngines): this 30 s wait
+  // once is enough (the environment is read before onProxEngines lifts it).
+  ignore: Deno.env.get("PROX_H1_ENGINE") === "deno",
+}, async () => {
   await using up = await startUpstream(() => new Response("fine"));
   const text = config(up.url).replace(
     `target: "${up.url}"`,
