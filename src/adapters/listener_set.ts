@@ -291,8 +291,11 @@ export function createListenerSet(opts: {
   const liveLists = (e: Entry) => {
     const next = e.plan.clientAuth;
     if (!e.auth || !next) return;
-    const renewed = e.auth.crl !== next.crl;
+    // Each reload reads the file anew: only other text is a renewal (a recheck parses every open
+    // client's chain again).
+    const renewed = e.auth.crlText !== next.crlText;
     e.auth.crl = next.crl;
+    e.auth.crlText = next.crlText;
     e.auth.refuseStale = next.refuseStale;
     // A client the new lists revoke is not served on: its connections (and WebSockets) close.
     const cut = renewed ? e.listener.recheckClients?.() ?? 0 : 0;
@@ -488,6 +491,7 @@ export async function readClientAuth(c: Config): Promise<ClientAuth | undefined>
     ca,
     required: auth.mode === "require",
     crl,
+    crlText,
     refuseStale: auth.crl_expired === "refuse",
     ...ocsp,
   };

@@ -166,3 +166,35 @@ Deno.test("readTlsFiles refuses a key that is not the certificate's, naming both
     ),
   );
 });
+
+Deno.test("ListenerSet: a reload rechecks the open clients' certificates only when the revocation lists changed", async () => {
+  const set = createListenerSet({ logger: silentLogger, drainMs: () => 1000 });
+  const tls = `${ROOT}/tests/fixtures/tls`;
+  const ca = await Deno.readTextFile(`${tls}/ca.pem`);
+  const crl = await Deno.readTextFile(`${tls}/alice-revoked.crl`);
+  const { revocationCheck } = await import("../domain/crl.ts");
+  const withLists = (crlText: string) =>
+    plan("main", 0, {
+      engine: "prox",
+      cert: Deno.readTextFileSync(`${tls}/cert.pem`),
+      key: Deno.readTextFileSync(`${tls}/key.pem`),
+      // Each reload reads the file anew: a new object of the same text.
+      clientAuth: { ca, required: true, crl: revocationCheck(crlText), crlText },
+    });
+  try {
+    (await set.stage([withLists(crl)])).commit();
+    const listener = set.get("main")!;
+    let rechecks = 0;
+    listener.recheckClients = () => (rechecks++, 0);
+    // The same text read again: kept listener, no recheck (every open client's chain parsed again).
+    (await set.stage([withLists(crl)])).commit();
+    assert.equal(set.get("main"), listener);
+    assert.equal(rechecks, 0);
+    // A renewed list (other text): the same listener, rechecked.
+    (await set.stage([withLists(crl + "\n")])).commit();
+    assert.equal(set.get("main"), listener);
+    assert.equal(rechecks, 1);
+  } finally {
+    await set.shutdown(1000);
+  }
+});

@@ -29,6 +29,8 @@ export interface ClientAuth {
   crl?: RevocationCheck;
   /** `crl_expired: refuse`: a certificate whose issuer's list is past its next update is refused. */
   refuseStale?: boolean;
+  /** The lists' PEM text: a reload rechecks the open connections only when it changed. */
+  crlText?: string;
   /** `ocsp`: each certificate's status asked of its responder before the connection is served. */
   ocsp?: OcspChecker;
 }
