@@ -16,6 +16,16 @@ const cert = Deno.readTextFileSync(`${TLS}/cert.pem`);
 const key = Deno.readTextFileSync(`${TLS}/key.pem`);
 const ca = Deno.readTextFileSync(`${TLS}/ca.pem`);
 
+/** The field section of a request for `/` on localhost (QPACK, no dynamic table). */
+function requestHead(method = "GET"): Uint8Array {
+  return encodeFieldSection([
+    [":method", method],
+    [":scheme", "https"],
+    [":authority", "localhost"],
+    [":path", "/"],
+  ]);
+}
+
 async function withListener(
   handler: Handler,
   fn: (l: H3Listener) => Promise<void>,
@@ -198,16 +208,7 @@ Deno.test("startH3Listener refuses a GET or HEAD that carries content (501), as 
     return Promise.resolve(new Response(null, { status }));
   }, async (l) => {
     await using c = await client(l.port);
-    const head = (method: string) =>
-      encodeFrame(
-        FrameType.HEADERS,
-        encodeFieldSection([
-          [":method", method],
-          [":scheme", "https"],
-          [":authority", "localhost"],
-          [":path", "/"],
-        ]),
-      );
+    const head = (method: string) => encodeFrame(FrameType.HEADERS, requestHead(method));
     const data = (n: number) => encodeFrame(FrameType.DATA, new Uint8Array(n));
     // Content with the head, and content after it (the client's own writes: HEADERS, DATA, FIN).
     const withBody = Uint8Array.of(...head("GET"), ...data(3));
@@ -241,12 +242,7 @@ Deno.test("startH3Listener: content after a GET whose stream stayed open went on
     await using c = await client(l.port);
     const stream = await c.conn.createBidirectionalStream();
     const w = stream.writable.getWriter();
-    const get = encodeFieldSection([
-      [":method", "GET"],
-      [":scheme", "https"],
-      [":authority", "localhost"],
-      [":path", "/"],
-    ]);
+    const get = requestHead();
     await w.write(encodeFrame(FrameType.HEADERS, get));
     await called.promise; // past request_header_timeout without an end: it went on
     await w.write(encodeFrame(FrameType.DATA, new Uint8Array(3)));
@@ -322,12 +318,7 @@ Deno.test("startH3Listener closes the connection on a frame cut short by FIN (H3
 Deno.test("startH3Listener closes the connection on DATA after a GET's trailers (H3_FRAME_UNEXPECTED)", async () => {
   await withListener(() => Promise.resolve(new Response("ok")), async (l) => {
     await using c = await client(l.port);
-    const get = encodeFieldSection([
-      [":method", "GET"],
-      [":scheme", "https"],
-      [":authority", "localhost"],
-      [":path", "/"],
-    ]);
+    const get = requestHead();
     // HEADERS, trailers, then DATA: an invalid sequence of frames (RFC 9114 §4.1)
     const raw = Uint8Array.of(
       ...encodeFrame(FrameType.HEADERS, get),
@@ -582,12 +573,7 @@ Deno.test("startH3Listener decodes a GET's trailers: a dynamic table reference i
     });
   await withListener(handler, async (l) => {
     await using c = await client(l.port);
-    const get = encodeFieldSection([
-      [":method", "GET"],
-      [":scheme", "https"],
-      [":authority", "localhost"],
-      [":path", "/"],
-    ]);
+    const get = requestHead();
     // Trailers whose field line refers to the dynamic table we announced as empty (RFC 9204
     // §2.2.3): the same section as a POST's trailers or a request head closes the connection.
     const raw = Uint8Array.of(
