@@ -3,8 +3,10 @@
 // × 10 streams, the realistic config, Prox pinned to core 0, h2load and the nginx backend to core
 // 1), alternating the builds, medians of CPU µs per request:
 //   deno run -A bench/h2_ab.ts --roots DIR,DIR [--rounds 5] [--seconds 4] [--path /100b] [--grpc]
+//     [--grpc-timeout 10S]
 // Each DIR is a checkout of Prox (e.g. `git archive <rev> | tar -x -C DIR`). `--grpc`: the gRPC
-// scenario instead (unary calls over h2c to the route with `upstream_protocol: h2c`).
+// scenario instead (unary calls over h2c to the route with `upstream_protocol: h2c`);
+// `--grpc-timeout`: its calls carry that `grpc-timeout` (a deadline, as most gRPC clients set).
 import { parseArgs } from "node:util";
 import { freePort, proxConfig, spawn, startBackend } from "./procs.ts";
 import { measure } from "./load.ts";
@@ -17,6 +19,7 @@ const { values: o } = parseArgs({
     seconds: { type: "string", default: "4" },
     path: { type: "string", default: "/100b" },
     grpc: { type: "boolean", default: false },
+    "grpc-timeout": { type: "string" },
   },
 });
 if (!o.roots) throw new Error("--roots DIR,DIR is required");
@@ -70,6 +73,7 @@ const load = (r: typeof runs[0], seconds: number) =>
             "content-type: application/grpc",
             "-H",
             "te: trailers",
+            ...(o["grpc-timeout"] ? ["-H", `grpc-timeout: ${o["grpc-timeout"]}`] : []),
             "-d",
             grpcData,
           ],

@@ -8,6 +8,8 @@
 // size to /post instead of GETs; the backend answers them), PROFILE_H2=1 (HTTP/2 over TLS with
 // h2load, 10 connections × 10 streams, as in the bench; `prox` and `client` only), PROFILE_DENO=1
 // (`prox` on Deno.serve, `protocols.http1_engine: deno`, instead of its own HTTP/1.1 engine),
+// PROFILE_GRPC=1 (`prox` only: the bench's gRPC scenario, unary calls with h2load over h2c to the
+// `upstream_protocol: h2c` route; PROFILE_GRPC_TIMEOUT=10S sends that `grpc-timeout` with each),
 // PROFILE_SAVE=FILE (the V8 CPU profile kept there).
 import { freePort, proxConfig, spawn, startBackend, TLS } from "./procs.ts";
 import { ROOT } from "../tests/_harness.ts";
@@ -19,6 +21,8 @@ const dir = await Deno.makeTempDir({ prefix: "prox-prof-" });
 await using backend = await startBackend(dir, "1");
 const port = freePort();
 const h2 = Deno.env.get("PROFILE_H2") === "1";
+const grpc = Deno.env.get("PROFILE_GRPC") === "1";
+const grpcTimeout = Deno.env.get("PROFILE_GRPC_TIMEOUT");
 const conf = `${dir}/prox.yaml`;
 const oneRoute = (route: string) =>
   `listen_addr: "127.0.0.1:${port}"\nhealth_check: { enabled: false }\nlog: { level: warn, access_log: false }\nroutes: { "/": ${route} }\n`;
@@ -32,6 +36,7 @@ await Deno.writeTextFile(
       port,
       backend: backend.port,
       tls: h2,
+      backendH2c: grpc ? backend.h2cPort : undefined,
       engine: Deno.env.get("PROFILE_DENO") === "1" ? "deno" : undefined,
     }),
 );
@@ -67,9 +72,32 @@ const child = await spawn(which, {
   env: { PROX_LOG_LEVEL: "warn", PROX_H1_ENGINE: "" },
   stderr: "inherit",
 });
-const path = Deno.args[2] ?? (post > 0 ? "/post" : "/100b");
+const path = Deno.args[2] ?? (grpc ? "/grpc.Bench/Call" : post > 0 ? "/post" : "/100b");
+// As run.ts sends it: a gRPC message of 5 bytes of framing and 15 of payload.
+const grpcData = `${dir}/grpc-request.bin`;
+if (grpc) await Deno.writeFile(grpcData, Uint8Array.from([0, 0, 0, 0, 15, ...new Uint8Array(15)]));
 const out = await new Deno.Command("taskset", {
-  args: h2
+  args: grpc
+    ? [
+      "-c",
+      "1",
+      "h2load",
+      "-c",
+      "10",
+      "-m",
+      "10",
+      "-D",
+      String(seconds),
+      "-H",
+      "content-type: application/grpc",
+      "-H",
+      "te: trailers",
+      ...(grpcTimeout ? ["-H", `grpc-timeout: ${grpcTimeout}`] : []),
+      "-d",
+      grpcData,
+      `http://127.0.0.1:${port}${path}`,
+    ]
+    : h2
     ? [
       "-c",
       "1",

@@ -105,6 +105,14 @@ export interface BodyCounter {
    * refuses); Deno.serve (`http1_engine: deno`) drops them.
    */
   trailers?: [string, string][];
+  /**
+   * Set by an upstream client that watched `UpstreamRequest.signal` through the answer's body
+   * (`watchBody`): the body fails with the signal's reason when it aborts, and `onOver` is called
+   * once the upstream's stream is over (`over` then true), whether whole, failed or cancelled.
+   */
+  watched?: boolean;
+  over?: boolean;
+  onOver?: () => void;
 }
 /**
  * Applies a content coding, chunk by chunk. `write` compresses a chunk and flushes (a sync flush),
@@ -261,6 +269,13 @@ export interface UpstreamRequest {
    * answer; unset, interim answers are dropped. Never called once the answer's head came.
    */
   hints?: EarlyHintsSink;
+  /**
+   * `signal` is a deadline's (timeouts.total, a gRPC call's grpc-timeout), aborted with a
+   * ProxyError when it passes: a client that can keeps watching it until the upstream's stream
+   * is over, fails the answer's body with that error, and marks its BodyCounter `watched`, so the
+   * answer need not be wrapped in a stream that watches it. Prox's HTTP/2 client does.
+   */
+  watchBody?: boolean;
 }
 
 /**

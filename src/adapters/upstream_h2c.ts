@@ -342,6 +342,8 @@ class Session {
     this.#nextId += 2;
     const head = req.method === "HEAD";
     const counter: BodyCounter = { bytes: 0, ended: false };
+    // A deadline's signal stays linked through the body (see UpstreamRequest.watchBody).
+    if (req.watchBody && req.signal) counter.watched = true;
     let settle!: (res: Response | ProxyError) => void;
     const answer = new Promise<Response>((resolve, reject) => {
       settle = (r) => r instanceof ProxyError ? reject(r) : resolve(r);
@@ -423,7 +425,13 @@ class Session {
     s.lookUp = null;
     if (s.closed) return;
     const onAbort = () =>
-      this.#cancel(s, new ProxyError("client_gone", "Client went away", { source: this.source }));
+      this.#cancel(
+        s,
+        // A watched deadline's own error (a timeout) when it passed; else the client left.
+        s.counter.watched && signal.reason instanceof ProxyError
+          ? signal.reason
+          : new ProxyError("client_gone", "Client went away", { source: this.source }),
+      );
     if (signal.aborted) return onAbort();
     s.signal = signal;
     s.onAbort = onAbort;
@@ -602,6 +610,12 @@ class Session {
     if (s.closed) return;
     s.closed = true;
     this.#unlink(s);
+    if (s.answered && s.counter.watched) {
+      // The watched deadline is over with the upstream's stream (its unread chunks are the
+      // client's to read): the proxy clears its timer.
+      s.counter.over = true;
+      s.counter.onOver?.();
+    }
     if (s.upload !== null) {
       // The rest of a request body that goes nowhere now: the client is not left uploading.
       s.upload.reader.cancel().catch(() => {});
@@ -1095,7 +1109,8 @@ class Session {
       res[BODY_BYTES] = s.counter;
       const settle = s.settle!;
       s.settle = null;
-      this.#unlink(s);
+      // A watched deadline's signal stays linked until the stream is over (#end).
+      if (!s.counter.watched) this.#unlink(s);
       settle(res);
       if (end) this.#maybeDone(s);
       return;

@@ -9,6 +9,7 @@ import { waitFor } from "../_harness.ts";
 import { onProxEngines, startProxy } from "./_proxy.ts";
 import { parseGrpcTimeout } from "../../src/domain/grpc.ts";
 import { silentLogger } from "../../src/ports.ts";
+import { deadlineTimers } from "../../src/proxy/deadline_timers.ts";
 
 onProxEngines();
 
@@ -249,4 +250,68 @@ Deno.test("gRPC-Web: a grpc-timeout that passes mid-stream ends the body with a 
     [0x80, "grpc-status:4\r\ngrpc-message:Gateway timeout\r\n"],
   ]);
   await waitFor(() => up.closed() === 1);
+});
+
+Deno.test("grpc-timeout: no deadline outlives its call (answered whole, trailers-only, reset by the client mid-body, or with a per-try timeout)", async () => {
+  let mode = "whole";
+  await using up = await upstream((s) => {
+    if (mode === "stall") return stallAfterOne(s);
+    if (mode === "trailers-only") {
+      s.respond({ ":status": 200, "content-type": "application/grpc", "grpc-status": "5" }, {
+        endStream: true,
+      });
+      return;
+    }
+    s.respond({ ":status": 200, "content-type": "application/grpc" }, { waitForTrailers: true });
+    s.on("wantTrailers", () => s.sendTrailers({ "grpc-status": "0" }));
+    s.end(frame("ok"));
+  });
+  // Deadlines of 60 s: one left behind would still be waiting when the test looks.
+  await using prox = await startProxy(route(up.port));
+  const whole = await call(prox.port, { "grpc-timeout": "60S" });
+  assert.equal(whole.trailers?.["grpc-status"], "0");
+  assert.equal(whole.body, "ok");
+  await waitFor(() => deadlineTimers.size === 0);
+
+  mode = "trailers-only";
+  const only = await call(prox.port, { "grpc-timeout": "60S" });
+  assert.equal(only.head["grpc-status"], "5");
+  await waitFor(() => deadlineTimers.size === 0);
+
+  // The client resets its stream after the first message: the upstream's stream ends too, and the
+  // deadline with it.
+  mode = "stall";
+  const session = http2.connect(`http://127.0.0.1:${prox.port}`);
+  session.on("error", () => {});
+  try {
+    const req = session.request({
+      ":method": "POST",
+      ":path": "/test.Echo/Echo",
+      "content-type": "application/grpc",
+      te: "trailers",
+      "grpc-timeout": "60S",
+    });
+    req.on("error", () => {});
+    req.end(frame("hi"));
+    await new Promise<void>((resolve) => req.once("data", () => resolve()));
+    assert.equal(deadlineTimers.size, 1);
+    req.close(http2.constants.NGHTTP2_CANCEL);
+    // (The two calls before it are the upstream's first two streams.)
+    await waitFor(() => up.closed() === 3);
+    await waitFor(() => deadlineTimers.size === 0);
+  } finally {
+    session.close();
+  }
+});
+
+Deno.test("grpc-timeout: with a per-try timeout a deadline mid-stream still ends the call with grpc-status 4 and leaves no timer", async () => {
+  await using up = await upstream(stallAfterOne);
+  await using prox = await startProxy(
+    route(up.port) + "    retries: { attempts: 2, per_try_timeout: 20s }\n",
+  );
+  const got = await call(prox.port, { "grpc-timeout": "300m" });
+  assert.equal(got.body, "one");
+  assert.equal(got.trailers?.["grpc-status"], "4");
+  await waitFor(() => up.closed() === 1);
+  assert.equal(deadlineTimers.size, 0);
 });

@@ -39,6 +39,7 @@ import { applyAuthHeaders } from "../filters/forward_auth.ts";
 import { mutableHeaders } from "../filters/rules.ts";
 import { WireResponse } from "../wire_response.ts";
 import { grpcRequestType } from "../respond.ts";
+import { deadlineTimers } from "../deadline_timers.ts";
 
 /**
  * How long an HTTP/2 or HTTP/3 GET or HEAD whose stream is still open is waited for when the
@@ -349,6 +350,9 @@ export async function proxyAction(
       protocol: route.upstream_protocol,
       lean,
       hints,
+      // Prox's HTTP/2 client watches the deadline through the body itself, sparing the answer a
+      // wrapping stream (withDeadline); not with a per-try timeout, whose signal is not this one.
+      watchBody: deadline !== undefined && !route.retries?.per_try_timeout,
     };
   };
   const mirror = compiled.mirror
@@ -385,7 +389,16 @@ export async function proxyAction(
   }
   if (route.rewrite_location && !compiled.pathRegex) res = relocated(ctx, route, res);
   // The client has dropped hop-by-hop fields already (see UpstreamClient).
-  return deadline ? withDeadline(res, deadline) : res;
+  return deadline ? watched(res, deadline) : res;
+}
+
+/** The answer with its deadline watched: by the upstream client (`watchBody`), or here. */
+function watched(res: Response, deadline: Deadline): Response {
+  const counter = (res as CountedResponse)[BODY_BYTES];
+  if (counter?.watched !== true) return withDeadline(res, deadline);
+  if (counter.over) deadline.clear();
+  else counter.onOver = () => deadline.clear();
+  return res;
 }
 
 /**
@@ -499,18 +512,19 @@ function startDeadline(client: AbortSignal, call: CallDeadline): Deadline {
   // before it starts, as it is on a route without a deadline.
   if (client.aborted) onClient();
   else client.addEventListener("abort", onClient, { once: true });
-  const timer = setTimeout(() => {
+  // One shared timer for all deadlines (deadline_timers.ts), not a setTimeout each.
+  const timer = deadlineTimers.add(timerDelay(ms), () => {
     expired = true;
     ac.abort(error(""));
     for (const f of listeners) f();
-  }, timerDelay(ms));
+  });
   return {
     signal: ac.signal,
     expired: () => expired,
     error,
     onExpire: (f) => listeners.push(f),
     clear() {
-      clearTimeout(timer);
+      deadlineTimers.clear(timer);
       client.removeEventListener("abort", onClient);
     },
   };
