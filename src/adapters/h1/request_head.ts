@@ -83,7 +83,6 @@ const LENGTH = /^(?:0|[1-9][0-9]{0,14})$/;
  */
 const CLEAN_HEAD =
   /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+ \/[\x21-\x7e]* HTTP\/1\.[0-9]\r\n(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t\x20-\x7e]*\r\n)*\r\n$/;
-const utf8 = new TextDecoder("utf-8", { ignoreBOM: true });
 
 /**
  * The offset just past the blank line ending a head in `b[from..to)`, or -1. A head's lines may
@@ -213,16 +212,15 @@ export class HeadScan {
 /**
  * Parses the head in `b[start, end)` (up to and including its blank line), as parseRequestHead;
  * NO_HOST for an HTTP/1.1 request without Host, TOO_MANY_FIELDS for one of too many field lines.
- * A plain ASCII head is decoded once: UTF-8 decodes ASCII exactly, and any other byte comes out
- * as a character CLEAN_HEAD refuses, so only then is the head decoded again as latin-1.
+ * The head is decoded as latin-1: a byte beyond ASCII comes out as a character CLEAN_HEAD refuses.
  */
 export function parseRequestHeadAt(
   b: Uint8Array,
   start: number,
   end: number,
 ): RequestHead | typeof NO_HOST | typeof TOO_MANY_FIELDS | null {
-  const ascii = utf8.decode(b.subarray(start, end));
-  return CLEAN_HEAD.test(ascii) ? parseHead(ascii, true) : parseHead(latin1(b, start, end), false);
+  const text = latin1(b, start, end);
+  return parseHead(text, CLEAN_HEAD.test(text));
 }
 
 /**
