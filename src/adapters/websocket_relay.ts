@@ -147,7 +147,9 @@ async function relayBytes(local: Deno.Conn, up: Transport, host?: string): Promi
     /^(\S+) [a-z]+:\/\/[^/\s]*(\/\S*)? /i,
     (_, m, p) => `${m} ${p ?? "/"} `,
   );
-  if (host !== undefined) fixed = fixed.replace(/\r\nhost:[^\r\n]*/i, `\r\nhost: ${host}`);
+  // A function, not a replacement string: in that, `$&`, `$'` or `` $` `` in a Host (each valid
+  // in a reg-name, RFC 3986 §3.2.2) copied parts of the head into the field (a second Host).
+  if (host !== undefined) fixed = fixed.replace(/\r\nhost:[^\r\n]*/i, () => `\r\nhost: ${host}`);
   await writeAll(up, Uint8Array.from(fixed, (c) => c.charCodeAt(0)));
   await writeAll(up, head.subarray(cut));
   const pump = async (from: { read(p: Uint8Array): Promise<number | null> }, to: Transport) => {

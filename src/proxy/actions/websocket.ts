@@ -219,6 +219,10 @@ export async function websocketAction(
       const t = target(ctx.upstream!);
       // A unix: origin has no URL origin ("null"): the handshake names localhost, as requests do.
       const unix = u.origin.protocol === "unix:";
+      // A Host the route's request_headers rule set (handshakeHeaders dropped the client's):
+      // Deno's WebSocket client drops it and sends the URL's, so the relay writes it, as the
+      // rule gets its Host sent on HTTP requests (over preserve_host, as there).
+      const ruleHost = u.headers.get("host");
       return ws.proxy(original, {
         url: toWebSocketUrl((unix ? "http://localhost" : u.origin.origin) + u.target),
         ...(unix ? { unix: u.origin } : {}),
@@ -230,9 +234,10 @@ export async function websocketAction(
         proxyHeader: u.proxyHeader,
         // The client's Host with preserve_host (pipeline.ts checked it); discovered targets are
         // addresses: the handshake names the service, as requests do.
-        host: route.type !== "websocket" && route.preserve_host && ctx.host
-          ? ctx.host
-          : compiled.upstreamHost,
+        host: ruleHost ??
+          (route.type !== "websocket" && route.preserve_host && ctx.host
+            ? ctx.host
+            : compiled.upstreamHost),
         limits,
         requestId: ctx.requestId,
         localPort: ctx.info.localPort,
