@@ -132,6 +132,14 @@ function withFields(res: Response, vary: string, etag: string | null): Response 
 }
 
 /**
+ * The most of a chunk given to the engine in one pull (a static file's chunk): a larger one (a
+ * cache hit's or a `respond` body, one chunk whatever its size) goes in such pieces, one per read
+ * of the client, so that one 8 MiB body does not hold the event loop for 130-240 ms in one call
+ * and queue all its output at once.
+ */
+const COMPRESS_SLICE = 64 * 1024;
+
+/**
  * The body through `engine`, pulled chunk by chunk (no pipe: a pipeThrough per response cost more
  * than compressing an 80 KB body with zstd). Counts the bytes handed on for the access log.
  */
@@ -141,6 +149,9 @@ function compressedBody(
   counter: BodyCounter,
 ): ReadableStream<Uint8Array> {
   const reader = body.getReader();
+  /** What is left of a chunk larger than COMPRESS_SLICE, from `at`. */
+  let rest: Uint8Array | null = null;
+  let at = 0;
   return new ReadableStream<Uint8Array>({
     async pull(ctl) {
       const emit = (b: Uint8Array) => {
@@ -150,15 +161,28 @@ function compressedBody(
       try {
         // Until something comes out: a chunk may only fill the engine's window.
         for (;;) {
-          const r = await reader.read();
-          if (r.done) {
-            engine.end(emit);
-            counter.ended = true;
-            ctl.close();
-            return;
+          let chunk: Uint8Array;
+          if (rest !== null) {
+            chunk = rest.subarray(at, at + COMPRESS_SLICE);
+            at += chunk.byteLength;
+            if (at >= rest.byteLength) rest = null;
+          } else {
+            const r = await reader.read();
+            if (r.done) {
+              engine.end(emit);
+              counter.ended = true;
+              ctl.close();
+              return;
+            }
+            chunk = r.value;
+            if (chunk.byteLength > COMPRESS_SLICE) {
+              rest = chunk;
+              at = COMPRESS_SLICE;
+              chunk = chunk.subarray(0, COMPRESS_SLICE);
+            }
           }
           const before = counter.bytes;
-          if (r.value.byteLength > 0) engine.write(r.value, emit);
+          if (chunk.byteLength > 0) engine.write(chunk, emit);
           if (counter.bytes > before) return;
         }
       } catch (err) {
@@ -170,6 +194,7 @@ function compressedBody(
       }
     },
     cancel(reason) {
+      rest = null;
       engine.close();
       return reader.cancel(reason);
     },

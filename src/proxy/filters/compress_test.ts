@@ -93,6 +93,26 @@ Deno.test("compression: chunk by chunk through the engine, bytes counted for the
   assert.equal(records[0].incomplete, undefined);
 });
 
+Deno.test("compression: a large chunk (a cache hit's whole body) goes through the engine in 64 KiB pieces, each read by the client before the next", async () => {
+  // One 8 MiB chunk took 130-240 ms of the event loop in one engine call (every other request
+  // waited), and all its output was queued at once, whatever the client's pace.
+  const big = new Uint8Array(200 * 1024).map((_, i) => i % 251);
+  const { get, engines } = handlerFor(() => ReadableStream.from([big]));
+  const reader = (await get()).body!.getReader();
+  const first = await reader.read();
+  assert.equal(first.value!.byteLength, 1 + 65536);
+  assert.deepEqual(engines.log, ["write 65536"]);
+  const parts = [first.value!.subarray(1)];
+  for (;;) {
+    const r = await reader.read();
+    if (r.done) break;
+    parts.push(r.value[0] === 62 ? r.value.subarray(1) : new Uint8Array(0));
+  }
+  assert.deepEqual(engines.log, ["write 65536", "write 65536", "write 65536", "write 8192", "end"]);
+  // The pieces in order: the bytes are the chunk's.
+  assert.deepEqual(new Uint8Array(await new Blob(parts).arrayBuffer()), big);
+});
+
 Deno.test("compression: a client that leaves cancels the upstream body and frees the engine", async () => {
   let cancelled: unknown = null;
   const { get, engines } = handlerFor(() =>
