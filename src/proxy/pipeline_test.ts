@@ -6,6 +6,9 @@ import { createHandler } from "./pipeline.ts";
 import { noopMetrics, silentLogger } from "../ports.ts";
 import type { AccessRecord, ClientInfo } from "../ports.ts";
 import { createMemoryStore } from "../adapters/store_memory.ts";
+import { WireRequest } from "../adapters/h1/wire_request.ts";
+import { HeaderList } from "../domain/header_list.ts";
+import { RAW_BODY } from "../ports.ts";
 
 const info: ClientInfo = {
   remoteAddr: { hostname: "192.0.2.7", port: 4000 },
@@ -349,4 +352,46 @@ routes:
   // A HEAD has no body to pace: its answer is left as it is.
   const small = await handler(new Request("http://h/paced/x", { method: "HEAD" }), info);
   assert.equal(small, sent[2]);
+});
+
+Deno.test("an HTTP/2 request whose body came whole with its head is not made a stream to be drained when nothing read it", async () => {
+  const { handler } = handlerFor(
+    `routes: { "/old": { type: redirect, target: "/new" } }`,
+    () => Promise.reject(new Error("no upstream here")),
+  );
+  const bytes = new TextEncoder().encode("a=1");
+  const h2 = { ...info, protocol: "h2" as const };
+  const fields = HeaderList.adopt(["host", "content-length"], ["h", "3"]);
+  const whole = new WireRequest(
+    "POST",
+    "http://h/old",
+    fields,
+    () => new AbortController().signal,
+    bytes,
+  );
+  const res = await handler(whole as unknown as Request, h2);
+  assert.equal(res.status, 307);
+  // Still the bytes as they came: nobody asked for a stream of them.
+  assert.equal(whole[RAW_BODY], bytes);
+  // A body still being uploaded is drained (read to its end) so the stream is not reset.
+  let pulled = false;
+  const stream = new ReadableStream<Uint8Array>({
+    pull(c) {
+      pulled = true;
+      c.enqueue(bytes);
+      c.close();
+    },
+  });
+  const uploading = new WireRequest(
+    "POST",
+    "http://h/old",
+    fields,
+    () => new AbortController().signal,
+    null,
+    stream,
+  );
+  await handler(uploading as unknown as Request, h2);
+  await new Promise((r) => setTimeout(r, 0));
+  assert.ok(pulled);
+  assert.ok(stream.locked);
 });
