@@ -194,7 +194,7 @@ export function listen(
         // the upstream is connected: made later it never does, and an upgrade answered to a
         // client that has left holds its connection for good (Deno 2.9.6; websocket_deno.ts).
         if (req.headers.has("upgrade")) req.signal;
-        return opts.handler(req, ci);
+        return closingIfDraining(opts.handler(req, ci), ci);
       } else if (ci.protocol !== "http/1.1") {
         // Deno makes a request's signal when first asked for, and one made after the client
         // reset its stream never aborts: asked now, so that a reset upload (whose body ends
@@ -204,8 +204,17 @@ export function listen(
       uploads++;
       const res = opts.handler(req, ci);
       res.finally(() => --uploads === 0 && uploadsDone?.()).catch(() => {});
-      return res;
+      return closingIfDraining(res, ci);
     });
+  // While the listener drains, an HTTP/1.1 answer says `connection: close` (RFC 9112 §9.6), as
+  // Prox's own engine does: Deno's drain closes the connection after it but does not say so, and
+  // a keep-alive client would send its next request on a connection about to close. (Deno 2.9.6
+  // sends the field but does not close on it by itself: a compliant client closes on reading it.)
+  const closingIfDraining = async (answer: Promise<Response>, ci: ClientInfo) => {
+    const res = await answer;
+    if (!closed || ci.protocol !== "http/1.1" || res.status === 101) return res;
+    return withConnectionClose(res);
+  };
   const serving = keepAccepting(start, addr.port, {
     logger: opts.logger,
     onServer: (s) => localPort = s.addr.port,
@@ -248,6 +257,21 @@ export function listen(
       await serving.current.finished.catch(() => {});
     },
   };
+}
+
+/**
+ * `res` with `connection: close` (a Response whose headers are immutable, such as fetch's, is
+ * copied with its status and body).
+ */
+export function withConnectionClose(res: Response): Response {
+  try {
+    res.headers.set("connection", "close");
+    return res;
+  } catch {
+    const headers = new Headers(res.headers);
+    headers.set("connection", "close");
+    return new Response(res.body, { status: res.status, statusText: res.statusText, headers });
+  }
 }
 
 /**

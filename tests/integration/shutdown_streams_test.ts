@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import { freePort, startUpstream, waitFor } from "../_harness.ts";
 import { startServer } from "../../src/server.ts";
 import { recordingLogger } from "./_ws.ts";
+import { readFrom } from "./_raw_client.ts";
 
 Deno.test("shutdown: event streams still open at shutdown_timeout are cut, each logged with its own request id", async () => {
   const enc = new TextEncoder();
@@ -139,3 +140,45 @@ routes:
     await server.shutdown();
   }
 });
+
+for (const engine of ["prox", "deno"]) {
+  Deno.test(`shutdown: a keep-alive HTTP/1.1 answer given during the drain says connection: close (http1_engine: ${engine})`, async () => {
+    const gate = Promise.withResolvers<void>();
+    let arrived = 0;
+    await using up = await startUpstream(async () => {
+      arrived++;
+      await gate.promise;
+      return new Response("late");
+    });
+    const server = await startServer({
+      text: `listen_addr: "127.0.0.1:0"
+shutdown_timeout: 5s
+protocols: { http1_engine: ${engine} }
+health_check: { enabled: false }
+routes:
+  "/": { type: proxy, target: "${up.url}" }
+`,
+      name: "keepalive.yaml",
+    }, { logger: recordingLogger(), watch: false });
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+    let stopping: Promise<void> | undefined;
+    try {
+      // A keep-alive client (HTTP/1.1, no Connection field) with a request in flight.
+      await conn.write(new TextEncoder().encode("GET /slow HTTP/1.1\r\nHost: a\r\n\r\n"));
+      await waitFor(() => arrived === 1, { what: "the request at the upstream" });
+      stopping = server.shutdown();
+      // The answer goes out once the drain began: it must tell the client not to send more.
+      assert.equal(server.draining(), true);
+      gate.resolve();
+      const answer = await readFrom(conn, /\r\n\r\nlate$/);
+      assert.match(answer, /^HTTP\/1\.1 200 /);
+      assert.match(answer, /\r\nconnection: close\r\n/i, answer);
+      // And the connection closes after it.
+      assert.equal(await readFrom(conn), "");
+    } finally {
+      gate.resolve();
+      conn.close();
+      await (stopping ?? server.shutdown());
+    }
+  });
+}
