@@ -39,6 +39,7 @@ import {
   followSupervisor,
   leaveDirectory,
   MAX_HEALTH_TARGET,
+  MAX_RELOAD_ERROR,
   startHeartbeat,
   workerRole,
 } from "./src/adapters/worker_link.ts";
@@ -767,15 +768,19 @@ async function workerServe(
       },
       // Worker 0's reloads (SIGHUP, file, admin API) reach the others through the supervisor
       // once it applied them.
+      // The others' outcomes reach the supervisor too: a refusal is reported (it logs it, and
+      // worker 0's admin API shows it).
       onReload: (r) => {
-        if (!role.exclusive) return;
+        if (!role.exclusive && (r.ok || r.skipped)) return;
         const trigger = r.trigger ?? "api";
+        const errors = r.issues.filter((i) => i.severity === "error").map((i) => formatIssue(i));
         const msg = {
           type: "reload",
           worker: role.index,
           pid: Deno.pid,
           trigger,
           ok: r.ok,
+          ...(r.ok ? {} : { error: errors.join("; ").slice(0, MAX_RELOAD_ERROR) }),
         } as const;
         // One made before the link is up (a restarted worker 0 reloading a file saved while it
         // was down) waits for it, as health changes do.
@@ -854,6 +859,8 @@ async function workerServe(
       }
     } else if (cmd.type === "health") {
       s.workerHealth(cmd.worker, cmd.backend, cmd.healthy, cmd.reason ?? undefined);
+    } else if (cmd.type === "reload-failed") {
+      s.workerReloadFailed(cmd.worker, cmd);
     } else if (cmd.type === "force") {
       opts.signals.exitNow("The supervisor got a second signal: exiting now");
     } else opts.signals.drain(cmd.signal);

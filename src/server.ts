@@ -867,6 +867,19 @@ export async function startServer(
       if (backend === null) notifying?.workerGone(worker);
       else notifying?.workerHealth(worker, backend, healthy, reason);
     },
+    workerReloadFailed(worker, o) {
+      const file = "path" in source ? source.path : source.name;
+      const message =
+        `Worker ${worker} refused the reload and serves its previous config: ${o.error}`;
+      reloads.note({
+        ok: false,
+        version,
+        issues: [{ ...issueAt(file), message }],
+        at: Date.now(),
+        trigger: o.trigger,
+        worker,
+      });
+    },
     reload: (o) => reloads.request(o?.trigger ?? "api"),
     shutdown(o) {
       stopping ??= stop(o?.reason ?? "shutdown");

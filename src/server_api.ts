@@ -25,6 +25,8 @@ export interface ReloadResult {
   changes?: string[];
   /** Not tried: the server is shutting down (no config fault; the admin API answers 503). */
   skipped?: true;
+  /** `workers: N`, in worker 0's record: the other worker whose outcome this is. */
+  worker?: number;
 }
 
 /** Reload counters (`prox_config_reload_total{result}`, last-success timestamp). */
@@ -74,6 +76,11 @@ export interface ProxServer {
    * (`backend` null: that worker exited, and holds nothing down any more). Elsewhere a no-op.
    */
   workerHealth(worker: number, backend: string | null, healthy: boolean, reason?: string): void;
+  /**
+   * With `workers: N`, in worker 0: worker `worker` refused a reload worker 0 applied and serves
+   * its previous config; kept as the last reload outcome (`/status`, `/config/history`).
+   */
+  workerReloadFailed(worker: number, o: { trigger: string; error: string }): void;
   /**
    * Graceful and idempotent: readiness false, stop accepting (HTTP/2 GOAWAY), let in-flight
    * requests finish up to shutdown_timeout, then close what remains.

@@ -14,6 +14,11 @@ export interface Reloads {
   idle(): Promise<void>;
   /** Records an outcome (called by the reload itself, once). */
   settle(result: ReloadResult): ReloadResult;
+  /**
+   * Records another worker's outcome (`workers: N`, in worker 0: one that refused what it
+   * applied) in the last result, history and counts; not in the metric, which that worker keeps.
+   */
+  note(result: ReloadResult): ReloadResult;
   last(): ReloadResult | null;
   /** The latest outcomes, newest first, at most RELOAD_HISTORY. */
   history(): ReloadResult[];
@@ -38,6 +43,19 @@ export function createReloads(o: {
     lastSuccessAt: o.startedAt,
     lastFailureAt: null,
   };
+  const record = (result: ReloadResult) => {
+    last = result;
+    history.unshift(result);
+    if (history.length > RELOAD_HISTORY) history.pop();
+    if (result.ok) {
+      stats.success++;
+      stats.lastSuccessAt = result.at;
+    } else {
+      stats.failure++;
+      stats.lastFailureAt = result.at;
+    }
+    return result;
+  };
   let running: Promise<ReloadResult> | null = null;
   let queued: Promise<ReloadResult> | null = null;
   const start = (trigger: string) => {
@@ -59,20 +77,12 @@ export function createReloads(o: {
       await running?.catch(() => {});
     },
     settle(result) {
-      last = result;
-      history.unshift(result);
-      if (history.length > RELOAD_HISTORY) history.pop();
-      if (result.ok) {
-        stats.success++;
-        stats.lastSuccessAt = result.at;
-      } else {
-        stats.failure++;
-        stats.lastFailureAt = result.at;
-      }
+      record(result);
       o.metrics.configReload(result);
       o.onReload?.(result);
       return result;
     },
+    note: (result) => record(result),
     last: () => last,
     history: () => [...history],
     stats: () => ({ ...stats }),

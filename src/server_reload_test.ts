@@ -120,3 +120,21 @@ Deno.test("reloads: the history keeps the latest outcomes, newest first, and no 
   h.pop();
   assert.equal(reloads.history().length, RELOAD_HISTORY, "a copy");
 });
+
+Deno.test("reloads: another worker's refusal is noted in the record (last, history, failures) but not counted in this worker's metric", () => {
+  const { reloads, recorded } = manual();
+  const noted = reloads.note({
+    ok: false,
+    version: 1,
+    issues: [],
+    at: 3000,
+    trigger: "SIGHUP",
+    worker: 1,
+  });
+  assert.equal(noted.worker, 1);
+  assert.equal(reloads.last(), noted);
+  assert.deepEqual(reloads.history(), [noted]);
+  assert.equal(reloads.stats().failure, 1);
+  assert.equal(reloads.stats().lastFailureAt, 3000);
+  assert.deepEqual(recorded, [], "worker 1 counts its own failure in its labelled metric");
+});

@@ -18,8 +18,19 @@ export const DEBUG_HEADER_ENV = "PROX_DEBUG_WORKER_HEADER";
 export type ControlMessage =
   | { type: "ready"; worker: number; pid: number }
   | { type: "alive"; worker: number; pid: number }
-  /** Worker 0 applied (`ok`) or refused a reload: the others follow only what it applied. */
-  | { type: "reload"; worker: number; pid: number; trigger: string; ok: boolean }
+  /**
+   * A worker applied (`ok`) or refused a reload, with the error when it refused: the others
+   * follow only what worker 0 applied, and another worker's refusal is reported (README
+   * "Multi-core").
+   */
+  | {
+    type: "reload";
+    worker: number;
+    pid: number;
+    trigger: string;
+    ok: boolean;
+    error?: string;
+  }
   | { type: "purge"; worker: number; pid: number; input: PurgeInput }
   /** Worker 0's admin API drained (or undrained) a target: every worker follows. */
   | { type: "target"; worker: number; pid: number; target: string; drained: boolean }
@@ -35,6 +46,8 @@ export type ControlMessage =
 
 /** The longest reason a health line carries (the lines are bounded: MAX_LINE). */
 const MAX_REASON = 300;
+/** The longest reload error a line carries (the rest is in that worker's own log line). */
+export const MAX_RELOAD_ERROR = 1000;
 /** The longest target a health line carries (longer ones are not passed on). */
 export const MAX_HEALTH_TARGET = 2048;
 
@@ -157,6 +170,8 @@ export type SupervisorCommand =
   | { type: "force" }
   | { type: "purge"; input: PurgeInput }
   | { type: "target"; target: string; drained: boolean }
+  /** To worker 0: worker `worker` refused a reload worker 0 applied (it serves its previous config). */
+  | { type: "reload-failed"; worker: number; trigger: string; error: string }
   /**
    * To worker 0: worker `worker`'s view of `backend` (null: that worker exited, and holds no
    * target down any more).
@@ -178,6 +193,10 @@ export function commandLine(cmd: SupervisorCommand): string {
   }
   if (cmd.type === "target") {
     return `target ${JSON.stringify({ target: cmd.target, drained: cmd.drained })}\n`;
+  }
+  if (cmd.type === "reload-failed") {
+    const { worker, trigger, error } = cmd;
+    return `reload-failed ${JSON.stringify({ worker, trigger, error })}\n`;
   }
   return cmd.type === "drain" ? `drain ${cmd.signal}\n` : "force\n";
 }
@@ -209,6 +228,17 @@ export function parseCommand(line: string): SupervisorCommand | null {
       const v = JSON.parse(line.slice(7));
       return typeof v?.target === "string" && typeof v.drained === "boolean"
         ? { type: "target", target: v.target, drained: v.drained }
+        : null;
+    } catch {
+      return null;
+    }
+  }
+  if (line.startsWith("reload-failed ")) {
+    try {
+      const v = JSON.parse(line.slice(14));
+      return Number.isInteger(v?.worker) && v.worker > 0 && typeof v.trigger === "string" &&
+          typeof v.error === "string"
+        ? { type: "reload-failed", worker: v.worker, trigger: v.trigger, error: v.error }
         : null;
     } catch {
       return null;
@@ -293,7 +323,13 @@ export function parseMessage(line: string): ControlMessage | null {
     }
     if (m.type === "reload") {
       const { worker, pid } = m;
-      return { type: "reload", worker, pid, trigger: String(m.trigger), ok: m.ok === true };
+      const ok = m.ok === true;
+      const error = ok
+        ? undefined
+        : typeof m.error === "string"
+        ? m.error.slice(0, MAX_RELOAD_ERROR)
+        : "no reason given";
+      return { type: "reload", worker, pid, trigger: String(m.trigger), ok, error };
     }
     if (m.type === "target" && typeof m.target === "string" && typeof m.drained === "boolean") {
       const { worker, pid, target, drained } = m;

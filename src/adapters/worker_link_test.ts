@@ -45,4 +45,7 @@ Deno.test("a worker's view of a target goes to the supervisor and on to worker 0
     null,
   );
   assert.equal(parseCommand("health {"), null);
+  const refused = { type: "reload-failed", worker: 1, trigger: "SIGHUP", error: "boom" } as const;
+  assert.deepEqual(parseCommand(commandLine(refused).trimEnd()), refused);
+  assert.equal(parseCommand('reload-failed {"worker":0,"trigger":"x","error":"y"}'), null);
 });

@@ -311,6 +311,17 @@ export function startSupervisor(count: number, opts: {
         started = true;
         ready.resolve();
       }
+    } else if (msg.type === "reload" && slot.index !== 0) {
+      // Another worker refused what worker 0 applied (a file it could not read, a bind it could
+      // not make): it keeps serving its previous config, so the workers now differ. Said at
+      // error level here and to worker 0, whose admin API (/status, /config/history) shows it.
+      if (msg.ok) return;
+      const error = msg.error ?? "no reason given";
+      logger.error(
+        `Worker ${slot.index} refused the reload: it keeps serving its previous config`,
+        { worker: slot.index, pid: msg.pid, trigger: msg.trigger, error },
+      );
+      toZero({ type: "reload-failed", worker: slot.index, trigger: msg.trigger, error });
     } else if (msg.type === "reload" && slot.index === 0) {
       // Worker 0 reloads first (SIGHUP, its file watch, its admin API): the others apply the
       // config text it applied, and nothing when it refused one (a config some workers would

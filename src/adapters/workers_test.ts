@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { startSupervisor } from "./workers.ts";
-import { SOCKET_ENV, WORKER_ENV } from "./worker_link.ts";
+import { parseCommand, SOCKET_ENV, WORKER_ENV } from "./worker_link.ts";
 import type { Logger } from "../ports.ts";
 import { silentLogger } from "../ports.ts";
 
@@ -191,4 +191,69 @@ Deno.test("supervisor: after the supervisor itself did not run for a while (SIGS
   await periods(1500);
   assert.deepEqual(w.errors, []);
   assert.deepEqual(w.sup.pids(), pids);
+});
+
+// A worker that reports listening and answers each SIGHUP as its index says: worker 0 applies
+// the reload, the others refuse it. What the supervisor writes to its stdin goes to a file.
+const RELOADING_WORKER = `
+const conn = await Deno.connect({ transport: "unix", path: Deno.env.get("${SOCKET_ENV}") });
+const worker = Number(Deno.env.get("${WORKER_ENV}"));
+const send = (m) => conn.write(
+  new TextEncoder().encode(JSON.stringify({ ...m, worker, pid: Deno.pid }) + "\\n"),
+);
+Deno.addSignalListener("SIGHUP", () => {
+  void send(worker === 0
+    ? { type: "reload", trigger: "SIGHUP", ok: true }
+    : { type: "reload", trigger: "SIGHUP", ok: false, error: "config.yaml:1:1: error: boom" });
+});
+await send({ type: "ready" });
+const out = await Deno.open(Deno.env.get("STDIN_LOG") + worker, { write: true, create: true });
+for await (const chunk of Deno.stdin.readable) {
+  await out.write(chunk);
+  if (new TextDecoder().decode(chunk).startsWith("drain")) break;
+}
+Deno.exit(0);
+`;
+
+Deno.test("supervisor: a reload another worker refuses is logged as an error naming it and its error, and told to worker 0", async () => {
+  const { waitFor } = await import("../../tests/_harness.ts");
+  const dir = await Deno.makeTempDir({ prefix: "prox-refusing-worker-" });
+  const script = `${dir}/reloading.ts`;
+  await Deno.writeTextFile(script, RELOADING_WORKER);
+  const errors: { msg: string; fields?: Record<string, unknown> }[] = [];
+  const logger: Logger = {
+    ...silentLogger,
+    error: (msg, fields) => void errors.push({ msg, fields }),
+  };
+  Deno.env.set("STDIN_LOG", `${dir}/stdin-`); // inherited by the workers
+  const sup = startSupervisor(2, {
+    logger,
+    command: { cmd: Deno.execPath(), args: ["run", "-A", script] },
+  });
+  Deno.env.delete("STDIN_LOG");
+  try {
+    await sup.ready;
+    await sup.reload({ trigger: "SIGHUP" });
+    const refused = await waitFor(
+      () => errors.find((e) => e.fields?.worker === 1),
+      { what: "worker 1's refusal logged" },
+    );
+    assert.match(refused.msg, /Worker 1 refused the reload/);
+    assert.equal(refused.fields?.error, "config.yaml:1:1: error: boom");
+    // Worker 0 (the admin API's /status, /config/history) is told.
+    const told = await waitFor(async () => {
+      const text = await Deno.readTextFile(`${dir}/stdin-0`).catch(() => "");
+      return text.includes("reload-failed") ? text : null;
+    }, { what: "worker 0 told of the refusal" });
+    assert.deepEqual(parseCommand(told.trim().split("\n").at(-1)!), {
+      type: "reload-failed",
+      worker: 1,
+      trigger: "SIGHUP",
+      error: "config.yaml:1:1: error: boom",
+    });
+  } finally {
+    await sup.shutdown({ reason: "test" });
+    await Deno.remove(dir, { recursive: true });
+  }
+  assert.equal(sup.exitCode, 0);
 });

@@ -274,6 +274,62 @@ Deno.test("a worker's reload lines name the worker (N workers log N rejections)"
   }
 });
 
+Deno.test("workers: a worker that refuses the text worker 0 applied keeps serving its previous config and reports why", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "prox-follower-refuses-" });
+  const file = `${dir}/config.yaml`;
+  const copy = `${dir}/config.applied.yaml`;
+  await Deno.writeTextFile(file, config("127.0.0.1:0"));
+  await Deno.writeTextFile(copy, config("127.0.0.1:0"));
+  const outcomes: ReloadResult[] = [];
+  const server = await startServer({ path: file }, {
+    logger: captureLogger(),
+    watch: false,
+    worker: { index: 1, exclusive: false, configCopy: copy },
+    onReload: (r) => void outcomes.push(r),
+  });
+  try {
+    const before = await fetch(`http://127.0.0.1:${server.port}/`, { redirect: "manual" });
+    await before.body?.cancel();
+    // What worker 0 applied names a certificate this worker cannot read.
+    await Deno.writeTextFile(
+      copy,
+      config("127.0.0.1:0").replace("https://example.com", "https://example.org") +
+        `tls:\n  cert_path: ${dir}/gone.pem\n  key_path: ${dir}/gone.key\n`,
+    );
+    const r = await server.reload({ trigger: "SIGHUP" });
+    assert.equal(r.ok, false);
+    assert.deepEqual(outcomes.map((o) => o.ok), [false], "told to the supervisor (mod.ts)");
+    assert.match(JSON.stringify(r.issues), /gone\.pem/);
+    assert.equal(server.snapshot().version, 1);
+    const after = await fetch(`http://127.0.0.1:${server.port}/`, { redirect: "manual" });
+    await after.body?.cancel();
+    assert.equal(after.headers.get("location"), before.headers.get("location"));
+    assert.equal(after.headers.get("location"), "https://example.com/");
+  } finally {
+    await server.shutdown();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("workers: another worker's refused reload shows in worker 0's /status and /config/history", async () => {
+  const server = await startServer({
+    text: config("127.0.0.1:0", `admin: { listen_addr: "127.0.0.1:0" }\n`),
+    name: "config.yaml",
+  }, { logger: captureLogger(), watch: false, worker: { index: 0, exclusive: true } });
+  try {
+    const admin = `http://127.0.0.1:${server.admin!.port}`;
+    server.workerReloadFailed(1, { trigger: "SIGHUP", error: "config.yaml:1:1: error: boom" });
+    const status = await (await fetch(`${admin}/status`)).json();
+    assert.equal(status.config.lastReload.ok, false);
+    assert.match(status.config.lastReload.errors[0], /Worker 1 refused the reload.*boom/);
+    const history = await (await fetch(`${admin}/config/history`)).json();
+    assert.equal(history[0].worker, 1);
+    assert.equal(history[0].ok, false);
+  } finally {
+    await server.shutdown();
+  }
+});
+
 Deno.test("a config rejected for a missing certificate is applied once the certificate appears", async () => {
   const dir = await Deno.makeTempDir({ prefix: "prox-late-cert-" });
   const file = `${dir}/config.yaml`;

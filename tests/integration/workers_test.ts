@@ -726,3 +726,49 @@ Deno.test("workers: a passive ejection in worker 1 is notified by worker 0, down
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+/** True once `pid` has SIGHUP pending (sent while it is stopped). */
+function hupPending(pid: number): boolean {
+  const status = Deno.readTextFileSync(`/proc/${pid}/status`);
+  const pending = [...status.matchAll(/^(?:SigPnd|ShdPnd):\s*([0-9a-f]+)$/gm)];
+  return pending.some((m) => (BigInt(`0x${m[1]}`) & 1n) === 1n);
+}
+
+Deno.test("workers: a reload another worker refuses is logged as an error naming it, shown by worker 0's /status, and that worker keeps its config", async () => {
+  await using f = await fixture({ admin: freePort() });
+  await using p = serve(["-c", `${f.dir}/config.yaml`, "--no-watch"]);
+  await p.waitForOutput("Prox listening with workers");
+  const admin = p.output().match(/"Admin listening","addr":"([^"]+)"/)![1];
+  const [, one] = workerPids(p);
+  // Worker 1 stopped: it gets the reload only after what worker 0 applied names a directory
+  // that is gone by then (as a deploy that removes the previous release's files would).
+  Deno.kill(one, "SIGSTOP");
+  try {
+    await f.write("b");
+    p.signal("SIGHUP");
+    await p.waitForOutput((o) =>
+      o.split("\n").some((l) => l.includes('"Config reloaded"') && l.includes('"worker":0'))
+    );
+    await waitFor(() => hupPending(one), { what: "the reload sent to worker 1" });
+    await Deno.rename(`${f.dir}/b`, `${f.dir}/b-gone`);
+  } finally {
+    Deno.kill(one, "SIGCONT");
+  }
+  await p.waitForOutput("Worker 1 refused the reload");
+  const refused = p.output().split("\n").find((l) => l.includes("Worker 1 refused the reload"))!;
+  const line = JSON.parse(refused);
+  assert.equal(line.level, "error");
+  assert.equal(line.worker, 1);
+  assert.match(line.error, /Directory not found/);
+  const status = await (await fetch(`http://${admin}/status`)).json();
+  assert.equal(status.config.lastReload.ok, false);
+  assert.match(status.config.lastReload.errors[0], /Worker 1 refused the reload.*Directory/);
+  // Worker 1 still serves the config it had.
+  await waitFor(async () => {
+    const r = await hit(f.url);
+    if (r.worker === "1") assert.equal(r.body, "site a\n");
+    return r.worker === "1";
+  }, { what: "an answer from worker 1", intervalMs: 1 });
+  p.signal("SIGTERM");
+  assert.equal((await p.status).code, 0, p.output());
+});
