@@ -668,8 +668,13 @@ async function serveCommand(configArg: string | undefined, opts: ServeOptions): 
     signals.release();
     return 1;
   }
+  // Removed however the process ends: a second signal exits at once (Deno.exit dispatches
+  // `unload`), and a forced exit left the file naming a dead pid.
+  const removePid = () => removePidIfOurs(pidFile);
+  globalThis.addEventListener("unload", removePid);
   if (opts.takeover) takeOver(previous, pidFile, server.logger);
   const code = exitCode(await signals.serve(server));
+  globalThis.removeEventListener("unload", removePid);
   removePidIfOurs(pidFile);
   return code;
 }

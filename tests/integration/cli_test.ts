@@ -675,6 +675,59 @@ Deno.test("SIGHUP reloads the config (file watch off); a second SIGTERM forces e
   }
 });
 
+for (const workers of [1, 2]) {
+  Deno.test(`--pid-file: removed on exit, a forced one (second signal, exit 1) included (workers: ${workers})`, async () => {
+    const gate = Promise.withResolvers<void>();
+    let arrived = 0;
+    await using up = await startUpstream(async () => {
+      arrived++;
+      await gate.promise;
+      return new Response("late");
+    });
+    const port = freePort();
+    const dir = await tempDir({
+      "config.yaml": `shutdown_timeout: 60s\nworkers: ${workers}\n` + VALID(port) +
+        `  "/slow":\n    type: proxy\n    target: "${up.url}"\n`,
+    });
+    const pidFile = `${dir}/prox.pid`;
+    const written = (pid: number) =>
+      waitFor(() => Deno.readTextFile(pidFile).then((t) => t === `${pid}\n`, () => false), {
+        what: "the pid file written",
+      });
+    const client = Deno.createHttpClient({});
+    try {
+      // A drain that ends by itself removes the file...
+      {
+        await using p = spawnProx(["serve", "--no-watch", "--pid-file", pidFile], { cwd: dir });
+        await written(p.pid);
+        p.signal("SIGTERM");
+        assert.equal((await p.status).code, 0, p.output());
+        await assert.rejects(Deno.stat(pidFile), Deno.errors.NotFound);
+      }
+      // ...and so does one a second signal cuts short.
+      await using p = spawnProx(["serve", "--no-watch", "--pid-file", pidFile], { cwd: dir });
+      await written(p.pid);
+      const pending = fetch(`http://127.0.0.1:${port}/slow`, { client }).then(
+        (r) => r.text(),
+        (e) => `failed: ${e}`,
+      );
+      await waitFor(() => arrived === 1, { what: "request at the upstream" });
+      p.signal("SIGTERM");
+      await p.waitForOutput("Draining");
+      p.signal("SIGTERM");
+      assert.equal((await p.status).code, 1, p.output());
+      assert.match(p.output(), /Second signal/);
+      await assert.rejects(Deno.stat(pidFile), Deno.errors.NotFound, "the pid file is left");
+      gate.resolve();
+      assert.match(await pending, /^failed/);
+    } finally {
+      gate.resolve();
+      client.close();
+      await Deno.remove(dir, { recursive: true });
+    }
+  });
+}
+
 Deno.test("SIGUSR2 (a takeover) reaching a Prox already draining after SIGTERM does not cut its drain", async () => {
   const gate = Promise.withResolvers<void>();
   let arrived = 0;
