@@ -770,22 +770,22 @@ async function workerServe(
         debugHeader: role.debugHeader,
         metrics,
         configCopy: appliedConfigPath(role),
+        followers: role.exclusive && role.count > 1,
       },
       // Worker 0's reloads (SIGHUP, file, admin API) reach the others through the supervisor
       // once it applied them.
-      // The others' outcomes reach the supervisor too: a refusal is reported (it logs it, and
-      // worker 0's admin API shows it).
+      // (The others answer the supervisor's `reload` lines: see followSupervisor below.)
       onReload: (r) => {
-        if (!role.exclusive && (r.ok || r.skipped)) return;
+        if (!role.exclusive) return;
         const trigger = r.trigger ?? "api";
-        const errors = r.issues.filter((i) => i.severity === "error").map((i) => formatIssue(i));
         const msg = {
           type: "reload",
           worker: role.index,
           pid: Deno.pid,
           trigger,
           ok: r.ok,
-          ...(r.ok ? {} : { error: errors.join("; ").slice(0, MAX_RELOAD_ERROR) }),
+          // Names the round in which the others apply it (and answer).
+          ...(r.ok ? { version: r.version } : {}),
         } as const;
         // One made before the link is up (a restarted worker 0 reloading a file saved while it
         // was down) waits for it, as health changes do.
@@ -841,6 +841,7 @@ async function workerServe(
   // A stuck event loop stops the beats: the supervisor then replaces this worker.
   const stopHeartbeat = startHeartbeat(link, role);
   let orphaned = false;
+  const toSupervisor = link;
   // Through the signal trap, so the drain and the exit code are the same as for a SIGTERM.
   followSupervisor((cmd) => {
     if (cmd.type === "purge") {
@@ -866,6 +867,24 @@ async function workerServe(
       s.workerHealth(cmd.worker, cmd.backend, cmd.healthy, cmd.reason ?? undefined);
     } else if (cmd.type === "reload-failed") {
       s.workerReloadFailed(cmd.worker, cmd);
+    } else if (cmd.type === "reloaded") {
+      s.workersReloaded(cmd.round);
+    } else if (cmd.type === "reload") {
+      // What worker 0 applied: the outcome goes back (a refusal is logged by the supervisor and
+      // shown by worker 0's admin API; one skipped while draining is no refusal).
+      void s.reload({ trigger: cmd.trigger }).then((r) => {
+        const ok = r.ok || r.skipped === true;
+        const errors = r.issues.filter((i) => i.severity === "error").map((i) => formatIssue(i));
+        return toSupervisor.send({
+          type: "reload",
+          worker: role.index,
+          pid: Deno.pid,
+          trigger: cmd.trigger,
+          ok,
+          round: cmd.round,
+          ...(ok ? {} : { error: errors.join("; ").slice(0, MAX_RELOAD_ERROR) }),
+        });
+      }).catch(() => {});
     } else if (cmd.type === "force") {
       opts.signals.exitNow("The supervisor got a second signal: exiting now");
     } else opts.signals.drain(cmd.signal);

@@ -80,7 +80,13 @@ import { refuseBeforeRoutes } from "./proxy/filters/ip_access.ts";
 import { keepConfigCopy, readConfigCopy, stageConfigCopy } from "./adapters/config_copy.ts";
 import type { StagedCopy } from "./adapters/config_copy.ts";
 import { createCertificates, mainTls } from "./server_tls.ts";
-import { appliedConfig, createReloads, restartOnlyChanges } from "./server_reload.ts";
+import {
+  appliedConfig,
+  createFollowerRounds,
+  createReloads,
+  restartOnlyChanges,
+} from "./server_reload.ts";
+import type { Refusal } from "./server_reload.ts";
 import { ConfigError } from "./server_api.ts";
 import { createDiscovery } from "./adapters/discovery.ts";
 import { withDiscovered } from "./config/discovered.ts";
@@ -105,6 +111,8 @@ const unrefTimer: Timer = (fn, ms) => {
   Deno.unrefTimer(id);
   return () => clearTimeout(id);
 };
+/** With workers: how long `POST /config/reload` waits for the other workers' answers. */
+const FOLLOW_WAIT_MS = 10_000;
 /** After the drain deadline: how long the 503s of requests cut from their upstream may take. */
 const SETTLE_MS = 500;
 
@@ -417,7 +425,7 @@ export async function startServer(
   });
   const adminApi: AdminCallbacks = {
     ready: () => !draining && set.get("main") !== undefined,
-    reload: () => server.reload({ trigger: "admin" }),
+    reload: () => adminReload(),
     reloadHistory: () => reloads.history(),
     effectiveConfig: () => config,
     // The live snapshot and health; a fresh selector, so a rotation does not move.
@@ -783,6 +791,32 @@ export async function startServer(
     return upstreams.drain(target, on, o);
   }
 
+  // With workers, in worker 0: the others' answers to its reloads (mod.ts passes them on).
+  const followerRounds = createFollowerRounds();
+  const configName = "path" in source ? source.path : source.name;
+  const refusedMessage = (r: Refusal) =>
+    `Worker ${r.worker} refused the reload and serves its previous config: ${r.error}`;
+
+  /**
+   * `POST /config/reload`: with workers, answered once the other workers applied it too (or
+   * refused it, which fails it: they serve their previous config), for up to FOLLOW_WAIT_MS.
+   */
+  async function adminReload(): Promise<ReloadResult> {
+    const r = await server.reload({ trigger: "admin" });
+    if (!r.ok || !opts.worker?.followers) return r;
+    const refusals = await followerRounds.wait(r.version, FOLLOW_WAIT_MS);
+    if (refusals === null) {
+      const message = `Not every worker said within ${
+        FOLLOW_WAIT_MS / 1000
+      } s whether it applied the reload: see GET /config/history`;
+      const late: ConfigIssue = { ...issueAt(configName), severity: "warning", message };
+      return { ...r, issues: [...r.issues, late] };
+    }
+    if (refusals.length === 0) return r;
+    const issues = refusals.map((f) => ({ ...issueAt(configName), message: refusedMessage(f) }));
+    return { ...r, ok: false, issues: [...r.issues, ...issues] };
+  }
+
   let stopping: Promise<void> | null = null;
   async function stop(reason: string): Promise<void> {
     draining = true;
@@ -868,18 +902,18 @@ export async function startServer(
       else notifying?.workerHealth(worker, backend, healthy, reason);
     },
     workerReloadFailed(worker, o) {
-      const file = "path" in source ? source.path : source.name;
-      const message =
-        `Worker ${worker} refused the reload and serves its previous config: ${o.error}`;
+      const message = refusedMessage({ worker, error: o.error });
       reloads.note({
         ok: false,
         version,
-        issues: [{ ...issueAt(file), message }],
+        issues: [{ ...issueAt(configName), message }],
         at: Date.now(),
         trigger: o.trigger,
         worker,
       });
+      if (o.round !== undefined) followerRounds.refused(o.round, { worker, error: o.error });
     },
+    workersReloaded: (round) => followerRounds.answered(round),
     reload: (o) => reloads.request(o?.trigger ?? "api"),
     shutdown(o) {
       stopping ??= stop(o?.reason ?? "shutdown");

@@ -80,7 +80,12 @@ export interface ProxServer {
    * With `workers: N`, in worker 0: worker `worker` refused a reload worker 0 applied and serves
    * its previous config; kept as the last reload outcome (`/status`, `/config/history`).
    */
-  workerReloadFailed(worker: number, o: { trigger: string; error: string }): void;
+  workerReloadFailed(worker: number, o: { trigger: string; error: string; round?: number }): void;
+  /**
+   * With `workers: N`, in worker 0: every other worker answered the reload that made its config
+   * version `round` (the admin API's `POST /config/reload` waits for it).
+   */
+  workersReloaded(round: number): void;
   /**
    * Graceful and idempotent: readiness false, stop accepting (HTTP/2 GOAWAY), let in-flight
    * requests finish up to shutdown_timeout, then close what remains.
@@ -155,5 +160,10 @@ export interface StartOptions {
      * restarted after a crash starts from it rather than from the file.
      */
     configCopy?: string;
+    /**
+     * Worker 0 of N ≥ 2: the other workers apply its reloads, and `POST /config/reload` answers
+     * once they did (a refusal of theirs fails it).
+     */
+    followers?: boolean;
   };
 }

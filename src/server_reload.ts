@@ -101,3 +101,48 @@ export function restartOnlyChanges(prev: Config, next: Config): string[] {
 export function appliedConfig(running: Config, next: Config): Config {
   return { ...next, workers: running.workers, upstream_pool: running.upstream_pool };
 }
+
+/** A worker that refused what worker 0 applied, and why. */
+export interface Refusal {
+  worker: number;
+  error: string;
+}
+
+/**
+ * With `workers: N`, in worker 0: the other workers' answers to its reloads, by round (the config
+ * version the reload made), so `POST /config/reload` can say whether every worker applied it.
+ */
+export interface FollowerRounds {
+  refused(round: number, refusal: Refusal): void;
+  /** Every other worker answered `round`. */
+  answered(round: number): void;
+  /** The refusals of `round` once every other worker answered it; null if not within `ms`. */
+  wait(round: number, ms: number): Promise<Refusal[] | null>;
+}
+
+/** How many rounds `createFollowerRounds` keeps (older ones are forgotten). */
+const ROUNDS_KEPT = 20;
+
+export function createFollowerRounds(): FollowerRounds {
+  const rounds = new Map<number, { refusals: Refusal[]; done: PromiseWithResolvers<void> }>();
+  const get = (round: number) => {
+    let r = rounds.get(round);
+    if (!r) {
+      rounds.set(round, r = { refusals: [], done: Promise.withResolvers() });
+      for (const old of rounds.keys()) if (rounds.size > ROUNDS_KEPT) rounds.delete(old);
+    }
+    return r;
+  };
+  return {
+    refused: (round, refusal) => void get(round).refusals.push(refusal),
+    answered: (round) => get(round).done.resolve(),
+    async wait(round, ms) {
+      const r = get(round);
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const late = new Promise<null>((resolve) => timer = setTimeout(() => resolve(null), ms));
+      const out = await Promise.race([r.done.promise.then(() => [...r.refusals]), late]);
+      clearTimeout(timer);
+      return out;
+    },
+  };
+}

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { createReloads, RELOAD_HISTORY } from "./server_reload.ts";
+import { createFollowerRounds, createReloads, RELOAD_HISTORY } from "./server_reload.ts";
 import type { ReloadResult } from "./server_api.ts";
 
 /** Reloads whose runs finish when the test says so; `runs` lists the triggers that ran. */
@@ -137,4 +137,18 @@ Deno.test("reloads: another worker's refusal is noted in the record (last, histo
   assert.equal(reloads.stats().failure, 1);
   assert.equal(reloads.stats().lastFailureAt, 3000);
   assert.deepEqual(recorded, [], "worker 1 counts its own failure in its labelled metric");
+});
+
+Deno.test("follower rounds: a wait ends once every other worker answered, with the refusals of that round only", async () => {
+  const rounds = createFollowerRounds();
+  const waiting = rounds.wait(2, 5_000);
+  rounds.refused(1, { worker: 3, error: "older" });
+  rounds.refused(2, { worker: 1, error: "boom" });
+  rounds.answered(1);
+  rounds.answered(2);
+  assert.deepEqual(await waiting, [{ worker: 1, error: "boom" }]);
+  // Answered before anyone waited: the wait ends at once.
+  assert.deepEqual(await rounds.wait(1, 5_000), [{ worker: 3, error: "older" }]);
+  // Never answered: null once the time is up.
+  assert.equal(await rounds.wait(3, 10), null);
 });

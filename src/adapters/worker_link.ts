@@ -30,6 +30,10 @@ export type ControlMessage =
     trigger: string;
     ok: boolean;
     error?: string;
+    /** Worker 0, having applied one: its config version, which names the others' round. */
+    version?: number;
+    /** Another worker: the round (worker 0's version) this outcome answers. */
+    round?: number;
   }
   | { type: "purge"; worker: number; pid: number; input: PurgeInput }
   /** Worker 0's admin API drained (or undrained) a target: every worker follows. */
@@ -170,8 +174,18 @@ export type SupervisorCommand =
   | { type: "force" }
   | { type: "purge"; input: PurgeInput }
   | { type: "target"; target: string; drained: boolean }
-  /** To worker 0: worker `worker` refused a reload worker 0 applied (it serves its previous config). */
-  | { type: "reload-failed"; worker: number; trigger: string; error: string }
+  /**
+   * To worker 0: worker `worker` refused a reload worker 0 applied (it serves its previous
+   * config); `round` when it answered one (see `reloaded`).
+   */
+  | { type: "reload-failed"; worker: number; trigger: string; error: string; round?: number }
+  /** To the other workers: apply what worker 0 applied as its version `round`, and answer. */
+  | { type: "reload"; round: number; trigger: string }
+  /**
+   * To worker 0: every other worker answered round `round` (or exited); those that refused it
+   * were told before, each in its `reload-failed` line.
+   */
+  | { type: "reloaded"; round: number }
   /**
    * To worker 0: worker `worker`'s view of `backend` (null: that worker exited, and holds no
    * target down any more).
@@ -194,9 +208,15 @@ export function commandLine(cmd: SupervisorCommand): string {
   if (cmd.type === "target") {
     return `target ${JSON.stringify({ target: cmd.target, drained: cmd.drained })}\n`;
   }
+  if (cmd.type === "reload") {
+    return `reload ${JSON.stringify({ round: cmd.round, trigger: cmd.trigger })}\n`;
+  }
+  if (cmd.type === "reloaded") {
+    return `reloaded ${JSON.stringify({ round: cmd.round })}\n`;
+  }
   if (cmd.type === "reload-failed") {
-    const { worker, trigger, error } = cmd;
-    return `reload-failed ${JSON.stringify({ worker, trigger, error })}\n`;
+    const { worker, trigger, error, round } = cmd;
+    return `reload-failed ${JSON.stringify({ worker, trigger, error, round })}\n`;
   }
   return cmd.type === "drain" ? `drain ${cmd.signal}\n` : "force\n";
 }
@@ -233,12 +253,36 @@ export function parseCommand(line: string): SupervisorCommand | null {
       return null;
     }
   }
+  if (line.startsWith("reload ")) {
+    try {
+      const v = JSON.parse(line.slice(7));
+      return Number.isInteger(v?.round) && typeof v.trigger === "string"
+        ? { type: "reload", round: v.round, trigger: v.trigger }
+        : null;
+    } catch {
+      return null;
+    }
+  }
+  if (line.startsWith("reloaded ")) {
+    try {
+      const v = JSON.parse(line.slice(9));
+      return Number.isInteger(v?.round) ? { type: "reloaded", round: v.round } : null;
+    } catch {
+      return null;
+    }
+  }
   if (line.startsWith("reload-failed ")) {
     try {
       const v = JSON.parse(line.slice(14));
       return Number.isInteger(v?.worker) && v.worker > 0 && typeof v.trigger === "string" &&
           typeof v.error === "string"
-        ? { type: "reload-failed", worker: v.worker, trigger: v.trigger, error: v.error }
+        ? {
+          type: "reload-failed",
+          worker: v.worker,
+          trigger: v.trigger,
+          error: v.error,
+          ...(Number.isInteger(v.round) ? { round: v.round } : {}),
+        }
         : null;
     } catch {
       return null;
@@ -329,7 +373,18 @@ export function parseMessage(line: string): ControlMessage | null {
         : typeof m.error === "string"
         ? m.error.slice(0, MAX_RELOAD_ERROR)
         : "no reason given";
-      return { type: "reload", worker, pid, trigger: String(m.trigger), ok, error };
+      const version = ok && Number.isInteger(m.version) ? m.version : undefined;
+      const round = Number.isInteger(m.round) ? m.round : undefined;
+      return {
+        type: "reload",
+        worker,
+        pid,
+        trigger: String(m.trigger),
+        ok,
+        ...(error !== undefined ? { error } : {}),
+        ...(version !== undefined ? { version } : {}),
+        ...(round !== undefined ? { round } : {}),
+      };
     }
     if (m.type === "target" && typeof m.target === "string" && typeof m.drained === "boolean") {
       const { worker, pid, target, drained } = m;

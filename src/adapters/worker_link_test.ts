@@ -48,4 +48,11 @@ Deno.test("a worker's view of a target goes to the supervisor and on to worker 0
   const refused = { type: "reload-failed", worker: 1, trigger: "SIGHUP", error: "boom" } as const;
   assert.deepEqual(parseCommand(commandLine(refused).trimEnd()), refused);
   assert.equal(parseCommand('reload-failed {"worker":0,"trigger":"x","error":"y"}'), null);
+  const inRound = { ...refused, round: 4 };
+  assert.deepEqual(parseCommand(commandLine(inRound).trimEnd()), inRound);
+  const apply = { type: "reload", round: 4, trigger: "admin" } as const;
+  assert.deepEqual(parseCommand(commandLine(apply).trimEnd()), apply);
+  const answered = { type: "reloaded", round: 4 } as const;
+  assert.deepEqual(parseCommand(commandLine(answered).trimEnd()), answered);
+  assert.equal(parseCommand('reloaded {"round":"4"}'), null);
 });

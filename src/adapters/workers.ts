@@ -62,6 +62,12 @@ export interface Supervisor {
   readonly exitCode: number;
 }
 
+/** A reload worker 0 applied (its config version) that the other workers apply too. */
+interface Round {
+  round: number;
+  trigger: string;
+}
+
 interface Slot {
   index: number;
   child: Deno.ChildProcess | null;
@@ -73,8 +79,11 @@ interface Slot {
   killed?: boolean;
   /** When its last message (ready, alive…) arrived: a stuck worker falls silent. */
   lastSeen: number;
-  /** A reload was asked for while it started: sent once it listens. */
-  reloadPending?: boolean;
+  /**
+   * A reload was asked for while it started: sent once it listens (worker 0: a SIGHUP; the
+   * others: the latest round of worker 0's).
+   */
+  reloadPending?: true | Round;
   /** Crashes in a row (reset once a worker ran for `stableMs`). */
   failures: number;
   timer?: ReturnType<typeof setTimeout>;
@@ -83,6 +92,8 @@ interface Slot {
 
 /** Longest Unix socket path Linux accepts (sun_path is 108 bytes with the final NUL). */
 const MAX_SOCKET_PATH = 107;
+/** Reloads of worker 0's whose other workers' answers are waited for at once. */
+const MAX_ROUNDS = 20;
 /** Targets a worker may hold down at once, as the supervisor keeps them (configs have fewer). */
 const MAX_HELD = 10_000;
 
@@ -172,9 +183,20 @@ export function startSupervisor(count: number, opts: {
   };
   // A worker still starting has no SIGHUP handler yet (the default action kills it), and one
   // waiting to be restarted has no process: either gets the reload once it reports listening.
-  const reload = (slot: Slot) => {
-    if (slot.ready) send(slot, "SIGHUP");
-    else slot.reloadPending = true;
+  // Worker 0 gets a SIGHUP; the others a `reload` line naming worker 0's round, which they
+  // answer (a follower's reloads coalesce, but each request gets its answer).
+  const reload = (slot: Slot, round?: Round) => {
+    if (!slot.ready) slot.reloadPending = round ?? true;
+    else if (round) void tell(slot, { type: "reload", ...round });
+    else send(slot, "SIGHUP");
+  };
+  /** By round: the other workers whose answer worker 0 still waits for (its admin API). */
+  const rounds = new Map<number, Set<number>>();
+  const answered = (worker: number, round: number | undefined) => {
+    const waiting = round === undefined ? undefined : rounds.get(round);
+    if (!waiting?.delete(worker) || waiting.size > 0) return;
+    rounds.delete(round!);
+    toZero({ type: "reloaded", round: round! });
   };
   const encoder = new TextEncoder();
   const tell = (slot: Slot, cmd: SupervisorCommand): Promise<void> =>
@@ -241,6 +263,10 @@ export function startSupervisor(count: number, opts: {
     void slot.stdin?.close().catch(() => {});
     slot.stdin = null;
     const how = status.signal ? `signal ${status.signal}` : `code ${status.code}`;
+    // A round it was to answer is answered (its successor starts from what worker 0 applied);
+    // a worker 0 gone waits for none.
+    if (slot.index === 0) rounds.clear();
+    else for (const round of [...rounds.keys()]) answered(slot.index, round);
     if (stopping) {
       if (status.code !== 0) failed = true;
       return;
@@ -302,10 +328,9 @@ export function startSupervisor(count: number, opts: {
           }
         }
       }
-      if (slot.reloadPending) {
-        slot.reloadPending = false;
-        send(slot, "SIGHUP");
-      }
+      const pending = slot.reloadPending;
+      slot.reloadPending = undefined;
+      if (pending) reload(slot, pending === true ? undefined : pending);
       if (started) logger.info("Worker restarted", { worker: msg.worker, pid: msg.pid });
       else if (slots.every((s) => s.ready)) {
         started = true;
@@ -315,13 +340,16 @@ export function startSupervisor(count: number, opts: {
       // Another worker refused what worker 0 applied (a file it could not read, a bind it could
       // not make): it keeps serving its previous config, so the workers now differ. Said at
       // error level here and to worker 0, whose admin API (/status, /config/history) shows it.
-      if (msg.ok) return;
-      const error = msg.error ?? "no reason given";
-      logger.error(
-        `Worker ${slot.index} refused the reload: it keeps serving its previous config`,
-        { worker: slot.index, pid: msg.pid, trigger: msg.trigger, error },
-      );
-      toZero({ type: "reload-failed", worker: slot.index, trigger: msg.trigger, error });
+      if (!msg.ok) {
+        const error = msg.error ?? "no reason given";
+        logger.error(
+          `Worker ${slot.index} refused the reload: it keeps serving its previous config`,
+          { worker: slot.index, pid: msg.pid, trigger: msg.trigger, error },
+        );
+        const { trigger, round } = msg;
+        toZero({ type: "reload-failed", worker: slot.index, trigger, error, round });
+      }
+      answered(slot.index, msg.round);
     } else if (msg.type === "reload" && slot.index === 0) {
       // Worker 0 reloads first (SIGHUP, its file watch, its admin API): the others apply the
       // config text it applied, and nothing when it refused one (a config some workers would
@@ -332,7 +360,14 @@ export function startSupervisor(count: number, opts: {
         });
         return;
       }
-      for (const s of slots) if (s !== slot) reload(s);
+      const round = { round: msg.version ?? 0, trigger: msg.trigger };
+      const waiting = new Set(slots.filter((s) => s !== slot && s.ready).map((s) => s.index));
+      for (const s of slots) if (s !== slot) reload(s, round);
+      // Those still starting apply it once they listen; worker 0 waits for the others.
+      if (waiting.size === 0) return toZero({ type: "reloaded", round: round.round });
+      rounds.set(round.round, waiting);
+      // Bounded: a round one worker never answers (its reload hangs) is given up on.
+      for (const old of rounds.keys()) if (rounds.size > MAX_ROUNDS) rounds.delete(old);
     } else if (msg.type === "purge") {
       // A cache purge through worker 0's admin API: each worker has its own caches.
       for (const s of slots) if (s !== slot) void tell(s, { type: "purge", input: msg.input });

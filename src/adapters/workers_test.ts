@@ -193,8 +193,9 @@ Deno.test("supervisor: after the supervisor itself did not run for a while (SIGS
   assert.deepEqual(w.sup.pids(), pids);
 });
 
-// A worker that reports listening and answers each SIGHUP as its index says: worker 0 applies
-// the reload, the others refuse it. What the supervisor writes to its stdin goes to a file.
+// A worker that reports listening and applies reloads as its index says: worker 0 applies the
+// SIGHUP's (as its config version 7), the others refuse the supervisor's `reload` lines. What
+// the supervisor writes to its stdin goes to a file.
 const RELOADING_WORKER = `
 const conn = await Deno.connect({ transport: "unix", path: Deno.env.get("${SOCKET_ENV}") });
 const worker = Number(Deno.env.get("${WORKER_ENV}"));
@@ -202,20 +203,23 @@ const send = (m) => conn.write(
   new TextEncoder().encode(JSON.stringify({ ...m, worker, pid: Deno.pid }) + "\\n"),
 );
 Deno.addSignalListener("SIGHUP", () => {
-  void send(worker === 0
-    ? { type: "reload", trigger: "SIGHUP", ok: true }
-    : { type: "reload", trigger: "SIGHUP", ok: false, error: "config.yaml:1:1: error: boom" });
+  if (worker === 0) void send({ type: "reload", trigger: "SIGHUP", ok: true, version: 7 });
 });
 await send({ type: "ready" });
 const out = await Deno.open(Deno.env.get("STDIN_LOG") + worker, { write: true, create: true });
 for await (const chunk of Deno.stdin.readable) {
   await out.write(chunk);
-  if (new TextDecoder().decode(chunk).startsWith("drain")) break;
+  const line = new TextDecoder().decode(chunk);
+  if (line.startsWith("drain")) break;
+  if (line.startsWith("reload ")) {
+    const { round, trigger } = JSON.parse(line.slice(7));
+    void send({ type: "reload", trigger, round, ok: false, error: "config.yaml:1:1: error: boom" });
+  }
 }
 Deno.exit(0);
 `;
 
-Deno.test("supervisor: a reload another worker refuses is logged as an error naming it and its error, and told to worker 0", async () => {
+Deno.test("supervisor: a reload another worker refuses is logged as an error naming it and its error, and told to worker 0 with the round", async () => {
   const { waitFor } = await import("../../tests/_harness.ts");
   const dir = await Deno.makeTempDir({ prefix: "prox-refusing-worker-" });
   const script = `${dir}/reloading.ts`;
@@ -226,7 +230,7 @@ Deno.test("supervisor: a reload another worker refuses is logged as an error nam
     error: (msg, fields) => void errors.push({ msg, fields }),
   };
   Deno.env.set("STDIN_LOG", `${dir}/stdin-`); // inherited by the workers
-  const sup = startSupervisor(2, {
+  const sup = startSupervisor(3, {
     logger,
     command: { cmd: Deno.execPath(), args: ["run", "-A", script] },
   });
@@ -234,23 +238,32 @@ Deno.test("supervisor: a reload another worker refuses is logged as an error nam
   try {
     await sup.ready;
     await sup.reload({ trigger: "SIGHUP" });
-    const refused = await waitFor(
-      () => errors.find((e) => e.fields?.worker === 1),
-      { what: "worker 1's refusal logged" },
-    );
-    assert.match(refused.msg, /Worker 1 refused the reload/);
-    assert.equal(refused.fields?.error, "config.yaml:1:1: error: boom");
-    // Worker 0 (the admin API's /status, /config/history) is told.
+    // Worker 0 is told of each refusal, then that every other worker answered round 7.
     const told = await waitFor(async () => {
       const text = await Deno.readTextFile(`${dir}/stdin-0`).catch(() => "");
-      return text.includes("reload-failed") ? text : null;
-    }, { what: "worker 0 told of the refusal" });
-    assert.deepEqual(parseCommand(told.trim().split("\n").at(-1)!), {
+      const both = text.split("reload-failed").length === 3;
+      return both && /reloaded.*\n$/.test(text) ? text : null;
+    }, { what: "worker 0 told the round's outcome" });
+    const lines = told.trim().split("\n").map(parseCommand);
+    // Once, after the refusals: worker 0's admin API answers then.
+    assert.equal(lines.findIndex((c) => c?.type === "reloaded"), lines.length - 1, told);
+    const refusals = lines.filter((c) => c?.type === "reload-failed");
+    assert.deepEqual(
+      refusals.map((c) => c?.type === "reload-failed" && c.worker).sort(),
+      [1, 2],
+    );
+    assert.deepEqual(refusals[0], {
       type: "reload-failed",
-      worker: 1,
+      worker: (refusals[0] as { worker: number }).worker,
       trigger: "SIGHUP",
       error: "config.yaml:1:1: error: boom",
+      round: 7,
     });
+    assert.deepEqual(lines.at(-1), { type: "reloaded", round: 7 });
+    // And the supervisor's own log names each worker and its error.
+    const refused = errors.filter((e) => /^Worker \d refused the reload/.test(e.msg));
+    assert.deepEqual(refused.map((e) => e.fields?.worker).sort(), [1, 2]);
+    assert.equal(refused[0].fields?.error, "config.yaml:1:1: error: boom");
   } finally {
     await sup.shutdown({ reason: "test" });
     await Deno.remove(dir, { recursive: true });
