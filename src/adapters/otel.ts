@@ -2,7 +2,7 @@
 // Prox's own HTTP/1.1 upstream client: without this, the upstream's spans would hang off the
 // client's span, with Prox's server span beside them instead of between.
 
-import type { Handler } from "../ports.ts";
+import type { ClientInfo, Handler } from "../ports.ts";
 
 /**
  * True when Deno's OpenTelemetry is on for this process: OTEL_DENO=true in any case, as Deno
@@ -72,6 +72,64 @@ export function scrubbedUrl(url: string): string {
   return url.slice(0, q + 1) + scrubbed + (end < 0 ? "" : url.slice(end));
 }
 
+/** The methods OpenTelemetry's HTTP conventions know; others are recorded as `_OTHER`. */
+const KNOWN_METHODS = new Set([
+  "CONNECT",
+  "DELETE",
+  "GET",
+  "HEAD",
+  "OPTIONS",
+  "PATCH",
+  "POST",
+  "PUT",
+  "TRACE",
+]);
+
+/**
+ * A server span's name: the method, or "HTTP" for one the conventions do not know, so that a
+ * client's made-up methods do not become span names (semantic conventions, HTTP spans: "Name").
+ */
+export function spanName(method: string): string {
+  return KNOWN_METHODS.has(method) ? method : "HTTP";
+}
+
+/**
+ * The attributes OpenTelemetry's HTTP server span conventions ask for (`url.path`, `url.scheme`,
+ * `url.query` with credentials redacted, `server.address`, `server.port`, `client.address`, the
+ * method or `_OTHER` and `http.request.method_original`), plus `url.full` as Deno.serve's spans
+ * record it. `authority`: the Host the listener read, when it knows it better than the URL.
+ */
+export function serverSpanAttributes(
+  req: Request,
+  info: Pick<ClientInfo, "remoteAddr" | "authority">,
+  version?: string,
+): Record<string, string | number> {
+  const url = new URL(req.url);
+  let server = url;
+  if (info.authority) {
+    try {
+      server = new URL(`${url.protocol}//${info.authority}`);
+    } catch { /* the URL's own authority then */ }
+  }
+  const full = scrubbedUrl(req.url);
+  const q = full.indexOf("?");
+  const method = KNOWN_METHODS.has(req.method) ? req.method : "_OTHER";
+  const attributes: Record<string, string | number> = {
+    "http.request.method": method,
+    "url.full": full,
+    "url.scheme": url.protocol.slice(0, -1),
+    "url.path": url.pathname,
+  };
+  if (method === "_OTHER") attributes["http.request.method_original"] = req.method;
+  if (q >= 0 && q < full.length - 1) attributes["url.query"] = full.slice(q + 1);
+  attributes["server.address"] = server.hostname.replace(/^\[(.*)\]$/, "$1");
+  attributes["server.port"] = Number(server.port) || (url.protocol === "https:" ? 443 : 80);
+  attributes["client.address"] = info.remoteAddr.hostname;
+  attributes["network.protocol.name"] = "http";
+  if (version) attributes["network.protocol.version"] = version;
+  return attributes;
+}
+
 /**
  * Wraps a handler so that each request gets a server span continuing the client's trace context,
  * as Deno.serve makes for the requests it serves: for those Prox's own engines serve without
@@ -87,23 +145,23 @@ export async function serverSpans(): Promise<(handler: Handler, version?: string
   };
   return (handler, version) => (req, info) => {
     const parent = api.propagation.extract(api.ROOT_CONTEXT, req.headers, getter);
-    const attributes: Record<string, string> = {
-      "http.request.method": req.method,
-      "url.full": scrubbedUrl(req.url),
-      "network.protocol.name": "http",
-    };
-    if (version) attributes["network.protocol.version"] = version;
+    const attributes = serverSpanAttributes(req, info, version);
     return tracer.startActiveSpan(
-      req.method,
+      spanName(req.method),
       { kind: api.SpanKind.SERVER, attributes },
       parent,
       async (span) => {
         try {
           const res = await handler(req, info);
           span.setAttribute("http.response.status_code", res.status);
-          if (res.status >= 500) span.setStatus({ code: api.SpanStatusCode.ERROR });
+          if (res.status >= 500) {
+            // The conventions' error.type: the status code, for a server span's 5xx.
+            span.setAttribute("error.type", String(res.status));
+            span.setStatus({ code: api.SpanStatusCode.ERROR });
+          }
           return res;
         } catch (err) {
+          span.setAttribute("error.type", err instanceof Error ? err.name : "_OTHER");
           span.setStatus({ code: api.SpanStatusCode.ERROR, message: String(err) });
           throw err;
         } finally {

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { scrubbedUrl } from "./otel.ts";
+import type { TracerProvider } from "@opentelemetry/api";
+import { scrubbedUrl, serverSpans } from "./otel.ts";
 
 Deno.test("scrubbedUrl redacts credentials in the query for a span's url.full, and nothing else", () => {
   assert.equal(scrubbedUrl("http://x/a"), "http://x/a");
@@ -14,4 +15,78 @@ Deno.test("scrubbedUrl redacts credentials in the query for a span's url.full, a
   );
   assert.equal(scrubbedUrl("http://x/?api+key=1&page=2"), "http://x/?api+key=REDACTED&page=2");
   assert.equal(scrubbedUrl("http://x/?code=oauth&state=s"), "http://x/?code=REDACTED&state=s");
+});
+
+/** A tracer provider that keeps what each span was started with and given. */
+function recordingProvider() {
+  const spans: { name: string; attributes: Record<string, unknown> }[] = [];
+  const provider = {
+    getTracer: () => ({
+      startSpan: () => {
+        throw new Error("not used");
+      },
+      startActiveSpan(
+        name: string,
+        o: { attributes: Record<string, unknown> },
+        _ctx: unknown,
+        fn: (span: unknown) => unknown,
+      ) {
+        const s = { name, attributes: { ...o.attributes } };
+        spans.push(s);
+        return fn({
+          setAttribute: (k: string, v: unknown) => s.attributes[k] = v,
+          setStatus() {},
+          end() {},
+        });
+      },
+    }),
+  };
+  return { spans, provider };
+}
+
+Deno.test("serverSpans gives Prox's own server spans the HTTP semantic conventions' attributes", async () => {
+  const api = await import("@opentelemetry/api");
+  const { spans, provider } = recordingProvider();
+  api.trace.setGlobalTracerProvider(provider as unknown as TracerProvider);
+  try {
+    const wrap = (await serverSpans())(() => Promise.resolve(new Response("x")), "3");
+    const info = {
+      remoteAddr: { hostname: "192.0.2.9", port: 40000 },
+      localPort: 8443,
+      protocol: "h3",
+      tls: true,
+    } as const;
+    await wrap(new Request("https://api.example.com:8443/v1/a%20b?page=2&access_token=s"), info);
+    assert.equal(spans[0].name, "GET");
+    assert.deepEqual(spans[0].attributes, {
+      "http.request.method": "GET",
+      "url.full": "https://api.example.com:8443/v1/a%20b?page=2&access_token=REDACTED",
+      "url.scheme": "https",
+      "url.path": "/v1/a%20b",
+      "url.query": "page=2&access_token=REDACTED",
+      "server.address": "api.example.com",
+      "server.port": 8443,
+      "client.address": "192.0.2.9",
+      "network.protocol.name": "http",
+      "network.protocol.version": "3",
+      "http.response.status_code": 200,
+    });
+    // A method the conventions do not know: `_OTHER`, the span named "HTTP" (a client's made-up
+    // methods must not become span names), the method as sent kept in its own attribute.
+    await wrap(new Request("https://x/", { method: "PURGE" }), info);
+    assert.equal(spans[1].name, "HTTP");
+    assert.equal(spans[1].attributes["http.request.method"], "_OTHER");
+    assert.equal(spans[1].attributes["http.request.method_original"], "PURGE");
+    assert.equal(spans[1].attributes["server.port"], 443);
+    assert.equal(spans[1].attributes["url.query"], undefined);
+    assert.equal(spans[1].attributes["error.type"], undefined);
+    // A 5xx answer: error.type is its status code.
+    await (await serverSpans())(() => Promise.resolve(new Response("", { status: 502 })))(
+      new Request("http://x/"),
+      info,
+    );
+    assert.equal(spans[2].attributes["error.type"], "502");
+  } finally {
+    api.trace.disable();
+  }
 });
