@@ -5,8 +5,11 @@ import { ASSUMPTIONS, Replayer } from "../proxy/replay.ts";
 import type { ReplayTally } from "../proxy/replay_tally.ts";
 import { loadSnapshot, offlineDeps } from "./explain_cli.ts";
 
-/** Longest line read; a longer one is skipped (an access line is well under 4 KiB). */
-const MAX_LINE = 64 * 1024;
+/**
+ * Longest line read; a longer one is skipped. A request head is at most ~64 KiB, but its access
+ * line holds the URL twice (path and Referer) and writes a C1 byte of a User-Agent in six.
+ */
+const MAX_LINE = 1024 * 1024;
 
 /** The lines of a byte stream, one at a time (memory: one line); overlong ones as null. */
 export async function* readLines(

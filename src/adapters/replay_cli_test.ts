@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { readLines, reportText } from "./replay_cli.ts";
 import { ReplayTally } from "../proxy/replay_tally.ts";
+import { formatAccessJson } from "./log_json.ts";
 
 function streamOf(...chunks: string[]): ReadableStream<Uint8Array> {
   const enc = new TextEncoder();
@@ -27,10 +28,43 @@ Deno.test("readLines: lines split across chunks, a last line without newline, mu
   assert.deepEqual(await collect(s), ["a", "b€c", "", "last"]);
 });
 
-Deno.test("readLines: a line past 64 KiB is given as null, and reading goes on after it", async () => {
-  const big = "x".repeat(70 * 1024);
+Deno.test("readLines: an access line Prox writes for a request head within its 64 KiB is read whole", async () => {
+  // A long URL with the Referer echoing it, and a User-Agent of bytes past ASCII (the C1 range is
+  // written \u0085, six bytes for one): a head of ~60 KiB, an access line of ~127 KiB, which
+  // replay skipped as "longer than 65536 bytes".
+  const path = `/search/${"q".repeat(20_000)}`;
+  const line = formatAccessJson({
+    time: 0,
+    requestId: "r",
+    clientIp: "192.0.2.1",
+    method: "GET",
+    host: "example.com",
+    path,
+    query: "",
+    status: 200,
+    bytesIn: 0,
+    bytesOut: 0,
+    durationMs: 1,
+    route: "/",
+    upstream: "http://10.0.0.1:8080",
+    upstreamStatus: 200,
+    upstreamMs: 1,
+    protocol: "http/1.1",
+    tls: false,
+    retries: 0,
+    error: null,
+    userAgent: "\x85".repeat(15_000),
+    referer: `http://example.com${path}`,
+  });
+  assert.ok(line.length > 2 * 64 * 1024 - 2000, `line of ${line.length}`);
+  const [read] = await collect(streamOf(line.slice(0, 50_000), line.slice(50_000), "\n"));
+  assert.ok(read === line, `read ${read === null ? "null (skipped)" : read.length + " chars"}`);
+});
+
+Deno.test("readLines: a line past 1 MiB is given as null, and reading goes on after it", async () => {
+  const big = "x".repeat(1100 * 1024);
   assert.deepEqual(
-    await collect(streamOf("a\n", big.slice(0, 40_000), big.slice(40_000), "\nb\n")),
+    await collect(streamOf("a\n", big.slice(0, 600_000), big.slice(600_000), "\nb\n")),
     [
       "a",
       null,
