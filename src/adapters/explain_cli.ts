@@ -2,6 +2,7 @@
 // explains one request with src/proxy/explain.ts and prints the report as text or JSON.
 
 import { formatIssue } from "../config/load.ts";
+import { parseIp } from "../domain/ip.ts";
 import { buildSnapshot } from "../proxy/snapshot.ts";
 import { DRY_RUN_ID, explainRequest } from "../proxy/explain.ts";
 import type { ExplainDeps, ExplainRequest, Explanation } from "../proxy/explain.ts";
@@ -16,6 +17,9 @@ import {
 } from "./config_source.ts";
 import { createDenoFileStore } from "./files_deno.ts";
 
+/** RFC 9110 §5.6.2's token: a method or a header name. */
+const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+
 /** A request line from the command line: `[METHOD] URL`, a bare path meaning http://localhost. */
 export function requestFromArgs(
   positionals: string[],
@@ -26,7 +30,7 @@ export function requestFromArgs(
   }
   if (positionals.length > 2) return `unexpected argument "${positionals[2]}"`;
   const [method, raw] = positionals.length === 2 ? positionals : ["GET", positionals[0]];
-  if (!/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(method)) return `invalid method "${method}"`;
+  if (!TOKEN.test(method)) return `invalid method "${method}"`;
   const text = raw.startsWith("/") ? `http://localhost${raw}` : raw;
   let url: URL;
   try {
@@ -41,9 +45,24 @@ export function requestFromArgs(
   for (const h of o.headers ?? []) {
     const colon = h.indexOf(":");
     if (colon <= 0) return `invalid header "${h}": write it as 'Name: value'`;
-    headers.push([h.slice(0, colon).trim(), h.slice(colon + 1).trim()]);
+    const name = h.slice(0, colon).trim();
+    const value = h.slice(colon + 1).trim();
+    // RFC 9110 §5.1, §5.5: a token for the name, no NUL, CR or LF in the value (Headers refuses
+    // them, and a listener never hands such a request to Prox).
+    if (!TOKEN.test(name)) return `invalid header "${h}": "${name}" is not a header name`;
+    if (/[\0\r\n]/.test(value)) return `invalid header "${name}": NUL, CR or LF in its value`;
+    headers.push([name, value]);
   }
-  return { method: method.toUpperCase(), url: text, headers, clientIp: o.clientIp };
+  let clientIp = o.clientIp;
+  if (clientIp !== undefined) {
+    const addr = parseIp(clientIp);
+    if (!addr || clientIp.includes("%")) {
+      return `invalid client address "${clientIp}": use an IPv4 or IPv6 address, e.g. 10.0.0.7`;
+    }
+    // As a listener gives a peer: IPv6 without brackets.
+    clientIp = clientIp.trim().replace(/^\[(.*)\]$/, "$1");
+  }
+  return { method: method.toUpperCase(), url: text, headers, clientIp };
 }
 
 /** Loads `file` as `serve` would into a snapshot; null (issues said on `err`) when it cannot. */
