@@ -85,6 +85,9 @@ const KNOWN_METHODS = new Set([
   "TRACE",
 ]);
 
+/** `network.protocol.version` of each protocol a listener reports. */
+const PROTOCOL_VERSION: Record<string, string> = { "http/1.1": "1.1", h2: "2", h2c: "2", h3: "3" };
+
 /**
  * A server span's name: the method, or "HTTP" for one the conventions do not know, so that a
  * client's made-up methods do not become span names (semantic conventions, HTTP spans: "Name").
@@ -97,11 +100,12 @@ export function spanName(method: string): string {
  * The attributes OpenTelemetry's HTTP server span conventions ask for (`url.path`, `url.scheme`,
  * `url.query` with credentials redacted, `server.address`, `server.port`, `client.address`, the
  * method or `_OTHER` and `http.request.method_original`), plus `url.full` as Deno.serve's spans
- * record it. `authority`: the Host the listener read, when it knows it better than the URL.
+ * record it. `authority`: the Host the listener read, when it knows it better than the URL;
+ * `version`: the HTTP version, else the request's own (`protocol`, `http10`).
  */
 export function serverSpanAttributes(
   req: Request,
-  info: Pick<ClientInfo, "remoteAddr" | "authority">,
+  info: Pick<ClientInfo, "remoteAddr" | "authority" | "protocol" | "http10">,
   version?: string,
 ): Record<string, string | number> {
   const url = new URL(req.url);
@@ -126,7 +130,8 @@ export function serverSpanAttributes(
   attributes["server.port"] = Number(server.port) || (url.protocol === "https:" ? 443 : 80);
   attributes["client.address"] = info.remoteAddr.hostname;
   attributes["network.protocol.name"] = "http";
-  if (version) attributes["network.protocol.version"] = version;
+  attributes["network.protocol.version"] = version ??
+    (info.http10 ? "1.0" : PROTOCOL_VERSION[info.protocol] ?? "1.1");
   return attributes;
 }
 

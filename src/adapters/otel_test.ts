@@ -86,6 +86,16 @@ Deno.test("serverSpans gives Prox's own server spans the HTTP semantic conventio
       info,
     );
     assert.equal(spans[2].attributes["error.type"], "502");
+    // Behind accept_proxy_protocol one engine serves HTTP/1.1 and HTTP/2: the version is the
+    // request's own (the span had none).
+    const relay = (await serverSpans())(() => Promise.resolve(new Response("")));
+    await relay(new Request("http://x/"), { ...info, protocol: "h2c" });
+    await relay(new Request("http://x/"), { ...info, protocol: "http/1.1" });
+    await relay(new Request("http://x/"), { ...info, protocol: "http/1.1", http10: true });
+    assert.deepEqual(
+      spans.slice(3).map((s) => s.attributes["network.protocol.version"]),
+      ["2", "1.1", "1.0"],
+    );
   } finally {
     api.trace.disable();
   }
