@@ -21,6 +21,8 @@ export interface TopOptions {
   format: "text" | "json";
   out: (s: string) => void;
   err: (s: string) => void;
+  /** How long one request to the admin listener may take (default 5 s; tests shorten it). */
+  timeoutMs?: number;
 }
 
 const ENABLE = "to enable one, add `admin: { listen_addr: 127.0.0.1:9090 }` to the config " +
@@ -80,17 +82,22 @@ async function target(o: TopOptions): Promise<{ url: string; token?: string } | 
 }
 
 /** Fetches `path` from the admin listener; a string is the error to print. */
-async function get(base: string, path: string, token?: string): Promise<string | Response> {
+async function get(
+  base: string,
+  path: string,
+  o: { token?: string; timeoutMs: number },
+): Promise<string | Response> {
+  const { token, timeoutMs } = o;
   let res: Response;
   try {
     res = await fetch(`${base}${path}`, {
       headers: token ? { authorization: `Bearer ${token}` } : {},
-      signal: AbortSignal.timeout(5000),
+      signal: AbortSignal.timeout(timeoutMs),
     });
   } catch (e) {
     const detail = `${(e as Error).message} ${String((e as Error).cause ?? "")}`;
     const why = e instanceof Error && e.name === "TimeoutError"
-      ? "no answer in 5s"
+      ? `no answer in ${timeoutMs / 1000}s`
       : /refused/i.test(detail)
       ? "connection refused"
       : detail.trim();
@@ -98,13 +105,13 @@ async function get(base: string, path: string, token?: string): Promise<string |
       `admin listener there? (${ENABLE})`;
   }
   if (res.status === 401) {
-    await res.body?.cancel();
+    await discard(res);
     return `The admin listener at ${base} answered 401: ${
       token ? "the token is wrong" : "it needs a token"
     }. Pass --token, set PROX_ADMIN_TOKEN, or -c the config that has admin.token`;
   }
   if (!res.ok) {
-    await res.body?.cancel();
+    await discard(res);
     return res.status === 404
       ? `${base} is not a Prox admin listener: ${path} answered 404 (the traffic port?)`
       : `The admin listener at ${base} answered ${res.status} for ${path}`;
@@ -112,33 +119,46 @@ async function get(base: string, path: string, token?: string): Promise<string |
   return res;
 }
 
+/** Drops a response's body; one that already failed (its timeout fired) is dropped as well. */
+async function discard(res: Response): Promise<void> {
+  try {
+    await res.body?.cancel();
+  } catch { /* already errored */ }
+}
+
 /** Takes one poll: `/metrics` and `/status` together. */
-async function poll(base: string, token?: string): Promise<TopPoll | string> {
-  const [m, s] = await Promise.all([get(base, "/metrics", token), get(base, "/status", token)]);
+async function poll(
+  base: string,
+  o: { token?: string; timeoutMs: number },
+): Promise<TopPoll | string> {
+  const [m, s] = await Promise.all([get(base, "/metrics", o), get(base, "/status", o)]);
   if (typeof m === "string" || typeof s === "string") {
-    if (typeof m !== "string") await m.body?.cancel();
-    if (typeof s !== "string") await s.body?.cancel();
+    if (typeof m !== "string") await discard(m);
+    if (typeof s !== "string") await discard(s);
     return typeof m === "string" ? m : s as string;
   }
+  // Both bodies at once, each failure its own: a body that stalls past the timeout (or breaks)
+  // rejects, and one read left unawaited would reject with nobody to hear it.
+  const [mt, st] = await Promise.allSettled([m.text(), s.text()]);
+  const unread = (path: string, e: unknown) =>
+    `Cannot read ${base}${path}: ${
+      e instanceof Error && e.name === "TimeoutError"
+        ? `no answer in ${o.timeoutMs / 1000}s`
+        : e instanceof Error
+        ? e.message
+        : String(e)
+    }`;
+  if (mt.status === "rejected") return unread("/metrics", mt.reason);
   const notProx = `${base} is not a Prox admin listener`;
-  let samples;
-  let status: unknown;
-  try {
-    samples = parsePromText(await m.text(), (n) => TOP_METRICS.has(n));
-  } catch (e) {
-    await s.body?.cancel();
-    return `Cannot read ${base}/metrics: ${(e as Error).message}`;
-  }
-  if (typeof samples === "string") {
-    await s.body?.cancel();
-    return `${notProx}: /metrics ${samples}`;
-  }
+  const samples = parsePromText(mt.value, (n) => TOP_METRICS.has(n));
+  if (typeof samples === "string") return `${notProx}: /metrics ${samples}`;
   if (!samples.some((x) => x.name === "prox_build_info")) {
-    await s.body?.cancel();
     return `${notProx}: /metrics has no prox_build_info`;
   }
+  if (st.status === "rejected") return unread("/status", st.reason);
+  let status: unknown;
   try {
-    status = await s.json();
+    status = JSON.parse(st.value);
   } catch {
     return `${notProx}: /status is not JSON`;
   }
@@ -169,7 +189,8 @@ export async function topCommand(o: TopOptions): Promise<number> {
   }
   const tty = Deno.stdout.isTerminal();
   const color = tty && !Deno.env.get("NO_COLOR");
-  const first = await poll(where.url, where.token);
+  const asked = { token: where.token, timeoutMs: o.timeoutMs ?? 5000 };
+  const first = await poll(where.url, asked);
   if (typeof first === "string") {
     o.err(`error: ${first}`);
     return 1;
@@ -179,7 +200,7 @@ export async function topCommand(o: TopOptions): Promise<number> {
   let prev: TopPoll | null = first;
   for (;;) {
     await new Promise((resolve) => setTimeout(resolve, intervalMs));
-    const cur = await poll(where.url, where.token);
+    const cur = await poll(where.url, asked);
     if (typeof cur === "string") {
       if (o.once) {
         o.err(`error: ${cur}`);
