@@ -98,7 +98,13 @@ export async function routeTestsCommand(
     const label = c.name ?? c.request;
     if (typeof request === "string") {
       failed++;
-      o.out(`FAIL ${label}\n  ${at([i, "request"])}: ${request}`);
+      // Said at the key that makes the request one no client can send.
+      const key = request.startsWith("invalid client address")
+        ? "client_ip"
+        : request.startsWith("invalid header")
+        ? "headers"
+        : "request";
+      o.out(`FAIL ${label}\n  ${at([i, key])}: ${request}`);
       continue;
     }
     const e = await explainRequest(request, deps);

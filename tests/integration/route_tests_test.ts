@@ -64,6 +64,12 @@ Deno.test("prox test: passing cases exit 0; a failing one says where and what, e
     headers: { Cookie: "s=1" }
 - request: /old
   expect: { status: 301 }
+- request: /api/x
+  client_ip: 10.0.0.300
+  expect: { route: /api }
+- request: /api/x
+  headers: { "Bad Name": x }
+  expect: { route: /api }
 `,
     );
     const bad = await prox(["test", "-c", "config.yaml", "bad.yaml"], dir);
@@ -72,7 +78,11 @@ Deno.test("prox test: passing cases exit 0; a failing one says where and what, e
     assert.match(bad.stdout, /bad\.yaml:3:5: route: expected "\/", got "\/api"/);
     assert.match(bad.stdout, /bad\.yaml:4:16: header Cookie: expected "s=1", got none/);
     assert.match(bad.stdout, /bad\.yaml:6:13: status: expected 301, got 308/);
-    assert.match(bad.stdout, /0 passed, 2 failed/);
+    // A request no client can send is said at the key that makes it so (a bad header name
+    // ended the whole run with a stack trace).
+    assert.match(bad.stdout, /bad\.yaml:8:3: invalid client address "10\.0\.0\.300"/);
+    assert.match(bad.stdout, /bad\.yaml:11:3: invalid header "Bad Name: x"/);
+    assert.match(bad.stdout, /0 passed, 4 failed/);
 
     // A mistake in the tests file is located, with a suggestion.
     await Deno.writeTextFile(`${dir}/typo.yaml`, "- request: /x\n  expect: { rout: /x }\n");
