@@ -10,7 +10,13 @@ import { createHandler, observedHandler, requestIdSource } from "./proxy/pipelin
 import type { PipelineDeps } from "./proxy/context.ts";
 import { createWebSocketProxy } from "./adapters/websocket_deno.ts";
 import { zlibCompressor } from "./adapters/compress_zlib.ts";
-import { otelEnabled, serverSpans, traceContextSource } from "./adapters/otel.ts";
+import {
+  checkCollector,
+  otelEnabled,
+  otlpTracesEndpoint,
+  serverSpans,
+  traceContextSource,
+} from "./adapters/otel.ts";
 import {
   createListenerSet,
   ListenError,
@@ -536,6 +542,10 @@ export async function startServer(
     routes: Object.keys(config.routes).length,
     worker: opts.worker?.index,
   });
+  // Once, from one process: whether the span collector answers (otel.ts).
+  const collectorChecked = traced && !opts.worker?.index
+    ? checkCollector(otlpTracesEndpoint(denoEnv.env), { logger })
+    : Promise.resolve();
   prom?.observe({
     upstreams: () => upstreams.list(),
     pools: ownClient
@@ -858,6 +868,8 @@ export async function startServer(
     await within(SETTLE_MS, admin.shutdown());
     stopReducer();
     stopSettle();
+    // At most its 3 s, when the collector neither answers nor refuses.
+    await collectorChecked;
     // A notification under way (the last reload's, a target's) gets what is left of the settle.
     if (notifier) await within(SETTLE_MS, notifier.settled());
     notifier?.close();

@@ -2,7 +2,7 @@
 // Prox's own HTTP/1.1 upstream client: without this, the upstream's spans would hang off the
 // client's span, with Prox's server span beside them instead of between.
 
-import type { ClientInfo, Handler } from "../ports.ts";
+import type { ClientInfo, Handler, Logger } from "../ports.ts";
 
 /**
  * True when Deno's OpenTelemetry is on for this process: OTEL_DENO=true in any case, as Deno
@@ -175,4 +175,60 @@ export async function serverSpans(): Promise<(handler: Handler, version?: string
       },
     );
   };
+}
+
+/**
+ * Where Deno's exporter sends spans, as OpenTelemetry's exporter variables say: the traces
+ * endpoint as given, else the general one with `/v1/traces` (HTTP) or as given (gRPC), else
+ * localhost's 4318 (4317 for gRPC). null when traces are not exported (`OTEL_TRACES_EXPORTER=none`).
+ */
+export function otlpTracesEndpoint(env: (name: string) => string | undefined): string | null {
+  if (env("OTEL_TRACES_EXPORTER")?.trim().toLowerCase() === "none") return null;
+  const protocol = env("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") ??
+    env("OTEL_EXPORTER_OTLP_PROTOCOL") ?? "http/protobuf";
+  const grpc = protocol.trim().toLowerCase() === "grpc";
+  const own = env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
+  if (own) return own;
+  const base = env("OTEL_EXPORTER_OTLP_ENDPOINT");
+  if (!base) return grpc ? "http://localhost:4317" : "http://localhost:4318/v1/traces";
+  return grpc ? base : `${base.replace(/\/+$/, "")}/v1/traces`;
+}
+
+/**
+ * Tries a TCP connection to the span collector once, and warns when none opens: Deno's exporter
+ * drops the spans it cannot send without a word (in batches, from a bounded queue, never holding
+ * a request), so without this a collector that is down looks like tracing that does nothing.
+ */
+export async function checkCollector(
+  endpoint: string | null,
+  o: { logger: Logger; timeoutMs?: number },
+): Promise<void> {
+  if (endpoint === null) return;
+  let url: URL;
+  try {
+    url = new URL(endpoint);
+  } catch {
+    o.logger.warn("Cannot use the OpenTelemetry collector endpoint: not a URL", { endpoint });
+    return;
+  }
+  const hostname = url.hostname.replace(/^\[(.*)\]$/, "$1");
+  const port = Number(url.port) || (url.protocol === "https:" ? 443 : 80);
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const connecting = Deno.connect({ hostname, port });
+  const timeoutMs = o.timeoutMs ?? 3000;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no connection within ${timeoutMs} ms`)), timeoutMs);
+  });
+  try {
+    (await Promise.race([connecting, late])).close();
+  } catch (err) {
+    // A connection that opens after the timeout is closed then.
+    connecting.then((c) => c.close(), () => {});
+    o.logger.warn("Cannot reach the OpenTelemetry collector: spans are dropped while it is down", {
+      endpoint,
+      error: err instanceof Error ? err.message : String(err),
+    });
+  } finally {
+    clearTimeout(timer);
+  }
 }

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import type { TracerProvider } from "@opentelemetry/api";
-import { scrubbedUrl, serverSpans } from "./otel.ts";
+import { otlpTracesEndpoint, scrubbedUrl, serverSpans } from "./otel.ts";
 
 Deno.test("scrubbedUrl redacts credentials in the query for a span's url.full, and nothing else", () => {
   assert.equal(scrubbedUrl("http://x/a"), "http://x/a");
@@ -99,4 +99,32 @@ Deno.test("serverSpans gives Prox's own server spans the HTTP semantic conventio
   } finally {
     api.trace.disable();
   }
+});
+
+Deno.test("otlpTracesEndpoint finds where Deno's exporter sends spans, as the OTLP variables say", () => {
+  const env = (vars: Record<string, string>) => (k: string) => vars[k];
+  assert.equal(otlpTracesEndpoint(env({})), "http://localhost:4318/v1/traces");
+  assert.equal(
+    otlpTracesEndpoint(env({ OTEL_EXPORTER_OTLP_ENDPOINT: "http://otel:4318/" })),
+    "http://otel:4318/v1/traces",
+  );
+  assert.equal(
+    otlpTracesEndpoint(env({
+      OTEL_EXPORTER_OTLP_ENDPOINT: "http://otel:4318",
+      OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: "http://tempo:4318/custom",
+    })),
+    "http://tempo:4318/custom",
+  );
+  assert.equal(
+    otlpTracesEndpoint(env({ OTEL_EXPORTER_OTLP_PROTOCOL: "grpc" })),
+    "http://localhost:4317",
+  );
+  assert.equal(
+    otlpTracesEndpoint(env({
+      OTEL_EXPORTER_OTLP_PROTOCOL: "grpc",
+      OTEL_EXPORTER_OTLP_ENDPOINT: "http://otel:4317",
+    })),
+    "http://otel:4317",
+  );
+  assert.equal(otlpTracesEndpoint(env({ OTEL_TRACES_EXPORTER: "none" })), null);
 });

@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import * as http2 from "node:http2";
 import { ROOT, startUpstream, waitFor } from "../_harness.ts";
-import { spawnProx } from "./_process.ts";
+import { freePort, spawnProx } from "./_process.ts";
 import { startProxy } from "./_proxy.ts";
 import { otelEnabled } from "../../src/adapters/otel.ts";
 
@@ -352,4 +352,28 @@ routes: { "/": { type: proxy, target: "${up.url}" } }
     what: "an OTLP export holding the span's url.full",
   });
   assert.ok(!text().includes("SECRET-TOKEN-42"));
+});
+
+Deno.test("OTEL_DENO=true: a collector that does not answer is said once in the log", async () => {
+  // Deno's exporter drops spans it cannot send without a word: an operator saw no trace and
+  // nothing in the log. Now one warning names the endpoint (requests are served as before).
+  const { up } = await tracedUpstream();
+  await using _up = up;
+  const closed = freePort();
+  await using prox = await spawnProx(
+    `listen_addr: "127.0.0.1:{PORT}"
+health_check: { enabled: false }
+routes: { "/": { type: proxy, target: "${up.url}" } }
+`,
+    { env: { OTEL_DENO: "true", OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${closed}` } },
+  );
+  const res = await fetch(`http://127.0.0.1:${prox.port}/a`);
+  assert.equal(await res.text(), "ok");
+  await waitFor(() => prox.output().includes("Cannot reach the OpenTelemetry collector"), {
+    timeoutMs: 10_000,
+    what: "the warning about the collector",
+  });
+  const line = prox.output().split("\n").find((l) => l.includes("OpenTelemetry collector"))!;
+  assert.match(line, new RegExp(`http://127\\.0\\.0\\.1:${closed}/v1/traces`));
+  assert.equal(prox.output().split("Cannot reach the OpenTelemetry collector").length, 2);
 });
