@@ -377,3 +377,48 @@ routes: { "/": { type: proxy, target: "${up.url}" } }
   assert.match(line, new RegExp(`http://127\\.0\\.0\\.1:${closed}/v1/traces`));
   assert.equal(prox.output().split("Cannot reach the OpenTelemetry collector").length, 2);
 });
+
+Deno.test("OTEL_DENO=true: W3C traceparent rules, and the client's sampled flag followed upstream", async () => {
+  // Trace Context §3.2: a traceparent that does not parse starts a new trace (and its tracestate
+  // is not used); a later version is read as 00 with its extra fields ignored.
+  const { up, seen } = await tracedUpstream();
+  await using _up = up;
+  await using otlp = await startUpstream(() => new Response(null, { status: 200 }));
+  await using prox = await spawnProx(
+    `listen_addr: "127.0.0.1:{PORT}"
+health_check: { enabled: false }
+routes: { "/": { type: proxy, target: "${up.url}" } }
+`,
+    {
+      env: {
+        OTEL_DENO: "true",
+        OTEL_EXPORTER_OTLP_ENDPOINT: otlp.url,
+        OTEL_TRACES_SAMPLER: "parentbased_always_on",
+      },
+    },
+  );
+  const cases: [string, "continued" | "new", string][] = [
+    [`00-${TRACE}-${CLIENT_SPAN}-01`, "continued", "01"],
+    [`00-${TRACE}-${CLIENT_SPAN}-00`, "continued", "00"],
+    [`00-${TRACE.toUpperCase()}-${CLIENT_SPAN}-01`, "new", "01"],
+    [`00-${"0".repeat(32)}-${CLIENT_SPAN}-01`, "new", "01"],
+    [`00-${TRACE}-${"0".repeat(16)}-01`, "new", "01"],
+    [`ff-${TRACE}-${CLIENT_SPAN}-01`, "new", "01"],
+    [`00-${TRACE}-${CLIENT_SPAN}-01-extra`, "new", "01"],
+    [`00-${TRACE}-${CLIENT_SPAN}-1`, "new", "01"],
+    [`01-${TRACE}-${CLIENT_SPAN}-01-future-fields`, "continued", "01"],
+    [`cc-${TRACE}-${CLIENT_SPAN}-08`, "continued", "00"],
+  ];
+  for (const [traceparent, how, flags] of cases) {
+    await (await fetch(`http://127.0.0.1:${prox.port}/a`, {
+      headers: { traceparent, tracestate: "vendor=1" },
+    })).text();
+    const got = seen.at(-1)!;
+    const m = /^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/.exec(got.traceparent ?? "");
+    assert.ok(m, `${traceparent}: sent ${got.traceparent}`);
+    assert.equal(m[1] === TRACE, how === "continued", `${traceparent}: sent ${got.traceparent}`);
+    assert.notEqual(m[2], CLIENT_SPAN);
+    assert.equal(m[3], flags, `${traceparent}: sent ${got.traceparent}`);
+    assert.equal(got.tracestate, how === "continued" ? "vendor=1" : null, traceparent);
+  }
+});
