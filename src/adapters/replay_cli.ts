@@ -69,10 +69,7 @@ export async function replayCommand(files: string[], o: ReplayOptions): Promise<
       o.err(`error: Cannot read access log "${file}": ${why}`);
       return 1;
     }
-    if (file.endsWith(".gz")) {
-      const gunzip = new DecompressionStream("gzip");
-      stream = stream.pipeThrough(gunzip as unknown as TransformStream<Uint8Array, Uint8Array>);
-    }
+    if (file.endsWith(".gz")) stream = await gunzipped(stream);
     const name = file === "-" ? "stdin" : file;
     let n = 0;
     try {
@@ -114,6 +111,25 @@ export async function replayCommand(files: string[], o: ReplayOptions): Promise<
     return 1;
   }
   return o.failOnChange && t.changed > 0 ? 1 : 0;
+}
+
+/**
+ * A gzip stream decompressed, every member of it (RFC 1952 §2.2: `cat a.gz b.gz`, bgzip, pigz
+ * write several), as zcat reads it: DecompressionStream stops at the first member's end and
+ * fails on the next. node:zlib is loaded only for a .gz log.
+ */
+async function gunzipped(stream: ReadableStream<Uint8Array>): Promise<ReadableStream<Uint8Array>> {
+  const [{ createGunzip }, { Readable }] = await Promise.all([
+    import("node:zlib"),
+    import("node:stream"),
+  ]);
+  // The Node and web stream types disagree only on details these calls do not use.
+  // deno-lint-ignore no-explicit-any
+  const source = Readable.fromWeb(stream as any);
+  const gunzip = createGunzip();
+  // An error of the file's stream reaches the reader as the gunzip stream's.
+  source.on("error", (e) => gunzip.destroy(e));
+  return Readable.toWeb(source.pipe(gunzip)) as unknown as ReadableStream<Uint8Array>;
 }
 
 function errText(e: unknown): string {

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { readLines, reportText } from "./replay_cli.ts";
+import { readLines, replayCommand, reportText } from "./replay_cli.ts";
 import { ReplayTally } from "../proxy/replay_tally.ts";
 import { formatAccessJson } from "./log_json.ts";
 
@@ -104,4 +104,46 @@ Deno.test("reportText: counts, groups and skipped lines in words that agree with
     reportText(t, { config: "c.yaml", against: "d.yaml", files: ["log"] }),
     /compared with d\.yaml[^]*^Skipped 2 lines that are not requests \(1 of them Prox's own log lines\)$/m,
   );
+});
+
+Deno.test("replayCommand reads a .gz of several gzip members, as zcat does", async () => {
+  // `cat access.log.2.gz access.log.3.gz > week.gz` (or bgzip, pigz -i) makes one gzip file of
+  // several members (RFC 1952 §2.2); DecompressionStream stops at the first and failed on the
+  // rest ("failed to write whole buffer"), so the log could not be replayed.
+  const dir = await Deno.makeTempDir({ prefix: "prox-replay-" });
+  try {
+    await Deno.writeTextFile(
+      `${dir}/c.yaml`,
+      'listen_addr: "127.0.0.1:8080"\nroutes: { "/": { type: proxy, target: "http://10.0.0.1:8080" } }\n',
+    );
+    const line = (path: string) =>
+      JSON.stringify({
+        method: "GET",
+        host: "example.com",
+        path,
+        query: "",
+        status: 200,
+        route: "/",
+        upstream: "http://10.0.0.1:8080",
+      }) + "\n";
+    const gzip = (text: string) =>
+      new Response(
+        new Blob([text]).stream().pipeThrough(new CompressionStream("gzip")),
+      ).bytes();
+    const members = [await gzip(line("/a") + line("/b")), await gzip(line("/c"))];
+    await Deno.writeFile(`${dir}/week.gz`, new Uint8Array(await new Blob(members).arrayBuffer()));
+    const out: string[] = [];
+    const err: string[] = [];
+    const code = await replayCommand([`${dir}/week.gz`], {
+      config: `${dir}/c.yaml`,
+      format: "text",
+      failOnChange: false,
+      out: (s) => out.push(s),
+      err: (s) => err.push(s),
+    });
+    assert.equal(code, 0, err.join("\n"));
+    assert.match(out.join("\n"), /^Replayed 3 requests from /);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
