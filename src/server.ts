@@ -14,6 +14,7 @@ import {
   checkCollector,
   otelEnabled,
   otlpTracesEndpoint,
+  routeSpans,
   serverSpans,
   traceContextSource,
 } from "./adapters/otel.ts";
@@ -196,6 +197,7 @@ export async function startServer(
   const traceContext = traced ? await traceContextSource() : undefined;
   // Server spans for the requests Prox's engines serve without Deno.serve, which makes them.
   const spans = traced ? await serverSpans() : undefined;
+  const routed = traced ? await routeSpans() : undefined;
   const ownClient = opts.upstream ? null : createUpstreamClient({
     maxConnectionsPerUpstream: pool.max_connections_per_upstream,
     maxIdlePerUpstream: pool.max_idle_per_upstream,
@@ -271,6 +273,7 @@ export async function startServer(
     mirrors,
     compressor: zlibCompressor,
     timer: unrefTimer,
+    routed,
   };
   const handler = createHandler(pipelineDeps);
   const targetsOf = (

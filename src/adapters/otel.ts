@@ -232,3 +232,19 @@ export async function checkCollector(
     clearTimeout(timer);
   }
 }
+
+/**
+ * Names the server span active now (Deno.serve's or Prox's own) after the route that took the
+ * request, `{method} {route}`, and sets `http.route` to the route key: a value from the config, so
+ * span names stay few however many paths clients ask for (semantic conventions, HTTP spans).
+ * Loaded only when tracing is on.
+ */
+export async function routeSpans(): Promise<(route: string, method: string) => void> {
+  const api = await import("@opentelemetry/api");
+  return (route, method) => {
+    const span = api.trace.getActiveSpan();
+    if (!span) return;
+    span.setAttribute("http.route", route);
+    span.updateName(`${spanName(method)} ${route}`);
+  };
+}

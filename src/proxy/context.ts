@@ -121,4 +121,6 @@ export interface PipelineDeps {
   compressor?: Compressor;
   /** Waits of a route's `bandwidth` (filters/bandwidth.ts); setTimeout without it. */
   timer?: Timer;
+  /** With tracing on: names the request's server span after the route that took it (otel.ts). */
+  routed?: (route: string, method: string) => void;
 }

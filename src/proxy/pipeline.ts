@@ -238,6 +238,7 @@ async function handle(ctx: RequestContext, deps: PipelineDeps): Promise<Response
     return errorResponse("not_found", ctx.requestId, { proxyStatus: { message: "" } });
   }
   const route = match.value;
+  deps.routed?.(route.id, ctx.req.method);
   ctx.route = route;
   // Out of the query before any filter may answer: the access log records the query.
   if (route.jwtAuth) takeQueryToken(ctx, route.jwtAuth);

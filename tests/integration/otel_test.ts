@@ -422,3 +422,37 @@ routes: { "/": { type: proxy, target: "${up.url}" } }
     assert.equal(got.tracestate, how === "continued" ? "vendor=1" : null, traceparent);
   }
 });
+
+Deno.test("OTEL_DENO=true: a server span is named after the route that took the request (http.route)", async () => {
+  const exported: Uint8Array[] = [];
+  await using otlp = await startUpstream(async (req) => {
+    if (new URL(req.url).pathname === "/v1/traces") exported.push(await req.bytes());
+    return new Response(null, { status: 200 });
+  });
+  const { up } = await tracedUpstream();
+  await using _up = up;
+  await using prox = await spawnProx(
+    `listen_addr: "127.0.0.1:{PORT}"
+health_check: { enabled: false }
+routes:
+  "/shop-route": { type: proxy, target: "${up.url}" }
+  "/": { type: proxy, target: "${up.url}" }
+`,
+    {
+      env: {
+        OTEL_DENO: "true",
+        OTEL_EXPORTER_OTLP_ENDPOINT: otlp.url,
+        OTEL_BSP_SCHEDULE_DELAY: "200",
+      },
+    },
+  );
+  // Span names were the method alone: every request of every route one group in a backend.
+  await (await fetch(`http://127.0.0.1:${prox.port}/shop-route/item/12345`)).text();
+  const text = () => exported.map((b) => new TextDecoder().decode(b)).join("");
+  await waitFor(() => text().includes("/shop-route/item/12345"), {
+    timeoutMs: 20_000,
+    what: "an OTLP export holding the server span",
+  });
+  assert.ok(text().includes("GET /shop-route"), "span name");
+  assert.ok(text().includes("http.route"), "http.route attribute");
+});
