@@ -3,8 +3,9 @@
 // start-up and every `refresh`, and says when what it found changed (the
 // server then rebuilds the routes' targets: src/config/discovered.ts). A lookup that fails keeps
 // what it found before (a DNS blip must not empty a route; a failed AAAA keeps the IPv6 addresses
-// while the A answers are followed); an answer without records (NXDOMAIN,
-// or no A/AAAA) is an answer: the route has no targets until the name has addresses again.
+// while the A answers are followed). Deno's resolver reports SERVFAIL and REFUSED as it reports
+// NXDOMAIN ("no records found": NoRecords), so a name without any address keeps what was found
+// too; "no records" for one family while the other has addresses is that family's empty answer.
 
 import type { Config } from "../config/schema.ts";
 import { foundName } from "../config/discovered.ts";
@@ -13,7 +14,10 @@ import { parseResolver } from "../config/validate_route.ts";
 import { timerDelay } from "../config/duration.ts";
 import type { Logger } from "../ports.ts";
 
-/** A/AAAA lookup of `name`, on `server` or the system's resolvers; no records is `[]`. */
+/**
+ * A/AAAA lookup of `name`, on `server` or the system's resolvers: `[]` is an answer known to have
+ * no records; NoRecords is thrown for "none found", which may be a server failure.
+ */
 export type AddressLookup = (
   name: string,
   type: "A" | "AAAA",
@@ -21,12 +25,22 @@ export type AddressLookup = (
   signal: AbortSignal,
 ) => Promise<string[]>;
 
-/** SRV lookup of `name` (RFC 2782), as AddressLookup; no records is `[]`. */
+/** SRV lookup of `name` (RFC 2782), as AddressLookup. */
 export type SrvLookup = (
   name: string,
   server: { ipAddr: string; port: number } | undefined,
   signal: AbortSignal,
 ) => Promise<Deno.SrvRecord[]>;
+
+/**
+ * No records found: NXDOMAIN or an empty answer, or SERVFAIL or REFUSED, which Deno's resolver
+ * (hickory) reports alike, so a route cannot tell a gone service from a resolver's bad minute.
+ */
+export class NoRecords extends Error {
+  constructor(name: string, type: string) {
+    super(`No ${type} records found for "${name}" (NXDOMAIN, or SERVFAIL or REFUSED alike)`);
+  }
+}
 
 const LOOKUP_TIMEOUT_MS = 5_000;
 /** After a failed lookup with nothing found yet, the next comes sooner than `refresh`. */
@@ -39,7 +53,7 @@ const denoLookup: AddressLookup = async (name, type, server, signal) => {
       signal: AbortSignal.any([signal, AbortSignal.timeout(LOOKUP_TIMEOUT_MS)]),
     });
   } catch (err) {
-    if (err instanceof Deno.errors.NotFound) return [];
+    if (err instanceof Deno.errors.NotFound) throw new NoRecords(name, type);
     throw err;
   }
 };
@@ -51,7 +65,7 @@ const denoSrv: SrvLookup = async (name, server, signal) => {
       signal: AbortSignal.any([signal, AbortSignal.timeout(LOOKUP_TIMEOUT_MS)]),
     });
   } catch (err) {
-    if (err instanceof Deno.errors.NotFound) return [];
+    if (err instanceof Deno.errors.NotFound) throw new NoRecords(name, "SRV");
     throw err;
   }
 };
@@ -158,11 +172,16 @@ export function createDiscovery(o: {
       lookup(name, "A", server, signal),
       lookup(name, "AAAA", server, signal),
     ]);
+    // "No records" for one family while the other answered is that family's empty answer (an
+    // IPv4-only service); for both, or beside a failure, it may be SERVFAIL: a failure.
+    const answered = answers.some((a) => a.status === "fulfilled");
+    const failedOf = (a: PromiseSettledResult<string[]>) =>
+      a.status === "rejected" && !(answered && a.reason instanceof NoRecords);
     return {
       found: answers.flatMap((a) => a.status === "fulfilled" ? a.value : []),
-      failed: answers.flatMap((a) => a.status === "rejected" ? [a.reason as unknown] : []),
-      v4Failed: answers[0].status === "rejected",
-      v6Failed: answers[1].status === "rejected",
+      failed: answers.flatMap((a) => failedOf(a) ? [(a as PromiseRejectedResult).reason] : []),
+      v4Failed: failedOf(answers[0]),
+      v6Failed: failedOf(answers[1]),
     };
   };
   /** Whether `f`'s address is of the family whose lookup failed. */

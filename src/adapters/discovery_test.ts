@@ -1,9 +1,24 @@
 import assert from "node:assert/strict";
-import { createDiscovery } from "./discovery.ts";
+import { createDiscovery, NoRecords } from "./discovery.ts";
 import type { AddressLookup, SrvLookup } from "./discovery.ts";
 import type { Config } from "../config/schema.ts";
 import { silentLogger } from "../ports.ts";
+import type { Logger } from "../ports.ts";
 import { waitFor } from "../../tests/_harness.ts";
+
+/** A Logger keeping each record's message. */
+function recordingLogger(): Logger & { records: { msg: string }[] } {
+  const records: { msg: string }[] = [];
+  const log = (_level: string, msg: string) => void records.push({ msg });
+  return {
+    records,
+    log,
+    debug: (m) => log("debug", m),
+    info: (m) => log("info", m),
+    warn: (m) => log("warn", m),
+    error: (m) => log("error", m),
+  };
+}
 
 /** A config with one discover route (only what discovery reads). */
 const configOf = (discover: Record<string, unknown>) =>
@@ -221,6 +236,61 @@ Deno.test("discovery hold: past max_targets the addresses the last answer holds 
     const after = lookups + 1;
     await waitFor(() => lookups > after, { what: "the next lookups", timeoutMs: 2_000 });
     assert.deepEqual(addresses(), ["10.0.0.9"]);
+  } finally {
+    d.close();
+  }
+});
+
+Deno.test("discovery: no records for the whole name keeps the targets (SERVFAIL looks the same); for one family it is that family's answer", async () => {
+  // Deno's resolver throws NotFound for NXDOMAIN, SERVFAIL and REFUSED alike (NoRecords).
+  let a: string[] | "none" = ["10.0.0.1", "10.0.0.2"];
+  const lookup: AddressLookup = (name, type) =>
+    type === "AAAA" || a === "none"
+      ? Promise.reject(new NoRecords(name, type))
+      : Promise.resolve(a as string[]);
+  const logger = recordingLogger();
+  const d = createDiscovery({ logger, onChange: () => {}, lookup });
+  const config = configOf({ dns: "http://app.test:8080" });
+  const addresses = () => d.foundFor(config).get("/")?.map((f) => f.address);
+  try {
+    await d.prepare(config);
+    // An IPv4-only name: AAAA's "no records" is no failure, and A's answers are followed.
+    assert.deepEqual(addresses(), ["10.0.0.1", "10.0.0.2"]);
+    a = ["10.0.0.2"];
+    await waitFor(() => addresses()?.length === 1, { what: "10.0.0.1 gone", timeoutMs: 2_000 });
+    assert.equal(logger.records.length, 2, JSON.stringify(logger.records));
+    // Nothing for the name: kept, and said once.
+    a = "none";
+    await waitFor(() => logger.records.some((r) => String(r.msg).includes("failed")), {
+      what: "the failure logged",
+      timeoutMs: 2_000,
+    });
+    assert.deepEqual(addresses(), ["10.0.0.2"]);
+  } finally {
+    d.close();
+  }
+});
+
+Deno.test("discovery srv: no SRV records keeps the targets found before", async () => {
+  let none = false;
+  const srvLookup: SrvLookup = (name) =>
+    none
+      ? Promise.reject(new NoRecords(name, "SRV"))
+      : Promise.resolve([{ priority: 0, weight: 5, port: 80, target: "a.test." }]);
+  const lookup: AddressLookup = (name, type) =>
+    type === "A" ? Promise.resolve(["10.0.0.1"]) : Promise.reject(new NoRecords(name, type));
+  const logger = recordingLogger();
+  const d = createDiscovery({ logger, onChange: () => {}, lookup, srvLookup });
+  const config = configOf({ srv: "_http._tcp.app.test", scheme: "http" });
+  try {
+    await d.prepare(config);
+    assert.equal(d.foundFor(config).get("/")?.length, 1);
+    none = true;
+    await waitFor(() => logger.records.some((r) => String(r.msg).includes("failed")), {
+      what: "the failure logged",
+      timeoutMs: 2_000,
+    });
+    assert.equal(d.foundFor(config).get("/")?.length, 1);
   } finally {
     d.close();
   }

@@ -13,6 +13,8 @@ export interface MockDns extends AsyncDisposable {
   setAAAA(host: string, addresses: string[]): Promise<void>;
   /** Makes `host` a CNAME of `target`. */
   setCname(host: string, target: string): Promise<void>;
+  /** Makes every query for `host` answer SERVFAIL (`on`), or its records again. */
+  setServfail(host: string, on: boolean): Promise<void>;
   /** Stops the server (lookups then fail), before the test ends. */
   stop(): Promise<void>;
 }
@@ -101,6 +103,7 @@ export async function startMockDns(
         if (addresses.length > 0) await post("/add-aaaa", { host, addresses });
       },
       setCname: (host, target) => post("/set-cname", { host, target }),
+      setServfail: (host, on) => post(on ? "/set-servfail" : "/clear-servfail", { host }),
       stop,
       [Symbol.asyncDispose]: stop,
     };

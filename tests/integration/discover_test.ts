@@ -87,18 +87,39 @@ interopTest("discover: the name's addresses are the targets, followed as DNS cha
     [["127.0.0.3"], []],
     [[], ["127.0.0.2"]],
   ]);
-  // No address at all (NXDOMAIN): the route has no target, and says so.
+  // No address at all (NXDOMAIN): Deno's resolver reports SERVFAIL alike, so the route keeps
+  // what it had (logged), and health checks judge those addresses.
   await dns.setA("app.test", []);
-  const empty = await waitFor(async () => {
-    const res = await fetch(prox.url);
-    await res.body?.cancel();
-    return res.status === 503 ? res : null;
-  }, { what: "503 without addresses" });
-  // Its next lookup may bring one: Retry-After is the refresh.
-  assert.equal(empty.headers.get("retry-after"), "1");
+  await waitFor(
+    () => logger.records.find((r) => String(r.msg).startsWith("DNS lookup for discover failed")),
+    { what: "a lookup without addresses" },
+  );
+  assert.equal(changed.length, 3);
+  assert.deepEqual(await answers(prox.url), [`200 127.0.0.3 app.test:${up.port}`]);
   await dns.setA("app.test", ["127.0.0.2"]);
   await waitFor(async () => (await fetch(prox.url).then((r) => r.text())).startsWith("127.0.0.2"));
 });
+
+interopTest(
+  "discover: a name without addresses from the start has no target: 503 with Retry-After",
+  [
+    "pebble-challtestsrv",
+  ],
+  async () => {
+    await using dns = await startMockDns();
+    await using up = replicas(["127.0.0.2"]);
+    await using prox = await startProxy(config(dns.server, up.port));
+    const res = await fetch(prox.url);
+    await res.body?.cancel();
+    assert.equal(res.status, 503);
+    // Its next lookup may bring one: Retry-After is the refresh.
+    assert.equal(res.headers.get("retry-after"), "1");
+    await dns.setA("app.test", ["127.0.0.2"]);
+    await waitFor(async () =>
+      (await fetch(prox.url).then((r) => r.text())).startsWith("127.0.0.2")
+    );
+  },
+);
 
 interopTest("discover: a DNS server that stops answering leaves the targets as they were", [
   "pebble-challtestsrv",
@@ -125,6 +146,38 @@ interopTest("discover: a DNS server that stops answering leaves the targets as t
     logger.records.filter((r) => String(r.msg).startsWith("DNS lookup for discover failed"));
   assert.equal(failures().length, 1);
   assert.equal(failures()[0].targets, 2);
+});
+
+interopTest("discover: a DNS server answering SERVFAIL leaves the targets as they were", [
+  "pebble-challtestsrv",
+], async () => {
+  // Deno's resolver reports SERVFAIL (and REFUSED) as it reports NXDOMAIN, "no records found": a
+  // resolver's bad minute emptied every discover route (503 for all) until it answered again.
+  await using dns = await startMockDns();
+  await using up = replicas();
+  await dns.setA("app.test", ["127.0.0.2", "127.0.0.3"]);
+  const logger = recordingLogger();
+  await using prox = await startProxy(config(dns.server, up.port), { logger });
+  const changes = () => logger.records.filter((r) => r.msg === "Discovered targets changed");
+  const before = changes().length;
+  await dns.setServfail("app.test", true);
+  // The next lookup (refresh 1 s) either fails, as it should, or changes the targets.
+  await waitFor(
+    () =>
+      changes().length > before ||
+      logger.records.find((r) => String(r.msg).startsWith("DNS lookup for discover failed")),
+    { what: "a lookup answered SERVFAIL" },
+  );
+  assert.deepEqual(changes().slice(before).map((r) => r.removed), [], "targets changed");
+  assert.deepEqual((await answers(prox.url)).map((a) => a.split(" ").slice(0, 2).join(" ")), [
+    "200 127.0.0.2",
+    "200 127.0.0.3",
+  ]);
+  await dns.setServfail("app.test", false);
+  await waitFor(
+    () => logger.records.find((r) => r.msg === "DNS lookup for discover answers again"),
+    { what: "answers again" },
+  );
 });
 
 interopTest("discover: a reload keeps the addresses found (no request without a target)", [
@@ -395,17 +448,19 @@ interopTest("discover: hold keeps an address a target for its duration after ans
     [["127.0.0.2"], []],
     [["127.0.0.3"], []],
   ]);
-  // No address at all: each stays until `hold` has passed since an answer last held it (127.0.0.2
-  // first: the answers dropped it before 127.0.0.3).
+  // Replaced by another address: each stays until `hold` has passed since an answer last held
+  // it (127.0.0.2 first: the answers dropped it before 127.0.0.3).
   const since = Date.now();
-  await dns.setA("app.test", []);
-  await waitFor(() => changes().length === 4, { what: "both gone after hold", timeoutMs: 15_000 });
+  await dns.setA("app.test", ["127.0.0.4"]);
+  await waitFor(() => changes().length === 5, { what: "both gone after hold", timeoutMs: 15_000 });
   assert.deepEqual(changes().slice(2).map((r) => [r.added, r.removed]), [
+    [["127.0.0.4"], []],
     [[], ["127.0.0.2"]],
     [[], ["127.0.0.3"]],
   ]);
   assert.ok(Date.now() - since >= 3_000, `removed after ${Date.now() - since} ms, hold is 4 s`);
+  // Nobody listens there.
   const res = await fetch(prox.url);
   await res.body?.cancel();
-  assert.equal(res.status, 503);
+  assert.equal(res.status, 502);
 });
