@@ -5,9 +5,10 @@
 // failures in a row mark a target down, `healthy_threshold` successes bring it back
 // (domain/health.ts). connectAny (tcp_open.ts) passes over a down target while another is left.
 // One checker per entry plan: a reload that keeps the entry unchanged keeps its checker and
-// states, one that changes it starts afresh.
+// states; one that changes it starts a new checker, the targets it still names keeping their
+// states (carryTcpHealth).
 
-import { applyProbe } from "../domain/health.ts";
+import { applyProbe, carryOver } from "../domain/health.ts";
 import type { ActiveHealth } from "../domain/health.ts";
 import type { Logger } from "../ports.ts";
 import { timerDelay } from "../config/duration.ts";
@@ -37,6 +38,56 @@ export function groupsOf(plan: TcpPlan): TargetGroup[] {
   const all = new Set<TargetGroup>([...sni.exact.values(), ...sni.wildcard.values()]);
   if (sni.fallback) all.add(sni.fallback);
   return [...all];
+}
+
+/** Pairs each group of `next` with the group of `prev` that the same key (or `default`) named. */
+function pairedGroups(next: TcpPlan, prev: TcpPlan): [TargetGroup, TargetGroup][] {
+  if (next.plain) return prev.plain ? [[next.plain, prev.plain]] : [];
+  const pairs: [TargetGroup, TargetGroup][] = [];
+  const a = next.sni!, b = prev.sni;
+  for (const kind of ["exact", "wildcard"] as const) {
+    for (const [name, g] of a[kind]) {
+      const old = b?.[kind].get(name);
+      if (old) pairs.push([g, old]);
+    }
+  }
+  if (a.fallback && b?.fallback) pairs.push([a.fallback, b.fallback]);
+  return pairs;
+}
+
+/**
+ * A reload that changed an entry (a timeout, a limit, a target added…) keeps the health of the
+ * targets it still names, as routes do, rather than put a target known down back in the turns
+ * until a probe finds it down again: each target's check state by its `host:port` (as it was when
+ * the check did not change, else standing until the new check's first result, which decides),
+ * and its failed connects and ejection in the group (targets, an `sni` name's, `default`) that
+ * names it still, while passive health stays on.
+ */
+export function carryTcpHealth(next: TcpPlan, prev: TcpPlan): void {
+  const check = (p: TcpPlan) => JSON.stringify([p.entry.health_check, p.entry.proxy_protocol]);
+  const sameCheck = check(next) === check(prev);
+  const active = new Map<string, ActiveHealth>();
+  for (const g of groupsOf(prev)) {
+    g.labels.forEach((label, i) => {
+      if (!active.has(label)) active.set(label, g.active[i]);
+    });
+  }
+  for (const g of groupsOf(next)) {
+    g.labels.forEach((label, i) => {
+      const was = active.get(label);
+      if (!next.entry.health_check || !prev.entry.health_check || !was) return;
+      if (sameCheck) g.active[i] = was;
+      else if (was.status !== "unknown") g.active[i] = carryOver(was);
+    });
+  }
+  for (const [g, old] of pairedGroups(next, prev)) {
+    // Passive health turned off: its ejections end (as on routes).
+    if (!g.policy.enabled) continue;
+    g.labels.forEach((label, i) => {
+      const j = old.labels.indexOf(label);
+      if (j >= 0) g.health[i] = old.health[j];
+    });
+  }
 }
 
 /** The most of a target's answer searched for `expect`. */

@@ -1,7 +1,7 @@
 // startTcpHealth with a scripted connect: send/expect over answers split across reads or too long,
 // and stop() ending a probe still in flight without changing a state after.
 import assert from "node:assert/strict";
-import { startTcpHealth } from "./tcp_health.ts";
+import { carryTcpHealth, startTcpHealth } from "./tcp_health.ts";
 import { compileTcp } from "./tcp_proxy.ts";
 import { TcpEntry } from "../config/schema_tcp.ts";
 import { recordingLogger } from "../../tests/integration/_ws.ts";
@@ -159,4 +159,46 @@ Deno.test("tcp health with proxy_protocol: a probe begins with the header an ups
   await waitFor(() => b.states()[0].status === "up", { what: "up" });
   b.stop();
   assert.equal(v2.join(""), "\r\n\r\n\0\r\nQUIT\n\x20\0\0\0");
+});
+
+Deno.test("carryTcpHealth: a changed entry's targets keep their check states and, per sni name, their ejections", () => {
+  const entry = (extra: Record<string, unknown>) =>
+    compileTcp(
+      "tls",
+      TcpEntry.parse({
+        listen_addr: "127.0.0.1:0",
+        sni: { "a.test": ["10.0.0.1:443", "10.0.0.2:443"], "b.test": ["10.0.0.1:443"] },
+        default: ["10.0.0.3:443"],
+        health_check: { interval: "10s" },
+        ...extra,
+      }),
+    );
+  const prev = entry({});
+  const a = prev.sni!.exact.get("a.test")!;
+  const b = prev.sni!.exact.get("b.test")!;
+  const down = { status: "down" as const, successes: 1, failures: 0 };
+  a.active[0] = b.active[0] = down;
+  a.health[1] = { failures: 0, times: [], ejectedUntil: 5_000, ejections: 1 };
+  // A new target for b.test, another timeout: the plan is new.
+  const next = entry({
+    sni: { "a.test": ["10.0.0.2:443", "10.0.0.1:443"], "b.test": ["10.0.0.4:443", "10.0.0.1:443"] },
+    timeouts: { connect: "3s" },
+  });
+  carryTcpHealth(next, prev);
+  const na = next.sni!.exact.get("a.test")!, nb = next.sni!.exact.get("b.test")!;
+  assert.deepEqual(na.active, [a.active[1], down]);
+  assert.deepEqual(nb.active.map((h) => h.status), ["unknown", "down"]);
+  assert.equal(nb.active[1].successes, 1, "the successes counted toward healthy_threshold stay");
+  assert.equal(na.health[0].ejectedUntil, 5_000, "a.test's ejection of 10.0.0.2 stays");
+  assert.equal(nb.health[1].ejectedUntil, 0);
+  // Passive health turned off: the ejection ends.
+  const off = entry({ passive_health: { enabled: false } });
+  carryTcpHealth(off, prev);
+  assert.equal(off.sni!.exact.get("a.test")!.health[1].ejectedUntil, 0);
+  // The check itself changed: the state stands until its first result, which decides.
+  const other = entry({ health_check: { interval: "10s", send: "PING" } });
+  carryTcpHealth(other, prev);
+  const oa = other.sni!.exact.get("a.test")!;
+  assert.equal(oa.active[0].status, "down");
+  assert.equal(oa.active[0].carried, true);
 });

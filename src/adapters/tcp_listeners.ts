@@ -10,7 +10,7 @@ import { timerDelay } from "../config/duration.ts";
 import { bindHint, ListenError, REUSE_PORT } from "./listener_set.ts";
 import { compileTcp, listenTcp, tcpPrint } from "./tcp_proxy.ts";
 import type { LiveConn, TcpDeps, TcpListener, TcpPlan } from "./tcp_proxy.ts";
-import { startTcpHealth } from "./tcp_health.ts";
+import { carryTcpHealth, startTcpHealth } from "./tcp_health.ts";
 import type { TcpHealthChecker, TcpTargetHealth } from "./tcp_health.ts";
 
 /** What `/status` shows of one entry. */
@@ -95,6 +95,8 @@ export function createTcpListeners(deps: TcpDeps & { drainMs: () => number }): T
   const checkerFor = (plan: TcpPlan, from: EntryState | undefined) => {
     if (from && from.plan === plan) return from.checker;
     from?.checker?.stop();
+    // At the swap, so that nothing the old plan saw since the reload began is lost.
+    if (from) carryTcpHealth(plan, from.plan);
     return plan.entry.health_check
       ? startTcpHealth(plan, { logger: deps.logger, onChange: deps.onTargetHealth })
       : null;

@@ -136,7 +136,7 @@ Deno.test("validate: tcp health_check interval and timeout", () => {
   );
 });
 
-Deno.test("tcp health_check across reloads: an unchanged entry keeps its states, a changed one probes afresh, a removed one is gone", async () => {
+Deno.test("tcp health_check across reloads: an unchanged entry keeps its states, a changed one keeps them and probes afresh, a removed one is gone", async () => {
   await using up = rawUpstream({ reply: () => enc.encode("up") });
   const hole = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const dead = `127.0.0.1:${(hole.addr as Deno.NetAddr).port}`;
@@ -174,11 +174,23 @@ Deno.test("tcp health_check across reloads: an unchanged entry keeps its states,
     assert.equal(downs(), 1);
     assert.equal(logger.records.filter((r) => r.msg === "Cannot connect to tcp target").length, 0);
 
-    // Changed: a new checker, whose first round finds dead down again.
+    // Changed elsewhere than its targets and checks: the targets keep their states (dead stayed
+    // unknown, so in the turns, until the new checker's first probe), and a new checker probes
+    // them at once, dead down still (no new transition).
     await write(db("4s"));
     assert.ok((await server.reload({ trigger: "test" })).ok);
-    await waitFor(() => downs() === 2, { what: "dead marked down by the new checker" });
-    await waitFor(() => up.accepted === 5, { what: "the new checker's probe of up" });
+    assert.deepEqual((await rows())[0].health, { [dead]: "down", [up.addr]: "up" });
+    for (let i = 0; i < 3; i++) assert.equal(await exchange(port, "x"), "up");
+    assert.equal(logger.records.filter((r) => r.msg === "Cannot connect to tcp target").length, 0);
+    await waitFor(() => up.accepted === 8, { what: "the new checker's probe of up" });
+    assert.equal(downs(), 1);
+
+    // Its check changed: the states stand until the new check's first result, which decides.
+    await write(db("4s").replace("healthy_threshold: 1", "healthy_threshold: 3"));
+    assert.ok((await server.reload({ trigger: "test" })).ok);
+    assert.equal((await rows())[0].health?.[dead], "down");
+    await waitFor(() => up.accepted === 9, { what: "the newer checker's probe of up" });
+    assert.equal(downs(), 1);
 
     // Removed: no row, no gauge.
     await write("");
