@@ -70,6 +70,18 @@ const denoSrv: SrvLookup = async (name, server, signal) => {
   }
 };
 
+/**
+ * An SRV record's weight (0–65535) as a target's (1–1000), relative to the others of its priority
+ * (RFC 2782): past 1000 scaled down in proportion (capped, 2000 and 6000 were equal), and a weight
+ * 0 beside weighted records is 1 against theirs scaled up to 1000, "a very small chance of being
+ * selected" (counted as 1, it took as much as a weight 1 beside it). All 0: equal shares.
+ */
+export function srvWeight(weight: number, level: { max: number; zero: boolean }): number {
+  if (weight === 0 || level.max === 0) return 1;
+  const scale = level.zero || level.max > 1000 ? 1000 / level.max : 1;
+  return Math.max(1, Math.min(1000, Math.round(weight * scale)));
+}
+
 type DiscoverConfig = NonNullable<
   Extract<Config["routes"][string], { type: "load_balance" }>["discover"]
 >;
@@ -217,6 +229,12 @@ export function createDiscovery(o: {
     // once, at most max_targets of them: the lowest priorities' first, then by name (and port),
     // so that the same ones are kept whatever order the answer came in (DNS servers rotate it).
     const lowest = Math.min(...records.map((r) => r.priority));
+    // Weights are relative within a priority: its highest, and whether it has a weight 0.
+    const levels = new Map<number, { max: number; zero: boolean }>();
+    for (const r of records) {
+      const l = levels.get(r.priority) ?? { max: 0, zero: false };
+      levels.set(r.priority, { max: Math.max(l.max, r.weight), zero: l.zero || r.weight === 0 });
+    }
     const ranked = [...records].sort((a, b) =>
       a.priority - b.priority || (a.target < b.target ? -1 : a.target > b.target ? 1 : 0) ||
       a.port - b.port
@@ -255,7 +273,7 @@ export function createDiscovery(o: {
         const t: Found = {
           address,
           port: r.port,
-          weight: Math.min(1000, Math.max(1, r.weight)),
+          weight: srvWeight(r.weight, levels.get(r.priority)!),
           backup: r.priority !== lowest,
         };
         const n = foundName(t);

@@ -295,3 +295,47 @@ Deno.test("discovery srv: no SRV records keeps the targets found before", async 
     d.close();
   }
 });
+
+Deno.test("discovery srv: weights keep their proportions past 1000, and a weight 0 beside weighted records is a very small share (RFC 2782)", async () => {
+  const records = [
+    // Priority 0: 0 (say, Consul's `Weights.Warning: 0`) beside 1.
+    { priority: 0, weight: 0, port: 80, target: "warn.test." },
+    { priority: 0, weight: 1, port: 80, target: "ok.test." },
+    // Priority 1 (backups): 2000 and 6000, 1:3; a zero among them too.
+    { priority: 1, weight: 2000, port: 80, target: "b1.test." },
+    { priority: 1, weight: 6000, port: 80, target: "b3.test." },
+    { priority: 1, weight: 0, port: 80, target: "b0.test." },
+    // Priority 2: all 0, an equal chance.
+    { priority: 2, weight: 0, port: 80, target: "z1.test." },
+    { priority: 2, weight: 0, port: 80, target: "z2.test." },
+  ];
+  const ip: Record<string, string> = {
+    "warn.test": "10.0.0.1",
+    "ok.test": "10.0.0.2",
+    "b1.test": "10.0.0.3",
+    "b3.test": "10.0.0.4",
+    "b0.test": "10.0.0.5",
+    "z1.test": "10.0.0.6",
+    "z2.test": "10.0.0.7",
+  };
+  const lookup: AddressLookup = (name, type) =>
+    Promise.resolve(type === "A" && ip[name] ? [ip[name]] : []);
+  const srvLookup: SrvLookup = () => Promise.resolve(records);
+  const d = createDiscovery({ logger: silentLogger, onChange: () => {}, lookup, srvLookup });
+  const config = configOf({ srv: "_http._tcp.app.test", scheme: "http" });
+  try {
+    await d.prepare(config);
+    const w = Object.fromEntries(d.foundFor(config).get("/")!.map((f) => [f.address, f.weight]));
+    assert.deepEqual(w, {
+      "10.0.0.1": 1,
+      "10.0.0.2": 1000,
+      "10.0.0.3": 333,
+      "10.0.0.4": 1000,
+      "10.0.0.5": 1,
+      "10.0.0.6": 1,
+      "10.0.0.7": 1,
+    });
+  } finally {
+    d.close();
+  }
+});
