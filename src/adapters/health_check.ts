@@ -185,6 +185,8 @@ export function startHealthChecks(
     let reason: string;
     /** The probe failed on this host (descriptors or ports ran out), not at the target. */
     let local = false;
+    /** The expected status that came before the body failed, if one did. */
+    let head: number | undefined;
     try {
       if (job.grpcService !== undefined) {
         ({ ok, reason } = await grpcProbe(client, job, ac.signal));
@@ -203,9 +205,15 @@ export function startHealthChecks(
         });
         ok = job.expect(res.status);
         reason = `status ${res.status}`;
+        if (ok) head = res.status;
         if (ok && job.bodyMatch) {
           ok = job.bodyMatch.test(await readCapped(res.body, BODY_MATCH_CAP, ac.signal));
           if (!ok) reason = `body does not match ${job.bodyMatch}`;
+        } else if (ok) {
+          // The body too, to its end or its first 64 KiB, within the timeout (as Envoy's checks
+          // wait for the whole answer): a target that sent its head and then hung (a deadlocked
+          // handler) or died mid-body was up, taking requests that hung as its probe did.
+          await readBytesCapped(res.body, BODY_MATCH_CAP, ac.signal);
         } else await res.body?.cancel();
       }
     } catch (err) {
@@ -214,11 +222,12 @@ export function startHealthChecks(
       ok = false;
       local = err instanceof ProxyError && err.local;
       // The client's errors say what failed (connect, reset, a malformed answer…).
-      reason = timedOut
+      const why = timedOut
         ? `no answer within ${job.timeoutMs} ms`
         : err instanceof Error
         ? err.message
         : String(err);
+      reason = head === undefined ? why : `status ${head}, then its body failed: ${why}`;
     } finally {
       clearTimeout(t);
       inflight.delete(ac);

@@ -771,3 +771,37 @@ routes:
   assert.equal(status(hangs.url), "down", "no body within timeout_secs");
   assert.equal(status(dies.url), "down", "the body failed");
 });
+
+Deno.test("health_check: a 200 whose body never ends (or is cut short) fails the probe, body_match or not", async () => {
+  // The status alone decided: a target that flushed its head and then hung (a deadlocked handler)
+  // or died mid-body was up, and took requests that hung as its probe did.
+  await using hangs = await startUpstream(() =>
+    new Response(
+      new ReadableStream({
+        start: (c) => c.enqueue(new TextEncoder().encode("o")),
+      }),
+    )
+  );
+  await using dies = rawServer(async (c) => {
+    if (await readRequest(c) !== null) {
+      await write(c, "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\no");
+    }
+  });
+  // A body that ends, and a long one that flows: both pass.
+  await using ok = await startUpstream(() => new Response("ok"));
+  await using long = await startUpstream(() => new Response("x".repeat(1 << 20)));
+  await using prox = await startProxy(`
+health_check: { interval_secs: 60, timeout_secs: 1 }
+routes:
+  "/a": { type: proxy, target: "${hangs.url}" }
+  "/b": { type: proxy, target: "${dies.url}" }
+  "/c": { type: proxy, target: "${ok.url}" }
+  "/d": { type: proxy, target: "${long.url}" }
+`);
+  const status = (id: string) => prox.server.upstreams.list().find((u) => u.id === id)?.status;
+  const all = [hangs.url, dies.url, ok.url, long.url];
+  await waitFor(() => all.every((id) => status(id) === "up" || status(id) === "down"), {
+    what: "the first probes' results",
+  });
+  assert.deepEqual(all.map(status), ["down", "down", "up", "up"]);
+});
