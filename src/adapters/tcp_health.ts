@@ -167,6 +167,8 @@ export function startTcpHealth(
     logger: Logger;
     connect?: typeof Deno.connect;
     onChange?: (change: TcpTargetChange) => void;
+    /** For the rounds' jitter (Math.random by default). */
+    random?: () => number;
   },
 ): TcpHealthChecker {
   const hc = plan.entry.health_check!;
@@ -248,16 +250,27 @@ export function startTcpHealth(
   const round = () => {
     for (const [label, at] of targets) void probe(label, at);
   };
+  const random = o.random ?? Math.random;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  // Each round up to 10% early, never late, as the HTTP checks: on a fixed interval, the workers
+  // of a `workers` Prox (or instances started together) probed every target in lock-step for ever.
+  const next = () => {
+    if (stopped) return;
+    timer = setTimeout(() => {
+      round();
+      next();
+    }, timerDelay(hc.interval * (0.9 + 0.1 * random())));
+    Deno.unrefTimer(timer as unknown as number);
+  };
   round();
-  const interval = setInterval(round, timerDelay(hc.interval));
-  Deno.unrefTimer(interval);
+  next();
 
   return {
     states: () =>
       [...targets].map(([target, at]) => ({ target, status: at[0].group.active[at[0].i].status })),
     stop() {
       stopped = true;
-      clearInterval(interval);
+      clearTimeout(timer);
       for (const ac of inFlight) ac.abort();
     },
   };

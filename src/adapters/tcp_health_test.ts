@@ -202,3 +202,35 @@ Deno.test("carryTcpHealth: a changed entry's targets keep their check states and
   assert.equal(oa.active[0].status, "down");
   assert.equal(oa.active[0].carried, true);
 });
+
+Deno.test("tcp health: rounds are jittered (up to 10% early), so checkers started together drift apart", async () => {
+  // On a fixed setInterval, the checkers of a `workers` Prox probed every target in lock-step.
+  const times: number[][] = [[], []];
+  const refused = (k: number) =>
+    (() => {
+      times[k].push(performance.now());
+      return Promise.reject(new Deno.errors.ConnectionRefused("refused"));
+    }) as unknown as typeof Deno.connect;
+  const p = () => plan({ interval: "1s", timeout: "100ms" });
+  const early = startTcpHealth(p(), {
+    logger: recordingLogger(),
+    connect: refused(0),
+    random: () => 0,
+  });
+  const late = startTcpHealth(p(), {
+    logger: recordingLogger(),
+    connect: refused(1),
+    random: () => 1,
+  });
+  try {
+    await waitFor(() => times[0].length >= 3 && times[1].length >= 3, {
+      what: "three rounds each",
+      timeoutMs: 5_000,
+    });
+    // 0.9 s apart against 1 s: the third rounds 0.2 s apart (timers fire late, never early).
+    assert.ok(times[1][2] - times[0][2] > 100, `${times[1][2] - times[0][2]} ms apart`);
+  } finally {
+    early.stop();
+    late.stop();
+  }
+});
