@@ -8,7 +8,7 @@
 // too; "no records" for one family while the other has addresses is that family's empty answer.
 
 import type { Config } from "../config/schema.ts";
-import { foundName } from "../config/discovered.ts";
+import { DISCOVER_RETRY_MS, foundName } from "../config/discovered.ts";
 import type { Discovered, Found } from "../config/discovered.ts";
 import { parseResolver } from "../config/validate_route.ts";
 import { timerDelay } from "../config/duration.ts";
@@ -43,8 +43,6 @@ export class NoRecords extends Error {
 }
 
 const LOOKUP_TIMEOUT_MS = 5_000;
-/** After a failed lookup with nothing found yet, the next comes sooner than `refresh`. */
-const RETRY_MS = 2_000;
 
 const denoLookup: AddressLookup = async (name, type, server, signal) => {
   try {
@@ -377,7 +375,7 @@ export function createDiscovery(o: {
       if (loop.stopped) return;
       // A refresh past setTimeout's longest delay waits that long (it would fire at once).
       const delay = !found.has(key) && failing.has(key)
-        ? Math.min(RETRY_MS, d.refresh)
+        ? Math.min(DISCOVER_RETRY_MS, d.refresh)
         : timerDelay(d.refresh);
       const timer = setTimeout(() => {
         void once(id, d, key, loop).then((changed) => changed && !loop.stopped && o.onChange())

@@ -8,6 +8,12 @@ type DiscoverConfig = NonNullable<
   Extract<Config["routes"][string], { type: "load_balance" }>["discover"]
 >;
 
+/**
+ * After a failed lookup while a route has no target yet, the next comes this soon (or at the
+ * refresh, if sooner), rather than a refresh later: also the `Retry-After` of its 503s.
+ */
+export const DISCOVER_RETRY_MS = 2_000;
+
 /** One target found: an address, with an SRV record's port, weight and rank. */
 export interface Found {
   /** IPv4 or IPv6 (unbracketed). */

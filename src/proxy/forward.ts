@@ -26,6 +26,7 @@ import { bodySource, NO_BODY, onBodyEnd } from "./body_replay.ts";
 import type { BodyDeadline, BodySource } from "./body_replay.ts";
 import type { RetryPolicy, RoutePool, StickyPolicy } from "./pool.ts";
 import { timerDelay } from "../config/duration.ts";
+import { DISCOVER_RETRY_MS } from "../config/discovered.ts";
 
 /** Safe to repeat (RFC 9110 §9.2.2). */
 const IDEMPOTENT = new Set(["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"]);
@@ -128,10 +129,11 @@ export async function forward(
       const why = `No available target for route "${route.id}"`;
       const e = new ProxyError("no_healthy_upstream", why, { source: route.id });
       const cfg = route.config;
-      // No target at all (`discover` found none yet): its next lookup may bring one.
+      // No target at all (`discover` found none yet): its next lookup, at most 2 s away while it
+      // has none, may bring one.
       e.retryAfter = retryAfter(pool, reg, now) ??
         (cfg.type === "load_balance" && cfg.discover
-          ? Math.ceil(cfg.discover.refresh / 1000)
+          ? Math.ceil(Math.min(cfg.discover.refresh, DISCOVER_RETRY_MS) / 1000)
           : undefined);
       throw e;
     }
