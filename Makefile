@@ -50,9 +50,10 @@ bundle: deno
 # Per-platform executables. `deno compile` downloads a `denort` runtime per target unless
 # DENORT_BIN points at one (only valid for the host target). prom-client's dependency bintrees
 # ships a 2 MB test file that overflows the compiler: it is excluded (the path exists only with a
-# local node_modules/, hence --node-modules-dir=auto).
+# local node_modules/, hence --node-modules-dir=auto). A reload parses a large config in a Web
+# Worker, whose module compile finds only when named (--include).
 TARGETS := x86_64-unknown-linux-gnu aarch64-unknown-linux-gnu x86_64-apple-darwin aarch64-apple-darwin x86_64-pc-windows-msvc
-COMPILE_FLAGS := -A $(V8_FLAGS) --unstable-net --unstable-no-legacy-abort --include static --node-modules-dir=auto --exclude node_modules/.deno/bintrees@1.0.2/node_modules/bintrees/test
+COMPILE_FLAGS := -A $(V8_FLAGS) --unstable-net --unstable-no-legacy-abort --include static --include src/adapters/config_worker.ts --node-modules-dir=auto --exclude node_modules/.deno/bintrees@1.0.2/node_modules/bintrees/test
 compile: deno
 	mkdir -p dist
 	@if [ -n "$$DENORT_BIN" ]; then \

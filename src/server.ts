@@ -94,6 +94,7 @@ import {
   restartOnlyChanges,
 } from "./server_reload.ts";
 import type { Refusal } from "./server_reload.ts";
+import { loadConfigOffThread } from "./adapters/config_offthread.ts";
 import { ConfigError } from "./server_api.ts";
 import { createDiscovery } from "./adapters/discovery.ts";
 import { withDiscovered } from "./config/discovered.ts";
@@ -577,6 +578,16 @@ export async function startServer(
     });
   }
 
+  // A reload parses and validates a large config in a worker: requests are served meanwhile.
+  const reloadLoader = (text: string, file: string) =>
+    loadConfigOffThread(text, {
+      file,
+      onFallback: (why) =>
+        logger.warn("Cannot load the config in a worker; loaded on the main thread", {
+          error: why,
+        }),
+    });
+
   async function doReload(trigger: string): Promise<ReloadResult> {
     const at = Date.now();
     const file = "path" in source ? source.path : source.name;
@@ -611,7 +622,7 @@ export async function startServer(
       // A follower applies what worker 0 applied, not the file (which may have changed since).
       const kept = follower && copyPath ? readConfigCopy(copyPath) : null;
       const from = kept !== null ? { text: kept, name: configPath ?? "config" } : source;
-      const next = await loadSource(from).catch((err) => {
+      const next = await loadSource(from, { load: reloadLoader }).catch((err) => {
         throw configReadError(file, err);
       });
       locate = next.locate;

@@ -347,15 +347,22 @@ function unusableKey(key: ReturnType<typeof createPrivateKey>): string | null {
 /** `-c -`: the config comes from standard input, named this in messages. */
 export const STDIN_NAME = "<stdin>";
 
-/** Reads and validates the config source; the path `-` is standard input (read once). */
+/** Parses and validates config text (loadConfigText, or config_offthread.ts's worker). */
+export type TextLoader = (text: string, file: string) => LoadResult | Promise<LoadResult>;
+
+const inPlace: TextLoader = (text, file) => loadConfigText(text, { file, env: denoEnv });
+
+/**
+ * Reads and validates the config source; the path `-` is standard input (read once). `load`
+ * parses and validates the text (default: here, on this thread).
+ */
 export async function loadSource(
   source: ConfigSource,
+  opts: { load?: TextLoader } = {},
 ): Promise<LoadResult> {
+  const load = opts.load ?? inPlace;
   if ("text" in source) {
-    return {
-      ...loadConfigText(source.text, { file: source.name, env: denoEnv }),
-      text: source.text,
-    };
+    return { ...await load(source.text, source.name), text: source.text };
   }
   const stdin = source.path === "-";
   const file = stdin ? STDIN_NAME : source.path;
@@ -367,7 +374,7 @@ export async function loadSource(
   }
   const decoded = decodeConfig(bytes, file);
   if ("issue" in decoded) return { issues: [decoded.issue] };
-  const loaded = loadConfigText(decoded.text, { file, env: denoEnv });
+  const loaded = await load(decoded.text, file);
   if (!stdin) besideConfig(loaded.issues, source.path);
   return { ...loaded, text: decoded.text };
 }
