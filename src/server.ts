@@ -4,7 +4,7 @@
 
 import type { ConfigIssue } from "./config/parse.ts";
 import type { Config } from "./config/schema.ts";
-import { buildSnapshot } from "./proxy/snapshot.ts";
+import { buildSnapshot, snapshotSteps } from "./proxy/snapshot.ts";
 import type { Snapshot } from "./proxy/snapshot.ts";
 import { createHandler, observedHandler, requestIdSource } from "./proxy/pipeline.ts";
 import type { PipelineDeps } from "./proxy/context.ts";
@@ -92,6 +92,7 @@ import {
   createFollowerRounds,
   createReloads,
   restartOnlyChanges,
+  runInSlices,
 } from "./server_reload.ts";
 import type { Refusal } from "./server_reload.ts";
 import { loadConfigOffThread } from "./adapters/config_offthread.ts";
@@ -646,14 +647,15 @@ export async function startServer(
       const foundNow = discovery.foundFor(loaded);
       const applied = withDiscovered(loaded, foundNow);
       const files = await readReferencedFiles(applied);
-      const snap = buildSnapshot(applied, {
+      // Built a slice at a time: requests are answered meanwhile.
+      const snap = await runInSlices(snapshotSteps(applied, {
         caches,
         tokens,
         version: version + 1,
         files,
         altSvc: current.altSvc,
         env: denoEnv.env,
-      });
+      }));
       // Bind what changed before anything is swapped: a bind failure leaves all as it was.
       await certs.follow(applied);
       const plans = await certs.plansFor(applied);

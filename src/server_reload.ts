@@ -146,3 +146,19 @@ export function createFollowerRounds(): FollowerRounds {
     },
   };
 }
+
+/**
+ * Runs `steps` to the end, letting the event loop answer requests (timers, I/O) after every
+ * `sliceMs` of work: a snapshot build of thousands of routes is a few hundred ms on its own.
+ */
+export async function runInSlices<T>(steps: Generator<void, T>, sliceMs = 10): Promise<T> {
+  let until = performance.now() + sliceMs;
+  for (;;) {
+    const step = steps.next();
+    if (step.done) return step.value;
+    if (performance.now() >= until) {
+      await new Promise((resolve) => setTimeout(resolve, 0));
+      until = performance.now() + sliceMs;
+    }
+  }
+}

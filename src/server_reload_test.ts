@@ -1,5 +1,10 @@
 import assert from "node:assert/strict";
-import { createFollowerRounds, createReloads, RELOAD_HISTORY } from "./server_reload.ts";
+import {
+  createFollowerRounds,
+  createReloads,
+  RELOAD_HISTORY,
+  runInSlices,
+} from "./server_reload.ts";
 import type { ReloadResult } from "./server_api.ts";
 
 /** Reloads whose runs finish when the test says so; `runs` lists the triggers that ran. */
@@ -151,4 +156,24 @@ Deno.test("follower rounds: a wait ends once every other worker answered, with t
   assert.deepEqual(await rounds.wait(1, 5_000), [{ worker: 3, error: "older" }]);
   // Never answered: null once the time is up.
   assert.equal(await rounds.wait(3, 10), null);
+});
+
+Deno.test("runInSlices: lets timers run between slices of a long computation, and returns its value", async () => {
+  // 40 steps of 3 ms each: 120 ms of work, which a timer set at its start waited for whole.
+  function* steps(): Generator<void, string> {
+    for (let i = 0; i < 40; i++) {
+      const until = performance.now() + 3;
+      while (performance.now() < until) { /* busy */ }
+      yield;
+    }
+    return "built";
+  }
+  let fired: number | undefined;
+  const start = performance.now();
+  setTimeout(() => fired = performance.now() - start, 0);
+  const value = await runInSlices(steps(), 10);
+  const took = performance.now() - start;
+  assert.equal(value, "built");
+  assert.ok(fired !== undefined, "the timer ran before the computation ended");
+  assert.ok(fired < took / 2, `the timer ran after ${fired} ms of ${took} ms`);
 });

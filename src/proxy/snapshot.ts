@@ -219,22 +219,34 @@ function compileAccess(
   return compileIpAccess(all);
 }
 
+/** What buildSnapshot takes besides the config. */
+export interface SnapshotOptions {
+  version: number;
+  /** Files the config names, read by the server: CA certificates, error pages. */
+  files?: ReadonlyMap<string, string>;
+  altSvc?: string | null;
+  /** Environment lookup for `{env.NAME}` placeholders. */
+  env?: (name: string) => string | undefined;
+  /** Response cache stores kept across reloads; without it, caching routes start empty. */
+  caches?: CacheStores;
+  /** jwt_auth's verified tokens kept across reloads; without it, each snapshot starts empty. */
+  tokens?: TokenCaches;
+}
+
 /** Builds a snapshot; throws only on programming errors (validation has already run). */
-export function buildSnapshot(
-  config: Config,
-  opts: {
-    version: number;
-    /** Files the config names, read by the server: CA certificates, error pages. */
-    files?: ReadonlyMap<string, string>;
-    altSvc?: string | null;
-    /** Environment lookup for `{env.NAME}` placeholders. */
-    env?: (name: string) => string | undefined;
-    /** Response cache stores kept across reloads; without it, caching routes start empty. */
-    caches?: CacheStores;
-    /** jwt_auth's verified tokens kept across reloads; without it, each snapshot starts empty. */
-    tokens?: TokenCaches;
-  },
-): Snapshot {
+export function buildSnapshot(config: Config, opts: SnapshotOptions): Snapshot {
+  const steps = snapshotSteps(config, opts);
+  for (;;) {
+    const step = steps.next();
+    if (step.done) return step.value;
+  }
+}
+
+/**
+ * buildSnapshot one route at a time: it yields after each route, so a caller may let other work
+ * run between them (a reload of thousands of routes keeps answering requests meanwhile).
+ */
+export function* snapshotSteps(config: Config, opts: SnapshotOptions): Generator<void, Snapshot> {
   const caches = opts.caches ?? new CacheStores();
   caches.share(config.cache?.max_size);
   const pages = (spec: Config["error_pages"]): PageTable =>
@@ -248,7 +260,8 @@ export function buildSnapshot(
   const errorPages = pages(config.error_pages);
   let hasErrorPages = errorPages.length > 0;
   const ipAccess = accessOf(config.ip_access, opts.files);
-  const entries = Object.entries(config.routes).map(([key, route]) => {
+  const entries: RouteEntry<CompiledRoute, RequestContext>[] = [];
+  for (const [key, route] of Object.entries(config.routes)) {
     const { host, prefix } = parseRouteKey(key);
     const hosts = [...(host ? [host] : []), ...(route.hosts ?? []).map((h) => h.toLowerCase())];
     const timeouts = "timeouts" in route
@@ -346,8 +359,9 @@ export function buildSnapshot(
       const holds = compileMatch(route.match, []);
       entry.when = (ctx) => holds(requestInput(ctx, ctx.req.headers));
     }
-    return entry;
-  });
+    entries.push(entry);
+    yield;
+  }
   const trusted = config.trusted_proxies.map(parseCidr).filter((c): c is Cidr => c !== null);
   return Object.freeze({
     version: opts.version,
