@@ -30,7 +30,7 @@ import { startMemoryReducer, trafficSeen } from "./adapters/gc_hint.ts";
 import { configFiles, filePrint, textPrint, watchFiles } from "./adapters/config_watch.ts";
 import type { FileWatch } from "./adapters/config_watch.ts";
 import { formatIssue } from "./config/load.ts";
-import { configChanges } from "./config/diff.ts";
+import { configChangeSteps } from "./config/diff.ts";
 import type { LoadResult } from "./config/load.ts";
 import { createUpstreamClient } from "./adapters/upstream_client.ts";
 import {
@@ -738,7 +738,7 @@ export async function startServer(
       copy?.commit();
       // A certificate rotated on disk changes no key of the config, but it is what changed.
       const changes = [
-        ...configChanges(prev, rawConfig),
+        ...await runInSlices(configChangeSteps(prev, rawConfig)),
         ...certificateChange ? [certificateChange] : [],
       ];
       logger.info("Config reloaded", {

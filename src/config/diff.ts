@@ -57,8 +57,21 @@ function routeChange(id: string, a: RouteConfig, b: RouteConfig): string {
  * empty when nothing changed.
  */
 export function configChanges(prev: Config, next: Config): string[] {
+  const steps = configChangeSteps(prev, next);
+  for (;;) {
+    const step = steps.next();
+    if (step.done) return step.value;
+  }
+}
+
+/**
+ * configChanges one route at a time: it yields after each route, so a reload of thousands of
+ * routes can let the event loop answer requests between them.
+ */
+export function* configChangeSteps(prev: Config, next: Config): Generator<void, string[]> {
   const lines: string[] = [];
   for (const [id, r] of Object.entries(next.routes)) {
+    yield;
     const old = prev.routes[id];
     if (old === undefined) {
       const to = targetsOf(r);

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { configChanges } from "./diff.ts";
+import { configChanges, configChangeSteps } from "./diff.ts";
 import { loadConfigText } from "./load.ts";
 import type { Config } from "./schema.ts";
 
@@ -64,4 +64,20 @@ Deno.test("configChanges names a redirect's new target (the line said nothing af
   /old: { type: redirect, target: "/new" }
 `);
   assert.deepEqual(configChanges(base, moved), ['route "/old": target / → /new']);
+});
+
+Deno.test("configChangeSteps pauses once per route of the new config and ends with configChanges' lines", () => {
+  const next = cfg(`routes:
+  /api: { type: proxy, target: "http://10.0.0.9:80" }
+  /lb: { type: load_balance, targets: ["http://10.0.0.2", "http://10.0.0.3"] }
+`);
+  const steps = configChangeSteps(base, next);
+  let pauses = 0;
+  for (let step = steps.next();; step = steps.next(), pauses++) {
+    if (step.done) {
+      assert.deepEqual(step.value, configChanges(base, next));
+      break;
+    }
+  }
+  assert.equal(pauses, 2);
 });
