@@ -4,7 +4,7 @@
 // in this process (read, YAML parse + schema, cross-field validation, snapshot build), then
 // starts `prox serve` on it, sends a steady trickle of requests (one every 5 ms, each on its own
 // connection, to a route that answers itself) while SIGHUP reloads it, and reports the longest gap
-// between answers around the reload.
+// between answers around the reload, and without one for as long.
 //
 //   deno run -A bench/reload_gap.ts [ROUTES=5000] [RELOADS=3]
 
@@ -145,10 +145,12 @@ if (import.meta.main) {
         });
         took = performance.now() - t0;
       });
+      // The same trickle for as long without a reload: what the machine's load alone costs.
+      const idle = await longestGap(port, () => new Promise((r) => setTimeout(r, took)));
       console.log(
         `reload ${i + 1}: took ${took.toFixed(0)} ms, longest gap between answers ${
           gap.toFixed(0)
-        } ms`,
+        } ms (${idle.toFixed(0)} ms without a reload)`,
       );
     }
   } finally {
