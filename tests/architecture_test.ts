@@ -62,3 +62,19 @@ Deno.test("proxy/ never touches Deno or adapters/", () => {
     assert.ok(!src.replace(/\/\/.*$/gm, "").includes("Deno."), `${rel(file)} uses Deno`);
   }
 });
+
+Deno.test("every Web Worker module is named with --include in make compile (compile does not follow new Worker)", () => {
+  const makefile = Deno.readTextFileSync(`${ROOT}/Makefile`);
+  const flags = /^COMPILE_FLAGS := (.+)$/m.exec(makefile)![1];
+  const workers: string[] = [];
+  for (const file of walk(`${ROOT}/src`)) {
+    const src = Deno.readTextFileSync(file);
+    for (const m of src.matchAll(/new URL\("(\.[^"]+)", import\.meta\.url\)/g)) {
+      if (!/new Worker\(/.test(src)) continue;
+      const dir = rel(file).replace(/[^/]+$/, "");
+      workers.push(new URL(m[1], `file:///${dir}`).pathname.slice(1));
+    }
+  }
+  assert.ok(workers.length > 0, "the config worker is found");
+  for (const w of workers) assert.ok(flags.includes(`--include ${w}`), `${w} in COMPILE_FLAGS`);
+});
