@@ -172,11 +172,31 @@ export const HeaderRules = z.object({
   condition: Condition.optional(),
 }).strict();
 
-/** Body rules: replace the body with text or JSON, optionally only when `condition` holds. */
+/** One `replace` pair of a response body rule: plain text, no pattern. */
+const ReplacePair = z.object({
+  find: z.string().describe("Text to find in the body (plain, case-sensitive; not empty)"),
+  replace: z.string().describe(
+    "What each match becomes; placeholders such as {host} expanded and escaped for the body's type",
+  ),
+}).strict();
+
+/**
+ * Body rules: replace the body with text or JSON, or (response side) replace strings in it as it
+ * streams (`replace`, as nginx's sub_filter), optionally only when `condition` holds.
+ */
 export const BodyRules = z.object({
   set_text: z.string().optional(),
   set_json: z.unknown().optional(),
   content_type: z.string().optional(),
+  replace: z.array(ReplacePair).min(1).max(64).optional().describe(
+    "Response bodies: {find, replace} pairs applied as the body streams (nginx sub_filter)",
+  ),
+  once: z.boolean().optional().describe(
+    "With replace: each pair replaces its first match only (default: every match)",
+  ),
+  types: z.array(z.string().min(1)).min(1).optional().describe(
+    "With replace: the media types it applies to, * patterns allowed (default [text/html])",
+  ),
   condition: Condition.optional(),
 }).strict();
 

@@ -16,6 +16,7 @@ import { suggest } from "./suggest.ts";
 import { parseCidr } from "./ip.ts";
 import { CLIENT_ADDRESS_FIELDS } from "./headers.ts";
 import { escapeFor } from "./escape.ts";
+import { typeMatcher } from "./compress.ts";
 import type { PageEscape } from "./escape.ts";
 
 /** RFC 9110 §5.1 field-name token. */
@@ -56,7 +57,20 @@ export interface BodyRulesSpec {
   set_text?: string;
   set_json?: unknown;
   content_type?: string;
+  replace?: { find: string; replace: string }[];
+  once?: boolean;
+  types?: string[];
   condition?: ConditionSpec;
+}
+
+/** Media types a `replace` rule applies to without `types`: HTML, as nginx's sub_filter_types. */
+export const DEFAULT_REPLACE_TYPES: readonly string[] = ["text/html"];
+
+/** One compiled `replace` pair: `bytes` is the replacement when it holds no placeholder. */
+export interface ReplaceSpec {
+  find: Uint8Array;
+  replace: Template;
+  bytes: Uint8Array | null;
 }
 
 /** Compiled header rules: remove first, then set (add/set), then append. */
@@ -92,7 +106,18 @@ export interface BodyRule {
      */
     | { kind: "text"; v: Template; escape: PageEscape }
     | { kind: "json"; v: JsonTemplate }
-    | { kind: "keep" };
+    | { kind: "keep" }
+    /**
+     * Strings replaced as the body streams (response side): when the answer's media type is one
+     * of `types`, it is not content-coded and not a 206.
+     */
+    | {
+      kind: "replace";
+      pairs: ReplaceSpec[];
+      once: boolean;
+      types: (mediaType: string) => boolean;
+    };
+  /** "" for a `replace` rule without `content_type`: the answer keeps its own. */
   contentType: string;
 }
 
@@ -494,6 +519,8 @@ export function compileBodyRule(
     });
   }
   const when = condition(spec.condition, c);
+  const replace = replaceRule(spec, c);
+  if (replace) return { when, body: replace, contentType: spec.content_type ?? "" };
   if (spec.content_type !== undefined) {
     checkFieldValue("Content-Type", spec.content_type, ["content_type"], c);
     const charset = /;\s*charset\s*=\s*"?([^";\s]+)/i.exec(spec.content_type)?.[1];
@@ -531,6 +558,65 @@ export function compileBodyRule(
     hint: "Add set_text, set_json or content_type",
   });
   return undefined;
+}
+
+/** A `replace` rule's pairs compiled, or undefined (with problems) when it has none. */
+function replaceRule(spec: BodyRulesSpec, c: Ctx): BodyRule["body"] | undefined {
+  if (spec.replace === undefined) {
+    for (const k of ["once", "types"] as const) {
+      if (spec[k] === undefined) continue;
+      c.problems.push({
+        path: [k],
+        message: `${k} applies only with replace`,
+        hint: "Add replace: [{find: ..., replace: ...}], or remove it",
+      });
+    }
+    return undefined;
+  }
+  if (c.side === "request") {
+    c.problems.push({
+      path: ["replace"],
+      message: "replace works on response bodies only",
+      hint: "Move it to response_body",
+    });
+    return undefined;
+  }
+  for (const k of ["set_text", "set_json"] as const) {
+    if (spec[k] === undefined) continue;
+    c.problems.push({
+      path: [k],
+      message: `${k} and replace cannot be combined: one replaces the whole body, the other ` +
+        "strings in it",
+      hint: "Keep one of them",
+    });
+  }
+  if (spec.content_type !== undefined) {
+    checkFieldValue("Content-Type", spec.content_type, ["content_type"], c);
+  }
+  const utf8 = new TextEncoder();
+  const pairs: ReplaceSpec[] = [];
+  spec.replace.forEach((pair, i) => {
+    if (pair.find === "") {
+      c.problems.push({
+        path: ["replace", i, "find"],
+        message: "find is empty: there is nothing to look for",
+        hint: "Give the text to replace",
+      });
+      return;
+    }
+    const t = template(pair.replace, ["replace", i, "replace"], c);
+    pairs.push({
+      find: utf8.encode(pair.find),
+      replace: t,
+      bytes: t.constant ? utf8.encode(t.parts.join("")) : null,
+    });
+  });
+  return {
+    kind: "replace",
+    pairs,
+    once: spec.once === true,
+    types: typeMatcher(spec.types ?? DEFAULT_REPLACE_TYPES),
+  };
 }
 
 /** The four rule slots of a route as configured. */

@@ -311,3 +311,42 @@ Deno.test("compileMatch warns of a path_matches character that request paths car
     "Write %C3%A9 for é (escapes in upper case, as paths are matched)",
   ]]);
 });
+
+Deno.test("compileRouteRules: a replace rule refuses an empty find, the request side and a whole-body setter beside it", () => {
+  assert.deepEqual(
+    problems({
+      response_body: { replace: [{ find: "a", replace: "b" }, { find: "", replace: "x" }] },
+    }),
+    ["response_body.replace.1.find: find is empty: there is nothing to look for"],
+  );
+  assert.deepEqual(problems({ request_body: { replace: [{ find: "a", replace: "b" }] } }), [
+    "request_body.replace: replace works on response bodies only",
+  ]);
+  assert.deepEqual(
+    problems({ response_body: { set_text: "t", replace: [{ find: "a", replace: "b" }] } }),
+    [
+      "response_body.set_text: set_text and replace cannot be combined: one replaces the whole " +
+      "body, the other strings in it",
+    ],
+  );
+  assert.deepEqual(problems({ response_body: { set_text: "t", once: true, types: ["text/*"] } }), [
+    "response_body.once: once applies only with replace",
+    "response_body.types: types applies only with replace",
+  ]);
+  const out: RuleProblem[] = [];
+  const rules = compileRouteRules({
+    response_body: {
+      replace: [{ find: "é", replace: "{host}" }, { find: "b", replace: "c" }],
+      types: ["text/*"],
+    },
+  }, { env: () => undefined, problems: out });
+  assert.deepEqual(out, []);
+  const body = rules.responseBody!.body;
+  assert.equal(body.kind, "replace");
+  if (body.kind !== "replace") return;
+  assert.deepEqual([...body.pairs[0].find], [0xc3, 0xa9]);
+  assert.equal(body.pairs[0].bytes, null);
+  assert.deepEqual([...body.pairs[1].bytes!], [0x63]);
+  assert.ok(body.types("text/css") && !body.types("application/json"));
+  assert.equal(rules.responseBody!.contentType, "");
+});

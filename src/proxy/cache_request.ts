@@ -20,6 +20,7 @@ import type { CachePolicy } from "./cache.ts";
 import { requestHeaderRule, targetOf, upstreamHeaders } from "./actions/proxy.ts";
 import { applyAuthHeaders } from "./filters/forward_auth.ts";
 import { applyHeaderRules, placeholderValues } from "./filters/rules.ts";
+import { asksIdentity } from "./filters/body_replace.ts";
 
 /** Methods that leave stored responses alone (RFC 9110 §9.2.1); others invalidate the URI. */
 export const SAFE: ReadonlySet<string> = new Set(["GET", "HEAD", "OPTIONS"]);
@@ -193,8 +194,11 @@ export function upstreamView(
     logger: deps.logger,
     requestId: ctx.requestId,
   });
+  // A `replace` rule's route asks the upstream for identity (proxy.ts), whatever the client sent.
+  const identity = ctx.route!.rules.responseBody !== undefined && asksIdentity(ctx.route!.rules);
   return (name) => {
     if (name === FORWARDED) return ctx.trustedPeer ? trustedForwarding(ctx.req.headers) : null;
+    if (identity && name === "accept-encoding") return "identity";
     if (PROX_WRITTEN.has(name) || name.startsWith("x-forwarded-")) {
       if (!full) {
         const to = targetOf(ctx, route, keyTarget(ctx, route));

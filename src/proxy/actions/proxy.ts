@@ -37,6 +37,7 @@ import {
 import { timerDelay } from "../../config/duration.ts";
 import { applyAuthHeaders } from "../filters/forward_auth.ts";
 import { mutableHeaders } from "../filters/rules.ts";
+import { asksIdentity } from "../filters/body_replace.ts";
 import { WireResponse } from "../wire_response.ts";
 import { grpcRequestType } from "../respond.ts";
 import { deadlineTimers } from "../deadline_timers.ts";
@@ -319,10 +320,13 @@ export async function proxyAction(
   const pp = route.proxy_protocol
     ? proxyHeader(route.proxy_protocol, clientAddresses(ctx))
     : undefined;
+  // A `replace` rule reads the body: the upstream is asked for it uncoded.
+  const identity = compiled.rules.responseBody !== undefined && asksIdentity(compiled.rules);
   const build = (target: string): UpstreamRequest => {
     const to = targetOf(ctx, route, target);
     const headers = upstreamHeaders(ctx, route, to.origin);
     if (headerRule) applyHeaderRules(headerRule, headers, ruleOpts);
+    if (identity) headers.set("accept-encoding", "identity");
     opts?.headers?.(headers);
     // The upstream is told the time left (as Envoy): never more than the client gave.
     if (call?.grpc) headers.set("grpc-timeout", grpcTimeLeft(call, deps, route));

@@ -9,7 +9,8 @@ import type { PlaceholderValues } from "../../domain/placeholders.ts";
 import type { BodyRule, HeaderRules, JsonTemplate } from "../../domain/rules.ts";
 import type { ConditionInput } from "../../domain/conditions.ts";
 import { BODY_BYTES, BODY_REPLACED } from "../../ports.ts";
-import type { CountedResponse, Logger } from "../../ports.ts";
+import type { BodyCounter, CountedResponse, Logger } from "../../ports.ts";
+import { replaceApplies, replacedBody, replacedHeaders, replacerFor } from "./body_replace.ts";
 import { HeaderList } from "../../domain/header_list.ts";
 import type { HeaderMap } from "../../domain/header_list.ts";
 import type { RequestContext } from "../context.ts";
@@ -170,6 +171,8 @@ export function ruleBody(
       // Whatever its content_type: a placeholder's `</script>` or `<img …>` adds no markup.
       return new TextEncoder().encode(htmlSafeJson(JSON.stringify(buildJson(rule.body.v, values))));
     case "keep":
+    case "replace":
+      // A `replace` rule edits the body as it streams (body_replace.ts), not in one piece.
       return null;
   }
 }
@@ -230,7 +233,10 @@ export function applyResponseRules(
   // A 204, 205 or 304 has no content for a body rule to replace (RFC 9110 §15.3.5, §15.3.6,
   // §15.4.5; a Response with one cannot even be built): a 304's validators must stay.
   const nullBody = res.status === 204 || res.status === 205 || res.status === 304;
-  const bodyRule = !nullBody && responseBody?.when(input!) ? responseBody : undefined;
+  let bodyRule = !nullBody && responseBody?.when(input!) ? responseBody : undefined;
+  if (bodyRule?.body.kind === "replace" && !replaceApplies(res, bodyRule.body)) {
+    bodyRule = undefined;
+  }
   const headerRule = responseHeaders && (responseHeaders.always || responseHeaders.when(input!))
     ? responseHeaders
     : undefined;
@@ -247,7 +253,21 @@ export function applyResponseRules(
   const headers = new Headers(res.headers);
   let body: BodyInit | null = res.body;
   let replaced = false;
-  if (bodyRule) {
+  /** The counter of a body whose strings are replaced as it streams. */
+  let streamed: BodyCounter | undefined;
+  if (bodyRule?.body.kind === "replace") {
+    replacedHeaders(headers, status);
+    if (bodyRule.contentType !== "") headers.set("content-type", bodyRule.contentType);
+    if (res.body !== null && ctx.req.method !== "HEAD") {
+      const contentType = headers.get("content-type") ?? "";
+      const replacer = replacerFor(bodyRule.body, { values, contentType });
+      streamed = { bytes: 0, ended: false };
+      // The upstream's trailers (an HTTP/2 upstream's) go on after the body.
+      const inner = (res as CountedResponse)[BODY_BYTES];
+      if (inner) Object.defineProperty(streamed, "trailers", { get: () => inner.trailers });
+      body = replacedBody(res.body, replacer, streamed);
+    }
+  } else if (bodyRule) {
     const bytes = ruleBody(bodyRule, values);
     if (bytes) {
       replaced = true;
@@ -267,7 +287,7 @@ export function applyResponseRules(
   if (headerRule) {
     applyHeaderRules(headerRule, headers, { values, logger, requestId: ctx.requestId });
     // The body rule labels what it wrote, as on the request side (and in the Rust Prox).
-    if (bodyRule) headers.set("content-type", bodyRule.contentType);
+    if (bodyRule && bodyRule.contentType !== "") headers.set("content-type", bodyRule.contentType);
   }
   const out: CountedResponse = new Response(nullBody ? null : body, {
     status,
@@ -276,7 +296,7 @@ export function applyResponseRules(
   });
   // A kept body streams on with its counter: the bytes the access log counts and an HTTP/2
   // upstream's trailers (gRPC's status). A replaced body goes without: they described the old one.
-  const counter = replaced ? undefined : (res as CountedResponse)[BODY_BYTES];
+  const counter = streamed ?? (replaced ? undefined : (res as CountedResponse)[BODY_BYTES]);
   if (counter) out[BODY_BYTES] = counter;
   return out;
 }
