@@ -3,6 +3,7 @@
 import assert from "node:assert/strict";
 import { ROOT, startUpstream } from "../_harness.ts";
 import { startProxy } from "./_proxy.ts";
+import { gzipSync } from "node:zlib";
 
 const enc = new TextEncoder();
 
@@ -182,5 +183,35 @@ Deno.test("response_body replace over HTTP/2", async () => {
     assert.equal(await res.text(), `<p>https://localhost:${s.prox.port}</p>`);
   } finally {
     client.close();
+  }
+});
+
+Deno.test("response_body replace on a static route: an HTML file's precompressed sibling is not sent in its place", async () => {
+  const root = await Deno.makeTempDir();
+  try {
+    await Deno.writeTextFile(`${root}/page.html`, "<p>old</p>");
+    // A sibling holding the same page gzipped: sent as it is, the rule could not see into it.
+    await Deno.writeFile(`${root}/page.html.gz`, gzipSync(enc.encode("<p>old</p>")));
+    await Deno.writeTextFile(`${root}/app.js`, "old");
+    await Deno.writeFile(`${root}/app.js.gz`, gzipSync(enc.encode("old")));
+    await using prox = await startProxy(`
+health_check: { enabled: false }
+routes:
+  "/":
+    type: static
+    root: "${root}"
+    precompressed: true
+    response_body:
+      replace: [{ find: "old", replace: "new" }]
+`);
+    const page = await fetch(`${prox.url}/page.html`, { headers: { "accept-encoding": "gzip" } });
+    assert.equal(page.headers.get("content-encoding"), null);
+    assert.equal(await page.text(), "<p>new</p>");
+    // Other types still get their sibling (the rule does not apply to them).
+    const js = await fetch(`${prox.url}/app.js`, { headers: { "accept-encoding": "gzip" } });
+    assert.equal(js.headers.get("content-encoding"), "gzip");
+    assert.equal(await js.text(), "old");
+  } finally {
+    await Deno.remove(root, { recursive: true });
   }
 });

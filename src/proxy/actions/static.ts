@@ -15,7 +15,7 @@ import {
   weakEtag,
 } from "../../domain/conditional.ts";
 import { joinPath, stripPrefix } from "../../domain/rewrite.ts";
-import { decideCompression } from "../../domain/compress.ts";
+import { decideCompression, mediaTypeOf } from "../../domain/compress.ts";
 import type { CompressPolicy } from "../../domain/compress.ts";
 import type { StaticRouteConfig } from "../../config/schema.ts";
 import { FileChangedError, type FileStat, type FileStore, HEAD_ROOM } from "../../ports.ts";
@@ -50,6 +50,11 @@ export interface StaticOptions {
   notFoundPage?: string;
   cacheControl?: string;
   precompressed?: boolean;
+  /**
+   * Media types served from the identity file even with `precompressed`: a `response_body`
+   * rule's `replace` reads them, and cannot see into a coded sibling.
+   */
+  identityTypes?: (mediaType: string) => boolean;
   showDotfiles?: boolean;
   /** A directory without its index file is answered with a listing of its entries. */
   browse?: boolean;
@@ -214,6 +219,7 @@ async function pickVariant(
   o: { evenForRange?: boolean } = {},
 ): Promise<{ rel: string; st: FileStat; coding: string } | null> {
   if (!opts.precompressed || (req.headers.has("range") && !o.evenForRange)) return null;
+  if (opts.identityTypes?.(mediaTypeOf(contentTypeFor(rel)))) return null;
   const codings = acceptedEncodings(req.headers.get("accept-encoding"), Object.keys(CODINGS));
   for (const coding of codings) {
     const st = await opts.files.stat(opts.root, rel + CODINGS[coding]);
@@ -373,10 +379,17 @@ export async function staticAction(
     notFoundPage: route.not_found_page,
     cacheControl: route.cache_control,
     precompressed: route.precompressed,
+    identityTypes: replaceTypes(ctx),
     showDotfiles: route.show_dotfiles,
     browse: route.browse,
     compress: deps.compressor ? ctx.route?.compress : null,
     lean: ctx.info.writesItself === true && ctx.route?.compress === null &&
       !ctx.route.rules.responseBody && !ctx.snapshot.hasErrorPages,
   });
+}
+
+/** The types a route's `replace` rule reads, if it has one. */
+function replaceTypes(ctx: RequestContext): ((mediaType: string) => boolean) | undefined {
+  const body = ctx.route?.rules.responseBody?.body;
+  return body?.kind === "replace" ? body.types : undefined;
 }
