@@ -28,7 +28,8 @@ const DESCRIPTIONS: Record<string, string> = {
   request_headers: "Header rules for the upstream request: add/set, append, remove, condition",
   response_headers: "Header rules for the response: add/set, append, remove, condition",
   request_body: "Replace the upstream request body: set_text or set_json, with a condition",
-  response_body: "Replace the response body: set_text or set_json, with a condition",
+  response_body:
+    "Replace the response body (set_text or set_json) or strings in it as it streams (replace), with a condition",
   condition: "All given conditions must hold (AND)",
   path_matches: "Regular expression tested against the normalized request path",
   method_is: "HTTP method or list of methods",
