@@ -35,6 +35,8 @@ const DESCRIPTIONS: Record<string, string> = {
   method_is: "HTTP method or list of methods",
   has_header: "Header present (and value matching value_matches); on response rules: the response",
   status_is: 'Response status: 404, "5xx", "500-504" or a list (response rules only)',
+  response_lacks_header:
+    "Holds when the response has none of these fields (a name or a list; response rules only)",
   tls: "HTTPS: cert_path + key_path, or acme",
   cert_path: "PEM certificate chain file",
   key_path: "PEM private key file",

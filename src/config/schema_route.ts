@@ -161,6 +161,9 @@ export const Condition = z.object({
   client_ip: z.union([z.string(), z.array(z.string()).min(1)]).optional(),
   status_is: z.union([StatusSelector, z.array(StatusSelector).min(1)]).optional(),
   response_has_header: HeaderMatch.optional(),
+  /** Response rules: none of these fields is in the upstream's answer (Caddy's `not header`). */
+  response_lacks_header: z.union([z.string().min(1), z.array(z.string().min(1)).min(1)])
+    .optional(),
 }).strict();
 
 /** Header rules: `add` overwrites (seed), `set` is its alias, `append` adds a value, `remove` drops. */

@@ -35,6 +35,8 @@ export interface ConditionSpec {
   client_ip?: string | string[];
   status_is?: number | string | (number | string)[];
   response_has_header?: { name: string; value_matches?: string };
+  /** None of these fields is in the response (Caddy's `not header`). */
+  response_lacks_header?: string | string[];
 }
 
 /** A compiled condition. */
@@ -226,6 +228,14 @@ export function compileCondition(spec: ConditionSpec | undefined): Predicate {
   if (spec.response_has_header) {
     const t = headerTest(spec.response_has_header);
     checks.push((i) => t(i.responseHeaders));
+  }
+  if (spec.response_lacks_header !== undefined) {
+    const names = Array.isArray(spec.response_lacks_header)
+      ? spec.response_lacks_header
+      : [spec.response_lacks_header];
+    checks.push((i) =>
+      i.responseHeaders !== undefined && !names.some((n) => i.responseHeaders!.has(n))
+    );
   }
   return (i) => checks.every((c) => c(i));
 }

@@ -59,6 +59,20 @@ Deno.test("status_is and response_has_header look at the response", () => {
   assert.equal(c(input()), false); // no response yet
 });
 
+Deno.test("response_lacks_header holds when the response has none of the fields named", () => {
+  const one = compileCondition({ response_lacks_header: "Cache-Control" });
+  const res = (h: Record<string, string>) =>
+    input({ status: 200, responseHeaders: new Headers(h) });
+  assert.equal(one(res({})), true);
+  assert.equal(one(res({ "cache-control": "no-store" })), false);
+  // An empty field is still a field the upstream sent.
+  assert.equal(one(res({ "cache-control": "" })), false);
+  const both = compileCondition({ response_lacks_header: ["Expires", "cache-control"] });
+  assert.equal(both(res({ expires: "0" })), false);
+  assert.equal(both(res({ etag: '"v"' })), true);
+  assert.equal(one(input()), false); // no response yet
+});
+
 Deno.test("value_matches sees each Set-Cookie alone and other repeated fields joined with a comma", () => {
   const cookie = compileCondition({
     response_has_header: { name: "Set-Cookie", value_matches: "^session=" },

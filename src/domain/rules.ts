@@ -227,6 +227,15 @@ function condition(
       }
     }
   }
+  const lacks = spec.response_lacks_header;
+  for (const name of lacks === undefined ? [] : Array.isArray(lacks) ? lacks : [lacks]) {
+    if (TOKEN.test(name)) continue;
+    c.problems.push({
+      path: [...base, "response_lacks_header"],
+      message: `Invalid header name "${name}"`,
+      hint: "Use a header name, such as Cache-Control",
+    });
+  }
   for (const h of [spec.has_header, spec.response_has_header]) {
     if (h && !TOKEN.test(h.name)) {
       const hint = h === spec.has_header && at.seed
@@ -285,7 +294,7 @@ function condition(
     }
   }
   if (c.side === "request") {
-    for (const k of ["status_is", "response_has_header"] as const) {
+    for (const k of ["status_is", "response_has_header", "response_lacks_header"] as const) {
       if (spec[k] !== undefined) {
         c.problems.push({
           path: [...base, k],

@@ -350,3 +350,20 @@ Deno.test("compileRouteRules: a replace rule refuses an empty find, the request 
   assert.ok(body.types("text/css") && !body.types("application/json"));
   assert.equal(rules.responseBody!.contentType, "");
 });
+
+Deno.test("compileRouteRules: response_lacks_header is for response rules and takes field names", () => {
+  assert.deepEqual(
+    problems({
+      request_headers: { set: { "X-A": "1" }, condition: { response_lacks_header: "Etag" } },
+      response_headers: {
+        set: { "Cache-Control": "max-age=60" },
+        condition: { response_lacks_header: ["Cache-Control", "bad name"] },
+      },
+    }),
+    [
+      "request_headers.condition.response_lacks_header: response_lacks_header can only be used " +
+      "on response rules",
+      'response_headers.condition.response_lacks_header: Invalid header name "bad name"',
+    ].toSorted(),
+  );
+});

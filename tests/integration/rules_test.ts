@@ -491,3 +491,27 @@ routes:
   // Only the uploads within the limit were replaced and sent.
   assert.deepEqual(reached, Array(6).fill("replaced"));
 });
+
+Deno.test("response_lacks_header: Cache-Control is added only to answers that came without one", async () => {
+  await using up = await startUpstream((req) =>
+    new URL(req.url).pathname === "/own"
+      ? new Response("own", { headers: { "cache-control": "no-store" } })
+      : new Response("none")
+  );
+  await using prox = await startProxy(`
+health_check: { enabled: false }
+routes:
+  "/":
+    type: proxy
+    target: "${up.url}"
+    response_headers:
+      set: { Cache-Control: "public, max-age=60" }
+      condition: { response_lacks_header: Cache-Control }
+`);
+  const none = await fetch(`${prox.url}/none`);
+  assert.equal(none.headers.get("cache-control"), "public, max-age=60");
+  await none.body?.cancel();
+  const own = await fetch(`${prox.url}/own`);
+  assert.equal(own.headers.get("cache-control"), "no-store");
+  await own.body?.cancel();
+});
