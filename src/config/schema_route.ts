@@ -177,7 +177,9 @@ export const HeaderRules = z.object({
 
 /** One `replace` pair of a response body rule: plain text, no pattern. */
 const ReplacePair = z.object({
-  find: z.string().describe("Text to find in the body (plain, case-sensitive; not empty)"),
+  find: z.string().describe(
+    "Text to find in the body (plain, case-sensitive; not empty, at most 1024 bytes)",
+  ),
   replace: z.string().describe(
     "What each match becomes; placeholders such as {host} expanded and escaped for the body's type",
   ),

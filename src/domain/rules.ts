@@ -19,6 +19,9 @@ import { escapeFor } from "./escape.ts";
 import { typeMatcher } from "./compress.ts";
 import type { PageEscape } from "./escape.ts";
 
+/** The longest `find` of a `replace` rule (bytes of UTF-8). */
+const MAX_FIND_BYTES = 1024;
+
 /** RFC 9110 §5.1 field-name token. */
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 
@@ -610,6 +613,16 @@ function replaceRule(spec: BodyRulesSpec, c: Ctx): BodyRule["body"] | undefined 
         path: ["replace", i, "find"],
         message: "find is empty: there is nothing to look for",
         hint: "Give the text to replace",
+      });
+      return;
+    }
+    // The scan compares up to the longest find at each byte that may begin one: a long find that
+    // repeats itself (`aaa…b`) against a body of `a`s costs body × find.
+    if (utf8.encode(pair.find).byteLength > MAX_FIND_BYTES) {
+      c.problems.push({
+        path: ["replace", i, "find"],
+        message: `find is over ${MAX_FIND_BYTES} bytes`,
+        hint: "Look for a shorter, distinctive part of the text",
       });
       return;
     }

@@ -319,6 +319,14 @@ Deno.test("compileRouteRules: a replace rule refuses an empty find, the request 
     }),
     ["response_body.replace.1.find: find is empty: there is nothing to look for"],
   );
+  assert.deepEqual(
+    problems({ response_body: { replace: [{ find: "é".repeat(513), replace: "b" }] } }),
+    ["response_body.replace.0.find: find is over 1024 bytes"],
+  );
+  assert.deepEqual(
+    problems({ response_body: { replace: [{ find: "é".repeat(512), replace: "b" }] } }),
+    [],
+  );
   assert.deepEqual(problems({ request_body: { replace: [{ find: "a", replace: "b" }] } }), [
     "request_body.replace: replace works on response bodies only",
   ]);
