@@ -462,9 +462,11 @@ Deno.test("upstream client drops this hop's fields from responses and still hono
 
 Deno.test("upstream client drops a reason phrase Fetch rejects; a field Fetch rejects is a protocol error that frees the connection", async () => {
   let conns = 0;
+  let answered = 0;
   await using srv = rawServer(async (c) => {
     conns++;
-    for (let i = 0; await readRequest(c); i++) {
+    // Counted across connections: one that sent a refused head is not used again.
+    for (let i = answered; await readRequest(c); i = ++answered) {
       const bad = i === 1 ? "X-Bad: a\x00b\r\n" : "";
       // Content-Length over the client's 32 KiB read-whole limit: the body would stream.
       const big = i === 2 ? 40_000 : 2;
@@ -488,7 +490,7 @@ Deno.test("upstream client drops a reason phrase Fetch rejects; a field Fetch re
     assert.match(streamed.message, /Invalid upstream response head/);
     // One connection allowed: a request after the failures gets one (not a queue timeout).
     assert.equal((await client.send(request(srv.url))).status, 200);
-    assert.ok(conns >= 2, "the streamed failure closed its connection");
+    assert.equal(conns, 3, "each failure closed its connection");
   } finally {
     await client.close();
   }
@@ -567,6 +569,38 @@ Deno.test("upstream client takes a trailer field longer than a chunk-size line, 
     assert.match(err.message, /trailer fields exceed 65536 bytes/);
   } finally {
     gate.resolve();
+    await client.close();
+  }
+});
+
+Deno.test("upstream client closes a connection whose answer it refused, as nginx does", async () => {
+  // A status past 599, a control character in a value, a name Fetch refuses: each was a 502, yet
+  // the connection went back to the pool, trusting the framing of a head found broken.
+  const answers = [
+    "HTTP/1.1 600 Odd\r\nContent-Length: 2\r\n\r\nok",
+    "HTTP/1.1 200 OK\r\nX-Bad: a\x00b\r\nContent-Length: 2\r\n\r\nok",
+    "HTTP/1.1 200 OK\r\nX-Bad: a\rb\r\nContent-Length: 2\r\n\r\nok",
+    "HTTP/1.1 200 OK\r\nX Bad: ab\r\nContent-Length: 2\r\n\r\nok",
+    "HTTP/1.1 204 No Content\r\nX-Bad: a\x01b\r\n\r\n",
+  ];
+  let conns = 0;
+  let sent = 0;
+  await using srv = rawServer(async (c) => {
+    conns++;
+    // Each connection answers a good request first, then the next bad one.
+    for (let i = 0; await readRequest(c); i++) {
+      await write(c, i === 0 ? "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok" : answers[sent++]);
+    }
+  });
+  const client = createUpstreamClient({ maxConnectionsPerUpstream: 1 });
+  try {
+    for (let i = 0; i < answers.length; i++) {
+      assert.equal(await (await client.send(request(srv.url))).text(), "ok");
+      const err = await rejects(client.send(request(srv.url)), "protocol");
+      assert.match(err.message, /Invalid upstream|status 600/, `answer ${i}`);
+      assert.equal(conns, i + 1, `answer ${i}: its connection was not reused`);
+    }
+  } finally {
     await client.close();
   }
 });

@@ -183,19 +183,26 @@ export async function exchange(
   if (res.close || !requestDone) reusable = false;
   if (res.keepAliveMs >= 0) conn.idleLimit = idleLimitFor(res.keepAliveMs);
 
+  // An answer `respond` refuses (a control character in a field, a name Fetch rejects) ends its
+  // connection as a malformed head does: its framing is not trusted to reuse it (nginx closes).
   if (res.framing === "none") {
-    responded(true);
     // A null body makes Deno.serve send "content-length: 0", which for HEAD would claim an empty
     // GET body (RFC 9110 §9.3.2): without an upstream length, an empty stream sends no length.
     const headNoLength = req.method === "HEAD" && res.contentLength < 0 &&
       !NULL_BODY_STATUS.has(res.status);
-    return respond(res, headNoLength ? new ReadableStream({ start: (c) => c.close() }) : null);
+    return respondThen(
+      conn,
+      responded,
+      true,
+      res,
+      headNoLength ? new ReadableStream({ start: (c) => c.close() }) : null,
+    );
   }
   if (res.status === 205) {
     // A 205 has no content (RFC 9110 §15.3.6) and the Fetch API refuses one: an empty body is
     // consumed, anything else means the connection is not reused.
-    responded(res.framing === "length" && res.contentLength === 0);
-    return respond(res, null, req.lean);
+    const ok = res.framing === "length" && res.contentLength === 0;
+    return respondThen(conn, responded, ok, res, null, req.lean);
   }
   // For the engine (`lean`), bodies up to oneChunkLimit are read whole too, behind room for the
   // answer's head: it writes both at once without copying the body (ports.ts HEADROOM).
@@ -222,8 +229,16 @@ export async function exchange(
       responded(false);
       throw err instanceof ProxyError ? err : ioErrorMid(source, err);
     }
-    responded(true);
-    return respond(res, bytes, req.lean, room, pool ? giveBack : undefined);
+    return respondThen(
+      conn,
+      responded,
+      true,
+      res,
+      bytes,
+      req.lean,
+      room,
+      pool ? giveBack : undefined,
+    );
   }
   const counter: BodyCounter = { bytes: 0, ended: false };
   const stream = bodyStream(conn, res, {
@@ -269,9 +284,6 @@ function respond(
   room = 0,
   release?: (buf: ArrayBuffer) => void,
 ): Response {
-  if (head.status > 599) {
-    throw new ProxyError("protocol", `Upstream sent status ${head.status}`);
-  }
   const fields = head.headers;
   for (let i = 0; !head.checked && i < fields.length; i++) {
     if (FIELD_CTL.test(fields[i][1])) {
@@ -309,6 +321,32 @@ function respond(
   } catch (err) {
     throw new ProxyError("protocol", `Invalid upstream response head: ${String(err)}`);
   }
+}
+
+/**
+ * `respond`, then ends the response side with `ok`; if it throws, the connection is closed and
+ * the side ends not ok. (Positional arguments, as for `respond`: no object per request.)
+ */
+function respondThen(
+  conn: H1Connection,
+  responded: (ok: boolean) => void,
+  ok: boolean,
+  head: ResponseHead,
+  body: BodyInit | null,
+  lean?: boolean,
+  room?: number,
+  release?: (buf: ArrayBuffer) => void,
+): Response {
+  let out: Response;
+  try {
+    out = respond(head, body, lean, room, release);
+  } catch (err) {
+    conn.fail(null);
+    responded(false);
+    throw err;
+  }
+  responded(ok);
+  return out;
 }
 
 /** A stale reused connection (closed before any response byte) is marked for one retry. */

@@ -211,7 +211,8 @@ export function parseResponseHead(
   }
   const minor = statusLine.charCodeAt(7) - 48;
   const status = threeDigits(statusLine);
-  if ((minor !== 0 && minor !== 1) || status < 100) {
+  // A code past 599 is refused as nginx does ("upstream sent invalid status"): no Response takes it.
+  if ((minor !== 0 && minor !== 1) || status < 100 || status > 599) {
     throw protocolError(`Invalid upstream status line "${statusLine.slice(0, 40)}"`);
   }
   const statusText = statusLine.length > 13 ? statusLine.slice(13) : "";
