@@ -604,3 +604,47 @@ Deno.test("upstream client closes a connection whose answer it refused, as nginx
     await client.close();
   }
 });
+
+Deno.test("upstream client looks for the end of a trickled chunk-size line only in what came", async () => {
+  // Each read of a chunk-size line that came a byte at a time searched the rest of the
+  // connection's buffer (16 KiB or more) past the bytes read: 16 KiB of work per byte.
+  const line = "1;" + "e".repeat(2_000) + "\r\n";
+  let scanned = 0;
+  let looked = Promise.withResolvers<void>();
+  const indexOf = Uint8Array.prototype.indexOf;
+  Object.defineProperty(Uint8Array.prototype, "indexOf", {
+    configurable: true,
+    writable: true,
+    value: function (this: Uint8Array, v: number, from = 0) {
+      scanned += this.length - from;
+      looked.resolve();
+      return indexOf.call(this, v, from);
+    },
+  });
+  const trickled = Promise.withResolvers<number>();
+  await using srv = rawServer(async (c) => {
+    await readRequest(c);
+    await write(c, "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n");
+    await looked.promise;
+    const before = scanned;
+    for (const ch of line) {
+      // The next byte goes once the client has looked at what came so far: one read per byte.
+      looked = Promise.withResolvers<void>();
+      await write(c, ch);
+      await looked.promise;
+    }
+    trickled.resolve(scanned - before);
+    await write(c, "x\r\n0\r\n\r\n");
+  });
+  const client = createUpstreamClient();
+  try {
+    const res = await client.send(request(`${srv.url}/`));
+    assert.equal(await res.text(), "okx");
+  } finally {
+    delete (Uint8Array.prototype as { indexOf?: unknown }).indexOf;
+    await client.close();
+  }
+  assert.equal(Uint8Array.prototype.indexOf, indexOf, "restored");
+  const n = await trickled.promise;
+  assert.ok(n < 64 * 1024 + 8 * line.length, `${n} bytes scanned for a ${line.length}-byte line`);
+});

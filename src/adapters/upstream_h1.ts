@@ -546,8 +546,10 @@ function bodyStream(
     // Bytes after `start` already searched (relative: a fill may move `start`).
     let seen = 0;
     for (;;) {
-      const lf = conn.buf.indexOf(10, conn.start + seen);
-      if (lf >= 0 && lf < conn.end) return lf;
+      // Only up to `end`: indexOf scans to the end of the buffer, which for a line trickled a
+      // byte per read was 16 KiB or more of stale bytes per byte.
+      const lf = conn.buf.subarray(0, conn.end).indexOf(10, conn.start + seen);
+      if (lf >= 0) return lf;
       seen = conn.end - conn.start;
       // A chunk-size line is bounded on its own; a trailer line by what is left of the trailers'
       // limit (whether it came in one read or in several).

@@ -152,9 +152,12 @@ export function encodeRequestHead(
  * and held no end (whether an LF ends the head depends only on the bytes before it).
  */
 export function findHeadEnd(buf: Uint8Array, start: number, end: number, from = start): number {
+  // indexOf searches to the end of the buffer: past a first look, only up to `end`, or a head
+  // trickled in many reads had the rest of its (grown) buffer scanned once per read.
+  const hay = from > start && end < buf.length ? buf.subarray(0, end) : buf;
   let i = from;
   while (i < end) {
-    const lf = buf.indexOf(10, i);
+    const lf = hay.indexOf(10, i);
     if (lf < 0 || lf >= end) return -1;
     // An empty line: LF right after the previous LF (or CRLF).
     if (
