@@ -648,3 +648,28 @@ Deno.test("upstream client looks for the end of a trickled chunk-size line only 
   const n = await trickled.promise;
   assert.ok(n < 64 * 1024 + 8 * line.length, `${n} bytes scanned for a ${line.length}-byte line`);
 });
+
+Deno.test("upstream client passes on an early answer to a large body given as bytes that the upstream stopped reading", async () => {
+  // The upstream answers 413 after the head and closes without reading the body: the rest of the
+  // write failed (a broken pipe) and the client got a 502 for it, where a streamed body (and
+  // nginx) passes the 413 on.
+  await using srv = rawServer(async (c) => {
+    await readRequest(c);
+    await write(c, "HTTP/1.1 413 Too Large\r\ncontent-length: 3\r\nconnection: close\r\n\r\nbig");
+  });
+  const client = createUpstreamClient();
+  try {
+    const size = 16 * 1024 * 1024;
+    const res = await client.send(
+      request(srv.url, {
+        method: "POST",
+        body: new Uint8Array(size),
+        headers: { "content-length": String(size) },
+      }),
+    );
+    assert.equal(res.status, 413);
+    assert.equal(await res.text(), "big");
+  } finally {
+    await client.close();
+  }
+});

@@ -121,9 +121,23 @@ export async function exchange(
   let requestDone = body === null || bytes !== null;
   // A body may take more than one write if the upstream reads slowly: bounded by the idle timeout.
   if (bytes) conn.armIdle(t.idle);
+  /** Why the rest of a large body given as bytes could not be written, if it could not. */
+  let cut: unknown = null;
   try {
     await conn.write(head);
-    if (rest) await conn.write(rest);
+    if (rest) {
+      try {
+        await conn.write(rest);
+      } catch (err) {
+        // The upstream took the head and stopped reading: it may have answered first (an early
+        // 413, then a close), which the head read finds, as for a streamed body (and nginx).
+        if (!(err instanceof ProxyError) || err.kind !== "upstream_reset" || conn.failure) {
+          throw err;
+        }
+        cut = err;
+        requestDone = false;
+      }
+    }
   } catch (err) {
     part(false);
     part(false);
@@ -132,7 +146,7 @@ export async function exchange(
   if (bytes) {
     streamedBytes(bytes.byteLength);
     conn.armHeader(t.responseHeader);
-    part(true);
+    part(cut === null);
   } else if (upload) {
     conn.armIdle(t.idle);
     pumpBody(conn, upload, { chunked, declared: declared === null ? -1 : Number(declared) }).then(
@@ -163,6 +177,8 @@ export async function exchange(
   } catch (err) {
     conn.fail(null);
     part(false);
+    // No answer after a cut body: the write's failure is the one to report.
+    if (cut !== null) throw staleOr(conn, cut, { nothingRead: false });
     // Sent again here only when that is safe: the upstream may have read this request and acted
     // on it before it closed (RFC 9112 §9.3.1), so never a non-idempotent one (RFC 9110 §9.2.2).
     throw staleOr(conn, err, {
