@@ -485,3 +485,27 @@ Deno.test("upstream client closes a reused connection the upstream closed after 
     await client.close();
   }
 });
+
+Deno.test("upstream client does not send again a request the upstream answered with an interim response before closing", async () => {
+  // A 100 or 103 says the request arrived: a close after it is no stale keep-alive connection but
+  // a failure while answering (a crash), and the GET was sent again, after the 103's fields had
+  // gone to the client, as if nothing had been received (the buffer, emptied, looked unread).
+  for (const interim of ["100 Continue", "103 Early Hints\r\nlink: </a.css>; rel=preload"]) {
+    let seen = 0;
+    await using srv = rawServer(async (c) => {
+      for (let head = await readRequest(c); head !== null; head = await readRequest(c)) {
+        if (++seen % 2 === 1) await write(c, "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+        else return void await write(c, `HTTP/1.1 ${interim}\r\n\r\n`);
+      }
+    });
+    const client = createUpstreamClient();
+    try {
+      assert.equal(await (await client.send(request(srv.url))).text(), "ok");
+      const err = await rejects(client.send(request(srv.url)), "upstream_reset");
+      assert.equal(err.staleConnection, false, interim);
+      assert.equal(seen, 2, `${interim}: sent once`);
+    } finally {
+      await client.close();
+    }
+  }
+});

@@ -417,7 +417,12 @@ async function readHead(
     }
     conn.start += head.size;
     scanned = 0;
-    if (head.status >= 200) return head;
+    if (head.status >= 200) {
+      if (interim > 0) conn.afterInterim = false;
+      return head;
+    }
+    // The request arrived: a close from now on is no stale connection's (no retry).
+    conn.afterInterim = true;
     if (head.status === 101) {
       throw new ProxyError("protocol", `Upstream "${conn.source}" switched protocols unasked`, {
         source: conn.source,

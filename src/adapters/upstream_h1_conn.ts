@@ -104,6 +104,11 @@ export class H1Connection {
   waitingOnClient = false;
   /** The response body waits for the client to take the last chunk: an idle timeout is its too. */
   waitingOnReader = false;
+  /**
+   * An interim (1xx) response of the current exchange was read, and its bytes dropped from the
+   * buffer: something was received even though the buffer looks unread (`nothingRead`).
+   */
+  afterInterim = false;
   /** Set while a request body is read from the client: stops that read when the connection ends. */
   stopUpload: (() => void) | null = null;
   #failure: ProxyError | null = null;
@@ -342,7 +347,7 @@ export class H1Connection {
 
   /** Nothing of a response has been read since the connection was parked or opened. */
   get nothingRead(): boolean {
-    return this.end === BASE;
+    return this.end === BASE && !this.afterInterim;
   }
 
   /**
