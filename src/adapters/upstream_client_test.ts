@@ -616,9 +616,10 @@ Deno.test("upstream client looks for the end of a trickled chunk-size line only 
     configurable: true,
     writable: true,
     value: function (this: Uint8Array, v: number, from = 0) {
-      scanned += this.length - from;
+      const at = indexOf.call(this, v, from);
+      scanned += (at < 0 ? this.length : at + 1) - from; // the bytes it looked at
       looked.resolve();
-      return indexOf.call(this, v, from);
+      return at;
     },
   });
   const trickled = Promise.withResolvers<number>();

@@ -234,8 +234,9 @@ Deno.test("parseResponseHead looks past a trickled head's end only once, not per
     configurable: true,
     writable: true,
     value: function (this: Uint8Array, v: number, from = 0) {
-      scanned += this.length - from;
-      return indexOf.call(this, v, from);
+      const at = indexOf.call(this, v, from);
+      scanned += (at < 0 ? this.length : at + 1) - from; // the bytes it looked at
+      return at;
     },
   });
   const head = bytes("HTTP/1.1 200 OK\r\n" + "x-a: b\r\n".repeat(1000) + "\r\n");
