@@ -4,7 +4,7 @@
 import type { RateLimitDecision, RateLimitPolicy } from "./domain/rate_limit.ts";
 import type { HeaderMap } from "./domain/header_list.ts";
 import type { ContentCoding } from "./domain/compress.ts";
-import type { ErrorKind, RequestTag } from "./domain/errors.ts";
+import type { ErrorKind, RequestTag, ShedReason } from "./domain/errors.ts";
 import type { DirEntry } from "./domain/dir_listing.ts";
 
 /** The protocol a request arrived on. */
@@ -463,6 +463,8 @@ export interface Metrics {
   /** One forward-auth check: let through (2xx), refused by the auth service, or it failed. */
   forwardAuth(route: string, outcome: "allowed" | "denied" | "error"): void;
   ejection(backend: string): void;
+  /** A request Prox's own upstream pool shed for `backend` (503, never sent), by why. */
+  upstreamShed(backend: string, reason: ShedReason): void;
   connectionOpened(protocol: Protocol | "websocket"): void;
   connectionClosed(protocol: Protocol | "websocket"): void;
   /** A client connection closed as it was accepted: `limits.max_connections(_per_ip)` reached. */
@@ -516,6 +518,7 @@ export const noopMetrics: Metrics = {
   retry() {},
   forwardAuth() {},
   ejection() {},
+  upstreamShed() {},
   connectionOpened() {},
   connectionRefused() {},
   tlsClientRefused() {},

@@ -9,6 +9,7 @@
 import { Counter, Gauge, Registry } from "./prom_classes.ts";
 import type { ClientInfo, Handler, Metrics, Protocol } from "../ports.ts";
 import type { TargetPool } from "./admin_status.ts";
+import type { ShedReason } from "../domain/errors.ts";
 import { HotCounter, HotHistogram } from "./metrics_hot.ts";
 import { registerProcessMetrics } from "./metrics_process.ts";
 
@@ -74,6 +75,9 @@ const METHODS = new Set([
   "PATCH",
 ]);
 const PROTOCOLS: (Protocol | "websocket")[] = ["http/1.1", "h2", "h2c", "h3", "websocket"];
+
+/** Why the upstream pool shed a request (ShedReason): the `reason` label's values. */
+const SHED_REASONS: readonly ShedReason[] = ["queue_full", "queue_timeout", "request_timeout"];
 
 /** Maps an HTTP method to a bounded label value. */
 export function methodLabel(method: string): string {
@@ -261,6 +265,13 @@ export function createPromMetrics(
     name: "prox_backend_ejections_total",
     help: "Passive health ejections of an upstream target",
     labelNames: ["backend"] as const,
+    registers,
+  });
+  const sheds = new Counter({
+    name: "prox_upstream_shed_total",
+    help: "Requests the upstream pool shed with 503 before sending them, by target and reason " +
+      "(queue_full, queue_timeout, request_timeout)",
+    labelNames: ["backend", "reason"] as const,
     registers,
   });
   const wsTotal = new Counter({
@@ -524,6 +535,9 @@ export function createPromMetrics(
           ejections.remove({ backend: b });
         }
       }
+      for (const reason of SHED_REASONS) {
+        for (const b of removed) sheds.remove({ backend: b, reason });
+      }
       // Targets a reload removed (new pod addresses on every deploy…) take their series along,
       // so label sets stay bounded by the live config.
       backendRequests.retain("backend", wanted);
@@ -565,6 +579,10 @@ export function createPromMetrics(
     },
     ejection(backend) {
       ejections.inc({ backend });
+    },
+    upstreamShed(backend, reason) {
+      if (goneBackends.has(backend)) return;
+      sheds.inc({ backend, reason });
     },
     connectionOpened(protocol) {
       active[protocol]++;

@@ -68,6 +68,7 @@ Deno.test("createPromMetrics backendsConfigured drops every series of removed ba
   for (const b of ["http://a:1", "http://b:2"]) {
     m.backendRequest(b, "/api", 200, 0.02);
     m.ejection(b);
+    m.upstreamShed(b, "queue_full");
   }
   // A reload that moved /api from a to c (the route stays).
   m.backendsConfigured(["http://b:2", "http://c:3"]);
@@ -82,6 +83,10 @@ Deno.test("createPromMetrics backendsConfigured drops every series of removed ba
     1,
   );
   assert.equal(value(t, 'prox_backend_ejections_total{backend="http://b:2"}'), 1);
+  assert.equal(value(t, 'prox_upstream_shed_total{backend="http://b:2",reason="queue_full"}'), 1);
+  // A request still queued for the removed target does not bring its series back.
+  m.upstreamShed("http://a:1", "queue_timeout");
+  assert.deepEqual(samples(await m.text()).filter((l) => l.includes("http://a:1")), []);
 });
 
 Deno.test("createPromMetrics records backends, limits, retries, ejections, websockets, reloads, certs", async () => {

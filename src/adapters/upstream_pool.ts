@@ -4,6 +4,7 @@
 // with ProxyError("overloaded") instead of piling up (issue 12's overload target).
 
 import { ProxyError } from "../domain/errors.ts";
+import type { ShedReason } from "../domain/errors.ts";
 import type { H1Connection } from "./upstream_h1_conn.ts";
 
 /** Pool limits (config `upstream_pool`); durations in milliseconds. */
@@ -172,10 +173,10 @@ export function createConnectionPool(opts: UpstreamPoolOptions): ConnectionPool 
         o.queued--;
         waiting--;
         w.fail(
-          new ProxyError(
-            "overloaded",
+          shedError(
+            o.key,
             `No connection to upstream "${o.key}" within ${opts.queueTimeout} ms`,
-            { source: o.key, sentNothing: true, retryable: false },
+            "queue_timeout",
           ),
         );
       }
@@ -334,10 +335,10 @@ export function createConnectionPool(opts: UpstreamPoolOptions): ConnectionPool 
       }
       if (o.queued >= opts.queueLimit) {
         return Promise.reject(
-          new ProxyError(
-            "overloaded",
+          shedError(
+            key,
             `Upstream "${key}" has ${o.open} connections busy and ${o.queued} requests waiting`,
-            { source: key, sentNothing: true, retryable: false },
+            "queue_full",
           ),
         );
       }
@@ -446,13 +447,24 @@ export function createConnectionPool(opts: UpstreamPoolOptions): ConnectionPool 
 export function leftQueue(signal: AbortSignal | undefined, key: string): ProxyError {
   const why = signal?.reason;
   if (why instanceof ProxyError && why.kind === "timeout") {
-    return new ProxyError(
-      "overloaded",
+    return shedError(
+      key,
       `No connection to upstream "${key}" free before the request's timeout`,
-      { source: key, sentNothing: true, retryable: false },
+      "request_timeout",
     );
   }
   return new ProxyError("client_gone", "Client went away", { sentNothing: true });
+}
+
+/** A request shed by the pool (503, nothing sent), saying why for `prox_upstream_shed_total`. */
+export function shedError(key: string, message: string, why: ShedReason): ProxyError {
+  const e = new ProxyError("overloaded", message, {
+    source: key,
+    sentNothing: true,
+    retryable: false,
+  });
+  e.shed = why;
+  return e;
 }
 
 /**

@@ -4,8 +4,9 @@
 // flight per origin, then `queueLimit` waiting first come, first served for up to `queueTimeout`,
 // the rest shed with ProxyError("overloaded") (503), exactly as the HTTP/1.1 pool does.
 
-import { ProxyError, tagRequest } from "../domain/errors.ts";
-import { leftQueue } from "./upstream_pool.ts";
+import { tagRequest } from "../domain/errors.ts";
+import type { ProxyError } from "../domain/errors.ts";
+import { leftQueue, shedError } from "./upstream_pool.ts";
 import type { UpstreamPoolOptions } from "./upstream_pool.ts";
 import { timerDelay } from "../config/duration.ts";
 import { BODY_BYTES } from "../ports.ts";
@@ -38,8 +39,6 @@ interface Origin {
 /** Creates the slots with the pool's limits. */
 export function createRequestSlots(opts: UpstreamPoolOptions): RequestSlots {
   const origins = new Map<string, Origin>();
-  const overloaded = (key: string, msg: string) =>
-    new ProxyError("overloaded", msg, { source: key, sentNothing: true, retryable: false });
 
   const releaser = (key: string, o: Origin): Release => {
     let done = false;
@@ -65,7 +64,7 @@ export function createRequestSlots(opts: UpstreamPoolOptions): RequestSlots {
       if (origin.waiters.length >= opts.queueLimit) {
         const msg = `Upstream "${key}" has ${origin.active} requests in flight and ` +
           `${origin.waiters.length} waiting`;
-        return Promise.reject(overloaded(key, msg));
+        return Promise.reject(shedError(key, msg, "queue_full"));
       }
       const signal = typeof lookUp === "function" ? lookUp() : lookUp;
       if (signal?.aborted) return Promise.reject(leftQueue(signal, key));
@@ -94,7 +93,7 @@ export function createRequestSlots(opts: UpstreamPoolOptions): RequestSlots {
         if (opts.queueTimeout > 0) {
           timer = setTimeout(() => {
             const msg = `No request slot for upstream "${key}" within ${opts.queueTimeout} ms`;
-            leave(overloaded(key, msg));
+            leave(shedError(key, msg, "queue_timeout"));
           }, timerDelay(opts.queueTimeout));
         }
       });

@@ -23,6 +23,13 @@ export type ErrorKind =
   | "client_gone" // the client went away: 499, logged only
   | "internal"; // a bug: 500
 
+/**
+ * Why a request waiting for an upstream connection (`upstream_pool`) was shed: the queue was
+ * full, it waited `queue_timeout`, or its own timeout (`per_try_timeout`, `timeouts.total`) ran
+ * out while it waited.
+ */
+export type ShedReason = "queue_full" | "queue_timeout" | "request_timeout";
+
 /** An error on the data path: a kind, the upstream or component it came from, and retryability. */
 export class ProxyError extends Error {
   readonly kind: ErrorKind;
@@ -47,6 +54,8 @@ export class ProxyError extends Error {
   request?: RequestTag;
   /** Seconds until a retry may succeed, sent as `Retry-After` (RFC 9110 §10.2.3) with a 503. */
   retryAfter?: number;
+  /** Why Prox's own upstream pool shed the request (kind "overloaded"); counted per target. */
+  shed?: ShedReason;
 
   constructor(
     kind: ErrorKind,

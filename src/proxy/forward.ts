@@ -353,6 +353,7 @@ async function sendOnce(
     // answer.
     const status = e.kind === "client_gone" ? 499 : 599;
     if (!queued) deps.metrics.backendRequest(id, ctx.route!.id, status, ms / 1000);
+    else deps.metrics.upstreamShed(id, (err as ProxyError).shed ?? "queue_full");
     // timeouts.total ran out while this target owed the response head: the client sees a 504,
     // and the target is charged as for any timeout (the client reports only the abort).
     const reason = req.signal?.aborted ? req.signal.reason : undefined;

@@ -45,6 +45,57 @@ routes: { "/": { type: proxy, target: "${up.url}", retries: { attempts: 0 } } }
   assert.equal(value(text, `prox_backend_request_duration_seconds_count{${backend}}`), 1);
 });
 
+Deno.test("metrics: requests upstream_pool sheds are counted per target and reason", async () => {
+  const gates: (() => void)[] = [];
+  await using up = await startUpstream(async () => {
+    await new Promise<void>((r) => gates.push(r));
+    return new Response("slow");
+  });
+  await using p = await startProxy(`
+admin: { listen_addr: "127.0.0.1:0" }
+health_check: { enabled: false }
+upstream_pool: { max_connections_per_upstream: 1, queue_limit: 1, queue_timeout: 100ms }
+routes:
+  "/": { type: proxy, target: "${up.url}", retries: { attempts: 0 } }
+  "/short":
+    type: proxy
+    target: "${up.url}"
+    retries: { attempts: 0 }
+    timeouts: { total: 50ms }
+`);
+  // A failed assertion must not leave the upstream holding its request (disposal would hang).
+  using _open = { [Symbol.dispose]: () => gates.splice(0).forEach((g) => g()) };
+  const first = fetch(`${p.url}/1`);
+  await waitFor(() => gates.length === 1, { what: "first request at the upstream" });
+  // The queue's one place taken: the next is shed at once, the queued one after queue_timeout.
+  const queued = fetch(`${p.url}/2`);
+  const metrics = `http://127.0.0.1:${p.server.admin!.port}/metrics`;
+  await waitFor(async () => {
+    const t = await (await fetch(metrics)).text();
+    return value(t, `prox_upstream_waiting{backend="${up.url}"}`) === 1;
+  }, { what: "the second request in the queue" });
+  const full = await fetch(`${p.url}/3`);
+  await full.body?.cancel();
+  assert.equal(full.status, 503);
+  assert.equal(full.headers.get("retry-after"), "1");
+  const timedOut = await queued;
+  await timedOut.body?.cancel();
+  assert.equal(timedOut.status, 503);
+  // Its own timeout (timeouts.total) ran out while it waited.
+  const overdue = await fetch(`${p.url}/short`);
+  await overdue.body?.cancel();
+  gates.shift()!();
+  assert.equal(overdue.status, 504);
+  assert.equal(await (await first).text(), "slow");
+
+  const text = await (await fetch(metrics)).text();
+  const shed = (reason: string) =>
+    value(text, `prox_upstream_shed_total{backend="${up.url}",reason="${reason}"}`) ?? 0;
+  assert.equal(shed("queue_full"), 1);
+  assert.equal(shed("queue_timeout"), 1);
+  assert.equal(shed("request_timeout"), 1);
+});
+
 Deno.test("metrics and access log: a client that leaves before the answer is no backend failure (499, not 599) and got no bytes", async () => {
   const lines: Record<string, unknown>[] = [];
   const logger: Logger = { ...silentLogger, info: (m, f) => m === "access" && lines.push(f!) };
