@@ -38,6 +38,8 @@ import {
   settingsOf,
 } from "./h2/frames.ts";
 import { HpackDecoder, HpackEncoder, HpackError } from "./h2/hpack.ts";
+import { HeaderList } from "../domain/header_list.ts";
+import { WireResponse } from "../proxy/wire_response.ts";
 
 /** The stream window Prox gives the upstream for each response body (SETTINGS). */
 const STREAM_WINDOW = 1024 * 1024;
@@ -187,6 +189,8 @@ interface Stream {
   /** Where a 103's fields go (UpstreamRequest.hints; null: dropped), and 103s passed so far. */
   hints: EarlyHintsSink | null;
   hinted: number;
+  /** The answer may be a WireResponse (UpstreamRequest.lean). */
+  lean: boolean;
 }
 
 function protocolError(source: string, msg: string): ProxyError {
@@ -380,6 +384,7 @@ class Session {
       release,
       upload: null,
       hints: req.hints ?? null,
+      lean: req.lean === true,
       hinted: 0,
     };
     this.#streams.set(id, s);
@@ -1100,10 +1105,29 @@ class Session {
       if (end) s.remoteEnded = true;
       const nullBody = s.noContent || end;
       let res: CountedResponse;
-      try {
-        res = new Response(nullBody ? null : this.#body(s), { status, headers: fields });
-      } catch {
-        return fail("sent fields that are not valid HTTP");
+      if (s.lean) {
+        // For a listener that writes answers itself: its fields as checked above, no Fetch
+        // Response (whose Headers would check each again), as the HTTP/1.1 client does.
+        const names = new Array<string>(fields.length);
+        const values = new Array<string>(fields.length);
+        for (let i = 0; i < fields.length; i++) {
+          names[i] = fields[i][0];
+          values[i] = fields[i][1];
+        }
+        const head = HeaderList.adopt(names, values);
+        res = new WireResponse(
+          null,
+          status,
+          "",
+          head,
+          nullBody ? undefined : this.#body(s),
+        ) as unknown as CountedResponse;
+      } else {
+        try {
+          res = new Response(nullBody ? null : this.#body(s), { status, headers: fields });
+        } catch {
+          return fail("sent fields that are not valid HTTP");
+        }
       }
       if (nullBody) s.counter.ended = true;
       res[BODY_BYTES] = s.counter;

@@ -17,6 +17,7 @@ import {
   Setting,
 } from "./h2/frames.ts";
 import { HpackDecoder, HpackEncoder } from "./h2/hpack.ts";
+import { WireResponse } from "../proxy/wire_response.ts";
 
 interface Frame {
   type: number;
@@ -1096,6 +1097,43 @@ Deno.test("h2c: a 103's fields go to the request's hints (without content-length
     assert.equal(res.status, 200);
     assert.equal(await res.text(), "ok");
     assert.deepEqual(got, [[["link", "</a.css>; rel=preload"]]]);
+  } finally {
+    await client.close();
+  }
+});
+
+Deno.test("h2c: a lean request's answer is a WireResponse (no Fetch Response and Headers), fields, body and trailers as they came", async () => {
+  await using up = h2Server(async (p) => {
+    for (;;) {
+      const r = await p.request();
+      if (r === null) return;
+      const w = new FrameWriter();
+      p.head(w, r.stream, [[":status", "200"], ["content-type", "application/grpc"], [
+        "x-a",
+        "1",
+      ], ["x-a", "2"]], false);
+      w.frame(FrameType.DATA, 0, r.stream, enc.encode("body"));
+      p.head(w, r.stream, [["grpc-status", "0"]], true);
+      await p.send(w);
+    }
+  });
+  const client = createUpstreamClient();
+  try {
+    const lean = await client.send(
+      request(`${up.url}/svc/Call`, { protocol: "h2c", lean: true }),
+    );
+    assert.ok(lean instanceof WireResponse);
+    assert.equal(lean.status, 200);
+    assert.equal(lean.headers.get("x-a"), "1, 2");
+    assert.equal(await lean.text(), "body");
+    assert.deepEqual((lean as unknown as CountedResponse)[BODY_BYTES]!.trailers, [[
+      "grpc-status",
+      "0",
+    ]]);
+    const plain = await client.send(request(`${up.url}/svc/Call`, { protocol: "h2c" }));
+    assert.ok(!(plain instanceof WireResponse));
+    assert.ok(plain instanceof Response);
+    assert.equal(await plain.text(), "body");
   } finally {
     await client.close();
   }
