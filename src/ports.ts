@@ -59,7 +59,7 @@ export interface ClientInfo {
   clientCert?: ClientCert;
   /**
    * Sends a 103 Early Hints with `fields` to the client ahead of the answer (RFC 8297). Present
-   * on Prox's own HTTP/1.1 and HTTP/2 engines only (Deno.serve and HTTP/3 cannot send a 1xx);
+   * on Prox's own HTTP/1.1, HTTP/2 and HTTP/3 engines only (Deno.serve cannot send a 1xx);
    * does nothing for an HTTP/1.0 client (RFC 9110 §15.2) or once the answer is on its way.
    */
   earlyHints?(fields: [string, string][]): void;

@@ -73,7 +73,7 @@ const DESCRIPTIONS: Record<string, string> = {
   rewrite_location:
     "Give the client an upstream's Location or Refresh that points at the target itself as the route's path (default true; nginx proxy_redirect default)",
   early_hints:
-    "Pass an upstream's 103 Early Hints on to HTTP/1.1 and HTTP/2 clients (default true; not on http1_engine: deno, HTTP/3 or to HTTP/1.0 clients)",
+    "Pass an upstream's 103 Early Hints on to HTTP/1.1, HTTP/2 and HTTP/3 clients (default true; not on http1_engine: deno or to HTTP/1.0 clients)",
   mirror:
     "Copies of the requests to a shadow upstream (answers dropped): target, percent, body, max_body, max_in_flight, timeout",
   hosts: "Host names this route answers for (exact or *.example.com)",

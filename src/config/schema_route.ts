@@ -877,7 +877,7 @@ const upstreamCommon = {
    */
   rewrite_location: z.boolean().default(true),
   /**
-   * An upstream's 103 Early Hints (RFC 8297) go on to HTTP/1.1 and HTTP/2 clients of Prox's own
+   * An upstream's 103 Early Hints (RFC 8297) go on to HTTP/1.1, HTTP/2 and HTTP/3 clients of Prox's own
    * engines, as Caddy does (unset: true); `false` drops them, as nginx does without `early_hints`.
    */
   early_hints: z.boolean().optional(),

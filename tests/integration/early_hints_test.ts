@@ -1,4 +1,4 @@
-// An upstream's 103 Early Hints (RFC 8297) reach HTTP/1.1 and HTTP/2 clients of Prox's own engines
+// An upstream's 103 Early Hints (RFC 8297) reach HTTP/1.1, HTTP/2 and HTTP/3 clients of Prox's own engines
 // ahead of the answer, without hop-by-hop fields; an upstream's 100 does not. HTTP/1.0 clients,
 // `early_hints: false` routes and Deno.serve (`http1_engine: deno`, which cannot send a 1xx) get
 // the final answer only, intact.
@@ -7,7 +7,8 @@ import { rawServer, readRequest, write } from "../_upstream_peers.ts";
 import { onProxEngines, startProxy } from "./_proxy.ts";
 import { rawExchange } from "./_raw_client.ts";
 import { RawH2Client } from "./_raw_h2.ts";
-import { interopTest, run, waitFor } from "../_harness.ts";
+import { interopTest, ROOT, run, waitFor } from "../_harness.ts";
+import { connectH3 } from "../../src/adapters/h3/client.ts";
 import { Flag, FrameType, PREFACE } from "../../src/adapters/h2/frames.ts";
 
 // The engine is chosen per test (http1_engine), whatever PROX_H1_ENGINE says.
@@ -129,6 +130,34 @@ Deno.test("early hints: an HTTP/2 client gets the 103 as a field block of its ow
   } finally {
     await c.close();
   }
+});
+
+Deno.test("early hints: an HTTP/3 client gets each 103 as a HEADERS frame of its own before the answer's", async () => {
+  // Browsers act on Early Hints over HTTP/2 and HTTP/3 only: HTTP/3 is where they matter.
+  const second = "HTTP/1.1 103 Early Hints\r\nLink: </b.js>; rel=preload\r\n\r\n";
+  await using up = hintingUpstream(HINTS + second);
+  const tls = `${ROOT}/tests/fixtures/tls`;
+  await using prox = await startProxy(
+    `listen_addr: "127.0.0.1:0"
+tls: { cert_path: "${tls}/cert.pem", key_path: "${tls}/key.pem" }
+protocols: { http3_enabled: true }
+health_check: { enabled: false }
+routes:
+  "/":
+    type: proxy
+    target: "${up.url}"
+`,
+    { keepListen: true, tls: true },
+  );
+  const ca = Deno.readTextFileSync(`${tls}/ca.pem`);
+  await using h3 = await connectH3({ hostname: "127.0.0.1", port: prox.port, caCerts: [ca] });
+  const res = await h3.request("/");
+  assert.deepEqual(res.interim, [
+    [[":status", "103"], ["link", "</a.css>; rel=preload"]],
+    [[":status", "103"], ["link", "</b.js>; rel=preload"]],
+  ]);
+  assert.equal(res.status, 200);
+  assert.equal(new TextDecoder().decode(res.body), "hello");
 });
 
 interopTest("early hints: curl -v sees the 103 before the 200 over HTTP/1.1 and HTTP/2", [

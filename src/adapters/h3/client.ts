@@ -18,6 +18,8 @@ export interface H3Response {
   headers: Headers;
   body: Uint8Array;
   trailers: Field[];
+  /** The interim (1xx) responses before it, in order, as their fields. */
+  interim: Field[][];
 }
 
 /** What `request` sends: either a normal request or raw fields/bytes for protocol tests. */
@@ -165,9 +167,10 @@ async function drain(r: StreamReader): Promise<void> {
   while (!(await r.atEnd())) await r.upTo(65536);
 }
 
-/** Reads HEADERS (skipping 1xx), DATA and trailers until FIN. */
+/** Reads HEADERS (1xx set apart), DATA and trailers until FIN. */
 async function readResponse(r: StreamReader): Promise<H3Response> {
   let head: Field[] | null = null;
+  const interim: Field[][] = [];
   const chunks: Uint8Array[] = [];
   let trailers: Field[] = [];
   for (;;) {
@@ -181,7 +184,10 @@ async function readResponse(r: StreamReader): Promise<H3Response> {
     } else if (type === FrameType.HEADERS) {
       const fields = decodeFieldSection(await r.exact(len, "HEADERS"))!;
       const status = Number(fields.find(([k]) => k === ":status")?.[1]);
-      if (!head && status >= 100 && status < 200) continue;
+      if (!head && status >= 100 && status < 200) {
+        interim.push(fields);
+        continue;
+      }
       if (!head) head = fields;
       else trailers = fields;
     } else await r.skip(len);
@@ -197,5 +203,6 @@ async function readResponse(r: StreamReader): Promise<H3Response> {
   }
   const headers = new Headers();
   for (const [k, v] of head) if (!k.startsWith(":")) headers.append(k, v);
-  return { status: Number(head.find(([k]) => k === ":status")?.[1]), headers, body, trailers };
+  const status = Number(head.find(([k]) => k === ":status")?.[1]);
+  return { status, headers, body, trailers, interim };
 }

@@ -160,6 +160,22 @@ export function responseFields(status: number, headers: Headers): Field[] {
 }
 
 /**
+ * The field list of an interim response, a 103 Early Hints (RFC 8297): `:status` first, names
+ * in lower case (RFC 9114 §4.2), no connection-specific field.
+ */
+export function interimFields(
+  status: number,
+  fields: readonly (readonly [string, string])[],
+): Field[] {
+  const out: Field[] = [[":status", String(status)]];
+  for (const [name, value] of fields) {
+    const k = name.toLowerCase();
+    if (!CONNECTION_HEADERS.has(k)) out.push([k, value]);
+  }
+  return out;
+}
+
+/**
  * The field list of a response's trailer section (RFC 9114 §4.1): an upstream's trailers without
  * pseudo-fields, connection-specific fields (§4.2) or those a trailer must not hold.
  */

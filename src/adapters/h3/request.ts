@@ -14,6 +14,7 @@ import {
   HTTP2_ONLY_FRAMES,
 } from "./frames.ts";
 import {
+  interimFields,
   MessageError,
   parseRequestHead,
   parseTrailers,
@@ -45,6 +46,52 @@ export interface RequestContext {
 
 /** An interim `:status 100` response (RFC 9114 §4.1). */
 const CONTINUE = encodeFrame(FrameType.HEADERS, encodeFieldSection([[":status", "100"]]));
+
+/**
+ * One request's ClientInfo: the connection's, its own `completed` and refusal, and
+ * `earlyHints`, which writes an upstream's 103 as an interim HEADERS frame (RFC 9114 §4.1,
+ * RFC 8297) until the final answer starts. A class, not a closure per request.
+ */
+class H3RequestInfo implements ClientInfo {
+  readonly remoteAddr: ClientInfo["remoteAddr"];
+  readonly localPort: number;
+  readonly protocol: ClientInfo["protocol"];
+  readonly tls: boolean;
+  readonly completed: Promise<void>;
+  readonly refused: ClientInfo["refused"];
+  readonly asterisk?: true;
+  #writer: WritableStreamDefaultWriter<Uint8Array> | null;
+
+  constructor(
+    base: ClientInfo,
+    o: {
+      completed: Promise<void>;
+      refused?: ClientInfo["refused"];
+      asterisk?: true;
+      writer: WritableStreamDefaultWriter<Uint8Array>;
+    },
+  ) {
+    this.remoteAddr = base.remoteAddr;
+    this.localPort = base.localPort;
+    this.protocol = base.protocol;
+    this.tls = base.tls;
+    this.completed = o.completed;
+    this.refused = o.refused;
+    if (o.asterisk) this.asterisk = o.asterisk;
+    // A refused request has no upstream to hint for.
+    this.#writer = o.refused ? null : o.writer;
+  }
+
+  earlyHints(fields: [string, string][]): void {
+    const frame = encodeFrame(FrameType.HEADERS, encodeFieldSection(interimFields(103, fields)));
+    this.#writer?.write(frame).catch(() => {});
+  }
+
+  /** The final answer is next: a late 103 (a mirror's, say) is not written. */
+  hintsDone(): void {
+    this.#writer = null;
+  }
+}
 
 /** Frames that may never appear on a request stream (RFC 9114 §7.2). */
 function unexpectedOnRequest(type: number): boolean {
@@ -199,17 +246,19 @@ export async function serveRequest(
     const completed = Promise.withResolvers<void>();
     completed.promise.catch(() => {});
     let res: Response;
+    const info = new H3RequestInfo(ctx.info, {
+      completed: completed.promise,
+      refused,
+      asterisk,
+      writer,
+    });
     try {
-      res = await ctx.handler(req, {
-        ...ctx.info,
-        completed: completed.promise,
-        refused,
-        ...(asterisk ? { asterisk } : {}),
-      });
+      res = await ctx.handler(req, info);
     } catch (err) {
       ctx.logger.error("HTTP/3 handler failed", { error: String(err) });
       res = new Response("Internal Server Error\n", { status: 500 });
     }
+    info.hintsDone();
     responding = true;
     const sent = await writeResponse(writer, res, {
       method,

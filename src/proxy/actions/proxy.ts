@@ -310,7 +310,7 @@ export async function proxyAction(
   const lean = ctx.info.writesItself === true && compiled.cache === null &&
     compiled.compress === null && !compiled.rules.responseBody && !ctx.snapshot.hasErrorPages;
   // An upstream's 103 Early Hints go to a client whose listener can send one (RFC 8297): not
-  // Deno.serve's, HTTP/3's or an HTTP/1.0 client's (RFC 9110 §15.2). The listener's ClientInfo
+  // Deno.serve's or an HTTP/1.0 client's (RFC 9110 §15.2). The listener's ClientInfo
   // takes them itself: no closure per request.
   const hints = route.early_hints !== false && ctx.info.earlyHints !== undefined &&
       ctx.info.http10 !== true
