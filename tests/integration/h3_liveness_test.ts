@@ -41,6 +41,62 @@ Deno.test("startH3Listener keeps a connection alive past max_idle_timeout while 
   }
 });
 
+Deno.test("startH3Listener aborts a request whose client cancelled it (STOP_SENDING) while its answer is pending", async () => {
+  // A browser leaving a long poll: its GET stream has ended, so only STOP_SENDING
+  // (H3_REQUEST_CANCELLED) says so, which Deno reports on a write alone. A slow upstream must
+  // not be waited for on behalf of a client that is gone (over TCP the closed socket tells).
+  const IDLE = 600;
+  const called = Promise.withResolvers<void>();
+  const aborted = Promise.withResolvers<void>();
+  const l = await startH3Listener({
+    hostname: "127.0.0.1",
+    port: 0,
+    cert,
+    key,
+    logger: silentLogger,
+    handler: (req) => {
+      called.resolve();
+      return new Promise((ok) => {
+        const late = setTimeout(() => ok(new Response("late")), IDLE * 10);
+        req.signal.addEventListener("abort", () => {
+          clearTimeout(late);
+          aborted.resolve();
+          ok(new Response("gone"));
+        });
+      });
+    },
+    options: { max_idle_timeout: IDLE },
+  });
+  try {
+    await using c = await connectH3({ hostname: "127.0.0.1", port: l.port, caCerts: [ca] });
+    const s = await c.conn.createBidirectionalStream();
+    const w = s.writable.getWriter();
+    await w.write(
+      encodeFrame(
+        FrameType.HEADERS,
+        encodeFieldSection([
+          [":method", "GET"],
+          [":scheme", "https"],
+          [":authority", "localhost"],
+          [":path", "/poll"],
+        ]),
+      ),
+    );
+    await w.close();
+    await called.promise;
+    await s.readable.cancel(); // STOP_SENDING
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const outcome = await Promise.race([
+      aborted.promise.then(() => "aborted"),
+      new Promise<string>((ok) => timer = setTimeout(() => ok("still waiting"), IDLE * 5)),
+    ]);
+    clearTimeout(timer);
+    assert.equal(outcome, "aborted");
+  } finally {
+    await l.shutdown(0);
+  }
+});
+
 Deno.test("startH3Listener logs no warning when the client closes its connection mid-response", async () => {
   const warnings: string[] = [];
   let settled = false;

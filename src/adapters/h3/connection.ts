@@ -50,7 +50,8 @@ export interface ConnectionLimits {
   headerTimeoutMs: number;
   /**
    * While a request is in flight, a reserved frame goes out on the control stream this often (ms;
-   * 0 never), so a slow upstream does not let the QUIC idle timeout close the connection.
+   * 0 never), so a slow upstream does not let the QUIC idle timeout close the connection; and
+   * one on each request stream still waiting for its answer, to find cancelled ones.
    */
   keepAliveMs: number;
 }
@@ -198,7 +199,10 @@ export class H3Connection {
     if (this.#keepAlive !== undefined || ms <= 0 || !this.#control) return;
     const control = this.#control;
     this.#keepAlive = setInterval(() => {
-      if (!this.#closed) control.write(KEEP_ALIVE_FRAME).catch(() => {});
+      if (this.#closed) return;
+      control.write(KEEP_ALIVE_FRAME).catch(() => {});
+      // Requests still waiting for their answer: is their client still there?
+      if (this.#ctx) { for (const w of this.#ctx.waiting) w.probe(); }
     }, ms);
   }
 
@@ -218,6 +222,7 @@ export class H3Connection {
       signal: this.#abort.signal,
       headerTimeoutMs: this.#opts.limits.headerTimeoutMs,
       closeConnection: (code, reason) => this.close(code, reason),
+      waiting: new Set(),
     };
   }
 

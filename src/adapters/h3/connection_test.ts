@@ -108,6 +108,7 @@ Deno.test("serveRequest waits for the end of a GET's stream in small buffers, no
     signal: new AbortController().signal,
     headerTimeoutMs: 1000,
     closeConnection: () => {},
+    waiting: new Set(),
   });
   await written.promise;
   while (sizes.length < 2) await new Promise((r) => setTimeout(r, 1));

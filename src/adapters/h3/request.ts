@@ -42,10 +42,21 @@ export interface RequestContext {
   headerTimeoutMs: number;
   /** Closes the whole connection with an HTTP/3 error code (RFC 9114 §8). */
   closeConnection(code: number, reason: string): void;
+  /**
+   * The connection's requests whose answer has not started, which its keep-alive tick probes
+   * (H3RequestInfo.probe): a client that cancelled one is found out.
+   */
+  waiting: Set<{ probe(): void }>;
 }
 
 /** An interim `:status 100` response (RFC 9114 §4.1). */
 const CONTINUE = encodeFrame(FrameType.HEADERS, encodeFieldSection([[":status", "100"]]));
+
+/**
+ * An empty frame of a reserved type (RFC 9114 §7.2.8), which a client ignores on a request
+ * stream as anywhere: written to learn whether the client still wants the answer.
+ */
+const PROBE_FRAME = frameHeader(0x1f * 2 + 0x21, 0);
 
 /**
  * One request's ClientInfo: the connection's, its own `completed` and refusal, and
@@ -61,6 +72,7 @@ class H3RequestInfo implements ClientInfo {
   readonly refused: ClientInfo["refused"];
   readonly asterisk?: true;
   #writer: WritableStreamDefaultWriter<Uint8Array> | null;
+  readonly #abort: AbortController;
 
   constructor(
     base: ClientInfo,
@@ -69,6 +81,8 @@ class H3RequestInfo implements ClientInfo {
       refused?: ClientInfo["refused"];
       asterisk?: true;
       writer: WritableStreamDefaultWriter<Uint8Array>;
+      /** Aborts the request as its client's leaving does. */
+      abort: AbortController;
     },
   ) {
     this.remoteAddr = base.remoteAddr;
@@ -80,6 +94,16 @@ class H3RequestInfo implements ClientInfo {
     if (o.asterisk) this.asterisk = o.asterisk;
     // A refused request has no upstream to hint for.
     this.#writer = o.refused ? null : o.writer;
+    this.#abort = o.abort;
+  }
+
+  /**
+   * A client that cancels a request whose stream it has ended (a long poll left) says so with
+   * STOP_SENDING only, and Deno reports that on a write alone: an ignored frame is written, and
+   * its failure aborts the request, so the upstream is not waited for on behalf of nobody.
+   */
+  probe(): void {
+    this.#writer?.write(PROBE_FRAME).catch(() => this.#abort.abort());
   }
 
   earlyHints(fields: [string, string][]): void {
@@ -251,13 +275,16 @@ export async function serveRequest(
       refused,
       asterisk,
       writer,
+      abort,
     });
+    ctx.waiting.add(info);
     try {
       res = await ctx.handler(req, info);
     } catch (err) {
       ctx.logger.error("HTTP/3 handler failed", { error: String(err) });
       res = new Response("Internal Server Error\n", { status: 500 });
     }
+    ctx.waiting.delete(info);
     info.hintsDone();
     responding = true;
     const sent = await writeResponse(writer, res, {
