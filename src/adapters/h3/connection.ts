@@ -421,12 +421,14 @@ export class H3Connection {
 
   /**
    * Sends GOAWAY with the first stream id we will not serve (RFC 9114 §5.2); later request
-   * streams are refused. Idempotent.
+   * streams are refused. Idempotent. The write is queued, not awaited: a peer that grants the
+   * control stream no more flow credit would otherwise hold a shutdown for ever.
    */
-  async goaway(): Promise<void> {
-    if (this.#goawayId !== null || this.#closed || !this.#control) return;
+  goaway(): Promise<void> {
+    if (this.#goawayId !== null || this.#closed || !this.#control) return Promise.resolve();
     this.#goawayId = this.#nextStreamId;
-    await this.#control.write(encodeGoaway(this.#goawayId)).catch(() => {});
+    this.#control.write(encodeGoaway(this.#goawayId)).catch(() => {});
+    return Promise.resolve();
   }
 
   /** Resolves when no request is in flight. */

@@ -210,3 +210,47 @@ Deno.test("H3Connection: a PRIORITY_UPDATE for a stream whose response is sent i
   await served;
   await h3.closed;
 });
+
+Deno.test("H3Connection.goaway does not wait on a control stream the peer gives no flow credit", async () => {
+  // A peer may grant a few bytes of stream credit and no more: Deno's write then never
+  // resolves, and a shutdown awaiting the GOAWAY write waited for ever.
+  const closed = Promise.withResolvers<Deno.QuicCloseInfo>();
+  let writes = 0;
+  const blocked = () =>
+    new WritableStream<Uint8Array>({
+      // The stream type and SETTINGS go out; nothing after them ever does.
+      write: () => ++writes <= 3 ? Promise.resolve() : new Promise(() => {}),
+    });
+  const idle = () => new ReadableStream({ pull: (c) => closed.promise.then(() => c.close()) });
+  const conn = {
+    closed: closed.promise,
+    remoteAddr: { transport: "udp", hostname: "127.0.0.1", port: 1 },
+    incomingUnidirectionalStreams: idle(),
+    incomingBidirectionalStreams: idle(),
+    createUnidirectionalStream: () => Promise.resolve(blocked()),
+    close: () => closed.resolve({ closeCode: 0, reason: "" }),
+  } as unknown as Deno.QuicConn;
+  const h3 = new H3Connection(conn, {
+    handler: () => Promise.resolve(new Response("")),
+    logger: silentLogger,
+    localPort: 443,
+    limits: {
+      maxFieldSectionSize: 16384,
+      maxControlFrame: 16384,
+      headerTimeoutMs: 1000,
+      keepAliveMs: 0,
+    },
+  });
+  const served = h3.serve();
+  while (writes < 3) await new Promise((r) => setTimeout(r, 1));
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const outcome = await Promise.race([
+    h3.goaway().then(() => "sent"),
+    new Promise<string>((ok) => timer = setTimeout(() => ok("stuck"), 1000)),
+  ]);
+  clearTimeout(timer);
+  assert.equal(outcome, "sent");
+  h3.close();
+  await served;
+  await h3.closed;
+});
