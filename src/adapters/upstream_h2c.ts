@@ -103,6 +103,8 @@ const BAD_VALUE = /[\0\r\n]|^[ \t]|[ \t]$/;
 const NULL_BODY = new Set([204, 205, 304]);
 /** The empty DATA frame that ends a request body. */
 const NO_BYTES = new Uint8Array(0);
+/** The most of a lean answer's body handed on as bytes when it came whole with its head. */
+const ONE_READ = 64 * 1024;
 
 export interface H2cClientOptions {
   /** Largest response field block (decoded, as SETTINGS_MAX_HEADER_LIST_SIZE counts). */
@@ -191,6 +193,8 @@ interface Stream {
   hinted: number;
   /** The answer may be a WireResponse (UpstreamRequest.lean). */
   lean: boolean;
+  /** A lean answer's fields, held until the frames read with them are handled (#deliver). */
+  head: HeaderList | null;
 }
 
 function protocolError(source: string, msg: string): ProxyError {
@@ -209,6 +213,8 @@ class Session {
   readonly #enc = new HpackEncoder();
   readonly #dec: HpackDecoder;
   readonly #streams = new Map<number, Stream>();
+  /** Lean answers whose head came in the frames being handled (#deliver hands them on). */
+  #answers: Stream[] = [];
   readonly #opts: H2cClientOptions;
   readonly source: string;
   #nextId = 1;
@@ -385,6 +391,7 @@ class Session {
       upload: null,
       hints: req.hints ?? null,
       lean: req.lean === true,
+      head: null,
       hinted: 0,
     };
     this.#streams.set(id, s);
@@ -734,6 +741,7 @@ class Session {
           start += FRAME_HEADER + len;
           this.#frame(type, flags, id, payload);
         }
+        if (this.#answers.length > 0) this.#deliver();
         if (start === end) start = end = 0;
         else if (buf.length - end < FRAME_HEADER + MAX_FRAME) {
           // Room for a whole frame after what is there (nothing kept points into the buffer).
@@ -752,6 +760,8 @@ class Session {
       }
       this.#fail(null);
     } catch (err) {
+      // Answers whose head came before the failure go on (their bodies fail with their streams).
+      if (this.#answers.length > 0) this.#deliver();
       // A connection error: the streams fail at once, the GOAWAY goes out, then the connection
       // closes (RFC 9113 §5.4.1).
       if (err instanceof ConnectionError) {
@@ -1115,13 +1125,14 @@ class Session {
           values[i] = fields[i][1];
         }
         const head = HeaderList.adopt(names, values);
-        res = new WireResponse(
-          null,
-          status,
-          "",
-          head,
-          nullBody ? undefined : this.#body(s),
-        ) as unknown as CountedResponse;
+        if (!nullBody) {
+          // Handed on once the frames read with it are handled: a small body that came whole
+          // with its head goes as bytes, without a stream (#deliver).
+          s.head = head;
+          this.#answers.push(s);
+          return;
+        }
+        res = new WireResponse(null, status, "", head) as unknown as CountedResponse;
       } else {
         try {
           res = new Response(nullBody ? null : this.#body(s), { status, headers: fields });
@@ -1146,6 +1157,56 @@ class Session {
     s.remoteEnded = true;
     this.#maybeDone(s);
     s.wake?.();
+  }
+
+  /**
+   * Hands on the lean answers whose heads came in the frames just handled: a body that came whole
+   * with its head (no trailers, at most ONE_READ bytes) as bytes, which the listener writes as
+   * they are; else a stream, as it comes. A stream that failed meanwhile failed its request.
+   */
+  #deliver(): void {
+    const answers = this.#answers;
+    this.#answers = [];
+    for (const s of answers) {
+      const settle = s.settle;
+      const head = s.head!;
+      s.head = null;
+      if (settle === null) continue;
+      s.settle = null;
+      let res: CountedResponse;
+      if (
+        s.remoteEnded && s.error === null && s.counter.trailers === undefined &&
+        s.received <= ONE_READ
+      ) {
+        const chunks = s.chunks;
+        s.chunks = [];
+        let bytes: Uint8Array<ArrayBuffer>;
+        if (chunks.length === 1) bytes = chunks[0] as Uint8Array<ArrayBuffer>;
+        else {
+          bytes = new Uint8Array(s.received);
+          let at = 0;
+          for (const c of chunks) {
+            bytes.set(c, at);
+            at += c.byteLength;
+          }
+        }
+        s.counter.bytes = bytes.byteLength;
+        s.counter.ended = true;
+        res = new WireResponse(bytes, s.status, "", head) as unknown as CountedResponse;
+      } else {
+        res = new WireResponse(
+          null,
+          s.status,
+          "",
+          head,
+          this.#body(s),
+        ) as unknown as CountedResponse;
+      }
+      res[BODY_BYTES] = s.counter;
+      // A watched deadline's signal stays linked until the stream is over (#end).
+      if (!s.counter.watched) this.#unlink(s);
+      settle(res);
+    }
   }
 
   /** The connection failed or ended: every stream still open fails, and it closes. */

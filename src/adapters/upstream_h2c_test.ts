@@ -3,7 +3,7 @@
 // answers, malformed answers, and the idle close.
 import assert from "node:assert/strict";
 import { createUpstreamClient } from "./upstream_client.ts";
-import { BODY_BYTES } from "../ports.ts";
+import { BODY_BYTES, RAW_BODY } from "../ports.ts";
 import type { CountedResponse } from "../ports.ts";
 import { rawServer, rejects, request, T, write, writeAll } from "../../tests/_upstream_peers.ts";
 import { waitFor } from "../../tests/_harness.ts";
@@ -1135,6 +1135,48 @@ Deno.test("h2c: a lean request's answer is a WireResponse (no Fetch Response and
     assert.ok(plain instanceof Response);
     assert.equal(await plain.text(), "body");
   } finally {
+    await client.close();
+  }
+});
+
+Deno.test("h2c: a lean answer whose body came whole with its head (no trailers) is handed on as bytes; one still coming, as a stream", async () => {
+  const later = Promise.withResolvers<void>();
+  await using up = h2Server(async (p) => {
+    let n = 0;
+    for (;;) {
+      const r = await p.request();
+      if (r === null) return;
+      const w = new FrameWriter();
+      p.head(w, r.stream, [[":status", "200"], ["content-type", "text/plain"]], false);
+      if (n++ === 0) {
+        // Head and body in one write: in the same read, most likely.
+        w.frame(FrameType.DATA, 0, r.stream, enc.encode("whole "));
+        w.frame(FrameType.DATA, Flag.END_STREAM, r.stream, enc.encode("body"));
+        await p.send(w);
+      } else {
+        await p.send(w);
+        await later.promise;
+        const d = new FrameWriter();
+        d.frame(FrameType.DATA, Flag.END_STREAM, r.stream, enc.encode("later"));
+        await p.send(d);
+      }
+    }
+  });
+  const client = createUpstreamClient();
+  try {
+    const whole = await client.send(request(`${up.url}/a`, { protocol: "h2c", lean: true }));
+    assert.ok(whole instanceof WireResponse);
+    assert.equal(new TextDecoder().decode(whole[RAW_BODY]), "whole body");
+    const counter = (whole as unknown as CountedResponse)[BODY_BYTES]!;
+    assert.equal(counter.bytes, 10);
+    assert.ok(counter.ended);
+    const coming = await client.send(request(`${up.url}/b`, { protocol: "h2c", lean: true }));
+    assert.ok(coming instanceof WireResponse);
+    assert.equal(coming[RAW_BODY], undefined);
+    later.resolve();
+    assert.equal(await coming.text(), "later");
+  } finally {
+    later.resolve();
     await client.close();
   }
 });
