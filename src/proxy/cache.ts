@@ -27,7 +27,14 @@ import {
   upstreamView,
 } from "./cache_request.ts";
 import type { UpstreamRoute } from "./cache_request.ts";
-import { admit, claim, notModified, withoutTagFields } from "./cache_fill.ts";
+import {
+  admit,
+  claim,
+  fillSignal,
+  notModified,
+  stopWaiting,
+  withoutTagFields,
+} from "./cache_fill.ts";
 import type { Exchange, Fill } from "./cache_fill.ts";
 import {
   mayRefresh,
@@ -195,7 +202,7 @@ export async function cachedProxy(
   if (filling && !needs.revalidate && !passing(policy, lock, deps)) {
     filling.waiters++;
     await settledWithin(filling.settled, COLLAPSE_WAIT_MS);
-    filling.waiters--;
+    stopWaiting(filling);
     const now = deps.clock.now();
     const got = lookup(policy.store, primary, view);
     if (got) {
@@ -268,7 +275,7 @@ async function reloadCollapsed(
     }
     filling.waiters++;
     const settled = await settledWithin(filling.settled, COLLAPSE_WAIT_MS);
-    filling.waiters--;
+    stopWaiting(filling);
     if (!settled || passing(policy, lock, deps)) return undefined;
     waited = true;
     const got = lookup(policy.store, x.primary, x.view);
@@ -296,6 +303,7 @@ async function revalidate(
   const requestTime = deps.clock.now();
   const since = x.policy.store.epoch;
   let res: Response;
+  const detached = x.fill && fillSignal(ctx, x.fill);
   try {
     res = await proxyAction(ctx, deps, x.route, {
       headers(h) {
@@ -303,8 +311,11 @@ async function revalidate(
         if (entry.etag !== null) h.set("if-none-match", entry.etag);
         if (entry.lastModified !== null) h.set("if-modified-since", entry.lastModified);
       },
+      signal: detached?.signal,
     });
+    detached?.done();
   } catch (err) {
+    detached?.done();
     x.release?.();
     const stale = staleOnError(ctx, deps, entry, { err });
     if (!stale) throw err;
@@ -343,9 +354,12 @@ async function forwardAndStore(
   const requestTime = deps.clock.now();
   const since = x.policy.store.epoch;
   let res: Response;
+  const detached = x.fill && fillSignal(ctx, x.fill);
   try {
-    res = await proxyAction(ctx, deps, x.route);
+    res = await proxyAction(ctx, deps, x.route, { signal: detached?.signal });
+    detached?.done();
   } catch (err) {
+    detached?.done();
     const stale = x.entry && staleOnError(ctx, deps, x.entry, { err });
     if (!stale) throw err;
     x.release?.();

@@ -26,6 +26,46 @@ export interface Fill {
   settled: Promise<void>;
   /** Requests waiting for it. */
   waiters: number;
+  /** Called when the last waiting request stops waiting (see fillSignal). */
+  idle?: () => void;
+}
+
+/**
+ * The signal a fill's upstream exchange runs under until its answer's head arrives: the client's,
+ * except that a client that leaves while other requests wait for the entry does not end it (each
+ * would then go upstream on its own at once; Varnish's fetch goes on without its client too); it
+ * ends once they stop waiting. After the head, the body is the tee's business (teeBody). `done`
+ * unlinks it from the client.
+ */
+export function fillSignal(
+  ctx: RequestContext,
+  fill: Fill,
+): { signal: AbortSignal; done: () => void } {
+  const client = ctx.req.signal;
+  const ac = new AbortController();
+  let gone = false;
+  const check = () => {
+    if (gone && fill.waiters === 0) ac.abort(client.reason);
+  };
+  const onClient = () => {
+    gone = true;
+    check();
+  };
+  if (client.aborted) onClient();
+  else client.addEventListener("abort", onClient, { once: true });
+  fill.idle = check;
+  return {
+    signal: ac.signal,
+    done() {
+      client.removeEventListener("abort", onClient);
+      if (fill.idle === check) fill.idle = undefined;
+    },
+  };
+}
+
+/** Counts a request that stopped waiting for `fill`; the last one may end a fill nobody needs. */
+export function stopWaiting(fill: Fill): void {
+  if (--fill.waiters === 0) fill.idle?.();
 }
 
 /** How long an uncacheable answer keeps requests for its key from waiting for each other. */

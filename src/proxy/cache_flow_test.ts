@@ -524,3 +524,54 @@ Deno.test("cache: an answer whose body a response_body rule replaces is stored, 
   assert.notEqual(hit.text, first.text); // expanded for each request
   assert.equal(c.sent.length, 1);
 });
+
+Deno.test("cache: a leader whose client leaves before the answer's head still fetches it for those waiting", async () => {
+  // Varnish's fetch goes on without its client; had it been aborted, every waiting request would
+  // go upstream on its own at once (a herd on a slow page, the case collapsing is for).
+  const gate = Promise.withResolvers<void>();
+  const aborted: unknown[] = [];
+  const c = setup(async (r) => {
+    const signal = r.signal ?? r.clientSignal?.();
+    await new Promise<void>((resolve, reject) => {
+      signal?.addEventListener("abort", () => {
+        aborted.push(signal.reason);
+        reject(signal.reason);
+      });
+      gate.promise.then(resolve);
+    });
+    return new Response("slow page", { headers: { "cache-control": "max-age=60" } });
+  });
+  const ac = new AbortController();
+  const leader = c.handler(new Request("http://example.com/slow", { signal: ac.signal }), info);
+  const followers = Array.from({ length: 3 }, () => c.get("/slow"));
+  const filling = c.snapshot.router.entries[0].value.cache!.filling;
+  await waitFor(() => [...filling.values()][0]?.waiters === 3, { what: "three waiting requests" });
+  ac.abort();
+  gate.resolve();
+  for (const f of await Promise.all(followers)) {
+    assert.equal(f.text, "slow page");
+    assert.match(f.res.headers.get("cache-status")!, /collapsed/);
+  }
+  assert.equal(c.sent.length, 1);
+  assert.deepEqual(aborted, []);
+  await (await leader).body?.cancel();
+});
+
+Deno.test("cache: a leader whose client left, once nobody waits any more, lets the upstream go", async () => {
+  const aborted: unknown[] = [];
+  const c = setup((r) => {
+    const signal = r.signal ?? r.clientSignal?.();
+    return new Promise<Response>((_resolve, reject) => {
+      signal?.addEventListener("abort", () => {
+        aborted.push(signal.reason);
+        reject(signal.reason);
+      });
+    });
+  });
+  const ac = new AbortController();
+  const leader = c.handler(new Request("http://example.com/never", { signal: ac.signal }), info);
+  await waitFor(() => c.sent.length === 1, { what: "the leader's upstream request" });
+  ac.abort();
+  await waitFor(() => aborted.length === 1, { what: "the upstream let go" });
+  await (await leader).body?.cancel();
+});

@@ -17,6 +17,10 @@ async function upstream() {
   const hits = new Map<string, number>();
   let gate: PromiseWithResolvers<void> | null = null;
   const herd = Promise.withResolvers<void>();
+  const slow = Promise.withResolvers<void>();
+  const slowAborted = { n: 0 };
+  const half = Promise.withResolvers<void>();
+  const halfCancelled = { n: 0 };
   const server = await startUpstream((req) => {
     const path = new URL(req.url).pathname;
     hits.set(path, (hits.get(path) ?? 0) + 1);
@@ -62,6 +66,31 @@ async function upstream() {
         });
         return new Response(body, { headers: cc });
       }
+      case "/slowhead":
+        // The head only once the test says so; an abort of the request is counted.
+        req.signal.addEventListener("abort", () => slowAborted.n++);
+        return slow.promise.then(() => new Response("slow page", { headers: cc }));
+      case "/half": {
+        // Half a body, the rest once the test says so; a cancel of the body is counted.
+        const body = new ReadableStream<Uint8Array>({
+          async start(c) {
+            c.enqueue(new TextEncoder().encode("first;"));
+            await half.promise;
+            c.enqueue(new TextEncoder().encode("second"));
+            c.close();
+          },
+          cancel: () => void halfCancelled.n++,
+        });
+        return new Response(body, { headers: cc });
+      }
+      case "/endless": {
+        // One chunk, then nothing, for ever; a cancel of the body is counted.
+        const body = new ReadableStream<Uint8Array>({
+          start: (c) => c.enqueue(new TextEncoder().encode("first;")),
+          cancel: () => void halfCancelled.n++,
+        });
+        return new Response(body, { headers: cc });
+      }
       case "/swr":
         // The first answer arrives already 20 s old (stale, within its 60 s window); the refresh
         // is asked for with its ETag and answered afresh.
@@ -88,6 +117,10 @@ async function upstream() {
     hits,
     release: () => (gate as PromiseWithResolvers<void> | null)?.resolve(),
     releaseHerd: () => herd.resolve(),
+    releaseSlow: () => slow.resolve(),
+    slowAborted,
+    releaseHalf: () => half.resolve(),
+    halfCancelled,
   };
 }
 
@@ -268,6 +301,59 @@ Deno.test("cache: concurrent clients of one missing entry cost the upstream one 
   }
   assert.equal(await first.text(), "herd;");
   assert.equal(p.hits.get("/herd"), 1);
+});
+
+Deno.test("cache: a client that leaves before the head does not end the fetch others wait for", async () => {
+  await using p = await setup();
+  const ac = new AbortController();
+  const first = fetch(`${p.url}/slowhead`, { signal: ac.signal }).catch(() => null);
+  await waitFor(() => p.hits.get("/slowhead") === 1, { what: "the first request upstream" });
+  const rest = Array.from({ length: 3 }, () => fetch(`${p.url}/slowhead`));
+  const filling = p.server.snapshot().router.entries[0].value.cache!.filling;
+  await waitFor(() => [...filling.values()][0]?.waiters === 3, { what: "three waiting requests" });
+  ac.abort();
+  assert.equal(await first, null);
+  // What must not happen cannot be awaited: time for Prox to notice the client left (about
+  // 50 ms) and, as it did, abort the upstream request, each waiting one then sent on its own.
+  await waitFor(() => p.slowAborted.n > 0, { timeoutMs: 500 }).catch(() => {});
+  p.releaseSlow();
+  for (const res of await Promise.all(rest)) {
+    assert.equal(await res.text(), "slow page");
+    assert.match(res.headers.get("cache-status")!, /collapsed/);
+  }
+  assert.equal(p.hits.get("/slowhead"), 1);
+  assert.equal(p.slowAborted.n, 0);
+});
+
+Deno.test("cache: a client that leaves mid-body does not end the fetch others wait for", async () => {
+  await using p = await setup();
+  const ac = new AbortController();
+  const first = await fetch(`${p.url}/half`, { signal: ac.signal });
+  const reader = first.body!.getReader();
+  assert.equal(new TextDecoder().decode((await reader.read()).value), "first;");
+  const rest = fetch(`${p.url}/half`);
+  const filling = p.server.snapshot().router.entries[0].value.cache!.filling;
+  await waitFor(() => [...filling.values()][0]?.waiters === 1, { what: "a waiting request" });
+  ac.abort();
+  await reader.closed.catch(() => {});
+  // As above: time for Prox to notice, and to let the upstream's body go as it did.
+  await waitFor(() => p.halfCancelled.n > 0, { timeoutMs: 500 }).catch(() => {});
+  p.releaseHalf();
+  const res = await rest;
+  assert.equal(await res.text(), "first;second");
+  assert.match(res.headers.get("cache-status")!, /collapsed/);
+  assert.equal(p.hits.get("/half"), 1);
+});
+
+Deno.test("cache: a client that leaves mid-body while nobody waits lets the upstream go", async () => {
+  await using p = await setup();
+  const ac = new AbortController();
+  const first = await fetch(`${p.url}/endless`, { signal: ac.signal });
+  const reader = first.body!.getReader();
+  assert.equal(new TextDecoder().decode((await reader.read()).value), "first;");
+  ac.abort();
+  await reader.closed.catch(() => {});
+  await waitFor(() => p.halfCancelled.n === 1, { what: "the upstream's body let go" });
 });
 
 Deno.test("cache: stale-while-revalidate answers from the store and refreshes it in the background", async () => {

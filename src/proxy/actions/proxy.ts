@@ -193,6 +193,11 @@ export async function proxyAction(
   opts?: {
     /** Edits the upstream request's header fields last (the cache's revalidation conditions). */
     headers?: (h: HeaderList) => void;
+    /**
+     * Ends the exchange in place of the client's signal (a cache fill others wait for goes on
+     * when its own client leaves: cache_fill.ts fillSignal).
+     */
+    signal?: AbortSignal;
   },
 ): Promise<Response> {
   const limit = route.max_request_body ?? ctx.snapshot.config.limits.max_request_body;
@@ -230,7 +235,7 @@ export async function proxyAction(
   // trickling it in got no answer for as long as timeouts.idle per byte allowed: 408 at total).
   // A gRPC call's own deadline (grpc-timeout, counted from its arrival) when that comes first.
   const call = callDeadline(ctx, deps, route);
-  const deadline = call ? startDeadline(ctx.req.signal, call) : undefined;
+  const deadline = call ? startDeadline(opts?.signal ?? ctx.req.signal, call) : undefined;
   const bodyDeadline = deadline && { signal: deadline.signal, ms: call!.ms, what: call!.what };
   /** A read of the client's body before forward(): the deadline ends with its failure. */
   const early = async <T>(read: Promise<T>): Promise<T> => {
@@ -348,8 +353,8 @@ export async function proxyAction(
       body: replaced ? replaced.bytes : body,
       timeouts: compiled.timeouts,
       tls: compiled.upstreamTls,
-      signal: deadline?.signal,
-      clientSignal: deadline ? undefined : () => ctx.req.signal,
+      signal: deadline?.signal ?? opts?.signal,
+      clientSignal: deadline || opts?.signal ? undefined : () => ctx.req.signal,
       proxyHeader: pp,
       protocol: route.upstream_protocol,
       lean,
