@@ -69,6 +69,11 @@ export interface CachePolicy {
   refreshBackoff: Map<number, number>;
   /** Bytes of miss bodies read ahead of their clients (teeBody); bounded by READ_AHEAD_MAX. */
   readAhead: { bytes: number };
+  /**
+   * Bytes of copies kept of bodies still arriving (teeBody), up to the store's capacity: past it
+   * a body is not stored.
+   */
+  inFlight: { bytes: number };
   maxObjectSize: number;
   /** Freshness for cacheable responses that carry none; undefined: such responses are not stored. */
   defaultTtl?: number;

@@ -319,6 +319,8 @@ export function admit(
     done: store,
     waits: () => (fill?.waiters ?? 0) > 0,
     readAhead: x.policy.readAhead,
+    inFlight: x.policy.inFlight,
+    inFlightMax: x.policy.store.capacity,
   });
   const out: CountedResponse = new Response(tee.body, {
     status: res.status,

@@ -575,3 +575,42 @@ Deno.test("cache: a leader whose client left, once nobody waits any more, lets t
   await waitFor(() => aborted.length === 1, { what: "the upstream let go" });
   await (await leader).body?.cancel();
 });
+
+Deno.test("cache: copies of bodies still arriving are bounded by the route's max_size", async () => {
+  // Each miss keeps a copy of its body until it has all come; many slow misses at once (distinct
+  // URLs, a trickling upstream) held max_object_size each, unbounded by max_size. Past it, a
+  // body is not stored and streams through.
+  const chunk = 200 * 1024;
+  const gate = Promise.withResolvers<void>();
+  const c = setup(() => {
+    const body = new ReadableStream<Uint8Array>({
+      async start(ctl) {
+        ctl.enqueue(new Uint8Array(chunk));
+        await gate.promise;
+        ctl.close();
+      },
+    });
+    return new Response(body, { headers: { "cache-control": "max-age=60" } });
+  }, { cache: "{ max_size: 512KiB, max_object_size: 256KiB }" });
+  const policy = c.snapshot.router.entries[0].value.cache!;
+  const n = 8;
+  const readers = [];
+  for (let i = 0; i < n; i++) {
+    const res = await c.handler(new Request(`http://example.com/slow?${i}`), info);
+    const reader = res.body!.getReader();
+    assert.equal((await reader.read()).value!.byteLength, chunk);
+    readers.push(reader);
+  }
+  // What the store would not hold once they are all in is not kept meanwhile either.
+  assert.ok(
+    policy.inFlight.bytes <= policy.store.capacity,
+    `${policy.inFlight.bytes} bytes held for entries in progress`,
+  );
+  gate.resolve();
+  for (const reader of readers) assert.equal((await reader.read()).done, true);
+  assert.equal(policy.inFlight.bytes, 0);
+  // The first that fit are stored; the others went through.
+  assert.match((await c.get("/slow?0")).res.headers.get("cache-status")!, /hit/);
+  assert.match((await c.get("/slow?1")).res.headers.get("cache-status")!, /hit/);
+  assert.match((await c.get("/slow?7")).res.headers.get("cache-status")!, /miss/);
+});

@@ -85,6 +85,9 @@ export interface Tee {
  * else `waits()` for the entry. `readAhead` counts the bytes read but not yet taken by clients
  * across a route's bodies: past READ_AHEAD_MAX, a body is read only as its client reads it (else
  * clients that read nothing could have Prox hold `limit` bytes each, one per connection).
+ * `inFlight` counts the copies kept of a route's bodies still arriving, up to `inFlightMax`: past
+ * it a body is not stored (else many slow misses at once would hold `limit` bytes each, whatever the
+ * store's bound).
  */
 export function teeBody(
   body: ReadableStream<Uint8Array>,
@@ -93,6 +96,8 @@ export function teeBody(
     done: (bytes: Uint8Array<ArrayBuffer> | null) => void;
     waits: () => boolean;
     readAhead?: { bytes: number };
+    inFlight?: { bytes: number };
+    inFlightMax?: number;
   },
 ): Tee {
   const readAhead = o.readAhead ?? { bytes: 0 };
@@ -113,6 +118,10 @@ export function teeBody(
   /** Copies for the entry; null once it will not be stored. */
   let copies: Uint8Array[] | null = [];
   let size = 0;
+  /** Their bytes, counted in inFlight too. */
+  let kept = 0;
+  const inFlight = o.inFlight ?? { bytes: 0 };
+  const inFlightMax = o.inFlightMax ?? Infinity;
   let finished = false;
   let failed: { err: unknown } | null = null;
   let pumping = true;
@@ -126,6 +135,8 @@ export function teeBody(
   const settle = (bytes: Uint8Array<ArrayBuffer> | null) => {
     if (settled) return;
     settled = true;
+    inFlight.bytes -= kept;
+    kept = 0;
     copies = null;
     o.done(bytes);
   };
@@ -158,8 +169,12 @@ export function teeBody(
         readAhead.bytes += copy.byteLength;
       }
       if (copies === null) break; // dropped while reading
-      if (size > o.limit) settle(null);
-      else copies.push(copy);
+      if (size > o.limit || inFlight.bytes + copy.byteLength > inFlightMax) settle(null);
+      else {
+        copies.push(copy);
+        kept += copy.byteLength;
+        inFlight.bytes += copy.byteLength;
+      }
       signal();
     }
     pumping = false;
@@ -172,6 +187,10 @@ export function teeBody(
   // whole still reaches the client if storing it failed.
   pump().catch((err) => {
     if (!finished) failed ??= { err };
+    // Its copies counted out of inFlight, when it failed before it settled (concat).
+    try {
+      settle(null);
+    } catch { /* the store's own failure: nothing more to undo */ }
     pumping = false;
     signal();
   });

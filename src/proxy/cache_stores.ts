@@ -21,6 +21,7 @@ export class CacheStores {
       refreshing: Set<string>;
       refreshBackoff: Map<number, number>;
       readAhead: { bytes: number };
+      inFlight: { bytes: number };
       pool: CachePool | null;
       /** The store this one replaced, still serving until the new snapshot does (retain). */
       replaced?: ResponseCache;
@@ -65,6 +66,7 @@ export class CacheStores {
         refreshing: new Set(),
         refreshBackoff: new Map(),
         readAhead: { bytes: 0 },
+        inFlight: { bytes: 0 },
       };
       this.#stores.set(id, held);
     }
@@ -75,6 +77,7 @@ export class CacheStores {
       refreshing: held.refreshing,
       refreshBackoff: held.refreshBackoff,
       readAhead: held.readAhead,
+      inFlight: held.inFlight,
       maxObjectSize: o.max_object_size,
     };
     if (c !== true && c.default_ttl !== undefined) policy.defaultTtl = c.default_ttl;
