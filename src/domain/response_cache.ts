@@ -111,6 +111,13 @@ export function varyKey(names: readonly string[], get: (name: string) => string 
   return s;
 }
 
+/**
+ * Most variants (Vary) kept of one URI; past it its least recently used one goes. An answer with
+ * `Vary: User-Agent` or `Cookie` has one per kind of client: unbounded, one page could fill the
+ * store and push every other page out (CDNs bound variants per object too).
+ */
+export const MAX_VARIANTS = 100;
+
 /** Most URIs remembered as invalidated while answers fetched before may still arrive. */
 export const INVALIDATED_MAX = 10_000;
 
@@ -137,7 +144,10 @@ export class ResponseCache {
   readonly maxBytes: number;
   readonly maxEntries: number;
   readonly #entries = new Map<string, Node>();
-  /** Per primary key: the Vary names of its newest response and the keys of its variants. */
+  /**
+   * Per primary key: the Vary names of its newest response and the keys of its variants, least
+   * recently used first (MAX_VARIANTS).
+   */
   readonly #primaries = new Map<string, { names: string[]; keys: Set<string> }>();
   /** Per tag: the keys of the entries carrying it (entries leave it when they go). */
   readonly #tags = new Map<string, Set<string>>();
@@ -201,6 +211,11 @@ export class ResponseCache {
     if (!node) return undefined;
     this.#unlink(node);
     this.#append(node);
+    const keys = this.#primaries.get(primary)!.keys;
+    if (keys.size > 1) {
+      keys.delete(node.key);
+      keys.add(node.key);
+    }
     return node.value;
   }
 
@@ -232,6 +247,9 @@ export class ResponseCache {
     let p = this.#primaries.get(primary);
     if (!p) this.#primaries.set(primary, p = { names: o.names, keys: new Set() });
     p.names = o.names;
+    if (p.keys.size >= MAX_VARIANTS) {
+      this.#remove(this.#entries.get(p.keys.values().next().value!)!);
+    }
     p.keys.add(key);
     const node: Node = {
       key,

@@ -5,6 +5,7 @@ import {
   INVALIDATED_MAX,
   MAX_TAG_BYTES,
   MAX_TAGS,
+  MAX_VARIANTS,
   parseTags,
   ResponseCache,
   varyKey,
@@ -66,6 +67,27 @@ Deno.test("ResponseCache holds variants per Vary and invalidates them together",
   assert.equal(cache.size, 0);
   assert.equal(cache.bytes, 0);
   assert.equal(cache.varyOf("u"), undefined);
+});
+
+Deno.test("ResponseCache keeps at most MAX_VARIANTS variants of one URL, the least recently used going", () => {
+  // An answer with Vary: User-Agent (or Cookie) has one variant per client kind: without a bound
+  // per URL one page could take the whole store and push every other page out.
+  const cache = new ResponseCache({ maxBytes: 1e9, maxEntries: 100_000 });
+  const names = ["user-agent"];
+  cache.set("other", { names: [], vary: "", value: stored(1) });
+  const key = (i: number) => varyKey(names, () => `ua ${i}`);
+  for (let i = 0; i < MAX_VARIANTS; i++) cache.set("u", { names, vary: key(i), value: stored(1) });
+  assert.ok(cache.get("u", key(0))); // the first is now the most recently used of them
+  for (let i = MAX_VARIANTS; i < MAX_VARIANTS + 50; i++) {
+    cache.set("u", { names, vary: key(i), value: stored(1) });
+  }
+  assert.equal(cache.size, MAX_VARIANTS + 1);
+  assert.ok(cache.get("u", key(0)));
+  assert.equal(cache.get("u", key(1)), undefined);
+  assert.ok(cache.get("u", key(MAX_VARIANTS + 49)));
+  assert.ok(cache.get("other", ""));
+  assert.equal(cache.invalidate("u"), MAX_VARIANTS);
+  assert.equal(cache.size, 1);
 });
 
 Deno.test("ResponseCache.update replaces an entry in place and recounts its bytes", () => {
