@@ -200,7 +200,15 @@ Deno.test("cache: explain says what the cache would do, and changes nothing", as
     (await explain("http://example.com/e?q=1", [["cache-control", "no-cache"]]))!,
     /refused by the request: it would be revalidated with If-None-Match/,
   );
-  assert.match((await explain("http://example.com/e?q=1", [["range", "bytes=0-1"]]))!, /has range/);
+  // A range of a fresh stored answer is served from it; of anything else, passed by.
+  assert.match(
+    (await explain("http://example.com/e?q=1", [["range", "bytes=0-1"]]))!,
+    /served from the store/,
+  );
+  assert.match(
+    (await explain("http://example.com/e?q=2", [["range", "bytes=0-1"]]))!,
+    /has range and nothing fresh is stored for it/,
+  );
   assert.match((await explain("http://example.com/e", [], "DELETE"))!, /DELETE answered below 400/);
   c.clock.t += 61_000;
   assert.match((await explain("http://example.com/e?q=1"))!, /stale: it would be revalidated/);

@@ -42,7 +42,13 @@ export function carriesBody(ctx: RequestContext): boolean {
 }
 
 /** Request fields whose meaning a stored full response cannot answer: forwarded untouched. */
-export const BYPASS = ["range", "if-match", "if-unmodified-since", "if-range"];
+export const BYPASS = ["if-match", "if-unmodified-since"];
+
+/**
+ * Fields a fresh stored 200 answers for a GET (a range of it: cache_response.ts), and that pass
+ * the cache by otherwise (nothing fresh stored, a HEAD): forwarded untouched.
+ */
+export const RANGED = ["range", "if-range"];
 
 export type UpstreamRoute = ProxyRouteConfig | LoadBalanceRouteConfig;
 
@@ -124,11 +130,16 @@ export function cacheNote(
   const view = upstreamView(ctx, deps, o.route);
   const bypass = BYPASS.find((h) => view(h) !== null);
   if (bypass) return `The cache is passed by: the request has ${bypass}`;
+  // A GET's range is served from a fresh stored answer; anything else goes upstream as it is.
+  const ranged = RANGED.find((h) => view(h) !== null);
+  const rangedBypass = `The cache is passed by: the request has ${ranged}`;
+  if (ranged && (method !== "GET" || view("range") === null)) return rangedBypass;
   const primary = primaryKey(ctx, o.route);
   const names = o.policy.store.varyOf(primary);
   const vary = names && names[0] !== "*" ? entryKey(names, view) : undefined;
   const entry = vary === undefined ? undefined : o.policy.store.peek(primary, vary);
   const key = `Cache key "${primary}"${names?.length ? ` + ${names.join(", ")}` : ""}`;
+  if (!entry && ranged) return `${rangedBypass} and nothing fresh is stored for it`;
   if (!entry) {
     // As cache_fill.ts decides: an answer to a request carrying an identity is shared only when
     // it says so (RFC 9111 §3.5).
@@ -146,6 +157,7 @@ export function cacheNote(
   if (usableWithoutOrigin({ age, lifetime: entry.lifetime, noCache: entry.noCache }, needs)) {
     return `${key}: served from the store (fresh for ${left} s more), not forwarded`;
   }
+  if (ranged) return `${rangedBypass} and nothing fresh is stored for it`;
   const use = staleUse({ ...entry, age }, needs);
   if (use === "stale-while-revalidate") {
     return `${key}: stale by ${-left} s, served from the store while it is refreshed in the ` +

@@ -482,13 +482,71 @@ Deno.test("cache: a 304 to an older revalidation does not bring back the entry a
   assert.equal(c.sent.length, 3);
 });
 
-Deno.test("cache: Range and If-Match requests bypass the cache", async () => {
+Deno.test("cache: If-Match requests, and Range ones nothing fresh is stored for, bypass the cache", async () => {
   const c = setup(() => new Response("x", { headers: { "cache-control": "max-age=60" } }));
-  await c.get("/b");
   const ranged = await c.get("/b", { headers: { range: "bytes=0-0" } });
   assert.equal(ranged.res.headers.get("cache-status"), "prox; fwd=bypass");
+  assert.equal(c.sent[0].headers.get("range"), "bytes=0-0");
+  await c.get("/b");
   await c.get("/b", { headers: { "if-match": '"x"' } });
   assert.equal(c.sent.length, 3);
+  c.clock.t += 61_000;
+  await c.get("/b", { headers: { range: "bytes=0-0" } });
+  assert.equal(c.sent.length, 4);
+  const head = await c.get("/b", { method: "HEAD", headers: { range: "bytes=0-0" } });
+  assert.equal(head.res.headers.get("cache-status"), "prox; fwd=bypass");
+});
+
+Deno.test("cache: a Range request is answered from a fresh stored answer (206, 416, or the whole)", async () => {
+  // As nginx's and Varnish's caches: a video or a download stored whole serves its ranges too,
+  // rather than each range (a player asks for many) going upstream.
+  const lastModified = date(T0 - 10_000);
+  const c = setup(() =>
+    new Response("0123456789", {
+      headers: {
+        "cache-control": "max-age=60",
+        etag: '"v1"',
+        "last-modified": lastModified,
+        date: date(T0),
+        "content-type": "video/mp4",
+      },
+    })
+  );
+  await c.get("/v");
+  const range = async (value: string, more: Record<string, string> = {}) => {
+    const got = await c.get("/v", { headers: { range: value, ...more } });
+    return {
+      status: got.res.status,
+      text: got.text,
+      range: got.res.headers.get("content-range"),
+      length: got.res.headers.get("content-length"),
+      cache: got.res.headers.get("cache-status"),
+    };
+  };
+  assert.deepEqual(await range("bytes=2-4"), {
+    status: 206,
+    text: "234",
+    range: "bytes 2-4/10",
+    length: "3",
+    cache: "prox; hit; ttl=60",
+  });
+  assert.equal((await range("bytes=-3")).text, "789");
+  assert.equal((await range("bytes=7-")).range, "bytes 7-9/10");
+  const past = await range("bytes=20-");
+  assert.equal(past.status, 416);
+  assert.equal(past.range, "bytes */10");
+  // Several ranges, or a malformed one: the whole answer (RFC 9110 §14.2 allows it).
+  assert.equal((await range("bytes=0-1,3-4")).status, 200);
+  assert.equal((await range("lines=1-2")).text, "0123456789");
+  // If-Range: a strong tag or the exact Last-Modified that matches; else the whole answer.
+  assert.equal((await range("bytes=0-0", { "if-range": '"v1"' })).status, 206);
+  assert.equal((await range("bytes=0-0", { "if-range": lastModified })).status, 206);
+  assert.equal((await range("bytes=0-0", { "if-range": '"v0"' })).status, 200);
+  assert.equal((await range("bytes=0-0", { "if-range": 'W/"v1"' })).status, 200);
+  assert.equal((await range("bytes=0-0", { "if-range": date(T0 - 20_000) })).status, 200);
+  // The client's own If-None-Match comes first: its copy holds.
+  assert.equal((await range("bytes=0-0", { "if-none-match": '"v1"' })).status, 304);
+  assert.equal(c.sent.length, 1);
 });
 
 Deno.test("cache: default_ttl gives freshness only to responses without any", async () => {

@@ -356,6 +356,18 @@ Deno.test("cache: a client that leaves mid-body while nobody waits lets the upst
   await waitFor(() => p.halfCancelled.n === 1, { what: "the upstream's body let go" });
 });
 
+Deno.test("cache: a range of a stored answer is served from the store, uncompressed", async () => {
+  await using p = await setup();
+  await (await fetch(`${p.url}/text`)).arrayBuffer();
+  const res = await fetch(`${p.url}/text`, { headers: { range: "bytes=7-10" } });
+  assert.equal(res.status, 206);
+  assert.equal(await res.text(), "text");
+  assert.equal(res.headers.get("content-range"), `bytes 7-10/${BIG.length}`);
+  assert.equal(res.headers.get("content-encoding"), null);
+  assert.match(res.headers.get("cache-status")!, /^prox; hit/);
+  assert.equal(p.hits.get("/text"), 1);
+});
+
 Deno.test("cache: stale-while-revalidate answers from the store and refreshes it in the background", async () => {
   await using p = await setup();
   const first = await fetch(`${p.url}/swr`);
