@@ -210,11 +210,19 @@ export async function cachedProxy(
     return res;
   }
   // Collapsing (RFC 9111 §4): while another request fetches this entry, wait for it rather
-  // than send the same request upstream again.
-  const filling = policy.filling.get(lock);
-  if (filling && !needs.revalidate && !passing(policy, lock, deps)) {
+  // than send the same request upstream again. One that ended with nothing stored (it failed,
+  // its client left early) may have been followed at once by another waiting request's: the
+  // others wait for that one (as nginx's cache lock), within the same COLLAPSE_WAIT_MS.
+  const waitStart = deps.clock.monotonic();
+  for (
+    let filling = policy.filling.get(lock);
+    filling && !needs.revalidate && !passing(policy, lock, deps);
+    filling = policy.filling.get(lock)
+  ) {
+    const left = COLLAPSE_WAIT_MS - (deps.clock.monotonic() - waitStart);
+    if (left <= 0) break;
     filling.waiters++;
-    await settledWithin(filling.settled, COLLAPSE_WAIT_MS);
+    const settled = await settledWithin(filling.settled, left);
     stopWaiting(filling);
     const now = deps.clock.now();
     const got = lookup(policy.store, primary, view);
@@ -226,6 +234,7 @@ export async function cachedProxy(
         return fromStore(ctx, got, { age, status: `${NAME}; hit; ttl=${ttl}; collapsed` });
       }
     }
+    if (!settled) break;
   }
   metric(entry ? "stale" : "miss");
   const stale = entry ? vary : undefined;

@@ -622,3 +622,31 @@ Deno.test("cache: copies of bodies still arriving are bounded by the route's max
   assert.match((await c.get("/slow?1")).res.headers.get("cache-status")!, /hit/);
   assert.match((await c.get("/slow?7")).res.headers.get("cache-status")!, /miss/);
 });
+
+Deno.test("cache: when the fetch others wait for fails, one of them fetches for the rest", async () => {
+  // As nginx's cache lock: the next request takes the lock, the others wait on (within the same
+  // 5 s). They went upstream all at once, a herd on an upstream that had just failed.
+  const gate = Promise.withResolvers<void>();
+  const second = Promise.withResolvers<void>();
+  const c = setup(async (_r, n) => {
+    if (n === 1) {
+      await gate.promise;
+      throw new ProxyError("connect", "Cannot connect to upstream: refused");
+    }
+    await second.promise;
+    return new Response(`v${n}`, { headers: { "cache-control": "max-age=60" } });
+  });
+  const leader = c.get("/f");
+  const followers = Array.from({ length: 3 }, () => c.get("/f"));
+  const filling = c.snapshot.router.entries[0].value.cache!.filling;
+  await waitFor(() => [...filling.values()][0]?.waiters === 3, { what: "three waiting requests" });
+  gate.resolve();
+  assert.equal((await leader).res.status, 502);
+  await waitFor(() => [...filling.values()][0]?.waiters === 2 || c.sent.length > 2, {
+    what: "the next fetch, waited for",
+  });
+  second.resolve();
+  const got = await Promise.all(followers);
+  assert.deepEqual(got.map((f) => f.text), ["v2", "v2", "v2"]);
+  assert.equal(c.sent.length, 2);
+});
