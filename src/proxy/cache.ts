@@ -196,7 +196,7 @@ export async function cachedProxy(
       try {
         return await revalidate(ctx, deps, x);
       } catch (err) {
-        claimed?.release();
+        if (claimed) failed(claimed);
         throw err;
       }
     }
@@ -210,9 +210,9 @@ export async function cachedProxy(
     return res;
   }
   // Collapsing (RFC 9111 §4): while another request fetches this entry, wait for it rather
-  // than send the same request upstream again. One that ended with nothing stored (it failed,
-  // its client left early) may have been followed at once by another waiting request's: the
-  // others wait for that one (as nginx's cache lock), within the same COLLAPSE_WAIT_MS.
+  // than send the same request upstream again. One that failed (an error, its client left
+  // before its head) is followed at once by another waiting request's fetch: the others wait
+  // for that one (as nginx's cache lock), within the same COLLAPSE_WAIT_MS.
   const waitStart = deps.clock.monotonic();
   for (
     let filling = policy.filling.get(lock);
@@ -234,7 +234,9 @@ export async function cachedProxy(
         return fromStore(ctx, got, { age, status: `${NAME}; hit; ttl=${ttl}; collapsed` });
       }
     }
-    if (!settled) break;
+    // Nothing stored for a reason of the answer's own or its request's (Authorization, a 304 to
+    // its client's condition): the others go on together, never one after another.
+    if (!settled || !filling.failed) break;
   }
   metric(entry ? "stale" : "miss");
   const stale = entry ? vary : undefined;
@@ -245,7 +247,7 @@ export async function cachedProxy(
   try {
     return await forwardAndStore(ctx, deps, x);
   } catch (err) {
-    release();
+    failed(x);
     throw err;
   }
 }
@@ -275,6 +277,15 @@ function rangeFromStore(
     status: `${NAME}; hit; ttl=${ttl}`,
     range: { value: range, ifRange: x.view("if-range") },
   });
+}
+
+/**
+ * Lets the requests waiting for a fill go on after it failed (an error, a failing status a stale
+ * entry stood in for): the first of them fetches, the others wait for it.
+ */
+function failed(x: { fill?: Fill; release?: (uncacheable?: boolean) => void }): void {
+  if (x.fill) x.fill.failed = true;
+  x.release?.();
 }
 
 /** Resolves when `p` settles (true) or `ms` pass (false), whichever is first. */
@@ -365,7 +376,7 @@ async function revalidate(
     detached?.done();
   } catch (err) {
     detached?.done();
-    x.release?.();
+    failed(x);
     const stale = staleOnError(ctx, deps, entry, { err });
     if (!stale) throw err;
     counted(ctx, deps, "stale");
@@ -373,7 +384,7 @@ async function revalidate(
   }
   const instead = await staleInstead(ctx, deps, entry, res);
   if (instead) {
-    x.release?.();
+    failed(x);
     counted(ctx, deps, "stale");
     return instead;
   }
@@ -411,12 +422,12 @@ async function forwardAndStore(
     detached?.done();
     const stale = x.entry && staleOnError(ctx, deps, x.entry, { err });
     if (!stale) throw err;
-    x.release?.();
+    failed(x);
     return stale;
   }
   const instead = x.entry && await staleInstead(ctx, deps, x.entry, res);
   if (instead) {
-    x.release?.();
+    failed(x);
     return instead;
   }
   return admit(ctx, deps, res, { ...x, requestTime, since });

@@ -26,6 +26,8 @@ export interface Fill {
   settled: Promise<void>;
   /** Requests waiting for it. */
   waiters: number;
+  /** It failed (cache.ts): a waiting request fetches again, and the others wait for that one. */
+  failed?: boolean;
   /** Called when the last waiting request stops waiting (see fillSignal). */
   idle?: () => void;
 }

@@ -650,3 +650,25 @@ Deno.test("cache: when the fetch others wait for fails, one of them fetches for 
   assert.deepEqual(got.map((f) => f.text), ["v2", "v2", "v2"]);
   assert.equal(c.sent.length, 2);
 });
+
+Deno.test("cache: requests whose answers are kept from the store by their own Authorization do not queue", async () => {
+  // The leader's answer was not stored because of its own request (Authorization): the others go
+  // upstream together, not one after another.
+  const gate = Promise.withResolvers<void>();
+  const rest = Promise.withResolvers<void>();
+  const c = setup(async (_r, n) => {
+    await (n === 1 ? gate.promise : rest.promise);
+    return new Response("mine", { headers: { "cache-control": "max-age=60" } });
+  });
+  const auth = { headers: { authorization: "Bearer t" } };
+  const leader = c.get("/a", auth);
+  const followers = Array.from({ length: 3 }, () => c.get("/a", auth));
+  const filling = c.snapshot.router.entries[0].value.cache!.filling;
+  await waitFor(() => [...filling.values()][0]?.waiters === 3, { what: "three waiting requests" });
+  gate.resolve();
+  await leader;
+  // Well within COLLAPSE_WAIT_MS, after which waiting requests go upstream anyway.
+  await waitFor(() => c.sent.length === 4, { what: "the three sent together", timeoutMs: 2_000 });
+  rest.resolve();
+  for (const f of await Promise.all(followers)) assert.equal(f.text, "mine");
+});
