@@ -130,6 +130,11 @@ export async function cachedProxy(
       metric("hit");
       return hit;
     }
+    // RFC 9111 §5.2.1.7: the stored answer or 504, never the upstream.
+    if (parseCacheControl(view("cache-control")).has("only-if-cached")) {
+      metric("miss");
+      return onlyIfCachedMiss(ctx, "bypass");
+    }
     metric("bypass");
     const res = withoutTagFields(await proxyAction(ctx, deps, route));
     return withStatus(res, `${NAME}; fwd=bypass`);
@@ -203,11 +208,7 @@ export async function cachedProxy(
   }
   if (needs.onlyIfCached) {
     metric("miss");
-    const res = errorResponse("timeout", ctx.requestId, {
-      message: "Not in the cache (the request said only-if-cached)",
-    });
-    res.headers.set("cache-status", `${NAME}; fwd=${fwd}; detail=only-if-cached`);
-    return res;
+    return onlyIfCachedMiss(ctx, fwd);
   }
   // Collapsing (RFC 9111 §4): while another request fetches this entry, wait for it rather
   // than send the same request upstream again. One that failed (an error, its client left
@@ -277,6 +278,15 @@ function rangeFromStore(
     status: `${NAME}; hit; ttl=${ttl}`,
     range: { value: range, ifRange: x.view("if-range") },
   });
+}
+
+/** The 504 for an only-if-cached request the store cannot answer (RFC 9111 §5.2.1.7). */
+function onlyIfCachedMiss(ctx: RequestContext, fwd: string): Response {
+  const res = errorResponse("timeout", ctx.requestId, {
+    message: "Not in the cache (the request said only-if-cached)",
+  });
+  res.headers.set("cache-status", `${NAME}; fwd=${fwd}; detail=only-if-cached`);
+  return res;
 }
 
 /**

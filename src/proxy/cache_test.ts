@@ -280,6 +280,14 @@ Deno.test("cache: request no-cache and max-age=0 revalidate; only-if-cached neve
   const miss = await c.get("/o", { headers: { "cache-control": "only-if-cached" } });
   assert.equal(miss.res.status, 504);
   assert.equal(c.sent.length, 0);
+  // Nor one the store cannot answer (RFC 9111 §5.2.1.7: the stored answer or 504).
+  const passedBy: Record<string, string>[] = [{ "if-match": '"e"' }, { range: "bytes=0-0" }];
+  for (const h of passedBy) {
+    const passed = await c.get("/o", { headers: { "cache-control": "only-if-cached", ...h } });
+    assert.equal(passed.res.status, 504);
+    assert.match(passed.res.headers.get("cache-status")!, /detail=only-if-cached/);
+  }
+  assert.equal(c.sent.length, 0);
   await c.get("/o");
   const forced = await c.get("/o", { headers: { "cache-control": "no-cache" } });
   // The entry was fresh: the request's directive sent it on (RFC 9211 fwd=request).
