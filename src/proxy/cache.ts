@@ -6,7 +6,8 @@
 // comparison. RFC 9111 rules are in domain/cache_control.ts, the bounded store in
 // domain/response_cache.ts, what is read of the request in cache_request.ts, the answers built from
 // entries and the copying of miss bodies in cache_response.ts, claiming and storing entries in
-// cache_fill.ts, stale-while-revalidate and stale-if-error in cache_stale.ts.
+// cache_fill.ts, stale-while-revalidate and stale-if-error in cache_stale.ts, ranges of stored
+// answers in cache_range.ts.
 
 import {
   parseCacheControl,
@@ -17,6 +18,7 @@ import {
 import type { ResponseCache, StoredResponse } from "../domain/response_cache.ts";
 import { keyHash } from "../domain/response_cache.ts";
 import { fromStore, NAME, withStatus } from "./cache_response.ts";
+import { rangeFromStore } from "./cache_range.ts";
 import {
   BYPASS,
   carriesBody,
@@ -251,33 +253,6 @@ export async function cachedProxy(
     failed(x);
     throw err;
   }
-}
-
-/**
- * A GET's Range (and If-Range) answered from a fresh stored 200, as nginx's and Varnish's caches
- * do: 206, 416, or the whole answer (fromStore); undefined when nothing fresh is stored for it
- * (or the request is no GET, or wants the origin), and it goes upstream as it is.
- */
-function rangeFromStore(
-  ctx: RequestContext,
-  deps: PipelineDeps,
-  x: { route: UpstreamRoute; policy: CachePolicy; view: (name: string) => string | null },
-): Response | undefined {
-  const range = x.view("range");
-  if (ctx.req.method !== "GET" || range === null) return undefined;
-  const entry = lookup(x.policy.store, primaryKey(ctx, x.route), x.view);
-  if (!entry || entry.status !== 200) return undefined;
-  const needs = requestNeeds(parseCacheControl(x.view("cache-control")));
-  const age = entry.initialAge + Math.max(0, deps.clock.now() - entry.responseTime);
-  if (!usableWithoutOrigin({ age, lifetime: entry.lifetime, noCache: entry.noCache }, needs)) {
-    return undefined;
-  }
-  const ttl = Math.floor((entry.lifetime - age) / 1000);
-  return fromStore(ctx, entry, {
-    age,
-    status: `${NAME}; hit; ttl=${ttl}`,
-    range: { value: range, ifRange: x.view("if-range") },
-  });
 }
 
 /** The 504 for an only-if-cached request the store cannot answer (RFC 9111 §5.2.1.7). */

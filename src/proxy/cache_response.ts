@@ -10,7 +10,7 @@ import {
   staleIfErrorWindow,
   staleWhileRevalidateWindow,
 } from "../domain/cache_control.ts";
-import { parseHttpDate, parseRange } from "../domain/conditional.ts";
+import { parseHttpDate } from "../domain/conditional.ts";
 import type { StoredResponse } from "../domain/response_cache.ts";
 import { tagRequest } from "../domain/errors.ts";
 import { BODY_BYTES, BODY_REPLACED } from "../ports.ts";
@@ -18,6 +18,7 @@ import type { BodyCounter, CountedResponse } from "../ports.ts";
 import type { RequestContext } from "./context.ts";
 import { REPRESENTATION } from "./filters/compress.ts";
 import type { RepresentingResponse } from "./filters/compress.ts";
+import { rangeOf } from "./cache_range.ts";
 
 /** Cache-Status member name (RFC 9211 §2). */
 export const NAME = "prox";
@@ -293,22 +294,8 @@ export function fromStore(
     };
     return res;
   }
-  if (o.range && entry.status === 200 && ifRangeHolds(o.range.ifRange, entry)) {
-    // RFC 9110 §14.2: one range; several, or a malformed one, get the whole answer.
-    const size = entry.body.byteLength;
-    const asked = parseRange(o.range.value, size);
-    if (asked.kind === "unsatisfiable") {
-      const h = new Headers({ "content-range": `bytes */${size}` });
-      h.set("cache-status", o.status);
-      return new Response(null, { status: 416, headers: h });
-    }
-    if (asked.kind === "range") {
-      headers.set("content-range", `bytes ${asked.start}-${asked.end}/${size}`);
-      headers.set("content-length", String(asked.end - asked.start + 1));
-      const body = entry.body.subarray(asked.start, asked.end + 1);
-      return new Response(body, { status: 206, headers });
-    }
-  }
+  const ranged = o.range && entry.status === 200 && rangeOf(entry, headers, o.range, o.status);
+  if (ranged) return ranged;
   const init = { status: entry.status, statusText: entry.statusText, headers };
   if (NULL_BODY.has(entry.status)) return new Response(null, init);
   if (ctx.req.method === "HEAD") {
@@ -349,27 +336,6 @@ function clientCondition(headers: Headers, entry: StoredResponse, now: number): 
   const since = parseHttpDate(ims.trim(), now);
   const modified = parseHttpDate(entry.lastModified.trim(), now);
   return since !== null && modified !== null && modified <= since;
-}
-
-/**
- * Whether an If-Range lets a range of the stored entry be sent (RFC 9110 §13.1.5): absent, an
- * entity tag equal to the entry's by strong comparison, or exactly its Last-Modified when that
- * is a strong validator (a second or more before its Date, §8.8.2.2).
- */
-function ifRangeHolds(value: string | null, entry: StoredResponse): boolean {
-  if (value === null) return true;
-  const v = value.trim();
-  if (v.startsWith("W/")) return false;
-  if (v.startsWith('"')) {
-    return entry.etag !== null && !entry.etag.startsWith("W/") && v === entry.etag.trim();
-  }
-  if (entry.lastModified === null) return false;
-  const at = entry.responseTime;
-  const since = parseHttpDate(v, at);
-  const modified = parseHttpDate(entry.lastModified.trim(), at);
-  const dateField = entry.headers.find(([k]) => k === "date")?.[1];
-  const dated = dateField === undefined ? null : parseHttpDate(dateField.trim(), at);
-  return since !== null && since === modified && dated !== null && modified + 1000 <= dated;
 }
 
 /** An entity tag without its weakness marker, for weak comparison (RFC 9110 §8.8.3.2). */
