@@ -203,7 +203,7 @@ export async function cachedProxy(
       try {
         return await revalidate(ctx, deps, x);
       } catch (err) {
-        if (claimed) failed(claimed);
+        if (claimed) failed(claimed, { err });
         throw err;
       }
     }
@@ -236,6 +236,12 @@ export async function cachedProxy(
         const ttl = Math.floor((got.lifetime - age) / 1000);
         return fromStore(ctx, got, { age, status: `${NAME}; hit; ttl=${ttl}; collapsed` });
       }
+      // The fetch failed as this request's would: a stale entry stands in as it did for that one.
+      const stale = filling.failed && staleOnError(ctx, deps, got, filling.failed);
+      if (stale) {
+        metric("stale");
+        return stale;
+      }
     }
     // Nothing stored for a reason of the answer's own or its request's (Authorization, a 304 to
     // its client's condition): the others go on together, never one after another.
@@ -250,7 +256,7 @@ export async function cachedProxy(
   try {
     return await forwardAndStore(ctx, deps, x);
   } catch (err) {
-    failed(x);
+    failed(x, { err });
     throw err;
   }
 }
@@ -268,8 +274,11 @@ function onlyIfCachedMiss(ctx: RequestContext, fwd: string): Response {
  * Lets the requests waiting for a fill go on after it failed (an error, a failing status a stale
  * entry stood in for): the first of them fetches, the others wait for it.
  */
-function failed(x: { fill?: Fill; release?: (uncacheable?: boolean) => void }): void {
-  if (x.fill) x.fill.failed = true;
+function failed(
+  x: { fill?: Fill; release?: (uncacheable?: boolean) => void },
+  why: { err?: unknown; status?: number },
+): void {
+  if (x.fill) x.fill.failed = why;
   x.release?.();
 }
 
@@ -361,7 +370,7 @@ async function revalidate(
     detached?.done();
   } catch (err) {
     detached?.done();
-    failed(x);
+    failed(x, { err });
     const stale = staleOnError(ctx, deps, entry, { err });
     if (!stale) throw err;
     counted(ctx, deps, "stale");
@@ -369,7 +378,7 @@ async function revalidate(
   }
   const instead = await staleInstead(ctx, deps, entry, res);
   if (instead) {
-    failed(x);
+    failed(x, { status: res.status });
     counted(ctx, deps, "stale");
     return instead;
   }
@@ -407,12 +416,12 @@ async function forwardAndStore(
     detached?.done();
     const stale = x.entry && staleOnError(ctx, deps, x.entry, { err });
     if (!stale) throw err;
-    failed(x);
+    failed(x, { err });
     return stale;
   }
   const instead = x.entry && await staleInstead(ctx, deps, x.entry, res);
   if (instead) {
-    failed(x);
+    failed(x, { status: res.status });
     return instead;
   }
   return admit(ctx, deps, res, { ...x, requestTime, since });

@@ -27,7 +27,7 @@ export interface Fill {
   /** Requests waiting for it. */
   waiters: number;
   /** It failed (cache.ts): a waiting request fetches again, and the others wait for that one. */
-  failed?: boolean;
+  failed?: { err?: unknown; status?: number };
   /** Called when the last waiting request stops waiting (see fillSignal). */
   idle?: () => void;
 }

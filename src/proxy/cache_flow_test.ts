@@ -672,3 +672,27 @@ Deno.test("cache: requests whose answers are kept from the store by their own Au
   rest.resolve();
   for (const f of await Promise.all(followers)) assert.equal(f.text, "mine");
 });
+
+Deno.test("cache: requests that waited for a fetch that failed get the stale entry its stale-if-error allows", async () => {
+  // Each would otherwise ask the upstream that just failed again, one after another.
+  const gate = Promise.withResolvers<void>();
+  const c = setup(async (_r, n) => {
+    if (n === 1) {
+      return new Response("b1", { headers: { "cache-control": "max-age=10, stale-if-error=60" } });
+    }
+    if (n === 2) await gate.promise;
+    throw new ProxyError("connect", "Cannot connect to upstream: refused");
+  });
+  await c.get("/e");
+  c.clock.t += 20_000;
+  const leader = c.get("/e");
+  const followers = Array.from({ length: 3 }, () => c.get("/e"));
+  const filling = c.snapshot.router.entries[0].value.cache!.filling;
+  await waitFor(() => [...filling.values()][0]?.waiters === 3, { what: "three waiting requests" });
+  gate.resolve();
+  for (const f of [await leader, ...await Promise.all(followers)]) {
+    assert.equal(f.text, "b1");
+    assert.match(f.res.headers.get("cache-status")!, /detail=stale-if-error/);
+  }
+  assert.equal(c.sent.length, 2);
+});
