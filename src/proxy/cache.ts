@@ -213,9 +213,9 @@ export async function cachedProxy(
     return onlyIfCachedMiss(ctx, fwd);
   }
   // Collapsing (RFC 9111 §4): while another request fetches this entry, wait for it rather
-  // than send the same request upstream again. One that failed (an error, its client left
-  // before its head) is followed at once by another waiting request's fetch: the others wait
-  // for that one (as nginx's cache lock), within the same COLLAPSE_WAIT_MS.
+  // than send the same request upstream again. One that failed (an error, or a failing status a
+  // stale entry stood in for) is followed at once by another waiting request's fetch: the others
+  // wait for that one (as nginx's cache lock), within the same COLLAPSE_WAIT_MS.
   const waitStart = deps.clock.monotonic();
   for (
     let filling = policy.filling.get(lock);
