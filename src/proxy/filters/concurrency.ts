@@ -32,6 +32,13 @@ const states = new WeakMap<PipelineDeps, Map<string, Map<string, number>>>();
 const LOG_INTERVAL_MS = 10_000;
 const logged = new WeakMap<PipelineDeps, Map<string, number>>();
 
+/** Client keys holding slots, over all routes: the maps' size, for tests. */
+export function slotsInUse(deps: PipelineDeps): number {
+  let n = 0;
+  for (const counts of states.get(deps)?.values() ?? []) n += counts.size;
+  return n;
+}
+
 /**
  * Takes a slot for the request, setting `ctx.release`, or answers it: `status_code` when its key
  * has `max` requests in progress (with `Retry-After: 1`), or when the key is missing and
