@@ -104,6 +104,11 @@ export class H3Connection {
     return this.#requests.size;
   }
 
+  /** Urgencies held for request streams not open yet (bounded: the newest 128), for tests. */
+  get pendingUrgencies(): number {
+    return this.#pendingUrgency.size;
+  }
+
   /** When the last response was written (Date.now()); now while one is in flight. */
   get lastActive(): number {
     return this.#requests.size > 0 ? Date.now() : this.#lastResponseAt;

@@ -4,6 +4,7 @@ import { encodeFrame, encodeSettings, FrameType, H3Error, StreamType } from "./f
 import { encodeFieldSection } from "./qpack.ts";
 import { serveRequest } from "./request.ts";
 import { silentLogger } from "../../ports.ts";
+import { encodeVarint } from "./varint.ts";
 
 /**
  * A peer stream as Deno makes one: a byte stream that hands 64 KiB to each pull unless the
@@ -251,6 +252,51 @@ Deno.test("H3Connection.goaway does not wait on a control stream the peer gives 
   clearTimeout(timer);
   assert.equal(outcome, "sent");
   h3.close();
+  await served;
+  await h3.closed;
+});
+
+Deno.test("H3Connection: PRIORITY_UPDATEs for thousands of streams never opened keep the newest 128", async () => {
+  const closed = Promise.withResolvers<Deno.QuicCloseInfo>();
+  const control = fedStream();
+  const idle = (c: ReadableStreamDefaultController) => closed.promise.then(() => c.close());
+  const conn = {
+    closed: closed.promise,
+    remoteAddr: { transport: "udp", hostname: "127.0.0.1", port: 1 },
+    incomingUnidirectionalStreams: new ReadableStream({
+      start: (c) => c.enqueue(control.stream),
+      pull: idle,
+    }),
+    incomingBidirectionalStreams: new ReadableStream({ pull: idle }),
+    createUnidirectionalStream: () => Promise.resolve(new WritableStream()),
+    close: (info: Deno.QuicCloseInfo) => closed.resolve(info),
+  } as unknown as Deno.QuicConn;
+  const h3 = new H3Connection(conn, {
+    handler: () => Promise.resolve(new Response("ok")),
+    logger: silentLogger,
+    localPort: 443,
+    limits: {
+      maxFieldSectionSize: 16384,
+      maxControlFrame: 16384,
+      headerTimeoutMs: 1000,
+      keepAliveMs: 0,
+    },
+  });
+  const served = h3.serve();
+  control.push(Uint8Array.of(StreamType.CONTROL, ...encodeSettings([])));
+  // A client may announce urgencies ahead of its streams (RFC 9218 §7.1); one that names stream
+  // ids it never opens must not grow the connection's memory.
+  const u = new TextEncoder().encode("u=1");
+  for (let i = 0; i < 5_000; i++) {
+    control.push(
+      encodeFrame(FrameType.PRIORITY_UPDATE, Uint8Array.of(...encodeVarint(4 * i), ...u)),
+    );
+  }
+  // A DATA frame closes the connection with a known code once the updates before it were read.
+  control.push(encodeFrame(FrameType.DATA, new Uint8Array(0)));
+  const info = await closed.promise;
+  assert.equal(info.closeCode, H3Error.FRAME_UNEXPECTED, info.reason);
+  assert.equal(h3.pendingUrgencies, 128);
   await served;
   await h3.closed;
 });
