@@ -310,6 +310,11 @@ export class H2Connection {
     return this.#closed;
   }
 
+  /** Closed streams remembered (at most ENDED_KEPT) and skipped id ranges (SKIPPED_KEPT), for tests. */
+  get remembered(): { ended: number; skipped: number } {
+    return { ended: this.#ended.size, skipped: this.#skipped.length / 2 };
+  }
+
   /**
    * Serves the connection: `first` is what was read of it already (by whoever chose HTTP/2 for
    * it), which must begin with the client preface, or be a prefix of it.

@@ -8,15 +8,19 @@ import { ErrorCode, FRAME_HEADER, FrameType, FrameWriter, PREFACE } from "./fram
 class FakeSocket implements H2Socket {
   written: number[] = [];
   #fed = false;
+  #at = 0;
   #end: (() => void) | null = null;
 
   constructor(readonly feed: Uint8Array) {}
 
   read(p: Uint8Array): Promise<number> {
     if (!this.#fed) {
-      this.#fed = true;
-      p.set(this.feed);
-      return Promise.resolve(this.feed.length);
+      // As much as the engine's buffer takes: a long feed comes over several reads.
+      const n = Math.min(p.length, this.feed.length - this.#at);
+      p.set(this.feed.subarray(this.#at, this.#at + n));
+      this.#at += n;
+      this.#fed = this.#at === this.feed.length;
+      return Promise.resolve(n);
     }
     return new Promise((resolve) => this.#end = () => resolve(0));
   }
@@ -72,4 +76,35 @@ Deno.test("H2Connection: a stream refused for a drain is not named in the drain'
   const rst = out.find(([type, id]) => type === FrameType.RST_STREAM && id === 1);
   assert.equal(rst && u32(rst[2]), ErrorCode.REFUSED_STREAM);
   assert.equal(goaway && u32(goaway[2]), 0);
+});
+
+Deno.test("H2Connection: streams refused by the hundred, their ids far apart, are remembered within bounds", async () => {
+  // Each refused stream is remembered as closed (so frames crossing its RST_STREAM are ignored),
+  // and each gap in the ids as skipped: a client chooses both, so both are capped.
+  const w = new FrameWriter();
+  w.frame(FrameType.SETTINGS, 0, 0);
+  for (let i = 0; i < 900; i++) {
+    // :method GET, :scheme http, :path /, :authority "a" (indexed after the first); ids 4 apart.
+    const block = i === 0
+      ? Uint8Array.of(0x82, 0x86, 0x84, 0x41, 0x01, 0x61)
+      : Uint8Array.of(0x82, 0x86, 0x84, 0xbe);
+    w.headers(1 + 4 * i, block, true, 16384);
+  }
+  const frames = w.take();
+  const feed = new Uint8Array(PREFACE.length + frames.length);
+  feed.set(PREFACE);
+  feed.set(frames, PREFACE.length);
+  const socket = new FakeSocket(feed);
+  const env: H2Env = {
+    handler: () => Promise.resolve(new Response("x")),
+    logger: silentLogger,
+    localPort: 0,
+    tls: false,
+    draining: () => true,
+  };
+  const conn = new H2Connection(socket, env, { hostname: "127.0.0.1", port: 1 });
+  await conn.run();
+  const resets = socket.frames().filter(([type]) => type === FrameType.RST_STREAM);
+  assert.equal(resets.length, 900, "every stream was read and refused");
+  assert.deepEqual(conn.remembered, { ended: 256, skipped: 16 });
 });
