@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import {
   checkJwtAuth,
   compileJwtAuth,
+  MAX_VERIFIED,
   TokenCaches,
   withoutCookie,
   withoutParam,
@@ -154,4 +155,35 @@ Deno.test("checkJwtAuth: a public JWK Set given as secret_file does not verify H
   const sig = new Uint8Array(await crypto.subtle.sign("HMAC", key, enc.encode(input)));
   const res = await checkJwtAuth(ctxWith(`${input}.${b64(sig)}`), deps, auth);
   assert.equal(res?.status, 401);
+});
+
+Deno.test("checkJwtAuth: distinct tokens past MAX_VERIFIED keep the cache at its bound, refused ones are not kept", async () => {
+  const auth = compileJwtAuth(JwtAuth.parse({ secret_env: "S" }), { env: () => SECRET });
+  const key = await crypto.subtle.importKey(
+    "raw",
+    enc.encode(SECRET),
+    { name: "HMAC", hash: "SHA-256" },
+    false,
+    ["sign"],
+  );
+  const header = b64(enc.encode('{"alg":"HS256"}'));
+  const sign = async (sub: string) => {
+    const input = `${header}.${b64(enc.encode(JSON.stringify({ sub, exp: wall / 1000 + 600 })))}`;
+    const sig = new Uint8Array(await crypto.subtle.sign("HMAC", key, enc.encode(input)));
+    return `${input}.${b64(sig)}`;
+  };
+  // Every client holds its own token: the cache of verified ones grows with them, to its bound.
+  for (let i = 0; i < MAX_VERIFIED + 100; i++) {
+    assert.equal(await checkJwtAuth(ctxWith(await sign(`u${i}`)), deps, auth), undefined);
+  }
+  assert.equal(auth.verified.size, MAX_VERIFIED);
+  // A token signed by anyone else, or not a token at all: refused, nothing kept.
+  const verified = new Set(auth.verified.keys());
+  for (let i = 0; i < 500; i++) {
+    const forged = (await sign(`f${i}`)).slice(0, -4) + "AAAA";
+    assert.equal((await checkJwtAuth(ctxWith(forged), deps, auth))?.status, 401);
+    assert.equal((await checkJwtAuth(ctxWith(`junk${i}`), deps, auth))?.status, 401);
+  }
+  assert.deepEqual(new Set(auth.verified.keys()), verified);
+  assert.equal(auth.pending.size, 0);
 });
