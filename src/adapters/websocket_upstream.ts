@@ -35,7 +35,7 @@ export interface UpstreamSocket {
   /** Starts delivering events (messages that arrived earlier are delivered first). */
   start(h: UpstreamHandlers): void;
   send(data: WsData): void;
-  /** Bytes given to send() and not yet written to the socket. */
+  /** Bytes given to send() and not yet written to the socket (each message MESSAGE_COST more). */
   buffered(): number;
   /**
    * Sends the close frame; with `flush`, only once the messages given to send() are written
@@ -83,6 +83,13 @@ export function dropConnection(socket: object): boolean {
 export interface Refusal {
   refused: number;
 }
+
+/**
+ * What a message waiting to be written counts for in `buffered()`, over its bytes: its frame and
+ * the queue's bookkeeping. Empty or one-byte messages otherwise counted (next to) nothing, and a
+ * client flooding an upstream that does not read queued them without bound under the 1013 cap.
+ */
+export const MESSAGE_COST = 128;
 
 /** Byte length of a message (UTF-8 for text). */
 export function byteLength(data: WsData): number {
@@ -286,7 +293,7 @@ async function openStream(t: WebSocketProxyRequest): Promise<UpstreamSocket | Re
       })();
     },
     send(data) {
-      const n = byteLength(data);
+      const n = byteLength(data) + MESSAGE_COST;
       pending += n;
       written = writer.write(data).then(() => pending -= n, () => pending -= n);
     },
@@ -352,7 +359,7 @@ async function openWithClient(
     const data = typeof e.data === "string" ? e.data : new Uint8Array(e.data as ArrayBuffer);
     if (handlers) return void handlers.message(data);
     early.push(data); // only until start(), which follows the client's upgrade at once
-    earlyBytes += byteLength(data);
+    earlyBytes += byteLength(data) + MESSAGE_COST;
     if (earlyBytes > earlyCap) ws.close(1000, "Too much data before the client opened");
   };
   const err = await opened;

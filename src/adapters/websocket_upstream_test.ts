@@ -1,6 +1,13 @@
 import assert from "node:assert/strict";
 import type { UpstreamTls, WebSocketProxyRequest } from "../ports.ts";
-import { byteLength, clip, connectUpstream, exceeds, upstreamClose } from "./websocket_upstream.ts";
+import {
+  byteLength,
+  clip,
+  connectUpstream,
+  exceeds,
+  MESSAGE_COST,
+  upstreamClose,
+} from "./websocket_upstream.ts";
 
 Deno.test("upstreamClose passes 1000 and 3000-4999, maps other codes to 1000 with the code, keeps 1005 (no code)", () => {
   assert.deepEqual(upstreamClose(1000, "bye"), { code: 1000, reason: "bye" });
@@ -75,5 +82,73 @@ Deno.test("connectUpstream: a wss upstream's TLS failure is worded as HTTP upstr
       await fails(plain.addr.port, tls),
       new RegExp(`^${at(plain.addr.port)}no TLS there, the port may serve plain HTTP`),
     );
+  }
+});
+
+Deno.test("connectUpstream: queued messages count toward buffered() however small, so the 1013 cap bounds their number", async () => {
+  await using up = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen() {} },
+    (req) => Deno.upgradeWebSocket(req).response,
+  );
+  const socket = await connectUpstream({
+    url: new URL(`ws://127.0.0.1:${up.addr.port}/`),
+    headers: new Headers(),
+    protocols: [],
+    route: "/",
+    connectTimeout: 2_000,
+    limits: { maxMessageSize: 1 << 20 } as unknown as WebSocketProxyRequest["limits"],
+  });
+  assert.ok(!("refused" in socket));
+  // Written one at a time: all but the first wait in the stream's queue, each holding memory
+  // (the queue's entry, its promise) whatever its length. Empty ones counted nothing.
+  for (let i = 0; i < 10_000; i++) socket.send("");
+  assert.ok(socket.buffered() >= 10_000 * MESSAGE_COST, String(socket.buffered()));
+  const closed = Promise.withResolvers<void>();
+  socket.start({ message() {}, closed: () => closed.resolve() });
+  socket.close(1000, "done", { flush: true });
+  await closed.promise;
+  assert.equal(socket.buffered(), 0);
+});
+
+Deno.test("connectUpstream: an upstream flooding empty messages before the client opens is cut off", async () => {
+  const dir = new URL("../../tests/fixtures/tls/", import.meta.url);
+  const read = (f: string) => Deno.readTextFileSync(new URL(f, dir));
+  const seen = Promise.withResolvers<{ code: number; reason: string }>();
+  await using up = Deno.serve({
+    hostname: "127.0.0.1",
+    port: 0,
+    cert: read("cert.pem"),
+    key: read("key.pem"),
+    onListen() {},
+  }, (req) => {
+    const { socket, response } = Deno.upgradeWebSocket(req);
+    socket.onopen = () => {
+      for (let i = 0; i < 20_000 && socket.readyState === socket.OPEN; i++) socket.send("");
+    };
+    socket.onclose = (e) => seen.resolve({ code: e.code, reason: e.reason });
+    return response;
+  });
+  // A CA file: Deno's WebSocket client, whose messages wait in a queue until start().
+  const socket = await connectUpstream({
+    url: new URL(`wss://localhost:${up.addr.port}/`),
+    headers: new Headers(),
+    protocols: [],
+    route: "/",
+    connectTimeout: 2_000,
+    tls: { caCerts: [read("ca.pem")] },
+    limits: { maxMessageSize: 1024 } as unknown as WebSocketProxyRequest["limits"],
+  });
+  assert.ok(!("refused" in socket));
+  // The client's upgrade has not come (start() not called): 20,000 messages of no bytes held
+  // 20,000 queue entries, counted as nothing against the 1 MiB allowed before it.
+  const timeout = setTimeout(() => seen.reject(new Error("the upstream was never cut off")), 5_000);
+  try {
+    assert.deepEqual(await seen.promise, {
+      code: 1000,
+      reason: "Too much data before the client opened",
+    });
+  } finally {
+    clearTimeout(timeout);
+    socket.close(1000, "");
   }
 });
