@@ -22,7 +22,14 @@ class FakeSocket implements H2Socket {
       this.#fed = this.#at === this.feed.length;
       return Promise.resolve(n);
     }
+    this.#idle?.();
     return new Promise((resolve) => this.#end = () => resolve(0));
+  }
+
+  #idle: (() => void) | null = null;
+  /** Resolves once the engine has read the whole feed and waits for more. */
+  idle(): Promise<void> {
+    return new Promise((resolve) => this.#idle = resolve);
   }
 
   write(p: Uint8Array): Promise<number> {
@@ -107,4 +114,54 @@ Deno.test("H2Connection: streams refused by the hundred, their ids far apart, ar
   const resets = socket.frames().filter(([type]) => type === FrameType.RST_STREAM);
   assert.equal(resets.length, 900, "every stream was read and refused");
   assert.deepEqual(conn.remembered, { ended: 256, skipped: 16 });
+});
+
+Deno.test("H2Connection: a body trickled in one-byte DATA frames that nobody reads is held in few chunks", async () => {
+  // 10,000 frames of one byte each are 90 KB on the wire, well within the stream's window; held
+  // as a chunk each they were 10,000 buffers (some 200 bytes of objects apiece, and a queue whose
+  // shift() walks them all), a thousandfold over the bytes the window allows.
+  const w = new FrameWriter();
+  w.frame(FrameType.SETTINGS, 0, 0);
+  // :method POST (literal, indexed name 2), :scheme http, :path /, :authority "a"; no END_STREAM.
+  w.headers(
+    1,
+    Uint8Array.of(0x42, 0x04, 0x50, 0x4f, 0x53, 0x54, 0x86, 0x84, 0x41, 0x01, 0x61),
+    false,
+    16384,
+  );
+  for (let i = 0; i < 10_000; i++) w.frame(FrameType.DATA, 0, 1, Uint8Array.of(i & 0xff));
+  const frames = w.take();
+  const feed = new Uint8Array(PREFACE.length + frames.length);
+  feed.set(PREFACE);
+  feed.set(frames, PREFACE.length);
+  const socket = new FakeSocket(feed);
+  const idle = socket.idle();
+  const answered = Promise.withResolvers<Response>();
+  let body: ReadableStream<Uint8Array> | null = null;
+  const env: H2Env = {
+    handler: (req) => {
+      body = req.body;
+      return answered.promise; // the upstream has not read the body yet
+    },
+    logger: silentLogger,
+    localPort: 0,
+    tls: false,
+    draining: () => false,
+  };
+  const conn = new H2Connection(socket, env, { hostname: "127.0.0.1", port: 1 });
+  const run = conn.run();
+  await idle;
+  assert.ok(conn.queuedChunks <= 20, `${conn.queuedChunks} chunks`);
+  // What is read is the body as it came, byte for byte.
+  const reader = body!.getReader();
+  const got: number[] = [];
+  while (got.length < 10_000) {
+    const r = await reader.read();
+    if (r.done) break;
+    got.push(...r.value);
+  }
+  assert.deepEqual(got, Array.from({ length: 10_000 }, (_, i) => i & 0xff));
+  answered.resolve(new Response("ok"));
+  socket.close();
+  await run;
 });
