@@ -34,6 +34,7 @@ import {
   MAX_WINDOW,
   moveWindows,
   PREFACE,
+  queueCopy,
   Setting,
   settingsOf,
 } from "./h2/frames.ts";
@@ -160,7 +161,9 @@ interface Stream {
   status: number;
   fields: [string, string][];
   /** Response body bytes not yet read by the client. */
-  chunks: Uint8Array[];
+  chunks: Uint8Array<ArrayBuffer>[];
+  /** The last chunk when small payloads are being joined into its buffer (queueCopy). */
+  joined: Uint8Array<ArrayBuffer> | null;
   /** Wakes a read waiting for a chunk, the end or an error. */
   wake: (() => void) | null;
   error: ProxyError | null;
@@ -374,6 +377,7 @@ class Session {
       status: 0,
       fields: [],
       chunks: [],
+      joined: null,
       wake: null,
       error: null,
       remoteEnded: false,
@@ -1012,7 +1016,7 @@ class Session {
       }
       s.received += len - off;
       if (s.expected >= 0 && s.received > s.expected) return this.#lengthMismatch(s);
-      s.chunks.push(p.slice(off, len));
+      s.joined = queueCopy(s.chunks, s.joined, { bytes: p, start: off, end: len });
     }
     if (flags & Flag.END_STREAM) {
       if (s.expected >= 0 && s.received !== s.expected) return this.#lengthMismatch(s);

@@ -1180,3 +1180,36 @@ Deno.test("h2c: a lean answer whose body came whole with its head (no trailers) 
     await client.close();
   }
 });
+
+Deno.test("h2c: an answer trickled in one-byte DATA frames, unread meanwhile, is held in few chunks", async () => {
+  // 10,000 frames of one byte, within the stream's window: a buffer each while the client does
+  // not read held some 200 bytes of objects per byte (1.6 GB for the connection's 8 MiB window).
+  const N = 10_000;
+  const acked = Promise.withResolvers<void>();
+  await using up = h2Server(async (p) => {
+    const r = (await p.request())!;
+    const w = new FrameWriter();
+    p.head(w, r.stream, [[":status", "200"]], false);
+    for (let i = 0; i < N; i++) w.frame(FrameType.DATA, 0, r.stream, Uint8Array.of(i & 0xff));
+    w.frame(FrameType.DATA, Flag.END_STREAM, r.stream);
+    w.frame(FrameType.PING, 0, 0, new Uint8Array(8));
+    await p.send(w);
+    for (;;) {
+      const f = await p.frame();
+      if (f === null) return;
+      if (f.type === FrameType.PING && (f.flags & Flag.ACK)) acked.resolve();
+    }
+  });
+  const client = createUpstreamClient();
+  try {
+    const res = await client.send(request(`${up.url}/`, { protocol: "h2c" }));
+    await acked.promise; // every DATA frame was read by Prox, none by the client
+    const chunks: Uint8Array[] = [];
+    for await (const c of res.body!) chunks.push(c);
+    assert.ok(chunks.length <= 20, `${chunks.length} chunks`);
+    const got = chunks.flatMap((c) => [...c]);
+    assert.deepEqual(got, Array.from({ length: N }, (_, i) => i & 0xff));
+  } finally {
+    await client.close();
+  }
+});

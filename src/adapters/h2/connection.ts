@@ -42,6 +42,7 @@ import {
   MAX_WINDOW,
   moveWindows,
   PREFACE,
+  queueCopy,
   Setting,
   settingsOf,
 } from "./frames.ts";
@@ -55,8 +56,6 @@ export const MAX_STREAMS = 128;
 const STREAM_WINDOW = 256 * 1024;
 /** The connection's receive window: the most request body a connection buffers. */
 const CONNECTION_WINDOW = 1024 * 1024;
-/** DATA payloads smaller than this, queued unread behind a small chunk, are joined to it. */
-const JOIN_BELOW = 1024;
 /**
  * The read buffer a connection waits with (a request's HEADERS take a few hundred bytes, or tens
  * once the client's HPACK table holds its fields); a frame that does not fit grows it until it is
@@ -180,7 +179,7 @@ class Stream implements Reader {
   /** The request body's chunks not read yet. */
   queue: Uint8Array<ArrayBuffer>[] = [];
   queued = 0;
-  /** The queue's last chunk when small payloads are being joined into its buffer (#enqueue). */
+  /** The queue's last chunk when small payloads are being joined into its buffer (queueCopy). */
   joined: Uint8Array<ArrayBuffer> | null = null;
   /** Wakes a body read waiting for data. */
   wake: (() => void) | null = null;
@@ -1122,37 +1121,13 @@ export class H2Connection {
     if (data.length > 0) {
       if (s.bodyCancelled) this.#creditConnection(data.length);
       else {
-        this.#enqueue(s, data);
+        s.joined = queueCopy(s.queue, s.joined, { bytes: data, start: 0, end: data.length });
         s.queued += data.length;
         if (s.tunnel) this.#creditConnection(data.length);
       }
     }
     if (flags & Flag.END_STREAM) this.#bodyEnded(s);
     else s.wake?.();
-  }
-
-  /**
-   * Queues a DATA payload for the body's reader: a copy of its own, but a small one while small
-   * ones wait unread is joined to the one before it. A chunk per frame let one-byte frames hold
-   * some 200 bytes of buffer objects per byte of the window (200 MB for a connection's 1 MiB).
-   */
-  #enqueue(s: Stream, data: Uint8Array): void {
-    const q = s.queue;
-    const n = q.length;
-    if (n > 0 && data.length < JOIN_BELOW) {
-      const last = q[n - 1];
-      if (last.length < JOIN_BELOW) {
-        // Both under JOIN_BELOW: they fit a buffer of twice that, filled until it is no longer small.
-        const view = last === s.joined
-          ? new Uint8Array(last.buffer, 0, last.length + data.length)
-          : new Uint8Array(new ArrayBuffer(2 * JOIN_BELOW), 0, last.length + data.length);
-        if (view.buffer !== last.buffer) view.set(last);
-        view.set(data, last.length);
-        q[n - 1] = s.joined = view;
-        return;
-      }
-    }
-    q.push(data.slice());
   }
 
   #bodyEnded(s: Stream): void {

@@ -257,3 +257,36 @@ export class FrameWriter {
     }
   }
 }
+
+/** DATA payloads smaller than this, queued unread behind a small chunk, are joined to it. */
+export const JOIN_BELOW = 1024;
+
+/**
+ * Queues a copy of a DATA payload for a body's reader, but joins a small one to the small chunk
+ * unread before it (in a buffer of 2 × JOIN_BELOW, filled until that chunk is no longer small).
+ * A chunk per frame let one-byte frames hold some 200 bytes of buffer objects per byte of the
+ * window. `joined`: what the last call returned; returns the chunk to pass next time.
+ */
+export function queueCopy(
+  queue: Uint8Array<ArrayBuffer>[],
+  joined: Uint8Array<ArrayBuffer> | null,
+  data: { bytes: Uint8Array; start: number; end: number },
+): Uint8Array<ArrayBuffer> | null {
+  const { bytes, start, end } = data;
+  const size = end - start;
+  const n = queue.length;
+  const last = n > 0 ? queue[n - 1] : undefined;
+  if (last === undefined || size >= JOIN_BELOW || last.length >= JOIN_BELOW) {
+    queue.push(bytes.slice(start, end));
+    return null;
+  }
+  // Both under JOIN_BELOW: together they fit. Its own buffer only once the joined one has left
+  // the queue (read: the reader may hold its view).
+  const view = last === joined
+    ? new Uint8Array(last.buffer, 0, last.length + size)
+    : new Uint8Array(new ArrayBuffer(2 * JOIN_BELOW), 0, last.length + size);
+  if (view.buffer !== last.buffer) view.set(last);
+  view.set(bytes.subarray(start, end), last.length);
+  queue[n - 1] = view;
+  return view;
+}
