@@ -1184,6 +1184,7 @@ class Session {
       ) {
         const chunks = s.chunks;
         s.chunks = [];
+        s.joined = null;
         let bytes: Uint8Array<ArrayBuffer>;
         if (chunks.length === 1) bytes = chunks[0] as Uint8Array<ArrayBuffer>;
         else {
