@@ -20,7 +20,7 @@ import { otelEnabled } from "./otel.ts";
 import type { Listener } from "./http_serve.ts";
 import { timerDelay } from "../config/duration.ts";
 import { createPrivateKey, X509Certificate } from "node:crypto";
-import { pemBlock } from "./pem_chain.ts";
+import { certificateNames, pemBlock } from "./pem_chain.ts";
 
 /** What one listener should be: a stable id ("main", "redirect", …), address, TLS, handler. */
 export interface ListenerPlan {
@@ -527,11 +527,7 @@ export async function readSniFiles(c: Config): Promise<SniCertificate[]> {
   const out: SniCertificate[] = [];
   for (const entry of c.tls?.sni ?? []) {
     const { cert, key } = await readTlsFiles({ tls: entry } as Config);
-    const x = new X509Certificate(pemBlock(cert!, "CERTIFICATE")!);
-    const entries = (x.subjectAltName ?? "").split(", ");
-    const of = (prefix: string) =>
-      entries.filter((e) => e.startsWith(prefix)).map((e) => e.slice(prefix.length));
-    out.push({ cert: cert!, key: key!, names: { dns: of("DNS:"), ip: of("IP Address:") } });
+    out.push({ cert: cert!, key: key!, names: certificateNames(cert!) });
   }
   return out;
 }

@@ -41,13 +41,19 @@ export function certificateCovers(
 }
 
 /**
- * Which of `certificates` serves a client asking for `host`: the first that names it exactly,
- * else the first whose wildcard holds it (nginx, Caddy and HAProxy prefer the exact name too);
- * -1 when none holds it.
+ * Which of `certificates` (`tls.sni`) serves a client asking for `host`: the first that names it
+ * exactly, else -1 when `main` (the main certificate, which serves every other name) names it
+ * exactly, else the first whose wildcard holds it; -1 when none holds it. nginx, Caddy and HAProxy
+ * prefer the exact name too, whichever certificate holds it.
  */
-export function chooseCertificate(certificates: readonly CertificateNames[], host: string): number {
+export function chooseCertificate(
+  certificates: readonly CertificateNames[],
+  host: string,
+  main?: CertificateNames,
+): number {
   const exact = certificates.findIndex((c) => certificateCovers(c, host, true));
-  return exact >= 0 ? exact : certificates.findIndex((c) => certificateCovers(c, host));
+  if (exact >= 0 || (main && certificateCovers(main, host, true))) return exact;
+  return certificates.findIndex((c) => certificateCovers(c, host));
 }
 
 /**

@@ -21,3 +21,16 @@ Deno.test("chooseCertificate: an exact name before a wildcard, else the first, e
   assert.equal(chooseCertificate(list, "nothing.example"), -1);
   assert.equal(chooseCertificate([], "a.example"), -1);
 });
+
+Deno.test("chooseCertificate: the main certificate's exact name beats another's wildcard", () => {
+  // nginx, Caddy and HAProxy: an exact name wins whichever certificate (server block) holds it.
+  const main = c("www.a.example", "a.example");
+  const sni = [c("*.a.example"), c("api.a.example")];
+  assert.equal(chooseCertificate(sni, "www.a.example", main), -1);
+  assert.equal(chooseCertificate(sni, "WWW.A.example.", main), -1);
+  assert.equal(chooseCertificate(sni, "api.a.example", main), 1);
+  assert.equal(chooseCertificate(sni, "x.a.example", main), 0);
+  // An exact name in a tls.sni certificate still comes first (as before).
+  assert.equal(chooseCertificate([c("www.a.example")], "www.a.example", main), 0);
+  assert.equal(chooseCertificate(sni, "nothing.example", main), -1);
+});

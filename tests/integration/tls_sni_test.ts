@@ -337,6 +337,38 @@ interopTest("tls.sni: a name one certificate holds exactly beats another's wildc
   assert.match(await served("localhost"), /^DNS:localhost, /);
 });
 
+interopTest("tls.sni: the main certificate's exact name beats a tls.sni wildcard", [
+  "openssl",
+], async () => {
+  // The main certificate names www.other.test itself; other.pem's *.other.test holds it too. As
+  // with nginx's server_name and Caddy, the exact name wins, whichever certificate holds it.
+  await using up = await startUpstream(() => new Response("ok"));
+  const cfg = config(up.url)
+    .replace(`${TLS}/cert.pem`, `${TLS}/www-other.pem`)
+    .replace(`${TLS}/key.pem`, `${TLS}/other.key`);
+  await using prox = await startProxy(cfg, { tls: true });
+  assert.equal(await servedSan(prox.port, "www.other.test"), "DNS:www.other.test");
+  assert.equal(await servedSan(prox.port, "WWW.Other.Test"), "DNS:www.other.test");
+  assert.equal(await servedSan(prox.port, "api.other.test"), "DNS:other.test, DNS:*.other.test");
+  // No name (an IP-literal connection): the main certificate.
+  assert.equal(await servedSan(prox.port, null), "DNS:www.other.test");
+});
+
+/** The subjectAltName of the certificate served to a ClientHello naming `name` (none: null). */
+async function servedSan(port: number, name: string | null): Promise<string> {
+  const hello = await run("openssl", [
+    "s_client",
+    "-connect",
+    `127.0.0.1:${port}`,
+    ...(name === null ? ["-noservername"] : ["-servername", name]),
+    "-showcerts",
+  ], { stdin: "" });
+  const pem = hello.stdout.match(/-----BEGIN CERTIFICATE-----[^]*?-----END CERTIFICATE-----/);
+  assert.ok(pem, `no certificate for ${name}: ${hello.stderr}`);
+  const x = await run("openssl", ["x509", "-noout", "-ext", "subjectAltName"], { stdin: pem[0] });
+  return x.stdout.split("\n")[1].trim();
+}
+
 Deno.test("validate: a tls.sni certificate that is never chosen, or serves no route's host", () => {
   const OTHER = `{ cert_path: "${TLS}/other.pem", key_path: "${TLS}/other.key" }`;
   const MAIN = `{ cert_path: "${TLS}/cert.pem", key_path: "${TLS}/key.pem" }`;

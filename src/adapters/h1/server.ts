@@ -63,6 +63,7 @@ import { PREFACE } from "../h2/frames.ts";
 import { helloScan, MAX_HELLO_BYTES, peekClientHello } from "../../domain/tls_client_hello.ts";
 import { chooseCertificate } from "../../config/cert_names.ts";
 import type { CertificateNames } from "../../config/cert_names.ts";
+import { certificateNames } from "../pem_chain.ts";
 import { readProxied, sendsProxyHeader } from "./proxy_accept.ts";
 import { listenClientAuth } from "./tls_client_auth.ts";
 import type { ClientAuth, ClientAuthConn, ClientAuthListener } from "./tls_client_auth.ts";
@@ -218,6 +219,8 @@ export function listenH1(
   const pp = opts.proxyProtocol;
   const sni = tls && opts.sni && opts.sni.length > 0 ? opts.sni : null;
   const sniNames = (sni ?? []).map((c) => c.names);
+  // The main certificate's own names: an exact one there beats a tls.sni wildcard.
+  const mainNames = sni ? certificateNames(opts.cert!) : undefined;
   // With PROXY headers and TLS, the header comes before the TLS handshake, which Deno.listenTls
   // would take for its own: the port is plain TCP, and each connection is relayed, after its
   // header, to a TLS listener on 127.0.0.1 (Deno has no server-side TLS on an open connection).
@@ -639,7 +642,8 @@ export function listenH1(
   /**
    * A TLS client on the public port while the TLS is done on loopback: with `sni`, its ClientHello
    * is read first (up to 16 KiB, within the handshake's time) and its server name picks the
-   * certificate's listener: the `sni` certificate chooseCertificate picks, else the main one.
+   * certificate's listener: the `sni` certificate chooseCertificate picks (an exact name in the
+   * main certificate beats an `sni` wildcard), else the main one.
    */
   const relayTlsClient = async (
     conn: Deno.Conn,
@@ -674,7 +678,7 @@ export function listenH1(
     const name = peek.kind === "hello" ? peek.serverName : null;
     if (closed) return closeQuietly(conn);
     // Not TLS or no name: the main certificate's listener, which answers as before.
-    const index = name === null ? 0 : 1 + chooseCertificate(sniNames, name);
+    const index = name === null ? 0 : 1 + chooseCertificate(sniNames, name, mainNames);
     await relayToTls(conn, client, bytes, index, deadline);
   };
 
