@@ -16,6 +16,7 @@ import { certificateNotAfter } from "./adapters/admin_status.ts";
 import { CHALLENGE_PREFIX, startAcme } from "./adapters/acme.ts";
 import type { AcmeConfig, AcmeController, AcmeTuning } from "./adapters/acme.ts";
 import { redirectHandler } from "./adapters/https_redirect.ts";
+import { hostTaken, parseRouteKey } from "./domain/router.ts";
 
 /** What the certificates need from the server. */
 export interface CertificateDeps {
@@ -57,6 +58,16 @@ export interface Certificates {
 
 const acmeOf = (c: Config): AcmeConfig | null => c.tls?.acme?.enabled ? c.tls.acme : null;
 
+/** Whether a route of `c` takes requests for a host (route keys' hosts and `hosts` entries). */
+function routedHosts(c: Config): (host: string) => boolean {
+  return hostTaken(
+    Object.entries(c.routes).map(([key, route]) => {
+      const own = parseRouteKey(key).host;
+      return [...(own ? [own] : []), ...(route.hosts ?? [])];
+    }),
+  );
+}
+
 /** The main listener's certificate and key in a set of plans (none without TLS). */
 export function mainTls(plans: ListenerPlan[]): { cert?: string; key?: string } {
   return plans.find((p) => p.id === "main") ?? {};
@@ -68,6 +79,8 @@ export function createCertificates(initial: Config, deps: CertificateDeps): Cert
   // ACME: a stored certificate is there at once; without one HTTPS starts when it is issued.
   let acme: AcmeController | null = null;
   let redirectStatus = initial.http_redirect?.status_code ?? 308;
+  /** Whether a route of the config serving now takes a host: only those are redirected. */
+  let routed = routedHosts(initial);
   const start = (a: AcmeConfig, c: Config) => {
     if (a.challenge !== "dns-01" && !a.http_listen_addr && !c.http_redirect) {
       logger.warn(
@@ -85,6 +98,7 @@ export function createCertificates(initial: Config, deps: CertificateDeps): Cert
     acme: () => acme,
     status: () => redirectStatus,
     httpsPort: deps.httpsPort,
+    routed: () => routed,
   }));
   // A CA follows a redirect to https (RFC 8555 §8.3; Let's Encrypt does, to port 443): one made
   // in front of Prox (a load balancer, a CDN) brings HTTP-01 to the HTTPS listener. Pending
@@ -136,6 +150,7 @@ export function createCertificates(initial: Config, deps: CertificateDeps): Cert
     },
     applied(c, plans) {
       redirectStatus = c.http_redirect?.status_code ?? 308;
+      routed = routedHosts(c);
       const { cert, key } = mainTls(plans);
       const changed = served !== null && cert !== undefined && served.cert !== cert;
       served = cert ? { cert, key } : null;

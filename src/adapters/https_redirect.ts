@@ -16,6 +16,8 @@ export function redirectHandler(o: {
   acme: () => AcmeController | null;
   status: () => number;
   httpsPort: () => number;
+  /** Whether a route takes the host (one that none takes gets 404, not a redirect to it). */
+  routed?: () => (host: string) => boolean;
 }): Handler {
   return (req, info) => {
     if (madeUpAuthority(req, info)) throw new ProxyError("bad_request", "Missing Host header");
@@ -24,20 +26,30 @@ export function redirectHandler(o: {
     return acme && authorityIn(req) !== null &&
         new URL(req.url).pathname.startsWith(CHALLENGE_PREFIX)
       ? acme.answerChallenge(req)
-      : Promise.resolve(httpsRedirect(req, { status: o.status(), httpsPort: o.httpsPort() }));
+      : Promise.resolve(
+        httpsRedirect(req, { status: o.status(), httpsPort: o.httpsPort(), routed: o.routed?.() }),
+      );
   };
 }
 
 /**
  * The plain-HTTP listener's answer: 308 to https. The host is the request target's authority,
  * else Host (RFC 9112 §3.2.2), without its port; one that is not a host is a `bad_request`
- * ProxyError (400), as on the main listener (it would move the path, or add userinfo). Path and
- * query go over as they came, like nginx's `$request_uri`: never normalized or re-encoded.
+ * ProxyError (400), as on the main listener (it would move the path, or add userinfo); one no
+ * route takes (`routed`) a `not_found` one (404), as over HTTPS, rather than a redirect to any
+ * name a client gives (Caddy redirects the sites it serves). Path and query go over as they came,
+ * like nginx's `$request_uri`: never normalized or re-encoded.
  */
-export function httpsRedirect(req: Request, opts: { status: number; httpsPort: number }): Response {
+export function httpsRedirect(
+  req: Request,
+  opts: { status: number; httpsPort: number; routed?: (host: string) => boolean },
+): Response {
   const url = req.url;
   const authority = authorityIn(req);
   if (authority === null) throw new ProxyError("bad_request", "Invalid Host header");
+  if (opts.routed && !opts.routed(authority)) {
+    throw new ProxyError("not_found", "No route for this host");
+  }
   const target = url.slice(url.indexOf("://") + 3 + authority.length);
   const host = authority.replace(/:\d*$/, "");
   const port = opts.httpsPort === 443 ? "" : `:${opts.httpsPort}`;

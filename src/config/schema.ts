@@ -213,6 +213,10 @@ export const MemoryConfig = z.object({
   reduce_above: Size.prefault("192MiB"),
 }).strict();
 
+/**
+ * `http_redirect`: plain HTTP to HTTPS, path and query as sent, for the hosts a route takes (others
+ * get 404).
+ */
 export const HttpRedirect = z.object({
   listen_addr: z.string(),
   status_code: z.literal([301, 302, 307, 308]).default(308),

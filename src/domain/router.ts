@@ -112,6 +112,19 @@ function hostScore(patterns: string[], host: string): number {
 }
 
 /**
+ * Whether any route takes requests for a Host (or request-target authority) value: routes given
+ * by their host patterns (`[]`: every host), ranked as `match` ranks them. For the plain-HTTP
+ * listener, which redirects only the hosts HTTPS serves.
+ */
+export function hostTaken(
+  routeHosts: readonly (readonly string[])[],
+): (hostHeader: string) => boolean {
+  if (routeHosts.some((h) => h.length === 0)) return () => true;
+  const patterns = routeHosts.flat().map((h) => h.toLowerCase().replace(/\.$/, ""));
+  return (hostHeader) => hostScore(patterns, hostOnly(hostHeader)) >= 0;
+}
+
+/**
  * Compiles route entries. Longest prefix on a segment boundary wins (`/api` matches `/api`,
  * `/api/` and `/api/x`, never `/apix`); among equal prefixes an exact host beats a wildcard,
  * which beats a route without hosts.

@@ -1,5 +1,12 @@
 import assert from "node:assert/strict";
-import { compileRouter, explainMatch, hostOnly, parseRouteKey, withoutParams } from "./router.ts";
+import {
+  compileRouter,
+  explainMatch,
+  hostOnly,
+  hostTaken,
+  parseRouteKey,
+  withoutParams,
+} from "./router.ts";
 import type { RouteEntry } from "./router.ts";
 
 function router(keys: [string, string[]?][]) {
@@ -188,4 +195,15 @@ Deno.test("explainMatch: why a route lost to a conditional route (its match, or 
   const exact = why("example.com");
   assert.equal(exact["/api#a"], "the exact host of example.com/api#b beats any host");
   assert.equal(exact["/api"], "the exact host of example.com/api#b beats any host");
+});
+
+Deno.test("hostTaken: a route without hosts takes all; else a Host the routes' patterns hold", () => {
+  assert.equal(hostTaken([["a.test"], []])("evil.test"), true);
+  const taken = hostTaken([["a.test"], ["*.b.test", "[::1]"]]);
+  assert.equal(taken("A.Test.:80"), true);
+  assert.equal(taken("x.b.test"), true);
+  assert.equal(taken("[::1]:80"), true);
+  assert.equal(taken("b.test"), false);
+  assert.equal(taken("evil.test"), false);
+  assert.equal(taken("evil.test,x.b.test"), false);
 });

@@ -148,6 +148,34 @@ Deno.test("the plain-HTTP listener redirects to HTTPS with 308, ACME challenges 
   assert.equal(await location("http://b.test/p", "a.test"), `https://b.test${to}/p`);
 });
 
+Deno.test("the plain-HTTP listener redirects only hosts a route takes, not any Host a client names", async () => {
+  // As Caddy: a redirect is for the sites served. A Host no route takes would get a 404 over
+  // HTTPS; redirected, it sends clients (or a cache in front) to whatever name the request gave.
+  await using up = await startUpstream(() => new Response("secure"));
+  const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const httpPort = (probe.addr as Deno.NetAddr).port;
+  probe.close();
+  await using prox = await startProxy(
+    tlsConfig(up.url, `http_redirect: { listen_addr: "127.0.0.1:${httpPort}" }`)
+      .replace('"/":', '"a.test/":\n    hosts: ["*.b.test", "[::1]"]'),
+    { keepListen: true, tls: true },
+  );
+  const to = `:${prox.port}`;
+  const answer = async (target: string, host: string) => {
+    const head = await rawHead(httpPort, `GET ${target} HTTP/1.1\r\nHost: ${host}\r\n\r\n`);
+    return /^location: (.*)$/m.exec(head)?.[1] ?? head.slice(0, head.indexOf("\r\n"));
+  };
+  assert.equal(await answer("/p?q=1", "a.test"), `https://a.test${to}/p?q=1`);
+  assert.equal(await answer("/p", "A.Test.:80"), `https://A.Test.${to}/p`);
+  assert.equal(await answer("/p", "x.b.test"), `https://x.b.test${to}/p`);
+  assert.equal(await answer("/p", "[::1]:80"), `https://[::1]${to}/p`);
+  assert.equal(await answer("/p", "evil.test"), "HTTP/1.1 404 Not Found");
+  assert.equal(await answer("/p", "b.test"), "HTTP/1.1 404 Not Found");
+  assert.equal(await answer("/p", "127.0.0.1"), "HTTP/1.1 404 Not Found");
+  // Absolute form: its authority is the host redirected to (RFC 9112 §3.2.2), so it is checked.
+  assert.equal(await answer("http://evil.test/p", "a.test"), "HTTP/1.1 404 Not Found");
+});
+
 /** The response head for one raw request on a fresh connection. */
 async function rawHead(port: number, request: string): Promise<string> {
   const c = await Deno.connect({ hostname: "127.0.0.1", port });
