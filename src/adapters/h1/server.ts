@@ -152,6 +152,9 @@ const SKIP_MS = 2000;
 
 const ascii = new TextEncoder();
 
+/** The ALPN names of HTTP/1.x the TLS listener offers (RFC 7301 §6), preferred first. */
+const HTTP1_ALPN = ["http/1.1", "http/1.0"];
+
 /** How long a TLS client may take over its handshake before its connection is closed. */
 const HANDSHAKE_MS = 10_000;
 
@@ -229,10 +232,13 @@ export function listenH1(
   // With client certificates too: Deno's TLS server cannot ask for them, node:tls's can.
   const clientAuth = tls ? opts.clientAuth : undefined;
   const tlsOnLoopback = tls && (pp !== undefined || sni !== null || clientAuth !== undefined);
+  // In the server's order of preference (rustls and node:tls pick the first the client offers).
+  // http/1.0 as nginx offers it: a client offering only that (curl --http1.0) was refused the
+  // handshake (no_application_protocol), though the engine serves HTTP/1.0.
   const tlsOptions = (pair: { cert?: string; key?: string } = opts) => ({
     cert: pair.cert!,
     key: pair.key!,
-    alpnProtocols: opts.http2 === false ? ["http/1.1"] : ["h2", "http/1.1"],
+    alpnProtocols: opts.http2 === false ? HTTP1_ALPN : ["h2", ...HTTP1_ALPN],
   });
   const server: Deno.Listener = tls && !tlsOnLoopback
     ? Deno.listenTls({
