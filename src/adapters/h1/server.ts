@@ -538,6 +538,11 @@ export function listenH1(
 
   /** Connections still in their TLS handshake (closed with the listener). */
   const handshaking = new Set<Deno.Conn | ClientAuthConn>();
+  /**
+   * The listener's own TLS handshakes (Deno.listenTls, not a loopback one's), each with a promise
+   * settled when it ends: a drain lets them finish within its grace, and waits for them.
+   */
+  const ownHandshakes = new Map<Deno.Conn, Promise<void>>();
   const serveH1 = (
     conn: Deno.Conn,
     peer?: { hostname: string; port: number },
@@ -560,7 +565,9 @@ export function listenH1(
     conn: Deno.TlsConn | ClientAuthConn,
     relayed?: () => { hostname: string; port: number } | undefined,
   ) => {
-    handshaking.add(conn);
+    let ended = () => {};
+    if (relayed || "clientCert" in conn) handshaking.add(conn);
+    else ownHandshakes.set(conn, new Promise<void>((r) => ended = r));
     const timer = setTimeout(() => closeQuietly(conn), HANDSHAKE_MS);
     // The handshake's reads take turns too (read_gate.ts): under a storm of new connections, a
     // thousand handshakes polled at once left some requests waiting 5–7 s for theirs.
@@ -577,8 +584,12 @@ export function listenH1(
       readGate.leave(turn);
       clearTimeout(timer);
       handshaking.delete(conn);
+      ownHandshakes.delete(conn as Deno.Conn);
+      ended();
     }
-    if (closed) return closeQuietly(conn);
+    // A drain serves a handshake done within its grace: the client of a new connection sends its
+    // first request next, and cannot retry it elsewhere as one on a reused connection would.
+    if (closed && (relayed !== undefined || Date.now() >= graceEnd)) return closeQuietly(conn);
     let peer: { hostname: string; port: number; clientCert?: ClientCert } | undefined;
     if (relayed) {
       peer = relayed();
@@ -877,17 +888,26 @@ export function listenH1(
       clientAuth?.ocsp?.close();
       // Idle connections go now; busy ones after their current answer (`connection: close`).
       // One waiting for a turn may have a request in the kernel: it takes a last look first.
-      // One with half a head has HEAD_GRACE_MS for the rest (serve() reads no longer then).
-      for (const c of conns) if (c.waitingSince > 0 && c.start === c.end && !c.queued) c.close();
+      // One with half a head has HEAD_GRACE_MS for the rest (serve() reads no longer then), and
+      // so has a new one that sent no request yet, or is in its TLS handshake: its client is
+      // about to send its first request, which it cannot retry (a client retries one on a reused
+      // keep-alive connection that closes, RFC 9110 §9.2.2), and (with tcp_migrate_req) a
+      // certificate swap or upgrade lost none of a fresh connection per request's.
+      for (const c of conns) {
+        if (c.waitingSince > 0 && c.start === c.end && !c.queued && c.begun) c.close();
+      }
       for (const c of handshaking) closeQuietly(c);
       // HTTP/2: a GOAWAY; each connection ends once its streams in work have answered.
       for (const c of h2s) c.goaway();
       graceTimer = setTimeout(() => {
         for (const c of conns) if (c.waitingSince > 0 && !c.queued) c.close();
+        for (const c of ownHandshakes.keys()) closeQuietly(c);
       }, HEAD_GRACE_MS);
       await inner.shutdown(o);
       await accepting;
       await Promise.all(acceptingTls);
+      // A handshake that ends within the grace is served (its connection joins `conns` then).
+      while (ownHandshakes.size > 0) await Promise.race(ownHandshakes.values());
       // Until each connection's serve() has ended, not merely its socket closed: one that waits
       // for a turn gets it only as other turns end (read_gate.ts), and a loop over promises
       // already settled would spin without ever letting them.
@@ -909,6 +929,7 @@ export function listenH1(
       for (const c of tlsRelayed) closeQuietly(c);
       for (const c of conns) c.close();
       for (const c of handshaking) closeQuietly(c);
+      for (const c of ownHandshakes.keys()) closeQuietly(c);
       for (const c of h2s) c.close();
       await inner.close();
     },
@@ -1451,11 +1472,14 @@ async function serve(c: Conn, env: Env): Promise<void> {
           return await c.refuse(c.scan.lineDone ? TOO_LARGE : URI_TOO_LONG);
         }
         // While draining, a read that brings nothing soon closes the connection: a new head has
-        // LAST_LOOK_MS, one begun before the drain what is left of HEAD_GRACE_MS.
+        // LAST_LOOK_MS, one begun before the drain, or the first of a new connection (whose
+        // client cannot retry it), what is left of HEAD_GRACE_MS.
         const more = !env.draining()
           ? await c.fill() // may move the unread bytes to the buffer's start
           : await c.lastLook(
-            scanned === 0 ? LAST_LOOK_MS : Math.max(LAST_LOOK_MS, env.graceEnd() - Date.now()),
+            scanned === 0 && c.begun
+              ? LAST_LOOK_MS
+              : Math.max(LAST_LOOK_MS, env.graceEnd() - Date.now()),
           );
         if (!more) return;
         end = headEnd(c.buf, c.start + Math.max(0, scanned - 3), c.end);
