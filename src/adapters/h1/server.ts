@@ -298,6 +298,8 @@ export function listenH1(
   );
   /** The client connections relayed to it (closed with the listener). */
   const tlsRelayed = new Set<Deno.Conn>();
+  /** Settled as each relay to a loopback TLS listener ends (one per relayed connection open). */
+  const relayEnds = new Set<Promise<void>>();
   // The relay's Deno.serve; its connections' source ports name the clients they carry (one
   // entry per relayed connection open: bounded by the connections).
   const peers = new Map<
@@ -539,10 +541,12 @@ export function listenH1(
   /** Connections still in their TLS handshake (closed with the listener). */
   const handshaking = new Set<Deno.Conn | ClientAuthConn>();
   /**
-   * The listener's own TLS handshakes (Deno.listenTls, not a loopback one's), each with a promise
+   * TLS handshakes in progress (the public listener's or a loopback one's), each with a promise
    * settled when it ends: a drain lets them finish within its grace, and waits for them.
    */
-  const ownHandshakes = new Map<Deno.Conn, Promise<void>>();
+  const tlsHandshakes = new Map<Deno.Conn | ClientAuthConn, Promise<void>>();
+  /** Relayed connections whose TLS handshake on a loopback listener is not done yet. */
+  let relaysHandshaking = 0;
   const serveH1 = (
     conn: Deno.Conn,
     peer?: { hostname: string; port: number },
@@ -566,8 +570,7 @@ export function listenH1(
     relayed?: () => { hostname: string; port: number } | undefined,
   ) => {
     let ended = () => {};
-    if (relayed || "clientCert" in conn) handshaking.add(conn);
-    else ownHandshakes.set(conn, new Promise<void>((r) => ended = r));
+    tlsHandshakes.set(conn, new Promise<void>((r) => ended = r));
     const timer = setTimeout(() => closeQuietly(conn), HANDSHAKE_MS);
     // The handshake's reads take turns too (read_gate.ts): under a storm of new connections, a
     // thousand handshakes polled at once left some requests waiting 5–7 s for theirs.
@@ -583,13 +586,12 @@ export function listenH1(
     } finally {
       readGate.leave(turn);
       clearTimeout(timer);
-      handshaking.delete(conn);
-      ownHandshakes.delete(conn as Deno.Conn);
+      tlsHandshakes.delete(conn);
       ended();
     }
     // A drain serves a handshake done within its grace: the client of a new connection sends its
     // first request next, and cannot retry it elsewhere as one on a reused connection would.
-    if (closed && (relayed !== undefined || Date.now() >= graceEnd)) return closeQuietly(conn);
+    if (closed && Date.now() >= graceEnd) return closeQuietly(conn);
     let peer: { hostname: string; port: number; clientCert?: ClientCert } | undefined;
     if (relayed) {
       peer = relayed();
@@ -624,9 +626,19 @@ export function listenH1(
     deadline = Date.now() + HANDSHAKE_MS,
   ) => {
     tlsRelayed.add(conn);
+    let ended = () => {};
+    const end = new Promise<void>((r) => ended = r);
+    relayEnds.add(end);
     let to: Deno.TcpConn | null = null;
     let key = -1;
     const timer = setTimeout(() => closeQuietly(conn), Math.max(0, deadline - Date.now()));
+    relaysHandshaking++;
+    let pending = true;
+    const handshaken = () => {
+      clearTimeout(timer);
+      if (pending) relaysHandshaking--;
+      pending = false;
+    };
     try {
       const inner = tlsInners[index];
       to = await Deno.connect({
@@ -640,7 +652,7 @@ export function listenH1(
       const r = conn.remoteAddr as Deno.NetAddr;
       tlsPeers[index].set(key, {
         client: client ?? { hostname: unmapped(r.hostname), port: r.port },
-        handshaken: () => clearTimeout(timer),
+        handshaken,
       });
       if (first.length > 0) await writeAll(socketWriter(to), first);
       void pipe(conn, to, true);
@@ -648,11 +660,13 @@ export function listenH1(
     } catch {
       // Either side went away, or the TLS listener is gone (closing): both close below.
     } finally {
-      clearTimeout(timer);
+      handshaken();
       if (key >= 0) tlsPeers[index].delete(key);
       if (to) closeQuietly(to);
       closeQuietly(conn);
       tlsRelayed.delete(conn);
+      relayEnds.delete(end);
+      ended();
     }
   };
 
@@ -693,7 +707,8 @@ export function listenH1(
       handshaking.delete(conn);
     }
     const name = peek.kind === "hello" ? peek.serverName : null;
-    if (closed) return closeQuietly(conn);
+    // A drain lets a new connection on its way to its first request go on within its grace.
+    if (closed && Date.now() >= graceEnd) return closeQuietly(conn);
     // Not TLS or no name: the main certificate's listener, which answers as before.
     const index = name === null ? 0 : 1 + chooseCertificate(sniNames, name, mainNames);
     await relayToTls(conn, client, bytes, index, deadline);
@@ -730,7 +745,7 @@ export function listenH1(
       }
       return;
     }
-    if (closed) return closeQuietly(conn);
+    if (closed && Date.now() >= graceEnd) return closeQuietly(conn);
     // The per-address limit counts the client the header names, not the balancer.
     const ip = limits !== undefined && got.client ? got.client.hostname : null;
     if (ip !== null && !takeIp(conn, ip)) return;
@@ -845,9 +860,10 @@ export function listenH1(
   })();
   // The loopback TLS listener's own loop: only connections the relay made (from 127.0.0.1, on a
   // port it noted) are served; another local process connecting there is closed.
+  // It accepts until the listener is closed (a drain's grace after the public one).
   const acceptingTls = tlsInners.map((tlsInner, i) =>
     (async () => {
-      while (!closed) {
+      for (;;) {
         let conn: Deno.TlsConn | ClientAuthConn;
         try {
           conn = await tlsInner.accept();
@@ -883,7 +899,6 @@ export function listenH1(
       draining = true;
       graceEnd = Date.now() + HEAD_GRACE_MS;
       closeQuietly(server);
-      for (const l of tlsInners) closeQuietly(l);
       // OCSP requests in flight end now (their connections are closed unserved), not at timeout.
       clientAuth?.ocsp?.close();
       // Idle connections go now; busy ones after their current answer (`connection: close`).
@@ -896,24 +911,40 @@ export function listenH1(
       for (const c of conns) {
         if (c.waitingSince > 0 && c.start === c.end && !c.queued && c.begun) c.close();
       }
-      for (const c of handshaking) closeQuietly(c);
       // HTTP/2: a GOAWAY; each connection ends once its streams in work have answered.
       for (const c of h2s) c.goaway();
       graceTimer = setTimeout(() => {
         for (const c of conns) if (c.waitingSince > 0 && !c.queued) c.close();
-        for (const c of ownHandshakes.keys()) closeQuietly(c);
       }, HEAD_GRACE_MS);
       await inner.shutdown(o);
       await accepting;
+      // New connections still on their way (a PROXY header or ClientHello being read, a TLS
+      // handshake, a relay to a loopback TLS listener) go on until the grace ends, then close.
+      while (
+        Date.now() < graceEnd &&
+        (handshaking.size > 0 || tlsHandshakes.size > 0 || relaysHandshaking > 0)
+      ) await new Promise((r) => setTimeout(r, 10));
+      for (const l of tlsInners) closeQuietly(l);
+      for (const c of handshaking) closeQuietly(c);
+      for (const c of tlsHandshakes.keys()) closeQuietly(c);
       await Promise.all(acceptingTls);
-      // A handshake that ends within the grace is served (its connection joins `conns` then).
-      while (ownHandshakes.size > 0) await Promise.race(ownHandshakes.values());
+      // A handshake that ended within the grace is served (its connection joins `conns` then).
+      while (tlsHandshakes.size > 0) await Promise.race(tlsHandshakes.values());
       // Until each connection's serve() has ended, not merely its socket closed: one that waits
       // for a turn gets it only as other turns end (read_gate.ts), and a loop over promises
       // already settled would spin without ever letting them.
       while (conns.size > 0) await Promise.race([...conns].map((c) => c.served));
       while (h2s.size > 0) await Promise.race([...h2s].map((c) => c.done));
-      // A relay still open carries nothing more (its TLS side has ended or is ending).
+      // A relay still open carries no more than the end of its connection's last answer, which
+      // may still be in the loopback socket: each ends once it has passed that on (closed at
+      // once, the answer was lost: a fresh connection per request lost some at each
+      // certificate swap). One whose client still sends is cut after HEAD_GRACE_MS.
+      if (relayEnds.size > 0) {
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        const cut = new Promise((r) => timer = setTimeout(r, HEAD_GRACE_MS));
+        await Promise.race([Promise.all(relayEnds), cut]);
+        clearTimeout(timer);
+      }
       for (const c of tlsRelayed) closeQuietly(c);
       clearInterval(sweeper);
       clearTimeout(graceTimer);
@@ -929,7 +960,7 @@ export function listenH1(
       for (const c of tlsRelayed) closeQuietly(c);
       for (const c of conns) c.close();
       for (const c of handshaking) closeQuietly(c);
-      for (const c of ownHandshakes.keys()) closeQuietly(c);
+      for (const c of tlsHandshakes.keys()) closeQuietly(c);
       for (const c of h2s) c.close();
       await inner.close();
     },
