@@ -453,7 +453,7 @@ export const JwtAuth = z.object({
   issuer: z.union([z.string(), z.array(z.string()).min(1)]).optional(),
   /** Accepted `aud` values (one of them must be in the token's). */
   audience: z.union([z.string(), z.array(z.string()).min(1)]).optional(),
-  /** Clock skew allowed on `exp` and `nbf`. */
+  /** Clock skew allowed on `exp` and `nbf` (and on `iat`, which may not be in the future). */
   leeway: Duration.prefault("30s"),
   /** Refuse tokens without `exp`. */
   require_exp: z.boolean().default(true),

@@ -111,7 +111,7 @@ export interface ClaimRules {
   issuers: readonly string[];
   /** Accepted `aud` values (one of them must be in the token's); empty: any. */
   audiences: readonly string[];
-  /** Clock skew allowed on `exp` and `nbf`, in seconds. */
+  /** Clock skew allowed on `exp`, `nbf` and `iat`, in seconds. */
   leewaySec: number;
   /** A token without `exp` is refused. */
   requireExp: boolean;
@@ -132,6 +132,13 @@ export function claimProblem(
   if (nbf !== undefined && typeof nbf !== "number") return "The nbf claim is not a number";
   if (typeof nbf === "number" && nowSec + rules.leewaySec < nbf) {
     return "The token is not valid yet";
+  }
+  // RFC 7519 §4.1.6: iat is a NumericDate. One past now (and the leeway) is no token a signer
+  // with a sane clock made: refused, as PyJWT does (a token minted ahead of time for later use).
+  const iat = payload.iat;
+  if (iat !== undefined && typeof iat !== "number") return "The iat claim is not a number";
+  if (typeof iat === "number" && iat > nowSec + rules.leewaySec) {
+    return "The token was issued in the future";
   }
   if (rules.issuers.length > 0 && (typeof iss !== "string" || !rules.issuers.includes(iss))) {
     return "The token issuer is not accepted";

@@ -123,6 +123,28 @@ Deno.test("claimProblem: exp and nbf with leeway", () => {
   );
 });
 
+Deno.test("claimProblem: an iat in the future (past the leeway) or not a number is refused", () => {
+  const now = 1_000_000;
+  const exp = now + 3600;
+  assert.equal(claimProblem({ exp, iat: now - 10 }, { rules: rules(), nowSec: now }), null);
+  assert.equal(
+    claimProblem({ exp, iat: now + 20 }, { rules: rules({ leewaySec: 30 }), nowSec: now }),
+    null,
+  );
+  // A token minted for next year by a stolen or misconfigured signer (its exp further still).
+  assert.equal(
+    claimProblem({ exp: now + 400 * 86400, iat: now + 365 * 86400 }, {
+      rules: rules({ leewaySec: 30 }),
+      nowSec: now,
+    }),
+    "The token was issued in the future",
+  );
+  assert.equal(
+    claimProblem({ exp, iat: "yesterday" }, { rules: rules(), nowSec: now }),
+    "The iat claim is not a number",
+  );
+});
+
 Deno.test("claimProblem: iss, aud as string or array, required claims and scopes", () => {
   const now = 10;
   const r = rules({
