@@ -329,7 +329,7 @@ export const IpAccess = z.object({
  */
 export const BasicAuth = z.object({
   realm: z.string().default("Restricted"),
-  /** user → bcrypt hash (`prox hash-password`, `htpasswd -nbB`, `caddy hash-password`). */
+  /** user → bcrypt hash of cost 14 at most (`prox hash-password`, `htpasswd -nbB`, Caddy). */
   users: z.record(z.string(), z.string()).default({}),
   /** An htpasswd file of `user:$2y$…` lines, read at load and on reload. */
   users_file: z.string().optional(),

@@ -2,7 +2,13 @@
 // `cors` beside the route's header rules.
 
 import { formatEntry, listFileLines, parseAccessEntry } from "../domain/ip_access.ts";
-import { bcryptCost, HASH_HINT, hashProblem, parseHtpasswd } from "../domain/htpasswd.ts";
+import {
+  bcryptCost,
+  bcryptTime,
+  HASH_HINT,
+  hashProblem,
+  parseHtpasswd,
+} from "../domain/htpasswd.ts";
 import type {
   BasicAuthConfig,
   ClientCertConfig,
@@ -152,6 +158,8 @@ function checkCorsRules(
 // deno-lint-ignore no-control-regex
 const CONTROL = /[\x00-\x1f\x7f]/;
 
+const SLOW_HINT = "Hash it again with cost 10 to 12 (`prox hash-password`, `htpasswd -nbB -C 10`)";
+
 /** Above this bcrypt cost a check takes a noticeable time on Prox's event loop (≈120 ms at 10). */
 const MAX_QUICK_COST = 12;
 
@@ -183,7 +191,9 @@ function checkBasicAuth(
       );
     }
     const why = hashProblem(hash);
-    if (why) {
+    if (why && bcryptCost(hash) !== null) {
+      err(at, `The password of user "${user}" is ${why}`, SLOW_HINT);
+    } else if (why) {
       err(
         at,
         `The password of user "${user}" is ${why}: only bcrypt hashes are accepted`,
@@ -212,7 +222,11 @@ function checkBasicAuth(
         err(
           at,
           `${file}:${p.line}: ${p.message}`,
-          p.message.includes("listed again") ? "Keep one line per user" : HASH_HINT,
+          p.message.includes("listed again")
+            ? "Keep one line per user"
+            : p.message.includes("bcrypt hash of cost")
+            ? SLOW_HINT
+            : HASH_HINT,
         );
       }
       for (const [user, hash] of parsed.users) {
@@ -238,9 +252,9 @@ function checkBasicAuth(
     warn(
       slow[0],
       `bcrypt cost ${slow[1]}: each password check takes about ${
-        Math.round(1.2 * 2 ** (slow[1] - 10)) / 10
-      } s of Prox's CPU (a successful one is then cached)`,
-      "Hash it again with cost 10 to 12 (`prox hash-password`, `htpasswd -nbB -C 10`)",
+        bcryptTime(slow[1])
+      } of Prox's CPU (a successful one is then cached)`,
+      SLOW_HINT,
     );
   }
 }

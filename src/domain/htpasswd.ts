@@ -15,11 +15,31 @@ export function bcryptCost(hash: string): number | null {
 }
 
 /**
- * Why a stored password cannot be used, or null for a bcrypt hash. Apache's other schemes (MD5
+ * The highest bcrypt cost accepted: Caddy's default (about 2 s of Prox's CPU per check). Each step
+ * doubles the time, and bcrypt runs on the event loop: at cost 31 one check takes days, and the few
+ * checks basic_auth runs at once (an unknown user is checked against a real user's hash) would
+ * leave every user not yet cached with 429 until a restart.
+ */
+export const MAX_BCRYPT_COST = 14;
+
+/** The CPU time a bcrypt check of `cost` takes Prox, about (≈120 ms at cost 10), as text. */
+export function bcryptTime(cost: number): string {
+  const s = 0.12 * 2 ** (cost - 10);
+  if (s < 60) return `${Math.round(s * 10) / 10} s`;
+  if (s < 3600) return `${Math.round(s / 60)} min`;
+  return s < 2 * 86400 ? `${Math.round(s / 3600)} h` : `${Math.round(s / 86400)} days`;
+}
+
+/**
+ * Why a stored password cannot be used, or null for a bcrypt hash of cost MAX_BCRYPT_COST or less. Apache's other schemes (MD5
  * `$apr1$`, `{SHA}`, crypt) are weak or unsalted, and plain text is never stored.
  */
 export function hashProblem(hash: string): string | null {
-  if (BCRYPT.test(hash)) return null;
+  if (BCRYPT.test(hash)) {
+    const cost = bcryptCost(hash)!;
+    return cost <= MAX_BCRYPT_COST ? null : `a bcrypt hash of cost ${cost}, whose every check ` +
+      `would take about ${bcryptTime(cost)} of Prox's CPU (${MAX_BCRYPT_COST} at most)`;
+  }
   if (hash.startsWith("$apr1$")) return "an Apache MD5 ($apr1$) hash, which is weak";
   if (hash.startsWith("{SHA}")) return "an unsalted SHA-1 ({SHA}) hash, which is weak";
   if (/^\$[156]\$/.test(hash)) return `a ${hash.slice(0, 3)} crypt hash, not bcrypt`;

@@ -20,6 +20,17 @@ Deno.test("hashProblem accepts bcrypt $2a$, $2b$, $2y$ and names every other sch
   assert.match(hashProblem("$2y$10$short")!, /malformed bcrypt/);
 });
 
+Deno.test("hashProblem refuses a bcrypt cost that would hold the event loop for seconds", () => {
+  // Cost 31: 2^31 rounds, days of CPU per check. Caddy's default 14 still loads.
+  const slow = (cost: number) => CADDY.replace("$14$", `$${cost}$`);
+  assert.equal(hashProblem(slow(14)), null);
+  assert.match(hashProblem(slow(15))!, /bcrypt hash of cost 15, .*about 3\.8 s.*14 at most/);
+  assert.match(hashProblem(slow(31))!, /cost 31/);
+  const { users, problems } = parseHtpasswd(`alice:${slow(31)}\nbob:${CADDY}`);
+  assert.deepEqual([...users.keys()], ["bob"]);
+  assert.match(problems[0].message, /user "alice" has a bcrypt hash of cost 31/);
+});
+
 Deno.test("parseHtpasswd keeps bcrypt users and reports other lines by number", () => {
   const text = [
     "# staff",

@@ -14,7 +14,7 @@
 //   known users too, so not even a 429 (which costs no bcrypt) takes longer for a made-up name.
 
 import { basicChallenge, parseBasicAuthorization } from "../../domain/basic_auth.ts";
-import { parseHtpasswd } from "../../domain/htpasswd.ts";
+import { hashProblem, parseHtpasswd } from "../../domain/htpasswd.ts";
 import { ipGroupKey } from "../../domain/ip.ts";
 import { StateLru } from "../../domain/lru.ts";
 import { tokenBucket } from "../../domain/rate_limit.ts";
@@ -69,7 +69,10 @@ const GLOBAL: RateLimitPolicy = {
  */
 export function compileBasicAuth(cfg: BasicAuthConfig, fileText?: string): CompiledBasicAuth {
   const users = new Map(fileText === undefined ? [] : parseHtpasswd(fileText).users);
-  for (const [user, hash] of Object.entries(cfg.users)) users.set(user.normalize("NFC"), hash);
+  for (const [user, hash] of Object.entries(cfg.users)) {
+    // A hash validate refuses (a bcrypt cost of days per check) is never checked against.
+    if (hashProblem(hash) === null) users.set(user.normalize("NFC"), hash);
+  }
   return {
     challenge: basicChallenge(cfg.realm),
     users,
