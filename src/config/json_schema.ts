@@ -107,7 +107,8 @@ const DESCRIPTIONS: Record<string, string> = {
   basic_auth:
     "HTTP Basic authentication: realm, users (user → bcrypt hash), users_file, forward_authorization",
   realm: "Shown by the browser's login prompt (WWW-Authenticate realm)",
-  users: "User name → bcrypt hash ($2y$…, from `prox hash-password` or `htpasswd -nbB`)",
+  users:
+    "User name → bcrypt hash of cost 14 at most ($2y$…, from `prox hash-password` or `htpasswd -nbB`)",
   users_file: "An htpasswd file of user:$2y$… lines (bcrypt only); a change reloads",
   forward_authorization:
     "Also send the client's Authorization upstream (default: removed; the user is {auth_user})",
