@@ -246,9 +246,15 @@ export function keyAlgorithms(
   );
 }
 
-/** A JWK's kind (RFC 7517 §4.1, RFC 8037 §2), or null for one Prox cannot verify with. */
+/**
+ * A JWK's kind (RFC 7517 §4.1, RFC 8037 §2), or null for one Prox cannot verify with: another
+ * kty or curve, or a key for something else (`use` other than `sig`, `key_ops` without `verify`).
+ */
 export function jwkKind(jwk: Record<string, unknown>): KeyKind | null {
   if (jwk.use !== undefined && jwk.use !== "sig") return null;
+  // RFC 7517 §4.3: an array of operations; anything else is no key to trust either.
+  const ops = jwk.key_ops;
+  if (ops !== undefined && !(Array.isArray(ops) && ops.includes("verify"))) return null;
   switch (jwk.kty) {
     case "RSA":
       return typeof jwk.n === "string" && typeof jwk.e === "string" ? "rsa" : null;

@@ -228,6 +228,15 @@ Deno.test("jwkKind: signing keys Prox can verify with", () => {
   assert.equal(jwkKind({ kty: "oct", k: "a" }), "hmac");
 });
 
+Deno.test("jwkKind: a key whose key_ops leave out verify is no signing key", () => {
+  // RFC 7517 §4.3: an encryption key published without `use` but with its operations.
+  const rsa = { kty: "RSA", n: "x", e: "AQAB" };
+  assert.equal(jwkKind({ ...rsa, key_ops: ["encrypt", "wrapKey"] }), null);
+  assert.equal(jwkKind({ ...rsa, key_ops: "verify" }), null);
+  assert.equal(jwkKind({ ...rsa, key_ops: ["verify"] }), "rsa");
+  assert.equal(jwkKind({ ...rsa, use: "sig", key_ops: ["sign", "verify"] }), "rsa");
+});
+
 Deno.test("pemBlock and spkiKind: a public key's kind from its PEM", async () => {
   const pem = async (key: CryptoKey) => {
     const der = new Uint8Array(await crypto.subtle.exportKey("spki", key));
