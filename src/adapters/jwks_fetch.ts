@@ -1,29 +1,48 @@
 // The JwksFetcher port on Deno's fetch: a JWK Set is a small public JSON document, fetched rarely
-// (proxy/jwks.ts), so the platform client is enough. Redirects are followed (IdPs move them);
-// the body is read up to a cap and the whole exchange is bounded by a timeout.
+// (proxy/jwks.ts), so the platform client is enough. Redirects are followed (IdPs move them) one
+// by one, never from https to http; the body is read up to a cap and the whole exchange is
+// bounded by a timeout.
 
 import type { JwksAnswer, JwksFetcher } from "../ports.ts";
+
+/** Redirect statuses followed (RFC 9110 §15.4), as fetch would. */
+const REDIRECTS = new Set([301, 302, 303, 307, 308]);
+/** Most redirects followed for one fetch (fetch's own limit is 20). */
+const MAX_REDIRECTS = 10;
 
 /** Fetches JWK Sets with `fetch`; `client` (a Deno.HttpClient) may add trusted CAs. */
 export function createJwksFetcher(client?: Deno.HttpClient): JwksFetcher {
   return {
     async fetch(url, opts): Promise<JwksAnswer> {
       const signal = AbortSignal.timeout(opts.timeoutMs);
+      const secure = /^https:/i.test(url);
       let res: Response;
-      try {
-        res = await fetch(url, {
-          signal,
-          headers: { accept: "application/jwk-set+json, application/json" },
-          ...(client ? { client } : {}),
-        });
-      } catch (err) {
-        throw new Error(fetchFailure(err, { signal, timeoutMs: opts.timeoutMs }));
-      }
-      // fetch follows a redirect from https to http: keys that sign tokens would then come over
-      // an unprotected connection (what validate warns about for an http jwks_url).
-      if (/^https:/i.test(url) && res.url.startsWith("http:")) {
+      let at = url;
+      for (let hops = 0;; hops++) {
+        try {
+          res = await fetch(at, {
+            signal,
+            headers: { accept: "application/jwk-set+json, application/json" },
+            // Followed here, hop by hop: fetch would follow https -> http -> https and report
+            // only the last URL, though the plain hop could send it anywhere.
+            redirect: "manual",
+            ...(client ? { client } : {}),
+          });
+        } catch (err) {
+          throw new Error(fetchFailure(err, { signal, timeoutMs: opts.timeoutMs }));
+        }
+        const location = REDIRECTS.has(res.status) ? res.headers.get("location") : null;
+        if (location === null) break;
         await res.body?.cancel().catch(() => {});
-        throw new Error(`JWK Set redirected from https to http (${res.url}): refused`);
+        if (hops === MAX_REDIRECTS) {
+          throw new Error(`JWK Set redirected over ${MAX_REDIRECTS} times`);
+        }
+        at = new URL(location, at).href;
+        // Keys that sign tokens must not come over, nor be pointed to from, an unprotected
+        // connection (what validate warns about for an http jwks_url).
+        if (secure && !at.startsWith("https:")) {
+          throw new Error(`JWK Set redirected from https to http (${at}): refused`);
+        }
       }
       const reader = res.body?.getReader();
       const chunks: Uint8Array[] = [];
@@ -40,10 +59,10 @@ export function createJwksFetcher(client?: Deno.HttpClient): JwksFetcher {
         await reader?.cancel().catch(() => {});
       }
       const bytes = new Uint8Array(size);
-      let at = 0;
+      let offset = 0;
       for (const c of chunks) {
-        bytes.set(c, at);
-        at += c.length;
+        bytes.set(c, offset);
+        offset += c.length;
       }
       return {
         status: res.status,

@@ -73,3 +73,30 @@ Deno.test("JwksFetcher: an https JWK Set redirected to http is refused (its keys
     client.close();
   }
 });
+
+Deno.test("JwksFetcher: an https JWK Set redirected through http and back to https is refused", async () => {
+  // The plain http hop is where anyone on the way can answer "go to https://attacker/jwks": the
+  // final URL being https says nothing about whose keys these are.
+  await using idp = await startUpstream((req) => {
+    const path = new URL(req.url).pathname;
+    return path === "/jwks"
+      ? Response.json({ keys: ["attacker's"] })
+      : Response.redirect(`${plain.url}/bounce`, 302);
+  }, {
+    cert: Deno.readTextFileSync(`${TLS}/cert.pem`),
+    key: Deno.readTextFileSync(`${TLS}/key.pem`),
+  });
+  await using plain = await startUpstream(() =>
+    Response.redirect(`https://localhost:${idp.port}/jwks`, 302)
+  );
+  const client = Deno.createHttpClient({ caCerts: [Deno.readTextFileSync(`${TLS}/ca.pem`)] });
+  try {
+    const jwks = createJwksFetcher(client);
+    await assert.rejects(
+      jwks.fetch(`https://localhost:${idp.port}/start`, { timeoutMs: 2000, maxBytes: 1000 }),
+      /redirected from https to http/,
+    );
+  } finally {
+    client.close();
+  }
+});
