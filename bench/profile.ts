@@ -76,18 +76,12 @@ const path = Deno.args[2] ?? (grpc ? "/grpc.Bench/Call" : post > 0 ? "/post" : "
 // As run.ts sends it: a gRPC message of 5 bytes of framing and 15 of payload.
 const grpcData = `${dir}/grpc-request.bin`;
 if (grpc) await Deno.writeFile(grpcData, Uint8Array.from([0, 0, 0, 0, 15, ...new Uint8Array(15)]));
+// h2load as the bench runs it: 10 connections × 10 streams, from core 1.
+const h2load = ["-c", "1", "h2load", "-c", "10", "-m", "10", "-D", String(seconds)];
 const out = await new Deno.Command("taskset", {
   args: grpc
     ? [
-      "-c",
-      "1",
-      "h2load",
-      "-c",
-      "10",
-      "-m",
-      "10",
-      "-D",
-      String(seconds),
+      ...h2load,
       "-H",
       "content-type: application/grpc",
       "-H",
@@ -98,18 +92,7 @@ const out = await new Deno.Command("taskset", {
       `http://127.0.0.1:${port}${path}`,
     ]
     : h2
-    ? [
-      "-c",
-      "1",
-      "h2load",
-      "-c",
-      "10",
-      "-m",
-      "10",
-      "-D",
-      String(seconds),
-      `https://127.0.0.1:${port}${path}`,
-    ]
+    ? [...h2load, `https://127.0.0.1:${port}${path}`]
     : [
       "-c",
       "1",
