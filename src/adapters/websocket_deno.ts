@@ -152,7 +152,14 @@ export function createWebSocketProxy(opts: WebSocketProxyOptions): WebSocketProx
       const { socket, response } = own
         ? own({ idleTimeout: 0, maxMessage: 1 << 20, maxFrame: 0 })
         : Deno.upgradeWebSocket(req, { idleTimeout: 0 });
-      socket.onopen = () => socket.close(code, clip(reason));
+      // A client that never answers the close is dropped, as relayed ones are (closeClient):
+      // Deno waited for the answer for good, holding the connection until the process ended.
+      let wait: ReturnType<typeof setTimeout> | undefined;
+      socket.onopen = () => {
+        socket.close(code, clip(reason));
+        if (!own) wait = setTimeout(() => dropConnection(socket), CLOSE_WAIT_MS);
+      };
+      socket.onclose = () => clearTimeout(wait);
       return response;
     },
     retain(keep, code, reason) {

@@ -167,3 +167,28 @@ Deno.test("a close without a status code reaches the upstream without one", asyn
   // It reached the upstream as 1000, a normal closure the client never said.
   assert.deepEqual(await waitFor(() => upstreamSaw[0]), { code: 1005, reason: "" });
 });
+
+Deno.test("a client that never answers the 1014 close of an unreachable upstream is let go of", async () => {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  l.close();
+  await using prox = await startWsProxy(wsRoute(`ws://127.0.0.1:${port}`));
+  const c = await Deno.connect({ hostname: "127.0.0.1", port: prox.port });
+  try {
+    await c.write(enc.encode(`GET / HTTP/1.1\r\nHost: a\r\n${HANDSHAKE}\r\n`));
+    // The 101, Prox's 1014 close, then (this client answering nothing) the end: Deno waited
+    // for the answer for good, holding the connection until the process ended.
+    let cut = false;
+    const timer = setTimeout(() => (cut = true, c.close()), 10_000);
+    const all = await untilEnd(c);
+    clearTimeout(timer);
+    assert.equal(cut, false, "Prox ended the connection");
+    const text = new TextDecoder().decode(new Uint8Array(all));
+    assert.match(text, /^HTTP\/1\.1 101 /);
+    assert.ok(text.includes("Bad gateway"), "the 1014 close went first");
+  } finally {
+    try {
+      c.close();
+    } catch { /* closed by the timer */ }
+  }
+});
