@@ -48,7 +48,7 @@ export function errorResponse(
   const message = opts.message ?? reasonFor(kind);
   const body = encoder.encode(exact ? message : `${message}\nrequest id: ${requestId}\n`);
   const headers = new Headers(opts.headers);
-  headers.set("content-type", "text/plain; charset=utf-8");
+  headers.set("content-type", exact ? typeOfMessage(message) : "text/plain; charset=utf-8");
   // Some messages quote what the client sent (up to 40 bytes): never to be sniffed as HTML.
   headers.set("x-content-type-options", "nosniff");
   // Declared, so the access log's bytesOut counts this body (it reads Content-Length).
@@ -67,6 +67,30 @@ export function errorResponse(
   });
   res[OWN_ERROR] = { kind, message, exact: exact === true };
   return res;
+}
+
+/** Content types of configured messages, worked out once each (they come from the config). */
+const messageTypes = new Map<string, string>();
+
+/**
+ * The content type of a body the config wrote (a rate limit's `message`): JSON for a JSON object
+ * or array, which API clients that check the type (.NET's ReadFromJsonAsync, Feign) refused as
+ * text/plain; else plain text.
+ */
+export function typeOfMessage(message: string): string {
+  let type = messageTypes.get(message);
+  if (type !== undefined) return type;
+  type = "text/plain; charset=utf-8";
+  const t = message.trimStart();
+  if (t.startsWith("{") || t.startsWith("[")) {
+    try {
+      JSON.parse(t);
+      type = "application/json";
+    } catch { /* text that starts with a brace */ }
+  }
+  if (messageTypes.size >= 256) messageTypes.clear(); // (reloads with other messages)
+  messageTypes.set(message, type);
+  return type;
 }
 
 /**

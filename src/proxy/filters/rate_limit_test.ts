@@ -391,3 +391,21 @@ Deno.test("applyRateLimit: Prox's policy names stay apart from the upstream's ow
   );
   assert.equal(res.headers.get("ratelimit"), '"default";r=998;t=3000, "prox-default";r=4;t=12');
 });
+
+Deno.test("applyRateLimit: a JSON message is sent as application/json, other text as text/plain", async () => {
+  const { send } = handlerOf(`routes:
+  "/j":
+    type: redirect
+    target: "/x"
+    rate_limit: { by: ip, requests: 1, period: 1m, message: '{"error": "rate_limited"}' }
+  "/t": { type: redirect, target: "/x", rate_limit: { by: ip, requests: 1, period: 1m, message: "{slow down" } }
+`);
+  await send("http://h/j");
+  const json = await send("http://h/j");
+  assert.equal(json.status, 429);
+  // API clients that check the type (.NET ReadFromJsonAsync, Feign) refused a JSON body as text.
+  assert.equal(json.headers.get("content-type"), "application/json");
+  await send("http://h/t");
+  const text = await send("http://h/t");
+  assert.equal(text.headers.get("content-type"), "text/plain; charset=utf-8");
+});
