@@ -197,6 +197,7 @@ routes:
   const denied = await get("/api/v1/users");
   assert.equal(denied.status, 403);
   assert.ok(denied.headers.get("x-request-id"));
+  assert.equal(denied.headers.get("content-type"), "application/json");
   assert.deepEqual(await denied.json(), { error: "Rate limit exceeded for your API key." });
   await (await get("/plain")).body?.cancel();
   const plain = await get("/plain");
