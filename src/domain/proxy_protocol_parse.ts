@@ -76,10 +76,18 @@ function readV1(buf: Uint8Array, end: number): ProxyHeaderRead {
   return { kind: "header", size, source: { hostname: formatIp(src), port: sport } };
 }
 
+/** An IPv4 octet in decimal without leading zeros (§2.1: no confusion with octal). */
+const OCTET = "(0|[1-9]\\d{0,2})";
+const V1_IPV4 = new RegExp(`^${OCTET}(\\.${OCTET}){3}$`);
+/** The dotted tail of an IPv6 literal (::ffff:1.2.3.4), held to the same rule. */
+const V1_IPV6_TAIL = new RegExp(`:${OCTET}(\\.${OCTET}){3}$`);
+
 /** An address of the family the line names: dotted quads for TCP4, an IPv6 literal for TCP6. */
 function v1Address(text: string, v4: boolean): Uint8Array | null {
-  if (v4 ? !/^\d{1,3}(\.\d{1,3}){3}$/.test(text) : !/^[0-9A-Fa-f:.]+$/.test(text)) return null;
-  if (!v4 && !text.includes(":")) return null;
+  if (v4 ? !V1_IPV4.test(text) : !/^[0-9A-Fa-f:.]+$/.test(text)) return null;
+  if (!v4 && (!text.includes(":") || (text.includes(".") && !V1_IPV6_TAIL.test(text)))) {
+    return null;
+  }
   return parseIp(text);
 }
 

@@ -42,6 +42,10 @@ Deno.test("readProxyHeader refuses what is no PROXY header or breaks its grammar
   bad("PROXY TCP4 1.2.3.4 5.6.7.8 1 2\n", /CRLF/);
   bad("PROXY TCP4 1.2.3.4 5.6.7.8 01 2\r\n", /malformed/); // no leading zeros
   bad("PROXY TCP4 1.2.3.4 5.6.7.8 65536 2\r\n", /malformed/);
+  // §2.1: no leading zeros in an IPv4 address either (010.0.0.1: octal 8.0.0.1 or 10.0.0.1?).
+  bad("PROXY TCP4 010.0.0.1 5.6.7.8 1 2\r\n", /malformed/);
+  bad("PROXY TCP4 1.2.3.4 5.6.7.08 1 2\r\n", /malformed/);
+  bad("PROXY TCP6 ::ffff:1.2.3.04 ::1 1 2\r\n", /malformed/);
   bad("PROXY TCP4 ::1 5.6.7.8 1 2\r\n", /malformed/);
   bad("PROXY TCP6 1.2.3.4 ::1 1 2\r\n", /malformed/);
   bad("PROXY TCP4 1.2.3.4 5.6.7.8 1\r\n", /neither/);
