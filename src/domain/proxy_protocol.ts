@@ -22,8 +22,9 @@ const encoder = new TextEncoder();
 /**
  * The header for a connection made on behalf of a client (`addrs`), or for one Prox makes on its
  * own behalf (`null`: a health probe), which is v1 `UNKNOWN` or the v2 LOCAL command. Addresses of
- * different families, or one that is not an IP, also give `UNKNOWN` (v1) or AF_UNSPEC (v2), which
- * tell the upstream to use the connection's own addresses.
+ * different families (an IPv6 client a balancer named, on Prox's IPv4 address) go as IPv6, the
+ * IPv4 one mapped (::ffff:a.b.c.d), as HAProxy sends them; one that is not an IP gives `UNKNOWN`
+ * (v1) or AF_UNSPEC (v2), which tell the upstream to use the connection's own addresses.
  */
 export function proxyHeader(
   version: ProxyProtocolVersion,
@@ -31,12 +32,13 @@ export function proxyHeader(
 ): Uint8Array {
   const src = addrs && parseIp(addrs.source.ip);
   const dst = addrs && parseIp(addrs.destination.ip);
-  const family = src && dst && isV4(src) === isV4(dst) ? (isV4(src) ? 4 : 6) : 0;
+  const family = !src || !dst ? 0 : isV4(src) && isV4(dst) ? 4 : 6;
   if (version === "v1") {
     if (family === 0) return encoder.encode("PROXY UNKNOWN\r\n");
-    // §2.1: addresses in their shortest text form; IPv4 in dotted quads for TCP4.
+    // §2.1: addresses in their shortest text form; IPv4 in dotted quads for TCP4, mapped in TCP6.
+    const text = (a: Uint8Array) => family === 6 && isV4(a) ? `::ffff:${formatIp(a)}` : formatIp(a);
     return encoder.encode(
-      `PROXY TCP${family} ${formatIp(src!)} ${formatIp(dst!)} ${addrs!.source.port} ${
+      `PROXY TCP${family} ${text(src!)} ${text(dst!)} ${addrs!.source.port} ${
         addrs!.destination.port
       }\r\n`,
     );
