@@ -176,6 +176,36 @@ Deno.test("tcp accept_proxy_protocol: a balancer's header names the client for i
   assert.equal(up.accepted, 3);
 });
 
+Deno.test("tcp accept_proxy_protocol: an IPv6 client on Prox's IPv4 address goes on as TCP6, IPv4-mapped (as HAProxy)", async () => {
+  // A dual-stack balancer names an IPv6 client; Prox listens on IPv4. The upstream must still get
+  // the client's address, not PROXY UNKNOWN (which makes it use Prox's own).
+  for (const version of ["v1", "v2"]) {
+    await using up = rawUpstream({ reply: () => enc.encode("ok") });
+    await using prox = await startProxy(
+      `${base}tcp:\n  db:\n    listen_addr: "127.0.0.1:0"\n    targets: ["${up.addr}"]\n` +
+        `    proxy_protocol: ${version}\n` +
+        `    accept_proxy_protocol: { from: ["127.0.0.1"] }\n`,
+    );
+    const port = tcpPort(prox);
+    assert.equal(await exchange(port, "PROXY TCP6 2001:db8::7 2001:db8::1 5555 5433\r\nHI"), "ok");
+    const got = await waitFor(() => up.received[0]);
+    if (version === "v1") {
+      assert.equal(
+        dec.decode(got),
+        `PROXY TCP6 2001:db8::7 ::ffff:127.0.0.1 5555 ${port}\r\nHI`,
+      );
+    } else {
+      assert.equal(got[12], 0x21); // v2, PROXY
+      assert.equal(got[13], 0x21); // TCP over IPv6
+      assert.deepEqual([...got.subarray(16, 20)], [0x20, 0x01, 0x0d, 0xb8]);
+      assert.deepEqual([...got.subarray(42, 48)], [0xff, 0xff, 127, 0, 0, 1]);
+      assert.equal((got[48] << 8) | got[49], 5555);
+      assert.equal((got[50] << 8) | got[51], port);
+      assert.equal(dec.decode(got.subarray(52)), "HI");
+    }
+  }
+});
+
 Deno.test("tcp accept_proxy_protocol: peers not in from send no header and are served as themselves", async () => {
   await using up = rawUpstream({ reply: (got) => got });
   const logger = recordingLogger();
