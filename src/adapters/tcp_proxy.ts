@@ -12,7 +12,7 @@ import { compileIpAccess, ipVerdict, withListFiles } from "../domain/ip_access.t
 import { listFilesOf } from "../config/validate_access.ts";
 import { ipGroupKey, parseCidr } from "../domain/ip.ts";
 import type { Cidr } from "../domain/ip.ts";
-import { readProxied, sendsProxyHeader } from "./h1/proxy_accept.ts";
+import { CLOSED_EMPTY, readProxied, sendsProxyHeader } from "./h1/proxy_accept.ts";
 import type { AcceptProxyProtocol } from "./h1/proxy_accept.ts";
 import type { IpAccess } from "../domain/ip_access.ts";
 import { createSelector } from "../domain/balancer.ts";
@@ -291,6 +291,8 @@ function relay(
     if (proxied) {
       const got = await readProxied(conn, plan.acceptProxy!.timeoutMs);
       if (outcome !== null) return;
+      // Closed before a byte (a balancer's TCP health check): closed, as without a header.
+      if (got === CLOSED_EMPTY) return end("closed");
       if (typeof got === "string") return end("bad_proxy_header", got);
       if (got.client) client = got.client;
       pre = got.rest;

@@ -133,6 +133,24 @@ Deno.test("accept_proxy_protocol: a sender without a valid header is closed unan
   assert.equal(warnings.length, 1, "the next ones within 10 s are counted, not logged");
 });
 
+Deno.test("accept_proxy_protocol: a sender's connection closed before any byte (a TCP health check) is no broken header to warn about", async () => {
+  // Balancers' plain TCP checks connect and close without a byte: nginx and HAProxy (dontlognull)
+  // stay quiet about them, and a warning every 10 s would hide the real ones.
+  await using up = await xffUpstream();
+  const { warnings, logger } = recorder();
+  await using prox = await startProxy(config(up.url), { logger });
+  for (let i = 0; i < 2; i++) {
+    const c = await Deno.connect({ hostname: "127.0.0.1", port: prox.port });
+    await c.closeWrite();
+    assert.equal(await readFrom(c), ""); // Prox closed it, unanswered
+    c.close();
+  }
+  assert.equal(await exchange(prox.port, GET), "");
+  await waitFor(() => warnings.length >= 1, { what: "the warning" });
+  assert.equal(warnings[0].reason, "no PROXY protocol header");
+  assert.equal(warnings[0].suppressedSinceLast, undefined);
+});
+
 Deno.test("accept_proxy_protocol: a header still on its way when Prox shuts down (or a reload replaces the listener) is no balancer's fault to warn about", async () => {
   await using up = await xffUpstream();
   const { warnings, logger } = recorder();

@@ -206,6 +206,22 @@ Deno.test("tcp accept_proxy_protocol: an IPv6 client on Prox's IPv4 address goes
   }
 });
 
+Deno.test("tcp accept_proxy_protocol: a sender's connection closed before any byte (a TCP health check) is closed, not bad_proxy_header", async () => {
+  await using up = rawUpstream({ reply: () => enc.encode("ok") });
+  const logger = recordingLogger();
+  await using prox = await startProxy(
+    `${base}tcp:\n  db:\n    listen_addr: "127.0.0.1:0"\n    targets: ["${up.addr}"]\n` +
+      `    accept_proxy_protocol: { from: ["127.0.0.1"] }\n`,
+    { logger },
+  );
+  assert.equal(await exchange(tcpPort(prox), ""), "");
+  const rec = await nthAccess(logger.records, 1);
+  assert.equal(rec.outcome, "closed");
+  assert.equal(rec.error, undefined);
+  assert.equal(rec.target, null);
+  assert.equal(up.accepted, 0);
+});
+
 Deno.test("tcp accept_proxy_protocol: peers not in from send no header and are served as themselves", async () => {
   await using up = rawUpstream({ reply: (got) => got });
   const logger = recordingLogger();

@@ -29,8 +29,15 @@ export interface Proxied {
 }
 
 /**
+ * What readProxied says of a connection closed (or reset) before its first byte: a balancer's
+ * plain TCP health check, no broken header (nginx and HAProxy's `dontlognull` stay quiet too).
+ */
+export const CLOSED_EMPTY = "closed before sending a byte";
+
+/**
  * Reads the header at the start of `conn`: what it says, or why there is none (the caller closes
- * the connection then). Gives up after `timeoutMs` (0: never), closing `conn`.
+ * the connection then; CLOSED_EMPTY: none was sent). Gives up after `timeoutMs` (0: never),
+ * closing `conn`.
  */
 export async function readProxied(conn: Deno.Conn, timeoutMs: number): Promise<Proxied | string> {
   const read = socketReader(conn);
@@ -62,11 +69,12 @@ export async function readProxied(conn: Deno.Conn, timeoutMs: number): Promise<P
         buf = bigger;
       }
       const n = await read(buf.subarray(end));
-      if (n === 0) return "closed before its PROXY header was complete";
+      if (n === 0) return end === 0 ? CLOSED_EMPTY : "closed before its PROXY header was complete";
       end += n;
     }
   } catch {
-    return late ? `no PROXY header within ${timeoutMs} ms` : "reset before its PROXY header";
+    if (late) return `no PROXY header within ${timeoutMs} ms`;
+    return end === 0 ? CLOSED_EMPTY : "reset before its PROXY header";
   } finally {
     clearTimeout(timer);
   }

@@ -64,7 +64,7 @@ import { helloScan, MAX_HELLO_BYTES, peekClientHello } from "../../domain/tls_cl
 import { chooseCertificate } from "../../config/cert_names.ts";
 import type { CertificateNames } from "../../config/cert_names.ts";
 import { certificateNames } from "../pem_chain.ts";
-import { readProxied, sendsProxyHeader } from "./proxy_accept.ts";
+import { CLOSED_EMPTY, readProxied, sendsProxyHeader } from "./proxy_accept.ts";
 import { listenClientAuth } from "./tls_client_auth.ts";
 import type { ClientAuth, ClientAuthConn, ClientAuthListener } from "./tls_client_auth.ts";
 import type { AcceptProxyProtocol, Proxied } from "./proxy_accept.ts";
@@ -728,8 +728,8 @@ export function listenH1(
     if (typeof got === "string") {
       closeQuietly(conn);
       // Closed by the listener's own shutdown or close (a reload replacing it, a certificate
-      // rotation): no fault of the balancer's.
-      if (closed) return;
+      // rotation), or by the balancer before a byte (its TCP health check): no fault to warn of.
+      if (closed || got === CLOSED_EMPTY) return;
       // A misconfigured balancer fails every connection: one line per 10 s, with the count.
       const now = performance.now();
       if (now < ppFailures.until) ppFailures.suppressed++;
