@@ -9,7 +9,7 @@ import { lookupPage, negotiatePage, renderPage } from "../domain/error_pages.ts"
 import type { PageEntry } from "../domain/error_pages.ts";
 import type { RequestContext } from "./context.ts";
 import { placeholderValues } from "./filters/rules.ts";
-import { OWN_ERROR, PASSED_ON } from "./respond.ts";
+import { grpcRequestType, OWN_ERROR, PASSED_ON } from "./respond.ts";
 import type { OwnError, PassedOn } from "./respond.ts";
 
 const encoder = new TextEncoder();
@@ -70,6 +70,11 @@ export function withErrorPage(ctx: RequestContext, res: Response): Response {
   if (own === undefined ? !ctx.route?.intercept : own.exact) return res;
   if (own?.kind === "client_gone") return res; // nobody reads it
   if ((res as PassedOn)[PASSED_ON]) return res; // forward_auth's denial, as the service sent it
+  // A gRPC client reads the upstream's grpc-status, not a page (Prox's own failures reach it as
+  // gRPC statuses already: pipeline.ts).
+  if (own === undefined && grpcRequestType(ctx.req.headers.get("content-type")) !== null) {
+    return res;
+  }
   const status = res.status;
   const entry = pageFor(ctx, status);
   if (!entry) return res;

@@ -394,3 +394,30 @@ routes:
   }
   assert.equal(new Set(ports).size, 2, `a new connection after the large body: ${ports}`);
 });
+
+Deno.test("error_pages: intercept_upstream leaves a gRPC request's error answer as the upstream sent it", async () => {
+  await using up = await startUpstream(() =>
+    new Response("unavailable", {
+      status: 503,
+      headers: { "content-type": "application/grpc", "grpc-status": "14", "grpc-message": "down" },
+    })
+  );
+  await using prox = await startProxy(`
+health_check: { enabled: false }
+error_pages: { 5xx: { body: "<h1>sorry</h1>", content_type: text/html } }
+routes: { /: { type: proxy, target: "${up.url}", intercept_upstream: true, retries: { attempts: 0 } } }
+`);
+  // A gRPC client cannot read an HTML page: it needs the upstream's grpc-status.
+  const res = await fetch(`${prox.url}/pkg.Svc/Call`, {
+    method: "POST",
+    headers: { "content-type": "application/grpc", te: "trailers" },
+    body: new Uint8Array(5),
+  });
+  assert.equal(res.status, 503);
+  assert.equal(res.headers.get("content-type"), "application/grpc");
+  assert.equal(res.headers.get("grpc-status"), "14");
+  assert.equal(await res.text(), "unavailable");
+  // The same path for a browser still gets the page.
+  const page = await fetch(`${prox.url}/pkg.Svc/Call`);
+  assert.equal(await page.text(), "<h1>sorry</h1>");
+});
