@@ -22,7 +22,10 @@ export const DRAIN_BYTES = 64 << 10;
 /** ... and for at most this long: an upstream that stalls mid-body loses its connection. */
 export const DRAIN_MS = 1000;
 
-/** An upstream's header fields that give its error status a meaning (kept when intercepted). */
+/**
+ * An upstream's header fields that give its error status a meaning (kept when intercepted), and
+ * its CORS fields: without them a cross-origin script sees a network error, not the status.
+ */
 const KEPT = [
   "www-authenticate",
   "proxy-authenticate",
@@ -30,6 +33,10 @@ const KEPT = [
   "allow",
   "ratelimit",
   "ratelimit-policy",
+  "access-control-allow-origin",
+  "access-control-allow-credentials",
+  "access-control-expose-headers",
+  "vary",
 ];
 
 /** A short reason for an upstream's status, for `{reason}` (none of the upstream's text). */

@@ -421,3 +421,31 @@ routes: { /: { type: proxy, target: "${up.url}", intercept_upstream: true, retri
   const page = await fetch(`${prox.url}/pkg.Svc/Call`);
   assert.equal(await page.text(), "<h1>sorry</h1>");
 });
+
+Deno.test("error_pages: intercept_upstream keeps the upstream's CORS fields, so a cross-origin script can read the error", async () => {
+  await using up = await startUpstream((req) =>
+    new Response("not here", {
+      status: 404,
+      headers: {
+        "access-control-allow-origin": req.headers.get("origin") ?? "*",
+        "access-control-allow-credentials": "true",
+        "access-control-expose-headers": "x-request-id",
+        vary: "Origin",
+        "x-app": "1",
+      },
+    })
+  );
+  await using prox = await startProxy(`
+health_check: { enabled: false }
+error_pages: { 404: { body: "lost" } }
+routes: { /: { type: proxy, target: "${up.url}", intercept_upstream: true } }
+`);
+  const res = await fetch(`${prox.url}/api/x`, { headers: { origin: "https://app.test" } });
+  assert.equal(res.status, 404);
+  assert.equal(await res.text(), "lost");
+  assert.equal(res.headers.get("access-control-allow-origin"), "https://app.test");
+  assert.equal(res.headers.get("access-control-allow-credentials"), "true");
+  assert.equal(res.headers.get("access-control-expose-headers"), "x-request-id");
+  assert.equal(res.headers.get("vary"), "Origin");
+  assert.equal(res.headers.get("x-app"), null);
+});
