@@ -63,7 +63,7 @@ Deno.test("redirectHandler: an unknown ACME challenge token gets the top-level 4
   assert.equal(await known.text(), "key-auth");
   const res = await handler(at("http://a.test/.well-known/acme-challenge/nope"), info);
   assert.equal(res.status, 404);
-  assert.equal(res.headers.get("content-type"), "text/html");
+  assert.equal(res.headers.get("content-type"), "text/html; charset=utf-8");
   assert.equal(res.headers.get("x-request-id"), "7fffffff-000001");
   assert.equal(await res.text(), "<h1>404: /.well-known/acme-challenge/nope</h1>");
   assert.deepEqual(

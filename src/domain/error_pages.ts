@@ -158,8 +158,9 @@ function variant(
     : [...at, "file"];
   const text = spec.body ?? opts.read(spec.file!, where);
   if (text === undefined) return undefined;
-  const type = spec.content_type ??
-    (spec.file !== undefined ? pageTypeFor(spec.file) : BODY_TYPE);
+  const type = spec.content_type !== undefined
+    ? withCharset(spec.content_type, text, [...at, "content_type"], opts.problems)
+    : (spec.file !== undefined ? pageTypeFor(spec.file) : BODY_TYPE);
   if (type === undefined) {
     opts.problems.push({
       path: where,
@@ -198,6 +199,35 @@ function variant(
     escape: escapeFor(type),
     source: spec.file ?? "inline",
   };
+}
+
+/** A text type (`text/*`, XML) without a charset: one a browser would guess as windows-1252. */
+const TEXT_TYPE = /^(?:text\/[^;\s]+|application\/(?:[^;\s]+\+)?xml)\s*(?:;|$)/i;
+const CHARSET = /;\s*charset\s*=\s*"?([^;"\s]+)/i;
+
+/**
+ * `type` as the page goes out: every page is sent as UTF-8, so a text type that names no charset
+ * gets `; charset=utf-8` (a page's non-ASCII text would be mojibake otherwise). One naming
+ * another charset is kept as written, with a warning when the page is beyond ASCII.
+ */
+function withCharset(
+  type: string,
+  text: string,
+  at: (string | number)[],
+  problems: PageProblem[],
+): string {
+  if (!TEXT_TYPE.test(type)) return type;
+  const charset = CHARSET.exec(type)?.[1];
+  if (charset === undefined) return `${type.replace(/[\s;]+$/, "")}; charset=utf-8`;
+  if (!/^utf-?8$/i.test(charset) && /[^ -~\t\r\n]/.test(text)) {
+    problems.push({
+      path: at,
+      warning: true,
+      message: `The page is sent as UTF-8, not ${charset}: its text beyond ASCII will show wrong`,
+      hint: "Drop the charset parameter (Prox adds charset=utf-8) or write charset=utf-8",
+    });
+  }
+  return type;
 }
 
 /** The entry whose key selects `status`, the narrowest first; undefined when none does. */

@@ -96,3 +96,23 @@ Deno.test("compilePages reports what it leaves out, at the entry's path", () => 
   ]);
   assert.equal(problems[2].hint, "Did you mean {status}?");
 });
+
+Deno.test("a page's own content_type gets charset=utf-8 when a text type names none", () => {
+  const { t, problems } = table({
+    "404": { body: "Seite fehlt – {status}", content_type: "text/html" },
+    "410": { body: "<x/>", content_type: "application/atom+xml" },
+    "429": { body: "{}", content_type: "application/json" },
+    "500": { body: "Fehler – ü", content_type: "text/plain; charset=iso-8859-1" },
+    "503": { body: "a", content_type: "Text/HTML;Charset=UTF-8" },
+  });
+  const type = (k: string) => t.find((e) => e.key === k)!.variants[0].type;
+  assert.equal(type("404"), "text/html; charset=utf-8");
+  assert.equal(type("410"), "application/atom+xml; charset=utf-8");
+  assert.equal(type("429"), "application/json"); // JSON has no charset parameter (RFC 8259)
+  assert.equal(type("503"), "Text/HTML;Charset=UTF-8");
+  // The page goes out as UTF-8 whatever the type says: a warning, the type as written.
+  assert.equal(type("500"), "text/plain; charset=iso-8859-1");
+  assert.deepEqual(problems.map((p) => [p.path, p.warning ?? false]), [
+    [["500", "content_type"], true],
+  ]);
+});

@@ -77,7 +77,7 @@ routes:
     res = await fetch(`${prox.url}/shop/cart`);
     assert.equal(res.status, 502);
     assert.equal(await res.text(), "shop is down (502)");
-    assert.equal(res.headers.get("content-type"), "text/plain");
+    assert.equal(res.headers.get("content-type"), "text/plain; charset=utf-8");
 
     // HEAD: the status and the page's fields, no body.
     res = await fetch(`${prox.url}/shop/cart`, { method: "HEAD" });
@@ -255,7 +255,7 @@ routes: { /only: { type: redirect, target: /elsewhere } }
   await using h3 = await connectH3({ hostname: "127.0.0.1", port: prox.port, caCerts: [ca] });
   let res = await h3.request("/a&b");
   assert.equal(res.status, 404);
-  assert.equal(res.headers.get("content-type"), "text/html");
+  assert.equal(res.headers.get("content-type"), "text/html; charset=utf-8");
   assert.equal(res.headers.get("proxy-status"), "prox; error=destination_not_found");
   assert.equal(new TextDecoder().decode(res.body), "<p>https /a&amp;b</p>");
   res = await h3.request("/a&b", { method: "HEAD" });
@@ -293,7 +293,7 @@ routes: { /only: { type: redirect, target: /elsewhere } }
     c.close();
   }
   assert.match(text, /^HTTP\/1\.1 400 /);
-  assert.match(text, /\r\ncontent-type: text\/html\r\n/);
+  assert.match(text, /\r\ncontent-type: text\/html; charset=utf-8\r\n/);
   const id = /\r\nx-request-id: ([^\r]+)\r\n/.exec(text)?.[1];
   assert.ok(id, text);
   assert.ok(text.endsWith(`\r\n\r\n<p>400 Invalid Host header ${id}</p>`), text);
