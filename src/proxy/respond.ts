@@ -12,7 +12,7 @@ export const OWN_ERROR: unique symbol = Symbol("prox.ownError");
 
 /**
  * Marks an answer another service wrote for the client (forward_auth's denial: a login page, its
- * cookies): neither Prox's own nor the upstream's, so `intercept_upstream` leaves it as it is.
+ * cookies), or a WebSocket handshake the upstream refused: `intercept_upstream` leaves it as it is.
  */
 export const PASSED_ON: unique symbol = Symbol("prox.passedOn");
 

@@ -449,3 +449,37 @@ routes: { /: { type: proxy, target: "${up.url}", intercept_upstream: true } }
   assert.equal(res.headers.get("vary"), "Origin");
   assert.equal(res.headers.get("x-app"), null);
 });
+
+Deno.test("error_pages: intercept_upstream leaves a WebSocket handshake the upstream refused unpaged", async () => {
+  await using up = await startUpstream(() => new Response("no socket for you", { status: 403 }));
+  await using prox = await startProxy(`
+health_check: { enabled: false }
+error_pages: { 4xx: { body: "PAGE {status}" } }
+routes: { /: { type: proxy, target: "${up.url}", intercept_upstream: true, retries: { attempts: 0 } } }
+`);
+  const c = await Deno.connect({ hostname: "127.0.0.1", port: Number(new URL(prox.url).port) });
+  let text = "";
+  try {
+    await c.write(new TextEncoder().encode(
+      "GET /ws HTTP/1.1\r\nHost: a.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n" +
+        "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    ));
+    const buf = new Uint8Array(4096);
+    // Until the head and as many body bytes as it declares (the connection stays open).
+    const done = () => {
+      const end = text.indexOf("\r\n\r\n");
+      const len = /\r\ncontent-length: (\d+)/i.exec(text)?.[1];
+      return end >= 0 && len !== undefined && text.length >= end + 4 + Number(len);
+    };
+    while (!done()) {
+      const n = await c.read(buf);
+      if (n === null) break;
+      text += new TextDecoder().decode(buf.subarray(0, n));
+    }
+  } finally {
+    c.close();
+  }
+  assert.match(text, /^HTTP\/1\.1 403 /);
+  assert.doesNotMatch(text, /PAGE/);
+  assert.match(text, /refused the WebSocket upgrade/);
+});

@@ -14,7 +14,8 @@ import type {
 } from "../../config/schema.ts";
 import type { Logger, UpstreamClient, UpstreamRequest, WebSocketLimits } from "../../ports.ts";
 import type { PipelineDeps, RequestContext } from "../context.ts";
-import { errorResponse } from "../respond.ts";
+import { errorResponse, PASSED_ON } from "../respond.ts";
+import type { PassedOn } from "../respond.ts";
 import { forward, registryOf } from "../forward.ts";
 import { applyHeaderRules, placeholderValues, requestInput } from "../filters/rules.ts";
 import { applyAuthHeaders } from "../filters/forward_auth.ts";
@@ -204,7 +205,12 @@ export async function websocketAction(
         if (held) ctx.release?.();
       },
       opened(res: Response) {
-        if (res.status !== 101 || ended) return res;
+        if (res.status !== 101) {
+          // A refused handshake (browsers show no body): intercept_upstream leaves it as it is.
+          (res as PassedOn)[PASSED_ON] = true;
+          return res;
+        }
+        if (ended) return res;
         held = true;
         state.inFlight++;
         // The session is the request in progress: its concurrency_limit slot stays taken until
