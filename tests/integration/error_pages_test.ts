@@ -483,3 +483,50 @@ routes: { /: { type: proxy, target: "${up.url}", intercept_upstream: true, retri
   assert.doesNotMatch(text, /PAGE/);
   assert.match(text, /refused the WebSocket upgrade/);
 });
+
+Deno.test("error_pages: intercept_upstream does not wait for a small error body that stalls", async () => {
+  // Each request reports the client port: a new port, a new upstream connection.
+  const ports: number[] = [];
+  let release!: () => void;
+  const stalled = new Promise<void>((r) => release = r);
+  await using up = await startUpstream((req, info) => {
+    ports.push(info.remoteAddr.port);
+    if (!new URL(req.url).searchParams.has("slow")) return new Response("ok");
+    // A small declared body of which 10 bytes come, then nothing until the test ends.
+    return new Response(
+      new ReadableStream({
+        async start(c) {
+          c.enqueue(new TextEncoder().encode("0123456789"));
+          await stalled;
+          c.enqueue(new TextEncoder().encode("x".repeat(1990)));
+          c.close();
+        },
+      }),
+      { status: 503, headers: { "content-length": "2000" } },
+    );
+  });
+  try {
+    await using prox = await startProxy(`
+health_check: { enabled: false }
+upstream_pool: { max_connections_per_upstream: 1 }
+error_pages: { 5xx: { body: "sorry {status}" } }
+routes:
+  /:
+    type: proxy
+    target: "${up.url}"
+    intercept_upstream: true
+    retries: { attempts: 0 }
+    timeouts: { idle: 3s }
+`);
+    // The page at once, not a 504 once the idle timeout gave up on the body.
+    const res = await fetch(`${prox.url}/?slow`);
+    assert.equal(res.status, 503);
+    assert.equal(await res.text(), "sorry 503");
+    // The stalled body is cancelled after a second: its connection closed, not reused mid-body.
+    assert.equal(await (await fetch(`${prox.url}/`)).text(), "ok");
+    assert.equal(ports.length, 2);
+    assert.notEqual(ports[0], ports[1]);
+  } finally {
+    release();
+  }
+});
