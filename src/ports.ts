@@ -276,6 +276,12 @@ export interface UpstreamRequest {
    * answer need not be wrapped in a stream that watches it. Prox's HTTP/2 client does.
    */
   watchBody?: boolean;
+  /**
+   * The route's error pages replace the upstream's error answers (`intercept_upstream`): an
+   * answer of 400 and over streams rather than being read whole first, so that a body that stalls
+   * does not hold the page back (it is cancelled unread).
+   */
+  streamErrors?: boolean;
 }
 
 /**

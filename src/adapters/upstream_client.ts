@@ -24,7 +24,8 @@ export interface UpstreamClientOptions extends Partial<UpstreamPoolOptions> {
   maxHeaderBytes?: number;
   /**
    * Content-Length bodies up to this size are read whole before responding (error answers, 400
-   * and over, stream: see upstream_h1.ts); default 32 KiB.
+   * and over, stream on routes whose error pages replace them: UpstreamRequest.streamErrors);
+   * default 32 KiB.
    * Past about that size streaming costs less CPU: a whole body is zero-filled, read, then copied
    * again by the Response constructor (Fetch copies a bytes body). Per-thread CPU per request,
    * one core: 16 KiB whole 78 µs vs streamed 108; 48 KiB 105 vs 97; 64 KiB 132–155 vs 113–114.

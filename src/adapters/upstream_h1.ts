@@ -226,12 +226,12 @@ export async function exchange(
   // Answers that are not small are read into a buffer of LARGE_POOL's from now on (`enlarged`).
   const inPlace = res.framing === "length" && res.contentLength > SMALL_BODY &&
     enlarged(conn, res.contentLength);
-  // An error answer streams: `intercept_upstream` drops its body and must not wait for all of it
-  // (an upstream stalling mid-body held the error page until the idle timeout).
+  // An error answer a page will replace streams (`streamErrors`): `intercept_upstream` drops its
+  // body and must not wait for all of it (one stalling mid-body held the page until timeouts.idle).
   if (
     res.framing === "length" &&
     res.contentLength <= (req.lean ? limits.oneChunkLimit : limits.bufferLimit) &&
-    res.status < 400
+    (res.status < 400 || req.streamErrors !== true)
   ) {
     // A lean answer's buffer may come from a pool and go back once the engine wrote it.
     const pool = room > 0 ? poolFor(room + res.contentLength + SLACK) : undefined;

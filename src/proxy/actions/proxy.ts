@@ -362,6 +362,7 @@ export async function proxyAction(
       // Prox's HTTP/2 client watches the deadline through the body itself, sparing the answer a
       // wrapping stream (withDeadline); not with a per-try timeout, whose signal is not this one.
       watchBody: deadline !== undefined && !route.retries?.per_try_timeout,
+      streamErrors: compiled.intercept && ctx.snapshot.hasErrorPages,
     };
   };
   const mirror = compiled.mirror
