@@ -18,10 +18,35 @@ export const LISTING_MAX = 1_000;
 
 const html = (s: string) => escapeValue(s, "html");
 
+/**
+ * `a` before `b` by code point (the order of their UTF-8 bytes). `<` compares UTF-16 units, which
+ * puts a character past U+FFFF (a surrogate pair, 0xD800-0xDFFF) before U+E000-U+FFFF.
+ */
+function codePointLess(a: string, b: string): boolean {
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) {
+    const x = a.charCodeAt(i), y = b.charCodeAt(i);
+    if (x === y) continue;
+    // Only where both are at or past the surrogates does the unit order differ from code points.
+    if (x >= 0xd800 && y >= 0xd800) {
+      const xs = x < 0xe000, ys = y < 0xe000;
+      if (xs !== ys) return !xs;
+    }
+    return x < y;
+  }
+  return a.length < b.length;
+}
+
 /** Directories first, then files, each by name (code point order: the same on every machine). */
 export function sortEntries(entries: DirEntry[]): DirEntry[] {
   return [...entries].sort((a, b) =>
-    a.isDirectory !== b.isDirectory ? (a.isDirectory ? -1 : 1) : a.name < b.name ? -1 : 1
+    a.isDirectory !== b.isDirectory
+      ? (a.isDirectory ? -1 : 1)
+      : a.name === b.name
+      ? 0
+      : codePointLess(a.name, b.name)
+      ? -1
+      : 1
   );
 }
 
