@@ -148,6 +148,13 @@ Deno.test("static route refuses dotfiles, symlink escapes and traversal through 
     assert.ok(res.status === 400 || res.status === 404, `${path}: ${res.status}`);
     assert.ok(!body.includes("top secret"), path);
   }
+  // A raw backslash is read as "/" by the URL parser, as browsers do (README: Safe paths): it
+  // names the same file as the slash would, and `..\` climbs no further than `../` does.
+  const curl = (path: string) =>
+    run("curl", ["-sS", "--path-as-is", "-w", " %{http_code}", `${p.url}${path}`]);
+  assert.equal((await curl("/static/docs\\index.html")).stdout, "<h1>docs</h1> 200");
+  const up = await curl("/static/docs\\..\\..\\..\\secret.txt");
+  assert.ok(up.stdout.endsWith(" 404") && !up.stdout.includes("top secret"), up.stdout);
 });
 
 Deno.test("static route never dates a file later than the answer, so a redeploy is not answered 304", async () => {
