@@ -346,13 +346,15 @@ export interface FileStore {
   /**
    * A directory's entries (a static route's `browse`), each as `stat` sees it: entries that
    * resolve outside the root (a symlink out of it) or cannot be read are left out. At most
-   * `max`; `truncated` says there were more. Null when the directory is not there. Optional: a
-   * store without it lists nothing.
+   * `max`; `truncated` says there were more. Names `skip` refuses (dotfiles a route hides) are
+   * neither resolved nor counted among the `max`. Null when the directory is not there.
+   * Optional: a store without it lists nothing.
    */
   list?(
     root: string,
     relPath: string,
     max: number,
+    skip?: (name: string) => boolean,
   ): Promise<{ entries: DirEntry[]; truncated: boolean } | null>;
 }
 

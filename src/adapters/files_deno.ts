@@ -266,7 +266,7 @@ export function createDenoFileStore(): FileStore {
       }
     },
 
-    async list(root, relPath, max) {
+    async list(root, relPath, max, skip) {
       const real = resolveInside(root, relPath);
       if (real === null) return null;
       const entries: DirEntry[] = [];
@@ -279,6 +279,8 @@ export function createDenoFileStore(): FileStore {
             truncated = true;
             break;
           }
+          // Hidden by the route: not a place in the listing, nor a realpath and a stat.
+          if (skip?.(e.name)) continue;
           // As stat sees it: a symlink is followed, and one out of the root is left out.
           const child = resolveInside(root, relPath === "" ? e.name : `${relPath}/${e.name}`);
           if (child === null) continue;

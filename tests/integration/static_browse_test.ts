@@ -90,3 +90,24 @@ routes:
     await Deno.remove(root, { recursive: true });
   }
 });
+
+Deno.test("static browse: hidden dotfiles do not use up the listing's 1,000 entries", async () => {
+  const base = await Deno.makeTempDir({ prefix: "prox-browse-" });
+  try {
+    // A build cache beside the downloads: 1,000 dotfiles and one file to list.
+    for (let i = 0; i < 1000; i++) Deno.writeTextFileSync(`${base}/.cache-${i}`, "");
+    await Deno.writeTextFile(`${base}/release.zip`, "zip");
+    await using prox = await startProxy(`
+health_check: { enabled: false }
+routes:
+  /: { type: static, root: "${base}", browse: true }
+`);
+    const json = await (await fetch(`${prox.url}/`, {
+      headers: { accept: "application/json" },
+    })).json();
+    assert.deepEqual(json.entries.map((e: { name: string }) => e.name), ["release.zip"]);
+    assert.equal(json.truncated, false);
+  } finally {
+    await Deno.remove(base, { recursive: true });
+  }
+});

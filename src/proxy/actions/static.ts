@@ -153,12 +153,13 @@ async function listDirectory(
   segments: string[],
   opts: StaticOptions,
 ): Promise<Response | null> {
-  const listed = await opts.files.list!(opts.root, dir, LISTING_MAX);
-  if (!listed) return null;
   // A name with a backslash is one the route refuses to serve (decodeSegments): no dead link.
-  const entries = listed.entries.filter((e) =>
-    !e.name.includes("\\") && (opts.showDotfiles || !e.name.startsWith("."))
-  );
+  // Left out by the store, so hidden names do not take the places of visible ones.
+  const hidden = (name: string) =>
+    name.includes("\\") || (!opts.showDotfiles && name.startsWith("."));
+  const listed = await opts.files.list!(opts.root, dir, LISTING_MAX, hidden);
+  if (!listed) return null;
+  const entries = listed.entries.filter((e) => !hidden(e.name));
   const accept = req.headers.get("accept") ?? "";
   const json = /application\/json/i.test(accept) && !/text\/html/i.test(accept);
   const path = joinPath(opts.prefix, segments.join("/")).replace(/\/*$/, "/");
