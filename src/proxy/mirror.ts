@@ -283,6 +283,9 @@ async function drain(body: ReadableStream<Uint8Array> | null, signal: AbortSigna
     for (;;) {
       if (signal.aborted) throw signal.reason;
       const r = await reader.read();
+      // A read the abort cut short (`stop` cancels the reader) ends with `done` too: that is the
+      // copy's timeout or a shutdown, no complete answer.
+      if (signal.aborted) throw signal.reason;
       if (r.done) return;
       seen += r.value.byteLength;
       if (seen > DRAIN_CAP) {

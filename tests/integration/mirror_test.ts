@@ -170,6 +170,50 @@ routes:
   assert.deepEqual(logger.lines.filter((l) => l.level === "error"), []);
 });
 
+Deno.test("mirror: a shadow that sends its head, then stalls its body past the timeout, counts as failed", async () => {
+  await using primary = await startPrimary([]);
+  const stalled: ReadableStreamDefaultController<Uint8Array>[] = [];
+  // Its head and a first chunk at once, then nothing more until the test ends.
+  await using shadow = await startUpstream(() =>
+    new Response(
+      new ReadableStream<Uint8Array>({
+        start(c) {
+          c.enqueue(new TextEncoder().encode("partial"));
+          stalled.push(c);
+        },
+      }),
+    )
+  );
+  const metrics = recordingMetrics();
+  const logger = recordingLogger();
+  await using prox = await startProxy(
+    `health_check: { enabled: false }
+log: { level: debug }
+routes:
+  "/": { type: proxy, target: "${primary.url}", mirror: { target: "${shadow.url}", timeout: 200ms } }
+`,
+    { metrics, logger },
+  );
+  const res = await fetch(`${prox.url}/x`);
+  assert.equal(await res.text(), "primary read 0");
+  try {
+    await waitFor(() => metrics.results.length === 1, { what: "the copy's outcome" });
+    // The answer never ended within the copy's timeout: no complete answer, as for a shadow
+    // that sends nothing (not "Mirror answered").
+    assert.deepEqual(metrics.results, ["failed"]);
+    assert.ok(
+      logger.lines.some((l) => l.msg === "Mirror request failed"),
+      JSON.stringify(logger.lines.filter((l) => l.msg.startsWith("Mirror"))),
+    );
+  } finally {
+    for (const c of stalled) {
+      try {
+        c.close();
+      } catch { /* cancelled already */ }
+    }
+  }
+});
+
 Deno.test("mirror: max_in_flight caps copies under way; the excess is dropped and counted", async () => {
   const primarySeen: Received[] = [];
   await using primary = await startPrimary(primarySeen);
