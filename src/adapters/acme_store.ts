@@ -90,6 +90,22 @@ export async function openAcmeStore(
       `Cannot create the ACME storage "${dir}" (tls.acme.storage_path): ${why}; point storage_path at a writable directory`,
     );
   }
+  // An existing directory Prox cannot write (made by root for a Prox running as another user, a
+  // read-only mount) failed only when an order took the lock: at renewal, months later, with a
+  // stored certificate. Said now, as for one it cannot create.
+  for (const where of [dir, `${dir}/challenges`]) {
+    const probe = `${where}/.prox-write-check.${crypto.randomUUID().slice(0, 8)}`;
+    try {
+      await Deno.writeTextFile(probe, "", { createNew: true, mode: 0o600 });
+      await Deno.remove(probe);
+    } catch (err) {
+      await Deno.remove(probe).catch(() => {});
+      const why = (err as Error).message.replace(/ \(os error \d+\).*$/, "").toLowerCase();
+      throw new Error(
+        `Cannot write to the ACME storage "${dir}" (tls.acme.storage_path): ${why}; point storage_path at a writable directory`,
+      );
+    }
+  }
   const certPath = `${dir}/${opts.name}.crt`;
   const keyPath = `${dir}/${opts.name}.key`;
   const metaPath = `${dir}/${opts.name}.meta.json`;

@@ -42,6 +42,57 @@ Deno.test("openAcmeStore names storage_path and the fix when it cannot create th
     );
   }));
 
+/**
+ * What openAcmeStore says about `dir` when the user it runs as cannot write there. Root writes
+ * anywhere: as root, it runs in a subprocess as nobody (setpriv), as an unprivileged Prox would.
+ */
+async function openAsUnprivileged(dir: string): Promise<string> {
+  const code = `import { openAcmeStore } from ${
+    JSON.stringify(import.meta.resolve("./acme_store.ts"))
+  };
+try { await openAcmeStore(${JSON.stringify(dir)}, { name: "example.com" }); console.log("opened"); }
+catch (e) { console.log(String(e)); }`;
+  if (Deno.uid() !== 0) {
+    await Deno.chmod(dir, 0o500);
+    try {
+      return await openAcmeStore(dir, { name: "example.com" }).then(() => "opened", String);
+    } finally {
+      await Deno.chmod(dir, 0o700);
+    }
+  }
+  const home = await Deno.makeTempDir({ prefix: "prox-acme-nobody-" });
+  try {
+    await Deno.chmod(home, 0o777);
+    const out = await new Deno.Command("setpriv", {
+      args: ["--reuid=65534", "--regid=65534", "--clear-groups", Deno.execPath(), "eval", code],
+      env: { DENO_DIR: home, HOME: home, NO_COLOR: "1" },
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const text = new TextDecoder().decode(out.stdout).trim();
+    assert.ok(out.success && text, new TextDecoder().decode(out.stderr));
+    return text;
+  } finally {
+    await Deno.remove(home, { recursive: true });
+  }
+}
+
+Deno.test("openAcmeStore refuses at start a storage directory it cannot write (not at renewal, months later)", () =>
+  withStore(async (dir) => {
+    // As an operator's directory made by root for a Prox that runs as another user.
+    await Deno.mkdir(`${dir}/acme/challenges`, { recursive: true });
+    await Deno.chmod(dir, 0o755);
+    await Deno.chmod(`${dir}/acme`, 0o755);
+    assert.equal(
+      await openAsUnprivileged(`${dir}/acme`),
+      `Error: Cannot write to the ACME storage "${dir}/acme" (tls.acme.storage_path): permission denied; point storage_path at a writable directory`,
+    );
+    // Nothing left behind by the check in a directory it can write.
+    await openAcmeStore(`${dir}/acme`, { name: "example.com" });
+    assert.deepEqual([...Deno.readDirSync(`${dir}/acme`)].map((e) => e.name), ["challenges"]);
+    assert.deepEqual([...Deno.readDirSync(`${dir}/acme/challenges`)], []);
+  }));
+
 Deno.test("openAcmeStore rejects a key that does not belong to the certificate", () =>
   withStore(async (dir) => {
     assert.equal(pairMatches(cert, key), true);
