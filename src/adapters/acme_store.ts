@@ -73,6 +73,9 @@ export interface AcmeStore {
   close?(): Promise<void>;
 }
 
+/** How long a pending HTTP-01 key authorization is answered (as Redis keeps it). */
+const CHALLENGE_MAX_AGE_MS = 3_600_000;
+
 /** RFC 8555 §8.3: tokens are base64url; anything else is never a file name. */
 export const TOKEN = /^[A-Za-z0-9_-]{1,128}$/;
 
@@ -180,8 +183,15 @@ export async function openAcmeStore(
     },
     writeChallenge: async (token, keyAuth) =>
       await writeAtomic(challengePath(token), keyAuth, 0o644),
-    readChallenge: (token) =>
-      TOKEN.test(token) ? readOrNull(challengePath(token)) : Promise.resolve(null),
+    async readChallenge(token) {
+      if (!TOKEN.test(token)) return null;
+      // One older than an order lasts was left by a crashed instance: pruned only when the next
+      // order starts (months later), it was answered until then. Not in flight: 404, as Redis's
+      // expired key.
+      const st = await Deno.stat(challengePath(token)).catch(() => null);
+      if (!st?.mtime || Date.now() - st.mtime.getTime() > CHALLENGE_MAX_AGE_MS) return null;
+      return await readOrNull(challengePath(token));
+    },
     async removeChallenge(token) {
       await Deno.remove(challengePath(token)).catch(() => {});
     },
