@@ -47,11 +47,6 @@ Deno.test("openAcmeStore names storage_path and the fix when it cannot create th
  * anywhere: as root, it runs in a subprocess as nobody (setpriv), as an unprivileged Prox would.
  */
 async function openAsUnprivileged(dir: string): Promise<string> {
-  const code = `import { openAcmeStore } from ${
-    JSON.stringify(import.meta.resolve("./acme_store.ts"))
-  };
-try { await openAcmeStore(${JSON.stringify(dir)}, { name: "example.com" }); console.log("opened"); }
-catch (e) { console.log(String(e)); }`;
   if (Deno.uid() !== 0) {
     await Deno.chmod(dir, 0o500);
     try {
@@ -63,6 +58,15 @@ catch (e) { console.log(String(e)); }`;
   const home = await Deno.makeTempDir({ prefix: "prox-acme-nobody-" });
   try {
     await Deno.chmod(home, 0o777);
+    // The modules it needs, copied where nobody can read them (the checkout may be in a home
+    // directory only root reads).
+    for (const f of ["acme_store.ts", "pem_chain.ts"]) {
+      await Deno.copyFile(new URL(`./${f}`, import.meta.url), `${home}/${f}`);
+      await Deno.chmod(`${home}/${f}`, 0o644);
+    }
+    const code = `import { openAcmeStore } from ${JSON.stringify(`${home}/acme_store.ts`)};
+try { await openAcmeStore(${JSON.stringify(dir)}, { name: "example.com" }); console.log("opened"); }
+catch (e) { console.log(String(e)); }`;
     const out = await new Deno.Command("setpriv", {
       args: ["--reuid=65534", "--regid=65534", "--clear-groups", Deno.execPath(), "eval", code],
       env: { DENO_DIR: home, HOME: home, NO_COLOR: "1" },
