@@ -24,6 +24,30 @@ async function untilEnd(c: Deno.Conn): Promise<number[]> {
 }
 
 /**
+ * A client that sends the handshake to Prox at `port`, then answers nothing, not even a close:
+ * what came until Prox ended the connection, which it must within 10 s (the test fails if the
+ * client had to cut it).
+ */
+async function unansweringClient(port: number): Promise<string> {
+  const c = await Deno.connect({ hostname: "127.0.0.1", port });
+  try {
+    await c.write(enc.encode(`GET / HTTP/1.1\r\nHost: a\r\n${HANDSHAKE}\r\n`));
+    let cut = false;
+    const timer = setTimeout(() => (cut = true, c.close()), 10_000);
+    const all = await untilEnd(c);
+    clearTimeout(timer);
+    assert.equal(cut, false, "Prox ended the connection");
+    const text = new TextDecoder().decode(new Uint8Array(all));
+    assert.match(text, /^HTTP\/1\.1 101 /);
+    return text;
+  } finally {
+    try {
+      c.close();
+    } catch { /* closed by the timer */ }
+  }
+}
+
+/**
  * A WebSocket upstream on raw TCP that accepts the handshake, then reads and never answers
  * anything: a close frame included (a hung app, or a peer a network partition cut off).
  */
@@ -100,23 +124,9 @@ Deno.test("a client that never answers the upstream's close is let go of, and lo
   const logger = recordingLogger();
   await using up = await wsUpstream((ws) => ws.close(4000, "go away"));
   await using prox = await startWsProxy(wsRoute(up.url), { logger });
-  const c = await Deno.connect({ hostname: "127.0.0.1", port: prox.port });
-  try {
-    await c.write(enc.encode(`GET / HTTP/1.1\r\nHost: a\r\n${HANDSHAKE}\r\n`));
-    // The 101, the close frame Prox relays, then (this client answering nothing) the end.
-    let cut = false;
-    const timer = setTimeout(() => (cut = true, c.close()), 10_000);
-    const all = await untilEnd(c);
-    clearTimeout(timer);
-    assert.equal(cut, false, "Prox ended the connection");
-    const text = new TextDecoder().decode(new Uint8Array(all));
-    assert.match(text, /^HTTP\/1\.1 101 /);
-    assert.ok(text.includes("go away"), "the upstream's close was relayed");
-  } finally {
-    try {
-      c.close();
-    } catch { /* closed by the timer */ }
-  }
+  // The 101, the close frame Prox relays, then (this client answering nothing) the end.
+  const text = await unansweringClient(prox.port);
+  assert.ok(text.includes("go away"), "the upstream's close was relayed");
   // The connection was never counted as ended (no log line, its in-flight count held).
   const line = await waitFor(() => logger.records.find((r) => r.msg === "WebSocket closed"));
   assert.equal(line.code, 4000);
@@ -173,22 +183,8 @@ Deno.test("a client that never answers the 1014 close of an unreachable upstream
   const port = (l.addr as Deno.NetAddr).port;
   l.close();
   await using prox = await startWsProxy(wsRoute(`ws://127.0.0.1:${port}`));
-  const c = await Deno.connect({ hostname: "127.0.0.1", port: prox.port });
-  try {
-    await c.write(enc.encode(`GET / HTTP/1.1\r\nHost: a\r\n${HANDSHAKE}\r\n`));
-    // The 101, Prox's 1014 close, then (this client answering nothing) the end: Deno waited
-    // for the answer for good, holding the connection until the process ended.
-    let cut = false;
-    const timer = setTimeout(() => (cut = true, c.close()), 10_000);
-    const all = await untilEnd(c);
-    clearTimeout(timer);
-    assert.equal(cut, false, "Prox ended the connection");
-    const text = new TextDecoder().decode(new Uint8Array(all));
-    assert.match(text, /^HTTP\/1\.1 101 /);
-    assert.ok(text.includes("Bad gateway"), "the 1014 close went first");
-  } finally {
-    try {
-      c.close();
-    } catch { /* closed by the timer */ }
-  }
+  // The 101, Prox's 1014 close, then (this client answering nothing) the end: Deno waited for
+  // the answer for good, holding the connection until the process ended.
+  const text = await unansweringClient(prox.port);
+  assert.ok(text.includes("Bad gateway"), "the 1014 close went first");
 });
