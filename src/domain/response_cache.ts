@@ -3,6 +3,8 @@
 // by total bytes and by entry count; the least recently used entries go first. Pure: holds data,
 // knows no time.
 
+import { varyValue } from "./vary_value.ts";
+
 /** One stored response with what freshness is computed from. */
 export interface StoredResponse {
   status: number;
@@ -99,13 +101,14 @@ export function entrySize(key: string, r: StoredResponse): number {
 
 /**
  * The secondary key of a request for the Vary names of a stored response: each name with the
- * request's value (null when absent; combined field values compare as sent).
+ * request's value (null when absent), normalised where the field's syntax allows (varyValue,
+ * RFC 9111 §4.1) so that one answer is not stored again for each spelling of the same request.
  */
 export function varyKey(names: readonly string[], get: (name: string) => string | null): string {
   if (names.length === 0) return "";
   let s = names.join(",");
   for (const n of names) {
-    const v = get(n);
+    const v = varyValue(n, get(n));
     s += v === null ? "\0-" : `\0=${v}`;
   }
   return s;

@@ -333,6 +333,46 @@ Deno.test("cache: Vary keys on the request headers it names, after request heade
   assert.equal(c.sent.length, 3);
 });
 
+Deno.test("cache: Vary values that differ only in order, case, spacing or field lines share one entry", async () => {
+  // RFC 9111 §4.1: values that mean the same (list members reordered where order means nothing,
+  // case-insensitive tokens, optional whitespace, one line or several) match one stored variant.
+  const c = setup((r) =>
+    new Response(`for ${r.headers.get("accept-encoding")} ${r.headers.get("accept-language")}`, {
+      headers: { "cache-control": "max-age=60", vary: "Accept-Encoding, Accept-Language" },
+    })
+  );
+  const ask = (ae: string | string[], al: string) => {
+    const headers = new Headers({ "accept-language": al });
+    for (const v of [ae].flat()) headers.append("accept-encoding", v);
+    return c.get("/n", { headers });
+  };
+  assert.equal((await ask("gzip, br", "en-US, de;q=0.5")).text, "for gzip, br en-US, de;q=0.5");
+  for (
+    const [ae, al] of [
+      ["br,gzip", "en-US,de;q=0.5"],
+      ["BR, GZip", "en-us , de; q=0.50"],
+      [["br", "gzip"], "en-US ,de;q=0.500"],
+      ["gzip;q=1, br, ,", "en-US, de;q=0.5"],
+    ] as const
+  ) {
+    assert.equal((await ask(ae as string | string[], al)).text, "for gzip, br en-US, de;q=0.5");
+  }
+  assert.equal(c.sent.length, 1, "one upstream request for five spellings of one request");
+  // Values that mean something else still get their own answer: another weight, a coding
+  // refused, languages in another order (some apps pick the first of equal weight).
+  for (
+    const [ae, al] of [
+      ["gzip;q=0.5, br", "en-US, de;q=0.5"],
+      ["gzip, br;q=0", "en-US, de;q=0.5"],
+      ["gzip, br", "de;q=0.5, en-US"],
+      ["gzip, br", "de, en-US"],
+    ]
+  ) {
+    assert.equal((await ask(ae, al)).text, `for ${ae} ${al}`);
+  }
+  assert.equal(c.sent.length, 5);
+});
+
 Deno.test("cache: an answer echoing the Origin without Vary: Origin is kept per origin", async () => {
   // The app's own CORS (no `cors` on the route) forgot Vary: Origin.
   const c = setup((r) => {
