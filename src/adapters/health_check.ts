@@ -1,5 +1,6 @@
-// Active health checks: one probe per configured target at start-up, then every interval. Probes
-// of a round run concurrently, each with its own timeout, so one slow backend delays nobody.
+// Active health checks: one probe per configured target and check at start-up, then each on its
+// own timer, every interval after its last probe started, each with its own timeout: a slow or
+// hung backend delays only its own next probe, never another's.
 // Results go to the upstream registry, which applies the thresholds and logs transitions.
 
 import { ProxyError } from "../domain/errors.ts";
@@ -43,7 +44,7 @@ export interface ProbeJob {
   grpcService?: string;
 }
 
-/** Most probes in flight at once (each has its own timeout). */
+/** Most probes in flight at once (each has its own timeout); more wait for a turn in order. */
 export const PROBE_CONCURRENCY = 64;
 
 /** Most response-body bytes read for `body_match`. */
@@ -130,7 +131,7 @@ function toRegExp(s: string): RegExp {
 
 /** A running prober. */
 export interface HealthChecker {
-  /** Settles when the start-up round has finished. */
+  /** Settles when the start-up probe of every check has finished. */
   readonly firstRound: Promise<void>;
   /** Applies a reloaded snapshot: new targets are probed at once, removed ones stop. */
   update(snapshot: Snapshot): void;
@@ -157,20 +158,39 @@ export function startHealthChecks(
   const inflight = new Map<AbortController, string>();
   /** Jobs with a probe in flight: a check of a target never has two at once. */
   const probing = new Set<string>();
-  /** The current jobs by jobKey; a round looks its jobs up here at probe time. */
+  /** The current jobs by jobKey; a check looks its job up here at probe time. */
   const byKey = (s: Snapshot) => new Map(healthJobs(s).map((j) => [jobKey(j.id, j.check), j]));
   let jobs = byKey(snapshot);
   let intervalMs = intervalOf(snapshot);
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  /** A timed round is running: the next is scheduled when it ends, so rounds never overlap. */
-  let ticking = true;
+  /**
+   * Per job, its schedule: when its last probe started and the timer of its next, unset while a
+   * probe runs or waits for a turn. One per job (bounded by the config): a reload drops those of
+   * jobs it removes, and a job removed and added back gets a new one, the old one's end ignored.
+   */
+  const slots = new Map<string, Slot>();
+  /** Checks running or waiting for a turn (close() waits for them). */
+  const running = new Set<Promise<void>>();
   let closed = false;
-  let running: Promise<void> = Promise.resolve();
+  /** Probes holding a turn; those past PROBE_CONCURRENCY wait in `waiting`, first come first. */
+  let active = 0;
+  const waiting: (() => void)[] = [];
+  const acquire = (): Promise<void> => {
+    if (active < PROBE_CONCURRENCY) {
+      active++;
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => waiting.push(resolve));
+  };
+  const release = () => {
+    const next = waiting.shift();
+    if (next) next(); // the turn passes on
+    else active--;
+  };
 
   const probe = async (key: string): Promise<void> => {
     const job = jobs.get(key);
-    // Removed (or no longer checked) by a reload since the round started; or still being probed
-    // (a reload's round for new targets, a probe slower than the interval).
+    // Removed (or no longer checked) by a reload while it waited for a turn; or still being
+    // probed (removed and added back by reloads while its last probe ran).
     if (!job || probing.has(key)) return;
     const { id } = job;
     const ac = new AbortController();
@@ -237,7 +257,7 @@ export function startHealthChecks(
     // not mark down a target nobody probes any more (nothing would ever bring it back).
     if (closed || (ac.signal.aborted && !timedOut) || jobs.get(key) === undefined) return;
     // A probe Prox's own host could not make (descriptors or ports ran out) says nothing of the
-    // target: no verdict, logged once per round at most by the caller's debug line.
+    // target: no verdict, only a debug line.
     if (local) {
       deps.logger.debug("Health probe not made: the host ran short", { upstream: id, reason });
       return;
@@ -256,38 +276,53 @@ export function startHealthChecks(
     });
   };
 
-  // At most PROBE_CONCURRENCY probes at once; a round with more targets streams through them.
-  const round = async (list: string[]) => {
-    let next = 0;
-    const worker = async () => {
-      while (next < list.length && !closed) await probe(list[next++]);
-    };
-    await Promise.all(Array.from({ length: Math.min(PROBE_CONCURRENCY, list.length) }, worker));
+  /** Probes `key` now (once a turn is free), then schedules its next probe. */
+  const check = (key: string, slot: Slot): Promise<void> => {
+    const done = (async () => {
+      await acquire();
+      try {
+        if (closed || slots.get(key) !== slot) return;
+        slot.started = performance.now();
+        await probe(key);
+      } catch (err) {
+        // Not the target's failure (probe() turns those into results): the check goes on.
+        deps.logger.error("Health probe failed", { key, reason: String(err) });
+      } finally {
+        release();
+      }
+      schedule(key, slot);
+    })();
+    running.add(done);
+    return done.finally(() => running.delete(done));
   };
-  /** When the last timed round started: rounds start an interval apart, however long they take. */
-  let roundStart = performance.now();
-  const tick = () => {
-    timer = undefined;
-    ticking = true;
-    roundStart = performance.now();
-    running = round([...jobs.keys()]).finally(ended);
+  // Each job on its own timer, an interval (up to 10% early, never late) after its last probe
+  // started: a slow or hung target delays no other's checks, and many Prox instances do not
+  // probe a backend in lock-step. A probe that outlasted the interval is followed at once.
+  const schedule = (key: string, slot: Slot) => {
+    if (closed || slots.get(key) !== slot || slot.timer !== undefined) return;
+    const due = intervalMs * (0.9 + 0.1 * Math.random()) - (performance.now() - slot.started);
+    slot.timer = setTimeout(() => {
+      slot.timer = undefined;
+      void check(key, slot);
+    }, timerDelay(Math.max(0, due)));
   };
-  const ended = () => {
-    ticking = false;
-    schedule();
-  };
-  // Up to 10% early, never late: many Prox instances do not probe a backend in lock-step, and a
-  // dead target is still seen within one interval. A round that outlasted the interval (a hung
-  // target) is followed at once.
-  const schedule = () => {
-    if (!closed && timer === undefined && !ticking) {
-      const due = intervalMs * (0.9 + 0.1 * Math.random()) - (performance.now() - roundStart);
-      timer = setTimeout(tick, timerDelay(Math.max(0, due)));
+  /** Starts the checks of `keys` with a probe now. */
+  const begin = (keys: Iterable<string>): Promise<void>[] => {
+    const started: Promise<void>[] = [];
+    for (const key of keys) {
+      const slot: Slot = { started: performance.now(), timer: undefined };
+      slots.set(key, slot);
+      started.push(check(key, slot));
     }
+    return started;
+  };
+  const stop = (key: string) => {
+    const slot = slots.get(key);
+    if (slot) clearTimeout(slot.timer);
+    slots.delete(key);
   };
 
-  const firstRound = round([...jobs.keys()]);
-  running = firstRound.finally(ended);
+  const firstRound = Promise.all(begin(jobs.keys())).then(() => {});
   if (jobs.size > 0) {
     const targets = new Set([...jobs.values()].map((j) => j.id)).size;
     deps.logger.info("Health checks started", {
@@ -302,16 +337,21 @@ export function startHealthChecks(
     update(next) {
       const known = jobs;
       jobs = byKey(next);
-      // Probes of checks no longer made stop now (their results would be dropped anyway).
+      // Checks no longer made stop now: their timers, and probes in flight (their results would
+      // be dropped anyway).
+      for (const key of known.keys()) if (!jobs.has(key)) stop(key);
       for (const [ac, key] of inflight) if (!jobs.has(key)) ac.abort();
       const interval = intervalOf(next);
-      if (interval !== intervalMs && timer !== undefined) {
-        clearTimeout(timer);
-        timer = undefined;
+      if (interval !== intervalMs) {
         intervalMs = interval;
-        schedule();
+        // Waiting checks count the new interval from their last probe; running ones at their end.
+        for (const [key, slot] of slots) {
+          if (slot.timer === undefined) continue;
+          clearTimeout(slot.timer);
+          slot.timer = undefined;
+          schedule(key, slot);
+        }
       }
-      intervalMs = interval;
       const fresh = [...jobs.keys()].filter((key) => !known.has(key));
       // A new check of a target already checked (a route's path, host or headers changed)
       // starts from the status of the check it replaces, or the target's, until its first
@@ -325,19 +365,28 @@ export function startHealthChecks(
         deps.registry.carryCheck(job.id, job.check, gone.get(job.id) ?? []);
       }
       for (const [id, checks] of gone) for (const c of checks) deps.registry.unprobed(id, c);
-      if (fresh.length > 0) running = Promise.all([running, round(fresh)]).then(() => {});
-      if (timer === undefined) schedule();
+      begin(fresh);
     },
     async close() {
       if (closed) return;
       closed = true;
-      clearTimeout(timer);
-      timer = undefined;
+      for (const key of [...slots.keys()]) stop(key);
       for (const ac of inflight.keys()) ac.abort();
-      await running.catch(() => {});
+      // Checks waiting for a turn get one, see `closed` and end.
+      for (const next of waiting.splice(0)) {
+        active++;
+        next();
+      }
+      await Promise.all(running);
       if (!deps.client) await client.close();
     },
   };
+}
+
+/** A job's schedule: when its last probe started, and the timer of its next (unset meanwhile). */
+interface Slot {
+  started: number;
+  timer: ReturnType<typeof setTimeout> | undefined;
 }
 
 /** The probe's fields; a later one replaces an earlier one of the same name (User-Agent). */

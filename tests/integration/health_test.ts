@@ -268,6 +268,33 @@ routes:
   }
 });
 
+Deno.test("reload: a shorter interval applies to each target's next probe; a removed target's stops", async () => {
+  await using a = new Backend("a").start();
+  await using b = new Backend("b").start();
+  const dir = await Deno.makeTempDir({ prefix: "prox-health-" });
+  const file = `${dir}/prox.yaml`;
+  const config = (interval: number, targets: string[]) => `
+listen_addr: "127.0.0.1:0"
+health_check: { interval_secs: ${interval}, timeout_secs: 1 }
+routes:
+  "/": { type: load_balance, targets: ${JSON.stringify(targets)} }
+`;
+  await Deno.writeTextFile(file, config(60, [a.url, b.url]));
+  const server = await startServer({ path: file }, { logger: silentLogger });
+  try {
+    const reg = server.upstreams;
+    await waitFor(() => reg.list().filter((u) => u.status === "up").length === 2);
+    await Deno.writeTextFile(file, config(1, [a.url]));
+    assert.ok((await server.reload()).ok);
+    // Probed again about a second after its last probe, not 60 s after.
+    await waitFor(() => a.probes >= 3, { timeoutMs: 4_000, what: "a probed each second" });
+    assert.equal(b.probes, 1, "b's timer went with it");
+  } finally {
+    await server.shutdown();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("reload: turning health checks off puts a target that was down back in rotation", async () => {
   await using up = new Backend("z").start();
   up.healthStatus = 500;
@@ -577,6 +604,40 @@ routes:
   const gap = fast[1] - fast[0];
   // 1.8-2 s; it was the 1 s timeout of the hung probe plus the interval.
   assert.ok(gap > 1_700 && gap < 2_400, `rounds ${Math.round(gap)} ms apart`);
+});
+
+Deno.test("health_check: each target is probed on its own interval, a hung one delays no other", async () => {
+  // A probe that hangs until its timeout (longer than the interval here, as with
+  // `interval_secs: 0`, which probes every second with the default 2 s timeout) held back every
+  // other target's next probe, and so the finding that it went down, until it timed out.
+  const quickProbes: number[] = [];
+  let healthy = true;
+  await using quick = await startUpstream(() => {
+    quickProbes.push(performance.now());
+    return new Response(healthy ? "ok" : "down", { status: healthy ? 200 : 503 });
+  });
+  let hungProbes = 0;
+  await using hung = await startUpstream((req) => {
+    hungProbes++;
+    return new Promise<Response>((resolve) =>
+      req.signal.addEventListener("abort", () => resolve(new Response("late")))
+    );
+  });
+  await using prox = await startProxy(`
+health_check: { interval_secs: 1, timeout_secs: 4, unhealthy_threshold: 1, healthy_threshold: 1 }
+routes:
+  "/a": { type: proxy, target: "${quick.url}" }
+  "/b": { type: proxy, target: "${hung.url}" }
+`);
+  const status = (id: string) => prox.server.upstreams.list().find((u) => u.id === id)?.status;
+  await waitFor(() => quickProbes.length >= 3, { timeoutMs: 3_500, what: "three probes of quick" });
+  const gaps = quickProbes.slice(1).map((t, i) => Math.round(t - quickProbes[i]));
+  assert.ok(gaps.every((g) => g < 1_500), `quick probed about a second apart: ${gaps}`);
+  assert.equal(hungProbes, 1, "hung still has its one probe in flight, no second beside it");
+  healthy = false;
+  const since = performance.now();
+  await waitFor(() => status(quick.url) === "down", { timeoutMs: 3_000, what: "quick down" });
+  assert.ok(performance.now() - since < 1_500, "found down within its own interval");
 });
 
 Deno.test("health_check: a target's fragment is not part of the probe path", async () => {
