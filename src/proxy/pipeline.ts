@@ -414,7 +414,10 @@ export function paramRefusal(
    * holds only with what the upstream drops (`path_matches: ";jsessionid="`): it names it, as a
    * key holding `;` does.
    */
-  const moves = (path: string) => {
+  const moves = (read: string) => {
+    // A parameter or a separator alone in a segment leaves an empty one (`/api/;x/admin`,
+    // `/%2Fadmin`), which Tomcat and servers behind nginx merge as Prox merges `//`.
+    const path = read.includes("//") ? read.replace(/\/{2,}/g, "/") : read;
     if (router.match(ctx.host, path, ctx) !== match) return true;
     const view = { ...ctx, path };
     return router.match(ctx.host, path, view) !== match && !(match?.when && !match.when(view));
@@ -428,9 +431,15 @@ export function paramRefusal(
   // a separator: /admin%2Fx must not reach the "/" route's upstream as its /admin/x.
   if (
     ctx.path.includes("%") && ENCODED_SEPARATOR.test(ctx.path) &&
-    !ENCODED_SEPARATOR.test(match?.prefix ?? "") &&
-    moves(ctx.path.replace(ENCODED_SEPARATORS, "/"))
+    !ENCODED_SEPARATOR.test(match?.prefix ?? "")
   ) {
+    const decoded = ctx.path.replace(ENCODED_SEPARATORS, "/");
+    // Also as a server that decodes separators first and drops parameters after reads it
+    // (`/api/;x%2Fadmin` is its /api/admin).
+    if (
+      !moves(decoded) &&
+      !(decoded.includes(";") && !match?.prefix.includes(";") && moves(withoutParams(decoded)))
+    ) return undefined;
     return errorResponse("bad_request", ctx.requestId, {
       message: "Encoded slash (%2F or %5C) in a segment a route names",
     });

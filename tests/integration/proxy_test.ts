@@ -112,7 +112,18 @@ Deno.test("a path parameter (;) cannot move a request off the route its segments
 `);
   // Tomcat, Jetty and Spring drop ";x": these went to /a/admin;x and /root/api;x/admin, which
   // such an upstream serves as /a/admin and /root/api/admin, past the /api/admin route.
-  for (const path of ["/api/admin;x", "/api/admin;/y", "/api;x/admin", "/api;"]) {
+  // A parameter alone in a segment leaves an empty one, which Tomcat then merges: /api/;x/admin
+  // went to /a/;x/admin, served as /a/admin.
+  for (
+    const path of [
+      "/api/admin;x",
+      "/api/admin;/y",
+      "/api;x/admin",
+      "/api;",
+      "/api/;x/admin",
+      "/;/api/admin",
+    ]
+  ) {
     const res = await fetch(`${prox.url}${path}`, { redirect: "manual" });
     assert.equal(res.status, 400, path);
     assert.match(await res.text(), /request id: /, path);
@@ -147,6 +158,12 @@ Deno.test("an encoded slash (%2F, %5C) cannot move a request off the route its s
       "/api/admin%2F",
       "/api%5Cadmin",
       "/api/admin%5cx",
+      // The slash decoded next to another: //admin, which servers that merge slashes (Tomcat,
+      // nginx in front of an app) read as /admin. These went to /a/%2Fadmin and /root/%2Fapi/admin.
+      "/api/%2Fadmin",
+      "/%2Fapi/admin",
+      "/api%2F%2Fadmin",
+      "/api/;x%2Fadmin",
     ]
   ) {
     const res = await fetch(`${prox.url}${path}`, { redirect: "manual" });
