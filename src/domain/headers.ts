@@ -123,7 +123,8 @@ export function isTrusted(peer: string, trusted: readonly Cidr[]): boolean {
 
 /**
  * The real client IP: the peer, unless the peer is a trusted proxy, in which case the rightmost
- * `X-Forwarded-For` entry that is not itself trusted.
+ * `X-Forwarded-For` entry that is not itself trusted. An entry that is no address as proxies
+ * write one (hopAddress) ends the walk at the peer: nothing further left is believed.
  */
 export function resolveClientIp(
   peer: string,
@@ -132,28 +133,48 @@ export function resolveClientIp(
 ): string {
   if (!xff || !isTrusted(peer, trusted)) return peer;
   const hops = xff.split(",").map((s) => s.trim()).filter(Boolean);
+  let addr: Uint8Array | null = null;
   for (let i = hops.length - 1; i >= 0; i--) {
-    const hop = stripPort(hops[i]);
-    if (!parseIp(hop)) return peer; // garbage: do not trust anything further left
-    if (!isTrusted(hop, trusted)) return plainIp(hop);
+    addr = hopAddress(hops[i]);
+    if (!addr) return peer; // garbage: do not trust anything further left
+    if (!trusted.some((c) => cidrContains(c, addr!))) break;
   }
-  return hops.length ? plainIp(stripPort(hops[0])) : peer;
+  // RFC 5952 text (lower case, zeros compressed), as Deno names an IPv6 peer; an IPv4-mapped one
+  // as IPv4 (nginx on `[::]:80 ipv6only=off` writes "::ffff:203.0.113.5"), as the listeners do.
+  // Every entry trusted: the first, as nginx's real_ip_recursive.
+  return addr ? formatIp(addr) : peer;
 }
+
+/** An IPv4 address with no leading zeros (inet_aton reads `010` as octal, 8). */
+const V4 = /^(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)$/;
+/** What may follow an IPv4 address or `]`: nothing, or a port. */
+const PORT = /^(?::(\d{1,5}))?$/;
 
 /**
- * An address as the listeners name their peers: lower-case, an IPv4-mapped one as IPv4 (nginx on
- * `[::]:80 ipv6only=off` writes "::ffff:203.0.113.5"), so logs and `{client_ip}` agree.
+ * An X-Forwarded-For entry's address: IPv4 with an optional port, IPv6 bare or in brackets with an
+ * optional port (RFC 7239 §6 node forms, as nginx and load balancers write them); null for
+ * anything else (`unknown`, `_hidden`, a zone, a port of letters, text after the brackets).
  */
-function plainIp(s: string): string {
-  const addr = parseIp(s);
-  // RFC 5952 text (lower case, zeros compressed), as Deno names an IPv6 peer.
-  return addr ? formatIp(addr) : s.toLowerCase();
-}
-
-function stripPort(s: string): string {
-  if (s.startsWith("[")) return s.slice(1, s.indexOf("]"));
-  const colons = s.split(":").length - 1;
-  return colons === 1 ? s.slice(0, s.indexOf(":")) : s;
+function hopAddress(s: string): Uint8Array | null {
+  let ip = s;
+  let tail = "";
+  const first = s.indexOf(":");
+  if (s.charCodeAt(0) === 91) { // [
+    const end = s.indexOf("]");
+    if (end < 0) return null;
+    ip = s.slice(1, end);
+    tail = s.slice(end + 1);
+    if (!ip.includes(":")) return null; // brackets hold IPv6 only (RFC 3986 §3.2.2)
+  } else if (first >= 0 && first === s.lastIndexOf(":")) {
+    ip = s.slice(0, first);
+    tail = s.slice(first);
+  }
+  const port = PORT.exec(tail);
+  if (!port || (port[1] !== undefined && Number(port[1]) > 65535) || ip.includes("%")) return null;
+  // An IPv4 address, alone or as the end of an IPv6 one (::ffff:203.0.113.5).
+  const dotted = ip.slice(ip.lastIndexOf(":") + 1);
+  if (dotted.includes(".") && !V4.test(dotted)) return null;
+  return parseIp(ip);
 }
 
 const OURS = new Set(["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"]);

@@ -45,6 +45,36 @@ Deno.test("resolveClientIp trusts X-Forwarded-For only from trusted proxies", ()
   assert.equal(resolveClientIp("10.0.0.1", "garbage", trusted), "10.0.0.1");
 });
 
+Deno.test("resolveClientIp trusts no X-Forwarded-For entry that is not an address as proxies write one", () => {
+  const trusted = [parseCidr("10.0.0.0/8")!];
+  // Each went for an address: 010.0.0.1 (which inet_aton reads as octal, 8.0.0.1) as 10.0.0.1,
+  // a port of letters or beyond 65535, a zone (no client's), text after the brackets, an IPv4
+  // address in brackets (RFC 3986 §3.2.2 brackets IPv6 only).
+  for (
+    const hop of [
+      "010.0.0.1",
+      "1.2.3.04",
+      "1.2.3.4:abc",
+      "1.2.3.4:",
+      "1.2.3.4:123456",
+      "fd00::1%eth0",
+      "[fd00::1%25eth0]",
+      "[2001:db8::1]x",
+      "[2001:db8::1]:",
+      "[1.2.3.4]",
+      "[2001:db8::1",
+    ]
+  ) {
+    assert.equal(resolveClientIp("10.0.0.1", `203.0.113.5, ${hop}`, trusted), "10.0.0.1", hop);
+    assert.equal(resolveClientIp("10.0.0.1", hop, trusted), "10.0.0.1", hop);
+  }
+  // What proxies do write.
+  assert.equal(resolveClientIp("10.0.0.1", "203.0.113.5:65535", trusted), "203.0.113.5");
+  assert.equal(resolveClientIp("10.0.0.1", "0.0.0.0", trusted), "0.0.0.0");
+  assert.equal(resolveClientIp("10.0.0.1", "[2001:db8::1]:443", trusted), "2001:db8::1");
+  assert.equal(resolveClientIp("10.0.0.1", "2001:db8::1", trusted), "2001:db8::1");
+});
+
 Deno.test("resolveClientIp names a client from X-Forwarded-For as Prox names its own peers", () => {
   const trusted = [parseCidr("10.0.0.0/8")!];
   // A dual-stack proxy in front wrote IPv4 clients mapped; Prox's own peers are plain IPv4.

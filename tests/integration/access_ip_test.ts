@@ -140,6 +140,26 @@ routes:
   assert.equal((await get(`${prox.url}/`, "10.0.0.1")).status, 403);
 });
 
+Deno.test("ip_access behind a trusted proxy believes no X-Forwarded-For entry that is no address", async () => {
+  await using up = await startUpstream(() => new Response("ok"));
+  await using prox = await startProxy(`
+trusted_proxies: ["127.0.0.1"]
+health_check: { enabled: false }
+routes:
+  "/":
+    type: proxy
+    target: "${up.url}"
+    ip_access: { allow: [203.0.113.5, 10.0.0.1] }
+`);
+  assert.equal((await get(`${prox.url}/`, "203.0.113.5:4711")).status, 200);
+  // Each was taken for an allowed client: a port of letters, a zone, text after the brackets,
+  // 010.0.0.1 (octal 8.0.0.1 to inet_aton). Garbage names no one: the peer is the client.
+  for (const xff of ["203.0.113.5:abc", "203.0.113.5%eth0", "[::ffff:203.0.113.5]x", "010.0.0.1"]) {
+    const res = await get(`${prox.url}/`, xff);
+    assert.equal(res.status, 403, xff);
+  }
+});
+
 interopTest("ip_access over HTTP/2 (curl) and HTTP/3", ["curl"], async () => {
   await using up = await startUpstream(() => new Response("ok"));
   await using prox = await startProxy(
