@@ -10,6 +10,7 @@ import { Counter, Gauge, Registry } from "./prom_classes.ts";
 import type { ClientInfo, Handler, Metrics, Protocol } from "../ports.ts";
 import type { TargetPool } from "./admin_status.ts";
 import type { ShedReason } from "../domain/errors.ts";
+import { normalizePath } from "../domain/rewrite.ts";
 import { HotCounter, HotHistogram } from "./metrics_hot.ts";
 import { registerProcessMetrics } from "./metrics_process.ts";
 
@@ -624,6 +625,19 @@ export function createPromMetrics(
 }
 
 /**
+ * Whether a request URL's path is `path` as the routes read it (normalized: `//x`, `/%78` and
+ * `/a/../x` are `/x`), else a spelling of it went to a route, and that route's upstream. Most URLs
+ * are told apart without parsing: they hold neither the path's last segment nor an escape.
+ */
+function isMetricsPath(url: string, path: string): boolean {
+  if (!url.includes(path.slice(path.lastIndexOf("/") + 1)) && !url.includes("%")) return false;
+  const p = new URL(url).pathname;
+  if (p === path) return true;
+  const n = normalizePath(p);
+  return n.ok && n.path === path;
+}
+
+/**
  * Serves `GET <metrics.path>` (and HEAD: the same head, RFC 9110 §9.3.2) on a traffic listener
  * when `metrics.on_main_listener` is set (read per request: it follows reloads); everything else
  * goes to `handler`. `onRequest` sees every
@@ -642,7 +656,7 @@ export function withMetricsEndpoint(handler: Handler, o: {
     const m = o.config();
     if (
       m.on_main_listener && (req.method === "GET" || req.method === "HEAD") &&
-      req.url.includes(m.path) && new URL(req.url).pathname === m.path
+      isMetricsPath(req.url, m.path)
     ) {
       const refused = o.refuse?.(req, info);
       if (refused) return Promise.resolve(refused);

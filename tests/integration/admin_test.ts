@@ -3,7 +3,8 @@
 import assert from "node:assert/strict";
 import http2 from "node:http2";
 import { startUpstream, waitFor } from "../_harness.ts";
-import { untilRefused } from "./_raw_client.ts";
+import { rawExchange, untilRefused } from "./_raw_client.ts";
+import { proxyRoute, startProxy } from "./_proxy.ts";
 import { startServer } from "../../src/server.ts";
 import type { ProxServer } from "../../src/server.ts";
 import { silentLogger } from "../../src/ports.ts";
@@ -102,6 +103,36 @@ Deno.test("admin /metrics can also be served on the main listener when configure
     const length = Number(head.headers.get("content-length"));
     assert.ok(Math.abs(length - new TextEncoder().encode(text).length) < 200, String(length));
   });
+});
+
+Deno.test("metrics on the main listener answer the path in any spelling the routes read as it", async () => {
+  const seen: string[] = [];
+  await using up = await startUpstream((req) => {
+    seen.push(new URL(req.url).pathname);
+    return new Response("upstream");
+  });
+  await using prox = await startProxy(`
+metrics: { on_main_listener: true, path: "/_prox/metrics" }
+${proxyRoute(up.url)}
+`);
+  // Each went to the "/" route, which reads it as /_prox/metrics: the upstream's own metrics
+  // (or whatever it keeps there), reached past the path Prox answers.
+  for (
+    const target of [
+      "//_prox/metrics",
+      "/_prox//metrics",
+      "/_prox/%6Detrics",
+      "/x/../_prox/metrics",
+    ]
+  ) {
+    const res = await rawExchange(
+      prox.port,
+      `GET ${target} HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n`,
+    );
+    assert.match(res, /^HTTP\/1\.1 200 /, target);
+    assert.match(res, /# TYPE prox_requests_total counter/, target);
+  }
+  assert.deepEqual(seen, []);
 });
 
 Deno.test("admin /status, /config and the reload API reflect the running config", async () => {
