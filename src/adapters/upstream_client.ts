@@ -1,6 +1,7 @@
 // The UpstreamClient Prox uses: a hand-written HTTP/1.1 client on Deno.connect/Deno.startTls with
 // bounded keep-alive pools (upstream_pool.ts), and HTTP/2 through fetch for https origins that
-// choose h2 by ALPN, but only for requests whose bytes fetch cannot alter (see upstream_h2.ts).
+// choose h2 by ALPN, but only for requests whose bytes fetch cannot alter (see upstream_h2.ts),
+// or through Prox's own (upstream_h2c.ts) where fetch cannot apply the route's TLS options.
 // Connection setup, the stale-connection retry and the per-origin protocol choice live here.
 
 import { localConnectFailure, ProxyError } from "../domain/errors.ts";
@@ -114,6 +115,17 @@ function keyOf(url: URL, tls: UpstreamTls | undefined): string {
     if (c) key += `|c${pemIdOf(c, () => `${c.cert}\n${c.key}`)}`;
   }
   return key;
+}
+
+/**
+ * True when an origin that chose h2 by ALPN must be spoken to by Prox's own HTTP/2 client (on the
+ * connections connectUpstream opens, as HTTP/1.1's) rather than fetch's: fetch can neither skip
+ * verification nor send or verify another name, and it adds `tls.ca_cert` to the system roots,
+ * where with a client certificate the CA file is the whole trust (node:tls, as for HTTP/1.1).
+ */
+function ownH2(tls: UpstreamTls | undefined): boolean {
+  return tls !== undefined && (tls.insecureSkipVerify === true || tls.serverName !== undefined ||
+    (tls.client !== undefined && (tls.caCerts?.length ?? 0) > 0));
 }
 
 /**
@@ -300,8 +312,8 @@ export function tlsFailure(msg: string): string | null {
 }
 
 /**
- * Creates the upstream client: HTTP/1.1 with pooling for http and https upstreams; h2 through
- * fetch for https upstreams that select it by ALPN (unless `http2: false`).
+ * Creates the upstream client: HTTP/1.1 with pooling for http and https upstreams; h2 for https
+ * upstreams that select it by ALPN (unless `http2: false`), through fetch or Prox's own client.
  */
 export function createUpstreamClient(opts: UpstreamClientOptions = {}): PooledUpstreamClient {
   const poolOpts: UpstreamPoolOptions = { ...DEFAULT_POOL_OPTIONS };
@@ -444,12 +456,21 @@ export function createUpstreamClient(opts: UpstreamClientOptions = {}): PooledUp
     // The probe is shared: a request whose signal aborts (timeouts.total, per-try timeout) stops
     // waiting for it, while it goes on for the others.
     if (typeof p !== "string") p = await (req.signal ? untilAborted(p, req.signal, key) : p);
-    // fetch's client adds tls.ca_cert to the system roots and DENO_CERT; with a client certificate
-    // the CA file is the whole trust (node:tls, as the probe and HTTP/1.1 have it): Prox's own
-    // HTTP/2 client, on node:tls connections, carries these requests.
-    if (p === "h2" && req.tls?.client && req.tls.caCerts?.length) {
+    if (p === "h2" && ownH2(req.tls)) {
       traced(req);
-      return sendH2c(`h2://${key}`, req);
+      try {
+        return await sendH2c(`h2://${key}`, req);
+      } catch (err) {
+        // As below: the origin may no longer choose h2 (then the client says "protocol"), or
+        // be gone. ALPN is asked again, for this request too when nothing was sent.
+        const e = err instanceof ProxyError ? err : null;
+        if (e?.sentNothing && (e.kind === "connect" || e.kind === "protocol")) {
+          if (protocols.get(key) === "h2") protocols.delete(key);
+          const replayable = req.body === null || req.body instanceof Uint8Array;
+          if (!again && replayable) return sendEither(key, req, true);
+        }
+        throw err;
+      }
     }
     // fetch refuses a GET or HEAD with a body (a request_body rule can give one): HTTP/1.1 then.
     const bodiless = req.body === null || (req.method !== "GET" && req.method !== "HEAD");
@@ -507,12 +528,10 @@ export function createUpstreamClient(opts: UpstreamClientOptions = {}): PooledUp
       const key = req.proxyHeader
         ? keyOf(req.origin, req.tls) + "|proxy"
         : keyOf(req.origin, req.tls);
-      // fetch can neither skip verification nor choose the SNI name, nor send a PROXY header:
-      // those stay on HTTP/1.1.
+      // A PROXY header speaks for one client, an HTTP/2 connection for many: HTTP/1.1.
       if (
         offerH2 && req.protocol !== "http1" && req.origin.protocol === "https:" &&
-        !req.tls?.insecureSkipVerify &&
-        !req.tls?.serverName && !req.proxyHeader
+        !req.proxyHeader
       ) {
         return sendEither(key, req);
       }
@@ -534,7 +553,8 @@ export function createUpstreamClient(opts: UpstreamClientOptions = {}): PooledUp
       }
       // fetch keeps its h2 connections to itself: what Prox sees is its requests.
       for (const [key, p] of protocols) {
-        if (p !== "h2") continue;
+        // Those Prox's own client carried have their row below.
+        if (p !== "h2" || h2cKeys.has(`h2://${key}`)) continue;
         const slots = h2Slots.stats(key);
         const row = rows.get(key);
         if (row) {

@@ -909,7 +909,8 @@ const upstreamCommon = {
    * How to speak to the targets: `h2c` is HTTP/2 with prior knowledge over plain TCP and `h2`
    * HTTP/2 over TLS (https targets), both through Prox's own client, which passes trailers on to
    * HTTP/2 clients (gRPC); `http1` HTTP/1.1 even where an https target offers h2. Unset:
-   * HTTP/1.1, or h2 (through fetch, no trailers) where an https target chooses it by ALPN.
+   * HTTP/1.1, or h2 where an https target chooses it by ALPN (through fetch, no trailers; Prox's
+   * own client with `tls.server_name` or `tls.insecure_skip_verify`). `tls` applies to all.
    */
   upstream_protocol: z.enum(["http1", "h2c", "h2"]).optional(),
   /**
