@@ -179,6 +179,8 @@ interface Stream {
    */
   active: number;
   windowWake: (() => void) | null;
+  /** A request body waits for the connection's writes to drain (the upstream reads nothing). */
+  writeWait: boolean;
   /** Bytes the client read that the upstream has not been given window for yet. */
   unacked: number;
   /** What the upstream may still send on this stream (the window Prox granted). */
@@ -233,6 +235,11 @@ class Session {
   #recvWindow = CONNECTION_WINDOW;
   /** A GOAWAY came (or this side is closing): no new streams. */
   draining = false;
+  /**
+   * The upstream read none of what Prox wrote for a stream's `timeouts.idle`: nothing more can be
+   * written (a GOAWAY would wait behind the rest), so the connection closes without one.
+   */
+  #stalled = false;
   closed = false;
   /** Streams above this id the upstream did not process (GOAWAY). */
   #lastProcessed = Infinity;
@@ -386,6 +393,7 @@ class Session {
       sendWindow: this.#initialWindow,
       active: UNSEEN,
       windowWake: null,
+      writeWait: false,
       unacked: 0,
       recvWindow: STREAM_WINDOW,
       expected: -1,
@@ -489,9 +497,19 @@ class Session {
       // Waiting on the client's body counts too: with the answer's head still to come, nothing
       // else ends a client that stops sending (408, as the HTTP/1.1 client's idle timeout does).
       const uploading = s.upload !== null && s.upload.reading !== null;
-      if (s.idleMs > 0 && (s.wake !== null || s.windowWake !== null || uploading)) {
+      if (s.idleMs > 0 && (s.wake !== null || s.windowWake !== null || uploading || s.writeWait)) {
         if (s.active === UNSEEN) s.active = now;
         else if (now - s.active >= s.idleMs) {
+          if (s.writeWait) {
+            // The windows were open, but the socket took nothing: no new streams go here, and
+            // the connection closes with its last stream.
+            this.#stalled = true;
+            this.draining = true;
+            const msg =
+              `Upstream "${this.source}" read none of the request body for ${s.idleMs} ms`;
+            this.#cancel(s, new ProxyError("timeout", msg, { source: this.source }));
+            continue;
+          }
           if (s.windowWake === null && s.wake === null && !s.answered) {
             const msg = `The request body paused for more than ${s.idleMs} ms (timeouts.idle)`;
             this.#cancel(s, new ProxyError("request_timeout", msg));
@@ -595,7 +613,13 @@ class Session {
       }
       this.#flush();
       const wait = this.#drained();
-      if (wait) await wait;
+      if (wait) {
+        // An upstream that reads nothing holds this wait: timeouts.idle ends it (see check).
+        s.active = UNSEEN;
+        s.writeWait = true;
+        await wait;
+        s.writeWait = false;
+      }
       if (last) return true;
     }
   }
@@ -1245,6 +1269,7 @@ class Session {
 
   /** Closes the session: GOAWAY with `code`, then the connection once it is written. */
   shut(code: number = ErrorCode.NO_ERROR, err: ProxyError | null = null): void {
+    if (this.#stalled) return this.#fail(err);
     if (this.closed || this.#closeWith !== undefined) return;
     this.draining = true;
     this.#closeWith = err;

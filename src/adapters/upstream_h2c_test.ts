@@ -18,6 +18,7 @@ import {
 } from "./h2/frames.ts";
 import { HpackDecoder, HpackEncoder } from "./h2/hpack.ts";
 import { WireResponse } from "../proxy/wire_response.ts";
+import { ProxyError } from "../domain/errors.ts";
 
 interface Frame {
   type: number;
@@ -1210,6 +1211,60 @@ Deno.test("h2c: an answer trickled in one-byte DATA frames, unread meanwhile, is
     const got = chunks.flatMap((c) => [...c]);
     assert.deepEqual(got, Array.from({ length: N }, (_, i) => i & 0xff));
   } finally {
+    await client.close();
+  }
+});
+
+Deno.test("h2c: an upstream that stops reading the connection (windows open) ends the upload at timeouts.idle", async () => {
+  // The windows are as large as HTTP/2 allows, so flow control never stops the body: the socket
+  // does, once the upstream reads nothing and the kernel's buffers are full.
+  const { promise: done, resolve: finish } = Promise.withResolvers<void>();
+  let conns = 0;
+  await using up = h2Server(async (p, n) => {
+    conns++;
+    const w = new FrameWriter();
+    if (n > 0) {
+      const r = (await p.request())!;
+      p.head(w, r.stream, [[":status", "204"]], true);
+      await p.send(w);
+      return void await p.frame();
+    }
+    w.u32(FrameType.WINDOW_UPDATE, 0, 0x7fffffff - 65535);
+    await p.send(w);
+    await p.request();
+    await done; // reads nothing more
+  }, [[Setting.INITIAL_WINDOW_SIZE, 0x7fffffff]]);
+  using _finish = { [Symbol.dispose]: () => finish() };
+  const chunk = new Uint8Array(64 * 1024);
+  let cancelled = false;
+  const body = new ReadableStream<Uint8Array>({
+    pull: (c) => c.enqueue(chunk),
+    cancel: () => {
+      cancelled = true;
+    },
+  }, { highWaterMark: 0 });
+  const client = createUpstreamClient();
+  try {
+    const sent = client.send(
+      request(`${up.url}/`, {
+        protocol: "h2c",
+        method: "POST",
+        body,
+        timeouts: { ...T, idle: 300 },
+      }),
+    );
+    const limit = new Promise<"hung">((r) => setTimeout(() => r("hung"), 5_000));
+    const got = await Promise.race([sent.then(() => "answered", (e) => e), limit]);
+    assert.ok(got instanceof ProxyError, `no error: ${got}`);
+    assert.equal(got.kind, "timeout");
+    assert.match(got.message, /read none of the request body for 300 ms/);
+    assert.ok(cancelled, "the client's body is cancelled");
+    // That connection takes no more streams: the next request goes on a new one.
+    const next = await client.send(request(`${up.url}/`, { protocol: "h2c" }));
+    assert.equal(next.status, 204);
+    assert.equal(conns, 2);
+  } finally {
+    finish();
     await client.close();
   }
 });
