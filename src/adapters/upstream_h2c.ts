@@ -249,6 +249,8 @@ class Session {
   #drainWaiters: (() => void)[] = [];
   /** The upstream's first SETTINGS came. */
   settled = false;
+  /** Those SETTINGS were applied (#onSettings). */
+  #heard = false;
   /** Control frames left before the upstream counts as flooding (refilled by requests). */
   #controlBudget = CONTROL_BUDGET;
   #controlSince = performance.now();
@@ -972,6 +974,12 @@ class Session {
     const values = settingsOf(flags, id, p);
     if (values === null) return;
     this.#spend();
+    // The limit assumed from the origin's other sessions holds until the first SETTINGS: one
+    // that names none sets none (RFC 9113 §6.5.2), so the default applies from then on.
+    if (!this.#heard) {
+      this.#heard = true;
+      this.maxStreams = DEFAULT_MAX_STREAMS;
+    }
     for (const [key, v] of values) {
       if (key === Setting.MAX_CONCURRENT_STREAMS) this.maxStreams = v;
       else if (key === Setting.INITIAL_WINDOW_SIZE) {

@@ -1268,3 +1268,69 @@ Deno.test("h2c: an upstream that stops reading the connection (windows open) end
     await client.close();
   }
 });
+
+Deno.test("h2c: a new connection whose SETTINGS name no stream limit is not held to the limit another connection was given", async () => {
+  // The first connection allows one stream; the second says nothing of a limit (RFC 9113
+  // §6.5.2: none), so it takes more than one stream, as any other connection would.
+  const acked: boolean[] = [];
+  const held: number[] = [];
+  let release!: () => void;
+  const gate = new Promise<void>((r) => release = r);
+  await using up = h2Server(async (p, n) => {
+    acked[n] = false;
+    held[n] = 0;
+    if (n === 0) {
+      const w = new FrameWriter();
+      w.settings([[Setting.MAX_CONCURRENT_STREAMS, 1]]);
+      await p.send(w);
+    }
+    const answers: Promise<void>[] = [];
+    for (let first = n === 0;;) {
+      const f = await p.frame();
+      if (f === null) break;
+      if (f.type === FrameType.SETTINGS) {
+        const w = new FrameWriter();
+        if (f.flags & Flag.ACK) acked[n] = true;
+        else w.frame(FrameType.SETTINGS, Flag.ACK, 0);
+        await p.send(w);
+        continue;
+      }
+      if (f.type !== FrameType.HEADERS) continue;
+      p.dec.decode(f.payload, () => {});
+      const answer = async () => {
+        const w = new FrameWriter();
+        p.head(w, f.stream, [[":status", "204"]], true);
+        await p.send(w);
+      };
+      if (first) await answer();
+      else {
+        held[n]++;
+        answers.push(gate.then(answer));
+      }
+      first = false;
+    }
+    await Promise.all(answers);
+  });
+  const client = createUpstreamClient();
+  const send = () => {
+    const p = client.send(request(`${up.url}/`, { protocol: "h2c" }));
+    p.catch(() => {}); // a failed assertion closes the client first
+    return p;
+  };
+  try {
+    // Answered after both SETTINGS: the client knows the first connection's limit.
+    assert.equal((await send()).status, 204);
+    const a = send();
+    await waitFor(() => held[0] === 1, { what: "the first connection's stream" });
+    const b = send();
+    await waitFor(() => held[1] === 1 && acked[1], { what: "the second connection's stream" });
+    const c = send();
+    await waitFor(() => held[1] + (held[2] ?? 0) === 2, { what: "the third request" });
+    assert.equal(held.length, 2, "no third connection");
+    release();
+    for (const res of await Promise.all([a, b, c])) assert.equal(res.status, 204);
+  } finally {
+    release();
+    await client.close();
+  }
+});
