@@ -1334,3 +1334,104 @@ Deno.test("h2c: a new connection whose SETTINGS name no stream limit is not held
     await client.close();
   }
 });
+
+/** An HPACK integer with an `n`-bit prefix under `flags` (RFC 7541 §5.1). */
+function hpackInt(v: number, n: number, flags: number): number[] {
+  const max = (1 << n) - 1;
+  if (v < max) return [flags | v];
+  const out = [flags | max];
+  for (v -= max; v >= 128; v >>= 7) out.push((v & 0x7f) | 0x80);
+  out.push(v);
+  return out;
+}
+
+/** A literal field with a new name (RFC 7541 §6.2): `indexed` adds it to the dynamic table. */
+function hpackLiteral(name: string, value: string, indexed: boolean): number[] {
+  const str = (s: string) => [...hpackInt(s.length, 7, 0), ...enc.encode(s)];
+  return [indexed ? 0x40 : 0x00, ...str(name), ...str(value)];
+}
+
+Deno.test("h2c: an answer head over the size limit fails its stream only, the connection's field table kept in step", async () => {
+  await using up = h2Server(async (p) => {
+    for (;;) {
+      const r = await p.request();
+      if (r === null) return;
+      const w = new FrameWriter();
+      if (r.fields.get(":path") === "/big") {
+        // 70 KB of fields (in HEADERS and CONTINUATION frames), then one the table keeps.
+        const block = [0x88]; // :status 200
+        for (let i = 0; i < 70; i++) {
+          block.push(...hpackLiteral(`x-f${i}`, "a".repeat(1000), false));
+        }
+        block.push(...hpackLiteral("x-last", "kept", true));
+        w.headers(r.stream, Uint8Array.from(block), true, 16384);
+      } else {
+        // :status 200, then the field the big block added to the table (index 62).
+        w.headers(r.stream, Uint8Array.from([0x88, 0x80 | 62]), true, 16384);
+      }
+      await p.send(w);
+    }
+  });
+  const client = createUpstreamClient();
+  try {
+    const err = await rejects(
+      client.send(request(`${up.url}/big`, { protocol: "h2c" })),
+      "protocol",
+    );
+    assert.match(err.message, /sent fields over 65536 bytes/);
+    const res = await client.send(request(`${up.url}/small`, { protocol: "h2c" }));
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.get("x-last"), "kept");
+    assert.equal(client.pools().find((p) => p.h2Streams !== null)?.busy ?? 0, 0);
+  } finally {
+    await client.close();
+  }
+});
+
+Deno.test("h2c: a GOAWAY while streams are open: those at or under its last stream finish, those above go again on a new connection", async () => {
+  let conns = 0;
+  const { promise: retried, resolve: retry } = Promise.withResolvers<void>();
+  await using up = h2Server(async (p, n) => {
+    conns++;
+    if (n > 0) {
+      for (;;) {
+        const r = await p.request();
+        if (r === null) return;
+        retry();
+        const w = new FrameWriter();
+        p.head(w, r.stream, [[":status", "200"], ["x-conn", String(n)]], false);
+        w.frame(FrameType.DATA, Flag.END_STREAM, r.stream, enc.encode(`again ${r.stream}`));
+        await p.send(w);
+      }
+    }
+    const first = (await p.request())!;
+    let w = new FrameWriter();
+    // The first stream's head, then a GOAWAY that keeps it; its body comes after.
+    p.head(w, first.stream, [[":status", "200"]], false);
+    await p.send(w);
+    const second = (await p.request())!;
+    w = new FrameWriter();
+    w.goaway(first.stream, ErrorCode.NO_ERROR);
+    w.frame(FrameType.DATA, 0, first.stream, enc.encode("still "));
+    await p.send(w);
+    await retried; // the second request goes again meanwhile
+    w = new FrameWriter();
+    w.frame(FrameType.DATA, Flag.END_STREAM, first.stream, enc.encode(`here ${second.stream}`));
+    await p.send(w);
+    await p.frame(); // until the client closes the connection
+  });
+  const client = createUpstreamClient();
+  try {
+    const a = await client.send(request(`${up.url}/a`, { protocol: "h2c" }));
+    const b = client.send(request(`${up.url}/b`, { protocol: "h2c" }));
+    const resB = await b;
+    assert.equal(resB.headers.get("x-conn"), "1");
+    assert.equal(await resB.text(), "again 1");
+    assert.equal(await a.text(), "still here 3");
+    assert.equal(conns, 2);
+    // The first connection closes once its last stream is over.
+    await waitFor(() => client.pools().find((p) => p.h2Streams !== null)?.idle === 1);
+  } finally {
+    await client.close();
+  }
+});
