@@ -507,6 +507,14 @@ class Session {
             // the connection closes with its last stream.
             this.#stalled = true;
             this.draining = true;
+          }
+          if (s.remoteEnded) {
+            // The answer came whole before the request's end (RFC 9113 §8.1): only the rest of
+            // the upload is given up, and the answer is read as it came, trailers and all.
+            this.#cancel(s, null);
+            continue;
+          }
+          if (s.writeWait) {
             const msg =
               `Upstream "${this.source}" read none of the request body for ${s.idleMs} ms`;
             this.#cancel(s, new ProxyError("timeout", msg, { source: this.source }));
@@ -638,7 +646,7 @@ class Session {
   }
 
   /** Ends a stream from this side: RST_STREAM CANCEL, and `err` for whoever waits on it. */
-  #cancel(s: Stream, err: ProxyError): void {
+  #cancel(s: Stream, err: ProxyError | null): void {
     if (s.closed) return;
     if (!(s.localEnded && s.remoteEnded) && !this.closed) {
       this.#out.u32(FrameType.RST_STREAM, s.id, ErrorCode.CANCEL);

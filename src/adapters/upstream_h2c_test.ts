@@ -1435,3 +1435,36 @@ Deno.test("h2c: a GOAWAY while streams are open: those at or under its last stre
     await client.close();
   }
 });
+
+Deno.test("h2c: a whole answer is read whole after the upload it did not wait for is given up (timeouts.idle)", async () => {
+  // The upstream answers at once, body, trailers and all, and never opens a window for the rest
+  // of the request body (RFC 9113 §8.1: a server may answer before the request's end).
+  let reset = -1;
+  await using up = h2Server(async (p) => {
+    const r = (await p.request())!;
+    const w = new FrameWriter();
+    p.head(w, r.stream, [[":status", "200"]], false);
+    w.frame(FrameType.DATA, 0, r.stream, enc.encode("the whole answer"));
+    p.head(w, r.stream, [["x-done", "yes"]], true);
+    await p.send(w);
+    await watchReset(p, r.stream, (code) => reset = code);
+  });
+  const client = createUpstreamClient();
+  try {
+    const res = await client.send(
+      request(`${up.url}/`, {
+        protocol: "h2c",
+        method: "POST",
+        body: new Uint8Array(200_000),
+        timeouts: { ...T, idle: 200 },
+      }),
+    ) as CountedResponse;
+    // The client reads only once the upload was given up.
+    await waitFor(() => reset !== -1, { timeoutMs: 3_000, what: "a reset" });
+    assert.equal(reset, ErrorCode.CANCEL);
+    assert.equal(await res.text(), "the whole answer");
+    assert.deepEqual(res[BODY_BYTES]?.trailers, [["x-done", "yes"]]);
+  } finally {
+    await client.close();
+  }
+});
