@@ -1468,3 +1468,60 @@ Deno.test("h2c: a whole answer is read whole after the upload it did not wait fo
     await client.close();
   }
 });
+
+Deno.test("h2c: SETTINGS_MAX_CONCURRENT_STREAMS lowered under the streams open: they finish, new ones go elsewhere", async () => {
+  const acks: number[] = [];
+  const held: number[] = [];
+  let release!: () => void;
+  const gate = new Promise<void>((r) => release = r);
+  await using up = h2Server(async (p, n) => {
+    acks[n] = 0;
+    held[n] = 0;
+    const answers: Promise<void>[] = [];
+    for (;;) {
+      const f = await p.frame();
+      if (f === null) break;
+      if (f.type === FrameType.SETTINGS) {
+        const w = new FrameWriter();
+        if (f.flags & Flag.ACK) acks[n]++;
+        else w.frame(FrameType.SETTINGS, Flag.ACK, 0);
+        await p.send(w);
+        continue;
+      }
+      if (f.type !== FrameType.HEADERS) continue;
+      p.dec.decode(f.payload, () => {});
+      const stream = f.stream;
+      if (n === 0 && ++held[0] === 3) {
+        // Three streams open: from now on one at most.
+        const w = new FrameWriter();
+        w.settings([[Setting.MAX_CONCURRENT_STREAMS, 1]]);
+        await p.send(w);
+      } else if (n > 0) held[n]++;
+      answers.push(gate.then(async () => {
+        const w = new FrameWriter();
+        p.head(w, stream, [[":status", "204"]], true);
+        await p.send(w);
+      }));
+    }
+    await Promise.all(answers);
+  });
+  const client = createUpstreamClient();
+  const send = () => {
+    const p = client.send(request(`${up.url}/`, { protocol: "h2c" }));
+    p.catch(() => {}); // a failed assertion closes the client first
+    return p;
+  };
+  try {
+    const first = [send(), send(), send()];
+    // The lowered limit is known (its ACK, the second, came) before the next request.
+    await waitFor(() => held[0] === 3 && acks[0] === 2, { what: "the lowered limit" });
+    const next = send();
+    await waitFor(() => held.slice(1).some((h) => h === 1), { what: "the next request" });
+    assert.equal(held[0], 3, "the first connection took no more streams");
+    release();
+    for (const res of await Promise.all([...first, next])) assert.equal(res.status, 204);
+  } finally {
+    release();
+    await client.close();
+  }
+});
