@@ -10,15 +10,18 @@ import { nodeServer } from "./_node.ts";
 
 const TLS = `${ROOT}/tests/fixtures/tls`;
 
-/** node:http2 with `other.pem` (other.test, *.other.test), HTTP/1.1 too; answers what it saw. */
-async function otherTestUpstream() {
+/**
+ * node:http2 with `other.pem` (other.test, *.other.test), HTTP/1.1 too unless `h2Only` (as gRPC
+ * servers are); answers what it saw.
+ */
+async function otherTestUpstream(h2Only = false) {
   const script = `
     const http2 = require("node:http2");
     const fs = require("node:fs");
     const server = http2.createSecureServer({
       cert: fs.readFileSync(${JSON.stringify(`${TLS}/other.pem`)}),
       key: fs.readFileSync(${JSON.stringify(`${TLS}/other.key`)}),
-      allowHTTP1: true,
+      allowHTTP1: ${!h2Only},
     }, (req, res) => {
       const sock = req.stream ? req.stream.session.socket : req.socket;
       res.setHeader("content-type", "application/json");
@@ -92,3 +95,18 @@ for (const protocol of ["h2", "ALPN"]) {
     assert.equal(await get(`${prox.url}/none`), 502);
   });
 }
+
+interopTest(
+  "h2 by ALPN: an upstream that speaks only HTTP/2 (a gRPC server) with tls.server_name",
+  [
+    "node",
+  ],
+  async () => {
+    // Sent over HTTP/1.1, such a route failed every request: the upstream offers no http/1.1.
+    await using up = await otherTestUpstream(true);
+    await using prox = await startProxy(config(up.port, {
+      "/": `    tls: { ${CA}, server_name: grpc.other.test }\n`,
+    }));
+    assert.equal(await get(`${prox.url}/`), "2.0 grpc.other.test");
+  },
+);
