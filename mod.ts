@@ -778,14 +778,16 @@ async function workerServe(
       onReload: (r) => {
         if (!role.exclusive) return;
         const trigger = r.trigger ?? "api";
+        // A rollback failed as a reload, yet worker 0 applied it: the others apply it too.
+        const applied = r.ok || r.rollback === true;
         const msg = {
           type: "reload",
           worker: role.index,
           pid: Deno.pid,
           trigger,
-          ok: r.ok,
+          ok: applied,
           // Names the round in which the others apply it (and answer).
-          ...(r.ok ? { version: r.version } : {}),
+          ...(applied ? { version: r.version } : {}),
         } as const;
         // One made before the link is up (a restarted worker 0 reloading a file saved while it
         // was down) waits for it, as health changes do.

@@ -488,6 +488,8 @@ export interface Metrics {
   backendsConfigured(backends: readonly string[]): void;
   /** One config load or reload attempt and its outcome. */
   configReload(result: { ok: boolean; version: number; at: number }): void;
+  /** `workers: N`, in worker 0: a reload another worker refused was undone in every worker. */
+  configRollback(): void;
   /**
    * The certificate served now and its notAfter (ms since the epoch); it replaces the one reported
    * before (a reload may rename or remove it). null: no certificate, or its expiry is unreadable.
@@ -536,6 +538,7 @@ export const noopMetrics: Metrics = {
   routesConfigured: () => Promise.resolve(),
   backendsConfigured() {},
   configReload() {},
+  configRollback() {},
   certificateExpiry() {},
 };
 

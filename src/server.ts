@@ -122,6 +122,10 @@ const unrefTimer: Timer = (fn, ms) => {
 };
 /** With workers: how long `POST /config/reload` waits for the other workers' answers. */
 const FOLLOW_WAIT_MS = 10_000;
+/** How a reload another worker refused ends (log line, POST /config/reload, history). */
+const ROLLED_BACK = "Rolled back: every worker went back to the previous config";
+/** Rollback outcomes kept for POST /config/reload (one per refused reload). */
+const MAX_ROLLBACKS = 20;
 /** After the drain deadline: how long the 503s of requests cut from their upstream may take. */
 const SETTLE_MS = 500;
 
@@ -221,6 +225,13 @@ export async function startServer(
   /** What the serving snapshot's discovered targets came from. */
   let builtFound = foundText(discovery.foundFor(rawConfig));
   let version = 1;
+  // With workers, in worker 0: the text it serves, and the one it served before its latest
+  // reload, put back in every worker when another worker refuses that reload (all or nothing).
+  let servedText = copied ?? first.text ?? null;
+  let undo: { version: number; text: string } | null = null;
+  let rollbackTo: { round: number; text: string; refusals: Refusal[] } | null = null;
+  /** By the round it undoes: each rollback's outcome (POST /config/reload waits for it). */
+  const rollbacks = new Map<number, Promise<ReloadResult>>();
   // Owned across reloads: the response caches of routes a reload leaves unchanged keep entries.
   const caches = new CacheStores();
   // ... and so do the verified tokens of jwt_auth routes whose keys and settings did not change.
@@ -619,10 +630,25 @@ export async function startServer(
       };
     };
     if (draining) return skipped();
+    // Worker 0 undoing a reload another worker refused (`workersReloaded`): unless a later
+    // reload replaced that config meanwhile, it reloads the text served before it.
+    const rollback = trigger === "rollback" && !follower ? rollbackTo : null;
+    if (trigger === "rollback" && !follower) {
+      rollbackTo = null;
+      if (rollback?.round !== version) {
+        const message = "Rollback skipped: a later reload replaced the config it was to undo";
+        logger.warn(message, { version });
+        return { ok: false, version, issues: [{ ...issueAt(file), message }], at, trigger };
+      }
+    }
     try {
       // A follower applies what worker 0 applied, not the file (which may have changed since).
       const kept = follower && copyPath ? readConfigCopy(copyPath) : null;
-      const from = kept !== null ? { text: kept, name: configPath ?? "config" } : source;
+      const from = rollback
+        ? { text: rollback.text, name: configPath ?? "config" }
+        : kept !== null
+        ? { text: kept, name: configPath ?? "config" }
+        : source;
       const next = await loadSource(from, { load: reloadLoader }).catch((err) => {
         throw configReadError(file, err);
       });
@@ -696,6 +722,10 @@ export async function startServer(
       current = snap;
       builtFiles = files;
       builtFound = foundText(foundNow);
+      if (copyPath && !follower) {
+        undo = !rollback && servedText !== null ? { version, text: servedText } : null;
+        servedText = next.text ?? null;
+      }
       discovery.retain(rawConfig);
       staged.commit();
       stagedTcp.commit();
@@ -749,6 +779,21 @@ export async function startServer(
       });
       // Addresses that changed while the reload ran.
       applyDiscovered();
+      if (rollback) {
+        // Applied, and passed on to the others; as a reload of the fleet, the one undone failed.
+        metrics.configRollback();
+        const message = `${ROLLED_BACK} (version ${version})`;
+        logger.error(message, {
+          undone: rollback.round,
+          version,
+          refusedBy: rollback.refusals.map((r) => r.worker),
+        });
+        const issues = [
+          ...rollback.refusals.map((r) => ({ ...issueAt(file), message: refusedMessage(r) })),
+          { ...issueAt(file), message },
+        ];
+        return reloads.settle({ ok: false, version, issues, at, trigger, changes, rollback: true });
+      }
       return reloads.settle({ ok: true, version, issues: next.issues, at, trigger, changes });
     } catch (err) {
       // Lookups the rejected config started are not needed.
@@ -840,6 +885,15 @@ export async function startServer(
     }
     if (refusals.length === 0) return r;
     const issues = refusals.map((f) => ({ ...issueAt(configName), message: refusedMessage(f) }));
+    // Undone in every worker (see workersReloaded), or why not.
+    const undone = await rollbacks.get(r.version);
+    const message = undone?.rollback
+      ? `${ROLLED_BACK} (version ${undone.version})`
+      : `The reload could not be undone (${
+        undone?.issues.find((i) => i.severity !== "warning")?.message ??
+          "a later reload replaced it"
+      }): the workers may serve different configs`;
+    issues.push({ ...issueAt(configName), message });
     return { ...r, ok: false, issues: [...r.issues, ...issues] };
   }
 
@@ -941,7 +995,15 @@ export async function startServer(
       });
       if (o.round !== undefined) followerRounds.refused(o.round, { worker, error: o.error });
     },
-    workersReloaded: (round) => followerRounds.answered(round),
+    workersReloaded(round) {
+      // All or nothing: a reload another worker refused is undone, here first, then (as any
+      // reload of worker 0's) in the others; the copy kept for restarts goes back with it.
+      const refusals = followerRounds.answered(round);
+      if (refusals.length === 0 || undo?.version !== round || draining) return;
+      rollbackTo = { round, text: undo.text, refusals };
+      rollbacks.set(round, reloads.request("rollback"));
+      for (const old of rollbacks.keys()) if (rollbacks.size > MAX_ROLLBACKS) rollbacks.delete(old);
+    },
     reload: (o) => reloads.request(o?.trigger ?? "api"),
     shutdown(o) {
       stopping ??= stop(o?.reason ?? "shutdown");

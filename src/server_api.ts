@@ -27,6 +27,11 @@ export interface ReloadResult {
   skipped?: true;
   /** `workers: N`, in worker 0's record: the other worker whose outcome this is. */
   worker?: number;
+  /**
+   * `workers: N`, in worker 0: this reload put back the config served before one another worker
+   * refused (`ok` is false: the reload it undid failed; the others apply this one too).
+   */
+  rollback?: true;
 }
 
 /** Reload counters (`prox_config_reload_total{result}`, last-success timestamp). */

@@ -114,8 +114,8 @@ export interface Refusal {
  */
 export interface FollowerRounds {
   refused(round: number, refusal: Refusal): void;
-  /** Every other worker answered `round`. */
-  answered(round: number): void;
+  /** Every other worker answered `round`: the refusals among the answers. */
+  answered(round: number): Refusal[];
   /** The refusals of `round` once every other worker answered it; null if not within `ms`. */
   wait(round: number, ms: number): Promise<Refusal[] | null>;
 }
@@ -135,7 +135,11 @@ export function createFollowerRounds(): FollowerRounds {
   };
   return {
     refused: (round, refusal) => void get(round).refusals.push(refusal),
-    answered: (round) => get(round).done.resolve(),
+    answered(round) {
+      const r = get(round);
+      r.done.resolve();
+      return [...r.refusals];
+    },
     async wait(round, ms) {
       const r = get(round);
       let timer: ReturnType<typeof setTimeout> | undefined;

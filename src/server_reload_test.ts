@@ -144,13 +144,14 @@ Deno.test("reloads: another worker's refusal is noted in the record (last, histo
   assert.deepEqual(recorded, [], "worker 1 counts its own failure in its labelled metric");
 });
 
-Deno.test("follower rounds: a wait ends once every other worker answered, with the refusals of that round only", async () => {
+Deno.test("follower rounds: a wait and the answer end with the refusals of that round only", async () => {
   const rounds = createFollowerRounds();
   const waiting = rounds.wait(2, 5_000);
   rounds.refused(1, { worker: 3, error: "older" });
   rounds.refused(2, { worker: 1, error: "boom" });
-  rounds.answered(1);
-  rounds.answered(2);
+  // The answer gives worker 0 the refusals it undoes (all or nothing).
+  assert.deepEqual(rounds.answered(1), [{ worker: 3, error: "older" }]);
+  assert.deepEqual(rounds.answered(2), [{ worker: 1, error: "boom" }]);
   assert.deepEqual(await waiting, [{ worker: 1, error: "boom" }]);
   // Answered before anyone waited: the wait ends at once.
   assert.deepEqual(await rounds.wait(1, 5_000), [{ worker: 3, error: "older" }]);

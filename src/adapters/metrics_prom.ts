@@ -300,6 +300,11 @@ export function createPromMetrics(
     labelNames: ["result"] as const,
     registers,
   });
+  const rollbacks = new Counter({
+    name: "prox_config_reload_rollbacks_total",
+    help: "Reloads another worker refused, undone in every worker (workers: N, worker 0)",
+    registers,
+  });
   const lastReloadOk = new Gauge({
     name: "prox_config_last_reload_successful",
     help: "1 when the last config load or reload succeeded, else 0",
@@ -613,6 +618,9 @@ export function createPromMetrics(
         lastReloadTime.set(at / 1000);
         configVersion.set(version);
       }
+    },
+    configRollback() {
+      rollbacks.inc();
     },
     certificateExpiry(name, notAfterMs, more = []) {
       // Only the certificates served now: a stale series would keep expiry alerts firing.

@@ -338,8 +338,9 @@ export function startSupervisor(count: number, opts: {
       }
     } else if (msg.type === "reload" && slot.index !== 0) {
       // Another worker refused what worker 0 applied (a file it could not read, a bind it could
-      // not make): it keeps serving its previous config, so the workers now differ. Said at
-      // error level here and to worker 0, whose admin API (/status, /config/history) shows it.
+      // not make): it keeps serving its previous config. Said at error level here and to worker
+      // 0, whose admin API (/status, /config/history) shows it, and which, once every worker
+      // answered, undoes the reload in every worker (a `rollback` round like any other).
       if (!msg.ok) {
         const error = msg.error ?? "no reason given";
         logger.error(

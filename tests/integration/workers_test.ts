@@ -775,3 +775,40 @@ Deno.test("workers: a reload another worker refuses fails POST /config/reload, i
   p.signal("SIGTERM");
   assert.equal((await p.status).code, 0, p.output());
 });
+
+Deno.test("workers: a reload another worker refuses is rolled back in every worker, and a worker restarted then starts from the config they all serve", async () => {
+  await using f = await fixture({ admin: freePort() });
+  await using p = serve(["-c", `${f.dir}/config.yaml`, "--no-watch"]);
+  await p.waitForOutput("Prox listening with workers");
+  const admin = p.output().match(/"Admin listening","addr":"([^"]+)"/)![1];
+  const [, one] = workerPids(p);
+  // As above: worker 1 reads what worker 0 applied only after the directory it names is gone.
+  Deno.kill(one, "SIGSTOP");
+  let answer: Promise<Response> | undefined;
+  try {
+    await f.write("b");
+    answer = fetch(`http://${admin}/config/reload`, { method: "POST" });
+    await p.waitForOutput((o) =>
+      o.split("\n").some((l) => l.includes('"Config reloaded"') && l.includes('"worker":0'))
+    );
+    await Deno.rename(`${f.dir}/b`, `${f.dir}/b-gone`);
+  } finally {
+    Deno.kill(one, "SIGCONT");
+  }
+  const res = await answer!;
+  const body = await res.json();
+  assert.equal(res.status, 422, JSON.stringify(body) + p.output());
+  assert.match(JSON.stringify(body.issues), /Worker 1 refused the reload/);
+  assert.match(JSON.stringify(body.issues), /every worker went back to the previous config/);
+  // All or nothing: worker 0 serves the config it had too (it used to serve b, worker 1 a).
+  await Deno.rename(`${f.dir}/b-gone`, `${f.dir}/b`);
+  await seenWorkers(f.url, ["0", "1"], "site a\n");
+  const metrics = await (await fetch(`http://${admin}/metrics`)).text();
+  assert.match(metrics, /^prox_config_reload_rollbacks_total\{[^}]*worker="0"[^}]*\} 1$/m);
+  // The config kept for restarts is the one they serve: a worker restarted now serves a, not b.
+  Deno.kill(one, "SIGKILL");
+  await p.waitForOutput("Worker restarted");
+  await seenWorkers(f.url, ["0", "1"], "site a\n");
+  p.signal("SIGTERM");
+  assert.equal((await p.status).code, 0, p.output());
+});
