@@ -794,6 +794,13 @@ async function workerServe(
         if (link) void link.send(msg).catch(() => {});
         else early.push(msg);
       },
+      // Worker 0 alone binds HTTP/3's UDP port: the others advertise it only while it is up.
+      onAltSvc: (altSvc) => {
+        if (!role.exclusive) return;
+        const msg = { type: "h3", worker: role.index, pid: Deno.pid, altSvc } as const;
+        if (link) void link.send(msg).catch(() => {});
+        else early.push(msg);
+      },
       // So does a cache purge: each worker has its own caches.
       onPurge: (input) =>
         void link?.send({ type: "purge", worker: role.index, pid: Deno.pid, input }),
@@ -869,6 +876,8 @@ async function workerServe(
       s.workerHealth(cmd.worker, cmd.backend, cmd.healthy, cmd.reason ?? undefined);
     } else if (cmd.type === "reload-failed") {
       s.workerReloadFailed(cmd.worker, cmd);
+    } else if (cmd.type === "h3") {
+      s.workerAltSvc(cmd.altSvc);
     } else if (cmd.type === "reloaded") {
       s.workersReloaded(cmd.round);
     } else if (cmd.type === "reload") {

@@ -71,7 +71,6 @@ import { configuredTargets, unwatchedTargets } from "./proxy/pool.ts";
 import { createNotifier, notifyingMetrics, reportingHealth } from "./adapters/notify.ts";
 import { startHealthChecks } from "./adapters/health_check.ts";
 import { followH3 } from "./adapters/h3_follow.ts";
-import { ALT_SVC_MAX_AGE, altSvcValue } from "./adapters/h3/mod.ts";
 import {
   ConfigReadError,
   configReadError,
@@ -400,16 +399,21 @@ export async function startServer(
     onChange: () => {
       const altSvc = h3.altSvc();
       if (current.altSvc !== altSvc) current = Object.freeze({ ...current, altSvc });
+      opts.onAltSvc?.(altSvc);
     },
   });
+  // Other workers advertise the HTTP/3 that worker 0 serves on the same port, only while it is
+  // up there (it told so through the supervisor) and their own config has it on.
+  let zeroAltSvc: string | null = null;
+  let h3Wanted = false;
+  const followZeroH3 = () => {
+    const altSvc = h3Wanted && !draining ? zeroAltSvc : null;
+    if (current.altSvc !== altSvc) current = Object.freeze({ ...current, altSvc });
+  };
   const syncH3 = async (c: Config, tls: { cert?: string; key?: string }) => {
     if (exclusive) return await h3.sync(set.get("main"), c, tls);
-    // Other workers advertise the HTTP/3 that worker 0 serves on the same port.
-    const port = set.get("main")?.port;
-    const altSvc = c.protocols.http3_enabled && tls.cert && port && !draining
-      ? altSvcValue(port, ALT_SVC_MAX_AGE)
-      : null;
-    if (current.altSvc !== altSvc) current = Object.freeze({ ...current, altSvc });
+    h3Wanted = c.protocols.http3_enabled && tls.cert !== undefined && set.get("main") !== undefined;
+    followZeroH3();
   };
   const firstPlans = await certs.plansFor(config);
   /** A bind failure named at its key, as a reload names it (`config.yaml:1:1: listen_addr: …`). */
@@ -994,6 +998,11 @@ export async function startServer(
         worker,
       });
       if (o.round !== undefined) followerRounds.refused(o.round, { worker, error: o.error });
+    },
+    workerAltSvc(altSvc) {
+      if (exclusive) return;
+      zeroAltSvc = altSvc;
+      followZeroH3();
     },
     workersReloaded(round) {
       // All or nothing: a reload another worker refused is undone, here first, then (as any

@@ -92,6 +92,11 @@ export interface ProxServer {
    */
   workersReloaded(round: number): void;
   /**
+   * With `workers: N`, in the workers other than 0: the Alt-Svc worker 0 advertises (null: its
+   * HTTP/3 is down), which alone binds the UDP port. They advertise it, never one of their own.
+   */
+  workerAltSvc(altSvc: string | null): void;
+  /**
    * Graceful and idempotent: readiness false, stop accepting (HTTP/2 GOAWAY), let in-flight
    * requests finish up to shutdown_timeout, then close what remains.
    */
@@ -148,6 +153,11 @@ export interface StartOptions {
    * health changes (its own passive ejections and health checks), for worker 0 to notify.
    */
   onHealth?: (backend: string, healthy: boolean, reason?: string) => void;
+  /**
+   * With `workers: N`, in worker 0: called when its HTTP/3 comes up or goes down, with the
+   * Alt-Svc it advertises then (null: none), for the other workers to advertise the same.
+   */
+  onAltSvc?: (altSvc: string | null) => void;
   /** ACME timing (tests: a shifted clock, short check intervals). */
   acme?: AcmeTuning;
   /**

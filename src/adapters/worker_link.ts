@@ -36,6 +36,8 @@ export type ControlMessage =
     round?: number;
   }
   | { type: "purge"; worker: number; pid: number; input: PurgeInput }
+  /** Worker 0's HTTP/3 came up (the Alt-Svc it advertises) or went down (null). */
+  | { type: "h3"; worker: number; pid: number; altSvc: string | null }
   /** Worker 0's admin API drained (or undrained) a target: every worker follows. */
   | { type: "target"; worker: number; pid: number; target: string; drained: boolean }
   /** Another worker's view of a target changed (passive ejection, health checks): for worker 0. */
@@ -66,6 +68,11 @@ export function purgeInput(v: unknown): PurgeInput | null {
   if (keys[0] === "route") return { route: value };
   if (keys[0] === "tag") return { tag: value };
   return null;
+}
+
+/** An Alt-Svc value as worker 0 passes it on (`h3=":PORT"; ma=N`), or null. */
+function altSvcOrNull(v: unknown): v is string | null {
+  return v === null || typeof v === "string" && v.length <= 100;
 }
 
 /** This process's worker role, or null when it was not started by a supervisor. */
@@ -174,6 +181,8 @@ export type SupervisorCommand =
   | { type: "force" }
   | { type: "purge"; input: PurgeInput }
   | { type: "target"; target: string; drained: boolean }
+  /** To the other workers: the Alt-Svc worker 0 advertises now (null: no HTTP/3 up there). */
+  | { type: "h3"; altSvc: string | null }
   /**
    * To worker 0: worker `worker` refused a reload worker 0 applied (it serves its previous
    * config); `round` when it answered one (see `reloaded`).
@@ -214,6 +223,7 @@ export function commandLine(cmd: SupervisorCommand): string {
   if (cmd.type === "reloaded") {
     return `reloaded ${JSON.stringify({ round: cmd.round })}\n`;
   }
+  if (cmd.type === "h3") return `h3 ${JSON.stringify({ altSvc: cmd.altSvc })}\n`;
   if (cmd.type === "reload-failed") {
     const { worker, trigger, error, round } = cmd;
     return `reload-failed ${JSON.stringify({ worker, trigger, error, round })}\n`;
@@ -259,6 +269,14 @@ export function parseCommand(line: string): SupervisorCommand | null {
       return Number.isInteger(v?.round) && typeof v.trigger === "string"
         ? { type: "reload", round: v.round, trigger: v.trigger }
         : null;
+    } catch {
+      return null;
+    }
+  }
+  if (line.startsWith("h3 ")) {
+    try {
+      const v = JSON.parse(line.slice(3));
+      return altSvcOrNull(v?.altSvc) ? { type: "h3", altSvc: v.altSvc } : null;
     } catch {
       return null;
     }
@@ -397,6 +415,9 @@ export function parseMessage(line: string): ControlMessage | null {
       const reason = typeof m.reason === "string" ? m.reason.slice(0, MAX_REASON) : null;
       const { worker, pid, backend, healthy } = m;
       return { type: "health", worker, pid, backend, healthy, reason };
+    }
+    if (m.type === "h3" && altSvcOrNull(m.altSvc)) {
+      return { type: "h3", worker: m.worker, pid: m.pid, altSvc: m.altSvc };
     }
     const input = m.type === "purge" ? purgeInput(m.input) : null;
     if (input) return { type: "purge", worker: m.worker, pid: m.pid, input };

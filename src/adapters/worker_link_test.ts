@@ -56,3 +56,18 @@ Deno.test("a worker's view of a target goes to the supervisor and on to worker 0
   assert.deepEqual(parseCommand(commandLine(answered).trimEnd()), answered);
   assert.equal(parseCommand('reloaded {"round":"4"}'), null);
 });
+
+Deno.test("worker 0's HTTP/3 state goes to the supervisor and on to the others as bounded lines", () => {
+  const up = { type: "h3", worker: 0, pid: 7, altSvc: 'h3=":443"; ma=86400' } as const;
+  assert.deepEqual(parseMessage(JSON.stringify(up)), up);
+  const down = { ...up, altSvc: null };
+  assert.deepEqual(parseMessage(JSON.stringify(down)), down);
+  assert.equal(parseMessage(JSON.stringify({ ...up, altSvc: 443 })), null);
+  assert.equal(parseMessage(JSON.stringify({ ...up, altSvc: "x".repeat(101) })), null);
+  for (const altSvc of ['h3=":443"; ma=86400', null]) {
+    const cmd = { type: "h3", altSvc } as const;
+    assert.deepEqual(parseCommand(commandLine(cmd).trimEnd()), cmd);
+  }
+  assert.equal(parseCommand('h3 {"altSvc":1}'), null);
+  assert.equal(parseCommand("h3 {"), null);
+});

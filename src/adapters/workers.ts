@@ -281,6 +281,10 @@ export function startSupervisor(count: number, opts: {
       void shutdown("startup failure");
       return;
     }
+    // Its UDP port is closed: the others stop advertising HTTP/3 until its successor has it up.
+    if (slot.index === 0 && zeroAltSvc !== null) {
+      toOthers({ type: "h3", altSvc: zeroAltSvc = null });
+    }
     // What it held down, it holds no more (its successor tells anew).
     if (slot.index !== 0) {
       heldDown.delete(slot.index);
@@ -299,6 +303,11 @@ export function startSupervisor(count: number, opts: {
     slot.timer = setTimeout(() => spawn(slot), delay);
   };
 
+  /** The Alt-Svc worker 0 advertises (null: its HTTP/3 is down), for the others to follow. */
+  let zeroAltSvc: string | null = null;
+  const toOthers = (cmd: SupervisorCommand) => {
+    for (const s of slots) if (s.index !== 0) void tell(s, cmd);
+  };
   /** Targets drained through worker 0's admin API and not undrained since. */
   const drainedTargets = new Set<string>();
   /**
@@ -319,6 +328,10 @@ export function startSupervisor(count: number, opts: {
       // A restarted worker starts with no target drained: the ones drained before.
       for (const target of drainedTargets) {
         void tell(slot, { type: "target", target, drained: true });
+      }
+      // It advertises HTTP/3 only while worker 0 serves it.
+      if (slot.index !== 0 && zeroAltSvc !== null) {
+        void tell(slot, { type: "h3", altSvc: zeroAltSvc });
       }
       // A worker 0 started again knows nothing of what the others hold down.
       if (slot.index === 0 && started) {
@@ -369,6 +382,9 @@ export function startSupervisor(count: number, opts: {
       rounds.set(round.round, waiting);
       // Bounded: a round one worker never answers (its reload hangs) is given up on.
       for (const old of rounds.keys()) if (rounds.size > MAX_ROUNDS) rounds.delete(old);
+    } else if (msg.type === "h3" && slot.index === 0) {
+      zeroAltSvc = msg.altSvc;
+      toOthers({ type: "h3", altSvc: msg.altSvc });
     } else if (msg.type === "purge") {
       // A cache purge through worker 0's admin API: each worker has its own caches.
       for (const s of slots) if (s !== slot) void tell(s, { type: "purge", input: msg.input });

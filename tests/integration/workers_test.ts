@@ -812,3 +812,66 @@ Deno.test("workers: a reload another worker refuses is rolled back in every work
   p.signal("SIGTERM");
   assert.equal((await p.status).code, 0, p.output());
 });
+
+/** One HTTPS request on a fresh connection: which worker answered, and its Alt-Svc. */
+async function altSvcOf(
+  url: string,
+  ca: string,
+): Promise<{ worker: string; altSvc: string | null }> {
+  const client = Deno.createHttpClient({ caCerts: [ca] });
+  try {
+    const res = await fetch(url, { client });
+    await res.body?.cancel();
+    return {
+      worker: res.headers.get("x-prox-worker") ?? "none",
+      altSvc: res.headers.get("alt-svc"),
+    };
+  } finally {
+    client.close();
+  }
+}
+
+Deno.test("workers: Alt-Svc is advertised by no worker while worker 0 cannot bind HTTP/3's UDP port, by every worker once it can", async () => {
+  await using f = await fixture();
+  const tls = new URL("../fixtures/tls", import.meta.url).pathname;
+  const ca = await Deno.readTextFile(`${tls}/ca.pem`);
+  const text = await Deno.readTextFile(`${f.dir}/config.yaml`);
+  await Deno.writeTextFile(
+    `${f.dir}/config.yaml`,
+    text.replace(
+      "routes:",
+      `tls:\n  cert_path: "${tls}/cert.pem"\n  key_path: "${tls}/key.pem"\n` +
+        "protocols:\n  http3_enabled: true\nroutes:",
+    ),
+  );
+  const url = `https://localhost:${f.port}/`;
+  // Another program holds the UDP port: worker 0 (which alone runs HTTP/3) cannot bind it.
+  const udp = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: f.port });
+  let held = true;
+  try {
+    await using p = serve(["-c", `${f.dir}/config.yaml`, "--no-watch"]);
+    await p.waitForOutput("Prox listening with workers");
+    // Fresh connections until both workers answered: neither may advertise HTTP/3.
+    const seen = new Map<string, string | null>();
+    await waitFor(async () => {
+      const r = await altSvcOf(url, ca);
+      seen.set(r.worker, r.altSvc);
+      return seen.size === 2;
+    }, { what: "answers from both workers", intervalMs: 1 });
+    assert.deepEqual(Object.fromEntries(seen), { 0: null, 1: null });
+    // The port is free again: worker 0's retry binds it, and then every worker advertises it.
+    udp.close();
+    held = false;
+    const want = `h3=":${f.port}"; ma=86400`;
+    const advertised = new Set<string>();
+    await waitFor(async () => {
+      const r = await altSvcOf(url, ca);
+      if (r.altSvc === want) advertised.add(r.worker);
+      return advertised.size === 2;
+    }, { what: "Alt-Svc from both workers", intervalMs: 1, timeoutMs: 15_000 });
+    p.signal("SIGTERM");
+    assert.equal((await p.status).code, 0, p.output());
+  } finally {
+    if (held) udp.close();
+  }
+});
