@@ -889,14 +889,23 @@ export async function startServer(
     }
     if (refusals.length === 0) return r;
     const issues = refusals.map((f) => ({ ...issueAt(configName), message: refusedMessage(f) }));
-    // Undone in every worker (see workersReloaded), or why not.
+    // Undone in every worker (see workersReloaded), or why not: worker 0 first, then the others.
     const undone = await rollbacks.get(r.version);
-    const message = undone?.rollback
-      ? `${ROLLED_BACK} (version ${undone.version})`
-      : `The reload could not be undone (${
+    const back = undone?.rollback ? await followerRounds.wait(undone.version, FOLLOW_WAIT_MS) : [];
+    const message = !undone?.rollback
+      ? `The reload could not be undone (${
         undone?.issues.find((i) => i.severity !== "warning")?.message ??
           "a later reload replaced it"
-      }): the workers may serve different configs`;
+      }): the workers may serve different configs`
+      : back === null
+      ? `Rolled back in worker 0 (version ${undone.version}); not every other worker said within ${
+        FOLLOW_WAIT_MS / 1000
+      } s whether it went back: see GET /config/history`
+      : back.length > 0
+      ? `Rolled back in worker 0 (version ${undone.version}), refused by worker ${
+        back.map((b) => b.worker).join(", ")
+      } too: the workers serve different configs`
+      : `${ROLLED_BACK} (version ${undone.version})`;
     issues.push({ ...issueAt(configName), message });
     return { ...r, ok: false, issues: [...r.issues, ...issues] };
   }

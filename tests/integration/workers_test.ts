@@ -875,3 +875,49 @@ Deno.test("workers: Alt-Svc is advertised by no worker while worker 0 cannot bin
     if (held) udp.close();
   }
 });
+
+Deno.test("workers: POST /config/reload says every worker went back from a refused reload only once each did", async () => {
+  await using f = await fixture({ admin: freePort(), workers: 3 });
+  await using p = serve(["-c", `${f.dir}/config.yaml`, "--no-watch"]);
+  await p.waitForOutput("Prox listening with workers");
+  const admin = p.output().match(/"Admin listening","addr":"([^"]+)"/)![1];
+  const [, one, two] = workerPids(p);
+  // Worker 1 refuses (as above); worker 2 applies the reload, and is stopped before the rollback
+  // reaches it.
+  Deno.kill(one, "SIGSTOP");
+  let answered = false;
+  let answer: Promise<Response> | undefined;
+  try {
+    await f.write("b");
+    answer = fetch(`http://${admin}/config/reload`, { method: "POST" });
+    void answer.then(() => answered = true, () => {});
+    await p.waitForOutput((o) =>
+      o.split("\n").filter((l) => l.includes('"Config reloaded"')).length === 2
+    );
+    await Deno.rename(`${f.dir}/b`, `${f.dir}/b-gone`);
+    Deno.kill(two, "SIGSTOP");
+    Deno.kill(one, "SIGCONT");
+    // Worker 0 went back (its history has the rollback) while worker 2 still serves site b:
+    // the answer used to come then, saying that every worker went back.
+    await waitFor(async () => {
+      const history = await (await fetch(`http://${admin}/config/history`)).json();
+      return history.some((r: { trigger?: string }) => r.trigger === "rollback");
+    }, { what: "worker 0's rollback" });
+    assert.equal(answered, false, "answered before worker 2 went back");
+  } finally {
+    Deno.kill(one, "SIGCONT");
+    Deno.kill(two, "SIGCONT");
+  }
+  const res = await answer;
+  const body = JSON.stringify(await res.json());
+  assert.equal(res.status, 422, body + p.output());
+  assert.match(body, /Worker 1 refused the reload.*every worker went back to the previous config/);
+  // So worker 2's very next answers are site a's.
+  for (let seen = false; !seen;) {
+    const r = await hit(f.url);
+    if (r.worker === "2") assert.deepEqual([r.status, r.body], [200, "site a\n"], p.output());
+    seen = r.worker === "2";
+  }
+  p.signal("SIGTERM");
+  assert.equal((await p.status).code, 0, p.output());
+});
