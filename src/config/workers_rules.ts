@@ -60,5 +60,17 @@ export function workersIssues(config: Config): WorkersIssue[] {
       });
     }
   }
+  // Requests in progress are counted in memory, whatever the store: a cap meant for a fragile
+  // upstream (`by: route`) lets N times as many through.
+  for (const [key, route] of Object.entries(config.routes)) {
+    if (!route.concurrency_limit) continue;
+    issues.push({
+      severity: "warning",
+      path: ["routes", key, "concurrency_limit"],
+      message: `With workers: ${n} each worker counts its own requests in progress: up to ${n}x ` +
+        "max at once",
+      hint: `Divide max by ${n} for the same total, or use upstream limits the target enforces`,
+    });
+  }
   return issues;
 }

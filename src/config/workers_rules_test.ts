@@ -66,3 +66,24 @@ Deno.test("workersIssues: a tcp listener on port 0 is an error with workers > 1,
   assert.deepEqual(e?.path, ["tcp", "db", "listen_addr"]);
   assert.match(e!.message, /workers: 2 needs a fixed port in "127.0.0.1:0"/);
 });
+
+Deno.test("workersIssues: a concurrency_limit warns that each worker counts its own requests in progress", () => {
+  const yaml = base("workers: 3\n").replace(
+    "    rate_limit:\n      by: ip\n      requests: 10\n      period: 1s\n",
+    "    concurrency_limit: { max: 20, by: route }\n",
+  );
+  const r = load(yaml);
+  assert.ok(r.config, JSON.stringify(r.issues));
+  const w = r.issues.find((i) => i.path === "routes./api.concurrency_limit");
+  assert.equal(w?.severity, "warning", JSON.stringify(r.issues));
+  assert.match(w!.message, /each worker counts its own requests in progress: up to 3x max/);
+  // Whatever the store: the counts are never shared.
+  const redis = load(
+    yaml.replace(
+      "workers: 3\n",
+      'workers: 3\nrate_limit_store: { type: redis, url: "redis://127.0.0.1:6379" }\n',
+    ),
+  );
+  assert.ok(redis.issues.some((i) => i.path === "routes./api.concurrency_limit"));
+  assert.ok(!load(yaml.replace("workers: 3\n", "")).issues.some((i) => i.severity === "warning"));
+});
