@@ -40,7 +40,6 @@ import {
   FrameType,
   FrameWriter,
   MAX_WINDOW,
-  moveWindows,
   PREFACE,
   queueCopy,
   Setting,
@@ -85,8 +84,8 @@ const CONTROL_PERIOD_MS = 10_000;
 /**
  * WINDOW_UPDATEs allowed beyond 10 for each DATA frame sent (as Envoy's
  * max_inbound_window_update_frames_per_data_frame_sent) and 10 for each request: a client asks
- * for more as it reads what came, or widens a stream's window as it opens it. Each wakes the answers waiting for window, so a flood of them that lets no DATA go
- * out (their streams' own windows shut) costs a frame's work times the streams.
+ * for more as it reads what came, or widens a stream's window as it opens it. A flood of them
+ * that lets no DATA go out (their streams' own windows shut) costs work for nothing.
  */
 const UPDATE_BUDGET = 1000;
 
@@ -201,6 +200,10 @@ class Stream implements Reader {
   windowWake: (() => void) | null = null;
   /** When the answer began waiting for window (0: not waiting). */
   waitingSince = 0;
+  /** What the answer waiting for window has left to send of its chunk. */
+  want = 0;
+  /** Connection window set aside for it when it was woken, until it runs (#passWindow). */
+  reserved = 0;
   #abort: AbortController | null = null;
 
   constructor(readonly id: number, sendWindow: number) {
@@ -250,8 +253,14 @@ export class H2Connection {
   #lateResets: number[] = [];
   /** Answers waiting for the writes to drain below WRITE_HIGH. */
   #drainWaiters: Array<() => void> = [];
-  /** Streams waiting for connection-level window. */
+  /**
+   * Answers waiting for connection-level window (their stream's own is open), in turn: one that
+   * sent goes to the back when it waits again. Those waiting for their stream's window are not
+   * here until a WINDOW_UPDATE or SETTINGS opens it.
+   */
   #windowWaiters = new Set<Stream>();
+  /** Connection window set aside for answers woken and not yet run (Stream.reserved). */
+  #reserved = 0;
   #goawaySent = false;
   #closed = false;
   /** The client sent GOAWAY: no new streams, and the connection ends when the last one does. */
@@ -319,6 +328,16 @@ export class H2Connection {
     for (const s of this.#streams.values()) n += s.queue.length;
     return n;
   }
+
+  /** Answers waiting for window now (for tests). */
+  get waitingForWindow(): number {
+    let n = 0;
+    for (const s of this.#streams.values()) if (s.windowWake !== null) n++;
+    return n;
+  }
+
+  /** Answers woken by WINDOW_UPDATEs to send (for tests). */
+  windowWakes = 0;
 
   /** Closed streams remembered (at most ENDED_KEPT) and skipped id ranges (SKIPPED_KEPT), for tests. */
   get remembered(): { ended: number; skipped: number } {
@@ -1168,8 +1187,17 @@ export class H2Connection {
     this.#spend();
     for (const [key, value] of values) {
       if (key === Setting.INITIAL_WINDOW_SIZE) {
-        moveWindows(this.#streams.values(), value - this.#peerWindow);
+        const delta = value - this.#peerWindow;
+        for (const s of this.#streams.values()) {
+          s.sendWindow += delta;
+          if (s.sendWindow > MAX_WINDOW) {
+            throw new ConnectionError(ErrorCode.FLOW_CONTROL_ERROR, "Stream window overflow");
+          }
+          // An answer whose stream's window opened waits for the connection's now.
+          if (delta > 0 && s.windowWake !== null && s.sendWindow > 0) this.#windowWaiters.add(s);
+        }
         this.#peerWindow = value;
+        if (delta > 0) this.#passWindow();
       } else if (key === Setting.MAX_FRAME_SIZE) this.#peerMaxFrame = value;
       // HEADER_TABLE_SIZE: this side's encoder keeps no dynamic table, so any size will do.
     }
@@ -1189,7 +1217,7 @@ export class H2Connection {
       if (this.#sendWindow > MAX_WINDOW) {
         throw new ConnectionError(ErrorCode.FLOW_CONTROL_ERROR, "Connection window overflow");
       }
-      for (const s of this.#windowWaiters) s.windowWake?.();
+      this.#passWindow();
       return;
     }
     const s = this.#streams.get(id);
@@ -1206,7 +1234,38 @@ export class H2Connection {
       s.abort();
       return;
     }
-    s.windowWake?.();
+    // Its answer, if it waits, waits for the connection's window now (woken if there is some).
+    if (s.windowWake !== null && s.sendWindow > 0 && !this.#windowWaiters.has(s)) {
+      this.#windowWaiters.add(s);
+      this.#passWindow();
+    }
+  }
+
+  /**
+   * Wakes the answers waiting for connection window, in turn, until what they may send uses it up
+   * (each's share is set aside for it until it runs), rather than all of them for each
+   * WINDOW_UPDATE, each to find the window taken by the first.
+   */
+  #passWindow(): void {
+    let left = this.#sendWindow - this.#reserved;
+    if (left <= 0) return;
+    for (const s of this.#windowWaiters) {
+      const wake = s.windowWake;
+      if (wake === null) continue; // woken already, not yet run
+      if (s.sendWindow <= 0) {
+        // Shut by a smaller SETTINGS_INITIAL_WINDOW_SIZE: it waits for its stream's window.
+        this.#windowWaiters.delete(s);
+        continue;
+      }
+      const share = Math.min(s.want, s.sendWindow);
+      s.reserved = share;
+      this.#reserved += share;
+      s.windowWake = null;
+      this.windowWakes++;
+      wake();
+      left -= share;
+      if (left <= 0) return;
+    }
   }
 
   /**
@@ -1385,16 +1444,33 @@ export class H2Connection {
       if (s.reset || this.#closed) return false;
       const left = bytes.length - off;
       // (An empty END_STREAM frame needs no window, which a SETTINGS change may have made negative.)
-      const n = left === 0 ? 0 : Math.min(left, s.sendWindow, this.#sendWindow, this.#peerMaxFrame);
+      // (Window set aside for answers woken to send is theirs: #passWindow.)
+      const n = left === 0
+        ? 0
+        : Math.min(left, s.sendWindow, this.#sendWindow - this.#reserved, this.#peerMaxFrame);
       if (n <= 0 && left > 0) {
-        // Waits for a WINDOW_UPDATE (or the client's going).
-        this.#windowWaiters.add(s);
-        s.waitingSince = performance.now();
+        // Waits for a WINDOW_UPDATE (or the client's going): in turn for the connection's window
+        // where its stream's is open, else for its stream's.
+        s.want = left;
+        if (s.sendWindow > 0) this.#windowWaiters.add(s);
+        if (s.waitingSince === 0) s.waitingSince = performance.now();
+        // The connection's window its own shut it out of goes to the next in turn.
+        if (this.#windowWaiters.size > 0) this.#passWindow();
         await new Promise<void>((resolve) => s.windowWake = resolve);
-        s.waitingSince = 0;
         s.windowWake = null;
-        this.#windowWaiters.delete(s);
+        this.#reserved -= s.reserved;
+        s.reserved = 0;
+        if ((s.reset || this.#closed) && this.#windowWaiters.size > 0) {
+          // What was set aside for it goes to the next in turn.
+          this.#windowWaiters.delete(s);
+          this.#passWindow();
+        }
         continue;
+      }
+      if (s.waitingSince !== 0) {
+        // Its turn came: it leaves the queue (and goes to its back if it waits again).
+        s.waitingSince = 0;
+        this.#windowWaiters.delete(s);
       }
       const last = off + n === bytes.length;
       this.#out.frame(
@@ -1412,7 +1488,11 @@ export class H2Connection {
       if (this.#out.length > WRITE_HIGH) {
         await new Promise<void>((resolve) => this.#drainWaiters.push(resolve));
       }
-      if (last) return true;
+      if (last) {
+        // Window left over (its stream's closed early, a smaller SETTINGS): the next in turn.
+        if (this.#windowWaiters.size > 0) this.#passWindow();
+        return true;
+      }
     }
   }
 
@@ -1427,7 +1507,7 @@ export class H2Connection {
   sweep(now: number, limitMs: number): void {
     if (this.idleSince > 0 && now - this.idleSince > limitMs) return this.goaway();
     if (this.#writeSince > 0 && now - this.#writeSince > limitMs) return this.close();
-    for (const s of this.#windowWaiters) {
+    for (const s of this.#streams.values()) {
       if (s.waitingSince > 0 && now - s.waitingSince > limitMs) {
         this.#resetStream(s.id, ErrorCode.CANCEL);
         s.abort();

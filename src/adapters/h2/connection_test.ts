@@ -165,3 +165,169 @@ Deno.test("H2Connection: a body trickled in one-byte DATA frames that nobody rea
   socket.close();
   await run;
 });
+
+/** A socket the test writes to as it goes, and whose writes it can wait for. */
+class PipeSocket implements H2Socket {
+  written: Uint8Array[] = [];
+  #fed: Uint8Array[] = [];
+  #reader: (() => void) | null = null;
+  #watchers: Array<() => void> = [];
+  #closed = false;
+
+  push(bytes: Uint8Array): void {
+    this.#fed.push(bytes.slice());
+    this.#reader?.();
+  }
+
+  async read(p: Uint8Array): Promise<number> {
+    while (this.#fed.length === 0) {
+      if (this.#closed) return 0;
+      await new Promise<void>((resolve) => this.#reader = resolve);
+      this.#reader = null;
+    }
+    const first = this.#fed[0];
+    const n = Math.min(p.length, first.length);
+    p.set(first.subarray(0, n));
+    if (n === first.length) this.#fed.shift();
+    else this.#fed[0] = first.subarray(n);
+    return n;
+  }
+
+  write(p: Uint8Array): Promise<number> {
+    this.written.push(p.slice());
+    for (const w of this.#watchers) w();
+    return Promise.resolve(p.length);
+  }
+
+  close(): void {
+    this.#closed = true;
+    this.#reader?.();
+  }
+
+  /** Resolves once `ok()` holds (checked after each write, and at once). */
+  async until(ok: () => boolean): Promise<void> {
+    while (!ok()) {
+      await new Promise<void>((resolve) => this.#watchers.push(resolve));
+      this.#watchers = [];
+    }
+  }
+
+  /** The frames written: [type, stream, payload, flags]. */
+  frames(): Array<[number, number, Uint8Array, number]> {
+    const b = new Uint8Array(this.written.reduce((n, c) => n + c.length, 0));
+    let off = 0;
+    for (const c of this.written) {
+      b.set(c, off);
+      off += c.length;
+    }
+    const out: Array<[number, number, Uint8Array, number]> = [];
+    for (let at = 0; at + FRAME_HEADER <= b.length;) {
+      const len = (b[at] << 16) | (b[at + 1] << 8) | b[at + 2];
+      const id = ((b[at + 5] & 0x7f) << 24) | (b[at + 6] << 16) | (b[at + 7] << 8) | b[at + 8];
+      out.push([b[at + 3], id, b.subarray(at + FRAME_HEADER, at + FRAME_HEADER + len), b[at + 4]]);
+      at += FRAME_HEADER + len;
+    }
+    return out;
+  }
+
+  /** DATA bytes written, in all or on stream `id`. */
+  data(id?: number): number {
+    let n = 0;
+    for (const [type, sid, p] of this.frames()) {
+      if (type === FrameType.DATA && (id === undefined || sid === id)) n += p.length;
+    }
+    return n;
+  }
+}
+
+/** A connection whose `streams` GETs each get `size` bytes, the client's stream windows `window`. */
+function waitingAnswers(streams: number, size: number, window: number) {
+  const socket = new PipeSocket();
+  const env: H2Env = {
+    handler: () => Promise.resolve(new Response(new Uint8Array(size))),
+    logger: silentLogger,
+    localPort: 0,
+    tls: false,
+    draining: () => false,
+  };
+  const conn = new H2Connection(socket, env, { hostname: "127.0.0.1", port: 1 });
+  const run = conn.run();
+  const w = new FrameWriter();
+  w.settings([[0x4, window]]); // SETTINGS_INITIAL_WINDOW_SIZE
+  for (let i = 0; i < streams; i++) {
+    // :method GET, :scheme http, :path /, :authority "a" (literal, not indexed).
+    w.headers(1 + 2 * i, Uint8Array.of(0x82, 0x86, 0x84, 0x01, 0x01, 0x61), true, 16384);
+  }
+  socket.push(PREFACE);
+  socket.push(w.take());
+  return { socket, conn, run };
+}
+
+function windowUpdate(id: number, inc: number): Uint8Array {
+  const w = new FrameWriter();
+  w.u32(FrameType.WINDOW_UPDATE, id, inc);
+  return w.take().slice();
+}
+
+Deno.test("H2Connection: a connection WINDOW_UPDATE wakes the answers it has window for, in turn", async () => {
+  // 20 answers of 20,000 bytes each in the connection's 65,535: three go whole, the fourth in
+  // part, and 17 wait. Each WINDOW_UPDATE of 1,000 has room for one of them: waking all 17 for it
+  // cost 17 wake-ups (each finding no window but one) per frame.
+  const { socket, conn, run } = waitingAnswers(20, 20_000, 1 << 20);
+  await socket.until(() => socket.data() === 65_535);
+  // (The last answers begin to wait a moment after the last write.)
+  while (conn.waitingForWindow < 17) await new Promise((r) => setTimeout(r, 1));
+  const served: number[] = [];
+  for (let i = 1; i <= 10; i++) {
+    socket.push(windowUpdate(0, 1000));
+    await socket.until(() => socket.data() === 65_535 + 1000 * i);
+    const last = socket.frames().filter(([type]) => type === FrameType.DATA).at(-1)!;
+    served.push(last[1]);
+  }
+  assert.ok(conn.windowWakes <= 10, `${conn.windowWakes} wake-ups for 10 WINDOW_UPDATEs`);
+  // The waiting answers take the window in turn, not the first one again and again.
+  assert.equal(new Set(served).size, 10, `streams served: ${served}`);
+  socket.push(windowUpdate(0, 20 * 20_000));
+  await socket.until(() => socket.data() === 20 * 20_000);
+  for (let i = 0; i < 20; i++) assert.equal(socket.data(1 + 2 * i), 20_000);
+  socket.close();
+  await run;
+});
+
+Deno.test("H2Connection: a connection WINDOW_UPDATE does not wake answers waiting for their stream's window", async () => {
+  const { socket, conn, run } = waitingAnswers(20, 20_000, 100);
+  await socket.until(() => socket.data() === 2000);
+  while (conn.waitingForWindow < 20) await new Promise((r) => setTimeout(r, 1));
+  const ping = new FrameWriter();
+  ping.frame(FrameType.PING, 0, 0, new Uint8Array(8));
+  socket.push(windowUpdate(0, 1000));
+  socket.push(ping.take().slice());
+  await socket.until(() => socket.frames().some(([type]) => type === FrameType.PING));
+  assert.equal(conn.windowWakes, 0);
+  // A stream's own WINDOW_UPDATE wakes that stream alone.
+  socket.push(windowUpdate(5, 500));
+  await socket.until(() => socket.data(5) === 600);
+  assert.equal(conn.windowWakes, 1);
+  for (let i = 0; i < 20; i++) socket.push(windowUpdate(1 + 2 * i, 20_000));
+  socket.push(windowUpdate(0, 20 * 20_000));
+  await socket.until(() => socket.data() === 20 * 20_000);
+  socket.close();
+  await run;
+});
+
+Deno.test("H2Connection: a larger SETTINGS_INITIAL_WINDOW_SIZE lets the answers waiting for their stream's window go on", async () => {
+  const { socket, conn, run } = waitingAnswers(20, 20_000, 100);
+  await socket.until(() => socket.data() === 2000);
+  while (conn.waitingForWindow < 20) await new Promise((r) => setTimeout(r, 1));
+  const w = new FrameWriter();
+  w.settings([[0x4, 1100]]);
+  socket.push(w.take().slice());
+  await socket.until(() => socket.data() === 20 * 1100);
+  assert.equal(conn.windowWakes, 20);
+  socket.push(windowUpdate(0, 20 * 20_000));
+  w.settings([[0x4, 20_000]]);
+  socket.push(w.take().slice());
+  await socket.until(() => socket.data() === 20 * 20_000);
+  socket.close();
+  await run;
+});
