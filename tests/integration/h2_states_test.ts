@@ -5,8 +5,8 @@
 import assert from "node:assert/strict";
 import { startUpstream, waitFor } from "../_harness.ts";
 import { onProxEngines, startProxy } from "./_proxy.ts";
-import { RawH2Client } from "./_raw_h2.ts";
-import { ErrorCode, Flag, FrameType, PREFACE } from "../../src/adapters/h2/frames.ts";
+import { RawH2c } from "./_raw_h2.ts";
+import { ErrorCode, Flag, FrameType } from "../../src/adapters/h2/frames.ts";
 
 // These tests are of the engine itself, even when the suite runs on Deno.serve.
 onProxEngines();
@@ -32,70 +32,6 @@ async function heldUpstream() {
     return new Response("late");
   });
   return Object.assign(up, { release, state });
-}
-
-/** A raw client with prior knowledge (h2c), for what no well-behaved client sends. */
-class RawH2c extends RawH2Client {
-  static async open(port: number): Promise<RawH2c> {
-    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-    const c = new RawH2c(conn);
-    await conn.write(PREFACE);
-    c.out.settings([]);
-    await c.flush();
-    return c;
-  }
-
-  /** HEADERS for `method` `path` on stream `id` (END_STREAM when `end`). */
-  request(id: number, path: string, end = true, method = "GET", flags = 0, prefix?: Uint8Array) {
-    this.enc.begin().field(":method", method).field(":scheme", "http").field(":path", path);
-    this.enc.field(":authority", "localhost");
-    const block = this.enc.block;
-    if (prefix === undefined && flags === 0) return this.out.headers(id, block, end, 16384);
-    const p = new Uint8Array((prefix?.length ?? 0) + block.length);
-    if (prefix) p.set(prefix);
-    p.set(block, prefix?.length ?? 0);
-    this.out.frame(
-      FrameType.HEADERS,
-      flags | Flag.END_HEADERS | (end ? Flag.END_STREAM : 0),
-      id,
-      p,
-    );
-  }
-
-  /** A field block of `fields` as one HEADERS frame on `id`. */
-  fields(id: number, fields: [string, string][], end: boolean): void {
-    this.enc.begin();
-    for (const [n, v] of fields) this.enc.field(n, v);
-    this.out.headers(id, this.enc.block, end, 16384);
-  }
-
-  /** The error code of the RST_STREAM on `id`, or of the GOAWAY, whichever came. */
-  error(id: number): number | undefined {
-    const f = this.on(id, FrameType.RST_STREAM)[0] ?? this.on(0, FrameType.GOAWAY)[0];
-    if (!f) return undefined;
-    return u32(f.type === FrameType.GOAWAY ? f.payload.subarray(4) : f.payload);
-  }
-
-  /** The body bytes stream `id` has got. */
-  data(id: number): number {
-    return this.on(id, FrameType.DATA).reduce((n, f) => n + f.payload.length, 0);
-  }
-
-  goaway(): number | undefined {
-    const g = this.on(0, FrameType.GOAWAY)[0];
-    return g && u32(g.payload.subarray(4));
-  }
-
-  /** Waits until the server has handled everything sent so far (its ack of a PING). */
-  async settled(): Promise<void> {
-    const before = this.frames.filter((f) => f.type === FrameType.PING).length;
-    this.out.frame(FrameType.PING, 0, 0, new Uint8Array(8));
-    await this.flush();
-    await waitFor(
-      () => this.closed || this.frames.filter((f) => f.type === FrameType.PING).length > before,
-      { what: "the PING ack" },
-    );
-  }
 }
 
 const u32 = (p: Uint8Array) => ((p[0] << 24) | (p[1] << 16) | (p[2] << 8) | p[3]) >>> 0;
