@@ -1114,7 +1114,8 @@ export class H2Connection {
     const data = this.#unpad(flags, p);
     const s = this.#streams.get(id);
     if (s === undefined || s.remoteEnded) {
-      if (id > this.#lastStream) {
+      // Idle: past the last opened, or even (this side opens none, having no push): §5.1.
+      if (id > this.#lastStream || (id & 1) === 0) {
         throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "DATA on an idle stream");
       }
       this.#creditConnection(p.length);
@@ -1167,7 +1168,7 @@ export class H2Connection {
   #rstStream(id: number, p: Uint8Array): void {
     if (id === 0) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "RST_STREAM on stream 0");
     if (p.length !== 4) throw new ConnectionError(ErrorCode.FRAME_SIZE_ERROR, "RST_STREAM size");
-    if (id > this.#lastStream) {
+    if (id > this.#lastStream || (id & 1) === 0) {
       throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "RST_STREAM on an idle stream");
     }
     const s = this.#streams.get(id);
@@ -1222,7 +1223,7 @@ export class H2Connection {
     }
     const s = this.#streams.get(id);
     if (!s) {
-      if (id > this.#lastStream) {
+      if (id > this.#lastStream || (id & 1) === 0) {
         throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "WINDOW_UPDATE on an idle stream");
       }
       return;
