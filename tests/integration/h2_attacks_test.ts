@@ -267,6 +267,37 @@ Deno.test("odd :authority values are answered as the HTTP/1.1 engine answers suc
   }
 });
 
+Deno.test("with a large http2_max_frame_size, one HEADERS frame is held to the field block bound as CONTINUATIONs are", async () => {
+  // A block past 80 KiB (the 64 KiB header list and room for its coding) ends the connection when
+  // CONTINUATIONs bring it; a single frame of 1 MiB was decoded whole, each of its strings made
+  // into text, although none of its fields could be served.
+  await using up = await startUpstream(() => new Response("ok"));
+  await using prox = await startProxy(`protocols: { http2_max_frame_size: 1048576 }
+${config(up.url)}`);
+  const c = await RawH2c.open(prox.port);
+  try {
+    const fields: [string, string][] = [
+      [":method", "GET"],
+      [":scheme", "http"],
+      [":path", "/"],
+      [":authority", "localhost"],
+    ];
+    c.enc.begin();
+    for (const [n, v] of fields) c.enc.field(n, v);
+    for (let i = 0; i < 200; i++) c.enc.field(`x-${i}`, "v".repeat(4000));
+    const block = c.enc.block;
+    assert.ok(block.length > 500_000 && block.length < 1 << 20);
+    c.out.frame(FrameType.HEADERS, Flag.END_HEADERS | Flag.END_STREAM, 1, block);
+    await c.flush();
+    await waitFor(() => c.closed || c.goaway() !== undefined || c.status(1) !== undefined, {
+      what: "the answer",
+    });
+    assert.equal(c.goaway(), ErrorCode.ENHANCE_YOUR_CALM);
+  } finally {
+    await c.close();
+  }
+});
+
 Deno.test("streams this side resets for the client's fault still count until their work ends (MadeYouReset)", async () => {
   // CVE-2025-8671: a client that makes the server reset its streams (here a WINDOW_UPDATE of 0)
   // opens new ones while the upstream still works for the old; the streams so reset must count

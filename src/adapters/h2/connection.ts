@@ -569,6 +569,10 @@ export class H2Connection {
       throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "HEADERS on an even stream");
     }
     const fragment = this.#unpad(flags, p, flags & Flag.PRIORITY ? 5 : 0);
+    // One frame (http2_max_frame_size may pass it) is held to the bound CONTINUATIONs are.
+    if (fragment.length > MAX_BLOCK) {
+      throw new ConnectionError(ErrorCode.ENHANCE_YOUR_CALM, "Field block too large");
+    }
     const end = (flags & Flag.END_STREAM) !== 0;
     // A stream cannot depend on itself (RFC 9113 §5.3.1): its block is still decoded.
     const selfDependent = (flags & Flag.PRIORITY) !== 0 &&
