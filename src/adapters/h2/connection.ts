@@ -88,6 +88,11 @@ const CONTROL_PERIOD_MS = 10_000;
  * that lets no DATA go out (their streams' own windows shut) costs work for nothing.
  */
 const UPDATE_BUDGET = 1000;
+/**
+ * The most values a SETTINGS frame may carry (nghttp2's, CVE-2020-11080): a 16 KiB frame holds
+ * 2,730, and each SETTINGS_INITIAL_WINDOW_SIZE moves every open stream's window. Seven are defined.
+ */
+const MAX_SETTINGS = 32;
 
 const NO_BYTES = new Uint8Array(0);
 /** Fields that do not exist in HTTP/2 (RFC 9113 §8.2.2): a request with one is malformed. */
@@ -1187,6 +1192,9 @@ export class H2Connection {
   }
 
   #settings(flags: number, id: number, p: Uint8Array): void {
+    if (p.length > 6 * MAX_SETTINGS && !(flags & Flag.ACK)) {
+      throw new ConnectionError(ErrorCode.ENHANCE_YOUR_CALM, "Too many values in a SETTINGS");
+    }
     const values = settingsOf(flags, id, p);
     if (values === null) return;
     this.#spend();
