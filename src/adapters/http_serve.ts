@@ -165,6 +165,13 @@ export function listen(
         tls: secure,
         completed: info.completed,
       };
+      // RFC 9112 §3.2: an HTTP/1.1 request without Host gets 400. The engine refuses one it
+      // parses itself; one it relayed here (an odd head, or any request on a connection relayed
+      // earlier) would get Deno's made-up `localhost:<port>` and be routed and proxied. (Not on
+      // Deno.serve's own listener, where such a request counts as HTTP/2: protocolOf.)
+      if (protocol === "http/1.1" && !http10 && !req.headers.has("host")) {
+        ci.refused = { kind: "bad_request", message: "Missing Host header", method: req.method };
+      }
       // A client certificate the engine's TLS listener verified (tls.client_auth).
       const cert = opts.peerOf ? (remote as { clientCert?: ClientCert }).clientCert : undefined;
       if (cert) ci.clientCert = cert;

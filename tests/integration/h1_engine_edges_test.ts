@@ -121,11 +121,35 @@ Deno.test("an HTTP/1.1 request without Host gets 400 and reaches no upstream; HT
       JSON.stringify(text),
     );
   }
+  // A head the engine relays to Deno.serve (a bare LF, an odd Content-Length, another Expect, an
+  // absolute-form target), or a request on a connection relayed earlier, went upstream with the
+  // made-up `localhost:<port>` as its host: refused there too.
+  for (
+    const text of [
+      "GET /none HTTP/1.1\r\nX-A: 1\nX-B: 2\r\n\r\n",
+      "POST /none HTTP/1.1\r\nContent-Length: 005\r\n\r\nhello",
+      "GET /none HTTP/1.1\r\nExpect: tea\r\n\r\n",
+      "GET http://b.test/none HTTP/1.1\r\n\r\n",
+      "GET /ok HTTP/1.1\r\nHost: a.test\r\nX-A: 1\nX-B: 2\r\n\r\nGET /none HTTP/1.1\r\n\r\n",
+    ]
+  ) {
+    const out = await rawExchange(prox.port, text, /HTTP\/1\.1 400 [^]*request id: \S+\n/, 5_000);
+    assert.match(
+      out,
+      /^(HTTP\/1\.1 200 OK\r\n[^]*?ok)?HTTP\/1\.1 400 Bad Request\r\n/,
+      `${JSON.stringify(text)}: ${out}`,
+    );
+  }
   const out = await rawExchange(prox.port, "GET /old HTTP/1.0\r\n\r\n");
   assert.match(out, /^HTTP\/1\.[01] 200 /);
+  // Relayed, too: HTTP/1.0 has no Host.
+  const relayed = await rawExchange(prox.port, "GET /old2 HTTP/1.0\r\nX-A: 1\nX-B: 2\r\n\r\n");
+  assert.match(relayed, /^HTTP\/1\.[01] 200 /);
   assert.deepEqual(heads.map((h) => h.slice(0, h.indexOf("\r\n"))), [
     "GET /ok HTTP/1.1",
+    "GET /ok HTTP/1.1",
     "GET /old HTTP/1.1",
+    "GET /old2 HTTP/1.1",
   ]);
 });
 
