@@ -94,7 +94,9 @@ export function plainPath(url: string): string | null {
 /**
  * The authority of an absolute request URL as it was written (no URL parsing: case and port
  * kept), or null when it has none. The HTTP server writes the request target's authority there
- * (absolute form, HTTP/2 `:authority`) and otherwise the Host field.
+ * (absolute form, HTTP/2 `:authority`) and otherwise the Host field. It ends where RFC 3986 §3.2
+ * ends it, not at a backslash as URL parsing does: `b.test\@evil.test` is one (invalid) authority,
+ * which a caller that checks it refuses, not the host `b.test`.
  */
 export function authorityOf(url: string): string | null {
   const scheme = url.indexOf("://");
@@ -102,7 +104,7 @@ export function authorityOf(url: string): string | null {
   let end = scheme + 3;
   while (end < url.length) {
     const c = url.charCodeAt(end);
-    if (c === 47 || c === 63 || c === 35 || c === 92) break; // / ? # \
+    if (c === 47 || c === 63 || c === 35) break; // / ? #
     end++;
   }
   return end > scheme + 3 ? url.slice(scheme + 3, end) : null;

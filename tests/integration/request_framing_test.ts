@@ -285,6 +285,36 @@ routes: { "/": { type: proxy, target: "${up.server.url}" } }
   }
 });
 
+Deno.test("an absolute-form target whose authority holds a backslash gets 400, on both engines", async () => {
+  const up = recordingUpstream();
+  await using _up = up.server;
+  for (const engine of ["prox", "deno"]) {
+    await using prox = await startProxy(`
+protocols: { http1_engine: ${engine} }
+health_check: { enabled: false }
+routes:
+  "b.test/": { type: proxy, target: "${up.server.url}/b" }
+  "/": { type: proxy, target: "${up.server.url}/default" }
+`);
+    const get = (target: string) =>
+      rawExchange(prox.port, `GET ${target} HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n`);
+    // A backslash is no URI character (RFC 3986 §2): to RFC 3986 `b.test\@evil.test` is userinfo
+    // and a host, evil.test, while URL parsing (WHATWG) ends the authority at the backslash. Prox
+    // routed it to b.test and sent `/@evil.test/x` upstream: a front end that reads it the other
+    // way sees another host than Prox serves.
+    for (
+      const target of ["http://b.test\\@evil.test/x", "http://b.test\\x/y", "https://b.test\\/z"]
+    ) {
+      assert.match(await get(target), /^HTTP\/1\.1 400 /, `${engine}: ${target}`);
+    }
+    assert.deepEqual(up.seen, [], engine);
+    // A backslash in the path is the path's (normalized as a slash).
+    const res = await get("http://b.test/x\\y");
+    assert.match(res, /^HTTP\/1\.1 200 /, `${engine}: ${res}`);
+    up.seen.length = 0;
+  }
+});
+
 Deno.test("a chunked body that stalls before an upstream is chosen gets 408; one cut off is no error", async () => {
   const up = recordingUpstream();
   await using _up = up.server;
