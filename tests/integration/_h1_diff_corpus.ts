@@ -323,6 +323,14 @@ export function corpus(): Input[] {
   out.push(
     one("without Host, through a proxy", req("GET", "/v", ["Via: 1.1 other"], { host: null })),
   );
+  // A head the engine relays (a bare LF), without Host, and one on a connection relayed earlier.
+  out.push(one("without Host, relayed", "GET /v HTTP/1.1\r\nX-A: 1\nX-B: 2\r\n\r\n"));
+  out.push(
+    one(
+      "without Host, after a relayed one",
+      "GET /v HTTP/1.1\r\nHost: a.test\r\nX-A: 1\nX-B: 2\r\n\r\nGET /w HTTP/1.1\r\n\r\n",
+    ),
+  );
   // HTTP/1.0 with Host is the engine's own: keep-alive as asked, no chunks, no 100.
   const v10 = { version: "HTTP/1.0" };
   const ka = "Connection: keep-alive";

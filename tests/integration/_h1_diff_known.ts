@@ -221,6 +221,43 @@ export const KNOWN: Known[] = [
     },
   },
   {
+    // RFC 9112 §3.2 again, for a request without Host that the engine relays to Deno.serve (an
+    // odd head, or a later request on a relayed connection): the fallback listener knows it is
+    // HTTP/1.x and refuses it (400, logged as http_request_error); on Deno.serve's own listener it
+    // counts as HTTP/2 and is served with the made-up `localhost:<port>` authority.
+    name: "a relayed HTTP/1.1 request without Host gets 400",
+    rewrite: (d, p) => {
+      const madeUp = (r: Record<string, unknown>) => /^localhost(:|$)/.test(String(r.host));
+      const mine = p.access.filter((r) =>
+        madeUp(r) && r.status === 400 && r.error === "http_request_error" && r.route === null
+      );
+      const theirs = d.access.filter(madeUp);
+      if (mine.length === 0 || mine.length !== theirs.length) return [d, p];
+      const refusal = (a: Normalized["answers"][number]) =>
+        a.status === 400 && a.body === "Bad request\nrequest id: ID\n" &&
+        a.fields.some(([k, v]) => k === "proxy-status" && v === "prox; error=http_request_error");
+      let left = mine.length;
+      const answers = p.answers.map((a, i) => {
+        if (left === 0 || !refusal(a) || !d.answers[i]) return a;
+        left--;
+        return d.answers[i];
+      });
+      // What Deno.serve sent on for them (X-Forwarded-Host the made-up authority) is its own.
+      const forwarded = (u: Normalized["upstream"][number]) =>
+        u.fields.some(([k, v]) => k === "x-forwarded-host" && /^localhost(:|$)/.test(v));
+      return [{
+        ...d,
+        upstream: d.upstream.filter((u) => !forwarded(u)),
+        access: d.access.filter((r) => !theirs.includes(r)),
+      }, {
+        ...p,
+        answers,
+        upstream: p.upstream.filter((u) => !forwarded(u)),
+        access: p.access.filter((r) => !mine.includes(r)),
+      }];
+    },
+  },
+  {
     // RFC 9110 §2.5: a message of a later minor version is processed as the highest one the
     // recipient implements. The engine serves HTTP/1.2 as HTTP/1.1; Deno.serve answers a bare 400
     // and closes. What came after on that connection is the engine's alone.
