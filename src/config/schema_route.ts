@@ -804,9 +804,17 @@ const NOT_COPYABLE = new Set([
   "trailer",
 ]);
 
-/** Hop-by-hop fields (RFC 9110 §7.6.1), never named in `copy_request_headers`; Proxy-Authorization
- * is meant for the auth service, which stands in for a proxy. */
-const NOT_SENT = new Set(HOP_BY_HOP.filter((h) => h !== "proxy-authorization"));
+/**
+ * Hop-by-hop fields (RFC 9110 §7.6.1), never named in `copy_request_headers` (Proxy-Authorization
+ * is meant for the auth service, which stands in for a proxy), and what `*` leaves out too: the
+ * client's Content-Length (the subrequest has no body, or its own length) and Expect (told to
+ * expect a body, the auth service may answer at once and read that body as its next request).
+ */
+const NOT_SENT = new Set([
+  ...HOP_BY_HOP.filter((h) => h !== "proxy-authorization"),
+  "content-length",
+  "expect",
+]);
 
 /** Asks an auth service before the route's action: 2xx lets the request through. */
 export const ForwardAuth = z.object({
@@ -821,7 +829,7 @@ export const ForwardAuth = z.object({
     FieldName.refine((n) => !NOT_SENT.has(n.toLowerCase()), {
       error: (iss) =>
         `"${iss.input}" cannot be copied onto the auth request: it describes the client's ` +
-        "connection to Prox, not the request",
+        "connection to Prox or how its body is framed, not the request",
     }),
   ).default([...FORWARD_AUTH_REQUEST_HEADERS]),
   /** Fields of the auth service's 2xx set on the upstream request (client copies removed). */

@@ -287,7 +287,20 @@ Deno.test("parseConfig points at a bad forward_auth key and says what it takes",
   // Sent as named, they framed or steered the subrequest: Transfer-Encoding: chunked went on a
   // GET without a body (the auth service waits for chunks, or reads the next check as one), and
   // Connection let the client name fields for the auth service's proxy to drop.
-  for (const name of ["Transfer-Encoding", "Connection", "TE", "Upgrade", "Proxy-Connection"]) {
+  // Content-Length went on a subrequest without the body (every POST's check failed, 503), and
+  // Expect on one with it (send_body) lets the auth service answer at once and read the client's
+  // body as its next request, whose answer would go to the next check on that connection.
+  for (
+    const name of [
+      "Transfer-Encoding",
+      "Connection",
+      "TE",
+      "Upgrade",
+      "Proxy-Connection",
+      "Content-Length",
+      "Expect",
+    ]
+  ) {
     assert.match(
       route(`{ url: http://a, copy_request_headers: [Cookie, ${name}] }`).join(),
       new RegExp(`copy_request_headers\\.1: "${name}" cannot be copied onto the auth request`),
