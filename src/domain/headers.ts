@@ -65,6 +65,23 @@ const NOT_TRAILERS: ReadonlySet<string> = new Set([
   "age",
 ]);
 
+/**
+ * A request's length from its Content-Length value, or -1 when it is none: plain digits, or a
+ * list of one length repeated (RFC 9112 §6.3 (5): such a message has that length), which is what
+ * two agreeing Content-Length fields become once joined ("5, 5"). Differing ones are no length.
+ */
+export function requestLength(value: string): number {
+  const n = Number(value);
+  if (Number.isSafeInteger(n) && n >= 0 && DIGITS.test(value)) return n;
+  const parts = value.split(",");
+  const first = parts[0].trim();
+  if (parts.length < 2 || !DIGITS.test(first)) return -1;
+  for (const p of parts) if (p.trim() !== first) return -1;
+  const length = Number(first);
+  return Number.isSafeInteger(length) ? length : -1;
+}
+const DIGITS = /^[0-9]+$/;
+
 /** Whether a trailer field (lower-case name) goes on to the client: not a pseudo-field, not above. */
 export function trailerPasses(name: string): boolean {
   return name.charCodeAt(0) !== 58 && !NOT_TRAILERS.has(name);

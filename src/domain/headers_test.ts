@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import {
   dropUnderscoredNames,
+  requestLength,
   resolveClientIp,
   setForwardingHeaders,
   stripHopByHop,
@@ -224,5 +225,30 @@ Deno.test("untrustedUpstreamFields gives in one pass the fields the steps give o
         }
       }
     }
+  }
+});
+
+Deno.test("requestLength takes plain digits and a list of one length repeated, nothing else", () => {
+  assert.equal(requestLength("5"), 5);
+  assert.equal(requestLength("0"), 0);
+  assert.equal(requestLength("5, 5"), 5);
+  assert.equal(requestLength("5,5 , 5"), 5);
+  for (
+    const v of [
+      "5, 6",
+      "5,",
+      ",5",
+      "",
+      " ",
+      "+5",
+      "-5",
+      "0x5",
+      "5 5",
+      "1e1",
+      "5, +5",
+      "99999999999999999999, 99999999999999999999",
+    ]
+  ) {
+    assert.equal(requestLength(v), -1, JSON.stringify(v));
   }
 });

@@ -13,7 +13,7 @@
 // Errors become responses in one place (respond.ts + domain/errors.ts statusFor).
 
 import { ProxyError, proxyStatusFor, toProxyError } from "../domain/errors.ts";
-import { HOST_FIELD, isTrusted, resolveClientIp } from "../domain/headers.ts";
+import { HOST_FIELD, isTrusted, requestLength, resolveClientIp } from "../domain/headers.ts";
 import { withoutParams } from "../domain/router.ts";
 import type { RouteEntry } from "../domain/router.ts";
 import { authorityOf, normalizePath, plainPath, rawQuery, wireQuery } from "../domain/rewrite.ts";
@@ -213,6 +213,12 @@ export function identify(
     extraResponseHeaders: [],
     invalid,
   };
+}
+
+/** The request body's declared length for the log (0 when none; agreeing duplicates as one). */
+function bytesIn(declared: string | null): number {
+  const n = Number(declared ?? 0);
+  return n >= 0 ? n : Math.max(requestLength(declared!), 0);
 }
 
 /** Size of the header section as sent: names, values and ": " plus CRLF per field. */
@@ -626,7 +632,7 @@ function record(ctx: RequestContext, deps: PipelineDeps, res: Response, label?: 
     // Before routing (a 405, 431 or 400 of admit), no jwt_auth took its token out yet.
     query: (ctx.route ? ctx.query : queryWithoutTokens(ctx.query, ctx.snapshot.config)).slice(1),
     status,
-    bytesIn: Number(ctx.req.headers.get("content-length") ?? 0),
+    bytesIn: bytesIn(ctx.req.headers.get("content-length")),
     route: ctx.route?.id ?? null,
     upstream: ctx.upstream,
     upstreamStatus: ctx.upstreamStatus,

@@ -6,6 +6,7 @@ import { originHost } from "../../domain/upstream_origin.ts";
 import {
   BROWSER_HEADERS,
   dropUnderscoredNames,
+  requestLength,
   setForwardingHeaders,
   untrustedUpstreamFields,
   withoutHopByHop,
@@ -202,9 +203,13 @@ export async function proxyAction(
 ): Promise<Response> {
   const limit = route.max_request_body ?? ctx.snapshot.config.limits.max_request_body;
   const declared = ctx.req.headers.get("content-length");
-  const length = declared === null ? -1 : Number(declared);
+  let length = declared === null ? -1 : Number(declared);
+  // Two Content-Length fields that agree come joined ("5, 5"): that one length (requestLength).
   if (declared !== null && !(Number.isSafeInteger(length) && length >= 0)) {
-    throw new ProxyError("bad_request", `Invalid Content-Length "${declared.slice(0, 40)}"`);
+    length = requestLength(declared);
+    if (length < 0) {
+      throw new ProxyError("bad_request", `Invalid Content-Length "${declared.slice(0, 40)}"`);
+    }
   }
   if (limit !== undefined && length > limit) {
     throw new ProxyError("body_too_large", `Content-Length ${declared} exceeds ${limit}`);
