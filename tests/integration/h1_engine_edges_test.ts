@@ -145,11 +145,23 @@ Deno.test("an HTTP/1.1 request without Host gets 400 and reaches no upstream; HT
   // Relayed, too: HTTP/1.0 has no Host.
   const relayed = await rawExchange(prox.port, "GET /old2 HTTP/1.0\r\nX-A: 1\nX-B: 2\r\n\r\n");
   assert.match(relayed, /^HTTP\/1\.[01] 200 /);
+  // So is one after the empty line an old client sends after a request (RFC 9112 §2.2), which the
+  // engine relays: the connection still speaks HTTP/1.0.
+  const ka = "Connection: keep-alive\r\n";
+  const after = await rawExchange(
+    prox.port,
+    `GET /old3 HTTP/1.0\r\nHost: a.test\r\n${ka}\r\n\r\nGET /old4 HTTP/1.0\r\n\r\n`,
+    undefined,
+    5_000,
+  );
+  assert.match(after, /^HTTP\/1\.[01] 200 [^]*ok\s*HTTP\/1\.[01] 200 [^]*ok$/, after);
   assert.deepEqual(heads.map((h) => h.slice(0, h.indexOf("\r\n"))), [
     "GET /ok HTTP/1.1",
     "GET /ok HTTP/1.1",
     "GET /old HTTP/1.1",
     "GET /old2 HTTP/1.1",
+    "GET /old3 HTTP/1.1",
+    "GET /old4 HTTP/1.1",
   ]);
 });
 

@@ -1665,8 +1665,11 @@ const REASONS: Record<number, string> = {
   504: "Gateway Timeout",
 };
 
-/** A request line of HTTP/1.0 at the start of what a relayed connection sent first. */
-const HTTP10_LINE = /^[^\r\n]* HTTP\/1\.0\r?\n/;
+/**
+ * A request line of HTTP/1.0 at the start of what a relayed connection sent first, after any
+ * empty lines (which a server ignores before a request line, RFC 9112 §2.2, and the engine relays).
+ */
+const HTTP10_LINE = /^(?:\r?\n)*[^\r\n]* HTTP\/1\.0\r?\n/;
 
 /** Fields the engine writes itself from the framing it chose. */
 const FRAMING = new Set(["connection", "keep-alive", "transfer-encoding", "content-length"]);
