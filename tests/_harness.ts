@@ -38,6 +38,40 @@ export function startUpstream(
   });
 }
 
+/** A test server that holds every request until `release()`, counting those that `arrived`. */
+export interface HeldUpstream extends TestServer {
+  readonly arrived: number;
+  /** Lets every held request (and each later one) answer `body`. */
+  release(): void;
+}
+
+/**
+ * Starts an upstream whose answers wait for `release()`: a request in flight, for drains, timeouts
+ * and queues. Dispose releases what is still held (a failed assertion cannot hang the shutdown).
+ */
+export async function startHeldUpstream(body = "late"): Promise<HeldUpstream> {
+  const gate = Promise.withResolvers<void>();
+  let arrived = 0;
+  const up = await startUpstream(async () => {
+    arrived++;
+    await gate.promise;
+    return new Response(body);
+  });
+  return {
+    port: up.port,
+    url: up.url,
+    server: up.server,
+    get arrived() {
+      return arrived;
+    },
+    release: () => gate.resolve(),
+    async [Symbol.asyncDispose]() {
+      gate.resolve();
+      await up[Symbol.asyncDispose]();
+    },
+  };
+}
+
 /** Polls `cond` until it returns a truthy value or `timeoutMs` passes. */
 export async function waitFor<T>(
   cond: () => T | Promise<T>,

@@ -20,13 +20,16 @@ export interface ProxProcess extends AsyncDisposable {
   readonly status: Promise<Deno.CommandStatus>;
 }
 
+/** The `deno` arguments that run the CLI (`prox`) with the repository's deno.json: add its own. */
+export const PROX_RUN = ["run", "-A", "--config", `${ROOT}/deno.json`, `${ROOT}/mod.ts`];
+
 /** Runs `deno run -A mod.ts ARGS` with the repository's deno.json, from `cwd`. */
 export function spawnProx(
   args: string[],
   opts: { cwd?: string; env?: Record<string, string>; deno?: string } = {},
 ): ProxProcess {
   const child = new Deno.Command(opts.deno ?? Deno.execPath(), {
-    args: ["run", "-A", "--config", `${ROOT}/deno.json`, `${ROOT}/mod.ts`, ...args],
+    args: [...PROX_RUN, ...args],
     cwd: opts.cwd ?? ROOT,
     env: { NO_COLOR: "1", ...opts.env },
     stdin: "null",

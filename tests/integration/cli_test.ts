@@ -2,14 +2,16 @@
 // the embedded default, SIGHUP reload and the forced second signal. Real processes only.
 
 import assert from "node:assert/strict";
-import { ROOT, run, startUpstream, waitFor } from "../_harness.ts";
+import { ROOT, run, startHeldUpstream, waitFor } from "../_harness.ts";
 import { VERSION } from "../../mod.ts";
-import { freePort, spawnProx } from "./_cli_process.ts";
+import { freePort, PROX_RUN, spawnProx } from "./_cli_process.ts";
 
-const prox = (args: string[], cwd = ROOT) =>
-  run(Deno.execPath(), ["run", "-A", "--config", `${ROOT}/deno.json`, `${ROOT}/mod.ts`, ...args], {
-    cwd,
-    env: { NO_COLOR: "1" },
+/** Runs `prox ARGS` from the repository until it exits; `env` adds to NO_COLOR=1. */
+const prox = (args: string[], opts: { env?: Record<string, string>; stdin?: string } = {}) =>
+  run(Deno.execPath(), [...PROX_RUN, ...args], {
+    cwd: ROOT,
+    env: { NO_COLOR: "1", ...opts.env },
+    stdin: opts.stdin,
     timeoutMs: 30_000,
   });
 
@@ -30,6 +32,64 @@ routes:
     type: redirect
     target: "https://example.com"
 `;
+
+/** One more proxy route for VALID's routes (indented to follow them). */
+const proxyRoute = (path: string, target: string) =>
+  `  "${path}":\n    type: proxy\n    target: "${target}"\n`;
+
+/** The status of GET /a on `port` (VALID redirects it: 307), the body dropped. */
+async function statusOfA(port: number): Promise<number> {
+  const res = await fetch(`http://127.0.0.1:${port}/a`, { redirect: "manual" });
+  await res.body?.cancel();
+  return res.status;
+}
+
+/**
+ * The set-up of the drain tests: an upstream that holds its requests, proxied at `path` by the
+ * config `head` + VALID in a temp dir (without the route when `routed` is false: `withRoute` is
+ * that config with it), and a client. `hold()` sends a GET there and resolves once it is held,
+ * with its `outcome` to come: "<status> <body>" or "failed: <error>". Dispose closes the client,
+ * removes the dir and stops the upstream.
+ */
+async function heldBehindProx(
+  head: string,
+  opts: { path?: string; body?: string; routed?: boolean } = {},
+) {
+  const path = opts.path ?? "/slow";
+  const up = await startHeldUpstream(opts.body);
+  const port = freePort();
+  const withRoute = head + VALID(port) + proxyRoute(path, up.url);
+  const dir = await tempDir({
+    "config.yaml": opts.routed === false ? head + VALID(port) : withRoute,
+  });
+  const client = Deno.createHttpClient({});
+  return {
+    up,
+    dir,
+    withRoute,
+    async hold(): Promise<{ outcome: Promise<string> }> {
+      const outcome = fetch(`http://127.0.0.1:${port}${path}`, { client }).then(
+        async (r) => `${r.status} ${await r.text()}`,
+        (e) => `failed: ${e}`,
+      );
+      await waitFor(() => up.arrived === 1, { what: "request at the upstream" });
+      return { outcome };
+    },
+    async [Symbol.asyncDispose]() {
+      client.close();
+      await Deno.remove(dir, { recursive: true });
+      await up[Symbol.asyncDispose]();
+    },
+  };
+}
+
+/** Stops `child` for good (SIGKILL, if it still runs) and waits for its exit. */
+async function killed(child: Deno.ChildProcess): Promise<void> {
+  try {
+    child.kill("SIGKILL");
+  } catch { /* exited */ }
+  await child.status;
+}
 
 Deno.test("prox validate reads error pages: a missing one is located, found ones are summed up", async () => {
   const dir = await tempDir({ "5xx.html": "<p>{status}</p>" });
@@ -151,14 +211,7 @@ Deno.test("prox --help and per-command help exit 0 and describe the command", as
 });
 
 Deno.test("prox: an invalid PROX_LOG_LEVEL is a usage error (exit 2), as --log-level is", async () => {
-  const r = await run(Deno.execPath(), [
-    "run",
-    "-A",
-    "--config",
-    `${ROOT}/deno.json`,
-    `${ROOT}/mod.ts`,
-    "validate",
-  ], { cwd: ROOT, env: { NO_COLOR: "1", PROX_LOG_LEVEL: "verbose" }, timeoutMs: 30_000 });
+  const r = await prox(["validate"], { env: { PROX_LOG_LEVEL: "verbose" } });
   assert.equal(r.code, 2, r.stderr);
   assert.match(r.stderr, /PROX_LOG_LEVEL must be debug, info, warn or error, not "verbose"/);
 });
@@ -388,14 +441,12 @@ Deno.test("prox without read permission (deno run without -A) says so, not 'file
   const dir = await tempDir({ "config.yaml": VALID(freePort()) });
   try {
     for (const args of [["validate"], ["serve"], ["serve", "-c", "config.yaml"]]) {
-      const r = await run(Deno.execPath(), [
-        "run",
-        "--allow-env",
-        "--config",
-        `${ROOT}/deno.json`,
-        `${ROOT}/mod.ts`,
-        ...args,
-      ], { cwd: dir, env: { NO_COLOR: "1" }, timeoutMs: 30_000 });
+      const noRead = ["run", "--allow-env", ...PROX_RUN.slice(2)];
+      const r = await run(Deno.execPath(), [...noRead, ...args], {
+        cwd: dir,
+        env: { NO_COLOR: "1" },
+        timeoutMs: 30_000,
+      });
       assert.equal(r.code, 1, args.join(" "));
       assert.match(r.stderr, /Requires read access to "config\.yaml"/, args.join(" "));
       assert.match(r.stderr, /Prox needs every permission: deno run -A/);
@@ -408,68 +459,68 @@ Deno.test("prox without read permission (deno run without -A) says so, not 'file
 
 Deno.test("prox serve -c /dev/stdin reads a piped config once and serves it; with workers it is refused", async () => {
   const port = freePort();
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "-A",
-      "--config",
-      `${ROOT}/deno.json`,
-      `${ROOT}/mod.ts`,
-      "serve",
-      "-c",
-      "/dev/stdin",
-    ],
-    env: { NO_COLOR: "1" },
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const output = child.output();
-  const w = child.stdin.getWriter();
-  await w.write(new TextEncoder().encode(VALID(port)));
-  await w.close();
-  const res = await waitFor(
-    () => fetch(`http://127.0.0.1:${port}/`, { redirect: "manual" }).catch(() => null),
-    { what: "Prox serving the piped config" },
-  );
-  await res.body?.cancel();
-  assert.equal(res.status, 307);
-  child.kill("SIGTERM");
-  const out = await output;
-  assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+  const out = await serveFromStdin(["serve", "-c", "/dev/stdin"], VALID(port), {
+    port,
+    what: "Prox serving the piped config",
+  });
+  assert.equal(out.code, 0, out.stderr);
 
-  const workers = await run(Deno.execPath(), [
-    "run",
-    "-A",
-    "--config",
-    `${ROOT}/deno.json`,
-    `${ROOT}/mod.ts`,
-    "serve",
-    "--workers",
-    "2",
-    "-c",
-    "/dev/stdin",
-  ], { env: { NO_COLOR: "1" }, stdin: VALID(port), timeoutMs: 30_000 });
+  const workers = await prox(["serve", "--workers", "2", "-c", "/dev/stdin"], {
+    stdin: VALID(port),
+  });
   assert.equal(workers.code, 1);
   assert.match(workers.stderr, /workers > 1 needs a config file the workers can read too/);
 });
 
-/** Runs prox with `bytes` on its stdin (raw bytes: `run` takes text). */
-async function proxWithStdin(args: string[], bytes: Uint8Array) {
+/** Starts prox with `bytes` on its stdin, then closed (raw bytes: `run` takes text). */
+async function spawnWithStdin(args: string[], bytes: Uint8Array) {
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "--config", `${ROOT}/deno.json`, `${ROOT}/mod.ts`, ...args],
+    args: [...PROX_RUN, ...args],
     env: { NO_COLOR: "1" },
     stdin: "piped",
     stdout: "piped",
     stderr: "piped",
   }).spawn();
-  const output = child.output();
+  const output = child.output().then((out) => {
+    const dec = new TextDecoder();
+    return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+  });
   const w = child.stdin.getWriter();
   await w.write(bytes);
   await w.close();
-  const out = await output;
-  const dec = new TextDecoder();
-  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+  return { child, output };
+}
+
+/** Runs prox with `bytes` on its stdin until it exits. */
+async function proxWithStdin(args: string[], bytes: Uint8Array) {
+  return await (await spawnWithStdin(args, bytes)).output;
+}
+
+/**
+ * Runs `prox serve` with `config` on its stdin until it redirects GET / on `port` (307), then
+ * stops it with SIGTERM; answers its exit code and output.
+ */
+async function serveFromStdin(
+  args: string[],
+  config: string,
+  opts: { port: number; what: string; timeoutMs?: number },
+) {
+  const { child, output } = await spawnWithStdin(args, new TextEncoder().encode(config));
+  try {
+    const res = await waitFor(
+      () => fetch(`http://127.0.0.1:${opts.port}/`, { redirect: "manual" }).catch(() => null),
+      { what: opts.what, timeoutMs: opts.timeoutMs },
+    );
+    await res.body?.cancel();
+    assert.equal(res.status, 307);
+    child.kill("SIGTERM");
+  } catch (err) {
+    try {
+      child.kill("SIGKILL");
+    } catch { /* it exited */ }
+    throw new Error(`${err}\n${(await output).stderr}`);
+  }
+  return await output;
 }
 
 Deno.test("prox validate -c - reads the config from stdin and names it <stdin> in issues", async () => {
@@ -509,34 +560,12 @@ Deno.test("prox replay refuses stdin for both the config and the log (-c - with 
 
 Deno.test("prox serve -c - serves the config read once from stdin and says nothing watches it", async () => {
   const port = freePort();
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "--config", `${ROOT}/deno.json`, `${ROOT}/mod.ts`, "serve", "-c", "-"],
-    env: { NO_COLOR: "1" },
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const output = child.output();
-  const w = child.stdin.getWriter();
-  await w.write(new TextEncoder().encode(VALID(port)));
-  await w.close();
-  try {
-    const res = await waitFor(
-      () => fetch(`http://127.0.0.1:${port}/`, { redirect: "manual" }).catch(() => null),
-      { what: "Prox serving the config from stdin", timeoutMs: 15_000 },
-    );
-    await res.body?.cancel();
-    assert.equal(res.status, 307);
-    child.kill("SIGTERM");
-  } catch (err) {
-    try {
-      child.kill("SIGKILL");
-    } catch { /* it exited */ }
-    const out = await output;
-    throw new Error(`${err}\n${new TextDecoder().decode(out.stderr)}`);
-  }
-  const out = await output;
-  const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
+  const out = await serveFromStdin(["serve", "-c", "-"], VALID(port), {
+    port,
+    what: "Prox serving the config from stdin",
+    timeoutMs: 15_000,
+  });
+  const text = out.stdout + out.stderr;
   assert.equal(out.code, 0, text);
   assert.match(text, /"msg":"The config was read once from stdin: .*nothing watches it/);
 });
@@ -601,208 +630,102 @@ Deno.test("prox serve --workers 2 without config.yaml says so once, not once per
 });
 
 Deno.test("SIGTERM: a request still waiting on its upstream at shutdown_timeout gets 503 before exit", async () => {
-  const gate = Promise.withResolvers<void>();
-  let arrived = 0;
-  await using up = await startUpstream(async () => {
-    arrived++;
-    await gate.promise;
-    return new Response("late");
-  });
-  const port = freePort();
-  const dir = await tempDir({
-    "config.yaml": `shutdown_timeout: 300ms\n` + VALID(port) +
-      `  "/slow":\n    type: proxy\n    target: "${up.url}"\n`,
-  });
-  const client = Deno.createHttpClient({});
-  try {
-    await using p = spawnProx(["serve", "--no-watch"], { cwd: dir });
-    await p.waitForOutput("Prox listening");
-    const pending = fetch(`http://127.0.0.1:${port}/slow`, { client }).then(
-      async (r) => `${r.status} ${await r.text()}`,
-      (e) => `failed: ${e}`,
-    );
-    await waitFor(() => arrived === 1, { what: "request at the upstream" });
-    p.signal("SIGTERM");
-    assert.equal((await p.status).code, 0);
-    // The process exited only once the 503 was on its way (it used to exit first: no answer).
-    assert.match(await pending, /^503 Service unavailable: shutting down/);
-  } finally {
-    gate.resolve();
-    client.close();
-    await Deno.remove(dir, { recursive: true });
-  }
+  await using held = await heldBehindProx(`shutdown_timeout: 300ms\n`);
+  await using p = spawnProx(["serve", "--no-watch"], { cwd: held.dir });
+  await p.waitForOutput("Prox listening");
+  const { outcome } = await held.hold();
+  p.signal("SIGTERM");
+  assert.equal((await p.status).code, 0);
+  // The process exited only once the 503 was on its way (it used to exit first: no answer).
+  assert.match(await outcome, /^503 Service unavailable: shutting down/);
 });
 
 Deno.test("SIGHUP reloads the config (file watch off); a second SIGTERM forces exit 1", async () => {
-  const gate = Promise.withResolvers<void>();
-  let arrived = 0;
-  await using up = await startUpstream(async () => {
-    arrived++;
-    await gate.promise;
-    return new Response("late");
-  });
-  const port = freePort();
-  const base = `shutdown_timeout: 60s\n` + VALID(port);
-  const dir = await tempDir({ "config.yaml": base });
-  const client = Deno.createHttpClient({});
-  try {
-    await using p = spawnProx(["serve", "--no-watch"], { cwd: dir });
-    await p.waitForOutput("Prox listening");
-    await Deno.writeTextFile(
-      `${dir}/config.yaml`,
-      base + `  "/slow":\n    type: proxy\n    target: "${up.url}"\n`,
-    );
-    p.signal("SIGHUP");
-    await p.waitForOutput(`"trigger":"SIGHUP"`);
-    // A request held by the upstream keeps the drain going...
-    const pending = fetch(`http://127.0.0.1:${port}/slow`, { client }).then(
-      (r) => r.text(),
-      (e) => `failed: ${e}`,
-    );
-    await waitFor(() => arrived === 1, { what: "request at the upstream" });
-    p.signal("SIGTERM");
-    await p.waitForOutput("Draining");
-    // ...until the second signal ends it at once.
-    p.signal("SIGTERM");
-    assert.equal((await p.status).code, 1);
-    assert.match(p.output(), /Second signal/);
-    gate.resolve();
-    assert.match(await pending, /^failed/);
-  } finally {
-    gate.resolve();
-    client.close();
-    await Deno.remove(dir, { recursive: true });
-  }
+  await using held = await heldBehindProx(`shutdown_timeout: 60s\n`, { routed: false });
+  await using p = spawnProx(["serve", "--no-watch"], { cwd: held.dir });
+  await p.waitForOutput("Prox listening");
+  await Deno.writeTextFile(`${held.dir}/config.yaml`, held.withRoute);
+  p.signal("SIGHUP");
+  await p.waitForOutput(`"trigger":"SIGHUP"`);
+  // A request held by the upstream keeps the drain going...
+  const { outcome } = await held.hold();
+  p.signal("SIGTERM");
+  await p.waitForOutput("Draining");
+  // ...until the second signal ends it at once.
+  p.signal("SIGTERM");
+  assert.equal((await p.status).code, 1);
+  assert.match(p.output(), /Second signal/);
+  held.up.release();
+  assert.match(await outcome, /^failed/);
 });
 
 for (const workers of [1, 2]) {
   Deno.test(`--pid-file: removed on exit, a forced one (second signal, exit 1) included (workers: ${workers})`, async () => {
-    const gate = Promise.withResolvers<void>();
-    let arrived = 0;
-    await using up = await startUpstream(async () => {
-      arrived++;
-      await gate.promise;
-      return new Response("late");
-    });
-    const port = freePort();
-    const dir = await tempDir({
-      "config.yaml": `shutdown_timeout: 60s\nworkers: ${workers}\n` + VALID(port) +
-        `  "/slow":\n    type: proxy\n    target: "${up.url}"\n`,
-    });
-    const pidFile = `${dir}/prox.pid`;
+    await using held = await heldBehindProx(`shutdown_timeout: 60s\nworkers: ${workers}\n`);
+    const pidFile = `${held.dir}/prox.pid`;
     const written = (pid: number) =>
       waitFor(() => Deno.readTextFile(pidFile).then((t) => t === `${pid}\n`, () => false), {
         what: "the pid file written",
       });
-    const client = Deno.createHttpClient({});
-    try {
-      // A drain that ends by itself removes the file...
-      {
-        await using p = spawnProx(["serve", "--no-watch", "--pid-file", pidFile], { cwd: dir });
-        await written(p.pid);
-        p.signal("SIGTERM");
-        assert.equal((await p.status).code, 0, p.output());
-        await assert.rejects(Deno.stat(pidFile), Deno.errors.NotFound);
-      }
-      // ...and so does one a second signal cuts short.
-      await using p = spawnProx(["serve", "--no-watch", "--pid-file", pidFile], { cwd: dir });
+    const serve = () =>
+      spawnProx(["serve", "--no-watch", "--pid-file", pidFile], { cwd: held.dir });
+    // A drain that ends by itself removes the file...
+    {
+      await using p = serve();
       await written(p.pid);
-      const pending = fetch(`http://127.0.0.1:${port}/slow`, { client }).then(
-        (r) => r.text(),
-        (e) => `failed: ${e}`,
-      );
-      await waitFor(() => arrived === 1, { what: "request at the upstream" });
       p.signal("SIGTERM");
-      await p.waitForOutput("Draining");
-      p.signal("SIGTERM");
-      assert.equal((await p.status).code, 1, p.output());
-      assert.match(p.output(), /Second signal/);
-      await assert.rejects(Deno.stat(pidFile), Deno.errors.NotFound, "the pid file is left");
-      gate.resolve();
-      assert.match(await pending, /^failed/);
-    } finally {
-      gate.resolve();
-      client.close();
-      await Deno.remove(dir, { recursive: true });
+      assert.equal((await p.status).code, 0, p.output());
+      await assert.rejects(Deno.stat(pidFile), Deno.errors.NotFound);
     }
+    // ...and so does one a second signal cuts short.
+    await using p = serve();
+    await written(p.pid);
+    const { outcome } = await held.hold();
+    p.signal("SIGTERM");
+    await p.waitForOutput("Draining");
+    p.signal("SIGTERM");
+    assert.equal((await p.status).code, 1, p.output());
+    assert.match(p.output(), /Second signal/);
+    await assert.rejects(Deno.stat(pidFile), Deno.errors.NotFound, "the pid file is left");
+    held.up.release();
+    assert.match(await outcome, /^failed/);
   });
 }
 
 Deno.test("SIGUSR2 (a takeover) reaching a Prox already draining after SIGTERM does not cut its drain", async () => {
-  const gate = Promise.withResolvers<void>();
-  let arrived = 0;
-  await using up = await startUpstream(async () => {
-    arrived++;
-    await gate.promise;
-    return new Response("late");
-  });
-  const port = freePort();
-  const dir = await tempDir({
-    "config.yaml": `shutdown_timeout: 60s\n` + VALID(port) +
-      `  "/slow":\n    type: proxy\n    target: "${up.url}"\n`,
-  });
-  const client = Deno.createHttpClient({});
-  try {
-    await using p = spawnProx(["serve", "--no-watch"], { cwd: dir });
-    await p.waitForOutput("Prox listening");
-    const pending = fetch(`http://127.0.0.1:${port}/slow`, { client }).then(
-      async (r) => `${r.status} ${await r.text()}`,
-      (e) => `failed: ${e}`,
-    );
-    await waitFor(() => arrived === 1, { what: "request at the upstream" });
-    p.signal("SIGTERM");
-    await p.waitForOutput("Draining");
-    // A successor started with --takeover while this one drains (its pid is still in the pid
-    // file) tells it to drain: it already does, and the request in flight must still finish.
-    p.signal("SIGUSR2");
-    await p.waitForOutput("already draining");
-    gate.resolve();
-    assert.equal(await pending, "200 late");
-    assert.equal((await p.status).code, 0, p.output());
-    assert.doesNotMatch(p.output(), /Second signal/);
-  } finally {
-    gate.resolve();
-    client.close();
-    await Deno.remove(dir, { recursive: true });
-  }
+  await using held = await heldBehindProx(`shutdown_timeout: 60s\n`);
+  await using p = spawnProx(["serve", "--no-watch"], { cwd: held.dir });
+  await p.waitForOutput("Prox listening");
+  const { outcome } = await held.hold();
+  p.signal("SIGTERM");
+  await p.waitForOutput("Draining");
+  // A successor started with --takeover while this one drains (its pid is still in the pid
+  // file) tells it to drain: it already does, and the request in flight must still finish.
+  p.signal("SIGUSR2");
+  await p.waitForOutput("already draining");
+  held.up.release();
+  assert.equal(await outcome, "200 late");
+  assert.equal((await p.status).code, 0, p.output());
+  assert.doesNotMatch(p.output(), /Second signal/);
 });
 
 Deno.test("shutdown_timeout bounds the drain: a hung request is cut and the process exits 0", async () => {
-  const gate = Promise.withResolvers<void>();
-  let arrived = 0;
-  await using up = await startUpstream(async () => {
-    arrived++;
-    await gate.promise;
-    return new Response("too late");
+  await using held = await heldBehindProx(`shutdown_timeout: 300ms\n`, {
+    path: "/hang",
+    body: "too late",
   });
-  const port = freePort();
-  const dir = await tempDir({
-    "config.yaml": `shutdown_timeout: 300ms\n` + VALID(port) +
-      `  "/hang":\n    type: proxy\n    target: "${up.url}"\n`,
-  });
-  const client = Deno.createHttpClient({});
-  try {
-    await using p = spawnProx(["serve"], { cwd: dir });
-    await p.waitForOutput("Prox listening");
-    const hung = fetch(`http://127.0.0.1:${port}/hang`, { client }).then(
-      async (r) => `${r.status} ${await r.text()}`,
-      (e) => `failed: ${e}`,
-    );
-    await waitFor(() => arrived === 1, { what: "request at the upstream" });
-    const t0 = performance.now();
-    p.signal("SIGTERM");
-    assert.equal((await p.status).code, 0);
-    const ms = performance.now() - t0;
-    assert.ok(ms >= 250 && ms < 5000, `exit after ${ms} ms`);
-    assert.match(p.output(), /Drain timeout reached/);
-    // Cut: a 503 from the closing upstream client if it makes it out before the exit, else
-    // the connection simply ends. Never the upstream's late answer.
-    assert.match(await hung, /^(failed|503 )/);
-  } finally {
-    gate.resolve();
-    client.close();
-    await Deno.remove(dir, { recursive: true });
-  }
+  await using p = spawnProx(["serve"], { cwd: held.dir });
+  await p.waitForOutput("Prox listening");
+  const { outcome } = await held.hold();
+  const t0 = performance.now();
+  p.signal("SIGTERM");
+  assert.equal((await p.status).code, 0);
+  const ms = performance.now() - t0;
+  assert.ok(ms >= 250 && ms < 5000, `exit after ${ms} ms`);
+  assert.match(p.output(), /Drain timeout reached/);
+  // Cut: a 503 from the closing upstream client if it makes it out before the exit, else
+  // the connection simply ends. Never the upstream's late answer.
+  assert.match(await outcome, /^(failed|503 )/);
 });
 
 Deno.test("signals during startup are not lost: SIGHUP and SIGTERM before listening → clean exit 0", async () => {
@@ -839,7 +762,7 @@ Deno.test("prox serve keeps serving when the reader of its stdout goes away (EPI
   const port = freePort();
   const dir = await tempDir({ "c.yaml": VALID(port) });
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "--config", `${ROOT}/deno.json`, `${ROOT}/mod.ts`, "serve", "-c", "c.yaml"],
+    args: [...PROX_RUN, "serve", "-c", "c.yaml"],
     cwd: dir,
     env: { NO_COLOR: "1" },
     stdin: "null",
@@ -849,21 +772,14 @@ Deno.test("prox serve keeps serving when the reader of its stdout goes away (EPI
   try {
     // The log reader (a pipe to journald, a shipper) dies: every later write gets EPIPE.
     await child.stdout.cancel();
-    const get = async () => {
-      const res = await fetch(`http://127.0.0.1:${port}/a`, { redirect: "manual" });
-      await res.body?.cancel();
-      return res.status;
-    };
+    const get = () => statusOfA(port);
     await waitFor(async () => await get() === 307, { what: "prox answering", timeoutMs: 15_000 });
     // Each request writes an access-log line into the closed pipe.
     for (let i = 0; i < 5; i++) assert.equal(await get(), 307);
     child.kill("SIGTERM");
     assert.equal((await child.status).code, 0);
   } finally {
-    try {
-      child.kill("SIGKILL");
-    } catch { /* exited */ }
-    await child.status;
+    await killed(child);
     await Deno.remove(dir, { recursive: true });
   }
 });
@@ -871,7 +787,7 @@ Deno.test("prox serve keeps serving when the reader of its stdout goes away (EPI
 Deno.test("prox serve survives running out of file descriptors and accepts again once they free up", async () => {
   const port = freePort();
   const dir = await tempDir({ "c.yaml": VALID(port) });
-  const deno = [Deno.execPath(), "run", "-A", "--config", `${ROOT}/deno.json`, `${ROOT}/mod.ts`];
+  const deno = [Deno.execPath(), ...PROX_RUN];
   const child = new Deno.Command("sh", {
     // A low descriptor limit stands in for a flood of idle connections against the usual 1024.
     args: ["-c", `ulimit -n 80 && exec "$@" serve -c c.yaml`, "sh", ...deno],
@@ -882,11 +798,7 @@ Deno.test("prox serve survives running out of file descriptors and accepts again
     stderr: "null",
   }).spawn();
   const conns: Deno.Conn[] = [];
-  const get = async () => {
-    const res = await fetch(`http://127.0.0.1:${port}/a`, { redirect: "manual" });
-    await res.body?.cancel();
-    return res.status;
-  };
+  const get = () => statusOfA(port);
   try {
     await waitFor(async () => await get() === 307, { what: "prox answering", timeoutMs: 15_000 });
     // Idle connections until Prox cannot accept any more (its accept fails with EMFILE).
@@ -903,10 +815,7 @@ Deno.test("prox serve survives running out of file descriptors and accepts again
     assert.equal((await child.status).code, 0);
   } finally {
     for (const c of conns) c.close();
-    try {
-      child.kill("SIGKILL");
-    } catch { /* exited */ }
-    await child.status;
+    await killed(child);
     await Deno.remove(dir, { recursive: true });
   }
 });
