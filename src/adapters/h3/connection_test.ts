@@ -35,30 +35,37 @@ function peerStream(
   });
 }
 
-Deno.test("H3Connection reads the peer's control and QPACK streams in small buffers, not 64 KiB", async () => {
-  const sizes: number[] = [];
+/**
+ * A QuicConn as H3Connection uses one: the peer streams `uni` and `bidi` make (given the promise
+ * of the close), each incoming list open until `close`; `sendStream` makes this side's streams.
+ */
+function fakeQuic(opts: {
+  uni?: (closed: Promise<unknown>) => unknown[];
+  bidi?: (closed: Promise<unknown>) => unknown[];
+  sendStream?: () => WritableStream<Uint8Array>;
+}) {
   const closed = Promise.withResolvers<Deno.QuicCloseInfo>();
-  const control = new Uint8Array([StreamType.CONTROL, ...encodeSettings([[0x06, 16384]])]);
-  const uni = new ReadableStream({
-    start(c) {
-      c.enqueue(peerStream(control, sizes, closed.promise));
-      c.enqueue(peerStream(new Uint8Array([StreamType.QPACK_ENCODER]), sizes, closed.promise));
-      c.enqueue(peerStream(new Uint8Array([StreamType.QPACK_DECODER]), sizes, closed.promise));
-    },
-    pull: (c) => closed.promise.then(() => c.close()),
-  });
+  const incoming = (streams: unknown[] = []) =>
+    new ReadableStream({
+      start: (c) => streams.forEach((stream) => c.enqueue(stream)),
+      pull: (c) => closed.promise.then(() => c.close()),
+    });
   const conn = {
     closed: closed.promise,
     remoteAddr: { transport: "udp", hostname: "127.0.0.1", port: 1 },
-    incomingUnidirectionalStreams: uni,
-    incomingBidirectionalStreams: new ReadableStream({
-      pull: (c) => closed.promise.then(() => c.close()),
-    }),
-    createUnidirectionalStream: () => Promise.resolve(new WritableStream()),
-    close: () => closed.resolve({ closeCode: 0, reason: "" }),
+    incomingUnidirectionalStreams: incoming(opts.uni?.(closed.promise)),
+    incomingBidirectionalStreams: incoming(opts.bidi?.(closed.promise)),
+    createUnidirectionalStream: () =>
+      Promise.resolve(opts.sendStream ? opts.sendStream() : new WritableStream()),
+    close: (info: Deno.QuicCloseInfo = { closeCode: 0, reason: "" }) => closed.resolve(info),
   } as unknown as Deno.QuicConn;
+  return { conn, closed: closed.promise };
+}
+
+/** An H3Connection on `conn` (answering "ok"), serving: `served` ends with the connection. */
+function serveH3(conn: Deno.QuicConn) {
   const h3 = new H3Connection(conn, {
-    handler: () => Promise.resolve(new Response("")),
+    handler: () => Promise.resolve(new Response("ok")),
     logger: silentLogger,
     localPort: 443,
     limits: {
@@ -68,7 +75,32 @@ Deno.test("H3Connection reads the peer's control and QPACK streams in small buff
       keepAliveMs: 0,
     },
   });
-  const served = h3.serve();
+  return { h3, served: h3.serve() };
+}
+
+/** The HEADERS frame of a GET of `path` on https://a.test. */
+const getHeaders = (path: string) =>
+  encodeFrame(
+    FrameType.HEADERS,
+    encodeFieldSection([
+      [":method", "GET"],
+      [":scheme", "https"],
+      [":authority", "a.test"],
+      [":path", path],
+    ]),
+  );
+
+Deno.test("H3Connection reads the peer's control and QPACK streams in small buffers, not 64 KiB", async () => {
+  const sizes: number[] = [];
+  const control = new Uint8Array([StreamType.CONTROL, ...encodeSettings([[0x06, 16384]])]);
+  const { conn } = fakeQuic({
+    uni: (closed) => [
+      peerStream(control, sizes, closed),
+      peerStream(new Uint8Array([StreamType.QPACK_ENCODER]), sizes, closed),
+      peerStream(new Uint8Array([StreamType.QPACK_DECODER]), sizes, closed),
+    ],
+  });
+  const { h3, served } = serveH3(conn);
   // Each stream: its first read (the type, SETTINGS) and the pending one that then waits.
   while (sizes.length < 6) await new Promise((r) => setTimeout(r, 1));
   // Deno allocated 64 KiB for each pending read, and the last chunk's view kept another:
@@ -82,15 +114,7 @@ Deno.test("H3Connection reads the peer's control and QPACK streams in small buff
 Deno.test("serveRequest waits for the end of a GET's stream in small buffers, not 64 KiB", async () => {
   const sizes: number[] = [];
   const gone = Promise.withResolvers<void>();
-  const head = encodeFrame(
-    FrameType.HEADERS,
-    encodeFieldSection([
-      [":method", "GET"],
-      [":scheme", "https"],
-      [":authority", "a.test"],
-      [":path", "/x"],
-    ]),
-  );
+  const head = getHeaders("/x");
   const written = Promise.withResolvers<void>();
   const stream = {
     readable: peerStream(head, sizes, gone.promise),
@@ -136,20 +160,11 @@ function fedStream(hold: Promise<void> = Promise.resolve()) {
 }
 
 Deno.test("H3Connection: a PRIORITY_UPDATE for a stream whose response is sent is no connection error", async () => {
-  const closed = Promise.withResolvers<Deno.QuicCloseInfo>();
   const control = fedStream();
   // The request stream's reading side is still being cancelled when the update arrives.
   const cancelling = Promise.withResolvers<void>();
   const request = fedStream(cancelling.promise);
-  request.push(encodeFrame(
-    FrameType.HEADERS,
-    encodeFieldSection([
-      [":method", "GET"],
-      [":scheme", "https"],
-      [":authority", "a.test"],
-      [":path", "/"],
-    ]),
-  ));
+  request.push(getHeaders("/"));
   // Deno's send stream once closed: its resource is gone and setting sendOrder throws.
   const responded = Promise.withResolvers<void>();
   let sent = false;
@@ -168,34 +183,11 @@ Deno.test("H3Connection: a PRIORITY_UPDATE for a stream whose response is sent i
       },
     },
   });
-  const bidi = new ReadableStream({
-    start: (c) => c.enqueue({ readable: request.stream, writable }),
-    pull: (c) => closed.promise.then(() => c.close()),
+  const { conn, closed } = fakeQuic({
+    uni: () => [control.stream],
+    bidi: () => [{ readable: request.stream, writable }],
   });
-  const uni = new ReadableStream({
-    start: (c) => c.enqueue(control.stream),
-    pull: (c) => closed.promise.then(() => c.close()),
-  });
-  const conn = {
-    closed: closed.promise,
-    remoteAddr: { transport: "udp", hostname: "127.0.0.1", port: 1 },
-    incomingUnidirectionalStreams: uni,
-    incomingBidirectionalStreams: bidi,
-    createUnidirectionalStream: () => Promise.resolve(new WritableStream()),
-    close: (info: Deno.QuicCloseInfo) => closed.resolve(info),
-  } as unknown as Deno.QuicConn;
-  const h3 = new H3Connection(conn, {
-    handler: () => Promise.resolve(new Response("ok")),
-    logger: silentLogger,
-    localPort: 443,
-    limits: {
-      maxFieldSectionSize: 16384,
-      maxControlFrame: 16384,
-      headerTimeoutMs: 1000,
-      keepAliveMs: 0,
-    },
-  });
-  const served = h3.serve();
+  const { h3, served } = serveH3(conn);
   control.push(Uint8Array.of(StreamType.CONTROL, ...encodeSettings([])));
   await responded.promise;
   // Chromium reprioritizes streams at any time (RFC 9218 §7.1): this one has just finished. A
@@ -205,7 +197,7 @@ Deno.test("H3Connection: a PRIORITY_UPDATE for a stream whose response is sent i
     Uint8Array.of(0, ...new TextEncoder().encode("u=1")),
   );
   control.push(Uint8Array.of(...update, ...encodeFrame(FrameType.DATA, new Uint8Array(0))));
-  const info = await closed.promise;
+  const info = await closed;
   assert.equal(info.closeCode, H3Error.FRAME_UNEXPECTED, info.reason);
   cancelling.resolve();
   await served;
@@ -215,34 +207,15 @@ Deno.test("H3Connection: a PRIORITY_UPDATE for a stream whose response is sent i
 Deno.test("H3Connection.goaway does not wait on a control stream the peer gives no flow credit", async () => {
   // A peer may grant a few bytes of stream credit and no more: Deno's write then never
   // resolves, and a shutdown awaiting the GOAWAY write waited for ever.
-  const closed = Promise.withResolvers<Deno.QuicCloseInfo>();
   let writes = 0;
-  const blocked = () =>
-    new WritableStream<Uint8Array>({
-      // The stream type and SETTINGS go out; nothing after them ever does.
-      write: () => ++writes <= 3 ? Promise.resolve() : new Promise(() => {}),
-    });
-  const idle = () => new ReadableStream({ pull: (c) => closed.promise.then(() => c.close()) });
-  const conn = {
-    closed: closed.promise,
-    remoteAddr: { transport: "udp", hostname: "127.0.0.1", port: 1 },
-    incomingUnidirectionalStreams: idle(),
-    incomingBidirectionalStreams: idle(),
-    createUnidirectionalStream: () => Promise.resolve(blocked()),
-    close: () => closed.resolve({ closeCode: 0, reason: "" }),
-  } as unknown as Deno.QuicConn;
-  const h3 = new H3Connection(conn, {
-    handler: () => Promise.resolve(new Response("")),
-    logger: silentLogger,
-    localPort: 443,
-    limits: {
-      maxFieldSectionSize: 16384,
-      maxControlFrame: 16384,
-      headerTimeoutMs: 1000,
-      keepAliveMs: 0,
-    },
+  const { conn } = fakeQuic({
+    sendStream: () =>
+      new WritableStream<Uint8Array>({
+        // The stream type and SETTINGS go out; nothing after them ever does.
+        write: () => ++writes <= 3 ? Promise.resolve() : new Promise(() => {}),
+      }),
   });
-  const served = h3.serve();
+  const { h3, served } = serveH3(conn);
   while (writes < 3) await new Promise((r) => setTimeout(r, 1));
   let timer: ReturnType<typeof setTimeout> | undefined;
   const outcome = await Promise.race([
@@ -257,32 +230,9 @@ Deno.test("H3Connection.goaway does not wait on a control stream the peer gives 
 });
 
 Deno.test("H3Connection: PRIORITY_UPDATEs for thousands of streams never opened keep the newest 128", async () => {
-  const closed = Promise.withResolvers<Deno.QuicCloseInfo>();
   const control = fedStream();
-  const idle = (c: ReadableStreamDefaultController) => closed.promise.then(() => c.close());
-  const conn = {
-    closed: closed.promise,
-    remoteAddr: { transport: "udp", hostname: "127.0.0.1", port: 1 },
-    incomingUnidirectionalStreams: new ReadableStream({
-      start: (c) => c.enqueue(control.stream),
-      pull: idle,
-    }),
-    incomingBidirectionalStreams: new ReadableStream({ pull: idle }),
-    createUnidirectionalStream: () => Promise.resolve(new WritableStream()),
-    close: (info: Deno.QuicCloseInfo) => closed.resolve(info),
-  } as unknown as Deno.QuicConn;
-  const h3 = new H3Connection(conn, {
-    handler: () => Promise.resolve(new Response("ok")),
-    logger: silentLogger,
-    localPort: 443,
-    limits: {
-      maxFieldSectionSize: 16384,
-      maxControlFrame: 16384,
-      headerTimeoutMs: 1000,
-      keepAliveMs: 0,
-    },
-  });
-  const served = h3.serve();
+  const { conn, closed } = fakeQuic({ uni: () => [control.stream] });
+  const { h3, served } = serveH3(conn);
   control.push(Uint8Array.of(StreamType.CONTROL, ...encodeSettings([])));
   // A client may announce urgencies ahead of its streams (RFC 9218 §7.1); one that names stream
   // ids it never opens must not grow the connection's memory.
@@ -294,7 +244,7 @@ Deno.test("H3Connection: PRIORITY_UPDATEs for thousands of streams never opened 
   }
   // A DATA frame closes the connection with a known code once the updates before it were read.
   control.push(encodeFrame(FrameType.DATA, new Uint8Array(0)));
-  const info = await closed.promise;
+  const info = await closed;
   assert.equal(info.closeCode, H3Error.FRAME_UNEXPECTED, info.reason);
   assert.equal(h3.pendingUrgencies, 128);
   await served;
