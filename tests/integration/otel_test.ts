@@ -26,6 +26,59 @@ async function tracedUpstream() {
   return { up, seen };
 }
 
+/** An OTLP/HTTP collector that keeps the body of every traces export. */
+async function startCollector() {
+  const exported: Uint8Array[] = [];
+  const server = await startUpstream(async (req) => {
+    if (new URL(req.url).pathname === "/v1/traces") exported.push(await req.bytes());
+    return new Response(null, { status: 200 });
+  });
+  const bytes = (hex: string) => Uint8Array.from(hex.match(/../g)!.map((h) => parseInt(h, 16)));
+  const holds = (body: Uint8Array, part: Uint8Array) =>
+    body.some((_, i) => part.every((b, j) => body[i + j] === b));
+  return Object.assign(server, {
+    /** The exports so far, as text (protobuf strings are readable in it). */
+    text: () => exported.map((b) => new TextDecoder().decode(b)).join(""),
+    /** True once one export holds every id (hex) as its raw bytes, as OTLP protobuf sends it. */
+    holdsIds: (...ids: string[]) => exported.some((b) => ids.every((id) => holds(b, bytes(id)))),
+  });
+}
+
+/** A config that serves `/` from `target`, with `extra` keys before the routes. */
+const proxyTo = (target: string, extra = "") =>
+  `listen_addr: "127.0.0.1:{PORT}"\n${extra}routes: { "/": { type: proxy, target: "${target}" } }\n`;
+
+const NO_HEALTH_CHECK = "health_check: { enabled: false }\n";
+const PROXY_PROTOCOL = `accept_proxy_protocol: { from: ["127.0.0.1/32"] }\n`;
+
+/** Starts Prox as a child process with Deno's tracing on, exporting to `collector`. */
+function spawnTraced(yaml: string, collector: string, env: Record<string, string> = {}) {
+  return spawnProx(yaml, {
+    env: { OTEL_DENO: "true", OTEL_EXPORTER_OTLP_ENDPOINT: collector, ...env },
+  });
+}
+
+/**
+ * Asserts that `traceparent` continues the client's trace (TRACE, sampled) with a new parent,
+ * not the client's span; returns that parent's id (Prox's server span).
+ */
+function proxParent(traceparent: unknown): string {
+  const m = /^00-([0-9a-f]{32})-([0-9a-f]{16})-01$/.exec(String(traceparent ?? ""));
+  assert.ok(m, `traceparent ${traceparent}`);
+  assert.equal(m[1], TRACE);
+  assert.notEqual(m[2], CLIENT_SPAN);
+  return m[2];
+}
+
+/** Sends `request` (HTTP/1.1) behind a PROXY protocol v1 header from 192.0.2.7; the whole answer. */
+async function viaBalancer(port: number, request: string): Promise<string> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  await conn.write(
+    new TextEncoder().encode(`PROXY TCP4 192.0.2.7 127.0.0.1 40000 ${port}\r\n${request}`),
+  );
+  return new TextDecoder().decode(await new Response(conn.readable).bytes());
+}
+
 Deno.test("tracing off: the client's trace context reaches the upstream as it came", async () => {
   const { up, seen } = await tracedUpstream();
   await using _up = up;
@@ -35,32 +88,18 @@ Deno.test("tracing off: the client's trace context reaches the upstream as it ca
 });
 
 Deno.test("OTEL_DENO=true: the upstream's parent is Prox's span, and the spans are exported", async () => {
-  const exported: Uint8Array[] = [];
-  await using otlp = await startUpstream(async (req) => {
-    if (new URL(req.url).pathname === "/v1/traces") exported.push(await req.bytes());
-    return new Response(null, { status: 200 });
-  });
+  await using otlp = await startCollector();
   const { up, seen } = await tracedUpstream();
   await using _up = up;
-  await using prox = await spawnProx(
-    `listen_addr: "127.0.0.1:{PORT}"\nroutes: { "/": { type: proxy, target: "${up.url}" } }\n`,
-    {
-      env: {
-        OTEL_DENO: "true",
-        OTEL_EXPORTER_OTLP_ENDPOINT: otlp.url,
-        OTEL_SERVICE_NAME: "prox-test",
-        OTEL_BSP_SCHEDULE_DELAY: "200",
-      },
-    },
-  );
+  await using prox = await spawnTraced(proxyTo(up.url), otlp.url, {
+    OTEL_SERVICE_NAME: "prox-test",
+    OTEL_BSP_SCHEDULE_DELAY: "200",
+  });
   const res = await fetch(`http://127.0.0.1:${prox.port}/a`, { headers: incoming });
   assert.equal(await res.text(), "ok");
   assert.equal(seen.length, 1);
   // One context, not the client's plus Prox's: same trace, a new parent (Prox's server span).
-  const m = /^00-([0-9a-f]{32})-([0-9a-f]{16})-01$/.exec(seen[0].traceparent ?? "");
-  assert.ok(m, `traceparent ${seen[0].traceparent}`);
-  assert.equal(m[1], TRACE);
-  assert.notEqual(m[2], CLIENT_SPAN);
+  const span = proxParent(seen[0].traceparent);
   // The client's tracestate goes on with its trace (W3C Trace Context §3.3: "MUST send it"), once.
   assert.equal(seen[0].tracestate, "vendor=1");
   // An invalid traceparent (version ff) starts a new trace, and its tracestate goes with it.
@@ -71,12 +110,8 @@ Deno.test("OTEL_DENO=true: the upstream's parent is Prox's span, and the spans a
   assert.ok(!seen[1].traceparent?.includes(TRACE), `traceparent ${seen[1].traceparent}`);
   assert.equal(seen[1].tracestate, null);
   // The span Prox made is exported with that trace id (OTLP protobuf: the 16 raw bytes).
-  const traceBytes = Uint8Array.from(TRACE.match(/../g)!.map((h) => parseInt(h, 16)));
-  const spanBytes = Uint8Array.from(m[2].match(/../g)!.map((h) => parseInt(h, 16)));
-  const holds = (body: Uint8Array, part: Uint8Array) =>
-    body.some((_, i) => part.every((b, j) => body[i + j] === b));
   await waitFor(
-    () => exported.some((b) => holds(b, traceBytes) && holds(b, spanBytes)),
+    () => otlp.holdsIds(TRACE, span),
     { timeoutMs: 20_000, what: "an OTLP export holding Prox's span" },
   );
 });
@@ -125,22 +160,19 @@ Deno.test("OTEL_DENO=true: an h2c upstream (Prox's own HTTP/2 client) gets Prox'
     server.listen(0, "127.0.0.1", () => resolve((server.address() as { port: number }).port))
   );
   try {
-    await using otlp = await startUpstream(() => new Response(null, { status: 200 }));
-    await using prox = await spawnProx(
+    await using otlp = await startCollector();
+    await using prox = await spawnTraced(
       `listen_addr: "127.0.0.1:{PORT}"
 routes:
   "/": { type: proxy, target: "http://127.0.0.1:${port}", upstream_protocol: h2c }
 `,
-      { env: { OTEL_DENO: "true", OTEL_EXPORTER_OTLP_ENDPOINT: otlp.url } },
+      otlp.url,
     );
     const res = await fetch(`http://127.0.0.1:${prox.port}/a`, { headers: incoming });
     assert.equal(await res.text(), "ok");
     assert.equal(seen.length, 1);
-    const m = /^00-([0-9a-f]{32})-([0-9a-f]{16})-01$/.exec(String(seen[0].traceparent));
-    assert.ok(m, `traceparent ${seen[0].traceparent}`);
-    assert.equal(m[1], TRACE);
     // The client's span as the parent would hang the upstream's spans beside Prox's.
-    assert.notEqual(m[2], CLIENT_SPAN);
+    proxParent(seen[0].traceparent);
   } finally {
     await new Promise<void>((resolve) => server.close(() => resolve()));
   }
@@ -155,11 +187,8 @@ Deno.test("OTEL_DENO=true: a WebSocket upstream's handshake gets Prox's span as 
     socket.onmessage = (e) => socket.send(e.data);
     return response;
   });
-  await using otlp = await startUpstream(() => new Response(null, { status: 200 }));
-  await using prox = await spawnProx(
-    `listen_addr: "127.0.0.1:{PORT}"\nroutes: { "/": { type: proxy, target: "${up.url}" } }\n`,
-    { env: { OTEL_DENO: "true", OTEL_EXPORTER_OTLP_ENDPOINT: otlp.url } },
-  );
+  await using otlp = await startCollector();
+  await using prox = await spawnTraced(proxyTo(up.url), otlp.url);
   const ws = new WebSocket(`ws://127.0.0.1:${prox.port}/ws`, { headers: incoming });
   const echoed = await new Promise<string>((resolve, reject) => {
     ws.onopen = () => ws.send("hi");
@@ -171,11 +200,8 @@ Deno.test("OTEL_DENO=true: a WebSocket upstream's handshake gets Prox's span as 
   await closed;
   assert.equal(echoed, "hi");
   assert.equal(seen.length, 1);
-  const m = /^00-([0-9a-f]{32})-([0-9a-f]{16})-01$/.exec(seen[0] ?? "");
-  assert.ok(m, `traceparent ${seen[0]}`);
-  assert.equal(m[1], TRACE);
   // The handshake is an HTTP/1.1 request like the others: Prox's span, not the client's.
-  assert.notEqual(m[2], CLIENT_SPAN);
+  proxParent(seen[0]);
 });
 
 Deno.test("OTEL_DENO=true: an HTTP/2 upstream reached through fetch keeps the client's tracestate", async () => {
@@ -196,19 +222,10 @@ Deno.test("OTEL_DENO=true: an HTTP/2 upstream reached through fetch keeps the cl
     }
     return new Response("ok");
   });
-  await using otlp = await startUpstream(() => new Response(null, { status: 200 }));
-  await using prox = await spawnProx(
-    `listen_addr: "127.0.0.1:{PORT}"
-routes: { "/": { type: proxy, target: "https://127.0.0.1:${up.addr.port}" } }
-`,
-    {
-      env: {
-        OTEL_DENO: "true",
-        OTEL_EXPORTER_OTLP_ENDPOINT: otlp.url,
-        DENO_CERT: `${TLS}/ca.pem`,
-      },
-    },
-  );
+  await using otlp = await startCollector();
+  await using prox = await spawnTraced(proxyTo(`https://127.0.0.1:${up.addr.port}`), otlp.url, {
+    DENO_CERT: `${TLS}/ca.pem`,
+  });
   // Headers fetch would otherwise add: Prox then sends this request over fetch (upstream_h2.ts).
   const headers = {
     ...incoming,
@@ -223,10 +240,7 @@ routes: { "/": { type: proxy, target: "https://127.0.0.1:${up.addr.port}" } }
   }
   assert.equal(seen.length, 3);
   for (const s of seen) {
-    const m = /^00-([0-9a-f]{32})-([0-9a-f]{16})-01$/.exec(s.traceparent ?? "");
-    assert.ok(m, `traceparent ${s.traceparent}`);
-    assert.equal(m[1], TRACE);
-    assert.notEqual(m[2], CLIENT_SPAN);
+    proxParent(s.traceparent);
     // W3C Trace Context §3.3: the tracestate goes on with its trace.
     assert.equal(s.tracestate, "vendor=1");
   }
@@ -235,27 +249,17 @@ routes: { "/": { type: proxy, target: "https://127.0.0.1:${up.addr.port}" } }
 Deno.test("OTEL_DENO=true: an HTTP/3 request gets a server span, the upstream's parent", async () => {
   if (!("QuicEndpoint" in Deno)) return;
   const TLS = `${ROOT}/tests/fixtures/tls`;
-  const exported: Uint8Array[] = [];
-  await using otlp = await startUpstream(async (req) => {
-    if (new URL(req.url).pathname === "/v1/traces") exported.push(await req.bytes());
-    return new Response(null, { status: 200 });
-  });
+  await using otlp = await startCollector();
   const { up, seen } = await tracedUpstream();
   await using _up = up;
-  await using prox = await spawnProx(
-    `listen_addr: "127.0.0.1:{PORT}"
-tls: { cert_path: "${TLS}/cert.pem", key_path: "${TLS}/key.pem" }
-protocols: { http3_enabled: true }
-health_check: { enabled: false }
-routes: { "/": { type: proxy, target: "${up.url}" } }
-`,
-    {
-      env: {
-        OTEL_DENO: "true",
-        OTEL_EXPORTER_OTLP_ENDPOINT: otlp.url,
-        OTEL_BSP_SCHEDULE_DELAY: "200",
-      },
-    },
+  await using prox = await spawnTraced(
+    proxyTo(
+      up.url,
+      `tls: { cert_path: "${TLS}/cert.pem", key_path: "${TLS}/key.pem" }\n` +
+        `protocols: { http3_enabled: true }\n${NO_HEALTH_CHECK}`,
+    ),
+    otlp.url,
+    { OTEL_BSP_SCHEDULE_DELAY: "200" },
   );
   const ca = Deno.readTextFileSync(`${TLS}/ca.pem`);
   const { connectH3 } = await import("../../src/adapters/h3/client.ts");
@@ -272,15 +276,9 @@ routes: { "/": { type: proxy, target: "${up.url}" } }
   }, { timeoutMs: 10_000, what: "an HTTP/3 answer" });
   assert.equal(res!.status, 200);
   assert.equal(seen.length, 1);
-  const m = /^00-([0-9a-f]{32})-([0-9a-f]{16})-01$/.exec(seen[0].traceparent ?? "");
-  assert.ok(m, `traceparent ${seen[0].traceparent}`);
-  assert.equal(m[1], TRACE);
-  assert.notEqual(m[2], CLIENT_SPAN);
+  const span = proxParent(seen[0].traceparent);
   assert.equal(seen[0].tracestate, "vendor=1");
-  const spanBytes = Uint8Array.from(m[2].match(/../g)!.map((h) => parseInt(h, 16)));
-  const holds = (body: Uint8Array, part: Uint8Array) =>
-    body.some((_, i) => part.every((b, j) => body[i + j] === b));
-  await waitFor(() => exported.some((b) => holds(b, spanBytes)), {
+  await waitFor(() => otlp.holdsIds(span), {
     timeoutMs: 20_000,
     what: "an OTLP export holding Prox's HTTP/3 span",
   });
@@ -289,69 +287,41 @@ routes: { "/": { type: proxy, target: "${up.url}" } }
 Deno.test("OTEL_DENO=true: a request behind a PROXY protocol balancer gets a server span", async () => {
   const { up, seen } = await tracedUpstream();
   await using _up = up;
-  await using otlp = await startUpstream(() => new Response(null, { status: 200 }));
-  await using prox = await spawnProx(
-    `listen_addr: "127.0.0.1:{PORT}"
-accept_proxy_protocol: { from: ["127.0.0.1/32"] }
-health_check: { enabled: false }
-routes: { "/": { type: proxy, target: "${up.url}" } }
-`,
-    { env: { OTEL_DENO: "true", OTEL_EXPORTER_OTLP_ENDPOINT: otlp.url } },
-  );
+  await using otlp = await startCollector();
+  await using prox = await spawnTraced(proxyTo(up.url, PROXY_PROTOCOL + NO_HEALTH_CHECK), otlp.url);
   // The readiness probe of spawnProx sent no header: that connection is simply closed.
-  const conn = await Deno.connect({ hostname: "127.0.0.1", port: prox.port });
-  await conn.write(new TextEncoder().encode(
-    `PROXY TCP4 192.0.2.7 127.0.0.1 40000 ${prox.port}\r\n` +
-      `GET /a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n` +
+  const answer = await viaBalancer(
+    prox.port,
+    `GET /a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n` +
       `traceparent: ${incoming.traceparent}\r\ntracestate: ${incoming.tracestate}\r\n\r\n`,
-  ));
-  const answer = new TextDecoder().decode(await new Response(conn.readable).bytes());
+  );
   assert.match(answer, /^HTTP\/1\.1 200/);
   assert.equal(seen.length, 1);
-  const m = /^00-([0-9a-f]{32})-([0-9a-f]{16})-01$/.exec(seen[0].traceparent ?? "");
-  assert.ok(m, `traceparent ${seen[0].traceparent}`);
-  assert.equal(m[1], TRACE);
-  assert.notEqual(m[2], CLIENT_SPAN);
+  proxParent(seen[0].traceparent);
   assert.equal(seen[0].tracestate, "vendor=1");
 });
 
 Deno.test("OTEL_DENO=true: Prox's own server span records url.full with the query's credentials redacted", async () => {
-  const exported: Uint8Array[] = [];
-  await using otlp = await startUpstream(async (req) => {
-    if (new URL(req.url).pathname === "/v1/traces") exported.push(await req.bytes());
-    return new Response(null, { status: 200 });
-  });
+  await using otlp = await startCollector();
   const { up } = await tracedUpstream();
   await using _up = up;
-  await using prox = await spawnProx(
-    `listen_addr: "127.0.0.1:{PORT}"
-accept_proxy_protocol: { from: ["127.0.0.1/32"] }
-health_check: { enabled: false }
-routes: { "/": { type: proxy, target: "${up.url}" } }
-`,
-    {
-      env: {
-        OTEL_DENO: "true",
-        OTEL_EXPORTER_OTLP_ENDPOINT: otlp.url,
-        OTEL_BSP_SCHEDULE_DELAY: "200",
-      },
-    },
+  await using prox = await spawnTraced(
+    proxyTo(up.url, PROXY_PROTOCOL + NO_HEALTH_CHECK),
+    otlp.url,
+    { OTEL_BSP_SCHEDULE_DELAY: "200" },
   );
-  const conn = await Deno.connect({ hostname: "127.0.0.1", port: prox.port });
-  await conn.write(new TextEncoder().encode(
-    `PROXY TCP4 192.0.2.7 127.0.0.1 40000 ${prox.port}\r\n` +
-      `GET /a?page=2&access_token=SECRET-TOKEN-42 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`,
-  ));
   assert.match(
-    new TextDecoder().decode(await new Response(conn.readable).bytes()),
+    await viaBalancer(
+      prox.port,
+      `GET /a?page=2&access_token=SECRET-TOKEN-42 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`,
+    ),
     /^HTTP\/1\.1 200/,
   );
-  const text = () => exported.map((b) => new TextDecoder().decode(b)).join("");
-  await waitFor(() => text().includes("/a?page=2&access_token=REDACTED"), {
+  await waitFor(() => otlp.text().includes("/a?page=2&access_token=REDACTED"), {
     timeoutMs: 20_000,
     what: "an OTLP export holding the span's url.full",
   });
-  assert.ok(!text().includes("SECRET-TOKEN-42"));
+  assert.ok(!otlp.text().includes("SECRET-TOKEN-42"));
 });
 
 Deno.test("OTEL_DENO=true: a collector that does not answer is said once in the log", async () => {
@@ -360,12 +330,9 @@ Deno.test("OTEL_DENO=true: a collector that does not answer is said once in the 
   const { up } = await tracedUpstream();
   await using _up = up;
   const closed = freePort();
-  await using prox = await spawnProx(
-    `listen_addr: "127.0.0.1:{PORT}"
-health_check: { enabled: false }
-routes: { "/": { type: proxy, target: "${up.url}" } }
-`,
-    { env: { OTEL_DENO: "true", OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${closed}` } },
+  await using prox = await spawnTraced(
+    proxyTo(up.url, NO_HEALTH_CHECK),
+    `http://127.0.0.1:${closed}`,
   );
   const res = await fetch(`http://127.0.0.1:${prox.port}/a`);
   assert.equal(await res.text(), "ok");
@@ -383,20 +350,10 @@ Deno.test("OTEL_DENO=true: W3C traceparent rules, and the client's sampled flag 
   // is not used); a later version is read as 00 with its extra fields ignored.
   const { up, seen } = await tracedUpstream();
   await using _up = up;
-  await using otlp = await startUpstream(() => new Response(null, { status: 200 }));
-  await using prox = await spawnProx(
-    `listen_addr: "127.0.0.1:{PORT}"
-health_check: { enabled: false }
-routes: { "/": { type: proxy, target: "${up.url}" } }
-`,
-    {
-      env: {
-        OTEL_DENO: "true",
-        OTEL_EXPORTER_OTLP_ENDPOINT: otlp.url,
-        OTEL_TRACES_SAMPLER: "parentbased_always_on",
-      },
-    },
-  );
+  await using otlp = await startCollector();
+  await using prox = await spawnTraced(proxyTo(up.url, NO_HEALTH_CHECK), otlp.url, {
+    OTEL_TRACES_SAMPLER: "parentbased_always_on",
+  });
   const cases: [string, "continued" | "new", string][] = [
     [`00-${TRACE}-${CLIENT_SPAN}-01`, "continued", "01"],
     [`00-${TRACE}-${CLIENT_SPAN}-00`, "continued", "00"],
@@ -424,35 +381,25 @@ routes: { "/": { type: proxy, target: "${up.url}" } }
 });
 
 Deno.test("OTEL_DENO=true: a server span is named after the route that took the request (http.route)", async () => {
-  const exported: Uint8Array[] = [];
-  await using otlp = await startUpstream(async (req) => {
-    if (new URL(req.url).pathname === "/v1/traces") exported.push(await req.bytes());
-    return new Response(null, { status: 200 });
-  });
+  await using otlp = await startCollector();
   const { up } = await tracedUpstream();
   await using _up = up;
-  await using prox = await spawnProx(
+  await using prox = await spawnTraced(
     `listen_addr: "127.0.0.1:{PORT}"
 health_check: { enabled: false }
 routes:
   "/shop-route": { type: proxy, target: "${up.url}" }
   "/": { type: proxy, target: "${up.url}" }
 `,
-    {
-      env: {
-        OTEL_DENO: "true",
-        OTEL_EXPORTER_OTLP_ENDPOINT: otlp.url,
-        OTEL_BSP_SCHEDULE_DELAY: "200",
-      },
-    },
+    otlp.url,
+    { OTEL_BSP_SCHEDULE_DELAY: "200" },
   );
   // Span names were the method alone: every request of every route one group in a backend.
   await (await fetch(`http://127.0.0.1:${prox.port}/shop-route/item/12345`)).text();
-  const text = () => exported.map((b) => new TextDecoder().decode(b)).join("");
-  await waitFor(() => text().includes("/shop-route/item/12345"), {
+  await waitFor(() => otlp.text().includes("/shop-route/item/12345"), {
     timeoutMs: 20_000,
     what: "an OTLP export holding the server span",
   });
-  assert.ok(text().includes("GET /shop-route"), "span name");
-  assert.ok(text().includes("http.route"), "http.route attribute");
+  assert.ok(otlp.text().includes("GET /shop-route"), "span name");
+  assert.ok(otlp.text().includes("http.route"), "http.route attribute");
 });
