@@ -1,8 +1,9 @@
 // Metric values (and access lines) after a known sequence of requests through a real Prox, read
 // from the admin listener's exposition.
 import assert from "node:assert/strict";
-import { ROOT, startUpstream, waitFor } from "../_harness.ts";
+import { ROOT, startHeldUpstream, startUpstream, waitFor } from "../_harness.ts";
 import { startProxy } from "./_proxy.ts";
+import type { TestProxy } from "./_proxy.ts";
 import { freePort } from "./_pebble.ts";
 import { acmeYaml, memoryLogger, start, withTempDir } from "./_acme.ts";
 import { silentLogger } from "../../src/ports.ts";
@@ -14,12 +15,28 @@ function value(text: string, series: string): number | undefined {
   return line === undefined ? undefined : Number(line.slice(series.length + 1));
 }
 
+/** GET `path` (/metrics, /status) on the admin listener of `p`, as text. */
+async function admin(p: TestProxy, path: string): Promise<string> {
+  return await (await fetch(`http://127.0.0.1:${p.server.admin!.port}${path}`)).text();
+}
+
+/** A logger that keeps the fields of each access line (and says nothing). */
+function accessLog() {
+  const lines: Record<string, unknown>[] = [];
+  const logger: Logger = { ...silentLogger, info: (m, f) => m === "access" && lines.push(f!) };
+  return { lines, logger };
+}
+
+/** A port on 127.0.0.1 that nothing listens on (one the kernel gave out and was closed). */
+function closedPort(): number {
+  const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (probe.addr as Deno.NetAddr).port;
+  probe.close();
+  return port;
+}
+
 Deno.test("metrics: a request shed by upstream_pool is no backend request", async () => {
-  const gates: (() => void)[] = [];
-  await using up = await startUpstream(async () => {
-    await new Promise<void>((r) => gates.push(r));
-    return new Response("slow");
-  });
+  await using up = await startHeldUpstream("slow");
   await using p = await startProxy(`
 admin: { listen_addr: "127.0.0.1:0" }
 health_check: { enabled: false }
@@ -27,14 +44,14 @@ upstream_pool: { max_connections_per_upstream: 1, queue_limit: 0 }
 routes: { "/": { type: proxy, target: "${up.url}", retries: { attempts: 0 } } }
 `);
   const first = fetch(`${p.url}/1`);
-  await waitFor(() => gates.length === 1, { what: "first request at the upstream" });
+  await waitFor(() => up.arrived === 1, { what: "first request at the upstream" });
   const shed = await fetch(`${p.url}/2`);
   await shed.body?.cancel();
   assert.equal(shed.status, 503);
-  gates.shift()!();
+  up.release();
   assert.equal(await (await first).text(), "slow");
 
-  const text = await (await fetch(`http://127.0.0.1:${p.server.admin!.port}/metrics`)).text();
+  const text = await admin(p, "/metrics");
   const route = `route="/"`;
   assert.equal(value(text, `prox_requests_total{${route},method="GET",status="503"}`), 1);
   assert.equal(value(text, `prox_requests_total{${route},method="GET",status="200"}`), 1);
@@ -46,11 +63,7 @@ routes: { "/": { type: proxy, target: "${up.url}", retries: { attempts: 0 } } }
 });
 
 Deno.test("metrics: requests upstream_pool sheds are counted per target and reason", async () => {
-  const gates: (() => void)[] = [];
-  await using up = await startUpstream(async () => {
-    await new Promise<void>((r) => gates.push(r));
-    return new Response("slow");
-  });
+  await using up = await startHeldUpstream("slow");
   await using p = await startProxy(`
 admin: { listen_addr: "127.0.0.1:0" }
 health_check: { enabled: false }
@@ -64,14 +77,13 @@ routes:
     timeouts: { total: 50ms }
 `);
   // A failed assertion must not leave the upstream holding its request (disposal would hang).
-  using _open = { [Symbol.dispose]: () => gates.splice(0).forEach((g) => g()) };
+  using _open = { [Symbol.dispose]: () => up.release() };
   const first = fetch(`${p.url}/1`);
-  await waitFor(() => gates.length === 1, { what: "first request at the upstream" });
+  await waitFor(() => up.arrived === 1, { what: "first request at the upstream" });
   // The queue's one place taken: the next is shed at once, the queued one after queue_timeout.
   const queued = fetch(`${p.url}/2`);
-  const metrics = `http://127.0.0.1:${p.server.admin!.port}/metrics`;
   await waitFor(async () => {
-    const t = await (await fetch(metrics)).text();
+    const t = await admin(p, "/metrics");
     return value(t, `prox_upstream_waiting{backend="${up.url}"}`) === 1;
   }, { what: "the second request in the queue" });
   const full = await fetch(`${p.url}/3`);
@@ -84,11 +96,11 @@ routes:
   // Its own timeout (timeouts.total) ran out while it waited.
   const overdue = await fetch(`${p.url}/short`);
   await overdue.body?.cancel();
-  gates.shift()!();
+  up.release();
   assert.equal(overdue.status, 504);
   assert.equal(await (await first).text(), "slow");
 
-  const text = await (await fetch(metrics)).text();
+  const text = await admin(p, "/metrics");
   const shed = (reason: string) =>
     value(text, `prox_upstream_shed_total{backend="${up.url}",reason="${reason}"}`) ?? 0;
   assert.equal(shed("queue_full"), 1);
@@ -97,13 +109,8 @@ routes:
 });
 
 Deno.test("metrics and access log: a client that leaves before the answer is no backend failure (499, not 599) and got no bytes", async () => {
-  const lines: Record<string, unknown>[] = [];
-  const logger: Logger = { ...silentLogger, info: (m, f) => m === "access" && lines.push(f!) };
-  const gates: (() => void)[] = [];
-  await using up = await startUpstream(async () => {
-    await new Promise<void>((r) => gates.push(r));
-    return new Response("slow");
-  });
+  const { lines, logger } = accessLog();
+  await using up = await startHeldUpstream("slow");
   await using p = await startProxy(
     `
 admin: { listen_addr: "127.0.0.1:0" }
@@ -115,16 +122,15 @@ routes: { "/": { type: proxy, target: "${up.url}" } }
   );
   const ac = new AbortController();
   const req = fetch(`${p.url}/1`, { signal: ac.signal }).catch(() => null);
-  await waitFor(() => gates.length === 1, { what: "the request at the upstream" });
+  await waitFor(() => up.arrived === 1, { what: "the request at the upstream" });
   ac.abort();
   await req;
-  const metrics = `http://127.0.0.1:${p.server.admin!.port}/metrics`;
   const backend = `backend="${up.url}",route="/"`;
   const text = await waitFor(async () => {
-    const t = await (await fetch(metrics)).text();
+    const t = await admin(p, "/metrics");
     return t.includes(`prox_backend_requests_total{${backend}`) ? t : null;
   }, { what: "the backend series" });
-  gates.shift()!();
+  up.release();
   assert.equal(value(text, `prox_backend_requests_total{${backend},status="599"}`), undefined);
   assert.equal(value(text, `prox_backend_requests_total{${backend},status="499"}`), 1);
   // As nginx logs a 499: no body reached the client.
@@ -134,11 +140,8 @@ routes: { "/": { type: proxy, target: "${up.url}" } }
 });
 
 Deno.test("metrics and access log: requests on the plain-HTTP listener are counted and logged", async () => {
-  const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const httpPort = (probe.addr as Deno.NetAddr).port;
-  probe.close();
-  const lines: Record<string, unknown>[] = [];
-  const logger: Logger = { ...silentLogger, info: (m, f) => m === "access" && lines.push(f!) };
+  const httpPort = closedPort();
+  const { lines, logger } = accessLog();
   await using p = await startProxy(
     `listen_addr: "127.0.0.1:0"
 tls: { cert_path: "${ROOT}/tests/fixtures/tls/cert.pem", key_path: "${ROOT}/tests/fixtures/tls/key.pem" }
@@ -155,7 +158,7 @@ routes: { "/": { type: redirect, target: "/x" } }
     await res.body?.cancel();
     assert.equal(res.status, 308);
   }
-  const text = await (await fetch(`http://127.0.0.1:${p.server.admin!.port}/metrics`)).text();
+  const text = await admin(p, "/metrics");
   assert.equal(
     value(text, 'prox_requests_total{route="(plain_http)",method="GET",status="308"}'),
     2,
@@ -166,7 +169,7 @@ routes: { "/": { type: redirect, target: "/x" } }
   // A reload keeps the series (it belongs to no configured route).
   const reload = await p.server.reload();
   assert.equal(reload.ok, true);
-  const after = await (await fetch(`http://127.0.0.1:${p.server.admin!.port}/metrics`)).text();
+  const after = await admin(p, "/metrics");
   assert.equal(
     value(after, 'prox_requests_total{route="(plain_http)",method="GET",status="308"}'),
     2,
@@ -174,11 +177,7 @@ routes: { "/": { type: redirect, target: "/x" } }
 });
 
 Deno.test("status: a target whose requests all time out shows that latency, not 0 ms", async () => {
-  const gates: (() => void)[] = [];
-  await using up = await startUpstream(async () => {
-    await new Promise<void>((r) => gates.push(r));
-    return new Response("late");
-  });
+  await using up = await startHeldUpstream("late");
   await using p = await startProxy(`
 admin: { listen_addr: "127.0.0.1:0" }
 health_check: { enabled: false }
@@ -192,8 +191,8 @@ routes:
   const res = await fetch(`${p.url}/x`);
   await res.body?.cancel();
   assert.equal(res.status, 504);
-  for (const g of gates.splice(0)) g();
-  const status = await (await fetch(`http://127.0.0.1:${p.server.admin!.port}/status`)).json();
+  up.release();
+  const status = JSON.parse(await admin(p, "/status"));
   const target = status.upstreams.find((u: { url: string }) => u.url === up.url);
   assert.ok(target.latencyMs >= 150, `latencyMs ${target.latencyMs}`);
 });
@@ -239,7 +238,7 @@ Deno.test("metrics, status and log: prox_ready is 0 while HTTPS waits for its fi
 admin: { listen_addr: "127.0.0.1:0" }
 routes: { "/": { type: static, root: "${ROOT}/static" } }
 `);
-  const text = await (await fetch(`http://127.0.0.1:${p.server.admin!.port}/metrics`)).text();
+  const text = await admin(p, "/metrics");
   assert.equal(value(text, "prox_ready"), 1);
 });
 
@@ -252,8 +251,7 @@ health_check: { enabled: true, interval_secs: 1, timeout_secs: 1, path: /health 
 routes: { "/": { type: proxy, target: "${up.url}" } }
 `);
   const target = async () => {
-    const res = await fetch(`http://127.0.0.1:${p.server.admin!.port}/status`);
-    const status = await res.json();
+    const status = JSON.parse(await admin(p, "/status"));
     return status.upstreams.find((u: { url: string }) => u.url === up.url);
   };
   const first = await waitFor(async () => {
@@ -272,9 +270,7 @@ routes: { "/": { type: proxy, target: "${up.url}" } }
 
 Deno.test("metrics and status: with a Redis store no in-memory key count of 0 is reported", async () => {
   await using up = await startUpstream(() => new Response("ok"));
-  const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const deadPort = (probe.addr as Deno.NetAddr).port;
-  probe.close();
+  const deadPort = closedPort();
   await using p = await startProxy(`
 admin: { listen_addr: "127.0.0.1:0" }
 health_check: { enabled: false }
@@ -288,10 +284,9 @@ routes:
   const res = await fetch(`${p.url}/x`);
   await res.body?.cancel();
   assert.equal(res.status, 200);
-  const admin = `http://127.0.0.1:${p.server.admin!.port}`;
-  const text = await (await fetch(`${admin}/metrics`)).text();
+  const text = await admin(p, "/metrics");
   assert.equal(value(text, 'prox_rate_limit_hits_total{route="/",action="error"}'), 1);
   assert.equal(value(text, 'prox_rate_limit_keys{route="/"}'), undefined);
-  const status = await (await fetch(`${admin}/status`)).json();
+  const status = JSON.parse(await admin(p, "/status"));
   assert.deepEqual(status.limiterKeys, {});
 });
