@@ -46,6 +46,21 @@ routes:
     discover: { dns: "http://app.test:${port}", refresh: 1s, resolver: "${dns}" }
 ${extra}`;
 
+/**
+ * Most tests' set-up: a mock DNS answering app.test with `addresses`, the two replicas, and a Prox
+ * discovering them with `config` (after `edit`), its log kept in `logger`. Dispose stops all three.
+ */
+async function discovering(addresses: string[], edit = (yaml: string) => yaml) {
+  await using stack = new AsyncDisposableStack();
+  const dns = stack.use(await startMockDns());
+  const up = stack.use(replicas());
+  await dns.setA("app.test", addresses);
+  const logger = recordingLogger();
+  const prox = stack.use(await startProxy(edit(config(dns.server, up.port)), { logger }));
+  const all = stack.move();
+  return { dns, up, logger, prox, [Symbol.asyncDispose]: () => all.disposeAsync() };
+}
+
 /** Who answered `n` requests, as a sorted set of "address host" lines. */
 async function answers(url: string, n = 6): Promise<string[]> {
   const seen = new Set<string>();
@@ -59,11 +74,8 @@ async function answers(url: string, n = 6): Promise<string[]> {
 interopTest("discover: the name's addresses are the targets, followed as DNS changes", [
   "pebble-challtestsrv",
 ], async () => {
-  await using dns = await startMockDns();
-  await using up = replicas();
-  await dns.setA("app.test", ["127.0.0.2"]);
-  const logger = recordingLogger();
-  await using prox = await startProxy(config(dns.server, up.port), { logger });
+  await using setup = await discovering(["127.0.0.2"]);
+  const { dns, up, logger, prox } = setup;
   // Found before the first request; the upstream gets the name as Host.
   assert.deepEqual(await answers(prox.url), [`200 127.0.0.2 app.test:${up.port}`]);
   // A second replica: both get requests after the next lookup (round robin).
@@ -126,11 +138,8 @@ interopTest(
 interopTest("discover: a DNS server that stops answering leaves the targets as they were", [
   "pebble-challtestsrv",
 ], async () => {
-  const dns = await startMockDns();
-  await using up = replicas();
-  await dns.setA("app.test", ["127.0.0.2", "127.0.0.3"]);
-  const logger = recordingLogger();
-  await using prox = await startProxy(config(dns.server, up.port), { logger });
+  await using setup = await discovering(["127.0.0.2", "127.0.0.3"]);
+  const { dns, logger, prox } = setup;
   await dns.stop();
   await waitFor(
     () =>
@@ -155,11 +164,8 @@ interopTest("discover: a DNS server answering SERVFAIL leaves the targets as the
 ], async () => {
   // Deno's resolver reports SERVFAIL (and REFUSED) as it reports NXDOMAIN, "no records found": a
   // resolver's bad minute emptied every discover route (503 for all) until it answered again.
-  await using dns = await startMockDns();
-  await using up = replicas();
-  await dns.setA("app.test", ["127.0.0.2", "127.0.0.3"]);
-  const logger = recordingLogger();
-  await using prox = await startProxy(config(dns.server, up.port), { logger });
+  await using setup = await discovering(["127.0.0.2", "127.0.0.3"]);
+  const { dns, logger, prox } = setup;
   const changes = () => logger.records.filter((r) => r.msg === "Discovered targets changed");
   const before = changes().length;
   await dns.setServfail("app.test", true);
@@ -388,14 +394,11 @@ routes:
 interopTest("discover: a drained target that leaves DNS and comes back is drained still", [
   "pebble-challtestsrv",
 ], async () => {
-  await using dns = await startMockDns();
-  await using up = replicas();
-  await dns.setA("app.test", ["127.0.0.2", "127.0.0.3"]);
-  const logger = recordingLogger();
-  await using prox = await startProxy(
-    config(dns.server, up.port, `admin: { listen_addr: "127.0.0.1:0" }\n`),
-    { logger },
+  await using setup = await discovering(
+    ["127.0.0.2", "127.0.0.3"],
+    (yaml) => yaml + `admin: { listen_addr: "127.0.0.1:0" }\n`,
   );
+  const { dns, up, logger, prox } = setup;
   const admin = `http://127.0.0.1:${prox.server.admin!.port}`;
   const target = `http://127.0.0.2:${up.port}`;
   const res = await fetch(`${admin}/upstreams/drain?target=${target}`, { method: "POST" });
@@ -433,14 +436,11 @@ interopTest("discover: a drained target that leaves DNS and comes back is draine
 interopTest("discover: hold keeps an address a target for its duration after answers dropped it", [
   "pebble-challtestsrv",
 ], async () => {
-  await using dns = await startMockDns();
-  await using up = replicas();
-  await dns.setA("app.test", ["127.0.0.2"]);
-  const logger = recordingLogger();
-  await using prox = await startProxy(
-    config(dns.server, up.port).replace("refresh: 1s", "refresh: 1s, hold: 4s"),
-    { logger },
+  await using setup = await discovering(
+    ["127.0.0.2"],
+    (yaml) => yaml.replace("refresh: 1s", "refresh: 1s, hold: 4s"),
   );
+  const { dns, logger, prox } = setup;
   const changes = () => logger.records.filter((r) => r.msg === "Discovered targets changed");
   // A DNS answering one of two addresses at a time (as Route 53 multivalue answers do): held,
   // both stay targets.
