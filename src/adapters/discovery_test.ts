@@ -3,22 +3,8 @@ import { createDiscovery, NoRecords } from "./discovery.ts";
 import type { AddressLookup, SrvLookup } from "./discovery.ts";
 import type { Config } from "../config/schema.ts";
 import { silentLogger } from "../ports.ts";
-import type { Logger } from "../ports.ts";
 import { waitFor } from "../../tests/_harness.ts";
-
-/** A Logger keeping each record's message. */
-function recordingLogger(): Logger & { records: { msg: string }[] } {
-  const records: { msg: string }[] = [];
-  const log = (_level: string, msg: string) => void records.push({ msg });
-  return {
-    records,
-    log,
-    debug: (m) => log("debug", m),
-    info: (m) => log("info", m),
-    warn: (m) => log("warn", m),
-    error: (m) => log("error", m),
-  };
-}
+import { recordingLogger } from "../../tests/integration/_backend.ts";
 
 /**
  * createDiscovery with a silent logger and an ignored onChange unless `o` gives them; `using`
@@ -239,10 +225,10 @@ Deno.test("discovery: no records for the whole name keeps the targets (SERVFAIL 
   assert.deepEqual(addresses(), ["10.0.0.1", "10.0.0.2"]);
   a = ["10.0.0.2"];
   await waitFor(() => addresses()?.length === 1, { what: "10.0.0.1 gone", timeoutMs: 2_000 });
-  assert.equal(logger.records.length, 2, JSON.stringify(logger.records));
+  assert.equal(logger.lines.length, 2, JSON.stringify(logger.lines));
   // Nothing for the name: kept, and said once.
   a = "none";
-  await waitFor(() => logger.records.some((r) => String(r.msg).includes("failed")), {
+  await waitFor(() => logger.lines.some((r) => String(r.msg).includes("failed")), {
     what: "the failure logged",
     timeoutMs: 2_000,
   });
@@ -263,7 +249,7 @@ Deno.test("discovery srv: no SRV records keeps the targets found before", async 
   await d.prepare(config);
   assert.equal(d.foundFor(config).get("/")?.length, 1);
   none = true;
-  await waitFor(() => logger.records.some((r) => String(r.msg).includes("failed")), {
+  await waitFor(() => logger.lines.some((r) => String(r.msg).includes("failed")), {
     what: "the failure logged",
     timeoutMs: 2_000,
   });
