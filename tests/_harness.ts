@@ -91,6 +91,34 @@ export async function waitFor<T>(
   throw new Error(`Timed out waiting for ${opts.what ?? "condition"}${last ? `: ${last}` : ""}`);
 }
 
+/** Waits until 127.0.0.1:`port` accepts a connection (closed at once): a server listening. */
+export async function untilAccepting(
+  port: number,
+  opts: { timeoutMs?: number; what?: string } = {},
+): Promise<void> {
+  await waitFor(async () => {
+    try {
+      (await Deno.connect({ hostname: "127.0.0.1", port })).close();
+      return true;
+    } catch {
+      return false;
+    }
+  }, opts);
+}
+
+/** Collects a child's stdout and stderr as they arrive (interleaved); `done` once both ended. */
+export function collectOutput(
+  child: { stdout: ReadableStream<Uint8Array>; stderr: ReadableStream<Uint8Array> },
+): { text(): string; done: Promise<void> } {
+  let out = "";
+  const dec = new TextDecoder();
+  const pump = async (stream: ReadableStream<Uint8Array>) => {
+    for await (const chunk of stream) out += dec.decode(chunk, { stream: true });
+  };
+  const done = Promise.all([pump(child.stdout), pump(child.stderr)]).then(() => {});
+  return { text: () => out, done };
+}
+
 /** Absolute path of an executable on PATH, or null. */
 export function findTool(name: string): string | null {
   const path = Deno.env.get("PATH") ?? "";

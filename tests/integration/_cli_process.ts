@@ -1,7 +1,7 @@
 // Spawns the real CLI (`deno run -A mod.ts …`) as a child process for lifecycle and CLI tests:
 // collects its output, waits for log lines, sends signals, and kills it on dispose.
 
-import { freePort, ROOT, waitFor } from "../_harness.ts";
+import { collectOutput, freePort, ROOT, waitFor } from "../_harness.ts";
 
 export { freePort };
 
@@ -36,27 +36,22 @@ export function spawnProx(
     stdout: "piped",
     stderr: "piped",
   }).spawn();
-  let out = "";
-  const dec = new TextDecoder();
-  const pump = async (stream: ReadableStream<Uint8Array>) => {
-    for await (const chunk of stream) out += dec.decode(chunk, { stream: true });
-  };
-  const pumps = Promise.all([pump(child.stdout), pump(child.stderr)]);
-  const status = pumps.then(() => child.status);
+  const out = collectOutput(child);
+  const status = out.done.then(() => child.status);
   let exited = false;
   void status.then(() => exited = true);
   return {
     pid: child.pid,
-    output: () => out,
+    output: out.text,
     async waitForOutput(needle, o = {}) {
       const test = typeof needle === "string" ? (s: string) => s.includes(needle) : needle;
       try {
-        await waitFor(() => test(out) || exited && test(out), {
+        await waitFor(() => test(out.text()) || exited && test(out.text()), {
           timeoutMs: o.timeoutMs ?? 15_000,
           what: `output ${typeof needle === "string" ? JSON.stringify(needle) : "condition"}`,
         });
       } catch (err) {
-        throw new Error(`${(err as Error).message}\n--- process output ---\n${out}`);
+        throw new Error(`${(err as Error).message}\n--- process output ---\n${out.text()}`);
       }
     },
     signal(sig) {

@@ -1,6 +1,6 @@
 // Runs Prox as a real child process (`deno run mod.ts serve`) for tests that measure it or
 // signal it.
-import { freePort, ROOT, waitFor } from "../_harness.ts";
+import { collectOutput, freePort, ROOT, untilAccepting } from "../_harness.ts";
 
 export { freePort };
 
@@ -49,31 +49,21 @@ export async function spawnProx(
     stdout: "piped",
     stderr: "piped",
   }).spawn();
-  let out = "";
-  const dec = new TextDecoder();
-  const pump = async (s: ReadableStream<Uint8Array>) => {
-    for await (const chunk of s) out += dec.decode(chunk, { stream: true });
-  };
-  const pumps = Promise.all([pump(child.stdout), pump(child.stderr)]);
+  const out = collectOutput(child);
   const status = (field: string) => {
     const text = Deno.readTextFileSync(`/proc/${child.pid}/status`);
     const m = new RegExp(`^${field}:\\s+(\\d+) kB`, "m").exec(text);
     return m ? Number(m[1]) * 1024 : 0;
   };
-  await waitFor(async () => {
-    try {
-      const c = await Deno.connect({ hostname: "127.0.0.1", port });
-      c.close();
-      return true;
-    } catch {
-      return false;
-    }
-  }, { timeoutMs: 20_000, what: `prox to listen on ${port}\n${out}` });
+  await untilAccepting(port, {
+    timeoutMs: 20_000,
+    what: `prox to listen on ${port}\n${out.text()}`,
+  });
   return {
     child,
     pid: child.pid,
     port,
-    output: () => out,
+    output: out.text,
     memory: () => ({ peak: status("VmHWM"), rss: status("VmRSS") }),
     async [Symbol.asyncDispose]() {
       try {
@@ -86,7 +76,7 @@ export async function spawnProx(
       }, 10_000);
       await child.status;
       clearTimeout(timer);
-      await pumps;
+      await out.done;
       await Deno.remove(dir, { recursive: true });
     },
   };

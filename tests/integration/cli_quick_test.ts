@@ -1,7 +1,7 @@
 // `prox proxy` and `prox static` as users run them: real child processes, no config file, real
 // requests; SIGTERM stops them cleanly; `--print-config` gives a config that validates.
 import assert from "node:assert/strict";
-import { freePort, ROOT, run, startUpstream, waitFor } from "../_harness.ts";
+import { collectOutput, freePort, ROOT, run, startUpstream, untilAccepting } from "../_harness.ts";
 import { V8_FLAGS } from "./_process.ts";
 import { loadConfigText } from "../../src/config/load.ts";
 import { quickConfig } from "../../src/cli_quick.ts";
@@ -13,26 +13,18 @@ async function prox(args: string[], port: number) {
     stdout: "piped",
     stderr: "piped",
   }).spawn();
-  let out = "";
-  const dec = new TextDecoder();
-  const pumps = Promise.all([child.stdout, child.stderr].map(async (s) => {
-    for await (const c of s) out += dec.decode(c, { stream: true });
-  }));
-  await waitFor(async () => {
-    try {
-      (await Deno.connect({ hostname: "127.0.0.1", port })).close();
-      return true;
-    } catch {
-      return false;
-    }
-  }, { timeoutMs: 20_000, what: `prox ${args[0]} on ${port}: ${out}` });
+  const out = collectOutput(child);
+  await untilAccepting(port, {
+    timeoutMs: 20_000,
+    what: `prox ${args[0]} on ${port}: ${out.text()}`,
+  });
   return {
-    output: () => out,
+    output: out.text,
     async [Symbol.asyncDispose]() {
       child.kill("SIGTERM");
       const status = await child.status;
-      await pumps;
-      assert.equal(status.code, 0, out);
+      await out.done;
+      assert.equal(status.code, 0, out.text());
     },
   };
 }
