@@ -15,12 +15,13 @@ const prox = (args: string[], opts: { env?: Record<string, string>; stdin?: stri
     timeoutMs: 30_000,
   });
 
-async function tempDir(files: Record<string, string> = {}): Promise<string> {
-  const dir = await Deno.makeTempDir({ prefix: "prox-cli-" });
+/** A temp dir holding `files` (name → text); `await using` removes it. */
+async function tempDir(files: Record<string, string> = {}) {
+  const path = await Deno.makeTempDir({ prefix: "prox-cli-" });
   for (const [name, text] of Object.entries(files)) {
-    await Deno.writeTextFile(`${dir}/${name}`, text);
+    await Deno.writeTextFile(`${path}/${name}`, text);
   }
-  return dir;
+  return { path, [Symbol.asyncDispose]: () => Deno.remove(path, { recursive: true }) };
 }
 
 const VALID = (port: number) =>
@@ -65,7 +66,7 @@ async function heldBehindProx(
   const client = Deno.createHttpClient({});
   return {
     up,
-    dir,
+    dir: dir.path,
     withRoute,
     async hold(): Promise<{ outcome: Promise<string> }> {
       const outcome = fetch(`http://127.0.0.1:${port}${path}`, { client }).then(
@@ -77,7 +78,7 @@ async function heldBehindProx(
     },
     async [Symbol.asyncDispose]() {
       client.close();
-      await Deno.remove(dir, { recursive: true });
+      await dir[Symbol.asyncDispose]();
       await up[Symbol.asyncDispose]();
     },
   };
@@ -92,53 +93,47 @@ async function killed(child: Deno.ChildProcess): Promise<void> {
 }
 
 Deno.test("prox validate reads error pages: a missing one is located, found ones are summed up", async () => {
-  const dir = await tempDir({ "5xx.html": "<p>{status}</p>" });
+  await using tmp = await tempDir({ "5xx.html": "<p>{status}</p>" });
+  const dir = tmp.path;
   const yaml = (page: string) =>
     VALID(8080) + `error_pages:\n  5xx: ${dir}/5xx.html\n  "404, 410": ${dir}/${page}\n`;
   await Deno.writeTextFile(`${dir}/ok.yaml`, yaml("5xx.html"));
   await Deno.writeTextFile(`${dir}/bad.yaml`, yaml("gone.html"));
-  try {
-    const ok = await prox(["validate", "-c", `${dir}/ok.yaml`]);
-    assert.equal(ok.code, 0, ok.stderr);
-    assert.ok(ok.stdout.includes('\n  error pages:   5xx, "404, 410"\n'), ok.stdout);
-    const bad = await prox(["validate", "-c", `${dir}/bad.yaml`]);
-    assert.equal(bad.code, 1);
-    assert.equal(
-      bad.stderr.split("\n").slice(0, 2).join("\n"),
-      `${dir}/bad.yaml:10:3: error: error_pages.404, 410: Page file not found: ${dir}/gone.html\n` +
-        "  fix: Create the file or fix the path (relative to the working directory)",
-    );
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  const ok = await prox(["validate", "-c", `${dir}/ok.yaml`]);
+  assert.equal(ok.code, 0, ok.stderr);
+  assert.ok(ok.stdout.includes('\n  error pages:   5xx, "404, 410"\n'), ok.stdout);
+  const bad = await prox(["validate", "-c", `${dir}/bad.yaml`]);
+  assert.equal(bad.code, 1);
+  assert.equal(
+    bad.stderr.split("\n").slice(0, 2).join("\n"),
+    `${dir}/bad.yaml:10:3: error: error_pages.404, 410: Page file not found: ${dir}/gone.html\n` +
+      "  fix: Create the file or fix the path (relative to the working directory)",
+  );
 });
 
 Deno.test("prox validate sums up tls.client_auth: its mode and how revocation is checked", async () => {
-  const dir = await tempDir({});
+  await using tmp = await tempDir({});
+  const dir = tmp.path;
   const tls = `${ROOT}/tests/fixtures/tls`;
   const yaml = (auth: string) =>
     VALID(8443) +
     `tls:\n  cert_path: ${tls}/cert.pem\n  key_path: ${tls}/key.pem\n  client_auth: ${auth}\n`;
-  try {
-    const line = async (auth: string) => {
-      await Deno.writeTextFile(`${dir}/c.yaml`, yaml(auth));
-      const out = await prox(["validate", "-c", `${dir}/c.yaml`]);
-      assert.equal(out.code, 0, out.stderr);
-      return out.stdout.split("\n").find((l) => l.startsWith("  client certs:"));
-    };
-    assert.equal(
-      await line(`{ ca_cert: ${tls}/ca.pem }`),
-      `  client certs:  require (${tls}/ca.pem); revocation: not checked`,
-    );
-    assert.equal(
-      await line(
-        `{ ca_cert: ${tls}/ca.pem, mode: verify_if_given, crl_file: ${tls}/alice-revoked.crl, ocsp: { check: chain } }`,
-      ),
-      `  client certs:  verify_if_given (${tls}/ca.pem); revocation: CRLs (${tls}/alice-revoked.crl; out of date: refuse), OCSP (chain, each certificate's responder; on error: refuse)`,
-    );
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  const line = async (auth: string) => {
+    await Deno.writeTextFile(`${dir}/c.yaml`, yaml(auth));
+    const out = await prox(["validate", "-c", `${dir}/c.yaml`]);
+    assert.equal(out.code, 0, out.stderr);
+    return out.stdout.split("\n").find((l) => l.startsWith("  client certs:"));
+  };
+  assert.equal(
+    await line(`{ ca_cert: ${tls}/ca.pem }`),
+    `  client certs:  require (${tls}/ca.pem); revocation: not checked`,
+  );
+  assert.equal(
+    await line(
+      `{ ca_cert: ${tls}/ca.pem, mode: verify_if_given, crl_file: ${tls}/alice-revoked.crl, ocsp: { check: chain } }`,
+    ),
+    `  client certs:  verify_if_given (${tls}/ca.pem); revocation: CRLs (${tls}/alice-revoked.crl; out of date: refuse), OCSP (chain, each certificate's responder; on error: refuse)`,
+  );
 });
 
 Deno.test("prox validate warns of a regex V8's linear-time engine cannot run (with the shipped V8 flags)", async () => {
@@ -147,7 +142,7 @@ Deno.test("prox validate warns of a regex V8's linear-time engine cannot run (wi
     /^V8_FLAGS := --v8-flags=(\S+)$/m.exec(await Deno.readTextFile(`${ROOT}/Makefile`))![1];
   assert.ok(shipped.split(",").includes("--enable-experimental-regexp-engine"), shipped);
   assert.ok((await Deno.readTextFile(`${ROOT}/deno.json`)).includes(`--v8-flags=${shipped} `));
-  const dir = await tempDir({
+  await using tmp = await tempDir({
     "c.yaml": String.raw`listen_addr: "127.0.0.1:8080"
 health_check: { enabled: false }
 routes:
@@ -159,26 +154,23 @@ routes:
     response_headers: { condition: { path_matches: '^/(a+)+$' }, set: { X-Linear: "1" } }
 `,
   });
-  try {
-    const out = await run(Deno.execPath(), [
-      ...["run", "-A", `--v8-flags=${shipped}`, "--config", `${ROOT}/deno.json`],
-      ...[`${ROOT}/mod.ts`, "validate", "-c", `${dir}/c.yaml`],
-    ], { env: { NO_COLOR: "1" }, timeoutMs: 30_000 });
-    assert.equal(out.code, 0, out.stderr);
-    const warnings = out.stderr.split("\n").filter((l) => l.includes("linear-time engine"));
-    assert.equal(warnings.length, 2, out.stderr);
-    assert.match(
-      warnings[0],
-      /c\.yaml:\d+:\d+: warning: routes\.\/\.path_regex\.match: Regular expression \/\^\/\(a\+\)\+\(\?=x\)\$\//,
-    );
-    assert.match(
-      warnings[1],
-      /request_headers\.condition\.path_matches: Regular expression \/\^\/\(\\w\+\)\/\\1\$\//,
-    );
-    assert.match(out.stderr, /fix: Rewrite it without those constructs/);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  const dir = tmp.path;
+  const out = await run(Deno.execPath(), [
+    ...["run", "-A", `--v8-flags=${shipped}`, "--config", `${ROOT}/deno.json`],
+    ...[`${ROOT}/mod.ts`, "validate", "-c", `${dir}/c.yaml`],
+  ], { env: { NO_COLOR: "1" }, timeoutMs: 30_000 });
+  assert.equal(out.code, 0, out.stderr);
+  const warnings = out.stderr.split("\n").filter((l) => l.includes("linear-time engine"));
+  assert.equal(warnings.length, 2, out.stderr);
+  assert.match(
+    warnings[0],
+    /c\.yaml:\d+:\d+: warning: routes\.\/\.path_regex\.match: Regular expression \/\^\/\(a\+\)\+\(\?=x\)\$\//,
+  );
+  assert.match(
+    warnings[1],
+    /request_headers\.condition\.path_matches: Regular expression \/\^\/\(\\w\+\)\/\\1\$\//,
+  );
+  assert.match(out.stderr, /fix: Rewrite it without those constructs/);
 });
 
 Deno.test("prox --version prints the version and exits 0", async () => {
@@ -247,34 +239,28 @@ Deno.test("prox usage errors exit 2: unknown option, unknown command, --takeover
 });
 
 Deno.test("prox serve --workers 2 with port 0: exit 1, the issue located at listen_addr", async () => {
-  const dir = await tempDir({ "config.yaml": VALID(0) });
-  try {
-    const r = await prox(["serve", "--workers", "2", "-c", `${dir}/config.yaml`]);
-    assert.equal(r.code, 1);
-    assert.match(r.stderr, /config\.yaml:1:1: error: listen_addr: workers: 2 needs a fixed port/);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  await using tmp = await tempDir({ "config.yaml": VALID(0) });
+  const dir = tmp.path;
+  const r = await prox(["serve", "--workers", "2", "-c", `${dir}/config.yaml`]);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /config\.yaml:1:1: error: listen_addr: workers: 2 needs a fixed port/);
 });
 
 Deno.test("prox serve on a port another program holds: exit 1, located at the key, with the fix", async () => {
   using held = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const dir = await tempDir({ "held.yaml": `# held\n${VALID(held.addr.port)}` });
-  try {
-    const r = await prox(["serve", "-c", `${dir}/held.yaml`]);
-    assert.equal(r.code, 1);
-    // It said "Cannot start: Cannot listen on …: Address already in use (os error 98)" only.
-    assert.match(
-      r.stderr,
-      /held\.yaml:2:1: listen_addr: Cannot listen on 127\.0\.0\.1:\d+: Address already in use.*another program listens there: stop it or choose another port/,
-    );
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  await using tmp = await tempDir({ "held.yaml": `# held\n${VALID(held.addr.port)}` });
+  const dir = tmp.path;
+  const r = await prox(["serve", "-c", `${dir}/held.yaml`]);
+  assert.equal(r.code, 1);
+  // It said "Cannot start: Cannot listen on …: Address already in use (os error 98)" only.
+  assert.match(
+    r.stderr,
+    /held\.yaml:2:1: listen_addr: Cannot listen on 127\.0\.0\.1:\d+: Address already in use.*another program listens there: stop it or choose another port/,
+  );
 });
 
 Deno.test("prox validate names the routes forward_auth checks and those it does not", async () => {
-  const dir = await tempDir({
+  await using tmp = await tempDir({
     "auth.yaml": `listen_addr: "127.0.0.1:8080"
 health_check: { enabled: false }
 forward_auth: { url: "http://127.0.0.1:4180/oauth2/auth" }
@@ -284,86 +270,75 @@ routes:
   "/oauth2": { type: proxy, target: "http://127.0.0.1:4180", forward_auth: false }
 `,
   });
-  try {
-    const r = await prox(["validate", "-c", `${dir}/auth.yaml`]);
-    assert.equal(r.code, 0, r.stderr);
-    assert.match(r.stdout, /^ {2}forward auth: {2}2 of 3 routes \(not \/oauth2\)$/m);
-    const plain = await prox(["validate", "-c", `${ROOT}/config.yaml`]);
-    assert.doesNotMatch(plain.stdout, /forward auth/);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  const dir = tmp.path;
+  const r = await prox(["validate", "-c", `${dir}/auth.yaml`]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /^ {2}forward auth: {2}2 of 3 routes \(not \/oauth2\)$/m);
+  const plain = await prox(["validate", "-c", `${ROOT}/config.yaml`]);
+  assert.doesNotMatch(plain.stdout, /forward auth/);
 });
 
 Deno.test("prox validate says who answers HTTP/1.1 without TLS: Prox's own engine unless deno", async () => {
-  const dir = await tempDir({
+  await using tmp = await tempDir({
     "default.yaml": VALID(8080),
     "deno.yaml": VALID(8080) + "protocols: { http1_engine: deno }\n",
   });
-  try {
-    const line = async (file: string) =>
-      (await prox(["validate", "-c", `${dir}/${file}`])).stdout.match(/^ {2}http\/1\.1: +(.*)$/m)
-        ?.[1];
-    assert.equal(await line("default.yaml"), "Prox's own engine (http1_engine: prox)");
-    assert.equal(await line("deno.yaml"), "Deno.serve (http1_engine: deno)");
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  const dir = tmp.path;
+  const line = async (file: string) =>
+    (await prox(["validate", "-c", `${dir}/${file}`])).stdout.match(/^ {2}http\/1\.1: +(.*)$/m)
+      ?.[1];
+  assert.equal(await line("default.yaml"), "Prox's own engine (http1_engine: prox)");
+  assert.equal(await line("deno.yaml"), "Deno.serve (http1_engine: deno)");
 });
 
 Deno.test("prox validate: 0 when valid, 1 with file:line:col when not, 1 when missing", async () => {
-  const dir = await tempDir({
+  await using tmp = await tempDir({
     "ok.yaml": VALID(8080),
     "bad.yaml": VALID(8080) + "helth_check: {}\n",
   });
-  try {
-    const ok = await prox(["validate", "-c", `${dir}/ok.yaml`]);
-    assert.equal(ok.code, 0, ok.stderr);
-    assert.match(ok.stdout, /ok\.yaml is valid/);
-    const bad = await prox(["validate", "-c", `${dir}/bad.yaml`]);
-    assert.equal(bad.code, 1);
-    assert.match(bad.stderr, new RegExp(`${dir}/bad\\.yaml:8:1: error: .*helth_check`));
-    assert.match(bad.stderr, /health_check/, "did-you-mean suggestion");
-    const missing = await prox(["validate", "-c", `${dir}/nope.yaml`]);
-    assert.equal(missing.code, 1);
-    assert.match(missing.stderr, /Cannot read config ".*nope\.yaml": file not found/);
-    // A directory: a located message, not an uncaught error with a stack trace.
-    const directory = await prox(["validate", "-c", dir, "--format", "json"]);
-    assert.equal(directory.code, 1);
-    assert.equal(
-      JSON.parse(directory.stdout).issues[0].message,
-      `Cannot read config "${dir}": it is a directory`,
-    );
-    // serve says the same, not the raw "Is a directory (os error 21): readfile …".
-    const serveDir = await prox(["serve", "-c", dir]);
-    assert.equal(serveDir.code, 1);
-    assert.match(serveDir.stderr, /Cannot read config ".*": it is a directory/);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  const dir = tmp.path;
+  const ok = await prox(["validate", "-c", `${dir}/ok.yaml`]);
+  assert.equal(ok.code, 0, ok.stderr);
+  assert.match(ok.stdout, /ok\.yaml is valid/);
+  const bad = await prox(["validate", "-c", `${dir}/bad.yaml`]);
+  assert.equal(bad.code, 1);
+  assert.match(bad.stderr, new RegExp(`${dir}/bad\\.yaml:8:1: error: .*helth_check`));
+  assert.match(bad.stderr, /health_check/, "did-you-mean suggestion");
+  const missing = await prox(["validate", "-c", `${dir}/nope.yaml`]);
+  assert.equal(missing.code, 1);
+  assert.match(missing.stderr, /Cannot read config ".*nope\.yaml": file not found/);
+  // A directory: a located message, not an uncaught error with a stack trace.
+  const directory = await prox(["validate", "-c", dir, "--format", "json"]);
+  assert.equal(directory.code, 1);
+  assert.equal(
+    JSON.parse(directory.stdout).issues[0].message,
+    `Cannot read config "${dir}": it is a directory`,
+  );
+  // serve says the same, not the raw "Is a directory (os error 21): readfile …".
+  const serveDir = await prox(["serve", "-c", dir]);
+  assert.equal(serveDir.code, 1);
+  assert.match(serveDir.stderr, /Cannot read config ".*": it is a directory/);
 });
 
 Deno.test("prox validate and serve refuse a config over 4 MiB, and /dev/zero, which never ends", async () => {
-  const dir = await tempDir();
-  try {
-    const big = `${dir}/big.yaml`;
-    await Deno.writeFile(big, new Uint8Array(4 * 1024 * 1024 + 1).fill(0x23));
-    for (const file of [big, "/dev/zero"]) {
-      // It read /dev/zero until memory ran out (the 30 s timeout kills it: code 137).
-      for (const cmd of ["validate", "serve"]) {
-        const r = await prox([cmd, "-c", file]);
-        assert.equal(r.code, 1, `${cmd} ${file}: ${r.stderr}`);
-        assert.match(r.stderr, new RegExp(`Cannot read config "${file}": .*4 MiB`), r.stderr);
-        assert.match(r.stderr, /fix: .*4 MiB/, r.stderr);
-      }
+  await using tmp = await tempDir();
+  const dir = tmp.path;
+  const big = `${dir}/big.yaml`;
+  await Deno.writeFile(big, new Uint8Array(4 * 1024 * 1024 + 1).fill(0x23));
+  for (const file of [big, "/dev/zero"]) {
+    // It read /dev/zero until memory ran out (the 30 s timeout kills it: code 137).
+    for (const cmd of ["validate", "serve"]) {
+      const r = await prox([cmd, "-c", file]);
+      assert.equal(r.code, 1, `${cmd} ${file}: ${r.stderr}`);
+      assert.match(r.stderr, new RegExp(`Cannot read config "${file}": .*4 MiB`), r.stderr);
+      assert.match(r.stderr, /fix: .*4 MiB/, r.stderr);
     }
-  } finally {
-    await Deno.remove(dir, { recursive: true });
   }
 });
 
 Deno.test("prox validate and serve say what went wrong reading the config, each with its fix", async () => {
-  const dir = await tempDir({ "ok.yaml": VALID(8080) });
+  await using tmp = await tempDir({ "ok.yaml": VALID(8080) });
+  const dir = tmp.path;
   await Deno.symlink(`${dir}/loop-b`, `${dir}/loop-a`);
   await Deno.symlink(`${dir}/loop-a`, `${dir}/loop-b`);
   await Deno.symlink(`${dir}/gone.yaml`, `${dir}/dangling.yaml`);
@@ -379,81 +354,68 @@ Deno.test("prox validate and serve say what went wrong reading the config, each 
     ["/proc/sys/vm/drop_caches", /permission denied/, /read access/],
     ["/proc/self/mem", /Input\/output error/, /the operating system/],
   ];
-  try {
-    for (const [file, why, fix] of cases) {
-      for (const cmd of ["validate", "serve"]) {
-        const r = await prox([cmd, "-c", file]);
-        assert.equal(r.code, 1, `${cmd} ${file}: ${r.stderr}`);
-        const [said, hint] = r.stderr.split("\n");
-        assert.ok(said.startsWith(`error: Cannot read config "${file}": `), `${cmd}: ${said}`);
-        assert.match(said, why, `${cmd}: ${said}`);
-        assert.ok(hint.startsWith("  fix: "), `${cmd} ${file}: ${r.stderr}`);
-        assert.match(hint, fix, `${cmd}: ${hint}`);
-        if (!/pass the right path/.test(fix.source)) assert.doesNotMatch(hint, /right path/);
-      }
+  for (const [file, why, fix] of cases) {
+    for (const cmd of ["validate", "serve"]) {
+      const r = await prox([cmd, "-c", file]);
+      assert.equal(r.code, 1, `${cmd} ${file}: ${r.stderr}`);
+      const [said, hint] = r.stderr.split("\n");
+      assert.ok(said.startsWith(`error: Cannot read config "${file}": `), `${cmd}: ${said}`);
+      assert.match(said, why, `${cmd}: ${said}`);
+      assert.ok(hint.startsWith("  fix: "), `${cmd} ${file}: ${r.stderr}`);
+      assert.match(hint, fix, `${cmd}: ${hint}`);
+      if (!/pass the right path/.test(fix.source)) assert.doesNotMatch(hint, /right path/);
     }
-  } finally {
-    await Deno.remove(dir, { recursive: true });
   }
 });
 
 Deno.test("prox -c x.yaml serve uses x.yaml (not ./config.yaml); SIGUSR1 drains and exits 0", async () => {
   const port = freePort();
-  const dir = await tempDir({ "x.yaml": VALID(port), "config.yaml": "not: [valid" });
-  try {
-    await using p = spawnProx(["-c", "x.yaml", "serve"], { cwd: dir });
-    await p.waitForOutput("Prox listening");
-    const res = await fetch(`http://127.0.0.1:${port}/a`, { redirect: "manual" });
-    await res.body?.cancel();
-    assert.equal(res.headers.get("location"), "https://example.com/a");
-    // The Rust Prox's "restart" signal: a graceful stop here, never the default kill.
-    p.signal("SIGUSR1");
-    assert.equal((await p.status).code, 0);
-    assert.match(p.output(), /"reason":"SIGUSR1"/);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  await using tmp = await tempDir({ "x.yaml": VALID(port), "config.yaml": "not: [valid" });
+  const dir = tmp.path;
+  await using p = spawnProx(["-c", "x.yaml", "serve"], { cwd: dir });
+  await p.waitForOutput("Prox listening");
+  const res = await fetch(`http://127.0.0.1:${port}/a`, { redirect: "manual" });
+  await res.body?.cancel();
+  assert.equal(res.headers.get("location"), "https://example.com/a");
+  // The Rust Prox's "restart" signal: a graceful stop here, never the default kill.
+  p.signal("SIGUSR1");
+  assert.equal((await p.status).code, 0);
+  assert.match(p.output(), /"reason":"SIGUSR1"/);
 });
 
 Deno.test("--pid-file: a stale file naming another program is replaced quietly; a running Prox with that file is warned about", async () => {
-  const dir = await tempDir({ "a.yaml": VALID(freePort()), "b.yaml": VALID(freePort()) });
+  await using tmp = await tempDir({ "a.yaml": VALID(freePort()), "b.yaml": VALID(freePort()) });
+  const dir = tmp.path;
   const pidFile = `${dir}/prox.pid`;
   // A pid that is alive but no Prox (this test runner): what a stale file shows after a reboot.
   await Deno.writeTextFile(pidFile, `${Deno.pid}\n`);
-  try {
-    await using a = spawnProx(["serve", "-c", "a.yaml", "--pid-file", pidFile], { cwd: dir });
-    await waitFor(async () => Number(await Deno.readTextFile(pidFile)) === a.pid, {
-      what: "a's pid in the pid file",
-    });
-    assert.doesNotMatch(a.output(), /both now serve/);
-    await using b = spawnProx(["serve", "-c", "b.yaml", "--pid-file", pidFile], { cwd: dir });
-    await b.waitForOutput("both now serve this port");
-    for (const p of [a, b]) {
-      p.signal("SIGTERM");
-      assert.equal((await p.status).code, 0, p.output());
-    }
-  } finally {
-    await Deno.remove(dir, { recursive: true });
+  await using a = spawnProx(["serve", "-c", "a.yaml", "--pid-file", pidFile], { cwd: dir });
+  await waitFor(async () => Number(await Deno.readTextFile(pidFile)) === a.pid, {
+    what: "a's pid in the pid file",
+  });
+  assert.doesNotMatch(a.output(), /both now serve/);
+  await using b = spawnProx(["serve", "-c", "b.yaml", "--pid-file", pidFile], { cwd: dir });
+  await b.waitForOutput("both now serve this port");
+  for (const p of [a, b]) {
+    p.signal("SIGTERM");
+    assert.equal((await p.status).code, 0, p.output());
   }
 });
 
 Deno.test("prox without read permission (deno run without -A) says so, not 'file not found' or the welcome page", async () => {
-  const dir = await tempDir({ "config.yaml": VALID(freePort()) });
-  try {
-    for (const args of [["validate"], ["serve"], ["serve", "-c", "config.yaml"]]) {
-      const noRead = ["run", "--allow-env", ...PROX_RUN.slice(2)];
-      const r = await run(Deno.execPath(), [...noRead, ...args], {
-        cwd: dir,
-        env: { NO_COLOR: "1" },
-        timeoutMs: 30_000,
-      });
-      assert.equal(r.code, 1, args.join(" "));
-      assert.match(r.stderr, /Requires read access to "config\.yaml"/, args.join(" "));
-      assert.match(r.stderr, /Prox needs every permission: deno run -A/);
-      assert.doesNotMatch(r.stderr, /file not found|embedded default/);
-    }
-  } finally {
-    await Deno.remove(dir, { recursive: true });
+  await using tmp = await tempDir({ "config.yaml": VALID(freePort()) });
+  const dir = tmp.path;
+  for (const args of [["validate"], ["serve"], ["serve", "-c", "config.yaml"]]) {
+    const noRead = ["run", "--allow-env", ...PROX_RUN.slice(2)];
+    const r = await run(Deno.execPath(), [...noRead, ...args], {
+      cwd: dir,
+      env: { NO_COLOR: "1" },
+      timeoutMs: 30_000,
+    });
+    assert.equal(r.code, 1, args.join(" "));
+    assert.match(r.stderr, /Requires read access to "config\.yaml"/, args.join(" "));
+    assert.match(r.stderr, /Prox needs every permission: deno run -A/);
+    assert.doesNotMatch(r.stderr, /file not found|embedded default/);
   }
 });
 
@@ -571,62 +533,53 @@ Deno.test("prox serve -c - serves the config read once from stdin and says nothi
 });
 
 Deno.test("prox serve --workers 2 -c /dev/stdin < file refuses at once (workers hung on their stdin)", async () => {
-  const dir = await tempDir();
-  try {
-    const file = `${dir}/config.yaml`;
-    await Deno.writeTextFile(file, VALID(freePort()));
-    // A regular file on stdin, not a pipe: each worker opening /dev/stdin got the supervisor's
-    // command pipe instead, waited on it forever, and the supervisor ignored SIGTERM meanwhile.
-    const script = `exec "$0" run -A --config "$1" "$2" serve --workers 2 -c /dev/stdin < "$3"`;
-    const res = await run("sh", [
-      "-c",
-      script,
-      Deno.execPath(),
-      `${ROOT}/deno.json`,
-      `${ROOT}/mod.ts`,
-      file,
-    ], { env: { NO_COLOR: "1" }, timeoutMs: 30_000 });
-    assert.equal(res.code, 1, res.stderr);
-    assert.match(res.stderr, /workers > 1 needs a config file the workers can read too, not stdin/);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  await using tmp = await tempDir();
+  const dir = tmp.path;
+  const file = `${dir}/config.yaml`;
+  await Deno.writeTextFile(file, VALID(freePort()));
+  // A regular file on stdin, not a pipe: each worker opening /dev/stdin got the supervisor's
+  // command pipe instead, waited on it forever, and the supervisor ignored SIGTERM meanwhile.
+  const script = `exec "$0" run -A --config "$1" "$2" serve --workers 2 -c /dev/stdin < "$3"`;
+  const res = await run("sh", [
+    "-c",
+    script,
+    Deno.execPath(),
+    `${ROOT}/deno.json`,
+    `${ROOT}/mod.ts`,
+    file,
+  ], { env: { NO_COLOR: "1" }, timeoutMs: 30_000 });
+  assert.equal(res.code, 1, res.stderr);
+  assert.match(res.stderr, /workers > 1 needs a config file the workers can read too, not stdin/);
 });
 
 Deno.test("prox serve without config.yaml runs the embedded default and says so", async () => {
-  const dir = await tempDir();
-  try {
-    await using p = spawnProx([], { cwd: dir });
-    await p.waitForOutput("embedded default config");
-    // Port 3000 is fixed by the embedded config; another program may hold it on this machine.
-    await p.waitForOutput((o) => o.includes("Prox listening") || o.includes("Cannot start"));
-    if (p.output().includes("Prox listening")) {
-      p.signal("SIGTERM");
-      assert.equal((await p.status).code, 0);
-    } else {
-      assert.match(p.output(), /Address already in use|AddrInUse/i);
-    }
-  } finally {
-    await Deno.remove(dir, { recursive: true });
+  await using tmp = await tempDir();
+  const dir = tmp.path;
+  await using p = spawnProx([], { cwd: dir });
+  await p.waitForOutput("embedded default config");
+  // Port 3000 is fixed by the embedded config; another program may hold it on this machine.
+  await p.waitForOutput((o) => o.includes("Prox listening") || o.includes("Cannot start"));
+  if (p.output().includes("Prox listening")) {
+    p.signal("SIGTERM");
+    assert.equal((await p.status).code, 0);
+  } else {
+    assert.match(p.output(), /Address already in use|AddrInUse/i);
   }
 });
 
 Deno.test("prox serve --workers 2 without config.yaml says so once, not once per process", async () => {
-  const dir = await tempDir();
-  try {
-    await using p = spawnProx(["serve", "--workers", "2"], { cwd: dir });
-    // Port 3000 is fixed by the embedded config; another program may hold it on this machine.
-    await p.waitForOutput((o) =>
-      o.includes("Prox listening with workers") || o.includes("Cannot start worker")
-    );
-    if (p.output().includes("Prox listening with workers")) {
-      p.signal("SIGTERM");
-      assert.equal((await p.status).code, 0, p.output());
-    } else await p.status;
-    assert.equal(p.output().split("No config.yaml found").length - 1, 1, p.output());
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  await using tmp = await tempDir();
+  const dir = tmp.path;
+  await using p = spawnProx(["serve", "--workers", "2"], { cwd: dir });
+  // Port 3000 is fixed by the embedded config; another program may hold it on this machine.
+  await p.waitForOutput((o) =>
+    o.includes("Prox listening with workers") || o.includes("Cannot start worker")
+  );
+  if (p.output().includes("Prox listening with workers")) {
+    p.signal("SIGTERM");
+    assert.equal((await p.status).code, 0, p.output());
+  } else await p.status;
+  assert.equal(p.output().split("No config.yaml found").length - 1, 1, p.output());
 });
 
 Deno.test("SIGTERM: a request still waiting on its upstream at shutdown_timeout gets 503 before exit", async () => {
@@ -730,7 +683,8 @@ Deno.test("shutdown_timeout bounds the drain: a hung request is cut and the proc
 
 Deno.test("signals during startup are not lost: SIGHUP and SIGTERM before listening → clean exit 0", async () => {
   const port = freePort();
-  const dir = await tempDir();
+  await using tmp = await tempDir();
+  const dir = tmp.path;
   // Startup reads the route's CA file; a FIFO holds it there until the test writes the file.
   const fifo = `${dir}/ca.pem`;
   const mk = await run("mkfifo", [fifo]);
@@ -740,27 +694,24 @@ Deno.test("signals during startup are not lost: SIGHUP and SIGTERM before listen
     VALID(port) +
       `  "/up":\n    type: proxy\n    target: "https://127.0.0.1:1"\n    tls:\n      ca_cert: ${fifo}\n`,
   );
-  try {
-    await using p = spawnProx(["serve"], { cwd: dir });
-    // Opening the FIFO for writing returns once Prox opened it for reading: it is mid-startup.
-    const writer = await Deno.open(fifo, { write: true });
-    p.signal("SIGHUP");
-    p.signal("SIGTERM");
-    await p.waitForOutput("Stop signal during startup");
-    await writer.write(await Deno.readFile(`${ROOT}/tests/fixtures/tls/ca.pem`));
-    writer.close();
-    const status = await p.status;
-    assert.equal(status.signal, null, p.output());
-    assert.equal(status.code, 0, p.output());
-    assert.match(p.output(), /"reason":"SIGTERM"/);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  await using p = spawnProx(["serve"], { cwd: dir });
+  // Opening the FIFO for writing returns once Prox opened it for reading: it is mid-startup.
+  const writer = await Deno.open(fifo, { write: true });
+  p.signal("SIGHUP");
+  p.signal("SIGTERM");
+  await p.waitForOutput("Stop signal during startup");
+  await writer.write(await Deno.readFile(`${ROOT}/tests/fixtures/tls/ca.pem`));
+  writer.close();
+  const status = await p.status;
+  assert.equal(status.signal, null, p.output());
+  assert.equal(status.code, 0, p.output());
+  assert.match(p.output(), /"reason":"SIGTERM"/);
 });
 
 Deno.test("prox serve keeps serving when the reader of its stdout goes away (EPIPE on log writes)", async () => {
   const port = freePort();
-  const dir = await tempDir({ "c.yaml": VALID(port) });
+  await using tmp = await tempDir({ "c.yaml": VALID(port) });
+  const dir = tmp.path;
   const child = new Deno.Command(Deno.execPath(), {
     args: [...PROX_RUN, "serve", "-c", "c.yaml"],
     cwd: dir,
@@ -780,13 +731,13 @@ Deno.test("prox serve keeps serving when the reader of its stdout goes away (EPI
     assert.equal((await child.status).code, 0);
   } finally {
     await killed(child);
-    await Deno.remove(dir, { recursive: true });
   }
 });
 
 Deno.test("prox serve survives running out of file descriptors and accepts again once they free up", async () => {
   const port = freePort();
-  const dir = await tempDir({ "c.yaml": VALID(port) });
+  await using tmp = await tempDir({ "c.yaml": VALID(port) });
+  const dir = tmp.path;
   const deno = [Deno.execPath(), ...PROX_RUN];
   const child = new Deno.Command("sh", {
     // A low descriptor limit stands in for a flood of idle connections against the usual 1024.
@@ -816,14 +767,14 @@ Deno.test("prox serve survives running out of file descriptors and accepts again
   } finally {
     for (const c of conns) c.close();
     await killed(child);
-    await Deno.remove(dir, { recursive: true });
   }
 });
 
 Deno.test("prox validate refuses a tls.ca_cert that is a directory or holds no PEM certificate", async () => {
   // Both were "valid": the directory failed start-up unlocated ("Cannot start: Is a directory"),
   // the other file failed every request to the upstream (502, UnknownIssuer).
-  const dir = await tempDir({ "notes.txt": "not a certificate\n" });
+  await using tmp = await tempDir({ "notes.txt": "not a certificate\n" });
+  const dir = tmp.path;
   await Deno.mkdir(`${dir}/certs`);
   const yaml = (ca: string) =>
     VALID(8080) + `  "/api":\n    type: proxy\n    target: "https://127.0.0.1:8443"\n` +
@@ -831,69 +782,59 @@ Deno.test("prox validate refuses a tls.ca_cert that is a directory or holds no P
   await Deno.writeTextFile(`${dir}/dir.yaml`, yaml(`${dir}/certs`));
   await Deno.writeTextFile(`${dir}/text.yaml`, yaml(`${dir}/notes.txt`));
   await Deno.writeTextFile(`${dir}/ok.yaml`, yaml(`${ROOT}/tests/fixtures/tls/ca.pem`));
-  try {
-    const ok = await prox(["validate", "-c", `${dir}/ok.yaml`]);
-    assert.equal(ok.code, 0, ok.stderr);
-    const first = async (file: string) => {
-      const r = await prox(["validate", "-c", `${dir}/${file}`]);
-      assert.equal(r.code, 1, r.stdout);
-      return r.stderr.split("\n")[0];
-    };
-    assert.equal(
-      await first("dir.yaml"),
-      `${dir}/dir.yaml:11:12: error: routes./api.tls.ca_cert: CA certificate ${dir}/certs is ` +
-        "a directory, not a PEM file",
-    );
-    assert.equal(
-      await first("text.yaml"),
-      `${dir}/text.yaml:11:12: error: routes./api.tls.ca_cert: ${dir}/notes.txt holds no PEM ` +
-        "certificate (-----BEGIN CERTIFICATE-----): the upstream's certificate would be rejected",
-    );
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  const ok = await prox(["validate", "-c", `${dir}/ok.yaml`]);
+  assert.equal(ok.code, 0, ok.stderr);
+  const first = async (file: string) => {
+    const r = await prox(["validate", "-c", `${dir}/${file}`]);
+    assert.equal(r.code, 1, r.stdout);
+    return r.stderr.split("\n")[0];
+  };
+  assert.equal(
+    await first("dir.yaml"),
+    `${dir}/dir.yaml:11:12: error: routes./api.tls.ca_cert: CA certificate ${dir}/certs is ` +
+      "a directory, not a PEM file",
+  );
+  assert.equal(
+    await first("text.yaml"),
+    `${dir}/text.yaml:11:12: error: routes./api.tls.ca_cert: ${dir}/notes.txt holds no PEM ` +
+      "certificate (-----BEGIN CERTIFICATE-----): the upstream's certificate would be rejected",
+  );
 });
 
 Deno.test("prox validate locates an {env.} placeholder without a name (it crashed)", async () => {
   // Deno.env.get("") throws: validate said 'Cannot read config "…": Key is an empty string.'
-  const dir = await tempDir();
+  await using tmp = await tempDir();
+  const dir = tmp.path;
   await Deno.writeTextFile(
     `${dir}/c.yaml`,
     VALID(8080) + `  "/api":\n    type: proxy\n    target: "http://127.0.0.1:8081"\n` +
       `    request_headers: { set: { X-A: "{env.}", X-B: "{env.A=B}" } }\n`,
   );
-  try {
-    const r = await prox(["validate", "-c", `${dir}/c.yaml`]);
-    assert.equal(r.code, 1, r.stdout);
-    assert.deepEqual(r.stderr.split("\n").filter((l) => l.includes(": error: ")), [
-      `${dir}/c.yaml:11:31: error: routes./api.request_headers.set.X-A: Environment variable  ` +
-      "is not set (placeholder {env.})",
-    ]);
-    assert.match(r.stderr, /set\.X-B: \{env\.A=B\} is no placeholder: sent as it is/);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  const r = await prox(["validate", "-c", `${dir}/c.yaml`]);
+  assert.equal(r.code, 1, r.stdout);
+  assert.deepEqual(r.stderr.split("\n").filter((l) => l.includes(": error: ")), [
+    `${dir}/c.yaml:11:31: error: routes./api.request_headers.set.X-A: Environment variable  ` +
+    "is not set (placeholder {env.})",
+  ]);
+  assert.match(r.stderr, /set\.X-B: \{env\.A=B\} is no placeholder: sent as it is/);
 });
 
 Deno.test("prox validate says a users_file that is a directory is one (not to grant read access)", async () => {
-  const dir = await tempDir();
+  await using tmp = await tempDir();
+  const dir = tmp.path;
   await Deno.mkdir(`${dir}/htpasswd`);
   await Deno.writeTextFile(
     `${dir}/c.yaml`,
     VALID(8080) + `    basic_auth: { users_file: "${dir}/htpasswd" }\n`,
   );
-  try {
-    const r = await prox(["validate", "-c", `${dir}/c.yaml`]);
-    assert.equal(r.code, 1, r.stdout);
-    const at = r.stderr.split("\n").findIndex((l) => l.includes("users_file: "));
-    assert.deepEqual(r.stderr.split("\n").slice(at, at + 2), [
-      `${dir}/c.yaml:8:19: error: routes./.basic_auth.users_file: ${dir}/htpasswd is a ` +
-      "directory, not a file",
-      "  fix: Name the file itself",
-    ]);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  const r = await prox(["validate", "-c", `${dir}/c.yaml`]);
+  assert.equal(r.code, 1, r.stdout);
+  const at = r.stderr.split("\n").findIndex((l) => l.includes("users_file: "));
+  assert.deepEqual(r.stderr.split("\n").slice(at, at + 2), [
+    `${dir}/c.yaml:8:19: error: routes./.basic_auth.users_file: ${dir}/htpasswd is a ` +
+    "directory, not a file",
+    "  fix: Name the file itself",
+  ]);
 });
 
 Deno.test("prox validate says where an ACME certificate comes from, with which key, and where its state is", async () => {
@@ -901,28 +842,25 @@ Deno.test("prox validate says where an ACME certificate comes from, with which k
     `listen_addr: "127.0.0.1:8443"\nhealth_check: { enabled: false }\ntls:\n  acme:\n` +
     `    enabled: true\n    domains: [a.example]\n    http_listen_addr: "127.0.0.1:8080"\n${extra}` +
     `routes: { "/": { type: proxy, target: "http://127.0.0.1:9000" } }\n`;
-  const dir = await tempDir({
+  await using tmp = await tempDir({
     "le.yaml": acme("    storage_path: /var/lib/prox/acme\n"),
     "zerossl.yaml": acme(
       "    ca_url: https://acme.zerossl.com/v2/DV90\n    eab: { kid: k, hmac_key: abc_-1 }\n" +
         '    key_type: rsa2048\n    redis: { url: "redis://127.0.0.1:6379" }\n',
     ),
   });
-  try {
-    const line = async (file: string) => {
-      const r = await prox(["validate", "-c", `${dir}/${file}`]);
-      assert.equal(r.code, 0, r.stderr);
-      return r.stdout.match(/^ {2}tls: +(.*)$/m)?.[1];
-    };
-    assert.equal(
-      await line("le.yaml"),
-      "ACME (a.example) from Let's Encrypt, http-01, p256 key, state in /var/lib/prox/acme",
-    );
-    assert.equal(
-      await line("zerossl.yaml"),
-      "ACME (a.example) from acme.zerossl.com (EAB), http-01, rsa2048 key, state in Redis",
-    );
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  const dir = tmp.path;
+  const line = async (file: string) => {
+    const r = await prox(["validate", "-c", `${dir}/${file}`]);
+    assert.equal(r.code, 0, r.stderr);
+    return r.stdout.match(/^ {2}tls: +(.*)$/m)?.[1];
+  };
+  assert.equal(
+    await line("le.yaml"),
+    "ACME (a.example) from Let's Encrypt, http-01, p256 key, state in /var/lib/prox/acme",
+  );
+  assert.equal(
+    await line("zerossl.yaml"),
+    "ACME (a.example) from acme.zerossl.com (EAB), http-01, rsa2048 key, state in Redis",
+  );
 });
