@@ -11,6 +11,7 @@ import { parseArgs } from "node:util";
 import { freePort, proxConfig, spawn, startBackend } from "./procs.ts";
 import { ROOT } from "../tests/_harness.ts";
 import { V8_FLAGS } from "../tests/integration/_process.ts";
+import { connectInspector } from "./inspector.ts";
 
 const { values: o } = parseArgs({
   args: Deno.args,
@@ -69,21 +70,8 @@ const load = async (seconds: number): Promise<number> => {
   return Number((o.h2 ? /requests: (\d+) total/ : /(\d+) requests in/).exec(text)?.[1] ?? NaN);
 };
 
-const [target] = await (await fetch(`http://127.0.0.1:${inspectPort}/json/list`)).json();
-const ws = new WebSocket(target.webSocketDebuggerUrl);
-await new Promise((ok) => ws.onopen = ok);
-let id = 0;
-const waiting = new Map<number, (v: { result?: Record<string, unknown> }) => void>();
-ws.onmessage = (e) => {
-  const m = JSON.parse(e.data);
-  waiting.get(m.id)?.(m);
-  waiting.delete(m.id);
-};
-const send = (method: string, params: unknown = {}) =>
-  new Promise<{ result?: Record<string, unknown> }>((ok) => {
-    waiting.set(++id, ok);
-    ws.send(JSON.stringify({ id, method, params }));
-  });
+const inspector = await connectInspector(inspectPort);
+const send = inspector.send;
 
 await load(2); // warm-up: optimized code, pools filled
 await send("HeapProfiler.enable");
@@ -94,7 +82,7 @@ await send("HeapProfiler.startSampling", {
 });
 const requests = await load(Number(o.seconds));
 const { result } = await send("HeapProfiler.stopSampling");
-ws.close();
+inspector.close();
 
 interface Node {
   callFrame: { functionName: string; url: string; lineNumber: number };

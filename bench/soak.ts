@@ -26,6 +26,8 @@ import { parseArgs } from "node:util";
 import { findTool, freePort, ROOT } from "../tests/_harness.ts";
 import { V8_FLAGS } from "../tests/integration/_process.ts";
 import { engineClient } from "./soak_engine.ts";
+import { connectInspector } from "./inspector.ts";
+import type { Inspector } from "./inspector.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -217,25 +219,6 @@ async function start(p: Plan): Promise<Prox> {
 }
 
 // ---- Inspector: sizes of every Map and Set in Prox's heap.
-type Inspector = Awaited<ReturnType<typeof connectInspector>>;
-async function connectInspector(inspectPort: number) {
-  const [target] = await (await fetch(`http://127.0.0.1:${inspectPort}/json/list`)).json();
-  const ws = new WebSocket(target.webSocketDebuggerUrl);
-  await new Promise((ok) => ws.onopen = ok);
-  let id = 0;
-  const waiting = new Map<number, (v: { result?: Record<string, unknown> }) => void>();
-  ws.onmessage = (e) => {
-    const m = JSON.parse(e.data);
-    waiting.get(m.id)?.(m);
-    waiting.delete(m.id);
-  };
-  const send = (method: string, params: unknown = {}) =>
-    new Promise<{ result?: Record<string, unknown> }>((ok) => {
-      waiting.set(++id, ok);
-      ws.send(JSON.stringify({ id, method, params }));
-    });
-  return { send, close: () => ws.close() };
-}
 type Remote = { objectId: string };
 async function collections(inspector: Inspector): Promise<string> {
   const out: string[] = [];
