@@ -982,6 +982,9 @@ export async function startServer(
     get acme() {
       return certs.acme;
     },
+    get onDemand() {
+      return certs.onDemand;
+    },
     logger,
     snapshot: () => current,
     lastReload: reloads.last,

@@ -10,6 +10,7 @@ import type { Listener } from "./adapters/http_serve.ts";
 import type { AdminListener } from "./adapters/admin.ts";
 import type { H3Listener } from "./adapters/h3/mod.ts";
 import type { AcmeController, AcmeTuning } from "./adapters/acme.ts";
+import type { OnDemandCertificates } from "./adapters/acme_on_demand.ts";
 import type { RateLimitStores } from "./adapters/rate_limit_stores.ts";
 import type { WorkerMetrics } from "./adapters/worker_metrics.ts";
 
@@ -113,6 +114,8 @@ export interface ProxServer {
   tcpAddr(name: string): { hostname: string; port: number } | undefined;
   /** The ACME certificate keeper, when `tls.acme` is enabled. */
   readonly acme: AcmeController | null;
+  /** The on-demand certificates, when `tls.acme.on_demand` is set. */
+  readonly onDemand: OnDemandCertificates | null;
 }
 
 /** Thrown when the initial config cannot be loaded; carries the located issues. */

@@ -15,6 +15,9 @@ import type { ListenerPlan } from "./adapters/listener_set.ts";
 import { certificateNotAfter } from "./adapters/admin_status.ts";
 import { CHALLENGE_PREFIX, startAcme } from "./adapters/acme.ts";
 import type { AcmeConfig, AcmeController, AcmeTuning } from "./adapters/acme.ts";
+import { createOnDemand } from "./adapters/acme_on_demand.ts";
+import type { OnDemandCertificates } from "./adapters/acme_on_demand.ts";
+import type { OnDemandHook } from "./adapters/h1/server.ts";
 import { redirectHandler } from "./adapters/https_redirect.ts";
 import { hostTaken, parseRouteKey } from "./domain/router.ts";
 
@@ -40,6 +43,8 @@ export interface CertificateDeps {
 export interface Certificates {
   /** The ACME controller while `tls.acme` is enabled. */
   readonly acme: AcmeController | null;
+  /** The on-demand certificates while `tls.acme.on_demand` is set. */
+  readonly onDemand: OnDemandCertificates | null;
   /**
    * Starts, reconfigures or stops ACME for a config about to be applied, before its listeners
    * bind (and for the serving config again when that one is rejected).
@@ -78,6 +83,13 @@ export function createCertificates(initial: Config, deps: CertificateDeps): Cert
   const { logger } = deps;
   // ACME: a stored certificate is there at once; without one HTTPS starts when it is issued.
   let acme: AcmeController | null = null;
+  let onDemand: OnDemandCertificates | null = null;
+  // One hook for the server's life: listeners keep it across reloads, and it asks the keeper
+  // of the config applied now.
+  const demandHook: OnDemandHook = {
+    certificate: (name) => onDemand?.certificate(name) ?? null,
+    max: () => onDemand?.max() ?? 1,
+  };
   let redirectStatus = initial.http_redirect?.status_code ?? 308;
   /** Whether a route of the config serving now takes a host: only those are redirected. */
   let routed = routedHosts(initial);
@@ -128,6 +140,9 @@ export function createCertificates(initial: Config, deps: CertificateDeps): Cert
     get acme() {
       return acme;
     },
+    get onDemand() {
+      return onDemand;
+    },
     async follow(c) {
       const next = acmeOf(c);
       if (acme && next) await acme.configure(next);
@@ -137,12 +152,19 @@ export function createCertificates(initial: Config, deps: CertificateDeps): Cert
         void acme.close();
         acme = null;
       }
+      if (next?.on_demand && onDemand) onDemand.configure(next);
+      else if (next?.on_demand) onDemand = createOnDemand(next, { ...deps.acme, logger });
+      else if (onDemand) {
+        void onDemand.close();
+        onDemand = null;
+      }
     },
     async plansFor(c) {
       return listenerPlans(c, {
         tls: acmeOf(c) ? acme?.current() ?? served : await readTlsFiles(c),
         sni: await readSniFiles(c),
         clientAuth: await readClientAuth(c),
+        onDemand: acmeOf(c)?.on_demand ? demandHook : undefined,
         serve: serveWithChallenges,
         redirect,
         metrics: deps.metrics,
@@ -174,7 +196,7 @@ export function createCertificates(initial: Config, deps: CertificateDeps): Cert
       return lines.length ? `TLS certificate changed (${lines.join("; ")})` : null;
     },
     async close() {
-      await acme?.close();
+      await Promise.all([acme?.close(), onDemand?.close()]);
     },
   };
 }

@@ -148,6 +148,13 @@ export async function startAcme(
   opts: AcmeTuning & {
     logger: Logger;
     onCertificate: (pair: CertificatePair, facts: CertificateFacts) => Promise<void> | void;
+    /**
+     * Asked right before an order is placed (on-demand TLS: its rate bound); a reason refuses
+     * the order, which then fails and backs off as a failed one does.
+     */
+    mayOrder?: () => string | null;
+    /** An order failed (on-demand TLS: a handshake waiting for it gives up). */
+    onOrderFailed?: (error: string) => void;
   },
 ): Promise<AcmeController> {
   const { logger } = opts;
@@ -375,9 +382,12 @@ export async function startAcme(
             error: shared.error,
             retryInMs: Math.round(left),
           });
+          opts.onOrderFailed?.(shared.error);
           return schedule(left);
         }
       }
+      const refused = opts.mayOrder?.() ?? null;
+      if (refused) throw new Error(refused);
       state = "ordering";
       logger.info("ACME ordering certificate", { domains: config.domains, reason: why });
       const started = performance.now();
@@ -442,6 +452,7 @@ export async function startAcme(
       retryAt = performance.now() + delay;
       retryFor = orderKey;
       schedule(delay);
+      opts.onOrderFailed?.(lastError);
       const backoff = { key: orderKey, failures, retryAt: Date.now() + delay, error: lastError };
       await store.writeBackoff(backoff).catch((e) =>
         logger.warn("Cannot store the ACME back-off", { error: errorText(e) })

@@ -8,7 +8,12 @@ import type { Config } from "../config/schema.ts";
 import type { Handler, Logger, Metrics } from "../ports.ts";
 import { listen } from "./http_serve.ts";
 import { listenH1 } from "./h1/server.ts";
-import type { ConnectionCounts, ConnectionLimits, SniCertificate } from "./h1/server.ts";
+import type {
+  ConnectionCounts,
+  ConnectionLimits,
+  OnDemandHook,
+  SniCertificate,
+} from "./h1/server.ts";
 import type { ClientAuth } from "./h1/tls_client_auth.ts";
 import { revocationCheck } from "../domain/crl.ts";
 import { createOcspChecker } from "./ocsp_check.ts";
@@ -53,6 +58,8 @@ export interface ListenerPlan {
   sni?: SniCertificate[];
   /** `tls.client_auth`, its CA file read (Prox's engine only). */
   clientAuth?: ClientAuth;
+  /** `tls.acme.on_demand`: certificates obtained for names no other holds (Prox's engine only). */
+  onDemand?: OnDemandHook;
 }
 
 /**
@@ -68,6 +75,8 @@ export function listenerPlans(
     sni?: SniCertificate[];
     /** `tls.client_auth`, read (readClientAuth). */
     clientAuth?: ClientAuth;
+    /** `tls.acme.on_demand`'s certificates (one hook for the server's life: no listener change). */
+    onDemand?: OnDemandHook;
     serve: Handler;
     redirect: Handler;
     metrics: Metrics;
@@ -126,6 +135,8 @@ export function listenerPlans(
       ...(o.sni && o.sni.length > 0 ? { sni: o.sni, engine: "prox" as const } : {}),
       // Likewise client certificates, which Deno.serve cannot ask for.
       ...(o.clientAuth ? { clientAuth: o.clientAuth, engine: "prox" as const } : {}),
+      // And on-demand certificates, which need the ClientHello read first.
+      ...(o.onDemand ? { onDemand: o.onDemand, engine: "prox" as const } : {}),
       ...o.tls,
       ...proxied,
     }]
@@ -243,7 +254,7 @@ function fingerprint(plan: ListenerPlan): string {
             JSON.stringify(plan.clientAuth.ocsp?.config ?? null)
           }|${plan.clientAuth.ca}`
           : ""
-      }`
+      }|${plan.onDemand ? "on_demand" : ""}`
       : "deno"
   }`;
 }
@@ -375,6 +386,7 @@ export function createListenerSet(opts: {
                 connectionLimits: limits,
                 sni: plan.sni,
                 clientAuth: auth,
+                onDemand: plan.onDemand,
               })
               : listen(addr, {
                 handler: plan.handler,

@@ -47,6 +47,11 @@ const DESCRIPTIONS: Record<string, string> = {
   password_env: "Environment variable holding the Redis password (instead of putting it in url)",
   eab:
     "External account binding for CAs that require it (ZeroSSL, Google Trust Services): kid and hmac_key (or hmac_key_env) from the CA's account page",
+  on_demand:
+    "On-demand TLS: a certificate ordered during the handshake for a name no certificate holds, when ask allows it: {ask (required), ask_timeout, max_certificates, rate: {orders, per}, timeout}; Prox's engine only",
+  ask: "On-demand TLS: URL asked GET ?domain=<name> before ordering; 200 allows the name",
+  max_certificates:
+    "On-demand certificates held (served, renewed) at once; past it the least recently used is dropped (it stays in storage). Default 1000",
   health_check: "Active health checks of upstream targets",
   slow_start:
     "Duration over which a target back from down or ejected, or added by a reload, ramps from 10 % of its weight to all of it",

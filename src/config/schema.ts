@@ -72,6 +72,22 @@ export const Acme = z.object({
     resolvers: z.array(z.string()).optional(),
     propagation_timeout: Duration.prefault("120s"),
   }).strict().optional(),
+  /**
+   * On-demand TLS (Caddy's on_demand_tls): a ClientHello for a name no certificate holds orders
+   * one for exactly that name during the handshake, when `ask` (GET ?domain=<name>) answers 200.
+   */
+  on_demand: z.object({
+    // Required (validate.ts says so): without it anyone could make Prox order any name.
+    ask: z.string().optional(),
+    // How long the handshake waits for `ask`'s answer.
+    ask_timeout: Duration.prefault("5s"),
+    // On-demand certificates held (served, renewed) at once; the least recently used is dropped.
+    max_certificates: z.int().min(1).max(100_000).default(1000),
+    // At most `orders` new on-demand orders within `per`.
+    rate: z.object({ orders: z.int().min(1), per: Duration }).strict().optional(),
+    // How long a handshake waits for its certificate to be issued.
+    timeout: Duration.prefault("30s"),
+  }).strict().optional(),
 }).strict();
 
 export const Hsts = z.object({

@@ -23,6 +23,7 @@ import {
   checkCaFile,
   checkCrlFile,
   validateHsts,
+  validateOnDemand,
   validatePair,
   validateSni,
 } from "./validate_tls.ts";
@@ -389,6 +390,7 @@ export function validateConfig(
       );
     } else {
       validateAcme(tls.acme, { err, warn, config, env: opts.env });
+      if (tls.acme.on_demand) validateOnDemand(tls.acme.on_demand, { err, warn, config });
       if (tls.sni) validateSni(tls.sni, { err, warn, env: opts.env, config });
     }
     if (tls.hsts) validateHsts(tls.hsts, warn);

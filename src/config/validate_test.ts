@@ -539,3 +539,48 @@ Deno.test("validateConfig warns that tls.ca_cert does nothing beside insecure_sk
   assert.deepEqual(said("ca_cert: ca.pem"), []);
   assert.deepEqual(said("insecure_skip_verify: true"), []);
 });
+
+Deno.test("validateConfig: tls.acme.on_demand needs an http(s) ask endpoint and Prox's engines", () => {
+  const issues = (onDemand: string, extra = "") =>
+    loadConfigText(
+      BASE + extra +
+        "tls:\n  acme:\n    enabled: true\n    domains: [a.example]\n" +
+        `    http_listen_addr: "0.0.0.0:80"\n    on_demand:\n${onDemand}`,
+      { file: "c.yaml", env: { exists: () => true } },
+    ).issues.map((i) => `${i.file}:${i.line}:${i.col}: ${i.severity} ${i.path}: ${i.message}`);
+  assert.deepEqual(issues('      ask: "http://127.0.0.1:9000/allowed"\n'), []);
+  assert.deepEqual(
+    issues(
+      '      ask: "https://auth.internal/allowed"\n      max_certificates: 10\n' +
+        "      rate: { orders: 5, per: 1m }\n      timeout: 20s\n      ask_timeout: 2s\n",
+    ),
+    [],
+  );
+  // Without ask: refused, as anyone could make Prox order any name.
+  const none = issues("      max_certificates: 10\n");
+  assert.equal(none.length, 1, none.join("\n"));
+  assert.match(
+    none[0],
+    /^c\.yaml:9:5: error tls\.acme\.on_demand: on_demand needs an ask endpoint/,
+  );
+  assert.match(
+    issues('      ask: "ftp://x/allowed"\n').join(),
+    /^c\.yaml:10:7: error tls\.acme\.on_demand\.ask: ask URL "ftp:\/\/x\/allowed" is not an http\(s\) URL/,
+  );
+  assert.match(issues('      ask: "not a url"\n').join(), /is not an http\(s\) URL/);
+  // Bounds and shapes come from the schema.
+  assert.match(
+    issues('      ask: "http://h/a"\n      max_certificates: 0\n').join(),
+    /tls\.acme\.on_demand\.max_certificates/,
+  );
+  assert.match(issues('      ask: "http://h/a"\n      rate: { orders: 5 }\n').join(), /per/);
+  // Deno's HTTP server reads no ClientHello: refused; HTTP/3 serves the main certificate only.
+  assert.match(
+    issues('      ask: "http://h/a"\n', "protocols: { http1_engine: deno }\n").join(),
+    /error tls\.acme\.on_demand: tls\.acme\.on_demand needs Prox's own engines/,
+  );
+  assert.match(
+    issues('      ask: "http://h/a"\n', "protocols: { http3_enabled: true }\n").join(),
+    /warning tls\.acme\.on_demand: HTTP\/3 serves only the main certificate/,
+  );
+});

@@ -513,3 +513,48 @@ function readPem(
   }
   return read.text;
 }
+
+/**
+ * `tls.acme.on_demand`: an `ask` endpoint is required (without one anyone who points a name at
+ * Prox makes it order certificates, as Caddy warns), and it must be an http(s) URL; only Prox's
+ * engine reads the ClientHello that triggers an order.
+ */
+export function validateOnDemand(
+  onDemand: NonNullable<NonNullable<NonNullable<Config["tls"]>["acme"]>["on_demand"]>,
+  o: { err: Report; warn: Report; config: Config },
+): void {
+  const at = ["tls", "acme", "on_demand"];
+  if (onDemand.ask === undefined) {
+    o.err(
+      at,
+      "on_demand needs an ask endpoint: without one, anyone who points a name at Prox makes it order certificates",
+      'Add ask: "http://127.0.0.1:9000/allowed" (GET ?domain=<name>; 200 allows the name)',
+    );
+  } else {
+    let url: URL | null = null;
+    try {
+      url = new URL(onDemand.ask);
+    } catch { /* reported below */ }
+    if (!url || (url.protocol !== "https:" && url.protocol !== "http:")) {
+      o.err(
+        [...at, "ask"],
+        `ask URL "${onDemand.ask}" is not an http(s) URL`,
+        "Use a URL such as http://127.0.0.1:9000/allowed",
+      );
+    }
+  }
+  if (o.config.protocols.http1_engine === "deno") {
+    o.err(
+      at,
+      "tls.acme.on_demand needs Prox's own engines: Deno's HTTP server takes one certificate and shows no ClientHello",
+      "Remove http1_engine: deno",
+    );
+  } else if (o.config.protocols.http3_enabled) {
+    o.warn(
+      at,
+      "HTTP/3 serves only the main certificate (Deno's QUIC takes one): clients that ask HTTP/3 " +
+        "for an on-demand name fail there and fall back to HTTP/2",
+      "Leave HTTP/3 off, or accept the fallback",
+    );
+  }
+}

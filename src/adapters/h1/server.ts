@@ -61,7 +61,7 @@ import { setImmediate } from "node:timers";
 import { H2Connection } from "../h2/connection.ts";
 import { PREFACE } from "../h2/frames.ts";
 import { helloScan, MAX_HELLO_BYTES, peekClientHello } from "../../domain/tls_client_hello.ts";
-import { chooseCertificate } from "../../config/cert_names.ts";
+import { certificateCovers, chooseCertificate } from "../../config/cert_names.ts";
 import type { CertificateNames } from "../../config/cert_names.ts";
 import { certificateNames } from "../pem_chain.ts";
 import { CLOSED_EMPTY, readProxied, sendsProxyHeader } from "./proxy_accept.ts";
@@ -165,6 +165,38 @@ export interface SniCertificate {
   names: CertificateNames;
 }
 
+/**
+ * `tls.acme.on_demand`: a certificate for a name no certificate of the listener holds, obtained
+ * while the handshake waits (acme_on_demand.ts); null when refused or failed.
+ */
+export interface OnDemandHook {
+  certificate(
+    name: string,
+  ): { cert: string; key: string } | Promise<{ cert: string; key: string } | null> | null;
+  /** How many on-demand certificates the listener keeps loopback listeners for at once. */
+  max(): number;
+}
+
+/** A relayed client on its way to a loopback TLS listener, by the relay's source port. */
+type RelayedPeers = Map<
+  number,
+  { client: { hostname: string; port: number }; handshaken: () => void }
+>;
+
+/** A loopback TLS listener (one certificate) and the clients relayed to it. */
+interface TlsInner {
+  l: Deno.TlsListener | ClientAuthListener;
+  peers: RelayedPeers;
+}
+
+/** An on-demand certificate's loopback listener: closed once dropped and its relays are done. */
+interface DemandInner extends TlsInner {
+  cert: string;
+  /** Relays to it still before their handshake. */
+  relays: number;
+  retired: boolean;
+}
+
 /** `limits.max_connections` and `max_connections_per_ip`: what one listener keeps open at once. */
 export interface ConnectionLimits {
   total?: number;
@@ -216,14 +248,17 @@ export function listenH1(
     sni?: SniCertificate[];
     /** `tls.client_auth`: clients present certificates (with `cert` and `key`). */
     clientAuth?: ClientAuth;
+    /** `tls.acme.on_demand`: certificates for names no other one holds (with `cert` and `key`). */
+    onDemand?: OnDemandHook;
   },
 ): Listener {
   const tls = opts.cert !== undefined || opts.key !== undefined;
   const pp = opts.proxyProtocol;
   const sni = tls && opts.sni && opts.sni.length > 0 ? opts.sni : null;
   const sniNames = (sni ?? []).map((c) => c.names);
+  const onDemand = tls ? opts.onDemand : undefined;
   // The main certificate's own names: an exact one there beats a tls.sni wildcard.
-  const mainNames = sni ? certificateNames(opts.cert!) : undefined;
+  const mainNames = sni || onDemand ? certificateNames(opts.cert!) : undefined;
   // With PROXY headers and TLS, the header comes before the TLS handshake, which Deno.listenTls
   // would take for its own: the port is plain TCP, and each connection is relayed, after its
   // header, to a TLS listener on 127.0.0.1 (Deno has no server-side TLS on an open connection).
@@ -231,7 +266,9 @@ export function listenH1(
   // picks the loopback listener, one per certificate.
   // With client certificates too: Deno's TLS server cannot ask for them, node:tls's can.
   const clientAuth = tls ? opts.clientAuth : undefined;
-  const tlsOnLoopback = tls && (pp !== undefined || sni !== null || clientAuth !== undefined);
+  // With on-demand certificates likewise: the ClientHello's name may need one obtained first.
+  const tlsOnLoopback = tls &&
+    (pp !== undefined || sni !== null || clientAuth !== undefined || onDemand !== undefined);
   // In the server's order of preference (rustls and node:tls pick the first the client offers).
   // http/1.0 as nginx offers it: a client offering only that (curl --http1.0) was refused the
   // handshake (no_application_protocol), though the engine serves HTTP/1.0.
@@ -256,31 +293,30 @@ export function listenH1(
   /** The loopback TLS listeners: the main certificate's, then one per `sni` certificate. */
   const tlsInners: (Deno.TlsListener | ClientAuthListener)[] = [];
   let ocspWarnedAt = -Infinity;
+  /** A loopback TLS listener serving one certificate. */
+  const listenInner = (pair: { cert?: string; key?: string }) =>
+    clientAuth
+      ? listenClientAuth({ cert: pair.cert!, key: pair.key! }, {
+        auth: clientAuth,
+        alpnProtocols: tlsOptions(pair).alpnProtocols,
+        onRefused: (reason, kind) => {
+          opts.metrics?.tlsClientRefused(kind);
+          opts.logger.debug("TLS client certificate refused", { reason, kind });
+        },
+        onOcspError: (reason) => {
+          // Once a minute at most: a responder that is down would say so per handshake.
+          const t = performance.now();
+          if (t - ocspWarnedAt < 60_000) return;
+          ocspWarnedAt = t;
+          opts.logger.warn("OCSP status not learned; client let in (ocsp.on_error: allow)", {
+            reason,
+          });
+        },
+      })
+      : Deno.listenTls({ hostname: "127.0.0.1", port: 0, ...tlsOptions(pair) });
   try {
     if (tlsOnLoopback) {
-      for (const pair of [opts, ...(sni ?? [])]) {
-        tlsInners.push(
-          clientAuth
-            ? listenClientAuth({ cert: pair.cert!, key: pair.key! }, {
-              auth: clientAuth,
-              alpnProtocols: tlsOptions(pair).alpnProtocols,
-              onRefused: (reason, kind) => {
-                opts.metrics?.tlsClientRefused(kind);
-                opts.logger.debug("TLS client certificate refused", { reason, kind });
-              },
-              onOcspError: (reason) => {
-                // Once a minute at most: a responder that is down would say so per handshake.
-                const t = performance.now();
-                if (t - ocspWarnedAt < 60_000) return;
-                ocspWarnedAt = t;
-                opts.logger.warn("OCSP status not learned; client let in (ocsp.on_error: allow)", {
-                  reason,
-                });
-              },
-            })
-            : Deno.listenTls({ hostname: "127.0.0.1", port: 0, ...tlsOptions(pair) }),
-        );
-      }
+      for (const pair of [opts, ...(sni ?? [])]) tlsInners.push(listenInner(pair));
     }
   } catch (err) {
     for (const l of tlsInners) closeQuietly(l);
@@ -293,9 +329,13 @@ export function listenH1(
   // connect() the same local port for different destinations, so relays to two of them may
   // share one.
   // Each entry also stops the relay's handshake timer once the TLS listener has done the handshake.
-  const tlsPeers = tlsInners.map(() =>
-    new Map<number, { client: { hostname: string; port: number }; handshaken: () => void }>()
-  );
+  const inners: TlsInner[] = tlsInners.map((l) => ({ l, peers: new Map() }));
+  /**
+   * The on-demand certificates' loopback listeners by name, least recently used first (at most
+   * `onDemand.max()`), and those dropped whose relays are not done yet.
+   */
+  const demand = new Map<string, DemandInner>();
+  const retiring = new Set<DemandInner>();
   /** The client connections relayed to it (closed with the listener). */
   const tlsRelayed = new Set<Deno.Conn>();
   /** Settled as each relay to a loopback TLS listener ends (one per relayed connection open). */
@@ -620,8 +660,8 @@ export function listenH1(
     conn: Deno.Conn,
     client: { hostname: string; port: number } | null,
     first: Uint8Array,
-    /** Which loopback listener (certificate): tlsInners' index. */
-    index = 0,
+    /** Which loopback listener (certificate). */
+    target: TlsInner | DemandInner = inners[0],
     /** When the handshake must be done (Date.now() time). */
     deadline = Date.now() + HANDSHAKE_MS,
   ) => {
@@ -634,13 +674,18 @@ export function listenH1(
     const timer = setTimeout(() => closeQuietly(conn), Math.max(0, deadline - Date.now()));
     relaysHandshaking++;
     let pending = true;
+    const dropped = "retired" in target ? target : null;
+    if (dropped) dropped.relays++;
     const handshaken = () => {
       clearTimeout(timer);
-      if (pending) relaysHandshaking--;
+      if (pending) {
+        relaysHandshaking--;
+        if (dropped && --dropped.relays === 0 && dropped.retired) retire(dropped);
+      }
       pending = false;
     };
     try {
-      const inner = tlsInners[index];
+      const inner = target.l;
       to = await Deno.connect({
         hostname: "127.0.0.1",
         // node:tls's listener (client_auth) is bound in the background.
@@ -650,7 +695,7 @@ export function listenH1(
       (conn as Partial<Deno.TcpConn>).setNoDelay?.(true);
       key = (to.localAddr as Deno.NetAddr).port;
       const r = conn.remoteAddr as Deno.NetAddr;
-      tlsPeers[index].set(key, {
+      target.peers.set(key, {
         client: client ?? { hostname: unmapped(r.hostname), port: r.port },
         handshaken,
       });
@@ -661,7 +706,7 @@ export function listenH1(
       // Either side went away, or the TLS listener is gone (closing): both close below.
     } finally {
       handshaken();
-      if (key >= 0) tlsPeers[index].delete(key);
+      if (key >= 0) target.peers.delete(key);
       if (to) closeQuietly(to);
       closeQuietly(conn);
       tlsRelayed.delete(conn);
@@ -682,7 +727,7 @@ export function listenH1(
     first: Uint8Array,
   ) => {
     const deadline = Date.now() + HANDSHAKE_MS;
-    if (!sni) return await relayToTls(conn, client, first, 0, deadline);
+    if (!sni && !onDemand) return await relayToTls(conn, client, first, inners[0], deadline);
     handshaking.add(conn);
     let bytes = first;
     // Each record is read once however many reads bring it (one byte each, from a hostile client).
@@ -711,7 +756,71 @@ export function listenH1(
     if (closed && Date.now() >= graceEnd) return closeQuietly(conn);
     // Not TLS or no name: the main certificate's listener, which answers as before.
     const index = name === null ? 0 : 1 + chooseCertificate(sniNames, name, mainNames);
-    await relayToTls(conn, client, bytes, index, deadline);
+    if (index > 0 || name === null || !onDemand || certificateCovers(mainNames!, name)) {
+      return await relayToTls(conn, client, bytes, inners[index], deadline);
+    }
+    // No certificate holds the name: on demand, the handshake waits for one (refused or failed:
+    // the main certificate's listener answers, and the client refuses its name).
+    let got = onDemand.certificate(name);
+    if (got instanceof Promise) {
+      handshaking.add(conn);
+      try {
+        got = await got;
+      } finally {
+        handshaking.delete(conn);
+      }
+      if (closed && Date.now() >= graceEnd) return closeQuietly(conn);
+    }
+    const target = got ? demandInner(name, got) : null;
+    // The handshake's own time starts once the certificate is there.
+    await relayToTls(
+      conn,
+      client,
+      bytes,
+      target ?? inners[0],
+      got ? Date.now() + HANDSHAKE_MS : deadline,
+    );
+  };
+
+  /** Closes a dropped on-demand listener once no relay to it is before its handshake. */
+  const retire = (d: DemandInner) => {
+    d.retired = true;
+    if (d.relays > 0) return void retiring.add(d);
+    retiring.delete(d);
+    closeQuietly(d.l);
+  };
+
+  /**
+   * The loopback listener of an on-demand certificate: the one there, a new one (renewed: the old
+   * one retires), null when it cannot be bound. Past `max()`, the least recently used retires.
+   */
+  const demandInner = (name: string, pair: { cert: string; key: string }): DemandInner | null => {
+    if (closed) return null;
+    const had = demand.get(name);
+    if (had) demand.delete(name);
+    if (had && had.cert === pair.cert) {
+      demand.set(name, had);
+      return had;
+    }
+    let d: DemandInner;
+    try {
+      d = { l: listenInner(pair), peers: new Map(), cert: pair.cert, relays: 0, retired: false };
+    } catch (err) {
+      opts.logger.warn("Cannot serve on-demand certificate", { name, error: String(err) });
+      if (had) demand.set(name, had);
+      return had ?? null;
+    }
+    const loop = acceptTls(d);
+    acceptingDemand.add(loop);
+    void loop.then(() => acceptingDemand.delete(loop));
+    demand.set(name, d);
+    if (had) retire(had);
+    while (demand.size > Math.max(1, onDemand!.max())) {
+      const [oldest, old] = demand.entries().next().value!;
+      demand.delete(oldest);
+      retire(old);
+    }
+    return d;
   };
 
   /** PROXY header failures: when the next may be logged, and how many were not. */
@@ -861,26 +970,30 @@ export function listenH1(
   // The loopback TLS listener's own loop: only connections the relay made (from 127.0.0.1, on a
   // port it noted) are served; another local process connecting there is closed.
   // It accepts until the listener is closed (a drain's grace after the public one).
-  const acceptingTls = tlsInners.map((tlsInner, i) =>
+  const acceptTls = (inner: TlsInner) =>
     (async () => {
       for (;;) {
         let conn: Deno.TlsConn | ClientAuthConn;
         try {
-          conn = await tlsInner.accept();
+          conn = await inner.l.accept();
         } catch {
-          if (closed) return;
+          if (closed || ("retired" in inner && inner.retired)) return;
           await new Promise((r) => setTimeout(r, 100)); // out of descriptors: as above, later
           continue;
         }
         const r = conn.remoteAddr as Deno.NetAddr;
         void serveTls(conn, () => {
-          const relayed = r.hostname === "127.0.0.1" ? tlsPeers[i].get(r.port) : undefined;
+          const relayed = r.hostname === "127.0.0.1" ? inner.peers.get(r.port) : undefined;
           relayed?.handshaken();
           return relayed?.client;
         });
       }
-    })()
-  );
+    })();
+  const acceptingTls = inners.map(acceptTls);
+  /** The on-demand listeners' loops (each ends as its listener closes). */
+  const acceptingDemand = new Set<Promise<void>>();
+  /** Every loopback listener open: the configured ones, the on-demand ones (kept or retiring). */
+  const allInners = () => [...tlsInners, ...[...demand.values(), ...retiring].map((d) => d.l)];
 
   return {
     hostname: local.hostname,
@@ -890,7 +1003,7 @@ export function listenH1(
     counts,
     recheckClients() {
       let cut = 0;
-      for (const l of tlsInners) if ("recheck" in l) cut += l.recheck();
+      for (const l of allInners()) if ("recheck" in l) cut += l.recheck();
       return cut;
     },
     async shutdown(o) {
@@ -924,10 +1037,10 @@ export function listenH1(
         Date.now() < graceEnd &&
         (handshaking.size > 0 || tlsHandshakes.size > 0 || relaysHandshaking > 0)
       ) await new Promise((r) => setTimeout(r, 10));
-      for (const l of tlsInners) closeQuietly(l);
+      for (const l of allInners()) closeQuietly(l);
       for (const c of handshaking) closeQuietly(c);
       for (const c of tlsHandshakes.keys()) closeQuietly(c);
-      await Promise.all(acceptingTls);
+      await Promise.all([...acceptingTls, ...acceptingDemand]);
       // A handshake that ended within the grace is served (its connection joins `conns` then).
       while (tlsHandshakes.size > 0) await Promise.race(tlsHandshakes.values());
       // Until each connection's serve() has ended, not merely its socket closed: one that waits
@@ -953,7 +1066,7 @@ export function listenH1(
       closed = true;
       draining = true;
       closeQuietly(server);
-      for (const l of tlsInners) closeQuietly(l);
+      for (const l of allInners()) closeQuietly(l);
       clientAuth?.ocsp?.close();
       clearInterval(sweeper);
       clearTimeout(graceTimer);

@@ -1,0 +1,247 @@
+// On-demand TLS (`tls.acme.on_demand`, Caddy's on_demand_tls): a certificate for exactly the name
+// a ClientHello asks for, when no configured certificate holds it and the operator's `ask`
+// endpoint allows it (GET ?domain=<name>, 200 = allowed). Each name gets an ACME keeper of its own
+// (acme.ts, `domains: [name]`): same CA, account and storage, so a restart or another instance
+// loads it from storage instead of ordering again; the store's lock puts orders in turn; it is
+// renewed like the main certificate while held. Bounded throughout: `max_certificates` keepers
+// (least recently used dropped, its files stay), the answers of `ask`, the names that failed.
+
+import type { Logger } from "../ports.ts";
+import { startAcme } from "./acme.ts";
+import type { AcmeConfig, AcmeController, AcmeTuning, CertificatePair } from "./acme.ts";
+import { retryDelay } from "../domain/acme_schedule.ts";
+import { errorText } from "./acme_order.ts";
+
+/** What a listener asks for a name no certificate of its own holds. */
+export interface OnDemandCertificates {
+  /**
+   * The certificate for `name`: at once when held, a promise while `ask` is asked or an order
+   * runs (settles within `on_demand.timeout`), null when refused or failing.
+   */
+  certificate(name: string): CertificatePair | Promise<CertificatePair | null> | null;
+  /** How many on-demand certificates a listener keeps at once (`max_certificates`). */
+  max(): number;
+  /** Applies a reloaded `tls.acme`: another CA or store lets every keeper go. */
+  configure(config: AcmeConfig): void;
+  /** Names held now and orders placed since start (tests, status). */
+  status(): { held: string[]; orders: number };
+  close(): Promise<void>;
+}
+
+/** How long an answer of `ask` is kept: allowed, and refused (or failed). */
+const ALLOWED_MS = 60_000;
+const REFUSED_MS = 10_000;
+/** Bounds on the answers of `ask` and on the names whose order failed, remembered. */
+const MAX_ANSWERS = 10_000;
+const MAX_FAILED = 10_000;
+/** Names being asked about or ordered at once; more are refused until some are done. */
+const MAX_PENDING = 100;
+
+/** A DNS name a certificate may be ordered for: letters, digits, hyphens, a dot, no IP address. */
+const NAME =
+  /^(?=.{1,253}$)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
+
+interface Held {
+  ctl: AcmeController;
+  /** Settles with the error of its first order when that fails. */
+  failed: Promise<string>;
+}
+
+/** On-demand certificates following `config.on_demand` (which must be set). */
+export function createOnDemand(
+  initial: AcmeConfig,
+  opts: AcmeTuning & { logger: Logger },
+): OnDemandCertificates {
+  const { logger } = opts;
+  let config = initial;
+  const od = () => config.on_demand!;
+  /** The keepers, least recently used first. */
+  const held = new Map<string, Held>();
+  const pending = new Map<string, Promise<CertificatePair | null>>();
+  const answers = new Map<string, { allowed: boolean; until: number }>();
+  const failed = new Map<string, { until: number; failures: number }>();
+  /** When the recent first orders went out (`rate`; at most `rate.orders` kept). */
+  let orderTimes: number[] = [];
+  let orders = 0;
+  let closed = false;
+  /** Handshakes waiting for an order: each gives up at its timeout, or at close. */
+  const waiting = new Set<() => void>();
+
+  const bounded = <V>(m: Map<string, V>, max: number) => {
+    while (m.size > max) m.delete(m.keys().next().value!);
+  };
+
+  /** `ask`'s answer for `name` (cached briefly); a failure or timeout refuses. */
+  async function allowed(name: string): Promise<boolean> {
+    const t = performance.now();
+    const known = answers.get(name);
+    if (known && known.until > t) return known.allowed;
+    let ok = false;
+    try {
+      const url = new URL(od().ask!);
+      url.searchParams.set("domain", name);
+      const res = await fetch(url, {
+        redirect: "manual",
+        signal: AbortSignal.timeout(od().ask_timeout),
+      });
+      await res.body?.cancel();
+      ok = res.status === 200;
+      if (!ok) logger.info("ACME on-demand name refused by ask", { name, status: res.status });
+    } catch (err) {
+      logger.warn("ACME on-demand ask endpoint did not answer; name refused", {
+        name,
+        error: errorText(err),
+      });
+    }
+    answers.delete(name);
+    answers.set(name, { allowed: ok, until: performance.now() + (ok ? ALLOWED_MS : REFUSED_MS) });
+    bounded(answers, MAX_ANSWERS);
+    return ok;
+  }
+
+  /** `rate`: whether another first order may go out now (counted when it may). */
+  const rateRefusal = (): string | null => {
+    const rate = od().rate;
+    if (!rate) return null;
+    const t = performance.now();
+    orderTimes = orderTimes.filter((x) => t - x < rate.per);
+    if (orderTimes.length >= rate.orders) {
+      return `Cannot order on demand: tls.acme.on_demand.rate allows ${rate.orders} orders per ${rate.per} ms`;
+    }
+    orderTimes.push(t);
+    return null;
+  };
+
+  /** Lets a keeper go (its files stay in storage). */
+  const drop = (name: string) => {
+    const h = held.get(name);
+    if (!h) return;
+    held.delete(name);
+    void h.ctl.close();
+  };
+
+  /** A name whose first order failed: not tried again for a while (doubling). */
+  const fail = (name: string, error: string) => {
+    drop(name);
+    const failures = (failed.get(name)?.failures ?? 0) + 1;
+    const delay = retryDelay(failures, {
+      random: (opts.random ?? Math.random)(),
+      baseMs: opts.retryBaseMs,
+      maxMs: 3_600_000,
+    });
+    failed.delete(name);
+    failed.set(name, { until: performance.now() + delay, failures });
+    bounded(failed, MAX_FAILED);
+    logger.warn("ACME on-demand certificate not obtained", { name, error, retryInMs: delay });
+  };
+
+  /** The keeper's certificate once there, null on failure or after `timeout`. */
+  function wait(name: string, h: Held): Promise<CertificatePair | null> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    let giveUp = () => {};
+    const timeout = new Promise<null>((r) => {
+      giveUp = () => r(null);
+      timer = setTimeout(giveUp, od().timeout);
+      waiting.add(giveUp);
+    });
+    return Promise.race([
+      h.ctl.ready().then(() => h.ctl.current()),
+      h.failed.then((error) => {
+        if (held.get(name) === h) fail(name, error);
+        return null;
+      }),
+      timeout,
+    ]).finally(() => {
+      clearTimeout(timer);
+      waiting.delete(giveUp);
+    });
+  }
+
+  async function obtain(name: string): Promise<CertificatePair | null> {
+    if (!await allowed(name) || closed) return null;
+    let failedWith = (_: string) => {};
+    const failedPromise = new Promise<string>((r) => failedWith = r);
+    let h: Held | null = null;
+    const ctl = await startAcme(
+      { ...config, domains: [name], on_demand: undefined },
+      {
+        ...opts,
+        // Nothing to swap: the listeners ask for the certificate at each new handshake.
+        onCertificate: () => {},
+        // The rate bounds first orders only; renewals of held certificates go out.
+        mayOrder: () => {
+          if (h?.ctl.current()) return null;
+          const refused = rateRefusal();
+          if (!refused) orders++;
+          return refused;
+        },
+        onOrderFailed: (error) => {
+          if (!h?.ctl.current()) failedWith(error);
+        },
+      },
+    );
+    h = { ctl, failed: failedPromise };
+    if (closed) {
+      void ctl.close();
+      return null;
+    }
+    held.set(name, h);
+    const pair = ctl.current() ?? await wait(name, h);
+    if (pair) trim();
+    return pair;
+  }
+
+  /**
+   * Past `max_certificates`, the least recently used keepers with a certificate go (one still
+   * waiting for its first is not cut short; those are at most MAX_PENDING more).
+   */
+  const trim = () => {
+    for (const [name, h] of held) {
+      if (held.size <= od().max_certificates) return;
+      if (h.ctl.current()) drop(name);
+    }
+  };
+
+  return {
+    certificate(raw) {
+      if (closed) return null;
+      const name = raw.toLowerCase().replace(/\.$/, "");
+      const h = held.get(name);
+      if (h) {
+        held.delete(name);
+        held.set(name, h);
+        return h.ctl.current() ?? wait(name, h);
+      }
+      if (!NAME.test(name)) return null;
+      if ((failed.get(name)?.until ?? 0) > performance.now()) return null;
+      const inFlight = pending.get(name);
+      if (inFlight) return inFlight;
+      if (pending.size >= MAX_PENDING) return null;
+      const p = obtain(name).catch((err) => {
+        fail(name, errorText(err));
+        return null;
+      }).finally(() => pending.delete(name));
+      pending.set(name, p);
+      return p;
+    },
+    max: () => od().max_certificates,
+    configure(next) {
+      const what = (c: AcmeConfig) => JSON.stringify({ ...c, on_demand: 0, domains: 0 });
+      if (what(next) !== what(config)) {
+        for (const name of [...held.keys()]) drop(name);
+        failed.clear();
+      }
+      if (next.on_demand?.ask !== config.on_demand?.ask) answers.clear();
+      config = next;
+      trim();
+    },
+    status: () => ({ held: [...held.keys()], orders }),
+    async close() {
+      closed = true;
+      for (const giveUp of [...waiting]) giveUp();
+      await Promise.all([...held.values()].map((h) => h.ctl.close()));
+      held.clear();
+      await Promise.all(pending.values());
+    },
+  };
+}
