@@ -1,0 +1,120 @@
+import assert from "node:assert/strict";
+import { createOnDemand } from "./acme_on_demand.ts";
+import type { AcmeConfig } from "./acme.ts";
+import type { Logger } from "../ports.ts";
+
+const quiet: Logger = { log() {}, debug() {}, info() {}, warn() {}, error() {} };
+
+/** An ask endpoint answering `status`, after `gate` when given; it notes the names asked. */
+function askServer(status: (name: string) => number, gate?: Promise<void>) {
+  const asked: string[] = [];
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, async (req) => {
+    const name = new URL(req.url).searchParams.get("domain") ?? "";
+    asked.push(name);
+    if (gate) await gate;
+    return new Response(null, { status: status(name) });
+  });
+  return {
+    asked,
+    url: `http://127.0.0.1:${server.addr.port}/allowed`,
+    [Symbol.asyncDispose]: () => server.shutdown(),
+  };
+}
+
+/** A `tls.acme` with on_demand, its CA on a port where nothing listens (every order fails). */
+async function config(ask: string, storage: string): Promise<AcmeConfig> {
+  const dead = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (dead.addr as Deno.NetAddr).port;
+  dead.close();
+  return {
+    enabled: true,
+    domains: ["main.example"],
+    staging: false,
+    ca_url: `https://127.0.0.1:${port}/dir`,
+    storage_path: storage,
+    renewal_days_before_expiry: 30,
+    key_type: "p256",
+    challenge: "http-01",
+    on_demand: { ask, ask_timeout: 2_000, max_certificates: 2, timeout: 5_000 },
+  };
+}
+
+Deno.test("createOnDemand refuses names that are no DNS name without asking", async () => {
+  await using ask = askServer(() => 200);
+  const dir = await Deno.makeTempDir();
+  const od = createOnDemand(await config(ask.url, dir), { logger: quiet });
+  try {
+    for (const name of ["10.0.0.1", "a/b.example", "..example", "example", "a..b", "-a.example"]) {
+      assert.equal(od.certificate(name), null, name);
+    }
+    assert.deepEqual(ask.asked, []);
+  } finally {
+    await od.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("createOnDemand caches ask's refusal and asks once per name in flight", async () => {
+  let release = () => {};
+  const gate = new Promise<void>((r) => release = r);
+  await using ask = askServer(() => 403, gate);
+  const dir = await Deno.makeTempDir();
+  const od = createOnDemand(await config(ask.url, dir), { logger: quiet });
+  try {
+    const first = od.certificate("a.example");
+    assert.ok(first instanceof Promise);
+    // The same name while asked: the same question, not another.
+    assert.equal(od.certificate("A.example."), first);
+    release();
+    assert.equal(await first, null);
+    assert.equal(await od.certificate("a.example"), null);
+    assert.deepEqual(ask.asked, ["a.example"]);
+    assert.deepEqual(od.status(), { held: [], orders: 0 });
+  } finally {
+    await od.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("createOnDemand bounds the names in flight", async () => {
+  let release = () => {};
+  const gate = new Promise<void>((r) => release = r);
+  await using ask = askServer(() => 403, gate);
+  const dir = await Deno.makeTempDir();
+  const od = createOnDemand(await config(ask.url, dir), { logger: quiet });
+  try {
+    const waits = Array.from({ length: 100 }, (_, i) => od.certificate(`n${i}.example`));
+    assert.ok(waits.every((w) => w instanceof Promise));
+    // The 101st is refused at once.
+    assert.equal(od.certificate("n100.example"), null);
+    release();
+    assert.deepEqual(await Promise.all(waits), waits.map(() => null));
+    // Room again.
+    const later = od.certificate("n100.example");
+    assert.ok(later instanceof Promise);
+    assert.equal(await later, null);
+  } finally {
+    await od.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("createOnDemand backs off a name whose order failed, without asking or ordering again", async () => {
+  await using ask = askServer(() => 200);
+  const dir = await Deno.makeTempDir();
+  const warned: string[] = [];
+  const logger: Logger = { ...quiet, warn: (m) => void warned.push(m) };
+  const od = createOnDemand(await config(ask.url, dir), { logger, clientRetries: 0 });
+  try {
+    assert.equal(await od.certificate("a.example"), null);
+    assert.ok(warned.includes("ACME on-demand certificate not obtained"), warned.join("\n"));
+    assert.deepEqual(od.status().held, []);
+    // Held off: refused at once, neither asked nor ordered.
+    assert.equal(od.certificate("a.example"), null);
+    assert.deepEqual(ask.asked, ["a.example"]);
+    assert.equal(od.status().orders, 1);
+  } finally {
+    await od.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
