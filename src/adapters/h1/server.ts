@@ -761,7 +761,9 @@ export function listenH1(
     }
     // No certificate holds the name: on demand, the handshake waits for one (refused or failed:
     // the main certificate's listener answers, and the client refuses its name).
-    let got = onDemand.certificate(name);
+    const key = name.toLowerCase().replace(/\.$/, "");
+    let got = onDemand.certificate(key);
+    const waited = got instanceof Promise;
     if (got instanceof Promise) {
       handshaking.add(conn);
       try {
@@ -771,14 +773,14 @@ export function listenH1(
       }
       if (closed && Date.now() >= graceEnd) return closeQuietly(conn);
     }
-    const target = got ? demandInner(name, got) : null;
-    // The handshake's own time starts once the certificate is there.
+    const target = got ? demandInner(key, got) : null;
+    // The handshake's own time starts once the wait is over.
     await relayToTls(
       conn,
       client,
       bytes,
       target ?? inners[0],
-      got ? Date.now() + HANDSHAKE_MS : deadline,
+      waited ? Date.now() + HANDSHAKE_MS : deadline,
     );
   };
 
@@ -977,7 +979,9 @@ export function listenH1(
         try {
           conn = await inner.l.accept();
         } catch {
-          if (closed || ("retired" in inner && inner.retired)) return;
+          // A dropped on-demand listener is closed once its last relay's handshake is done.
+          const d = "retired" in inner ? inner as DemandInner : null;
+          if (closed || (d?.retired && d.relays === 0)) return;
           await new Promise((r) => setTimeout(r, 100)); // out of descriptors: as above, later
           continue;
         }
