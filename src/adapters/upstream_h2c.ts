@@ -32,7 +32,6 @@ import {
   FrameType,
   FrameWriter,
   MAX_WINDOW,
-  moveWindows,
   PREFACE,
   queueCopy,
   Setting,
@@ -123,7 +122,7 @@ export interface H2cClient {
    */
   send(req: UpstreamRequest, key: string, release: () => void): Promise<Response>;
   /** Sessions and streams per origin key (status pages, tests). */
-  stats(key: string): { sessions: number; idle: number; streams: number };
+  stats(key: string): { sessions: number; idle: number; streams: number; windowWakes: number };
   close(): Promise<void>;
 }
 
@@ -178,7 +177,14 @@ interface Stream {
    * the ticker stamps it), for `idleMs` while `wake` or `windowWake` waits.
    */
   active: number;
+  /** Wakes a request body waiting for window (#passWindow for the connection's). */
   windowWake: (() => void) | null;
+  /** What the body waiting for window has left to send of its chunk. */
+  want: number;
+  /** Connection window set aside for the body woken to send, until it runs (#passWindow). */
+  reserved: number;
+  /** The body waited for window and has not sent since (it is in the queue, or was woken). */
+  waited: boolean;
   /** A request body waits for the connection's writes to drain (the upstream reads nothing). */
   writeWait: boolean;
   /** Bytes the client read that the upstream has not been given window for yet. */
@@ -229,6 +235,14 @@ class Session {
   #maxFrame = 16384;
   /** What Prox may still send on the connection. */
   #sendWindow = 65535;
+  /**
+   * Request bodies waiting for the connection's window (their stream's own is open), in turn: one
+   * that sent goes to the back when it waits again. Those waiting for their stream's window are
+   * not here until a WINDOW_UPDATE or SETTINGS opens it.
+   */
+  readonly #windowWaiters = new Set<Stream>();
+  /** Connection window set aside for bodies woken and not yet run (Stream.reserved). */
+  #reserved = 0;
   /** Bytes read by clients not yet given back to the upstream as connection window. */
   #unacked = 0;
   /** What the upstream may still send on the connection (the window Prox granted). */
@@ -261,6 +275,8 @@ class Session {
   /** When the last stream ended (for the idle sweep); 0.5 while streams are open. */
   idleSince = 0.5;
   readonly done: Promise<void>;
+  /** Request bodies woken by WINDOW_UPDATEs and SETTINGS to send (for tests). */
+  windowWakes = 0;
 
   /** `maxStreams`: assumed until the upstream's SETTINGS come (what its other sessions said). */
   constructor(conn: Transport, source: string, opts: H2cClientOptions, maxStreams: number) {
@@ -395,6 +411,9 @@ class Session {
       sendWindow: this.#initialWindow,
       active: UNSEEN,
       windowWake: null,
+      want: 0,
+      reserved: 0,
+      waited: false,
       writeWait: false,
       unacked: 0,
       recvWindow: STREAM_WINDOW,
@@ -600,10 +619,18 @@ class Session {
     for (;;) {
       if (s.closed || this.closed) return false;
       const left = bytes.length - off;
-      const n = left === 0 ? 0 : Math.min(left, s.sendWindow, this.#sendWindow, this.#maxFrame);
+      // (Window set aside for bodies woken to send is theirs: #passWindow.)
+      const n = left === 0
+        ? 0
+        : Math.min(left, s.sendWindow, this.#sendWindow - this.#reserved, this.#maxFrame);
       if (n <= 0 && left > 0) {
-        await this.#windowWait(s);
+        await this.#windowWait(s, left);
         continue;
+      }
+      if (s.waited) {
+        // Its turn came: it leaves the queue (and goes to its back if it waits again).
+        s.waited = false;
+        this.#windowWaiters.delete(s);
       }
       const last = off + n === bytes.length;
       this.#out.frame(
@@ -630,19 +657,64 @@ class Session {
         await wait;
         s.writeWait = false;
       }
-      if (last) return true;
+      if (last) {
+        // Window it leaves (its chunk sent, the next still to be read): the next in turn.
+        if (this.#windowWaiters.size > 0) this.#passWindow();
+        return true;
+      }
     }
   }
 
   /**
-   * Resolves when a window may have opened. An upstream that neither opens one nor sends
-   * anything on the stream for `timeouts.idle` ends it: a request body would otherwise wait for
-   * good (and hold its slot), also after a whole answer.
+   * Resolves when a window may have opened for the `want` bytes left: in turn for the
+   * connection's where the stream's own is open, else for the stream's. An upstream that neither
+   * opens one nor sends anything on the stream for `timeouts.idle` ends it: a request body would
+   * otherwise wait for good (and hold its slot), also after a whole answer.
    */
-  async #windowWait(s: Stream): Promise<void> {
+  async #windowWait(s: Stream, want: number): Promise<void> {
     s.active = UNSEEN;
+    s.want = want;
+    s.waited = true;
+    if (s.sendWindow > 0) this.#windowWaiters.add(s);
+    // The connection's window its own stream's shut it out of goes to the next in turn.
+    if (this.#windowWaiters.size > 0) this.#passWindow();
     await new Promise<void>((resolve) => s.windowWake = resolve);
     s.windowWake = null;
+    this.#reserved -= s.reserved;
+    s.reserved = 0;
+    if (s.closed || this.closed) {
+      // What was set aside for it goes to the next in turn.
+      s.waited = false;
+      this.#windowWaiters.delete(s);
+      if (this.#windowWaiters.size > 0) this.#passWindow();
+    }
+  }
+
+  /**
+   * Wakes the request bodies waiting for connection window, in turn, until what they may send
+   * uses it up (each's share set aside for it until it runs), rather than all of them for each
+   * WINDOW_UPDATE, each to find the window taken by the first (as the HTTP/2 engine does).
+   */
+  #passWindow(): void {
+    let left = this.#sendWindow - this.#reserved;
+    if (left <= 0) return;
+    for (const s of this.#windowWaiters) {
+      const wake = s.windowWake;
+      if (wake === null) continue; // woken already, not yet run
+      if (s.sendWindow <= 0) {
+        // Shut by a smaller SETTINGS_INITIAL_WINDOW_SIZE: it waits for its stream's window.
+        this.#windowWaiters.delete(s);
+        continue;
+      }
+      const share = Math.min(s.want, s.sendWindow);
+      s.reserved = share;
+      this.#reserved += share;
+      s.windowWake = null;
+      this.windowWakes++;
+      wake();
+      left -= share;
+      if (left <= 0) return;
+    }
   }
 
   /** Ends a stream from this side: RST_STREAM CANCEL, and `err` for whoever waits on it. */
@@ -685,7 +757,12 @@ class Session {
         s.settle = null;
       }
     }
-    s.windowWake?.();
+    const windowWake = s.windowWake;
+    if (windowWake !== null) {
+      // (Taken so #passWindow, before its body runs, does not count it as waiting.)
+      s.windowWake = null;
+      windowWake();
+    }
     s.wake?.();
     s.release();
   }
@@ -936,7 +1013,7 @@ class Session {
           if (this.#sendWindow > MAX_WINDOW) {
             throw new ConnectionError(ErrorCode.FLOW_CONTROL_ERROR, "window past 2^31-1");
           }
-          for (const s of this.#streams.values()) s.windowWake?.();
+          this.#passWindow();
           return;
         }
         const s = this.#streams.get(id);
@@ -957,7 +1034,11 @@ class Session {
           this.#flush();
           return this.#end(s, protocolError(this.source, "overflowed a stream window"));
         }
-        s.windowWake?.();
+        // Its body, if it waits, waits for the connection's window now (woken if there is some).
+        if (s.windowWake !== null && s.sendWindow > 0) {
+          this.#windowWaiters.add(s);
+          this.#passWindow();
+        }
         return;
       }
       case FrameType.PUSH_PROMISE:
@@ -991,8 +1072,17 @@ class Session {
     for (const [key, v] of values) {
       if (key === Setting.MAX_CONCURRENT_STREAMS) this.maxStreams = v;
       else if (key === Setting.INITIAL_WINDOW_SIZE) {
-        moveWindows(this.#streams.values(), v - this.#initialWindow);
+        const delta = v - this.#initialWindow;
+        for (const s of this.#streams.values()) {
+          s.sendWindow += delta;
+          if (s.sendWindow > MAX_WINDOW) {
+            throw new ConnectionError(ErrorCode.FLOW_CONTROL_ERROR, "Stream window overflow");
+          }
+          // A body whose stream's window opened waits for the connection's now.
+          if (delta > 0 && s.windowWake !== null && s.sendWindow > 0) this.#windowWaiters.add(s);
+        }
         this.#initialWindow = v;
+        if (delta > 0) this.#passWindow();
       } else if (key === Setting.MAX_FRAME_SIZE) this.#maxFrame = v;
       // HEADER_TABLE_SIZE: the encoder uses no dynamic table, whatever size is allowed.
     }
@@ -1408,13 +1498,15 @@ export function createH2cClient(opts: H2cClientOptions): H2cClient {
       let streams = 0;
       let sessions = 0;
       let idle = 0;
+      let windowWakes = 0;
       for (const s of list) {
         streams += s.streams;
+        windowWakes += s.windowWakes;
         if (s.closed) continue;
         sessions++;
         if (s.streams === 0) idle++;
       }
-      return { sessions, idle, streams };
+      return { sessions, idle, streams, windowWakes };
     },
     async close(): Promise<void> {
       if (sweeper !== undefined) clearInterval(sweeper);

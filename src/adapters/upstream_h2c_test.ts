@@ -3,6 +3,7 @@
 // answers, malformed answers, and the idle close.
 import assert from "node:assert/strict";
 import { createUpstreamClient } from "./upstream_client.ts";
+import { createH2cClient } from "./upstream_h2c.ts";
 import { BODY_BYTES, RAW_BODY } from "../ports.ts";
 import type { CountedResponse } from "../ports.ts";
 import { rawServer, rejects, request, T, write, writeAll } from "../../tests/_upstream_peers.ts";
@@ -1524,4 +1525,176 @@ Deno.test("h2c: SETTINGS_MAX_CONCURRENT_STREAMS lowered under the streams open: 
     release();
     await client.close();
   }
+});
+
+/**
+ * An upstream that takes `uploads` POSTs of `size` bytes on one connection through the h2c client
+ * itself (its `windowWakes` counted), the client's stream windows `window`, and answers each once
+ * its body is whole (on streams 3, 5, …: a GET on stream 1 goes first, for the SETTINGS to be in
+ * force). `windowUpdate` and the like write frames to the client; `data` counts the DATA bytes
+ * that came on each stream, `order` the streams of the DATA frames in turn.
+ */
+async function waitingUploads(uploads: number, size: number, window: number) {
+  const data = new Map<number, number>();
+  const order: number[] = [];
+  let heads = 0;
+  let pings = 0;
+  let peer!: Peer;
+  const up = h2Server(async (p) => {
+    peer = p;
+    for (;;) {
+      const f = await p.frame();
+      if (f === null) return;
+      if (f.type === FrameType.PING && (f.flags & Flag.ACK)) pings++;
+      if (f.type === FrameType.HEADERS) {
+        p.dec.decode(f.payload, () => {});
+        if (f.flags & Flag.END_STREAM) {
+          // The first request, a GET, that makes sure the SETTINGS are in force.
+          const w = new FrameWriter();
+          p.head(w, f.stream, [[":status", "200"]], true);
+          await p.send(w);
+          continue;
+        }
+        heads++;
+        data.set(f.stream, 0);
+      }
+      if (f.type !== FrameType.DATA) continue;
+      data.set(f.stream, data.get(f.stream)! + f.payload.length);
+      if (f.payload.length > 0) order.push(f.stream);
+      if (f.flags & Flag.END_STREAM) {
+        const w = new FrameWriter();
+        p.head(w, f.stream, [[":status", "200"]], true);
+        await p.send(w);
+      }
+    }
+  }, [[Setting.INITIAL_WINDOW_SIZE, window]]);
+  const client = createH2cClient({
+    maxHeaderBytes: 65536,
+    idleTimeout: 0,
+    connect: () => Deno.connect({ hostname: "127.0.0.1", port: Number(new URL(up.url).port) }),
+  });
+  const first = await client.send(request(`${up.url}/`, { protocol: "h2c" }), "k", () => {});
+  await first.body?.cancel();
+  const answers: Promise<Response>[] = [];
+  for (let i = 0; i < uploads; i++) {
+    const body = new Uint8Array(size);
+    answers.push(
+      client.send(request(`${up.url}/`, { protocol: "h2c", method: "POST", body }), "k", () => {}),
+    );
+  }
+  for (const a of answers) a.catch(() => {}); // a failed assertion closes the client first
+  const total = () => [...data.values()].reduce((a, b) => a + b, 0);
+  const w = new FrameWriter();
+  return {
+    data,
+    order,
+    total,
+    pings: () => pings,
+    wakes: () => client.stats("k").windowWakes,
+    /** Waits until every request's head and `bytes` of their bodies came. */
+    until: (bytes: number) =>
+      waitFor(() => heads === uploads && total() === bytes, { what: `${bytes} bytes` }),
+    async windowUpdate(stream: number, inc: number) {
+      w.u32(FrameType.WINDOW_UPDATE, stream, inc);
+      await peer.send(w);
+    },
+    async settings(values: [number, number][]) {
+      w.settings(values);
+      await peer.send(w);
+    },
+    async ping() {
+      w.frame(FrameType.PING, 0, 0, new Uint8Array(8));
+      await peer.send(w);
+    },
+    /** Writes the frames `write` adds, in one write. */
+    async send(write: (w: FrameWriter) => void) {
+      write(w);
+      await peer.send(w);
+    },
+    /** Every answer came (200), each body whole, but those of the streams `reset`. */
+    async finish(reset: number[] = []) {
+      const all = await Promise.allSettled(answers);
+      for (let i = 0; i < all.length; i++) {
+        const a = all[i];
+        if (reset.includes(3 + 2 * i)) {
+          assert.equal(a.status, "rejected");
+          continue;
+        }
+        assert.equal(a.status, "fulfilled");
+        if (a.status === "fulfilled") {
+          assert.equal(a.value.status, 200);
+          await a.value.body?.cancel();
+        }
+      }
+      for (const [stream, n] of data) {
+        if (!reset.includes(stream)) assert.equal(n, size, `stream ${stream}`);
+      }
+    },
+    async [Symbol.asyncDispose]() {
+      await client.close();
+      await up[Symbol.asyncDispose]();
+    },
+  };
+}
+
+Deno.test("h2c: a connection WINDOW_UPDATE wakes the uploads it has window for, in turn", async () => {
+  // 20 uploads of 20,000 bytes in the connection's 65,535: three go whole, the fourth in part,
+  // and 17 wait. Each WINDOW_UPDATE of 1,000 has room for one of them: waking all 17 for it cost
+  // 17 wake-ups per frame, and the first woke first each time and took every one.
+  await using t = await waitingUploads(20, 20_000, 1 << 20);
+  await t.until(65_535);
+  const served: number[] = [];
+  for (let i = 1; i <= 10; i++) {
+    await t.windowUpdate(0, 1000);
+    await t.until(65_535 + 1000 * i);
+    served.push(t.order.at(-1)!);
+  }
+  assert.equal(new Set(served).size, 10, `streams served: ${served}`);
+  assert.ok(t.wakes() <= 10, `${t.wakes()} wake-ups for 10 WINDOW_UPDATEs`);
+  await t.windowUpdate(0, 20 * 20_000);
+  await t.finish();
+});
+
+Deno.test("h2c: a connection WINDOW_UPDATE does not wake uploads waiting for their stream's window", async () => {
+  await using t = await waitingUploads(20, 20_000, 100);
+  await t.until(2000);
+  await t.windowUpdate(0, 1000);
+  await t.ping();
+  await waitFor(() => t.pings() === 1, { what: "the PING's ACK" });
+  assert.equal(t.wakes(), 0);
+  // A stream's own WINDOW_UPDATE wakes that stream alone.
+  await t.windowUpdate(7, 500);
+  await waitFor(() => t.data.get(7) === 600, { what: "stream 7's 500 bytes" });
+  assert.equal(t.wakes(), 1);
+  assert.equal(t.total(), 2500);
+  for (let i = 0; i < 20; i++) await t.windowUpdate(3 + 2 * i, 20_000);
+  await t.windowUpdate(0, 20 * 20_000);
+  await t.finish();
+});
+
+Deno.test("h2c: a larger SETTINGS_INITIAL_WINDOW_SIZE lets the uploads waiting for their stream's window go on", async () => {
+  await using t = await waitingUploads(20, 20_000, 100);
+  await t.until(2000);
+  await t.settings([[Setting.INITIAL_WINDOW_SIZE, 1100]]);
+  await t.until(20 * 1100);
+  assert.equal(t.wakes(), 20);
+  await t.windowUpdate(0, 20 * 20_000);
+  await t.settings([[Setting.INITIAL_WINDOW_SIZE, 20_000]]);
+  await t.finish();
+});
+
+Deno.test("h2c: window set aside for an upload woken to send goes to the next in turn when its stream is reset first", async () => {
+  // Stream 9 sent part of its body and waits first; the WINDOW_UPDATE sets 1,000 bytes aside for
+  // it, and the RST_STREAM read with it ends it before it runs: the 1,000 go to stream 11.
+  await using t = await waitingUploads(20, 20_000, 1 << 20);
+  await t.until(65_535);
+  await t.send((w) => {
+    w.u32(FrameType.WINDOW_UPDATE, 0, 1000);
+    w.u32(FrameType.RST_STREAM, 9, ErrorCode.CANCEL);
+  });
+  await t.until(66_535);
+  assert.equal(t.data.get(11), 1000);
+  assert.equal(t.wakes(), 2);
+  await t.windowUpdate(0, 20 * 20_000);
+  await t.finish([9]);
 });

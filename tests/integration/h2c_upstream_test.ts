@@ -671,3 +671,60 @@ Deno.test("h2c: timeouts.total ends an exchange the upstream never answers (504)
     await new Promise<void>((resolve) => server.close(() => resolve()));
   }
 });
+
+for (const window of [4096, 1 << 20]) {
+  interopTest(
+    `h2c: many uploads at once through an upstream with small windows each arrive whole (stream windows ${window})`,
+    [
+      "node",
+    ],
+    async () => {
+      // Node's http2 with stream windows of `window` and its connection's 64 KiB, given back as it
+      // reads: 24 uploads of 160 KiB on one connection wait for window again and again, in turn (for
+      // their streams' and the connection's, or for the connection's alone).
+      const script = `
+      const http2 = require("node:http2");
+      const crypto = require("node:crypto");
+      const server = http2.createServer({ settings: { initialWindowSize: ${window} } });
+      let sessions = 0;
+      server.on("session", () => sessions++);
+      server.on("stream", (stream) => {
+        const hash = crypto.createHash("sha256");
+        let n = 0;
+        stream.on("data", (c) => {
+          n += c.length;
+          hash.update(c);
+        });
+        stream.on("end", () => {
+          stream.respond({ ":status": 200, "x-sessions": String(sessions) });
+          stream.end(n + " " + hash.digest("hex"));
+        });
+      });
+      server.listen(0, "127.0.0.1", () => console.log(server.address().port));
+    `;
+      await using up = await nodeServer(script);
+      await using prox = await startProxy(config(`http://127.0.0.1:${up.line}`, false));
+      const size = 160 * 1024;
+      const uploads = Array.from({ length: 24 }, (_, i) => {
+        const body = Uint8Array.from(
+          { length: size },
+          (_, j) => (j * 7 + i * 31 + (j >> 10)) & 0xff,
+        );
+        return { body, sha: crypto.subtle.digest("SHA-256", body) };
+      });
+      const answers = await Promise.all(uploads.map(async ({ body }) => {
+        const res = await fetch(`${prox.url}/up`, { method: "POST", body });
+        return {
+          status: res.status,
+          sessions: res.headers.get("x-sessions"),
+          text: await res.text(),
+        };
+      }));
+      for (let i = 0; i < uploads.length; i++) {
+        const hex = Array.from(new Uint8Array(await uploads[i].sha))
+          .map((b) => b.toString(16).padStart(2, "0")).join("");
+        assert.deepEqual(answers[i], { status: 200, sessions: "1", text: `${size} ${hex}` });
+      }
+    },
+  );
+}

@@ -72,12 +72,6 @@ export class ConnectionError extends Error {
   }
 }
 
-/** A stream's send window, which SETTINGS_INITIAL_WINDOW_SIZE moves. */
-export interface SendWindow {
-  sendWindow: number;
-  windowWake: (() => void) | null;
-}
-
 /**
  * The values of a SETTINGS frame from the peer (RFC 9113 §6.5), or null for an ACK; throws a
  * ConnectionError for a frame of the wrong form and for the values §6.5.2 bounds (an initial
@@ -111,20 +105,6 @@ export function settingsOf(
     out.push([key, value]);
   }
   return out;
-}
-
-/**
- * Moves every stream's send window by `delta` (a new SETTINGS_INITIAL_WINDOW_SIZE), waking the
- * senders when it grew; none may pass 2^31-1 that way either (RFC 9113 §6.9.2).
- */
-export function moveWindows(streams: Iterable<SendWindow>, delta: number): void {
-  for (const s of streams) {
-    s.sendWindow += delta;
-    if (s.sendWindow > MAX_WINDOW) {
-      throw new ConnectionError(ErrorCode.FLOW_CONTROL_ERROR, "Stream window overflow");
-    }
-    if (delta > 0) s.windowWake?.();
-  }
 }
 
 /**
