@@ -55,12 +55,23 @@ const WRITE_HIGH = 256 * 1024;
 /** Streams a session opens at most, whatever the upstream allows (ids are not reused). */
 const STREAMS_PER_SESSION = 1 << 30;
 /**
- * Frames that ask work of Prox without a request (PING, SETTINGS, PRIORITY, unknown types)
- * allowed within CONTROL_PERIOD_MS, plus 10 per request (as Prox's HTTP/2 server allows its
+ * Frames that ask work of Prox without a request (PING, SETTINGS, PRIORITY, empty DATA, unknown
+ * types) allowed within CONTROL_PERIOD_MS, plus 10 per request (as Prox's HTTP/2 server allows its
  * clients): past them the upstream floods, and the connection ends with ENHANCE_YOUR_CALM.
  */
 const CONTROL_BUDGET = 1000;
 const CONTROL_PERIOD_MS = 10_000;
+/**
+ * WINDOW_UPDATEs allowed beyond 10 for each DATA frame Prox sent and 10 for each request (as the
+ * HTTP/2 engine allows its clients, and Envoy's max_inbound_window_update_frames_per_data_frame_
+ * sent): an upstream gives window back as it reads request bodies, or widens a new stream's.
+ */
+const UPDATE_BUDGET = 1000;
+/**
+ * The most values a SETTINGS frame may carry (nghttp2's, CVE-2020-11080): each
+ * SETTINGS_INITIAL_WINDOW_SIZE of a 16 KiB frame's 2,730 would move every open stream's window.
+ */
+const MAX_SETTINGS = 32;
 /** Assumed until the upstream's SETTINGS say otherwise (RFC 9113 §6.5.2 sets no default). */
 const DEFAULT_MAX_STREAMS = 100;
 /**
@@ -268,6 +279,8 @@ class Session {
   /** Control frames left before the upstream counts as flooding (refilled by requests). */
   #controlBudget = CONTROL_BUDGET;
   #controlSince = performance.now();
+  /** WINDOW_UPDATEs left before the upstream counts as flooding (UPDATE_BUDGET). */
+  #updateBudget = UPDATE_BUDGET;
   /** Header block of a HEADERS frame still waiting for its CONTINUATION frames. */
   #pending:
     | { stream: number; end: boolean; parts: Uint8Array[]; bytes: number; frames: number }
@@ -430,6 +443,7 @@ class Session {
     this.#streams.set(id, s);
     this.idleSince = 0.5;
     this.#controlBudget = Math.min(this.#controlBudget + 10, 10 * CONTROL_BUDGET);
+    if (this.#updateBudget < 10 * UPDATE_BUDGET) this.#updateBudget += 10;
 
     const enc = this.#enc.begin()
       .field(":method", req.method)
@@ -643,7 +657,11 @@ class Session {
       this.#sendWindow -= n;
       off += n;
       // An upstream may ping for each DATA frame it gets (gRPC's BDP estimate): not a flood.
-      if (n > 0) this.#controlBudget = Math.min(this.#controlBudget + 1, 10 * CONTROL_BUDGET);
+      // So may it give window back for each (two WINDOW_UPDATEs: the stream's, the connection's).
+      if (n > 0) {
+        this.#controlBudget = Math.min(this.#controlBudget + 1, 10 * CONTROL_BUDGET);
+        if (this.#updateBudget < 10 * UPDATE_BUDGET) this.#updateBudget += 10;
+      }
       if (last && end) {
         s.localEnded = true;
         this.#maybeDone(s);
@@ -1007,6 +1025,10 @@ class Session {
       case FrameType.WINDOW_UPDATE: {
         if (p.length !== 4) throw new ConnectionError(ErrorCode.FRAME_SIZE_ERROR, "WINDOW_UPDATE");
         const inc = ((p[0] & 0x7f) << 24 | p[1] << 16 | p[2] << 8 | p[3]) >>> 0;
+        // A flood of them that lets no DATA go out costs work for nothing.
+        if (--this.#updateBudget < 0) {
+          throw new ConnectionError(ErrorCode.ENHANCE_YOUR_CALM, "too many WINDOW_UPDATEs");
+        }
         if (id === 0) {
           if (inc === 0) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "window increment 0");
           this.#sendWindow += inc;
@@ -1060,6 +1082,9 @@ class Session {
   }
 
   #onSettings(flags: number, id: number, p: Uint8Array): void {
+    if (p.length > 6 * MAX_SETTINGS && !(flags & Flag.ACK)) {
+      throw new ConnectionError(ErrorCode.ENHANCE_YOUR_CALM, "too many values in a SETTINGS");
+    }
     const values = settingsOf(flags, id, p);
     if (values === null) return;
     this.#spend();
@@ -1102,6 +1127,8 @@ class Session {
       len -= pad;
     }
     const s = this.#streams.get(id);
+    // An empty frame that ends nothing (or comes on a stream over) is work for nothing.
+    if (len === off && (s === undefined || !(flags & Flag.END_STREAM))) this.#spend();
     // The whole frame counts against the windows Prox granted, and may not go past them (RFC
     // 9113 §6.9.1): what an upstream sends beyond would wait in memory for the client.
     this.#recvWindow -= p.length;

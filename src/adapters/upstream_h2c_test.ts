@@ -664,6 +664,7 @@ Deno.test("h2c: a body shorter or longer than its content-length fails (RFC 9113
 async function endsCalm(
   flood: (w: FrameWriter, stream: number, p: Peer) => void,
   expected: number = ErrorCode.ENHANCE_YOUR_CALM,
+  answered = false,
 ): Promise<void> {
   let code = -1;
   await using up = h2Server(async (p) => {
@@ -679,7 +680,10 @@ async function endsCalm(
   });
   const client = createUpstreamClient();
   try {
-    await rejects(client.send(request(`${up.url}/`, { protocol: "h2c" })), "protocol");
+    const sent = client.send(request(`${up.url}/`, { protocol: "h2c" }));
+    // (A flood after the answer's head fails its body instead.)
+    if (answered) await rejects((await sent).text(), "protocol");
+    else await rejects(sent, "protocol");
     await waitFor(() => code !== -1);
     assert.equal(code, expected);
   } finally {
@@ -761,6 +765,70 @@ Deno.test("h2c: a flood of PING frames ends the connection (ENHANCE_YOUR_CALM), 
   await endsCalm((w) => {
     for (let i = 0; i < 20_000; i++) w.frame(FrameType.PING, 0, 0, new Uint8Array(8));
   });
+});
+
+Deno.test("h2c: a flood of SETTINGS frames ends the connection (ENHANCE_YOUR_CALM)", async () => {
+  await endsCalm((w) => {
+    for (let i = 0; i < 20_000; i++) w.settings([[Setting.MAX_CONCURRENT_STREAMS, 100]]);
+  });
+});
+
+Deno.test("h2c: a SETTINGS frame of more than 32 values ends the connection (ENHANCE_YOUR_CALM, CVE-2020-11080)", async () => {
+  // 2,000 values, each SETTINGS_INITIAL_WINDOW_SIZE moving every open stream's window.
+  await endsCalm((w) => {
+    const values: [number, number][] = [];
+    for (let i = 0; i < 2000; i++) values.push([Setting.INITIAL_WINDOW_SIZE, 65535 + (i & 1)]);
+    w.settings(values);
+  });
+});
+
+Deno.test("h2c: a flood of WINDOW_UPDATE frames ends the connection (ENHANCE_YOUR_CALM)", async () => {
+  await endsCalm((w, stream) => {
+    for (let i = 0; i < 10_000; i++) {
+      w.u32(FrameType.WINDOW_UPDATE, 0, 1);
+      w.u32(FrameType.WINDOW_UPDATE, stream, 1);
+    }
+  });
+});
+
+Deno.test("h2c: a flood of empty DATA frames ends the connection (ENHANCE_YOUR_CALM), the answer's body failing", async () => {
+  await endsCalm(
+    (w, stream, p) => {
+      p.head(w, stream, [[":status", "200"]], false);
+      for (let i = 0; i < 20_000; i++) w.frame(FrameType.DATA, 0, stream);
+    },
+    ErrorCode.ENHANCE_YOUR_CALM,
+    true,
+  );
+});
+
+Deno.test("h2c: a flood of empty DATA frames on a stream already over ends the connection (ENHANCE_YOUR_CALM)", async () => {
+  let code = -1;
+  await using up = h2Server(async (p) => {
+    const first = (await p.request())!;
+    const w = new FrameWriter();
+    p.head(w, first.stream, [[":status", "204"]], true);
+    await p.send(w);
+    const second = (await p.request())!;
+    for (let i = 0; i < 20_000; i++) w.frame(FrameType.DATA, 0, first.stream);
+    await p.send(w).catch(() => {});
+    void second;
+    for (;;) {
+      const f = await p.frame().catch(() => null);
+      if (f === null) return;
+      if (f.type === FrameType.GOAWAY) code = u32(f.payload, 4);
+    }
+  });
+  const client = createUpstreamClient();
+  try {
+    assert.equal((await client.send(request(`${up.url}/`, { protocol: "h2c" }))).status, 204);
+    // The request not yet answered fails (502).
+    await rejects(client.send(request(`${up.url}/`, { protocol: "h2c" })), "protocol");
+    await waitFor(() => code !== -1);
+    assert.equal(code, ErrorCode.ENHANCE_YOUR_CALM);
+  } finally {
+    await client.close();
+  }
 });
 
 Deno.test("h2c: SETTINGS_INITIAL_WINDOW_SIZE that takes a stream's window past 2^31-1 is a FLOW_CONTROL_ERROR (RFC 9113 §6.9.2)", async () => {
