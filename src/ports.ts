@@ -292,6 +292,16 @@ export interface UpstreamRequest {
  */
 export interface UpstreamClient {
   send(req: UpstreamRequest): Promise<Response>;
+  /**
+   * Takes one of the origin's `upstream_pool` connection places for a connection opened outside
+   * the client (a proxied WebSocket's, which holds it for its whole life): at once, after
+   * waiting in the origin's queue, or rejected as a shed request is (`overloaded`). Resolves with
+   * the function that gives the place back (once; more calls do nothing). Absent: no limits.
+   */
+  hold?(
+    req: Pick<UpstreamRequest, "origin" | "tls" | "proxyHeader">,
+    signal?: AbortSignal,
+  ): (() => void) | Promise<() => void>;
   /** Closes pooled connections. */
   close(): Promise<void>;
 }
@@ -624,6 +634,11 @@ export interface WebSocketProxyRequest {
   localPort?: number;
   /** Called once when a connection that was upgraded ends (or its client never opened). */
   onEnd?: () => void;
+  /**
+   * Called once when the upstream connection is over: closed after the session, refused, never
+   * made, or given up (the `upstream_pool` place the caller took for it goes back then).
+   */
+  release?: () => void;
 }
 
 /**

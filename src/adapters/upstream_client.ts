@@ -52,6 +52,7 @@ export interface UpstreamClientOptions extends Partial<UpstreamPoolOptions> {
 
 /** The client plus pool counters for status pages and tests. */
 export interface PooledUpstreamClient extends UpstreamClient {
+  hold: NonNullable<UpstreamClient["hold"]>;
   /** The live HTTP/1.1 pools by pool key. */
   stats(): OriginStats[];
   /** Every pool by upstream origin, computed now (admin `/status`, metrics). */
@@ -536,6 +537,17 @@ export function createUpstreamClient(opts: UpstreamClientOptions = {}): PooledUp
         return sendEither(key, req);
       }
       return sendH1(key, req);
+    },
+    hold(req, signal) {
+      // A WebSocket's ws:/wss: URL: its connection is one to the http(s) origin.
+      let url = req.origin;
+      if (url.protocol === "ws:" || url.protocol === "wss:") {
+        url = new URL(url.href);
+        url.protocol = url.protocol === "ws:" ? "http:" : "https:";
+      }
+      // Keyed as an HTTP/1.1 request of the same target would be (the upgrade is one).
+      const key = keyOf(url, req.tls) + (req.proxyHeader ? "|proxy" : "");
+      return pool.hold(key, { signal: signal && (() => signal) });
     },
     stats: () => pool.stats(),
     pools() {

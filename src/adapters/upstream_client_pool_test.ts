@@ -194,6 +194,33 @@ Deno.test("upstream pool queues first come first served and sheds past queue_lim
   }
 });
 
+Deno.test("upstream pool: hold takes a connection place (a WebSocket's) that requests and other holds wait for", async () => {
+  await using up = await startUpstream(() => new Response("ok"));
+  const client = createUpstreamClient({ maxConnectionsPerUpstream: 1, queueLimit: 1 });
+  try {
+    // A ws: URL counts against its http: origin.
+    const ws = { origin: new URL(up.url.replace("http:", "ws:")) };
+    const release = client.hold(ws, undefined);
+    assert.equal(typeof release, "function");
+    assert.deepEqual(client.stats().map((s) => [s.open, s.queued, s.opened]), [[1, 0, 1]]);
+    const waiting = client.send(request(up.url));
+    await waitFor(() => client.stats()[0].queued === 1);
+    const shed = await rejects(Promise.resolve(client.hold(ws, undefined)), "overloaded");
+    assert.equal(shed.shed, "queue_full");
+    (release as () => void)();
+    (release as () => void)(); // once only
+    assert.equal(await (await waiting).text(), "ok");
+    assert.deepEqual(client.stats().map((s) => [s.open, s.idle, s.queued]), [[1, 1, 0]]);
+    // At the limit, the idle connection makes room for the next hold.
+    const next = client.hold(ws, undefined);
+    assert.deepEqual(client.stats().map((s) => [s.open, s.idle]), [[1, 0]]);
+    (next as () => void)();
+    assert.deepEqual(client.stats(), []);
+  } finally {
+    await client.close();
+  }
+});
+
 Deno.test("upstream pool sheds a request that waited queue_timeout", async () => {
   let release!: () => void;
   const gate = new Promise<void>((r) => release = r);

@@ -93,6 +93,14 @@ export interface ConnectionPool {
       granted?: () => void;
     },
   ): H1Connection | Promise<H1Connection>;
+  /**
+   * Takes one of `key`'s connection places for a connection opened elsewhere (a WebSocket's),
+   * queueing and shedding as `acquire` does; resolves with the function that gives it back.
+   */
+  hold(
+    key: string,
+    o?: { signal?: () => AbortSignal | undefined },
+  ): (() => void) | Promise<() => void>;
   /** Gives a connection back; it is parked or handed on only when `reusable`. */
   release(key: string, conn: H1Connection, reusable: boolean): void;
   /**
@@ -303,6 +311,75 @@ export function createConnectionPool(opts: UpstreamPoolOptions): ConnectionPool 
     return c;
   };
 
+  /**
+   * Waits in `o`'s queue; `granted` turns what the waiter is given (a handed-over connection, or
+   * null for a place to open one) into its result.
+   */
+  const enqueue = <T>(
+    o: Origin,
+    a: { fresh?: boolean; signal?: () => AbortSignal | undefined; granted?: () => void },
+    granted: (conn: H1Connection | null) => T | Promise<T>,
+  ): Promise<T> =>
+    new Promise<T>((resolve, reject) => {
+      const signal = a.signal?.();
+      if (signal?.aborted) {
+        reject(leftQueue(signal, o.key));
+        return;
+      }
+      const onAbort = () => {
+        if (w.done) return;
+        w.done = true;
+        o.queued--;
+        waiting--;
+        reject(leftQueue(signal, o.key));
+      };
+      const w: Waiter = {
+        done: false,
+        fresh: a.fresh === true,
+        since: performance.now(),
+        grant(conn) {
+          signal?.removeEventListener("abort", onAbort);
+          a.granted?.();
+          try {
+            resolve(granted(conn));
+          } catch (err) {
+            reject(err);
+          }
+        },
+        fail(err) {
+          signal?.removeEventListener("abort", onAbort);
+          reject(err);
+        },
+      };
+      signal?.addEventListener("abort", onAbort, { once: true });
+      // Given-up waiters stay in the array until reached; compact so it stays bounded.
+      if (o.waiters.length > 2 * opts.queueLimit + 16) {
+        o.waiters = o.waiters.filter((x) => !x.done);
+      }
+      o.waiters.push(w);
+      o.queued++;
+      waiting++;
+      if (opts.queueTimeout > 0 && shedder === undefined) {
+        shedder = setInterval(shed, SHED_TICK_MS);
+        Deno.unrefTimer(shedder);
+      }
+    });
+
+  /**
+   * A place taken by a connection the pool does not manage (a WebSocket's): counted as opened
+   * and open until the returned function, which may be called more than once, gives it back.
+   */
+  const held = (o: Origin): () => void => {
+    o.totals.opened++;
+    let done = false;
+    return () => {
+      if (done) return;
+      done = true;
+      o.open--;
+      slotFreed(o);
+    };
+  };
+
   return {
     acquire(key, connect, a = {}) {
       if (closed) {
@@ -342,47 +419,39 @@ export function createConnectionPool(opts: UpstreamPoolOptions): ConnectionPool 
           ),
         );
       }
-      return new Promise<H1Connection>((resolve, reject) => {
-        const signal = a.signal?.();
-        if (signal?.aborted) {
-          reject(leftQueue(signal, key));
-          return;
-        }
-        const onAbort = () => {
-          if (w.done) return;
-          w.done = true;
-          o.queued--;
-          waiting--;
-          reject(leftQueue(signal, key));
-        };
-        const w: Waiter = {
-          done: false,
-          fresh: a.fresh === true,
-          since: performance.now(),
-          grant(conn) {
-            signal?.removeEventListener("abort", onAbort);
-            a.granted?.();
-            if (conn) resolve(conn);
-            else opened(o, connect).then(resolve, reject);
-          },
-          fail(err) {
-            signal?.removeEventListener("abort", onAbort);
-            reject(err);
-          },
-        };
-        signal?.addEventListener("abort", onAbort, { once: true });
-        // Given-up waiters stay in the array until reached; compact so it stays bounded.
-        if (o.waiters.length > 2 * opts.queueLimit + 16) {
-          o.waiters = o.waiters.filter((x) => !x.done);
-        }
-        o.waiters.push(w);
-        o.queued++;
-        waiting++;
-        if (opts.queueTimeout > 0 && shedder === undefined) {
-          shedder = setInterval(shed, SHED_TICK_MS);
-          Deno.unrefTimer(shedder);
-        }
-      });
+      return enqueue(o, a, (conn) => conn ?? opened(o, connect));
+    },
+
+    hold(key, a = {}) {
+      if (closed) {
+        return Promise.reject(
+          new ProxyError("shutting_down", "Upstream client is closed", { sentNothing: true }),
+        );
+      }
+      const o = originOf(key);
+      // At the limit with connections parked: the oldest parked one gives its place up (it would
+      // otherwise hold it until idle_timeout while the WebSocket waited).
+      if (o.open >= opts.maxConnectionsPerUpstream && o.idle.length > 0) {
+        const c = o.idle.shift()!;
+        c.fail(null);
+        all.delete(c);
+        o.open--;
+      }
+      if (o.open < opts.maxConnectionsPerUpstream) {
+        o.open++;
+        return held(o);
+      }
+      if (o.queued >= opts.queueLimit) {
+        return Promise.reject(
+          shedError(
+            key,
+            `Upstream "${key}" has ${o.open} connections busy and ${o.queued} requests waiting`,
+            "queue_full",
+          ),
+        );
+      }
+      // fresh: a connection handed over is closed and its place given instead.
+      return enqueue(o, { ...a, fresh: true }, () => held(o));
     },
 
     release(key, conn, reusable) {

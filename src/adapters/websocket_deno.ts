@@ -92,14 +92,22 @@ export function createWebSocketProxy(opts: WebSocketProxyOptions): WebSocketProx
       let up: Awaited<ReturnType<typeof connectUpstream>>;
       try {
         up = await connectUpstream(target);
+      } catch (err) {
+        target.release?.();
+        throw err;
       } finally {
         settingUp.delete(pending);
       }
-      if ("refused" in up) return refusal(up.refused, WS_UPGRADE in req);
+      if ("refused" in up) {
+        target.release?.();
+        return refusal(up.refused, WS_UPGRADE in req);
+      }
+      // The upstream_pool place goes back with the connection, however the session ends.
+      if (target.release) up.ended.then(target.release);
       // Deno's client accepts a subprotocol it did not offer (RFC 6455 §4.1 says fail): the
       // client got a 101 naming it, which it must refuse, and the upstream a dangling socket.
       if (up.protocol && !target.protocols.includes(up.protocol)) {
-        up.close(1000, "Subprotocol not offered");
+        discard(up, "Subprotocol not offered");
         return badGateway(
           `Upstream chose a WebSocket subprotocol the client did not offer ("${up.protocol}")\n`,
         );
@@ -107,15 +115,13 @@ export function createWebSocketProxy(opts: WebSocketProxyOptions): WebSocketProx
       // Nor does it refuse an extension it did not offer (it offers none; §4.1 says fail): the
       // upstream's compressed frames (RSV1) then failed the connection mid-session.
       if (up.extensions) {
-        up.close(1000, "Extension not offered");
+        discard(up, "Extension not offered");
         return badGateway(
           `Upstream chose a WebSocket extension Prox did not offer ("${up.extensions}")\n`,
         );
       }
       if (req.signal.aborted) {
-        // Read, so that the upstream's answer to the close frame is seen and the connection ends.
-        up.start({ message() {}, closed() {} });
-        up.close(1000, "Client went away");
+        discard(up, "Client went away");
         throw clientGone();
       }
       let upgrade: { socket: ClientSocket; response: Response };
@@ -137,7 +143,7 @@ export function createWebSocketProxy(opts: WebSocketProxyOptions): WebSocketProx
         // request list separated by ", " exactly, and `ws` (among others) sends "a,b".
         if (up.protocol) upgrade.response.headers.set("sec-websocket-protocol", up.protocol);
       } catch (err) {
-        up.close(1000, "Client handshake failed");
+        discard(up, "Client handshake failed");
         throw new ProxyError("bad_request", `Cannot upgrade to WebSocket: ${errText(err)}`, {
           cause: err,
         });
@@ -181,6 +187,12 @@ export function createWebSocketProxy(opts: WebSocketProxyOptions): WebSocketProx
     },
     size: () => live.size,
   };
+}
+
+/** Closes an upstream socket never relayed, reading it so its answer to the close ends it. */
+function discard(up: UpstreamSocket, reason: string): void {
+  up.start({ message() {}, closed() {} });
+  up.close(1000, reason);
 }
 
 /**

@@ -32,6 +32,8 @@ export interface UpstreamSocket {
   readonly extensions: string;
   /** True when awaiting `message` pauses reading from the upstream. */
   readonly pausable: boolean;
+  /** Settles once the upstream connection is closed (a close Prox sent drops it by CLOSE_WAIT_MS). */
+  readonly ended: Promise<void>;
   /** Starts delivering events (messages that arrived earlier are delivered first). */
   start(h: UpstreamHandlers): void;
   send(data: WsData): void;
@@ -276,6 +278,7 @@ async function openStream(t: WebSocketProxyRequest): Promise<UpstreamSocket | Re
     protocol: conn.protocol,
     extensions: conn.extensions,
     pausable: true,
+    ended: closed.then(() => {}),
     start(h) {
       const reader = conn.readable.getReader();
       (async () => {
@@ -335,6 +338,8 @@ async function openWithClient(
   let earlyBytes = 0;
   let ended: { code: number; reason: string } | null = null;
   let closeWait: ReturnType<typeof setTimeout> | undefined;
+  let over = () => {};
+  const gone = new Promise<void>((r) => over = r);
   const opened = new Promise<unknown>((resolve) => {
     let error: unknown = null;
     ws.onopen = () => resolve(null);
@@ -344,6 +349,7 @@ async function openWithClient(
       client.close();
       relay?.close();
       ended = { code: e.code === 0 ? 1006 : e.code, reason: e.reason };
+      over();
       resolve(error ?? new Error("closed during handshake"));
       handlers?.closed(ended.code, ended.reason);
     };
@@ -373,6 +379,7 @@ async function openWithClient(
     protocol: ws.protocol,
     extensions: ws.extensions,
     pausable: false,
+    ended: gone,
     start(h) {
       handlers = h;
       for (const d of early.splice(0)) h.message(d);

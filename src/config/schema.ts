@@ -215,6 +215,7 @@ export const RateLimitStore = z.object({
 }).strict();
 
 export const UpstreamPool = z.object({
+  /** Open connections per origin, WebSockets included: each holds one until it closes. */
   max_connections_per_upstream: z.int().positive().default(256),
   max_idle_per_upstream: z.int().min(0).default(256),
   idle_timeout: Duration.prefault("60s"),

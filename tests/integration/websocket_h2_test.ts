@@ -353,3 +353,35 @@ interopTest("HTTP/2 WebSocket: upgrades on a load_balance route are balanced ove
   assert.deepEqual([a.requests.length, b.requests.length], [2, 2]);
   assert.equal(a.requests[0].url, "/app");
 });
+
+interopTest(
+  "HTTP/2 WebSocket: upstream_pool limits hold: past the limit an upgrade waits or is shed",
+  [
+    "node",
+  ],
+  async () => {
+    await using up = await wsUpstream();
+    await using prox = await startWsProxy(
+      `upstream_pool: { max_connections_per_upstream: 1, queue_limit: 1, queue_timeout: 60s }
+routes: { "/": { type: proxy, target: "http://127.0.0.1:${up.port}" } }
+`,
+      { tls: TLS },
+    );
+    await using c = await client(prox.port);
+    c.send({ op: "open", id: 1 });
+    assert.equal((await c.next(on("response", 1))).status, 200);
+    // The one connection is taken: the next waits, the one after is shed.
+    c.send({ op: "open", id: 3 });
+    c.send({ op: "open", id: 5 });
+    const shed = await c.next(on("response", 5));
+    assert.equal(shed.status, 503);
+    assert.equal((shed.headers as Record<string, string>)["retry-after"], "1");
+    assert.equal(up.requests.length, 1);
+    // The first closes: the waiting one gets its connection.
+    c.send({ op: "close", id: 1, code: 1000 });
+    assert.equal((await c.next(on("response", 3))).status, 200);
+    c.send({ op: "text", id: 3, data: "after" });
+    assert.equal((await c.next(on("text", 3))).data, "after");
+    assert.equal(up.requests.length, 2);
+  },
+);

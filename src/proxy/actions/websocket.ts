@@ -221,7 +221,11 @@ export async function websocketAction(
     };
   };
   const client: UpstreamClient = {
-    send: (u) => {
+    send: async (u) => {
+      // The connection counts against its origin's upstream_pool limits for its whole life
+      // (waits or is shed as a request is); the adapter gives the place back when it closes.
+      const slot = deps.upstream.hold?.(u, original.signal);
+      const release = slot instanceof Promise ? await slot : slot;
       const t = target(ctx.upstream!);
       // A unix: origin has no URL origin ("null"): the handshake names localhost, as requests do.
       const unix = u.origin.protocol === "unix:";
@@ -248,6 +252,7 @@ export async function websocketAction(
         requestId: ctx.requestId,
         localPort: ctx.info.localPort,
         onEnd: t.onEnd,
+        release,
       }).then(t.opened);
     },
     close: () => Promise.resolve(),
@@ -264,6 +269,10 @@ export async function websocketAction(
     ctx.upstreamMs = deps.clock.monotonic() - t0;
     return res;
   } catch (err) {
+    // Shed by upstream_pool (503 with Retry-After): forward() counts it on the other routes.
+    if (err instanceof ProxyError && err.kind === "overloaded" && route.type === "websocket") {
+      deps.metrics.upstreamShed(route.target, err.shed ?? "queue_full");
+    }
     if (!(err instanceof ProxyError) || (err.kind !== "connect" && err.kind !== "timeout")) {
       throw err;
     }

@@ -1,0 +1,274 @@
+// WebSockets under `upstream_pool`: a proxied WebSocket holds its upstream connection for its
+// whole life, so it takes one of its target's connections until either side closes, waits in the
+// queue or is shed (503, Retry-After) like any request, and shows in the pool's figures and
+// prox_upstream_shed_total. Real `ws` peers on both sides; the pool read from admin /status.
+import assert from "node:assert/strict";
+import { waitFor } from "../_harness.ts";
+import { startServer } from "../../src/server.ts";
+import { silentLogger } from "../../src/ports.ts";
+import type { ProxServer } from "../../src/server.ts";
+import { closed, connect, echo, messages, WsClient, wsUpstream } from "./_ws.ts";
+import type { WsUpstream } from "./_ws.ts";
+
+const TOKEN = "ws-pool-token";
+const auth = { authorization: `Bearer ${TOKEN}` };
+
+interface Prox extends AsyncDisposable {
+  server: ProxServer;
+  ws: string;
+  http: string;
+  /** The pool figures of target `url` from /status (null: none known). */
+  pool(
+    url: string,
+  ): Promise<{ busy: number; idle: number; waiting: number; opened: number } | null>;
+  status(url: string): Promise<{ ejectedForMs: number; drained: boolean; inFlight: number }>;
+  /** A series' value from /metrics, or undefined. */
+  metric(series: string): Promise<number | undefined>;
+  admin: string;
+}
+
+async function startProx(yaml: string): Promise<Prox> {
+  const server = await startServer({
+    text: `listen_addr: "127.0.0.1:0"
+admin: { listen_addr: "127.0.0.1:0", token: "${TOKEN}" }
+health_check: { enabled: false }
+${yaml}`,
+    name: "test.yaml",
+  }, { logger: silentLogger, version: "test" });
+  const admin = `http://127.0.0.1:${server.admin!.port}`;
+  const row = async (url: string) => {
+    const res = await fetch(`${admin}/status`, { headers: auth });
+    assert.equal(res.status, 200);
+    const body = await res.json() as { upstreams: Record<string, unknown>[] };
+    return body.upstreams.find((u) => u.url === url)!;
+  };
+  return {
+    server,
+    admin,
+    ws: `ws://127.0.0.1:${server.port}`,
+    http: `http://127.0.0.1:${server.port}`,
+    pool: async (url) => (await row(url)).pool as never,
+    status: async (url) => (await row(url)) as never,
+    async metric(series) {
+      const text = await (await fetch(`${admin}/metrics`, { headers: auth })).text();
+      const line = text.split("\n").find((l) => l.startsWith(`${series} `));
+      return line === undefined ? undefined : Number(line.slice(series.length + 1));
+    },
+    async [Symbol.asyncDispose]() {
+      await server.shutdown();
+    },
+  };
+}
+
+/** The upgrade's refusal: its HTTP status and headers, or null when it opened (then closed). */
+async function refusal(url: string): Promise<{ status: number; retryAfter: string | null } | null> {
+  return await new Promise((resolve, reject) => {
+    const ws = new WsClient(url);
+    ws.once("open", () => {
+      ws.close();
+      resolve(null);
+    });
+    ws.once("unexpected-response", (_req, res) => {
+      res.resume();
+      res.on("end", () => {
+        resolve({
+          status: res.statusCode!,
+          retryAfter: (res.headers["retry-after"] as string | undefined) ?? null,
+        });
+        ws.terminate();
+      });
+    });
+    ws.once("error", (e) => {
+      if (!/Unexpected server response/.test(String(e))) reject(e);
+    });
+  });
+}
+
+/** Waits until the upstream has `n` sockets and Prox's pool for it `n` busy connections. */
+async function settled(prox: Prox, up: WsUpstream, target: string, n: number) {
+  await waitFor(async () => up.sockets.size === n && (await prox.pool(target))?.busy === n, {
+    what: `${n} WebSocket(s) at the upstream and in the pool`,
+  });
+}
+
+for (const type of ["proxy", "websocket"] as const) {
+  Deno.test(`upstream_pool: a WebSocket on a ${type} route takes a connection for its life; past the limit it is shed, and the slot comes back when either side closes`, async () => {
+    await using up = await wsUpstream();
+    const target = `http://127.0.0.1:${up.port}`;
+    await using prox = await startProx(`
+upstream_pool: { max_connections_per_upstream: 1, queue_limit: 0 }
+routes:
+  "/api": { type: proxy, target: "${target}" }
+  "/": { type: ${type}, target: "${type === "websocket" ? up.url : target}" }
+`);
+    const a = await connect(`${prox.ws}/a`);
+    await settled(prox, up, target, 1);
+    // The one connection is taken: a second WebSocket, and an ordinary request, are shed.
+    assert.deepEqual(await refusal(`${prox.ws}/b`), { status: 503, retryAfter: "1" });
+    const shedHttp = await fetch(`${prox.http}/api/x`);
+    await shedHttp.body?.cancel();
+    assert.equal(shedHttp.status, 503);
+    assert.equal(up.sockets.size, 1, "the upstream saw one WebSocket");
+    // Counted under the target as the route names it (one of each for the `websocket` route's
+    // WebSocket and the proxy route's request, which name it apart).
+    const shed = (backend: string) =>
+      prox.metric(`prox_upstream_shed_total{backend="${backend}",reason="queue_full"}`);
+    if (type === "proxy") assert.equal(await shed(target), 2);
+    else assert.deepEqual([await shed(up.url), await shed(target)], [1, 1]);
+    // The client closes: the slot comes back.
+    a.close(1000);
+    await closed(a);
+    await settled(prox, up, target, 0);
+    const b = await connect(`${prox.ws}/b`);
+    b.send("hi");
+    assert.equal(String((await messages(b, 1))[0].data), "hi");
+    await settled(prox, up, target, 1);
+    // The upstream closes: the slot comes back too.
+    const bClosed = closed(b);
+    for (const s of up.sockets) s.close(4000, "bye");
+    assert.equal((await bClosed).code, 4000);
+    await settled(prox, up, target, 0);
+    const c = await connect(`${prox.ws}/c`);
+    c.close();
+    await closed(c);
+    await settled(prox, up, target, 0);
+    assert.equal((await prox.pool(target))!.opened, 3, "each WebSocket opened one connection");
+  });
+}
+
+Deno.test("upstream_pool: a WebSocket past the limit waits in the queue for a connection", async () => {
+  await using up = await wsUpstream();
+  const target = `http://127.0.0.1:${up.port}`;
+  await using prox = await startProx(`
+upstream_pool: { max_connections_per_upstream: 1, queue_limit: 4, queue_timeout: 60s }
+routes: { "/": { type: proxy, target: "${target}" } }
+`);
+  const a = await connect(prox.ws);
+  await settled(prox, up, target, 1);
+  let bOpen = false;
+  const b = connect(prox.ws).then((ws) => (bOpen = true, ws));
+  await waitFor(async () => (await prox.pool(target))?.waiting === 1, { what: "b queued" });
+  assert.equal(bOpen, false);
+  assert.equal(up.sockets.size, 1);
+  a.close();
+  const ws = await b;
+  ws.send("queued");
+  assert.equal(String((await messages(ws, 1))[0].data), "queued");
+  await settled(prox, up, target, 1);
+  ws.close();
+  await closed(ws);
+  await settled(prox, up, target, 0);
+});
+
+Deno.test("upstream_pool: at the limit, an idle kept-alive connection makes room for a WebSocket", async () => {
+  await using up = await wsUpstream();
+  const target = `http://127.0.0.1:${up.port}`;
+  // The ws server answers plain HTTP requests with 426, on a connection it keeps alive.
+  await using prox = await startProx(`
+upstream_pool: { max_connections_per_upstream: 1, queue_limit: 0 }
+routes: { "/": { type: proxy, target: "${target}" } }
+`);
+  const res = await fetch(`${prox.http}/plain`);
+  await res.body?.cancel();
+  await waitFor(async () => (await prox.pool(target))?.idle === 1, { what: "one idle" });
+  const ws = await connect(prox.ws);
+  await settled(prox, up, target, 1);
+  assert.equal((await prox.pool(target))!.idle, 0);
+  ws.close();
+  await closed(ws);
+  await settled(prox, up, target, 0);
+});
+
+Deno.test("upstream_pool: a WebSocket that waited past queue_timeout is shed with 503", async () => {
+  await using up = await wsUpstream();
+  const target = `http://127.0.0.1:${up.port}`;
+  await using prox = await startProx(`
+upstream_pool: { max_connections_per_upstream: 1, queue_limit: 4, queue_timeout: 100ms }
+routes: { "/": { type: proxy, target: "${target}" } }
+`);
+  const a = await connect(prox.ws);
+  await settled(prox, up, target, 1);
+  assert.deepEqual(await refusal(prox.ws), { status: 503, retryAfter: "1" });
+  const shed = await prox.metric(
+    `prox_upstream_shed_total{backend="${target}",reason="queue_timeout"}`,
+  );
+  assert.equal(shed, 1);
+  a.close();
+  await closed(a);
+  await settled(prox, up, target, 0);
+});
+
+Deno.test("upstream_pool: the slot comes back after a refused upgrade, a failed connect and a client gone while queued", async () => {
+  // The upstream refuses paths under /no with 401.
+  await using up = await wsUpstream(echo, {
+    verifyClient: (info: { req: { url?: string } }) => !info.req.url?.startsWith("/no"),
+  });
+  const target = `http://127.0.0.1:${up.port}`;
+  // A port with nothing listening.
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const dead = `http://127.0.0.1:${l.addr.port}`;
+  l.close();
+  await using prox = await startProx(`
+upstream_pool: { max_connections_per_upstream: 1, queue_limit: 4, queue_timeout: 60s }
+routes:
+  "/dead": { type: proxy, target: "${dead}", passive_health: { enabled: false } }
+  "/": { type: proxy, target: "${target}", passive_health: { enabled: false } }
+`);
+  // Refused by the upstream: the client gets its status, the slot is free at once after.
+  for (let i = 0; i < 3; i++) assert.equal((await refusal(`${prox.ws}/no`))?.status, 401);
+  await settled(prox, up, target, 0);
+  // Nothing listening: closed with 1014, the slot is free after.
+  for (let i = 0; i < 3; i++) {
+    const ws = new WsClient(`${prox.ws}/dead`);
+    assert.equal((await closed(ws)).code, 1014);
+  }
+  await waitFor(async () => (await prox.pool(dead))?.busy === 0, { what: "dead slot free" });
+  // A client that leaves while queued: it gives up its place, and takes no connection later.
+  const a = await connect(prox.ws);
+  await settled(prox, up, target, 1);
+  const gone = new WsClient(prox.ws);
+  gone.on("error", () => {});
+  await waitFor(async () => (await prox.pool(target))?.waiting === 1, { what: "queued" });
+  gone.terminate();
+  await waitFor(async () => (await prox.pool(target))?.waiting === 0, { what: "left queue" });
+  a.close();
+  await closed(a);
+  await settled(prox, up, target, 0);
+  const b = await connect(prox.ws);
+  await settled(prox, up, target, 1);
+  b.close();
+  await closed(b);
+  await settled(prox, up, target, 0);
+});
+
+Deno.test("load_balance: a WebSocket connect failure counts against its target; a drained target gets no new WebSockets", async () => {
+  await using up = await wsUpstream();
+  const live = `http://127.0.0.1:${up.port}`;
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const dead = `http://127.0.0.1:${l.addr.port}`;
+  l.close();
+  await using prox = await startProx(`
+routes:
+  "/":
+    type: load_balance
+    targets: ["${dead}", "${live}"]
+    passive_health: { failures: 1, base_ejection: 60s }
+`);
+  // Whichever goes first, every WebSocket ends at the live target (a failed connect is retried).
+  for (let i = 0; i < 2; i++) {
+    const ws = await connect(prox.ws);
+    ws.close();
+    await closed(ws);
+  }
+  assert.ok((await prox.status(dead)).ejectedForMs > 0, "the dead target is ejected");
+  // Drained: the live target takes no new WebSocket (and the dead one is out): 503.
+  const res = await fetch(`${prox.admin}/upstreams/drain?target=${encodeURIComponent(live)}`, {
+    method: "POST",
+    headers: auth,
+  });
+  await res.body?.cancel();
+  assert.equal(res.status, 200);
+  const before = up.requests.length;
+  assert.equal((await refusal(prox.ws))?.status, 503);
+  assert.equal(up.requests.length, before);
+});
