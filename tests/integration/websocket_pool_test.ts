@@ -198,10 +198,14 @@ routes: { "/": { type: proxy, target: "${target}" } }
   await settled(prox, up, target, 0);
 });
 
-Deno.test("upstream_pool: the slot comes back after a refused upgrade, a failed connect and a client gone while queued", async () => {
-  // The upstream refuses paths under /no with 401.
+Deno.test("upstream_pool: the slot comes back after a refused upgrade, a failed connect, a client gone while queued or during the upstream handshake", async () => {
+  // The upstream refuses paths under /no with 401, and holds its answer for /slow.
+  const gates: (() => void)[] = [];
   await using up = await wsUpstream(echo, {
-    verifyClient: (info: { req: { url?: string } }) => !info.req.url?.startsWith("/no"),
+    verifyClient: (info: { req: { url?: string } }, cb: (ok: boolean) => void) => {
+      if (info.req.url?.startsWith("/slow")) gates.push(() => cb(true));
+      else cb(!info.req.url?.startsWith("/no"));
+    },
   });
   const target = `http://127.0.0.1:${up.port}`;
   // A port with nothing listening.
@@ -239,6 +243,19 @@ routes:
   b.close();
   await closed(b);
   await settled(prox, up, target, 0);
+  // A client that leaves while its upstream handshake is under way: the upstream's socket is
+  // closed once it opens, and the slot comes back.
+  const slow = new WsClient(`${prox.ws}/slow`);
+  slow.on("error", () => {});
+  await waitFor(() => gates.length === 1, { what: "upstream handshake under way" });
+  assert.equal((await prox.pool(target))?.busy, 1);
+  slow.terminate();
+  await new Promise((r) => slow.once("close", r));
+  gates.shift()!();
+  await settled(prox, up, target, 0);
+  const c = await connect(prox.ws);
+  c.close();
+  await closed(c);
 });
 
 Deno.test("load_balance: a WebSocket connect failure counts against its target; a drained target gets no new WebSockets", async () => {
