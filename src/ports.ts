@@ -617,6 +617,8 @@ export interface WebSocketProxyRequest {
   /** Route id: metrics label and the key reloads use to keep or close connections. */
   route: string;
   connectTimeout: number;
+  /** Ends the upstream handshake as its timeout would (`retries.per_try_timeout`). */
+  signal?: AbortSignal;
   tls?: UpstreamTls;
   /** A PROXY protocol header to send first on the upstream connection (`proxy_protocol`). */
   proxyHeader?: Uint8Array;

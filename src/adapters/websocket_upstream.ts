@@ -244,6 +244,9 @@ async function openStream(t: WebSocketProxyRequest): Promise<UpstreamSocket | Re
   const timer = t.connectTimeout > 0
     ? setTimeout(() => abort.abort(), timerDelay(t.connectTimeout))
     : undefined;
+  const stop = () => abort.abort();
+  if (t.signal?.aborted) stop();
+  t.signal?.addEventListener("abort", stop, { once: true });
   const wss = new WebSocketStream(t.url.href, {
     protocols: t.protocols,
     headers: t.headers,
@@ -262,6 +265,7 @@ async function openStream(t: WebSocketProxyRequest): Promise<UpstreamSocket | Re
     return e;
   } finally {
     clearTimeout(timer);
+    t.signal?.removeEventListener("abort", stop);
   }
   const writer = conn.writable.getWriter();
   let pending = 0;
@@ -355,12 +359,13 @@ async function openWithClient(
     };
   });
   let timedOut = false;
-  const timer = t.connectTimeout > 0
-    ? setTimeout(() => {
-      timedOut = true;
-      ws.close();
-    }, timerDelay(t.connectTimeout))
-    : undefined;
+  const stop = () => {
+    timedOut = true;
+    ws.close();
+  };
+  const timer = t.connectTimeout > 0 ? setTimeout(stop, timerDelay(t.connectTimeout)) : undefined;
+  if (t.signal?.aborted) stop();
+  t.signal?.addEventListener("abort", stop, { once: true });
   ws.onmessage = (e) => {
     const data = typeof e.data === "string" ? e.data : new Uint8Array(e.data as ArrayBuffer);
     if (handlers) return void handlers.message(data);
@@ -370,6 +375,7 @@ async function openWithClient(
   };
   const err = await opened;
   clearTimeout(timer);
+  t.signal?.removeEventListener("abort", stop);
   if (err) {
     const e = handshakeError(err, t.url, timedOut);
     if (e instanceof ProxyError) throw e;

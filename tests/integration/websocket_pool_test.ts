@@ -289,3 +289,41 @@ routes:
   assert.equal((await refusal(prox.ws))?.status, 503);
   assert.equal(up.requests.length, before);
 });
+
+Deno.test("retries.per_try_timeout bounds a WebSocket's upstream handshake: a hung target is left for the next", async () => {
+  await using live = await wsUpstream();
+  // Takes the connection and never answers the handshake.
+  const held: Deno.Conn[] = [];
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const accepting = (async () => {
+    for await (const c of l) held.push(c);
+  })();
+  const hung = `http://127.0.0.1:${l.addr.port}`;
+  try {
+    await using prox = await startProx(`
+routes:
+  "/":
+    type: load_balance
+    targets: ["${hung}", "http://127.0.0.1:${live.port}"]
+    timeouts: { connect: 20s }
+    retries: { attempts: 1, per_try_timeout: 300ms }
+    passive_health: { enabled: false }
+`);
+    // Round robin: one of the two goes to the hung target first.
+    for (let i = 0; i < 2; i++) {
+      const t0 = performance.now();
+      const ws = await connect(prox.ws);
+      const ms = performance.now() - t0;
+      assert.ok(ms < 10_000, `opened after ${Math.round(ms)} ms, not per_try_timeout's 300 ms`);
+      ws.send("x");
+      assert.equal(String((await messages(ws, 1))[0].data), "x");
+      ws.close();
+      await closed(ws);
+    }
+    assert.ok(held.length >= 1, "the hung target was tried");
+  } finally {
+    l.close();
+    await accepting.catch(() => {});
+    for (const c of held) c.close();
+  }
+});

@@ -224,7 +224,9 @@ export async function websocketAction(
     send: async (u) => {
       // The connection counts against its origin's upstream_pool limits for its whole life
       // (waits or is shed as a request is); the adapter gives the place back when it closes.
-      const slot = deps.upstream.hold?.(u, original.signal);
+      // forward()'s per-try timeout (u.signal) ends the wait and the handshake as for a request.
+      const signal = u.signal ? AbortSignal.any([original.signal, u.signal]) : original.signal;
+      const slot = deps.upstream.hold?.(u, signal);
       const release = slot instanceof Promise ? await slot : slot;
       const t = target(ctx.upstream!);
       // A unix: origin has no URL origin ("null"): the handshake names localhost, as requests do.
@@ -240,6 +242,7 @@ export async function websocketAction(
         protocols,
         route: compiled.id,
         connectTimeout: u.timeouts.connect,
+        signal: u.signal,
         tls: u.tls,
         proxyHeader: u.proxyHeader,
         // The client's Host with preserve_host (pipeline.ts checked it); discovered targets are
