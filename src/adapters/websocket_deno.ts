@@ -341,7 +341,9 @@ function relay(
       await new Promise((r) => setTimeout(r, wait));
       wait = Math.min(wait * 2, 100);
       const now = env.now();
-      if (client.bufferedAmount < level) [level, since] = [client.bufferedAmount, now];
+      // The client taking messages off its queue is traffic for idle_timeout: a slow client
+      // still reading a burst was closed as idle while the upstream waited for it.
+      if (client.bufferedAmount < level) [level, since, last] = [client.bufferedAmount, now, now];
       else if (stallMs > 0 && now - since >= stallMs && !done) {
         stalled = true;
         shut(1001, "Client stopped reading");
