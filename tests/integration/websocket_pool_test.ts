@@ -6,8 +6,9 @@ import assert from "node:assert/strict";
 import { waitFor } from "../_harness.ts";
 import { startServer } from "../../src/server.ts";
 import { silentLogger } from "../../src/ports.ts";
+import type { Logger } from "../../src/ports.ts";
 import type { ProxServer } from "../../src/server.ts";
-import { closed, connect, echo, messages, WsClient, wsUpstream } from "./_ws.ts";
+import { closed, connect, echo, messages, recordingLogger, WsClient, wsUpstream } from "./_ws.ts";
 import type { WsUpstream } from "./_ws.ts";
 
 const TOKEN = "ws-pool-token";
@@ -27,14 +28,14 @@ interface Prox extends AsyncDisposable {
   admin: string;
 }
 
-async function startProx(yaml: string): Promise<Prox> {
+async function startProx(yaml: string, logger: Logger = silentLogger): Promise<Prox> {
   const server = await startServer({
     text: `listen_addr: "127.0.0.1:0"
 admin: { listen_addr: "127.0.0.1:0", token: "${TOKEN}" }
 health_check: { enabled: false }
 ${yaml}`,
     name: "test.yaml",
-  }, { logger: silentLogger, version: "test" });
+  }, { logger, version: "test" });
   const admin = `http://127.0.0.1:${server.admin!.port}`;
   const row = async (url: string) => {
     const res = await fetch(`${admin}/status`, { headers: auth });
@@ -326,4 +327,41 @@ routes:
     await accepting.catch(() => {});
     for (const c of held) c.close();
   }
+});
+
+Deno.test("a WebSocket client gone during a retry's backoff is not connected to the next target", async () => {
+  await using backup = await wsUpstream();
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const dead = `http://127.0.0.1:${l.addr.port}`;
+  l.close();
+  const logger = recordingLogger();
+  await using prox = await startProx(
+    `
+routes:
+  "/":
+    type: load_balance
+    targets: ["${dead}", { url: "http://127.0.0.1:${backup.port}", backup: true }]
+    retries: { attempts: 1, backoff: 1s }
+    passive_health: { failures: 1 }
+`,
+    logger,
+  );
+  // The primary refuses: ejected, the retry waits its backoff (0.5 to 1 s), then goes to the
+  // backup, unless the client left meanwhile.
+  const ws = new WsClient(prox.ws);
+  ws.on("error", () => {});
+  await waitFor(async () => (await prox.status(dead)).ejectedForMs > 0, { what: "ejected" });
+  ws.terminate();
+  await new Promise((r) => ws.once("close", r));
+  // Once the request is over (its access line, 499): no handshake reached the backup.
+  const line = await waitFor(() => logger.records.find((r) => r.msg === "access"), {
+    what: "the access line",
+  });
+  assert.equal(line.status, 499);
+  assert.equal(backup.requests.length, 0, "the backup got no handshake for a client gone");
+  // And the route still works.
+  const next = await connect(prox.ws);
+  next.close();
+  await closed(next);
+  assert.equal(backup.requests.length, 1);
 });

@@ -170,8 +170,14 @@ export async function websocketAction(
   const protocols = offeredProtocols(original);
   const limits = websocketLimits(route);
   const headers = handshakeHeaders(ctx, route, deps);
-  // Deno forgets a request's headers once it is upgraded; the access log reads them later.
-  ctx.req = new Request(original.url, { method: original.method, headers: original.headers });
+  // Deno forgets a request's headers once it is upgraded; the access log reads them later. The
+  // client's signal stays: forward() ends a retry's backoff with it (a client gone meanwhile was
+  // connected to the next target all the same).
+  ctx.req = new Request(original.url, {
+    method: original.method,
+    headers: original.headers,
+    signal: original.signal,
+  });
 
   // `proxy_protocol` (proxy and load_balance routes): the client's address first on the upstream
   // connection, as for its HTTP requests.
@@ -224,9 +230,9 @@ export async function websocketAction(
     send: async (u) => {
       // The connection counts against its origin's upstream_pool limits for its whole life
       // (waits or is shed as a request is); the adapter gives the place back when it closes.
-      // forward()'s per-try timeout (u.signal) ends the wait and the handshake as for a request.
-      const signal = u.signal ? AbortSignal.any([original.signal, u.signal]) : original.signal;
-      const slot = deps.upstream.hold?.(u, signal);
+      // forward()'s per-try timeout (u.signal, which follows the client's) ends the wait and the
+      // handshake as for a request.
+      const slot = deps.upstream.hold?.(u, u.signal ?? original.signal);
       const release = slot instanceof Promise ? await slot : slot;
       const t = target(ctx.upstream!);
       // A unix: origin has no URL origin ("null"): the handshake names localhost, as requests do.
