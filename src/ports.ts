@@ -637,10 +637,12 @@ export interface WebSocketProxyRequest {
   /** Called once when a connection that was upgraded ends (or its client never opened). */
   onEnd?: () => void;
   /**
-   * Called once when the upstream connection is over: closed after the session, refused, never
-   * made, or given up (the `upstream_pool` place the caller took for it goes back then).
+   * The `upstream_pool` place taken for the connection (UpstreamClient.hold), or the wait for it,
+   * which rejects when shed. The proxy waits for it as a connection being set up (a reload that
+   * changes the route closes the connection once open), and gives it back once when the
+   * upstream connection is over: closed after the session, refused, never made, or given up.
    */
-  release?: () => void;
+  slot?: (() => void) | Promise<() => void>;
 }
 
 /**

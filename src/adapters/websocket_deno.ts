@@ -90,20 +90,23 @@ export function createWebSocketProxy(opts: WebSocketProxyOptions): WebSocketProx
       // The handshake is an HTTP/1.1 request: Prox's span as its parent, as for the others.
       carryTraceContext(target.headers, opts.traceContext);
       let up: Awaited<ReturnType<typeof connectUpstream>>;
+      let release: (() => void) | undefined;
       try {
+        // The upstream_pool place first (it may wait in the queue, or be shed).
+        release = target.slot instanceof Promise ? await target.slot : target.slot;
         up = await connectUpstream(target);
       } catch (err) {
-        target.release?.();
+        release?.();
         throw err;
       } finally {
         settingUp.delete(pending);
       }
       if ("refused" in up) {
-        target.release?.();
+        release?.();
         return refusal(up.refused, WS_UPGRADE in req);
       }
       // The upstream_pool place goes back with the connection, however the session ends.
-      if (target.release) up.ended.then(target.release);
+      if (release) up.ended.then(release);
       // Deno's client accepts a subprotocol it did not offer (RFC 6455 §4.1 says fail): the
       // client got a 101 naming it, which it must refuse, and the upstream a dangling socket.
       if (up.protocol && !target.protocols.includes(up.protocol)) {

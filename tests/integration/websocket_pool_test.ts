@@ -365,3 +365,44 @@ routes:
   await closed(next);
   assert.equal(backup.requests.length, 1);
 });
+
+Deno.test("a reload that changes the route of a WebSocket waiting for a pool slot closes it once it opens", async () => {
+  await using up = await wsUpstream();
+  const target = `http://127.0.0.1:${up.port}`;
+  const config = (extra: string) =>
+    `listen_addr: "127.0.0.1:0"
+admin: { listen_addr: "127.0.0.1:0", token: "${TOKEN}" }
+health_check: { enabled: false }
+upstream_pool: { max_connections_per_upstream: 1, queue_limit: 4, queue_timeout: 60s }
+routes:
+  "/": { type: proxy, target: "${target}"${extra} }
+`;
+  const file = await Deno.makeTempFile({ suffix: ".yaml" });
+  await Deno.writeTextFile(file, config(""));
+  const server = await startServer({ path: file }, { logger: silentLogger, version: "test" });
+  try {
+    const admin = `http://127.0.0.1:${server.admin!.port}`;
+    const waiting = async () => {
+      const res = await fetch(`${admin}/status`, { headers: auth });
+      const body = await res.json() as { upstreams: { url: string; pool: { waiting: number } }[] };
+      return body.upstreams.find((u) => u.url === target)?.pool.waiting;
+    };
+    const ws = `ws://127.0.0.1:${server.port}`;
+    const a = await connect(ws);
+    const b = connect(ws);
+    await waitFor(async () => (await waiting()) === 1, { what: "b queued" });
+    // The route changes: the open one is closed, and the one waiting too once it opens.
+    await Deno.writeTextFile(file, config(", preserve_host: true"));
+    const r = await server.reload();
+    assert.ok(r.ok);
+    assert.equal((await closed(a)).code, 1001);
+    const bws = await b;
+    const bClosed = closed(bws);
+    await waitFor(() => bws.readyState === WsClient.CLOSED, { what: "b closed by Prox" });
+    assert.equal((await bClosed).code, 1001);
+    await waitFor(() => up.sockets.size === 0, { what: "upstream sockets closed" });
+  } finally {
+    await server.shutdown();
+    await Deno.remove(file);
+  }
+});

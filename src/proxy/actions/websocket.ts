@@ -12,7 +12,13 @@ import type {
   ProxyRouteConfig,
   WebSocketRouteConfig,
 } from "../../config/schema.ts";
-import type { Logger, UpstreamClient, UpstreamRequest, WebSocketLimits } from "../../ports.ts";
+import type {
+  Logger,
+  UpstreamClient,
+  UpstreamRequest,
+  WebSocketLimits,
+  WebSocketProxyRequest,
+} from "../../ports.ts";
 import type { PipelineDeps, RequestContext } from "../context.ts";
 import { errorResponse, PASSED_ON } from "../respond.ts";
 import type { PassedOn } from "../respond.ts";
@@ -227,13 +233,7 @@ export async function websocketAction(
     };
   };
   const client: UpstreamClient = {
-    send: async (u) => {
-      // The connection counts against its origin's upstream_pool limits for its whole life
-      // (waits or is shed as a request is); the adapter gives the place back when it closes.
-      // forward()'s per-try timeout (u.signal, which follows the client's) ends the wait and the
-      // handshake as for a request.
-      const slot = deps.upstream.hold?.(u, u.signal ?? original.signal);
-      const release = slot instanceof Promise ? await slot : slot;
+    send: (u) => {
       const t = target(ctx.upstream!);
       // A unix: origin has no URL origin ("null"): the handshake names localhost, as requests do.
       const unix = u.origin.protocol === "unix:";
@@ -241,7 +241,7 @@ export async function websocketAction(
       // Deno's WebSocket client drops it and sends the URL's, so the relay writes it, as the
       // rule gets its Host sent on HTTP requests (over preserve_host, as there).
       const ruleHost = u.headers.get("host");
-      return ws.proxy(original, {
+      const request: WebSocketProxyRequest = {
         url: toWebSocketUrl((unix ? "http://localhost" : u.origin.origin) + u.target),
         ...(unix ? { unix: u.origin } : {}),
         headers: u.headers instanceof Headers ? u.headers : new Headers([...u.headers]),
@@ -261,8 +261,13 @@ export async function websocketAction(
         requestId: ctx.requestId,
         localPort: ctx.info.localPort,
         onEnd: t.onEnd,
-        release,
-      }).then(t.opened);
+      };
+      // The connection counts against its origin's upstream_pool limits for its whole life
+      // (waits or is shed as a request is); the adapter waits for the place, and gives it back
+      // when the connection closes. forward()'s per-try timeout (u.signal, which follows the
+      // client's) ends the wait as for a request.
+      request.slot = deps.upstream.hold?.(u, u.signal ?? original.signal);
+      return ws.proxy(original, request).then(t.opened);
     },
     close: () => Promise.resolve(),
   };
