@@ -67,7 +67,7 @@ import { JwksCache } from "./proxy/jwks.ts";
 import { TokenCaches } from "./proxy/filters/jwt_auth.ts";
 import { CacheStores } from "./proxy/cache_stores.ts";
 import { purgeCache } from "./proxy/cache_purge.ts";
-import { configuredTargets, unwatchedTargets } from "./proxy/pool.ts";
+import { configuredTargets, unwatchedTargets, websocketTargets } from "./proxy/pool.ts";
 import { createNotifier, notifyingMetrics, reportingHealth } from "./adapters/notify.ts";
 import { startHealthChecks } from "./adapters/health_check.ts";
 import { followH3 } from "./adapters/h3_follow.ts";
@@ -569,7 +569,13 @@ export async function startServer(
   prom?.observe({
     upstreams: () => upstreams.list(),
     pools: ownClient
-      ? () => targetPools(upstreams.list().map((u) => u.id), ownClient.pools())
+      ? () =>
+        targetPools(
+          // `websocket` routes' targets too: their connections count in the pools (not in the
+          // balancer's registry, which has none of them).
+          [...upstreams.list().map((u) => u.id), ...websocketTargets(config)],
+          ownClient.pools(),
+        )
       : undefined,
     limiterKeys,
     cacheSizes: () => caches.sizes(),

@@ -80,7 +80,7 @@ export function targetPools(
   for (const t of targets) {
     let origin: string;
     try {
-      origin = isUnixTarget(t) ? originName(unixOrigin(t)) : new URL(t).origin;
+      origin = isUnixTarget(t) ? originName(unixOrigin(t)) : httpOrigin(new URL(t));
     } catch {
       continue;
     }
@@ -91,6 +91,13 @@ export function targetPools(
     );
   }
   return out;
+}
+
+/** The http(s) origin of a target URL: a `websocket` route's ws:// or wss:// one is its pool's. */
+function httpOrigin(u: URL): string {
+  if (u.protocol === "ws:") return `http://${u.host}`;
+  if (u.protocol === "wss:") return `https://${u.host}`;
+  return u.origin;
 }
 
 /** What the balancer's registry knows about a target (a subset of its `list()` rows). */

@@ -287,6 +287,13 @@ export function configuredTargets(config: Config): string[] {
   return [...ids];
 }
 
+/** The targets of `websocket` routes (outside the balancer's registry; the pool gauges show them). */
+export function websocketTargets(config: Config): string[] {
+  const ids = new Set<string>();
+  for (const r of Object.values(config.routes)) if (r.type === "websocket") ids.add(r.target);
+  return [...ids];
+}
+
 /** `passive_health` (a route's, the top level's or a tcp entry's) as the health domain takes it. */
 export function passivePolicyOf(
   p: Omit<NonNullable<Config["passive_health"]>, "statuses">,

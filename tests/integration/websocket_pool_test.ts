@@ -104,6 +104,10 @@ routes:
 `);
     const a = await connect(`${prox.ws}/a`);
     await settled(prox, up, target, 1);
+    // The pool gauge under the target as the route names it (a `websocket` route's ws:// URL).
+    const named = type === "websocket" ? up.url : target;
+    const busy = await prox.metric(`prox_upstream_connections{backend="${named}",state="busy"}`);
+    assert.equal(busy, 1);
     // The one connection is taken: a second WebSocket, and an ordinary request, are shed.
     assert.deepEqual(await refusal(`${prox.ws}/b`), { status: 503, retryAfter: "1" });
     const shedHttp = await fetch(`${prox.http}/api/x`);
