@@ -120,6 +120,9 @@ const ADMIN_METHODS = new Map<string, string>([
     .map((p) => [p, "POST"] as [string, string]),
 ]);
 
+/** What an unknown path's 404 lists: every endpoint, from the table above. */
+const ENDPOINTS = [...ADMIN_METHODS].map(([p, m]) => `${m === "POST" ? "POST" : "GET"} ${p}`);
+
 /** The longest url, prefix or route a purge takes. */
 const PURGE_MAX = 2000;
 
@@ -315,16 +318,7 @@ export function createAdminApp(
     }
     return c.json({
       error: `Not found: ${c.req.method} ${c.req.path}`,
-      endpoints: [
-        "GET /",
-        "GET /status",
-        "GET /metrics",
-        "GET /healthz",
-        "GET /readyz",
-        "GET /config",
-        "POST /config/reload",
-        "POST /cache/purge",
-      ],
+      endpoints: ENDPOINTS,
     }, 404);
   });
   app.onError((err, c) => {

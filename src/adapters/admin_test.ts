@@ -97,6 +97,28 @@ Deno.test("startAdmin serves metrics, probes, status and the page without a toke
   });
 });
 
+Deno.test("startAdmin's 404 lists every endpoint the admin API has", async () => {
+  await withAdmin(fake(), undefined, async (base) => {
+    const miss = await fetch(`${base}/nope`);
+    assert.equal(miss.status, 404);
+    assert.deepEqual((await miss.json()).endpoints, [
+      "GET /",
+      "GET /healthz",
+      "GET /readyz",
+      "GET /metrics",
+      "GET /config",
+      "GET /config/history",
+      "GET /status",
+      "GET /explain",
+      "POST /config/reload",
+      "POST /cache/purge",
+      "POST /upstreams/drain",
+      "POST /upstreams/undrain",
+      "POST /acme/renew",
+    ]);
+  });
+});
+
 Deno.test("startAdmin without a token refuses a host name DNS could rebind to loopback", async () => {
   await withAdmin(fake(), undefined, async (base) => {
     const port = new URL(base).port;
