@@ -109,7 +109,7 @@ or a file is invalid, 2 usage error.
     headers: { Cookie: "session=abc" }            # optional; client_ip: 10.0.0.7 too
     expect:
       route: api.example.com/v1                   # null: no route matches
-      action: proxy          # proxy | load_balance | static | redirect | websocket | error
+      action: proxy  # proxy | load_balance | static | redirect | respond | websocket | error
       upstream: http://10.0.0.2:8080/users?page=2 # the URL the request line goes to
       target: http://10.0.0.2:8080                # the target a first attempt picks
       headers: { X-Forwarded-Proto: https, Cookie: null }   # null: not sent upstream

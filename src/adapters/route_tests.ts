@@ -19,7 +19,7 @@ const Case = z.object({
   client_ip: z.string().optional(),
   expect: z.object({
     route: z.string().nullable().optional(),
-    action: z.enum(["proxy", "load_balance", "static", "redirect", "websocket", "error"])
+    action: z.enum(["proxy", "load_balance", "static", "redirect", "respond", "websocket", "error"])
       .optional(),
     status: z.int().min(100).max(599).optional(),
     location: z.string().optional(),

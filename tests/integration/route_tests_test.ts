@@ -96,3 +96,22 @@ Deno.test("prox test: passing cases exit 0; a failing one says where and what, e
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("prox test: a respond route's action is respond, as prox explain names it", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "prox-routetests-" });
+  try {
+    await Deno.writeTextFile(
+      `${dir}/config.yaml`,
+      `listen_addr: "127.0.0.1:3000"\nroutes:\n  /healthz: { type: respond, status: 204 }\n`,
+    );
+    await Deno.writeTextFile(
+      `${dir}/t.yaml`,
+      "- request: /healthz\n  expect: { route: /healthz, action: respond, status: 204 }\n",
+    );
+    const r = await prox(["test", "t.yaml"], dir);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.match(r.stdout, /1 passed, 0 failed/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
