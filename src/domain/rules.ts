@@ -306,7 +306,7 @@ function condition(
             : `${k} cannot choose a route: there is no response yet`,
           hint: at.seed
             ? "Move this rule to response_headers or response_body"
-            : "Match on the request: method_is, has_header, query_has, path_matches",
+            : "Match on the request: method_is, has_header, query_has, path_matches, client_ip",
         });
       }
     }

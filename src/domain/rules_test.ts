@@ -375,3 +375,19 @@ Deno.test("compileRouteRules: response_lacks_header is for response rules and ta
     ].toSorted(),
   );
 });
+
+Deno.test("compileMatch refuses response conditions and names every request condition in the fix", () => {
+  // The hint left out client_ip, which a route's match takes (the office network to staging).
+  const out: RuleProblem[] = [];
+  compileMatch({ status_is: "2xx", response_lacks_header: "Cache-Control" }, out);
+  assert.deepEqual(out.map((p) => p.path.join(".")), [
+    "match.status_is",
+    "match.response_lacks_header",
+  ]);
+  for (const p of out) {
+    assert.equal(
+      p.hint,
+      "Match on the request: method_is, has_header, query_has, path_matches, client_ip",
+    );
+  }
+});
