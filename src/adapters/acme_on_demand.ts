@@ -60,6 +60,11 @@ export function createOnDemand(
   const pending = new Map<string, Promise<CertificatePair | null>>();
   const answers = new Map<string, { allowed: boolean; until: number }>();
   const failed = new Map<string, { until: number; failures: number }>();
+  /**
+   * Held names still waiting for their first certificate: with `pending` (whose handshakes wait),
+   * at most MAX_PENDING, also once their handshakes gave up and the orders run on.
+   */
+  const unready = new Set<string>();
   /** When the recent first orders went out (`rate`; at most `rate.orders` kept). */
   let orderTimes: number[] = [];
   let orders = 0;
@@ -117,6 +122,7 @@ export function createOnDemand(
     const h = held.get(name);
     if (!h) return;
     held.delete(name);
+    unready.delete(name);
     void h.ctl.close();
   };
 
@@ -167,7 +173,7 @@ export function createOnDemand(
       {
         ...opts,
         // Nothing to swap: the listeners ask for the certificate at each new handshake.
-        onCertificate: () => {},
+        onCertificate: () => void unready.delete(name),
         // The rate bounds first orders only; renewals of held certificates go out.
         mayOrder: () => {
           if (h?.ctl.current()) return null;
@@ -186,10 +192,18 @@ export function createOnDemand(
       return null;
     }
     held.set(name, h);
+    if (!ctl.current()) unready.add(name);
     const pair = ctl.current() ?? await wait(name, h);
     if (pair) trim();
     return pair;
   }
+
+  /** Names asked about or ordered now, whether a handshake still waits or not. */
+  const busy = () => {
+    let n = pending.size;
+    for (const name of unready) if (!pending.has(name)) n++;
+    return n;
+  };
 
   /**
    * Past `max_certificates`, the least recently used keepers with a certificate go (one still
@@ -216,7 +230,7 @@ export function createOnDemand(
       if ((failed.get(name)?.until ?? 0) > performance.now()) return null;
       const inFlight = pending.get(name);
       if (inFlight) return inFlight;
-      if (pending.size >= MAX_PENDING) return null;
+      if (busy() >= MAX_PENDING) return null;
       const p = obtain(name).catch((err) => {
         fail(name, errorText(err));
         return null;
@@ -241,6 +255,7 @@ export function createOnDemand(
       for (const giveUp of [...waiting]) giveUp();
       await Promise.all([...held.values()].map((h) => h.ctl.close()));
       held.clear();
+      unready.clear();
       await Promise.all(pending.values());
     },
   };

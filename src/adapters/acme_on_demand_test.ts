@@ -118,3 +118,33 @@ Deno.test("createOnDemand backs off a name whose order failed, without asking or
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("createOnDemand bounds the orders still running after their handshakes gave up", async () => {
+  await using ask = askServer(() => 200);
+  const dir = await Deno.makeTempDir();
+  // A CA that takes connections and never answers: every order outlasts `timeout`.
+  const ca = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const conns: Deno.Conn[] = [];
+  const accepting = (async () => {
+    for await (const c of ca) conns.push(c);
+  })();
+  const base = await config(ask.url, dir);
+  const od = createOnDemand({
+    ...base,
+    ca_url: `http://127.0.0.1:${(ca.addr as Deno.NetAddr).port}/dir`,
+    on_demand: { ...base.on_demand!, timeout: 200 },
+  }, { logger: quiet, lockPollMs: 20 });
+  try {
+    const waits = Array.from({ length: 100 }, (_, i) => od.certificate(`n${i}.example`));
+    assert.deepEqual(await Promise.all(waits), waits.map(() => null));
+    // A hundred keepers still wait for the CA: no more are started until some are done.
+    assert.equal(od.certificate("m0.example"), null);
+    assert.ok(od.status().held.length <= 100, `${od.status().held.length} held`);
+  } finally {
+    ca.close();
+    for (const c of conns) c.close();
+    await accepting.catch(() => {});
+    await od.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
