@@ -510,7 +510,21 @@ export interface Metrics {
     notAfterMs: number | null,
     more?: { name: string; notAfterMs: number | null }[],
   ): void;
+  /** `tls.acme.on_demand`: one answer about a name, from `ask` or its cache. */
+  onDemandAsk(result: OnDemandAskResult): void;
+  /** `tls.acme.on_demand`: one order for an on-demand name (renewals too), by outcome. */
+  onDemandOrder(result: "issued" | "failed" | "rate_limited"): void;
+  /** `tls.acme.on_demand`: the certificates held now (replaces the list reported before). */
+  onDemandCertificates(certs: { name: string; notAfterMs: number }[]): void;
 }
+
+/** What `ask` said about an on-demand name: asked now, or remembered from a recent answer. */
+export type OnDemandAskResult =
+  | "allowed"
+  | "refused"
+  | "error"
+  | "cached_allowed"
+  | "cached_refused";
 
 /**
  * Why access control refused a request: `ip` (ip_access), `credentials_missing` and
@@ -550,6 +564,9 @@ export const noopMetrics: Metrics = {
   configReload() {},
   configRollback() {},
   certificateExpiry() {},
+  onDemandAsk() {},
+  onDemandOrder() {},
+  onDemandCertificates() {},
 };
 
 /**

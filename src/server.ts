@@ -512,6 +512,7 @@ export async function startServer(
           limiterKeys: limiterKeys(),
           caches: caches.sizes(),
           acme: certs.acme?.status() ?? null,
+          onDemand: certs.onDemand?.report() ?? null,
         }),
         config.tcp ? { tcp: tcp.views() } : {},
       ),

@@ -153,8 +153,13 @@ export function createCertificates(initial: Config, deps: CertificateDeps): Cert
         acme = null;
       }
       if (next?.on_demand && onDemand) onDemand.configure(next);
-      else if (next?.on_demand) onDemand = createOnDemand(next, { ...deps.acme, logger });
-      else if (onDemand) {
+      else if (next?.on_demand) {
+        onDemand = createOnDemand(next, {
+          ...deps.acme,
+          logger,
+          metrics: deps.metrics,
+        });
+      } else if (onDemand) {
         void onDemand.close();
         onDemand = null;
       }

@@ -6,7 +6,7 @@
 // renewed like the main certificate while held. Bounded throughout: `max_certificates` keepers
 // (least recently used dropped, its files stay), the answers of `ask`, the names that failed.
 
-import type { Logger } from "../ports.ts";
+import type { Logger, Metrics, OnDemandAskResult } from "../ports.ts";
 import { startAcme } from "./acme.ts";
 import type { AcmeConfig, AcmeController, AcmeTuning, CertificatePair } from "./acme.ts";
 import { retryDelay } from "../domain/acme_schedule.ts";
@@ -25,7 +25,25 @@ export interface OnDemandCertificates {
   configure(config: AcmeConfig): void;
   /** Names held now and orders placed since start (tests, status). */
   status(): { held: string[]; orders: number };
+  /** The admin `/status` section: at most `limit` names of each list, with their totals. */
+  report(limit?: number): OnDemandStatus;
   close(): Promise<void>;
+}
+
+/** `onDemand` in the admin API's `/status` (lists cut at `limit`, most recent first). */
+export interface OnDemandStatus {
+  /** Names held, with their certificate's notAfter (null: first order running) and last use. */
+  held: { name: string; notAfter: number | null; lastUsed: number }[];
+  heldTotal: number;
+  /** Names whose order failed, not tried again before `nextTry` (ms since the epoch). */
+  backingOff: { name: string; failures: number; nextTry: number; error: string }[];
+  backingOffTotal: number;
+  /** Names being asked about or waiting for their first certificate (at most 100). */
+  inFlight: number;
+  /** Answers of `ask` remembered. */
+  askAnswers: number;
+  /** First orders placed since start. */
+  orders: number;
 }
 
 /** How long an answer of `ask` is kept: allowed, and refused (or failed). */
@@ -36,6 +54,9 @@ const MAX_ANSWERS = 10_000;
 const MAX_FAILED = 10_000;
 /** Names being asked about or ordered at once; more are refused until some are done. */
 const MAX_PENDING = 100;
+/** Warnings about failed orders and `ask`: at most WARN_BURST per WARN_WINDOW_MS, then counted. */
+const WARN_BURST = 10;
+const WARN_WINDOW_MS = 60_000;
 
 /** A DNS name a certificate may be ordered for: letters, digits, hyphens, a dot, no IP address. */
 const NAME =
@@ -45,21 +66,26 @@ interface Held {
   ctl: AcmeController;
   /** Settles with the error of its first order when that fails. */
   failed: Promise<string>;
+  /** Its certificate's notAfter (ms since the epoch), null before the first. */
+  notAfter: number | null;
+  /** When a handshake last asked for it (ms since the epoch). */
+  used: number;
 }
 
 /** On-demand certificates following `config.on_demand` (which must be set). */
 export function createOnDemand(
   initial: AcmeConfig,
-  opts: AcmeTuning & { logger: Logger },
+  opts: AcmeTuning & { logger: Logger; metrics?: Metrics },
 ): OnDemandCertificates {
-  const { logger } = opts;
+  const { logger, metrics } = opts;
+  const now = opts.now ?? Date.now;
   let config = initial;
   const od = () => config.on_demand!;
   /** The keepers, least recently used first. */
   const held = new Map<string, Held>();
   const pending = new Map<string, Promise<CertificatePair | null>>();
   const answers = new Map<string, { allowed: boolean; until: number }>();
-  const failed = new Map<string, { until: number; failures: number }>();
+  const failed = new Map<string, { until: number; failures: number; error: string }>();
   /**
    * Held names still waiting for their first certificate: with `pending` (whose handshakes wait),
    * at most MAX_PENDING, also once their handshakes gave up and the orders run on.
@@ -76,12 +102,58 @@ export function createOnDemand(
     while (m.size > max) m.delete(m.keys().next().value!);
   };
 
+  // A hostile client naming many names whose orders fail must not flood the log: past the
+  // burst, lines go to debug and the next warning says how many were held back.
+  let windowStart = -Infinity;
+  let inWindow = 0;
+  let heldBack = 0;
+  const limited = (level: "warn" | "error", msg: string, fields?: Record<string, unknown>) => {
+    const t = performance.now();
+    if (t - windowStart >= WARN_WINDOW_MS) {
+      windowStart = t;
+      inWindow = 0;
+    }
+    if (inWindow >= WARN_BURST) {
+      heldBack++;
+      return logger.debug(msg, fields);
+    }
+    inWindow++;
+    logger[level](msg, heldBack ? { ...fields, suppressed: heldBack } : fields);
+    heldBack = 0;
+  };
+  /** The keepers' own lines: their news at debug (one info line per certificate here). */
+  const keeperLogger: Logger = {
+    ...logger,
+    log: (level, msg, fields) =>
+      level === "warn" || level === "error"
+        ? limited(level, msg, fields)
+        : logger.debug(msg, fields),
+    info: (msg, fields) => logger.debug(msg, fields),
+    warn: (msg, fields) => limited("warn", msg, fields),
+    error: (msg, fields) => limited("error", msg, fields),
+  };
+
+  /** The held certificates to the metrics: gauge and expiry series (held names only). */
+  const publish = () => {
+    if (!metrics) return;
+    const certs: { name: string; notAfterMs: number }[] = [];
+    for (const [name, h] of held) {
+      if (h.notAfter !== null) certs.push({ name, notAfterMs: h.notAfter });
+    }
+    metrics.onDemandCertificates(certs);
+  };
+
   /** `ask`'s answer for `name` (cached briefly); a failure or timeout refuses. */
   async function allowed(name: string): Promise<boolean> {
     const t = performance.now();
     const known = answers.get(name);
-    if (known && known.until > t) return known.allowed;
+    if (known && known.until > t) {
+      metrics?.onDemandAsk(known.allowed ? "cached_allowed" : "cached_refused");
+      logger.debug("ACME on-demand ask answer (cached)", { name, allowed: known.allowed });
+      return known.allowed;
+    }
     let ok = false;
+    let result: OnDemandAskResult = "error";
     try {
       const url = new URL(od().ask!);
       url.searchParams.set("domain", name);
@@ -91,13 +163,16 @@ export function createOnDemand(
       });
       await res.body?.cancel();
       ok = res.status === 200;
-      if (!ok) logger.info("ACME on-demand name refused by ask", { name, status: res.status });
+      result = ok ? "allowed" : "refused";
+      const what = ok ? "allowed" : "refused";
+      logger.debug(`ACME on-demand name ${what} by ask`, { name, status: res.status });
     } catch (err) {
-      logger.warn("ACME on-demand ask endpoint did not answer; name refused", {
+      limited("warn", "ACME on-demand ask endpoint did not answer; name refused", {
         name,
         error: errorText(err),
       });
     }
+    metrics?.onDemandAsk(result);
     answers.delete(name);
     answers.set(name, { allowed: ok, until: performance.now() + (ok ? ALLOWED_MS : REFUSED_MS) });
     bounded(answers, MAX_ANSWERS);
@@ -124,6 +199,7 @@ export function createOnDemand(
     held.delete(name);
     unready.delete(name);
     void h.ctl.close();
+    publish();
   };
 
   /** A name whose first order failed: not tried again for a while (doubling). */
@@ -136,9 +212,9 @@ export function createOnDemand(
       maxMs: 3_600_000,
     });
     failed.delete(name);
-    failed.set(name, { until: performance.now() + delay, failures });
+    failed.set(name, { until: performance.now() + delay, failures, error });
     bounded(failed, MAX_FAILED);
-    logger.warn("ACME on-demand certificate not obtained", { name, error, retryInMs: delay });
+    limited("warn", "ACME on-demand certificate not obtained", { name, error, retryInMs: delay });
   };
 
   /** The keeper's certificate once there, null on failure or after `timeout`. */
@@ -167,32 +243,59 @@ export function createOnDemand(
     if (!await allowed(name) || closed) return null;
     let failedWith = (_: string) => {};
     const failedPromise = new Promise<string>((r) => failedWith = r);
-    let h: Held | null = null;
-    const ctl = await startAcme(
+    /** Whether the keeper's next certificate comes from an order it placed (else storage). */
+    let ordered = false;
+    /** Whether the keeper's last order was refused by `rate` (counted as such, not as failed). */
+    let rateLimited = false;
+    const h: Held = { ctl: null!, failed: failedPromise, notAfter: null, used: now() };
+    h.ctl = await startAcme(
       { ...config, domains: [name], on_demand: undefined },
       {
         ...opts,
+        logger: keeperLogger,
         // Nothing to swap: the listeners ask for the certificate at each new handshake.
-        onCertificate: () => void unready.delete(name),
+        onCertificate: (_, facts) => {
+          h.notAfter = facts.notAfter;
+          const from = ordered ? "order" : "storage";
+          if (ordered) metrics?.onDemandOrder("issued");
+          ordered = false;
+          logger.info("ACME on-demand certificate obtained", {
+            name,
+            from,
+            notAfter: new Date(facts.notAfter).toISOString(),
+          });
+          if (held.get(name) !== h) return;
+          unready.delete(name);
+          publish();
+        },
         // The rate bounds first orders only; renewals of held certificates go out.
         mayOrder: () => {
-          if (h?.ctl.current()) return null;
-          const refused = rateRefusal();
-          if (!refused) orders++;
+          const refused = h.ctl?.current() ? null : rateRefusal();
+          rateLimited = refused !== null;
+          if (refused) metrics?.onDemandOrder("rate_limited");
+          else {
+            if (!h.ctl?.current()) orders++;
+            ordered = true;
+          }
           return refused;
         },
         onOrderFailed: (error) => {
-          if (!h?.ctl.current()) failedWith(error);
+          // A refusal by `rate` was counted as such; a shared back-off counts as a failure.
+          if (!rateLimited) metrics?.onDemandOrder("failed");
+          ordered = false;
+          rateLimited = false;
+          if (!h.ctl?.current()) failedWith(error);
         },
       },
     );
-    h = { ctl, failed: failedPromise };
+    const { ctl } = h;
     if (closed) {
       void ctl.close();
       return null;
     }
     held.set(name, h);
     if (!ctl.current()) unready.add(name);
+    publish();
     const pair = ctl.current() ?? await wait(name, h);
     if (pair) trim();
     return pair;
@@ -224,6 +327,7 @@ export function createOnDemand(
       if (h) {
         held.delete(name);
         held.set(name, h);
+        h.used = now();
         return h.ctl.current() ?? wait(name, h);
       }
       if (!NAME.test(name)) return null;
@@ -250,12 +354,37 @@ export function createOnDemand(
       trim();
     },
     status: () => ({ held: [...held.keys()], orders }),
+    report(limit = 100) {
+      const t = performance.now();
+      const wall = now();
+      const heldNow = [...held].reverse().slice(0, limit).map(([name, h]) => ({
+        name,
+        notAfter: h.notAfter,
+        lastUsed: h.used,
+      }));
+      const off = [...failed].filter(([, f]) => f.until > t);
+      return {
+        held: heldNow,
+        heldTotal: held.size,
+        backingOff: off.reverse().slice(0, limit).map(([name, f]) => ({
+          name,
+          failures: f.failures,
+          nextTry: Math.round(wall + f.until - t),
+          error: f.error,
+        })),
+        backingOffTotal: off.length,
+        inFlight: busy(),
+        askAnswers: answers.size,
+        orders,
+      };
+    },
     async close() {
       closed = true;
       for (const giveUp of [...waiting]) giveUp();
       await Promise.all([...held.values()].map((h) => h.ctl.close()));
       held.clear();
       unready.clear();
+      publish();
       await Promise.all(pending.values());
     },
   };

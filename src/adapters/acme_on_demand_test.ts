@@ -22,7 +22,7 @@ function askServer(status: (name: string) => number, gate?: Promise<void>) {
 }
 
 /** A `tls.acme` with on_demand, its CA on a port where nothing listens (every order fails). */
-async function config(ask: string, storage: string): Promise<AcmeConfig> {
+function config(ask: string, storage: string): AcmeConfig {
   const dead = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = (dead.addr as Deno.NetAddr).port;
   dead.close();
@@ -42,7 +42,7 @@ async function config(ask: string, storage: string): Promise<AcmeConfig> {
 Deno.test("createOnDemand refuses names that are no DNS name without asking", async () => {
   await using ask = askServer(() => 200);
   const dir = await Deno.makeTempDir();
-  const od = createOnDemand(await config(ask.url, dir), { logger: quiet });
+  const od = createOnDemand(config(ask.url, dir), { logger: quiet });
   try {
     for (const name of ["10.0.0.1", "a/b.example", "..example", "example", "a..b", "-a.example"]) {
       assert.equal(od.certificate(name), null, name);
@@ -59,7 +59,7 @@ Deno.test("createOnDemand caches ask's refusal and asks once per name in flight"
   const gate = new Promise<void>((r) => release = r);
   await using ask = askServer(() => 403, gate);
   const dir = await Deno.makeTempDir();
-  const od = createOnDemand(await config(ask.url, dir), { logger: quiet });
+  const od = createOnDemand(config(ask.url, dir), { logger: quiet });
   try {
     const first = od.certificate("a.example");
     assert.ok(first instanceof Promise);
@@ -81,7 +81,7 @@ Deno.test("createOnDemand bounds the names in flight", async () => {
   const gate = new Promise<void>((r) => release = r);
   await using ask = askServer(() => 403, gate);
   const dir = await Deno.makeTempDir();
-  const od = createOnDemand(await config(ask.url, dir), { logger: quiet });
+  const od = createOnDemand(config(ask.url, dir), { logger: quiet });
   try {
     const waits = Array.from({ length: 100 }, (_, i) => od.certificate(`n${i}.example`));
     assert.ok(waits.every((w) => w instanceof Promise));
@@ -104,7 +104,7 @@ Deno.test("createOnDemand backs off a name whose order failed, without asking or
   const dir = await Deno.makeTempDir();
   const warned: string[] = [];
   const logger: Logger = { ...quiet, warn: (m) => void warned.push(m) };
-  const od = createOnDemand(await config(ask.url, dir), { logger, clientRetries: 0 });
+  const od = createOnDemand(config(ask.url, dir), { logger, clientRetries: 0 });
   try {
     assert.equal(await od.certificate("a.example"), null);
     assert.ok(warned.includes("ACME on-demand certificate not obtained"), warned.join("\n"));
@@ -128,7 +128,7 @@ Deno.test("createOnDemand bounds the orders still running after their handshakes
   const accepting = (async () => {
     for await (const c of ca) conns.push(c);
   })();
-  const base = await config(ask.url, dir);
+  const base = config(ask.url, dir);
   const od = createOnDemand({
     ...base,
     ca_url: `http://127.0.0.1:${(ca.addr as Deno.NetAddr).port}/dir`,

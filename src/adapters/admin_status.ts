@@ -12,6 +12,7 @@ import { parseRouteKey } from "../domain/router.ts";
 import { rampFactor } from "../domain/balancer.ts";
 import { formatListenAddr } from "../config/listen.ts";
 import type { AcmeStatus } from "./acme.ts";
+import type { OnDemandStatus } from "./acme_on_demand.ts";
 import { redactSecrets } from "../config/secret_names.ts";
 import type { EngineCounts } from "./http_serve.ts";
 
@@ -148,6 +149,11 @@ export interface StatusJson {
   certificates: { name: string; notAfter: number; daysLeft: number }[];
   /** ACME's state (ordering, failing with its last error, next try), null without ACME. */
   acme: AcmeStatus | null;
+  /**
+   * `tls.acme.on_demand`: names held (expiry, last use), names backing off (next try), in flight;
+   * each list the first 100 (most recent first) beside its total. null without on_demand.
+   */
+  onDemand: OnDemandStatus | null;
 }
 
 /** Records health changes and certificate expiry while passing every call to `inner`. */
@@ -352,6 +358,7 @@ export function buildStatus(
     /** The upstream client's pools; absent: `pool` is null (an injected client). */
     pools?: readonly PoolRow[];
     acme?: AcmeStatus | null;
+    onDemand?: OnDemandStatus | null;
   },
 ): StatusJson {
   const views = new Map((opts.upstreamViews ?? []).map((v) => [v.id, v]));
@@ -440,6 +447,7 @@ export function buildStatus(
     caches: opts.caches ?? {},
     certificates,
     acme: opts.acme ?? null,
+    onDemand: opts.onDemand ?? null,
   };
 }
 

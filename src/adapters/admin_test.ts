@@ -37,6 +37,7 @@ const STATUS: StatusJson = {
   caches: {},
   certificates: [],
   acme: null,
+  onDemand: null,
 };
 
 function fake(over: Partial<AdminCallbacks> = {}): AdminCallbacks & { reloads: number } {

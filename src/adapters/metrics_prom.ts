@@ -326,6 +326,28 @@ export function createPromMetrics(
     labelNames: ["name"] as const,
     registers,
   });
+  const odAsks = new Counter({
+    name: "prox_tls_on_demand_asks_total",
+    help: "Answers about on-demand TLS names, from the ask endpoint or its cache",
+    labelNames: ["result"] as const,
+    registers,
+  });
+  const odOrders = new Counter({
+    name: "prox_tls_on_demand_orders_total",
+    help: "ACME orders for on-demand TLS names (renewals too), by outcome",
+    labelNames: ["result"] as const,
+    registers,
+  });
+  const odCerts = new Gauge({
+    name: "prox_tls_on_demand_certificates",
+    help: "On-demand TLS certificates held now (at most tls.acme.on_demand.max_certificates)",
+    registers,
+  });
+  /** The on-demand certificates' expiry series (`on_demand:<name>`), kept across resets. */
+  let odExpiry: { name: string; notAfterMs: number }[] = [];
+  const setOdExpiry = () => {
+    for (const c of odExpiry) certExpiry.set({ name: `on_demand:${c.name}` }, c.notAfterMs / 1000);
+  };
   new Gauge({
     name: "prox_build_info",
     help: "Always 1; labels carry the Prox and Deno versions",
@@ -335,6 +357,10 @@ export function createPromMetrics(
 
   reloads.inc({ result: "success" }, 0);
   reloads.inc({ result: "failure" }, 0);
+  for (const result of ["allowed", "refused", "error", "cached_allowed", "cached_refused"]) {
+    odAsks.inc({ result }, 0);
+  }
+  for (const result of ["issued", "failed", "rate_limited"]) odOrders.inc({ result }, 0);
   if (opts.processMetrics !== false) registerProcessMetrics(registry);
 
   const knownBackends = new Set<string>();
@@ -628,6 +654,20 @@ export function createPromMetrics(
       for (const c of [{ name, notAfterMs }, ...more]) {
         if (c.notAfterMs !== null) certExpiry.set({ name: c.name }, c.notAfterMs / 1000);
       }
+      setOdExpiry();
+    },
+    onDemandAsk(result) {
+      odAsks.inc({ result });
+    },
+    onDemandOrder(result) {
+      odOrders.inc({ result });
+    },
+    onDemandCertificates(certs) {
+      // Only the names held: a dropped name's series goes (the label set is max_certificates).
+      for (const c of odExpiry) certExpiry.remove({ name: `on_demand:${c.name}` });
+      odExpiry = certs;
+      setOdExpiry();
+      odCerts.set(certs.length);
     },
   };
 }

@@ -353,3 +353,50 @@ Deno.test("createPromMetrics: a reload that removes many routes prunes their ser
     10,
   );
 });
+
+Deno.test("createPromMetrics exports on-demand TLS counters, the held count, and expiry of held names only", async () => {
+  const m = createPromMetrics({ version: "1.2.3", processMetrics: false });
+  // Every result is there from start at 0.
+  let t = await m.text();
+  for (const r of ["allowed", "refused", "error", "cached_allowed", "cached_refused"]) {
+    assert.equal(value(t, `prox_tls_on_demand_asks_total{result="${r}"}`), 0, r);
+  }
+  for (const r of ["issued", "failed", "rate_limited"]) {
+    assert.equal(value(t, `prox_tls_on_demand_orders_total{result="${r}"}`), 0, r);
+  }
+  m.onDemandAsk("allowed");
+  m.onDemandAsk("cached_refused");
+  m.onDemandAsk("cached_refused");
+  m.onDemandOrder("issued");
+  m.onDemandOrder("rate_limited");
+  m.onDemandCertificates([
+    { name: "a.example", notAfterMs: 1_800_000_000_000 },
+    { name: "b.example", notAfterMs: 1_900_000_000_000 },
+  ]);
+  // The main certificate's report resets the series: the on-demand ones stay.
+  m.certificateExpiry("acme:main.example", 1_700_000_000_000);
+  t = await m.text();
+  assert.equal(value(t, 'prox_tls_on_demand_asks_total{result="allowed"}'), 1);
+  assert.equal(value(t, 'prox_tls_on_demand_asks_total{result="cached_refused"}'), 2);
+  assert.equal(value(t, 'prox_tls_on_demand_orders_total{result="issued"}'), 1);
+  assert.equal(value(t, 'prox_tls_on_demand_orders_total{result="rate_limited"}'), 1);
+  assert.equal(value(t, 'prox_tls_on_demand_orders_total{result="failed"}'), 0);
+  assert.equal(value(t, "prox_tls_on_demand_certificates"), 2);
+  const expiry = (name: string) =>
+    value(t, `prox_tls_certificate_expiry_timestamp_seconds{name="${name}"}`);
+  assert.equal(expiry("acme:main.example"), 1_700_000_000);
+  assert.equal(expiry("on_demand:a.example"), 1_800_000_000);
+  assert.equal(expiry("on_demand:b.example"), 1_900_000_000);
+  // a dropped: its series goes, b's stays.
+  m.onDemandCertificates([{ name: "b.example", notAfterMs: 1_900_000_000_000 }]);
+  t = await m.text();
+  assert.equal(expiry("on_demand:a.example"), undefined);
+  assert.equal(expiry("on_demand:b.example"), 1_900_000_000);
+  assert.equal(expiry("acme:main.example"), 1_700_000_000);
+  assert.equal(value(t, "prox_tls_on_demand_certificates"), 1);
+  m.onDemandCertificates([]);
+  m.certificateExpiry("acme:main.example", 1_700_000_000_000);
+  t = await m.text();
+  assert.equal(expiry("on_demand:b.example"), undefined);
+  assert.equal(value(t, "prox_tls_on_demand_certificates"), 0);
+});
