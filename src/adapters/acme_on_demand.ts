@@ -322,7 +322,9 @@ export function createOnDemand(
   return {
     certificate(raw) {
       if (closed) return null;
-      const name = raw.toLowerCase().replace(/\.$/, "");
+      // ASCII letters only: toLowerCase() maps some others into ASCII (U+212A Kelvin sign to `k`),
+      // and a name the client did not send would be asked about and ordered.
+      const name = raw.replace(/[A-Z]/g, (c) => c.toLowerCase()).replace(/\.$/, "");
       const h = held.get(name);
       if (h) {
         held.delete(name);

@@ -42,12 +42,30 @@ function config(ask: string, storage: string): AcmeConfig {
 Deno.test("createOnDemand refuses names that are no DNS name without asking", async () => {
   await using ask = askServer(() => 200);
   const dir = await Deno.makeTempDir();
-  const od = createOnDemand(config(ask.url, dir), { logger: quiet });
+  const od = createOnDemand(config(ask.url, dir), { logger: quiet, clientRetries: 0 });
   try {
-    for (const name of ["10.0.0.1", "a/b.example", "..example", "example", "a..b", "-a.example"]) {
-      assert.equal(od.certificate(name), null, name);
-    }
+    const refused = [
+      ...["10.0.0.1", "a/b.example", "..example", "example", "a..b", "-a.example"],
+      // Wildcard forms, IP literals, odd characters, URL syntax: never asked, never ordered.
+      ...["*.example", "*", "a.*.example", "::1", "[::1]", "0x7f.0.0.1", "1.2.3.4.", "a_b.example"],
+      ...["a b.example", "a%2fb.example", "a.example/x", "a.example:443", "a.example?x=1"],
+      ...["a.example&domain=b.example", "a\u0000.example", "\u00e9.example", "a.example.."],
+      // Letters that lower-case into ASCII ones (Kelvin sign: k; dotted capital I).
+      ...["\u212a.example", "\u0130.example"],
+      // Over 253 bytes; a 64-byte label.
+      `${"a".repeat(63)}.${"b".repeat(63)}.${"c".repeat(63)}.${"d".repeat(59)}.ex`,
+      `${"a".repeat(64)}.example`,
+    ];
+    for (const name of refused) assert.equal(od.certificate(name), null, name);
     assert.deepEqual(ask.asked, []);
+    // The longest allowed: 253 bytes (and its fully qualified form, 254 with the dot), asked once.
+    const longest = `${"a".repeat(63)}.${"b".repeat(63)}.${"c".repeat(63)}.${"d".repeat(58)}.ex`;
+    assert.equal(longest.length, 253);
+    const p = od.certificate(longest);
+    assert.ok(p instanceof Promise);
+    assert.equal(od.certificate(`${longest}.`), p);
+    await p;
+    assert.deepEqual(ask.asked, [longest]);
   } finally {
     await od.close();
     await Deno.remove(dir, { recursive: true });
