@@ -65,6 +65,9 @@ function render(s) {
   if (a) { ac.append($("span", "ACME " + a.state + (a.failures ? ", " + a.failures + " failed order(s)" : "") +
       (a.retryInMs ? ", next order in " + Math.ceil(a.retryInMs / 1000) + "s" : ""), a.state === "failing" ? "down" : "up"));
     if (a.lastError) ac.append($("div", a.lastError, "bad")); }
+  const od = s.onDemand;
+  if (od) ac.append($("div", "On-demand certificates: " + od.heldTotal + " held, " + od.backingOffTotal +
+    " backing off, " + od.inFlight + " in flight, " + od.orders + " ordered since start"));
   table("listeners", ["Listener", "Address", "TLS"], s.listeners.map((l) => [l.name, l.addr, l.tls ? "yes" : "no"]));
   document.getElementById("updated").textContent = "Updated " + new Date().toLocaleTimeString();
 }
