@@ -215,8 +215,16 @@ class Stream implements Reader {
     this.sendWindow = sendWindow;
   }
 
+  /**
+   * Made when first asked for (most exchanges never ask): asked for after the stream was reset,
+   * it is aborted already, or an upstream request that looks it up late was never aborted.
+   */
   get signal(): AbortSignal {
-    return (this.#abort ??= new AbortController()).signal;
+    if (this.#abort === null) {
+      this.#abort = new AbortController();
+      if (this.reset) this.#abort.abort(this.failure);
+    }
+    return this.#abort.signal;
   }
 
   /** The client reset the stream, or the connection went: the exchange is over. */
@@ -453,12 +461,12 @@ export class H2Connection {
         if (n === 0) break;
         end += n;
       }
-      // The client ended its side: streams in work still answer if they can; the read is over,
-      // and a request body still coming never will (its exchange would wait for it for good).
+      // The client ended its side: it is gone, as nginx and the HTTP/1.1 engine take it (an
+      // HTTP/2 client has no use for a half-closed connection). A request body still coming never
+      // will, and an exchange that waits for its upstream is aborted (the upstream request with
+      // it) rather than holding the upstream connection until its answer or a timeout.
       for (const s of this.#streams.values()) {
-        if (!s.remoteEnded) {
-          this.#failBody(s, new ProxyError("client_gone", "Client closed the connection"));
-        }
+        this.#failBody(s, new ProxyError("client_gone", "Client closed the connection"));
       }
       if (this.#inWork > 0 && !this.#closed) {
         await new Promise<void>((resolve) => this.#onIdle = resolve);

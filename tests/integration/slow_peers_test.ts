@@ -1,0 +1,248 @@
+// Slow and stalled peers: clients that leave while their request waits for an upstream (HTTP/1.1
+// on either engine, HTTP/2 on Prox's engine over h2c and TLS), clients that never read a large
+// answer, and requests queued for an upstream connection whose client went away.
+import assert from "node:assert/strict";
+import { ROOT, startUpstream, waitFor } from "../_harness.ts";
+import { proxyRoute, startProxy } from "./_proxy.ts";
+import { rawServer, readRequest } from "../_upstream_peers.ts";
+import { heldUpstream, queuedProxy } from "./_held.ts";
+import { RawH2Client } from "./_raw_h2.ts";
+import {
+  ErrorCode,
+  FrameType,
+  FrameWriter,
+  PREFACE,
+  Setting,
+} from "../../src/adapters/h2/frames.ts";
+import { HpackEncoder } from "../../src/adapters/h2/hpack.ts";
+
+const enc = new TextEncoder();
+const TLS = `${ROOT}/tests/fixtures/tls`;
+const CA = Deno.readTextFileSync(`${TLS}/ca.pem`);
+/** Longer than any wait here: the upstream request ends only because the client left. */
+const WAIT = "{ response_header: 60s }";
+
+/** An upstream that reads each request head and never answers; counts heads and closed connections. */
+function silentUpstream() {
+  const seen = { heads: 0, ended: 0 };
+  const server = rawServer(async (c) => {
+    if (await readRequest(c) === null) return;
+    seen.heads++;
+    const buf = new Uint8Array(4096);
+    while (await c.read(buf).catch(() => null) !== null) { /* until Prox lets go */ }
+    seen.ended++;
+  });
+  return Object.assign(server, { seen });
+}
+
+class H2 extends RawH2Client {
+  static async open(port: number, tls: boolean): Promise<H2> {
+    const conn = tls
+      ? await Deno.connectTls({
+        hostname: "localhost",
+        port,
+        caCerts: [CA],
+        alpnProtocols: ["h2"],
+      })
+      : await Deno.connect({ hostname: "127.0.0.1", port });
+    const c = new H2(conn);
+    await conn.write(PREFACE);
+    c.out.settings([]);
+    await c.flush();
+    return c;
+  }
+
+  get(id: number, path: string, scheme: string): void {
+    this.enc.begin().field(":method", "GET").field(":scheme", scheme).field(":path", path);
+    this.out.headers(id, this.enc.field(":authority", "localhost").block, true, 16384);
+  }
+}
+
+Deno.test("a client that leaves while its HTTP/1.1 request waits for the upstream ends the upstream request", async () => {
+  await using up = silentUpstream();
+  await using prox = await startProxy(`${proxyRoute(up.url)}\n    timeouts: ${WAIT}`);
+  const c = await Deno.connect({ hostname: "127.0.0.1", port: prox.port });
+  await c.write(enc.encode("GET /wait HTTP/1.1\r\nHost: a\r\n\r\n"));
+  await waitFor(() => up.seen.heads === 1, { what: "the request at the upstream" });
+  c.close();
+  await waitFor(() => up.seen.ended === 1, { what: "the upstream connection to end" });
+});
+
+/** Prox on an HTTP/2 listener (TLS with ALPN h2, or h2c with prior knowledge) to `up`. */
+function h2Proxy(up: string, tls: boolean, timeouts = WAIT) {
+  const tlsConf = tls ? `tls: { cert_path: "${TLS}/cert.pem", key_path: "${TLS}/key.pem" }\n` : "";
+  return startProxy(`${tlsConf}${proxyRoute(up)}\n    timeouts: ${timeouts}`, { tls });
+}
+
+for (const tls of [false, true]) {
+  const proto = tls ? "TLS" : "h2c";
+  Deno.test(`a client that resets its HTTP/2 stream (${proto}) while it waits for the upstream ends the upstream request`, async () => {
+    await using up = silentUpstream();
+    await using prox = await h2Proxy(up.url, tls);
+    const h = await H2.open(prox.port, tls);
+    try {
+      h.get(1, "/wait", tls ? "https" : "http");
+      await h.flush();
+      await waitFor(() => up.seen.heads === 1, { what: "the request at the upstream" });
+      // Within the upstream client's first tick (it looks the client's signal up only then).
+      h.out.u32(FrameType.RST_STREAM, 1, ErrorCode.CANCEL);
+      await h.flush();
+      await waitFor(() => up.seen.ended === 1, { what: "the upstream connection to end" });
+    } finally {
+      await h.close();
+    }
+  });
+
+  Deno.test(`a client that closes its HTTP/2 connection (${proto}) while a request waits for the upstream ends the upstream request`, async () => {
+    await using up = silentUpstream();
+    await using prox = await h2Proxy(up.url, tls);
+    const h = await H2.open(prox.port, tls);
+    try {
+      h.get(1, "/wait", tls ? "https" : "http");
+      await h.flush();
+      await waitFor(() => up.seen.heads === 1, { what: "the request at the upstream" });
+    } finally {
+      await h.close();
+    }
+    await waitFor(() => up.seen.ended === 1, { what: "the upstream connection to end" });
+  });
+}
+
+/** An upstream that answers 100 MiB, made as it is read; `pulled()`: the bytes read so far. */
+async function bigUpstream() {
+  const chunk = new Uint8Array(64 * 1024);
+  let pulled = 0;
+  const server = await startUpstream(() =>
+    new Response(
+      new ReadableStream({
+        pull(ctl) {
+          if (pulled >= 100 * 1024 * 1024) return ctl.close();
+          pulled += chunk.length;
+          ctl.enqueue(chunk);
+        },
+      }, { highWaterMark: 0 }),
+    )
+  );
+  return Object.assign(server, { pulled: () => pulled });
+}
+
+/** Waits until `pulled` has not grown for half a second, and returns it. */
+async function settled(pulled: () => number): Promise<number> {
+  let last = -1;
+  await waitFor(async () => {
+    await new Promise((r) => setTimeout(r, 500));
+    const still = pulled() === last && last > 0;
+    last = pulled();
+    return still;
+  }, { what: "the upstream reads to stop", timeoutMs: 30_000 });
+  return last;
+}
+
+Deno.test("a client that never reads a 100 MiB answer holds Prox's reads of the upstream to a few MiB", async () => {
+  await using up = await bigUpstream();
+  await using prox = await startProxy(`${proxyRoute(up.url)}\n    timeouts: { idle: 60s }`);
+  const c = await Deno.connect({ hostname: "127.0.0.1", port: prox.port });
+  try {
+    await c.write(enc.encode("GET /big HTTP/1.1\r\nHost: a\r\n\r\n"));
+    const pulled = await settled(up.pulled);
+    // What the socket buffers on both sides hold, and the engine's own bounded buffers.
+    assert.ok(pulled < 16 * 1024 * 1024, `read ${pulled} bytes of the upstream`);
+  } finally {
+    c.close();
+  }
+});
+
+for (const tls of [false, true]) {
+  Deno.test(`an HTTP/2 client (${tls ? "TLS" : "h2c"}) that grants 2 GiB windows and never reads holds Prox's reads to a few MiB`, async () => {
+    await using up = await bigUpstream();
+    await using prox = await h2Proxy(up.url, tls, "{ idle: 60s }");
+    const conn = tls
+      ? await Deno.connectTls({
+        hostname: "localhost",
+        port: prox.port,
+        caCerts: [CA],
+        alpnProtocols: ["h2"],
+      })
+      : await Deno.connect({ hostname: "127.0.0.1", port: prox.port });
+    try {
+      // Flow control would let all of it through: only the socket's backpressure holds Prox back.
+      const out = new FrameWriter();
+      out.settings([[Setting.INITIAL_WINDOW_SIZE, 0x7fffffff]]);
+      out.u32(FrameType.WINDOW_UPDATE, 0, 0x7fffffff - 65535);
+      const fields = new HpackEncoder().begin().field(":method", "GET")
+        .field(":scheme", tls ? "https" : "http").field(":path", "/big");
+      out.headers(1, fields.field(":authority", "localhost").block, true, 16384);
+      await conn.write(PREFACE);
+      await conn.write(out.take());
+      const pulled = await settled(up.pulled);
+      assert.ok(pulled < 16 * 1024 * 1024, `read ${pulled} bytes of the upstream`);
+    } finally {
+      conn.close();
+    }
+  });
+}
+
+{
+  Deno.test("a GET waiting for an upstream connection leaves the queue when its HTTP/1.1 client goes", async () => {
+    await using up = await heldUpstream();
+    await using prox = await queuedProxy(up.url);
+    const first = fetch(`${prox.url}/first`);
+    await waitFor(() => up.arrived.length === 1, { what: "the first request at the upstream" });
+    const c = await Deno.connect({ hostname: "127.0.0.1", port: prox.port });
+    try {
+      await c.write(enc.encode("GET /queued HTTP/1.1\r\nHost: a\r\n\r\n"));
+      await waitFor(async () => (await prox.pool()).waiting === 1, { what: "the request queued" });
+    } finally {
+      c.close();
+    }
+    await waitFor(async () => (await prox.pool()).waiting === 0, { what: "the queue to empty" });
+    up.release();
+    assert.equal(await (await first).text(), "late");
+    // The connection went to no one: the next request has it at once.
+    const next = fetch(`${prox.url}/next`);
+    await waitFor(() => up.arrived.length === 2, { what: "the next request at the upstream" });
+    up.release();
+    assert.equal(await (await next).text(), "late");
+    assert.deepEqual(up.arrived, ["/first", "/next"]);
+  });
+}
+
+for (const tls of [false, true]) {
+  Deno.test(`an HTTP/2 stream (${tls ? "TLS" : "h2c"}) waiting for an upstream connection leaves the queue when reset`, async () => {
+    await using up = await heldUpstream();
+    const tlsConf = tls
+      ? `tls: { cert_path: "${TLS}/cert.pem", key_path: "${TLS}/key.pem" }\n`
+      : "";
+    const prox = await startProxy(
+      `${tlsConf}
+admin: { listen_addr: "127.0.0.1:0" }
+health_check: { enabled: false }
+upstream_pool: { max_connections_per_upstream: 1, queue_limit: 8, queue_timeout: 60s }
+routes: { "/": { type: proxy, target: "${up.url}", timeouts: ${WAIT} } }
+`,
+      { tls },
+    );
+    await using _ = prox;
+    const waiting = async () => {
+      const res = await fetch(`http://127.0.0.1:${prox.server.admin!.port}/status`);
+      return (await res.json()).upstreams[0].pool.waiting as number;
+    };
+    const h = await H2.open(prox.port, tls);
+    try {
+      h.get(1, "/first", tls ? "https" : "http");
+      h.get(3, "/queued", tls ? "https" : "http");
+      await h.flush();
+      await waitFor(async () => up.arrived.length === 1 && await waiting() === 1, {
+        what: "one request at the upstream, one queued",
+      });
+      h.out.u32(FrameType.RST_STREAM, 3, ErrorCode.CANCEL);
+      await h.flush();
+      await waitFor(async () => await waiting() === 0, { what: "the queue to empty" });
+      up.release();
+      await waitFor(() => h.on(1, FrameType.DATA).length > 0, { what: "the first answer" });
+      assert.deepEqual(up.arrived, ["/first"]);
+    } finally {
+      await h.close();
+    }
+  });
+}
