@@ -200,7 +200,10 @@ export function listen(
         // A WebSocket upgrade's signal is made now, so that it aborts if the client leaves while
         // the upstream is connected: made later it never does, and an upgrade answered to a
         // client that has left holds its connection for good (Deno 2.9.6; websocket_deno.ts).
-        if (req.headers.has("upgrade")) req.signal;
+        // So is an HTTP/2 request's: one made after its client reset the stream (or closed the
+        // connection) never aborts, and a request that waits for a silent upstream kept that
+        // upstream request until its timeout (the upstream client looks the signal up late).
+        if (ci.protocol !== "http/1.1" || req.headers.has("upgrade")) req.signal;
         return closingIfDraining(opts.handler(req, ci), ci);
       } else if (ci.protocol !== "http/1.1") {
         // Deno makes a request's signal when first asked for, and one made after the client
