@@ -130,6 +130,11 @@ export function relayBufferBytes(): number {
 const NO_BYTES = new Uint8Array(0);
 /** The most a streamed request body's read takes from the socket at once. */
 const BODY_CHUNK = 64 * 1024;
+/**
+ * The most of a request body that nothing reads yet (its request waits in upstream_pool's queue)
+ * the engine reads ahead into the connection's buffer to see its client leave (Conn.watch).
+ */
+const READ_AHEAD = 64 * 1024;
 /** Buffers for reads of request bodies whose reader gives them back (ports.ts LEND_CHUNKS). */
 const BODY_CHUNKS = new BufferPool(BODY_CHUNK, 32);
 /** Gives a chunk's buffer back to BODY_CHUNKS if it is one of those `lent` (once). */
@@ -1159,6 +1164,9 @@ export class Conn implements Reader, HintsWriter {
   interimWrites: Promise<void> | null = null;
   /** The body read in progress, if any: reads of the body never overlap. */
   #bodyRead: Promise<unknown> = Promise.resolve();
+  /** The current request's body has been read, or read ahead (#readAhead): once per body. */
+  #bodyTaken = false;
+  #readingAhead = false;
   /** Settles when serve() has ended for this connection (and it left `conns`). */
   served: Promise<void> = Promise.resolve();
   #closed = false;
@@ -1270,7 +1278,10 @@ export class Conn implements Reader, HintsWriter {
     // Not while the request's body is still coming: its reads would race this one (a client that
     // leaves then ends the body's stream instead, which aborts the signal). A signal first asked
     // for then (a total timeout, forward_auth) gets its read once the body is in (#stream).
-    if (
+    // A body nothing reads yet (the request waits for an upstream connection) is read ahead.
+    if (!left.signal.aborted && this.#busy && this.bodyPending) {
+      if (!this.#bodyTaken && !this.#readingAhead && !this.awaitsContinue) this.#readAhead(left);
+    } else if (
       !left.signal.aborted && this.#busy && !this.watching && this.start === this.end &&
       !this.bodyPending
     ) {
@@ -1284,6 +1295,38 @@ export class Conn implements Reader, HintsWriter {
       })();
     }
     return left.signal;
+  }
+
+  /**
+   * Reads a body that nothing reads yet into the buffer, up to READ_AHEAD bytes buffered, where
+   * the body's reads take them first: a client that leaves meanwhile (an upload queued for an
+   * upstream connection) aborts the request, which leaves the queue. Ends at the first read of
+   * the body; one that sent more than READ_AHEAD before it left is seen only then.
+   */
+  #readAhead(left: AbortController): void {
+    this.#readingAhead = true;
+    const ahead = async () => {
+      const want = this.#chunked ? READ_AHEAD : Math.min(READ_AHEAD, this.bodyLeft);
+      while (this.#left === left && !this.#bodyTaken && this.end - this.start < want) {
+        if (this.start + want > this.buf.length) {
+          const room = new Uint8Array(Math.max(want, this.buf.length));
+          room.set(this.buf.subarray(this.start, this.end));
+          this.end -= this.start;
+          this.start = 0;
+          this.buf = room;
+        }
+        let n = 0;
+        try {
+          n = await this.#read(this.buf.subarray(this.end, this.start + want));
+        } catch {
+          // reset: gone
+        }
+        if (n === 0) return void this.#clientGone();
+        this.end += n;
+      }
+    };
+    const next = this.#bodyRead.then(ahead);
+    this.#bodyRead = next.catch(() => {});
   }
 
   /**
@@ -1321,6 +1364,7 @@ export class Conn implements Reader, HintsWriter {
   }
 
   #stream(expectContinue: boolean): ReadableStream<Uint8Array> {
+    this.#bodyTaken = this.#readingAhead = false;
     // Nothing of the body here yet: the client waits for a 100 (which the first read sends).
     this.awaitsContinue = expectContinue && this.start === this.end;
     /**
@@ -1359,6 +1403,7 @@ export class Conn implements Reader, HintsWriter {
    * into its own buffer takes one of BODY_CHUNKS when `lent` (and adds it there).
    */
   #bodyChunk(lent: Set<ArrayBuffer> | null): Promise<Uint8Array | null> {
+    this.#bodyTaken = true;
     const next = this.#bodyRead.then(() => this.#readBody(lent));
     this.#bodyRead = next.catch(() => {});
     return next;
