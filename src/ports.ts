@@ -490,6 +490,12 @@ export interface Metrics {
   /** A client refused by `tls.client_auth` (its certificate, or its absence), by why. */
   tlsClientRefused(reason: string): void;
   websocketMessageTooBig(route: string): void;
+  /**
+   * An answer whose body failed after its head went out (the client got it cut short), by the
+   * error's kind: `timeout` (an upstream that stalled past timeouts.idle or total),
+   * `upstream_reset`, `protocol`, `client_gone` (a client that stopped reading), ….
+   */
+  responseBodyFailed(route: string, kind: string): void;
   /** One mirror copy's outcome (a route's `mirror`; one per copy, a copy per mirror target). */
   mirror(route: string, result: MirrorResult): void;
   /** The route ids of the current config: series of removed routes are dropped. */
@@ -558,6 +564,7 @@ export const noopMetrics: Metrics = {
   tlsClientRefused() {},
   connectionClosed() {},
   websocketMessageTooBig() {},
+  responseBodyFailed() {},
   mirror() {},
   routesConfigured: () => Promise.resolve(),
   backendsConfigured() {},

@@ -5,7 +5,14 @@
 import { ProxyError, reasonFor } from "../domain/errors.ts";
 import { DEADLINE_EXCEEDED, grpcStatusFields, isGrpcType } from "../domain/grpc.ts";
 import { BODY_BYTES, FileChangedError } from "../ports.ts";
-import type { ClientCert, ClientInfo, CountedResponse, Logger, Protocol } from "../ports.ts";
+import type {
+  ClientCert,
+  ClientInfo,
+  CountedResponse,
+  Logger,
+  Metrics,
+  Protocol,
+} from "../ports.ts";
 
 let dateAt = 0;
 let dateText = "";
@@ -101,10 +108,13 @@ const GONE = () => new Error("client went away");
 
 /**
  * An answer's body failed after its head went out (an upstream that reset mid-body, a static file
- * changed while sent): logged as Deno.serve's onError would, the client's answer cut short.
+ * changed while sent): logged as Deno.serve's onError would, the client's answer cut short, and
+ * counted (prox_response_body_failures_total) when the error names its route.
  */
-export function bodyFailed(logger: Logger, err: unknown): void {
+export function bodyFailed(logger: Logger, err: unknown, metrics?: Metrics): void {
   if (err instanceof ProxyError) {
+    const route = err.request?.route;
+    if (route) metrics?.responseBodyFailed(route, err.kind);
     logger.warn("Response body failed", {
       requestId: err.request?.requestId ?? null,
       route: err.request?.route ?? null,

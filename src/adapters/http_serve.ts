@@ -5,7 +5,7 @@ import { crowd } from "./gc_hint.ts";
 import { formatListenAddr } from "../config/listen.ts";
 import type { ListenAddr } from "../config/listen.ts";
 import { ProxyError } from "../domain/errors.ts";
-import { FileChangedError } from "../ports.ts";
+import { bodyFailed } from "./engine_shared.ts";
 import type { ClientCert, ClientInfo, Handler, Logger, Metrics, Protocol } from "../ports.ts";
 import { recent } from "../proxy/recent.ts";
 
@@ -127,18 +127,9 @@ export function listen(
       onListen() {},
       onError(err) {
         // Also called when a response body fails after its head went out (an upstream that stalls
-        // or resets mid-body): an expected ProxyError, not a bug; the access record says incomplete.
-        if (err instanceof ProxyError) {
-          opts.logger.warn("Response body failed", {
-            requestId: err.request?.requestId ?? null,
-            route: err.request?.route ?? null,
-            kind: err.kind,
-            error: err.message,
-          });
-        } else if (err instanceof FileChangedError) {
-          // A static file overwritten in place while being sent: a deploy race, not a bug.
-          opts.logger.warn("Response body failed", { error: err.message });
-        } else opts.logger.error("Unhandled error in request handler", { error: String(err) });
+        // or resets mid-body): an expected ProxyError, not a bug; the access record says incomplete,
+        // and prox_response_body_failures_total counts it.
+        bodyFailed(opts.logger, err, opts.metrics);
         return new Response("Internal server error\n", { status: 500 });
       },
     }, (req, info) => {

@@ -286,6 +286,14 @@ export function createPromMetrics(
     labelNames: ["route"] as const,
     registers,
   });
+  const bodyFailures = new Counter({
+    name: "prox_response_body_failures_total",
+    help: "Answers cut short after their head went out, by route and the error's kind: timeout " +
+      "(an upstream that stalled past timeouts.idle or total), upstream_reset, protocol, " +
+      "client_gone (a client that stopped reading), …",
+    labelNames: ["route", "kind"] as const,
+    registers,
+  });
   const mirrors = new Counter({
     name: "prox_mirror_requests_total",
     help: "Mirror copies by route and result: mirrored (the shadow answered, any status), failed " +
@@ -551,6 +559,7 @@ export function createPromMetrics(
         accessDenied,
         retries,
         wsTooBig,
+        bodyFailures,
         mirrors,
       ] as unknown as Prunable[];
       return Promise.all(metrics.map((m) => pruneRoutes(m, keep, gone))).then(() => {});
@@ -632,6 +641,10 @@ export function createPromMetrics(
     websocketMessageTooBig(route) {
       if (gone.has(route)) return;
       wsTooBig.inc({ route });
+    },
+    responseBodyFailed(route, kind) {
+      if (gone.has(route)) return;
+      bodyFailures.inc({ route, kind });
     },
     mirror(route, result) {
       if (gone.has(route)) return;

@@ -101,6 +101,7 @@ Deno.test("createPromMetrics records backends, limits, retries, ejections, webso
   m.connectionOpened("h2");
   m.connectionClosed("h2");
   m.websocketMessageTooBig("/ws");
+  m.responseBodyFailed("/api", "timeout");
   m.mirror("/api", "mirrored");
   m.mirror("/api", "mirrored");
   m.mirror("/api", "dropped_in_flight");
@@ -124,6 +125,7 @@ Deno.test("createPromMetrics records backends, limits, retries, ejections, webso
   assert.equal(value(t, 'prox_active_connections{protocol="h3"}'), 0);
   assert.equal(value(t, "prox_websocket_connections_total"), 1);
   assert.equal(value(t, 'prox_websocket_messages_too_big_total{route="/ws"}'), 1);
+  assert.equal(value(t, 'prox_response_body_failures_total{route="/api",kind="timeout"}'), 1);
   assert.equal(value(t, 'prox_mirror_requests_total{route="/api",result="mirrored"}'), 2);
   assert.equal(value(t, 'prox_mirror_requests_total{route="/api",result="dropped_in_flight"}'), 1);
   assert.equal(value(t, 'prox_config_reload_total{result="success"}'), 1);

@@ -246,3 +246,69 @@ routes: { "/": { type: proxy, target: "${up.url}", timeouts: ${WAIT} } }
     }
   });
 }
+
+/** An upstream that sends a head announcing 100000 bytes and 10 of them, then nothing. */
+function stallingUpstream() {
+  return rawServer(async (c) => {
+    if (await readRequest(c) === null) return;
+    await c.write(enc.encode("HTTP/1.1 200 OK\r\ncontent-length: 100000\r\n\r\n0123456789"));
+    const buf = new Uint8Array(4096);
+    while (await c.read(buf).catch(() => null) !== null) { /* until Prox lets go */ }
+  });
+}
+
+/** The value of `series` on Prox's admin /metrics (undefined: absent). */
+async function metric(admin: number, series: string): Promise<number | undefined> {
+  const text = await (await fetch(`http://127.0.0.1:${admin}/metrics`)).text();
+  const line = text.split("\n").find((l) => l.startsWith(`${series} `));
+  return line === undefined ? undefined : Number(line.slice(series.length + 1));
+}
+
+const CUT = 'prox_response_body_failures_total{route="/",kind="timeout"}';
+
+Deno.test("an upstream that stalls mid-body: the HTTP/1.1 client's answer is cut after timeouts.idle, and counted", async () => {
+  await using up = stallingUpstream();
+  await using prox = await startProxy(
+    `admin: { listen_addr: "127.0.0.1:0" }\n${proxyRoute(up.url)}\n    timeouts: { idle: 300ms }`,
+  );
+  const c = await Deno.connect({ hostname: "127.0.0.1", port: prox.port });
+  try {
+    await c.write(enc.encode("GET /cut HTTP/1.1\r\nHost: a\r\n\r\n"));
+    const buf = new Uint8Array(65536);
+    let got = "";
+    for (let n; (n = await c.read(buf)) !== null;) {
+      got += new TextDecoder().decode(buf.subarray(0, n));
+    }
+    assert.match(got, /^HTTP\/1\.1 200 [^]*\r\n\r\n0123456789$/);
+  } finally {
+    c.close();
+  }
+  const admin = prox.server.admin!.port;
+  await waitFor(async () => await metric(admin, CUT) === 1, { what: `${CUT} 1` });
+});
+
+for (const tls of [false, true]) {
+  Deno.test(`an upstream that stalls mid-body: the HTTP/2 (${tls ? "TLS" : "h2c"}) client's stream is reset after timeouts.idle, and counted`, async () => {
+    await using up = stallingUpstream();
+    const tlsConf = tls
+      ? `tls: { cert_path: "${TLS}/cert.pem", key_path: "${TLS}/key.pem" }\n`
+      : "";
+    await using prox = await startProxy(
+      `${tlsConf}admin: { listen_addr: "127.0.0.1:0" }\n${
+        proxyRoute(up.url)
+      }\n    timeouts: { idle: 300ms }`,
+      { tls },
+    );
+    const h = await H2.open(prox.port, tls);
+    try {
+      h.get(1, "/cut", tls ? "https" : "http");
+      await h.flush();
+      await waitFor(() => h.on(1, FrameType.RST_STREAM).length === 1, { what: "the reset" });
+      assert.equal(h.status(1), "200");
+    } finally {
+      await h.close();
+    }
+    const admin = prox.server.admin!.port;
+    await waitFor(async () => await metric(admin, CUT) === 1, { what: `${CUT} 1` });
+  });
+}

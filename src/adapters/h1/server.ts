@@ -1774,6 +1774,7 @@ async function exchange(
     keep,
     http10: head.http10,
     logger: env.logger,
+    metrics: env.metrics,
     // `TE: trailers`: the client takes trailer fields (RFC 9110 §10.1.4), looked at only when an
     // answer has some.
     trailers: () => TE_TRAILERS.test(req.headers.get("te") ?? ""),
@@ -1862,7 +1863,14 @@ function lastChunk(res: Response, takes?: () => boolean): Uint8Array {
 async function writeResponse(
   c: Conn,
   res: Response,
-  o: { head: boolean; keep: boolean; http10: boolean; logger: Logger; trailers?: () => boolean },
+  o: {
+    head: boolean;
+    keep: boolean;
+    http10: boolean;
+    logger: Logger;
+    metrics?: Metrics;
+    trailers?: () => boolean;
+  },
 ): Promise<boolean> {
   const status = res.status;
   const reason = res.statusText || REASONS[status] || "";
@@ -1992,7 +2000,7 @@ async function writeResponse(
       }
       // The body failed after the head went out (an upstream that reset mid-body): the client
       // sees a short answer (no last chunk, or fewer bytes than declared) and the connection ends.
-      bodyFailed(o.logger, err);
+      bodyFailed(o.logger, err, o.metrics);
       await out.flush().catch(() => {});
       return false;
     }

@@ -1420,7 +1420,7 @@ export class H2Connection {
           if (declared < 0 && !s.reset && deadlineTrailers(res, err)) break;
           // The body failed after the head went out: the stream is reset, as the client must
           // not take a short answer for a whole one.
-          if (!s.reset) bodyFailed(this.#env.logger, err);
+          if (!s.reset) bodyFailed(this.#env.logger, err, this.#env.metrics);
           return false;
         }
         if (chunk.done) break;
