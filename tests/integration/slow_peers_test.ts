@@ -4,9 +4,10 @@
 import assert from "node:assert/strict";
 import { ROOT, startUpstream, waitFor } from "../_harness.ts";
 import { proxyRoute, startProxy } from "./_proxy.ts";
-import { rawServer, readRequest } from "../_upstream_peers.ts";
+import { rawServer, readRequest, writeAll } from "../_upstream_peers.ts";
 import { heldUpstream, queuedProxy } from "./_held.ts";
 import { RawH2Client } from "./_raw_h2.ts";
+import { readFrom } from "./_raw_client.ts";
 import {
   ErrorCode,
   FrameType,
@@ -310,5 +311,76 @@ for (const tls of [false, true]) {
     }
     const admin = prox.server.admin!.port;
     await waitFor(async () => await metric(admin, CUT) === 1, { what: `${CUT} 1` });
+  });
+}
+
+/** An upstream that reads uploads until Prox lets go (`ended` counts those) and answers a GET. */
+function uploadSink() {
+  const seen = { uploads: 0, ended: 0 };
+  const server = rawServer(async (c) => {
+    const head = await readRequest(c);
+    if (head === null) return;
+    if (head.startsWith("GET")) {
+      await c.write(
+        enc.encode("HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"),
+      );
+      return;
+    }
+    seen.uploads++;
+    const buf = new Uint8Array(65536);
+    while (await c.read(buf).catch(() => null) !== null) { /* until Prox lets go */ }
+    seen.ended++;
+  });
+  return Object.assign(server, { seen });
+}
+
+const SLOW_POST = `upstream_pool: { max_connections_per_upstream: 1, queue_timeout: 60s }\n`;
+
+Deno.test("an HTTP/1.1 upload that stalls on its way upstream gets 408 at timeouts.idle, the upstream request ends and its connection is free", async () => {
+  await using up = uploadSink();
+  await using prox = await startProxy(
+    `${SLOW_POST}${proxyRoute(up.url)}\n    timeouts: { idle: 300ms, response_header: 60s }`,
+  );
+  const c = await Deno.connect({ hostname: "127.0.0.1", port: prox.port });
+  try {
+    await c.write(enc.encode("POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 1000000\r\n\r\n"));
+    await writeAll(c, new Uint8Array(100_000));
+    // (Prox's engine closes the connection after it; Deno.serve keeps it, as it keeps any.)
+    assert.match(await readFrom(c, /request id: [^\n]+\n/), /^HTTP\/1\.1 408 /);
+  } finally {
+    c.close();
+  }
+  await waitFor(() => up.seen.ended === 1, { what: "the upstream request to end" });
+  assert.equal(await (await fetch(`${prox.url}/next`)).text(), "ok");
+});
+
+for (const tls of [false, true]) {
+  Deno.test(`an HTTP/2 (${tls ? "TLS" : "h2c"}) upload that stalls on its way upstream ends at timeouts.idle, the upstream request with it`, async () => {
+    await using up = uploadSink();
+    const tlsConf = tls
+      ? `tls: { cert_path: "${TLS}/cert.pem", key_path: "${TLS}/key.pem" }\n`
+      : "";
+    await using prox = await startProxy(
+      `${tlsConf}${SLOW_POST}${
+        proxyRoute(up.url)
+      }\n    timeouts: { idle: 300ms, response_header: 60s }`,
+      { tls },
+    );
+    const h = await H2.open(prox.port, tls);
+    try {
+      h.enc.begin().field(":method", "POST").field(":scheme", tls ? "https" : "http");
+      h.enc.field(":path", "/up").field(":authority", "localhost");
+      h.out.headers(1, h.enc.field("content-length", "1000000").block, false, 16384);
+      // The stream's initial window (64 KiB less a byte) and a little more than the replay cap.
+      for (let i = 0; i < 4; i++) h.out.frame(FrameType.DATA, 0, 1, new Uint8Array(16000));
+      await h.flush();
+      await waitFor(() => h.status(1) !== undefined || h.on(1, FrameType.RST_STREAM).length > 0, {
+        what: "an answer or a reset",
+      });
+      if (h.status(1) !== undefined) assert.equal(h.status(1), "408");
+    } finally {
+      await h.close();
+    }
+    await waitFor(() => up.seen.ended === 1, { what: "the upstream request to end" });
   });
 }
