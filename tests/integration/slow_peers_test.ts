@@ -69,6 +69,25 @@ Deno.test("a client that leaves while its HTTP/1.1 request waits for the upstrea
   await waitFor(() => up.seen.ended === 1, { what: "the upstream connection to end" });
 });
 
+Deno.test("a client that leaves while its request waits for an h2c upstream resets that upstream stream", async () => {
+  let arrived = 0, aborted = 0;
+  await using up = await startUpstream((req) => {
+    arrived++;
+    req.signal.addEventListener("abort", () => aborted++);
+    return new Promise((answer) => {
+      req.signal.addEventListener("abort", () => answer(new Response("too late")));
+    });
+  });
+  await using prox = await startProxy(
+    `${proxyRoute(up.url)}\n    upstream_protocol: h2c\n    timeouts: ${WAIT}`,
+  );
+  const c = await Deno.connect({ hostname: "127.0.0.1", port: prox.port });
+  await c.write(enc.encode("GET /wait HTTP/1.1\r\nHost: a\r\n\r\n"));
+  await waitFor(() => arrived === 1, { what: "the request at the upstream" });
+  c.close();
+  await waitFor(() => aborted === 1, { what: "the upstream stream to be reset" });
+});
+
 /** Prox on an HTTP/2 listener (TLS with ALPN h2, or h2c with prior knowledge) to `up`. */
 function h2Proxy(up: string, tls: boolean, timeouts = WAIT) {
   const tlsConf = tls ? `tls: { cert_path: "${TLS}/cert.pem", key_path: "${TLS}/key.pem" }\n` : "";
