@@ -43,6 +43,8 @@ export interface ListenerPlan {
   engine?: "deno" | "prox";
   /** `protocols.http1_idle_timeout` in ms, for the engine (0: no limit). */
   idleMs?: number;
+  /** `protocols.http1_header_timeout` in ms, for the engine (0: no limit of its own). */
+  headerMs?: number;
   /** `protocols.http2_enabled` (Prox's engine only: Deno.serve always offers HTTP/2). */
   http2?: boolean;
   /** `protocols.http2_max_concurrent_streams` and `http2_max_frame_size` (Prox's engine only). */
@@ -112,6 +114,7 @@ export function listenerPlans(
       metrics: o.metrics,
       engine,
       idleMs: c.protocols.http1_idle_timeout,
+      headerMs: c.protocols.http1_header_timeout,
       http2: c.protocols.http2_enabled,
       maxStreams: c.protocols.http2_max_concurrent_streams || undefined,
       maxFrame: c.protocols.http2_max_frame_size || undefined,
@@ -239,9 +242,11 @@ interface Entry {
 function fingerprint(plan: ListenerPlan): string {
   return `${plan.addr.hostname}|${plan.addr.port}|${plan.cert ?? ""}|${plan.key ?? ""}|${
     ownEngine(plan)
-      ? `prox|${plan.idleMs ?? ""}|${plan.http2 ?? ""}|${plan.maxStreams ?? ""}|${
-        plan.maxFrame ?? ""
-      }|${plan.websocket ?? ""}|${JSON.stringify(plan.proxyProtocol ?? null)}|${
+      ? `prox|${plan.idleMs ?? ""}|${plan.headerMs ?? ""}|${plan.http2 ?? ""}|${
+        plan.maxStreams ?? ""
+      }|${plan.maxFrame ?? ""}|${plan.websocket ?? ""}|${
+        JSON.stringify(plan.proxyProtocol ?? null)
+      }|${
         // The two limits change live (`live` below); how addresses are grouped does not: the
         // open connections are counted under their groups.
         plan.connectionLimits?.ipv6Prefix ?? ""}|${
@@ -376,6 +381,7 @@ export function createListenerSet(opts: {
                 reusePort: REUSE_PORT,
                 metrics: plan.metrics,
                 idleMs: plan.idleMs,
+                headerMs: plan.headerMs,
                 cert: plan.cert,
                 key: plan.key,
                 http2: plan.http2,

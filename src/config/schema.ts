@@ -165,6 +165,10 @@ export const Protocols = z.object({
   // it is closed (0s: never, as on Deno.serve). Longer than load balancers keep idle connections
   // to a backend (Google Cloud's: 600 s), or one would send a request just as Prox closes.
   http1_idle_timeout: Duration.prefault("620s"),
+  // On the engine: how long a request head may take to come whole once its first byte came (nginx's
+  // client_header_timeout), whatever the idle limit: a slowloris client trickling a head a byte at
+  // a time held its connection for the whole http1_idle_timeout (0s: that limit alone applies).
+  http1_header_timeout: Duration.prefault("60s"),
   http2_max_frame_size: z.int().min(0).optional(),
   // A 32-bit SETTINGS value (RFC 9113 §6.5.1): 2^32 went out as 0, which refuses every stream.
   http2_max_concurrent_streams: z.int().min(0).max(4294967295).optional(),

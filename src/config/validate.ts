@@ -423,14 +423,16 @@ export function validateConfig(
       );
     }
   }
-  const idleAsked = parsed.written?.(["protocols", "http1_idle_timeout"]) ?? false;
-  if (idleAsked && config.protocols.http1_engine === "deno") {
-    warn(
-      ["protocols", "http1_idle_timeout"],
-      "http1_idle_timeout has no effect here: it applies to Prox's own engines, and Deno's " +
-        "HTTP server closes no idle connection",
-      "Leave it out, or remove http1_engine: deno",
-    );
+  for (const key of ["http1_idle_timeout", "http1_header_timeout"]) {
+    const asked = parsed.written?.(["protocols", key]) ?? false;
+    if (asked && config.protocols.http1_engine === "deno") {
+      warn(
+        ["protocols", key],
+        `${key} has no effect here: it applies to Prox's own engines, and Deno's ` +
+          "HTTP server closes no idle connection",
+        "Leave it out, or remove http1_engine: deno",
+      );
+    }
   }
   if (tls?.client_auth) {
     const ca = ["tls", "client_auth", "ca_cert"];

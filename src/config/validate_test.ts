@@ -31,6 +31,8 @@ Deno.test("validateConfig warns about http1_idle_timeout where the engine does n
   assert.equal(said.length, 1);
   assert.match(said[0], /^protocols\.http1_idle_timeout: http1_idle_timeout has no effect here/);
   assert.deepEqual(warnings("protocols: { http1_idle_timeout: 10m }\n"), []);
+  const header = warnings("protocols: { http1_engine: deno, http1_header_timeout: 10s }\n");
+  assert.match(header[0], /^protocols\.http1_header_timeout: http1_header_timeout has no effect/);
 });
 
 Deno.test("validateConfig: accept_proxy_protocol takes addresses or blocks, on Prox's engine only", () => {

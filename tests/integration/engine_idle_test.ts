@@ -96,3 +96,31 @@ Deno.test("an idle HTTP/2 connection gets GOAWAY NO_ERROR at http1_idle_timeout,
     await c.close();
   }
 });
+
+Deno.test("protocols.http1_header_timeout cuts a trickled head long before http1_idle_timeout; an idle connection stays", async () => {
+  await using up = await startUpstream(() => new Response("ok"));
+  await using prox = await startProxy(
+    `protocols: { http1_idle_timeout: 60s, http1_header_timeout: 1s }\n${proxyRoute(up.url)}`,
+  );
+  // Kept alive after an answer and quiet: only http1_idle_timeout applies.
+  const idle = await Deno.connect({ hostname: "127.0.0.1", port: prox.port });
+  const c = await Deno.connect({ hostname: "127.0.0.1", port: prox.port });
+  try {
+    await idle.write(enc.encode("GET / HTTP/1.1\r\nHost: a\r\n\r\n"));
+    const buf = new Uint8Array(1024);
+    assert.ok(await idle.read(buf));
+    const head = "GET / HTTP/1.1\r\nHost: a\r\nX-Slow: " + "1".repeat(100) + "\r\n\r\n";
+    const took = await trickle(c, enc.encode(head), 6000);
+    assert.equal(await c.read(buf).catch(() => null), null, "no answer, closed");
+    assert.ok(took < 5000, `the trickled head kept its connection for ${Math.round(took)} ms`);
+    // Still open after those seconds: it sent nothing of a next head.
+    await idle.write(enc.encode("GET /again HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"));
+    assert.match(
+      new TextDecoder().decode(buf.subarray(0, (await idle.read(buf))!)),
+      /^HTTP\/1\.1 200 /,
+    );
+  } finally {
+    c.close();
+    idle.close();
+  }
+});

@@ -100,6 +100,8 @@ export const IDLE_MS = 620_000;
 const WAITING_UNSTAMPED = 1;
 /** Conn.quietSince of a connection that is not relayed. */
 const NOT_RELAYED = -0.5;
+/** Conn.headSince with no head begun (a double, as the stamps that replace it). */
+const NO_HEAD = -0.5;
 /** The start of a 101 answer: the relayed connection is a tunnel from there on. */
 const SWITCHED = /^HTTP\/1\.[01] 101 /;
 /** How long a connection that waited for a turn while a drain began may take to show a request. */
@@ -235,6 +237,8 @@ export function listenH1(
     metrics?: Metrics;
     /** The idle limit in ms (0: none); IDLE_MS when not given. */
     idleMs?: number;
+    /** How long a begun head may take to come whole, in ms (0 or not given: the idle limit). */
+    headerMs?: number;
     cert?: string;
     key?: string;
     /** Offer HTTP/2 by ALPN on TLS (`protocols.http2_enabled`); true when not given. */
@@ -412,6 +416,7 @@ export function listenH1(
   let graceTimer: ReturnType<typeof setTimeout> | undefined;
   let closed = false;
   const idleMs = opts.idleMs === 0 ? Infinity : opts.idleMs ?? IDLE_MS;
+  const headerMs = opts.headerMs ? opts.headerMs : Infinity;
   const sweeper = setInterval(() => {
     // The monotonic clock: a wall clock stepped back (NTP, a restored VM) kept connections stamped
     // before the step open for as long as the step; stepped forward, it closed every idle one.
@@ -419,6 +424,11 @@ export function listenH1(
     for (const c of conns) {
       if (c.waitingSince === WAITING_UNSTAMPED) c.waitingSince = now;
       else if (c.waitingSince > 0 && now - c.waitingSince > idleMs) c.close();
+      // A head begun (bytes of it here) and not yet whole: stamped here as waitingSince is, so no
+      // clock is read per request; one that waits for the engine's turn is not the client's fault.
+      if (c.waitingSince <= 0 || c.start === c.end || c.queued) c.headSince = NO_HEAD;
+      else if (c.headSince === NO_HEAD) c.headSince = now;
+      else if (now - c.headSince > headerMs) c.close();
       if (c.quietSince === WAITING_UNSTAMPED) c.quietSince = now;
       else if (c.quietSince > 0 && now - c.quietSince > idleMs) c.close();
     }
@@ -1126,6 +1136,8 @@ export class Conn implements Reader, HintsWriter {
    * one; WAITING_UNSTAMPED: waiting, until the idle sweep stamps it).
    */
   waitingSince = performance.now();
+  /** When the idle sweep first saw bytes of a head not yet whole (NO_HEAD: none). */
+  headSince = NO_HEAD;
   /**
    * Relayed: since when Deno.serve has sent the client nothing (performance.now() time, or
    * WAITING_UNSTAMPED until the idle sweep stamps it); 0 once it switched protocols. Before a
