@@ -1508,6 +1508,9 @@ export class H2Connection {
       this.#flush();
       if (this.#out.length > WRITE_HIGH) {
         await new Promise<void>((resolve) => this.#drainWaiters.push(resolve));
+        // Reset meanwhile: the window it was woken for and did not use goes to the next in turn
+        // (no WINDOW_UPDATE may come for it).
+        if (s.reset && this.#windowWaiters.size > 0) this.#passWindow();
       }
       if (last) {
         // Window left over (its stream's closed early, a smaller SETTINGS): the next in turn.

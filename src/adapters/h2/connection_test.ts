@@ -331,3 +331,56 @@ Deno.test("H2Connection: a larger SETTINGS_INITIAL_WINDOW_SIZE lets the answers 
   socket.close();
   await run;
 });
+
+Deno.test("H2Connection: window an answer was woken for and did not use goes to the next in turn when its stream is reset while its writes wait", async () => {
+  // Stream 1 (4 MiB) and stream 3 (1,000 bytes) wait for the connection window; a WINDOW_UPDATE
+  // of 1 MiB is all stream 1's. It sends until the writes wait (the client reads nothing), is
+  // reset there, and gives up what it did not send: stream 3 must get it, no further
+  // WINDOW_UPDATE coming.
+  class HeldSocket extends PipeSocket {
+    held: PromiseWithResolvers<void> | null = null;
+    heldWrites = 0;
+    override write(p: Uint8Array): Promise<number> {
+      if (this.held === null) return super.write(p);
+      this.heldWrites++;
+      return this.held.promise.then(() => super.write(p));
+    }
+  }
+  const socket = new HeldSocket();
+  const sizes = [4 << 20, 1000];
+  const env: H2Env = {
+    handler: () => Promise.resolve(new Response(new Uint8Array(sizes.shift()!))),
+    logger: silentLogger,
+    localPort: 0,
+    tls: false,
+    draining: () => false,
+  };
+  const conn = new H2Connection(socket, env, { hostname: "127.0.0.1", port: 1 });
+  const run = conn.run();
+  const w = new FrameWriter();
+  w.settings([[0x4, 0x7fffffff]]); // SETTINGS_INITIAL_WINDOW_SIZE
+  // :method GET, :scheme http, :path /, :authority "a" (literal, not indexed).
+  w.headers(1, Uint8Array.of(0x82, 0x86, 0x84, 0x01, 0x01, 0x61), true, 16384);
+  w.headers(3, Uint8Array.of(0x82, 0x86, 0x84, 0x01, 0x01, 0x61), true, 16384);
+  socket.push(PREFACE);
+  socket.push(w.take());
+  await socket.until(() => socket.data() === 65_535);
+  while (conn.waitingForWindow < 2) await new Promise((r) => setTimeout(r, 1));
+  socket.held = Promise.withResolvers<void>();
+  socket.push(windowUpdate(0, 1 << 20));
+  // Stream 1 wrote until its writes had to wait.
+  while (socket.heldWrites === 0) await new Promise((r) => setTimeout(r, 1));
+  w.u32(FrameType.RST_STREAM, 1, ErrorCode.CANCEL);
+  socket.push(w.take().slice());
+  while (conn.remembered.ended === 0) await new Promise((r) => setTimeout(r, 1));
+  const gate = socket.held;
+  socket.held = null;
+  gate.resolve();
+  const deadline = Date.now() + 2_000;
+  while (socket.data(3) < 1000 && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  assert.equal(socket.data(3), 1000, "stream 3's answer came");
+  socket.close();
+  await run;
+});
