@@ -674,6 +674,9 @@ class Session {
         s.writeWait = true;
         await wait;
         s.writeWait = false;
+        // Ended meanwhile: the window it was woken for and did not use goes to the next in turn
+        // (no WINDOW_UPDATE may come for it).
+        if (s.closed && this.#windowWaiters.size > 0) this.#passWindow();
       }
       if (last) {
         // Window it leaves (its chunk sent, the next still to be read): the next in turn.

@@ -1766,3 +1766,91 @@ Deno.test("h2c: window set aside for an upload woken to send goes to the next in
   await t.windowUpdate(0, 20 * 20_000);
   await t.finish([9]);
 });
+
+Deno.test("h2c: window an upload was woken for and did not use goes to the next in turn when its stream ends while its writes wait", async () => {
+  // Stream 3 (4 MiB) and stream 5 wait for the connection window; a WINDOW_UPDATE of 1 MiB is
+  // all stream 3's. It sends until the writes wait (the socket takes nothing), is reset there,
+  // and gives up what it did not send: stream 5 must get it, no further WINDOW_UPDATE coming.
+  let frames!: Peer;
+  const data = new Map<number, number>();
+  const heads: number[] = [];
+  const up = h2Server(async (p) => {
+    frames = p;
+    for (;;) {
+      const f = await p.frame();
+      if (f === null) return;
+      if (f.type === FrameType.HEADERS) {
+        p.dec.decode(f.payload, () => {});
+        heads.push(f.stream);
+        if (f.flags & Flag.END_STREAM) {
+          const w = new FrameWriter();
+          p.head(w, f.stream, [[":status", "200"]], true);
+          await p.send(w);
+        }
+      }
+      if (f.type !== FrameType.DATA) continue;
+      data.set(f.stream, (data.get(f.stream) ?? 0) + f.payload.length);
+      if (f.flags & Flag.END_STREAM) {
+        const w = new FrameWriter();
+        p.head(w, f.stream, [[":status", "200"]], true);
+        await p.send(w);
+      }
+    }
+  }, [[Setting.INITIAL_WINDOW_SIZE, 0x7fffffff]]);
+  // The client's socket: writes wait (as when the kernel's buffers are full) while `held`.
+  let held: PromiseWithResolvers<void> | null = null;
+  let heldWrites = 0;
+  const client = createH2cClient({
+    maxHeaderBytes: 65536,
+    idleTimeout: 0,
+    connect: async () => {
+      const c = await Deno.connect({ hostname: "127.0.0.1", port: Number(new URL(up.url).port) });
+      return {
+        read: (b: Uint8Array) => c.read(b),
+        write: async (b: Uint8Array) => {
+          if (held) {
+            heldWrites++;
+            await held.promise;
+          }
+          return await c.write(b);
+        },
+        close: () => c.close(),
+      };
+    },
+  });
+  try {
+    const first = await client.send(request(`${up.url}/`, { protocol: "h2c" }), "k", () => {});
+    await first.body?.cancel();
+    const post = (size: number) =>
+      client.send(
+        request(`${up.url}/`, { protocol: "h2c", method: "POST", body: new Uint8Array(size) }),
+        "k",
+        () => {},
+      );
+    const big = post(4 << 20);
+    big.catch(() => {});
+    await waitFor(() => data.get(3) === 65_535, { what: "stream 3's first 65,535 bytes" });
+    const small = post(1000);
+    small.catch(() => {});
+    await waitFor(() => heads.includes(5), { what: "stream 5's head" });
+    held = Promise.withResolvers<void>();
+    const w = new FrameWriter();
+    w.u32(FrameType.WINDOW_UPDATE, 0, 1 << 20);
+    await frames.send(w);
+    // Stream 3 sent into the socket until its writes had to wait.
+    await waitFor(() => heldWrites > 0, { what: "a write waiting" });
+    w.u32(FrameType.RST_STREAM, 3, ErrorCode.CANCEL);
+    await frames.send(w);
+    await assert.rejects(big);
+    const gate = held;
+    held = null;
+    gate.resolve();
+    const res = await small;
+    assert.equal(res.status, 200);
+    assert.equal(data.get(5), 1000);
+  } finally {
+    held?.resolve();
+    await client.close();
+    await up[Symbol.asyncDispose]();
+  }
+});
