@@ -11,6 +11,7 @@ import { startAcme } from "./acme.ts";
 import type { AcmeConfig, AcmeController, AcmeTuning, CertificatePair } from "./acme.ts";
 import { retryDelay } from "../domain/acme_schedule.ts";
 import { errorText } from "./acme_order.ts";
+import { timerDelay } from "../config/duration.ts";
 
 /** What a listener asks for a name no certificate of its own holds. */
 export interface OnDemandCertificates {
@@ -159,7 +160,7 @@ export function createOnDemand(
       url.searchParams.set("domain", name);
       const res = await fetch(url, {
         redirect: "manual",
-        signal: AbortSignal.timeout(od().ask_timeout),
+        signal: AbortSignal.timeout(timerDelay(od().ask_timeout)),
       });
       await res.body?.cancel();
       ok = res.status === 200;
@@ -223,7 +224,7 @@ export function createOnDemand(
     let giveUp = () => {};
     const timeout = new Promise<null>((r) => {
       giveUp = () => r(null);
-      timer = setTimeout(giveUp, od().timeout);
+      timer = setTimeout(giveUp, timerDelay(od().timeout));
       waiting.add(giveUp);
     });
     return Promise.race([

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { createOnDemand } from "./acme_on_demand.ts";
 import type { AcmeConfig } from "./acme.ts";
 import type { Logger } from "../ports.ts";
+import { waitFor } from "../../tests/_harness.ts";
 
 const quiet: Logger = { log() {}, debug() {}, info() {}, warn() {}, error() {} };
 
@@ -162,6 +163,39 @@ Deno.test("createOnDemand bounds the orders still running after their handshakes
     ca.close();
     for (const c of conns) c.close();
     await accepting.catch(() => {});
+    await od.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("createOnDemand: a timeout past what a timer holds (2^31 ms) waits, not gives up at once", async () => {
+  await using ask = askServer(() => 200);
+  // A CA that takes connections and never answers: the order outlasts the test.
+  const ca = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const conns: Deno.Conn[] = [];
+  const accepting = (async () => {
+    for await (const conn of ca) conns.push(conn);
+  })();
+  const dir = await Deno.makeTempDir();
+  const base = await config(ask.url, dir);
+  const od = createOnDemand({
+    ...base,
+    ca_url: `https://127.0.0.1:${(ca.addr as Deno.NetAddr).port}/dir`,
+    on_demand: { ...base.on_demand!, timeout: 30 * 86_400_000 },
+  }, { logger: quiet, clientRetries: 0 });
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    const got = od.certificate("a.example");
+    assert.ok(got instanceof Promise);
+    await waitFor(() => od.status().held.includes("a.example"), { what: "the keeper" });
+    // Deno runs a timer of 2^31 ms or more at once: the handshake was refused within 1 ms.
+    const later = new Promise<"waiting">((r) => timer = setTimeout(() => r("waiting"), 300));
+    assert.equal(await Promise.race([got, later]), "waiting");
+  } finally {
+    clearTimeout(timer);
+    ca.close();
+    for (const conn of conns) conn.close();
+    await accepting;
     await od.close();
     await Deno.remove(dir, { recursive: true });
   }
