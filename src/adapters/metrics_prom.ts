@@ -691,7 +691,11 @@ export function createPromMetrics(
  * are told apart without parsing: they hold neither the path's last segment nor an escape.
  */
 function isMetricsPath(url: string, path: string): boolean {
-  if (!url.includes(path.slice(path.lastIndexOf("/") + 1)) && !url.includes("%")) return false;
+  // An escape in the query spells no path: most requests with one are not parsed either.
+  const pct = url.indexOf("%");
+  const query = pct < 0 ? -1 : url.indexOf("?");
+  const escaped = pct >= 0 && (query < 0 || pct < query);
+  if (!escaped && !url.includes(path.slice(path.lastIndexOf("/") + 1))) return false;
   const p = new URL(url).pathname;
   if (p === path) return true;
   const n = normalizePath(p);

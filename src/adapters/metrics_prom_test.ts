@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { createPromMetrics, methodLabel } from "./metrics_prom.ts";
+import { createPromMetrics, methodLabel, withMetricsEndpoint } from "./metrics_prom.ts";
+import type { ClientInfo } from "../ports.ts";
 
 /** The sample lines of an exposition (no comments), as "name{labels} value". */
 function samples(text: string): string[] {
@@ -401,4 +402,37 @@ Deno.test("createPromMetrics exports on-demand TLS counters, the held count, and
   t = await m.text();
   assert.equal(expiry("on_demand:b.example"), undefined);
   assert.equal(value(t, "prox_tls_on_demand_certificates"), 0);
+});
+
+Deno.test("withMetricsEndpoint parses no URL for a request whose escapes are in its query (routes pay nothing)", async () => {
+  const info: ClientInfo = {
+    remoteAddr: { hostname: "127.0.0.1", port: 1 },
+    localPort: 80,
+    protocol: "http/1.1",
+    tls: false,
+  };
+  const handler = withMetricsEndpoint(() => Promise.resolve(new Response("route")), {
+    config: () => ({ on_main_listener: true, path: "/metrics" }),
+    text: () => Promise.resolve("metrics"),
+  });
+  const routed = new Request("http://a.test/search?q=a%20b&page=2");
+  const metrics = new Request("http://a.test/%6Detrics");
+  const Url = globalThis.URL;
+  let parsed = 0;
+  globalThis.URL = class extends Url {
+    constructor(url: string | URL, base?: string | URL) {
+      super(url, base);
+      parsed++;
+    }
+  };
+  let res: Response;
+  try {
+    res = await handler(routed, info);
+  } finally {
+    globalThis.URL = Url;
+  }
+  assert.equal(await res.text(), "route");
+  assert.equal(parsed, 0, "URLs parsed for a request to a route");
+  // An escape in the path is still read as the metrics path it spells.
+  assert.equal(await (await handler(metrics, info)).text(), "metrics");
 });
