@@ -572,8 +572,8 @@ export async function startServer(
     pools: ownClient
       ? () =>
         targetPools(
-          // `websocket` routes' targets too: their connections count in the pools (not in the
-          // balancer's registry, which has none of them).
+          // `websocket` routes' targets too (their connections count in the pools), listed
+          // even before their first WebSocket puts them in the registry.
           [...upstreams.list().map((u) => u.id), ...websocketTargets(config)],
           ownClient.pools(),
         )

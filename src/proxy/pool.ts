@@ -13,6 +13,7 @@ import type {
   LoadBalanceRouteConfig,
   ProxyRouteConfig,
   StickyConfig,
+  WebSocketRouteConfig,
 } from "../config/schema_route.ts";
 import type { CompiledRoute } from "./snapshot.ts";
 import type { UpstreamRegistry } from "./state.ts";
@@ -124,8 +125,11 @@ const LOAD_AWARE: ReadonlySet<Policy> = new Set([
 
 const cache = new WeakMap<CompiledRoute, RoutePool>();
 
+/** Retries of a `websocket` route, which has no `retries` key: one attempt, as it always made. */
+const NO_RETRIES: RetryPolicy = { ...DEFAULT_RETRIES, attempts: 0 };
+
 /**
- * The pool of a proxy or load_balance route (built on first use, then cached); its selector comes
+ * The pool of a proxy, load_balance or websocket route (built on first use, then cached); its selector comes
  * from `registry` when given, so an unchanged pool keeps its rotation across reloads.
  */
 export function poolOf(
@@ -148,6 +152,7 @@ export function buildPool(
   opts: { registry?: UpstreamRegistry } = {},
 ): RoutePool {
   const cfg = route.config;
+  if (cfg.type === "websocket") return websocketPool(route, config, opts);
   if (cfg.type !== "proxy" && cfg.type !== "load_balance") {
     throw new Error(`Cannot build an upstream pool for a ${cfg.type} route`);
   }
@@ -198,6 +203,47 @@ export function buildPool(
     trackBody: LOAD_AWARE.has(policy),
     // Failover has no shares to ramp.
     slowStartMs: cfg.type === "load_balance" && policy !== "first" ? cfg.slow_start ?? 0 : 0,
+    probes: {
+      intervalMs: Math.max(1, config.health_check.interval_secs) * 1000,
+      healthy: Math.max(1, config.health_check.healthy_threshold),
+    },
+  };
+}
+
+/**
+ * A `websocket` route's pool: its one target in the same registry as the other routes' (passive
+ * health by the top-level `passive_health`, drains, `/status`), without the keys it does not have:
+ * no retries, no active checks (it has no `health_check`), and no try_when_down: an ejected or
+ * drained target gets 503 rather than a connect that would fail.
+ */
+function websocketPool(
+  route: CompiledRoute,
+  config: Config,
+  opts: { registry?: UpstreamRegistry },
+): RoutePool {
+  const cfg = route.config as WebSocketRouteConfig;
+  const targets: PoolTarget[] = [{ id: cfg.target, weight: 1, backup: false }];
+  const p = config.passive_health;
+  return {
+    ids: [cfg.target],
+    backups: new Set(),
+    targets,
+    policy: "first",
+    selector: opts.registry
+      ? opts.registry.selector(route.id, {
+        signature: `first ${JSON.stringify(targets)}`,
+        make: () => createSelector("first", targets),
+      })
+      : createSelector("first", targets),
+    sticky: null,
+    retries: NO_RETRIES,
+    passive: passivePolicyOf(p),
+    failStatus: p.statuses.length > 0 ? statusMatcher(p.statuses) : null,
+    failLatencyMs: p.max_latency ? p.max_latency : Infinity,
+    tryWhenDown: false,
+    checks: [null],
+    trackBody: false,
+    slowStartMs: 0,
     probes: {
       intervalMs: Math.max(1, config.health_check.interval_secs) * 1000,
       healthy: Math.max(1, config.health_check.healthy_threshold),
@@ -262,11 +308,12 @@ export function unwatchedTargets(config: Config): string[] {
   const on = new Set<string>();
   const all = new Set<string>();
   for (const r of Object.values(config.routes)) {
-    if (r.type !== "proxy" && r.type !== "load_balance") continue;
-    const ids = r.type === "proxy"
+    if (r.type !== "proxy" && r.type !== "load_balance" && r.type !== "websocket") continue;
+    const ids = r.type !== "load_balance"
       ? [r.target]
       : r.targets.map((t) => typeof t === "string" ? t : t.url);
-    const enabled = (r.passive_health ?? config.passive_health).enabled;
+    const enabled = (r.type === "websocket" ? config.passive_health : r.passive_health ??
+      config.passive_health).enabled;
     for (const id of ids) {
       all.add(id);
       if (enabled) on.add(id);
@@ -275,11 +322,14 @@ export function unwatchedTargets(config: Config): string[] {
   return [...all].filter((id) => !on.has(id));
 }
 
-/** Every upstream target id a config names (proxy and load_balance routes): the registry's keep-set. */
+/**
+ * Every upstream target id a config names (proxy, load_balance and websocket routes): the
+ * registry's keep-set.
+ */
 export function configuredTargets(config: Config): string[] {
   const ids = new Set<string>();
   for (const r of Object.values(config.routes)) {
-    if (r.type === "proxy") ids.add(r.target);
+    if (r.type === "proxy" || r.type === "websocket") ids.add(r.target);
     if (r.type === "load_balance") {
       for (const t of r.targets) ids.add(typeof t === "string" ? t : t.url);
     }
@@ -287,7 +337,10 @@ export function configuredTargets(config: Config): string[] {
   return [...ids];
 }
 
-/** The targets of `websocket` routes (outside the balancer's registry; the pool gauges show them). */
+/**
+ * The targets of `websocket` routes, which the pool gauges show before their first WebSocket puts
+ * them in the registry's list.
+ */
 export function websocketTargets(config: Config): string[] {
   const ids = new Set<string>();
   for (const r of Object.values(config.routes)) if (r.type === "websocket") ids.add(r.target);

@@ -410,3 +410,96 @@ routes:
     await Deno.remove(file);
   }
 });
+
+Deno.test("websocket route: failed handshakes eject its target, which then gets 503 without a connect; in /status and the metrics", async () => {
+  // Takes each connection and closes it at once: every handshake fails.
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  let accepted = 0;
+  const accepting = (async () => {
+    for await (const c of l) {
+      accepted++;
+      c.close();
+    }
+  })();
+  const target = `ws://127.0.0.1:${l.addr.port}`;
+  try {
+    await using prox = await startProx(`
+passive_health: { failures: 2, base_ejection: 60s, panic_threshold_percent: 0 }
+routes:
+  "/": { type: websocket, target: "${target}" }
+`);
+    // Each failure is the client's 1014, until the second ejects the target.
+    for (let i = 0; i < 2; i++) {
+      const ws = new WsClient(prox.ws);
+      ws.on("error", () => {});
+      assert.equal((await closed(ws)).code, 1014);
+    }
+    assert.equal(accepted, 2);
+    const row = await prox.status(target);
+    assert.ok(row.ejectedForMs > 0, "the target is ejected");
+    // Ejected: 503 at once with when to come back, and no connection made.
+    const r = await refusal(prox.ws);
+    assert.equal(r?.status, 503);
+    assert.ok(Number(r?.retryAfter) > 1);
+    assert.equal(accepted, 2, "no connect to an ejected target");
+    assert.equal(await prox.metric(`prox_backend_ejections_total{backend="${target}"}`), 1);
+    assert.equal(
+      await prox.metric(`prox_backend_requests_total{backend="${target}",route="/",status="599"}`),
+      2,
+    );
+  } finally {
+    l.close();
+    await accepting.catch(() => {});
+  }
+});
+
+Deno.test("websocket route: with the default panic threshold its lone target is tried all the same", async () => {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const target = `ws://127.0.0.1:${l.addr.port}`;
+  l.close();
+  await using prox = await startProx(`
+passive_health: { failures: 1 }
+routes:
+  "/": { type: websocket, target: "${target}" }
+`);
+  for (let i = 0; i < 2; i++) {
+    const ws = new WsClient(prox.ws);
+    ws.on("error", () => {});
+    assert.equal((await closed(ws)).code, 1014);
+  }
+  assert.equal((await prox.status(target)).ejectedForMs, 0);
+});
+
+Deno.test("websocket route: a drained target gets no new WebSockets, its open ones stay; undrained it takes them again", async () => {
+  await using up = await wsUpstream();
+  await using prox = await startProx(`
+routes:
+  "/": { type: websocket, target: "${up.url}" }
+`);
+  const a = await connect(prox.ws);
+  await waitFor(() => up.sockets.size === 1, { what: "a at the upstream" });
+  assert.equal((await prox.status(up.url)).inFlight, 1, "an open WebSocket is in flight");
+  const drain = async (what: "drain" | "undrain") => {
+    const res = await fetch(
+      `${prox.admin}/upstreams/${what}?target=${encodeURIComponent(up.url)}`,
+      { method: "POST", headers: auth },
+    );
+    assert.equal(res.status, 200);
+    return await res.json();
+  };
+  assert.deepEqual(await drain("drain"), { target: up.url, drained: true, inFlight: 1 });
+  assert.equal((await prox.status(up.url)).drained, true);
+  const before = up.requests.length;
+  assert.equal((await refusal(prox.ws))?.status, 503);
+  assert.equal(up.requests.length, before, "no handshake reached the drained target");
+  // The open one still relays, and counts down when it closes.
+  a.send("still here");
+  assert.equal(String((await messages(a, 1))[0].data), "still here");
+  a.close();
+  await closed(a);
+  await waitFor(async () => (await prox.status(up.url)).inFlight === 0, { what: "in flight 0" });
+  assert.deepEqual(await drain("undrain"), { target: up.url, drained: false, inFlight: 0 });
+  const b = await connect(prox.ws);
+  b.close();
+  await closed(b);
+});

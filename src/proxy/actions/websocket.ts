@@ -204,10 +204,10 @@ export async function websocketAction(
     };
   };
   // An upgraded connection stays in its target's in-flight count until it ends, so that
-  // least_connections and the bounded loads see open WebSockets (forward() counts only the 101).
-  // `websocket` routes have no pool, and their targets no place in the registry.
+  // least_connections, the bounded loads, /status and a drain see open WebSockets (forward()
+  // counts only the 101).
   const target = (id: string) => {
-    const state = route.type === "websocket" ? { inFlight: 0 } : registryOf(deps).get(id);
+    const state = registryOf(deps).get(id);
     let held = false, ended = false;
     return {
       onEnd() {
@@ -272,21 +272,10 @@ export async function websocketAction(
     close: () => Promise.resolve(),
   };
   try {
-    // proxy and load_balance routes: balancing, retries and passive health as for HTTP.
-    if (route.type !== "websocket") {
-      return await forward(ctx, { ...deps, upstream: client }, { build });
-    }
-    ctx.upstream = route.target;
-    const t0 = deps.clock.monotonic();
-    const res = await client.send(build(route.target));
-    ctx.upstreamStatus = res.status;
-    ctx.upstreamMs = deps.clock.monotonic() - t0;
-    return res;
+    // Balancing, retries (none on `websocket` routes), passive health and drains as for HTTP:
+    // a `websocket` route's target is its pool's one (pool.ts), in the same registry.
+    return await forward(ctx, { ...deps, upstream: client }, { build });
   } catch (err) {
-    // Shed by upstream_pool (503 with Retry-After): forward() counts it on the other routes.
-    if (err instanceof ProxyError && err.kind === "overloaded" && route.type === "websocket") {
-      deps.metrics.upstreamShed(route.target, err.shed ?? "queue_full");
-    }
     if (!(err instanceof ProxyError) || (err.kind !== "connect" && err.kind !== "timeout")) {
       throw err;
     }
