@@ -320,6 +320,7 @@ export const Config = z.object({
   rate_limit_store: RateLimitStore.default(RateLimitStore.parse({})),
   upstream_pool: UpstreamPool.default(UpstreamPool.parse({})),
   memory: MemoryConfig.default(MemoryConfig.parse({})),
+  /** Routes without their own (and every `websocket` route, which has no key for it) use this. */
   passive_health: PassiveHealth.default(PassiveHealth.parse({})),
   http_redirect: HttpRedirect.optional(),
   workers: z.int().min(1).max(64).default(1),
