@@ -303,7 +303,8 @@ export async function explainRequest(
       }
       const targets = cfg.type === "websocket" ? [cfg.target] : route.targets;
       let pick: { url: string | null; why: string } = { url: targets[0], why: "only target" };
-      if (cfg.type !== "websocket") {
+      // A websocket route's one target: drained or ejected (live only), no upgrade reaches it.
+      if (cfg.type !== "websocket" || deps.registry) {
         pick = pickTarget(ctx, deps, out);
       }
       const chosen = pick.url ?? targets[0];
@@ -324,7 +325,7 @@ export async function explainRequest(
         ? `${originName(wire)}:`
         : `${wire.protocol}//${wire.host}`;
       out.upstream = {
-        policy: out.upstream?.policy ?? "websocket",
+        policy: cfg.type === "websocket" ? "websocket" : out.upstream?.policy ?? "websocket",
         targets: out.upstream?.targets ?? [{ url: targets[0], backup: false, available: null }],
         pick: pick.url,
         pickReason: pick.why,

@@ -551,3 +551,18 @@ routes:
   assert.match(text, /jwks\?api_key=.*tenant=t1/, text);
   assert.doesNotMatch(text, /K3YVALUE/, text);
 });
+
+Deno.test("explainRequest uses live health on a websocket route: a drained target is not picked", async () => {
+  const reg = createUpstreamRegistry({ clock, logger: silentLogger, metrics: noopMetrics });
+  const target = "ws://10.0.0.9:7000";
+  reg.retain([target], ["/ws"]);
+  assert.ok(reg.drain(target, true));
+  const explain = explainer(`routes:\n  "/ws": { type: websocket, target: "${target}" }\n`);
+  const upgrade: [string, string][] = [["Upgrade", "websocket"], ["Connection", "Upgrade"]];
+  const e = await explain({ method: "GET", url: "http://x/ws", headers: upgrade }, reg);
+  assert.equal(e.upstream?.pick, null);
+  assert.equal(e.upstream?.pickReason, "no available target: Prox answers 503");
+  assert.deepEqual(e.upstream?.targets, [{ url: target, backup: false, available: false }]);
+  assert.ok(e.notes.includes(`${target} is drained (admin API): it takes no new requests`));
+  assert.equal(e.upstream?.policy, "websocket");
+});
