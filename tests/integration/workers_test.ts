@@ -87,6 +87,17 @@ function workerPids(p: ProxProcess): number[] {
   return line ? JSON.parse(line).pids : [];
 }
 
+/**
+ * The admin listener's address once the workers are up. Worker 0's admin listener starts after
+ * its main one, and its log line may reach the output after the supervisor's "listening" line.
+ */
+async function adminOf(p: ProxProcess): Promise<string> {
+  await p.waitForOutput((o) =>
+    o.includes("Prox listening with workers") && o.includes('"Admin listening"')
+  );
+  return p.output().match(/"Admin listening","addr":"([^"]+)"/)![1];
+}
+
 Deno.test("workers: 2 serves from both workers; SIGHUP reloads every worker; SIGTERM drains all and exits 0", async () => {
   await using f = await fixture();
   await using p = serve(["-c", `${f.dir}/config.yaml`, "--no-watch"]);
@@ -154,9 +165,8 @@ Deno.test("workers: a worker restarted while the file is invalid starts from the
 Deno.test("workers: only worker 0 runs the admin listener; its /metrics has every worker's series; an admin reload reaches every worker", async () => {
   await using f = await fixture({ admin: freePort() });
   await using p = serve(["-c", `${f.dir}/config.yaml`, "--no-watch"]);
-  await p.waitForOutput("Prox listening with workers");
+  const admin = await adminOf(p);
   assert.equal(p.output().split("Admin listening").length - 1, 1);
-  const admin = p.output().match(/"Admin listening","addr":"([^"]+)"/)![1];
   const status = await (await fetch(`http://${admin}/status`)).json();
   assert.equal(status.prox.pid, workerPids(p)[0]);
   await seenWorkers(f.url, ["0", "1"], "site a\n");
@@ -730,8 +740,7 @@ Deno.test("workers: a passive ejection in worker 1 is notified by worker 0, down
 Deno.test("workers: a reload another worker refuses fails POST /config/reload, is logged as an error naming it, and that worker keeps its config", async () => {
   await using f = await fixture({ admin: freePort() });
   await using p = serve(["-c", `${f.dir}/config.yaml`, "--no-watch"]);
-  await p.waitForOutput("Prox listening with workers");
-  const admin = p.output().match(/"Admin listening","addr":"([^"]+)"/)![1];
+  const admin = await adminOf(p);
   const [, one] = workerPids(p);
   // Worker 1 stopped: it applies the reload only after what worker 0 applied names a directory
   // that is gone by then (as a deploy that removes the previous release's files would).
@@ -779,8 +788,7 @@ Deno.test("workers: a reload another worker refuses fails POST /config/reload, i
 Deno.test("workers: a reload another worker refuses is rolled back in every worker, and a worker restarted then starts from the config they all serve", async () => {
   await using f = await fixture({ admin: freePort() });
   await using p = serve(["-c", `${f.dir}/config.yaml`, "--no-watch"]);
-  await p.waitForOutput("Prox listening with workers");
-  const admin = p.output().match(/"Admin listening","addr":"([^"]+)"/)![1];
+  const admin = await adminOf(p);
   const [, one] = workerPids(p);
   // As above: worker 1 reads what worker 0 applied only after the directory it names is gone.
   Deno.kill(one, "SIGSTOP");
@@ -879,8 +887,7 @@ Deno.test("workers: Alt-Svc is advertised by no worker while worker 0 cannot bin
 Deno.test("workers: POST /config/reload says every worker went back from a refused reload only once each did", async () => {
   await using f = await fixture({ admin: freePort(), workers: 3 });
   await using p = serve(["-c", `${f.dir}/config.yaml`, "--no-watch"]);
-  await p.waitForOutput("Prox listening with workers");
-  const admin = p.output().match(/"Admin listening","addr":"([^"]+)"/)![1];
+  const admin = await adminOf(p);
   const [, one, two] = workerPids(p);
   // Worker 1 refuses (as above); worker 2 applies the reload, and is stopped before the rollback
   // reaches it.
