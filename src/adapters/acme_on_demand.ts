@@ -26,6 +26,11 @@ export interface OnDemandCertificates {
   configure(config: AcmeConfig): void;
   /** Names held now and orders placed since start (tests, status). */
   status(): { held: string[]; orders: number };
+  /**
+   * Tests: handshakes waiting for a keeper's first certificate now, and the reactions attached
+   * to the keepers' `ready()`/failure promises that have not run yet.
+   */
+  waiting(): { handshakes: number; reactions: number };
   /** The admin `/status` section: at most `limit` names of each list, with their totals. */
   report(limit?: number): OnDemandStatus;
   close(): Promise<void>;
@@ -55,6 +60,8 @@ const MAX_ANSWERS = 10_000;
 const MAX_FAILED = 10_000;
 /** Names being asked about or ordered at once; more are refused until some are done. */
 const MAX_PENDING = 100;
+/** Handshakes waiting for one name's first certificate; more get the default one at once. */
+const MAX_WAITERS = 1_000;
 /** Warnings about failed orders and `ask`: at most WARN_BURST per WARN_WINDOW_MS, then counted. */
 const WARN_BURST = 10;
 const WARN_WINDOW_MS = 60_000;
@@ -71,6 +78,8 @@ interface Held {
   notAfter: number | null;
   /** When a handshake last asked for it (ms since the epoch). */
   used: number;
+  /** Handshakes waiting for its first certificate (at most MAX_WAITERS), each until its timeout. */
+  waiters: Set<(pair: CertificatePair | null) => void>;
 }
 
 /** On-demand certificates following `config.on_demand` (which must be set). */
@@ -96,8 +105,9 @@ export function createOnDemand(
   let orderTimes: number[] = [];
   let orders = 0;
   let closed = false;
-  /** Handshakes waiting for an order: each gives up at its timeout, or at close. */
-  const waiting = new Set<() => void>();
+  /** Handshakes waiting in the keepers' `waiters`, and the keepers' reactions not run yet. */
+  let waiters = 0;
+  let reactions = 0;
 
   const bounded = <V>(m: Map<string, V>, max: number) => {
     while (m.size > max) m.delete(m.keys().next().value!);
@@ -199,6 +209,7 @@ export function createOnDemand(
     if (!h) return;
     held.delete(name);
     unready.delete(name);
+    wake(h, null);
     void h.ctl.close();
     publish();
   };
@@ -218,25 +229,28 @@ export function createOnDemand(
     limited("warn", "ACME on-demand certificate not obtained", { name, error, retryInMs: delay });
   };
 
-  /** The keeper's certificate once there, null on failure or after `timeout`. */
-  function wait(name: string, h: Held): Promise<CertificatePair | null> {
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    let giveUp = () => {};
-    const timeout = new Promise<null>((r) => {
-      giveUp = () => r(null);
-      timer = setTimeout(giveUp, timerDelay(od().timeout));
-      waiting.add(giveUp);
-    });
-    return Promise.race([
-      h.ctl.ready().then(() => h.ctl.current()),
-      h.failed.then((error) => {
-        if (held.get(name) === h) fail(name, error);
-        return null;
-      }),
-      timeout,
-    ]).finally(() => {
-      clearTimeout(timer);
-      waiting.delete(giveUp);
+  /** Wakes a keeper's waiting handshakes with its certificate (null: failed, dropped, closing). */
+  const wake = (h: Held, pair: CertificatePair | null) => {
+    for (const done of [...h.waiters]) done(pair);
+  };
+
+  /**
+   * The keeper's certificate once there, null on failure or after `timeout`; null at once past
+   * MAX_WAITERS handshakes waiting for it. Each waiter leaves the keeper's set at its own
+   * timeout: the keeper's one reaction to its first certificate or failure wakes those left.
+   */
+  function wait(h: Held): Promise<CertificatePair | null> | null {
+    if (h.waiters.size >= MAX_WAITERS) return null;
+    return new Promise((resolve) => {
+      const done = (pair: CertificatePair | null) => {
+        if (!h.waiters.delete(done)) return;
+        waiters--;
+        clearTimeout(timer);
+        resolve(pair);
+      };
+      const timer = setTimeout(() => done(null), timerDelay(od().timeout));
+      h.waiters.add(done);
+      waiters++;
     });
   }
 
@@ -248,7 +262,13 @@ export function createOnDemand(
     let ordered = false;
     /** Whether the keeper's last order was refused by `rate` (counted as such, not as failed). */
     let rateLimited = false;
-    const h: Held = { ctl: null!, failed: failedPromise, notAfter: null, used: now() };
+    const h: Held = {
+      ctl: null!,
+      failed: failedPromise,
+      notAfter: null,
+      used: now(),
+      waiters: new Set(),
+    };
     h.ctl = await startAcme(
       { ...config, domains: [name], on_demand: undefined },
       {
@@ -294,10 +314,21 @@ export function createOnDemand(
       void ctl.close();
       return null;
     }
+    // One reaction per keeper, however many handshakes wait for it.
+    reactions += 2;
+    void ctl.ready().then(() => {
+      reactions--;
+      wake(h, ctl.current());
+    });
+    void h.failed.then((error) => {
+      reactions--;
+      if (held.get(name) === h) fail(name, error);
+      wake(h, null);
+    });
     held.set(name, h);
     if (!ctl.current()) unready.add(name);
     publish();
-    const pair = ctl.current() ?? await wait(name, h);
+    const pair = ctl.current() ?? await wait(h);
     if (pair) trim();
     return pair;
   }
@@ -331,7 +362,7 @@ export function createOnDemand(
         held.delete(name);
         held.set(name, h);
         h.used = now();
-        return h.ctl.current() ?? wait(name, h);
+        return h.ctl.current() ?? wait(h);
       }
       if (!NAME.test(name)) return null;
       if ((failed.get(name)?.until ?? 0) > performance.now()) return null;
@@ -357,6 +388,7 @@ export function createOnDemand(
       trim();
     },
     status: () => ({ held: [...held.keys()], orders }),
+    waiting: () => ({ handshakes: waiters, reactions }),
     report(limit = 100) {
       const t = performance.now();
       const wall = now();
@@ -383,7 +415,7 @@ export function createOnDemand(
     },
     async close() {
       closed = true;
-      for (const giveUp of [...waiting]) giveUp();
+      for (const h of held.values()) wake(h, null);
       await Promise.all([...held.values()].map((h) => h.ctl.close()));
       held.clear();
       unready.clear();

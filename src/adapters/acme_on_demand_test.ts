@@ -200,3 +200,77 @@ Deno.test("createOnDemand: a timeout past what a timer holds (2^31 ms) waits, no
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+/** A CA that takes connections and never answers: every order outlasts the test. */
+function silentCa() {
+  const ca = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const conns: Deno.Conn[] = [];
+  const accepting = (async () => {
+    for await (const conn of ca) conns.push(conn);
+  })();
+  return {
+    url: `https://127.0.0.1:${(ca.addr as Deno.NetAddr).port}/dir`,
+    async [Symbol.asyncDispose]() {
+      ca.close();
+      for (const conn of conns) conn.close();
+      await accepting.catch(() => {});
+    },
+  };
+}
+
+Deno.test("createOnDemand: handshakes that gave up on a hanging order leave nothing behind", async () => {
+  await using ask = askServer(() => 200);
+  await using ca = silentCa();
+  const dir = await Deno.makeTempDir();
+  const base = config(ask.url, dir);
+  const od = createOnDemand({
+    ...base,
+    ca_url: ca.url,
+    on_demand: { ...base.on_demand!, timeout: 50 },
+  }, { logger: quiet, clientRetries: 0 });
+  try {
+    assert.equal(await od.certificate("a.example"), null);
+    assert.deepEqual(od.status().held, ["a.example"]);
+    const before = od.waiting().reactions;
+    for (let i = 0; i < 30; i++) {
+      const got = od.certificate("a.example");
+      assert.ok(got instanceof Promise);
+      assert.equal(await got, null);
+    }
+    // Each gave up at its timeout: no waiter left, and no reaction more than the keeper's own.
+    assert.deepEqual(od.waiting(), { handshakes: 0, reactions: before });
+    assert.ok(before <= 2, `${before} reactions`);
+  } finally {
+    await od.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("createOnDemand bounds the handshakes waiting for one name", async () => {
+  await using ask = askServer(() => 200);
+  await using ca = silentCa();
+  const dir = await Deno.makeTempDir();
+  const base = config(ask.url, dir);
+  const od = createOnDemand({
+    ...base,
+    ca_url: ca.url,
+    on_demand: { ...base.on_demand!, timeout: 60_000 },
+  }, { logger: quiet, clientRetries: 0 });
+  try {
+    const first = od.certificate("a.example");
+    await waitFor(() => od.waiting().handshakes === 1, { what: "the first handshake waiting" });
+    const waits = Array.from({ length: 999 }, () => od.certificate("a.example"));
+    assert.ok(waits.every((w) => w instanceof Promise));
+    assert.equal(od.waiting().handshakes, 1_000);
+    // The 1,001st gets the default certificate at once.
+    assert.equal(od.certificate("a.example"), null);
+    assert.equal(od.waiting().handshakes, 1_000);
+    // Closing wakes them all.
+    await od.close();
+    assert.deepEqual(await Promise.all([first, ...waits]), [first, ...waits].map(() => null));
+    assert.equal(od.waiting().handshakes, 0);
+  } finally {
+    await od.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
