@@ -108,6 +108,10 @@ export function createOnDemand(
   /** Handshakes waiting in the keepers' `waiters`, and the keepers' reactions not run yet. */
   let waiters = 0;
   let reactions = 0;
+  /** Obtains waiting for a keeper's store to open: each gives up at its timeout, or at close. */
+  const giveUps = new Set<() => void>();
+  /** Names whose keeper's store opens after their handshake gave up (within MAX_PENDING). */
+  const opening = new Map<string, Promise<void>>();
 
   const bounded = <V>(m: Map<string, V>, max: number) => {
     while (m.size > max) m.delete(m.keys().next().value!);
@@ -239,8 +243,8 @@ export function createOnDemand(
    * MAX_WAITERS handshakes waiting for it. Each waiter leaves the keeper's set at its own
    * timeout: the keeper's one reaction to its first certificate or failure wakes those left.
    */
-  function wait(h: Held): Promise<CertificatePair | null> | null {
-    if (h.waiters.size >= MAX_WAITERS) return null;
+  function wait(h: Held, until: number): Promise<CertificatePair | null> | null {
+    if (h.waiters.size >= MAX_WAITERS || until <= performance.now()) return null;
     return new Promise((resolve) => {
       const done = (pair: CertificatePair | null) => {
         if (!h.waiters.delete(done)) return;
@@ -248,14 +252,33 @@ export function createOnDemand(
         clearTimeout(timer);
         resolve(pair);
       };
-      const timer = setTimeout(() => done(null), timerDelay(od().timeout));
+      const timer = setTimeout(() => done(null), timerDelay(until - performance.now()));
       h.waiters.add(done);
       waiters++;
     });
   }
 
+  /**
+   * Whether `started` settled before `until` (performance.now()); false at `until` or at close.
+   * Its reactions are the only ones on `started`, one per name being obtained.
+   */
+  const settledBy = (started: Promise<unknown>, until: number) =>
+    new Promise<boolean>((resolve) => {
+      const done = (ok: boolean) => {
+        if (!giveUps.delete(giveUp)) return;
+        clearTimeout(timer);
+        resolve(ok);
+      };
+      const giveUp = () => done(false);
+      const timer = setTimeout(giveUp, timerDelay(until - performance.now()));
+      giveUps.add(giveUp);
+      started.then(() => done(true), () => done(true));
+    });
+
   async function obtain(name: string): Promise<CertificatePair | null> {
     if (!await allowed(name) || closed) return null;
+    // From here `timeout` bounds the handshake's wait: the store opening, then the order.
+    const until = performance.now() + od().timeout;
     let failedWith = (_: string) => {};
     const failedPromise = new Promise<string>((r) => failedWith = r);
     /** Whether the keeper's next certificate comes from an order it placed (else storage). */
@@ -269,7 +292,7 @@ export function createOnDemand(
       used: now(),
       waiters: new Set(),
     };
-    h.ctl = await startAcme(
+    const started = startAcme(
       { ...config, domains: [name], on_demand: undefined },
       {
         ...opts,
@@ -309,26 +332,37 @@ export function createOnDemand(
         },
       },
     );
-    const { ctl } = h;
-    if (closed) {
-      void ctl.close();
+    const adopted = started.then((ctl) => {
+      h.ctl = ctl;
+      if (closed) {
+        void ctl.close();
+        return false;
+      }
+      // One reaction per keeper, however many handshakes wait for it.
+      reactions += 2;
+      void ctl.ready().then(() => {
+        reactions--;
+        wake(h, ctl.current());
+      });
+      void h.failed.then((error) => {
+        reactions--;
+        if (held.get(name) === h) fail(name, error);
+        wake(h, null);
+      });
+      held.set(name, h);
+      if (!ctl.current()) unready.add(name);
+      publish();
+      return true;
+    });
+    if (!await settledBy(adopted, until)) {
+      // The store is slow to open (Redis that does not answer): this handshake gets the default
+      // certificate; the keeper joins when it opens, and the name is not started again meanwhile.
+      opening.set(name, adopted.then(() => {}, (err) => fail(name, errorText(err))));
+      void opening.get(name)!.finally(() => opening.delete(name));
       return null;
     }
-    // One reaction per keeper, however many handshakes wait for it.
-    reactions += 2;
-    void ctl.ready().then(() => {
-      reactions--;
-      wake(h, ctl.current());
-    });
-    void h.failed.then((error) => {
-      reactions--;
-      if (held.get(name) === h) fail(name, error);
-      wake(h, null);
-    });
-    held.set(name, h);
-    if (!ctl.current()) unready.add(name);
-    publish();
-    const pair = ctl.current() ?? await wait(h);
+    if (!await adopted) return null;
+    const pair = h.ctl.current() ?? await wait(h, until);
     if (pair) trim();
     return pair;
   }
@@ -337,6 +371,7 @@ export function createOnDemand(
   const busy = () => {
     let n = pending.size;
     for (const name of unready) if (!pending.has(name)) n++;
+    for (const name of opening.keys()) if (!pending.has(name)) n++;
     return n;
   };
 
@@ -362,12 +397,13 @@ export function createOnDemand(
         held.delete(name);
         held.set(name, h);
         h.used = now();
-        return h.ctl.current() ?? wait(h);
+        return h.ctl.current() ?? wait(h, performance.now() + od().timeout);
       }
       if (!NAME.test(name)) return null;
       if ((failed.get(name)?.until ?? 0) > performance.now()) return null;
       const inFlight = pending.get(name);
       if (inFlight) return inFlight;
+      if (opening.has(name)) return null;
       if (busy() >= MAX_PENDING) return null;
       const p = obtain(name).catch((err) => {
         fail(name, errorText(err));
@@ -416,11 +452,13 @@ export function createOnDemand(
     async close() {
       closed = true;
       for (const h of held.values()) wake(h, null);
+      for (const giveUp of [...giveUps]) giveUp();
       await Promise.all([...held.values()].map((h) => h.ctl.close()));
       held.clear();
       unready.clear();
       publish();
       await Promise.all(pending.values());
+      await Promise.all(opening.values());
     },
   };
 }

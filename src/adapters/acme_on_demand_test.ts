@@ -274,3 +274,47 @@ Deno.test("createOnDemand bounds the handshakes waiting for one name", async () 
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("createOnDemand: a store that does not answer costs a handshake at most `timeout`", async () => {
+  await using ask = askServer(() => 200);
+  await using ca = silentCa();
+  // A "Redis" that takes connections, reads, and never answers.
+  const redis = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const conns: Deno.Conn[] = [];
+  const accepting = (async () => {
+    for await (const conn of redis) {
+      conns.push(conn);
+      void conn.readable.pipeTo(new WritableStream()).catch(() => {});
+    }
+  })();
+  const dir = await Deno.makeTempDir();
+  const base = config(ask.url, dir);
+  const od = createOnDemand({
+    ...base,
+    ca_url: ca.url,
+    redis: {
+      url: `redis://127.0.0.1:${(redis.addr as Deno.NetAddr).port}`,
+      prefix: "t:",
+      timeout: 20_000,
+    },
+    on_demand: { ...base.on_demand!, timeout: 300 },
+  }, { logger: quiet, clientRetries: 0 });
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    const got = od.certificate("a.example");
+    assert.ok(got instanceof Promise);
+    // Within `timeout` (and some slack), not the store's 20 s.
+    const late = new Promise<"late">((r) => timer = setTimeout(() => r("late"), 3_000));
+    assert.equal(await Promise.race([got, late]), null);
+    // The keeper's start goes on: the name is not started twice meanwhile.
+    assert.equal(od.certificate("a.example"), null);
+    assert.equal(od.report().inFlight, 1);
+  } finally {
+    clearTimeout(timer);
+    redis.close();
+    for (const conn of conns) conn.close();
+    await accepting.catch(() => {});
+    await od.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});

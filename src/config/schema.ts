@@ -85,7 +85,8 @@ export const Acme = z.object({
     max_certificates: z.int().min(1).max(100_000).default(1000),
     // At most `orders` new on-demand orders within `per`.
     rate: z.object({ orders: z.int().min(1), per: Duration }).strict().optional(),
-    // How long a handshake waits for its certificate to be issued.
+    // How long a handshake waits for its certificate once `ask` allowed the name: the store
+    // opening (a Redis that does not answer) and the order together.
     timeout: Duration.prefault("30s"),
   }).strict().optional(),
 }).strict();
