@@ -1319,7 +1319,22 @@ export class Conn implements Reader, HintsWriter {
     this.#readingAhead = true;
     const ahead = async () => {
       const want = this.#chunked ? READ_AHEAD : Math.min(READ_AHEAD, this.bodyLeft);
+      // A chunked body's end may be here already (a client that sent it all waits for its answer,
+      // and a read for more would hold up the body's reads until it sent another request): what
+      // came is scanned for it by a decoder of its own (the body's own has decoded nothing yet).
+      const scan = this.#chunked ? new ChunkedDecoder() : null;
+      let seen = 0; // bytes from `start` scanned
       while (this.#left === left && !this.#bodyTaken && this.end - this.start < want) {
+        if (scan !== null) {
+          try {
+            while (this.start + seen < this.end && !scan.done) {
+              seen += scan.decode(this.buf, this.start + seen, this.end);
+            }
+          } catch {
+            return; // malformed: the body's own read says so (400)
+          }
+          if (scan.done) return;
+        }
         if (this.start + want > this.buf.length) {
           const room = new Uint8Array(Math.max(want, this.buf.length));
           room.set(this.buf.subarray(this.start, this.end));
