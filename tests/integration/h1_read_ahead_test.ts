@@ -82,3 +82,55 @@ routes:
     shut(c);
   }
 });
+
+/** Resolves after `ms` (the pace of a client that trickles its heads: the time is the test). */
+const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+Deno.test("http1_header_timeout counts from a head's own first bytes, not from the head before it on the connection", async () => {
+  await using up = await recordingUpstream();
+  await using prox = await startProxy(`
+protocols: { http1_header_timeout: 5s }
+health_check: { enabled: false }
+routes: { "/": { type: proxy, target: "${up.url}" } }
+`);
+  const c = await Deno.connect({ hostname: "127.0.0.1", port: prox.port });
+  try {
+    // A first head that takes 3 s (within the limit): the idle sweep (once a second) saw it.
+    await c.write(enc.encode("GET /one HTTP/1.1\r\n"));
+    await pause(3000);
+    await c.write(enc.encode("Host: a\r\n\r\n"));
+    assert.match(await readFrom(c, /ok \/one/), /^HTTP\/1\.1 200 /);
+    // The next begins at once and takes 4.5 s: within its own 5 s, past 5 s from the first's start
+    // (and past 6 s, whichever tick stamped the first).
+    await c.write(enc.encode("GET /two HTTP/1.1\r\n"));
+    await pause(4500);
+    await c.write(enc.encode("Host: a\r\n\r\n"));
+    assert.match(await readFrom(c, /ok \/two/), /^HTTP\/1\.1 200 [^]*ok \/two$/);
+  } finally {
+    shut(c);
+  }
+});
+
+Deno.test("http1_header_timeout closes a connection whose head does not come whole in time; an idle one stays", async () => {
+  await using up = await recordingUpstream();
+  await using prox = await startProxy(`
+protocols: { http1_header_timeout: 1s }
+health_check: { enabled: false }
+routes: { "/": { type: proxy, target: "${up.url}" } }
+`);
+  const idle = await Deno.connect({ hostname: "127.0.0.1", port: prox.port });
+  const slow = await Deno.connect({ hostname: "127.0.0.1", port: prox.port });
+  try {
+    await idle.write(enc.encode("GET /one HTTP/1.1\r\nHost: a\r\n\r\n"));
+    assert.match(await readFrom(idle, /ok \/one/), /^HTTP\/1\.1 200 /);
+    await slow.write(enc.encode("GET /slow HTTP/1.1\r\n"));
+    // Closed by the server: the read ends with nothing.
+    assert.equal(await readFrom(slow), "");
+    // The idle keep-alive connection, open as long, still serves.
+    await idle.write(enc.encode("GET /two HTTP/1.1\r\nHost: a\r\n\r\n"));
+    assert.match(await readFrom(idle, /ok \/two/), /^HTTP\/1\.1 200 [^]*ok \/two$/);
+  } finally {
+    shut(idle);
+    shut(slow);
+  }
+});

@@ -1705,6 +1705,8 @@ async function serve(c: Conn, env: Env): Promise<void> {
         end = headEnd(c.buf, c.start + Math.max(0, scanned - 3), c.end);
       }
       c.waitingSince = 0;
+      // The next head's time is its own: a stamp of this one's left would cut it early.
+      c.headSince = NO_HEAD;
       const head = parseRequestHeadAt(c.buf, c.start, end);
       if (head === null) return await env.relay(c, unread(c));
       if (head === NO_HOST) return await c.refuse("400 Bad Request");
