@@ -3,6 +3,7 @@
 import assert from "node:assert/strict";
 import { startUpstream, waitFor } from "../_harness.ts";
 import { onProxEngines, startProxy } from "./_proxy.ts";
+import { heldUpstream, queuedProxy } from "./_held.ts";
 import { readFrom } from "./_raw_client.ts";
 
 const enc = new TextEncoder();
@@ -133,4 +134,106 @@ routes: { "/": { type: proxy, target: "${up.url}" } }
     shut(idle);
     shut(slow);
   }
+});
+
+Deno.test("an upload read ahead while queued reaches the upstream byte for byte, a request pipelined behind it is served, and the connection then waits with its usual buffer", async () => {
+  await using up = await heldUpstream();
+  await using prox = await queuedProxy(up.url);
+  const first = fetch(`${prox.url}/first`);
+  await waitFor(() => up.arrived.length === 1, { what: "the first request at the upstream" });
+  const body = pattern(200_000);
+  const c = await Deno.connect({ hostname: "127.0.0.1", port: prox.port });
+  try {
+    await c.write(
+      enc.encode(`POST /queued HTTP/1.1\r\nHost: a\r\nContent-Length: ${body.length}\r\n\r\n`),
+    );
+    await c.write(body.subarray(0, 100));
+    await waitFor(async () => (await prox.pool()).waiting === 1, { what: "the upload queued" });
+    // Small pieces while it waits (each a read ahead), the rest and the next request once it goes.
+    let off = 100;
+    for (; off < 30_000; off += 1000) await c.write(body.subarray(off, off + 1000));
+    up.release();
+    assert.equal(await (await first).text(), "late");
+    await waitFor(() => up.arrived.length === 2, { what: "the upload at the upstream" });
+    const rest = concat(body.subarray(off), enc.encode("GET /next HTTP/1.1\r\nHost: a\r\n\r\n"));
+    for (let o = 0; o < rest.length;) o += await c.write(rest.subarray(o));
+    await waitFor(() => up.bodies.length === 2, { what: "the upload's body read upstream" });
+    up.release();
+    await waitFor(() => up.arrived.length === 3, { what: "the pipelined request upstream" });
+    up.release();
+    const out = await readFrom(c, /late[^]*late/);
+    assert.match(out, /^HTTP\/1\.1 200 [^]*late[^]*HTTP\/1\.1 200 [^]*late$/);
+    assert.equal(await sha(up.bodies[1].slice()), await sha(body));
+    assert.deepEqual(up.arrived, ["/first", "/queued", "/next"]);
+    assert.equal(up.bodies[2].length, 0);
+    // Its 64 KiB of read ahead are not kept: it waits with what its requests need (8 KiB at most),
+    // beside fetch's keep-alive connection of one GET (2 KiB).
+    const engine = async () => {
+      const res = await fetch(`http://127.0.0.1:${prox.server.admin!.port}/status`);
+      const s = await res.json();
+      return s.listeners.find((l: { name: string }) => l.name === "main").http1Engine;
+    };
+    const want = { connections: 2, readBufferBytes: 2048 + 8192 };
+    const got = await waitFor(async () => {
+      const e = await engine();
+      return e.connections === want.connections && e.readBufferBytes === want.readBufferBytes && e;
+    }, { timeoutMs: 5000, what: JSON.stringify(want) });
+    assert.equal(got.readBufferBytes, want.readBufferBytes);
+  } finally {
+    shut(c);
+  }
+});
+
+Deno.test("an upload read ahead that timed out in the queue (503): the request pipelined behind its body is served", async () => {
+  await using up = await heldUpstream();
+  await using prox = await startProxy(`
+health_check: { enabled: false }
+upstream_pool: { max_connections_per_upstream: 1, queue_limit: 8, queue_timeout: 1s }
+routes: { "/": { type: proxy, target: "${up.url}", timeouts: { response_header: 60s } } }
+`);
+  const first = fetch(`${prox.url}/first`);
+  await waitFor(() => up.arrived.length === 1, { what: "the first request at the upstream" });
+  const body = pattern(100_000);
+  const c = await Deno.connect({ hostname: "127.0.0.1", port: prox.port });
+  try {
+    await c.write(
+      enc.encode(`POST /queued HTTP/1.1\r\nHost: a\r\nContent-Length: ${body.length}\r\n\r\n`),
+    );
+    await c.write(body.subarray(0, 5000));
+    const refused = await readFrom(c, /\r\n\r\n[^]*/);
+    assert.match(refused, /^HTTP\/1\.1 503 /);
+    const rest = concat(body.subarray(5000), enc.encode("GET /next HTTP/1.1\r\nHost: a\r\n\r\n"));
+    for (let o = 0; o < rest.length;) o += await c.write(rest.subarray(o));
+    up.release();
+    assert.equal(await (await first).text(), "late");
+    await waitFor(() => up.arrived.length === 2, { what: "the pipelined request upstream" });
+    up.release();
+    const out = await readFrom(c, /late/);
+    assert.match(out, /HTTP\/1\.1 200 [^]*late$/);
+    assert.deepEqual(up.arrived, ["/first", "/next"]);
+  } finally {
+    shut(c);
+  }
+});
+
+Deno.test("an upload sent in pieces while queued whose client then leaves leaves the queue", async () => {
+  await using up = await heldUpstream();
+  await using prox = await queuedProxy(up.url);
+  const first = fetch(`${prox.url}/first`);
+  await waitFor(() => up.arrived.length === 1, { what: "the first request at the upstream" });
+  const body = pattern(200_000);
+  const c = await Deno.connect({ hostname: "127.0.0.1", port: prox.port });
+  try {
+    await c.write(
+      enc.encode(`POST /queued HTTP/1.1\r\nHost: a\r\nContent-Length: ${body.length}\r\n\r\n`),
+    );
+    await waitFor(async () => (await prox.pool()).waiting === 1, { what: "the upload queued" });
+    for (let off = 0; off < 20_000; off += 500) await c.write(body.subarray(off, off + 500));
+  } finally {
+    c.close();
+  }
+  await waitFor(async () => (await prox.pool()).waiting === 0, { what: "the queue to empty" });
+  up.release();
+  assert.equal(await (await first).text(), "late");
+  assert.deepEqual(up.arrived, ["/first"]);
 });
