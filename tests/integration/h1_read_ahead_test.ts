@@ -237,3 +237,62 @@ Deno.test("an upload sent in pieces while queued whose client then leaves leaves
   assert.equal(await (await first).text(), "late");
   assert.deepEqual(up.arrived, ["/first"]);
 });
+
+for (const chunked of [false, true]) {
+  Deno.test(`a ${chunked ? "chunked" : "Content-Length"} body read ahead while forward_auth asks reaches the upstream byte for byte, the request pipelined behind it stays for its turn`, async () => {
+    await using up = await recordingUpstream();
+    let asked!: () => void;
+    const checking = new Promise<void>((r) => asked = r);
+    let answer!: () => void;
+    const answered = new Promise<void>((r) => answer = r);
+    await using auth = await startUpstream(async () => {
+      asked();
+      await answered;
+      return new Response(null, { status: 200 });
+    });
+    await using prox = await startProxy(`
+health_check: { enabled: false }
+routes:
+  "/":
+    type: proxy
+    target: "${up.url}"
+    forward_auth: { url: "${auth.url}/check" }
+`);
+    const body = pattern(3000);
+    const framed = chunked
+      ? concat(
+        enc.encode("400\r\n"),
+        body.subarray(0, 1024),
+        enc.encode("\r\n" + (body.length - 1024).toString(16) + "\r\n"),
+        body.subarray(1024),
+        enc.encode("\r\n0\r\n\r\n"),
+      )
+      : body;
+    const framing = chunked ? "Transfer-Encoding: chunked" : `Content-Length: ${body.length}`;
+    const c = await Deno.connect({ hostname: "127.0.0.1", port: prox.port });
+    const timer = setTimeout(() => c.close(), 5000);
+    try {
+      await c.write(concat(
+        enc.encode(`POST /one HTTP/1.1\r\nHost: a\r\n${framing}\r\n\r\n`),
+        framed.subarray(0, 1000),
+      ));
+      // The rest, and a request behind it, while the auth service holds the check (the engine
+      // reads ahead meanwhile).
+      await checking;
+      await c.write(concat(
+        framed.subarray(1000),
+        enc.encode("POST /two HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello"),
+      ));
+      answer();
+      const out = await readFrom(c, /ok \/one[^]*ok \/two/);
+      assert.match(out, /^HTTP\/1\.1 200 [^]*ok \/one[^]*HTTP\/1\.1 200 [^]*ok \/two$/);
+      assert.deepEqual(up.got, [
+        { path: "/one", sha: await sha(body), len: body.length },
+        { path: "/two", sha: await sha(enc.encode("hello")), len: 5 },
+      ]);
+    } finally {
+      clearTimeout(timer);
+      shut(c);
+    }
+  });
+}
