@@ -296,3 +296,28 @@ routes:
     }
   });
 }
+
+Deno.test("http1_header_timeout does not cut a head pipelined behind a request the engine is still serving", async () => {
+  await using up = await heldUpstream();
+  await using prox = await startProxy(`
+protocols: { http1_header_timeout: 1s }
+health_check: { enabled: false }
+routes: { "/": { type: proxy, target: "${up.url}" } }
+`);
+  const c = await Deno.connect({ hostname: "127.0.0.1", port: prox.port });
+  try {
+    // The second head's start comes with the first request, which the upstream holds 2.5 s:
+    // the engine is busy, the client is not late.
+    await c.write(enc.encode("GET /one HTTP/1.1\r\nHost: a\r\n\r\nGET /two HTTP/1.1\r\n"));
+    await waitFor(() => up.arrived.length === 1, { what: "the first request at the upstream" });
+    await pause(2500);
+    up.release();
+    assert.match(await readFrom(c, /late/), /^HTTP\/1\.1 200 /);
+    await c.write(enc.encode("Host: a\r\n\r\n"));
+    await waitFor(() => up.arrived.length === 2, { what: "the second request at the upstream" });
+    up.release();
+    assert.match(await readFrom(c, /late/), /^HTTP\/1\.1 200 [^]*late$/);
+  } finally {
+    shut(c);
+  }
+});
