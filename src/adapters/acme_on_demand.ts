@@ -112,6 +112,11 @@ export function createOnDemand(
   const giveUps = new Set<() => void>();
   /** Names whose keeper's store opens after their handshake gave up (within MAX_PENDING). */
   const opening = new Map<string, Promise<void>>();
+  /**
+   * Dropped keepers still closing (storing a back-off, releasing the lock): `close` waits for
+   * them. Each leaves when closed; keepers are dropped at most once each.
+   */
+  const closing = new Set<Promise<void>>();
 
   const bounded = <V>(m: Map<string, V>, max: number) => {
     while (m.size > max) m.delete(m.keys().next().value!);
@@ -214,7 +219,10 @@ export function createOnDemand(
     held.delete(name);
     unready.delete(name);
     wake(h, null);
-    void h.ctl.close();
+    const done: Promise<void> = h.ctl.close().catch((err) =>
+      logger.warn("Cannot close the ACME on-demand keeper", { name, error: errorText(err) })
+    ).finally(() => closing.delete(done));
+    closing.add(done);
     publish();
   };
 
@@ -334,10 +342,7 @@ export function createOnDemand(
     );
     const adopted = started.then((ctl) => {
       h.ctl = ctl;
-      if (closed) {
-        void ctl.close();
-        return false;
-      }
+      if (closed) return ctl.close().then(() => false, () => false);
       // One reaction per keeper, however many handshakes wait for it.
       reactions += 2;
       void ctl.ready().then(() => {
@@ -459,6 +464,8 @@ export function createOnDemand(
       publish();
       await Promise.all(pending.values());
       await Promise.all(opening.values());
+      // Keepers dropped before (a failed order, `max_certificates`) finish their writes too.
+      while (closing.size) await Promise.all(closing);
     },
   };
 }

@@ -138,6 +138,32 @@ Deno.test("createOnDemand backs off a name whose order failed, without asking or
   }
 });
 
+Deno.test("createOnDemand close waits for the keeper of a name whose order failed", async () => {
+  await using ask = askServer(() => 200);
+  const dir = await Deno.makeTempDir();
+  const od = createOnDemand(config(ask.url, dir), { logger: quiet, clientRetries: 0 });
+  try {
+    assert.equal(await od.certificate("a.example"), null);
+    await od.close();
+    // The dropped keeper stored its back-off and released its lock before close() resolved: no
+    // write into the storage runs on (a caller removing the directory then saw "Directory not
+    // empty").
+    const files: string[] = [];
+    const walk = async (d: string) => {
+      for await (const e of Deno.readDir(d)) {
+        if (e.isDirectory) await walk(`${d}/${e.name}`);
+        else files.push(e.name);
+      }
+    };
+    await walk(dir);
+    assert.ok(files.includes("order.backoff.json"), files.join(", "));
+    assert.ok(!files.includes("order.lock"), files.join(", "));
+  } finally {
+    await od.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("createOnDemand bounds the orders still running after their handshakes gave up", async () => {
   await using ask = askServer(() => 200);
   const dir = await Deno.makeTempDir();
