@@ -222,20 +222,36 @@ class Stream implements Reader {
   get signal(): AbortSignal {
     if (this.#abort === null) {
       this.#abort = new AbortController();
-      if (this.reset) this.#abort.abort(this.failure);
+      if (this.reset && !this.#spared) this.#abort.abort(this.failure);
     }
     return this.#abort.signal;
   }
 
-  /** The client reset the stream, or the connection went: the exchange is over. */
-  abort(): void {
-    if (this.reset) return;
+  /** Reset by this side for the client's fault: its upstream request runs on (see `abort`). */
+  #spared = false;
+
+  /**
+   * The client reset the stream, or the connection went: the exchange is over. `spare`: this
+   * side reset it for the client's fault (MadeYouReset, CVE-2025-8671): the upstream request is
+   * not aborted, so the stream counts against MAX_CONCURRENT_STREAMS until its work ends (an
+   * upstream keeps working on a request whose connection went). A later abort without `spare`
+   * (the client resets it too, or goes) aborts the upstream request then.
+   */
+  abort(spare = false): void {
+    if (this.reset) {
+      if (!spare && this.#spared) {
+        this.#spared = false;
+        this.#abort?.abort(this.failure);
+      }
+      return;
+    }
     this.reset = true;
     this.remoteEnded = true;
     this.localEnded = true;
     const err = new ProxyError("client_gone", "Client reset the stream");
     this.failure ??= err;
-    this.#abort?.abort(err);
+    this.#spared = spare;
+    if (!spare) this.#abort?.abort(err);
     this.wake?.();
     this.windowWake?.();
   }
@@ -1252,7 +1268,7 @@ export class H2Connection {
     s.sendWindow += inc;
     if (s.sendWindow > MAX_WINDOW) {
       this.#resetStream(id, ErrorCode.FLOW_CONTROL_ERROR);
-      s.abort();
+      s.abort(true);
       return;
     }
     // Its answer, if it waits, waits for the connection's window now (woken if there is some).
@@ -1298,7 +1314,8 @@ export class H2Connection {
     const s = this.#streams.get(id);
     if (s === undefined) return;
     this.#dropBody(s);
-    s.abort();
+    // The client's fault: its stream counts until its work ends (MadeYouReset).
+    s.abort(true);
   }
 
   /**
