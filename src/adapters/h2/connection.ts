@@ -40,6 +40,7 @@ import {
   FrameType,
   FrameWriter,
   MAX_WINDOW,
+  passWindow,
   PREFACE,
   queueCopy,
   Setting,
@@ -1278,31 +1279,9 @@ export class H2Connection {
     }
   }
 
-  /**
-   * Wakes the answers waiting for connection window, in turn, until what they may send uses it up
-   * (each's share is set aside for it until it runs), rather than all of them for each
-   * WINDOW_UPDATE, each to find the window taken by the first.
-   */
+  /** Passes the connection's free window to the senders waiting for it, in turn (passWindow). */
   #passWindow(): void {
-    let left = this.#sendWindow - this.#reserved;
-    if (left <= 0) return;
-    for (const s of this.#windowWaiters) {
-      const wake = s.windowWake;
-      if (wake === null) continue; // woken already, not yet run
-      if (s.sendWindow <= 0) {
-        // Shut by a smaller SETTINGS_INITIAL_WINDOW_SIZE: it waits for its stream's window.
-        this.#windowWaiters.delete(s);
-        continue;
-      }
-      const share = Math.min(s.want, s.sendWindow);
-      s.reserved = share;
-      this.#reserved += share;
-      s.windowWake = null;
-      this.windowWakes++;
-      wake();
-      left -= share;
-      if (left <= 0) return;
-    }
+    this.#reserved += passWindow(this.#windowWaiters, this.#sendWindow - this.#reserved, this);
   }
 
   /**

@@ -270,3 +270,48 @@ export function queueCopy(
   queue[n - 1] = view;
   return view;
 }
+
+/** A sender waiting for flow-control window: an answer of the HTTP/2 engine, a body of the client. */
+export interface WindowWaiter {
+  /** Wakes it to send; null when it is not waiting (or woken and not yet run). */
+  windowWake: (() => void) | null;
+  /** Its stream's window. */
+  sendWindow: number;
+  /** What it has left to send of its chunk. */
+  want: number;
+  /** Connection window set aside for it when woken, until it runs. */
+  reserved: number;
+}
+
+/**
+ * Wakes the senders waiting for connection window, in turn, until what they may send uses up
+ * `free` (the connection's window less what is set aside already), each's share set aside for it
+ * until it runs, rather than all of them for each WINDOW_UPDATE, each to find the window taken by
+ * the first. A waiter whose stream's window a smaller SETTINGS_INITIAL_WINDOW_SIZE shut leaves
+ * the queue, to wait for its stream's. Counts the wakes in `counter.windowWakes` (for tests);
+ * returns the window it set aside.
+ */
+export function passWindow<W extends WindowWaiter>(
+  waiters: Set<W>,
+  free: number,
+  counter: { windowWakes: number },
+): number {
+  let left = free;
+  if (left <= 0) return 0;
+  for (const s of waiters) {
+    const wake = s.windowWake;
+    if (wake === null) continue; // woken already, not yet run
+    if (s.sendWindow <= 0) {
+      waiters.delete(s);
+      continue;
+    }
+    const share = Math.min(s.want, s.sendWindow);
+    s.reserved = share;
+    s.windowWake = null;
+    counter.windowWakes++;
+    wake();
+    left -= share;
+    if (left <= 0) break;
+  }
+  return free - left;
+}
