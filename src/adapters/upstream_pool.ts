@@ -311,6 +311,14 @@ export function createConnectionPool(opts: UpstreamPoolOptions): ConnectionPool 
     return c;
   };
 
+  /** The refusal of a request (or WebSocket) that finds `key`'s queue full. */
+  const queueFull = (o: Origin, key: string) =>
+    shedError(
+      key,
+      `Upstream "${key}" has ${o.open} connections busy and ${o.queued} requests waiting`,
+      "queue_full",
+    );
+
   /**
    * Waits in `o`'s queue; `granted` turns what the waiter is given (a handed-over connection, or
    * null for a place to open one) into its result.
@@ -410,15 +418,7 @@ export function createConnectionPool(opts: UpstreamPoolOptions): ConnectionPool 
         o.open++;
         return opened(o, connect);
       }
-      if (o.queued >= opts.queueLimit) {
-        return Promise.reject(
-          shedError(
-            key,
-            `Upstream "${key}" has ${o.open} connections busy and ${o.queued} requests waiting`,
-            "queue_full",
-          ),
-        );
-      }
+      if (o.queued >= opts.queueLimit) return Promise.reject(queueFull(o, key));
       return enqueue(o, a, (conn) => conn ?? opened(o, connect));
     },
 
@@ -441,15 +441,7 @@ export function createConnectionPool(opts: UpstreamPoolOptions): ConnectionPool 
         o.open++;
         return held(o);
       }
-      if (o.queued >= opts.queueLimit) {
-        return Promise.reject(
-          shedError(
-            key,
-            `Upstream "${key}" has ${o.open} connections busy and ${o.queued} requests waiting`,
-            "queue_full",
-          ),
-        );
-      }
+      if (o.queued >= opts.queueLimit) return Promise.reject(queueFull(o, key));
       // fresh: a connection handed over is closed and its place given instead.
       return enqueue(o, { ...a, fresh: true }, () => held(o));
     },
