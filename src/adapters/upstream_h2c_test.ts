@@ -21,6 +21,12 @@ import { HpackDecoder, HpackEncoder } from "./h2/hpack.ts";
 import { WireResponse } from "../proxy/wire_response.ts";
 import { ProxyError } from "../domain/errors.ts";
 
+/** An upstream client that closes when the test's scope ends (`await using`), after what it ran. */
+function closingClient(): ReturnType<typeof createUpstreamClient> & AsyncDisposable {
+  const client = createUpstreamClient();
+  return Object.assign(client, { [Symbol.asyncDispose]: () => client.close() });
+}
+
 interface Frame {
   type: number;
   flags: number;
@@ -137,33 +143,29 @@ Deno.test("h2c: the answer's body and trailers come through, and the request is 
     await p.send(w);
     await p.frame(); // until Prox closes
   });
-  const client = createUpstreamClient();
-  try {
-    const res = await client.send(
-      request(`${up.url}/svc/Call?x=1`, {
-        protocol: "h2c",
-        headers: { host: "api.example", connection: "x-drop", "x-keep": "1" },
-      }),
-    );
-    assert.equal(res.status, 200);
-    assert.equal(res.headers.get("content-type"), "application/grpc");
-    assert.equal(await res.text(), "hello world");
-    const counter = (res as CountedResponse)[BODY_BYTES]!;
-    assert.deepEqual(counter.trailers, [["grpc-status", "0"], ["grpc-message", "ok"]]);
-    assert.equal(counter.bytes, 11);
-    assert.ok(counter.ended);
-    const f = seen[0];
-    assert.equal(f.get(":method"), "GET");
-    assert.equal(f.get(":scheme"), "http");
-    assert.equal(f.get(":authority"), "api.example");
-    assert.equal(f.get(":path"), "/svc/Call?x=1");
-    assert.equal(f.get("te"), "trailers");
-    assert.equal(f.get("x-keep"), "1");
-    assert.equal(f.has("host"), false);
-    assert.equal(f.has("connection"), false);
-  } finally {
-    await client.close();
-  }
+  await using client = closingClient();
+  const res = await client.send(
+    request(`${up.url}/svc/Call?x=1`, {
+      protocol: "h2c",
+      headers: { host: "api.example", connection: "x-drop", "x-keep": "1" },
+    }),
+  );
+  assert.equal(res.status, 200);
+  assert.equal(res.headers.get("content-type"), "application/grpc");
+  assert.equal(await res.text(), "hello world");
+  const counter = (res as CountedResponse)[BODY_BYTES]!;
+  assert.deepEqual(counter.trailers, [["grpc-status", "0"], ["grpc-message", "ok"]]);
+  assert.equal(counter.bytes, 11);
+  assert.ok(counter.ended);
+  const f = seen[0];
+  assert.equal(f.get(":method"), "GET");
+  assert.equal(f.get(":scheme"), "http");
+  assert.equal(f.get(":authority"), "api.example");
+  assert.equal(f.get(":path"), "/svc/Call?x=1");
+  assert.equal(f.get("te"), "trailers");
+  assert.equal(f.get("x-keep"), "1");
+  assert.equal(f.has("host"), false);
+  assert.equal(f.has("connection"), false);
 });
 
 Deno.test("h2c: requests share one connection, and a request body streams as DATA", async () => {
@@ -191,29 +193,25 @@ Deno.test("h2c: requests share one connection, and a request body streams as DAT
       await p.send(w);
     }
   });
-  const client = createUpstreamClient();
-  try {
-    const body = new ReadableStream<Uint8Array>({
-      start(c) {
-        c.enqueue(enc.encode("part1,"));
-        c.enqueue(enc.encode("part2"));
-        c.close();
-      },
-    });
-    const answers = await Promise.all([
-      client.send(request(`${up.url}/a`, { protocol: "h2c" })).then((r) => r.text()),
-      client.send(request(`${up.url}/b`, { protocol: "h2c", method: "POST", body }))
-        .then((r) => r.text()),
-      client.send(
-        request(`${up.url}/c`, { protocol: "h2c", method: "PUT", body: enc.encode("bytes") }),
-      ).then((r) => r.text()),
-    ]);
-    assert.deepEqual(answers, ["got:", "got:part1,part2", "got:bytes"]);
-    assert.equal(conns, 1);
-    assert.equal(client.pools().find((p) => p.h2Streams !== null)?.h2Streams, 0);
-  } finally {
-    await client.close();
-  }
+  await using client = closingClient();
+  const body = new ReadableStream<Uint8Array>({
+    start(c) {
+      c.enqueue(enc.encode("part1,"));
+      c.enqueue(enc.encode("part2"));
+      c.close();
+    },
+  });
+  const answers = await Promise.all([
+    client.send(request(`${up.url}/a`, { protocol: "h2c" })).then((r) => r.text()),
+    client.send(request(`${up.url}/b`, { protocol: "h2c", method: "POST", body }))
+      .then((r) => r.text()),
+    client.send(
+      request(`${up.url}/c`, { protocol: "h2c", method: "PUT", body: enc.encode("bytes") }),
+    ).then((r) => r.text()),
+  ]);
+  assert.deepEqual(answers, ["got:", "got:part1,part2", "got:bytes"]);
+  assert.equal(conns, 1);
+  assert.equal(client.pools().find((p) => p.h2Streams !== null)?.h2Streams, 0);
 });
 
 for (const how of ["GOAWAY", "REFUSED_STREAM"] as const) {
@@ -236,15 +234,11 @@ for (const how of ["GOAWAY", "REFUSED_STREAM"] as const) {
         await p.send(w);
       }
     });
-    const client = createUpstreamClient();
-    try {
-      // Sent again at once, on another stream (and connection after a GOAWAY).
-      const res = await client.send(request(`${up.url}/`, { protocol: "h2c" }));
-      assert.equal(res.status, 204);
-      assert.equal(conns, how === "GOAWAY" ? 2 : 1);
-    } finally {
-      await client.close();
-    }
+    await using client = closingClient();
+    // Sent again at once, on another stream (and connection after a GOAWAY).
+    const res = await client.send(request(`${up.url}/`, { protocol: "h2c" }));
+    assert.equal(res.status, 204);
+    assert.equal(conns, how === "GOAWAY" ? 2 : 1);
   });
 }
 
@@ -258,17 +252,13 @@ Deno.test("h2c: a refused request with a streamed body fails as not sent (forwar
       await p.send(w);
     }
   });
-  const client = createUpstreamClient();
-  try {
-    const body = new ReadableStream<Uint8Array>({ pull: () => new Promise(() => {}) });
-    const err = await rejects(
-      client.send(request(`${up.url}/`, { protocol: "h2c", method: "POST", body })),
-      "upstream_reset",
-    );
-    assert.equal(err.sentNothing, true);
-  } finally {
-    await client.close();
-  }
+  await using client = closingClient();
+  const body = new ReadableStream<Uint8Array>({ pull: () => new Promise(() => {}) });
+  const err = await rejects(
+    client.send(request(`${up.url}/`, { protocol: "h2c", method: "POST", body })),
+    "upstream_reset",
+  );
+  assert.equal(err.sentNothing, true);
 });
 
 Deno.test("h2c: an upstream that answers in HTTP/1.1 fails with a clear protocol error", async () => {
@@ -276,13 +266,9 @@ Deno.test("h2c: an upstream that answers in HTTP/1.1 fails with a clear protocol
     await c.read(new Uint8Array(1024));
     await write(c, "HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
   });
-  const client = createUpstreamClient();
-  try {
-    const err = await rejects(client.send(request(`${up.url}/`, { protocol: "h2c" })), "protocol");
-    assert.match(err.message, /HTTP\/1\.x.*h2c/);
-  } finally {
-    await client.close();
-  }
+  await using client = closingClient();
+  const err = await rejects(client.send(request(`${up.url}/`, { protocol: "h2c" })), "protocol");
+  assert.match(err.message, /HTTP\/1\.x.*h2c/);
 });
 
 Deno.test("h2c: timeouts.response_header counts from the request's end, not while its body still streams (a gRPC client stream)", async () => {
@@ -302,25 +288,21 @@ Deno.test("h2c: timeouts.response_header counts from the request's end, not whil
       }
     }
   });
-  const client = createUpstreamClient();
-  try {
-    // An upload that lasts four times the head timeout, a message every 100 ms.
-    let n = 0;
-    const body = new ReadableStream<Uint8Array>({
-      async pull(c) {
-        if (n > 0) await new Promise((r) => setTimeout(r, 100));
-        if (n === 6) return c.close();
-        c.enqueue(enc.encode(String(n++)));
-      },
-    });
-    const timeouts = { ...T, responseHeader: 150 };
-    const res = await client.send(
-      request(`${up.url}/`, { protocol: "h2c", method: "POST", body, timeouts }),
-    );
-    assert.equal(await res.text(), "got:012345");
-  } finally {
-    await client.close();
-  }
+  await using client = closingClient();
+  // An upload that lasts four times the head timeout, a message every 100 ms.
+  let n = 0;
+  const body = new ReadableStream<Uint8Array>({
+    async pull(c) {
+      if (n > 0) await new Promise((r) => setTimeout(r, 100));
+      if (n === 6) return c.close();
+      c.enqueue(enc.encode(String(n++)));
+    },
+  });
+  const timeouts = { ...T, responseHeader: 150 };
+  const res = await client.send(
+    request(`${up.url}/`, { protocol: "h2c", method: "POST", body, timeouts }),
+  );
+  assert.equal(await res.text(), "got:012345");
 });
 
 Deno.test("h2c: an unanswered request whose body stops coming ends at timeouts.idle (408), the stream reset", async () => {
@@ -329,24 +311,20 @@ Deno.test("h2c: an unanswered request whose body stops coming ends at timeouts.i
     const r = (await p.request())!;
     await watchReset(p, r.stream, (code) => reset = code);
   });
-  const client = createUpstreamClient();
-  try {
-    const body = new ReadableStream<Uint8Array>({
-      start: (c) => c.enqueue(enc.encode("first, then nothing")),
-    });
-    const req = request(`${up.url}/`, {
-      protocol: "h2c",
-      method: "POST",
-      body,
-      timeouts: { ...T, responseHeader: 100, idle: 200 },
-      // The test's own limit: a client that leaves fails it (client_gone), not hangs it.
-      signal: AbortSignal.timeout(4_000),
-    });
-    await rejects(client.send(req), "request_timeout");
-    await waitFor(() => reset === ErrorCode.CANCEL);
-  } finally {
-    await client.close();
-  }
+  await using client = closingClient();
+  const body = new ReadableStream<Uint8Array>({
+    start: (c) => c.enqueue(enc.encode("first, then nothing")),
+  });
+  const req = request(`${up.url}/`, {
+    protocol: "h2c",
+    method: "POST",
+    body,
+    timeouts: { ...T, responseHeader: 100, idle: 200 },
+    // The test's own limit: a client that leaves fails it (client_gone), not hangs it.
+    signal: AbortSignal.timeout(4_000),
+  });
+  await rejects(client.send(req), "request_timeout");
+  await waitFor(() => reset === ErrorCode.CANCEL);
 });
 
 Deno.test("h2c: no answer head within timeouts.response_header is a timeout, the stream reset", async () => {
@@ -355,18 +333,14 @@ Deno.test("h2c: no answer head within timeouts.response_header is a timeout, the
     const r = (await p.request())!;
     await watchReset(p, r.stream, (code) => reset = code);
   });
-  const client = createUpstreamClient();
-  try {
-    await rejects(
-      client.send(
-        request(`${up.url}/`, { protocol: "h2c", timeouts: { ...T, responseHeader: 100 } }),
-      ),
-      "timeout",
-    );
-    await waitFor(() => reset === ErrorCode.CANCEL);
-  } finally {
-    await client.close();
-  }
+  await using client = closingClient();
+  await rejects(
+    client.send(
+      request(`${up.url}/`, { protocol: "h2c", timeouts: { ...T, responseHeader: 100 } }),
+    ),
+    "timeout",
+  );
+  await waitFor(() => reset === ErrorCode.CANCEL);
 });
 
 Deno.test("h2c: malformed answers fail the stream with a protocol error", async () => {
@@ -390,13 +364,9 @@ Deno.test("h2c: malformed answers fail the stream with a protocol error", async 
       await p.send(w);
     }
   });
-  const client = createUpstreamClient();
-  try {
-    for (let i = 0; i < answers.length; i++) {
-      await rejects(client.send(request(`${up.url}/`, { protocol: "h2c" })), "protocol");
-    }
-  } finally {
-    await client.close();
+  await using client = closingClient();
+  for (let i = 0; i < answers.length; i++) {
+    await rejects(client.send(request(`${up.url}/`, { protocol: "h2c" })), "protocol");
   }
 });
 
@@ -479,14 +449,10 @@ Deno.test("h2c: trailers with a CR or LF in a value fail the stream (never a lin
     await p.send(w);
     await p.frame();
   });
-  const client = createUpstreamClient();
-  try {
-    const res = await client.send(request(`${up.url}/`, { protocol: "h2c" }));
-    await assert.rejects(res.text());
-    assert.equal((res as CountedResponse)[BODY_BYTES]!.trailers, undefined);
-  } finally {
-    await client.close();
-  }
+  await using client = closingClient();
+  const res = await client.send(request(`${up.url}/`, { protocol: "h2c" }));
+  await assert.rejects(res.text());
+  assert.equal((res as CountedResponse)[BODY_BYTES]!.trailers, undefined);
 });
 
 /** The u32 of a frame's payload at `at` (RST_STREAM's code, WINDOW_UPDATE's increment). */
@@ -510,15 +476,11 @@ Deno.test("h2c: DATA beyond the stream window Prox granted is a FLOW_CONTROL_ERR
       if (f.type === FrameType.GOAWAY) reset = u32(f.payload, 4);
     }
   });
-  const client = createUpstreamClient();
-  try {
-    const res = await client.send(request(`${up.url}/`, { protocol: "h2c" }));
-    await waitFor(() => reset !== -1, { timeoutMs: 3_000, what: "a reset" });
-    assert.equal(reset, ErrorCode.FLOW_CONTROL_ERROR);
-    await assert.rejects(res.arrayBuffer());
-  } finally {
-    await client.close();
-  }
+  await using client = closingClient();
+  const res = await client.send(request(`${up.url}/`, { protocol: "h2c" }));
+  await waitFor(() => reset !== -1, { timeoutMs: 3_000, what: "a reset" });
+  assert.equal(reset, ErrorCode.FLOW_CONTROL_ERROR);
+  await assert.rejects(res.arrayBuffer());
 });
 
 Deno.test("h2c: a body the client cancels gives its unread bytes back to the connection window", async () => {
@@ -562,19 +524,15 @@ Deno.test("h2c: a body the client cancels gives its unread bytes back to the con
     }
     await reader;
   });
-  const client = createUpstreamClient();
-  try {
-    for (let n = 0; n < 10; n++) {
-      const done = new Promise<void>((r) => cancelled = r);
-      const res = await client.send(request(`${up.url}/`, { protocol: "h2c" }));
-      await done;
-      await res.body!.cancel();
-    }
-    // What no client will read is the connection's again: the upstream can send more.
-    await waitFor(() => window >= CONN / 2, { timeoutMs: 3_000, what: `window ${window}` });
-  } finally {
-    await client.close();
+  await using client = closingClient();
+  for (let n = 0; n < 10; n++) {
+    const done = new Promise<void>((r) => cancelled = r);
+    const res = await client.send(request(`${up.url}/`, { protocol: "h2c" }));
+    await done;
+    await res.body!.cancel();
   }
+  // What no client will read is the connection's again: the upstream can send more.
+  await waitFor(() => window >= CONN / 2, { timeoutMs: 3_000, what: `window ${window}` });
 });
 
 Deno.test("h2c: answers whose clients do not read hold only their own stream windows, not the connection's (other streams go on)", async () => {
@@ -646,14 +604,10 @@ Deno.test("h2c: a body shorter or longer than its content-length fails (RFC 9113
       await p.send(w);
     }
   });
-  const client = createUpstreamClient();
-  try {
-    for (let i = 0; i < 2; i++) {
-      const res = await client.send(request(`${up.url}/`, { protocol: "h2c" }));
-      await assert.rejects(res.text(), /content-length/);
-    }
-  } finally {
-    await client.close();
+  await using client = closingClient();
+  for (let i = 0; i < 2; i++) {
+    const res = await client.send(request(`${up.url}/`, { protocol: "h2c" }));
+    await assert.rejects(res.text(), /content-length/);
   }
 });
 
@@ -678,17 +632,13 @@ async function endsCalm(
       if (f.type === FrameType.GOAWAY) code = u32(f.payload, 4);
     }
   });
-  const client = createUpstreamClient();
-  try {
-    const sent = client.send(request(`${up.url}/`, { protocol: "h2c" }));
-    // (A flood after the answer's head fails its body instead.)
-    if (answered) await rejects((await sent).text(), "protocol");
-    else await rejects(sent, "protocol");
-    await waitFor(() => code !== -1);
-    assert.equal(code, expected);
-  } finally {
-    await client.close();
-  }
+  await using client = closingClient();
+  const sent = client.send(request(`${up.url}/`, { protocol: "h2c" }));
+  // (A flood after the answer's head fails its body instead.)
+  if (answered) await rejects((await sent).text(), "protocol");
+  else await rejects(sent, "protocol");
+  await waitFor(() => code !== -1);
+  assert.equal(code, expected);
 }
 
 Deno.test("h2c: a flood of empty CONTINUATION frames ends the connection (ENHANCE_YOUR_CALM)", async () => {
@@ -719,17 +669,13 @@ Deno.test("h2c: after a GOAWAY, the session closes once its last stream is over"
   const went = new Promise<void>((r) => gone = r);
   let finish!: () => void;
   const answer = new Promise<void>((r) => finish = r);
-  const client = createUpstreamClient();
-  try {
-    const res = await client.send(request(`${up.url}/`, { protocol: "h2c" }));
-    await went;
-    finish();
-    assert.equal(await res.text(), "");
-    await waitFor(() => ended, { timeoutMs: 3_000, what: "the connection closed" });
-    assert.equal(client.pools().find((p) => p.h2Streams !== null)?.h2Streams ?? 0, 0);
-  } finally {
-    await client.close();
-  }
+  await using client = closingClient();
+  const res = await client.send(request(`${up.url}/`, { protocol: "h2c" }));
+  await went;
+  finish();
+  assert.equal(await res.text(), "");
+  await waitFor(() => ended, { timeoutMs: 3_000, what: "the connection closed" });
+  assert.equal(client.pools().find((p) => p.h2Streams !== null)?.h2Streams ?? 0, 0);
 });
 
 Deno.test("h2c: a request body the upstream never opens its window for ends at timeouts.idle, the stream reset", async () => {
@@ -742,23 +688,19 @@ Deno.test("h2c: a request body the upstream never opens its window for ends at t
     await p.send(w);
     await watchReset(p, r.stream, (code) => reset = code);
   });
-  const client = createUpstreamClient();
-  try {
-    const res = await client.send(
-      request(`${up.url}/`, {
-        protocol: "h2c",
-        method: "POST",
-        body: new Uint8Array(200_000),
-        timeouts: { ...T, idle: 200 },
-      }),
-    );
-    assert.equal(await res.text(), "");
-    await waitFor(() => reset !== -1, { timeoutMs: 3_000, what: "a reset" });
-    assert.equal(reset, ErrorCode.CANCEL);
-    assert.equal(client.pools().find((p) => p.h2Streams !== null)?.h2Streams, 0);
-  } finally {
-    await client.close();
-  }
+  await using client = closingClient();
+  const res = await client.send(
+    request(`${up.url}/`, {
+      protocol: "h2c",
+      method: "POST",
+      body: new Uint8Array(200_000),
+      timeouts: { ...T, idle: 200 },
+    }),
+  );
+  assert.equal(await res.text(), "");
+  await waitFor(() => reset !== -1, { timeoutMs: 3_000, what: "a reset" });
+  assert.equal(reset, ErrorCode.CANCEL);
+  assert.equal(client.pools().find((p) => p.h2Streams !== null)?.h2Streams, 0);
 });
 
 Deno.test("h2c: a flood of PING frames ends the connection (ENHANCE_YOUR_CALM), its ACKs not queued without end", async () => {
@@ -819,16 +761,12 @@ Deno.test("h2c: a flood of empty DATA frames on a stream already over ends the c
       if (f.type === FrameType.GOAWAY) code = u32(f.payload, 4);
     }
   });
-  const client = createUpstreamClient();
-  try {
-    assert.equal((await client.send(request(`${up.url}/`, { protocol: "h2c" }))).status, 204);
-    // The request not yet answered fails (502).
-    await rejects(client.send(request(`${up.url}/`, { protocol: "h2c" })), "protocol");
-    await waitFor(() => code !== -1);
-    assert.equal(code, ErrorCode.ENHANCE_YOUR_CALM);
-  } finally {
-    await client.close();
-  }
+  await using client = closingClient();
+  assert.equal((await client.send(request(`${up.url}/`, { protocol: "h2c" }))).status, 204);
+  // The request not yet answered fails (502).
+  await rejects(client.send(request(`${up.url}/`, { protocol: "h2c" })), "protocol");
+  await waitFor(() => code !== -1);
+  assert.equal(code, ErrorCode.ENHANCE_YOUR_CALM);
 });
 
 Deno.test("h2c: SETTINGS_INITIAL_WINDOW_SIZE that takes a stream's window past 2^31-1 is a FLOW_CONTROL_ERROR (RFC 9113 §6.9.2)", async () => {
@@ -848,17 +786,13 @@ Deno.test("h2c: SETTINGS_INITIAL_WINDOW_SIZE that takes a stream's window past 2
       if (f.type === FrameType.SETTINGS && (f.flags & Flag.ACK) && ++acks === 2) outcome ||= "ACK";
     }
   });
-  const client = createUpstreamClient();
-  try {
-    const body = new ReadableStream<Uint8Array>({ pull: () => new Promise(() => {}) });
-    const sent = client.send(request(`${up.url}/`, { protocol: "h2c", method: "POST", body }));
-    sent.catch(() => {});
-    await waitFor(() => outcome !== "");
-    assert.equal(outcome, `GOAWAY ${ErrorCode.FLOW_CONTROL_ERROR}`);
-    await rejects(sent, "protocol");
-  } finally {
-    await client.close();
-  }
+  await using client = closingClient();
+  const body = new ReadableStream<Uint8Array>({ pull: () => new Promise(() => {}) });
+  const sent = client.send(request(`${up.url}/`, { protocol: "h2c", method: "POST", body }));
+  sent.catch(() => {});
+  await waitFor(() => outcome !== "");
+  assert.equal(outcome, `GOAWAY ${ErrorCode.FLOW_CONTROL_ERROR}`);
+  await rejects(sent, "protocol");
 });
 
 Deno.test("h2c: an upstream that allows no streams (SETTINGS_MAX_CONCURRENT_STREAMS 0) is not sent a connection per request", async () => {
@@ -873,19 +807,15 @@ Deno.test("h2c: an upstream that allows no streams (SETTINGS_MAX_CONCURRENT_STRE
       await p.send(w);
     }
   }, [[Setting.MAX_CONCURRENT_STREAMS, 0]]);
-  const client = createUpstreamClient();
-  try {
-    for (let i = 0; i < 5; i++) {
-      const err = await rejects(
-        client.send(request(`${up.url}/`, { protocol: "h2c" })),
-        "upstream_reset",
-      );
-      assert.equal(err.sentNothing, true);
-    }
-    assert.ok(conns <= 2, `connections: ${conns}`);
-  } finally {
-    await client.close();
+  await using client = closingClient();
+  for (let i = 0; i < 5; i++) {
+    const err = await rejects(
+      client.send(request(`${up.url}/`, { protocol: "h2c" })),
+      "upstream_reset",
+    );
+    assert.equal(err.sentNothing, true);
   }
+  assert.ok(conns <= 2, `connections: ${conns}`);
 });
 
 Deno.test("h2c: a flood of interim (1xx) answers ends the connection (ENHANCE_YOUR_CALM)", async () => {
@@ -935,21 +865,17 @@ Deno.test("h2c: a response body the upstream pauses past timeouts.idle fails wit
     await p.send(w);
     await watchReset(p, r.stream, (code) => reset = code);
   });
-  const client = createUpstreamClient();
-  try {
-    const t0 = performance.now();
-    const res = await client.send(
-      request(`${up.url}/`, { protocol: "h2c", timeouts: { ...T, idle: 200 } }),
-    );
-    const reader = res.body!.getReader();
-    assert.equal(new TextDecoder().decode((await reader.read()).value), "first");
-    await assert.rejects(reader.read(), (e: Error) => /idle for 200 ms/.test(e.message));
-    assert.ok(performance.now() - t0 >= 200, "never before the idle timeout");
-    await waitFor(() => reset !== -1, { timeoutMs: 3_000, what: "a reset" });
-    assert.equal(reset, ErrorCode.CANCEL);
-  } finally {
-    await client.close();
-  }
+  await using client = closingClient();
+  const t0 = performance.now();
+  const res = await client.send(
+    request(`${up.url}/`, { protocol: "h2c", timeouts: { ...T, idle: 200 } }),
+  );
+  const reader = res.body!.getReader();
+  assert.equal(new TextDecoder().decode((await reader.read()).value), "first");
+  await assert.rejects(reader.read(), (e: Error) => /idle for 200 ms/.test(e.message));
+  assert.ok(performance.now() - t0 >= 200, "never before the idle timeout");
+  await waitFor(() => reset !== -1, { timeoutMs: 3_000, what: "a reset" });
+  assert.equal(reset, ErrorCode.CANCEL);
 });
 
 for (const how of ["signal", "clientSignal"] as const) {
@@ -959,28 +885,24 @@ for (const how of ["signal", "clientSignal"] as const) {
       const r = (await p.request())!;
       await watchReset(p, r.stream, (code) => reset = code);
     });
-    const client = createUpstreamClient();
-    try {
-      const ac = new AbortController();
-      let looked = false;
-      const lookUp = () => (looked = true, ac.signal);
-      const sent = client.send(
-        request(`${up.url}/`, {
-          protocol: "h2c",
-          ...(how === "signal" ? { signal: ac.signal } : { clientSignal: lookUp }),
-        }),
-      );
-      sent.catch(() => {});
-      await waitFor(() => client.pools().find((p) => p.h2Streams !== null)?.h2Streams === 1);
-      // A signal looked up only when needed: once the exchange has lasted a tick or two.
-      if (how === "clientSignal") await waitFor(() => looked);
-      ac.abort();
-      await rejects(sent, "client_gone");
-      await waitFor(() => reset !== -1, { timeoutMs: 3_000, what: "a reset" });
-      assert.equal(reset, ErrorCode.CANCEL);
-    } finally {
-      await client.close();
-    }
+    await using client = closingClient();
+    const ac = new AbortController();
+    let looked = false;
+    const lookUp = () => (looked = true, ac.signal);
+    const sent = client.send(
+      request(`${up.url}/`, {
+        protocol: "h2c",
+        ...(how === "signal" ? { signal: ac.signal } : { clientSignal: lookUp }),
+      }),
+    );
+    sent.catch(() => {});
+    await waitFor(() => client.pools().find((p) => p.h2Streams !== null)?.h2Streams === 1);
+    // A signal looked up only when needed: once the exchange has lasted a tick or two.
+    if (how === "clientSignal") await waitFor(() => looked);
+    ac.abort();
+    await rejects(sent, "client_gone");
+    await waitFor(() => reset !== -1, { timeoutMs: 3_000, what: "a reset" });
+    assert.equal(reset, ErrorCode.CANCEL);
   });
 }
 
@@ -995,18 +917,14 @@ Deno.test("h2c: an exchange answered at once never looks up the client's signal 
       await p.send(w);
     }
   });
-  const client = createUpstreamClient();
-  try {
-    let lookUps = 0;
-    const clientSignal = () => (lookUps++, new AbortController().signal);
-    for (let i = 0; i < 5; i++) {
-      const res = await client.send(request(`${up.url}/`, { protocol: "h2c", clientSignal }));
-      assert.equal(await res.text(), "ok");
-    }
-    assert.equal(lookUps, 0);
-  } finally {
-    await client.close();
+  await using client = closingClient();
+  let lookUps = 0;
+  const clientSignal = () => (lookUps++, new AbortController().signal);
+  for (let i = 0; i < 5; i++) {
+    const res = await client.send(request(`${up.url}/`, { protocol: "h2c", clientSignal }));
+    assert.equal(await res.text(), "ok");
   }
+  assert.equal(lookUps, 0);
 });
 
 for (const how of ["GOAWAY", "REFUSED_STREAM"] as const) {
@@ -1041,27 +959,23 @@ for (const how of ["GOAWAY", "REFUSED_STREAM"] as const) {
         await p.send(w);
       }
     });
-    const client = createUpstreamClient();
-    try {
-      // The body's first bytes come only once the request went again: none was read before.
-      const parts = ["hello ", "world"];
-      const body = new ReadableStream<Uint8Array>({
-        async pull(c) {
-          await secondSeen;
-          const part = parts.shift();
-          if (part === undefined) c.close();
-          else c.enqueue(enc.encode(part));
-        },
-      }, { highWaterMark: 0 });
-      const res = await client.send(
-        request(`${up.url}/`, { protocol: "h2c", method: "POST", body }),
-      );
-      assert.equal(res.status, 200);
-      assert.equal(await res.text(), "hello world");
-      assert.equal(conns, how === "GOAWAY" ? 2 : 1);
-    } finally {
-      await client.close();
-    }
+    await using client = closingClient();
+    // The body's first bytes come only once the request went again: none was read before.
+    const parts = ["hello ", "world"];
+    const body = new ReadableStream<Uint8Array>({
+      async pull(c) {
+        await secondSeen;
+        const part = parts.shift();
+        if (part === undefined) c.close();
+        else c.enqueue(enc.encode(part));
+      },
+    }, { highWaterMark: 0 });
+    const res = await client.send(
+      request(`${up.url}/`, { protocol: "h2c", method: "POST", body }),
+    );
+    assert.equal(res.status, 200);
+    assert.equal(await res.text(), "hello world");
+    assert.equal(conns, how === "GOAWAY" ? 2 : 1);
   });
 }
 
@@ -1087,28 +1001,24 @@ Deno.test("h2c: a streamed body refused once some of it was read is not sent aga
       await p.send(w);
     }
   });
-  const client = createUpstreamClient();
-  try {
-    let cancelled = false;
-    let sent = false;
-    const body = new ReadableStream<Uint8Array>({
-      pull(c): Promise<void> | void {
-        if (sent) return new Promise(() => {});
-        sent = true;
-        c.enqueue(enc.encode("hello"));
-      },
-      cancel: () => void (cancelled = true),
-    }, { highWaterMark: 0 });
-    await rejects(
-      client.send(request(`${up.url}/`, { protocol: "h2c", method: "POST", body })),
-      "upstream_reset",
-    );
-    assert.equal(streams, 1);
-    // The rest of the body is not left hanging: it is cancelled.
-    await waitFor(() => cancelled, { what: "the body cancelled" });
-  } finally {
-    await client.close();
-  }
+  await using client = closingClient();
+  let cancelled = false;
+  let sent = false;
+  const body = new ReadableStream<Uint8Array>({
+    pull(c): Promise<void> | void {
+      if (sent) return new Promise(() => {});
+      sent = true;
+      c.enqueue(enc.encode("hello"));
+    },
+    cancel: () => void (cancelled = true),
+  }, { highWaterMark: 0 });
+  await rejects(
+    client.send(request(`${up.url}/`, { protocol: "h2c", method: "POST", body })),
+    "upstream_reset",
+  );
+  assert.equal(streams, 1);
+  // The rest of the body is not left hanging: it is cancelled.
+  await waitFor(() => cancelled, { what: "the body cancelled" });
 });
 
 Deno.test("h2c: RST_STREAM on stream 0 or an idle stream, WINDOW_UPDATE on an idle stream and a padded HEADERS without its pad length are connection errors (RFC 9113 §5.1, §6.2, §6.4)", async (t) => {
@@ -1159,17 +1069,13 @@ Deno.test("h2c: a 103's fields go to the request's hints (without content-length
     await p.frame(); // until Prox closes
   });
   const got: [string, string][][] = [];
-  const client = createUpstreamClient();
-  try {
-    const res = await client.send(
-      request(`${up.url}/`, { protocol: "h2c", hints: { earlyHints: (f) => got.push(f) } }),
-    );
-    assert.equal(res.status, 200);
-    assert.equal(await res.text(), "ok");
-    assert.deepEqual(got, [[["link", "</a.css>; rel=preload"]]]);
-  } finally {
-    await client.close();
-  }
+  await using client = closingClient();
+  const res = await client.send(
+    request(`${up.url}/`, { protocol: "h2c", hints: { earlyHints: (f) => got.push(f) } }),
+  );
+  assert.equal(res.status, 200);
+  assert.equal(await res.text(), "ok");
+  assert.deepEqual(got, [[["link", "</a.css>; rel=preload"]]]);
 });
 
 Deno.test("h2c: a lean request's answer is a WireResponse (no Fetch Response and Headers), fields, body and trailers as they came", async () => {
@@ -1187,26 +1093,22 @@ Deno.test("h2c: a lean request's answer is a WireResponse (no Fetch Response and
       await p.send(w);
     }
   });
-  const client = createUpstreamClient();
-  try {
-    const lean = await client.send(
-      request(`${up.url}/svc/Call`, { protocol: "h2c", lean: true }),
-    );
-    assert.ok(lean instanceof WireResponse);
-    assert.equal(lean.status, 200);
-    assert.equal(lean.headers.get("x-a"), "1, 2");
-    assert.equal(await lean.text(), "body");
-    assert.deepEqual((lean as unknown as CountedResponse)[BODY_BYTES]!.trailers, [[
-      "grpc-status",
-      "0",
-    ]]);
-    const plain = await client.send(request(`${up.url}/svc/Call`, { protocol: "h2c" }));
-    assert.ok(!(plain instanceof WireResponse));
-    assert.ok(plain instanceof Response);
-    assert.equal(await plain.text(), "body");
-  } finally {
-    await client.close();
-  }
+  await using client = closingClient();
+  const lean = await client.send(
+    request(`${up.url}/svc/Call`, { protocol: "h2c", lean: true }),
+  );
+  assert.ok(lean instanceof WireResponse);
+  assert.equal(lean.status, 200);
+  assert.equal(lean.headers.get("x-a"), "1, 2");
+  assert.equal(await lean.text(), "body");
+  assert.deepEqual((lean as unknown as CountedResponse)[BODY_BYTES]!.trailers, [[
+    "grpc-status",
+    "0",
+  ]]);
+  const plain = await client.send(request(`${up.url}/svc/Call`, { protocol: "h2c" }));
+  assert.ok(!(plain instanceof WireResponse));
+  assert.ok(plain instanceof Response);
+  assert.equal(await plain.text(), "body");
 });
 
 Deno.test("h2c: a lean answer whose body came whole with its head (no trailers) is handed on as bytes; one still coming, as a stream", async () => {
@@ -1270,18 +1172,14 @@ Deno.test("h2c: an answer trickled in one-byte DATA frames, unread meanwhile, is
       if (f.type === FrameType.PING && (f.flags & Flag.ACK)) acked.resolve();
     }
   });
-  const client = createUpstreamClient();
-  try {
-    const res = await client.send(request(`${up.url}/`, { protocol: "h2c" }));
-    await acked.promise; // every DATA frame was read by Prox, none by the client
-    const chunks: Uint8Array[] = [];
-    for await (const c of res.body!) chunks.push(c);
-    assert.ok(chunks.length <= 20, `${chunks.length} chunks`);
-    const got = chunks.flatMap((c) => [...c]);
-    assert.deepEqual(got, Array.from({ length: N }, (_, i) => i & 0xff));
-  } finally {
-    await client.close();
-  }
+  await using client = closingClient();
+  const res = await client.send(request(`${up.url}/`, { protocol: "h2c" }));
+  await acked.promise; // every DATA frame was read by Prox, none by the client
+  const chunks: Uint8Array[] = [];
+  for await (const c of res.body!) chunks.push(c);
+  assert.ok(chunks.length <= 20, `${chunks.length} chunks`);
+  const got = chunks.flatMap((c) => [...c]);
+  assert.deepEqual(got, Array.from({ length: N }, (_, i) => i & 0xff));
 });
 
 Deno.test("h2c: an upstream that stops reading the connection (windows open) ends the upload at timeouts.idle", async () => {
@@ -1441,20 +1339,16 @@ Deno.test("h2c: an answer head over the size limit fails its stream only, the co
       await p.send(w);
     }
   });
-  const client = createUpstreamClient();
-  try {
-    const err = await rejects(
-      client.send(request(`${up.url}/big`, { protocol: "h2c" })),
-      "protocol",
-    );
-    assert.match(err.message, /sent fields over 65536 bytes/);
-    const res = await client.send(request(`${up.url}/small`, { protocol: "h2c" }));
-    assert.equal(res.status, 200);
-    assert.equal(res.headers.get("x-last"), "kept");
-    assert.equal(client.pools().find((p) => p.h2Streams !== null)?.busy ?? 0, 0);
-  } finally {
-    await client.close();
-  }
+  await using client = closingClient();
+  const err = await rejects(
+    client.send(request(`${up.url}/big`, { protocol: "h2c" })),
+    "protocol",
+  );
+  assert.match(err.message, /sent fields over 65536 bytes/);
+  const res = await client.send(request(`${up.url}/small`, { protocol: "h2c" }));
+  assert.equal(res.status, 200);
+  assert.equal(res.headers.get("x-last"), "kept");
+  assert.equal(client.pools().find((p) => p.h2Streams !== null)?.busy ?? 0, 0);
 });
 
 Deno.test("h2c: a GOAWAY while streams are open: those at or under its last stream finish, those above go again on a new connection", async () => {
@@ -1489,20 +1383,16 @@ Deno.test("h2c: a GOAWAY while streams are open: those at or under its last stre
     await p.send(w);
     await p.frame(); // until the client closes the connection
   });
-  const client = createUpstreamClient();
-  try {
-    const a = await client.send(request(`${up.url}/a`, { protocol: "h2c" }));
-    const b = client.send(request(`${up.url}/b`, { protocol: "h2c" }));
-    const resB = await b;
-    assert.equal(resB.headers.get("x-conn"), "1");
-    assert.equal(await resB.text(), "again 1");
-    assert.equal(await a.text(), "still here 3");
-    assert.equal(conns, 2);
-    // The first connection closes once its last stream is over.
-    await waitFor(() => client.pools().find((p) => p.h2Streams !== null)?.idle === 1);
-  } finally {
-    await client.close();
-  }
+  await using client = closingClient();
+  const a = await client.send(request(`${up.url}/a`, { protocol: "h2c" }));
+  const b = client.send(request(`${up.url}/b`, { protocol: "h2c" }));
+  const resB = await b;
+  assert.equal(resB.headers.get("x-conn"), "1");
+  assert.equal(await resB.text(), "again 1");
+  assert.equal(await a.text(), "still here 3");
+  assert.equal(conns, 2);
+  // The first connection closes once its last stream is over.
+  await waitFor(() => client.pools().find((p) => p.h2Streams !== null)?.idle === 1);
 });
 
 Deno.test("h2c: a whole answer is read whole after the upload it did not wait for is given up (timeouts.idle)", async () => {
@@ -1518,24 +1408,20 @@ Deno.test("h2c: a whole answer is read whole after the upload it did not wait fo
     await p.send(w);
     await watchReset(p, r.stream, (code) => reset = code);
   });
-  const client = createUpstreamClient();
-  try {
-    const res = await client.send(
-      request(`${up.url}/`, {
-        protocol: "h2c",
-        method: "POST",
-        body: new Uint8Array(200_000),
-        timeouts: { ...T, idle: 200 },
-      }),
-    ) as CountedResponse;
-    // The client reads only once the upload was given up.
-    await waitFor(() => reset !== -1, { timeoutMs: 3_000, what: "a reset" });
-    assert.equal(reset, ErrorCode.CANCEL);
-    assert.equal(await res.text(), "the whole answer");
-    assert.deepEqual(res[BODY_BYTES]?.trailers, [["x-done", "yes"]]);
-  } finally {
-    await client.close();
-  }
+  await using client = closingClient();
+  const res = await client.send(
+    request(`${up.url}/`, {
+      protocol: "h2c",
+      method: "POST",
+      body: new Uint8Array(200_000),
+      timeouts: { ...T, idle: 200 },
+    }),
+  ) as CountedResponse;
+  // The client reads only once the upload was given up.
+  await waitFor(() => reset !== -1, { timeoutMs: 3_000, what: "a reset" });
+  assert.equal(reset, ErrorCode.CANCEL);
+  assert.equal(await res.text(), "the whole answer");
+  assert.deepEqual(res[BODY_BYTES]?.trailers, [["x-done", "yes"]]);
 });
 
 Deno.test("h2c: SETTINGS_MAX_CONCURRENT_STREAMS lowered under the streams open: they finish, new ones go elsewhere", async () => {
