@@ -1,6 +1,6 @@
 // An upstream that holds its requests, and Prox with one upstream connection and a queue for it:
 // requests that wait in upstream_pool's queue, and what their clients do meanwhile.
-import { startUpstream } from "../_harness.ts";
+import { startUpstream, waitFor } from "../_harness.ts";
 import { startProxy } from "./_proxy.ts";
 
 /** Prox with one connection per upstream and a long queue, an admin listener, and `pool()`. */
@@ -44,4 +44,28 @@ export async function heldUpstream() {
       await server[Symbol.asyncDispose]();
     },
   };
+}
+
+/**
+ * Takes the upstream's one connection with a GET of /first (held until `up.release()`), so that
+ * the next request waits in the queue; resolves once it is at the upstream. `first`: its answer.
+ */
+export async function holdFirst(up: { arrived: string[] }, prox: { url: string }) {
+  const first = fetch(`${prox.url}/first`);
+  await waitFor(() => up.arrived.length === 1, { what: "the first request at the upstream" });
+  return { first };
+}
+
+/** The head of the upload that queues behind /first: `POST /queued` with `length` bytes. */
+export function queuedUploadHead(length: number, fields = ""): Uint8Array {
+  return new TextEncoder().encode(
+    `POST /queued HTTP/1.1\r\nHost: a\r\n${fields}Content-Length: ${length}\r\n\r\n`,
+  );
+}
+
+/** A body of `n` bytes that says where each byte is (a replay out of order shows). */
+export function pattern(n: number): Uint8Array<ArrayBuffer> {
+  const out = new Uint8Array(n);
+  for (let i = 0; i < n; i++) out[i] = (i * 7 + (i >> 8)) & 0xff;
+  return out;
 }

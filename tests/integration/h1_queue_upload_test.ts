@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { waitFor } from "../_harness.ts";
 import { onProxEngines } from "./_proxy.ts";
-import { heldUpstream, queuedProxy } from "./_held.ts";
+import { heldUpstream, holdFirst, pattern, queuedProxy, queuedUploadHead } from "./_held.ts";
 import { readFrom } from "./_raw_client.ts";
 
 const enc = new TextEncoder();
@@ -12,20 +12,12 @@ const enc = new TextEncoder();
 // Deno.serve does not read a body nobody asked for: these are the engine's.
 onProxEngines();
 
-/** A body of `n` bytes that says where each byte is (a replay out of order shows). */
-function pattern(n: number): Uint8Array {
-  const out = new Uint8Array(n);
-  for (let i = 0; i < n; i++) out[i] = (i * 7 + (i >> 8)) & 0xff;
-  return out;
-}
-
 // (A body within the replay cap, 64 KiB, or a chunked one, is read before an upstream is chosen:
 // its own reads see the client leave.)
 Deno.test("an upload over 64 KiB waiting for an upstream connection leaves the queue when its client goes", async () => {
   await using up = await heldUpstream();
   await using prox = await queuedProxy(up.url);
-  const first = fetch(`${prox.url}/first`);
-  await waitFor(() => up.arrived.length === 1, { what: "the first request at the upstream" });
+  const { first } = await holdFirst(up, prox);
   const c = await Deno.connect({ hostname: "127.0.0.1", port: prox.port });
   try {
     const head = "POST /queued HTTP/1.1\r\nHost: a\r\nContent-Length: 1000000\r\n\r\n";
@@ -43,14 +35,11 @@ Deno.test("an upload over 64 KiB waiting for an upstream connection leaves the q
 Deno.test("an upload that waited for an upstream connection reaches it whole, the bytes read ahead first", async () => {
   await using up = await heldUpstream();
   await using prox = await queuedProxy(up.url);
-  const first = fetch(`${prox.url}/first`);
-  await waitFor(() => up.arrived.length === 1, { what: "the first request at the upstream" });
+  const { first } = await holdFirst(up, prox);
   const body = pattern(300_000);
   const c = await Deno.connect({ hostname: "127.0.0.1", port: prox.port });
   try {
-    await c.write(
-      enc.encode(`POST /queued HTTP/1.1\r\nHost: a\r\nContent-Length: ${body.length}\r\n\r\n`),
-    );
+    await c.write(queuedUploadHead(body.length));
     // Some of it before the wait, the rest (more than is read ahead) while it waits.
     await c.write(body.subarray(0, 5000));
     await waitFor(async () => (await prox.pool()).waiting === 1, { what: "the upload queued" });
@@ -74,14 +63,11 @@ Deno.test("an upload that waited for an upstream connection reaches it whole, th
 Deno.test("a queued upload that waits for its 100 Continue is not read ahead: it gets the 100 once it goes on", async () => {
   await using up = await heldUpstream();
   await using prox = await queuedProxy(up.url);
-  const first = fetch(`${prox.url}/first`);
-  await waitFor(() => up.arrived.length === 1, { what: "the first request at the upstream" });
+  const { first } = await holdFirst(up, prox);
   const body = pattern(100_000);
   const c = await Deno.connect({ hostname: "127.0.0.1", port: prox.port });
   try {
-    await c.write(enc.encode(
-      `POST /queued HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: ${body.length}\r\n\r\n`,
-    ));
+    await c.write(queuedUploadHead(body.length, "Expect: 100-continue\r\n"));
     await waitFor(async () => (await prox.pool()).waiting === 1, { what: "the upload queued" });
     up.release();
     assert.equal(await (await first).text(), "late");

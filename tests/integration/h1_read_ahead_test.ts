@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { startUpstream, waitFor } from "../_harness.ts";
 import { onProxEngines, startProxy } from "./_proxy.ts";
-import { heldUpstream, queuedProxy } from "./_held.ts";
+import { heldUpstream, holdFirst, pattern, queuedProxy, queuedUploadHead } from "./_held.ts";
 import { readFrom } from "./_raw_client.ts";
 
 const enc = new TextEncoder();
@@ -35,12 +35,6 @@ function hex(b: Uint8Array): string {
 
 async function sha(b: Uint8Array<ArrayBuffer>): Promise<string> {
   return hex(new Uint8Array(await crypto.subtle.digest("SHA-256", b)));
-}
-
-function pattern(n: number): Uint8Array<ArrayBuffer> {
-  const out = new Uint8Array(n);
-  for (let i = 0; i < n; i++) out[i] = (i * 7 + (i >> 8)) & 0xff;
-  return out;
 }
 
 function concat(...parts: Uint8Array[]): Uint8Array<ArrayBuffer> {
@@ -139,14 +133,11 @@ routes: { "/": { type: proxy, target: "${up.url}" } }
 Deno.test("an upload read ahead while queued reaches the upstream byte for byte, a request pipelined behind it is served, and the connection then waits with its usual buffer", async () => {
   await using up = await heldUpstream();
   await using prox = await queuedProxy(up.url);
-  const first = fetch(`${prox.url}/first`);
-  await waitFor(() => up.arrived.length === 1, { what: "the first request at the upstream" });
+  const { first } = await holdFirst(up, prox);
   const body = pattern(200_000);
   const c = await Deno.connect({ hostname: "127.0.0.1", port: prox.port });
   try {
-    await c.write(
-      enc.encode(`POST /queued HTTP/1.1\r\nHost: a\r\nContent-Length: ${body.length}\r\n\r\n`),
-    );
+    await c.write(queuedUploadHead(body.length));
     await c.write(body.subarray(0, 100));
     await waitFor(async () => (await prox.pool()).waiting === 1, { what: "the upload queued" });
     // Small pieces while it waits (each a read ahead), the rest and the next request once it goes.
@@ -191,14 +182,11 @@ health_check: { enabled: false }
 upstream_pool: { max_connections_per_upstream: 1, queue_limit: 8, queue_timeout: 1s }
 routes: { "/": { type: proxy, target: "${up.url}", timeouts: { response_header: 60s } } }
 `);
-  const first = fetch(`${prox.url}/first`);
-  await waitFor(() => up.arrived.length === 1, { what: "the first request at the upstream" });
+  const { first } = await holdFirst(up, prox);
   const body = pattern(100_000);
   const c = await Deno.connect({ hostname: "127.0.0.1", port: prox.port });
   try {
-    await c.write(
-      enc.encode(`POST /queued HTTP/1.1\r\nHost: a\r\nContent-Length: ${body.length}\r\n\r\n`),
-    );
+    await c.write(queuedUploadHead(body.length));
     await c.write(body.subarray(0, 5000));
     const refused = await readFrom(c, /\r\n\r\n[^]*/);
     assert.match(refused, /^HTTP\/1\.1 503 /);
@@ -219,14 +207,11 @@ routes: { "/": { type: proxy, target: "${up.url}", timeouts: { response_header: 
 Deno.test("an upload sent in pieces while queued whose client then leaves leaves the queue", async () => {
   await using up = await heldUpstream();
   await using prox = await queuedProxy(up.url);
-  const first = fetch(`${prox.url}/first`);
-  await waitFor(() => up.arrived.length === 1, { what: "the first request at the upstream" });
+  const { first } = await holdFirst(up, prox);
   const body = pattern(200_000);
   const c = await Deno.connect({ hostname: "127.0.0.1", port: prox.port });
   try {
-    await c.write(
-      enc.encode(`POST /queued HTTP/1.1\r\nHost: a\r\nContent-Length: ${body.length}\r\n\r\n`),
-    );
+    await c.write(queuedUploadHead(body.length));
     await waitFor(async () => (await prox.pool()).waiting === 1, { what: "the upload queued" });
     for (let off = 0; off < 20_000; off += 500) await c.write(body.subarray(off, off + 500));
   } finally {

@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { ROOT, startUpstream, waitFor } from "../_harness.ts";
 import { proxyRoute, startProxy } from "./_proxy.ts";
 import { rawServer, readRequest, writeAll } from "../_upstream_peers.ts";
-import { heldUpstream, queuedProxy } from "./_held.ts";
+import { heldUpstream, holdFirst, queuedProxy } from "./_held.ts";
 import { RawH2Client } from "./_raw_h2.ts";
 import { readFrom } from "./_raw_client.ts";
 import {
@@ -206,8 +206,7 @@ for (const tls of [false, true]) {
   Deno.test("a GET waiting for an upstream connection leaves the queue when its HTTP/1.1 client goes", async () => {
     await using up = await heldUpstream();
     await using prox = await queuedProxy(up.url);
-    const first = fetch(`${prox.url}/first`);
-    await waitFor(() => up.arrived.length === 1, { what: "the first request at the upstream" });
+    const { first } = await holdFirst(up, prox);
     const c = await Deno.connect({ hostname: "127.0.0.1", port: prox.port });
     try {
       await c.write(enc.encode("GET /queued HTTP/1.1\r\nHost: a\r\n\r\n"));
