@@ -40,82 +40,82 @@ function config(ask: string, storage: string): AcmeConfig {
   };
 }
 
+/**
+ * createOnDemand on a new storage directory (`dir`), its config `edit`ed; closed, and the
+ * directory removed, when the test's scope ends (`await using`).
+ */
+async function onDemand(
+  ask: string,
+  deps: Parameters<typeof createOnDemand>[1],
+  edit: (base: AcmeConfig) => AcmeConfig = (base) => base,
+) {
+  const dir = await Deno.makeTempDir();
+  const od = createOnDemand(edit(config(ask, dir)), deps);
+  return Object.assign(od, {
+    dir,
+    async [Symbol.asyncDispose]() {
+      await od.close();
+      await Deno.remove(dir, { recursive: true });
+    },
+  });
+}
+
 Deno.test("createOnDemand refuses names that are no DNS name without asking", async () => {
   await using ask = askServer(() => 200);
-  const dir = await Deno.makeTempDir();
-  const od = createOnDemand(config(ask.url, dir), { logger: quiet, clientRetries: 0 });
-  try {
-    const refused = [
-      ...["10.0.0.1", "a/b.example", "..example", "example", "a..b", "-a.example"],
-      // Wildcard forms, IP literals, odd characters, URL syntax: never asked, never ordered.
-      ...["*.example", "*", "a.*.example", "::1", "[::1]", "0x7f.0.0.1", "1.2.3.4.", "a_b.example"],
-      ...["a b.example", "a%2fb.example", "a.example/x", "a.example:443", "a.example?x=1"],
-      ...["a.example&domain=b.example", "a\u0000.example", "\u00e9.example", "a.example.."],
-      // Letters that lower-case into ASCII ones (Kelvin sign: k; dotted capital I).
-      ...["\u212a.example", "\u0130.example"],
-      // Over 253 bytes; a 64-byte label.
-      `${"a".repeat(63)}.${"b".repeat(63)}.${"c".repeat(63)}.${"d".repeat(59)}.ex`,
-      `${"a".repeat(64)}.example`,
-    ];
-    for (const name of refused) assert.equal(od.certificate(name), null, name);
-    assert.deepEqual(ask.asked, []);
-    // The longest allowed: 253 bytes (and its fully qualified form, 254 with the dot), asked once.
-    const longest = `${"a".repeat(63)}.${"b".repeat(63)}.${"c".repeat(63)}.${"d".repeat(58)}.ex`;
-    assert.equal(longest.length, 253);
-    const p = od.certificate(longest);
-    assert.ok(p instanceof Promise);
-    assert.equal(od.certificate(`${longest}.`), p);
-    await p;
-    assert.deepEqual(ask.asked, [longest]);
-  } finally {
-    await od.close();
-    await Deno.remove(dir, { recursive: true });
-  }
+  await using od = await onDemand(ask.url, { logger: quiet, clientRetries: 0 });
+  const refused = [
+    ...["10.0.0.1", "a/b.example", "..example", "example", "a..b", "-a.example"],
+    // Wildcard forms, IP literals, odd characters, URL syntax: never asked, never ordered.
+    ...["*.example", "*", "a.*.example", "::1", "[::1]", "0x7f.0.0.1", "1.2.3.4.", "a_b.example"],
+    ...["a b.example", "a%2fb.example", "a.example/x", "a.example:443", "a.example?x=1"],
+    ...["a.example&domain=b.example", "a\u0000.example", "\u00e9.example", "a.example.."],
+    // Letters that lower-case into ASCII ones (Kelvin sign: k; dotted capital I).
+    ...["\u212a.example", "\u0130.example"],
+    // Over 253 bytes; a 64-byte label.
+    `${"a".repeat(63)}.${"b".repeat(63)}.${"c".repeat(63)}.${"d".repeat(59)}.ex`,
+    `${"a".repeat(64)}.example`,
+  ];
+  for (const name of refused) assert.equal(od.certificate(name), null, name);
+  assert.deepEqual(ask.asked, []);
+  // The longest allowed: 253 bytes (and its fully qualified form, 254 with the dot), asked once.
+  const longest = `${"a".repeat(63)}.${"b".repeat(63)}.${"c".repeat(63)}.${"d".repeat(58)}.ex`;
+  assert.equal(longest.length, 253);
+  const p = od.certificate(longest);
+  assert.ok(p instanceof Promise);
+  assert.equal(od.certificate(`${longest}.`), p);
+  await p;
+  assert.deepEqual(ask.asked, [longest]);
 });
 
 Deno.test("createOnDemand caches ask's refusal and asks once per name in flight", async () => {
-  let release = () => {};
-  const gate = new Promise<void>((r) => release = r);
+  const { promise: gate, resolve: release } = Promise.withResolvers<void>();
   await using ask = askServer(() => 403, gate);
-  const dir = await Deno.makeTempDir();
-  const od = createOnDemand(config(ask.url, dir), { logger: quiet });
-  try {
-    const first = od.certificate("a.example");
-    assert.ok(first instanceof Promise);
-    // The same name while asked: the same question, not another.
-    assert.equal(od.certificate("A.example."), first);
-    release();
-    assert.equal(await first, null);
-    assert.equal(await od.certificate("a.example"), null);
-    assert.deepEqual(ask.asked, ["a.example"]);
-    assert.deepEqual(od.status(), { held: [], orders: 0 });
-  } finally {
-    await od.close();
-    await Deno.remove(dir, { recursive: true });
-  }
+  await using od = await onDemand(ask.url, { logger: quiet });
+  const first = od.certificate("a.example");
+  assert.ok(first instanceof Promise);
+  // The same name while asked: the same question, not another.
+  assert.equal(od.certificate("A.example."), first);
+  release();
+  assert.equal(await first, null);
+  assert.equal(await od.certificate("a.example"), null);
+  assert.deepEqual(ask.asked, ["a.example"]);
+  assert.deepEqual(od.status(), { held: [], orders: 0 });
 });
 
 Deno.test("createOnDemand bounds the names in flight", async () => {
-  let release = () => {};
-  const gate = new Promise<void>((r) => release = r);
+  const { promise: gate, resolve: release } = Promise.withResolvers<void>();
   await using ask = askServer(() => 403, gate);
-  const dir = await Deno.makeTempDir();
-  const od = createOnDemand(config(ask.url, dir), { logger: quiet });
-  try {
-    const waits = Array.from({ length: 100 }, (_, i) => od.certificate(`n${i}.example`));
-    assert.ok(waits.every((w) => w instanceof Promise));
-    // The 101st is refused at once.
-    assert.equal(od.certificate("n100.example"), null);
-    release();
-    assert.deepEqual(await Promise.all(waits), waits.map(() => null));
-    // Room again.
-    const later = od.certificate("n100.example");
-    assert.ok(later instanceof Promise);
-    assert.equal(await later, null);
-  } finally {
-    await od.close();
-    await Deno.remove(dir, { recursive: true });
-  }
+  await using od = await onDemand(ask.url, { logger: quiet });
+  const waits = Array.from({ length: 100 }, (_, i) => od.certificate(`n${i}.example`));
+  assert.ok(waits.every((w) => w instanceof Promise));
+  // The 101st is refused at once.
+  assert.equal(od.certificate("n100.example"), null);
+  release();
+  assert.deepEqual(await Promise.all(waits), waits.map(() => null));
+  // Room again.
+  const later = od.certificate("n100.example");
+  assert.ok(later instanceof Promise);
+  assert.equal(await later, null);
 });
 
 Deno.test("createOnDemand backs off a name whose order failed, without asking or ordering again", async () => {
@@ -140,28 +140,22 @@ Deno.test("createOnDemand backs off a name whose order failed, without asking or
 
 Deno.test("createOnDemand close waits for the keeper of a name whose order failed", async () => {
   await using ask = askServer(() => 200);
-  const dir = await Deno.makeTempDir();
-  const od = createOnDemand(config(ask.url, dir), { logger: quiet, clientRetries: 0 });
-  try {
-    assert.equal(await od.certificate("a.example"), null);
-    await od.close();
-    // The dropped keeper stored its back-off and released its lock before close() resolved: no
-    // write into the storage runs on (a caller removing the directory then saw "Directory not
-    // empty").
-    const files: string[] = [];
-    const walk = async (d: string) => {
-      for await (const e of Deno.readDir(d)) {
-        if (e.isDirectory) await walk(`${d}/${e.name}`);
-        else files.push(e.name);
-      }
-    };
-    await walk(dir);
-    assert.ok(files.includes("order.backoff.json"), files.join(", "));
-    assert.ok(!files.includes("order.lock"), files.join(", "));
-  } finally {
-    await od.close();
-    await Deno.remove(dir, { recursive: true });
-  }
+  await using od = await onDemand(ask.url, { logger: quiet, clientRetries: 0 });
+  assert.equal(await od.certificate("a.example"), null);
+  await od.close();
+  // The dropped keeper stored its back-off and released its lock before close() resolved: no
+  // write into the storage runs on (a caller removing the directory then saw "Directory not
+  // empty").
+  const files: string[] = [];
+  const walk = async (d: string) => {
+    for await (const e of Deno.readDir(d)) {
+      if (e.isDirectory) await walk(`${d}/${e.name}`);
+      else files.push(e.name);
+    }
+  };
+  await walk(od.dir);
+  assert.ok(files.includes("order.backoff.json"), files.join(", "));
+  assert.ok(!files.includes("order.lock"), files.join(", "));
 });
 
 Deno.test("createOnDemand bounds the orders still running after their handshakes gave up", async () => {
@@ -247,58 +241,44 @@ function silentCa() {
 Deno.test("createOnDemand: handshakes that gave up on a hanging order leave nothing behind", async () => {
   await using ask = askServer(() => 200);
   await using ca = silentCa();
-  const dir = await Deno.makeTempDir();
-  const base = config(ask.url, dir);
-  const od = createOnDemand({
-    ...base,
-    ca_url: ca.url,
-    on_demand: { ...base.on_demand!, timeout: 50 },
-  }, { logger: quiet, clientRetries: 0 });
-  try {
-    assert.equal(await od.certificate("a.example"), null);
-    assert.deepEqual(od.status().held, ["a.example"]);
-    const before = od.waiting().reactions;
-    for (let i = 0; i < 30; i++) {
-      const got = od.certificate("a.example");
-      assert.ok(got instanceof Promise);
-      assert.equal(await got, null);
-    }
-    // Each gave up at its timeout: no waiter left, and no reaction more than the keeper's own.
-    assert.deepEqual(od.waiting(), { handshakes: 0, reactions: before });
-    assert.ok(before <= 2, `${before} reactions`);
-  } finally {
-    await od.close();
-    await Deno.remove(dir, { recursive: true });
+  await using od = await onDemand(
+    ask.url,
+    { logger: quiet, clientRetries: 0 },
+    (base) => ({ ...base, ca_url: ca.url, on_demand: { ...base.on_demand!, timeout: 50 } }),
+  );
+  assert.equal(await od.certificate("a.example"), null);
+  assert.deepEqual(od.status().held, ["a.example"]);
+  const before = od.waiting().reactions;
+  for (let i = 0; i < 30; i++) {
+    const got = od.certificate("a.example");
+    assert.ok(got instanceof Promise);
+    assert.equal(await got, null);
   }
+  // Each gave up at its timeout: no waiter left, and no reaction more than the keeper's own.
+  assert.deepEqual(od.waiting(), { handshakes: 0, reactions: before });
+  assert.ok(before <= 2, `${before} reactions`);
 });
 
 Deno.test("createOnDemand bounds the handshakes waiting for one name", async () => {
   await using ask = askServer(() => 200);
   await using ca = silentCa();
-  const dir = await Deno.makeTempDir();
-  const base = config(ask.url, dir);
-  const od = createOnDemand({
-    ...base,
-    ca_url: ca.url,
-    on_demand: { ...base.on_demand!, timeout: 60_000 },
-  }, { logger: quiet, clientRetries: 0 });
-  try {
-    const first = od.certificate("a.example");
-    await waitFor(() => od.waiting().handshakes === 1, { what: "the first handshake waiting" });
-    const waits = Array.from({ length: 999 }, () => od.certificate("a.example"));
-    assert.ok(waits.every((w) => w instanceof Promise));
-    assert.equal(od.waiting().handshakes, 1_000);
-    // The 1,001st gets the default certificate at once.
-    assert.equal(od.certificate("a.example"), null);
-    assert.equal(od.waiting().handshakes, 1_000);
-    // Closing wakes them all.
-    await od.close();
-    assert.deepEqual(await Promise.all([first, ...waits]), [first, ...waits].map(() => null));
-    assert.equal(od.waiting().handshakes, 0);
-  } finally {
-    await od.close();
-    await Deno.remove(dir, { recursive: true });
-  }
+  await using od = await onDemand(
+    ask.url,
+    { logger: quiet, clientRetries: 0 },
+    (base) => ({ ...base, ca_url: ca.url, on_demand: { ...base.on_demand!, timeout: 60_000 } }),
+  );
+  const first = od.certificate("a.example");
+  await waitFor(() => od.waiting().handshakes === 1, { what: "the first handshake waiting" });
+  const waits = Array.from({ length: 999 }, () => od.certificate("a.example"));
+  assert.ok(waits.every((w) => w instanceof Promise));
+  assert.equal(od.waiting().handshakes, 1_000);
+  // The 1,001st gets the default certificate at once.
+  assert.equal(od.certificate("a.example"), null);
+  assert.equal(od.waiting().handshakes, 1_000);
+  // Closing wakes them all.
+  await od.close();
+  assert.deepEqual(await Promise.all([first, ...waits]), [first, ...waits].map(() => null));
+  assert.equal(od.waiting().handshakes, 0);
 });
 
 Deno.test("createOnDemand: a store that does not answer costs a handshake at most `timeout`", async () => {
