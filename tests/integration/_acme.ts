@@ -51,6 +51,45 @@ routes:
 `;
 }
 
+/** acmeYaml for on-demand TLS: storage in `dir`/acme, `on_demand` asking `ask`, then `onDemand`. */
+export function onDemandYaml(
+  o: {
+    pebble: { directoryUrl: string };
+    dir: string;
+    httpPort: number;
+    upstream: string;
+    ask: string;
+    /** More lines of `tls.acme.on_demand` (YAML, at its indentation). */
+    onDemand?: string;
+    extra?: string;
+  },
+): string {
+  return acmeYaml({
+    ca: o.pebble.directoryUrl,
+    storage: `${o.dir}/acme`,
+    httpPort: o.httpPort,
+    upstream: o.upstream,
+    ...(o.extra === undefined ? {} : { extra: o.extra }),
+    acmeExtra: `    on_demand:\n      ask: "${o.ask}"\n${o.onDemand ?? ""}`,
+  });
+}
+
+/** An on-demand ask endpoint allowing `allowed` (any name when not given); `asked`: the names. */
+export function startAsk(allowed?: string[]) {
+  const asked: string[] = [];
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, (req) => {
+    const name = new URL(req.url).searchParams.get("domain") ?? "";
+    asked.push(name);
+    const ok = allowed === undefined || allowed.includes(name);
+    return new Response(null, { status: ok ? 200 : 403 });
+  });
+  return {
+    asked,
+    url: `http://127.0.0.1:${server.addr.port}/allowed`,
+    [Symbol.asyncDispose]: () => server.shutdown(),
+  };
+}
+
 /** Collects log lines (message + fields) so tests can assert on them. */
 export function memoryLogger(): Logger & { lines: string[]; times: number[] } {
   const lines: string[] = [];

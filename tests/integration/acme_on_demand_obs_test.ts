@@ -6,22 +6,15 @@ import { X509Certificate } from "node:crypto";
 import { interopTest, run, startUpstream, waitFor } from "../_harness.ts";
 import type { OnDemandStatus } from "../../src/adapters/acme_on_demand.ts";
 import { freePort, startPebble } from "./_pebble.ts";
-import { acmeYaml, memoryLogger, start, tlsGet, TOOLS, withTempDir } from "./_acme.ts";
-
-/** An ask endpoint allowing `allowed`; it notes every name it was asked about. */
-function startAsk(allowed: string[]) {
-  const asked: string[] = [];
-  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, (req) => {
-    const name = new URL(req.url).searchParams.get("domain") ?? "";
-    asked.push(name);
-    return new Response(null, { status: allowed.includes(name) ? 200 : 403 });
-  });
-  return {
-    asked,
-    url: `http://127.0.0.1:${server.addr.port}/allowed`,
-    [Symbol.asyncDispose]: () => server.shutdown(),
-  };
-}
+import {
+  memoryLogger,
+  onDemandYaml,
+  start,
+  startAsk,
+  tlsGet,
+  TOOLS,
+  withTempDir,
+} from "./_acme.ts";
 
 /** The value of one series in an exposition, undefined when absent. */
 function value(text: string, series: string): number | undefined {
@@ -38,13 +31,14 @@ interopTest(
       await using pebble = await startPebble({ httpPort, dir });
       await using up = await startUpstream(() => new Response("observed"));
       await using ask = startAsk(["a.prox.test", "b.prox.test"]);
-      const yaml = acmeYaml({
-        ca: pebble.directoryUrl,
-        storage: `${dir}/acme`,
+      const yaml = onDemandYaml({
+        pebble,
+        dir,
         httpPort,
         upstream: up.url,
+        ask: ask.url,
         extra: `admin: { listen_addr: "127.0.0.1:0" }`,
-        acmeExtra: `    on_demand:\n      ask: "${ask.url}"\n      rate: { orders: 1, per: 1h }\n`,
+        onDemand: `      rate: { orders: 1, per: 1h }\n`,
       });
       const logger = memoryLogger();
       const server = await start(yaml, { lockPollMs: 50 }, logger);

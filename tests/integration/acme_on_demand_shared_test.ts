@@ -8,21 +8,7 @@ import { DEBUG_HEADER_ENV } from "../../src/adapters/worker_link.ts";
 import { freePort, startPebble } from "./_pebble.ts";
 import { spawnProx } from "./_cli_process.ts";
 import type { ProxProcess } from "./_cli_process.ts";
-import { acmeYaml, start, tlsGet, TOOLS, withTempDir } from "./_acme.ts";
-
-/** An ask endpoint allowing every name; it counts the questions. */
-function startAsk() {
-  let asked = 0;
-  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, () => {
-    asked++;
-    return new Response(null, { status: 200 });
-  });
-  return {
-    asked: () => asked,
-    url: `http://127.0.0.1:${server.addr.port}/allowed`,
-    [Symbol.asyncDispose]: () => server.shutdown(),
-  };
-}
+import { onDemandYaml, start, startAsk, tlsGet, TOOLS, withTempDir } from "./_acme.ts";
 
 interopTest(
   "ACME on demand: two instances sharing storage_path asked for one new name at once place one order and serve the same certificate",
@@ -34,13 +20,7 @@ interopTest(
       await using up = await startUpstream(() => new Response("shared"));
       await using ask = startAsk();
       // Both bind the challenge port (SO_REUSEPORT) and answer from the shared store.
-      const yaml = acmeYaml({
-        ca: pebble.directoryUrl,
-        storage: `${dir}/acme`,
-        httpPort,
-        upstream: up.url,
-        acmeExtra: `    on_demand:\n      ask: "${ask.url}"\n`,
-      });
+      const yaml = onDemandYaml({ pebble, dir, httpPort, upstream: up.url, ask: ask.url });
       const tuning: AcmeTuning = { lockPollMs: 50, checkIntervalMs: 1_000 };
       const [a, b] = await Promise.all([start(yaml, tuning), start(yaml, tuning)]);
       try {
@@ -57,7 +37,7 @@ interopTest(
         // One order for the name: the other instance waited for the lock and loaded it.
         assert.equal(pebble.orders(), 2);
         assert.equal(a.onDemand!.status().orders + b.onDemand!.status().orders, 1);
-        assert.equal(ask.asked(), 2);
+        assert.equal(ask.asked.length, 2);
         await assert.rejects(Deno.stat(`${dir}/acme/order.lock`), Deno.errors.NotFound);
       } finally {
         await Promise.all([a.shutdown(), b.shutdown()]);
@@ -75,13 +55,13 @@ interopTest(
       await using up = await startUpstream(() => new Response("from a worker"));
       await using ask = startAsk();
       const port = freePort();
-      const yaml = acmeYaml({
-        ca: pebble.directoryUrl,
-        storage: `${dir}/acme`,
+      const yaml = onDemandYaml({
+        pebble,
+        dir,
         httpPort,
         upstream: up.url,
+        ask: ask.url,
         extra: "workers: 2\nshutdown_timeout: 5s",
-        acmeExtra: `    on_demand:\n      ask: "${ask.url}"\n`,
       }).replace(`listen_addr: "127.0.0.1:0"`, `listen_addr: "127.0.0.1:${port}"`);
       await Deno.writeTextFile(`${dir}/prox.yaml`, yaml);
       Deno.env.set(DEBUG_HEADER_ENV, "1");

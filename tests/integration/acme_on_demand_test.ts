@@ -8,22 +8,15 @@ import type { AcmeTuning } from "../../src/adapters/acme.ts";
 import { X509Certificate } from "node:crypto";
 import { freePort, startPebble } from "./_pebble.ts";
 import type { Pebble } from "./_pebble.ts";
-import { acmeYaml, memoryLogger, start, tlsGet, TOOLS, withTempDir } from "./_acme.ts";
-
-/** An ask endpoint allowing `allowed`; it notes every name it was asked about. */
-function startAsk(allowed: string[]) {
-  const asked: string[] = [];
-  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, (req) => {
-    const name = new URL(req.url).searchParams.get("domain") ?? "";
-    asked.push(name);
-    return new Response(null, { status: allowed.includes(name) ? 200 : 403 });
-  });
-  return {
-    asked,
-    url: `http://127.0.0.1:${server.addr.port}/allowed`,
-    [Symbol.asyncDispose]: () => server.shutdown(),
-  };
-}
+import {
+  memoryLogger,
+  onDemandYaml,
+  start,
+  startAsk,
+  tlsGet,
+  TOOLS,
+  withTempDir,
+} from "./_acme.ts";
 
 const TUNING: AcmeTuning = { lockPollMs: 50 };
 
@@ -44,13 +37,7 @@ interopTest(
       await using pebble = await startPebble({ httpPort, dir });
       await using up = await startUpstream(() => new Response("on demand"));
       await using ask = startAsk(["a.prox.test"]);
-      const yaml = acmeYaml({
-        ca: pebble.directoryUrl,
-        storage: `${dir}/acme`,
-        httpPort,
-        upstream: up.url,
-        acmeExtra: `    on_demand:\n      ask: "${ask.url}"\n`,
-      });
+      const yaml = onDemandYaml({ pebble, dir, httpPort, upstream: up.url, ask: ask.url });
       const logger = memoryLogger();
       const first = await start(yaml, TUNING, logger);
       let serial: string;
@@ -111,12 +98,13 @@ interopTest(
       await using pebble = await startPebble({ httpPort, dir });
       await using up = await startUpstream(() => new Response("bounded"));
       await using ask = startAsk(["a.prox.test", "b.prox.test", "c.prox.test"]);
-      const yaml = acmeYaml({
-        ca: pebble.directoryUrl,
-        storage: `${dir}/acme`,
+      const yaml = onDemandYaml({
+        pebble,
+        dir,
         httpPort,
         upstream: up.url,
-        acmeExtra: `    on_demand:\n      ask: "${ask.url}"\n      max_certificates: 1\n` +
+        ask: ask.url,
+        onDemand: `      max_certificates: 1\n` +
           `      rate: { orders: 2, per: 1h }\n`,
       });
       const logger = memoryLogger();
@@ -160,13 +148,7 @@ interopTest(
       await using pebble = await startPebble({ httpPort, dir });
       await using up = await startUpstream(() => new Response("renewed"));
       await using ask = startAsk(["a.prox.test"]);
-      const yaml = acmeYaml({
-        ca: pebble.directoryUrl,
-        storage: `${dir}/acme`,
-        httpPort,
-        upstream: up.url,
-        acmeExtra: `    on_demand:\n      ask: "${ask.url}"\n`,
-      });
+      const yaml = onDemandYaml({ pebble, dir, httpPort, upstream: up.url, ask: ask.url });
       let offset = 0;
       const server = await start(yaml, {
         ...TUNING,
