@@ -123,13 +123,24 @@ const REFUSED: [string, string][] = [
   ],
 ];
 
-Deno.test("framing that parsers may read apart is refused and never reaches the upstream", async () => {
+/** Prox with one proxy route to a recordingUpstream() (`up`), both closed with it. */
+async function recordingProxy() {
   const up = recordingUpstream();
-  await using _up = up.server;
-  await using prox = await startProxy(`
+  await using stack = new AsyncDisposableStack();
+  stack.use(up.server);
+  const prox = stack.use(
+    await startProxy(`
 health_check: { enabled: false }
 routes: { "/": { type: proxy, target: "${up.server.url}" } }
-`);
+`),
+  );
+  const owned = stack.move();
+  return Object.assign(prox, { up, [Symbol.asyncDispose]: () => owned.disposeAsync() });
+}
+
+Deno.test("framing that parsers may read apart is refused and never reaches the upstream", async () => {
+  await using prox = await recordingProxy();
+  const { up } = prox;
   for (const [name, text] of REFUSED) {
     const out = await rawExchange(prox.port, text + AFTER, undefined, 5_000);
     // A 400, 501 or (Deno.serve, for a malformed chunked body) a close without an answer; the
@@ -141,12 +152,8 @@ routes: { "/": { type: proxy, target: "${up.server.url}" } }
 });
 
 Deno.test("framing a proxy must take is forwarded with one framing and nothing after it", async () => {
-  const up = recordingUpstream();
-  await using _up = up.server;
-  await using prox = await startProxy(`
-health_check: { enabled: false }
-routes: { "/": { type: proxy, target: "${up.server.url}" } }
-`);
+  await using prox = await recordingProxy();
+  const { up } = prox;
   const taken: [string, string][] = [
     [
       "chunked with extensions",

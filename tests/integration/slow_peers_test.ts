@@ -94,16 +94,27 @@ function h2Proxy(up: string, tls: boolean, timeouts = WAIT) {
   return startProxy(`${tlsConf}${proxyRoute(up)}\n    timeouts: ${timeouts}`, { tls });
 }
 
+/** An HTTP/2 connection to Prox whose stream 1, a GET of /wait, is at the (silent) upstream. */
+async function waitingStream(port: number, tls: boolean, up: { seen: { heads: number } }) {
+  const h = await H2.open(port, tls);
+  try {
+    h.get(1, "/wait", tls ? "https" : "http");
+    await h.flush();
+    await waitFor(() => up.seen.heads === 1, { what: "the request at the upstream" });
+    return h;
+  } catch (e) {
+    await h.close();
+    throw e;
+  }
+}
+
 for (const tls of [false, true]) {
   const proto = tls ? "TLS" : "h2c";
   Deno.test(`a client that resets its HTTP/2 stream (${proto}) while it waits for the upstream ends the upstream request`, async () => {
     await using up = silentUpstream();
     await using prox = await h2Proxy(up.url, tls);
-    const h = await H2.open(prox.port, tls);
+    const h = await waitingStream(prox.port, tls, up);
     try {
-      h.get(1, "/wait", tls ? "https" : "http");
-      await h.flush();
-      await waitFor(() => up.seen.heads === 1, { what: "the request at the upstream" });
       // Within the upstream client's first tick (it looks the client's signal up only then).
       h.out.u32(FrameType.RST_STREAM, 1, ErrorCode.CANCEL);
       await h.flush();
@@ -116,11 +127,8 @@ for (const tls of [false, true]) {
   Deno.test(`a client that closes its HTTP/2 connection (${proto}) while a request waits for the upstream ends the upstream request`, async () => {
     await using up = silentUpstream();
     await using prox = await h2Proxy(up.url, tls);
-    const h = await H2.open(prox.port, tls);
+    const h = await waitingStream(prox.port, tls, up);
     try {
-      h.get(1, "/wait", tls ? "https" : "http");
-      await h.flush();
-      await waitFor(() => up.seen.heads === 1, { what: "the request at the upstream" });
     } finally {
       await h.close();
     }

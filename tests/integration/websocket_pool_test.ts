@@ -92,6 +92,23 @@ async function settled(prox: Prox, up: WsUpstream, target: string, n: number) {
   });
 }
 
+/** Closes `ws` and waits until the upstream and Prox's pool hold no connection for it. */
+async function closeFreed(prox: Prox, up: WsUpstream, target: string, ws: WsClient) {
+  ws.close();
+  await closed(ws);
+  await settled(prox, up, target, 0);
+}
+
+/** Prox with one route to `up`, one connection per upstream, `pool` the rest of upstream_pool. */
+async function pooledProx(up: WsUpstream, pool: string) {
+  const target = `http://127.0.0.1:${up.port}`;
+  const prox = await startProx(`
+upstream_pool: { max_connections_per_upstream: 1, ${pool} }
+routes: { "/": { type: proxy, target: "${target}" } }
+`);
+  return Object.assign(prox, { target });
+}
+
 for (const type of ["proxy", "websocket"] as const) {
   Deno.test(`upstream_pool: a WebSocket on a ${type} route takes a connection for its life; past the limit it is shed, and the slot comes back when either side closes`, async () => {
     await using up = await wsUpstream();
@@ -134,20 +151,15 @@ routes:
     assert.equal((await bClosed).code, 4000);
     await settled(prox, up, target, 0);
     const c = await connect(`${prox.ws}/c`);
-    c.close();
-    await closed(c);
-    await settled(prox, up, target, 0);
+    await closeFreed(prox, up, target, c);
     assert.equal((await prox.pool(target))!.opened, 3, "each WebSocket opened one connection");
   });
 }
 
 Deno.test("upstream_pool: a WebSocket past the limit waits in the queue for a connection", async () => {
   await using up = await wsUpstream();
-  const target = `http://127.0.0.1:${up.port}`;
-  await using prox = await startProx(`
-upstream_pool: { max_connections_per_upstream: 1, queue_limit: 4, queue_timeout: 60s }
-routes: { "/": { type: proxy, target: "${target}" } }
-`);
+  await using prox = await pooledProx(up, "queue_limit: 4, queue_timeout: 60s");
+  const { target } = prox;
   const a = await connect(prox.ws);
   await settled(prox, up, target, 1);
   let bOpen = false;
@@ -160,37 +172,27 @@ routes: { "/": { type: proxy, target: "${target}" } }
   ws.send("queued");
   assert.equal(String((await messages(ws, 1))[0].data), "queued");
   await settled(prox, up, target, 1);
-  ws.close();
-  await closed(ws);
-  await settled(prox, up, target, 0);
+  await closeFreed(prox, up, target, ws);
 });
 
 Deno.test("upstream_pool: at the limit, an idle kept-alive connection makes room for a WebSocket", async () => {
   await using up = await wsUpstream();
-  const target = `http://127.0.0.1:${up.port}`;
   // The ws server answers plain HTTP requests with 426, on a connection it keeps alive.
-  await using prox = await startProx(`
-upstream_pool: { max_connections_per_upstream: 1, queue_limit: 0 }
-routes: { "/": { type: proxy, target: "${target}" } }
-`);
+  await using prox = await pooledProx(up, "queue_limit: 0");
+  const { target } = prox;
   const res = await fetch(`${prox.http}/plain`);
   await res.body?.cancel();
   await waitFor(async () => (await prox.pool(target))?.idle === 1, { what: "one idle" });
   const ws = await connect(prox.ws);
   await settled(prox, up, target, 1);
   assert.equal((await prox.pool(target))!.idle, 0);
-  ws.close();
-  await closed(ws);
-  await settled(prox, up, target, 0);
+  await closeFreed(prox, up, target, ws);
 });
 
 Deno.test("upstream_pool: a WebSocket that waited past queue_timeout is shed with 503", async () => {
   await using up = await wsUpstream();
-  const target = `http://127.0.0.1:${up.port}`;
-  await using prox = await startProx(`
-upstream_pool: { max_connections_per_upstream: 1, queue_limit: 4, queue_timeout: 100ms }
-routes: { "/": { type: proxy, target: "${target}" } }
-`);
+  await using prox = await pooledProx(up, "queue_limit: 4, queue_timeout: 100ms");
+  const { target } = prox;
   const a = await connect(prox.ws);
   await settled(prox, up, target, 1);
   assert.deepEqual(await refusal(prox.ws), { status: 503, retryAfter: "1" });
@@ -198,9 +200,7 @@ routes: { "/": { type: proxy, target: "${target}" } }
     `prox_upstream_shed_total{backend="${target}",reason="queue_timeout"}`,
   );
   assert.equal(shed, 1);
-  a.close();
-  await closed(a);
-  await settled(prox, up, target, 0);
+  await closeFreed(prox, up, target, a);
 });
 
 Deno.test("upstream_pool: the slot comes back after a refused upgrade, a failed connect, a client gone while queued or during the upstream handshake", async () => {
@@ -240,14 +240,10 @@ routes:
   await waitFor(async () => (await prox.pool(target))?.waiting === 1, { what: "queued" });
   gone.terminate();
   await waitFor(async () => (await prox.pool(target))?.waiting === 0, { what: "left queue" });
-  a.close();
-  await closed(a);
-  await settled(prox, up, target, 0);
+  await closeFreed(prox, up, target, a);
   const b = await connect(prox.ws);
   await settled(prox, up, target, 1);
-  b.close();
-  await closed(b);
-  await settled(prox, up, target, 0);
+  await closeFreed(prox, up, target, b);
   // A client that leaves while its upstream handshake is under way: the upstream's socket is
   // closed once it opens, and the slot comes back.
   const slow = new WsClient(`${prox.ws}/slow`);
