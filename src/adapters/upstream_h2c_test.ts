@@ -27,6 +27,18 @@ function closingClient(): ReturnType<typeof createUpstreamClient> & AsyncDisposa
   return Object.assign(client, { [Symbol.asyncDispose]: () => client.close() });
 }
 
+/**
+ * A GET of `url`/ over h2c for each call, its failure caught (a failed assertion closes the client
+ * first).
+ */
+function sender(client: ReturnType<typeof createUpstreamClient>, url: string) {
+  return () => {
+    const p = client.send(request(`${url}/`, { protocol: "h2c" }));
+    p.catch(() => {});
+    return p;
+  };
+}
+
 interface Frame {
   type: number;
   flags: number;
@@ -1279,11 +1291,7 @@ Deno.test("h2c: a new connection whose SETTINGS name no stream limit is not held
     await Promise.all(answers);
   });
   const client = createUpstreamClient();
-  const send = () => {
-    const p = client.send(request(`${up.url}/`, { protocol: "h2c" }));
-    p.catch(() => {}); // a failed assertion closes the client first
-    return p;
-  };
+  const send = sender(client, up.url);
   try {
     // Answered after both SETTINGS: the client knows the first connection's limit.
     assert.equal((await send()).status, 204);
@@ -1461,11 +1469,7 @@ Deno.test("h2c: SETTINGS_MAX_CONCURRENT_STREAMS lowered under the streams open: 
     await Promise.all(answers);
   });
   const client = createUpstreamClient();
-  const send = () => {
-    const p = client.send(request(`${up.url}/`, { protocol: "h2c" }));
-    p.catch(() => {}); // a failed assertion closes the client first
-    return p;
-  };
+  const send = sender(client, up.url);
   try {
     const first = [send(), send(), send()];
     // The lowered limit is known (its ACK, the second, came) before the next request.
