@@ -78,16 +78,21 @@ routes:
   }
 });
 
+/** Prox with `http1_header_timeout: timeout` and one proxy route to `up`. */
+function headerTimeoutProxy(up: string, timeout: string) {
+  return startProxy(`
+protocols: { http1_header_timeout: ${timeout} }
+health_check: { enabled: false }
+routes: { "/": { type: proxy, target: "${up}" } }
+`);
+}
+
 /** Resolves after `ms` (the pace of a client that trickles its heads: the time is the test). */
 const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 Deno.test("http1_header_timeout counts from a head's own first bytes, not from the head before it on the connection", async () => {
   await using up = await recordingUpstream();
-  await using prox = await startProxy(`
-protocols: { http1_header_timeout: 5s }
-health_check: { enabled: false }
-routes: { "/": { type: proxy, target: "${up.url}" } }
-`);
+  await using prox = await headerTimeoutProxy(up.url, "5s");
   const c = await Deno.connect({ hostname: "127.0.0.1", port: prox.port });
   try {
     // A first head that takes 3 s (within the limit): the idle sweep (once a second) saw it.
@@ -108,11 +113,7 @@ routes: { "/": { type: proxy, target: "${up.url}" } }
 
 Deno.test("http1_header_timeout closes a connection whose head does not come whole in time; an idle one stays", async () => {
   await using up = await recordingUpstream();
-  await using prox = await startProxy(`
-protocols: { http1_header_timeout: 1s }
-health_check: { enabled: false }
-routes: { "/": { type: proxy, target: "${up.url}" } }
-`);
+  await using prox = await headerTimeoutProxy(up.url, "1s");
   const idle = await Deno.connect({ hostname: "127.0.0.1", port: prox.port });
   const slow = await Deno.connect({ hostname: "127.0.0.1", port: prox.port });
   try {
@@ -284,11 +285,7 @@ routes:
 
 Deno.test("http1_header_timeout does not cut a head pipelined behind a request the engine is still serving", async () => {
   await using up = await heldUpstream();
-  await using prox = await startProxy(`
-protocols: { http1_header_timeout: 1s }
-health_check: { enabled: false }
-routes: { "/": { type: proxy, target: "${up.url}" } }
-`);
+  await using prox = await headerTimeoutProxy(up.url, "1s");
   const c = await Deno.connect({ hostname: "127.0.0.1", port: prox.port });
   try {
     // The second head's start comes with the first request, which the upstream holds 2.5 s:
