@@ -128,10 +128,7 @@ for (const tls of [false, true]) {
     await using up = silentUpstream();
     await using prox = await h2Proxy(up.url, tls);
     const h = await waitingStream(prox.port, tls, up);
-    try {
-    } finally {
-      await h.close();
-    }
+    await h.close();
     await waitFor(() => up.seen.ended === 1, { what: "the upstream connection to end" });
   });
 }
